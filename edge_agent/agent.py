@@ -639,7 +639,7 @@ class Agent:
                 told = self._down_reported.pop(name)
                 self._save_told(self._downs_file, self._down_carried, self._down_reported)
                 what = "connected again after {} s without a connection"
-                if w.flaps > 1:
+                if not w.clean_end:
                     bad = w.bad_s(now, self.flap_clear_s)
                     what = (
                         f"connected steadily (down {bad:.0f} s of the last {self.flap_clear_s:.0f} s) after "
@@ -693,7 +693,7 @@ class Agent:
         if verdict == "end" and name in self._halt_reported:
             last = self._halt_last.get(name, {})
             why = "its server is healthy again"
-            if w.flaps > 1:
+            if not w.clean_end:
                 bad = w.bad_s(now, self.flap_clear_s)
                 why = f"its server is healthy steadily (halted {bad:.0f} s of the last {self.flap_clear_s:.0f} s)"
             self._halt_ended(name, last.get("reason"), last.get("checks"), why, w.flaps)

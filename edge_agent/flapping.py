@@ -8,11 +8,12 @@ so nothing reached the cloud; one whose stretches were just over 30 s sent a sta
 rule: an episode starts once the source has been bad for ``confirm_s`` (30 s) *in total* within the last
 ``window_s`` (120 s): a single clean outage still starts at 30 s, a source bad most of the time starts as soon
 as its bad stretches add up to that. An episode of one bad stretch ends at the first pass that finds the source
-good (as before); one that flapped (two bad stretches or more in it, counting those in the window when it
-started) ends only once the source has been steadily good for ``clear_s`` (120 s), or is good and was bad for at most
-5% of the last ``clear_s`` (a reconnect of a pass or two now and then: without it, a source that went back to
-serving 97% of the time kept its episode open for good): one start and one end per flapping spell, with
-``flaps`` (the bad stretches it counted). Limits: the source watch samples every 2 s, so a
+good (as before), and so does one bad stretch longer than the window (an outage of hours after a blip); one
+that flapped (two bad stretches or more in it, counting those in the window when it started) ends only once
+the source has been steadily good for ``clear_s`` (120 s), or is good and was bad for at most 5% of the last
+``clear_s`` (a reconnect of a pass or two now and then: without it, a source that went back to serving 97% of
+the time kept its episode open for good): one start and one end per flapping spell, with ``flaps`` (the bad
+stretches it counted). Limits: the source watch samples every 2 s, so a
 return shorter than a pass may go unseen (the stretch is then taken as one), and the window is in memory: an
 agent restarting mid-spell starts its window afresh (the episode the cloud was told of is carried by the
 agent's files).
@@ -43,6 +44,7 @@ class FlapWatch:
     clear_s: float = CLEAR_S
     active: bool = False
     flaps: int = 0  # bad stretches counted by the episode told (1: a clean outage)
+    clean_end: bool = False  # the last end came at once: one clean stretch, or one longer than the window
     # (start, end) of the bad stretches within the window, the last one open (end None) while bad
     _stretches: collections.deque = field(default_factory=collections.deque)
     _good_since: float | None = None
@@ -76,8 +78,11 @@ class FlapWatch:
             self._stretches[-1] = (self._stretches[-1][0], now)
         if not self.active:
             return None
-        if self.flaps <= 1:  # one clean stretch: its end is said at once, as before
+        # one clean stretch: its end is said at once, as before; so is one that outlasted the window (whatever
+        # flapped before it has left it: an outage of hours after a blip is not a flapping source)
+        if self.flaps <= 1 or (open_ and len(self._stretches) == 1 and self._stretches[0][0] <= lo):
             self._end()
+            self.clean_end = True
             return "end"
         if not healthy:
             self._good_since = None
@@ -90,6 +95,7 @@ class FlapWatch:
         ):
             return None
         self._end()
+        self.clean_end = False
         return "end"
 
     def _end(self) -> None:

@@ -153,3 +153,20 @@ def test_an_altered_flaps_in_the_told_files_is_not_sent_as_the_events_count(tmp_
     agent._source_liveness("cam", _src("connected"), 0.0)
     assert [(e["active"], e["flaps"]) for e in _events(agent, "source_down")] == [(False, None)]
     assert [(e["active"], e["flaps"]) for e in _events(agent, "source_halted")] == [(False, None)]
+
+
+def test_an_outage_of_hours_after_a_blip_ends_at_once_not_as_a_flapping_one(tmp_path: Path) -> None:
+    """Down 24 s, back 4 s, then down three hours: told at 30 s in total as flapping (two outages), and its end
+    waited 2 more minutes once the camera was back, said as a flapping spell's. The window has long held only the
+    one outage: it ends at the first pass that finds the camera connected, as a clean outage does."""
+    agent = _agent(tmp_path)
+    for t in range(0, 24, 2):
+        agent._source_liveness("cam", _src("backoff"), float(t))
+    agent._source_liveness("cam", _src("connected"), 24.0)
+    agent._source_liveness("cam", _src("connected"), 26.0)
+    for t in range(28, 28 + 3 * 3600, 2):
+        agent._source_liveness("cam", _src("backoff"), float(t))
+    agent._source_liveness("cam", _src("connected"), 28.0 + 3 * 3600)
+    start, end = _events(agent, "source_down")
+    assert start["active"] is True and start["flaps"] == 2, start
+    assert end["active"] is False and "connected again after" in end["message"], end
