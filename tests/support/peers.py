@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -12,7 +13,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
+    """A port free now, for a peer a test starts next. Drawn at random below the kernel's ephemeral range: a
+    port the kernel handed out (``bind(0)``) is the one it hands next to another worker's outgoing connection
+    or ``bind(0)``, and a peer then failed to start with "Address already in use" (seen in a full test run);
+    below that range only another free_port() of this run can meet it, one chance in thousands."""
+    lo, hi = _ephemeral_range()
+    top = min(lo - 1, 65535)
+    if top - 10000 >= 1024:
+        rng = random.SystemRandom()
+        for _ in range(64):
+            port = rng.randint(top - 10000, top)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
