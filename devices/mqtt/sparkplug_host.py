@@ -105,6 +105,7 @@ Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio l
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import time
@@ -135,6 +136,12 @@ class _Node:
     last: dict[tuple[str | None, str], tuple[Any, float]] = field(
         default_factory=dict
     )  # (device, metric) -> value, ts
+    # ``last``'s keys per device, each with its place in ``last`` (keys are never removed from it), and sorted:
+    # a DDEATH marks its device's tags BAD, and a null Template or DataSet its members' (``{metric}/...``), at
+    # the cost of what they mark, not of the node's every last value (10,000 devices each sending a DDEATH
+    # scanned the node's last values 10,000 times)
+    last_keys: dict[str | None, dict[str, int]] = field(default_factory=dict)
+    last_sorted: dict[str | None, list[str]] = field(default_factory=dict)
     types: dict[tuple[str | None, str], int] = field(
         default_factory=dict
     )  # (device, metric) -> datatype from births
@@ -260,6 +267,22 @@ MAX_UNREACHED_GROUPS = 1_000
 ASK_SCAN_MAX = 256
 # how often the adapter calls ``SparkplugHost.tick`` (s): waiting requests go out within this of being due
 TICK_S = 0.25
+
+
+_EVERY = object()  # ``SparkplugHost._bad``: every device's last values and the node's
+
+
+def _under(node: _Node, device: str | None, prefix: str) -> list[str]:
+    """The device's keys in ``node.last`` that begin with ``prefix``, in their order there: found by bisection
+    in the sorted keys, at the cost of those it gives."""
+    keys = node.last_sorted.get(device, [])
+    found = []
+    i = bisect.bisect_left(keys, prefix)  # walked from there, not sliced: a slice copies the rest of the keys
+    while i < len(keys) and keys[i].startswith(prefix):
+        found.append(keys[i])
+        i += 1
+    order = node.last_keys[device] if found else {}
+    return sorted(found, key=order.__getitem__)
 
 
 def _no_field(datatype: int) -> bool:
@@ -780,7 +803,7 @@ class SparkplugHost:
         if t.message_type is sp.MessageType.NBIRTH:
             out = []
             if node.alive:  # once: the storm's later births find it stale already
-                out = self._bad(t.edge_node, node, lambda dev: True, received_at, received_at)
+                out = self._bad(t.edge_node, node, _EVERY, received_at, received_at)
             node.alive, node.birth_skipped = False, True
             node.devices.clear()
             self._rebirth(t.group, t.edge_node, node)
@@ -789,7 +812,7 @@ class SparkplugHost:
             self._rebirth(t.group, t.edge_node, node, t.device)
         if t.device in node.devices:  # DBIRTH: the device is not born until a birth of it is read
             node.devices.discard(t.device)
-            return self._bad(t.edge_node, node, lambda dev: dev == t.device, received_at, received_at)
+            return self._bad(t.edge_node, node, t.device, received_at, received_at)
         return []
 
     def handle(self, topic: str, data: bytes, received_at: float) -> list[Reading]:
@@ -999,7 +1022,7 @@ class SparkplugHost:
             node.want.clear()
             node.asked.clear()
             self.deaths += 1
-            return self._bad(t.edge_node, node, lambda dev: True, received_at, received_at)
+            return self._bad(t.edge_node, node, _EVERY, received_at, received_at)
         if not node.alive:
             why = (
                 "this host's broker connection came back: its births meanwhile were missed"
@@ -1057,7 +1080,7 @@ class SparkplugHost:
             # operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale): the node's
             # clock, as its DBIRTH's will be; an NDEATH, often the broker's will, takes the receive time
             ts = self._time(t, payload.timestamp_ms, received_at, received_at)
-            return self._bad(t.edge_node, node, lambda dev: dev == t.device, ts, received_at)
+            return self._bad(t.edge_node, node, t.device, ts, received_at)
         return self._readings(t, node, t.device, payload, received_at, by_birth=False)
 
     def _learn(self, t: sp.SparkplugTopic, node: _Node, device: str | None, payload: sp.Payload) -> None:
@@ -1249,9 +1272,15 @@ class SparkplugHost:
                 # last values go BAD
                 ts, prefix = self._time(t, m.timestamp_ms, default_ts, received_at), name + "/"
                 out.extend(
-                    Reading(self._source, self._tag(t.edge_node, dev, k), was, ts, received_at, Quality.BAD)
-                    for (d, k), (was, _) in node.last.items()
-                    if d == dev and k.startswith(prefix)
+                    Reading(
+                        self._source,
+                        self._tag(t.edge_node, dev, k),
+                        node.last[(dev, k)][0],
+                        ts,
+                        received_at,
+                        Quality.BAD,
+                    )
+                    for k in _under(node, dev, prefix)
                 )
                 continue
             for flat, leaf, ts_ms, _ in _leaves(name, name, m, None):
@@ -1354,8 +1383,12 @@ class SparkplugHost:
                             # pipeline would score the same samples twice or splice them into its next window
                             repeated = repeated or key
                             continue
-                    if len(node.last) < MAX_NODE_METRICS or (dev, key) in node.last:
+                    if (dev, key) in node.last:
                         node.last[(dev, key)] = (v, ts)
+                    elif len(node.last) < MAX_NODE_METRICS:
+                        node.last[(dev, key)] = (v, ts)
+                        node.last_keys.setdefault(dev, {})[key] = len(node.last)
+                        bisect.insort(node.last_sorted.setdefault(dev, []), key)
                     else:  # names come from the node: data by ever new names must not grow the memory
                         self._too_many(t)
                     out.append(Reading(self._source, self._tag(t.edge_node, dev, key), v, ts, received_at, q))
@@ -1416,10 +1449,24 @@ class SparkplugHost:
         return ts_ms / 1000.0
 
     def _bad(
-        self, edge_node: str, node: _Node, which: Callable[[str | None], bool], ts: float, received_at: float
+        self, edge_node: str, node: _Node, device: str | None | object, ts: float, received_at: float
     ) -> list[Reading]:
+        """BAD readings of the last values of a device (``None``: the node's own metrics), or of every one
+        (``_EVERY``), in their order in ``node.last``; a device's at the cost of its own (``_Node.last_keys``)."""
+        if device is _EVERY:
+            return [
+                Reading(self._source, self._tag(edge_node, dev, name), v, ts, received_at, Quality.BAD)
+                for (dev, name), (v, _) in node.last.items()
+            ]
+        assert device is None or isinstance(device, str)
         return [
-            Reading(self._source, self._tag(edge_node, dev, name), v, ts, received_at, Quality.BAD)
-            for (dev, name), (v, _) in node.last.items()
-            if which(dev)
+            Reading(
+                self._source,
+                self._tag(edge_node, device, k),
+                node.last[(device, k)][0],
+                ts,
+                received_at,
+                Quality.BAD,
+            )
+            for k in node.last_keys.get(device, ())
         ]
