@@ -61,8 +61,8 @@ def console(tmp_path):
     store.close()
 
 
-def _get(c: Console, path: str):
-    with urllib.request.urlopen(f"http://127.0.0.1:{c.port}{path}", timeout=5) as r:
+def _get(c: Console, path: str, timeout_s: float = 5):
+    with urllib.request.urlopen(f"http://127.0.0.1:{c.port}{path}", timeout=timeout_s) as r:
         return json.loads(r.read())
 
 
@@ -220,7 +220,9 @@ def test_console_samples_answer_while_the_object_store_stalls(tmp_path, monkeypa
         views: list[str] = []
         for n in range(120):  # each a new URL (not an answer shared from the last): a read done late is kept
             try:
-                views = [s["view"] for s in _get(c, f"/api/samples?tenant=acme&poll={n}")]
+                # 30 s: after the stalled listing (a costly answer) the console rests 4x its cost, and a request
+                # with nothing to share waits up to 5 s for its turn, then up to 5 s of that rest
+                views = [s["view"] for s in _get(c, f"/api/samples?tenant=acme&poll={n}", timeout_s=30)]
             except urllib.error.HTTPError as exc:  # 503: the console rests after a costly answer
                 assert exc.code == 503
             if views == ["image", "image"]:
