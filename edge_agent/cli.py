@@ -65,12 +65,13 @@ def _validate(args) -> int:
     if getattr(args, "fleet", False):  # a fleet config (what the cloud runs before a config rollout)
         from pathlib import Path
 
-        from edge_agent.fleet_config import check_fleet_config
+        from edge_agent.config import ConfigError, read_config_bytes
+        from edge_agent.fleet_config import MAX_BYTES, check_fleet_config
 
-        try:
-            data = Path(args.config).read_bytes()
-        except OSError as exc:
-            print(f"{args.config}: cannot read the config file ({exc.strerror})", file=sys.stderr)
+        try:  # never waits on a named pipe, never reads more than a fleet config may hold
+            data = read_config_bytes(Path(args.config), MAX_BYTES)
+        except ConfigError as exc:
+            print(exc.errors[0], file=sys.stderr)
             return 1
         errors = check_fleet_config(data, args.config)
         for line in errors:

@@ -29,6 +29,7 @@ import math
 import os
 import re
 import reprlib
+import stat
 import types
 import typing
 from collections.abc import Mapping
@@ -1024,6 +1025,22 @@ def _validate_entry(key: str, name: Any, typ: Any, raw: Any, report: Findings) -
     return _validate((key, name), typ, raw, report)
 
 
+def _name_not_text(name: Any) -> str:
+    """Why a source, slot or action name is refused: YAML 1.1 reads a plain ``on``, ``off``, ``yes``, ``no``,
+    ``~`` or ``1`` as a boolean, null or number, not as the name written (and a reference to it elsewhere could
+    never match, or crashed validation when it was null)."""
+    read = (
+        f"the boolean {str(name).lower()} (YAML reads on, off, yes and no so)"
+        if isinstance(name, bool)
+        else "null (YAML reads ~, null and nothing so)"
+        if name is None
+        else f"the number {name!r}"
+        if isinstance(name, int | float)
+        else f"{type(name).__name__} {name!r}"
+    )
+    return f"a name must be text; YAML read this one as {read}: quote it, or choose another name"
+
+
 def _validate_section(key: str, ann: Any, raw: Any, report: Findings) -> tuple[Any, set]:
     """A top-level section by its declared type: a mapping or a list of models entry by entry (a list
     keeps None where an entry failed, so that the others keep their index), anything else whole.
@@ -1034,8 +1051,11 @@ def _validate_section(key: str, ann: Any, raw: Any, report: Findings) -> tuple[A
         if not isinstance(raw or {}, dict):
             report.error(key, "expected a mapping of name -> settings")
             return {}, set()
-        entries = {n: _validate_entry(key, n, args[1], r, report) for n, r in (raw or {}).items()}
-        return {n: v for n, v in entries.items() if v is not None}, set(raw or {})
+        names = {n: r for n, r in (raw or {}).items() if isinstance(n, str)}
+        for n in (raw or {}).keys() - names.keys():
+            report.error(f"{key}.{n}", _name_not_text(n))
+        entries = {n: _validate_entry(key, n, args[1], r, report) for n, r in names.items()}
+        return {n: v for n, v in entries.items() if v is not None}, set(names)
     if origin is list and isinstance(args[0], type) and issubclass(args[0], BaseModel):
         if not isinstance(raw or [], list):
             report.error(key, "expected a list")
@@ -1556,13 +1576,62 @@ def load_config(path: str | Path) -> AgentConfig:
     return parse_config(read_config_file(path), str(path), str(path.parent.resolve()))
 
 
-def read_config_file(path: Path) -> Any:
-    """The YAML document of the config file at ``path``; ``ConfigError`` naming the file when it cannot be
-    read, is not UTF-8 (with the byte offset) or is not valid YAML."""
+# A config file is read whole before it is parsed: without a bound, a 1 GB file (a log or a disk image
+# given by mistake, a line without end) was read into memory and parsed on a gateway of 1-2 GB. The largest
+# site configs we know are ~100 KiB; a fleet config is at most 256 KiB (``fleet_config.MAX_BYTES``).
+CONFIG_MAX_BYTES = 4 * 1024 * 1024
+
+_NOT_A_FILE = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def read_config_bytes(path: Path, max_bytes: int = CONFIG_MAX_BYTES) -> bytes:
+    """The bytes of the config file at ``path``, at most ``max_bytes`` of them; ``ConfigError`` naming the file
+    when it cannot be read, is larger, or is not a file (a folder, a device, a socket). A named pipe is read
+    (``edge-agent validate <(envsubst < line3.yaml)``), never waited on: it is opened without blocking, so
+    one that nothing writes to reads as empty instead of hanging the command for good."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror or exc})"]) from exc
+    too_large = (
+        f"{path}: larger than {max_bytes} bytes, the most a config file may hold; is it the config file?"
+    )
+    try:
+        st = os.fstat(fd)
+        for test, what in _NOT_A_FILE:
+            if test(st.st_mode):
+                raise ConfigError([f"{path}: is {what}, not a config file; give the path of the YAML file"])
+        if stat.S_ISREG(st.st_mode) and st.st_size > max_bytes:
+            raise ConfigError([too_large])
+        os.set_blocking(fd, True)  # a pipe with a writer is read to its end; one without reads as empty
+        chunks: list[bytes] = []
+        got = 0
+        while got <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror or exc})"]) from exc
+    finally:
+        os.close(fd)
+    if got > max_bytes:
+        raise ConfigError([too_large])
+    if not got and stat.S_ISFIFO(st.st_mode):
+        raise ConfigError([f"{path}: a named pipe that nothing wrote to; give the path of the config file"])
+    return b"".join(chunks)
+
+
+def read_config_file(path: Path) -> Any:
+    """The YAML document of the config file at ``path``; ``ConfigError`` naming the file when it cannot be
+    read (``read_config_bytes``), is not UTF-8 (with the byte offset) or is not valid YAML."""
+    data = read_config_bytes(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -1666,6 +1735,15 @@ def read_yaml(text: str, where: str) -> Any:
         doc = load_document(text)
     except DuplicateKeyError as exc:
         raise ConfigError([f"{where}: {line}" for line in exc.lines()]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: its line, not a 2nd line
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise ConfigError(
+            [
+                f"{where}: not valid YAML at line {line}, column {column}: the character "
+                f"#x{exc.character:04x} is not allowed in YAML (a control character or a non-character); remove it"
+            ]
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -1,0 +1,103 @@
+"""A config path or file that is not what a config is gets one line naming the file, never a hang, a
+traceback or the gateway's memory: a named pipe nothing writes to (``edge-agent validate`` and ``run``
+waited on it for good, ``--fleet`` too), a file of gigabytes or a device (read whole before any check), a
+source or model slot named ``on``, ``no``, ``~`` or ``1`` (YAML 1.1 reads them as a boolean, null or number:
+a null one crashed validation in difflib), a control character (its error took two lines). What held
+already is in tests/unit/test_agent_config.py and test_yaml_keys_given_twice.py."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from edge_agent import cli
+from edge_agent.config import CONFIG_MAX_BYTES, ConfigError, load_config
+
+AGENT = "agent:\n  id: hostile\n"
+
+
+def _errors(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    return exc.value.errors
+
+
+@pytest.mark.timeout(60)  # the former code waited on the pipe for good: a hang guard, not a timing
+def test_a_named_pipe_nothing_writes_to_is_refused_not_waited_for(tmp_path, capsys):
+    fifo = tmp_path / "agent.yaml"
+    os.mkfifo(fifo)
+    assert _errors(fifo) == [f"{fifo}: a named pipe that nothing wrote to; give the path of the config file"]
+    assert cli.main(["validate", "--fleet", str(fifo)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"{fifo}: a named pipe that nothing wrote to; give the path of the config file"
+    )
+
+
+@pytest.mark.timeout(60)
+def test_a_pipe_with_a_writer_is_still_read_as_process_substitution_gives_one(tmp_path):
+    """``edge-agent validate <(envsubst < line3.yaml)``: a pipe that something writes to is read to its end."""
+    r, w = os.pipe()
+    text = (AGENT + "sources:\n  on: {type: mqtt, host: 127.0.0.1}\n").encode()
+    writer = threading.Thread(target=lambda: (os.write(w, text), os.close(w)))
+    writer.start()
+    try:
+        errors = _errors(Path(f"/proc/self/fd/{r}"))
+    finally:
+        writer.join()
+        os.close(r)
+    assert any("sources.True: a name must be text" in e for e in errors), errors
+
+
+def test_a_config_larger_than_the_bound_is_refused_before_it_is_read_whole(tmp_path):
+    big = tmp_path / "agent.yaml"
+    big.write_text(AGENT + "# " + "x" * CONFIG_MAX_BYTES + "\n")  # a valid config, but for its size
+    assert _errors(big) == [
+        f"{big}: larger than {CONFIG_MAX_BYTES} bytes, the most a config file may hold; is it the config file?"
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_a_device_or_folder_given_as_the_config_is_named_not_read(tmp_path):
+    """/dev/zero was read until memory ran out."""
+    assert _errors(Path("/dev/zero")) == [
+        "/dev/zero: is a character device, not a config file; give the path of the YAML file"
+    ]
+    assert _errors(tmp_path) == [
+        f"{tmp_path}: is a folder, not a config file; give the path of the YAML file"
+    ]
+
+
+@pytest.mark.parametrize(
+    "section, written, shown, read",
+    [
+        ("sources", "on: {type: mqtt, host: 127.0.0.1}", "True", "the boolean true"),
+        ("sources", "no: {type: mqtt, host: 127.0.0.1}", "False", "the boolean false"),
+        ("sources", "~: {type: mqtt, host: 127.0.0.1}", "None", "null"),
+        ("models", "1: {package: x.edgepkg}", "1", "the number 1"),
+    ],
+)
+def test_a_name_yaml_reads_as_a_boolean_null_or_number_is_refused_naming_it(
+    tmp_path, section, written, shown, read
+):
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(
+        AGENT + f"{section}:\n  {written}\n" + "pipelines:\n  - {name: p, source: cam, model: vision}\n"
+    )
+    errors = _errors(cfg)
+    assert any(
+        e.startswith(f"{cfg}: {section}.{shown}: a name must be text; YAML read this one as {read}")
+        and e.endswith("quote it, or choose another name")
+        for e in errors
+    ), errors
+
+
+def test_a_control_character_is_one_line_with_its_line_and_column(tmp_path):
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_bytes(b"agent:\n  id: quick\x00start\n")
+    assert _errors(cfg) == [
+        f"{cfg}: not valid YAML at line 2, column 12: the character #x0000 is not allowed in YAML (a control "
+        "character or a non-character); remove it"
+    ]
