@@ -41,7 +41,12 @@ from typing import Any
 import numpy as np
 
 from cloud_trainer.train import common
-from cloud_trainer.train.data import DatasetError, dataset_max_megapixels, read_image_file
+from cloud_trainer.train.data import (
+    DatasetError,
+    dataset_max_megapixels,
+    read_dataset_yaml,
+    read_image_file,
+)
 
 INPUT = "image"
 OUTPUTS = ["anomaly_score", "anomaly_map"]
@@ -312,13 +317,12 @@ def _load_imported(
 ) -> AnomalyData:
     import json
 
-    import yaml
-
-    good_label = (yaml.safe_load((root / "dataset.yaml").read_text()) or {}).get("good", "good")
     try:
+        meta = read_dataset_yaml(root / "dataset.yaml")
         max_mp = dataset_max_megapixels(root)
     except DatasetError as exc:
         raise AnomalyDataError(str(exc)) from None
+    good_label = (meta if isinstance(meta, dict) else {}).get("good", "good")
     h = hashlib.sha256()
     good, names, test, kinds, masks, frames, scale = [], [], [], [], [], [], 1.0
     ngs: list[bool] = []

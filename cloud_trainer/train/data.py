@@ -10,16 +10,63 @@ from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 
 class DatasetError(ValueError):
     pass
+
+
+# ``dataset.yaml`` is written by an import or an export, but a dataset folder is the user's: read it as
+# untrusted. ``yaml.safe_load`` was unbounded: a 400-byte file of nested aliases stood for 387 million names
+# that an error message then showed (6 GB and no end), 50,000 "[" raised RecursionError, and a date such as
+# 2024-13-45 or a byte that is not UTF-8 gave a traceback. The largest we write (a vibration import of 100,000
+# runs, one path and channel each) is ~10 MB and 300,000 nodes.
+DATASET_YAML_MAX_BYTES = 16 * 1024 * 1024
+DATASET_YAML_MAX_DEPTH = 32
+DATASET_YAML_MAX_ALIASES = 1_000
+DATASET_YAML_MAX_NODES = 1_000_000  # once aliases are expanded
+
+
+_SHORT = reprlib.Repr()  # a value shown in an error: a few items of two levels, never the whole of it
+_SHORT.maxlevel = 2
+
+
+def read_dataset_yaml(meta_file: Path) -> Any:
+    """The document of a dataset folder's ``dataset.yaml`` (a mapping, or whatever the file holds), within the
+    limits above; ``DatasetError`` with one line naming the file when it cannot be read, is not a file, is
+    larger, is not UTF-8, not valid YAML (a key given twice too) or passes a limit."""
+    from model_packager.safe_yaml import check_limits, load_document
+
+    try:
+        with open(meta_file, "rb") as fh:
+            data = fh.read(DATASET_YAML_MAX_BYTES + 1)
+    except OSError as exc:
+        raise DatasetError(f"{meta_file}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > DATASET_YAML_MAX_BYTES:
+        raise DatasetError(f"{meta_file}: larger than {DATASET_YAML_MAX_BYTES} bytes; refused")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{meta_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    problem = check_limits(
+        text,
+        max_depth=DATASET_YAML_MAX_DEPTH,
+        max_aliases=DATASET_YAML_MAX_ALIASES,
+        max_nodes=DATASET_YAML_MAX_NODES,
+    )
+    if problem is not None:
+        raise DatasetError(f"{meta_file}: YAML {problem}; refused")
+    try:
+        return load_document(text)
+    except Exception as exc:  # PyYAML's constructors raise more than YAMLError (ValueError, ...)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DatasetError(f"{meta_file}: not valid YAML ({first})") from None
 
 
 # every image training reads, unless its dataset records another limit (``dataset import --max-megapixels``):
@@ -115,8 +162,8 @@ def limit_advice(folder: Path) -> str:
     has ``fleet_export``) or import it again."""
     meta_file = Path(folder) / "dataset.yaml"
     try:
-        meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
-    except (yaml.YAMLError, OSError):
+        meta = read_dataset_yaml(meta_file) if meta_file.is_file() else None
+    except DatasetError:
         return IMPORT_RAISE
     return EXPORT_RAISE if isinstance(meta, dict) and meta.get("fleet_export") else IMPORT_RAISE
 
@@ -125,8 +172,8 @@ def dataset_max_megapixels(folder: Path) -> float | None:
     """The image-size limit a dataset was imported with (``dataset.yaml``: ``max_megapixels``), if any."""
     meta_file = Path(folder) / "dataset.yaml"
     try:
-        meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
-    except yaml.YAMLError:
+        meta = read_dataset_yaml(meta_file) if meta_file.is_file() else None
+    except DatasetError:
         return None  # said by ``dataset_classes`` with the file's name
     v = meta.get("max_megapixels") if isinstance(meta, dict) else None
     if v is None:
@@ -178,10 +225,7 @@ def dataset_classes(folder: str | Path) -> list[str] | None:
     meta_file = Path(folder) / "dataset.yaml"
     if not meta_file.is_file():
         return None
-    try:
-        meta = yaml.safe_load(meta_file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DatasetError(f"{meta_file}: not YAML ({str(exc).splitlines()[0]})") from None
+    meta = read_dataset_yaml(meta_file) or {}
     classes = meta.get("classes") if isinstance(meta, dict) else None
     if not classes:
         return None
@@ -190,7 +234,9 @@ def dataset_classes(folder: str | Path) -> list[str] | None:
         or not all(isinstance(c, str) and c for c in classes)
         or len(set(classes)) != len(classes)
     ):
-        raise DatasetError(f"{meta_file}: 'classes' must be a list of distinct names, got {classes!r}")
+        raise DatasetError(
+            f"{meta_file}: 'classes' must be a list of distinct names, got {_SHORT.repr(classes)}"
+        )
     good = meta.get("good", classes[0])
     if good not in classes:
         raise DatasetError(f"{meta_file}: good class {good!r} is not one of classes {classes}")
@@ -364,7 +410,7 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
         raise DatasetError(
             f"{folder}: needs windows.npz and dataset.yaml (`edge-sim dataset vibration --out {folder}`)"
         )
-    meta = yaml.safe_load(meta_file.read_text()) or {}
+    meta = read_dataset_yaml(meta_file) or {}
     with np.load(npz, allow_pickle=False) as z:
         try:
             wf, fault = z["waveform"], z["fault"]

@@ -285,8 +285,10 @@ def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: li
     reads, and ``fleet_export``, which says how to raise it."""
     import yaml
 
+    from cloud_trainer.train.data import read_dataset_yaml
+
     meta_file = dst / "dataset.yaml"
-    meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
+    meta = read_dataset_yaml(meta_file) if meta_file.is_file() else None
     meta = meta if isinstance(meta, dict) else {}
     if not meta.get("classes"):  # no base (or one without them): the classes the samples were labelled in
         meta.update(classes=classes, good=classes[0])

@@ -195,9 +195,9 @@ def vision_recipe(s) -> str:
         return "cnn"
     meta_file = Path(s.dataset) / "dataset.yaml"
     try:
-        import yaml
+        from cloud_trainer.train.data import read_dataset_yaml
 
-        meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
+        meta = read_dataset_yaml(meta_file) if meta_file.is_file() else None
     except Exception:  # load_parts names a broken dataset.yaml with its own message
         meta = None
     return "patch" if isinstance(meta, dict) and meta.get("imported_from") else "cnn"
