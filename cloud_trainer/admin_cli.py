@@ -320,11 +320,20 @@ def main_config(argv: list[str]) -> int:
         d = _control_call(a, a.target, a.action)
         print(f"config deployment {d.id}: {d.state}" + (f" ({d.reason})" if d.reason else ""))
         return 0
+    from cloud_trainer.fleet.agent_config import MAX_BYTES
+    from model_packager.package import open_regular
+
     path = Path(a.target)
-    try:
-        data = path.read_bytes()
+    try:  # never waits on a named pipe; one byte over the service's bound is enough for it to refuse
+        with open_regular(path) as f:
+            data = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise SystemExit(f"cloud-trainer config deploy: cannot read {path} ({exc.strerror})") from exc
+    if len(data) > MAX_BYTES:
+        raise SystemExit(
+            f"cloud-trainer config deploy: {path}: larger than {MAX_BYTES} bytes; an agent configuration is at "
+            "most that"
+        )
     name = a.name or path.stem
     d = _create(a, kind="config", config_yaml=data, config_name=name)
     print(

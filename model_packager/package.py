@@ -27,12 +27,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -125,14 +127,42 @@ def _sha256_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+_NOT_FILES = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """``open(path, "rb")`` for a regular file only; ``OSError`` whose ``strerror`` says what it is otherwise
+    (``a named pipe, not a file``). A named pipe is opened without blocking, so that nothing waits on one
+    forever (``model-packager inspect``, an agent's package path, a spec); a device such as ``/dev/zero`` is
+    never read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = next((w for test, w in _NOT_FILES if test(mode)), "not a regular file")
+            raise OSError(errno.EINVAL, f"{what}, not a file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _spec_dict(spec: Manifest | dict | str | Path) -> dict:
     if isinstance(spec, Manifest):
         return spec.model_dump(mode="json")
     if isinstance(spec, str | Path):
         try:
-            text = Path(spec).read_bytes()
+            with open_regular(spec) as f:
+                text = f.read(MAX_YAML_BYTES + 1)  # load_bounded refuses more, without reading a 1 GB file
         except OSError as exc:
-            raise ManifestError(f"spec {spec}: cannot read YAML ({exc})") from exc
+            raise ManifestError(f"spec {spec}: cannot read YAML ({exc.strerror or exc})") from exc
         data = load_bounded(text, f"spec {spec}")
         if not isinstance(data, dict):
             raise ManifestError(f"spec {spec}: expected a mapping at the top level")
@@ -562,7 +592,7 @@ class _Reader:
     @contextlib.contextmanager
     def open(self) -> Iterator[_Archive]:
         try:
-            f = open(self.pkg, "rb")
+            f = open_regular(self.pkg)
         except FileNotFoundError as exc:
             raise PackageError(
                 f"package {printable(str(self.pkg))} does not exist", code="not_found"
@@ -858,7 +888,8 @@ def verify_folder(folder: str | Path, trusted: TrustedKeys) -> tuple[Manifest, s
     root = Path(folder)
     label = printable(root.name)
     try:
-        manifest_bytes = (root / MANIFEST).read_bytes()[: MAX_MANIFEST_BYTES + 1]
+        with open_regular(root / MANIFEST) as f:
+            manifest_bytes = f.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise ManifestError(
             f"package {label}: cannot read manifest.yaml ({printable(exc.strerror or exc)})",
@@ -867,7 +898,8 @@ def verify_folder(folder: str | Path, trusted: TrustedKeys) -> tuple[Manifest, s
     if len(manifest_bytes) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"package {label}: manifest.yaml is larger than {MAX_MANIFEST_BYTES} bytes")
     try:
-        sig_bytes: bytes | None = (root / SIGNATURE).read_bytes()[:MAX_SIG_BYTES]
+        with open_regular(root / SIGNATURE) as f:
+            sig_bytes: bytes | None = f.read(MAX_SIG_BYTES)
     except FileNotFoundError:
         sig_bytes = None
     except OSError as exc:
