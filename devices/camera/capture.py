@@ -35,6 +35,9 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   reopening as a failed read does.
 - Files and folders are paced at ``fps`` (default 10) with no skipping; at the end they are
   replayed when ``loop`` is set, else the source finishes (``items()`` ends, state STOPPED).
+- A watched drop folder (``watch``) reads each new or rewritten image once it has settled, and never one cut short
+  (``protocols.image_complete``, every kind): that is read again while its upload may still be running, then
+  counted as ``cut_short`` (``_watch_folder``).
 - A frame of another size than the one before (a camera whose resolution was changed) is passed on, and
   the change is counted once as ``frame_size_changed`` naming both sizes (not once per frame); not for an
   image folder replayed (a dataset may mix sizes), but for a watched drop folder.
@@ -68,6 +71,7 @@ import os
 import stat
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -85,6 +89,7 @@ from devices.base import (
     Notices,
 )
 from devices.camera.settings import CameraKind, CameraSettings
+from protocols.image_complete import cut_short
 from protocols.image_header import (
     FORMATS,
     IMAGE_TYPES,
@@ -236,10 +241,6 @@ def _decode(data: bytes, max_megapixels: float) -> np.ndarray:
     return img
 
 
-class _CutShort(Exception):
-    """``_read_image(whole=True)``: a file not named as an image whose bytes are an image plainly cut short."""
-
-
 # watch: a drop folder holding more files than this is said once (each poll lists and stats them all)
 CROWDED_FILES = 10_000
 # watch: a poll's wait is at least this many times what its listing cost, so that a crowded folder takes at most
@@ -247,6 +248,37 @@ CROWDED_FILES = 10_000
 _LISTING_SHARE = 3
 
 _SNIFFED_FILES = 64  # files of a folder read for ``_images_by_content``: a folder of other data stays cheap
+
+# watch: a file named as an image found cut short once settled is read again, at most every this many seconds (or
+# settle_ms when longer), while it stays so: a network share's cached attributes (1 s on a CIFS mount, 3-60 s on
+# NFS) or a copy that sized the file first can hide writes still coming; after CUT_SHORT_WAIT_S (or 4 x settle_ms
+# when longer) cut short and unchanged, it is skipped (``cut_short``), never inspected, and read if it changes
+_CUT_SHORT_RETRY_S = 0.25
+CUT_SHORT_WAIT_S = 5.0
+
+# a drop folder's file as listed: size, modification time (ns), inode, status-change time (ns); a file rewritten in
+# place within the file system's time resolution, or its time set back (a copy keeping the original's time), keeps
+# its size and modification time, but never its status-change time (which no program can set) nor, when replaced
+# by a rename, its inode
+_Key = tuple[int, int, int, int]
+_WHOLE_PRINT, _PRINT_ENDS, _PRINT_SLICES = 128 * 1024, 8192, 64
+
+
+def _fingerprint(data: bytes) -> int:
+    """A CRC-32 of a file's bytes, sampled for one over 128 KiB (its first and last 8 KiB and 64 slices of 1 KiB
+    between; the size is in the key beside it): tells a drop folder's file rewritten with other bytes from one
+    whose status alone changed. A new capture differs in every slice (its sensor's noise, entropy-coded data);
+    a CRC of all of a 5-MB BMP cost most of what decoding it costs (bench/camera_drop_bench.py)."""
+    n = len(data)
+    if n <= _WHOLE_PRINT:
+        return zlib.crc32(data)
+    view = memoryview(data)
+    crc = zlib.crc32(view[-_PRINT_ENDS:], zlib.crc32(view[:_PRINT_ENDS]))
+    step = (n - 2 * _PRINT_ENDS - 1024) // _PRINT_SLICES
+    for k in range(_PRINT_SLICES):
+        at = _PRINT_ENDS + k * step
+        crc = zlib.crc32(view[at : at + 1024], crc)
+    return crc
 
 
 def _file_head(path: Path) -> bytes | None:
@@ -446,10 +478,15 @@ class CameraSource:
         self._thread: threading.Thread | None = None
         self._seq = 0
         self._opens = 0
-        self._dropped_in: dict[str, tuple[int, int]] | None = None  # watch: files read or left, by name
+        # watch: files read or left, by name: what they were when read (``_Key``) and a fingerprint of the bytes read (None:
+        # not read, there at the start), so that one whose status alone changed (renamed away and back, its mode
+        # or links changed) is not read twice, while one rewritten with the same size and time is read again
+        self._dropped_in: dict[str, tuple[_Key, int | None]] | None = None
+        # watch: files named as images found cut short, by name: as listed then, since when (monotonic), next read
+        self._cut: dict[str, tuple[_Key, float, float]] = {}
         # watch: files of no image kind the camera reads (by name or bytes), or not named as one and there at the
         # start, by name: never read again while unchanged, never deleted (keep_files)
-        self._not_images: dict[str, tuple[int, int]] = {}
+        self._not_images: dict[str, _Key] = {}
         # routine events said once and counted (``/status``, ``edge_silent_drops_total``): a drop folder's files
         # that are no image the camera reads (``file_skipped``, each reason and extension said once)
         self.notices = Notices(log)
@@ -473,6 +510,7 @@ class CameraSource:
         self._stop.clear()
         self._dropped_in = None
         self._not_images = {}
+        self._cut = {}
         self.state = ConnectionState.CONNECTING
         self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
@@ -663,9 +701,17 @@ class CameraSource:
     def _watch_folder(self) -> None:
         """A drop folder: each image file that appears after the start is read once, in the order the
         files were last written, when it has not changed for ``settle_ms`` (a camera's software or an FTP
-        upload writing it has finished). Files already there at the start are left alone: after a restart,
-        inspecting old parts again would drive the PLC for parts long gone. A file rewritten later (new
-        size or time) is read again; the record of files read is pruned as files leave the folder.
+        upload writing it has finished; changed: its size, modification or status-change time). Files already
+        there at the start are left alone: after a restart, inspecting old parts again would drive the PLC for
+        parts long gone. A file rewritten later is read again: a new size or modification time, or the same
+        ones with other bytes (a camera overwriting 'last.bmp' within its file system's time resolution, or a
+        copy setting the time back: its status-change time or inode tells, the bytes decide); the record of
+        files read is pruned as files leave the folder.
+
+        A file named as an image whose bytes are an image cut short (``protocols.image_complete``: every kind)
+        is never inspected: it is read again while it stays so (the upload may still be running, hidden by a
+        share's cached attributes), and skipped once cut short and unchanged past ``CUT_SHORT_WAIT_S`` (or
+        4 x ``settle_ms``), counted (``cut_short``) with its path; it is read if it changes.
 
         The record outlives a lost folder (a network share that drops, a folder moved away and back):
         after the reader's backoff the images that arrived meanwhile are read, and those already read
@@ -675,15 +721,18 @@ class CameraSource:
         A file not named as an image (a line camera's FTP upload names frames 'frame_0001', '.raw', '.dat') is
         judged by its first bytes (``image_kind``), once it has settled like any other and once per change: an
         image of a kind the camera reads is read; anything else (a named pipe, a device, a sidecar '.txt', a GIF)
-        is skipped, said once per reason and extension and counted (notice ``file_skipped``), and never deleted."""
+        is skipped, said once per reason and extension and counted (notice ``file_skipped``), and never deleted;
+        as is one whose bytes are an image cut short (an FTP client's 'frame.jpg.part', renamed when done)."""
         s = self.settings
         folder = Path(s.url)
         if not folder.is_dir():
             raise CameraError(f"watch: folder {s.shown_url} does not exist (or is not a folder)")
         settle = s.settle_ms / 1000.0
         poll = min(0.05, settle / 2) if settle else 0.05
+        retry, wait = max(_CUT_SHORT_RETRY_S, settle), max(CUT_SHORT_WAIT_S, 4 * settle)
 
-        def listing() -> dict[str, tuple[int, int, float]]:
+        def listing() -> dict[str, tuple[_Key, float, float]]:
+            """name -> (key, modification time, last change: modification or status change)"""
             out = {}
             with os.scandir(folder) as it:
                 for e in it:
@@ -693,7 +742,8 @@ class CameraSource:
                         st = e.stat()
                     except OSError:  # removed between the listing and the stat
                         continue
-                    out[e.name] = (st.st_size, st.st_mtime_ns, st.st_mtime)
+                    key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+                    out[e.name] = (key, st.st_mtime, max(st.st_mtime, st.st_ctime))
             return out
 
         def named(name: str) -> bool:
@@ -701,15 +751,13 @@ class CameraSource:
 
         if self._dropped_in is None:  # the first listing: what is there now is left alone
             first = listing()
-            self._dropped_in = {n: (size, mtime_ns) for n, (size, mtime_ns, _) in first.items() if named(n)}
-            self._not_images = {
-                n: (size, mtime_ns) for n, (size, mtime_ns, _) in first.items() if not named(n)
-            }
-        done, others = self._dropped_in, self._not_images
+            self._dropped_in = {n: (key, None) for n, (key, _, _) in first.items() if named(n)}
+            self._not_images = {n: key for n, (key, _, _) in first.items() if not named(n)}
+        done, others, cut = self._dropped_in, self._not_images, self._cut
         self.state = ConnectionState.CONNECTED
         crowded = False
         while not self._stop.is_set():
-            now, cpu = time.time(), time.thread_time()
+            now, cpu, mono = time.time(), time.thread_time(), time.monotonic()
             files = listing()
             if crowded and len(files) < CROWDED_FILES // 2:  # emptied: said again if it fills up again
                 crowded = False
@@ -727,48 +775,88 @@ class CameraSource:
                     sum(1 for n in files if not named(n) and n not in done),
                     (time.thread_time() - cpu) * 1000,
                 )
-            for record in (done, others) if files else ():
+            for record in (done, others, cut) if files else ():
                 for name in [n for n in record if n not in files]:
                     del record[name]
             ready = sorted(
                 (mtime, name)
-                for name, (size, mtime_ns, mtime) in files.items()
-                if done.get(name) != (size, mtime_ns)
-                and others.get(name) != (size, mtime_ns)
-                and now - mtime >= settle
+                for name, (key, mtime, changed) in files.items()
+                if (name not in done or done[name][0] != key)
+                and others.get(name) != key
+                and now - changed >= settle
+                and not (name in cut and cut[name][0] == key and mono < cut[name][2])  # read again later
             )
             # the listing's own cost: a crowded folder's polls are paced by it
             spent = time.thread_time() - cpu
             for _, name in ready:
                 if self._stop.is_set():
                     return
-                size, mtime_ns, _ = files[name]
-                if not named(name) and (why := self._no_image(folder / name)):
-                    done.pop(name, None)  # an image by content rewritten as something else: kept, not trimmed
-                    others[name] = (size, mtime_ns)
-                    self._skipped(folder / name, *why)
-                    continue
+                key = files[name][0]
                 try:
-                    img = self._read_image(folder / name, whole=not named(name))
-                except _CutShort:  # a temporary upload file ('.part') stalled, renamed when done: left
-                    done.pop(name, None)
-                    others[name] = (size, mtime_ns)
-                    self._skipped(
-                        folder / name,
-                        "cut_short",
-                        "an image by its bytes but cut short (an upload still under way, or its temporary file); "
-                        "judged again when it changes",
-                    )
-                    continue
-                others.pop(name, None)
-                done[name] = (size, mtime_ns)
-                if isinstance(img, bytes):
-                    self._emit_untaken(img, live=False, what=str(folder / name))
-                elif img is not None:
-                    self._emit(img)
+                    self._dropped(folder / name, key, named(name), mono, retry, wait)
+                except Exception as exc:  # never the reader's end: this file is counted, the others read
+                    done[name] = (key, None)
+                    self._error("corrupt_frame", f"{folder / name}: {type(exc).__name__}: {exc}; skipped")
             if s.keep_files is not None and len(done) > s.keep_files and not self._keep_failed:
                 self._trim_drop_folder(folder, files, done, s.keep_files)
             self._stop.wait(max(poll, _LISTING_SHARE * spent))
+
+    def _dropped(self, f: Path, key: _Key, named: bool, mono: float, retry: float, wait: float) -> None:
+        """One settled file of a drop folder, new or changed since it was last judged (``key``: as listed):
+        read and handed on, or kept for a later read (cut short), or skipped, and recorded."""
+        assert self._dropped_in is not None
+        done, others, cut, name = self._dropped_in, self._not_images, self._cut, f.name
+        if not named and (no := self._no_image(f)):
+            done.pop(name, None)  # an image by content rewritten as something else: kept, not trimmed
+            others[name] = key
+            self._skipped(f, *no)
+            return
+        data = self._file_bytes(f)
+        if data is None:  # counted
+            done[name] = (key, None)
+            return
+        limit = self.settings.max_megapixels
+        declared = image_size(data)
+        over = declared is not None and declared[1] * declared[2] > limit * 1e6  # refused as such, at once
+        why = None if over else cut_short(data)
+        # a temporary upload file ('.part') stalled: left, its whole bytes read under the name given when done
+        if why is not None and not named:
+            done.pop(name, None)
+            others[name] = key
+            self._skipped(
+                f,
+                "cut_short",
+                f"an image by its bytes but cut short ({why}: an upload still under way, or its temporary "
+                "file); judged again when it changes",
+            )
+            return
+        if why is not None:
+            first = cut.get(name)
+            since = first[1] if first is not None and first[0] == key else mono
+            if mono - since < wait:  # the upload may still be running: read again later, never inspected
+                cut[name] = (key, since, mono + retry)
+                return
+            del cut[name]
+            done[name] = (key, _fingerprint(data))
+            self._error(
+                "cut_short",
+                f"{f}: {why}; unchanged for {mono - since:.0f}s: an upload that stalled or a writer that stopped; "
+                "skipped, never inspected (read if it changes)",
+            )
+            return
+        cut.pop(name, None)
+        crc = _fingerprint(data)
+        before = done.get(name)
+        if before is not None and before[1] == crc and before[0][:2] == key[:2]:
+            done[name] = (key, crc)  # its status alone changed (renamed away and back, its mode): read before
+            return
+        others.pop(name, None)
+        done[name] = (key, crc)
+        img = self._image_of(data, f)
+        if isinstance(img, bytes):
+            self._emit_untaken(img, live=False, what=str(f))
+        elif img is not None:
+            self._emit(img)
 
     def _no_image(self, f: Path) -> tuple[str, str] | None:
         """Why a drop folder's file not named as an image is not read, ``(kind of reason, reason)``, or None when
@@ -801,7 +889,9 @@ class CameraSource:
         one not yet read, nor one changed since). Without it the folder grew with every part for as long as
         the line ran, and each poll (20 a second) listed and stat'ed all of it: ~13 ms of CPU per 1,000
         files, a whole core at a few thousand, then a disk full."""
-        known = sorted((files[n][2], n) for n, seen in done.items() if n in files and files[n][:2] == seen)
+        known = sorted(
+            (files[n][1], n) for n, (seen, _) in done.items() if n in files and files[n][0] == seen
+        )
         for _, name in known[: max(0, len(done) - keep)]:
             try:
                 (folder / name).unlink()
@@ -817,32 +907,37 @@ class CameraSource:
                 return
             del done[name]
 
-    def _read_image(self, f: Path, whole: bool = False) -> np.ndarray | bytes | None:
-        """One file of the folder, its size checked from the header before it is decoded (a small file
-        declaring a huge image would otherwise take the gateway's memory); None when skipped. Its bytes,
-        to be decoded when the frame is taken (``UntakenFrame``), when its header is readable, within
-        ``max_megapixels``, and it is not plainly cut short; otherwise decoded now, which says why not.
-        With ``whole`` (a drop folder's file not named as an image), ``_CutShort`` for one plainly cut short:
-        an FTP client's 'frame.jpg.part' whose upload stalled past settle_ms is no corrupt frame, and its
-        whole bytes are read under the name it is renamed to."""
-        from devices.camera.mjpeg import looks_whole
+    def _read_image(self, f: Path) -> np.ndarray | bytes | None:
+        """One file of an image folder (``_file_bytes``, ``_image_of``); None when skipped (counted)."""
+        data = self._file_bytes(f)
+        return None if data is None else self._image_of(data, f)
 
+    def _file_bytes(self, f: Path) -> bytes | None:
+        """A folder's file's bytes, or None (counted): no regular file (a pipe named *.png would block the reader
+        for good), unreadable, or larger than any image within ``max_megapixels`` needs (not read at all)."""
         limit = self.settings.max_megapixels
         try:
             st = f.stat()
-            if not stat.S_ISREG(st.st_mode):  # a pipe named *.png would block the reader for good
+            if not stat.S_ISREG(st.st_mode):
                 self._error("corrupt_frame", f"{f}: not a regular file, skipped")
                 return None
             size = st.st_size
             if size > max_file_bytes(limit):
                 self._error("oversize_frame", f"{f}: {size} bytes, more than an image of {limit:g} Mpx needs")
                 return None
-            data = f.read_bytes()
+            return f.read_bytes()
         except OSError as exc:
             self._error("corrupt_frame", f"{f}: unreadable ({exc})")
             return None
-        if whole and not looks_whole(data):
-            raise _CutShort
+
+    def _image_of(self, data: bytes, f: Path) -> np.ndarray | bytes | None:
+        """A folder's file's bytes as a frame, its size checked from the header before it is decoded (a small
+        file declaring a huge image would otherwise take the gateway's memory); None when skipped. Its bytes,
+        to be decoded when the frame is taken (``UntakenFrame``), when its header is readable, within
+        ``max_megapixels``, and it is not plainly cut short; otherwise decoded now, which says why not."""
+        from devices.camera.mjpeg import looks_whole
+
+        limit = self.settings.max_megapixels
         declared = image_size(data)
         if (
             self.decode_when_taken

@@ -36,6 +36,7 @@ import time
 from typing import Any
 
 from devices.camera.access import HandshakeTimeout, Login, PinMismatch, Trust
+from protocols.image_complete import cut_short
 
 __all__ = ["MjpegStream", "SnapshotStream", "StreamError", "http_hint", "looks_whole", "open_stream"]
 
@@ -506,13 +507,10 @@ class SnapshotStream:
 
 
 def looks_whole(data: bytes) -> bool:
-    """A part that is plainly cut short (a JPEG without its end marker, a PNG without IEND) is told from a
-    whole one without decoding it; other kinds are taken as whole."""
-    if data[:2] == b"\xff\xd8":
-        return data.rstrip(b"\r\n\x00 ").endswith(b"\xff\xd9")
-    if data[:4] == b"\x89PNG":
-        return data.rstrip(b"\r\n\x00 ").endswith(b"IEND\xaeB`\x82")
-    return True
+    """A part that is plainly cut short is told from a whole one without decoding it
+    (``protocols.image_complete.cut_short``, every kind of image: a JPEG or PNG must end with its end
+    marker, a BMP, TIFF, PNM or WebP hold what their headers say); an empty part is not whole."""
+    return cut_short(data, exact_end=True) is None
 
 
 class MjpegStream:

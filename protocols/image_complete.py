@@ -1,0 +1,288 @@
+"""Whether an image file is whole or cut short (an upload, a copy or a camera's write still under way, or
+stalled), told from its structure without decoding it, for every kind ``image_header.image_kind`` knows.
+
+``cut_short(data)`` says why ``data`` is an image cut short, or None: whole as far as its structure tells,
+or no image of those kinds (nothing to say). Each kind by what says where it ends:
+
+- JPEG: an end-of-image marker after the start of its coded data (its header's segments stepped over, so
+  that an EXIF thumbnail's end marker is not taken for the image's); bytes after it are allowed (a
+  trailer some cameras append);
+- PNG: its IEND chunk (bytes after it allowed);
+- BMP: its pixel array, from the header's pixel-data offset and the size its width, height and bit depth
+  make (uncompressed), or the header's image size (RLE, an embedded JPEG/PNG), or failing both the
+  header's file size;
+- TIFF: every image directory of its chain, the tag values stored outside them and every strip's or
+  tile's offset + byte count within the file (a chain that loops is read once round, at most 256
+  directories of at most 1024 tags);
+- PNM: the raster its header's width, height and maximum value make (binary), or as many samples
+  (plain, text);
+- GIF: its blocks up to the trailer (0x3B);
+- WebP: the RIFF size in its header.
+
+With ``exact_end`` (an MJPEG part told whole by its Content-Length) a JPEG or PNG must *end* with its end
+marker (line ends, spaces and zeros after it aside): a part whose declared length runs into the next part
+is then not taken as whole.
+
+Limits: a file that is as long as its header says but not yet filled in (a writer that sets the size
+first and writes the bytes later, a copy that preallocates) is whole by its structure: where the kind has
+an end marker (JPEG, PNG, GIF), it is caught; a BMP's, a binary PNM's or an uncompressed TIFF's missing
+pixels are not. Cheap beside a decode: header fields, a search from the end for the end marker, the
+TIFF's strip tables as arrays (numpy), a plain PNM's digits counted in C (measured in
+bench/camera_drop_bench.py). Never raises on malformed input, never allocates by what a header declares.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+from protocols.image_header import (  # read as image_header reads them
+    _STANDALONE,
+    _TIFF_MAX_DIRECTORIES,
+    _TIFF_MAX_TAGS,
+    _TIFF_SEGMENTS,
+    _TIFF_TYPE_SIZE,
+    image_kind,
+)
+
+__all__ = ["cut_short"]
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # IEND: no data, then its CRC
+_PAD = b"\r\n\x00 "  # what may follow an end marker in a multipart body or a padded write
+# the first bytes of each kind: a file that is no more than a beginning of one of these is an image cut short
+# within its header (a named upload that has written only a few bytes)
+_STARTS = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"II+\x00",
+    b"MM\x00+",
+    b"RIFF",
+    b"GIF87a",
+    b"GIF89a",
+)
+_HEADER_BYTES = 64  # shorter than any header these kinds need, but for a PNM with comments
+# a PNM header cut short: its magic, then whitespace, comments and digits only (possessive: no backtracking)
+_PNM_START = re.compile(rb"P[1-6]?(?:\s|#[^\r\n]*+|\d)*+\Z")
+_PNM_FIELD = re.compile(rb"(?:\s|#[^\r\n]*+)*+(\d+)")
+
+
+def cut_short(data: bytes, exact_end: bool = False) -> str | None:
+    """Why ``data`` is an image cut short (one line: the kind, what is missing, its size), or None: whole by
+    its structure, or not an image of a kind ``image_kind`` knows. An empty ``data`` is cut short (nothing
+    written yet). See the module's docstring for each kind and ``exact_end``."""
+    n = len(data)
+    if n == 0:
+        return "an empty file (nothing of it written yet)"
+    kind = image_kind(data)
+    try:
+        if kind is None:
+            return _header_cut(data)
+        why = _CHECKS[kind](data, exact_end)
+    except (struct.error, IndexError, ValueError, OverflowError):
+        return None  # damaged past what tells its end: the decode says so
+    return None if why is None else f"a {kind} cut short ({n} bytes): {why}"
+
+
+def _header_cut(data: bytes) -> str | None:
+    n = len(data)
+    if n < _HEADER_BYTES and any(s.startswith(data[: len(s)]) for s in _STARTS):
+        return f"an image cut short within its header ({n} bytes)"
+    if n < 4096 and _PNM_START.match(data):
+        return f"a PNM cut short within its header ({n} bytes)"
+    return None
+
+
+def _jpeg(data: bytes, exact_end: bool) -> str | None:
+    if exact_end:
+        return None if _ends_with(data, b"\xff\xd9") else "no end-of-image marker at its end"
+    n, i = len(data), 2
+    while True:  # the header's segments, as libjpeg steps over them, to the first scan
+        while i < n and data[i] != 0xFF:
+            i += 1
+        while i < n and data[i] == 0xFF:
+            i += 1
+        if i >= n:
+            return "its header ends before its image data"
+        marker = data[i]
+        i += 1
+        if marker == 0xD9:
+            return None  # an end before any image data: no image, the decode says so
+        if marker in _STANDALONE:
+            continue
+        if i + 2 > n:
+            return "its header ends before its image data"
+        length = (data[i] << 8) | data[i + 1]
+        if marker == 0xDA:
+            break
+        i += length
+    # in coded data a 0xFF is followed by 0x00 or a restart marker: an end marker there is the image's end
+    return None if data.rfind(b"\xff\xd9", i) >= 0 else "no end-of-image marker after its image data"
+
+
+def _png(data: bytes, exact_end: bool) -> str | None:
+    if exact_end:
+        return None if _ends_with(data, _PNG_END[4:]) else "no IEND chunk at its end"
+    return None if data.rfind(_PNG_END, 33) >= 0 else "no IEND chunk (its end)"
+
+
+def _ends_with(data: bytes, end: bytes) -> bool:
+    tail = data[-64:].rstrip(_PAD)
+    if not tail and len(data) > 64:  # a long run of padding: rare, the whole is stripped
+        tail = data.rstrip(_PAD)
+    return tail.endswith(end)
+
+
+def _bmp(data: bytes, _: bool) -> str | None:
+    n = len(data)
+    file_size, offset, header = struct.unpack_from("<I4xII", data, 2)
+    if header == 12:  # OS/2 core header: 16-bit sizes, no compression
+        if n < 26:
+            return "its header is incomplete"
+        w, h, bpp = struct.unpack_from("<HH2xH", data, 18)
+        compression, image_bytes = 0, 0
+    else:
+        if n < 38:
+            return "its header is incomplete"
+        w, h, bpp, compression, image_bytes = struct.unpack_from("<ii2xHII", data, 18)
+        if header == 64 and compression == 3:  # OS/2 2.x: 3 is Huffman-coded, not bit fields
+            compression = 1
+    if compression in (0, 3, 6) and w > 0 and bpp in (1, 2, 4, 8, 16, 24, 32):
+        end = offset + (w * bpp + 31) // 32 * 4 * abs(h)
+    elif image_bytes:  # RLE, an embedded JPEG or PNG: the header's size of it
+        end = offset + image_bytes
+    else:
+        end = max(offset, file_size)
+    if n < end:
+        return f"its pixel data ends at byte {end} (the header's offset and size)"
+    return None
+
+
+def _tiff(data: bytes, _: bool) -> str | None:
+    import numpy as np
+
+    n = len(data)
+    e = "<" if data[:1] == b"I" else ">"
+    big = data[2:4] in (b"+\x00", b"\x00+")
+    fmt_off, fmt_count, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
+    size_off, size_count = struct.calcsize(fmt_off), struct.calcsize(fmt_count)
+    if n < (16 if big else 8):
+        return "its header is incomplete"
+    off = struct.unpack_from(e + fmt_off, data, 8 if big else 4)[0]
+    seen: set[int] = set()
+    while off and off not in seen and len(seen) < _TIFF_MAX_DIRECTORIES:
+        page = len(seen) + 1
+        seen.add(off)
+        if off + size_count > n:
+            return f"its image directory {page} (at byte {off}) lies past its end"
+        count = struct.unpack_from(e + fmt_count, data, off)[0]
+        if count > _TIFF_MAX_TAGS:
+            return None  # no real directory has this many: damaged, the decode says so
+        if count == 0:  # what a file sized before it is written holds where its directory will be
+            return f"its image directory {page} (at byte {off}) is empty"
+        end = off + size_count + count * entry + size_off
+        if end > n:
+            return f"its image directory {page} (bytes {off}-{end}) lies past its end"
+        arrays: dict[int, tuple[int, int, str]] = {}
+        for k in range(count):
+            p = off + size_count + k * entry
+            tag, typ = struct.unpack_from(e + "HH", data, p)
+            values = struct.unpack_from(e + fmt_off, data, p + 4)[0]
+            size = _TIFF_TYPE_SIZE.get(typ)
+            if size is None:
+                continue  # an unknown type: its size unknown, its values not checked
+            at = p + value_at
+            if values * size > entry - value_at:  # stored elsewhere
+                at = struct.unpack_from(e + fmt_off, data, at)[0]
+                if at + values * size > n:
+                    return f"tag {tag}'s values of image directory {page} (bytes {at}-{at + values * size}) lie past its end"
+            if tag in (273, 279, 324, 325) and typ in (3, 4, 16):
+                arrays[tag] = (at, values, {3: "u2", 4: "u4", 16: "u8"}[typ])
+        for offsets_tag, counts_tag, what in _TIFF_SEGMENTS:
+            if offsets_tag not in arrays or counts_tag not in arrays:
+                continue
+            (at_o, k_o, t_o), (at_c, k_c, t_c) = arrays[offsets_tag], arrays[counts_tag]
+            if k_o != k_c:
+                continue  # libtiff's own concern (it estimates missing byte counts)
+            offsets = np.frombuffer(data, e + t_o, k_o, at_o).astype(np.uint64)
+            counts = np.frombuffer(data, e + t_c, k_c, at_c).astype(np.uint64)
+            past = (counts > 0) & (
+                (offsets > n) | (counts > np.uint64(n) - np.minimum(offsets, np.uint64(n)))
+            )
+            if past.any():
+                i = int(np.argmax(past))
+                start, stop = int(offsets[i]), int(offsets[i]) + int(counts[i])
+                return f"its {what} {i + 1} of {k_o} (bytes {start}-{stop}) reaches past its end"
+        off = struct.unpack_from(e + fmt_off, data, end - size_off)[0]
+    return None
+
+
+def _pnm(data: bytes, exact_end: bool) -> str | None:
+    import numpy as np
+
+    magic = data[1:2]
+    want = 2 if magic in b"14" else 3
+    i, nums = 2, []
+    for _ in range(want):  # image_kind has read this header whole: here only where its raster starts
+        m = _PNM_FIELD.match(data, i)
+        if m is None:
+            return None
+        nums.append(int(m.group(1)))
+        i = m.end()
+    i += 1  # the one whitespace byte after the last field
+    w, h = nums[0], nums[1]
+    if magic in b"456":  # binary
+        depth = 2 if want == 3 and nums[2] > 255 else 1
+        raster = (w + 7) // 8 * h if magic == b"4" else w * h * depth * (3 if magic == b"6" else 1)
+        if len(data) < i + raster:
+            return f"its raster ends at byte {i + raster} ({w}x{h} pixels)"
+        return None
+    # plain (text): as many samples as the header makes; a bitmap's digits may run together
+    a = np.frombuffer(data, np.uint8, offset=min(i, len(data)))
+    samples = w * h * (3 if magic == b"3" else 1)
+    if magic == b"1":
+        got = int(np.count_nonzero((a == 0x30) | (a == 0x31)))
+    else:
+        digit = (a >= 0x30) & (a <= 0x39)
+        got = int(np.count_nonzero(digit[1:] & ~digit[:-1])) + int(digit[:1].sum())
+        if (
+            got == samples and digit[-1:].any()
+        ):  # its last sample may be cut within its digits ('25' of '255')
+            got -= 1
+    return None if got >= samples else f"{got} of its {samples} samples"
+
+
+def _gif(data: bytes, _: bool) -> str | None:
+    n = len(data)
+    if n < 13:
+        return "its header is incomplete"
+    i = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while i < n:
+        block = data[i]
+        if block == 0x3B:
+            return None
+        if block == 0x21:  # an extension: its label, then sub-blocks
+            i += 2
+        elif block == 0x2C:  # an image: its descriptor, local colour table, LZW code size, sub-blocks
+            if i + 10 > n:
+                break
+            flags = data[i + 9]
+            i += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+        else:
+            return None  # damaged, not cut: not a GIF reader's business here
+        while i < n and data[i]:  # sub-blocks, each its length first, up to an empty one
+            i += data[i] + 1
+        i += 1
+    return "no trailer (its end)"
+
+
+def _webp(data: bytes, _: bool) -> str | None:
+    if len(data) < 12:
+        return "its header is incomplete"
+    end = 8 + struct.unpack_from("<I", data, 4)[0]
+    return None if len(data) >= end else f"its RIFF header says {end} bytes"
+
+
+_CHECKS = {"JPEG": _jpeg, "PNG": _png, "BMP": _bmp, "TIFF": _tiff, "PNM": _pnm, "GIF": _gif, "WebP": _webp}

@@ -1,0 +1,183 @@
+"""The agent's camera watching a drop folder (``watch: true``) that cameras fill over FTP or SMB, with files
+written by the test in stages as an upload writes them: the watcher told a cut-short upload from a whole image for
+JPEG and PNG only, so a half-written BMP or TIFF (what industrial cameras write most) that settled was decoded
+(``corrupt_frame``, or a torn image inspected); and a file overwritten with the same size and modification time (a
+camera rewriting 'last.bmp' within its file system's time resolution, a copy keeping the original's time) was not
+read again. Every kind is told whole or cut short by its structure now (``protocols.image_complete``); a cut-short
+file is read again while it may still be uploading and, cut short past the bound, counted once with its path and
+never inspected; a rewritten file is told by its status-change time and inode, and read again when its bytes
+differ."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from devices.camera.capture import CameraSource
+from devices.camera.settings import CameraSettings
+from tests.integration.test_camera_drop_folder_by_content import connected
+from tests.integration.test_camera_source import take
+
+
+def tiff_strips_after_directory(img: np.ndarray, rows_per_strip: int = 8) -> bytes:
+    """An 8-bit grey TIFF as cameras' SDKs write one: its image directory first, then its strips (OpenCV's
+    libtiff writes the directory last, where a cut file loses it)."""
+    h, w = img.shape
+    starts = list(range(0, h, rows_per_strip))
+    entries = 9
+    ifd_end = 8 + 2 + entries * 12 + 4
+    arrays = ifd_end  # StripOffsets then StripByteCounts, out of the directory
+    data_at = arrays + 8 * len(starts)
+    offsets, counts, at = [], [], data_at
+    for y in starts:
+        n = min(rows_per_strip, h - y) * w
+        offsets.append(at)
+        counts.append(n)
+        at += n
+    tags = [
+        (256, 3, 1, w),
+        (257, 3, 1, h),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, len(starts), arrays),
+        (277, 3, 1, 1),
+        (278, 3, 1, rows_per_strip),
+        (279, 4, len(starts), arrays + 4 * len(starts)),
+    ]
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", entries))
+    for tag, typ, count, value in tags:
+        out += struct.pack("<HHI", tag, typ, count)
+        out += struct.pack("<HH", value, 0) if typ == 3 else struct.pack("<I", value)
+    out += struct.pack("<I", 0)
+    out += struct.pack(f"<{len(starts)}I", *offsets) + struct.pack(f"<{len(starts)}I", *counts)
+    out += img.tobytes()
+    return bytes(out)
+
+
+def grey(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (h, w), dtype=np.uint8)
+
+
+async def judged(src: CameraSource, caplog, marker: str) -> None:
+    """Until a sidecar written after the files before it has been judged: those were judged in the same pass or an
+    earlier one (each pass takes its files in the order they were written)."""
+    for _ in range(1000):
+        if any(marker in r.getMessage() for r in caplog.records):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{marker} was never judged")
+
+
+async def test_half_a_bmp_is_never_inspected_and_the_whole_one_is_read_once(tmp_path, caplog):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    img = cv2.cvtColor(grey(1), cv2.COLOR_GRAY2BGR)
+    whole = cv2.imencode(".bmp", img)[1].tobytes()
+    caplog.set_level(logging.WARNING, logger="devices.camera.capture")
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=100, keep_files=None))
+    await src.start()
+    try:
+        await connected(src)
+        part = drop / "part_0001.bmp"
+        with open(part, "wb") as f:  # the upload stalls half way, long past settle_ms
+            f.write(whole[: len(whole) // 2])
+            f.flush()
+            await asyncio.sleep(0.05)
+            (drop / "part_0001.txt").write_text("exposure 120 us\n")  # the camera's sidecar, after it
+            await judged(src, caplog, "part_0001.txt")
+            await asyncio.sleep(0.3)  # a few more polls: the half is read again, never handed on
+            f.write(whole[len(whole) // 2 :])  # the upload goes on and ends
+        frames = await take(src, 1, 20)
+        with pytest.raises(TimeoutError):  # read once
+            await take(src, 1, 1.0)
+    finally:
+        await src.stop()
+    assert np.array_equal(frames[0].image, img)
+    assert not src.stats.errors_by_reason  # the half was never decoded: no corrupt_frame
+
+
+async def test_a_tiff_whose_strips_end_past_the_file_is_skipped_once_past_the_bound_then_read_when_whole(
+    tmp_path, caplog
+):
+    """A camera's TIFF upload that stalls within its strips (its directory written first) stays cut short: it is
+    read again for a while (the upload may still be running), then counted once as cut_short with its path, and
+    never decoded; when the upload resumes and ends, the whole image is read. Hostile files beside it (a TIFF
+    whose directories loop, one whose directory lies far past its end, a BMP and a PNM declaring huge sizes)
+    neither stop the watcher nor are inspected."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    img = grey(2)
+    whole = tiff_strips_after_directory(img)
+    assert np.array_equal(cv2.imdecode(np.frombuffer(whole, np.uint8), cv2.IMREAD_GRAYSCALE), img)
+    caplog.set_level(logging.WARNING, logger="devices.camera.capture")
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=50, keep_files=None))
+    await src.start()
+    try:
+        await connected(src)
+        cut = len(whole) - 700  # within its strips: the directory and the first strips are there
+        (drop / "part_0002.tif").write_bytes(whole[:cut])
+        looped = bytearray(whole)
+        looped[8 + 2 + 9 * 12 : 8 + 2 + 9 * 12 + 4] = struct.pack("<I", 8)  # the next directory: itself
+        (drop / "hostile_loop.tif").write_bytes(bytes(looped))
+        (drop / "hostile_far.tif").write_bytes(b"II*\x00" + struct.pack("<I", 0xFFFFFFF0) + bytes(100))
+        bmp = bytearray(cv2.imencode(".bmp", np.zeros((4, 4, 3), np.uint8))[1].tobytes())
+        bmp[18:26] = struct.pack("<ii", 2**30, -(2**30))
+        (drop / "hostile_huge.bmp").write_bytes(bytes(bmp))
+        (drop / "hostile_huge.pgm").write_bytes(b"P5\n999999999 999999999\n65535\n" + bytes(64))
+        for _ in range(600):  # the bound is CUT_SHORT_WAIT_S (5 s) at this settle_ms
+            if src.stats.errors_by_reason.get("cut_short", 0) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # said once, not again at each poll
+        assert src.stats.errors_by_reason.get("cut_short") == 2, src.stats.errors_by_reason
+        (drop / "part_0002.tif").write_bytes(whole)  # the upload resumes and ends
+        frames = await take(src, 2, 20)  # it, and the looping TIFF: one image, its chain read once round
+        with pytest.raises(TimeoutError):
+            await take(src, 1, 1.0)
+    finally:
+        await src.stop()
+    assert all(np.array_equal(f.image[:, :, 0], img) for f in frames)
+    # the cut-short TIFFs never decoded (no corrupt_frame), the huge ones refused by their headers, the reader never
+    # stopped by any of them
+    assert src.stats.errors_by_reason == {"cut_short": 2, "oversize_frame": 2}, src.stats.errors_by_reason
+    said = [r.getMessage() for r in caplog.records if "cut_short" in r.getMessage()]
+    assert any("part_0002.tif" in m and "strip" in m and "past its end" in m for m in said), said
+    assert sum("part_0002.tif" in m for m in said) == 1, said
+
+
+async def test_a_file_overwritten_with_the_same_size_and_time_is_read_again_and_a_chmod_is_not(tmp_path):
+    """A camera overwriting 'last.bmp' in place within its file system's time resolution (or a copy setting the
+    time back) leaves size and modification time as they were: the watcher, keyed on those, never read the new
+    part. Its status-change time tells now, and its bytes decide: a new image is read, a file whose mode alone
+    changed (or that was renamed away and back) is not read twice."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    first, second = (cv2.cvtColor(grey(s), cv2.COLOR_GRAY2BGR) for s in (3, 4))
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=100, keep_files=None))
+    await src.start()
+    try:
+        await connected(src)
+        last = drop / "last.bmp"
+        last.write_bytes(cv2.imencode(".bmp", first)[1].tobytes())
+        (a,) = await take(src, 1, 20)
+        st = last.stat()
+        with open(last, "r+b") as f:  # in place: same inode, same size
+            f.write(cv2.imencode(".bmp", second)[1].tobytes())
+        os.utime(last, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the time it had
+        assert (last.stat().st_size, last.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+        (b,) = await take(src, 1, 20)
+        os.chmod(last, 0o600)  # its status alone: not read again
+        with pytest.raises(TimeoutError):
+            await take(src, 1, 1.5)
+    finally:
+        await src.stop()
+    assert np.array_equal(a.image, first)
+    assert np.array_equal(b.image, second)
+    assert not src.stats.errors_by_reason

@@ -1,0 +1,132 @@
+"""Images told whole or cut short by their structure (``protocols.image_complete.cut_short``), every kind
+``image_kind`` knows: the camera's drop folder and MJPEG reader told only a JPEG or PNG cut short, and took any BMP,
+TIFF, PNM, WebP or GIF as whole, so half an upload was decoded (a torn image, or ``corrupt_frame``)."""
+
+from __future__ import annotations
+
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from devices.camera.mjpeg import looks_whole
+
+RNG = np.random.default_rng(7)
+COLOUR = RNG.integers(0, 255, (60, 80, 3), dtype=np.uint8)
+# a 1x1 GIF: header, screen with a 2-colour table, graphic control extension, image, LZW data, trailer
+GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00"
+    b"!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+
+def encoded(ext: str, img: np.ndarray = COLOUR, params: tuple = ()) -> bytes:
+    ok, buf = cv2.imencode(ext, img, list(params))
+    assert ok
+    return buf.tobytes()
+
+
+WHOLE = {
+    "bmp colour": encoded(".bmp"),
+    "bmp grey (palette)": encoded(".bmp", COLOUR[:, :, 0]),
+    "tiff (directory last)": encoded(".tif"),
+    "tiff lzw": encoded(".tif", params=(cv2.IMWRITE_TIFF_COMPRESSION, 5)),
+    "ppm": encoded(".ppm"),
+    "pgm 16-bit": encoded(".pgm", (COLOUR[:, :, 0].astype(np.uint16) * 200)),
+    "pbm": encoded(".pbm", (COLOUR[:, :, 0] > 127).astype(np.uint8) * 255),
+    "webp lossy": encoded(".webp"),
+    "webp lossless": encoded(".webp", params=(cv2.IMWRITE_WEBP_QUALITY, 101)),
+    "png": encoded(".png"),
+    "jpeg": encoded(".jpg"),
+    "plain pgm": b"P2\n# a comment\n3 2\n255\n1 2 3\n4 5 255\n",
+    "plain pbm": b"P1\n4 2\n0101\n1 1 1 1\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(WHOLE))
+def test_every_kind_cut_anywhere_is_not_taken_as_whole(name):
+    data = WHOLE[name]
+    assert looks_whole(data), name
+    for k in sorted({1, 2, 7, 17, 40, 90, len(data) // 3, len(data) // 2, len(data) - 3, len(data) - 1}):
+        if 0 < k < len(data) and not (
+            name == "plain pbm" and data[k:].isspace()
+        ):  # (its digits are its samples)
+            assert not looks_whole(data[:k]), f"{name} cut at {k} of {len(data)} bytes taken as whole"
+
+
+def test_a_gif_and_a_tiff_with_its_directory_first_cut_anywhere_are_cut_short():
+    from protocols.image_complete import cut_short
+    from tests.integration.test_camera_drop_folder_cut_short import tiff_strips_after_directory
+
+    tiff = tiff_strips_after_directory(COLOUR[:, :, 0])
+    assert cut_short(GIF) is None and cut_short(tiff) is None
+    for k in range(1, len(GIF)):
+        assert cut_short(GIF[:k]) is not None, k
+    for k in range(1, len(tiff), 97):
+        assert cut_short(tiff[:k]) is not None, k
+    why = cut_short(tiff[: len(tiff) - 10])
+    assert why is not None and "strip 8 of 8" in why and "past its end" in why, why
+
+
+def test_a_jpeg_with_bytes_after_its_end_is_whole_but_one_cut_after_its_thumbnail_is_not():
+    """A trailer after the end marker (some cameras append one) is no cut; an EXIF thumbnail's end marker, inside
+    its header, is not the image's. An MJPEG part told by its Content-Length must end with its marker."""
+    from protocols.image_complete import cut_short
+
+    jpeg = WHOLE["jpeg"]
+    assert cut_short(jpeg + b"camera trailer 0001") is None
+    assert cut_short(jpeg + b"camera trailer", exact_end=True) is not None
+    assert cut_short(jpeg + b"\r\n", exact_end=True) is None
+    thumb = encoded(".jpg", COLOUR[:8, :8])
+    app1 = b"Exif\x00\x00" + thumb  # (not a real EXIF directory: its bytes are what matters here)
+    with_thumb = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+    assert cut_short(with_thumb) is None
+    assert cut_short(with_thumb[: len(with_thumb) // 2]) is not None
+    assert cut_short(b"") is not None  # nothing written yet
+
+
+def test_a_bmp_cut_within_its_pixels_says_where_they_end():
+    from protocols.image_complete import cut_short
+
+    bmp = WHOLE["bmp colour"]
+    why = cut_short(bmp[:1000])
+    assert (
+        why
+        == f"a BMP cut short (1000 bytes): its pixel data ends at byte {len(bmp)} (the header's offset and size)"
+    )
+
+
+def test_hostile_headers_never_raise_nor_allocate_by_what_they_declare():
+    from protocols.image_complete import cut_short
+
+    tiff = bytearray(WHOLE["tiff (directory last)"])
+    (ifd,) = struct.unpack_from("<I", tiff, 4)
+    looped = bytearray(tiff)
+    (count,) = struct.unpack_from("<H", looped, ifd)
+    struct.pack_into("<I", looped, ifd + 2 + 12 * count, ifd)  # the next directory: itself
+    assert cut_short(bytes(looped)) is None  # read once round
+    huge = bytearray(tiff)
+    for k in range(count):  # StripOffsets: 2^32 - 1 of them
+        p = ifd + 2 + 12 * k
+        if struct.unpack_from("<H", huge, p)[0] == 273:
+            struct.pack_into("<I", huge, p + 4, 0xFFFFFFFF)
+    assert "past its end" in (cut_short(bytes(huge)) or "")
+    big = b"II+\x00\x08\x00\x00\x00" + struct.pack("<Q", 2**63 + 5) + bytes(32)  # BigTIFF, directory at 2^63
+    assert cut_short(big) is not None
+    bmp = bytearray(WHOLE["bmp colour"])
+    struct.pack_into("<ii", bmp, 18, 2**31 - 1, -(2**31))
+    assert cut_short(bytes(bmp)) is not None
+    assert cut_short(b"P2\n999999999 999999999\n65535\n1 2 3\n") is not None
+    assert cut_short(b"RIFF\xff\xff\xff\xffWEBPVP8 ") is not None
+    # every byte of each kind's header damaged in turn, and random bytes after each signature: never raises
+    rng = np.random.default_rng(3)
+    for data in WHOLE.values():
+        for i in range(min(len(data), 160)):
+            for v in (0, 0xFF, int(rng.integers(0, 256))):
+                bad = bytearray(data)
+                bad[i] = v
+                cut_short(bytes(bad))
+    for start in (b"BM", b"II*\x00", b"MM\x00*", b"II+\x00", b"RIFF", b"GIF89a", b"P5\n", b"\xff\xd8\xff"):
+        for _ in range(200):
+            cut_short(start + rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes())
