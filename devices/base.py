@@ -120,6 +120,14 @@ class Reading:
     rate_hz: float | None = (
         None  # an array value's sample rate, when the source states it (node metadata, payload)
     )
+    # why a reading is not GOOD (None when GOOD): the server's own word where it gave one (an OPC UA status
+    # code's name: "BadSensorFailure", "UncertainLastUsableValue"), else the adapter's own reason key
+    # ("server_not_running", "subscription_stalled", "null_value", "non_finite": snake_case, never a status name)
+    reason: str | None = None
+    # the source's own time of a reading whose ``timestamp`` was moved later: a value after a BAD reading the
+    # adapter made is never stamped earlier than that BAD (a tag's history never goes back in time); None when
+    # ``timestamp`` is the source's time
+    source_ts: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

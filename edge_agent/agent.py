@@ -54,6 +54,10 @@ SOURCE_DOWN_AFTER_S = 30.0
 # no longer configured: nothing else would ever end it at the cloud
 HALTS_FILE = "source-halts.json"
 DOWNS_FILE = "source-down.json"  # the same for source_down: the sources told down and not yet connected again
+# a wall-clock time before this (2001-09-09) is a clock never set: a gateway without a battery-backed clock boots
+# in 1970 and gets the time from NTP later. A duration reckoned across a restart from such a time, or one that
+# comes out negative (the clock stepped back), is unknown (null), not 56 years or -3 s
+CLOCK_SET_T = 1_000_000_000.0
 
 LOCK_FILE = "agent.lock"
 # the folders of the data folder where state files are written with edge_agent.files.atomic_write_json
@@ -233,6 +237,9 @@ class Agent:
         self._halt_carried = _read_told(self._halts_file)
         # source of a carried halt -> monotonic time it was first seen connected and not halted
         self._halt_healthy: dict[str, float] = {}
+        # this boot (Linux's boot_id): a told file's monotonic start (``mono``) is good for a duration only in the
+        # boot that wrote it (an agent restarted, a config reloaded); after a reboot, the wall clock, if sane
+        self._boot = _boot_id()
         self.source_items: collections.Counter = collections.Counter()  # items handed out per source
         self.tags: dict[str, dict[str, Any]] = {
             name: {} for name in self.sources
@@ -561,7 +568,7 @@ class Agent:
             await asyncio.sleep(period_s)
             now = time.monotonic()
             if self._halt_carried or self._down_carried:
-                self._told_unconfigured()
+                self._told_unconfigured(now)
             for name, src in self.sources.items():
                 self._source_liveness(name, src, now)
                 self._source_halt(name, src, now)
@@ -613,9 +620,36 @@ class Agent:
         return w
 
     def _since(self, w: flapping.FlapWatch, now: float) -> dict[str, Any]:
-        """The since of an episode starting now: its first bad stretch within the window."""
-        at = time.time() - (now - w.first_bad(now))
-        return {"since": _utc(at), "since_t": round(at, 3), "flaps": w.flaps}
+        """The since of an episode starting now: its first bad stretch within the window (``mono``: on the
+        monotonic clock, what its duration is reckoned from; ``since_t`` only where that cannot be)."""
+        first = w.first_bad(now)
+        at = time.time() - (now - first)
+        return {"since": _utc(at), "since_t": round(at, 3), "flaps": w.flaps, **self._mono(first)}
+
+    def _mono(self, start: float) -> dict[str, Any]:
+        return {"mono": round(start, 3), "boot": self._boot}
+
+    def _elapsed(self, told: dict[str, Any], now: float) -> float | None:
+        """How long an episode told of has lasted: from the monotonic clock where its start is on this boot's
+        (this agent's, or one before it since the gateway booted), else from the wall clock when both ends of it
+        are sane (after ``CLOCK_SET_T``, not negative); None (unknown) otherwise."""
+        mono, boot = _num(told.get("mono")), told.get("boot")
+        if mono is not None and boot is not None and boot == self._boot and mono <= now:
+            return round(now - mono, 1)
+        since_t, wall = _num(told.get("since_t")), time.time()
+        if since_t is None or since_t < CLOCK_SET_T or wall < CLOCK_SET_T or since_t > wall:
+            return None
+        return round(wall - since_t, 1)
+
+    def _told_since(self, told: dict[str, Any], elapsed: float | None) -> str | None:
+        """The since an episode's end carries: the one told at its start, unless that was read off a clock not
+        set yet; then the wall clock now less its duration, if both are known (None otherwise)."""
+        since_t = _num(told.get("since_t"))
+        if since_t is not None and since_t >= CLOCK_SET_T:
+            since = told.get("since")
+            return since if isinstance(since, str) else None
+        wall = time.time()
+        return _utc(wall - elapsed) if elapsed is not None and wall >= CLOCK_SET_T else None
 
     def _source_liveness(self, name: str, src, now: float) -> None:
         """A source not connected for ``source_down_after_s`` (in total within ``flap_window_s``: a flapping
@@ -629,10 +663,17 @@ class Agent:
         w = self._watch(self._down_watch, name)
         verdict = w.observe(now, state != "connected", state == "connected")
         if state == "connected" and name in self._down_carried:
-            # one an agent before this one told of (a restart, a config reload) ends here
+            # one an agent before this one told of (a restart, a config reload) ends here; a flapping one is
+            # carried on (adopted) until steadily connected: connected at this moment, it may be down again
+            # in a minute, and ending it here gave the spell a second start and end
             told = self._down_carried.pop(name)
+            flaps = _told_flaps(told)
+            if flaps is not None and flaps > 1 and not w.active:
+                self._down_reported[name] = told
+                w.adopt(now, flaps, bad=False)
+                return
             self._save_told(self._downs_file, self._down_carried, self._down_reported)
-            self._down_ended(name, state, told, "connected again after {} s without a connection")
+            self._down_ended(name, state, told, "connected again after {} s without a connection", now=now)
             return
         if verdict == "end":
             if name in self._down_reported:
@@ -645,7 +686,7 @@ class Agent:
                         f"connected steadily (down {bad:.0f} s of the last {self.flap_clear_s:.0f} s) after "
                         f"{w.flaps} outages in {{}} s"
                     )
-                self._down_ended(name, state, told, what, w.flaps)
+                self._down_ended(name, state, told, what, w.flaps, now)
             return
         if verdict != "start":
             return
@@ -696,11 +737,13 @@ class Agent:
             if not w.clean_end:
                 bad = w.bad_s(now, self.flap_clear_s)
                 why = f"its server is healthy steadily (halted {bad:.0f} s of the last {self.flap_clear_s:.0f} s)"
-            self._halt_ended(name, last.get("reason"), last.get("checks"), why, w.flaps)
+            self._halt_ended(name, last.get("reason"), last.get("checks"), why, w.flaps, now)
             return
         if verdict != "start" or h is None or name in self._halt_reported:
             return
         rec = {k: h.get(k) for k in ("reason", "since", "since_t", "checks")}
+        for_s = _num(h.get("for_s"))
+        rec.update(self._mono(now if for_s is None else now - for_s))
         if w.flaps > 1:
             rec.update(self._since(w, now))
         rec["flaps"] = w.flaps
@@ -715,7 +758,9 @@ class Agent:
         )
         log.warning("%s", msg)
         halted_s = h.get("for_s") if w.flaps <= 1 else round(w.bad_s(now), 1)
-        self._halt_event(name, True, {**h, "since": rec["since"]}, halted_s, msg, w.flaps)
+        since_t = _num(rec.get("since_t"))
+        since = rec["since"] if since_t is not None and since_t >= CLOCK_SET_T else None
+        self._halt_event(name, True, {**h, "since": since}, halted_s, msg, w.flaps)
 
     def _carried_halt(self, name: str, src, h: dict[str, Any] | None, now: float) -> bool:
         """A halt an agent before this one told the cloud of (a restart, a config reload): still halted, it goes
@@ -733,19 +778,29 @@ class Agent:
             return True
         first = self._halt_healthy.setdefault(name, now)
         check_s = getattr(getattr(src, "settings", None), "keepalive_check_s", 0.0)
-        if now - first < max(self.source_down_after_s, 2 * float(check_s or 0.0)):
+        flaps = _told_flaps(self._halt_carried[name])
+        # a flapping one ends as it would have without the restart: once healthy for flap_clear_s steadily
+        confirm_s = self.flap_clear_s if flaps is not None and flaps > 1 else self.source_down_after_s
+        if now - first < max(confirm_s, 2 * float(check_s or 0.0)):
             return True
         del self._halt_healthy[name]
         self._halt_reported[name] = rec = self._halt_carried.pop(name)
-        self._halt_ended(name, rec.get("reason"), rec.get("checks"), "its server is healthy again")
+        self._halt_ended(name, rec.get("reason"), rec.get("checks"), "its server is healthy again", now=now)
         return True
 
     def _down_ended(
-        self, name: str, state: str | None, told: dict[str, Any], what: str, flaps: int | None = None
+        self,
+        name: str,
+        state: str | None,
+        told: dict[str, Any],
+        what: str,
+        flaps: int | None = None,
+        now: float | None = None,
     ) -> None:
-        since_t = told.get("since_t")
-        down_s = round(max(time.time() - since_t, 0.0), 1) if isinstance(since_t, int | float) else None
-        msg = f"source {name}: " + what.format(down_s)
+        down_s = self._elapsed(told, time.monotonic() if now is None else now)
+        msg = f"source {name}: " + what.format("an unknown number of" if down_s is None else down_s)
+        if down_s is None:
+            msg += _UNKNOWN
         log.info("%s", msg)
         self._down_event(name, False, state, down_s, None, msg, _told_flaps(told) if flaps is None else flaps)
 
@@ -772,29 +827,34 @@ class Agent:
             )
         )
 
-    def _told_unconfigured(self) -> None:
+    def _told_unconfigured(self, now: float | None = None) -> None:
         """The end of each carried halt or outage whose source this agent's configuration no longer has (removed
         or renamed by a config reload): no one would ever say it otherwise."""
         gone = "it is no longer in the agent's configuration"
+        now = time.monotonic() if now is None else now
         for name in [n for n in self._halt_carried if n not in self.sources]:
             rec = self._halt_reported[name] = self._halt_carried.pop(name)
-            self._halt_ended(name, rec.get("reason"), rec.get("checks"), gone)
+            self._halt_ended(name, rec.get("reason"), rec.get("checks"), gone, now=now)
         for name in [n for n in self._down_carried if n not in self.sources]:
             told = self._down_carried.pop(name)
             self._save_told(self._downs_file, self._down_carried, self._down_reported)
-            self._down_ended(name, None, told, gone + "; it was not connected for {} s")
+            self._down_ended(name, None, told, gone + "; it was not connected for {} s", now=now)
 
-    def _halt_ended(self, name: str, reason: Any, checks: Any, why: str, flaps: Any = None) -> None:
+    def _halt_ended(
+        self, name: str, reason: Any, checks: Any, why: str, flaps: Any = None, now: float | None = None
+    ) -> None:
         told = self._halt_reported.pop(name)  # its since is the one the cloud was told
         self._save_told(self._halts_file, self._halt_carried, self._halt_reported)
-        since_t = told.get("since_t")
-        halted_s = round(max(time.time() - since_t, 0.0), 1) if isinstance(since_t, int | float) else None
-        msg = f"source {name}: {why}; its halt ({reason}) since {told.get('since')} ended after {halted_s} s"
+        halted_s = self._elapsed(told, time.monotonic() if now is None else now)
+        since = self._told_since(told, halted_s)
+        msg = f"source {name}: {why}; its halt ({reason}) since {since or 'an unknown time'} ended after " + (
+            "an unknown time" + _UNKNOWN if halted_s is None else f"{halted_s} s"
+        )
         log.info("%s", msg)
         self._halt_event(
             name,
             False,
-            {"reason": reason, "since": told.get("since"), "checks": checks},
+            {"reason": reason, "since": since, "checks": checks},
             halted_s,
             msg,
             _told_flaps(told) if flaps is None else flaps,
@@ -976,6 +1036,27 @@ def _encode_sample(item) -> tuple[bytes, str]:
 
 def _utc(t: float) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds")
+
+
+_UNKNOWN = (
+    " (unknown: it began before a restart and the gateway's clock was not set then, or has been stepped since; "
+    "a duration from it would be wrong)"
+)
+
+
+def _num(v: Any) -> float | None:
+    """A number a told file or a source's ``halted`` holds, or None (absent, not a number, NaN)."""
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and v == v else None
+
+
+def _boot_id() -> str:
+    """This boot's id (Linux); where there is none, this process's own: a told file's monotonic times are then
+    used by this agent only (an agent after it reckons from the wall clock, if sane)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return boot or f"process-{os.getpid()}-{time.monotonic_ns()}"
 
 
 def _told_flaps(told: dict[str, Any]) -> int | None:

@@ -16,7 +16,10 @@ the time kept its episode open for good): one start and one end per flapping spe
 stretches it counted). Limits: the source watch samples every 2 s, so a
 return shorter than a pass may go unseen (the stretch is then taken as one), and the window is in memory: an
 agent restarting mid-spell starts its window afresh (the episode the cloud was told of is carried by the
-agent's files).
+agent's files): a flapping episode it adopts (``adopt``) ends only once the source has been steadily good for
+``clear_s`` until this watch has a window of its own history, so a restart mid-spell, at a moment the source
+happens to serve, does not end it at once only for it to start again 30 s later (a start and an end the spell
+never had).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class FlapWatch:
     # (start, end) of the bad stretches within the window, the last one open (end None) while bad
     _stretches: collections.deque = field(default_factory=collections.deque)
     _good_since: float | None = None
+    # when an episode an agent before this one told of was adopted (``adopt``)
+    _adopted_at: float | None = None
 
     def bad_s(self, now: float, span_s: float | None = None) -> float:
         """Seconds bad within the last ``window_s`` (or ``span_s``, at most ``window_s``: older is forgotten)."""
@@ -89,9 +94,11 @@ class FlapWatch:
             return None
         if self._good_since is None:
             self._good_since = now
-        if (
-            now - self._good_since < self.clear_s
-            and self.bad_s(now, self.clear_s) > CLEAR_BAD_SHARE * self.clear_s
+        steady = now - self._good_since >= self.clear_s
+        if not steady and (
+            # adopted after a restart: the bad stretches before it are unknown, so only steady good ends it
+            (self._adopted_at is not None and now - self._adopted_at < self.window_s)
+            or self.bad_s(now, self.clear_s) > CLEAR_BAD_SHARE * self.clear_s
         ):
             return None
         self._end()
@@ -101,10 +108,15 @@ class FlapWatch:
     def _end(self) -> None:
         self.active = False
         self._good_since = None
+        self._adopted_at = None
 
-    def adopt(self, now: float, flaps: int) -> None:
-        """An episode an agent before this one told the cloud of, found still bad now: this watch carries it."""
+    def adopt(self, now: float, flaps: int, bad: bool = True) -> None:
+        """An episode an agent before this one told the cloud of, found still bad now (or, ``bad`` False, a
+        flapping one found good now): this watch carries it to its end."""
         self.active = True
         self.flaps = max(int(flaps), 1)
-        if not (self._stretches and self._stretches[-1][1] is None):
+        self._adopted_at = now
+        if not bad:
+            self._good_since = now
+        elif not (self._stretches and self._stretches[-1][1] is None):
             self._stretches.append((now, None))

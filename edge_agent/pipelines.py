@@ -435,7 +435,9 @@ class Windower:
         if r.rate_hz is not None and not self._rate_ok(r.rate_hz):
             return NO_WINDOWS
         if r.quality is not Quality.GOOD:  # BAD, and UNCERTAIN too (e.g. a retained MQTT message)
-            return self._skipped(r, f"its quality is {r.quality.value}")
+            return self._skipped(
+                r, f"its quality is {r.quality.value}" + (f" ({r.reason})" if r.reason else "")
+            )
         x = _samples(r.value)
         if x is None:
             self.notices.note(

@@ -92,6 +92,8 @@ def tag_rows(readings, now: float | None = None) -> list[dict]:
                 "value": shown,
                 "type": typ,
                 "quality": r.quality.value,
+                # why not GOOD: the server's status code's name, or the source's own reason
+                "reason": getattr(r, "reason", None),
                 "age_s": round(now - r.received_at, 1),
             }
         )

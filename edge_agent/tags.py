@@ -102,6 +102,10 @@ class Forwarder:
             )
         self._last[r.tag] = (v, now, r.quality)
         body = {"source": r.source, "tag": r.tag, "value": v, "ts": r.timestamp, "quality": r.quality.value}
+        if r.reason is not None:  # why not GOOD: the server's status code name, or the source's own reason
+            body["reason"] = r.reason
+        if r.source_ts is not None:  # ts moved later than the source's own time (after a BAD the source made)
+            body["source_ts"] = r.source_ts
         self.stats["forwarded"] += 1
         if self._outbox_append is not None:
             try:

@@ -67,7 +67,7 @@ class EventKind(enum.StrEnum):
         "source_down",
         ("source", "active", "state", "down_s", "last_error", "flaps", "message"),
         "a source (camera, PLC, broker) has not been connected for 30 s: its pipelines get no items (active "
-        "true, with its state and last error); connected again (active false; down_s: how long it was down); a flapping source counts once it was down for "
+        "true, with its state and last error); connected again (active false; down_s: how long it was down, null when that cannot be known); a flapping source counts once it was down for "
         "30 s in total within 2 minutes, and ends once connected for 2 minutes without a break, or bad for at most 5% of them (flaps: its outages)",
     )
     SOURCE_HALTED = (
@@ -76,7 +76,7 @@ class EventKind(enum.StrEnum):
         "an OPC UA source's server has been halted for 30 s (reason: server_not_running, server_clock_frozen, "
         "subscription_stalled or server_not_answering; since: ISO 8601, UTC), its connection up or not: its "
         "tags are BAD, its readings held (active true, once per halt); healthy again (active false; halted_s: "
-        "how long it lasted); a flapping server counts once halted for 30 s in total within 2 minutes, and ends once "
+        "how long it lasted, null when that cannot be known); a flapping server counts once halted for 30 s in total within 2 minutes, and ends once "
         "healthy for 2 minutes without a break, or halted for at most 5% of them (flaps: its halts)",
     )
     SAMPLE_RATE_STATED = (

@@ -17,7 +17,10 @@ as a list (texts, bytes, true/false, whole numbers past 2**53), scalars as Pytho
 times, XML and Variants in their plain form); a structure (a PLC's UDT) gives a reading per member, ``{tag}/{member}``,
 once the session has read the server's type definitions (``_structures``); ``timestamp``
 is the source timestamp (server timestamp, then receive time, when absent); status Good /
-Uncertain / Bad becomes ``Quality`` (a null value said Good or Uncertain is BAD, counted as ``null_value``). Non-finite numbers are passed with quality BAD
+Uncertain / Bad becomes ``Quality``, and a reading not GOOD says why in ``reason`` (the status code's name, or the
+source's own key: a halt's reason, ``null_value``, ``non_finite``; ``_quality``) (a null value said Good or
+Uncertain is BAD, counted as ``null_value``); a value the server dates before the BAD reading a halt gave its tag is
+stamped after it, its own time in ``source_ts`` (a tag's history never goes back in time). Non-finite numbers are passed with quality BAD
 (``non_finite: bad``, default) or dropped (``skip``), and counted as ``non_finite`` either way.
 A source timestamp older than the tag's previous one is counted as ``out_of_order`` and still
 passed on; a waveform sent again with its tag's last source timestamp and samples (a subscription's first
@@ -76,7 +79,7 @@ from asyncua import Client, Node, ua
 from asyncua.common.subscription import Subscription
 from asyncua.common.ua_utils import get_base_data_type
 from asyncua.crypto import security_policies
-from asyncua.ua import ua_binary, uaerrors
+from asyncua.ua import status_codes, ua_binary, uaerrors
 
 from devices.base import (
     Backoff,
@@ -201,6 +204,11 @@ class _Silent(ConnectionError):
         self.halt = halt
 
 
+# a value dated (by the server) before the BAD reading a halt gave its tag is stamped at least this much after it
+# (1 ms: a historian keeping milliseconds must not see the two at one time, the later one overwriting the BAD)
+_AFTER_BAD_S = 0.001
+# the wall clock less a halt's monotonic age differing from its since by more than this: the clock was stepped
+_CLOCK_STEP_S = 2.0
 # the most readings held while a halted server has not yet shown it is healthy again (``_hold``)
 _HELD_MAX = 10_000
 # the intervals between changes of the server's clock its update period is the longest of (``_judge_clock``)
@@ -977,11 +985,33 @@ async def _resolve_node_id(client: Client, node_id: str) -> str:
     return f"ns={idx};{rest}"
 
 
-def _quality(status: ua.StatusCode | None) -> Quality:
+_GOOD: tuple[Quality, str | None] = (Quality.GOOD, None)
+# status code value -> (quality, reason): one dict lookup per reading; bounded (the codes come from the server)
+_QUALITIES: dict[int, tuple[Quality, str | None]] = {0: _GOOD}
+_QUALITIES_MAX = 1024
+
+
+def _quality(status: ua.StatusCode | None) -> tuple[Quality, str | None]:
+    """A value's status as its ``Quality`` and, when not GOOD, the reason: the status code's name
+    (``BadSensorFailure``, ``UncertainLastUsableValue``; its info bits, e.g. Overflow, left out), or
+    ``Bad_0x81230000`` for a code OPC UA does not define (a vendor's)."""
     if status is None:
-        return Quality.GOOD
+        return _GOOD
+    got = _QUALITIES.get(status.value)
+    if got is not None:
+        return got
     severity = status.value >> 30  # OPC UA Part 4 7.39: 00 good, 01 uncertain, 1x bad
-    return Quality.GOOD if severity == 0 else Quality.UNCERTAIN if severity == 1 else Quality.BAD
+    if severity == 0:
+        got = _GOOD
+    else:
+        code = status.value & 0xFFFF0000
+        name, _ = status_codes.get_name_and_doc(code)
+        if name in ("Bad", "Uncertain"):  # not a code the standard defines: its number says which
+            name = f"{name}_0x{code:08X}"
+        got = (Quality.UNCERTAIN if severity == 1 else Quality.BAD, name)
+    if len(_QUALITIES) < _QUALITIES_MAX:
+        _QUALITIES[status.value] = got
+    return got
 
 
 def _epoch(t: dt.datetime | None) -> float | None:
@@ -1547,9 +1577,12 @@ class OpcUaSource:
         # healthy by the same check; meanwhile the backoff is not reset and readings are held (``_hold``)
         self._halt_reason: str | None = None
         self._halt_since: float | None = None  # epoch time the server was first found halted (``halted``)
+        self._halt_mono = 0.0  # ... and monotonic: how long it lasts, whatever the wall clock does meanwhile
         self._halt_checks = 0  # checks since that found it still halted
         self._stall_publish: float | None = None  # a silent server's new subscription's first publish seen
         self._held: deque[Reading] = deque()
+        # tag -> the time of the BAD reading a halt gave it, until a reading the server dates later passes
+        self._bad_at: dict[str, float] = {}
         self._held_n: dict[str, int] = {}  # tag -> its readings in ``_held``
         # tag -> its latest reading pushed out of a full ``_held``: passed on first if none of its tag is
         # left there, so a tag that changed once (a state, a setpoint) among a chatty tag's values is not BAD
@@ -1913,13 +1946,9 @@ class OpcUaSource:
                 return self._structure(nodeid, tag, val, dv)
             val = _plain(val)
         now = time.time()
+        quality, reason = _quality(dv.StatusCode)
         self._emit(
-            tag,
-            val,
-            self._timestamp(tag, dv, now),
-            now,
-            _quality(dv.StatusCode),
-            self._rates.rate_for(tag, val),
+            tag, val, self._timestamp(tag, dv, now), now, quality, self._rates.rate_for(tag, val), reason
         )
 
     def _matrix(self, nodeid: ua.NodeId, tag: str, val: np.ndarray, dims: Any, dv: Any) -> None:
@@ -1942,11 +1971,11 @@ class OpcUaSource:
             shape = None  # [1, 1024]: one row, a waveform as it is
         picks = self._picks.get(nodeid)
         now = time.time()
-        ts, q = self._timestamp(tag, dv, now), _quality(dv.StatusCode)
+        ts, (q, why) = self._timestamp(tag, dv, now), _quality(dv.StatusCode)
         if picks is None:
             if shape is None:
                 val = val.ravel() if val.ndim > 1 else val  # [1, 1024] as it is: one row
-                return self._emit(tag, val, ts, now, q, self._rates.rate_for(tag, val))
+                return self._emit(tag, val, ts, now, q, self._rates.rate_for(tag, val), why)
             shown = "x".join(map(str, shape))
             return self._not_shaped(
                 nodeid,
@@ -1971,7 +2000,7 @@ class OpcUaSource:
                 )
             else:
                 row = val.reshape(shape)[index].copy()
-                self._emit(ptag, row, ts, now, q, self._rates.rate_for(ptag, row))
+                self._emit(ptag, row, ts, now, q, self._rates.rate_for(ptag, row), why)
 
     def _not_shaped(self, nodeid: ua.NodeId, tag: str, why: str) -> None:
         msg = f"node {nodeid.to_string()} (tag {tag}) {why}; its values are skipped"
@@ -2099,16 +2128,25 @@ class OpcUaSource:
                 _MAX_MEMBERS,
             )
         now = time.time()
-        ts, quality = self._timestamp(tag, dv, now), _quality(dv.StatusCode)
+        ts, (quality, why) = self._timestamp(tag, dv, now), _quality(dv.StatusCode)
         for mtag, mval in members:
-            self._emit(mtag, mval, ts, now, quality, None)
+            self._emit(mtag, mval, ts, now, quality, None, why)
 
-    def _emit(self, tag: str, val: Any, ts: float, now: float, quality: Quality, rate: float | None) -> None:
+    def _emit(
+        self,
+        tag: str,
+        val: Any,
+        ts: float,
+        now: float,
+        quality: Quality,
+        rate: float | None,
+        reason: str | None = None,
+    ) -> None:
         if val is None and quality is not Quality.BAD:  # a null Variant (or structure member) said Good
             msg = f"tag {tag}: the server sent no value (a null Variant) with status {quality.name}; passed as BAD"
             self.stats.error("null_value", msg)
             self._burst.log(f"null:{tag}", "opcua source %s: %s", self.name, msg)
-            quality = Quality.BAD
+            quality, reason = Quality.BAD, reason or "null_value"
         non_finite = (isinstance(val, float) and not math.isfinite(val)) or (
             isinstance(val, np.ndarray) and val.dtype.kind == "f" and not np.isfinite(val).all()
         )
@@ -2123,7 +2161,7 @@ class OpcUaSource:
             )
             if self.settings.non_finite is NonFinitePolicy.SKIP:
                 return
-            quality = Quality.BAD
+            quality, reason = Quality.BAD, reason or "non_finite"
         last = self._last_ts.get(tag)
         if last is not None and ts < last:
             self.stats.error("out_of_order", tag)
@@ -2149,7 +2187,16 @@ class OpcUaSource:
                 )
                 return
             self._last_wave[tag] = (val, quality)
-        reading = Reading(self.name, tag, val, ts, now, quality, rate)
+        reading = Reading(self.name, tag, val, ts, now, quality, rate, reason)
+        if self._bad_at and (bad_at := self._bad_at.get(tag)) is not None:
+            # the first readings after a BAD this source made (a halt): one the server dates before that BAD (its
+            # value unchanged since before the halt) is stamped when it came, never earlier than the BAD, its
+            # own time kept in ``source_ts``: a consumer ordering the tag's history by time sees BAD, then GOOD
+            if ts <= bad_at:  # and so are the next it dates before the time this one was stamped
+                reading.timestamp, reading.source_ts = max(now, bad_at + _AFTER_BAD_S), ts
+                self._bad_at[tag] = reading.timestamp
+            else:
+                del self._bad_at[tag]
         if self._value_changed(tag, val) and self._halt_reason == "server_clock_frozen":
             # halted for a clock standing still, and a value changes in this session whose clock has not
             # moved: the server is alive, its clock is broken; what was held goes on, and this after it
@@ -3020,11 +3067,19 @@ class OpcUaSource:
         None while it is not halted."""
         if self._halt_reason is None or self._halt_since is None:
             return None
+        # how long from the monotonic clock; since when from the wall clock now, less that: a gateway without
+        # a battery-backed clock that halted in 1970 and was set by NTP since says the halt's true start (a
+        # step of the wall clock moves it once, not at every read)
+        for_s = max(time.monotonic() - self._halt_mono, 0.0)
+        if abs(time.time() - for_s - self._halt_since) > _CLOCK_STEP_S:
+            self._halt_since = time.time() - for_s
         return {
             "reason": self._halt_reason,
-            "since": dt.datetime.fromtimestamp(self._halt_since, dt.UTC).isoformat(timespec="seconds"),
+            "since": dt.datetime.fromtimestamp(max(self._halt_since, 0.0), dt.UTC).isoformat(
+                timespec="seconds"
+            ),
             "since_t": round(self._halt_since, 3),
-            "for_s": round(max(time.time() - self._halt_since, 0.0), 1),
+            "for_s": round(for_s, 1),
             "checks": self._halt_checks,
             "halts": self.halts,
         }
@@ -3038,7 +3093,7 @@ class OpcUaSource:
         self.halts += 1
         new = self._halt_reason is None
         if new:
-            self._halt_since, self._halt_checks = time.time(), 0
+            self._halt_since, self._halt_mono, self._halt_checks = time.time(), time.monotonic(), 0
         if new or self._halt_reason in _STALLS:
             # a stall seen while halted for the server's state or clock does not end that halt by a publish
             self._halt_reason = e.halt
@@ -3052,7 +3107,8 @@ class OpcUaSource:
             return
         now = time.time()
         for tag in list(self._last_ts):
-            self._channel.put_nowait(Reading(self.name, tag, None, now, now, Quality.BAD, None))
+            self._bad_at[tag] = now
+            self._channel.put_nowait(Reading(self.name, tag, None, now, now, Quality.BAD, None, e.halt))
 
     def _hold(self, reading: Reading) -> None:
         """A reading while a halted server has not shown it healthy: kept, in order, to be passed on once it

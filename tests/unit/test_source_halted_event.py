@@ -40,7 +40,8 @@ def _h(since_t: float, checks: int = 0, reason: str = "server_clock_frozen") -> 
     return {
         "reason": reason,
         "since": f"t{since_t}",
-        "since_t": since_t,
+        # a time the gateway's clock was set at (2023 on): one before 2001 is a clock never set, its since unknown
+        "since_t": 1_700_000_000.0 + since_t,
         "for_s": 1.0,
         "checks": checks,
         "halts": 1,

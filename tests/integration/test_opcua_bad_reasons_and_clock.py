@@ -1,0 +1,168 @@
+"""What a BAD OPC UA reading says and when it is stamped, and how long a halt the agent reports lasted, against a
+real asyncua server on a free loopback port.
+
+A BAD or UNCERTAIN reading carried no reason: a rule, an action or a user reading the tag could not tell a
+halted server from a sensor the server itself calls failed (BadSensorFailure). Now ``Reading.reason`` is the
+status code's name where the server gave one and the source's own reason key (``server_not_running``, ...)
+where the source made the BAD. After a halt, the BAD reading was stamped when the halt was seen while the next
+GOOD value kept its older source time: the tag's history went back in time. Now that value is stamped when it
+came (never before the BAD), its source time kept in ``source_ts``. A halt that began while the gateway's clock
+was not yet set (1970: no battery-backed clock, NTP later) was said to have lasted about 56 years: durations now
+come from the monotonic clock."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from asyncua import ua
+
+from devices.base import Quality
+from devices.opcua import client as client_module
+from devices.opcua.client import OpcUaSource
+from edge_agent import agent as agent_module
+from tests.integration.test_opcua_halt_event import _agent, _plc
+from tests.integration.test_opcua_halt_recovery import _Collect, _set_state, _settings, _stop_clock
+from tests.support.peers import free_port, opcua_server
+from tests.support.waits import until
+
+
+async def _line(port: int):
+    """A PLC with a healthy tag, a failed sensor and a value of doubtful use; its clock never moves (its state
+    alone halts it)."""
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await obj.add_variable(ua.NodeId("Probe", idx), "Probe", 20.0)
+    await obj.add_variable(ua.NodeId("Level", idx), "Level", 3.0)
+    await srv.start()
+    await _stop_clock(srv)
+    for name, code in (("Probe", "BadSensorFailure"), ("Level", "UncertainLastUsableValue")):
+        # the Overflow info bit set on one: the reason is the code's name without it
+        status = ua.StatusCode(getattr(ua.StatusCodes, code) | (0x480 if name == "Level" else 0))
+        await srv.write_attribute_value(
+            ua.NodeId(name, idx), ua.DataValue(ua.Variant(7.0, ua.VariantType.Double), status)
+        )
+    return srv, idx
+
+
+def _nodes(idx: int, *names: str) -> list[dict]:
+    return [{"node_id": f"ns={idx};s={n}", "tag": n} for n in names]
+
+
+async def test_bad_and_uncertain_readings_say_the_servers_status_code_or_the_sources_own_reason() -> None:
+    """The server says BadSensorFailure of one node and UncertainLastUsableValue of another: their readings
+    carry those names as their reason; a GOOD one carries none. The server then says Suspended: the BAD
+    readings the source makes of each tag say ``server_not_running``, not a status code the server never
+    gave. Before, no reading had a reason: a halted server and a failed sensor read alike."""
+    port = free_port()
+    srv, idx = await _line(port)
+    src = OpcUaSource("plc", _settings(port, nodes=_nodes(idx, "Speed", "Probe", "Level")))
+    out = None
+    try:
+        await src.start()
+        out = _Collect(src)
+        await until(lambda: {r.tag for r in out.got} >= {"Speed", "Probe", "Level"}, 10, "every tag's value")
+        await _set_state(srv, ua.ServerState.Suspended)
+        await until(lambda: src.halts >= 1 and len(out.got) >= 6, 20, "the halt's BAD readings")
+    finally:
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        await srv.stop()
+    first = {}
+    for r in out.got:
+        first.setdefault(r.tag, r)
+    assert first["Speed"].quality is Quality.GOOD and first["Speed"].reason is None, first
+    assert first["Probe"].quality is Quality.BAD and first["Probe"].reason == "BadSensorFailure", first
+    assert first["Level"].quality is Quality.UNCERTAIN, first
+    assert first["Level"].reason == "UncertainLastUsableValue", first
+    made = [r for r in out.got[3:] if r.value is None]
+    assert {r.tag for r in made} == {"Speed", "Probe", "Level"}, out.got
+    assert all(r.quality is Quality.BAD and r.reason == "server_not_running" for r in made), made
+
+
+async def test_after_a_halt_the_tags_history_never_goes_back_in_time_and_keeps_the_source_time() -> None:
+    """A tag read GOOD, the server halted (its BAD stamped then), Running again: the tag's next GOOD value, the
+    same one its server dates from before the halt, is stamped after the BAD it ends, its own source time in
+    ``source_ts``. Before, it kept its older source time: ordered by time, the GOOD came before the BAD."""
+    port = free_port()
+    srv, idx = await _line(port)
+    src = OpcUaSource("plc", _settings(port, reconnect_initial_s=0.1, nodes=_nodes(idx, "Speed")))
+    out = None
+    try:
+        await src.start()
+        out = _Collect(src)
+        await until(lambda: out.got, 10, "the first value")
+        await _set_state(srv, ua.ServerState.Suspended)
+        await until(lambda: any(r.quality is Quality.BAD for r in out.got), 20, "the halt's BAD reading")
+        await _set_state(srv, ua.ServerState.Running)
+        await until(lambda: out.got[-1].quality is Quality.GOOD and len(out.got) >= 3, 20, "GOOD again")
+    finally:
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        await srv.stop()
+    good, bad, again = out.got[0], out.got[1], out.got[2]
+    assert good.quality is Quality.GOOD and bad.quality is Quality.BAD, out.got
+    assert again.quality is Quality.GOOD and again.value == good.value, out.got
+    assert again.timestamp > bad.timestamp >= good.timestamp, out.got
+    assert again.source_ts == good.timestamp and good.source_ts is None and bad.source_ts is None, out.got
+    times = [r.timestamp for r in out.got]
+    assert times == sorted(times), out.got
+
+
+class _Clock:
+    """The ``time`` module as the agent and the OPC UA source see it: the wall clock ``behind_s`` behind (a
+    gateway that booted in 1970 and has not heard from NTP yet), the monotonic clock as it is."""
+
+    def __init__(self, behind_s: float) -> None:
+        self.behind_s = behind_s
+
+    def time(self) -> float:
+        return time.time() - self.behind_s
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+async def test_a_halt_that_began_before_ntp_set_the_clock_lasts_what_it_lasted_not_56_years(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The gateway's clock says 1970 when the PLC halts (its source_halted says no since rather than a 1970
+    one); NTP sets the clock; the PLC runs again: the halt's end says how long it lasted by the monotonic clock,
+    and since when by the clock as now set. Before, halted_s was the wall clock's step: about 56 years."""
+    clock = _Clock(time.time() - 100_000.0)  # 1970-01-02
+    monkeypatch.setattr(agent_module, "time", clock)
+    monkeypatch.setattr(client_module, "time", clock)
+    port = free_port()
+    srv, idx = await _line(port)
+    agent = _agent(tmp_path, _plc(port, idx))
+    agent.source_down_after_s = 1.0  # 30 s in service
+
+    def halts() -> list[dict]:
+        return [dict(e) for e in agent.events if e["kind"] == "source_halted"]
+
+    began = time.monotonic()
+    try:
+        await agent.start()
+        await until(lambda: agent.tags["plc"], 20, "the first value")
+        await _set_state(srv, ua.ServerState.Suspended)
+        await until(halts, 30, "source_halted")
+        clock.behind_s = 0.0  # NTP has set the clock
+        await asyncio.sleep(0)
+        await _set_state(srv, ua.ServerState.Running)
+        await until(lambda: len(halts()) >= 2, 30, "source_halted's end")
+        spent = time.monotonic() - began
+    finally:
+        await agent.stop()
+        await srv.stop()
+    start, end = halts()
+    assert end["active"] is False and end["halted_s"] is not None, end
+    assert start["halted_s"] <= end["halted_s"] <= spent, (end, spent)
+    assert start["active"] is True and start["since"] is None, start  # the clock said 1970: unknown
+    # since when, by the clock as set now: within the test's own run
+    since = end["since"]
+    assert since is not None and since >= time.strftime(
+        "%Y-%m-%dT%H:%M", time.gmtime(time.time() - spent - 60)
+    )
