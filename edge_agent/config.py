@@ -1472,6 +1472,19 @@ def _data_dir_unwritable(folder: Path) -> str | None:
     return f"{folder} cannot be created: {there} is not writable by user {user}, who runs the agent"
 
 
+def _not_a_file(path: Path, folder_too: bool = False) -> str | None:
+    """What ``path`` is when it exists and is not a regular file (nor a folder, with ``folder_too``): a named
+    pipe the agent would wait on for good at its start (a key, a certificate, a package), a device it would
+    read without end. None when it is a file, or does not exist (said elsewhere)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or (folder_too and stat.S_ISDIR(mode)):
+        return None
+    return next((what for test, what in _NOT_A_FILE if test(mode)), "a named pipe")
+
+
 def _check_files(cfg: AgentConfig, report: Findings) -> None:
     """Files the config names that do not exist on this machine (or that anyone on it may change)."""
     from model_packager.perms import writable_by_anyone
@@ -1479,6 +1492,8 @@ def _check_files(cfg: AgentConfig, report: Findings) -> None:
     for name, m in cfg.models.items():
         if m.package and not cfg.path(m.package).exists():
             report.error(f"models.{name}.package", f"file {m.package} does not exist")
+        elif m.package and (what := _not_a_file(cfg.path(m.package))) is not None:
+            report.error(f"models.{name}.package", f"{m.package} is {what}, not a file; give the file's path")
         elif m.package and (loose := writable_by_anyone(cfg.path(m.package))) is not None:
             report.warning(
                 f"models.{name}.package",
@@ -1494,6 +1509,10 @@ def _check_files(cfg: AgentConfig, report: Findings) -> None:
                     "holds a PEM certificate or key itself (not shown), not a file's path: write it to a file "
                     "readable only by the agent and give that file's path",
                 )
+            elif (what := _not_a_file(cfg.path(getattr(cfg.cloud, f)))) is not None:
+                report.error(
+                    f"cloud.{f}", f"{getattr(cfg.cloud, f)} is {what}, not a file; give the file's path"
+                )
             elif not cfg.path(getattr(cfg.cloud, f)).exists():
                 report.error(
                     f"cloud.{f}",
@@ -1505,6 +1524,9 @@ def _check_files(cfg: AgentConfig, report: Findings) -> None:
             continue
         given = cfg.path(k)
         for one in [given, *(sorted(given.glob("*.pub")) if given.is_dir() else [])]:
+            if (what := _not_a_file(one, folder_too=one is given)) is not None:
+                report.error(f"trusted_keys[{i}]", f"{one} is {what}, not a key file; give the file's path")
+                break
             if (loose := writable_by_anyone(one)) is not None:  # load_trusted_keys refuses it too
                 report.error(
                     f"trusted_keys[{i}]",
@@ -1539,6 +1561,10 @@ def _check_files(cfg: AgentConfig, report: Findings) -> None:
                 )
             elif not cfg.path(value).exists():
                 report.error(f"sources.{name}.{option}", f"{value} does not exist")
+            elif (what := _not_a_file(cfg.path(value))) is not None:
+                report.error(
+                    f"sources.{name}.{option}", f"{value} is {what}, not a file; give the file's path"
+                )
 
 
 def _cross_check(

@@ -101,3 +101,27 @@ def test_a_control_character_is_one_line_with_its_line_and_column(tmp_path):
         f"{cfg}: not valid YAML at line 2, column 12: the character #x0000 is not allowed in YAML (a control "
         "character or a non-character); remove it"
     ]
+
+
+@pytest.mark.parametrize(
+    "written, path, shown",
+    [
+        ("trusted_keys: [fleet.pub]", "trusted_keys[0]", "is a named pipe, not a key file"),
+        ("models:\n  vision: {package: fleet.pub}", "models.vision.package", "is a named pipe, not a file"),
+        (
+            "sources:\n  broker: {type: mqtt, host: 127.0.0.1, tls: {ca_file: fleet.pub}}",
+            "sources.broker.tls.ca_file",
+            "is a named pipe, not a file",
+        ),
+    ],
+)
+def test_a_file_the_config_names_that_is_a_named_pipe_is_refused_before_the_agent_waits_on_it(
+    tmp_path, written, path, shown
+):
+    """A key, package or certificate path naming a FIFO passed validation, and the agent's start then
+    waited on it for good (reading the key, the package, the certificate)."""
+    os.mkfifo(tmp_path / "fleet.pub")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(AGENT + written + "\n")
+    errors = _errors(cfg)
+    assert any(e.startswith(f"{cfg}: {path}: ") and shown in e for e in errors), errors
