@@ -574,16 +574,23 @@ def _sparkplug_values(action: SparkplugCommandAction) -> None:
     metric, ``-1`` for an unsigned one, ``1.5`` for an integer one, text for a Boolean one, ``1e39`` for a Float
     one is refused here, naming the field, not at every result. A ``DateTime`` metric takes a time: ISO 8601 text
     with its zone, or whole epoch milliseconds, from 1970 to the year 9999 (``sparkplug.datetime_ms``). Without
-    a datatype the node's birth types the command, and its value is checked against it at send time."""
+    a datatype the node's birth types the command, and its value is checked against it at send time; text that
+    no datatype takes (a NUL or another control character but tab, line feed and carriage return; a lone
+    surrogate) is refused here all the same."""
     from protocols import sparkplug as sp
     from protocols.json_codec import CodecError
 
-    if action.datatype is None:
-        return
-    dt = sp.DataType[action.datatype.name]
     for field in ("value", "reset_value"):
         v = getattr(action, field)
         for x in [] if v is None else v if isinstance(v, list) else [v]:
+            if action.datatype is None:
+                if isinstance(x, str):  # text no datatype takes (a NUL, a lone surrogate): sent as none
+                    from devices.mqtt.sparkplug_host import text_problem
+
+                    if (why := text_problem(x)) is not None:
+                        raise ValueError(f"{field}: metric {action.target}: cannot send {x!r}: {why}")
+                continue
+            dt = sp.DataType[action.datatype.name]
             if dt is sp.DataType.DATETIME:
                 try:
                     sp.datetime_ms(x)

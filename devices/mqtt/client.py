@@ -772,6 +772,8 @@ class MqttSource:
                     self.sparkplug.tick()
                 except Exception:  # a bug here must not end the asking for good: said, tried again next tick
                     log.exception("mqtt source %r: asking Sparkplug rebirths failed", self.name)
+                if self.sparkplug.stale_waiting():  # nodes gone silent: their BAD readings go out with no message
+                    self._channel.wake_threadsafe()
 
     async def _watch_pings(self, c: paho.Client) -> None:
         while not self._stopping:
@@ -1710,6 +1712,9 @@ class MqttSource:
             if self._state_sent_seen != self._state_sent:
                 self._state_sent_seen = self._state_sent
                 self.sparkplug.ask_missed()
+            if self.sparkplug.stale_waiting():  # Sparkplug nodes gone silent without a death: BAD, as a death's
+                for r in self._order(self.sparkplug.take_stale()):
+                    yield r
             for topic, payload, received_at, retained, _ in batch:
                 if retained:  # the broker's stored last value, sent on subscribing: rare, checked apart
                     # a retained Sparkplug birth is no sign that its node lives (``SparkplugHost.retained``)

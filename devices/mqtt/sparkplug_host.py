@@ -6,7 +6,8 @@ members its last births declared (an NBIRTH forgets those of the node and its de
 its device: a command is typed by the current birth only) and the last seq
 (0..255, wrapping; a gap is counted as ``seq_gap``, the data is still used, and a rebirth is asked: the
 lost message's change would otherwise stand unseen; see ``_check_seq``). NDATA/DDATA
-metrics are resolved by alias or name; an unknown alias, or data before any birth (a DDATA before its
+metrics are resolved by alias (one of the node's for an NDATA, of its device for a DDATA: another's alias is
+unknown) or name; an unknown alias, or data before any birth (a DDATA before its
 device's DBIRTH too), is counted
 (``unknown_alias``; ``data_before_birth``, which is normal after the host starts and so counted apart,
 not as an error), skipped, and answered by an NCMD
@@ -25,9 +26,16 @@ of service without a death (switched off, removed) is then asked nothing more (c
 The table of nodes holds at most ``MAX_NODES`` (names come from the outside world: made-up ones, or a gateway
 whose edge node id changes at every restart); when it is full, a new node takes the place of the least recently
 heard that holds nothing worth keeping: never born, or given up on while not born, else dead ``DEAD_KEEP_S``
-(``_room``: counted as ``nodes_forgotten`` and its notice; its rebirth requests waiting are dropped). A born, live
-node (given up on or not) is never forgotten for a new name: when all are, the new one is skipped
-(``too_many_nodes``). The other state kept per name coming from the outside world is bounded too: groups whose
+(``_room``: counted as ``nodes_forgotten`` and its notice; its rebirth requests waiting are dropped). Past those,
+a new node's NBIRTH takes the place of a born one (``born_nodes_forgotten``): one that sent births only since its
+birth (valid NBIRTHs under made-up names, a client on the plant's shared broker), least recently heard first, then
+a silent one, then one that sent no data for ``TALKING_KEEP_S``; a never-born name's data, only of a silent one or
+one quiet ``TALKING_KEEP_S``. A node that sends data is so kept whatever the flood of births; when no place is
+found the new one is skipped (``too_many_nodes``), and a name whose data was so refused is asked its birth all the
+same, within ``rebirth_max_per_s``. A born node that sends nothing for ``rebirth_give_up_s`` with no death read (a
+cable cut, a broker that lost its will) goes silent (``_silence``, run by ``tick``): its tags that had a value are
+passed on BAD as a death would make them (``take_stale``), counted (``node_silent``), commands refused, asked
+nothing, until it sends anything, which is read and asks its birth. The other state kept per name coming from the outside world is bounded too: groups whose
 births no subscription takes (``_unreachable``, ``MAX_UNREACHED_GROUPS``, least recently seen forgotten, one
 notice key whatever the group), the nodes' inflate budgets (``MAX_NODES``, least recently used forgotten), a
 node's devices born (``MAX_NODE_DEVICES``) and its metrics, aliases and last values (``MAX_NODE_METRICS``).
@@ -187,6 +195,13 @@ class _Node:
     # ask by itself: a seq gap's rebirth, given up on, would otherwise never be asked again)
     given_up: set[str | None] = field(default_factory=set)
     born: bool = False  # a birth of it was read once: dead, kept DEAD_KEEP_S (``SparkplugHost._file``)
+    clash_asked: bool = False  # a rebirth was asked for an alias its births gave to two metrics (``_learn``)
+    # a live data message (NDATA, DDATA) of it was read since its birth: a node that only sends births (a flood of
+    # made-up names) is forgotten before those that speak when the table is full (``SparkplugHost._room``)
+    talked: bool = False
+    # born, and nothing heard of it for rebirth_give_up_s, no death read (a cable cut, a broker that lost its
+    # will): its tags were marked BAD as a death would (``SparkplugHost._silence``), until it sends anything
+    silent: bool = False
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -247,6 +262,8 @@ DEATH_MAX_INFLATED = 64 * 1024
 # its bdSeq (a few dozen bytes, its first metric): a node flooding compressed deaths costs little each
 DEATH_PEEK_BYTES = 1024
 MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
+# a born, live node that sent data within this (s) is never forgotten for a new name (``SparkplugHost._room``)
+TALKING_KEEP_S = 3_600.0
 # a node dead (NDEATH) this long (s) without a message since may be forgotten when a new node needs room in the
 # table; sooner only nodes that hold nothing worth keeping are (never born, or given up on: ``SparkplugHost._room``)
 DEAD_KEEP_S = 3_600.0
@@ -309,6 +326,32 @@ COMMAND_TYPES = frozenset(
 )
 
 
+# control characters a String command may hold: the layout of text; every other (C0, DEL, C1: NUL, ESC, ...) is
+# refused (``command_value``)
+_TEXT_CONTROLS = frozenset("\t\n\r")
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` is never sent as a String metric, or None: a lone surrogate (protobuf cannot encode it, a
+    retry would fail again), or a control character other than tab, line feed and carriage return (a NUL ends
+    a PLC's C string there, and ESC, BEL or backspace are no text a node shows: sent as it was, the node's
+    String tag held what the operator never wrote). The check of ``command_value``, and at load of a text
+    value the YAML fixes whatever the datatype (``edge_agent.config``)."""
+    if text.isprintable():  # the common case, at C speed: no control character, no surrogate
+        return None
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "text that is not valid Unicode (a lone surrogate) cannot be sent"
+    for i, c in enumerate(text):
+        if (c < " " or "\x7f" <= c <= "\x9f") and c not in _TEXT_CONTROLS:
+            return (
+                f"text holding the control character {c!r} (at {i}) is never sent; tab, line feed and carriage "
+                "return are the only ones written"
+            )
+    return None
+
+
 def datatype_name(dt: sp.DataType) -> str:
     """Sparkplug's spelling of a datatype, as births and the action's ``datatype`` write it: ``UInt8``,
     ``DateTime``."""
@@ -359,10 +402,8 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
             raise bad("NaN and infinity are never sent as text; write text or a finite number")
         text = str(value)
-        try:
-            text.encode()
-        except UnicodeEncodeError:  # a lone surrogate: protobuf cannot encode it, a retry would fail again
-            raise bad("text that is not valid Unicode (a lone surrogate) cannot be sent") from None
+        if (why := text_problem(text)) is not None:
+            raise bad(why)
         return text
     if dt is sp.DataType.DATETIME:  # ISO 8601 text with its zone (as readings give it) or epoch ms
         try:
@@ -424,7 +465,21 @@ class SparkplugHost:
         # that grew with the table
         self._spare: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._dead: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # born, live nodes, least recently heard first: those that sent births only since their birth (``mute``: a
+        # flood of valid NBIRTHs under made-up names), those that sent data (``talking``), and those gone silent
+        # (``_silence``). When the table is full they make room after the spare and long dead ones, in that order
+        # (mute, silent, talking not heard for TALKING_KEEP_S): a real node's data flows whatever the flood of
+        # births. The first two are looked at from the front for nodes gone silent (``_silence``)
+        self._mute: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._talking: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._silent: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.nodes_forgotten = 0  # nodes forgotten to make room for new ones (notice nodes_forgotten)
+        self.born_forgotten = 0  # ... of which born and live (notice born_nodes_forgotten)
+        # born nodes that went silent without a death, their tags marked BAD (notice node_silent)
+        self.nodes_silent = 0
+        # the BAD readings of nodes gone silent (``_silence``, run by ``tick``), for the adapter to pass on
+        # (``take_stale``)
+        self._stale: list[Reading] = []
         self._touched: tuple[str, str] | None = None  # the node of the message being handled (``handle``)
         # edge node name -> the node (group, name) whose tags bear it (``_clash``)
         self._named: dict[str, tuple[str, str]] = {}
@@ -478,16 +533,21 @@ class SparkplugHost:
 
     def node_alive(self, group: str, edge_node: str) -> bool:
         """The node is born and has shown it lives: a birth of its own, or a live message after a retained
-        birth (which may be the broker's copy of a node long dead)."""
+        birth (which may be the broker's copy of a node long dead); and it has not gone silent (``_silence``)."""
         n = self._nodes.get((group, edge_node))
-        return bool(n and n.alive and not n.unproven)
+        return bool(n and n.alive and not n.unproven and not n.silent)
 
     def device_alive(self, group: str, edge_node: str, device: str) -> bool:
         """The device has sent its DBIRTH since its node's last birth, and no DDEATH since (and, after a
         retained DBIRTH, a live message)."""
         n = self._nodes.get((group, edge_node))
         return bool(
-            n and n.alive and not n.unproven and device in n.devices and device not in n.unproven_devices
+            n
+            and n.alive
+            and not n.unproven
+            and not n.silent
+            and device in n.devices
+            and device not in n.unproven_devices
         )
 
     def _retained_birth(self, t: sp.SparkplugTopic, node: _Node) -> None:
@@ -640,11 +700,10 @@ class SparkplugHost:
         now = time.monotonic() if now is None else now
         if self._unanswered and self._unanswered[0][0] <= now:
             self._ask_unanswered(now)
+        self._silence(now)
         if not self._asking:
             return 0
-        rate = self._settings.rebirth_max_per_s
-        self._ask_tokens = min(max(1.0, rate), self._ask_tokens + (now - self._ask_at) * rate)
-        self._ask_at = now
+        self._refill(now)
         asked = 0
         interval = self._settings.rebirth_min_interval_s
         for _ in range(min(len(self._asking), ASK_SCAN_MAX)):
@@ -830,8 +889,7 @@ class SparkplugHost:
         """The node (just heard, or given up on) at the back of the line it now stands in for ``_room``:
         spare (never born, or given up on while not born), dead, or neither (born and live, or its birth
         skipped: a storm)."""
-        self._spare.pop(key, None)
-        self._dead.pop(key, None)
+        self._unfile(key)
         live = node.alive or node.missed or node.birth_skipped
         # a born, live node given up on (a seq gap's or a device's rebirth unanswered: NCMDs the broker's ACL
         # drops, say) is only quiet, reporting by exception: its data is read, and it is kept. Taken as spare,
@@ -840,30 +898,127 @@ class SparkplugHost:
             self._spare[key] = None
         elif not live:
             self._dead[key] = None
+        elif node.alive:
+            (self._silent if node.silent else self._talking if node.talked else self._mute)[key] = None
+
+    def _unfile(self, key: tuple[str, str]) -> None:
+        for line in (self._spare, self._dead, self._mute, self._talking, self._silent):
+            line.pop(key, None)
+
+    def _front(self, line: OrderedDict[tuple[str, str], None]) -> tuple[str, str] | None:
+        """The front of a line of born, live nodes, those no longer in it (not alive since: this host's reconnect
+        takes every node as not born without filing it) filed where they now stand, a bounded number per call."""
+        for _ in range(ASK_SCAN_MAX):
+            key = next(iter(line), None)
+            if key is None:
+                return None
+            node = self._nodes[key]
+            if node.alive:
+                return key
+            self._file(key, node)
+        return None
+
+    def _silence(self, now: float) -> None:
+        """Born, live nodes heard nothing of for ``rebirth_give_up_s`` (none when 0), no death read: a node whose
+        cable was cut, or whose broker lost its will, was kept live for good and its tags GOOD at their last
+        values. Each is marked stale as a death would (its tags that had a value BAD, passed on by ``take_stale``),
+        counted and said once per node (notice ``node_silent``), and given up on: asked nothing, kept (filed as
+        silent: forgotten for a new name before the nodes that speak, ``_room``), its data read as before when it
+        speaks again, which asks its birth (``handle``). At most ``ASK_SCAN_MAX`` nodes looked at per call."""
+        give_up = self._settings.rebirth_give_up_s
+        if give_up <= 0:
+            return
+        for line in (self._mute, self._talking):
+            for _ in range(ASK_SCAN_MAX):
+                key = self._front(line)
+                if key is None:
+                    break
+                node = self._nodes[key]
+                if now - node.heard < give_up:
+                    break
+                node.silent = True
+                node.given_up |= node.asked | {None}  # its next message asks its birth (``handle``)
+                node.asked.clear()
+                node.want.clear()
+                node.asked_since = math.inf
+                self._file(key, node)
+                self.nodes_silent += 1
+                wall = time.time()
+                marked = self._bad(key[1], node, _EVERY, wall, wall)
+                self._stale.extend(marked)
+                if self.on_notice is not None:
+                    self.on_notice(
+                        "node_silent",
+                        f"sparkplug: {key[0]}/{key[1]} sent nothing for {now - node.heard:.0f} s "
+                        "(rebirth_give_up_s) and no death of it was read (a cable cut, a broker that lost its "
+                        f"will): its {len(marked)} tags marked BAD as a death would, asked nothing more; its data "
+                        "is read again, and its birth asked, as soon as it sends anything",
+                        cause=f"{key[0]}/{key[1]}",
+                    )
+                else:
+                    self._on_error("node_silent", f"{key[0]}/{key[1]}: silent for {now - node.heard:.0f} s")
+
+    def stale_waiting(self) -> bool:
+        """BAD readings of nodes gone silent wait to be taken (``take_stale``)."""
+        return bool(self._stale)
+
+    def take_stale(self) -> list[Reading]:
+        """The BAD readings of the nodes gone silent since the last call (``tick``), to pass on as a death's."""
+        out, self._stale = self._stale, []
+        return out
 
     def _room(self, t: sp.SparkplugTopic) -> bool:
         """Room in the table for the node of ``t``, which is not in it. At ``MAX_NODES``, the least recently heard
         spare node (never born: a made-up name, a gateway whose edge node id changes at every restart; or given up
         on) is forgotten, else the least recently heard dead one if dead ``DEAD_KEEP_S``; counted, said once
         (notice ``nodes_forgotten``). Before, such names filled the table for good and real nodes were refused
-        until the agent restarted. A born, live node is never forgotten: when all are, the new one is refused
-        (notice ``too_many_nodes``). Constant cost a message, however many names flood."""
+        until the agent restarted. Past those, a born node (notice ``born_nodes_forgotten``): for a new node's
+        NBIRTH, one that sent births only since its birth (valid NBIRTHs under made-up names filled the table with
+        born nodes, and real nodes born later were refused), else a silent one (``_silence``), else one that sent
+        nothing for ``TALKING_KEEP_S``; for a never-born name's data, only a silent one or one that sent nothing
+        for ``TALKING_KEEP_S``. When there is none, the new one is refused (notice ``too_many_nodes``), and asked
+        its birth within the source's rate if it sent data (``_ask_refused``). Bounded cost a message (``_front``),
+        however many names flood."""
         if len(self._nodes) < MAX_NODES:
             return True
+        now = time.monotonic()
         key = next(iter(self._spare), None)
         if key is None and self._dead:
             oldest = next(iter(self._dead))
-            if time.monotonic() - self._nodes[oldest].heard >= DEAD_KEEP_S:
+            if now - self._nodes[oldest].heard >= DEAD_KEEP_S:
                 key = oldest
+        born = key is None
+        if born and t.message_type is sp.MessageType.NBIRTH:
+            # a new node's birth takes the place of a born one: one that sent births only (a flood of valid
+            # NBIRTHs under made-up names), least recently heard first; then a silent one (``_silence``); then
+            # one that spoke, if not heard for TALKING_KEEP_S. A real node's birth takes the place of a made-up
+            # one, and its data keeps it however many follow
+            key = self._front(self._mute) or self._front(self._silent) or self._idle(self._talking, now)
+        elif born:
+            # a never-born name's data (worth less than a born node: it is skipped) takes the place of a born
+            # node only if that was not heard for TALKING_KEEP_S
+            key = self._front(self._silent) or self._idle(self._mute, now) or self._idle(self._talking, now)
         if key is None:
             if self.on_notice is not None:
                 self.on_notice(
                     "too_many_nodes",
-                    f"sparkplug: over {MAX_NODES} edge nodes seen, those kept born and live or dead less than "
-                    f"{DEAD_KEEP_S:g} s: messages of new ones ({t.group}/{t.edge_node}) are skipped; narrow the "
-                    "subscription to this line's group",
+                    f"sparkplug: over {MAX_NODES} edge nodes seen, every one kept born and sending data within "
+                    f"{TALKING_KEEP_S:g} s, or dead less than {DEAD_KEEP_S:g} s: messages of new ones "
+                    f"({t.group}/{t.edge_node}) are skipped; narrow the subscription to this line's group",
                 )
+            self._ask_refused(t)
             return False
+        if born:
+            self.born_forgotten += 1
+            if self.on_notice is not None:
+                self.on_notice(
+                    "born_nodes_forgotten",
+                    f"sparkplug: {MAX_NODES} edge nodes known, every one born or dead within {DEAD_KEEP_S:g} s: "
+                    f"{key[0]}/{key[1]}, born, forgotten to make room for the {t.message_type.value} of {t.group}/{t.edge_node}. Born nodes that sent births only "
+                    "(a client publishing valid NBIRTHs under made-up names on a shared broker), then silent ones, "
+                    f"then those that sent no data for {TALKING_KEEP_S:g} s make room, least recently heard first; "
+                    "one forgotten that sends data again is asked its birth. Narrow the broker's ACL on spBv1.0/",
+                )
         self._forget(key)
         self.nodes_forgotten += 1
         if self.on_notice is not None:
@@ -872,16 +1027,47 @@ class SparkplugHost:
                 f"sparkplug: {MAX_NODES} edge nodes known: {key[0]}/{key[1]} forgotten to make room for "
                 f"{t.group}/{t.edge_node}. Nodes never born (data from made-up names, or from a gateway whose edge "
                 f"node id changes at every restart), given up on, or dead {DEAD_KEEP_S:g} s are forgotten, least "
-                "recently heard first; born, live nodes are kept. One forgotten that sends again is asked its birth",
+                "recently heard first; born ones only for a new node's birth (notice born_nodes_forgotten). One "
+                "forgotten that sends again is asked its birth",
             )
+        return True
+
+    def _idle(self, line: OrderedDict[tuple[str, str], None], now: float) -> tuple[str, str] | None:
+        """The front of a line of born nodes if it was not heard for ``TALKING_KEEP_S``."""
+        key = self._front(line)
+        return key if key is not None and now - self._nodes[key].heard >= TALKING_KEEP_S else None
+
+    def _ask_refused(self, t: sp.SparkplugTopic) -> None:
+        """Data of a node the full table refused: its birth is asked all the same, within the source's
+        ``rebirth_max_per_s`` (no per-node interval: it has no place to keep one). A real node whose data came
+        first (this host started after its birth) while valid births under made-up names fill the table is so
+        born, and its birth takes the place of one of theirs (``_room``); asked nothing, it stayed unread."""
+        if t.message_type not in _DATA or not self._settings.rebirth_on_unknown:
+            return
+        if self._births_reach is not None and not self._births_reach(t.group, t.edge_node):
+            return
+        if self._take_token(time.monotonic()):
+            self.rebirths_requested += 1
+            self._publish(*sp.rebirth_request(t.group, t.edge_node))
+
+    def _refill(self, now: float) -> None:
+        rate = self._settings.rebirth_max_per_s
+        self._ask_tokens = min(max(1.0, rate), self._ask_tokens + (now - self._ask_at) * rate)
+        self._ask_at = now
+
+    def _take_token(self, now: float) -> bool:
+        """One of the source's rebirth requests (``rebirth_max_per_s``, a token bucket), if one is left."""
+        self._refill(now)
+        if self._ask_tokens < 1:
+            return False
+        self._ask_tokens -= 1
         return True
 
     def _forget(self, key: tuple[str, str]) -> None:
         """The node out of the table, the rebirth queue and the name it held (``_named``); its entries in
         ``_unanswered`` are stale (their time is no node's ``retry_at``) and leave as they come due."""
         del self._nodes[key]
-        self._spare.pop(key, None)
-        self._dead.pop(key, None)
+        self._unfile(key)
         self._asking.pop(key, None)
         if self._named.get(key[1]) == key:
             del self._named[key[1]]
@@ -965,6 +1151,7 @@ class SparkplugHost:
                 self._retained_birth(t, node)
         else:  # a live message: the node lives (and the device, for its own)
             node.unproven = False
+            node.silent = False
             if t.device:
                 node.unproven_devices.discard(t.device)
             again, node.given_up = node.given_up, set()
@@ -981,6 +1168,7 @@ class SparkplugHost:
             node.born = True
             node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
             node.missed, node.dead_bd, node.budget_skipped, node.birth_skipped = False, None, False, False
+            node.talked = False
             # its birth answers a rebirth wanted of it (its devices re-DBIRTH after it); a retained one (of
             # unknown age) does not: it wants one itself
             if not self.retained:
@@ -1033,6 +1221,8 @@ class SparkplugHost:
             )
             return self._before_birth(t, node, f"{t.group}/{t.edge_node} before its NBIRTH ({why})")
         self._check_seq(t, node, payload.seq, data=mt in _DATA)
+        if mt in _DATA and not self.retained:
+            node.talked = True  # a node that speaks: kept before those that sent births only (``_room``)
         if mt is _DDATA and t.device not in node.devices and len(node.devices) >= MAX_NODE_DEVICES:
             # its DBIRTH was skipped here (too_many_node_devices), not lost: a rebirth would bring it past the
             # bound again, the node reborn whole (every device's birth) at each rebirth_min_interval_s for ever
@@ -1086,10 +1276,13 @@ class SparkplugHost:
     def _learn(self, t: sp.SparkplugTopic, node: _Node, device: str | None, payload: sp.Payload) -> None:
         """A birth's aliases and datatypes; a Template instance's members typed by themselves, else by
         their definition (Sparkplug lets an instance leave out what the definition says). An alias must
-        be unique across the node and its devices: one given to two metrics (in one birth, or by a device
-        to a metric of the node or of another device) is a clash, and data by it is skipped, never
-        credited to either metric."""
+        be unique across the node and its devices: one given to two metrics is a clash (``alias_collision``, a
+        rebirth asked once per node). Given twice by one birth, neither metric keeps it; given by a device's birth
+        to a metric while the node's or another device's holds it, the holder keeps it and this birth's metric is
+        refused it (read by name only). Data by it is never credited to the wrong metric: an alias is looked up
+        for the node or device whose message carries it (``_readings``)."""
         mine: set[int] = set()
+        clashed = False
         # what the device's birth puts in the node's tables, forgotten at its next birth (``_Node.owned``); the
         # node's own are forgotten whole at its NBIRTH
         names, aliases = node.owned.setdefault(device, (set(), set())) if device else (set(), set())
@@ -1112,15 +1305,27 @@ class SparkplugHost:
             elif m.alias is not None:
                 had = node.aliases.get(m.alias)
                 if had is not None and had != (device, m.name) and (m.alias in mine or had[0] != device):
-                    node.aliases.pop(m.alias)
+                    clashed = True
                     node.clashes.add(m.alias)
+                    if m.alias in mine:
+                        # one birth gives it to two of its metrics: which one its data means is unknown,
+                        # neither keeps it
+                        node.aliases.pop(m.alias)
+                        aliases.discard(m.alias)
+                        kept = "neither is read by it"
+                    else:
+                        # the node's metric's, or another device's: that metric keeps it (its data names it
+                        # rightly), this birth's metric is refused it (read by name only). Taken from both,
+                        # the node's own metric went unread until its next NBIRTH, however its device's birth
+                        # mended the clash
+                        kept = f"{'/'.join(x for x in had if x)} keeps it, this birth's metric is refused it"
                     self._on_error(
                         "alias_collision",
                         f"{t.group}/{t.edge_node}: alias {m.alias} is given to both "
                         f"{'/'.join(x for x in had if x)} and {'/'.join(x for x in (device, m.name) if x)}; "
-                        "data by it is skipped until a birth gives each metric its own alias",
+                        f"{kept} until a birth gives each metric its own alias (a rebirth is asked once)",
                     )
-                elif m.alias not in node.clashes or device is None:
+                else:
                     node.aliases[m.alias] = (device, m.name)
                     aliases.add(m.alias)
                 mine.add(m.alias)
@@ -1136,6 +1341,11 @@ class SparkplugHost:
         # a device of no metrics keeps no entry: ever new names, each born and dead, would grow them
         if device and not names and not aliases:
             node.owned.pop(device, None)
+        if clashed and not node.clash_asked:
+            # once per node: a birth answering it that clashes again (an alias map fixed in the node's
+            # program) would ask again at every rebirth_min_interval_s for ever
+            node.clash_asked = True
+            self._rebirth(t.group, t.edge_node, node)
 
     def _too_many(self, t: sp.SparkplugTopic) -> None:
         if self.on_notice is not None:
@@ -1252,10 +1462,15 @@ class SparkplugHost:
             dev = device
             if not name:
                 entry = node.aliases.get(m.alias) if m.alias is not None else None
-                if entry is None and m.alias in node.clashes:  # a rebirth request would not mend it
+                if entry is not None and entry[0] != device:
+                    # another's alias (the node's metric in a DDATA, a device's in an NDATA or another
+                    # device's): never read into that metric's tag, whoever the birth that clashed gave it to
+                    entry = None
+                if entry is None and m.alias in node.clashes:  # the rebirth asked once at the clash
                     self._on_error(
                         "alias_collision",
-                        f"{t.group}/{t.edge_node}: data by alias {m.alias}, given to two metrics",
+                        f"{t.group}/{t.edge_node}{'/' + device if device else ''}: data by alias {m.alias}, "
+                        "which its births gave to two metrics: skipped",
                     )
                     continue
                 if entry is None:

@@ -506,3 +506,39 @@ async def test_a_value_that_does_not_fit_the_births_datatype_is_refused_whatever
     assert "metric g/n1/open is Boolean; cannot send 'false' (str)" in said[3], said
     assert "metric g/n1/label is String; cannot send nan (float): NaN and infinity" in said[4], said
     assert "metric g/n1/label is String; cannot send nan" in str(nan.value)
+
+
+async def test_string_command_text_with_a_nul_or_control_character_is_refused_not_sent(mosquitto):
+    """A String command with a NUL (or ESC, BEL, a C1 control) was published as it was: a PLC's C string ends at
+    the NUL, so the node's tag held half of what was written, and an ESC sequence reached an operator's screen.
+    Now it is refused naming the metric and the character, not sent, not retried, typed by the birth or by the
+    action's datatype alike; tab, line feed and carriage return are text and are sent."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    errors = []
+    try:
+        node.nbirth(0, sp.Metric("label", None, D.STRING, ""), sp.Metric("count", None, D.INT32, 0))
+        await _births(src, 1)
+        for metric, value, datatype in (
+            ("label", "LOT-7\x00junk", None),
+            ("label", "\x1b[2Jok", "String"),
+            ("other", "bell\x07", None),  # a metric no birth declares: typed String by its value
+            ("other", "c1\x85", "String"),
+        ):
+            with pytest.raises(SparkplugTypeMismatch) as e:
+                await src.command("g", "n1", None, metric, value, datatype)
+            errors.append(e.value)
+        await src.command("g", "n1", None, "label", "line 1\nline 2\tend\r")
+        cmds = [_sent(c) for c in await node.wait_cmds(1)]
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert cmds == [("spBv1.0/g/NCMD/n1", "label", D.STRING, "line 1\nline 2\tend\r")], cmds
+    assert not any(e.retryable for e in errors)
+    said = [str(e) for e in errors]
+    assert "metric g/n1/label is String; cannot send 'LOT-7\\x00junk'" in said[0], said
+    assert "control character '\\x00' (at 5)" in said[0], said
+    assert "'\\x1b' (at 0)" in said[1] and "metric g/n1/other" in said[2] and "'\\x85' (at 2)" in said[3], (
+        said
+    )

@@ -69,3 +69,37 @@ def test_a_commands_value_that_does_not_fit_its_datatype_is_refused_at_load_nami
     )
     _, cfg = _load(tmp_path, datatype, FITS[datatype])
     assert cfg.actions["due"].datatype == datatype
+
+
+@pytest.mark.parametrize("datatype", ["String", None])
+@pytest.mark.parametrize(
+    ("tail", "field", "shown"),
+    [
+        ('    value: "STOP\\0RESET"\n', "value", "'\\x00' (at 4)"),
+        ('    value: "\\e[2Jcleared"\n', "value", "'\\x1b' (at 0)"),
+        ('    value: run\n    mode: pulse\n    reset_value: "idle\\x07"\n', "reset_value", "'\\x07' (at 4)"),
+    ],
+)
+def test_a_string_commands_text_with_a_nul_or_another_control_character_is_refused_at_load(
+    tmp_path, datatype, tail, field, shown
+):
+    """A ``sparkplug_command`` writing a String metric with a NUL, ESC or BEL in its fixed YAML value loaded and
+    sent it as it was (a PLC's C string ends at the NUL: the node's tag held half of what was written). Now it
+    is refused at load naming the file, the field and the metric, with or without a ``datatype`` (no datatype
+    takes such text); tab, line feed and carriage return are text and load."""
+    path = tmp_path / "line3.yaml"
+    with pytest.raises(ConfigError) as ei:
+        _load(tmp_path, datatype or "String", tail) if datatype else _load_untyped(tmp_path, tail)
+    errors = ei.value.errors
+    assert any(
+        e.startswith(f"{path}: actions.due") and f"{field}:" in e and "g/n1/due" in e and shown in e
+        for e in errors
+    ), errors
+    _, cfg = _load_untyped(tmp_path, '    value: "line 1\\nline 2\\tend\\r"\n')
+    assert cfg.actions["due"].value == "line 1\nline 2\tend\r"
+
+
+def _load_untyped(tmp_path, tail: str):
+    path = tmp_path / "line3.yaml"
+    path.write_text(HEAD.format(data=tmp_path / "data").replace("    datatype: DateTime\n", "") + tail)
+    return path, load_config(path)

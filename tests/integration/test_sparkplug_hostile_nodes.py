@@ -1,0 +1,202 @@
+"""The Sparkplug host against hostile and vanished edge nodes, through a real Mosquitto (the plant's broker is
+shared: any client may publish under spBv1.0/): an alias one birth gives to a metric another birth holds is never
+read into the wrong tag; made-up names sending valid births do not keep a real node out of the table; a node that
+vanished without a death goes stale as a death would make it. The table's size is made small (``MAX_NODES``) to
+keep the tests short."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.base import Quality
+from devices.mqtt import sparkplug_host
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+from protocols import sparkplug as sp
+from tests.integration.test_sparkplug_compressed import _consume, _ready
+from tests.integration.test_sparkplug_rebirth_requests import _asker
+from tests.support.waits import until
+
+D = sp.DataType
+
+
+@contextlib.asynccontextmanager
+async def _host(port: int, **sparkplug) -> AsyncIterator[tuple[MqttSource, list, list[str], paho.Client]]:
+    """A Sparkplug source on ``spBv1.0/g/#``, consumed (its readings gathered) and subscribed; the nodes asked a
+    rebirth (``spBv1.0/g/NCMD/+``), and a publisher for the nodes."""
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=port,
+            subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
+            sparkplug=sparkplug,
+        ),
+    )
+    await src.start()
+    asker, asked = _asker(port, "spBv1.0/g/NCMD/+")
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", port, 30)
+    pub.loop_start()
+    got, task = _consume(src)
+    try:
+        await _ready(src)
+        yield src, got, asked, pub
+    finally:
+        task.cancel()
+        pub.loop_stop()
+        asker.loop_stop()
+        await src.stop()
+
+
+def _payload(seq: int, *metrics: sp.Metric) -> bytes:
+    return sp.encode(sp.Payload(int(time.time() * 1000), seq, list(metrics)))
+
+
+def _values(got: list, tag: str) -> list:
+    return [r.value for r in got if r.tag == tag]
+
+
+async def test_an_alias_a_device_birth_reuses_is_refused_to_it_and_never_read_into_the_wrong_tag(mosquitto):
+    """A DBIRTH giving a device metric the alias of a node metric took the alias from both until the node's next
+    NBIRTH: the node's own pressure, sent by alias, went unread even after the device's next birth mended its
+    map, and no rebirth was asked. A DDATA carrying the alias of a node metric (or an NDATA a device's) was read
+    into that other metric's tag, GOOD. Now the metric that held the alias keeps it, the clashing birth's metric
+    is refused it (counted: alias_collision; a rebirth asked once), and data by an alias is read only into a
+    metric of the node or device whose message carries it."""
+    async with _host(mosquitto.port, rebirth_min_interval_s=0) as (src, got, asked, pub):
+        host = src.sparkplug
+        pub.publish(
+            "spBv1.0/g/NBIRTH/n1",
+            _payload(
+                0,
+                sp.Metric("bdSeq", None, D.INT64, 0),
+                sp.Metric("pressure", 5, D.DOUBLE, 1.0),
+                sp.Metric("temp", 6, D.DOUBLE, 20.0),
+            ),
+            qos=1,
+        )
+        # the pump's flow takes alias 5, the node's pressure's
+        pub.publish(
+            "spBv1.0/g/DBIRTH/n1/pump",
+            _payload(1, sp.Metric("flow", 5, D.DOUBLE, 30.0), sp.Metric("speed", 10, D.DOUBLE, 3.0)),
+            qos=1,
+        )
+        await until(lambda: host.births == 2, 10, "the births read")
+        await until(lambda: asked == ["n1"], 10, "a rebirth asked for the clash")
+        pub.publish("spBv1.0/g/NDATA/n1", _payload(2, sp.Metric(None, 5, D.DOUBLE, 1.5)), qos=1)
+        pub.publish("spBv1.0/g/DDATA/n1/pump", _payload(3, sp.Metric(None, 5, D.DOUBLE, 99.0)), qos=1)
+        # a device's data by its node's alias 6 (temp): never the node's temp
+        pub.publish("spBv1.0/g/DDATA/n1/pump", _payload(4, sp.Metric(None, 6, D.DOUBLE, 77.0)), qos=1)
+        pub.publish("spBv1.0/g/DDATA/n1/pump", _payload(5, sp.Metric(None, 10, D.DOUBLE, 3.5)), qos=1)
+        await until(lambda: 3.5 in _values(got, "n1/pump/speed"), 10, "the pump's speed by its own alias")
+        # the pump born again with a map of its own: its flow by alias 11 read, the node's pressure by 5 as before
+        pub.publish("spBv1.0/g/DBIRTH/n1/pump", _payload(6, sp.Metric("flow", 11, D.DOUBLE, 31.0)), qos=1)
+        pub.publish("spBv1.0/g/DDATA/n1/pump", _payload(7, sp.Metric(None, 11, D.DOUBLE, 32.0)), qos=1)
+        pub.publish("spBv1.0/g/NDATA/n1", _payload(8, sp.Metric(None, 5, D.DOUBLE, 1.7)), qos=1)
+        await until(lambda: 1.7 in _values(got, "n1/pressure"), 10, "the node's pressure by alias 5")
+        # the same clash again (a node whose map is fixed in its program): counted, no rebirth asked again
+        pub.publish("spBv1.0/g/DBIRTH/n1/pump", _payload(9, sp.Metric("flow", 5, D.DOUBLE, 33.0)), qos=1)
+        pub.publish("spBv1.0/g/NDATA/n1", _payload(10, sp.Metric(None, 5, D.DOUBLE, 1.9)), qos=1)
+        await until(
+            lambda: 1.9 in _values(got, "n1/pressure"), 10, "the node's pressure after the clash again"
+        )
+        errors = dict(src.stats.errors_by_reason)
+    assert _values(got, "n1/pressure") == [1.0, 1.5, 1.7, 1.9], _values(got, "n1/pressure")
+    assert 99.0 not in _values(got, "n1/pressure") and 99.0 not in _values(got, "n1/pump/flow")
+    assert _values(got, "n1/temp") == [20.0]  # the pump's data by alias 6 is not the node's temp
+    assert _values(got, "n1/pump/flow") == [30.0, 31.0, 32.0, 33.0]  # by name in its births, then by 11
+    assert errors["alias_collision"] == 3, errors  # two births' clashes, the DDATA by the refused alias
+    assert errors["unknown_alias"] == 1, errors  # the DDATA by the node's alias 6
+    assert asked.count("n1") <= 2, asked  # the clash's once, the unknown alias's once
+    assert all(r.quality is Quality.GOOD for r in got)
+
+
+def _birth(*metrics: sp.Metric) -> bytes:
+    return _payload(0, sp.Metric("bdSeq", None, D.INT64, 0), *metrics)
+
+
+async def test_valid_births_under_made_up_names_never_keep_a_real_nodes_data_out(mosquitto, monkeypatch):
+    """A client on the shared broker publishing valid NBIRTHs under made-up edge node names made each a born,
+    live node, never forgotten: once they filled the table, a real node born later was refused (too_many_nodes)
+    and its data never read. Now a new node's birth takes the place of a born node that sent births only, least
+    recently heard first (counted, said once: born_nodes_forgotten), and a node that sends data is kept however
+    many follow; a real node whose data comes before its birth while the table is full is asked its birth."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODES", 8)
+    async with _host(mosquitto.port, rebirth_min_interval_s=0) as (src, got, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/line1", _birth(sp.Metric("Temp", None, D.DOUBLE, 20.0)), qos=1)
+        pub.publish("spBv1.0/g/NDATA/line1", _payload(1, sp.Metric("Temp", None, D.DOUBLE, 21.0)), qos=1)
+        for i in range(40):  # the flood: valid births, nothing after them
+            pub.publish(f"spBv1.0/g/NBIRTH/fake{i:03d}", _birth(sp.Metric("X", None, D.DOUBLE, 0.0)), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/line2", _birth(sp.Metric("Temp", None, D.DOUBLE, 30.0)), qos=1)
+        pub.publish("spBv1.0/g/NDATA/line2", _payload(1, sp.Metric("Temp", None, D.DOUBLE, 31.0)), qos=1)
+        for i in range(40, 80):
+            pub.publish(f"spBv1.0/g/NBIRTH/fake{i:03d}", _birth(sp.Metric("X", None, D.DOUBLE, 0.0)), qos=1)
+        pub.publish("spBv1.0/g/NDATA/line1", _payload(2, sp.Metric("Temp", None, D.DOUBLE, 22.0)), qos=1)
+        pub.publish("spBv1.0/g/NDATA/line2", _payload(2, sp.Metric("Temp", None, D.DOUBLE, 32.0)), qos=1)
+        await until(lambda: 32.0 in _values(got, "line2/Temp"), 10, "line2's data after the flood")
+        await until(lambda: 22.0 in _values(got, "line1/Temp"), 10, "line1's data after the flood")
+        # a node born before this host started: its data comes first, the table full of made-up births
+        pub.publish("spBv1.0/g/NDATA/line3", _payload(5, sp.Metric("Temp", None, D.DOUBLE, 40.0)), qos=1)
+        await until(lambda: "line3" in asked, 10, "line3 asked its birth")
+        pub.publish("spBv1.0/g/NBIRTH/line3", _birth(sp.Metric("Temp", None, D.DOUBLE, 41.0)), qos=1)
+        pub.publish("spBv1.0/g/NDATA/line3", _payload(1, sp.Metric("Temp", None, D.DOUBLE, 42.0)), qos=1)
+        await until(lambda: 42.0 in _values(got, "line3/Temp"), 10, "line3's data after its birth")
+        for i in range(80, 120):
+            pub.publish(f"spBv1.0/g/NBIRTH/fake{i:03d}", _birth(sp.Metric("X", None, D.DOUBLE, 0.0)), qos=1)
+        pub.publish("spBv1.0/g/NDATA/line3", _payload(2, sp.Metric("Temp", None, D.DOUBLE, 43.0)), qos=1)
+        await until(lambda: 43.0 in _values(got, "line3/Temp"), 10, "line3's data after more of the flood")
+        assert all(host.node_alive("g", n) for n in ("line1", "line2", "line3"))
+        assert len(host._nodes) <= 8
+        assert host.born_forgotten >= 100, host.born_forgotten
+        assert src.notices.counts.get("born_nodes_forgotten") == host.born_forgotten, src.notices.counts
+        # line3's data before its birth
+        assert src.notices.counts.get("too_many_nodes") == 1, src.notices.counts
+    assert _values(got, "line1/Temp") == [20.0, 21.0, 22.0]
+    assert _values(got, "line2/Temp") == [30.0, 31.0, 32.0]
+    assert _values(got, "line3/Temp") == [41.0, 42.0, 43.0]  # its data before its birth skipped, as ever
+
+
+async def test_a_node_that_vanished_without_a_death_goes_stale_as_a_death_would_make_it(mosquitto):
+    """A node that vanished with neither an NDEATH nor its will (a cable cut, a broker that lost the will) was
+    kept live for good: its tags stood GOOD at their last values, and commands were sent to it. Now, silent for
+    rebirth_give_up_s (made 1 s here), its tags that had a value are passed on BAD as a death would make them,
+    with no other message coming; it is counted and said once (node_silent), commands refused, asked nothing
+    more. When it speaks again its data is read, GOOD, and its birth asked."""
+    async with _host(
+        mosquitto.port,
+        rebirth_min_interval_s=0,
+        rebirth_retry_s=0.2,
+        rebirth_retry_max_s=0.4,
+        rebirth_give_up_s=1,
+    ) as (src, got, asked, pub):
+        host = src.sparkplug
+        pub.publish(
+            "spBv1.0/g/NBIRTH/n1",
+            _birth(sp.Metric("Temp", None, D.DOUBLE, 20.0), sp.Metric("Run", None, D.BOOLEAN, True)),
+            qos=1,
+        )
+        pub.publish("spBv1.0/g/DBIRTH/n1/pump", _payload(1, sp.Metric("Flow", None, D.DOUBLE, 3.0)), qos=1)
+        pub.publish("spBv1.0/g/NDATA/n1", _payload(2, sp.Metric("Temp", None, D.DOUBLE, 21.0)), qos=1)
+        await until(lambda: 21.0 in _values(got, "n1/Temp"), 10, "its data read")
+        assert host.node_alive("g", "n1")
+        # then nothing at all: no death, no will
+        await until(lambda: any(r.quality is Quality.BAD for r in got), 15, "its tags marked BAD")
+        bad = {r.tag: r.value for r in got if r.quality is Quality.BAD}
+        assert bad == {"n1/Temp": 21.0, "n1/Run": True, "n1/pump/Flow": 3.0}, bad
+        assert host.nodes_silent == 1 and src.notices.counts.get("node_silent") == 1, src.notices.counts
+        assert "g/n1 sent nothing for" in src.notices.messages["node_silent"]
+        assert not host.node_alive("g", "n1") and not host.device_alive("g", "n1", "pump")
+        asked_before = len(asked)
+        pub.publish("spBv1.0/g/NDATA/n1", _payload(3, sp.Metric("Temp", None, D.DOUBLE, 22.0)), qos=1)
+        await until(lambda: 22.0 in _values(got, "n1/Temp"), 10, "its data read again")
+        await until(lambda: len(asked) > asked_before, 10, "its birth asked")
+        assert host.node_alive("g", "n1") and host.nodes_silent == 1
+    assert [r.quality for r in got if r.tag == "n1/Temp"][-1] is Quality.GOOD
+    assert sum(r.quality is Quality.BAD for r in got) == 3  # said once, not at every tick
