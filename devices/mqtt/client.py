@@ -772,7 +772,8 @@ class MqttSource:
                     self.sparkplug.tick()
                 except Exception:  # a bug here must not end the asking for good: said, tried again next tick
                     log.exception("mqtt source %r: asking Sparkplug rebirths failed", self.name)
-                if self.sparkplug.stale_waiting():  # nodes gone silent: their BAD readings go out with no message
+                # nodes gone silent: their BAD readings go out with no message (``items``)
+                if self.sparkplug.stale_waiting():
                     self._channel.wake_threadsafe()
 
     async def _watch_pings(self, c: paho.Client) -> None:
@@ -1712,7 +1713,8 @@ class MqttSource:
             if self._state_sent_seen != self._state_sent:
                 self._state_sent_seen = self._state_sent
                 self.sparkplug.ask_missed()
-            if self.sparkplug.stale_waiting():  # Sparkplug nodes gone silent without a death: BAD, as a death's
+            # Sparkplug nodes gone silent without a death: their tags BAD, as a death makes them (``tick``)
+            if self.sparkplug.stale_waiting():
                 for r in self._order(self.sparkplug.take_stale()):
                     yield r
             for topic, payload, received_at, retained, _ in batch:
@@ -1836,7 +1838,8 @@ class MqttSource:
             raise MqttError(
                 f"mqtt source {self.name!r}: command to {where} not sent: edge node {group}/{edge_node} is "
                 "not alive (NDEATH, or no NBIRTH seen since this host started or its broker connection came "
-                "back, or only a retained one and no live message since)"
+                "back, or only a retained one and no live message since, or nothing heard of it for "
+                "sparkplug.rebirth_give_up_s: notice node_silent)"
             )
         if device and not self.sparkplug.device_alive(group, edge_node, device):
             # the same for a device of a live node: a DCMD to a device that sent DDEATH (or no DBIRTH yet)
