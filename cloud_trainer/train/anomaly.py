@@ -44,6 +44,7 @@ from cloud_trainer.train import common
 from cloud_trainer.train.data import (
     DatasetError,
     dataset_max_megapixels,
+    label_row,
     read_dataset_yaml,
     read_image_file,
 )
@@ -315,7 +316,6 @@ def _load_imported(
     size: int | None = None,
     tiles: list[int] | None = None,
 ) -> AnomalyData:
-    import json
 
     try:
         meta = read_dataset_yaml(root / "dataset.yaml")
@@ -326,10 +326,13 @@ def _load_imported(
     h = hashlib.sha256()
     good, names, test, kinds, masks, frames, scale = [], [], [], [], [], [], 1.0
     ngs: list[bool] = []
-    for line in (root / "labels.jsonl").read_text().splitlines():
+    for n, line in enumerate((root / "labels.jsonl").read_text().splitlines(), 1):
         if not line.strip():
             continue
-        rec = json.loads(line)
+        try:
+            rec = label_row(line, f"{root / 'labels.jsonl'}:{n}")
+        except DatasetError as exc:
+            raise AnomalyDataError(str(exc)) from None
         p = root / rec["file"]
         if not p.is_file():
             raise AnomalyDataError(

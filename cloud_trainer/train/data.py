@@ -33,6 +33,19 @@ DATASET_YAML_MAX_ALIASES = 1_000
 DATASET_YAML_MAX_NODES = 1_000_000  # once aliases are expanded
 
 
+def label_row(line: str, where: str) -> dict:
+    """One row of a dataset's ``labels.jsonl``: a JSON object whose ``file`` and ``label`` are text;
+    ``DatasetError`` naming ``where`` (``labels.jsonl:12``) otherwise. A line nested thousands deep raised
+    RecursionError, a list, a number or a ``file`` that is not text TypeError: tracebacks of training."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise DatasetError(f"{where}: not a label row ({str(exc).splitlines()[0]})") from None
+    if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("file", "label")):
+        raise DatasetError(f"{where}: not a label row with 'file' and 'label' (text), got {_SHORT.repr(row)}")
+    return row
+
+
 _SHORT = reprlib.Repr()  # a value shown in an error: a few items of two levels, never the whole of it
 _SHORT.maxlevel = 2
 
@@ -265,11 +278,8 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-            file, label = row["file"], row["label"]
-        except (ValueError, KeyError) as exc:
-            raise DatasetError(f"{labels_file}:{n}: not a label row with 'file' and 'label' ({exc})") from exc
+        row = label_row(line, f"{labels_file}:{n}")
+        file, label = row["file"], row["label"]
         if label not in classes:
             raise DatasetError(f"{labels_file}:{n}: label {label!r} is not one of {classes}")
         path = folder / file

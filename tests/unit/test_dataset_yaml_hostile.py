@@ -66,3 +66,30 @@ def test_a_listing_of_classes_that_is_not_names_is_shown_shortened(tmp_path):
     with pytest.raises(DatasetError, match="'classes' must be a list of distinct names") as exc:
         dataset_classes(tmp_path)
     assert len(str(exc.value)) < 500
+
+
+@pytest.mark.parametrize(
+    "row, why",
+    [
+        ("[" * 100_000 + "]" * 100_000, "not a label row (maximum recursion depth exceeded"),
+        ("[1, 2]", "not a label row with 'file' and 'label' (text), got [1, 2]"),
+        ('{"file": 7, "label": "ok"}', "not a label row with 'file' and 'label' (text)"),
+        ('{"file": "images/0.png"', "not a label row (Expecting ',' delimiter"),
+    ],
+    ids=["nested", "list", "number", "cut"],
+)
+def test_a_hostile_labels_row_is_refused_naming_its_line_by_both_families(tmp_path, row, why):
+    """``load_parts`` (the classifier) raised RecursionError or TypeError; ``load_good`` (the anomaly family)
+    raised whatever ``json.loads`` raised, a broken line included."""
+    from cloud_trainer.train.anomaly import AnomalyDataError, load_good
+    from cloud_trainer.train.data import load_parts
+
+    (tmp_path / "dataset.yaml").write_text("kind: parts\nclasses: [ok, dent]\ngood: ok\n")
+    (tmp_path / "labels.jsonl").write_text(row + "\n")
+    where = f"{tmp_path / 'labels.jsonl'}:1: "
+    with pytest.raises(DatasetError) as exc:
+        load_parts(tmp_path)
+    assert str(exc.value).startswith(where + why)
+    with pytest.raises(AnomalyDataError) as exc2:
+        load_good(tmp_path, min_good=1)
+    assert str(exc2.value).startswith(where + why)
