@@ -465,13 +465,15 @@ def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
     (measured: a strip's offset set to 0, or to another strip's, gave a whole image, the rows wrong), which a
     model would judge as a part. A segment reaching past the end of the file (cut short) is said too. Empty
     segments (a byte count of 0: a sparse file's) are not checked."""
+    import numpy as np
+
     if bytes(data[:4]) not in _TIFF_MAGIC:
         return None
     e = "<" if bytes(data[:1]) == b"I" else ">"
     big = bytes(data[2:4]) in (b"+\x00", b"\x00+")
     fmt_off, fmt_count, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
     size_count, n = struct.calcsize(fmt_count), len(data)
-    arrays: dict[int, tuple[int, ...]] = {}
+    arrays: dict[int, Any] = {}
     try:
         off = struct.unpack_from(e + fmt_off, data, 8 if big else 4)[0]
         count = struct.unpack_from(e + fmt_count, data, off)[0]
@@ -494,48 +496,63 @@ def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
                 at = struct.unpack_from(e + fmt_off, data, at)[0]
                 used.append((at, at + values * size, f"tag {tag}'s values"))
             if tag in (273, 279, 324, 325) and typ in _TIFF_INT:
-                arrays[tag] = struct.unpack_from(f"{e}{values}{_TIFF_INT[typ]}", data, at)
-    except (struct.error, OverflowError):  # (an offset past 2^63: a BigTIFF's)
+                # as an array, never as Python numbers: a crafted file's millions of strips cost C loops only
+                arrays[tag] = np.frombuffer(
+                    data, e + {"H": "u2", "I": "u4", "Q": "u8"}[_TIFF_INT[typ]], values, at
+                )
+    except (struct.error, OverflowError, ValueError):  # (an offset past 2^63: a BigTIFF's)
         return None
     regions = sorted(used)
+    # the regions' starts and the furthest end of those up to each; offsets and sizes are clipped to 2^62 (only a
+    # crafted BigTIFF's reach it), so that a start and a size add up within 64 bits
+    cap, top = 1 << 62, 1 << 63
+    region_starts = np.array([min(a, top) for a, _, _ in regions], np.uint64)
+    region_reach = np.maximum.accumulate(np.array([min(b, top) for _, b, _ in regions], np.uint64))
     for offsets_tag, counts_tag, what in _TIFF_SEGMENTS:
         offsets, counts = arrays.get(offsets_tag), arrays.get(counts_tag)
         if offsets is None or counts is None or len(offsets) != len(counts):
             continue  # libtiff's own concern (it estimates missing byte counts)
         total = len(offsets)
-        segments = sorted(
-            (o, o + c, i + 1) for i, (o, c) in enumerate(zip(offsets, counts, strict=True)) if c
-        )
-        # one sweep over both sorted lists (a segment against every region was strips x tags: 100,000 strips
-        # and 1,000 tags, 1.4 s): ``reach``, the furthest end of the regions starting before a segment's end
-        k, reach = 0, -1
-        for start, end, no in segments:
-            while k < len(regions) and regions[k][0] < end:
-                reach = max(reach, regions[k][1])
-                k += 1
-            # a region reaching past this segment's start lies over it (one that starts at or after its end
-            # was reached by an earlier segment, which it lay over, and that was said)
-            if reach > start:
+        nos = np.flatnonzero(counts)  # empty segments are not checked
+        starts = np.minimum(offsets[nos].astype(np.uint64), cap)
+        ends = starts + np.minimum(counts[nos].astype(np.uint64), cap)
+        if not len(nos):
+            continue
+        if not (starts[1:] > starts[:-1]).all():  # in the file's order already, as writers put them: no sort
+            order = np.lexsort((nos, ends, starts))  # by start, end, then number
+            nos, starts, ends = nos[order], starts[order], ends[order]
+        # a region reaching past a segment's start lies over it: the regions starting before the furthest end of
+        # the segments so far (one that starts at or after a segment's end was reached by an earlier segment, which
+        # it lay over, and that was said)
+        furthest = np.maximum.accumulate(ends)
+        inside = np.searchsorted(region_starts, furthest, side="left")  # how many regions start before it
+        reach = np.where(inside > 0, region_reach[np.maximum(inside, 1) - 1], 0)
+        over = (inside > 0) & (reach > starts)
+        bad = np.flatnonzero(over | (ends > n))
+        if len(bad):
+            i = int(bad[0])
+            no, start = int(nos[i]), int(offsets[nos[i]])
+            end = start + int(counts[nos[i]])
+            if over[i]:
                 name = next((nm for a, b, nm in used if start < b and a < end), "another part of the file")
                 return (
-                    f"a TIFF whose {what} {no} of {total} (bytes {start}-{end}) lies over {name}: its "
+                    f"a TIFF whose {what} {no + 1} of {total} (bytes {start}-{end}) lies over {name}: its "
                     f"{what} offsets are damaged, and the decoder would read garbage as pixels"
                 )
-            if end > n:
-                return (
-                    f"a TIFF whose {what} {no} of {total} (bytes {start}-{end}) reaches past the end of the file "
-                    f"({n} bytes): cut short or damaged"
-                )
-        reach, by = -1, 0  # the furthest end of the segments before this one, and which one reaches it
-        for start, end, no in segments:
-            if start < reach:
-                first, second = sorted((no, by))
-                return (
-                    f"a TIFF whose {what}s {first} and {second} of {total} lie over each other: its {what} "
-                    "offsets are damaged, and the decoder would read garbage as pixels"
-                )
-            if end > reach:
-                reach, by = end, no
+            return (
+                f"a TIFF whose {what} {no + 1} of {total} (bytes {start}-{end}) reaches past the end of the file "
+                f"({n} bytes): cut short or damaged"
+            )
+        # the furthest end of the segments before each one (all within the file here), and which one reaches it
+        hit = np.flatnonzero(starts[1:] < furthest[:-1])
+        if len(hit):
+            i = int(hit[0]) + 1
+            by = int(nos[int(np.argmax(ends[:i]))])
+            first, second = sorted((int(nos[i]) + 1, by + 1))
+            return (
+                f"a TIFF whose {what}s {first} and {second} of {total} lie over each other: its {what} "
+                "offsets are damaged, and the decoder would read garbage as pixels"
+            )
     return None
 
 
