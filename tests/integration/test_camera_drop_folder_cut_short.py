@@ -156,7 +156,8 @@ async def test_a_file_overwritten_with_the_same_size_and_time_is_read_again_and_
     """A camera overwriting 'last.bmp' in place within its file system's time resolution (or a copy setting the
     time back) leaves size and modification time as they were: the watcher, keyed on those, never read the new
     part. Its status-change time tells now, and its bytes decide: a new image is read, a file whose mode alone
-    changed (or that was renamed away and back) is not read twice."""
+    changed (or that was renamed away and back) is not read twice; one replaced by a rename keeping size and time is
+    read again."""
     drop = tmp_path / "drop"
     drop.mkdir()
     first, second = (cv2.cvtColor(grey(s), cv2.COLOR_GRAY2BGR) for s in (3, 4))
@@ -176,8 +177,14 @@ async def test_a_file_overwritten_with_the_same_size_and_time_is_read_again_and_
         os.chmod(last, 0o600)  # its status alone: not read again
         with pytest.raises(TimeoutError):
             await take(src, 1, 1.5)
+        hidden = drop / ".last.bmp.tmp"  # saved aside, its time set to the one before, renamed over it
+        hidden.write_bytes(cv2.imencode(".bmp", first)[1].tobytes())
+        os.utime(hidden, ns=(st.st_atime_ns, st.st_mtime_ns))
+        hidden.rename(last)
+        (c,) = await take(src, 1, 20)
     finally:
         await src.stop()
     assert np.array_equal(a.image, first)
     assert np.array_equal(b.image, second)
+    assert np.array_equal(c.image, first)
     assert not src.stats.errors_by_reason
