@@ -8,9 +8,12 @@ baseline is a paho client whose ``on_message`` does ``json.loads`` and counts, t
 consumer must do; the adapter hands each message to the asyncio loop, decodes it with the
 JSON codec and yields 4 ``Reading``s per message. Runs alternate; medians are reported.
 
-The adapter runs twice per run: with its hand-over queue (``_BatchChannel``: batches of at most ``TAKE_MAX``
-messages shared out among the topics), and with the former one (``FormerBatchChannel`` below, as it was
-before the fair take: the queue's whole content in arrival order). Beside them, in this process:
+The adapter runs three times per run: with its hand-over queue (``_BatchChannel``: batches of at most ``TAKE_MAX``
+messages shared out among the topics), with the former one (``FormerBatchChannel`` below, as it was
+before the fair take: the queue's whole content in arrival order), and with paho acknowledging each message on
+receipt (``ack_on_receipt``: as before the source acknowledged a persistent session's QoS 1 message only once
+taken, ``_Unacked``; Mosquitto then sends at most 20 unacknowledged messages at a time over MQTT 3.1.1).
+Beside them, in this process:
 
 - the hand-over's cost per message (paho's thread's push plus the loop's take), new against former, with
   room (10 topics) and full (one topic flooding, a quiet one among it);
@@ -50,7 +53,8 @@ FIELDS = 4
 class FormerBatchChannel(Channel):
     """The MQTT hand-over as it was before the fair take (devices/mqtt/client.py at a13b603): full, it drops
     the oldest message of the topic holding the most; taken, it hands over its whole content in arrival
-    order. Its entries get the arrival number's place (a 0) that the consumer now unpacks."""
+    order. Its entries get the arrival number's place (a 0) and the acknowledgement's cell that the consumer
+    now reads."""
 
     _wake_pending = False
     MAX_TOPICS_COUNTED = 100
@@ -69,10 +73,11 @@ class FormerBatchChannel(Channel):
     def __len__(self) -> int:
         return self._live
 
-    def _push(self, item) -> None:
+    def _push(self, item, cell=None) -> None:
         if type(item) is not list:
             item = list(item)
         item.append(0)
+        item.append(cell)
         topic = item[0]
         size = len(item[1])
         with self._lock:
@@ -107,6 +112,8 @@ class FormerBatchChannel(Channel):
         self._live -= 1
         self._bytes -= len(entry[1])
         entry[0], entry[1] = None, b""
+        if entry[5] is not None:
+            entry[5][1] = True
         self._stats.dropped += 1
         counted = self.dropped_by_topic
         n = counted.get(topic)
@@ -117,8 +124,8 @@ class FormerBatchChannel(Channel):
         else:
             counted[""] = counted.get("", 0) + 1
 
-    def put_threadsafe(self, item) -> None:
-        self._push(item)
+    def put_threadsafe(self, item, cell=None) -> None:
+        self._push(item, cell)
         if self._wake_pending or self._event.is_set():
             return
         loop = self._loop
@@ -149,6 +156,15 @@ class FormerBatchChannel(Channel):
             self.dropped_by_topic.clear()
         return out
 
+    def take_all(self) -> list:
+        with self._lock:
+            items = [e for e in self._items if e[0] is not None]
+            self._items.clear()
+            self._by_topic.clear()
+            self._heavy, self._heavy_n = None, 0
+            self._live = self._bytes = 0
+        return items
+
     async def get_many(self) -> list:
         while True:
             with self._lock:
@@ -170,7 +186,9 @@ CHANNELS = {"new": _BatchChannel, "former": FormerBatchChannel}
 
 
 def with_channel(src: MqttSource, kind: str) -> MqttSource:
-    if kind != "new":
+    if kind == "ack_on_receipt":  # paho's PUBACK on receipt, as before the source acknowledged what it took
+        src._manual_ack = False
+    elif kind != "new":
         s = src.settings
         src._channel = CHANNELS[kind](s.queue_max_items, src.stats, s.queue_max_bytes)
     return src
@@ -448,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from model_packager.cpu import cpu_flags
 
-    bare, adapter, former = [], [], []
+    bare, adapter, former, on_receipt = [], [], [], []
     floods: dict[str, list[dict]] = {"new": [], "former": []}
     with tempfile.TemporaryDirectory() as tmp:
         broker = Mosquitto(Path(tmp)).start()
@@ -456,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             for run in range(a.runs):
                 bare.append(run_bare(broker.port, a.messages, run))
                 adapter.append(asyncio.run(run_adapter(broker.port, a.messages, run)))
+                on_receipt.append(asyncio.run(run_adapter(broker.port, a.messages, run, "ack_on_receipt")))
                 former.append(asyncio.run(run_adapter(broker.port, a.messages, run, "former")))
             for _ in range(a.runs if a.flood else 0):
                 for kind in floods:
@@ -469,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     # between runs, and a pair sees nearly the same load
     paired = statistics.median(x / b for b, x in zip(bare, adapter, strict=True))
     paired_former = statistics.median(x / f for f, x in zip(former, adapter, strict=True))
+    mr = statistics.median(on_receipt)
+    paired_receipt = statistics.median(x / f for f, x in zip(on_receipt, adapter, strict=True))
+    paired_receipt_bare = statistics.median(x / b for b, x in zip(bare, on_receipt, strict=True))
 
     def flood_median(kind: str, key: str) -> float | None:
         vals = [r[key] for r in floods[kind] if r[key] is not None]
@@ -485,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
         "median_bare_msgs_per_s": mb,
         "median_adapter_msgs_per_s": ma,
         "median_adapter_former_handover_msgs_per_s": mf,
+        "adapter_ack_on_receipt_msgs_per_s": on_receipt,
+        "median_adapter_ack_on_receipt_msgs_per_s": mr,
+        "paired_ratio_new_over_ack_on_receipt": paired_receipt,
+        "paired_ratio_ack_on_receipt_over_bare": paired_receipt_bare,
         "ratio": ma / mb,
         "paired_ratio": paired,
         "paired_ratio_new_over_former": paired_former,
@@ -501,7 +527,10 @@ def main(argv: list[str] | None = None) -> int:
         "| consumer | median msgs/s | runs |\n| --- | ---: | ---: |\n"
         f"| bare paho subscriber (json.loads + count) | {mb:,.0f} | {a.runs} |\n"
         f"| MqttSource → Readings ({FIELDS} tags/msg) | {ma:,.0f} | {a.runs} |\n"
-        f"| MqttSource, the former hand-over (whole queue, arrival order) | {mf:,.0f} | {a.runs} |\n\n"
+        f"| MqttSource, the former hand-over (whole queue, arrival order) | {mf:,.0f} | {a.runs} |\n"
+        f"| MqttSource, PUBACK on receipt (as before it acknowledged what it took) | {mr:,.0f} | {a.runs} |\n\n"
+        f"PUBACK once taken / on receipt: {ma / mr:.2f} (pairs: {paired_receipt:.2f}); on receipt / bare "
+        f"(pairs): {paired_receipt_bare:.2f}.\n\n"
         f"Ratio adapter / bare: **{ma / mb:.2f}** (target ≥ 0.80; median of the per-run pairs: {paired:.2f}); "
         f"adapter / its former hand-over: {ma / mf:.2f} (pairs: {paired_former:.2f}); "
         f"{a.messages} messages per run.\n\n"

@@ -55,8 +55,11 @@ subscription that matches it too; each subscription has its own Subscription Ide
 first matching one's copy is read), ``retain_unavailable`` and ``publish_qos_downgraded`` (MQTT 5: the
 broker's CONNACK says it keeps no retained messages, or takes QoS 0 only: messages go without the flag or
 at QoS 0 instead of costing the connection), ``session_taken_over`` (connections lost right after their
-CONNACK, in a row, or reason 0x8E: another client with this client_id; the reconnect delay grows) and
-``dropped_after_connect`` (the same with a random client_id).
+CONNACK, in a row, or reason 0x8E: another client with this client_id; the reconnect delay grows),
+``dropped_after_connect`` (the same with a random client_id), ``left_at_stop`` (QoS 1 messages of a persistent
+session that came while the source stopped: not handed on nor acknowledged, the broker delivers them at the next
+start; ``_Unacked``) and ``dropped_at_stop`` (the same without a persistent session, or at QoS 0: lost, counted
+in ``stats.dropped`` too).
 Limits: one broker per source; QoS 2 is not offered; over MQTT 3.1.1 a publish the broker refuses (ACL) is
 acknowledged and dropped, which the protocol cannot tell.
 """
@@ -77,6 +80,7 @@ import select
 import socket
 import ssl
 import struct
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -248,6 +252,60 @@ class _Redeliveries:
         return False
 
 
+class _Unacked:
+    """The QoS 1 messages received and not yet acknowledged, in the order they came (paho's ``manual_ack``:
+    with ``persistent_session`` and a QoS 1 subscription). paho acknowledged each message as it arrived, so
+    one that came while the agent stopped (its readers gone, the source still connected) was acknowledged and
+    dropped: the broker, which would have kept it for the next start, had forgotten it. Now a message is
+    acknowledged once taken: its last reading handed to the consumer (``items``), or skipped for a counted
+    reason (malformed, too large, a copy, dropped from the full queue: acknowledged all the same, else the
+    broker would send it again at every start); one never taken stays with the broker.
+
+    MQTT 3.1.1 and 5 both ask a client to send its PUBACKs in the order the messages came ([MQTT-4.6.0-2]):
+    a message is acknowledged once every earlier one is taken too (``flush``), and at ``stop()`` every taken
+    one is (``flush(final=True)``; one behind a message left with the broker would come again otherwise). A
+    cell is ``[packet id, taken]``. Acknowledged only while connected: paho drops what it holds at a
+    reconnect (an acknowledgement queued before the new CONNECT would break the protocol), and the broker
+    sends the messages of the lost acknowledgements again (DUP: ``_Redeliveries`` drops them, acknowledged)."""
+
+    def __init__(self, client: paho.Client) -> None:
+        self._client = client
+        self._cells: collections.deque[list] = collections.deque()
+        self._lock = threading.Lock()
+
+    def add(self, mid: int, taken: bool = False) -> list:
+        cell = [mid, taken]
+        self._cells.append(cell)  # paho's thread only; the loop's flush pops from the other end
+        if taken:
+            self.flush()
+        return cell
+
+    def pending(self, mid: int) -> bool:
+        """A message under this packet id waits for its acknowledgement (its DUP copy needs none of its own)."""
+        with self._lock:
+            return any(c[0] == mid for c in self._cells)
+
+    def flush(self, final: bool = False) -> None:
+        c = self._client
+        with self._lock:
+            if not c.is_connected():
+                return
+            cells = self._cells
+            if not final:
+                while cells and cells[0][1]:
+                    c.ack(cells.popleft()[0], 1)
+                return
+            for _ in range(len(cells)):  # at stop: every taken one; the others stay with the broker
+                cell = cells.popleft()
+                if cell[1]:
+                    c.ack(cell[0], 1)
+                else:
+                    cells.append(cell)
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+
 SP_PREFIX = sp.NAMESPACE + "/"
 _ARRIVAL = operator.itemgetter(4)
 _PAYLOAD = operator.itemgetter(1)
@@ -293,7 +351,8 @@ class _BatchChannel(Channel):
     message overtake another lane's older ones that wait for the next batch. A dropped message of a
     Sparkplug lane stays in it as a shell without its payload (topic None) until the consumer reaches it.
     A topic's lane is its deque in ``_by_topic`` itself; a Sparkplug node's lane is a deque of its own over
-    the node's topics. An entry is ``[topic, payload, received_at, retained, arrival number]``.
+    the node's topics. An entry is ``[topic, payload, received_at, retained, arrival number, ack cell]`` (the
+    cell: ``_Unacked``'s, None for a message not acknowledged by the source).
     """
 
     _wake_pending = False
@@ -322,7 +381,7 @@ class _BatchChannel(Channel):
     def __len__(self) -> int:
         return self._live
 
-    def _push(self, item: Any) -> None:
+    def _push(self, item: Any, cell: list | None = None) -> None:
         if type(item) is not list:  # the entry is marked in place when dropped
             item = list(item)
         topic = item[0]
@@ -338,6 +397,7 @@ class _BatchChannel(Channel):
                         break
             self._arrived += 1
             item.append(self._arrived)
+            item.append(cell)
             lane = _lane(topic)
             by_topic = self._by_topic
             mine = by_topic.get(topic)
@@ -411,6 +471,9 @@ class _BatchChannel(Channel):
         self._live -= 1
         self._bytes -= size
         entry[0], entry[1] = None, b""  # a shell: skipped by the consumer, its payload freed now
+        cell = entry[5]
+        if cell is not None:  # a counted drop: acknowledged in its turn (held back, it would stop the broker)
+            cell[1] = True
         if lane is not topic:  # a Sparkplug node's lane: the entry may be behind another topic's
             queued = self._lanes[lane]
             if queued[0] is entry:  # the lane's oldest: gone at once
@@ -531,8 +594,8 @@ class _BatchChannel(Channel):
             out.sort(key=_ARRIVAL)
         return out
 
-    def put_threadsafe(self, item: Any) -> None:
-        self._push(item)
+    def put_threadsafe(self, item: Any, cell: list | None = None) -> None:
+        self._push(item, cell)
         if self._wake_pending or self._event.is_set():
             return
         loop = self._loop
@@ -557,6 +620,11 @@ class _BatchChannel(Channel):
                 loop.call_soon_threadsafe(self._wake)
             except RuntimeError:  # loop closing: nothing to wake
                 pass
+
+    def take_all(self) -> list[list]:
+        """Every message still queued (``stop()``: none of them is handed on any more)."""
+        with self._lock:
+            return self._take(self._live) if self._live else []
 
     def take_drops(self) -> dict[str, int]:
         """The messages dropped by topic since the last call ("": topics past ``MAX_TOPICS_COUNTED``)."""
@@ -609,6 +677,19 @@ class MqttSource:
             if settings.persistent_session and any(s.qos for s in settings.subscriptions)
             else None
         )
+        # the same sessions acknowledge a QoS 1 message once it is taken, not on receipt (``_Unacked``)
+        self._manual_ack = self._redelivered is not None
+        self._unacked: _Unacked | None = None
+        # items(): the batch taken from the queue, the place of the message being handed on, its readings and
+        # how many of them were handed on: a consumer that leaves mid-batch (cancelled) leaves them here, for
+        # stop() to count and for the next items() to go on with
+        self._held: list[list] = []
+        self._pos = 0
+        self._readings: list[Reading] | None = None
+        self._ri = 0
+        self._handing = True  # False from stop() on: nothing more is queued or handed on
+        self._stop_left = 0  # messages that came during stop(): QoS 1 left with the broker (paho's thread)
+        self._stop_lost = 0  # ... and others (QoS 0, or no persistent session: acknowledged by paho)
         self._state_ts = 0  # ms: the time in this host's STATE birth and death (sparkplug.host_id)
         self._asked: list[tuple[str, int]] = []  # this connection's subscriptions, in SUBSCRIBE's order
         self._acks: dict[
@@ -689,7 +770,16 @@ class MqttSource:
         client_id = s.client_id or f"edge-{self.name}-{uuid.uuid4().hex[:8]}"
         proto = paho.MQTTv5 if s.protocol is Protocol.MQTT5 else paho.MQTTv311
         clean = None if proto == paho.MQTTv5 else not s.persistent_session
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, clean_session=clean)
+        c = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=proto,
+            clean_session=clean,
+            manual_ack=self._manual_ack,
+        )
+        self._unacked = _Unacked(c) if self._manual_ack else None
+        self._handing = True
+        self._stop_left = self._stop_lost = 0
         if s.tls is not None:
             c.tls_set(ca_certs=s.tls.ca_file, certfile=s.tls.cert_file, keyfile=s.tls.key_file)
             c.tls_insecure_set(s.tls.insecure)
@@ -866,10 +956,18 @@ class MqttSource:
         (``_drain``), then the Sparkplug STATE offline (at most 2 s), the DISCONNECT, and the broker's end of
         the connection awaited for the rest (``_on_socket_close``): the broker publishes no will, and nothing
         published before the stop is lost. A broker too slow for that gets the will; messages left unsent are
-        said in the log."""
+        said in the log.
+
+        Nothing is handed on from the stop on: the messages still queued or held by a consumer that left
+        (the agent stops its readers first), and those that come until the connection is closed, are counted
+        and said once (``_count_unread``). With ``persistent_session`` their QoS 1 ones are not acknowledged
+        (``_Unacked``; every message taken before is, now): the broker delivers them at the next start."""
         self._stopping = True
+        self._handing = False
         start = time.monotonic()
         c, self._client = self._client, None
+        if self._unacked is not None:
+            self._unacked.flush(final=True)
         for task in (self._ping_task, self._rebirth_task):
             if task is not None:
                 task.cancel()
@@ -894,6 +992,8 @@ class MqttSource:
                     log.warning("mqtt source %r: STATE offline not sent: %s", self.name, exc)
             # the broker's end is awaited for the rest of timeout_s, at least STOP_CLOSE_S
             close_by = self._close_by = max(start + timeout_s, time.monotonic() + STOP_CLOSE_S)
+            if self._unacked is not None:  # skipped meanwhile (a copy): sent before the DISCONNECT
+                self._unacked.flush(final=True)
             try:
                 c.disconnect()
             except Exception:  # already down: nothing to close
@@ -908,10 +1008,48 @@ class MqttSource:
         self._finish_stop()
 
     def _finish_stop(self) -> None:
+        self._count_unread()
         self._channel.close()
         self.state = ConnectionState.STOPPED
         self.connected.clear()
         self.subscribed.clear()
+
+    def _count_unread(self) -> None:
+        """At the end of ``stop()`` (paho's thread ended): the messages never handed on, said once and
+        counted: ``dropped_at_stop`` (lost: QoS 0, or without a persistent session, acknowledged by paho;
+        also in ``stats.dropped``) and ``left_at_stop`` (QoS 1 of a persistent session, not acknowledged:
+        the broker delivers them at the next start)."""
+        held = self._held[self._pos :]
+        if held and self._readings is not None and self._ri >= len(self._readings):
+            held = held[1:]  # its last reading was handed over: taken
+        self._held, self._pos, self._readings = [], 0, None
+        left, lost = self._stop_left, self._stop_lost
+        self._stop_left = self._stop_lost = 0
+        for entry in held + self._channel.take_all():
+            if entry[5] is not None and not entry[5][1]:
+                left += 1
+            else:
+                lost += 1
+        if lost:
+            self.stats.dropped += lost
+            self._notice(
+                "dropped_at_stop",
+                f"{lost} message(s) that came while the source stopped were not handed on and are lost"
+                + (
+                    " (QoS 0, which the broker keeps for no one)"
+                    if self.settings.persistent_session
+                    else "; with persistent_session: true (and a fixed client_id) the broker keeps the QoS 1 ones "
+                    "for the next start"
+                ),
+                n=lost,
+            )
+        if left:
+            self._notice(
+                "left_at_stop",
+                f"{left} QoS 1 message(s) that came while the source stopped were not handed on nor acknowledged: "
+                "the broker keeps them for this client_id's next start (persistent session)",
+                n=left,
+            )
 
     async def _end_loop(self, c: paho.Client, wait_s: float) -> None:
         """Stop paho's thread, ``wait_s`` at most for it to write what it holds and close. A broker that takes
@@ -1046,6 +1184,8 @@ class MqttSource:
                 rc, mid = client.subscribe(subs)
                 if rc == paho.MQTT_ERR_SUCCESS:
                     self._acks[mid] = subs
+        if self._unacked is not None:  # taken while away: acknowledged now (the broker sends them again, DUP)
+            self._unacked.flush()
         if again:  # after the SUBSCRIBE (rebirths are asked then) and before this connection's messages
             self._sessions += 1
             self._channel.wake_threadsafe()  # the rebirths are asked even if no message comes
@@ -1410,9 +1550,10 @@ class MqttSource:
             self._error_threadsafe(
                 "bad_topic", f"a message on a topic that is not UTF-8 ({bytes(msg._topic)[:60]!r}); skipped"
             )
-            return
+            return self._skipped(msg)
         if self._state_ts and topic == self._state_topic:
-            return self._own_state(msg.payload)
+            self._own_state(msg.payload)
+            return self._skipped(msg)
         if self._sub_ids:
             ids = getattr(msg.properties, "SubscriptionIdentifier", None)
             if ids:
@@ -1430,14 +1571,14 @@ class MqttSource:
                         f"topic {topic!r} matches more than one subscription; the broker sends a copy for "
                         "each (MQTT 5): only the first subscription's copy is read",
                     )
-                    return
+                    return self._skipped(msg)
         if len(msg.payload) > self._max_bytes:
             self._error_threadsafe(
                 "too_large",
                 f"topic {topic!r}: message of {len(msg.payload)} bytes exceeds max_message_bytes "
                 f"({self._max_bytes}); skipped undecoded",
             )
-            return
+            return self._skipped(msg)
         if (
             self._redelivered is not None
             and msg.qos
@@ -1448,8 +1589,26 @@ class MqttSource:
                 f"topic {topic!r}: a QoS 1 message the broker sent again after a reconnect (DUP: its "
                 "acknowledgement was lost with the connection) was passed on before; not passed on twice",
             )
+            # the first copy's acknowledgement, if still to come, is this one's too (the same packet id)
+            unacked = self._unacked
+            if unacked is not None and not unacked.pending(msg.mid):
+                unacked.add(msg.mid, True)
             return
-        self._channel.put_threadsafe([topic, msg.payload, time.time(), msg.retain])
+        unacked = self._unacked
+        if not self._handing:  # stopping: never handed on; a QoS 1 message of a persistent session is not
+            if unacked is not None and msg.qos:  # acknowledged, and the broker delivers it at the next start
+                self._stop_left += 1
+            else:
+                self._stop_lost += 1
+            return
+        cell = unacked.add(msg.mid) if unacked is not None and msg.qos else None
+        self._channel.put_threadsafe([topic, msg.payload, time.time(), msg.retain], cell)
+
+    def _skipped(self, msg) -> None:
+        """A message skipped before the queue (counted by the caller): acknowledged in its turn."""
+        unacked = self._unacked
+        if unacked is not None and msg.qos:
+            unacked.add(msg.mid, True)
 
     # ---- errors ----------------------------------------------------------------------------
     def _notice(self, key: str, msg: str, n: int = 1, cause: str | None = None) -> None:
@@ -1471,6 +1630,7 @@ class MqttSource:
                 "retained_skipped",
                 "retained_fresh",
                 "redelivered",
+                "left_at_stop",
                 "overlapping_copy",
                 "repeated_waveform",
             )
@@ -1691,45 +1851,91 @@ class MqttSource:
         # (measured: ingest 38k -> 14k msg/s). When wake-ups come faster than every
         # ``coalesce_s``, pause that long so that messages arrive in batches; an idle stream
         # is not delayed, nor is a backlog (the queue hands it over TAKE_MAX messages at a time).
+        #
+        # A message is taken once its last reading is handed over (yielded); its QoS 1 acknowledgement goes
+        # then, with the batch's (``_Unacked``). A consumer that leaves mid-batch leaves the rest in ``_held``.
         coalesce_s = self.settings.handover_coalesce_ms / 1000.0
         last_wake = -1.0
         backlog = False  # the last batch was a full one: more are waiting, taken without a pause
-        while True:
-            now = time.monotonic()
-            if coalesce_s and now - last_wake < 2 * coalesce_s and not backlog:
-                await asyncio.sleep(coalesce_s)
-            try:
-                batch = await self._channel.get_many()
-            except EOFError:
-                return
-            backlog = len(batch) >= TAKE_MAX
-            last_wake = time.monotonic()
-            if self._channel.dropped_by_topic:
-                self._queue_full(self._channel.take_drops())
-            if self._sessions_seen != self._sessions:  # reconnected: the new connection's messages may follow
-                self._sessions_seen = self._sessions
-                # a primary host asks its rebirths after its STATE birth, the first message of a connection
-                self.sparkplug.session_lost(ask=self.settings.sparkplug.host_id is None)
-            if self._state_sent_seen != self._state_sent:
-                self._state_sent_seen = self._state_sent
-                self.sparkplug.ask_missed()
+        while self._handing:
             # Sparkplug nodes gone silent without a death: their tags BAD, as a death makes them (``tick``)
             if self.sparkplug.stale_waiting():
                 for r in self._order(self.sparkplug.take_stale()):
                     yield r
-            for topic, payload, received_at, retained, _ in batch:
-                if retained:  # the broker's stored last value, sent on subscribing: rare, checked apart
-                    # a retained Sparkplug birth is no sign that its node lives (``SparkplugHost.retained``)
-                    self.sparkplug.retained = True
-                    try:
-                        readings = self.decode(topic, payload, received_at)
-                    finally:
-                        self.sparkplug.retained = False
-                    readings = self._retained(topic, readings)
-                else:
-                    readings = self.decode(topic, payload, received_at)
-                for r in readings:
+            if self._pos < len(self._held):  # left by a consumer that went away mid-batch: on with it first
+                batch = self._held
+            else:
+                taken = await self._take_batch(coalesce_s, last_wake, backlog)
+                if taken is None:
+                    return
+                batch = taken
+                backlog = len(batch) >= TAKE_MAX
+                last_wake = time.monotonic()
+                self._held, self._pos, self._readings = batch, 0, None
+            while self._pos < len(batch):
+                if not self._handing:
+                    return
+                entry = batch[self._pos]
+                readings = self._readings
+                if readings is None:
+                    readings = self._readings = self._read(entry)
+                    self._ri = 0
+                cell, n, ri = entry[5], len(readings), self._ri
+                if cell is not None and ri >= n:  # no reading (or all handed over before): taken
+                    cell[1] = True
+                while ri < n:
+                    r = readings[ri]
+                    ri += 1
+                    self._ri = ri
+                    if ri == n and cell is not None:  # its last reading is handed over: taken
+                        cell[1] = True
                     yield r
+                self._pos += 1
+                self._readings = None
+            if (unacked := self._unacked) is not None:
+                unacked.flush()
+
+    async def _take_batch(self, coalesce_s: float, last_wake: float, backlog: bool) -> list[list] | None:
+        """The next batch from the queue (None once it is closed and empty), after the reconnect's and
+        drops' bookkeeping."""
+        now = time.monotonic()
+        if coalesce_s and now - last_wake < 2 * coalesce_s and not backlog:
+            await asyncio.sleep(coalesce_s)
+        try:
+            batch = await self._channel.get_many()
+        except EOFError:
+            return None
+        if self._channel.dropped_by_topic:
+            self._queue_full(self._channel.take_drops())
+        if self._sessions_seen != self._sessions:  # reconnected: the new connection's messages may follow
+            self._sessions_seen = self._sessions
+            # a primary host asks its rebirths after its STATE birth, the first message of a connection
+            self.sparkplug.session_lost(ask=self.settings.sparkplug.host_id is None)
+        if self._state_sent_seen != self._state_sent:
+            self._state_sent_seen = self._state_sent
+            self.sparkplug.ask_missed()
+        return batch
+
+    def _read(self, entry: list) -> list[Reading]:
+        """The readings of a queued message (none for a dropped one's shell); never raises."""
+        topic, payload, received_at, retained = entry[0], entry[1], entry[2], entry[3]
+        if topic is None:
+            return []
+        try:
+            if not retained:
+                return self.decode(topic, payload, received_at)
+            # the broker's stored last value, sent on subscribing: rare, checked apart; a retained Sparkplug
+            # birth is no sign that its node lives (``SparkplugHost.retained``)
+            self.sparkplug.retained = True
+            try:
+                readings = self.decode(topic, payload, received_at)
+            finally:
+                self.sparkplug.retained = False
+            return self._retained(topic, readings)
+        except Exception as e:  # a fault no check foresaw: this message skipped (and acknowledged)
+            log.exception("mqtt source %r: a message on %r could not be read; skipped", self.name, topic)
+            self._error("decode_failed", f"topic {topic!r}: {type(e).__name__}: {str(e)[:200]}")
+            return []
 
     def _queue_full(self, drops: dict[str, int]) -> None:
         """Messages the full hand-over queue dropped, named: one WARNING (``queue_full``, all of them)

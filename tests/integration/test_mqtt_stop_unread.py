@@ -1,0 +1,149 @@
+"""QoS 1 messages that come while the agent stops, against a real Mosquitto (MQTT 3.1.1 and 5).
+
+The agent stops its readers first, then (after its pipelines, actions and outbox) its sources: meanwhile the
+source is still connected and the broker goes on delivering. paho acknowledged every QoS 1 message on receipt,
+so those were acknowledged and then dropped with the source's queue: with ``persistent_session`` the broker,
+which would have kept them for the next start, had forgotten them; without one they were lost uncounted.
+Here the reader is cancelled as the agent does, messages are published and received, the source is stopped
+and a new one started with the same client_id: it gets exactly the messages the first never handed on, none
+twice (a malformed one handed on before is not sent again either); without a persistent session they are
+counted. A fence published last ends each wait: one session's messages come in order, so once it is read
+every redelivery has been too."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+
+TAKEN = 30  # handed on before the stop (one of them malformed)
+DURING = 25  # published after the readers stopped: more than the 20 Mosquitto keeps in flight to one client
+
+
+class Reader:
+    """The agent's reader of a source: every ``n`` read, until cancelled as the agent's stop does."""
+
+    def __init__(self, src: MqttSource, topic: str) -> None:
+        self.ns: list[float] = []
+        self.fenced = asyncio.Event()
+        self._tag, self._fence = f"{topic}/n", f"{topic}/fence/fence"
+        self.task = asyncio.create_task(self._read(src))
+
+    async def _read(self, src: MqttSource) -> None:
+        async for r in src.items():
+            if r.tag == self._tag:
+                self.ns.append(r.value)
+            elif r.tag == self._fence:
+                self.fenced.set()
+
+    async def until(self, pred, what: str) -> None:
+        async with asyncio.timeout(60):
+            while not pred():
+                await asyncio.sleep(0.02)
+
+    async def cancel(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+def _publisher(port: int, cid: str) -> paho.Client:
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id=cid)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    return pub
+
+
+def _publish(pub: paho.Client, topic: str, payloads: list[bytes]) -> None:
+    for p in payloads:
+        pub.publish(topic, p, qos=1).wait_for_publish(30)
+
+
+def _ns(a: int, b: int) -> list[bytes]:
+    return [json.dumps({"n": i}).encode() for i in range(a, b)]
+
+
+async def _stop_amid(src: MqttSource, pub: paho.Client, topic: str, sent: int) -> Reader:
+    """Start ``src``, hand on ``TAKEN`` messages (one malformed), cancel the reader, publish ``DURING`` more,
+    wait until the source has received the ``sent`` of them the broker sends it, and stop it."""
+    reader = Reader(src, topic)
+    await src.start()
+    async with asyncio.timeout(60):
+        await src.subscribed.wait()
+    await asyncio.to_thread(_publish, pub, topic, [*_ns(0, 10), b'{"n": oops', *_ns(10, TAKEN - 1)])
+    await reader.until(lambda: len(reader.ns) == TAKEN - 1, "the first messages read")
+    await reader.cancel()  # the agent's stop: its readers first, its sources last
+    await asyncio.to_thread(_publish, pub, topic, _ns(TAKEN, TAKEN + DURING))
+    await reader.until(lambda: src.stats.received >= TAKEN + sent, "the messages sent during the stop")
+    await src.stop()
+    return reader
+
+
+@pytest.mark.parametrize("protocol", ["mqtt311", "mqtt5"])
+async def test_qos1_messages_that_come_while_stopping_arrive_after_restart_once(mosquitto, protocol) -> None:
+    topic = f"stop/{protocol}/line1"
+    settings = MqttSettings(
+        port=mosquitto.port,
+        protocol=protocol,
+        client_id=f"gw-stop-{protocol}",
+        persistent_session=True,
+        subscriptions=[{"topic": f"stop/{protocol}/#", "qos": 1}],
+    )
+    pub = _publisher(mosquitto.port, f"device-{protocol}")
+    first = MqttSource("mq", settings)
+    again = MqttSource("mq", settings)
+    try:
+        # Mosquitto sends a client 20 unacknowledged messages at a time (max_inflight_messages)
+        reader = await _stop_amid(first, pub, topic, 20)
+        assert reader.ns == list(range(TAKEN - 1)), reader.ns
+        assert first.stats.errors_by_reason.get("malformed_json") == 1, first.stats.errors_by_reason
+        assert first.notices.counts.get("left_at_stop", 0) >= 20, first.notices.status()
+        assert "dropped_at_stop" not in first.notices.counts, first.notices.status()
+
+        after = Reader(again, topic)
+        await again.start()
+        async with asyncio.timeout(60):
+            await again.subscribed.wait()
+        await asyncio.to_thread(_publish, pub, f"{topic}/fence", [b'{"fence": 1}'])
+        async with asyncio.timeout(60):
+            await after.fenced.wait()
+        await after.cancel()
+    finally:
+        await first.stop()
+        await again.stop()
+        pub.disconnect()
+        pub.loop_stop()
+    # every message published during the stop, once; none of those handed on before, nor the malformed one
+    assert after.ns == list(range(TAKEN, TAKEN + DURING)), after.ns
+    assert "malformed_json" not in again.stats.errors_by_reason, again.stats.errors_by_reason
+
+
+@pytest.mark.parametrize("protocol", ["mqtt311", "mqtt5"])
+async def test_messages_that_come_while_stopping_without_a_persistent_session_are_counted(
+    mosquitto, protocol
+) -> None:
+    topic = f"stopclean/{protocol}/line1"
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=mosquitto.port,
+            protocol=protocol,
+            subscriptions=[{"topic": f"stopclean/{protocol}/#", "qos": 1}],
+        ),
+    )
+    pub = _publisher(mosquitto.port, f"device-clean-{protocol}")
+    try:
+        reader = await _stop_amid(src, pub, topic, DURING)  # acknowledged on receipt: all sent at once
+    finally:
+        await src.stop()
+        pub.disconnect()
+        pub.loop_stop()
+    assert reader.ns == list(range(TAKEN - 1)), reader.ns
+    # each received after the reader left: none handed on, each counted
+    assert src.notices.counts.get("dropped_at_stop") == DURING, src.notices.status()
+    assert src.stats.dropped == DURING
