@@ -7,7 +7,8 @@ which would have kept them for the next start, had forgotten them; without one t
 Here the reader is cancelled as the agent does, messages are published and received, the source is stopped
 and a new one started with the same client_id: it gets exactly the messages the first never handed on, none
 twice (a malformed one handed on before is not sent again either); without a persistent session they are
-counted. A fence published last ends each wait: one session's messages come in order, so once it is read
+counted. The last test does the same through a real agent: messages published once its stop has reached its
+sources are read by the next agent with the same config, once each. A fence published last ends each wait: one session's messages come in order, so once it is read
 every redelivery has been too."""
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+from tests.support.waits import until
 
 TAKEN = 30  # handed on before the stop (one of them malformed)
 DURING = 25  # published after the readers stopped: more than the 20 Mosquitto keeps in flight to one client
@@ -147,3 +151,61 @@ async def test_messages_that_come_while_stopping_without_a_persistent_session_ar
     # each received after the reader left: none handed on, each counted
     assert src.notices.counts.get("dropped_at_stop") == DURING, src.notices.status()
     assert src.stats.dropped == DURING
+
+
+@pytest.mark.parametrize("protocol", ["mqtt311", "mqtt5"])
+async def test_an_agent_restarted_gets_the_qos1_messages_published_during_its_stop_once(
+    tmp_path, mosquitto, protocol
+) -> None:
+    """The same through the agent: messages published once its stop has reached its sources (its readers,
+    pipelines and outbox already stopped) are read by the next agent with the same config, once each."""
+    topic = f"agentstop/{protocol}/line1"
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw1", "site": "plant", "line": "line1", "data_dir": str(tmp_path / "data")},
+            "http": {"enabled": False},
+            "sources": {
+                "mq": {
+                    "type": "mqtt",
+                    "port": mosquitto.port,
+                    "protocol": protocol,
+                    "client_id": f"gw-agent-stop-{protocol}",
+                    "persistent_session": True,
+                    "subscriptions": [{"topic": f"agentstop/{protocol}/#", "qos": 1}],
+                }
+            },
+        }
+    )
+    pub = _publisher(mosquitto.port, f"device-agent-{protocol}")
+    first, again = Agent(cfg), Agent(cfg)
+    try:
+        await first.start()
+        src = first.sources["mq"]
+        await until(src.subscribed.is_set, 60, "the first agent's SUBACK")
+        await asyncio.to_thread(_publish, pub, topic, _ns(0, TAKEN))
+        await until(lambda: first.source_items["mq"] == TAKEN, 60, "the first messages read")
+        stop = src.stop
+
+        async def publishing_stop(timeout_s: float = 5.0) -> None:
+            # the agent's stop has reached its sources: its readers are gone, the source is still connected
+            src.stop = stop
+            await asyncio.to_thread(_publish, pub, topic, _ns(TAKEN, TAKEN + DURING))
+            await until(lambda: src.stats.received >= TAKEN + 20, 60, "the messages sent during the stop")
+            await stop(timeout_s)
+
+        src.stop = publishing_stop
+        await first.stop()
+        assert first.source_items["mq"] == TAKEN  # none of them handed on by the stopping agent
+
+        await again.start()
+        await until(again.sources["mq"].subscribed.is_set, 60, "the second agent's SUBACK")
+        await asyncio.to_thread(_publish, pub, f"{topic}/fence", [b'{"fence": 1}'])
+        await until(lambda: f"{topic}/fence/fence" in again.tags["mq"], 60, "the fence")
+        items, last = again.source_items["mq"], again.tags["mq"][f"{topic}/n"].value
+    finally:
+        await first.stop()
+        await again.stop()
+        pub.disconnect()
+        pub.loop_stop()
+    # every message published during the stop, once (and the fence); none of those read before
+    assert (items, last) == (DURING + 1, TAKEN + DURING - 1)
