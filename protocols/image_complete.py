@@ -171,6 +171,8 @@ def _tiff(data: bytes, _: bool) -> str | None:
     if n < (16 if big else 8):
         return "its header is incomplete"
     off = struct.unpack_from(e + fmt_off, data, 8 if big else 4)[0]
+    if off == 0:  # libtiff writes its header so, the pixels next, and links its directory in when it is done
+        return "no image directory yet (its header's first directory offset is 0, filled in when written)"
     seen: set[int] = set()
     while off and off not in seen and len(seen) < _TIFF_MAX_DIRECTORIES:
         page = len(seen) + 1

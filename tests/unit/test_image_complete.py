@@ -130,3 +130,21 @@ def test_hostile_headers_never_raise_nor_allocate_by_what_they_declare():
     for start in (b"BM", b"II*\x00", b"MM\x00*", b"II+\x00", b"RIFF", b"GIF89a", b"P5\n", b"\xff\xd8\xff"):
         for _ in range(200):
             cut_short(start + rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes())
+
+
+def test_a_tiff_libtiff_is_still_writing_its_directory_not_yet_linked_is_cut_short():
+    """libtiff (OpenCV's, most vision software's TIFF writer) writes its header with the first directory's offset
+    0, then the pixels, and links its directory in last: a file it is writing into the drop folder, stalled or
+    slow, was taken as whole (no directory to check), decoded and counted as ``corrupt_frame`` (an upload's '.part'
+    too), an error for a frame still coming."""
+    from protocols.image_complete import cut_short
+
+    tiff = WHOLE["tiff (directory last)"]
+    (ifd,) = struct.unpack_from("<I", tiff, 4)
+    unlinked = tiff[:4] + bytes(4) + tiff[8:]
+    # its pixels written, then its directory too, not yet linked in
+    for k in (8, 9, ifd // 2, ifd, len(tiff)):
+        why = cut_short(unlinked[:k])
+        assert why is not None and "no image directory yet" in why, (k, why)
+        assert not looks_whole(unlinked[:k])
+    assert cut_short(tiff) is None
