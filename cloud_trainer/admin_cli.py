@@ -321,12 +321,11 @@ def main_config(argv: list[str]) -> int:
         print(f"config deployment {d.id}: {d.state}" + (f" ({d.reason})" if d.reason else ""))
         return 0
     from cloud_trainer.fleet.agent_config import MAX_BYTES
-    from model_packager.package import open_regular
+    from model_packager.package import read_bounded
 
     path = Path(a.target)
-    try:  # never waits on a named pipe; one byte over the service's bound is enough for it to refuse
-        with open_regular(path) as f:
-            data = f.read(MAX_BYTES + 1)
+    try:  # <(envsubst < x) is read; a named pipe nothing writes to is not waited on; one byte over is enough
+        data = read_bounded(path, MAX_BYTES)
     except OSError as exc:
         raise SystemExit(f"cloud-trainer config deploy: cannot read {path} ({exc.strerror})") from exc
     if len(data) > MAX_BYTES:

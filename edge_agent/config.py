@@ -1627,6 +1627,8 @@ def read_config_bytes(path: Path, max_bytes: int = CONFIG_MAX_BYTES) -> bytes:
     when it cannot be read, is larger, or is not a file (a folder, a device, a socket). A named pipe is read
     (``edge-agent validate <(envsubst < line3.yaml)``), never waited on: it is opened without blocking, so
     one that nothing writes to reads as empty instead of hanging the command for good."""
+    from model_packager.package import read_upto
+
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -1642,23 +1644,16 @@ def read_config_bytes(path: Path, max_bytes: int = CONFIG_MAX_BYTES) -> bytes:
         if stat.S_ISREG(st.st_mode) and st.st_size > max_bytes:
             raise ConfigError([too_large])
         os.set_blocking(fd, True)  # a pipe with a writer is read to its end; one without reads as empty
-        chunks: list[bytes] = []
-        got = 0
-        while got <= max_bytes:
-            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - got))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            got += len(chunk)
+        data = read_upto(fd, max_bytes)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror or exc})"]) from exc
     finally:
         os.close(fd)
-    if got > max_bytes:
+    if len(data) > max_bytes:
         raise ConfigError([too_large])
-    if not got and stat.S_ISFIFO(st.st_mode):
+    if not data and stat.S_ISFIFO(st.st_mode):
         raise ConfigError([f"{path}: a named pipe that nothing wrote to; give the path of the config file"])
-    return b"".join(chunks)
+    return data
 
 
 def read_config_file(path: Path) -> Any:

@@ -154,13 +154,49 @@ def open_regular(path: str | Path) -> BinaryIO:
         raise
 
 
+def read_bounded(path: str | Path, max_bytes: int) -> bytes:
+    """The bytes of a text file given on a command line (a spec, a config to deploy), at most ``max_bytes + 1``
+    of them, so that the caller refuses a larger one without reading it whole. Unlike a package, such a file
+    may come through a pipe that something writes to: ``<(envsubst < spec.yaml)``, ``/dev/stdin`` of a script's
+    pipeline; it is read to its end, however slowly it is written. A named pipe is opened without blocking,
+    so one that nothing writes to is refused at once (``a named pipe that nothing wrote to``), never waited
+    on; a folder, a device (``/dev/zero``) or a socket is ``OSError`` naming it, never read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            what = next((w for test, w in _NOT_FILES if test(mode)), "not a regular file")
+            raise OSError(errno.EINVAL, f"{what}, not a file")
+        os.set_blocking(fd, True)  # a pipe with a writer is read to its end; one without reads as empty
+        data = read_upto(fd, max_bytes)
+    finally:
+        os.close(fd)
+    if not data and stat.S_ISFIFO(mode):
+        raise OSError(errno.EINVAL, "a named pipe that nothing wrote to")
+    return data
+
+
+def read_upto(fd: int, max_bytes: int) -> bytes:
+    """What ``fd`` gives until its end, but no more than ``max_bytes + 1`` bytes (one past a bound is enough to
+    refuse), in pieces as a pipe's writer sends them."""
+    chunks: list[bytes] = []
+    got = 0
+    while got <= max_bytes:
+        chunk = os.read(fd, min(1 << 20, max_bytes + 1 - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
 def _spec_dict(spec: Manifest | dict | str | Path) -> dict:
     if isinstance(spec, Manifest):
         return spec.model_dump(mode="json")
     if isinstance(spec, str | Path):
         try:
-            with open_regular(spec) as f:
-                text = f.read(MAX_YAML_BYTES + 1)  # load_bounded refuses more, without reading a 1 GB file
+            # load_bounded refuses more, without reading a 1 GB file
+            text = read_bounded(spec, MAX_YAML_BYTES)
         except OSError as exc:
             raise ManifestError(f"spec {spec}: cannot read YAML ({exc.strerror or exc})") from exc
         data = load_bounded(text, f"spec {spec}")
