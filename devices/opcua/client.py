@@ -1581,8 +1581,9 @@ class OpcUaSource:
         self._halt_checks = 0  # checks since that found it still halted
         self._stall_publish: float | None = None  # a silent server's new subscription's first publish seen
         self._held: deque[Reading] = deque()
-        # tag -> the time of the BAD reading a halt gave it, until a reading the server dates later passes
-        self._bad_at: dict[str, float] = {}
+        # tag -> (the time of the BAD reading a halt gave it, or of the last reading stamped after it; whether one
+        # was), until a reading the server dates later passes
+        self._bad_at: dict[str, tuple[float, bool]] = {}
         self._held_n: dict[str, int] = {}  # tag -> its readings in ``_held``
         # tag -> its latest reading pushed out of a full ``_held``: passed on first if none of its tag is
         # left there, so a tag that changed once (a state, a setpoint) among a chatty tag's values is not BAD
@@ -2188,13 +2189,19 @@ class OpcUaSource:
                 return
             self._last_wave[tag] = (val, quality)
         reading = Reading(self.name, tag, val, ts, now, quality, rate, reason)
-        if self._bad_at and (bad_at := self._bad_at.get(tag)) is not None:
+        if self._bad_at and (after := self._bad_at.get(tag)) is not None:
             # the first readings after a BAD this source made (a halt): one the server dates before that BAD (its
             # value unchanged since before the halt) is stamped when it came, never earlier than the BAD, its
             # own time kept in ``source_ts``: a consumer ordering the tag's history by time sees BAD, then GOOD
-            if ts <= bad_at:  # and so are the next it dates before the time this one was stamped
-                reading.timestamp, reading.source_ts = max(now, bad_at + _AFTER_BAD_S), ts
-                self._bad_at[tag] = reading.timestamp
+            at, stamped = after
+            if ts <= at:
+                # the next it dates before the one so stamped (a notification's queued samples; a server whose
+                # clock is behind the gateway's): 1 ms after it, not when they came, so the tag's own times take
+                # over once its server's clock passes that (the arrival time each came at kept every value of a
+                # server a second behind, or of a queue, re-stamped for good)
+                reading.timestamp = at + _AFTER_BAD_S if stamped else max(now, at + _AFTER_BAD_S)
+                reading.source_ts = ts
+                self._bad_at[tag] = (reading.timestamp, True)
             else:
                 del self._bad_at[tag]
         if self._value_changed(tag, val) and self._halt_reason == "server_clock_frozen":
@@ -3106,9 +3113,14 @@ class OpcUaSource:
             self._halt_checks += 1  # a check (or a reconnect's stall) that found it still halted
             return
         now = time.time()
-        for tag in list(self._last_ts):
-            self._bad_at[tag] = now
-            self._channel.put_nowait(Reading(self.name, tag, None, now, now, Quality.BAD, None, e.halt))
+        for tag, last in list(self._last_ts.items()):
+            # never before the tag's last reading: its server's clock may run ahead of the gateway's (up to
+            # max_clock_skew_s), and a BAD dated before the GOOD it follows was hidden behind it; nor before one
+            # stamped after the last BAD
+            prev = self._bad_at.get(tag)
+            at = max(now, last + _AFTER_BAD_S, prev[0] + _AFTER_BAD_S if prev is not None else now)
+            self._bad_at[tag] = (at, False)
+            self._channel.put_nowait(Reading(self.name, tag, None, at, now, Quality.BAD, None, e.halt))
 
     def _hold(self, reading: Reading) -> None:
         """A reading while a halted server has not shown it healthy: kept, in order, to be passed on once it

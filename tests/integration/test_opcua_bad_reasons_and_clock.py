@@ -13,6 +13,7 @@ come from the monotonic clock."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from pathlib import Path
 
@@ -48,6 +49,29 @@ async def _line(port: int):
 
 def _nodes(idx: int, *names: str) -> list[dict]:
     return [{"node_id": f"ns={idx};s={n}", "tag": n} for n in names]
+
+
+async def _halted_and_back(srv, idx: int, port: int, then=None) -> list:
+    """A source of the line's Speed tag started, its first value read, its server Suspended (the halt's BAD
+    reading) and Running again (the tag GOOD again); ``then(got)`` awaited after that; every reading passed on."""
+    src = OpcUaSource("plc", _settings(port, reconnect_initial_s=0.1, nodes=_nodes(idx, "Speed")))
+    out = None
+    try:
+        await src.start()
+        out = _Collect(src)
+        await until(lambda: out.got, 10, "the first value")
+        await _set_state(srv, ua.ServerState.Suspended)
+        await until(lambda: any(r.quality is Quality.BAD for r in out.got), 20, "the halt's BAD reading")
+        await _set_state(srv, ua.ServerState.Running)
+        await until(lambda: out.got[-1].quality is Quality.GOOD and len(out.got) >= 3, 20, "GOOD again")
+        if then is not None:
+            await then(out.got)
+    finally:
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        await srv.stop()
+    return out.got
 
 
 async def test_bad_and_uncertain_readings_say_the_servers_status_code_or_the_sources_own_reason() -> None:
@@ -88,28 +112,79 @@ async def test_after_a_halt_the_tags_history_never_goes_back_in_time_and_keeps_t
     ``source_ts``. Before, it kept its older source time: ordered by time, the GOOD came before the BAD."""
     port = free_port()
     srv, idx = await _line(port)
-    src = OpcUaSource("plc", _settings(port, reconnect_initial_s=0.1, nodes=_nodes(idx, "Speed")))
-    out = None
-    try:
-        await src.start()
-        out = _Collect(src)
-        await until(lambda: out.got, 10, "the first value")
-        await _set_state(srv, ua.ServerState.Suspended)
-        await until(lambda: any(r.quality is Quality.BAD for r in out.got), 20, "the halt's BAD reading")
-        await _set_state(srv, ua.ServerState.Running)
-        await until(lambda: out.got[-1].quality is Quality.GOOD and len(out.got) >= 3, 20, "GOOD again")
-    finally:
-        if out is not None:
-            out.cancel()
-        await src.stop()
-        await srv.stop()
-    good, bad, again = out.got[0], out.got[1], out.got[2]
-    assert good.quality is Quality.GOOD and bad.quality is Quality.BAD, out.got
-    assert again.quality is Quality.GOOD and again.value == good.value, out.got
-    assert again.timestamp > bad.timestamp >= good.timestamp, out.got
-    assert again.source_ts == good.timestamp and good.source_ts is None and bad.source_ts is None, out.got
-    times = [r.timestamp for r in out.got]
-    assert times == sorted(times), out.got
+    got = await _halted_and_back(srv, idx, port)
+    good, bad, again = got[0], got[1], got[2]
+    assert good.quality is Quality.GOOD and bad.quality is Quality.BAD, got
+    assert again.quality is Quality.GOOD and again.value == good.value, got
+    assert again.timestamp > bad.timestamp >= good.timestamp, got
+    assert again.source_ts == good.timestamp and good.source_ts is None and bad.source_ts is None, got
+    times = [r.timestamp for r in got]
+    assert times == sorted(times), got
+
+
+async def _write(srv, idx: int, value: float, source_t: float) -> None:
+    """The PLC's tag set to ``value``, dated ``source_t`` by the PLC's own clock."""
+    stamp = dt.datetime.fromtimestamp(source_t, dt.UTC)
+    await srv.write_attribute_value(
+        ua.NodeId("Speed", idx),
+        ua.DataValue(ua.Variant(value, ua.VariantType.Double), SourceTimestamp=stamp, ServerTimestamp=stamp),
+    )
+
+
+async def test_a_server_whose_clock_is_behind_ours_gets_its_own_times_back_soon_after_a_halt() -> None:
+    """A PLC whose clock is 2 s behind the gateway's (well within max_clock_skew_s) halts and runs again; its
+    tag's values after that are dated before the BAD the halt gave the tag (and before the time the first of
+    them was stamped). They are stamped after it, in order, only until the PLC's clock passes it: then each
+    value has its own source time again. Before, each was stamped when it came, and the next dated before that:
+    every later value of the tag was re-stamped with the gateway's receive time for good, its own time only in
+    ``source_ts`` (so would a queue's samples be, whose next notification holds samples dated before the time
+    the last of the previous one came)."""
+    behind_s = 2.0
+    port = free_port()
+    srv, idx = await _line(port)
+    await _write(srv, idx, 1.0, time.time() - behind_s)
+    value = 1.0
+
+    async def values_until_its_own_time(got: list) -> None:
+        async def own_time_again() -> bool:
+            nonlocal value
+            last = got[-1]
+            if last.value == value and last.quality is Quality.GOOD and last.source_ts is None:
+                return True
+            if last.value == value:  # the last one written is in: the next, dated by the PLC's clock
+                value += 1.0
+                await _write(srv, idx, value, time.time() - behind_s)
+            return False
+
+        # a value every ~0.2 s: the PLC's clock passes the BAD 2 s (and some) after it
+        await until(own_time_again, 30, "a value with its own source time again", every_s=0.2)
+
+    got = await _halted_and_back(srv, idx, port, values_until_its_own_time)
+    bad = next(r for r in got if r.quality is Quality.BAD)
+    after = got[got.index(bad) + 1 :]
+    assert all(r.timestamp > bad.timestamp for r in after), got
+    times = [r.timestamp for r in got]
+    assert times == sorted(times) and len(set(times)) == len(times), got
+    assert all(r.source_ts is not None for r in after[:2]), after  # dated before the BAD: stamped after it
+    assert after[-1].timestamp < after[-1].received_at - behind_s / 2, after[-1]  # the PLC's own time
+
+
+async def test_the_bad_a_halt_gives_a_tag_is_never_dated_before_the_value_it_follows() -> None:
+    """A PLC whose clock is a minute ahead of the gateway's (within max_clock_skew_s) dates its tag's value a
+    minute ahead; it halts: the BAD reading the halt gives the tag is dated after that value, and the value it sends
+    again once running is dated after the BAD. Before, the BAD was stamped by the gateway's clock alone: a minute
+    before the GOOD value it follows, so a consumer ordering the tag's history by time had the halt hidden
+    behind the last GOOD value."""
+    port = free_port()
+    srv, idx = await _line(port)
+    await _write(srv, idx, 1.0, time.time() + 60.0)
+    got = await _halted_and_back(srv, idx, port)
+    good, bad, again = got[0], got[1], got[2]
+    assert good.quality is Quality.GOOD and bad.quality is Quality.BAD and bad.reason == "server_not_running"
+    assert again.quality is Quality.GOOD and again.value == good.value, got
+    assert again.timestamp > bad.timestamp > good.timestamp, got
+    assert bad.timestamp > bad.received_at, bad  # not by the gateway's clock: after the value it follows
+    assert again.source_ts == good.timestamp, got
 
 
 class _Clock:
