@@ -487,6 +487,9 @@ class CameraSource:
         # watch: files of no image kind the camera reads (by name or bytes), or not named as one and there at the
         # start, by name: never read again while unchanged, never deleted (keep_files)
         self._not_images: dict[str, _Key] = {}
+        # watch: names of the files there at the start (left alone), while their size, modification time and inode
+        # stay as they were: a change of their status alone (a mode, a hard-link backup, an archive bit) is no part
+        self._at_start: set[str] = set()
         # routine events said once and counted (``/status``, ``edge_silent_drops_total``): a drop folder's files
         # that are no image the camera reads (``file_skipped``, each reason and extension said once)
         self.notices = Notices(log)
@@ -511,6 +514,7 @@ class CameraSource:
         self._dropped_in = None
         self._not_images = {}
         self._cut = {}
+        self._at_start = set()
         self.state = ConnectionState.CONNECTING
         self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
@@ -703,10 +707,10 @@ class CameraSource:
         files were last written, when it has not changed for ``settle_ms`` (a camera's software or an FTP
         upload writing it has finished; changed: its size, modification or status-change time). Files already
         there at the start are left alone: after a restart, inspecting old parts again would drive the PLC for
-        parts long gone. A file rewritten later is read again: a new size or modification time, or the same
-        ones with other bytes (a camera overwriting 'last.bmp' within its file system's time resolution, or a
-        copy setting the time back: its status-change time or inode tells, the bytes decide); the record of
-        files read is pruned as files leave the folder.
+        parts long gone (also when their status alone changes: ``_at_start``). A file rewritten later is read
+        again: a new size or modification time, or the same ones with other bytes (a camera overwriting
+        'last.bmp' within its file system's time resolution, or a copy setting the time back: its status-change
+        time or inode tells, the bytes decide); the record of files read is pruned as files leave the folder.
 
         A file named as an image whose bytes are an image cut short (``protocols.image_complete``: every kind)
         is never inspected: it is read again while it stays so (the upload may still be running, hidden by a
@@ -753,6 +757,7 @@ class CameraSource:
             first = listing()
             self._dropped_in = {n: (key, None) for n, (key, _, _) in first.items() if named(n)}
             self._not_images = {n: key for n, (key, _, _) in first.items() if not named(n)}
+            self._at_start = set(first)
         done, others, cut = self._dropped_in, self._not_images, self._cut
         self.state = ConnectionState.CONNECTED
         crowded = False
@@ -778,6 +783,7 @@ class CameraSource:
             for record in (done, others, cut) if files else ():
                 for name in [n for n in record if n not in files]:
                     del record[name]
+                    self._at_start.discard(name)
             ready = sorted(
                 (mtime, name)
                 for name, (key, mtime, changed) in files.items()
@@ -806,6 +812,15 @@ class CameraSource:
         read and handed on, or kept for a later read (cut short), or skipped, and recorded."""
         assert self._dropped_in is not None
         done, others, cut, name = self._dropped_in, self._not_images, self._cut, f.name
+        if name in self._at_start:
+            was = done[name][0] if name in done else others.get(name)
+            if was is not None and was[:3] == key[:3]:  # there at the start, its status alone changed: left
+                if name in done:
+                    done[name] = (key, None)
+                else:
+                    others[name] = key
+                return
+            self._at_start.discard(name)  # written since (or gone, and another of its name come)
         if not named and (no := self._no_image(f)):
             done.pop(name, None)  # an image by content rewritten as something else: kept, not trimmed
             others[name] = key

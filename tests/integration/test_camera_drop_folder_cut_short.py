@@ -188,3 +188,33 @@ async def test_a_file_overwritten_with_the_same_size_and_time_is_read_again_and_
     assert np.array_equal(b.image, second)
     assert np.array_equal(c.image, first)
     assert not src.stats.errors_by_reason
+
+
+async def test_files_there_at_the_start_whose_status_alone_changes_are_never_inspected(tmp_path):
+    """Files in the folder when the watcher starts are left alone (old parts: inspecting them again would drive the
+    PLC for parts long gone). Their status-change time moves without a byte written: a mode or owner changed for
+    the folder, a hard-link backup (rsnapshot, rsync --link-dest), a Windows backup clearing the archive bit on the
+    share. Keyed on that time too, each such file was read and inspected as new, named or not ('frame_0001', a
+    line camera's upload); now one whose size, modification time and inode are as at the start is still left."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    old = [cv2.cvtColor(grey(s), cv2.COLOR_GRAY2BGR) for s in (5, 6)]
+    (drop / "part_old.bmp").write_bytes(cv2.imencode(".bmp", old[0])[1].tobytes())
+    (drop / "frame_0001").write_bytes(cv2.imencode(".bmp", old[1])[1].tobytes())
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=100, keep_files=None))
+    await src.start()
+    try:
+        await connected(src)
+        for name in ("part_old.bmp", "frame_0001"):
+            os.chmod(drop / name, 0o600)  # its status alone
+            os.link(drop / name, tmp_path / f"backup-{name}")  # a hard-link backup: its link count
+        new = cv2.cvtColor(grey(7), cv2.COLOR_GRAY2BGR)
+        await asyncio.sleep(0.02)  # written after: the older files' turn comes first
+        (drop / "part_new.bmp").write_bytes(cv2.imencode(".bmp", new)[1].tobytes())
+        (first,) = await take(src, 1, 20)
+        with pytest.raises(TimeoutError):
+            await take(src, 1, 1.0)
+    finally:
+        await src.stop()
+    assert np.array_equal(first.image, new)
+    assert not src.stats.errors_by_reason
