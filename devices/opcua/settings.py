@@ -7,6 +7,7 @@ needs the client certificate and key (PEM or DER) and, optionally, the server ce
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import enum
 import re
@@ -178,8 +179,9 @@ class OpcUaSettings(_Model):
             )
         if self.password is not None and self.username is None:
             raise ValueError("password given without username; add username")
-        tags = [n.tag or n.node_id for n in self.nodes]
-        dup = sorted({t for t in tags if tags.count(t) > 1})
+        # counted once each: tags.count(t) for every tag took 25 s for a generated config of 30,000 nodes
+        tags = collections.Counter(n.tag or n.node_id for n in self.nodes)
+        dup = sorted(t for t, k in tags.items() if k > 1)
         if dup:
             raise ValueError(f"nodes: tag(s) {dup} appear more than once; give each node its own tag")
         by_node: dict[str, list[NodeSettings]] = {}
