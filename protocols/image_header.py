@@ -202,6 +202,25 @@ def _pnm_header(b: bytes) -> tuple[int, ...] | None:
 _ANIMATION_MAX_CHUNKS = 4096  # chunks read looking for an animation's frames: a crafted file stays cheap
 
 
+def _png_chunk_overrun(data: bytes | memoryview) -> str | None:
+    """The PNG chunk, up to IEND, whose declared length runs past the end of the file, said in one line, or
+    None (also for image data, IDAT, cut short: libpng reads it as it comes). libpng allocates a text or
+    palette chunk's declared length before reading it: a 60-byte file whose tEXt chunk declares 4 GiB took
+    OpenCV's decode 4 GiB of memory and seconds of CPU. Only a chunk that fits in the file is left to it."""
+    b = data if isinstance(data, bytes) else bytes(data)
+    i = 8
+    while i + 8 <= len(b):
+        length, typ = struct.unpack_from(">I4s", b, i)
+        if length > len(b) - i - 12:
+            if typ == b"IDAT":  # a file cut short in its image data: "truncated", as before
+                return None
+            return f"its {typ.decode('latin-1')!r} chunk at byte {i} declares {length} bytes, past the file's end"
+        if typ == b"IEND":
+            break
+        i += 12 + length
+    return None
+
+
 def animated(data: bytes | memoryview) -> str | None:
     """Why a PNG or WebP is not read as one image, or None: an animated one (a PNG's ``acTL`` chunk before its
     image data, or a WebP whose header says animation) of more than one frame, of which decoders read the first
@@ -276,6 +295,10 @@ def decode_image(
         raise ImageRejected(why, unsupported=True)
     if kind == "TIFF" and (why := tiff_data_misplaced(data)) is not None:  # libtiff would decode garbage
         raise ImageRejected(why)
+    if kind == "PNG" and (why := _png_chunk_overrun(data)) is not None:  # libpng would allocate what it says
+        raise ImageRejected(
+            f"a PNG header for {w}x{h} pixels, but the image data is truncated or corrupt ({why})"
+        )
     buf = np.frombuffer(data, np.uint8)
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR if flags is None else flags)
@@ -455,6 +478,8 @@ _TIFF_TYPE_SIZE = {
 }
 # (offsets tag, byte counts tag, what a segment is called): StripOffsets/StripByteCounts, TileOffsets/TileByteCounts
 _TIFF_SEGMENTS = ((273, 279, "strip"), (324, 325, "tile"))
+# tiff_data_misplaced: strips or tiles in the file's order checked at a time; at most so many out of order, sorted
+_TIFF_SEGMENTS_AT_ONCE, _TIFF_SORTED = 1 << 16, 1 << 20
 
 
 def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
@@ -513,6 +538,61 @@ def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
         if offsets is None or counts is None or len(offsets) != len(counts):
             continue  # libtiff's own concern (it estimates missing byte counts)
         total = len(offsets)
+        # in the file's order, as writers put them: checked a slice at a time, never copied whole to 64-bit arrays
+        # (a crafted file's 22 million strips, 198 MB within the pixel limit, took 1.2 GB so); else sorted, as many
+        # as a real image has out of order at most
+        step, last, in_order = _TIFF_SEGMENTS_AT_ONCE, -1, True
+        for s in range(0, total, step):
+            piece = np.minimum(offsets[s : s + step][counts[s : s + step] != 0].astype(np.uint64), cap)
+            if len(piece) and (int(piece[0]) <= last or not (piece[1:] > piece[:-1]).all()):
+                in_order = False
+                break
+            last = int(piece[-1]) if len(piece) else last
+        if in_order:
+            far, far_no, done, hit = (
+                np.uint64(0),
+                -1,
+                0,
+                None,
+            )  # the furthest end so far, whose; segments seen
+            for s in range(0, total, step):
+                nos = np.flatnonzero(counts[s : s + step]) + s  # empty segments are not checked
+                if not len(nos):
+                    continue
+                starts = np.minimum(offsets[nos].astype(np.uint64), cap)
+                ends = starts + np.minimum(counts[nos].astype(np.uint64), cap)
+                furthest = np.maximum(np.maximum.accumulate(ends), far)
+                inside = np.searchsorted(region_starts, furthest, side="left")
+                reach = np.where(inside > 0, region_reach[np.maximum(inside, 1) - 1], 0)
+                over = (inside > 0) & (reach > starts)
+                bad = np.flatnonzero(over | (ends > n))
+                if len(bad):
+                    return _tiff_misplaced(
+                        what, total, int(nos[bad[0]]), bool(over[bad[0]]), offsets, counts, used, n
+                    )
+                if hit is None:  # the first that starts before the furthest end of those before it
+                    before = np.concatenate((np.array([far], np.uint64), furthest[:-1]))
+                    overlap = np.flatnonzero(starts < before)
+                    overlap = overlap[overlap > 0] if not done else overlap
+                    if len(overlap):
+                        i = int(overlap[0])
+                        by = int(nos[int(np.argmax(ends[:i]))]) if i and ends[:i].max() > far else far_no
+                        hit = sorted((int(nos[i]) + 1, by + 1))
+                top = int(np.argmax(ends))
+                if ends[top] > far:
+                    far, far_no = ends[top], int(nos[top])
+                done += len(nos)
+            if hit is not None:
+                return (
+                    f"a TIFF whose {what}s {hit[0]} and {hit[1]} of {total} lie over each other: its {what} "
+                    "offsets are damaged, and the decoder would read garbage as pixels"
+                )
+            continue
+        if total > _TIFF_SORTED:
+            return (
+                f"a TIFF whose {total} {what}s are out of the file's order, more than {_TIFF_SORTED} (no writer puts "
+                f"so many so): its {what} offsets are damaged"
+            )
         nos = np.flatnonzero(counts)  # empty segments are not checked
         starts = np.minimum(offsets[nos].astype(np.uint64), cap)
         ends = starts + np.minimum(counts[nos].astype(np.uint64), cap)
@@ -530,18 +610,8 @@ def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
         over = (inside > 0) & (reach > starts)
         bad = np.flatnonzero(over | (ends > n))
         if len(bad):
-            i = int(bad[0])
-            no, start = int(nos[i]), int(offsets[nos[i]])
-            end = start + int(counts[nos[i]])
-            if over[i]:
-                name = next((nm for a, b, nm in used if start < b and a < end), "another part of the file")
-                return (
-                    f"a TIFF whose {what} {no + 1} of {total} (bytes {start}-{end}) lies over {name}: its "
-                    f"{what} offsets are damaged, and the decoder would read garbage as pixels"
-                )
-            return (
-                f"a TIFF whose {what} {no + 1} of {total} (bytes {start}-{end}) reaches past the end of the file "
-                f"({n} bytes): cut short or damaged"
+            return _tiff_misplaced(
+                what, total, int(nos[bad[0]]), bool(over[bad[0]]), offsets, counts, used, n
             )
         # the furthest end of the segments before each one (all within the file here), and which one reaches it
         hit = np.flatnonzero(starts[1:] < furthest[:-1])
@@ -554,6 +624,24 @@ def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
                 "offsets are damaged, and the decoder would read garbage as pixels"
             )
     return None
+
+
+def _tiff_misplaced(
+    what: str, total: int, no: int, over: bool, offsets: Any, counts: Any, used: list, n: int
+) -> str:
+    """``tiff_data_misplaced``'s words for segment ``no`` (from 0): lying over another part of the file, or past its end."""
+    start = int(offsets[no])
+    end = start + int(counts[no])
+    if over:
+        name = next((nm for a, b, nm in used if start < b and a < end), "another part of the file")
+        return (
+            f"a TIFF whose {what} {no + 1} of {total} (bytes {start}-{end}) lies over {name}: its "
+            f"{what} offsets are damaged, and the decoder would read garbage as pixels"
+        )
+    return (
+        f"a TIFF whose {what} {no + 1} of {total} (bytes {start}-{end}) reaches past the end of the file "
+        f"({n} bytes): cut short or damaged"
+    )
 
 
 def tiff_not_one_image(data: bytes | memoryview) -> str | None:
@@ -628,7 +716,8 @@ def _may_be_transparent(data: bytes | memoryview) -> bool:
     if magic == b"\x89PNG" and len(data) >= 26:
         head = data if isinstance(data, bytes) else bytes(data)
         idat = head.find(b"IDAT")
-        return data[25] in (4, 6) or head.find(b"tRNS", 0, idat if idat > 0 else len(head)) >= 0
+        alpha = data[25] in (4, 6) or head.find(b"tRNS", 0, idat if idat > 0 else len(head)) >= 0
+        return alpha and _png_chunk_overrun(head) is None  # never decoded with a chunk past its end (4 GiB)
     if magic not in _TIFF_MAGIC:
         return False
     first = (tiff_directories(data) or [{}])[0]
