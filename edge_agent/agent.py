@@ -690,9 +690,14 @@ class Agent:
             return
         if verdict != "start":
             return
-        # still down since before a restart: the same outage, not a second start
+        # still down since before a restart: the same outage, not a second start; a flapping one's flaps are
+        # carried on (adopted), as when found connected: taken for a clean outage of this watch's own, it ended
+        # at the first connected pass and the next flaps started another
         if name in self._down_carried:
-            self._down_reported[name] = self._down_carried.pop(name)
+            told = self._down_reported[name] = self._down_carried.pop(name)
+            flaps = _told_flaps(told)
+            if flaps is not None and flaps > w.flaps:
+                w.adopt(now, flaps)
             return
         self._down_reported[name] = rec = self._since(w, now)
         self._save_told(self._downs_file, self._down_carried, self._down_reported)

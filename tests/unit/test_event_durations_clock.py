@@ -177,3 +177,31 @@ def test_an_agent_restarted_mid_halting_spell_ends_it_once_and_starts_no_other(t
     assert [e["active"] for e in _events(second, "source_halted")] == [False], _events(
         second, "source_halted"
     )
+
+
+def test_an_agent_restarted_in_a_long_outage_of_a_flapping_spell_ends_the_spell_once_and_starts_no_other(
+    tmp_path: Path,
+) -> None:
+    """A source flapping (down 20 s, back 4 s) is told down once; the agent restarts while it is down, and it
+    stays down 40 s (long enough for the next agent to find it down), then flaps on, then serves steadily. Across
+    both agents: one start, one end, the end counting the flaps. Before, the next agent took the outage it found
+    as a clean one of its own (flaps 1): it ended it at the first connected pass, and the next flaps started
+    another episode (a start and an end the spell never had)."""
+    first = _agent(tmp_path)
+    down = lambda a: lambda t: a._source_liveness("plc", _src("backoff"), t)  # noqa: E731
+    up = lambda a: lambda t: a._source_liveness("plc", _src("connected"), t)  # noqa: E731
+    _flap(first, 0.0, 4, down(first), up(first))
+    (start,) = _events(first, "source_down")
+    assert start["active"] is True and start["flaps"] >= 2, start
+    second = _agent(tmp_path)  # restarted while the source is down
+    t = 0.0
+    for _ in range(20):  # down 40 s
+        down(second)(t)
+        t += 2.0
+    t = _flap(second, t, 4, up(second), down(second))  # back 20 s, down 4 s
+    for _ in range(80):  # steadily connected: the spell ends once
+        up(second)(t)
+        t += 2.0
+    assert [e["active"] for e in _events(second, "source_down")] == [False], _events(second, "source_down")
+    (end,) = _events(second, "source_down")
+    assert end["flaps"] >= start["flaps"] and end["down_s"] is not None, end
