@@ -1610,9 +1610,12 @@ def load_config(path: str | Path) -> AgentConfig:
 
 
 # A config file is read whole before it is parsed: without a bound, a 1 GB file (a log or a disk image
-# given by mistake, a line without end) was read into memory and parsed on a gateway of 1-2 GB. The largest
-# site configs we know are ~100 KiB; a fleet config is at most 256 KiB (``fleet_config.MAX_BYTES``).
-CONFIG_MAX_BYTES = 4 * 1024 * 1024
+# given by mistake, a line without end) was read into memory and parsed on a gateway of 1-2 GB. Hand-written
+# site configs are ~100 KiB, but one generated from a plant's tag list is not: 30,000 OPC UA nodes with a tag
+# each are 4.4 MB (validated in ~8 s, ~180 MB). 16 MiB holds ~100,000 such nodes (about as many YAML nodes as
+# CONFIG_YAML_MAX_NODES allows), more than one 2-core gateway serves. A fleet config is at most 256 KiB
+# (``fleet_config.MAX_BYTES``).
+CONFIG_MAX_BYTES = 16 * 1024 * 1024
 
 _NOT_A_FILE = (
     (stat.S_ISDIR, "a folder"),
@@ -1634,7 +1637,8 @@ def read_config_bytes(path: Path, max_bytes: int = CONFIG_MAX_BYTES) -> bytes:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror or exc})"]) from exc
     too_large = (
-        f"{path}: larger than {max_bytes} bytes, the most a config file may hold; is it the config file?"
+        f"{path}: larger than {max_bytes} bytes, the most a config file may hold; is it the config file? If "
+        "it is, give its sources to more than one agent, each with its own config"
     )
     try:
         st = os.fstat(fd)

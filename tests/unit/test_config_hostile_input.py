@@ -55,8 +55,31 @@ def test_a_config_larger_than_the_bound_is_refused_before_it_is_read_whole(tmp_p
     big = tmp_path / "agent.yaml"
     big.write_text(AGENT + "# " + "x" * CONFIG_MAX_BYTES + "\n")  # a valid config, but for its size
     assert _errors(big) == [
-        f"{big}: larger than {CONFIG_MAX_BYTES} bytes, the most a config file may hold; is it the config file?"
+        f"{big}: larger than {CONFIG_MAX_BYTES} bytes, the most a config file may hold; is it the config file? "
+        "If it is, give its sources to more than one agent, each with its own config"
     ]
+
+
+def test_a_config_generated_from_a_plants_tag_list_is_not_refused_for_its_size(tmp_path):
+    """A config written by a generator from a large plant's tag list (12,000 OPC UA nodes, each with its tag
+    and the description the generator puts beside it): 4.5 MB, valid before 60604bb, then refused as
+    larger than 4 MiB, "is it the config file?", with no way out."""
+    lines = [AGENT + "sources:\n  plc:\n    type: opcua\n    endpoint: opc.tcp://127.0.0.1:4840/\n    nodes:"]
+    for i in range(12_000):
+        area, unit = divmod(i, 400)
+        lines += [
+            f"      # {area:02d}-{unit:03d}: line {area} unit {unit} pressure transmitter PT-{i:05d}, 4-20 mA on AI "
+            f"card {i % 16}, range 0-16 bar, alarm high 14 bar, high-high 15.5 bar, interlock I-{i:05d} (P&ID "
+            f"sheet {area}-{unit // 20:02d}), calibrated yearly, installed 2019, vendor tag {i:08x}",
+            f"      - node_id: ns=3;s=Plant.Area{area:02d}.Unit{unit:03d}.PT{i:05d}.PV",
+            f"        tag: area{area:02d}_unit{unit:03d}_pt{i:05d}",
+            "        sampling_interval_ms: 1000",
+        ]
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("\n".join(lines) + "\n")
+    assert cfg.stat().st_size > 4 * 1024 * 1024
+    loaded = load_config(cfg)
+    assert len(loaded.sources["plc"].nodes) == 12_000
 
 
 @pytest.mark.timeout(60)
