@@ -332,9 +332,10 @@ class SparkplugHostSettings(_Model):
         "(s, from the first ask and from its last message) is asked nothing more: a node taken out of service "
         "without a death (switched off, removed) is not asked every rebirth_retry_max_s for ever (counted: notice "
         "rebirth_given_up, said once per node); its next message, whatever it is, asks again. A born node that "
-        "sends nothing this long, with no death read (a cable cut, a broker that lost its will), is stale: its tags "
-        "marked BAD as a death would (notice node_silent), commands refused, its data read again when it speaks. "
-        "0: never given up",
+        "sends nothing this long, with no death read, is asked its birth (one reporting by exception is quiet for "
+        "days, its session valid): one that answers stays live; one that sends nothing within rebirth_retry_max_s "
+        "of that ask (a cable cut, a broker that lost its will) is stale: its tags marked BAD as a death would "
+        "(notice node_silent), commands refused, its data read again when it speaks. 0: never given up",
     )
     max_inflated_bytes_per_s: int = Field(
         16 * 1024 * 1024,

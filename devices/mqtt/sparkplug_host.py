@@ -32,10 +32,11 @@ birth (valid NBIRTHs under made-up names, a client on the plant's shared broker)
 a silent one, then one that sent no data for ``TALKING_KEEP_S``; a never-born name's data, only of a silent one or
 one quiet ``TALKING_KEEP_S``. A node that sends data is so kept whatever the flood of births; when no place is
 found the new one is skipped (``too_many_nodes``), and a name whose data was so refused is asked its birth all the
-same, within ``rebirth_max_per_s``. A born node that sends nothing for ``rebirth_give_up_s`` with no death read (a
-cable cut, a broker that lost its will) goes silent (``_silence``, run by ``tick``): its tags that had a value are
-passed on BAD as a death would make them (``take_stale``), counted (``node_silent``), commands refused, asked
-nothing, until it sends anything, which is read and asks its birth. The other state kept per name coming from the outside world is bounded too: groups whose
+same, within ``rebirth_max_per_s``. A born node that sends nothing for ``rebirth_give_up_s`` with no death read is
+asked its birth (one reporting by exception is quiet for days, its session valid); if it sends nothing within
+``rebirth_retry_max_s`` of that ask (a cable cut, a broker that lost its will) it goes silent (``_silence``, run by
+``tick``): its tags that had a value are passed on BAD as a death would make them (``take_stale``), counted
+(``node_silent``), commands refused, asked nothing, until it sends anything, which is read and asks its birth. The other state kept per name coming from the outside world is bounded too: groups whose
 births no subscription takes (``_unreachable``, ``MAX_UNREACHED_GROUPS``, least recently seen forgotten, one
 notice key whatever the group), the nodes' inflate budgets (``MAX_NODES``, least recently used forgotten), a
 node's devices born (``MAX_NODE_DEVICES``) and its metrics, aliases and last values (``MAX_NODE_METRICS``).
@@ -196,12 +197,22 @@ class _Node:
     given_up: set[str | None] = field(default_factory=set)
     born: bool = False  # a birth of it was read once: dead, kept DEAD_KEEP_S (``SparkplugHost._file``)
     clash_asked: bool = False  # a rebirth was asked for an alias its births gave to two metrics (``_learn``)
-    # a live data message (NDATA, DDATA) of it was read since its birth: a node that only sends births (a flood of
-    # made-up names) is forgotten before those that speak when the table is full (``SparkplugHost._room``)
+    # a rebirth was asked for data by an alias its births gave to a metric of another (the node's, or another
+    # device's): a node that sends so by its program would bring the same map at every rebirth (``_readings``)
+    scope_asked: bool = False
+    # a live data message (NDATA, DDATA) of it was read since its birth, or its birth answered a rebirth asked: a
+    # node that only sends births (a flood of made-up names) is forgotten before those that speak when the table
+    # is full (``SparkplugHost._room``)
     talked: bool = False
     # born, and nothing heard of it for rebirth_give_up_s, no death read (a cable cut, a broker that lost its
     # will): its tags were marked BAD as a death would (``SparkplugHost._silence``), until it sends anything
     silent: bool = False
+    # born, live, and nothing heard of it for rebirth_give_up_s: a node reporting by exception whose values hold
+    # still says nothing for days, its session valid (Sparkplug 3.0, Data Publish). When it was asked its birth to
+    # learn whether it lives (monotonic; ``SparkplugHost._silence``), and when that ask was sent (``tick``):
+    # silent only if nothing of it is heard within rebirth_retry_max_s of the send. Any live message clears both
+    probed: float = math.inf
+    probe_sent: float = math.inf
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -473,6 +484,9 @@ class SparkplugHost:
         self._mute: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._talking: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._silent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # born, live nodes quiet rebirth_give_up_s and asked their birth to learn whether they live, first asked
+        # first (``_silence``): an answer files them back among those that speak
+        self._probed: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.nodes_forgotten = 0  # nodes forgotten to make room for new ones (notice nodes_forgotten)
         self.born_forgotten = 0  # ... of which born and live (notice born_nodes_forgotten)
         # born nodes that went silent without a death, their tags marked BAD (notice node_silent)
@@ -726,6 +740,9 @@ class SparkplugHost:
                 heapq.heappush(self._unanswered, (node.retry_at, key))
             if not node.asked:  # the first ask no birth has answered yet: rebirth_give_up_s counts from it
                 node.asked_since = now
+            # asked whether it lives: rebirth_retry_max_s counts from here (``_silence``)
+            if node.probed < math.inf:
+                node.probe_sent = min(node.probe_sent, now)
             node.asked |= node.want
             node.want.clear()
             node.last_rebirth = now
@@ -899,10 +916,11 @@ class SparkplugHost:
         elif not live:
             self._dead[key] = None
         elif node.alive:
-            (self._silent if node.silent else self._talking if node.talked else self._mute)[key] = None
+            line = self._silent if node.silent else self._probed if node.probed < math.inf else None
+            (line if line is not None else self._talking if node.talked else self._mute)[key] = None
 
     def _unfile(self, key: tuple[str, str]) -> None:
-        for line in (self._spare, self._dead, self._mute, self._talking, self._silent):
+        for line in (self._spare, self._dead, self._mute, self._talking, self._silent, self._probed):
             line.pop(key, None)
 
     def _front(self, line: OrderedDict[tuple[str, str], None]) -> tuple[str, str] | None:
@@ -919,14 +937,21 @@ class SparkplugHost:
         return None
 
     def _silence(self, now: float) -> None:
-        """Born, live nodes heard nothing of for ``rebirth_give_up_s`` (none when 0), no death read: a node whose
-        cable was cut, or whose broker lost its will, was kept live for good and its tags GOOD at their last
-        values. Each is marked stale as a death would (its tags that had a value BAD, passed on by ``take_stale``),
-        counted and said once per node (notice ``node_silent``), and given up on: asked nothing, kept (filed as
-        silent: forgotten for a new name before the nodes that speak, ``_room``), its data read as before when it
-        speaks again, which asks its birth (``handle``). At most ``ASK_SCAN_MAX`` nodes looked at per call."""
+        """Born, live nodes heard nothing of for ``rebirth_give_up_s`` (none when 0), no death read. Quiet is no
+        sign of a node gone: one reporting by exception whose values hold still sends nothing for days while its
+        session is valid (Sparkplug 3.0, Data Publish: data is sent only when it changes; a node gone is told by
+        its death, the broker's will), and such a node taken as gone had its tags BAD and its commands refused on
+        a healthy plant. So each is first asked its birth (an NCMD ``Node Control/Rebirth``, which every edge node
+        must answer; held to the source's rate), filed as asked (``_probed``); an answer, or anything it sends,
+        files it back among those that speak. Only one that sends nothing within ``rebirth_retry_max_s`` of that
+        ask (asked again meanwhile after ``rebirth_retry_s``; a cable cut, a broker that lost its will) is marked
+        stale as a death would (its tags that had a value BAD, passed on by ``take_stale``), counted and said once
+        per node (notice ``node_silent``), and given up on: asked nothing, kept (filed as silent: forgotten for a
+        new name before the nodes that speak, ``_room``), its data read as before when it speaks again, which asks
+        its birth (``handle``). With ``rebirth_on_unknown`` off no node can be asked, and none is taken as gone
+        for its quiet. At most ``ASK_SCAN_MAX`` nodes looked at per line and call."""
         give_up = self._settings.rebirth_give_up_s
-        if give_up <= 0:
+        if give_up <= 0 or not self._settings.rebirth_on_unknown:
             return
         for line in (self._mute, self._talking):
             for _ in range(ASK_SCAN_MAX):
@@ -936,27 +961,40 @@ class SparkplugHost:
                 node = self._nodes[key]
                 if now - node.heard < give_up:
                     break
-                node.silent = True
-                node.given_up |= node.asked | {None}  # its next message asks its birth (``handle``)
-                node.asked.clear()
-                node.want.clear()
-                node.asked_since = math.inf
-                self._file(key, node)
-                self.nodes_silent += 1
-                wall = time.time()
-                marked = self._bad(key[1], node, _EVERY, wall, wall)
-                self._stale.extend(marked)
-                if self.on_notice is not None:
-                    self.on_notice(
-                        "node_silent",
-                        f"sparkplug: {key[0]}/{key[1]} sent nothing for {now - node.heard:.0f} s "
-                        "(rebirth_give_up_s) and no death of it was read (a cable cut, a broker that lost its "
-                        f"will): its {len(marked)} tags marked BAD as a death would, asked nothing more; its data "
-                        "is read again, and its birth asked, as soon as it sends anything",
-                        cause=f"{key[0]}/{key[1]}",
-                    )
-                else:
-                    self._on_error("node_silent", f"{key[0]}/{key[1]}: silent for {now - node.heard:.0f} s")
+                node.probed = now
+                if not self._rebirth(key[0], key[1], node, tick=False):  # its births out of reach: no answer
+                    node.probe_sent = now
+                self._file(key, node)  # to the back of the asked
+        answer_s = self._settings.rebirth_retry_max_s
+        for _ in range(ASK_SCAN_MAX):
+            key = self._front(self._probed)
+            if key is None:
+                break
+            node = self._nodes[key]
+            if now - node.probe_sent < answer_s:  # not asked yet (held to the rate), or its answer may come
+                break
+            node.silent = True
+            node.given_up |= node.asked | {None}  # its next message asks its birth (``handle``)
+            node.asked.clear()
+            node.want.clear()
+            node.asked_since = math.inf
+            self._file(key, node)
+            self.nodes_silent += 1
+            wall = time.time()
+            marked = self._bad(key[1], node, _EVERY, wall, wall)
+            self._stale.extend(marked)
+            if self.on_notice is not None:
+                self.on_notice(
+                    "node_silent",
+                    f"sparkplug: {key[0]}/{key[1]} sent nothing for {now - node.heard:.0f} s "
+                    f"(rebirth_give_up_s), answered no rebirth asked in {now - node.probe_sent:.0f} s "
+                    "(rebirth_retry_max_s), and no death of it was read (a cable cut, a broker that lost its "
+                    f"will): its {len(marked)} tags marked BAD as a death would, asked nothing more; its data "
+                    "is read again, and its birth asked, as soon as it sends anything",
+                    cause=f"{key[0]}/{key[1]}",
+                )
+            else:
+                self._on_error("node_silent", f"{key[0]}/{key[1]}: silent for {now - node.heard:.0f} s")
 
     def stale_waiting(self) -> bool:
         """BAD readings of nodes gone silent wait to be taken (``take_stale``)."""
@@ -993,11 +1031,21 @@ class SparkplugHost:
             # NBIRTHs under made-up names), least recently heard first; then a silent one (``_silence``); then
             # one that spoke, if not heard for TALKING_KEEP_S. A real node's birth takes the place of a made-up
             # one, and its data keeps it however many follow
-            key = self._front(self._mute) or self._front(self._silent) or self._idle(self._talking, now)
+            key = (
+                self._front(self._mute)
+                or self._front(self._silent)
+                or self._idle(self._probed, now)
+                or self._idle(self._talking, now)
+            )
         elif born:
             # a never-born name's data (worth less than a born node: it is skipped) takes the place of a born
             # node only if that was not heard for TALKING_KEEP_S
-            key = self._front(self._silent) or self._idle(self._mute, now) or self._idle(self._talking, now)
+            key = (
+                self._front(self._silent)
+                or self._idle(self._probed, now)
+                or self._idle(self._mute, now)
+                or self._idle(self._talking, now)
+            )
         if key is None:
             if self.on_notice is not None:
                 self.on_notice(
@@ -1152,6 +1200,7 @@ class SparkplugHost:
         else:  # a live message: the node lives (and the device, for its own)
             node.unproven = False
             node.silent = False
+            node.probed = node.probe_sent = math.inf  # it lives: quiet, not gone (``_silence``)
             if t.device:
                 node.unproven_devices.discard(t.device)
             again, node.given_up = node.given_up, set()
@@ -1168,7 +1217,11 @@ class SparkplugHost:
             node.born = True
             node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
             node.missed, node.dead_bd, node.budget_skipped, node.birth_skipped = False, None, False, False
-            node.talked = False
+            # a birth answering a rebirth this host asked of the node (asked whether it lives, after this host's
+            # reconnect, for a seq gap) shows a node that listens on its NCMD: kept as one that speaks, not among
+            # the births-only a flood of made-up names fills the table with (``_room``). Filed so, a quiet node
+            # that answered was the first pushed out by such a flood, its commands refused
+            node.talked = not self.retained and None in node.asked
             # its birth answers a rebirth wanted of it (its devices re-DBIRTH after it); a retained one (of
             # unknown age) does not: it wants one itself
             if not self.retained:
@@ -1462,15 +1515,30 @@ class SparkplugHost:
             dev = device
             if not name:
                 entry = node.aliases.get(m.alias) if m.alias is not None else None
+                elsewhere = None
                 if entry is not None and entry[0] != device:
                     # another's alias (the node's metric in a DDATA, a device's in an NDATA or another
                     # device's): never read into that metric's tag, whoever the birth that clashed gave it to
-                    entry = None
+                    elsewhere, entry = entry, None
                 if entry is None and m.alias in node.clashes:  # the rebirth asked once at the clash
                     self._on_error(
                         "alias_collision",
                         f"{t.group}/{t.edge_node}{'/' + device if device else ''}: data by alias {m.alias}, "
                         "which its births gave to two metrics: skipped",
+                    )
+                    continue
+                if entry is None and elsewhere is not None:
+                    # its births gave it to that other metric: a rebirth brings the same map. Asked once per
+                    # node (the map was stale here), not at every such message: a node whose program sends a
+                    # device's metric in its NDATA was reborn whole every rebirth_min_interval_s for ever
+                    if not node.scope_asked:
+                        node.scope_asked = unknown = True
+                    self._on_error(
+                        "unknown_alias",
+                        f"{t.group}/{t.edge_node}{'/' + device if device else ''}: alias {m.alias} is "
+                        f"{'/'.join(x for x in elsewhere if x)}'s, a metric of "
+                        f"{'device ' + elsewhere[0] if elsewhere[0] else 'the node'}, not of this message's "
+                        f"{'device' if device else 'node'}: skipped",
                     )
                     continue
                 if entry is None:

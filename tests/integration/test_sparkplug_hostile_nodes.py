@@ -54,6 +54,15 @@ async def _host(port: int, **sparkplug) -> AsyncIterator[tuple[MqttSource, list,
         await src.stop()
 
 
+# a node quiet 1 s is asked its birth, and stale if it sends nothing within 0.4 s of the ask
+_QUIET_1_S = {
+    "rebirth_min_interval_s": 0,
+    "rebirth_retry_s": 0.2,
+    "rebirth_retry_max_s": 0.4,
+    "rebirth_give_up_s": 1,
+}
+
+
 def _payload(seq: int, *metrics: sp.Metric) -> bytes:
     return sp.encode(sp.Payload(int(time.time() * 1000), seq, list(metrics)))
 
@@ -166,16 +175,10 @@ async def test_valid_births_under_made_up_names_never_keep_a_real_nodes_data_out
 async def test_a_node_that_vanished_without_a_death_goes_stale_as_a_death_would_make_it(mosquitto):
     """A node that vanished with neither an NDEATH nor its will (a cable cut, a broker that lost the will) was
     kept live for good: its tags stood GOOD at their last values, and commands were sent to it. Now, silent for
-    rebirth_give_up_s (made 1 s here), its tags that had a value are passed on BAD as a death would make them,
+    rebirth_give_up_s (made 1 s here) and asked its birth without an answer for rebirth_retry_max_s, its tags that had a value are passed on BAD as a death would make them,
     with no other message coming; it is counted and said once (node_silent), commands refused, asked nothing
     more. When it speaks again its data is read, GOOD, and its birth asked."""
-    async with _host(
-        mosquitto.port,
-        rebirth_min_interval_s=0,
-        rebirth_retry_s=0.2,
-        rebirth_retry_max_s=0.4,
-        rebirth_give_up_s=1,
-    ) as (src, got, asked, pub):
+    async with _host(mosquitto.port, **_QUIET_1_S) as (src, got, asked, pub):
         host = src.sparkplug
         pub.publish(
             "spBv1.0/g/NBIRTH/n1",
@@ -200,3 +203,111 @@ async def test_a_node_that_vanished_without_a_death_goes_stale_as_a_death_would_
         assert host.node_alive("g", "n1") and host.nodes_silent == 1
     assert [r.quality for r in got if r.tag == "n1/Temp"][-1] is Quality.GOOD
     assert sum(r.quality is Quality.BAD for r in got) == 3  # said once, not at every tick
+
+
+def _answering_node(port: int, pub: paho.Client) -> tuple[paho.Client, list[int]]:
+    """Edge node n1 as Tahu, Ignition's MQTT Transmission or Node-RED run it: born with a device, then quiet
+    (reporting by exception, its values holding still), answering every NCMD ``Node Control/Rebirth`` with its
+    NBIRTH and DBIRTH, as Sparkplug 3.0 requires of every edge node. Returns its NCMD listener and the times it was
+    asked a rebirth (and answered)."""
+    answered: list[int] = []
+
+    def birth() -> None:
+        pub.publish(
+            "spBv1.0/g/NBIRTH/n1",
+            _birth(
+                sp.Metric("Temp", None, D.DOUBLE, 20.0),
+                sp.Metric("Node Control/Rebirth", None, D.BOOLEAN, False),
+            ),
+            qos=1,
+        )
+        pub.publish("spBv1.0/g/DBIRTH/n1/pump", _payload(1, sp.Metric("Flow", None, D.DOUBLE, 3.0)), qos=1)
+
+    def on_message(client, userdata, msg) -> None:
+        if any(m.name == "Node Control/Rebirth" and m.value for m in sp.decode(msg.payload).metrics):
+            birth()
+            answered.append(len(answered) + 1)
+
+    c = paho.Client(CallbackAPIVersion.VERSION2)
+    c.on_message = on_message
+    c.connect("127.0.0.1", port, 30)
+    c.subscribe("spBv1.0/g/NCMD/n1", qos=1)
+    c.loop_start()
+    birth()
+    return c, answered
+
+
+async def test_a_quiet_node_that_answers_its_rebirth_is_never_taken_as_gone(mosquitto):
+    """A node reporting by exception sends nothing while its values hold still, for days, its Sparkplug session
+    valid (Sparkplug 3.0, Data Publish: data is sent only when it changes; a node gone is told by its death, the
+    broker's will). Taken as gone after rebirth_give_up_s of quiet, such a healthy node had its tags passed on BAD
+    and its commands refused (node_silent), and it was asked nothing that could have shown it lives. Now a node
+    quiet that long is asked its birth first, and one that answers stays live, its tags GOOD, its commands sent;
+    asked again only after as long a quiet (made 1 s here)."""
+    async with _host(mosquitto.port, **_QUIET_1_S) as (src, got, asked, pub):
+        host = src.sparkplug
+        node, answered = _answering_node(mosquitto.port, pub)
+        try:
+            await until(lambda: host.device_alive("g", "n1", "pump"), 10, "its births read")
+            # quiet for three times rebirth_give_up_s: asked whether it lives each time, it answers
+            await until(lambda: len(answered) >= 3, 20, "asked its birth when quiet, and answering")
+            assert host.node_alive("g", "n1") and host.device_alive("g", "n1", "pump")
+            assert host.nodes_silent == 0 and "node_silent" not in src.notices.counts, src.notices.counts
+            bad = [r for r in got if r.quality is not Quality.GOOD]
+            assert not bad, bad
+            await src.command("g", "n1", None, "Temp", 25.0)  # sent: a live node's command
+        finally:
+            node.loop_stop()
+
+
+async def test_a_quiet_node_that_answered_its_rebirth_is_not_pushed_out_by_a_flood_of_made_up_births(
+    mosquitto, monkeypatch
+):
+    """A born node that answers the rebirth it is asked (its values holding still: births only, no data since) was
+    filed with the nodes that sent births only, as valid NBIRTHs under made-up names are: a flood of those pushed
+    it out of the full table first, its commands refused until it sent data again. A node that answers on its NCMD
+    is now kept as one that speaks."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODES", 8)
+    async with _host(mosquitto.port, **_QUIET_1_S) as (src, got, asked, pub):
+        host = src.sparkplug
+        node, answered = _answering_node(mosquitto.port, pub)
+        try:
+            await until(lambda: len(answered) >= 1, 20, "asked its birth when quiet, and answering")
+            await until(lambda: host.births >= 2 * (1 + len(answered)), 10, "its answer read")
+            for i in range(40):  # the flood: valid births, nothing after them
+                pub.publish(
+                    f"spBv1.0/g/NBIRTH/fake{i:03d}", _birth(sp.Metric("X", None, D.DOUBLE, 0.0)), qos=1
+                )
+            await until(lambda: host.born_forgotten >= 30, 10, "the flood read")
+            assert host.node_alive("g", "n1") and host.device_alive("g", "n1", "pump")
+            await src.command("g", "n1", "pump", "Flow", 4.0)  # sent: a live node's command
+        finally:
+            node.loop_stop()
+
+
+async def test_data_by_another_metrics_alias_asks_one_rebirth_not_one_at_every_message(mosquitto):
+    """An NDATA carrying the alias its node's births gave to a device's metric (a node whose program sends a
+    device's metric in its NDATA: the alias is unique across the node and its devices, so it names that metric
+    plainly) is skipped, never read into another tag; but each such message asked a rebirth, so the node was
+    reborn whole (every device's birth, seen by every host on the broker) at every rebirth_min_interval_s for
+    ever, though its next birth brings the same map. Now a rebirth is asked once per node for it, and each such
+    message is counted (unknown_alias)."""
+    async with _host(mosquitto.port, rebirth_min_interval_s=0) as (src, got, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/n1", _birth(sp.Metric("Temp", 1, D.DOUBLE, 20.0)), qos=1)
+        pub.publish("spBv1.0/g/DBIRTH/n1/pump", _payload(1, sp.Metric("Flow", 2, D.DOUBLE, 3.0)), qos=1)
+        await until(lambda: host.device_alive("g", "n1", "pump"), 10, "its births read")
+        for seq in range(2, 7):  # the pump's flow by its alias, in the node's NDATA, beside the node's temp
+            pub.publish(
+                "spBv1.0/g/NDATA/n1",
+                _payload(
+                    seq, sp.Metric(None, 2, D.DOUBLE, 3.0 + seq), sp.Metric(None, 1, D.DOUBLE, 20.0 + seq)
+                ),
+                qos=1,
+            )
+        await until(lambda: 26.0 in _values(got, "n1/Temp"), 10, "the five NDATA read")
+        errors = dict(src.stats.errors_by_reason)
+        assert errors.get("unknown_alias") == 5, errors
+        assert host.rebirths_requested == 1, host.rebirths_requested
+    assert _values(got, "n1/pump/Flow") == [3.0]  # never by the node's NDATA
+    assert _values(got, "n1/Temp") == [20.0, 22.0, 23.0, 24.0, 25.0, 26.0]
