@@ -11,6 +11,7 @@ import gzip
 import json
 import threading
 import zlib
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -410,7 +411,8 @@ async def test_a_node_flooding_compressed_deaths_does_not_starve_another_nodes_b
     # inflated would leave the total some 580 KiB in debt, 36 s to pay back
     src, pub, got, task = await _started(mosquitto.port, 4096)
 
-    def birth(value: float) -> sp._pb().Payload:
+    # a Payload of the generated module (``sp._pb()``): a call is no annotation mypy reads
+    def birth(value: float) -> Any:
         nb = sp._pb().Payload()
         nb.timestamp, nb.seq = T0_MS + 1000, 0
         _metric(nb, "bdSeq", datatype=D.INT64, long_value=0)
