@@ -1637,9 +1637,10 @@ def read_config_bytes(path: Path, max_bytes: int = CONFIG_MAX_BYTES) -> bytes:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror or exc})"]) from exc
     too_large = (
-        f"{path}: larger than {max_bytes} bytes, the most a config file may hold; is it the config file? If "
-        "it is, give its sources to more than one agent, each with its own config"
+        f"{path}: larger than {max_bytes} bytes, the most a config file may hold; is it the config file?"
     )
+    if max_bytes == CONFIG_MAX_BYTES:  # an agent's own config (a fleet config's bound is the fleet service's)
+        too_large += " If it is, give its sources to more than one agent, each with its own config"
     try:
         st = os.fstat(fd)
         for test, what in _NOT_A_FILE:

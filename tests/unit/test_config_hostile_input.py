@@ -60,6 +60,18 @@ def test_a_config_larger_than_the_bound_is_refused_before_it_is_read_whole(tmp_p
     ]
 
 
+def test_a_fleet_config_over_the_fleet_services_bound_is_refused_without_the_agent_config_advice(
+    tmp_path, capsys
+):
+    """A fleet config goes to every agent of a rollout: splitting its sources over agents is no way out."""
+    big = tmp_path / "fleet.yaml"
+    big.write_text("sources: {}\n# " + "x" * 256 * 1024 + "\n")
+    assert cli.main(["validate", "--fleet", str(big)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"{big}: larger than 262144 bytes, the most a config file may hold; is it the config file?"
+    )
+
+
 def test_a_config_generated_from_a_plants_tag_list_is_not_refused_for_its_size(tmp_path):
     """A config written by a generator from a large plant's tag list (12,000 OPC UA nodes, each with its tag
     and the description the generator puts beside it): 4.5 MB, valid before 60604bb, then refused as
