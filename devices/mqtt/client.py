@@ -264,36 +264,70 @@ class _Unacked:
     MQTT 3.1.1 and 5 both ask a client to send its PUBACKs in the order the messages came ([MQTT-4.6.0-2]):
     a message is acknowledged once every earlier one is taken too (``flush``), and at ``stop()`` every taken
     one is (``flush(final=True)``; one behind a message left with the broker would come again otherwise). A
-    cell is ``[packet id, taken]``. Acknowledged only while connected: paho drops what it holds at a
-    reconnect (an acknowledgement queued before the new CONNECT would break the protocol), and the broker
-    sends the messages of the lost acknowledgements again (DUP: ``_Redeliveries`` drops them, acknowledged)."""
+    cell is ``[packet id, taken, connection]``. Acknowledged only while connected: paho drops what it holds
+    at a reconnect (an acknowledgement queued before the new CONNECT would break the protocol), and the broker
+    sends the messages of the lost acknowledgements again (DUP: ``_Redeliveries`` drops them, acknowledged).
+
+    A packet id means a message only within its session (``reconnected``). When the broker kept the session,
+    it sends every message not acknowledged again, DUP, under its id: one taken while away is acknowledged on
+    the new connection, and its DUP copy, which may come before that PUBACK reaches the broker, is not
+    acknowledged a second time (``redelivered``; the broker may have given the freed id to a newer message,
+    which that PUBACK would acknowledge before it is taken). When the broker has no session for this client
+    any more (restarted without persistence, session expired, failed over), it forgot those messages and
+    gives their ids to new ones from 1: they are not acknowledged at all (each such PUBACK would acknowledge
+    a new message that is not yet taken, lost if the agent then stops)."""
 
     def __init__(self, client: paho.Client) -> None:
         self._client = client
         self._cells: collections.deque[list] = collections.deque()
         self._lock = threading.Lock()
+        self._connection = 0  # connections so far (paho's thread)
+        self._late: set[int] = set()  # ids acknowledged on this connection for an earlier one's message
 
     def add(self, mid: int, taken: bool = False) -> list:
-        cell = [mid, taken]
+        cell = [mid, taken, self._connection]
         self._cells.append(cell)  # paho's thread only; the loop's flush pops from the other end
         if taken:
             self.flush()
         return cell
+
+    def reconnected(self, session_present: bool) -> None:
+        """A new connection (paho's thread, at its CONNACK, before any message of it and any flush)."""
+        with self._lock:
+            self._connection += 1
+            self._late.clear()
+            if not session_present:  # the broker forgot them: none acknowledged (counted if not handed on)
+                for cell in self._cells:
+                    cell[1] = True
+                self._cells.clear()
 
     def pending(self, mid: int) -> bool:
         """A message under this packet id waits for its acknowledgement (its DUP copy needs none of its own)."""
         with self._lock:
             return any(c[0] == mid for c in self._cells)
 
+    def redelivered(self, mid: int) -> None:
+        """A DUP copy of a message passed on before (paho's thread): acknowledged, unless its first copy's
+        acknowledgement is still to come, or went on this connection (the broker has it, or will)."""
+        with self._lock:
+            if mid in self._late:
+                self._late.discard(mid)
+                return
+        if not self.pending(mid):
+            self.add(mid, True)
+
     def flush(self, final: bool = False) -> None:
         c = self._client
         with self._lock:
             if not c.is_connected():
                 return
-            cells = self._cells
+            cells, connection = self._cells, self._connection
             if not final:
                 while cells and cells[0][1]:
-                    c.ack(cells.popleft()[0], 1)
+                    cell = cells.popleft()
+                    c.ack(cell[0], 1)
+                    if cell[2] != connection:  # its DUP copy may still come: not acknowledged again
+                        self._late.add(cell[0])
                 return
             for _ in range(len(cells)):  # at stop: every taken one; the others stay with the broker
                 cell = cells.popleft()
@@ -1185,6 +1219,8 @@ class MqttSource:
                 if rc == paho.MQTT_ERR_SUCCESS:
                     self._acks[mid] = subs
         if self._unacked is not None:  # taken while away: acknowledged now (the broker sends them again, DUP)
+            if again:
+                self._unacked.reconnected(bool(flags.session_present))
             self._unacked.flush()
         if again:  # after the SUBSCRIBE (rebirths are asked then) and before this connection's messages
             self._sessions += 1
@@ -1589,10 +1625,8 @@ class MqttSource:
                 f"topic {topic!r}: a QoS 1 message the broker sent again after a reconnect (DUP: its "
                 "acknowledgement was lost with the connection) was passed on before; not passed on twice",
             )
-            # the first copy's acknowledgement, if still to come, is this one's too (the same packet id)
-            unacked = self._unacked
-            if unacked is not None and not unacked.pending(msg.mid):
-                unacked.add(msg.mid, True)
+            if self._unacked is not None:
+                self._unacked.redelivered(msg.mid)
             return
         unacked = self._unacked
         if not self._handing:  # stopping: never handed on; a QoS 1 message of a persistent session is not

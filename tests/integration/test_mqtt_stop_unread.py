@@ -31,10 +31,13 @@ DURING = 25  # published after the readers stopped: more than the 20 Mosquitto k
 
 
 class Reader:
-    """The agent's reader of a source: every ``n`` read, until cancelled as the agent's stop does."""
+    """The agent's reader of a source: every ``n`` read, until cancelled as the agent's stop does; held at
+    each ``n`` in ``hold`` (``held[n]`` set), as a pipeline's full blocking queue holds it, until ``go[n]``."""
 
-    def __init__(self, src: MqttSource, topic: str) -> None:
+    def __init__(self, src: MqttSource, topic: str, hold: tuple[int, ...] = ()) -> None:
         self.ns: list[float] = []
+        self.held = {n: asyncio.Event() for n in hold}
+        self.go = {n: asyncio.Event() for n in hold}
         self.fenced = asyncio.Event()
         self._tag, self._fence = f"{topic}/n", f"{topic}/fence/fence"
         self.task = asyncio.create_task(self._read(src))
@@ -43,6 +46,9 @@ class Reader:
         async for r in src.items():
             if r.tag == self._tag:
                 self.ns.append(r.value)
+                if r.value in self.held:
+                    self.held[int(r.value)].set()
+                    await self.go[int(r.value)].wait()
             elif r.tag == self._fence:
                 self.fenced.set()
 

@@ -1,0 +1,154 @@
+"""A persistent session's QoS 1 acknowledgements across a reconnect, against a real Mosquitto (MQTT 3.1.1 and 5).
+
+The source acknowledges a QoS 1 message once it is taken (``_Unacked``), so messages received before a
+connection dropped may be acknowledged on the next one. A packet id names a message only within its broker
+session: when the broker lost the session (restarted without persistence, session expired, failed over), it
+gives ids from 1 again to new messages, and a PUBACK for a message of the old session acknowledged the new
+message under that id before the agent took it: stopped then, the agent lost it for good. When the broker
+kept the session, it sends the unacknowledged messages again (DUP) at once, before the PUBACK for a message
+taken while away reaches it, and the source acknowledged the DUP copy too: a second PUBACK for an id the
+broker had freed (Mosquitto's debug log shows both; a broker that gives a freed id out again at once would
+take it for a newer message's, acknowledged before the agent took it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+from tests.integration.test_mqtt_stop_unread import Reader
+from tests.support.peers import Mosquitto
+from tests.support.tcp_cut import CutRelay
+
+
+async def _until(pred) -> None:
+    async with asyncio.timeout(60):
+        while not pred():
+            await asyncio.sleep(0.02)
+
+
+async def _wait(event: asyncio.Event) -> None:
+    async with asyncio.timeout(60):
+        await event.wait()
+
+
+def _publish(port: int, cid: str, topic: str, payloads: list[bytes]) -> None:
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id=cid)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    try:
+        for p in payloads:
+            pub.publish(topic, p, qos=1).wait_for_publish(30)
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+
+
+def _ns(*ns: int) -> list[bytes]:
+    return [json.dumps({"n": n}).encode() for n in ns]
+
+
+@pytest.mark.parametrize("protocol", ["mqtt311", "mqtt5"])
+async def test_a_message_of_a_session_the_broker_lost_never_acknowledges_a_new_one(
+    mosquitto, protocol
+) -> None:
+    """Messages 0-2 come (packet ids 1-3); the reader is held at 0, as a full pipeline holds it; the broker
+    restarts without persistence and the source reconnects to a new session; 10-14 come under ids 1-5. The
+    reader goes on with 1 and 2, takes 10 and the agent stops. Before, the PUBACKs of 1 and 2 (ids 2 and 3)
+    acknowledged 11 and 12, never taken: the next start got 13 and 14 only. Now it gets 11 to 14."""
+    topic = f"lost/{protocol}/line1"
+    settings = MqttSettings(
+        port=mosquitto.port,
+        protocol=protocol,
+        client_id=f"gw-lost-{protocol}",
+        persistent_session=True,
+        reconnect_min_s=0.1,
+        reconnect_max_s=0.5,
+        subscriptions=[{"topic": f"lost/{protocol}/#", "qos": 1}],
+    )
+    first = MqttSource("mq", settings)
+    again = MqttSource("mq", settings)
+    reader = Reader(first, topic, hold=(0, 10))
+    try:
+        await first.start()
+        await _wait(first.subscribed)
+        await asyncio.to_thread(_publish, mosquitto.port, "device-a", topic, _ns(0, 1, 2))
+        await _wait(reader.held[0])
+        await _until(lambda: first.stats.received >= 3)
+        await asyncio.to_thread(mosquitto.restart)  # persistence false: the session is gone
+        await _until(lambda: first.stats.reconnects >= 1 and first.subscribed.is_set())
+        await asyncio.to_thread(_publish, mosquitto.port, "device-b", topic, _ns(10, 11, 12, 13, 14))
+        await _until(lambda: first.stats.received >= 8)
+        reader.go[0].set()
+        await _wait(reader.held[10])
+        await reader.cancel()  # the agent's stop: its readers first, its sources last
+        await first.stop()
+        assert reader.ns == [0, 1, 2, 10], reader.ns
+
+        after = Reader(again, topic)
+        await again.start()
+        await _wait(again.subscribed)
+        await asyncio.to_thread(_publish, mosquitto.port, "device-c", f"{topic}/fence", [b'{"fence": 1}'])
+        await _wait(after.fenced)
+        await after.cancel()
+    finally:
+        await reader.cancel()
+        await first.stop()
+        await again.stop()
+    # every message of the new session not taken before the stop, once
+    assert after.ns == [11, 12, 13, 14], after.ns
+
+
+@pytest.mark.parametrize("protocol", ["mqtt311", "mqtt5"])
+async def test_a_message_taken_while_away_is_acknowledged_once_when_the_broker_kept_the_session(
+    tmp_path, protocol
+) -> None:
+    """Messages 0-4 come; the reader is held at 4 (taken, its PUBACK not yet sent); the link is cut and the
+    source reconnects to its kept session. It acknowledges what it took while away, and the broker, which sent
+    those messages again right after its CONNACK, gets one PUBACK for each message, as its log says: before,
+    each DUP copy was acknowledged as well, under an id the broker had freed by then."""
+    mosquitto = Mosquitto(tmp_path / "mosq", extra_conf="log_type all").start()
+    relay = CutRelay(mosquitto.port)
+    topic = f"kept/{protocol}/line1"
+    cid = f"gw-kept-{protocol}"
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=relay.port,
+            protocol=protocol,
+            client_id=cid,
+            persistent_session=True,
+            reconnect_min_s=0.1,
+            reconnect_max_s=0.5,
+            subscriptions=[{"topic": f"kept/{protocol}/#", "qos": 1}],
+        ),
+    )
+    reader = Reader(src, topic, hold=(4,))
+    try:
+        await src.start()
+        await _wait(src.subscribed)
+        await asyncio.to_thread(_publish, mosquitto.port, "device-a", topic, _ns(0, 1, 2, 3, 4))
+        await _wait(reader.held[4])
+        relay.cut()
+        await _until(lambda: src.stats.reconnects >= 1 and src.subscribed.is_set())
+        await _until(lambda: src.notices.counts.get("redelivered", 0) >= 1)
+        reader.go[4].set()
+        await asyncio.to_thread(_publish, mosquitto.port, "device-b", f"{topic}/fence", [b'{"fence": 1}'])
+        await _wait(reader.fenced)
+    finally:
+        await reader.cancel()
+        await src.stop()
+        relay.close()
+        mosquitto.stop()
+    assert relay.connections == 2  # one reconnect, to the same session
+    assert reader.ns == [0, 1, 2, 3, 4], reader.ns
+    # a fresh broker gives this session's 6 messages ids 1-6: each acknowledged once
+    log = (mosquitto.workdir / "mosquitto.log").read_text(errors="replace")
+    acks = re.findall(rf"Received PUBACK from {cid} \(Mid: (\d+)", log)
+    assert sorted(map(int, acks)) == [1, 2, 3, 4, 5, 6], acks
