@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from cloud_trainer.train.data import FAULTS, DatasetError
+from cloud_trainer.train.data import DATASET_YAML_MAX_BYTES, FAULTS, DatasetError
 from model_packager.condition import RateError, resample, resample_plan
 
 # Names a time column goes by (lower case; spaces, '-' and '/' read as '_'): also with a unit in
@@ -1294,19 +1294,6 @@ def import_vibration(
         raise DatasetError(
             f"only fault {sorted(set(fault))} is labelled; training needs healthy and faulty runs"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    npz = out / "windows.npz"
-    arrays: dict[str, Any] = {
-        "waveform": np.stack(waves),
-        "fault": np.asarray(fault),
-        "health": np.asarray(health, np.float32),
-        "rul_s": np.asarray(rul),
-        "run_id": np.asarray(run_id),
-        "t_s": np.asarray(t_s),
-    }
-    if speed_channel:
-        arrays["speed_rpm"] = np.asarray(speeds)
-    np.savez_compressed(npz, **arrays)
     meta = {
         "generator": "cloud-trainer dataset import --kind vibration",
         "window_samples": window_samples,
@@ -1326,7 +1313,27 @@ def import_vibration(
         }
     if speed_channel:
         meta["speed_channel"] = speed_channel
-    (out / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    meta_text = yaml.safe_dump(meta, sort_keys=False)
+    if len(meta_text.encode()) > DATASET_YAML_MAX_BYTES:
+        # training reads dataset.yaml within this bound: refused here, before anything is written
+        raise DatasetError(
+            f"{len(recs)} runs make a dataset.yaml of {len(meta_text.encode())} bytes, over the"
+            f" {DATASET_YAML_MAX_BYTES} training reads: import the runs in parts (or from shorter paths)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    npz = out / "windows.npz"
+    arrays: dict[str, Any] = {
+        "waveform": np.stack(waves),
+        "fault": np.asarray(fault),
+        "health": np.asarray(health, np.float32),
+        "rul_s": np.asarray(rul),
+        "run_id": np.asarray(run_id),
+        "t_s": np.asarray(t_s),
+    }
+    if speed_channel:
+        arrays["speed_rpm"] = np.asarray(speeds)
+    np.savez_compressed(npz, **arrays)
+    (out / "dataset.yaml").write_text(meta_text)
     return {
         "dataset": str(out),
         "windows": len(waves),

@@ -1300,3 +1300,24 @@ def test_run_to_failure_windows_carry_the_fraction_of_life_left_as_their_health(
     assert np.allclose(data.rul_s[failing], 2.5 - data.t_s[failing])
     assert (data.health[data.run_id == 0] == 1).all() and (data.health[data.run_id == 2] == 0.5).all()
     assert (data.health[data.run_id == 3] < VISIBLE_HEALTH).all()
+
+
+def test_runs_whose_dataset_yaml_training_would_refuse_are_refused_at_import_with_nothing_written(
+    tmp_path, monkeypatch
+):
+    # a large import (about 120,000 runs with long paths) listed in a dataset.yaml over the size training reads
+    # (data.read_dataset_yaml): the bound shrunk here so that two small runs pass it
+    import cloud_trainer.train.signals as signals
+
+    rng = np.random.default_rng(3)
+    _csv(tmp_path / "pump1.csv", rng.normal(0, 0.1, 8192))
+    _csv(tmp_path / "pump2.csv", rng.normal(0, 0.3, 8192))
+    labels = _labels(tmp_path / "labels.csv", ["pump1,healthy,,,", "pump2,imbalance,,,"])
+    runs = [tmp_path / "pump1.csv", tmp_path / "pump2.csv"]
+    monkeypatch.setattr(signals, "DATASET_YAML_MAX_BYTES", 200)
+    with pytest.raises(DatasetError, match=r"2 runs make a dataset.yaml of \d+ bytes, over the 200"):
+        import_vibration(runs, tmp_path / "ds", labels)
+    assert not (tmp_path / "ds").exists()
+    monkeypatch.undo()
+    import_vibration(runs, tmp_path / "ds", labels)
+    assert len(load_vibration(tmp_path / "ds").fault) > 0
