@@ -1070,7 +1070,7 @@ class MqttSource:
                 "dropped_at_stop",
                 f"{lost} message(s) that came while the source stopped were not handed on and are lost"
                 + (
-                    " (QoS 0, which the broker keeps for no one)"
+                    " (QoS 0, which the broker keeps for no one, or of a session the broker lost at a reconnect)"
                     if self.settings.persistent_session
                     else "; with persistent_session: true (and a fixed client_id) the broker keeps the QoS 1 ones "
                     "for the next start"

@@ -152,3 +152,43 @@ async def test_a_message_taken_while_away_is_acknowledged_once_when_the_broker_k
     log = (mosquitto.workdir / "mosquitto.log").read_text(errors="replace")
     acks = re.findall(rf"Received PUBACK from {cid} \(Mid: (\d+)", log)
     assert sorted(map(int, acks)) == [1, 2, 3, 4, 5, 6], acks
+
+
+@pytest.mark.parametrize("protocol", ["mqtt311", "mqtt5"])
+async def test_messages_of_a_session_the_broker_lost_not_handed_on_at_the_stop_are_counted_lost(
+    mosquitto, protocol
+) -> None:
+    """Messages 0-2 come, the reader is held at 0, the broker restarts without persistence and the source
+    reconnects to a new session; the agent stops. 1 and 2 were never handed on, and the broker has forgotten
+    them: they are counted as lost (``dropped_at_stop``). Before, the stop said the broker kept them for the
+    next start (``left_at_stop``), which it did not."""
+    topic = f"lostcount/{protocol}/line1"
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=mosquitto.port,
+            protocol=protocol,
+            client_id=f"gw-lostcount-{protocol}",
+            persistent_session=True,
+            reconnect_min_s=0.1,
+            reconnect_max_s=0.5,
+            subscriptions=[{"topic": f"lostcount/{protocol}/#", "qos": 1}],
+        ),
+    )
+    reader = Reader(src, topic, hold=(0,))
+    try:
+        await src.start()
+        await _wait(src.subscribed)
+        await asyncio.to_thread(_publish, mosquitto.port, "device-a", topic, _ns(0, 1, 2))
+        await _wait(reader.held[0])
+        await _until(lambda: src.stats.received >= 3)
+        await asyncio.to_thread(mosquitto.restart)  # persistence false: the session is gone
+        await _until(lambda: src.stats.reconnects >= 1 and src.subscribed.is_set())
+        await reader.cancel()  # the agent's stop: its readers first, its sources last
+        await src.stop()
+    finally:
+        await reader.cancel()
+        await src.stop()
+    assert reader.ns == [0], reader.ns
+    assert src.notices.counts.get("dropped_at_stop") == 2, src.notices.status()
+    assert "left_at_stop" not in src.notices.counts, src.notices.status()
