@@ -478,6 +478,8 @@ _TIFF_TYPE_SIZE = {
 }
 # (offsets tag, byte counts tag, what a segment is called): StripOffsets/StripByteCounts, TileOffsets/TileByteCounts
 _TIFF_SEGMENTS = ((273, 279, "strip"), (324, 325, "tile"))
+# tiff_data_misplaced: strips or tiles in the file's order checked at a time; at most so many out of order, sorted
+_TIFF_SEGMENTS_AT_ONCE, _TIFF_SORTED = 1 << 16, 1 << 20
 
 
 def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
@@ -536,6 +538,59 @@ def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
         if offsets is None or counts is None or len(offsets) != len(counts):
             continue  # libtiff's own concern (it estimates missing byte counts)
         total = len(offsets)
+        # in the file's order, as writers put them: checked a slice at a time, never copied whole to 64-bit arrays
+        # (a crafted file's 22 million strips, 198 MB within the pixel limit, took 1.2 GB so); else sorted, as many
+        # as a real image has out of order at most
+        step, last, in_order = _TIFF_SEGMENTS_AT_ONCE, -1, True
+        for s in range(0, total, step):
+            piece = np.minimum(offsets[s : s + step][counts[s : s + step] != 0].astype(np.uint64), cap)
+            if len(piece) and (int(piece[0]) <= last or not (piece[1:] > piece[:-1]).all()):
+                in_order = False
+                break
+            last = int(piece[-1]) if len(piece) else last
+        if in_order:
+            far, far_no, done, pair = (
+                np.uint64(0),
+                -1,
+                0,
+                None,
+            )  # the furthest end so far, whose; segments seen
+            for s in range(0, total, step):
+                nos = np.flatnonzero(counts[s : s + step]) + s  # empty segments are not checked
+                if not len(nos):
+                    continue
+                starts = np.minimum(offsets[nos].astype(np.uint64), cap)
+                ends = starts + np.minimum(counts[nos].astype(np.uint64), cap)
+                furthest = np.maximum(np.maximum.accumulate(ends), far)
+                over = _tiff_regions_over(starts, furthest, region_starts, region_reach)
+                bad = np.flatnonzero(over | (ends > n))
+                if len(bad):
+                    return _tiff_misplaced(
+                        what, total, int(nos[bad[0]]), bool(over[bad[0]]), offsets, counts, used, n
+                    )
+                if pair is None:  # the first that starts before the furthest end of those before it
+                    before = np.concatenate((np.array([far], np.uint64), furthest[:-1]))
+                    overlap = np.flatnonzero(starts < before)
+                    overlap = overlap[overlap > 0] if not done else overlap
+                    if len(overlap):
+                        i = int(overlap[0])
+                        by = int(nos[int(np.argmax(ends[:i]))]) if i and ends[:i].max() > far else far_no
+                        pair = sorted((int(nos[i]) + 1, by + 1))
+                top = int(np.argmax(ends))
+                if ends[top] > far:
+                    far, far_no = ends[top], int(nos[top])
+                done += len(nos)
+            if pair is not None:
+                return (
+                    f"a TIFF whose {what}s {pair[0]} and {pair[1]} of {total} lie over each other: its {what} "
+                    "offsets are damaged, and the decoder would read garbage as pixels"
+                )
+            continue
+        if total > _TIFF_SORTED:
+            return (
+                f"a TIFF whose {total} {what}s are out of the file's order, more than {_TIFF_SORTED} (no writer puts "
+                f"so many so): its {what} offsets are damaged"
+            )
         nos = np.flatnonzero(counts)  # empty segments are not checked
         starts = np.minimum(offsets[nos].astype(np.uint64), cap)
         ends = starts + np.minimum(counts[nos].astype(np.uint64), cap)
@@ -548,23 +603,11 @@ def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
         # the segments so far (one that starts at or after a segment's end was reached by an earlier segment, which
         # it lay over, and that was said)
         furthest = np.maximum.accumulate(ends)
-        inside = np.searchsorted(region_starts, furthest, side="left")  # how many regions start before it
-        reach = np.where(inside > 0, region_reach[np.maximum(inside, 1) - 1], 0)
-        over = (inside > 0) & (reach > starts)
+        over = _tiff_regions_over(starts, furthest, region_starts, region_reach)
         bad = np.flatnonzero(over | (ends > n))
         if len(bad):
-            i = int(bad[0])
-            no, start = int(nos[i]), int(offsets[nos[i]])
-            end = start + int(counts[nos[i]])
-            if over[i]:
-                name = next((nm for a, b, nm in used if start < b and a < end), "another part of the file")
-                return (
-                    f"a TIFF whose {what} {no + 1} of {total} (bytes {start}-{end}) lies over {name}: its "
-                    f"{what} offsets are damaged, and the decoder would read garbage as pixels"
-                )
-            return (
-                f"a TIFF whose {what} {no + 1} of {total} (bytes {start}-{end}) reaches past the end of the file "
-                f"({n} bytes): cut short or damaged"
+            return _tiff_misplaced(
+                what, total, int(nos[bad[0]]), bool(over[bad[0]]), offsets, counts, used, n
             )
         # the furthest end of the segments before each one (all within the file here), and which one reaches it
         hit = np.flatnonzero(starts[1:] < furthest[:-1])
@@ -577,6 +620,35 @@ def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
                 "offsets are damaged, and the decoder would read garbage as pixels"
             )
     return None
+
+
+def _tiff_regions_over(starts: Any, furthest: Any, region_starts: Any, region_reach: Any) -> Any:
+    """Which segments (by start, ``furthest``: the furthest end of those up to each) a region of the file (its
+    header, directory, a tag's values: ``region_starts`` sorted, ``region_reach`` the furthest end up to each)
+    lies over: a region starting before the furthest end so far and reaching past the segment's start."""
+    import numpy as np
+
+    inside = np.searchsorted(region_starts, furthest, side="left")  # how many regions start before it
+    reach = np.where(inside > 0, region_reach[np.maximum(inside, 1) - 1], 0)
+    return (inside > 0) & (reach > starts)
+
+
+def _tiff_misplaced(
+    what: str, total: int, no: int, over: bool, offsets: Any, counts: Any, used: list, n: int
+) -> str:
+    """``tiff_data_misplaced``'s words for segment ``no`` (from 0): lying over another part of the file, or past its end."""
+    start = int(offsets[no])
+    end = start + int(counts[no])
+    if over:
+        name = next((nm for a, b, nm in used if start < b and a < end), "another part of the file")
+        return (
+            f"a TIFF whose {what} {no + 1} of {total} (bytes {start}-{end}) lies over {name}: its "
+            f"{what} offsets are damaged, and the decoder would read garbage as pixels"
+        )
+    return (
+        f"a TIFF whose {what} {no + 1} of {total} (bytes {start}-{end}) reaches past the end of the file "
+        f"({n} bytes): cut short or damaged"
+    )
 
 
 def tiff_not_one_image(data: bytes | memoryview) -> str | None:

@@ -291,3 +291,37 @@ def test_the_strip_check_of_a_tiff_of_many_strips_and_tags_costs_their_sum_not_t
     finally:
         sys.settrace(None)
     assert got is None, f"{got}: {lines} lines run, over {budget}"
+
+
+@pytest.mark.parametrize("module", ["protocols.image_header", "model_packager.image_file"])
+def test_the_strip_check_of_a_tiff_of_millions_of_strips_holds_a_few_megabytes(module):
+    """A crafted TIFF of millions of 1-byte strips (22 million fit in 198 MB, within the 201 MB and 25 Mpx a frame
+    may take: no oversize_frame) had its strip tables copied whole to 64-bit arrays, indices and sweeps: 1.2 GB
+    above the file on a gateway before any decode. Strips in the file's order are checked a slice at a time now;
+    out of order (sorted), as many as a real image has at most, more are damaged. Traced, not timed."""
+    import importlib
+    import tracemalloc
+
+    from tests.unit.test_image_complete import tiff_of_one_byte_strips
+
+    check = importlib.import_module(module).tiff_data_misplaced
+    tiff = tiff_of_one_byte_strips(2_000_000)  # 18 MB
+    (ifd,) = struct.unpack_from("<I", tiff, 4)
+    offsets_at = ifd + 2 + 8 * 12 + 4
+    swapped = bytearray(tiff)  # strips 1 and 2 change places: out of the file's order
+    swapped[offsets_at : offsets_at + 8] = (
+        tiff[offsets_at + 4 : offsets_at + 8] + tiff[offsets_at : offsets_at + 4]
+    )
+    over = bytearray(tiff)  # strip 2 of 2 bytes, in the file's order: it lies over strip 3
+    struct.pack_into("<I", over, offsets_at + 4 * 2_000_000 + 4, 2)
+    swapped_bytes, over_bytes = bytes(swapped), bytes(over)
+    tracemalloc.start()
+    try:
+        verdicts = [check(tiff), check(over_bytes), check(swapped_bytes)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MB to check an {len(tiff) / 2**20:.0f}-MB TIFF"
+    assert verdicts[0] is None
+    assert "strips 2 and 3 of 2000000 lie over each other" in (verdicts[1] or ""), verdicts[1]
+    assert "out of the file's order" in (verdicts[2] or ""), verdicts[2]

@@ -398,6 +398,8 @@ def test_dataset_import_refuses_a_damaged_or_oversize_file_naming_it_and_reads_w
             "_webp",
             "_pnm",
             "tiff_data_misplaced",
+            "_tiff_misplaced",
+            "_tiff_regions_over",
             "_jpeg_frame",
             "image_kind",
             "_pnm_header",
