@@ -22,7 +22,16 @@ stored threshold). Reported per generator, seed and variant: image AUROC (good v
 good rejected at the threshold, the share rejected under each light, fit s, frame ms (torch, 2 threads).
 
     .venv/bin/python -m bench.anomaly_light_bench [--gens machined-turned bracket] [--seeds 1]
-        [--variants default light_variation=curved] [--good 20] [--test 10] [--untiled]
+        [--variants default light_variation=curved] [--good 20] [--test 10] [--untiled] [--unsure-only]
+
+The agent's UNSURE check (``model_packager.inputstats.check`` with the package's local statistics, tolerance
+1.0) is run on every held-out frame with the statistics the variant's build stores (``anomaly.stats_copies``
+where the code has it: run in a worktree of older code it measures that code's statistics), and on frames it
+exists for, made here from the held-out good frames: ``blurred`` (Gaussian, sigma 0.6 % of the width), ``smudged`` (so in a corner, 40 % x 40 % of the frame),
+``dark`` (x0.35), ``bright`` (x1.8), ``foreign`` (the other generator's frame), ``moved`` (the camera
+shifted 10 % and turned 6 degrees). Per light: the share UNSURE, and the share the model rejects among the
+frames the check lets through (a frame called UNSURE is not inspected). ``--unsure-only``: no model fitted
+(the UNSURE shares alone; they do not depend on the bank).
 
 A variant is ``default`` or comma-separated ``field=value`` of ``anomaly.AnomalySettings`` (e.g.
 ``light_variation=curved`` or ``light_variation=none``: ``--light-variation``; ``bank_size=4096,folds=3``).
@@ -85,6 +94,45 @@ def relight(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+FAR = ("blurred", "smudged", "dark", "bright", "foreign", "moved")  # frames the UNSURE check exists for
+
+
+def far_off(img: np.ndarray, kind: str, other: np.ndarray) -> np.ndarray:
+    """``img`` (a good frame) as a frame the UNSURE check must answer; ``other``: a frame of another scene."""
+    import cv2
+
+    h, w = img.shape[:2]
+    if kind == "blurred":
+        return cv2.GaussianBlur(img, (0, 0), 0.006 * w)
+    if kind == "smudged":  # a smear on the lens over a corner: 40 % x 40 % of the frame blurred
+        out = img.copy()
+        out[: int(0.4 * h), : int(0.4 * w)] = cv2.GaussianBlur(img, (0, 0), 0.006 * w)[
+            : int(0.4 * h), : int(0.4 * w)
+        ]
+        return out
+    if kind in ("dark", "bright"):
+        return np.clip(img.astype(np.float32) * (0.35 if kind == "dark" else 1.8), 0, 255).astype(np.uint8)
+    if kind == "foreign":
+        return cv2.resize(other, (w, h), interpolation=cv2.INTER_AREA)
+    if kind == "moved":
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), 6.0, 1.0)
+        m[:, 2] += (0.10 * w, 0.06 * h)
+        return cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    raise ValueError(kind)
+
+
+def unsure_check(ds, s):
+    """The UNSURE check of the package this build would make: frame -> reason or None."""
+    from cloud_trainer.train import anomaly as A
+    from model_packager.inputstats import LocalStats, check, summarize, summarize_local
+
+    images = ds.stats_images
+    also = A.stats_copies(images, s) if hasattr(A, "stats_copies") else []  # older code: no copies
+    stats = summarize(images, also=also) if also else summarize(images)
+    local = LocalStats(summarize_local(images, also=also) if also else summarize_local(images))
+    return lambda img: check(stats, img, 1.0, local)
+
+
 def overrides(variant: str) -> dict:
     """``default`` or ``field=value,...`` -> the settings' fields, each value read as its field's type."""
     from cloud_trainer.train.anomaly import AnomalySettings
@@ -134,10 +182,22 @@ def frames(gen: str, seed: int, good: int, test: int):
     goods = [(f, m) for f, m, k in held if k == "good"]
     for light in LIGHTS:
         held += [(relight(f, light, rng), m, light) for f, m in goods]
+    if gen.startswith("machined"):  # another scene: the other generator's good frame
+        from tests.support.bracket_frames import frame as bracket
+
+        others = [bracket(seed, 30_000 + i, W, H)[0] for i in range(len(goods))]
+    else:
+        from bench._machined_frames import frame as machined
+
+        others = [machined(seed, 30_000 + i, "turned")[0] for i in range(len(goods))]
+    for kind in FAR:
+        held += [(far_off(f, kind, o), m, kind) for (f, m), o in zip(goods, others, strict=True)]
     return train, held
 
 
-def run(gen: str, seed: int, good: int, test: int, variants: list[str], tiled: bool, tmp: Path) -> list[dict]:
+def run(
+    gen: str, seed: int, good: int, test: int, variants: list[str], tiled: bool, tmp: Path, fit: bool = True
+) -> list[dict]:
     import cv2
     import torch
 
@@ -166,24 +226,33 @@ def run(gen: str, seed: int, good: int, test: int, variants: list[str], tiled: b
             seed=seed,
         )
         s = dataclasses.replace(s, **overrides(variant))
+        judge = unsure_check(ds, s)
+        unsure = np.asarray([judge(img) is not None for img, _m, _k in held])
+        row = {"gen": gen, "seed": seed, "tiled": tiled, "variant": variant}
+        for kind in ("good", *LIGHTS, "native", *FAR):
+            if (kinds == kind).any():
+                row[f"unsure_{kind}"] = float(np.mean(unsure[kinds == kind]))
+        if not fit:
+            print(json.dumps(row), file=sys.stderr)
+            rows.append(row)
+            continue
         t0 = time.perf_counter()
         r = A.fit(ds, s, log=lambda m: print("   ", m, file=sys.stderr))
         fit_s = time.perf_counter() - t0
         model, thr = r["model"], r["threshold"]
         scores, ms = [], []
         with torch.no_grad():
-            for img, _m, _k in held:
+            for img, _m, k in held:
+                if k in FAR:  # for the UNSURE check alone
+                    scores.append(math.nan)
+                    continue
                 t0 = time.perf_counter()
                 views = A.cut_tiles(img, size, tiles, folder) if tiles else [img]
                 sc, _ = model(torch.from_numpy(A.tensors(views, r["pre"])))
                 scores.append(float(sc.max()))
                 ms.append((time.perf_counter() - t0) * 1000)
         f = np.asarray(scores)
-        row = {
-            "gen": gen,
-            "seed": seed,
-            "tiled": tiled,
-            "variant": variant,
+        row |= {
             "threshold": thr,
             "auroc": auroc(ng[(kinds == "good") | ng], f[(kinds == "good") | ng]),
             "recall": float(np.mean(f[ng] >= thr)),
@@ -197,9 +266,20 @@ def run(gen: str, seed: int, good: int, test: int, variants: list[str], tiled: b
             if (kinds == light).any():
                 row[light] = float(np.mean(f[kinds == light] >= thr))
         row["all_shifts"] = float(np.mean(f[shifted] >= thr))
+        for light in ("good", *LIGHTS, "native"):  # of the frames the UNSURE check lets through
+            sure = (kinds == light) & ~unsure
+            if sure.any():
+                row[f"sure_rejected_{light}"] = float(np.mean(f[sure] >= thr))
         print(json.dumps(row), file=sys.stderr)
         rows.append(row)
     return rows
+
+
+def _unsure_cell(r: dict, c: str) -> str:
+    if "unsure_" + c not in r:
+        return ""
+    rej = r.get("sure_rejected_" + c)
+    return f"{r['unsure_' + c]:.0%}" + (f" / {rej:.0%}" if rej is not None else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--untiled", action="store_true", help="whole-frame builds at 128 px instead of 5x4 tiles"
     )
+    ap.add_argument("--unsure-only", action="store_true", help="the UNSURE check alone: no model fitted")
     ap.add_argument("--tag", default="")
     a = ap.parse_args(argv)
     from model_packager.cpu import cpu_flags
@@ -222,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as td:
         for gen in a.gens:
             for seed in a.seeds:
-                rows += run(gen, seed, a.good, a.test, a.variants, not a.untiled, Path(td))
+                rows += run(gen, seed, a.good, a.test, a.variants, not a.untiled, Path(td), not a.unsure_only)
     OUT.mkdir(exist_ok=True)
     name = f"anomaly_light_bench{a.tag}"
     (OUT / f"{name}.json").write_text(json.dumps(rows, indent=1))
@@ -237,11 +318,28 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---|---:|" + "---:|" * (6 + len(cols)),
     ]
     for r in rows:
+        if "auroc" not in r:
+            continue
         md.append(
             f"| {r['gen']} | {r['seed']} | {'5x4 tiles' if r['tiled'] else 'whole, 128'} | {r['variant']} | "
             f"{r['auroc']:.3f} | {r['auroc_shift']:.3f} | {r['recall']:.2f} | {r['good_rejected']:.0%} | "
             + " | ".join(f"{r[c]:.0%}" if c in r else "" for c in cols)
             + f" | {r['all_shifts']:.0%} | {r['fit_s']:.0f} | {r['frame_ms']:.0f} |"
+        )
+    ucols = ["good", *cols, *FAR]
+    md += [
+        "",
+        "UNSURE (the agent's check, tolerance 1.0, with the statistics this build stores); after the slash, the "
+        "share the model rejects of the frames the check lets through:",
+        "",
+        "| frames | seed | model | variant | " + " | ".join(ucols) + " |",
+        "|---|---:|---|---|" + "---:|" * len(ucols),
+    ]
+    for r in rows:
+        md.append(
+            f"| {r['gen']} | {r['seed']} | {'5x4 tiles' if r['tiled'] else 'whole, 128'} | {r['variant']} | "
+            + " | ".join(_unsure_cell(r, c) for c in ucols)
+            + " |"
         )
     (OUT / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -233,8 +233,34 @@ def _range(v: np.ndarray) -> StatRange:
     )
 
 
-def summarize(images, thumb: int = THUMB) -> InputStats:
-    """The training images' statistics (any number ≥ 1 of BGR or grey frames of any size)."""
+# The statistics that a light a build was made to accept reaches (``summarize(also=)``): a lamp's spot or
+# fall-off adds contrast and moves the structure the scene thumbnail holds; its colour moves the channel
+# ratios and the saturation (``LOCAL_REACHED``). Not brightness nor sharpness (exposure and focus are what the
+# check is for: the copies keep their frame's exposure), nor glare, banding or the regions' sharpness (a smear
+# over part of the frame): measured (bench/anomaly_light_bench.py, 64 frames a light), reaching the regions'
+# sharpness too let 1 more of 64 frames under the bench's spot through, and 7 of 17 smeared frames and 5 of 61
+# foreign ones that the check had caught; banding served no frame under any light
+REACHED = ("contrast", "scene_distance")
+LOCAL_REACHED = ("chroma_b", "chroma_r", "saturation")
+
+
+def _reach(r: StatRange, also: list[float]) -> StatRange:
+    """``r`` with its 1st and 99th percentiles reaching those of ``also`` (never narrowed); its median,
+    mean and spread, on which the margins rest, stay those of the training images."""
+    if not also:
+        return r
+    v = np.asarray(also, np.float64)
+    lo, hi = float(np.percentile(v, 1)), float(np.percentile(v, 99))
+    return r.model_copy(update={"p01": min(r.p01, lo), "p99": max(r.p99, hi)})
+
+
+def summarize(images, thumb: int = THUMB, also=()) -> InputStats:
+    """The training images' statistics (any number ≥ 1 of BGR or grey frames of any size).
+
+    ``also``: the training images under the light the model was trained to accept (an anomaly build's
+    ``--light-variation curved`` or ``lamp``): the ranges of ``REACHED`` reach as far as theirs do (the scene
+    distance measured against the training images' own scene); the median, spread (so the margins) and
+    scene stay the training images'. Without them, the statistics of before, value for value."""
     rows, thumbs = [], []
     for img in images:
         st, t = frame_stats(img, thumb)
@@ -244,12 +270,21 @@ def summarize(images, thumb: int = THUMB) -> InputStats:
         raise ValueError("no images to take input statistics from")
     scene = np.mean(thumbs, axis=0)
     dist = np.linalg.norm(np.asarray(thumbs) - scene, axis=1)
+    more: dict[str, list[float]] = {k: [] for k in REACHED}
+    for img in also:
+        st, t = frame_stats(img, thumb)
+        st["scene_distance"] = float(np.linalg.norm(t - scene))
+        for k in REACHED:
+            more[k].append(st[k])
     return InputStats(
         count=len(rows),
         thumb=thumb,
         scene=[round(float(v), 6) for v in scene],
-        scene_distance=_range(dist),
-        **{k: _range(np.asarray([r[k] for r in rows])) for k in ("brightness", "contrast", "sharpness")},
+        scene_distance=_reach(_range(dist), more.get("scene_distance", [])),
+        **{
+            k: _reach(_range(np.asarray([r[k] for r in rows])), more.get(k, []))
+            for k in ("brightness", "contrast", "sharpness")
+        },
     )
 
 
@@ -381,16 +416,45 @@ def _rng(v) -> dict[str, float]:
     }
 
 
-def summarize_local(images) -> dict:
+def _rng_reach(r: dict[str, float], also) -> dict[str, float]:
+    """``_reach`` of a local range (a dict)."""
+    if len(also) == 0:
+        return r
+    v = np.asarray(also, np.float64)
+    return {
+        **r,
+        "p01": min(r["p01"], float(np.percentile(v, 1))),
+        "p99": max(r["p99"], float(np.percentile(v, 99))),
+    }
+
+
+def _grey_floor(r: dict[str, float]) -> float:
+    """The lowest ``p01`` of the saturation's range (``r``: the training images' own) that still calls a
+    grey frame (a mono camera: saturation 0, some JPEG noise) UNSURE: the low bound, p01 less the margin
+    the agent takes, no lower than the margin's absolute floor (0.03: 3 grey levels of spread at mid-grey),
+    or than the training images' own bound where that is lower (a nearly grey part)."""
+    k_std, floor, rel, _ = LOCAL_MARGINS["saturation"]
+    m = max(k_std * r["std"], floor, rel * abs(r["p50"]))
+    return min(r["p01"] - m, floor) + m
+
+
+def summarize_local(images, also=()) -> dict:
     """The training images' local statistics, as ``LOCAL_FILE`` holds them (JSON). Colour only when
-    every image is a colour (3-channel) frame."""
+    every image is a colour (3-channel) frame. ``also``: as ``summarize``'s, the ranges of ``LOCAL_REACHED``
+    reach theirs (a lamp of another colour takes colour from a tinted part as well as giving it), the low
+    side of ``saturation`` not so far that a grey frame (a mono camera) passes (``_grey_floor``)."""
     rows = [local_stats(img) for img in images]
     if not rows:
         raise ValueError("no images to take input statistics from")
+    more = [local_stats(img) for img in also]
     out: dict = {"format": LOCAL_FORMAT, "count": len(rows), "grid": GRID, "stats": {}}
     for k in ("chroma_b", "chroma_r", "saturation", "clipped", "banding"):
         if all(k in r for r in rows):
-            out["stats"][k] = _rng([r[k] for r in rows])
+            own = _rng([r[k] for r in rows])
+            rng = _rng_reach(own, [m[k] for m in more if k in m]) if k in LOCAL_REACHED else own
+            if k == "saturation" and more:
+                rng["p01"] = max(rng["p01"], _grey_floor(own))
+            out["stats"][k] = rng
     cells = np.asarray([r["cells"] for r in rows])
     out["cells"] = [_rng(cells[:, i]) for i in range(cells.shape[1])]
     return out

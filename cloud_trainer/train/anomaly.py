@@ -970,6 +970,7 @@ def relit_copy(img: np.ndarray, rng: np.random.Generator, tries: int = 4) -> np.
 #   docs/trainer.md): good frames under a colour cast pass, under a spot mostly; a whole bracket under a
 #   spot or vignetting still does not. Scaling each channel to its own spread as well (tried) rejected
 #   more good frames under vignetting on a part on a pale fixture.
+# curved and lamp builds' input statistics (the agent's UNSURE check) also cover their light (``stats_copies``).
 LIGHT_VARIATIONS = ("none", "linear", "curved", "lamp")
 
 # curved_light: the brightest point anywhere within half a view of it (a lamp off to the side, a lens's
@@ -1043,6 +1044,50 @@ def lamp_light(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         field = 1.0 + gain * lobe
     out = img.astype(np.float32) * (field / float(field.max()))
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+# The input statistics (the agent's UNSURE check) of a curved or lamp build also measure the training
+# frames under that build's light, this many copies of each (at most STATS_COPIES_MAX in all)
+STATS_COPIES, STATS_COPIES_MAX = 8, 512
+
+
+def stats_copies(images: list[np.ndarray], s: AnomalySettings) -> list[np.ndarray]:
+    """The training frames under the light a ``curved`` or ``lamp`` build was made to accept, whose
+    statistics the package's input ranges reach (``inputstats.summarize(also=)``); none for the other
+    builds, whose statistics are those of before. Each copy: the frame area-shrunk to the check's own
+    ``inputstats.WORK`` px a side (its statistics within ~0.02 of the whole frame's, a 5-MP frame's light
+    not computed), under ``curved_light`` (and for ``lamp`` then ``lamp_light``), and brought back to the
+    frame's mean grey level, as far as no pixel is driven to white: both lights only darken (so that the
+    bank's copies never clip), an artefact of the copies, not the light accepted (each view is normalised
+    before the features), and a darker copy would lower the brightness, sharpness and regions' sharpness
+    on which underexposed and blurred rest. None of ``relit_copy``'s gain and offset: exposure is what the
+    check is for. Seeded by the build's seed, apart from the bank's copies."""
+    if s.light_variation not in ("curved", "lamp") or not images:
+        return []
+    import cv2
+
+    from model_packager.inputstats import WORK
+
+    crng = np.random.default_rng([s.seed, 29])
+    srng = np.random.default_rng([s.seed, 31])
+    small = [cv2.resize(img, (WORK, WORK), interpolation=cv2.INTER_AREA) for img in images]
+    out = []
+    for i in range(min(STATS_COPIES * len(images), STATS_COPIES_MAX)):
+        img = small[i % len(small)]
+        c = curved_light(img, crng)
+        if s.light_variation == "lamp":
+            c = lamp_light(c, srng)
+        gain = max(1.0, min(_grey_mean(img) / max(_grey_mean(c), 1e-3), 255.0 / max(float(c.max()), 1.0)))
+        out.append(np.clip(np.rint(c.astype(np.float32) * np.float32(gain)), 0, 255).astype(np.uint8))
+    return out
+
+
+def _grey_mean(img: np.ndarray) -> float:
+    """The mean grey level, as ``inputstats`` takes brightness (BGR to grey)."""
+    import cv2
+
+    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 and img.shape[2] == 3 else img
+    return float(np.mean(g))
 
 
 def _channelwise(s: AnomalySettings) -> bool:
@@ -1989,11 +2034,14 @@ def _package(
     if parity is not None:  # INT8's bounds: measured on every view (``build``), which an agent re-checks
         spec["parity"] = parity
     (s.workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))
-    from model_packager.inputstats import LOCAL_FILE, summarize_local
+    from model_packager.inputstats import LOCAL_FILE, summarize, summarize_local
 
-    # the training images' local statistics (colour, light banding, sharpness by region) for the agent's
-    # UNSURE check, signed with the package beside the manifest's input_stats
-    (s.workdir / LOCAL_FILE).write_text(json.dumps(summarize_local(ds.stats_images)))
+    # the training images' statistics for the agent's UNSURE check: the manifest's input_stats, and their
+    # local statistics (colour, light banding, sharpness by region) signed beside it; a curved or lamp
+    # build's ranges also reach the frames under the light it was made to accept (``stats_copies``)
+    also = stats_copies(ds.stats_images, s)
+    spec["input_stats"] = summarize(ds.stats_images, also=also).model_dump(mode="json")
+    (s.workdir / LOCAL_FILE).write_text(json.dumps(summarize_local(ds.stats_images, also=also)))
     return build_package(
         model,
         spec,
@@ -2003,7 +2051,6 @@ def _package(
         openvino=s.openvino and _has_openvino(),
         fp32_model=fp32,
         extra_files={"report.json": s.workdir / "report.json", LOCAL_FILE: s.workdir / LOCAL_FILE},
-        input_images=ds.stats_images,
         notes=notes,
     )
 
