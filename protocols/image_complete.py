@@ -68,6 +68,11 @@ _HEADER_BYTES = 64  # shorter than any header these kinds need, but for a PNM wi
 # a PNM header cut short: its magic, then whitespace, comments and digits only (possessive: no backtracking)
 _PNM_START = re.compile(rb"P[1-6]?(?:\s|#[^\r\n]*+|\d)*+\Z")
 _PNM_FIELD = re.compile(rb"(?:\s|#[^\r\n]*+)*+(\d+)")
+_FILL = re.compile(rb"\xff*+")  # a JPEG marker's fill bytes, stepped over in C
+# a JPEG's header segments and a GIF's blocks and sub-blocks walked at most (tens in a JPEG, a few hundred with an ICC
+# profile or XMP in pieces; 16 MB of a GIF, which the camera never reads): a crafted file of 1-byte ones (up to 100
+# million in the 201 MB a frame may take) held the camera's thread for tens of seconds; past it the decode says
+_JPEG_MAX_SEGMENTS, _GIF_MAX_BLOCKS = 1 << 12, 1 << 16
 
 
 def cut_short(data: bytes, exact_end: bool = False) -> str | None:
@@ -100,11 +105,12 @@ def _jpeg(data: bytes, exact_end: bool) -> str | None:
     if exact_end:
         return None if _ends_with(data, b"\xff\xd9") else "no end-of-image marker at its end"
     n, i = len(data), 2
-    while True:  # the header's segments, as libjpeg steps over them, to the first scan
-        while i < n and data[i] != 0xFF:
-            i += 1
-        while i < n and data[i] == 0xFF:
-            i += 1
+    # the header's segments, as libjpeg steps over them, to the first scan
+    for _ in range(_JPEG_MAX_SEGMENTS):
+        i = data.find(b"\xff", i)  # (extraneous bytes before a marker stepped over)
+        if i < 0:
+            return "its header ends before its image data"
+        i = _FILL.match(data, i).end()  # type: ignore[union-attr]  # (it matches an empty run too)
         if i >= n:
             return "its header ends before its image data"
         marker = data[i]
@@ -119,6 +125,8 @@ def _jpeg(data: bytes, exact_end: bool) -> str | None:
         if marker == 0xDA:
             break
         i += length
+    else:
+        return None  # more header segments than an encoder writes: damaged, the decode says so
     # in coded data a 0xFF is followed by 0x00 or a restart marker: an end marker there is the image's end
     return None if data.rfind(b"\xff\xd9", i) >= 0 else "no end-of-image marker after its image data"
 
@@ -266,8 +274,11 @@ def _gif(data: bytes, _: bool) -> str | None:
     n = len(data)
     if n < 13:
         return "its header is incomplete"
-    i = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    i, steps = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0), 0
     while i < n:
+        steps += 1
+        if steps > _GIF_MAX_BLOCKS:
+            return None  # more blocks than a GIF the camera would see has (it reads none): not walked further
         block = data[i]
         if block == 0x3B:
             return None
@@ -280,8 +291,10 @@ def _gif(data: bytes, _: bool) -> str | None:
             i += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1
         else:
             return None  # damaged, not cut: not a GIF reader's business here
-        while i < n and data[i]:  # sub-blocks, each its length first, up to an empty one
+        # sub-blocks, each its length first, up to an empty one
+        while i < n and data[i] and steps <= _GIF_MAX_BLOCKS:
             i += data[i] + 1
+            steps += 1
         i += 1
     return "no trailer (its end)"
 
