@@ -100,6 +100,8 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
         raise Refused(why, unsupported=True)
     if kind == "TIFF" and (why := tiff_data_misplaced(data)) is not None:
         raise Refused(why)
+    if kind == "PNG" and (why := _png_chunk_overrun(data)) is not None:  # libpng would allocate what it says
+        raise Refused(f"a PNG header for {w}x{h} pixels, but the image data is truncated or corrupt ({why})")
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
@@ -211,7 +213,8 @@ def _may_be_transparent(data: bytes) -> bool:
         return chunk == b"VP8L" and len(data) >= 25 and bool(data[24] & 0x10)
     if magic == b"\x89PNG" and len(data) >= 26:
         idat = data.find(b"IDAT")
-        return data[25] in (4, 6) or data.find(b"tRNS", 0, idat if idat > 0 else len(data)) >= 0
+        alpha = data[25] in (4, 6) or data.find(b"tRNS", 0, idat if idat > 0 else len(data)) >= 0
+        return alpha and _png_chunk_overrun(data) is None  # never decoded with a chunk past its end (4 GiB)
     if magic not in _TIFF_MAGIC:
         return False
     first = (_tiff_directories(data) or [{}])[0]
@@ -354,6 +357,25 @@ def _pnm_header(b: bytes) -> tuple[int, ...] | None:
     if nums[0] < 1 or nums[1] < 1 or (want == 3 and not 1 <= nums[2] <= 65535):
         return None
     return tuple(nums)
+
+
+def _png_chunk_overrun(data: bytes | memoryview) -> str | None:
+    """The PNG chunk, up to IEND, whose declared length runs past the end of the file, said in one line, or
+    None (also for image data, IDAT, cut short: libpng reads it as it comes). libpng allocates a text or
+    palette chunk's declared length before reading it: a 60-byte file whose tEXt chunk declares 4 GiB took
+    OpenCV's decode 4 GiB of memory and seconds of CPU. Only a chunk that fits in the file is left to it."""
+    b = data if isinstance(data, bytes) else bytes(data)
+    i = 8
+    while i + 8 <= len(b):
+        length, typ = struct.unpack_from(">I4s", b, i)
+        if length > len(b) - i - 12:
+            if typ == b"IDAT":  # a file cut short in its image data: "truncated", as before
+                return None
+            return f"its {typ.decode('latin-1')!r} chunk at byte {i} declares {length} bytes, past the file's end"
+        if typ == b"IEND":
+            break
+        i += 12 + length
+    return None
 
 
 def animated(data: bytes | memoryview) -> str | None:

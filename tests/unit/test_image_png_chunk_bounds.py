@@ -68,3 +68,15 @@ def test_whole_pngs_with_text_and_alpha_still_decode_and_count_their_transparent
     assert transparent_pixels(data) == (1, 2)  # the first pixel's alpha is 0
     ok, real = cv2.imencode(".png", np.zeros((3, 4, 3), np.uint8))
     assert decode_image(real.tobytes()).shape == (3, 4, 3)
+
+
+@pytest.mark.parametrize("typ", [b"tEXt", b"tRNS"])
+def test_the_packagers_input_images_refuse_it_as_the_camera_does_never_decoded(typ, decodes):
+    """``model-packager build --input-images`` reads files as the camera does (its own copy of the checks)."""
+    from model_packager.image_file import Refused, read_image, transparent
+
+    data = png(chunk(typ, b"", length=0xFFFFFFFF)[:8] + bytes(8))
+    with pytest.raises(Refused, match=f"{typ.decode()}' chunk at byte 33 declares 4294967295 bytes"):
+        read_image(data)
+    assert transparent(data) is None
+    assert decodes == []
