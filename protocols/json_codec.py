@@ -35,7 +35,10 @@ Publisher's legacy Samples messages (one monitored item per object), each a read
 PubSub by shape (``_sample_shaped``); an event's sample is reported as ``event_unread``.
 Without ``values`` every text field that gives no reading is told to ``on_text_unread`` (``text_field_hint``).
 A quality may be a whole float (192.0, read as 192) or, in the conventions that name the number, an OPC UA
-StatusCode as hex text ("0x80000000"); a fraction is no quality.
+StatusCode as hex text ("0x80000000"); a fraction is no quality. A record's quality other than "good" is a
+``Status`` (it equals "bad" or "uncertain") whose ``reason`` says why: the device's own word where it sent one
+("BadNotConnected", "Bad_Stale", a StatusCode's Symbol), else the name of its number in its convention
+(``protocols.quality_names``), ``non_finite`` for a NaN or infinite value kept as BAD.
 Limits: no JSONPath beyond dotted keys.
 
 Outgoing: ``dumps`` writes what strict JSON parsers accept (browsers, Node-RED, Jackson, Go, PostgreSQL's
@@ -56,6 +59,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+
+from protocols import quality_names
 
 
 class CodecError(ValueError):
@@ -473,7 +478,8 @@ def compile_decoder(
     this per subscription and the result per message (``run(payload, now)``, the same results and
     errors as ``decode``). ``rates``: each tuple gets a fourth element, an array's sample rate from the
     payload (``mapping.rate_field``) or None. With ``mapping.records`` every tuple is
-    ``(tag, value, timestamp_s, None, quality)`` (quality "good", "uncertain" or "bad"), and a bad record
+    ``(tag, value, timestamp_s, None, quality)`` (quality "good", or a ``Status`` equal to "uncertain" or "bad" with
+    its ``reason``), and a bad record
     is reported to ``on_record_error(reason, detail)`` and skipped while the others are kept (a message
     whose array is missing or not an array still raises). Given ``on_record_error``, a bad field (NaN,
     null, missing, an array with text) is reported the same way and skipped while the message's other
@@ -717,6 +723,57 @@ def _all_finite(v: Any) -> bool:
 _SEVERITY = ("good", "uncertain", "bad", "bad")  # an OPC UA StatusCode's top two bits (Part 4, 7.39)
 
 
+class Status(str):
+    """A record's quality that is not "good" (it equals "bad" or "uncertain", as the plain word does), with
+    ``reason``: why (``quality_names``). A good record's quality stays the plain word: it costs nothing."""
+
+    reason: str
+
+    def __new__(cls, level: str, reason: str) -> Status:
+        self = super().__new__(cls, level)
+        self.reason = reason
+        return self
+
+
+def _status(level: str, raw: Any, fmt: str) -> Status:
+    """``level`` (not "good") with the reason ``raw``, the record's quality field in convention ``fmt``, gives."""
+    return Status(level, _reason(raw, fmt))
+
+
+def _reason(raw: Any, fmt: str) -> str:
+    if isinstance(raw, bool):
+        return "quality_false"
+    if type(raw) is float:
+        raw = _whole(raw)
+    if isinstance(raw, str):
+        low = raw.strip().lower()
+        if low.startswith(("good", "uncertain", "bad", "error")):
+            return quality_names.text(raw)  # the device's own word
+        if fmt != "auto" and _HEX.match(raw) is not None:
+            raw = int(raw, 16)
+        else:
+            n = _text_number(raw)
+            raw = _whole(n) if type(n) is float else n
+    if isinstance(raw, dict):
+        for key in _STATUS_NAME_KEYS:
+            if isinstance(raw.get(key), str) and raw[key].strip():
+                return quality_names.text(raw[key])  # Part 6's Symbol: the publisher's own name
+        for key in _STATUS_NUMBER_KEYS:
+            if key in raw:
+                return _reason(raw[key], "opcua")
+    if type(raw) is int:
+        if fmt == "opcua":
+            return quality_names.opcua(raw)
+        if fmt == "opcda" or (fmt == "auto" and not 0 <= raw <= 3):
+            return quality_names.opcda(raw)
+        return f"quality_{raw}"  # Siemens' qc 0 or 1: no name beyond its level
+    return "quality_unread"
+
+
+# a NaN or infinite value kept (``keep_non_finite``): the sensor's fault
+_NON_FINITE = Status("bad", "non_finite")
+
+
 def _whole(q: float) -> int | float:
     """A quality sent as a float (192.0: a gateway, JavaScript's above all, that writes every number as a
     double) as the integer it is; a fraction, NaN or an infinity stays a float, which no convention reads."""
@@ -923,9 +980,9 @@ def _records_decoder(
                             f"record {name!r}: quality {r[rec.quality]!r} not understood (its field "
                             f"{rec.quality!r})" + _quality_hint(r[rec.quality], rec.quality_format),
                         )
-                    quality = q
+                    quality = q if q == "good" else _status(q, r[rec.quality], rec.quality_format)
                 if keep is not None and not _all_finite(v):  # kept by _value: the sensor's fault, BAD
-                    quality = "bad"
+                    quality = _NON_FINITE
             except CodecError as e:
                 report(e.reason, e.detail)
                 continue
@@ -973,7 +1030,7 @@ def _pubsub_decoder(
                 "wrong_type",
                 f"{what}: StatusCode {str(q)[:40]!r} is no OPC UA StatusCode" + _quality_hint(q, "opcua"),
             )
-        return got
+        return got if got == "good" else _status(got, q, "opcua")
 
     def dataset(msg: Any, where: str, publisher: Any, now: float, out: list[tuple]) -> None:
         if type(msg) is not dict:
@@ -1053,7 +1110,7 @@ def _pubsub_decoder(
                 v = f
             v = _value(name, conv(name, v), keep)
             if keep is not None and not _all_finite(v):
-                q = "bad"
+                q = _NON_FINITE
         except CodecError as e:
             report(e.reason, f"{where}: {e.detail}")
             return

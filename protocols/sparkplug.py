@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocols import quality_names
 from protocols.json_codec import MS_LOOKS_LIKE_S, CodecError
 
 NAMESPACE = "spBv1.0"
@@ -601,6 +602,28 @@ def quality_of(q: int | str | bool | None) -> str:
     if q <= 0x3FF:
         return "bad"
     return "good"
+
+
+def quality_reason(q: int | str | bool | None) -> tuple[str, str | None]:
+    """``quality_of(q)`` and, when not good, why (``protocols.quality_names``): the node's own word (Ignition's
+    ``Bad_Stale``, ``Uncertain_...``), else its number's name: a 32-bit QualityCode whose level bits are set by
+    its OPC UA StatusCode name (``BadNotConnected``), or by level and number where OPC UA has none (Ignition 8's
+    ``Bad_0x80000204``); OPC DA's code by OPC DA's name (``BadCommFailure``); Ignition 7's 500 ``Bad_Stale``;
+    another number ``quality_<n>``; false ``quality_false``; a property of no readable type
+    ``quality_unreadable``."""
+    level = quality_of(q)
+    if level == "good":
+        return level, None
+    if q is None or isinstance(q, bool):
+        return level, "quality_false"
+    if isinstance(q, str):
+        return level, "quality_unreadable" if q == UNREADABLE_QUALITY else quality_names.text(q)
+    u = q & 0xFFFFFFFF
+    if u >> 30:
+        return level, quality_names.opcua(u)
+    if u <= 0xFF:
+        return level, quality_names.opcda(u)
+    return level, "Bad_Stale" if u == 500 else f"quality_{u}"
 
 
 def _parse(data: bytes) -> Any:

@@ -1795,7 +1795,7 @@ class MqttSource:
                     ts = self._ahead(tag, ts, received_at)
                 elif ts != received_at and ts >= last_ts.get(tag, ts):
                     last_ts[tag] = ts
-                out.append(Reading(name, tag, v, ts, received_at, Quality.BAD, rate))
+                out.append(Reading(name, tag, v, ts, received_at, Quality.BAD, rate, "non_finite"))
                 continue
             if ts > ahead or ts < unset:  # the receive time, not the device's clock: the tag's order stays
                 out.append(
@@ -1827,12 +1827,15 @@ class MqttSource:
         unset = self._unset_before(received_at)
         for t, v, ts, rate, q in tuples:
             tag = prefix + t
+            # why not GOOD (json_codec.Status): the device's own word, or its number's name; a GOOD one's plain
+            # "good" costs this one comparison
+            why = None if q == "good" else q.reason
             if ts > ahead or ts < unset:  # the receive time, not the device's clock: the tag's order stays
                 ts = self._ahead(tag, ts, received_at)
-                out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate))
+                out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate, why))
                 continue
             if ts == received_at:  # no time of its own, nor its message: the receive time, as above
-                out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate))
+                out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate, why))
                 continue
             last = last_ts.get(tag)
             if last is not None and ts < last:
@@ -1841,7 +1844,7 @@ class MqttSource:
                     continue
             else:
                 last_ts[tag] = ts
-            out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate))
+            out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate, why))
         return out
 
     def _order(self, readings: list[Reading]) -> list[Reading]:
@@ -2034,7 +2037,7 @@ class MqttSource:
                 fresh += 1
                 out.append(r)
             elif r.quality is Quality.GOOD:
-                out.append(dataclasses.replace(r, quality=Quality.UNCERTAIN))
+                out.append(dataclasses.replace(r, quality=Quality.UNCERTAIN, reason="retained_value"))
             else:  # a BAD record stays BAD
                 out.append(r)
         if fresh:
@@ -2078,8 +2081,10 @@ class MqttSource:
             raise MqttError(
                 f"mqtt source {self.name!r}: command to {where} not sent: edge node {group}/{edge_node} is "
                 "not alive (NDEATH, or no NBIRTH seen since this host started or its broker connection came "
-                "back, or only a retained one and no live message since, or nothing heard of it for "
-                "sparkplug.rebirth_give_up_s: notice node_silent)"
+                "back, or only a retained one and no live message since, or, after nothing heard of it for "
+                "sparkplug.rebirth_give_up_s, it did not answer the rebirth then asked of it within "
+                "sparkplug.rebirth_retry_max_s: notice node_silent; it is read again, and its birth asked, as soon "
+                "as it sends anything)"
             )
         if device and not self.sparkplug.device_alive(group, edge_node, device):
             # the same for a device of a live node: a DCMD to a device that sent DDEATH (or no DBIRTH yet)

@@ -879,7 +879,7 @@ class SparkplugHost:
         if t.message_type is sp.MessageType.NBIRTH:
             out = []
             if node.alive:  # once: the storm's later births find it stale already
-                out = self._bad(t.edge_node, node, _EVERY, received_at, received_at)
+                out = self._bad(t.edge_node, node, _EVERY, received_at, received_at, "birth_unread")
             node.alive, node.birth_skipped = False, True
             node.devices.clear()
             self._rebirth(t.group, t.edge_node, node)
@@ -888,7 +888,7 @@ class SparkplugHost:
             self._rebirth(t.group, t.edge_node, node, t.device)
         if t.device in node.devices:  # DBIRTH: the device is not born until a birth of it is read
             node.devices.discard(t.device)
-            return self._bad(t.edge_node, node, t.device, received_at, received_at)
+            return self._bad(t.edge_node, node, t.device, received_at, received_at, "birth_unread")
         return []
 
     def handle(self, topic: str, data: bytes, received_at: float) -> list[Reading]:
@@ -981,7 +981,7 @@ class SparkplugHost:
             self._file(key, node)
             self.nodes_silent += 1
             wall = time.time()
-            marked = self._bad(key[1], node, _EVERY, wall, wall)
+            marked = self._bad(key[1], node, _EVERY, wall, wall, "node_silent")
             self._stale.extend(marked)
             if self.on_notice is not None:
                 self.on_notice(
@@ -1263,7 +1263,7 @@ class SparkplugHost:
             node.want.clear()
             node.asked.clear()
             self.deaths += 1
-            return self._bad(t.edge_node, node, _EVERY, received_at, received_at)
+            return self._bad(t.edge_node, node, _EVERY, received_at, received_at, "node_death")
         if not node.alive:
             why = (
                 "this host's broker connection came back: its births meanwhile were missed"
@@ -1323,7 +1323,7 @@ class SparkplugHost:
             # operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale): the node's
             # clock, as its DBIRTH's will be; an NDEATH, often the broker's will, takes the receive time
             ts = self._time(t, payload.timestamp_ms, received_at, received_at)
-            return self._bad(t.edge_node, node, t.device, ts, received_at)
+            return self._bad(t.edge_node, node, t.device, ts, received_at, "device_death")
         return self._readings(t, node, t.device, payload, received_at, by_birth=False)
 
     def _learn(self, t: sp.SparkplugTopic, node: _Node, device: str | None, payload: sp.Payload) -> None:
@@ -1562,6 +1562,8 @@ class SparkplugHost:
                         ts,
                         received_at,
                         Quality.BAD,
+                        None,
+                        "null_value",
                     )
                     for k in _under(node, dev, prefix)
                 )
@@ -1599,7 +1601,11 @@ class SparkplugHost:
                     if was is not None:  # its last value is not current: BAD, as a death makes it
                         ts = self._time(t, ts_ms, default_ts, received_at)
                         tag = self._tag(t.edge_node, dev, flat)
-                        out.append(Reading(self._source, tag, was[0], ts, received_at, Quality.BAD))
+                        out.append(
+                            Reading(
+                                self._source, tag, was[0], ts, received_at, Quality.BAD, None, "null_value"
+                            )
+                        )
                     continue
                 if v is None or isinstance(v, sp.Template):
                     continue
@@ -1651,7 +1657,13 @@ class SparkplugHost:
                 elif type(v) is float and (leaf.datatype or node.types.get((dev, flat))) == _FLOAT:
                     values = [(flat, float32_shown(v))]  # 0.3 as the node shows it, not 0.30000001192092896
                 ts = self._time(t, ts_ms, default_ts, received_at)
-                q = Quality.BAD if nf else QUALITY_BY_NAME[sp.quality_of(leaf.quality)]
+                if nf:
+                    q, q_reason = Quality.BAD, "non_finite"
+                elif leaf.quality is None:  # the common metric: no Quality property, GOOD, nothing more to do
+                    q, q_reason = Quality.GOOD, None
+                else:
+                    level, q_reason = sp.quality_reason(leaf.quality)
+                    q = QUALITY_BY_NAME[level]
                 for key, v in values:
                     if type(v) is np.ndarray:
                         was = node.last.get((dev, key))
@@ -1674,7 +1686,18 @@ class SparkplugHost:
                         bisect.insort(node.last_sorted.setdefault(dev, []), key)
                     else:  # names come from the node: data by ever new names must not grow the memory
                         self._too_many(t)
-                    out.append(Reading(self._source, self._tag(t.edge_node, dev, key), v, ts, received_at, q))
+                    out.append(
+                        Reading(
+                            self._source,
+                            self._tag(t.edge_node, dev, key),
+                            v,
+                            ts,
+                            received_at,
+                            q,
+                            None,
+                            q_reason,
+                        )
+                    )
         if historical:
             self.historical += historical
             msg = (
@@ -1732,13 +1755,29 @@ class SparkplugHost:
         return ts_ms / 1000.0
 
     def _bad(
-        self, edge_node: str, node: _Node, device: str | None | object, ts: float, received_at: float
+        self,
+        edge_node: str,
+        node: _Node,
+        device: str | None | object,
+        ts: float,
+        received_at: float,
+        reason: str,
     ) -> list[Reading]:
         """BAD readings of the last values of a device (``None``: the node's own metrics), or of every one
-        (``_EVERY``), in their order in ``node.last``; a device's at the cost of its own (``_Node.last_keys``)."""
+        (``_EVERY``), in their order in ``node.last``; a device's at the cost of its own (``_Node.last_keys``).
+        ``reason``: why (``node_death``, ``device_death``, ``node_silent``, ``birth_unread``)."""
         if device is _EVERY:
             return [
-                Reading(self._source, self._tag(edge_node, dev, name), v, ts, received_at, Quality.BAD)
+                Reading(
+                    self._source,
+                    self._tag(edge_node, dev, name),
+                    v,
+                    ts,
+                    received_at,
+                    Quality.BAD,
+                    None,
+                    reason,
+                )
                 for (dev, name), (v, _) in node.last.items()
             ]
         assert device is None or isinstance(device, str)
@@ -1750,6 +1789,8 @@ class SparkplugHost:
                 ts,
                 received_at,
                 Quality.BAD,
+                None,
+                reason,
             )
             for k in node.last_keys.get(device, ())
         ]
