@@ -1061,7 +1061,10 @@ def stats_copies(images: list[np.ndarray], s: AnomalySettings) -> list[np.ndarra
     bank's copies never clip), an artefact of the copies, not the light accepted (each view is normalised
     before the features), and a darker copy would lower the brightness, sharpness and regions' sharpness
     on which underexposed and blurred rest. None of ``relit_copy``'s gain and offset: exposure is what the
-    check is for. Seeded by the build's seed, apart from the bank's copies."""
+    check is for. A grey frame (a mono camera's, read as three equal channels: ``_is_grey``) is lit grey:
+    a mono camera sees another lamp's colour as light alone, so its copies give the colour statistics
+    nothing to reach (a lamp build of a mono camera's frames let a colour camera's frame through).
+    Seeded by the build's seed, apart from the bank's copies."""
     if s.light_variation not in ("curved", "lamp") or not images:
         return []
     import cv2
@@ -1074,12 +1077,28 @@ def stats_copies(images: list[np.ndarray], s: AnomalySettings) -> list[np.ndarra
     out = []
     for i in range(min(STATS_COPIES * len(images), STATS_COPIES_MAX)):
         img = small[i % len(small)]
-        c = curved_light(img, crng)
+        grey = img.ndim == 3 and _is_grey(img)  # lit as one channel (the same draws as a colour frame's)
+        c = curved_light(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if grey else img, crng)
         if s.light_variation == "lamp":
             c = lamp_light(c, srng)
+        if grey:
+            c = cv2.cvtColor(c, cv2.COLOR_GRAY2BGR)
         gain = max(1.0, min(_grey_mean(img) / max(_grey_mean(c), 1e-3), 255.0 / max(float(c.max()), 1.0)))
         out.append(np.clip(np.rint(c.astype(np.float32) * np.float32(gain)), 0, 255).astype(np.uint8))
     return out
+
+
+# a frame is grey (``stats_copies``) when no pixel's channels differ by more than this at the check's 128 px
+GREY_SPREAD = 2
+
+
+def _is_grey(img: np.ndarray) -> bool:
+    """Three channels equal (to within ``GREY_SPREAD`` levels: a mono camera's frame saved through a colour
+    path), or one channel."""
+    if img.ndim == 2 or img.shape[2] == 1:
+        return True
+    c = img.astype(np.int16)
+    return int(np.abs(c - c[:, :, 1:2]).max()) <= GREY_SPREAD
 
 
 def _grey_mean(img: np.ndarray) -> float:

@@ -147,3 +147,31 @@ def test_a_default_build_stores_the_statistics_of_its_good_frames_alone(plates):
     assert json.loads(opened.path(LOCAL_FILE).read_text()) == json.loads(
         json.dumps(summarize_local(ds.stats_images))
     )
+
+
+async def test_a_lamp_build_of_a_mono_cameras_frames_stays_unsure_of_a_colour_cameras_frame(plates, tmp_path):
+    # a mono camera's training frames (grey PNGs, read as three equal channels): a mono camera sees another
+    # lamp's colour as light alone, so the build's statistics must not reach colour; the copies were lit in
+    # colour, and a colour camera's frame of the same part (a wrong camera) passed as good light
+    grey_data = tmp_path / "mono"
+    for p in sorted(plates["data"].rglob("*.png")):
+        q = grey_data / p.relative_to(plates["data"])
+        q.parent.mkdir(parents=True, exist_ok=True)
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(q), img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+    package = _build({**plates, "data": grey_data, "tmp": tmp_path}, "lamp")
+
+    def mono(img: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+
+    good = [plate(91, i, None, SIZE)[0] for i in range(4)]
+    frames = {f"colour {i}": g for i, g in enumerate(good)}
+    frames |= {
+        f"mono spot {i}": mono(spot(g, (0.15, 0.85)[i % 2], 0.3, 0.62, 0.0)) for i, g in enumerate(good)
+    }
+    got = await _verdicts(package, plates["pub"], frames, tmp_path / "data")
+    served = {k: v for k, v in got.items() if k.startswith("mono") and v[0] == "UNSURE"}
+    assert not served, served  # the mono camera's own frames under a spot: the model's
+    for i in range(4):
+        v, why = got[f"colour {i}"]
+        assert v == "UNSURE" and why.startswith(("colour cast", "more colour")), got[f"colour {i}"]
