@@ -87,8 +87,9 @@ def opcua(code: int) -> str:
 
 
 def opcda(q: int) -> str:
-    """The name of a non-good OPC DA quality (0-0xFFFF), else ``quality_<n>``."""
-    name = _OPCDA.get(q & 0xFC) if 0 <= q <= 0xFF else None
+    """The name of a non-good OPC DA quality (0-0xFFFF), else ``quality_<n>``. Its upper byte is the vendor's
+    (OPC DA 2.05): the name, as the level, is read from the lower byte's quality and substatus bits."""
+    name = _OPCDA.get(q & 0xFC) if 0 <= q <= 0xFFFF else None
     return name or f"quality_{q}"
 
 
