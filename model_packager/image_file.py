@@ -16,6 +16,7 @@ readers to the same pixels or refusals; change them together."""
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Any
 
@@ -47,6 +48,12 @@ _TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS = 256, 1024  # a crafted chain of overlapp
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # JPEG frame headers (C4, C8, CC are not)
 _LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no length field
+# a JPEG's extraneous bytes before a marker, then its fill bytes (0xFF): stepped over in C, as libjpeg steps over them
+_TO_MARKER = re.compile(rb"[^\xff]*+\xff*+")
+# a JPEG's markers walked at most (tens in a JPEG's header, a few hundred with an ICC profile or XMP in pieces): a
+# crafted header of 1-byte or empty segments (up to 50 million in the 201 MB a frame may take) held the camera's
+# thread for tens of seconds; past it the file is not read further
+_JPEG_MAX_SEGMENTS = 1 << 12
 # put before a JPEG's end marker to see whether its decode ran out of data (``protocols.jpeg_check._FILL``)
 _FILL = bytes((i * 167 + 13) % 255 for i in range(256))
 _FILLED = (128, 64)  # what a block libjpeg filled in decodes to: 128 (YCbCr, grey), 64 (CMYK)
@@ -265,13 +272,10 @@ def _tiff_directories(data: bytes) -> list[dict[int, int]]:
 def _jpeg_frame(data: bytes | memoryview) -> tuple[int, int, int, int] | None:
     """``(marker, sample precision, width, height)`` of the first frame header, found as libjpeg finds it:
     markers in order, garbage before a marker and 0xFF fill bytes skipped, segments stepped over by their
-    length, nothing after the scan."""
+    length, nothing after the scan; at most ``_JPEG_MAX_SEGMENTS`` markers (past them: None, not read)."""
     n, i = len(data), 2
-    while i < n:
-        while i < n and data[i] != 0xFF:  # extraneous bytes (libjpeg warns and skips them)
-            i += 1
-        while i < n and data[i] == 0xFF:
-            i += 1
+    for _ in range(_JPEG_MAX_SEGMENTS):
+        i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]  # (extraneous bytes: libjpeg skips them)
         if i >= n:
             return None
         marker = data[i]
@@ -752,12 +756,9 @@ def _walk(data: bytes) -> str | None:
     scans = 0
     marks: Any = None  # positions of FF xx in coded data (xx not 00 or FF), found once
     codes: Any = None  # their xx
-    while True:
-        # a marker: fill bytes skipped as libjpeg skips them
-        while i < n and data[i] != 0xFF:
-            i += 1
-        while i < n and data[i] == 0xFF:
-            i += 1
+    for _ in range(_JPEG_MAX_SEGMENTS):
+        # a marker: extraneous and fill bytes skipped as libjpeg skips them
+        i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]
         if i >= n:
             return "cut short (no end-of-image marker)" if scans else None
         m = data[i]
@@ -820,6 +821,7 @@ def _walk(data: bytes) -> str | None:
                     f"{count} restart markers where its size and restart interval make {want}: part of "
                     "the coded data is missing"
                 )
+    return None  # more markers than an encoder writes (a crafted file that decoded): not checked further
 
 
 def grey_filled(data: bytes, image: Any, flags: int) -> bool:
@@ -837,8 +839,7 @@ def grey_filled(data: bytes, image: Any, flags: int) -> bool:
     end = data.rfind(b"\xff\xd9")
     if end < 0:
         return False  # no end marker: the decode refuses it by itself
-    while end > 0 and data[end - 1] == 0xFF:  # before fill bytes too: a cut after 0xFF would make a marker
-        end -= 1
+    end = len(data[:end].rstrip(b"\xff"))  # before fill bytes too: a cut after 0xFF would make a marker
     import cv2
 
     def same(b: bytes) -> bool:

@@ -15,6 +15,7 @@ take a preview, or one page of several, for the part.
 from __future__ import annotations
 
 import functools
+import re
 import struct
 from typing import Any
 
@@ -90,6 +91,12 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 # JPEG frame headers (SOF0-SOF15) carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no length field
+# a JPEG's extraneous bytes before a marker, then its fill bytes (0xFF): stepped over in C, as libjpeg steps over them
+_TO_MARKER = re.compile(rb"[^\xff]*+\xff*+")
+# a JPEG's markers walked at most (tens in a JPEG's header, a few hundred with an ICC profile or XMP in pieces): a
+# crafted header of 1-byte or empty segments (up to 50 million in the 201 MB a frame may take) held the camera's
+# thread for tens of seconds; past it the file is not read further
+_JPEG_MAX_SEGMENTS = 1 << 12
 
 
 class ImageRejected(ValueError):
@@ -770,13 +777,10 @@ def _jpeg(data: bytes | memoryview) -> tuple[str, int, int] | None:
 def _jpeg_frame(data: bytes | memoryview) -> tuple[int, int, int, int] | None:
     """``(marker, sample precision, width, height)`` of the first frame header, found as libjpeg finds it:
     markers in order, garbage before a marker and 0xFF fill bytes skipped, segments stepped over by their
-    length, nothing after the scan."""
+    length, nothing after the scan; at most ``_JPEG_MAX_SEGMENTS`` markers (past them: None, not read)."""
     n, i = len(data), 2
-    while i < n:
-        while i < n and data[i] != 0xFF:  # extraneous bytes (libjpeg warns and skips them)
-            i += 1
-        while i < n and data[i] == 0xFF:
-            i += 1
+    for _ in range(_JPEG_MAX_SEGMENTS):
+        i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]  # (extraneous bytes: libjpeg skips them)
         if i >= n:
             return None
         marker = data[i]

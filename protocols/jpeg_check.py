@@ -11,7 +11,8 @@ zeros, two frames spliced), each cheap beside the decode itself (measured: 2-5 %
   each scan's coded data must come in order (RST0..RST7, RST0, ...) and, for a baseline image coded in
   one scan, be no fewer than its size and restart interval make; a scan must end at a marker (a JPEG without
   one is cut short). numpy finds the markers, so this is a pass over the bytes in C; a JPEG without
-  restart markers costs only the walk over its header.
+  restart markers costs only the walk over its header (extraneous and fill bytes stepped over in C, at most
+  ``_JPEG_MAX_SEGMENTS`` markers: a crafted file of more, which decoded, is not checked further).
 - ``grey_filled(data, image)``, after decoding: what libjpeg fills in where the coded data ran out is
   blocks of exactly 128 in every channel (64 for a CMYK JPEG), down to the image's last block. When a
   corner block (the last block is bottom-right, or another corner once the decode applied the JPEG's EXIF
@@ -29,12 +30,19 @@ not grey, and are caught only if the end marker is missing.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = ["coded_damage", "damaged_jpeg", "grey_filled"]
 
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no length field
+# a JPEG's extraneous bytes before a marker, then its fill bytes (0xFF): stepped over in C, as libjpeg steps over them
+_TO_MARKER = re.compile(rb"[^\xff]*+\xff*+")
+# a JPEG's markers walked at most (tens in a JPEG's header, a few hundred with an ICC profile or XMP in pieces): a
+# crafted header of 1-byte or empty segments (up to 50 million in the 201 MB a frame may take) held the camera's
+# thread for tens of seconds; past it the file is not read further
+_JPEG_MAX_SEGMENTS = 1 << 12
 # put before the end marker to see whether a decode ran out of data: varied bytes, no 0xFF (not zero bytes:
 # libjpeg itself decodes zero bits where data runs out; nor one repeated byte: measured to change nothing in
 # about a third of the cases)
@@ -79,12 +87,9 @@ def _walk(data: bytes) -> str | None:
     scans = 0
     marks: Any = None  # positions of FF xx in coded data (xx not 00 or FF), found once
     codes: Any = None  # their xx
-    while True:
-        # a marker: fill bytes skipped as libjpeg skips them
-        while i < n and data[i] != 0xFF:
-            i += 1
-        while i < n and data[i] == 0xFF:
-            i += 1
+    for _ in range(_JPEG_MAX_SEGMENTS):
+        # a marker: extraneous and fill bytes skipped as libjpeg skips them
+        i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]
         if i >= n:
             return "cut short (no end-of-image marker)" if scans else None
         m = data[i]
@@ -147,6 +152,7 @@ def _walk(data: bytes) -> str | None:
                     f"{count} restart markers where its size and restart interval make {want}: part of "
                     "the coded data is missing"
                 )
+    return None  # more markers than an encoder writes (a crafted file that decoded): not checked further
 
 
 def grey_filled(data: bytes, image: Any, flags: int) -> bool:
@@ -164,8 +170,7 @@ def grey_filled(data: bytes, image: Any, flags: int) -> bool:
     end = data.rfind(b"\xff\xd9")
     if end < 0:
         return False  # no end marker: the decode refuses it by itself
-    while end > 0 and data[end - 1] == 0xFF:  # before fill bytes too: a cut after 0xFF would make a marker
-        end -= 1
+    end = len(data[:end].rstrip(b"\xff"))  # before fill bytes too: a cut after 0xFF would make a marker
     import cv2
 
     def same(b: bytes) -> bool:

@@ -325,3 +325,58 @@ def test_the_strip_check_of_a_tiff_of_millions_of_strips_holds_a_few_megabytes(m
     assert verdicts[0] is None
     assert "strips 2 and 3 of 2000000 lie over each other" in (verdicts[1] or ""), verdicts[1]
     assert "out of the file's order" in (verdicts[2] or ""), verdicts[2]
+
+
+def _line_events(call, budget: int) -> int:
+    """Python line events ``call()`` runs, counted up to ``budget`` (then stopped): the cost of a walk over a
+    crafted file, in work done, not in time."""
+    import sys
+
+    lines = 0
+
+    class OverBudget(Exception):
+        pass
+
+    def trace(frame, event, arg):
+        nonlocal lines
+        if event == "line":
+            lines += 1
+            if lines > budget:
+                raise OverBudget
+        return trace
+
+    sys.settrace(trace)
+    try:
+        call()
+    except OverBudget:
+        pass
+    finally:
+        sys.settrace(None)
+    return lines
+
+
+_CRAFTED_JPEG_HEADERS = {
+    "bytes before a marker": b"\xff\xd8" + bytes(2_000_000),
+    "fill bytes": b"\xff\xd8" + b"\xff" * 2_000_000,
+    "empty segments": b"\xff\xd8" + b"\xff\xfe\x00\x02" * 500_000,
+}
+
+
+@pytest.mark.parametrize("module", ["protocols.image_header", "model_packager.image_file"])
+@pytest.mark.parametrize("name", sorted(_CRAFTED_JPEG_HEADERS))
+def test_the_header_of_a_crafted_jpeg_of_millions_of_tiny_parts_is_read_within_a_bound(module, name):
+    """``image_size``, which the camera asks of every file and part before anything else (and again before the
+    decode), walked a JPEG's header a byte or a segment at a time in Python: 2 MB of bytes before a marker, of
+    fill bytes or of empty segments cost ~0.2 s, the 201 MB a frame may take ~20 s of the camera's thread, at
+    each retry. 54bbf25 bounded the cut-short check's walk only. Counted in Python line events, not timed."""
+    import importlib
+
+    image_size_of = importlib.import_module(module).image_size
+    got: list = []
+    lines = _line_events(lambda: got.append(image_size_of(_CRAFTED_JPEG_HEADERS[name])), 200_000)
+    assert lines <= 200_000, f"{name}: over 200000 lines run for 2 MB"
+    assert got == [None]
+    # a real JPEG's header, behind the same kinds of bytes, is still read as libjpeg reads it
+    real = cv2.imencode(".jpg", np.zeros((30, 40, 3), np.uint8))[1].tobytes()
+    padded = real[:2] + bytes(1000) + b"\xff" * 1000 + b"\xff\xfe\x00\x02" * 100 + real[2:]
+    assert image_size_of(padded) == ("JPEG", 40, 30)
