@@ -734,6 +734,10 @@ class Status(str):
         self.reason = reason
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy rebuild it with its reason: str's own way calls Status(level) alone, a TypeError
+        return Status, (str(self), self.reason)
+
 
 def _status(level: str, raw: Any, fmt: str) -> Status:
     """``level`` (not "good") with the reason ``raw``, the record's quality field in convention ``fmt``, gives."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 
 import pytest
 
@@ -38,3 +40,20 @@ def test_an_opcda_quality_with_its_vendor_byte_set_is_named_by_its_quality_bits(
     got = _record(q, fmt)[4]
     assert got == level
     assert got.reason == reason
+
+
+def test_a_decoded_records_quality_survives_pickle_and_copy_with_its_reason():
+    """``decode``'s tuples are plain data a caller may copy or hand to another process (a process pool
+    pickles them). A record that is not GOOD carries a ``Status``, a str with its ``reason``; pickling,
+    ``copy.copy`` and ``copy.deepcopy`` of it raised TypeError (str's own way rebuilt it from its text
+    alone, without the reason ``Status.__new__`` requires)."""
+    got = _record({"Code": 0x808A0000, "Symbol": "BadNotConnected"}, "opcua")
+    for again in (
+        pickle.loads(pickle.dumps(got)),
+        pickle.loads(pickle.dumps(got, protocol=0)),
+        copy.copy(got),
+        copy.deepcopy(got),
+    ):
+        assert again == got
+        assert again[4] == "bad"
+        assert again[4].reason == "BadNotConnected"
