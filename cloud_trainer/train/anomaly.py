@@ -1073,10 +1073,18 @@ def stats_copies(images: list[np.ndarray], s: AnomalySettings) -> list[np.ndarra
 
     crng = np.random.default_rng([s.seed, 29])
     srng = np.random.default_rng([s.seed, 31])
-    small = [cv2.resize(img, (WORK, WORK), interpolation=cv2.INTER_AREA) for img in images]
+    n = len(images)
+    total = min(STATS_COPIES * n, STATS_COPIES_MAX)
+    # past STATS_COPIES_MAX / STATS_COPIES frames, one copy each of frames spread over the whole set (not
+    # its first ones: a set in the order of its files may hold another batch, finish or lamp further on),
+    # and only those shrunk (a set of thousands is not copied again)
+    picks = (
+        [i % n for i in range(total)] if total == STATS_COPIES * n else [i * n // total for i in range(total)]
+    )
+    small = {j: cv2.resize(images[j], (WORK, WORK), interpolation=cv2.INTER_AREA) for j in sorted(set(picks))}
     out = []
-    for i in range(min(STATS_COPIES * len(images), STATS_COPIES_MAX)):
-        img = small[i % len(small)]
+    for j in picks:
+        img = small[j]
         grey = img.ndim == 3 and _is_grey(img)  # lit as one channel (the same draws as a colour frame's)
         c = curved_light(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if grey else img, crng)
         if s.light_variation == "lamp":

@@ -175,3 +175,17 @@ async def test_a_lamp_build_of_a_mono_cameras_frames_stays_unsure_of_a_colour_ca
     for i in range(4):
         v, why = got[f"colour {i}"]
         assert v == "UNSURE" and why.startswith(("colour cast", "more colour")), got[f"colour {i}"]
+
+
+def test_the_light_copies_of_a_large_set_are_drawn_from_across_it_not_its_first_frames(tmp_path):
+    # past 64 frames the statistics take one lit copy of at most 512 of them: they were the first 512 in
+    # the files' order, so a later batch (another finish, another lamp) never had its light measured and
+    # its good frames under that light stayed UNSURE. Here 88 colour frames follow 512 grey ones.
+    rng = np.random.default_rng(3)
+    grey = [np.repeat(rng.integers(90, 160, (32, 32, 1), dtype=np.uint8), 3, axis=2) for _ in range(512)]
+    colour = [plate(5, i, None, 32)[0] for i in range(88)]
+    s = A.AnomalySettings(*[tmp_path] * 4, light_variation="curved")
+    copies = A.stats_copies(grey + colour, s)
+    assert len(copies) == A.STATS_COPIES_MAX
+    later = sum(not A._is_grey(c) for c in copies)
+    assert 60 <= later <= 90, later  # about 88 of 600 of them, not none
