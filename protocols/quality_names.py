@@ -7,10 +7,10 @@ define as ``Bad_0x81230000``, as the OPC UA source names it), an OPC DA quality 
 (``BadSensorFailure``, ``UncertainLastUsableValue``; its limit bits left out), any other number as
 ``quality_<n>``. Only a reading that is not GOOD is named, so a GOOD one costs nothing.
 
-The OPC UA names are read, once, from the table asyncua ships (``asyncua/ua/status_codes.py``, a plain
-generated module) without importing asyncua itself (364 ms and 18 MB an MQTT-only gateway does not need);
-without asyncua every code is named by its level and number. Names are cached per code in a bounded table
-(the codes come from the device).
+The OPC UA names are read, once (by each thread that names its first code while another reads them), from
+the table asyncua ships (``asyncua/ua/status_codes.py``, a plain generated module) without importing asyncua
+itself (364 ms and 18 MB an MQTT-only gateway does not need); without asyncua every code is named by its level
+and number. Names are cached per code in a bounded table (the codes come from the device).
 """
 
 from __future__ import annotations
@@ -47,23 +47,30 @@ _opcua_names: dict[int, str] = {}
 def _table() -> dict[int, Any]:
     """asyncua's code -> (name, doc) table, read from its file alone; {} without asyncua."""
     global _opcua_table
-    if _opcua_table is None:
-        _opcua_table = {}
-        try:
-            spec = importlib.util.find_spec("asyncua")  # a top-level package: found, not imported
-            where = spec.submodule_search_locations if spec is not None else None
-            if where:
-                path = os.path.join(list(where)[0], "ua", "status_codes.py")
-                mod_spec = importlib.util.spec_from_file_location("_edge_opcua_status_codes", path)
-                if mod_spec is not None and mod_spec.loader is not None:
-                    mod = importlib.util.module_from_spec(mod_spec)
-                    mod_spec.loader.exec_module(mod)
-                    table = getattr(mod, "code_to_name_doc", None)
-                    if isinstance(table, dict):
-                        _opcua_table = table
-        except Exception:  # another asyncua's layout: codes named by level and number
-            _opcua_table = {}
-    return _opcua_table
+    table = _opcua_table
+    if table is None:
+        # set once read, never a placeholder before: a thread naming a code meanwhile reads the table too
+        # (the same), where it found an empty one and named (and cached) the code by level and number
+        table = _opcua_table = _read_table()
+    return table
+
+
+def _read_table() -> dict[int, Any]:
+    try:
+        spec = importlib.util.find_spec("asyncua")  # a top-level package: found, not imported
+        where = spec.submodule_search_locations if spec is not None else None
+        if where:
+            path = os.path.join(list(where)[0], "ua", "status_codes.py")
+            mod_spec = importlib.util.spec_from_file_location("_edge_opcua_status_codes", path)
+            if mod_spec is not None and mod_spec.loader is not None:
+                mod = importlib.util.module_from_spec(mod_spec)
+                mod_spec.loader.exec_module(mod)
+                table = getattr(mod, "code_to_name_doc", None)
+                if isinstance(table, dict):
+                    return table
+    except Exception:  # another asyncua's layout: codes named by level and number
+        pass
+    return {}
 
 
 def opcua(code: int) -> str:

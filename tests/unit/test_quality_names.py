@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import pickle
+import threading
 
 import pytest
 
+from protocols import quality_names
 from protocols.json_codec import JsonMapping, RecordsMapping, compile_decoder
 
 
@@ -57,3 +60,27 @@ def test_a_decoded_records_quality_survives_pickle_and_copy_with_its_reason():
         assert again == got
         assert again[4] == "bad"
         assert again[4].reason == "BadNotConnected"
+
+
+def test_a_code_named_by_another_thread_while_the_opcua_table_loads_gets_its_name_not_its_number(monkeypatch):
+    """The OPC UA names are read from asyncua's table once, at the first code named. A thread naming a code
+    while another read the table found it empty (a placeholder set before the read) and named the code by
+    level and number, ``Bad_0x808A0000``, and that name was kept for good in the per-code cache: every
+    later BadNotConnected said so. The second thread is run deterministically inside the first's read."""
+    monkeypatch.setattr(quality_names, "_opcua_table", None)
+    monkeypatch.setattr(quality_names, "_opcua_names", {})
+    real = importlib.util.spec_from_file_location
+    meanwhile: list[str] = []
+
+    def reading_the_table(*args, **kwargs):
+        if not meanwhile:  # the first read: another thread names a code now
+            meanwhile.append("")
+            t = threading.Thread(target=lambda: meanwhile.append(quality_names.opcua(0x808A0000)))
+            t.start()
+            t.join()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "spec_from_file_location", reading_the_table)
+    assert quality_names.opcua(0x80340000) == "BadNodeIdUnknown"
+    assert meanwhile[1] == "BadNotConnected"
+    assert quality_names.opcua(0x808A0000) == "BadNotConnected"
