@@ -207,25 +207,33 @@ def _pnm_header(b: bytes) -> tuple[int, ...] | None:
 
 
 _ANIMATION_MAX_CHUNKS = 4096  # chunks read looking for an animation's frames: a crafted file stays cheap
+# ``_png_chunk_overrun``: chunks walked at most, or one per so many bytes of the file when more (encoders cut the
+# image data into chunks of 8 KiB or more, or one a row): a crafted file of 16 million empty chunks held the decode
+# ~10 s; a PNG of more is refused
+_PNG_MAX_CHUNKS, _PNG_CHUNK_BYTES = 1 << 16, 4096
 
 
 def _png_chunk_overrun(data: bytes | memoryview) -> str | None:
     """The PNG chunk, up to IEND, whose declared length runs past the end of the file, said in one line, or
     None (also for image data, IDAT, cut short: libpng reads it as it comes). libpng allocates a text or
     palette chunk's declared length before reading it: a 60-byte file whose tEXt chunk declares 4 GiB took
-    OpenCV's decode 4 GiB of memory and seconds of CPU. Only a chunk that fits in the file is left to it."""
+    OpenCV's decode 4 GiB of memory and seconds of CPU. Only a chunk that fits in the file is left to it. At
+    most ``_PNG_MAX_CHUNKS`` chunks (or one per ``_PNG_CHUNK_BYTES`` of the file) are walked: a file of more is
+    said to be damaged."""
     b = data if isinstance(data, bytes) else bytes(data)
-    i = 8
-    while i + 8 <= len(b):
+    i, most = 8, max(_PNG_MAX_CHUNKS, len(b) // _PNG_CHUNK_BYTES)
+    for _ in range(most):
+        if i + 8 > len(b):
+            return None
         length, typ = struct.unpack_from(">I4s", b, i)
         if length > len(b) - i - 12:
             if typ == b"IDAT":  # a file cut short in its image data: "truncated", as before
                 return None
             return f"its {typ.decode('latin-1')!r} chunk at byte {i} declares {length} bytes, past the file's end"
         if typ == b"IEND":
-            break
+            return None
         i += 12 + length
-    return None
+    return f"more than {most} chunks before its end (IEND), more than an encoder writes: damaged"
 
 
 def animated(data: bytes | memoryview) -> str | None:

@@ -80,3 +80,54 @@ def test_the_packagers_input_images_refuse_it_as_the_camera_does_never_decoded(t
         read_image(data)
     assert transparent(data) is None
     assert decodes == []
+
+
+def _rechunked(data: bytes, size: int) -> bytes:
+    """A PNG whose image data is cut into IDAT chunks of ``size`` bytes (an encoder writing one a row, or small
+    ones), a text chunk after it, as some tools write."""
+    i, out, idat = 8, [data[:8]], b""
+    while i < len(data):
+        length, typ = struct.unpack_from(">I4s", data, i)
+        body = data[i + 8 : i + 8 + length]
+        if typ == b"IDAT":
+            idat += body
+        elif typ == b"IEND":
+            out += [chunk(b"IDAT", idat[k : k + size]) for k in range(0, len(idat), size)]
+            out += [chunk(b"tEXt", b"Comment\x00after the image data"), IEND]
+        else:
+            out.append(data[i : i + 12 + length])
+        i += 12 + length
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("module", ["protocols.image_header", "model_packager.image_file"])
+def test_a_png_of_millions_of_empty_chunks_is_walked_within_a_bound_and_refused(module):
+    """The walk that looks for a chunk past the file's end went chunk by chunk in Python, without a bound: a
+    crafted PNG of 12-byte empty chunks (16 million in the 201 MB a frame may take) held the decode ~10 s, twice
+    for one with alpha (the transparency check walks it too). At most 65,536 chunks (or one per 4 KiB of the
+    file) are walked now; a PNG of more, which no encoder writes, is refused. Counted in line events, not timed."""
+    import importlib
+
+    from tests.unit.test_image_header import _line_events
+
+    overrun = importlib.import_module(module)._png_chunk_overrun
+    crafted = png(chunk(b"tEXt", b"") * 350_000, IDAT, IEND)  # 4 MB
+    got: list = []
+    lines = _line_events(lambda: got.append(overrun(crafted)), 600_000)
+    assert lines <= 600_000, f"over 600000 lines run for {len(crafted)} bytes"
+    assert "more than 65536 chunks" in (got[0] or ""), got
+    # a real PNG with its image data in thousands of small chunks and text after it is read as before
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 65536, (120, 100, 3), np.uint16)  # 16-bit colour
+    real = _rechunked(cv2.imencode(".png", img)[1].tobytes(), 16)
+    assert real.count(b"IDAT") > 4000
+    assert overrun(real) is None
+
+
+def test_a_png_of_thousands_of_small_image_data_chunks_still_decodes(decodes):
+    rng = np.random.default_rng(6)
+    img = rng.integers(0, 65536, (120, 100, 3), np.uint16)
+    real = _rechunked(cv2.imencode(".png", img)[1].tobytes(), 16)
+    assert np.array_equal(decode_image(real, cv2.IMREAD_UNCHANGED), img)
+    with pytest.raises(ImageRejected, match="more than 65536 chunks"):
+        decode_image(png(chunk(b"tEXt", b"") * 70_000, IDAT, IEND))
