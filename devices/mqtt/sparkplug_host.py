@@ -229,6 +229,15 @@ def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[
     return out
 
 
+def _null_reason(quality: int | str | bool | None) -> str:
+    """Why a metric sent with no value (``is_null``) makes its tag BAD: its Quality property's name when that is
+    not good (Ignition's ``Bad_NotConnected``: why it is gone), as the OPC UA source keeps a status's name for a
+    null value; else ``null_value``."""
+    if quality is None:
+        return "null_value"
+    return sp.quality_reason(quality)[1] or "null_value"
+
+
 def _leaves(
     flat: str,
     name: str,
@@ -1554,6 +1563,7 @@ class SparkplugHost:
                 # a Template instance (an Ignition UDT) or a DataSet with no value now: its members' (columns')
                 # last values go BAD
                 ts, prefix = self._time(t, m.timestamp_ms, default_ts, received_at), name + "/"
+                why = _null_reason(m.quality)
                 out.extend(
                     Reading(
                         self._source,
@@ -1563,7 +1573,7 @@ class SparkplugHost:
                         received_at,
                         Quality.BAD,
                         None,
-                        "null_value",
+                        why,
                     )
                     for k in _under(node, dev, prefix)
                 )
@@ -1601,10 +1611,9 @@ class SparkplugHost:
                     if was is not None:  # its last value is not current: BAD, as a death makes it
                         ts = self._time(t, ts_ms, default_ts, received_at)
                         tag = self._tag(t.edge_node, dev, flat)
+                        why = _null_reason(leaf.quality)
                         out.append(
-                            Reading(
-                                self._source, tag, was[0], ts, received_at, Quality.BAD, None, "null_value"
-                            )
+                            Reading(self._source, tag, was[0], ts, received_at, Quality.BAD, None, why)
                         )
                     continue
                 if v is None or isinstance(v, sp.Template):
