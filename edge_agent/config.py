@@ -943,8 +943,20 @@ def _pydantic_errors(exc: ValidationError, model: Any, prefix: tuple, where: str
                 or _is_secret(model, tuple(err["loc"]))
                 else f" (found {_short_repr(found)})"
             )
-            out.append(f"{where}: {_fmt_loc(loc)}: {msg}{shown}")
+            out.append(f"{where}: {_fmt_loc(loc)}: {msg}{shown}{_yaml_read_it(err['type'], found)}")
     return out
+
+
+def _yaml_read_it(kind: str, found: Any) -> str:
+    """For text a YAML 1.1 reader took for something else (``model: on``, ``tag: no``, ``unit: ~``): why, and
+    the way out; else ""."""
+    if kind != "string_type":
+        return ""
+    if isinstance(found, bool):
+        return "; YAML reads on, off, yes and no (and true, false) unquoted as a boolean: quote the text"
+    if found is None:
+        return "; YAML read null (~, null or nothing written): write the text, quoted if it is ~ or null"
+    return ""
 
 
 _SECRET_NAME = re.compile(r"password|passphrase|secret|token|api_?key", re.IGNORECASE)

@@ -160,3 +160,22 @@ def test_a_file_the_config_names_that_is_a_named_pipe_is_refused_before_the_agen
     cfg.write_text(AGENT + written + "\n")
     errors = _errors(cfg)
     assert any(e.startswith(f"{cfg}: {path}: ") and shown in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "written, shown",
+    [
+        (
+            "on",
+            " (found True); YAML reads on, off, yes and no (and true, false) unquoted as a boolean: quote the text",
+        ),
+        ("~", "; YAML read null (~, null or nothing written): write the text, quoted if it is ~ or null"),
+    ],
+)
+def test_a_value_yaml_reads_as_a_boolean_or_null_where_text_is_wanted_says_quote_it(tmp_path, written, shown):
+    """``model: on`` (a slot named on, quoted where it is defined) was refused with pydantic's "Input should be
+    a valid string (found True)" only: the engineer sees "on" written, not why it is not text."""
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(AGENT + f"pipelines:\n  - {{name: p, source: cam, model: {written}}}\n")
+    errors = _errors(cfg)
+    assert f"{cfg}: pipelines[0].model: Input should be a valid string{shown}" in errors, errors
