@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import reprlib
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,30 @@ import numpy as np
 
 class DatasetError(ValueError):
     pass
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISREG, "a file"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def not_a(path: Path, want: str) -> str:
+    """Why ``path`` is not the ``want`` ("folder" or "file") a command was given, in one line: ``no such
+    folder`` when nothing is there (or a link leads nowhere), else what it is (``a named pipe, not a folder``),
+    or why it cannot be looked at."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"{path}: no such {want}"
+    except OSError as exc:
+        return f"{path}: cannot be read ({exc.strerror or exc})"
+    what = next((w for test, w in _KINDS if test(mode)), "not a regular file")
+    return f"{path}: {what}, not a {want}"
 
 
 # ``dataset.yaml`` is written by an import or an export, but a dataset folder is the user's: read it as

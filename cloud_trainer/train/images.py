@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from cloud_trainer.train.data import CAMERA_MAX_MEGAPIXELS, DatasetError, read_image_file
+from cloud_trainer.train.data import CAMERA_MAX_MEGAPIXELS, DatasetError, not_a, read_image_file
 from protocols.image_header import (
     BAYER_PATTERNS,
     IMAGE_TYPES,
@@ -406,7 +406,7 @@ def scan_mvtec(src: Path) -> Found:
 def scan(src: Path, good: str | None = None) -> Found:
     src = Path(src)
     if not src.is_dir():
-        raise DatasetError(f"{src}: no such folder")
+        raise DatasetError(not_a(src, "folder"))
     try:
         return _scan(src, good)
     except OSError as exc:  # a folder listed with iterdir: as _unlistable says it

@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from cloud_trainer.train.data import DATASET_YAML_MAX_BYTES, FAULTS, DatasetError
+from cloud_trainer.train.data import DATASET_YAML_MAX_BYTES, FAULTS, DatasetError, not_a
 from model_packager.condition import RateError, resample, resample_plan
 
 # Names a time column goes by (lower case; spaces, '-' and '/' read as '_'): also with a unit in
@@ -1080,7 +1080,7 @@ def read_recording(path: Path, rate_hz: float | None = None, pick: Keep | None =
     Parquet read only those columns; WAV channels are read when used anyway); None: all."""
     suffix = path.suffix.lower()
     if not path.is_file():
-        raise DatasetError(f"{path}: no such file")
+        raise DatasetError(not_a(path, "file"))
     readers = {".csv": read_csv, ".wav": read_wav, ".npz": read_npz, ".parquet": read_parquet}
     if suffix not in readers:
         raise DatasetError(f"{path}: unknown format {suffix!r}; expected .csv, .parquet, .wav or .npz")
