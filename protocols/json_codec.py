@@ -38,7 +38,8 @@ A quality may be a whole float (192.0, read as 192) or, in the conventions that 
 StatusCode as hex text ("0x80000000"); a fraction is no quality. A record's quality other than "good" is a
 ``Status`` (it equals "bad" or "uncertain") whose ``reason`` says why: the device's own word where it sent one
 ("BadNotConnected", "Bad_Stale", a StatusCode's Symbol), else the name of its number in its convention
-(``protocols.quality_names``), ``non_finite`` for a NaN or infinite value kept as BAD.
+(``protocols.quality_names``), ``non_finite`` for a NaN or infinite value kept as BAD (whose record said no
+other reason: a quality not good keeps its name, as the OPC UA source keeps a status's).
 Limits: no JSONPath beyond dotted keys.
 
 Outgoing: ``dumps`` writes what strict JSON parsers accept (browsers, Node-RED, Jackson, Go, PostgreSQL's
@@ -778,6 +779,13 @@ def _reason(raw: Any, fmt: str) -> str:
 _NON_FINITE = Status("bad", "non_finite")
 
 
+def _non_finite(quality: str) -> Status:
+    """The quality of a kept NaN or infinite value whose record (field) said ``quality``: BAD, and why as the
+    record said it when not good (BadSensorFailure), as the OPC UA source keeps a status's name; else
+    ``non_finite``."""
+    return Status("bad", quality.reason) if isinstance(quality, Status) else _NON_FINITE
+
+
 def _whole(q: float) -> int | float:
     """A quality sent as a float (192.0: a gateway, JavaScript's above all, that writes every number as a
     double) as the integer it is; a fraction, NaN or an infinity stays a float, which no convention reads."""
@@ -986,7 +994,7 @@ def _records_decoder(
                         )
                     quality = q if q == "good" else _status(q, r[rec.quality], rec.quality_format)
                 if keep is not None and not _all_finite(v):  # kept by _value: the sensor's fault, BAD
-                    quality = _NON_FINITE
+                    quality = _non_finite(quality)
             except CodecError as e:
                 report(e.reason, e.detail)
                 continue
@@ -1114,7 +1122,7 @@ def _pubsub_decoder(
                 v = f
             v = _value(name, conv(name, v), keep)
             if keep is not None and not _all_finite(v):
-                q = _NON_FINITE
+                q = _non_finite(q)
         except CodecError as e:
             report(e.reason, f"{where}: {e.detail}")
             return

@@ -229,13 +229,13 @@ def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[
     return out
 
 
-def _null_reason(quality: int | str | bool | None) -> str:
-    """Why a metric sent with no value (``is_null``) makes its tag BAD: its Quality property's name when that is
-    not good (Ignition's ``Bad_NotConnected``: why it is gone), as the OPC UA source keeps a status's name for a
-    null value; else ``null_value``."""
+def _said_or(quality: int | str | bool | None, reason: str) -> str:
+    """Why a metric the host makes BAD (sent with no value, ``is_null``: ``null_value``; NaN: ``non_finite``)
+    is so: its Quality property's name when that is not good (Ignition's ``Bad_NotConnected``: why it is gone),
+    as the OPC UA source keeps a status's name for such a value; else ``reason``."""
     if quality is None:
-        return "null_value"
-    return sp.quality_reason(quality)[1] or "null_value"
+        return reason
+    return sp.quality_reason(quality)[1] or reason
 
 
 def _leaves(
@@ -1563,7 +1563,7 @@ class SparkplugHost:
                 # a Template instance (an Ignition UDT) or a DataSet with no value now: its members' (columns')
                 # last values go BAD
                 ts, prefix = self._time(t, m.timestamp_ms, default_ts, received_at), name + "/"
-                why = _null_reason(m.quality)
+                why = _said_or(m.quality, "null_value")
                 out.extend(
                     Reading(
                         self._source,
@@ -1611,7 +1611,7 @@ class SparkplugHost:
                     if was is not None:  # its last value is not current: BAD, as a death makes it
                         ts = self._time(t, ts_ms, default_ts, received_at)
                         tag = self._tag(t.edge_node, dev, flat)
-                        why = _null_reason(leaf.quality)
+                        why = _said_or(leaf.quality, "null_value")
                         out.append(
                             Reading(self._source, tag, was[0], ts, received_at, Quality.BAD, None, why)
                         )
@@ -1666,8 +1666,8 @@ class SparkplugHost:
                 elif type(v) is float and (leaf.datatype or node.types.get((dev, flat))) == _FLOAT:
                     values = [(flat, float32_shown(v))]  # 0.3 as the node shows it, not 0.30000001192092896
                 ts = self._time(t, ts_ms, default_ts, received_at)
-                if nf:
-                    q, q_reason = Quality.BAD, "non_finite"
+                if nf:  # why as the node said it where its quality is not good, as the OPC UA source keeps it
+                    q, q_reason = Quality.BAD, _said_or(leaf.quality, "non_finite")
                 elif leaf.quality is None:  # the common metric: no Quality property, GOOD, nothing more to do
                     q, q_reason = Quality.GOOD, None
                 else:

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from protocols import quality_names
-from protocols.json_codec import JsonMapping, RecordsMapping, compile_decoder
+from protocols.json_codec import JsonMapping, PubsubMapping, RecordsMapping, compile_decoder
 
 
 def _record(q: object, fmt: str) -> tuple:
@@ -84,3 +84,36 @@ def test_a_code_named_by_another_thread_while_the_opcua_table_loads_gets_its_nam
     assert quality_names.opcua(0x80340000) == "BadNodeIdUnknown"
     assert meanwhile[1] == "BadNotConnected"
     assert quality_names.opcua(0x808A0000) == "BadNotConnected"
+
+
+BAD_SENSOR_FAILURE = 0x808C0000
+
+
+def test_a_nan_whose_record_says_why_keeps_that_reason_one_that_says_nothing_non_finite():
+    """A NaN or infinite value kept (``non_finite: bad``) is BAD whatever its quality says. Its reason was
+    ``non_finite`` even where the record said why (BadSensorFailure: an open thermocouple), where the OPC UA
+    source keeps a status's name for such a value and says ``non_finite`` only when the status said nothing
+    more. Records and OPC UA PubSub fields alike."""
+    run = compile_decoder(
+        JsonMapping(records=RecordsMapping(array="", quality_format="opcua")),
+        on_record_error=lambda r, d: None,
+        keep_non_finite=True,
+    )
+    got = run(
+        f'[{{"id": "a", "v": NaN, "q": {BAD_SENSOR_FAILURE}}}, {{"id": "b", "v": NaN, "q": 0}},'
+        f' {{"id": "c", "v": 1e999, "q": "Uncertain_Stale"}}, {{"id": "d", "v": NaN}}]',
+        0.0,
+    )
+    assert [(t[0], t[4], t[4].reason) for t in got] == [
+        ("a", "bad", "BadSensorFailure"),
+        ("b", "bad", "non_finite"),
+        ("c", "bad", "Uncertain_Stale"),
+        ("d", "bad", "non_finite"),
+    ]
+    run = compile_decoder(
+        JsonMapping(opcua_pubsub=PubsubMapping()), on_record_error=lambda r, d: None, keep_non_finite=True
+    )
+    status = {"Code": BAD_SENSOR_FAILURE, "Symbol": "BadSensorFailure"}
+    msg = {"MessageType": "ua-data", "Messages": [{"Payload": {"a": {"Value": "NaN", "StatusCode": status}}}]}
+    got = run(json.dumps(msg).replace('"NaN"', "NaN"), 0.0)
+    assert [(t[0], t[4], t[4].reason) for t in got] == [("a", "bad", "BadSensorFailure")]

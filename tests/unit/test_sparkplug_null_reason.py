@@ -1,4 +1,5 @@
-"""Why a Sparkplug B metric sent with no value (``is_null``) makes its tag BAD: its node's word when it said one.
+"""Why a Sparkplug B metric sent with no value (``is_null``), or NaN, makes its tag BAD: its node's word when it
+said one.
 
 A node flags a metric ``is_null`` when its value is gone (Ignition: a tag whose PLC item is gone), often with a
 Quality property saying why (``Bad_NotConnected``, a QualityCode). The OPC UA source passes a node's null value
@@ -51,4 +52,26 @@ def test_a_null_metric_with_a_quality_not_good_says_that_quality_a_bare_one_null
         ("n/Flow", 1.5, Quality.BAD, "null_value"),
         ("n/Motor/Speed", 3.0, Quality.BAD, "Bad_Stale"),
         ("n/Pump/Speed", 3.0, Quality.BAD, "null_value"),
+    ]
+
+
+def test_a_nan_metric_with_a_quality_not_good_says_that_quality_a_bare_one_non_finite():
+    """A NaN metric is BAD (``non_finite: bad``) whatever its Quality property says; its reason was
+    ``non_finite`` even where the node said why, where the OPC UA source keeps a status's name for such a
+    value and says ``non_finite`` only when the status said nothing more."""
+    h = _host()
+    _born(h)
+    nan = float("nan")
+    ndata = [
+        sp.Metric(None, 1, D.DOUBLE, nan, quality="Bad_SensorFailure"),
+        sp.Metric(None, 2, D.DOUBLE, nan, quality=0x808C0000),
+        sp.Metric(None, 3, D.DOUBLE, nan),
+        sp.Metric(None, 3, D.DOUBLE, float("inf"), quality=192),
+    ]
+    got = h.handle("spBv1.0/g/NDATA/n", sp.encode(sp.Payload(2000, 1, ndata)), 2.0)
+    assert [(r.tag, r.quality, r.reason) for r in got] == [
+        ("n/Temp", Quality.BAD, "Bad_SensorFailure"),
+        ("n/Level", Quality.BAD, "BadSensorFailure"),
+        ("n/Flow", Quality.BAD, "non_finite"),
+        ("n/Flow", Quality.BAD, "non_finite"),
     ]
