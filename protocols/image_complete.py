@@ -64,6 +64,7 @@ _STARTS = (
     b"GIF89a",
 )
 _SEGMENTS_AT_ONCE = 1 << 16  # a TIFF's strips or tiles checked at a time (a few MB of arrays)
+_PNM_AT_ONCE = 1 << 20  # a plain PNM's bytes counted at a time (a few MB of masks)
 _HEADER_BYTES = 64  # shorter than any header these kinds need, but for a PNM with comments
 # a PNM header cut short: its magic, then whitespace, comments and digits only (possessive: no backtracking)
 _PNM_START = re.compile(rb"P[1-6]?(?:\s|#[^\r\n]*+|\d)*+\Z")
@@ -255,18 +256,26 @@ def _pnm(data: bytes, exact_end: bool) -> str | None:
         if len(data) < i + raster:
             return f"its raster ends at byte {i + raster} ({w}x{h} pixels)"
         return None
-    # plain (text): as many samples as the header makes; a bitmap's digits may run together
-    a = np.frombuffer(data, np.uint8, offset=min(i, len(data)))
-    samples = w * h * (3 if magic == b"3" else 1)
-    if magic == b"1":
-        got = int(np.count_nonzero((a == 0x30) | (a == 0x31)))
-    else:
+    # plain (text): as many samples as the header makes; a bitmap's digits may run together. Counted a slice at a
+    # time (masks of the whole file were twice its size: ~200 MB for a 25-Mpx plain PGM), a sample split by a
+    # slice's end counted once
+    samples, got, last = (
+        w * h * (3 if magic == b"3" else 1),
+        0,
+        False,
+    )  # last: the slice before ended in a digit
+    for s in range(min(i, len(data)), len(data), _PNM_AT_ONCE):
+        a = np.frombuffer(data, np.uint8, min(_PNM_AT_ONCE, len(data) - s), s)
+        if magic == b"1":
+            got += int(np.count_nonzero((a == 0x30) | (a == 0x31)))
+            continue
         digit = (a >= 0x30) & (a <= 0x39)
-        got = int(np.count_nonzero(digit[1:] & ~digit[:-1])) + int(digit[:1].sum())
-        if (
-            got == samples and digit[-1:].any()
-        ):  # its last sample may be cut within its digits ('25' of '255')
-            got -= 1
+        got += int(np.count_nonzero(digit[1:] & ~digit[:-1])) + int(bool(digit[0]) and not last)
+        last = bool(digit[-1])
+    if (
+        magic != b"1" and got == samples and last
+    ):  # its last sample may be cut within its digits ('25' of '255')
+        got -= 1
     return None if got >= samples else f"{got} of its {samples} samples"
 
 

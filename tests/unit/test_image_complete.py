@@ -226,3 +226,31 @@ def test_a_crafted_header_of_millions_of_tiny_parts_is_walked_within_a_bound(nam
     finally:
         sys.settrace(None)
     assert lines <= budget, f"{name}: over {budget} lines run for {len(data)} bytes"
+
+
+@pytest.mark.parametrize("magic", ["P1", "P2"])
+def test_a_large_plain_pnm_is_told_whole_or_cut_within_a_few_megabytes(magic):
+    """A plain (text) PNM's samples were counted over numpy masks of the whole file at once, about twice the file in
+    temporaries: a 25-Mpx plain PGM a machine-vision tool exports is ~100 MB, so ~200 MB above it on a gateway, at
+    each retry while it looked cut short. Counted a slice at a time now, the same count across slice boundaries
+    (samples of several digits split by one). Traced, not timed."""
+    import tracemalloc
+
+    from protocols.image_complete import cut_short
+
+    w, h = 3001, 1000
+    sample = b"1 " if magic == "P1" else b"255 "
+    header = f"{magic}\n{w} {h}\n".encode() + (b"" if magic == "P1" else b"255\n")
+    whole = header + sample * (w * h)
+    files = [whole, whole[:-3], whole.rstrip()]
+    tracemalloc.start()
+    try:
+        verdicts = [cut_short(f) for f in files]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MB to check a {len(whole) / 2**20:.0f}-MB plain PNM"
+    assert verdicts[0] is None
+    assert f"{w * h - 1} of its {w * h} samples" in (verdicts[1] or ""), verdicts[1]
+    # the last sample without a line end after it may be cut within its digits ('25' of '255'): as before
+    assert (verdicts[2] is None) == (magic == "P1"), verdicts[2]
