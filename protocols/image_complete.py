@@ -259,11 +259,8 @@ def _pnm(data: bytes, exact_end: bool) -> str | None:
     # plain (text): as many samples as the header makes; a bitmap's digits may run together. Counted a slice at a
     # time (masks of the whole file were twice its size: ~200 MB for a 25-Mpx plain PGM), a sample split by a
     # slice's end counted once
-    samples, got, last = (
-        w * h * (3 if magic == b"3" else 1),
-        0,
-        False,
-    )  # last: the slice before ended in a digit
+    samples = w * h * (3 if magic == b"3" else 1)
+    got, last = 0, False  # last: whether the slice before ended in a digit
     for s in range(min(i, len(data)), len(data), _PNM_AT_ONCE):
         a = np.frombuffer(data, np.uint8, min(_PNM_AT_ONCE, len(data) - s), s)
         if magic == b"1":
@@ -272,9 +269,8 @@ def _pnm(data: bytes, exact_end: bool) -> str | None:
         digit = (a >= 0x30) & (a <= 0x39)
         got += int(np.count_nonzero(digit[1:] & ~digit[:-1])) + int(bool(digit[0]) and not last)
         last = bool(digit[-1])
-    if (
-        magic != b"1" and got == samples and last
-    ):  # its last sample may be cut within its digits ('25' of '255')
+    # its last sample may be cut within its digits ('25' of '255')
+    if magic != b"1" and got == samples and last:
         got -= 1
     return None if got >= samples else f"{got} of its {samples} samples"
 
