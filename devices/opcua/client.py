@@ -1584,6 +1584,9 @@ class OpcUaSource:
         # tag -> (the time of the BAD reading a halt gave it, or of the last reading stamped after it; whether one
         # was), until a reading the server dates later passes
         self._bad_at: dict[str, tuple[float, bool]] = {}
+        # tags given a BAD reading for a lost connection with nothing of theirs passed on since: not again at the
+        # next loss (a server that accepts the session and drops it again at once, over and over)
+        self._lost_marked: set[str] = set()
         self._held_n: dict[str, int] = {}  # tag -> its readings in ``_held``
         # tag -> its latest reading pushed out of a full ``_held``: passed on first if none of its tag is
         # left there, so a tag that changed once (a state, a setpoint) among a chatty tag's values is not BAD
@@ -1660,10 +1663,12 @@ class OpcUaSource:
     # -- background task --------------------------------------------------------------------------
     async def _run(self) -> None:
         while not self._stopping:
+            up = False  # this try's session was made: a loss of it makes the tags BAD
             try:
                 self.state = ConnectionState.CONNECTING
                 await self._connect()  # each step bounded on its own: a slow node does not fail the session
                 self.state = ConnectionState.CONNECTED
+                up = True
                 if self._halt_reason is None:  # a server still halted is tried again with a growing pause
                     self._backoff.reset()
                 self._first_attempt.set()
@@ -1704,6 +1709,8 @@ class OpcUaSource:
                         reason, msg = "security_policy", self._probed[1]
                 self.stats.error(reason, msg)
                 self._burst.log(f"conn:{reason}", "opcua source %s: %s", self.name, msg)
+                if up and not isinstance(e, _Silent) and self._halt_reason is None and not self._stopping:
+                    self._connection_lost()  # a stall or a halt made them BAD already, for its own reason
             self.state = ConnectionState.BACKOFF
             self._first_attempt.set()
             await self._close_client(1.0)
@@ -2189,6 +2196,8 @@ class OpcUaSource:
                 return
             self._last_wave[tag] = (val, quality)
         reading = Reading(self.name, tag, val, ts, now, quality, rate, reason)
+        if self._lost_marked:
+            self._lost_marked.discard(tag)
         if self._bad_at and (after := self._bad_at.get(tag)) is not None:
             # the first readings after a BAD this source made (a halt): one the server dates before that BAD (its
             # value unchanged since before the halt) is stamped when it came, never earlier than the BAD, its
@@ -3112,15 +3121,34 @@ class OpcUaSource:
         if not new:  # each tag's last reading passed on is its BAD one: nothing went on since (all held)
             self._halt_checks += 1  # a check (or a reconnect's stall) that found it still halted
             return
+        self._lost_marked.clear()
+        self._all_bad(e.halt)
+
+    def _connection_lost(self) -> None:
+        """A session that was up is lost without a halt or a stall seen first (the server closed or reset the
+        connection: its restart or crash, a PLC rebooting, a firewall's reset): each tag passed on gets one BAD
+        reading without a value (reason ``connection_lost``), as for a halt, since its last value is not current
+        while the source reconnects; the reconnect's first values go on GOOD after it (stamped after the BAD
+        where the server dates them before). A tag so marked with nothing of its own passed on since is not
+        marked again at the next loss. Nothing is held: a reconnected server's values are current."""
+        # (the reconnect's first waveform, the samples and source time of one passed on before, is still not
+        # passed on twice: a pipeline would score them again; its tag is GOOD again at its next waveform)
+        self._all_bad("connection_lost", skip=self._lost_marked)
+        self._lost_marked.update(self._last_ts)
+
+    def _all_bad(self, reason: str, skip: set[str] | frozenset[str] = frozenset()) -> None:
+        """A BAD reading without a value, for ``reason``, of each tag passed on so far but those in ``skip``."""
         now = time.time()
         for tag, last in list(self._last_ts.items()):
+            if tag in skip:
+                continue
             # never before the tag's last reading: its server's clock may run ahead of the gateway's (up to
             # max_clock_skew_s), and a BAD dated before the GOOD it follows was hidden behind it; nor before one
             # stamped after the last BAD
             prev = self._bad_at.get(tag)
             at = max(now, last + _AFTER_BAD_S, prev[0] + _AFTER_BAD_S if prev is not None else now)
             self._bad_at[tag] = (at, False)
-            self._channel.put_nowait(Reading(self.name, tag, None, at, now, Quality.BAD, None, e.halt))
+            self._channel.put_nowait(Reading(self.name, tag, None, at, now, Quality.BAD, None, reason))
 
     def _hold(self, reading: Reading) -> None:
         """A reading while a halted server has not shown it healthy: kept, in order, to be passed on once it

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 from asyncua import ua
 
-from devices.base import Reading
+from devices.base import Quality, Reading
 from devices.opcua.client import OpcUaSource
 from tests.integration.test_opcua_source import _settings
 from tests.support.peers import free_port, opcua_server
@@ -34,7 +34,7 @@ async def test_a_waveform_sent_again_after_a_reconnect_is_not_passed_on_twice() 
     async def read() -> None:
         async for r in src.items():
             got.append(r)
-            if r.tag == "Temp":
+            if r.tag == "Temp" and r.quality is Quality.GOOD:  # not the cut's BAD reading
                 temps.set()
 
     async def next_temp() -> None:  # Temp's value comes after Vib's, in the same publish
@@ -51,7 +51,7 @@ async def test_a_waveform_sent_again_after_a_reconnect_is_not_passed_on_twice() 
         assert src.stats.reconnects == 1
         await wave.write_value([float(i) for i in range(1, 17)])  # the next waveform
         for _ in range(100):
-            if sum(r.tag == "Vib" for r in got) >= 2:
+            if sum(r.tag == "Vib" and r.quality is Quality.GOOD for r in got) >= 2:
                 break
             await asyncio.sleep(0.02)
     finally:
@@ -59,10 +59,15 @@ async def test_a_waveform_sent_again_after_a_reconnect_is_not_passed_on_twice() 
         await src.stop()
         relay.close()
         await srv.stop()
-    vib = [r for r in got if r.tag == "Vib"]
+    good = [r for r in got if r.quality is Quality.GOOD]  # the cut's BAD readings apart
+    assert [(r.tag, r.reason) for r in got if r.quality is not Quality.GOOD] == [
+        ("Vib", "connection_lost"),
+        ("Temp", "connection_lost"),
+    ], got
+    vib = [r for r in good if r.tag == "Vib"]
     assert len(vib) == 2 and vib[1].timestamp > vib[0].timestamp, [(r.timestamp, r.value) for r in vib]
     assert np.array_equal(vib[0].value, np.arange(16.0)) and np.array_equal(
         vib[1].value, np.arange(1.0, 17.0)
     )
-    assert [r.tag for r in got].count("Temp") == 2
+    assert [r.tag for r in good].count("Temp") == 2
     assert src.notices.counts.get("repeated_waveform") == 1

@@ -1,0 +1,65 @@
+"""A lost OPC UA connection makes the tags BAD until the server is back, against a real asyncua server.
+
+A server that closes or resets its connections (its restart or crash, a PLC rebooting) made no reading BAD: the
+source reconnected with a growing pause while every consumer (a rule, a pipeline's last values, a forward to
+MQTT, ``/status``) took each tag's last GOOD value as current for as long as the server stayed away. Only a
+stalled or halted server's tags were made BAD. Now each tag passed on gets one BAD reading without a value,
+reason ``connection_lost``, at the loss; the reconnect's first values go on GOOD after it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from asyncua import ua
+
+from devices.base import Quality
+from devices.opcua.client import OpcUaSource
+from tests.integration.test_opcua_bad_reasons_and_clock import _nodes
+from tests.integration.test_opcua_halt_recovery import _Collect, _settings
+from tests.support.peers import free_port, opcua_server
+from tests.support.waits import until
+
+
+async def _plc(port: int):
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await obj.add_variable(ua.NodeId("Temp", idx), "Temp", 40.0)
+    await srv.start()
+    return srv, idx
+
+
+async def test_a_server_gone_makes_each_tag_bad_once_and_its_return_good_again_after_the_bad() -> None:
+    port = free_port()
+    srv, idx = await _plc(port)
+    src = OpcUaSource(
+        "plc",
+        _settings(port, reconnect_initial_s=0.1, reconnect_max_s=0.2, nodes=_nodes(idx, "Speed", "Temp")),
+    )
+    out = None
+    try:
+        await src.start()
+        out = _Collect(src)
+        await until(lambda: {r.tag for r in out.got} == {"Speed", "Temp"}, 10, "both tags' values")
+        await srv.stop()  # its connections closed: the source's session is lost
+        await until(lambda: len(out.got) >= 4, 10, "the loss's BAD readings")
+        # several reconnects refused while it is away (a pause of at most 0.2 s): no BAD reading again
+        await until(lambda: src.stats.errors_by_reason.get("unreachable", 0) >= 3, 20, "reconnects refused")
+        assert len(out.got) == 4, out.got
+        srv, idx = await _plc(port)
+        await until(lambda: len(out.got) >= 6, 20, "both tags' values after the reconnect")
+        await asyncio.sleep(0.5)  # anything more the source would pass on
+    finally:
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        await srv.stop()
+    first, lost, again = out.got[:2], out.got[2:4], out.got[4:]
+    assert all(r.quality is Quality.GOOD for r in first + again), out.got
+    assert {r.tag for r in lost} == {"Speed", "Temp"}, out.got
+    assert all(
+        r.quality is Quality.BAD and r.value is None and r.reason == "connection_lost" for r in lost
+    ), lost
+    bad_at = {r.tag: r.timestamp for r in lost}
+    for r in again:  # its history in time order: GOOD, BAD, GOOD
+        assert r.timestamp > bad_at[r.tag], out.got
+    assert len(again) == 2, out.got
