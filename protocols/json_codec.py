@@ -761,8 +761,10 @@ def _reason(raw: Any, fmt: str) -> str:
             raw = _whole(n) if type(n) is float else n
     if isinstance(raw, dict):
         for key in _STATUS_NAME_KEYS:
-            if isinstance(raw.get(key), str) and raw[key].strip():
-                return quality_names.text(raw[key])  # Part 6's Symbol: the publisher's own name
+            name = raw.get(key)
+            # Part 6's Symbol: the publisher's own name, unless it says Good of a code that is not
+            if isinstance(name, str) and name.strip() and not name.strip().lower().startswith("good"):
+                return quality_names.text(name)
         for key in _STATUS_NUMBER_KEYS:
             if key in raw:
                 return _reason(raw[key], "opcua")

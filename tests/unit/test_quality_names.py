@@ -117,3 +117,12 @@ def test_a_nan_whose_record_says_why_keeps_that_reason_one_that_says_nothing_non
     msg = {"MessageType": "ua-data", "Messages": [{"Payload": {"a": {"Value": "NaN", "StatusCode": status}}}]}
     got = run(json.dumps(msg).replace('"NaN"', "NaN"), 0.0)
     assert [(t[0], t[4], t[4].reason) for t in got] == [("a", "bad", "BadSensorFailure")]
+
+
+def test_a_status_whose_symbol_says_good_of_a_bad_code_is_named_by_its_code():
+    """The level of ``{"Code", "Symbol"}`` comes from its Code; a publisher whose Symbol contradicts it (a stale
+    Symbol field, a mapping bug) gave a BAD reading whose reason said "Good". Now the Code names it."""
+    got = _record({"Code": 0x808A0000, "Symbol": "Good"}, "opcua")[4]
+    assert got == "bad" and got.reason == "BadNotConnected", got.reason
+    agreeing = _record({"Code": 0x808A0000, "Symbol": "Bad_NotConnected"}, "opcua")[4]
+    assert agreeing.reason == "Bad_NotConnected"  # the publisher's own word where it agrees
