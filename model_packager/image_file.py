@@ -44,7 +44,9 @@ _BYTES_PER_PIXEL = 8  # no file of these kinds needs more for its first image (1
 _PNG = b"\x89PNG\r\n\x1a\n"
 
 _TIFF_MAGIC = frozenset({b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"})
-_TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS = 256, 1024  # a crafted chain of overlapping directories stays cheap
+# a crafted chain of overlapping directories stays cheap: at most so many directories, tags in one, and tags read
+# across the chain (``protocols.image_header``'s limits)
+_TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS, _TIFF_MAX_TAGS_WALKED = 256, 1024, 1 << 12
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # JPEG frame headers (C4, C8, CC are not)
 _LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no length field
@@ -132,7 +134,7 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
 def not_one_image(data: bytes) -> str | None:
     """Why a TIFF is not read as one image (several full-resolution pages, or a reduced-resolution copy
     first), or None: ``protocols.image_header.tiff_not_one_image``."""
-    dirs = _tiff_directories(data)
+    dirs, more = _tiff_chain(data)
     if dirs and dirs[0].get(254, 0) & 1 and len(dirs) > 1:
         return (
             "its first image is a reduced-resolution copy (a preview), which is what would be read; save "
@@ -140,9 +142,8 @@ def not_one_image(data: bytes) -> str | None:
         )
     pages = sum(not d.get(254, 0) & 1 for d in dirs)
     if pages > 1:
-        more = " or more" if len(dirs) == _TIFF_MAX_DIRECTORIES else ""
         return (
-            f"a TIFF of {pages}{more} pages (images); one image per file is read (the first, the others "
+            f"a TIFF of {pages}{' or more' if more else ''} pages (images); one image per file is read (the first, the others "
             "would be lost): save each page as its own file"
         )
     return None
@@ -231,20 +232,30 @@ def _may_be_transparent(data: bytes) -> bool:
 
 def _tiff_directories(data: bytes) -> list[dict[int, int]]:
     """Each page's SHORT/LONG tags' first values (``protocols.image_header.tiff_directories``)."""
+    return _tiff_chain(data)[0]
+
+
+def _tiff_chain(data: bytes) -> tuple[list[dict[int, int]], bool]:
+    """``_tiff_directories``, and whether a limit stopped the walk before the chain's end (more may follow)."""
     if data[:4] not in _TIFF_MAGIC:
-        return []
+        return [], False
     e = "<" if data[:1] == b"I" else ">"
     big = data[2:4] in (b"+\x00", b"\x00+")
     fmt_off, fmt_count, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
     size_count = struct.calcsize(fmt_count)
     found: list[dict[int, int]] = []
     seen = set[int]()
+    walked, more = 0, False
     try:
         off = struct.unpack_from(e + fmt_off, data, 8 if big else 4)[0]
         while off and off not in seen and len(seen) < _TIFF_MAX_DIRECTORIES:
             seen.add(off)
             count = struct.unpack_from(e + fmt_count, data, off)[0]
             if count > _TIFF_MAX_TAGS:
+                break
+            walked += count
+            if walked > _TIFF_MAX_TAGS_WALKED:  # more than real pages have: the rest not read
+                more = True
                 break
             tags: dict[int, int] = {}
             for k in range(count):
@@ -266,7 +277,7 @@ def _tiff_directories(data: bytes) -> list[dict[int, int]]:
             off = struct.unpack_from(e + fmt_off, data, off + size_count + count * entry)[0]
     except (struct.error, OverflowError):  # (an offset past 2^63: a BigTIFF's)
         pass
-    return found
+    return found, more or len(found) == _TIFF_MAX_DIRECTORIES
 
 
 def _jpeg_frame(data: bytes | memoryview) -> tuple[int, int, int, int] | None:

@@ -13,7 +13,7 @@ or no image of those kinds (nothing to say). Each kind by what says where it end
   header's file size;
 - TIFF: every image directory of its chain, the tag values stored outside them and every strip's or
   tile's offset + byte count within the file (a chain that loops is read once round, at most 256
-  directories of at most 1024 tags);
+  directories of at most 1024 tags, 4096 tags in all: past that, not walked further);
 - PNM: the raster its header's width, height and maximum value make (binary), or as many samples
   (plain, text);
 - GIF: its blocks up to the trailer (0x3B);
@@ -40,6 +40,7 @@ from protocols.image_header import (  # read as image_header reads them
     _STANDALONE,
     _TIFF_MAX_DIRECTORIES,
     _TIFF_MAX_TAGS,
+    _TIFF_MAX_TAGS_WALKED,
     _TIFF_SEGMENTS,
     _TIFF_TYPE_SIZE,
     image_kind,
@@ -184,6 +185,7 @@ def _tiff(data: bytes, _: bool) -> str | None:
     if off == 0:  # libtiff writes its header so, the pixels next, and links its directory in when it is done
         return "no image directory yet (its header's first directory offset is 0, filled in when written)"
     seen: set[int] = set()
+    walked = 0  # tags read across the chain: a crafted one of 256 directories of 1,024 tags is not read whole
     while off and off not in seen and len(seen) < _TIFF_MAX_DIRECTORIES:
         page = len(seen) + 1
         seen.add(off)
@@ -192,6 +194,9 @@ def _tiff(data: bytes, _: bool) -> str | None:
         count = struct.unpack_from(e + fmt_count, data, off)[0]
         if count > _TIFF_MAX_TAGS:
             return None  # no real directory has this many: damaged, the decode says so
+        walked += count
+        if walked > _TIFF_MAX_TAGS_WALKED:
+            return None  # more than real pages have (a file of several is refused anyway): not walked further
         if count == 0:  # what a file sized before it is written holds where its directory will be
             return f"its image directory {page} (at byte {off}) is empty"
         end = off + size_count + count * entry + size_off

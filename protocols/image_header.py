@@ -427,7 +427,10 @@ def eight_bit(img: Any, pixel_bits: int | None, setting: str = "pixel_bits") -> 
     return (img >> (pixel_bits - 8)).astype(np.uint8)
 
 
-_TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS = 256, 1024  # a crafted chain of overlapping directories stays cheap
+# a crafted chain of overlapping directories stays cheap: at most so many directories, tags in one, and tags read
+# across the chain (256 directories of 1,024 tags, a 3-MB file, cost ~0.4 s of Python per read, 4,096 tags ~6 ms;
+# a real page has 10-30 tags, and a file of more than one full page is refused whatever the count)
+_TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS, _TIFF_MAX_TAGS_WALKED = 256, 1024, 1 << 12
 _TIFF_MAGIC = frozenset({b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"})
 
 
@@ -435,21 +438,31 @@ def tiff_directories(data: bytes | memoryview) -> list[dict[int, int]]:
     """A TIFF's chain of image directories (one per page), each as its SHORT/LONG tags' first values
     (read where the entry points when they do not fit in it); ``[]`` when ``data`` is not a TIFF. A chain
     cut short or looping gives what was read, and at most ``_TIFF_MAX_DIRECTORIES`` directories of at
-    most ``_TIFF_MAX_TAGS`` tags are read."""
+    most ``_TIFF_MAX_TAGS`` tags, ``_TIFF_MAX_TAGS_WALKED`` tags in all, are read."""
+    return _tiff_chain(data)[0]
+
+
+def _tiff_chain(data: bytes | memoryview) -> tuple[list[dict[int, int]], bool]:
+    """``tiff_directories``, and whether a limit stopped the walk before the chain's end (more may follow)."""
     if bytes(data[:4]) not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return []
+        return [], False
     e = "<" if bytes(data[:1]) == b"I" else ">"
     big = bytes(data[2:4]) in (b"+\x00", b"\x00+")
     fmt_off, fmt_count, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
     size_count = struct.calcsize(fmt_count)
     found: list[dict[int, int]] = []
     seen = set[int]()
+    walked, more = 0, False
     try:
         off = struct.unpack_from(e + fmt_off, data, 8 if big else 4)[0]
         while off and off not in seen and len(seen) < _TIFF_MAX_DIRECTORIES:
             seen.add(off)
             count = struct.unpack_from(e + fmt_count, data, off)[0]
             if count > _TIFF_MAX_TAGS:  # no real directory has this many: not read further
+                break
+            walked += count
+            if walked > _TIFF_MAX_TAGS_WALKED:  # more than real pages have: the rest not read
+                more = True
                 break
             tags: dict[int, int] = {}
             for k in range(count):
@@ -469,7 +482,7 @@ def tiff_directories(data: bytes | memoryview) -> list[dict[int, int]]:
             off = struct.unpack_from(e + fmt_off, data, off + size_count + count * entry)[0]
     except (struct.error, OverflowError):  # (an offset past 2^63: a BigTIFF's)
         pass
-    return found
+    return found, more or len(found) == _TIFF_MAX_DIRECTORIES
 
 
 # bytes per value of each TIFF field type (BYTE .. IFD8); a type not here is stepped over
@@ -671,7 +684,7 @@ def tiff_not_one_image(data: bytes | memoryview) -> str | None:
     reduced-resolution copy (a preview: NewSubfileType bit 0) with the image after it, or several
     full-resolution pages (a camera's exposure series, a scanned batch), of which only the first would
     be read. Reduced-resolution pages after the first (thumbnails) are not counted."""
-    dirs = tiff_directories(data)
+    dirs, more = _tiff_chain(data)
     if dirs and dirs[0].get(254, 0) & 1 and len(dirs) > 1:
         return (
             "its first image is a reduced-resolution copy (a preview), which is what would be read; save "
@@ -679,9 +692,8 @@ def tiff_not_one_image(data: bytes | memoryview) -> str | None:
         )
     pages = sum(not d.get(254, 0) & 1 for d in dirs)
     if pages > 1:
-        more = " or more" if len(dirs) == _TIFF_MAX_DIRECTORIES else ""
         return (
-            f"a TIFF of {pages}{more} pages (images); one image per file is read (the first, the others "
+            f"a TIFF of {pages}{' or more' if more else ''} pages (images); one image per file is read (the first, the others "
             "would be lost): save each page as its own file"
         )
     return None

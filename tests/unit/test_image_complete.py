@@ -254,3 +254,90 @@ def test_a_large_plain_pnm_is_told_whole_or_cut_within_a_few_megabytes(magic):
     assert f"{w * h - 1} of its {w * h} samples" in (verdicts[1] or ""), verdicts[1]
     # the last sample without a line end after it may be cut within its digits ('25' of '255'): as before
     assert (verdicts[2] is None) == (magic == "P1"), verdicts[2]
+
+
+def tiff_of_many_tagged_directories(directories: int = 256, tags: int = 1024, last_next: int = 0) -> bytes:
+    """A chain of ``directories`` image directories of ``tags`` SHORT tags each (the most the readers walk), 3 MB:
+    the last one's next-directory offset ``last_next`` (past the end: the file keeps looking cut short)."""
+    size = 2 + 12 * tags + 4
+    entries = b"".join(struct.pack("<HHII", 256 + k, 3, 1, k) for k in range(tags))
+    out = [b"II*\x00" + struct.pack("<I", 8)]
+    for d in range(directories):
+        following = 8 + (d + 1) * size if d + 1 < directories else last_next
+        out.append(struct.pack("<H", tags) + entries + struct.pack("<I", following))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize(
+    "reader",
+    [
+        "protocols.image_complete:cut_short",
+        "protocols.image_header:tiff_directories",
+        "protocols.image_header:tiff_not_one_image",
+        "model_packager.image_file:not_one_image",
+    ],
+)
+# the whole chain; or one directory fewer, the last pointing past the end: cut short, retried, for 5 s by default
+@pytest.mark.parametrize(("directories", "last_next"), [(256, 0), (255, 1 << 30)])
+def test_a_crafted_tiff_of_many_directories_of_many_tags_is_walked_within_a_bound(
+    reader, directories, last_next
+):
+    """A crafted TIFF of 256 directories of 1,024 tags each (within the limits on each, 3 MB) was walked a tag at a
+    time in Python: ~0.4 s per read, read several times per decode attempt of the camera's drop folder (cut short,
+    its check, the page count), again at each retry while it looked cut short. The tags walked across the chain are
+    bounded now (4,096: 256 pages of 16; a real page has 10-30). Counted in Python line events, not timed: under
+    100,000 (2.4-2.6 million before)."""
+    import importlib
+    import sys
+
+    module, name = reader.split(":")
+    read = getattr(importlib.import_module(module), name)
+    data = tiff_of_many_tagged_directories(directories, last_next=last_next)
+    read(b"II*\x00" + bytes(4))  # (imports done outside the count)
+    budget, lines = 100_000, 0
+
+    class OverBudget(Exception):
+        pass
+
+    def trace(frame, event, arg):
+        nonlocal lines
+        if event == "line":
+            lines += 1
+            if lines > budget:
+                raise OverBudget
+        return trace
+
+    sys.settrace(trace)
+    try:
+        read(data)
+    except OverBudget:
+        pass
+    finally:
+        sys.settrace(None)
+    assert lines <= budget, f"{reader}: over {budget} lines run for a {len(data)}-byte TIFF"
+
+
+def test_opencvs_multi_page_tiffs_are_walked_to_their_last_page_as_before(tmp_path):
+    """The bound on tags walked leaves real files as they were read: OpenCV's pages (14 tags each) are counted to
+    the 256-directory limit by the camera's reader and the packager's alike, and a 255-page file cut within its
+    last directory is still told cut short."""
+    from model_packager.image_file import not_one_image
+    from protocols.image_complete import cut_short
+    from protocols.image_header import tiff_directories, tiff_not_one_image
+
+    page = COLOUR[:, :, 0]
+    for pages, said in (
+        (20, "a TIFF of 20 pages"),
+        (255, "a TIFF of 255 pages"),
+        (300, "a TIFF of 256 or more pages"),
+    ):
+        path = tmp_path / f"{pages}.tiff"
+        assert cv2.imwritemulti(str(path), [page] * pages)
+        data = path.read_bytes()
+        dirs = tiff_directories(data)
+        assert len(dirs) == min(pages, 256) and all(d[256] == 80 and d[257] == 60 for d in dirs)
+        assert said in (tiff_not_one_image(data) or ""), tiff_not_one_image(data)
+        assert not_one_image(data) == tiff_not_one_image(data)
+        assert cut_short(data) is None
+        if pages == 255:
+            assert "its image directory 255 " in (cut_short(data[:-1]) or ""), cut_short(data[:-1])
