@@ -1669,8 +1669,9 @@ class OpcUaSource:
                 await self._connect()  # each step bounded on its own: a slow node does not fail the session
                 self.state = ConnectionState.CONNECTED
                 up = True
-                if self._halt_reason is None:  # a server still halted is tried again with a growing pause
-                    self._backoff.reset()
+                # the pause starts again from its shortest at the session's first healthy check (``_watch``),
+                # not here: a server that takes each session and drops it at once (each drop a BAD reading per
+                # tag, each reconnect their values again) was reconnected at the shortest pause for good
                 self._first_attempt.set()
                 if self._connected_once:
                     self.stats.reconnects += 1
@@ -2899,6 +2900,8 @@ class OpcUaSource:
                     self._recovered()
                 if self._halt_reason is not None:
                     self._halt_checks += 1  # still halted: on /status (``halted``), not said again
+                else:  # a healthy session (a server still halted is tried again with a growing pause)
+                    self._backoff.reset()
                 if self._room_wanted:
                     await self._room_again(self._client)
             except asyncio.CancelledError:
@@ -2911,6 +2914,8 @@ class OpcUaSource:
                     log.info("opcua source %s: keepalive failed: %r", self.name, e)
                     return
                 self._state_refused(e)
+                if self._halt_reason is None:  # it answered: a healthy session as far as it shows
+                    self._backoff.reset()
             except TimeoutError:
                 # the connection is open but the server answers nothing: not "unreachable"
                 stalled = _Silent(

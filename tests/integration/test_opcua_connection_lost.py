@@ -17,6 +17,7 @@ from devices.opcua.client import OpcUaSource
 from tests.integration.test_opcua_bad_reasons_and_clock import _nodes
 from tests.integration.test_opcua_halt_recovery import _Collect, _settings
 from tests.support.peers import free_port, opcua_server
+from tests.support.tcp_cut import CutRelay
 from tests.support.waits import until
 
 
@@ -63,3 +64,50 @@ async def test_a_server_gone_makes_each_tag_bad_once_and_its_return_good_again_a
     for r in again:  # its history in time order: GOOD, BAD, GOOD
         assert r.timestamp > bad_at[r.tag], out.got
     assert len(again) == 2, out.got
+
+
+async def test_a_server_that_drops_each_session_at_once_is_tried_again_with_a_growing_pause() -> None:
+    """A server (or a link) that takes each session and drops it again before the source's first check of it
+    finds it healthy: the reconnect pause keeps growing, so the cycles of one BAD reading per tag at the loss
+    and its value again at the reconnect come ever more slowly (at most one per ``reconnect_max_s``); a session
+    that lives to a check starts the pause again from its shortest. Before, each session made reset the
+    backoff: a flapping server was reconnected at the shortest pause for as long as it flapped, each cycle
+    sending every tag's BAD reading and value again (to MQTT, the outbox, rules, ``/status``)."""
+    port = free_port()
+    srv, idx = await _plc(port)
+    relay = CutRelay(port)
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            relay.port,
+            keepalive_check_s=3,
+            reconnect_initial_s=0.05,
+            reconnect_max_s=5,
+            nodes=_nodes(idx, "Speed", "Temp"),
+        ),
+    )
+    out = None
+    attempts = []
+    try:
+        await src.start()
+        out = _Collect(src)
+        for cycle in range(1, 4):
+            await until(lambda n=2 * cycle: _good(out.got) >= n, 10, "both tags' values in this session")
+            relay.cut()  # dropped before the session's first check
+            await until(lambda n=cycle: src.stats.reconnects >= n, 10, "the reconnect")
+        await until(lambda: _good(out.got) >= 8, 10, "both tags' values after the third reconnect")
+        attempts.append(src.backoff_attempts)
+        await until(lambda: src.backoff_attempts == 0, 10, "the pause reset by a healthy check")
+    finally:
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        relay.close()
+        await srv.stop()
+    assert attempts == [3], (attempts, src.stats.errors_by_reason)
+    lost = [r for r in out.got if r.quality is Quality.BAD]
+    assert len(lost) == 6 and {r.reason for r in lost} == {"connection_lost"}, out.got
+
+
+def _good(got: list) -> int:
+    return sum(r.quality is Quality.GOOD for r in got)
