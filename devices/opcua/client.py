@@ -3136,8 +3136,10 @@ class OpcUaSource:
         while the source reconnects; the reconnect's first values go on GOOD after it (stamped after the BAD
         where the server dates them before). A tag so marked with nothing of its own passed on since is not
         marked again at the next loss. Nothing is held: a reconnected server's values are current."""
-        # (the reconnect's first waveform, the samples and source time of one passed on before, is still not
-        # passed on twice: a pipeline would score them again; its tag is GOOD again at its next waveform)
+        # the reconnect's first waveform, the samples and source time of one passed on before, is the tag GOOD
+        # again (a recipe or limits array that never changes would stay BAD for good), stamped after the BAD with
+        # its own time in source_ts: a signal pipeline knows it by that time and does not score it twice
+        self._last_wave.clear()
         self._all_bad("connection_lost", skip=self._lost_marked)
         self._lost_marked.update(self._last_ts)
 

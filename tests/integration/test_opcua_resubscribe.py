@@ -9,17 +9,20 @@ from asyncua import ua
 
 from devices.base import Quality, Reading
 from devices.opcua.client import OpcUaSource
+from edge_agent.config import WindowSettings
+from edge_agent.pipelines import Windower
 from tests.integration.test_opcua_source import _settings
 from tests.support.peers import free_port, opcua_server
 from tests.support.tcp_cut import CutRelay
 
 
-async def test_a_waveform_sent_again_after_a_reconnect_is_not_passed_on_twice() -> None:
+async def test_a_waveform_sent_again_after_a_cut_makes_its_tag_good_again_and_is_not_scored_twice() -> None:
     """A new subscription starts with each node's current value: after a cut connection the server sends the
-    waveform this source passed on before the cut again, with the same source timestamp and samples. Before,
-    it was passed on twice, so a signal pipeline scored those samples twice (or spliced them into its next
-    window). It is passed on once now; a scalar's current value still comes again (a state, which outputs
-    resent after a reconnect rely on), and the next waveform is passed on."""
+    waveform this source passed on before the cut again, with the same source timestamp and samples. The cut made
+    the tag BAD (connection_lost); that waveform is the tag GOOD again (a recipe or limits array that never changes
+    stayed BAD for good when it was dropped as a repeat), stamped after the BAD with its own time in
+    ``source_ts``, and a signal pipeline knows it by that time: its samples are scored once, not twice (nor
+    spliced into the next window). A scalar's current value comes again, and the next waveform is passed on."""
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:test:resub", "Line")
     wave = await obj.add_variable(ua.NodeId("Vib", idx), "Vib", [float(i) for i in range(16)])
@@ -51,7 +54,7 @@ async def test_a_waveform_sent_again_after_a_reconnect_is_not_passed_on_twice() 
         assert src.stats.reconnects == 1
         await wave.write_value([float(i) for i in range(1, 17)])  # the next waveform
         for _ in range(100):
-            if sum(r.tag == "Vib" and r.quality is Quality.GOOD for r in got) >= 2:
+            if sum(r.tag == "Vib" and r.quality is Quality.GOOD for r in got) >= 3:
                 break
             await asyncio.sleep(0.02)
     finally:
@@ -65,9 +68,17 @@ async def test_a_waveform_sent_again_after_a_reconnect_is_not_passed_on_twice() 
         ("Temp", "connection_lost"),
     ], got
     vib = [r for r in good if r.tag == "Vib"]
-    assert len(vib) == 2 and vib[1].timestamp > vib[0].timestamp, [(r.timestamp, r.value) for r in vib]
-    assert np.array_equal(vib[0].value, np.arange(16.0)) and np.array_equal(
-        vib[1].value, np.arange(1.0, 17.0)
-    )
+    assert len(vib) == 3, [(r.timestamp, r.source_ts, r.value) for r in vib]
+    bad_vib = next(r for r in got if r.tag == "Vib" and r.quality is Quality.BAD)
+    again = vib[1]
+    assert np.array_equal(again.value, vib[0].value) and again.source_ts == vib[0].timestamp, again
+    assert vib[0].timestamp <= bad_vib.timestamp < again.timestamp < vib[2].timestamp, vib
+    assert np.array_equal(vib[2].value, np.arange(1.0, 17.0))
     assert [r.tag for r in good].count("Temp") == 2
-    assert src.notices.counts.get("repeated_waveform") == 1
+    # a signal pipeline on the tag: windows of 16 samples, one per waveform it scores
+    w = Windower(
+        "plc", WindowSettings(waveform="Vib", size_samples=16, sample_rate_hz=16.0), 16, model_rate_hz=16.0
+    )
+    windows = [win for r in got for win in w.add_all(r)]
+    assert [win.waveform.tolist() for win in windows] == [list(range(16)), list(range(1, 17))], windows
+    assert w.repeats == 1
