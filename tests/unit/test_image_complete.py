@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from devices.camera.mjpeg import looks_whole
+from tests.support.line_events import line_events
 
 RNG = np.random.default_rng(7)
 COLOUR = RNG.integers(0, 255, (60, 80, 3), dtype=np.uint8)
@@ -192,7 +193,6 @@ def test_a_crafted_header_of_millions_of_tiny_parts_is_walked_within_a_bound(nam
     1-byte sub-blocks, was walked a byte or a segment at a time in Python: ~0.75 s for 20 MB, so ~8 s of the
     camera's thread for the 201 MB a frame may take, again at each retry while it stayed cut short. Counted in
     Python line events, not timed: under 200,000 for 2 MB (4-6 million before)."""
-    import sys
 
     from protocols.image_complete import cut_short
 
@@ -205,26 +205,8 @@ def test_a_crafted_header_of_millions_of_tiny_parts_is_walked_within_a_bound(nam
         "gif, 1-byte sub-blocks": b"GIF89a\x01\x00\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02"
         + b"\x01\x00" * (m // 2),
     }[name]
-    budget, lines = 200_000, 0
-
-    class OverBudget(Exception):
-        pass
-
-    def trace(frame, event, arg):
-        nonlocal lines
-        if event == "line":
-            lines += 1
-            if lines > budget:
-                raise OverBudget
-        return trace
-
-    sys.settrace(trace)
-    try:
-        cut_short(data)
-    except OverBudget:
-        pass
-    finally:
-        sys.settrace(None)
+    budget = 200_000
+    lines = line_events(lambda: cut_short(data), budget)
     assert lines <= budget, f"{name}: over {budget} lines run for {len(data)} bytes"
 
 
@@ -288,32 +270,13 @@ def test_a_crafted_tiff_of_many_directories_of_many_tags_is_walked_within_a_boun
     bounded now (4,096: 256 pages of 16; a real page has 10-30). Counted in Python line events, not timed: under
     100,000 (2.4-2.6 million before)."""
     import importlib
-    import sys
 
     module, name = reader.split(":")
     read = getattr(importlib.import_module(module), name)
     data = tiff_of_many_tagged_directories(directories, last_next=last_next)
     read(b"II*\x00" + bytes(4))  # (imports done outside the count)
-    budget, lines = 100_000, 0
-
-    class OverBudget(Exception):
-        pass
-
-    def trace(frame, event, arg):
-        nonlocal lines
-        if event == "line":
-            lines += 1
-            if lines > budget:
-                raise OverBudget
-        return trace
-
-    sys.settrace(trace)
-    try:
-        read(data)
-    except OverBudget:
-        pass
-    finally:
-        sys.settrace(None)
+    budget = 100_000
+    lines = line_events(lambda: read(data), budget)
     assert lines <= budget, f"{reader}: over {budget} lines run for a {len(data)}-byte TIFF"
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from protocols.image_header import ImageRejected, decode_image, image_size
 from tests.support.image_bombs import DECLARING, small
+from tests.support.line_events import line_events
 
 ENCODED = [
     (".png", [], "PNG"),
@@ -264,32 +265,14 @@ def test_the_strip_check_of_a_tiff_of_many_strips_and_tags_costs_their_sum_not_t
     Counted in Python line events, not timed: a file of 3,000 strips and 1,000 tags (3 million comparisons
     before) stays under 20 per strip and tag."""
     import importlib
-    import sys
 
     check = importlib.import_module(module).tiff_data_misplaced
     strips, tags = 3000, 1000
     data = _many_strips_and_tags(strips, tags)
     budget = 20 * (strips + tags)
-    lines = 0
-
-    class OverBudget(Exception):
-        pass
-
-    def trace(frame, event, arg):
-        nonlocal lines
-        if event == "line":
-            lines += 1
-            if lines > budget:
-                raise OverBudget
-        return trace
-
-    sys.settrace(trace)
-    try:
-        got = check(data)
-    except OverBudget:
-        got = "over budget"
-    finally:
-        sys.settrace(None)
+    out: list = []
+    lines = line_events(lambda: out.append(check(data)), budget)
+    got = out[0] if out else "over budget"
     assert got is None, f"{got}: {lines} lines run, over {budget}"
 
 
@@ -327,34 +310,6 @@ def test_the_strip_check_of_a_tiff_of_millions_of_strips_holds_a_few_megabytes(m
     assert "out of the file's order" in (verdicts[2] or ""), verdicts[2]
 
 
-def _line_events(call, budget: int) -> int:
-    """Python line events ``call()`` runs, counted up to ``budget`` (then stopped): the cost of a walk over a
-    crafted file, in work done, not in time."""
-    import sys
-
-    lines = 0
-
-    class OverBudget(Exception):
-        pass
-
-    def trace(frame, event, arg):
-        nonlocal lines
-        if event == "line":
-            lines += 1
-            if lines > budget:
-                raise OverBudget
-        return trace
-
-    sys.settrace(trace)
-    try:
-        call()
-    except OverBudget:
-        pass
-    finally:
-        sys.settrace(None)
-    return lines
-
-
 _CRAFTED_JPEG_HEADERS = {
     "bytes before a marker": b"\xff\xd8" + bytes(2_000_000),
     "fill bytes": b"\xff\xd8" + b"\xff" * 2_000_000,
@@ -373,7 +328,7 @@ def test_the_header_of_a_crafted_jpeg_of_millions_of_tiny_parts_is_read_within_a
 
     image_size_of = importlib.import_module(module).image_size
     got: list = []
-    lines = _line_events(lambda: got.append(image_size_of(_CRAFTED_JPEG_HEADERS[name])), 200_000)
+    lines = line_events(lambda: got.append(image_size_of(_CRAFTED_JPEG_HEADERS[name])), 200_000)
     assert lines <= 200_000, f"{name}: over 200000 lines run for 2 MB"
     assert got == [None]
     # a real JPEG's header, behind the same kinds of bytes, is still read as libjpeg reads it

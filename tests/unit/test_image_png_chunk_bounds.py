@@ -108,12 +108,12 @@ def test_a_png_of_millions_of_empty_chunks_is_walked_within_a_bound_and_refused(
     file) are walked now; a PNG of more, which no encoder writes, is refused. Counted in line events, not timed."""
     import importlib
 
-    from tests.unit.test_image_header import _line_events
+    from tests.support.line_events import line_events
 
     overrun = importlib.import_module(module)._png_chunk_overrun
     crafted = png(chunk(b"tEXt", b"") * 350_000, IDAT, IEND)  # 4 MB
     got: list = []
-    lines = _line_events(lambda: got.append(overrun(crafted)), 600_000)
+    lines = line_events(lambda: got.append(overrun(crafted)), 600_000)
     assert lines <= 600_000, f"over 600000 lines run for {len(crafted)} bytes"
     assert "more than 65536 chunks" in (got[0] or ""), got
     # a real PNG with its image data in thousands of small chunks and text after it is read as before

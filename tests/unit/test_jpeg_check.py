@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.unit.test_image_header import _line_events
+from tests.support.line_events import line_events
 
 MODULES = ["protocols.jpeg_check", "model_packager.image_file"]
 
@@ -36,7 +36,7 @@ def test_a_decodable_jpeg_with_millions_of_fill_bytes_in_its_header_is_walked_wi
     ):
         assert cv2.imdecode(np.frombuffer(crafted, np.uint8), cv2.IMREAD_COLOR) is not None
         got: list = []
-        lines = _line_events(lambda c=crafted, g=got: g.append(check(c)), 200_000)
+        lines = line_events(lambda c=crafted, g=got: g.append(check(c)), 200_000)
         assert lines <= 200_000, f"over 200000 lines run for {len(crafted)} bytes"
         assert got == [None]
 
@@ -64,6 +64,6 @@ def test_the_grey_fill_check_steps_back_over_millions_of_fill_bytes_before_the_e
     image = cv2.imdecode(np.frombuffer(crafted, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None and (image == 128).all()
     got: list = []
-    lines = _line_events(lambda: got.append(grey_filled(crafted, image, cv2.IMREAD_COLOR)), 200_000)
+    lines = line_events(lambda: got.append(grey_filled(crafted, image, cv2.IMREAD_COLOR)), 200_000)
     assert lines <= 200_000, f"over 200000 lines run for {len(crafted)} bytes"
     assert got == [False]
