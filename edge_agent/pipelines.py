@@ -204,10 +204,12 @@ class Windower:
         self.last_ts: float | None = None  # the previous reading's time and samples (gap check)
         self.last_n = 0
         # the source's own time of the last waveform taken (Reading.source_ts where the source re-stamped it,
-        # else its timestamp): a waveform a source passes on again after its own BAD (OPC UA, after a lost
-        # connection or a halt: the same samples, re-stamped after the BAD, its own time in source_ts) is not
-        # scored twice
+        # else its timestamp) and its samples: a waveform a source passes on again after its own BAD (OPC UA,
+        # after a lost connection or a halt: the same samples, re-stamped after the BAD, its own time in
+        # source_ts) is not scored twice; a new one the server dates at that same time (a coarse clock, one
+        # behind the gateway's: each re-stamped after the BAD) holds other samples and is scored
         self.last_src_ts: float | None = None
+        self.last_wave: np.ndarray | None = None
         self.repeats = 0  # such waveforms skipped
         self.dt_usual: float | None = (
             None  # the usual interval between readings, when no sample rate is known
@@ -444,10 +446,16 @@ class Windower:
             return self._skipped(
                 r, f"its quality is {r.quality.value}" + (f" ({r.reason})" if r.reason else "")
             )
-        if r.source_ts is not None and r.source_ts == self.last_src_ts:
+        x = _samples(r.value)
+        if (
+            r.source_ts is not None
+            and r.source_ts == self.last_src_ts
+            and x is not None
+            and self.last_wave is not None
+            and np.array_equal(x, self.last_wave)
+        ):
             self.repeats += 1  # one taken before, passed on again after its source's BAD: not scored twice
             return NO_WINDOWS
-        x = _samples(r.value)
         if x is None:
             self.notices.note(
                 "waveform_not_a_number",
@@ -467,6 +475,7 @@ class Windower:
             return self._skipped(r, "it holds NaN or Inf")
         ts = r.timestamp
         self.last_src_ts = r.source_ts if r.source_ts is not None else ts
+        self.last_wave = x  # a reference (the source makes a new array per value), compared only at that time
         rate = self.rate_in_use or self.model_rate
         if self.last_ts is not None:
             dt = ts - self.last_ts

@@ -175,3 +175,25 @@ def test_an_infinite_stated_rate_is_refused_and_a_usable_one_then_taken():
         assert rates.rate_for("vib", None) == 25600.0
         rates.on_change("ns=2;s=Rate", v)
         assert rates.rate_for("vib", None) is None, v
+
+
+def test_a_new_waveform_the_source_dates_at_the_time_of_the_last_one_after_a_bad_is_scored():
+    """After a BAD the source made (OPC UA: a lost connection, a halt), the waveform it passes on again (the
+    samples and source time of the last one taken, re-stamped after the BAD, its own time in ``source_ts``)
+    is not scored twice; but a new waveform its server dates at that same time (a clock that stamps in whole
+    seconds or tens of ms, a server clock behind the gateway's: each re-stamped after the BAD) holds other
+    samples, and is scored: a repeat is the same time and the same samples, as the source itself judges."""
+    w = windower()
+    a, b, c = np.arange(1024.0), np.arange(1.0, 1025.0), np.arange(2.0, 1026.0)
+    assert len(w.add_all(R(a, 1000.0))) == 1
+    assert w.add_all(R(None, 1000.3, Quality.BAD)) == ()
+    again = R(a.copy(), 1000.301)
+    again.source_ts = 1000.0
+    assert w.add_all(again) == () and w.repeats == 1  # the same samples at the same time: taken already
+    scored = []
+    for i, x in enumerate((b, c)):  # new samples, dated by the server at the same (coarse) time
+        r = R(x, 1000.302 + i * 0.1024)
+        r.source_ts = 1000.0
+        scored += w.add_all(r)
+    assert [win.waveform[0] for win in scored] == [1.0, 2.0], scored
+    assert w.repeats == 1
