@@ -1246,6 +1246,9 @@ class Pipeline:
             **self.age.status(),
             "bad_samples": self.windower.bad if self.windower else 0,
             "windows_capped": self.windower.capped if self.windower else 0,
+            # waveforms its source passed on again after a BAD it made (same source time and samples as the last
+            # one taken): not scored twice, nor dropped (their samples were taken)
+            "repeated_waveforms": self.windower.repeats if self.windower else 0,
             "errors": dict(st.errors),
             "latency_ms": st.percentiles(),
             "windows": self.windower.seq if self.windower else None,

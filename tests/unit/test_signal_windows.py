@@ -197,3 +197,38 @@ def test_a_new_waveform_the_source_dates_at_the_time_of_the_last_one_after_a_bad
         scored += w.add_all(r)
     assert [win.waveform[0] for win in scored] == [1.0, 2.0], scored
     assert w.repeats == 1
+
+
+def test_a_repeated_waveform_not_scored_twice_is_counted_on_the_pipelines_status(tmp_path):
+    """A window that does not come for a waveform its source passed on again after a BAD has its reason on
+    /status (``repeated_waveforms``), as skipped readings have theirs (``bad_samples``)."""
+    from edge_agent.config import PipelineSettings
+    from edge_agent.pipelines import Pipeline
+    from model_packager.package import read_manifest
+    from tests.support.models import make_keypair, make_package
+
+    key, _ = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path, kind="signal", key=key)
+
+    class Slot:
+        manifest = read_manifest(str(pkg))
+
+    async def on_result(res, item):
+        pass
+
+    p = Pipeline(
+        PipelineSettings(name="health", source="plc", model="health", window=WindowSettings(waveform="vib")),
+        Slot(),
+        None,
+        on_result,
+    )
+    p.prepare()
+    assert p.windower is not None
+    x = np.arange(float(p.windower.size))
+    p.windower.add_all(R(x, 1000.0))
+    p.windower.add_all(R(None, 1000.3, Quality.BAD))
+    again = R(x.copy(), 1000.301)
+    again.source_ts = 1000.0
+    p.windower.add_all(again)
+    st = p.status()
+    assert st["repeated_waveforms"] == 1 and st["bad_samples"] == 1, st
