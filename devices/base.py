@@ -43,6 +43,9 @@ class DeviceError(Exception):
 
 
 FLOAT32_MAX = 3.4028234663852886e38
+# halfway from the largest REAL to 2**128: a double from here on rounds to infinity as a REAL, one below it to
+# FLOAT32_MAX (3.4028235e38, the largest REAL as PLCs print it, is such a double a hair above FLOAT32_MAX)
+FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
 
 
 FLOAT32_TINY = (
@@ -60,14 +63,15 @@ def float_for_plc(value: int | float, single: bool) -> float:
     number (16777217 arrived as 16777216), so such a value is refused. A number with a fraction or an
     exponent is written as the nearest value the type holds (2.7 on a REAL is 2.7000000477, as the PLC
     shows it), except a non-zero one too small for a REAL (below about 1.2e-38), which would arrive as 0
-    or with its digits gone."""
+    or with its digits gone, and one a REAL would round to infinity (``FLOAT32_OVERFLOW``: 3.4028235e38,
+    the largest REAL as it is printed, arrives as that REAL; 3.4028236e38 is refused)."""
     try:
         f = float(value)
     except OverflowError:
         raise ValueError("out of range of a 64-bit float") from None
     if f != f or f in (float("inf"), float("-inf")):
         raise ValueError("write a finite number; NaN and infinity are never sent to a PLC")
-    if single and abs(f) > FLOAT32_MAX:
+    if single and abs(f) >= FLOAT32_OVERFLOW:
         raise ValueError("out of range of a 32-bit Float (about +-3.4e38)")
     kind, top = ("a 32-bit Float (REAL)", 2**24) if single else ("a 64-bit Double (LREAL)", 2**53)
     if isinstance(value, int | np.integer) and not isinstance(value, bool):

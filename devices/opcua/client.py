@@ -367,6 +367,24 @@ _SUBTYPES = {
 }
 
 
+# a value in a refusal, bounded: a megabyte of text refused by an Int16 node is named, not copied into the
+# message (and so into the log line and /status)
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlong = 60
+
+
+def _shown(value: Any) -> str:
+    try:
+        return _SHOWN.repr(value)
+    except ValueError:  # an int past Python's 4,300 digits for a text: not even its repr is made
+        return (
+            f"<an integer of {value.bit_length()} bits>"
+            if isinstance(value, int)
+            else f"<{type(value).__name__}>"
+        )
+
+
 def convert_value(
     vtype: ua.VariantType | AbstractType, value: Any, node_id: str = "?", held: ua.VariantType | None = None
 ) -> Any:
@@ -383,8 +401,11 @@ def convert_value(
     UInteger a whole number >= 0 (UInt32, else UInt64), Number a finite number (whole: as Integer, else
     Double); for those three, the concrete type the node holds (``held``) is kept when the value fits
     it. See ``to_variant``. Any other DataType is refused by name rather than handed to the encoder.
-    Arrays: each element alike.
+    Arrays: each element alike; a 0-d NumPy array is its single value. Text that UTF-8 cannot encode (a
+    lone surrogate) is refused.
     """
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
     if isinstance(value, np.ndarray | list | tuple):
         return [convert_value(vtype, v, node_id, held) for v in np.asarray(value, dtype=object).tolist()]
     return _convert_scalar(vtype, value, node_id, held)
@@ -404,7 +425,7 @@ def to_variant(
         return ua.Variant(payload[0], payload[1])
     shown = "BaseDataType" if vtype is ua.VariantType.Variant else vtype.name
     if any(isinstance(p, list) for p in payload):
-        raise OpcUaTypeMismatch(f"node {node_id} is {shown}; cannot write {value!r}: nested arrays")
+        raise OpcUaTypeMismatch(f"node {node_id} is {shown}; cannot write {_shown(value)}: nested arrays")
     kinds = {kind for _, kind in payload}
     if len(kinds) > 1 and held in kinds:  # some elements do not fit the held type: all by the rules
         payload = convert_value(vtype, value, node_id)
@@ -424,7 +445,7 @@ def to_variant(
             kinds, values = {ua.VariantType.Double}, [float(v) for v in values]
     if len(kinds) != 1:
         raise OpcUaTypeMismatch(
-            f"node {node_id} is {shown}; cannot write {value!r}: an array needs elements of one kind"
+            f"node {node_id} is {shown}; cannot write {_shown(value)}: an array needs elements of one kind"
             + (f" (here {', '.join(sorted(names))})" if kinds else "")
         )
     return ua.Variant(values, kinds.pop())
@@ -441,7 +462,7 @@ def _convert_scalar(
 
     def bad(fix: str) -> OpcUaTypeMismatch:
         return OpcUaTypeMismatch(
-            f"node {node_id} is {shown}; cannot write {given!r} ({type(given).__name__}): {fix}"
+            f"node {node_id} is {shown}; cannot write {_shown(given)} ({type(given).__name__}): {fix}"
         )
 
     if isinstance(vtype, AbstractType):
@@ -476,7 +497,8 @@ def _convert_scalar(
         if isinstance(value, float) and not math.isfinite(value):
             raise bad("NaN and infinity are never written as text; write text or a finite number")
         if isinstance(value, str | int | float) and not isinstance(value, bool):
-            return str(value) if t == "String" else ua.LocalizedText(str(value))
+            text = _utf8(value, bad) if isinstance(value, str) else str(value)
+            return text if t == "String" else ua.LocalizedText(text)
         raise bad("write text")
     if t == "DateTime":
         return _datetime(value, bad)
@@ -504,9 +526,22 @@ def _convert_scalar(
             except ValueError as e:
                 raise bad(str(e)) from None
         if isinstance(value, str):
-            return value, ua.VariantType.String
+            return _utf8(value, bad), ua.VariantType.String
         raise bad("write true/false, a number or text")
     raise bad(f"the agent writes only {_WRITABLE} nodes; write to a node of one of those types")
+
+
+def _utf8(text: str, bad) -> str:
+    """``text`` when UTF-8 can encode it (what OPC UA sends); a lone surrogate (JSON's or YAML's "\\ud800"
+    loads as one) cannot, and asyncua's encoder would raise a bare UnicodeEncodeError naming no node."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise bad(
+            f"text that is not valid Unicode (a lone surrogate, {text[e.start]!r}, at character {e.start}) has no "
+            "UTF-8 form; write valid text"
+        ) from None
+    return text
 
 
 def _whole_float(value: float, bad) -> int:

@@ -1,0 +1,213 @@
+"""What reaches a real asyncua server (a free loopback port) from ``OpcUaSource.write`` for each built-in type:
+every value is either written as meant (read back from the server) or refused before anything is sent, with
+an ``OpcUaTypeMismatch`` naming the node, the value and the type, in a message of bounded length. Never
+silently changed: text never becomes a Boolean or a number, a fraction is never rounded for an integer node,
+a number beyond a REAL's range never becomes infinity, text UTF-8 cannot encode never leaves as an encoder's
+traceback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+from asyncua import ua
+from asyncua.common.callback import CallbackType
+
+from devices.base import FLOAT32_MAX
+from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
+from edge_agent.config import parse_config
+from tests.support.peers import free_port, opcua_server
+from tests.support.waits import until
+
+VT = ua.VariantType
+_NODES = {
+    "Bool": ua.Variant(False, VT.Boolean),
+    "SByte": ua.Variant(0, VT.SByte),
+    "Byte": ua.Variant(0, VT.Byte),
+    "Int16": ua.Variant(0, VT.Int16),
+    "UInt16": ua.Variant(0, VT.UInt16),
+    "Int32": ua.Variant(0, VT.Int32),
+    "UInt32": ua.Variant(0, VT.UInt32),
+    "Int64": ua.Variant(0, VT.Int64),
+    "UInt64": ua.Variant(0, VT.UInt64),
+    "Float": ua.Variant(0.0, VT.Float),
+    "Double": ua.Variant(0.0, VT.Double),
+    "String": ua.Variant("", VT.String),
+    "Text": ua.Variant(ua.LocalizedText(""), VT.LocalizedText),
+    "Time": ua.Variant(dt.datetime(2000, 1, 1, tzinfo=dt.UTC), VT.DateTime),
+    "Bytes": ua.Variant(b"", VT.ByteString),
+    "Arr3": ua.Variant([0.0, 0.0, 0.0], VT.Double),
+}
+
+
+@pytest.fixture
+async def plc():
+    """(source, nodes by name, names of the nodes a write request reached) on a started server."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    assert idx == 2
+    nodes = {}
+    for name, variant in _NODES.items():
+        nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, variant)
+        await nodes[name].set_writable()
+    await nodes["Arr3"].write_value_rank(1)
+    await nodes["Arr3"].write_array_dimensions([3])
+    # an enumeration: the standard ServerState (Running 0 .. Unknown 7)
+    nodes["Enum"] = await obj.add_variable(
+        ua.NodeId("Enum", idx), "Enum", ua.Variant(0, VT.Int32), datatype=ua.NodeId(ua.ObjectIds.ServerState)
+    )
+    await nodes["Enum"].set_writable()
+    sent: list[str] = []
+
+    async def on_write(event, _dispatcher) -> None:
+        sent.extend(
+            wv.NodeId.Identifier
+            for wv in event.request_params.NodesToWrite
+            if wv.NodeId.NamespaceIndex == idx
+        )
+
+    srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
+    await srv.start()
+    source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
+    settings = parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"]
+    src = OpcUaSource("plc", settings)
+    await src.start()
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        yield src, nodes, sent
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
+_WRITTEN = [
+    ("Bool", True, True),
+    ("Bool", 0, False),
+    ("Bool", 1.0, True),
+    ("Int16", 32767.0, 32767),
+    ("Int16", -(2**15), -(2**15)),
+    ("UInt16", 65535, 65535),
+    ("Int64", 2**63 - 1, 2**63 - 1),
+    ("UInt64", 2**64 - 1, 2**64 - 1),
+    ("Float", 1.5, 1.5),
+    ("Float", 0.1, float(np.float32(0.1))),  # the nearest REAL, as the PLC shows it
+    ("Double", 0.1, 0.1),
+    ("String", 12, "12"),
+    ("String", "a\x00b\x07", "a\x00b\x07"),  # control characters arrive as they are
+    ("Time", "2026-11-30T12:00:00+01:00", dt.datetime(2026, 11, 30, 11, 0, tzinfo=dt.UTC)),
+    ("Bytes", b"\x00\xff", b"\x00\xff"),
+    ("Arr3", [1, 2.5, 3], [1.0, 2.5, 3.0]),
+    ("Enum", 7, 7),
+]
+
+
+@pytest.mark.parametrize(("node", "value", "arrives"), _WRITTEN, ids=[f"{n}-{v!r}" for n, v, _ in _WRITTEN])
+async def test_a_value_the_node_takes_arrives_as_meant(plc, node, value, arrives) -> None:
+    src, nodes, _ = plc
+    await src.write(f"ns=2;s={node}", value)
+    got = await nodes[node].read_value()
+    if isinstance(got, dt.datetime):
+        got = got.replace(tzinfo=dt.UTC)
+    assert got == arrives and type(got) is type(arrives), got
+
+
+_REFUSED = [
+    ("Bool", "false", "write true or false without quotes"),
+    ("Bool", "0", "write true or false without quotes"),
+    ("Bool", "off", "write true or false without quotes"),
+    ("Bool", "False ", "write true or false without quotes"),
+    ("Bool", 2, "write true or false"),
+    ("Bool", None, "write true or false"),
+    ("Int16", 70000, "out of range -32768..32767"),
+    ("UInt16", -1, "out of range 0..65535"),
+    ("UInt64", 2**64, "out of range 0..18446744073709551615"),
+    ("Int16", 1.5, "a fraction is never rounded or truncated"),
+    ("Int32", "1e3", "write a number without quotes"),
+    ("Int32", "0x10", "write a number without quotes"),
+    ("SByte", math.nan, "NaN and infinity are never written"),
+    ("Int64", math.inf, "NaN and infinity are never written"),
+    ("Float", 1e39, "out of range of a 32-bit Float"),
+    ("Float", -1e39, "out of range of a 32-bit Float"),
+    ("Float", math.nan, "NaN and infinity are never sent"),
+    ("Float", 16777217, "would arrive as 16777216"),
+    ("Double", "1.5", "write a number without quotes"),
+    ("Double", math.inf, "NaN and infinity are never sent"),
+    ("String", {"a": 1}, "write text"),
+    ("String", b"ab", "write text"),
+    ("String", True, "write text"),
+    ("Time", 1.7e9, "write an ISO 8601 time with its zone"),
+    ("Time", "2026-11-30T12:00:00", "the time has no zone"),
+    ("Bytes", "abc", "a ByteString node takes bytes"),
+    ("Arr3", 1.0, "write a list of values, not a single one"),
+    ("Arr3", [1.0, 2.0], "it holds exactly 3"),
+    ("Arr3", [1.0, "a", 3.0], "write a number without quotes"),
+    ("Enum", 8, "is none of them"),
+]
+
+
+@pytest.mark.parametrize(("node", "value", "said"), _REFUSED, ids=[f"{n}-{v!r}" for n, v, _ in _REFUSED])
+async def test_a_value_the_node_does_not_take_is_refused_naming_node_value_and_type_and_never_sent(
+    plc, node, value, said
+) -> None:
+    src, nodes, sent = plc
+    before = await nodes[node].read_value()
+    with pytest.raises(OpcUaTypeMismatch) as e:
+        await src.write(f"ns=2;s={node}", value)
+    assert said in str(e.value) and f"node ns=2;s={node} is" in str(e.value), e.value
+    assert await nodes[node].read_value() == before
+    assert sent == []
+
+
+async def test_text_utf8_cannot_encode_is_refused_naming_the_node_not_raised_as_an_encoder_error(plc) -> None:
+    """A lone surrogate (YAML's "\\ud800" loads as one) has no UTF-8 form. Before, asyncua's encoder raised a
+    bare UnicodeEncodeError, which named no node and which an action took as a passing fault and retried
+    forever."""
+    src, nodes, sent = plc
+    for node in ("String", "Text"):
+        with pytest.raises(OpcUaTypeMismatch, match=rf"node ns=2;s={node} is .*not valid Unicode"):
+            await src.write(f"ns=2;s={node}", "ok \ud800")
+    assert sent == []
+    assert await nodes["String"].read_value() == ""
+
+
+async def test_a_refused_huge_value_is_named_in_short(plc) -> None:
+    """A megabyte of text refused by an Int16 node: the message names node, type and value, bounded. Before,
+    the whole text was copied into the message (and so into the log line and /status)."""
+    src, _, sent = plc
+    for value in ("9" * 1_000_000, 10**1000, [1.0, "x" * 1_000_000, 3.0]):
+        node = "Arr3" if isinstance(value, list) else "Int16"
+        with pytest.raises(OpcUaTypeMismatch) as e:
+            await src.write(f"ns=2;s={node}", value)
+        said = str(e.value)
+        assert f"node ns=2;s={node} is" in said and len(said) < 400, said[:500]
+    assert sent == []
+
+
+async def test_the_largest_real_as_a_plc_shows_it_is_written_and_beyond_it_refused(plc) -> None:
+    """3.4028235e38, a REAL's largest value as PLCs and every shortest-form printer show it, is a double a hair
+    above it that a REAL rounds to it. Before, it was refused as out of range of a 32-bit Float; a value that
+    a REAL would round up to infinity still is."""
+    src, nodes, sent = plc
+    for value in (3.4028235e38, -3.4028235e38):
+        await src.write("ns=2;s=Float", value)
+        assert await nodes["Float"].read_value() == math.copysign(FLOAT32_MAX, value)
+    for value in (3.4028236e38, 2.0**128 - 2.0**103, 1e39):
+        with pytest.raises(OpcUaTypeMismatch, match="out of range of a 32-bit Float"):
+            await src.write("ns=2;s=Float", value)
+    assert sent == ["Float", "Float"]
+
+
+async def test_a_zero_dimensional_array_is_written_as_its_value(plc) -> None:
+    """NumPy's 0-d array (what a reduction of a model output gives) is a single value. Before, the conversion
+    failed with TypeError ('bool' object is not iterable), naming no node."""
+    src, nodes, _ = plc
+    await src.write("ns=2;s=Bool", np.array(True))
+    assert await nodes["Bool"].read_value() is True
+    await src.write("ns=2;s=Int16", np.array(7, dtype=np.int64))
+    assert await nodes["Int16"].read_value() == 7
+    with pytest.raises(OpcUaTypeMismatch, match="a fraction is never rounded"):
+        await src.write("ns=2;s=Int16", np.array(1.5))
+    with pytest.raises(OpcUaTypeMismatch, match="write a list of values"):
+        await src.write("ns=2;s=Arr3", np.array(1.0))
