@@ -16,7 +16,7 @@ from asyncua import ua
 from asyncua.common.callback import CallbackType
 
 from devices.base import FLOAT32_MAX
-from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
+from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch, check_server
 from edge_agent.config import parse_config
 from tests.support.peers import free_port, opcua_server
 from tests.support.waits import until
@@ -170,6 +170,13 @@ async def test_text_utf8_cannot_encode_is_refused_naming_the_node_not_raised_as_
             await src.write(f"ns=2;s={node}", "ok \ud800")
     assert sent == []
     assert await nodes["String"].read_value() == ""
+    # the check `edge-agent validate --online` makes (and the source at each connect) names it too; before,
+    # it passed the value as fine
+    _, writes, _, _ = await check_server(
+        src.settings, [("ns=2;s=String", "ok \ud800"), ("ns=2;s=String", "ok")]
+    )
+    assert "node ns=2;s=String is String" in (writes[0] or "") and "not valid Unicode" in (writes[0] or "")
+    assert writes[1] is None
 
 
 async def test_a_refused_huge_value_is_named_in_short(plc) -> None:
