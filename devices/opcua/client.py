@@ -881,7 +881,16 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
 def _payload(nt: _NodeType, value: Any, node_id: str) -> ua.Variant:
     """The Variant written for ``value`` to a node of type ``nt``: shape first, then ``to_variant``."""
     _fit_rank(nt, value, node_id)
-    payload = to_variant(nt.vtype, value, node_id, nt.held)
+    try:
+        payload = to_variant(nt.vtype, value, node_id, nt.held)
+    except OpcUaTypeMismatch as e:
+        if nt.enum is None:
+            raise
+        # name the enumeration, not the Int32 its values travel as ('Running' to a state node)
+        why = str(e).split("; ", 1)[-1]
+        raise OpcUaTypeMismatch(
+            f"node {node_id} is {_enumeration(nt)} (written as its number); {why}"
+        ) from None
     if nt.max_bytes is not None:
         given = _leaves(payload.Value)
         sizes = [len(v.encode("utf-8")) if isinstance(v, str) else len(v) for v in given if v is not None]
@@ -904,14 +913,19 @@ def _payload(nt: _NodeType, value: Any, node_id: str) -> ua.Variant:
         given = payload.Value if isinstance(payload.Value, list) else [payload.Value]
         outside = sorted({v for v in given if v not in nt.enum})
         if outside:
-            shown = sorted(nt.enum)
-            listed = ", ".join(map(str, shown[:20])) + (", ..." if len(shown) > 20 else "")
             raise OpcUaTypeMismatch(
-                f"node {node_id} is an enumeration (DataType {nt.data_type}) of the values {listed}; cannot "
+                f"node {node_id} is {_enumeration(nt)}; cannot "
                 f"write {reprlib.repr(value)}: {', '.join(map(str, outside[:5]))} is none of them (the PLC "
                 "program would act on a state it does not define); write one of its values"
             )
     return payload
+
+
+def _enumeration(nt: _NodeType) -> str:
+    """An enumeration node's type as a refusal names it: its DataType and the values it defines."""
+    shown = sorted(nt.enum or ())
+    listed = ", ".join(map(str, shown[:20])) + (", ..." if len(shown) > 20 else "")
+    return f"an enumeration (DataType {nt.data_type}) of the values {listed}"
 
 
 # The forms of a value write, in the order tried. Servers differ in what a write may carry besides the

@@ -218,3 +218,19 @@ async def test_a_zero_dimensional_array_is_written_as_its_value(plc) -> None:
         await src.write("ns=2;s=Int16", np.array(1.5))
     with pytest.raises(OpcUaTypeMismatch, match="write a list of values"):
         await src.write("ns=2;s=Arr3", np.array(1.0))
+
+
+async def test_a_value_an_enumeration_cannot_take_is_refused_naming_the_enumeration(plc) -> None:
+    """Text or a fraction for an enumeration node (the standard ServerState) names the enumeration and its
+    values. Before, the message said the node "is Int32", the type its values travel as."""
+    src, _, sent = plc
+    for value, fix in (("Running", "write a number without quotes"), (1.5, "a fraction is never rounded")):
+        with pytest.raises(OpcUaTypeMismatch) as e:
+            await src.write("ns=2;s=Enum", value)
+        said = str(e.value)
+        assert (
+            f"node ns=2;s=Enum is an enumeration (DataType i={ua.ObjectIds.ServerState}) of the values 0, 1, "
+            in said
+        )
+        assert f"cannot write {value!r}" in said and fix in said and "Int32" not in said, said
+    assert sent == []
