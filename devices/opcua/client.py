@@ -341,10 +341,8 @@ _OVERFLOW = 0x0400 | 0x0080
 _SEMANTICS_CHANGED = 0x4000
 
 
-_WRITABLE = (
-    "Boolean, SByte..UInt64, Float, Double, String, LocalizedText, DateTime, ByteString, Guid, "
-    "Number, Integer, UInteger, BaseDataType"
-)
+_WRITABLE_VALUES = "Boolean, SByte..UInt64, Float, Double, String, LocalizedText, DateTime, ByteString, Guid"
+_WRITABLE = _WRITABLE_VALUES + ", Number, Integer, UInteger, BaseDataType"
 
 
 class AbstractType(enum.Enum):
@@ -396,8 +394,11 @@ def convert_value(
     infinity or an overflow to infinity), String and LocalizedText take text (a finite number as its
     text: ``12`` → ``"12"``; never NaN or infinity, never true/false), DateTime an ISO 8601 time with its
     zone (``2026-11-30T12:00:00Z``) or a ``datetime`` within 1601-01-01..9999-12-31, ByteString bytes,
-    Guid a UUID. A node of the abstract BaseDataType takes a Boolean, a whole number (Int32, else
-    Int64), a finite number (Double) or text (String); Integer a whole number (Int32, else Int64),
+    Guid a UUID. A node of the abstract BaseDataType takes a value of the type it holds (``held``) by
+    that type's rules, and refuses one that does not fit it naming that type (written as another type, a
+    lenient server would change the node's type under the PLC program that reads it); only one holding
+    nothing (a null value) takes a Boolean, a whole number (Int32, else Int64), a finite number (Double) or
+    text (String). Integer takes a whole number (Int32, else Int64),
     UInteger a whole number >= 0 (UInt32, else UInt64), Number a finite number (whole: as Integer, else
     Double); for those three, the concrete type the node holds (``held``) is kept when the value fits
     it. See ``to_variant``. Any other DataType is refused by name rather than handed to the encoder.
@@ -415,8 +416,9 @@ def to_variant(
     vtype: ua.VariantType | AbstractType, value: Any, node_id: str = "?", held: ua.VariantType | None = None
 ) -> ua.Variant:
     """The ``ua.Variant`` written for ``value`` to a node whose DataType is ``vtype``
-    (``convert_value``'s rules). For BaseDataType (``Variant``) and the abstract Number / Integer /
-    UInteger the value's own kind picks the type; an array's elements must all be of one kind (whole
+    (``convert_value``'s rules). For BaseDataType (``Variant``) the type the node holds (``held``), else
+    (it holds nothing) the value's own kind; for the abstract Number / Integer / UInteger the held type
+    when the value fits it, else the value's own kind; an array's elements must all be of one kind (whole
     numbers: the widest any needs; a Number's whole numbers among fractions: Double)."""
     if isinstance(vtype, ua.VariantType) and vtype is not ua.VariantType.Variant:
         return ua.Variant(convert_value(vtype, value, node_id), vtype)
@@ -452,15 +454,32 @@ def to_variant(
 
 
 def _convert_scalar(
-    vtype: ua.VariantType | AbstractType, value: Any, node_id: str, held: ua.VariantType | None = None
+    vtype: ua.VariantType | AbstractType,
+    value: Any,
+    node_id: str,
+    held: ua.VariantType | None = None,
+    any_held: bool = False,
 ) -> Any:
+    """One value by ``convert_value``'s rules; ``any_held``: ``vtype`` is the type a BaseDataType node holds,
+    and a refusal names it and why it is kept."""
     if isinstance(value, np.generic):
         value = value.item()
     given = value  # as the action gave it: the checks below may hold it as another type
     t = vtype.name
-    shown = "BaseDataType" if t == "Variant" else t
+    shown = (
+        f"BaseDataType holding {'an' if t[0] in 'AEIX' else 'a'} {t}"
+        if any_held
+        else "BaseDataType"
+        if t == "Variant"
+        else t
+    )
 
     def bad(fix: str) -> OpcUaTypeMismatch:
+        if any_held:
+            fix += (
+                f"; the node's type is kept: written as another, it would change under the PLC program that "
+                f"reads it as {'an' if t[0] in 'AEIX' else 'a'} {t}"
+            )
         return OpcUaTypeMismatch(
             f"node {node_id} is {shown}; cannot write {_shown(given)} ({type(given).__name__}): {fix}"
         )
@@ -515,7 +534,9 @@ def _convert_scalar(
             except ValueError:
                 pass
         raise bad("write a GUID such as 72962b91-fa75-4ae6-8d28-b404dc7daf63")
-    if t == "Variant":  # BaseDataType: the value's own kind, strictly
+    if t == "Variant":  # BaseDataType: the type the node holds, else (a null value) the value's own kind
+        if held is not None and held is not ua.VariantType.Variant:  # Variant: a Variant[]'s elements, any
+            return _convert_scalar(held, value, node_id, any_held=True), held
         if isinstance(value, bool):
             return value, ua.VariantType.Boolean
         if isinstance(value, int):
@@ -528,6 +549,8 @@ def _convert_scalar(
         if isinstance(value, str):
             return _utf8(value, bad), ua.VariantType.String
         raise bad("write true/false, a number or text")
+    if any_held:
+        raise bad(f"the agent writes only {_WRITABLE_VALUES} values; write to a node that holds one of them")
     raise bad(f"the agent writes only {_WRITABLE} nodes; write to a node of one of those types")
 
 
@@ -619,7 +642,8 @@ def _datetime(value: Any, bad) -> dt.datetime:
 class _NodeType:
     """What a write to a node must fit, read once per node and cached (``OpcUaSource._types``): the
     built-in (or abstract numeric) type its DataType derives from, that DataType's NodeId, its ValueRank
-    and ArrayDimensions, for an abstract numeric DataType the concrete type of the value it holds, and for
+    and ArrayDimensions, for an abstract numeric DataType or BaseDataType the concrete type of the value it
+    holds (read with the type; a BaseDataType node that held nothing takes the type first written), and for
     a String (ByteString) the most bytes it holds when it states them (MaxStringLength)."""
 
     vtype: ua.VariantType | AbstractType
@@ -644,7 +668,8 @@ class _NodeType:
 
 async def _node_type(node: Node, node_id: str) -> _NodeType:
     """The node's ``_NodeType``: one read of DataType, ValueRank and ArrayDimensions, then the DataType's
-    supertypes up to the built-in one (and an abstract numeric node's value, for the type it holds).
+    supertypes up to the built-in one (and an abstract numeric or BaseDataType node's value, for the type it
+    holds).
     ``OpcUaTypeMismatch`` naming node and DataType when that chain does not reach a built-in type (a
     vendor's DataType without a HasSubtype reference to ns=0, or a DataType node the server does not
     expose): the agent cannot tell how to encode a value for it. A Bad status is raised as asyncua's."""
@@ -693,11 +718,11 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
     dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
     max_len, whole, server_len = await _array_bounds(node, rank, dims)
     held = None
-    if isinstance(vtype, AbstractType):
+    if isinstance(vtype, AbstractType) or vtype is ua.VariantType.Variant:
         try:
             dv = await node.read_data_value(raise_on_bad_status=False)
-            if dv.Value is not None and dv.Value.Value is not None:
-                held = dv.Value.VariantType
+            if dv.Value is not None and dv.Value.Value is not None:  # a null value holds no type
+                held = dv.Value.VariantType if dv.Value.VariantType is not ua.VariantType.Null else None
         except ua.UaError:
             pass  # no hint: the rules alone
     return _NodeType(
@@ -3283,6 +3308,9 @@ class OpcUaSource:
                     raise
                 try:
                     await _write_value(node, payload, self._forms, node_id)
+                    if nt.vtype is ua.VariantType.Variant and nt.held is None:
+                        # a BaseDataType node that held nothing holds this type now: kept from here on
+                        self._types[node_id] = dataclasses.replace(nt, held=payload.VariantType)
                     return
                 except uaerrors.BadTypeMismatch:
                     self._types.pop(node_id, None)

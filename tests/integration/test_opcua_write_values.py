@@ -40,6 +40,15 @@ _NODES = {
     "Bytes": ua.Variant(b"", VT.ByteString),
     "Arr3": ua.Variant([0.0, 0.0, 0.0], VT.Double),
 }
+# nodes of DataType BaseDataType (any value) and the value each holds; asyncua's server, like many gateways
+# and soft PLCs, takes a value of any type for them and changes the node's type to it
+_ANY = {
+    "AnyDouble": ua.Variant(0.0, VT.Double),
+    "AnyFloat": ua.Variant(0.0, VT.Float),
+    "AnyInt16": ua.Variant(0, VT.Int16),
+    "AnyBool": ua.Variant(False, VT.Boolean),
+    "AnyString": ua.Variant("", VT.String),
+}
 
 
 @pytest.fixture
@@ -59,6 +68,18 @@ async def plc():
         ua.NodeId("Enum", idx), "Enum", ua.Variant(0, VT.Int32), datatype=ua.NodeId(ua.ObjectIds.ServerState)
     )
     await nodes["Enum"].set_writable()
+    for name, variant in _ANY.items():
+        nodes[name] = await obj.add_variable(
+            ua.NodeId(name, idx), name, variant, None, ua.NodeId(ua.ObjectIds.BaseDataType)
+        )
+        await nodes[name].set_writable()
+    # null, of a vendor's subtype of BaseDataType (a PLC's ANY): asyncua's server takes the first value of any
+    # type for it, then holds that type (a null value of BaseDataType itself it takes only as a Variant)
+    anyvalue = await srv.nodes.base_data_type.add_data_type(ua.NodeId("AnyValue", idx), "AnyValue")
+    nodes["AnyNull"] = await obj.add_variable(
+        ua.NodeId("AnyNull", idx), "AnyNull", ua.Variant(), None, anyvalue.nodeid
+    )
+    await nodes["AnyNull"].set_writable()
     sent: list[str] = []
 
     async def on_write(event, _dispatcher) -> None:
@@ -234,3 +255,78 @@ async def test_a_value_an_enumeration_cannot_take_is_refused_naming_the_enumerat
         )
         assert f"cannot write {value!r}" in said and fix in said and "Int32" not in said, said
     assert sent == []
+
+
+_KEPT = [
+    ("AnyDouble", 5, 5.0, VT.Double),
+    ("AnyDouble", 0.5, 0.5, VT.Double),
+    ("AnyFloat", 0.1, float(np.float32(0.1)), VT.Float),
+    ("AnyInt16", 7.0, 7, VT.Int16),
+    ("AnyBool", 1, True, VT.Boolean),
+    ("AnyBool", 0, False, VT.Boolean),
+    ("AnyString", 12, "12", VT.String),
+    ("AnyString", "NG", "NG", VT.String),
+    ("AnyNull", 5, 5, VT.Int32),  # holds nothing yet: the value's own kind
+    ("AnyNull", 2.5, 2.5, VT.Double),
+    ("AnyNull", "NG", "NG", VT.String),
+]
+
+
+@pytest.mark.parametrize(
+    ("node", "value", "arrives", "kind"), _KEPT, ids=[f"{n}-{v!r}" for n, v, *_ in _KEPT]
+)
+async def test_a_base_data_type_node_is_written_as_the_type_it_holds(plc, node, value, arrives, kind) -> None:
+    """A BaseDataType (Variant) node holding a Double written 5: the value's own kind, an Int32, was sent,
+    and a lenient server (asyncua's, many gateways and soft PLCs) changed the node's type under the PLC
+    program reading it as an LREAL. Now the type the node holds is kept; one holding nothing yet takes the
+    value's own kind."""
+    src, nodes, _ = plc
+    await src.write(f"ns=2;s={node}", value)
+    dv = await nodes[node].read_data_value()
+    assert (dv.Value.VariantType, dv.Value.Value) == (kind, arrives) and type(dv.Value.Value) is type(arrives)
+
+
+_NOT_KEPT = [
+    ("AnyDouble", "1.5", "Double", "write a number without quotes"),
+    ("AnyDouble", True, "Double", "write a number without quotes"),
+    ("AnyFloat", 1e39, "Float", "out of range of a 32-bit Float"),
+    ("AnyInt16", 2.5, "Int16", "a fraction is never rounded or truncated"),
+    ("AnyInt16", 70000, "Int16", "out of range -32768..32767"),
+    ("AnyBool", 2, "Boolean", "write true or false"),
+    ("AnyBool", "true", "Boolean", "write true or false without quotes"),
+    ("AnyString", True, "String", "write text"),
+]
+
+
+@pytest.mark.parametrize(
+    ("node", "value", "holds", "said"), _NOT_KEPT, ids=[f"{n}-{v!r}" for n, v, *_ in _NOT_KEPT]
+)
+async def test_a_value_that_does_not_fit_the_type_a_base_data_type_node_holds_is_refused(
+    plc, node, value, holds, said
+) -> None:
+    """Before, "1.5" went to a Double-holding BaseDataType node as a String and 2.5 to an Int16-holding one
+    as a Double: a lenient server took them and the node's type changed. Now they are refused by the rules
+    of the type the node holds, naming it, and nothing is sent."""
+    src, nodes, sent = plc
+    before = await nodes[node].read_data_value()
+    with pytest.raises(OpcUaTypeMismatch) as e:
+        await src.write(f"ns=2;s={node}", value)
+    assert f"node ns=2;s={node} is BaseDataType holding a" in str(e.value), e.value
+    assert f" {holds}; cannot write {value!r}" in str(e.value) and said in str(e.value), e.value
+    after = await nodes[node].read_data_value()
+    assert (after.Value.VariantType, after.Value.Value) == (before.Value.VariantType, before.Value.Value)
+    assert sent == []
+
+
+async def test_a_base_data_type_node_that_held_nothing_keeps_the_type_first_written(plc) -> None:
+    """A null BaseDataType node takes the value's own kind; from then on it holds that type, so a later
+    value of another kind is refused, as after a reconnect (when the type is read again), rather than
+    changing the node's type at each write."""
+    src, nodes, sent = plc
+    await src.write("ns=2;s=AnyNull", 5)
+    with pytest.raises(OpcUaTypeMismatch, match=r"is BaseDataType holding an Int32; cannot write 2\.5"):
+        await src.write("ns=2;s=AnyNull", 2.5)
+    await src.write("ns=2;s=AnyNull", 6.0)  # a whole float: an Int32 by that type's rules
+    dv = await nodes["AnyNull"].read_data_value()
+    assert (dv.Value.VariantType, dv.Value.Value) == (VT.Int32, 6)
+    assert sent == ["AnyNull", "AnyNull"]

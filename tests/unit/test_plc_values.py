@@ -34,8 +34,8 @@ def test_numpy_scalars_count_as_their_values_and_strings_never_do():
 
 
 def test_an_opcua_base_data_type_node_gets_the_values_own_kind_strictly():
-    """A node declared BaseDataType (any value): the written Variant's type comes from the value, a
-    whole number as Int32 unless it needs Int64, and the float and mixed-array rules still hold."""
+    """A node declared BaseDataType (any value) that holds nothing yet: the written Variant's type comes
+    from the value, a whole number as Int32 unless it needs Int64, and the float and mixed-array rules hold."""
     from asyncua import ua
 
     from devices.opcua.client import OpcUaTypeMismatch, to_variant
@@ -56,6 +56,35 @@ def test_an_opcua_base_data_type_node_gets_the_values_own_kind_strictly():
     ]:
         with pytest.raises(OpcUaTypeMismatch, match=f"node ns=2;s=Any is .*{why}"):
             to_variant(V.Variant, bad, "ns=2;s=Any")
+
+
+def test_an_opcua_base_data_type_node_gets_the_type_it_holds_by_that_types_rules():
+    """A BaseDataType node holding a Double written 5 got an Int32 (a lenient server retypes the node under
+    the PLC program reading an LREAL); now the held type is kept, and a value it cannot take refused."""
+    from asyncua import ua
+
+    from devices.opcua.client import OpcUaTypeMismatch, to_variant
+
+    V = ua.VariantType
+    for value, held, want in [
+        (5, V.Double, 5.0),
+        (1, V.Boolean, True),
+        (12, V.String, "12"),
+        (3.0, V.UInt16, 3),
+        ([1, 2], V.Float, [1.0, 2.0]),
+    ]:
+        got = to_variant(V.Variant, value, "n", held=held)
+        assert (got.Value, got.VariantType) == (want, held) and type(got.Value) is type(want)
+    # the elements of a Variant[] array hold any type: the value's own kind
+    assert to_variant(V.Variant, 5, "n", held=V.Variant).VariantType == V.Int32
+    for value, held, why in [
+        ("1.5", V.Double, "is BaseDataType holding a Double; cannot write '1.5' .*without quotes"),
+        (2.5, V.Int32, "is BaseDataType holding an Int32; cannot write 2.5 .*never rounded"),
+        (5, V.NodeId, "is BaseDataType holding a NodeId; cannot write 5 .*the agent writes only"),
+        ([1, "a"], V.Double, "is BaseDataType holding a Double; cannot write 'a'"),
+    ]:
+        with pytest.raises(OpcUaTypeMismatch, match=f"node n {why}.*the node's type is kept"):
+            to_variant(V.Variant, value, "n", held=held)
 
 
 def test_opcua_number_integer_and_uinteger_nodes_get_a_concrete_type_that_fits():
