@@ -1737,12 +1737,10 @@ class OpcUaSource:
     # -- background task --------------------------------------------------------------------------
     async def _run(self) -> None:
         while not self._stopping:
-            up = False  # this try's session was made: a loss of it makes the tags BAD
             try:
                 self.state = ConnectionState.CONNECTING
                 await self._connect()  # each step bounded on its own: a slow node does not fail the session
                 self.state = ConnectionState.CONNECTED
-                up = True
                 # the pause starts again from its shortest at the session's first healthy check (``_watch``),
                 # not here: a server that takes each session and drops it at once (each drop a BAD reading per
                 # tag, each reconnect their values again) was reconnected at the shortest pause for good
@@ -1784,7 +1782,9 @@ class OpcUaSource:
                         reason, msg = "security_policy", self._probed[1]
                 self.stats.error(reason, msg)
                 self._burst.log(f"conn:{reason}", "opcua source %s: %s", self.name, msg)
-                if up and not isinstance(e, _Silent) and self._halt_reason is None and not self._stopping:
+                # a session lost partway through connecting too: values of its first nodes may have gone out
+                # (``_lost_marked`` keeps a refused reconnect, with nothing passed on, from adding anything)
+                if not isinstance(e, _Silent) and self._halt_reason is None and not self._stopping:
                     self._connection_lost()  # a stall or a halt made them BAD already, for its own reason
             self.state = ConnectionState.BACKOFF
             self._first_attempt.set()
@@ -3204,7 +3204,8 @@ class OpcUaSource:
         self._all_bad(e.halt)
 
     def _connection_lost(self) -> None:
-        """A session that was up is lost without a halt or a stall seen first (the server closed or reset the
+        """A session is lost, or fails partway through connecting (after its first nodes' values may have gone
+        out), without a halt or a stall seen first (the server closed or reset the
         connection: its restart or crash, a PLC rebooting, a firewall's reset): each tag passed on gets one BAD
         reading without a value (reason ``connection_lost``), as for a halt, since its last value is not current
         while the source reconnects; the reconnect's first values go on GOOD after it (stamped after the BAD

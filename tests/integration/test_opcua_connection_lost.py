@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from asyncua import ua
+from asyncua.common.callback import CallbackType
 
 from devices.base import Quality
 from devices.opcua.client import OpcUaSource
@@ -111,3 +112,53 @@ async def test_a_server_that_drops_each_session_at_once_is_tried_again_with_a_gr
 
 def _good(got: list) -> int:
     return sum(r.quality is Quality.GOOD for r in got)
+
+
+async def test_a_session_lost_while_connecting_after_values_went_out_makes_those_tags_bad() -> None:
+    """A session lost partway through connecting, after the first group of nodes (one sampling interval) was
+    subscribed and its values passed on GOOD, while the server makes the second group's monitored items: the
+    tags whose values went out get one BAD reading (``connection_lost``), and their values of the next session
+    go on GOOD after it; a tag whose value never went out gets none. Before, only a session that had finished
+    connecting was marked lost: those tags looked current for as long as the server stayed away.
+
+    The server's own hook for created monitored items (``ItemSubscriptionCreated``, awaited before it answers)
+    holds its answer to the second group until the first group's values have reached the consumer, then the
+    relay between them is cut: the loss falls at that point of the connect every time."""
+    port = free_port()
+    srv, idx = await _plc(port)
+    relay = CutRelay(port)
+    out = None
+    calls = []
+
+    async def second_group_cut(event, _dispatcher) -> None:
+        calls.append(len(event.request_params.ItemsToCreate))
+        if len(calls) == 2:  # the first session's second group: the first's values went out
+            await until(
+                lambda: out is not None and {r.tag for r in out.got} == {"Speed"}, 10, "Speed's value"
+            )
+            relay.cut()
+
+    srv.subscribe_server_callback(CallbackType.ItemSubscriptionCreated, second_group_cut)
+    nodes = _nodes(idx, "Speed", "Temp")
+    nodes[1]["sampling_interval_ms"] = 250.0  # a group (a create_monitored_items call) of its own
+    src = OpcUaSource("plc", _settings(relay.port, reconnect_initial_s=0.1, reconnect_max_s=0.2, nodes=nodes))
+    try:
+        # the first attempt (which ``start`` awaits) ends only once a consumer got Speed's value
+        starting = asyncio.create_task(src.start())
+        await asyncio.sleep(0)  # ``start`` has bound the source's queue to this loop
+        out = _Collect(src)
+        await starting
+        await until(lambda: any(r.tag == "Temp" for r in out.got), 20, "the next session's values")
+        await asyncio.sleep(0.5)  # anything more the source would pass on
+    finally:
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        relay.close()
+        await srv.stop()
+    assert calls[:2] == [1, 1], calls  # the loss fell while the second group was made
+    speed = [(r.quality, r.reason) for r in out.got if r.tag == "Speed"]
+    assert speed == [(Quality.GOOD, None), (Quality.BAD, "connection_lost"), (Quality.GOOD, None)], out.got
+    assert [r.quality for r in out.got if r.tag == "Temp"] == [Quality.GOOD], out.got
+    first, bad, again = (r for r in out.got if r.tag == "Speed")
+    assert bad.value is None and first.timestamp < bad.timestamp < again.timestamp, out.got
