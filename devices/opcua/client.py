@@ -643,8 +643,9 @@ class _NodeType:
     """What a write to a node must fit, read once per node and cached (``OpcUaSource._types``): the
     built-in (or abstract numeric) type its DataType derives from, that DataType's NodeId, its ValueRank
     and ArrayDimensions, for an abstract numeric DataType or BaseDataType the concrete type of the value it
-    holds (read with the type; a BaseDataType node that held nothing takes the type first written), and for
-    a String (ByteString) the most bytes it holds when it states them (MaxStringLength)."""
+    holds (read with the type; a BaseDataType node's is read again at each write: it holds whatever was last
+    written to it, by anyone), and for a String (ByteString) the most bytes it holds when it states them
+    (MaxStringLength)."""
 
     vtype: ua.VariantType | AbstractType
     data_type: str
@@ -719,15 +720,22 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
     max_len, whole, server_len = await _array_bounds(node, rank, dims)
     held = None
     if isinstance(vtype, AbstractType) or vtype is ua.VariantType.Variant:
-        try:
-            dv = await node.read_data_value(raise_on_bad_status=False)
-            if dv.Value is not None and dv.Value.Value is not None:  # a null value holds no type
-                held = dv.Value.VariantType if dv.Value.VariantType is not ua.VariantType.Null else None
-        except ua.UaError:
-            pass  # no hint: the rules alone
+        held = await _held_type(node, None)  # unreadable: no hint, the rules alone
     return _NodeType(
         vtype, dtid.to_string(), rank, dims, held, enum, max_bytes, max_len, whole, server_bytes, server_len
     )
+
+
+async def _held_type(node: Node, unread: ua.VariantType | None) -> ua.VariantType | None:
+    """The type of the value ``node`` holds now (None: a null value, which holds none); ``unread`` when
+    the value cannot be read."""
+    try:
+        dv = await node.read_data_value(raise_on_bad_status=False)
+    except ua.UaError:
+        return unread
+    if dv.Value is None or dv.Value.Value is None or dv.Value.VariantType is ua.VariantType.Null:
+        return None
+    return dv.Value.VariantType
 
 
 async def _array_bounds(node: Node, rank: int, dims: tuple[int, ...]) -> tuple[int | None, bool, bool]:
@@ -3282,10 +3290,11 @@ class OpcUaSource:
         return self._client
 
     async def write(self, node_id: str, value: Any) -> None:
-        """Write ``value`` as the node's own data type and shape (read once, cached); never coerced
-        loosely. The cached type is read again when it refuses the value, and when the server answers
-        BadTypeMismatch (a PLC's online change may have retyped the node while the session stayed up):
-        the write is then made once more with the type the node has now."""
+        """Write ``value`` as the node's own data type and shape (read once, cached; the type a
+        BaseDataType node holds read at each write); never coerced loosely. The cached type is read again
+        when it refuses the value, and when the server answers BadTypeMismatch (a PLC's online change may
+        have retyped the node while the session stayed up): the write is then made once more with the type
+        the node has now."""
         client = self._require_client(f"write to {node_id}")
         try:
             node = await _node(client, node_id, self._resolved, self._resolve)
@@ -3300,6 +3309,13 @@ class OpcUaSource:
                 cached = nt is not None
                 if nt is None:
                     nt = self._types[node_id] = await _node_type(node, node_id)
+                elif (
+                    nt.vtype is ua.VariantType.Variant
+                    and (held := await _held_type(node, nt.held)) != nt.held
+                ):
+                    # a BaseDataType node holds whatever was last written to it, by anyone (a PLC download may
+                    # have made it an LREAL since): the type it holds now, read at each write, not the cached
+                    nt = self._types[node_id] = dataclasses.replace(nt, held=held)
                 try:
                     payload = _payload(nt, value, node_id)
                 except OpcUaTypeMismatch:
@@ -3309,9 +3325,6 @@ class OpcUaSource:
                     raise
                 try:
                     await _write_value(node, payload, self._forms, node_id)
-                    if nt.vtype is ua.VariantType.Variant and nt.held is None:
-                        # a BaseDataType node that held nothing holds this type now: kept from here on
-                        self._types[node_id] = dataclasses.replace(nt, held=payload.VariantType)
                     return
                 except uaerrors.BadTypeMismatch:
                     self._types.pop(node_id, None)

@@ -330,3 +330,51 @@ async def test_a_base_data_type_node_that_held_nothing_keeps_the_type_first_writ
     dv = await nodes["AnyNull"].read_data_value()
     assert (dv.Value.VariantType, dv.Value.Value) == (VT.Int32, 6)
     assert sent == ["AnyNull", "AnyNull"]
+
+
+async def test_a_base_data_type_node_is_written_as_the_type_it_holds_now_not_at_the_last_read() -> None:
+    """The type a BaseDataType node holds is whatever was last written to it, by anyone. The former code kept
+    the one read at the first write (or at the connect's target check): after a PLC download made an
+    Int16-holding node an LREAL, 5 was sent as an Int16, and to a node that held nothing then but an LREAL
+    now, as an Int32. asyncua's server refuses that (BadTypeMismatch, and the agent read the type again and
+    wrote once more), but a lenient one took it and changed the node's type back under the PLC program. Now
+    the held type is read at each write, and only a Double is ever sent."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    anyvalue = await srv.nodes.base_data_type.add_data_type(ua.NodeId("AnyValue", idx), "AnyValue")
+    nodes = {}
+    for name, held in (("Setpoint", ua.Variant(0, VT.Int16)), ("Spare", ua.Variant())):
+        nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, held, None, anyvalue.nodeid)
+        await nodes[name].set_writable()
+    sent: list[tuple[str, ua.VariantType]] = []
+
+    async def on_write(event, _dispatcher) -> None:
+        if event.is_external:
+            sent.extend(
+                (wv.NodeId.Identifier, wv.Value.Value.VariantType) for wv in event.request_params.NodesToWrite
+            )
+
+    srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
+    await srv.start()
+    source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
+    src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
+    await src.start()
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await src.write(f"ns={idx};s=Setpoint", 7)  # its type read: an Int16
+        with pytest.raises(OpcUaTypeMismatch):  # its type read while it holds nothing
+            await src.write(f"ns={idx};s=Spare", {"not": "a value"})
+        for node in nodes.values():  # a PLC download: each node an LREAL now
+            await node.write_value(
+                ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData))
+            )
+            await node.write_value(ua.Variant(2.5, VT.Double))
+        sent.clear()
+        for name in nodes:
+            await src.write(f"ns={idx};s={name}", 5)
+            dv = await nodes[name].read_data_value()
+            assert (dv.Value.VariantType, dv.Value.Value) == (VT.Double, 5.0)
+        assert sent == [("Setpoint", VT.Double), ("Spare", VT.Double)]
+    finally:
+        await src.stop()
+        await srv.stop()
