@@ -417,9 +417,10 @@ def to_variant(
 ) -> ua.Variant:
     """The ``ua.Variant`` written for ``value`` to a node whose DataType is ``vtype``
     (``convert_value``'s rules). For BaseDataType (``Variant``) the type the node holds (``held``), else
-    (it holds nothing) the value's own kind; for the abstract Number / Integer / UInteger the held type
-    when the value fits it, else the value's own kind; an array's elements must all be of one kind (whole
-    numbers: the widest any needs; a Number's whole numbers among fractions: Double)."""
+    (it holds nothing) the value's own kind (a node holding a Variant[]: a Variant[] of each element's
+    own); for the abstract Number / Integer / UInteger the held type when the value fits it, else the
+    value's own kind; an array's elements must all be of one kind (whole numbers: the widest any needs; a
+    Number's whole numbers among fractions: Double), but for a node holding a Variant[]."""
     if isinstance(vtype, ua.VariantType) and vtype is not ua.VariantType.Variant:
         return ua.Variant(convert_value(vtype, value, node_id), vtype)
     payload = convert_value(vtype, value, node_id, held)
@@ -428,6 +429,9 @@ def to_variant(
     shown = "BaseDataType" if vtype is ua.VariantType.Variant else vtype.name
     if any(isinstance(p, list) for p in payload):
         raise OpcUaTypeMismatch(f"node {node_id} is {shown}; cannot write {_shown(value)}: nested arrays")
+    if vtype is ua.VariantType.Variant and held is ua.VariantType.Variant:
+        # a node holding a Variant[]: each element carries its own type, as the node holds them
+        return ua.Variant([ua.Variant(v, kind) for v, kind in payload], ua.VariantType.Variant)
     kinds = {kind for _, kind in payload}
     if len(kinds) > 1 and held in kinds:  # some elements do not fit the held type: all by the rules
         payload = convert_value(vtype, value, node_id)

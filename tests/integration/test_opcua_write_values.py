@@ -378,3 +378,25 @@ async def test_a_base_data_type_node_is_written_as_the_type_it_holds_now_not_at_
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_a_base_data_type_node_holding_a_variant_array_gets_each_element_as_its_own_kind(plc) -> None:
+    """A BaseDataType node holding a Variant[] (an array whose elements each carry their own type): the former
+    code sent [2, "b"] nowhere (refused: "an array needs elements of one kind") and [1, 2] as an Int32[],
+    which the server refused (BadTypeMismatch) and a lenient one took, changing the node's type. Now the
+    array goes as a Variant[], each element its own kind, as the node holds it."""
+    src, nodes, _ = plc
+    node = await nodes["AnyDouble"].get_parent()
+    mixed = await node.add_variable(
+        ua.NodeId("AnyMixed", 2),
+        "AnyMixed",
+        ua.Variant([ua.Variant(0, VT.Int32), ua.Variant("", VT.String)], VT.Variant),
+        None,
+        ua.NodeId(ua.ObjectIds.BaseDataType),
+    )
+    await mixed.set_writable()
+    for value, kinds in (([2, "b"], [VT.Int32, VT.String]), ([1, 2.5], [VT.Int32, VT.Double])):
+        await src.write("ns=2;s=AnyMixed", value)
+        dv = await mixed.read_data_value()
+        assert dv.Value.VariantType is VT.Variant
+        assert [(v.VariantType, v.Value) for v in dv.Value.Value] == list(zip(kinds, value, strict=True))
