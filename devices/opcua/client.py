@@ -995,9 +995,11 @@ async def _write_value(node: Node, payload: ua.Variant, forms: dict[str, int], n
 
 def _counter_top(nt: _NodeType | None) -> int:
     """The highest value of a heartbeat counter: 32767, or less when the node's integer type holds less (a
-    Siemens USINT/SINT life counter: 255 / 127), so that it wraps to 0 rather than stop."""
-    if nt is not None and nt.vtype.name in _INT_RANGE:
-        return min(_INT_RANGE[nt.vtype.name][1], 32767)
+    Siemens USINT/SINT life counter: 255 / 127), so that it wraps to 0 rather than stop. For a BaseDataType
+    (or an abstract Integer) node, the integer type it holds: a write keeps that type."""
+    name = None if nt is None else (nt.held or nt.vtype).name  # held: only a BaseDataType's or abstract's
+    if name in _INT_RANGE:
+        return min(_INT_RANGE[name][1], 32767)
     return 32767
 
 

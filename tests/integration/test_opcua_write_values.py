@@ -7,6 +7,7 @@ traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 
@@ -400,3 +401,44 @@ async def test_a_base_data_type_node_holding_a_variant_array_gets_each_element_a
         dv = await mixed.read_data_value()
         assert dv.Value.VariantType is VT.Variant
         assert [(v.VariantType, v.Value) for v in dv.Value.Value] == list(zip(kinds, value, strict=True))
+
+
+async def test_a_heartbeat_counter_on_a_base_data_type_node_wraps_at_what_the_held_type_holds() -> None:
+    """A life counter on a BaseDataType node holding an SByte (a PLC's SINT in an ANY): the counter ran to
+    32767 whatever the node held, so the connect's check named the node as unable to take it ("use an integer
+    node") and, the held type kept, the 128th beat was refused and the PLC's watchdog tripped. Now it wraps at
+    what the held type holds (127), and the node is not named at connect."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    life = await obj.add_variable(
+        ua.NodeId("Life", idx), "Life", ua.Variant(0, VT.SByte), None, ua.NodeId(ua.ObjectIds.BaseDataType)
+    )
+    await life.set_writable()
+    await srv.start()
+    source = {
+        "type": "opcua",
+        "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+        "connect_timeout_s": 2,
+        "heartbeat": {"node_id": f"ns={idx};s=Life", "kind": "counter"},
+    }
+    settings = parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"]
+    hb = settings.heartbeat
+    assert hb is not None
+    # a fast beat (1 ms, under the 100 ms a config may set) to reach the wrap in a second
+    src = OpcUaSource(
+        "plc", settings.model_copy(update={"heartbeat": hb.model_copy(update={"period_ms": 1})})
+    )
+    await src.start()
+    seen = set()
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.heartbeats >= 1, 10, "a first beat")
+        assert src.target_errors == {}
+        while src.heartbeats < 300 and "heartbeat" not in src.stats.errors_by_reason:
+            seen.add(await life.read_value())
+            await asyncio.sleep(0.01)
+        assert "heartbeat" not in src.stats.errors_by_reason, src.stats.last_error
+        assert max(seen) <= 127 and (await life.read_data_value()).Value.VariantType is VT.SByte
+    finally:
+        await src.stop()
+        await srv.stop()
