@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
-from asyncua.common.callback import CallbackType
 
 from devices.base import Quality
 from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
 from edge_agent.actions import write_targets
 from edge_agent.config import ConfigError, load_config, parse_config
-from tests.support.peers import free_port, opcua_server
+from tests.support.peers import free_port, node_ids_written, opcua_server
 from tests.support.waits import until
 
 _CONFIG = """\
@@ -87,16 +86,7 @@ async def test_bytes_and_a_time_from_a_yaml_file_reach_their_nodes_and_bytes_ove
         ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_MaxByteStringLength),
         ua.DataValue(ua.Variant(8, ua.VariantType.UInt32)),
     )
-    sent: list[str] = []
-
-    async def on_write(event, _dispatcher) -> None:
-        sent.extend(
-            wv.NodeId.Identifier
-            for wv in event.request_params.NodesToWrite
-            if wv.NodeId.NamespaceIndex == idx
-        )
-
-    srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
+    sent = node_ids_written(srv, idx)
     await srv.start()
     cfg = load_config(_write(tmp_path, port))
     assert cfg.actions["blob"].value == b"\xde\xad\xbe\xef" and cfg.actions["blob"].reset == b"\x00"

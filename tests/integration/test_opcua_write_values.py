@@ -19,7 +19,7 @@ from asyncua.common.callback import CallbackType
 from devices.base import FLOAT32_MAX
 from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch, check_server
 from edge_agent.config import parse_config
-from tests.support.peers import free_port, opcua_server
+from tests.support.peers import free_port, node_ids_written, opcua_server
 from tests.support.waits import until
 
 VT = ua.VariantType
@@ -81,16 +81,7 @@ async def plc():
         ua.NodeId("AnyNull", idx), "AnyNull", ua.Variant(), None, anyvalue.nodeid
     )
     await nodes["AnyNull"].set_writable()
-    sent: list[str] = []
-
-    async def on_write(event, _dispatcher) -> None:
-        sent.extend(
-            wv.NodeId.Identifier
-            for wv in event.request_params.NodesToWrite
-            if wv.NodeId.NamespaceIndex == idx
-        )
-
-    srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
+    sent = node_ids_written(srv, idx)
     await srv.start()
     source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
     settings = parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"]

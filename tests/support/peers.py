@@ -124,6 +124,24 @@ async def opcua_server(port: int, path: str, namespace: str, object_name: str):
     return srv, idx, await srv.nodes.objects.add_object(idx, object_name)
 
 
+def node_ids_written(srv, idx: int) -> list:
+    """The identifiers of the nodes in namespace ``idx`` that write requests reaching ``srv`` carried, in order,
+    taken or refused (recorded before the server judges them): what the agent sent to the PLC."""
+    from asyncua.common.callback import CallbackType
+
+    sent: list = []
+
+    async def on_write(event, _dispatcher) -> None:
+        sent.extend(
+            wv.NodeId.Identifier
+            for wv in event.request_params.NodesToWrite
+            if wv.NodeId.NamespaceIndex == idx
+        )
+
+    srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
+    return sent
+
+
 def connections_to(port: int) -> int:
     """This process's open TCP connections (ESTABLISHED) to ``port`` on loopback, from /proc: a client's
     connections that outlive the client show here."""
