@@ -43,7 +43,9 @@ import numpy as np
 from cloud_trainer.train import common
 from cloud_trainer.train.data import (
     DatasetError,
+    dataset_file,
     dataset_max_megapixels,
+    label_lines,
     label_row,
     read_dataset_yaml,
     read_image_file,
@@ -326,14 +328,21 @@ def _load_imported(
     h = hashlib.sha256()
     good, names, test, kinds, masks, frames, scale = [], [], [], [], [], [], 1.0
     ngs: list[bool] = []
-    for n, line in enumerate((root / "labels.jsonl").read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    try:
+        lines = label_lines(root / "labels.jsonl")
+    except DatasetError as exc:
+        raise AnomalyDataError(str(exc)) from None
+    for n, line in lines:
         try:
             rec = label_row(line, f"{root / 'labels.jsonl'}:{n}")
+            p = dataset_file(root, rec["file"], f"{root / 'labels.jsonl'}:{n}")
+            mp = (
+                dataset_file(root, rec["mask"], f"{root / 'labels.jsonl'}:{n} (its mask)")
+                if rec.get("mask")
+                else None
+            )
         except DatasetError as exc:
             raise AnomalyDataError(str(exc)) from None
-        p = root / rec["file"]
         if not p.is_file():
             raise AnomalyDataError(
                 f"{p}: listed in {root / 'labels.jsonl'} but missing; import the dataset again"
@@ -347,8 +356,7 @@ def _load_imported(
             names.append(p.name)
             continue
         mask = None
-        if rec.get("mask"):
-            mp = root / rec["mask"]
+        if mp is not None:
             mask = _cut(read_mask(mp, max_mp), roi, mp) if mp.is_file() else None
         test += read_views(p, roi, max_mp, size, tiles)[0]
         kinds.append("good" if rec["label"] == good_label else rec["label"])

@@ -69,7 +69,53 @@ def label_row(line: str, where: str) -> dict:
         raise DatasetError(f"{where}: not a label row ({str(exc).splitlines()[0]})") from None
     if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("file", "label")):
         raise DatasetError(f"{where}: not a label row with 'file' and 'label' (text), got {_SHORT.repr(row)}")
+    for key in ("file", "label", "mask"):
+        # a "\udc80" escape: no character, so no UTF-8 name; as a path it named a byte the line never held
+        value = row.get(key)
+        if isinstance(value, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+            raise DatasetError(
+                f"{where}: its '{key}' {ascii(value)} holds a lone surrogate (a \\udXXX escape), which is no "
+                "character and names no file; write the name as UTF-8 text"
+            )
     return row
+
+
+def label_lines(labels_file: Path) -> list[tuple[int, str]]:
+    """``(line number, text)`` of each line of a dataset's ``labels.jsonl`` that is not blank; a line that is
+    not UTF-8 (a file name written by a tool as the bytes of a code page) is a ``DatasetError`` naming it,
+    where reading the whole file as text raised UnicodeDecodeError at a byte offset."""
+    out = []
+    for n, raw in enumerate(labels_file.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(
+                f"{labels_file}:{n}: not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}: a name "
+                "written in another encoding); write the line as UTF-8, the name as the file is named"
+            ) from None
+        if line.strip():
+            out.append((n, line))
+    return out
+
+
+def within(real: str, root: str) -> bool:
+    """Whether the resolved path ``real`` is the resolved folder ``root`` or lies below it."""
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def dataset_file(folder: Path, file: str, where: str) -> Path:
+    """The path of a file that a row of ``folder``'s ``labels.jsonl`` names (``file``, relative to
+    ``folder``). A dataset folder is the user's (or a tenant's): a name that leads out of it, an absolute
+    path, a ``../`` step or a link out, is refused naming ``where``; it read another folder's files (another
+    factory's images on a shared trainer) into the model."""
+    path = folder / file
+    real = os.path.realpath(path)
+    if not within(real, os.path.realpath(folder)):
+        raise DatasetError(
+            f"{where}: names {file!r}, which leads out of the dataset folder {folder} (to {real}); a dataset "
+            "reads only the files inside its folder: copy the file in and name it relative to the folder"
+        )
+    return path
 
 
 _SHORT = reprlib.Repr()  # a value shown in an error: a few items of two levels, never the whole of it
@@ -297,18 +343,14 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
     h = hashlib.sha256()
     max_mp, raise_limit = dataset_max_megapixels(folder), limit_advice(folder)
     images, labels, ids, mask_list, splits = [], [], [], [], []
-    lines = labels_file.read_text().splitlines()
-    memory = _MemoryBudget(
-        folder, sum(1 for line in lines if line.strip()), " with their tiles and masks" * masks
-    )
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    lines = label_lines(labels_file)
+    memory = _MemoryBudget(folder, len(lines), " with their tiles and masks" * masks)
+    for n, line in lines:
         row = label_row(line, f"{labels_file}:{n}")
         file, label = row["file"], row["label"]
         if label not in classes:
             raise DatasetError(f"{labels_file}:{n}: label {label!r} is not one of {classes}")
-        path = folder / file
+        path = dataset_file(folder, file, f"{labels_file}:{n}")
         if not path.is_file():
             raise DatasetError(f"{labels_file}:{n}: names {file}, which does not exist in {folder}")
         # at its own depth: a 16-bit image put in by hand would be divided by 256 (a Mono12 one: black)
@@ -428,7 +470,7 @@ def _mask(
 
     if not file:
         return None
-    path = folder / file
+    path = dataset_file(folder, file, f"{labels_file}:{n} (its mask)")
     if not path.is_file():
         raise DatasetError(f"{labels_file}:{n}: mask {file} is missing; fix or drop the row's 'mask'")
     named_by = f"the mask of {labels_file.name} line {n}"

@@ -31,7 +31,8 @@ into place at the end: on any error nothing is left behind (nor on SIGTERM or SI
 Files nobody here made are read by stated rules (docs/trainer.md, "Train on your own images"): what the
 agent's camera never delivers is refused, not guessed (transparent pixels, a multi-page TIFF, a TIFF that
 opens with a preview); so are a mask that contradicts its image, one image in two classes, images in no
-class folder, a link or folder that cannot be read; files of other kinds and symlinked folders are left
+class folder, a link or folder that cannot be read, a link (to an image, a mask or a folder) leading out of the
+source folder (``_no_links_out``); files of other kinds and symlinked folders are left
 out with a note. The EXIF orientation is applied here as in training and at the agent.
 """
 
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from cloud_trainer.train.data import CAMERA_MAX_MEGAPIXELS, DatasetError, not_a, read_image_file
+from cloud_trainer.train.data import CAMERA_MAX_MEGAPIXELS, DatasetError, not_a, read_image_file, within
 from protocols.image_header import (
     BAYER_PATTERNS,
     IMAGE_TYPES,
@@ -420,8 +421,35 @@ def _scan(src: Path, good: str | None) -> Found:
         found = _class_names(scan_mvtec(src), src)
     else:
         found = _class_names(scan_folders(src, good), src)
+    _no_links_out(found, src)
     found.notes += _left_out(src)
     return found
+
+
+def _no_links_out(found: Found, src: Path) -> None:
+    """Every image and mask to import must lie inside ``src`` once its links are followed. A link to an image
+    (``ok/042.png -> /srv/tenants/b/042.png``) or to a folder (MVTec's ``train -> /etc``) that leads out
+    was read through: an import on a shared trainer would copy files of another factory, or of the system,
+    into a dataset. Refused before anything is written, naming the link and where it leads; links that stay
+    inside the source keep working."""
+    root = os.path.realpath(src)
+    for it in found.items:
+        for path in (it.path, it.mask):
+            if path is None or within(os.path.realpath(path), root):
+                continue
+            cur = src
+            for part in path.relative_to(src).parts:  # the first link on the way that leads out
+                cur = cur / part
+                if os.path.islink(cur) and not within(real := os.path.realpath(cur), root):
+                    shown = os.readlink(cur)
+                    raise DatasetError(
+                        f"{cur}: a link to {shown}{f' ({real})' if real != shown else ''}, outside the "
+                        f"source {src}; an import reads only what lies inside its source: copy the "
+                        f"{'folder' if os.path.isdir(cur) else 'file'} in, or remove the link"
+                    )
+            raise DatasetError(  # not reached: a path below src leads out only through a link
+                f"{path}: leads to {os.path.realpath(path)}, outside the source {src}; copy it in"
+            )
 
 
 def _nfc(name: str) -> str:

@@ -51,7 +51,11 @@ from cloud_trainer.train.data import (
     VISION_CLASSES,
     DatasetError,
     dataset_classes,
+    dataset_file,
     dataset_max_megapixels,
+    label_lines,
+    label_row,
+    within,
 )
 from cloud_trainer.train.images import IMAGE_EXTS
 
@@ -246,8 +250,8 @@ def export(
             )
         seen.add(s["sha256"])
         rows.append(s)
-    if base is not None and not (Path(base) / "labels.jsonl").is_file():
-        raise DatasetError(f"base dataset {base}: no labels.jsonl")
+    if base is not None:
+        check_base(Path(base))
     # written into a hidden folder beside --out and renamed at the end, one sample read at a time: an
     # export that stops part way (a bad base file, a corrupt blob, a full disk, a kill) leaves no dataset
     # that a later build would take for the whole one
@@ -280,6 +284,33 @@ def export(
     }
 
 
+def check_base(base: Path) -> None:
+    """A base dataset's ``labels.jsonl`` as training reads it, before anything is written: each line UTF-8, a
+    label row, naming a file inside the base's folder; and no link in the base leading out of it. A ``../``
+    step, an absolute path or a link out would copy another folder's files (another tenant's, on a shared
+    trainer) into the export."""
+    labels_file = base / "labels.jsonl"
+    if not labels_file.is_file():
+        raise DatasetError(f"base dataset {base}: no labels.jsonl")
+    root = os.path.realpath(base)
+    for folder, dirs, files in os.walk(base):  # the base is copied whole, its links read through
+        for name in dirs + files:
+            p = os.path.join(folder, name)
+            # a link that leads nowhere is refused by the copy, naming it
+            if os.path.islink(p) and os.path.exists(p) and not within(real := os.path.realpath(p), root):
+                raise DatasetError(
+                    f"base dataset {base}: {p} is a link to {os.readlink(p)}"
+                    f"{f' ({real})' if real != os.readlink(p) else ''}, outside the base's folder; a base is "
+                    "copied into the export whole, and only what lies inside it is: copy the file in, or remove "
+                    "the link"
+                )
+    for n, line in label_lines(labels_file):
+        row = label_row(line, f"{labels_file}:{n}")
+        dataset_file(base, row["file"], f"{labels_file}:{n}")
+        if isinstance(row.get("mask"), str) and row["mask"]:
+            dataset_file(base, row["mask"], f"{labels_file}:{n} (its mask)")
+
+
 def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: list[str]) -> None:
     """``dataset.yaml`` (the base's, copied, or a new one) with the export's image-size limit, which training
     reads, and ``fleet_export``, which says how to raise it."""
@@ -295,21 +326,21 @@ def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: li
     # the base's count, counts and digest describe the base alone: the merged dataset's are written, the
     # digest as ``data.load_parts`` computes it (each file's sha256 and its label, in labels.jsonl's order)
     h, counts, k = hashlib.sha256(), dict.fromkeys(meta["classes"], 0), 0
-    for n, line in enumerate((dst / "labels.jsonl").read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-                data = (dst / row["file"]).read_bytes()
-                h.update(hashlib.sha256(data).digest())
-                h.update(row["label"].encode())
-            except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
-                # the base's row (the samples' are written here): training would refuse it the same way
-                raise DatasetError(
-                    f"the base dataset's labels.jsonl line {n}: not a label row with a readable 'file' and a "
-                    f"'label' ({exc!r}); nothing was written"
-                ) from None
-            counts[row["label"]] = counts.get(row["label"], 0) + 1
-            k += 1
+    lines = label_lines(dst / "labels.jsonl")  # the base's checked (check_base) before it was copied
+    for n, line in lines:
+        try:
+            row = json.loads(line)
+            data = (dst / row["file"]).read_bytes()
+            h.update(hashlib.sha256(data).digest())
+            h.update(row["label"].encode())
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+            # the base's row (the samples' are written here): training would refuse it the same way
+            raise DatasetError(
+                f"the base dataset's labels.jsonl line {n}: not a label row with a readable 'file' and a "
+                f"'label' ({exc!r}); nothing was written"
+            ) from None
+        counts[row["label"]] = counts.get(row["label"], 0) + 1
+        k += 1
     meta.update(count=k, counts=counts, digest="sha256:" + h.hexdigest())
     meta["max_megapixels"] = limit
     meta["fleet_export"] = {"model": model, "tenant": tenant}

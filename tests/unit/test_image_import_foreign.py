@@ -153,8 +153,8 @@ def test_a_broken_or_looping_link_named_as_an_image_is_refused_not_skipped(tmp_p
     with pytest.raises(DatasetError, match=rf"{src / 'ok' / '043.png'}: a link to .*, which"):
         import_images(src, tmp_path / "ds")
     (src / "ok" / "043.png").unlink()
-    img(tmp_path / "elsewhere" / "044.png", 44)
-    (src / "ok" / "044.png").symlink_to(tmp_path / "elsewhere" / "044.png")  # a link to an image: read
+    img(src / ".elsewhere" / "044.png", 44)  # a hidden folder of the source: not a class
+    (src / "ok" / "044.png").symlink_to(src / ".elsewhere" / "044.png")  # a link to an image inside: read
     assert import_images(src, tmp_path / "ds")["counts"] == {"ok": 21, "dent": 2}
 
 

@@ -1,0 +1,125 @@
+"""Dataset folders are the user's, and on a shared trainer one factory's folder lies beside another's: what
+``dataset import`` copies and what a dataset's ``labels.jsonl`` names must stay inside the folder given. A link
+in an imported class folder (to an image, or MVTec's ``train`` to a folder) leading out of the source, and a
+``labels.jsonl`` row naming ``../other/x.png`` or an absolute path, were read through silently; a row naming a
+file in bytes that are not UTF-8, or with a ``"\\udc80"`` escape, failed with a UnicodeDecodeError traceback or
+a "does not exist" that printed a character that is none. Each is refused now, in one line naming it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cloud_trainer.train.anomaly import AnomalyDataError, load_good
+from cloud_trainer.train.data import DatasetError, load_parts
+from cloud_trainer.train.images import import_images
+from tests.unit.test_image_import import img, leftovers, per_class
+
+
+def test_a_link_to_an_image_outside_the_source_is_refused_naming_it_and_nothing_is_written(tmp_path):
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2}, exts=(".png",))
+    img(tmp_path / "tenant-b" / "secret.png", 99)
+    (src / "dent" / "x.png").symlink_to(tmp_path / "tenant-b" / "secret.png")
+    with pytest.raises(DatasetError) as exc:
+        import_images(src, tmp_path / "ds", log=lambda m: None)
+    assert str(exc.value).startswith(
+        f"{src / 'dent' / 'x.png'}: a link to {tmp_path / 'tenant-b' / 'secret.png'}, outside the source {src};"
+    )
+    assert not (tmp_path / "ds").exists() and leftovers(tmp_path) == []
+    # a link that stays inside the source is read through, as before
+    (src / "dent" / "x.png").unlink()
+    img(src / ".pool" / "q.png", 98)  # a hidden folder: not a class, read only through the link
+    (src / "ok" / "z.png").symlink_to(Path("..") / ".pool" / "q.png")
+    res = import_images(src, tmp_path / "ds", log=lambda m: None)
+    assert res["counts"] == {"ok": 21, "dent": 2}
+
+
+def test_an_mvtec_folder_or_mask_linked_out_of_the_source_is_refused_naming_the_link(tmp_path):
+    other = tmp_path / "tenant-b"
+    for i in range(20):
+        img(other / "train" / "good" / f"{i:03d}.png", i)
+    mv = tmp_path / "mv"
+    for i in range(3):
+        img(mv / "test" / "good" / f"{i:03d}.png", 40 + i)
+        img(mv / "test" / "dent" / f"{i:03d}.png", 50 + i)
+    (mv / "train").symlink_to(other / "train", target_is_directory=True)
+    with pytest.raises(
+        DatasetError, match=rf"^{mv / 'train'}: a link to {other / 'train'}, outside the source"
+    ):
+        import_images(mv, tmp_path / "ds", task="anomaly", log=lambda m: None)
+    (mv / "train").unlink()
+    for i in range(20):
+        img(mv / "train" / "good" / f"{i:03d}.png", i)
+    mask = other / "000_mask.png"
+    img(mask, 7, grey=True)
+    (mv / "ground_truth" / "dent").mkdir(parents=True)
+    (mv / "ground_truth" / "dent" / "000_mask.png").symlink_to(mask)
+    with pytest.raises(
+        DatasetError, match=rf"^{mv / 'ground_truth' / 'dent' / '000_mask.png'}: a link to {mask}"
+    ):
+        import_images(mv, tmp_path / "ds", task="anomaly", log=lambda m: None)
+    assert not (tmp_path / "ds").exists() and leftovers(tmp_path) == []
+
+
+def _dataset(tmp_path: Path) -> Path:
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2}, exts=(".png",))
+    return Path(import_images(src, tmp_path / "ds", log=lambda m: None)["out"])
+
+
+def _first_row(ds: Path, **change) -> bytes:
+    lines = (ds / "labels.jsonl").read_text().splitlines()
+    row = {**json.loads(lines[0]), **change}
+    return (json.dumps(row) + "\n" + "\n".join(lines[1:]) + "\n").encode()
+
+
+@pytest.mark.parametrize("how", ["../", "absolute", "link"])
+def test_a_labels_row_naming_a_file_out_of_the_dataset_folder_is_refused_by_its_line(tmp_path, how):
+    ds = _dataset(tmp_path)
+    secret = img(tmp_path / "tenant-b" / "images" / "000000.png", 99)
+    if how == "link":
+        (ds / "images" / "000000.png").unlink()
+        (ds / "images" / "000000.png").symlink_to(secret)
+        name = "images/000000.png"
+    else:
+        name = "../tenant-b/images/000000.png" if how == "../" else str(secret)
+        (ds / "labels.jsonl").write_bytes(_first_row(ds, file=name))
+    said = (
+        f"{ds / 'labels.jsonl'}:1: names {name!r}, which leads out of the dataset folder {ds} (to {secret});"
+    )
+    with pytest.raises(DatasetError) as exc:
+        load_parts(ds)
+    assert str(exc.value).startswith(said)
+    with pytest.raises(AnomalyDataError) as exc2:  # the anomaly family reads an imported dataset's rows too
+        load_good(ds)
+    assert str(exc2.value).startswith(said)
+
+
+def test_a_labels_rows_mask_out_of_the_dataset_folder_is_refused_by_its_line(tmp_path):
+    ds = _dataset(tmp_path)
+    mask = img(tmp_path / "tenant-b" / "m.png", 5, grey=True)
+    (ds / "labels.jsonl").write_bytes(_first_row(ds, mask=str(mask)))
+    with pytest.raises(
+        DatasetError, match=rf"^{ds / 'labels.jsonl'}:1 \(its mask\): names '{mask}', which leads out"
+    ):
+        load_parts(ds, masks=True)
+
+
+def test_a_labels_row_not_utf8_or_with_a_lone_surrogate_is_refused_by_its_line(tmp_path):
+    ds = _dataset(tmp_path)
+    (ds / "images" / "000000.png").rename(Path(os.fsdecode(os.fsencode(ds / "images") + b"/caf\xe9.png")))
+    row = _first_row(ds, file="images/XX.png")
+    (ds / "labels.jsonl").write_bytes(b"\n" + row.replace(b"XX", b"caf\xe9"))  # the name's Latin-1 bytes
+    with pytest.raises(DatasetError) as exc:
+        load_parts(ds)
+    assert str(exc.value).startswith(f"{ds / 'labels.jsonl'}:2: not UTF-8 (byte 0xe9 at column ")
+    (ds / "labels.jsonl").write_bytes(row.replace(b"XX", b"caf\\udce9"))  # a JSON escape of the same byte
+    with pytest.raises(DatasetError) as exc:
+        load_parts(ds)
+    assert str(exc.value).startswith(
+        f"{ds / 'labels.jsonl'}:1: its 'file' 'images/caf\\udce9.png' holds a lone surrogate"
+    )
+    with pytest.raises(AnomalyDataError, match=r"labels.jsonl:1: its 'file' .* holds a lone surrogate"):
+        load_good(ds)
