@@ -113,7 +113,7 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
         raise Refused(f"a PNG header for {w}x{h} pixels, but the image data is truncated or corrupt ({why})")
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        img = cv2.imdecode(np.frombuffer(_samples_ended(data), np.uint8), flags)
     except cv2.error as exc:  # some headers OpenCV refuses by raising: a side over 2^20 pixels (its limit)
         said = " ".join(str(exc).split()).split(" error: ", 1)[-1][:160]  # without OpenCV's source path
         raise Refused(
@@ -129,6 +129,14 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
     if (why := transparent(data)) is not None:
         raise Refused(why, unsupported=True)
     return img
+
+
+def _samples_ended(data: bytes | memoryview) -> bytes | memoryview:
+    """``data`` as OpenCV is given it (``protocols.image_header._samples_ended``): a plain PGM or PPM whose last
+    sample ends the file with a line end after it."""
+    if bytes(data[:2]) in (b"P2", b"P3") and bytes(data[-1:]).isdigit():
+        return bytes(data) + b"\n"
+    return data
 
 
 def not_one_image(data: bytes) -> str | None:

@@ -23,6 +23,11 @@ With ``exact_end`` (an MJPEG part told whole by its Content-Length) a JPEG or PN
 marker (line ends, spaces and zeros after it aside): a part whose declared length runs into the next part
 is then not taken as whole.
 
+A plain PNM's last sample may end the file without a line end or space after it, which the format allows; until
+its writer is known to be done, digits at the end may be a number cut within its digits ('25' of '255') and
+are not counted. With ``settled`` (a drop folder's file unchanged past its wait: its writer is done) they are:
+a plain PNM with every sample there is then whole.
+
 Limits: a file that is as long as its header says but not yet filled in (a writer that sets the size
 first and writes the bytes later, a copy that preallocates) is whole by its structure: where the kind has
 an end marker (JPEG, PNG, GIF), it is caught; a BMP's, a binary PNM's or an uncompressed TIFF's missing
@@ -77,10 +82,10 @@ _FILL = re.compile(rb"\xff*+")  # a JPEG marker's fill bytes, stepped over in C
 _JPEG_MAX_SEGMENTS, _GIF_MAX_BLOCKS = 1 << 12, 1 << 16
 
 
-def cut_short(data: bytes, exact_end: bool = False) -> str | None:
+def cut_short(data: bytes, exact_end: bool = False, settled: bool = False) -> str | None:
     """Why ``data`` is an image cut short (one line: the kind, what is missing, its size), or None: whole by
     its structure, or not an image of a kind ``image_kind`` knows. An empty ``data`` is cut short (nothing
-    written yet). See the module's docstring for each kind and ``exact_end``."""
+    written yet). See the module's docstring for each kind, ``exact_end`` and ``settled``."""
     n = len(data)
     if n == 0:
         return "an empty file (nothing of it written yet)"
@@ -88,7 +93,8 @@ def cut_short(data: bytes, exact_end: bool = False) -> str | None:
     try:
         if kind is None:
             return _header_cut(data)
-        why = _CHECKS[kind](data, exact_end)
+        # a plain PNM's digits at its end are a whole sample once its writer is done (``settled``)
+        why = _pnm(data, settled) if kind == "PNM" else _CHECKS[kind](data, exact_end)
     except (struct.error, IndexError, ValueError, OverflowError):
         return None  # damaged past what tells its end: the decode says so
     return None if why is None else f"a {kind} cut short ({n} bytes): {why}"
@@ -241,7 +247,7 @@ def _tiff(data: bytes, _: bool) -> str | None:
     return None
 
 
-def _pnm(data: bytes, exact_end: bool) -> str | None:
+def _pnm(data: bytes, settled: bool) -> str | None:
     import numpy as np
 
     magic = data[1:2]
@@ -274,8 +280,9 @@ def _pnm(data: bytes, exact_end: bool) -> str | None:
         digit = (a >= 0x30) & (a <= 0x39)
         got += int(np.count_nonzero(digit[1:] & ~digit[:-1])) + int(bool(digit[0]) and not last)
         last = bool(digit[-1])
-    # its last sample may be cut within its digits ('25' of '255')
-    if magic != b"1" and got == samples and last:
+    # its last sample may be cut within its digits ('25' of '255'), unless its writer is done (``settled``): the
+    # format needs no whitespace after it
+    if magic != b"1" and got == samples and last and not settled:
         got -= 1
     return None if got >= samples else f"{got} of its {samples} samples"
 

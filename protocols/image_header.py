@@ -314,7 +314,7 @@ def decode_image(
         raise ImageRejected(
             f"a PNG header for {w}x{h} pixels, but the image data is truncated or corrupt ({why})"
         )
-    buf = np.frombuffer(data, np.uint8)
+    buf = np.frombuffer(_samples_ended(data), np.uint8)
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR if flags is None else flags)
     except cv2.error as exc:  # some headers OpenCV refuses by raising: a side over 2^20 pixels (its limit)
@@ -338,6 +338,15 @@ def decode_image(
             packed.declared_bits = bits
             img = packed
     return img
+
+
+def _samples_ended(data: bytes | memoryview) -> bytes | memoryview:
+    """``data`` as OpenCV is given it: a plain (text) PGM or PPM whose last sample ends the file, which the format
+    allows, with a line end after it (OpenCV's reader looks past the end of the data for the number's end and
+    refuses the whole file); any other file as it is."""
+    if bytes(data[:2]) in (b"P2", b"P3") and bytes(data[-1:]).isdigit():
+        return bytes(data) + b"\n"
+    return data
 
 
 @functools.cache

@@ -736,7 +736,9 @@ class CameraSource:
         A file named as an image whose bytes are an image cut short (``protocols.image_complete``: every kind)
         is never inspected: it is read again while it stays so (the upload may still be running, hidden by a
         share's cached attributes), and skipped once cut short and unchanged past ``CUT_SHORT_WAIT_S`` (or
-        4 x ``settle_ms``), counted (``cut_short``) with its path; it is read if it changes.
+        4 x ``settle_ms``), counted (``cut_short``) with its path; it is read if it changes. A plain PNM whose last
+        sample ends the file (no line end after it, which the format allows) has all its samples once its writer is
+        done: it waits the same, then is read (``cut_short(settled=True)``), named as an image or not.
 
         The record outlives a lost folder (a network share that drops, a folder moved away and back):
         after the reader's backoff the images that arrived meanwhile are read, and those already read
@@ -862,8 +864,11 @@ class CameraSource:
         declared = image_size(data)
         over = declared is not None and declared[1] * declared[2] > limit * 1e6  # refused as such, at once
         why = None if over else cut_short(data)
+        # a plain PNM whose last sample ends the file (no line end after it, as the format allows) may still be
+        # written ('25' of '255'): whole once unchanged for the wait, whatever its name; other cuts stay cut
+        ends_in_digits = why is not None and data[:1] == b"P" and cut_short(data, settled=True) is None
         # a temporary upload file ('.part') stalled: left, its whole bytes read under the name given when done
-        if why is not None and not named:
+        if why is not None and not named and not ends_in_digits:
             done.pop(name, None)
             others[name] = key
             self._skipped(
@@ -880,13 +885,14 @@ class CameraSource:
                 cut[name] = (key, since, mono + retry)
                 return
             del cut[name]
-            done[name] = (key, _fingerprint(data))
-            self._error(
-                "cut_short",
-                f"{f}: {why}; unchanged for {mono - since:.0f}s: an upload that stalled or a writer that stopped; "
-                "skipped, never inspected (read if it changes)",
-            )
-            return
+            if not ends_in_digits:
+                done[name] = (key, _fingerprint(data))
+                self._error(
+                    "cut_short",
+                    f"{f}: {why}; unchanged for {mono - since:.0f}s: an upload that stalled or a writer that "
+                    "stopped; skipped, never inspected (read if it changes)",
+                )
+                return
         cut.pop(name, None)
         crc = _fingerprint(data)
         before = done.get(name)

@@ -304,3 +304,20 @@ def test_opencvs_multi_page_tiffs_are_walked_to_their_last_page_as_before(tmp_pa
         assert cut_short(data) is None
         if pages == 255:
             assert "its image directory 255 " in (cut_short(data[:-1]) or ""), cut_short(data[:-1])
+
+
+def test_a_plain_pnm_without_a_line_end_after_its_last_sample_is_whole_once_its_writer_is_done():
+    """A plain PNM's last sample may end the file (no line end nor space after it: the format asks none). Digits at
+    the end may be a number still being written ('25' of '255'), so it is cut short while its writer may be at
+    work; but it was cut short for ever, so a drop folder skipped the whole image once its wait was over. Once
+    ``settled`` (unchanged past the wait) its last number is whole; a sample missing is still missing."""
+    from protocols.image_complete import cut_short
+
+    for whole in (b"P2\n3 2\n255\n1 2 3\n4 5 255", b"P3 1 1 65535 1 2 30000", b"P2\n1 1\n9\n9"):
+        assert cut_short(whole) is not None, whole  # its writer may still be at its last number
+        assert cut_short(whole, settled=True) is None, whole
+        assert cut_short(whole + b"\n") is None and cut_short(whole + b"\n", settled=True) is None
+    for cut in (b"P2\n3 2\n255\n1 2 3\n4 5", b"P2\n3 2\n255\n1 2 3\n4 5 ", b"P3 1 1 65535 1 2"):
+        # a sample missing: cut short, settled or not
+        assert "of its" in (cut_short(cut, settled=True) or ""), cut
+    assert cut_short(b"P1\n4 1\n0101", settled=True) is None  # a bitmap's digits are its samples, as before

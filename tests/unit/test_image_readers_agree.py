@@ -405,6 +405,7 @@ def test_dataset_import_refuses_a_damaged_or_oversize_file_naming_it_and_reads_w
             "_pnm_header",
             "animated",
             "_png_chunk_overrun",
+            "_samples_ended",
         )
     ]
     + [("protocols.jpeg_check", n) for n in ("damaged_jpeg", "coded_damage", "_walk", "grey_filled")],
@@ -609,3 +610,36 @@ async def test_pnm_images_are_read_by_the_import_the_camera_and_the_packager_ali
         (img.shape, img.tobytes()) for img, y in zip(data.images, data.labels, strict=True) if y == good
     }
     assert trained == {(img.shape, img.tobytes()) for img in frames}
+
+
+async def test_a_plain_pnm_without_a_line_end_after_its_last_sample_is_read_alike_by_the_three(tmp_path):
+    """A plain (text) PGM or PPM may end with its last sample's digits (the format asks no whitespace after it):
+    OpenCV's reader looked past the end for the number's end and refused the file, so the camera skipped it as
+    ``corrupt_frame``, the packager refused it and the import's decode did too. Read now, as with a line end, by
+    the camera, the packager and the trainer's decode alike."""
+    from devices.camera.capture import CameraSource
+    from devices.camera.settings import CameraSettings
+    from protocols.image_header import decode_image
+
+    rng = np.random.default_rng(11)
+    grey, colour = rng.integers(0, 256, (4, 6), np.uint8), rng.integers(0, 256, (4, 6, 3), np.uint8)
+    files = {
+        "grey.pgm": ("P2\n6 4\n255\n" + " ".join(str(v) for v in grey.ravel())).encode(),
+        "colour.ppm": ("P3 6 4 255 " + " ".join(str(v) for v in colour[:, :, ::-1].ravel())).encode(),
+    }
+    wanted = {"grey.pgm": cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), "colour.ppm": colour}
+    for name, data in files.items():
+        assert data[-1:].isdigit()
+        assert np.array_equal(decode_image(data + b"\n"), wanted[name])  # with a line end: read as it was
+        assert np.array_equal(decode_image(data), wanted[name]), name
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        (folder / name).write_bytes(data)
+        src = CameraSource("cam", CameraSettings(url=str(folder), fps=200))
+        await src.start()
+        frames = [f.image async for f in src.items()]
+        await src.stop()
+        assert not src.stats.errors_by_reason, src.stats.last_error
+        (packaged,) = list(ImageFolder(folder))
+        assert len(frames) == 1 and np.array_equal(frames[0], wanted[name]), name
+        assert np.array_equal(packaged, wanted[name]), name
