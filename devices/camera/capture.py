@@ -286,8 +286,12 @@ def _sampled_crc(n: int, read: Callable[[int, int], Any]) -> int:
 
 def _file_fingerprint(path: Path, size: int) -> int | None:
     """``_fingerprint`` of a file of ``size`` bytes, reading only the bytes it samples (80 KiB of a 5-MB BMP), or
-    None: not a regular file of that size now, or unreadable. Never blocks on a pipe."""
+    None: not a regular file of that size now, or unreadable. Judged by its stat before it is opened, as
+    ``_file_head`` does (a pipe or device put in a read file's place is never opened), then opened non-blocking
+    and checked on the open file (one swapped in between the two): never blocks on a pipe."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None

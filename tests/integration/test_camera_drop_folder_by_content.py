@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import zlib
 
 import cv2
 import numpy as np
@@ -205,3 +206,54 @@ async def test_a_named_pipe_in_a_drop_folder_is_never_opened(tmp_path):
         os.close(fd)
     assert not opened, "the watcher opened the named pipe"
     assert "not a regular file" in src.notices.status()["file_skipped"]["message"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="Linux: a thread's wait read from /proc")
+def test_a_named_pipe_in_a_read_files_place_is_not_opened_to_tell_whether_it_was_rewritten(tmp_path):
+    """A file read before whose status changed but not its size and time (a chmod, a hard-link backup, a file
+    replaced by a rename) is told rewritten or not by its sampled bytes (``_file_fingerprint``): that opened the
+    path before checking it was a regular file, so a named pipe put in its place let a tool blocked opening it to
+    write go (to a broken pipe when it was closed), and a device's open has effects of its own. It is judged by its
+    stat first now, as a file not named as an image is."""
+    import glob
+    import threading
+
+    from devices.camera.capture import _file_fingerprint
+
+    pipe = tmp_path / "last.bmp"
+    os.mkfifo(pipe)
+    writer_opened = threading.Event()
+
+    def writer() -> None:  # a tool waiting for its reader
+        fd = os.open(pipe, os.O_WRONLY)
+        writer_opened.set()
+        os.close(fd)
+
+    def writer_waits() -> bool:  # in open(), for a reader (Linux's wait for a FIFO's other end)
+        for wchan in glob.glob("/proc/self/task/*/wchan"):
+            try:
+                if open(wchan).read().strip() == "wait_for_partner":
+                    return True
+            except OSError:
+                pass
+        return False
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        for _ in range(500):
+            if writer_waits():
+                break
+            writer_opened.wait(0.01)
+        else:
+            raise AssertionError("the writer never waited on the pipe")
+        assert _file_fingerprint(pipe, 0) is None
+        opened = writer_opened.wait(1.0)
+    finally:
+        fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # let the writer go
+        t.join(5)
+        os.close(fd)
+    assert not opened, "the named pipe was opened"
+    (tmp_path / "whole.bmp").write_bytes(b"BM" + bytes(200))  # a regular file: its fingerprint as before
+    assert _file_fingerprint(tmp_path / "whole.bmp", 202) == zlib.crc32(b"BM" + bytes(200))
+    assert _file_fingerprint(tmp_path / "whole.bmp", 201) is None  # another size than listed
