@@ -948,14 +948,19 @@ def _pydantic_errors(exc: ValidationError, model: Any, prefix: tuple, where: str
 
 
 def _yaml_read_it(kind: str, found: Any) -> str:
-    """For text a YAML 1.1 reader took for something else (``model: on``, ``tag: no``, ``unit: ~``): why, and
-    the way out; else ""."""
+    """For text a YAML 1.1 reader took for something else (``model: on``, ``tag: no``, ``unit: ~``, ``source:
+    0x10``): why, and the way out; else ""."""
     if kind != "string_type":
         return ""
     if isinstance(found, bool):
         return "; YAML reads on, off, yes and no (and true, false) unquoted as a boolean: quote the text"
     if found is None:
         return "; YAML read null (~, null or nothing written): write the text, quoted if it is ~ or null"
+    if isinstance(found, int | float):  # `source: 0x10` (a source quoted where it is defined) is found as 16
+        return (
+            "; YAML reads an unquoted number as a number, in any form it takes (0x10 as 16, 1_000 as 1000, "
+            "010 as 8): quote the text as written"
+        )
     return ""
 
 
@@ -1719,6 +1724,8 @@ def _yaml_misreads(text: str) -> list[str]:
         if top is not None and top["map"]:
             if top["key?"]:  # a key: names the value that follows
                 top["key?"], top["at"] = False, ev.value if isinstance(ev, yaml.ScalarEvent) else "?"
+                if isinstance(ev, yaml.ScalarEvent) and (why := _key_misread(ev)):
+                    out.append(f"{top['path']}.{ev.value}: {why}" if top["path"] else f"{ev.value}: {why}")
                 if isinstance(ev, yaml.CollectionStartEvent):
                     stack.append(
                         {"map": isinstance(ev, yaml.MappingStartEvent), "path": "?", "key?": True, "at": -1}
@@ -1749,6 +1756,31 @@ def _yaml_misreads(text: str) -> list[str]:
                     )
                     break
     return out
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_RESOLVER = yaml.resolver.Resolver()  # the tag YAML gives a plain scalar; resolving reads the class's tables
+
+
+def _key_misread(ev: Any) -> str | None:
+    """Why a plain mapping key that YAML reads as a number other than it shows (``0x10:`` the int 16,
+    ``1_000:`` 1000, ``0b11:`` 3, ``010:`` 8) is refused, or None. Every key of a config is text (a name or an
+    option); such a key was reported by the number, ``sources.16``, which the file nowhere holds."""
+    if ev.style or ev.tag is not None:
+        return None
+    if _RESOLVER.resolve(yaml.ScalarNode, ev.value, (True, False)) not in _NUMBER_TAGS:
+        return None
+    try:
+        n = yaml.safe_load(ev.value)
+    except Exception:  # a number too long to convert: the load reports it
+        return None
+    if not isinstance(n, int | float) or str(n) == ev.value:
+        return None
+    at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
+    return (
+        f"the key {ev.value}{at} is read by YAML as the number {n}, not as it shows; quote it "
+        f"('{ev.value}') to keep it as written"
+    )
 
 
 def read_yaml(text: str, where: str) -> Any:
