@@ -48,6 +48,7 @@ from protocols.image_header import (  # read as image_header reads them
     _TIFF_MAX_TAGS_WALKED,
     _TIFF_SEGMENTS,
     _TIFF_TYPE_SIZE,
+    _TO_MARKER,
     image_kind,
 )
 
@@ -75,7 +76,6 @@ _HEADER_BYTES = 64  # shorter than any header these kinds need, but for a PNM wi
 # a PNM header cut short: its magic, then whitespace, comments and digits only (possessive: no backtracking)
 _PNM_START = re.compile(rb"P[1-6]?(?:\s|#[^\r\n]*+|\d)*+\Z")
 _PNM_FIELD = re.compile(rb"(?:\s|#[^\r\n]*+)*+(\d+)")
-_FILL = re.compile(rb"\xff*+")  # a JPEG marker's fill bytes, stepped over in C
 # a JPEG's header segments and a GIF's blocks and sub-blocks walked at most (tens in a JPEG, a few hundred with an ICC
 # profile or XMP in pieces; 16 MB of a GIF, which the camera never reads): a crafted file of 1-byte ones (up to 100
 # million in the 201 MB a frame may take) held the camera's thread for tens of seconds; past it the decode says
@@ -115,10 +115,8 @@ def _jpeg(data: bytes, exact_end: bool) -> str | None:
     n, i = len(data), 2
     # the header's segments, as libjpeg steps over them, to the first scan
     for _ in range(_JPEG_MAX_SEGMENTS):
-        i = data.find(b"\xff", i)  # (extraneous bytes before a marker stepped over)
-        if i < 0:
-            return "its header ends before its image data"
-        i = _FILL.match(data, i).end()  # type: ignore[union-attr]  # (it matches an empty run too)
+        # extraneous bytes (a stuffed 0xFF 0x00 among them) and fill bytes before a marker, as libjpeg steps over them
+        i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]  # (it matches an empty run too)
         if i >= n:
             return "its header ends before its image data"
         marker = data[i]

@@ -91,8 +91,9 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 # JPEG frame headers (SOF0-SOF15) carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no length field
-# a JPEG's extraneous bytes before a marker, then its fill bytes (0xFF): stepped over in C, as libjpeg steps over them
-_TO_MARKER = re.compile(rb"[^\xff]*+\xff*+")
+# a JPEG's extraneous bytes before a marker, then its fill bytes (0xFF): stepped over in C, as libjpeg steps over them;
+# a 0xFF followed by 0x00 (a stuffed byte) is no marker but extraneous bytes too (T.81 B.1.1.2; libjpeg's next_marker)
+_TO_MARKER = re.compile(rb"(?:[^\xff]++|\xff++\x00)*+\xff*+")
 # a JPEG's markers walked at most (tens in a JPEG's header, a few hundred with an ICC profile or XMP in pieces): a
 # crafted header of 1-byte or empty segments (up to 50 million in the 201 MB a frame may take) held the camera's
 # thread for tens of seconds; past it the file is not read further

@@ -321,3 +321,24 @@ def test_a_plain_pnm_without_a_line_end_after_its_last_sample_is_whole_once_its_
         # a sample missing: cut short, settled or not
         assert "of its" in (cut_short(cut, settled=True) or ""), cut
     assert cut_short(b"P1\n4 1\n0101", settled=True) is None  # a bitmap's digits are its samples, as before
+
+
+def test_a_stuffed_byte_in_a_jpegs_header_is_no_marker_to_the_cut_short_check():
+    """0xFF 0x00 in a JPEG's header is a stuffed byte, no marker (T.81 B.1.1.2; libjpeg steps over it): the
+    cut-short check took it for a marker and the bytes after it for a length that stepped past the file's end, so
+    a whole file that libjpeg decodes was cut short for ever (a drop folder skipped it, never inspected). Its
+    header walk is libjpeg's now, as the size read's and the damage check's are (one pattern for the three)."""
+    import protocols.image_header
+    import protocols.jpeg_check
+    from model_packager import image_file
+    from protocols.image_complete import cut_short
+    from tests.unit.test_image_header import stuffed_byte_jpegs
+
+    _, decoy, past = stuffed_byte_jpegs()
+    for data in (decoy, past):
+        assert cut_short(data) is None
+        assert looks_whole(data)
+        for k in (len(data) // 2, len(data) - 2):
+            assert cut_short(data[:k]) is not None, k
+    patterns = {m._TO_MARKER.pattern for m in (protocols.image_header, protocols.jpeg_check, image_file)}
+    assert len(patterns) == 1, patterns

@@ -314,6 +314,7 @@ _CRAFTED_JPEG_HEADERS = {
     "bytes before a marker": b"\xff\xd8" + bytes(2_000_000),
     "fill bytes": b"\xff\xd8" + b"\xff" * 2_000_000,
     "empty segments": b"\xff\xd8" + b"\xff\xfe\x00\x02" * 500_000,
+    "stuffed bytes": b"\xff\xd8" + b"\xff\x00" * 1_000_000,  # no markers (stepped over in C)
 }
 
 
@@ -335,3 +336,41 @@ def test_the_header_of_a_crafted_jpeg_of_millions_of_tiny_parts_is_read_within_a
     real = cv2.imencode(".jpg", np.zeros((30, 40, 3), np.uint8))[1].tobytes()
     padded = real[:2] + bytes(1000) + b"\xff" * 1000 + b"\xff\xfe\x00\x02" * 100 + real[2:]
     assert image_size_of(padded) == ("JPEG", 40, 30)
+
+
+def stuffed_byte_jpegs() -> tuple[np.ndarray, bytes, bytes]:
+    """A 64x48 JPEG's image, and two crafted forms of its file with a stuffed byte (0xFF 0x00) after the start
+    marker: ``decoy``, where the two bytes after it, read as a length, step into a comment holding an 8x8 frame
+    header; ``past``, where they step past the file's end. libjpeg steps over the stuffed byte and what follows up
+    to the next marker (extraneous bytes) and decodes both as the 64x48 image."""
+    img = np.random.default_rng(3).integers(0, 256, (48, 64, 3), np.uint8)
+    jpg = cv2.imencode(".jpg", img)[1].tobytes()
+    decoy = b"\xff\xc0\x00\x11\x08\x00\x08\x00\x08\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    comment = b"\xff\xfe" + struct.pack(">H", 2 + len(decoy)) + decoy
+    return (
+        cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR),
+        jpg[:2] + b"\xff\x00\x00\x06" + comment + jpg[2:],
+        jpg[:2] + b"\xff\xff\x00\x7f\xf0" + jpg[2:],
+    )
+
+
+@pytest.mark.parametrize("module", ["protocols.image_header", "model_packager.image_file"])
+def test_a_stuffed_byte_in_a_jpegs_header_is_no_marker_and_hides_no_frame_header(module):
+    """0xFF 0x00 is a stuffed byte, never a marker (T.81 B.1.1.2): libjpeg steps over it with the bytes up to the
+    next marker. The header walk took it for a marker 0x00 and the two bytes after it for its length, so a crafted
+    header made it read a decoy frame header (8x8) in a comment while libjpeg decoded the image it hid (64x48):
+    the size check against the pixel limit was made on the decoy's size. Both readers walk as libjpeg now."""
+    import importlib
+
+    reader = importlib.import_module(module)
+    image, decoy, past = stuffed_byte_jpegs()
+    for data in (decoy, past):
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        assert np.array_equal(decoded, image)  # what libjpeg reads
+        assert reader.image_size(data) == ("JPEG", 64, 48)
+    refusal = ImageRejected if module == "protocols.image_header" else reader.Refused
+    read = decode_image if module == "protocols.image_header" else reader.read_image
+    with pytest.raises(refusal) as got:  # 3072 pixels: over a 0.002-Mpx limit, and said so undecoded
+        read(decoy, max_megapixels=0.002)
+    assert got.value.oversize and "64x48 pixels" in str(got.value), got.value
+    assert np.array_equal(read(past, max_megapixels=0.004), image)
