@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -48,13 +49,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_packager import OpenedPackage, PackageError, open_package, package_digest
+from model_packager.package import MAX_MANIFEST_BYTES, open_regular
 from model_packager.text import printable
 
 if TYPE_CHECKING:
     from model_packager import TrustedKeys  # brings cryptography: only the installing process needs it
 
 
+log = logging.getLogger(__name__)
+
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+DIGEST_FILE_MAX_BYTES = 200  # .package-digest: 64 hex digits and a newline; what is past this is not read
+
+
+def _read_small(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; ``OSError`` saying why otherwise (``a named
+    pipe, not a file``, ``larger than ... bytes``), never a wait on a pipe or a read of a device."""
+    with open_regular(path) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes, the most it may hold")
+    return data
+
+
 NO_SPACE = "no_space"  # the code of an install refused because the disk is full: tried again later
 # ends without an orderly stop inside one candidate's probation that roll it back (a crash loop): the
 # first is resumed (a power cut says nothing of the model), the second is not
@@ -181,12 +198,25 @@ class ModelStore:
         folder = self.root / folder_name
         if not isinstance(folder_name, str) or "/" in folder_name or folder_name in ("", ".", ".."):
             return None  # state.json names a folder of this slot, nothing else
+        # bounded as verify_folder reads it: the data folder is a disk anyone with the gateway's shell can
+        # edit, and a manifest.yaml made a named pipe waited for ever, a link to /dev/zero or a 10 GB file
+        # filled the memory, in the agent's own process (a resumed probation reopens without a check)
+        path = folder / "manifest.yaml"
         try:
             manifest = Manifest.model_validate(
-                load_bounded((folder / "manifest.yaml").read_bytes(), f"{folder_name}/manifest.yaml")
+                load_bounded(_read_small(path, MAX_MANIFEST_BYTES), f"{folder_name}/manifest.yaml")
             )
-            digest = (folder / ".package-digest").read_text().strip()
-        except (OSError, ValueError, PackageError):
+            path = folder / ".package-digest"
+            digest = _read_small(path, DIGEST_FILE_MAX_BYTES).decode().strip()
+        except OSError as exc:
+            log.warning(
+                "model store: %s: %s; refused (the slot's other packages serve on)",
+                printable(str(path)),
+                printable(exc.strerror or exc),
+            )
+            return None
+        except (ValueError, PackageError) as exc:
+            log.warning("model store: %s: %s; refused", printable(str(path)), printable(str(exc), 500))
             return None
         opened = opened_from(manifest, folder, signer, digest)
         if not opened.model_path.is_file() or (
@@ -212,7 +242,8 @@ class ModelStore:
             )
         manifest, signer = verify_folder(folder, trusted)
         try:
-            digest = (folder / ".package-digest").read_text()[:200].strip()
+            with open_regular(folder / ".package-digest") as f:  # no pipe waited on, no device read
+                digest = f.read(DIGEST_FILE_MAX_BYTES).decode().strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise PackageError(
                 f"package {printable(folder_name)}: .package-digest unreadable ({printable(getattr(exc, 'strerror', None) or exc)})",
