@@ -69,6 +69,7 @@ import re
 import reprlib
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -406,8 +407,10 @@ def convert_value(
     lone surrogate) is refused.
     """
     if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value.item()
-    if isinstance(value, np.ndarray | list | tuple):
+        value = value[()]  # its NumPy scalar: a float32 keeps its own precision (its text, ``_text``)
+    if isinstance(value, np.ndarray):  # each element (a row of a matrix) as NumPy holds it, not as a double
+        return [convert_value(vtype, v, node_id, held) for v in value]
+    if isinstance(value, list | tuple):
         return [convert_value(vtype, v, node_id, held) for v in np.asarray(value, dtype=object).tolist()]
     return _convert_scalar(vtype, value, node_id, held)
 
@@ -466,6 +469,7 @@ def _convert_scalar(
 ) -> Any:
     """One value by ``convert_value``'s rules; ``any_held``: ``vtype`` is the type a BaseDataType node holds,
     and a refusal names it and why it is kept."""
+    own = value  # a NumPy float32 (float16) keeps its own precision when written as text (``_text``)
     if isinstance(value, np.generic):
         value = value.item()
     given = value  # as the action gave it: the checks below may hold it as another type
@@ -520,7 +524,7 @@ def _convert_scalar(
         if isinstance(value, float) and not math.isfinite(value):
             raise bad("NaN and infinity are never written as text; write text or a finite number")
         if isinstance(value, str | int | float) and not isinstance(value, bool):
-            text = _utf8(value, bad) if isinstance(value, str) else str(value)
+            text = _utf8(value, bad) if isinstance(value, str) else _text(own, value)
             return text if t == "String" else ua.LocalizedText(text)
         raise bad("write text")
     if t == "DateTime":
@@ -540,7 +544,7 @@ def _convert_scalar(
         raise bad("write a GUID such as 72962b91-fa75-4ae6-8d28-b404dc7daf63")
     if t == "Variant":  # BaseDataType: the type the node holds, else (a null value) the value's own kind
         if held is not None and held is not ua.VariantType.Variant:  # Variant: a Variant[]'s elements, any
-            return _convert_scalar(held, value, node_id, any_held=True), held
+            return _convert_scalar(held, own, node_id, any_held=True), held
         if isinstance(value, bool):
             return value, ua.VariantType.Boolean
         if isinstance(value, int):
@@ -556,6 +560,16 @@ def _convert_scalar(
     if any_held:
         raise bad(f"the agent writes only {_WRITABLE_VALUES} values; write to a node that holds one of them")
     raise bad(f"the agent writes only {_WRITABLE} nodes; write to a node of one of those types")
+
+
+def _text(own: Any, value: int | float) -> str:
+    """A number written as text: an integer's digits; a float the shortest text that reads back as the same
+    value of its own precision, in Python's form (``repr``): a NumPy float32 score of 0.1 is "0.1", not the
+    "0.10000000149011612" of the double it widens to, 16777216.0 is "16777216.0" (NumPy's own text would be
+    "1.6777216e+07"), a Python float (a double) its ``repr``."""
+    if isinstance(own, np.floating) and own.dtype.itemsize < 8:
+        return repr(float(str(own)))  # NumPy's str: the fewest digits that read back as this float32
+    return str(value)
 
 
 def _utf8(text: str, bad) -> str:
@@ -648,7 +662,8 @@ class _NodeType:
     built-in (or abstract numeric) type its DataType derives from, that DataType's NodeId, its ValueRank
     and ArrayDimensions, for an abstract numeric DataType or BaseDataType the concrete type of the value it
     holds (read with the type; a BaseDataType node's is read again at each write: it holds whatever was last
-    written to it, by anyone), and for a String (ByteString) the most bytes it holds when it states them
+    written to it, by anyone), for a BaseDataType node the shape of the value it holds (read with the held
+    type, and as often), and for a String (ByteString) the most bytes it holds when it states them
     (MaxStringLength)."""
 
     vtype: ua.VariantType | AbstractType
@@ -665,6 +680,9 @@ class _NodeType:
     whole: bool = False
     server_bytes: bool = False  # max_bytes is the server's ServerCapabilities limit, not the node's own
     server_len: bool = False  # max_len is the server's ServerCapabilities.MaxArrayLength, not the node's own
+    # a BaseDataType node's held value's shape: () a single value, else the length of each dimension; None:
+    # holding nothing, not read, or unreadable (any shape the ValueRank allows is taken)
+    held_shape: tuple[int, ...] | None = None
 
     @property
     def shown(self) -> str:
@@ -722,24 +740,45 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
     rank = rank if isinstance(rank, int) else -2
     dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
     max_len, whole, server_len = await _array_bounds(node, rank, dims)
-    held = None
+    held, held_shape = None, None
     if isinstance(vtype, AbstractType) or vtype is ua.VariantType.Variant:
-        held = await _held_type(node, None)  # unreadable: no hint, the rules alone
+        # unreadable: no hint, the rules (and any shape the ValueRank allows) alone
+        held, held_shape = await _held(node, (None, None))
+        if vtype is not ua.VariantType.Variant:
+            held_shape = None  # an abstract numeric node: only its type is kept from what it holds
     return _NodeType(
-        vtype, dtid.to_string(), rank, dims, held, enum, max_bytes, max_len, whole, server_bytes, server_len
+        vtype,
+        dtid.to_string(),
+        rank,
+        dims,
+        held,
+        enum,
+        max_bytes,
+        max_len,
+        whole,
+        server_bytes,
+        server_len,
+        held_shape,
     )
 
 
-async def _held_type(node: Node, unread: ua.VariantType | None) -> ua.VariantType | None:
-    """The type of the value ``node`` holds now (None: a null value, which holds none); ``unread`` when
-    the value cannot be read."""
+_Held = tuple[ua.VariantType | None, tuple[int, ...] | None]
+
+
+async def _held(node: Node, unread: _Held) -> _Held:
+    """(the type of the value ``node`` holds now, its shape: () a single value, else each dimension's length);
+    (None, None) for a null value, which holds neither; ``unread`` when the value cannot be read."""
     try:
         dv = await node.read_data_value(raise_on_bad_status=False)
     except ua.UaError:
         return unread
-    if dv.Value is None or dv.Value.Value is None or dv.Value.VariantType is ua.VariantType.Null:
-        return None
-    return dv.Value.VariantType
+    v = dv.Value
+    if v is None or v.Value is None or v.VariantType is ua.VariantType.Null:
+        return None, None
+    if isinstance(v.Value, list | tuple):
+        dims = tuple(d for d in (v.Dimensions or ()) if isinstance(d, int))
+        return v.VariantType, dims or (len(v.Value),)
+    return v.VariantType, ()
 
 
 async def _array_bounds(node: Node, rank: int, dims: tuple[int, ...]) -> tuple[int | None, bool, bool]:
@@ -866,13 +905,21 @@ def _elements(value: Any) -> int:
     return value.size if isinstance(value, np.ndarray) else len(_leaves(value))
 
 
+# the ValueRanks that leave a value's shape open (Part 3, 5.6.2), as a refusal names them
+_OPEN_RANKS = {-3: "a single value or a one-dimensional array", -2: "any shape", 0: "one or more dimensions"}
+
+
 def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
     """``OpcUaTypeMismatch`` when ``value``'s shape does not fit the node's ValueRank (and a fixed
     ArrayDimensions): a list for a scalar node, a single value for an array node. A lenient server stores
     either and a strict PLC refuses it only at the first write. ValueRank -2 (any), -3 (a scalar or a
     one-dimensional array) and 0 (one or more dimensions) are taken as leniently as Part 3 allows. An
     array longer than the node's MaxArrayLength, or of another length than a PLC's fixed array holds
-    (``_NodeType.whole``), is refused too."""
+    (``_NodeType.whole``), is refused too. ValueRank 0 (one or more dimensions) never takes a single value. A
+    BaseDataType node whose ValueRank leaves the shape open (-3, -2, 0) keeps the shape of the value it holds
+    (``_NodeType.held_shape``), as it keeps its type: an array takes a list (of as many dimensions), a single
+    value a single value; one holding nothing takes either, as its ValueRank allows. (A node of a concrete
+    DataType and ValueRank -2 or -3 takes either shape, as the ValueRank says.)"""
     rank = nt.rank
     ndim = _ndim(value)
 
@@ -896,6 +943,36 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
         raise bad(f"a single {nt.shown} (ValueRank -1)", "write one value, not an array")
     if rank == -3 and ndim > 1:
         raise bad(f"a {nt.shown} or a one-dimensional array of them (ValueRank -3)", f"{ndim} dimensions")
+    if rank == 0 and not ndim:
+        raise bad(
+            f"an array of {nt.shown} (ValueRank 0: one or more dimensions, never a single value)",
+            "write a list of values, not a single one",
+        )
+    shape = nt.held_shape
+    if shape is not None and rank in _OPEN_RANKS and nt.vtype is ua.VariantType.Variant:
+        kind = (nt.held or nt.vtype).name
+        of = f"{nt.shown} (ValueRank {rank}: {_OPEN_RANKS[rank]})"
+        if shape and not ndim:
+            length = "x".join(map(str, shape))
+            held = f"an array of {length} {kind}" + (
+                " (each element of any type)" if kind == "Variant" else ""
+            )
+            raise bad(
+                f"{of} holding {held}",
+                "write a list of values, not a single one; the node's shape is kept: written as a single "
+                "value, it would change under the PLC program that reads it as an array",
+            )
+        if not shape and ndim:
+            raise bad(
+                f"{of} holding a single {kind}",
+                "write one value, not an array; the node's shape is kept: written as an array, it would "
+                "change under the PLC program that reads it as a single value",
+            )
+        if shape and ndim != len(shape):
+            raise bad(
+                f"{of} holding an array of {len(shape)} dimension(s)",
+                f"{ndim} dimension(s); write {len(shape)}",
+            )
     if rank >= 1:
         what = f"an array of {nt.shown} (ValueRank {rank}" + (
             f", ArrayDimensions {list(nt.dims)})" if nt.dims else ")"
@@ -1607,6 +1684,9 @@ class OpcUaSource:
         self._changed: set[str] = set()  # tags past their first notification since subscribing
         self._types: dict[str, _NodeType] = {}  # node_id -> its type, read at the first write
         self._forms: dict[str, int] = {}  # node_id -> the form of write its server takes (_FORMS)
+        # node_id -> the lock its writes take, from the type decision to the server's answer: two writes at once
+        # to a node that holds nothing yet would each read it so and send its own kind (an Int32, a Double)
+        self._write_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._resolved: dict[str, str] = {}  # configured node id (nsu=...) -> ns=<index>;...
         self._probed: tuple[float, str | None] = (-1e9, None)  # (when, why) of the last endpoint-list probe
         self._write_targets: list[tuple[str, Any]] = []
@@ -3300,7 +3380,9 @@ class OpcUaSource:
         BaseDataType node holds read at each write); never coerced loosely. The cached type is read again
         when it refuses the value, and when the server answers BadTypeMismatch (a PLC's online change may
         have retyped the node while the session stayed up): the write is then made once more with the type
-        the node has now."""
+        the node has now. Writes to one node are made one at a time, from the type decision to the server's
+        answer (two first writes at once to a node that holds nothing would each read it so and send its own
+        kind); writes to different nodes are not held up."""
         client = self._require_client(f"write to {node_id}")
         try:
             node = await _node(client, node_id, self._resolved, self._resolve)
@@ -3309,35 +3391,41 @@ class OpcUaSource:
         except Exception as e:
             raise OpcUaNodeError(f"opcua source {self.name}: malformed node id {node_id!r} ({e})") from None
         name = ""
+        lock = self._write_locks.get(node_id)
+        if lock is None:
+            lock = self._write_locks[node_id] = asyncio.Lock()
         try:
-            for again in (False, True):
-                nt = self._types.get(node_id)
-                cached = nt is not None
-                if nt is None:
-                    nt = self._types[node_id] = await _node_type(node, node_id)
-                elif (
-                    nt.vtype is ua.VariantType.Variant
-                    and (held := await _held_type(node, nt.held)) != nt.held
-                ):
-                    # a BaseDataType node holds whatever was last written to it, by anyone (a PLC download may
-                    # have made it an LREAL since): the type it holds now, read at each write, not the cached
-                    nt = self._types[node_id] = dataclasses.replace(nt, held=held)
-                try:
-                    payload = _payload(nt, value, node_id)
-                except OpcUaTypeMismatch:
-                    if cached and not again:  # judged by a type read earlier: read it again first
-                        self._types.pop(node_id, None)
-                        continue
-                    raise
-                try:
-                    await _write_value(node, payload, self._forms, node_id)
-                    return
-                except uaerrors.BadTypeMismatch:
-                    self._types.pop(node_id, None)
-                    now = self._types[node_id] = await _node_type(node, node_id)
-                    if again or now == nt:
-                        name = f"BadTypeMismatch: the node is {now.shown}, DataType {now.data_type}"
+            async with (
+                lock
+            ):  # one write to a node at a time: the first one's type decision holds for the next
+                for again in (False, True):
+                    nt = self._types.get(node_id)
+                    cached = nt is not None
+                    if nt is None:
+                        nt = self._types[node_id] = await _node_type(node, node_id)
+                    elif nt.vtype is ua.VariantType.Variant and (
+                        held := await _held(node, (nt.held, nt.held_shape))
+                    ) != (nt.held, nt.held_shape):
+                        # a BaseDataType node holds whatever was last written to it, by anyone (a PLC download
+                        # may have made it an LREAL, or an array, since): the type and shape it holds now, read
+                        # at each write, not the cached
+                        nt = self._types[node_id] = dataclasses.replace(nt, held=held[0], held_shape=held[1])
+                    try:
+                        payload = _payload(nt, value, node_id)
+                    except OpcUaTypeMismatch:
+                        if cached and not again:  # judged by a type read earlier: read it again first
+                            self._types.pop(node_id, None)
+                            continue
                         raise
+                    try:
+                        await _write_value(node, payload, self._forms, node_id)
+                        return
+                    except uaerrors.BadTypeMismatch:
+                        self._types.pop(node_id, None)
+                        now = self._types[node_id] = await _node_type(node, node_id)
+                        if again or now == nt:
+                            name = f"BadTypeMismatch: the node is {now.shown}, DataType {now.data_type}"
+                            raise
         except OpcUaTypeMismatch as e:
             raise OpcUaTypeMismatch(f"opcua source {self.name}: {e}") from None
         except ua.UaStatusCodeError as e:

@@ -40,6 +40,7 @@ _NODES = {
     "Time": ua.Variant(dt.datetime(2000, 1, 1, tzinfo=dt.UTC), VT.DateTime),
     "Bytes": ua.Variant(b"", VT.ByteString),
     "Arr3": ua.Variant([0.0, 0.0, 0.0], VT.Double),
+    "Texts": ua.Variant(["", ""], VT.String),
 }
 # nodes of DataType BaseDataType (any value) and the value each holds; asyncua's server, like many gateways
 # and soft PLCs, takes a value of any type for them and changes the node's type to it
@@ -124,6 +125,34 @@ async def test_a_value_the_node_takes_arrives_as_meant(plc, node, value, arrives
     if isinstance(got, dt.datetime):
         got = got.replace(tzinfo=dt.UTC)
     assert got == arrives and type(got) is type(arrives), got
+
+
+_AS_TEXT = [
+    ("String", np.float32(0.1), "0.1"),
+    ("String", np.float32(3.4028235e38), "3.4028235e+38"),
+    ("String", np.float32(16777216.0), "16777216.0"),  # Python's form, not NumPy's "1.6777216e+07"
+    ("String", np.float16(0.1), "0.1"),
+    ("String", np.array(np.float32(0.25)), "0.25"),
+    ("String", 0.1, "0.1"),  # a double: its repr, as before
+    ("String", np.float64(0.1), "0.1"),
+    ("String", 0.30000000000000004, "0.30000000000000004"),  # every digit a double needs
+    ("String", np.int16(-7), "-7"),
+    ("Text", np.float32(0.1), ua.LocalizedText("0.1")),
+    ("AnyString", np.float32(0.1), "0.1"),
+    ("Texts", np.array([0.1, 2.5], dtype=np.float32), ["0.1", "2.5"]),
+]
+
+
+@pytest.mark.parametrize(("node", "value", "arrives"), _AS_TEXT, ids=[f"{n}-{v!r}" for n, v, _ in _AS_TEXT])
+async def test_a_number_written_to_a_text_node_is_the_shortest_text_of_its_own_precision(
+    plc, node, value, arrives
+) -> None:
+    """A float32 score (what a model gives) written to a String node arrived as the text of the double it
+    widens to, "0.10000000149011612"; now it is the shortest text that reads back as the same float32, "0.1",
+    in Python's form. A double is its repr as before (every digit it needs), an integer its digits."""
+    src, nodes, _ = plc
+    await src.write(f"ns=2;s={node}", value)
+    assert await nodes[node].read_value() == arrives
 
 
 _REFUSED = [
@@ -430,6 +459,141 @@ async def test_a_heartbeat_counter_on_a_base_data_type_node_wraps_at_what_the_he
             await asyncio.sleep(0.01)
         assert "heartbeat" not in src.stats.errors_by_reason, src.stats.last_error
         assert max(seen) <= 127 and (await life.read_data_value()).Value.VariantType is VT.SByte
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
+# nodes whose ValueRank leaves the shape open and the value each holds: asyncua's server, like many gateways
+# and soft PLCs, stores a value of either shape for them and so changes the PLC variable's shape
+_SHAPED = {
+    # (value held, DataType (None: the value's own), ValueRank)
+    "AnyArray": (ua.Variant([1, 2, 3], VT.Int32), ua.NodeId(ua.ObjectIds.BaseDataType), -2),
+    "AnyArrayOr1": (ua.Variant([1, 2, 3], VT.Int32), ua.NodeId(ua.ObjectIds.BaseDataType), -3),
+    "AnyVariants": (
+        ua.Variant([ua.Variant(1, VT.Int32), ua.Variant("a", VT.String)], VT.Variant),
+        ua.NodeId(ua.ObjectIds.BaseDataType),
+        -2,
+    ),
+    "AnyScalar": (ua.Variant(1.0, VT.Double), ua.NodeId(ua.ObjectIds.BaseDataType), -2),
+    "DoublesOneOrMore": (ua.Variant([1.0, 2.0], VT.Double), None, 0),
+}
+
+
+@pytest.fixture
+async def shaped():
+    """(source, nodes by name, names of the nodes a write request reached) for the ``_SHAPED`` nodes."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    nodes = {}
+    for name, (variant, dtype, rank) in _SHAPED.items():
+        nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, variant, None, dtype)
+        await nodes[name].write_value_rank(rank)
+        await nodes[name].set_writable()
+    sent = node_ids_written(srv, idx)
+    await srv.start()
+    source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
+    src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
+    await src.start()
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        yield src, nodes, sent
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
+_RESHAPED = [
+    ("AnyArray", 5, "an array of 3 Int32", "write a list of values, not a single one"),
+    ("AnyArrayOr1", 5, "an array of 3 Int32", "write a list of values, not a single one"),
+    ("AnyVariants", 5, "an array of 2 Variant", "write a list of values, not a single one"),
+    ("AnyScalar", [1.0, 2.0], "a single Double", "write one value, not an array"),
+    ("DoublesOneOrMore", 5.0, "ValueRank 0", "write a list of values, not a single one"),
+]
+
+
+@pytest.mark.parametrize(("node", "value", "holds", "said"), _RESHAPED, ids=[n for n, *_ in _RESHAPED])
+async def test_a_value_of_another_shape_than_a_node_of_any_shape_holds_is_refused_and_never_sent(
+    shaped, node, value, holds, said
+) -> None:
+    """A BaseDataType node whose ValueRank leaves the shape open (-2 any, -3 scalar or 1-D) holding an array,
+    written a single value: the former code sent it, and asyncua's server (like many gateways and soft PLCs)
+    stored it, so the PLC variable read as an array became a single value (one holding a Variant[] answered a
+    bare BadTypeMismatch, which said nothing of a list); a list to one holding a single value changed it the
+    other way, and a single value to a ValueRank 0 node (one or more dimensions: never a scalar) was sent too.
+    Now each is refused before anything is sent, naming the node, what it holds (an array's length) and the
+    shape to write."""
+    src, nodes, sent = shaped
+    before = await nodes[node].read_data_value()
+    with pytest.raises(OpcUaTypeMismatch) as e:
+        await src.write(f"ns=2;s={node}", value)
+    assert f"node ns=2;s={node} is" in str(e.value) and holds in str(e.value), e.value
+    assert f"cannot write {value!r}" in str(e.value) and said in str(e.value), e.value
+    after = await nodes[node].read_data_value()
+    assert (after.Value.VariantType, after.Value.Value) == (before.Value.VariantType, before.Value.Value)
+    assert sent == []
+
+
+async def test_a_node_of_any_shape_takes_the_shape_it_holds(shaped) -> None:
+    """The shape a BaseDataType node of any shape holds is written as it holds it: an array for an array (any
+    length: the length is not fixed by a ValueRank of -2), a single value for a single value; a ValueRank 0
+    node takes a list."""
+    src, nodes, sent = shaped
+    for node, value in (("AnyArray", [4, 5]), ("AnyScalar", 2.5), ("DoublesOneOrMore", [3.0])):
+        await src.write(f"ns=2;s={node}", value)
+        got = await nodes[node].read_value()
+        assert got == (value if isinstance(value, list) else float(value)), (node, got)
+    assert sent == ["AnyArray", "AnyScalar", "DoublesOneOrMore"]
+
+
+async def test_the_shape_a_base_data_type_node_holds_is_read_at_each_write(shaped) -> None:
+    """A BaseDataType node holds whatever was last written to it, by anyone: its shape, like its type, is read
+    at each write, so a node another client made an array takes a list and refuses a single value."""
+    src, nodes, sent = shaped
+    await src.write("ns=2;s=AnyScalar", 2.5)
+    await nodes["AnyScalar"].write_value(ua.Variant([1.0, 2.0], VT.Double))  # another client
+    sent.clear()
+    with pytest.raises(OpcUaTypeMismatch, match="an array of 2 Double"):
+        await src.write("ns=2;s=AnyScalar", 3.5)
+    await src.write("ns=2;s=AnyScalar", [3.5, 4.5])
+    assert await nodes["AnyScalar"].read_value() == [3.5, 4.5]
+    assert sent == ["AnyScalar"]
+
+
+async def test_two_first_writes_at_once_to_a_node_that_holds_nothing_send_one_kind() -> None:
+    """Two writes at the same moment to a BaseDataType node that holds nothing yet, its type not read before:
+    the former code had both read the node (both saw it hold nothing) and each sent its own kind, an Int32 and
+    then a Double, so a lenient server changed the node's type between the two (asyncua's refused the second
+    with BadTypeMismatch, after it was sent). Now the first write's type decision is one per node: the second
+    waits for the first, sees the Int32 it holds then and is refused before anything is sent, as it would be
+    one write later."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    anyvalue = await srv.nodes.base_data_type.add_data_type(ua.NodeId("AnyValue", idx), "AnyValue")
+    spare = await obj.add_variable(ua.NodeId("Spare", idx), "Spare", ua.Variant(), None, anyvalue.nodeid)
+    await spare.set_writable()
+    sent: list[ua.VariantType] = []
+
+    async def on_write(event, _dispatcher) -> None:
+        if event.is_external:
+            sent.extend(wv.Value.Value.VariantType for wv in event.request_params.NodesToWrite)
+
+    srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
+    await srv.start()
+    source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
+    src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
+    await src.start()
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        first, second = await asyncio.gather(
+            src.write(f"ns={idx};s=Spare", 5), src.write(f"ns={idx};s=Spare", 2.5), return_exceptions=True
+        )
+        assert first is None, first
+        assert isinstance(second, OpcUaTypeMismatch), second
+        assert "is BaseDataType holding an Int32; cannot write 2.5" in str(second), second
+        assert sent == [VT.Int32]
+        dv = await spare.read_data_value()
+        assert (dv.Value.VariantType, dv.Value.Value) == (VT.Int32, 5)
     finally:
         await src.stop()
         await srv.stop()
