@@ -43,6 +43,7 @@ import struct
 
 from protocols.image_header import (  # read as image_header reads them
     _STANDALONE,
+    _STUFFED,
     _TIFF_MAX_DIRECTORIES,
     _TIFF_MAX_TAGS,
     _TIFF_MAX_TAGS_WALKED,
@@ -115,7 +116,7 @@ def _jpeg(data: bytes, exact_end: bool) -> str | None:
     n, i = len(data), 2
     # the header's segments, as libjpeg steps over them, to the first scan
     for _ in range(_JPEG_MAX_SEGMENTS):
-        # extraneous bytes (a stuffed 0xFF 0x00 among them) and fill bytes before a marker, as libjpeg steps over them
+        # extraneous bytes and fill bytes before a marker, as libjpeg steps over them
         i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]  # (it matches an empty run too)
         if i >= n:
             return "its header ends before its image data"
@@ -123,7 +124,7 @@ def _jpeg(data: bytes, exact_end: bool) -> str | None:
         i += 1
         if marker == 0xD9:
             return None  # an end before any image data: no image, the decode says so
-        if marker in _STANDALONE:
+        if marker == _STUFFED or marker in _STANDALONE:  # (a stuffed byte: extraneous, one step of the walk)
             continue
         if i + 2 > n:
             return "its header ends before its image data"

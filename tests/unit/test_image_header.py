@@ -374,3 +374,29 @@ def test_a_stuffed_byte_in_a_jpegs_header_is_no_marker_and_hides_no_frame_header
         read(decoy, max_megapixels=0.002)
     assert got.value.oversize and "64x48 pixels" in str(got.value), got.value
     assert np.array_equal(read(past, max_megapixels=0.004), image)
+
+
+@pytest.mark.parametrize("module", ["protocols.image_header", "model_packager.image_file"])
+def test_stuffed_bytes_in_a_jpegs_header_count_against_the_walks_bound_on_markers(module):
+    """A stuffed byte (0xFF 0x00) in a JPEG's header is stepped over as libjpeg steps over it, but each one is a
+    step of the walk, bounded as markers are (``_JPEG_MAX_SEGMENTS``): one pattern stepping over runs of them in C
+    cost ~20 ns a byte outside that bound (a crafted 400-MB file of 0x00 0xFF pairs held the camera's thread ~7 s
+    per walk, at each read of the cut-short wait). A header with more of them before its frame header than the
+    bound is not read, as one of more markers is not; a few are stepped over as before."""
+    import importlib
+
+    from protocols.image_complete import cut_short
+    from protocols.jpeg_check import coded_damage
+
+    reader = importlib.import_module(module)
+    jpg = cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))[1].tobytes()
+    assert reader.image_size(jpg[:2] + b"\xff\x00" * 100 + b"\x00\xff" * 100 + b"\x00" + jpg[2:]) == (
+        "JPEG",
+        64,
+        48,
+    )
+    for crafted in (b"\xff\x00" * 5000, b"\x00\xff" * 5000 + b"\x00"):
+        data = jpg[:2] + crafted + jpg[2:]
+        assert reader.image_size(data) is None
+        assert cut_short(data) is None  # damaged past what tells its end: the decode says so
+        assert coded_damage(data) is None
