@@ -81,11 +81,16 @@ def label_row(line: str, where: str) -> dict:
 
 
 def label_lines(labels_file: Path) -> list[tuple[int, str]]:
-    """``(line number, text)`` of each line of a dataset's ``labels.jsonl`` that is not blank; a line that is
-    not UTF-8 (a file name written by a tool as the bytes of a code page) is a ``DatasetError`` naming it,
-    where reading the whole file as text raised UnicodeDecodeError at a byte offset."""
+    """``(line number, text)`` of each line of a dataset's ``labels.jsonl`` that is not blank (a UTF-8 byte
+    order mark at its start and Windows line ends are read past); a line that is not UTF-8 (a file name
+    written by a tool as the bytes of a code page) is a ``DatasetError`` naming it, where reading the whole
+    file as text raised UnicodeDecodeError at a byte offset."""
     out = []
-    for n, raw in enumerate(labels_file.read_bytes().splitlines(), 1):
+    data = labels_file.read_bytes()
+    # a byte order mark opening the file (Notepad's and PowerShell's "UTF-8 with BOM"): no part of line 1's
+    # JSON, which json.loads refused as "Unexpected UTF-8 BOM"; dataset.yaml beside it is read past one
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    for n, raw in enumerate(data.splitlines(), 1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -108,6 +113,11 @@ def dataset_file(folder: Path, file: str, where: str) -> Path:
     ``folder``). A dataset folder is the user's (or a tenant's): a name that leads out of it, an absolute
     path, a ``../`` step or a link out, is refused naming ``where``; it read another folder's files (another
     factory's images on a shared trainer) into the model."""
+    if "\0" in file:  # no file's name holds one: os.path.realpath raised ValueError, a traceback
+        raise DatasetError(
+            f"{where}: names {file!r}, which holds a NUL character (\\u0000) that no file name holds; write the "
+            "name as the file is named"
+        )
     path = folder / file
     real = os.path.realpath(path)
     if not within(real, os.path.realpath(folder)):

@@ -123,3 +123,33 @@ def test_a_labels_row_not_utf8_or_with_a_lone_surrogate_is_refused_by_its_line(t
     )
     with pytest.raises(AnomalyDataError, match=r"labels.jsonl:1: its 'file' .* holds a lone surrogate"):
         load_good(ds)
+
+
+def test_a_labels_row_naming_a_file_with_a_nul_character_is_refused_by_its_line_not_a_traceback(tmp_path):
+    # the check of where a name leads (os.path.realpath) raised ValueError "embedded null byte" on it
+    ds = _dataset(tmp_path)
+    with_mask = _first_row(ds, mask="m\u0000.png")
+    (ds / "labels.jsonl").write_bytes(_first_row(ds, file="images/000000.png\u0000.txt"))
+    said = f"{ds / 'labels.jsonl'}:1: names 'images/000000.png\\x00.txt', which holds a NUL character"
+    with pytest.raises(DatasetError) as exc:
+        load_parts(ds)
+    assert str(exc.value).startswith(said)
+    with pytest.raises(AnomalyDataError) as exc2:
+        load_good(ds)
+    assert str(exc2.value).startswith(said)
+    (ds / "labels.jsonl").write_bytes(with_mask)
+    with pytest.raises(
+        DatasetError, match=r"labels.jsonl:1 \(its mask\): names 'm\\x00.png', which holds a NUL"
+    ):
+        load_parts(ds, masks=True)
+
+
+def test_a_labels_file_saved_by_windows_tools_with_a_byte_order_mark_and_crlf_is_read(tmp_path):
+    # Notepad's and PowerShell's "UTF-8 with BOM": line 1 was refused as "Unexpected UTF-8 BOM"
+    ds = _dataset(tmp_path)
+    before = load_parts(ds)
+    text = (ds / "labels.jsonl").read_text()
+    (ds / "labels.jsonl").write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    after = load_parts(ds)
+    assert after.digest == before.digest and len(after.labels) == len(before.labels) == 22
+    assert load_good(ds).n_good == 20
