@@ -16,6 +16,7 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -634,7 +635,7 @@ class Agent:
         (this agent's, or one before it since the gateway booted), else from the wall clock when both ends of it
         are sane (after ``CLOCK_SET_T``, not negative); None (unknown) otherwise."""
         mono, boot = _num(told.get("mono")), told.get("boot")
-        if mono is not None and boot is not None and boot == self._boot and mono <= now:
+        if mono is not None and boot is not None and boot == self._boot and 0.0 <= mono <= now:
             return round(now - mono, 1)
         since_t, wall = _num(told.get("since_t")), time.time()
         if since_t is None or since_t < CLOCK_SET_T or wall < CLOCK_SET_T or since_t > wall:
@@ -1050,8 +1051,15 @@ _UNKNOWN = (
 
 
 def _num(v: Any) -> float | None:
-    """A number a told file or a source's ``halted`` holds, or None (absent, not a number, NaN)."""
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and v == v else None
+    """A number a told file or a source's ``halted`` holds, or None (absent, not a number, NaN or infinite:
+    Python's json reads ``Infinity``)."""
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:  # an integer of hundreds of digits
+        return None
+    return f if math.isfinite(f) else None
 
 
 def _boot_id() -> str:

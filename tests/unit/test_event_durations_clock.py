@@ -120,6 +120,33 @@ def test_an_outage_carried_across_a_restart_whose_duration_cannot_be_trusted_end
     assert end["down_s"] is not None and 600.0 <= end["down_s"] < 3600.0, end
 
 
+def test_a_told_file_holding_infinite_or_huge_times_gives_no_infinite_duration(tmp_path: Path) -> None:
+    """A told file (the agent's own data dir, but written by an older agent, a tool or a damaged disk) whose
+    ``mono`` or ``since_t`` is ``-Infinity`` or ``1e308``: Python's json reads both, and the outage's end said
+    ``down_s: inf`` (a value JSON cannot carry to the cloud). Now such a time is none: the duration comes from
+    the other clock, or is unknown and said so."""
+    boot = _agent(tmp_path)._boot
+    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
+    before = time.time() - 600.0
+    for mono in ("-Infinity", "-1e308", "1" + "0" * 400):
+        (tmp_path / "data" / DOWNS_FILE).write_text(
+            f'{{"plc": {{"since": "{agent_module._utc(before)}", "since_t": {before!r}, "flaps": 1, '
+            f'"mono": {mono}, "boot": "{boot}"}}}}'
+        )
+        agent = _agent(tmp_path)
+        agent._source_liveness("plc", _src("connected"), 0.0)
+        (end,) = _events(agent, "source_down")
+        assert end["down_s"] is not None and 600.0 <= end["down_s"] < 3600.0, (mono, end)
+    for since_t in ("-Infinity", "-1e308", "Infinity", "1" + "0" * 400):
+        (tmp_path / "data" / DOWNS_FILE).write_text(
+            f'{{"plc": {{"since": "2026-01-01T00:00:00+00:00", "since_t": {since_t}, "flaps": 1}}}}'
+        )
+        agent = _agent(tmp_path)
+        agent._source_liveness("plc", _src("connected"), 0.0)
+        (end,) = _events(agent, "source_down")
+        assert end["down_s"] is None and "unknown" in end["message"], (since_t, end)
+
+
 def _flap(watch, t0: float, cycles: int, bad: callable, good: callable) -> float:
     """``cycles`` of 20 s bad, 4 s good, from ``t0``, one pass every 2 s; the time after them."""
     t = t0
