@@ -242,7 +242,13 @@ def _left_out(src: Path) -> list[str]:
     # files named otherwise that are images by their first bytes (a line camera's 'img_0001' without an
     # extension, 'part.PNG ' with a space after it, a PGM saved as 'frame.raw'): said apart, with how to import
     # them; a GIF (no kind a camera sends, and not read) with what to save it as
-    by_content = [(name, *found) for name in other if (found := _image_kind(src / name))]
+    # (only inside the source: a link out, 'ok/notes -> /srv/tenants/b/x.png', is not read to say what it is)
+    root = os.path.realpath(src)
+    by_content = [
+        (name, *found)
+        for name in other
+        if within(os.path.realpath(src / name), root) and (found := _image_kind(src / name))
+    ]
     if by_content:
         named = {name for name, _, _ in by_content}
         other = [name for name in other if name not in named]

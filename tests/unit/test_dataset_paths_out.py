@@ -15,7 +15,7 @@ import pytest
 
 from cloud_trainer.train.anomaly import AnomalyDataError, load_good
 from cloud_trainer.train.data import DatasetError, load_parts
-from cloud_trainer.train.images import import_images
+from cloud_trainer.train.images import import_images, scan
 from tests.unit.test_image_import import img, leftovers, per_class
 
 
@@ -153,3 +153,18 @@ def test_a_labels_file_saved_by_windows_tools_with_a_byte_order_mark_and_crlf_is
     after = load_parts(ds)
     assert after.digest == before.digest and len(after.labels) == len(before.labels) == 22
     assert load_good(ds).n_good == 20
+
+
+def test_a_file_named_as_no_image_that_links_out_of_the_source_is_not_read_to_tell_its_kind(tmp_path):
+    # the note on files that are images by content opened it through the link: it said what kind of file
+    # another factory's 'x.png' is (or that it exists), and read its first bytes
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2}, exts=(".png",))
+    secret = img(tmp_path / "tenant-b" / "x.png", 99)
+    (src / "ok" / "notes").symlink_to(secret)
+    img(src / "ok" / "img_0001.png", 98).rename(src / "ok" / "img_0001")  # inside: still told by content
+    notes = " | ".join(scan(src).notes)
+    assert "image by content but not by name (no extension, or another): 'ok/img_0001' (PNG)" in notes
+    assert (
+        "'ok/notes'" not in notes
+        and "not a PNG, JPEG, BMP, TIFF, WebP or PNM image by its name: ok/notes" in notes
+    )
