@@ -996,7 +996,9 @@ class CameraSource:
             self.decode_when_taken
             and declared is not None
             and declared[1] * declared[2] <= limit * 1e6
-            and looks_whole(data)
+            # settled: a drop folder's file is read once whole or unchanged past its wait, a replayed folder's as
+            # it lies (a plain PNM whose last sample ends it is whole, not decoded at once on the camera's thread)
+            and looks_whole(data, settled=True)
         ):
             return data
         self.decoded += 1

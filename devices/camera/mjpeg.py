@@ -506,11 +506,13 @@ class SnapshotStream:
         return bytes(buf)
 
 
-def looks_whole(data: bytes) -> bool:
+def looks_whole(data: bytes, settled: bool = False) -> bool:
     """A part that is plainly cut short is told from a whole one without decoding it
     (``protocols.image_complete.cut_short``, every kind of image: a JPEG or PNG must end with its end
-    marker, a BMP, TIFF, PNM or WebP hold what their headers say); an empty part is not whole."""
-    return cut_short(data, exact_end=True) is None
+    marker, a BMP, TIFF, PNM or WebP hold what their headers say); an empty part is not whole. ``settled``: its
+    writer is done (a folder's file, read after its wait), so a plain PNM whose last sample's digits end it is
+    whole; a part told by its Content-Length is not (a length too short may cut its last number)."""
+    return cut_short(data, exact_end=True, settled=settled) is None
 
 
 class MjpegStream:

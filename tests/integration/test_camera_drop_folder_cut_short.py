@@ -298,3 +298,47 @@ async def test_a_plain_pnm_without_a_line_end_after_its_last_sample_is_read_once
     assert np.array_equal(frames[1].image, colour)
     assert src.stats.errors_by_reason == {"cut_short": 1}, src.stats.errors_by_reason
     assert "part_0005.pgm" in (src.stats.last_error or ""), src.stats.last_error
+
+
+async def test_a_plain_pnm_without_a_line_end_after_its_last_sample_is_decoded_only_when_taken(tmp_path):
+    """A folder's image is kept compressed and decoded only when a pipeline takes it (``UntakenFrame``: one a full
+    queue drops costs no decoding), unless it plainly is not whole (``looks_whole``). A plain PGM whose last
+    sample ends the file was read after its wait (a drop folder) or at once (a replayed folder) but, its last digits
+    taken for a number still being written, decoded at once on the camera's thread, every frame so. A folder's
+    file is settled when it is read: such a file is whole, and decoded when taken as any other."""
+    from devices.camera.capture import UntakenFrame
+
+    async def untaken(src: CameraSource, timeout_s: float) -> object:
+        async def first() -> object:
+            async for f in src.untaken_items():
+                return f
+            return None
+
+        return await asyncio.wait_for(first(), timeout_s)
+
+    grey_img = np.random.default_rng(13).integers(0, 256, (4, 6), np.uint8)
+    pgm = ("P2\n6 4\n255\n" + " ".join(str(v) for v in grey_img.ravel())).encode()
+    assert pgm[-1:].isdigit()
+    replayed, drop = tmp_path / "replayed", tmp_path / "drop"
+    replayed.mkdir()
+    drop.mkdir()
+    (replayed / "part.pgm").write_bytes(pgm)
+    src = CameraSource("cam", CameraSettings(url=str(replayed), fps=200))
+    await src.start()
+    try:
+        frame = await untaken(src, 10)
+        assert isinstance(frame, UntakenFrame) and src.decoded == 0, (frame, src.decoded)
+        assert np.array_equal(frame.image, cv2.cvtColor(grey_img, cv2.COLOR_GRAY2BGR))
+    finally:
+        await src.stop()
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=50, keep_files=None))
+    await src.start()
+    try:
+        await connected(src)
+        (drop / "part_0001.pgm").write_bytes(pgm)
+        frame = await untaken(src, 30)  # after the wait (CUT_SHORT_WAIT_S, 5 s at this settle_ms)
+        assert isinstance(frame, UntakenFrame) and src.decoded == 0, (frame, src.decoded)
+        assert np.array_equal(frame.image, cv2.cvtColor(grey_img, cv2.COLOR_GRAY2BGR))
+    finally:
+        await src.stop()
+    assert not src.stats.errors_by_reason, src.stats.last_error
