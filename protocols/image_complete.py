@@ -322,4 +322,5 @@ def _webp(data: bytes, _: bool) -> str | None:
     return None if len(data) >= end else f"its RIFF header says {end} bytes"
 
 
-_CHECKS = {"JPEG": _jpeg, "PNG": _png, "BMP": _bmp, "TIFF": _tiff, "PNM": _pnm, "GIF": _gif, "WebP": _webp}
+# every kind but PNM, asked apart (``settled``, not ``exact_end``)
+_CHECKS = {"JPEG": _jpeg, "PNG": _png, "BMP": _bmp, "TIFF": _tiff, "GIF": _gif, "WebP": _webp}
