@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ from cloud_trainer.train.data import (
     dataset_max_megapixels,
     label_lines,
     label_row,
+    link_out,
     read_dataset_yaml,
     read_image_file,
 )
@@ -239,6 +241,21 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image(p))
 
 
+def _inside(path: Path, root: Path) -> Path:
+    """``path`` (below the folder ``root`` the family was given), once sure that it lies inside ``root`` with
+    its links followed. A link out (an image, ``good/``, MVTec's ``train/`` or ``test/dent/``, a mask) was read
+    through: on a shared trainer another factory's images trained or scored a model. Refused before it is
+    listed or read, naming the link and where it leads; links that stay inside keep working."""
+    if (out := link_out(path, root)) is not None:
+        link, shown, real = out
+        raise AnomalyDataError(
+            f"{link}: a link to {shown}{f' ({real})' if real != shown else ''}, outside the folder {root}; "
+            "the anomaly family reads only what lies inside the folder it is given: copy the "
+            f"{'folder' if os.path.isdir(link) else 'file'} in, or remove the link"
+        )
+    return path
+
+
 @dataclass
 class AnomalyData:
     good: list[np.ndarray]  # training images (good only)
@@ -289,7 +306,7 @@ def load_good(
     h = hashlib.sha256()
     mvtec = (root / "train" / "good").is_dir()
     good_dir = root / "train" / "good" if mvtec else root / "good" if (root / "good").is_dir() else root
-    files = image_files(good_dir)
+    files = [_inside(p, root) for p in image_files(_inside(good_dir, root))]
     if len(files) < min_good:
         raise AnomalyDataError(
             f"{good_dir}: {len(files)} good image(s); the anomaly family needs at least "
@@ -383,23 +400,23 @@ def _load_test(
     tiles: list[int] | None = None,
 ) -> None:
     kinds, masks_seen = [], set()
-    for sub in sorted(p for p in (root / "test").iterdir() if p.is_dir()):
-        for p in image_files(sub):
-            views = read_views(p, roi, size=size, tiles=tiles)[0]
+    for sub in sorted(p for p in _inside(root / "test", root).iterdir() if p.is_dir()):
+        for p in image_files(_inside(sub, root)):
+            views = read_views(_inside(p, root), roi, size=size, tiles=tiles)[0]
             h.update(sub.name.encode() + hashlib.sha256(p.read_bytes()).digest())
             mask = None
             if sub.name != "good":
                 mp = root / "ground_truth" / sub.name / f"{p.stem}_mask.png"
                 if mp.is_file():
-                    mask = _cut(read_mask(mp), roi, mp)
+                    mask = _cut(read_mask(_inside(mp, root)), roi, mp)
                     masks_seen.add(mp)
             ds.test += views
             kinds.append(sub.name)
             ds.test_masks.append(mask)
     gt = root / "ground_truth"
     if gt.is_dir():
-        for mp in sorted(gt.glob("*/*_mask.png")):
-            if mp not in masks_seen:
+        for mp in sorted(_inside(gt, root).glob("*/*_mask.png")):
+            if mp not in masks_seen and _inside(mp, root):
                 raise AnomalyDataError(
                     f"{mp}: a mask without an image (expected test/{mp.parent.name}/"
                     f"{mp.name[: -len('_mask.png')]}.<ext>); add the image or remove the mask"

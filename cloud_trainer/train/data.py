@@ -108,6 +108,23 @@ def within(real: str, root: str) -> bool:
     return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def link_out(path: Path, root: Path) -> tuple[Path, str, str] | None:
+    """For ``path`` below the folder ``root``: None when it lies inside ``root`` once its links are followed,
+    else the first link on the way that leads out, what the link holds and where it leads (``root/train``,
+    ``/srv/tenants/b/train``, its real path). ``root`` may itself be a link or lie below one (``/data ->
+    /mnt/nas/data``): what counts is where it leads."""
+    top = os.path.realpath(root)
+    if within(os.path.realpath(path), top):
+        return None
+    cur = root
+    for part in path.relative_to(root).parts:
+        cur = cur / part
+        if os.path.islink(cur) and not within(real := os.path.realpath(cur), top):
+            return cur, os.readlink(cur), real
+    # not reached: a path below root leads out only through a link
+    return path, str(path), os.path.realpath(path)
+
+
 def dataset_file(folder: Path, file: str, where: str) -> Path:
     """The path of a file that a row of ``folder``'s ``labels.jsonl`` names (``file``, relative to
     ``folder``). A dataset folder is the user's (or a tenant's): a name that leads out of it, an absolute

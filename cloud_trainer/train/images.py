@@ -50,7 +50,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from cloud_trainer.train.data import CAMERA_MAX_MEGAPIXELS, DatasetError, not_a, read_image_file, within
+from cloud_trainer.train.data import (
+    CAMERA_MAX_MEGAPIXELS,
+    DatasetError,
+    link_out,
+    not_a,
+    read_image_file,
+    within,
+)
 from protocols.image_header import (
     BAYER_PATTERNS,
     IMAGE_TYPES,
@@ -438,24 +445,15 @@ def _no_links_out(found: Found, src: Path) -> None:
     was read through: an import on a shared trainer would copy files of another factory, or of the system,
     into a dataset. Refused before anything is written, naming the link and where it leads; links that stay
     inside the source keep working."""
-    root = os.path.realpath(src)
     for it in found.items:
         for path in (it.path, it.mask):
-            if path is None or within(os.path.realpath(path), root):
-                continue
-            cur = src
-            for part in path.relative_to(src).parts:  # the first link on the way that leads out
-                cur = cur / part
-                if os.path.islink(cur) and not within(real := os.path.realpath(cur), root):
-                    shown = os.readlink(cur)
-                    raise DatasetError(
-                        f"{cur}: a link to {shown}{f' ({real})' if real != shown else ''}, outside the "
-                        f"source {src}; an import reads only what lies inside its source: copy the "
-                        f"{'folder' if os.path.isdir(cur) else 'file'} in, or remove the link"
-                    )
-            raise DatasetError(  # not reached: a path below src leads out only through a link
-                f"{path}: leads to {os.path.realpath(path)}, outside the source {src}; copy it in"
-            )
+            if path is not None and (out := link_out(path, src)) is not None:
+                cur, shown, real = out
+                raise DatasetError(
+                    f"{cur}: a link to {shown}{f' ({real})' if real != shown else ''}, outside the "
+                    f"source {src}; an import reads only what lies inside its source: copy the "
+                    f"{'folder' if os.path.isdir(cur) else 'file'} in, or remove the link"
+                )
 
 
 def _nfc(name: str) -> str:

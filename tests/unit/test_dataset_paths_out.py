@@ -168,3 +168,55 @@ def test_a_file_named_as_no_image_that_links_out_of_the_source_is_not_read_to_te
         "'ok/notes'" not in notes
         and "not a PNG, JPEG, BMP, TIFF, WebP or PNM image by its name: ok/notes" in notes
     )
+
+
+def test_the_anomaly_family_given_a_folder_refuses_an_image_or_folder_linked_out_of_it(tmp_path):
+    # `build anomaly DIR` on a folder of good images or an MVTec AD root (not an imported dataset) read
+    # through every link: another factory's images trained the bank, or scored the model
+    other = tmp_path / "tenant-b"
+    for i in range(20):
+        img(other / "good" / f"{i:03d}.png", 100 + i)
+    good = tmp_path / "good"
+    for i in range(20):
+        img(good / f"{i:03d}.png", i)
+    (good / "020.png").symlink_to(other / "good" / "000.png")
+    with pytest.raises(AnomalyDataError) as exc:
+        load_good(good)
+    assert str(exc.value).startswith(
+        f"{good / '020.png'}: a link to {other / 'good' / '000.png'}, outside the folder {good}; "
+    )
+    # a link that stays inside is read through, and the folder given may itself be a link
+    (good / "020.png").unlink()
+    img(good / ".pool" / "q.png", 77)
+    (good / "020.png").symlink_to(Path(".pool") / "q.png")
+    (tmp_path / "linked").symlink_to(good, target_is_directory=True)
+    assert load_good(tmp_path / "linked").n_good == 21
+    # an MVTec AD root: train/ linked out, then a test class and a mask
+    mv = tmp_path / "mv"
+    (mv / "train").mkdir(parents=True)
+    (mv / "train" / "good").symlink_to(other / "good", target_is_directory=True)
+    with pytest.raises(
+        AnomalyDataError, match=rf"^{mv / 'train' / 'good'}: a link to {other / 'good'}, outside"
+    ):
+        load_good(mv)
+    (mv / "train" / "good").unlink()
+    for i in range(20):
+        img(mv / "train" / "good" / f"{i:03d}.png", i)
+    img(mv / "test" / "good" / "000.png", 40)
+    (mv / "test" / "dent").symlink_to(other / "good", target_is_directory=True)
+    with pytest.raises(
+        AnomalyDataError, match=rf"^{mv / 'test' / 'dent'}: a link to {other / 'good'}, outside"
+    ):
+        load_good(mv)
+    (mv / "test" / "dent").unlink()
+    img(mv / "test" / "dent" / "000.png", 50)
+    secret_mask = img(other / "000_mask.png", 7, grey=True)
+    (mv / "ground_truth" / "dent").mkdir(parents=True)
+    (mv / "ground_truth" / "dent" / "000_mask.png").symlink_to(secret_mask)
+    with pytest.raises(
+        AnomalyDataError, match=rf"^{mv / 'ground_truth' / 'dent' / '000_mask.png'}: a link to {secret_mask}"
+    ):
+        load_good(mv)
+    (mv / "ground_truth" / "dent" / "000_mask.png").unlink()
+    img(mv / "ground_truth" / "dent" / "000_mask.png", 7, grey=True)
+    assert load_good(mv).n_good == 20
