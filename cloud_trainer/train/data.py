@@ -85,6 +85,7 @@ def label_lines(labels_file: Path) -> list[tuple[int, str]]:
     order mark at its start and Windows line ends are read past); a line that is not UTF-8 (a file name
     written by a tool as the bytes of a code page) is a ``DatasetError`` naming it, where reading the whole
     file as text raised UnicodeDecodeError at a byte offset."""
+    in_its_folder(labels_file)
     out = []
     data = labels_file.read_bytes()
     # a byte order mark opening the file (Notepad's and PowerShell's "UTF-8 with BOM"): no part of line 1's
@@ -125,6 +126,19 @@ def link_out(path: Path, root: Path) -> tuple[Path, str, str] | None:
     return path, str(path), os.path.realpath(path)
 
 
+def in_its_folder(path: Path) -> None:
+    """A dataset folder's own file (``labels.jsonl``, ``dataset.yaml``) must lie in that folder: one linked
+    out (to another factory's dataset beside it on a shared trainer) was read as this dataset's, its rows
+    and labels said back in errors or trained on this folder's images. ``DatasetError`` naming the link."""
+    if (out := link_out(path, path.parent)) is not None:
+        link, shown, real = out
+        raise DatasetError(
+            f"{link}: a link to {shown}{f' ({real})' if real != shown else ''}, outside the dataset folder "
+            f"{path.parent}; a dataset reads only the files inside its folder: copy the file in, or remove "
+            "the link"
+        )
+
+
 def dataset_file(folder: Path, file: str, where: str) -> Path:
     """The path of a file that a row of ``folder``'s ``labels.jsonl`` names (``file``, relative to
     ``folder``). A dataset folder is the user's (or a tenant's): a name that leads out of it, an absolute
@@ -155,6 +169,7 @@ def read_dataset_yaml(meta_file: Path) -> Any:
     larger, is not UTF-8, not valid YAML (a key given twice too) or passes a limit."""
     from model_packager.safe_yaml import check_limits, load_document
 
+    in_its_folder(meta_file)
     try:
         with open(meta_file, "rb") as fh:
             data = fh.read(DATASET_YAML_MAX_BYTES + 1)

@@ -220,3 +220,25 @@ def test_the_anomaly_family_given_a_folder_refuses_an_image_or_folder_linked_out
     (mv / "ground_truth" / "dent" / "000_mask.png").unlink()
     img(mv / "ground_truth" / "dent" / "000_mask.png", 7, grey=True)
     assert load_good(mv).n_good == 20
+
+
+@pytest.mark.parametrize("name", ["labels.jsonl", "dataset.yaml"])
+def test_a_datasets_labels_or_yaml_linked_out_of_its_folder_is_refused_naming_the_link(tmp_path, name):
+    # read as this dataset's own: another factory's rows trained on this folder's images (imports name their
+    # images alike), its labels and names said back in errors
+    ds = _dataset(tmp_path)
+    other = tmp_path / "tenant-b"
+    other.mkdir()
+    (ds / name).rename(other / name)
+    (ds / name).symlink_to(other / name)
+    said = rf"^{ds / name}: a link to {other / name}, outside the dataset folder {ds}; "
+    with pytest.raises(DatasetError, match=said):
+        load_parts(ds)
+    with pytest.raises(AnomalyDataError, match=said):
+        load_good(ds)
+    # one that stays inside the folder is read
+    (ds / name).unlink()
+    (ds / ".kept").mkdir()
+    (other / name).rename(ds / ".kept" / name)
+    (ds / name).symlink_to(Path(".kept") / name)
+    assert len(load_parts(ds).labels) == 22
