@@ -918,7 +918,8 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
     (``_NodeType.whole``), is refused too. ValueRank 0 (one or more dimensions) never takes a single value. A
     BaseDataType node whose ValueRank leaves the shape open (-3, -2, 0) keeps the shape of the value it holds
     (``_NodeType.held_shape``), as it keeps its type: an array takes a list (of as many dimensions), a single
-    value a single value; one holding nothing takes either, as its ValueRank allows. (A node of a concrete
+    value a single value; one holding nothing, or a shape its ValueRank forbids (a single value at ValueRank 0,
+    two dimensions at -3), takes what its ValueRank allows. (A node of a concrete
     DataType and ValueRank -2 or -3 takes either shape, as the ValueRank says.)"""
     rank = nt.rank
     ndim = _ndim(value)
@@ -949,6 +950,10 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
             "write a list of values, not a single one",
         )
     shape = nt.held_shape
+    if shape is not None and (rank == -3 and len(shape) > 1 or rank == 0 and not shape):
+        # a held shape the ValueRank forbids (a lenient server stored it): the ValueRank, the node's contract,
+        # decides; kept, it would refuse the one shape the ValueRank leaves and the node could not be written
+        shape = None
     if shape is not None and rank in _OPEN_RANKS and nt.vtype is ua.VariantType.Variant:
         kind = (nt.held or nt.vtype).name
         of = f"{nt.shown} (ValueRank {rank}: {_OPEN_RANKS[rank]})"

@@ -597,3 +597,45 @@ async def test_two_first_writes_at_once_to_a_node_that_holds_nothing_send_one_ki
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_a_base_data_type_node_holding_a_shape_its_value_rank_forbids_takes_the_shape_it_declares() -> (
+    None
+):
+    """A BaseDataType node of ValueRank 0 (one or more dimensions) holding a single value (a lenient server stored
+    one: the former code itself sent a single value to such a node), or of ValueRank -3 (a single value or a
+    one-dimensional array) holding a 2-D array: the former code kept the held shape and refused the other
+    besides, so every write was refused, with two hints that contradicted each other (a single value: "write a
+    list"; a list: "write one value"), and the node could never be written again. The ValueRank is the node's
+    contract: a value of the shape it declares is written (the held shape is kept only where the ValueRank
+    allows it), one it forbids is refused as before."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    base = ua.NodeId(ua.ObjectIds.BaseDataType)
+    nodes = {}
+    for name, variant, rank in (
+        ("OneOrMore", ua.Variant(1.0, VT.Double), 0),
+        ("ScalarOr1D", ua.Variant([[1, 2], [3, 4]], VT.Int32, [2, 2]), -3),
+    ):
+        nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, variant, None, base)
+        await nodes[name].write_value_rank(rank)
+        await nodes[name].set_writable()
+    await srv.start()
+    source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
+    src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
+    await src.start()
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await src.write(f"ns={idx};s=OneOrMore", [2.0, 3.0])
+        assert await nodes["OneOrMore"].read_value() == [2.0, 3.0]
+        await src.write(f"ns={idx};s=ScalarOr1D", [5, 6])
+        assert await nodes["ScalarOr1D"].read_value() == [5, 6]
+        with pytest.raises(OpcUaTypeMismatch, match="ValueRank 0.*write a list of values, not a single one"):
+            await src.write(f"ns={idx};s=OneOrMore", 4.0)
+        with pytest.raises(OpcUaTypeMismatch, match=r"ValueRank -3.*2 dimensions"):
+            await src.write(f"ns={idx};s=ScalarOr1D", [[7, 8], [9, 10]])
+        assert await nodes["OneOrMore"].read_value() == [2.0, 3.0]
+        assert await nodes["ScalarOr1D"].read_value() == [5, 6]
+    finally:
+        await src.stop()
+        await srv.stop()
