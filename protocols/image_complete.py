@@ -51,6 +51,7 @@ from protocols.image_header import (  # read as image_header reads them
     _TIFF_TYPE_SIZE,
     _TO_MARKER,
     image_kind,
+    image_size,
 )
 
 __all__ = ["cut_short"]
@@ -91,6 +92,10 @@ def cut_short(data: bytes, exact_end: bool = False, settled: bool = False) -> st
     if n == 0:
         return "an empty file (nothing of it written yet)"
     kind = image_kind(data)
+    if kind is None and data[:1] == b"P" and image_size(data) is not None:
+        # a PNM whose comments before its size fill more than image_kind reads (``SNIFF_BYTES``), as the decode
+        # reads its header (``image_size``): checked as one, not taken as whole unread
+        kind = "PNM"
     try:
         if kind is None:
             return _header_cut(data)

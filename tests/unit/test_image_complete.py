@@ -342,3 +342,23 @@ def test_a_stuffed_byte_in_a_jpegs_header_is_no_marker_to_the_cut_short_check():
             assert cut_short(data[:k]) is not None, k
     patterns = {m._TO_MARKER.pattern for m in (protocols.image_header, protocols.jpeg_check, image_file)}
     assert len(patterns) == 1, patterns
+
+
+def test_a_pnm_whose_comments_fill_more_than_its_sniffed_start_is_checked_for_being_cut_short():
+    """A PNM is told by its first ``SNIFF_BYTES`` (``image_kind``), but read by its whole header (``image_size``:
+    4 KiB, comments before its size skipped), so a PGM or PPM whose comments there fill more (a tool's long
+    description) was no image to the cut-short check, and whole: a drop folder read it at once while it was being
+    written, a binary one refused as truncated (``corrupt_frame``), a plain one cut within its last number
+    ('20' of '200') decoded with that pixel wrong. It is checked as a PNM whatever the length of its comments."""
+    from protocols.image_complete import cut_short
+    from protocols.image_header import image_kind, image_size
+
+    comment = b"# " + b"x" * 600 + b"\n"
+    plain = b"P2\n" + comment + b"100 50\n255\n" + b" ".join([b"200"] * 5000)
+    binary = b"P5\n" + comment + b"100 50\n255\n" + bytes(range(250)) * 20
+    for data, cut_says in ((plain, "of its 5000 samples"), (binary, "its raster ends at byte")):
+        assert image_kind(data) is None and image_size(data) == ("PNM", 100, 50)
+        assert cut_short(data + b"\n") is None
+        for cut in (data[:-1], data[: len(data) // 2]):
+            assert cut_says in (cut_short(cut) or ""), (len(cut), cut_short(cut))
+    assert cut_short(plain, settled=True) is None  # its last sample ends it: whole once its writer is done
