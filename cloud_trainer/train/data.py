@@ -62,13 +62,19 @@ DATASET_YAML_MAX_NODES = 1_000_000  # once aliases are expanded
 def label_row(line: str, where: str) -> dict:
     """One row of a dataset's ``labels.jsonl``: a JSON object whose ``file`` and ``label`` are text;
     ``DatasetError`` naming ``where`` (``labels.jsonl:12``) otherwise. A line nested thousands deep raised
-    RecursionError, a list, a number or a ``file`` that is not text TypeError: tracebacks of training."""
+    RecursionError, a list, a number or a ``file`` (or ``mask``) that is not text TypeError: tracebacks of
+    training."""
     try:
         row = json.loads(line)
     except (ValueError, RecursionError) as exc:
         raise DatasetError(f"{where}: not a label row ({str(exc).splitlines()[0]})") from None
     if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("file", "label")):
         raise DatasetError(f"{where}: not a label row with 'file' and 'label' (text), got {_SHORT.repr(row)}")
+    if row.get("mask") is not None and not isinstance(row["mask"], str):  # (a TypeError joining it to a path)
+        raise DatasetError(
+            f"{where}: its 'mask' is {_SHORT.repr(row['mask'])}, not text; give the mask's file name relative "
+            "to the dataset folder, or null for none"
+        )
     for key in ("file", "label", "mask"):
         # a "\udc80" escape: no character, so no UTF-8 name; as a path it named a byte the line never held
         value = row.get(key)

@@ -242,3 +242,17 @@ def test_a_datasets_labels_or_yaml_linked_out_of_its_folder_is_refused_naming_th
     (other / name).rename(ds / ".kept" / name)
     (ds / name).symlink_to(Path(".kept") / name)
     assert len(load_parts(ds).labels) == 22
+
+
+@pytest.mark.parametrize("mask", [5, ["m.png"], {"file": "m.png"}])
+def test_a_labels_rows_mask_that_is_not_text_is_refused_by_its_line_not_a_traceback(tmp_path, mask):
+    # joined to the folder as a path (or searched for a NUL): TypeError, a traceback of training
+    ds = _dataset(tmp_path)
+    (ds / "labels.jsonl").write_bytes(_first_row(ds, mask=mask))
+    said = rf"^{ds / 'labels.jsonl'}:1: its 'mask' is .*, not text; give the mask's file name"
+    with pytest.raises(DatasetError, match=said):
+        load_parts(ds, masks=True)
+    with pytest.raises(AnomalyDataError, match=said):
+        load_good(ds)
+    (ds / "labels.jsonl").write_bytes(_first_row(ds, mask=None))  # null: no mask, as imports write it
+    assert len(load_parts(ds, masks=True).labels) == 22
