@@ -537,6 +537,7 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
             f"{folder}: needs windows.npz and dataset.yaml (`edge-sim dataset vibration --out {folder}`)"
         )
     meta = read_dataset_yaml(meta_file) or {}
+    in_its_folder(npz)
     with np.load(npz, allow_pickle=False) as z:
         try:
             wf, fault = z["waveform"], z["fault"]

@@ -11,10 +11,11 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cloud_trainer.train.anomaly import AnomalyDataError, load_good
-from cloud_trainer.train.data import DatasetError, load_parts
+from cloud_trainer.train.data import DatasetError, load_parts, load_vibration
 from cloud_trainer.train.images import import_images, scan
 from tests.unit.test_image_import import img, leftovers, per_class
 
@@ -256,3 +257,19 @@ def test_a_labels_rows_mask_that_is_not_text_is_refused_by_its_line_not_a_traceb
         load_good(ds)
     (ds / "labels.jsonl").write_bytes(_first_row(ds, mask=None))  # null: no mask, as imports write it
     assert len(load_parts(ds, masks=True).labels) == 22
+
+
+def test_a_vibration_datasets_windows_linked_out_of_its_folder_is_refused_naming_the_link(tmp_path):
+    # another factory's recorded windows trained this dataset's model
+    other = tmp_path / "tenant-b"
+    other.mkdir()
+    np.savez(other / "windows.npz", waveform=np.zeros((1, 8), np.float32))
+    ds = tmp_path / "vib"
+    ds.mkdir()
+    (ds / "dataset.yaml").write_text("window_samples: 8\n")
+    (ds / "windows.npz").symlink_to(other / "windows.npz")
+    with pytest.raises(
+        DatasetError,
+        match=rf"^{ds / 'windows.npz'}: a link to {other / 'windows.npz'}, outside the dataset folder",
+    ):
+        load_vibration(ds)
