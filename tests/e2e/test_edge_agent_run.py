@@ -23,11 +23,20 @@ from tests.support.peers import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """The vision and signal packages (OpenVINO IR too) and their public key, built once for both engines:
+    each agent installs them into its own data folder and neither changes them."""
+    tmp = tmp_path_factory.mktemp("line1-packages")
+    key, pub = make_keypair(tmp / "keys")
+    vision = make_package(tmp, kind="vision", key=key, bias=-20.0, openvino=True)
+    signal_pkg = make_package(tmp, kind="signal", key=key, openvino=True)
+    return vision, signal_pkg, pub
+
+
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
-async def test_run_example_config_status_and_sigterm(tmp_path, mosquitto, engine):
-    key, pub = make_keypair(tmp_path / "keys")
-    vision = make_package(tmp_path, kind="vision", key=key, bias=-20.0, openvino=True)
-    signal_pkg = make_package(tmp_path, kind="signal", key=key, openvino=True)
+async def test_run_example_config_status_and_sigterm(tmp_path, mosquitto, packages, engine):
+    vision, signal_pkg, pub = packages
     machine = MachineServer(free_port(), period_ms=100)
     await machine.start()
     camera = CameraServer(free_port(), fps=10).start()
