@@ -741,6 +741,7 @@ def image_growth(kb: int) -> list[tuple[str, bytes]]:
         ("jpeg segments", b"\xff\xd8" + b"\xff\xfe\x00\x06abcd" * (n // 8) + b"\xff\xd9"),
         ("jpeg no end", b"\xff\xd8\xff\xe0\x00\x04\x00\x00\xff\xda\x00\x02" + b"\xff\x00" * (n // 2)),
         ("jpeg RST markers", b"\xff\xd8\xff\xda\x00\x02" + b"\xff\xd0\x00" * (n // 3) + b"\xff\xd9"),
+        ("jpeg stuffed header", b"\xff\xd8" + b"\x00\xff" * (n // 2)),  # stuffed bytes, no marker
         ("plain pnm", b"P2\n%d 1\n255\n" % (n // 2) + b"1 " * (n // 2)),
         ("gif blocks", b"GIF89a\x01\x00\x01\x00\x00\x00\x00" + b"!\xfe\x01a\x00" * (n // 5) + b";"),
         (
