@@ -298,6 +298,13 @@ def _saturating_model(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def saturating(tmp_path_factory, forms) -> dict[str, str]:
+    """The saturating model's two packages (``_packages``), built once: each emulated CPU's test opens them
+    in its own folder and none changes them."""
+    return _packages(tmp_path_factory.mktemp("saturating"), forms, ("weights_8bit", "weights_7bit"))
+
+
 def _packages(tmp_path: Path, forms, weights: tuple[str, ...]) -> dict[str, str]:
     """Packages of the saturating model, INT8 with full 8-bit or 7-bit weights, FP32 beside (OpenVINO too)."""
     fp32 = _saturating_model(tmp_path / "sat.fp32.onnx")
@@ -356,10 +363,9 @@ _NO_QEMU = pytest.mark.skipif(
 )
 @pytest.mark.timeout(600)
 def test_on_an_avx2_cpu_without_vnni_8bit_weights_fall_back_to_fp32_and_7bit_weights_serve_int8(
-    tmp_path, forms
+    tmp_path, forms, saturating
 ):
-    pkgs = _packages(tmp_path, forms, ("weights_8bit", "weights_7bit"))
-    out = _select_under_qemu("Haswell", pkgs, tmp_path, forms)
+    out = _select_under_qemu("Haswell", saturating, tmp_path, forms)
     assert "avx2" in out["cpu_flags"] and "avx512_vnni" not in out["cpu_flags"]
     full = {(t["engine"], t["form"]): t for t in out["weights_8bit"]["trials"]}
     assert (
@@ -372,12 +378,12 @@ def test_on_an_avx2_cpu_without_vnni_8bit_weights_fall_back_to_fp32_and_7bit_wei
 
 @_NO_QEMU
 @pytest.mark.timeout(600)
-def test_on_an_sse42_only_cpu_both_engines_load_and_each_form_is_judged_on_it(tmp_path, forms):
+def test_on_an_sse42_only_cpu_both_engines_load_and_each_form_is_judged_on_it(tmp_path, forms, saturating):
     """The fanless gateways many lines buy (Celeron J1900, J4125, Atom E3900) have SSE4.2 and no AVX.
     Both engines must load there (an instruction the CPU lacks would kill the agent, not fail a trial),
     and INT8 is judged against FP32 on that CPU: its saturating 16-bit pairs (OpenVINO's SSSE3 kernels)
     make the 8-bit weights deviate more than the 7-bit ones, which match ONNX Runtime's exact path."""
-    pkgs = _packages(tmp_path, forms, ("weights_8bit", "weights_7bit"))
+    pkgs = saturating
     out = _select_under_qemu("Nehalem", pkgs, tmp_path, forms)
     assert out["cpu_flags"] == ["sse4_2"]
     for name in pkgs:
