@@ -286,9 +286,10 @@ def export(
 
 def check_base(base: Path) -> None:
     """A base dataset's ``labels.jsonl`` as training reads it, before anything is written: each line UTF-8, a
-    label row, naming a file inside the base's folder; and no link in the base leading out of it. A ``../``
-    step, an absolute path or a link out would copy another folder's files (another tenant's, on a shared
-    trainer) into the export."""
+    label row, naming a file inside the base's folder; and no link in the base leading out of it, nor one to
+    a folder. A ``../`` step, an absolute path or a link out would copy another folder's files (another
+    tenant's, on a shared trainer) into the export; a linked folder is copied again, without end when it
+    leads back up."""
     labels_file = base / "labels.jsonl"
     if not labels_file.is_file():
         raise DatasetError(f"base dataset {base}: no labels.jsonl")
@@ -303,6 +304,14 @@ def check_base(base: Path) -> None:
                     f"{f' ({real})' if real != os.readlink(p) else ''}, outside the base's folder; a base is "
                     "copied into the export whole, and only what lies inside it is: copy the file in, or remove "
                     "the link"
+                )
+            # inside, but copied whole a linked folder is copied again, and one leading back up ('..') without
+            # end: two such links made the copy of a small base run for ever, filling the disk
+            if os.path.islink(p) and os.path.isdir(p):
+                raise DatasetError(
+                    f"base dataset {base}: {p} is a link to the folder {os.readlink(p)}; a base is copied into the "
+                    "export whole, a linked folder again beside its original (one leading back up without end): "
+                    "copy the folder in, or remove the link"
                 )
     for n, line in label_lines(labels_file):
         row = label_row(line, f"{labels_file}:{n}")

@@ -65,3 +65,20 @@ def test_a_link_out_of_the_base_is_refused_naming_it_and_one_inside_is_copied(tm
     ds = tmp_path / "ds"
     assert (ds / "images" / "z.png").read_bytes() == (ds / "images" / "000000.png").read_bytes()
     assert len(load_parts(ds).images) == 23
+
+
+def test_a_link_to_a_folder_inside_the_base_is_refused_naming_it_not_copied_again_and_again(tmp_path):
+    # copytree follows a linked folder: one leading back up ('images/again -> ..') copied the base 40 levels
+    # deep before the system's link limit stopped it, and two such links made it run for ever, filling the disk
+    data, shas = _base_and_uploads(tmp_path, 1)
+    base = tmp_path / "base"
+    link = base / "images" / "again"
+    link.symlink_to("..", target_is_directory=True)
+    labels = write_labels(tmp_path / "l.jsonl", {shas[0]: "pass"})
+    with pytest.raises(DatasetError) as exc:
+        export(data, "part-inspection", tmp_path / "ds", base=base, labels_file=labels)
+    assert str(exc.value).startswith(
+        f"base dataset {base}: {link} is a link to the folder ..; a base is copied"
+    )
+    assert not (tmp_path / "ds").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ds")] == []
