@@ -1689,8 +1689,9 @@ class OpcUaSource:
         self._changed: set[str] = set()  # tags past their first notification since subscribing
         self._types: dict[str, _NodeType] = {}  # node_id -> its type, read at the first write
         self._forms: dict[str, int] = {}  # node_id -> the form of write its server takes (_FORMS)
-        # node_id -> the lock its writes take, from the type decision to the server's answer: two writes at once
-        # to a node that holds nothing yet would each read it so and send its own kind (an Int32, a Double)
+        # a node (its NodeId as resolved, so one lock however the config writes it) -> the lock its writes take,
+        # from the type decision to the server's answer: two writes at once to a node that holds nothing yet
+        # would each read it so and send its own kind (an Int32, a Double)
         self._write_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._resolved: dict[str, str] = {}  # configured node id (nsu=...) -> ns=<index>;...
         self._probed: tuple[float, str | None] = (-1e9, None)  # (when, why) of the last endpoint-list probe
@@ -3396,9 +3397,11 @@ class OpcUaSource:
         except Exception as e:
             raise OpcUaNodeError(f"opcua source {self.name}: malformed node id {node_id!r} ({e})") from None
         name = ""
-        lock = self._write_locks.get(node_id)
+        # the node's lock, however the node id is written (ns=2;s=X, nsu=urn:plc;s=X): the resolved NodeId
+        key = node.nodeid.to_string()
+        lock = self._write_locks.get(key)
         if lock is None:
-            lock = self._write_locks[node_id] = asyncio.Lock()
+            lock = self._write_locks[key] = asyncio.Lock()
         try:
             async with (
                 lock
