@@ -197,11 +197,17 @@ def _no_loose_images(folder: Path, what: str) -> None:
         )
 
 
-def _left_out(src: Path) -> list[str]:
+def _left_out(src: Path, items: list[_Item]) -> list[str]:
     """Notes naming what below ``src`` is not read: files that are not images of the kinds read (an
     iPhone's .heic, a .gif, a text file), symlinked folders and images in hidden folders or files (a
     leading dot), so that a class smaller than its folder, or missing, is said; system files and folders
-    (``SYSTEM_FOLDERS``, ``SYSTEM_FILES``, AppleDouble ``._`` files) are not mentioned."""
+    (``SYSTEM_FOLDERS``, ``SYSTEM_FILES``, AppleDouble ``._`` files) are not mentioned. What ``items`` (the
+    scan's) read through a link inside the source is not said unread: MVTec's ``train -> .alt/train``, or
+    ``ok/z.png -> ../.pool/z.png``, were said "not followed" and "not read" though they were imported."""
+    # the scan's paths as it listed them, and where they lead: a link one passes through was followed, and
+    # a hidden folder's image one leads to was read
+    listed = [p for it in items for p in (it.path, it.mask) if p is not None]
+    read_real = {os.path.realpath(p) for p in listed}
     other, links, hidden = [], [], []
     for root, dirs, files in os.walk(src, onerror=_unlistable, followlinks=False):
         # a folder named with a leading dot (`..scratch`, `.dent`) holding images: hidden, so skipped, but
@@ -212,7 +218,7 @@ def _left_out(src: Path) -> list[str]:
             if d.startswith(".")
             and not _system_hidden(d)
             and not os.path.islink(Path(root, d))
-            and (n := _images_below(Path(root, d)))
+            and (n := _images_below(Path(root, d)) - _read_below(Path(root, d), read_real)) > 0
         ]
         hidden += [
             (Path(root, f).relative_to(src).as_posix(), 1)
@@ -220,7 +226,11 @@ def _left_out(src: Path) -> list[str]:
             if f.startswith(".") and not f.startswith("._") and Path(f).suffix.lower() in IMAGE_EXTS
         ]
         dirs[:] = sorted(d for d in dirs if not _skipped(d))
-        links += [Path(root, d) for d in dirs if os.path.islink(Path(root, d))]
+        links += [
+            Path(root, d)
+            for d in dirs
+            if os.path.islink(Path(root, d)) and not any(p.is_relative_to(Path(root, d)) for p in listed)
+        ]
         other += [
             Path(root, f).relative_to(src).as_posix()
             for f in sorted(files)
@@ -312,6 +322,12 @@ SYSTEM_HIDDEN = frozenset(
 def _system_hidden(name: str) -> bool:
     low = name.lower()
     return low in SYSTEM_HIDDEN or low.startswith(".trash")
+
+
+def _read_below(folder: Path, read_real: set[str]) -> int:
+    """How many of the files the scan read (``read_real``, their real paths) lie in ``folder`` or below it."""
+    top = os.path.realpath(folder)
+    return sum(within(r, top) for r in read_real)
 
 
 def _images_below(folder: Path) -> int:
@@ -435,7 +451,7 @@ def _scan(src: Path, good: str | None) -> Found:
     else:
         found = _class_names(scan_folders(src, good), src)
     _no_links_out(found, src)
-    found.notes += _left_out(src)
+    found.notes += _left_out(src, found.items)
     return found
 
 

@@ -273,3 +273,25 @@ def test_a_vibration_datasets_windows_linked_out_of_its_folder_is_refused_naming
         match=rf"^{ds / 'windows.npz'}: a link to {other / 'windows.npz'}, outside the dataset folder",
     ):
         load_vibration(ds)
+
+
+def test_what_a_link_inside_the_source_leads_to_is_imported_and_not_said_unread(tmp_path):
+    # MVTec's train/ linked to a folder inside the source was imported, yet the notes said "symlinked folder
+    # not followed, its images not read: train -> .alt/train" and "not read: 20 images in hidden folders"
+    mv = tmp_path / "mv"
+    for i in range(20):
+        img(mv / ".alt" / "train" / "good" / f"{i:03d}.png", i)
+    img(mv / ".alt" / "spare.png", 90)  # in a hidden folder and read by no link: still said
+    for i in range(3):
+        img(mv / "test" / "good" / f"{i:03d}.png", 40 + i)
+    (mv / "train").symlink_to(Path(".alt") / "train", target_is_directory=True)
+    found = scan(mv)
+    assert len(found.items) == 23
+    notes = " | ".join(found.notes)
+    assert "symlinked folder" not in notes and "train -> .alt/train" not in notes
+    assert (
+        "not read: 1 image in hidden folders or files (a name beginning with a dot): .alt/ (1 image)" in notes
+    )
+    # a folder linked inside a class is still not followed, and said
+    (mv / "test" / "good" / "more").symlink_to(Path("..") / ".." / ".alt", target_is_directory=True)
+    assert "its images not read: test/good/more -> ../../.alt" in " | ".join(scan(mv).notes)
