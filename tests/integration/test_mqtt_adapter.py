@@ -32,6 +32,13 @@ def raw_client(port: int, protocol=paho.MQTTv311) -> paho.Client:
     return c
 
 
+def closed(c: paho.Client) -> None:
+    """Disconnect a raw client and end its network thread. ``loop_stop`` alone waits for the thread's
+    select to time out (paho's 1 s) before the thread sees the stop; the DISCONNECT wakes it at once."""
+    c.disconnect()
+    c.loop_stop()
+
+
 async def collect(src: MqttSource, until, timeout_s: float = 10.0) -> list:
     got: list = []
 
@@ -70,7 +77,7 @@ async def test_json_readings_arrive_through_wildcard_subscription(mosquitto, qos
             )
         got = await collect(src, lambda g: len(g) >= 20)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert len(got) == 20
     assert got[0].tag == "plant/line0/sensor/t0/temperature" and got[0].value == 20 and got[0].timestamp == T0
@@ -99,7 +106,7 @@ async def test_bad_input_is_counted_and_skipped_while_good_messages_flow(mosquit
         pub.publish("j/1", b'{"ts": 1700000011, "a": {"b": 2}}')
         got = await collect(src, lambda g: any(r.value == 2 for r in g), 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [r.value for r in got if r.quality is Quality.GOOD] == [1, 2]
     # the NaN: a BAD reading of its tag (non_finite: bad), stamped with the receive time, which does not make
@@ -132,7 +139,7 @@ async def test_a_message_over_the_size_limit_is_skipped_undecoded_and_counted(mo
         pub.publish("j/1", b'{"ts": 1700000012, "v": 2}')
         got = await collect(src, lambda g: any(r.value == 2 for r in g), 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [r.value for r in got] == [1, 2]
     assert src.stats.errors_by_reason.get("too_large") == 2, src.stats.errors_by_reason
@@ -208,7 +215,7 @@ async def test_gateways_that_publish_many_tags_per_message_as_records_are_read_w
         pub.publish("bare/x", json.dumps(bare), qos=1)
         got = await collect(src, lambda g: len(g) >= 6, 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     by = {r.tag: r for r in got}
     assert set(by) == {
@@ -321,7 +328,7 @@ async def test_gateways_that_send_opc_ua_status_codes_as_record_quality_are_read
         pub.publish("ignition/line2", json.dumps(ignition), qos=1)
         got = await collect(src, lambda g: len(g) >= 11, 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     q = {r.tag: r.quality for r in got}
     assert q == {
@@ -356,7 +363,7 @@ async def test_broker_restart_resubscribes_and_messages_flow_again(mosquitto, ca
         pub = raw_client(mosquitto.port)
         pub.publish("r/x", b'{"v": 1}', qos=1)
         got = await collect(src, lambda g: len(g) >= 1, 5)
-        pub.loop_stop()
+        closed(pub)
     finally:
         await src.stop()
     assert [r.value for r in got] == [1]
@@ -396,7 +403,7 @@ async def test_publish_is_received_by_a_raw_subscriber(mosquitto, qos):
                 break
             await asyncio.sleep(0.02)
     finally:
-        sub.loop_stop()
+        closed(sub)
         await src.stop()
     assert got[0] == ("factory/s/l/a/results/p", b'{"score":0.5,"label":"ok"}', qos)
     assert got[1][1] == b"hello"
@@ -436,7 +443,7 @@ async def test_sparkplug_births_data_deaths_and_rebirth_with_simulator(mosquitto
         )
         pub.publish("spBv1.0/plant/DDATA/edge0/motor1", bogus, qos=1)
         await collect(src, lambda g: src.sparkplug.births >= births + 2, 10)
-        pub.loop_stop()
+        closed(pub)
     finally:
         fleet.stop()
         await src.stop()
@@ -460,7 +467,7 @@ async def test_sparkplug_data_before_birth_requests_rebirth(mosquitto):
         )
         got = await collect(src, lambda g: False, 1.0)  # the adapter decodes as its items are consumed
     finally:
-        watcher.loop_stop()
+        closed(watcher)
         await src.stop()
     # normal after a host starts: counted as such and answered by a rebirth, not counted as an error
     assert got == [] and src.sparkplug.data_before_birth == 1 and src.notices.counts["data_before_birth"] == 1
@@ -507,7 +514,7 @@ async def test_sparkplug_data_without_datatypes_reads_signed_integers_by_their_b
         pub.publish("spBv1.0/g/NDATA/oven1", data.SerializeToString(), qos=1)
         got = await collect(src, lambda g: len([r for r in g if r.timestamp == (T0_MS + 2) / 1000]) >= 5, 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     values = {r.tag.split("/", 1)[1]: r.value for r in got[:-1] if r.timestamp == (T0_MS + 2) / 1000}
     assert values == {"Oven/Temp": -5, "Oven/Offset": -3, "Counter": -7, "Count": 4_000_000_000}
@@ -567,7 +574,7 @@ async def test_sparkplug_template_instances_give_a_tag_per_member_and_commands_g
                 break
             await asyncio.sleep(0.1)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value, r.timestamp) for r in got] == [
         ("edge/line1/Motors/M1/Speed", 1500.0, (T0_MS + 2) / 1000),
@@ -618,7 +625,7 @@ async def test_sparkplug_quality_property_marks_a_stale_tag_bad_until_a_value_co
             pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
         got = await collect(src, lambda g: len(g) >= 4, 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.value, r.quality) for r in got] == [
         (20.0, Quality.GOOD),
@@ -661,7 +668,7 @@ async def test_sparkplug_a_null_metric_makes_its_tag_bad_instead_of_leaving_the_
             pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
         got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 3) / 1000 for r in g), 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value, r.quality, r.timestamp) for r in got] == [
         ("edge/Press", 4.5, Quality.GOOD, (T0_MS + 1) / 1000),
@@ -720,7 +727,7 @@ async def test_sparkplug_device_data_without_its_dbirth_is_skipped_and_a_rebirth
                 break
             await asyncio.sleep(0.1)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value, r.quality) for r in got] == [
         ("edge/Running", True, Quality.GOOD),
@@ -776,7 +783,7 @@ async def test_sparkplug_a_seq_gap_asks_one_rebirth_whose_birth_brings_the_lost_
             node.publish("spBv1.0/g/NDATA/edge", sp.encode(sp.Payload(t0 + seq, seq)), qos=1)
         got = await collect(src, lambda g: src.sparkplug.births >= 2 and g[-1].value is True, 5)
     finally:
-        node.loop_stop()
+        closed(node)
         await src.stop()
     assert [r.value for r in got] == [False, False, True]
     assert src.sparkplug.rebirths_requested == 1 and asked == ["spBv1.0/g/NCMD/edge"]
@@ -817,7 +824,7 @@ async def test_sparkplug_a_node_whose_clock_runs_behind_is_good_again_at_its_reb
             pub.publish(f"spBv1.0/g/{topic}", body, qos=1)
         got = await collect(src, lambda g: g[-1].value == 21.0, 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value, r.quality) for r in got] == [
         ("edge/Temp", 20.0, Quality.GOOD),
@@ -861,7 +868,7 @@ async def test_sparkplug_3_arrays_are_read_as_1d_arrays_by_their_births_datatype
             pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
         got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 3) / 1000 for r in g), 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     shown = [
         (r.tag, r.value.tolist() if isinstance(r.value, np.ndarray) else r.value, r.timestamp) for r in got
@@ -913,7 +920,7 @@ async def test_sparkplug_nodes_of_one_name_in_two_groups_do_not_mix_their_values
             pub.publish(f"spBv1.0/{topic}", body, qos=1)
         got = await collect(src, lambda g: g[-1].value == 83.0, 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value, r.quality) for r in got] == [
         ("plc1/Temp", 20.0, Quality.GOOD),
@@ -958,7 +965,7 @@ async def test_sparkplug_historical_and_unsupported_metrics_drive_nothing_and_sa
             pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
         got = await collect(src, lambda g: any(r.quality is Quality.BAD for r in g), 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.value, r.quality) for r in got] == [
         (20.0, Quality.GOOD),
@@ -1014,7 +1021,7 @@ async def test_a_reading_stamped_years_ahead_does_not_silence_its_tag(mosquitto,
             pub.publish("spBv1.0/g/NDATA/edge", body, qos=1)
         got = await collect(src, lambda g: len(g) >= 9, 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     by_tag: dict = {}
     for r in got:
@@ -1079,7 +1086,7 @@ async def test_a_retained_message_is_the_brokers_last_value_not_a_live_reading(m
     finally:
         for topic in retained:  # an empty retained message clears the broker's copy
             pub.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     q = {r.tag: (r.value, r.quality) for r in first}
     assert q == {
@@ -1141,7 +1148,7 @@ async def test_one_hostile_message_is_counted_and_skipped_and_the_source_reads_o
             pub.publish(topic, payload, qos=1).wait_for_publish(5)
         got = await collect(src, lambda g: any(r.tag == "j/s1/v" and r.value == 3 for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value) for r in got if r.quality is Quality.GOOD] == [
         ("j/s1/v", 1),
@@ -1213,7 +1220,7 @@ async def test_an_alias_given_to_two_metrics_is_never_read_into_either(mosquitto
         pub.publish("spBv1.0/g/NDATA/n1", ndata.replace(b"\x18\x02", b"\x18\x03"), qos=1)
         later = await collect(src, lambda g: any(r.value == 21.0 for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     readings = [(r.tag, r.value) for r in got]
     # the births' own values are by name; the NDATA by alias 7 is the node's pressure (the pump was refused
@@ -1301,7 +1308,7 @@ async def test_a_primary_host_id_publishes_state_online_and_the_broker_says_offl
             while not got:
                 await asyncio.sleep(0.02)
         assert got[-1] == {"online": True, "timestamp": ts}
-        late.loop_stop()
+        closed(late)
         # the will of a connection the broker dropped late, arriving while we are connected: put right
         pub = raw_client(mosquitto.port)
         pub.publish(
@@ -1310,7 +1317,7 @@ async def test_a_primary_host_id_publishes_state_online_and_the_broker_says_offl
         async with asyncio.timeout(20):
             while seen[-1]["online"] is not True or len(seen) < 3:
                 await asyncio.sleep(0.02)
-        pub.loop_stop()
+        closed(pub)
     finally:
         await src.stop()  # clean: says offline itself
     async with asyncio.timeout(20):
@@ -1349,8 +1356,8 @@ async def test_a_primary_host_id_publishes_state_online_and_the_broker_says_offl
     assert first_ncmd > 0 and all(m["online"] and m["timestamp"] > ts2 for m in after[:first_ncmd]), after
     pump.cancel()
     await src.stop()
-    node.loop_stop()
-    watcher.loop_stop()
+    closed(node)
+    closed(watcher)
     with pytest.raises(ValueError, match="will and sparkplug.host_id both set the connection's will"):
         MqttSettings(sparkplug={"host_id": "a"}, will={"topic": "x"})
     with pytest.raises(ValueError, match="host_id"):
@@ -1379,7 +1386,7 @@ async def test_a_primary_host_speaks_sparkplug_2_2_state_to_older_edge_nodes(mos
         async with asyncio.timeout(20):
             while seen[-2:] != [b"OFFLINE", b"ONLINE"]:
                 await asyncio.sleep(0.02)
-        pub.loop_stop()
+        closed(pub)
     finally:
         await src.stop()
     async with asyncio.timeout(20):
@@ -1394,7 +1401,7 @@ async def test_a_primary_host_speaks_sparkplug_2_2_state_to_older_edge_nodes(mos
         while b"OFFLINE" not in seen[-3:]:
             await asyncio.sleep(0.02)
     await src.stop()
-    watcher.loop_stop()
+    closed(watcher)
     assert not any(p.startswith(b"{") for p in seen)  # never the 3.0 JSON on the 2.2 topic
     with pytest.raises(ValueError, match="state_version"):
         MqttSettings(sparkplug={"host_id": "a", "state_version": "2.0"})
@@ -1466,7 +1473,7 @@ def test_sensors_cli_publishes_json_and_sparkplug_for_a_while(mosquitto, capsys)
         rc = main(["--broker-port", str(mosquitto.port), "--rate-hz", "20", "--duration-s", "0.5", "--quiet"])
         time.sleep(0.2)
     finally:
-        sub.loop_stop()
+        closed(sub)
     assert rc == 0
     assert "plant/line1/sensor0" in got and "plant/line2/sensor1" in got
     assert {
@@ -1526,7 +1533,7 @@ async def test_sparkplug_tag_map_key_with_the_group_prefix_is_said_once(mosquitt
             )
         got = await collect(src, lambda g: len(g) >= 2, 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert {r.tag for r in got} == {"n1/d1/temp"}  # the key renamed nothing
     warned = [r.getMessage() for r in caplog.records if "tag_map key" in r.getMessage()]
@@ -1640,8 +1647,7 @@ async def test_after_the_gateways_own_reconnect_births_it_missed_are_asked_again
     finally:
         task.cancel()
         await src.stop()
-        node.loop_stop()
-        node.disconnect()
+        closed(node)
     after = got[got.index(("n1/temp", 21.0, Quality.GOOD)) + 1 :]
     # before: ("n1/temp", 3.0) and ("n1/temp", 4.0), GOOD: the pressure read as the temperature
     assert not any(t == "n1/temp" and v in (3.0, 4.0) for t, v, _ in after), after
