@@ -23,6 +23,13 @@ from edge_agent.config import ConfigError, load_config, parse_config
 from protocols.json_codec import CodecError, JsonMapping, RecordsMapping, TimestampFormat, decode
 
 
+def closed(c: paho.Client) -> None:
+    """Disconnect a raw paho client and end its network thread. ``loop_stop`` alone waits for the thread's
+    select to time out (paho's 1 s) before the thread sees the stop; the DISCONNECT wakes it at once."""
+    c.disconnect()
+    c.loop_stop()
+
+
 def raw_client(port: int) -> paho.Client:
     c = paho.Client(CallbackAPIVersion.VERSION2)
     c.connect("127.0.0.1", port, 30)
@@ -70,7 +77,7 @@ async def test_a_bare_number_is_a_reading_named_by_its_topic_and_plain_text_is_c
         pub.publish("shellies/shelly1pm-A1/info", b'{"ts": 1700000000, "uptime": 12}', qos=1)
         got = await collect(src, lambda g: any(r.tag.endswith("uptime") for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert {r.tag: r.value for r in got} == {
         "shellies/shelly1pm-A1/relay/0/power": 21.5,
@@ -104,7 +111,7 @@ async def test_times_in_microseconds_or_nanoseconds_are_read_and_a_wrong_unit_na
         pub.publish("go/dev2", json.dumps({"ts": t0 * 10**6 + 600_000, "rpm": 1501}), qos=1)
         got = await collect(src, lambda g: any(r.value == 1501 for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value, r.timestamp) for r in got] == [
         ("edgex/dev1/temp", 20.5, t0 + 0.25),
@@ -138,7 +145,7 @@ async def test_an_iso_time_without_a_zone_is_read_in_the_configured_timezone(mos
         pub.publish("tele/plug2/SENSOR", json.dumps({"Time": utc, "ENERGY": {"Power": 60}}), qos=1)
         got = await collect(src, lambda g: len(g) >= 2)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value, r.timestamp, r.quality) for r in got] == [
         ("tele/plug1/SENSOR/power", 120, t0, Quality.GOOD),
@@ -175,7 +182,7 @@ async def test_a_device_clock_never_set_gives_the_receive_time_and_a_restart_los
         pub.publish("esp/node7", json.dumps({"ts": 13, "v": 3}), qos=1)
         got = await collect(src, lambda g: any(r.value == 3 for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value) for r in got] == [
         ("esp/node7/v", 1),
@@ -215,7 +222,7 @@ async def test_an_array_of_objects_is_a_batch_each_read_with_its_own_time(mosqui
         pub.publish("buf/gw1", json.dumps({"ts": t0 + 3, "temp": 21.0}), qos=1)
         got = await collect(src, lambda g: any(r.value == 21.0 for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert sorted((r.tag, r.value, r.timestamp) for r in got) == [
         ("buf/gw1/temp", 20.5, t0),
@@ -269,7 +276,7 @@ async def test_numbers_from_text_reads_edgex_and_quoted_values_as_numbers_and_le
         pub.publish("parts/m1", json.dumps({"ts": t0, "part": "0012"}), qos=1)
         got = await collect(src, lambda g: any(r.tag.endswith("part") for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert {r.tag: r.value for r in got} == {
         "Temperature": 21.5,
@@ -390,7 +397,7 @@ async def test_states_read_on_off_text_plain_payloads_and_booleans_as_numbers_an
         pub.publish("kepware/line1", json.dumps(records), qos=1)
         got = await collect(src, lambda g: any(r.tag.endswith("Speed") for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value) for r in got] == [
         ("stat/plug1/POWER", 1),  # a plain payload is named by its topic, as a bare number
@@ -427,7 +434,7 @@ async def test_without_states_text_and_booleans_read_as_before_and_plain_text_na
         pub.publish("ha/door2", json.dumps({"contact": "open"}), qos=1)
         got = await collect(src, lambda g: any(r.tag == "ha/door2/door" for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value) for r in got] == [("ha/door1/door", True), ("ha/door2/door", "open")]
     assert src.stats.errors_by_reason == {"malformed_json": 1}
@@ -457,7 +464,7 @@ async def test_a_time_field_not_named_ts_is_said_once_naming_the_setting(mosquit
         pub.publish("tele/plug1/SENSOR", json.dumps(tasmota), qos=1)
         got = await collect(src, lambda g: any(r.tag.endswith("power") for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert len(got) == 8  # the readings are as before: dev/a's time is still a tag until the setting is given
     unread = src.notices.status()["time_field_unread"]
@@ -495,7 +502,7 @@ async def test_a_records_quality_or_time_under_another_key_is_said_once_naming_t
         pub.publish("ok/line1", json.dumps({"ts": t0, "values": [{"id": "P3", "v": 2.0, "q": 192}]}), qos=1)
         got = await collect(src, lambda g: any(r.tag == "ok/line1/P3" for r in g) and len(g) >= 5)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     # read as before, every record GOOD: the notice changes no reading
     assert {(r.tag, r.quality.value) for r in got} == {
@@ -560,7 +567,7 @@ async def test_azure_opc_publisher_samples_are_read_with_dotted_paths_to_each_re
         pub.publish("opcpublisher/messages", json.dumps(samples), qos=1)
         got = await collect(src, lambda g: len(g) >= 2)
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert sorted((r.tag, r.value, r.quality.value, r.timestamp) for r in got) == [
         ("opcpublisher/messages/Pressure", 1.25, "bad", t0 + 0.25),
@@ -646,7 +653,7 @@ async def test_a_device_counting_its_uptime_in_ms_or_us_is_read_at_the_receive_t
         pub.publish("esp32/end", json.dumps({"v": 5}), qos=1)  # no time: the receive time, nothing said
         got = await collect(src, lambda g: any(r.value == 5 for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value) for r in got] == [
         ("esp/node7/v", 1),
@@ -683,7 +690,7 @@ async def test_a_json_reading_without_a_time_of_its_own_neither_holds_nor_is_hel
         pub.publish("gw/y", json.dumps({"values": [{"id": "t", "v": 6, "t": time.time() - 2}]}), qos=1)
         got = await collect(src, lambda g: any(r.value == 6 for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [r.value for r in got] == [1, 2, 3, 4, 5, 6]
     assert src.stats.errors_by_reason == {}
@@ -725,7 +732,7 @@ async def test_numbers_from_text_reads_every_number_the_codec_reads_a_bare_quote
         pub.publish("kepware/line1", json.dumps(records), qos=1)
         got = await collect(src, lambda g: any(r.tag.endswith("Speed") for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value if r.tag != "vib/m1/accel" else r.value.tolist()) for r in got] == [
         ("quoted/shelly1/power", 21.5),
@@ -767,7 +774,7 @@ async def test_an_empty_batch_with_spaces_is_no_unread_message_and_a_state_field
         pub.publish("buf/gw1", json.dumps({"ts": t0 + 2, "temp": 21.0}), qos=1)
         got = await collect(src, lambda g: any(r.tag == "buf/gw1/temp" for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value) for r in got] == [
         ("zigbee2mqtt/lamp/state", 1),
@@ -806,7 +813,7 @@ async def test_unmapped_text_fields_are_counted_each_said_once_naming_the_field_
         pub.publish("line/press3", json.dumps({"ts": t0, "force": 8.0}), qos=1)  # no text: nothing
         got = await collect(src, lambda g: any(r.tag == "line/press3/force" for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value) for r in got] == [
         ("line/press1/force", 10.0),
@@ -857,7 +864,7 @@ async def test_a_records_quality_as_statuscode_hex_text_or_a_whole_float_is_read
         pub.publish("da/gw", json.dumps({"ts": t0, "values": da_records}), qos=1)
         got = await collect(src, lambda g: any(r.tag == "da/gw/T3" for r in g))
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value, r.quality.value) for r in got] == [
         ("ua/gw/P1", 1.5, "bad"),
