@@ -28,6 +28,13 @@ T0_MS = 1_700_000_000_000  # a node whose clock is set (a time before 2001 is a 
 T0 = T0_MS / 1000
 
 
+def closed(c: paho.Client) -> None:
+    """Disconnect a raw paho client and end its network thread. ``loop_stop`` alone waits for the thread's
+    select to time out (paho's 1 s) before the thread sees the stop; the DISCONNECT wakes it at once."""
+    c.disconnect()
+    c.loop_stop()
+
+
 def _compressed(inner, algorithm: str | None = "DEFLATE", body: bytes | None = None) -> bytes:
     """The wrapper Tahu's ``PayloadUtil.compress`` builds: the seq outside, the payload in ``body``."""
     raw = inner.SerializeToString()
@@ -135,7 +142,7 @@ async def test_a_tahu_node_with_compression_on_is_read_and_a_zip_bomb_is_refused
         except TimeoutError:
             pass  # what came is asserted below
     finally:
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.tag, r.value, r.timestamp) for r in got] == [
         ("n/Temp", 20.5, T0 + 1.0),
@@ -198,7 +205,7 @@ async def test_a_node_flooding_compressed_payloads_is_held_to_the_inflate_budget
             pass  # what came is asserted below
     finally:
         task.cancel()
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [r.value for r in got if r.tag == "line/press/force"] == list(range(n))
     # the birth, the first compressed NDATA, the plain one
@@ -242,7 +249,7 @@ async def test_a_compressed_death_or_birth_is_read_while_the_inflate_budget_is_s
             pass  # what came is asserted below
     finally:
         task.cancel()
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.value, r.quality) for r in got if r.tag == "n/Temp"] == [
         (20.0, Quality.GOOD),
@@ -291,7 +298,7 @@ async def test_a_node_flooding_compressed_payloads_does_not_hold_up_another_node
             pass  # what came is asserted below
     finally:
         task.cancel()
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     # every reading of the well-behaved node, in order
     assert [r.value for r in got if r.tag == "calm/Temp"] == [20.0] + [100.0 + i for i in range(n)]
@@ -385,7 +392,7 @@ async def test_a_node_storming_compressed_births_does_not_starve_another_nodes_d
             pass  # what came is asserted below
     finally:
         task.cancel()
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     # every reading of the well-behaved node, in order
     assert [r.value for r in got if r.tag == "calm/Temp"] == [20.0] + [100.0 + i for i in range(n)]
@@ -434,7 +441,7 @@ async def test_a_node_flooding_compressed_deaths_does_not_starve_another_nodes_b
                 await asyncio.sleep(0.02)
     finally:
         task.cancel()
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.value, r.quality) for r in got if r.tag == "calm/Temp"] == [(20.0, Quality.GOOD)]
     assert src.sparkplug.births_skipped == 0
@@ -483,7 +490,7 @@ async def test_data_of_ever_new_devices_while_a_nodes_births_budget_is_spent_doe
         assert src.sparkplug.rebirths_requested == 0 and src.sparkplug.data_before_birth == n
     finally:
         task.cancel()
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
 
 
@@ -538,7 +545,7 @@ async def test_a_compressed_death_over_64_kib_is_matched_to_the_birth_by_its_bds
                 await asyncio.sleep(0.02)
     finally:
         task.cancel()
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert not src.sparkplug.node_alive("g", "n")
     assert [r.quality for r in got if r.tag == "n/Temp"] == [Quality.GOOD] * 3 + [Quality.BAD]
@@ -571,7 +578,7 @@ async def test_a_calm_nodes_compressed_birth_is_read_while_six_nodes_storm_birth
             for k in range(6):
                 c.publish(f"spBv1.0/g/NBIRTH/storm{k}", data, qos=0)
                 stop.wait(0.001)
-        c.loop_stop()
+        closed(c)
 
     stormer = threading.Thread(target=storm, daemon=True)
     try:
@@ -596,7 +603,7 @@ async def test_a_calm_nodes_compressed_birth_is_read_while_six_nodes_storm_birth
         stop.set()
         stormer.join(5)
         task.cancel()
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.value, r.quality) for r in got if r.tag == "calm/Temp"] == [
         (20.0, Quality.GOOD),
@@ -642,7 +649,7 @@ async def test_a_calm_nodes_first_birth_is_read_amid_a_storms_opening_burst_of_n
                 await asyncio.sleep(0.02)
     finally:
         task.cancel()
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     assert [(r.value, r.quality) for r in got if r.tag == "calm/Temp"] == [
         (20.0, Quality.GOOD)
@@ -697,7 +704,7 @@ async def test_a_calm_nodes_births_past_half_its_budget_are_read_amid_a_storm_go
     finally:
         storming.cancel()
         task.cancel()
-        pub.loop_stop()
+        closed(pub)
         await src.stop()
     calm = sorted(r.tag for r in got if r.tag.startswith("calm/") and r.quality is Quality.GOOD)
     assert calm == ["calm/Temp", "calm/d1/Temp", "calm/d2/Temp", "calm/d3/Temp"]  # before: no calm/d3/Temp
