@@ -25,6 +25,13 @@ from tests.support.waits import until as wait_for
 from tests.unit.test_agent_config import signal_package_with_scalars
 
 
+def closed(c: paho.Client) -> None:
+    """Disconnect a raw paho client and end its network thread. ``loop_stop`` alone waits for the thread's
+    select to time out (paho's 1 s) before the thread sees the stop; the DISCONNECT wakes it at once."""
+    c.disconnect()
+    c.loop_stop()
+
+
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("silentpkgs")
@@ -130,7 +137,7 @@ async def test_each_silent_drop_warns_once_with_its_fix_and_is_counted(
         rows = {r["tag"]: r for r in tag_rows(list(agent.tags["machine"].values()))}  # what /api/tags serves
         assert rows["Temperature"]["type"] == "float" and rows["Vibration"]["type"] == "array<float64>"
     finally:
-        pub.loop_stop()
+        closed(pub)
         await agent.stop()
         await machine.stop()
     assert "none of tag 'vibration'" in health["tag_missing"]["message"]
@@ -252,7 +259,7 @@ async def test_a_sparkplug_source_no_pipeline_reads_is_still_decoded_and_asks_fo
         await wait_for(lambda: "spBv1.0/g1/NCMD/n1" in seen, 10, "a rebirth request")
         st = agent.status()["sources"]["bus"]
     finally:
-        node.loop_stop()
+        closed(node)
         await agent.stop()
     assert (
         st["silent_drops"]["unread"]["count"] == 0
@@ -281,7 +288,7 @@ async def test_a_waveform_tag_that_holds_text_is_skipped_and_the_source_keeps_se
             pub.publish("plant/m1", json.dumps({"vib": wave}), qos=1)
         await wait_for(lambda: _health(agent)["results"] >= 3, what="the windows after the text scored")
     finally:
-        pub.loop_stop()
+        closed(pub)
         await agent.stop()
     drops = _health(agent)["silent_drops"]
     assert "holds 'sensor fault', not numbers" in drops["waveform_not_a_number"]["message"]
@@ -319,7 +326,7 @@ async def test_an_item_that_breaks_a_reader_is_skipped_and_the_source_keeps_serv
             pub.publish("plant/m1", json.dumps({"vib": [float(i % 7)] * SIGNAL_WINDOW}), qos=1)
         await wait_for(lambda: _health(agent)["results"] >= 3, what="the windows after the failed item")
     finally:
-        pub.loop_stop()
+        closed(pub)
         await agent.stop()
     assert agent.status()["sources"]["broker"]["silent_drops"]["item_failed"]["count"] == 1
     assert sum("failed in its readers" in r.getMessage() for r in caplog.records) == 1
@@ -356,7 +363,7 @@ async def test_a_fault_in_a_sources_own_reading_is_said_once_and_its_readings_re
             await asyncio.sleep(0.3)
         await wait_for(lambda: _health(agent)["results"] >= 3, what="the windows after the fault")
     finally:
-        pub.loop_stop()
+        closed(pub)
         await agent.stop()
     assert calls[0] == 2  # read again after the fault
     assert agent.status()["sources"]["broker"]["silent_drops"]["reader_failed"]["count"] == 1
