@@ -22,6 +22,13 @@ from tests.support.waits import until
 D = sp.DataType
 
 
+def closed(c: paho.Client) -> None:
+    """Disconnect a raw paho client and end its network thread. ``loop_stop`` alone waits for the thread's
+    select to time out (paho's 1 s) before the thread sees the stop; the DISCONNECT wakes it at once."""
+    c.disconnect()
+    c.loop_stop()
+
+
 def _asker(port: int, topic: str) -> tuple[paho.Client, list[str]]:
     """A client recording the edge nodes asked a rebirth (NCMD ``Node Control/Rebirth``), in arrival order."""
     asked: list[str] = []
@@ -58,8 +65,8 @@ async def _host(
         yield src, asked, pub
     finally:
         task.cancel()
-        pub.loop_stop()
-        asker.loop_stop()
+        closed(pub)
+        closed(asker)
         await src.stop()
 
 
