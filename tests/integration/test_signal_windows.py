@@ -53,8 +53,8 @@ class Results:
             return sorted(self.got, key=lambda m: m["seq"])
 
     def stop(self) -> None:
+        self.c.disconnect()  # first: paho's thread ends once it is written, not at its next 1 s select
         self.c.loop_stop()
-        self.c.disconnect()
 
 
 async def test_one_second_blocks_give_every_window_and_an_outage_starts_them_afresh(
@@ -131,7 +131,7 @@ async def test_one_second_blocks_give_every_window_and_an_outage_starts_them_afr
         assert st["silent_drops"]["window_gap"]["count"] == 1
         assert "start afresh" in st["silent_drops"]["window_gap"]["message"]
     finally:
+        pub.disconnect()  # first: paho's thread ends now, not at its next 1 s select
         pub.loop_stop()
-        pub.disconnect()
         results.stop()
         await agent.stop()
