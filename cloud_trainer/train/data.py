@@ -86,18 +86,45 @@ def label_row(line: str, where: str) -> dict:
     return row
 
 
+# ``labels.jsonl`` is the user's too, and was read whole: a file of gigabytes (or one line of them, no line end)
+# filled the trainer's memory before its first row was looked at. A row an import writes is ~150 bytes and a
+# fleet export's ~250; its longest part, the source's relative path, at most the system's 4096 bytes (24 KiB
+# JSON-escaped). 256 MiB is a million rows of 256 bytes, more images than training holds in memory.
+LABELS_MAX_BYTES = 256 * 1024 * 1024
+LABELS_MAX_LINE_BYTES = 64 * 1024
+
+
 def label_lines(labels_file: Path) -> list[tuple[int, str]]:
     """``(line number, text)`` of each line of a dataset's ``labels.jsonl`` that is not blank (a UTF-8 byte
     order mark at its start and Windows line ends are read past); a line that is not UTF-8 (a file name
     written by a tool as the bytes of a code page) is a ``DatasetError`` naming it, where reading the whole
-    file as text raised UnicodeDecodeError at a byte offset."""
+    file as text raised UnicodeDecodeError at a byte offset. A file larger than ``LABELS_MAX_BYTES`` (its size
+    looked at before it is read) or a line longer than ``LABELS_MAX_LINE_BYTES`` is refused naming it and
+    the limit."""
     in_its_folder(labels_file)
     out = []
-    data = labels_file.read_bytes()
+    try:
+        with open(labels_file, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size <= LABELS_MAX_BYTES:
+                data = fh.read(LABELS_MAX_BYTES + 1)  # a file still growing: no more than the limit
+                size = len(data)
+    except OSError as exc:
+        raise DatasetError(f"{labels_file}: cannot read it ({exc.strerror or exc})") from None
+    if size > LABELS_MAX_BYTES:
+        raise DatasetError(
+            f"{labels_file}: {size} bytes, more than the {LABELS_MAX_BYTES} a dataset's labels may take; refused "
+            "unread (a million rows is more images than training holds in memory): split the dataset"
+        )
     # a byte order mark opening the file (Notepad's and PowerShell's "UTF-8 with BOM"): no part of line 1's
     # JSON, which json.loads refused as "Unexpected UTF-8 BOM"; dataset.yaml beside it is read past one
     data = data.removeprefix(b"\xef\xbb\xbf")
     for n, raw in enumerate(data.splitlines(), 1):
+        if len(raw) > LABELS_MAX_LINE_BYTES:
+            raise DatasetError(
+                f"{labels_file}:{n}: a line of {len(raw)} bytes, more than the {LABELS_MAX_LINE_BYTES} a label "
+                "row may take; refused (a row names a file and its label: is this a labels file?)"
+            )
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
