@@ -8,6 +8,7 @@ wrong length. ``split`` is seeded and fixed; ``digest`` identifies the exact dat
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -176,7 +177,8 @@ def dataset_file(folder: Path, file: str, where: str) -> Path:
     """The path of a file that a row of ``folder``'s ``labels.jsonl`` names (``file``, relative to
     ``folder``). A dataset folder is the user's (or a tenant's): a name that leads out of it, an absolute
     path, a ``../`` step or a link out, is refused naming ``where``; it read another folder's files (another
-    factory's images on a shared trainer) into the model."""
+    factory's images on a shared trainer) into the model. So is one that cannot be looked at (too long for a
+    file name, in a folder the trainer may not search), which stopped training with an OSError traceback."""
     if "\0" in file:  # no file's name holds one: os.path.realpath raised ValueError, a traceback
         raise DatasetError(
             f"{where}: names {file!r}, which holds a NUL character (\\u0000) that no file name holds; write the "
@@ -189,6 +191,16 @@ def dataset_file(folder: Path, file: str, where: str) -> Path:
             f"{where}: names {file!r}, which leads out of the dataset folder {folder} (to {real}); a dataset "
             "reads only the files inside its folder: copy the file in and name it relative to the folder"
         )
+    try:  # a name no file system takes (a part over 255 bytes), a folder not to be searched: OSError tracebacks
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # said by the caller, which names what is missing
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:  # a link leading round (said missing, as is_file finds it)
+            raise DatasetError(
+                f"{where}: names {file!r}, which cannot be looked at ({exc.strerror or exc}); name a file of "
+                "the dataset folder as it is named, one the trainer may read"
+            ) from None
     return path
 
 

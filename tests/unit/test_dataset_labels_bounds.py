@@ -1,11 +1,13 @@
 """A dataset's ``labels.jsonl`` is the user's (a tenant's, on a shared trainer) and was read whole into memory
 (``Path.read_bytes``): a file of gigabytes, or one line of them with no line end, filled the trainer's memory
 before the first row was looked at. It is read within a limit per line and one for the whole file, each refused
-naming the file (and the line) and the limit."""
+naming the file (and the line) and the limit; and a row naming a file whose name is longer than a file system
+takes stopped training with an OSError traceback. Each is refused now, in one line naming it."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,19 @@ def test_a_labels_file_larger_than_the_limit_is_refused_naming_it_and_the_limit_
         label_lines(ds / "labels.jsonl")
     monkeypatch.setattr(data, "LABELS_MAX_BYTES", size, raising=False)
     assert len(label_lines(ds / "labels.jsonl")) == 22
+
+
+@pytest.mark.parametrize("key", ["file", "mask"])
+def test_a_labels_row_naming_a_file_longer_than_a_file_system_takes_is_refused_by_its_line(tmp_path, key):
+    # os.stat raised OSError 'File name too long' out of training: a traceback, not the row
+    ds = _dataset(tmp_path)
+    lines = (ds / "labels.jsonl").read_text().splitlines()
+    name = "images/" + "a" * 300 + ".png"
+    row = {**json.loads(lines[0]), key: name}
+    (ds / "labels.jsonl").write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n")
+    where = f"{ds / 'labels.jsonl'}:1" + (" (its mask)" if key == "mask" else "")
+    said = rf"^{re.escape(where)}: names '{name}', which cannot be looked at \(File name too long\); "
+    with pytest.raises(DatasetError, match=said):
+        load_parts(ds, masks=True)
+    with pytest.raises(AnomalyDataError, match=said):
+        load_good(ds)
