@@ -35,8 +35,8 @@ class Subscriber:
             self.messages.append((msg.topic, json.loads(msg.payload)))
 
     def stop(self) -> None:
+        self.c.disconnect()  # first: paho's thread ends once it is written, not at its next 1 s select
         self.c.loop_stop()
-        self.c.disconnect()
 
 
 def config(tmp_path, mqtt_port: int, endpoint: str, machine: MachineServer) -> dict:
@@ -293,6 +293,7 @@ async def test_a_dead_sensors_retained_value_is_shown_but_raises_no_alarm(tmp_pa
         await agent.stop()
         sub.stop()
         pub.publish("oven/zone1", b"", qos=1, retain=True).wait_for_publish(5)
+        pub.disconnect()  # first: paho's thread ends now, not at its next 1 s select
         pub.loop_stop()
     assert not alarms_before
     fwd = on(f"{base}/tags/oven")
