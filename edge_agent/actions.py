@@ -515,11 +515,15 @@ class ActionRunner:
                 self._set_output(name, action, result, value)
         elif action.mode is WriteMode.ON_CHANGE:
             value = action.value if now else reset
-            if now != before and value is not None and not (now and self._reset_refused(name, action)):
-                self._last_write[key] = result
-                self._set_output(name, action, result, value)
+            if now != before and value is not None:
+                if now and self._reset_refused(name, action):
+                    self._unjudged(key, before)
+                else:
+                    self._last_write[key] = result
+                    self._set_output(name, action, result, value)
         elif now and not before:  # pulse: a rising edge
             if self._reset_refused(name, action):
+                self._unjudged(key, before)
                 return
             self._reconciled.add(_output_node(name, action))  # the pulse ends with its reset anyway
             deadline = time.monotonic() + action.pulse_ms / 1000.0
@@ -536,12 +540,21 @@ class ActionRunner:
                 self.stats[name]["reconciled"] += 1
                 self._set_output(name, action, result, reset)
 
+    def _unjudged(self, key: tuple[str, str], before: bool | None) -> None:
+        """An edge whose value was not written (``_reset_refused``) is judged again at the next result: the
+        node may take the reset by then (a BaseDataType node the PLC made hold another type)."""
+        if before is None:
+            self._level.pop(key, None)
+        else:
+            self._level[key] = before
+
     def _reset_refused(self, name: str, action: OutputAction) -> bool:
         """True (counted ``reset_refused``, logged once per burst) when the output's node would refuse the
         value that ends what ``value`` starts (a pulse's reset, a level's or an on_change's reset_value: out
-        of the node's type, as the server described the node at the last connect): ``value`` is then not
-        written, since the node would keep it for good. False when the node takes it or is not known yet.
-        Sources that can tell have ``write_misfit(node_id, value)`` (OPC UA; no call to the server)."""
+        of the node's type, as the server described the node at the last connect or write): ``value`` is
+        then not written, since the node would keep it for good; an edge so refused is judged again at the
+        next result. False when the node takes it or is not known yet. Sources that can tell have
+        ``write_misfit(node_id, value)`` (OPC UA; no call to the server on the way)."""
         reset = action.reset_value if action.mode is WriteMode.LEVEL else action.reset
         if reset is None or not isinstance(action, OpcUaWriteAction):
             return False

@@ -1085,6 +1085,10 @@ def _counter_top(nt: _NodeType | None) -> int:
     return 32767
 
 
+# a BaseDataType write target that an output judges (``write_misfit``) and finds refusing its values for the
+# type or shape it held when last read has that value read again at most this often: once the PLC makes it
+# hold a type that fits, the output writes again without a reconnect; refused for good, one read a second
+HELD_RECHECK_S = 1.0
 TYPES_RETRY_S = 10.0  # the server's structure types not read (busy, an error): read again after ~10 s,
 TYPES_RETRY_MAX_S = 300.0  # doubling up to 5 minutes, until they are; each read bounded at 4x
 TYPES_BOUND_MAX_S = 120.0  # connect_timeout_s, doubled at each try up to 2 minutes
@@ -1702,6 +1706,8 @@ class OpcUaSource:
         self._target_nodes: dict[ua.NodeId, list[str]] = {}
         self._target_access: dict[str, bool] = {}
         self._target_checks: dict[str, asyncio.Task] = {}
+        # a BaseDataType write target's node_id -> when the value it holds was last read (``write_misfit``)
+        self._held_at: dict[str, float] = {}
         self.targets_watched = 0  # monitored items watching the write targets (3 a node the server took)
         self._items_full = False  # a tag was refused a monitored item for want of room (``_server_full``)
         self.heartbeats = 0
@@ -2736,9 +2742,66 @@ class OpcUaSource:
 
     def write_misfit(self, node_id: str, value: Any) -> str | None:
         """Why ``value`` cannot be written to ``node_id`` as the server described the node at the last
-        connect (its DataType, value rank, enumeration), None when it can or the node is not known yet.
-        No call to the server: cheap enough to ask before each write that depends on another."""
-        return _misfit(self._types.get(node_id), value, node_id)
+        connect or write (its DataType, value rank, enumeration, and the type and shape a BaseDataType node
+        held then), None when it can or the node is not known yet. No call to the server on the way: cheap
+        enough to ask before each write that depends on another. A BaseDataType node refused for the type or
+        shape it held has that value read again in the background (``_reheld``), at most once per
+        ``HELD_RECHECK_S``: nothing written to it would read it, and a PLC download that made it hold
+        another type would go unseen until the next reconnect."""
+        nt = self._types.get(node_id)
+        why = _misfit(nt, value, node_id)
+        if why is not None and nt is not None and _refused_by_held(nt, value, node_id):
+            self._reheld(node_id)
+        return why
+
+    def _reheld(self, node_id: str) -> None:
+        """Read again the value a BaseDataType write target holds, unless it was read (by a write, a check,
+        or this) less than ``HELD_RECHECK_S`` ago; a type or shape other than the one kept replaces it and
+        the target is judged again (``_recheck``: ``target_errors``, said)."""
+        client, key = self._client, f"held:{node_id}"
+        if client is None or self.state is not ConnectionState.CONNECTED or key in self._target_checks:
+            return
+        if time.monotonic() - self._held_at.get(node_id, -math.inf) < HELD_RECHECK_S:
+            return
+        self._held_at[node_id] = time.monotonic()
+
+        async def reread() -> None:
+            try:
+                node = await _node(client, node_id, self._resolved, self._resolve)
+                async with self._write_lock(node):  # a write's own read of the node is not overwritten
+                    nt = self._types.get(node_id)
+                    if nt is None or nt.vtype is not ua.VariantType.Variant:
+                        return
+                    async with asyncio.timeout(self.settings.connect_timeout_s):
+                        held = await _held(node, (nt.held, nt.held_shape))
+                    self._held_at[node_id] = time.monotonic()
+                    if self._types.get(node_id) is not nt or held == (nt.held, nt.held_shape):
+                        return
+                    self._types[node_id] = dataclasses.replace(nt, held=held[0], held_shape=held[1])
+                log.info(
+                    "opcua source %s: write target %s now holds %s; judged again as it is now",
+                    self.name,
+                    node_id,
+                    "nothing" if held[0] is None else held[0].name + (f" {list(held[1])}" if held[1] else ""),
+                )
+                self._recheck(node_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the session lost meanwhile, a timeout: read again at a later refusal
+                log.debug("opcua source %s: %s's held value not read again: %r", self.name, node_id, e)
+            finally:
+                self._target_checks.pop(key, None)
+
+        self._target_checks[key] = asyncio.get_running_loop().create_task(reread())
+
+    def _write_lock(self, node: Node) -> asyncio.Lock:
+        """The lock a node's writes take, however its node id is written (ns=2;s=X, nsu=urn:plc;s=X): kept
+        by its resolved NodeId while a write (or a re-read of what it holds) holds it."""
+        key = node.nodeid.to_string()
+        lock = self._write_locks.get(key)
+        if lock is None:
+            lock = self._write_locks[key] = asyncio.Lock()
+        return lock
 
     def expect_writes(self, targets: list[tuple[str, Any]]) -> None:
         """Nodes (and values) this source will be asked to write: checked after every connect, so that a
@@ -2769,6 +2832,8 @@ class OpcUaSource:
                         self._resolve,
                         self._target_access,
                     )
+                if (nt := self._types.get(node_id)) is not None and nt.vtype is ua.VariantType.Variant:
+                    self._held_at[node_id] = time.monotonic()  # read with its type (``write_misfit``)
                 if why is None and hb and hb.kind == "counter" and node_id == hb.node_id:
                     top = _counter_top(self._types.get(node_id))  # the counter's highest value fits too
                     why = _misfit(self._types.get(node_id), top, node_id)
@@ -3397,11 +3462,7 @@ class OpcUaSource:
         except Exception as e:
             raise OpcUaNodeError(f"opcua source {self.name}: malformed node id {node_id!r} ({e})") from None
         name = ""
-        # the node's lock, however the node id is written (ns=2;s=X, nsu=urn:plc;s=X): the resolved NodeId
-        key = node.nodeid.to_string()
-        lock = self._write_locks.get(key)
-        if lock is None:
-            lock = self._write_locks[key] = asyncio.Lock()
+        lock = self._write_lock(node)
         try:
             async with (
                 lock
@@ -3418,10 +3479,15 @@ class OpcUaSource:
                         # may have made it an LREAL, or an array, since): the type and shape it holds now, read
                         # at each write, not the cached
                         nt = self._types[node_id] = dataclasses.replace(nt, held=held[0], held_shape=held[1])
+                    if nt.vtype is ua.VariantType.Variant:
+                        self._held_at[node_id] = time.monotonic()
                     try:
                         payload = _payload(nt, value, node_id)
                     except OpcUaTypeMismatch:
-                        if cached and not again:  # judged by a type read earlier: read it again first
+                        # judged by a type read earlier: read it again first, unless what refused it is the
+                        # type or shape a BaseDataType node holds, read just now (a heartbeat refused for
+                        # good would cost a full read of the node's type each period)
+                        if cached and not again and not _refused_by_held(nt, value, node_id):
                             self._types.pop(node_id, None)
                             continue
                         raise
@@ -3547,6 +3613,14 @@ async def _check_target(
     except ua.UaStatusCodeError as e:
         return f"node {node_id}: its DataType cannot be read ({ua.StatusCode(e.code).name})"
     return _misfit(nt, value, node_id)
+
+
+def _refused_by_held(nt: _NodeType, value: Any, node_id: str) -> bool:
+    """Whether a BaseDataType node refuses ``value`` for the type or shape it holds alone: it would take the
+    value if it held nothing."""
+    if nt.vtype is not ua.VariantType.Variant or (nt.held is None and nt.held_shape is None):
+        return False
+    return _misfit(dataclasses.replace(nt, held=None, held_shape=None), value, node_id) is None
 
 
 def _misfit(nt: _NodeType | None, value: Any, node_id: str) -> str | None:

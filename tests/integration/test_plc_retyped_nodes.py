@@ -7,6 +7,7 @@ where the session may not write) while the agent is connected is read again at o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -191,3 +192,109 @@ async def test_a_node_locked_at_run_time_is_failed_said_once_and_the_other_outpu
         await src.stop()
         await srv.stop()
     assert [n for n, _ in sent].count("Lamp") == 5, sent
+
+
+@pytest.mark.parametrize("mode", ["level", "on_change", "pulse"])
+async def test_an_output_refused_for_what_a_base_data_type_node_held_is_written_once_it_holds_what_fits(
+    caplog, mode
+):
+    """A BaseDataType node held a String, so an output's reset False would be refused and its True was not
+    written (reset_refused). The judgement used the type read at connect and sent nothing, so nothing read the
+    node again: after a PLC download made it hold a Boolean, the output stayed suppressed until a reconnect
+    (an on_change or pulse output besides judged only its edge, and the condition still held: no edge came).
+    Now the value it holds is read again (at most once a second) while it refuses, a refused edge is judged
+    again at the next result, and the output is written once the node fits; the refusal is said once."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    # a PLC's ANY (a subtype of BaseDataType): asyncua's server holds the type of the value last written
+    anyvalue = await srv.nodes.base_data_type.add_data_type(ua.NodeId("AnyValue", idx), "AnyValue")
+    state = await obj.add_variable(
+        ua.NodeId("State", idx), "State", ua.Variant("idle", ua.VariantType.String), None, anyvalue.nodeid
+    )
+    await state.set_writable()
+    sent = await _sent_to(srv, idx)
+    await srv.start()
+    node_id = f"ns={idx};s=State"
+    out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "value": True, "reset_value": False}
+    cfg = _config(port, {"lamp": {**out, "mode": mode, "pulse_ms": 100, "when": {"verdict": "NG"}}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    src.expect_writes([(n, v) for _, n, v in write_targets(cfg)["plc"]])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    caplog.set_level(logging.INFO)
+    try:
+        await until(lambda: node_id in src.target_errors, 10, "the String it holds judged at connect")
+        await runner.handle(["lamp"], result("NG", 0), None)
+        await runner.flush(timeout_s=5)
+        assert runner.stats["lamp"]["reset_refused"] == 1, dict(runner.stats["lamp"])
+        assert sent == [], sent
+        # the PLC download: the node holds a Boolean now (the session stays up)
+        await state.write_value(
+            ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData))
+        )
+        await state.write_value(ua.Variant(False, ua.VariantType.Boolean))
+        sent.clear()  # the server's own writes
+        for i in range(1, 100):
+            await runner.handle(["lamp"], result("NG", i), None)
+            await runner.flush(timeout_s=5)
+            if any(v.Value is True for _, v in sent):
+                break
+            await asyncio.sleep(0.1)
+        assert any(v.Value is True for _, v in sent), "the output stayed suppressed"
+        await until(lambda: node_id not in src.target_errors, 10, "the target judged again")
+        said = [r.getMessage() for r in caplog.records if r.name == "edge_agent.actions"]
+        assert len([m for m in said if "'lamp'" in m and "not written" in m]) == 1, said
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert all(v.VariantType is ua.VariantType.Boolean for _, v in sent), sent
+    # one pulse, ended by its reset; a level or on_change output's True (every result, once)
+    expected = [True, False] if mode == "pulse" else [True] * (1 if mode == "on_change" else len(sent))
+    assert [v.Value for _, v in sent] == expected, sent
+
+
+async def test_a_write_refused_for_what_a_base_data_type_node_holds_reads_the_node_once():
+    """A heartbeat (or any write) refused for good by the type a BaseDataType node holds, read at the write:
+    the former code then read the node's whole type again (its DataType, ValueRank, ArrayDimensions, its
+    supertypes, its limits, its value) before refusing, at every write. The held value read at the write is
+    what refuses it: one read now, and the refusal is the same."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    await (
+        await obj.add_variable(
+            ua.NodeId("Beat", idx),
+            "Beat",
+            ua.Variant("idle", ua.VariantType.String),
+            None,
+            ua.NodeId(ua.ObjectIds.BaseDataType),
+        )
+    ).set_writable()
+    reads: list[str] = []
+
+    async def on_read(event, _dispatcher) -> None:
+        if event.is_external:
+            reads.extend(
+                f"{rv.NodeId.Identifier}:{ua.AttributeIds(rv.AttributeId).name}"
+                for rv in event.request_params.NodesToRead
+                if rv.NodeId.NamespaceIndex == idx
+            )
+
+    srv.subscribe_server_callback(CallbackType.PreRead, on_read)
+    sent = await _sent_to(srv, idx)
+    await srv.start()
+    node_id = f"ns={idx};s=Beat"
+    src = OpcUaSource("plc", _config(port).sources["plc"])
+    await src.start()
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        with pytest.raises(OpcUaTypeMismatch, match="BaseDataType holding a String"):
+            await src.write(node_id, True)  # its type read
+        for _ in range(2):
+            reads.clear()
+            with pytest.raises(OpcUaTypeMismatch, match="BaseDataType holding a String"):
+                await src.write(node_id, True)
+            assert reads == ["Beat:Value"], reads
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert sent == [], sent
