@@ -577,16 +577,48 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
         )
     meta = read_dataset_yaml(meta_file) or {}
     in_its_folder(npz)
-    with np.load(npz, allow_pickle=False) as z:
-        try:
-            wf, fault = z["waveform"], z["fault"]
-            health, rul, run = z["health"], z["rul_s"], z["run_id"]
-            t_s = z["t_s"] if "t_s" in z.files else np.zeros(len(run))
-            speed = z["speed_rpm"].astype(np.float64) if "speed_rpm" in z.files else None
-        except KeyError as exc:
-            raise DatasetError(f"{npz}: missing array {exc}") from exc
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            try:
+                wf, fault = z["waveform"], z["fault"]
+                health, rul, run = z["health"], z["rul_s"], z["run_id"]
+                t_s = z["t_s"] if "t_s" in z.files else None
+                speed = z["speed_rpm"] if "speed_rpm" in z.files else None
+            except KeyError as exc:
+                raise DatasetError(f"{npz}: missing array {exc}") from exc
+    except DatasetError:
+        raise
+    except (
+        Exception
+    ) as exc:  # the user's file: no NPZ, cut short, Python objects (ValueError, BadZipFile, ...)
+        said = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise DatasetError(
+            f"{npz}: not a readable windows file ({type(exc).__name__}: {said}); write the dataset again "
+            "(`cloud-trainer dataset import --kind vibration`, `edge-sim dataset vibration`)"
+        ) from None
     if wf.ndim != 2 or wf.shape[0] == 0:
         raise DatasetError(f"{npz}: the dataset is empty")
+    t_s = np.zeros(len(wf)) if t_s is None else t_s
+    # numbers, one a window (the fault's names are checked below): text or another count stopped training
+    # with a ValueError or IndexError traceback
+    per_window = {
+        "fault": fault,
+        "health": health,
+        "rul_s": rul,
+        "run_id": run,
+        "t_s": t_s,
+        "speed_rpm": speed,
+    }
+    for name, a in {"waveform": wf, **per_window}.items():
+        if a is not None and name != "fault" and a.dtype.kind not in "iuf":
+            raise DatasetError(f"{npz}: array {name!r} holds {a.dtype} values, not numbers; write it again")
+    for name, a in per_window.items():
+        if a is not None and a.shape != (len(wf),):
+            raise DatasetError(
+                f"{npz}: array {name!r} holds {a.size} values (shape {a.shape}), not one for each of the "
+                f"{len(wf)} windows; write it again"
+            )
+    speed = None if speed is None else speed.astype(np.float64)
     expect = window_samples or int(meta.get("window_samples", wf.shape[1]))
     if wf.shape[1] != expect:
         raise DatasetError(

@@ -1,0 +1,82 @@
+"""A vibration dataset's ``windows.npz`` is the user's file (copied in, or written by a tool of theirs): one that
+is no NPZ, is cut short, holds an array of Python objects or of text where numbers belong, or an array with
+another count of values than there are windows, stopped ``train`` and ``build maintenance`` with a ValueError,
+BadZipFile or IndexError traceback. Each is refused in one line naming the file, as ``dataset.yaml`` beside it
+is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cloud_trainer.train.data import DatasetError, load_vibration
+
+
+def _arrays(n: int = 4) -> dict[str, np.ndarray]:
+    # as edge-sim dataset vibration and dataset import --kind vibration write them
+    return {
+        "waveform": np.zeros((n, 8), np.float32),
+        "fault": np.asarray(["healthy", "imbalance"] * (n // 2), dtype=np.str_),
+        "health": np.ones(n, np.float32),
+        "rul_s": np.full(n, np.nan),
+        "run_id": np.arange(n, dtype=np.int64),
+        "t_s": np.zeros(n),
+    }
+
+
+def _folder(tmp_path: Path) -> Path:
+    ds = tmp_path / "vib"
+    ds.mkdir()
+    (ds / "dataset.yaml").write_text("window_samples: 8\nsample_rate_hz: 1000\n")
+    return ds
+
+
+def _cut_short(path: Path) -> None:
+    np.savez_compressed(path, **_arrays())
+    path.write_bytes(path.read_bytes()[:300])
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda p: p.write_bytes(b"run,fault\n1,healthy\n"),  # a CSV saved under the name
+        _cut_short,
+        lambda p: np.savez(p, **{**_arrays(), "waveform": np.array([{}, 1, 2, 3], dtype=object)}),
+    ],
+    ids=["not-an-npz", "cut-short", "objects"],
+)
+def test_a_windows_file_numpy_cannot_read_is_refused_naming_it(tmp_path, write):
+    ds = _folder(tmp_path)
+    write(ds / "windows.npz")
+    with pytest.raises(DatasetError, match=rf"^{ds / 'windows.npz'}: not a readable windows file \("):
+        load_vibration(ds)
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ({"waveform": np.full((4, 8), "a")}, "array 'waveform' holds <U1 values, not numbers"),
+        ({"health": np.asarray(["1"] * 4)}, "array 'health' holds <U1 values, not numbers"),
+        (
+            {"run_id": np.arange(3)},
+            r"array 'run_id' holds 3 values \(shape \(3,\)\), not one for each of the 4 windows",
+        ),
+        (
+            {"fault": np.asarray(["healthy", "imbalance"])},
+            r"array 'fault' holds 2 values \(shape \(2,\)\), not one",
+        ),
+    ],
+)
+def test_a_windows_array_of_text_or_of_another_length_is_refused_naming_it(tmp_path, change, said):
+    ds = _folder(tmp_path)
+    np.savez_compressed(ds / "windows.npz", **{**_arrays(), **change})
+    with pytest.raises(DatasetError, match=rf"^{ds / 'windows.npz'}: {said}"):
+        load_vibration(ds)
+
+
+def test_a_windows_file_as_the_tools_write_it_is_read(tmp_path):
+    ds = _folder(tmp_path)
+    np.savez_compressed(ds / "windows.npz", **_arrays(), speed_rpm=np.full(4, 1500.0))
+    assert load_vibration(ds).waveforms.shape == (4, 8)
