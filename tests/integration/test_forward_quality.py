@@ -77,7 +77,7 @@ async def test_a_tag_going_bad_with_its_last_value_is_forwarded_through_the_dead
     finally:
         await agent.stop()
         sub.stop()
+        pub.disconnect()  # first: paho's thread ends now, not at its next 1 s select
         pub.loop_stop()
-        pub.disconnect()
     # 85.2 bad moved less than the deadband from 85.0 bad, and is held back as before
     assert forwarded() == [(85.0, "good"), (85.0, "bad"), (85.0, "good"), (90.0, "good")]
