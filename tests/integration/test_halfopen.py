@@ -119,8 +119,8 @@ async def test_an_mqtt_source_on_a_dead_path_says_so_within_its_keepalive_and_lo
         await until(lambda: set(got) == set(range(6)), what=f"all 6 results at the watcher (got {got})")
     finally:
         await src.stop()
+        watch.disconnect()  # first: paho's thread ends now, not at its next 1 s select
         watch.loop_stop()
-        watch.disconnect()
         relay.close()
     last = src.stats.last_error or ""
     assert "the path died without closing" in last, (last, noticed_s)
@@ -318,8 +318,8 @@ async def test_an_mqtt_source_sending_a_large_result_over_a_slow_uplink_keeps_it
         await until(lambda: got or src.stats.reconnects, what="the result, or a reconnect")
     finally:
         await src.stop()
+        watch.disconnect()  # first: paho's thread ends now, not at its next 1 s select
         watch.loop_stop()
-        watch.disconnect()
         relay.close()
     # the result arrived, once, over its first connection: neither the check nor paho took the moving
     # connection for dead
