@@ -123,8 +123,8 @@ async def test_a_dead_device_a_dead_node_and_stale_or_bad_values_say_why_in_forw
     finally:
         await agent.stop()
         sub.stop()
+        pub.disconnect()  # first: paho's thread ends now, not at its next 1 s select
         pub.loop_stop()
-        pub.disconnect()
     got = forwarded()
     assert got["n1/pump/Flow"][0]["quality"] == "good" and "reason" not in got["n1/pump/Flow"][0], got
     assert [(m["quality"], m.get("reason")) for m in got["n1/pump/Flow"]][1] == ("bad", "device_death"), got
@@ -211,8 +211,8 @@ async def test_records_name_their_quality_a_nan_and_a_retained_value_say_why(mos
     pre.connect("127.0.0.1", mosquitto.port)
     pre.loop_start()
     pre.publish("retained/x", json.dumps({"Level": 4.0}), qos=1, retain=True).wait_for_publish(5)
+    pre.disconnect()  # first: paho's thread ends now, not at its next 1 s select
     pre.loop_stop()
-    pre.disconnect()
     da = {
         "timestamp": now_ms,
         "values": [
