@@ -76,6 +76,7 @@ async def _hot_then_nan(agent: Agent, port: int) -> tuple[dict, dict]:
         )
         return rows(), {r["name"]: r for r in agent.status()["rules"]}
     finally:
+        pub.disconnect()  # first: paho's thread ends now, not at its next 1 s select
         pub.loop_stop()
         await agent.stop()
 
