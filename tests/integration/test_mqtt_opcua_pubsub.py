@@ -37,6 +37,7 @@ async def published(port: int, subs: list[dict], messages: list[tuple[str, objec
             pub.publish(topic, body if isinstance(body, bytes) else json.dumps(body), qos=1)
         got = await collect(src, lambda g: any(r.tag == last_tag for r in g))
     finally:
+        pub.disconnect()  # first: paho's thread ends now, not at its next 1 s select
         pub.loop_stop()
         await src.stop()
     return src, got
