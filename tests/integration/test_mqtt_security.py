@@ -125,6 +125,7 @@ async def test_mutual_tls_subscription_receives_json(tls_broker):
         pub.connect("127.0.0.1", broker.port)
         pub.loop_start()
         pub.publish("t/1", json.dumps({"v": 3.5}), qos=1).wait_for_publish(2)
+        pub.disconnect()  # first: paho's thread ends now, not at its next 1 s select
         pub.loop_stop()
         reading = await asyncio.wait_for(anext(src.items()), 5)
     finally:
