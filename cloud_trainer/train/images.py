@@ -856,7 +856,7 @@ def _write(
             if it.split:
                 row["split"] = it.split
             if it.mask is not None:
-                _, mask, _ = _decode(it.mask, max_megapixels, mask=True)
+                mdata, mask, _ = _decode(it.mask, max_megapixels, mask=True)
                 if mask.shape[:2] != img.shape[:2]:
                     raise DatasetError(
                         f"{it.mask}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {it.path} is "
@@ -865,7 +865,9 @@ def _write(
                 _check_mask(it, mask, found.good)
                 mname = f"masks/{k:06d}.png"
                 if it.mask.suffix.lower() == ".png":
-                    shutil.copyfile(it.mask, dst / mname)
+                    # the bytes checked and decoded, not the file copied by its path again: replaced in
+                    # between by a link out (the source is the user's), another factory's file was stored
+                    (dst / mname).write_bytes(mdata)
                 else:
                     _png(mask, dst / mname)
                 row["mask"] = mname
