@@ -37,8 +37,8 @@ class Subscriber:
             self.messages.append((msg.topic, json.loads(msg.payload)))
 
     def stop(self) -> None:
+        self.c.disconnect()  # first: paho's thread ends once it is written, not at its next 1 s select
         self.c.loop_stop()
-        self.c.disconnect()
 
 
 @pytest.fixture(scope="module")
