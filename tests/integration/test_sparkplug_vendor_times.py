@@ -61,6 +61,7 @@ async def _run(port: int, messages: list[tuple[str, Any]], until) -> tuple[MqttS
         except TimeoutError:
             pass  # what came is asserted by the caller
     finally:
+        pub.disconnect()  # first: paho's thread ends now, not at its next 1 s select
         pub.loop_stop()
         await src.stop()
     return src, got
