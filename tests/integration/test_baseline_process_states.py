@@ -137,8 +137,8 @@ async def test_a_state_not_commissioned_is_not_judged_until_it_is_learned_then_e
         await send(6, cutting=True, severity=0.7, fault="bearing_outer")
         assert pipe.status()["ng"] - after["ng"] >= 3
     finally:
+        c.disconnect()  # first: paho's thread ends now, not at its next 1 s select
         c.loop_stop()
-        c.disconnect()
         await agent.stop()
     assert pipe.status()["baseline"]["not_judged"] == {}  # learned: no longer counted as not judged
 
