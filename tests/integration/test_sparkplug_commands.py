@@ -56,8 +56,8 @@ class Node:
         return self.cmds
 
     def stop(self) -> None:
+        self.c.disconnect()  # first: paho's thread ends once it is written, not at its next 1 s select
         self.c.loop_stop()
-        self.c.disconnect()
 
 
 async def _host(port: int, **kw) -> tuple[MqttSource, asyncio.Task]:
