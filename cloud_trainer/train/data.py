@@ -106,10 +106,15 @@ def label_lines(labels_file: Path) -> list[tuple[int, str]]:
     out = []
     try:
         with open(labels_file, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
+            size, data = os.fstat(fh.fileno()).st_size, b""
             if size <= LABELS_MAX_BYTES:
-                data = fh.read(LABELS_MAX_BYTES + 1)  # a file still growing: no more than the limit
-                size = len(data)
+                # to its end, a file still growing no further than the limit, a MiB at a time: read(LIMIT + 1)
+                # took the limit's 256 MiB of memory for every file, however small
+                chunks, got = [], 0
+                while chunk := fh.read(min(1 << 20, LABELS_MAX_BYTES + 1 - got)):
+                    chunks.append(chunk)
+                    got += len(chunk)
+                data, size = b"".join(chunks), got
     except OSError as exc:
         raise DatasetError(f"{labels_file}: cannot read it ({exc.strerror or exc})") from None
     if size > LABELS_MAX_BYTES:
