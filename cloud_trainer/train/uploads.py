@@ -44,6 +44,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 from cloud_trainer.train.data import (
@@ -320,6 +321,35 @@ def check_base(base: Path) -> None:
             dataset_file(base, row["mask"], f"{labels_file}:{n} (its mask)")
 
 
+def _copy_inside(src: Path, dst: Path, base: Path, root: str) -> None:
+    """Copy one file of the base, once sure that the file opened lies inside the base's folder (``root``, its
+    real path). ``check_base`` looked at every link before; copied by its path again, a file replaced in
+    between by a link out (the base is the user's folder, written while the export runs) put another tenant's
+    file in the export. Where the open file lies is read from ``/proc/self/fd`` (Linux), else from the path
+    looked at just before opening it."""
+    fd = os.open(src, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as fsrc:
+        st = os.fstat(fd)
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # no /proc: the path's, checked to be the very file opened
+            real = os.path.realpath(src)
+            seen = os.stat(real)
+            if (seen.st_dev, seen.st_ino) != (st.st_dev, st.st_ino):
+                real = f"{real} (changed while copied)"
+        if not within(real, root):
+            raise DatasetError(
+                f"base dataset {base}: {src} leads to {real}, outside the base's folder, when copied (a link put "
+                "in its place after the base was checked); only what lies inside the base is copied: copy the "
+                "file in, or remove the link; nothing was written"
+            )
+        if not stat.S_ISREG(st.st_mode):  # a named pipe, a device: as shutil.copyfile refuses one
+            raise shutil.SpecialFileError(f"`{src}` is not a regular file")
+        with open(dst, "wb") as fdst:
+            shutil.copyfileobj(fsrc, fdst)
+    os.chmod(dst, stat.S_IMODE(st.st_mode))  # its permissions, as copy2 kept them (not by the path again)
+
+
 def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: list[str]) -> None:
     """``dataset.yaml`` (the base's, copied, or a new one) with the export's image-size limit, which training
     reads, and ``fleet_export``, which says how to raise it."""
@@ -367,7 +397,13 @@ def _write(
     from protocols.image_header import KIND_SUFFIXES, SNIFF_BYTES
 
     if base is not None:
-        shutil.copytree(base, dst, dirs_exist_ok=True)
+        root = os.path.realpath(base)
+        shutil.copytree(
+            base,
+            dst,
+            dirs_exist_ok=True,
+            copy_function=lambda s, d: _copy_inside(Path(s), Path(d), base, root),
+        )
     (dst / "images").mkdir(parents=True, exist_ok=True)
     exported = no_blob = refused = 0
     misnamed: list[tuple[dict, str, str, str]] = []  # (sample, uploaded as, kind, exported as)
