@@ -178,6 +178,23 @@ def in_its_folder(path: Path) -> None:
         )
 
 
+def opened_at(fd: int, path: Path | str) -> str:
+    """Where the file open as ``fd`` (opened by ``path``) lies, its real path: read from ``/proc/self/fd``
+    (Linux), which no link put in place of ``path`` after the open can change; else ``path``'s real path,
+    marked as changed unless it is still the very file open."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        real = os.path.realpath(path)
+        try:
+            seen, st = os.stat(real), os.fstat(fd)
+        except OSError:
+            return f"{real} (changed while read)"
+        return (
+            real if (seen.st_dev, seen.st_ino) == (st.st_dev, st.st_ino) else f"{real} (changed while read)"
+        )
+
+
 def dataset_file(folder: Path, file: str, where: str) -> Path:
     """The path of a file that a row of ``folder``'s ``labels.jsonl`` names (``file``, relative to
     ``folder``). A dataset folder is the user's (or a tenant's): a name that leads out of it, an absolute
@@ -286,11 +303,15 @@ def read_image_file(
     max_megapixels: float | None = None,
     named_by: str = "",
     raise_limit: str = IMPORT_RAISE,
+    inside: tuple[Path, str] | None = None,
 ) -> tuple[bytes, Any]:
     """(file bytes, decoded image) of one image file, its size read from the header first (a file that
     declares more than ``max_megapixels``, default ``CAMERA_MAX_MEGAPIXELS``, is never decoded).
     Any refusal is a ``DatasetError`` naming the file, why, and what to do; ``named_by`` says where
-    the file was listed, ``raise_limit`` how to take images over the limit (``limit_advice``)."""
+    the file was listed, ``raise_limit`` how to take images over the limit (``limit_advice``). ``inside``:
+    (folder, what it is: "the source"), the folder the file was checked to lie in (``link_out``,
+    ``dataset_file``); the file is checked again where it lies once opened, so that one replaced by a link out
+    after the check (the folder is the user's, written meanwhile) is refused, not read."""
     from protocols.image_header import ImageRejected, max_file_bytes
 
     where = f" ({named_by})" if named_by else ""
@@ -298,13 +319,23 @@ def read_image_file(
     if max_megapixels is None:
         max_megapixels = CAMERA_MAX_MEGAPIXELS
     try:
-        size = path.stat().st_size
-        if size > max_file_bytes(max_megapixels):
-            raise DatasetError(
-                f"{path}{where}: {size} bytes, more than an image of the "
-                f"{max_megapixels:g}-Mpx limit needs; remove it, or {raise_limit}"
-            )
-        data = path.read_bytes()
+        with open(
+            os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)), "rb"
+        ) as fh:
+            if inside is not None and not within(
+                real := opened_at(fh.fileno(), path), os.path.realpath(inside[0])
+            ):
+                raise DatasetError(
+                    f"{path}{where}: leads to {real} once opened, outside {inside[1]} {inside[0]}; a link put in "
+                    "its place after it was checked: copy the file in, or remove the link"
+                )
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_file_bytes(max_megapixels):
+                raise DatasetError(
+                    f"{path}{where}: {size} bytes, more than an image of the "
+                    f"{max_megapixels:g}-Mpx limit needs; remove it, or {raise_limit}"
+                )
+            data = fh.read()
     except OSError as exc:
         raise DatasetError(
             f"{path}{where}: unreadable ({exc.strerror}); fix its permissions or remove it"
@@ -447,7 +478,12 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
             raise DatasetError(f"{labels_file}:{n}: names {file}, which does not exist in {folder}")
         # at its own depth: a 16-bit image put in by hand would be divided by 256 (a Mono12 one: black)
         data, img = read_image_file(
-            path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_mp, f"{labels_file.name} line {n}", raise_limit
+            path,
+            cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH,
+            max_mp,
+            f"{labels_file.name} line {n}",
+            raise_limit,
+            inside=(folder, "the dataset folder"),
         )
         _eight_bit_only(img, path, f"{labels_file.name} line {n}")
         h.update(hashlib.sha256(data).digest())
@@ -566,7 +602,13 @@ def _mask(
     if not path.is_file():
         raise DatasetError(f"{labels_file}:{n}: mask {file} is missing; fix or drop the row's 'mask'")
     named_by = f"the mask of {labels_file.name} line {n}"
-    _, m = read_image_file(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH, max_mp, named_by)
+    _, m = read_image_file(
+        path,
+        cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH,
+        max_mp,
+        named_by,
+        inside=(folder, "the dataset folder"),
+    )
     _eight_bit_only(m, path, named_by, mask=True)  # a 16-bit mask's defect value 1 would be read as 0 (good)
     if m.shape != shape:
         raise DatasetError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, its image {shape[1]}x{shape[0]}")

@@ -583,9 +583,12 @@ def _decode(
     pixel_bits: int | None = None,
     mask: bool = False,
     bayer: str | None = None,
+    src: Path | None = None,
 ):
     """``(bytes to store, image, suffix to store them under or None: the file's own)``; with ``bayer``, a
-    colour camera's raw mosaic demosaiced (after ``pixel_bits``) as the agent's camera does, stored as PNG."""
+    colour camera's raw mosaic demosaiced (after ``pixel_bits``) as the agent's camera does, stored as PNG.
+    ``src``: the source folder the file was checked to lie in (``_no_links_out``), checked again once it is
+    open: one replaced by a link out in between is refused, not stored in the dataset."""
     import cv2
     import numpy as np
 
@@ -594,7 +597,12 @@ def _decode(
     # any depth (to see 16-bit images) and any colour, with the EXIF orientation applied as training
     # (IMREAD_COLOR) and the agent's folder camera apply it, so that a mask drawn on the image the user
     # sees is checked against the same pixels (IMREAD_UNCHANGED would ignore the orientation)
-    data, img = read_image_file(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR, max_megapixels)
+    data, img = read_image_file(
+        path,
+        cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR,
+        max_megapixels,
+        inside=None if src is None else (src, "the source"),
+    )
     # a TIFF of several pages, or with a preview first, is refused by read_image_file (decode_image)
     if not mask:
         refuse_transparency(path, data)
@@ -812,7 +820,7 @@ def _write(
         for done, it in enumerate(found.items):
             if progress is not None and done:
                 progress.step(done)
-            data, img, suffix = _decode(it.path, max_megapixels, pixel_bits, bayer=bayer)
+            data, img, suffix = _decode(it.path, max_megapixels, pixel_bits, bayer=bayer, src=src)
             digest = hashlib.sha256(data).digest()
             seen = first.setdefault(_pixels_key(img), [])
             same = next((o for o in seen if _same_pixels(o, img, max_megapixels, pixel_bits, bayer)), None)
@@ -856,7 +864,7 @@ def _write(
             if it.split:
                 row["split"] = it.split
             if it.mask is not None:
-                mdata, mask, _ = _decode(it.mask, max_megapixels, mask=True)
+                mdata, mask, _ = _decode(it.mask, max_megapixels, mask=True, src=src)
                 if mask.shape[:2] != img.shape[:2]:
                     raise DatasetError(
                         f"{it.mask}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {it.path} is "
