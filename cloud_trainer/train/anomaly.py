@@ -106,14 +106,18 @@ def _shrink(img: np.ndarray, max_side: int, size: int | None = None) -> np.ndarr
     return cv2.resize(img, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
 
 
-def _decode(path: Path, max_megapixels: float | None) -> np.ndarray:
+def _decode(path: Path, max_megapixels: float | None, inside: tuple[Path, str] | None = None) -> np.ndarray:
+    """``inside``: (the folder ``path`` was checked to lie in, what it is), checked again once the file is open
+    (``read_image_file``): one replaced by a link out after the check is refused, never trained on."""
     import cv2
 
     from cloud_trainer.train.images import refuse_transparency
     from protocols.image_header import ImageRejected, eight_bit
 
     try:  # at its own depth: a 16-bit image read as colour would be divided by 256 (a Mono12 one: black)
-        data, img = read_image_file(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_megapixels)
+        data, img = read_image_file(
+            path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_megapixels, inside=inside
+        )
         # as `dataset import` refuses it: the model would learn the colours stored beneath the alpha
         refuse_transparency(path, data)
         return eight_bit(
@@ -144,23 +148,28 @@ def read_image(
     max_megapixels: float | None = None,
     roi: list[int] | None = None,
     size: int | None = None,
+    inside: tuple[Path, str] | None = None,
 ) -> np.ndarray:
     """Any 8-bit PNG/JPEG/BMP/TIFF, grey or colour → BGR uint8, shrunk (area) to at most ``max_side``
     pixels on its longer side, so that 200 images of a 5-MP camera do not fill the memory; with ``roi``,
     that box of the frame (cut at the camera's resolution, then shrunk); with the model's input ``size``,
     shrunk so that the model's input is the agent's (``_shrink``). A file whose header declares more
     than ``max_megapixels`` (default: the import's limit) is refused undecoded."""
-    return _shrink(_cut(_decode(path, max_megapixels), roi, path), max_side, size)
+    return _shrink(_cut(_decode(path, max_megapixels, inside), roi, path), max_side, size)
 
 
 def read_view(
-    path: Path, roi: list[int] | None, max_megapixels: float | None = None, size: int | None = None
+    path: Path,
+    roi: list[int] | None,
+    max_megapixels: float | None = None,
+    size: int | None = None,
+    inside: tuple[Path, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(what the model sees: the ``roi`` box or the frame, as ``read_image``; the whole frame, shrunk to
     at most STATS_SIDE px, for the input statistics, or None without ``roi``)."""
     if roi is None:
-        return read_image(path, max_megapixels=max_megapixels, size=size), None
-    img = _decode(path, max_megapixels)
+        return read_image(path, max_megapixels=max_megapixels, size=size, inside=inside), None
+    img = _decode(path, max_megapixels, inside)
     return _shrink(_cut(img, roi, path), 1024, size), _shrink(img, STATS_SIDE)
 
 
@@ -205,29 +214,34 @@ def read_views(
     max_megapixels: float | None = None,
     size: int | None = None,
     tiles: list[int] | None = None,
+    inside: tuple[Path, str] | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray | None, float]:
     """(the model's views of a frame: one image as ``read_view``, or with ``tiles`` the frame's (or
     ``roi`` box's) tiles, cut at the camera's resolution and resized to ``size``; the whole frame shrunk
     for the input statistics, or None when the model's one view is the whole frame; the tiles' scale,
     model pixels per camera pixel along a tile's shorter side, 1.0 untiled)."""
     if tiles is None:
-        img, frame = read_view(path, roi, max_megapixels, size)
+        img, frame = read_view(path, roi, max_megapixels, size, inside)
         return [img], frame, 1.0
     assert size is not None  # tiles are always cut at the model's size
-    whole = _decode(path, max_megapixels)
+    whole = _decode(path, max_megapixels, inside)
     region = _cut(whole, roi, path)
     _, _, tw, th = tile_grid(region.shape[:2], size, tiles)[0]
     return cut_tiles(region, size, tiles, path), _shrink(whole, STATS_SIDE), size / min(tw, th)
 
 
-def read_mask(path: Path, max_megapixels: float | None = None) -> np.ndarray:
+def read_mask(
+    path: Path, max_megapixels: float | None = None, inside: tuple[Path, str] | None = None
+) -> np.ndarray:
     """A defect mask file → grey uint8 (same header check as ``read_image``). Read at its own depth: a 16-bit
     mask is refused naming it, as ``dataset import`` refuses one, rather than read divided by 256 (its defect
     pixels of 1 good, and the map's hit rate judged against a mask with no defect)."""
     import cv2
 
     try:
-        m = read_image_file(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH, max_megapixels, "a mask")[1]
+        m = read_image_file(
+            path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH, max_megapixels, "a mask", inside=inside
+        )[1]
     except DatasetError as exc:
         raise AnomalyDataError(str(exc)) from None
     if m.dtype != np.uint8:
@@ -314,7 +328,7 @@ def load_good(
         )
     good, frames, scale = [], [], 1.0
     for p in files:
-        views, frame, scale = read_views(p, roi, size=size, tiles=tiles)
+        views, frame, scale = read_views(p, roi, size=size, tiles=tiles, inside=(root, "the folder"))
         good += views
         if frame is not None:
             frames.append(frame)
@@ -342,6 +356,10 @@ def _load_imported(
     except DatasetError as exc:
         raise AnomalyDataError(str(exc)) from None
     good_label = (meta if isinstance(meta, dict) else {}).get("good", "good")
+    inside = (
+        root,
+        "the dataset folder",
+    )  # each row's file checked to lie there (dataset_file), again once open
     h = hashlib.sha256()
     good, names, test, kinds, masks, frames, scale = [], [], [], [], [], [], 1.0
     ngs: list[bool] = []
@@ -366,7 +384,7 @@ def _load_imported(
             )
         h.update(rec["label"].encode() + hashlib.sha256(p.read_bytes()).digest())
         if rec["label"] == good_label and rec.get("split") != "test":
-            views, frame, scale = read_views(p, roi, max_mp, size, tiles)
+            views, frame, scale = read_views(p, roi, max_mp, size, tiles, inside)
             good += views
             if frame is not None:
                 frames.append(frame)
@@ -374,8 +392,8 @@ def _load_imported(
             continue
         mask = None
         if mp is not None:
-            mask = _cut(read_mask(mp, max_mp), roi, mp) if mp.is_file() else None
-        test += read_views(p, roi, max_mp, size, tiles)[0]
+            mask = _cut(read_mask(mp, max_mp, inside), roi, mp) if mp.is_file() else None
+        test += read_views(p, roi, max_mp, size, tiles, inside)[0]
         kinds.append("good" if rec["label"] == good_label else rec["label"])
         ngs.append(rec["label"] != good_label)  # by the label: a defect class may be called "good"
         masks.append(mask)
@@ -402,13 +420,13 @@ def _load_test(
     kinds, masks_seen = [], set()
     for sub in sorted(p for p in _inside(root / "test", root).iterdir() if p.is_dir()):
         for p in image_files(_inside(sub, root)):
-            views = read_views(_inside(p, root), roi, size=size, tiles=tiles)[0]
+            views = read_views(_inside(p, root), roi, size=size, tiles=tiles, inside=(root, "the folder"))[0]
             h.update(sub.name.encode() + hashlib.sha256(p.read_bytes()).digest())
             mask = None
             if sub.name != "good":
                 mp = root / "ground_truth" / sub.name / f"{p.stem}_mask.png"
                 if mp.is_file():
-                    mask = _cut(read_mask(_inside(mp, root)), roi, mp)
+                    mask = _cut(read_mask(_inside(mp, root), inside=(root, "the folder")), roi, mp)
                     masks_seen.add(mp)
             ds.test += views
             kinds.append(sub.name)

@@ -69,3 +69,37 @@ def test_training_refuses_an_image_replaced_by_a_link_out_after_its_row_was_chec
     assert str(exc.value).startswith(
         f"{target} (labels.jsonl line 1): leads to {secret} once opened, outside the dataset folder {ds}; "
     )
+
+
+@pytest.mark.parametrize("given", ["folder", "imported"])
+def test_the_anomaly_family_refuses_an_image_replaced_by_a_link_out_after_its_check(
+    tmp_path, monkeypatch, given
+):
+    # load_good checked each image (_inside, or dataset_file for an imported dataset's rows), then read it by
+    # its path: another factory's image put in its place trained the bank
+    from cloud_trainer.train import anomaly
+    from cloud_trainer.train.anomaly import AnomalyDataError, load_good
+
+    secret = img(tmp_path / "tenant-b" / "secret.png", 99)
+    if given == "folder":
+        root = tmp_path / "good"
+        for i in range(20):
+            img(root / f"{i:03d}.png", i)
+        target, what, name, check = root / "000.png", "the folder", "_inside", anomaly._inside
+    else:
+        src = per_class(tmp_path / "src", {"ok": 20, "dent": 2}, exts=(".png",))
+        root = Path(import_images(src, tmp_path / "ds", task="anomaly", log=lambda m: None)["out"])
+        target, what, name = root / "images" / "000005.png", "the dataset folder", "dataset_file"
+        check = anomaly.dataset_file
+
+    def check_then_swap(*args):
+        out = check(*args)
+        if out == target:
+            target.unlink()
+            target.symlink_to(secret)
+        return out
+
+    monkeypatch.setattr(anomaly, name, check_then_swap)
+    with pytest.raises(AnomalyDataError) as exc:
+        load_good(root)
+    assert str(exc.value).startswith(f"{target}: leads to {secret} once opened, outside {what} {root}; ")
