@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import reprlib
@@ -106,6 +107,7 @@ def label_lines(labels_file: Path) -> list[tuple[int, str]]:
     out = []
     try:
         with open(labels_file, "rb") as fh:
+            opened_in_its_folder(fh.fileno(), labels_file)
             size, data = os.fstat(fh.fileno()).st_size, b""
             if size <= LABELS_MAX_BYTES:
                 # to its end, a file still growing no further than the limit, a MiB at a time: read(LIMIT + 1)
@@ -195,6 +197,16 @@ def opened_at(fd: int, path: Path | str) -> str:
         )
 
 
+def opened_in_its_folder(fd: int, path: Path) -> None:
+    """``in_its_folder`` once the file is open (as ``fd``): one replaced by a link out after that check (the
+    folder is the user's, written while training runs) is refused naming it, not read as this dataset's."""
+    if not within(real := opened_at(fd, path), os.path.realpath(path.parent)):
+        raise DatasetError(
+            f"{path}: leads to {real} once opened, outside the dataset folder {path.parent}; a link put in its "
+            "place after it was checked: copy the file in, or remove the link"
+        )
+
+
 def dataset_file(folder: Path, file: str, where: str) -> Path:
     """The path of a file that a row of ``folder``'s ``labels.jsonl`` names (``file``, relative to
     ``folder``). A dataset folder is the user's (or a tenant's): a name that leads out of it, an absolute
@@ -239,6 +251,7 @@ def read_dataset_yaml(meta_file: Path) -> Any:
     in_its_folder(meta_file)
     try:
         with open(meta_file, "rb") as fh:
+            opened_in_its_folder(fh.fileno(), meta_file)
             data = fh.read(DATASET_YAML_MAX_BYTES + 1)
     except OSError as exc:
         raise DatasetError(f"{meta_file}: cannot read it ({exc.strerror or exc})") from None
@@ -624,8 +637,14 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
         )
     meta = read_dataset_yaml(meta_file) or {}
     in_its_folder(npz)
+    try:  # read once: where it lies checked once open, and the digest of the very bytes trained on
+        with open(npz, "rb") as fh:
+            opened_in_its_folder(fh.fileno(), npz)
+            windows = fh.read()
+    except OSError as exc:
+        raise DatasetError(f"{npz}: cannot read it ({exc.strerror or exc})") from None
     try:
-        with np.load(npz, allow_pickle=False) as z:
+        with np.load(io.BytesIO(windows), allow_pickle=False) as z:
             try:
                 wf, fault = z["waveform"], z["fault"]
                 health, rul, run = z["health"], z["rul_s"], z["run_id"]
@@ -678,7 +697,7 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
     idx = np.asarray([FAULTS.index(f) for f in fault.tolist()])
     if len(set(idx.tolist())) < 2:
         raise DatasetError(f"{folder}: only one fault class present; need healthy and faulty runs")
-    h = hashlib.sha256(npz.read_bytes()).hexdigest()
+    h = hashlib.sha256(windows).hexdigest()
     return VibrationData(
         wf.astype(np.float32),
         idx,
