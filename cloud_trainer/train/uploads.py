@@ -56,6 +56,7 @@ from cloud_trainer.train.data import (
     dataset_max_megapixels,
     label_lines,
     label_row,
+    opened_at,
     within,
 )
 from cloud_trainer.train.images import IMAGE_EXTS
@@ -325,19 +326,11 @@ def _copy_inside(src: Path, dst: Path, base: Path, root: str) -> None:
     """Copy one file of the base, once sure that the file opened lies inside the base's folder (``root``, its
     real path). ``check_base`` looked at every link before; copied by its path again, a file replaced in
     between by a link out (the base is the user's folder, written while the export runs) put another tenant's
-    file in the export. Where the open file lies is read from ``/proc/self/fd`` (Linux), else from the path
-    looked at just before opening it."""
+    file in the export. Where the open file lies: ``data.opened_at``."""
     fd = os.open(src, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     with os.fdopen(fd, "rb") as fsrc:
         st = os.fstat(fd)
-        try:
-            real = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # no /proc: the path's, checked to be the very file opened
-            real = os.path.realpath(src)
-            seen = os.stat(real)
-            if (seen.st_dev, seen.st_ino) != (st.st_dev, st.st_ino):
-                real = f"{real} (changed while copied)"
-        if not within(real, root):
+        if not within(real := opened_at(fd, src), root):
             raise DatasetError(
                 f"base dataset {base}: {src} leads to {real}, outside the base's folder, when copied (a link put "
                 "in its place after the base was checked); only what lies inside the base is copied: copy the "
