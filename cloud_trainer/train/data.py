@@ -628,6 +628,88 @@ def _mask(
     return m
 
 
+# An NPZ (``windows.npz``, a run the vibration import reads) is a zip of ``.npy`` members, the user's file:
+# numpy allocates what a member's header declares and inflates what the zip holds, and a few KB of deflated
+# zeros stand for gigabytes (a zip bomb), which filled the shared trainer's memory, every tenant's jobs with
+# it. The arrays of one NPZ may together hold at most this much, checked from the zip's declared sizes and
+# each ``.npy`` header before anything is allocated or inflated: 512 million float32 samples, 250,000
+# windows of 2048 (14 hours of a 10 kHz signal cut end to end), more than training holds for one job.
+NPZ_MAX_BYTES = 2 * 1024 * 1024 * 1024
+# the arrays of a vibration dataset's windows.npz that training reads (any other member is left unread)
+VIBRATION_ARRAYS = ("waveform", "fault", "health", "rul_s", "run_id", "t_s", "speed_rpm")
+
+
+class NpzObjectArray(ValueError):
+    """An NPZ member holds Python objects (a pickle), which is never loaded; ``args[1]``: the array's name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def npz_arrays(
+    source: Any, path: Path | str, names: set[str] | None = None, limit: int | None = None
+) -> dict[str, np.ndarray]:
+    """The arrays of the NPZ ``source`` (a path or a binary file object), or only those named in ``names``,
+    each read from its ``.npy`` member with no more memory than its header declares. An NPZ whose members
+    declare more than ``limit`` bytes (default ``NPZ_MAX_BYTES``) in the zip's directory or their
+    ``.npy`` headers is a ``DatasetError`` naming ``path`` and the member, raised before anything is
+    inflated; a member whose data is longer than declared is read no further. Anything else numpy or the zip
+    cannot read raises as they do (``zipfile.BadZipFile``, ``ValueError``, ``EOFError``, ...);
+    ``NpzObjectArray`` for Python objects."""
+    import zipfile
+
+    fmt = np.lib.format
+    cap = NPZ_MAX_BYTES if limit is None else limit
+    out: dict[str, np.ndarray] = {}
+    total = 0
+    with zipfile.ZipFile(source) as zf:
+        for info in zf.infolist():
+            key = info.filename.removesuffix(".npy")
+            if names is not None and key not in names:
+                continue
+            total += info.file_size
+            if info.file_size > cap or total > cap:
+                raise DatasetError(
+                    f"{path}: member {info.filename!r} declares {info.file_size:,} bytes uncompressed"
+                    f"{f' ({total:,} with the members before it)' if total != info.file_size else ''}, more "
+                    f"than the {cap:,} an NPZ may hold; refused unread (a zip bomb, or more data than "
+                    "training holds for one job: split it)"
+                )
+            with zf.open(info) as member:
+                version = fmt.read_magic(member)
+                if version not in ((1, 0), (2, 0), (3, 0)):
+                    raise ValueError(f"{info.filename}: .npy format version {version} is not read here")
+                if version == (1, 0):
+                    shape, fortran, dtype = fmt.read_array_header_1_0(member)
+                else:  # 3.0 is 2.0 with a UTF-8 header
+                    shape, fortran, dtype = fmt.read_array_header_2_0(member)
+                if dtype.hasobject:
+                    raise NpzObjectArray(
+                        f"{info.filename}: Object arrays cannot be loaded when allow_pickle=False", key
+                    )
+                count = 1
+                for d in shape:
+                    count *= d
+                nbytes = count * dtype.itemsize
+                if nbytes > info.file_size:
+                    # the zip gives no more than its declared size: such a member is cut short anyway
+                    raise DatasetError(
+                        f"{path}: member {info.filename!r} declares an array of shape {shape} ({nbytes:,} "
+                        f"bytes) in {info.file_size:,} bytes; refused unread (a damaged or crafted file)"
+                    )
+                data = np.empty(count, dtype=dtype)
+                buf = data.view(np.uint8).data if nbytes else memoryview(b"")
+                got = 0
+                assert isinstance(member, io.BufferedIOBase)  # zipfile's ZipExtFile: it has readinto
+                while got < nbytes:  # a MiB at a time, into the array itself: never more than declared
+                    n = member.readinto(buf[got : got + (1 << 20)])
+                    if not n:
+                        raise EOFError(f"{info.filename}: cut short ({got:,} of {nbytes:,} bytes)")
+                    got += n
+            out[key] = data.reshape(shape, order="F" if fortran else "C")
+    return out
+
+
 def load_vibration(folder: str | Path, window_samples: int | None = None) -> VibrationData:
     folder = Path(folder)
     npz, meta_file = folder / "windows.npz", folder / "dataset.yaml"
@@ -640,18 +722,23 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
     try:  # read once: where it lies checked once open, and the digest of the very bytes trained on
         with open(npz, "rb") as fh:
             opened_in_its_folder(fh.fileno(), npz)
+            # an NPZ holds its arrays and a little zip: larger is refused unread, not read whole
+            if (size := os.fstat(fh.fileno()).st_size) > NPZ_MAX_BYTES + NPZ_MAX_BYTES // 64:
+                raise DatasetError(
+                    f"{npz}: {size:,} bytes, more than the arrays an NPZ may hold ({NPZ_MAX_BYTES:,} bytes); "
+                    "refused unread: split the dataset"
+                )
             windows = fh.read()
     except OSError as exc:
         raise DatasetError(f"{npz}: cannot read it ({exc.strerror or exc})") from None
     try:
-        with np.load(io.BytesIO(windows), allow_pickle=False) as z:
-            try:
-                wf, fault = z["waveform"], z["fault"]
-                health, rul, run = z["health"], z["rul_s"], z["run_id"]
-                t_s = z["t_s"] if "t_s" in z.files else None
-                speed = z["speed_rpm"] if "speed_rpm" in z.files else None
-            except KeyError as exc:
-                raise DatasetError(f"{npz}: missing array {exc}") from exc
+        z: dict[str, Any] = npz_arrays(io.BytesIO(windows), npz, set(VIBRATION_ARRAYS))
+        try:
+            wf, fault = z["waveform"], z["fault"]
+            health, rul, run = z["health"], z["rul_s"], z["run_id"]
+            t_s, speed = z.get("t_s"), z.get("speed_rpm")
+        except KeyError as exc:
+            raise DatasetError(f"{npz}: missing array {exc}") from exc
     except DatasetError:
         raise
     except (

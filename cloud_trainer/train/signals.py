@@ -57,7 +57,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from cloud_trainer.train.data import DATASET_YAML_MAX_BYTES, FAULTS, DatasetError, not_a
+from cloud_trainer.train.data import (
+    DATASET_YAML_MAX_BYTES,
+    FAULTS,
+    DatasetError,
+    NpzObjectArray,
+    not_a,
+    npz_arrays,
+)
 from model_packager.condition import RateError, resample, resample_plan
 
 # Names a time column goes by (lower case; spaces, '-' and '/' read as '_'): also with a unit in
@@ -988,18 +995,12 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
             f"{path}: not an NPZ archive (numpy.savez writes a zip file; this one starts with {magic!r}); "
             "save the run with numpy.savez"
         )
-    arrays = {}
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            for k in z.files:
-                try:
-                    arrays[k] = z[k]
-                except ValueError as exc:
-                    if "allow_pickle" not in str(exc):
-                        raise
-                    raise DatasetError(
-                        f"{path}: array {k!r} holds Python objects, not numbers; save numeric arrays"
-                    ) from None
+    try:  # within bounds: a zip bomb of a few KB is refused from its declared sizes (``npz_arrays``)
+        arrays = npz_arrays(path, path)
+    except NpzObjectArray as exc:
+        raise DatasetError(
+            f"{path}: array {exc.args[1]!r} holds Python objects, not numbers; save numeric arrays"
+        ) from None
     except DatasetError:
         raise
     except Exception as exc:  # a damaged archive: BadZipFile, zlib.error, EOFError, ValueError, ...
