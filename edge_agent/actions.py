@@ -559,7 +559,8 @@ class ActionRunner:
         if reset is None or not isinstance(action, OpcUaWriteAction):
             return False
         misfit = getattr(self.sources.get(action.source), "write_misfit", None)
-        why = misfit(action.node_id, reset) if misfit is not None else None
+        # judged as the node will be once ``value`` is written: one holding nothing then holds its type
+        why = misfit(action.node_id, reset, after=action.value) if misfit is not None else None
         if why is None:
             return False
         self.stats[name]["reset_refused"] += 1

@@ -772,7 +772,11 @@ async def _held(node: Node, unread: _Held) -> _Held:
         dv = await node.read_data_value(raise_on_bad_status=False)
     except ua.UaError:
         return unread
-    v = dv.Value
+    return _held_of(dv.Value)
+
+
+def _held_of(v: ua.Variant | None) -> _Held:
+    """(the type of ``v``, its shape), as a BaseDataType node holding it holds them (``_held``)."""
     if v is None or v.Value is None or v.VariantType is ua.VariantType.Null:
         return None, None
     if isinstance(v.Value, list | tuple):
@@ -2740,17 +2744,22 @@ class OpcUaSource:
             n += 1
             await asyncio.sleep(hb.period_ms / 1000.0)
 
-    def write_misfit(self, node_id: str, value: Any) -> str | None:
+    def write_misfit(self, node_id: str, value: Any, after: Any = None) -> str | None:
         """Why ``value`` cannot be written to ``node_id`` as the server described the node at the last
         connect or write (its DataType, value rank, enumeration, and the type and shape a BaseDataType node
         held then), None when it can or the node is not known yet. No call to the server on the way: cheap
         enough to ask before each write that depends on another. A BaseDataType node refused for the type or
         shape it held has that value read again in the background (``_reheld``), at most once per
         ``HELD_RECHECK_S``: nothing written to it would read it, and a PLC download that made it hold
-        another type would go unseen until the next reconnect."""
+        another type would go unseen until the next reconnect. ``after``: a value written before ``value``
+        (an output's, before its reset); a BaseDataType node that holds nothing would hold its type and
+        shape then, and ``value`` is judged by those (1 makes it hold an Int32, which refuses 0.5)."""
         nt = self._types.get(node_id)
         why = _misfit(nt, value, node_id)
-        if why is not None and nt is not None and _refused_by_held(nt, value, node_id):
+        then = None if why is not None or nt is None or after is None else _holding(nt, after, node_id)
+        if then is not None and (why := _misfit(then, value, node_id)) is not None:
+            why += f"; it holds nothing now, and {reprlib.repr(after)} written first would make it hold that"
+        if why is not None and nt is not None and (then is not None or _refused_by_held(nt, value, node_id)):
             self._reheld(node_id)
         return why
 
@@ -3613,6 +3622,18 @@ async def _check_target(
     except ua.UaStatusCodeError as e:
         return f"node {node_id}: its DataType cannot be read ({ua.StatusCode(e.code).name})"
     return _misfit(nt, value, node_id)
+
+
+def _holding(nt: _NodeType, value: Any, node_id: str) -> _NodeType | None:
+    """A BaseDataType node that holds nothing as it would be once ``value`` is written to it: holding the
+    type and shape ``value`` is written as (None: it holds something, or would refuse ``value``)."""
+    if nt.vtype is not ua.VariantType.Variant or nt.held is not None or nt.held_shape is not None:
+        return None
+    try:
+        held = _held_of(_payload(nt, value, node_id))
+    except OpcUaTypeMismatch:
+        return None
+    return dataclasses.replace(nt, held=held[0], held_shape=held[1])
 
 
 def _refused_by_held(nt: _NodeType, value: Any, node_id: str) -> bool:

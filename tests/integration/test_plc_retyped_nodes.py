@@ -298,3 +298,40 @@ async def test_a_write_refused_for_what_a_base_data_type_node_holds_reads_the_no
         await src.stop()
         await srv.stop()
     assert sent == [], sent
+
+
+@pytest.mark.parametrize("mode", ["level", "on_change", "pulse"])
+async def test_an_output_whose_value_would_make_a_node_holding_nothing_refuse_its_reset_is_not_written(mode):
+    """A BaseDataType node holding nothing takes any kind, and then holds the kind written to it: the output's
+    value 1 made it hold an Int32, so its reset 0.5 was refused at the write and the node kept 1 for good. The
+    reset was judged by what the node held before the value (nothing), so reset_refused let the value out.
+    Now the reset is judged by what the node would hold once the value is written: the value is not written
+    (reset_refused), as for a node that holds an Int32 already."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    anyvalue = await srv.nodes.base_data_type.add_data_type(ua.NodeId("AnyValue", idx), "AnyValue")
+    state = await obj.add_variable(
+        ua.NodeId("State", idx), "State", ua.Variant("idle", ua.VariantType.String), None, anyvalue.nodeid
+    )
+    await state.set_writable()
+    await state.write_value(  # the node holds nothing (null)
+        ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData))
+    )
+    sent = await _sent_to(srv, idx)
+    await srv.start()
+    node_id = f"ns={idx};s=State"
+    out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "value": 1, "reset_value": 0.5}
+    cfg = _config(port, {"lamp": {**out, "mode": mode, "pulse_ms": 100, "when": {"verdict": "NG"}}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    src.expect_writes([(n, v) for _, n, v in write_targets(cfg)["plc"]])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await runner.handle(["lamp"], result("NG", 0), None)
+        await runner.flush(timeout_s=5)
+        assert runner.stats["lamp"]["reset_refused"] == 1, dict(runner.stats["lamp"])
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert sent == [], sent
