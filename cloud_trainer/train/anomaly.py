@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,13 +258,13 @@ def _inside(path: Path, root: Path) -> Path:
     """``path`` (below the folder ``root`` the family was given), once sure that it lies inside ``root`` with
     its links followed. A link out (an image, ``good/``, MVTec's ``train/`` or ``test/dent/``, a mask) was read
     through: on a shared trainer another factory's images trained or scored a model. Refused before it is
-    listed or read, naming the link and where it leads; links that stay inside keep working."""
+    listed or read, naming the link and what it holds (not where it leads once resolved, nor what is there:
+    another tenant's tree); links that stay inside keep working."""
     if (out := link_out(path, root)) is not None:
-        link, shown, real = out
+        link, shown = out
         raise AnomalyDataError(
-            f"{link}: a link to {shown}{f' ({real})' if real != shown else ''}, outside the folder {root}; "
-            "the anomaly family reads only what lies inside the folder it is given: copy the "
-            f"{'folder' if os.path.isdir(link) else 'file'} in, or remove the link"
+            f"{link}: a link to {shown}, outside the folder {root}; the anomaly family reads only "
+            "what lies inside the folder it is given: copy the file or folder in, or remove the link"
         )
     return path
 

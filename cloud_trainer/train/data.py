@@ -150,21 +150,32 @@ def within(real: str, root: str) -> bool:
     return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def link_out(path: Path, root: Path) -> tuple[Path, str, str] | None:
+def link_out(path: Path, root: Path) -> tuple[Path, str] | None:
     """For ``path`` below the folder ``root``: None when it lies inside ``root`` once its links are followed,
-    else the first link on the way that leads out, what the link holds and where it leads (``root/train``,
-    ``/srv/tenants/b/train``, its real path). ``root`` may itself be a link or lie below one (``/data ->
-    /mnt/nas/data``): what counts is where it leads."""
+    else the first link on the way that leads out and what the link holds, as its owner wrote it
+    (``root/train``, ``../b/train``). Where it leads once resolved, and whether anything is there, is not
+    handed back: a refusal that said so let a tenant of a shared trainer probe another's tree (does
+    ``/srv/tenants/b/x`` exist, where do its links lead). ``root`` may itself be a link or lie below one
+    (``/data -> /mnt/nas/data``): what counts is where it leads."""
     top = os.path.realpath(root)
     if within(os.path.realpath(path), top):
         return None
     cur = root
     for part in path.relative_to(root).parts:
         cur = cur / part
-        if os.path.islink(cur) and not within(real := os.path.realpath(cur), top):
-            return cur, os.readlink(cur), real
+        if os.path.islink(cur) and not within(os.path.realpath(cur), top):
+            return cur, os.readlink(cur)
     # not reached: a path below root leads out only through a link
-    return path, str(path), os.path.realpath(path)
+    return path, str(path)
+
+
+def link_text(path: Path | str) -> str:
+    """`` (a link to TEXT)`` when ``path`` is a link now, TEXT as written in it; else nothing: said where a
+    file leads out once opened, rather than where it leads (another tenant's tree)."""
+    try:
+        return f" (a link to {os.readlink(path)})"
+    except OSError:
+        return ""
 
 
 def in_its_folder(path: Path) -> None:
@@ -172,12 +183,18 @@ def in_its_folder(path: Path) -> None:
     out (to another factory's dataset beside it on a shared trainer) was read as this dataset's, its rows
     and labels said back in errors or trained on this folder's images. ``DatasetError`` naming the link."""
     if (out := link_out(path, path.parent)) is not None:
-        link, shown, real = out
+        link, shown = out
         raise DatasetError(
-            f"{link}: a link to {shown}{f' ({real})' if real != shown else ''}, outside the dataset folder "
-            f"{path.parent}; a dataset reads only the files inside its folder: copy the file in, or remove "
-            "the link"
+            f"{link}: a link to {shown}, outside the dataset folder {path.parent}; a dataset reads "
+            "only the files inside its folder: copy the file in, or remove the link"
         )
+
+
+def missing(path: Path) -> bool:
+    """Whether a dataset folder's own file (``labels.jsonl``, ``dataset.yaml``) is not there, unless it is a
+    link out of the folder: that one is refused as a link where it is read (``in_its_folder``), whether or
+    not anything is where it leads; said missing, it told a tenant that another's file is not there."""
+    return link_out(path, path.parent) is None and not path.is_file()
 
 
 def opened_at(fd: int, path: Path | str) -> str:
@@ -200,10 +217,10 @@ def opened_at(fd: int, path: Path | str) -> str:
 def opened_in_its_folder(fd: int, path: Path) -> None:
     """``in_its_folder`` once the file is open (as ``fd``): one replaced by a link out after that check (the
     folder is the user's, written while training runs) is refused naming it, not read as this dataset's."""
-    if not within(real := opened_at(fd, path), os.path.realpath(path.parent)):
+    if not within(opened_at(fd, path), os.path.realpath(path.parent)):
         raise DatasetError(
-            f"{path}: leads to {real} once opened, outside the dataset folder {path.parent}; a link put in its "
-            "place after it was checked: copy the file in, or remove the link"
+            f"{path}{link_text(path)}: leads outside the dataset folder {path.parent} once opened; a link put "
+            "in its place after it was checked: copy the file in, or remove the link"
         )
 
 
@@ -222,8 +239,8 @@ def dataset_file(folder: Path, file: str, where: str) -> Path:
     real = os.path.realpath(path)
     if not within(real, os.path.realpath(folder)):
         raise DatasetError(
-            f"{where}: names {file!r}, which leads out of the dataset folder {folder} (to {real}); a dataset "
-            "reads only the files inside its folder: copy the file in and name it relative to the folder"
+            f"{where}: names {file!r}, which leads out of the dataset folder {folder}; a dataset reads only "
+            "the files inside its folder: copy the file in and name it relative to the folder"
         )
     try:  # a name no file system takes (a part over 255 bytes), a folder not to be searched: OSError tracebacks
         os.stat(path)
@@ -335,12 +352,10 @@ def read_image_file(
         with open(
             os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)), "rb"
         ) as fh:
-            if inside is not None and not within(
-                real := opened_at(fh.fileno(), path), os.path.realpath(inside[0])
-            ):
+            if inside is not None and not within(opened_at(fh.fileno(), path), os.path.realpath(inside[0])):
                 raise DatasetError(
-                    f"{path}{where}: leads to {real} once opened, outside {inside[1]} {inside[0]}; a link put in "
-                    "its place after it was checked: copy the file in, or remove the link"
+                    f"{path}{where}{link_text(path)}: leads outside {inside[1]} {inside[0]} once opened; a link "
+                    "put in its place after it was checked: copy the file in, or remove the link"
                 )
             size = os.fstat(fh.fileno()).st_size
             if size > max_file_bytes(max_megapixels):
@@ -444,7 +459,7 @@ def dataset_classes(folder: str | Path) -> list[str] | None:
     """The class names a dataset folder's ``dataset.yaml`` declares, the good class first (its
     ``good``, else the first listed), or None when it declares none (an older simulator dataset)."""
     meta_file = Path(folder) / "dataset.yaml"
-    if not meta_file.is_file():
+    if missing(meta_file):
         return None
     meta = read_dataset_yaml(meta_file) or {}
     classes = meta.get("classes") if isinstance(meta, dict) else None
@@ -472,7 +487,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
     folder = Path(folder)
     classes = classes or dataset_classes(folder) or VISION_CLASSES
     labels_file = folder / "labels.jsonl"
-    if not labels_file.is_file():
+    if missing(labels_file):
         raise DatasetError(
             f"{folder}: no labels.jsonl; write one with `edge-sim dataset parts --out {folder}`"
         )
@@ -713,7 +728,7 @@ def npz_arrays(
 def load_vibration(folder: str | Path, window_samples: int | None = None) -> VibrationData:
     folder = Path(folder)
     npz, meta_file = folder / "windows.npz", folder / "dataset.yaml"
-    if not npz.is_file() or not meta_file.is_file():
+    if missing(npz) or missing(meta_file):
         raise DatasetError(
             f"{folder}: needs windows.npz and dataset.yaml (`edge-sim dataset vibration --out {folder}`)"
         )

@@ -459,16 +459,16 @@ def _no_links_out(found: Found, src: Path) -> None:
     """Every image and mask to import must lie inside ``src`` once its links are followed. A link to an image
     (``ok/042.png -> /srv/tenants/b/042.png``) or to a folder (MVTec's ``train -> /etc``) that leads out
     was read through: an import on a shared trainer would copy files of another factory, or of the system,
-    into a dataset. Refused before anything is written, naming the link and where it leads; links that stay
-    inside the source keep working."""
+    into a dataset. Refused before anything is written, naming the link and what it holds (not where it
+    leads once resolved, nor what is there: another tenant's tree); links that stay inside the source keep
+    working."""
     for it in found.items:
         for path in (it.path, it.mask):
             if path is not None and (out := link_out(path, src)) is not None:
-                cur, shown, real = out
+                cur, shown = out
                 raise DatasetError(
-                    f"{cur}: a link to {shown}{f' ({real})' if real != shown else ''}, outside the "
-                    f"source {src}; an import reads only what lies inside its source: copy the "
-                    f"{'folder' if os.path.isdir(cur) else 'file'} in, or remove the link"
+                    f"{cur}: a link to {shown}, outside the source {src}; an import reads only "
+                    "what lies inside its source: copy the file or folder in, or remove the link"
                 )
 
 

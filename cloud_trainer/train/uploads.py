@@ -56,6 +56,7 @@ from cloud_trainer.train.data import (
     dataset_max_megapixels,
     label_lines,
     label_row,
+    link_text,
     opened_at,
     within,
 )
@@ -299,13 +300,13 @@ def check_base(base: Path) -> None:
     for folder, dirs, files in os.walk(base):  # the base is copied whole, its links read through
         for name in dirs + files:
             p = os.path.join(folder, name)
-            # a link that leads nowhere is refused by the copy, naming it
-            if os.path.islink(p) and os.path.exists(p) and not within(real := os.path.realpath(p), root):
+            # said as written in the link, whether or not anything is where it leads (nor where that is once
+            # resolved: another tenant's tree); one inside that leads nowhere is refused by the copy, naming it
+            if os.path.islink(p) and not within(os.path.realpath(p), root):
                 raise DatasetError(
-                    f"base dataset {base}: {p} is a link to {os.readlink(p)}"
-                    f"{f' ({real})' if real != os.readlink(p) else ''}, outside the base's folder; a base is "
-                    "copied into the export whole, and only what lies inside it is: copy the file in, or remove "
-                    "the link"
+                    f"base dataset {base}: {p} is a link to {os.readlink(p)}, outside the base's "
+                    "folder; a base is copied into the export whole, and only what lies inside it is: copy the "
+                    "file in, or remove the link"
                 )
             # inside, but copied whole a linked folder is copied again, and one leading back up ('..') without
             # end: two such links made the copy of a small base run for ever, filling the disk
@@ -330,11 +331,11 @@ def _copy_inside(src: Path, dst: Path, base: Path, root: str) -> None:
     fd = os.open(src, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     with os.fdopen(fd, "rb") as fsrc:
         st = os.fstat(fd)
-        if not within(real := opened_at(fd, src), root):
+        if not within(opened_at(fd, src), root):
             raise DatasetError(
-                f"base dataset {base}: {src} leads to {real}, outside the base's folder, when copied (a link put "
-                "in its place after the base was checked); only what lies inside the base is copied: copy the "
-                "file in, or remove the link; nothing was written"
+                f"base dataset {base}: {src}{link_text(src)} leads outside the base's folder when copied (a link "
+                "put in its place after the base was checked); only what lies inside the base is copied: copy "
+                "the file in, or remove the link; nothing was written"
             )
         if not stat.S_ISREG(st.st_mode):  # a named pipe, a device: as shutil.copyfile refuses one
             raise shutil.SpecialFileError(f"`{src}` is not a regular file")

@@ -34,7 +34,7 @@ def test_a_base_file_replaced_by_a_link_out_after_the_check_is_refused_not_copie
     with pytest.raises(DatasetError) as exc:
         export(data, "part-inspection", tmp_path / "ds", base=base, labels_file=labels)
     assert str(exc.value).startswith(
-        f"base dataset {base}: {target} leads to {secret}, outside the base's folder"
+        f"base dataset {base}: {target} (a link to {secret}) leads outside the base's folder"
     )
     assert not (tmp_path / "ds").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ds")] == []

@@ -55,5 +55,5 @@ def test_a_datasets_own_file_replaced_by_a_link_out_after_its_check_is_refused(t
     with pytest.raises(DatasetError) as exc:
         load(ds)
     assert str(exc.value).startswith(
-        f"{target}: leads to {other / name} once opened, outside the dataset folder {ds}; "
+        f"{target} (a link to {other / name}): leads outside the dataset folder {ds} once opened; "
     )

@@ -87,9 +87,7 @@ def test_a_labels_row_naming_a_file_out_of_the_dataset_folder_is_refused_by_its_
     else:
         name = "../tenant-b/images/000000.png" if how == "../" else str(secret)
         (ds / "labels.jsonl").write_bytes(_first_row(ds, file=name))
-    said = (
-        f"{ds / 'labels.jsonl'}:1: names {name!r}, which leads out of the dataset folder {ds} (to {secret});"
-    )
+    said = f"{ds / 'labels.jsonl'}:1: names {name!r}, which leads out of the dataset folder {ds};"
     with pytest.raises(DatasetError) as exc:
         load_parts(ds)
     assert str(exc.value).startswith(said)

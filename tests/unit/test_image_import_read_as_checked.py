@@ -29,7 +29,9 @@ def test_an_image_replaced_by_a_link_out_after_the_check_is_refused_not_stored(t
     monkeypatch.setattr(images, "_no_links_out", check_then_swap)
     with pytest.raises(DatasetError) as exc:
         import_images(src, tmp_path / "ds", log=lambda m: None)
-    assert str(exc.value).startswith(f"{target}: leads to {secret} once opened, outside the source {src}; ")
+    assert str(exc.value).startswith(
+        f"{target} (a link to {secret}): leads outside the source {src} once opened; "
+    )
     assert not (tmp_path / "ds").exists() and leftovers(tmp_path) == []
     # unchanged after the check, and with a link inside the source, the import reads as before
     monkeypatch.setattr(images, "_no_links_out", check)
@@ -67,7 +69,7 @@ def test_training_refuses_an_image_replaced_by_a_link_out_after_its_row_was_chec
     with pytest.raises(DatasetError) as exc:
         load_parts(ds)
     assert str(exc.value).startswith(
-        f"{target} (labels.jsonl line 1): leads to {secret} once opened, outside the dataset folder {ds}; "
+        f"{target} (labels.jsonl line 1) (a link to {secret}): leads outside the dataset folder {ds} once opened; "
     )
 
 
@@ -102,4 +104,6 @@ def test_the_anomaly_family_refuses_an_image_replaced_by_a_link_out_after_its_ch
     monkeypatch.setattr(anomaly, name, check_then_swap)
     with pytest.raises(AnomalyDataError) as exc:
         load_good(root)
-    assert str(exc.value).startswith(f"{target}: leads to {secret} once opened, outside {what} {root}; ")
+    assert str(exc.value).startswith(
+        f"{target} (a link to {secret}): leads outside {what} {root} once opened; "
+    )
