@@ -149,13 +149,23 @@ def _unlistable(exc: OSError) -> NoReturn:
     )
 
 
+class _DanglingLink(DatasetError):
+    """A link named as an image that leads nowhere (``path``); ``_scan`` refuses it as a link out instead when
+    it leads out of the source, so that whether another tenant's file exists is not said."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
 def _image_file(p: Path) -> bool:
     if is_image(p):
         return True
     if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_symlink() and not p.exists():
-        raise DatasetError(
+        raise _DanglingLink(
             f"{p}: a link to {os.readlink(p)}, which does not exist (or links back to itself); copy the "
-            "image in, or remove the link"
+            "image in, or remove the link",
+            p,
         )
     return False
 
@@ -444,12 +454,16 @@ def scan(src: Path, good: str | None = None) -> Found:
 
 
 def _scan(src: Path, good: str | None) -> Found:
-    if layout_of(src) == "mvtec":
-        if good not in (None, "good"):
-            raise DatasetError(f"--good {good!r}: an MVTec AD layout's good class is 'good'")
-        found = _class_names(scan_mvtec(src), src)
-    else:
-        found = _class_names(scan_folders(src, good), src)
+    try:
+        if layout_of(src) == "mvtec":
+            if good not in (None, "good"):
+                raise DatasetError(f"--good {good!r}: an MVTec AD layout's good class is 'good'")
+            found = _class_names(scan_mvtec(src), src)
+        else:
+            found = _class_names(scan_folders(src, good), src)
+    except _DanglingLink as exc:
+        _refuse_link_out(exc.path, src)  # one leading out: said so, as one whose target is there is
+        raise
     _no_links_out(found, src)
     found.notes += _left_out(src, found.items)
     return found
@@ -464,12 +478,19 @@ def _no_links_out(found: Found, src: Path) -> None:
     working."""
     for it in found.items:
         for path in (it.path, it.mask):
-            if path is not None and (out := link_out(path, src)) is not None:
-                cur, shown = out
-                raise DatasetError(
-                    f"{cur}: a link to {shown}, outside the source {src}; an import reads only "
-                    "what lies inside its source: copy the file or folder in, or remove the link"
-                )
+            if path is not None:
+                _refuse_link_out(path, src)
+
+
+def _refuse_link_out(path: Path, src: Path) -> None:
+    """``DatasetError`` naming the link on the way to ``path`` that leads out of ``src``, if any, by its own
+    text (``_no_links_out``)."""
+    if (out := link_out(path, src)) is not None:
+        cur, shown = out
+        raise DatasetError(
+            f"{cur}: a link to {shown}, outside the source {src}; an import reads only "
+            "what lies inside its source: copy the file or folder in, or remove the link"
+        )
 
 
 def _nfc(name: str) -> str:

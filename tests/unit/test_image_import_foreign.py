@@ -145,8 +145,13 @@ def test_a_broken_or_looping_link_named_as_an_image_is_refused_not_skipped(tmp_p
     """``ok/042.png -> /mnt/old/042.png`` (gone) was skipped without a word: a class one image short,
     or 'add 1 more' good images for a folder that shows 20."""
     src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
-    (src / "ok" / "042.png").symlink_to(tmp_path / "gone" / "042.png")
+    (src / "ok" / "042.png").symlink_to(src / "gone" / "042.png")
     with pytest.raises(DatasetError, match=rf"{src / 'ok' / '042.png'}: a link to .*gone/042.png, which"):
+        import_images(src, tmp_path / "ds")
+    # one leading out of the source is refused as a link out, whether or not its target is there
+    (src / "ok" / "042.png").unlink()
+    (src / "ok" / "042.png").symlink_to(tmp_path / "gone" / "042.png")
+    with pytest.raises(DatasetError, match=rf"{src / 'ok' / '042.png'}: a link to .*gone/042.png, outside"):
         import_images(src, tmp_path / "ds")
     (src / "ok" / "042.png").unlink()
     (src / "ok" / "043.png").symlink_to(src / "ok" / "043.png")  # a link to itself

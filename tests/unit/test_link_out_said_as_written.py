@@ -140,3 +140,18 @@ def test_a_fleet_export_base_with_a_link_to_a_link_out_is_refused_alike_whether_
         f"base dataset {base}: {base / 'images' / 'extra.png'} is a link to {hop}, outside the base's folder; "
     ), said
     assert "tenant-b" not in said, said
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["target-there", "target-missing"])
+def test_an_import_refuses_a_link_named_as_an_image_out_alike_whether_or_not_its_target_exists(
+    tmp_path, exists
+):
+    # before, one whose target was missing was "a link to ..., which does not exist", one whose target was
+    # there was refused as leading outside
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2}, exts=(".png",))
+    hop, _ = _hop(tmp_path, "secret.png", exists=exists)
+    (src / "dent" / "x.png").symlink_to(hop)
+    with pytest.raises(DatasetError) as exc:
+        import_images(src, tmp_path / "ds", log=lambda m: None)
+    _said_as_written(str(exc.value), src / "dent" / "x.png", hop, tmp_path)
+    assert "does not exist" not in str(exc.value)
