@@ -2787,6 +2787,8 @@ class OpcUaSource:
                     if self._types.get(node_id) is not nt or held == (nt.held, nt.held_shape):
                         return
                     self._types[node_id] = dataclasses.replace(nt, held=held[0], held_shape=held[1])
+                    if _form(held) == _form((nt.held, nt.held_shape)):
+                        return  # an array's lengths alone (a buffer that grows) judge nothing: kept quietly
                 log.info(
                     "opcua source %s: write target %s now holds %s; judged again as it is now",
                     self.name,
@@ -3622,6 +3624,12 @@ async def _check_target(
     except ua.UaStatusCodeError as e:
         return f"node {node_id}: its DataType cannot be read ({ua.StatusCode(e.code).name})"
     return _misfit(nt, value, node_id)
+
+
+def _form(held: _Held) -> tuple[ua.VariantType | None, int | None]:
+    """What of a held type and shape judges a value (``_fit_rank``, ``to_variant``): the type and the number
+    of dimensions, not their lengths."""
+    return held[0], None if held[1] is None else len(held[1])
 
 
 def _holding(nt: _NodeType, value: Any, node_id: str) -> _NodeType | None:

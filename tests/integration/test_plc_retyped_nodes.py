@@ -335,3 +335,53 @@ async def test_an_output_whose_value_would_make_a_node_holding_nothing_refuse_it
         await src.stop()
         await srv.stop()
     assert sent == [], sent
+
+
+async def test_a_refused_node_whose_array_only_changes_length_is_not_judged_again_nor_said(
+    caplog, monkeypatch
+):
+    """A BaseDataType node holding an Int16 array refuses an output's single True and False (its shape is
+    kept), so its value is read again while results come. When the PLC changed only the array's length (a
+    buffer that grows), each read found it "changed": an INFO line, the node's whole type read again and the
+    target judged again (an error counted), every second for as long as the buffer kept changing. The
+    lengths decide nothing (only the kind and the number of dimensions do): now they are kept quietly."""
+    monkeypatch.setattr("devices.opcua.client.HELD_RECHECK_S", 0.0)  # each refused result reads it again
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    buf = await obj.add_variable(
+        ua.NodeId("Buf", idx),
+        "Buf",
+        ua.Variant([0] * 3, ua.VariantType.Int16),
+        None,
+        ua.NodeId(ua.ObjectIds.BaseDataType),
+    )
+    await buf.write_value_rank(-2)
+    await buf.set_writable()
+    sent = await _sent_to(srv, idx)
+    await srv.start()
+    node_id = f"ns={idx};s=Buf"
+    out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "value": True, "reset_value": False}
+    cfg = _config(port, {"lamp": {**out, "mode": "level", "when": {"verdict": "NG"}}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    src.expect_writes([(n, v) for _, n, v in write_targets(cfg)["plc"]])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    caplog.set_level(logging.INFO)
+    try:
+        await until(lambda: node_id in src.target_errors, 10, "the array it holds judged at connect")
+        errors = src.stats.errors
+        for n in (4, 5):
+            await buf.write_value(ua.Variant([0] * n, ua.VariantType.Int16))
+            sent.clear()  # the server's own write
+            await runner.handle(["lamp"], result("NG", n), None)
+            await runner.flush(timeout_s=5)
+            await until(lambda n=n: src._types[node_id].held_shape == (n,), 10, "its value read again")
+            await until(lambda: not src._target_checks, 10, "the read done")
+        said = [r.getMessage() for r in caplog.records if "now holds" in r.getMessage()]
+        assert said == [], said
+        assert src.stats.errors == errors
+        assert runner.stats["lamp"]["reset_refused"] == 2, dict(runner.stats["lamp"])
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert sent == [], sent
