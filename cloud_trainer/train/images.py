@@ -389,6 +389,10 @@ def scan_folders(src: Path, good: str | None) -> Found:
 
 
 def scan_mvtec(src: Path) -> Found:
+    # a split folder linked out is refused before it is listed: listed, its refusals (images in no class
+    # folder, a mask without an image) named another tenant's files
+    for name in ("train", "test", "ground_truth"):
+        _refuse_link_out(src / name, src)
     items: list[_Item] = []
     for split in ("train", "test"):
         if not (src / split).is_dir():

@@ -155,3 +155,21 @@ def test_an_import_refuses_a_link_named_as_an_image_out_alike_whether_or_not_its
         import_images(src, tmp_path / "ds", log=lambda m: None)
     _said_as_written(str(exc.value), src / "dent" / "x.png", hop, tmp_path)
     assert "does not exist" not in str(exc.value)
+
+
+def test_an_mvtec_split_folder_linked_out_is_refused_before_its_files_are_listed(tmp_path):
+    # listed first, its loose images were named in the refusal ("1 image in no class folder (payroll.png)")
+    mv = tmp_path / "mv"
+    for i in range(3):
+        img(mv / "train" / "good" / f"{i:03d}.png", i)
+    other = tmp_path / "tenant-b" / "test"
+    img(other / "good" / "000.png", 50)
+    img(other / "payroll.png", 51)
+    hop = tmp_path / "hop" / "test"
+    hop.parent.mkdir(parents=True)
+    hop.symlink_to(other, target_is_directory=True)
+    (mv / "test").symlink_to(hop, target_is_directory=True)
+    with pytest.raises(DatasetError) as exc:
+        import_images(mv, tmp_path / "ds", log=lambda m: None)
+    _said_as_written(str(exc.value), mv / "test", hop, tmp_path)
+    assert "payroll" not in str(exc.value)
