@@ -560,13 +560,20 @@ async def test_the_shape_a_base_data_type_node_holds_is_read_at_each_write(shape
     assert sent == ["AnyScalar"]
 
 
-async def test_two_first_writes_at_once_to_a_node_that_holds_nothing_send_one_kind() -> None:
-    """Two writes at the same moment to a BaseDataType node that holds nothing yet, its type not read before:
-    the former code had both read the node (both saw it hold nothing) and each sent its own kind, an Int32 and
-    then a Double, so a lenient server changed the node's type between the two (asyncua's refused the second
-    with BadTypeMismatch, after it was sent). Now the first write's type decision is one per node: the second
-    waits for the first, sees the Int32 it holds then and is refused before anything is sent, as it would be
-    one write later."""
+@pytest.mark.parametrize("named_two_ways", [False, True], ids=["one_spelling", "ns_and_nsu"])
+async def test_two_first_writes_at_once_to_a_node_that_holds_nothing_send_one_kind(
+    named_two_ways: bool,
+) -> None:
+    """Two writes at the same moment to a BaseDataType node that holds nothing yet: the former code had both
+    read the node (both saw it hold nothing) and each sent its own kind, an Int32 and then a Double, so a
+    lenient server changed the node's type between the two (asyncua's refused the second with
+    BadTypeMismatch, after it was sent). Now the first write's type decision is one per node: the second waits
+    for the first, sees the Int32 it holds then and is refused before anything is sent, as it would be one
+    write later.
+
+    ``ns_and_nsu``: the node named by namespace index (ns=2;s=Spare) and by namespace URI (nsu=urn:plc;s=Spare),
+    each spelling's node and type known first: each spelling took a lock of its own (the same two kinds sent).
+    Now the lock is the node's, as the server resolves it."""
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
     anyvalue = await srv.nodes.base_data_type.add_data_type(ua.NodeId("AnyValue", idx), "AnyValue")
@@ -583,10 +590,14 @@ async def test_two_first_writes_at_once_to_a_node_that_holds_nothing_send_one_ki
     source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
     src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
     await src.start()
+    second_name = "nsu=urn:plc;s=Spare" if named_two_ways else f"ns={idx};s=Spare"
     try:
         await until(lambda: src.state.value == "connected", 10, "the source connected")
+        for spelling in (f"ns={idx};s=Spare", second_name) if named_two_ways else ():
+            with pytest.raises(OpcUaTypeMismatch, match="a lone surrogate"):
+                await src.write(spelling, "\ud800")  # refused before anything is sent: it holds nothing still
         first, second = await asyncio.gather(
-            src.write(f"ns={idx};s=Spare", 5), src.write(f"ns={idx};s=Spare", 2.5), return_exceptions=True
+            src.write(f"ns={idx};s=Spare", 5), src.write(second_name, 2.5), return_exceptions=True
         )
         assert first is None, first
         assert isinstance(second, OpcUaTypeMismatch), second
@@ -636,47 +647,6 @@ async def test_a_base_data_type_node_holding_a_shape_its_value_rank_forbids_take
             await src.write(f"ns={idx};s=ScalarOr1D", [[7, 8], [9, 10]])
         assert await nodes["OneOrMore"].read_value() == [2.0, 3.0]
         assert await nodes["ScalarOr1D"].read_value() == [5, 6]
-    finally:
-        await src.stop()
-        await srv.stop()
-
-
-async def test_two_first_writes_at_once_to_one_node_named_two_ways_send_one_kind() -> None:
-    """Writes to one node are made one at a time however its node id is written: two writes at once to a
-    BaseDataType node that holds nothing, one naming it by namespace index (ns=2;s=Spare) and one by namespace
-    URI (nsu=urn:plc;s=Spare), each took the lock of its own spelling, both read the node empty and each sent
-    its own kind (an Int32, then a Double). Now the lock is the node's: the second sees the Int32 the first
-    left and is refused before anything is sent."""
-    port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    anyvalue = await srv.nodes.base_data_type.add_data_type(ua.NodeId("AnyValue", idx), "AnyValue")
-    spare = await obj.add_variable(ua.NodeId("Spare", idx), "Spare", ua.Variant(), None, anyvalue.nodeid)
-    await spare.set_writable()
-    sent: list[ua.VariantType] = []
-
-    async def on_write(event, _dispatcher) -> None:
-        if event.is_external:
-            sent.extend(wv.Value.Value.VariantType for wv in event.request_params.NodesToWrite)
-
-    srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
-    await srv.start()
-    source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
-    src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
-    await src.start()
-    try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
-        for spelling in (f"ns={idx};s=Spare", "nsu=urn:plc;s=Spare"):  # each spelling's node and type known
-            with pytest.raises(OpcUaTypeMismatch, match="a lone surrogate"):
-                await src.write(spelling, "\ud800")  # refused before anything is sent: it holds nothing still
-        first, second = await asyncio.gather(
-            src.write(f"ns={idx};s=Spare", 5), src.write("nsu=urn:plc;s=Spare", 2.5), return_exceptions=True
-        )
-        assert first is None, first
-        assert isinstance(second, OpcUaTypeMismatch), second
-        assert "is BaseDataType holding an Int32; cannot write 2.5" in str(second), second
-        assert sent == [VT.Int32]
-        dv = await spare.read_data_value()
-        assert (dv.Value.VariantType, dv.Value.Value) == (VT.Int32, 5)
     finally:
         await src.stop()
         await srv.stop()
