@@ -22,6 +22,17 @@ from tests.support.results import result
 from tests.support.waits import until
 
 
+async def _any_state(srv, idx: int, obj):
+    """A writable node ``State`` of a PLC's ANY (a subtype of BaseDataType) holding the String "idle": asyncua's
+    server holds the type of the value last written to it."""
+    anyvalue = await srv.nodes.base_data_type.add_data_type(ua.NodeId("AnyValue", idx), "AnyValue")
+    state = await obj.add_variable(
+        ua.NodeId("State", idx), "State", ua.Variant("idle", ua.VariantType.String), None, anyvalue.nodeid
+    )
+    await state.set_writable()
+    return state
+
+
 async def _sent_to(srv, idx: int) -> list[tuple[str, object]]:
     """Every value a write request carried to a node of namespace ``idx`` (taken or not), as it arrives."""
     sent: list[tuple[str, object]] = []
@@ -206,12 +217,7 @@ async def test_an_output_refused_for_what_a_base_data_type_node_held_is_written_
     again at the next result, and the output is written once the node fits; the refusal is said once."""
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    # a PLC's ANY (a subtype of BaseDataType): asyncua's server holds the type of the value last written
-    anyvalue = await srv.nodes.base_data_type.add_data_type(ua.NodeId("AnyValue", idx), "AnyValue")
-    state = await obj.add_variable(
-        ua.NodeId("State", idx), "State", ua.Variant("idle", ua.VariantType.String), None, anyvalue.nodeid
-    )
-    await state.set_writable()
+    state = await _any_state(srv, idx, obj)
     sent = await _sent_to(srv, idx)
     await srv.start()
     node_id = f"ns={idx};s=State"
@@ -309,11 +315,7 @@ async def test_an_output_whose_value_would_make_a_node_holding_nothing_refuse_it
     (reset_refused), as for a node that holds an Int32 already."""
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    anyvalue = await srv.nodes.base_data_type.add_data_type(ua.NodeId("AnyValue", idx), "AnyValue")
-    state = await obj.add_variable(
-        ua.NodeId("State", idx), "State", ua.Variant("idle", ua.VariantType.String), None, anyvalue.nodeid
-    )
-    await state.set_writable()
+    state = await _any_state(srv, idx, obj)
     await state.write_value(  # the node holds nothing (null)
         ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData))
     )
