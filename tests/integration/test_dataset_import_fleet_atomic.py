@@ -31,7 +31,8 @@ def test_an_export_that_fails_part_way_leaves_no_dataset_a_build_would_use(tmp_p
     the next `build --dataset` trained on. Now it is one line naming the file, and --out is not made."""
     data, _, truth = cloud
     base = write_dataset(tmp_path / "base", count=6, seed=4, size=32, defect_rate=0.5)
-    (base / "images" / "zz_gone.png").symlink_to(tmp_path / "gone.png")
+    (base / "images" / "zz_gone.png").symlink_to("gone.png")  # inside the base, to nothing (a link out is
+    # refused before any copy: tests/integration/test_uploads_base_paths_out.py)
     labels = write_labels(tmp_path / "l.jsonl", truth)
     with pytest.raises(DatasetError, match=r"the dataset could not be written .*zz_gone.png"):
         export(data, "part-inspection", tmp_path / "ds", base=base, labels_file=labels)
