@@ -8,6 +8,7 @@ traceback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import math
 
@@ -21,6 +22,22 @@ from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch, check_server
 from edge_agent.config import parse_config
 from tests.support.peers import free_port, node_ids_written, opcua_server
 from tests.support.waits import until
+
+
+@contextlib.asynccontextmanager
+async def _serving(srv, port: int):
+    """``srv`` started and an OPC UA source connected to it (yielded); both stopped after."""
+    await srv.start()
+    source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
+    src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
+    try:
+        await src.start()
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        yield src
+    finally:
+        await src.stop()
+        await srv.stop()
+
 
 VT = ua.VariantType
 _NODES = {
@@ -83,17 +100,8 @@ async def plc():
     )
     await nodes["AnyNull"].set_writable()
     sent = node_ids_written(srv, idx)
-    await srv.start()
-    source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
-    settings = parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"]
-    src = OpcUaSource("plc", settings)
-    await src.start()
-    try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+    async with _serving(srv, port) as src:
         yield src, nodes, sent
-    finally:
-        await src.stop()
-        await srv.stop()
 
 
 _WRITTEN = [
@@ -376,12 +384,7 @@ async def test_a_base_data_type_node_is_written_as_the_type_it_holds_now_not_at_
             )
 
     srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
-    await srv.start()
-    source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
-    src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
-    await src.start()
-    try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+    async with _serving(srv, port) as src:
         await src.write(f"ns={idx};s=Setpoint", 7)  # its type read: an Int16
         with pytest.raises(OpcUaTypeMismatch):  # its type read while it holds nothing
             await src.write(f"ns={idx};s=Spare", {"not": "a value"})
@@ -396,9 +399,6 @@ async def test_a_base_data_type_node_is_written_as_the_type_it_holds_now_not_at_
             dv = await nodes[name].read_data_value()
             assert (dv.Value.VariantType, dv.Value.Value) == (VT.Double, 5.0)
         assert sent == [("Setpoint", VT.Double), ("Spare", VT.Double)]
-    finally:
-        await src.stop()
-        await srv.stop()
 
 
 async def test_a_base_data_type_node_holding_a_variant_array_gets_each_element_as_its_own_kind(plc) -> None:
@@ -491,16 +491,8 @@ async def shaped():
         await nodes[name].write_value_rank(rank)
         await nodes[name].set_writable()
     sent = node_ids_written(srv, idx)
-    await srv.start()
-    source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
-    src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
-    await src.start()
-    try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+    async with _serving(srv, port) as src:
         yield src, nodes, sent
-    finally:
-        await src.stop()
-        await srv.stop()
 
 
 _RESHAPED = [
@@ -586,13 +578,8 @@ async def test_two_first_writes_at_once_to_a_node_that_holds_nothing_send_one_ki
             sent.extend(wv.Value.Value.VariantType for wv in event.request_params.NodesToWrite)
 
     srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
-    await srv.start()
-    source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
-    src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
-    await src.start()
     second_name = "nsu=urn:plc;s=Spare" if named_two_ways else f"ns={idx};s=Spare"
-    try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+    async with _serving(srv, port) as src:
         for spelling in (f"ns={idx};s=Spare", second_name) if named_two_ways else ():
             with pytest.raises(OpcUaTypeMismatch, match="a lone surrogate"):
                 await src.write(spelling, "\ud800")  # refused before anything is sent: it holds nothing still
@@ -605,9 +592,6 @@ async def test_two_first_writes_at_once_to_a_node_that_holds_nothing_send_one_ki
         assert sent == [VT.Int32]
         dv = await spare.read_data_value()
         assert (dv.Value.VariantType, dv.Value.Value) == (VT.Int32, 5)
-    finally:
-        await src.stop()
-        await srv.stop()
 
 
 async def test_a_base_data_type_node_holding_a_shape_its_value_rank_forbids_takes_the_shape_it_declares() -> (
@@ -631,12 +615,7 @@ async def test_a_base_data_type_node_holding_a_shape_its_value_rank_forbids_take
         nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, variant, None, base)
         await nodes[name].write_value_rank(rank)
         await nodes[name].set_writable()
-    await srv.start()
-    source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "connect_timeout_s": 2}
-    src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
-    await src.start()
-    try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+    async with _serving(srv, port) as src:
         await src.write(f"ns={idx};s=OneOrMore", [2.0, 3.0])
         assert await nodes["OneOrMore"].read_value() == [2.0, 3.0]
         await src.write(f"ns={idx};s=ScalarOr1D", [5, 6])
@@ -647,6 +626,3 @@ async def test_a_base_data_type_node_holding_a_shape_its_value_rank_forbids_take
             await src.write(f"ns={idx};s=ScalarOr1D", [[7, 8], [9, 10]])
         assert await nodes["OneOrMore"].read_value() == [2.0, 3.0]
         assert await nodes["ScalarOr1D"].read_value() == [5, 6]
-    finally:
-        await src.stop()
-        await srv.stop()
