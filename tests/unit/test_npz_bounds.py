@@ -17,6 +17,7 @@ import pytest
 import cloud_trainer.train.data as D
 from cloud_trainer.train.data import DatasetError, load_vibration
 from cloud_trainer.train.signals import read_npz
+from tests.unit.test_vibration_windows_damaged import _arrays
 
 MIB = 1 << 20
 
@@ -59,16 +60,6 @@ def _declaring(path: Path, arrays: dict[str, np.ndarray], member: str, size: int
     path.write_bytes(bytes(data))
 
 
-def _windows(n: int = 4) -> dict[str, np.ndarray]:
-    return {
-        "waveform": np.zeros((n, 8), np.float32),
-        "fault": np.asarray(["healthy", "imbalance"] * (n // 2), dtype=np.str_),
-        "health": np.ones(n, np.float32),
-        "rul_s": np.full(n, np.nan),
-        "run_id": np.arange(n, dtype=np.int64),
-    }
-
-
 def _dataset(tmp_path: Path) -> Path:
     ds = tmp_path / "vib"
     ds.mkdir()
@@ -94,7 +85,7 @@ def test_a_zip_bomb_windows_file_is_refused_naming_its_member_before_it_is_infla
     # inflated it, the test took 128 MiB rather than gigabytes
     monkeypatch.setattr(D, "NPZ_MAX_BYTES", 64 * MIB, raising=False)
     ds = _dataset(tmp_path)
-    windows = _windows()
+    windows = _arrays()
     del windows["waveform"]
     _bomb(ds / "windows.npz", "waveform", 128, windows)
     assert (ds / "windows.npz").stat().st_size < 1 * MIB
@@ -119,7 +110,7 @@ def test_a_zip_bomb_run_is_refused_by_the_import_before_it_is_inflated(tmp_path,
 def test_a_member_declaring_more_than_the_limit_is_refused_from_the_zip_directory(tmp_path):
     # the limit as shipped: a directory entry of 3 GiB (the data a few bytes) is refused from it alone
     ds = _dataset(tmp_path)
-    _declaring(ds / "windows.npz", _windows(), "health", 3 << 30)
+    _declaring(ds / "windows.npz", _arrays(), "health", 3 << 30)
     with pytest.raises(DatasetError) as ei:
         load_vibration(ds)
     assert str(ei.value).startswith(
@@ -145,7 +136,7 @@ def test_a_header_declaring_more_than_its_member_holds_is_refused_unallocated(tm
     """A 1-GiB array in a member of a few hundred bytes: numpy allocated the header's gigabyte first."""
     ds = _dataset(tmp_path)
     with zipfile.ZipFile(ds / "windows.npz", "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, a in _windows().items():
+        for name, a in _arrays().items():
             with zf.open(f"{name}.npy", "w") as f:
                 if name == "waveform":
                     f.write(_npy_header((1 << 24, 8)) + bytes(256))
