@@ -1093,6 +1093,10 @@ def _counter_top(nt: _NodeType | None) -> int:
 # type or shape it held when last read has that value read again at most this often: once the PLC makes it
 # hold a type that fits, the output writes again without a reconnect; refused for good, one read a second
 HELD_RECHECK_S = 1.0
+# such a node that changes what it holds again within this long of its last change (a PLC program retyping it,
+# a server answering alternately) is said once and then counted (notice ``held_type_changes``), not said at each
+# re-read: said again at its first change after holding one type this long, with the changes meanwhile
+HELD_QUIET_S = 600.0
 TYPES_RETRY_S = 10.0  # the server's structure types not read (busy, an error): read again after ~10 s,
 TYPES_RETRY_MAX_S = 300.0  # doubling up to 5 minutes, until they are; each read bounded at 4x
 TYPES_BOUND_MAX_S = 120.0  # connect_timeout_s, doubled at each try up to 2 minutes
@@ -1712,6 +1716,8 @@ class OpcUaSource:
         self._target_checks: dict[str, asyncio.Task] = {}
         # a BaseDataType write target's node_id -> when the value it holds was last read (``write_misfit``)
         self._held_at: dict[str, float] = {}
+        # ... -> (monotonic time of the last change of what it holds seen by a re-read, changes not said since)
+        self._held_changes: dict[str, tuple[float, int]] = {}
         self.targets_watched = 0  # monitored items watching the write targets (3 a node the server took)
         self._items_full = False  # a tag was refused a monitored item for want of room (``_server_full``)
         self.heartbeats = 0
@@ -2789,13 +2795,10 @@ class OpcUaSource:
                     self._types[node_id] = dataclasses.replace(nt, held=held[0], held_shape=held[1])
                     if _form(held) == _form((nt.held, nt.held_shape)):
                         return  # an array's lengths alone (a buffer that grows) judge nothing: kept quietly
-                log.info(
-                    "opcua source %s: write target %s now holds %s; judged again as it is now",
-                    self.name,
-                    node_id,
-                    "nothing" if held[0] is None else held[0].name + (f" {list(held[1])}" if held[1] else ""),
+                shown = (
+                    "nothing" if held[0] is None else held[0].name + (f" {list(held[1])}" if held[1] else "")
                 )
-                self._recheck(node_id)
+                self._recheck(node_id, quiet=not self._held_said(node_id, shown))
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the session lost meanwhile, a timeout: read again at a later refusal
@@ -2804,6 +2807,40 @@ class OpcUaSource:
                 self._target_checks.pop(key, None)
 
         self._target_checks[key] = asyncio.get_running_loop().create_task(reread())
+
+    def _held_said(self, node_id: str, shown: str) -> bool:
+        """A re-read (``_reheld``) found ``node_id`` holding another kind or shape (``shown``): said at INFO
+        when it held the one before for ``HELD_QUIET_S`` or more (with the changes not said meanwhile), else
+        counted (notice ``held_type_changes``) and said only at the first such change (False: not said, nor
+        is the target's check that follows). A node that flaps (a PLC program retyping it, a server answering
+        alternately) was said twice a second for as long as the outputs' results came."""
+        now = time.monotonic()
+        last, unsaid = self._held_changes.get(node_id, (-math.inf, 0))
+        if now - last >= HELD_QUIET_S:
+            self._held_changes[node_id] = (now, 0)
+            log.info(
+                "opcua source %s: write target %s now holds %s; judged again as it is now%s",
+                self.name,
+                node_id,
+                shown,
+                f" (after {unsaid} change(s) within {HELD_QUIET_S:.0f}s of each other, counted in notice "
+                "held_type_changes)"
+                if unsaid
+                else "",
+            )
+            return True
+        self._held_changes[node_id] = (now, unsaid + 1)
+        msg = (
+            f"opcua source {self.name}: write target {node_id} now holds {shown}, changed again within "
+            f"{HELD_QUIET_S:.0f}s (a PLC program retyping it, or a server answering alternately); each change "
+            "is still read and judged, but counted (notice held_type_changes), not said, until it holds one "
+            f"type for {HELD_QUIET_S:.0f}s"
+        )
+        first = "held_type_changes" not in self.notices.counts
+        self.notices.note("held_type_changes", "%s", msg, level=logging.INFO)  # logs the first one
+        if unsaid == 0 and not first:  # the first change of a later spell (or another node's) is said too
+            log.info("%s", msg)
+        return False
 
     def _write_lock(self, node: Node) -> asyncio.Lock:
         """The lock a node's writes take, however its node id is written (ns=2;s=X, nsu=urn:plc;s=X): kept
@@ -2819,9 +2856,9 @@ class OpcUaSource:
         missing, read-only or wrongly typed target is reported at start, not at the first defect."""
         self._write_targets = list(targets)
 
-    async def _check_targets(self, client: Client, only: str | None = None) -> None:
+    async def _check_targets(self, client: Client, only: str | None = None, quiet: bool = False) -> None:
         """Judge the write targets (``only``: that node id's) as the server describes them now, into
-        ``target_errors``, each said once (``_check_target``)."""
+        ``target_errors``, each said once per burst (``quiet``: counted only)."""
         if only is None:
             self.target_errors.clear()
         else:
@@ -2857,7 +2894,10 @@ class OpcUaSource:
             if why:
                 self.target_errors[node_id] = why
                 self.stats.error("write_target", why)
-                self._burst.log(f"target:{node_id}", "opcua source %s: writes will fail: %s", self.name, why)
+                if not quiet:
+                    self._burst.log(
+                        f"target:{node_id}", "opcua source %s: writes will fail: %s", self.name, why
+                    )
 
     async def _watch_targets(self, client: Client) -> None:
         """Watch each write target's DataType, ArrayDimensions and UserAccessLevel with a monitored item
@@ -3077,15 +3117,17 @@ class OpcUaSource:
             )
             self._recheck(node_id)
 
-    def _recheck(self, node_id: str) -> None:
+    def _recheck(self, node_id: str, quiet: bool = False) -> None:
+        """Judge the write target ``node_id`` again in the background (``_check_targets``); ``quiet``: a
+        change counted, not said (``_held_said``): its outcome is not said either."""
         client = self._client
         if client is None or node_id in self._target_checks:
             return
 
         async def check() -> None:
             try:
-                await self._check_targets(client, only=node_id)
-                if node_id not in self.target_errors:
+                await self._check_targets(client, only=node_id, quiet=quiet)
+                if node_id not in self.target_errors and not quiet:
                     log.info("opcua source %s: write target %s fits its writes again", self.name, node_id)
             finally:
                 self._target_checks.pop(node_id, None)
