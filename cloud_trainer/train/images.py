@@ -368,7 +368,12 @@ def scan_folders(src: Path, good: str | None) -> Found:
             f"{src}/scratch/) or the MVTec AD layout (train/good, test/<defect>)"
         )
     _no_loose_images(src, "its class's folder")
+    for c in classes:
+        _not_mvtec_inside(c, src)
     names = [c.name for c in classes]
+    # the names first: two folders of one name written two ways (`ok/` and `OK/`) are what is wrong, not which
+    # of them is good
+    _refuse_bad_names(names, src)
     notes = []
     if good is None:
         conventional = [n for n in names if n.lower() in GOOD_NAMES]
@@ -386,6 +391,19 @@ def scan_folders(src: Path, good: str | None) -> Found:
         good = same[0]
     items = [_Item(p, c.name) for c in classes for p in _class_folder(c, c.name, nested=True)]
     return Found("folders", good, [good, *[n for n in names if n != good]], items, notes)
+
+
+def _not_mvtec_inside(folder: Path, src: Path) -> None:
+    """A class folder holding an MVTec AD category (``train/good``, ``test/...``) is refused: that is a folder of
+    categories (the MVTec AD archive as it unpacks, ``mvtec/bottle/``, ``mvtec/screw/``) given as the source,
+    and read as a folder per class every category became one class of all its images, its test defects and its
+    ground-truth masks among the good ones."""
+    if layout_of(folder) == "mvtec":
+        raise DatasetError(
+            f"{folder}: class folder {folder.name!r} is itself an MVTec AD folder (train/good, test/<class>); "
+            f"{src} is a folder of such folders, not a folder per class: import one of them "
+            f"(cloud-trainer dataset import {folder} --out DIR)"
+        )
 
 
 def scan_mvtec(src: Path) -> Found:
@@ -508,9 +526,19 @@ def _class_names(found: Found, src: Path) -> Found:
     made on macOS names "défaut" with a separate accent (NFD): taken as it is, a label typed in a config
     would look the same and never match. Two folders whose names differ only so are one class written two
     ways, and a name with a control character (a newline) would break every line that names it."""
+    _refuse_bad_names(found.classes, src)
+    found.good = _nfc(found.good)
+    found.classes = [_nfc(c) for c in found.classes]
+    for it in found.items:
+        it.label = _nfc(it.label)
+    return found
+
+
+def _refuse_bad_names(names: list[str], src: Path) -> None:
+    """``_class_names``'s refusals, each naming the folder."""
     seen: dict[str, str] = {}
     cased: dict[str, str] = {}
-    for name in found.classes:
+    for name in names:
         if any(0xDC80 <= ord(c) <= 0xDCFF for c in name):  # bytes that are not UTF-8, kept by surrogateescape
             raise DatasetError(
                 f"{src}: class folder '{name}' holds a byte that is not UTF-8 (a name written by an older "
@@ -538,11 +566,6 @@ def _class_names(found: Found, src: Path) -> Found:
                 "name written two ways (copied to Windows or a Mac they are one folder); merge them into one"
             )
         cased[folded] = name
-    found.good = _nfc(found.good)
-    found.classes = [_nfc(c) for c in found.classes]
-    for it in found.items:
-        it.label = _nfc(it.label)
-    return found
 
 
 def check(
