@@ -237,10 +237,13 @@ def read_mask(
     pixels of 1 good, and the map's hit rate judged against a mask with no defect)."""
     import cv2
 
+    from cloud_trainer.train.images import refuse_mask_beneath_clear
+
     try:
-        m = read_image_file(
+        data, m = read_image_file(
             path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH, max_megapixels, "a mask", inside=inside
-        )[1]
+        )
+        refuse_mask_beneath_clear(path, data)  # as `dataset import` refuses it
     except DatasetError as exc:
         raise AnomalyDataError(str(exc)) from None
     if m.dtype != np.uint8:

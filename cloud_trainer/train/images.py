@@ -696,6 +696,31 @@ def refuse_transparency(path: Path, data: bytes) -> None:
         )
 
 
+def refuse_mask_beneath_clear(path: Path, data: bytes) -> None:
+    """A mask with fully transparent pixels that are not black beneath is refused: a mask is read as grey, its
+    alpha dropped (by the import and by training alike), so a labelling tool's export whose transparent
+    background holds white (or whose defect is drawn in the alpha alone) would mark every background pixel a
+    defect, which the mask's viewer shows as background. A transparent background that is black beneath reads
+    the same either way and is taken."""
+    import cv2
+    import numpy as np
+
+    from protocols.image_header import transparent_pixels
+
+    if not transparent_pixels(data)[0]:  # from the header alone for a mask without alpha
+        return
+    full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if full is None or full.ndim != 3 or full.shape[2] not in (2, 4):
+        return
+    hidden = int(np.count_nonzero((full[:, :, -1] == 0) & full[:, :, :-1].any(axis=2)))
+    if hidden:
+        raise DatasetError(
+            f"{path}: {hidden} of its {full.shape[0] * full.shape[1]} pixels are transparent but not black "
+            "beneath; a mask is read as grey without its alpha, so they would count as defect pixels: save "
+            "the mask without transparency, 0 (black) for good pixels and 255 for the defect's"
+        )
+
+
 def import_images(
     src: Path,
     out: Path,
@@ -913,6 +938,7 @@ def _write(
                 row["split"] = it.split
             if it.mask is not None:
                 mdata, mask, _ = _decode(it.mask, max_megapixels, mask=True, src=src)
+                refuse_mask_beneath_clear(it.mask, mdata)
                 if mask.shape[:2] != img.shape[:2]:
                     raise DatasetError(
                         f"{it.mask}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {it.path} is "

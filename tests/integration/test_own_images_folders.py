@@ -85,3 +85,44 @@ def test_a_class_written_two_ways_is_said_so_before_the_good_class_is_looked_for
             f"{src}: class folders 'OK' and 'ok' differ only in upper and lower case: one name written two ways "
             "(copied to Windows or a Mac they are one folder); merge them into one"
         ) in said
+
+
+def test_a_mask_transparent_over_white_is_refused_and_one_transparent_over_black_is_read(tmp_path, capsys):
+    # a labelling tool's overlay export: the defect drawn red, the background transparent; OpenCV's grey read
+    # drops the alpha, so what lies beneath the transparent pixels is the mask. White beneath: every background
+    # pixel was imported as a defect pixel (the whole image one defect), and nothing was said
+    from cloud_trainer.train.anomaly import AnomalyDataError, read_mask
+
+    src = mvtec_category(tmp_path / "bottle", 0)
+    mask_file = src / "ground_truth" / "scratch" / "001_mask.png"
+    marked = cv2.imread(str(mask_file), cv2.IMREAD_GRAYSCALE) > 0
+
+    def overlay(beneath: int) -> None:
+        rgba = np.full((40, 40, 4), beneath, np.uint8)
+        rgba[..., 3] = 0
+        rgba[marked] = (0, 0, 255, 255)
+        assert cv2.imwrite(str(mask_file), rgba)
+
+    overlay(255)
+    out = tmp_path / "ds"
+    code, said = run_import(capsys, str(src), "--out", str(out))
+    assert code != 0 and not out.exists()
+    clear = 40 * 40 - int(marked.sum())
+    assert (
+        f"{mask_file}: {clear} of its 1600 pixels are transparent but not black beneath; a mask is read as grey "
+        "without its alpha, so they would count as defect pixels: save the mask without transparency, 0 (black) "
+        "for good pixels and 255 for the defect's"
+    ) in said
+    with pytest.raises(
+        AnomalyDataError, match="transparent but not black beneath"
+    ):  # the anomaly family alike
+        read_mask(mask_file)
+
+    overlay(0)  # black beneath: read the same with or without the alpha, imported
+    code, said = run_import(capsys, str(src), "--out", str(out))
+    assert code == 0, said
+    stored = [
+        cv2.imread(str(m), cv2.IMREAD_GRAYSCALE) > 0 for m in sorted((out / "masks").iterdir())
+    ]  # the masks of test/scratch/000-002 in order
+    assert np.array_equal(stored[1], marked)
+    assert np.array_equal(read_mask(mask_file) > 0, marked)
