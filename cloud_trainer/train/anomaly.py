@@ -257,6 +257,36 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image(p))
 
 
+def _no_images_below(folder: Path, root: Path) -> None:
+    """Images in a subfolder of a folder whose own images are read (a folder of good images kept by day,
+    ``test/dent/day2/``) are refused: left unread, the model trained on fewer images than the user gave, or
+    a folder of subfolders only was "0 good images", without a word of where they lie. A link among them
+    that leads out of ``root`` is refused as such first, whether or not anything is where it leads."""
+    from cloud_trainer.train.images import images_in_subfolders
+
+    try:
+        found = images_in_subfolders(folder)
+    except DatasetError as exc:  # a folder that cannot be listed, a link that leads nowhere
+        if isinstance(path := getattr(exc, "path", None), Path):
+            _inside(path, root)
+        raise AnomalyDataError(str(exc)) from None
+    below: dict[Path, int] = {}
+    for p in found:
+        _inside(p, root)
+        top = folder / p.relative_to(folder).parts[0]
+        below[top] = below.get(top, 0) + 1
+    if below:
+        sub, n = min(below.items())
+        more = (
+            f" (and {len(below) - 1} more subfolder{'s' if len(below) > 2 else ''})" if len(below) > 1 else ""
+        )
+        raise AnomalyDataError(
+            f"{sub}: {n} image{'s' if n != 1 else ''} in a subfolder{more}, which the anomaly family does not "
+            f"read (it reads the images lying in {folder} itself): move them into {folder} to use them, or "
+            "out of it"
+        )
+
+
 def _inside(path: Path, root: Path) -> Path:
     """``path`` (below the folder ``root`` the family was given), once sure that it lies inside ``root`` with
     its links followed. A link out (an image, ``good/``, MVTec's ``train/`` or ``test/dent/``, a mask) was read
@@ -323,6 +353,7 @@ def load_good(
     mvtec = (root / "train" / "good").is_dir()
     good_dir = root / "train" / "good" if mvtec else root / "good" if (root / "good").is_dir() else root
     files = [_inside(p, root) for p in image_files(_inside(good_dir, root))]
+    _no_images_below(good_dir, root)
     if len(files) < min_good:
         raise AnomalyDataError(
             f"{good_dir}: {len(files)} good image(s); the anomaly family needs at least "
@@ -421,6 +452,7 @@ def _load_test(
 ) -> None:
     kinds, masks_seen = [], set()
     for sub in sorted(p for p in _inside(root / "test", root).iterdir() if p.is_dir()):
+        _no_images_below(_inside(sub, root), root)
         for p in image_files(_inside(sub, root)):
             views = read_views(_inside(p, root), roi, size=size, tiles=tiles, inside=(root, "the folder"))[0]
             h.update(sub.name.encode() + hashlib.sha256(p.read_bytes()).digest())

@@ -140,6 +140,14 @@ def _images_in(folder: Path, nested: bool = False) -> list[Path]:
     return sorted(found)
 
 
+def images_in_subfolders(folder: Path) -> list[Path]:
+    """The images in the subfolders of ``folder``, found as the import finds a class's (hidden and system
+    folders skipped, links to folders not followed): for a reader of one folder's own images, which reads none
+    of them (the anomaly family given a folder). A link named as an image that leads nowhere raises
+    ``DatasetError`` with its ``path``, to be refused as a link out when it leads out."""
+    return [p for p in _images_in(folder, nested=True) if p.parent != folder]
+
+
 def _unlistable(exc: OSError) -> NoReturn:
     """A folder below the source that cannot be listed (another user's permissions on a share): refused,
     since skipped (``os.walk``'s default) its images would be missing from their class unsaid."""

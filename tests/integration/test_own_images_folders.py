@@ -126,3 +126,58 @@ def test_a_mask_transparent_over_white_is_refused_and_one_transparent_over_black
     ]  # the masks of test/scratch/000-002 in order
     assert np.array_equal(stored[1], marked)
     assert np.array_equal(read_mask(mask_file) > 0, marked)
+
+
+def test_the_anomaly_family_given_a_folder_refuses_images_in_its_subfolders_it_would_not_read(tmp_path):
+    # `build anomaly --dataset my-part` reads the images lying in the folder (or in train/good, test/<defect>)
+    # itself; a camera PC's archive kept by day (my-part/day2/*.png) was left unread without a word, the model
+    # trained on fewer images than given, and a folder of day folders only was "0 good image(s)"
+    from cloud_trainer.train.anomaly import AnomalyDataError, load_good
+
+    good = tmp_path / "my-part"
+    (good / "day2").mkdir(parents=True)
+    for i in range(22):
+        assert cv2.imwrite(str(good / f"{i:03d}.png"), part(i))
+    for i in range(3):
+        assert cv2.imwrite(str(good / "day2" / f"{i:03d}.png"), part(100 + i))
+    with pytest.raises(AnomalyDataError) as refused:
+        load_good(good)
+    assert str(refused.value) == (
+        f"{good / 'day2'}: 3 images in a subfolder, which the anomaly family does not read (it reads the images "
+        f"lying in {good} itself): move them into {good} to use them, or out of it"
+    )
+    # what a copy adds is no subfolder of images: a Synology NAS's thumbnails, a hidden folder, a Mac's zip
+    for i in range(3):
+        (good / "day2" / f"{i:03d}.png").rename(good / f"d2-{i:03d}.png")
+    (good / "day2").rmdir()
+    for junk in ("@eaDir/000.png", ".thumbs/000.png", "__MACOSX/._000.png"):
+        (good / junk).parent.mkdir()
+        (good / junk).write_bytes((good / "000.png").read_bytes())
+    assert len(load_good(good).good_names) == 25
+
+    # a link out in a subfolder is said as one, whether or not anything is where it leads (another tenant's tree
+    # on a shared trainer), never counted as an image of the subfolder
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "there.png").write_bytes((good / "000.png").read_bytes())
+    (good / "day3").mkdir()
+    said = []
+    for target in ("there.png", "nothing.png"):
+        (good / "day3" / "x.png").unlink(missing_ok=True)
+        (good / "day3" / "x.png").symlink_to(tmp_path / "elsewhere" / target)
+        with pytest.raises(AnomalyDataError) as refused:
+            load_good(good)
+        said.append(str(refused.value).replace(target, "T"))
+    assert said[0] == said[1] and "outside the folder" in said[0], said
+    (good / "day3" / "x.png").unlink()
+    (good / "day3").rmdir()
+
+    # an MVTec AD folder's test/<defect>/ alike: its subfolders' defects were never scored
+    mv = tmp_path / "mvtec"
+    mvtec_category(mv, 0)
+    assert len(load_good(mv).test_kind) == 6
+    (mv / "test" / "scratch" / "day2").mkdir()
+    (mv / "test" / "scratch" / "002.png").rename(mv / "test" / "scratch" / "day2" / "002.png")
+    with pytest.raises(
+        AnomalyDataError, match=r"test/scratch/day2: 1 image in a subfolder, which the anomaly"
+    ):
+        load_good(mv)
