@@ -36,7 +36,10 @@ mid-pulse, an alarm raised at stop) is not left standing. At the first result af
 alarms' last states on it are sent again (``resent``). A result with NaN in a number a condition reads is
 not judged by that condition (``not_a_number``); a label a condition names that a swapped-in model no
 longer gives is said (``label_gone``). An output whose reset its OPC UA node would refuse (the value out
-of the node's type) does not write its value (``reset_refused``): the node would keep it for good.
+of the node's type) does not write its value (``reset_refused``): the node would keep it for good. An
+``on_change`` or ``pulse`` edge so refused, or refused at the write for the node's type (an error whose
+``type_refused`` is True: the source's check at the write, the server's BadTypeMismatch), is judged again at
+the next result (``_edge_refused``).
 """
 
 from __future__ import annotations
@@ -205,6 +208,9 @@ class ActionRunner:
         self._level: dict[tuple[str, str], bool] = {}  # (action, pipeline) -> condition at the last result
         self._pulse_until: dict[tuple[str, str], float] = {}  # monotonic deadline of a pulse that is high
         self._pulse_wake: dict[tuple[str, str], asyncio.Event] = {}  # set when a pulse is ended early (stop)
+        # pulses still running whose high value the node refused for its type at the write (``_edge_refused``):
+        # the next rising edge writes it again, extending the pulse
+        self._pulse_refused: set[tuple[str, str]] = set()
         # output nodes of pulse actions that have had a result since start: the first result that is no
         # rising edge writes the reset value, since an agent that died (or was stopped) while a pulse was
         # high may have left the node high
@@ -529,6 +535,9 @@ class ActionRunner:
             deadline = time.monotonic() + action.pulse_ms / 1000.0
             if key in self._pulse_until:  # still high: extend, the running pulse resets later
                 self._pulse_until[key] = deadline
+                if key in self._pulse_refused:  # its high value was refused at the write: written now
+                    self._pulse_refused.discard(key)
+                    self._set_output(name, action, result, action.value)
                 return
             self._pulse_until[key] = deadline
             self._spawn(self._pulse(name, action, result, key))
@@ -547,6 +556,21 @@ class ActionRunner:
             self._level.pop(key, None)
         else:
             self._level[key] = before
+
+    def _edge_refused(self, action: OutputAction, key: tuple[str, str], value: Any) -> None:
+        """An ``on_change`` or ``pulse`` edge's value refused at the write for the node's type (by the source
+        before sending, or by the server: BadTypeMismatch), so not written: the edge is judged again at the
+        next result, as one refused before the write (``_unjudged``), unless the condition changed since
+        (a newer value was decided). An ``on_change`` level is then written at the next result whichever it
+        is; a pulse still running writes its value again at the next rising edge and is extended. Nothing
+        the node took is written again: a refused value never reached it."""
+        level = self._level.get(key)
+        if action.mode is WriteMode.ON_CHANGE and level is not None and level == (value == action.value):
+            self._level.pop(key, None)
+        elif action.mode is WriteMode.PULSE and level and value == action.value:
+            self._level[key] = False
+            if key in self._pulse_until:
+                self._pulse_refused.add(key)
 
     def _reset_refused(self, name: str, action: OutputAction) -> bool:
         """True (counted ``reset_refused``, logged once per burst) when the output's node would refuse the
@@ -586,6 +610,7 @@ class ActionRunner:
         finally:
             self._pulse_until.pop(key, None)
             self._pulse_wake.pop(key, None)
+            self._pulse_refused.discard(key)
             if action.reset is not None:
                 self._set_output(name, action, result, action.reset)
 
@@ -713,6 +738,8 @@ class ActionRunner:
                     if not getattr(exc, "retryable", True):
                         st["failed"] += 1
                         self._cannot(name, exc)
+                        if key is not None and getattr(exc, "type_refused", False):
+                            self._edge_refused(action, key, value)
                         return False
                     if moot():
                         st["superseded"] += 1  # a newer value waits: that one is written, not this one

@@ -49,6 +49,8 @@ Errors (all ``OpcUaError``, itself a ``devices.base.DeviceError``)::
 
 ``retryable`` is False on errors that a retry cannot fix (unknown node, type mismatch, refused write);
 a write refused with a status that says "not now" (``_BUSY``) is ``OpcUaServerBusy``, retried.
+``type_refused`` is True on a value refused for the node's type, by this adapter or by the server
+(BadTypeMismatch): a PLC download may make the node take it later (an output's edge is judged again).
 A write is checked against the node's DataType and ValueRank (read once, read again when the server
 answers BadTypeMismatch); a DataType the server does not derive from a built-in type is a type mismatch,
 as is a value an enumeration does not define. A server answering BadWriteNotSupported gets the value in
@@ -168,6 +170,7 @@ class OpcUaError(DeviceError):
     """Root of the OPC UA adapter's errors."""
 
     retryable = True
+    type_refused = False  # the value was refused for the node's type, here or by the server
 
 
 class OpcUaNotConnected(OpcUaError):
@@ -189,6 +192,7 @@ class OpcUaNodeError(OpcUaError):
 
 class OpcUaTypeMismatch(OpcUaError):
     retryable = False
+    type_refused = True
 
 
 class _Silent(ConnectionError):
@@ -3567,10 +3571,12 @@ class OpcUaSource:
                     f"by the server ({name}: busy or briefly cut off); retried"
                 ) from None
             hint = _REFUSED.get(name.split(":")[0])
-            raise OpcUaWriteRefused(
+            refused = OpcUaWriteRefused(
                 f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} refused by the "
                 f"server ({name})" + (f": {hint}" if hint else "")
-            ) from None
+            )
+            refused.type_refused = name.startswith("BadTypeMismatch")
+            raise refused from None
         except ua.UaError as e:  # asyncua's own, without a status: still this adapter's error, named
             raise OpcUaError(
                 f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} failed "

@@ -4,16 +4,20 @@ last written to such a node): a node that flaps between two types is not said at
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 from asyncua import ua
+from asyncua.common.callback import CallbackType
 
 from devices.opcua import client as opcua_client
 from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
+from edge_agent.actions import ActionRunner, write_targets
 from tests.integration.test_plc_exact_values import _config
 from tests.integration.test_plc_retyped_nodes import _any_state
 from tests.support.peers import free_port, opcua_server
+from tests.support.results import result
 from tests.support.waits import until
 
 VT = ua.VariantType
@@ -77,3 +81,119 @@ async def test_a_base_data_type_node_whose_held_type_flaps_is_said_once_per_spel
     finally:
         await src.stop()
         await srv.stop()
+
+
+@pytest.mark.parametrize("mode", ["on_change", "pulse"])
+@pytest.mark.parametrize("back", ["after_the_write", "later"])
+async def test_an_edge_the_server_refuses_for_the_node_s_type_is_written_once_the_node_takes_it(mode, back):
+    """An on_change or pulse edge passed the check before the write (the node held a Boolean), but the PLC
+    made the node hold a String just before the write reached it, so the server refused it (BadTypeMismatch;
+    the source reads the node again: holding a String, the value is refused naming it, or, a Boolean again
+    right after the write (``after_the_write``: a server answering alternately), the server's refusal is
+    passed on). Either was counted failed, and since the condition still held, no later result was an edge:
+    nothing was written until the condition ended and came back, the part was never marked. Now an edge
+    refused at the write for the node's type is judged again at the next result, as one refused before the
+    write: once the node holds a Boolean again, the value is written, once (a pulse: high, then its reset)."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    state = await _any_state(srv, idx, obj)
+    await _holds(state, ua.Variant(False, VT.Boolean))
+    sent: list[object] = []
+    retype = [True]
+
+    async def on_write(event, _dispatcher) -> None:
+        for wv in event.request_params.NodesToWrite:
+            if wv.NodeId.NamespaceIndex == idx and event.is_external:  # the agent's, not the PLC's own
+                sent.append(wv.Value.Value.Value)
+                if retype[0]:  # the PLC program makes it a String just before the write lands
+                    retype[0] = False
+                    await _holds(state, ua.Variant("idle", VT.String))
+
+    async def after_write(event, _dispatcher) -> None:
+        if back == "after_the_write" and event.is_external and await state.read_value() == "idle":
+            await _holds(state, ua.Variant(False, VT.Boolean))
+
+    srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
+    srv.subscribe_server_callback(CallbackType.PostWrite, after_write)
+    await srv.start()
+    node_id = f"ns={idx};s=State"
+    out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "value": True, "reset_value": False}
+    cfg = _config(port, {"lamp": {**out, "mode": mode, "pulse_ms": 100, "when": {"verdict": "NG"}}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    src.expect_writes([(n, v) for _, n, v in write_targets(cfg)["plc"]])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        assert node_id not in src.target_errors, src.target_errors
+        await runner.handle(["lamp"], result("NG", 0), None)
+        await runner.flush(timeout_s=5)
+        assert sent[:1] == [True] and True not in sent[1:], sent  # sent, refused by the server
+        assert runner.stats["lamp"]["failed"] >= 1, dict(runner.stats["lamp"])
+        await _holds(state, ua.Variant(False, VT.Boolean))  # the PLC: a Boolean again
+        for i in range(1, 100):  # the condition still holds: no new edge, only the refused one
+            await runner.handle(["lamp"], result("NG", i), None)
+            await runner.flush(timeout_s=5)
+            if sent.count(True) > 1:
+                break
+            await asyncio.sleep(0.1)
+        assert sent.count(True) == 2, f"the refused edge was lost: {sent}"
+        await runner.handle(["lamp"], result("NG", 100), None)  # and no edge written twice
+        await runner.flush(timeout_s=5)
+    finally:
+        await src.stop()
+        await srv.stop()
+    # a pulse's reset once it ends, whether its high was taken or not (the node may take it: a Boolean again)
+    if mode == "on_change":
+        assert sent == [True, True], sent
+    else:
+        assert sent == ([True, False] if back == "after_the_write" else [True]) + [True, False], sent
+
+
+async def test_a_pulse_whose_high_the_server_refused_writes_it_at_the_next_edge_while_it_runs():
+    """A long pulse (a diverter held open for a minute) whose high value the server refused for the node's
+    type is still running when the next result comes: that result's edge, judged again, wrote nothing (a
+    running pulse is only extended), so the part was never marked. Now the high value is written at that
+    edge and the pulse extended from it; it ends with its reset, once."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    state = await _any_state(srv, idx, obj)
+    await _holds(state, ua.Variant(False, VT.Boolean))
+    sent: list[object] = []
+    retype = [True]
+
+    async def on_write(event, _dispatcher) -> None:
+        for wv in event.request_params.NodesToWrite:
+            if wv.NodeId.NamespaceIndex == idx and event.is_external:
+                sent.append(wv.Value.Value.Value)
+                if retype[0]:  # the PLC program makes it a String just before the write lands
+                    retype[0] = False
+                    await _holds(state, ua.Variant("idle", VT.String))
+
+    srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
+    await srv.start()
+    node_id = f"ns={idx};s=State"
+    out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "value": True, "reset_value": False}
+    cfg = _config(port, {"gate": {**out, "mode": "pulse", "pulse_ms": 60_000, "when": {"verdict": "NG"}}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    src.expect_writes([(n, v) for _, n, v in write_targets(cfg)["plc"]])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await runner.handle(["gate"], result("NG", 0), None)
+        await until(lambda: runner.stats["gate"]["failed"] == 1, 10, "the high refused by the server")
+        await _holds(state, ua.Variant(False, VT.Boolean))  # the PLC: a Boolean again
+        for i in range(1, 100):
+            await runner.handle(["gate"], result("NG", i), None)
+            if sent.count(True) > 1:
+                break
+            await asyncio.sleep(0.1)
+        await until(lambda: runner.stats["gate"]["ok"] == 1, 10, "the high written")
+        assert sent == [True, True], sent  # still high: its reset is due a minute after that edge
+        await runner.flush(timeout_s=5)  # at stop: cut short, its reset written
+        assert runner.stats["gate"]["cut_at_stop"] == 1, dict(runner.stats["gate"])
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert sent == [True, True, False], sent
