@@ -8,6 +8,7 @@ again, the same kind with active false and how long it lasted."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from asyncua import ua
@@ -19,13 +20,16 @@ from tests.support.peers import free_port
 from tests.support.recorded import recorded_events
 from tests.support.waits import until
 
+PASS_S = 0.5
+
 
 def _halts(agent: Agent) -> list[dict]:
     return [dict(e) for e in agent.events if e["kind"] == "source_halted"]
 
 
 def _agent(tmp_path: Path, source: dict, **extra) -> Agent:
-    return Agent(
+    """The agent, its source watch passing every ``PASS_S`` (every 2 s in service): a test's time."""
+    agent = Agent(
         parse_config(
             {
                 "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
@@ -35,6 +39,8 @@ def _agent(tmp_path: Path, source: dict, **extra) -> Agent:
             }
         )
     )
+    agent._watch_sources = functools.partial(agent._watch_sources, PASS_S)  # type: ignore[method-assign]
+    return agent
 
 
 def _plc(port: int, idx: int) -> dict:
@@ -73,8 +79,8 @@ async def test_a_plc_halted_with_its_connection_up_raises_source_halted_once_and
         raised = _halts(agent)[0]
         halted = src.halted
         assert halted is not None, "the halt ended before the test saw it"
-        # the halt goes on: many more checks and reconnects that find it still halted, and several passes of
-        # the agent's source watch (every 2 s), say nothing more
+        # the halt goes on: many more checks and reconnects that find it still halted, and many passes of
+        # the agent's source watch (every ``PASS_S``), say nothing more
         await until(lambda: (src.halted or {}).get("checks", 0) >= raised["checks"] + 12, 60, "more checks")
         await until(lambda: src.halts >= halted["halts"] + 2, 60, "halted again at reconnects")
         still = src.halted
@@ -95,7 +101,7 @@ async def test_a_plc_halted_with_its_connection_up_raises_source_halted_once_and
     assert start["halted_s"] >= 1.0 and start["message"], start
     assert end["source"] == "plc" and end["active"] is False and end["since"] == start["since"], end
     assert end["reason"] == "server_not_running" and end["halted_s"] >= start["halted_s"], end
-    assert end["checks"] >= raised["checks"], end  # as the agent's last pass saw them (every 2 s)
+    assert end["checks"] >= raised["checks"], end  # as the agent's last pass saw them
     assert [r["active"] for r in sent] == [True, False], sent  # recorded for the cloud, in order
     assert sent[0]["reason"] == "server_not_running" and sent[0]["since"] == halted["since"], sent
 
