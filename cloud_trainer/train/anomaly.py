@@ -450,31 +450,67 @@ def _load_test(
     size: int | None = None,
     tiles: list[int] | None = None,
 ) -> None:
-    kinds, masks_seen = [], set()
+    kinds: list[str] = []
+    # an image's mask as `dataset import` finds it: ground_truth/<class>/<name>_mask.<ext> or <name>.<ext>, any
+    # image extension in any case (only <name>_mask.png was looked for: a mask saved as .PNG or .jpg, or named
+    # as its image, was left out without a word and the heat map went unscored)
+    masks = _masks_by_image(root)
+    masks_seen: set[Path] = set()
     for sub in sorted(p for p in _inside(root / "test", root).iterdir() if p.is_dir()):
         _no_images_below(_inside(sub, root), root)
         for p in image_files(_inside(sub, root)):
             views = read_views(_inside(p, root), roi, size=size, tiles=tiles, inside=(root, "the folder"))[0]
             h.update(sub.name.encode() + hashlib.sha256(p.read_bytes()).digest())
             mask = None
-            if sub.name != "good":
-                mp = root / "ground_truth" / sub.name / f"{p.stem}_mask.png"
-                if mp.is_file():
-                    mask = _cut(read_mask(_inside(mp, root), inside=(root, "the folder")), roi, mp)
-                    masks_seen.add(mp)
+            if (mp := masks.get((sub.name, p.stem))) is not None:
+                masks_seen.add(mp)
+                whole = read_mask(mp, inside=(root, "the folder"))
+                # the image as decoded, its EXIF orientation applied (as the mask is drawn on what the user sees)
+                shape = _decode(p, None, (root, "the folder")).shape[:2]
+                if whole.shape[:2] != shape:  # stretched to the map, it scored the heat map against elsewhere
+                    raise AnomalyDataError(
+                        f"{mp}: mask is {whole.shape[1]}x{whole.shape[0]}, its image {p} is {shape[1]}x{shape[0]}; "
+                        "they must be the same size"
+                    )
+                if sub.name == "good":  # as `dataset import`: an all-black mask for a good image is fine
+                    if marked := int(np.count_nonzero(whole)):
+                        raise AnomalyDataError(
+                            f"{mp}: {marked} defect pixels on a good image ({p}); a good image's mask is empty: "
+                            "move the image to its defect's folder, or remove the mask"
+                        )
+                else:
+                    mask = _cut(whole, roi, mp)
             ds.test += views
             kinds.append(sub.name)
             ds.test_masks.append(mask)
-    gt = root / "ground_truth"
-    if gt.is_dir():
-        for mp in sorted(_inside(gt, root).glob("*/*_mask.png")):
-            if mp not in masks_seen and _inside(mp, root):
-                raise AnomalyDataError(
-                    f"{mp}: a mask without an image (expected test/{mp.parent.name}/"
-                    f"{mp.name[: -len('_mask.png')]}.<ext>); add the image or remove the mask"
-                )
+    for (label, stem), mp in sorted(masks.items()):
+        if mp not in masks_seen:
+            raise AnomalyDataError(
+                f"{mp}: a mask without an image (expected test/{label}/{stem}.<ext>); add the image or remove "
+                "the mask"
+            )
     ds.test_kind = kinds
     ds.test_ng = np.asarray([k != "good" for k in kinds], bool)
+
+
+def _masks_by_image(root: Path) -> dict[tuple[str, str], Path]:
+    """The masks below ``root/ground_truth``, by (class, the name of their image without its extension)."""
+    from cloud_trainer.train.images import skipped_folder
+
+    gt = root / "ground_truth"
+    masks: dict[tuple[str, str], Path] = {}
+    if not gt.is_dir():
+        return masks
+    for d in sorted(p for p in _inside(gt, root).iterdir() if p.is_dir() and not skipped_folder(p.name)):
+        _no_images_below(_inside(d, root), root)
+        for mp in image_files(d):
+            key = (d.name, mp.stem.removesuffix("_mask"))
+            if key in masks:  # 005.png and 005_mask.png: which one is meant cannot be told
+                raise AnomalyDataError(
+                    f"{d}: two masks for one image: {masks[key].name} and {mp.name}; keep one"
+                )
+            masks[key] = _inside(mp, root)
+    return masks
 
 
 # -- the model ------------------------------------------------------------------------------------

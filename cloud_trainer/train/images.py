@@ -101,6 +101,9 @@ def _skipped(name: str) -> bool:
     return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
 
 
+skipped_folder = _skipped  # for the anomaly family's reading of a folder: the same folders skipped
+
+
 def holds_images(src: Path) -> bool:
     """Whether a folder holds image files somewhere below it (the import's ``--kind`` default)."""
     for root, dirs, files in os.walk(src, followlinks=False):

@@ -181,3 +181,37 @@ def test_the_anomaly_family_given_a_folder_refuses_images_in_its_subfolders_it_w
         AnomalyDataError, match=r"test/scratch/day2: 1 image in a subfolder, which the anomaly"
     ):
         load_good(mv)
+
+
+@pytest.mark.parametrize("name", ["{}_mask.PNG", "{}.png", "{}_mask.bmp"])
+def test_the_anomaly_family_reads_an_mvtec_folders_masks_as_the_import_finds_them(tmp_path, name):
+    # only <name>_mask.png was looked for: a mask saved as .PNG (a Windows tool), named as its image (which
+    # `dataset import` takes) or saved in another kind was left out without a word, and the heat map unscored
+    from cloud_trainer.train.anomaly import AnomalyDataError, load_good
+
+    mv = mvtec_category(tmp_path / "bottle", 0)
+    gt = mv / "ground_truth" / "scratch"
+    drawn = {}
+    for i in range(3):
+        m = cv2.imread(str(gt / f"{i:03d}_mask.png"), cv2.IMREAD_GRAYSCALE)
+        (gt / f"{i:03d}_mask.png").unlink()
+        assert cv2.imwrite(str(gt / name.format(f"{i:03d}").lower()), m)
+        (gt / name.format(f"{i:03d}").lower()).rename(gt / name.format(f"{i:03d}"))
+        drawn[i] = m
+    (
+        mv / "ground_truth" / "good"
+    ).mkdir()  # an all-black mask for a good image: taken, as the import takes it
+    assert cv2.imwrite(str(mv / "ground_truth" / "good" / "000_mask.png"), np.zeros((40, 40), np.uint8))
+    ds = load_good(mv)
+    read = [m for m, k in zip(ds.test_masks, ds.test_kind, strict=True) if k == "scratch"]
+    assert all(m is not None for m in read) and all(np.array_equal(read[i], drawn[i]) for i in range(3))
+
+    # a mask of another size than its image was stretched to the map: refused, as the import refuses it
+    wrong = gt / name.format("001")
+    assert cv2.imwrite(str(wrong.with_name("x" + wrong.name.lower())), np.full((20, 30), 255, np.uint8))
+    wrong.with_name("x" + wrong.name.lower()).replace(wrong)
+    with pytest.raises(AnomalyDataError) as refused:
+        load_good(mv)
+    assert str(refused.value) == (
+        f"{wrong}: mask is 30x20, its image {mv / 'test' / 'scratch' / '001.png'} is 40x40; they must be the same size"
+    )
