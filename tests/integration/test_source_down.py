@@ -6,6 +6,8 @@ the outbox like every event; connected again, the same kind with active false an
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from edge_agent.agent import Agent
@@ -13,6 +15,8 @@ from edge_agent.config import parse_config
 from tests.support.models import make_keypair, make_package
 from tests.support.recorded import recorded_events
 from tests.support.waits import until
+
+PASS_S = 0.5  # the agent's source watch passes every 2 s in service; here every 0.5 s (``quick_watch``)
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +30,17 @@ def _downs(agent: Agent) -> list[dict]:
     return [dict(e) for e in agent.events if e["kind"] == "source_down"]
 
 
+def quick_watch(agent: Agent) -> Agent:
+    """The agent with its source watch passing every ``PASS_S``: an outage is told within a pass of it."""
+    agent._watch_sources = functools.partial(agent._watch_sources, PASS_S)  # type: ignore[method-assign]
+    return agent
+
+
 def camera_agent(tmp_path, package, url: str) -> Agent:
-    """An agent inspecting the frames of the camera at ``url``, which it reopens quickly when lost."""
+    """An agent inspecting the frames of the camera at ``url``, which it reopens quickly when lost (its source
+    watch passing every ``PASS_S``)."""
     pkg, pub = package
-    return Agent(
+    agent = Agent(
         parse_config(
             {
                 "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
@@ -51,6 +62,7 @@ def camera_agent(tmp_path, package, url: str) -> Agent:
             }
         )
     )
+    return quick_watch(agent)
 
 
 async def test_a_camera_down_for_long_raises_source_down_and_its_return_ends_it(tmp_path, package):
@@ -98,7 +110,7 @@ async def test_an_outage_that_ends_while_the_agent_restarts_has_its_end_said_by_
         "outbox": {},
         "sources": {"plc": _plc(port, 2)},
     }
-    first = Agent(parse_config(config))
+    first = quick_watch(Agent(parse_config(config)))
     first.source_down_after_s = 1.0  # 30 s in service
     second: Agent | None = None
     srv = None
@@ -107,7 +119,7 @@ async def test_an_outage_that_ends_while_the_agent_restarts_has_its_end_said_by_
         await until(lambda: _downs(first), 30, "source_down")
         await first.stop()
         srv, _ = await _line(port)  # the PLC is back
-        second = Agent(parse_config(config))
+        second = quick_watch(Agent(parse_config(config)))
         second.source_down_after_s = 1.0
         await second.start()
         await until(lambda: _downs(second), 30, "the outage's end from the next agent")

@@ -6,19 +6,13 @@ with a fake clock is in tests/unit/test_source_flapping.py)."""
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 from edge_agent.agent import Agent
-from tests.integration.test_source_down import _downs, camera_agent
+from tests.integration.test_source_down import PASS_S, _downs, camera_agent
 from tests.support.models import make_keypair, make_package
 from tests.support.recorded import recorded_events
 from tests.support.waits import until
-
-# The agent's source watch passes every 2 s; here every 0.5 s, and the rule's spans are measured in the same
-# passes: an outage here is seen by one pass or two, far below 6 passes (3 s) in total
-PASS_S = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +42,9 @@ async def test_a_camera_that_keeps_dropping_out_raises_one_source_down_and_one_e
 
     sim = CameraServer(0, fps=10, seed=4).start()
     port = sim.port
-    agent = camera_agent(tmp_path, package, sim.url)
-    agent._watch_sources = functools.partial(agent._watch_sources, PASS_S)  # type: ignore[method-assign]
-    # in service 30 s, 2 minutes, 2 minutes; each outage here is seen by one or two passes: far below 3 s
+    agent = camera_agent(tmp_path, package, sim.url)  # its source watch passes every PASS_S (2 s in service)
+    # in service 30 s, 2 minutes, 2 minutes; the rule's spans in the watch's passes: each outage here is seen
+    # by one pass or two, far below 6 in total
     agent.source_down_after_s = 6 * PASS_S
     agent.flap_window_s = 600.0
     agent.flap_clear_s = 3 * PASS_S
