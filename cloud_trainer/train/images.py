@@ -784,7 +784,7 @@ def import_images(
     try:  # made inside: a stop signal handled the moment mkdir returns still removes it
         tmp.mkdir()
         progress = _Progress(len(found.items), progress_s, log)
-        summary, copies, shapes, flat, misnamed = _write(
+        summary, copies, shapes, flat, misnamed, lossy = _write(
             found, src, tmp, max_megapixels, pixel_bits, progress, bayer
         )
         if copies:  # left out: the classes must still hold enough images without them
@@ -806,6 +806,7 @@ def import_images(
             _misnamed_note(misnamed),
             _odd_sizes_note(shapes),
             _flat_note(flat),
+            _lossy_masks_note(lossy),
             _few_defects_note(summary["counts"], found.good, task),
         ):
             if note:
@@ -881,10 +882,18 @@ def _write(
     pixel_bits: int | None,
     progress: _Progress | None = None,
     bayer: str | None = None,
-) -> tuple[dict, list[tuple[_Item, _Item]], list[tuple[str, int, int]], list[str], list[tuple[str, str]]]:
+) -> tuple[
+    dict,
+    list[tuple[_Item, _Item]],
+    list[tuple[str, int, int]],
+    list[str],
+    list[tuple[str, str]],
+    list[tuple[str, int, int]],
+]:
     """The dataset folder's files in ``dst``; (its summary, the copies left out: (copy, the image kept), each
     image's (source, height, width), the images of one colour, the images of another kind than their
-    extension says: (source, kind), stored under their kind's extension)."""
+    extension says: (source, kind), stored under their kind's extension, the JPEG masks with faint pixels:
+    (source, faint pixels, marked pixels))."""
     import yaml
 
     (dst / "images").mkdir()
@@ -899,6 +908,7 @@ def _write(
     shapes: list[tuple[str, int, int]] = []  # (source, height, width) of each image written
     flat: list[str] = []  # images of one colour: a covered lens, a missed trigger, a blank export
     misnamed: list[tuple[str, str]] = []  # (source, kind): a JPEG named .png, read as what it is
+    lossy: list[tuple[str, int, int]] = []  # JPEG masks: (source, faint pixels, marked pixels)
     k = 0
     with open(dst / "labels.jsonl", "w") as f:
         for done, it in enumerate(found.items):
@@ -956,6 +966,8 @@ def _write(
                         f"{img.shape[1]}x{img.shape[0]}; they must be the same size"
                     )
                 _check_mask(it, mask, found.good)
+                if image_kind(mdata) == "JPEG" and (shades := _faint_pixels(mask))[0]:
+                    lossy.append((it.mask.relative_to(src).as_posix(), *shades))
                 mname = f"masks/{k:06d}.png"
                 if it.mask.suffix.lower() == ".png":
                     # the bytes checked and decoded, not the file copied by its path again: replaced in
@@ -999,6 +1011,29 @@ def _write(
         shapes,
         flat,
         misnamed,
+        lossy,
+    )
+
+
+def _faint_pixels(mask) -> tuple[int, int]:
+    """A mask's pixels of 1 to 127 and of 128 to 255 (a colour mask's pixel by its brightest channel)."""
+    import numpy as np
+
+    m = mask.max(axis=2) if mask.ndim == 3 else mask
+    return int(np.count_nonzero((m > 0) & (m < 128))), int(np.count_nonzero(m >= 128))
+
+
+def _lossy_masks_note(lossy: list[tuple[str, int, int]]) -> str | None:
+    """JPEG masks: its compression leaves faint values around each defect, which count as defect pixels (a
+    mask is 0 for good pixels and anything else for defect). Said, not refused: the mask is the user's."""
+    if not lossy:
+        return None
+    n, faint, marked = len(lossy), sum(f for _, f, _ in lossy), sum(m for _, _, m in lossy)
+    names = ", ".join(name for name, _, _ in lossy[:3]) + (", ..." if n > 3 else "")
+    return (
+        f"{n} mask{'s' if n > 1 else ''} saved as JPEG ({names}) hold{'' if n > 1 else 's'} {faint:,} faint "
+        f"pixels (1-127) beside {marked:,} marked ones (128-255): JPEG's noise around a defect, each counted as a "
+        "defect pixel; save masks as PNG to keep the defect as drawn"
     )
 
 
