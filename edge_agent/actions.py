@@ -39,7 +39,8 @@ longer gives is said (``label_gone``). An output whose reset its OPC UA node wou
 of the node's type) does not write its value (``reset_refused``): the node would keep it for good. An
 ``on_change`` or ``pulse`` edge so refused, or refused at the write for the node's type (an error whose
 ``type_refused`` is True: the source's check at the write, the server's BadTypeMismatch), is judged again at
-the next result (``_edge_refused``).
+the next result (``_edge_refused``). The reset is judged again as the value is sent (``_refused_now``): a
+value decided while the PLC was away was judged by what its node was before a download.
 """
 
 from __future__ import annotations
@@ -572,6 +573,19 @@ class ActionRunner:
             if key in self._pulse_until:
                 self._pulse_refused.add(key)
 
+    def _refused_now(self, name: str, action: Any, key: tuple[str, str] | None, value: Any) -> bool:
+        """An OPC UA output's ``value`` judged again as it is sent (``_reset_refused``, by the node's type as
+        the source knows it now): decided while the PLC was away, or waiting behind a retry, it was judged by
+        the type the node held then, and a PLC download with a reconnect may have retyped it (a Double node
+        now an Int32, whose reset 0.5 would be refused once 1 was written). True: not written (counted
+        ``reset_refused``), the edge judged again at the next result (``_edge_refused``)."""
+        if key is None or not isinstance(action, OpcUaWriteAction) or value != action.value:
+            return False
+        if not self._reset_refused(name, action):
+            return False
+        self._edge_refused(action, key, value)
+        return True
+
     def _reset_refused(self, name: str, action: OutputAction) -> bool:
         """True (counted ``reset_refused``, logged once per burst) when the output's node would refuse the
         value that ends what ``value`` starts (a pulse's reset, a level's or an on_change's reset_value: out
@@ -721,6 +735,8 @@ class ActionRunner:
                 attempt += 1
                 if node is not None and self._written.get(node, -1) > order:
                     st["superseded"] += 1  # a newer value reached the node meanwhile: this one never goes out
+                    return False
+                if self._refused_now(name, action, key, value):
                     return False
                 try:
                     outcome = await self._do(name, action, result, item, value)

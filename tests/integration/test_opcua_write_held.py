@@ -197,3 +197,55 @@ async def test_a_pulse_whose_high_the_server_refused_writes_it_at_the_next_edge_
         await src.stop()
         await srv.stop()
     assert sent == [True, True, False], sent
+
+
+async def _plc_holding(port: int, value: ua.Variant):
+    """A PLC on ``port`` whose ANY node ``State`` holds ``value``, and the values the agent's writes carried."""
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    state = await _any_state(srv, idx, obj)
+    await _holds(state, value)
+    sent: list[object] = []
+
+    async def on_write(event, _dispatcher) -> None:
+        for wv in event.request_params.NodesToWrite:
+            if wv.NodeId.NamespaceIndex == idx and event.is_external:
+                sent.append(wv.Value.Value.Value)
+
+    srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
+    await srv.start()
+    return srv, state, sent
+
+
+async def test_a_value_decided_while_the_plc_was_away_is_judged_by_what_its_node_holds_after_the_reconnect():
+    """A PLC download with a reconnect: the node held a Double (which takes the output's value 1 and its
+    reset 0.5); the result that came while the PLC was away was judged by that type, so 1 was let out and
+    written on the new connection, where the node now holds an Int32: its reset 0.5 was refused at the
+    write and the node kept 1 for good. The type is read again at the reconnect, but the value had been
+    judged already. Now a value is judged again when it is sent: not written (reset_refused)."""
+    port = free_port()
+    srv, _state, _sent = await _plc_holding(port, ua.Variant(0.0, VT.Double))
+    node_id = "ns=2;s=State"
+    out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "value": 1, "reset_value": 0.5}
+    cfg = _config(port, {"lamp": {**out, "mode": "level", "when": {"verdict": "NG"}}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    src.expect_writes([(n, v) for _, n, v in write_targets(cfg)["plc"]])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    srv2 = None
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        assert node_id not in src.target_errors, src.target_errors
+        await srv.stop()  # the PLC download
+        await until(lambda: src.state.value != "connected", 10, "the connection lost")
+        await runner.handle(["lamp"], result("NG", 0), None)  # judged by the Double held before
+        srv2, state2, sent = await _plc_holding(port, ua.Variant(0, VT.Int32))
+        st = runner.stats["lamp"]
+        await until(lambda: st["ok"] + st["reset_refused"] > 0, 20, "the value written or refused")
+        await runner.flush(timeout_s=5)
+        assert src.stats.reconnects == 1
+        assert sent == [], sent
+        assert await state2.read_value() == 0
+        assert st["reset_refused"] == 1 and st["ok"] == 0, dict(st)
+    finally:
+        await src.stop()
+        await (srv2 or srv).stop()
