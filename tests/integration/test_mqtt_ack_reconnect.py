@@ -13,8 +13,11 @@ take it for a newer message's, acknowledged before the agent took it)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import socket
+import threading
 
 import paho.mqtt.client as paho
 import pytest
@@ -160,6 +163,39 @@ async def test_a_message_taken_while_away_is_acknowledged_once_when_the_broker_k
     # a fresh broker gives this session's 6 messages ids 1-6: each acknowledged once
     acks = _acks(mosquitto, cid)
     assert sorted(acks) == [1, 2, 3, 4, 5, 6], acks
+
+
+def test_the_relay_passes_each_end_on_behind_what_went_before_as_a_network_does() -> None:
+    """The client's FIN reaches the server behind everything it sent, and the client's side stays open for
+    the server's answer until the server's own end: a source whose stop sends its DISCONNECT, shuts its side
+    and awaits the broker's close gets the broker's, once the broker has read everything. The relay closed
+    the client's side at its FIN: the stop ended before a broker slow to read (a loaded CI machine) had read
+    the last PUBACKs and the DISCONNECT, Mosquitto stopped next never logged them, and the test above saw
+    the fence's PUBACK missing (ids 1-5 only)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(60)
+    relay = CutRelay(server.getsockname()[1])
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn, contextlib.suppress(OSError):
+            got = 0
+            while data := conn.recv(65536):
+                got += len(data)
+            conn.sendall(b"read %d" % got)  # only once the client's end came, behind its bytes
+
+    threading.Thread(target=serve, daemon=True).start()
+    back = b""
+    try:
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=60) as c:
+            c.sendall(b"x" * 100_000)
+            c.shutdown(socket.SHUT_WR)
+            while data := c.recv(65536):
+                back += data
+    finally:
+        relay.close()
+        server.close()
+    assert back == b"read 100000", back
 
 
 def _acks(mosquitto: Mosquitto, cid: str) -> list[int]:

@@ -3,7 +3,12 @@
 
 ``hold_upstream()`` stops passing what the client sends (a dead link's packets are lost: a broker never
 gets the PUBACK of the messages it delivered), ``cut()`` closes every relayed connection (both sides see
-the connection end); connections made afterwards are relayed normally."""
+the connection end); connections made afterwards are relayed normally.
+
+Otherwise the relay is the network: one side's orderly end (its FIN) reaches the other behind every byte
+sent before it, and the other way goes on until that side ends too (a half-close), so a client that sends
+its DISCONNECT, shuts its side and awaits the broker's close (``MqttSource.stop()``) gets the broker's own
+close, after the broker has read everything. A reset ends both ways."""
 
 from __future__ import annotations
 
@@ -53,12 +58,18 @@ class CutRelay:
                 if from_client and self._held:
                     continue  # lost on the dead link
                 dst.sendall(data)
-        except OSError:
-            pass
-        finally:
+        except OSError:  # a reset (or the cut): both ways end
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+            return
+        if from_client and self._held:
+            return  # the end is lost on the dead link too
+        # passed on behind what went before; the other way goes on until its own end. Shutting both here
+        # closes the client's side at its FIN: the client takes that for the broker's close while a broker
+        # slow to read (a loaded machine) has not yet read the last PUBACKs nor the DISCONNECT
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
 
     def hold_upstream(self) -> None:
         """From now on, what the client sends on its current connections goes nowhere."""
