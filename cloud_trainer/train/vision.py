@@ -20,6 +20,8 @@ equal to the lowest NG score on validation rejects good parts as soon as the lig
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from cloud_trainer.train import common
@@ -71,6 +73,31 @@ def tensors(images: list[np.ndarray], pre: ImagePreprocessing) -> np.ndarray:
         from cloud_trainer.train.data import DatasetError
 
         raise DatasetError(f"the dataset's images do not fit the model's geometry: {exc}") from None
+
+
+def roi_fits(data, preprocessing: dict, folder: Path) -> None:
+    """Every image of ``data`` (``PartsData`` of the dataset ``folder``) holds the model's ``roi``, or
+    ``DatasetError`` naming the first that does not (a 1x1 export among 1280x1024 frames) by its file and the
+    file it was imported from: said of the whole batch, the user had to find which image was of that size."""
+    import json
+
+    from cloud_trainer.train.data import DatasetError, label_lines
+    from model_packager.manifest import ImagePreprocessing
+    from model_packager.preprocess import PreprocessError, region_box
+
+    pre = ImagePreprocessing.model_validate(preprocessing)
+    for img, y, ident in zip(data.images, data.labels, data.ids, strict=True):
+        try:
+            region_box(img.shape[0], img.shape[1], pre)
+        except PreprocessError as exc:
+            named = f"image {ident} ({data.classes[y]})"
+            for _, line in label_lines(folder / "labels.jsonl"):  # read as training read it: checked already
+                row = json.loads(line)
+                if row.get("id") == ident:
+                    came = f", imported from {row['source']}" if isinstance(row.get("source"), str) else ""
+                    named = f"{folder / row['file']} ({data.classes[y]}{came})"
+                    break
+            raise DatasetError(f"{named}: {exc}") from None
 
 
 def tile_pre(pre: ImagePreprocessing) -> ImagePreprocessing:

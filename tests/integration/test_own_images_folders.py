@@ -243,3 +243,39 @@ def test_masks_saved_as_jpeg_are_imported_with_a_line_counting_the_faint_pixels_
         "(128-255): JPEG's noise around a defect, each counted as a defect pixel; save masks as PNG to keep the "
         "defect as drawn"
     ) in said
+
+
+def test_a_build_whose_roi_an_image_cannot_hold_names_that_image_and_the_file_it_came_from(tmp_path, capsys):
+    # a 1-pixel export among the line's 40x40 frames (the import says it is far from the others' size, and keeps
+    # it): `build --roi` refused "the model's roi ... reaches outside the 1x1 frame", naming no image
+    src = tmp_path / "photos"
+    for label, n, seed in (("ok", 20, 0), ("scratch", 3, 200)):
+        (src / label).mkdir(parents=True)
+        for i in range(n):
+            assert cv2.imwrite(str(src / label / f"{label}{i:02d}.png"), part(seed + i, label == "scratch"))
+    assert cv2.imwrite(str(src / "ok" / "export.png"), part(99)[:1, :1])
+    ds = tmp_path / "ds"
+    code, said = run_import(capsys, str(src), "--out", str(ds))
+    assert code == 0 and "ok/export.png 1x1" in said
+    row = next(r for r in (ds / "labels.jsonl").read_text().splitlines() if '"ok/export.png"' in r)
+    stored = row.split('"file": "')[1].split('"')[0]
+    code = cloud_main(
+        [
+            "train",
+            "vision",
+            "--dataset",
+            str(ds),
+            "--work",
+            str(tmp_path / "w"),
+            "--size",
+            "16",
+            "--roi",
+            "4,4,30,30",
+        ]
+    )
+    said = capsys.readouterr().err
+    assert code != 0
+    assert (
+        f"{ds / stored} (ok, imported from ok/export.png): the model's roi [x=4, y=4, width=30, height=30] reaches "
+        "outside the 1x1 frame"
+    ) in said

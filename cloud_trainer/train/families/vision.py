@@ -33,6 +33,10 @@ class VisionFamily(TrainerFamily):
 
         tiled = bool(preprocessing and preprocessing.get("tiles"))
         ds = D.load_parts(folder, masks=tiled)
+        if preprocessing and preprocessing.get("roi") and not tiled:  # (as_tiles names a tiled model's image)
+            from cloud_trainer.train import vision
+
+            vision.roi_fits(ds, preprocessing, Path(folder))
         if tiled:
             from cloud_trainer.train import vision
             from model_packager.manifest import ImagePreprocessing
