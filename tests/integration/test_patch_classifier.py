@@ -18,6 +18,7 @@ import pytest
 from cloud_trainer.train.families.vision import vision_recipe
 from cloud_trainer.train.images import import_images
 from cloud_trainer.train.pipeline import BuildSettings, StageError
+from tests.support.once import built_once
 from tests.support.plates import plate
 from tests.support.vision_builds import build_stages, vision_settings
 from tests.support.vision_builds import run_package as run_signed
@@ -41,24 +42,31 @@ def folders(root: Path, seed: int, n_good: int, n_defect: int) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def _build(tmp: Path) -> dict:
     from cloud_trainer.train import onnx_tools, pipeline
 
-    tmp = tmp_path_factory.mktemp("patch")
     mp = pytest.MonkeyPatch()
     mp.setattr(pipeline, "_engines", lambda: ["onnxruntime"])  # the latency table is test_trainer's
     mp.setattr(onnx_tools, "latency_ms", lambda *a, **k: 1.0)
-    import_images(folders(tmp / "src", 3, 30, 6), tmp / "ds", log=quiet)
-    s, pub = vision_settings(
-        tmp,
-        tmp / "ds",
-        size=96,
-        recipe="patch-texture",  # the fixed features' bank (the learnt net: tests/integration/test_learned_patches.py)
-    )
-    meta, rep, pkg = build_stages(s, quiet)
-    yield {"meta": meta, "report": rep, "pkg": pkg, "pub": pub, "tmp": tmp, "settings": s}
-    mp.undo()
+    try:
+        import_images(folders(tmp / "src", 3, 30, 6), tmp / "ds", log=quiet)
+        s, pub = vision_settings(
+            tmp,
+            tmp / "ds",
+            size=96,
+            recipe="patch-texture",  # the fixed features' bank (the learnt net: tests/integration/test_learned_patches.py)
+        )
+        meta, rep, pkg = build_stages(s, quiet)
+    finally:
+        mp.undo()
+    return {"meta": meta, "report": rep, "pkg": pkg, "pub": pub, "tmp": tmp, "settings": s}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The build, made once per run (every xdist worker running a test of it gets the same): the tests read it
+    and open its package each in a folder of its own."""
+    return built_once(tmp_path_factory, "patch-classifier", _build)
 
 
 def run_package(built, images):
