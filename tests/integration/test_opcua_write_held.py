@@ -48,7 +48,7 @@ async def test_a_base_data_type_node_whose_held_type_flaps_is_said_once_per_spel
     src.expect_writes([(node_id, True), (node_id, False)])
     await src.start()
     caplog.set_level(logging.INFO)
-    flips = 6
+    flips = 4
     try:
         await until(lambda: node_id in src.target_errors, 10, "the String it holds judged at connect")
         for _ in range(flips):
