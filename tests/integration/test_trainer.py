@@ -19,13 +19,19 @@ from cloud_trainer.train.pipeline import BuildSettings, GateFailed, build
 from simulators.parts import write_dataset as write_parts
 from simulators.vibration import write_dataset as write_vibration
 from tests.support.models import make_keypair
+from tests.support.once import built_once
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def vib(tmp_path_factory):
-    return write_vibration(tmp_path_factory.mktemp("vib") / "ds", n_runs=10, windows_per_run=16, seed=1)
+    """The vibration dataset, written once per run (``maintenance_v1`` is trained on it)."""
+    return built_once(
+        tmp_path_factory,
+        "trainer-vib",
+        lambda d: write_vibration(d / "ds", n_runs=10, windows_per_run=16, seed=1),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +42,13 @@ def parts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def maintenance_v1(tmp_path_factory, vib):
     """Version 1.0.0 of machine-health built and published once (40 epochs on ``vib``): (folder, build
-    output). Its registry, keys and work folder are read, or copied before a test changes them."""
-    tmp = tmp_path_factory.mktemp("maintenance-v1")
-    return tmp, build(settings(tmp, "maintenance", vib), log=quiet)
+    output). Its registry, keys and work folder are read, or copied before a test changes them; built once per
+    run (every xdist worker running a test of it gets the same)."""
+    return built_once(
+        tmp_path_factory,
+        "trainer-maintenance-v1",
+        lambda tmp: (tmp, build(settings(tmp, "maintenance", vib), log=quiet)),
+    )
 
 
 def settings(tmp_path, family, dataset, **kw) -> BuildSettings:
