@@ -32,6 +32,7 @@ from edge_agent.models.slot import ModelSlot, SlotError
 from model_packager import GoldenError, build_package, read_manifest
 from model_packager.cpu import cpu_flags
 from tests.support.models import golden_inputs, make_keypair, make_vision_onnx, vision_spec
+from tests.support.once import built_once
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 32
@@ -44,8 +45,11 @@ def _quantize(fp32: Path, out: Path, calib: np.ndarray, *, full_8bit_weights: bo
 @pytest.fixture(scope="module")
 def forms(tmp_path_factory):
     """FP32 model, a correct INT8 form, and an INT8 form calibrated on inputs 50x too small (it
-    clips every real input: off on any CPU)."""
-    d = tmp_path_factory.mktemp("forms")
+    clips every real input: off on any CPU); made once per run (``built_once``), read by every test."""
+    return built_once(tmp_path_factory, "int8-parity-forms", _forms)
+
+
+def _forms(d: Path) -> dict:
     fp32 = make_vision_onnx(d / "fp32.onnx", width=SIZE, height=SIZE, seed=3)
     calib = golden_inputs("vision", n=48, width=SIZE, height=SIZE, seed=1)["image"]
     good = _quantize(fp32, d / "good.int8.onnx", calib)
@@ -71,8 +75,12 @@ def _spec(version: str, **extra) -> dict:
 
 
 @pytest.fixture(scope="module")
-def packages(forms):
-    out = forms["dir"] / "packages"
+def packages(tmp_path_factory, forms):
+    """The two-form packages, built once per run: each test opens them in a folder of its own."""
+    return built_once(tmp_path_factory, "int8-parity-packages", lambda out: _two_form_packages(out, forms))
+
+
+def _two_form_packages(out: Path, forms: dict) -> dict:
     good = build_package(
         forms["good"],
         _spec("1.0.0"),
@@ -300,9 +308,13 @@ def _saturating_model(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def saturating(tmp_path_factory, forms) -> dict[str, str]:
-    """The saturating model's two packages (``_packages``), built once: each emulated CPU's test opens them
-    in its own folder and none changes them."""
-    return _packages(tmp_path_factory.mktemp("saturating"), forms, ("weights_8bit", "weights_7bit"))
+    """The saturating model's two packages (``_packages``), built once per run: each emulated CPU's test opens
+    them in its own folder and none changes them."""
+    return built_once(
+        tmp_path_factory,
+        "int8-parity-saturating",
+        lambda d: _packages(d, forms, ("weights_8bit", "weights_7bit")),
+    )
 
 
 def _packages(tmp_path: Path, forms, weights: tuple[str, ...]) -> dict[str, str]:
