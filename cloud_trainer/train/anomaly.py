@@ -56,6 +56,9 @@ INPUT = "image"
 OUTPUTS = ["anomaly_score", "anomaly_map"]
 NAME = "part-anomaly"
 MIN_GOOD = 20
+# an imported dataset without good test images keeps this share of its good images out of training for the test
+# set (the vision family's split keeps 15 % for its gate alike)
+HELD_OUT_GOOD = 0.15
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # the whole frames kept for the input statistics (measured at 128 px) when the model sees a --roi box
 STATS_SIDE = 512
@@ -320,6 +323,8 @@ class AnomalyData:
     per_frame: int = 1
     # with --tiles: the model's pixels per camera pixel along a tile's shorter side (<= 1: tiles are shrunk)
     tile_scale: float = 1.0
+    # good images of an imported dataset kept out of training for the test set (it had none: HELD_OUT_GOOD)
+    held_out: int = 0
 
     @property
     def stats_images(self) -> list[np.ndarray]:
@@ -396,6 +401,7 @@ def _load_imported(
     h = hashlib.sha256()
     good, names, test, kinds, masks, frames, scale = [], [], [], [], [], [], 1.0
     ngs: list[bool] = []
+    good_files: list[Path] = []
     try:
         lines = label_lines(root / "labels.jsonl")
     except DatasetError as exc:
@@ -417,11 +423,7 @@ def _load_imported(
             )
         h.update(rec["label"].encode() + hashlib.sha256(p.read_bytes()).digest())
         if rec["label"] == good_label and rec.get("split") != "test":
-            views, frame, scale = read_views(p, roi, max_mp, size, tiles, inside)
-            good += views
-            if frame is not None:
-                frames.append(frame)
-            names.append(p.name)
+            good_files.append(p)
             continue
         mask = None
         if mp is not None:
@@ -430,6 +432,25 @@ def _load_imported(
         kinds.append("good" if rec["label"] == good_label else rec["label"])
         ngs.append(rec["label"] != good_label)  # by the label: a defect class may be called "good"
         masks.append(mask)
+    # defect images to test but no good one (a folder per class has no test split): the gate's AUROC, which
+    # compares the two, was nan and failed every such build; a seeded share of the good images is kept out of
+    # training for it instead, as the vision family's split keeps one, while as many as the family needs remain
+    held: set[int] = set()
+    k = max(1, round(HELD_OUT_GOOD * len(good_files)))
+    if any(ngs) and all(ngs) and len(good_files) - k >= min_good:
+        held = {int(i) for i in np.random.default_rng(0).choice(len(good_files), k, replace=False)}
+    for i, p in enumerate(good_files):
+        if i in held:
+            test += read_views(p, roi, max_mp, size, tiles, inside)[0]
+            kinds.append("good")
+            ngs.append(False)
+            masks.append(None)
+            continue
+        views, frame, scale = read_views(p, roi, max_mp, size, tiles, inside)
+        good += views
+        if frame is not None:
+            frames.append(frame)
+        names.append(p.name)
     if len(names) < min_good:
         raise AnomalyDataError(
             f"{root}: {len(names)} good training image(s) (class '{good_label}'); the anomaly "
@@ -438,6 +459,7 @@ def _load_imported(
     ds = AnomalyData(good, names, test, np.asarray(ngs, bool), kinds, masks, layout="imported", frames=frames)
     ds.per_frame = len(good) // len(names)
     ds.tile_scale = scale
+    ds.held_out = len(held)
     ds.digest = "sha256:" + h.hexdigest()
     return ds
 
@@ -1516,6 +1538,20 @@ def evaluate(
 # -- build ---------------------------------------------------------------------------------------
 
 
+def _unmeasured(metric: str, floor: float, ds: AnomalyData) -> str | None:
+    """Why the gate's AUROC could not be measured, when the test set lacks good or defect images: "image_auroc
+    nan < floor 0.9" told the user nothing of what to add."""
+    if metric != "image_auroc" or (ds.test_ng.any() and (~ds.test_ng).any()):
+        return None
+    n_good, n_ng = int((~ds.test_ng).sum()), int(ds.test_ng.sum())
+    return (
+        f"image_auroc not measured (floor {floor}): the test set holds {n_good} good and {n_ng} defect images, and "
+        "AUROC compares the scores of both: add test images of both (an MVTec AD folder's test/good and "
+        f"test/<defect>; a dataset without a test split keeps good ones out of training when it holds more than "
+        f"{MIN_GOOD} good images), or give --floor image_auroc=0 to build without it"
+    )
+
+
 def build(s: AnomalySettings, log=common.stderr_log) -> dict:
     """good images → model → ONNX (FP32, INT8 if it holds) → evaluation → gate → signed package →
     registry. Raises ``GateFailed`` (registry unchanged) when a floor is not met."""
@@ -1535,6 +1571,11 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
         )
     check_tiles(s)
     ds = load_good(s.dataset, roi=s.roi, size=s.size, tiles=s.tiles)
+    if ds.held_out:
+        log(
+            f"anomaly: {ds.held_out} of the dataset's {ds.held_out + ds.n_good} good images kept out of training "
+            "for the test set (seeded): it holds defect images but no test split of good images"
+        )
     s.workdir.mkdir(parents=True, exist_ok=True)
     fitted = fit(ds, s, log)
     pre, thr = fitted["pre"], fitted["threshold"]
@@ -1629,7 +1670,7 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
     metrics = m8 if int8_ok else m32
     floors = {"image_auroc": 0.90, **s.floors} if m32 else dict(s.floors)
     reasons = [
-        f"{k} {metrics.get(k, float('nan')):.4f} < floor {v}"
+        _unmeasured(k, v, ds) or f"{k} {metrics.get(k, float('nan')):.4f} < floor {v}"
         for k, v in floors.items()
         if not metrics.get(k, float("nan")) >= v
     ]

@@ -279,3 +279,46 @@ def test_a_build_whose_roi_an_image_cannot_hold_names_that_image_and_the_file_it
         f"{ds / stored} (ok, imported from ok/export.png): the model's roi [x=4, y=4, width=30, height=30] reaches "
         "outside the 1x1 frame"
     ) in said
+
+
+def folder_per_class(root: Path, n_good: int, n_defect: int = 3) -> Path:
+    for label, n, seed in (("ok", n_good, 0), ("scratch", n_defect, 200)):
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            assert cv2.imwrite(str(root / label / f"{label}{i:02d}.png"), part(seed + i, label == "scratch"))
+    return root
+
+
+def test_the_anomaly_family_keeps_good_images_out_of_training_to_test_a_folder_per_class_dataset(
+    tmp_path, capsys
+):
+    # a folder per class has no test split: every good image trained and the test set held the defects only, so
+    # the gate's AUROC (good against defect scores) was nan and every build failed "image_auroc nan < floor 0.9"
+    from cloud_trainer.train.anomaly import load_good
+
+    ds = tmp_path / "ds"
+    code, said = run_import(capsys, str(folder_per_class(tmp_path / "photos", 24)), "--out", str(ds))
+    assert code == 0, said
+    data = load_good(ds)
+    assert data.held_out == 4 and data.n_good == 20  # 15 %, seeded; as many as the family needs still train
+    assert sorted(data.test_kind) == ["good"] * 4 + ["scratch"] * 3
+    assert sorted(load_good(ds).good_names) == sorted(data.good_names)  # the same ones every time
+    held = [t for t, k in zip(data.test, data.test_kind, strict=True) if k == "good"]
+    assert not any(np.array_equal(t, g) for t in held for g in data.good)  # never trained on
+
+
+def test_an_anomaly_gate_that_cannot_measure_auroc_says_what_the_test_set_lacks(tmp_path, capsys):
+    # 20 good images: none can be kept out, and the gate said "image_auroc nan < floor 0.9"
+    ds = tmp_path / "ds"
+    code, said = run_import(capsys, str(folder_per_class(tmp_path / "photos", 20)), "--out", str(ds))
+    assert code == 0, said
+    code = cloud_main(
+        ["build", "anomaly", "--dataset", str(ds), "--work", str(tmp_path / "w"), "--size", "16"]
+        + ["--registry", str(tmp_path / "reg"), "--no-openvino"]
+    )
+    said = capsys.readouterr().err
+    assert code != 0 and "nan" not in said
+    assert (
+        "image_auroc not measured (floor 0.9): the test set holds 0 good and 3 defect images, and AUROC compares "
+        "the scores of both: add test images of both"
+    ) in said
