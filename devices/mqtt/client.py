@@ -268,14 +268,20 @@ class _Unacked:
     at a reconnect (an acknowledgement queued before the new CONNECT would break the protocol), and the broker
     sends the messages of the lost acknowledgements again (DUP: ``_Redeliveries`` drops them, acknowledged).
 
-    A packet id means a message only within its session (``reconnected``). When the broker kept the session,
+    A packet id means a message only within its session (``connected``). When the broker kept the session,
     it sends every message not acknowledged again, DUP, under its id: one taken while away is acknowledged on
     the new connection, and its DUP copy, which may come before that PUBACK reaches the broker, is not
     acknowledged a second time (``redelivered``; the broker may have given the freed id to a newer message,
     which that PUBACK would acknowledge before it is taken). When the broker has no session for this client
     any more (restarted without persistence, session expired, failed over), it forgot those messages and
     gives their ids to new ones from 1: they are not acknowledged at all (each such PUBACK would acknowledge
-    a new message that is not yet taken, lost if the agent then stops)."""
+    a new message that is not yet taken, lost if the agent then stops).
+
+    paho says it is connected from the moment it has read a CONNACK, before ``on_connect`` runs: from a new
+    connection's start (``connecting``) until its CONNACK is taken in (``connected``) nothing is acknowledged.
+    A consumer's flush in between sent the old connection's acknowledgements on the new one as if on the old:
+    not noted as acknowledged late, so the DUP copy that follows was acknowledged again (kept session), or not
+    dropped, so each acknowledged a new message under its id (lost session)."""
 
     def __init__(self, client: paho.Client) -> None:
         self._client = client
@@ -283,6 +289,7 @@ class _Unacked:
         self._lock = threading.Lock()
         self._connection = 0  # connections so far (paho's thread)
         self._late: set[int] = set()  # ids acknowledged on this connection for an earlier one's message
+        self._between = False  # a connection begun whose CONNACK is not yet taken in (``connecting``)
 
     def add(self, mid: int, taken: bool = False) -> list:
         cell = [mid, taken, self._connection]
@@ -291,15 +298,26 @@ class _Unacked:
             self.flush()
         return cell
 
-    def reconnected(self, session_present: bool) -> None:
-        """A new connection (paho's thread, at its CONNACK, before any message of it and any flush)."""
+    def connecting(self) -> None:
+        """paho begins a connection (``on_pre_connect``, before its socket is made): nothing is acknowledged
+        until its CONNACK is taken in (``connected``)."""
         with self._lock:
-            self._connection += 1
-            self._late.clear()
-            if not session_present:  # the broker forgot them: none acknowledged (counted if not handed on)
-                for cell in self._cells:
-                    cell[1] = True
-                self._cells.clear()
+            self._between = True
+
+    def connected(self, again: bool, session_present: bool) -> None:
+        """A connection's CONNACK (paho's thread, in ``on_connect``, before any message of it); ``again``: one
+        after the first. Then what was taken while away is acknowledged."""
+        with self._lock:
+            if again:
+                self._connection += 1
+                self._late.clear()
+                # the broker forgot them: none acknowledged (counted if not handed on)
+                if not session_present:
+                    for cell in self._cells:
+                        cell[1] = True
+                    self._cells.clear()
+            self._between = False
+        self.flush()
 
     def pending(self, mid: int) -> bool:
         """A message under this packet id waits for its acknowledgement (its DUP copy needs none of its own)."""
@@ -319,7 +337,7 @@ class _Unacked:
     def flush(self, final: bool = False) -> None:
         c = self._client
         with self._lock:
-            if not c.is_connected():
+            if self._between or not c.is_connected():
                 return
             cells, connection = self._cells, self._connection
             if not final:
@@ -1219,9 +1237,7 @@ class MqttSource:
                 if rc == paho.MQTT_ERR_SUCCESS:
                     self._acks[mid] = subs
         if self._unacked is not None:  # taken while away: acknowledged now (the broker sends them again, DUP)
-            if again:
-                self._unacked.reconnected(bool(flags.session_present))
-            self._unacked.flush()
+            self._unacked.connected(again, bool(flags.session_present))
         if again:  # after the SUBSCRIBE (rebirths are asked then) and before this connection's messages
             self._sessions += 1
             self._channel.wake_threadsafe()  # the rebirths are asked even if no message comes
@@ -1400,6 +1416,8 @@ class MqttSource:
                 client, userdata, None, "connection lost", None
             )  # the skipped callback's work
         self._connack_seen = False
+        if self._unacked is not None:  # until this connection's CONNACK is taken in: nothing acknowledged
+            self._unacked.connecting()
         if self._state_ts and self._ever_connected:
             self._state_ts = max(int(time.time() * 1000), self._state_ts + 1)
             client.will_set(self._state_topic, self._state(False), qos=1, retain=True)

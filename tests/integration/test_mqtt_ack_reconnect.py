@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import socket
 import threading
@@ -161,6 +162,71 @@ async def test_a_message_taken_while_away_is_acknowledged_once_when_the_broker_k
     assert relay.connections == 2  # one reconnect, to the same session
     assert reader.ns == [0, 1, 2, 3, 4], reader.ns
     # a fresh broker gives this session's 6 messages ids 1-6: each acknowledged once
+    acks = _acks(mosquitto, cid)
+    assert sorted(acks) == [1, 2, 3, 4, 5, 6], acks
+
+
+@pytest.mark.parametrize("protocol", ["mqtt311", "mqtt5"])
+async def test_a_flush_while_the_connack_is_taken_in_acknowledges_no_message_twice(
+    tmp_path, caplog, protocol
+) -> None:
+    """As above, but paho's thread is held in ``on_connect`` of the new connection (at its "reconnected to"
+    line: paho has read the CONNACK and says it is connected) while the reader goes on from 4 and its batch's
+    acknowledgements are flushed. Before, that flush sent them on the new connection as if on the old one,
+    not noted as acknowledged late: the DUP copies that came next were acknowledged again (the batch's ids
+    twice in the broker's log). Now nothing is acknowledged until the CONNACK is taken in, then each once."""
+    mosquitto = Mosquitto(tmp_path / "mosq", extra_conf="log_type all").start()
+    relay = CutRelay(mosquitto.port)
+    topic = f"window/{protocol}/line1"
+    cid = f"gw-window-{protocol}"
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=relay.port,
+            protocol=protocol,
+            client_id=cid,
+            persistent_session=True,
+            reconnect_min_s=0.1,
+            reconnect_max_s=0.5,
+            subscriptions=[{"topic": f"window/{protocol}/#", "qos": 1}],
+        ),
+    )
+    parked, release = threading.Event(), threading.Event()
+
+    def park(record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args[1:2] == ("reconnected to",):
+            parked.set()  # paho's thread, the CONNACK read and not yet taken in
+            release.wait(60)
+        return True
+
+    caplog.set_level(logging.INFO, logger="devices.mqtt.client")
+    logger = logging.getLogger("devices.mqtt.client")
+    logger.addFilter(park)
+    reader = Reader(src, topic, hold=(4,))
+    try:
+        await src.start()
+        await _wait(src.subscribed)
+        await asyncio.to_thread(_publish, mosquitto.port, "device-a", topic, _ns(0, 1, 2, 3, 4))
+        await _wait(reader.held[4])
+        relay.cut()
+        assert await asyncio.to_thread(parked.wait, 60)
+        reader.go[4].set()
+        # the reader's batch ended: its flush ran before the reader's next wait, in the same step
+        await _until(lambda: src._pos >= len(src._held))
+        release.set()
+        await _until(lambda: src.stats.reconnects >= 1 and src.subscribed.is_set())
+        await asyncio.to_thread(_publish, mosquitto.port, "device-b", f"{topic}/fence", [b'{"fence": 1}'])
+        await _wait(reader.fenced)
+        await _until(lambda: 6 in _acks(mosquitto, cid))
+    finally:
+        release.set()
+        logger.removeFilter(park)
+        await reader.cancel()
+        await src.stop()
+        relay.close()
+        mosquitto.stop()
+    assert relay.connections == 2
+    assert reader.ns == [0, 1, 2, 3, 4], reader.ns
     acks = _acks(mosquitto, cid)
     assert sorted(acks) == [1, 2, 3, 4, 5, 6], acks
 
