@@ -436,8 +436,8 @@ def _load_imported(
     # compares the two, was nan and failed every such build; a seeded share of the good images is kept out of
     # training for it instead, as the vision family's split keeps one, while as many as the family needs remain
     held: set[int] = set()
-    k = max(1, round(HELD_OUT_GOOD * len(good_files)))
-    if any(ngs) and all(ngs) and len(good_files) - k >= min_good:
+    k = min(max(1, round(HELD_OUT_GOOD * len(good_files))), len(good_files) - min_good)
+    if any(ngs) and all(ngs) and k > 0:
         held = {int(i) for i in np.random.default_rng(0).choice(len(good_files), k, replace=False)}
     for i, p in enumerate(good_files):
         if i in held:

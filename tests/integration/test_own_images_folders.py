@@ -322,3 +322,13 @@ def test_an_anomaly_gate_that_cannot_measure_auroc_says_what_the_test_set_lacks(
         "image_auroc not measured (floor 0.9): the test set holds 0 good and 3 defect images, and AUROC compares "
         "the scores of both: add test images of both"
     ) in said
+
+
+def test_the_good_images_kept_out_for_the_anomaly_test_leave_the_twenty_that_train(tmp_path, capsys):
+    from cloud_trainer.train.anomaly import load_good
+
+    ds = tmp_path / "ds"
+    code, said = run_import(capsys, str(folder_per_class(tmp_path / "photos", 22)), "--out", str(ds))
+    assert code == 0, said
+    data = load_good(ds)
+    assert (data.held_out, data.n_good) == (2, 20)  # 15 % of 22 is 3, which would leave 19
