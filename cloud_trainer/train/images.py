@@ -807,6 +807,7 @@ def import_images(
             _odd_sizes_note(shapes),
             _flat_note(flat),
             _lossy_masks_note(lossy),
+            _mask_like_note(found, src),
             _few_defects_note(summary["counts"], found.good, task),
         ):
             if note:
@@ -1034,6 +1035,33 @@ def _lossy_masks_note(lossy: list[tuple[str, int, int]]) -> str | None:
         f"{n} mask{'s' if n > 1 else ''} saved as JPEG ({names}) hold{'' if n > 1 else 's'} {faint:,} faint "
         f"pixels (1-127) beside {marked:,} marked ones (128-255): JPEG's noise around a defect, each counted as a "
         "defect pixel; save masks as PNG to keep the defect as drawn"
+    )
+
+
+_MASK_FOLDERS = frozenset({"masks", "mask", "ground_truth"})
+
+
+def _mask_like_note(found: Found, src: Path) -> str | None:
+    """Images of a folder per class that look like masks (named ``*_mask``, or in a ``masks/`` or
+    ``ground_truth/`` folder inside a class): a folder per class reads no masks, so they are part images of
+    their class, a defect class learnt from black-and-white drawings. Said, not refused: the names may be the
+    user's own for part images."""
+    if found.layout != "folders":
+        return None
+    like = [
+        rel
+        for it in found.items
+        if (rel := it.path.relative_to(src)).stem.lower().endswith("_mask")
+        or _MASK_FOLDERS & {part.lower() for part in rel.parts[1:-1]}
+    ]
+    if not like:
+        return None
+    n = len(like)
+    names = ", ".join(r.as_posix() for r in like[:3]) + (", ..." if n > 3 else "")
+    return (
+        f"{n} image{'s' if n > 1 else ''} that look{'' if n > 1 else 's'} like masks ({names}) imported as part "
+        "images of their class: a folder per class reads no masks; give masks in the MVTec AD layout "
+        "(test/<defect>/NAME.png with ground_truth/<defect>/NAME_mask.png), or remove them"
     )
 
 

@@ -332,3 +332,27 @@ def test_the_good_images_kept_out_for_the_anomaly_test_leave_the_twenty_that_tra
     assert code == 0, said
     data = load_good(ds)
     assert (data.held_out, data.n_good) == (2, 20)  # 15 % of 22 is 3, which would leave 19
+
+
+def test_images_that_look_like_masks_in_a_folder_per_class_are_imported_with_a_line_naming_them(
+    tmp_path, capsys
+):
+    # scratch/masks/*_mask.png beside the scratch photos: a folder per class reads no masks, and the drawings were
+    # imported as scratch images without a word, a defect class learnt partly from black-and-white masks
+    src = folder_per_class(tmp_path / "photos", 20)
+    code, said = run_import(capsys, str(src), "--out", str(tmp_path / "plain"))
+    assert code == 0 and "look like masks" not in said
+    (src / "scratch" / "masks").mkdir()
+    for i in range(3):
+        m = np.zeros((40, 40), np.uint8)
+        cv2.line(m, (2, 2), (37, 37), 255, 2)
+        m[0, i] = 255
+        assert cv2.imwrite(str(src / "scratch" / "masks" / f"scratch{i:02d}_mask.png"), m)
+    code, said = run_import(capsys, str(src), "--out", str(tmp_path / "ds"))
+    assert code == 0 and '"scratch": 6' in said  # imported as they are: the names may be the user's own
+    assert (
+        "dataset import: 3 images that look like masks (scratch/masks/scratch00_mask.png, "
+        "scratch/masks/scratch01_mask.png, scratch/masks/scratch02_mask.png) imported as part images of their "
+        "class: a folder per class reads no masks; give masks in the MVTec AD layout (test/<defect>/NAME.png with "
+        "ground_truth/<defect>/NAME_mask.png), or remove them"
+    ) in said
