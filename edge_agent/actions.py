@@ -204,6 +204,9 @@ class ActionRunner:
         # per action, the errors a retry cannot fix that were logged since its last success: each is said
         # once (a read-only node under a level output would otherwise log every 30 s for ever), counted always
         self._said: dict[str, set[str]] = {}
+        # ... and those said before its last success (at most 8 an action): said again once per burst, not
+        # at each refusal after a success (a node that flaps between taking and refusing the value)
+        self._said_before: dict[str, set[str]] = {}
         self._pending: set[asyncio.Task] = set()
         self._in_flight: collections.Counter[str] = collections.Counter()  # per ordinary action
         self._level: dict[tuple[str, str], bool] = {}  # (action, pipeline) -> condition at the last result
@@ -803,7 +806,9 @@ class ActionRunner:
     def _cannot(self, name: str, exc: Exception) -> None:
         """An error a retry cannot fix (a read-only node, BadUserAccessDenied, a value the node's type
         refuses): logged once per action and error until the action succeeds again, counted as ``failed``
-        every time. Past a few distinct errors (a value that changes with each result), once per burst."""
+        every time. Past a few distinct errors (a value that changes with each result), once per burst; so is
+        one said before the action's last success (a node whose held type flaps refused the value at every
+        other result, and each refusal after a success was said again)."""
         said = self._said.setdefault(name, set())
         msg = str(exc)
         if msg in said:
@@ -812,6 +817,17 @@ class ActionRunner:
             self._burst.log(name, "action %r failed (not retried: a retry cannot fix it): %s", name, exc)
             return
         said.add(msg)
+        before = self._said_before.setdefault(name, set())
+        if msg in before or len(before) >= 8:  # said before a success: a node taking it, then not, in turn
+            self._burst.log(
+                f"cannot:{name}",
+                "action %r failed again after succeeding (not retried: a retry cannot fix it): %s; said once "
+                "per burst while it keeps succeeding and failing so, counted (failed) each time",
+                name,
+                exc,
+            )
+            return
+        before.add(msg)
         log.warning(
             "action %r failed (not retried: a retry cannot fix it): %s; said once: each further failure "
             "like it is only counted (failed) until the action succeeds",

@@ -249,3 +249,44 @@ async def test_a_value_decided_while_the_plc_was_away_is_judged_by_what_its_node
     finally:
         await src.stop()
         await (srv2 or srv).stop()
+
+
+async def test_an_output_to_a_node_that_takes_and_refuses_its_value_in_turn_is_said_once_per_burst(
+    caplog, monkeypatch
+):
+    """A level output to a BaseDataType node whose held type flaps (Boolean, String, Boolean, ...): each
+    write the node's String refused was said as a WARNING (``failed (not retried ...)``), and since the write
+    after the node held a Boolean again succeeded, the next refusal was news again: a line at each flap, for
+    as long as it lasted. Now an error said before the action's last success is said again once per burst
+    (counted failed each time)."""
+    monkeypatch.setattr(opcua_client, "HELD_RECHECK_S", 0.0)
+    port = free_port()
+    srv, state, _sent = await _plc_holding(port, ua.Variant(False, VT.Boolean))
+    node_id = "ns=2;s=State"
+    out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "value": True, "reset_value": False}
+    cfg = _config(port, {"lamp": {**out, "mode": "level", "when": {"verdict": "NG"}}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    src.expect_writes([(n, v) for _, n, v in write_targets(cfg)["plc"]])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    caplog.set_level(logging.INFO)
+    st = runner.stats["lamp"]
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        for n in range(1, 5):
+            await _holds(state, ua.Variant("idle", VT.String))
+            await runner.handle(["lamp"], result("NG", 3 * n), None)  # True refused: it holds a String
+            await runner.flush(timeout_s=5)
+            assert st["failed"] == n, dict(st)
+            await _holds(state, ua.Variant(False, VT.Boolean))
+            await runner.handle(["lamp"], result("NG", 3 * n + 1), None)  # its reset refused: read again
+            await runner.flush(timeout_s=5)
+            await until(lambda: src._types[node_id].held is VT.Boolean, 10, "the Boolean read again")
+            await runner.handle(["lamp"], result("NG", 3 * n + 2), None)  # written
+            await runner.flush(timeout_s=5)
+            assert st["ok"] == n, dict(st)
+    finally:
+        await src.stop()
+        await srv.stop()
+    said = [r.getMessage() for r in caplog.records if "'lamp' failed" in r.getMessage()]
+    assert len(said) == 2, said  # the first, and the first after a success; the rest within the burst
