@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from cloud_trainer.fleet import console as console_module
 from cloud_trainer.fleet.console import Console
 from cloud_trainer.fleet.store import SQLiteStore
 from tests.support.s3 import CREDENTIALS, s3_bucket, s3_client, s3_server  # noqa: F401  (fixtures)
@@ -208,10 +209,13 @@ def test_console_samples_answer_while_the_object_store_stalls(tmp_path, monkeypa
     srv = SimpleNamespace(
         store=store, blobs=S3BlobStore(bucket, endpoint=f"http://127.0.0.1:{stalled.getsockname()[1]}")
     )
+    # the listing waits 0.5 s for its reads here (VIEW_WAIT_S, 2 s in service), and so rests 4x less after it
+    # (absent from the former code, which had no such wait)
+    monkeypatch.setattr(console_module, "VIEW_WAIT_S", 0.5, raising=False)
     c = Console(srv)
     c.start()
     try:
-        # 60 s: a loaded machine's bound (the listing waits 2 s for its reads); the former code waited out the S3
+        # 60 s: a loaded machine's bound (the listing waits 0.5 s for its reads); the former code waited out the S3
         # client's patience (5 attempts of 60 s) for each sample
         with urllib.request.urlopen(f"http://127.0.0.1:{c.port}/api/samples", timeout=60) as r:
             assert r.status == 200
