@@ -13,7 +13,9 @@ one (a JPEG cut short or with coded data missing, a PNG cut short or failing its
 point at its header or at each other: ``corrupt_frame`` at the camera); a TIFF of several pages or with a
 preview first, an image with transparent pixels (PNG, BMP, TIFF, WebP: the colours beneath the alpha), a
 12-bit or lossless JPEG (``unsupported_frame``). Hidden files and the ones a Mac or Windows leaves
-(``._x.png``, ``.DS_Store``, ``Thumbs.db``) are not images. At most ``limit`` images, taken evenly over the
+(``._x.png``, ``.DS_Store``, ``Thumbs.db``) are not images, and the folders a copy from a Mac, a Windows
+drive or a NAS adds (``__MACOSX/``, ``$RECYCLE.BIN/``, a Synology NAS's ``@eaDir/`` of JPEG thumbnails of every
+image, ...: ``SYSTEM_FOLDERS``) are not read, as ``cloud-trainer dataset import`` reads none. At most ``limit`` images, taken evenly over the
 sorted list. ``ImageFolder`` is iterable more than once and decodes each image as it is reached, so that a
 folder of 5-MP images is never held whole in memory."""
 
@@ -33,6 +35,20 @@ SUFFIXES = frozenset(
     | {".pgm", ".ppm", ".pbm", ".pnm"}  # PNM
 )
 LIMIT = 500  # enough for the statistics' percentiles; each image is decoded twice
+# folders that operating systems and NAS boxes add to a copy of the user's folders, never the model's inputs
+# (compared in lower case): the trainer's import skips the same (cloud_trainer.train.images.SYSTEM_FOLDERS, which
+# this package may not import; tests/integration/test_own_images_folders.py holds the two lists equal). Read,
+# a NAS's thumbnails (@eaDir/<image>/SYNOPHOTO_THUMB_*.jpg) and deleted images went into the statistics.
+SYSTEM_FOLDERS = frozenset(
+    {"__macosx", "@eadir", "#recycle", "#snapshot", "$recycle.bin", "system volume information", "lost+found"}
+)
+
+
+def _skipped(rel: Path) -> bool:
+    """A path below the folder that is no image of it: hidden (a leading dot), or below a system folder."""
+    return any(part.startswith(".") for part in rel.parts) or any(
+        part.lower() in SYSTEM_FOLDERS for part in rel.parts[:-1]
+    )
 
 
 _SNIFFED_FILES = 64  # files read for ``_images_by_content``: a folder of other data stays cheap
@@ -43,9 +59,7 @@ def _images_by_content(root: Path) -> str:
     bytes (``image_file.image_kind``: 'img_0001', '.raw'), as the agent's camera says it, or ``""``."""
     found = []
     try:
-        files = sorted(
-            p for p in root.rglob("*") if not any(x.startswith(".") for x in p.relative_to(root).parts)
-        )
+        files = sorted(p for p in root.rglob("*") if not _skipped(p.relative_to(root)))
     except OSError:
         return ""
     files = [p for p in files[: 4 * _SNIFFED_FILES] if p.is_file()][:_SNIFFED_FILES]
@@ -86,9 +100,7 @@ class ImageFolder:
         found = sorted(
             p
             for p in root.rglob("*")
-            if p.suffix.lower() in SUFFIXES
-            and not any(part.startswith(".") for part in p.relative_to(root).parts)
-            and p.is_file()
+            if p.suffix.lower() in SUFFIXES and not _skipped(p.relative_to(root)) and p.is_file()
         )
         if not found:
             raise PackageError(

@@ -356,3 +356,29 @@ def test_images_that_look_like_masks_in_a_folder_per_class_are_imported_with_a_l
         "class: a folder per class reads no masks; give masks in the MVTec AD layout (test/<defect>/NAME.png with "
         "ground_truth/<defect>/NAME_mask.png), or remove them"
     ) in said
+
+
+def test_the_packagers_input_images_skip_the_folders_a_nas_or_windows_copy_adds_as_the_import_does(tmp_path):
+    # `model-packager build --input-images DIR` read a Synology NAS's @eaDir/ (a small JPEG thumbnail of every
+    # image) and a Windows drive's $RECYCLE.BIN/ into the training inputs' statistics the agent's UNSURE check
+    # compares frames with; `dataset import` skips them
+    from cloud_trainer.train.images import SYSTEM_FOLDERS
+    from model_packager import image_folder
+
+    photos = tmp_path / "photos"
+    (photos / "day1").mkdir(parents=True)
+    for i in range(4):
+        assert cv2.imwrite(str(photos / "day1" / f"{i}.PNG"), part(i))
+    for junk in (
+        "@eaDir/0.PNG/SYNOPHOTO_THUMB_M.jpg",
+        "day1/@eaDir/1.PNG/SYNOPHOTO_THUMB_S.jpg",
+        "$RECYCLE.BIN/$RABC123.png",
+        "#recycle/old.png",
+        "System Volume Information/x.jpg",
+    ):
+        (photos / junk).parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(photos / junk), part(99)[:8, :8])
+    read = image_folder.ImageFolder(photos)
+    assert [p.relative_to(photos).as_posix() for p in read.paths] == [f"day1/{i}.PNG" for i in range(4)]
+    assert all(img.shape == (40, 40, 3) for img in read)
+    assert image_folder.SYSTEM_FOLDERS == SYSTEM_FOLDERS  # one list, kept in two packages
