@@ -283,10 +283,15 @@ def _no_images_below(folder: Path, root: Path) -> None:
         more = (
             f" (and {len(below) - 1} more subfolder{'s' if len(below) > 2 else ''})" if len(below) > 1 else ""
         )
+        fix = f"move them into {folder} to use them, or out of it"
+        if folder == root and not image_files(folder):  # a folder of folders: a folder per class, most likely
+            fix = (
+                f"for a folder per class (ok/, scratch/), import it (cloud-trainer dataset import {root} --task "
+                f"anomaly --out DIR) and build from DIR; for good images kept by day, {fix}"
+            )
         raise AnomalyDataError(
             f"{sub}: {n} image{'s' if n != 1 else ''} in a subfolder{more}, which the anomaly family does not "
-            f"read (it reads the images lying in {folder} itself): move them into {folder} to use them, or "
-            "out of it"
+            f"read (it reads the images lying in {folder} itself): {fix}"
         )
 
 

@@ -382,3 +382,21 @@ def test_the_packagers_input_images_skip_the_folders_a_nas_or_windows_copy_adds_
     assert [p.relative_to(photos).as_posix() for p in read.paths] == [f"day1/{i}.PNG" for i in range(4)]
     assert all(img.shape == (40, 40, 3) for img in read)
     assert image_folder.SYSTEM_FOLDERS == SYSTEM_FOLDERS  # one list, kept in two packages
+
+
+def test_a_folder_per_class_given_to_the_anomaly_family_is_told_to_import_it(tmp_path, capsys):
+    from cloud_trainer.train.anomaly import AnomalyDataError, load_good
+
+    src = folder_per_class(tmp_path / "photos", 24)
+    with pytest.raises(AnomalyDataError) as refused:
+        load_good(src)
+    assert str(refused.value) == (
+        f"{src / 'ok'}: 24 images in a subfolder (and 1 more subfolder), which the anomaly family does not read (it "
+        f"reads the images lying in {src} itself): for a folder per class (ok/, scratch/), import it (cloud-trainer "
+        f"dataset import {src} --task anomaly --out DIR) and build from DIR; for good images kept by day, move them "
+        f"into {src} to use them, or out of it"
+    )
+    # as it says
+    code, said = run_import(capsys, str(src), "--task", "anomaly", "--out", str(tmp_path / "ds"))
+    assert code == 0, said
+    assert load_good(tmp_path / "ds").n_good == 20
