@@ -326,13 +326,16 @@ class _Unacked:
 
     def redelivered(self, mid: int) -> None:
         """A DUP copy of a message passed on before (paho's thread): acknowledged, unless its first copy's
-        acknowledgement is still to come, or went on this connection (the broker has it, or will)."""
+        acknowledgement is still to come, or went on this connection (the broker has it, or will). Judged under
+        one hold of the lock: the consumer's flush of the first copy, which moves it from waiting to late, comes
+        before or after, never between (found neither, the copy was acknowledged as well)."""
         with self._lock:
             if mid in self._late:
                 self._late.discard(mid)
                 return
-        if not self.pending(mid):
-            self.add(mid, True)
+            if any(c[0] == mid for c in self._cells):
+                return
+        self.add(mid, True)  # its first copy's acknowledgement went on a connection that is gone
 
     def flush(self, final: bool = False) -> None:
         c = self._client

@@ -19,12 +19,13 @@ import logging
 import re
 import socket
 import threading
+from collections.abc import Callable
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.mqtt.client import MqttSource
+from devices.mqtt.client import MqttSource, _Unacked
 from devices.mqtt.settings import MqttSettings
 from tests.integration.test_mqtt_stop_unread import Reader
 from tests.support.peers import Mosquitto
@@ -229,6 +230,64 @@ async def test_a_flush_while_the_connack_is_taken_in_acknowledges_no_message_twi
     assert reader.ns == [0, 1, 2, 3, 4], reader.ns
     acks = _acks(mosquitto, cid)
     assert sorted(acks) == [1, 2, 3, 4, 5, 6], acks
+
+
+class _Acks:
+    """paho's client as ``_Unacked`` sees it: connected, its PUBACKs recorded."""
+
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    def is_connected(self) -> bool:
+        return True
+
+    def ack(self, mid: int, qos: int) -> int:
+        self.acked.append(mid)
+        return 0
+
+
+class _HookedLock:
+    """``_Unacked``'s lock, running ``after_release`` (once) just after its next release: the consumer's
+    thread taking its turn there."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.after_release: Callable[[], None] | None = None
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+        hook, self.after_release = self.after_release, None
+        if hook is not None:
+            hook()
+
+
+def test_a_dup_copy_judged_while_the_consumer_flushes_its_first_copy_is_acknowledged_once() -> None:
+    """A message comes (id 2), the link is cut before it is taken and the broker, which kept the session,
+    sends it again (DUP) on the next connection. paho's thread judges the copy (``redelivered``) while the
+    consumer takes the first copy and flushes its acknowledgement, which goes on the new connection and is
+    noted as late. Before, the copy was judged under two holds of the lock: the flush in between found it
+    neither late (not yet) nor waiting (no longer), and it was acknowledged a second time. paho's client is
+    a recorder here: the consumer's turn is taken at a release of the lock, deterministically."""
+    client = _Acks()
+    unacked = _Unacked(client)  # type: ignore[arg-type]
+    lock = _HookedLock()
+    unacked._lock = lock  # type: ignore[assignment]
+    first = unacked.add(2)  # queued for the consumer, not yet taken
+    unacked.connecting()
+    unacked.connected(True, True)  # the kept session: nothing taken, nothing acknowledged
+    assert client.acked == []
+
+    def consumer_takes_it() -> None:
+        first[1] = True
+        unacked.flush()
+
+    lock.after_release = consumer_takes_it
+    unacked.redelivered(2)  # its DUP copy (paho's thread)
+    assert client.acked == [2], client.acked  # once, by the consumer's flush
+    assert len(unacked) == 0
 
 
 def test_the_relay_passes_each_end_on_behind_what_went_before_as_a_network_does() -> None:
