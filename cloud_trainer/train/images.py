@@ -205,6 +205,35 @@ def layout_of(src: Path) -> str:
     return "folders"
 
 
+def _mvtec_in_other_case(src: Path) -> None:
+    """An MVTec AD folder whose folders are named in another case (`Train/Good`, `Test/`, `Ground_Truth/`: one
+    folder each on Windows, where such names are typed) is refused naming them: read as a folder per class,
+    `--good Train` imported every split as one class, masks among the images; `test/Good` beside `train/good` was
+    told to be merged with it."""
+
+    def folders(at: Path) -> list[Path]:  # links not followed here: the scan says what they are
+        return sorted(p for p in at.iterdir() if not _skipped(p.name) and p.is_dir() and not p.is_symlink())
+
+    splits = {
+        p.name.casefold(): p for p in folders(src) if p.name.casefold() in ("train", "test", "ground_truth")
+    }
+    goods = {
+        key: [c for c in folders(splits[key]) if c.name.casefold() == "good"]
+        for key in ("train", "test")
+        if key in splits
+    }
+    if not any(goods.values()):
+        return
+    wrong = [p.name for key, p in sorted(splits.items()) if p.name != key]
+    wrong += [f"{splits[k].name}/{c.name}" for k, cs in sorted(goods.items()) for c in cs if c.name != "good"]
+    if wrong:
+        raise DatasetError(
+            f"{src}: an MVTec AD folder with {', '.join(repr(n) for n in sorted(wrong))} named in another case than "
+            "the layout's train/, test/, good/ and ground_truth/ (one folder each on Windows): rename "
+            f"{'them' if len(wrong) > 1 else 'it'} in lower case"
+        )
+
+
 def _no_loose_images(folder: Path, what: str) -> None:
     """Images lying in ``folder`` itself belong to no class: refused, since left out they would make a
     dataset other than the one the user sees."""
@@ -488,6 +517,7 @@ def scan(src: Path, good: str | None = None) -> Found:
 
 def _scan(src: Path, good: str | None) -> Found:
     try:
+        _mvtec_in_other_case(src)
         if layout_of(src) == "mvtec":
             if good not in (None, "good"):
                 raise DatasetError(f"--good {good!r}: an MVTec AD layout's good class is 'good'")

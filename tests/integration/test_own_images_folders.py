@@ -400,3 +400,33 @@ def test_a_folder_per_class_given_to_the_anomaly_family_is_told_to_import_it(tmp
     code, said = run_import(capsys, str(src), "--task", "anomaly", "--out", str(tmp_path / "ds"))
     assert code == 0, said
     assert load_good(tmp_path / "ds").n_good == 20
+
+
+def test_an_mvtec_folder_named_in_another_case_is_refused_saying_to_rename_it(tmp_path, capsys):
+    # Train/Good, Test/, Ground_Truth/ as typed on Windows: read as a folder per class, it asked which of
+    # 'Ground_Truth', 'Test', 'Train' was good (and with --good Train imported the masks as part images); test/Good
+    # beside train/good was told to be "merged" with it
+    src = mvtec_category(tmp_path / "bottle", 0)
+    (src / "test" / "good").rename(src / "test" / "Good")
+    code, said = run_import(capsys, str(src), "--out", str(tmp_path / "ds"))
+    assert code != 0 and not (tmp_path / "ds").exists()
+    assert (
+        f"{src}: an MVTec AD folder with 'test/Good' named in another case than the layout's train/, test/, good/ "
+        "and ground_truth/ (one folder each on Windows): rename it in lower case"
+    ) in said
+    for old, new in (
+        ("train/good", "train/Good"),
+        ("train", "Train"),
+        ("test", "Test"),
+        ("ground_truth", "GT"),
+    ):
+        (src / old).rename(src / new)
+    (src / "GT").rename(src / "Ground_Truth")
+    for good in ([], ["--good", "Train"]):
+        code, said = run_import(capsys, str(src), "--out", str(tmp_path / "ds"), *good)
+        assert code != 0 and not (tmp_path / "ds").exists()
+        assert (
+            f"{src}: an MVTec AD folder with 'Ground_Truth', 'Test', 'Test/Good', 'Train', 'Train/Good' named in "
+            "another case than the layout's train/, test/, good/ and ground_truth/ (one folder each on Windows): "
+            "rename them in lower case"
+        ) in said
