@@ -395,9 +395,42 @@ def _class_folder(folder: Path, label: str, nested: bool = False) -> list[Path]:
         raise DatasetError(
             f"{folder}: class folder {label!r} holds no images ({', '.join(IMAGE_EXTS)})"
             + (" in it or its subfolders" if nested else "")
+            + _unread_in(folder)
             + "; add images or remove the folder"
         )
     return files
+
+
+def _unread_in(folder: Path) -> str:
+    """What a class folder of no image read holds that is not read, for its refusal: images hidden by a leading dot
+    (`.scratch01.png`, or in `.thumbs/`) and files of other kinds (an iPhone's `.HEIC`): "holds no images; add
+    images" was all it said of a folder of them. System files and AppleDouble `._` files are not counted."""
+    hidden, other = 0, []
+    for root, dirs, names in os.walk(folder, onerror=_unlistable, followlinks=False):
+        for f in sorted(names):
+            if f.startswith("._") or f.lower() in SYSTEM_FILES or _system_hidden(f):
+                continue
+            if f.startswith("."):
+                hidden += Path(f).suffix.lower() in IMAGE_EXTS
+            elif Path(f).suffix.lower() not in IMAGE_EXTS:
+                other.append(Path(root, f).relative_to(folder).as_posix())
+        hidden += sum(
+            _images_below(Path(root, d)) for d in dirs if d.startswith(".") and not _system_hidden(d)
+        )
+        dirs[:] = sorted(d for d in dirs if not _skipped(d))
+    said = ""
+    if hidden:
+        said += (
+            f"; it holds {hidden} hidden image{'s' if hidden > 1 else ''} (a name beginning with a dot), not "
+            f"read: rename {'them' if hidden > 1 else 'it'} without the dot to use {'them' if hidden > 1 else 'it'}"
+        )
+    if other:
+        shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+        said += (
+            f"; it holds {len(other)} file{'s' if len(other) > 1 else ''} of other kinds ({shown}), not read: save "
+            f"{'them' if len(other) > 1 else 'it'} as PNG to use {'them' if len(other) > 1 else 'it'}"
+        )
+    return said
 
 
 def scan_folders(src: Path, good: str | None) -> Found:

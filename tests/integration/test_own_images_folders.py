@@ -430,3 +430,29 @@ def test_an_mvtec_folder_named_in_another_case_is_refused_saying_to_rename_it(tm
             "another case than the layout's train/, test/, good/ and ground_truth/ (one folder each on Windows): "
             "rename them in lower case"
         ) in said
+
+
+def test_a_class_folder_of_no_image_read_says_what_it_holds_that_is_not_read(tmp_path, capsys):
+    # scratch/ holding only an iPhone's HEIC photos, or images hidden by a leading dot: "holds no images ...; add
+    # images" was all the refusal said
+    src = folder_per_class(tmp_path / "photos", 20)
+    for p in sorted((src / "scratch").iterdir()):
+        p.rename(p.with_name("." + p.name))
+    for junk in ("Thumbs.db", ".DS_Store", "._scratch00.png"):  # what a system adds is not counted
+        (src / "scratch" / junk).write_bytes(b"\0\5\x16\7")
+    code, said = run_import(capsys, str(src), "--out", str(tmp_path / "ds"))
+    assert code != 0
+    assert (
+        "or its subfolders; it holds 3 hidden images (a name beginning with a dot), not read: rename them without "
+        "the dot to use them; add images or remove the folder"
+    ) in said
+    for p in sorted((src / "scratch").glob(".scratch*")):
+        p.unlink()
+    for i in range(4):
+        (src / "scratch" / f"IMG_{i}.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    code, said = run_import(capsys, str(src), "--out", str(tmp_path / "ds"))
+    assert code != 0
+    assert (
+        "; it holds 4 files of other kinds (IMG_0.HEIC, IMG_1.HEIC, IMG_2.HEIC, ...), not read: save them as PNG to "
+        "use them; add images or remove the folder"
+    ) in said
