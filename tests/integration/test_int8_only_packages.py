@@ -36,8 +36,8 @@ from tests.integration.test_int8_parity import (
     _NO_QEMU,
     SIZE,
     _saturating_model,
-    _select_under_qemu,
     _started_status,
+    haswell_selections,
 )
 from tests.support.models import (
     golden_inputs,
@@ -167,6 +167,10 @@ def int8_only_packages(tmp: Path, key: Path, variants: dict[str, tuple[str, bool
 
 # ---- a real CPU without VNNI, emulated ------------------------------------------------------------------
 
+# the INT8-only packages selected under QEMU emulating a Haswell (``haswell_selections``): the part CNN's INT8
+# form with full 8-bit weights and s8 activations, and the saturating model's with u8 activations
+HASWELL_VARIANTS = {"sound": ("own", False, "s8"), "collapsed": ("sat", False, "u8")}
+
 
 @_NO_QEMU
 @pytest.mark.skipif(
@@ -175,20 +179,20 @@ def int8_only_packages(tmp: Path, key: Path, variants: dict[str, tuple[str, bool
 )
 @pytest.mark.timeout(600)
 def test_on_an_avx2_cpu_without_vnni_a_sound_int8_only_package_serves_and_a_collapsed_one_is_refused(
-    tmp_path,
+    tmp_path_factory,
 ):
     """Built here (VNNI) from INT8 ONNX files quantized with full 8-bit weights, as a user's own tools do:
     the part CNN's INT8 form gives the build's verdicts on Haswell through ONNX Runtime (its logits 0.1 off,
     past the tolerance) and OpenVINO (its heat map 1.7 off on single cells, INT8 noise: served too); a saturating
     model's logits collapse on both and its heat map moves wholesale."""
-    key, pub = make_keypair(tmp_path / "keys")
-    pkgs = int8_only_packages(
-        tmp_path, key, {"sound": ("own", False, "s8"), "collapsed": ("sat", False, "u8")}
-    )
-    out = _select_under_qemu("Haswell", pkgs, tmp_path, {"pub": pub})
+    out = haswell_selections(
+        tmp_path_factory
+    )  # HASWELL_VARIANTS' packages, with test_int8_parity's in one run
     assert "avx2" in out["cpu_flags"] and "avx512_vnni" not in out["cpu_flags"]
 
-    sound = out["sound"]  # before: refused, "int8 on onnxruntime: output 'logits' deviates by up to 0.0961"
+    sound = out[
+        "int8_only.sound"
+    ]  # before: refused, "int8 on onnxruntime: output 'logits' deviates by up to 0.0961"
     assert "refused" not in sound, sound
     assert sound["form"] == "int8", sound  # on the faster engine: both pass now
     trials = {t["engine"]: t for t in sound["trials"]}
@@ -198,7 +202,7 @@ def test_on_an_avx2_cpu_without_vnni_a_sound_int8_only_package_serves_and_a_coll
     assert trials["openvino"]["ok"] and trials["openvino"]["deviation"] > 0.1, trials["openvino"]
     assert "INT8 off on this CPU" not in sound["summary"], sound
 
-    collapsed = out["collapsed"]  # every engine off: the package is refused with the reasons
+    collapsed = out["int8_only.collapsed"]  # every engine off: the package is refused with the reasons
     assert "int8 on onnxruntime: output 'heatmap' moved wholesale" in collapsed["refused"], collapsed
     assert "int8 on openvino: output 'heatmap' moved wholesale" in collapsed["refused"], collapsed
     assert "output 'logits' collapsed" in collapsed["refused"], collapsed

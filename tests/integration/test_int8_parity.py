@@ -310,11 +310,34 @@ def _saturating_model(path: Path) -> Path:
 def saturating(tmp_path_factory, forms) -> dict[str, str]:
     """The saturating model's two packages (``_packages``), built once per run: each emulated CPU's test opens
     them in its own folder and none changes them."""
+    return _saturating(tmp_path_factory, forms)
+
+
+def _saturating(tmp_path_factory, forms: dict) -> dict[str, str]:
     return built_once(
         tmp_path_factory,
         "int8-parity-saturating",
         lambda d: _packages(d, forms, ("weights_8bit", "weights_7bit")),
     )
+
+
+def haswell_selections(tmp_path_factory) -> dict:
+    """The agent's selection under QEMU emulating a Haswell (AVX2, no VNNI) of every package a test holds to that
+    CPU: this module's saturating packages (by their names) and test_int8_only_packages' INT8-only ones
+    (``int8_only.<name>``), all in one emulated process made once per run (the start of a process under the
+    emulator, its imports and its engines' set-up, was half of each test's time). Each package is selected on
+    its own, as the agent does (``_CHECK_UNDER_QEMU``); none is changed."""
+    from tests.integration.test_int8_only_packages import HASWELL_VARIANTS, int8_only_packages
+
+    forms = built_once(tmp_path_factory, "int8-parity-forms", _forms)
+    saturating = _saturating(tmp_path_factory, forms)
+
+    def select_all(d: Path) -> dict:
+        own = int8_only_packages(d, forms["key"], HASWELL_VARIANTS)
+        pkgs = {**saturating, **{f"int8_only.{name}": pkg for name, pkg in own.items()}}
+        return _select_under_qemu("Haswell", pkgs, d, forms)
+
+    return built_once(tmp_path_factory, "qemu-haswell", select_all)
 
 
 def _packages(tmp_path: Path, forms, weights: tuple[str, ...]) -> dict[str, str]:
@@ -375,9 +398,9 @@ _NO_QEMU = pytest.mark.skipif(
 )
 @pytest.mark.timeout(600)
 def test_on_an_avx2_cpu_without_vnni_8bit_weights_fall_back_to_fp32_and_7bit_weights_serve_int8(
-    tmp_path, forms, saturating
+    tmp_path_factory,
 ):
-    out = _select_under_qemu("Haswell", saturating, tmp_path, forms)
+    out = haswell_selections(tmp_path_factory)
     assert "avx2" in out["cpu_flags"] and "avx512_vnni" not in out["cpu_flags"]
     full = {(t["engine"], t["form"]): t for t in out["weights_8bit"]["trials"]}
     assert (
