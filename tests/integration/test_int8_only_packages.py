@@ -185,14 +185,12 @@ def test_on_an_avx2_cpu_without_vnni_a_sound_int8_only_package_serves_and_a_coll
     the part CNN's INT8 form gives the build's verdicts on Haswell through ONNX Runtime (its logits 0.1 off,
     past the tolerance) and OpenVINO (its heat map 1.7 off on single cells, INT8 noise: served too); a saturating
     model's logits collapse on both and its heat map moves wholesale."""
-    out = haswell_selections(
-        tmp_path_factory
-    )  # HASWELL_VARIANTS' packages, with test_int8_parity's in one run
+    # HASWELL_VARIANTS' packages, selected with test_int8_parity's in one emulated process
+    out = haswell_selections(tmp_path_factory)
     assert "avx2" in out["cpu_flags"] and "avx512_vnni" not in out["cpu_flags"]
 
-    sound = out[
-        "int8_only.sound"
-    ]  # before: refused, "int8 on onnxruntime: output 'logits' deviates by up to 0.0961"
+    # before: refused, "int8 on onnxruntime: output 'logits' deviates by up to 0.0961"
+    sound = out["int8_only.sound"]
     assert "refused" not in sound, sound
     assert sound["form"] == "int8", sound  # on the faster engine: both pass now
     trials = {t["engine"]: t for t in sound["trials"]}
