@@ -44,10 +44,10 @@ async def test_a_camera_that_keeps_dropping_out_raises_one_source_down_and_one_e
     port = sim.port
     agent = camera_agent(tmp_path, package, sim.url)  # its source watch passes every PASS_S (2 s in service)
     # in service 30 s, 2 minutes, 2 minutes; the rule's spans in the watch's passes: each outage here is seen
-    # by one pass or two, far below 6 in total
+    # by one pass or two, far below 6 in total; and the camera, back, is dropped again well within 6 passes
     agent.source_down_after_s = 6 * PASS_S
     agent.flap_window_s = 600.0
-    agent.flap_clear_s = 3 * PASS_S
+    agent.flap_clear_s = 6 * PASS_S
     cam = agent.sources["cam"]
     await agent.start()
     try:
