@@ -23,8 +23,12 @@ of the frame passed them. ``summarize_local`` measures colour, banding and sharp
 (``local_stats``); they travel in the package as ``LOCAL_FILE`` (the manifest's schema is a fixed
 contract) and ``check(..., local=LocalStats)`` applies them after the four (``LOCAL_MARGINS``).
 Cost of ``check`` with them: ~0.3 ms on a 128-px frame, ~0.5 ms on a 224-px one (2 cores under load);
-~0.6 ms of CPU on a 640x480 one (AVX-512, ``bench/inference_224_bench.py``), most of it the passes over
-the whole frame (grey, its rows' area shrink, the colour's) and the fixed cost of small calls.
+on a 640x480 one (AVX-512, 2 cores at a 1-min load of 2.5-4, 2026-12-03) 0.72-0.76 ms of CPU called in a
+loop (0.88-0.90 ms before the exact area path, ``_exact_plan``) and 0.96-1.06 ms right after an engine
+run has emptied the caches (``bench/inference_224_bench.py``'s "check alone"; 1.11-1.23 ms before). Most
+of it: the two passes over the whole frame that the statistics need exactly (the grey conversion and the
+colour's block sums, ~0.1 ms each in a loop), the grey's rows shrink, and the fixed cost of ~90 small
+NumPy and OpenCV calls, each two to three times its tight-loop cost once the caches are cold.
 Pure NumPy plus OpenCV.
 """
 
@@ -62,13 +66,19 @@ def _area(img: np.ndarray, w: int, h: int) -> np.ndarray:
     float tie now and then: one level), faster on camera frames. A shrink is done as two one-dimensional
     area passes, the rows first (``_rows``: the costly one, over the whole frame) then the columns with
     OpenCV on the ``h`` rows left; OpenCV's two-dimensional area path is 1.5-2x slower on non-integer
-    factors (0.88 ms for a 640x480 frame to 128 px on a 2-core AVX2 gateway). Enlargements and other
-    dtypes go to OpenCV as they are."""
+    factors (0.88 ms for a 640x480 frame to 128 px on a 2-core AVX2 gateway). Where ``_exact_plan`` proves
+    that these passes round every pixel as its exact area mean does (640x480 to 128 and to 32 px among
+    others), ``_exact_area`` takes that mean from integer sums instead: the same pixels, fewer passes.
+    Enlargements and other dtypes go to OpenCV as they are."""
     import cv2
 
     H, W = img.shape[:2]
     if img.dtype != np.uint8 or H <= h or W <= w:
         return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3):  # (OpenCV drops a single channel's axis)
+        plan = _exact_plan(H, W, 1 if img.ndim == 2 else 3, h, w)
+        if plan is not None:
+            return _exact_area(img, plan)
     if H % h == 0 and W % w == 0 and H // h <= 257 and 255 * (H // h) * (W // w) < 1 << 22:
         # integer factors: OpenCV rounds each block's integer sum times 1/area (in float); so do we, from
         # the rows' exact sums (uint16) and the columns' mean of them (exact to far below one level: the
@@ -84,6 +94,90 @@ def _area(img: np.ndarray, w: int, h: int) -> np.ndarray:
     elif W != w:
         f = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
     return np.clip(np.rint(f), 0, 255).astype(np.uint8)
+
+
+class _Plan:
+    """How ``_exact_area`` shrinks a uint8 image of one shape: rows in periods of ``q`` input rows giving
+    ``p`` output rows (``weights``: their integer area weights, p x q, None where p == 1: a plain sum), then
+    the columns in blocks of ``c``; each pixel is its exact integer sum ``N`` times ``scale`` (float32 1/D,
+    D = q x c), rounded."""
+
+    __slots__ = ("h", "w", "q", "c", "weights", "cols", "scale")
+
+    def __init__(self, h: int, w: int, q: int, c: int, chans: int, weights: np.ndarray | None) -> None:
+        self.h, self.w, self.q, self.c, self.weights = h, w, q, c, weights
+        # the columns' sums as one product: (h*w, c*chans) @ cols, cols[k*chans + j, j] = 1
+        cols = np.tile(np.eye(chans, dtype=np.float32), (c, 1))
+        cols.setflags(write=False)
+        self.cols = cols
+        self.scale = np.float32(1 / (q * c))
+
+
+_PLANS: dict[tuple[int, int, int, int, int], _Plan | None] = {}
+_U = 2.0**-24  # float32's unit roundoff
+
+
+def _exact_plan(H: int, W: int, chans: int, h: int, w: int) -> _Plan | None:
+    """A plan for ``_exact_area`` where it gives exactly the pixels of the passes in ``_area`` below it,
+    else None (those passes then run). Each output pixel's exact mean is N / D, N an integer sum of input
+    pixels times integer area weights, D = q x c (rows from q, columns from c input pixels a period).
+
+    - integer factors (``_area``'s first branch): that branch rounds N x float32(1/D) as we do, its N
+      recovered exactly from OpenCV's float column mean where N x 3 x 2^-24 < 1/2 (N <= 255 D);
+    - rows by ``_rows`` then OpenCV's integer-factor column pass: where D is odd, N / D is at least
+      1/(2D) away from any tie (2N - (2m+1)D is odd), and the passes' float error, at most
+      255 x (q + c + 3) x 2^-24 (weights, sums of at most q and c terms, scalings), is kept 4x below that,
+      so they round to the same integer as N / D does, and so do we (N x float32(1/D): 255 x 2^-23 off).
+
+    Other shapes (non-integer column factors, even D: 1280x720 to 128 px, long periods: 1080 rows) keep
+    those passes."""
+    key = (H, W, chans, h, w)
+    if key in _PLANS:
+        return _PLANS[key]
+    plan = None
+    if W % w == 0:
+        c = W // w
+        if H % h == 0 and H // h <= 257 and 255 * (H // h) * c < 1 << 22:
+            if 255 * (H // h) * c * 6 < 1 << 24:
+                plan = _Plan(h, w, H // h, c, chans, None)
+        else:
+            d = math.gcd(H, h)
+            p, q = h // d, H // d
+            if (p == 1 and q <= 257) or (p <= _ROWS_PERIOD and q <= _ROWS_SPAN):
+                D = q * c
+                if D % 2 == 1 and 4 * 2 * D * 255 * (q + c + 3) * _U < 1 and 255 * D < 1 << 24:
+                    wts = None
+                    if p > 1:  # k / q per ``_row_weights``: k the overlap in units of 1/p of an input row
+                        wts = np.array(
+                            [
+                                [max(0, min((j + 1) * q, (i + 1) * p) - max(j * q, i * p)) for i in range(q)]
+                                for j in range(p)
+                            ],
+                            np.float32,
+                        )
+                        wts.setflags(write=False)
+                    plan = _Plan(h, w, q, c, chans, wts)
+    if len(_PLANS) < 64:  # a few frame sizes per process; plain dict writes are atomic
+        _PLANS[key] = plan
+    return plan
+
+
+def _exact_area(img: np.ndarray, plan: _Plan, dtype: type = np.uint8) -> np.ndarray:
+    """The area shrink of ``_exact_plan``: exact integer sums (uint16 for plain row sums, float32 holding
+    integers below 2^24 for weighted ones and for the columns: any order of summation gives them exactly),
+    then one rounding of each pixel's N x 1/D. ``dtype`` float32: the same levels as floats (the grey
+    frame the statistics take, without a round trip through uint8)."""
+    H = img.shape[0]
+    h, w, q = plan.h, plan.w, plan.q
+    flat = img.reshape(H, -1)  # channels side by side: the rows' pass treats them alike
+    if plan.weights is None:
+        rows = flat.reshape(H // q, q, -1).sum(1, dtype=np.uint16).astype(np.float32)
+    else:
+        rows = np.matmul(plan.weights, flat.astype(np.float32).reshape(H // q, q, -1))
+    n = rows.reshape(h * w, -1) @ plan.cols
+    n *= plan.scale
+    out = np.rint(n, out=n)  # N / D <= 255: no clip needed
+    return (out if dtype == np.float32 else out.astype(dtype)).reshape(h, w, *img.shape[2:])
 
 
 # the rows' pass by weights (``_rows``) takes periods of at most this many output rows from at most this many
@@ -134,12 +228,38 @@ def _rows(img: np.ndarray, h: int) -> np.ndarray | None:
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
+    return _grey_and_colour(np.asarray(image), False)[0]
+
+
+def _colour_now(img: np.ndarray) -> bool:
+    """Whether ``local_stats``' colour shrink of ``img`` may be taken with its grey (``_grey_and_colour``):
+    a uint8 BGR frame, which that shrink cannot fail on."""
+    return img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+
+
+def _grey_and_colour(img: np.ndarray, colour: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The grey frame at WORK px (float32) and, with ``colour`` (a frame ``_colour_now`` accepts), the
+    colour frame at COLOUR px that ``local_stats`` measures. The colour shrink reads the frame right after
+    the grey conversion has, while it is still in the cache: after the grey's shrink it was not (its
+    float copy of the frame's rows is larger than a core's cache), and a frame read again from memory cost
+    most of the colour shrink."""
     import cv2
 
-    img = np.asarray(image)
+    c = None
     if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.shape[2] == 3 else img[:, :, 0]
-    return _area(img, WORK, WORK).astype(np.float32)
+        if img.shape[2] == 3:
+            grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            if colour:
+                c = _area(img, COLOUR, COLOUR)
+            img = grey
+        else:
+            img = img[:, :, 0]
+    H, W = img.shape[:2]
+    if img.dtype == np.uint8 and H > WORK and W > WORK:
+        plan = _exact_plan(H, W, 1, WORK, WORK)
+        if plan is not None:
+            return _exact_area(img, plan, np.float32), c
+    return _area(img, WORK, WORK).astype(np.float32), c
 
 
 LOW = 64  # the structure's 16-px blur is taken at LOW x LOW (sigma 8 there)
@@ -178,8 +298,28 @@ def _matrix(key: tuple) -> np.ndarray:
     return m
 
 
-def _thumb(lo: np.ndarray, thumb: int = THUMB) -> np.ndarray:
-    """``lo``: the 128-px grey frame area-averaged to LOW px (``_low``)."""
+_THUMBS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _thumb_matrices(n: int, thumb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A stacked over A B, A', (A B)') for ``_thumb`` at ``n`` px to ``thumb``, made once (A B was
+    multiplied again for every frame)."""
+    got = _THUMBS.get((n, thumb))
+    if got is not None:
+        return got
+    a = _matrix(("area", n, thumb))
+    ab = a @ _matrix(("blur", n, LOW / 8))
+    got = (np.vstack([a, ab]), np.ascontiguousarray(a.T), np.ascontiguousarray(ab.T))
+    for m in got:
+        m.setflags(write=False)  # shared by every thread's frames
+    if len(_THUMBS) < 16:  # a thumbnail size or two per process; plain dict writes are atomic
+        _THUMBS[(n, thumb)] = got
+    return got
+
+
+def _thumb(lo: np.ndarray, thumb: int = THUMB, mean: float | None = None) -> np.ndarray:
+    """``lo``: the 128-px grey frame area-averaged to LOW px (``_low``); ``mean``: its mean where the caller
+    has it (the grey frame's: the same float, both being exact sums over a power of two)."""
     # structure, not the light's slow gradient: the frame minus its 16-px blur (at 128 px). The blur is
     # taken on the frame area-averaged to LOW px, a sixteenth of the work of a 97-tap blur at 128 px
     # (the costliest step of the check: ~60 % of it); a thumbnail differs from the one blurred at
@@ -188,21 +328,25 @@ def _thumb(lo: np.ndarray, thumb: int = THUMB) -> np.ndarray:
     # shrink's matrix and B the blur's, the same sums as OpenCV's calls in another order (in double). On
     # the frame minus its mean, which the difference does not see: a flat frame's is exactly zero, as from
     # OpenCV's calls, where the blur's rows summing to 1 only to float precision left a residue to normalise
-    n = lo.shape[0]
-    a = _matrix(("area", n, thumb))
-    ab = a @ _matrix(("blur", n, LOW / 8))
+    both, a_t, ab_t = _thumb_matrices(lo.shape[0], thumb)
     x = lo.astype(np.float64)
-    x -= x.mean()
-    t = ((a @ x) @ a.T - (ab @ x) @ ab.T).ravel()
+    x -= x.mean() if mean is None else mean
+    y = both @ x  # A x and (A B) x in one product
+    t = (y[:thumb] @ a_t - y[thumb:] @ ab_t).ravel()
     t -= t.mean()
     n2 = np.linalg.norm(t)
     return t / n2 if n2 > 1e-6 else t
 
 
-def _measure(image: np.ndarray, thumb: int) -> tuple[dict[str, float], np.ndarray, np.ndarray, np.ndarray]:
+def _measure(
+    image: np.ndarray, thumb: int, colour: bool = False
+) -> tuple[dict[str, float], np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``colour``: the colour frame ``local_stats`` will measure is taken too, where ``_colour_now``
+    allows (else None)."""
     import cv2
 
-    g = _grey(image)
+    img = np.asarray(image)
+    g, c = _grey_and_colour(img, colour and _colour_now(img))
     lap = cv2.Laplacian(g, cv2.CV_32F)
     mean, std = cv2.meanStdDev(g)
     _, lap_std = cv2.meanStdDev(lap)
@@ -212,13 +356,15 @@ def _measure(image: np.ndarray, thumb: int) -> tuple[dict[str, float], np.ndarra
         "sharpness": float(np.log10(float(lap_std[0, 0]) ** 2 + 1e-3)),
     }
     lo = _low(g)
-    return st, _thumb(lo, thumb), g, lo
+    # a uint8 frame's grey holds whole levels: its mean and the 64-px one's are exact sums over powers of
+    # two, the same float
+    return st, _thumb(lo, thumb, st["brightness"] if img.dtype == np.uint8 else None), g, lo, c
 
 
 def frame_stats(image: np.ndarray, thumb: int = THUMB) -> tuple[dict[str, float], np.ndarray]:
     """(brightness, contrast, sharpness) of one BGR or grey frame, and its normalised
     ``thumb`` x ``thumb`` thumbnail."""
-    st, t, _, _ = _measure(image, thumb)
+    st, t, _, _, _ = _measure(image, thumb)
     return st, t
 
 
@@ -326,7 +472,7 @@ def check(
     (with ``local``, the package's ``LOCAL_FILE``) those of ``LOCAL_MARGINS``."""
     scene, b = _prepared(stats, tolerance)
     # the thumbnail at the package's own size (a package may carry another than THUMB)
-    st, t, g, small = _measure(image, stats.thumb)
+    st, t, g, small, c = _measure(image, stats.thumb, local is not None)
     st["scene_distance"] = float(np.linalg.norm(t - scene))
     for k, (lo, hi) in b.items():
         v = st[k]
@@ -334,7 +480,7 @@ def check(
             return f"{REASONS[(k, 'low')]}: {k} {v:.3g} < {lo:.3g}"
         if v > hi:
             return f"{REASONS[(k, 'high')]}: {k} {v:.3g} > {hi:.3g}"
-    return local.check(image, g, small, tolerance) if local is not None else None
+    return local.check(image, g, small, tolerance, c) if local is not None else None
 
 
 # ---- the local statistics: colour, light banding, sharpness by region ---------------------------------
@@ -368,13 +514,16 @@ LOCAL_REASONS = {
 }
 
 
-def local_stats(image: np.ndarray, g: np.ndarray | None = None, lo: np.ndarray | None = None) -> dict:
+def local_stats(
+    image: np.ndarray, g: np.ndarray | None = None, lo: np.ndarray | None = None, c: np.ndarray | None = None
+) -> dict:
     """One frame's local statistics: ``chroma_b``/``chroma_r`` (log ratio of the blue/red channel's
     mean to the green's; absent for a grey frame), ``saturation`` (the mean per-pixel spread of
     the channels over the mean level, on the frame area-averaged to COLOUR px), ``clipped`` (the share of the
     128-px grey frame at 250 or more: glare), ``banding`` (log10 ratio of the row profile's fine variation
     to the column profile's: a flickering light on a rolling shutter bands the rows) and ``cells``
-    (log10 of the mean squared Laplacian in each of GRID x GRID regions)."""
+    (log10 of the mean squared Laplacian in each of GRID x GRID regions). ``g``, ``lo``, ``c``: the frame's
+    grey at WORK and LOW px and its colour at COLOUR px where the caller has them already."""
     import cv2
 
     if g is None or lo is None:
@@ -383,7 +532,8 @@ def local_stats(image: np.ndarray, g: np.ndarray | None = None, lo: np.ndarray |
     out: dict = {}
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[2] == 3:
-        c = _area(img, COLOUR, COLOUR)
+        if c is None:
+            c = _area(img, COLOUR, COLOUR)
         bm, gm, rm, _ = cv2.mean(c)
         ch = cv2.split(c)
         spread = cv2.mean(
@@ -514,9 +664,9 @@ class LocalStats:
         self._bounds[tolerance] = (out, cells)
         return out, cells
 
-    def check(self, image: np.ndarray, g=None, lo=None, tolerance: float = 1.0) -> str | None:
+    def check(self, image: np.ndarray, g=None, lo=None, tolerance: float = 1.0, c=None) -> str | None:
         b, cells_low = self.bounds(tolerance)
-        st = local_stats(image, g, lo)
+        st = local_stats(image, g, lo, c)
         for k, (low, hi) in b.items():
             if k not in st:  # a grey frame has no chroma: its saturation says it
                 continue

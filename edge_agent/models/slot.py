@@ -484,11 +484,12 @@ class ModelSlot:
         """``unsure_tolerance``: check an image against the package's ``input_stats`` (when it has
         them) and call it UNSURE, with a reason, when it is far outside them (None: no check).
 
-        The check (it reads the whole frame: ~0.6 ms of CPU a 640x480 one on this project's AVX-512 test
-        machine, ~0.8 ms before; 0.3-0.5 ms a 224-px one) runs on a thread of its own while this one
-        preprocesses the frame and the engine runs it (one intra-op thread by default: the gateway's other
-        core is free then), so a frame waits for it only where it takes longer than the model. A check no
-        check thread has started by the time the engine is done is run here instead."""
+        The check (it reads the whole frame: a 640x480 one ~0.75 ms of CPU in a loop on this project's
+        AVX-512 test machine, ~1.0 ms right after an engine run, 1.1-1.2 ms before; 0.3-0.5 ms a 224-px
+        one) runs on a thread of its own while this one preprocesses the frame and the engine runs it (one
+        intra-op thread by default: the gateway's other core is free then), so a frame waits for it only
+        where it takes longer than the model. A check no check thread has started by the time the engine
+        is done is run here instead."""
         a = self._require()  # read once: a concurrent swap affects only later calls
         m = a.manifest
         t0 = time.perf_counter()
