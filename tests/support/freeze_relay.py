@@ -14,6 +14,10 @@ read nothing until ``close()``); connections made afterwards are relayed normall
 modem at 20-50 KB/s); what the client writes meanwhile waits in the kernel's buffers, and is acknowledged
 as it goes on, as on such a link.
 
+Otherwise the relay is the network: one side's orderly end (its FIN) reaches the other behind every byte
+sent before it, and the other way goes on until that side ends too (a half-close); a reset ends both ways.
+While frozen, an end waits with the bytes before it and is passed on at the thaw.
+
 ``cut()`` of ``tests.support.tcp_cut`` closes the connections (both sides see it end): this is the other case."""
 
 from __future__ import annotations
@@ -116,12 +120,19 @@ class FreezeRelay:
                 if not self._may_flow(pair):  # frozen or dropped between the poll and now: held, or lost
                     return
                 dst.sendall(data)
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # a reset (or the relay closed): both ways end
+            if not pair.dead:
+                for s in (src, dst):
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
             return
-        if not pair.dead:  # a side really closed: pass the end on, as a live network would
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+        if not pair.dead:
+            # a side's orderly end, passed on behind what went before; the other way goes on until its own
+            # end (a half-close, as a live network passes it). Shutting both here closed the other side at
+            # once: a client that sends its last words, shuts its side and awaits its peer's close got the
+            # relay's before the peer had read them (the flaw tcp_cut's CutRelay had)
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
 
     def freeze(self) -> None:
         """Stop forwarding both ways on every connection, keeping both sockets open and reading nothing."""
