@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 DIGEST_FILE_MAX_BYTES = 200  # .package-digest: 64 hex digits and a newline; what is past this is not read
+# state.json: a few folder names, a probation's health figures and the latest MAX_FAILED reasons of at most
+# 500 characters each (~30 KB; ~150 KB were every reason's character JSON-escaped): what is larger is no state
+# the store wrote
+STATE_MAX_BYTES = 1024 * 1024
 
 
 def _read_small(path: Path, max_bytes: int) -> bytes:
@@ -120,6 +124,7 @@ class ModelStore:
         installer working for the slot (``edge_agent.models.install``) leaves them to it."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._state_warned: str | None = None  # why state.json was last refused (said once)
         for leftover in self.root.glob(".*.part") if clean else ():
             shutil.rmtree(leftover, ignore_errors=True)
 
@@ -128,11 +133,36 @@ class ModelStore:
         return self.root / "state.json"
 
     def state(self) -> dict:
+        """``state.json`` (``{}`` when there is none). It lies in the data folder, a disk anyone with the
+        gateway's shell can edit, and was read whole: a named pipe there waited for ever (the slot's start
+        with it), a file of gigabytes or a link to ``/dev/zero`` filled the agent's memory, a thousand-deep
+        nesting raised RecursionError. Read bounded as the manifest is; one that cannot be read, is larger
+        than ``STATE_MAX_BYTES`` or is not a JSON object counts as no state, as a new slot's (the next write
+        replaces it), said once in a warning naming the file and why."""
         try:
-            data = json.loads(self.state_path.read_text())
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
+            data = json.loads(_read_small(self.state_path, STATE_MAX_BYTES))
+        except FileNotFoundError:
             return {}
+        except OSError as exc:
+            self._state_refused(str(exc.strerror or exc))
+            return {}
+        except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested past the parser's depth
+            self._state_refused(f"not JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+            return {}
+        if not isinstance(data, dict):
+            self._state_refused(f"not a JSON object (a {type(data).__name__})")
+            return {}
+        return data
+
+    def _state_refused(self, why: str) -> None:
+        if why != self._state_warned:  # read at every step of a swap: said once, not at each
+            self._state_warned = why
+            log.warning(
+                "model store: %s: %s; read as no state, as a new slot's (it starts as a new slot starts; the "
+                "next change of state writes a new state.json)",
+                printable(str(self.state_path)),
+                printable(why, 300),
+            )
 
     def _write_state(self, state: dict) -> None:
         tmp = self.state_path.with_suffix(".tmp")

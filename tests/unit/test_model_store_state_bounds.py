@@ -1,0 +1,83 @@
+"""A model slot's ``state.json`` (which package is current, previous, under probation) lies in the agent's data
+folder, a disk anyone with the gateway's shell can edit, and ``ModelStore.state`` read it whole at every step of
+a start or a swap: a named pipe there waited for ever (the slot's start with it), a file of gigabytes or a link
+to ``/dev/zero`` filled the agent's memory, and a deep nesting raised RecursionError out of the slot's start.
+It is read bounded now, as the installed manifest is: such a file counts as no state, as a new slot's, said once
+in a warning naming the file and why."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+
+import pytest
+
+from edge_agent.models.store import STATE_MAX_BYTES, ModelStore
+
+LOGGER = "edge_agent.models.store"
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
+
+
+def test_a_state_larger_than_the_store_writes_is_no_state_said_once_naming_the_file(tmp_path, caplog):
+    store = ModelStore(tmp_path / "store")
+    body = json.dumps({"current": "vision-1.0.0-0123456789ab", "previous": None})
+    store.state_path.write_text(body + " " * (STATE_MAX_BYTES + 1 - len(body)))  # valid JSON, too large
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert store.state() == {}
+        assert store.current() is None
+        assert store.state() == {}
+    said = _warnings(caplog)
+    assert said == [
+        f"model store: {store.state_path}: larger than {STATE_MAX_BYTES} bytes, the most it may hold; read as "
+        "no state, as a new slot's (it starts as a new slot starts; the next change of state writes a new "
+        "state.json)"
+    ]
+    # the next change of state replaces it, and a state within the bound is read as written
+    store.mark_failed(tmp_path / "vision-0.9.0-0123456789ab", "refused")
+    assert store.state()["failed"] == {"vision-0.9.0-0123456789ab": "refused"}
+
+
+def test_a_state_nested_past_the_parsers_depth_is_no_state_not_a_recursion_error(tmp_path, caplog):
+    store = ModelStore(tmp_path / "store")
+    store.state_path.write_text("[" * 200_000)  # 200 KB, within the bound
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert store.state() == {}
+    (said,) = _warnings(caplog)
+    assert said.startswith(f"model store: {store.state_path}: not JSON (")
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", '"vision-1.0.0"', "\xff{}"])
+def test_a_state_that_is_no_json_object_is_no_state_said_with_the_file(tmp_path, caplog, body):
+    store = ModelStore(tmp_path / "store")
+    store.state_path.write_bytes(body.encode("latin-1"))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert store.state() == {}
+    (said,) = _warnings(caplog)
+    assert said.startswith(f"model store: {store.state_path}: not ")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX file kind")
+def test_a_state_that_is_a_named_pipe_is_no_state_not_waited_for(tmp_path, caplog):
+    store = ModelStore(tmp_path / "store")
+    os.mkfifo(store.state_path)
+    got: list = []
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        t = threading.Thread(target=lambda: got.append(store.state()), daemon=True)
+        t.start()
+        t.join(60)  # a bound for a hang, not a time measured: the read takes microseconds
+        hung = t.is_alive()
+        if hung:  # the former code: blocked opening the pipe; a writer that opens and closes it frees it
+            with open(store.state_path, "wb"):
+                pass
+            t.join()
+    assert not hung, "state() waited on the named pipe"
+    assert got == [{}]
+    assert _warnings(caplog) == [
+        f"model store: {store.state_path}: a named pipe, not a file; read as no state, as a new slot's (it starts "
+        "as a new slot starts; the next change of state writes a new state.json)"
+    ]
