@@ -59,18 +59,27 @@ from edge_agent.maintenance.settings import BaselineSettings
 from edge_agent.models.config import ModelConfig
 from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
 from edge_agent.uplink.settings import CloudSettings
+from model_packager.text import printable
 from protocols.ids import AGENT_ID_PATTERN
 from protocols.redact import mask_credentials
 
 
 class ConfigError(ValueError):
     """Every line names the file and the field; a URL's password is masked in all of them (a field's value,
-    a YAML error quoting its line, a ``${VAR}`` taken from the environment)."""
+    a YAML error quoting its line, a ``${VAR}`` taken from the environment), and each is one printable line
+    (``_one_line``)."""
 
     def __init__(self, errors: list[str]) -> None:
-        errors = [mask_credentials(e) for e in errors]
+        errors = [_one_line(mask_credentials(e)) for e in errors]
         super().__init__("\n".join(errors))
         self.errors = errors
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every character that is not printable shown as its escape (``\\x1b``, ``\\n``): a name
+    in the file may hold one written as a YAML escape (``"cam\\x1b[2J"``, ``"a\\nb"``), and an error or warning
+    naming it cleared the terminal it was printed on, or forged a line of its own in the agent's log."""
+    return printable(text, len(text))
 
 
 class _Model(BaseModel):
@@ -926,6 +935,11 @@ def _pydantic_errors(exc: ValidationError, model: Any, prefix: tuple, where: str
             out.append(f"{where}: {_fmt_loc(loc)}: unknown option {key!r}{hint}")
         elif err["type"] == "missing":
             out.append(f"{where}: {_fmt_loc(loc)}: required option is missing")
+        elif err["type"] == "invalid_key" or (err["type"] == "string_type" and loc[-1:] == ("[key]",)):
+            # a key YAML read as a boolean, null or number, inside settings (``on: 1``) or a mapping of them
+            # (``values: {16: t}``): pydantic puts the key in the path, a bool as 1 (``pipelines[0][1]``)
+            at = loc[:-2] if loc[-1] == "[key]" else loc[:-1]
+            out.append(f"{where}: {_fmt_loc(at)}: {_key_not_text(err['input'])}")
         elif err["type"] == "union_tag_invalid":
             tag, expected = err["ctx"]["tag"], [t.strip(" '") for t in err["ctx"]["expected_tags"].split(",")]
             out.append(
@@ -1049,20 +1063,32 @@ def _validate_entry(key: str, name: Any, typ: Any, raw: Any, report: Findings) -
     return _validate((key, name), typ, raw, report)
 
 
+def _read_as(value: Any) -> str:
+    """What YAML 1.1 read a plain key as, when not as text: ``the boolean true (YAML reads on, off, yes and no
+    so)``, ``null (...)``, ``the number 16``."""
+    return (
+        f"the boolean {str(value).lower()} (YAML reads on, off, yes and no so)"
+        if isinstance(value, bool)
+        else "null (YAML reads ~, null and nothing so)"
+        if value is None
+        else f"the number {value!r}"
+        if isinstance(value, int | float)
+        else f"{type(value).__name__} {value!r}"
+    )
+
+
 def _name_not_text(name: Any) -> str:
     """Why a source, slot or action name is refused: YAML 1.1 reads a plain ``on``, ``off``, ``yes``, ``no``,
     ``~`` or ``1`` as a boolean, null or number, not as the name written (and a reference to it elsewhere could
     never match, or crashed validation when it was null)."""
-    read = (
-        f"the boolean {str(name).lower()} (YAML reads on, off, yes and no so)"
-        if isinstance(name, bool)
-        else "null (YAML reads ~, null and nothing so)"
-        if name is None
-        else f"the number {name!r}"
-        if isinstance(name, int | float)
-        else f"{type(name).__name__} {name!r}"
-    )
-    return f"a name must be text; YAML read this one as {read}: quote it, or choose another name"
+    return f"a name must be text; YAML read this one as {_read_as(name)}: quote it, or choose another name"
+
+
+def _key_not_text(key: Any) -> str:
+    """Why a key of settings (or of the top level) that is not text is refused: every option's name is text,
+    and such a key was said by a path the file nowhere holds (``pipelines[0][1]`` for ``on:``, ``True: unknown
+    option True``)."""
+    return f"a key must be text; YAML read one here as {_read_as(key)}: quote it, or correct it"
 
 
 def _validate_section(key: str, ann: Any, raw: Any, report: Findings) -> tuple[Any, set]:
@@ -1104,7 +1130,9 @@ def parse_config(
         report.errors += [f"{where}: {e}" for e in sub_errors]
     sections = {k: f.annotation for k, f in AgentConfig.model_fields.items() if k != "base_dir"}
     for key in data:
-        if key not in sections:
+        if not isinstance(key, str):
+            report.error("the top level", _key_not_text(key))
+        elif key not in sections:
             report.error(key, f"unknown option {key!r}{_did_you_mean(str(key), sections)}")
     if "agent" not in data:
         report.error("agent", "required section is missing (agent: {id: ..., site: ..., line: ...})")
@@ -1127,7 +1155,7 @@ def parse_config(
     _cross_check(cfg, named, report, local_checks)
     if report.errors:
         raise ConfigError(report.errors)
-    cfg.warnings.extend(mask_credentials(w) for w in report.warnings)
+    cfg.warnings.extend(_one_line(mask_credentials(w)) for w in report.warnings)
     return cfg
 
 
