@@ -317,11 +317,11 @@ def _run(verb: str, argv: list[str]) -> int:
                 "package": res["package"],
                 "digest": res["entry"]["digest"],
             }
-    except DatasetError as exc:
-        print(f"cloud-trainer {verb}: dataset error: {exc}", file=sys.stderr)
+    except DatasetError as exc:  # it may name a file as a labels.jsonl row wrote it: one printable line
+        print(f"cloud-trainer {verb}: dataset error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except (P.StageError, RegistryError) as exc:
-        print(f"cloud-trainer {verb}: {exc}", file=sys.stderr)
+        print(f"cloud-trainer {verb}: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except P.GateFailed as exc:
         print(

@@ -1441,8 +1441,10 @@ def main_import(argv: list[str]) -> int:
             speed_channel=a.speed_channel,
             bearing=a.bearing.split(",") if a.bearing is not None else None,
         )
-    except DatasetError as exc:
-        print(f"cloud-trainer dataset import: {exc}", file=sys.stderr)
+    except DatasetError as exc:  # it may name a file as the source names it: one printable line
+        from cloud_trainer.train.cli import one_line
+
+        print(f"cloud-trainer dataset import: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # writing the dataset: a full disk, no permission
         print(f"cloud-trainer dataset import: {a.out}: cannot be written ({exc})", file=sys.stderr)

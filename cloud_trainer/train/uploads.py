@@ -526,8 +526,10 @@ def main(argv: list[str]) -> int:
             s3_endpoint=a.s3_endpoint,
             max_megapixels=a.max_megapixels,
         )
-    except DatasetError as exc:
-        print(f"cloud-trainer dataset: {exc}", file=sys.stderr)
+    except DatasetError as exc:  # it may name a file as the base's labels.jsonl wrote it: one printable line
+        from cloud_trainer.train.cli import one_line
+
+        print(f"cloud-trainer dataset: {one_line(str(exc))}", file=sys.stderr)
         return 2
     print(json.dumps(res))
     return 0

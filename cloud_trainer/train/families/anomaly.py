@@ -59,6 +59,7 @@ class AnomalyFamily(TrainerFamily):
 
     def build_command(self, a, s) -> int:
         from cloud_trainer.train import anomaly
+        from cloud_trainer.train.cli import one_line
         from cloud_trainer.train.pipeline import GateFailed
 
         # the vision family's geometry option this family does not take: refused rather than ignored
@@ -75,8 +76,8 @@ class AnomalyFamily(TrainerFamily):
         st = self.anomaly_settings(a, s)
         try:
             res = anomaly.build(st)
-        except anomaly.AnomalyDataError as exc:
-            print(f"cloud-trainer build anomaly: dataset error: {exc}", file=sys.stderr)
+        except anomaly.AnomalyDataError as exc:  # it may name a file as a labels.jsonl row wrote it
+            print(f"cloud-trainer build anomaly: dataset error: {one_line(str(exc))}", file=sys.stderr)
             return 2
         except GateFailed as exc:
             print(
