@@ -486,19 +486,17 @@ class ModelSlot:
 
         The check (it reads the whole frame: a 640x480 one ~0.75 ms of CPU in a loop on this project's
         AVX-512 test machine, ~1.0 ms right after an engine run, 1.1-1.2 ms before; 0.3-0.5 ms a 224-px
-        one) runs on a thread of its own while this one preprocesses the frame and the engine runs it (one
-        intra-op thread by default: the gateway's other core is free then), so a frame waits for it only
-        where it takes longer than the model. A check no check thread has started by the time the engine
-        is done is run here instead."""
+        one) runs on a thread of its own while the engine runs the frame (one intra-op thread by default:
+        the gateway's other core is free then), so a frame waits for it only where it takes longer than the
+        model. It is handed over once the frame is preprocessed, not before: beside the preprocessing it
+        competed with it for the interpreter (the check holds it between its ~90 small NumPy steps), and
+        OpenCV's worker thread, which the check's OpenCV calls woke, took the preprocessing's core: one
+        preprocessing in ten took 1.4-3 ms instead of 0.3-0.6. The engine's run releases the interpreter
+        and uses no OpenCV. A check no check thread has started by the time the engine is done is run here
+        instead."""
         a = self._require()  # read once: a concurrent swap affects only later calls
         m = a.manifest
         t0 = time.perf_counter()
-        pending: Future[str | None] | None = None
-        if unsure_tolerance is not None and m.input_stats is not None and isinstance(item, Frame):
-            from model_packager.inputstats import check
-
-            check_args = (m.input_stats, item.image, unsure_tolerance, a.local_stats)
-            pending = _unsure_checks().submit(check, *check_args)
         try:
             if isinstance(m.preprocessing, ImagePreprocessing):
                 if not isinstance(item, Frame):
@@ -520,6 +518,12 @@ class ModelSlot:
                 f"{type(exc).__name__}: {exc}",
                 "preprocess_error",
             ) from exc
+        pending: Future[str | None] | None = None
+        if unsure_tolerance is not None and m.input_stats is not None and isinstance(item, Frame):
+            from model_packager.inputstats import check
+
+            check_args = (m.input_stats, item.image, unsure_tolerance, a.local_stats)
+            pending = _unsure_checks().submit(check, *check_args)
         t1 = time.perf_counter()
         try:
             out = a.engine.run({a.input_name: x})

@@ -211,3 +211,50 @@ async def test_a_frame_is_checked_against_the_training_inputs_while_the_check_th
         for f in busy:
             f.result()
         await s.stop()
+
+
+async def test_the_unsure_check_is_handed_to_its_thread_once_the_frame_is_preprocessed(
+    tmp_path, pkgs, monkeypatch
+):
+    """The check holds the interpreter between its many small NumPy calls; handed to its thread before the
+    preprocessing, it ran beside it and stretched it (the preprocessing needs the interpreter between its
+    OpenCV calls), where the engine's run releases it throughout. It is now handed over once the frame is
+    preprocessed, and its verdict is the same: a dark frame is UNSURE, underexposed."""
+    from edge_agent.models import slot as slot_module
+
+    tmp = tmp_path / "stats"
+    model = make_vision_onnx(tmp / "model.onnx", seed=1)
+    frames = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(8)]
+    pkg = build_package(
+        model,
+        vision_spec(),
+        tmp / "out",
+        signing_key=pkgs["key"],
+        golden_inputs=golden_inputs("vision"),
+        input_images=frames,
+    )
+    s = _slot(tmp_path, pkgs, pkg)
+    await s.start()
+    order: list[str] = []
+    checks = slot_module._unsure_checks()
+    tensor = slot_module.image_tensor
+
+    class Recorded:
+        def submit(self, fn, *args):
+            order.append("check handed over")
+            return checks.submit(fn, *args)
+
+    def preprocess(*args, **kwargs):
+        order.append("preprocessing")
+        return tensor(*args, **kwargs)
+
+    monkeypatch.setattr(slot_module, "_unsure_checks", Recorded)
+    monkeypatch.setattr(slot_module, "image_tensor", preprocess)
+    try:
+        dark = Frame("cam", 1, time.time(), np.full((64, 64, 3), 4, np.uint8))
+        r = await asyncio.to_thread(s.infer, dark, 1.0)
+        assert order == ["preprocessing", "check handed over"]
+        assert r.interpretation.verdict == "UNSURE"
+        assert (r.interpretation.reason or "").startswith("underexposed"), r.interpretation.reason
+    finally:
+        await s.stop()
