@@ -36,7 +36,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -222,11 +222,21 @@ def read_views(
     ``roi`` box's) tiles, cut at the camera's resolution and resized to ``size``; the whole frame shrunk
     for the input statistics, or None when the model's one view is the whole frame; the tiles' scale,
     model pixels per camera pixel along a tile's shorter side, 1.0 untiled)."""
+    return views_of(_decode(path, max_megapixels, inside), path, roi, size, tiles)
+
+
+def views_of(
+    whole: np.ndarray,
+    path: Path,
+    roi: list[int] | None,
+    size: int | None = None,
+    tiles: list[int] | None = None,
+) -> tuple[list[np.ndarray], np.ndarray | None, float]:
+    """``read_views`` of a frame decoded already (``whole``, the file ``path``'s)."""
     if tiles is None:
-        img, frame = read_view(path, roi, max_megapixels, size, inside)
-        return [img], frame, 1.0
+        frame = None if roi is None else _shrink(whole, STATS_SIDE)
+        return [_shrink(_cut(whole, roi, path), 1024, size)], frame, 1.0
     assert size is not None  # tiles are always cut at the model's size
-    whole = _decode(path, max_megapixels, inside)
     region = _cut(whole, roi, path)
     _, _, tw, th = tile_grid(region.shape[:2], size, tiles)[0]
     return cut_tiles(region, size, tiles, path), _shrink(whole, STATS_SIDE), size / min(tw, th)
@@ -328,8 +338,10 @@ class AnomalyData:
     per_frame: int = 1
     # with --tiles: the model's pixels per camera pixel along a tile's shorter side (<= 1: tiles are shrunk)
     tile_scale: float = 1.0
-    # good images of an imported dataset kept out of training for the test set (it had none: HELD_OUT_GOOD)
+    # good images kept out of training for the test set, which had defect images but no good one (HELD_OUT_GOOD)
     held_out: int = 0
+    # the copies left out of a folder read directly (``dataset import`` leaves them out of its datasets): said
+    copies: str = ""
 
     @property
     def stats_images(self) -> list[np.ndarray]:
@@ -364,25 +376,144 @@ def load_good(
     good_dir = root / "train" / "good" if mvtec else root / "good" if (root / "good").is_dir() else root
     files = [_inside(p, root) for p in image_files(_inside(good_dir, root))]
     _no_images_below(good_dir, root)
+    beside = _classes_beside(root) if good_dir == root / "good" else []
     if len(files) < min_good:
         raise AnomalyDataError(
             f"{good_dir}: {len(files)} good image(s); the anomaly family needs at least "
             f"{min_good} (more is better: 200 measured in docs/trainer.md)"
         )
-    good, frames, scale = [], [], 1.0
+    copies = _Copies(root)
+    read = []
     for p in files:
-        views, frame, scale = read_views(p, roi, size=size, tiles=tiles, inside=(root, "the folder"))
-        good += views
-        if frame is not None:
-            frames.append(frame)
-        h.update(hashlib.sha256(p.read_bytes()).digest())
-    ds = AnomalyData(good, [p.name for p in files], layout="mvtec" if mvtec else "folder", frames=frames)
-    ds.per_frame = len(good) // len(files)
-    ds.tile_scale = scale
+        if (whole := copies.read(p, "good")) is not None:
+            read.append((p, *views_of(whole, p, roi, size, tiles)))
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    ds = AnomalyData([], [], layout="mvtec" if mvtec else "folders" if beside else "folder")
     if mvtec and (root / "test").is_dir():
-        _load_test(root, ds, h, roi, size, tiles)
+        _load_test(root, ds, h, roi, size, tiles, copies)
+    # a folder per class's defect classes: test images, as `dataset import --task anomaly` has them
+    for d in beside:
+        for p in image_files(d):
+            if (whole := copies.read(_inside(p, root), d.name)) is not None:
+                ds.test += views_of(whole, p, roi, size, tiles)[0]
+                h.update(d.name.encode() + hashlib.sha256(p.read_bytes()).digest())
+                ds.test_kind.append(d.name)
+                ds.test_masks.append(None)
+    # defect images to test but no good one: a share of the good images is kept out of training for the test
+    held = _kept_out(len(read), min_good, [k != "good" for k in ds.test_kind])
+    for i, (p, views, frame, scale) in enumerate(read):
+        if i in held:
+            ds.test += views
+            ds.test_kind.append("good")
+            ds.test_masks.append(None)
+            continue
+        ds.good += views
+        if frame is not None:
+            ds.frames.append(frame)
+        ds.good_names.append(p.name)
+        ds.tile_scale = scale
+    ds.test_ng = np.asarray([k != "good" for k in ds.test_kind], bool)
+    ds.held_out = len(held)
+    if copies.in_two:  # said once every image and mask is read: what else is wrong is said first
+        raise AnomalyDataError(copies.in_two)
+    if copies.left:  # as `dataset import` leaves them out: in training and in the test at once
+        from cloud_trainer.train.images import copies_note
+
+        ds.copies = copies_note(copies.left, root)
+        if len(ds.good_names) < min_good:
+            raise AnomalyDataError(
+                f"{good_dir}: {len(ds.good_names)} good image(s) once copies are left out ({ds.copies}); the "
+                f"anomaly family needs at least {min_good} (more is better: 200 measured in docs/trainer.md)"
+            )
+    ds.per_frame = len(ds.good) // max(1, len(ds.good_names))
     ds.digest = "sha256:" + h.hexdigest()
     return ds
+
+
+class _Seen(NamedTuple):
+    path: Path
+    label: str  # "good" or the defect class's folder
+
+
+class _Copies:
+    """The images of a folder read directly, by their pixels, as ``dataset import`` finds copies
+    (``images.SamePixels``): a copy in its own class is left out (``left``: (copy, the image kept)), since one in
+    train/good and test/good, or twice in good/, sat in the bank and in the test or the threshold's folds at once
+    and made the gate's figures look better than the model is; one photo in two classes is refused
+    (``in_two``, the first such)."""
+
+    def __init__(self, root: Path) -> None:
+        from cloud_trainer.train.images import SamePixels
+
+        self.root = root
+        self.same: SamePixels[_Seen] = SamePixels(lambda o: _decode(o.path, None, (root, "the folder")))
+        self.left: list[tuple[_Seen, _Seen]] = []
+        self.in_two = ""
+
+    def read(self, path: Path, label: str) -> np.ndarray | None:
+        """``path``'s frame decoded, or None for a copy of an image of its class read before (left out)."""
+        from cloud_trainer.train.images import in_two_classes
+
+        whole = _decode(path, None, (self.root, "the folder"))
+        first = self.same.earlier(seen := _Seen(path, label), whole)
+        if first is None:
+            return whole
+        if first.label == label:
+            self.left.append((seen, first))
+            return None
+        if not self.in_two:
+            self.in_two = in_two_classes(path, label, first.path, first.label, path.read_bytes())
+        return whole
+
+
+def _classes_beside(root: Path) -> list[Path]:
+    """The class folders beside ``root/good`` (``good/``, ``scratch/``, ``dent/``: a folder per class with the
+    conventional good class): their images are the test's defect images, as `dataset import --task anomaly`
+    makes them; they were left unread without a word. Images lying in ``root`` itself (in no class), a class
+    folder of no image and a masks folder are refused: a folder per class has no masks."""
+    from cloud_trainer.train.images import skipped_folder
+
+    if loose := image_files(root):
+        n = len(loose)
+        raise AnomalyDataError(
+            f"{root}: {n} image{'s' if n > 1 else ''} beside good/ in no class folder "
+            f"({', '.join(p.name for p in loose[:3])}{', ...' if n > 3 else ''}); move "
+            f"{'them' if n > 1 else 'it'} into good/ or a defect's folder, or out of {root}"
+        )
+    found = []
+    for d in sorted(p for p in root.iterdir() if p.name != "good" and not skipped_folder(p.name)):
+        if not d.is_dir():
+            continue
+        _inside(d, root)
+        if d.name.casefold() == "good":  # `Good/` beside `good/`: one folder on Windows or a Mac
+            raise AnomalyDataError(
+                f"{d}: beside good/, a folder of the same name in another case (one folder on Windows or a Mac); "
+                "merge them into good/"
+            )
+        if d.name.lower() in ("ground_truth", "masks", "mask"):
+            raise AnomalyDataError(
+                f"{d}: masks beside good/ and its defect folders; a folder per class reads no masks: give them in "
+                "the MVTec AD layout (train/good, test/<defect>/NAME.png, ground_truth/<defect>/NAME_mask.png)"
+            )
+        _no_images_below(d, root)
+        if not image_files(d):
+            raise AnomalyDataError(
+                f"{d}: class folder {d.name!r} beside good/ holds no images; its images are read as the test's "
+                "defect images: add them, or remove the folder"
+            )
+        found.append(d)
+    return found
+
+
+def _kept_out(n_good: int, min_good: int, ngs: list[bool]) -> set[int]:
+    """Which of ``n_good`` good images to keep out of training for the test set when it holds defect images
+    (``ngs``: each test image NG or not) but no good one: the gate's AUROC, which compares the two, was nan and
+    failed every such build. A seeded share (HELD_OUT_GOOD), as the vision family's split keeps one, while as
+    many as the family needs remain."""
+    k = min(max(1, round(HELD_OUT_GOOD * n_good)), n_good - min_good)
+    if not (any(ngs) and all(ngs) and k > 0):
+        return set()
+    return {int(i) for i in np.random.default_rng(0).choice(n_good, k, replace=False)}
 
 
 def _load_imported(
@@ -437,13 +568,8 @@ def _load_imported(
         kinds.append("good" if rec["label"] == good_label else rec["label"])
         ngs.append(rec["label"] != good_label)  # by the label: a defect class may be called "good"
         masks.append(mask)
-    # defect images to test but no good one (a folder per class has no test split): the gate's AUROC, which
-    # compares the two, was nan and failed every such build; a seeded share of the good images is kept out of
-    # training for it instead, as the vision family's split keeps one, while as many as the family needs remain
-    held: set[int] = set()
-    k = min(max(1, round(HELD_OUT_GOOD * len(good_files))), len(good_files) - min_good)
-    if any(ngs) and all(ngs) and k > 0:
-        held = {int(i) for i in np.random.default_rng(0).choice(len(good_files), k, replace=False)}
+    # defect images to test but no good one (a folder per class has no test split): _kept_out
+    held = _kept_out(len(good_files), min_good, ngs)
     for i, p in enumerate(good_files):
         if i in held:
             test += read_views(p, roi, max_mp, size, tiles, inside)[0]
@@ -476,24 +602,33 @@ def _load_test(
     roi: list[int] | None = None,
     size: int | None = None,
     tiles: list[int] | None = None,
+    copies: _Copies | None = None,
 ) -> None:
-    kinds: list[str] = []
+    copies = _Copies(root) if copies is None else copies
+    kinds = ds.test_kind
     # an image's mask as `dataset import` finds it: ground_truth/<class>/<name>_mask.<ext> or <name>.<ext>, any
     # image extension in any case (only <name>_mask.png was looked for: a mask saved as .PNG or .jpg, or named
     # as its image, was left out without a word and the heat map went unscored)
     masks = _masks_by_image(root)
     masks_seen: set[Path] = set()
-    for sub in sorted(p for p in _inside(root / "test", root).iterdir() if p.is_dir()):
+    subs = sorted(p for p in _inside(root / "test", root).iterdir() if p.is_dir())
+    _masks_named_as_tests(root, {label for label, _ in masks}, subs)
+    for sub in subs:
         _no_images_below(_inside(sub, root), root)
         for p in image_files(_inside(sub, root)):
-            views = read_views(_inside(p, root), roi, size=size, tiles=tiles, inside=(root, "the folder"))[0]
+            frame = copies.read(_inside(p, root), sub.name)
+            mp = masks.get((sub.name, p.stem))
+            if mp is not None:
+                masks_seen.add(mp)
+            if frame is None:  # a copy of an image of its class read before: left out, its mask with it
+                continue
+            views = views_of(frame, p, roi, size, tiles)[0]
             h.update(sub.name.encode() + hashlib.sha256(p.read_bytes()).digest())
             mask = None
-            if (mp := masks.get((sub.name, p.stem))) is not None:
-                masks_seen.add(mp)
+            if mp is not None:
                 whole = read_mask(mp, inside=(root, "the folder"))
                 # the image as decoded, its EXIF orientation applied (as the mask is drawn on what the user sees)
-                shape = _decode(p, None, (root, "the folder")).shape[:2]
+                shape = frame.shape[:2]
                 if whole.shape[:2] != shape:  # stretched to the map, it scored the heat map against elsewhere
                     raise AnomalyDataError(
                         f"{mp}: mask is {whole.shape[1]}x{whole.shape[0]}, its image {p} is {shape[1]}x{shape[0]}; "
@@ -516,8 +651,22 @@ def _load_test(
                 f"{mp}: a mask without an image (expected test/{label}/{stem}.<ext>); add the image or remove "
                 "the mask"
             )
-    ds.test_kind = kinds
     ds.test_ng = np.asarray([k != "good" for k in kinds], bool)
+
+
+def _masks_named_as_tests(root: Path, labels: set[str], subs: list[Path]) -> None:
+    """A ``ground_truth/<defect>`` folder named as a ``test/`` folder only in another case (``ground_truth/Scratch``
+    beside ``test/scratch``: one folder each on Windows, where the layout was made) is refused saying so: its masks
+    matched no image, and the refusal said a mask had no image (expected test/Scratch/...) beside that very image."""
+    names = {s.name for s in subs}
+    for label in sorted(labels - names):
+        same = sorted(n for n in names if n.casefold() == label.casefold())
+        if same:
+            raise AnomalyDataError(
+                f"{root / 'ground_truth' / label}: its masks' images would lie in test/{label}, but that folder is "
+                f"test/{same[0]} (the names differ in case only: one folder on Windows, two here), so no mask is "
+                f"matched to its image; rename it ground_truth/{same[0]}"
+            )
 
 
 def _masks_by_image(root: Path) -> dict[tuple[str, str], Path]:
@@ -1576,6 +1725,8 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
         )
     check_tiles(s)
     ds = load_good(s.dataset, roi=s.roi, size=s.size, tiles=s.tiles)
+    if ds.copies:
+        log(f"anomaly: {ds.copies}")
     if ds.held_out:
         log(
             f"anomaly: {ds.held_out} of the dataset's {ds.held_out + ds.n_good} good images kept out of training "

@@ -46,9 +46,10 @@ import secrets
 import shutil
 import stat
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 from cloud_trainer.train.data import (
     CAMERA_MAX_MEGAPIXELS,
@@ -66,6 +67,8 @@ from protocols.image_header import (
     image_kind,
     kind_suffix,
 )
+
+_T = TypeVar("_T")
 
 # .jfif: Windows's JPEG; .webp as the agent's folder camera reads it (devices.camera.capture.IMAGE_SUFFIXES)
 IMAGE_EXTS = tuple(IMAGE_TYPES)
@@ -859,9 +862,9 @@ def import_images(
                 src,
                 task,
                 min_good,
-                after=_copies_note(copies, src),
+                after=copies_note(copies, src),
             )
-            log(f"dataset import: {_copies_note(copies, src)}")
+            log(f"dataset import: {copies_note(copies, src)}")
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
@@ -965,9 +968,10 @@ def _write(
     h = hashlib.sha256()  # as data.load_parts computes it, so `train` checks the same digest
     counts = dict.fromkeys(found.classes, 0)
     sizes: set[tuple[int, ...]] = set()
-    # images by their pixels (shape, type and values: a PNG saved again as BMP or TIFF is the same image),
-    # found by a digest of every 8th row and confirmed on the whole image: the items that had them
-    first: dict[bytes, list[_Item]] = {}
+    # images by their pixels (a PNG saved again as BMP or TIFF is the same image): the items that had them
+    first: SamePixels[_Item] = SamePixels(
+        lambda o: _decode(o.path, max_megapixels, pixel_bits, bayer=bayer)[1]
+    )
     copies: list[tuple[_Item, _Item]] = []  # (left out, the image it repeats) within one class
     shapes: list[tuple[str, int, int]] = []  # (source, height, width) of each image written
     flat: list[str] = []  # images of one colour: a covered lens, a missed trigger, a blank export
@@ -980,21 +984,11 @@ def _write(
                 progress.step(done)
             data, img, suffix = _decode(it.path, max_megapixels, pixel_bits, bayer=bayer, src=src)
             digest = hashlib.sha256(data).digest()
-            seen = first.setdefault(_pixels_key(img), [])
-            same = next((o for o in seen if _same_pixels(o, img, max_megapixels, pixel_bits, bayer)), None)
+            same = first.earlier(it, img)
             if same is None:
-                seen.append(it)
                 same = it
             if same.label != it.label:  # one photo sorted into two classes: a good part and a defect at once
-                how = (
-                    "byte for byte"
-                    if same.path.read_bytes() == data
-                    else "the same pixels, saved again in another file"
-                )
-                raise DatasetError(
-                    f"{it.path} ({it.label!r}) is the same image as {same.path} ({same.label!r}), {how}; "
-                    "keep it in its one class"
-                )
+                raise DatasetError(in_two_classes(it.path, it.label, same.path, same.label, data))
             if same is not it:  # a copy in its own class: in training and in the gate's test at once
                 copies.append((it, same))
                 continue
@@ -1193,7 +1187,7 @@ def _odd_sizes_note(shapes: list[tuple[str, int, int]]) -> str | None:
 
 def _pixels_key(img) -> bytes:
     """A digest of an image's shape, type and every 8th row of pixels (the file's format and metadata
-    aside): images with the same pixels share it; ones that share it are compared whole (``_same_pixels``).
+    aside): images with the same pixels share it; ones that share it are compared whole (``SamePixels``).
     An eighth of the pixels: ~5 ms for a 5-MP image, where the whole took ~35 ms beside a ~150-ms decode."""
     import numpy as np
 
@@ -1202,17 +1196,46 @@ def _pixels_key(img) -> bytes:
     return h.digest()
 
 
-def _same_pixels(
-    item: _Item, img, max_megapixels: float, pixel_bits: int | None, bayer: str | None = None
-) -> bool:
-    """Whether ``item``'s image (decoded again: it shares ``img``'s key, which is rare) has ``img``'s pixels."""
-    import numpy as np
+class SamePixels(Generic[_T]):
+    """Images by their pixels (shape, type and values: a PNG saved again as BMP or TIFF is the same image),
+    found by a digest of every 8th row (``_pixels_key``) and confirmed on the whole image, which ``decode``
+    gives again for an earlier item (rare: only when the digests agree). What ``dataset import`` and the
+    anomaly family's reading of a folder leave out as copies, and refuse as one image in two classes."""
 
-    _, other, _ = _decode(item.path, max_megapixels, pixel_bits, bayer=bayer)
-    return other.shape == img.shape and other.dtype == img.dtype and bool(np.array_equal(other, img))
+    def __init__(self, decode: Callable[[_T], Any]) -> None:
+        self._decode = decode
+        self._first: dict[bytes, list[_T]] = {}
+
+    def earlier(self, item: _T, img) -> _T | None:
+        """The item seen before whose image has ``img``'s pixels, or None: ``item`` (``img`` its image) is
+        the first with them, and remembered."""
+        import numpy as np
+
+        seen = self._first.setdefault(_pixels_key(img), [])
+        for other in seen:
+            o = self._decode(other)
+            if o.shape == img.shape and o.dtype == img.dtype and bool(np.array_equal(o, img)):
+                return other
+        seen.append(item)
+        return None
 
 
-def _copies_note(copies: list[tuple[_Item, _Item]], src: Path) -> str:
+def in_two_classes(path: Path, label: str, other: Path, other_label: str, data: bytes) -> str:
+    """The refusal of one photo sorted into two classes (a good part and a defect at once): ``path``
+    (``data`` its bytes) has the pixels of ``other``, of another class."""
+    how = "byte for byte" if other.read_bytes() == data else "the same pixels, saved again in another file"
+    return (
+        f"{path} ({label!r}) is the same image as {other} ({other_label!r}), {how}; keep it in its one class"
+    )
+
+
+class _Pathed(Protocol):
+    @property
+    def path(self) -> Path: ...
+
+
+def copies_note(copies: Sequence[tuple[_Pathed, _Pathed]], src: Path) -> str:
+    """The note (or the refusal's aside) naming the copies left out below ``src``: (copy, the image kept)."""
     n = len(copies)
     shown = ", ".join(
         f"{a.path.relative_to(src).as_posix()} = {b.path.relative_to(src).as_posix()}" for a, b in copies[:3]

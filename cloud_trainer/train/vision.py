@@ -89,7 +89,7 @@ def roi_fits(data, preprocessing: dict, folder: Path) -> None:
     for img, y, ident in zip(data.images, data.labels, data.ids, strict=True):
         try:
             region_box(img.shape[0], img.shape[1], pre)
-        except PreprocessError as exc:
+        except PreprocessError:
             named = f"image {ident} ({data.classes[y]})"
             for _, line in label_lines(folder / "labels.jsonl"):  # read as training read it: checked already
                 row = json.loads(line)
@@ -97,7 +97,14 @@ def roi_fits(data, preprocessing: dict, folder: Path) -> None:
                     came = f", imported from {row['source']}" if isinstance(row.get("source"), str) else ""
                     named = f"{folder / row['file']} ({data.classes[y]}{came})"
                     break
-            raise DatasetError(f"{named}: {exc}") from None
+            # said of the dataset's image and the --roi given, not of a camera's frame (the agent's wording)
+            rx, ry, rw, rh = pre.roi or (0, 0, 0, 0)
+            raise DatasetError(
+                f"{named}: the model's roi [x={rx}, y={ry}, width={rw}, height={rh}] reaches outside the "
+                f"{img.shape[1]}x{img.shape[0]} frame of this dataset image (--roi {rx},{ry},{rw},{rh} needs one "
+                f"of at least {rx + rw}x{ry + rh} pixels); give a --roi that every image of the dataset holds, or "
+                "remove the images of another size"
+            ) from None
 
 
 def tile_pre(pre: ImagePreprocessing) -> ImagePreprocessing:

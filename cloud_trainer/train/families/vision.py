@@ -33,7 +33,7 @@ class VisionFamily(TrainerFamily):
 
         tiled = bool(preprocessing and preprocessing.get("tiles"))
         ds = D.load_parts(folder, masks=tiled)
-        if preprocessing and preprocessing.get("roi") and not tiled:  # (as_tiles names a tiled model's image)
+        if preprocessing and preprocessing.get("roi"):  # each image named, before a tiled model's as_tiles
             from cloud_trainer.train import vision
 
             vision.roi_fits(ds, preprocessing, Path(folder))
