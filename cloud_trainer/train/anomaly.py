@@ -655,18 +655,12 @@ def _load_test(
 
 
 def _masks_named_as_tests(root: Path, labels: set[str], subs: list[Path]) -> None:
-    """A ``ground_truth/<defect>`` folder named as a ``test/`` folder only in another case (``ground_truth/Scratch``
-    beside ``test/scratch``: one folder each on Windows, where the layout was made) is refused saying so: its masks
-    matched no image, and the refusal said a mask had no image (expected test/Scratch/...) beside that very image."""
-    names = {s.name for s in subs}
-    for label in sorted(labels - names):
-        same = sorted(n for n in names if n.casefold() == label.casefold())
-        if same:
-            raise AnomalyDataError(
-                f"{root / 'ground_truth' / label}: its masks' images would lie in test/{label}, but that folder is "
-                f"test/{same[0]} (the names differ in case only: one folder on Windows, two here), so no mask is "
-                f"matched to its image; rename it ground_truth/{same[0]}"
-            )
+    """A ``ground_truth/<defect>`` folder named as a ``test/`` folder only in another case is refused saying so, as
+    ``dataset import`` refuses it (``images.masks_in_other_case``)."""
+    from cloud_trainer.train.images import masks_in_other_case
+
+    if said := masks_in_other_case(root, labels, [s.name for s in subs]):
+        raise AnomalyDataError(said)
 
 
 def _masks_by_image(root: Path) -> dict[tuple[str, str], Path]:

@@ -46,7 +46,7 @@ import secrets
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
@@ -509,7 +509,11 @@ def scan_mvtec(src: Path) -> Found:
     gt = src / "ground_truth"
     if gt.is_dir():
         _no_loose_images(gt, "ground_truth/<defect>")
-        for d in _subfolders(gt):
+        gts = _subfolders(gt)
+        tests = {it.label for it in items if it.split == "test"}
+        if said := masks_in_other_case(src, [d.name for d in gts], tests):
+            raise DatasetError(said)
+        for d in gts:
             for m in _images_in(d, nested=True):
                 stem = (m.relative_to(d).parent / m.stem.removesuffix("_mask")).as_posix()
                 it = by_stem.get((d.name, stem))
@@ -539,6 +543,23 @@ def scan_mvtec(src: Path) -> Found:
                 "train/good, test/<class> and ground_truth/<defect>: move them there to use them"
             )
     return Found("mvtec", "good", ["good", *defects], items, notes)
+
+
+def masks_in_other_case(src: Path, masks: Iterable[str], tests: Iterable[str]) -> str | None:
+    """The refusal of a ``ground_truth/<defect>`` folder (of the names ``masks``) named as a ``test/`` folder (of the
+    names ``tests``) only in another case (``ground_truth/Scratch`` beside ``test/scratch``: one folder each on
+    Windows, where such a layout is made), or None: its masks matched no image, and the refusal said a mask had no
+    image (expected test/Scratch/...) beside that very image."""
+    names = set(tests)
+    for label in sorted(set(masks) - names):
+        same = sorted(n for n in names if n.casefold() == label.casefold())
+        if same:
+            return (
+                f"{src / 'ground_truth' / label}: its masks' images would lie in test/{label}, but that folder is "
+                f"test/{same[0]} (the names differ in case only: one folder on Windows, two here), so no mask is "
+                f"matched to its image; rename it ground_truth/{same[0]}"
+            )
+    return None
 
 
 def scan(src: Path, good: str | None = None) -> Found:

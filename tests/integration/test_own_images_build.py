@@ -161,13 +161,18 @@ def test_masks_in_a_folder_named_in_another_case_are_said_so(tmp_path, capsys):
     write(root / "test" / "scratch", 2, 200, defect=True)
     for i in range(2):
         mask(root / "ground_truth" / "Scratch", f"{i:03d}_mask.png")
-    code, said = build_anomaly(tmp_path, capsys, root)
-    assert code == 2 and said.count("\n") == 1, said
-    assert said == (
-        f"cloud-trainer build anomaly: dataset error: {root / 'ground_truth' / 'Scratch'}: its masks' images would "
-        "lie in test/Scratch, but that folder is test/scratch (the names differ in case only: one folder on "
-        "Windows, two here), so no mask is matched to its image; rename it ground_truth/scratch\n"
+    line = (
+        f"{root / 'ground_truth' / 'Scratch'}: its masks' images would lie in test/Scratch, but that folder is "
+        "test/scratch (the names differ in case only: one folder on Windows, two here), so no mask is matched to "
+        "its image; rename it ground_truth/scratch\n"
     )
+    code, said = build_anomaly(tmp_path, capsys, root)
+    assert code == 2 and said == f"cloud-trainer build anomaly: dataset error: {line}", said
+    # `dataset import` says it alike (it said "a mask without an image (expected .../test/Scratch/000.png ...)")
+    code = cloud_main(["dataset", "import", str(root), "--out", str(tmp_path / "ds")])
+    said = capsys.readouterr().err
+    assert code == 2 and said == f"cloud-trainer dataset import: {line}", said
+    assert not (tmp_path / "ds").exists()
     # renamed as it says, the masks are read
     (root / "ground_truth" / "Scratch").rename(root / "ground_truth" / "scratch")
     ds = A.load_good(root, size=32)
