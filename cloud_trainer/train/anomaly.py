@@ -24,7 +24,10 @@ an agent checks each form with on its CPU hold good views made to score just bel
 threshold (``near_threshold``): the good images themselves, which the bank holds, score far below it.
 
 Input: a folder of good images, or an MVTec AD root (``train/good`` to train on; ``test/good``,
-``test/<defect>`` and optional ``ground_truth/<defect>/<name>_mask.png`` to evaluate on). PNG, JPEG,
+``test/<defect>`` and optional ``ground_truth/<defect>/<name>_mask.png`` to evaluate on), or a folder holding
+``good/`` beside defect folders (``scratch/``, ``dent/``: evaluated on), or a dataset ``dataset import`` wrote.
+A folder read directly is read as the import would read it: copies left out (``_Copies``), and with defect
+images to test but no good one, a seeded share of the good images kept out of training for the test. PNG, JPEG,
 BMP, TIFF; 8-bit grey or colour; any size (resized to ``--size``).
 """
 

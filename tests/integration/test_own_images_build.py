@@ -126,6 +126,12 @@ def test_defect_folders_beside_good_are_the_tests_defect_images(tmp_path, capsys
     assert ds.layout == "folders" and ds.n_good == 20 and ds.held_out == 2
     assert ds.test_kind == ["dent"] * 2 + ["scratch"] * 3 + ["good"] * 2
     assert ds.test_ng.tolist() == [True] * 5 + [False] * 2 and len(ds.test) == 7
+    # an MVTec AD folder whose test/ holds defect images only keeps good ones out alike (as its import does)
+    mv = tmp_path / "mv"
+    shutil.copytree(root / "good", mv / "train" / "good")
+    shutil.copytree(root / "scratch", mv / "test" / "scratch")
+    ds = A.load_good(mv, size=32)
+    assert ds.n_good == 20 and ds.held_out == 2 and ds.test_kind == ["scratch"] * 3 + ["good"] * 2
     # what cannot be read so is refused in one line each, naming it
     (root / "scratch" / "000.png").rename(root / "loose.png")
     code, out = build_anomaly(tmp_path / "b", capsys, root)
