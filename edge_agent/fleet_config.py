@@ -57,7 +57,7 @@ from edge_agent.config import (
     read_config_file,
     read_yaml,
 )
-from edge_agent.files import atomic_write_json
+from edge_agent.files import atomic_write_json, read_json_state, why_unread
 from model_packager.text import printable
 from protocols.redact import mask_credentials
 
@@ -141,11 +141,18 @@ class ConfigKeeper:
         self.path = self.folder / "state.json"
         self.state: dict[str, Any] = {"last_good": None, "trial": None, "refused": {}, "unreported": []}
         try:
-            self.state.update(json.loads(self.path.read_text()))
+            kept = read_json_state(self.path)  # bounded: the data folder is anyone's with the gateway's shell
+            if not isinstance(kept, dict):
+                raise ValueError(f"not a JSON object (a {type(kept).__name__})")
+            self.state.update(kept)
         except FileNotFoundError:
             pass
         except (OSError, ValueError) as exc:  # unreadable: start from the local file, say so
-            log.error("%s: unreadable (%s); starting from the local config file", self.path, exc)
+            log.error(
+                "%s: unreadable (%s); starting from the local config file",
+                printable(str(self.path)),
+                printable(why_unread(exc), 300),
+            )
 
     def save(self) -> None:
         atomic_write_json(self.path, self.state)

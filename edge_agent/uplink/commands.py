@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edge_agent.files import read_json_state, why_unread
+from model_packager.text import printable
 from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
@@ -43,16 +44,16 @@ class CommandRunner:
 
     def _load(self) -> None:
         try:
-            data = json.loads(self.path.read_text())
+            data = read_json_state(self.path)  # bounded: the data folder is anyone's with the gateway's shell
             self.ran = {r["id"]: r for r in data.get("ran", []) if isinstance(r, dict) and "id" in r}
         except FileNotFoundError:
             return
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:  # AttributeError: not an object
             # the ids are lost: a command still listed would run again; say so loudly
             log.error(
                 "fleet commands: %s is unreadable (%s); commands still in the desired state may run again",
-                self.path,
-                exc,
+                printable(str(self.path)),
+                printable(why_unread(exc), 300),
             )
         for r in self.ran.values():
             if r.get("state") == "running":  # cut short by a kill: never run twice, reported as not done

@@ -1,0 +1,99 @@
+"""The agent's state files lie in its data folder, a disk anyone with the gateway's shell can edit. The fleet
+config's ``fleet-config/state.json`` and the fleet commands' ``fleet/commands.json`` were read whole at start: a
+named pipe there waited for ever (the agent's start with it), a file of gigabytes or a link to ``/dev/zero``
+filled its memory, and a deep nesting (or a JSON list where an object is kept) raised RecursionError or
+TypeError out of the start. Each is read bounded now (``edge_agent.files.read_json_state``): such a file is
+said unreadable in one ERROR naming it and why, as one that is not JSON was, and the agent starts without it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import pytest
+
+from edge_agent.files import STATE_FILE_MAX_BYTES
+from edge_agent.fleet_config import ConfigKeeper
+from edge_agent.uplink.commands import CommandRunner
+from tests.unit.test_agent_commands import cfg
+
+
+def _errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+
+
+def _keeper(tmp_path):
+    return ConfigKeeper(tmp_path / "fleet-config")
+
+
+def _runner(tmp_path):
+    return CommandRunner(cfg(tmp_path / "agent"))
+
+
+def _state_path(tmp_path, which: str):
+    if which == "fleet config":
+        (tmp_path / "fleet-config").mkdir(parents=True)
+        return tmp_path / "fleet-config" / "state.json"
+    path = tmp_path / "agent" / "data" / "fleet" / "commands.json"
+    path.parent.mkdir(parents=True)
+    return path
+
+
+def _start(tmp_path, which: str):
+    return _keeper(tmp_path) if which == "fleet config" else _runner(tmp_path)
+
+
+def _unread(which: str, path, why: str) -> str:
+    if which == "fleet config":
+        return f"{path}: unreadable ({why}); starting from the local config file"
+    return f"fleet commands: {path} is unreadable ({why}); commands still in the desired state may run again"
+
+
+@pytest.mark.parametrize("which", ["fleet config", "commands"])
+def test_a_state_file_larger_than_the_agent_writes_is_said_unreadable_not_read_whole(tmp_path, caplog, which):
+    path = _state_path(tmp_path, which)
+    body = '{"ran": []}' if which == "commands" else '{"refused": {}}'
+    path.write_text(body + " " * (STATE_FILE_MAX_BYTES + 1 - len(body)))  # valid JSON, past the bound
+    with caplog.at_level(logging.ERROR):
+        _start(tmp_path, which)
+    assert _errors(caplog) == [
+        _unread(which, path, f"larger than {STATE_FILE_MAX_BYTES} bytes, the most it may hold")
+    ]
+
+
+@pytest.mark.parametrize("which", ["fleet config", "commands"])
+@pytest.mark.parametrize("body", ["[" * 100_000, "[1, 2]"])
+def test_a_state_file_nested_past_the_parser_or_not_an_object_is_said_unreadable(
+    tmp_path, caplog, which, body
+):
+    path = _state_path(tmp_path, which)
+    path.write_text(body)
+    with caplog.at_level(logging.ERROR):
+        started = _start(tmp_path, which)
+    (said,) = _errors(caplog)
+    assert said.startswith(_unread(which, path, "").split("()")[0] + "(")
+    if which == "fleet config":
+        assert started.state == {"last_good": None, "trial": None, "refused": {}, "unreported": []}
+    else:
+        assert started.ran == {}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX file kind")
+@pytest.mark.parametrize("which", ["fleet config", "commands"])
+def test_a_state_file_that_is_a_named_pipe_is_said_unreadable_not_waited_for(tmp_path, caplog, which):
+    path = _state_path(tmp_path, which)
+    os.mkfifo(path)
+    got: list = []
+    with caplog.at_level(logging.ERROR):
+        t = threading.Thread(target=lambda: got.append(_start(tmp_path, which)), daemon=True)
+        t.start()
+        t.join(60)  # a bound for a hang, not a time measured: the start takes milliseconds
+        hung = t.is_alive()
+        if hung:  # the former code: blocked opening the pipe; a writer that opens and closes it frees it
+            with open(path, "wb"):
+                pass
+            t.join()
+    assert not hung, "the start waited on the named pipe"
+    assert len(got) == 1
+    assert _errors(caplog) == [_unread(which, path, "a named pipe, not a file")]
