@@ -40,7 +40,9 @@ of the node's type) does not write its value (``reset_refused``): the node would
 ``on_change`` or ``pulse`` edge so refused, or refused at the write for the node's type (an error whose
 ``type_refused`` is True: the source's check at the write, the server's BadTypeMismatch), is judged again at
 the next result (``_edge_refused``). The reset is judged again as the value is sent (``_refused_now``): a
-value decided while the PLC was away was judged by what its node was before a download.
+value decided while the PLC was away was judged by what its node was before a download. A node whose type
+the source does not know (its check at connect could not read it) is read first (``_judgeable``): the
+value waits, retried, until its reset can be judged, and is never written unjudged.
 """
 
 from __future__ import annotations
@@ -589,6 +591,21 @@ class ActionRunner:
         self._edge_refused(action, key, value)
         return True
 
+    async def _judgeable(self, action: Any, key: tuple[str, str] | None, value: Any) -> None:
+        """Before an OPC UA output's ``value`` that needs a reset goes out, its node's type is known to the
+        source (``ensure_type``: read now when the check at connect could not read the node), so that
+        ``_refused_now`` judges the reset by it: judged by nothing, the value was written, its reset refused
+        next, and the node kept the value for good. A node that cannot be read now raises a retryable
+        error: the value waits with the action's retries (then ``OWED_RETRY_S``) until it can be judged, or
+        a newer value replaces it; it is never written unjudged."""
+        if key is None or not isinstance(action, OpcUaWriteAction) or value != action.value:
+            return
+        if (action.reset_value if action.mode is WriteMode.LEVEL else action.reset) is None:
+            return
+        ensure = getattr(self.sources.get(action.source), "ensure_type", None)
+        if ensure is not None:
+            await ensure(action.node_id)
+
     def _reset_refused(self, name: str, action: OutputAction) -> bool:
         """True (counted ``reset_refused``, logged once per burst) when the output's node would refuse the
         value that ends what ``value`` starts (a pulse's reset, a level's or an on_change's reset_value: out
@@ -739,9 +756,10 @@ class ActionRunner:
                 if node is not None and self._written.get(node, -1) > order:
                     st["superseded"] += 1  # a newer value reached the node meanwhile: this one never goes out
                     return False
-                if self._refused_now(name, action, key, value):
-                    return False
                 try:
+                    await self._judgeable(action, key, value)
+                    if self._refused_now(name, action, key, value):
+                        return False
                     outcome = await self._do(name, action, result, item, value)
                     st["queued" if outcome == "queued" else "ok"] += (
                         1  # queued: held until the broker is back

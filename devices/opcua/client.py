@@ -2773,6 +2773,56 @@ class OpcUaSource:
             self._reheld(node_id)
         return why
 
+    async def ensure_type(self, node_id: str) -> None:
+        """Read ``node_id``'s type now when none is known, so that ``write_misfit`` can judge a value before it
+        goes out: the target's check at connect could not read the node (the PLC busy then, the node not
+        readable for a while, retyped since), and a value judged by nothing was written, its reset refused
+        next, the node keeping it for good. Read, the target is judged again in the background (its
+        ``target_errors`` entry, said). Raises ``OpcUaNodeError`` (no such node) or ``OpcUaTypeMismatch``
+        (a type the agent cannot encode for), as a write would; a node that cannot be read now raises a
+        retryable error, so the value waits (an action's retries) until it can be judged."""
+        if node_id in self._types:
+            return
+        client = self._require_client(f"check of {node_id}")
+        try:
+            node = await _node(client, node_id, self._resolved, self._resolve)
+        except OpcUaNodeError as e:
+            raise OpcUaNodeError(f"opcua source {self.name}: {e}") from None
+        except Exception as e:
+            raise OpcUaNodeError(f"opcua source {self.name}: malformed node id {node_id!r} ({e})") from None
+        try:
+            async with self._write_lock(node):  # a write's own read of the type is not overwritten
+                if node_id in self._types:
+                    return
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    nt = await _node_type(node, node_id)
+                self._types[node_id] = nt
+                if nt.vtype is ua.VariantType.Variant:
+                    self._held_at[node_id] = time.monotonic()
+        except OpcUaTypeMismatch as e:
+            raise OpcUaTypeMismatch(f"opcua source {self.name}: {e}") from None
+        except ua.UaStatusCodeError as e:
+            code = ua.StatusCode(e.code).name
+            if "NodeIdUnknown" in code:
+                raise OpcUaNodeError(
+                    f"opcua source {self.name}: node {node_id!r} does not exist on the server"
+                ) from None
+            raise OpcUaServerBusy(
+                f"opcua source {self.name}: node {node_id}'s type cannot be read ({code}); what is written "
+                "to it waits until it can, so that the reset it needs is judged before the value goes out"
+            ) from None
+        except ua.UaError as e:
+            raise OpcUaError(
+                f"opcua source {self.name}: node {node_id}'s type not read ({type(e).__name__}: {e})"
+            ) from None
+        except (TimeoutError, ConnectionError, OSError) as e:
+            raise OpcUaNotConnected(
+                f"opcua source {self.name}: node {node_id}'s type not read, connection lost or no answer "
+                f"({e!r})"
+            ) from None
+        if node_id in self.target_errors:
+            self._recheck(node_id)
+
     def _reheld(self, node_id: str) -> None:
         """Read again the value a BaseDataType write target holds, unless it was read (by a write, a check,
         or this) less than ``HELD_RECHECK_S`` ago; a type or shape other than the one kept replaces it and
