@@ -29,7 +29,7 @@ from devices.base import Notices
 from edge_agent import flapping
 from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
-from edge_agent.files import atomic_write_json, remove_stale_temps
+from edge_agent.files import atomic_write_json, read_json_state, remove_stale_temps, why_unread
 from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot, SlotError
 from edge_agent.pipelines import Pipeline
@@ -37,6 +37,7 @@ from edge_agent.priority import lower_this_thread
 from edge_agent.process_info import peak_rss_mb, rss_mb
 from edge_agent.status_board import StatusBoard
 from edge_agent.types import Result
+from model_packager.text import printable
 from protocols.events import Event, EventKind
 
 if TYPE_CHECKING:
@@ -1083,12 +1084,16 @@ def _read_told(path: Path) -> dict[str, dict[str, Any]]:
     """The halts or outages an agent before this one told the cloud of and not the end of (``HALTS_FILE``,
     ``DOWNS_FILE``); a file that cannot be read is said and taken as none (their ends are then never said, as
     before the file existed)."""
-    try:
-        data = json.loads(path.read_text())
+    try:  # bounded: the data folder is anyone's with the gateway's shell (a named pipe, /dev/zero, a deep nest)
+        data = read_json_state(path)
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
-        log.warning("%s cannot be read (%s); the ends of what it held are not said", path, e)
+        log.warning(
+            "%s cannot be read (%s); the ends of what it held are not said",
+            printable(str(path)),
+            printable(why_unread(e), 300),
+        )
         return {}
     if not isinstance(data, dict):
         return {}

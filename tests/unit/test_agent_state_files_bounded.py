@@ -97,3 +97,37 @@ def test_a_state_file_that_is_a_named_pipe_is_said_unreadable_not_waited_for(tmp
     assert not hung, "the start waited on the named pipe"
     assert len(got) == 1
     assert _errors(caplog) == [_unread(which, path, "a named pipe, not a file")]
+
+
+@pytest.mark.parametrize("kind", ["larger", "nested", "pipe"])
+def test_the_halts_and_outages_told_before_are_read_bounded_and_said_unreadable(tmp_path, caplog, kind):
+    # source-halts.json and source-down.json (edge_agent.agent: HALTS_FILE, DOWNS_FILE), read at every start
+    from edge_agent.agent import DOWNS_FILE, _read_told
+
+    path = tmp_path / DOWNS_FILE
+    if kind == "larger":
+        body = '{"cam": {"since": "2026-01-01T00:00:00+00:00"}}'
+        path.write_text(body + " " * (STATE_FILE_MAX_BYTES + 1 - len(body)))
+    elif kind == "nested":
+        path.write_text("[" * 100_000)
+    else:
+        os.mkfifo(path)
+    got: list = []
+    with caplog.at_level(logging.WARNING):
+        t = threading.Thread(target=lambda: got.append(_read_told(path)), daemon=True)
+        t.start()
+        t.join(60)  # a bound for a hang, not a time measured
+        hung = t.is_alive()
+        if hung:
+            with open(path, "wb"):
+                pass
+            t.join()
+    assert not hung, "the start waited on the named pipe"
+    assert got == [{}]
+    (said,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    why = {
+        "larger": f"larger than {STATE_FILE_MAX_BYTES} bytes, the most it may hold",
+        "nested": "nested deeper than JSON is read",
+        "pipe": "a named pipe, not a file",
+    }[kind]
+    assert said == f"{path} cannot be read ({why}); the ends of what it held are not said"
