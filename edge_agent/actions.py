@@ -27,22 +27,23 @@ say) is kept and sent again when the node's (or device's) next birth arrives (``
 output's latest value, and an alarm's latest transition, that failed all its retries is tried again
 every ``OWED_RETRY_S`` until it lands (``resent``), a newer one replaces it, or ``flush()`` (at stop).
 
-Across the agent's lifecycle: ``flush()`` at stop ends a pulse that would outlast half its bound, so
-its reset is written while the source is connected (``cut_at_stop``); a new runner (restart, config
-reload) writes a pulse node's reset at its first result that is no edge, and signals an alarm's first
-established state even when it is a clear (``reconciled``): what an agent before it left high (killed
-mid-pulse, an alarm raised at stop) is not left standing. At the first result after a source reconnects
-(a PLC or broker that restarted may have lost what was written), the on_change outputs' levels and the
-alarms' last states on it are sent again (``resent``). A result with NaN in a number a condition reads is
-not judged by that condition (``not_a_number``); a label a condition names that a swapped-in model no
-longer gives is said (``label_gone``). An output whose reset its OPC UA node would refuse (the value out
-of the node's type) does not write its value (``reset_refused``): the node would keep it for good. An
+Across the agent's lifecycle: ``flush()`` at stop ends a pulse that would outlast half its bound, so its
+reset is written while the source is connected (``cut_at_stop``); a new runner (restart, config reload)
+writes a pulse node's reset at its first result that is no edge, and signals an alarm's first established
+state even when it is a clear (``reconciled``): what an agent before it left high (killed mid-pulse, an
+alarm raised at stop) is not left standing. At the first result after a source reconnects (a PLC or broker
+that restarted may have lost what was written), the on_change outputs' levels and the alarms' last states on
+it are sent again (``resent``); so is an on_change level its node refused for good (locked) once the source
+has seen the node may be written again (``writable_again``). A result with NaN in a number a condition reads
+is not judged by that condition (``not_a_number``); a label a condition names that a swapped-in model no
+longer gives is said (``label_gone``). An output whose reset its OPC UA node would refuse (the value out of
+the node's type) does not write its value (``reset_refused``): the node would keep it for good. An
 ``on_change`` or ``pulse`` edge so refused, or refused at the write for the node's type (an error whose
 ``type_refused`` is True: the source's check at the write, the server's BadTypeMismatch), is judged again at
 the next result (``_edge_refused``). The reset is judged again as the value is sent (``_refused_now``): a
 value decided while the PLC was away was judged by what its node was before a download. A node whose type
-the source does not know (its check at connect could not read it) is read first (``_judgeable``): the
-value waits, retried, until its reset can be judged, and is never written unjudged.
+the source does not know (its check at connect could not read it) is read first (``_judgeable``): the value
+waits, retried, until its reset can be judged, and is never written unjudged.
 """
 
 from __future__ import annotations
@@ -189,6 +190,10 @@ class ActionRunner:
                 if a.node_id and a.opcua_source:
                     self._resync[a.opcua_source].append((n, "opcua"))
         self._reconnects: dict[str, int] = {}  # source -> its reconnect count when last looked at
+        # an on_change output whose level its node refused for good (a node locked: BadUserAccessDenied,
+        # BadNotWritable) -> its source's ``writable_again`` count for the node before that write: once the
+        # source sees the node may be written again, the level is written at the next result (``resent``)
+        self._refused_levels: dict[tuple[str, str], int] = {}
         self._last_write: dict[
             tuple[str, str], Result
         ] = {}  # on_change output -> the result of its last level
@@ -264,6 +269,8 @@ class ActionRunner:
                 self._model_changed(pipeline_actions, result, last)
         if self._resync:
             self._after_reconnects()
+        if self._refused_levels:
+            self._after_unlocks(result)
         if self._raised_file is not None and self._raised_saved is None:
             self._clear_orphans()
         nan = _nan_fields(result, self._numbers_read) if self._numbers_read else None
@@ -476,6 +483,30 @@ class ActionRunner:
                             self._signallers.add(key3)
                             self._spawn(self._signaller(name, action, key3))
 
+    def _writable_again(self, action: Any) -> int | None:
+        """How often the output's source saw its node become writable again (None: it cannot tell)."""
+        if not isinstance(action, OpcUaWriteAction) or action.mode is not WriteMode.ON_CHANGE:
+            return None
+        counts = getattr(self.sources.get(action.source), "writable_again", None)
+        return counts.get(action.node_id, 0) if isinstance(counts, dict) else None
+
+    def _after_unlocks(self, result: Result) -> None:
+        """Writes again the level of each on_change output its node refused for good (locked) once the
+        node's source has seen it may be written again (counted ``resent``): the PLC back from a mode that
+        locked the node reads the current level, not the one before the lock, until the next change."""
+        for key, before in list(self._refused_levels.items()):
+            action = self.cfg.actions[key[0]]
+            now = self._writable_again(action)
+            if now is None or now <= before:
+                continue
+            assert isinstance(action, OpcUaWriteAction)
+            del self._refused_levels[key]
+            level = self._level.get(key)
+            value = None if level is None else action.value if level else action.reset
+            if value is not None and key not in self._desired:
+                self.stats[key[0]]["resent"] += 1
+                self._set_output(key[0], action, self._last_write.get(key, result), value)
+
     def _model_changed(
         self, pipeline_actions: list[str], result: Result, last: tuple[str, str, frozenset[str]] | None
     ) -> None:
@@ -650,6 +681,7 @@ class ActionRunner:
 
     def _set_output(self, name: str, action: OutputAction, result: Result, value: Any) -> None:
         key = (name, result.pipeline)
+        self._refused_levels.pop(key, None)  # this value is the one owed now
         node = _output_node(name, action)
         if key in self._desired:
             self.stats[name]["superseded"] += 1
@@ -756,6 +788,8 @@ class ActionRunner:
                 if node is not None and self._written.get(node, -1) > order:
                     st["superseded"] += 1  # a newer value reached the node meanwhile: this one never goes out
                     return False
+                # the node's unlocks seen so far, taken before the write: one seen while it is refused counts
+                unlocks = self._writable_again(action) if key is not None else None
                 try:
                     await self._judgeable(action, key, value)
                     if self._refused_now(name, action, key, value):
@@ -777,6 +811,8 @@ class ActionRunner:
                         self._cannot(name, exc)
                         if key is not None and getattr(exc, "type_refused", False):
                             self._edge_refused(action, key, value)
+                        elif key is not None and unlocks is not None and not moot():
+                            self._refused_levels[key] = unlocks  # written once the node is writable again
                         return False
                     if moot():
                         st["superseded"] += 1  # a newer value waits: that one is written, not this one

@@ -1717,6 +1717,10 @@ class OpcUaSource:
         # its node_id(s) as configured, and each node_id's last stated UserAccessLevel and pending re-check
         self._target_nodes: dict[ua.NodeId, list[str]] = {}
         self._target_access: dict[str, bool] = {}
+        # write target node_id -> how often the watch saw the server let this session write it again (its
+        # UserAccessLevel regained CurrentWrite: a PLC back from a mode that locked it): an output whose level
+        # was refused meanwhile writes it then (``ActionRunner``), not only at its next change
+        self.writable_again: dict[str, int] = {}
         self._target_checks: dict[str, asyncio.Task] = {}
         # a BaseDataType write target's node_id -> when the value it holds was last read (``write_misfit``)
         self._held_at: dict[str, float] = {}
@@ -2923,6 +2927,7 @@ class OpcUaSource:
             if only is not None and node_id != only:
                 continue
             # one target can never fail the session (and so every tag): each is judged on its own
+            locked = self._target_access.get(node_id) is False
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     why = await _check_target(
@@ -2945,6 +2950,8 @@ class OpcUaSource:
                 why = f"node {node_id}: no answer within {self.settings.connect_timeout_s}s"
             except Exception as e:
                 why = f"node {node_id}: cannot be checked ({type(e).__name__}: {e})"
+            if locked and self._target_access.get(node_id) is True:  # seen here before the watch says it
+                self.writable_again[node_id] = self.writable_again.get(node_id, 0) + 1
             if why:
                 self.target_errors[node_id] = why
                 self.stats.error("write_target", why)
@@ -2972,7 +2979,10 @@ class OpcUaSource:
             return
         nodes: dict[ua.NodeId, list[str]] = {}
         for node_id in dict.fromkeys(n for n, _ in self._write_targets):
-            if node_id in self._types and node_id in self._resolved:
+            # checked: its type read, or found read-only (its access read, its type not): a node locked at
+            # connect is watched too, so that the PLC unlocking it is seen without a reconnect
+            known = node_id in self._types or self._target_access.get(node_id) is False
+            if known and node_id in self._resolved:
                 nodeid = ua.NodeId.from_string(self._resolved[node_id])
                 nodes.setdefault(nodeid, []).append(node_id)
         if not nodes:
@@ -3148,6 +3158,8 @@ class OpcUaSource:
                 if self._target_access.get(node_id, writable) == writable:
                     continue
                 self._target_access[node_id] = writable
+                if writable:
+                    self.writable_again[node_id] = self.writable_again.get(node_id, 0) + 1
                 what = "may be written again" if writable else "may no longer be written by this session"
                 why = f"its UserAccessLevel changed (now {val}): it {what}"
             elif nt is None:

@@ -1,0 +1,85 @@
+"""An ``on_change`` / ``pulse`` edge the server refuses for good for a reason other than the node's type (a node
+the session may not write: BadUserAccessDenied, BadNotWritable). Against a real asyncua server on a free
+loopback port whose node is locked and unlocked at run time (its AccessLevel and UserAccessLevel), as a PLC put
+in a mode where the session may not write it and back."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from asyncua import ua
+
+from devices.opcua.client import OpcUaSource
+from edge_agent.actions import ActionRunner, write_targets
+from tests.integration.test_plc_exact_values import _config
+from tests.integration.test_plc_retyped_nodes import _sent_to
+from tests.support.peers import free_port, opcua_server
+from tests.support.results import result
+from tests.support.waits import until
+
+
+async def _locked_gate(port: int):
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    gate = await obj.add_variable(ua.NodeId("Gate", idx), "Gate", ua.Variant(False, ua.VariantType.Boolean))
+    sent = await _sent_to(srv, idx)
+    await srv.start()
+    return srv, gate, f"ns={idx};s=Gate", sent
+
+
+@pytest.mark.parametrize("mode", ["on_change", "pulse"])
+async def test_an_edge_refused_for_a_locked_node_is_said_once_and_an_on_change_level_is_written_once_unlocked(
+    mode, caplog
+):
+    """The node is read-only for the session at the edge: the value is refused (BadUserAccessDenied), counted
+    failed, said once, not retried, and no further write goes to the locked node while the condition holds.
+    Once the PLC lets the session write the node again (the watch sees its UserAccessLevel), an on_change
+    output's level is written at the next result (counted resent): before, it was lost until the condition
+    ended and came back, and the PLC read the old level meanwhile. A pulse is not sent late: the part it
+    marked has passed."""
+    port = free_port()
+    srv, gate, node_id, sent = await _locked_gate(port)
+    out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "value": True, "reset_value": False}
+    cfg = _config(port, {"gate": {**out, "mode": mode, "pulse_ms": 50, "when": {"verdict": "NG"}}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    src.expect_writes([(n, v) for _, n, v in write_targets(cfg)["plc"]])
+    caplog.set_level(logging.WARNING, logger="edge_agent.actions")
+    caplog.set_level(logging.INFO, logger="devices.opcua")
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    try:
+        await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 10, "the lock seen at connect")
+        await until(lambda: src.targets_watched == 3, 10, "the locked node watched")
+        for i in range(4):
+            await runner.handle(["gate"], result("NG", i), None)
+            await runner.flush(timeout_s=5)
+        st = runner.stats["gate"]
+        assert st.get("retried", 0) == 0 and st["failed"] == (2 if mode == "pulse" else 1), dict(st)
+        assert [v.Value for _, v in sent] == ([True, False] if mode == "pulse" else [True]), sent
+        said = [r.getMessage() for r in caplog.records if r.name == "edge_agent.actions"]
+        assert all("BadUserAccessDenied" in m for m in said), said
+        assert len(said) == (2 if mode == "pulse" else 1), said  # the value's (and the pulse's reset's)
+        await gate.set_writable(True)
+
+        def fits() -> bool:  # the watch saw the unlock and the target was judged again
+            return any("fits its writes again" in r.getMessage() for r in caplog.records)
+
+        await until(fits, 10, "the unlock seen without a reconnect")
+        assert node_id not in src.target_errors, src.target_errors
+        sent.clear()  # the server's own writes of the node's access levels
+        await runner.handle(["gate"], result("NG", 4), None)
+        await runner.flush(timeout_s=5)
+        if mode == "on_change":
+            assert [v.Value for _, v in sent] == [True], (sent, dict(runner.stats["gate"]))
+            assert (runner.stats["gate"]["resent"], runner.stats["gate"]["ok"]) == (1, 1), dict(
+                runner.stats["gate"]
+            )
+            assert await gate.read_value() is True
+        else:
+            assert sent == [], sent
+        await runner.handle(["gate"], result("NG", 5), None)  # no edge: nothing more
+        await runner.flush(timeout_s=5)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert [v.Value for _, v in sent] == ([True] if mode == "on_change" else []), sent
