@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge_agent.files import read_json_state, why_unread
 from edge_agent.models.config import VersionPolicy
 from model_packager.manifest import version_key
 from model_packager.text import printable
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
     from edge_agent.uplink.client import Uplink
 
 log = logging.getLogger(__name__)
+# what a pending deployment file (<data_dir>/deployments/<slot>.json, _write_pending) holds as text
+_PENDING_KEYS = ("deployment_id", "slot", "version", "digest", "package")
 
 _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
@@ -208,9 +211,19 @@ class ModelManager:
         from types import SimpleNamespace
 
         for p in sorted(self.pending_dir.glob("*.json")):
-            try:
-                d = SimpleNamespace(**json.loads(p.read_text()))
-            except (OSError, ValueError, TypeError):
+            try:  # bounded: the data folder is anyone's with the gateway's shell (a named pipe, a deep nest)
+                kept = read_json_state(p)
+                if not isinstance(kept, dict) or not all(isinstance(kept.get(k), str) for k in _PENDING_KEYS):
+                    raise ValueError(
+                        f"not a deployment this agent wrote (its {', '.join(_PENDING_KEYS)} as text)"
+                    )
+                d = SimpleNamespace(**kept)
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning(
+                    "model manager: %s: %s; removed, its outcome not reported",
+                    printable(str(p)),
+                    printable(why_unread(exc), 300),
+                )
                 p.unlink(missing_ok=True)
                 continue
             slot = self.slots.get(d.slot)

@@ -7,6 +7,7 @@ said unreadable in one ERROR naming it and why, as one that is not JSON was, and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -131,3 +132,41 @@ def test_the_halts_and_outages_told_before_are_read_bounded_and_said_unreadable(
         "pipe": "a named pipe, not a file",
     }[kind]
     assert said == f"{path} cannot be read ({why}); the ends of what it held are not said"
+
+
+@pytest.mark.parametrize("kind", ["nested", "pipe", "no slot", "a list"])
+def test_a_pending_deployment_file_that_is_no_deployment_is_removed_and_said_not_a_crash_or_a_hang(
+    tmp_path, caplog, kind
+):
+    # <data_dir>/deployments/<slot>.json: a rollout's outcome kept across a restart (ModelManager._write_pending)
+    from edge_agent.models.manager import ModelManager
+
+    mgr = ModelManager({}, cfg(tmp_path / "agent"))
+    mgr.pending_dir.mkdir(parents=True)
+    path = mgr.pending_dir / "vision.json"
+    if kind == "nested":
+        path.write_text("[" * 100_000)
+    elif kind == "pipe":
+        os.mkfifo(path)
+    elif kind == "no slot":
+        path.write_text('{"deployment_id": "d1", "version": "1.0.0", "digest": "ab", "package": "p"}')
+    else:
+        path.write_text('["vision"]')
+    got: list = []
+    with caplog.at_level(logging.WARNING):
+        # its own loop in a thread: the former code blocked the loop's thread itself opening the pipe
+        t = threading.Thread(target=lambda: got.append(asyncio.run(mgr._settle_pending())), daemon=True)
+        t.start()
+        t.join(60)  # a bound for a hang, not a time measured
+        hung = t.is_alive()
+        if hung:
+            with open(path, "wb"):
+                pass
+            t.join()
+    assert not hung, "the start waited on the named pipe"
+    assert got == [None]
+    assert not path.exists()
+    (said,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said.startswith(f"model manager: {path}: ") and said.endswith(
+        "; removed, its outcome not reported"
+    )
