@@ -89,8 +89,10 @@ def record(folder: Path, package_id: str, package_file: str | None, what: str, m
 
 
 def recorded(folder: Path) -> dict[str, Any] | None:
-    try:
-        body = json.loads((folder / RECORD).read_text())
+    from edge_agent.files import read_json_state
+
+    try:  # bounded: the data folder is anyone's with the gateway's shell (a named pipe, a deep nest)
+        body = read_json_state(folder / RECORD)
     except (OSError, ValueError):
         return None
     ok = isinstance(body, dict) and isinstance(body.get("item_ms"), int | float) and body["item_ms"] > 0
@@ -159,7 +161,10 @@ def _serves(cfg: Any, mc: Any, folder: Path) -> str | None:
             from model_packager.package import read_manifest
 
             return read_manifest(cfg.path(mc.package)).package_id
-        current = json.loads((folder / "state.json").read_text()).get("current")
+        from edge_agent.files import read_json_state
+
+        # bounded: a named pipe there waited for ever (edge-agent validate with it), a deep nest raised
+        current = read_json_state(folder / "state.json").get("current")
     except Exception:  # unreadable: nothing to compare with (the slot's load reports a bad package)
         return None
     return current.rsplit("-", 1)[0] if isinstance(current, str) and "-" in current else None

@@ -170,3 +170,37 @@ def test_a_pending_deployment_file_that_is_no_deployment_is_removed_and_said_not
     assert said.startswith(f"model manager: {path}: ") and said.endswith(
         "; removed, its outcome not reported"
     )
+
+
+@pytest.mark.parametrize("kind", ["nested", "pipe"])
+def test_the_sizing_check_reads_a_slots_measured_item_time_and_state_bounded(tmp_path, kind):
+    # edge-agent validate and the start compare the measured time per item (models/<slot>/item_time.json) of
+    # the package the slot serves (its state.json's current folder) with the cores: both read bounded now
+    from types import SimpleNamespace
+
+    from edge_agent import sizing
+
+    folder = tmp_path / "models" / "vision"
+    folder.mkdir(parents=True)
+    for name in (sizing.RECORD, "state.json"):
+        if kind == "nested":
+            (folder / name).write_text("[" * 100_000)
+        else:
+            os.mkfifo(folder / name)
+    got: list = []
+    t = threading.Thread(
+        target=lambda: got.append(
+            (sizing.recorded(folder), sizing._serves(None, SimpleNamespace(package=None), folder))
+        ),
+        daemon=True,
+    )
+    t.start()
+    t.join(60)  # a bound for a hang, not a time measured
+    hung = t.is_alive()
+    if hung:  # the former code: blocked opening a pipe; writers that open and close them free it
+        for name in (sizing.RECORD, "state.json"):
+            with open(folder / name, "wb"):
+                pass
+        t.join()
+    assert not hung, "the sizing check waited on a named pipe"
+    assert got == [(None, None)]
