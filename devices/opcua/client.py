@@ -2916,11 +2916,12 @@ class OpcUaSource:
 
     async def _check_targets(self, client: Client, only: str | None = None, quiet: bool = False) -> None:
         """Judge the write targets (``only``: that node id's) as the server describes them now, into
-        ``target_errors``, each said once per burst (``quiet``: counted only)."""
+        ``target_errors``, each said once per burst (``quiet``: counted only). A target judged again keeps
+        its last verdict until the new one replaces it: dropped first, a locked node looked fine to a
+        reader while the server took its time to answer."""
         if only is None:
             self.target_errors.clear()
-        else:
-            self.target_errors.pop(only, None)
+        found: str | None = None  # ``only``'s verdict (the last of its values' that fails)
         hb = self.settings.heartbeat
         beat = [(hb.node_id, True if hb.kind == "toggle" else 1)] if hb else []
         for node_id, value in self._write_targets + beat:
@@ -2953,12 +2954,19 @@ class OpcUaSource:
             if locked and self._target_access.get(node_id) is True:  # seen here before the watch says it
                 self.writable_again[node_id] = self.writable_again.get(node_id, 0) + 1
             if why:
-                self.target_errors[node_id] = why
+                if only is None:
+                    self.target_errors[node_id] = why
+                found = why
                 self.stats.error("write_target", why)
                 if not quiet:
                     self._burst.log(
                         f"target:{node_id}", "opcua source %s: writes will fail: %s", self.name, why
                     )
+        if only is not None:
+            if found is None:
+                self.target_errors.pop(only, None)
+            else:
+                self.target_errors[only] = found
 
     async def _watch_targets(self, client: Client) -> None:
         """Watch each write target's DataType, ArrayDimensions and UserAccessLevel with a monitored item

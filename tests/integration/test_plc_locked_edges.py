@@ -5,10 +5,12 @@ in a mode where the session may not write it and back."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 from asyncua import ua
+from asyncua.common.callback import CallbackType
 
 from devices.opcua.client import OpcUaSource
 from edge_agent.actions import ActionRunner, write_targets
@@ -83,3 +85,38 @@ async def test_an_edge_refused_for_a_locked_node_is_said_once_and_an_on_change_l
         await src.stop()
         await srv.stop()
     assert [v.Value for _, v in sent] == ([True] if mode == "on_change" else []), sent
+
+
+async def test_a_target_judged_again_keeps_its_last_verdict_until_the_new_one():
+    """A write target judged again (its access or type changed, or its type read at a send) had its entry in
+    ``target_errors`` dropped before the check was made: while the server took its time to answer, the
+    locked node looked fine to whoever read them (a status page, a test waiting for the unlock). Now the
+    last verdict stays until the new one replaces it."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    gate = await obj.add_variable(ua.NodeId("Gate", idx), "Gate", ua.Variant(False, ua.VariantType.Boolean))
+    stall, stalled, released = [False], asyncio.Event(), asyncio.Event()
+
+    async def on_read(event, _dispatcher) -> None:  # a PLC slow to answer, while a test says so
+        if stall[0] and any(rv.NodeId == gate.nodeid for rv in event.request_params.NodesToRead):
+            stalled.set()
+            await released.wait()
+
+    srv.subscribe_server_callback(CallbackType.PreRead, on_read)
+    await srv.start()
+    node_id = f"ns={idx};s=Gate"
+    src = OpcUaSource("plc", _config(port).sources["plc"])
+    src.expect_writes([(node_id, True)])
+    await src.start()
+    try:
+        await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 10, "the lock seen at connect")
+        await src.ensure_type(node_id)  # its type read (it was not, the node being read-only): judged again
+        stall[0] = True
+        async with asyncio.timeout(10):
+            await stalled.wait()  # the check's read waits at the server
+        assert "read-only" in src.target_errors.get(node_id, ""), src.target_errors
+        released.set()
+    finally:
+        released.set()
+        await src.stop()
+        await srv.stop()
