@@ -26,6 +26,7 @@ from model_packager.golden import load_npz
 from model_packager.preprocess import interpret
 from tests.support.models import SIGNAL_WINDOW, make_keypair, make_package
 from tests.support.peers import child_pids
+from tests.support.waits import until
 
 
 def frame(seq: int, seed: int = 0) -> Frame:
@@ -130,6 +131,7 @@ async def test_swap_under_load_processes_every_item_exactly_once(tmp_path, pkgs)
     s = slot(tmp_path, pkgs)
     await s.start()
     done: list[tuple[int, str]] = []
+    served = [0, 0]  # items each feeder has had answered
     stop = threading.Event()
 
     def feeder(start: int):
@@ -137,16 +139,28 @@ async def test_swap_under_load_processes_every_item_exactly_once(tmp_path, pkgs)
         while not stop.is_set():
             inf = s.infer(frame(seq))
             done.append((seq, inf.version))
+            served[start] += 1
             seq += 2
+
+    async def both_feeders_serve(items: int = 40) -> None:
+        # items on the version in place before each swap and after the last one, from both threads (a fixed
+        # 0.3 s before: ~600 items each on an idle machine, every one of them CPU beside the other workers)
+        marks = list(served)
+        await until(
+            lambda: all(n >= m + items for n, m in zip(served, marks, strict=True)),
+            timeout_s=60,
+            what=f"{items} more items from each feeder",
+            every_s=0.01,
+        )
 
     threads = [threading.Thread(target=feeder, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
     outcomes = []
     for target in ("v2", "v1", "v2"):
-        await asyncio.sleep(0.3)
+        await both_feeders_serve()
         outcomes.append(await s.swap(pkgs[target], watch=False))
-    await asyncio.sleep(0.3)
+    await both_feeders_serve()
     stop.set()
     for t in threads:
         t.join()
