@@ -151,6 +151,24 @@ def repaired_path(data_dir: str | Path, pipeline: str) -> Path:
     return Path(data_dir) / "baseline" / f"{pipeline}.repaired"
 
 
+# a relearn or repair request: a reason and a state (the command line writes ~100 B)
+REQUEST_MAX_BYTES = 64 * 1024
+
+
+def read_request(path: Path) -> dict:
+    """A relearn or repair request (``relearn_path``, ``repaired_path``) as the object it holds, ``{}`` when it
+    holds none. Read bounded, from the data folder anyone with the gateway's shell can edit: a named pipe there
+    waited for ever in the window's own thread, and a JSON list (``.get`` of it) or a deep nesting raised out of
+    every window's processing, the request never removed."""
+    from edge_agent.files import read_json_state
+
+    try:
+        d = read_json_state(path, REQUEST_MAX_BYTES)
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
 def feature_set_id(
     settings: BaselineSettings, sample_rate_hz: float, window_samples: int, model_features: dict | None = None
 ) -> str:
@@ -614,11 +632,8 @@ class Baseline:
             return
         req = relearn_path(self.path.parent.parent, self.pipeline)
         if req.exists():
-            try:
-                why = json.loads(req.read_text()).get("reason", "asked from the command line")
-            except (OSError, ValueError):
-                why = "asked from the command line"
-            self.relearn(why)
+            why = read_request(req).get("reason", "asked from the command line")
+            self.relearn(str(why))
             req.unlink(missing_ok=True)
 
     def progress(self) -> float:

@@ -19,7 +19,6 @@ a stopped machine (``Verdict.stopped``: the speed tag, or without one the signal
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -108,18 +107,15 @@ class Monitor:
             self.life.use_prior(prior)
 
     def _check_repair(self) -> None:
-        from edge_agent.maintenance.baseline import repaired_path
+        from edge_agent.maintenance.baseline import read_request, repaired_path
 
         if self.data_dir is None:
             return
         req = repaired_path(self.data_dir, self.pipeline)
         if req.exists():
-            try:
-                why = json.loads(req.read_text()).get("reason", "repair")
-            except (OSError, ValueError):
-                why = "repair"
+            why = read_request(req).get("reason", "repair")
             req.unlink(missing_ok=True)
-            self._reset_life(why)
+            self._reset_life(str(why))
 
     def _reset_life(self, reason: str) -> None:
         self.life.reset()

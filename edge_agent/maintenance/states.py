@@ -39,11 +39,13 @@ from edge_agent.maintenance.baseline import (
     index_path,
     kept_path,
     learned_under,
+    read_request,
     relearn_path,
 )
 from edge_agent.maintenance.settings import BaselineSettings
 from model_packager.condition import FAULT_FEATURES, feature_vector, iso_zone
 from model_packager.health import rise_z
+from model_packager.text import printable
 from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
@@ -280,12 +282,15 @@ class StateBaselines:
         req = relearn_path(self.path.parent.parent, self.pipeline)
         if not req.exists():
             return
-        try:
-            d = json.loads(req.read_text())
-        except (OSError, ValueError):
-            d = {}
+        d = read_request(req)
         req.unlink(missing_ok=True)
-        self.relearn(str(d.get("reason", "asked from the command line")), d.get("state"))
+        state = d.get("state")
+        if state is not None and not isinstance(state, str):  # not one the command line wrote: none relearned
+            log.warning(
+                "%s: names the state %s, not text; nothing relearned", req, printable(repr(state), 80)
+            )
+            return
+        self.relearn(str(d.get("reason", "asked from the command line")), state)
 
     def relearn(self, reason: str = "asked", state: str | None = None) -> None:
         if state is None:

@@ -17,6 +17,7 @@ import pytest
 from edge_agent.files import STATE_FILE_MAX_BYTES
 from edge_agent.fleet_config import ConfigKeeper
 from edge_agent.uplink.commands import CommandRunner
+from protocols.events import EventKind
 from tests.unit.test_agent_commands import cfg
 
 
@@ -204,3 +205,96 @@ def test_the_sizing_check_reads_a_slots_measured_item_time_and_state_bounded(tmp
         t.join()
     assert not hung, "the sizing check waited on a named pipe"
     assert got == [(None, None)]
+
+
+def _baseline(tmp_path, per_state: bool):
+    from edge_agent.maintenance.baseline import Baseline
+    from edge_agent.maintenance.settings import BaselineSettings, ProcessState
+    from edge_agent.maintenance.states import StateBaselines
+
+    events: list = []
+    path = tmp_path / "data" / "baseline" / "spindle.json"
+    path.parent.mkdir(parents=True)
+    s = BaselineSettings(windows=30, iso_alarm_zone="off")
+    if not per_state:
+        return Baseline(s, 10000.0, 2048, path=path, pipeline="spindle", on_event=events.append), events
+    s = BaselineSettings(
+        windows=50,
+        iso_alarm_zone="off",
+        state_tag="Load",
+        states=[ProcessState(name="empty", max=0.5), ProcessState(name="loaded", min=0.5)],
+    )
+    return StateBaselines(s, 10000.0, 2048, path=path, pipeline="spindle", on_event=events.append), events
+
+
+@pytest.mark.parametrize("per_state", [False, True])
+@pytest.mark.parametrize("kind", ["a list", "nested", "pipe"])
+def test_a_relearn_request_that_holds_no_request_object_is_taken_as_one_without_a_reason(
+    tmp_path, per_state, kind
+):
+    # edge-agent baseline relearn writes <data_dir>/baseline/<pipeline>.relearn ({"reason": ..., "state": ...});
+    # the baseline reads it at its next window: a JSON list raised AttributeError out of every window, the
+    # request never removed; a named pipe waited for ever in the window's thread; a deep nesting raised
+    from edge_agent.maintenance.baseline import relearn_path
+
+    b, events = _baseline(tmp_path, per_state)
+    req = relearn_path(tmp_path / "data", "spindle")
+    if kind == "a list":
+        req.write_text('["bearing replaced"]')
+    elif kind == "nested":
+        req.write_text("[" * 100_000)
+    else:
+        os.mkfifo(req)
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(b.check_request()), daemon=True)
+    t.start()
+    t.join(60)  # a bound for a hang, not a time measured
+    hung = t.is_alive()
+    if hung:
+        with open(req, "wb"):
+            pass
+        t.join()
+    assert not hung, "the baseline waited on the named pipe"
+    assert got == [None]
+    assert not req.exists()
+    relearned = [e.data["reason"] for e in events if e.kind == EventKind.BASELINE_RELEARN]
+    assert relearned == ["asked from the command line"]
+
+
+def test_a_relearn_request_naming_a_state_that_is_not_text_relearns_nothing_and_is_said(tmp_path, caplog):
+    from edge_agent.maintenance.baseline import relearn_path
+
+    b, events = _baseline(tmp_path, per_state=True)
+    req = relearn_path(tmp_path / "data", "spindle")
+    req.write_text('{"reason": "bearing replaced", "state": ["loaded"]}')  # the command line writes text
+    with caplog.at_level(logging.WARNING):
+        b.check_request()
+    assert not req.exists()
+    assert [e for e in events if e.kind == EventKind.BASELINE_RELEARN] == []
+    assert f"{req}: names the state ['loaded'], not text; nothing relearned" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["a list", "nested"])
+def test_a_repair_request_that_holds_no_request_object_resets_remaining_life_without_a_reason(tmp_path, kind):
+    # edge-agent baseline repaired writes <data_dir>/baseline/<pipeline>.repaired: read as the relearn request is
+    from edge_agent.maintenance.baseline import repaired_path
+    from edge_agent.maintenance.monitor import Monitor
+    from edge_agent.maintenance.settings import BaselineSettings
+    from model_packager.manifest import Manifest
+    from tests.support.models import signal_spec
+    from tests.unit.test_remaining_life import _Slot
+
+    events: list = []
+    mon = Monitor(
+        BaselineSettings(windows=20),
+        _Slot(Manifest.model_validate(signal_spec())),
+        "h",
+        tmp_path,
+        events.append,
+    )
+    req = repaired_path(tmp_path, "h")
+    req.parent.mkdir(parents=True, exist_ok=True)
+    req.write_text('["bearing replaced"]' if kind == "a list" else "[" * 100_000)
+    mon._check_repair()
+    assert not req.exists()
+    assert [e.data["reason"] for e in events if e.kind == EventKind.LIFE_RESET] == ["repair"]
