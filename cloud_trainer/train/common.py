@@ -18,10 +18,7 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    # the flag itself, as torch.use_deterministic_algorithms(True, warn_only=True) sets it: that function also
-    # sets torch.compile's own flag, importing TorchDynamo and Inductor for it (~1.5-2 s of CPU in every
-    # process that trains, more than a small model's whole training); nothing here compiles with torch.compile
-    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     if threads:
         torch.set_num_threads(threads)
 
