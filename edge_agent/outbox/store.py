@@ -111,6 +111,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 EPOCH_FILE = "outbox-epoch.json"
 SENT_FILE = "outbox-sent"
+MARK_MAX_BYTES = 4096  # what the epoch and sent files are read to: they hold a number or two (~40 bytes)
 # events the outbox records itself (the agent must not append them again)
 SELF_RECORDED = frozenset(
     {
@@ -351,16 +352,24 @@ class Outbox:
         return db
 
     def _read_epoch_file(self) -> int | None:
-        try:
-            return int(json.loads(self.epoch_path.read_text())["epoch"])
+        from edge_agent.files import read_json_state
+
+        try:  # bounded: a named pipe in the data folder waited for ever (the start with it), a deep nest raised
+            return int(read_json_state(self.epoch_path, MARK_MAX_BYTES)["epoch"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def _read_sent_mark(self, epoch: int) -> int:
         """The highest seq of ``epoch`` handed to a sender (``<data_dir>/outbox-sent``), 0 if none is known (a
         torn or missing file only loses the protection, never the epoch)."""
-        try:
-            e, sent = self.sent_path.read_text().split()[:2]
+        from model_packager.package import open_regular
+
+        try:  # bounded, a regular file only (as the epoch file): never a wait on a pipe or a device read
+            with open_regular(self.sent_path) as f:
+                data = f.read(MARK_MAX_BYTES + 1)
+            if len(data) > MARK_MAX_BYTES:
+                return 0
+            e, sent = data.decode().split()[:2]
             return int(sent) if int(e) == epoch else 0
         except (OSError, ValueError):
             return 0

@@ -8,6 +8,8 @@ said unreadable in one ERROR naming it and why, as one that is not JSON was, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import threading
@@ -298,3 +300,37 @@ def test_a_repair_request_that_holds_no_request_object_resets_remaining_life_wit
     mon._check_repair()
     assert not req.exists()
     assert [e.data["reason"] for e in events if e.kind == EventKind.LIFE_RESET] == ["repair"]
+
+
+@pytest.mark.parametrize("kind", ["nested", "pipe"])
+def test_the_outbox_opens_past_an_epoch_or_sent_file_that_is_no_such_file(tmp_path, kind):
+    # <data_dir>/outbox-epoch.json and outbox-sent: a number or two each, read at every open; a torn or
+    # unreadable one only loses its protection (docs/agent.md), but a named pipe waited for ever and a deep
+    # nesting raised RecursionError out of the agent's start
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import EPOCH_FILE, SENT_FILE, Outbox
+
+    for name in (EPOCH_FILE, SENT_FILE):
+        if kind == "nested":
+            (tmp_path / name).write_text('{"epoch": ' + "[" * 100_000)
+        else:
+            os.mkfifo(tmp_path / name)
+    ob = Outbox(OutboxSettings(), tmp_path)
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(ob.open()), daemon=True)
+    t.start()
+    t.join(60)  # a bound for a hang, not a time measured
+    hung = t.is_alive()
+    if hung:  # the former code: blocked opening a pipe; writers that open and close them free it
+        for name in (EPOCH_FILE, SENT_FILE):
+            with contextlib.suppress(OSError), open(tmp_path / name, "wb"):
+                pass
+        t.join(60)
+    assert not hung, "the outbox's open waited on a named pipe"
+    assert got == [None]
+    try:
+        assert ob.is_open and ob.epoch > 0
+        # the epoch is recorded anew, as for a file that does not parse
+        assert json.loads((tmp_path / EPOCH_FILE).read_text())["epoch"] == ob.epoch
+    finally:
+        ob.close()
