@@ -368,12 +368,17 @@ class ActionRunner:
         no longer has (RAISED_FILE) are cleared, each tried again every OWED_RETRY_S until it is; an
         output on a source this config no longer has is named in a WARNING (nothing else can clear it)."""
         assert self._raised_file is not None
-        try:
-            saved = json.loads(self._raised_file.read_text()).get("raised", [])
+        from edge_agent.files import read_json_state
+
+        try:  # bounded: the data folder is anyone's with the gateway's shell (a named pipe, a deep nest)
+            saved = read_json_state(self._raised_file).get("raised", [])
             saved = [
-                t for t in saved if isinstance(t, dict) and {"alarm", "output", "source", "target"} <= set(t)
+                t
+                for t in saved
+                if isinstance(t, dict)
+                and all(isinstance(t.get(k), str) for k in ("alarm", "output", "source", "target"))
             ]
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, TypeError):
             saved = []  # none yet, or cut short by a power loss: nothing known to clear
         self._raised_saved = saved
         # what this config writes: an alarm's outputs (whichever alarm: a renamed one may mirror on the same

@@ -334,3 +334,39 @@ def test_the_outbox_opens_past_an_epoch_or_sent_file_that_is_no_such_file(tmp_pa
         assert json.loads((tmp_path / EPOCH_FILE).read_text())["epoch"] == ob.epoch
     finally:
         ob.close()
+
+
+@pytest.mark.parametrize("kind", ["nested", "pipe", "raised not a list", "an output not text"])
+def test_the_alarm_outputs_left_raised_are_read_bounded_and_an_entry_not_written_so_is_left_out(
+    tmp_path, kind
+):
+    # <data_dir>/alarm-outputs.json (edge_agent.actions.RAISED_FILE): read at the first result, to clear the
+    # outputs a runner before this one left raised
+    from edge_agent import actions
+    from edge_agent.config import parse_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / actions.RAISED_FILE
+    if kind == "nested":
+        path.write_text("[" * 100_000)
+    elif kind == "pipe":
+        os.mkfifo(path)
+    elif kind == "raised not a list":
+        path.write_text('{"raised": 5}')
+    else:
+        path.write_text('{"raised": [{"alarm": "a", "output": ["mqtt"], "source": "s", "target": "t"}]}')
+    cfg = parse_config({"agent": {"id": "a", "data_dir": str(data)}, "http": {"enabled": False}}, "t.yaml")
+    runner = actions.ActionRunner(cfg, {}, state_dir=data)
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(runner._clear_orphans()), daemon=True)
+    t.start()
+    t.join(60)  # a bound for a hang, not a time measured
+    hung = t.is_alive()
+    if hung:
+        with open(path, "wb"):
+            pass
+        t.join()
+    assert not hung, "the first result waited on the named pipe"
+    assert got == [None]
+    assert runner._raised_saved == []
