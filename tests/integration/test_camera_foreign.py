@@ -689,7 +689,8 @@ async def test_whole_jpegs_of_every_kind_cameras_send_are_frames_none_refused_as
     folder.mkdir()
     for k, data in enumerate(files):
         (folder / f"{k:02d}.jpg").write_bytes(data)
-    frames, src = await _frames(str(folder), len(files), fps=200)
+    # a queue that holds them all: a slow taker (a loaded machine) saw the hand-over drop the oldest, never decoded
+    frames, src = await _frames(str(folder), len(files), fps=200, queue_max_items=len(files))
     assert len(frames) == len(files), src.stats.last_error
     assert src.stats.errors_by_reason == {}
 

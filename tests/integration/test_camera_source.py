@@ -106,7 +106,11 @@ async def test_video_file_loops_with_increasing_sequence_and_resize(tmp_path):
     await src.start()
     frames = await take(src, 12)
     await src.stop()
-    assert [f.seq for f in frames] == list(range(12))
+    seqs = [f.seq for f in frames]
+    # strictly increasing across the loops (12 frames of a 5-frame video); a slow taker (a loaded machine) sees
+    # the hand-over drop the oldest frames of a looping file (counted, as for a live camera): each seq missing is one
+    assert len(seqs) == 12 and all(a < b for a, b in zip(seqs, seqs[1:], strict=False)), seqs
+    assert seqs[-1] + 1 - len(seqs) <= src.stats.dropped, (seqs, src.stats.dropped)
     assert all(f.image.shape == (32, 32, 3) for f in frames)
     assert src.state is ConnectionState.STOPPED
 

@@ -469,7 +469,9 @@ async def test_an_image_the_camera_skips_at_its_default_size_limit_is_refused_by
         "are meant, and set the agent's camera max_megapixels as high (it skips larger frames)"
     )
     assert not (tmp_path / "ds").exists()
-    cam = CameraSource("cam", CameraSettings(url=str(wide.parent), fps=200))  # the camera at its default
+    # the camera at its default limit; a queue that holds the folder's 21 files: a slow taker (a loaded machine)
+    # saw the hand-over drop its oldest ones (counted, as for a live camera) and read fewer than the folder holds
+    cam = CameraSource("cam", CameraSettings(url=str(wide.parent), fps=200, queue_max_items=21))
     await cam.start()
     frames = [f.image.shape async for f in cam.items()]
     await cam.stop()
@@ -595,7 +597,9 @@ async def test_pnm_images_are_read_by_the_import_the_camera_and_the_packager_ali
             ok, buf = cv2.imencode(kind.lower(), img)
             assert ok
             name.write_bytes(buf.tobytes())
-    cam = CameraSource("cam", CameraSettings(url=str(src / "good"), fps=200))
+    # a queue that holds the folder's 20 frames: a slow taker (a loaded machine) saw the hand-over drop its oldest
+    # ones (counted, as for a live camera) and read fewer than the folder holds
+    cam = CameraSource("cam", CameraSettings(url=str(src / "good"), fps=200, queue_max_items=20))
     await cam.start()
     frames = [f.image async for f in cam.items()]
     await cam.stop()
