@@ -650,6 +650,20 @@ def _stalled_reader(port: int, source: str) -> socket.socket:
     return c
 
 
+def _wait_writing_over(h, n: int, seconds: float) -> None:
+    """Until ``n`` answers have each been going out for ``seconds``, by the server's own clock of when each began:
+    on a loaded machine an 8-MB answer is computed and begins well after its connection is accepted, so a fixed
+    sleep after the accept is not enough."""
+    until = time.monotonic() + 15
+    while time.monotonic() < until:
+        with h._lock:
+            began = list(h._writing.values())
+        if len(began) >= n and time.monotonic() - max(began) > seconds:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{len(began)} of {n} answers going out for {seconds} s")
+
+
 def test_readers_that_stall_from_several_addresses_do_not_keep_the_page_from_others():
     """Before: clients that ask for a large answer and then read nothing (or a byte a second) held every place
     until the deadline, from two addresses all of them, and reconnected: every other client was answered 503.
@@ -662,12 +676,7 @@ def test_readers_that_stall_from_several_addresses_do_not_keep_the_page_from_oth
         h = s.httpd
         for source in ("127.0.0.1", "127.0.0.3"):
             stalled += [_stalled_reader(s.port, source) for _ in range(2)]
-        until = time.monotonic() + 5
-        while h.accepted < 4 and time.monotonic() < until:
-            time.sleep(0.02)
-        time.sleep(
-            1.2
-        )  # their answers (computed at once) have been going out over a fifth of the deadline (1 s)
+        _wait_writing_over(h, 4, 1.2)  # their answers have been going out over a fifth of the deadline (1 s)
         assert h.accepted == 4 and h.refused == 0 and h.cut == 0  # the four still hold every place
         code, _, body = _get_from(s.port, "127.0.0.2")
         assert code == 200 and len(body) > 8_000_000, code
@@ -730,7 +739,7 @@ def test_a_connection_cut_while_its_answer_goes_out_is_counted_once_as_cut_not_a
         while h.accepted < 2 and time.monotonic() < until:
             time.sleep(0.02)
         serving = [t for t in threading.enumerate() if "process_request_thread" in t.name]
-        time.sleep(1.2)  # their answers have been going out over a fifth of the deadline (1 s)
+        _wait_writing_over(h, 2, 1.2)  # their answers have been going out over a fifth of the deadline (1 s)
         assert _get_from(s.port, "127.0.0.2")[0] == 200  # its connection took a stalled reader's place
         until = time.monotonic() + 5  # the evicted one's thread ends once its write fails
         while all(t.is_alive() for t in serving) and time.monotonic() < until:
