@@ -27,10 +27,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edge_agent.files import atomic_write_json
+from edge_agent.files import atomic_write_json, read_json_state, why_unread
 from edge_agent.maintenance.settings import BaselineSettings
 from model_packager.condition import (
     AMPLITUDE_FEATURES,
@@ -153,6 +154,24 @@ def repaired_path(data_dir: str | Path, pipeline: str) -> Path:
 
 # a relearn or repair request: a reason and a state (the command line writes ~100 B)
 REQUEST_MAX_BYTES = 64 * 1024
+# what a baseline file (``<pipeline>.json``, its ``.format2`` copy, ``<pipeline>@<state>.json``, the index
+# ``<pipeline>.states.json``) may hold, read at most. The largest one the agent writes is a baseline learning
+# at the largest settings: ``windows`` 20,000 (a process state's baseline learns up to 20,000 whatever
+# ``windows`` says), each window's 13 features, speed and temperature kept until the end, each number at
+# most 24 characters of JSON: ~7.6 MB. A commissioned one holds at most 1,001 speed bands of 26 numbers
+# (~0.7 MB), the index ~20 KB. Four times the largest: a file past it is none the agent wrote (a link to
+# something else, a file grown by a tool), and read whole it could fill the gateway's memory
+BASELINE_MAX_BYTES = 32 * 1024 * 1024
+
+
+def read_baseline(path: Path) -> Any:
+    """The JSON document of a baseline file, read bounded (``edge_agent.files.read_json_state``, at most
+    ``BASELINE_MAX_BYTES``, a regular file only). The data folder is a disk anyone with the gateway's shell
+    can edit: read whole, a named pipe there waited for ever (the pipeline's start, or ``edge-agent baseline
+    status``, with it), a link to ``/dev/zero`` or a file of gigabytes filled the memory, and a deep nesting
+    raised RecursionError out of the start. ``FileNotFoundError`` when there is none; another ``OSError`` or
+    ``ValueError`` saying why it is not read (``why_unread``), as for a file that is not JSON."""
+    return read_json_state(path, BASELINE_MAX_BYTES)
 
 
 def read_request(path: Path) -> dict:
@@ -160,8 +179,6 @@ def read_request(path: Path) -> dict:
     holds none. Read bounded, from the data folder anyone with the gateway's shell can edit: a named pipe there
     waited for ever in the window's own thread, and a JSON list (``.get`` of it) or a deep nesting raised out of
     every window's processing, the request never removed."""
-    from edge_agent.files import read_json_state
-
     try:
         d = read_json_state(path, REQUEST_MAX_BYTES)
     except (OSError, ValueError):
@@ -452,8 +469,20 @@ class Baseline:
             return d
         kept = kept_path(self.path)
         try:
-            k = json.loads(kept.read_text())
-        except (OSError, ValueError):
+            k = read_baseline(kept)
+        except (
+            FileNotFoundError
+        ):  # no copy kept (commissioned by a release before it): the new learning stands
+            return d
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "pipeline %s: the commissioned baseline kept in %s is unreadable (%s); not restored, the "
+                "learning begun over %s goes on",
+                self.pipeline,
+                kept,
+                why_unread(exc),
+                self.path.name,
+            )
             return d
         if not isinstance(k, dict) or k.get("format") != FORMAT or k.get("state") != "ready":
             return d
@@ -499,19 +528,16 @@ class Baseline:
                 )
             return
         try:
-            d = json.loads(self.path.read_text())
+            d = read_baseline(self.path)
             if not isinstance(d, dict):  # valid JSON of another shape (a damaged file)
                 raise ValueError(f"a JSON {type(d).__name__}, not a baseline")
             if d.get("format") not in FORMATS:
                 raise ValueError(f"format {d.get('format')}")
             d = self._restore_kept(d)
-        except (OSError, ValueError) as exc:
-            self._event(
-                EventKind.BASELINE_DISCARDED,
-                reason=f"unreadable baseline file {self.path} ({exc}); learning anew",
+        except (OSError, ValueError) as exc:  # a named pipe, larger than a baseline, nested past the parser
+            self._discard(
+                f"unreadable baseline file {self.path} ({why_unread(exc)}); learning anew", "unreadable file"
             )
-            self._new_learning("unreadable file")
-            self.save()
             return
         if d.get("feature_set") != self.fid:
             self._event(
@@ -595,7 +621,7 @@ class Baseline:
             return None
         since = math.inf
         try:
-            since = float(json.loads(idx.read_text())["started_at"])
+            since = float(read_baseline(idx)["started_at"])
         except (OSError, ValueError, TypeError, KeyError):
             pass
         aside = idx.with_name(idx.name + ".unused")
@@ -615,7 +641,7 @@ class Baseline:
         once state_tag was removed (a relearn), under the config of now: kept, not discarded on upgrade."""
         assert self.path is not None
         try:
-            return float(json.loads(self.path.read_text())["started_at"]) > t
+            return float(read_baseline(self.path)["started_at"]) > t
         except (OSError, ValueError, TypeError, KeyError):
             return False
 

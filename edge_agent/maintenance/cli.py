@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from edge_agent.files import atomic_write_json
-from edge_agent.maintenance.baseline import baseline_path, relearn_path
+from edge_agent.files import atomic_write_json, why_unread
+from edge_agent.maintenance.baseline import baseline_path, read_baseline, relearn_path
 from edge_agent.maintenance.states import index_path, state_path
 
 
@@ -150,7 +150,14 @@ def baseline_main(args, load) -> int:
         args.action == "repaired"
     ):  # a saved baseline: the agent scores this pipeline, so it has a life to reset
         return note_repair(cfg, args.pipeline, args.reason)
-    d = json.loads(path.read_text())
+    d, why = _read_saved(path)
+    if d is None:  # as the agent takes it: learned anew
+        print(
+            f"pipeline {args.pipeline}: {path} is unreadable ({why}); the agent learns the baseline anew when "
+            "it next loads it",
+            file=sys.stderr,
+        )
+        return 1
     d.pop("rows", None)
     d.pop("speeds", None)
     n = d.get("windows", 0)
@@ -175,15 +182,43 @@ def baseline_main(args, load) -> int:
     return 0
 
 
+def _read_saved(path: Path) -> tuple[dict | None, str]:
+    """A baseline file the agent saved, read bounded as the agent reads it (``read_baseline``): a named pipe
+    there waited for ever, a link to ``/dev/zero`` filled the memory, a deep nesting or a damaged file raised
+    a traceback. ``(None, why)`` for one that cannot be read or holds no JSON object (``why`` empty: none)."""
+    try:
+        d = read_baseline(path)
+    except FileNotFoundError:
+        return None, ""
+    except (OSError, ValueError) as exc:
+        return None, why_unread(exc)
+    if not isinstance(d, dict):
+        return None, f"a JSON {type(d).__name__}, not a baseline"
+    return d, ""
+
+
 def _states_status(args, path: Path) -> int:
     """``status`` of a pipeline with a ``state_tag``: commissioning, then each state's baseline."""
-    d = json.loads(index_path(path).read_text())
+    d, why = _read_saved(index_path(path))
+    if d is None:  # as the agent takes it: every state commissioned anew
+        print(
+            f"pipeline {args.pipeline}: {index_path(path)} is unreadable ({why}); the agent commissions every "
+            "state anew when it next loads it",
+            file=sys.stderr,
+        )
+        return 1
     per = {}
     for st in d.get("states", []):
-        try:
-            per[st] = json.loads(state_path(path, st).read_text())
-        except (OSError, ValueError):
+        b, why = _read_saved(state_path(path, st))
+        if b is None:  # left out, as before; the agent learns that state anew
+            if why:
+                print(
+                    f"  {st}: {state_path(path, st)} is unreadable ({why}); the agent learns this state anew "
+                    "when it next loads it",
+                    file=sys.stderr,
+                )
             continue
+        per[st] = b
         for k in ("rows", "speeds", "temps"):
             per[st].pop(k, None)
     if args.json:

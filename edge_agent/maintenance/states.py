@@ -19,7 +19,6 @@ Commissioning progress and the counts live in ``<pipeline>.states.json`` beside 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.files import atomic_write_json
+from edge_agent.files import atomic_write_json, why_unread
 from edge_agent.maintenance.baseline import (
     _FEATURE_INDEX,
     MIN_BAND_WINDOWS,
@@ -39,6 +38,7 @@ from edge_agent.maintenance.baseline import (
     index_path,
     kept_path,
     learned_under,
+    read_baseline,
     read_request,
     relearn_path,
 )
@@ -198,7 +198,7 @@ class StateBaselines:
             return
         self._set_aside_single()
         try:
-            d = json.loads(index_path(self.path).read_text())
+            d = read_baseline(index_path(self.path))
             # valid JSON of another shape (a damaged file): as unreadable, not a crash at every start
             shapes = (("states", list), ("learning", dict), ("not_judged", dict))
             if not isinstance(d, dict) or not all(isinstance(d.get(k, t()), t) for k, t in shapes):
@@ -206,11 +206,12 @@ class StateBaselines:
         except FileNotFoundError:
             self._event(EventKind.BASELINE_LEARNING, reason="no baseline yet", target_windows=self.s.windows)
             return
-        except (OSError, ValueError) as exc:
-            self._event(
-                EventKind.BASELINE_DISCARDED,
-                reason=f"unreadable file {index_path(self.path)} ({exc}); commissioning every state anew",
+        except (OSError, ValueError) as exc:  # a named pipe, larger than an index, nested past the parser
+            reason = (
+                f"unreadable file {index_path(self.path)} ({why_unread(exc)}); commissioning every state anew"
             )
+            log.warning("pipeline %s: %s", self.pipeline, reason)
+            self._event(EventKind.BASELINE_DISCARDED, reason=reason)
             self._forget()
             return
         named_then = d["state_ranges"] is not None if "state_ranges" in d else self.s.states is not None
