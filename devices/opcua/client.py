@@ -2787,13 +2787,7 @@ class OpcUaSource:
         retryable error, so the value waits (an action's retries) until it can be judged."""
         if node_id in self._types:
             return
-        client = self._require_client(f"check of {node_id}")
-        try:
-            node = await _node(client, node_id, self._resolved, self._resolve)
-        except OpcUaNodeError as e:
-            raise OpcUaNodeError(f"opcua source {self.name}: {e}") from None
-        except Exception as e:
-            raise OpcUaNodeError(f"opcua source {self.name}: malformed node id {node_id!r} ({e})") from None
+        node = await self._target_node(node_id, f"check of {node_id}")
         try:
             async with self._write_lock(node):  # a write's own read of the type is not overwritten
                 if node_id in self._types:
@@ -2808,9 +2802,7 @@ class OpcUaSource:
         except ua.UaStatusCodeError as e:
             code = ua.StatusCode(e.code).name
             if "NodeIdUnknown" in code:
-                raise OpcUaNodeError(
-                    f"opcua source {self.name}: node {node_id!r} does not exist on the server"
-                ) from None
+                raise self._no_such_node(node_id) from None
             raise OpcUaServerBusy(
                 f"opcua source {self.name}: node {node_id}'s type cannot be read ({code}); what is written "
                 "to it waits until it can, so that the reset it needs is judged before the value goes out"
@@ -2826,6 +2818,22 @@ class OpcUaSource:
             ) from None
         if node_id in self.target_errors:
             self._recheck(node_id)
+
+    async def _target_node(self, node_id: str, what: str) -> Node:
+        """The node ``node_id`` names on this session (``what``: the call, named when not connected):
+        ``OpcUaNotConnected``, or ``OpcUaNodeError`` for a malformed node id (or a namespace URI the server
+        lacks)."""
+        client = self._require_client(what)
+        try:
+            return await _node(client, node_id, self._resolved, self._resolve)
+        except OpcUaNodeError as e:
+            raise OpcUaNodeError(f"opcua source {self.name}: {e}") from None
+        except Exception as e:
+            raise OpcUaNodeError(f"opcua source {self.name}: malformed node id {node_id!r} ({e})") from None
+
+    def _no_such_node(self, node_id: str) -> OpcUaNodeError:
+        """The error for a server that says ``node_id`` does not exist (BadNodeIdUnknown)."""
+        return OpcUaNodeError(f"opcua source {self.name}: node {node_id!r} does not exist on the server")
 
     def _reheld(self, node_id: str) -> None:
         """Read again the value a BaseDataType write target holds, unless it was read (by a write, a check,
@@ -3581,13 +3589,7 @@ class OpcUaSource:
         the node has now. Writes to one node are made one at a time, from the type decision to the server's
         answer (two first writes at once to a node that holds nothing would each read it so and send its own
         kind); writes to different nodes are not held up."""
-        client = self._require_client(f"write to {node_id}")
-        try:
-            node = await _node(client, node_id, self._resolved, self._resolve)
-        except OpcUaNodeError as e:
-            raise OpcUaNodeError(f"opcua source {self.name}: {e}") from None
-        except Exception as e:
-            raise OpcUaNodeError(f"opcua source {self.name}: malformed node id {node_id!r} ({e})") from None
+        node = await self._target_node(node_id, f"write to {node_id}")
         name = ""
         lock = self._write_lock(node)
         try:
@@ -3632,9 +3634,7 @@ class OpcUaSource:
         except ua.UaStatusCodeError as e:
             name = name or (ua.StatusCode(e.code).name if hasattr(e, "code") else str(e))
             if "NodeIdUnknown" in name:
-                raise OpcUaNodeError(
-                    f"opcua source {self.name}: node {node_id!r} does not exist on the server"
-                ) from None
+                raise self._no_such_node(node_id) from None
             if name.split(":")[0] in _BUSY:
                 raise OpcUaServerBusy(
                     f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} not taken now "
