@@ -1091,11 +1091,14 @@ def _key_not_text(key: Any) -> str:
     return f"a key must be text; YAML read one here as {_read_as(key)}: quote it, or correct it"
 
 
-def _validate_section(key: str, ann: Any, raw: Any, report: Findings) -> tuple[Any, set]:
+def _validate_section(
+    key: str, ann: Any, raw: Any, report: Findings, written: dict[Any, str] | None = None
+) -> tuple[Any, set]:
     """A top-level section by its declared type: a mapping or a list of models entry by entry (a list
     keeps None where an entry failed, so that the others keep their index), anything else whole.
     Returns the value and the names a mapping defines (bad entries included: a reference to one is
-    not also "unknown")."""
+    not also "unknown"). ``written``: its names YAML read as a boolean or null, as the file writes them."""
+    written = written or {}
     origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin is dict:
         if not isinstance(raw or {}, dict):
@@ -1103,7 +1106,9 @@ def _validate_section(key: str, ann: Any, raw: Any, report: Findings) -> tuple[A
             return {}, set()
         names = {n: r for n, r in (raw or {}).items() if isinstance(n, str)}
         for n in (raw or {}).keys() - names.keys():
-            report.error(f"{key}.{n}", _name_not_text(n))
+            # a boolean or null name said as written (``sources.yes``, not ``sources.True``): ``read_yaml``
+            shown = written.get(n) if n is None or isinstance(n, bool) else None
+            report.error(f"{key}.{n if shown is None else shown}", _name_not_text(n))
         entries = {n: _validate_entry(key, n, args[1], r, report) for n, r in names.items()}
         return {n: v for n, v in entries.items() if v is not None}, set(names)
     if origin is list and isinstance(args[0], type) and issubclass(args[0], BaseModel):
@@ -1125,6 +1130,8 @@ def parse_config(
         )
     report = Findings(where)
     sub_errors: list[str] = []
+    # names YAML read as a boolean or null, as written (``read_yaml``); the substitution makes plain dicts
+    written = {k: getattr(v, "written", None) for k, v in data.items() if isinstance(v, _NamesAsWritten)}
     data = _substitute(data, "", sub_errors)
     if local_checks:
         report.errors += [f"{where}: {e}" for e in sub_errors]
@@ -1142,7 +1149,7 @@ def parse_config(
     named: dict[str, set] = {"sources": set(), "models": set(), "actions": set()}
     for key, ann in sections.items():
         if key in data:
-            parts[key], names = _validate_section(key, ann, data[key], report)
+            parts[key], names = _validate_section(key, ann, data[key], report, written.get(key))
             named[key] = names
     if parts.get("agent") is None:
         parts["agent"] = AgentSection.model_construct(id="?")
@@ -1859,6 +1866,56 @@ def read_yaml(text: str, where: str) -> Any:
     misread = _yaml_misreads(text)
     if misread:
         raise ConfigError([f"{where}: {line}" for line in misread])
+    return _names_as_written(doc, text)
+
+
+class _NamesAsWritten(dict):
+    """A top-level mapping of names (``sources``, ``models``, ``actions``) holding a name YAML 1.1 read as a
+    boolean or null (``yes:``, ``on:``, ``~:``), with each such name as the file writes it (``written``), so
+    that its error names it so (``sources.yes``), not as what YAML read (``sources.True``, a path the file
+    nowhere holds). Made by ``read_yaml`` only for such a mapping; a dict in every other way."""
+
+    written: dict[Any, str]
+
+
+_BOOL_NULL_TAGS = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:null")
+_BOOLEANS: dict[str, bool] = yaml.constructor.SafeConstructor.bool_values  # yes, on, true... (YAML 1.1)
+
+
+def _names_as_written(doc: Any, text: str) -> Any:
+    """``doc``, each top-level mapping of it that holds a key YAML read as a boolean or null made a
+    ``_NamesAsWritten`` that keeps those keys as written (found on the composed nodes of ``text``, parsed
+    again only then: such a config is refused anyway)."""
+    if not isinstance(doc, dict):
+        return doc
+    odd = {
+        k
+        for k, v in doc.items()
+        if isinstance(k, str) and isinstance(v, dict) and any(n is None or isinstance(n, bool) for n in v)
+    }
+    if not odd:
+        return doc
+    try:
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except Exception:  # it loaded above; should it not compose, the names are said as YAML read them
+        return doc
+    if not isinstance(root, yaml.MappingNode):
+        return doc
+    for key, value in root.value:
+        if not (
+            isinstance(key, yaml.ScalarNode) and key.value in odd and isinstance(value, yaml.MappingNode)
+        ):
+            continue
+        section = _NamesAsWritten(doc[key.value])
+        section.written = {}
+        for name, _ in value.value:
+            if not (isinstance(name, yaml.ScalarNode) and name.tag in _BOOL_NULL_TAGS and name.value):
+                continue  # text, a number (said as written), or nothing written: said as YAML read it
+            if name.tag.endswith("null"):
+                section.written.setdefault(None, name.value)
+            elif name.value.lower() in _BOOLEANS:
+                section.written.setdefault(_BOOLEANS[name.value.lower()], name.value)
+        doc[key.value] = section
     return doc
 
 

@@ -48,7 +48,7 @@ def test_a_pipe_with_a_writer_is_still_read_as_process_substitution_gives_one(tm
     finally:
         writer.join()
         os.close(r)
-    assert any("sources.True: a name must be text" in e for e in errors), errors
+    assert any("sources.on: a name must be text" in e for e in errors), errors
 
 
 def test_a_config_larger_than_the_bound_is_refused_before_it_is_read_whole(tmp_path):
@@ -108,9 +108,9 @@ def test_a_device_or_folder_given_as_the_config_is_named_not_read(tmp_path):
 @pytest.mark.parametrize(
     "section, written, shown, read",
     [
-        ("sources", "on: {type: mqtt, host: 127.0.0.1}", "True", "the boolean true"),
-        ("sources", "no: {type: mqtt, host: 127.0.0.1}", "False", "the boolean false"),
-        ("sources", "~: {type: mqtt, host: 127.0.0.1}", "None", "null"),
+        ("sources", "on: {type: mqtt, host: 127.0.0.1}", "on", "the boolean true"),  # named as written
+        ("sources", "no: {type: mqtt, host: 127.0.0.1}", "no", "the boolean false"),
+        ("sources", "~: {type: mqtt, host: 127.0.0.1}", "~", "null"),
         ("models", "1: {package: x.edgepkg}", "1", "the number 1"),
     ],
 )
