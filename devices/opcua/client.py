@@ -687,6 +687,10 @@ class _NodeType:
     # a BaseDataType node's held value's shape: () a single value, else the length of each dimension; None:
     # holding nothing, not read, or unreadable (any shape the ValueRank allows is taken)
     held_shape: tuple[int, ...] | None = None
+    # why the value a BaseDataType (or abstract numeric) node holds could not be read with its type (a Bad
+    # status, an error): what it holds is unknown, not nothing, and is read before a value whose reset must be
+    # judged by it goes out (``OpcUaSource.ensure_type``); None: read
+    held_unread: str | None = None
 
     @property
     def shown(self) -> str:
@@ -744,10 +748,13 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
     rank = rank if isinstance(rank, int) else -2
     dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
     max_len, whole, server_len = await _array_bounds(node, rank, dims)
-    held, held_shape = None, None
+    held, held_shape, held_unread = None, None, None
     if isinstance(vtype, AbstractType) or vtype is ua.VariantType.Variant:
-        # unreadable: no hint, the rules (and any shape the ValueRank allows) alone
-        held, held_shape = await _held(node, (None, None))
+        holds = await _read_held(node)
+        if isinstance(holds, str):  # unreadable: unknown, judged by the rules alone until it is read
+            held_unread = holds
+        else:
+            held, held_shape = holds
         if vtype is not ua.VariantType.Variant:
             held_shape = None  # an abstract numeric node: only its type is kept from what it holds
     return _NodeType(
@@ -763,20 +770,32 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         server_bytes,
         server_len,
         held_shape,
+        held_unread,
     )
 
 
 _Held = tuple[ua.VariantType | None, tuple[int, ...] | None]
 
 
-async def _held(node: Node, unread: _Held) -> _Held:
+async def _read_held(node: Node) -> _Held | str:
     """(the type of the value ``node`` holds now, its shape: () a single value, else each dimension's length);
-    (None, None) for a null value, which holds neither; ``unread`` when the value cannot be read."""
+    (None, None) for a null value, which holds neither; why not (a status name, an error) when the value
+    cannot be read. A value read with a Bad status is no value (Part 4, 7.7.1: a client ignores it, and
+    asyncua gives it as a null one): what the node holds is then unknown, not nothing."""
     try:
         dv = await node.read_data_value(raise_on_bad_status=False)
-    except ua.UaError:
-        return unread
+    except ua.UaError as e:
+        return f"{type(e).__name__}: {e}"
+    if dv.StatusCode is not None and dv.StatusCode.is_bad():
+        return dv.StatusCode.name
     return _held_of(dv.Value)
+
+
+async def _held(node: Node, unread: _Held) -> _Held:
+    """What ``node`` holds now (``_read_held``); ``unread`` when the value cannot be read (an error, a Bad
+    status)."""
+    got = await _read_held(node)
+    return unread if isinstance(got, str) else got
 
 
 def _held_of(v: ua.Variant | None) -> _Held:
@@ -2782,21 +2801,30 @@ class OpcUaSource:
         goes out: the target's check at connect could not read the node (the PLC busy then, the node not
         readable for a while, retyped since), and a value judged by nothing was written, its reset refused
         next, the node keeping it for good. Read, the target is judged again in the background (its
-        ``target_errors`` entry, said). Raises ``OpcUaNodeError`` (no such node) or ``OpcUaTypeMismatch``
-        (a type the agent cannot encode for), as a write would; a node that cannot be read now raises a
-        retryable error, so the value waits (an action's retries) until it can be judged."""
-        if node_id in self._types:
+        ``target_errors`` entry, said). So is a BaseDataType (or abstract numeric) node's whose value, read
+        with its type, had a Bad status: what it holds is unknown, not nothing (``_NodeType.held_unread``).
+        Raises ``OpcUaNodeError`` (no such node) or ``OpcUaTypeMismatch`` (a type the agent cannot encode
+        for), as a write would; a node that cannot be read now raises a retryable error, so the value waits
+        (an action's retries) until it can be judged."""
+        if self._type_known(node_id):
             return
         node = await self._target_node(node_id, f"check of {node_id}")
         try:
             async with self._write_lock(node):  # a write's own read of the type is not overwritten
-                if node_id in self._types:
+                if self._type_known(node_id):
                     return
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     nt = await _node_type(node, node_id)
                 self._types[node_id] = nt
                 if nt.vtype is ua.VariantType.Variant:
                     self._held_at[node_id] = time.monotonic()
+                if nt.held_unread is not None:
+                    raise OpcUaServerBusy(
+                        f"opcua source {self.name}: node {node_id} is a {nt.shown} node whose value cannot be "
+                        f"read ({nt.held_unread}), so the type it holds is unknown; what is written to it "
+                        "waits until it can be read, so that the reset it needs is judged before the value "
+                        "goes out"
+                    )
         except OpcUaTypeMismatch as e:
             raise OpcUaTypeMismatch(f"opcua source {self.name}: {e}") from None
         except ua.UaStatusCodeError as e:
@@ -2818,6 +2846,11 @@ class OpcUaSource:
             ) from None
         if node_id in self.target_errors:
             self._recheck(node_id)
+
+    def _type_known(self, node_id: str) -> bool:
+        """Whether ``node_id``'s type is known, with the type a BaseDataType (or abstract numeric) node holds."""
+        nt = self._types.get(node_id)
+        return nt is not None and nt.held_unread is None
 
     async def _target_node(self, node_id: str, what: str) -> Node:
         """The node ``node_id`` names on this session (``what``: the call, named when not connected):
@@ -2858,7 +2891,9 @@ class OpcUaSource:
                     self._held_at[node_id] = time.monotonic()
                     if self._types.get(node_id) is not nt or held == (nt.held, nt.held_shape):
                         return
-                    self._types[node_id] = dataclasses.replace(nt, held=held[0], held_shape=held[1])
+                    self._types[node_id] = dataclasses.replace(
+                        nt, held=held[0], held_shape=held[1], held_unread=None
+                    )
                     if _form(held) == _form((nt.held, nt.held_shape)):
                         return  # an array's lengths alone (a buffer that grows) judge nothing: kept quietly
                 shown = (
@@ -3602,12 +3637,16 @@ class OpcUaSource:
                     if nt is None:
                         nt = self._types[node_id] = await _node_type(node, node_id)
                     elif nt.vtype is ua.VariantType.Variant and (
-                        held := await _held(node, (nt.held, nt.held_shape))
-                    ) != (nt.held, nt.held_shape):
+                        isinstance(held := await _read_held(node), tuple)
+                        and (held != (nt.held, nt.held_shape) or nt.held_unread is not None)
+                    ):
                         # a BaseDataType node holds whatever was last written to it, by anyone (a PLC download
                         # may have made it an LREAL, or an array, since): the type and shape it holds now, read
-                        # at each write, not the cached
-                        nt = self._types[node_id] = dataclasses.replace(nt, held=held[0], held_shape=held[1])
+                        # at each write, not the cached; one whose value cannot be read now (a Bad status: no
+                        # value, not a null one) is written as it held when last read
+                        nt = self._types[node_id] = dataclasses.replace(
+                            nt, held=held[0], held_shape=held[1], held_unread=None
+                        )
                     if nt.vtype is ua.VariantType.Variant:
                         self._held_at[node_id] = time.monotonic()
                     try:
@@ -3754,6 +3793,8 @@ def _holding(nt: _NodeType, value: Any, node_id: str) -> _NodeType | None:
     """A BaseDataType node that holds nothing as it would be once ``value`` is written to it: holding the
     type and shape ``value`` is written as (None: it holds something, or would refuse ``value``)."""
     if nt.vtype is not ua.VariantType.Variant or nt.held is not None or nt.held_shape is not None:
+        return None
+    if nt.held_unread is not None:  # not read: it may hold anything (``ensure_type`` reads it first)
         return None
     try:
         held = _held_of(_payload(nt, value, node_id))

@@ -316,9 +316,11 @@ async def test_an_output_whose_value_would_make_a_node_holding_nothing_refuse_it
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
     state = await _any_state(srv, idx, obj)
-    await state.write_value(  # the node holds nothing (null)
+    await state.write_value(  # its String dropped (a Bad status has no value) ...
         ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData))
     )
+    # ... then the node holds nothing: a null value, Good (a value read Bad holds something unknown)
+    await state.write_value(ua.DataValue(ua.Variant(None, ua.VariantType.Null)))
     sent = await _sent_to(srv, idx)
     await srv.start()
     node_id = f"ns={idx};s=State"

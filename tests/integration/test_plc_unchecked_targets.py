@@ -20,14 +20,17 @@ from tests.support.results import result
 from tests.support.waits import until
 
 
-def _unreadable_while(srv, node: ua.NodeId, blocked: list[bool]) -> None:
-    """Every attribute of ``node`` a client reads is answered BadNotReadable while ``blocked[0]``."""
+def _unreadable_while(
+    srv, node: ua.NodeId, blocked: list[bool], attribute: ua.AttributeIds | None = None
+) -> None:
+    """Every attribute of ``node`` (``attribute``: that one only) a client reads is answered BadNotReadable
+    while ``blocked[0]``."""
 
     async def on_read(event, _dispatcher) -> None:
         if not blocked[0] or not event.is_external:
             return
         for i, rv in enumerate(event.request_params.NodesToRead):
-            if rv.NodeId == node:
+            if rv.NodeId == node and attribute in (None, rv.AttributeId):
                 event.response_params[i] = ua.DataValue(
                     StatusCode=ua.StatusCode(ua.StatusCodes.BadNotReadable)
                 )
