@@ -33,12 +33,12 @@ writes a pulse node's reset at its first result that is no edge, and signals an 
 state even when it is a clear (``reconciled``): what an agent before it left high (killed mid-pulse, an
 alarm raised at stop) is not left standing. At the first result after a source reconnects (a PLC or broker
 that restarted may have lost what was written), the on_change outputs' levels and the alarms' last states on
-it are sent again (``resent``); so is an on_change level its node refused for good (locked) once the source
-has seen the node may be written again (``writable_again``). A result with NaN in a number a condition reads
-is not judged by that condition (``not_a_number``); a label a condition names that a swapped-in model no
-longer gives is said (``label_gone``). An output whose reset its OPC UA node would refuse (the value out of
-the node's type) does not write its value (``reset_refused``): the node would keep it for good. An
-``on_change`` or ``pulse`` edge so refused, or refused at the write for the node's type (an error whose
+it are sent again (``resent``); so is an on_change level, or an alarm's state on its OPC UA mirror, its node
+refused for good (locked) once the source has seen the node may be written again (``writable_again``). A
+result with NaN in a number a condition reads is not judged by that condition (``not_a_number``); a label a
+condition names that a swapped-in model no longer gives is said (``label_gone``). An output whose reset its
+OPC UA node would refuse (the value out of the node's type) does not write its value (``reset_refused``): the
+node would keep it for good. An ``on_change`` or ``pulse`` edge so refused, or refused at the write for the node's type (an error whose
 ``type_refused`` is True: the source's check at the write, the server's BadTypeMismatch), is judged again at
 the next result (``_edge_refused``). The reset is judged again as the value is sent (``_refused_now``): a
 value decided while the PLC was away was judged by what its node was before a download. A node whose type
@@ -190,10 +190,11 @@ class ActionRunner:
                 if a.node_id and a.opcua_source:
                     self._resync[a.opcua_source].append((n, "opcua"))
         self._reconnects: dict[str, int] = {}  # source -> its reconnect count when last looked at
-        # an on_change output whose level its node refused for good (a node locked: BadUserAccessDenied,
-        # BadNotWritable) -> its source's ``writable_again`` count for the node before that write: once the
-        # source sees the node may be written again, the level is written at the next result (``resent``)
-        self._refused_levels: dict[tuple[str, str], int] = {}
+        # an on_change output (action, pipeline) or an alarm's OPC UA mirror (alarm, pipeline, "opcua") whose
+        # level or state its node refused for good (a node locked: BadUserAccessDenied, BadNotWritable) -> its
+        # source's ``writable_again`` count for the node before that write: once the source sees the node may
+        # be written again, the level or state is written at the next result (``resent``)
+        self._refused_levels: dict[tuple[str, ...], int] = {}
         self._last_write: dict[
             tuple[str, str], Result
         ] = {}  # on_change output -> the result of its last level
@@ -480,37 +481,57 @@ class ActionRunner:
                     continue
                 assert isinstance(action, AlarmAction)
                 for (alarm, pipeline), evt in list(self._last_signal.items()):
-                    key3 = (alarm, pipeline, output)
-                    if alarm == name and key3 not in self._signals:
-                        self.stats[name]["resent"] += 1
-                        self._signals[key3] = evt
-                        if key3 not in self._signallers:
-                            self._signallers.add(key3)
-                            self._spawn(self._signaller(name, action, key3))
+                    if alarm == name:
+                        self._resignal(name, action, (alarm, pipeline, output), evt)
+
+    def _resignal(self, name: str, action: AlarmAction, key3: tuple[str, str, str], evt: Event) -> None:
+        """Sends an alarm's last transition to one output again (counted ``resent``), unless a newer one
+        waits."""
+        if key3 in self._signals:
+            return
+        self._refused_levels.pop(key3, None)  # this one is sent now
+        self.stats[name]["resent"] += 1
+        self._signals[key3] = evt
+        if key3 not in self._signallers:
+            self._signallers.add(key3)
+            self._spawn(self._signaller(name, action, key3))
 
     def _writable_again(self, action: Any) -> int | None:
-        """How often the output's source saw its node become writable again (None: it cannot tell)."""
-        if not isinstance(action, OpcUaWriteAction) or action.mode is not WriteMode.ON_CHANGE:
+        """How often the source of an on_change output's node (or an alarm's OPC UA mirror's) saw it become
+        writable again (None: it cannot tell)."""
+        if isinstance(action, OpcUaWriteAction) and action.mode is WriteMode.ON_CHANGE:
+            source, node_id = action.source, action.node_id
+        elif isinstance(action, AlarmAction) and action.node_id and action.opcua_source:
+            source, node_id = action.opcua_source, action.node_id
+        else:
             return None
-        counts = getattr(self.sources.get(action.source), "writable_again", None)
-        return counts.get(action.node_id, 0) if isinstance(counts, dict) else None
+        counts = getattr(self.sources.get(source), "writable_again", None)
+        return counts.get(node_id, 0) if isinstance(counts, dict) else None
 
     def _after_unlocks(self, result: Result) -> None:
-        """Writes again the level of each on_change output its node refused for good (locked) once the
-        node's source has seen it may be written again (counted ``resent``): the PLC back from a mode that
-        locked the node reads the current level, not the one before the lock, until the next change."""
+        """Writes again the level of each on_change output, and the state of each alarm's OPC UA mirror, its
+        node refused for good (locked) once the node's source has seen it may be written again (counted
+        ``resent``): the PLC back from a mode that locked the node reads the current level or alarm state
+        (an alarm lamp lit), not the one before the lock, until the next change."""
         for key, before in list(self._refused_levels.items()):
             action = self.cfg.actions[key[0]]
             now = self._writable_again(action)
             if now is None or now <= before:
                 continue
-            assert isinstance(action, OpcUaWriteAction)
             del self._refused_levels[key]
-            level = self._level.get(key)
+            if len(key) == 3:  # an alarm's mirror: its last transition
+                assert isinstance(action, AlarmAction)
+                evt = self._last_signal.get((key[0], key[1]))
+                if evt is not None:
+                    self._resignal(key[0], action, (key[0], key[1], key[2]), evt)
+                continue
+            assert isinstance(action, OpcUaWriteAction)
+            out = (key[0], key[1])
+            level = self._level.get(out)
             value = None if level is None else action.value if level else action.reset
-            if value is not None and key not in self._desired:
-                self.stats[key[0]]["resent"] += 1
-                self._set_output(key[0], action, self._last_write.get(key, result), value)
+            if value is not None and out not in self._desired:
+                self.stats[out[0]]["resent"] += 1
+                self._set_output(out[0], action, self._last_write.get(out, result), value)
 
     def _model_changed(
         self, pipeline_actions: list[str], result: Result, last: tuple[str, str, frozenset[str]] | None
@@ -970,6 +991,7 @@ class ActionRunner:
         self._save_raised()
         for output in _alarm_outputs(action):
             key = (name, result.pipeline, output)
+            self._refused_levels.pop(key, None)  # this transition is the one owed now
             if key in self._signals:  # the one still waiting is moot: the alarm has moved on
                 self.stats[name]["superseded"] += 1
             self._signals[key] = evt
@@ -993,6 +1015,8 @@ class ActionRunner:
                 while True:  # after its retries, tried again every OWED_RETRY_S (module docstring)
                     attempt += 1
                     owed = attempt >= action.retry.max_attempts
+                    # the mirror node's unlocks seen so far, taken before the write (as an output's, ``_run``)
+                    unlocks = self._writable_again(action) if key[2] == "opcua" else None
                     try:
                         await self.impls[action.type](self, name, action, evt, key[2])
                         if attempt > action.retry.max_attempts:
@@ -1002,6 +1026,13 @@ class ActionRunner:
                         if not getattr(exc, "retryable", True):
                             st["failed"] += 1
                             self._burst.log(name, "alarm %r: could not signal (%s)", name, exc)
+                            if (
+                                unlocks is not None
+                                and not getattr(exc, "type_refused", False)
+                                and key not in self._signals
+                            ):
+                                # a locked mirror: its state is written once the node is writable again
+                                self._refused_levels[key] = unlocks
                             break
                         if key in self._signals:
                             st["superseded"] += 1  # a newer transition waits: send that, not this

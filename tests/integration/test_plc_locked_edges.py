@@ -1,5 +1,5 @@
-"""An ``on_change`` / ``pulse`` edge the server refuses for good for a reason other than the node's type (a node
-the session may not write: BadUserAccessDenied, BadNotWritable). Against a real asyncua server on a free
+"""An ``on_change`` / ``pulse`` edge, or an alarm's state on its OPC UA mirror, the server refuses for good for a
+reason other than the node's type (a node the session may not write: BadUserAccessDenied, BadNotWritable). Against a real asyncua server on a free
 loopback port whose node is locked and unlocked at run time (its AccessLevel and UserAccessLevel), as a PLC put
 in a mode where the session may not write it and back."""
 
@@ -120,3 +120,48 @@ async def test_a_target_judged_again_keeps_its_last_verdict_until_the_new_one():
         released.set()
         await src.stop()
         await srv.stop()
+
+
+async def test_an_alarm_mirror_a_locked_node_refused_is_written_once_the_node_is_unlocked(caplog):
+    """An alarm mirrored on a PLC node (a lamp, a stop request) that the PLC has locked when the alarm is raised:
+    the mirror's write is refused (BadUserAccessDenied), counted failed, not retried, and nothing more goes to
+    the locked node while the alarm stays raised. Once the PLC lets the session write the node again (the
+    watch sees its UserAccessLevel), the alarm's state is written at the next result (counted resent), as an
+    on_change output's level is: before, the node kept the state from before the lock (the lamp off under a
+    raised alarm) until the alarm's next transition."""
+    port = free_port()
+    srv, gate, node_id, sent = await _locked_gate(port)
+    alarm = {"type": "alarm", "opcua_source": "plc", "node_id": node_id, "raise_after": 1, "clear_after": 1}
+    cfg = _config(port, {"lamp": {**alarm, "when": {"verdict": "NG"}}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    src.expect_writes([(n, v) for _, n, v in write_targets(cfg)["plc"]])
+    caplog.set_level(logging.INFO, logger="devices.opcua")
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    st = runner.stats["lamp"]
+    try:
+        await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 10, "the lock seen at connect")
+        await until(lambda: src.targets_watched == 3, 10, "the locked node watched")
+        for i in range(3):
+            await runner.handle(["lamp"], result("NG", i), None)
+            await runner.flush(timeout_s=5)
+        assert (st["raised"], st["failed"], st["resent"]) == (1, 1, 0), dict(st)
+        assert [v.Value for _, v in sent] == [True], sent  # the one refused write
+        await gate.set_writable(True)
+
+        def fits() -> bool:  # the watch saw the unlock and the target was judged again
+            return any("fits its writes again" in r.getMessage() for r in caplog.records)
+
+        await until(fits, 10, "the unlock seen without a reconnect")
+        sent.clear()  # the server's own writes of the node's access levels
+        await runner.handle(["lamp"], result("NG", 3), None)
+        await runner.flush(timeout_s=5)
+        assert [v.Value for _, v in sent] == [True], (sent, dict(st))
+        assert (st["raised"], st["failed"], st["resent"]) == (1, 1, 1), dict(st)
+        assert await gate.read_value() is True
+        await runner.handle(["lamp"], result("NG", 4), None)  # still raised: nothing more
+        await runner.flush(timeout_s=5)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert [v.Value for _, v in sent] == [True], sent
