@@ -10,8 +10,10 @@ every kind the check accepts.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -203,30 +205,53 @@ SIZES = [
     (17, 9),
     (1, 1),
 ]
+SMALL = 640 * 480  # the sizes that get a noise frame too
 
 
-def _frames():
-    rng = np.random.default_rng(7)
+@functools.cache
+def _scene_once(h: int, w: int, seed: int) -> np.ndarray:
+    return _scene(h, w, seed)
+
+
+@functools.cache
+def _noise() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)  # one generator, drawn in SIZES' order
+    return {
+        f"{h}x{w} noise": rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in SIZES if h * w <= SMALL
+    }
+
+
+def _makers() -> dict[str, Callable[[], np.ndarray]]:
+    """Each frame's name and how to make it. The frames are made when a test first asks for them, not when
+    the module is collected: every xdist worker collects the module, and most run none of its tests."""
+    makers: dict[str, Callable[[], np.ndarray]] = {}
     for k, (h, w) in enumerate(SIZES):
-        img = _scene(h, w, k)
-        yield f"{h}x{w} colour", img
-        yield f"{h}x{w} grey", cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-        if h * w <= 640 * 480:
-            yield f"{h}x{w} noise", rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    f = _scene(480, 640, 99)
-    yield "480x640 constant", np.full((480, 640, 3), 117, np.uint8)
-    yield "480x640 white", np.full((480, 640, 3), 255, np.uint8)
-    yield "480x640 black grey", np.zeros((480, 640), np.uint8)
-    yield "480x640 one channel", cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)[:, :, None]
-    yield "480x640 four channels", cv2.cvtColor(f, cv2.COLOR_BGR2BGRA)
-    yield "480x640 a crop (strided)", _scene(600, 800, 5)[60:540, 80:720]
-    yield "480x640 float32", f.astype(np.float32)
-    yield "480x640 float32 grey", cv2.cvtColor(f, cv2.COLOR_BGR2GRAY).astype(np.float32) / 3
-    yield "480x640 blurred", cv2.GaussianBlur(f, (0, 0), 4)
-    yield "480x640 dark", (f * 0.15).astype(np.uint8)
+        colour = functools.partial(_scene_once, h, w, k)
+        makers[f"{h}x{w} colour"] = colour
+        makers[f"{h}x{w} grey"] = lambda colour=colour: cv2.cvtColor(colour(), cv2.COLOR_BGR2GRAY)
+        if h * w <= SMALL:
+            makers[f"{h}x{w} noise"] = lambda name=f"{h}x{w} noise": _noise()[name]
+    f = functools.partial(_scene_once, 480, 640, 99)
+    makers["480x640 constant"] = lambda: np.full((480, 640, 3), 117, np.uint8)
+    makers["480x640 white"] = lambda: np.full((480, 640, 3), 255, np.uint8)
+    makers["480x640 black grey"] = lambda: np.zeros((480, 640), np.uint8)
+    makers["480x640 one channel"] = lambda: cv2.cvtColor(f(), cv2.COLOR_BGR2GRAY)[:, :, None]
+    makers["480x640 four channels"] = lambda: cv2.cvtColor(f(), cv2.COLOR_BGR2BGRA)
+    makers["480x640 a crop (strided)"] = lambda: _scene(600, 800, 5)[60:540, 80:720]
+    makers["480x640 float32"] = lambda: f().astype(np.float32)
+    makers["480x640 float32 grey"] = lambda: cv2.cvtColor(f(), cv2.COLOR_BGR2GRAY).astype(np.float32) / 3
+    makers["480x640 blurred"] = lambda: cv2.GaussianBlur(f(), (0, 0), 4)
+    makers["480x640 dark"] = lambda: (f() * 0.15).astype(np.uint8)
+    return makers
 
 
-FRAMES = list(_frames())
+MAKERS = _makers()
+
+
+@functools.cache
+def _frame(name: str) -> np.ndarray:
+    """The frame named ``name``, made once per process (the tests share it, as they shared the former list)."""
+    return MAKERS[name]()
 
 
 def _close(a: float, b: float) -> bool:
@@ -243,8 +268,9 @@ def _same_stats(got: dict, want: dict, what: str) -> None:
             assert _close(got[k], v), (what, k, got[k], v)
 
 
-@pytest.mark.parametrize(("name", "frame"), FRAMES, ids=[n for n, _ in FRAMES])
-def test_every_statistic_of_a_frame_is_the_former_computations(name, frame):
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_every_statistic_of_a_frame_is_the_former_computations(name):
+    frame = _frame(name)
     for thumb in (S.THUMB, 12):
         st, t = S.frame_stats(frame, thumb)
         want_st, want_t = _ref_frame_stats(frame, thumb)
@@ -292,7 +318,8 @@ def test_every_frame_gets_the_former_verdict_and_reason(package_stats, tolerance
     stats, local_data = package_stats
     local = S.LocalStats.parse(json.dumps(local_data))
     reasons = set()
-    for name, frame in FRAMES:
+    for name in MAKERS:
+        frame = _frame(name)
         for loc in (local, None):
             got = S.check(stats, frame, tolerance, loc)
             assert got == _ref_check(stats, frame, tolerance, loc), (name, got)
