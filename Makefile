@@ -55,7 +55,12 @@ lint: $(STAMP)
 # worker now takes queued tests from a busy one (489 s with the short demo no longer building the drill
 # candidate it does not roll out, busy times 466, 470 and 461 s; 2-core AMD EPYC
 # without AVX-512, 2026-12-01). The 15 slowest are listed at the end: the suite's budget in CI is 10 minutes.
+# tests.support.warm_caches first: where PYTHONDONTWRITEBYTECODE is set (the CI machine sets it) no process
+# wrote bytecode, so each worker rewrote the asserts of every test module itself (~10 s of CPU each, before
+# any test starts: xdist waits for every worker's collection) and every Python process compiled the project's
+# modules it imported; it makes both once (see its docstring). pytest's own command is unchanged.
 test: setup lint
+	$(BIN)/python -m tests.support.warm_caches
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist worksteal --durations=15
 
 demo: setup
