@@ -324,6 +324,33 @@ def test_an_anomaly_gate_that_cannot_measure_auroc_says_what_the_test_set_lacks(
     ) in said
 
 
+def test_an_anomaly_model_is_exported_by_the_torchscript_exporter_its_file_checked_on_test_images(
+    tmp_path, capsys, monkeypatch
+):
+    # the export check ran ONNX Runtime on the file and PyTorch on the model for the first two training images,
+    # whose patches the bank holds at distance ~0: outputs so small that the two runtimes' FP32 rounding passed
+    # the check's bounds, and the build went on to the dynamo exporter (~9 s more CPU) for a file giving the
+    # same outputs, bit for bit. On two test images (never in the bank) the TorchScript exporter's file passes
+    import torch
+
+    exporters: list[str] = []  # each torch.onnx.export the build ran, by exporter
+    export = torch.onnx.export
+
+    def recorded(*args, **kwargs):
+        exporters.append("dynamo" if kwargs.get("dynamo") else "torchscript")
+        return export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", recorded)
+    ds = tmp_path / "ds"
+    code, said = run_import(capsys, str(folder_per_class(tmp_path / "photos", 20)), "--out", str(ds))
+    assert code == 0, said
+    cloud_main(  # its gate fails (test_an_anomaly_gate_that_cannot_measure_auroc...), after the export
+        ["build", "anomaly", "--dataset", str(ds), "--work", str(tmp_path / "w"), "--size", "16"]
+        + ["--registry", str(tmp_path / "reg"), "--no-openvino"]
+    )
+    assert exporters == ["torchscript"], exporters
+
+
 def test_the_good_images_kept_out_for_the_anomaly_test_leave_the_twenty_that_train(tmp_path, capsys):
     from cloud_trainer.train.anomaly import load_good
 
