@@ -45,7 +45,8 @@ it decodes anything the new connection brought), every node it knows is treated 
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
 data is skipped (``data_before_birth``) and commands are refused until its next NBIRTH, which an NCMD
 ``Node Control/Rebirth`` asks of each node at once (unless ``rebirth_on_unknown`` is off).
-NDEATH (with the birth's bdSeq; the same death again, its will after the node's own NDEATH, is ignored)
+NDEATH (with the birth's bdSeq; the same death again, its will after the node's own NDEATH, is ignored;
+one without a bdSeq, 0 bytes, while the birth had one is ``missing_field``, not a death)
 and DDEATH emit, for every tag of the node or device that had a value, a ``Reading`` with the last value
 and ``Quality.BAD``, stamped with the receive time (NDEATH) or the DDEATH's own time; a later birth brings
 GOOD values back. A metric flagged ``is_null`` (no value now) does the same for its tag (a null Template
@@ -1260,6 +1261,16 @@ class SparkplugHost:
             bd = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             if bd is not None and node.bd_seq is not None and bd != node.bd_seq:
                 return []  # a stale will from an older session: the node has already re-born
+            if bd is None and node.bd_seq is not None:
+                # its birth had a bdSeq and this death has none (0 bytes: a tool "clearing" the topic, any client
+                # of a shared broker): it cannot be matched to the current birth, and Sparkplug 3.0 has every
+                # NDEATH carry its birth's bdSeq; taken, it killed the live session (tags BAD, commands refused)
+                self._on_error(
+                    "missing_field",
+                    f"{t.group}/{t.edge_node}: NDEATH without a bdSeq metric ({len(data)} bytes), while its "
+                    f"NBIRTH's bdSeq is {node.bd_seq}: cannot be matched to the current birth, not taken as a death",
+                )
+                return []
             if bd is not None and bd == node.dead_bd and not node.alive:
                 # the will of a node that sent its NDEATH itself before disconnecting: the same death again,
                 # which Sparkplug 3.0 (Operational Behavior, Edge Node Session Termination) says a host MUST

@@ -330,3 +330,32 @@ async def test_data_by_another_metrics_alias_asks_one_rebirth_not_one_at_every_m
         assert host.rebirths_requested == 1, host.rebirths_requested
     assert _values(got, "n1/pump/Flow") == [3.0]  # never by the node's NDATA
     assert _values(got, "n1/Temp") == [20.0, 22.0, 23.0, 24.0, 25.0, 26.0]
+
+
+async def test_a_death_without_the_births_bdseq_never_kills_the_live_session(mosquitto):
+    """A client of the shared broker publishing 0 bytes on a node's NDEATH topic (MQTT Explorer's "delete" of a
+    topic, a script clearing retained messages under spBv1.0/), or a death without a bdSeq metric, was taken as
+    the node's death: its tags BAD and commands refused until its next birth, without a count, while a stale
+    will with another bdSeq was ignored. Such a death cannot be matched to the current birth (Sparkplug 3.0: an
+    NDEATH carries its NBIRTH's bdSeq): it is counted (missing_field) and the session lives on; the node's real
+    death, with its bdSeq, is taken."""
+    async with _host(mosquitto.port) as (src, got, _asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/n1", _birth(sp.Metric("Temp", 1, D.DOUBLE, 20.0)), qos=1)
+        await until(lambda: host.node_alive("g", "n1"), 10, "its birth read")
+        pub.publish("spBv1.0/g/NDEATH/n1", b"", qos=1)
+        pub.publish("spBv1.0/g/NDEATH/n1", sp.encode(sp.Payload(None, None, [])), qos=1)
+        pub.publish("spBv1.0/g/NDATA/n1", _payload(1, sp.Metric(None, 1, D.DOUBLE, 21.0)), qos=1)
+        await until(lambda: 21.0 in _values(got, "n1/Temp"), 10, "its data after the deaths read")
+        assert host.node_alive("g", "n1") and host.deaths == 0
+        await src.command("g", "n1", None, "Temp", 5.0)  # a live node's command: not refused
+        pub.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(0), qos=1)  # its own death
+        await until(lambda: host.deaths == 1, 10, "its real death read")
+        errors = dict(src.stats.errors_by_reason)
+    assert not host.node_alive("g", "n1")
+    assert [(r.value, r.quality) for r in got if r.tag == "n1/Temp"] == [
+        (20.0, Quality.GOOD),
+        (21.0, Quality.GOOD),
+        (21.0, Quality.BAD),
+    ]
+    assert errors == {"missing_field": 2}, errors
