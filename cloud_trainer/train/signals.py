@@ -30,8 +30,9 @@ Labels (``--labels``, CSV with a header ``run,fault[,start_s,end_s,failure_s]``)
 file's stem; a row without start/end labels the whole run; ``failure_s`` (seconds from the run's
 start) gives remaining life. Windows nobody labelled are left out (counted). One clear error each
 for gaps, time going back, mixed rates (inside a file or across files without ``--resample-to``),
-an unknown channel or fault, and a default channel that rises at every sample (a time column under
-a name not known as one); nothing is written then.
+an unknown channel or fault, a default channel that rises at every sample (a time column under
+a name not known as one), and default channels that differ between files holding the same ones (columns
+in another order: give ``--channel``); nothing is written then.
 
 For the maintenance trainer's condition features: ``--speed-channel NAME`` (a channel with the shaft
 speed in rpm, e.g. a tachometer's) gives each window its mean speed (``speed_rpm`` in ``windows.npz``,
@@ -1167,6 +1168,8 @@ def import_vibration(
         if count is not None and count < least:
             raise DatasetError(f"{option} {count}: a number of samples, at least {least}")
     recs, used = [], {}
+    # without --channel: (a file, the channel taken, its channels), one per layout of the files read
+    firsts: list[tuple[Path, str, tuple[str, ...]]] = []
     for f in files:
         # read and keep only the channels this import uses: the others of every run need not be parsed
         # nor stay in memory
@@ -1176,6 +1179,8 @@ def import_vibration(
         for c in (name, speed_channel):
             if c is not None and c not in rec.channels:
                 raise DatasetError(f"{rec.source}: no channel {c!r}; it has {sorted(available)}")
+        if channel is None:
+            _one_first_channel(firsts, rec.source, name, available)
         if len(available) > 1 + bool(speed_channel):  # say which of several was taken
             used[rec.run] = f"{name} (of {', '.join(available)})"
         else:
@@ -1352,6 +1357,26 @@ def _used_channels(channel: str | None, speed_channel: str | None, names: list[s
     speed channel) and ``speed_channel``."""
     first = channel or next((c for c in names if c != speed_channel), "")
     return [c for c in (first, speed_channel) if c]
+
+
+def _one_first_channel(
+    firsts: list[tuple[Path, str, tuple[str, ...]]], source: Path, name: str, available: tuple[str, ...]
+) -> None:
+    """Without --channel each run's windows come from its file's first channel: refused when that is
+    another channel than an earlier file's first while one of the two files holds both (a logger's columns
+    in another order: one run would train on accel_x, the next on accel_y, and the model learn which axis
+    was recorded). Files whose channels share no name (a CSV's ``accel`` beside a WAV's ``ch0``) are not
+    compared. Adds this file to ``firsts``."""
+    for other, taken, has in firsts:
+        shared = taken if taken in available else name if name in has else None
+        if name != taken and shared is not None:
+            raise DatasetError(
+                f"{source}: its first channel is {name!r}, {other}'s {taken!r}, and both files hold {shared!r} "
+                "(their channels in another order): without --channel each run's windows come from its "
+                "file's first channel, so these runs would train on different channels; give --channel NAME"
+            )
+    if not any(taken == name and has == available for _, taken, has in firsts):  # one per layout
+        firsts.append((source, name, available))
 
 
 def _settle_rates(recs: list[Recording]) -> None:

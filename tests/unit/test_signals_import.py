@@ -1321,3 +1321,40 @@ def test_runs_whose_dataset_yaml_training_would_refuse_are_refused_at_import_wit
     monkeypatch.undo()
     import_vibration(runs, tmp_path / "ds", labels)
     assert len(load_vibration(tmp_path / "ds").fault) > 0
+
+
+def test_runs_whose_files_order_their_channels_differently_are_refused_without_channel(tmp_path):
+    """A logger's export changed its column order between two runs (`time,accel_x,accel_y`, then
+    `time,accel_y,accel_x`): without --channel each run's windows came from its own file's first column, so
+    the healthy run trained on accel_x and the faulty one on accel_y, a model learning which axis was
+    recorded, said only in the result's `channels`. Refused now, naming both files and the shared channel,
+    with nothing written; --channel takes the named channel from every run, and files whose channels share
+    no name (a CSV's `accel` beside a WAV's `ch0`) still take their first channels."""
+    x = np.sin(np.arange(4096) * 0.3) * 0.5
+    y = np.sin(np.arange(4096) * 0.11) * 2.0
+    t = np.arange(4096) / RATE
+    rows = lambda a, b: "".join(f"{t[i]:.6f},{a[i]:.6f},{b[i]:.6f}\n" for i in range(4096))  # noqa: E731
+    (tmp_path / "r1.csv").write_text("time,accel_x,accel_y\n" + rows(x, y))
+    (tmp_path / "r2.csv").write_text("time,accel_y [g],accel_x [g]\n" + rows(y, x))
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    runs = [tmp_path / "r1.csv", tmp_path / "r2.csv"]
+    with pytest.raises(DatasetError) as exc:
+        import_vibration(runs, tmp_path / "ds", labels)
+    assert str(exc.value) == (
+        f"{runs[1]}: its first channel is 'accel_y', {runs[0]}'s 'accel_x', and both files hold 'accel_x' "
+        "(their channels in another order): without --channel each run's windows come from its file's "
+        "first channel, so these runs would train on different channels; give --channel NAME"
+    )
+    assert not (tmp_path / "ds").exists()
+    res = import_vibration(runs, tmp_path / "ds", labels, channel="accel_x")
+    assert res["channels"] == {"r1": "accel_x (of accel_x, accel_y)", "r2": "accel_x (of accel_y, accel_x)"}
+    w = load_vibration(tmp_path / "ds")
+    r2 = w.run_id == 1
+    assert np.allclose(w.waveforms[~r2][0], x[:2048], atol=1e-6)
+    assert np.allclose(w.waveforms[r2][0], x[:2048], atol=1e-6)
+    # no channel name in common: each file's first, as before
+    _riff(tmp_path / "r3.wav", (y * 1000).astype("<i2").tobytes(), tag=1, channels=1, rate=10000, bits=16)
+    (tmp_path / "r4.csv").write_text("time,vib\n" + "".join(f"{t[i]:.6f},{x[i]:.6f}\n" for i in range(4096)))
+    labels = _labels(tmp_path / "l2.csv", ["r3,healthy,,,", "r4,imbalance,,,"])
+    res = import_vibration([tmp_path / "r3.wav", tmp_path / "r4.csv"], tmp_path / "ds2", labels)
+    assert res["channels"] == {"r3": "ch0", "r4": "vib"}
