@@ -44,11 +44,13 @@ Limits: no JSONPath beyond dotted keys.
 
 Outgoing: ``dumps`` writes what strict JSON parsers accept (browsers, Node-RED, Jackson, Go, PostgreSQL's
 jsonb): Python's ``json`` writes NaN and infinities as bare ``NaN``/``Infinity``, which are not JSON, so
-they become ``null`` (a BAD-quality reading keeps its quality field beside it).
+they become ``null`` (a BAD-quality reading keeps its quality field beside it). Bytes (an OPC UA ByteString
+reading) are written as base64 text, as OPC UA's JSON encoding writes a ByteString.
 """
 
 from __future__ import annotations
 
+import base64
 import enum
 import json
 import math
@@ -1621,13 +1623,17 @@ def encode(obj: dict[str, Any]) -> bytes:
 
 
 def _known(o: Any) -> Any:
-    """NumPy values as numbers and lists, enums as their values; TypeError for anything else."""
+    """NumPy values as numbers and lists, enums as their values, bytes as base64 text (an OPC UA ByteString's
+    JSON form, Part 6 5.4.2.8: ``str`` made Python's repr of them, ``"b'\\xe0\\x04'"``, which no consumer
+    decodes); TypeError for anything else."""
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, enum.Enum):
         return o.value
+    if isinstance(o, bytes | bytearray | memoryview):
+        return base64.b64encode(o).decode("ascii")
     raise TypeError(f"cannot encode {type(o).__name__} as JSON")
 
 
