@@ -755,7 +755,8 @@ def age_bound(settings: PipelineSettings, source: Any = None) -> tuple[float | N
     frames' rate, what it is and why). ``auto`` bounds only a live camera's frames: a window is one of a
     series where order matters more than freshness (the baseline, the wear trend, the sensor checks read them
     in turn) and its time is the source's clock; a replayed file or folder and a drop folder hold items each
-    wanted judged whenever; ``block`` was chosen to lose nothing."""
+    wanted judged whenever; ``block`` was chosen to judge every item its queue takes (its own queue drops
+    none; the source's hand-over queue may still drop, see docs/agent.md)."""
     q = settings.queue
     if q.max_age_ms is None:
         return None, False, "none (max_age_ms: null)"
