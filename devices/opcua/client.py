@@ -295,8 +295,10 @@ _SERVER_FULL = frozenset({"BadTooManyMonitoredItems", "BadResourceUnavailable", 
 
 
 # a write refused with one of these may succeed when made again: the server (or the device behind a
-# gateway server) is busy, overloaded or briefly cut off, not refusing this value for good
-_BUSY = frozenset(
+# gateway server) is busy, overloaded or briefly cut off, not refusing this value for good; so may one
+# answered with any status saying the session or its connection is gone (BadSessionNotActivated: asyncua's
+# answer once it closed the session), made again on the session the source makes next
+_BUSY = _SESSION_GONE | frozenset(
     {
         "BadTooManyOperations",
         "BadServerTooBusy",

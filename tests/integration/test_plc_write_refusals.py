@@ -195,3 +195,46 @@ async def test_a_heartbeat_node_the_server_never_lets_the_agent_write_is_said_on
     said = [r.getMessage() for r in caplog.records if "heartbeat not written" in r.getMessage()]
     # before: a line per burst window for as long as the session was up (here one per period)
     assert len(said) == 1 and "BadUserAccessDenied" in said[0], said
+
+
+async def test_a_write_made_just_after_the_plc_closed_the_agents_session_lands_once_the_source_reconnects():
+    """The PLC closes the agent's session while the connection stays up (its session limit reclaimed, an
+    engineer's tool dropping sessions, a PLC runtime restart keeping the socket): until the source's next
+    check sees it, a write is answered with a session status. asyncua's server answers BadSessionNotActivated,
+    which was taken as the server refusing the value for good: not retried, counted failed, and an on_change
+    reject never reached the PLC. Such a status now says the session is gone: the write is retried (the
+    action's default retry) and lands on the new session."""
+
+    async def add(srv, obj, idx):
+        await (await obj.add_variable(ua.NodeId("Reject", idx), "Reject", False)).set_writable()
+
+    srv, idx, endpoint, writes = await _plc(add)
+    cfg = _config(
+        endpoint,
+        {
+            "reject": {
+                "type": "opcua_write",
+                "source": "plc",
+                "node_id": f"ns={idx};s=Reject",
+                "mode": "on_change",
+                "when": {"verdict": "NG"},
+            }
+        },
+    )
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    try:
+        await _connected(src)
+        await runner.handle(["reject"], _result("OK", 0), None)
+        await runner.flush(timeout_s=5)
+        for client in list(srv.bserver.clients):  # the PLC drops the session; the socket stays open
+            await client.processor.session.close_session()
+        await runner.handle(["reject"], _result("NG", 1), None)
+        await runner.flush(timeout_s=10)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert writes == [("Reject", False), ("Reject", True)], writes
+    st = runner.stats["reject"]
+    assert (st["ok"], st.get("failed", 0)) == (2, 0), dict(st)
