@@ -206,6 +206,12 @@ def undecodable_kind(data: bytes) -> str | None:
         return None
     first = (_tiff_directories(data) or [{}])[0]
     bits, photometric = first.get(258, 1), first.get(262, -1)
+    if first.get(339) == 3:  # IEEE float samples: OpenCV's colour read of a grey one fails outright
+        return (
+            f"a TIFF of {bits}-bit float pixels; 8-bit and 16-bit images are read (measurements or an analysis "
+            "tool's export, not a camera's frame): save it as an 8-bit image scaled to 0-255 as your camera "
+            "delivers it"
+        )
     if photometric in (0, 1) and bits not in (1, 8, 10, 12, 14, 16, 32, 64):  # the grey ones OpenCV reads
         return f"a TIFF of {bits}-bit grey pixels, which this reader cannot decode: save it as 8-bit grey"
     return None

@@ -375,9 +375,11 @@ _LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 def _undecodable_kind(kind: str, data: bytes | memoryview) -> str | None:
     """Why a file OpenCV could not decode is of a kind its decoders do not read, or None (then it is taken
     as damaged): a 12- or 16-bit JPEG (libjpeg's 12-bit mode, some machine-vision and X-ray tools) or a
-    lossless one, and a TIFF of grey samples of 2-7, 9, 11, 13 or 15 bits. These are whole files that the
-    camera's or tool's settings can save otherwise; called "truncated or corrupt", the user would look for
-    a damage that is not there. Asked only after a decode failed: a file that decodes never pays for it."""
+    lossless one, a TIFF of grey samples of 2-7, 9, 11, 13 or 15 bits, and a TIFF of float samples (OpenCV's
+    colour read of a grey one fails outright; a colour one decodes, and is refused as float pixels). These are
+    whole files that the camera's or tool's settings can save otherwise; called "truncated or corrupt", the
+    user would look for a damage that is not there. Asked only after a decode failed: a file that decodes
+    never pays for it."""
     if kind == "JPEG":
         frame = _jpeg_frame(data)
         if frame is None:
@@ -397,6 +399,12 @@ def _undecodable_kind(kind: str, data: bytes | memoryview) -> str | None:
     if kind == "TIFF":
         first = (tiff_directories(data) or [{}])[0]
         bits, photometric = first.get(258, 1), first.get(262, -1)
+        if first.get(339) == 3:  # IEEE float samples: OpenCV's colour read of a grey one fails outright
+            return (
+                f"a TIFF of {bits}-bit float pixels; 8-bit and 16-bit images are read (measurements or an analysis "
+                "tool's export, not a camera's frame): save it as an 8-bit image scaled to 0-255 as your camera "
+                "delivers it"
+            )
         if photometric in (0, 1) and bits not in (1, 8, 10, 12, 14, 16, 32, 64):  # the grey ones OpenCV reads
             return f"a TIFF of {bits}-bit grey pixels, which this reader cannot decode: save it as 8-bit grey"
     return None

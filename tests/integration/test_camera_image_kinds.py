@@ -301,3 +301,34 @@ async def test_a_bigtiff_whose_offsets_are_damaged_past_2_63_is_counted_not_rais
     with pytest.raises(Refused, match="truncated or corrupt"):
         read_image(strips_lost)
     assert int(read_image(chain_lost)[1, 0, 0]) == 8
+
+
+async def test_a_grey_float_tiff_is_named_as_float_pixels_not_called_damaged(tmp_path):
+    """A TIFF of 32-bit float grey pixels (an analysis tool's or a depth camera's export, as OpenCV itself writes
+    one) is a whole file that OpenCV's colour read cannot decode (a colour float TIFF it decodes, and is refused
+    as float pixels). The folder camera counted the grey one as corrupt_frame, and `build anomaly --good DIR` and
+    `model-packager build --input-images` refused it as "truncated or corrupt; replace or remove it" (`dataset
+    import`, reading it at its own colours, said "float32 pixels"). It is now unsupported_frame, and refused
+    naming its float pixels and what to save instead, at each reader."""
+    from cloud_trainer.train.anomaly import AnomalyDataError, read_image
+    from model_packager.image_file import Refused
+    from model_packager.image_file import read_image as packager_read
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    depth = np.linspace(0, 1, 8 * 16, dtype=np.float32).reshape(8, 16)
+    assert cv2.imwrite(str(folder / "a_depth.tif"), depth)
+    assert cv2.imwrite(str(folder / "b_part.png"), np.full((8, 16), 90, np.uint8))
+    frames, src = await _frames(str(folder), 1, fps=200)
+    assert len(frames) == 1 and int(frames[0].image.max()) == 90
+    assert src.stats.errors_by_reason.get("unsupported_frame") == 1, src.stats.errors_by_reason
+    assert "corrupt_frame" not in src.stats.errors_by_reason
+    assert "32-bit float pixels" in src.stats.last_error
+
+    with pytest.raises(AnomalyDataError) as got:
+        read_image(folder / "a_depth.tif")
+    assert str(got.value).startswith(f"{folder / 'a_depth.tif'}: a TIFF of 32-bit float pixels")
+    assert "corrupt" not in str(got.value) and "save it as an 8-bit image" in str(got.value)
+    with pytest.raises(Refused, match="a TIFF of 32-bit float pixels") as refused:
+        packager_read((folder / "a_depth.tif").read_bytes())
+    assert refused.value.unsupported
