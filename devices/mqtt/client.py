@@ -109,7 +109,10 @@ from protocols import json_codec
 from protocols import sparkplug as sp
 
 log = logging.getLogger(__name__)
-MAX_TAGS = 100_000  # tag names whose last time is kept for the order check (a few MB)
+MAX_TAGS = 100_000  # tag names whose last time is kept for the order check (a few MB); topics routed the same
+# a topic or tag name counts as one more of those per NAME_UNIT characters it holds: MQTT allows topics of 65,535
+# bytes (Mosquitto takes them), and 100,000 such names, made up by a client of a shared broker, held gigabytes
+NAME_UNIT = 256
 # A reading stamped before this (2001-09-09) comes from a clock that was never set: a device without NTP or a
 # battery-backed clock counts from 1970 at power-on (Tasmota before its first sync, an ESP's uptime). No
 # device's buffer holds data that old, so while this gateway's own clock is past it, the receive time is used
@@ -721,7 +724,9 @@ class MqttSource:
         self._loop_started = False
         self._refused = False
         self._route_cache: dict[str, Any] = {}  # topic -> its subscription's decoder (None: no subscription)
+        self._route_units = 0  # the cached topics' NAME_UNITs beyond one each
         self._last_ts: dict[str, float] = {}
+        self._tag_units = 0  # the order check's tag names' NAME_UNITs beyond one each
         self._keep_out_of_order = settings.out_of_order == "keep"
         self._max_ahead = settings.max_clock_skew_s or math.inf
         self._clock_checked = settings.max_clock_skew_s > 0
@@ -756,6 +761,7 @@ class MqttSource:
         self._first_sub: dict[
             str, int
         ] = {}  # topic -> the identifier of its first subscription (paho's thread)
+        self._first_units = 0  # its topics' NAME_UNITs beyond one each
         # connections after the first (counted in paho's thread): the Sparkplug host learns of each before
         # it decodes a message that connection brought, and takes every node's births as missed
         self._sessions = self._sessions_seen = 0
@@ -1616,8 +1622,10 @@ class MqttSource:
             if ids:
                 first = self._first_sub.get(topic)
                 if first is None:
-                    if len(self._first_sub) > MAX_TAGS:  # bounded: topic names come from outside
-                        self._first_sub.clear()
+                    if len(self._first_sub) + self._first_units > MAX_TAGS:  # bounded: topic names come
+                        self._first_sub.clear()  # from outside, of any length
+                        self._first_units = 0
+                    self._first_units += len(topic) // NAME_UNIT
                     subs = self.settings.subscriptions
                     first = self._first_sub[topic] = next(
                         (i + 1 for i, s in enumerate(subs) if paho.topic_matches_sub(s.topic, topic)), 0
@@ -1733,8 +1741,10 @@ class MqttSource:
         else:
             sub = self._subscription(topic)
             dec = None if sub is None else self._decoders[id(sub)]
-        if len(self._route_cache) < 100_000:  # bounded: topics come from the outside world
-            self._route_cache[topic] = dec
+        units = len(topic) // NAME_UNIT
+        if len(self._route_cache) + self._route_units + units < MAX_TAGS:  # bounded: topics come from the
+            self._route_cache[topic] = dec  # outside world, of any length
+            self._route_units += units
         return dec
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[Reading]:
@@ -1742,14 +1752,15 @@ class MqttSource:
         dec = self._route(topic)
         if dec is None:
             return []
-        if len(self._last_ts) > MAX_TAGS:  # bounded: tag names come from the outside world
+        if len(self._last_ts) + self._tag_units > MAX_TAGS:  # bounded: tag names come from the outside world
             self._notice(
                 "too_many_tags",
-                f"over {MAX_TAGS} tag names seen (the latest on topic {topic!r}): a device that puts a counter "
+                f"over {MAX_TAGS} tag names seen (the latest on topic {topic[:200]!r}): a device that puts a counter "
                 "or a time in its topic makes a new tag per message; the order check starts afresh. Narrow "
                 "the subscription, or set tag_prefix_topic: false",
             )
             self._last_ts.clear()
+            self._tag_units = 0
         try:
             return dec(topic, payload, received_at)
         except json_codec.CodecError as e:
@@ -1814,7 +1825,9 @@ class MqttSource:
                 # A BAD stamped with the receive time does not move the tag's order (as _order)
                 if ts > ahead or ts < unset:
                     ts = self._ahead(tag, ts, received_at)
-                elif ts != received_at and ts >= last_ts.get(tag, ts):
+                elif ts != received_at and ts >= (last := last_ts.get(tag, -math.inf)):
+                    if last == -math.inf:  # a new tag name
+                        self._tag_units += len(tag) // NAME_UNIT
                     last_ts[tag] = ts
                 out.append(Reading(name, tag, v, ts, received_at, Quality.BAD, rate, "non_finite"))
                 continue
@@ -1835,6 +1848,8 @@ class MqttSource:
                 if not self._keep_out_of_order:
                     continue
             else:
+                if last is None:  # a new tag name
+                    self._tag_units += len(tag) // NAME_UNIT
                 last_ts[tag] = ts
             out.append(Reading(name, tag, v, ts, received_at, Quality.GOOD, rate))
         return out
@@ -1864,6 +1879,8 @@ class MqttSource:
                 if not self._keep_out_of_order:
                     continue
             else:
+                if last is None:  # a new tag name
+                    self._tag_units += len(tag) // NAME_UNIT
                 last_ts[tag] = ts
             out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate, why))
         return out
@@ -1899,6 +1916,8 @@ class MqttSource:
                 if not keep:
                     continue
             else:
+                if last is None:  # a new tag name
+                    self._tag_units += len(r.tag) // NAME_UNIT
                 last_ts[r.tag] = r.timestamp
             out.append(r)
         return out
@@ -2371,10 +2390,10 @@ def json_decoder(src: MqttSource, sub: Subscription):
     # a message without its timestamp_field whose readings so got the receive time: its first message on each
     # topic is looked at for a field that holds its time under another name (a device's "time": it was read
     # as a tag, and every reading stamped on arrival, silently)
-    hinted: set[str] | None = None if records or m.timestamp_field is None else set()
+    hinted: set[int] | None = None if records or m.timestamp_field is None else set()
     # a records message's first one on each topic is looked at for a quality (or time) under another key than
     # the mapping's: every record was read GOOD (or at the message's time), silently
-    hinted_records: set[str] | None = set() if m.records is not None else None
+    hinted_records: set[int] | None = set() if m.records is not None else None
 
     def text_unread(topic: str) -> None:
         # the source's first such message is said, its fields in one line (a device's firmware version, serial
@@ -2394,15 +2413,17 @@ def json_decoder(src: MqttSource, sub: Subscription):
         finally:
             if texts:
                 text_unread(topic)
-        if hinted is not None and got and got[0][2] == received_at and topic not in hinted:
-            if len(hinted) < 10_000:  # bounded: topics come from the outside world
-                hinted.add(topic)
+        if hinted is not None and got and got[0][2] == received_at and (key := hash(topic)) not in hinted:
+            # bounded: topics come from the outside world, of any length (65,535 bytes): kept by their hash (two
+            # topics of one hash: one's notice unsaid)
+            if len(hinted) < 10_000:
+                hinted.add(key)
                 hint = json_codec.time_field_hint(payload, mapping)
                 if hint is not None:
                     src._notice("time_field_unread", f"topic {topic!r}: {hint}")
-        if hinted_records is not None and got and topic not in hinted_records:
-            if len(hinted_records) < 10_000:  # bounded: topics come from the outside world
-                hinted_records.add(topic)
+        if hinted_records is not None and got and (key := hash(topic)) not in hinted_records:
+            if len(hinted_records) < 10_000:  # bounded, by their hash as above
+                hinted_records.add(key)
                 hint = json_codec.records_field_hint(payload, mapping)
                 if hint is not None:
                     src._notice("records_field_unread", f"topic {topic!r}: {hint}")
