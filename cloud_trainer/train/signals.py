@@ -755,10 +755,9 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
         if name == tcol:
             scale = _time_scale(path, name, _time_unit(*split[name]) or "")
             if pa.types.is_floating(typ) and typ.bit_width < 64:
-                raw = col.to_numpy().astype(np.float64)
-                if len(raw) > 1 and 10 * np.spacing(np.float32(np.max(np.abs(raw)))) > np.median(
-                    np.diff(raw)
-                ):
+                own = col.to_numpy()  # float32 or float16: the spacing of its own type's largest time
+                raw = own.astype(np.float64)
+                if len(raw) > 1 and 10 * float(np.spacing(np.max(np.abs(own)))) > np.median(np.diff(raw)):
                     raise DatasetError(
                         f"{path}: time column {name!r} is {typ}, which holds about {7 if typ.bit_width == 32 else 3} "
                         f"digits: times up to {np.max(np.abs(raw)):.6g} cannot tell samples apart; store the "

@@ -1358,3 +1358,27 @@ def test_runs_whose_files_order_their_channels_differently_are_refused_without_c
     labels = _labels(tmp_path / "l2.csv", ["r3,healthy,,,", "r4,imbalance,,,"])
     res = import_vibration([tmp_path / "r3.wav", tmp_path / "r4.csv"], tmp_path / "ds2", labels)
     assert res["channels"] == {"r3": "ch0", "r4": "vib"}
+
+
+def test_a_float16_time_column_too_coarse_is_refused_saying_so_not_as_rows_to_remove(tmp_path):
+    """A Parquet time column of float16 (a tool downcasting every float column to save space) cannot tell
+    1-kHz samples apart past 2 s. Its coarseness check measured float32's digits, so the file was refused as
+    "time does not increase ... sort the rows by time and remove duplicates", advice that deletes samples. It
+    is refused as a float32 time too coarse is, saying what the column holds; a float16 channel beside a
+    float64 time reads as written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cloud_trainer.train.signals import read_recording
+
+    t = np.arange(4096) / 1000.0
+    x = np.sin(np.arange(4096) * 0.3).astype(np.float16)
+    pq.write_table(pa.table({"time": t.astype(np.float16), "accel": x}), tmp_path / "f16.parquet")
+    with pytest.raises(DatasetError) as exc:
+        read_recording(tmp_path / "f16.parquet")
+    assert str(exc.value).startswith(
+        f"{tmp_path / 'f16.parquet'}: time column 'time' is halffloat, which holds about 3 digits: times up to "
+    )
+    pq.write_table(pa.table({"time": t, "accel": x}), tmp_path / "ok.parquet")
+    rec = read_recording(tmp_path / "ok.parquet")
+    assert rec.rate_hz == 1000.0 and np.array_equal(rec.channels["accel"], x.astype(np.float64))
