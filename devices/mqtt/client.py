@@ -1825,8 +1825,8 @@ class MqttSource:
                 # A BAD stamped with the receive time does not move the tag's order (as _order)
                 if ts > ahead or ts < unset:
                     ts = self._ahead(tag, ts, received_at)
-                elif ts != received_at and ts >= (last := last_ts.get(tag, -math.inf)):
-                    if last == -math.inf:  # a new tag name
+                elif ts != received_at and ts >= (had := last_ts.get(tag, -math.inf)):
+                    if had == -math.inf:  # a new tag name
                         self._tag_units += len(tag) // NAME_UNIT
                     last_ts[tag] = ts
                 out.append(Reading(name, tag, v, ts, received_at, Quality.BAD, rate, "non_finite"))
