@@ -334,6 +334,9 @@ _REFUSED = {
     "with its status, the value alone, the value with its source timestamp); not retried",
     "BadOutOfRange": "the node takes the type but not this value (outside its EURange or the PLC program's "
     "limits); write a value within them; not retried",
+    "GoodClamped": "the server took the value only clamped into the node's range (its EURange or the PLC "
+    "program's limits), so the node holds another value than the one written; write a value within the range; "
+    "not retried",
 }
 
 
@@ -1089,11 +1092,24 @@ _FORMS: tuple[Callable[[ua.Variant], ua.DataValue], ...] = (
 
 async def _write_value(node: Node, payload: ua.Variant, forms: dict[str, int], node_id: str) -> None:
     """Write ``payload`` in the form this node's server took before, else in each form of ``_FORMS`` in
-    turn while the server answers BadWriteNotSupported (the last answer is raised)."""
+    turn while the server answers BadWriteNotSupported (the last answer is raised). GoodClamped (the server
+    wrote the value clamped into the node's range: the node holds another one) is raised as a refusal:
+    asyncua takes any Good status as written."""
     first = forms.get(node_id, 0)
     for i in range(first, len(_FORMS)):
         try:
-            await node.write_value(_FORMS[i](payload))
+            got = await node.session.write(
+                ua.WriteParameters(
+                    NodesToWrite=[
+                        ua.WriteValue(
+                            NodeId=node.nodeid, AttributeId=ua.AttributeIds.Value, Value=_FORMS[i](payload)
+                        )
+                    ]
+                )
+            )
+            got[0].check()
+            if got[0].value & 0xFFFF0000 == ua.StatusCodes.GoodClamped:
+                raise ua.UaStatusCodeError(ua.StatusCodes.GoodClamped)
         except uaerrors.BadWriteNotSupported:
             if i == len(_FORMS) - 1:
                 raise

@@ -238,3 +238,83 @@ async def test_a_write_made_just_after_the_plc_closed_the_agents_session_lands_o
     assert writes == [("Reject", False), ("Reject", True)], writes
     st = runner.stats["reject"]
     assert (st["ok"], st.get("failed", 0)) == (2, 0), dict(st)
+
+
+async def test_a_write_the_server_took_only_clamped_is_not_counted_as_written_and_names_what_the_plc_holds(
+    caplog,
+):
+    """A server that clamps a written value into the node's range answers GoodClamped (Part 4, 7.39: "the
+    value written was accepted but was clamped"): a setpoint of 120 on a node whose range ends at 100 holds 100.
+    asyncua takes any Good status as done, so the write was counted ok and said nowhere, and the PLC worked on
+    another value than the config's. Now such a write is refused with the reason (not retried: the same value
+    would be clamped again), counted failed, and said once; a value within the range is written as before."""
+
+    async def add(srv, obj, idx):
+        await (
+            await obj.add_variable(
+                ua.NodeId("Setpoint", idx), "Setpoint", ua.Variant(0.0, ua.VariantType.Double)
+            )
+        ).set_writable()
+        service = srv.iserver.attribute_service
+        write = service.write
+
+        async def clamping(params, user=None, **kw):  # a PLC server clamping into the node's range 0..100
+            clamped = []
+            for wv in params.NodesToWrite:
+                v = wv.Value.Value
+                over = wv.NodeId == ua.NodeId("Setpoint", idx) and v is not None and v.Value > 100.0
+                if over:
+                    wv.Value = ua.DataValue(ua.Variant(100.0, ua.VariantType.Double))
+                clamped.append(over)
+            got = await (write(params, user=user, **kw) if user is not None else write(params, **kw))
+            return [
+                ua.StatusCode(ua.StatusCodes.GoodClamped) if c and s.is_good() else s
+                for c, s in zip(clamped, got, strict=True)
+            ]
+
+        service.write = clamping
+
+    srv, idx, endpoint, writes = await _plc(add)
+    cfg = _config(
+        endpoint,
+        {
+            "high": {
+                "type": "opcua_write",
+                "source": "plc",
+                "node_id": f"ns={idx};s=Setpoint",
+                "value": 120.0,
+                "when": {"verdict": "NG"},
+            },
+            "low": {
+                "type": "opcua_write",
+                "source": "plc",
+                "node_id": f"ns={idx};s=Setpoint",
+                "value": 80.0,
+                "when": {"verdict": "OK"},
+            },
+        },
+    )
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    caplog.set_level(logging.WARNING)
+    try:
+        await _connected(src)
+        node = srv.get_node(ua.NodeId("Setpoint", idx))
+        for i in range(3):
+            await runner.handle(["high"], _result("NG", i), None)
+            await runner.flush(timeout_s=5)
+        held = await node.read_value()
+        await runner.handle(["low"], _result("OK", 3), None)
+        await runner.flush(timeout_s=5)
+        assert await node.read_value() == 80.0
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert held == 100.0  # what the server made of 120
+    st = runner.stats["high"]
+    assert (st.get("ok", 0), st["failed"], st.get("retried", 0)) == (0, 3, 0), dict(st)
+    assert runner.stats["low"]["ok"] == 1, dict(runner.stats["low"])
+    said = [r.getMessage() for r in caplog.records if "GoodClamped" in r.getMessage()]
+    assert len(said) == 1, said
+    assert f"ns={idx};s=Setpoint" in said[0] and "120.0" in said[0], said
