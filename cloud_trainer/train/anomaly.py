@@ -643,6 +643,12 @@ def _load_test(
                             f"{mp}: {marked} defect pixels on a good image ({p}); a good image's mask is empty: "
                             "move the image to its defect's folder, or remove the mask"
                         )
+                elif not np.any(whole):  # as `dataset import`: the map would be scored against no defect
+                    raise AnomalyDataError(
+                        f"{mp}: an empty mask (no defect pixel) for {p}, a {sub.name!r} image; its heat map would "
+                        "be scored against no defect, a miss counted in map_hit_rate: mark the defect's pixels, or "
+                        "remove the mask"
+                    )
                 else:
                     mask = _cut(whole, roi, mp)
             ds.test += views
