@@ -28,6 +28,7 @@ from protocols import quality_names
 from protocols.json_codec import MS_LOOKS_LIKE_S, CodecError
 
 NAMESPACE = "spBv1.0"
+MAX_ID_CHARS = 1024  # a group, edge node or device id longer than this is refused (``parse_topic``)
 REBIRTH_METRIC = "Node Control/Rebirth"
 BDSEQ_METRIC = "bdSeq"
 
@@ -909,8 +910,18 @@ def decode(
 
 
 def parse_topic(topic: str) -> SparkplugTopic:
-    """Parse ``spBv1.0/{group}/{type}/{edge_node}[/{device}]`` (or ``spBv1.0/STATE/{host}``)."""
+    """Parse ``spBv1.0/{group}/{type}/{edge_node}[/{device}]`` (or ``spBv1.0/STATE/{host}``); an id of over
+    ``MAX_ID_CHARS`` characters is refused (``bad_topic``)."""
     parts = topic.split("/")
+    if len(topic) > MAX_ID_CHARS and (longest := max(map(len, parts))) > MAX_ID_CHARS:
+        # no edge node names itself so; a client of a shared broker making up such names by the thousand made a
+        # host keep each (its node, group and device tables are bounded by count: 10,000 nodes of 60 KB names
+        # held 1.3 GB)
+        raise CodecError(
+            "bad_topic",
+            f"{topic[:80]!r}... has a level of {longest} characters; a Sparkplug id (group, edge node, device) "
+            f"of over {MAX_ID_CHARS} is not read",
+        )
     if len(parts) < 3 or parts[0] != NAMESPACE:
         raise CodecError(
             "bad_topic", f"{topic!r} is not a Sparkplug B topic ({NAMESPACE}/group/TYPE/node[/device])"

@@ -359,3 +359,33 @@ async def test_a_death_without_the_births_bdseq_never_kills_the_live_session(mos
         (21.0, Quality.BAD),
     ]
     assert errors == {"missing_field": 2}, errors
+
+
+async def test_ids_of_tens_of_kilobytes_are_refused_and_never_kept(mosquitto):
+    """MQTT allows topics of 65,535 bytes and Mosquitto delivers them, and the host's tables are bounded by a
+    count of names (10,000 nodes, 10,000 devices a node, 1,000 groups): a client of the shared broker sending
+    NDATA under 10,000 made-up edge node names of 60 KB made the gateway hold about 1.3 GB (3,000 of them: 0.4 GB),
+    and each such name was asked a rebirth on its own 60 KB topic. A group, edge node or device id of over 1,024
+    characters is now refused as bad_topic: never kept, never asked; the real node's messages are read."""
+    long = "x" * 20_000
+    async with _host(mosquitto.port, rebirth_min_interval_s=0) as (src, got, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/n1", _birth(sp.Metric("Temp", 1, D.DOUBLE, 20.0)), qos=1)
+        for i in range(20):
+            pub.publish(
+                f"spBv1.0/g/NDATA/{i:02d}{long}", _payload(1, sp.Metric("T", None, D.DOUBLE, 1.0)), qos=1
+            )
+            pub.publish(f"spBv1.0/g/NBIRTH/b{i:02d}{long}", _birth(sp.Metric("T", 1, D.DOUBLE, 1.0)), qos=1)
+            pub.publish(
+                f"spBv1.0/g/DBIRTH/n1/{i:02d}{long}",
+                _payload(i + 1, sp.Metric("P", None, D.DOUBLE, 1.0)),
+                qos=1,
+            )
+        pub.publish("spBv1.0/g/NDATA/n1", _payload(1, sp.Metric(None, 1, D.DOUBLE, 21.0)), qos=1)
+        await until(lambda: 21.0 in _values(got, "n1/Temp"), 10, "the real node's data read")
+        errors = dict(src.stats.errors_by_reason)
+        assert list(host._nodes) == [("g", "n1")], [k[1][:20] for k in host._nodes]
+        assert asked == [], [a[:20] for a in asked]
+    assert errors == {"bad_topic": 60}, errors
+    assert _values(got, "n1/Temp") == [20.0, 21.0]
+    assert all(len(r.tag) < 100 for r in got)
