@@ -704,7 +704,13 @@ class CameraSource:
 
     def _read_folder(self) -> None:
         s = self.settings
-        files = sorted(p for p in Path(s.url).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        # hidden files left alone, as a drop folder leaves them: a Mac's copy puts a '._' AppleDouble file (no
+        # image) beside every image, and a tool's temporary ('.upload.png') is no part
+        files = sorted(
+            p
+            for p in Path(s.url).iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        )
         if not files:
             raise CameraError(
                 f"folder {s.shown_url} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
