@@ -343,7 +343,8 @@ def _stated_bytes(x: Any) -> bytes:
     if not (len(x) == 1 and next(iter(x)) in _BYTE_ENCODINGS and isinstance(next(iter(x.values())), str)):
         raise ValueError(
             f"a mapping states a ByteString's bytes and their encoding, {{base64: 'AAECAw=='}} or "
-            f"{{hex: '00010203'}} (found {x!r}); a Boolean, number or text is written as it is"
+            f"{{hex: '00010203'}}, or text for a String node, {{text: '010'}} (found {x!r}); a Boolean, number "
+            "or text is written as it is"
         )
     kind, text = next(iter(x.items()))
     bare = "".join(text.split())
@@ -423,13 +424,17 @@ def _check_write_value(v: Any, what: str) -> Any:
     """A write value must carry its YAML type: ``"false"`` (a string) would reach a Boolean node as
     TRUE under any loose conversion, so a quoted boolean or number is refused here. So is a value no
     node can take (``.nan``, ``.inf``: never sent to a PLC, whatever its type). Returned with a
-    ByteString's stated bytes (``{base64: ...}``, ``{hex: ...}``) decoded, and a YAML timestamp as its ISO
-    text, once ``_stated_time`` found its zone and range (quoted text is kept as written)."""
+    ByteString's stated bytes (``{base64: ...}``, ``{hex: ...}``) decoded, text stated as such (``{text: '010'}``:
+    for a String node, however it reads) as that text, and a YAML timestamp as its ISO text, once
+    ``_stated_time`` found its zone and range (quoted text is kept as written)."""
     items = v if isinstance(v, list) else [v]
     out: list[Any] = []
     for x in items:
         if isinstance(x, dict):
-            out.append(_stated_bytes(x))
+            # {text: '010'}: text for a String node that YAML or the check below would take for a number or a
+            # truth value (a recipe code, an HMI's 'ON'); a node of another type refuses it at connect and write
+            stated = x.get("text") if len(x) == 1 else None
+            out.append(stated if isinstance(stated, str) else _stated_bytes(x))
             continue
         if isinstance(x, datetime.date):
             out.append(_stated_time(x, what))
@@ -441,8 +446,8 @@ def _check_write_value(v: Any, what: str) -> Any:
         out.append(x)
         if x is None or isinstance(x, list):
             raise ValueError(
-                f"{what} must be true/false, a number, text, a time with its zone, {{base64: ...}} / "
-                f"{{hex: ...}} bytes or a list of those (found {x!r})"
+                f"{what} must be true/false, a number, text (or {{text: ...}}), a time with its zone, "
+                f"{{base64: ...}} / {{hex: ...}} bytes or a list of those (found {x!r})"
             )
         if isinstance(x, float) and not math.isfinite(x):
             raise ValueError(
@@ -486,7 +491,7 @@ def _check_write_value(v: Any, what: str) -> Any:
             raise ValueError(
                 f"{x!r} is quoted text, not {kind}: a Boolean or numeric node must never get a "
                 f"string; write {what}: {shown} without quotes "
-                "(text is only for String nodes)"
+                f"(text is only for String nodes: for a String node, state it as text: {what}: {{text: {x!r}}})"
             )
     return out if isinstance(v, list) else out[0]
 
@@ -497,7 +502,8 @@ class OutputAction(_Action):
     value: _WRITTEN | list[_WRITTEN] = Field(
         True,
         description="written while the condition holds (YAML type kept; a ByteString's bytes as {base64: ...} "
-        "or {hex: ...}, a DateTime as an ISO 8601 time with its zone, checked at load)",
+        "or {hex: ...}, text that reads as a number or true/false as {text: '010'}, a DateTime as an ISO 8601 "
+        "time with its zone, checked at load)",
     )
     mode: WriteMode = WriteMode.LEVEL
     reset_value: _WRITTEN | list[_WRITTEN] | None = Field(
