@@ -763,13 +763,18 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
                         f"digits: times up to {np.max(np.abs(raw)):.6g} cannot tell samples apart; store the "
                         "time as float64 or a timestamp"
                     )
-            if pa.types.is_timestamp(typ):  # any unit, any zone: seconds since the epoch
-                t = (
-                    col.cast(pa.timestamp("ns", tz=typ.tz)).cast(pa.int64()).to_numpy().astype(np.float64)
-                    / 1e9
-                )
-            elif pa.types.is_duration(typ):  # pandas' timedelta: elapsed time in its own unit
-                t = col.cast(pa.duration("ns")).cast(pa.int64()).to_numpy().astype(np.float64) / 1e9
+            if pa.types.is_timestamp(typ) or pa.types.is_duration(typ):
+                # any unit, any zone: seconds since the epoch (a duration, pandas' timedelta: elapsed), from the
+                # column's own counts (UTC), not cast to nanoseconds, which overflowed (pyarrow's traceback) past
+                # the year 2262
+                t = col.cast(pa.int64()).to_numpy().astype(np.float64) / _ARROW_UNITS[typ.unit]
+                if pa.types.is_timestamp(typ) and len(t) and abs(float(t[0])) >= 1e11:
+                    raise DatasetError(
+                        f"{path}: time column {name!r} is {typ} and starts "
+                        f"{float(t[0]) * _ARROW_UNITS[typ.unit]:.6g} {typ.unit} after 1970, past the year 5000: "
+                        f"its values are in a finer unit than the column declares ({_FINER[typ.unit]}); write them "
+                        "with their own unit"
+                    )
             elif pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
                 t = col.cast(pa.float64()).to_numpy() * scale
             elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
@@ -795,6 +800,16 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
     rec = _table_recording(path, data, t, rate_hz, lambda i: f"row {i}")
     rec.available = tuple(chans)
     return rec
+
+
+# an Arrow timestamp's or duration's counts a second, by its unit; what a count too large in each most likely is
+_ARROW_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+_FINER = {
+    "s": "milliseconds in a second column?",
+    "ms": "microseconds in a millisecond column?",
+    "us": "nanoseconds in a microsecond column?",
+    "ns": "a damaged column?",
+}
 
 
 _WAV_PCM, _WAV_FLOAT, _WAV_EXTENSIBLE = 1, 3, 0xFFFE

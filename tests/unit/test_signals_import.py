@@ -1382,3 +1382,56 @@ def test_a_float16_time_column_too_coarse_is_refused_saying_so_not_as_rows_to_re
     pq.write_table(pa.table({"time": t, "accel": x}), tmp_path / "ok.parquet")
     rec = read_recording(tmp_path / "ok.parquet")
     assert rec.rate_hz == 1000.0 and np.array_equal(rec.channels["accel"], x.astype(np.float64))
+
+
+def test_a_parquet_timestamp_in_a_finer_unit_than_its_column_declares_is_refused_not_a_traceback(
+    tmp_path, capsys
+):
+    """A tool writing epoch microseconds into a timestamp[ms] column (or milliseconds into timestamp[s]) puts
+    the run past the year 50000: the time was cast to nanoseconds, which overflowed, and `dataset import` ended in
+    pyarrow's ArrowInvalid traceback. It is one line naming the file and column now; timestamps of every unit and
+    zone, and durations, read as before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cloud_trainer.train.signals import read_recording
+
+    x = np.sin(np.arange(4096) * 0.3)
+    us = 1_767_225_600_000_000 + np.arange(4096, dtype=np.int64) * 100  # 10 kHz in microseconds
+    pq.write_table(
+        pa.table({"timestamp": pa.array(us, pa.timestamp("ms")), "accel": x}), tmp_path / "r1.parquet"
+    )
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,"])
+    code = dataset_main(
+        [
+            "import",
+            "--kind",
+            "vibration",
+            str(tmp_path / "r1.parquet"),
+            "--labels",
+            str(labels),
+            "--out",
+            str(tmp_path / "ds"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err == (
+        f"cloud-trainer dataset import: {tmp_path / 'r1.parquet'}: time column 'timestamp' is timestamp[ms] and "
+        "starts 1.76723e+15 ms after 1970, past the year 5000: its values are in a finer unit than the column "
+        "declares (microseconds in a millisecond column?); write them with their own unit\n"
+    )
+    assert not (tmp_path / "ds").exists()
+    for unit, k in (("s", 1), ("ms", 10**3), ("us", 10**6), ("ns", 10**9)):
+        for tz in (None, "Europe/Berlin"):
+            t = 1_767_225_600 * k + np.arange(4096, dtype=np.int64) * (k // 1 if unit == "s" else k // 1000)
+            pq.write_table(
+                pa.table({"timestamp": pa.array(t, pa.timestamp(unit, tz=tz)), "accel": x}),
+                tmp_path / "t.parquet",
+            )
+            rec = read_recording(tmp_path / "t.parquet")
+            assert rec.rate_hz == (1.0 if unit == "s" else 1000.0), (unit, tz)
+        d = np.arange(4096, dtype=np.int64) * (k if unit == "s" else k // 1000)
+        pq.write_table(
+            pa.table({"elapsed": pa.array(d, pa.duration(unit)), "accel": x}), tmp_path / "d.parquet"
+        )
+        assert read_recording(tmp_path / "d.parquet").rate_hz == (1.0 if unit == "s" else 1000.0), unit
