@@ -1181,6 +1181,11 @@ def import_vibration(
     for option, count, least in (("--window-samples", window_samples, 8), ("--hop-samples", hop_samples, 1)):
         if count is not None and count < least:
             raise DatasetError(f"{option} {count}: a number of samples, at least {least}")
+    out = Path(out)
+    # as `dataset import` of images: written into it, another dataset's dataset.yaml (an image dataset's, by a
+    # slip) was replaced, or an earlier import's windows without a word
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DatasetError(f"{out} exists and is not empty; choose a new dataset folder")
     recs, used = [], {}
     # without --channel: (a file, the channel taken, its channels), one per layout of the files read
     firsts: list[tuple[Path, str, tuple[str, ...]]] = []
@@ -1340,8 +1345,6 @@ def import_vibration(
             f"{len(recs)} runs make a dataset.yaml of {len(meta_text.encode())} bytes, over the"
             f" {DATASET_YAML_MAX_BYTES} training reads: import the runs in parts (or from shorter paths)"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    npz = out / "windows.npz"
     arrays: dict[str, Any] = {
         "waveform": np.stack(waves),
         "fault": np.asarray(fault),
@@ -1352,8 +1355,7 @@ def import_vibration(
     }
     if speed_channel:
         arrays["speed_rpm"] = np.asarray(speeds)
-    np.savez_compressed(npz, **arrays)
-    (out / "dataset.yaml").write_text(meta_text)
+    digest = _write_dataset(out, arrays, meta_text)
     return {
         "dataset": str(out),
         "windows": len(waves),
@@ -1362,8 +1364,35 @@ def import_vibration(
         "sample_rate_hz": target,
         "unlabelled_windows_skipped": skipped,
         "faults": {f: fault.count(f) for f in sorted(set(fault))},
-        "digest": "sha256:" + hashlib.sha256(npz.read_bytes()).hexdigest(),
+        "digest": digest,
     }
+
+
+def _write_dataset(out: Path, arrays: dict[str, Any], meta_text: str) -> str:
+    """``windows.npz`` and ``dataset.yaml`` written into a hidden folder beside ``out`` (empty or absent) and
+    renamed to it at the end, as ``dataset import`` of images writes its datasets: a full disk or a stop leaves
+    nothing half-written (a windows.npz beside another import's dataset.yaml). Returns the windows' digest."""
+    import os
+    import secrets
+    import shutil
+
+    from cloud_trainer.train.images import _host, _remove_stale
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out, lambda m: print(m, file=sys.stderr))
+    tmp = out.parent / f".{out.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:  # made inside: a stop signal handled the moment mkdir returns still removes it
+        tmp.mkdir()
+        np.savez_compressed(tmp / "windows.npz", **arrays)
+        (tmp / "dataset.yaml").write_text(meta_text)
+        digest = "sha256:" + hashlib.sha256((tmp / "windows.npz").read_bytes()).hexdigest()
+        if out.exists():
+            out.rmdir()  # empty (checked before the runs were read)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return digest
 
 
 def _used_channels(channel: str | None, speed_channel: str | None, names: list[str]) -> list[str]:
@@ -1450,7 +1479,7 @@ def main_import(argv: list[str]) -> int:
     )
     ap.add_argument("files", nargs="+", type=Path, help="one file per run: .csv, .parquet, .wav, .npz")
     ap.add_argument("--labels", required=True, type=Path, help="CSV: run,fault[,start_s,end_s,failure_s]")
-    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path, help="new dataset folder (must not exist or be empty)")
     ap.add_argument("--channel", help="the channel (column / array) to use; default: the first")
     ap.add_argument("--rate-hz", type=float, help="the recording's rate (checked against time columns)")
     ap.add_argument("--resample-to", type=float, help="resample every run to this rate (e.g. the model's)")
@@ -1467,19 +1496,22 @@ def main_import(argv: list[str]) -> int:
         "(recorded in dataset.yaml; the maintenance trainer's condition features use it)",
     )
     a = ap.parse_args(argv)
+    from cloud_trainer.train.images import _stopped_cleanly
+
     try:
-        res = import_vibration(
-            a.files,
-            a.out,
-            a.labels,
-            channel=a.channel,
-            rate_hz=a.rate_hz,
-            resample_to=a.resample_to,
-            window_samples=a.window_samples,
-            hop_samples=a.hop_samples,
-            speed_channel=a.speed_channel,
-            bearing=a.bearing.split(",") if a.bearing is not None else None,
-        )
+        with _stopped_cleanly():  # SIGTERM, SIGHUP and Ctrl-C remove the hidden folder being written
+            res = import_vibration(
+                a.files,
+                a.out,
+                a.labels,
+                channel=a.channel,
+                rate_hz=a.rate_hz,
+                resample_to=a.resample_to,
+                window_samples=a.window_samples,
+                hop_samples=a.hop_samples,
+                speed_channel=a.speed_channel,
+                bearing=a.bearing.split(",") if a.bearing is not None else None,
+            )
     except DatasetError as exc:  # it may name a file as the source names it: one printable line
         from cloud_trainer.train.cli import one_line
 

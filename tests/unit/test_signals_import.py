@@ -1435,3 +1435,41 @@ def test_a_parquet_timestamp_in_a_finer_unit_than_its_column_declares_is_refused
             pa.table({"elapsed": pa.array(d, pa.duration(unit)), "accel": x}), tmp_path / "d.parquet"
         )
         assert read_recording(tmp_path / "d.parquet").rate_hz == (1.0 if unit == "s" else 1000.0), unit
+
+
+def test_an_existing_dataset_folder_as_out_is_refused_and_a_failed_write_leaves_nothing(
+    tmp_path, capsys, monkeypatch
+):
+    """The vibration import wrote windows.npz and dataset.yaml into --out whatever it held: given an image
+    dataset's folder by a slip, it replaced that dataset's dataset.yaml (its classes, good class and limits: the
+    image dataset no longer trained) and said nothing; a second import to one folder replaced the first without a
+    word; and a write that failed half-way (a full disk) left a windows.npz beside the dataset.yaml of before,
+    another rate and window length. An existing, non-empty --out is refused now, as `dataset import` of images
+    refuses it, and the dataset is written into a hidden folder beside it and renamed at the end: a failed
+    write leaves nothing."""
+    x = np.sin(np.arange(8192) * 0.3)
+    runs = [_csv(tmp_path / "r1.csv", x), _csv(tmp_path / "r2.csv", -x)]
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    images = tmp_path / "parts"
+    images.mkdir()
+    (images / "dataset.yaml").write_text("kind: parts\nclasses: [ok, dent]\n")
+    argv = ["import", "--kind", "vibration", *map(str, runs), "--labels", str(labels), "--out"]
+    assert dataset_main([*argv, str(images)]) == 2
+    assert capsys.readouterr().err == (
+        f"cloud-trainer dataset import: {images} exists and is not empty; choose a new dataset folder\n"
+    )
+    assert (images / "dataset.yaml").read_text() == "kind: parts\nclasses: [ok, dent]\n"
+    assert sorted(p.name for p in images.iterdir()) == ["dataset.yaml"]
+
+    (tmp_path / "empty").mkdir()  # an empty folder is taken
+    assert dataset_main([*argv, str(tmp_path / "empty")]) == 0
+    assert load_vibration(tmp_path / "empty").waveforms.shape[0] > 0
+    capsys.readouterr()
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full)
+    assert dataset_main([*argv, str(tmp_path / "ds")]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".ds", "ds"))) == []
