@@ -61,6 +61,8 @@ import yaml
 from cloud_trainer.train.data import (
     DATASET_YAML_MAX_BYTES,
     FAULTS,
+    NPZ_MAX_BYTES,
+    VIBRATION_ARRAYS,
     DatasetError,
     NpzObjectArray,
     not_a,
@@ -1278,6 +1280,8 @@ def import_vibration(
                     "remaining life; end the label at the failure (end_s)"
                 )
             waves.append(x[start : start + window_samples].astype(np.float32))
+            if len(waves) * window_samples * 4 > NPZ_MAX_BYTES:  # before they fill the memory
+                raise _too_many_windows(len(waves) * window_samples * 4, window_samples, hop)
             if speed is not None:
                 seg = speed[start : start + window_samples]
                 speeds.append(float(np.mean(seg)))
@@ -1355,7 +1359,7 @@ def import_vibration(
     }
     if speed_channel:
         arrays["speed_rpm"] = np.asarray(speeds)
-    digest = _write_dataset(out, arrays, meta_text)
+    digest = _write_dataset(out, arrays, meta_text, hop)
     return {
         "dataset": str(out),
         "windows": len(waves),
@@ -1368,13 +1372,22 @@ def import_vibration(
     }
 
 
-def _write_dataset(out: Path, arrays: dict[str, Any], meta_text: str) -> str:
+def _too_many_windows(size: int, window_samples: int, hop: int) -> DatasetError:
+    return DatasetError(
+        f"the labelled windows of {window_samples} samples make {size:,} bytes, more than the {NPZ_MAX_BYTES:,} "
+        "training reads from one windows.npz: import fewer or shorter runs (or label less of them), a larger "
+        f"--hop-samples ({hop} now), or the runs in several datasets"
+    )
+
+
+def _write_dataset(out: Path, arrays: dict[str, Any], meta_text: str, hop: int) -> str:
     """``windows.npz`` and ``dataset.yaml`` written into a hidden folder beside ``out`` (empty or absent) and
     renamed to it at the end, as ``dataset import`` of images writes its datasets: a full disk or a stop leaves
     nothing half-written (a windows.npz beside another import's dataset.yaml). Returns the windows' digest."""
     import os
     import secrets
     import shutil
+    import zipfile
 
     from cloud_trainer.train.images import _host, _remove_stale
 
@@ -1384,8 +1397,15 @@ def _write_dataset(out: Path, arrays: dict[str, Any], meta_text: str) -> str:
     try:  # made inside: a stop signal handled the moment mkdir returns still removes it
         tmp.mkdir()
         np.savez_compressed(tmp / "windows.npz", **arrays)
+        with zipfile.ZipFile(tmp / "windows.npz") as zf:  # as training counts them (``data.npz_arrays``)
+            size = sum(
+                i.file_size for i in zf.infolist() if i.filename.removesuffix(".npy") in VIBRATION_ARRAYS
+            )
+        if size > NPZ_MAX_BYTES:  # the windows alone were within it, the arrays beside them are not
+            raise _too_many_windows(size, len(arrays["waveform"][0]), hop)
         (tmp / "dataset.yaml").write_text(meta_text)
-        digest = "sha256:" + hashlib.sha256((tmp / "windows.npz").read_bytes()).hexdigest()
+        with open(tmp / "windows.npz", "rb") as fh:  # up to 2 GiB: hashed as read, not held whole
+            digest = "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
         if out.exists():
             out.rmdir()  # empty (checked before the runs were read)
         os.replace(tmp, out)

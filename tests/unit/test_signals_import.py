@@ -1473,3 +1473,34 @@ def test_an_existing_dataset_folder_as_out_is_refused_and_a_failed_write_leaves_
     assert dataset_main([*argv, str(tmp_path / "ds")]) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".ds", "ds"))) == []
+
+
+def test_windows_more_than_training_reads_from_one_npz_are_refused_at_import(tmp_path, monkeypatch):
+    """Training reads a windows.npz of at most NPZ_MAX_BYTES (2 GiB: a zip bomb's bound), but the import wrote
+    any number of windows (long runs, overlapping windows by --hop-samples), holding all of them in memory on the
+    way: the dataset it wrote, after minutes and gigabytes, was then refused by `train` and `build`. The import
+    refuses such windows now, as soon as they are cut past the bound (and, for the few bytes of the other arrays
+    beside them, once written), naming the figures and what to change; nothing is written. The bound is shrunk
+    here so that two small runs reach it."""
+    import cloud_trainer.train.data as data
+    import cloud_trainer.train.signals as signals
+
+    rng = np.random.default_rng(3)
+    runs = [
+        _csv(tmp_path / "r1.csv", rng.normal(0, 0.1, 8192)),
+        _csv(tmp_path / "r2.csv", rng.normal(0, 0.3, 8192)),
+    ]
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    waveforms = 8 * 2048 * 4  # 8 windows of 2048 float32 samples
+    for limit in (waveforms - 1, waveforms + 100):  # the windows alone over it; with the other arrays
+        monkeypatch.setattr(data, "NPZ_MAX_BYTES", limit)
+        monkeypatch.setattr(signals, "NPZ_MAX_BYTES", limit, raising=False)  # the former import had none
+        with pytest.raises(DatasetError) as exc:
+            import_vibration(runs, tmp_path / "ds", labels)
+        assert f"bytes, more than the {limit:,} training reads from one windows.npz" in str(exc.value)
+        assert "--hop-samples" in str(exc.value)
+        assert not (tmp_path / "ds").exists()
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ds")] == []
+    monkeypatch.undo()
+    import_vibration(runs, tmp_path / "ds", labels)
+    assert load_vibration(tmp_path / "ds").waveforms.shape == (8, 2048)
