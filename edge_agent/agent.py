@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import datetime
 import errno
 import fcntl
@@ -69,6 +70,14 @@ STATE_FOLDERS = (".", "fleet", "fleet-config")
 # without it a flooded source's batch held the loop for seconds (bench/overload_bench.py)
 YIELD_EVERY = 64
 YIELD_AFTER_S = 0.005  # or after this long (an MQTT batch of 8-MB waveform messages: ~0.1 s of decoding each)
+# the tags view (``Agent.tags``: /api/tags) keeps each source's last reading of at most
+# TAG_ROWS tags, a tag name counting once more per TAG_NAME_UNIT characters; an array is kept as its shape, type and
+# last sample, a text as its first TAG_TEXT_CHARS characters: it shows no more. Kept whole, 60 waveforms of 8-MB
+# messages on as many topics held 2 GB (a 4-million-sample float64 array each), and 5,000 tags could hold 160 GB
+TAG_ROWS = 5000
+TAG_NAME_UNIT = 256
+TAG_TEXT_CHARS = 1024
+_PLAIN = frozenset((float, int, bool))  # values the tags view keeps as they are, at no cost
 # the loop's lag (how late a timer fires: what a rule's trip, a heartbeat or a keep-alive waits on top of its
 # own work) is sampled this often and its worst over LOOP_LAG_SPAN_S shown on /status (agent.loop_lag_ms)
 LOOP_TICK_S = 0.25
@@ -243,6 +252,8 @@ class Agent:
         # boot that wrote it (an agent restarted, a config reloaded); after a reboot, the wall clock, if sane
         self._boot = _boot_id()
         self.source_items: collections.Counter = collections.Counter()  # items handed out per source
+        # source -> its tags' TAG_NAME_UNITs beyond one each in ``tags``
+        self._tag_units: collections.Counter = collections.Counter()
         self.tags: dict[str, dict[str, Any]] = {
             name: {} for name in self.sources
         }  # source -> tag -> last Reading
@@ -514,13 +525,18 @@ class Agent:
         due = clock() + YIELD_AFTER_S
         # a camera's MJPEG parts come undecoded: the pipeline that takes one decodes it, one dropped costs none
         untaken = getattr(src, "untaken_items", None)
+        units = self._tag_units
         async for item in untaken() if untaken is not None else src.items():
             self.source_items[name] += 1
             tag = getattr(item, "tag", None)
             try:
                 if tag is not None:
-                    if tag in last or len(last) < 5000:
-                        last[tag] = item
+                    shown = item if type(item.value) in _PLAIN else _shown(item)
+                    if tag in last:
+                        last[tag] = shown
+                    elif len(last) + units[name] < TAG_ROWS:
+                        units[name] += len(tag) // TAG_NAME_UNIT
+                        last[tag] = shown
                     for f in forwarders:
                         f.offer(item)
                     for r in rules:
@@ -1015,6 +1031,21 @@ async def run_until_signalled(start, stop) -> None:
         await done.wait()
     finally:
         await stop()
+
+
+def _shown(item: Any) -> Any:
+    """``item`` as the tags view keeps it: an array as its shape, type and last sample (read-only, its one sample
+    broadcast: ``status_board.tag_rows`` shows no more), a long text cut to ``TAG_TEXT_CHARS``; else itself."""
+    v = item.value
+    if type(v) is str:
+        if len(v) <= TAG_TEXT_CHARS:
+            return item
+        return dataclasses.replace(item, value=v[:TAG_TEXT_CHARS] + "…")
+    if getattr(v, "size", 1) <= 1 or not hasattr(v, "reshape"):  # a number, a truth value, None, a tiny array
+        return item
+    import numpy as np
+
+    return dataclasses.replace(item, value=np.broadcast_to(v.reshape(-1)[-1:].copy(), v.shape))
 
 
 def _produces(settings) -> bool:

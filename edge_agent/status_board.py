@@ -78,7 +78,7 @@ def tag_rows(readings, now: float | None = None) -> list[dict]:
         if isinstance(v, np.ndarray):
             shown: object
             shown, typ = (
-                f"[{v.size} values, last {float(v.ravel()[-1]):.4g}]" if v.size else "[]",
+                f"[{v.size} values, last {float(v.flat[-1]):.4g}]" if v.size else "[]",
                 f"array<{v.dtype}>",
             )
         else:

@@ -1,0 +1,88 @@
+"""The agent's tags view (``Agent.tags``: /status, /api/tags, ``edge-agent tags``) against a real Mosquitto
+carrying large waveforms and texts on many topics (a client of a shared broker, or sensors under a wildcard
+subscription): the view shows an array as its size, type and last sample and keeps no more of it, and a text
+as its first characters; the readings handed to rules, forwards and pipelines are whole."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+from edge_agent.status_board import tag_rows
+from tests.support.waits import until
+
+
+def _held_bytes(value: Any) -> int:
+    """Bytes of memory an array value keeps alive (the array at the root of its views)."""
+    root = value
+    while getattr(root, "base", None) is not None:
+        root = root.base
+    return int(getattr(root, "nbytes", 0))
+
+
+async def test_the_tags_view_keeps_an_arrays_summary_and_a_texts_start_not_the_whole_value(
+    tmp_path, mosquitto
+):
+    """The view kept each tag's last reading whole: 60 waveforms of 8-MB messages on as many topics held 2 GB
+    (a 4-million-sample float64 array each), and its 5,000 tags could hold 160 GB; it shows only an array's size,
+    type and last sample. Now it keeps that: the row is as before, the array no longer held; a text over
+    TAG_TEXT_CHARS is kept cut. A forward of the same tags (what rules and pipelines get too) sends them whole."""
+    cfg = {
+        "agent": {"id": "gw1", "site": "plant", "line": "line1", "data_dir": str(tmp_path / "data")},
+        "http": {"enabled": False},
+        "sources": {
+            "broker": {
+                "type": "mqtt",
+                "port": mosquitto.port,
+                "subscriptions": [
+                    {"topic": "line/#", "json_mapping": {"values": {"w": "w", "note": "note"}}}
+                ],
+            }
+        },
+        "forward": [
+            {"name": "all", "source": "broker", "to": "broker", "tags": ["line/s0/w", "line/s0/note"]}
+        ],
+    }
+    agent = Agent(parse_config(cfg))
+    src = agent.sources["broker"]
+    sent: list[bytes] = []
+    watcher = paho.Client(CallbackAPIVersion.VERSION2)
+    watcher.on_message = lambda _c, _u, m: sent.append(m.payload)
+    watcher.connect("127.0.0.1", mosquitto.port)
+    watcher.subscribe("factory/#")
+    watcher.loop_start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    note = "n" * 50_000
+    try:
+        await agent.start()
+        await until(lambda: src.subscribed.is_set(), 10, "the SUBACK")
+        for i in range(20):  # 100,000 samples each: 800 KB as float64
+            pub.publish(f"line/s{i}", json.dumps({"w": [1.0] * 99_999 + [float(i)], "note": note}), qos=1)
+        await until(lambda: len(agent.tags["broker"]) == 40, 20, "every tag in the view")
+        await until(
+            lambda: (
+                any(note.encode() in p for p in sent)
+                and any(b"99999" not in p and p.count(b"1.0") >= 99_999 for p in sent)
+            ),
+            10,
+            "the forward of both tags",
+        )
+        rows = {r["tag"]: r for r in tag_rows(list(agent.tags["broker"].values()))}
+        held = {t: _held_bytes(r.value) for t, r in agent.tags["broker"].items() if t.endswith("/w")}
+    finally:
+        for c in (pub, watcher):
+            c.disconnect()
+            c.loop_stop()
+        await agent.stop()
+    for i in range(20):
+        assert rows[f"line/s{i}/w"]["value"] == f"[100000 values, last {i}]", rows[f"line/s{i}/w"]
+        assert rows[f"line/s{i}/w"]["type"] == "array<float64>"
+        assert rows[f"line/s{i}/note"]["value"] == "n" * 1024 + "…"  # TAG_TEXT_CHARS
+    assert max(held.values()) <= 1024, held
