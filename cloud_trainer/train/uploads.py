@@ -137,22 +137,41 @@ def _not_images_note(model: str, others: list[dict]) -> str:
 
 
 def read_labels(path: Path, classes: list[str]) -> dict[str, str]:
+    """The inspectors' labels file, ``{"sha256": ..., "label": ...}`` a line, as their tools write it: a UTF-8
+    byte order mark and CRLF line ends (Notepad, PowerShell) are read past, a digest in capitals (PowerShell's
+    ``Get-FileHash``) is the same digest. A line that is not UTF-8 (a UTF-16 file) and a sample given two
+    labels are refused naming the line(s)."""
     out: dict[str, str] = {}
+    lines: dict[str, int] = {}  # the line each sample's label came from
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise DatasetError(f"labels file {path}: {exc.strerror}") from exc
-    for n, line in enumerate(text.splitlines(), 1):
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+    for n, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            kind = "; a UTF-16 file, as Windows PowerShell writes one" if utf16 else ""
+            raise DatasetError(
+                f"{path}:{n}: not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}{kind}): save the "
+                "labels file as UTF-8"
+            ) from None
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            sha, label = str(row["sha256"]).removeprefix("sha256:"), row["label"]
+            sha, label = str(row["sha256"]).strip().lower().removeprefix("sha256:"), row["label"]
         except (ValueError, KeyError, TypeError) as exc:
             raise DatasetError(f"{path}:{n}: not a label row with 'sha256' and 'label' ({exc})") from exc
         if label not in classes:
             raise DatasetError(f"{path}:{n}: label {label!r} is not one of {classes}")
-        out[sha] = label
+        if out.get(sha, label) != label:  # two inspectors' rows appended: which is right cannot be told
+            raise DatasetError(
+                f"{path}:{n}: labels sample {sha[:16]} {label!r}, but line {lines[sha]} labels it {out[sha]!r}; "
+                "give each sample one label"
+            )
+        out[sha], lines[sha] = label, lines.get(sha, n)
     return out
 
 

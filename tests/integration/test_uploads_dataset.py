@@ -140,6 +140,57 @@ def test_bad_labels_are_refused_and_nothing_is_written(tmp_path, cloud):
     assert r.returncode == 2 and "no fleet store (fleet.db)" in r.stderr
 
 
+def test_a_labels_file_as_windows_tools_write_it_reads_and_one_that_contradicts_itself_is_refused(
+    tmp_path, cloud
+):
+    """The inspectors' labels file is made by their own tools. Saved with a UTF-8 byte order mark and CRLF
+    (Notepad, PowerShell), it was refused as "Unexpected UTF-8 BOM" (a dataset's labels.jsonl is read past
+    one); saved as UTF-16 (Windows PowerShell's `>`), it ended the export in a UnicodeDecodeError traceback;
+    digests in capitals (PowerShell's Get-FileHash) were refused as samples the store has not; and a sample
+    labelled twice, differently (two inspectors' rows appended), was stored with the last label without a word,
+    a defect trained as good. The first and third read now, the second and the last are one line naming the
+    file and line(s), the store left unchanged."""
+    data, _, truth = cloud
+    items = list(truth.items())[:4]
+    rows = [json.dumps({"sha256": sha, "label": label}) for sha, label in items]
+    windows = tmp_path / "windows.jsonl"
+    windows.write_bytes(
+        ("\ufeff" + "\r\n".join(rows) + "\r\n").replace(items[0][0], items[0][0].upper()).encode()
+    )
+    res = export(data, "part-inspection", tmp_path / "ds1", labels_file=windows, log=lambda m: None)
+    assert res["labels_applied"] == 4 and res["exported"] == 4
+    labelled = {s["sha256"]: s["label"] for s in _labelled(data)}
+    assert labelled == dict(items)
+
+    other = next(c for c in ("ok", "scratch") if c != items[1][1])
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text("\n".join([*rows, json.dumps({"sha256": items[1][0], "label": other})]) + "\n")
+    with pytest.raises(DatasetError) as refused:
+        export(data, "part-inspection", tmp_path / "ds2", labels_file=twice)
+    assert str(refused.value) == (
+        f"{twice}:5: labels sample {items[1][0][:16]} {other!r}, but line 2 labels it {items[1][1]!r}; give "
+        "each sample one label"
+    )
+    utf16 = tmp_path / "utf16.jsonl"
+    utf16.write_bytes("\n".join(rows).encode("utf-16"))
+    with pytest.raises(DatasetError) as refused:
+        export(data, "part-inspection", tmp_path / "ds3", labels_file=utf16)
+    assert str(refused.value) == (
+        f"{utf16}:1: not UTF-8 (byte 0xff at column 1; a UTF-16 file, as Windows PowerShell writes one): save "
+        "the labels file as UTF-8"
+    )
+    assert not (tmp_path / "ds2").exists() and not (tmp_path / "ds3").exists()
+    assert {s["sha256"]: s["label"] for s in _labelled(data)} == dict(items)  # the store unchanged
+
+
+def _labelled(data: Path) -> list[dict]:
+    store = SQLiteStore(data / "fleet.db")
+    try:
+        return store.samples(model="part-inspection", label_state="labelled")
+    finally:
+        store.db.close()
+
+
 def test_an_export_reads_one_tenants_samples_and_refuses_another_tenants_labels(tmp_path):
     """acme and beta upload through the same store and blob store; each export sees its own tenant only."""
     data = tmp_path / "cloud"
