@@ -305,8 +305,14 @@ _raw_decode = json.JSONDecoder().raw_decode
 
 def _loads(payload: bytes | str) -> Any:
     # Plain UTF-8 bytes go straight to the decoder (json.loads sniffs the encoding first, a cost
-    # paid per message on the loop); a BOM or UTF-16/32 JSON still goes through json.loads.
-    if type(payload) is bytes and payload[:3] != b"\xef\xbb\xbf":
+    # paid per message on the loop); a BOM or UTF-16/32 JSON still goes through json.loads. Without a BOM,
+    # UTF-16/32 (.NET's Encoding.Unicode) has a NUL among its first two bytes, which UTF-8 JSON never has:
+    # decoded as UTF-8 (valid: NUL is ASCII), it was malformed_json
+    if (
+        type(payload) is bytes
+        and payload[:3] != b"\xef\xbb\xbf"
+        and (len(payload) < 2 or payload[0] and payload[1])
+    ):
         try:
             text = payload.decode()
         except UnicodeDecodeError:
@@ -685,7 +691,10 @@ def _plain_text(payload: bytes | str) -> str | None:
     if len(payload) > 64:
         return None
     try:
-        text = (payload.decode() if isinstance(payload, bytes) else payload).strip()
+        # a BOM before it (a Windows tool's UTF-8) is no part of the text: '\ufeffON' was no state
+        text = (
+            payload.decode("utf-8-sig") if isinstance(payload, bytes) else payload.removeprefix("\ufeff")
+        ).strip()
     except UnicodeDecodeError:
         return None
     return text if text and text[0] not in "{[" else None

@@ -878,3 +878,33 @@ async def test_a_records_quality_as_statuscode_hex_text_or_a_whole_float_is_read
         "record 'T2': quality 192.5 not understood (its field 'q') (a fraction: no quality convention has one)"
         in (src.stats.last_error or "")
     )
+
+
+async def test_utf16_json_without_a_bom_and_a_state_after_a_bom_are_read(mosquitto):
+    """JSON in UTF-16 or UTF-32 without a byte-order mark (.NET's Encoding.Unicode.GetBytes, as a C# device
+    publishes it) was malformed_json: decoded as UTF-8 (valid: its NULs are ASCII) before json.loads could
+    tell its encoding, which it does with a BOM and without. A plain state after a UTF-8 BOM (a Windows tool's
+    text) was unknown_state ('\\ufeffON'), while a JSON object after one was read. Both are read now."""
+    t0 = round(time.time()) - 60
+    subs = [
+        {"topic": "net/#"},
+        {"topic": "stat/+/POWER", "json_mapping": {"states": {"ON": 1, "OFF": 0}}},
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        for enc in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-16"):
+            pub.publish(f"net/{enc}", json.dumps({"ts": t0, "v": 21.5}).encode(enc), qos=1)
+        pub.publish("stat/plug/POWER", b"\xef\xbb\xbfON", qos=1)
+        got = await collect(src, lambda g: len(g) == 5)
+    finally:
+        closed(pub)
+        await src.stop()
+    assert sorted((r.tag, r.value, r.timestamp if r.tag.startswith("net/") else None) for r in got) == [
+        ("net/utf-16-be/v", 21.5, t0),
+        ("net/utf-16-le/v", 21.5, t0),
+        ("net/utf-16/v", 21.5, t0),
+        ("net/utf-32-le/v", 21.5, t0),
+        ("stat/plug/POWER", 1, None),  # the receive time
+    ]
+    assert src.stats.errors_by_reason == {}
