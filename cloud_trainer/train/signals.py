@@ -779,7 +779,7 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
                     )
             elif pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
                 t = col.cast(pa.float64()).to_numpy() * scale
-            elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+            elif _text(pa, typ):
                 t = np.asarray(
                     [_time_value(v, f"{path}: row {i}", scale) for i, v in enumerate(col.to_pylist())]
                 )
@@ -802,6 +802,15 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
     rec = _table_recording(path, data, t, rate_hz, lambda i: f"row {i}")
     rec.available = tuple(chans)
     return rec
+
+
+def _text(pa: Any, typ: Any) -> bool:
+    """Whether an Arrow type holds text: a string, a large string, a string view (Polars 1.38 and Rust's arrow
+    writers keep that type in a Parquet file) or a dictionary of any of them (a pandas category)."""
+    if pa.types.is_dictionary(typ):
+        return _text(pa, typ.value_type)
+    view = getattr(pa.types, "is_string_view", None)  # pyarrow 16 and later
+    return bool(pa.types.is_string(typ) or pa.types.is_large_string(typ) or (view is not None and view(typ)))
 
 
 # an Arrow timestamp's or duration's counts a second, by its unit; what a count too large in each most likely is

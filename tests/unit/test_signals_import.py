@@ -1504,3 +1504,25 @@ def test_windows_more_than_training_reads_from_one_npz_are_refused_at_import(tmp
     monkeypatch.undo()
     import_vibration(runs, tmp_path / "ds", labels)
     assert load_vibration(tmp_path / "ds").waveforms.shape == (8, 2048)
+
+
+def test_parquet_iso_times_stored_as_string_views_or_categories_are_the_time(tmp_path):
+    """A Parquet run whose ISO 8601 times are stored as Arrow string views (Polars 1.38 and Rust's
+    arrow/DataFusion writers keep that type in the file) or as a dictionary of strings (a pandas category) was
+    refused as "time column 'time' is string_view; expected seconds, a timestamp, a duration or ISO 8601
+    strings", which they are. They read as any ISO 8601 strings do."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cloud_trainer.train.signals import read_recording
+
+    x = np.sin(np.arange(4096) * 0.3)
+    iso = [f"2026-01-01T00:00:{i / 1000:06.3f}+01:00" for i in range(4096)]
+    for name, times in (
+        ("view", pa.array(iso, pa.string_view())),
+        ("category", pa.array(iso).dictionary_encode()),
+        ("plain", pa.array(iso)),
+    ):
+        pq.write_table(pa.table({"time": times, "accel": x}), tmp_path / f"{name}.parquet")
+        rec = read_recording(tmp_path / f"{name}.parquet")
+        assert rec.rate_hz == 1000.0 and np.array_equal(rec.channels["accel"], x), name
