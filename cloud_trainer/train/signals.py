@@ -18,7 +18,7 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
   chunks skipped; mapped, a channel read when used): the rate is the header's; compressed WAV (ADPCM,
   A-law, MP3) is refused by name.
 - NPZ: a numeric array per channel (or one (samples, channels) array: ``data[0]``, ``data[1]``, ...) and either ``sample_rate_hz`` (one number above 0) or a time array
-  named as a time column; a file numpy cannot read, or an array of text or objects, is refused by name.
+  named as a time column (numbers, or numpy datetime64 / timedelta64); a file numpy cannot read, or an array of text or objects, is refused by name.
 - Parquet (pyarrow, the ``cloud`` extra): read like CSV: a time column (seconds as numbers, an Arrow
   timestamp of any unit, a duration, decimal seconds, or ISO 8601 strings; ``time [ms]`` scaled; a
   pandas time index) and one numeric column per channel
@@ -1035,7 +1035,10 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
             "again with numpy.savez"
         ) from None
     for k, v in arrays.items():
-        if v.dtype.kind not in "iuf":
+        # numpy's datetime64 / timedelta64: a time array's, not a channel's
+        if v.dtype.kind not in "iuf" and not (
+            v.dtype.kind in "Mm" and _time_unit(*_split_unit(k)) is not None
+        ):
             raise DatasetError(
                 f"{path}: array {k!r} holds {v.dtype} values, not numbers; an NPZ run holds numeric "
                 "channel arrays, sample_rate_hz or a timestamp array only"
@@ -1067,7 +1070,13 @@ def read_npz(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Rec
     if times:
         tkey = times[0]
         scale = _time_scale(path, tkey, str(_time_unit(*_split_unit(tkey))))
-        t = np.asarray(arrays.pop(tkey), dtype=np.float64).ravel() * scale
+        raw = arrays.pop(tkey).ravel()
+        if (
+            raw.dtype.kind in "Mm"
+        ):  # numpy's datetime64 / timedelta64 (its unit in its type): seconds from the first
+            t = (raw - raw[0]) / np.timedelta64(1, "s") if len(raw) else np.zeros(0)
+        else:
+            t = np.asarray(raw, dtype=np.float64) * scale
         for k in times[1:]:
             arrays.pop(k)
         rate, tol = _times_rate(t, path, rate if rate is not None else rate_hz)

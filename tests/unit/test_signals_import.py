@@ -1526,3 +1526,32 @@ def test_parquet_iso_times_stored_as_string_views_or_categories_are_the_time(tmp
         pq.write_table(pa.table({"time": times, "accel": x}), tmp_path / f"{name}.parquet")
         rec = read_recording(tmp_path / f"{name}.parquet")
         assert rec.rate_hz == 1000.0 and np.array_equal(rec.channels["accel"], x), name
+
+
+def test_an_npz_time_array_of_numpy_datetimes_or_timedeltas_is_the_time(tmp_path):
+    """numpy's own time types are what a numpy user saves a run's times as (np.datetime64 timestamps, or
+    np.timedelta64 elapsed times): such an NPZ was refused as "array 'timestamp' holds datetime64[us] values, not
+    numbers; an NPZ run holds numeric channel arrays, sample_rate_hz or a timestamp array only", which it is. A
+    time array of either reads as the time now (a gap in it refused as in any time array); a channel of them
+    is still refused."""
+    from cloud_trainer.train.signals import read_recording
+
+    x = np.sin(np.arange(4096) * 0.3)
+    start = np.datetime64("2026-01-01T00:00:00", "us")
+    np.savez(tmp_path / "dt.npz", timestamp=start + np.arange(4096) * np.timedelta64(100, "us"), accel=x)
+    np.savez(tmp_path / "td.npz", elapsed=np.arange(4096) * np.timedelta64(1, "ms"), accel=x)
+    gap = start + np.arange(4096) * np.timedelta64(100, "us")
+    gap[2000:] += np.timedelta64(1, "s")
+    np.savez(tmp_path / "gap.npz", timestamp=gap, accel=x)
+    np.savez(
+        tmp_path / "chan.npz", sample_rate_hz=10000.0, accel=start + np.arange(4096) * np.timedelta64(1, "s")
+    )
+    rec = read_recording(tmp_path / "dt.npz")
+    assert rec.rate_hz == 10000.0 and np.array_equal(rec.channels["accel"], x)
+    assert read_recording(tmp_path / "td.npz").rate_hz == 1000.0
+    with pytest.raises(DatasetError, match=r"gap.npz: gap of 1.0001 s after sample 1999"):
+        read_recording(tmp_path / "gap.npz")
+    with pytest.raises(
+        DatasetError, match=r"chan.npz: array 'accel' holds datetime64\[us\] values, not numbers"
+    ):
+        read_recording(tmp_path / "chan.npz")
