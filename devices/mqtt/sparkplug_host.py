@@ -1192,6 +1192,21 @@ class SparkplugHost:
                     else "a death all the same"
                 ),
             )
+        if not data and t.message_type in (
+            sp.MessageType.NBIRTH,
+            sp.MessageType.DBIRTH,
+            sp.MessageType.DDEATH,
+        ):
+            # 0 bytes: a retained birth deleted by a client of the broker (MQTT Explorer's "delete", a script
+            # clearing retained messages), which the broker passes on live; no seq, no bdSeq, no metric. Taken,
+            # it was a birth declaring nothing (the node's aliases forgotten, its data unread until a rebirth) or
+            # a device's death
+            self._on_error(
+                "missing_field",
+                f"{t.group}/{t.edge_node}{'/' + t.device if t.device else ''}: {t.message_type.value} of 0 bytes "
+                "(a retained message deleted?): no seq, no metric; not taken",
+            )
+            return []
         key = (t.group, t.edge_node)
         owner = self._named.get(t.edge_node)
         if owner is not None and owner != key and self._clash(t, owner):
