@@ -28,7 +28,7 @@ from protocols import quality_names
 from protocols.json_codec import MS_LOOKS_LIKE_S, CodecError
 
 NAMESPACE = "spBv1.0"
-MAX_ID_CHARS = 1024  # a group, edge node or device id longer than this is refused (``parse_topic``)
+MAX_ID_CHARS = 1024  # a group, edge node or device id, or a metric name, longer than this is refused
 REBIRTH_METRIC = "Node Control/Rebirth"
 BDSEQ_METRIC = "bdSeq"
 
@@ -444,6 +444,8 @@ def _dataset(d: Any, budget: list[int]) -> DataSet:
     """A DataSet's cells, decoded; one of another shape than its columns keeps its rows unread (``problem``)
     rather than refusing the whole payload: the node's other metrics are good."""
     columns = [_text(c, "a DataSet column name") for c in d.columns]
+    if any(len(c) > MAX_ID_CHARS for c in columns):  # a tag name each, as a metric's
+        raise CodecError("too_large", f"a DataSet column name of over {MAX_ID_CHARS} characters")
     types = list(d.types)
     budget[0] -= len(d.rows) * max(len(columns), 1)  # each cell is decoded here, as a metric is
     if budget[0] < 0:
@@ -537,8 +539,15 @@ _NO_CELL = object()
 
 
 def _metric(m: Any, budget: list[int], depth: int = 0) -> Metric:
+    name = _text(m.name, "a metric name") if m.HasField("name") else None
+    if name is not None and len(name) > MAX_ID_CHARS:
+        # a tag name of tens of kilobytes: a host keeps each metric's name (100,000 a node), so births of such names
+        # held gigabytes; refused as a name that is not UTF-8 is
+        raise CodecError(
+            "too_large", f"a metric name of {len(name)} characters ({name[:40]!r}...), over {MAX_ID_CHARS}"
+        )
     return Metric(
-        name=_text(m.name, "a metric name") if m.HasField("name") else None,
+        name=name,
         alias=m.alias if m.HasField("alias") else None,
         datatype=m.datatype,
         value=_get_value(m, budget, depth),
