@@ -861,7 +861,8 @@ class Control:
                     dep["reason"] = f"the rollout cannot advance: {type(exc).__name__}: {str(exc)[:300]}"
                 self._put(dep)
             now = self.clock()
-            if now - self._follow_checked >= JOIN_CHECK_S:
+            # (a mark ahead of the clock: the clock was stepped back since; look now, not once it is reached)
+            if not 0 <= now - self._follow_checked < JOIN_CHECK_S:
                 self._follow_checked = now
                 groups: dict[str, list[dict]] = {}
                 for (dep_id,) in self.db.execute("SELECT deployment_id FROM following").fetchall():
@@ -876,6 +877,7 @@ class Control:
 
     def _advance(self, dep: dict) -> None:
         now = self.clock()
+        _clock_stepped_back(dep, now)
         if dep.get("selector") and now - (dep.get("joins_checked") or 0) >= JOIN_CHECK_S:
             dep["joins_checked"] = now
             self._join(dep)
@@ -1355,6 +1357,17 @@ def _step_size(spec: str, n: int) -> int:
     if spec.endswith("%"):
         return max(1, math.ceil(n * float(spec[:-1]) / 100))
     return min(n, max(1, int(spec)))
+
+
+def _clock_stepped_back(dep: dict, now: float) -> None:
+    """A rollout's marks (the server's wall clock: replicas share them through the store) that lie ahead of
+    ``now`` were written before the clock was stepped back (NTP correcting a clock that ran ahead, a VM restored
+    from a snapshot): each is moved to ``now``, so that the step's ``wait_s``, its timeout and the look for
+    gateways joining the group count their own length from now, not that length plus the step back."""
+    for key in ("joins_checked", "step_started", "step_healthy_at"):
+        mark = dep.get(key)
+        if isinstance(mark, (int, float)) and mark > now:
+            dep[key] = now
 
 
 def _check_rollout(steps: list, wait_s, n: int) -> float:

@@ -332,3 +332,51 @@ def test_a_gateway_that_joins_the_group_mid_rollout_follows_the_rollout(registry
     now[0] += 31
     c.tick()
     assert c.desired_state("gw4")[1] == []
+
+
+def test_a_server_clock_stepped_back_holds_no_step_and_no_joining_gateway_for_the_steps_length(
+    registry_control,
+):
+    """The rollout's marks are the server's wall clock (replicas share them through the store). When that clock
+    was stepped back (NTP correcting a clock that ran ahead, a VM restored from a snapshot), every mark written
+    before lay in the future: a canary healthy with ``--wait 60`` held the rest of the group for the hour the clock
+    went back, and gateways joining the group were not looked for (nor given a completed rollout's version) for
+    that hour either. A mark later than the clock now counts from now: each wait is its own length again."""
+    c, e = registry_control
+    now = [1_000_000.0]
+    c.clock = lambda: now[0]
+    for agent in AGENTS:
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "selector": {"site": "plant"},
+            "steps": ["1", "100%"],
+            "wait_s": 60,
+        }
+    )
+    targets = c.get(dep["id"])["targets"]
+    [canary] = [a for a, t in targets.items() if t["status"] == "assigned"]
+    c.on_report(canary, dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    now[0] -= 3600  # the server's clock is stepped back an hour
+    c.tick()
+    assert all(t["status"] == "waiting" for a, t in c.get(dep["id"])["targets"].items() if a != canary)
+    now[0] += 61  # the 60 s wait, counted from the clock's new time
+    c.tick()
+    d = c.get(dep["id"])
+    assert all(t["status"] == "assigned" for a, t in d["targets"].items() if a != canary), d["targets"]
+    for agent in AGENTS:
+        if agent != canary:
+            c.on_report(agent, dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    now[0] += 61
+    c.tick()
+    assert c.get(dep["id"])["state"] == "completed"
+    # a gateway that joins the group after another step back is given the group's version within the 30 s
+    c.store.heartbeat("gw4", {"site": "plant"}, [], {}, 0, {})
+    now[0] -= 3600
+    c.tick()
+    now[0] += 31
+    c.tick()
+    assert [s["version"] for s in c.desired_state("gw4")[1]] == ["1.1.0"]
