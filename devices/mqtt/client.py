@@ -56,7 +56,9 @@ first matching one's copy is read), ``retain_unavailable`` and ``publish_qos_dow
 broker's CONNACK says it keeps no retained messages, or takes QoS 0 only: messages go without the flag or
 at QoS 0 instead of costing the connection), ``session_taken_over`` (connections lost right after their
 CONNACK, in a row, or reason 0x8E: another client with this client_id; the reconnect delay grows),
-``dropped_after_connect`` (the same with a random client_id), ``left_at_stop`` (QoS 1 messages of a persistent
+``dropped_after_connect`` (the same with a random client_id), ``empty_message`` (a JSON topic's message
+of 0 bytes: a client deleting its retained message, which the broker passes on, or an empty message; nothing
+read, no ``malformed_json``), ``left_at_stop`` (QoS 1 messages of a persistent
 session that came while the source stopped: not handed on nor acknowledged, the broker delivers them at the next
 start; ``_Unacked``) and ``dropped_at_stop`` (the same without a persistent session, or at QoS 0: lost, counted
 in ``stats.dropped`` too).
@@ -1696,6 +1698,7 @@ class MqttSource:
                 "left_at_stop",
                 "overlapping_copy",
                 "repeated_waveform",
+                "empty_message",
             )
             else logging.WARNING,
         )
@@ -2406,6 +2409,16 @@ def json_decoder(src: MqttSource, sub: Subscription):
         texts.clear()
 
     def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
+        if not payload:
+            # 0 bytes: a client deleting the topic's retained message (MQTT Explorer's delete, a script clearing
+            # retained messages), which the broker passes on to subscribers, or an empty message: no JSON to
+            # read, and no malformed JSON either
+            src._notice(
+                "empty_message",
+                f"topic {topic[:200]!r}: a message of 0 bytes (a client deleting the topic's retained message, "
+                "which the broker passes on, or an empty message): nothing to read",
+            )
+            return []
         kept[0] = False
         topic_of[0] = topic
         try:

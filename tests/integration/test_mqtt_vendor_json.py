@@ -908,3 +908,27 @@ async def test_utf16_json_without_a_bom_and_a_state_after_a_bom_are_read(mosquit
         ("stat/plug/POWER", 1, None),  # the receive time
     ]
     assert src.stats.errors_by_reason == {}
+
+
+async def test_a_message_of_0_bytes_is_an_empty_message_not_malformed_json(mosquitto):
+    """A client deleting a topic's retained message publishes 0 bytes retained (MQTT Explorer's delete, a
+    script clearing retained messages), and the broker passes the empty message on to the subscribers. It was
+    counted as malformed_json ("Expecting value: line 1 column 1 (char 0) in b''"), as if the device sent
+    broken JSON. It is now the empty_message notice, no error and no reading; the topic reads on."""
+    t0 = round(time.time()) - 60
+    subs = [{"topic": "plant/#"}, {"topic": "stat/+/POWER", "json_mapping": {"states": {"ON": 1, "OFF": 0}}}]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("plant/line1/temp", json.dumps({"ts": t0, "v": 21.5}), qos=1, retain=True)
+        pub.publish("plant/line1/temp", b"", qos=1, retain=True)  # the retained message deleted
+        pub.publish("stat/plug/POWER", b"", qos=1, retain=True)
+        pub.publish("plant/line1/temp", json.dumps({"ts": t0 + 1, "v": 22.5}), qos=1)
+        got = await collect(src, lambda g: any(r.value == 22.5 for r in g))
+    finally:
+        closed(pub)
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [("plant/line1/temp/v", 21.5), ("plant/line1/temp/v", 22.5)]
+    assert src.stats.errors_by_reason == {}
+    assert src.notices.counts["empty_message"] == 2
+    assert "no_numeric_field" not in src.notices.counts
