@@ -19,7 +19,7 @@ once the session has read the server's type definitions (``_structures``); ``tim
 is the source timestamp (server timestamp, then receive time, when absent); status Good /
 Uncertain / Bad becomes ``Quality``, and a reading not GOOD says why in ``reason`` (the status code's name, or the
 source's own key: a halt's reason, ``null_value``, ``non_finite``; ``_quality``) (a null value said Good or
-Uncertain is BAD, counted as ``null_value``); a value the server dates before the BAD reading a halt gave its tag is
+Uncertain is BAD, counted as ``null_value``, as is a DateTime value of 1601-01-01: DateTime 0, the null time); a value the server dates before the BAD reading a halt gave its tag is
 stamped after it, its own time in ``source_ts`` (a tag's history never goes back in time). Non-finite numbers are passed with quality BAD
 (``non_finite: bad``, default) or dropped (``skip``), and counted as ``non_finite`` either way.
 A source timestamp older than the tag's previous one is counted as ``out_of_order`` and still
@@ -2167,6 +2167,7 @@ class OpcUaSource:
             self._node_gone(nodeid, tag, status)
         elif self._gone and nodeid in self._gone and (status is None or status.value < 0x40000000):
             self._back.add(nodeid)  # good again on the old item: it need not be made again
+        null = "a null Variant"  # what a value of None is, as said when it is passed as BAD
         if isinstance(val, list):
             if not val:  # an empty array of numbers is an empty float64 array, as a full one is
                 val = np.empty(0) if dv.Value is not None and dv.Value.VariantType in _NUMERIC else []
@@ -2188,11 +2189,24 @@ class OpcUaSource:
         elif not isinstance(val, _PLAIN):
             if isinstance(val, ua.ExtensionObject) or _is_structure(val):
                 return self._structure(nodeid, tag, val, dv)
-            val = _plain(val)
+            if isinstance(val, dt.datetime) and val.year <= 1601:
+                # DateTime 0, OPC UA's null time (Part 6, 5.2.2.5), which asyncua hands out as 1601-01-01: a
+                # PLC's time never set is no time, as a source timestamp of it is taken as absent (``_epoch``)
+                null = "a DateTime of 1601-01-01, OPC UA's null time: never set"
+                val = None
+            else:
+                val = _plain(val)
         now = time.time()
         quality, reason = _quality(dv.StatusCode)
         self._emit(
-            tag, val, self._timestamp(tag, dv, now), now, quality, self._rates.rate_for(tag, val), reason
+            tag,
+            val,
+            self._timestamp(tag, dv, now),
+            now,
+            quality,
+            self._rates.rate_for(tag, val),
+            reason,
+            null,
         )
 
     def _matrix(self, nodeid: ua.NodeId, tag: str, val: np.ndarray, dims: Any, dv: Any) -> None:
@@ -2385,9 +2399,10 @@ class OpcUaSource:
         quality: Quality,
         rate: float | None,
         reason: str | None = None,
+        null: str = "a null Variant",
     ) -> None:
         if val is None and quality is not Quality.BAD:  # a null Variant (or structure member) said Good
-            msg = f"tag {tag}: the server sent no value (a null Variant) with status {quality.name}; passed as BAD"
+            msg = f"tag {tag}: the server sent no value ({null}) with status {quality.name}; passed as BAD"
             self.stats.error("null_value", msg)
             self._burst.log(f"null:{tag}", "opcua source %s: %s", self.name, msg)
             quality, reason = Quality.BAD, reason or "null_value"

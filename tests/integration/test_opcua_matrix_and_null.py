@@ -4,6 +4,7 @@ sensor's [3, N] axes) and a null Variant with status Good, against a real asyncu
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -175,3 +176,36 @@ async def test_a_node_listed_again_under_another_node_id_is_named_not_silently_u
         await srv.stop()
     assert set(got) == {"t1"} and src.stats.received == 1
     assert "tag 't1' reads" in src.node_errors["nsu=urn:test:matrix;s=Temp"]
+
+
+async def test_a_datetime_value_of_1601_the_null_time_is_no_value_and_bad() -> None:
+    """A PLC's DateTime tag that was never set (a last-maintenance or batch-start time) holds DateTime 0, OPC
+    UA's null time, which asyncua hands out as 1601-01-01. It was passed on as that date, GOOD, while the
+    source's timestamps already took it as missing: a rule or a dashboard took year 1601 for a real time. It
+    is now no value, BAD, counted as null_value naming the tag, as a null Variant is; a set time reads on."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:nulltime", "Line")
+    when = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    await obj.add_variable(
+        ua.NodeId("LastService", idx),
+        "LastService",
+        ua.Variant(datetime(1601, 1, 1, tzinfo=UTC), ua.VariantType.DateTime),
+    )
+    await obj.add_variable(
+        ua.NodeId("BatchStart", idx), "BatchStart", ua.Variant(when, ua.VariantType.DateTime)
+    )
+    await srv.start()
+    nodes = [{"node_id": f"ns={idx};s={n}"} for n in ("LastService", "BatchStart")]
+    src = OpcUaSource("plc", _settings(port, nodes))
+    try:
+        await src.start()
+        got = await _read(src, {"LastService", "BatchStart"})
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert got["BatchStart"].value == "2026-11-30T12:00:00+00:00"
+    assert got["BatchStart"].quality is Quality.GOOD
+    r = got["LastService"]
+    assert (r.value, r.quality, r.reason) == (None, Quality.BAD, "null_value"), r
+    assert src.stats.errors_by_reason["null_value"] == 1
+    assert "LastService" in (src.stats.last_error or "") and "1601-01-01" in (src.stats.last_error or "")
