@@ -414,3 +414,57 @@ async def test_topics_of_tens_of_kilobytes_are_bounded_by_their_length_not_only_
     assert sum(map(len, src._route_cache)) <= bound
     assert sum(map(len, src._last_ts)) <= bound
     assert sum(map(len, src._first_sub)) <= bound
+
+
+async def test_a_topic_of_tens_of_kilobytes_is_quoted_at_most_200_characters_in_errors_and_notices(
+    mosquitto, caplog
+):
+    """MQTT allows topics of 65,535 bytes. An error or notice of a message on such a topic quoted it whole
+    (`topic '...': ...`, `tag '...': ...`): 60 KB in each log line, in last_error on /status and in each
+    notice's kept message, for every burst, and masked for passwords character by character each time. A topic,
+    or a tag named after one, is now quoted by its first 200 characters and its length."""
+    long = "long/" + "x" * 60_000
+    caplog.set_level(logging.INFO)
+    pub = raw_client(mosquitto.port)
+    pub.publish(
+        f"{long}/kept", json.dumps({"ts": time.time() - 3600, "v": 1}), qos=1, retain=True
+    ).wait_for_publish(5)
+    t0 = round(time.time()) - 60
+    try:
+        src = await started(
+            mosquitto.port,
+            [{"topic": "long/#"}, {"topic": "end/#"}, {"topic": "spBv1.0/#", "codec": "sparkplug_b"}],
+            max_message_bytes=1024,
+        )
+        try:
+            for payload in (
+                b"{oops",  # malformed_json
+                json.dumps({"ts": 12, "v": 1}),  # clock_skew: a clock never set
+                json.dumps({"ts": t0 + 10, "v": 2}),
+                json.dumps({"ts": t0, "v": 3}),  # out_of_order
+                json.dumps({"state": "RUN"}),  # no_numeric_field, text_field_unread
+                json.dumps({"time": t0 * 1000, "v": 4}),  # time_field_unread
+                b"[" + b" " * 2000 + b"]",  # too_large
+            ):
+                pub.publish(long, payload, qos=1).wait_for_publish(5)
+            # bad_topic: 102 levels of 500 characters (Mosquitto takes at most 200 levels)
+            pub.publish("spBv1.0/g/" + "/".join(["n" * 500] * 100), b"", qos=1).wait_for_publish(5)
+            pub.publish("end/x", json.dumps({"v": 0}), qos=1).wait_for_publish(5)
+            await collect(src, lambda g: any(r.tag == "end/x/v" for r in g), 5)
+        finally:
+            await src.stop()
+    finally:
+        pub.publish(f"{long}/kept", b"", qos=1, retain=True).wait_for_publish(5)
+        closed(pub)
+    reasons = src.stats.errors_by_reason
+    for key in ("malformed_json", "clock_skew", "out_of_order", "too_large", "bad_topic"):
+        assert reasons.get(key) == 1, (key, reasons)
+    for key in ("retained", "no_numeric_field", "text_field_unread", "time_field_unread"):
+        assert src.notices.counts.get(key) == 1, (key, src.notices.counts)
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("devices.mqtt")]
+    assert len([m for m in said if "long/xxx" in m]) >= 8, said
+    assert max(map(len, said)) < 2000, sorted(map(len, said))[-3:]
+    assert " characters)" in (src.stats.last_error or "") and len(src.stats.last_error or "") < 2000
+    assert "60005 characters" in " ".join(said) and "50109 characters" in " ".join(said)  # the Sparkplug one
+    kept = src.notices.status()
+    assert all(len(str(v)) < 4000 for v in kept.values()), {k: len(str(v)) for k, v in kept.items()}
