@@ -595,7 +595,7 @@ def _check_entry_name(name: str, where: str) -> None:
     if (
         not name.isprintable()
         or len(name) > _NAME_MAX
-        or "." in p.parts
+        or "." in name.split("/")  # PurePosixPath drops '.' parts: p.parts never holds one
         or name.endswith("/")
         or "//" in name
     ):

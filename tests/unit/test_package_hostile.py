@@ -158,6 +158,16 @@ def test_entry_name_that_is_not_utf8_is_refused(good, tmp_path):
     refused_everywhere(bad, trusted, tmp_path, code="bad_name")
 
 
+@pytest.mark.parametrize("name", ["./extra.bin", "a/./b.bin", "a/."])
+def test_entry_name_with_a_dot_part_is_refused_as_a_bad_name(good, tmp_path, name):
+    # PurePosixPath drops '.' parts, so the name check never saw them: such an entry was refused only later,
+    # as a file the manifest does not list, and not for its name
+    pkg, trusted, _ = good
+    bad = tc.splice(pkg, tmp_path / "dot-1.0.0.edgepkg", tc.file_entry(name))
+    err = refused_everywhere(bad, trusted, tmp_path, code="bad_name")
+    assert "'.' parts" in str(err)
+
+
 # ---- row 7: a 128 KiB PAX header -------------------------------------------------------------------------------
 
 
