@@ -1672,6 +1672,8 @@ def _members(tag: str, v: Any, out: list[tuple[str, Any]], depth: int = 0) -> No
                 if type(x) is float and f.type in _FLOAT_FIELD:  # a REAL member as the PLC shows it
                     x = float32_shown(x)
                 _members(f"{tag}/{f.name}", x, out, depth + 1)
+    elif isinstance(v, dt.datetime) and v.year <= 1601:  # DateTime 0, OPC UA's null time: never set
+        out.append((tag, None))
     else:
         out.append((tag, _plain(v)))
 
@@ -2387,8 +2389,9 @@ class OpcUaSource:
             )
         now = time.time()
         ts, (quality, why) = self._timestamp(tag, dv, now), _quality(dv.StatusCode)
+        null = "a null member, or a DateTime of 1601-01-01: OPC UA's null time, never set"
         for mtag, mval in members:
-            self._emit(mtag, mval, ts, now, quality, None, why)
+            self._emit(mtag, mval, ts, now, quality, None, why, null)
 
     def _emit(
         self,

@@ -834,6 +834,49 @@ async def test_a_structure_whose_layout_changed_while_the_plc_restarted_is_read_
     }
 
 
+async def test_a_structures_datetime_member_of_1601_the_null_time_is_no_value_and_bad(ua_types) -> None:
+    """A UDT's DateTime member never set (a last-service time) holds DateTime 0, OPC UA's null time, which
+    asyncua hands out as 1601-01-01: the member was passed on GOOD as that date. It is BAD with no value now,
+    null_value, as a scalar DateTime of it is; the structure's other members read on."""
+    import struct
+
+    from asyncua import ua
+    from asyncua.common.structures104 import new_struct, new_struct_field
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:service", "Line")
+    D = ua.VariantType
+    udt, (enc,) = await new_struct(
+        srv,
+        idx,
+        "TestServiceUDT",
+        [new_struct_field("LastService", D.DateTime), new_struct_field("Hours", D.Double)],
+    )
+    body = struct.pack("<qd", 0, 812.5)  # DateTime 0: never set
+    await obj.add_variable(
+        ua.NodeId("Service", idx),
+        "Service",
+        ua.Variant(ua.ExtensionObject(enc.nodeid, body)),
+        datatype=udt.nodeid,
+    )
+    await srv.start()
+    src = OpcUaSource(
+        "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Service"}])
+    )
+    await src.start()
+    try:
+        got = await _collect(src, {"Service/LastService", "Service/Hours"})
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert (got["Service/Hours"].value, got["Service/Hours"].quality) == (812.5, Quality.GOOD)
+    r = got["Service/LastService"]
+    assert (r.value, r.quality, r.reason) == (None, Quality.BAD, "null_value"), r
+    assert "1601-01-01" in (src.stats.last_error or ""), src.stats.last_error
+
+
 async def test_arrays_of_texts_bytes_truths_and_big_integers_keep_their_items_and_numbers_stay_waveforms() -> (
     None
 ):
