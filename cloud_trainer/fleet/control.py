@@ -836,7 +836,8 @@ class Control:
                 if own:
                     self.db.execute("COMMIT")
             except BaseException:
-                if own:
+                # not when SQLite rolled it back itself (a disk full at COMMIT): that ROLLBACK failed and hid why
+                if own and self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 raise
 

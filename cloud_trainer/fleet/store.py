@@ -1122,7 +1122,11 @@ class SQLiteStore(SQLStore):
                 yield self.db.execute
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                # SQLite rolls a transaction back itself on some errors (SQLITE_FULL, SQLITE_IOERR: a disk full at
+                # the COMMIT): a ROLLBACK then failed ("no transaction is active") and hid the error that said why
+                if self.db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
                 raise
 
     def _rows(self, sql: str, args=()) -> list[tuple]:
