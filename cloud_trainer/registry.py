@@ -164,6 +164,9 @@ class Registry:
         for f in report_files:
             if f.exists():
                 shutil.copy2(f, tmp / f.name)
+        # a folder of this version the index does not name is a publish cut short after its rename (a full disk
+        # for the index, the run killed): nothing was ever served from it, and it refused every publish again
+        shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
         entry = {
             "name": m.name,

@@ -1,0 +1,35 @@
+"""Publishing into a registry whose disk fills (a real small tmpfs): a publish that could write the package's
+folder but not the index leaves no version the fleet serves, and once the disk has room the same version is
+published, as a training run does again after the failure."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+
+from cloud_trainer.registry import Registry
+from tests.support.models import make_keypair, make_package
+from tests.support.peers import small_tmpfs
+
+
+def test_a_publish_cut_short_by_a_full_disk_is_published_once_the_disk_has_room(tmp_path):
+    key, _ = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path / "b", kind="signal", version="1.0.0", key=key, out_dir=tmp_path / "b")
+    with small_tmpfs(tmp_path / "registry", "4m") as root:
+        reg = Registry(root)
+        (root / "machine-health").mkdir()
+        filler = root / "filler"
+        # room for the package's copy, not for the index written after it
+        filler.write_bytes(
+            b"\0" * (shutil.disk_usage(root).free - math.ceil(pkg.stat().st_size / 4096) * 4096)
+        )
+        with pytest.raises(OSError):
+            reg.publish(pkg, [], {}, None, None)
+        assert reg.get("machine-health", "1.0.0") is None and reg.list("machine-health") == []
+        filler.unlink()
+        entry = reg.publish(pkg, [], {}, None, None)  # the run again: the version it failed to publish
+        assert entry["version"] == "1.0.0" and reg.get("machine-health", "1.0.0") == entry
+        assert reg.package_path(entry).read_bytes() == pkg.read_bytes()
+        assert sorted(p.name for p in (root / "machine-health").iterdir()) == ["1.0.0", "index.json"]
