@@ -1026,9 +1026,38 @@ def server_credentials(ca: Path, cert: Path, key: Path) -> grpc.ServerCredential
     )
 
 
-def _log_tick_failure(ticking: asyncio.Future) -> None:
-    if not ticking.cancelled() and (exc := ticking.exception()) is not None:
-        log.error("deployment tick failed", exc_info=exc)
+# a tick that keeps failing for the same reason (the data folder full, the store down) is logged with its traceback
+# once, then once per TICK_FAILURE_LOG_S with the count since: it runs every second, and wrote a traceback a second
+TICK_FAILURE_LOG_S = 300.0
+
+
+class _TickFailures:
+    def __init__(self) -> None:
+        self.why: str | None = None  # the failure of the moment, None while ticks succeed
+        self.since = 0  # failures not logged yet
+        self.logged = 0.0
+
+    def __call__(self, ticking: asyncio.Future) -> None:
+        if ticking.cancelled():
+            return
+        if (exc := ticking.exception()) is None:
+            if self.why is not None:
+                log.info("deployment ticks succeed again (%d more failed since last logged)", self.since)
+                self.why, self.since = None, 0
+            return
+        why, now = f"{type(exc).__name__}: {exc}", time.monotonic()
+        if why != self.why:
+            self.why, self.since, self.logged = why, 0, now
+            log.error(
+                "deployment tick failed (logged again at most every %g s)", TICK_FAILURE_LOG_S, exc_info=exc
+            )
+        elif now - self.logged >= TICK_FAILURE_LOG_S:
+            log.error(
+                "deployment ticks still fail (%s): %d times since last logged", why[:300], self.since + 1
+            )
+            self.since, self.logged = 0, now
+        else:
+            self.since += 1
 
 
 def channel_credentials(ca: Path, cert: Path, key: Path) -> grpc.ChannelCredentials:
@@ -1160,6 +1189,7 @@ class FleetServer:
                 raise PortTaken(cannot_bind(host, port, replicas, self.announcement)) from None
             self._tick: asyncio.Task | None = None
             self._ticking: asyncio.Future | None = None  # the tick under way in its worker thread
+            self._tick_failures = _TickFailures()
             self._stopped = False
             if self.announcement is None:
                 self.announcement = Announcement(self.port, *self._identity, host=host).open()
@@ -1203,7 +1233,7 @@ class FleetServer:
             await asyncio.sleep(1.0)
             # shielded: stop() cancels this loop, and then waits for the tick under way (its thread runs on)
             self._ticking = ticking = asyncio.ensure_future(asyncio.to_thread(self.control.tick))
-            ticking.add_done_callback(_log_tick_failure)
+            ticking.add_done_callback(self._tick_failures)
             with contextlib.suppress(Exception):  # logged by the callback
                 await asyncio.shield(ticking)
 

@@ -6,6 +6,7 @@ and samples are stored whole, the database intact."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -21,6 +22,7 @@ from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
 from tests.integration.test_fleet_tenants import _code, world  # noqa: F401  (the fixture)
 from tests.support.peers import free_port, small_tmpfs
+from tests.support.waits import until
 
 
 def _record(seq: int, sample: bytes | None = None) -> pb.Record:
@@ -122,3 +124,57 @@ async def test_a_full_data_folder_refuses_uploads_saying_so_and_takes_them_whole
         for db in ("fleet.db", "control.db"):
             with sqlite3.connect(root / db) as con:
                 assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)], db
+
+
+async def test_a_rollout_ticking_on_a_full_data_folder_logs_its_failure_once_not_every_second(
+    world, tmp_path, caplog
+):
+    """The service ticks its rollouts every second: on a full disk each tick of a running rollout fails, and
+    each wrote a traceback (86,400 a day, into a log that may well be on that disk). Logged once, and once
+    more when ticks succeed again; the rollout goes on then."""
+    tmp, pki, certs, entries = world
+    root = tmp_path / "cloud"
+    with small_tmpfs(root, "4m"):
+        port = free_port()
+        srv = FleetServer(
+            root, port, pki / "ca.pem", pki / "server.pem", pki / "server.key", registry=tmp / "registry"
+        )
+        await srv.start()
+        c = certs[("acme", "gw-a")]
+        ch = grpc.aio.secure_channel(
+            f"127.0.0.1:{port}",
+            channel_credentials(pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key")),
+        )
+        try:
+            await rpc.FleetStub(ch).Heartbeat(pb.HeartbeatRequest(labels={"site": "plant"}), timeout=10)
+            dep = srv.control.create(
+                {
+                    "package": entries["acme"]["name"],
+                    "version": "1.0.0",
+                    "slot": "vision",
+                    "agents": ["gw-a"],
+                },
+                tenant="acme",
+            )
+            filler = root / "filler"
+            with pytest.raises(OSError):
+                filler.write_bytes(b"\0" * (shutil.disk_usage(root).free + 4096))
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="cloud_trainer.fleet.service"):
+                await until(
+                    lambda: sum("tick" in r.getMessage() for r in caplog.records) >= 1, what="a failed tick"
+                )
+                await asyncio.sleep(4.5)  # four ticks more, each failing as the first did
+                failed = [r for r in caplog.records if "tick" in r.getMessage()]
+                assert len(failed) == 1 and failed[0].levelno == logging.ERROR, [
+                    r.getMessage() for r in failed
+                ]
+                assert "disk is full" in caplog.text, caplog.text
+                filler.unlink()
+                await until(
+                    lambda: any("succeed again" in r.getMessage() for r in caplog.records), what="ticks again"
+                )
+            assert srv.control.get(dep["id"], tenant="acme")["state"] == "running"
+        finally:
+            await ch.close()
+            await srv.stop()
