@@ -287,6 +287,9 @@ class FleetServicer(rpc.FleetServicer):
             tuple[str, str], tuple[int, float]
         ] = {}  # agent -> (damaged not logged, when)
         self._misnamed_log: dict[tuple[str, str], tuple[int, float]] = {}  # the same, for misnamed samples
+        self._store_failed_log: dict[
+            tuple[str, str], tuple[int, float]
+        ] = {}  # ("", what) -> the same, all agents
 
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
@@ -373,16 +376,24 @@ class FleetServicer(rpc.FleetServicer):
         gate = self._heartbeats.setdefault(tenant, asyncio.Semaphore(HEARTBEATS_PER_TENANT))
         async with gate:
             await self._command_results(who, request.command_results)
-            await asyncio.to_thread(
-                self.store.heartbeat,
-                agent,
-                dict(request.labels),
-                slots,
-                health,
-                request.outbox_depth,
-                _outbox_state(request),
-                tenant=tenant,
-            )
+            try:
+                await asyncio.to_thread(
+                    self.store.heartbeat,
+                    agent,
+                    dict(request.labels),
+                    slots,
+                    health,
+                    request.outbox_depth,
+                    _outbox_state(request),
+                    tenant=tenant,
+                )
+            except Exception as exc:  # the store failed (down, disk full): the agent heartbeats again
+                self._store_failed("heartbeats", exc)
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the fleet store could not record this heartbeat ({type(exc).__name__}: {str(exc)[:200]}); "
+                    "send it again later",
+                )
             gen, desired, config = 0, [], None
             if self.control is not None:
                 gen, desired, config = await asyncio.to_thread(
@@ -457,6 +468,15 @@ class FleetServicer(rpc.FleetServicer):
         task.cancel()
         await asyncio.wait({task}, timeout=RECLAIM_WAIT_S)  # its count released before the new one's is taken
         return True
+
+    def _store_failed(self, what: str, exc: Exception) -> None:
+        """A write of every agent's ``what`` that the store failed (down, its disk full): logged with its traceback
+        once per ``DAMAGED_LOG_S`` with the count since, not at each one: every agent's every heartbeat was a
+        traceback (grpc's own "Unexpected ... raised by servicer method") while the disk stayed full."""
+        if since := _due(self._store_failed_log, ("", what), 1):
+            log.error(
+                "the fleet store could not write %d %s since this was last logged", since, what, exc_info=exc
+            )
 
     def _misnamed(self, who: Identity, misnamed: list[tuple[int, str, str]]) -> None:
         """Samples whose bytes are not the kind their extension says (a JPEG or an HTML page under .png, a PNG under
