@@ -471,8 +471,9 @@ class FleetServicer(rpc.FleetServicer):
 
     def _store_failed(self, what: str, exc: Exception) -> None:
         """A write of every agent's ``what`` that the store failed (down, its disk full): logged with its traceback
-        once per ``DAMAGED_LOG_S`` with the count since, not at each one: every agent's every heartbeat was a
-        traceback (grpc's own "Unexpected ... raised by servicer method") while the disk stayed full."""
+        once per ``DAMAGED_LOG_S`` with the count since, not at each one: every agent's every heartbeat (grpc's
+        own "Unexpected ... raised by servicer method") and every batch sent again was a traceback while the disk
+        stayed full."""
         if since := _due(self._store_failed_log, ("", what), 1):
             log.error(
                 "the fleet store could not write %d %s since this was last logged", since, what, exc_info=exc
@@ -591,12 +592,7 @@ class FleetServicer(rpc.FleetServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, f"{str(exc)[:300]}; nothing of the batch was stored"
             )
         except Exception as exc:  # the store failed (down, disk full, a bug): the agent sends the batch again
-            log.exception(
-                "agent %s (tenant %s): writing a batch of %d records failed",
-                who.name,
-                who.tenant,
-                len(records),
-            )
+            self._store_failed("batches", exc)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"the fleet store could not write this batch ({type(exc).__name__}); nothing of it was stored, "

@@ -81,7 +81,11 @@ async def test_a_full_data_folder_refuses_uploads_saying_so_and_takes_them_whole
                     code, details = await _code(_push(acme, *batch))
                     assert code == grpc.StatusCode.UNAVAILABLE, (code, details)
                     assert "nothing of it was stored, send it again later" in details, details
+                for batch in (records, samples):  # sent again while the disk is still full: not logged again
+                    code, _ = await _code(_push(acme, *batch))
+                    assert code == grpc.StatusCode.UNAVAILABLE
             said = caplog.text
+            assert len(caplog.records) == 1, said
             assert "database or disk is full" in said or "No space left on device" in said, said
             assert "cannot rollback" not in said, said
             # a heartbeat is a write too: UNAVAILABLE (the agent heartbeats again) saying why, logged once
