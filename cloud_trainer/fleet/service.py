@@ -43,6 +43,7 @@ from cloud_trainer.blobs import BlobStore, open_blobs
 from cloud_trainer.fleet.commands import Commands, add_commands
 from cloud_trainer.fleet.control import NotInTenant
 from cloud_trainer.fleet.deployment import Deployment, gate_from_request
+from cloud_trainer.fleet.failures import RepeatedFailure
 from cloud_trainer.fleet.guard import (
     MalformedRequests,
     QuotaExceeded,
@@ -1047,33 +1048,13 @@ def server_credentials(ca: Path, cert: Path, key: Path) -> grpc.ServerCredential
 TICK_FAILURE_LOG_S = 300.0
 
 
-class _TickFailures:
-    def __init__(self) -> None:
-        self.why: str | None = None  # the failure of the moment, None while ticks succeed
-        self.since = 0  # failures not logged yet
-        self.logged = 0.0
-
-    def __call__(self, ticking: asyncio.Future) -> None:
-        if ticking.cancelled():
-            return
-        if (exc := ticking.exception()) is None:
-            if self.why is not None:
-                log.info("deployment ticks succeed again (%d more failed since last logged)", self.since)
-                self.why, self.since = None, 0
-            return
-        why, now = f"{type(exc).__name__}: {exc}", time.monotonic()
-        if why != self.why:
-            self.why, self.since, self.logged = why, 0, now
-            log.error(
-                "deployment tick failed (logged again at most every %g s)", TICK_FAILURE_LOG_S, exc_info=exc
-            )
-        elif now - self.logged >= TICK_FAILURE_LOG_S:
-            log.error(
-                "deployment ticks still fail (%s): %d times since last logged", why[:300], self.since + 1
-            )
-            self.since, self.logged = 0, now
-        else:
-            self.since += 1
+def _tick_done(failures: RepeatedFailure, ticking: asyncio.Future) -> None:
+    if ticking.cancelled():
+        return
+    if (exc := ticking.exception()) is None:
+        failures.succeeded()
+    else:
+        failures.failed(exc)
 
 
 def channel_credentials(ca: Path, cert: Path, key: Path) -> grpc.ChannelCredentials:
@@ -1205,7 +1186,7 @@ class FleetServer:
                 raise PortTaken(cannot_bind(host, port, replicas, self.announcement)) from None
             self._tick: asyncio.Task | None = None
             self._ticking: asyncio.Future | None = None  # the tick under way in its worker thread
-            self._tick_failures = _TickFailures()
+            self._tick_failures = RepeatedFailure(log, "deployment tick", TICK_FAILURE_LOG_S)
             self._stopped = False
             if self.announcement is None:
                 self.announcement = Announcement(self.port, *self._identity, host=host).open()
@@ -1249,7 +1230,7 @@ class FleetServer:
             await asyncio.sleep(1.0)
             # shielded: stop() cancels this loop, and then waits for the tick under way (its thread runs on)
             self._ticking = ticking = asyncio.ensure_future(asyncio.to_thread(self.control.tick))
-            ticking.add_done_callback(self._tick_failures)
+            ticking.add_done_callback(partial(_tick_done, self._tick_failures))
             with contextlib.suppress(Exception):  # logged by the callback
                 await asyncio.shield(ticking)
 

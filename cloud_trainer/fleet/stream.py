@@ -35,6 +35,7 @@ import logging
 import time
 
 from cloud_trainer.fleet.commands import add_commands
+from cloud_trainer.fleet.failures import RepeatedFailure
 
 log = logging.getLogger(__name__)
 # A fleet-wide change is pushed in slices: PUSH_SLICE streams, then a pause of PUSH_PAUSE_S (at most 2,000
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 # reports keep most of the loop and a change still reaches 5,000 streams in ~2.5 s.
 PUSH_SLICE = 100
 PUSH_PAUSE_S = 0.05
+FLUSH_FAILURE_LOG_S = 300.0  # a flush failing for the same reason is logged again at most this often
 MAX_REPORT_ATTEMPTS = 3  # flushes a report that fails to be written (not refused as malformed) is tried in
 
 
@@ -80,6 +82,10 @@ class StreamHub:
         )
         self._tasks: list[asyncio.Task] = []
         self._generation = 0
+        # a store that keeps failing (its disk full) is logged once, then every FLUSH_FAILURE_LOG_S: a flush a second
+        self.flush_failures = RepeatedFailure(
+            log, "fleet streams: writing state reports (they wait for the next flush)", FLUSH_FAILURE_LOG_S
+        )
 
     async def start(self) -> None:
         if self.control is not None:
@@ -185,7 +191,7 @@ class StreamHub:
         try:
             self.store.heartbeat_many([(tenant, agent, *args) for (tenant, agent), args in batch.items()])
         except Exception as exc:
-            log.warning(
+            (log.debug if self.flush_failures.why is not None else log.warning)(  # said once per failure
                 "fleet streams: writing %d state reports in one transaction failed (%s: %s); writing them "
                 "one at a time",
                 len(batch),
@@ -235,7 +241,8 @@ class StreamHub:
                 if n >= MAX_REPORT_ATTEMPTS:
                     self._attempts.pop(key, None)
                     self.refused += 1
-                    log.warning(
+                    # while the store keeps failing (said once by flush_failures) one line per agent was a flood
+                    (log.debug if self.flush_failures.why is not None else log.warning)(
                         "fleet streams: state report of agent %s (tenant %s) failed to be written %d times; "
                         "dropped (the agent reports again within its report_s)",
                         key[1][:64],
@@ -255,11 +262,10 @@ class StreamHub:
             await asyncio.sleep(self.flush_s)
             try:
                 await asyncio.to_thread(self.flush)
-            except Exception:
-                log.exception(
-                    "fleet streams: the store could not write state reports; %d wait for the next flush",
-                    len(self.pending),
-                )
+            except Exception as exc:  # the reports wait in ``pending`` for the next flush
+                self.flush_failures.failed(exc)
+            else:
+                self.flush_failures.succeeded()
 
     async def _owed(self) -> None:
         """Streams owed their desired state (just opened, or reporting an older generation) get it in batches:

@@ -182,9 +182,58 @@ async def test_a_rollout_ticking_on_a_full_data_folder_logs_its_failure_once_not
                 assert "disk is full" in caplog.text, caplog.text
                 filler.unlink()
                 await until(
-                    lambda: any("succeed again" in r.getMessage() for r in caplog.records), what="ticks again"
+                    lambda: any("succeeds again" in r.getMessage() for r in caplog.records),
+                    what="ticks again",
                 )
             assert srv.control.get(dep["id"], tenant="acme")["state"] == "running"
         finally:
             await ch.close()
             await srv.stop()
+
+
+async def test_the_streams_flush_failing_on_a_full_data_folder_logs_once_not_at_every_flush(tmp_path, caplog):
+    """The Connect streams' reports are written every ``flush_s``: on a full disk every flush failed and logged
+    a warning and a traceback (one of each a second, for as long as the disk stayed full). Logged once, and once
+    more when the store takes them again; the reports wait and are written then."""
+    from cloud_trainer.fleet.store import SQLiteStore
+    from cloud_trainer.fleet.stream import StreamHub
+
+    class Counted(SQLiteStore):  # the real store; counts the flushes' writes it was asked for
+        calls = 0
+
+        def heartbeat_many(self, rows):
+            Counted.calls += 1
+            return super().heartbeat_many(rows)
+
+    root = tmp_path / "cloud"
+    with small_tmpfs(root, "2m"):
+        store = Counted(root / "fleet.db")
+        hub = StreamHub(store, None, flush_s=0.05)
+        await hub.start()
+        try:
+            filler = root / "filler"
+            with pytest.raises(OSError):
+                filler.write_bytes(b"\0" * (shutil.disk_usage(root).free + 4096))
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="cloud_trainer.fleet.stream"):
+                start, n = Counted.calls, 0
+                while Counted.calls - start < 30:  # agents keep reporting: ten flushes or more, each failing
+                    n += 1
+                    hub.pending[("acme", f"gw-{n}")] = ({"v": "1"}, [], {}, 0, {}, time.time())
+                    await asyncio.sleep(0.02)
+                said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+                # the first flush's batch falling back to one report at a time, and its failure: nothing more
+                assert [r.levelno for r in said] == [logging.WARNING, logging.ERROR], [
+                    r.getMessage() for r in said
+                ]
+                assert "full" in caplog.text, caplog.text
+                filler.unlink()
+                await until(
+                    lambda: any("succeeds again" in r.getMessage() for r in caplog.records),
+                    what="flushes again",
+                )
+            assert ("acme", f"gw-{n}") not in hub.pending
+            assert f"gw-{n}" in {a["id"] for a in store.agents(tenant="acme")}
+        finally:
+            await hub.stop()
+            store.close()
