@@ -1337,7 +1337,7 @@ def main(argv: list[str]) -> int:
         "reads them with the same bayer setting. A colour image is then refused",
     )
     a = ap.parse_args(argv)
-    with _decoders_quiet(), _stopped_cleanly():
+    with _decoders_quiet(), stopped_cleanly():
         res = import_images(
             a.source,
             a.out,
@@ -1353,7 +1353,7 @@ def main(argv: list[str]) -> int:
 
 
 @contextlib.contextmanager
-def _stopped_cleanly():
+def stopped_cleanly():
     """SIGTERM (a job scheduler's timeout, a pod's eviction, ``kill``) and SIGHUP (the terminal closed)
     end the command as an exception would, so that the import removes its temporary folder; by default
     they end the process at once and leave it behind. SIGKILL cannot be caught: it leaves only that

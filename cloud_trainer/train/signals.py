@@ -1534,10 +1534,10 @@ def main_import(argv: list[str]) -> int:
         "(recorded in dataset.yaml; the maintenance trainer's condition features use it)",
     )
     a = ap.parse_args(argv)
-    from cloud_trainer.train.images import _stopped_cleanly
+    from cloud_trainer.train.images import stopped_cleanly
 
     try:
-        with _stopped_cleanly():  # SIGTERM, SIGHUP and Ctrl-C remove the hidden folder being written
+        with stopped_cleanly():  # SIGTERM, SIGHUP and Ctrl-C remove the hidden folder being written
             res = import_vibration(
                 a.files,
                 a.out,
