@@ -26,6 +26,7 @@ from typing import Any
 
 from protocols import quality_names
 from protocols.json_codec import MS_LOOKS_LIKE_S, CodecError
+from protocols.topics import shown_topic
 
 NAMESPACE = "spBv1.0"
 MAX_ID_CHARS = 1024  # a group, edge node or device id, or a metric name, longer than this is refused
@@ -918,12 +919,6 @@ def decode(
     )
 
 
-def _shown(topic: str) -> str:
-    """A topic as an error quotes it: its first 200 characters and its length when longer (MQTT allows topics of
-    65,535 bytes; quoted whole, each error line held 60 KB of one)."""
-    return repr(topic) if len(topic) <= 200 else f"{topic[:200]!r}... ({len(topic)} characters)"
-
-
 def parse_topic(topic: str) -> SparkplugTopic:
     """Parse ``spBv1.0/{group}/{type}/{edge_node}[/{device}]`` (or ``spBv1.0/STATE/{host}``); an id of over
     ``MAX_ID_CHARS`` characters is refused (``bad_topic``)."""
@@ -939,20 +934,24 @@ def parse_topic(topic: str) -> SparkplugTopic:
         )
     if len(parts) < 3 or parts[0] != NAMESPACE:
         raise CodecError(
-            "bad_topic", f"{_shown(topic)} is not a Sparkplug B topic ({NAMESPACE}/group/TYPE/node[/device])"
+            "bad_topic",
+            f"{shown_topic(topic)} is not a Sparkplug B topic ({NAMESPACE}/group/TYPE/node[/device])",
         )
     if parts[1] == "STATE" and len(parts) == 3:
         return SparkplugTopic("", MessageType.STATE, parts[2])
     if len(parts) not in (4, 5) or not all(parts):
-        raise CodecError("bad_topic", f"{_shown(topic)} has {len(parts)} levels; expected 4 or 5")
+        raise CodecError("bad_topic", f"{shown_topic(topic)} has {len(parts)} levels; expected 4 or 5")
     try:
         mt = MessageType(parts[2])
     except ValueError:
-        raise CodecError("bad_topic", f"{_shown(topic)}: unknown message type {parts[2][:80]!r}") from None
+        raise CodecError(
+            "bad_topic", f"{shown_topic(topic)}: unknown message type {parts[2][:80]!r}"
+        ) from None
     is_device = mt in (MessageType.DBIRTH, MessageType.DDATA, MessageType.DDEATH, MessageType.DCMD)
     if is_device != (len(parts) == 5):
         raise CodecError(
-            "bad_topic", f"{_shown(topic)}: {mt.value} {'needs' if is_device else 'takes no'} device level"
+            "bad_topic",
+            f"{shown_topic(topic)}: {mt.value} {'needs' if is_device else 'takes no'} device level",
         )
     return SparkplugTopic(parts[1], mt, parts[3], parts[4] if len(parts) == 5 else None)
 

@@ -129,3 +129,15 @@ def topic_matches(filter_: str, topic: str) -> bool:
         if seg != "+" and seg != t[i]:
             return False
     return len(f) == len(t)
+
+
+SHOWN_CHARS = 200  # characters of a topic from the wire (or a tag named after one) that a message quotes
+
+
+def shown_topic(topic: str) -> str:
+    """A topic from the wire, or a tag named after one, as a log line or error quotes it: its first
+    ``SHOWN_CHARS`` characters and its length when longer. MQTT allows topics of 65,535 bytes; quoted whole,
+    each log line, ``last_error`` and notice held 60 KB of one."""
+    if len(topic) <= SHOWN_CHARS:
+        return repr(topic)
+    return f"{topic[:SHOWN_CHARS]!r}... ({len(topic)} characters)"

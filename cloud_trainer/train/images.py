@@ -46,7 +46,7 @@ import secrets
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
@@ -863,32 +863,27 @@ def import_images(
     check(found, src, task, min_good)
     for n in found.notes:
         log(f"dataset import: {n}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # a hidden folder beside --out, made as any folder is (mkdtemp's would keep its owner-only mode after
-    # the rename: a trainer running as another user could not read the dataset)
-    _remove_stale(out, log)
-    tmp = out.parent / f".{out.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:  # made inside: a stop signal handled the moment mkdir returns still removes it
-        tmp.mkdir()
-        progress = _Progress(len(found.items), progress_s, log)
-        summary, copies, shapes, flat, misnamed, lossy = _write(
-            found, src, tmp, max_megapixels, pixel_bits, progress, bayer
-        )
-        if copies:  # left out: the classes must still hold enough images without them
-            left = {id(a) for a, _ in copies}
-            check(
-                Found(
-                    found.layout, found.good, found.classes, [it for it in found.items if id(it) not in left]
-                ),
-                src,
-                task,
-                min_good,
-                after=copies_note(copies, src),
+    try:
+        with new_dataset_folder(out, log) as tmp:
+            progress = _Progress(len(found.items), progress_s, log)
+            summary, copies, shapes, flat, misnamed, lossy = _write(
+                found, src, tmp, max_megapixels, pixel_bits, progress, bayer
             )
-            log(f"dataset import: {copies_note(copies, src)}")
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
+            if copies:  # left out: the classes must still hold enough images without them
+                left = {id(a) for a, _ in copies}
+                check(
+                    Found(
+                        found.layout,
+                        found.good,
+                        found.classes,
+                        [it for it in found.items if id(it) not in left],
+                    ),
+                    src,
+                    task,
+                    min_good,
+                    after=copies_note(copies, src),
+                )
+                log(f"dataset import: {copies_note(copies, src)}")
         for note in (
             _misnamed_note(misnamed),
             _odd_sizes_note(shapes),
@@ -902,14 +897,30 @@ def import_images(
     except (
         OSError
     ) as exc:  # a full disk, a folder that may not be written: one line, nothing left half-written
-        shutil.rmtree(tmp, ignore_errors=True)
         raise DatasetError(
             f"{out}: the dataset could not be written ({exc.strerror or exc}: {exc.filename})"
         ) from None
+    return {**summary, "out": str(out)}
+
+
+@contextlib.contextmanager
+def new_dataset_folder(out: Path, log) -> Iterator[Path]:
+    """A hidden folder beside ``out`` (absent or empty: checked by the caller) to write a dataset into, renamed to
+    ``out`` when the block ends and removed when it raises (a full disk, a refusal, a stop signal): nothing is
+    left half-written. Made as any folder is (mkdtemp's would keep its owner-only mode after the rename: a
+    trainer running as another user could not read the dataset); what killed imports left is removed first."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out, log)
+    tmp = out.parent / f".{out.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:  # made inside: a stop signal handled the moment mkdir returns still removes it
+        tmp.mkdir()
+        yield tmp
+        if out.exists():
+            out.rmdir()  # empty (checked before)
+        os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {**summary, "out": str(out)}
 
 
 def _host() -> str:

@@ -1402,18 +1402,11 @@ def _write_dataset(out: Path, arrays: dict[str, Any], meta_text: str, hop: int) 
     """``windows.npz`` and ``dataset.yaml`` written into a hidden folder beside ``out`` (empty or absent) and
     renamed to it at the end, as ``dataset import`` of images writes its datasets: a full disk or a stop leaves
     nothing half-written (a windows.npz beside another import's dataset.yaml). Returns the windows' digest."""
-    import os
-    import secrets
-    import shutil
     import zipfile
 
-    from cloud_trainer.train.images import _host, _remove_stale
+    from cloud_trainer.train.images import new_dataset_folder
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(out, lambda m: print(m, file=sys.stderr))
-    tmp = out.parent / f".{out.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:  # made inside: a stop signal handled the moment mkdir returns still removes it
-        tmp.mkdir()
+    with new_dataset_folder(out, lambda m: print(m, file=sys.stderr)) as tmp:
         np.savez_compressed(tmp / "windows.npz", **arrays)
         with zipfile.ZipFile(tmp / "windows.npz") as zf:  # as training counts them (``data.npz_arrays``)
             size = sum(
@@ -1424,12 +1417,6 @@ def _write_dataset(out: Path, arrays: dict[str, Any], meta_text: str, hop: int) 
         (tmp / "dataset.yaml").write_text(meta_text)
         with open(tmp / "windows.npz", "rb") as fh:  # up to 2 GiB: hashed as read, not held whole
             digest = "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
-        if out.exists():
-            out.rmdir()  # empty (checked before the runs were read)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return digest
 
 

@@ -109,13 +109,13 @@ from devices.mqtt.settings import CodecKind, MqttSettings, Protocol, Subscriptio
 from devices.mqtt.sparkplug_host import SparkplugHost
 from protocols import json_codec
 from protocols import sparkplug as sp
+from protocols.topics import shown_topic
 
 log = logging.getLogger(__name__)
 MAX_TAGS = 100_000  # tag names whose last time is kept for the order check (a few MB); topics routed the same
 # a topic or tag name counts as one more of those per NAME_UNIT characters it holds: MQTT allows topics of 65,535
 # bytes (Mosquitto takes them), and 100,000 such names, made up by a client of a shared broker, held gigabytes
 NAME_UNIT = 256
-SHOWN_NAME = 200  # characters of such a topic (or a tag named after one) that a message quotes
 # A reading stamped before this (2001-09-09) comes from a clock that was never set: a device without NTP or a
 # battery-backed clock counts from 1970 at power-on (Tasmota before its first sync, an ESP's uptime). No
 # device's buffer holds data that old, so while this gateway's own clock is past it, the receive time is used
@@ -1636,14 +1636,14 @@ class MqttSource:
                 if first and first not in ids:  # the copy for a later subscription: read once, by the first
                     self._notice_threadsafe(
                         "overlapping_copy",
-                        f"topic {_shown(topic)} matches more than one subscription; the broker sends a copy for "
+                        f"topic {shown_topic(topic)} matches more than one subscription; the broker sends a copy for "
                         "each (MQTT 5): only the first subscription's copy is read",
                     )
                     return self._skipped(msg)
         if len(msg.payload) > self._max_bytes:
             self._error_threadsafe(
                 "too_large",
-                f"topic {_shown(topic)}: message of {len(msg.payload)} bytes exceeds max_message_bytes "
+                f"topic {shown_topic(topic)}: message of {len(msg.payload)} bytes exceeds max_message_bytes "
                 f"({self._max_bytes}); skipped undecoded",
             )
             return self._skipped(msg)
@@ -1654,7 +1654,7 @@ class MqttSource:
         ):
             self._notice_threadsafe(
                 "redelivered",
-                f"topic {_shown(topic)}: a QoS 1 message the broker sent again after a reconnect (DUP: its "
+                f"topic {shown_topic(topic)}: a QoS 1 message the broker sent again after a reconnect (DUP: its "
                 "acknowledgement was lost with the connection) was passed on before; not passed on twice",
             )
             if self._unacked is not None:
@@ -1759,7 +1759,7 @@ class MqttSource:
         if len(self._last_ts) + self._tag_units > MAX_TAGS:  # bounded: tag names come from the outside world
             self._notice(
                 "too_many_tags",
-                f"over {MAX_TAGS} tag names seen (the latest on topic {_shown(topic)}): a device that puts a counter "
+                f"over {MAX_TAGS} tag names seen (the latest on topic {shown_topic(topic)}): a device that puts a counter "
                 "or a time in its topic makes a new tag per message; the order check starts afresh. Narrow "
                 "the subscription, or set tag_prefix_topic: false",
             )
@@ -1768,14 +1768,16 @@ class MqttSource:
         try:
             return dec(topic, payload, received_at)
         except json_codec.CodecError as e:
-            self._error(e.reason, f"topic {_shown(topic)}: {e.detail}")
+            self._error(e.reason, f"topic {shown_topic(topic)}: {e.detail}")
             return []
         except Exception as e:  # a payload no check foresaw: skipped and counted, never the source's end
             if "decode_failed" not in self.stats.errors_by_reason:  # the first with its traceback
                 log.exception(
-                    "mqtt source %r: a message on %s could not be decoded; skipped", self.name, _shown(topic)
+                    "mqtt source %r: a message on %s could not be decoded; skipped",
+                    self.name,
+                    shown_topic(topic),
                 )
-            self._error("decode_failed", f"topic {_shown(topic)}: {type(e).__name__}: {str(e)[:200]}")
+            self._error("decode_failed", f"topic {shown_topic(topic)}: {type(e).__name__}: {str(e)[:200]}")
             return []
 
     def _ahead(
@@ -1789,14 +1791,14 @@ class MqttSource:
         for a time before 2001 (``CLOCK_SET_S``): a clock never set, which restarts from 1970 at each power-on."""
         if ts < CLOCK_SET_S:
             msg = (
-                f"tag {_shown(tag)}: timestamp {ts:.3f} is {time.strftime('%Y-%m-%d', time.gmtime(max(ts, 0)))}: the "
+                f"tag {shown_topic(tag)}: timestamp {ts:.3f} is {time.strftime('%Y-%m-%d', time.gmtime(max(ts, 0)))}: the "
                 "device's clock was never set (without NTP it counts from 1970 at power-on, and after a restart "
                 f"every reading would look older than the last); the receive time is used: set the device's clock "
                 f"(NTP), {fix}"
             )
         else:
             msg = (
-                f"tag {_shown(tag)}: timestamp {ts:.3f} is {ts - received_at:+.0f} s ahead of this gateway's clock (over "
+                f"tag {shown_topic(tag)}: timestamp {ts:.3f} is {ts - received_at:+.0f} s ahead of this gateway's clock (over "
                 f"max_clock_skew_s {self.settings.max_clock_skew_s:g}); the receive time is used: set the "
                 f"device's clock (NTP), {fix}"
             )
@@ -1848,7 +1850,7 @@ class MqttSource:
                 continue
             last = last_ts.get(tag)
             if last is not None and ts < last:
-                self._error("out_of_order", f"tag {_shown(tag)}: timestamp {ts} is older than {last}")
+                self._error("out_of_order", f"tag {shown_topic(tag)}: timestamp {ts} is older than {last}")
                 if not self._keep_out_of_order:
                     continue
             else:
@@ -1879,7 +1881,7 @@ class MqttSource:
                 continue
             last = last_ts.get(tag)
             if last is not None and ts < last:
-                self._error("out_of_order", f"tag {_shown(tag)}: timestamp {ts} is older than {last}")
+                self._error("out_of_order", f"tag {shown_topic(tag)}: timestamp {ts} is older than {last}")
                 if not self._keep_out_of_order:
                     continue
             else:
@@ -1917,7 +1919,7 @@ class MqttSource:
             last = last_ts.get(r.tag)
             if last is not None and r.timestamp < last and r.quality is Quality.GOOD:
                 self._error(
-                    "out_of_order", f"tag {_shown(r.tag)}: timestamp {r.timestamp} is older than {last}"
+                    "out_of_order", f"tag {shown_topic(r.tag)}: timestamp {r.timestamp} is older than {last}"
                 )
                 if not keep:
                     continue
@@ -2017,9 +2019,9 @@ class MqttSource:
             return self._retained(topic, readings)
         except Exception as e:  # a fault no check foresaw: this message skipped (and acknowledged)
             log.exception(
-                "mqtt source %r: a message on %s could not be read; skipped", self.name, _shown(topic)
+                "mqtt source %r: a message on %s could not be read; skipped", self.name, shown_topic(topic)
             )
-            self._error("decode_failed", f"topic {_shown(topic)}: {type(e).__name__}: {str(e)[:200]}")
+            self._error("decode_failed", f"topic {shown_topic(topic)}: {type(e).__name__}: {str(e)[:200]}")
             return []
 
     def _queue_full(self, drops: dict[str, int]) -> None:
@@ -2036,7 +2038,7 @@ class MqttSource:
             self.name,
             s.queue_max_items,
             s.queue_max_bytes,
-            _shown(top or "(other topics)"),
+            shown_topic(top or "(other topics)"),
             n=sum(drops.values()),
         )
         counts = self.notices.counts
@@ -2048,7 +2050,7 @@ class MqttSource:
                 key,
                 "mqtt source %r: topic %s: messages dropped from the full hand-over queue",
                 self.name,
-                _shown(topic or "(other topics)"),
+                shown_topic(topic or "(other topics)"),
                 n=n,
                 level=logging.INFO,
             )
@@ -2069,7 +2071,7 @@ class MqttSource:
         if policy == "skip":
             self._notice(
                 "retained_skipped",
-                f"topic {_shown(topic)}: a retained message (the broker's stored last value, of unknown age) was "
+                f"topic {shown_topic(topic)}: a retained message (the broker's stored last value, of unknown age) was "
                 "not read (retained: skip); its tags wait for a live value",
                 n=len(readings),
             )
@@ -2091,14 +2093,14 @@ class MqttSource:
         if fresh:
             self._notice(
                 "retained_fresh",
-                f"topic {_shown(topic)}: a retained message stamped within retained_max_age_s ({max_age:g} s) of its "
+                f"topic {shown_topic(topic)}: a retained message stamped within retained_max_age_s ({max_age:g} s) of its "
                 "receive time was taken as live (quality good)",
                 n=fresh,
             )
         if fresh < len(readings):
             self._notice(
                 "retained",
-                f"topic {_shown(topic)}: a retained message (the broker's stored last value, sent on subscribing) "
+                f"topic {shown_topic(topic)}: a retained message (the broker's stored last value, sent on subscribing) "
                 "without a timestamp of its own within retained_max_age_s gave its readings quality "
                 "uncertain: shown and forwarded, but pipelines, models and rules wait for a live value; set "
                 "retained: live on a subscription whose topics hold state published only on change",
@@ -2324,15 +2326,6 @@ def _packet_size(topic_bytes: int, payload_bytes: int, qos: int, v5: bool) -> in
     return 1 + (1 if rest < 128 else 2 if rest < 16_384 else 3 if rest < 2_097_152 else 4) + rest
 
 
-def _shown(name: str) -> str:
-    """A topic from the wire, or a tag named after one, as a message quotes it: its first ``SHOWN_NAME``
-    characters and its length when longer. MQTT allows topics of 65,535 bytes; quoted whole, each log line,
-    ``last_error`` and notice held 60 KB of one."""
-    if len(name) <= SHOWN_NAME:
-        return repr(name)
-    return f"{name[:SHOWN_NAME]!r}... ({len(name)} characters)"
-
-
 def _bad_topic(topic: str, payload: bytes, received_at: float) -> list[Reading]:
     raise json_codec.CodecError(
         "bad_topic",
@@ -2417,7 +2410,7 @@ def json_decoder(src: MqttSource, sub: Subscription):
         # and MAC are no fault each); every field of every message is counted, never formatted again
         if "text_field_unread" not in src.notices.counts:
             hint = json_codec.text_fields_hint(texts, mapping)
-            src._notice("text_field_unread", f"topic {_shown(topic)}: {hint}", n=len(texts))
+            src._notice("text_field_unread", f"topic {shown_topic(topic)}: {hint}", n=len(texts))
         else:
             src.notices.note("text_field_unread", "", n=len(texts))
         texts.clear()
@@ -2429,7 +2422,7 @@ def json_decoder(src: MqttSource, sub: Subscription):
             # read, and no malformed JSON either
             src._notice(
                 "empty_message",
-                f"topic {_shown(topic)}: a message of 0 bytes (a client deleting the topic's retained message, "
+                f"topic {shown_topic(topic)}: a message of 0 bytes (a client deleting the topic's retained message, "
                 "which the broker passes on, or an empty message): nothing to read",
             )
             return []
@@ -2447,19 +2440,19 @@ def json_decoder(src: MqttSource, sub: Subscription):
                 hinted.add(key)
                 hint = json_codec.time_field_hint(payload, mapping)
                 if hint is not None:
-                    src._notice("time_field_unread", f"topic {_shown(topic)}: {hint}")
+                    src._notice("time_field_unread", f"topic {shown_topic(topic)}: {hint}")
         if hinted_records is not None and got and (key := hash(topic)) not in hinted_records:
             if len(hinted_records) < 10_000:  # bounded, by their hash as above
                 hinted_records.add(key)
                 hint = json_codec.records_field_hint(payload, mapping)
                 if hint is not None:
-                    src._notice("records_field_unread", f"topic {_shown(topic)}: {hint}")
+                    src._notice("records_field_unread", f"topic {shown_topic(topic)}: {hint}")
         if not got and every_number and not json_codec.empty_batch(payload):  # [], [ ]: nothing unread
             # nothing to read, and nothing said: a device (or a firmware update) that sends its numbers as
             # text ({"temp": "21.5"}) looked like a source that had stopped
             src._notice(
                 "no_numeric_field",
-                f"topic {_shown(topic)}: a JSON message gave no reading: none of its top-level fields holds a finite "
+                f"topic {shown_topic(topic)}: a JSON message gave no reading: none of its top-level fields holds a finite "
                 'number. A number sent as text ("21.5", "12,5") is not read as one (text is never made a '
                 'number: a part number "0012" would lose its zeros); set json_mapping.numbers_from_text: true to '
                 "read them as numbers, or map such a field in json_mapping.values to read it as text",

@@ -1237,11 +1237,17 @@ def _quality(status: ua.StatusCode | None) -> tuple[Quality, str | None]:
     return got
 
 
+def _null_time(v: Any) -> bool:
+    """Whether ``v`` is DateTime 0, OPC UA's null time (Part 6, 5.2.2.5: never set), which asyncua hands out as
+    1601-01-01."""
+    return isinstance(v, dt.datetime) and v.year <= 1601
+
+
 def _epoch(t: dt.datetime | None) -> float | None:
     """Epoch seconds of an OPC UA DateTime; None for a missing one, and for the null values (Part 6:
     0 and the maximum, which asyncua hands out as 1601-01-01 and 9999-12-31) that PLCs without a
     clock send as the source timestamp: the next timestamp in line is used instead."""
-    if t is None or t.year <= 1601 or t.year >= 9999:
+    if t is None or _null_time(t) or t.year >= 9999:
         return None
     if t.tzinfo is None:  # asyncua hands out naive UTC datetimes
         t = t.replace(tzinfo=dt.UTC)
@@ -1672,7 +1678,7 @@ def _members(tag: str, v: Any, out: list[tuple[str, Any]], depth: int = 0) -> No
                 if type(x) is float and f.type in _FLOAT_FIELD:  # a REAL member as the PLC shows it
                     x = float32_shown(x)
                 _members(f"{tag}/{f.name}", x, out, depth + 1)
-    elif isinstance(v, dt.datetime) and v.year <= 1601:  # DateTime 0, OPC UA's null time: never set
+    elif _null_time(v):  # a member never set
         out.append((tag, None))
     else:
         out.append((tag, _plain(v)))
@@ -2191,9 +2197,8 @@ class OpcUaSource:
         elif not isinstance(val, _PLAIN):
             if isinstance(val, ua.ExtensionObject) or _is_structure(val):
                 return self._structure(nodeid, tag, val, dv)
-            if isinstance(val, dt.datetime) and val.year <= 1601:
-                # DateTime 0, OPC UA's null time (Part 6, 5.2.2.5), which asyncua hands out as 1601-01-01: a
-                # PLC's time never set is no time, as a source timestamp of it is taken as absent (``_epoch``)
+            if _null_time(val):
+                # a PLC's time never set is no time, as a source timestamp of it is taken as absent (``_epoch``)
                 null = "a DateTime of 1601-01-01, OPC UA's null time: never set"
                 val = None
             else:
