@@ -116,6 +116,7 @@ STEP_TIMEOUT_S = 900.0
 # how often a running rollout with a selector looks for agents that joined its group since (registered, or
 # labels changed): a read of the tenant's agents, so not every tick
 JOIN_CHECK_S = 30.0
+MAX_SEEN_MARKS = 10_000  # step marks whose monotonic reading a service keeps (``Control._waited``)
 STALL_REFRESH_S = (
     60.0  # a stalled step's text (how long it waited, when its agents were last seen) is renewed
 )
@@ -270,6 +271,10 @@ class Control:
         self.keys_dir = Path(keys_dir) if keys_dir else None
         self.lock = threading.RLock()
         self.clock = time.time
+        # the wall clock's marks are read through this process's monotonic clock too (``_waited``): a wall clock
+        # stepped forward during a step's wait does not cut the wait short
+        self.monotonic = time.monotonic
+        self._seen: dict[tuple[str, str], tuple[float, float, float]] = {}
         if config_validator is None:
             from cloud_trainer.fleet.agent_config import validate_agent_config as config_validator
         self.config_validator = config_validator
@@ -921,7 +926,7 @@ class Control:
             self._unstall(dep)
             if dep["step_healthy_at"] is None:
                 dep["step_healthy_at"] = now
-            if now - dep["step_healthy_at"] >= dep["wait_s"]:
+            if self._waited(dep, "step_healthy_at", now) >= dep["wait_s"]:
                 if upto >= len(agents) or k + 1 >= len(dep["steps"]):
                     dep["state"] = "completed"
                     if dep.get("selector") and not dep.get("rollback"):
@@ -938,8 +943,26 @@ class Control:
                 self._advance(dep)
             return
         late = [a for a in live if dep["targets"][a]["status"] != "healthy"]
-        if self.step_timeout_s and now - dep["step_started"] >= self.step_timeout_s:
+        if self.step_timeout_s and self._waited(dep, "step_started", now) >= self.step_timeout_s:
             self._stall(dep, late, now)
+
+    def _waited(self, dep: dict, key: str, now: float) -> float:
+        """Seconds since ``dep[key]`` (a wall-clock mark: it is stored, so that a restarted service or another
+        replica resumes the step), but never more than this process's monotonic clock counted since it first read
+        that mark (plus what the wall clock said had passed then). A server clock stepped forward during a wait
+        (NTP correcting a clock that ran late, a VM resumed) cut it short before: an hour's step ended a canary's
+        ``--wait 60`` at the next tick. A process that first reads the mark after a step (a restart) can only
+        count by the wall clock."""
+        mark = dep[key]
+        mono = self.monotonic()
+        seen = self._seen.get((dep["id"], key))
+        if seen is None or seen[0] != mark:
+            seen = (mark, mono, now - mark)
+            self._seen[(dep["id"], key)] = seen
+            if len(self._seen) > 2 * MAX_SEEN_MARKS:  # (deployments that ended: their marks are read no more)
+                for old in list(self._seen)[:MAX_SEEN_MARKS]:
+                    del self._seen[old]
+        return min(now - mark, seen[2] + (mono - seen[1]))
 
     def _stall(self, dep: dict, late: list[str], now: float) -> None:
         """The step's deadline passed with ``late`` not (yet) healthy: said in the deployment (``stalled``, its

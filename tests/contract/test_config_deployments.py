@@ -181,7 +181,7 @@ def test_a_gateway_joining_the_group_and_a_stalled_step_on_either_store(control)
     and its newer rollouts from the control state: the same on SQLite and PostgreSQL."""
     c = control
     now = [1000.0]
-    c.clock = lambda: now[0]
+    c.clock = c.monotonic = lambda: now[0]
     a = c.create_config(
         {"config_yaml": A, "config_name": "line-a", "selector": {"site": "plant"}, "steps": ["1", "100%"]}
     )

@@ -57,7 +57,7 @@ def test_a_newer_rollout_of_a_slot_takes_its_agents_over_from_an_older_one(contr
     minutes later, gave gw2 the older config again, while the newer one said ``completed`` for gw2."""
     c = control
     now = [1000.0]
-    c.clock = lambda: now[0]
+    c.clock = c.monotonic = lambda: now[0]
     a = c.create_config(
         {"config_yaml": b"a: 1\n", "agents": ["gw1", "gw2"], "steps": ["1", "100%"], "wait_s": 60}
     )
@@ -211,7 +211,7 @@ async def test_a_step_whose_agents_never_report_is_said_stalled_and_waits(regist
     for agent in AGENTS:
         _runs(c, agent, e["1.0.0"])
     now = [1000.0]
-    c.clock = lambda: now[0]
+    c.clock = c.monotonic = lambda: now[0]
     c.step_timeout_s = 600
     dep = c.create(
         {
@@ -281,7 +281,7 @@ def test_a_gateway_that_joins_the_group_mid_rollout_follows_the_rollout(registry
     group before the rollout reached it was given the version all the same; it no longer is."""
     c, e = registry_control
     now = [1000.0]
-    c.clock = lambda: now[0]
+    c.clock = c.monotonic = lambda: now[0]
     for agent in ("gw2", "gw3"):
         _runs(c, agent, e["1.0.0"])
     c.store.heartbeat("gw1", {"site": "elsewhere"}, [], {}, 0, {})  # not in the group (yet)
@@ -344,7 +344,7 @@ def test_a_server_clock_stepped_back_holds_no_step_and_no_joining_gateway_for_th
     that hour either. A mark later than the clock now counts from now: each wait is its own length again."""
     c, e = registry_control
     now = [1_000_000.0]
-    c.clock = lambda: now[0]
+    c.clock = c.monotonic = lambda: now[0]
     for agent in AGENTS:
         _runs(c, agent, e["1.0.0"])
     dep = c.create(
@@ -380,3 +380,40 @@ def test_a_server_clock_stepped_back_holds_no_step_and_no_joining_gateway_for_th
     now[0] += 31
     c.tick()
     assert [s["version"] for s in c.desired_state("gw4")[1]] == ["1.1.0"]
+
+
+def test_a_server_clock_stepped_forward_cuts_no_steps_wait_short(registry_control):
+    """The rollout's marks are the server's wall clock. When that clock was stepped forward during a step's wait
+    (NTP correcting a clock that ran late, a VM resumed after a pause), the wait counted the step: a canary healthy
+    with ``--wait 600`` gave every other gateway the version at the next tick after a one-hour step, without
+    the ten minutes of watching the canary that ``--wait`` asks for. The wait is now bounded by the time that
+    really passed (this process's monotonic clock)."""
+    c, e = registry_control
+    now, mono = [1_000_000.0], [50.0]
+    c.clock, c.monotonic = (lambda: now[0]), (lambda: mono[0])
+    for agent in AGENTS:
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "agents": list(AGENTS),
+            "steps": ["1", "100%"],
+            "wait_s": 600,
+        }
+    )
+    targets = c.get(dep["id"])["targets"]
+    [canary] = [a for a, t in targets.items() if t["status"] == "assigned"]
+    c.on_report(canary, dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    c.tick()
+    now[0] += 3600 + 1  # the server's clock is stepped an hour forward, one second passes
+    mono[0] += 1
+    c.tick()
+    d = c.get(dep["id"])
+    assert all(t["status"] == "waiting" for a, t in d["targets"].items() if a != canary), d["targets"]
+    now[0] += 600  # the 600 s wait passes
+    mono[0] += 600
+    c.tick()
+    d = c.get(dep["id"])
+    assert all(t["status"] == "assigned" for a, t in d["targets"].items() if a != canary), d["targets"]
