@@ -9,6 +9,7 @@ Every failure is a ``CodecError(reason, detail)`` with a stable ``reason`` key:
 ``malformed_json``, ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``,
 ``duplicate_key`` (a key given twice in one object: parsers disagree on which value counts),
 ``too_many_values`` (over ``MAX_VALUES`` fields or records in one message).
+A JSON integer past float64's range (also one of more digits than Python converts, 4,300) is ``non_finite``.
 ``compile_decoder(..., keep_non_finite=True)`` keeps a NaN or infinite value (reported as ``non_finite``)
 for the caller to pass on as a BAD reading, as the MQTT source does under ``non_finite: bad``.
 ISO 8601 times without a zone are in ``JsonMapping.timezone`` (UTC unless set: Tasmota's ``Time`` is the
@@ -1368,8 +1369,10 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict:
 _SMALL_PAYLOAD = 512  # bytes: below, the plain parse and a quote count are the cheaper check
 
 
-def _parse(payload: bytes | str) -> Any:
+def _parse(payload: bytes | str, parse_int: Callable[[str], Any] | None = None) -> Any:
     try:
+        if parse_int is not None:  # (a hook that slows every integer: only for a payload refused without it)
+            return json.loads(payload, object_pairs_hook=_unique, parse_int=parse_int)
         # A key given twice in one object ({"temp": 20, "temp": 9999}) is a payload that parsers read
         # differently (Python and most keep the last, others the first or refuse it): refused, never read
         # as either. Without an object there is nothing to check; a larger payload (a waveform, records)
@@ -1391,10 +1394,23 @@ def _parse(payload: bytes | str) -> Any:
             f"key {str(e.args[0])[:60]!r} appears twice in one object: parsers disagree on which value counts",
         ) from None
     except (ValueError, UnicodeDecodeError) as e:
+        if parse_int is None and "integer string conversion" in str(e):
+            # a JSON integer of more digits than Python converts (sys.get_int_max_str_digits: 4,300) is past
+            # float64's range, as one of 310 digits is: the infinity of its sign, which its field passes on BAD
+            # as non_finite, the message's other fields read (the whole message was malformed_json)
+            return _parse(payload, _long_int)
         hint = f": plain text, not JSON? {_STATE_HINT}" if _plain_text(payload) is not None else ""
         raise CodecError("malformed_json", f"{str(e)[:120]} in {_show(payload)}{hint}") from None
     except RecursionError:
         raise CodecError("malformed_json", "nested too deep") from None
+
+
+def _long_int(digits: str) -> int | float:
+    """A JSON integer, or the infinity of its sign past the digits Python converts."""
+    try:
+        return int(digits)
+    except ValueError:
+        return -math.inf if digits[0] == "-" else math.inf
 
 
 def _object(payload: bytes | str) -> dict:

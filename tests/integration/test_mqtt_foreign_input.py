@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import socket
 import struct
 import threading
@@ -468,3 +469,37 @@ async def test_a_topic_of_tens_of_kilobytes_is_quoted_at_most_200_characters_in_
     assert "60005 characters" in " ".join(said) and "50109 characters" in " ".join(said)  # the Sparkplug one
     kept = src.notices.status()
     assert all(len(str(v)) < 4000 for v in kept.values()), {k: len(str(v)) for k, v in kept.items()}
+
+
+async def test_an_integer_past_pythons_digit_limit_is_its_fields_bad_reading_not_a_malformed_message(
+    mosquitto,
+):
+    """Python converts integers of at most 4,300 digits from text: a JSON integer of more (a device's buffer
+    overrun written as digits, a fuzzer) made json refuse the whole message as malformed_json, so the 8-channel
+    module's other seven channels gave nothing, where a 400-digit integer is only its own field's BAD reading
+    (non_finite: past float64's range). Now any integer past float64's range is that field's BAD reading."""
+    huge = "9" * 4301
+    subs = [{"topic": "daq/#"}, {"topic": "gw/#", "json_mapping": {"values": {"a": "a", "w": "w"}}}]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish(
+            "daq/1", f'{{"ts": 1700000010, "ch1": 1.5, "ch2": {huge}, "ch3": -{huge}, "ch4": 7}}', qos=1
+        )
+        pub.publish("gw/1", f'{{"ts": 1700000010, "a": 3.5, "w": [1, {huge}]}}', qos=1)
+        pub.publish("daq/3", b'{"ts": 1700000011, "end": 1}', qos=1)
+        got = await collect(src, lambda g: any(r.tag == "daq/3/end" for r in g), 5)
+    finally:
+        closed(pub)
+        await src.stop()
+    assert {r.tag: r.value for r in got if r.quality is Quality.GOOD} == {
+        "daq/1/ch1": 1.5,
+        "daq/1/ch4": 7,
+        "gw/1/a": 3.5,
+        "daq/3/end": 1,
+    }
+    bad = {r.tag: (r.value, r.reason) for r in got if r.quality is Quality.BAD}
+    assert bad.keys() == {"daq/1/ch2", "daq/1/ch3", "gw/1/w"}, bad
+    assert bad["daq/1/ch2"] == (math.inf, "non_finite") and bad["daq/1/ch3"] == (-math.inf, "non_finite")
+    assert bad["gw/1/w"][1] == "non_finite"
+    assert src.stats.errors_by_reason == {"non_finite": 3}, src.stats.errors_by_reason
