@@ -11,11 +11,13 @@ of each tag for ``/api/tags`` and ``edge-agent tags``. This module imports nothi
 from __future__ import annotations
 
 import collections
+import json
 import time
 from typing import Any
 
 from devices.base import Frame
 from edge_agent.types import Result
+from protocols import json_codec
 
 
 class StatusBoard:
@@ -81,11 +83,14 @@ def tag_rows(readings, now: float | None = None) -> list[dict]:
                 f"[{v.size} values, last {float(v.flat[-1]):.4g}]" if v.size else "[]",
                 f"array<{v.dtype}>",
             )
+        elif isinstance(v, bool | int | float | str) or v is None:
+            shown, typ = v, type(v).__name__
         else:
-            shown, typ = (
-                v if isinstance(v, bool | int | float | str) or v is None else repr(v),
-                type(v).__name__,
-            )
+            # as forwards and the outbox write it (bytes, an OPC UA ByteString, as base64 text: its repr was
+            # "b'\\xe0\\x04...'", unlike the value the broker and the cloud got); a list or structure as its JSON text
+            text = json_codec.dumps(v)
+            plain = json.loads(text)
+            shown, typ = (text if isinstance(plain, list | dict) else plain), type(v).__name__
         rows.append(
             {
                 "tag": r.tag,

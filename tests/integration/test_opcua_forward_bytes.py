@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.request
 import uuid
 
 from asyncua import ua
@@ -40,7 +41,7 @@ async def test_a_byte_string_is_forwarded_as_base64_text_to_the_broker_and_the_c
     tags = ("uid", "block", "history", "tray")
     cfg = {
         "agent": {"id": "gw1", "site": "plant", "line": "line1", "data_dir": str(tmp_path / "data")},
-        "http": {"enabled": False},
+        "http": {"port": 0},
         "outbox": {},
         "sources": {
             "plc": {
@@ -64,6 +65,8 @@ async def test_a_byte_string_is_forwarded_as_base64_text_to_the_broker_and_the_c
 
         await wait_for(lambda: len(telemetry()) >= len(tags), what="every tag in the outbox")
         cloud = {m["tag"]: m["value"] for m in telemetry()}
+        url = f"http://127.0.0.1:{agent.http.port}/api/tags"
+        shown = {r["tag"]: r for r in json.loads(urllib.request.urlopen(url, timeout=5).read())["plc"]}
     finally:
         await agent.stop()
         sub.stop()
@@ -77,3 +80,12 @@ async def test_a_byte_string_is_forwarded_as_base64_text_to_the_broker_and_the_c
     assert want["uid"] == "4AQBCBI0Vng="
     assert {m["tag"]: m["value"] for _, m in sub.messages} == want
     assert cloud == want
+    # the status page's tags view shows the value as they go out (it showed "b'\\xe0\\x04...'" and "UUID('...')");
+    # an array as its JSON text, as every other non-scalar value is shown there
+    assert {t: r["value"] for t, r in shown.items()} == {
+        "uid": want["uid"],
+        "block": want["block"],
+        "history": json.dumps(want["history"]),
+        "tray": want["tray"],
+    }
+    assert shown["uid"]["type"] == "bytes"
