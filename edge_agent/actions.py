@@ -90,6 +90,10 @@ log = logging.getLogger(__name__)
 # value (a reject gate held open) until the next change, however long after the peer was back
 OWED_RETRY_S = 1.0
 
+# an OPC UA write's outcome when the PLC answered it Uncertain (Part 4: taken, but not wholly as asked): counted
+# apart from ``ok`` and said once per burst, never written again (the PLC took it)
+UNCERTAIN = "uncertain"
+
 RAISED_FILE = "alarm-outputs.json"  # in the agent's data folder: the outputs of the alarms raised now
 
 # results one ordinary action (mqtt_publish, save_sample, log, a plugin) acts on at once: with its peer
@@ -821,9 +825,8 @@ class ActionRunner:
                     if self._refused_now(name, action, key, value):
                         return False
                     outcome = await self._do(name, action, result, item, value)
-                    st["queued" if outcome == "queued" else "ok"] += (
-                        1  # queued: held until the broker is back
-                    )
+                    # queued: held until the broker is back; uncertain: a PLC's Uncertain answer to a write
+                    st[outcome if outcome in ("queued", UNCERTAIN) else "ok"] += 1
                     if attempt > action.retry.max_attempts:
                         st["resent"] += 1  # after its retries had failed: the peer is back
                     if node is not None:
@@ -1093,8 +1096,12 @@ async def publish_result(
 
 async def write_opcua(
     ctx: ActionRunner, name: str, action: OpcUaWriteAction, result: Result, item, value: Any = None
-) -> None:
-    await ctx.sources[action.source].write(action.node_id, action.value if value is None else value)
+) -> str | None:
+    said = await ctx.sources[action.source].write(action.node_id, action.value if value is None else value)
+    if said:  # the PLC took it with an Uncertain status: written (never sent again), but counted and said
+        ctx._burst.log(f"uncertain:{name}", "action %r: %s", name, said)
+        return UNCERTAIN
+    return None
 
 
 async def send_sparkplug_command(
@@ -1204,4 +1211,6 @@ async def signal_alarm(
             topic, json_codec.dumps(evt.to_json_dict()).encode(), qos=1, retain=True, confirm=True
         )
     if action.node_id and action.opcua_source and output in (None, "opcua"):
-        await ctx.sources[action.opcua_source].write(action.node_id, evt["active"])
+        said = await ctx.sources[action.opcua_source].write(action.node_id, evt["active"])
+        if said:  # the PLC took it with an Uncertain status: written, but said
+            ctx._burst.log(f"uncertain:{name}", "alarm %r: %s", name, said)

@@ -1090,13 +1090,19 @@ _FORMS: tuple[Callable[[ua.Variant], ua.DataValue], ...] = (
 )
 
 
-async def _write_value(node: Node, payload: ua.Variant, forms: dict[str, int], node_id: str) -> None:
+async def _write_value(
+    node: Node, payload: ua.Variant, forms: dict[str, int], node_id: str
+) -> ua.StatusCode | None:
     """Write ``payload`` in the form this node's server took before, else in each form of ``_FORMS`` in
     turn while the server answers BadWriteNotSupported (the last answer is raised). GoodClamped (the server
     wrote the value clamped into the node's range: the node holds another one) is raised as a refusal:
-    asyncua takes any Good status as written."""
+    asyncua takes any Good status as written. An Uncertain status is returned, not raised: the server took
+    the write but not wholly as asked (Part 4, 7.39.1: "could not complete the operation in the manner
+    requested by the Client, however, the operation did not fail entirely"); asyncua raises it as it does a
+    Bad one."""
     first = forms.get(node_id, 0)
     for i in range(first, len(_FORMS)):
+        uncertain = None
         try:
             got = await node.session.write(
                 ua.WriteParameters(
@@ -1107,7 +1113,10 @@ async def _write_value(node: Node, payload: ua.Variant, forms: dict[str, int], n
                     ]
                 )
             )
-            got[0].check()
+            if got[0].value >> 30 == 1:  # severity 01: Uncertain
+                uncertain = got[0]
+            else:
+                got[0].check()
             if got[0].value & 0xFFFF0000 == ua.StatusCodes.GoodClamped:
                 raise ua.UaStatusCodeError(ua.StatusCodes.GoodClamped)
         except uaerrors.BadWriteNotSupported:
@@ -1117,7 +1126,8 @@ async def _write_value(node: Node, payload: ua.Variant, forms: dict[str, int], n
         if i != first:
             forms[node_id] = i
             log.info("opcua: node %s takes writes only in form %d (of %d); kept", node_id, i, len(_FORMS))
-        return
+        return uncertain
+    return None
 
 
 def _counter_top(nt: _NodeType | None) -> int:
@@ -3657,14 +3667,16 @@ class OpcUaSource:
             )
         return self._client
 
-    async def write(self, node_id: str, value: Any) -> None:
+    async def write(self, node_id: str, value: Any) -> str | None:
         """Write ``value`` as the node's own data type and shape (read once, cached; the type a
         BaseDataType node holds read at each write); never coerced loosely. The cached type is read again
         when it refuses the value, and when the server answers BadTypeMismatch (a PLC's online change may
         have retyped the node while the session stayed up): the write is then made once more with the type
         the node has now. Writes to one node are made one at a time, from the type decision to the server's
         answer (two first writes at once to a node that holds nothing would each read it so and send its own
-        kind); writes to different nodes are not held up."""
+        kind); writes to different nodes are not held up. None when the server answered Good; when it answered
+        Uncertain (it took the write, but not wholly as asked), what it said, one line naming the node, the
+        value and the status: not an error (the value is not sent again), for the caller to count and say."""
         node = await self._target_node(node_id, f"write to {node_id}")
         name = ""
         lock = self._write_lock(node)
@@ -3701,8 +3713,15 @@ class OpcUaSource:
                             continue
                         raise
                     try:
-                        await _write_value(node, payload, self._forms, node_id)
-                        return
+                        uncertain = await _write_value(node, payload, self._forms, node_id)
+                        if uncertain is None:
+                            return None
+                        return (
+                            f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} taken by the "
+                            f"server with status {_quality(uncertain)[1]}: it did not complete the write wholly as "
+                            "asked (OPC UA Part 4: the operation did not fail entirely); check on the PLC that the "
+                            "node holds the value; not written again"
+                        )
                     except uaerrors.BadTypeMismatch:
                         self._types.pop(node_id, None)
                         now = self._types[node_id] = await _node_type(node, node_id)
@@ -3736,6 +3755,7 @@ class OpcUaSource:
             raise OpcUaNotConnected(
                 f"opcua source {self.name}: write to {node_id} failed, connection lost ({e!r})"
             ) from None
+        return None  # (not reached: the second pass returns or raises)
 
     async def browse(self, folder_node_id: str | None = None, max_depth: int = 3) -> list[dict]:
         """Variables under a folder/object (default Objects): node_id, browse_name, data_type, array."""

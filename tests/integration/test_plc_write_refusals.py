@@ -318,3 +318,87 @@ async def test_a_write_the_server_took_only_clamped_is_not_counted_as_written_an
     said = [r.getMessage() for r in caplog.records if "GoodClamped" in r.getMessage()]
     assert len(said) == 1, said
     assert f"ns={idx};s=Setpoint" in said[0] and "120.0" in said[0], said
+
+
+async def test_a_write_the_server_answers_uncertain_is_taken_counted_uncertain_and_said_not_refused(caplog):
+    """OPC UA Part 4 (7.39.1): a server answers an operation Uncertain when it "could not complete the
+    operation in the manner requested by the Client, however, the operation did not fail entirely" (a gateway
+    server that passed the value on to a device it could not confirm). asyncua raises any status not Good, so
+    such a write was a refusal: counted failed, said as 'refused by the server', though the PLC took the value.
+    Now it is counted ``uncertain`` (neither ok nor failed), not sent again, and said once per burst naming the
+    node, the value and the status; a write answered Good is counted ok as before."""
+
+    async def add(srv, obj, idx):
+        await (
+            await obj.add_variable(
+                ua.NodeId("Setpoint", idx), "Setpoint", ua.Variant(0.0, ua.VariantType.Double)
+            )
+        ).set_writable()
+        service = srv.iserver.attribute_service
+        write = service.write
+
+        async def uncertain(params, user=None, **kw):  # takes every write; over 100 it cannot confirm
+            over = [
+                wv.NodeId == ua.NodeId("Setpoint", idx)
+                and wv.Value.Value is not None
+                and wv.Value.Value.Value > 100
+                for wv in params.NodesToWrite
+            ]
+            got = await (write(params, user=user, **kw) if user is not None else write(params, **kw))
+            return [
+                ua.StatusCode(ua.StatusCodes.Uncertain) if o and s.is_good() else s
+                for o, s in zip(over, got, strict=True)
+            ]
+
+        service.write = uncertain
+
+    srv, idx, endpoint, writes = await _plc(add)
+    node_id = f"ns={idx};s=Setpoint"
+    cfg = _config(
+        endpoint,
+        {
+            "high": {
+                "type": "opcua_write",
+                "source": "plc",
+                "node_id": node_id,
+                "value": 120.0,
+                "when": {"verdict": "NG"},
+            },
+            "low": {
+                "type": "opcua_write",
+                "source": "plc",
+                "node_id": node_id,
+                "value": 80.0,
+                "when": {"verdict": "OK"},
+            },
+        },
+    )
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    caplog.set_level(logging.WARNING)
+    try:
+        await _connected(src)
+        node = srv.get_node(ua.NodeId("Setpoint", idx))
+        for i in range(3):
+            await runner.handle(["high"], _result("NG", i), None)
+            await runner.flush(timeout_s=5)
+        held = await node.read_value()
+        await runner.handle(["low"], _result("OK", 3), None)
+        await runner.flush(timeout_s=5)
+        assert await node.read_value() == 80.0
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert held == 120.0  # the PLC took it
+    st = runner.stats["high"]
+    assert (st.get("uncertain", 0), st.get("ok", 0), st.get("failed", 0), st.get("retried", 0)) == (
+        3,
+        0,
+        0,
+        0,
+    ), dict(st)
+    assert runner.stats["low"]["ok"] == 1, dict(runner.stats["low"])
+    said = [r.getMessage() for r in caplog.records if "Uncertain" in r.getMessage()]
+    assert len(said) == 1, said
+    assert node_id in said[0] and "120.0" in said[0] and "taken by the server" in said[0], said
