@@ -6,7 +6,8 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
 - CSV: a time column (``timestamp``/``time``/``t``/``zeit``/``zeitstempel``/``datetime``/``elapsed``,
   see ``TIME_COLUMNS``: seconds, ISO 8601 or ``25.10.2026 02:59:59,123``; ``time [ms]`` / ``time (us)`` /
   ``time_ms`` scaled) and
-  one column per channel (a unit in brackets is dropped from its name); without a time column
+  one column per channel (a unit in brackets is dropped from its name, and kept: runs naming different
+  units for the channel used are refused, a speed channel's Hz or rad/s made rpm); without a time column
   ``--rate-hz`` is required. As spreadsheets export it: a UTF-8 byte-order mark, semicolon or tab
   delimiters with decimal commas (where a file uses them, ``1.500`` is 1500), a single column of
   decimal-comma numbers, blank lines, empty trailing columns, CR / LF / CR LF line ends (read as a
@@ -46,10 +47,11 @@ import csv
 import hashlib
 import itertools
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -106,6 +108,8 @@ class Recording:
     row: Callable[[int], str] | None = None
     # every channel the file has, when only some were read (``pick``); empty: those in ``channels``
     available: tuple[str, ...] = ()
+    # a channel's unit as its header writes it (``accel [g]``: "g"); absent or "": none written (WAV, NPZ)
+    units: dict[str, str] = field(default_factory=dict)
 
 
 # a day-first dotted date and time: 25.10.2026 02:59:59,123 (a date with slashes is refused: 10/11/2026
@@ -594,6 +598,7 @@ def _read_csv(
     line_of = np.concatenate(line_parts)
     rec = _table_recording(path, data, t, rate_hz, lambda i: f"line {int(line_of[i])}")
     rec.available = available
+    rec.units = {header[k]: units[k] for k in chans}
     return rec
 
 
@@ -801,6 +806,7 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
         raise DatasetError(f"{path}: no channel column besides the time column")
     rec = _table_recording(path, data, t, rate_hz, lambda i: f"row {i}")
     rec.available = tuple(chans)
+    rec.units = {split[n][0]: split[n][1] for n in names if n not in times}
     return rec
 
 
@@ -1235,6 +1241,7 @@ def import_vibration(
                 f"{twin.source} and {rec.source} are both run {rec.run!r} (a run is its file's name without "
                 "the suffix, as the labels name it); rename one"
             )
+    _one_unit(recs, channel)
     if bearing is not None:
         from cloud_trainer.train.maintenance import bearing_geometry
 
@@ -1266,7 +1273,7 @@ def import_vibration(
         if channel is None:
             _not_a_time_ramp(rec, name)
         x = _channel(rec, name, target)
-        speed = _channel(rec, speed_channel, target) if speed_channel else None
+        speed = _channel(rec, speed_channel, target) * _rpm_per(rec, speed_channel) if speed_channel else None
         mine = [lab for lab in labels if lab.run == rec.run]
         length[rec.run] = len(x) / target
         for start in range(0, len(x) - window_samples + 1, hop):
@@ -1420,6 +1427,60 @@ def _write_dataset(out: Path, arrays: dict[str, Any], meta_text: str, hop: int) 
     return digest
 
 
+def _unit_key(unit: str) -> str:
+    """One spelling per unit: ``m/s^2``, ``m/s²``, ``M/S2`` -> ``m/s2``."""
+    return re.sub(r"\s+", "", unit).lower().replace("²", "2").replace("^2", "2").replace("**2", "2")
+
+
+def _one_unit(recs: list[Recording], channel: str | None) -> None:
+    """Refuse runs whose signal channel's headers name different units (``accel [g]`` in one file,
+    ``accel [m/s2]`` in another): written as one channel, the model would learn the level step between
+    them. A file that names no unit (WAV, NPZ, a bare header) is not compared."""
+    seen: tuple[Recording, str, str] | None = None
+    for rec in recs:
+        name = channel or next(iter(rec.channels), "")
+        unit = rec.units.get(name, "")
+        if not unit:
+            continue
+        if seen is None:
+            seen = (rec, name, unit)
+        elif _unit_key(unit) != _unit_key(seen[2]):
+            raise DatasetError(
+                f"{seen[0].source} has {seen[1]} in {seen[2]!r}, {rec.source} in {unit!r}: runs in different "
+                "units would be trained as one signal (its level stepping between runs); convert them to "
+                "one unit first, or import each unit separately"
+            )
+
+
+# a speed channel's unit -> rpm per unit ("" : none written, taken as rpm)
+_SPEED_UNITS = {
+    "": 1.0,
+    "rpm": 1.0,
+    "1/min": 1.0,
+    "r/min": 1.0,
+    "min-1": 1.0,
+    "min^-1": 1.0,
+    "u/min": 1.0,
+    "hz": 60.0,
+    "1/s": 60.0,
+    "rps": 60.0,
+    "r/s": 60.0,
+    "rad/s": 60.0 / (2 * math.pi),
+}
+
+
+def _rpm_per(rec: Recording, name: str) -> float:
+    """What one unit of the speed channel ``name`` is in rpm, from the unit its header writes."""
+    unit = rec.units.get(name, "")
+    factor = _SPEED_UNITS.get(re.sub(r"\s+", "", unit).lower())
+    if factor is None:
+        raise DatasetError(
+            f"{rec.source}: --speed-channel {name} is in {unit!r}, not a shaft speed: give a channel holding "
+            "the speed in rpm, 1/min, Hz or rad/s (its unit in the header: 'speed [rpm]')"
+        )
+    return factor
+
+
 def _used_channels(channel: str | None, speed_channel: str | None, names: list[str]) -> list[str]:
     """The channels an import reads of a file's ``names``: ``channel`` (else the first besides the
     speed channel) and ``speed_channel``."""
@@ -1512,8 +1573,8 @@ def main_import(argv: list[str]) -> int:
     ap.add_argument("--hop-samples", type=int)
     ap.add_argument(
         "--speed-channel",
-        help="a channel with the shaft speed in rpm: each window's mean is recorded "
-        "(speed_rpm) for `build maintenance --speed-tag`",
+        help="a channel with the shaft speed (rpm; its header's unit read: 'speed [Hz]' is made rpm): each "
+        "window's mean is recorded (speed_rpm) for `build maintenance --speed-tag`",
     )
     ap.add_argument(
         "--bearing",

@@ -1555,3 +1555,52 @@ def test_an_npz_time_array_of_numpy_datetimes_or_timedeltas_is_the_time(tmp_path
         DatasetError, match=r"chan.npz: array 'accel' holds datetime64\[us\] values, not numbers"
     ):
         read_recording(tmp_path / "chan.npz")
+
+
+def _speed_runs(tmp_path: Path, accel_units: tuple[str, str], speed: tuple[str, float]) -> list[Path]:
+    """Two runs of a 1500-rpm machine: time, accel [unit], speed [unit] (the speed written in that unit)."""
+    t = np.arange(8192) / RATE
+    runs = []
+    for run, unit, gain in zip(("r1", "r2"), accel_units, (1.0, 9.80665), strict=True):
+        x = gain * (0.02 * np.sin(2 * np.pi * 25 * t) + 0.001 * np.sin(2 * np.pi * 1300 * t))
+        (tmp_path / f"{run}.csv").write_text(
+            f"time,accel [{unit}],speed [{speed[0]}]\n"
+            + "".join(f"{a:.6f},{b:.6f},{speed[1]:.4f}\n" for a, b in zip(t, x, strict=True))
+        )
+        runs.append(tmp_path / f"{run}.csv")
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("unit", "value"), [("rpm", 1500.0), ("Hz", 25.0), ("1/min", 1500.0), ("rad/s", 157.0796)]
+)
+def test_a_speed_channel_in_hz_is_read_as_hz_not_as_rpm(tmp_path, unit, value):
+    """A historian's speed column written in Hz (`speed [Hz]`, 25 for a 1500-rpm shaft) was taken as rpm:
+    `speed_rpm` 25, the orders of `--speed-tag` training at 0.42 Hz, without a word. A speed channel's
+    unit in its header is read now: rpm (or none, or 1/min), Hz and rad/s; another is refused naming it."""
+    runs = _speed_runs(tmp_path, ("g", "g"), (unit, value))
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    import_vibration(runs, tmp_path / "ds", labels, channel="accel", speed_channel="speed")
+    assert np.allclose(load_vibration(tmp_path / "ds").speed_rpm, 1500, rtol=1e-4)
+
+
+def test_a_speed_channel_in_a_unit_that_is_no_speed_is_refused(tmp_path):
+    runs = _speed_runs(tmp_path, ("g", "g"), ("V", 2.5))
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    with pytest.raises(DatasetError, match=r"r1\.csv: --speed-channel speed is in 'V', not a shaft speed"):
+        import_vibration(runs, tmp_path / "ds", labels, channel="accel", speed_channel="speed")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_runs_whose_channel_is_in_different_units_are_refused_not_trained_together(tmp_path):
+    """One run's accelerometer in g (`accel [g]`), another's in m/s2 (`accel [m/s2]`): the import dropped
+    the units and wrote both as one channel, so the model learned a 9.8x level step between runs (its RMS
+    feature is absolute) as part of their labels. Files that name different units for the channel are
+    refused naming both; the same unit written otherwise (`m/s2`, `m/s^2`, `m/s²`) is one unit."""
+    runs = _speed_runs(tmp_path, ("g", "m/s2"), ("rpm", 1500.0))
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    with pytest.raises(DatasetError, match=r"r1\.csv has accel in 'g', .*r2\.csv in 'm/s2'"):
+        import_vibration(runs, tmp_path / "ds", labels, channel="accel")
+    assert not (tmp_path / "ds").exists()
+    runs = _speed_runs(tmp_path, ("m/s^2", "m/s²"), ("rpm", 1500.0))
+    import_vibration(runs, tmp_path / "ds", labels, channel="accel")
