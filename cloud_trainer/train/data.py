@@ -17,7 +17,7 @@ import reprlib
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -96,6 +96,20 @@ LABELS_MAX_BYTES = 256 * 1024 * 1024
 LABELS_MAX_LINE_BYTES = 64 * 1024
 
 
+def read_capped(fh: BinaryIO, limit: int) -> tuple[bytes, int]:
+    """The bytes of the open file ``fh`` and its size; past ``limit`` bytes (its size looked at first, then
+    what it gives while read: a file still growing, a pipe) only the size, nothing kept, for the caller to
+    refuse it. Read a MiB at a time: read(limit + 1) took the limit's memory for every file, however small."""
+    size = os.fstat(fh.fileno()).st_size
+    if size > limit:
+        return b"", size
+    chunks, got = [], 0
+    while chunk := fh.read(min(1 << 20, limit + 1 - got)):
+        chunks.append(chunk)
+        got += len(chunk)
+    return (b"".join(chunks), got) if got <= limit else (b"", got)
+
+
 def label_lines(labels_file: Path) -> list[tuple[int, str]]:
     """``(line number, text)`` of each line of a dataset's ``labels.jsonl`` that is not blank (a UTF-8 byte
     order mark at its start and Windows line ends are read past); a line that is not UTF-8 (a file name
@@ -108,15 +122,7 @@ def label_lines(labels_file: Path) -> list[tuple[int, str]]:
     try:
         with open(labels_file, "rb") as fh:
             opened_in_its_folder(fh.fileno(), labels_file)
-            size, data = os.fstat(fh.fileno()).st_size, b""
-            if size <= LABELS_MAX_BYTES:
-                # to its end, a file still growing no further than the limit, a MiB at a time: read(LIMIT + 1)
-                # took the limit's 256 MiB of memory for every file, however small
-                chunks, got = [], 0
-                while chunk := fh.read(min(1 << 20, LABELS_MAX_BYTES + 1 - got)):
-                    chunks.append(chunk)
-                    got += len(chunk)
-                data, size = b"".join(chunks), got
+            data, size = read_capped(fh, LABELS_MAX_BYTES)
     except OSError as exc:
         raise DatasetError(f"{labels_file}: cannot read it ({exc.strerror or exc})") from None
     if size > LABELS_MAX_BYTES:

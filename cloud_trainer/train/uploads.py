@@ -49,6 +49,8 @@ from pathlib import Path
 
 from cloud_trainer.train.data import (
     CAMERA_MAX_MEGAPIXELS,
+    LABELS_MAX_BYTES,
+    LABELS_MAX_LINE_BYTES,
     VISION_CLASSES,
     DatasetError,
     dataset_classes,
@@ -58,6 +60,7 @@ from cloud_trainer.train.data import (
     label_row,
     link_text,
     opened_at,
+    read_capped,
     within,
 )
 from cloud_trainer.train.images import IMAGE_EXTS
@@ -140,15 +143,28 @@ def read_labels(path: Path, classes: list[str]) -> dict[str, str]:
     """The inspectors' labels file, ``{"sha256": ..., "label": ...}`` a line, as their tools write it: a UTF-8
     byte order mark and CRLF line ends (Notepad, PowerShell) are read past, a digest in capitals (PowerShell's
     ``Get-FileHash``) is the same digest. A line that is not UTF-8 (a UTF-16 file) and a sample given two
-    labels are refused naming the line(s)."""
+    labels are refused naming the line(s). It is bounded as a dataset's ``labels.jsonl`` is (``LABELS_MAX_BYTES``,
+    ``LABELS_MAX_LINE_BYTES``): a file of gigabytes (a wrong file given, a log) was read whole into memory."""
     out: dict[str, str] = {}
     lines: dict[str, int] = {}  # the line each sample's label came from
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as fh:
+            data, size = read_capped(fh, LABELS_MAX_BYTES)
     except OSError as exc:
-        raise DatasetError(f"labels file {path}: {exc.strerror}") from exc
+        raise DatasetError(f"labels file {path}: {exc.strerror or exc}") from exc
+    if size > LABELS_MAX_BYTES:
+        raise DatasetError(
+            f"labels file {path}: {size} bytes, more than the {LABELS_MAX_BYTES} a labels file may take; refused "
+            "unread: give it in parts, one export each (the labels of each are kept in the store, so the last "
+            "export holds them all)"
+        )
     utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
     for n, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines(), 1):
+        if len(raw) > LABELS_MAX_LINE_BYTES:
+            raise DatasetError(
+                f"{path}:{n}: a line of {len(raw)} bytes, more than the {LABELS_MAX_LINE_BYTES} a label row may "
+                "take; refused (a row is a sample's sha256 and its label: is this a labels file?)"
+            )
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -162,8 +178,10 @@ def read_labels(path: Path, classes: list[str]) -> dict[str, str]:
         try:
             row = json.loads(line)
             sha, label = str(row["sha256"]).strip().lower().removeprefix("sha256:"), row["label"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DatasetError(f"{path}:{n}: not a label row with 'sha256' and 'label' ({exc})") from exc
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise DatasetError(
+                f"{path}:{n}: not a label row with 'sha256' and 'label' ({str(exc).splitlines()[0][:200]})"
+            ) from None
         if label not in classes:
             raise DatasetError(f"{path}:{n}: label {label!r} is not one of {classes}")
         if out.get(sha, label) != label:  # two inspectors' rows appended: which is right cannot be told

@@ -410,3 +410,45 @@ def test_fleet_samples_are_taken_in_every_image_kind_the_import_reads_and_others
     by_id = dict(zip(ds.ids, ds.images, strict=True))
     webp = by_id[f"upload-{shas['.webp'][:16]}"]
     assert np.array_equal(webp, frame(202))  # lossless WebP: the frame's own pixels
+
+
+def test_a_labels_file_is_bounded_as_a_datasets_labels_are_and_refused_in_one_line(
+    tmp_path, cloud, monkeypatch
+):
+    """The inspectors' labels file was read whole into memory (``Path.read_bytes``): a file of gigabytes given by
+    mistake (a log, an image archive) filled the trainer's memory before its first line was looked at, where a
+    dataset's labels.jsonl is refused past LABELS_MAX_BYTES unread. A line nested thousands deep ended the export
+    in a RecursionError traceback. Each is refused now in one line naming the file (and the line), the store
+    unchanged and nothing written."""
+    from cloud_trainer.train import uploads
+    from cloud_trainer.train.data import LABELS_MAX_LINE_BYTES
+
+    data, _, truth = cloud
+    items = list(truth.items())[:4]
+    labels = write_labels(tmp_path / "l.jsonl", dict(items))
+    size = labels.stat().st_size
+    # the limit is hundreds of MiB: lowered here below this small file's size (raising=False: the former code
+    # had none, and read the file whole)
+    monkeypatch.setattr(uploads, "LABELS_MAX_BYTES", size - 1, raising=False)
+    with pytest.raises(DatasetError) as refused:
+        export(data, "part-inspection", tmp_path / "ds1", labels_file=labels)
+    assert str(refused.value).startswith(
+        f"labels file {labels}: {size} bytes, more than the {size - 1} a labels file may take; refused unread"
+    ), refused.value
+    monkeypatch.undo()
+    long = tmp_path / "long.jsonl"
+    row = json.dumps({"sha256": items[0][0], "label": items[0][1], "note": "x" * LABELS_MAX_LINE_BYTES})
+    long.write_text(row + "\n")
+    with pytest.raises(DatasetError) as refused:
+        export(data, "part-inspection", tmp_path / "ds2", labels_file=long)
+    assert str(refused.value).startswith(
+        f"{long}:1: a line of {len(row)} bytes, more than the {LABELS_MAX_LINE_BYTES} a label row may take"
+    ), refused.value
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 50_000 + "\n")
+    with pytest.raises(DatasetError, match=rf"^{deep}:1: not a label row with 'sha256' and 'label' "):
+        export(data, "part-inspection", tmp_path / "ds3", labels_file=deep)
+    assert not any((tmp_path / d).exists() for d in ("ds1", "ds2", "ds3"))
+    assert _labelled(data) == []  # the store unchanged
+    res = export(data, "part-inspection", tmp_path / "ds4", labels_file=labels, log=lambda m: None)
+    assert res["labels_applied"] == 4  # a file within the limit is read as before
