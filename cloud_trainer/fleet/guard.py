@@ -30,6 +30,7 @@ import dataclasses
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import grpc
 
@@ -48,10 +49,41 @@ def _message(method: str, exc: Exception) -> str:
 class MalformedRequests(grpc.aio.ServerInterceptor):
     """``max_bytes``: method -> the largest request message it takes, refused (``INVALID_ARGUMENT``) before it is
     parsed: parsing is done on the service's one event loop, and an 8-MB state report (70,000 labels) took
-    0.23 s of it, so a refusal after the parse still let one agent stall every stream of every tenant."""
+    0.23 s of it, so a refusal after the parse still let one agent stall every stream of every tenant.
 
-    def __init__(self, max_bytes: dict[str, int] | None = None) -> None:
+    With ``quotas`` and ``caller`` (the context's caller: its quota key and how to name it), a method whose
+    request is one message (``Heartbeat``, ``DownloadPackage``, every admin method) is served as a request stream
+    of one message, so that the caller's calls whose request is being received are counted
+    (``Quotas.open_request``) before grpc reads a byte of it: grpc holds a request whole, up to
+    ``max_message_bytes`` (16 MB), before the method's handler runs, and one agent certificate holding 40 stalled
+    15-MB heartbeats took the service from 67 to 683 MB (176 MB now: bench/stalled_requests_bench.py). The call past ``concurrent_requests`` is
+    ``RESOURCE_EXHAUSTED`` at once and its bytes are dropped unread; the slot is given back once the request is
+    received or the call ended. Streaming requests are bounded by the concurrent streams quota instead."""
+
+    def __init__(
+        self,
+        max_bytes: dict[str, int] | None = None,
+        quotas: Quotas | None = None,
+        caller: Callable[[grpc.aio.ServicerContext], tuple[AgentKey, str]] | None = None,
+    ) -> None:
         self.max_bytes = dict(max_bytes or {})
+        self.quotas, self.caller = quotas, caller
+
+    async def _one_request(self, method: str, requests, context):
+        """The call's one request message, read within the caller's ``concurrent_requests``."""
+        assert self.quotas is not None and self.caller is not None
+        key, who = self.caller(context)
+        try:
+            self.quotas.open_request(key, who)
+        except QuotaExceeded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: {exc}")
+        try:
+            request = await anext(aiter(requests), None)
+        finally:
+            self.quotas.close_request(key)
+        if request is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method}: the call carried no request")
+        return request
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -81,6 +113,7 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
                 await check(r, context)
                 yield r
 
+        counted = self.quotas is not None and self.caller is not None
         if handler.unary_unary is not None:
             inner_uu = handler.unary_unary
 
@@ -88,9 +121,34 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
                 await check(request, context)
                 return await inner_uu(request, context)
 
+            if counted:
+
+                async def one_unary(requests, context):
+                    return await unary_unary(await self._one_request(method, requests, context), context)
+
+                return handler._replace(
+                    request_streaming=True,
+                    unary_unary=None,
+                    stream_unary=one_unary,
+                    request_deserializer=safe,
+                )
             return handler._replace(unary_unary=unary_unary, request_deserializer=safe)
         if handler.unary_stream is not None:
             inner_us = handler.unary_stream
+            if counted:
+
+                async def one_stream(requests, context):
+                    request = await self._one_request(method, requests, context)
+                    await check(request, context)
+                    async for reply in inner_us(request, context):
+                        yield reply
+
+                return handler._replace(
+                    request_streaming=True,
+                    unary_stream=None,
+                    stream_stream=one_stream,
+                    request_deserializer=safe,
+                )
 
             async def unary_stream(request, context):
                 await check(request, context)
@@ -164,6 +222,10 @@ class QuotaLimits:
     records_per_s: float = 100_000.0
     sample_bytes_per_day: int = 4 * 1024**3
     max_message_bytes: int = 16 * 1024 * 1024  # one batch (agents send <= 1 MB by default)
+    # calls of one caller (agent, admin) whose one request message is being received: grpc holds each whole, up
+    # to max_message_bytes, before a handler runs; an agent sends a heartbeat, a deployment report and a
+    # download's request at most at once, an admin one call at a time
+    concurrent_requests: int = 4
     # state reports (Heartbeat, Connect) and deployment reports, together: an agent reports at most once per
     # heartbeat_s (5 s by default, 0.2 s in the tests) plus a few steps per deployment, in a few KB each; one
     # report at most 128 KB, refused before it is parsed (a 128-KB map of labels parses in ~1 ms of the loop)
@@ -201,6 +263,7 @@ class Quotas:
         self.clock = clock
         self._lock = threading.Lock()
         self._streams: dict[AgentKey, int] = defaultdict(int)
+        self._receiving: dict[AgentKey, int] = {}  # callers' requests being received (MalformedRequests)
         self._bytes: dict[AgentKey, _Bucket] = {}
         self._records: dict[AgentKey, _Bucket] = {}
         self._samples: dict[AgentKey, tuple[int, int]] = {}  # (tenant, agent) -> (UTC day, bytes)
@@ -243,6 +306,27 @@ class Quotas:
     def close_stream(self, agent: AgentKey) -> None:
         with self._lock:
             self._streams[agent] = max(0, self._streams[agent] - 1)
+
+    def open_request(self, caller: AgentKey, who: str) -> None:
+        """One more call of ``caller`` (``who``: its role and name, for the refusal) whose request is being
+        received, or ``QuotaExceeded`` past ``concurrent_requests``; ``close_request`` once it is received or the
+        call ended."""
+        with self._lock:
+            n = self._receiving.get(caller, 0)
+            if n >= self.limits.concurrent_requests:
+                self.refusals[(*caller, "requests")] += 1
+                raise QuotaExceeded(
+                    f"{who}: {n} requests of its are being received (limit {self.limits.concurrent_requests} at "
+                    "once); nothing of this one was read: retry once they are in"
+                )
+            self._receiving[caller] = n + 1
+
+    def close_request(self, caller: AgentKey) -> None:
+        with self._lock:
+            if (n := self._receiving.get(caller, 0)) > 1:
+                self._receiving[caller] = n - 1
+            else:
+                self._receiving.pop(caller, None)
 
     def take_batch(self, agent: AgentKey, records: int, nbytes: int) -> None:
         lim = self.limits

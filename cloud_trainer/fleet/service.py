@@ -201,6 +201,12 @@ async def refuse_revoked(context, who: Identity, revocations: Revocations | None
         )
 
 
+def _caller(context) -> tuple[tuple[str, str], str]:
+    """The caller's quota key and how a refusal names it (``MalformedRequests``: requests being received)."""
+    who = peer_identity(context)
+    return quota_key(who), f"{who.role or 'client'} {who.name[:80]!r}"
+
+
 def quota_key(who: Identity) -> tuple[str, str]:
     """The agent's per-process quota counters: keyed by (tenant, agent id), so that no agent id, whatever it
     spells, shares another tenant's agent's counters."""
@@ -1128,7 +1134,7 @@ class FleetServer:
             self.commands = Commands(control) if getattr(control, "db", None) is not None else None
             self.quotas = quotas or Quotas()
             self.server = grpc.aio.server(
-                interceptors=[MalformedRequests(report_limits(self.quotas))],
+                interceptors=[MalformedRequests(report_limits(self.quotas), self.quotas, _caller)],
                 options=[
                     ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
                     ("grpc.max_send_message_length", 64 * 1024 * 1024),

@@ -416,3 +416,51 @@ async def test_damaged_samples_are_counted_and_logged_once_not_once_each(roomy, 
     assert len(lines) == 1 and "1000 samples" in lines[0], lines[:3]
     assert srv.quotas.snapshot("default")["refusals"]["gw1:damaged"] == 2000
     assert srv.store.stats("gw1")["samples"] == 0
+
+
+async def test_one_agents_requests_being_received_are_limited_before_their_bytes_are_read(roomy):
+    """grpc reads a call's whole request message (up to ``max_message_bytes``, 16 MB) before any handler or quota
+    runs: one agent certificate holding 40 heartbeats of 15 MB that never finished took the service from 67 to 683
+    MB, every call held. An agent's calls whose request is still being received are now at most
+    ``concurrent_requests``; another is refused at once, before its bytes are read, naming the limit; another
+    agent is served meanwhile, and the agent's slots come back when its calls end."""
+    from tests.support.freeze_relay import FreezeRelay
+    from tests.support.waits import until
+
+    srv, ch = roomy
+    most = srv.quotas.limits.concurrent_requests
+    pki = srv.revocations.path.parent
+    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    relay = FreezeRelay(srv.port, up_bytes_per_s=16_000)  # a slow uplink: 2 MB take two minutes
+    slow = [
+        grpc.aio.secure_channel(
+            f"127.0.0.1:{relay.port}",
+            creds,
+            options=[("grpc.max_send_message_length", 16 << 20), ("test.connection", i)],
+        )
+        for i in range(most + 2)
+    ]
+    big = pb.HeartbeatRequest(labels={"x": "a" * 2_000_000})
+    calls = [asyncio.ensure_future(rpc.FleetStub(c).Heartbeat(big, timeout=200)) for c in slow]
+    try:
+        done, _ = await asyncio.wait(calls, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.sleep(0.5)  # the other refusal, if it comes with the first
+        done = [c for c in calls if c.done()]
+        assert len(done) == 2, f"{len(done)} of {len(calls)} calls answered; the others are being received"
+        for c in done:
+            code, details = await _outcome(c)
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
+            assert f"limit {most} at once" in details and "gw1" in details
+        await rpc.FleetStub(ch["gw2"]).Heartbeat(pb.HeartbeatRequest(), timeout=10)  # another agent is served
+    finally:
+        for c in calls:
+            c.cancel()
+        for c in slow:
+            await c.close()
+        relay.close()
+
+    async def served() -> bool:
+        code, _ = await _outcome(rpc.FleetStub(ch["gw1"]).Heartbeat(pb.HeartbeatRequest(), timeout=10))
+        return code == grpc.StatusCode.OK
+
+    await until(served, timeout_s=30, what="gw1's slots to come back once its calls ended")
