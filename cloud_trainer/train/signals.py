@@ -5,7 +5,7 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
 
 - CSV: a time column (``timestamp``/``time``/``t``/``zeit``/``zeitstempel``/``datetime``/``elapsed``,
   see ``TIME_COLUMNS``: seconds, ISO 8601 or ``25.10.2026 02:59:59,123``; ``time [ms]`` / ``time (us)`` /
-  ``time_ms`` scaled) and
+  ``time_ms`` scaled; Excel serial days, a date saved as a number, refused naming the fix: ``_not_excel_days``) and
   one column per channel (a unit in brackets is dropped from its name, and kept: runs naming different
   units for the channel used are refused, a speed channel's Hz or rad/s made rpm); without a time column
   ``--rate-hz`` is required. As spreadsheets export it: a UTF-8 byte-order mark, semicolon or tab
@@ -550,6 +550,7 @@ def _read_csv(
             lines.clear()
 
         n_rows = 0
+        first_time = ""  # the time column's first cell, as written
         try:
             for r in reader:
                 if len(r) != width or unnamed or not r[0].strip():  # else: a plain row, checked below
@@ -575,6 +576,8 @@ def _read_csv(
                 rows.append(r)
                 lines.append(reader.line_num)  # the line in the file, blank lines counted
                 n_rows += 1
+                if n_rows == 1 and tcol is not None:
+                    first_time = r[keep[tcol]]
                 if n_rows == 2:
                     _not_a_unit_row(
                         path,
@@ -595,6 +598,10 @@ def _read_csv(
         flush()
     data = {header[k]: np.concatenate(parts[k]) for k in chans}
     t = np.concatenate(tparts) if tcol is not None else None
+    if t is not None and tcol is not None and _time_unit(header[tcol], units[tcol]) == "":
+        # (a number: an ISO time of 1970-01-01, a clock never set, is the same count of seconds)
+        if re.fullmatch(r"[\d.,]+", first_time.strip().strip('"')):
+            _not_excel_days(path, raw[tcol], header[tcol], t)
     line_of = np.concatenate(line_parts)
     rec = _table_recording(path, data, t, rate_hz, lambda i: f"line {int(line_of[i])}")
     rec.available = available
@@ -679,6 +686,34 @@ def _csv_time(v: str, where: str, scale: float, comma_ok: bool, decimal_comma: b
         except ValueError as exc:
             reason = str(exc)
     return _time_value(v, where, scale, reason)
+
+
+# Excel's serial day numbers of 1990-01-01 and 2100-01-01 (its 1900 date system): a date-and-time cell saved in a
+# column formatted as a number gives days since 1900 (45567.5: 2024-10-02 12:00), which read as seconds make the
+# rate 86,400 times the real one. Seconds there (9 to 20 hours) lasting under a week are refused too, with the
+# fix (the unit in the column's name) said; a name that says elapsed time is never a date.
+_EXCEL_DAYS = (32874.0, 73051.0)
+_EXCEL_SPAN_DAYS = 7.0
+_ELAPSED = ("elapsed", "elapsed_time", "time_elapsed", "relative_time")
+
+
+def _not_excel_days(path: Path, column: str, name: str, t: np.ndarray) -> None:
+    """DatasetError when a time column without a unit holds Excel serial days, not seconds."""
+    if len(t) < 2 or re.sub(r"[\s/-]+", "_", name.strip().lower()) in _ELAPSED:
+        return
+    first, last = float(t[0]), float(t[-1])
+    if not (_EXCEL_DAYS[0] <= first <= _EXCEL_DAYS[1] and 0 < last - first < _EXCEL_SPAN_DAYS):
+        return
+    from datetime import timedelta
+
+    when = datetime(1899, 12, 30) + timedelta(days=first)  # Excel's day 0 (its 1900 leap day counted)
+    raise DatasetError(
+        f"{path}: time column {column!r} starts at {first:.10g}: Excel serial days (a date and time saved as a "
+        f"number: {when:%Y-%m-%d %H:%M:%S}), not seconds: read as seconds, the rate would be "
+        f"{(len(t) - 1) / (last - first):.6g} Hz, 86,400 times the real one; format the column as a date and time "
+        f"(yyyy-mm-dd hh:mm:ss.000) before saving the CSV, or, if these are seconds, name the column with its "
+        f"unit: '{name} [s]'"
+    )
 
 
 def _table_recording(
