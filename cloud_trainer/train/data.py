@@ -441,6 +441,9 @@ class PartsData:
     # and the dataset's own split of it ("train" | "test" of an MVTec AD import; None where there is none)
     groups: np.ndarray | None = None
     splits: list[str | None] | None = None
+    # a tiled build's whole source images (by ``groups`` index), shrunk to at most ``STATS_SIDE`` px: the
+    # agent measures each whole frame against the input statistics, so they are taken on these, not on tiles
+    frames: list[np.ndarray] | None = None
 
 
 @dataclass

@@ -152,7 +152,23 @@ def as_tiles(data: PartsData, pre: ImagePreprocessing) -> PartsData:
         data.digest,
         groups=np.asarray(groups, dtype=np.int64),
         splits=splits if data.splits else None,
+        frames=[_stats_frame(img) for img in data.images],
     )
+
+
+STATS_SIDE = 512  # a tiled build keeps its whole frames at most this large for the input statistics (128 px)
+
+
+def _stats_frame(img: np.ndarray) -> np.ndarray:
+    """A whole frame kept for the input statistics (measured at 128 px): shrunk (area) to at most
+    ``STATS_SIDE`` px on its longer side, as the anomaly family keeps its frames."""
+    import cv2
+
+    h, w = img.shape[:2]
+    k = STATS_SIDE / max(h, w)
+    if k >= 1:
+        return img
+    return cv2.resize(img, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
 
 
 def build_model(n_classes: int, width: int = 16, channels: int = 3):

@@ -98,3 +98,53 @@ def test_tiles_need_defect_masks(tmp_path):
         "the 64x64 frame",
     ):
         stage_train(settings(tmp_path, tmp_path / "ds", roi=[0, 0, 100, 100]), log=quiet)
+
+
+async def test_a_tiled_models_unsure_check_measures_whole_frames_as_the_agent_does(tmp_path, monkeypatch):
+    """The agent measures each whole frame against the package's input statistics; a tiled build took them
+    on its tiles, whose scene (a corner of the part) is no frame's and whose spread is wider, so a foreign
+    scene and a camera moved by a fifth of the frame passed as sure and got OK or NG. Real build, real
+    ``ModelSlot`` on ONNX Runtime."""
+    import time
+
+    import numpy as np
+
+    from cloud_trainer.train import onnx_tools, pipeline
+    from devices.base import Frame
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import ModelSlot
+
+    monkeypatch.setattr(pipeline, "_engines", lambda: ["onnxruntime"])
+    monkeypatch.setattr(onnx_tools, "latency_ms", lambda *a, **k: 1.0)
+    import_images(mvtec(tmp_path / "src"), tmp_path / "ds", log=quiet)
+    s = settings(tmp_path, tmp_path / "ds", tiles=[2, 2], roi=[8, 8, 80, 80])
+    stage_train(s, log=quiet)
+    stage_quantize(s, log=quiet)
+    stage_evaluate(s, log=quiet)
+    package = stage_package(s, log=quiet)
+    good = [make_part(5, k, 96, None)[0] for k in range(100, 104)]  # parts the build never saw
+    rng = np.random.default_rng(5)
+    far = {
+        "another scene": cv2.resize(
+            rng.integers(0, 255, (6, 6, 3), dtype=np.uint8), (96, 96), interpolation=cv2.INTER_NEAREST
+        ),
+        "camera moved": np.roll(good[0], 20, axis=1),
+    }
+    slot = ModelSlot(
+        "vision",
+        ModelConfig(package=str(package), engine="onnxruntime"),
+        tmp_path / "data",
+        [tmp_path / "keys" / "signing.pub"],
+    )
+    await slot.start()
+    try:
+
+        def verdict(img):
+            it = slot.infer(Frame("cam", 1, time.time(), img), unsure_tolerance=1.0).interpretation
+            return it.verdict, it.reason
+
+        assert [verdict(g)[0] for g in good].count("UNSURE") == 0
+        for name, img in far.items():
+            assert verdict(img)[0] == "UNSURE", (name, verdict(img))
+    finally:
+        await slot.stop()

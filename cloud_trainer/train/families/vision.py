@@ -83,13 +83,13 @@ class VisionFamily(TrainerFamily):
         """The training images' statistics for the manifest (the agent's UNSURE check)."""
         from model_packager.inputstats import summarize
 
-        return summarize(ds.images[i] for i in rows).model_dump(mode="json")
+        return summarize(_whole_frames(ds, rows)).model_dump(mode="json")
 
     def input_stats_local(self, ds, rows) -> dict:
         """The training images' local statistics (colour, light banding, sharpness by region)."""
         from model_packager.inputstats import summarize_local
 
-        return summarize_local(ds.images[i] for i in rows)
+        return summarize_local(_whole_frames(ds, rows))
 
     def evaluate(self, s, meta, a, outs, fp32, int8, dataset) -> Evaluation:
         x, y, va, te = a["x"], a["y"], a["val"], a["test"]
@@ -241,3 +241,12 @@ def _perturbed_metrics(ds, meta: dict, fp32: Path, int8: Path, te, y, threshold:
         )
     out["ranges"] = {k: v for k, v in perturb.TEST.__dict__.items()}
     return out
+
+
+def _whole_frames(ds, rows) -> list:
+    """The whole training frames of ``rows``: a tiled build's rows are tiles, but the agent measures each
+    whole frame against the input statistics (measured on the tiles, a foreign scene or a moved camera
+    passed them: their scene was no frame's), so they are taken on the frames the rows were cut from."""
+    if ds.frames is None:
+        return [ds.images[i] for i in rows]
+    return [ds.frames[g] for g in sorted({int(ds.groups[i]) for i in rows})]
