@@ -173,11 +173,22 @@ class Windower:
         extra_inputs: dict[str, str] | None = None,
         model_rate_hz: float | None = None,
         on_event: Callable[[Event], None] | None = None,
+        input_scale: dict[str, float] | None = None,
     ) -> None:
         self.source = source
         self.s = settings
         self.by_count = settings.by == "count"
         self.inputs = {**settings.scalar_inputs, **(extra_inputs or {})}  # tag -> the model's scalar input
+        # a tag that is both a model input and the baseline's (its speed tag also the model's speed scalar):
+        # it rides under both names, the model's too (it went under the baseline's only, and every window
+        # was dropped as lacking the model's input), times ``input_scale``'s factor for that input (the
+        # baseline's speed tag in Hz: the model's speed scalar is rpm)
+        extra, scale = extra_inputs or {}, input_scale or {}
+        self.also = {
+            tag: (name, scale.get(name, 1.0))
+            for tag, name in settings.scalar_inputs.items()
+            if extra.get(tag, name) != name
+        }
         self.model_inputs = settings.scalar_inputs  # without a value of these, windows wait
         self.scalars_seen: set[str] = set()  # inputs that have had a value once
         self.notices = notices or Notices(log)
@@ -409,7 +420,12 @@ class Windower:
             if r.quality is Quality.GOOD and isinstance(r.value, int | float):
                 self.scalars[self.inputs[r.tag]] = float(r.value)
                 self.scalars_seen.add(self.inputs[r.tag])
+                if r.tag in self.also:
+                    name, factor = self.also[r.tag]
+                    self.scalars[name] = float(r.value) * factor
             elif r.quality is not Quality.GOOD:
+                if r.tag in self.also:
+                    self.scalars.pop(self.also[r.tag][0], None)
                 # its last good value is no longer the machine's: a model input's windows wait for a good
                 # one, the baseline's speed or temperature goes without (speed tracked from the spectrum)
                 if self.scalars.pop(self.inputs[r.tag], None) is not None:
@@ -943,9 +959,12 @@ class Pipeline:
                     )
                 except RateError as exc:
                     raise SlotError(f"{exc} (model {self.slot.manifest.name})") from None
-            extra = {}
+            extra, scale = {}, {}
             if self.s.baseline is not None and self.s.baseline.speed_tag:
                 extra[self.s.baseline.speed_tag] = SPEED_INPUT
+                cond = getattr(pre, "condition", None)
+                if self.s.baseline.speed_unit == "hz" and cond is not None and cond.speed_scalar:
+                    scale[cond.speed_scalar] = 60.0  # the model's speed scalar is rpm
             if self.s.baseline is not None and self.s.baseline.temperature_tag:
                 extra[self.s.baseline.temperature_tag] = TEMPERATURE_INPUT
             # a speed (or temperature) tag may also be the state tag: it rides under its first name, which
@@ -962,6 +981,7 @@ class Pipeline:
                 extra,
                 getattr(pre, "sample_rate_hz", None),
                 self.on_event,
+                scale,
             )
             if self.s.baseline is not None:
                 from edge_agent.maintenance.monitor import Monitor
