@@ -1784,6 +1784,7 @@ class OpcUaSource:
         self.targets_watched = 0  # monitored items watching the write targets (3 a node the server took)
         self._items_full = False  # a tag was refused a monitored item for want of room (``_server_full``)
         self.heartbeats = 0
+        self._heartbeat_uncertain_said = False  # a heartbeat the server answered Uncertain was logged
         self._task: asyncio.Task | None = None
         self._first_attempt = asyncio.Event()
         self._lost = asyncio.Event()
@@ -2810,9 +2811,13 @@ class OpcUaSource:
             top = _counter_top(self._types.get(hb.node_id))
             value: Any = (n % 2 == 0) if hb.kind == "toggle" else n % (top + 1)
             try:
-                await self.write(hb.node_id, value)
+                uncertain = await self.write(hb.node_id, value)
                 self.heartbeats += 1
                 said.clear()
+                if uncertain and not self._heartbeat_uncertain_said:
+                    # taken (Part 4: not wholly as asked): a heartbeat, but said once, as a refusal was
+                    self._heartbeat_uncertain_said = True
+                    log.warning("opcua source %s: heartbeat %s; said once", self.name, uncertain)
             except OpcUaError as e:
                 self.stats.error("heartbeat", str(e))
                 if e.retryable:  # the connection: once per burst, as any connection trouble

@@ -402,3 +402,44 @@ async def test_a_write_the_server_answers_uncertain_is_taken_counted_uncertain_a
     said = [r.getMessage() for r in caplog.records if "Uncertain" in r.getMessage()]
     assert len(said) == 1, said
     assert node_id in said[0] and "120.0" in said[0] and "taken by the server" in said[0], said
+
+
+async def test_a_heartbeat_the_server_answers_uncertain_is_counted_written_and_said_once(caplog):
+    """A heartbeat write answered Uncertain was a refusal ('heartbeat not written', counted an error each
+    period) though the PLC's watchdog got it. It is now a heartbeat written, said once as Uncertain."""
+
+    async def add(srv, obj, idx):
+        await (await obj.add_variable(ua.NodeId("Alive", idx), "Alive", False)).set_writable()
+        service = srv.iserver.attribute_service
+        write = service.write
+
+        async def uncertain(params, user=None, **kw):
+            mine = [wv.NodeId == ua.NodeId("Alive", idx) for wv in params.NodesToWrite]
+            got = await (write(params, user=user, **kw) if user is not None else write(params, **kw))
+            return [
+                ua.StatusCode(ua.StatusCodes.Uncertain) if m and s.is_good() else s
+                for m, s in zip(mine, got, strict=True)
+            ]
+
+        service.write = uncertain
+
+    srv, idx, endpoint, writes = await _plc(add)
+    settings = _config(endpoint, {}).sources["plc"].model_dump()
+    settings["heartbeat"] = {"node_id": f"ns={idx};s=Alive", "period_ms": 100}
+    src = OpcUaSource("plc", OpcUaSettings(**settings))
+    caplog.set_level(logging.WARNING, logger="devices.opcua")
+    try:
+        await src.start()
+        await _connected(src)
+        for _ in range(200):
+            if src.heartbeats >= 3:
+                break
+            await asyncio.sleep(0.02)
+        held = await srv.get_node(ua.NodeId("Alive", idx)).read_value()
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert src.heartbeats >= 3 and "heartbeat" not in src.stats.errors_by_reason, src.stats.errors_by_reason
+    assert isinstance(held, bool)
+    said = [r.getMessage() for r in caplog.records if "heartbeat" in r.getMessage()]
+    assert len(said) == 1 and "Uncertain" in said[0] and "taken by the server" in said[0], said
