@@ -799,8 +799,12 @@ class Control:
         (never assigned, waited for or rolled back by the older one again), and an older rollout left with
         no target of its own is ``aborted``, saying by which. Without this both rollouts wrote the same
         desired rows: the older one's later steps and halts overwrote the newer one's version, and a
-        deployment said ``completed`` for agents that ran another version."""
+        deployment said ``completed`` for agents that ran another version. A model slot's desired row that the
+        older rollout wrote for a target taken over is removed: the agent keeps what it runs until the newer
+        rollout's step gives it its version (an agent offline at the older one's step, back days later,
+        installed the older rollout's version that no rollout wanted any more)."""
         tenant, slot, mine = new.get("tenant", T), _slot(new), set(new["targets"])
+        rows = self._slot_rows(tenant, slot) if new.get("kind") != "config" else {}
         # a completed rollout's group no longer gives its version to gateways that join: the newest intent wins (a
         # rollback of the slot must never be undone by a newcomer getting the version rolled back from)
         self.db.execute("DELETE FROM following WHERE tenant = ? AND slot = ?", (tenant, slot))
@@ -817,6 +821,11 @@ class Control:
                 continue
             for a in taken:
                 old["targets"][a].update(status=SUPERSEDED, reason=f"taken over by {what}", updated=now)
+                if a in rows and rows[a][3] == old["id"]:  # the older rollout's step, maybe never installed
+                    self.db.execute(
+                        "DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?", (tenant, a, slot)
+                    )
+                    self._changed(tenant, a)
             if all(t["status"] == SUPERSEDED for t in old["targets"].values()):
                 old["state"] = "aborted"
                 old["reason"] = f"superseded by {what}, which took over every target"

@@ -526,3 +526,40 @@ async def test_a_rollback_to_the_version_most_agents_never_left_completes(fleet)
     t = srv.control._get(back["id"])["targets"]
     assert t["gw2"]["status"] == "healthy" and t["gw2"]["reason"] == "it runs this version", t
     assert version(agents["gw1"]) == version(agents["gw2"]) == "1.0.0"
+
+
+async def test_an_agent_offline_through_a_superseded_rollout_comes_back_to_the_newer_ones_state(fleet):
+    """gw2 was offline when a rollout's step gave it 1.1.0; a newer rollout of the slot (1.2.0, canary gw1) took
+    it over, aborting the older one, and halted on its canary. gw2, back afterwards, installed 1.1.0: the
+    desired state the aborted rollout had written, which no rollout wanted any more. It keeps 1.0.0 now."""
+    srv, agents, _ = fleet
+    cfg = agents["gw2"].cfg
+    await agents["gw2"].stop()  # offline for the whole story
+    older = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw2"]}
+        | {"strategy": "all_at_once", "wait_s": 0}
+    )
+    assert srv.control._get(older["id"])["targets"]["gw2"]["status"] == "assigned"
+    newer = srv.control.create(
+        {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1", "gw2"]}
+        | {"strategy": "canary", "steps": ["1", "100%"], "wait_s": 0}
+    )
+    assert srv.control._get(older["id"])["state"] == "aborted"
+    await until(
+        lambda: srv.control._get(newer["id"])["state"] == "halted", what="the canary's NaN to halt it"
+    )
+    assert srv.control._get(newer["id"])["targets"]["gw2"]["status"] == "waiting"
+    agents["gw2"] = back = Agent(cfg)  # back: same config and data folder
+    await back.start()
+    heard: list[list[str]] = []  # the desired states gw2 acts on from now on
+    on_desired = back.manager.on_desired
+
+    async def noted(reply):
+        await on_desired(reply)
+        heard.append([d.version for d in reply.desired])
+
+    back.manager.on_desired = noted
+    await until(lambda: len(heard) >= 3, what="three desired states heard by gw2")
+    assert heard[:3] == [[], [], []], heard  # were the aborted rollout's ["1.1.0"]
+    assert version(back) == "1.0.0"
+    assert not [s for s in agents["gw2"].manager.steps if s["version"] == "1.1.0"]

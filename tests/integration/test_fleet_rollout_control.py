@@ -417,3 +417,38 @@ def test_a_server_clock_stepped_forward_cuts_no_steps_wait_short(registry_contro
     c.tick()
     d = c.get(dep["id"])
     assert all(t["status"] == "assigned" for a, t in d["targets"].items() if a != canary), d["targets"]
+
+
+def test_an_agent_taken_over_before_it_installed_the_older_rollouts_version_is_not_sent_it(
+    registry_control, tmp_path
+):
+    """A newer rollout of a slot took gw2 over from an older one whose canary step had given gw2 1.1.0 while gw2
+    was offline: the older rollout was aborted and the newer one had gw2 waiting (keep what it runs) behind its own
+    canary, but gw2's desired state still named the aborted rollout's 1.1.0, so gw2, back days later, installed a
+    version no rollout wanted any more. It keeps what it runs now until the newer rollout's step reaches it; an
+    agent the newer rollout takes over that it gives its version at once gets it as before."""
+    c, e = registry_control
+    key, _ = make_keypair(tmp_path / "keys")
+    c.registry.publish(make_package(tmp_path / "b", version="1.2.0", key=key, seed=2), [], {}, None, None)
+    e["1.2.0"] = c.registry.get("part-inspection", "1.2.0")
+    for agent in AGENTS:
+        _runs(c, agent, e["1.0.0"])
+    older = c.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw2", "gw3"]}
+        | {"strategy": "canary", "steps": ["1", "100%"], "wait_s": 0}
+    )
+    assert c.get(older["id"])["targets"]["gw2"]["status"] == "assigned"  # gw2 is offline: it never heard
+    assert [d["version"] for d in c.desired_state("gw2")[1]] == ["1.1.0"]
+    newer = c.create(
+        {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": list(AGENTS)}
+        | {"strategy": "canary", "steps": ["1", "100%"], "wait_s": 0}
+    )
+    assert c.get(older["id"])["state"] == "aborted"
+    d = c.get(newer["id"])
+    assert d["targets"]["gw1"]["status"] == "assigned" and d["targets"]["gw2"]["status"] == "waiting"
+    # gw2 comes back: it is told to install nothing (it keeps 1.0.0 until the newer rollout's step reaches it)
+    assert c.desired_state("gw2")[1] == []
+    assert [d["version"] for d in c.desired_state("gw1")[1]] == ["1.2.0"]
+    c.on_report("gw1", newer["id"], "vision", "1.2.0", "healthy", True, "", {})
+    c.tick()
+    assert [d["version"] for d in c.desired_state("gw2")[1]] == ["1.2.0"]
