@@ -63,12 +63,14 @@ import yaml
 from cloud_trainer.train.data import (
     DATASET_YAML_MAX_BYTES,
     FAULTS,
+    LABELS_MAX_BYTES,
     NPZ_MAX_BYTES,
     VIBRATION_ARRAYS,
     DatasetError,
     NpzObjectArray,
     not_a,
     npz_arrays,
+    read_capped,
 )
 from model_packager.condition import RateError, resample, resample_plan
 
@@ -1180,17 +1182,34 @@ class LabelRow:
 def read_labels(path: Path) -> list[LabelRow]:
     """The labels CSV as a spreadsheet saves it too: a byte-order mark, ``;`` or tab between fields
     with decimal commas, header names in any case. A time that is not a finite number, a start not
-    before its end, and a failure before the labelled span's end are refused naming the line."""
+    before its end, and a failure before the labelled span's end are refused naming the line. It is bounded
+    as a dataset's labels are (``LABELS_MAX_BYTES``): a file of gigabytes (a recording given in its place) was
+    read whole into memory."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data, size = read_capped(fh, LABELS_MAX_BYTES)
     except OSError as exc:
-        raise DatasetError(f"labels file {path}: {exc.strerror}") from None
+        raise DatasetError(f"labels file {path}: {exc.strerror or exc}") from None
+    if size > LABELS_MAX_BYTES:
+        raise DatasetError(
+            f"labels file {path}: {size} bytes, more than the {LABELS_MAX_BYTES} a labels file may take; refused "
+            "unread (a row is a run, its fault and times: is this the labels file?)"
+        )
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise _not_utf8(path, exc) from None
+        raise _not_utf8(Path(path), exc) from None
     delimiter, comma_ok, _ = _csv_dialect(text)
     reader = csv.reader(text.splitlines(), delimiter=delimiter)
-    rows = [(reader.line_num, r) for r in reader if "".join(r).strip()]
+    rows: list[tuple[int, list[str]]] = []
+    last = 0  # the line of the last row read whole
+    try:
+        for cells in reader:
+            if "".join(cells).strip():
+                rows.append((reader.line_num, cells))
+            last = reader.line_num
+    except csv.Error as exc:  # an unclosed quote running past the field size limit: one line, not a traceback
+        raise _csv_damage(Path(path), reader, exc, last) from None
     head = [c.strip().lower() for c in rows[0][1]] if rows else []
     if "run" not in head or "fault" not in head:
         raise DatasetError(
