@@ -142,6 +142,7 @@ async def test_the_baseline_speed_tag_that_is_also_the_models_speed_scalar_feeds
     alone = await _results(tmp_path / "a", package, None, RPM)
     both = await _results(tmp_path / "b", package, BaselineSettings(windows=20, speed_tag="Speed"), RPM)
     assert len(alone) == len(both) == 24
+    assert all(r.remaining_life is None for r in alone)  # trained without failure times: no remaining life
     # the model saw the same speed either way: its outputs are the same window by window
     assert np.allclose(model_outputs(both), model_outputs(alone), atol=1e-5)
     assert both[-1].outputs["baseline"]["state"] == "ready"
@@ -158,3 +159,13 @@ def test_a_dataset_labelled_without_failure_times_passes_the_gate(package):
     report = package[2]
     assert report["gate"]["passed"], report["gate"]["reasons"]
     assert np.isnan(report["metrics"]["fp32"]["rul_mae_naive_s"])
+
+
+def test_a_package_trained_without_failure_times_states_no_remaining_life(package):
+    """Its remaining-life head learned nothing (no window had a failure time), and the package still declared
+    the output: some 400 s on every window, healthy or not. It declares none now: results carry no
+    remaining life (a baseline's trend gives one on site)."""
+    from model_packager import read_manifest
+
+    outputs = {o.name for o in read_manifest(package[0]).outputs}
+    assert outputs == {"anomaly_score", "fault_logits"}

@@ -49,10 +49,14 @@ class MaintenanceFamily(TrainerFamily):
         return dict(health=tr_out["health"], rul_s=tr_out["rul_s"], rul_ok=tr_out["rul_ok"])
 
     def train_meta(self, ds, log) -> dict:
-        """Remaining life: the prior from the dataset's runs to failure (None: the agent uses the trend alone)."""
+        """Remaining life: the prior from the dataset's runs to failure (None: the agent uses the trend alone),
+        and whether any window has a failure time to learn it from (``remaining_life``)."""
         from cloud_trainer.train.life import prior_from_dataset
 
-        return {"life_prior": prior_from_dataset(ds, log)}
+        learned = bool(np.isfinite(np.asarray(ds.rul_s, dtype=np.float64)).any())
+        if not learned:
+            log("remaining life: no window has a failure time (failure_s); the package states none")
+        return {"life_prior": prior_from_dataset(ds, log), "remaining_life": learned}
 
     def evaluate(self, s, meta, a, outs, fp32, int8, dataset) -> Evaluation:
         x, y, tr, va, te = a["x"], a["y"], a["train"], a["val"], a["test"]
@@ -139,14 +143,19 @@ class MaintenanceFamily(TrainerFamily):
                 "labels": FAULTS,
                 "ok_label": "healthy",
             },
-            {
-                "name": "remaining_life",
-                "dtype": "float32",
-                "shape": ["batch", 1],
-                "role": "remaining_life",
-                "unit": "s",
-            },
         ]
+        # a dataset without failure times leaves the life head untrained: it gave some 400 s on every window,
+        # healthy or not; the graph keeps the output, the manifest does not declare it (no remaining life)
+        if meta.get("remaining_life", True):
+            outputs.append(
+                {
+                    "name": "remaining_life",
+                    "dtype": "float32",
+                    "shape": ["batch", 1],
+                    "role": "remaining_life",
+                    "unit": "s",
+                }
+            )
         inputs = [{"name": "features", "dtype": "float32", "shape": ["batch", n_features], "layout": "NC"}]
         task = "equipment_maintenance"
         metric_name = "fault_accuracy"
