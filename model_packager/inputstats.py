@@ -470,6 +470,8 @@ def check(
     """Why this frame is far outside the training inputs (e.g. "blurred: sharpness 1.2 < 2.3"),
     or None when it is not. The first failing statistic in the order of ``MARGINS`` is named, then
     (with ``local``, the package's ``LOCAL_FILE``) those of ``LOCAL_MARGINS``."""
+    if local is not None and (why := local.shape(image, tolerance)) is not None:
+        return why
     scene, b = _prepared(stats, tolerance)
     # the thumbnail at the package's own size (a package may carry another than THUMB)
     st, t, g, small, c = _measure(image, stats.thumb, local is not None)
@@ -501,6 +503,11 @@ LOCAL_MARGINS = {
     "banding": (2.0, 0.5, 0.0, "high"),  # rows 3.2 x finer-varied than training (against the columns)
     "cells": (2.0, 0.45, 0.0, "low"),  # a region's Laplacian energy 2.8 x below training's lowest
 }
+# a frame of another shape than every training frame (``frame`` in LOCAL_FILE): beyond their aspect range by
+# more than this log ratio (about 10 %: a 5:4 camera's frames against 4:3 training ones pass, 16:9, a portrait
+# mounting or a partial frame do not), or, for a model with a ``roi`` (a pixel box), of another size
+ASPECT_MARGIN = 0.1
+MAX_SIZES = 32
 LOCAL_REASONS = {
     ("chroma_b", "low"): "colour cast (white balance)",
     ("chroma_b", "high"): "colour cast (white balance)",
@@ -588,16 +595,35 @@ def _grey_floor(r: dict[str, float]) -> float:
     return min(r["p01"] - m, floor) + m
 
 
-def summarize_local(images, also=()) -> dict:
+def frame_shapes(shapes) -> dict:
+    """The training frames' shape, as ``LOCAL_FILE``'s ``frame`` holds it: the range of their aspect
+    (width / height), and their sizes (``[width, height]``, at most ``MAX_SIZES`` different ones; None past
+    that) for a model whose ``roi`` is a pixel box of them. ``shapes``: the frames' ``(height, width)``."""
+    sizes = sorted({(int(w), int(h)) for h, w in shapes})
+    aspects = [w / h for w, h in sizes]
+    return {
+        "aspect": [min(aspects), max(aspects)],
+        "sizes": [list(wh) for wh in sizes] if len(sizes) <= MAX_SIZES else None,
+    }
+
+
+def summarize_local(images, also=(), shapes=None) -> dict:
     """The training images' local statistics, as ``LOCAL_FILE`` holds them (JSON). Colour only when
     every image is a colour (3-channel) frame. ``also``: as ``summarize``'s, the ranges of ``LOCAL_REACHED``
     reach theirs (a lamp of another colour takes colour from a tinted part as well as giving it), the low
-    side of ``saturation`` not so far that a grey frame (a mono camera) passes (``_grey_floor``)."""
-    rows = [local_stats(img) for img in images]
+    side of ``saturation`` not so far that a grey frame (a mono camera) passes (``_grey_floor``).
+    ``shapes``: the frames' ``(height, width)`` as the camera gave them, where ``images`` were shrunk to
+    other proportions (default: the images' own); their aspect and sizes are ``frame`` (``frame_shapes``)."""
+    rows: list[dict] = []
+    seen: list[tuple[int, ...]] = []
+    for img in images:
+        rows.append(local_stats(img))
+        seen.append(img.shape[:2])
     if not rows:
         raise ValueError("no images to take input statistics from")
     more = [local_stats(img) for img in also]
     out: dict = {"format": LOCAL_FORMAT, "count": len(rows), "grid": GRID, "stats": {}}
+    out["frame"] = frame_shapes(seen if shapes is None else shapes)
     for k in ("chroma_b", "chroma_r", "saturation", "clipped", "banding"):
         if all(k in r for r in rows):
             own = _rng([r[k] for r in rows])
@@ -614,9 +640,10 @@ class LocalStats:
     """A package's ``LOCAL_FILE``, read and checked once (``LocalStats.parse``); ``check`` says why a
     frame is far outside it, or None."""
 
-    def __init__(self, data: dict, colour: bool = True) -> None:
+    def __init__(self, data: dict, colour: bool = True, roi: bool = False) -> None:
         """``colour=False``: a model that sees grey images (its preprocessing's ``color: gray``) is not
-        affected by colour, so its frames' colour is not checked."""
+        affected by colour, so its frames' colour is not checked. ``roi``: the model cuts a pixel box of the
+        frame, so a frame of another size than the training frames' (``frame``'s ``sizes``) is far off."""
 
         def rng(r) -> tuple[float, float, float, float]:
             p01, p50, p99, std = (float(r[k]) for k in ("p01", "p50", "p99", "std"))
@@ -640,15 +667,49 @@ class LocalStats:
         }
         self.cells = [rng(c) for c in data["cells"]]
         self._bounds: dict[float, tuple[dict[str, tuple[float, float]], np.ndarray]] = {}
+        # packages before ``frame``: no shape check
+        self.aspect: tuple[float, float] | None = None
+        self.sizes: set[tuple[int, int]] | None = None
+        frame = data.get("frame")
+        if frame is not None:
+            lo, hi = (float(v) for v in frame["aspect"])
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+                raise ValueError(f"a frame aspect range {frame['aspect']!r} is not 0 < low <= high")
+            self.aspect = (lo, hi)
+            if roi and frame.get("sizes"):
+                self.sizes = {(int(w), int(h)) for w, h in frame["sizes"]}
 
     @classmethod
-    def parse(cls, text: str, colour: bool = True) -> LocalStats:
+    def parse(cls, text: str, colour: bool = True, roi: bool = False) -> LocalStats:
         import json
 
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        return cls(data, colour)
+        return cls(data, colour, roi)
+
+    def shape(self, image: np.ndarray, tolerance: float = 1.0) -> str | None:
+        """Why this frame's shape is far from every training frame's (another size where the model's
+        ``roi`` is a pixel box of them; another aspect: a camera of other proportions, turned, or a partial
+        frame), or None. Checked first: on such a frame the other statistics' reasons would mislead."""
+        h, w = image.shape[:2]
+        if self.sizes is not None and (w, h) not in self.sizes:
+            known = ", ".join(f"{a}x{b}" for a, b in sorted(self.sizes)[:4])
+            return (
+                f"frame size unlike training: {w}x{h}, the model's roi is a pixel box of {known} frames "
+                "(the camera's resolution changed?)"
+            )
+        if self.aspect is None or h == 0:
+            return None
+        lo, hi = self.aspect
+        m = math.exp(ASPECT_MARGIN * tolerance)
+        a = w / h
+        if a < lo / m or a > hi * m:
+            return (
+                f"frame shape unlike training (camera resolution, rotation or a partial frame): {w}x{h}, "
+                f"aspect {a:.3g} outside {lo / m:.3g}-{hi * m:.3g}"
+            )
+        return None
 
     def bounds(self, tolerance: float) -> tuple[dict[str, tuple[float, float]], np.ndarray]:
         got = self._bounds.get(tolerance)

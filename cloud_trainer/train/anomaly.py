@@ -336,6 +336,9 @@ class AnomalyData:
     # with --roi: the whole frames of ``good`` (shrunk), whose statistics the agent's UNSURE check compares
     # each whole frame with; empty: ``good`` are the whole frames
     frames: list[np.ndarray] = field(default_factory=list)
+    # the good training frames' (height, width) as the camera gave them (``good`` and ``frames`` are shrunk):
+    # the agent's UNSURE check compares a frame's shape with theirs (``inputstats.frame_shapes``)
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
     # with --tiles: ``good`` and ``test`` hold each frame's tiles in a row (this many a frame); the labels,
     # kinds, masks and names stay one per frame
     per_frame: int = 1
@@ -389,7 +392,7 @@ def load_good(
     read = []
     for p in files:
         if (whole := copies.read(p, "good")) is not None:
-            read.append((p, *views_of(whole, p, roi, size, tiles)))
+            read.append((p, whole.shape[:2], *views_of(whole, p, roi, size, tiles)))
             h.update(hashlib.sha256(p.read_bytes()).digest())
     ds = AnomalyData([], [], layout="mvtec" if mvtec else "folders" if beside else "folder")
     if mvtec and (root / "test").is_dir():
@@ -404,13 +407,14 @@ def load_good(
                 ds.test_masks.append(None)
     # defect images to test but no good one: a share of the good images is kept out of training for the test
     held = _kept_out(len(read), min_good, [k != "good" for k in ds.test_kind])
-    for i, (p, views, frame, scale) in enumerate(read):
+    for i, (p, shape, views, frame, scale) in enumerate(read):
         if i in held:
             ds.test += views
             ds.test_kind.append("good")
             ds.test_masks.append(None)
             continue
         ds.good += views
+        ds.shapes.append(shape)
         if frame is not None:
             ds.frames.append(frame)
         ds.good_names.append(p.name)
@@ -539,6 +543,7 @@ def _load_imported(
     )  # each row's file checked to lie there (dataset_file), again once open
     h = hashlib.sha256()
     good, names, test, kinds, masks, frames, scale = [], [], [], [], [], [], 1.0
+    shapes: list[tuple[int, ...]] = []
     ngs: list[bool] = []
     good_files: list[Path] = []
     try:
@@ -580,8 +585,10 @@ def _load_imported(
             ngs.append(False)
             masks.append(None)
             continue
-        views, frame, scale = read_views(p, roi, max_mp, size, tiles, inside)
+        whole = _decode(p, max_mp, inside)
+        views, frame, scale = views_of(whole, p, roi, size, tiles)
         good += views
+        shapes.append(whole.shape[:2])
         if frame is not None:
             frames.append(frame)
         names.append(p.name)
@@ -590,7 +597,17 @@ def _load_imported(
             f"{root}: {len(names)} good training image(s) (class '{good_label}'); the anomaly "
             f"family needs at least {min_good} (more is better: 200 measured in docs/trainer.md)"
         )
-    ds = AnomalyData(good, names, test, np.asarray(ngs, bool), kinds, masks, layout="imported", frames=frames)
+    ds = AnomalyData(
+        good,
+        names,
+        test,
+        np.asarray(ngs, bool),
+        kinds,
+        masks,
+        layout="imported",
+        frames=frames,
+        shapes=shapes,
+    )
     ds.per_frame = len(good) // len(names)
     ds.tile_scale = scale
     ds.held_out = len(held)
@@ -2386,7 +2403,8 @@ def _package(
     # build's ranges also reach the frames under the light it was made to accept (``stats_copies``)
     also = stats_copies(ds.stats_images, s)
     spec["input_stats"] = summarize(ds.stats_images, also=also).model_dump(mode="json")
-    (s.workdir / LOCAL_FILE).write_text(json.dumps(summarize_local(ds.stats_images, also=also)))
+    local = summarize_local(ds.stats_images, also=also, shapes=ds.shapes or None)
+    (s.workdir / LOCAL_FILE).write_text(json.dumps(local))
     return build_package(
         model,
         spec,

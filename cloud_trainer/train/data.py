@@ -444,6 +444,7 @@ class PartsData:
     # a tiled build's whole source images (by ``groups`` index), shrunk to at most ``STATS_SIDE`` px: the
     # agent measures each whole frame against the input statistics, so they are taken on these, not on tiles
     frames: list[np.ndarray] | None = None
+    frame_shapes: list[tuple[int, ...]] | None = None  # their (height, width) as the camera gave them
 
 
 @dataclass

@@ -153,6 +153,7 @@ def as_tiles(data: PartsData, pre: ImagePreprocessing) -> PartsData:
         groups=np.asarray(groups, dtype=np.int64),
         splits=splits if data.splits else None,
         frames=[_stats_frame(img) for img in data.images],
+        frame_shapes=[img.shape[:2] for img in data.images],
     )
 
 

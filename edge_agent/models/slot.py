@@ -173,8 +173,10 @@ def _local_stats(opened: OpenedPackage):
     if m.input_stats is None or not any(f.path == LOCAL_FILE for f in m.files):
         return None
     try:
-        grey = isinstance(m.preprocessing, ImagePreprocessing) and m.preprocessing.color.value == "gray"
-        return LocalStats.parse(opened.path(LOCAL_FILE).read_text(encoding="utf-8"), colour=not grey)
+        pre = m.preprocessing
+        grey = isinstance(pre, ImagePreprocessing) and pre.color.value == "gray"
+        roi = isinstance(pre, ImagePreprocessing) and pre.roi is not None
+        return LocalStats.parse(opened.path(LOCAL_FILE).read_text(encoding="utf-8"), colour=not grey, roi=roi)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning(
             "%s: its %s cannot be used (%s); frames are checked by input_stats alone",

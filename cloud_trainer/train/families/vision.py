@@ -89,7 +89,12 @@ class VisionFamily(TrainerFamily):
         """The training images' local statistics (colour, light banding, sharpness by region)."""
         from model_packager.inputstats import summarize_local
 
-        return summarize_local(_whole_frames(ds, rows))
+        frames = _whole_frames(ds, rows)
+        if ds.frame_shapes is None:
+            return summarize_local(frames)
+        return summarize_local(
+            frames, shapes=[ds.frame_shapes[g] for g in sorted({int(ds.groups[i]) for i in rows})]
+        )
 
     def evaluate(self, s, meta, a, outs, fp32, int8, dataset) -> Evaluation:
         x, y, va, te = a["x"], a["y"], a["val"], a["test"]

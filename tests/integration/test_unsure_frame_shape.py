@@ -1,0 +1,147 @@
+"""A frame of another shape than the training frames is UNSURE, named, never OK or NG.
+
+Every UNSURE statistic is taken on the frame resized to 128x128, so a frame of other proportions (a 16:9
+camera for a model trained on 4:3 frames, a camera mounted turned, a 1-px-high partial frame) was measured
+as if it were the training view, and a model with a ``roi`` (a pixel box) cut another part of a frame of
+the same view at a higher resolution: a good part was NG. The package's local statistics now carry the
+training frames' aspect and sizes (``inputstats.frame_shapes``). Real anomaly builds (small), real
+``ModelSlot`` on ONNX Runtime and OpenVINO."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from cloud_trainer.train import anomaly as A
+from tests.support.models import make_keypair
+from tests.support.plates import DEFECTS, plate
+
+W, H = 160, 120  # 4:3 training frames: the plate on a dark fixture
+
+
+def frame(seed: int, i: int, defect: str | None = None, w: int = W, h: int = H):
+    img, m = plate(seed, i, defect, h)
+    out = np.full((h, w, 3), 40, np.uint8)
+    x = (w - h) // 2
+    out[:, x : x + h] = img
+    mask = None
+    if m is not None:
+        mask = np.zeros((h, w), np.uint8)
+        mask[:, x : x + h] = m
+    return out, mask
+
+
+def write(root, w: int = W, h: int = H):
+    i = 0
+    for folder, n in (("train/good", 24), ("test/good", 4)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for k in range(n):
+            cv2.imwrite(str(root / folder / f"{k:03d}.png"), frame(6, i, None, w, h)[0])
+            i += 1
+    for k in range(3):
+        img, mask = frame(6, i, DEFECTS[k], w, h)
+        i += 1
+        (root / "test" / DEFECTS[k]).mkdir(parents=True, exist_ok=True)
+        (root / "ground_truth" / DEFECTS[k]).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "test" / DEFECTS[k] / f"{k:03d}.png"), img)
+        cv2.imwrite(str(root / "ground_truth" / DEFECTS[k] / f"{k:03d}_mask.png"), mask)
+    return root
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("shape")
+    key, pub = make_keypair(tmp / "keys")
+
+    def build(name: str, data, **kw) -> str:
+        s = A.AnomalySettings(
+            dataset=data,
+            registry=tmp / f"registry-{name}",
+            signing_key=key,
+            workdir=tmp / f"work-{name}",
+            size=64,
+            bank_size=256,
+            folds=3,
+            openvino=True,
+            threads=2,
+            force=True,  # a small build: its quality gate is not what these tests judge
+            **kw,
+        )
+        return A.build(s, log=lambda m: None)["package"]
+
+    data = write(tmp / "plates")
+    return {
+        "tmp": tmp,
+        "pub": pub,
+        "whole": build("whole", data),
+        "roi": build("roi", data, roi=[20, 0, 120, 120]),
+        # 2048x254 frames (a long part) are shrunk for the build to whole multiples of the model's size,
+        # 1024x64 (16:1): the shape checked is the camera's, 8.1:1
+        "wide": build("wide", write(tmp / "wide", 2048, 254)),
+    }
+
+
+async def _verdicts(builds, name: str, engine: str, frames: dict[str, np.ndarray]) -> dict:
+    from devices.base import Frame
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import ModelSlot
+
+    s = ModelSlot(
+        "vision",
+        ModelConfig(package=builds[name], engine=engine),
+        builds["tmp"] / f"d-{name}",
+        [builds["pub"]],
+    )
+    await s.start()
+    try:
+        out = {}
+        for k, img in frames.items():
+            it = s.infer(Frame("cam", 1, time.time(), img), unsure_tolerance=1.0).interpretation
+            out[k] = (it.verdict, it.reason or "")
+        return out
+    finally:
+        await s.stop()
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+async def test_a_frame_of_other_proportions_is_unsure_and_the_same_view_at_another_resolution_is_not(
+    builds, engine
+):
+    good = frame(91, 1)[0]
+    sure = {
+        "good": good,
+        "the same view at twice the resolution": cv2.resize(good, (2 * W, 2 * H)),
+        "a 5:4 camera's frame of the view": cv2.resize(good, (1280, 1024), interpolation=cv2.INTER_AREA),
+    }
+    off = {
+        "a 1-px-high partial frame": np.ascontiguousarray(good[:1]),
+        "a camera mounted turned (portrait)": np.ascontiguousarray(np.rot90(good)),
+        "a 16:9 frame": cv2.resize(good, (1920, 1080)),
+    }
+    got = await _verdicts(builds, "whole", engine, {**sure, **off})
+    assert all(got[k][0] != "UNSURE" for k in sure), got
+    for k in off:
+        assert got[k][0] == "UNSURE" and got[k][1].startswith("frame shape unlike training"), (k, got[k])
+    assert "160x1, aspect 160 outside 1.21-1.47" in got["a 1-px-high partial frame"][1]
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+async def test_a_roi_models_frame_of_another_size_is_unsure_not_cut_elsewhere(builds, engine):
+    """The roi is a pixel box of the training frames: on a frame of the same view at twice the resolution it
+    cut the top left of the part, and a good part was NG."""
+    good = frame(91, 1)[0]
+    got = await _verdicts(builds, "roi", engine, {"good": good, "2x": cv2.resize(good, (2 * W, 2 * H))})
+    assert got["good"][0] != "UNSURE", got
+    assert got["2x"] == (
+        "UNSURE",
+        "frame size unlike training: 320x240, the model's roi is a pixel box of 160x120 frames "
+        "(the camera's resolution changed?)",
+    )
+
+
+async def test_the_shape_checked_is_the_cameras_not_the_builds_shrunk_frames(builds):
+    got = await _verdicts(builds, "wide", "onnxruntime", {"good": frame(91, 1, None, 2048, 254)[0]})
+    assert not got["good"][1].startswith("frame shape"), got
