@@ -503,6 +503,12 @@ class ModelSlot:
             if isinstance(m.preprocessing, ImagePreprocessing):
                 if not isinstance(item, Frame):
                     raise PreprocessError(f"model {m.package_id} takes images, got a {type(item).__name__}")
+                if item.image.dtype != np.uint8:  # 12-bit values scaled as 8-bit ones: a good part NG
+                    raise PreprocessError(
+                        f"the frame's pixels are {item.image.dtype}, the model takes 8-bit ones (uint8): a "
+                        "camera's 16-bit frames are brought to 8 bits by its pixel_bits; a plugin source hands "
+                        "over BGR uint8 frames"
+                    )
                 x = image_tensor(item.image, m.preprocessing, a.input_dtype)
             else:
                 if not isinstance(item, Window):

@@ -145,3 +145,35 @@ async def test_a_roi_models_frame_of_another_size_is_unsure_not_cut_elsewhere(bu
 async def test_the_shape_checked_is_the_cameras_not_the_builds_shrunk_frames(builds):
     got = await _verdicts(builds, "wide", "onnxruntime", {"good": frame(91, 1, None, 2048, 254)[0]})
     assert not got["good"][1].startswith("frame shape"), got
+
+
+@pytest.mark.parametrize("tolerance", [1.0, None])
+async def test_a_frame_of_other_than_8_bit_pixels_is_refused_named_never_judged(builds, tolerance):
+    """A plugin source's 16-bit frame (a Mono12 camera's values in uint16) or float one was scaled as 8-bit
+    pixels: without the UNSURE check (``unsure.enabled: false``, a package without statistics) a good part
+    was NG, with it the reason was 'overexposed'. It is ``bad_input``, counted, naming the pixels' type."""
+    from devices.base import Frame
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import InferenceError, ModelSlot
+
+    good = frame(91, 1)[0]
+    s = ModelSlot(
+        "vision",
+        ModelConfig(package=builds["whole"], engine="onnxruntime"),
+        builds["tmp"] / "d-bits",
+        [builds["pub"]],
+    )
+    await s.start()
+    try:
+        assert (
+            s.infer(Frame("cam", 1, time.time(), good), unsure_tolerance=tolerance).interpretation.verdict
+            == "OK"
+        )
+        for img in (good.astype(np.uint16) * 16, good.astype(np.float32) / 255):
+            with pytest.raises(
+                InferenceError, match=f"the frame's pixels are {img.dtype}, the model takes 8-bit"
+            ) as e:
+                s.infer(Frame("cam", 2, time.time(), img), unsure_tolerance=tolerance)
+            assert e.value.reason == "bad_input"
+    finally:
+        await s.stop()
