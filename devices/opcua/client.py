@@ -1300,11 +1300,14 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
     return "connect", text
 
 
-async def _security_not_offered(settings: OpcUaSettings) -> str | None:
-    """Why the server cannot be reached with ``security_mode``/``security_policy``, when that is the cause:
-    its endpoint list (GetEndpoints, which needs no security) lacks the pair. A server offered only
-    policies the client does not speak, or a secured channel in a mode it lacks, simply does not answer
-    (a timeout), which hides the fix. None when the pair is offered or the list cannot be read."""
+async def _security_not_offered(settings: OpcUaSettings) -> tuple[str, str] | None:
+    """(reason, message) of why the server cannot be reached with ``security_mode``/``security_policy``, when
+    its endpoint list (GetEndpoints, which needs no security) tells: it lacks the pair (``security_policy``), or
+    its endpoints of that pair present another certificate than the pinned ``server_certificate_file``
+    (``certificate``: a machine in the middle, or the PLC's certificate renewed). A server offered only
+    policies the client does not speak, or a secured channel in a mode it lacks, or a channel encrypted for
+    another certificate's key, simply does not answer (a timeout) or refuses it (BadSecurityChecksFailed),
+    which hides the fix. None when the pair is offered as pinned or the list cannot be read."""
     probe = Client(settings.endpoint, timeout=min(settings.connect_timeout_s, 3.0))
     try:
         async with asyncio.timeout(min(settings.connect_timeout_s, 3.0) + 1.0):
@@ -1320,13 +1323,66 @@ async def _security_not_offered(settings: OpcUaSettings) -> str | None:
     offered = [(pol, mode.rstrip("_")) for pol, mode in offered]  # asyncua's None_ is the mode None
     none = settings.security_mode is SecurityMode.NONE
     wanted = ("None", "None") if none else (settings.security_policy, settings.security_mode.value)
-    if not offered or wanted in offered:
+    if not offered:
         return None
+    if wanted in offered:
+        return _pin_mismatch(settings, endpoints)
     listed = ", ".join(f"{pol} {mode}" for pol, mode in offered)
     want = "no security" if none else f"{wanted[0]} {wanted[1]}"
-    return (
+    return "security_policy", (
         f"the server at {mask_credentials(settings.endpoint)} does not offer {want}; it offers: {listed}; set security_mode "
         "and security_policy to one of those"
+    )
+
+
+def _pin_mismatch(settings: OpcUaSettings, endpoints: list[Any]) -> tuple[str, str] | None:
+    """("certificate", message) when the server's endpoints of the configured policy and mode present another
+    certificate than the pinned ``server_certificate_file``, naming the file, both certificates' thumbprints
+    (SHA-1, as PLCs and UaExpert show them) and the fix; None when one presents it (or nothing is pinned)."""
+    if settings.security_mode is SecurityMode.NONE or not settings.server_certificate_file:
+        return None
+    from asyncua.client.client import _first_cert_from_chain
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    try:
+        data = Path(settings.server_certificate_file).read_bytes()
+        pinned = (
+            x509.load_pem_x509_certificate(data)
+            if b"-----BEGIN" in data
+            else x509.load_der_x509_certificate(data)
+        )
+    except (OSError, ValueError):
+        return None
+    mode = (
+        ua.MessageSecurityMode.Sign
+        if settings.security_mode is SecurityMode.SIGN
+        else ua.MessageSecurityMode.SignAndEncrypt
+    )
+    presented = [
+        e.ServerCertificate
+        for e in endpoints
+        if e.SecurityPolicyUri.rpartition("#")[2] == settings.security_policy
+        and e.SecurityMode == mode
+        and e.ServerCertificate
+    ]
+    own = pinned.public_bytes(serialization.Encoding.DER)
+    if not presented or any(_first_cert_from_chain(c) == own for c in presented):
+        return None
+    try:
+        theirs = x509.load_der_x509_certificate(_first_cert_from_chain(presented[0]))
+    except ValueError:
+        return None
+
+    def said(cert: x509.Certificate) -> str:
+        thumbprint = cert.fingerprint(hashes.SHA1()).hex().upper()
+        return f"{cert.subject.rfc4514_string() or 'no subject'}, SHA-1 thumbprint {thumbprint}"
+
+    return "certificate", (
+        f"the server at {mask_credentials(settings.endpoint)} presents another certificate ({said(theirs)}) than "
+        f"the pinned server_certificate_file {settings.server_certificate_file!r} ({said(pinned)}); nothing is "
+        "read or written: a machine in the middle presents its own; if the PLC's certificate was renewed (its "
+        "OPC UA settings show the thumbprint), save the PLC's new certificate to that file"
     )
 
 
@@ -1765,7 +1821,8 @@ class OpcUaSource:
         # would each read it so and send its own kind (an Int32, a Double)
         self._write_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._resolved: dict[str, str] = {}  # configured node id (nsu=...) -> ns=<index>;...
-        self._probed: tuple[float, str | None] = (-1e9, None)  # (when, why) of the last endpoint-list probe
+        # (when, (reason, why)) of the last endpoint-list probe
+        self._probed: tuple[float, tuple[str, str] | None] = (-1e9, None)
         self._write_targets: list[tuple[str, Any]] = []
         self.target_errors: dict[str, str] = {}  # node_id -> why writes to it will fail
         # write targets' nodes watched for a change of their type or access (``_watch_targets``): node ->
@@ -1955,11 +2012,15 @@ class OpcUaSource:
                     reason, msg = "too_large", _too_large(self._oversize, self.settings)
                 # a security policy or mode the server does not offer looks like no answer at all; its
                 # endpoint list says (read at most once a minute: a server that hangs costs each probe)
-                if reason in ("timeout", "connect"):
+                # and a server presenting another certificate than the pinned one cannot read the channel
+                # opened for that one's key: no answer, or its refusal (BadSecurityChecksFailed)
+                if reason in ("timeout", "connect") or (
+                    reason == "certificate" and self.settings.server_certificate_file
+                ):
                     if time.monotonic() - self._probed[0] > 60.0:
                         self._probed = (time.monotonic(), await _security_not_offered(self.settings))
                     if self._probed[1] is not None:
-                        reason, msg = "security_policy", self._probed[1]
+                        reason, msg = self._probed[1]
                 self.stats.error(reason, msg)
                 self._burst.log(f"conn:{reason}", "opcua source %s: %s", self.name, msg)
                 # a session lost partway through connecting too: values of its first nodes may have gone out

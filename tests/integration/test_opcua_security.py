@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from devices.base import ConnectionState
-from devices.opcua.client import OpcUaSource
+from devices.opcua.client import OpcUaNotConnected, OpcUaSource
 from devices.opcua.settings import OpcUaSettings
 from simulators.machine import MachineSecurity, MachineServer
 from tests.support.peers import free_port
@@ -177,3 +177,62 @@ async def test_a_plc_that_offers_only_an_aes_policy_is_read_and_written(certs, p
         await open_.stop()
         await src.stop()
         await srv.stop()
+
+
+def _thumbprint(cert_file: Path) -> str:
+    return x509.load_der_x509_certificate(cert_file.read_bytes()).fingerprint(hashes.SHA1()).hex().upper()
+
+
+async def test_a_server_presenting_another_certificate_than_the_pinned_one_is_named_with_both_thumbprints(
+    certs, tmp_path
+) -> None:
+    """A server at the PLC's address presenting another certificate than the pinned ``server_certificate_file``
+    (a machine in the middle, or the PLC after its certificate was renewed) cannot read the channel the agent
+    encrypts for the pinned certificate's key: it does not answer (a real PLC refuses it,
+    BadSecurityChecksFailed). The error was "timeout: no answer within 3.0s; check the endpoint and the
+    server", which hid both the attack and the fix. It names the file, both certificates' thumbprints and the
+    fix now; nothing is read or written, and the agent's other sources go on."""
+    renewed = _cert(tmp_path, "renewed", "urn:freeopcua:python:server", server=True)
+    sec = MachineSecurity(
+        cert_path=renewed[0],
+        key_path=renewed[1],
+        users={"op": "s3cret"},
+        trusted_client_certs=(certs["client"][0],),
+    )
+    srv = MachineServer(free_port(), period_ms=50, window_samples=128, security=sec)
+    other = MachineServer(free_port(), period_ms=50, window_samples=128)
+    await srv.start()
+    await other.start()
+    pinned = OpcUaSource("pinned", _settings(srv, certs))  # pins certs["server"]
+    line2 = OpcUaSource(
+        "line2",
+        OpcUaSettings(
+            endpoint=other.endpoint, nodes=[{"node_id": other.node_id("Speed")}], publishing_interval_ms=50
+        ),
+    )
+    await pinned.start()
+    await line2.start()
+    try:
+        for _ in range(300):
+            if pinned.stats.errors_by_reason.get("certificate"):
+                break
+            await asyncio.sleep(0.05)
+        said = pinned.stats.last_error or ""
+        assert pinned.stats.errors_by_reason.get("certificate", 0) >= 1, said
+        assert (
+            f"presents another certificate (CN=renewed, SHA-1 thumbprint {_thumbprint(renewed[0])})" in said
+        )
+        assert f"server_certificate_file '{certs['server'][0]}' (CN=server, SHA-1 thumbprint " in said, said
+        assert (
+            _thumbprint(certs["server"][0]) in said and "save the PLC's new certificate to that file" in said
+        )
+        with pytest.raises(OpcUaNotConnected):
+            await pinned.write(srv.node_id("Reject"), True)
+        assert srv.writes == [] and pinned.stats.received == 0
+        first = await asyncio.wait_for(line2.items().__anext__(), 10)  # the other source is served
+        assert first.tag == "Speed" and line2.state is ConnectionState.CONNECTED
+    finally:
+        await pinned.stop()
+        await line2.stop()
+        await srv.stop()
+        await other.stop()
