@@ -1278,10 +1278,7 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
             f"cannot reach {mask_credentials(settings.endpoint)} ({exc.strerror or exc}); is the server running?",
         )
     if "certificate" in low or "securitychecks" in low:
-        return "certificate", (
-            f"certificate refused ({text}); make the server trust certificate_file "
-            f"{settings.certificate_file!r} and check the server_certificate_file"
-        )
+        return "certificate", _certificate_refused(text, settings)
     if "useraccessdenied" in low or "identitytoken" in low or "password" in low:
         if not settings.username:  # "user None ... check username/password" when none was given
             return "auth", (
@@ -1298,6 +1295,66 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
             "limit"
         )
     return "connect", text
+
+
+def _certificate_refused(text: str, settings: OpcUaSettings) -> str:
+    """What to do when the server refuses the agent's certificate: it lies outside its validity dates (a real
+    PLC answers BadCertificateTimeInvalid, or just BadSecurityChecksFailed), it names no application URI the
+    agent can announce (BadCertificateUriInvalid), or the PLC does not trust it yet (BadCertificateUntrusted,
+    BadSecurityChecksFailed: the first connect to a Siemens or Beckhoff PLC, which files it as rejected until
+    someone trusts it there). Names the file and its thumbprint, as the PLC lists it."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    file = settings.certificate_file
+    try:
+        assert file is not None
+        data = Path(file).read_bytes()
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if b"-----BEGIN" in data
+            else x509.load_der_x509_certificate(data)
+        )
+    except (AssertionError, OSError, ValueError):
+        return (
+            f"certificate refused ({text}); make the server trust certificate_file {file!r} and check the "
+            "server_certificate_file"
+        )
+    thumbprint = cert.fingerprint(hashes.SHA1()).hex().upper()
+    it = f"certificate_file {file!r} ({cert.subject.rfc4514_string() or 'no subject'}, SHA-1 thumbprint {thumbprint})"
+    now = dt.datetime.now(dt.UTC)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if not start <= now <= end:
+        when = (
+            f"expired on {end:%Y-%m-%d %H:%M} UTC"
+            if now > end
+            else f"is valid only from {start:%Y-%m-%d %H:%M} UTC"
+        )
+        return (
+            f"certificate refused ({text}): the agent's {it} {when}; issue a new one (with the same application "
+            "URI) and have the PLC trust it; if the gateway's clock is wrong, set it right"
+        )
+    uri = _app_uri_of(file)
+    if "uriinvalid" in text.lower() or "certificateinvalid" in text.lower():
+        named = (
+            f"names the application URI {uri!r}"
+            if uri
+            else "names no application URI (a URI in its subjectAltName)"
+        )
+        return (
+            f"certificate refused ({text}): the agent's {it} {named}, which the agent announces as its own; the "
+            "PLC wants the certificate's URI to be the application's: issue one with a URI subjectAltName "
+            "(urn:<gateway>:factory-edge) and have the PLC trust it"
+        )
+    return (
+        f"certificate refused ({text}): the PLC does not trust the agent's {it} yet; a PLC files a client "
+        "certificate it has not seen as rejected: trust it there (Siemens: the OPC UA server's certificate "
+        "manager in TIA Portal, or the web server's; Beckhoff TwinCAT: move it from the server's pki/rejected "
+        "to pki/trusted folder); the agent connects at its next try (tried again with the backoff, up to "
+        f"reconnect_max_s {settings.reconnect_max_s:g} s apart)"
+    )
 
 
 async def _security_not_offered(settings: OpcUaSettings) -> tuple[str, str] | None:

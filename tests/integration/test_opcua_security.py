@@ -236,3 +236,100 @@ async def test_a_server_presenting_another_certificate_than_the_pinned_one_is_na
         await line2.stop()
         await srv.stop()
         await other.stop()
+
+
+def _own_cert(tmp: Path, stem: str, uri: str | None, days: tuple[int, int]) -> tuple[Path, Path]:
+    """A client certificate valid from ``days[0]`` to ``days[1]`` days from now, with ``uri`` in its
+    subjectAltName (None: only host names, as a certificate made for a web server has)."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)])
+    now = dt.datetime.now(dt.UTC)
+    sans: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    if uri:
+        sans.insert(0, x509.UniformResourceIdentifier(uri))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + dt.timedelta(days=days[0]))
+        .not_valid_after(now + dt.timedelta(days=days[1]))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cp, kp = tmp / f"{stem}.der", tmp / f"{stem}.pem"
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    kp.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return cp, kp
+
+
+@pytest.mark.parametrize(
+    "case, uri, days, said",
+    [
+        (
+            "untrusted",
+            "urn:factory-edge:agent",
+            (-1, 2),
+            "the PLC does not trust the agent's certificate_file",
+        ),
+        ("expired", "urn:factory-edge:agent", (-10, -1), " expired on "),
+        ("not_yet_valid", "urn:factory-edge:agent", (3, 10), " is valid only from "),
+        ("no_uri", None, (-1, 2), "names no application URI"),
+    ],
+)
+async def test_a_refused_agent_certificate_is_named_with_its_thumbprint_and_what_to_do_on_the_plc(
+    certs, tmp_path, case, uri, days, said
+) -> None:
+    """The agent's own certificate refused by the PLC: not yet trusted there (the first connect to a Siemens
+    or Beckhoff PLC: BadCertificateUntrusted), expired or not yet valid (BadCertificateTimeInvalid), or naming
+    no application URI to announce (BadCertificateUriInvalid). Each was "make the server trust certificate_file
+    ... and check the server_certificate_file", which for an expired certificate or a missing URI sent the
+    engineer to the wrong fix. The error names the file, its SHA-1 thumbprint (as the PLC lists it) and the
+    fix; the source retries with its backoff, nothing read."""
+    from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+
+    own = _own_cert(tmp_path, case, uri, days)
+    sec = MachineSecurity(cert_path=certs["server"][0], key_path=certs["server"][1], users={"op": "s3cret"})
+    srv = MachineServer(free_port(), period_ms=50, window_samples=128, security=sec)
+    await srv.start()
+    trusted = {certs["client"][0].read_bytes()} if case == "untrusted" else {own[0].read_bytes()}
+
+    async def plc(
+        cert: x509.Certificate, app
+    ) -> None:  # checks as a PLC does: dates, URI, then its trust list
+        from asyncua import ua
+        from asyncua.common.utils import ServiceError
+
+        await CertificateValidator(CertificateValidatorOptions.BASIC_VALIDATION)(cert, app)
+        if cert.public_bytes(serialization.Encoding.DER) not in trusted:
+            raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
+
+    assert srv._server is not None
+    srv._server.set_certificate_validator(plc)
+    settings = _settings(srv, certs).model_copy(
+        update={"certificate_file": str(own[0]), "private_key_file": str(own[1])}
+    )
+    src = OpcUaSource("secure", settings)
+    await src.start()
+    try:
+        await _wait_state(src, {ConnectionState.BACKOFF})
+        last = src.stats.last_error or ""
+        assert src.stats.errors_by_reason.get("certificate", 0) >= 1, last
+        assert said in last, last
+        assert f"'{own[0]}' (CN={case}, SHA-1 thumbprint {_thumbprint(own[0])})" in last, last
+        assert src.stats.received == 0
+    finally:
+        await src.stop()
+        await srv.stop()
