@@ -503,11 +503,15 @@ class ModelSlot:
             if isinstance(m.preprocessing, ImagePreprocessing):
                 if not isinstance(item, Frame):
                     raise PreprocessError(f"model {m.package_id} takes images, got a {type(item).__name__}")
-                if item.image.dtype != np.uint8:  # 12-bit values scaled as 8-bit ones: a good part NG
+                img = item.image
+                if img.dtype != np.uint8 and (
+                    img.dtype.kind not in "iu" or (img.size and (img.min() < 0 or img.max() > 255))
+                ):  # a Mono12 camera's values (or floats from 0 to 1) scaled as 8-bit ones: a good part NG
+                    held = f"{img.dtype} up to {img.max()}" if img.dtype.kind in "iu" else str(img.dtype)
                     raise PreprocessError(
-                        f"the frame's pixels are {item.image.dtype}, the model takes 8-bit ones (uint8): a "
-                        "camera's 16-bit frames are brought to 8 bits by its pixel_bits; a plugin source hands "
-                        "over BGR uint8 frames"
+                        f"the frame's pixels are {held}, the model takes 8-bit ones (0-255): a camera's 16-bit "
+                        "frames are brought to 8 bits by its pixel_bits; a plugin source hands over BGR uint8 "
+                        "frames"
                     )
                 x = image_tensor(item.image, m.preprocessing, a.input_dtype)
             else:
