@@ -240,6 +240,15 @@ def _same_value(a: Any, b: Any) -> bool:
         return a is b
 
 
+class _Refused(ConnectionError):
+    """A connect the agent ends itself before it sends what it must not (a password the server would take
+    in clear text); ``reason`` is its ``errors_by_reason`` key."""
+
+    def __init__(self, reason: str, msg: str) -> None:
+        super().__init__(msg)
+        self.reason = reason
+
+
 class _Halted(_Silent):
     """The session answers and keeps alive, but the server says its values are not current: its state
     (ServerStatus.State) is not Running, or its clock (ServerStatus.CurrentTime), seen moving before, stands
@@ -1268,7 +1277,7 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
     """(reason key, one-line message with a hint) for a connect failure."""
     text = mask_credentials(f"{type(exc).__name__}: {exc}".strip())  # asyncua may name the URL with its login
     low = text.lower()
-    if isinstance(exc, _Silent):
+    if isinstance(exc, _Silent | _Refused):
         return exc.reason, str(exc)
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return "timeout", f"no answer within {settings.connect_timeout_s}s; check the endpoint and the server"
@@ -1295,6 +1304,28 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
             "limit"
         )
     return "connect", text
+
+
+def _no_clear_password(client: Client, settings: OpcUaSettings) -> None:
+    """With ``security_mode: Sign`` the channel is signed, not encrypted: a server whose endpoint's user
+    token policy names no security policy of its own takes the password as it is, readable by anyone on the
+    line (asyncua sends it, saying only "Sending plain-text password"). The login is refused here, before
+    the password is sent: encrypt the channel (SignAndEncrypt) or have the PLC encrypt user tokens."""
+    add_user_auth = client._add_user_auth
+
+    def checked(params: ua.ActivateSessionParameters, username: str | None, password: str | None) -> None:
+        token = client.server_policy(ua.UserTokenType.UserName)
+        if password and token.SecurityPolicyUri in (None, "", security_policies.SecurityPolicyNone.URI):
+            raise _Refused(
+                "auth",
+                f"the server at {mask_credentials(settings.endpoint)} would take user {settings.username!r}'s "
+                f"password unencrypted over the {settings.security_policy} Sign channel (signed, not "
+                "encrypted: its user token policy has no security policy), readable by anyone on the "
+                "network; not sent: set security_mode SignAndEncrypt, or have the PLC encrypt user tokens",
+            )
+        add_user_auth(params, username, password)
+
+    client._add_user_auth = checked  # type: ignore[method-assign]
 
 
 def _certificate_refused(text: str, settings: OpcUaSettings) -> str:
@@ -1695,6 +1726,8 @@ async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], Non
             else ua.MessageSecurityMode.SignAndEncrypt
         )
         policy = getattr(security_policies, "SecurityPolicy" + settings.security_policy.replace("_", ""))
+        if settings.password is not None and mode is ua.MessageSecurityMode.Sign:
+            _no_clear_password(client, settings)
         await client.set_security(
             policy,
             certificate=settings.certificate_file,

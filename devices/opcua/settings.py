@@ -206,7 +206,8 @@ class OpcUaSettings(_Model):
             report.warning(
                 f"sources.{name}.password",
                 "with security_mode None the password may cross the network in clear text (unless the "
-                "server's user token policy encrypts it); use security_mode Sign or SignAndEncrypt",
+                "server's user token policy encrypts it); use security_mode SignAndEncrypt (with Sign the agent "
+                "sends it only where the server's user token policy encrypts it)",
             )
         for i, (n, t) in enumerate(zip(self.nodes, self._default_tags(), strict=True)):
             if n.tag is None and t == n.node_id:

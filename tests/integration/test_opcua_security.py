@@ -14,7 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from devices.base import ConnectionState
 from devices.opcua.client import OpcUaNotConnected, OpcUaSource
-from devices.opcua.settings import OpcUaSettings
+from devices.opcua.settings import OpcUaSettings, SecurityMode
 from simulators.machine import MachineSecurity, MachineServer
 from tests.support.peers import free_port
 
@@ -332,4 +332,56 @@ async def test_a_refused_agent_certificate_is_named_with_its_thumbprint_and_what
         assert src.stats.received == 0
     finally:
         await src.stop()
+        await srv.stop()
+
+
+async def test_a_password_the_sign_endpoint_would_take_in_clear_text_is_not_sent(certs) -> None:
+    """``security_mode: Sign`` signs the channel but does not encrypt it: a PLC whose Sign endpoint's user token
+    policy names no security policy takes the password as it is. asyncua sent it so, readable by anyone on the
+    line, saying only "Sending plain-text password" (the login succeeded, readings flowed). The login is refused
+    before the password is sent, naming the fix; the same server with SignAndEncrypt is read."""
+    from asyncua import ua
+    from asyncua.crypto import security_policies
+
+    received: list[str] = []
+    sec = MachineSecurity(
+        cert_path=certs["server"][0],
+        key_path=certs["server"][1],
+        users={"op": "s3cret"},
+        trusted_client_certs=(certs["client"][0],),
+    )
+    srv = MachineServer(free_port(), period_ms=50, window_samples=128, security=sec)
+    await srv.start()
+    assert srv._server is not None
+    for ep in srv._server.iserver.endpoints:  # as such a PLC offers it
+        if ep.SecurityMode == ua.MessageSecurityMode.Sign:
+            for token in ep.UserIdentityTokens:
+                token.SecurityPolicyUri = security_policies.SecurityPolicyNone.URI
+    users = srv._server.iserver.user_manager
+    get_user = users.get_user
+
+    def recording(iserver, username=None, password=None, certificate=None):
+        received.append(password)
+        return get_user(iserver, username, password, certificate)
+
+    users.get_user = recording
+    signed = OpcUaSource(
+        "signed", _settings(srv, certs).model_copy(update={"security_mode": SecurityMode.SIGN})
+    )
+    encrypted = OpcUaSource("encrypted", _settings(srv, certs))
+    await signed.start()
+    await encrypted.start()
+    try:
+        first = await asyncio.wait_for(encrypted.items().__anext__(), 10)
+        assert first.tag == "Speed"
+        await _wait_state(signed, {ConnectionState.BACKOFF})
+        last = signed.stats.last_error or ""
+        assert signed.stats.errors_by_reason.get("auth", 0) >= 1, last
+        assert "password unencrypted over the Basic256Sha256 Sign channel" in last, last
+        assert "not sent: set security_mode SignAndEncrypt" in last and "s3cret" not in last, last
+        assert signed.stats.received == 0
+        assert received == ["s3cret"]  # the SignAndEncrypt source's login alone
+    finally:
+        await signed.stop()
+        await encrypted.stop()
         await srv.stop()
