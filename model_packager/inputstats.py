@@ -21,7 +21,10 @@ unsure).
 These four are grey and whole-frame: a mono or white-balance change, light banding, a smudge over part
 of the frame passed them. ``summarize_local`` measures colour, banding and sharpness by region
 (``local_stats``); they travel in the package as ``LOCAL_FILE`` (the manifest's schema is a fixed
-contract) and ``check(..., local=LocalStats)`` applies them after the four (``LOCAL_MARGINS``).
+contract) and ``check(..., local=LocalStats)`` applies them after the four (``LOCAL_MARGINS``). Before
+the four, ``LocalStats.shape``: a frame of other proportions than the training frames (``frame``'s aspect),
+or, for a model with a ``roi`` (a pixel box), of another size, which every statistic taken at 128x128
+measured as if it were the training view.
 Cost of ``check`` with them: ~0.3 ms on a 128-px frame, ~0.5 ms on a 224-px one (2 cores under load);
 on a 640x480 one (AVX-512, 2 cores at a 1-min load of 2.5-4, 2026-12-03) 0.72-0.76 ms of CPU called in a
 loop (0.88-0.90 ms before the exact area path, ``_exact_plan``) and 0.96-1.06 ms right after an engine
