@@ -1306,6 +1306,40 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
     return "connect", text
 
 
+def _key_of_certificate(settings: OpcUaSettings) -> None:
+    """Refuses (``certificate``) a ``private_key_file`` that is not ``certificate_file``'s key (a key of an
+    earlier certificate, or of another gateway's): the server cannot read the channel signed and encrypted
+    with it, and just does not answer, which was said as "timeout: no answer". A key that cannot be read
+    here (one with a passphrase) is left to asyncua."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    assert settings.certificate_file and settings.private_key_file
+    try:
+        data = Path(settings.certificate_file).read_bytes()
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if b"-----BEGIN" in data
+            else x509.load_der_x509_certificate(data)
+        )
+        data = Path(settings.private_key_file).read_bytes()
+        key = (
+            serialization.load_pem_private_key(data, None)
+            if b"-----BEGIN" in data
+            else serialization.load_der_private_key(data, None)
+        )
+    except (OSError, ValueError, TypeError):
+        return
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise _Refused(
+            "certificate",
+            f"private_key_file {settings.private_key_file!r} is not the key of certificate_file "
+            f"{settings.certificate_file!r} ({cert.subject.rfc4514_string() or 'no subject'}): the server "
+            "could not read the channel; give the key made with that certificate",
+        )
+
+
 def _no_clear_password(client: Client, settings: OpcUaSettings) -> None:
     """With ``security_mode: Sign`` the channel is signed, not encrypted: a server whose endpoint's user
     token policy names no security policy of its own takes the password as it is, readable by anyone on the
@@ -1726,6 +1760,7 @@ async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], Non
             else ua.MessageSecurityMode.SignAndEncrypt
         )
         policy = getattr(security_policies, "SecurityPolicy" + settings.security_policy.replace("_", ""))
+        _key_of_certificate(settings)
         if settings.password is not None and mode is ua.MessageSecurityMode.Sign:
             _no_clear_password(client, settings)
         await client.set_security(

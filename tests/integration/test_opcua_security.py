@@ -385,3 +385,27 @@ async def test_a_password_the_sign_endpoint_would_take_in_clear_text_is_not_sent
         await signed.stop()
         await encrypted.stop()
         await srv.stop()
+
+
+async def test_a_private_key_that_is_not_the_certificates_is_named_not_taken_for_a_timeout(
+    secure_machine, certs
+) -> None:
+    """``private_key_file`` of another certificate (an earlier one's, after the certificate was renewed, or
+    another gateway's): the server cannot read the channel signed with it and does not answer; the error was
+    "timeout: no answer within 3.0s; check the endpoint and the server". It names both files now."""
+    settings = _settings(secure_machine, certs).model_copy(
+        update={"private_key_file": str(certs["stranger"][1])}
+    )
+    src = OpcUaSource("secure", settings)
+    await src.start()
+    try:
+        await _wait_state(src, {ConnectionState.BACKOFF})
+        last = src.stats.last_error or ""
+        assert src.stats.errors_by_reason.get("certificate", 0) >= 1, last
+        assert (
+            f"private_key_file '{certs['stranger'][1]}' is not the key of certificate_file '{certs['client'][0]}'"
+            in last
+        ), last
+        assert src.stats.received == 0
+    finally:
+        await src.stop()
