@@ -1719,13 +1719,24 @@ async def _one_off_client(settings: OpcUaSettings, what: str) -> tuple[Client, l
     """A connected client for one request (validate --online, browse), and the size of a message its
     connection was closed for (``[0]`` while none); ``OpcUaError`` when it cannot connect."""
     oversize = [0]
-    client = await _make_client(settings, lambda size: oversize.__setitem__(0, size))
     try:
+        # making it may refuse (a key not the certificate's) or ask the server (its endpoint list, when
+        # the server certificate is not pinned): a policy it lacks ended validate --online in a traceback
+        client = await _make_client(settings, lambda size: oversize.__setitem__(0, size))
         async with asyncio.timeout(settings.connect_timeout_s):
             await client.connect()
         await _read_operation_limits(client, settings.connect_timeout_s)
     except Exception as e:
-        why = _too_large(oversize[0], settings) if oversize[0] else _explain(e, settings)[1]
+        reason, why = _explain(e, settings)
+        if oversize[0]:
+            why = _too_large(oversize[0], settings)
+        # as the source says it: a policy or mode the server lacks, a certificate other than the pinned one
+        elif reason in ("timeout", "connect") or (
+            reason == "certificate" and settings.server_certificate_file and not isinstance(e, _Refused)
+        ):
+            probed = await _security_not_offered(settings)
+            if probed is not None:
+                why = probed[1]
         raise OpcUaError(f"{what} {mask_credentials(settings.endpoint)}: {why}") from None
     return client, oversize
 
@@ -2140,7 +2151,9 @@ class OpcUaSource:
                 # and a server presenting another certificate than the pinned one cannot read the channel
                 # opened for that one's key: no answer, or its refusal (BadSecurityChecksFailed)
                 if reason in ("timeout", "connect") or (
-                    reason == "certificate" and self.settings.server_certificate_file
+                    reason == "certificate"
+                    and self.settings.server_certificate_file
+                    and not isinstance(e, _Refused)  # found here: its own key, not the server's certificate
                 ):
                     if time.monotonic() - self._probed[0] > 60.0:
                         self._probed = (time.monotonic(), await _security_not_offered(self.settings))

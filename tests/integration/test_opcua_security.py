@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from devices.base import ConnectionState
-from devices.opcua.client import OpcUaNotConnected, OpcUaSource
+from devices.opcua.client import OpcUaError, OpcUaNotConnected, OpcUaSource, browse_server
 from devices.opcua.settings import OpcUaSettings, SecurityMode
 from simulators.machine import MachineSecurity, MachineServer
 from tests.support.peers import free_port
@@ -409,3 +409,38 @@ async def test_a_private_key_that_is_not_the_certificates_is_named_not_taken_for
         assert src.stats.received == 0
     finally:
         await src.stop()
+
+
+async def test_browse_and_validate_online_say_a_downgrade_a_foreign_certificate_and_a_wrong_key_in_one_line(
+    certs, tmp_path
+) -> None:
+    """``edge-agent browse`` and ``validate --online`` (one-off clients, which take ``OpcUaError`` as the
+    answer): a server offering only None where SignAndEncrypt is set, without a pinned certificate, ended them
+    in asyncua's ``UaError: No matching endpoints`` traceback; a server presenting another certificate than
+    the pinned one was "no answer". Each is one OpcUaError naming what the source's error names."""
+    renewed = _cert(tmp_path, "renewed", "urn:freeopcua:python:server", server=True)
+    plain = MachineServer(free_port(), period_ms=50, window_samples=128)
+    other = MachineServer(
+        free_port(),
+        period_ms=50,
+        window_samples=128,
+        security=MachineSecurity(renewed[0], renewed[1], users={"op": "s3cret"}),
+    )
+    await plain.start()
+    await other.start()
+    try:
+        unpinned = _settings(plain, certs).model_copy(update={"server_certificate_file": None})
+        with pytest.raises(OpcUaError) as refused:
+            await browse_server(unpinned)
+        assert "does not offer Basic256Sha256 SignAndEncrypt; it offers: None None" in str(refused.value)
+        with pytest.raises(OpcUaError) as refused:
+            await browse_server(_settings(other, certs).model_copy(update={"connect_timeout_s": 1.0}))
+        assert "presents another certificate (CN=renewed, SHA-1 thumbprint" in str(refused.value), (
+            refused.value
+        )
+        wrong_key = _settings(other, certs).model_copy(update={"private_key_file": str(certs["stranger"][1])})
+        with pytest.raises(OpcUaError, match="is not the key of certificate_file"):
+            await browse_server(wrong_key)
+    finally:
+        await plain.stop()
+        await other.stop()
