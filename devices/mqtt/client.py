@@ -779,7 +779,7 @@ class MqttSource:
             non_finite=settings.non_finite,
             births_reach=self._births_reach,
         )
-        self._sparkplug_subs = [s.topic for s in settings.subscriptions if s.codec == "sparkplug_b"]
+        self._sparkplug_subs = [s.filter for s in settings.subscriptions if s.codec == "sparkplug_b"]
         # one decoder per subscription, built by its codec's row in CODEC_TYPES
         self._decoders = {id(s): _decoder_factory(s.codec)(self, s) for s in settings.subscriptions}
         self.notices = Notices(log)  # silent drops and routine events: said once, counted always
@@ -1631,7 +1631,7 @@ class MqttSource:
                     self._first_units += len(topic) // NAME_UNIT
                     subs = self.settings.subscriptions
                     first = self._first_sub[topic] = next(
-                        (i + 1 for i, s in enumerate(subs) if paho.topic_matches_sub(s.topic, topic)), 0
+                        (i + 1 for i, s in enumerate(subs) if paho.topic_matches_sub(s.filter, topic)), 0
                     )
                 if first and first not in ids:  # the copy for a later subscription: read once, by the first
                     self._notice_threadsafe(
@@ -1729,7 +1729,7 @@ class MqttSource:
     # ---- consuming -------------------------------------------------------------------------
     def _subscription(self, topic: str) -> Subscription | None:
         """The first subscription whose filter matches ``topic`` (None: none does)."""
-        return next((s for s in self.settings.subscriptions if paho.topic_matches_sub(s.topic, topic)), None)
+        return next((s for s in self.settings.subscriptions if paho.topic_matches_sub(s.filter, topic)), None)
 
     def _route(self, topic: str):
         """The decoder of ``topic``'s subscription (None: none matches), cached per topic."""

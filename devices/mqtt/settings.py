@@ -256,13 +256,50 @@ class Subscription(_Model):
     @field_validator("topic")
     @classmethod
     def _filter_ok(cls, v: str) -> str:
-        levels = v.split("/")
+        if v.startswith("$share/"):
+            group, _, rest = v[len("$share/") :].partition("/")
+            if not group or not rest:
+                raise ValueError(
+                    f"topic filter {v!r}: a shared subscription is '$share/{{group}}/{{filter}}', with a group "
+                    "and a topic filter, e.g. '$share/line1/sensors/#'"
+                )
+            if "+" in group or "#" in group:
+                raise ValueError(
+                    f"topic filter {v!r}: the shared subscription's group {group!r} holds '+' or '#'"
+                )
+        levels = _shared_filter(v).split("/")
         for i, level in enumerate(levels):
             if "#" in level and (level != "#" or i != len(levels) - 1):
                 raise ValueError(f"topic filter {v!r}: '#' must be a whole last level, e.g. 'plant/#'")
             if "+" in level and level != "+":
                 raise ValueError(f"topic filter {v!r}: '+' must be a whole level, e.g. 'plant/+/temp'")
         return v
+
+    @model_validator(mode="after")
+    def _shared_not_sparkplug(self) -> Subscription:
+        if self.codec == "sparkplug_b" and self.filter != self.topic:
+            raise ValueError(
+                f"topic {self.topic!r}: a shared subscription gives each message to one client of its group, "
+                "and a Sparkplug host must see all of a node's births and data (their sequence numbers): "
+                f"subscribe {self.filter!r}"
+            )
+        return self
+
+    @property
+    def filter(self) -> str:
+        """The filter the messages are delivered under: ``topic`` without a shared subscription's
+        ``$share/{group}/`` (MQTT 5; Mosquitto, EMQX and HiveMQ take it over MQTT 3.1.1 too) or EMQX's
+        ``$queue/``. The broker sends the messages under their own topic names, which the prefix would not
+        match."""
+        return _shared_filter(self.topic)
+
+
+def _shared_filter(topic: str) -> str:
+    if topic.startswith("$share/"):
+        return topic.split("/", 2)[2] if topic.count("/") >= 2 else ""
+    if topic.startswith("$queue/"):
+        return topic[len("$queue/") :]
+    return topic
 
 
 class TlsSettings(_Model):
@@ -499,9 +536,9 @@ class MqttSettings(_Model):
             if sub.codec != "json" or not sub.json_mapping.values:
                 return None
             if sub.json_mapping.tag_prefix_topic:
-                if "+" in sub.topic or "#" in sub.topic:
+                if "+" in sub.filter or "#" in sub.filter:
                     return None
-                tags.update(f"{sub.topic}/{t}" for t in sub.json_mapping.values.values())
+                tags.update(f"{sub.filter}/{t}" for t in sub.json_mapping.values.values())
             else:
                 tags.update(sub.json_mapping.values.values())
         return tags, False
