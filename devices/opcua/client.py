@@ -139,6 +139,32 @@ class _ConnectionLossFilter(logging.Filter):
         return True
 
 
+class _CertificateNoteOnce(logging.Filter):
+    """asyncua checks the agent's certificate at every connect attempt and warns each time that it lacks the
+    gateway's host name (or the application URI): a source reconnecting to a PLC away for a day logged it
+    every attempt, up to 2,880 lines, none naming the source. Each such note is let through once."""
+
+    _MAX = 256  # distinct notes kept (a host name and a URI each: a handful per certificate)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("certificate does not contain"):
+            return True
+        note = record.getMessage()
+        if note in self.seen:
+            return False
+        if len(self.seen) < self._MAX:
+            self.seen.add(note)
+        return True
+
+
+_uacrypto_log = logging.getLogger("asyncua.crypto.uacrypto")
+if not any(isinstance(f, _CertificateNoteOnce) for f in _uacrypto_log.filters):
+    _uacrypto_log.addFilter(_CertificateNoteOnce())
+
 for _name in (
     "asyncua.client.ua_session.UaSession",
     "asyncua.client.ua_client.UASocketProtocol",

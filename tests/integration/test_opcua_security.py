@@ -444,3 +444,38 @@ async def test_browse_and_validate_online_say_a_downgrade_a_foreign_certificate_
     finally:
         await plain.stop()
         await other.stop()
+
+
+async def test_asyncuas_note_on_the_agents_certificate_is_logged_once_not_at_every_reconnect(
+    certs, tmp_path, caplog
+) -> None:
+    """asyncua checks the agent's certificate at every connect attempt and warns, each time, that it lacks
+    the gateway's host name: a PLC away for a day (a reconnect every reconnect_max_s) gave thousands of
+    such lines. It is logged once."""
+    import logging
+
+    own = _own_cert(tmp_path, "nohost", "urn:factory-edge:agent", (-1, 2))  # "localhost" only
+    settings = OpcUaSettings(
+        endpoint=f"opc.tcp://127.0.0.1:{free_port()}/factory/",  # nothing listening: the PLC away
+        security_mode="SignAndEncrypt",
+        certificate_file=str(own[0]),
+        private_key_file=str(own[1]),
+        server_certificate_file=str(certs["server"][0]),
+        nodes=[],
+        reconnect_initial_s=0.05,
+        reconnect_max_s=0.1,
+        connect_timeout_s=1.0,
+    )
+    caplog.set_level(logging.WARNING, logger="asyncua")
+    src = OpcUaSource("away", settings)
+    await src.start()
+    try:
+        for _ in range(200):
+            if src.stats.errors_by_reason.get("unreachable", 0) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        assert src.stats.errors_by_reason.get("unreachable", 0) >= 3, src.stats.errors_by_reason
+    finally:
+        await src.stop()
+    notes = [r for r in caplog.records if "certificate does not contain the hostname" in r.getMessage()]
+    assert len(notes) <= 1, [r.getMessage() for r in notes]
