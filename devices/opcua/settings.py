@@ -217,6 +217,10 @@ class OpcUaSettings(_Model):
                     f"node's tag: its readings will be tagged {n.node_id!r} so that the two are never mixed; "
                     "give it a tag of its own",
                 )
+        if self.security_mode is not SecurityMode.NONE:
+            said = _own_certificate_said(self.certificate_file, self.private_key_file)
+            if said:
+                report.warning(f"sources.{name}.certificate_file", said)
         if self.security_mode is not SecurityMode.NONE and not self.server_certificate_file:
             report.warning(
                 f"sources.{name}.server_certificate_file",
@@ -258,3 +262,59 @@ def guess_tag(node_id: str) -> str | None:
         return None
     last = re.split(r"[./\]:|]", m.group(1).replace('"', ""))[-1]
     return last or None
+
+
+# the agent's own certificate expiring within this: said by ``validate`` ahead of the PLC refusing it
+CERTIFICATE_WARN_DAYS = 30
+
+
+def _own_certificate_said(cert_file: str | None, key_file: str | None) -> str | None:
+    """What ``validate`` says of the agent's own certificate for the PLC: expired, not yet valid, expiring
+    within ``CERTIFICATE_WARN_DAYS`` days, or ``key_file`` not its key (each makes the PLC refuse the
+    agent). None when it is fine, or a file cannot be read here (validation names a missing file)."""
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    if not cert_file:
+        return None
+    try:
+        data = Path(cert_file).read_bytes()
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if b"-----BEGIN" in data
+            else x509.load_der_x509_certificate(data)
+        )
+    except (OSError, ValueError):
+        return None
+    now = dt.datetime.now(dt.UTC)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now > end:
+        return f"{cert_file} expired on {end:%Y-%m-%d}: the PLC refuses it; issue a new one and have the PLC trust it"
+    if now < start:
+        return (
+            f"{cert_file} is valid only from {start:%Y-%m-%d %H:%M} UTC: the PLC refuses it until then; is this "
+            "gateway's clock right?"
+        )
+    if key_file:
+        try:
+            data = Path(key_file).read_bytes()
+            key = (
+                serialization.load_pem_private_key(data, None)
+                if b"-----BEGIN" in data
+                else serialization.load_der_private_key(data, None)
+            )
+        except (OSError, ValueError, TypeError):  # a key with a passphrase: left to the connect
+            key = None
+        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if key is not None and key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+            return (
+                f"private_key_file {key_file} is not this certificate's key: the PLC cannot read the channel"
+            )
+    if end - now < dt.timedelta(days=CERTIFICATE_WARN_DAYS):
+        return (
+            f"{cert_file} expires on {end:%Y-%m-%d}, in {(end - now).days} days: the PLC refuses it then; issue a "
+            "new one and have the PLC trust it before"
+        )
+    return None

@@ -818,3 +818,64 @@ def test_a_rule_whose_release_bands_overlap_is_refused_naming_the_field(threshol
     assert expected in e.value.errors, e.value.errors
     data["rules"][0].update(above=20, below=10, hysteresis=4.9)  # bands 10..14.9 and 15.1..20: apart
     assert parse_config(data, "plant.yaml").rules[0].hysteresis == 4.9
+
+
+def test_validate_says_the_agents_own_plc_certificate_is_expired_expiring_or_not_its_keys(env, tmp_path):
+    """The agent's OPC UA client certificate expired (or expiring within 30 days), not yet valid, or given with
+    another certificate's key: each makes the PLC refuse the agent, which validate did not say (the source
+    found out at run time). Each is a warning naming the option, the file and the date or the fix."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    def own(stem: str, days: tuple[int, int]) -> tuple[str, str]:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now + dt.timedelta(days=days[0]))
+            .not_valid_after(now + dt.timedelta(days=days[1]))
+            .sign(key, hashes.SHA256())
+        )
+        (tmp_path / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (tmp_path / f"{stem}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        return str(tmp_path / f"{stem}.pem"), str(tmp_path / f"{stem}.key")
+
+    def said(cert: str, key: str) -> list[str]:
+        d = good(env)
+        d["sources"]["plc"].update(
+            security_mode="SignAndEncrypt",
+            certificate_file=cert,
+            private_key_file=key,
+            server_certificate_file=cert,
+        )
+        return [w.split(": ", 1)[1] for w in parse_config(d, "line3.yaml").warnings]
+
+    fine, expired, early, soon = (
+        own("fine", (-1, 400)),
+        own("old", (-30, -2)),
+        own("early", (3, 400)),
+        own("soon", (-300, 10)),
+    )
+    assert said(*fine) == []
+    (old,) = said(*expired)
+    assert old.startswith(f"sources.plc.certificate_file: {expired[0]} expired on "), old
+    assert old.endswith(": the PLC refuses it; issue a new one and have the PLC trust it"), old
+    assert len(said(*early)) == 1 and " is valid only from " in said(*early)[0]
+    assert len(said(*soon)) == 1 and "expires on " in said(*soon)[0] and "in 9 days" in said(*soon)[0]
+    assert said(fine[0], soon[1]) == [
+        f"sources.plc.certificate_file: private_key_file {soon[1]} is not this certificate's key: the PLC cannot "
+        "read the channel"
+    ]
