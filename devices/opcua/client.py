@@ -1477,9 +1477,16 @@ async def _security_not_offered(settings: OpcUaSettings) -> tuple[str, str] | No
         return _pin_mismatch(settings, endpoints)
     listed = ", ".join(f"{pol} {mode}" for pol, mode in offered)
     want = "no security" if none else f"{wanted[0]} {wanted[1]}"
+    fix = "set security_mode and security_policy to one of those"
+    if not none and all(mode == "None" for _, mode in offered):
+        # a downgrade: the PLC's security switched off, or another machine answering at its address; never
+        # steer the engineer towards sending readings, writes and passwords in clear
+        fix = (
+            "it offers no secured endpoint: turn security back on in the PLC's OPC UA settings, or check that "
+            "this address is the PLC; security_mode: None would send readings, writes and passwords in clear"
+        )
     return "security_policy", (
-        f"the server at {mask_credentials(settings.endpoint)} does not offer {want}; it offers: {listed}; set security_mode "
-        "and security_policy to one of those"
+        f"the server at {mask_credentials(settings.endpoint)} does not offer {want}; it offers: {listed}; {fix}"
     )
 
 

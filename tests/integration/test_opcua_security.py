@@ -433,6 +433,9 @@ async def test_browse_and_validate_online_say_a_downgrade_a_foreign_certificate_
         with pytest.raises(OpcUaError) as refused:
             await browse_server(unpinned)
         assert "does not offer Basic256Sha256 SignAndEncrypt; it offers: None None" in str(refused.value)
+        # a downgrade is not answered with "set security_mode ... to one of those" (that is: None, in clear)
+        assert "offers no secured endpoint: turn security back on" in str(refused.value), refused.value
+        assert "to one of those" not in str(refused.value)
         with pytest.raises(OpcUaError) as refused:
             await browse_server(_settings(other, certs).model_copy(update={"connect_timeout_s": 1.0}))
         assert "presents another certificate (CN=renewed, SHA-1 thumbprint" in str(refused.value), (
