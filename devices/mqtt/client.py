@@ -2209,9 +2209,10 @@ class MqttSource:
         up to ``publish_timeout_s`` for room, then raises ``MqttError``. QoS 0 while disconnected is
         counted as ``publish_failed`` and raises ``MqttError`` (the message is not sent).
 
-        ``confirm`` (MQTT 5, QoS 1): wait for the broker's PUBACK, and raise ``MqttPublishRefused`` when it
-        refused the message (0x87 from its ACL); actions confirm, so that a refused alarm or result is not
-        counted ok. Unconfirmed (a forward's stream, which one round trip per message would slow to the
+        ``confirm`` (QoS 1): wait for the broker's PUBACK, and raise ``MqttPublishRefused`` when it refused
+        the message (MQTT 5: 0x87 from its ACL); actions confirm, so that a refused alarm or result is not
+        counted ok (over MQTT 3.1.1 a broker refuses by closing the connection: ``"queued"``, then
+        ``publish_dropped``). Unconfirmed (a forward's stream, which one round trip per message would slow to the
         broker's latency), a refusal is counted ``publish_refused`` and logged by the source.
         """
         c = self._client
@@ -2247,8 +2248,10 @@ class MqttSource:
                     raise exc
         deadline = time.monotonic() + self.settings.publish_timeout_s
         while True:
-            if v5 and qos and confirm:
-                # MQTT 5 tells a refused message (PUBACK 0x87 from an ACL): its PUBACK is awaited. Registered
+            if qos and confirm:
+                # MQTT 5 tells a refused message (PUBACK 0x87 from an ACL), and a 3.1.1 broker refuses one by
+                # closing the connection (no PUBACK: "queued", then publish_dropped): its PUBACK is awaited, so
+                # that a message paho merely holds is never "sent". Registered
                 # under paho's lock for its outgoing messages, which paho holds while it handles a PUBACK, so
                 # that an acknowledgement arriving at once is not missed
                 with c._out_message_mutex:

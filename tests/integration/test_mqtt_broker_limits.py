@@ -266,3 +266,44 @@ async def test_a_will_the_broker_cannot_keep_is_named_as_the_reason_it_refuses_t
     assert "set will.retain false" in v5.stats.last_error
     assert "closed the connection at CONNECT" in v3.stats.last_error
     assert "set will.retain false" in v3.stats.last_error
+
+
+async def test_mqtt311_an_actions_message_the_broker_drops_the_connection_for_is_not_counted_ok(tmp_path):
+    """Over MQTT 3.1.1 a broker states no limits and refuses a message by closing the connection (Mosquitto's
+    retain_available false, AWS IoT Core's policies). An action's QoS 1 message was counted ok once paho had
+    it, before any PUBACK: a result the broker never took was ok. Actions now wait for the PUBACK under 3.1.1
+    too: ok when it comes, queued while the broker keeps dropping the connection, failed once the message is
+    taken out of the queue (publish_dropped)."""
+    broker = Mosquitto(tmp_path / "mosq", extra_conf=f"retain_available false\n{KEEP_USER}").start()
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {"bus": {"type": "mqtt", "port": broker.port, "protocol": "mqtt311"}},
+            "actions": {
+                "plain": {"type": "mqtt_publish", "source": "bus", "qos": 1, "topic": "plant/plain"},
+                "kept": {
+                    "type": "mqtt_publish",
+                    "source": "bus",
+                    "qos": 1,
+                    "retain": True,
+                    "topic": "plant/kept",
+                },
+            },
+        }
+    )
+    bus = MqttSource("bus", cfg.sources["bus"])
+    await bus.start()
+    runner = ActionRunner(cfg, {"bus": bus})
+    try:
+        await _until(bus.connected.is_set, "the MQTT source to connect")
+        await runner.handle(["plain"], result("NG", 0), None)
+        await runner.handle(["kept"], result("NG", 0), None)
+        st = runner.stats
+        await _until(lambda: st["kept"], "the retained message's outcome")
+        await _until(lambda: bus.stats.errors_by_reason.get("publish_dropped"), "the message dropped", 20)
+        await runner.flush(timeout_s=2)
+    finally:
+        await bus.stop()
+        broker.stop()
+    assert dict(st["plain"]) == {"ok": 1}  # the broker's PUBACK under 3.1.1
+    assert "ok" not in st["kept"] and (st["kept"]["queued"] or st["kept"]["failed"]) == 1
