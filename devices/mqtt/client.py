@@ -1738,7 +1738,11 @@ class MqttSource:
         except KeyError:
             pass
         dec: Any
-        if "+" in topic or "#" in topic or "\x00" in topic:
+        if not topic:
+            # no topic name (MQTT allows none empty): a topic alias standing for it, which this client never
+            # allows (its CONNECT states no Topic Alias Maximum) and paho does not resolve
+            dec = _no_topic
+        elif "+" in topic or "#" in topic or "\x00" in topic:
             # a topic name a broker should never deliver (wildcards belong to filters; NUL is refused by
             # MQTT): its readings would carry tag names no forward or rule could name
             dec = _bad_topic
@@ -2333,6 +2337,14 @@ def _bad_topic(topic: str, payload: bytes, received_at: float) -> list[Reading]:
     raise json_codec.CodecError(
         "bad_topic",
         "a topic name holds a wildcard (+, #) or NUL, which MQTT allows in no topic name; skipped",
+    )
+
+
+def _no_topic(topic: str, payload: bytes, received_at: float) -> list[Reading]:
+    raise json_codec.CodecError(
+        "bad_topic",
+        "a message without a topic name (a broker sending a topic alias, which this client allows none; "
+        "MQTT allows no empty topic name): its subscription cannot be known; skipped",
     )
 
 

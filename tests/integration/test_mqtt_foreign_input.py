@@ -503,3 +503,50 @@ async def test_an_integer_past_pythons_digit_limit_is_its_fields_bad_reading_not
     assert bad["daq/1/ch2"] == (math.inf, "non_finite") and bad["daq/1/ch3"] == (-math.inf, "non_finite")
     assert bad["gw/1/w"][1] == "non_finite"
     assert src.stats.errors_by_reason == {"non_finite": 3}, src.stats.errors_by_reason
+
+
+def _alias_broker(
+    listener: socket.socket, messages: list[tuple[bytes, int, bytes]], done: threading.Event
+) -> None:
+    """Accept one MQTT 5 client, acknowledge its CONNECT and SUBSCRIBE, deliver each (topic, topic alias,
+    payload) at QoS 0: an empty topic with an alias is a message whose topic name the alias stands for."""
+    conn, _ = listener.accept()
+    with conn:
+        _read_packet(conn)
+        conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK, accepted, no properties
+        mid = _read_packet(conn)[:2]
+        conn.sendall(b"\x90\x04" + mid + b"\x00\x00")  # SUBACK, no properties, QoS 0
+        for topic, alias, payload in messages:
+            props = b"\x23" + struct.pack("!H", alias) if alias else b""
+            body = struct.pack("!H", len(topic)) + topic + bytes([len(props)]) + props + payload
+            conn.sendall(b"\x30" + _remaining_length(len(body)) + body)
+        done.wait(5)
+
+
+async def test_a_message_named_only_by_a_topic_alias_this_client_never_allowed_is_counted_not_lost():
+    """The source allows the broker no topic aliases (its CONNECT states no Topic Alias Maximum: Mosquitto,
+    EMQX and HiveMQ then send the names in full). A broker sending one anyway delivers a message with an
+    empty topic name, which paho passes on as it is: it matched no subscription and was dropped uncounted.
+    It is counted as bad_topic, named, and the source reads on."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    done = threading.Event()
+    messages = [(b"x/a", 1, b'{"v": 1}'), (b"", 1, b'{"v": 2}'), (b"x/ok", 0, b'{"v": 3}')]
+    t = threading.Thread(target=_alias_broker, args=(listener, messages, done), daemon=True)
+    t.start()
+    src = MqttSource(
+        "mq",
+        MqttSettings(port=listener.getsockname()[1], protocol="mqtt5", subscriptions=[{"topic": "x/#"}]),
+    )
+    try:
+        await src.start()
+        got = await collect(src, lambda g: len(g) >= 2)
+        await asyncio.sleep(0.05)  # the thread-safe error hand-over
+    finally:
+        done.set()
+        await src.stop()
+        listener.close()
+    assert [(r.tag, r.value) for r in got] == [("x/a/v", 1), ("x/ok/v", 3)]
+    assert src.stats.errors_by_reason == {"bad_topic": 1}
+    assert "topic alias" in src.stats.last_error
