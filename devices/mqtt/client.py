@@ -1629,15 +1629,22 @@ class MqttSource:
                         self._first_sub.clear()  # from outside, of any length
                         self._first_units = 0
                     self._first_units += len(topic) // NAME_UNIT
+                    # the first unshared subscription's copy: a shared one's goes to one client of its
+                    # group, maybe another gateway. Matched by shared subscriptions alone: every copy is read
                     subs = self.settings.subscriptions
                     first = self._first_sub[topic] = next(
-                        (i + 1 for i, s in enumerate(subs) if paho.topic_matches_sub(s.filter, topic)), 0
+                        (
+                            i + 1
+                            for i, s in enumerate(subs)
+                            if s.filter == s.topic and paho.topic_matches_sub(s.filter, topic)
+                        ),
+                        0,
                     )
-                if first and first not in ids:  # the copy for a later subscription: read once, by the first
+                if first and first not in ids:  # the copy for another subscription: read once, by the first
                     self._notice_threadsafe(
                         "overlapping_copy",
                         f"topic {shown_topic(topic)} matches more than one subscription; the broker sends a copy for "
-                        "each (MQTT 5): only the first subscription's copy is read",
+                        "each (MQTT 5): only the first (unshared) subscription's copy is read",
                     )
                     return self._skipped(msg)
         if len(msg.payload) > self._max_bytes:

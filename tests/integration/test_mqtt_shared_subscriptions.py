@@ -78,3 +78,41 @@ def test_a_shared_filter_is_matched_by_the_filter_after_its_group_and_checked_as
             sub(bad)
     with pytest.raises(ValidationError, match="Sparkplug host"):
         sub("$share/hosts/spBv1.0/plant/#", "sparkplug_b")
+
+
+async def test_mqtt5_a_topic_also_subscribed_unshared_is_read_whole_by_each_gateway_of_the_group(tmp_path):
+    """With MQTT 5 a message matching two subscriptions comes once per subscription, and only the first
+    subscription's copy is read. A shared subscription's copy goes to one gateway of the group: with it listed
+    first, each gateway dropped the copy of its own (unshared) subscription of the topic as an overlapping
+    copy, and read only the messages the broker gave it, half of them with two gateways. The copy read is now
+    the first unshared subscription's, which always comes."""
+    broker = Mosquitto(tmp_path / "mosq", extra_conf="user root\n").start()
+    subs = [{"topic": "$share/line1/sensors/#"}, {"topic": "sensors/oven1"}]
+    sources = [
+        MqttSource(n, MqttSettings(port=broker.port, protocol="mqtt5", subscriptions=subs)) for n in "ab"
+    ]
+    got: dict[str, list] = {"a": [], "b": []}
+    try:
+        for src in sources:
+            await src.start()
+        async with asyncio.timeout(5):
+            for src in sources:
+                await src.subscribed.wait()
+        messages = [("sensors/oven1", f'{{"v": {i}}}'.encode(), 0, False) for i in range(10)]
+        messages.append(("sensors/oven2", b'{"v": 10}', 0, False))  # the shared subscription's alone
+        await asyncio.to_thread(
+            paho_publish.multiple, messages, hostname="127.0.0.1", port=broker.port, protocol=5
+        )
+
+        async def read(src: MqttSource) -> None:
+            async for r in src.items():
+                got[src.name].append((r.tag, r.value))
+
+        await asyncio.wait([asyncio.create_task(read(src)) for src in sources], timeout=3)
+    finally:
+        for src in sources:
+            await src.stop()
+        broker.stop()
+    for name in "ab":
+        assert [v for t, v in got[name] if t == "sensors/oven1/v"] == list(range(10))
+    assert sorted(v for name in "ab" for t, v in got[name] if t == "sensors/oven2/v") == [10]
