@@ -67,6 +67,11 @@ MAX_WINDOWS_PER_READING = 256  # a longer reading's older windows are skipped (c
 GAP_SLACK_S = (
     0.5  # a reading this much later than its predecessor's samples span is a gap (receive stamps jitter)
 )
+# readings' timestamps tell the rate samples come at: over this long and this many readings, samples coming
+# this many times faster than the rate in use are a tag sampled faster than its windows are computed at
+RATE_CHECK_S = 30.0
+RATE_CHECK_READINGS = 20
+RATE_FAST = 1.2
 NO_WINDOWS: tuple = ()  # what most readings complete: no allocation on the per-reading path
 _EMPTY = np.zeros(0, dtype=np.float64)
 # queue.max_age_ms: auto, for a live camera: an item is stale past this many intervals between its frames (the
@@ -205,6 +210,11 @@ class Windower:
         self.rate_in_use = settings.sample_rate_hz
         self.rate_source = "config" if settings.sample_rate_hz else "model"
         self.bad_rate: float | None = None
+        # samples counted since ``rate_t0`` (readings' time) at the rate ``rate_for``; faster than it (hz) if set
+        self.rate_t0: float | None = None
+        self.rate_for: float | None = None
+        self.rate_n = self.rate_k = 0
+        self.rate_by_times: float | None = None
         self.rate_skipped = 0  # waveform readings skipped: not scored at a wrong rate
         self.on_event = on_event or (lambda evt: None)
         self.total = 0  # samples seen; the index of the next sample
@@ -340,7 +350,40 @@ class Windower:
             "stated_now_hz": self.bad_rate
             if self.bad_rate is None or math.isfinite(self.bad_rate)
             else str(self.bad_rate),  # /status is JSON: "inf", "nan"
+            "by_timestamps_hz": None if self.rate_by_times is None else round(self.rate_by_times, 1),
         }
+
+    def _rate_by_times(self, ts: float, n: int, rate: float | None) -> None:
+        """Readings cannot bring samples faster than the tag is sampled: the samples of the readings over
+        ``RATE_CHECK_S`` or more of their timestamps, more than ``RATE_FAST`` times the rate in use, are a tag
+        sampled faster than its windows are computed at (no rate configured nor stated: the model's taken),
+        every window's frequencies read too low. Said (a notice per such reading, the rate on the status),
+        never taken for the rate: lost readings only lower it, a backlog delivered at once raises it."""
+        if self.rate_t0 is None or ts < self.rate_t0 or rate != self.rate_for:
+            self.rate_t0, self.rate_for, self.rate_n, self.rate_k = ts, rate, 0, 0
+        elapsed = ts - self.rate_t0
+        if rate and self.rate_k >= RATE_CHECK_READINGS and elapsed >= RATE_CHECK_S:
+            measured = self.rate_n / elapsed
+            if measured > RATE_FAST * rate:
+                self.rate_by_times = measured
+                self.notices.note(
+                    "sample_rate_by_timestamps",
+                    "pipeline %s: waveform tag %r of source %s: its readings bring %.0f samples a second by their "
+                    "timestamps (%d readings over %.0f s), more than the %g Hz its windows are computed at (%s): "
+                    "the tag is sampled faster, and every window's frequencies are read %.2gx too low; state its "
+                    "rate: window.sample_rate_hz (unless these readings were a backlog delivered at once)",
+                    self.pipeline,
+                    self.s.waveform,
+                    self.source,
+                    measured,
+                    self.rate_k,
+                    elapsed,
+                    rate,
+                    f"the {self.rate_source}'s rate",
+                    measured / rate,
+                )
+        self.rate_n += n
+        self.rate_k += 1
 
     def _stale_watch(self, r: Reading) -> None:
         """A waveform that stopped while the source's other tags still update: no window, so no result
@@ -503,6 +546,7 @@ class Windower:
                 self._gap(dt, expect or 0.0, rate)
             elif not rate:
                 self.dt_usual = dt if self.dt_usual is None else 0.9 * self.dt_usual + 0.1 * dt
+        self._rate_by_times(ts, n, rate)
         self.last_ts, self.last_n = ts, n
         b = self.total
         self.total = end = b + n

@@ -232,3 +232,31 @@ def test_a_repeated_waveform_not_scored_twice_is_counted_on_the_pipelines_status
     p.windower.add_all(again)
     st = p.status()
     assert st["repeated_waveforms"] == 1 and st["bad_samples"] == 1, st
+
+
+def test_a_tag_sampled_faster_than_the_windows_are_computed_at_is_said_from_the_readings_times():
+    """A 25.6-kHz sensor streamed into a 10-kHz model's pipeline with no rate configured nor stated: every
+    window was computed as 10 kHz (its frequencies read 2.56x too low), without a word, though its readings
+    came 2.56x faster than their samples span at 10 kHz. The readings' timestamps now say it: one warning
+    naming the rate they bring and the fix, counted, the rate on the status. A tag at the rate in use, lost
+    readings and snapshots a few seconds apart say nothing."""
+    x = np.sin(np.arange(45 * 25600) * 0.3)
+    w = windower()
+    feed(w, x, 2560, fs=25600.0)  # 45 s of readings, 0.1 s apart
+    st = w.rate_status()
+    assert st["by_timestamps_hz"] == pytest.approx(25600, rel=0.01)
+    note = w.notices.status()["sample_rate_by_timestamps"]
+    assert "25600 samples a second" in note["message"]
+    assert "more than the 10000 Hz its windows are computed at (the model's rate)" in note["message"]
+    for readings in (
+        [(x[i : i + 1000], 1000.0 + i / FS) for i in range(0, 45 * 10000, 1000)],  # at the rate in use
+        [(x[i : i + 1000], 1000.0 + i / FS) for i in range(0, 45 * 10000, 1000) if i % 7000],  # some lost
+        [(x[:1024], 1000.0 + 5.0 * k) for k in range(30)],  # a snapshot every 5 s
+    ):
+        w = windower()
+        for v, ts in readings:
+            w.add_all(R(v, ts))
+        assert (
+            w.rate_status()["by_timestamps_hz"] is None
+            and "sample_rate_by_timestamps" not in w.notices.status()
+        )
