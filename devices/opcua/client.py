@@ -74,7 +74,6 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,7 +96,15 @@ from devices.base import (
     float_for_plc,
 )
 from devices.opcua.rates import RateError, StatedRates
-from devices.opcua.settings import DATETIME_RANGE, NonFinitePolicy, OpcUaSettings, SecurityMode
+from devices.opcua.settings import (
+    DATETIME_RANGE,
+    NonFinitePolicy,
+    OpcUaSettings,
+    SecurityMode,
+    is_key_of,
+    read_certificate,
+    read_private_key,
+)
 from protocols.float32 import float32_shown
 from protocols.redact import mask_credentials
 
@@ -1337,27 +1344,13 @@ def _key_of_certificate(settings: OpcUaSettings) -> None:
     earlier certificate, or of another gateway's): the server cannot read the channel signed and encrypted
     with it, and just does not answer, which was said as "timeout: no answer". A key that cannot be read
     here (one with a passphrase) is left to asyncua."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     assert settings.certificate_file and settings.private_key_file
     try:
-        data = Path(settings.certificate_file).read_bytes()
-        cert = (
-            x509.load_pem_x509_certificate(data)
-            if b"-----BEGIN" in data
-            else x509.load_der_x509_certificate(data)
-        )
-        data = Path(settings.private_key_file).read_bytes()
-        key = (
-            serialization.load_pem_private_key(data, None)
-            if b"-----BEGIN" in data
-            else serialization.load_der_private_key(data, None)
-        )
+        cert = read_certificate(settings.certificate_file)
+        key = read_private_key(settings.private_key_file)
     except (OSError, ValueError, TypeError):
         return
-    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+    if not is_key_of(key, cert):
         raise _Refused(
             "certificate",
             f"private_key_file {settings.private_key_file!r} is not the key of certificate_file "
@@ -1396,18 +1389,12 @@ def _certificate_refused(text: str, settings: OpcUaSettings) -> str:
     someone trusts it there). Names the file and its thumbprint, as the PLC lists it."""
     import datetime as dt
 
-    from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 
     file = settings.certificate_file
     try:
         assert file is not None
-        data = Path(file).read_bytes()
-        cert = (
-            x509.load_pem_x509_certificate(data)
-            if b"-----BEGIN" in data
-            else x509.load_der_x509_certificate(data)
-        )
+        cert = read_certificate(file)
     except (AssertionError, OSError, ValueError):
         return (
             f"certificate refused ({text}); make the server trust certificate_file {file!r} and check the "
@@ -1501,12 +1488,7 @@ def _pin_mismatch(settings: OpcUaSettings, endpoints: list[Any]) -> tuple[str, s
     from cryptography.hazmat.primitives import hashes, serialization
 
     try:
-        data = Path(settings.server_certificate_file).read_bytes()
-        pinned = (
-            x509.load_pem_x509_certificate(data)
-            if b"-----BEGIN" in data
-            else x509.load_der_x509_certificate(data)
-        )
+        pinned = read_certificate(settings.server_certificate_file)
     except (OSError, ValueError):
         return None
     mode = (
@@ -1545,12 +1527,7 @@ def _app_uri_of(cert_file: str) -> str | None:
     """The URI in the certificate's subjectAltName: the client must announce it as its application URI."""
     from cryptography import x509
 
-    data = Path(cert_file).read_bytes()
-    cert = (
-        x509.load_pem_x509_certificate(data)
-        if b"-----BEGIN" in data
-        else x509.load_der_x509_certificate(data)
-    )
+    cert = read_certificate(cert_file)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

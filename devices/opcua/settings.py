@@ -268,24 +268,51 @@ def guess_tag(node_id: str) -> str | None:
 CERTIFICATE_WARN_DAYS = 30
 
 
+def read_certificate(path: str):
+    """An X.509 certificate file, PEM or DER (``OSError``/``ValueError`` when it cannot be read)."""
+    from pathlib import Path
+
+    from cryptography import x509
+
+    data = Path(path).read_bytes()
+    return (
+        x509.load_pem_x509_certificate(data)
+        if b"-----BEGIN" in data
+        else x509.load_der_x509_certificate(data)
+    )
+
+
+def read_private_key(path: str):
+    """A private key file without a passphrase, PEM or DER (``OSError``/``ValueError``/``TypeError`` when it
+    cannot be read here, as a key with a passphrase)."""
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives import serialization
+
+    data = Path(path).read_bytes()
+    return (
+        serialization.load_pem_private_key(data, None)
+        if b"-----BEGIN" in data
+        else serialization.load_der_private_key(data, None)
+    )
+
+
+def is_key_of(key, cert) -> bool:
+    """Whether ``key`` is the private key of ``cert`` (their public keys are one)."""
+    from cryptography.hazmat.primitives import serialization
+
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
+
+
 def _own_certificate_said(cert_file: str | None, key_file: str | None) -> str | None:
     """What ``validate`` says of the agent's own certificate for the PLC: expired, not yet valid, expiring
     within ``CERTIFICATE_WARN_DAYS`` days, or ``key_file`` not its key (each makes the PLC refuse the
     agent). None when it is fine, or a file cannot be read here (validation names a missing file)."""
-    from pathlib import Path
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     if not cert_file:
         return None
     try:
-        data = Path(cert_file).read_bytes()
-        cert = (
-            x509.load_pem_x509_certificate(data)
-            if b"-----BEGIN" in data
-            else x509.load_der_x509_certificate(data)
-        )
+        cert = read_certificate(cert_file)
     except (OSError, ValueError):
         return None
     now = dt.datetime.now(dt.UTC)
@@ -299,16 +326,10 @@ def _own_certificate_said(cert_file: str | None, key_file: str | None) -> str | 
         )
     if key_file:
         try:
-            data = Path(key_file).read_bytes()
-            key = (
-                serialization.load_pem_private_key(data, None)
-                if b"-----BEGIN" in data
-                else serialization.load_der_private_key(data, None)
-            )
+            key = read_private_key(key_file)
         except (OSError, ValueError, TypeError):  # a key with a passphrase: left to the connect
             key = None
-        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        if key is not None and key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        if key is not None and not is_key_of(key, cert):
             return (
                 f"private_key_file {key_file} is not this certificate's key: the PLC cannot read the channel"
             )
