@@ -135,6 +135,20 @@ __all__ = [
 # broker plugin's refusal), 0x87 not authorized (an ACL), 0x90 topic name invalid, 0x99 payload format
 # invalid. Others (0x80 unspecified, 0x97 quota exceeded) may pass later and are retried.
 _PUBACK_FINAL = frozenset({0x83, 0x87, 0x90, 0x99})
+# what to do about a SUBACK refusal by its MQTT 5 reason code; any other (0x80, 0x83, 0x87 Not authorized,
+# MQTT 3.1.1's 0x80) is the broker's ACL
+_SUBACK_FIX = {
+    0x8F: "the broker takes no such topic filter (its syntax, or its own limits on length, levels or a "
+    "leading '$'): check the filter against the broker's rules",
+    0x97: "the broker's quota for this client is used up (its subscriptions per connection, or its rate): "
+    "subscribe to fewer filters (one with a wildcard for several topics) or raise the broker's limit",
+    0x9E: "this broker does not take shared subscriptions ('$share/...'): subscribe unshared (the filter "
+    "without '$share/{group}/'), each gateway then reading every message",
+    0xA1: "the broker does not take the Subscription Identifiers this source sends with more than one "
+    "subscription under MQTT 5 (its CONNACK did not say so): set protocol mqtt311, or list one subscription",
+    0xA2: "the broker does not take wildcards ('+', '#') here (AWS IoT Core with some policies): name each "
+    "topic in full, one subscription each",
+}
 # connections lost this soon after their CONNACK, this many times in a row: another client takes the
 # session over (the same client_id), or the broker drops the connection for a message it refuses
 SHORT_SESSION_S = 5.0
@@ -1552,10 +1566,11 @@ class MqttSource:
         asked = self._acks.pop(mid, self._asked)
         for (topic, qos), rc in zip(asked, reason_codes or (), strict=False):
             if rc.is_failure:  # a broker's ACL refuses a filter this way (MQTT 3.1.1: 0x80): nothing comes
+                fix = _SUBACK_FIX.get(rc.value, "check the broker's ACL for this client's user")
                 self._error_threadsafe(
                     "subscribe_refused",
                     f"broker {self.settings.host}:{self.settings.port} refused the subscription to {topic!r} "
-                    f"({rc}): nothing on it will arrive; check the broker's ACL for this client's user",
+                    f"({rc}): nothing on it will arrive; {fix}",
                 )
             elif rc.value < qos:
                 self._notice_threadsafe(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import socket
+import threading
 import time
 
 import numpy as np
@@ -1233,14 +1235,33 @@ async def test_an_alias_given_to_two_metrics_is_never_read_into_either(mosquitto
     assert src.stats.reconnects == 0 and [r.value for r in later] == [9.9, 21.0]
 
 
+def suback_broker(connack: bytes, suback: bytes) -> socket.socket:
+    """A scripted broker listening on a free port for one client: ``connack`` answers its CONNECT, and each
+    SUBSCRIBE is answered with a SUBACK of ``suback`` after the packet id (MQTT 5: properties, then reason
+    codes; 3.1.1: the codes alone), for the answers Mosquitto cannot be made to give."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while (packet := read_packet(conn)) is not None:
+                kind, body = packet
+                if kind == 1:  # CONNECT
+                    conn.sendall(connack)
+                elif kind == 8:  # SUBSCRIBE
+                    conn.sendall(b"\x90" + bytes([2 + len(suback)]) + body[:2] + suback)
+                elif kind == 14:  # DISCONNECT
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
 async def test_a_subscription_the_broker_downgrades_or_refuses_is_named(mosquitto, tmp_path):
     """A broker limited to QoS 0 (Mosquitto's max_qos) grants a QoS 1 subscription as QoS 0: what is
     published while the gateway is away is not kept for it. A broker whose ACL refuses a filter answers
     SUBACK 0x80 (MQTT 3.1.1): nothing on it ever arrives. Both were silent (the source CONNECTED, no error);
     each is now named with the filter."""
-    import socket
-    import threading
-
     from tests.support.peers import Mosquitto
 
     broker = Mosquitto(tmp_path / "mosq", extra_conf="max_qos 0").start()
@@ -1255,29 +1276,46 @@ async def test_a_subscription_the_broker_downgrades_or_refuses_is_named(mosquitt
     assert "granted QoS 0 for 'plant/#' (asked 1)" in notes["qos_downgraded"]["message"]
 
     # SUBACK 0x80: Mosquitto 2.0 grants every filter and applies its ACL per message, so a scripted
-    # MQTT 3.1.1 broker answers here (CONNACK, then SUBACK with 0x80 for the first filter)
-    server = socket.create_server(("127.0.0.1", 0))
+    # MQTT 3.1.1 broker answers here (CONNACK, then SUBACK with 0x80 for the first filter, QoS 1 the second)
+    server = suback_broker(b"\x20\x02\x00\x00", b"\x80\x01")
     port = server.getsockname()[1]
-
-    def refusing_broker() -> None:
-        conn, _ = server.accept()
-        with conn:
-            while (packet := read_packet(conn)) is not None:
-                kind, body = packet
-                if kind == 1:  # CONNECT
-                    conn.sendall(b"\x20\x02\x00\x00")
-                elif kind == 8:  # SUBSCRIBE: packet id, then refused, granted QoS 1
-                    conn.sendall(b"\x90\x04" + body[:2] + b"\x80\x01")
-                elif kind == 14:  # DISCONNECT
-                    return
-
-    threading.Thread(target=refusing_broker, daemon=True).start()
     src = await started(port, [{"topic": "secret/#", "qos": 1}, {"topic": "plant/#", "qos": 1}])
     await asyncio.sleep(0.2)
     await src.stop()
     server.close()
     assert src.stats.errors_by_reason == {"subscribe_refused": 1}
     assert "refused the subscription to 'secret/#'" in src.stats.last_error and "ACL" in src.stats.last_error
+
+
+@pytest.mark.parametrize(
+    ("subs", "code", "fix"),
+    [
+        (["$share/g1/plant/#"], 0x9E, "subscribe unshared"),
+        (["plant/+/temp"], 0xA2, "name each topic in full"),
+        (["a/#", "b/#"], 0xA1, "set protocol mqtt311"),
+        (["plant/#"], 0x97, "quota"),
+        (["plant/#"], 0x8F, "check the filter against the broker's rules"),
+        (["secret/#"], 0x87, "ACL"),
+    ],
+)
+async def test_mqtt5_a_subscription_refused_for_what_the_broker_lacks_is_told_its_own_fix(subs, code, fix):
+    """An MQTT 5 broker refuses a subscription with a reason code saying why: 0x9E shared subscriptions not
+    supported, 0xA2 wildcards not supported (AWS IoT Core with some policies), 0xA1 subscription
+    identifiers not supported, 0x97 quota exceeded, 0x8F topic filter invalid. Each was said as 'check the
+    broker's ACL', which none of them is; each now names its own fix, 0x87 (not authorized) still the ACL.
+    Mosquitto sends none of the first five, so a scripted MQTT 5 broker answers here (CONNACK, then each
+    SUBSCRIBE refused with ``code``)."""
+    # CONNACK accepted, no properties; each SUBSCRIBE (one filter each): no properties, the refusal
+    server = suback_broker(b"\x20\x03\x00\x00\x00", b"\x00" + bytes([code]))
+    port = server.getsockname()[1]
+    src = await started(port, [{"topic": t} for t in subs], protocol="mqtt5")
+    await asyncio.sleep(0.2)
+    await src.stop()
+    server.close()
+    assert src.stats.errors_by_reason == {"subscribe_refused": len(subs)}
+    assert f"refused the subscription to {subs[-1]!r}" in src.stats.last_error
+    assert fix in src.stats.last_error, src.stats.last_error
+    assert ("ACL" in src.stats.last_error) is (code == 0x87)
 
 
 async def test_a_primary_host_id_publishes_state_online_and_the_broker_says_offline_when_it_dies(mosquitto):
