@@ -1194,6 +1194,10 @@ class Pipeline:
         )
         if self.baseline is not None and isinstance(item, Window) and verdict is not None:
             self.baseline.apply(verdict, res)
+        if res.verdict == "OK" and it.ok_label is not None:
+            # an OK result names no fault: the classifier's top class (a fault guessed on a window the anomaly
+            # score or the baseline judged healthy) reads as a fault beside OK; it stays in probabilities
+            res.label = it.ok_label
         if self.sensor is not None:  # a clean window, or one the baseline finds at another scale
             bv = verdict if self.baseline is not None else None
             found = None if bv is None or bv.sensor is None else SensorFault(bv.sensor_kind or "", bv.sensor)

@@ -361,6 +361,7 @@ class Interpretation:
     verdict: str  # "OK", "NG", or "UNSURE" (set by the agent when the input is far off; see ``reason``)
     score: float  # the number the verdict was taken on (NG probability or anomaly score)
     label: str | None = None  # top class of the first classifier output
+    ok_label: str | None = None  # the first classifier output's ok class, if it names one
     probabilities: dict[str, float] = field(default_factory=dict)
     margin: float | None = None  # top1 - top2 probability (low = uncertain)
     anomaly_score: float | None = None
@@ -458,6 +459,7 @@ def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interp
             if first_classifier:
                 top = max(range(len(p)), key=p.__getitem__)
                 res.label = labels[top]
+                res.ok_label = spec.ok_label
                 res.probabilities = probs
                 res.margin = p[top] - max((q for i, q in enumerate(p) if i != top), default=0.0)
                 first_classifier = False
