@@ -240,14 +240,11 @@ async def test_a_write_made_just_after_the_plc_closed_the_agents_session_lands_o
     assert (st["ok"], st.get("failed", 0)) == (2, 0), dict(st)
 
 
-async def test_a_write_the_server_took_only_clamped_is_not_counted_as_written_and_names_what_the_plc_holds(
-    caplog,
-):
-    """A server that clamps a written value into the node's range answers GoodClamped (Part 4, 7.39: "the
-    value written was accepted but was clamped"): a setpoint of 120 on a node whose range ends at 100 holds 100.
-    asyncua takes any Good status as done, so the write was counted ok and said nowhere, and the PLC worked on
-    another value than the config's. Now such a write is refused with the reason (not retried: the same value
-    would be clamped again), counted failed, and said once; a value within the range is written as before."""
+async def _setpoint_over_100_answered(status: int, clamp: bool, caplog) -> tuple[int, dict, float]:
+    """A PLC whose Double ``Setpoint`` answers a write over 100 with ``status`` (holding 100 instead when
+    ``clamp``: a server clamping into the node's range 0..100); the action ``high`` writes 120 on three NG results,
+    then ``low`` 80 on an OK one. Returns the namespace index, the runner's stats and what the node held after the
+    three writes of 120 (``low``'s 80, within range, is checked to land)."""
 
     async def add(srv, obj, idx):
         await (
@@ -258,101 +255,20 @@ async def test_a_write_the_server_took_only_clamped_is_not_counted_as_written_an
         service = srv.iserver.attribute_service
         write = service.write
 
-        async def clamping(params, user=None, **kw):  # a PLC server clamping into the node's range 0..100
-            clamped = []
+        async def answering(params, user=None, **kw):
+            over = []
             for wv in params.NodesToWrite:
                 v = wv.Value.Value
-                over = wv.NodeId == ua.NodeId("Setpoint", idx) and v is not None and v.Value > 100.0
-                if over:
+                o = wv.NodeId == ua.NodeId("Setpoint", idx) and v is not None and v.Value > 100.0
+                if o and clamp:
                     wv.Value = ua.DataValue(ua.Variant(100.0, ua.VariantType.Double))
-                clamped.append(over)
+                over.append(o)
             got = await (write(params, user=user, **kw) if user is not None else write(params, **kw))
-            return [
-                ua.StatusCode(ua.StatusCodes.GoodClamped) if c and s.is_good() else s
-                for c, s in zip(clamped, got, strict=True)
-            ]
+            return [ua.StatusCode(status) if o and s.is_good() else s for o, s in zip(over, got, strict=True)]
 
-        service.write = clamping
+        service.write = answering
 
-    srv, idx, endpoint, writes = await _plc(add)
-    cfg = _config(
-        endpoint,
-        {
-            "high": {
-                "type": "opcua_write",
-                "source": "plc",
-                "node_id": f"ns={idx};s=Setpoint",
-                "value": 120.0,
-                "when": {"verdict": "NG"},
-            },
-            "low": {
-                "type": "opcua_write",
-                "source": "plc",
-                "node_id": f"ns={idx};s=Setpoint",
-                "value": 80.0,
-                "when": {"verdict": "OK"},
-            },
-        },
-    )
-    src = OpcUaSource("plc", cfg.sources["plc"])
-    await src.start()
-    runner = ActionRunner(cfg, {"plc": src})
-    caplog.set_level(logging.WARNING)
-    try:
-        await _connected(src)
-        node = srv.get_node(ua.NodeId("Setpoint", idx))
-        for i in range(3):
-            await runner.handle(["high"], _result("NG", i), None)
-            await runner.flush(timeout_s=5)
-        held = await node.read_value()
-        await runner.handle(["low"], _result("OK", 3), None)
-        await runner.flush(timeout_s=5)
-        assert await node.read_value() == 80.0
-    finally:
-        await src.stop()
-        await srv.stop()
-    assert held == 100.0  # what the server made of 120
-    st = runner.stats["high"]
-    assert (st.get("ok", 0), st["failed"], st.get("retried", 0)) == (0, 3, 0), dict(st)
-    assert runner.stats["low"]["ok"] == 1, dict(runner.stats["low"])
-    said = [r.getMessage() for r in caplog.records if "GoodClamped" in r.getMessage()]
-    assert len(said) == 1, said
-    assert f"ns={idx};s=Setpoint" in said[0] and "120.0" in said[0], said
-
-
-async def test_a_write_the_server_answers_uncertain_is_taken_counted_uncertain_and_said_not_refused(caplog):
-    """OPC UA Part 4 (7.39.1): a server answers an operation Uncertain when it "could not complete the
-    operation in the manner requested by the Client, however, the operation did not fail entirely" (a gateway
-    server that passed the value on to a device it could not confirm). asyncua raises any status not Good, so
-    such a write was a refusal: counted failed, said as 'refused by the server', though the PLC took the value.
-    Now it is counted ``uncertain`` (neither ok nor failed), not sent again, and said once per burst naming the
-    node, the value and the status; a write answered Good is counted ok as before."""
-
-    async def add(srv, obj, idx):
-        await (
-            await obj.add_variable(
-                ua.NodeId("Setpoint", idx), "Setpoint", ua.Variant(0.0, ua.VariantType.Double)
-            )
-        ).set_writable()
-        service = srv.iserver.attribute_service
-        write = service.write
-
-        async def uncertain(params, user=None, **kw):  # takes every write; over 100 it cannot confirm
-            over = [
-                wv.NodeId == ua.NodeId("Setpoint", idx)
-                and wv.Value.Value is not None
-                and wv.Value.Value.Value > 100
-                for wv in params.NodesToWrite
-            ]
-            got = await (write(params, user=user, **kw) if user is not None else write(params, **kw))
-            return [
-                ua.StatusCode(ua.StatusCodes.Uncertain) if o and s.is_good() else s
-                for o, s in zip(over, got, strict=True)
-            ]
-
-        service.write = uncertain
-
-    srv, idx, endpoint, writes = await _plc(add)
+    srv, idx, endpoint, _ = await _plc(add)
     node_id = f"ns={idx};s=Setpoint"
     cfg = _config(
         endpoint,
@@ -390,18 +306,42 @@ async def test_a_write_the_server_answers_uncertain_is_taken_counted_uncertain_a
     finally:
         await src.stop()
         await srv.stop()
-    assert held == 120.0  # the PLC took it
-    st = runner.stats["high"]
-    assert (st.get("uncertain", 0), st.get("ok", 0), st.get("failed", 0), st.get("retried", 0)) == (
-        3,
-        0,
-        0,
-        0,
-    ), dict(st)
     assert runner.stats["low"]["ok"] == 1, dict(runner.stats["low"])
+    return idx, runner.stats, held
+
+
+async def test_a_write_the_server_took_only_clamped_is_not_counted_as_written_and_names_what_the_plc_holds(
+    caplog,
+):
+    """A server that clamps a written value into the node's range answers GoodClamped (Part 4, 7.39: "the
+    value written was accepted but was clamped"): a setpoint of 120 on a node whose range ends at 100 holds 100.
+    asyncua takes any Good status as done, so the write was counted ok and said nowhere, and the PLC worked on
+    another value than the config's. Now such a write is refused with the reason (not retried: the same value
+    would be clamped again), counted failed, and said once; a value within the range is written as before."""
+    idx, stats, held = await _setpoint_over_100_answered(ua.StatusCodes.GoodClamped, True, caplog)
+    assert held == 100.0  # what the server made of 120
+    st = stats["high"]
+    assert (st.get("ok", 0), st["failed"], st.get("retried", 0)) == (0, 3, 0), dict(st)
+    said = [r.getMessage() for r in caplog.records if "GoodClamped" in r.getMessage()]
+    assert len(said) == 1, said
+    assert f"ns={idx};s=Setpoint" in said[0] and "120.0" in said[0], said
+
+
+async def test_a_write_the_server_answers_uncertain_is_taken_counted_uncertain_and_said_not_refused(caplog):
+    """OPC UA Part 4 (7.39.1): a server answers an operation Uncertain when it "could not complete the
+    operation in the manner requested by the Client, however, the operation did not fail entirely" (a gateway
+    server that passed the value on to a device it could not confirm). asyncua raises any status not Good, so
+    such a write was a refusal: counted failed, said as 'refused by the server', though the PLC took the value.
+    Now it is counted ``uncertain`` (neither ok nor failed), not sent again, and said once per burst naming the
+    node, the value and the status; a write answered Good is counted ok as before."""
+    idx, stats, held = await _setpoint_over_100_answered(ua.StatusCodes.Uncertain, False, caplog)
+    assert held == 120.0  # the PLC took it
+    st = stats["high"]
+    got = (st.get("uncertain", 0), st.get("ok", 0), st.get("failed", 0), st.get("retried", 0))
+    assert got == (3, 0, 0, 0), dict(st)
     said = [r.getMessage() for r in caplog.records if "Uncertain" in r.getMessage()]
     assert len(said) == 1, said
-    assert node_id in said[0] and "120.0" in said[0] and "taken by the server" in said[0], said
+    assert f"ns={idx};s=Setpoint" in said[0] and "120.0" in said[0] and "taken by the server" in said[0], said
 
 
 async def test_a_heartbeat_the_server_answers_uncertain_is_counted_written_and_said_once(caplog):
