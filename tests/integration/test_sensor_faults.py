@@ -144,3 +144,29 @@ async def test_a_maintenance_model_alone_says_unsure_on_a_flat_spiking_or_repeat
         == "sensor: the same 2048 samples as the previous window (a stale reading sent again)"
     )
     assert slot.status()["counters"]["inferences"] == 1  # the sensor's windows never reach the model
+
+
+async def test_a_loose_sensor_spiking_25_times_a_window_is_unsure_while_bearing_impacts_are_judged(
+    tmp_path, signal_package
+):
+    """A loose or badly wired sensor gives tens of single-sample spikes a window (no ringing, the anti-aliasing
+    filter lets no vibration jump one sample and back); it was judged as the machine (more than 8 spikes read as
+    "a burst"). Bearing impacts, which ring a resonance over many samples, are judged as before."""
+    m = Machine(32, rpm=2400.0)
+    slot, pipe, feed, results, events = await _pipeline(
+        tmp_path, signal_package, WindowSettings(waveform="Vibration"), None
+    )
+    try:
+        x = m.window()
+        x[40 + 80 * np.arange(25)] = 30.0 * (-1.0) ** np.arange(25)  # 25 isolated spikes, both signs
+        await feed(x)
+        for sev in (0.5, 1.0, 1.5):
+            await feed(m.window(sev, "bearing_outer"))
+            await feed(m.window(sev, "bearing_inner"))
+    finally:
+        await pipe.stop()
+        await slot.stop()
+    assert results[0].verdict == "UNSURE" and results[0].label is None
+    assert results[0].reason.startswith("sensor: 25 single-sample spike(s) up to 30,"), results[0].reason
+    assert [r.reason for r in results[1:]] == [None] * 6  # the bearing's impacts reach the model
+    assert pipe.status()["sensor"]["faults"] == {"spike": 1}
