@@ -1342,14 +1342,39 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
 def _key_of_certificate(settings: OpcUaSettings) -> None:
     """Refuses (``certificate``) a ``private_key_file`` that is not ``certificate_file``'s key (a key of an
     earlier certificate, or of another gateway's): the server cannot read the channel signed and encrypted
-    with it, and just does not answer, which was said as "timeout: no answer". A key that cannot be read
-    here (one with a passphrase) is left to asyncua."""
+    with it, and just does not answer, which was said as "timeout: no answer". A certificate or key that
+    cannot be read, or a key with a passphrase (which the source takes no setting for), is refused the same
+    way, naming the file: asyncua's own failures named none and blamed the login ("check
+    username/password"), the server ("is the server running?") or the ASN.1 parser."""
     assert settings.certificate_file and settings.private_key_file
+    cert_file, key_file = settings.certificate_file, settings.private_key_file
     try:
-        cert = read_certificate(settings.certificate_file)
-        key = read_private_key(settings.private_key_file)
-    except (OSError, ValueError, TypeError):
-        return
+        cert = read_certificate(cert_file)
+    except OSError as exc:
+        raise _Refused(
+            "certificate", f"certificate_file {cert_file!r} cannot be read ({exc.strerror})"
+        ) from None
+    except ValueError:
+        raise _Refused(
+            "certificate", f"certificate_file {cert_file!r} is not an X.509 certificate (PEM or DER)"
+        ) from None
+    try:
+        key = read_private_key(key_file)
+    except OSError as exc:
+        raise _Refused(
+            "certificate", f"private_key_file {key_file!r} cannot be read ({exc.strerror})"
+        ) from None
+    except TypeError:  # cryptography: "Password was not given but private key is encrypted"
+        raise _Refused(
+            "certificate",
+            f"private_key_file {key_file!r} is protected by a passphrase, which the source does not take: "
+            "store the key without one (`openssl pkey -in KEY -out KEY.plain`) and make the file readable "
+            "by the agent's user only",
+        ) from None
+    except ValueError:
+        raise _Refused(
+            "certificate", f"private_key_file {key_file!r} is not a private key (PEM or DER) that can be read"
+        ) from None
     if not is_key_of(key, cert):
         raise _Refused(
             "certificate",
@@ -1772,6 +1797,7 @@ async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], Non
             client.set_password(settings.password.get_secret_value())
     if settings.security_mode is not SecurityMode.NONE:
         assert settings.certificate_file and settings.private_key_file
+        _key_of_certificate(settings)
         uri = _app_uri_of(settings.certificate_file)
         if uri:
             client.application_uri = uri
@@ -1781,7 +1807,6 @@ async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], Non
             else ua.MessageSecurityMode.SignAndEncrypt
         )
         policy = getattr(security_policies, "SecurityPolicy" + settings.security_policy.replace("_", ""))
-        _key_of_certificate(settings)
         if settings.password is not None and mode is ua.MessageSecurityMode.Sign:
             _no_clear_password(client, settings)
         await client.set_security(

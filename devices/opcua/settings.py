@@ -308,13 +308,16 @@ def is_key_of(key, cert) -> bool:
 def _own_certificate_said(cert_file: str | None, key_file: str | None) -> str | None:
     """What ``validate`` says of the agent's own certificate for the PLC: expired, not yet valid, expiring
     within ``CERTIFICATE_WARN_DAYS`` days, or ``key_file`` not its key (each makes the PLC refuse the
-    agent). None when it is fine, or a file cannot be read here (validation names a missing file)."""
+    agent), a key with a passphrase or a certificate file holding none (the source cannot connect with
+    either). None when it is fine, or a file cannot be read here (validation names a missing file)."""
     if not cert_file:
         return None
     try:
         cert = read_certificate(cert_file)
-    except (OSError, ValueError):
+    except OSError:
         return None
+    except ValueError:
+        return f"{cert_file} is not an X.509 certificate (PEM or DER): the source cannot connect with it"
     now = dt.datetime.now(dt.UTC)
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
     if now > end:
@@ -327,7 +330,12 @@ def _own_certificate_said(cert_file: str | None, key_file: str | None) -> str | 
     if key_file:
         try:
             key = read_private_key(key_file)
-        except (OSError, ValueError, TypeError):  # a key with a passphrase: left to the connect
+        except TypeError:  # cryptography: "Password was not given but private key is encrypted"
+            return (
+                f"private_key_file {key_file} is protected by a passphrase, which the source does not take: "
+                "store the key without one (`openssl pkey -in KEY -out KEY.plain`)"
+            )
+        except (OSError, ValueError):
             key = None
         if key is not None and not is_key_of(key, cert):
             return (

@@ -411,6 +411,45 @@ async def test_a_private_key_that_is_not_the_certificates_is_named_not_taken_for
         await src.stop()
 
 
+async def test_a_key_with_a_passphrase_or_a_file_that_is_no_certificate_is_a_certificate_error_naming_it(
+    secure_machine, certs, tmp_path
+) -> None:
+    """A ``private_key_file`` protected by a passphrase (which the source takes no setting for) was said as
+    "auth: login refused for user 'op' (TypeError: Password was not given but private key is encrypted);
+    check username/password"; a ``certificate_file`` that holds no certificate as "connect: ValueError: error
+    parsing asn1 value", naming no file; a path that is a folder as "cannot reach ...: is the server
+    running?". Each is now a ``certificate`` error naming the file and what is wrong with it."""
+    key = serialization.load_pem_private_key(certs["client"][1].read_bytes(), None)
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"plant-secret"),
+        )
+    )
+    junk = tmp_path / "junk.der"
+    junk.write_bytes(b"not a certificate")
+    cases = [
+        ({"private_key_file": str(locked)}, f"private_key_file '{locked}' is protected by a passphrase"),
+        ({"certificate_file": str(junk)}, f"certificate_file '{junk}' is not an X.509 certificate"),
+        (
+            {"certificate_file": str(tmp_path)},
+            f"certificate_file '{tmp_path}' cannot be read (Is a directory)",
+        ),
+    ]
+    for update, said in cases:
+        src = OpcUaSource("secure", _settings(secure_machine, certs).model_copy(update=update))
+        await src.start()
+        try:
+            await _wait_state(src, {ConnectionState.BACKOFF})
+            last = src.stats.last_error or ""
+            assert src.stats.errors_by_reason == {"certificate": 1}, last
+            assert said in last, last
+        finally:
+            await src.stop()
+
+
 async def test_browse_and_validate_online_say_a_downgrade_a_foreign_certificate_and_a_wrong_key_in_one_line(
     certs, tmp_path
 ) -> None:

@@ -490,6 +490,38 @@ def test_validate_cli_prints_warnings_and_still_exits_0(env, tmp_path):
     assert r.stderr.startswith(f"warning: {p}: sources.broker.sparkplug.tag_map.plant/edge0/m/t: starts with")
 
 
+def own_certificate(folder: Path, stem: str, days: tuple[int, int]) -> tuple[str, str]:
+    """A self-signed certificate valid from ``days[0]`` to ``days[1]`` days from now and its key (no
+    passphrase), written as ``{stem}.pem`` and ``{stem}.key`` in ``folder``: their paths."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + dt.timedelta(days=days[0]))
+        .not_valid_after(now + dt.timedelta(days=days[1]))
+        .sign(key, hashes.SHA256())
+    )
+    (folder / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / f"{stem}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(folder / f"{stem}.pem"), str(folder / f"{stem}.key")
+
+
 def test_a_weak_link_to_the_plc_is_a_warning_naming_the_option(env, tmp_path):
     """A password on a channel without security, and a secured channel whose server certificate is not
     pinned (any server answering at the endpoint would be trusted with readings and writes)."""
@@ -499,8 +531,7 @@ def test_a_weak_link_to_the_plc_is_a_warning_naming_the_option(env, tmp_path):
     assert [w.split(": ")[1] for w in cfg.warnings] == ["sources.plc.password"]
     assert "may cross the network in clear text" in cfg.warnings[0]
     d = good(env)
-    for f in ("agent.pem", "agent.key"):
-        (tmp_path / f).write_text("x")
+    own_certificate(tmp_path, "agent", (-1, 400))
     d["sources"]["plc"].update(
         security_mode="SignAndEncrypt",
         certificate_file=str(tmp_path / "agent.pem"),
@@ -824,34 +855,10 @@ def test_validate_says_the_agents_own_plc_certificate_is_expired_expiring_or_not
     """The agent's OPC UA client certificate expired (or expiring within 30 days), not yet valid, or given with
     another certificate's key: each makes the PLC refuse the agent, which validate did not say (the source
     found out at run time). Each is a warning naming the option, the file and the date or the fix."""
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
+    from cryptography.hazmat.primitives import serialization
 
     def own(stem: str, days: tuple[int, int]) -> tuple[str, str]:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)])
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now + dt.timedelta(days=days[0]))
-            .not_valid_after(now + dt.timedelta(days=days[1]))
-            .sign(key, hashes.SHA256())
-        )
-        (tmp_path / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (tmp_path / f"{stem}.key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        return str(tmp_path / f"{stem}.pem"), str(tmp_path / f"{stem}.key")
+        return own_certificate(tmp_path, stem, days)
 
     def said(cert: str, key: str) -> list[str]:
         d = good(env)
@@ -879,3 +886,24 @@ def test_validate_says_the_agents_own_plc_certificate_is_expired_expiring_or_not
         f"sources.plc.certificate_file: private_key_file {soon[1]} is not this certificate's key: the PLC cannot "
         "read the channel"
     ]
+    # a key with a passphrase (the source takes none) and a file that holds no certificate: the source cannot
+    # connect with either; validate passed both over
+    key = serialization.load_pem_private_key(Path(fine[1]).read_bytes(), None)
+    locked = tmp_path / "locked.key"
+    locked.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"plant-secret"),
+        )
+    )
+    assert said(fine[0], str(locked)) == [
+        f"sources.plc.certificate_file: private_key_file {locked} is protected by a passphrase, which the "
+        "source does not take: store the key without one (`openssl pkey -in KEY -out KEY.plain`)"
+    ]
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(b"not a certificate")
+    assert said(str(junk), fine[1])[0] == (
+        f"sources.plc.certificate_file: {junk} is not an X.509 certificate (PEM or DER): the source cannot "
+        "connect with it"
+    )
