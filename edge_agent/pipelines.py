@@ -1194,6 +1194,8 @@ class Pipeline:
         )
         if self.baseline is not None and isinstance(item, Window) and verdict is not None:
             self.baseline.apply(verdict, res)
+        elif self.baseline is None and isinstance(item, Window):
+            self._speed_unusable(item, res)
         if res.verdict == "OK" and it.ok_label is not None:
             # an OK result names no fault: the classifier's top class (a fault guessed on a window the anomaly
             # score or the baseline judged healthy) reads as a fault beside OK; it stays in probabilities
@@ -1222,6 +1224,37 @@ class Pipeline:
         except Exception:
             self.stats.errors["action_dispatch"] += 1
             log.exception("pipeline %s: acting on a result failed", self.name)
+
+    def _speed_unusable(self, item: Window, res: Result) -> None:
+        """The model's shaft speed scalar reads no speed (0, negative, NaN: a machine at rest, a speed tag that
+        reads 0 while the machine runs): its features fell back to a speed estimated from the spectrum, which
+        the package was not trained on, and a machine at rest read as a fault. Not judged: UNSURE, named,
+        counted (with a baseline, its own rules on the speed tag and the signal judge the window)."""
+        cond = getattr(self.slot.manifest.preprocessing, "condition", None)
+        name = cond.speed_scalar if cond is not None else None
+        if not name or name not in item.scalars:
+            return
+        value = float(item.scalars[name])
+        if value > 0:
+            return
+        res.verdict, res.label, res.remaining_life = "UNSURE", None, None
+        res.reason = (
+            f"speed scalar {name!r} reads {value:g} rpm: the machine at rest, or its speed tag wrong; "
+            "not judged"
+        )
+        scalars = self.s.window.scalars if self.s.window is not None else None
+        tag = scalars.get(name, name) if isinstance(scalars, dict) else name
+        self.notices.note(
+            "model_speed_unusable",
+            "pipeline %s: model %s's shaft speed scalar %r (tag %r) reads %g rpm: its windows are not judged "
+            "(UNSURE) until it reads a speed; the machine at rest, or the tag reads 0 or NaN while it runs "
+            "(check the tag, or give the pipeline a baseline: with one, stops are told by its own rules)",
+            self.name,
+            self.slot.manifest.name,
+            name,
+            tag,
+            value,
+        )
 
     def _started_infer(self, item: Frame | Window) -> tuple[float, Inference | SensorFault | _Stale]:
         start = time.perf_counter()

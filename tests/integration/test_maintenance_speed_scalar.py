@@ -169,3 +169,65 @@ def test_a_package_trained_without_failure_times_states_no_remaining_life(packag
 
     outputs = {o.name for o in read_manifest(package[0]).outputs}
     assert outputs == {"anomaly_score", "fault_logits"}
+
+
+@pytest.mark.parametrize("speed", [0.0, float("nan")], ids=["zero", "nan"])
+async def test_a_speed_scalar_reading_no_speed_is_not_judged_by_the_model_alone(
+    tmp_path, package, speed, caplog
+):
+    """The PLC's speed tag reads 0 (a machine at rest, or a tag that reads 0 while it runs) or NaN: the model
+    fell back to estimating the speed from the spectrum, which it was not trained on, without a word; on a
+    machine at rest (the sensor's noise alone) it gave NG, bearing_outer. Not judged now: UNSURE, named,
+    counted."""
+    pkg, pub, _ = package
+    slot = ModelSlot(
+        "health", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [str(pub)]
+    )
+    await slot.start()
+    results: list = []
+
+    async def on_result(res, item):
+        results.append(res)
+
+    settings = PipelineSettings(
+        name="pump",
+        source="plc",
+        model="health",
+        window=WindowSettings(waveform="Vibration", scalars={"speed": "Speed"}),
+    )
+    pipe = Pipeline(settings, slot, ThreadPoolExecutor(1), on_result, data_dir=tmp_path / "data")
+    pipe.prepare()
+    pipe.start()
+    rng = np.random.default_rng(9)
+    try:
+        for k in range(6):
+            t = 10.0 * k
+            at_rest = k % 2 == 1  # the machine at rest: the sensor's noise only
+            await pipe.offer(Reading("plc", "Speed", speed, t, t, Quality.GOOD))
+            x = rng.normal(0, 0.0005, 2048) if at_rest else machine_window(rng, t, 2048, "healthy")
+            await pipe.offer(Reading("plc", "Vibration", x, t, t, Quality.GOOD))
+            for _ in range(5000):
+                if len(results) > k or pipe.status()["errors"]:
+                    break
+                await asyncio.sleep(0.002)
+        await pipe.offer(Reading("plc", "Speed", RPM, 60.0, 60.0, Quality.GOOD))
+        await pipe.offer(Reading("plc", "Vibration", machine_window(rng, 60.0, 2048, "healthy"), 60.0, 60.0))
+        for _ in range(5000):
+            if len(results) > 6:
+                break
+            await asyncio.sleep(0.002)
+    finally:
+        status = pipe.status()
+        await pipe.stop()
+        await slot.stop()
+    assert len(results) == 7 and not status["errors"]
+    shown = "nan" if speed != speed else "0"
+    for r in results[:6]:
+        assert (r.verdict, r.label) == ("UNSURE", None), (r.verdict, r.label)
+        assert r.reason.startswith(f"speed scalar 'speed' reads {shown} rpm"), r.reason
+    assert results[6].verdict == "OK" and results[6].reason is None  # a speed again: judged
+    said = status["silent_drops"]["model_speed_unusable"]
+    assert said["count"] == 6 and "tag 'Speed'" in said["message"], said
+    assert (
+        sum("model_speed" in r.getMessage() or "speed scalar" in r.getMessage() for r in caplog.records) == 1
+    )
