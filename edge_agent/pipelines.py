@@ -196,6 +196,7 @@ class Windower:
         }
         self.model_inputs = settings.scalar_inputs  # without a value of these, windows wait
         self.scalars_seen: set[str] = set()  # inputs that have had a value once
+        self.not_good: dict[str, str] = {}  # input tag -> the quality of its last reading, when not GOOD
         self.notices = notices or Notices(log)
         self.pipeline = pipeline
         self.tags_seen: dict[str, int] = {}  # tag -> readings (bounded: a few hundred tags at most)
@@ -461,12 +462,14 @@ class Windower:
         self._seen(r)
         if r.tag in self.inputs:
             if r.quality is Quality.GOOD and isinstance(r.value, int | float):
+                self.not_good.pop(r.tag, None)
                 self.scalars[self.inputs[r.tag]] = float(r.value)
                 self.scalars_seen.add(self.inputs[r.tag])
                 if r.tag in self.also:
                     name, factor = self.also[r.tag]
                     self.scalars[name] = float(r.value) * factor
             elif r.quality is not Quality.GOOD:
+                self.not_good[r.tag] = r.quality.value
                 if r.tag in self.also:
                     self.scalars.pop(self.also[r.tag][0], None)
                 # its last good value is no longer the machine's: a model input's windows wait for a good
@@ -603,15 +606,32 @@ class Windower:
             if name not in self.scalars and (tag in self.model_inputs or name not in self.scalars_seen)
         ]
         if missing and self.seq == 0 and self.since_emit >= 3 * self.size:  # say so if it never comes
-            self.notices.note(
-                "scalar_missing",
-                "pipeline %s: windows are held back: scalar tag(s) %s never "
-                "received from source %s (it gives %s); fix window.scalars or the source's tags",
-                self.pipeline,
-                missing,
-                self.source,
-                sorted(self.tags_seen)[:20],
-            )
+            # received but not GOOD (a PLC's tag reading BAD): the tag is right, its value is not the machine's
+            bad = [t for t in missing if t in self.not_good]
+            unseen = [t for t in missing if t not in self.not_good]
+            if bad:
+                self.notices.note(
+                    "scalar_missing",
+                    "pipeline %s: windows are held back: scalar tag(s) %s of source %s read %s, not GOOD; "
+                    "windows wait for a GOOD value (check the tag's device or its link at the source)",
+                    self.pipeline,
+                    bad,
+                    self.source,
+                    sorted({self.not_good[t] for t in bad}),
+                    cause="not_good",
+                )
+            if unseen:
+                self.notices.note(
+                    "scalar_missing",
+                    "pipeline %s: windows are held back: scalar tag(s) %s never "
+                    "received from source %s (it gives %s); fix window.scalars or the source's tags",
+                    self.pipeline,
+                    unseen,
+                    self.source,
+                    sorted(self.tags_seen)[:20],
+                    n=0 if bad else 1,  # one held-back window, counted once
+                    cause="unseen",
+                )
         return missing
 
     def _by_count(self, x: np.ndarray, b: int, end: int, rate: float | None) -> tuple[Window, ...]:

@@ -152,6 +152,35 @@ def test_a_scalar_that_never_comes_is_said_once_and_counted(caplog):
     assert w.add(reading("vib", np.ones(4))) is not None
 
 
+def test_a_scalar_that_reads_only_bad_is_said_so_not_said_never_received(caplog):
+    """A PLC's speed tag reading BAD from the start held the windows back with "scalar tag(s) ['speed'] never
+    received from source plc (it gives ['speed', 'vib']); fix window.scalars": the tag is right and arrives,
+    its value is not GOOD."""
+    import logging
+
+    from devices.base import Notices
+
+    notes = Notices(logging.getLogger("test.windower"))
+    w = Windower(
+        "plc",
+        WindowSettings(waveform="vib", scalars=["speed", "temp"], size_samples=4),
+        1024,
+        notes,
+        "health",
+    )
+    for _ in range(10):
+        w.add(reading("speed", 0.0, quality=Quality.BAD))
+        assert w.add(reading("vib", np.ones(4))) is None
+    msgs = [r.getMessage() for r in caplog.records if "held back" in r.getMessage()]
+    assert len(msgs) == 2 and not any("'speed'] never received" in m for m in msgs), msgs
+    assert "scalar tag(s) ['speed'] of source plc read ['bad'], not GOOD; windows wait" in msgs[0]
+    assert "['temp'] never received from source plc" in msgs[1]
+    assert 7 <= notes.counts["scalar_missing"] <= 8  # one count per held-back window
+    w.add(reading("speed", 1500.0))
+    w.add(reading("temp", 40.0))
+    assert w.add(reading("vib", np.ones(4))).scalars == {"speed": 1500.0, "temp": 40.0}
+
+
 def test_a_scalar_that_goes_bad_is_not_fed_to_the_model_as_its_last_good_value():
     """A speed or load tag whose PLC link drops (BAD, a null value, Sparkplug is_null) kept its last good
     value in every window after it, for as long as it stayed BAD: the model judged the machine at a speed
