@@ -1339,25 +1339,29 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
     return "connect", text
 
 
+def _certificate_read(option: str, file: str):
+    """The certificate in ``file``; a ``certificate`` refusal naming ``option`` and the file when it cannot
+    be read or holds none."""
+    try:
+        return read_certificate(file)
+    except OSError as exc:
+        raise _Refused("certificate", f"{option} {file!r} cannot be read ({exc.strerror})") from None
+    except ValueError:
+        raise _Refused("certificate", f"{option} {file!r} is not an X.509 certificate (PEM or DER)") from None
+
+
 def _key_of_certificate(settings: OpcUaSettings) -> None:
     """Refuses (``certificate``) a ``private_key_file`` that is not ``certificate_file``'s key (a key of an
     earlier certificate, or of another gateway's): the server cannot read the channel signed and encrypted
-    with it, and just does not answer, which was said as "timeout: no answer". A certificate or key that
-    cannot be read, or a key with a passphrase (which the source takes no setting for), is refused the same
+    with it, and just does not answer, which was said as "timeout: no answer". A certificate (its own or the
+    pinned ``server_certificate_file``) or key that cannot be read, or a key with a passphrase (which the source takes no setting for), is refused the same
     way, naming the file: asyncua's own failures named none and blamed the login ("check
     username/password"), the server ("is the server running?") or the ASN.1 parser."""
     assert settings.certificate_file and settings.private_key_file
     cert_file, key_file = settings.certificate_file, settings.private_key_file
-    try:
-        cert = read_certificate(cert_file)
-    except OSError as exc:
-        raise _Refused(
-            "certificate", f"certificate_file {cert_file!r} cannot be read ({exc.strerror})"
-        ) from None
-    except ValueError:
-        raise _Refused(
-            "certificate", f"certificate_file {cert_file!r} is not an X.509 certificate (PEM or DER)"
-        ) from None
+    cert = _certificate_read("certificate_file", cert_file)
+    if settings.server_certificate_file:
+        _certificate_read("server_certificate_file", settings.server_certificate_file)
     try:
         key = read_private_key(key_file)
     except OSError as exc:

@@ -417,7 +417,8 @@ async def test_a_key_with_a_passphrase_or_a_file_that_is_no_certificate_is_a_cer
     """A ``private_key_file`` protected by a passphrase (which the source takes no setting for) was said as
     "auth: login refused for user 'op' (TypeError: Password was not given but private key is encrypted);
     check username/password"; a ``certificate_file`` that holds no certificate as "connect: ValueError: error
-    parsing asn1 value", naming no file; a path that is a folder as "cannot reach ...: is the server
+    parsing asn1 value", naming no file (so was a pinned ``server_certificate_file`` holding none); a path
+    that is a folder as "cannot reach ...: is the server
     running?". Each is now a ``certificate`` error naming the file and what is wrong with it."""
     key = serialization.load_pem_private_key(certs["client"][1].read_bytes(), None)
     locked = tmp_path / "locked.pem"
@@ -436,6 +437,10 @@ async def test_a_key_with_a_passphrase_or_a_file_that_is_no_certificate_is_a_cer
         (
             {"certificate_file": str(tmp_path)},
             f"certificate_file '{tmp_path}' cannot be read (Is a directory)",
+        ),
+        (
+            {"server_certificate_file": str(junk)},
+            f"server_certificate_file '{junk}' is not an X.509 certificate",
         ),
     ]
     for update, said in cases:
