@@ -74,6 +74,7 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -1815,12 +1816,28 @@ async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], Non
             _no_clear_password(client, settings)
         await client.set_security(
             policy,
-            certificate=settings.certificate_file,
-            private_key=settings.private_key_file,
-            server_certificate=settings.server_certificate_file,
+            certificate=_by_content(settings.certificate_file),
+            private_key=_by_content(settings.private_key_file),
+            server_certificate=_by_content(settings.server_certificate_file)
+            if settings.server_certificate_file
+            else None,
             mode=mode,
         )
     return client
+
+
+def _by_content(path: str) -> Any:
+    """The file for asyncua, its format (PEM or DER) told by its content: asyncua takes a file for PEM only when
+    its name ends in ``.pem``, so a PEM key named ``agent.key`` or a certificate ``plc.crt`` (as openssl, PLC tools
+    and most guides name them) was read as DER and the source never connected ("connect: ValueError: Could not
+    deserialize key data"). A file that cannot be read here is left to asyncua's own error."""
+    from asyncua.crypto.uacrypto import CertProperties
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return path
+    return CertProperties(path, extension="pem" if b"-----BEGIN" in data else "der")
 
 
 # values that need no conversion (the common case, checked first: this runs for every notification)

@@ -16,6 +16,7 @@ from devices.base import ConnectionState
 from devices.opcua.client import OpcUaError, OpcUaNotConnected, OpcUaSource, browse_server
 from devices.opcua.settings import OpcUaSettings, SecurityMode
 from simulators.machine import MachineSecurity, MachineServer
+from tests.support.certs import dated_certificate, locked_key
 from tests.support.peers import free_port
 
 
@@ -106,6 +107,40 @@ async def test_sign_and_encrypt_with_trusted_certificate_and_password_streams_re
                 break
             await asyncio.sleep(0.02)
         assert secure_machine.reject_count == 1
+    finally:
+        await src.stop()
+
+
+async def test_a_pem_key_and_certificates_named_key_and_crt_are_read_as_pem(
+    secure_machine, certs, tmp_path
+) -> None:
+    """asyncua takes a file for PEM only when its name ends in ``.pem``: the agent's PEM key named ``agent.key``
+    and certificates named ``.crt`` (openssl's and PLC tools' names) were read as DER, and the source never
+    connected ("connect: ValueError: Could not deserialize key data"). Their format is now told by content."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    def pem_cert(der: Path, name: str) -> str:
+        out = tmp_path / name
+        out.write_bytes(
+            x509.load_der_x509_certificate(der.read_bytes()).public_bytes(serialization.Encoding.PEM)
+        )
+        return str(out)
+
+    key = tmp_path / "agent.key"
+    key.write_bytes(certs["client"][1].read_bytes())  # PEM
+    settings = _settings(secure_machine, certs).model_copy(
+        update={
+            "certificate_file": pem_cert(certs["client"][0], "agent.crt"),
+            "private_key_file": str(key),
+            "server_certificate_file": pem_cert(certs["server"][0], "plc.crt"),
+        }
+    )
+    src = OpcUaSource("secure", settings)
+    await src.start()
+    try:
+        first = await asyncio.wait_for(src.items().__anext__(), 10)
+        assert first.tag == "Speed" and src.state is ConnectionState.CONNECTED, src.stats.last_error
     finally:
         await src.stop()
 
@@ -241,38 +276,7 @@ async def test_a_server_presenting_another_certificate_than_the_pinned_one_is_na
 def _own_cert(tmp: Path, stem: str, uri: str | None, days: tuple[int, int]) -> tuple[Path, Path]:
     """A client certificate valid from ``days[0]`` to ``days[1]`` days from now, with ``uri`` in its
     subjectAltName (None: only host names, as a certificate made for a web server has)."""
-    import datetime as dt
-
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)])
-    now = dt.datetime.now(dt.UTC)
-    sans: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    if uri:
-        sans.insert(0, x509.UniformResourceIdentifier(uri))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now + dt.timedelta(days=days[0]))
-        .not_valid_after(now + dt.timedelta(days=days[1]))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cp, kp = tmp / f"{stem}.der", tmp / f"{stem}.pem"
-    cp.write_bytes(cert.public_bytes(serialization.Encoding.DER))
-    kp.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    return cp, kp
+    return dated_certificate(tmp, stem, days, uri)
 
 
 @pytest.mark.parametrize(
@@ -420,15 +424,7 @@ async def test_a_key_with_a_passphrase_or_a_file_that_is_no_certificate_is_a_cer
     parsing asn1 value", naming no file (so was a pinned ``server_certificate_file`` holding none); a path
     that is a folder as "cannot reach ...: is the server
     running?". Each is now a ``certificate`` error naming the file and what is wrong with it."""
-    key = serialization.load_pem_private_key(certs["client"][1].read_bytes(), None)
-    locked = tmp_path / "locked.pem"
-    locked.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"plant-secret"),
-        )
-    )
+    locked = locked_key(certs["client"][1], tmp_path / "locked.pem")
     junk = tmp_path / "junk.der"
     junk.write_bytes(b"not a certificate")
     cases = [

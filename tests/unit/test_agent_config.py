@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from edge_agent.config import ConfigError, load_config, parse_config
+from tests.support.certs import dated_certificate, locked_key
 from tests.support.models import make_keypair, make_package
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -493,33 +494,8 @@ def test_validate_cli_prints_warnings_and_still_exits_0(env, tmp_path):
 def own_certificate(folder: Path, stem: str, days: tuple[int, int]) -> tuple[str, str]:
     """A self-signed certificate valid from ``days[0]`` to ``days[1]`` days from now and its key (no
     passphrase), written as ``{stem}.pem`` and ``{stem}.key`` in ``folder``: their paths."""
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now + dt.timedelta(days=days[0]))
-        .not_valid_after(now + dt.timedelta(days=days[1]))
-        .sign(key, hashes.SHA256())
-    )
-    (folder / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / f"{stem}.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return str(folder / f"{stem}.pem"), str(folder / f"{stem}.key")
+    cert, key = dated_certificate(folder, stem, days, pem=True)
+    return str(cert), str(key)
 
 
 def test_a_weak_link_to_the_plc_is_a_warning_naming_the_option(env, tmp_path):
@@ -855,7 +831,6 @@ def test_validate_says_the_agents_own_plc_certificate_is_expired_expiring_or_not
     """The agent's OPC UA client certificate expired (or expiring within 30 days), not yet valid, or given with
     another certificate's key: each makes the PLC refuse the agent, which validate did not say (the source
     found out at run time). Each is a warning naming the option, the file and the date or the fix."""
-    from cryptography.hazmat.primitives import serialization
 
     def own(stem: str, days: tuple[int, int]) -> tuple[str, str]:
         return own_certificate(tmp_path, stem, days)
@@ -888,15 +863,7 @@ def test_validate_says_the_agents_own_plc_certificate_is_expired_expiring_or_not
     ]
     # a key with a passphrase (the source takes none) and a file that holds no certificate: the source cannot
     # connect with either; validate passed both over
-    key = serialization.load_pem_private_key(Path(fine[1]).read_bytes(), None)
-    locked = tmp_path / "locked.key"
-    locked.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"plant-secret"),
-        )
-    )
+    locked = locked_key(Path(fine[1]), tmp_path / "locked.key")
     assert said(fine[0], str(locked)) == [
         f"sources.plc.certificate_file: private_key_file {locked} is protected by a passphrase, which the "
         "source does not take: store the key without one (`openssl pkey -in KEY -out KEY.plain`)"
