@@ -88,7 +88,12 @@ def package(tmp_path_factory):
     return built_once(tmp_path_factory, "maintenance-speed-scalar", make)
 
 
-async def _results(tmp_path, package, baseline, speed_value: float) -> list:
+async def _pump(
+    tmp_path, package, baseline, feed: list[tuple[float, float, np.ndarray]]
+) -> tuple[list, dict]:
+    """The package served by a pump's pipeline (speed scalar ``speed`` from tag ``Speed``), fed ``feed``'s
+    ``(time, speed, vibration window)`` in turn, each one's result awaited (or the pipeline's first error): the
+    results and the pipeline's status at the end."""
     pkg, pub, _ = package
     slot = ModelSlot(
         "health", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [str(pub)]
@@ -109,14 +114,10 @@ async def _results(tmp_path, package, baseline, speed_value: float) -> list:
     pipe = Pipeline(settings, slot, ThreadPoolExecutor(1), on_result, data_dir=tmp_path / "data")
     pipe.prepare()
     pipe.start()
-    rng = np.random.default_rng(9)
     try:
-        for k in range(24):
-            t = 10.0 * k
-            await pipe.offer(Reading("plc", "Speed", speed_value, t, t, Quality.GOOD))
-            await pipe.offer(
-                Reading("plc", "Vibration", machine_window(rng, t, 2048, "healthy"), t, t, Quality.GOOD)
-            )
+        for k, (t, speed, x) in enumerate(feed):
+            await pipe.offer(Reading("plc", "Speed", speed, t, t, Quality.GOOD))
+            await pipe.offer(Reading("plc", "Vibration", x, t, t, Quality.GOOD))
             for _ in range(5000):
                 if len(results) > k or pipe.status()["errors"]:
                     break
@@ -125,6 +126,13 @@ async def _results(tmp_path, package, baseline, speed_value: float) -> list:
         status = pipe.status()
         await pipe.stop()
         await slot.stop()
+    return results, status
+
+
+async def _results(tmp_path, package, baseline, speed_value: float) -> list:
+    rng = np.random.default_rng(9)
+    feed = [(10.0 * k, speed_value, machine_window(rng, 10.0 * k, 2048, "healthy")) for k in range(24)]
+    results, status = await _pump(tmp_path, package, baseline, feed)
     assert not status["errors"], status["errors"]  # every window dropped as lacking the model's speed
     return results
 
@@ -179,47 +187,14 @@ async def test_a_speed_scalar_reading_no_speed_is_not_judged_by_the_model_alone(
     fell back to estimating the speed from the spectrum, which it was not trained on, without a word; on a
     machine at rest (the sensor's noise alone) it gave NG, bearing_outer. Not judged now: UNSURE, named,
     counted."""
-    pkg, pub, _ = package
-    slot = ModelSlot(
-        "health", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [str(pub)]
-    )
-    await slot.start()
-    results: list = []
-
-    async def on_result(res, item):
-        results.append(res)
-
-    settings = PipelineSettings(
-        name="pump",
-        source="plc",
-        model="health",
-        window=WindowSettings(waveform="Vibration", scalars={"speed": "Speed"}),
-    )
-    pipe = Pipeline(settings, slot, ThreadPoolExecutor(1), on_result, data_dir=tmp_path / "data")
-    pipe.prepare()
-    pipe.start()
     rng = np.random.default_rng(9)
-    try:
-        for k in range(6):
-            t = 10.0 * k
-            at_rest = k % 2 == 1  # the machine at rest: the sensor's noise only
-            await pipe.offer(Reading("plc", "Speed", speed, t, t, Quality.GOOD))
-            x = rng.normal(0, 0.0005, 2048) if at_rest else machine_window(rng, t, 2048, "healthy")
-            await pipe.offer(Reading("plc", "Vibration", x, t, t, Quality.GOOD))
-            for _ in range(5000):
-                if len(results) > k or pipe.status()["errors"]:
-                    break
-                await asyncio.sleep(0.002)
-        await pipe.offer(Reading("plc", "Speed", RPM, 60.0, 60.0, Quality.GOOD))
-        await pipe.offer(Reading("plc", "Vibration", machine_window(rng, 60.0, 2048, "healthy"), 60.0, 60.0))
-        for _ in range(5000):
-            if len(results) > 6:
-                break
-            await asyncio.sleep(0.002)
-    finally:
-        status = pipe.status()
-        await pipe.stop()
-        await slot.stop()
+    feed = []
+    for k in range(6):
+        at_rest = k % 2 == 1  # the machine at rest: the sensor's noise only
+        x = rng.normal(0, 0.0005, 2048) if at_rest else machine_window(rng, 10.0 * k, 2048, "healthy")
+        feed.append((10.0 * k, speed, x))
+    feed.append((60.0, RPM, machine_window(rng, 60.0, 2048, "healthy")))
+    results, status = await _pump(tmp_path, package, None, feed)
     assert len(results) == 7 and not status["errors"]
     shown = "nan" if speed != speed else "0"
     for r in results[:6]:
