@@ -67,7 +67,9 @@ class MaintenanceFamily(TrainerFamily):
         threshold = fam.choose_threshold(
             val_fp32["anomaly_score"].reshape(-1), fam.anomaly_truth(y[va], a["health"][va])[0]
         )
-        rul_mean = float(np.nanmean(np.where(a["rul_ok"][tr], a["rul_s"][tr], np.nan)))
+        known = np.where(a["rul_ok"][tr], a["rul_s"][tr], np.nan)
+        known = known[~np.isnan(known)]  # none without failure times: NaN, not numpy's "Mean of empty slice"
+        rul_mean = float(known.mean()) if known.size else float("nan")
         mets = {
             k: fam.metrics(o, y[te], a["health"][te], a["rul_s"][te], threshold, rul_mean)
             for k, o in outs.items()
