@@ -339,7 +339,9 @@ async def test_a_refused_agent_certificate_is_named_with_its_thumbprint_and_what
         await srv.stop()
 
 
-async def test_a_password_the_sign_endpoint_would_take_in_clear_text_is_not_sent(certs) -> None:
+async def test_a_password_the_sign_endpoint_would_take_in_clear_text_is_not_sent(
+    secure_machine, certs
+) -> None:
     """``security_mode: Sign`` signs the channel but does not encrypt it: a PLC whose Sign endpoint's user token
     policy names no security policy takes the password as it is. asyncua sent it so, readable by anyone on the
     line, saying only "Sending plain-text password" (the login succeeded, readings flowed). The login is refused
@@ -348,14 +350,7 @@ async def test_a_password_the_sign_endpoint_would_take_in_clear_text_is_not_sent
     from asyncua.crypto import security_policies
 
     received: list[str] = []
-    sec = MachineSecurity(
-        cert_path=certs["server"][0],
-        key_path=certs["server"][1],
-        users={"op": "s3cret"},
-        trusted_client_certs=(certs["client"][0],),
-    )
-    srv = MachineServer(free_port(), period_ms=50, window_samples=128, security=sec)
-    await srv.start()
+    srv = secure_machine
     assert srv._server is not None
     for ep in srv._server.iserver.endpoints:  # as such a PLC offers it
         if ep.SecurityMode == ua.MessageSecurityMode.Sign:
@@ -388,7 +383,6 @@ async def test_a_password_the_sign_endpoint_would_take_in_clear_text_is_not_sent
     finally:
         await signed.stop()
         await encrypted.stop()
-        await srv.stop()
 
 
 async def test_a_private_key_that_is_not_the_certificates_is_named_not_taken_for_a_timeout(
