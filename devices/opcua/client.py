@@ -73,7 +73,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -739,6 +739,9 @@ class _NodeType:
     # status, an error): what it holds is unknown, not nothing, and is read before a value whose reset must be
     # judged by it goes out (``OpcUaSource.ensure_type``); None: read
     held_unread: str | None = None
+    # an enumeration's values with their names (its DataTypeDefinition's, EnumValues' or EnumStrings'), for a
+    # refusal to name: a line engineer gives the name of the state meant ('Running'), not its number
+    enum_names: tuple[tuple[int, str], ...] = ()
 
     @property
     def shown(self) -> str:
@@ -791,7 +794,7 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         vtype = ua.VariantType.Int32  # an enumeration's value
     else:
         vtype = ua.VariantType(ident)
-    enum = await _enum_values(Node(node.session, dtid)) if ident == 29 else None
+    enum, enum_names = await _enum_values(Node(node.session, dtid)) if ident == 29 else (None, ())
     max_bytes, server_bytes = await _max_bytes(node, vtype)
     rank = rank if isinstance(rank, int) else -2
     dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
@@ -819,6 +822,7 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         server_len,
         held_shape,
         held_unread,
+        enum_names,
     )
 
 
@@ -925,14 +929,18 @@ async def _max_bytes(node: Node, vtype: ua.VariantType | AbstractType) -> tuple[
     return await _stated_limit(node, _MAX_BYTES[vtype], _SERVER_MAX_BYTES[vtype])
 
 
-async def _enum_values(dtype: Node) -> frozenset[int] | None:
-    """The values an enumeration DataType defines: its DataTypeDefinition's fields (OPC UA 1.04), else
-    its EnumValues, else its EnumStrings (0..n-1); None when the server states none (nothing is checked)."""
+_EnumValues = tuple[frozenset[int] | None, tuple[tuple[int, str], ...]]
+
+
+async def _enum_values(dtype: Node) -> _EnumValues:
+    """The values an enumeration DataType defines, and those with their names: its DataTypeDefinition's
+    fields (OPC UA 1.04), else its EnumValues, else its EnumStrings (0..n-1); (None, ()) when the server
+    states none (nothing is checked)."""
     try:
         dv = await dtype.read_attribute(ua.AttributeIds.DataTypeDefinition, raise_on_bad_status=False)
         d = dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None
         if isinstance(d, ua.EnumDefinition) and d.Fields:
-            return frozenset(int(f.Value) for f in d.Fields)
+            return _named((int(f.Value), f.Name) for f in d.Fields)
     except (ua.UaError, TypeError, ValueError):
         pass
     for prop in ("0:EnumValues", "0:EnumStrings"):
@@ -942,11 +950,21 @@ async def _enum_values(dtype: Node) -> frozenset[int] | None:
             continue
         if isinstance(v, list) and v:
             if prop == "0:EnumStrings":
-                return frozenset(range(len(v)))
-            values = frozenset(int(e.Value) for e in v if isinstance(getattr(e, "Value", None), int))
-            if values:
-                return values
-    return None
+                return _named((i, getattr(text, "Text", None)) for i, text in enumerate(v))
+            got = _named(
+                (e.Value, getattr(e.DisplayName, "Text", None))
+                for e in v
+                if isinstance(getattr(e, "Value", None), int)
+            )
+            if got[0]:
+                return got
+    return None, ()
+
+
+def _named(pairs: Iterable[tuple[int, Any]]) -> _EnumValues:
+    """(the values, those with a name as (value, name)) of an enumeration's (value, name) pairs."""
+    pairs = list(pairs)
+    return frozenset(v for v, _ in pairs), tuple((v, n) for v, n in pairs if isinstance(n, str) and n)
 
 
 def _is_good(status: ua.StatusCode | None) -> bool:
@@ -1080,8 +1098,17 @@ def _payload(nt: _NodeType, value: Any, node_id: str) -> ua.Variant:
     except OpcUaTypeMismatch as e:
         if nt.enum is None:
             raise
-        # name the enumeration, not the Int32 its values travel as ('Running' to a state node)
+        # name the enumeration, not the Int32 its values travel as ('Running' to a state node), and the value
+        # a name given stands for (or its values by name): the refusal is the fix
         why = str(e).split("; ", 1)[-1]
+        as_text = next((v for v in _leaves(value) if isinstance(v, str)), None)
+        if as_text is not None and nt.enum_names:
+            meant = [(v, n) for v, n in nt.enum_names if n.casefold() == as_text.strip().casefold()]
+            if meant:
+                why += f": {reprlib.repr(as_text)} names its value {meant[0][0]} ({meant[0][1]}): write {meant[0][0]}"
+            else:
+                named = ", ".join(f"{v} {n}" for v, n in nt.enum_names[:20])
+                why += f" (its values by name: {named}{', ...' if len(nt.enum_names) > 20 else ''})"
         raise OpcUaTypeMismatch(
             f"node {node_id} is {_enumeration(nt)} (written as its number); {why}"
         ) from None

@@ -286,6 +286,25 @@ async def test_a_value_an_enumeration_cannot_take_is_refused_naming_the_enumerat
     assert sent == []
 
 
+async def test_a_name_for_an_enumeration_is_refused_saying_which_value_it_names(plc) -> None:
+    """A line engineer gives an enumeration node (the standard ServerState, named by its EnumStrings) the
+    name of the state meant. It is refused, as any text for it (the PLC's names may be localized), and the
+    refusal says which value the name stands for, or, for a name the enumeration lacks, its values by name.
+    Before, it said only "write a number without quotes" and the values 0, 1, 2, ...: which one was
+    "Suspended" had to be looked up on the PLC."""
+    src, nodes, sent = plc
+    with pytest.raises(OpcUaTypeMismatch) as e:
+        await src.write("ns=2;s=Enum", "suspended ")
+    assert "write a number without quotes: 'suspended ' names its value 3 (Suspended): write 3" in str(
+        e.value
+    )
+    with pytest.raises(OpcUaTypeMismatch) as e:
+        await src.write("ns=2;s=Enum", "Paused")
+    said = str(e.value)
+    assert "its values by name: 0 Running, 1 Failed, 2 NoConfiguration, 3 Suspended, 4 Shutdown" in said, said
+    assert sent == [] and await nodes["Enum"].read_value() == 0
+
+
 _KEPT = [
     ("AnyDouble", 5, 5.0, VT.Double),
     ("AnyDouble", 0.5, 0.5, VT.Double),
