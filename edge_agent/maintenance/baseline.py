@@ -382,6 +382,7 @@ class Baseline:
         self._over = 0
         self._iso_over = 0  # windows in a row at or above iso_alarm_zone
         self._last_zone: str | None = None
+        self.unsaved: str | None = None  # why the last save failed (a full disk): saved again at each window
         self._new_learning("first start")
         self._load()
 
@@ -454,11 +455,33 @@ class Baseline:
         }
 
     def save(self) -> None:
-        if self.path is not None:
-            d = self.to_dict()
+        """The baseline to its file. A write the disk refuses (full, read-only, an I/O error) is said once and
+        tried again at each window until it is written, the baseline in memory serving meanwhile: raised, it
+        lost the window's verdict and, at the end of commissioning, the ``baseline_learned`` event and the
+        learned baseline itself (nothing saves a ready baseline again; a restart went on learning)."""
+        if self.path is None:
+            return
+        d = self.to_dict()
+        try:
             atomic_write_json(self.path, d)
             if self.state == "ready" and self.relative:  # commissioned (rare: not rewritten while scoring)
                 atomic_write_json(kept_path(self.path), d)
+        except OSError as exc:
+            if self.unsaved is None:
+                log.warning(
+                    "pipeline %s: baseline %s (%s) not saved: %s; it serves from memory and is saved again "
+                    "at each window until the disk takes it (a restart before then goes back to what the file "
+                    "holds)",
+                    self.pipeline,
+                    self.path,
+                    self.state,
+                    exc,
+                )
+            self.unsaved = str(exc)
+            return
+        if self.unsaved is not None:
+            log.warning("pipeline %s: baseline %s (%s) saved again", self.pipeline, self.path, self.state)
+            self.unsaved = None
 
     def _restore_kept(self, d: dict) -> dict:
         """``d`` (the baseline file as read), or the commissioned format-2 baseline kept beside it when ``d``
@@ -713,6 +736,8 @@ class Baseline:
         scalars: dict[str, float] | None = None,
         features: dict[str, float] | None = None,
     ) -> Verdict:
+        if self.unsaved is not None:
+            self.save()
         f = features or self.features(waveform, scalars)
         zone = iso_zone(f["velocity_mm_s"], self.s.iso_class)
         if zone != self._last_zone and self._last_zone is not None and zone in "CD":

@@ -113,6 +113,7 @@ class StateBaselines:
             settings.state_tag, STATE_INPUT
         )
         self._unknown_over = 0  # windows without a state in a row over every learned state's threshold
+        self.unsaved: str | None = None  # why the index's last save failed (a full disk)
         self._load()
 
     # ---- the state of a window ---------------------------------------------------------------
@@ -168,8 +169,26 @@ class StateBaselines:
         }
 
     def save(self) -> None:
-        if self.path is not None:
+        """The index to its file; a write the disk refuses is said once and tried again at each window, as a
+        baseline's own save is (``Baseline.save``)."""
+        if self.path is None:
+            return
+        try:
             atomic_write_json(index_path(self.path), self.to_dict())
+        except OSError as exc:
+            if self.unsaved is None:
+                log.warning(
+                    "pipeline %s: baselines index %s not saved: %s; saved again at each window until the disk "
+                    "takes it (a restart before then goes back to what the file holds)",
+                    self.pipeline,
+                    index_path(self.path),
+                    exc,
+                )
+            self.unsaved = str(exc)
+            return
+        if self.unsaved is not None:
+            log.warning("pipeline %s: baselines index %s saved again", self.pipeline, index_path(self.path))
+            self.unsaved = None
 
     def _set_aside_single(self) -> None:
         """The one baseline of a former config without ``state_tag`` (``<pipeline>.json``) is not a seed for
@@ -449,6 +468,12 @@ class StateBaselines:
             )
 
     def process(self, waveform: np.ndarray, scalars: dict[str, float] | None = None) -> Verdict:
+        if self.unsaved is not None:
+            self.save()
+        # a state's baseline not saved (a full disk) is saved again whatever state the machine is in now
+        for unsaved in self.by_state.values():
+            if unsaved.unsaved is not None:
+                unsaved.save()
         state = self.state_of(scalars)
         if state is None:
             value = (scalars or {}).get(self._input)
