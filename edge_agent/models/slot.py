@@ -148,6 +148,7 @@ class _Active:
 
 _UNSURE_CHECKS: ThreadPoolExecutor | None = None
 _UNSURE_CHECKS_LOCK = threading.Lock()
+STATE_RETRY_S = 5.0  # how often a state.json the disk refused is tried again
 
 
 def _unsure_checks() -> ThreadPoolExecutor:
@@ -258,6 +259,7 @@ class ModelSlot:
         self._previous: _Active | None = None
         self._swap_lock = asyncio.Lock()
         self._watch: asyncio.Task | None = None
+        self._rewrite: asyncio.Task | None = None  # writes a state.json the disk refused (_write_state_again)
         self._jobs: set[InstallJob] = set()  # install children running for this slot (stopped by stop())
         self._helpers = Helpers()  # OpenVINO conversion helpers a swap's loading runs (stopped by stop())
         self.last_outcome: SwapOutcome | None = None
@@ -347,6 +349,7 @@ class ModelSlot:
                 # what the run before left unreferenced (a candidate a crash loop rolled back, a swap whose
                 # outcome a kill -9 cut short): nothing would remove it before the next swap's outcome
                 await self._prune()
+                self._keep_state()
                 return
         if want_pkg is None:
             if rejected is not None:
@@ -362,6 +365,20 @@ class ModelSlot:
         outcome = await self.swap(want_pkg, watch=False)
         if not outcome.ok:
             raise SlotError(f"model slot {self.name!r}: cannot start on {want_pkg}: {outcome.reason}")
+        self._keep_state()
+
+    def _keep_state(self) -> None:
+        if self._rewrite is None or self._rewrite.done():
+            self._rewrite = asyncio.create_task(self._write_state_again(), name=f"state-{self.name}")
+
+    async def _write_state_again(self) -> None:
+        """While the slot runs: a ``state.json`` the disk refused (``ModelStore.unwritten``: a full disk when a
+        candidate was kept or rolled back) is written once the disk takes it, so that a restart then starts
+        from what the slot decided."""
+        while True:
+            await asyncio.sleep(STATE_RETRY_S)
+            if self.store.unwritten is not None:
+                await asyncio.to_thread(self.store.write_pending)
 
     def _refused_by_config(self, package_id: str) -> str:
         return (
@@ -472,6 +489,8 @@ class ModelSlot:
         except OSError as exc:  # the next start counts an unclean end: said, never fatal
             log.warning("slot %s: cannot record the orderly stop: %s", self.name, exc)
         self._helpers.stop()  # a conversion still running (a stop mid-swap): the swap ends as a refusal
+        if self._rewrite is not None:  # (mark_stopped above wrote what it held, if the disk took it)
+            self._rewrite.cancel()
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.wait({self._watch}, timeout=5)  # bounded: never hold up shutdown

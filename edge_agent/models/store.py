@@ -44,6 +44,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,6 +126,10 @@ class ModelStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._state_warned: str | None = None  # why state.json was last refused (said once)
+        # the state a write of state.json the disk refused (full, read-only) left in memory only: the slot's
+        # state, written once the disk takes it (write_pending)
+        self.unwritten: dict | None = None
+        self._write_lock = threading.Lock()
         for leftover in self.root.glob(".*.part") if clean else ():
             shutil.rmtree(leftover, ignore_errors=True)
 
@@ -138,7 +143,11 @@ class ModelStore:
         with it), a file of gigabytes or a link to ``/dev/zero`` filled the agent's memory, a thousand-deep
         nesting raised RecursionError. Read bounded as the manifest is; one that cannot be read, is larger
         than ``STATE_MAX_BYTES`` or is not a JSON object counts as no state, as a new slot's (the next write
-        replaces it), said once in a warning naming the file and why."""
+        replaces it), said once in a warning naming the file and why. A state the disk has not taken yet
+        (``unwritten``) is the slot's state: answered from memory."""
+        pending = self.unwritten
+        if pending is not None:
+            return json.loads(json.dumps(pending))  # a copy: callers change what they read, then write it
         try:
             data = json.loads(_read_small(self.state_path, STATE_MAX_BYTES))
         except FileNotFoundError:
@@ -165,12 +174,46 @@ class ModelStore:
             )
 
     def _write_state(self, state: dict) -> None:
+        """``state`` to ``state.json``. A write the disk refuses (full, read-only, an I/O error) fails no step of
+        the slot: what the slot decided (a candidate kept, a rollback) stands, ``state()`` answers from memory,
+        and the slot writes it once the disk takes it (``write_pending``); said once in a warning naming the
+        file. Raised, it ended a health window's watch for good (the candidate 'watching' for ever, its
+        deployment never reported, even once there was room) and left a rollback unrecorded on disk."""
+        with self._write_lock:
+            try:
+                self._write_state_file(state)
+            except OSError as exc:
+                if self.unwritten is None:
+                    log.warning(
+                        "model store: cannot write %s (%s); the slot goes on as it decided and writes it once "
+                        "the disk takes it (a restart before then starts from what the file holds)",
+                        printable(str(self.state_path)),
+                        printable(str(exc), 300),
+                    )
+                self.unwritten = json.loads(json.dumps(state))
+                return
+            if self.unwritten is not None:
+                log.warning("model store: %s written again", printable(str(self.state_path)))
+                self.unwritten = None
+
+    def write_pending(self) -> bool:
+        """Write the state a refused write left in memory (``unwritten``); whether none is left."""
+        pending = self.unwritten
+        if pending is not None:
+            self._write_state(pending)
+        return self.unwritten is None
+
+    def _write_state_file(self, state: dict) -> None:
         tmp = self.state_path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(state, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_path)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(state, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # (on a full disk it held the room left)
+            raise
         fd = os.open(self.root, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -6,7 +6,9 @@ room it is installed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import shutil
 import time
 from types import SimpleNamespace
@@ -15,11 +17,13 @@ import numpy as np
 import pytest
 
 from devices.base import Frame
+from edge_agent.models import slot as slot_module
 from edge_agent.models.config import HealthConfig, ModelConfig
 from edge_agent.models.manager import ModelManager
 from edge_agent.models.slot import ModelSlot
 from tests.support.models import make_keypair, make_package
 from tests.support.peers import small_tmpfs
+from tests.support.waits import until
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +108,80 @@ async def test_a_full_slot_disk_is_retried_not_refused_and_leaves_nothing(tmp_pa
     finally:
         await mgr.stop()
         await s.stop()
+
+
+def _watched_config(pkgs) -> ModelConfig:
+    return ModelConfig(
+        package=str(pkgs["v1"]),
+        engine="onnxruntime",
+        version_policy="follow_fleet",
+        health=HealthConfig(window_s=0.2, min_items=1),
+    )
+
+
+async def _candidate_on_a_full_disk(tmp_path, pkgs, root, events: list) -> tuple[ModelSlot, object]:
+    """v1 serving, v2 swapped in and watched, then the disk's other tenants fill it."""
+    s = ModelSlot("vision", _watched_config(pkgs), tmp_path / "data", [pkgs["pub"]], on_event=events.append)
+    await s.start()
+    assert (await s.swap(pkgs["v2"])).ok and s.state == "watching"
+    filler = root / "filler"
+    with contextlib.suppress(OSError):
+        filler.write_bytes(b"\0" * (shutil.disk_usage(root).free + 4096))
+    return s, filler
+
+
+async def test_a_candidate_judged_while_the_disk_is_full_is_kept_reported_and_recorded_once_there_is_room(
+    tmp_path, pkgs, small_slot_disk, monkeypatch, caplog
+):
+    monkeypatch.setattr(slot_module, "STATE_RETRY_S", 0.05)
+    root = small_slot_disk
+    events: list = []
+    s, filler = await _candidate_on_a_full_disk(tmp_path, pkgs, root, events)
+    try:
+        img = np.zeros((64, 64, 3), np.uint8)
+        await asyncio.to_thread(s.infer, Frame("cam", 1, time.time(), img))  # its health window's item
+        # formerly the watch died on the write of state.json: 'watching' for ever, the deployment never reported
+        await until(lambda: s.state == "active", what="the candidate kept")
+        assert "swap_kept" in [e["kind"] for e in events]
+        said = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
+        assert len(said) == 1 and str(s.store.state_path) in said[0] and "No space left" in said[0], said
+        assert (
+            s.store.state()["probation"] is None
+        )  # what the slot decided, while the disk holds the old file
+
+        filler.unlink()
+        await until(lambda: s.store.unwritten is None, what="state.json written once there is room")
+    finally:
+        await s.stop()
+    st = json.loads(s.store.state_path.read_text())
+    assert st["current"].startswith("part-inspection-1.1.0-") and st["probation"] is None
+    assert not (root / "state.tmp").exists()
+    again = ModelSlot("vision", _watched_config(pkgs), tmp_path / "data", [pkgs["pub"]])  # a restart
+    await again.start()
+    try:
+        assert again.version == "1.1.0" and again.state == "active"  # kept: no health window again
+    finally:
+        await again.stop()
+
+
+async def test_a_rollback_on_a_full_disk_is_recorded_once_there_is_room_and_a_restart_serves_the_previous(
+    tmp_path, pkgs, small_slot_disk, monkeypatch
+):
+    monkeypatch.setattr(slot_module, "STATE_RETRY_S", 0.05)
+    root = small_slot_disk
+    events: list = []
+    s, filler = await _candidate_on_a_full_disk(tmp_path, pkgs, root, events)
+    try:
+        out = await s.rollback("health check failed: asked by the test")  # raised OSError after the switch
+        assert out.stage == "rolled_back" and s.version == "1.0.0" and s.state == "active"
+        assert "rolled_back" in [e["kind"] for e in events]
+        filler.unlink()
+        await until(lambda: s.store.unwritten is None, what="state.json written once there is room")
+    finally:
+        await s.stop()
+    again = ModelSlot("vision", _watched_config(pkgs), tmp_path / "data", [pkgs["pub"]])
+    await again.start()
+    try:
+        assert again.version == "1.0.0"  # formerly the rolled-back candidate served again after the restart
+    finally:
+        await again.stop()
