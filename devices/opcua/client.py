@@ -877,11 +877,11 @@ async def _array_bounds(node: Node, rank: int, dims: tuple[int, ...]) -> tuple[i
         node, "0:MaxArrayLength", ua.ObjectIds.Server_ServerCapabilities_MaxArrayLength
     )
     whole = False
-    if rank == 1 and len(dims) == 1 and dims[0] > 0:
+    if rank >= 1 and len(dims) == rank and all(d > 0 for d in dims):
         try:
             dv = await node.read_data_value(raise_on_bad_status=False)
             held = dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None
-            whole = isinstance(held, list | tuple | np.ndarray) and len(held) == dims[0]
+            whole = isinstance(held, list | tuple | np.ndarray) and _shape(held) == dims
         except ua.UaError:
             pass  # no value to go by: ArrayDimensions as the maximum Part 3 makes it
     return max_len, whole, server_len
@@ -993,6 +993,21 @@ def _leaves(value: Any) -> list:
     return [value]
 
 
+def _shape(value: Any) -> tuple[int, ...] | None:
+    """Each dimension's length of a value to write (a single value: ()); None when its rows differ in length or
+    depth (``[[1, 2, 3], [4]]``, ``[[1, 2], 3]``): an OPC UA matrix is rectangular, and asyncua would send
+    such a value with its first row's dimensions over fewer elements, or fail in its encoder."""
+    if isinstance(value, np.ndarray):
+        return None if value.dtype == object and value.ndim > 1 else tuple(value.shape)
+    if not isinstance(value, list | tuple):
+        return ()
+    if not value:
+        return (0,)
+    rows = {_shape(v) for v in value}
+    row = rows.pop() if len(rows) == 1 else None
+    return None if row is None else (len(value), *row)
+
+
 def _elements(value: Any) -> int:
     """How many elements an array value holds (a matrix: all its rows'): what MaxArrayLength bounds."""
     return value.size if isinstance(value, np.ndarray) else len(_leaves(value))
@@ -1035,6 +1050,14 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
         )
     if rank == -1 and ndim:
         raise bad(f"a single {nt.shown} (ValueRank -1)", "write one value, not an array")
+    shape_given = _shape(value) if ndim > 1 else None
+    if ndim > 1 and shape_given is None:
+        raise bad(
+            f"an array of {nt.shown} (ValueRank {rank}"
+            + (f", ArrayDimensions {list(nt.dims)})" if nt.dims else ")"),
+            "rows of different lengths (or rows beside single values); an OPC UA matrix is rectangular: "
+            "write every row with as many values",
+        )
     if rank == -3 and ndim > 1:
         raise bad(f"a {nt.shown} or a one-dimensional array of them (ValueRank -3)", f"{ndim} dimensions")
     if rank == 0 and not ndim:
@@ -1081,7 +1104,19 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
             raise bad(what, f"write {rank} dimension(s), not {ndim}")
         if rank == 1 and nt.dims and nt.dims[0] and len(value) > nt.dims[0]:
             raise bad(what, f"{len(value)} elements, at most {nt.dims[0]} fit")
-        if nt.whole and len(value) != nt.dims[0]:
+        # a matrix: each dimension held to its ArrayDimensions as a one-dimensional array's length is
+        if shape_given is not None and len(nt.dims) == rank:
+            given, fixed = "x".join(map(str, shape_given)), "x".join(map(str, nt.dims))
+            if any(d and n > d for n, d in zip(shape_given, nt.dims, strict=True)):
+                raise bad(what, f"{given} elements, at most {fixed} fit")
+            if nt.whole and shape_given != nt.dims:
+                raise bad(
+                    what,
+                    f"{given} elements; it holds exactly {fixed} (a PLC's fixed matrix, such as an S7-1500's "
+                    f"Array[{', '.join(f'0..{d - 1}' for d in nt.dims)}]: a strict PLC refuses another shape at "
+                    f"the write, a lax one may write part of it and keep the old rest); write all {fixed}",
+                )
+        if rank == 1 and nt.whole and len(value) != nt.dims[0]:
             raise bad(
                 what,
                 f"{len(value)} elements; it holds exactly {nt.dims[0]} (a PLC's fixed array, such as an "

@@ -82,6 +82,13 @@ async def plc():
         await nodes[name].set_writable()
     await nodes["Arr3"].write_value_rank(1)
     await nodes["Arr3"].write_array_dimensions([3])
+    # a PLC's fixed matrix, an S7-1500's Array[0..1, 0..2] of Int: it holds 2 x 3 when read
+    nodes["Mat"] = await obj.add_variable(
+        ua.NodeId("Mat", idx), "Mat", ua.Variant([[0, 0, 0], [0, 0, 0]], VT.Int16, Dimensions=[2, 3])
+    )
+    await nodes["Mat"].write_value_rank(2)
+    await nodes["Mat"].write_array_dimensions([2, 3])
+    await nodes["Mat"].set_writable()
     # an enumeration: the standard ServerState (Running 0 .. Unknown 7)
     nodes["Enum"] = await obj.add_variable(
         ua.NodeId("Enum", idx), "Enum", ua.Variant(0, VT.Int32), datatype=ua.NodeId(ua.ObjectIds.ServerState)
@@ -303,6 +310,34 @@ async def test_a_name_for_an_enumeration_is_refused_saying_which_value_it_names(
     said = str(e.value)
     assert "its values by name: 0 Running, 1 Failed, 2 NoConfiguration, 3 Suspended, 4 Shutdown" in said, said
     assert sent == [] and await nodes["Enum"].read_value() == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ([[1, 2, 3], [4]], "rows of different lengths"),  # went out as 2 x 3 holding 4 values
+        ([[1, 2, 3], 4], "rows of different lengths"),  # an encoder's UaError, retried as a passing fault
+        ([[1, 2, 3], [4, 5, 6], [7, 8, 9]], "3x3 elements, at most 2x3 fit"),  # a lax server stored 3 x 3
+        ([[1, 2], [3, 4]], "2x2 elements; it holds exactly 2x3"),  # a lax one keeps the old rest
+    ],
+    ids=["ragged", "row_and_value", "longer", "shorter"],
+)
+async def test_a_matrix_not_of_the_fixed_shape_a_plc_matrix_holds_is_refused_and_never_sent(
+    plc, value, said
+) -> None:
+    """A two-dimensional node of fixed ArrayDimensions [2, 3] (an S7-1500's Array[0..1, 0..2]) takes a 2 x 3
+    matrix only; each other shape is refused naming the node and both shapes before anything is sent. Before,
+    rows of different lengths went out with the first row's dimensions and fewer values (the server stored
+    them), a row beside a single value failed in asyncua's encoder as a retryable error, and a 3 x 3 or 2 x 2
+    matrix was written: only a one-dimensional array was held to its ArrayDimensions."""
+    src, nodes, sent = plc
+    with pytest.raises(OpcUaTypeMismatch) as e:
+        await src.write("ns=2;s=Mat", value)
+    assert "node ns=2;s=Mat is an array of Int16 (ValueRank 2, ArrayDimensions [2, 3])" in str(e.value)
+    assert said in str(e.value), str(e.value)
+    assert sent == [] and await nodes["Mat"].read_value() == [[0, 0, 0], [0, 0, 0]]
+    await src.write("ns=2;s=Mat", [[1, 2, 3], [4, 5, 6]])
+    assert await nodes["Mat"].read_value() == [[1, 2, 3], [4, 5, 6]]
 
 
 _KEPT = [
