@@ -1716,7 +1716,7 @@ _OPERATION_LIMITS = {
 
 def _split_operations(client: Client) -> dict[str, int]:
     """Calls of this client's session that carry many items (Read, Write, Browse, TranslateBrowsePaths,
-    CreateMonitoredItems) go to the server in parts of at most its limit for that service; the limits
+    CreateMonitoredItems, DeleteMonitoredItems) go to the server in parts of at most its limit for that service; the limits
     (returned, by ``_OPERATION_LIMITS`` key) are filled by ``_read_operation_limits`` after the connect.
 
     asyncua sends whatever it is given in one call: reading a PLC's structure types asks for the
@@ -1769,6 +1769,8 @@ def _split_operations(client: Client) -> dict[str, int]:
     by_params("write", "write", "NodesToWrite")
     by_params("browse", "browse", "NodesToBrowse")
     by_params("monitor", "create_monitored_items", "ItemsToCreate")
+    # MaxMonitoredItemsPerCall bounds deleting them too (Part 5, OperationLimitsType): a refused watch's items
+    by_params("monitor", "delete_monitored_items", "MonitoredItemIds")
     read_attributes = getattr(session, "read_attributes", None)
     if read_attributes is not None:
 

@@ -11,6 +11,7 @@ import dataclasses
 
 import pytest
 from asyncua import ua
+from asyncua.common.utils import ServiceError
 
 from devices.opcua.client import OpcUaSource
 from edge_agent.config import ConfigError, parse_config
@@ -39,9 +40,11 @@ def _held(srv) -> int:
     return sum(len(s.monitored_item_srv._monitored_items) for s in subs)
 
 
-async def _plc(port: int, most: int, stated: bool, tags: list[str], outputs: list[str]):
+async def _plc(port: int, most: int, stated: bool, tags: list[str], outputs: list[str], per_call: int = 0):
     """A server holding at most ``most`` monitored items in all (BadTooManyMonitoredItems past them);
-    ``stated``: it says so in ServerCapabilities/MaxMonitoredItems. Returns (server, idx)."""
+    ``stated``: it says so in ServerCapabilities/MaxMonitoredItems; ``per_call``: it takes at most that many
+    items in a call to delete them (BadTooManyOperations for more, as an embedded PLC server does), as its
+    OperationLimits/MaxMonitoredItemsPerCall states. Returns (server, idx)."""
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
     for name in tags:
         await obj.add_variable(ua.NodeId(name, idx), name, 1.0)
@@ -58,6 +61,19 @@ async def _plc(port: int, most: int, stated: bool, tags: list[str], outputs: lis
         return list(taken) + [full] * (len(params.ItemsToCreate) - len(taken))
 
     service.create_monitored_items = at_most
+    if per_call:
+        delete = service.delete_monitored_items
+
+        def few_at_once(params):
+            if len(params.MonitoredItemIds) > per_call:
+                raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+            return delete(params)
+
+        service.delete_monitored_items = few_at_once
+        await srv.write_attribute_value(
+            ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall),
+            ua.DataValue(ua.Variant(per_call, ua.VariantType.UInt32)),
+        )
     if stated:
         await srv.write_attribute_value(
             ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_MaxMonitoredItems),
@@ -97,6 +113,29 @@ async def test_the_watch_never_takes_the_place_of_a_tag_on_a_plc_with_few_monito
     finally:
         await line.stop()
         await other.stop()
+        await srv.stop()
+
+
+async def test_a_refused_watch_is_given_back_in_parts_of_the_items_a_plc_takes_per_call() -> None:
+    """A PLC taking at most 2 monitored items per call (its MaxMonitoredItemsPerCall, for deleting them too)
+    and holding 5 in all: the source's tag takes one, its 2 outputs' watch (6 items) is made in parts of 2, the
+    PLC takes 4 and refuses the last 2. The 4 it took are given back, in parts of 2. Before, they were given
+    back in one call, which the PLC refused whole (BadTooManyOperations, logged at INFO): the half watch held
+    4 of the PLC's 5 items for the rest of the session, room another client's tags needed."""
+    port = free_port()
+    srv, idx = await _plc(port, 5, False, ["T0"], ["Reject", "Lamp"], per_call=2)
+    line = OpcUaSource("line", _settings(port, [f"ns={idx};s=T0"]))
+    line.expect_writes([(f"ns={idx};s=Reject", True), (f"ns={idx};s=Lamp", True)])
+    try:
+        await line.start()
+        await until(lambda: line.notices.counts.get("targets_unwatched") == 1, 10, "the watch refused")
+        assert (
+            "the server refused them (BadTooManyMonitoredItems)" in line.notices.messages["targets_unwatched"]
+        )
+        await until(lambda: _held(srv) == 1, 5, "the watch's items given back")
+        assert line.node_errors == {} and line.targets_watched == 0
+    finally:
+        await line.stop()
         await srv.stop()
 
 
