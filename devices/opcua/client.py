@@ -2501,6 +2501,17 @@ class OpcUaSource:
                 self._overflowed(tag)
             if status.value & _SEMANTICS_CHANGED and tag in self._rates.span_s:
                 self._axis_changed(nodeid, tag)
+            elif status.value & _SEMANTICS_CHANGED and tag not in self._axis_reads:
+                self.notices.note(
+                    "semantics_changed",
+                    "opcua source %s: tag %s: the server flagged its metadata changed (SemanticsChanged: its "
+                    "EngineeringUnits, EURange or EnumStrings, after a PLC download or a sensor's new setting); "
+                    "its values are passed on as before, so a model or rule made for the former unit or range "
+                    "may misjudge them: check the node (edge-agent browse) and what uses the tag",
+                    self.name,
+                    tag,
+                    cause=tag,
+                )
         if status is not None and status.value & 0x80000000 and status.value & 0xFFFF0000 in _NODE_GONE:
             self._node_gone(nodeid, tag, status)
         elif self._gone and nodeid in self._gone and (status is None or status.value < 0x40000000):

@@ -241,3 +241,34 @@ async def test_a_halt_that_began_before_ntp_set_the_clock_lasts_what_it_lasted_n
     assert since is not None and since >= time.strftime(
         "%Y-%m-%dT%H:%M", time.gmtime(time.time() - spent - 60)
     )
+
+
+async def test_a_value_the_server_flags_with_semantics_changed_is_passed_on_and_said_naming_the_tag() -> None:
+    """A PLC download makes a temperature tag's unit °F (its EngineeringUnits changed): the server sends the next
+    value Good with the SemanticsChanged info bit (OPC UA Part 4, 7.39). The value goes on GOOD as before, and
+    the change is said once, naming the tag (notice ``semantics_changed`` on ``/status``): a model or a rule made
+    for the former unit or range now misjudges it. Before, only a waveform whose sample rate the source reads
+    from its x axis heeded the bit: any other tag's change went unsaid."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    await obj.add_variable(ua.NodeId("Temp", idx), "Temp", 20.0)
+    await srv.start()
+    src = OpcUaSource("plc", _settings(port, nodes=_nodes(idx, "Temp")))
+    out = None
+    try:
+        await src.start()
+        out = _Collect(src)
+        await until(lambda: out.got, 10, "the first value")
+        flagged = ua.DataValue(ua.Variant(68.0, ua.VariantType.Double), ua.StatusCode(0x4000))
+        await srv.write_attribute_value(ua.NodeId("Temp", idx), flagged)
+        await until(lambda: any(r.value == 68.0 for r in out.got), 10, "the flagged value")
+    finally:
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        await srv.stop()
+    (r,) = [r for r in out.got if r.value == 68.0]
+    assert r.quality is Quality.GOOD and r.reason is None, r
+    assert src.notices.counts.get("semantics_changed") == 1, src.notices.counts
+    said = src.notices.messages["semantics_changed"]
+    assert "tag Temp" in said and "SemanticsChanged" in said, said
