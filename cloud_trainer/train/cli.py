@@ -126,7 +126,6 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             "another lamp's colour, and each view's colours balanced to grey: for lamps of other colours "
             "or spots), none (no relit copies; docs/trainer.md)",
         )
-        ap.add_argument("--name", default=None, help="anomaly: package name (default part-anomaly)")
     if prog in ("quantize", "build"):
         ap.add_argument(
             "--calibration", type=_positive, default=200, help="calibration samples from the validation split"
@@ -135,6 +134,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument("--registry", type=Path, default=Path("var/registry"))
     if prog in ("evaluate", "build"):
         ap.add_argument("--version", help="default: next minor version in the registry")
+        ap.add_argument(
+            "--name",
+            type=_package_name,
+            default=None,
+            help="the package's name in the registry, for a second product's model (default: vision "
+            "part-inspection, maintenance machine-health, anomaly part-anomaly)",
+        )
         ap.add_argument(
             "--floor", action="append", default=[], metavar="METRIC=VALUE", help="override a gate floor"
         )
@@ -185,6 +191,19 @@ def _positive(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
     return v
+
+
+def _package_name(text: str) -> str:
+    """``--name``: refused at once, in one line, when the registry and the manifest would refuse it (it was
+    refused by a traceback once the build had trained)."""
+    from model_packager.manifest import PACKAGE_NAME_RE
+
+    if PACKAGE_NAME_RE.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a package name is lowercase letters, digits, '-' and '_' (at most 63, the first a letter "
+            "or digit), e.g. 'flange-inspection'"
+        )
+    return text
 
 
 def _ints(n: int, form: str, sep: str = ","):
@@ -263,6 +282,7 @@ def _settings(a):
         speed_tag=getattr(a, "speed_tag", None),
         recipe=getattr(a, "recipe", "auto"),
         false_reject_rate=getattr(a, "false_reject_rate", 0.01),
+        name=getattr(a, "name", None),
     )
 
 

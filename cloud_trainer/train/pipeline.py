@@ -91,6 +91,7 @@ class BuildSettings:
     recipe: str = (
         "auto"  # vision: "patch" (patch_classifier), "cnn" (vision.train), or "auto" (see vision_recipe)
     )
+    name: str | None = None  # the package's registry name (--name); None: the family's package_name
 
 
 def _engines() -> list[str]:
@@ -237,7 +238,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
     int8 = _need(s.workdir / "model.int8.onnx", "quantize")
     (s.workdir / "package.json").unlink(missing_ok=True)  # a package of an earlier evaluation is stale
     reg = Registry(_given(s.registry, "--registry"))
-    name = fam.package_name
+    name = s.name or fam.package_name  # --name: a second product's model beside the first's
     x, y, tr, va, te = a["x"], a["y"], a["train"], a["val"], a["test"]
     outs = {"fp32": onnx_tools.run(fp32, x[te]), "int8": onnx_tools.run(int8, x[te])}
     if "openvino" in _engines():
