@@ -112,13 +112,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         )
         ap.add_argument(
             "--features",
-            default="texture+context",
+            default=None,  # texture+context (the anomaly family's default): None tells it was not given
             choices=["texture+context", "texture", "cnn", "texture+cnn", "texture+context+cnn"],
             help="anomaly: patch features (default texture+context; see docs/trainer.md)",
         )
         ap.add_argument(
             "--light-variation",
-            default="linear",
+            default=None,  # linear (the anomaly family's default): None tells it was not given
             choices=["none", "linear", "curved", "lamp"],
             help="anomaly: the light the bank also holds each good image under: linear (default: another "
             "lamp's gain, offset, gradient and colour), curved (also vignetting or an off-centre lamp spot: "
@@ -293,6 +293,19 @@ def _run(verb: str, argv: list[str]) -> int:
     from cloud_trainer.train.families import load_family
 
     a = _parser(verb).parse_args(argv)
+    if verb == "build" and a.family != "anomaly":  # the anomaly family's own options: refused, never ignored
+        for opt, given in (
+            ("--backbone-weights", a.backbone_weights),
+            ("--features", a.features),
+            ("--light-variation", a.light_variation),
+        ):
+            if given is not None:
+                print(
+                    f"cloud-trainer build {a.family}: {opt} is the anomaly family's option, not taken by the "
+                    f"{a.family} family (cloud-trainer build anomaly reads it)",
+                    file=sys.stderr,
+                )
+                return 2
     s = _settings(a)
     own = load_family(a.family).build_command(a, s)  # a family with a build of its own (verbs: build only)
     if own is not None:

@@ -78,3 +78,22 @@ def test_a_name_the_registry_refuses_is_refused_before_anything_is_read(family, 
         "63, the first a letter or digit), e.g. 'flange-inspection'"
     ) in capsys.readouterr().err
     assert not (tmp_path / "reg").exists() and not (tmp_path / "k.key").exists()
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--light-variation", "lamp"], ["--features", "texture"], ["--backbone-weights", "resnet18.pth"]],
+)
+def test_the_anomaly_familys_options_are_refused_by_the_vision_build_not_ignored(option, tmp_path, capsys):
+    """``build vision --light-variation lamp`` built the patch recipe without a word of it (as the anomaly
+    family once took the vision family's ``--gray``, which it refuses now)."""
+    code = cloud_main(
+        ["build", "vision", "--dataset", str(tmp_path / "nowhere"), *option]
+        + ["--registry", str(tmp_path / "reg"), "--key", str(tmp_path / "k.key")]
+    )
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"cloud-trainer build vision: {option[0]} is the anomaly family's option, not taken by the vision family "
+        "(cloud-trainer build anomaly reads it)"
+    ]
+    assert not (tmp_path / "k.key").exists()
