@@ -184,20 +184,24 @@ class ModelManager:
         self.pending_dir.mkdir(parents=True, exist_ok=True)
         p = self._pending_path(d.slot)
         tmp = p.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(
-                {
-                    "deployment_id": d.deployment_id,
-                    "slot": d.slot,
-                    "version": d.version,
-                    "digest": d.digest,
-                    "package": d.package,
-                },
-                f,
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(
+                    {
+                        "deployment_id": d.deployment_id,
+                        "slot": d.slot,
+                        "version": d.version,
+                        "digest": d.digest,
+                        "package": d.package,
+                    },
+                    f,
+                )
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # (on a full disk it held the room left)
+            raise
 
     async def _settle(self, d, step: str, ok: bool, reason: str = "", health: dict | None = None) -> None:
         """Report the final step; forget the pending file only once the fleet has it."""
@@ -511,7 +515,18 @@ class ModelManager:
             self._download_failures.pop(d.digest, None)
             self.retry_at.pop(d.digest, None)
             await self._report(d, "verifying", True)
-            await asyncio.to_thread(self._write_pending, d)
+            try:
+                await asyncio.to_thread(self._write_pending, d)
+            except OSError as exc:
+                # a full disk: the install goes on (and, short of room itself, says so and is tried again with
+                # backoff); raised, the task died here, reporting nothing after "verifying", with no backoff
+                log.warning(
+                    "model manager: cannot record deployment %s in %s (%s): installing all the same; a restart "
+                    "before its outcome is reported leaves it to the fleet's next desired state",
+                    printable(d.deployment_id, 80),
+                    self._pending_path(d.slot),
+                    exc,
+                )
             try:
                 # an admin's rollback is not judged against the version it rolls away from (a bad model's
                 # NG rate made the good one's look like a shift, and the slot went back to the bad one)

@@ -185,3 +185,47 @@ async def test_a_rollback_on_a_full_disk_is_recorded_once_there_is_room_and_a_re
         assert again.version == "1.0.0"  # formerly the rolled-back candidate served again after the restart
     finally:
         await again.stop()
+
+
+async def test_a_deployment_that_cannot_be_recorded_on_a_full_disk_is_installed_and_reported_all_the_same(
+    tmp_path, pkgs, caplog
+):
+    with small_tmpfs(tmp_path / "data" / "deployments", "64k") as pending:
+        s = ModelSlot("vision", _watched_config(pkgs), tmp_path / "data", [pkgs["pub"]])
+        await s.start()
+        with contextlib.suppress(OSError):
+            (pending / "filler").write_bytes(b"\0" * (shutil.disk_usage(pending).free + 4096))
+        mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=tmp_path / "data"))
+
+        async def download(d):
+            dest = mgr.staging / d.slot / f"{d.package}-{d.version}.edgepkg"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pkgs["v2"], dest)
+            return dest
+
+        mgr.download = download
+        d = SimpleNamespace(
+            slot="vision",
+            package="part-inspection",
+            version="1.1.0",
+            digest=hashlib.sha256(pkgs["v2"].read_bytes()).hexdigest(),
+            deployment_id="dep-full",
+            rollback=False,
+        )
+        try:
+            await mgr.on_desired(SimpleNamespace(desired=[d], generation=1))
+            async with asyncio.timeout(30):
+                while s.version != "1.1.0":  # formerly the install task died on the pending file: v1 for good
+                    await asyncio.sleep(0.02)
+                img = np.zeros((64, 64, 3), np.uint8)
+                await asyncio.to_thread(
+                    s.infer, Frame("cam", 1, time.time(), img)
+                )  # its health window's item
+                await asyncio.gather(*list(mgr._tasks))
+            assert mgr.steps[-1]["step"] == "healthy", mgr.steps[-3:]
+            said = [r.getMessage() for r in caplog.records if "cannot record deployment" in r.getMessage()]
+            assert len(said) == 1 and "dep-full" in said[0] and str(pending / "vision.json") in said[0], said
+            assert sorted(p.name for p in pending.iterdir()) == ["filler"]
+        finally:
+            await mgr.stop()
+            await s.stop()
