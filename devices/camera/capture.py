@@ -892,7 +892,8 @@ class CameraSource:
             first = cut.get(name)
             since = first[1] if first is not None and first[0] == key else mono
             if mono - since < wait:  # the upload may still be running: read again later, never inspected
-                cut[name] = (key, since, mono + retry)
+                # and at the end of its wait, not up to a retry past it: files waiting keep the order written
+                cut[name] = (key, since, min(mono + retry, since + wait))
                 return
             del cut[name]
             if not ends_in_digits:
