@@ -261,6 +261,9 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
     # and served as FP32 (unless --require-int8), so that a retrain better than the published version is
     # not thrown away over a few test images the quantization moves
     served = "fp32" if int8_gaps and not s.require_int8 else "int8"
+    patch = meta.get("recipe") == "patch"  # no INT8 form: its "int8" file is the FP32 model the package holds
+    if patch:
+        served, int8_gaps = "fp32", []
     if served == "int8":
         reasons += int8_gaps
     cand = mets[served]
@@ -313,7 +316,10 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
         "int8_max_deviation": s.int8_max_deviation,
         "served": served,
         "served_why": (
-            "; ".join(int8_gaps) + ": the package serves the FP32 model (--require-int8 refuses instead)"
+            "the patch recipe has no INT8 form (fixed texture features or a small patch net): the package "
+            "serves the FP32 model"
+            if patch
+            else "; ".join(int8_gaps) + ": the package serves the FP32 model (--require-int8 refuses instead)"
             if served == "fp32"
             else "; ".join(int8_gaps) + ": --require-int8 refuses the candidate"
             if int8_gaps
