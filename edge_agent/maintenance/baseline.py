@@ -490,37 +490,44 @@ class Baseline:
         assert self.path is not None
         if d.get("format") != 1 or d.get("reason") != "unreadable file":
             return d
-        kept = kept_path(self.path)
-        try:
-            k = read_baseline(kept)
-        except (
-            FileNotFoundError
-        ):  # no copy kept (commissioned by a release before it): the new learning stands
+        k = self._kept_copy(f"the learning begun over {self.path.name} goes on")
+        if k is None:
             return d
-        except (OSError, ValueError) as exc:
-            log.warning(
-                "pipeline %s: the commissioned baseline kept in %s is unreadable (%s); not restored, the "
-                "learning begun over %s goes on",
-                self.pipeline,
-                kept,
-                why_unread(exc),
-                self.path.name,
-            )
-            return d
-        if not isinstance(k, dict) or k.get("format") != FORMAT or k.get("state") != "ready":
-            return d
-        if k.get("feature_set") != self.fid or under_changes(k.get("learned_under") or {}, self.under):
-            return d  # learned on other features or settings: the new learning stands
         log.warning(
             "pipeline %s: baseline %s was written over by an older release that could not read it (format %d); "
             "the commissioned baseline kept in %s (learned %s) is restored",
             self.pipeline,
             self.path,
             FORMAT,
-            kept,
+            kept_path(self.path),
             time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(k.get("learned_at") or 0))),
         )
         atomic_write_json(self.path, k)
+        return k
+
+    def _kept_copy(self, otherwise: str) -> dict | None:
+        """The commissioned baseline kept beside the file (``kept_path``) when it can serve this config (ready,
+        format 2, the same features and settings), else None (``otherwise``: what happens then, for the
+        warning of a copy that cannot be read)."""
+        assert self.path is not None
+        kept = kept_path(self.path)
+        try:
+            k = read_baseline(kept)
+        except FileNotFoundError:  # no copy kept (commissioned by a release before it, or none yet)
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "pipeline %s: the commissioned baseline kept in %s is unreadable (%s); not restored, %s",
+                self.pipeline,
+                kept,
+                why_unread(exc),
+                otherwise,
+            )
+            return None
+        if not isinstance(k, dict) or k.get("format") != FORMAT or k.get("state") != "ready":
+            return None
+        if k.get("feature_set") != self.fid or under_changes(k.get("learned_under") or {}, self.under):
+            return None  # learned on other features or settings: not this config's baseline
         return k
 
     def _load(self) -> None:
@@ -558,10 +565,27 @@ class Baseline:
                 raise ValueError(f"format {d.get('format')}")
             d = self._restore_kept(d)
         except (OSError, ValueError) as exc:  # a named pipe, larger than a baseline, nested past the parser
-            self._discard(
-                f"unreadable baseline file {self.path} ({why_unread(exc)}); learning anew", "unreadable file"
+            # emptied or cut short (a power cut on a card that lost the rename's data, a file system repair):
+            # the commissioned copy kept beside it serves on; before, the machine was learned anew as it is now
+            k = self._kept_copy("learning anew")
+            if k is None:
+                self._discard(
+                    f"unreadable baseline file {self.path} ({why_unread(exc)}); learning anew",
+                    "unreadable file",
+                )
+                return
+            log.warning(
+                "pipeline %s: unreadable baseline file %s (%s); the commissioned baseline kept in %s (learned "
+                "%s) is restored",
+                self.pipeline,
+                self.path,
+                why_unread(exc),
+                kept_path(self.path),
+                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(k.get("learned_at") or 0))),
             )
-            return
+            with contextlib.suppress(OSError):  # (the disk's refusal: the copy serves, read again next start)
+                atomic_write_json(self.path, k)
+            d = k
         if d.get("feature_set") != self.fid:
             self._event(
                 EventKind.BASELINE_DISCARDED,
