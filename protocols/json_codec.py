@@ -19,7 +19,8 @@ A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz
 ``JsonMapping.rate_field`` names the field (``auto``: the first of ``RATE_FIELDS`` present), and
 ``compile_decoder(..., rates=True)`` gives it as a fourth element of each array value's tuple.
 ``JsonMapping.numbers_from_text``: a value that is a number written as text (``"21.5"``, as EdgeX and devices that
-quote every value send it) is read as that number; off, text stays text (a part number "0012" keeps its zeros).
+quote every value send it) is read as that number, and a float's fault so written (``"NaN"``, ``"+Inf"``) as that
+NaN or infinity, ``non_finite`` as a JSON ``NaN`` is; off, text stays text (a part number "0012" keeps its zeros).
 ``JsonMapping.states`` (text -> number, matched in any case, spaces around ignored): a text value that is a state
 (``{"state": "ON"}``, Zigbee2MQTT and ESPHome; Shelly's "on"; "open"/"closed") is read as its number, as is a
 payload that is the text alone (Tasmota's ``stat/<dev>/POWER`` "ON", not JSON; a JSON string ``"ON"``), and a
@@ -224,6 +225,26 @@ def _text_number(v: Any) -> Any:
     return f if math.isfinite(f) else v
 
 
+# a float's fault written as text: Go's strconv.FormatFloat (EdgeX: "NaN", "+Inf", "-Inf"), JavaScript's String()
+# ("Infinity"), C's printf and Python's str() ("nan", "-nan", "inf")
+_TEXT_NON_FINITE = re.compile(r"\s*[+-]?(?:nan|inf(?:inity)?)\s*\Z", re.IGNORECASE)
+
+
+def _text_value(v: Any) -> Any:
+    """``_text_number(v)``, and a text writing a NaN, an infinity or a number past float64's range (``"NaN"``,
+    ``"+Inf"``, ``"1e999"``) as that float, for the caller to take as the fault a JSON ``NaN`` is: a value
+    read from text (``numbers_from_text``), never a time, a rate or a quality, which have no fault to pass."""
+    n = _text_number(v)
+    if n is not v or type(v) is not str or len(v) > 64:
+        return n
+    if _TEXT_NON_FINITE.match(v) is None and _TEXT_NUMBER.match(v) is None:
+        return v
+    try:
+        return float(v)  # a number _text_number read no finite one of: an infinity
+    except ValueError:  # a separator character around it (U+001C-U+001F), as _text_number's: text
+        return v
+
+
 def state_key(text: str) -> str:
     """The form in which ``JsonMapping.states`` keys and values sent are matched: any case, no spaces around."""
     return text.strip().casefold()
@@ -233,7 +254,7 @@ def _state_lookup(mapping: JsonMapping) -> Callable[[Any], Any] | None:
     """``f(v)``: a value as the number ``states`` (or ``numbers_from_text``) reads it, else ``v`` itself;
     None when neither is set (values are read as they come)."""
     if not mapping.states:
-        return _text_number if mapping.numbers_from_text else None
+        return _text_value if mapping.numbers_from_text else None
     states = {state_key(k): v for k, v in mapping.states.items()}
     on, off = states.get("true"), states.get("false")
     ntext = mapping.numbers_from_text
@@ -244,7 +265,7 @@ def _state_lookup(mapping: JsonMapping) -> Callable[[Any], Any] | None:
             got = states.get(state_key(v)) if len(v) <= 64 else None
             if got is not None:
                 return got
-            return _text_number(v) if ntext else v
+            return _text_value(v) if ntext else v
         if tv is bool:
             got = on if v else off
             return v if got is None else got
@@ -632,7 +653,7 @@ def _messages(
         if bare and (type(raw) is int or type(raw) is float):
             return one({"": raw}, now)
         if ntext and type(raw) is str:  # a bare number quoted ("21.5"), as the bare number 21.5 is read
-            v = _text_number(raw)
+            v = _text_value(raw)
             if type(v) is not str:
                 return one({"": v}, now)
         raise _not_object(raw, payload)

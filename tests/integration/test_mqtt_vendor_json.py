@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -239,8 +240,9 @@ async def test_numbers_from_text_reads_edgex_and_quoted_values_as_numbers_and_le
     """EdgeX Foundry sends every reading's value as text ({"value": "21.5", "valueType": "Float64"}), as do
     devices that quote every value: mapped, the reading was the text "21.5", which no rule, window or model
     uses; unmapped, the message gave nothing. With json_mapping.numbers_from_text a text that writes a
-    finite number is read as it; "12,5" (a decimal or a thousands comma?), "NaN" and other text stay text.
-    Without the setting text stays text (a part number "0012" keeps its zeros)."""
+    finite number is read as it; "12,5" (a decimal or a thousands comma?) and other text stay text; "NaN" is
+    the sensor's fault a JSON NaN is, a BAD reading (test_mqtt_json_text_faults.py). Without the setting text
+    stays text (a part number "0012" keeps its zeros)."""
     t0 = round(time.time()) - 60
     edgex = {
         "records": {
@@ -278,14 +280,16 @@ async def test_numbers_from_text_reads_edgex_and_quoted_values_as_numbers_and_le
     finally:
         closed(pub)
         await src.stop()
-    assert {r.tag: r.value for r in got} == {
+    nan = [r for r in got if r.tag == "quoted/m1/nan"]
+    assert {r.tag: r.value for r in got if r not in nan} == {
         "Temperature": 21.5,
         "Count": 1200,
         "Mode": "auto",
         "quoted/m1/temp": 100.0,
         "parts/m1/part": "0012",
     }
-    assert src.stats.errors_by_reason == {}
+    assert [(math.isnan(r.value), r.quality) for r in nan] == [(True, Quality.BAD)]
+    assert src.stats.errors_by_reason == {"non_finite": 1}
 
 
 def test_an_unknown_timezone_is_refused_by_validate_with_its_path():

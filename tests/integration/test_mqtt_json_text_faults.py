@@ -1,0 +1,129 @@
+"""MqttSource against a real Mosquitto, JSON as devices that quote every value send a sensor's fault: with
+``json_mapping.numbers_from_text`` a float written as text by Go's ``strconv.FormatFloat`` (EdgeX Foundry:
+``"NaN"``, ``"+Inf"``, ``"-Inf"``), JavaScript's ``String()`` (``"Infinity"``), C's ``printf`` or Python's
+``str()`` (``"nan"``, ``"inf"``), or a quoted number past float64's range, is the fault a JSON ``NaN`` is: a BAD
+reading of its tag (``non_finite``), never a text reading passed on GOOD."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.base import Quality
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+
+
+async def _read(port: int, subs: list[dict], messages: list[tuple[str, str]], last: str, **settings) -> tuple:
+    """The readings a source on ``subs`` gives for ``messages`` (published in order), up to the tag ``last``."""
+    src = MqttSource("mq", MqttSettings(port=port, subscriptions=subs, **settings))
+    await src.start()
+    async with asyncio.timeout(5):
+        await src.connected.wait()
+        await src.subscribed.wait()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", port, 30)
+    pub.loop_start()
+    got: list = []
+    try:
+        for topic, payload in messages:
+            pub.publish(topic, payload, qos=1)
+        async with asyncio.timeout(5):
+            async for r in src.items():
+                got.append(r)
+                if r.tag == last:
+                    break
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        await src.stop()
+    return got, src
+
+
+def _shown(v):
+    return "nan" if isinstance(v, float) and math.isnan(v) else v
+
+
+async def test_a_non_finite_float_written_as_text_is_a_bad_reading_not_text_passed_on_good(mosquitto):
+    """EdgeX Foundry quotes every reading's value, and an open thermocouple's Float64 comes as ``"NaN"``: it was
+    a text reading ``'NaN'``, GOOD (a mapped field, a record) or nothing (unmapped), where the JSON ``NaN`` a
+    device writes unquoted is a BAD reading of the tag. Now each such text is that fault, counted as
+    ``non_finite`` naming the field, a BAD reading (``non_finite: skip``: dropped); the message's other values
+    are read."""
+    t0 = round(time.time()) - 60
+    text = {"numbers_from_text": True}
+    subs = [
+        {
+            "topic": "edgex/mapped",
+            "json_mapping": {**text, "values": {"a": "a", "b": "b", "c": "c", "d": "d"}},
+        },
+        {"topic": "edgex/all", "json_mapping": text},
+        {"topic": "edgex/bare", "json_mapping": text},
+        {
+            "topic": "edgex/records",
+            "json_mapping": {
+                **text,
+                "records": {"array": "readings", "name": "resourceName", "value": "value"},
+            },
+        },
+        {"topic": "edgex/end", "json_mapping": text},
+    ]
+    messages = [
+        ("edgex/mapped", json.dumps({"ts": t0, "a": "NaN", "b": "+Inf", "c": " -infinity ", "d": "21.5"})),
+        ("edgex/all", json.dumps({"ts": t0, "x": "nan", "y": "1e999", "z": "7"})),
+        ("edgex/bare", json.dumps("-Inf")),
+        (
+            "edgex/records",
+            json.dumps(
+                {
+                    "ts": t0,
+                    "readings": [
+                        {"resourceName": "T", "value": "NaN"},
+                        {"resourceName": "P", "value": "1.5"},
+                    ],
+                }
+            ),
+        ),
+        ("edgex/end", json.dumps({"ts": t0, "end": 1})),
+    ]
+    got, src = await _read(mosquitto.port, subs, messages, "edgex/end/end")
+    assert [(r.tag, _shown(r.value), r.quality, r.reason) for r in got] == [
+        ("edgex/mapped/a", "nan", Quality.BAD, "non_finite"),
+        ("edgex/mapped/b", math.inf, Quality.BAD, "non_finite"),
+        ("edgex/mapped/c", -math.inf, Quality.BAD, "non_finite"),
+        ("edgex/mapped/d", 21.5, Quality.GOOD, None),
+        ("edgex/all/x", "nan", Quality.BAD, "non_finite"),
+        ("edgex/all/y", math.inf, Quality.BAD, "non_finite"),
+        ("edgex/all/z", 7, Quality.GOOD, None),
+        ("edgex/bare", -math.inf, Quality.BAD, "non_finite"),
+        ("edgex/records/T", "nan", Quality.BAD, "non_finite"),
+        ("edgex/records/P", 1.5, Quality.GOOD, None),
+        ("edgex/end/end", 1, Quality.GOOD, None),
+    ]
+    assert src.stats.errors_by_reason == {"non_finite": 7}
+
+
+async def test_under_non_finite_skip_a_nan_written_as_text_is_dropped_and_a_text_that_is_no_number_stays_text(
+    mosquitto,
+):
+    """``non_finite: skip`` drops the quoted NaN as it drops a JSON NaN (counted); text that writes no number
+    (``"n/a"``, ``"Nano"``) is a text reading of a mapped field, as before."""
+    t0 = round(time.time()) - 60
+    subs = [
+        {
+            "topic": "dev/#",
+            "json_mapping": {"numbers_from_text": True, "values": {"a": "a", "b": "b", "c": "c"}},
+        }
+    ]
+    messages = [("dev/1", json.dumps({"ts": t0, "a": "NaN", "b": "n/a", "c": "Nano"}))]
+    got, src = await _read(mosquitto.port, subs, messages, "dev/1/c", non_finite="skip")
+    assert [(r.tag, r.value, r.quality) for r in got] == [
+        ("dev/1/b", "n/a", Quality.GOOD),
+        ("dev/1/c", "Nano", Quality.GOOD),
+    ]
+    assert src.stats.errors_by_reason == {"non_finite": 1}
