@@ -21,18 +21,27 @@ quotas that must hold across replicas (agents, records and sample bytes per day)
 store instead (``Store.admit_agent`` / ``ingest``, set by the platform operator). Their current
 values are in ``snapshot()`` (the console's ``/api/quotas``). Counters are keyed by ``(tenant, agent)``,
 never by a string built from both, so that no agent id of one tenant can name another tenant's agent's
-counters; ``snapshot(tenant)`` is one tenant's counters only, keyed by agent id.
+counters; ``snapshot(tenant)`` is one tenant's counters only, keyed by agent id. Every refusal is logged too (a
+WARNING naming the tenant, the caller and the limit), once per ``REFUSAL_LOG_S`` per caller and limit with the
+count since: a cloud admin sees which gateway is refused, and an agent retrying in a loop does not fill the log.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 
 import grpc
+
+log = logging.getLogger(__name__)
+
+REFUSAL_LOG_S = 60.0  # a caller's refusals of one limit are logged at most this often (with the count since)
+# callers and limits whose last line is remembered (past it, those of the last minute are kept)
+REFUSALS_SAID_KEPT = 100_000
 
 
 class _Malformed:
@@ -270,12 +279,43 @@ class Quotas:
         self._reports: dict[AgentKey, _Bucket] = {}
         self._report_bytes: dict[AgentKey, _Bucket] = {}
         self.refusals: dict[tuple[str, str, str], int] = defaultdict(int)  # (tenant, agent, kind) -> count
+        # (tenant, agent, kind) -> (refusals not logged, when last logged): one line per REFUSAL_LOG_S
+        self._refusals_said: dict[tuple[str, str, str], tuple[int, float]] = {}
         # samples stored whose bytes are not the kind their extension says (not refused: counted)
         self.samples_misnamed: dict[AgentKey, int] = defaultdict(int)
 
     def _refuse(self, agent: AgentKey, kind: str, why: str) -> QuotaExceeded:
         self.refusals[(*agent, kind)] += 1
+        self._say_refused(agent, kind, f"agent {agent[1][:80]!r}", why)
         return QuotaExceeded(f"agent {agent[1]}: {why}; slow down and retry later")
+
+    def refused(self, agent: AgentKey, kind: str, why: str) -> None:
+        """Count and log a refusal of the agent's for a quota counted elsewhere (its tenant's, in the store)."""
+        with self._lock:
+            self.refusals[(*agent, kind)] += 1
+            self._say_refused(agent, kind, f"agent {agent[1][:80]!r}", why)
+
+    def _say_refused(self, caller: AgentKey, kind: str, who: str, why: str) -> None:
+        """Log a refusal (under the lock): the first of a caller's limit at once, then at most one line per
+        ``REFUSAL_LOG_S`` with the count since, as the service logs damaged samples."""
+        now, key = time.monotonic(), (*caller, kind)
+        since, last = self._refusals_said.get(key, (0, float("-inf")))
+        if now - last < REFUSAL_LOG_S:
+            self._refusals_said[key] = (since + 1, last)
+            return
+        if len(self._refusals_said) >= REFUSALS_SAID_KEPT:  # many callers refused (a full tenant's)
+            recent = {k: v for k, v in self._refusals_said.items() if now - v[1] < REFUSAL_LOG_S}
+            self._refusals_said = recent if len(recent) < REFUSALS_SAID_KEPT // 2 else {}
+        self._refusals_said[key] = (0, now)
+        log.warning(
+            "%s (tenant %s): refused RESOURCE_EXHAUSTED (%s), %d time(s) since the last such line: %s; said once "
+            "a minute per caller and limit, counted at /api/quotas",
+            who,
+            caller[0],
+            kind,
+            since + 1,
+            why,
+        )
 
     def count(self, agent: AgentKey, kind: str, n: int = 1) -> None:
         """Count ``n`` things of the agent's refused for another reason (e.g. ``damaged`` samples)."""
@@ -315,10 +355,9 @@ class Quotas:
             n = self._receiving.get(caller, 0)
             if n >= self.limits.concurrent_requests:
                 self.refusals[(*caller, "requests")] += 1
-                raise QuotaExceeded(
-                    f"{who}: {n} requests of its are being received (limit {self.limits.concurrent_requests} at "
-                    "once); nothing of this one was read: retry once they are in"
-                )
+                why = f"{n} requests of its are being received (limit {self.limits.concurrent_requests} at once)"
+                self._say_refused(caller, "requests", who, why)
+                raise QuotaExceeded(f"{who}: {why}; nothing of this one was read: retry once they are in")
             self._receiving[caller] = n + 1
 
     def close_request(self, caller: AgentKey) -> None:

@@ -319,11 +319,13 @@ class FleetServicer(rpc.FleetServicer):
         if who.tenant not in await self.limited.get():
             return
         if (why := self.limited.refused(key)) is not None:  # refused a moment ago: no store round trip again
+            self.quotas.refused(key, "tenant_agents", why)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, why)
         try:
             await asyncio.to_thread(partial(self.store.admit_agent, who.name, tenant=who.tenant))
         except TenantQuotaExceeded as exc:
             self.limited.refuse(key, str(exc))
+            self.quotas.refused(key, "tenant_agents", str(exc))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         self._admitted.add(key)
 
@@ -593,6 +595,7 @@ class FleetServicer(rpc.FleetServicer):
                 partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs)
             )
         except TenantQuotaExceeded as exc:  # the tenant's records or sample bytes of the day
+            self.quotas.refused(agent, "tenant_day", str(exc))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except ValueError as exc:  # a record the store refuses (the checks above should have caught it)
             await context.abort(
