@@ -1145,9 +1145,17 @@ def _save(ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result
         import cv2
 
         data = folder / f"{stem}.png"
-        if not cv2.imwrite(str(data), item.image):  # (False, not an exception, on a full disk)
+        # encoded here and written by Python: cv2.imwrite failed a full disk with False and libpng's own
+        # "libpng error: Write Error" on stderr, a line per sample past the log's once per burst (a journal on
+        # the same full disk), and the cause unsaid
+        ok, png = cv2.imencode(".png", item.image)
+        if not ok:
+            raise OSError(f"sample {data} not written: the frame cannot be encoded as PNG")
+        try:
+            data.write_bytes(png.tobytes())
+        except OSError as exc:
             data.unlink(missing_ok=True)
-            raise OSError(f"sample {data} not written (is the disk full?)")
+            raise OSError(exc.errno, f"sample {data} not written ({exc.strerror})") from exc
     else:
         data = folder / f"{stem}.npy"
         try:

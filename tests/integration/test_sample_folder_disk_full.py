@@ -3,6 +3,10 @@ is a failure of the action, never a result saved without its image, and saving g
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import shutil
+
 import numpy as np
 import pytest
 
@@ -46,3 +50,29 @@ def test_a_full_disk_fails_the_sample_whole_and_saving_resumes_once_freed(tmp_pa
             len(list(folder.glob("*-00001000-NG.png"))) == 1
             and len(list(folder.glob("*-00001000-NG.json"))) == 1
         )
+
+
+def test_an_image_the_full_disk_refuses_is_said_by_the_agent_alone_with_its_cause(tmp_path, capfd):
+    with small_tmpfs(tmp_path / "samples", "256k") as folder:
+        cfg = parse_config(
+            {
+                "agent": {"id": "a", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+                "actions": {"keep": {"type": "save_sample", "dir": str(folder)}},
+                "http": {"enabled": False},
+            },
+            "t.yaml",
+            str(tmp_path),
+        )
+        ctx, action = actions.ActionRunner(cfg, {}), cfg.actions["keep"]
+        image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8)  # ~197 kB as a PNG
+        with contextlib.suppress(OSError):
+            (folder / "filler").write_bytes(b"\0" * (shutil.disk_usage(folder).free - 4096))
+        capfd.readouterr()
+        res = Result("p", "cam", 1, 0.0, "m", "1.0.0", "onnxruntime", "NG", 0.9)
+        with pytest.raises(OSError) as failed:
+            actions._save(ctx, "keep", action, res, Frame("cam", 1, 0.0, image))
+        assert failed.value.errno == errno.ENOSPC and "No space left" in str(failed.value)
+        assert str(folder) in str(failed.value)
+        # formerly libpng wrote "libpng error: Write Error" to the agent's stderr at every sample, past its log
+        assert capfd.readouterr().err == ""
+        assert sorted(p.name for p in folder.iterdir()) == ["filler"]
