@@ -258,6 +258,9 @@ for name, pkg in json.loads(sys.argv[1]).items():
         out[name] = select(opened, ModelConfig(package=pkg, engine="auto")).to_dict()
     except NothingPasses as exc:  # the package is refused on this CPU: why
         out[name] = {"refused": str(exc)}
+if len(sys.argv) > 4:  # test_sizing_cpu.py's record of an item's time, made by the agent's code on this CPU
+    from edge_agent import sizing
+    sizing.record(Path(sys.argv[4]), "part-inspection-1.0.0", None, "int8 on onnxruntime", 18.0)
 print(json.dumps(out), flush=True)
 # the answer is out: leave without the interpreter's teardown, where the engines' worker threads
 # under the emulator have hung past the test's timeout once (the JSON already complete on stdout)
@@ -340,6 +343,21 @@ def haswell_selections(tmp_path_factory) -> dict:
     return built_once(tmp_path_factory, "qemu-haswell", select_all)
 
 
+def nehalem_run(tmp_path_factory) -> tuple[dict, Path]:
+    """The agent's selection of this module's saturating packages under QEMU emulating a Nehalem (SSE4.2, no
+    AVX), and a sizing record the agent's code wrote in the same emulated process (test_sizing_cpu.py's; the
+    start of a process under the emulator and its imports were most of that test's time): (the selections, the
+    record's folder), made once per run. Neither is changed by a test."""
+    forms = built_once(tmp_path_factory, "int8-parity-forms", _forms)
+    saturating = _saturating(tmp_path_factory, forms)
+
+    def run(d: Path) -> tuple[dict, Path]:
+        folder = d / "sizing" / "models" / "vision"
+        return _select_under_qemu("Nehalem", saturating, d, forms, sizing_folder=folder), folder
+
+    return built_once(tmp_path_factory, "qemu-nehalem", run)
+
+
 def _packages(tmp_path: Path, forms, weights: tuple[str, ...]) -> dict[str, str]:
     """Packages of the saturating model, INT8 with full 8-bit or 7-bit weights, FP32 beside (OpenVINO too)."""
     fp32 = _saturating_model(tmp_path / "sat.fp32.onnx")
@@ -361,8 +379,11 @@ def _packages(tmp_path: Path, forms, weights: tuple[str, ...]) -> dict[str, str]
     return pkgs
 
 
-def _select_under_qemu(cpu: str, pkgs: dict[str, str], tmp_path: Path, forms) -> dict:
-    """What the agent's engine selection chooses, per package, on the CPU model qemu emulates."""
+def _select_under_qemu(
+    cpu: str, pkgs: dict[str, str], tmp_path: Path, forms, sizing_folder: Path | None = None
+) -> dict:
+    """What the agent's engine selection chooses, per package, on the CPU model qemu emulates (and, given
+    ``sizing_folder``, a sizing record made there)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [
@@ -375,6 +396,7 @@ def _select_under_qemu(cpu: str, pkgs: dict[str, str], tmp_path: Path, forms) ->
             json.dumps(pkgs),
             str(tmp_path / "open"),
             str(forms["pub"]),
+            *([str(sizing_folder)] if sizing_folder is not None else []),
         ],
         capture_output=True,
         text=True,
@@ -413,13 +435,13 @@ def test_on_an_avx2_cpu_without_vnni_8bit_weights_fall_back_to_fp32_and_7bit_wei
 
 @_NO_QEMU
 @pytest.mark.timeout(600)
-def test_on_an_sse42_only_cpu_both_engines_load_and_each_form_is_judged_on_it(tmp_path, forms, saturating):
+def test_on_an_sse42_only_cpu_both_engines_load_and_each_form_is_judged_on_it(tmp_path_factory, saturating):
     """The fanless gateways many lines buy (Celeron J1900, J4125, Atom E3900) have SSE4.2 and no AVX.
     Both engines must load there (an instruction the CPU lacks would kill the agent, not fail a trial),
     and INT8 is judged against FP32 on that CPU: its saturating 16-bit pairs (OpenVINO's SSSE3 kernels)
     make the 8-bit weights deviate more than the 7-bit ones, which match ONNX Runtime's exact path."""
     pkgs = saturating
-    out = _select_under_qemu("Nehalem", pkgs, tmp_path, forms)
+    out, _ = nehalem_run(tmp_path_factory)  # the emulated process test_sizing_cpu.py's record is made in too
     assert out["cpu_flags"] == ["sse4_2"]
     for name in pkgs:
         assert out[name]["cpu"] == "sse4.2", out[name]  # what /status and the fleet console show
