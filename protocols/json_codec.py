@@ -1,7 +1,7 @@
 """Decode JSON sensor payloads into ``(tag, value, timestamp)`` triples by a mapping.
 
 A ``JsonMapping`` says which fields are values (field path -> tag name; dotted paths reach
-nested objects) and which field holds the timestamp (epoch seconds, milliseconds, microseconds,
+nested objects and, by a whole number, an array's items; a key holding dots is found as written) and which field holds the timestamp (epoch seconds, milliseconds, microseconds,
 nanoseconds or ISO 8601). Without value mappings every numeric top-level field (bool excluded) becomes a
 tag named after the field, and a payload that is a bare number (``21.5``, as Shelly, ESPHome and
 Zigbee2MQTT publish one value per topic) one tag named ``""``. Arrays of numbers become 1-D float64 NumPy arrays (waveforms).
@@ -42,7 +42,7 @@ StatusCode as hex text ("0x80000000"); a fraction is no quality. A record's qual
 ("BadNotConnected", "Bad_Stale", a StatusCode's Symbol), else the name of its number in its convention
 (``protocols.quality_names``), ``non_finite`` for a NaN or infinite value kept as BAD (whose record said no
 other reason: a quality not good keeps its name, as the OPC UA source keeps a status's).
-Limits: no JSONPath beyond dotted keys.
+Limits: no JSONPath beyond dotted keys and array indexes.
 
 Outgoing: ``dumps`` writes what strict JSON parsers accept (browsers, Node-RED, Jackson, Go, PostgreSQL's
 jsonb): Python's ``json`` writes NaN and infinities as bare ``NaN``/``Infinity``, which are not JSON, so
@@ -350,12 +350,30 @@ def _loads(payload: bytes | str) -> Any:
 
 
 def _get(obj: Any, path: str) -> Any:
-    cur = obj
-    for key in path.split("."):
-        if not isinstance(cur, dict) or key not in cur:
+    """The value at ``path`` in ``obj``, else ``_MISSING``: a key as it is written, dots and all (Kepware's and OPC
+    gateways' flat ``"Channel1.Device1.Temp"``), else the path level by level, each level a key (again dots and
+    all, shortest first) or, in an array, a whole number (``ENERGY.Voltage.0``: Tasmota's three phases). Each
+    step takes the payload a level deeper, so the search is bounded by the payload's size."""
+    if type(obj) is dict:
+        if path in obj:
+            return obj[path]
+    elif type(obj) is not list:
+        return _MISSING
+    dot = path.find(".")
+    while dot != -1:
+        key = path[:dot]
+        if type(obj) is dict:
+            inner = obj.get(key, _MISSING)
+        else:
+            inner = obj[int(key)] if key.isdigit() and key.isascii() and int(key) < len(obj) else _MISSING
+        if inner is not _MISSING and (got := _get(inner, path[dot + 1 :])) is not _MISSING:
+            return got
+        if type(obj) is list:
             return _MISSING
-        cur = cur[key]
-    return cur
+        dot = path.find(".", dot + 1)
+    if type(obj) is list and path.isdigit() and path.isascii() and int(path) < len(obj):
+        return obj[int(path)]
+    return _MISSING
 
 
 _FLOAT_MAX = 1.7976931348623157e308  # a JSON integer past it has no float64 (a 400-digit number, say)

@@ -119,7 +119,11 @@ class JsonMappingSettings(_Model):
         "its quality its StatusCode (an OPC UA StatusCode), else the message's Status; ua-metadata messages "
         "are skipped; timestamp_field and timestamp_format are not used",
     )
-    values: dict[str, str] = Field(default_factory=dict, description="field path (dotted) -> tag name")
+    values: dict[str, str] = Field(
+        default_factory=dict,
+        description="field path (dotted; a whole number indexes an array: ENERGY.Voltage.0; a key holding dots "
+        "is found as written) -> tag name",
+    )
     timestamp_field: str | None = Field(
         "ts",
         description="the field (dotted path) holding the message's time, read by timestamp_format; absent from a "
