@@ -5,7 +5,8 @@ gzip-compressed) go up in priority order, acks come back by sequence number, and
 are deleted from the outbox. At most one batch is in flight, so after any disconnect the stream
 resumes from the oldest unacknowledged record; the cloud stores a replayed record once. Failures
 back off exponentially with jitter; a successful heartbeat ends the wait and resets the backoff, so
-sending resumes within one heartbeat of the cloud answering again. An optional bandwidth cap
+sending resumes within one heartbeat of the cloud answering again, except after a refusal on purpose (a quota's
+RESOURCE_EXHAUSTED), which the cloud answering does not mend: that wait is kept. An optional bandwidth cap
 paces the bytes sent. Every record carries the outbox's epoch: its identity at the cloud is
 ``(agent, epoch, seq)``. A link that fails because a certificate is outside its dates (a gateway clock
 stepped far back or forward, an expired certificate) says which certificate, its dates and this
@@ -51,6 +52,18 @@ def reconnect_delay(previous: float, lasted_s: float, s, refused: bool = False) 
     if lasted_s >= s.report_s:
         return s.heartbeat_s
     return min(s.backoff_max_s, max(previous, s.heartbeat_s) * 2)
+
+
+def _refused_on_purpose(exc: Exception) -> bool:
+    """The cloud answered and refused (a quota: RESOURCE_EXHAUSTED; a certificate): asking again soon, or once a
+    heartbeat got through, will not change the answer."""
+    import grpc
+
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
 
 
 class Uplink:
@@ -194,14 +207,18 @@ class Uplink:
                 self.reconnects += 1
                 await self._failed("PushRecords", exc)
                 self._link_up.clear()
+                wait = random.uniform(delay / 2, delay)
+                delay = min(self.s.backoff_max_s, delay * 2)
+                # the cloud is up and said no (a quota): a heartbeat getting through mends nothing
+                if _refused_on_purpose(exc):
+                    await asyncio.sleep(wait)
+                    continue
                 try:  # a heartbeat that gets through proves the cloud is back: stop waiting
-                    async with asyncio.timeout(random.uniform(delay / 2, delay)):
+                    async with asyncio.timeout(wait):
                         await self._link_up.wait()
                     delay = self.s.backoff_initial_s
-                    continue
                 except TimeoutError:
                     pass
-                delay = min(self.s.backoff_max_s, delay * 2)
 
     async def _refused(self, exc: Exception) -> bool:
         """The cloud refused a batch as no store can hold it (INVALID_ARGUMENT: a record of another agent
@@ -357,11 +374,7 @@ class Uplink:
                         streaming = False
                         continue
                     # refused on purpose (a quota, a certificate): asking again soon will not change the answer
-                    slow = exc.code() in (
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        grpc.StatusCode.PERMISSION_DENIED,
-                        grpc.StatusCode.UNAUTHENTICATED,
-                    )
+                    slow = _refused_on_purpose(exc)
                     await self._failed("Connect", exc)
                 except Exception as exc:
                     await self._failed("Connect", exc)
