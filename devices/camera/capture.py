@@ -213,6 +213,23 @@ class UntakenFrame(Frame):
         return f"UntakenFrame(source={self.source!r}, seq={self.seq}, {state})"
 
 
+def _quiet_opencv() -> None:
+    """OpenCV's own warnings off (unless ``OPENCV_LOG_LEVEL`` says otherwise): its VIDEOIO warnings say nothing
+    the open error does not, and libtiff's, which it prints for a TIFF of a private tag or of an alpha channel
+    without its ExtraSamples tag (a vendor's or OpenCV's own TIFF, decoded well), were two lines on the agent's
+    standard error at every frame of a folder camera, unbounded in its journal. A frame it cannot use is counted
+    and named by the camera's counters (``corrupt_frame``, ``unsupported_frame``)."""
+    import os
+
+    import cv2
+
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        try:
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        except AttributeError:
+            pass
+
+
 def _rejected_reason(exc: ImageRejected) -> str:
     """The error reason an image refused by ``_decode`` is counted under."""
     return "oversize_frame" if exc.oversize else "unsupported_frame" if exc.unsupported else "corrupt_frame"
@@ -581,6 +598,7 @@ class CameraSource:
     def _run(self) -> None:
         if self.reader_init is not None:
             self.reader_init()
+        _quiet_opencv()
         s = self.settings
         backoff = Backoff(s.reconnect_initial_s, s.reconnect_max_s)
         try:
@@ -1028,15 +1046,8 @@ class CameraSource:
         return img if s.bayer is None else demosaic(img, s.bayer)
 
     def _open(self):
-        import os
-
         import cv2
 
-        if "OPENCV_LOG_LEVEL" not in os.environ:  # its VIDEOIO warnings say nothing the open error does not
-            try:
-                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-            except AttributeError:
-                pass
         s = self.settings
         ms = int(s.open_timeout_s * 1000)
         if s.kind is CameraKind.USB:
