@@ -10,6 +10,7 @@ training frames' aspect and sizes (``inputstats.frame_shapes``). Real anomaly bu
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 
 from cloud_trainer.train import anomaly as A
 from tests.support.models import make_keypair
+from tests.support.once import built_once
 from tests.support.plates import DEFECTS, plate
 
 W, H = 160, 120  # 4:3 training frames: the plate on a dark fixture
@@ -53,7 +55,12 @@ def write(root, w: int = W, h: int = H):
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("shape")
+    """The three packages (OpenVINO forms too), built once per run (``built_once``: every xdist worker running
+    a test of this module gets the same); each test's slot keeps its data in its own ``tmp_path``."""
+    return built_once(tmp_path_factory, "unsure-frame-shape", _builds)
+
+
+def _builds(tmp: Path) -> dict:
     key, pub = make_keypair(tmp / "keys")
 
     def build(name: str, data, **kw) -> str:
@@ -74,7 +81,6 @@ def builds(tmp_path_factory):
 
     data = write(tmp / "plates")
     return {
-        "tmp": tmp,
         "pub": pub,
         "whole": build("whole", data),
         "roi": build("roi", data, roi=[20, 0, 120, 120]),
@@ -84,7 +90,7 @@ def builds(tmp_path_factory):
     }
 
 
-async def _verdicts(builds, name: str, engine: str, frames: dict[str, np.ndarray]) -> dict:
+async def _verdicts(builds, data: Path, name: str, engine: str, frames: dict[str, np.ndarray]) -> dict:
     from devices.base import Frame
     from edge_agent.models.config import ModelConfig
     from edge_agent.models.slot import ModelSlot
@@ -92,7 +98,7 @@ async def _verdicts(builds, name: str, engine: str, frames: dict[str, np.ndarray
     s = ModelSlot(
         "vision",
         ModelConfig(package=builds[name], engine=engine),
-        builds["tmp"] / f"d-{name}",
+        data / f"d-{name}",
         [builds["pub"]],
     )
     await s.start()
@@ -108,7 +114,7 @@ async def _verdicts(builds, name: str, engine: str, frames: dict[str, np.ndarray
 
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
 async def test_a_frame_of_other_proportions_is_unsure_and_the_same_view_at_another_resolution_is_not(
-    builds, engine
+    builds, engine, tmp_path
 ):
     good = frame(91, 1)[0]
     sure = {
@@ -121,7 +127,7 @@ async def test_a_frame_of_other_proportions_is_unsure_and_the_same_view_at_anoth
         "a camera mounted turned (portrait)": np.ascontiguousarray(np.rot90(good)),
         "a 16:9 frame": cv2.resize(good, (1920, 1080)),
     }
-    got = await _verdicts(builds, "whole", engine, {**sure, **off})
+    got = await _verdicts(builds, tmp_path, "whole", engine, {**sure, **off})
     assert all(got[k][0] != "UNSURE" for k in sure), got
     for k in off:
         assert got[k][0] == "UNSURE" and got[k][1].startswith("frame shape unlike training"), (k, got[k])
@@ -129,11 +135,13 @@ async def test_a_frame_of_other_proportions_is_unsure_and_the_same_view_at_anoth
 
 
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
-async def test_a_roi_models_frame_of_another_size_is_unsure_not_cut_elsewhere(builds, engine):
+async def test_a_roi_models_frame_of_another_size_is_unsure_not_cut_elsewhere(builds, engine, tmp_path):
     """The roi is a pixel box of the training frames: on a frame of the same view at twice the resolution it
     cut the top left of the part, and a good part was NG."""
     good = frame(91, 1)[0]
-    got = await _verdicts(builds, "roi", engine, {"good": good, "2x": cv2.resize(good, (2 * W, 2 * H))})
+    got = await _verdicts(
+        builds, tmp_path, "roi", engine, {"good": good, "2x": cv2.resize(good, (2 * W, 2 * H))}
+    )
     assert got["good"][0] != "UNSURE", got
     assert got["2x"] == (
         "UNSURE",
@@ -142,13 +150,13 @@ async def test_a_roi_models_frame_of_another_size_is_unsure_not_cut_elsewhere(bu
     )
 
 
-async def test_the_shape_checked_is_the_cameras_not_the_builds_shrunk_frames(builds):
-    got = await _verdicts(builds, "wide", "onnxruntime", {"good": frame(91, 1, None, 2048, 254)[0]})
+async def test_the_shape_checked_is_the_cameras_not_the_builds_shrunk_frames(builds, tmp_path):
+    got = await _verdicts(builds, tmp_path, "wide", "onnxruntime", {"good": frame(91, 1, None, 2048, 254)[0]})
     assert not got["good"][1].startswith("frame shape"), got
 
 
 @pytest.mark.parametrize("tolerance", [1.0, None])
-async def test_a_frame_of_other_than_8_bit_pixels_is_refused_named_never_judged(builds, tolerance):
+async def test_a_frame_of_other_than_8_bit_pixels_is_refused_named_never_judged(builds, tolerance, tmp_path):
     """A plugin source's 16-bit frame (a Mono12 camera's values in uint16) or float one was scaled as 8-bit
     pixels: without the UNSURE check (``unsure.enabled: false``, a package without statistics) a good part
     was NG, with it the reason was 'overexposed'. It is ``bad_input``, counted, naming the pixels' type."""
@@ -160,7 +168,7 @@ async def test_a_frame_of_other_than_8_bit_pixels_is_refused_named_never_judged(
     s = ModelSlot(
         "vision",
         ModelConfig(package=builds["whole"], engine="onnxruntime"),
-        builds["tmp"] / "d-bits",
+        tmp_path / "d-bits",
         [builds["pub"]],
     )
     await s.start()
