@@ -193,6 +193,22 @@ def _positive(text: str) -> int:
     return v
 
 
+def _quiet_opencv() -> None:
+    """OpenCV's warnings off for the command (unless ``OPENCV_LOG_LEVEL`` says otherwise): libtiff's about a TIFF
+    it decodes well (a vendor's private tag; an alpha channel without its ExtraSamples tag, as OpenCV writes BGRA
+    TIFFs) were two lines for every image read, hundreds burying the build's own lines. A file that cannot be
+    used is refused in one line naming it."""
+    import os
+
+    import cv2
+
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        try:
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        except AttributeError:
+            pass
+
+
 def _package_name(text: str) -> str:
     """``--name``: refused at once, in one line, when the registry and the manifest would refuse it (it was
     refused by a traceback once the build had trained)."""
@@ -293,6 +309,7 @@ def _run(verb: str, argv: list[str]) -> int:
     from cloud_trainer.train.families import load_family
 
     a = _parser(verb).parse_args(argv)
+    _quiet_opencv()
     if verb == "build" and a.family != "anomaly":  # the anomaly family's own options: refused, never ignored
         for opt, given in (
             ("--backbone-weights", a.backbone_weights),
