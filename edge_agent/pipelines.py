@@ -81,6 +81,10 @@ AUTO_AGE_FRAMES = 2
 # fresh frame by tens of ms on a busy gateway that keeps up
 AUTO_AGE_FLOOR_S = 0.25
 STALE_QUIET_S = 10.0  # a stale episode ends after this long without a stale item, at a fresh item's result
+# the wall clock moving against the monotonic one by more than this is a step (NTP setting the clock of a gateway
+# without a battery), not drift; for STEP_GRACE_S after one, an item's age is also taken on the clock of before
+CLOCK_STEP_S = 1.0
+STEP_GRACE_S = 30.0
 
 _FIXES = {
     "bad_input": "the input does not fit the model: for a camera, its frame size against the model's roi or "
@@ -876,6 +880,9 @@ class AgeGate:
         self._t: float | None = None  # auto: the last frame's capture time
         self._gaps: collections.deque = collections.deque(maxlen=16)
         self._n = 0
+        self._offset: float | None = None  # wall clock less monotonic clock at the last look
+        self._step = 0.0  # the last step of the wall clock (s; forward > 0), looked at until _step_until
+        self._step_until = 0.0
 
     def note(self, captured_at: float) -> None:
         """Auto: a frame offered; its capture time against the previous one's gives the rate."""
@@ -900,7 +907,20 @@ class AgeGate:
         bound = self.max_s
         if bound is None:
             return None
-        age = time.time() - (item.captured_at if isinstance(item, Frame) else item.end_ts)
+        mono = time.monotonic()
+        now = time.time()
+        age = now - (item.captured_at if isinstance(item, Frame) else item.end_ts)
+        offset = now - mono
+        if self._offset is not None and abs(offset - self._offset) > CLOCK_STEP_S:
+            self._step, self._step_until = offset - self._offset, mono + STEP_GRACE_S
+        self._offset = offset
+        if mono < self._step_until:
+            # an item stamped before the step has its age on the clock of then: a step forward made the frames
+            # waiting in the queue an hour or a day old, each dropped unjudged (a part the reject gate let by)
+            # and said as 'inference is behind'; the lesser age that is not negative is the item's
+            before = age - self._step
+            if before >= 0 and (age < 0 or before < age):
+                age = before
         return age if age > bound else None
 
     def drop(self, item: Frame | Window, age_s: float) -> Event | None:
