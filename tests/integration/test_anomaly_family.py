@@ -23,6 +23,7 @@ import pytest
 
 from cloud_trainer.train import anomaly as A
 from tests.support.models import make_keypair
+from tests.support.once import built_once
 from tests.support.plates import plate, write_plates
 
 SIZE = 96
@@ -31,7 +32,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("anomaly")
+    """The plates and the package built on them, once per run (``built_once``: every xdist worker running a
+    test of this module gets the same); read by the tests, never changed."""
+    return built_once(tmp_path_factory, "anomaly-family", _built)
+
+
+def _built(tmp: Path) -> dict:
     key, pub = make_keypair(tmp / "keys")
     data = write_plates(tmp / "plates", n_train=30, n_good=10, n_ng=15, seed=4, size=SIZE)
     s = A.AnomalySettings(
@@ -46,10 +52,10 @@ def built(tmp_path_factory):
         threads=2,
     )
     res = A.build(s, log=lambda m: None)
-    return {"res": res, "pub": pub, "tmp": tmp, "data": data}
+    return {"res": res, "pub": pub, "data": data}
 
 
-def test_build_from_good_images_localises_independent_defects(built):
+def test_build_from_good_images_localises_independent_defects(built, tmp_path):
     rep = built["res"]["report"]
     m = rep["metrics"]["fp32"]
     assert rep["gate"]["passed"] and rep["good_images"] == 30
@@ -58,9 +64,7 @@ def test_build_from_good_images_localises_independent_defects(built):
     assert m["ok_rejected"] <= 0.1 and m["ng_recall"] >= 0.5, m
     from model_packager import load_trusted_keys, open_package
 
-    opened = open_package(
-        Path(built["res"]["package"]), built["tmp"] / "open", load_trusted_keys([built["pub"]])
-    )
+    opened = open_package(Path(built["res"]["package"]), tmp_path / "open", load_trusted_keys([built["pub"]]))
     man = opened.manifest
     assert man.task.value == "anomaly_detection"
     # what its golden set cannot judge is in report.json, as the package's expected outputs say it (before:
