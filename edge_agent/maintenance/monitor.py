@@ -32,7 +32,9 @@ from protocols.events import Event, EventKind
 
 
 def _unsure(res, why: str) -> None:
-    res.verdict = "UNSURE"
+    """Not judged by the baseline: UNSURE naming no fault (the model's fault classifier guesses a class on every
+    window, read beside UNSURE as a fault found; the guess stays in ``probabilities``), as for a sensor fault."""
+    res.verdict, res.label = "UNSURE", None
     if hasattr(res, "reason"):  # results that carry why they are UNSURE
         res.reason = why
 

@@ -1,6 +1,8 @@
-"""What an OK result of a maintenance package names: the package's fault classifier guesses a class on every
-window, the verdict is the anomaly score's (or the baseline's). An OK result names the classifier's
-``ok_label``, never a fault; the guess stays in ``probabilities``. Real ONNX Runtime slot."""
+"""What an OK or UNSURE result of a maintenance package names: the package's fault classifier guesses a class on
+every window, the verdict is the anomaly score's (or the baseline's). An OK result names the classifier's
+``ok_label``, never a fault; one the baseline does not judge (commissioning, a stop, a speed or process state not
+commissioned) is UNSURE naming nothing (``label`` None, as for a sensor fault), its reason in ``reason``; the guess
+stays in ``probabilities``. Real ONNX Runtime slot."""
 
 from __future__ import annotations
 
@@ -66,3 +68,8 @@ async def test_an_ok_result_names_no_fault_the_classifier_guessed(tmp_path, base
     # the classifier's guess: a fault, on every window
     assert all(max(r.probabilities, key=r.probabilities.__getitem__) == "bearing_outer" for r in ok)
     assert {r.to_json_dict()["label"] for r in ok} == {"healthy"}
+    if baseline is not None:  # the first 20 windows are commissioning: UNSURE, not judged, and no fault named
+        unsure = [r for r in results if r.verdict == "UNSURE"]
+        assert len(unsure) == 20 and all("commissioning" in (r.reason or "") for r in unsure)
+        assert {r.to_json_dict()["label"] for r in unsure} == {None}, {r.label for r in unsure}
+        assert all(max(r.probabilities, key=r.probabilities.__getitem__) == "bearing_outer" for r in unsure)
