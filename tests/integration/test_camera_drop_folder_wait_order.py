@@ -70,6 +70,8 @@ async def test_plain_pnms_waiting_for_their_last_digits_are_handed_on_in_the_ord
                 if name in src._cut:
                     break
                 await asyncio.sleep(0.01)
+            else:
+                raise AssertionError(f"{name} was never found waiting for its last digits")
         # the two files' reads, each 0.25 s or more after the last (later when a poll comes late), never in one poll:
         # part_0001's at 0.3, 0.765, ... 4.95, just short of its wait; part_0002's 0.23 s after each
         for i in range(11):
