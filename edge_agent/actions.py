@@ -383,8 +383,21 @@ class ActionRunner:
                 if isinstance(t, dict)
                 and all(isinstance(t.get(k), str) for k in ("alarm", "output", "source", "target"))
             ]
-        except (OSError, ValueError, AttributeError, TypeError):
-            saved = []  # none yet, or cut short by a power loss: nothing known to clear
+        except FileNotFoundError:
+            saved = []  # none yet: nothing to clear
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            # emptied or cut short by a power loss, or not one the agent wrote: nothing known to clear, said (an
+            # output a removed alarm left raised stays so, and before, nothing named the file)
+            from edge_agent.files import why_unread
+
+            why = why_unread(exc) if isinstance(exc, OSError | ValueError) else "not what the agent writes"
+            log.warning(
+                "%s: unreadable (%s); outputs an earlier run left raised for alarms this config no longer has are "
+                "not known and not cleared: check the alarm outputs on their PLC or broker",
+                self._raised_file,
+                why,
+            )
+            saved = []
         self._raised_saved = saved
         # what this config writes: an alarm's outputs (whichever alarm: a renamed one may mirror on the same
         # node), and every OPC UA node an action writes; such an output is not cleared here
