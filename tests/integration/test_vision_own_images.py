@@ -20,6 +20,7 @@ from cloud_trainer.train.pipeline import (
     stage_quantize,
     stage_train,
 )
+from tests.support.once import built_once
 from tests.support.own_parts import make_part
 from tests.support.vision_builds import vision_settings
 
@@ -49,27 +50,47 @@ def quiet(*_):
     pass
 
 
-def test_a_tiled_model_from_an_mvtec_folder_is_packaged_with_its_geometry_and_classes(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiled(tmp_path_factory) -> dict:
+    """The tiled build (2x2 tiles in a roi) of an MVTec folder with masks, every stage up to the signed package,
+    that the two tests below judge: made once per run (``built_once``), read by them, never changed."""
+    return built_once(tmp_path_factory, "vision-own-images-tiled", _tiled)
+
+
+def _tiled(tmp: Path) -> dict:
     from cloud_trainer.train import onnx_tools, pipeline
+
+    with pytest.MonkeyPatch.context() as mp:
+        # plumbing only: the report's latency table and the OpenVINO rows are covered by test_trainer
+        mp.setattr(pipeline, "_engines", lambda: ["onnxruntime"])
+        mp.setattr(onnx_tools, "latency_ms", lambda *a, **k: 1.0)
+        import_images(mvtec(tmp / "src"), tmp / "ds", log=quiet)
+        s = settings(tmp, tmp / "ds", tiles=[2, 2], roi=[8, 8, 80, 80])
+        meta = stage_train(s, log=quiet)
+        stage_quantize(s, log=quiet)
+        rep = stage_evaluate(s, log=quiet)
+        package = stage_package(s, log=quiet)
+    return {
+        "meta": meta,
+        "report": rep,
+        "package": package,
+        "work": s.workdir,
+        "pub": tmp / "keys" / "signing.pub",
+    }
+
+
+def test_a_tiled_model_from_an_mvtec_folder_is_packaged_with_its_geometry_and_classes(tiled):
     from model_packager import read_manifest
 
-    # plumbing only: the report's latency table and the OpenVINO rows are covered by test_trainer
-    monkeypatch.setattr(pipeline, "_engines", lambda: ["onnxruntime"])
-    monkeypatch.setattr(onnx_tools, "latency_ms", lambda *a, **k: 1.0)
-
-    import_images(mvtec(tmp_path / "src"), tmp_path / "ds", log=quiet)
-    s = settings(tmp_path, tmp_path / "ds", tiles=[2, 2], roi=[8, 8, 80, 80])
-    meta = stage_train(s, log=quiet)
+    meta, rep = tiled["meta"], tiled["report"]
     assert meta["classes"] == ["good", "scratch", "stain"]
-    stage_quantize(s, log=quiet)
-    rep = stage_evaluate(s, log=quiet)
     assert rep["split"]["train"] + rep["split"]["val"] + rep["split"]["test"] == 4 * (24 + 4 + 12)  # tiles
     # the gate's test set: MVTec's test/good and half its defects, every tile of an image on one side
     assert rep["split"]["test"] == 4 * (4 + 6)
     assert "test/good (4 images, never trained on)" in rep["split_rule"]
     assert "every tile of an image on one side" in rep["split_rule"]
-    assert f"Test set: {rep['split_rule']}." in (s.workdir / "report.md").read_text()
-    man = read_manifest(stage_package(s, log=quiet))
+    assert f"Test set: {rep['split_rule']}." in (tiled["work"] / "report.md").read_text()
+    man = read_manifest(tiled["package"])
     assert man.preprocessing.tiles == [2, 2] and man.preprocessing.roi == [8, 8, 80, 80]
     assert man.preprocessing.interpolation == "linear"
     assert man.outputs[0].labels == ["good", "scratch", "stain"] and man.outputs[0].ok_label == "good"
@@ -100,7 +121,7 @@ def test_tiles_need_defect_masks(tmp_path):
         stage_train(settings(tmp_path, tmp_path / "ds", roi=[0, 0, 100, 100]), log=quiet)
 
 
-async def test_a_tiled_models_unsure_check_measures_whole_frames_as_the_agent_does(tmp_path, monkeypatch):
+async def test_a_tiled_models_unsure_check_measures_whole_frames_as_the_agent_does(tmp_path, tiled):
     """The agent measures each whole frame against the package's input statistics; a tiled build took them
     on its tiles, whose scene (a corner of the part) is no frame's and whose spread is wider, so a foreign
     scene and a camera moved by a fifth of the frame passed as sure and got OK or NG. Real build, real
@@ -109,19 +130,11 @@ async def test_a_tiled_models_unsure_check_measures_whole_frames_as_the_agent_do
 
     import numpy as np
 
-    from cloud_trainer.train import onnx_tools, pipeline
     from devices.base import Frame
     from edge_agent.models.config import ModelConfig
     from edge_agent.models.slot import ModelSlot
 
-    monkeypatch.setattr(pipeline, "_engines", lambda: ["onnxruntime"])
-    monkeypatch.setattr(onnx_tools, "latency_ms", lambda *a, **k: 1.0)
-    import_images(mvtec(tmp_path / "src"), tmp_path / "ds", log=quiet)
-    s = settings(tmp_path, tmp_path / "ds", tiles=[2, 2], roi=[8, 8, 80, 80])
-    stage_train(s, log=quiet)
-    stage_quantize(s, log=quiet)
-    stage_evaluate(s, log=quiet)
-    package = stage_package(s, log=quiet)
+    package = tiled["package"]  # the build judged here, shared with the test above
     good = [make_part(5, k, 96, None)[0] for k in range(100, 104)]  # parts the build never saw
     rng = np.random.default_rng(5)
     far = {
@@ -134,7 +147,7 @@ async def test_a_tiled_models_unsure_check_measures_whole_frames_as_the_agent_do
         "vision",
         ModelConfig(package=str(package), engine="onnxruntime"),
         tmp_path / "data",
-        [tmp_path / "keys" / "signing.pub"],
+        [tiled["pub"]],
     )
     await slot.start()
     try:
