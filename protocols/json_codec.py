@@ -522,6 +522,7 @@ def compile_decoder(
     on_record_error: Callable[[str, str], None] | None = None,
     keep_non_finite: bool = False,
     on_text_unread: Callable[[str, str], None] | None = None,
+    on_nested_unread: Callable[[str, Any], None] | None = None,
 ) -> Callable[[bytes | str, float], list[tuple]]:
     """``decode`` for one mapping, its choices (paths, timestamp reader) made once: an adapter calls
     this per subscription and the result per message (``run(payload, now)``, the same results and
@@ -538,7 +539,9 @@ def compile_decoder(
     ``non_finite`` and kept, for the caller to pass on as a BAD reading (a record's quality is then "bad").
     ``on_text_unread(field, text)``: without ``values`` (every number read), each top-level field whose text
     gives no reading and is not counted as ``unknown_state`` (a status word, a text field that never held a
-    state; not the timestamp field): unread, so far silently."""
+    state; not the timestamp field): unread, so far silently. ``on_nested_unread(field, value)``: likewise each
+    top-level field holding an object or an array that is not empty (Shelly's ``"temperature": {"tC": ...}``),
+    which only a path in ``values`` reads (``nested_fields_hint``)."""
     mapping = mapping or JsonMapping()
     keep = on_record_error if keep_non_finite else None
     if mapping.records is not None:
@@ -582,10 +585,13 @@ def compile_decoder(
     state_keys = frozenset(state_key(k) for k in mapping.states)
     known = _known_states(mapping)
     text_unread = on_text_unread
+    nested_unread = on_nested_unread
 
     def unread(k: str, v: Any) -> None:
         """A text (or other) value of field ``k`` that gave no number; counted when ``k`` holds states."""
         if type(v) is not str:
+            if nested_unread is not None and (type(v) is dict or type(v) is list) and v:
+                nested_unread(k, v)
             return
         if state_fields is not None and k in state_fields:
             bad = _unknown_state(k, v, known, "map the field in json_mapping.values with unknown_state: text")
@@ -604,8 +610,13 @@ def compile_decoder(
             tv = type(v)  # exact types: bool is not a number here; json.loads makes no subclasses
             if tv is not float and tv is not int:  # text, bool, null, object, array: not read, unless
                 if lookup is None or k == tsf:  # states or numbers_from_text make it a number
-                    if tv is str and text_unread is not None and k != tsf:
-                        text_unread(k, v)
+                    if k == tsf:
+                        continue
+                    if tv is str:
+                        if text_unread is not None:
+                            text_unread(k, v)
+                    elif (tv is dict or tv is list) and v and nested_unread is not None:
+                        nested_unread(k, v)
                     continue
                 got = lookup(v)
                 tv = type(got)
@@ -1607,6 +1618,51 @@ def text_fields_hint(fields: list[tuple[str, str]], mapping: JsonMapping) -> str
     shown = ", ".join(f"{k[:40]!r} ({v[:20]!r})" for k, v in fields[:TEXT_FIELDS_SHOWN])
     more = f" and {len(fields) - TEXT_FIELDS_SHOWN} more" if len(fields) > TEXT_FIELDS_SHOWN else ""
     return f"{len(fields)} text fields, {shown}{more}, not read; {text_field_hint(*min(fields, key=rank), mapping)}"
+
+
+def _number_path(path: str, v: Any, depth: int = 0) -> str | None:
+    """The path of the first number in ``v`` (found at ``path``), looked for a few levels deep, else None."""
+    if (type(v) is int or type(v) is float) and depth:
+        return path
+    if depth < 8 and type(v) is dict:
+        items: Any = list(v.items())[:64]
+    elif depth < 8 and type(v) is list:
+        items = list(enumerate(v[:64]))
+    else:
+        return None
+    for k, x in items:
+        found = _number_path(f"{path}.{k}", x, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def nested_fields_hint(fields: list[tuple[str, Any]]) -> str:
+    """What a message's top-level fields holding objects or arrays, left unread by every-number mode
+    (``compile_decoder``'s ``on_nested_unread``), are told in one line: their names and sizes (the first
+    ``TEXT_FIELDS_SHOWN``) and a path in ``values`` that reads a number they hold."""
+
+    def shape(v: Any) -> str:
+        return f"an object of {len(v)} fields" if type(v) is dict else f"an array of {len(v)} items"
+
+    shown = ", ".join(f"{k[:40]!r} ({shape(v)})" for k, v in fields[:TEXT_FIELDS_SHOWN])
+    more = f" and {len(fields) - TEXT_FIELDS_SHOWN} more" if len(fields) > TEXT_FIELDS_SHOWN else ""
+    what = (
+        f"field {shown}"
+        if len(fields) == 1
+        else f"{len(fields)} fields holding objects or arrays, {shown}{more}"
+    )
+    example = next((p for k, v in fields if (p := _number_path(k, v)) is not None), None)
+    read = (
+        f"e.g. values: {{{example[:80]}: {example[:80].replace('.', '_')}}}"
+        if example is not None
+        else "each level a key, an array's item a whole number"
+    )
+    they = "it holds" if len(fields) == 1 else "they hold"
+    return (
+        f"{what}, not read (unmapped, only top-level numbers are): map what {they} by its path in "
+        f"json_mapping.values, {read} (an array of numbers mapped whole is a waveform)"
+    )
 
 
 # record keys gateways give a record's quality under (Kepware "q", Siemens "qc", OPC UA "StatusCode", ...)

@@ -41,7 +41,8 @@ whose readings got the receive time, holds a field named and valued like a time:
 ``records.timestamp`` key but one named like it: every record was read GOOD or at the message's time),
 ``text_field_unread`` (read for every number, a field whose text gave no reading: each one counted; the
 source's first such message said in one line, its fields and the setting that reads the likeliest value,
-``json_codec.text_fields_hint``), ``event_unread`` (an OPC Publisher sample carrying an OPC UA event: skipped),
+``json_codec.text_fields_hint``), ``nested_field_unread`` (likewise a field holding an object or an array, which
+only a path in ``values`` reads: ``json_codec.nested_fields_hint``), ``event_unread`` (an OPC Publisher sample carrying an OPC UA event: skipped),
 ``data_before_birth`` (normal after the host starts; a rebirth is asked),
 ``historical`` (Sparkplug values a node sent late, not used), ``retained`` and
 ``retained_skipped`` (a retained message, the broker's stored value of unknown age: quality
@@ -2421,6 +2422,9 @@ def json_decoder(src: MqttSource, sub: Subscription):
     # read for every number, a message's text fields that gave nothing (a status word, a firmware version, an
     # id): counted under text_field_unread, said once per source in one line, never logged per message or field
     texts: list[tuple[str, str]] = []
+    # ... and its fields holding objects or arrays (Shelly's "temperature": {"tC": ...}, Tasmota's "ENERGY"),
+    # which only a path in values reads: counted under nested_field_unread, said once per source
+    nested: list[tuple[str, Any]] = []
     decode, prefixed = (
         json_codec.compile_decoder(
             mapping,
@@ -2428,6 +2432,7 @@ def json_decoder(src: MqttSource, sub: Subscription):
             on_record_error=on_error,
             keep_non_finite=keep,
             on_text_unread=(lambda k, v: texts.append((k, v))) if every_number else None,
+            on_nested_unread=(lambda k, v: nested.append((k, v))) if every_number else None,
         ),
         m.tag_prefix_topic,
     )
@@ -2465,11 +2470,20 @@ def json_decoder(src: MqttSource, sub: Subscription):
             return []
         kept[0] = False
         topic_of[0] = topic
+        unnested: list[tuple[str, Any]] = []
         try:
             got = decode(payload, received_at)
         finally:
             if texts:
                 text_unread(topic)
+            if nested:
+                unnested = nested[:]
+                nested.clear()
+                if "nested_field_unread" not in src.notices.counts:
+                    said = json_codec.nested_fields_hint(unnested)
+                    src._notice("nested_field_unread", f"topic {shown_topic(topic)}: {said}", n=len(unnested))
+                else:
+                    src.notices.note("nested_field_unread", "", n=len(unnested))
         if hinted is not None and got and got[0][2] == received_at and (key := hash(topic)) not in hinted:
             # bounded: topics come from the outside world, of any length (65,535 bytes): kept by their hash (two
             # topics of one hash: one's notice unsaid)
@@ -2486,13 +2500,18 @@ def json_decoder(src: MqttSource, sub: Subscription):
                     src._notice("records_field_unread", f"topic {shown_topic(topic)}: {hint}")
         if not got and every_number and not json_codec.empty_batch(payload):  # [], [ ]: nothing unread
             # nothing to read, and nothing said: a device (or a firmware update) that sends its numbers as
-            # text ({"temp": "21.5"}) looked like a source that had stopped
+            # text ({"temp": "21.5"}) looked like a source that had stopped; one that nests them (Tasmota's
+            # {"ENERGY": {...}}) is told the paths, not the text settings
             src._notice(
                 "no_numeric_field",
                 f"topic {shown_topic(topic)}: a JSON message gave no reading: none of its top-level fields holds a finite "
-                'number. A number sent as text ("21.5", "12,5") is not read as one (text is never made a '
-                'number: a part number "0012" would lose its zeros); set json_mapping.numbers_from_text: true to '
-                "read them as numbers, or map such a field in json_mapping.values to read it as text",
+                + (
+                    f"number; {json_codec.nested_fields_hint(unnested)}"
+                    if unnested
+                    else 'number. A number sent as text ("21.5", "12,5") is not read as one (text is never made a '
+                    'number: a part number "0012" would lose its zeros); set json_mapping.numbers_from_text: true to '
+                    "read them as numbers, or map such a field in json_mapping.values to read it as text"
+                ),
             )
         prefix = topic + "/" if prefixed else ""
         if every_number and len(got) == 1 and got[0][0] == "":
