@@ -2470,7 +2470,7 @@ def json_decoder(src: MqttSource, sub: Subscription):
             return []
         kept[0] = False
         topic_of[0] = topic
-        unnested: list[tuple[str, Any]] = []
+        unnested: list[tuple[str, Any]] | None = None  # (no list made per message: the loop's hot path)
         try:
             got = decode(payload, received_at)
         finally:
