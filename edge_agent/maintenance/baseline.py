@@ -38,6 +38,7 @@ from model_packager.condition import (
     FAULT_FEATURES,
     FEATURES,
     Bearing,
+    acceleration_g,
     condition_features,
     estimate_speed_hz,
     feature_vector,
@@ -729,6 +730,9 @@ class Baseline:
 
     # ---- per window ---------------------------------------------------------------------------
     def features(self, waveform: np.ndarray, scalars: dict[str, float] | None) -> dict[str, float]:
+        units = self.s.units
+        if units in ("mm/s", "mV"):  # a velocity sensor, an accelerometer read in mV: acceleration in g
+            waveform, units = acceleration_g(waveform, self.fs, units, self.s.mv_per_g), "g"
         speed = None
         v = (scalars or {}).get("_shaft_speed")  # the speed tag's value (edge_agent.pipelines.SPEED_INPUT)
         if v is not None and v > 0:
@@ -745,7 +749,7 @@ class Baseline:
                 resolved = self.speed_hz >= MIN_SHAFT_BINS * self.fs / self.n
                 close = abs(found - self.speed_hz) <= WINDOW_AGREE * self.speed_hz
                 speed = found if resolved or close else self.speed_hz
-        f = condition_features(waveform, self.fs, speed, self.bearing, self.s.units, (lo, max(hi, lo + 1)))
+        f = condition_features(waveform, self.fs, speed, self.bearing, units, (lo, max(hi, lo + 1)))
         if found is not None:
             f["speed_estimated"] = 1.0
             f["speed_found_hz"] = found  # what the window's spectrum said (the tracker's input)

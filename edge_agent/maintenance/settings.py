@@ -6,6 +6,7 @@ baseline:
   speed_tag: Speed             # shaft speed tag (rpm); absent: estimated from the spectrum
   temperature_tag: BearingTemp # optional: tells a stop (it cools) from a dead sensor without a speed tag
   bearing: {n_elements: 9, ball_d_mm: 7.94, pitch_d_mm: 39.04, contact_angle_deg: 0}
+  units: g                     # g or m/s2 (accelerometer), mm/s (velocity sensor), mV (and mv_per_g)
   iso_class: group2_rigid      # ISO 10816-3 zone boundaries for the day-one velocity rule
   state_tag: Cutting           # optional: a tag naming the process state; learned and judged per state
   states:                      # optional: ranges of the state tag's value, each a named state
@@ -96,7 +97,14 @@ class BaselineSettings(_Model):
     bearing: BearingSettings | None = Field(
         None, description="absent: races told apart by the envelope's sidebands"
     )
-    units: Literal["g", "m/s2"] = "g"
+    units: Literal["g", "m/s2", "mm/s", "mV"] = Field(
+        "g",
+        description="the waveform's unit: an accelerometer's g or m/s2, a velocity sensor's mm/s, or an "
+        "accelerometer's raw mV (with mv_per_g)",
+    )
+    mv_per_g: float | None = Field(
+        None, gt=0, description="with units mV: the accelerometer's sensitivity (its data sheet's mV/g)"
+    )
     iso_class: Literal["group2_rigid", "group2_flexible", "group1_rigid", "group1_flexible"] = "group2_rigid"
     iso_alarm_zone: Literal["C", "D", "off"] = "D"
     failure_ratio: float = Field(
@@ -144,6 +152,17 @@ class BaselineSettings(_Model):
         description="at most this share of commissioning windows is left out as outliers; more are the "
         "machine's own (kept)",
     )
+
+    @model_validator(mode="after")
+    def _units(self) -> BaselineSettings:
+        if self.units == "mV" and self.mv_per_g is None:
+            raise ValueError(
+                "units mV needs mv_per_g: the accelerometer's sensitivity in mV/g from its data sheet (100 for "
+                "most IEPE sensors)"
+            )
+        if self.mv_per_g is not None and self.units != "mV":
+            raise ValueError(f"mv_per_g is for units mV (a waveform in millivolts); units is {self.units}")
+        return self
 
     @model_validator(mode="after")
     def _states(self) -> BaselineSettings:
