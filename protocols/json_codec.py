@@ -1571,6 +1571,11 @@ def text_field_hint(name: str, text: str, mapping: JsonMapping) -> str:
             f"field {name!r} holds a number as text ({shown}), not read: set json_mapping.numbers_from_text: true "
             "to read it as a number, or map it in json_mapping.values to read it as text"
         )
+    if type(_text_value(text)) is not str:  # "NaN", "+Inf": a sensor's fault, no state to map to a number
+        return (
+            f"field {name!r} holds a NaN or an infinity as text ({shown}), not read: set "
+            "json_mapping.numbers_from_text: true to read it as the sensor's fault (a BAD reading, non_finite)"
+        )
     s = text.strip()
     if 10 <= len(s) <= 40:
         try:
@@ -1609,7 +1614,7 @@ def text_fields_hint(fields: list[tuple[str, str]], mapping: JsonMapping) -> str
 
     def rank(kv: tuple[str, str]) -> int:
         k, v = kv
-        if type(_text_number(v)) is not str:
+        if type(_text_value(v)) is not str:
             return 0
         if "holds a time" in text_field_hint(k, v, mapping):
             return 1

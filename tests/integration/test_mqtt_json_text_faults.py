@@ -127,3 +127,16 @@ async def test_under_non_finite_skip_a_nan_written_as_text_is_dropped_and_a_text
         ("dev/1/c", "Nano", Quality.GOOD),
     ]
     assert src.stats.errors_by_reason == {"non_finite": 1}
+
+
+async def test_a_nan_written_as_text_unread_is_said_to_be_a_fault_not_a_state_to_map_to_a_number(mosquitto):
+    """Read for every number without ``numbers_from_text``, a device's quoted ``"NaN"`` is a text field left
+    unread; the ``text_field_unread`` line took it for a state word and said to map it in ``states``
+    (``states: {'NaN': 1}``), which would pass the sensor's fault on as the number 1, GOOD. It now names the
+    setting that reads it as the fault it is: ``numbers_from_text``, a BAD reading."""
+    t0 = round(time.time()) - 60
+    messages = [("dev/2", json.dumps({"ts": t0, "temp": "NaN", "end": 1}))]
+    got, src = await _read(mosquitto.port, [{"topic": "dev/#"}], messages, "dev/2/end")
+    assert [(r.tag, r.value) for r in got] == [("dev/2/end", 1)]
+    said = src.notices.messages["text_field_unread"]
+    assert "'temp'" in said and "numbers_from_text: true" in said and "states" not in said
