@@ -351,28 +351,42 @@ def _loads(payload: bytes | str) -> Any:
 
 def _get(obj: Any, path: str) -> Any:
     """The value at ``path`` in ``obj``, else ``_MISSING``: a key as it is written, dots and all (Kepware's and OPC
-    gateways' flat ``"Channel1.Device1.Temp"``), else the path level by level, each level a key (again dots and
-    all, shortest first) or, in an array, a whole number (``ENERGY.Voltage.0``: Tasmota's three phases). Each
-    step takes the payload a level deeper, so the search is bounded by the payload's size."""
-    if type(obj) is dict:
+    gateways' flat ``"Channel1.Device1.Temp"``), else the path level by level, each level a key, else (``_search``)
+    a level that is a key holding dots or, in an array, a whole number (``ENERGY.Voltage.0``: Tasmota's three
+    phases)."""
+    if isinstance(obj, dict) and path in obj:
+        return obj[path]
+    cur = obj
+    for key in path.split("."):
+        if not isinstance(cur, dict) or key not in cur:
+            return _search(obj, path) if "." in path or isinstance(obj, list) else _MISSING
+        cur = cur[key]
+    return cur
+
+
+def _search(obj: Any, path: str) -> Any:
+    """``_get``'s path through keys holding dots (shortest first) and arrays' items: each step takes the payload a
+    level deeper, so the search is bounded by the payload's size."""
+    if isinstance(obj, dict):
         if path in obj:
             return obj[path]
-    elif type(obj) is not list:
+    elif isinstance(obj, list):
+        if path.isdigit() and path.isascii() and int(path) < len(obj):
+            return obj[int(path)]
+    else:
         return _MISSING
     dot = path.find(".")
     while dot != -1:
         key = path[:dot]
-        if type(obj) is dict:
+        if isinstance(obj, dict):
             inner = obj.get(key, _MISSING)
         else:
             inner = obj[int(key)] if key.isdigit() and key.isascii() and int(key) < len(obj) else _MISSING
-        if inner is not _MISSING and (got := _get(inner, path[dot + 1 :])) is not _MISSING:
+        if inner is not _MISSING and (got := _search(inner, path[dot + 1 :])) is not _MISSING:
             return got
-        if type(obj) is list:
+        if isinstance(obj, list):
             return _MISSING
         dot = path.find(".", dot + 1)
-    if type(obj) is list and path.isdigit() and path.isascii() and int(path) < len(obj):
-        return obj[int(path)]
     return _MISSING
 
 
