@@ -86,6 +86,10 @@ class StreamHub:
         self.flush_failures = RepeatedFailure(
             log, "fleet streams: writing state reports (they wait for the next flush)", FLUSH_FAILURE_LOG_S
         )
+        # the poll of desired-state changes, every poll_s: it logged a traceback at each while the database was down
+        self.poll_failures = RepeatedFailure(
+            log, "fleet streams: pushing desired-state changes (retried at each poll)", FLUSH_FAILURE_LOG_S
+        )
 
     async def start(self) -> None:
         if self.control is not None:
@@ -295,8 +299,10 @@ class StreamHub:
                 )
                 if changed:
                     await self.push(changed)
-            except Exception:
-                log.exception("fleet streams: pushing desired-state changes failed; retrying")
+            except Exception as exc:  # the control database down: every poll (4 a second) fails alike
+                self.poll_failures.failed(exc)
+            else:
+                self.poll_failures.succeeded()
 
     def snapshot(self) -> dict:
         return {
