@@ -688,7 +688,10 @@ def _messages(
     ntext = bare and mapping is not None and mapping.numbers_from_text
 
     def run(payload: bytes | str, now: float = 0.0) -> list[tuple]:
-        raw = _parse(payload)
+        try:
+            raw = _parse(payload)
+        except CodecError as e:
+            return _lines_batch(payload, e, one, now, report)
         if type(raw) is dict:
             return one(raw, now)
         if type(raw) is list and (not raw or type(raw[0]) is dict):
@@ -715,7 +718,7 @@ def _messages(
         except CodecError as e:
             text = _plain_text(payload) if e.reason == "malformed_json" else None
             if text is None:
-                raise
+                return _lines_batch(payload, e, one, now, report)
             raw = text
         tr = type(raw)
         if tr is str or tr is bool:
@@ -770,6 +773,7 @@ def _batch(
     one: Callable[[dict, float], list[tuple]],
     now: float,
     report: Callable[[str, str], None] | None,
+    of: str = "item {} of the array",
 ) -> list[tuple]:
     if len(items) > MAX_VALUES:
         raise _too_many(f"{len(items)} objects")
@@ -782,10 +786,73 @@ def _batch(
         except CodecError as e:
             if report is None:
                 raise
-            report(e.reason, f"item {i} of the array: {e.detail}")
+            report(e.reason, f"{of.format(i)}: {e.detail}")
         if len(out) > MAX_VALUES:
             raise _too_many(f"over {MAX_VALUES} values in an array of {len(items)} objects")
     return out
+
+
+_LINE_OF = "object {} of the payload's JSON lines"
+
+
+def _lines_batch(
+    payload: bytes | str,
+    error: CodecError,
+    one: Callable[[dict, float], list[tuple]],
+    now: float,
+    report: Callable[[str, str], None] | None,
+) -> list[tuple]:
+    """A payload ``_parse`` refused (``error``) read as several JSON values one after another, JSON lines
+    (Logstash's ``json_lines``, a logger flushing its buffer) or objects written back to back: a batch, as an
+    array of objects is, when it holds at least two values and the first is an object; a part after them that
+    does not parse is reported naming it, the objects before it read. Else ``error`` is raised: only a payload already
+    refused pays for this."""
+    if error.reason != "malformed_json":
+        raise error
+    try:
+        text = payload.decode() if isinstance(payload, bytes) else payload
+    except UnicodeDecodeError:
+        raise error from None
+    items: list = []
+    broken: CodecError | None = None
+    at = _past_space(text, 0)
+    while at < len(text):
+        if len(items) > MAX_VALUES:
+            raise _too_many(f"over {MAX_VALUES} objects of JSON lines")
+        try:
+            v, at = _LINES_DECODER.raw_decode(text, at)
+        except _DuplicateKey as e:
+            broken = CodecError(
+                "duplicate_key",
+                f"{_LINE_OF.format(len(items))}: key {str(e.args[0])[:60]!r} appears twice in one object",
+            )
+            break
+        except (ValueError, RecursionError) as e:
+            detail = "nested too deep" if isinstance(e, RecursionError) else str(e)[:120]
+            broken = CodecError("malformed_json", f"{_LINE_OF.format(len(items))}: {detail}")
+            break
+        if not items and type(v) is not dict:
+            raise error
+        items.append(v)
+        at = _past_space(text, at)
+    if len(items) < 2:  # one object and something after it: a payload broken, not JSON lines
+        raise error
+    out = _batch(items, one, now, report, _LINE_OF)
+    if broken is not None:
+        if report is None:
+            raise broken
+        report(broken.reason, broken.detail)
+    return out
+
+
+_JSON_SPACE = re.compile(r"[ \t\r\n]*")
+
+
+def _past_space(text: str, at: int) -> int:
+    """The index of the first character at or after ``at`` that is not JSON's whitespace (a regular
+    expression: megabytes of spaces between two objects cost no Python loop)."""
+    m = _JSON_SPACE.match(text, at)
+    return at if m is None else m.end()
 
 
 def _all_finite(v: Any) -> bool:
@@ -1429,6 +1496,8 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict:
             seen.add(k)
     return d
 
+
+_LINES_DECODER = json.JSONDecoder(object_pairs_hook=_unique)  # JSON lines: each object checked for keys twice
 
 _SMALL_PAYLOAD = 512  # bytes: below, the plain parse and a quote count are the cheaper check
 
