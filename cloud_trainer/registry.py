@@ -6,7 +6,9 @@
 
 Only candidates that passed the evaluation gate are published; a rejected candidate leaves the
 registry unchanged (its report stays in the build's work folder). ``index.json`` is replaced
-atomically. Packages are also addressable by SHA-256 digest (what agents download by).
+atomically. Packages are also addressable by SHA-256 digest (what agents download by). A publish that fails
+while copying (a full disk) removes what it copied: the registry shares the fleet service's data folder, whose
+samples and store were refused for the space a half copy held until it was deleted by hand.
 
 Tenants: the default tenant's registry is ``<root>`` itself (the layout above, unchanged); tenant
 ``acme``'s is ``<root>/.tenants/acme/`` with the same layout (a package name never starts with '.', so
@@ -160,10 +162,16 @@ class Registry:
         tmp = folder.with_name(f".{m.version}.part")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        shutil.copy2(pkg, tmp / pkg.name)
-        for f in report_files:
-            if f.exists():
-                shutil.copy2(f, tmp / f.name)
+        try:
+            shutil.copy2(pkg, tmp / pkg.name)
+            for f in report_files:
+                if f.exists():
+                    shutil.copy2(f, tmp / f.name)
+        except (
+            BaseException
+        ):  # a full disk: the part copied would hold what was left of it (samples share it)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         # a folder of this version the index does not name is a publish cut short after its rename (a full disk
         # for the index, the run killed): nothing was ever served from it, and it refused every publish again
         shutil.rmtree(folder, ignore_errors=True)

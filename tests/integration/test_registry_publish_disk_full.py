@@ -33,3 +33,29 @@ def test_a_publish_cut_short_by_a_full_disk_is_published_once_the_disk_has_room(
         assert entry["version"] == "1.0.0" and reg.get("machine-health", "1.0.0") == entry
         assert reg.package_path(entry).read_bytes() == pkg.read_bytes()
         assert sorted(p.name for p in (root / "machine-health").iterdir()) == ["1.0.0", "index.json"]
+
+
+def test_a_publish_the_full_disk_cut_short_while_copying_leaves_the_space_it_had(tmp_path):
+    """The registry shares the service's data folder (samples, fleet.db): a publish that failed part way through
+    the package's copy left its `.VERSION.part` folder holding the space that was left, so the disk stayed full
+    for every upload after it until someone deleted the folder by hand."""
+    key, _ = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path / "b", kind="signal", version="1.0.0", key=key, out_dir=tmp_path / "b")
+    with small_tmpfs(tmp_path / "data", "4m") as root:
+        reg = Registry(root / "registry")
+        filler = root / "filler"
+        filler.write_bytes(
+            b"\0" * (shutil.disk_usage(root).free - pkg.stat().st_size // 2)
+        )  # half of it fits
+        free = shutil.disk_usage(root).free
+        with pytest.raises(OSError):
+            reg.publish(pkg, [], {}, None, None)
+        assert reg.list("machine-health") == []
+        assert shutil.disk_usage(root).free == free, list((root / "registry").rglob("*"))
+        filler.unlink()
+        entry = reg.publish(pkg, [], {}, None, None)
+        assert reg.package_path(entry).read_bytes() == pkg.read_bytes()
+        assert sorted(p.name for p in (root / "registry" / "machine-health").iterdir()) == [
+            "1.0.0",
+            "index.json",
+        ]
