@@ -1254,6 +1254,15 @@ def _check_window_tags(
                 f"{loc}.window.size_samples: {w.size_samples}, but model {manifest.name} takes windows of "
                 f"{pre.window_samples} samples; every window would be refused; remove size_samples"
             )
+        cond = getattr(pre, "condition", None)
+        if cond is not None and p.baseline is not None and p.baseline.units != cond.units:
+            # the model computes its condition features from the raw samples in the unit it was built on
+            warnings.append(
+                f"{loc}.baseline.units: {p.baseline.units}, but model {manifest.name} was built on a signal in "
+                f"{cond.units} (its condition features are computed as from {cond.units}): its levels and "
+                f"velocity are off what it was trained on; give the sensor's unit here, and serve a model "
+                f"built on that unit (build maintenance takes it from the imported headers)"
+            )
     known = source_tags(cfg.sources.get(p.source))
     if known is None:
         return errors

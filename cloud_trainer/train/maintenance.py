@@ -31,6 +31,9 @@ Splits are by machine run, so test machines are unseen.
 
 from __future__ import annotations
 
+import re
+from typing import Literal
+
 import numpy as np
 
 from cloud_trainer.train import common
@@ -69,6 +72,30 @@ def bearing_geometry(value, where: str) -> tuple[int, float, float, float]:
             f"< pitch diameter, contact angle 0-90 deg); give {BEARING_FORM} from its datasheet"
         )
     return geo
+
+
+def acceleration_units(data: VibrationData) -> Literal["g", "m/s2"]:
+    """The unit of the dataset's signal (``units`` in its dataset.yaml, as the imported headers wrote it; absent:
+    g) as the condition features take it; a signal that is not an acceleration is refused: its velocity RMS,
+    high band and envelope would be computed as if it were one (a velocity sensor's mm/s, a voltage)."""
+    unit = data.meta.get("units")
+    if unit is None:
+        return "g"
+    key = re.sub(r"\s+", "", str(unit)).lower().replace("²", "2").replace("^2", "2").replace("**2", "2")
+    if key in ("g", "m/s2"):
+        return "g" if key == "g" else "m/s2"
+    hint = {
+        "mm/s": "a velocity sensor's: record an accelerometer, or differentiate the velocity to acceleration",
+        "in/s": "a velocity sensor's: record an accelerometer, or differentiate the velocity to acceleration",
+        "mv": "a voltage: divide it by the sensor's sensitivity (mV/g)",
+        "v": "a voltage: divide it by the sensor's sensitivity (V/g)",
+        "mg": "divide it by 1000",
+    }.get(key, "convert it")
+    raise DatasetError(
+        f"{data.source or 'the dataset'}/dataset.yaml: the signal is in {unit!r}, not an acceleration: the condition "
+        f"features (velocity, high band, envelope) are computed from acceleration in g or m/s2; {hint}, and import "
+        "it as 'accel [g]' (or build with --signal-features bands)"
+    )
 
 
 def raw_preprocessing(
@@ -112,6 +139,7 @@ def raw_preprocessing(
         speed_scalar=speed_tag,
         bearing=geo,
         relative=True,
+        units=acceleration_units(data),
         **({"speed_range_rpm": tuple(rng)} if rng else {}),
     )
     return SignalPreprocessing(**base, n_bands=0, time_features=False, condition=cond)

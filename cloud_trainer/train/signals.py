@@ -1295,7 +1295,7 @@ def import_vibration(
                 f"{twin.source} and {rec.source} are both run {rec.run!r} (a run is its file's name without "
                 "the suffix, as the labels name it); rename one"
             )
-    _one_unit(recs, channel)
+    unit = _one_unit(recs, channel)
     if bearing is not None:
         from cloud_trainer.train.maintenance import bearing_geometry
 
@@ -1419,6 +1419,8 @@ def import_vibration(
             "pitch_d_mm": bearing[2],
             "contact_angle_deg": bearing[3],
         }
+    if unit:
+        meta["units"] = unit  # the signal's, as the headers write it: build maintenance's features need it
     if speed_channel:
         meta["speed_channel"] = speed_channel
     meta_text = yaml.safe_dump(meta, sort_keys=False)
@@ -1486,10 +1488,11 @@ def _unit_key(unit: str) -> str:
     return re.sub(r"\s+", "", unit).lower().replace("²", "2").replace("^2", "2").replace("**2", "2")
 
 
-def _one_unit(recs: list[Recording], channel: str | None) -> None:
+def _one_unit(recs: list[Recording], channel: str | None) -> str | None:
     """Refuse runs whose signal channel's headers name different units (``accel [g]`` in one file,
     ``accel [m/s2]`` in another): written as one channel, the model would learn the level step between
-    them. A file that names no unit (WAV, NPZ, a bare header) is not compared."""
+    them. A file that names no unit (WAV, NPZ, a bare header) is not compared. Returns the unit the
+    headers name (recorded in dataset.yaml as ``units``: ``build maintenance`` reads it), None when none does."""
     seen: tuple[Recording, str, str] | None = None
     for rec in recs:
         name = channel or next(iter(rec.channels), "")
@@ -1504,6 +1507,7 @@ def _one_unit(recs: list[Recording], channel: str | None) -> None:
                 "units would be trained as one signal (its level stepping between runs); convert them to "
                 "one unit first, or import each unit separately"
             )
+    return None if seen is None else seen[2]
 
 
 # a speed channel's unit -> rpm per unit ("" : none written, taken as rpm)
