@@ -1326,7 +1326,7 @@ class Pipeline:
         if isinstance(item, Frame) and item.unchanged_s and self.unsure_tolerance is not None:
             # a hung camera resending its last image: the verdict is on that image, not on the part in view
             it = inf.interpretation
-            it.verdict = "UNSURE"
+            it.verdict, it.label = "UNSURE", None  # naming no fault, as any UNSURE (the guess: probabilities)
             it.reason = (
                 f"camera frozen: its image has not changed for {item.unchanged_s:.0f} s (frozen_after_s); "
                 "the verdict would be on an old image"

@@ -590,7 +590,9 @@ class ModelSlot:
                     "bad_input",
                 ) from exc
             if reason is not None:
-                interp.verdict, interp.reason = "UNSURE", reason
+                # naming no fault: the classifier's top class on a frame it is not trusted on read as a defect
+                # found (its guess stays in probabilities and the heat map)
+                interp.verdict, interp.reason, interp.label = "UNSURE", reason, None
         t3 = time.perf_counter()
         self._count(a, latency=(t2 - t1) * 1000, ng=interp.verdict == "NG")
         return Inference(
