@@ -2413,9 +2413,10 @@ def json_decoder(src: MqttSource, sub: Subscription):
         if reason == "non_finite":
             kept[0] = True
         elif reason == "event_unread":  # an OPC Publisher event's sample: no error of the payload, said once
-            src._notice("event_unread", f"topic {topic_of[0]!r}: {detail}")
+            src._notice("event_unread", f"topic {shown_topic(topic_of[0])}: {detail}")
             return
-        src._error(reason, detail)
+        # named by its topic, as a message's own error is: the field alone does not say which device sent it
+        src._error(reason, f"topic {shown_topic(topic_of[0])}: {detail}")
 
     keep = src.settings.non_finite == "bad"
     every_number = m.records is None and m.opcua_pubsub is None and not m.values

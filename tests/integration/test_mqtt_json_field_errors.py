@@ -1,0 +1,70 @@
+"""MqttSource against a real Mosquitto: a bad field, record or item of a JSON message is counted and skipped, its
+message's others read; its error names the topic as a message's own error does. Under a wildcard subscription
+(``plant/#``, hundreds of devices) the field alone (``field 'temp' is absent``) did not say which device sent it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+
+
+async def test_an_error_of_one_field_record_or_item_names_the_topic_and_the_field(mosquitto):
+    t0 = round(time.time()) - 60
+    subs = [
+        {"topic": "plant/+/mapped", "json_mapping": {"values": {"temp": "temp", "rpm": "rpm"}}},
+        {"topic": "plant/+/records", "json_mapping": {"records": {"array": "values"}}},
+        {"topic": "plant/#"},
+    ]
+    src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=subs))
+    await src.start()
+    async with asyncio.timeout(5):
+        await src.connected.wait()
+        await src.subscribed.wait()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port, 30)
+    pub.loop_start()
+    got: list = []
+    errors: list[str] = []
+    said = src._error
+
+    def error(reason: str, detail: str) -> None:
+        errors.append(f"{reason}: {detail}")
+        said(reason, detail)
+
+    src._error = error  # each error's text as it is counted, not only the first of a burst logged
+    try:
+        pub.publish("plant/dev7/mapped", json.dumps({"ts": t0, "rpm": 1500}), qos=1)
+        records = {"ts": t0, "values": [{"id": "a", "v": 1}, {"v": 2}]}
+        pub.publish("plant/dev8/records", json.dumps(records), qos=1)
+        pub.publish("plant/dev9/batch", json.dumps([{"ts": t0, "x": 1}, 5]), qos=1)
+        pub.publish("plant/dev9/nan", '{"ts": %d, "y": NaN}' % t0, qos=1)  # noqa: UP031
+        pub.publish("plant/end", json.dumps({"ts": t0, "end": 1}), qos=1)
+        async with asyncio.timeout(5):
+            async for r in src.items():
+                got.append(r)
+                if r.tag == "plant/end/end":
+                    break
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        await src.stop()
+    assert [r.tag for r in got] == [
+        "plant/dev7/mapped/rpm",
+        "plant/dev8/records/a",
+        "plant/dev9/batch/x",
+        "plant/dev9/nan/y",
+        "plant/end/end",
+    ]
+    assert errors == [
+        "missing_field: topic 'plant/dev7/mapped': field 'temp' is absent",
+        "missing_field: topic 'plant/dev8/records': record 1 has no text 'id' (the tag name)",
+        "wrong_type: topic 'plant/dev9/batch': item 1 of the array: a JSON number; expected an object",
+        "non_finite: topic 'plant/dev9/nan': field 'y' is nan; passed on as BAD",
+    ]
