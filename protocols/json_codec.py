@@ -810,7 +810,7 @@ def _lines_batch(
     if error.reason != "malformed_json":
         raise error
     try:
-        text = payload.decode() if isinstance(payload, bytes) else payload
+        text = payload.decode("utf-8-sig") if isinstance(payload, bytes) else payload  # a BOM passed over
     except UnicodeDecodeError:
         raise error from None
     items: list = []

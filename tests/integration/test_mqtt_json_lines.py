@@ -35,6 +35,9 @@ async def test_json_lines_and_concatenated_objects_are_a_batch_and_a_broken_line
     try:
         pub.publish("lines/ndjson", lines, qos=1)
         pub.publish("mapped/glued", glued, qos=1)
+        pub.publish(
+            "lines/bom", b"\xef\xbb\xbf" + lines.replace('"a"', '"f"').encode(), qos=1
+        )  # Windows' UTF-8
         pub.publish("lines/crlf", f'{{"ts": {t0}, "b": 1}}\r\n{{"ts": {t0 + 1}, "b": 2}}', qos=1)
         # a broken line: counted, naming it; the payload's objects before it are read
         pub.publish("lines/broken", f'{{"ts": {t0}, "c": 1}}\n{{"ts": {t0 + 1}, "c": 2}}\n{{"ts": ', qos=1)
@@ -58,6 +61,9 @@ async def test_json_lines_and_concatenated_objects_are_a_batch_and_a_broken_line
         ("lines/ndjson/a", 2, t0 + 2),
         ("mapped/glued/v", 1.5, t0),
         ("mapped/glued/v", 2.5, t0 + 1),
+        ("lines/bom/f", 0, t0),
+        ("lines/bom/f", 1, t0 + 1),
+        ("lines/bom/f", 2, t0 + 2),
         ("lines/crlf/b", 1, t0),
         ("lines/crlf/b", 2, t0 + 1),
         ("lines/broken/c", 1, t0),
