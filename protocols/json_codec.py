@@ -599,12 +599,14 @@ def compile_decoder(
     state_keys = frozenset(state_key(k) for k in mapping.states)
     known = _known_states(mapping)
     text_unread = on_text_unread
+    # the object the timestamp_field's path goes into ({"meta": {"ts": ...}}): read for its time, not unread
+    ts_root = tsf.split(".", 1)[0] if tsf is not None and "." in tsf else None
     nested_unread = on_nested_unread
 
     def unread(k: str, v: Any) -> None:
         """A text (or other) value of field ``k`` that gave no number; counted when ``k`` holds states."""
         if type(v) is not str:
-            if nested_unread is not None and (type(v) is dict or type(v) is list) and v:
+            if nested_unread is not None and (type(v) is dict or type(v) is list) and v and k != ts_root:
                 nested_unread(k, v)
             return
         if state_fields is not None and k in state_fields:
@@ -629,7 +631,7 @@ def compile_decoder(
                     if tv is str:
                         if text_unread is not None:
                             text_unread(k, v)
-                    elif (tv is dict or tv is list) and v and nested_unread is not None:
+                    elif (tv is dict or tv is list) and v and nested_unread is not None and k != ts_root:
                         nested_unread(k, v)
                     continue
                 got = lookup(v)

@@ -20,7 +20,8 @@ from devices.mqtt.settings import MqttSettings
 
 async def test_objects_and_arrays_unread_for_every_number_are_counted_and_named_with_a_path(mosquitto):
     t0 = round(time.time()) - 60
-    src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=[{"topic": "#"}]))
+    subs = [{"topic": "timed/#", "json_mapping": {"timestamp_field": "meta.ts"}}, {"topic": "#"}]
+    src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=subs))
     await src.start()
     async with asyncio.timeout(5):
         await src.connected.wait()
@@ -41,6 +42,8 @@ async def test_objects_and_arrays_unread_for_every_number_are_counted_and_named_
     try:
         pub.publish("shellies/plug1/status/switch:0", json.dumps(shelly), qos=1)
         pub.publish("tele/pm1/SENSOR", json.dumps(tasmota), qos=1)
+        # the object holding the message's time (timestamp_field: meta.ts) is read for it: not said unread
+        pub.publish("timed/1", json.dumps({"meta": {"ts": t0}, "v": 2}), qos=1)
         pub.publish("end", json.dumps({"ts": t0, "end": 1}), qos=1)
         async with asyncio.timeout(5):
             async for r in src.items():
@@ -54,6 +57,7 @@ async def test_objects_and_arrays_unread_for_every_number_are_counted_and_named_
     assert [(r.tag, r.value) for r in got] == [
         ("shellies/plug1/status/switch:0/id", 0),
         ("shellies/plug1/status/switch:0/apower", 5.5),
+        ("timed/1/v", 2),
         ("end/end", 1),
     ]
     # every such field of every message counted; the first message's said in one line
