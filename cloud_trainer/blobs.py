@@ -25,12 +25,16 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 _CHUNK = 1 << 20
 DEFAULT_TENANT = "default"
+# a staged file (``tmp/``) older than this was left by a process killed between ``stage`` and ``commit`` or
+# ``discard`` (a live one holds it for one batch's transaction, seconds); ``sweep_staged`` removes it
+STALE_STAGED_S = 3600.0
 
 
 class BlobNotFound(KeyError):
@@ -151,6 +155,28 @@ class LocalBlobStore:
             Path(name).unlink(missing_ok=True)
             raise
         return Path(name), h.hexdigest()
+
+    def sweep_staged(self, older_than_s: float = STALE_STAGED_S) -> tuple[int, int]:
+        """Remove the staged files (every tenant's ``tmp/``) not touched for ``older_than_s``: a service killed
+        (-9, the OOM killer) while a batch's samples were staged left them, and nothing else ever removed them.
+        Replicas share the folder: a file another replica has staged for its batch now is young and is kept.
+        Returns (files, bytes) removed."""
+        cutoff = time.time() - older_than_s
+        files = size = 0
+        for tmp_dir in (self.root / "tmp", *self.root.glob("tenants/*/tmp")):
+            try:
+                entries = list(os.scandir(tmp_dir))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                    if e.is_file(follow_symlinks=False) and st.st_mtime < cutoff:
+                        os.unlink(e.path)
+                        files, size = files + 1, size + st.st_size
+                except FileNotFoundError:  # removed meanwhile (committed, discarded, another replica's sweep)
+                    continue
+        return files, size
 
     def exists(self, digest: str) -> bool:
         return self._path(digest).exists()

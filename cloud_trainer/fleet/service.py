@@ -39,7 +39,7 @@ from pathlib import Path
 
 import grpc
 
-from cloud_trainer.blobs import BlobStore, open_blobs
+from cloud_trainer.blobs import BlobStore, LocalBlobStore, open_blobs
 from cloud_trainer.fleet.commands import Commands, add_commands
 from cloud_trainer.fleet.control import NotInTenant
 from cloud_trainer.fleet.deployment import Deployment, gate_from_request
@@ -1115,6 +1115,15 @@ class FleetServer:
                 if blobs is None or isinstance(blobs, (str, Path))
                 else blobs
             )
+            if isinstance(self.blobs, LocalBlobStore):  # samples a killed run had staged, never committed
+                swept, swept_bytes = self.blobs.sweep_staged()
+                if swept:
+                    log.info(
+                        "removed %d staged sample files (%d bytes) a stopped run left in %s",
+                        swept,
+                        swept_bytes,
+                        self.blobs.root,
+                    )
             self.registry = Registry(registry or self.data / "registry")
             if control is None:
                 from cloud_trainer.fleet.control import Control
