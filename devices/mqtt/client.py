@@ -1795,7 +1795,14 @@ class MqttSource:
         try:
             return dec(topic, payload, received_at)
         except json_codec.CodecError as e:
-            self._error(e.reason, f"topic {shown_topic(topic)}: {e.detail}")
+            hint = ""
+            if e.reason == "malformed_json" and topic.startswith(sp.NAMESPACE + "/"):
+                # a JSON subscription (`#`) on a broker that carries Sparkplug B too: its protobuf quoted as bytes
+                hint = (
+                    f"; a Sparkplug B message ({sp.NAMESPACE}/...): read it with a subscription of codec: "
+                    f"sparkplug_b, or leave {sp.NAMESPACE}/ out of this JSON subscription's filter"
+                )
+            self._error(e.reason, f"topic {shown_topic(topic)}: {e.detail}{hint}")
             return []
         except Exception as e:  # a payload no check foresaw: skipped and counted, never the source's end
             if "decode_failed" not in self.stats.errors_by_reason:  # the first with its traceback

@@ -68,3 +68,35 @@ async def test_an_error_of_one_field_record_or_item_names_the_topic_and_the_fiel
         "wrong_type: topic 'plant/dev9/batch': item 1 of the array: a JSON number; expected an object",
         "non_finite: topic 'plant/dev9/nan': field 'y' is nan; passed on as BAD",
     ]
+
+
+async def test_a_sparkplug_message_on_a_json_subscription_is_said_to_want_the_sparkplug_codec(mosquitto):
+    """A JSON subscription to ``#`` on a plant broker that also carries Sparkplug B gets its protobuf payloads: each
+    was ``malformed_json`` quoting binary bytes, with nothing saying what they were. The error now says the topic
+    is Sparkplug B's and names the setting that reads it (``codec: sparkplug_b``) or the filter to narrow; a
+    Sparkplug host's STATE, JSON itself, is read as any JSON message."""
+    from protocols import sparkplug as sp
+
+    src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=[{"topic": "#"}]))
+    await src.start()
+    async with asyncio.timeout(5):
+        await src.connected.wait()
+        await src.subscribed.wait()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port, 30)
+    pub.loop_start()
+    ndata = sp.encode(sp.Payload(int(time.time() * 1000), 1, [sp.Metric("a", 1, sp.DataType.DOUBLE, 1.5)]))
+    try:
+        pub.publish("spBv1.0/line1/NDATA/plc1", ndata, qos=1)
+        pub.publish("end", json.dumps({"end": 1}), qos=1)
+        async with asyncio.timeout(5):
+            async for r in src.items():
+                if r.tag == "end/end":
+                    break
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        await src.stop()
+    assert src.stats.errors_by_reason == {"malformed_json": 1}
+    said = src.stats.last_error or ""
+    assert "'spBv1.0/line1/NDATA/plc1'" in said and "Sparkplug B" in said and "codec: sparkplug_b" in said
