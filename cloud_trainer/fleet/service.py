@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from functools import partial
@@ -605,7 +606,7 @@ class FleetServicer(rpc.FleetServicer):
             self._store_failed("batches", exc)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
-                f"the fleet store could not write this batch ({type(exc).__name__}); nothing of it was stored, "
+                f"the fleet store could not write this batch ({_store_error(exc)}); nothing of it was stored, "
                 "send it again later",
             )
 
@@ -1064,6 +1065,18 @@ def _tick_done(failures: RepeatedFailure, ticking: asyncio.Future) -> None:
         failures.succeeded()
     else:
         failures.failed(exc)
+
+
+def _store_error(exc: Exception) -> str:
+    """Why the store failed a batch, for the agent: a file's error by its errno's text alone (the blob store's
+    full disk: "No space left on device"; the server's paths go to the log, never to an agent), a database's by
+    its text ("database or disk is full", "the connection is lost"). It was the type alone: an operator reading
+    an agent's last error saw "OSError" for the cloud's full disk."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{type(exc).__name__}: {os.strerror(exc.errno)}"
+    if isinstance(exc, OSError):
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
 
 
 def channel_credentials(ca: Path, cert: Path, key: Path) -> grpc.ChannelCredentials:

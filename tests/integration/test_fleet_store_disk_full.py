@@ -81,6 +81,9 @@ async def test_a_full_data_folder_refuses_uploads_saying_so_and_takes_them_whole
                     code, details = await _code(_push(acme, *batch))
                     assert code == grpc.StatusCode.UNAVAILABLE, (code, details)
                     assert "nothing of it was stored, send it again later" in details, details
+                    # the agent's last error says why (it said "OSError" alone), never the server's paths
+                    assert "disk is full" in details or "No space left on device" in details, details
+                    assert str(root) not in details, details
                 for batch in (records, samples):  # sent again while the disk is still full: not logged again
                     code, _ = await _code(_push(acme, *batch))
                     assert code == grpc.StatusCode.UNAVAILABLE
