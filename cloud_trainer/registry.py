@@ -7,8 +7,9 @@
 Only candidates that passed the evaluation gate are published; a rejected candidate leaves the
 registry unchanged (its report stays in the build's work folder). ``index.json`` is replaced
 atomically. Packages are also addressable by SHA-256 digest (what agents download by). A publish that fails
-while copying (a full disk) removes what it copied: the registry shares the fleet service's data folder, whose
-samples and store were refused for the space a half copy held until it was deleted by hand.
+(a full disk while copying, or while writing the index) removes what it copied: the registry shares the fleet
+service's data folder, whose samples and store were refused for the space that copy held until it was deleted
+by hand.
 
 Tenants: the default tenant's registry is ``<root>`` itself (the layout above, unchanged); tenant
 ``acme``'s is ``<root>/.tenants/acme/`` with the same layout (a package name never starts with '.', so
@@ -189,7 +190,11 @@ class Registry:
             "report": "report.md",
             "task": m.task.value,
         }
-        self._write(m.name, [*self.list(m.name), entry])
+        try:
+            self._write(m.name, [*self.list(m.name), entry])
+        except BaseException:  # not published (the index does not name it): its space is the disk's again
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return entry
 
     def set_status(self, name: str, version: str, status: str) -> None:

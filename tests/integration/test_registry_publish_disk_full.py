@@ -25,9 +25,12 @@ def test_a_publish_cut_short_by_a_full_disk_is_published_once_the_disk_has_room(
         filler.write_bytes(
             b"\0" * (shutil.disk_usage(root).free - math.ceil(pkg.stat().st_size / 4096) * 4096)
         )
+        free = shutil.disk_usage(root).free
         with pytest.raises(OSError):
             reg.publish(pkg, [], {}, None, None)
         assert reg.get("machine-health", "1.0.0") is None and reg.list("machine-health") == []
+        # the copy nothing serves holds no space (it kept the disk full for the service's samples)
+        assert shutil.disk_usage(root).free == free, list(root.rglob("*"))
         filler.unlink()
         entry = reg.publish(pkg, [], {}, None, None)  # the run again: the version it failed to publish
         assert entry["version"] == "1.0.0" and reg.get("machine-health", "1.0.0") == entry
