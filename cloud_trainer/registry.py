@@ -231,6 +231,13 @@ def main_withdraw(argv: list[str]) -> int:
     except RegistryError as exc:
         print(f"cloud-trainer withdraw: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the registry's disk full or read-only: the index is as it was, nothing withdrawn
+        print(
+            f"cloud-trainer withdraw: {a.name} {a.version} was NOT withdrawn: cannot write the registry's index "
+            f"({exc.strerror or exc}: {exc.filename or a.registry}); the fleet may still deploy it",
+            file=sys.stderr,
+        )
+        return 1
     print(
         f"withdrew {e['name']} {e['version']} ({e['digest'][:12]}): the fleet no longer deploys it, rolls back to "
         "it or serves its download; agents running it keep it until you deploy another version or roll back"

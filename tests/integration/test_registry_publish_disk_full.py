@@ -62,3 +62,26 @@ def test_a_publish_the_full_disk_cut_short_while_copying_leaves_the_space_it_had
             "1.0.0",
             "index.json",
         ]
+
+
+def test_a_withdraw_the_full_disk_refuses_says_so_in_one_line_and_withdraws_nothing(tmp_path, capsys):
+    """`cloud-trainer withdraw` on a registry whose disk is full ended in a traceback (OSError), which an admin
+    stopping a bad version had to read to learn that nothing was withdrawn."""
+    from cloud_trainer.registry import main_withdraw
+
+    key, _ = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path / "b", kind="signal", version="1.0.0", key=key, out_dir=tmp_path / "b")
+    with small_tmpfs(tmp_path / "registry", "4m") as root:
+        reg = Registry(root)
+        reg.publish(pkg, [], {}, None, None)
+        filler = root / "filler"
+        with pytest.raises(OSError):
+            filler.write_bytes(b"\0" * (shutil.disk_usage(root).free + 4096))
+        capsys.readouterr()
+        assert main_withdraw(["--registry", str(root), "machine-health", "1.0.0", "--reason", "bad"]) == 1
+        err = capsys.readouterr().err
+        assert "NOT withdrawn" in err and "No space left on device" in err and err.count("\n") == 1, err
+        assert reg.get("machine-health", "1.0.0")["status"] == "published"
+        filler.unlink()
+        assert main_withdraw(["--registry", str(root), "machine-health", "1.0.0", "--reason", "bad"]) == 0
+        assert reg.get("machine-health", "1.0.0")["status"] == "withdrawn"
