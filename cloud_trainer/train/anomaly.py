@@ -54,6 +54,7 @@ from cloud_trainer.train.data import (
     read_dataset_yaml,
     read_image_file,
 )
+from protocols import json_codec
 
 INPUT = "image"
 OUTPUTS = ["anomaly_score", "anomaly_map"]
@@ -2395,7 +2396,7 @@ def _package(
     }
     if parity is not None:  # INT8's bounds: measured on every view (``build``), which an agent re-checks
         spec["parity"] = parity
-    (s.workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    (s.workdir / "report.json").write_text(json_codec.dumps(report, indent=1, default=float))
     from model_packager.inputstats import LOCAL_FILE, summarize, summarize_local
 
     # the training images' statistics for the agent's UNSURE check: the manifest's input_stats, and their
@@ -2425,7 +2426,7 @@ def _has_openvino() -> bool:
 
 
 def _write_report(workdir: Path, r: dict) -> None:
-    (workdir / "report.json").write_text(json.dumps(r, indent=1, default=float))
+    (workdir / "report.json").write_text(json_codec.dumps(r, indent=1, default=float))
     f = lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"  # noqa: E731
     md = [
         f"# {r['name']} {r['version']} — anomaly model report",

@@ -40,6 +40,7 @@ import numpy as np
 from cloud_trainer.registry import Registry
 from cloud_trainer.train import common, families, onnx_tools
 from cloud_trainer.train.families import StageError, TrainerFamily
+from protocols import json_codec
 
 
 class GateFailed(RuntimeError):
@@ -296,6 +297,9 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
     for eng in _engines():
         for thr in (1, 2):
             t_a = onnx_tools.latency_ms(fp32, x[te][:1], eng, thr, n=100)
+            if patch:  # no INT8 form: its "int8" file is this FP32 model, not timed against itself
+                speed[f"{eng}_{thr}t"] = {"fp32_ms": t_a, "int8_ms": None, "speedup": None}
+                continue
             t_b = onnx_tools.latency_ms(int8, x[te][:1], eng, thr, n=100)
             speed[f"{eng}_{thr}t"] = {"fp32_ms": t_a, "int8_ms": t_b, "speedup": t_a / t_b}
     report = {
@@ -329,7 +333,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
         "int8_parity": parity,
         "incumbent": {"version": incumbent["version"], "metrics": inc_metrics} if incumbent else None,
         "gate": {"passed": not reasons, "reasons": reasons},
-        "sizes": {"fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size},
+        "sizes": {"fp32_bytes": fp32.stat().st_size, "int8_bytes": None if patch else int8.stat().st_size},
         "latency_batch1": speed,
         "training": meta["training"],
         "export": meta["export"],
@@ -670,7 +674,7 @@ def _evaluate_incumbent(
 def _write_report(
     report: dict, workdir: Path, m: dict, y, out, fam: TrainerFamily, a: dict, te
 ) -> list[Path]:
-    (workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    (workdir / "report.json").write_text(json_codec.dumps(report, indent=1, default=float))
     labels = fam.labels(report)
     common.plot_confusion(
         workdir / "confusion.png",
@@ -737,15 +741,23 @@ def _write_report(
             f"| {c['threshold']:.3g} | {c['ng_recall']:.3f} | {c['ng_precision']:.3f} | {c['ok_rejected']:.1%} |"
             for c in op["validation_curve"][::4]
         ]
-    md += ["", "| engine, threads | FP32 ms | INT8 ms | speed-up |", "|---|---:|---:|---:|"]
-    for k, v in report["latency_batch1"].items():
-        md.append(f"| {k} | {v['fp32_ms']:.3f} | {v['int8_ms']:.3f} | {v['speedup']:.2f}x |")
+    patch = report.get("recipe") == "patch"  # the FP32 model alone: no INT8 size, latency nor epochs to state
+    if patch:
+        md += ["", "| engine, threads | FP32 ms |", "|---|---:|"]
+        md += [f"| {k} | {v['fp32_ms']:.3f} |" for k, v in report["latency_batch1"].items()]
+    else:
+        md += ["", "| engine, threads | FP32 ms | INT8 ms | speed-up |", "|---|---:|---:|---:|"]
+        md += [
+            f"| {k} | {v['fp32_ms']:.3f} | {v['int8_ms']:.3f} | {v['speedup']:.2f}x |"
+            for k, v in report["latency_batch1"].items()
+        ]
     md += [
         "",
-        f"Model size: FP32 {report['sizes']['fp32_bytes'] / 1e6:.2f} MB, INT8 "
-        f"{report['sizes']['int8_bytes'] / 1e6:.2f} MB; ONNX opset {report['export']['onnx_opset']}, dynamic "
-        f"batch. Training {report['training']['seconds']:.0f} s, "
-        f"{len(report['training']['history'])} epochs.",
+        f"Model size: FP32 {report['sizes']['fp32_bytes'] / 1e6:.2f} MB"
+        + ("" if patch else f", INT8 {report['sizes']['int8_bytes'] / 1e6:.2f} MB")
+        + f"; ONNX opset {report['export']['onnx_opset']}, dynamic batch. Training "
+        f"{report['training']['seconds']:.0f} s"
+        + ("." if patch else f", {len(report['training']['history'])} epochs."),
         "",
         "![confusion](confusion.png) ![curve](roc.png)",
     ]
@@ -817,7 +829,10 @@ def _package(
             "fp32_metric": m32[metric_name],
             "int8_metric": m8[metric_name],
             "metric_name": metric_name,
-            "accuracy_delta": m8[metric_name] - m32[metric_name],
+            # a metric not measured (NaN) reads back from report.json as null
+            "accuracy_delta": None
+            if m8[metric_name] is None or m32[metric_name] is None
+            else m8[metric_name] - m32[metric_name],
             "fp32_size_bytes": report["sizes"]["fp32_bytes"],
             "int8_size_bytes": report["sizes"]["int8_bytes"],
             "speedup": sp.get("speedup"),
@@ -831,7 +846,9 @@ def _package(
             "metrics": {k: float(v) for k, v in served.items() if isinstance(v, int | float)},
         },
     }
-    (s.workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))  # + golden tolerance
+    (s.workdir / "report.json").write_text(
+        json_codec.dumps(report, indent=1, default=float)
+    )  # + golden tolerance
     fp32: Path | None = s.workdir / "model.fp32.onnx"
     if meta.get("recipe") == "patch" or report.get("served") == "fp32":
         # the FP32 graph is the served form (the patch recipe's "int8" file is its copy; or INT8 missed the
@@ -871,4 +888,4 @@ def golden_notes(workdir: Path, report: dict, notes: list[str], log) -> None:
     for note in notes:
         log(f"warning: {note}")
     report["golden_notes"] = list(notes)
-    (workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    (workdir / "report.json").write_text(json_codec.dumps(report, indent=1, default=float))
