@@ -366,6 +366,7 @@ class Baseline:
         on_event: Callable[[Event], None] | None = None,
         clock: Callable[[], float] = time.time,
         under: dict | None = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         self.s = settings
         # what it is learned under (``learned_under``): a process state's baseline is given its own
@@ -376,6 +377,9 @@ class Baseline:
         self.pipeline = pipeline
         self.on_event = on_event or (lambda evt: None)
         self.clock = clock
+        # the time learned is counted on a monotonic clock (``learning_s``); an injected clock (tests, a replay
+        # at the data's time) is both
+        self.monotonic = monotonic or (time.monotonic if clock is time.time else clock)
         self.fid = feature_set_id(settings, self.fs, self.n, model_features)
         b = settings.bearing
         self.bearing = Bearing(b.n_elements, b.ball_d_mm, b.pitch_d_mm, b.contact_angle_deg) if b else None
@@ -391,6 +395,7 @@ class Baseline:
     def _new_learning(self, reason: str) -> None:
         self.state = "learning"
         self.started_at = self.clock()
+        self._learned = (0.0, self.monotonic())  # seconds learned before this mark, and the monotonic mark
         self.learned_at: float | None = None
         self.rows: list[list[float]] = []
         self.speeds: list[float] = []
@@ -431,6 +436,7 @@ class Baseline:
             "features": FEATURES,
             "state": self.state,
             "started_at": self.started_at,
+            "learning_s": round(self.learning_s(), 3) if self.state == "learning" else None,
             "learned_at": self.learned_at,
             "target_windows": self.s.windows,
             "duration_s": self.s.duration_s,
@@ -608,6 +614,10 @@ class Baseline:
             return
         self.state = d["state"]
         self.started_at = float(d["started_at"])
+        # saved by a release before the count: the wall clock's, as it was counted then
+        done = d.get("learning_s")
+        done = float(done) if done is not None else max(0.0, self.clock() - self.started_at)
+        self._learned = (done, self.monotonic())
         self.learned_at = d.get("learned_at")
         self.reason = d.get("reason", "")
         self.threshold = d.get("threshold")
@@ -710,13 +720,21 @@ class Baseline:
             self.relearn(str(why))
             req.unlink(missing_ok=True)
 
+    def learning_s(self) -> float:
+        """Seconds this baseline has been learning, what ``duration_s`` (and ``state_learn_s``) count: this
+        process's monotonic count added to what was saved, so a wall clock stepped while learning (NTP setting
+        a gateway without a battery-backed clock an hour or a day ahead) neither ends the learning at once nor
+        stretches it. The time the agent is down is not counted (no window is learned meanwhile)."""
+        done, mark = self._learned
+        return done + max(0.0, self.monotonic() - mark)
+
     def progress(self) -> float:
         if self.state != "learning":
             return 1.0
         n = len(self.rows) + len(self._first)
         p = n / self.s.windows
         if self.s.duration_s and len(self.rows) >= 20:
-            p = max(p, (self.clock() - self.started_at) / self.s.duration_s)
+            p = max(p, self.learning_s() / self.s.duration_s)
         return float(min(1.0, p))
 
     def status(self) -> dict:

@@ -88,6 +88,7 @@ class StateBaselines:
         model_features: dict | None = None,
         on_event: Callable[[Event], None] | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         self.s = settings
         self.fs, self.n = float(sample_rate_hz), int(window_samples)
@@ -96,6 +97,7 @@ class StateBaselines:
         self.model_features = model_features
         self.on_event = on_event or (lambda evt: None)
         self.clock = clock
+        self.monotonic = monotonic or (time.monotonic if clock is time.time else clock)  # as Baseline's
         # each state's baseline learns until this wrapper ends it (commissioning, or its own learning)
         self._inner = settings.model_copy(update={"windows": 20_000, "duration_s": None})
         self.by_state: dict[str, Baseline] = {}
@@ -103,6 +105,7 @@ class StateBaselines:
         self.not_judged: dict[str, int] = {}  # windows not judged, per state (NO_STATE: without one)
         self.commissioning = True
         self.started_at = clock()
+        self._learned = (0.0, self.monotonic())  # commissioning's seconds (``Baseline.learning_s``)
         self.learned_at: float | None = None
         self.windows = 0  # commissioning windows seen (every state)
         self._iso_over = 0
@@ -145,6 +148,7 @@ class StateBaselines:
                 model_features=self.model_features,
                 on_event=self._state_event(state),
                 clock=self.clock,
+                monotonic=self.monotonic,
                 under=learned_under(self.s, state),
             )
         return b
@@ -161,6 +165,7 @@ class StateBaselines:
             "state_ranges": self._ranges(),
             "commissioning": self.commissioning,
             "started_at": self.started_at,
+            "learning_s": round(self.learning_s(), 3) if self.commissioning else None,
             "learned_at": self.learned_at,
             "windows": self.windows,
             "learning": self.learning,
@@ -253,6 +258,9 @@ class StateBaselines:
             return
         self.commissioning = bool(d.get("commissioning", True))
         self.started_at = float(d.get("started_at", self.started_at))
+        done = d.get("learning_s")  # a release before the count: the wall clock's, as then
+        done = float(done) if done is not None else max(0.0, self.clock() - self.started_at)
+        self._learned = (done, self.monotonic())
         self.learned_at = d.get("learned_at")
         self.windows = int(d.get("windows", 0))
         self.learning = {str(k): str(v) for k, v in d.get("learning", {}).items()}
@@ -279,6 +287,7 @@ class StateBaselines:
         for st in list(self.by_state):
             self._drop(st)
         self.commissioning, self.started_at, self.learned_at, self.windows = True, self.clock(), None, 0
+        self._learned = (0.0, self.monotonic())
         self.learning, self.not_judged = {}, {}
         self.save()
 
@@ -332,21 +341,26 @@ class StateBaselines:
         limit = self.s.state_learn_s if self.learning[state] == "auto" else self.s.duration_s
         if len(b.rows) >= self.s.windows:
             return True
-        return limit is not None and len(b.rows) >= MIN_BAND_WINDOWS and self.clock() - b.started_at >= limit
+        return limit is not None and len(b.rows) >= MIN_BAND_WINDOWS and b.learning_s() >= limit
 
     def _state_progress(self, state: str, b: Baseline) -> float:
         limit = self.s.state_learn_s if self.learning.get(state) == "auto" else self.s.duration_s
         p = len(b.rows) / self.s.windows
         if limit and len(b.rows) >= MIN_BAND_WINDOWS:
-            p = max(p, (self.clock() - b.started_at) / limit)
+            p = max(p, b.learning_s() / limit)
         return float(min(1.0, p))
+
+    def learning_s(self) -> float:
+        """Seconds commissioning has run, counted as ``Baseline.learning_s`` (a wall clock's step is not)."""
+        done, mark = self._learned
+        return done + max(0.0, self.monotonic() - mark)
 
     def progress(self) -> float:
         if not self.commissioning:
             return 1.0
         p = self.windows / self.s.windows
         if self.s.duration_s and self.windows >= MIN_BAND_WINDOWS:
-            p = max(p, (self.clock() - self.started_at) / self.s.duration_s)
+            p = max(p, self.learning_s() / self.s.duration_s)
         return float(min(1.0, p))
 
     def _end_commissioning(self) -> None:
