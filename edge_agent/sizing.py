@@ -13,7 +13,6 @@ run's record. No record (a first start, another package than the one measured): 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,11 +78,10 @@ def record(folder: Path, package_id: str, package_file: str | None, what: str, m
         "item_ms": round(ms, 3),
         "cpu": cpu(),
     }
-    tmp = folder / f".{RECORD}.{os.getpid()}.tmp"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(body))
-        os.replace(tmp, folder / RECORD)
+    from edge_agent.files import atomic_write_json
+
+    try:  # a full disk: its temporary file removed (it stayed in the slot folder, where no sweep looks)
+        atomic_write_json(folder / RECORD, body)
     except OSError:
         pass
 
