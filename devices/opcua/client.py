@@ -567,7 +567,7 @@ def _convert_scalar(
         return value
     if t in ("Float", "Double"):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad("write a number without quotes")
+            raise bad(_a_number(value))
         try:
             return float_for_plc(value, single=t == "Float")
         except ValueError as e:
@@ -612,6 +612,14 @@ def _convert_scalar(
     if any_held:
         raise bad(f"the agent writes only {_WRITABLE_VALUES} values; write to a node that holds one of them")
     raise bad(f"the agent writes only {_WRITABLE} nodes; write to a node of one of those types")
+
+
+def _a_number(value: Any) -> str:
+    """What a Float, Double or Number node wants instead of ``value``: in words that fit it (``value: true`` has
+    no quotes to remove)."""
+    if isinstance(value, bool):
+        return "write a number; true and false are a Boolean node's values"
+    return "write a number without quotes" if isinstance(value, str) else "write a number"
 
 
 def _text(own: Any, value: int | float) -> str:
@@ -661,7 +669,7 @@ def _abstract(kind: AbstractType, value: Any, node_id: str, held: ua.VariantType
     """(value, concrete VariantType) for a node of an abstract numeric DataType: the type it holds when
     the value fits it (a server may take only that one), else the narrowest standard one that does."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise bad("write a number without quotes" if kind is AbstractType.Number else "write a whole number")
+        raise bad(_a_number(value) if kind is AbstractType.Number else "write a whole number")
     if isinstance(value, float) and kind is not AbstractType.Number:
         value = _whole_float(value, bad)
     if held is not None and held.name in _SUBTYPES[kind]:

@@ -371,7 +371,7 @@ async def test_a_base_data_type_node_is_written_as_the_type_it_holds(plc, node, 
 
 _NOT_KEPT = [
     ("AnyDouble", "1.5", "Double", "write a number without quotes"),
-    ("AnyDouble", True, "Double", "write a number without quotes"),
+    ("AnyDouble", True, "Double", "write a number; true and false are a Boolean node's values"),
     ("AnyFloat", 1e39, "Float", "out of range of a 32-bit Float"),
     ("AnyInt16", 2.5, "Int16", "a fraction is never rounded or truncated"),
     ("AnyInt16", 70000, "Int16", "out of range -32768..32767"),

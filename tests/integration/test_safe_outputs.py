@@ -750,7 +750,7 @@ async def test_number_integer_and_uinteger_nodes_get_a_concrete_type_they_take()
             ("UInteger", -1, "a UInteger node takes whole numbers >= 0"),
             ("Integer", "text", "write a whole number"),
             ("Integer", 1.5, "write a whole number"),
-            ("Number", True, "write a number without quotes"),
+            ("Number", True, "write a number; true and false are a Boolean node's values"),
             ("Number", "1.5", "write a number without quotes"),
         ]
         for name, value, why in refused:

@@ -114,7 +114,7 @@ def test_opcua_number_integer_and_uinteger_nodes_get_a_concrete_type_that_fits()
         (A.Integer, "5", "write a whole number"),
         (A.Integer, True, "write a whole number"),
         (A.Integer, 2**63, "out of range of an Int64"),
-        (A.Number, False, "write a number without quotes"),
+        (A.Number, False, "write a number; true and false are a Boolean node's values"),
         (A.Number, float("nan"), "NaN and infinity are never sent"),
     ]:
         with pytest.raises(OpcUaTypeMismatch, match=f"node ns=2;s=N is {kind.name}; cannot write .*{why}"):
