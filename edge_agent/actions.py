@@ -1167,26 +1167,33 @@ def _save(ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result
         try:
             data.write_bytes(png.tobytes())
         except OSError as exc:
-            data.unlink(missing_ok=True)
-            raise OSError(exc.errno, f"sample {data} not written ({exc.strerror})") from exc
+            _unlink_quietly(data)
+            raise OSError(exc.errno, f"sample {data} not written ({exc.strerror or exc})") from exc
     else:
         data = folder / f"{stem}.npy"
         try:
             np.save(data, item.waveform.astype(np.float32))
-        except OSError:
-            data.unlink(missing_ok=True)
-            raise
+        except OSError as exc:
+            _unlink_quietly(data)
+            raise OSError(exc.errno, f"sample {data} not written ({exc.strerror or exc})") from exc
     meta = folder / f"{stem}.json"
     try:
         meta.write_text(json_codec.dumps(result.to_json_dict()))
-    except OSError:
-        meta.unlink(missing_ok=True)
-        data.unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        _unlink_quietly(meta, data)
+        raise OSError(exc.errno, f"sample {meta} not written ({exc.strerror or exc})") from exc
     kept.add(stem, data.stat().st_size + meta.stat().st_size)
     removed = kept.trim(action.max_samples, action.max_bytes)
     if removed:
         ctx.stats[name]["removed"] += removed
+
+
+def _unlink_quietly(*paths: Path) -> None:
+    """A failed sample's files removed, best effort: a read-only disk refuses the unlink too (EROFS, even for a
+    file never made), which raised in place of the failure saying which sample was not written and why."""
+    for p in paths:
+        with contextlib.suppress(OSError):
+            p.unlink(missing_ok=True)
 
 
 def _nan_fields(result: Result, fields: tuple[str, ...]) -> set[str] | None:

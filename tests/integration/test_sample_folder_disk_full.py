@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -76,3 +77,35 @@ def test_an_image_the_full_disk_refuses_is_said_by_the_agent_alone_with_its_caus
         # formerly libpng wrote "libpng error: Write Error" to the agent's stderr at every sample, past its log
         assert capfd.readouterr().err == ""
         assert sorted(p.name for p in folder.iterdir()) == ["filler"]
+
+
+def test_a_read_only_sample_folder_is_said_with_its_cause_not_the_clean_up_s(tmp_path):
+    """On a read-only disk the clean-up's own unlink fails too (EROFS, even for a file never made): it used to be
+    raised in place of the failure that says which sample was not written and why."""
+    from edge_agent.types import Window
+
+    with small_tmpfs(tmp_path / "samples", "256k") as folder:
+        cfg = parse_config(
+            {
+                "agent": {"id": "a", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+                "actions": {"keep": {"type": "save_sample", "dir": str(folder)}},
+                "http": {"enabled": False},
+            },
+            "t.yaml",
+            str(tmp_path),
+        )
+        ctx, action = actions.ActionRunner(cfg, {}), cfg.actions["keep"]
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        res = Result("p", "cam", 1, 0.0, "m", "1.0.0", "onnxruntime", "NG", 0.9)
+        frame = Frame("cam", 1, 0.0, np.zeros((16, 16, 3), np.uint8))
+        with pytest.raises(OSError) as failed:
+            actions._save(ctx, "keep", action, res, frame)
+        assert failed.value.errno == errno.EROFS
+        assert str(failed.value).startswith(f"[Errno 30] sample {folder}/p-")
+        assert str(failed.value).endswith("-NG.png not written (Read-only file system)")
+        window = Window("vib", 2, 0.0, 1.0, np.zeros(64))
+        with pytest.raises(OSError) as failed:
+            actions._save(ctx, "keep", action, res, window)
+        assert failed.value.errno == errno.EROFS
+        assert str(failed.value).startswith(f"[Errno 30] sample {folder}/p-")
+        assert str(failed.value).endswith("-NG.npy not written (Read-only file system)")
