@@ -302,6 +302,22 @@ def _settings(a):
     )
 
 
+def _others_option(a: argparse.Namespace) -> str | None:
+    """Why ``build`` refuses an option another family alone reads (``TrainerFamily.own_options``), or None."""
+    from cloud_trainer.train.families import TRAINER_FAMILIES, load_family
+
+    for other in TRAINER_FAMILIES:
+        if other == a.family:
+            continue
+        for opt in load_family(other).own_options:
+            if getattr(a, opt.lstrip("-").replace("-", "_"), None) is not None:
+                return (
+                    f"cloud-trainer build {a.family}: {opt} is the {other} family's option, not taken by the "
+                    f"{a.family} family (cloud-trainer build {other} reads it)"
+                )
+    return None
+
+
 def _run(verb: str, argv: list[str]) -> int:
     from cloud_trainer.registry import RegistryError
     from cloud_trainer.train import pipeline as P
@@ -310,19 +326,11 @@ def _run(verb: str, argv: list[str]) -> int:
 
     a = _parser(verb).parse_args(argv)
     _quiet_opencv()
-    if verb == "build" and a.family != "anomaly":  # the anomaly family's own options: refused, never ignored
-        for opt, given in (
-            ("--backbone-weights", a.backbone_weights),
-            ("--features", a.features),
-            ("--light-variation", a.light_variation),
-        ):
-            if given is not None:
-                print(
-                    f"cloud-trainer build {a.family}: {opt} is the anomaly family's option, not taken by the "
-                    f"{a.family} family (cloud-trainer build anomaly reads it)",
-                    file=sys.stderr,
-                )
-                return 2
+    if verb == "build" and (
+        refused := _others_option(a)
+    ):  # another family's own option: refused, never ignored
+        print(refused, file=sys.stderr)
+        return 2
     s = _settings(a)
     own = load_family(a.family).build_command(a, s)  # a family with a build of its own (verbs: build only)
     if own is not None:

@@ -18,6 +18,7 @@ class AnomalyFamily(TrainerFamily):
     package_name = fam.NAME  # the default of --name
     verbs = ("build",)
     default_epochs = 0
+    own_options = ("--backbone-weights", "--features", "--light-variation")
     INPUT, OUTPUTS = fam.INPUT, fam.OUTPUTS
 
     def package_io(self, meta: dict, n_features: int, threshold: float) -> tuple[list, list, str, str]:

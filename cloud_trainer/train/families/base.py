@@ -45,6 +45,8 @@ class TrainerFamily:
     default_floors: ClassVar[dict[str, float]] = {}  # the gate's floors; --floor METRIC=VALUE overrides one
     primary: ClassVar[list[str]] = []  # metrics held against FP32 (int8_margin) and the published version
     floor_hint: ClassVar[str] = ""  # appended to the list of metrics named in an unknown --floor's error
+    # options of `cloud-trainer build` only this family reads: another family's build refuses them, never ignores
+    own_options: ClassVar[tuple[str, ...]] = ()
     INPUT: ClassVar[str]  # the model's input name
     OUTPUTS: ClassVar[list[str]]  # its output names, in order
 
