@@ -415,6 +415,7 @@ class Baseline:
         self.stop_floor: float | None = None  # log RMS the sensor reads at a recognised stop
         # a spell of low windows: its start time and its lowest and highest temperature so far
         self._spell: tuple[float, float, float] | None = None
+        self._spell_mono = 0.0  # its start on the monotonic clock: its length (a wall clock's step is not)
         self._said_long_stop = False  # this spell's long stop was said
         self._estimates: list[float] = []  # the last windows' speed estimates (tracking, no speed tag)
         self.outliers = 0  # commissioning windows left out as isolated outliers (isolated_outliers)
@@ -937,7 +938,8 @@ class Baseline:
         t = (scalars or {}).get("_temperature") if self.s.temperature_tag is not None else None
         t = float(t) if t is not None and math.isfinite(t) else None
         if self._spell is None:
-            self._spell = (now, math.inf, -math.inf)
+            self._spell, self._spell_mono = (now, math.inf, -math.inf), self.monotonic()
+        spell_s = self.monotonic() - self._spell_mono
         if t is not None:
             self._spell = (self._spell[0], min(self._spell[1], t), max(self._spell[2], t))
         fell = [row[_FEATURE_INDEX[k]] - med[_FEATURE_INDEX[k]] for k in ("rms", "hf_rms", "velocity_rms")]
@@ -965,16 +967,16 @@ class Baseline:
                 "dead input); not judged"
             )
         if t is not None and self.temp_running is not None:
-            start_t, t_min, t_max = self._spell
+            _, t_min, t_max = self._spell
             cooling = t <= t_max - TEMP_FALL
             heating = t >= t_min + TEMP_FALL
             cold = t <= self.temp_running - TEMP_COLD
             cooled = cooling or (cold and not heating)
-            if not cooled and now - start_t >= TEMP_GRACE_S:
+            if not cooled and spell_s >= TEMP_GRACE_S:
                 return False, (
                     f"sensor: the vibration is 1/{math.exp(-g):.0f} of its commissioned level while the "
                     f"temperature ({t:.4g}, {self.temp_running:.4g} when commissioned) has not fallen in "
-                    f"{now - start_t:.0f} s: the machine runs, the sensor does not read it (dead or "
+                    f"{spell_s:.0f} s: the machine runs, the sensor does not read it (dead or "
                     "detached); not judged"
                 )
             why = (
@@ -984,14 +986,14 @@ class Baseline:
             )
         else:
             why = "the vibration fell to the noise floor across its bands"
-            if now - self._spell[0] >= STOP_SAY_S and not self._said_long_stop:
+            if spell_s >= STOP_SAY_S and not self._said_long_stop:
                 self._said_long_stop = True
                 log.warning(
                     "pipeline %s: held as stopped for %.0f h by its vibration alone (at the noise floor "
                     "across its bands): if the machine runs, check the sensor, its cable and mounting (a "
                     "temperature_tag or a speed_tag on the baseline tells a stop from a dead sensor)",
                     self.pipeline,
-                    (now - self._spell[0]) / 3600,
+                    spell_s / 3600,
                 )
         # the sensor's floor at rest, learned from the stops it tells (slowly: one stop moves it little)
         self.stop_floor = level if self.stop_floor is None else 0.95 * self.stop_floor + 0.05 * level

@@ -69,3 +69,39 @@ def test_a_wall_clock_stepped_ends_neither_commissioning_per_state_nor_a_state_l
     assert v.state == "learning" and b.status()["process_states"]["loaded"]["learning"] == "auto"
     v = _feed(b, m, wall, mono, 10, 1.0)[-1]
     assert v.state == "ready" and b.status()["process_states"]["loaded"]["learning"] is None
+
+
+def test_a_wall_clock_stepped_during_a_stop_does_not_make_the_stop_a_dead_sensor():
+    """Without a speed tag, with ``temperature_tag``: a stop whose temperature has not fallen after
+    ``TEMP_GRACE_S`` is a dead sensor. That time was the wall clock's: a step a day ahead a minute into a stop
+    said the sensor dead (a 'low_level' fault) on a machine at rest."""
+    from edge_agent.maintenance.baseline import TEMP_GRACE_S
+    from tests.support.slow_machines import FS, N, StoppingGearbox
+
+    wall, mono, g = Clock(), Clock(), StoppingGearbox(seed=1)
+    b = Baseline(
+        BaselineSettings(windows=30, temperature_tag="BearingTemp"), FS, N, clock=wall, monotonic=mono
+    )
+    for _ in range(30):
+        b.process(g.window(), {"_temperature": g.temperature()})
+    assert b.state == "ready"
+
+    def window():
+        wall.t += HOP
+        mono.t += HOP
+        return b.process(g.window(), {"_temperature": g.temperature()})
+
+    g.running = False  # a stop
+    v = window()
+    assert v.stopped and v.sensor is None
+    wall.t += DAY
+    v = window()
+    assert v.stopped and v.sensor is None, v.sensor  # said a dead sensor, at rest
+    g.running = True
+    t = g.temperature()  # and a sensor that reads nothing on a warm machine is still said, after its grace
+    g.running = False
+    for _ in range(int(TEMP_GRACE_S / HOP) + 2):
+        wall.t += HOP
+        mono.t += HOP
+        v = b.process(g.window(), {"_temperature": t})
+    assert v.sensor_kind == "low_level" and "temperature" in (v.sensor or "")
