@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -90,9 +90,16 @@ async def test_outbox_async_face_never_blocks_the_loop(tmp_path, monkeypatch):
     ob.open()
     assert ob.is_open
     slow = ob.append
+    loop_ran = threading.Event()  # set by the loop while the append is under way
 
-    def append(*a, **kw):  # a commit that takes its time (a slow disk)
-        time.sleep(0.3)
+    def append(
+        *a, **kw
+    ):  # a commit that waits for the loop to run meanwhile (a slow disk): on the loop's own
+        # thread it would wait for ever for itself, here cut to 30 s and failed
+        if not loop_ran.wait(30):
+            raise AssertionError(
+                "the loop did not run while an append was under way: append_async blocked it"
+            )
         return slow(*a, **kw)
 
     monkeypatch.setattr(ob, "append", append)
@@ -103,10 +110,12 @@ async def test_outbox_async_face_never_blocks_the_loop(tmp_path, monkeypatch):
         while True:
             await asyncio.sleep(0.01)
             ticks += 1
+            if ticks >= 10:
+                loop_ran.set()
 
     t = asyncio.create_task(ticker())
     seq = await ob.append_async("result", {"n": 1})
-    assert ticks >= 10, f"the loop ran {ticks} times in 0.3 s of appending"
+    assert ticks >= 10, f"the loop ran {ticks} times while appending"
     futs = [ob.append_soon("event", {"n": i}) for i in range(2, 4)]  # for callers that cannot await
     await asyncio.to_thread(ob.flush)  # waits for what the async face holds, then commits
     t.cancel()
