@@ -4,15 +4,10 @@ message's others read; its error names the topic as a message's own error does. 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
-from devices.mqtt.client import MqttSource
-from devices.mqtt.settings import MqttSettings
+from tests.support.mqtt_read import read_published
 
 
 async def test_an_error_of_one_field_record_or_item_names_the_topic_and_the_field(mosquitto):
@@ -22,39 +17,16 @@ async def test_an_error_of_one_field_record_or_item_names_the_topic_and_the_fiel
         {"topic": "plant/+/records", "json_mapping": {"records": {"array": "values"}}},
         {"topic": "plant/#"},
     ]
-    src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=subs))
-    await src.start()
-    async with asyncio.timeout(5):
-        await src.connected.wait()
-        await src.subscribed.wait()
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port, 30)
-    pub.loop_start()
-    got: list = []
     errors: list[str] = []
-    said = src._error
-
-    def error(reason: str, detail: str) -> None:
-        errors.append(f"{reason}: {detail}")
-        said(reason, detail)
-
-    src._error = error  # each error's text as it is counted, not only the first of a burst logged
-    try:
-        pub.publish("plant/dev7/mapped", json.dumps({"ts": t0, "rpm": 1500}), qos=1)
-        records = {"ts": t0, "values": [{"id": "a", "v": 1}, {"v": 2}]}
-        pub.publish("plant/dev8/records", json.dumps(records), qos=1)
-        pub.publish("plant/dev9/batch", json.dumps([{"ts": t0, "x": 1}, 5]), qos=1)
-        pub.publish("plant/dev9/nan", '{"ts": %d, "y": NaN}' % t0, qos=1)  # noqa: UP031
-        pub.publish("plant/end", json.dumps({"ts": t0, "end": 1}), qos=1)
-        async with asyncio.timeout(5):
-            async for r in src.items():
-                got.append(r)
-                if r.tag == "plant/end/end":
-                    break
-    finally:
-        pub.disconnect()
-        pub.loop_stop()
-        await src.stop()
+    records = {"ts": t0, "values": [{"id": "a", "v": 1}, {"v": 2}]}
+    messages = [
+        ("plant/dev7/mapped", json.dumps({"ts": t0, "rpm": 1500})),
+        ("plant/dev8/records", json.dumps(records)),
+        ("plant/dev9/batch", json.dumps([{"ts": t0, "x": 1}, 5])),
+        ("plant/dev9/nan", '{"ts": %d, "y": NaN}' % t0),  # noqa: UP031
+        ("plant/end", json.dumps({"ts": t0, "end": 1})),
+    ]
+    got, src = await read_published(mosquitto.port, subs, messages, "plant/end/end", errors=errors)
     assert [r.tag for r in got] == [
         "plant/dev7/mapped/rpm",
         "plant/dev8/records/a",
@@ -77,26 +49,9 @@ async def test_a_sparkplug_message_on_a_json_subscription_is_said_to_want_the_sp
     Sparkplug host's STATE, JSON itself, is read as any JSON message."""
     from protocols import sparkplug as sp
 
-    src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=[{"topic": "#"}]))
-    await src.start()
-    async with asyncio.timeout(5):
-        await src.connected.wait()
-        await src.subscribed.wait()
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port, 30)
-    pub.loop_start()
     ndata = sp.encode(sp.Payload(int(time.time() * 1000), 1, [sp.Metric("a", 1, sp.DataType.DOUBLE, 1.5)]))
-    try:
-        pub.publish("spBv1.0/line1/NDATA/plc1", ndata, qos=1)
-        pub.publish("end", json.dumps({"end": 1}), qos=1)
-        async with asyncio.timeout(5):
-            async for r in src.items():
-                if r.tag == "end/end":
-                    break
-    finally:
-        pub.disconnect()
-        pub.loop_stop()
-        await src.stop()
+    messages = [("spBv1.0/line1/NDATA/plc1", ndata), ("end", json.dumps({"end": 1}))]
+    _, src = await read_published(mosquitto.port, [{"topic": "#"}], messages, "end/end")
     assert src.stats.errors_by_reason == {"malformed_json": 1}
     said = src.stats.last_error or ""
     assert "'spBv1.0/line1/NDATA/plc1'" in said and "Sparkplug B" in said and "codec: sparkplug_b" in said

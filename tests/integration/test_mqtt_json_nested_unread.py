@@ -7,29 +7,15 @@ fields and a path that reads one."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
-from devices.mqtt.client import MqttSource
-from devices.mqtt.settings import MqttSettings
+from tests.support.mqtt_read import read_published
 
 
 async def test_objects_and_arrays_unread_for_every_number_are_counted_and_named_with_a_path(mosquitto):
     t0 = round(time.time()) - 60
     subs = [{"topic": "timed/#", "json_mapping": {"timestamp_field": "meta.ts"}}, {"topic": "#"}]
-    src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=subs))
-    await src.start()
-    async with asyncio.timeout(5):
-        await src.connected.wait()
-        await src.subscribed.wait()
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port, 30)
-    pub.loop_start()
-    got: list = []
     shelly = {
         "ts": t0,
         "id": 0,
@@ -39,21 +25,14 @@ async def test_objects_and_arrays_unread_for_every_number_are_counted_and_named_
         "voltage": [230.1, 229.0, 231.2],
     }
     tasmota = {"ts": t0, "ENERGY": {"TotalStartTime": "2026-01-01T00:00:00", "Total": 12.3, "Power": 45}}
-    try:
-        pub.publish("shellies/plug1/status/switch:0", json.dumps(shelly), qos=1)
-        pub.publish("tele/pm1/SENSOR", json.dumps(tasmota), qos=1)
+    messages = [
+        ("shellies/plug1/status/switch:0", json.dumps(shelly)),
+        ("tele/pm1/SENSOR", json.dumps(tasmota)),
         # the object holding the message's time (timestamp_field: meta.ts) is read for it: not said unread
-        pub.publish("timed/1", json.dumps({"meta": {"ts": t0}, "v": 2}), qos=1)
-        pub.publish("end", json.dumps({"ts": t0, "end": 1}), qos=1)
-        async with asyncio.timeout(5):
-            async for r in src.items():
-                got.append(r)
-                if r.tag == "end/end":
-                    break
-    finally:
-        pub.disconnect()
-        pub.loop_stop()
-        await src.stop()
+        ("timed/1", json.dumps({"meta": {"ts": t0}, "v": 2})),
+        ("end", json.dumps({"ts": t0, "end": 1})),
+    ]
+    got, src = await read_published(mosquitto.port, subs, messages, "end/end")
     assert [(r.tag, r.value) for r in got] == [
         ("shellies/plug1/status/switch:0/id", 0),
         ("shellies/plug1/status/switch:0/apower", 5.5),

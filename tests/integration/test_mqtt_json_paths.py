@@ -5,15 +5,10 @@ of an array (Tasmota's three-phase ``"ENERGY": {"Voltage": [231, 229, 230]}``, a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
-from devices.mqtt.client import MqttSource
-from devices.mqtt.settings import MqttSettings
+from tests.support.mqtt_read import read_published
 
 
 async def test_a_dotted_key_and_an_array_item_are_read_by_the_mappings_path(mosquitto):
@@ -42,35 +37,16 @@ async def test_a_dotted_key_and_an_array_item_are_read_by_the_mappings_path(mosq
         {"topic": "gw/1", "json_mapping": {"values": {"sensors.1.temp": "t2", "sensors.2.temp": "t3"}}},
         {"topic": "end"},
     ]
-    src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=subs))
-    await src.start()
-    async with asyncio.timeout(5):
-        await src.connected.wait()
-        await src.subscribed.wait()
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port, 30)
-    pub.loop_start()
     iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + 1))
-    got: list = []
-    try:
-        flat = {"meta.ts": t0, "Channel1.Device1.Temp": 21.5, "Channel1.Device1.Pressure": 1.25}
-        pub.publish("kepware/flat", json.dumps(flat), qos=1)
-        energy = {
-            "Time": iso,
-            "ENERGY": {"Total": 12.5, "Voltage": [231, 229, 230], "Current": [1.1, 1.2, 1.3]},
-        }
-        pub.publish("tele/pm3/SENSOR", json.dumps(energy), qos=1)
-        pub.publish("gw/1", json.dumps({"ts": t0 + 2, "sensors": [{"temp": 20.0}, {"temp": 20.5}]}), qos=1)
-        pub.publish("end", json.dumps({"ts": t0, "end": 1}), qos=1)
-        async with asyncio.timeout(5):
-            async for r in src.items():
-                got.append(r)
-                if r.tag == "end/end":
-                    break
-    finally:
-        pub.disconnect()
-        pub.loop_stop()
-        await src.stop()
+    flat = {"meta.ts": t0, "Channel1.Device1.Temp": 21.5, "Channel1.Device1.Pressure": 1.25}
+    energy = {"Time": iso, "ENERGY": {"Total": 12.5, "Voltage": [231, 229, 230], "Current": [1.1, 1.2, 1.3]}}
+    messages = [
+        ("kepware/flat", json.dumps(flat)),
+        ("tele/pm3/SENSOR", json.dumps(energy)),
+        ("gw/1", json.dumps({"ts": t0 + 2, "sensors": [{"temp": 20.0}, {"temp": 20.5}]})),
+        ("end", json.dumps({"ts": t0, "end": 1})),
+    ]
+    got, src = await read_published(mosquitto.port, subs, messages, "end/end")
     assert [(r.tag, r.value, r.timestamp) for r in got] == [
         ("kepware/flat/temp", 21.5, t0),
         ("kepware/flat/pressure", 1.25, t0),

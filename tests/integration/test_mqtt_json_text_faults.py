@@ -6,43 +6,12 @@ reading of its tag (``non_finite``), never a text reading passed on GOOD."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import time
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
 from devices.base import Quality
-from devices.mqtt.client import MqttSource
-from devices.mqtt.settings import MqttSettings
-
-
-async def _read(port: int, subs: list[dict], messages: list[tuple[str, str]], last: str, **settings) -> tuple:
-    """The readings a source on ``subs`` gives for ``messages`` (published in order), up to the tag ``last``."""
-    src = MqttSource("mq", MqttSettings(port=port, subscriptions=subs, **settings))
-    await src.start()
-    async with asyncio.timeout(5):
-        await src.connected.wait()
-        await src.subscribed.wait()
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", port, 30)
-    pub.loop_start()
-    got: list = []
-    try:
-        for topic, payload in messages:
-            pub.publish(topic, payload, qos=1)
-        async with asyncio.timeout(5):
-            async for r in src.items():
-                got.append(r)
-                if r.tag == last:
-                    break
-    finally:
-        pub.disconnect()
-        pub.loop_stop()
-        await src.stop()
-    return got, src
+from tests.support.mqtt_read import read_published
 
 
 def _shown(v):
@@ -91,7 +60,7 @@ async def test_a_non_finite_float_written_as_text_is_a_bad_reading_not_text_pass
         ),
         ("edgex/end", json.dumps({"ts": t0, "end": 1})),
     ]
-    got, src = await _read(mosquitto.port, subs, messages, "edgex/end/end")
+    got, src = await read_published(mosquitto.port, subs, messages, "edgex/end/end")
     assert [(r.tag, _shown(r.value), r.quality, r.reason) for r in got] == [
         ("edgex/mapped/a", "nan", Quality.BAD, "non_finite"),
         ("edgex/mapped/b", math.inf, Quality.BAD, "non_finite"),
@@ -121,7 +90,7 @@ async def test_under_non_finite_skip_a_nan_written_as_text_is_dropped_and_a_text
         }
     ]
     messages = [("dev/1", json.dumps({"ts": t0, "a": "NaN", "b": "n/a", "c": "Nano"}))]
-    got, src = await _read(mosquitto.port, subs, messages, "dev/1/c", non_finite="skip")
+    got, src = await read_published(mosquitto.port, subs, messages, "dev/1/c", non_finite="skip")
     assert [(r.tag, r.value, r.quality) for r in got] == [
         ("dev/1/b", "n/a", Quality.GOOD),
         ("dev/1/c", "Nano", Quality.GOOD),
@@ -136,7 +105,7 @@ async def test_a_nan_written_as_text_unread_is_said_to_be_a_fault_not_a_state_to
     setting that reads it as the fault it is: ``numbers_from_text``, a BAD reading."""
     t0 = round(time.time()) - 60
     messages = [("dev/2", json.dumps({"ts": t0, "temp": "NaN", "end": 1}))]
-    got, src = await _read(mosquitto.port, [{"topic": "dev/#"}], messages, "dev/2/end")
+    got, src = await read_published(mosquitto.port, [{"topic": "dev/#"}], messages, "dev/2/end")
     assert [(r.tag, r.value) for r in got] == [("dev/2/end", 1)]
     said = src.notices.messages["text_field_unread"]
     assert "'temp'" in said and "numbers_from_text: true" in said and "states" not in said
