@@ -404,15 +404,23 @@ class FleetServicer(rpc.FleetServicer):
                     f"the fleet store could not record this heartbeat ({type(exc).__name__}: {str(exc)[:200]}); "
                     "send it again later",
                 )
-            gen, desired, config = 0, [], None
-            if self.control is not None:
-                gen, desired, config = await asyncio.to_thread(
-                    partial(self.control.desired_state, agent, tenant=tenant)
+            try:
+                gen, desired, config = 0, [], None
+                if self.control is not None:
+                    gen, desired, config = await asyncio.to_thread(
+                        partial(self.control.desired_state, agent, tenant=tenant)
+                    )
+                reply = desired_reply(gen, desired, config)
+                if self.commands is not None:
+                    key = (tenant, agent)
+                    add_commands(reply, (await asyncio.to_thread(self.commands.pending_many, [key]))[key])
+            except Exception as exc:  # the control's connection waiting to reconnect (PostgreSQL restarted)
+                self._store_failed("heartbeats", exc)
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the fleet store could not read this agent's desired state ({_store_error(exc)}); "
+                    "send the heartbeat again later",
                 )
-            reply = desired_reply(gen, desired, config)
-            if self.commands is not None:
-                key = (tenant, agent)
-                add_commands(reply, (await asyncio.to_thread(self.commands.pending_many, [key]))[key])
         return reply
 
     async def PushRecords(self, request_iterator, context):
@@ -1070,11 +1078,12 @@ def _tick_done(failures: RepeatedFailure, ticking: asyncio.Future) -> None:
 def _store_error(exc: Exception) -> str:
     """Why the store failed a batch, for the agent: a file's error by its errno's text alone (the blob store's
     full disk: "No space left on device"; the server's paths go to the log, never to an agent), a database's by
-    its text ("database or disk is full", "the connection is lost"). It was the type alone: an operator reading
-    an agent's last error saw "OSError" for the cloud's full disk."""
+    its text ("database or disk is full", "the connection is lost"), the rollout control's connection in its pause
+    before reconnecting by its own text ("the control database is unreachable; next attempt in 2.1 s"). It was
+    the type alone: an operator reading an agent's last error saw "OSError" for the cloud's full disk."""
     if isinstance(exc, OSError) and exc.errno is not None:
         return f"{type(exc).__name__}: {os.strerror(exc.errno)}"
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
         return type(exc).__name__
     return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
 
