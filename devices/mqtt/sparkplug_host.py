@@ -411,8 +411,10 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
             raise bad(f"out of range {lo}..{hi}")
         return int(value)
     if dt in (sp.DataType.FLOAT, sp.DataType.DOUBLE):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad("write a number without quotes")
+        if isinstance(value, bool):  # no quotes to remove: the words of an OPC UA Float node's refusal
+            raise bad("write a number; true and false are a Boolean metric's values")
+        if not isinstance(value, int | float):
+            raise bad("write a number without quotes" if isinstance(value, str) else "write a number")
         try:
             return float_for_plc(value, single=dt is sp.DataType.FLOAT)
         except ValueError as e:

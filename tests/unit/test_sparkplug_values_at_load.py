@@ -47,6 +47,13 @@ FITS = {
         ("Boolean", "    value: 2\n", "value", "is Boolean; cannot send 2 (int): write true or false"),
         ("Boolean", "    value: open\n", "value", "is Boolean; cannot send 'open' (str)"),
         ("Float", "    value: 1.0e+39\n", "value", "out of range of a 32-bit Float"),
+        # true/false has no quotes to remove (it said "write a number without quotes")
+        (
+            "Float",
+            "    value: true\n",
+            "value",
+            "is Float; cannot send True (bool): write a number; true and false are a Boolean metric's values",
+        ),
         ("Float", "    value: 16777217\n", "value", "would arrive as 16777216"),
         (
             "UInt8",
