@@ -9,7 +9,10 @@ registry unchanged (its report stays in the build's work folder). ``index.json``
 atomically. Packages are also addressable by SHA-256 digest (what agents download by). A publish that fails
 (a full disk while copying, or while writing the index) removes what it copied: the registry shares the fleet
 service's data folder, whose samples and store were refused for the space that copy held until it was deleted
-by hand.
+by hand. A publish killed while copying (-9, the OOM killer) leaves its ``<name>/.<version>.part`` folder:
+``sweep_parts`` removes those not touched for an hour (``STALE_PART_S``; a live publish's is written to as it
+copies) when a publish starts and when ``cloud-trainer serve`` starts, logging each; they held their space until
+the same version was published again.
 
 Tenants: the default tenant's registry is ``<root>`` itself (the layout above, unchanged); tenant
 ``acme``'s is ``<root>/.tenants/acme/`` with the same layout (a package name never starts with '.', so
@@ -33,9 +36,11 @@ import argparse
 import builtins
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from model_packager.manifest import (
@@ -63,6 +68,12 @@ def _vkey(v: str) -> tuple:
         return (1, version_key(v))
     except ValueError:
         return (0, ())
+
+
+log = logging.getLogger(__name__)
+# a ``.VERSION.part`` folder not touched for this long was left by a publish killed while copying (a live one is
+# written to as it copies, seconds to minutes); ``Registry.sweep_parts`` removes it
+STALE_PART_S = 3600.0
 
 
 class Registry:
@@ -146,6 +157,31 @@ class Registry:
         major, minor, patch = max(cores, default=(0, 0, 0))
         return f"{major + 1}.0.0" if bump == "major" else f"{major}.{minor + 1}.0"
 
+    def sweep_parts(self, older_than_s: float = STALE_PART_S) -> builtins.list[Path]:
+        """Remove the ``<name>/.<version>.part`` folders (this registry's and its tenants') whose folder and files
+        were not touched for ``older_than_s``: a publish killed while copying left them, holding a package's
+        space on the disk the fleet's samples and store share, until the same version was published again. A
+        live publish's part (this process's, another build's, a replica's) is young and is kept. Each removed is
+        logged; returns them."""
+        cutoff = time.time() - older_than_s
+        removed = []
+        for part in (*self.root.glob("*/.*.part"), *self.root.glob(".tenants/*/*/.*.part")):
+            try:
+                if not part.is_dir() or part.is_symlink():
+                    continue
+                touched = max(os.lstat(p).st_mtime for p in (part, *part.iterdir()))
+            except OSError:  # renamed into place or removed meanwhile (a publish, another sweep), unreadable
+                continue
+            if touched < cutoff:
+                shutil.rmtree(part, ignore_errors=True)
+                removed.append(part)
+                log.info(
+                    "removed %s: a publish that was stopped while copying left it (untouched since %s)",
+                    part,
+                    dt.datetime.fromtimestamp(touched, dt.UTC).replace(microsecond=0).isoformat(),
+                )
+        return removed
+
     def publish(
         self,
         pkg: Path,
@@ -157,6 +193,7 @@ class Registry:
         from model_packager import package_digest, read_manifest
 
         m = read_manifest(pkg)
+        self.sweep_parts()  # what publishes killed while copying left
         if self.get(m.name, m.version):
             raise RegistryError(f"{m.name} {m.version} is already in the registry; versions are immutable")
         folder = self.root / m.name / m.version

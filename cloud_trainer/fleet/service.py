@@ -1147,6 +1147,7 @@ class FleetServer:
                         self.blobs.root,
                     )
             self.registry = Registry(registry or self.data / "registry")
+            self.registry.sweep_parts()  # packages' copies a publish killed while copying left
             if control is None:
                 from cloud_trainer.fleet.control import Control
 
