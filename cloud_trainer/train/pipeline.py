@@ -693,20 +693,31 @@ def _write_report(
         *([f"Test set: {report['split_rule']}.", ""] if report.get("split_rule") else []),
         f"Served form: **{report.get('served', 'int8').upper()}** ({report.get('served_why', '')}).",
         "",
-        *_parity_md(report.get("int8_parity")),
-        "| metric | FP32 (ORT) | INT8 (ORT) | INT8 (OpenVINO) | floor |",
-        "|---|---:|---:|---:|---:|",
     ]
+    # the patch recipe's FP32 model alone: its "int8" figures (report.json's metrics.int8, which other code
+    # reads) are that model's again, not an INT8 form's; report.md set them beside FP32 as INT8's
+    patch = report.get("recipe") == "patch"
+    if patch:
+        md += [
+            "INT8 against FP32: no INT8 form (the patch recipe serves its FP32 model).",
+            "",
+            "| metric | FP32 (ORT) | INT8 | floor |",
+            "|---|---:|---|---:|",
+        ]
+    else:
+        md += [
+            *_parity_md(report.get("int8_parity")),
+            "| metric | FP32 (ORT) | INT8 (ORT) | INT8 (OpenVINO) | floor |",
+            "|---|---:|---:|---:|---:|",
+        ]
     for k in report["metrics"]["int8"]:
         v = report["metrics"]["int8"][k]
         if not isinstance(v, int | float) or k == "n":
             continue
         f32 = report["metrics"]["fp32"][k]
         ov = report["metrics"].get("int8_openvino", {}).get(k)
-        md.append(
-            f"| {k} | {f32:.4f} | {v:.4f} | {'' if ov is None else f'{ov:.4f}'} | "
-            f"{report['floors'].get(k, '')} |"
-        )
+        int8_cells = "no INT8 form" if patch else f"{v:.4f} | {'' if ov is None else f'{ov:.4f}'}"
+        md.append(f"| {k} | {f32:.4f} | {int8_cells} | {report['floors'].get(k, '')} |")
     if report["incumbent"] and report["incumbent"]["metrics"]:
         md += [
             "",
@@ -726,8 +737,10 @@ def _write_report(
         md += [
             f"| {f} | {pt[f]['accuracy']:.4f} | {pt[f]['ng_recall']:.4f} | {pt[f]['ng_precision']:.4f} | "
             f"{pt[f]['ok_rejected']:.1%} |"
-            for f in ("fp32", "int8")
+            for f in (("fp32",) if patch else ("fp32", "int8"))
         ]
+        if patch:
+            md.append("| int8 | no INT8 form | | | |")
     if report.get("operating_point"):
         op = report["operating_point"]
         md += [
@@ -741,8 +754,7 @@ def _write_report(
             f"| {c['threshold']:.3g} | {c['ng_recall']:.3f} | {c['ng_precision']:.3f} | {c['ok_rejected']:.1%} |"
             for c in op["validation_curve"][::4]
         ]
-    patch = report.get("recipe") == "patch"  # the FP32 model alone: no INT8 size, latency nor epochs to state
-    if patch:
+    if patch:  # the FP32 model alone: no INT8 size, latency nor epochs to state
         md += ["", "| engine, threads | FP32 ms |", "|---|---:|"]
         md += [f"| {k} | {v['fp32_ms']:.3f} |" for k, v in report["latency_batch1"].items()]
     else:

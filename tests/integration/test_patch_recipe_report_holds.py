@@ -40,3 +40,18 @@ def test_the_patch_recipes_report_states_no_int8_size_latency_nor_epochs_and_is_
     assert "INT8 ms" not in md and "speed-up" not in md
     assert "MB, INT8" not in md and "epochs." not in md
     assert "FP32 ms" in md and "Model size: FP32" in md
+
+
+def test_the_patch_recipes_report_md_says_no_int8_form_where_it_showed_fp32_again_as_int8(built):
+    """Its metrics table had an INT8 (ORT) and an INT8 (OpenVINO) column, its parity table an int8 row (100 %
+    agreement, deviation 0) and its perturbed table an int8 row: each the FP32 model's figures again."""
+    wd = built["settings"].workdir
+    rep = json.loads((wd / "report.json").read_text())
+    assert "int8" in rep["metrics"]  # report.json keeps it: other code reads metrics.int8
+    md = (wd / "report.md").read_text()
+    assert "INT8 (ORT)" not in md and "INT8 (OpenVINO)" not in md, md
+    assert "INT8 against FP32: no INT8 form" in md and "largest" not in md, md
+    rows = [line for line in md.splitlines() if line.startswith("| int8 |")]
+    assert rows and all("no INT8 form" in line for line in rows), md
+    metric_rows = [line for line in md.splitlines() if line.startswith("| accuracy |")]
+    assert metric_rows and all(line.split(" | ")[2] == "no INT8 form" for line in metric_rows), md
