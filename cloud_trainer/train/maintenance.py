@@ -75,10 +75,12 @@ def bearing_geometry(value, where: str) -> tuple[int, float, float, float]:
 
 
 def acceleration_units(data: VibrationData) -> Literal["g", "m/s2"]:
-    """The unit of the dataset's signal (``units`` in its dataset.yaml, as the imported headers wrote it; absent:
-    g) as the condition features take it; a signal that is not an acceleration is refused: its velocity RMS,
-    high band and envelope would be computed as if it were one (a velocity sensor's mm/s, a voltage)."""
-    unit = data.meta.get("units")
+    """The unit of the dataset's signal (``units.waveform`` in its dataset.yaml, as the imported headers wrote it
+    or the simulator writes it; absent: g) as the condition features take it; a signal that is not an
+    acceleration is refused: its velocity RMS, high band and envelope would be computed as if it were one (a
+    velocity sensor's mm/s, a voltage)."""
+    units = data.meta.get("units")
+    unit = units.get("waveform") if isinstance(units, dict) else units
     if unit is None:
         return "g"
     key = re.sub(r"\s+", "", str(unit)).lower().replace("²", "2").replace("^2", "2").replace("**2", "2")

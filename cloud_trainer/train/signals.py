@@ -1420,7 +1420,9 @@ def import_vibration(
             "contact_angle_deg": bearing[3],
         }
     if unit:
-        meta["units"] = unit  # the signal's, as the headers write it: build maintenance's features need it
+        # the signal's, as the headers write it (the simulator's datasets' form: a unit per array); build
+        # maintenance's features need it
+        meta["units"] = {"waveform": unit}
     if speed_channel:
         meta["speed_channel"] = speed_channel
     meta_text = yaml.safe_dump(meta, sort_keys=False)

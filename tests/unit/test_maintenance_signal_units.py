@@ -39,9 +39,26 @@ def _dataset(tmp_path: Path, header: str) -> Path:
 def test_an_acceleration_is_packaged_in_the_unit_its_header_names(tmp_path, header, units):
     ds = _dataset(tmp_path, header)
     meta = yaml.safe_load((ds / "dataset.yaml").read_text())
-    assert meta.get("units") == (header.split("[")[1].rstrip("]") if "[" in header else None)
+    assert meta.get("units") == ({"waveform": header.split("[")[1].rstrip("]")} if "[" in header else None)
     pre = raw_preprocessing(load_vibration(ds))
     assert pre.condition is not None and pre.condition.units == units
+
+
+def test_a_dataset_stating_a_unit_per_array_as_the_simulators_do_is_read_by_its_waveforms(tmp_path):
+    """dataset.yaml's ``units`` is a unit per array (``waveform: g``, ``temperature: degC``): the import writes the
+    signal's there too, and build maintenance reads the waveform's (it took the whole mapping for the signal's
+    unit and refused every simulator dataset, the demo's among them)."""
+    from simulators.vibration import write_dataset
+
+    ds = write_dataset(tmp_path / "sim", n_runs=5, windows_per_run=2, seed=1, window_samples=1024)
+    assert yaml.safe_load((ds / "dataset.yaml").read_text())["units"]["waveform"] == "g"
+    pre = raw_preprocessing(load_vibration(ds))
+    assert pre.condition is not None and pre.condition.units == "g"
+    meta = yaml.safe_load((ds / "dataset.yaml").read_text())
+    meta["units"]["waveform"] = "mm/s"
+    (ds / "dataset.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(DatasetError, match="in 'mm/s', not an acceleration"):
+        raw_preprocessing(load_vibration(ds))
 
 
 @pytest.mark.parametrize(
