@@ -205,9 +205,8 @@ class Registry:
             for f in report_files:
                 if f.exists():
                     shutil.copy2(f, tmp / f.name)
-        except (
-            BaseException
-        ):  # a full disk: the part copied would hold what was left of it (samples share it)
+        except BaseException:
+            # a full disk: the part copied would hold what was left of it (samples share it)
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         # a folder of this version the index does not name is a publish cut short after its rename (a full disk
