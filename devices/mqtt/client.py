@@ -2524,11 +2524,42 @@ def json_decoder(src: MqttSource, sub: Subscription):
         prefix = topic + "/" if prefixed else ""
         if every_number and len(got) == 1 and got[0][0] == "":
             prefix = topic  # a bare number (the payload "21.5"): its tag is its topic
+        if len(got) > 1:
+            got = _in_time_order(got, received_at)
         if records:
             return record_readings(prefix, got, received_at)
         return json_readings(prefix, got, received_at, kept[0])
 
     return run
+
+
+_TIME_OF = operator.itemgetter(2)  # a decoded value's time: (tag, value, time, rate[, quality])
+
+
+def _in_time_order(got: list, received_at: float) -> list:
+    """One message's decoded values with each tag's own in time order, in the slots its values had (the
+    message's order across tags stands, and a value without a time of its own, stamped ``received_at``, stays
+    where it was: the receive time is not the device's clock). A message's samples are one batch the device
+    sent at once: a historian's or REST bridge's buffer sent newest first kept only its newest sample of each
+    tag, the others dropped as out_of_order. A message older than one already read still is. A message in
+    order, the common case, costs one pass."""
+    last = -math.inf
+    for g in got:
+        if g[2] < last:
+            break
+        last = g[2]
+    else:
+        return got
+    slots: dict[str, list[int]] = {}
+    for i, g in enumerate(got):
+        if g[2] != received_at:
+            slots.setdefault(g[0], []).append(i)
+    out = got[:]
+    for idx in slots.values():
+        if len(idx) > 1:
+            for i, g in zip(idx, sorted([got[i] for i in idx], key=_TIME_OF), strict=True):
+                out[i] = g
+    return out
 
 
 def sparkplug_decoder(src: MqttSource, sub: Subscription):
