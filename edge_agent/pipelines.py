@@ -1043,6 +1043,18 @@ class Pipeline:
                     )
                 except RateError as exc:
                     raise SlotError(f"{exc} (model {self.slot.manifest.name})") from None
+            rate = getattr(pre, "sample_rate_hz", None)
+            top_rpm = self.s.baseline.speed_range_rpm[1] if self.s.baseline is not None else 0.0
+            if rate is not None and rate < 2 * top_rpm / 60:
+                # an overall level (a 4-20 mA transmitter's RMS once a second) is no waveform: the baseline's
+                # condition features found no shaft line in it and failed at every window, leaving the model's
+                # own verdicts
+                raise SlotError(
+                    f"pipeline {self.name}: model {self.slot.manifest.name} takes its signal at {rate:g} Hz; the "
+                    f"baseline's condition features need a vibration waveform at {2 * top_rpm / 60:g} Hz or more "
+                    f"(its spectrum up to a {top_rpm:g}-rpm shaft's 1x): serve a model of the accelerometer's "
+                    "waveform, or remove 'baseline:' and judge the level with the model alone"
+                )
             extra, scale = {}, {}
             if self.s.baseline is not None and self.s.baseline.speed_tag:
                 extra[self.s.baseline.speed_tag] = SPEED_INPUT
