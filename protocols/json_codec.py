@@ -13,7 +13,8 @@ A JSON integer past float64's range (also one of more digits than Python convert
 ``compile_decoder(..., keep_non_finite=True)`` keeps a NaN or infinite value (reported as ``non_finite``)
 for the caller to pass on as a BAD reading, as the MQTT source does under ``non_finite: bad``.
 ISO 8601 times without a zone are in ``JsonMapping.timezone`` (UTC unless set: Tasmota's ``Time`` is the
-device's local time). A timestamp field that is null is taken as absent (the receive time);
+device's local time); a date alone (``"2026-12-04"``) is ``bad_timestamp``: no instant, which ``fromisoformat``
+reads as midnight. A timestamp field that is null is taken as absent (the receive time);
 an epoch time quoted as text (``"1701388800123"``) is read as its number.
 A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz": 25600}``):
 ``JsonMapping.rate_field`` names the field (``auto``: the first of ``RATE_FIELDS`` present), and
@@ -443,6 +444,17 @@ def _value(path: str, v: Any, keep: Callable[[str, str], None] | None = None) ->
     )
 
 
+# ISO 8601 forms of a date alone (2026-12-04, 20261204, 2026-W49-5, 2026-338), with a zone or not
+_DATE_ONLY = re.compile(
+    r"\s*[0-9]{4}-?(?:[0-9]{2}-?[0-9]{2}|W[0-9]{2}(?:-?[0-9])?|[0-9]{3})(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?\s*\Z"
+)
+
+
+def _date_only(s: str) -> bool:
+    """Whether ``s`` (ISO 8601 text) is a date with no time of day, which ``fromisoformat`` reads as midnight."""
+    return _DATE_ONLY.match(s) is not None
+
+
 def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
     name = mapping.timestamp_field
     if name is None:
@@ -464,6 +476,15 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
             dt = datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
         except ValueError:
             raise CodecError("bad_timestamp", f"timestamp {name!r}={v!r} is not ISO 8601") from None
+        if len(s) <= 16 and _date_only(s):
+            # a date without a time of day ("2026-12-04", a daily export's): fromisoformat reads it as midnight, a
+            # reading stamped hours off (and "2026-12-04+01:00" as 01:00 local), so refused as no instant
+            raise CodecError(
+                "bad_timestamp",
+                f"timestamp {name!r}={v!r} is a date without a time of day, no instant: read as midnight the "
+                "reading would be stamped hours off; send a date and time (2026-12-04T10:15:00Z), or set "
+                "timestamp_field: null to stamp readings with the receive time",
+            )
         if dt.tzinfo is None:  # a device's local time (Tasmota's "Time"): the mapping's timezone says which
             tz = zone(mapping.timezone)
             t = dt.replace(tzinfo=tz).timestamp()
@@ -1631,6 +1652,8 @@ def time_field_hint(payload: bytes | str, mapping: JsonMapping) -> str | None:
                 datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
             except ValueError:
                 continue
+            if _date_only(s):  # a date alone is no time to stamp readings with (refused as one)
+                continue
             unit, fmt = TimestampFormat.ISO8601, "iso8601"
         else:
             continue
@@ -1662,7 +1685,7 @@ def text_field_hint(name: str, text: str, mapping: JsonMapping) -> str:
             "json_mapping.numbers_from_text: true to read it as the sensor's fault (a BAD reading, non_finite)"
         )
     s = text.strip()
-    if 10 <= len(s) <= 40:
+    if 10 <= len(s) <= 40 and not _date_only(s):  # a date alone is no time to stamp readings with
         try:
             datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
             return (
