@@ -667,7 +667,14 @@ def _whole(value: int, kinds: tuple[str, ...], bad) -> tuple[int, ua.VariantType
 
 def _abstract(kind: AbstractType, value: Any, node_id: str, held: ua.VariantType | None, bad) -> tuple:
     """(value, concrete VariantType) for a node of an abstract numeric DataType: the type it holds when
-    the value fits it (a server may take only that one), else the narrowest standard one that does."""
+    the value fits it (a server may take only that one), else the narrowest standard one that does. True and
+    false are 1 and 0 to an Integer or UInteger node, as to every concrete integer type (an action's default
+    ``value: true`` on a PLC's INT flag), and to a Number node holding an integer type; a Number node holding
+    none refuses them, as Float and Double do."""
+    if isinstance(value, bool) and (
+        kind is not AbstractType.Number or (held is not None and held.name in _INT_RANGE)
+    ):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad(_a_number(value) if kind is AbstractType.Number else "write a whole number")
     if isinstance(value, float) and kind is not AbstractType.Number:

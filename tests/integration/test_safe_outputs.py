@@ -716,8 +716,9 @@ async def test_number_integer_and_uinteger_nodes_get_a_concrete_type_they_take()
     """The abstract DataTypes Number / Integer / UInteger have no values of their own: the former code sent
     the BaseDataType rules' Int32 (refused by a UInteger node, and by one holding a Double or an Int16) and
     passed text to an Integer node for the server to refuse. Now the type the node holds is kept when the
-    value fits it (else Int32/Int64, UInt32/UInt64, Double), and text, true/false and a negative UInteger
-    are refused by the real DataType's name."""
+    value fits it (else Int32/Int64, UInt32/UInt64, Double), true/false are 1/0 to Integer and UInteger as to
+    the concrete integer types, and text, true/false to a Number holding a Double and a negative UInteger are
+    refused by the real DataType's name."""
     from asyncua import ua
 
     V, nodes = ua.VariantType, {}
@@ -746,6 +747,16 @@ async def test_number_integer_and_uinteger_nodes_get_a_concrete_type_they_take()
             await src.write(f"ns={idx};s={name}", value)
             dv = await nodes[name].read_data_value()
             assert (dv.Value.VariantType, dv.Value.Value) == (kind, value)
+        # true and false are 1 and 0 to Integer and UInteger, as to an Int16 or a UInt32 node (an action's
+        # default value: true); they were refused ("write a whole number"), the concrete types taking them
+        for name, value, kind, written in (
+            ("Integer", True, V.Int16, 1),
+            ("UInteger", True, V.UInt32, 1),
+            ("Integer", False, V.Int16, 0),
+        ):
+            await src.write(f"ns={idx};s={name}", value)
+            dv = await nodes[name].read_data_value()
+            assert (dv.Value.VariantType, type(dv.Value.Value), dv.Value.Value) == (kind, int, written)
         refused = [
             ("UInteger", -1, "a UInteger node takes whole numbers >= 0"),
             ("Integer", "text", "write a whole number"),

@@ -109,10 +109,17 @@ def test_opcua_number_integer_and_uinteger_nodes_get_a_concrete_type_that_fits()
     assert to_variant(A.Number, [1, 2.5], "n").Value == [1.0, 2.5]
     assert to_variant(A.Integer, 5, "n", held=V.Int16).VariantType == V.Int16  # the type the node holds
     assert to_variant(A.Integer, 70000, "n", held=V.Int16).VariantType == V.Int32  # unless it does not fit
+    # true/false are 1/0 to Integer and UInteger, as to the concrete integer types, and to a Number holding one
+    for kind, held, want in [
+        (A.Integer, None, V.Int32),
+        (A.UInteger, V.UInt16, V.UInt16),
+        (A.Number, V.Int16, V.Int16),
+    ]:
+        got = to_variant(kind, True, "n", held=held)
+        assert (type(got.Value), got.Value, got.VariantType) == (int, 1, want)
     for kind, bad, why in [
         (A.UInteger, -1, "a UInteger node takes whole numbers >= 0"),
         (A.Integer, "5", "write a whole number"),
-        (A.Integer, True, "write a whole number"),
         (A.Integer, 2**63, "out of range of an Int64"),
         (A.Number, False, "write a number; true and false are a Boolean node's values"),
         (A.Number, float("nan"), "NaN and infinity are never sent"),
