@@ -100,3 +100,16 @@ def mosquitto(tmp_path):
     broker = Mosquitto(tmp_path / "mosquitto").start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def opencv_warnings_on(monkeypatch):
+    """OpenCV at its default level, its warnings printed (another test's video capture, camera or trainer
+    command may have lowered it in this process); put back after."""
+    import cv2
+
+    monkeypatch.delenv("OPENCV_LOG_LEVEL", raising=False)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING)
+    yield
+    cv2.utils.logging.setLogLevel(level)

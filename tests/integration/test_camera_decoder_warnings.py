@@ -8,21 +8,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pytest
 
 from devices.camera.capture import CameraSource
 from devices.camera.settings import CameraSettings
 from tests.integration.test_camera_source import take
-
-
-@pytest.fixture
-def opencv_warnings_on(monkeypatch):
-    """OpenCV at its default level (another test's video capture may have lowered it in this process)."""
-    monkeypatch.delenv("OPENCV_LOG_LEVEL", raising=False)
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING)
-    yield
-    cv2.utils.logging.setLogLevel(level)
 
 
 async def test_a_folder_cameras_tiffs_that_libtiff_warns_of_print_nothing_at_each_frame(

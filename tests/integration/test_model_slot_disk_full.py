@@ -44,6 +44,27 @@ def small_slot_disk(tmp_path):
         yield root
 
 
+def _delivered(mgr: ModelManager, pkg, deployment_id: str) -> SimpleNamespace:
+    """A deployment of ``pkg`` (part-inspection 1.1.0) to the vision slot whose download, as the fleet's ends,
+    puts the package in the slot's staging folder."""
+
+    async def download(d):
+        dest = mgr.staging / d.slot / f"{d.package}-{d.version}.edgepkg"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pkg, dest)
+        return dest
+
+    mgr.download = download  # type: ignore[method-assign]
+    return SimpleNamespace(
+        slot="vision",
+        package="part-inspection",
+        version="1.1.0",
+        digest=hashlib.sha256(pkg.read_bytes()).hexdigest(),
+        deployment_id=deployment_id,
+        rollback=False,
+    )
+
+
 async def test_a_full_slot_disk_is_retried_not_refused_and_leaves_nothing(tmp_path, pkgs, small_slot_disk):
     root = small_slot_disk
     health = HealthConfig(window_s=0.2, min_items=1)
@@ -64,21 +85,7 @@ async def test_a_full_slot_disk_is_retried_not_refused_and_leaves_nothing(tmp_pa
     mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=tmp_path / "data"))
     mgr.download_backoff_s = 0.05
 
-    async def download(d):  # the fleet's download, as it ends: the package in the slot's staging folder
-        dest = mgr.staging / d.slot / f"{d.package}-{d.version}.edgepkg"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(pkgs["v2"], dest)
-        return dest
-
-    mgr.download = download
-    d = SimpleNamespace(
-        slot="vision",
-        package="part-inspection",
-        version="1.1.0",
-        digest=hashlib.sha256(pkgs["v2"].read_bytes()).hexdigest(),
-        deployment_id="dep1",
-        rollback=False,
-    )
+    d = _delivered(mgr, pkgs["v2"], "dep1")
 
     async def reconcile():
         await mgr.on_desired(SimpleNamespace(desired=[d], generation=1))
@@ -197,21 +204,7 @@ async def test_a_deployment_that_cannot_be_recorded_on_a_full_disk_is_installed_
             (pending / "filler").write_bytes(b"\0" * (shutil.disk_usage(pending).free + 4096))
         mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=tmp_path / "data"))
 
-        async def download(d):
-            dest = mgr.staging / d.slot / f"{d.package}-{d.version}.edgepkg"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(pkgs["v2"], dest)
-            return dest
-
-        mgr.download = download
-        d = SimpleNamespace(
-            slot="vision",
-            package="part-inspection",
-            version="1.1.0",
-            digest=hashlib.sha256(pkgs["v2"].read_bytes()).hexdigest(),
-            deployment_id="dep-full",
-            rollback=False,
-        )
+        d = _delivered(mgr, pkgs["v2"], "dep-full")
         try:
             await mgr.on_desired(SimpleNamespace(desired=[d], generation=1))
             async with asyncio.timeout(30):

@@ -18,18 +18,23 @@ from edge_agent.types import Result
 from tests.support.peers import small_tmpfs
 
 
+def _keep(tmp_path, folder, **keep):
+    """An agent's runner and its ``keep`` action: save_sample into ``folder``."""
+    cfg = parse_config(
+        {
+            "agent": {"id": "a", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+            "actions": {"keep": {"type": "save_sample", **keep, "dir": str(folder)}},
+            "http": {"enabled": False},
+        },
+        "t.yaml",
+        str(tmp_path),
+    )
+    return actions.ActionRunner(cfg, {}), cfg.actions["keep"]
+
+
 def test_a_full_disk_fails_the_sample_whole_and_saving_resumes_once_freed(tmp_path):
     with small_tmpfs(tmp_path / "samples", "1m") as folder:
-        cfg = parse_config(
-            {
-                "agent": {"id": "a", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
-                "actions": {"keep": {"type": "save_sample", "max_per_hour": 100_000, "dir": str(folder)}},
-                "http": {"enabled": False},
-            },
-            "t.yaml",
-            str(tmp_path),
-        )
-        ctx, action = actions.ActionRunner(cfg, {}), cfg.actions["keep"]
+        ctx, action = _keep(tmp_path, folder, max_per_hour=100_000)
         image = np.random.default_rng(0).integers(0, 256, (128, 128, 3), np.uint8)  # ~49 kB as a PNG
 
         def save(seq: int) -> None:
@@ -55,16 +60,7 @@ def test_a_full_disk_fails_the_sample_whole_and_saving_resumes_once_freed(tmp_pa
 
 def test_an_image_the_full_disk_refuses_is_said_by_the_agent_alone_with_its_cause(tmp_path, capfd):
     with small_tmpfs(tmp_path / "samples", "256k") as folder:
-        cfg = parse_config(
-            {
-                "agent": {"id": "a", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
-                "actions": {"keep": {"type": "save_sample", "dir": str(folder)}},
-                "http": {"enabled": False},
-            },
-            "t.yaml",
-            str(tmp_path),
-        )
-        ctx, action = actions.ActionRunner(cfg, {}), cfg.actions["keep"]
+        ctx, action = _keep(tmp_path, folder)
         image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8)  # ~197 kB as a PNG
         with contextlib.suppress(OSError):
             (folder / "filler").write_bytes(b"\0" * (shutil.disk_usage(folder).free - 4096))
@@ -85,16 +81,7 @@ def test_a_read_only_sample_folder_is_said_with_its_cause_not_the_clean_up_s(tmp
     from edge_agent.types import Window
 
     with small_tmpfs(tmp_path / "samples", "256k") as folder:
-        cfg = parse_config(
-            {
-                "agent": {"id": "a", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
-                "actions": {"keep": {"type": "save_sample", "dir": str(folder)}},
-                "http": {"enabled": False},
-            },
-            "t.yaml",
-            str(tmp_path),
-        )
-        ctx, action = actions.ActionRunner(cfg, {}), cfg.actions["keep"]
+        ctx, action = _keep(tmp_path, folder)
         subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
         res = Result("p", "cam", 1, 0.0, "m", "1.0.0", "onnxruntime", "NG", 0.9)
         frame = Frame("cam", 1, 0.0, np.zeros((16, 16, 3), np.uint8))

@@ -7,19 +7,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pytest
 
 from cloud_trainer.cli import main as cloud_main
-
-
-@pytest.fixture
-def opencv_warnings_on(monkeypatch):
-    """OpenCV at its default level (another test may have lowered it in this process)."""
-    monkeypatch.delenv("OPENCV_LOG_LEVEL", raising=False)
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING)
-    yield
-    cv2.utils.logging.setLogLevel(level)
 
 
 def test_build_anomaly_reading_tiffs_libtiff_warns_of_prints_none_of_its_warnings(
