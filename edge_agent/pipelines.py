@@ -47,7 +47,7 @@ from edge_agent.maintenance.sensor import SensorFault, SensorWatch
 from edge_agent.maintenance.sensor import check as sensor_check
 from edge_agent.models.slot import Inference, InferenceError, ModelSlot, SlotError
 from edge_agent.types import Latency, Result, Window
-from model_packager.condition import RateError, input_samples, resample, resample_plan
+from model_packager.condition import RateError, input_samples, resample, resample_plan, waveform_rate_floor_hz
 from protocols.events import Event, EventKind
 
 if TYPE_CHECKING:
@@ -1045,13 +1045,13 @@ class Pipeline:
                     raise SlotError(f"{exc} (model {self.slot.manifest.name})") from None
             rate = getattr(pre, "sample_rate_hz", None)
             top_rpm = self.s.baseline.speed_range_rpm[1] if self.s.baseline is not None else 0.0
-            if rate is not None and rate < 2 * top_rpm / 60:
+            if rate is not None and rate < (floor_hz := waveform_rate_floor_hz(top_rpm)):
                 # an overall level (a 4-20 mA transmitter's RMS once a second) is no waveform: the baseline's
                 # condition features found no shaft line in it and failed at every window, leaving the model's
                 # own verdicts
                 raise SlotError(
                     f"pipeline {self.name}: model {self.slot.manifest.name} takes its signal at {rate:g} Hz; the "
-                    f"baseline's condition features need a vibration waveform at {2 * top_rpm / 60:g} Hz or more "
+                    f"baseline's condition features need a vibration waveform at {floor_hz:g} Hz or more "
                     f"(its spectrum up to a {top_rpm:g}-rpm shaft's 1x): serve a model of the accelerometer's "
                     "waveform, or remove 'baseline:' and judge the level with the model alone"
                 )

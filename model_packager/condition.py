@@ -200,6 +200,13 @@ def _line(mag: np.ndarray, fr: float, df: float) -> tuple[float, float]:
     return peak, peak / (float(np.median(mag[max(1, b - w) : b + w + 1])) + 1e-18)
 
 
+def waveform_rate_floor_hz(top_rpm: float) -> float:
+    """The lowest sample rate at which the condition features see the fastest shaft searched (its 1x at ``top_rpm``):
+    a slower signal is an overall level (a 4-20 mA transmitter's RMS logged once a second), not a waveform. The
+    trainer refuses such a dataset and the agent a baseline on such a model by this one rule."""
+    return 2 * top_rpm / 60
+
+
 def estimate_speed_hz(x: np.ndarray, fs: float, lo_hz: float = 5.0, hi_hz: float = 100.0) -> float:
     """Shaft speed from the spectrum: the fundamental whose harmonics 1x..4x carry the most
     (whitened) energy, searched between lo_hz and hi_hz. ``x`` is one window or several (2-D, their

@@ -39,6 +39,7 @@ import numpy as np
 from cloud_trainer.train import common
 from cloud_trainer.train.data import FAULTS, DatasetError, VibrationData, split_runs
 from model_packager.condition import FEATURES as CONDITION_FEATURES
+from model_packager.condition import waveform_rate_floor_hz
 from model_packager.manifest import ConditionFeatures, SignalPreprocessing
 from model_packager.preprocess import signal_features
 
@@ -146,12 +147,12 @@ def raw_preprocessing(
     )
     # the spectrum must reach the fastest shaft searched (its 1x): a slower signal is an overall level (a 4-20 mA
     # transmitter's RMS logged once a second), not a waveform, and the speed search found no line to take
-    top_hz = cond.speed_range_rpm[1] / 60
-    if data.sample_rate_hz < 2 * top_hz:
+    floor_hz = waveform_rate_floor_hz(cond.speed_range_rpm[1])
+    if data.sample_rate_hz < floor_hz:
         raise DatasetError(
             f"{data.source or 'the dataset'}: the signal is sampled at {data.sample_rate_hz:g} Hz; the condition "
             f"features (shaft orders, envelope, velocity over 10-1000 Hz) need a vibration waveform sampled at "
-            f"{2 * top_hz:g} Hz or more (its spectrum up to a {cond.speed_range_rpm[1]:g}-rpm shaft's 1x): import "
+            f"{floor_hz:g} Hz or more (its spectrum up to a {cond.speed_range_rpm[1]:g}-rpm shaft's 1x): import "
             "the accelerometer's waveform, or build with --signal-features bands to learn this signal as it is"
         )
     return SignalPreprocessing(**base, n_bands=0, time_features=False, condition=cond)
