@@ -5,11 +5,12 @@
     <root>/<name>/<version>/<name>-<version>.edgepkg, report.json, report.md, *.png
 
 Only candidates that passed the evaluation gate are published; a rejected candidate leaves the
-registry unchanged (its report stays in the build's work folder). ``index.json`` is replaced
-atomically. Packages are also addressable by SHA-256 digest (what agents download by). A publish that fails
-(a full disk while copying, or while writing the index) removes what it copied: the registry shares the fleet
-service's data folder, whose samples and store were refused for the space that copy held until it was deleted
-by hand. A publish killed while copying (-9, the OOM killer) leaves its ``<name>/.<version>.part`` folder:
+registry unchanged (its report stays in the build's work folder). A version's files are fsynced before the rename
+that publishes them and ``index.json`` is replaced atomically, fsynced (``model_packager.durable``): after a power
+cut the index never lists a zero-length or torn package. Packages are also addressable by SHA-256 digest (what
+agents download by). A publish that fails (a full disk while copying, or while writing the index) removes what it
+copied: the registry shares the fleet service's data folder, whose samples and store were refused for the space
+that copy held until it was deleted by hand. A publish killed while copying (-9, the OOM killer) leaves its ``<name>/.<version>.part`` folder:
 ``sweep_parts`` removes those not touched for an hour (``STALE_PART_S``; a live publish's is written to as it
 copies) when a publish starts and when ``cloud-trainer serve`` starts, logging each; they held their space until
 the same version was published again.
@@ -43,6 +44,7 @@ import sys
 import time
 from pathlib import Path
 
+from model_packager.durable import sync_file, sync_folder, write_atomically
 from model_packager.manifest import (
     PACKAGE_NAME_RE,  # the package format's name rule: a safe folder name
     version_key,
@@ -205,6 +207,11 @@ class Registry:
             for f in report_files:
                 if f.exists():
                     shutil.copy2(f, tmp / f.name)
+            # on the disk before the rename that publishes them: after a power cut the version's folder could
+            # hold a zero-length or torn package that the index lists (the agents downloaded it and refused it)
+            for f in tmp.iterdir():
+                sync_file(f)
+            sync_folder(tmp)
         except BaseException:
             # a full disk: the part copied would hold what was left of it (samples share it)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -213,6 +220,8 @@ class Registry:
         # for the index, the run killed): nothing was ever served from it, and it refused every publish again
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
+        sync_folder(folder.parent)
+        sync_folder(self.root)  # (the name's folder, when this is its first version)
         entry = {
             "name": m.name,
             "version": m.version,
@@ -242,10 +251,7 @@ class Registry:
 
     def _write(self, name: str, entries: builtins.list[dict]) -> None:
         p = self._index_path(name)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries, indent=1))
-        os.replace(tmp, p)
+        write_atomically(p, json.dumps(entries, indent=1).encode(), p.with_suffix(".tmp"))
 
 
 def main_withdraw(argv: list[str]) -> int:

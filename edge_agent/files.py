@@ -41,27 +41,12 @@ def why_unread(exc: BaseException) -> str:
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
-    """``data`` as compact JSON at ``path``: a temporary file beside it, fsynced, renamed over it, and the
-    folder fsynced (best effort) so the rename itself survives a power cut."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a full disk: the part written held the room left until this pid wrote again
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    """``data`` as compact JSON at ``path``: a temporary file beside it (``.<name>.<pid>.tmp``), fsynced, renamed
+    over it, and the folder fsynced (best effort) so the rename itself survives a power cut
+    (``model_packager.durable``, which the cloud's registry writes through too)."""
+    from model_packager.durable import write_atomically
+
+    write_atomically(path, json.dumps(data, separators=(",", ":")).encode())
 
 
 def remove_stale_temps(folder: Path) -> list[str]:
