@@ -12,8 +12,9 @@ agents download by). A publish that fails (a full disk while copying, or while w
 copied: the registry shares the fleet service's data folder, whose samples and store were refused for the space
 that copy held until it was deleted by hand. A publish killed while copying (-9, the OOM killer) leaves its ``<name>/.<version>.part`` folder:
 ``sweep_parts`` removes those not touched for an hour (``STALE_PART_S``; a live publish's is written to as it
-copies) when a publish starts and when ``cloud-trainer serve`` starts, logging each; they held their space until
-the same version was published again.
+copies) when a publish starts and when ``cloud-trainer serve`` starts, logging each (INFO) and their count and
+the first one as a WARNING, which a build prints; they held their space until the same version was published
+again.
 
 Tenants: the default tenant's registry is ``<root>`` itself (the layout above, unchanged); tenant
 ``acme``'s is ``<root>/.tenants/acme/`` with the same layout (a package name never starts with '.', so
@@ -164,7 +165,8 @@ class Registry:
         were not touched for ``older_than_s``: a publish killed while copying left them, holding a package's
         space on the disk the fleet's samples and store share, until the same version was published again. A
         live publish's part (this process's, another build's, a replica's) is young and is kept. Each removed is
-        logged; returns them."""
+        logged, and their count with the first one as a warning (what a build, which sets no logging up, prints);
+        returns them."""
         cutoff = time.time() - older_than_s
         removed = []
         for part in (*self.root.glob("*/.*.part"), *self.root.glob(".tenants/*/*/.*.part")):
@@ -182,6 +184,13 @@ class Registry:
                     part,
                     dt.datetime.fromtimestamp(touched, dt.UTC).replace(microsecond=0).isoformat(),
                 )
+        if removed:  # a build prints warnings only (no logging set up): the space freed is said there too
+            log.warning(
+                "removed %d folder(s) that publishes stopped while copying left (%s%s)",
+                len(removed),
+                removed[0],
+                f" and {len(removed) - 1} more" if len(removed) > 1 else "",
+            )
         return removed
 
     def publish(

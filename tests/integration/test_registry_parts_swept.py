@@ -58,3 +58,25 @@ async def test_serve_removes_the_parts_killed_publishes_left_at_start(tmp_path, 
         assert f"removed {killed}" in caplog.text, caplog.text
     finally:
         await srv.stop()
+
+
+def test_a_sweep_that_removed_parts_is_a_warning_a_build_prints_with_the_count_and_the_first(tmp_path):
+    """``cloud-trainer build`` sets no logging up: Python prints warnings and above only, so the INFO line of each
+    part removed was never seen by the user whose disk it freed."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "registry"
+    parts = [_part(root / n / ".1.0.0.part", 1000, age_s=2 * 3600) for n in ("alpha", "beta")]
+    sweep = [
+        sys.executable,
+        "-c",
+        f"from cloud_trainer.registry import Registry; Registry({str(root)!r}).sweep_parts()",
+    ]
+    run = subprocess.run(sweep, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    said = [f"removed 2 folder(s) that publishes stopped while copying left ({p} and 1 more)" for p in parts]
+    assert any(s in run.stderr for s in said), run.stderr  # (whichever the sweep found first)
+    assert not any(p.exists() for p in parts)
+    quiet = subprocess.run(sweep, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and quiet.stderr == ""  # nothing removed, nothing said
