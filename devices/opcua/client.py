@@ -392,6 +392,9 @@ _OVERFLOW = 0x0400 | 0x0080
 # a value's status with the SemanticsChanged bit: the node's metadata (EURange, units, a waveform's
 # XAxisDefinition) changed, and a client should read it again (Part 4, 7.39.1)
 _SEMANTICS_CHANGED = 0x4000
+# and with the StructureChanged bit: the encoding of its value changed (a PLC download changed a structure's
+# layout): a client that decodes structures must read the DataType's definition again (Part 4, 7.39.1)
+_STRUCTURE_CHANGED = 0x8000
 
 
 _WRITABLE_VALUES = "Boolean, SByte..UInt64, Float, Double, String, LocalizedText, DateTime, ByteString, Guid"
@@ -2511,9 +2514,11 @@ class OpcUaSource:
         readings: one, or one per member of a structure (a Siemens UDT, a Beckhoff STRUCT) or an array
         of them."""
         status = getattr(dv, "StatusCode", None)
-        if status is not None and status.value & (_OVERFLOW | _SEMANTICS_CHANGED):
+        if status is not None and status.value & (_OVERFLOW | _SEMANTICS_CHANGED | _STRUCTURE_CHANGED):
             if status.value & _OVERFLOW == _OVERFLOW:
                 self._overflowed(tag)
+            if status.value & _STRUCTURE_CHANGED and self._layout_changed(nodeid, tag, val):
+                return
             if status.value & _SEMANTICS_CHANGED and tag in self._rates.span_s:
                 self._axis_changed(nodeid, tag)
             elif status.value & _SEMANTICS_CHANGED and tag not in self._axis_reads:
@@ -2864,6 +2869,31 @@ class OpcUaSource:
             val.TypeId.to_string(),
         )
 
+    def _layout_changed(self, nodeid: ua.NodeId, tag: str, val: Any) -> bool:
+        """A structure's value flagged StructureChanged (a PLC download changed its layout while the session
+        stayed up): asyncua decoded it by the layout read before, so its members would be the wrong bytes
+        passed on GOOD. It is not passed on; the server's types are read again and the node read by its new
+        layout (``_structures``). False for a value that is no structure (its Variant says its own type)."""
+        first = val[0] if isinstance(val, list) and val else val
+        if not (isinstance(first, ua.ExtensionObject) or _is_structure(first)):
+            return False
+        self.notices.note(
+            "structure_changed",
+            "opcua source %s: tag %s: the server flagged its structure changed (StructureChanged: a PLC "
+            "download changed its layout); the server's type definitions are read again and the node read by "
+            "its new layout; the value flagged so is not passed on (it was decoded by the former layout)",
+            self.name,
+            tag,
+            cause=tag,
+        )
+        typeid = getattr(first, "TypeId", None) or ua.typeid_by_extension_objects.get(
+            type(first), ua.NodeId()
+        )
+        self._undecoded[nodeid] = (tag, typeid)
+        self._types_loaded = False
+        self._types_wanted.set()
+        return True
+
     def _types_unread(self, tag: str, n: int = 1) -> None:
         """``n`` values of structure tags skipped because the server's types could not be read."""
         self.notices.note(
@@ -2884,35 +2914,41 @@ class OpcUaSource:
         many types takes a while), then read those nodes again, so that their members come now and not
         at their next change. A read that fails (the server late: a PLC busy at connect, or with more types
         than the bound allows) is tried again after a growing pause, ``TYPES_RETRY_S`` doubling up to
-        ``TYPES_RETRY_MAX_S``, with a bound that doubles too (up to ``TYPES_BOUND_MAX_S``)."""
-        retry = Backoff(initial_s=TYPES_RETRY_S, max_s=TYPES_RETRY_MAX_S)
-        counted = False
-        tries = 0
+        ``TYPES_RETRY_MAX_S``, with a bound that doubles too (up to ``TYPES_BOUND_MAX_S``). Read again when a
+        value comes flagged StructureChanged (``_layout_changed``): a PLC download within the session."""
         while True:
-            await self._types_wanted.wait()
-            client = self._client
-            if client is None:
-                return
-            await self._load_types(client, tries)
-            tries += 1
-            if self._types_failed is None:
-                break
-            if self._undecoded and not counted:  # the values queued before this first failure
-                counted = True
-                self._types_unread(next(iter(self._undecoded.values()))[0], len(self._undecoded))
-            # could not be read (a busy PLC answering late, an error): not "undescribed" for the whole
-            # session, as it was: those values are skipped and counted until a later read succeeds
+            retry = Backoff(initial_s=TYPES_RETRY_S, max_s=TYPES_RETRY_MAX_S)
+            counted = False
+            tries = 0
+            while True:
+                await self._types_wanted.wait()
+                client = self._client
+                if client is None:
+                    return
+                await self._load_types(client, tries)
+                tries += 1
+                if self._types_failed is None:
+                    break
+                if self._undecoded and not counted:  # the values queued before this first failure
+                    counted = True
+                    self._types_unread(next(iter(self._undecoded.values()))[0], len(self._undecoded))
+                # could not be read (a busy PLC answering late, an error): not "undescribed" for the whole
+                # session, as it was: those values are skipped and counted until a later read succeeds
+                self._types_wanted.clear()
+                await asyncio.sleep(retry.next_delay())
+                self._types_wanted.set()
             self._types_wanted.clear()
-            await asyncio.sleep(retry.next_delay())
-            self._types_wanted.set()
-        waiting, self._undecoded = self._undecoded, {}
-        for nodeid, (tag, _) in waiting.items():
-            try:
-                async with asyncio.timeout(self.settings.connect_timeout_s):
-                    dv = await client.get_node(nodeid).read_data_value()
-            except Exception:
-                continue  # its next change comes through the subscription
-            self._on_value(nodeid, tag, dv.Value.Value if dv.Value is not None else None, dv)
+            waiting, self._undecoded = self._undecoded, {}
+            for nodeid, (tag, _) in waiting.items():
+                try:
+                    async with asyncio.timeout(self.settings.connect_timeout_s):
+                        dv = await client.get_node(nodeid).read_data_value()
+                except Exception:
+                    continue  # its next change comes through the subscription
+                if dv.StatusCode is not None and dv.StatusCode.value & _STRUCTURE_CHANGED:
+                    # read by the definitions just read: the flag (a server may keep it on the value) is done
+                    dv.StatusCode = ua.StatusCode(ua.UInt32(dv.StatusCode.value & ~_STRUCTURE_CHANGED))
+                self._on_value(nodeid, tag, dv.Value.Value if dv.Value is not None else None, dv)
 
     async def _load_types(self, client: Client, tries: int = 0) -> None:
         """Read the server's structure types (asyncua makes a class of each, which then decodes their

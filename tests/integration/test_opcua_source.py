@@ -834,6 +834,64 @@ async def test_a_structure_whose_layout_changed_while_the_plc_restarted_is_read_
     }
 
 
+async def test_a_structure_whose_layout_changed_online_flagged_structure_changed_is_read_by_its_new_layout(
+    ua_types,
+) -> None:
+    """A PLC download changes a UDT's layout while the session stays up: the server sends the new value
+    flagged StructureChanged (Part 4, 7.39.1: re-read the metadata before decoding). It was decoded by the
+    layout read at connect and its members passed on GOOD with the wrong bytes (Temp 41.0, the new first
+    member's value, Pressure 185.0) until a reconnect. Now the types are read again and the node read by its
+    new layout; the flagged value is not passed on, and the change is said naming the tag."""
+    import struct
+
+    from asyncua import ua
+    from asyncua.common.structures104 import new_struct, new_struct_field
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:mold", "Line")
+    mold, (enc,) = await new_struct(
+        srv, idx, "TestMoldUDT", [new_struct_field(f, ua.VariantType.Double) for f in ("Temp", "Pressure")]
+    )
+    var = await obj.add_variable(
+        ua.NodeId("Mold", idx),
+        "Mold",
+        ua.Variant(ua.ExtensionObject(enc.nodeid, struct.pack("<2d", 180.0, 95.0))),
+        datatype=mold.nodeid,
+    )
+    await srv.start()
+    src = OpcUaSource("plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Mold"}]))
+    await src.start()
+    try:
+        before = await _collect(src, {"Mold/Temp", "Mold/Pressure"})
+        new = ua.StructureDefinition(
+            DefaultEncodingId=enc.nodeid,
+            BaseDataType=ua.NodeId(ua.ObjectIds.Structure),
+            StructureType=ua.StructureType.Structure,
+            Fields=[new_struct_field(f, ua.VariantType.Double) for f in ("Cycle", "Temp", "Pressure")],
+        )
+        await srv.get_node(mold.nodeid).write_attribute(
+            ua.AttributeIds.DataTypeDefinition, ua.DataValue(ua.Variant(new))
+        )
+        body = ua.ExtensionObject(enc.nodeid, struct.pack("<3d", 41.0, 185.0, 97.5))
+        await srv.write_attribute_value(
+            var.nodeid, ua.DataValue(ua.Variant(body), StatusCode=ua.StatusCode(0x8000))
+        )
+        after = await _collect(src, {"Mold/Cycle", "Mold/Temp", "Mold/Pressure"}, timeout_s=15)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert (before["Mold/Temp"].value, before["Mold/Pressure"].value) == (180.0, 95.0)
+    assert {t: (r.value, r.quality) for t, r in after.items()} == {
+        "Mold/Cycle": (41.0, Quality.GOOD),
+        "Mold/Temp": (185.0, Quality.GOOD),
+        "Mold/Pressure": (97.5, Quality.GOOD),
+    }
+    assert src.notices.counts.get("structure_changed") == 1, src.notices.counts
+    assert "tag Mold:" in src.notices.messages["structure_changed"]
+
+
 async def test_a_structures_datetime_member_of_1601_the_null_time_is_no_value_and_bad(ua_types) -> None:
     """A UDT's DateTime member never set (a last-service time) holds DateTime 0, OPC UA's null time, which
     asyncua hands out as 1601-01-01: the member was passed on GOOD as that date. It is BAD with no value now,
