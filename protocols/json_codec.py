@@ -450,8 +450,9 @@ _DATE_ONLY = re.compile(
 )
 
 
-def _date_only(s: str) -> bool:
-    """Whether ``s`` (ISO 8601 text) is a date with no time of day, which ``fromisoformat`` reads as midnight."""
+def date_only(s: str) -> bool:
+    """Whether ``s`` (ISO 8601 text) is a date with no time of day, which ``fromisoformat`` reads as midnight (the
+    rule of every time given as text: this codec's timestamps, Sparkplug's DateTime metrics)."""
     return _DATE_ONLY.match(s) is not None
 
 
@@ -476,7 +477,7 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
             dt = datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
         except ValueError:
             raise CodecError("bad_timestamp", f"timestamp {name!r}={v!r} is not ISO 8601") from None
-        if len(s) <= 16 and _date_only(s):
+        if len(s) <= 16 and date_only(s):
             # a date without a time of day ("2026-12-04", a daily export's): fromisoformat reads it as midnight, a
             # reading stamped hours off (and "2026-12-04+01:00" as 01:00 local), so refused as no instant
             raise CodecError(
@@ -1652,7 +1653,7 @@ def time_field_hint(payload: bytes | str, mapping: JsonMapping) -> str | None:
                 datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
             except ValueError:
                 continue
-            if _date_only(s):  # a date alone is no time to stamp readings with (refused as one)
+            if date_only(s):  # a date alone is no time to stamp readings with (refused as one)
                 continue
             unit, fmt = TimestampFormat.ISO8601, "iso8601"
         else:
@@ -1685,7 +1686,7 @@ def text_field_hint(name: str, text: str, mapping: JsonMapping) -> str:
             "json_mapping.numbers_from_text: true to read it as the sensor's fault (a BAD reading, non_finite)"
         )
     s = text.strip()
-    if 10 <= len(s) <= 40 and not _date_only(s):  # a date alone is no time to stamp readings with
+    if 10 <= len(s) <= 40 and not date_only(s):  # a date alone is no time to stamp readings with
         try:
             datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
             return (

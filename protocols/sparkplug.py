@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols import quality_names
-from protocols.json_codec import MS_LOOKS_LIKE_S, CodecError
+from protocols.json_codec import MS_LOOKS_LIKE_S, CodecError, date_only
 from protocols.topics import shown_topic
 
 NAMESPACE = "spBv1.0"
@@ -267,6 +267,27 @@ def datetime_text(ms: int) -> str:
         ) from None
 
 
+def datetime_read(value: Any) -> str:
+    """A DateTime metric's value from a node, as ISO 8601 text with its zone (``datetime_text``). The specification
+    has it in ``long_value`` (milliseconds since 1970); a node that puts it in another field is read by the same
+    rules, never passed on as it came: text is a time with its zone (``datetime_ms``: a date alone, text without
+    a zone or no time at all is ``bad_timestamp``), a double a whole number of milliseconds in the years
+    1..9999; anything else (a boolean, a fraction, NaN) is ``wrong_type``."""
+    if type(value) is int:
+        return datetime_text(value)
+    if type(value) is float:
+        if not math.isfinite(value) or not value.is_integer():
+            raise CodecError(
+                "wrong_type", f"DateTime {value!r} is not a whole number of milliseconds since 1970"
+            )
+        if abs(value) >= 1 << 63:
+            raise CodecError("wrong_type", f"DateTime {value!r} ms since 1970 is outside the years 1..9999")
+        return datetime_text(int(value))
+    if isinstance(value, str):
+        return datetime_text(datetime_ms(value))
+    raise CodecError("wrong_type", f"DateTime {value!r} is no time: milliseconds since 1970 were expected")
+
+
 # the last millisecond a DateTime metric is written up to (the years a time is read in, ``datetime_text``)
 DATETIME_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
@@ -274,21 +295,28 @@ DATETIME_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 def datetime_ms(value: Any) -> int:
     """A value for a DateTime metric (unsigned milliseconds since 1970, UTC) from ISO 8601 text with its zone
     (``2026-12-03T05:17:50Z``, ``...+01:00``: the form readings give a DateTime in, ``datetime_text``), an
-    aware ``datetime``, or whole epoch milliseconds. Raises ``CodecError('wrong_type')`` for a time without a
-    zone (a node in another zone would take it as another instant), one before 1970 or past the year 9999,
-    and anything else (a boolean, a fraction, text that is no time)."""
+    aware ``datetime``, or whole epoch milliseconds. Raises ``CodecError('bad_timestamp')`` for text that is no
+    instant: a date alone (``2026-12-04``, the JSON codec's ``date_only``), a time without a zone (a node in
+    another zone would take it as another instant), text that is no time; ``CodecError('wrong_type')`` for one
+    before 1970 or past the year 9999 and anything else (a boolean, a fraction)."""
     shown = repr(value)
     if isinstance(value, str):
+        if date_only(value):  # the JSON codec's rule: fromisoformat reads it as midnight, hours off
+            raise CodecError(
+                "bad_timestamp",
+                f"{shown} is a date without a time of day, no instant; write a date and time with its zone, "
+                "e.g. '2026-12-03T05:17:50Z'",
+            )
         try:
             value = _dt.datetime.fromisoformat(value.strip())
         except ValueError:
             raise CodecError(
-                "wrong_type", f"{shown} is no ISO 8601 time; write e.g. '2026-12-03T05:17:50Z' or epoch ms"
+                "bad_timestamp", f"{shown} is no ISO 8601 time; write e.g. '2026-12-03T05:17:50Z' or epoch ms"
             ) from None
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
             raise CodecError(
-                "wrong_type",
+                "bad_timestamp",
                 f"{shown} has no zone: the node would take it as another instant; add Z (UTC) or an offset, "
                 "e.g. '2026-12-03T05:17:50Z' or '2026-12-03T06:17:50+01:00'",
             )

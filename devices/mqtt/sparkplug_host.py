@@ -72,7 +72,8 @@ time before 2001 (a node whose clock was never set stamps its uptime) is passed 
 it the receive time (``MqttSource._order``: ``clock_skew``). A Float metric (32 bits) is read as the
 shortest decimal that is the same Float (0.3, not 0.30000001192092896: ``protocols.float32``). A DateTime
 metric (epoch milliseconds) is read as ISO 8601 text, as the OPC UA source gives a time
-(``sparkplug.datetime_text``; outside the years 1..9999: ``wrong_type``).
+(``sparkplug.datetime_text``; outside the years 1..9999: ``wrong_type``); one a node puts in another field is
+read by the same rules (``sparkplug.datetime_read``: text a time with its zone, a date alone ``bad_timestamp``).
 A Sparkplug 3.0 array of numbers or truth values (Int32Array, FloatArray, BooleanArray, ...; little-endian
 bytes, typed by the metric's datatype or its birth's) gives a reading whose value is a 1-D NumPy array, as a
 waveform pipeline takes it; bytes that do not fit the type are ``wrong_type``.
@@ -1661,11 +1662,15 @@ class SparkplugHost:
                                 f"{t.group}/{t.edge_node}/{dev or ''}: DataSet {flat!r}"
                                 f"{f' column {col!r}' if col else ''}: {why.removeprefix('wrong_type: ')}",
                             )
-                elif type(v) is int and (leaf.datatype or node.types.get((dev, flat))) == _DATETIME:
+                elif (leaf.datatype or node.types.get((dev, flat))) == _DATETIME and type(
+                    v
+                ) is not np.ndarray:
                     # milliseconds since 1970: a time (a part's production time, a last service), given as the
-                    # OPC UA source gives one, ISO 8601 text; as a number, a rule or the cloud took it for a count
+                    # OPC UA source gives one, ISO 8601 text; as a number, a rule or the cloud took it for a count.
+                    # A node writing it in another field (text, a double) is read by the same rules: its
+                    # '2026-12-04' or 1e30 went on as a GOOD DateTime reading
                     try:
-                        values = [(flat, sp.datetime_text(v))]
+                        values = [(flat, sp.datetime_read(v))]
                     except CodecError as e:
                         self._on_error(
                             e.reason, f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r}: {e.detail}"

@@ -149,6 +149,36 @@ async def test_sparkplug_datetime_metrics_are_times_not_numbers(mosquitto):
     assert "'Broken'" in str(src.stats.last_error) and "years 1..9999" in str(src.stats.last_error)
 
 
+async def test_a_datetime_metric_a_node_sends_as_text_or_a_double_is_read_by_the_rules_of_a_time(mosquitto):
+    """A DateTime metric belongs in long_value; a node that put it in string_value or double_value had it passed on
+    as it came, a GOOD DateTime reading of '2026-12-04' (a date alone, which the JSON codec refuses as no instant),
+    of 'soon' or of 1e30. Now text is read as a time with its zone (as a command's DateTime is written, through
+    the JSON codec's rule for a date alone: bad_timestamp) and a double as whole milliseconds in the years
+    1..9999 (wrong_type otherwise); the message's other metrics are read."""
+    now = int(time.time() * 1000) - 1000
+    birth = _payload(now, 0)
+    _metric(birth, "bdSeq", datatype=D.UINT64, long_value=0)
+    _metric(birth, "Day", alias=1, datatype=D.DATETIME, string_value="2026-12-04")
+    _metric(birth, "DayZ", alias=2, datatype=D.DATETIME, string_value="2026-12-04+01:00")
+    _metric(birth, "Made", alias=3, datatype=D.DATETIME, string_value="2026-12-04T10:15:00+01:00")
+    _metric(birth, "Soon", alias=4, datatype=D.DATETIME, string_value="soon")
+    _metric(birth, "Ms", alias=5, datatype=D.DATETIME, double_value=1.7e12)
+    _metric(birth, "Huge", alias=6, datatype=D.DATETIME, double_value=1e30)
+    _metric(birth, "Temp", alias=7, datatype=D.DOUBLE, double_value=20.0)
+    data = _payload(now + 1, 1)  # by alias: the birth's datatype says DateTime
+    _metric(data, alias=1, string_value="2026-12-05")
+    _metric(data, alias=7, double_value=21.0)
+    src, got = await _run(mosquitto.port, [("NBIRTH", birth), ("NDATA", data)], lambda r: r.value == 21.0)
+    assert [(r.tag, r.value, r.quality) for r in got] == [
+        ("n/Made", "2026-12-04T09:15:00+00:00", G),
+        ("n/Ms", "2023-11-14T22:13:20+00:00", G),
+        ("n/Temp", 20.0, G),
+        ("n/Temp", 21.0, G),
+    ]
+    assert src.stats.errors_by_reason == {"bad_timestamp": 4, "wrong_type": 1}, src.stats.errors_by_reason
+    assert "metric 'Day': '2026-12-05' is a date without a time of day" in str(src.stats.last_error)
+
+
 async def test_what_tahus_javascript_nodes_send_that_gives_no_reading_is_said_and_the_rest_read(mosquitto):
     """Eclipse Tahu's JavaScript encoder (npm sparkplug-payload) sends a PropertySet metric with its datatype
     and no value (Sparkplug's metric has no field for one), a DataSet given without numOfColumns as rows

@@ -60,6 +60,9 @@ def test_a_datetime_commands_time_with_its_zone_or_epoch_ms_loads(tmp_path, tail
             "True is no time",
         ),
         ("    value: 'tomorrow'\n", "value", "'tomorrow' is no ISO 8601 time"),
+        # a date alone, as the JSON codec refuses one (date_only): "has no zone" for one given an offset
+        ("    value: '2026-12-04+01:00'\n", "value", "is a date without a time of day, no instant"),
+        ("    value: '2026-12-04'\n", "value", "'2026-12-04' is a date without a time of day"),
         # epoch seconds (as a PLC or a shell's date +%s gives them) would be sent as a time in January 1970
         (
             "    value: 1764739070\n",
