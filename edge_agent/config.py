@@ -314,6 +314,7 @@ _BYTE_ENCODINGS = ("base64", "hex")
 _ISO_TIME = re.compile(
     r"\s*\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}([.,]\d+)?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)?\s*"
 )
+_OCTAL_1_2 = re.compile(r"([-+]?)0o([0-7]+)")  # YAML 1.2's octal: text to YAML 1.1, quoted or not
 _LOOKS_TYPED = re.compile(
     r"^\s*(true|false|yes|no|on|off|y|n|[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|nan|inf)\s*$", re.IGNORECASE
 )
@@ -454,6 +455,16 @@ def _check_write_value(v: Any, what: str) -> Any:
                 f"{x!r} is never written: no node takes NaN or infinity (a PLC's comparisons with NaN are all "
                 f"false, so a limit fed it never trips); write {what} as a finite number"
             )
+        if isinstance(x, str) and (octal := _OCTAL_1_2.fullmatch(x.strip())):
+            # YAML 1.2's octal (0o17, the 15 of a config written for another YAML tool) is text to YAML 1.1,
+            # quoted or not: a numeric node refused it only at connect, and a String node got the text '0o17'
+            meant = int(octal[1] + octal[2], 8)
+            raise ValueError(
+                f"{x!r} is text to YAML, not a number (YAML 1.1 reads an octal such as 0o17 as text, quoted or "
+                f"not; YAML 1.2 reads it as {meant}): a Boolean or numeric node must never get a string, and a String "
+                f"node would get the text {x.strip()!r}; write {what}: {meant} (for a String node, state it as text: "
+                f"{what}: {{text: {x.strip()!r}}})"
+            )
         if isinstance(x, str) and _LOOKS_TYPED.match(x):
             bare = x.strip().lower()
             if re.fullmatch(r"[-+]?\d+", bare) and _no_node_holds(int(bare)) is not None:
@@ -470,6 +481,14 @@ def _check_write_value(v: Any, what: str) -> Any:
             }
             kind = "a boolean" if bare in words else "a number"
             shown = words.get(bare, x.strip())
+            if bare in ("y", "n"):
+                # YAML 1.1 names y and n as booleans, PyYAML reads them as text, quoted or not: "without quotes"
+                # was said of a value that had none
+                raise ValueError(
+                    f"{x!r} is text to YAML, not a boolean (YAML 1.1 reads y and n as text, quoted or not): a "
+                    f"Boolean or numeric node must never get a string; write {what}: {shown} (text is only for "
+                    f"String nodes: for a String node, state it as text: {what}: {{text: {x!r}}})"
+                )
             if bare not in words:
                 # the number as written, in decimal, in a form YAML 1.1 reads back as that number
                 n = float(bare) if re.search(r"[.eEnN]", bare) else int(bare, 10)

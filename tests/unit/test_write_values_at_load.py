@@ -66,6 +66,22 @@ def _errors(tmp_path, tail: str) -> list[str]:
             "as 1e3 or 08 as text, quoted or not): a Boolean or numeric node must never get a string; write "
             "value: 1000.0",
         ),
+        # YAML 1.2's octal 0o17 (15) is text to YAML 1.1, quoted or not: it loaded, a String node got the
+        # text '0o17' and a numeric node refused it only at connect ("without quotes": it had none)
+        (
+            "    value: 0o17\n",
+            "line3.yaml: actions.out.value: '0o17' is text to YAML, not a number (YAML 1.1 reads an octal such "
+            "as 0o17 as text, quoted or not; YAML 1.2 reads it as 15): a Boolean or numeric node must never get "
+            "a string, and a String node would get the text '0o17'; write value: 15 (for a String node, state "
+            "it as text: value: {text: '0o17'})",
+        ),
+        ("    value: [1, -0o7]\n", "line3.yaml: actions.out.value: '-0o7' is text to YAML, not a number"),
+        # y and n are text to PyYAML, quoted or not: the former message said to write false "without quotes"
+        (
+            "    value: 1\n    reset_value: n\n",
+            "line3.yaml: actions.out.reset_value: 'n' is text to YAML, not a boolean (YAML 1.1 reads y and n as "
+            "text, quoted or not): a Boolean or numeric node must never get a string; write reset_value: false",
+        ),
         # the former fix, "write value: 010 without quotes", loads as the octal 8
         (
             "    value: '010'\n",
