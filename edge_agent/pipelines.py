@@ -52,6 +52,7 @@ from protocols.events import Event, EventKind
 
 if TYPE_CHECKING:
     from edge_agent.maintenance.monitor import Monitor
+    from model_packager.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -1029,6 +1030,25 @@ class Pipeline:
     def kind(self) -> str:
         return "signal" if self.s.window is not None else "frame"
 
+    def refusal(self, manifest: Manifest) -> str | None:
+        """Why the model of ``manifest`` cannot serve this pipeline (None: it can): checked when the pipeline is
+        prepared and again on each package swapped into its slot (``ModelSlot.swap_checks``)."""
+        if self.s.window is None or self.s.baseline is None:
+            return None
+        rate = getattr(manifest.preprocessing, "sample_rate_hz", None)
+        top_rpm = self.s.baseline.speed_range_rpm[1]
+        if rate is not None and rate < (floor_hz := waveform_rate_floor_hz(top_rpm)):
+            # an overall level (a 4-20 mA transmitter's RMS once a second) is no waveform: the baseline's
+            # condition features found no shaft line in it and failed at every window, leaving the model's
+            # own verdicts
+            return (
+                f"pipeline {self.name}: model {manifest.name} takes its signal at {rate:g} Hz; the "
+                f"baseline's condition features need a vibration waveform at {floor_hz:g} Hz or more "
+                f"(its spectrum up to a {top_rpm:g}-rpm shaft's 1x): serve a model of the accelerometer's "
+                "waveform, or remove 'baseline:' and judge the level with the model alone"
+            )
+        return None
+
     def prepare(self) -> None:
         """After the slot has a model: size the windower from the model's preprocessing."""
         if self.s.window is not None:
@@ -1043,18 +1063,10 @@ class Pipeline:
                     )
                 except RateError as exc:
                     raise SlotError(f"{exc} (model {self.slot.manifest.name})") from None
-            rate = getattr(pre, "sample_rate_hz", None)
-            top_rpm = self.s.baseline.speed_range_rpm[1] if self.s.baseline is not None else 0.0
-            if rate is not None and rate < (floor_hz := waveform_rate_floor_hz(top_rpm)):
-                # an overall level (a 4-20 mA transmitter's RMS once a second) is no waveform: the baseline's
-                # condition features found no shaft line in it and failed at every window, leaving the model's
-                # own verdicts
-                raise SlotError(
-                    f"pipeline {self.name}: model {self.slot.manifest.name} takes its signal at {rate:g} Hz; the "
-                    f"baseline's condition features need a vibration waveform at {floor_hz:g} Hz or more "
-                    f"(its spectrum up to a {top_rpm:g}-rpm shaft's 1x): serve a model of the accelerometer's "
-                    "waveform, or remove 'baseline:' and judge the level with the model alone"
-                )
+            if (why := self.refusal(self.slot.manifest)) is not None:
+                raise SlotError(why)
+            # a package a fleet rollout swaps in is checked so too, and refused in the same words
+            self.slot.swap_checks[self.name] = self.refusal
             extra, scale = {}, {}
             if self.s.baseline is not None and self.s.baseline.speed_tag:
                 extra[self.s.baseline.speed_tag] = SPEED_INPUT

@@ -263,6 +263,9 @@ class ModelSlot:
         self._jobs: set[InstallJob] = set()  # install children running for this slot (stopped by stop())
         self._helpers = Helpers()  # OpenVINO conversion helpers a swap's loading runs (stopped by stop())
         self.last_outcome: SwapOutcome | None = None
+        # pipeline name -> why a package may not serve that pipeline (None: it may): the checks its start made on
+        # the model, made again on a package swapped in (a fleet rollout), which is refused in the same words
+        self.swap_checks: dict[str, Callable[[Manifest], str | None]] = {}
         self.counters: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self.state = "stopped"
@@ -746,6 +749,11 @@ class ModelSlot:
                     f"package task {opened.manifest.task.value} does not match the slot's "
                     f"{old.manifest.task.value}",
                 )
+            for check in list(self.swap_checks.values()):
+                # a pipeline's start check (a baseline's sample-rate floor): the start refuses such a package, and
+                # once swapped in it served windows whose baseline failed at each, the old model no longer kept
+                if (unfit := check(opened.manifest)) is not None:
+                    return self._refused(from_v, to_v, "verify", unfit)
             self.state = "smoke_testing"  # load, golden-check and time each engine and form
             helpers = self._helpers
             try:
