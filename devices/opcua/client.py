@@ -760,6 +760,9 @@ class _NodeType:
     # an enumeration's values with their names (its DataTypeDefinition's, EnumValues' or EnumStrings'), for a
     # refusal to name: a line engineer gives the name of the state meant ('Running'), not its number
     enum_names: tuple[tuple[int, str], ...] = ()
+    # an integer node's own EnumStrings or EnumValues property (Part 8's MultiStateDiscreteType and
+    # MultiStateValueDiscreteType: the value is one of the states they name), which then define ``enum``
+    enum_own: str | None = None
 
     @property
     def shown(self) -> str:
@@ -813,6 +816,13 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
     else:
         vtype = ua.VariantType(ident)
     enum, enum_names = await _enum_values(Node(node.session, dtid)) if ident == 29 else (None, ())
+    enum_own = None
+    if enum is None and (
+        vtype in (AbstractType.Integer, AbstractType.UInteger)
+        or (isinstance(vtype, ua.VariantType) and vtype.name in _INT_RANGE)
+    ):
+        # a multi-state node (Part 8): its states are its own property's, not its DataType's
+        enum_own, (enum, enum_names) = await _enum_properties(node)
     max_bytes, server_bytes = await _max_bytes(node, vtype)
     rank = rank if isinstance(rank, int) else -2
     dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
@@ -841,6 +851,7 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         held_shape,
         held_unread,
         enum_names,
+        enum_own,
     )
 
 
@@ -961,22 +972,28 @@ async def _enum_values(dtype: Node) -> _EnumValues:
             return _named((int(f.Value), f.Name) for f in d.Fields)
     except (ua.UaError, TypeError, ValueError):
         pass
+    return (await _enum_properties(dtype))[1]
+
+
+async def _enum_properties(node: Node) -> tuple[str | None, _EnumValues]:
+    """The values a node's EnumValues property states, else its EnumStrings (0..n-1), with the property's
+    name: an enumeration DataType's, or a multi-state Variable's own (Part 8). (None, (None, ())): neither."""
     for prop in ("0:EnumValues", "0:EnumStrings"):
         try:
-            v = await (await dtype.get_child(prop)).read_value()
+            v = await (await node.get_child(prop)).read_value()
         except (ua.UaError, TypeError, ValueError):
             continue
         if isinstance(v, list) and v:
             if prop == "0:EnumStrings":
-                return _named((i, getattr(text, "Text", None)) for i, text in enumerate(v))
+                return "EnumStrings", _named((i, getattr(text, "Text", None)) for i, text in enumerate(v))
             got = _named(
                 (e.Value, getattr(e.DisplayName, "Text", None))
                 for e in v
                 if isinstance(getattr(e, "Value", None), int)
             )
             if got[0]:
-                return got
-    return None, ()
+                return "EnumValues", got
+    return None, (None, ())
 
 
 def _named(pairs: Iterable[tuple[int, Any]]) -> _EnumValues:
@@ -1199,6 +1216,8 @@ def _enumeration(nt: _NodeType) -> str:
     """An enumeration node's type as a refusal names it: its DataType and the values it defines."""
     shown = sorted(nt.enum or ())
     listed = ", ".join(map(str, shown[:20])) + (", ..." if len(shown) > 20 else "")
+    if nt.enum_own is not None:
+        return f"a multi-state node ({nt.shown}) whose {nt.enum_own} define the values {listed}"
     return f"an enumeration (DataType {nt.data_type}) of the values {listed}"
 
 

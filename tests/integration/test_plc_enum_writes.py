@@ -57,3 +57,72 @@ async def test_a_value_outside_an_enumeration_is_refused_naming_its_values_and_o
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_values_name():
+    """Part 8's MultiStateDiscreteType (a UInteger value indexing the variable's own EnumStrings) and
+    MultiStateValueDiscreteType (an integer one of its own EnumValues): the states are the variable's
+    property, not its DataType's. 7 was written as a plain UInt32 and taken by the server, the PLC left in
+    a state it does not define; it is refused at connect and at the write, naming the states."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    mode = await obj.add_variable(
+        ua.NodeId("Mode", idx),
+        "Mode",
+        ua.Variant(0, ua.VariantType.UInt32),
+        datatype=ua.NodeId(ua.ObjectIds.UInt32),
+    )
+    await mode.add_property(
+        0,
+        "EnumStrings",
+        ua.Variant(
+            [ua.LocalizedText(t) for t in ("Stopped", "Running", "Fault")], ua.VariantType.LocalizedText
+        ),
+    )
+    grade = await obj.add_variable(
+        ua.NodeId("Grade", idx),
+        "Grade",
+        ua.Variant(10, ua.VariantType.Int16),
+        datatype=ua.NodeId(ua.ObjectIds.Int16),
+    )
+    await grade.add_property(
+        0,
+        "EnumValues",
+        ua.Variant(
+            [ua.EnumValueType(Value=v, DisplayName=ua.LocalizedText(n)) for v, n in ((10, "A"), (20, "B"))],
+            ua.VariantType.ExtensionObject,
+        ),
+    )
+    for node in (mode, grade):
+        await node.set_writable()
+    await srv.start()
+    src = OpcUaSource(
+        "plc",
+        OpcUaSettings(
+            endpoint=f"opc.tcp://127.0.0.1:{port}/plc/", connect_timeout_s=2.0, keepalive_check_s=0.3
+        ),
+    )
+    mode_id, grade_id = f"ns={idx};s=Mode", f"ns={idx};s=Grade"
+    src.expect_writes([(mode_id, 7), (grade_id, 20)])
+    try:
+        await src.start()
+        for _ in range(200):
+            if src.state.value == "connected" and src.write_misfit(mode_id, 7) is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert "whose EnumStrings define the values 0, 1, 2; cannot write 7" in (
+            src.write_misfit(mode_id, 7) or ""
+        )
+        assert src.write_misfit(grade_id, 20) is None
+        await src.write(mode_id, 2)
+        await src.write(grade_id, 20)
+        with pytest.raises(
+            OpcUaTypeMismatch, match=r"multi-state node \(UInt32\) whose EnumStrings .* 7 is none"
+        ):
+            await src.write(mode_id, 7)
+        with pytest.raises(OpcUaTypeMismatch, match=r"\(Int16\) whose EnumValues define the values 10, 20;"):
+            await src.write(grade_id, 15)
+        assert (await mode.read_value(), await grade.read_value()) == (2, 20)
+    finally:
+        await src.stop()
+        await srv.stop()
