@@ -374,6 +374,10 @@ class Interpretation:
     reason: str | None = None  # why UNSURE
 
 
+# a class_probs output's values: probabilities, within the rounding of a float16 or 8-bit softmax
+PROB_LOW, PROB_HIGH = -0.01, 1.01
+
+
 def _softmax(z: np.ndarray) -> list[float]:
     """In plain floats (double): a class vector is short, and a few Python operations cost less than
     numpy's per-call overhead, which counts on every frame."""
@@ -455,6 +459,15 @@ def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interp
                     f"output {spec.name!r} has {v.shape[0]} values for {len(labels)} labels"
                 )
             p = _softmax(v) if spec.role is OutputRole.CLASS_LOGITS else v.tolist()
+            if spec.role is OutputRole.CLASS_PROBS and not PROB_LOW <= min(p) <= max(p) <= PROB_HIGH:
+                # logits declared as probabilities (a p(ok) of 1.7 gave an NG score of -0.7: OK whatever the
+                # part), or a model broken on this item: no verdict, and negative "probabilities" published
+                bad = min(p) if min(p) < PROB_LOW else max(p)
+                raise PreprocessError(
+                    f"output {spec.name!r} is class_probs but gives {labels[p.index(bad)]!r} {bad:.6g}, not a "
+                    "probability in [0, 1]: declare role class_logits if the model outputs logits (the "
+                    "softmax is applied to them)"
+                )
             probs = dict(zip(labels, p, strict=True))
             if first_classifier:
                 top = max(range(len(p)), key=p.__getitem__)
