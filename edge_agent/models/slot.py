@@ -297,6 +297,20 @@ class ModelSlot:
         st = self.store.state()
         current = st.get("current")
         want_pkg = Path(self.config.package) if self.config.package else None
+        recovered = not current and self.store.state_unread is not None
+        if recovered:
+            # state.json holds nothing (emptied by a power cut, damaged): the newest version installed here is
+            # what the slot last served or was given; the configured package, installed again, was older
+            current = await asyncio.to_thread(self.store.newest_installed)
+            log.warning(
+                "slot %s: %s holds no state (%s): %s",
+                self.name,
+                printable(str(self.store.state_path)),
+                printable(self.store.state_unread or "", 200),
+                f"starting on the newest package installed in the slot, {current}"
+                if current
+                else "no package installed in the slot reads; starting as a new slot",
+            )
         opened = None
         rejected: str | None = (
             None  # why the installed folder was set aside, for the error if nothing else runs
@@ -349,6 +363,8 @@ class ModelSlot:
                 )
                 if resume is not None and opened.root.name == resume.candidate:
                     self._resume_watch(active, resume)
+                if recovered:  # written again: read as no state, the prune below took every folder for unused
+                    await asyncio.to_thread(self.store.set_current, opened.root, None)
                 # what the run before left unreferenced (a candidate a crash loop rolled back, a swap whose
                 # outcome a kill -9 cut short): nothing would remove it before the next swap's outcome
                 await self._prune()

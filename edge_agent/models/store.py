@@ -126,6 +126,9 @@ class ModelStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._state_warned: str | None = None  # why state.json was last refused (said once)
+        # why the last read of state.json found a file but no state in it (None: read, or there is none): a start
+        # then serves the newest package installed here (``newest_installed``), not the configured one
+        self.state_unread: str | None = None
         # the state a write of state.json the disk refused (full, read-only) left in memory only: the slot's
         # state, written once the disk takes it (write_pending)
         self.unwritten: dict | None = None
@@ -148,6 +151,7 @@ class ModelStore:
         pending = self.unwritten
         if pending is not None:
             return json.loads(json.dumps(pending))  # a copy: callers change what they read, then write it
+        self.state_unread = None
         try:
             data = json.loads(_read_small(self.state_path, STATE_MAX_BYTES))
         except FileNotFoundError:
@@ -156,6 +160,7 @@ class ModelStore:
             self._state_refused(str(exc.strerror or exc))
             return {}
         except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested past the parser's depth
+            # (an empty file, as a power cut can leave one on a file system that lost the data of its rename)
             self._state_refused(f"not JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
             return {}
         if not isinstance(data, dict):
@@ -164,14 +169,37 @@ class ModelStore:
         return data
 
     def _state_refused(self, why: str) -> None:
+        self.state_unread = why
         if why != self._state_warned:  # read at every step of a swap: said once, not at each
             self._state_warned = why
             log.warning(
-                "model store: %s: %s; read as no state, as a new slot's (it starts as a new slot starts; the "
-                "next change of state writes a new state.json)",
+                "model store: %s: %s; read as no state (a start serves the newest package installed in the "
+                "slot, else starts as a new slot starts; the next change of state writes a new state.json)",
                 printable(str(self.state_path)),
                 printable(why, 300),
             )
+
+    def newest_installed(self) -> str | None:
+        """The installed folder of the highest version whose manifest reads (``reopen``; verified as any before
+        it serves), or None: what a start serves when ``state.json`` holds no state. The slot keeps the package
+        it serves, the one before it and a candidate, so the highest is the one the fleet delivered last (read
+        as no state, the configured package was installed again, an older one, and the newer pruned)."""
+        from model_packager.manifest import version_key
+
+        best: tuple[tuple, str] | None = None
+        for p in sorted(self.root.iterdir()):
+            if p.name.startswith(".") or not p.is_dir() or p.is_symlink():
+                continue
+            opened = self.reopen(p.name)
+            if opened is None:
+                continue
+            try:
+                key = version_key(opened.manifest.version)
+            except ValueError:
+                continue
+            if best is None or key > best[0]:
+                best = (key, p.name)
+        return best[1] if best else None
 
     def _write_state(self, state: dict) -> None:
         """``state`` to ``state.json``. A write the disk refuses (full, read-only, an I/O error) fails no step of

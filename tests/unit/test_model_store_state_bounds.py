@@ -34,8 +34,8 @@ def test_a_state_larger_than_the_store_writes_is_no_state_said_once_naming_the_f
     said = _warnings(caplog)
     assert said == [
         f"model store: {store.state_path}: larger than {STATE_MAX_BYTES} bytes, the most it may hold; read as "
-        "no state, as a new slot's (it starts as a new slot starts; the next change of state writes a new "
-        "state.json)"
+        "no state (a start serves the newest package installed in the slot, else starts as a new slot starts; "
+        "the next change of state writes a new state.json)"
     ]
     # the next change of state replaces it, and a state within the bound is read as written
     store.mark_failed(tmp_path / "vision-0.9.0-0123456789ab", "refused")
@@ -78,6 +78,7 @@ def test_a_state_that_is_a_named_pipe_is_no_state_not_waited_for(tmp_path, caplo
     assert not hung, "state() waited on the named pipe"
     assert got == [{}]
     assert _warnings(caplog) == [
-        f"model store: {store.state_path}: a named pipe, not a file; read as no state, as a new slot's (it starts "
-        "as a new slot starts; the next change of state writes a new state.json)"
+        f"model store: {store.state_path}: a named pipe, not a file; read as no state (a start serves the newest "
+        "package installed in the slot, else starts as a new slot starts; the next change of state writes a new "
+        "state.json)"
     ]

@@ -1,0 +1,71 @@
+"""A model slot whose ``state.json`` holds no state (emptied by a power cut on a file system that lost its
+rename's data, damaged) starts on the newest package installed in its folder, verified as any installed one: it
+was read as a new slot's, so the configured package (an older version) was installed again and the version the
+fleet had delivered since was pruned from the disk. Real signed packages, the slot's real install child, ONNX
+Runtime."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from edge_agent.models.config import ModelConfig
+from edge_agent.models.slot import ModelSlot
+from tests.support.models import make_keypair, make_package
+
+
+@pytest.fixture(scope="module")
+def pkgs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pkgs")
+    key, pub = make_keypair(tmp / "keys")
+    return {
+        "v1": make_package(tmp / "v1", kind="vision", version="1.0.0", key=key, seed=1),
+        "v2": make_package(tmp / "v2", kind="vision", version="1.1.0", key=key, seed=2),
+        "pub": pub,
+    }
+
+
+def _slot(tmp_path: Path, pkgs, package: bool = True) -> ModelSlot:
+    cfg = ModelConfig(
+        package=str(pkgs["v1"]) if package else None,
+        name="part-inspection",
+        engine="onnxruntime",
+        version_policy="follow_fleet",  # what the fleet delivers serves (pinned: the configured package does)
+    )
+    return ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+
+
+@pytest.mark.parametrize("package", [True, False], ids=["configured", "fleet_only"])
+async def test_an_empty_state_json_starts_the_newest_installed_version_not_the_configured_one(
+    tmp_path, pkgs, caplog, package
+):
+    s = _slot(tmp_path, pkgs)
+    await s.start()
+    assert (await s.swap(pkgs["v2"], watch=False)).ok  # a fleet rollout's version, kept
+    await s.stop()
+    s.store.state_path.write_bytes(b"")  # what the power cut left
+
+    again = _slot(tmp_path, pkgs, package)
+    with caplog.at_level(logging.WARNING):
+        await again.start()
+    try:
+        assert again.version == "1.1.0"
+        said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any(
+            f"slot vision: {again.store.state_path} holds no state (not JSON (" in m
+            and "starting on the newest package installed in the slot, part-inspection-1.1.0-" in m
+            for m in said
+        ), said
+        # written again, so that what the slot serves survives its own prune and the next start
+        assert again.store.current().startswith("part-inspection-1.1.0-")
+        assert again.store.state_unread is None
+    finally:
+        await again.stop()
+    third = _slot(tmp_path, pkgs, package)
+    await third.start()
+    try:
+        assert third.version == "1.1.0"
+    finally:
+        await third.stop()
