@@ -2149,6 +2149,9 @@ class OpcUaSource:
         self._types_loaded = False
         self._types_failed: str | None = None  # why the last read of the server's types failed
         self._structured = False  # a structure came on an earlier connection: its types are read first
+        # a value came flagged StructureChanged: until the types are read again, a structure decoded (by the
+        # former layout: one the same publish brought after it) is not passed on but read again then
+        self._relayout = False
         self._type_classes: dict[str, Any] = {}  # the classes asyncua made of the types this source read
         self._sub: Subscription | None = None
         self._ns_pinned: dict[int, str] = {}  # the server's namespace URIs by index at the first connect
@@ -2366,6 +2369,7 @@ class OpcUaSource:
         self._gone_pause.clear()
         self._undecoded.clear()
         self._types_wanted.clear()
+        self._relayout = False
         for task in self._target_checks.values():
             task.cancel()
         self._target_checks.clear()
@@ -2760,6 +2764,9 @@ class OpcUaSource:
         first = val[0] if isinstance(val, list) else val
         if isinstance(first, ua.ExtensionObject):
             return self._undecodable(nodeid, tag, first)
+        if self._relayout:  # decoded by a layout the server flagged changed: read again by the new one
+            self._undecoded[nodeid] = (tag, ua.typeid_by_extension_objects.get(type(first), ua.NodeId()))
+            return None
         members: list[tuple[str, Any]] = []
         _members(tag, val, members)
         if len(members) >= _MAX_MEMBERS:
@@ -2910,6 +2917,7 @@ class OpcUaSource:
         )
         self._undecoded[nodeid] = (tag, typeid)
         self._types_loaded = False
+        self._relayout = True
         self._types_wanted.set()
         return True
 
@@ -2957,6 +2965,7 @@ class OpcUaSource:
                 await asyncio.sleep(retry.next_delay())
                 self._types_wanted.set()
             self._types_wanted.clear()
+            self._relayout = False
             waiting, self._undecoded = self._undecoded, {}
             for nodeid, (tag, _) in waiting.items():
                 try:

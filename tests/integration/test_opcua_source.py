@@ -841,7 +841,8 @@ async def test_a_structure_whose_layout_changed_online_flagged_structure_changed
     flagged StructureChanged (Part 4, 7.39.1: re-read the metadata before decoding). It was decoded by the
     layout read at connect and its members passed on GOOD with the wrong bytes (Temp 41.0, the new first
     member's value, Pressure 185.0) until a reconnect. Now the types are read again and the node read by its
-    new layout; the flagged value is not passed on, and the change is said naming the tag."""
+    new layout; the flagged value is not passed on, nor one the same publish brought after it (decoded by the
+    former layout too), and the change is said naming the tag."""
     import struct
 
     from asyncua import ua
@@ -861,7 +862,11 @@ async def test_a_structure_whose_layout_changed_online_flagged_structure_changed
         datatype=mold.nodeid,
     )
     await srv.start()
-    src = OpcUaSource("plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Mold"}]))
+    node = {"node_id": f"ns={idx};s=Mold", "queue_size": 4}
+    # one publish brings both values written below: the second, not flagged, was decoded by the former layout too
+    src = OpcUaSource(
+        "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [node], publishing_interval_ms=400)
+    )
     await src.start()
     try:
         before = await _collect(src, {"Mold/Temp", "Mold/Pressure"})
@@ -878,16 +883,27 @@ async def test_a_structure_whose_layout_changed_online_flagged_structure_changed
         await srv.write_attribute_value(
             var.nodeid, ua.DataValue(ua.Variant(body), StatusCode=ua.StatusCode(0x8000))
         )
-        after = await _collect(src, {"Mold/Cycle", "Mold/Temp", "Mold/Pressure"}, timeout_s=15)
+        body = ua.ExtensionObject(enc.nodeid, struct.pack("<3d", 42.0, 186.0, 98.5))
+        await srv.write_attribute_value(var.nodeid, ua.DataValue(ua.Variant(body)))
+        after: dict[str, list] = {}
+
+        async def read() -> None:
+            async for r in src.items():
+                after.setdefault(r.tag, []).append((r.value, r.quality))
+                if r.tag == "Mold/Pressure" and r.value == 98.5:
+                    return
+
+        await asyncio.wait_for(read(), 15)
     finally:
         await src.stop()
         await srv.stop()
     assert (before["Mold/Temp"].value, before["Mold/Pressure"].value) == (180.0, 95.0)
-    assert {t: (r.value, r.quality) for t, r in after.items()} == {
-        "Mold/Cycle": (41.0, Quality.GOOD),
-        "Mold/Temp": (185.0, Quality.GOOD),
-        "Mold/Pressure": (97.5, Quality.GOOD),
-    }
+    # by the new layout only: the former one read the new first member as Temp (41.0, 42.0)
+    assert after == {
+        "Mold/Cycle": [(42.0, Quality.GOOD)],
+        "Mold/Temp": [(186.0, Quality.GOOD)],
+        "Mold/Pressure": [(98.5, Quality.GOOD)],
+    }, after
     assert src.notices.counts.get("structure_changed") == 1, src.notices.counts
     assert "tag Mold:" in src.notices.messages["structure_changed"]
 
