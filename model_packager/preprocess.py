@@ -20,6 +20,7 @@ from model_packager.manifest import (
     ImagePreprocessing,
     Manifest,
     OutputRole,
+    OutputSpec,
     SignalPreprocessing,
 )
 
@@ -435,6 +436,18 @@ def interpret(
     return res
 
 
+def _one_value(spec: OutputSpec, val: np.ndarray) -> float:
+    """The one value per item of an ``anomaly_score`` or ``remaining_life`` output ((N,) or (N,1)). A model
+    giving more (per-region scores under a symbolic dimension the install check cannot compare) had its first
+    read and the others dropped: a defect scored in any other region was OK."""
+    if val.size != 1:
+        raise PreprocessError(
+            f"output {spec.name!r} ({spec.role.value}) gives {val.size} values for one item (shape "
+            f"{list(val.shape)}), not one: its manifest shape is (N,) or (N,1), one value per item"
+        )
+    return float(val.reshape(-1)[0])
+
+
 def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interpretation:
     """Turn raw model outputs (batch of one) into a verdict as the manifest declares.
 
@@ -485,13 +498,13 @@ def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interp
                     res.score, scored = ng_score, True
         elif spec.role is OutputRole.ANOMALY_SCORE:
             assert spec.threshold is not None  # the manifest refuses an anomaly output without one
-            s = float(val.reshape(-1)[0])
+            s = _one_value(spec, val)
             res.anomaly_score = s
             ng = ng or s >= spec.threshold
             if not scored:
                 res.score, scored = s, True
         elif spec.role is OutputRole.REMAINING_LIFE:
-            res.remaining_life = float(val.reshape(-1)[0])
+            res.remaining_life = _one_value(spec, val)
             res.remaining_life_unit = spec.unit
         elif spec.role is OutputRole.HEATMAP:
             h = val.reshape(val.shape[-2], val.shape[-1]).astype(np.float32)
