@@ -1775,6 +1775,13 @@ _MISREAD = (
 )
 
 
+# a plain time YAML reads (its timestamp form) with a fraction of a second past the microsecond, which YAML
+# drops (group 1: the digits past the sixth): written to a PLC as another time than the file shows
+_FINER_TIME = re.compile(
+    r"\d{4}-\d\d?-\d\d?(?:[Tt]|[ \t]+)\d\d?:\d\d:\d\d\.\d{6}(\d+)(?:[ \t]*(?:Z|[-+]\d\d?(?::\d\d)?))?"
+)
+
+
 def _yaml_misreads(text: str) -> list[str]:
     """``path: why`` for each plain scalar value that YAML 1.1 reads as another number than the one it shows
     (``_MISREAD``), found on the parser's events (call it on a document known to parse)."""
@@ -1810,6 +1817,12 @@ def _yaml_misreads(text: str) -> list[str]:
                 {"map": isinstance(ev, yaml.MappingStartEvent), "path": path, "key?": True, "at": -1}
             )
         elif isinstance(ev, yaml.ScalarEvent) and not ev.style and ev.tag is None:
+            if (finer := _FINER_TIME.fullmatch(ev.value)) and finer[1].strip("0"):
+                at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
+                out.append(
+                    f"{path or 'the document'}: {ev.value}{at} is read by YAML to the microsecond, not as it "
+                    "shows: the digits past the sixth after the point are dropped; write at most 6 of them"
+                )
             for pattern, shown in _MISREAD:
                 if pattern.fullmatch(ev.value):
                     n = yaml.safe_load(ev.value)

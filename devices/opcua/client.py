@@ -701,6 +701,10 @@ def _abstract(kind: AbstractType, value: Any, node_id: str, held: ua.VariantType
     )
 
 
+# an ISO 8601 time's fraction of a second past its sixth digit (group 1)
+_FINER_THAN_US = re.compile(r"[.,]\d{6}(\d+)")
+
+
 def _datetime(value: Any, bad) -> dt.datetime:
     """A timezone-aware UTC ``datetime`` from a ``datetime`` (naive: taken as UTC, as asyncua does)
     or an ISO 8601 string that names its zone; a zone-less string is ambiguous and refused."""
@@ -711,6 +715,13 @@ def _datetime(value: Any, bad) -> dt.datetime:
             raise bad("write an ISO 8601 time with its zone, e.g. 2026-11-30T12:00:00Z") from None
         if parsed.tzinfo is None:
             raise bad("the time has no zone; add Z (UTC) or an offset such as +01:00")
+        finer = _FINER_THAN_US.search(value)
+        if finer and finer[1].strip("0"):
+            # Python's times (and so asyncua's) hold microseconds: the digits past the sixth were dropped
+            raise bad(
+                f"its fraction of a second, {finer[0]}, is finer than a microsecond, which the agent "
+                "writes at most (the rest would be dropped); write at most 6 digits after the point"
+            )
         value = parsed
     if not isinstance(value, dt.datetime):
         raise bad("write an ISO 8601 time with its zone, e.g. 2026-11-30T12:00:00Z")

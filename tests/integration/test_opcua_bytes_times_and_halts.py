@@ -119,6 +119,11 @@ async def test_bytes_and_a_time_from_a_yaml_file_reach_their_nodes_and_bytes_ove
         ("{base32: 'AA'}", "{base64: 'AAECAw=='} or {hex: '00010203'}"),
         ("2026-11-30T12:00:00", "2026-11-30T12:00:00 has no zone"),
         ("1600-12-31T23:00:00Z", "out of the range of an OPC UA DateTime"),
+        # YAML keeps a time's fraction to the microsecond: .1234567 was written to the PLC as .123456
+        (
+            "2026-11-30T12:00:00.1234567Z",
+            "2026-11-30T12:00:00.1234567Z (line 3) is read by YAML to the microsecond, not as it shows",
+        ),
     ],
     ids=[
         "bad_base64",
@@ -126,6 +131,7 @@ async def test_bytes_and_a_time_from_a_yaml_file_reach_their_nodes_and_bytes_ove
         "unknown_encoding",
         "naive_time",
         "year_1600",
+        "finer_than_a_microsecond",
     ],
 )
 def test_bad_bytes_text_a_time_without_zone_or_out_of_range_is_refused_at_load_naming_file_and_field(
@@ -295,6 +301,7 @@ async def test_quoted_text_shaped_as_a_time_reaches_a_string_node_as_written_and
         "  clear: {type: opcua_write, source: plc, node_id: ns=2;s=Label, value: '0000-00-00 00:00:00',"
         " reset_value: '2026-11-30 12:00'}\n"
         "  stamp: {type: opcua_write, source: plc, node_id: ns=2;s=Stamp, value: '2026-11-30 12:00'}\n"
+        "  fine: {type: opcua_write, source: plc, node_id: ns=2;s=Stamp, value: '2026-11-30T12:00:00.1234567Z'}\n"
     )
     cfg = load_config(path)
     assert len(cfg.warnings) == 3, cfg.warnings
@@ -308,6 +315,9 @@ async def test_quoted_text_shaped_as_a_time_reaches_a_string_node_as_written_and
         relabelled = await label.read_value()
         with pytest.raises(OpcUaTypeMismatch, match=r"ns=2;s=Stamp.*no zone"):
             await src.write("ns=2;s=Stamp", cfg.actions["stamp"].value)
+        # a time finer than the microsecond the agent writes: it went out as .123456
+        with pytest.raises(OpcUaTypeMismatch, match=r"ns=2;s=Stamp.*\.1234567, is finer than a microsecond"):
+            await src.write("ns=2;s=Stamp", cfg.actions["fine"].value)
         kept = await stamp.read_value()
     finally:
         await src.stop()
