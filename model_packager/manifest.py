@@ -134,6 +134,9 @@ class DType(enum.StrEnum):
     INT8 = "int8"
 
 
+_FLOAT_MAX = {DType.FLOAT32: 3.4028234663852886e38, DType.FLOAT16: 65504.0}  # largest finite value
+
+
 class TensorSpec(_Model):
     name: str
     dtype: DType
@@ -644,6 +647,19 @@ class Manifest(_Model):
                 f"inputs[0] is uint8 (pixels as they are): preprocessing needs scale 1, mean 0, std 1, "
                 f"not {pre.scale:g}, {pre.mean[:c]}, {pre.std[:c]}"
             )
+        # the tensor a pixel of 0 or 255 makes, (pixel * scale - mean) / std, must fit the input's float type:
+        # a std of 1e-300 (or a scale of 1e300) made every frame's tensor Inf or NaN, and every frame an error
+        # said to be the model's ("produced NaN/Inf"), the golden inputs (tensors) passing at install
+        top = _FLOAT_MAX.get(dtype, math.inf)  # uint8: checked above
+        for i in range(c):
+            mean, std = pre.mean[i], pre.std[i]
+            worst = max(abs(px * pre.scale - mean) / std for px in (0.0, 255.0))
+            if not worst < top:
+                raise ValueError(
+                    f"preprocessing scale {pre.scale:g}, mean {mean:g} and std {std:g} make a pixel of channel {i} "
+                    f"{worst:.3g}, past {dtype.value}'s largest value {top:.5g} (inputs[0]): every frame would "
+                    "be Inf or NaN to the model"
+                )
         return self
 
     @model_validator(mode="after")

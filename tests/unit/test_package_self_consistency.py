@@ -100,6 +100,13 @@ CONTRADICTIONS = {
         "manifest preprocessing.mean has 1 value but colour rgb has 3 channels",
     ),
     "zero-std": (_pre(std=[0.0, 0.25, 0.25]), "manifest preprocessing.std is [0.0, 0.25, 0.25]"),
+    # every frame's tensor Inf or NaN (the golden inputs, tensors, passed): each frame an error said to be
+    # the model's ("produced NaN/Inf")
+    "std-1e-300": (
+        _pre(std=[0.25, 1e-300, 0.25]),
+        "std 1e-300 make a pixel of channel 1 5e+299, past float32's largest value 3.4028e+38",
+    ),
+    "scale-1e39": (_pre(scale=1e39), "scale 1e+39, mean 0.5 and std 0.25 make a pixel of channel 0 1.02e+42"),
     # a label is named in configs and results, one line each: a newline broke validate's error lines
     "label-with-a-newline": (
         _out0(labels=["ok", "scr\natch", "b", "c", "d", "e"]),
