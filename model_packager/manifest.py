@@ -117,6 +117,9 @@ MAX_WINDOW_SAMPLES = 1 << 20  # one signal window (105 s at 10 kHz, 1 s at 1 MHz
 # ~1.8 KB a sample, measured 1.9 GB and 18 s for a window of 2^20, 114 MB and 1.9 s for 2^16)
 MAX_CONDITION_WINDOW_SAMPLES = 1 << 16  # 2.6 s at 25.6 kHz, the longest record of a vibration analyser
 MAX_BANDS = 1 << 16  # spectrum bands of one window
+# a class label: in every result the agent makes (its label and probabilities' keys), published over MQTT, kept in
+# the outbox, written to PLCs, shown on the status page; the trainer's labels are folder names (255 at most)
+MAX_LABEL_CHARS = 255
 
 
 class Task(enum.StrEnum):
@@ -176,6 +179,13 @@ class OutputSpec(TensorSpec):
                 raise ValueError(
                     f"label {label!r} is empty or holds a control character (a newline, a tab): labels are "
                     "named in configs and results"
+                )
+            if (
+                len(label) > MAX_LABEL_CHARS
+            ):  # in every result (label, probabilities): MQTT, outbox, PLC, page
+                raise ValueError(
+                    f"label {label[:40]!r}... is {len(label):,} characters: at most {MAX_LABEL_CHARS} (a "
+                    "folder name's limit; each result names it)"
                 )
         # each class its own name: probabilities are keyed by label, and ok_label must name one class
         # (a repeated one kept only its last class's probability: the other's parts went NG)

@@ -112,6 +112,13 @@ CONTRADICTIONS = {
         _out0(labels=["ok", "scr\natch", "b", "c", "d", "e"]),
         "manifest outputs[0].labels: label 'scr\\natch' is empty or holds a control character",
     ),
+    # a label is in every result (published, kept, written to PLCs): one of 200 KB made each frame's result
+    # 400 KB (label and probabilities' key)
+    "a-label-of-200-kb": (
+        _out0(labels=["ok", "x" * 200_000, "b", "c", "d", "e"]),
+        "manifest outputs[0].labels: label 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... is 200,000 characters: "
+        "at most 255",
+    ),
     # a toolchain's class list with a name twice: probabilities keyed by label kept the last class's
     # only, so with ok_label repeated a part the model called class 0 "ok" at 0.99 was NG
     "a-label-twice": (
