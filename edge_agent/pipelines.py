@@ -1234,7 +1234,14 @@ class Pipeline:
         outputs = {}
         for k, v in inf.outputs.items():
             if v.size <= 16:
-                outputs[k] = np.asarray(v).ravel().round(6).tolist()
+                a = np.asarray(v).ravel()
+                # rounded in double: a float16 value times 1e6 overflowed (every value past 0.066 published as
+                # null); a flag (bool) or a count kept as it is (numpy's round raised on a bool and ended this
+                # pipeline's worker); anything else (text) is no number to publish
+                if a.dtype.kind == "f":
+                    outputs[k] = a.astype(np.float64).round(6).tolist()
+                elif a.dtype.kind in "biu":
+                    outputs[k] = a.tolist()
         res = Result(
             pipeline=self.name,
             source=item.source,
