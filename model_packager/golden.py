@@ -45,7 +45,7 @@ def _graph_io(
     model_path: Path, data: bytes | None = None, where: str = ""
 ) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
     # read without the onnx package (model_packager.onnx_graph): the agent runs this at install
-    from model_packager.onnx_graph import external_data, graph_io
+    from model_packager.onnx_graph import NOT_TENSOR, external_data, graph_io
 
     try:
         if data is None:
@@ -73,7 +73,7 @@ def _graph_io(
 
     def describe(values: dict[str, tuple[int, list]]) -> dict[str, tuple[str, list]]:
         return {
-            name: (str(_ONNX_DTYPES.get(elem, f"onnx-type-{elem}")), dims)
+            name: (str(_ONNX_DTYPES.get(elem) or NOT_TENSOR.get(elem) or f"onnx-type-{elem}"), dims)
             for name, (elem, dims) in values.items()
         }
 
@@ -83,6 +83,8 @@ def _graph_io(
 def check_spec(model_path: Path, manifest: Manifest, label: str = "", data: bytes | None = None) -> None:
     """Raise ``SpecMismatchError`` naming both sides when the manifest's I/O disagrees with the graph
     (read from ``model_path``, or from ``data`` when given)."""
+    from model_packager.onnx_graph import NOT_TENSOR
+
     where = f"{label}: " if label else ""
     g_in, g_out = _graph_io(model_path, data, where)
     problems: list[str] = []
@@ -95,6 +97,18 @@ def check_spec(model_path: Path, manifest: Manifest, label: str = "", data: byte
             continue
         for s in specs:
             problems += _compare_tensor(side, s, graph[s.name], model_path.name)
+        for n in extra if side == "output" else ():
+            # every output comes back from each run and is compared with the golden one: a text tensor failed
+            # the build with "could not convert string to float", a sequence passed it and failed every
+            # agent's golden check (its items stacked on another axis)
+            kind = graph[n][0]
+            if kind == "onnx-type-8" or kind in NOT_TENSOR.values():
+                problems.append(
+                    f"{model_path.name} output {n!r} is a "
+                    f"{'text tensor' if kind == 'onnx-type-8' else kind}, not a tensor of numbers the agent "
+                    "reads: leave it out of the graph's outputs (a scikit-learn classifier's label and ZipMap: "
+                    "convert it with integer classes and options={'zipmap': False})"
+                )
     if not problems and len(g_in) > 1:
         # the agent feeds each frame or window as one tensor, to the first input: the golden run (which
         # feeds every input) passed, then every item failed with "Required inputs are missing"

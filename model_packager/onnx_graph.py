@@ -71,6 +71,11 @@ def _string(buf: memoryview, span) -> str:
     return bytes(buf[span[0] : span[1]]).decode("utf-8", errors="replace")
 
 
+# TypeProto's other kinds (sequence_type 4, map_type 5, sparse_tensor_type 8), returned as the element type
+# ``-field``: no tensor of numbers the agent reads (a scikit-learn classifier's ZipMap is a sequence of maps)
+NOT_TENSOR = {-4: "sequence", -5: "map", -8: "sparse tensor"}
+
+
 def _value_info(buf: memoryview, span) -> tuple[str, int, list]:
     name, elem, dims = "", 0, []
     for num, wire, v in _fields(buf, *span):
@@ -78,6 +83,8 @@ def _value_info(buf: memoryview, span) -> tuple[str, int, list]:
             name = _string(buf, v)
         elif num == 2 and wire == _LEN:  # TypeProto
             for tnum, twire, tv in _fields(buf, *v):
+                if -tnum in NOT_TENSOR and twire == _LEN:
+                    elem = -tnum
                 if tnum != 1 or twire != _LEN:  # only tensor_type
                     continue
                 for snum, swire, sv in _fields(buf, *tv):
