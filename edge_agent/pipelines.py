@@ -1204,6 +1204,8 @@ class Pipeline:
                 )
             else:
                 self.notices.counts[reason] += 1
+            if self.baseline is not None and isinstance(item, Window):
+                await self._baseline_alone(item, reason)
             return
         except Exception as exc:  # never let one item stop the pipeline
             self.stats.errors["unexpected"] += 1
@@ -1290,6 +1292,59 @@ class Pipeline:
         if self.age.active and (evt := self.age.fresh(res.age_ms)) is not None:
             self._emit(evt)
         self.on_latency(self.name, lat)
+        try:
+            await self.on_result(res, item)
+        except Exception:
+            self.stats.errors["action_dispatch"] += 1
+            log.exception("pipeline %s: acting on a result failed", self.name)
+
+    async def _baseline_alone(self, item: Window, reason: str) -> None:
+        """The model failed on this window (NaN out, an engine error, no model): the baseline, which judges the
+        machine without it, still learns and scores it. Before, the window was dropped: a model giving NaN on
+        every window (its golden NaN matching NaN) kept the baseline commissioning for ever and a bearing fault
+        unseen. NG when the baseline alarms; never OK (UNSURE, the model's failure named) otherwise."""
+        assert self.baseline is not None
+        loop = asyncio.get_running_loop()
+        try:
+            verdict = await loop.run_in_executor(self.executor, self.baseline.process, item)
+        except Exception as exc:
+            self.stats.errors["baseline"] += 1
+            if "baseline" not in self.notices.counts:
+                self.notices.note(
+                    "baseline", "pipeline %s: the baseline could not score a window: %s", self.name, exc
+                )
+            return
+        try:
+            m = self.slot.manifest
+            model, version = m.name, m.version
+        except SlotError:
+            model, version = "", ""
+        why = f"the model failed on this window ({reason}): judged by the baseline alone"
+        res = Result(
+            pipeline=self.name,
+            source=item.source,
+            item_seq=item.seq,
+            captured_at=item.end_ts,
+            model=model,
+            model_version=version,
+            engine="",
+            verdict="UNSURE",
+            score=0.0,
+            finished_at=time.time(),
+            reason=why,
+        )
+        self.baseline.apply(verdict, res)
+        if res.verdict == "OK":  # the baseline found no fault, but the model could not judge: not OK
+            res.verdict, res.reason = "UNSURE", why
+        elif res.verdict == "NG":
+            res.reason = None  # (why UNSURE); the model's failure is in outputs
+        res.outputs["model_error"] = reason
+        st = self.stats
+        st.results += 1
+        st.ng += res.verdict == "NG"
+        st.unsure += res.verdict == "UNSURE"
+        st.times.append(time.monotonic())
+        st.last_result = res
         try:
             await self.on_result(res, item)
         except Exception:
