@@ -213,6 +213,19 @@ def interpretation_problems(manifest: Manifest, outputs: dict[str, np.ndarray]) 
                     f"manifest outputs[{j}].labels has {len(o.labels)} labels but output {o.name!r} gives "
                     f"{per_item} values per item"
                 )
+    # the agent runs each item alone and stacks its outputs row by row (build runs the golden batch at once):
+    # an output without a row per item (a scalar, a reduction over the batch) was built, then refused by
+    # every agent's golden check ("output 'mx' shape [24], expected [6]")
+    rows = next(
+        (v.shape[0] for o in manifest.outputs if (v := arrays.get(o.name)) is not None and v.ndim), None
+    )
+    for name, v in arrays.items():
+        if rows is not None and (v.ndim == 0 or v.shape[0] != rows):
+            bad.append(
+                f"output {name!r} has shape {list(v.shape)} for a golden batch of {rows} rows: each output needs "
+                "a row per item on its first axis (the agent runs items one by one and stacks their outputs); "
+                "give it a batch axis, or leave it out of the graph's outputs"
+            )
     if bad:
         return bad
     pre = manifest.preprocessing

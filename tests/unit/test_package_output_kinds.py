@@ -1,4 +1,5 @@
-"""A model output that is no tensor of numbers (a sequence, a map, text), beside the declared ones.
+"""A model output that is no tensor of numbers (a sequence, a map, text), or has no row per item, beside the
+declared ones.
 
 Every output of the model comes back from each run and is compared with the golden one. A sequence output
 (a scikit-learn classifier's ZipMap is a sequence of maps) passed ``build`` and then failed every agent's
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_packager import SpecMismatchError, build_package
+from model_packager import GoldenError, SpecMismatchError, build_package
 from tests.support.models import golden_inputs, make_keypair, make_vision_onnx, vision_spec
 
 
@@ -20,7 +21,17 @@ def _with_output(src, out, kind: str):
 
     m = onnx.load(str(src))
     g = m.graph
-    if kind == "sequence":
+    if kind in ("scalar", "over-the-batch"):  # the logits' largest value: of the whole batch, of each class
+        axes = {"scalar": None, "over-the-batch": [0]}[kind]
+        g.node.append(
+            helper.make_node(
+                "ReduceMax", ["logits"], ["extra"], keepdims=0, **({"axes": axes} if axes else {})
+            )
+        )
+        g.output.append(
+            helper.make_tensor_value_info("extra", TensorProto.FLOAT, [] if axes is None else [6])
+        )
+    elif kind == "sequence":
         g.node.append(helper.make_node("SequenceConstruct", ["logits"], ["extra"]))
         g.output.append(helper.make_tensor_sequence_value_info("extra", TensorProto.FLOAT, None))
     else:
@@ -50,3 +61,26 @@ def test_an_output_that_is_no_tensor_of_numbers_is_refused_at_build_naming_it(tm
     assert f"model.onnx output 'extra' is {said}, not a tensor of numbers the agent reads" in msg, msg
     assert "options={'zipmap': False}" in msg
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.edgepkg"))
+
+
+@pytest.mark.parametrize("kind,shape", [("scalar", []), ("over-the-batch", [6])])
+def test_an_output_without_a_row_per_item_is_refused_at_build_naming_it(tmp_path, kind, shape):
+    """Built from the golden batch run at once, then refused by every agent, which runs items one by one and
+    stacks their outputs ("output 'extra' shape [24], expected [6]")."""
+    key, _ = make_keypair(tmp_path / "keys")
+    model = _with_output(
+        make_vision_onnx(tmp_path / "src.onnx", heatmap=False), tmp_path / "model.onnx", kind
+    )
+    with pytest.raises(GoldenError) as ei:
+        build_package(
+            model,
+            vision_spec(heatmap=False),
+            tmp_path / "out",
+            signing_key=key,
+            golden_inputs=golden_inputs("vision"),
+        )
+    msg = str(ei.value)
+    assert (
+        f"output 'extra' has shape {shape} for a golden batch of 4 rows: each output needs a row per item"
+        in msg
+    )
