@@ -68,6 +68,13 @@ SPEED_WINDOWS = 20  # windows whose averaged spectrum gives the asset's speed (n
 # lands anywhere in the searched range)
 SPEED_AGREE_WINDOWS = 5
 SPEED_AGREE = 0.02
+# a window is judged at one operating point (ISO 13373 / 20816 practice: a steady speed). A speed that
+# changed more than this share across the window (the speed tag at this and the previous window, their
+# change scaled to the window's length) smears every order line and
+# envelope line over the spectrum, and the window read as a fault on a healthy machine (a gearbox ramping
+# 5-8 % in a window: 35 of 85 such windows NG, bearing lines). Such a window is neither learned nor
+# judged: UNSURE ("the speed changed ..."), counted towards no alarm
+SPEED_STEADY = 0.02
 # where one window does not resolve the shaft (MIN_SHAFT_BINS), a window's own estimate is used only
 # within this of the tracked speed; beyond it the estimate was noise (a slow fan: anywhere in the
 # +-15 % searched, 0.53-1.25x the true speed), and the window is taken at the tracked speed instead (at
@@ -259,6 +266,18 @@ def _band(speed_hz: float, pct: float) -> int:
 _stats, _score = robust_stats, rise  # the names the bench and older callers use
 
 
+def _speed_spans(speeds: np.ndarray, apart: float) -> list[tuple[float, float]]:
+    """The commissioned speeds as ranges: sorted, a speed within ``apart`` times the one before joins its
+    range (a machine commissioned at two program speeds has two; one drifting over its range, one)."""
+    spans: list[tuple[float, float]] = []
+    for s in np.sort(speeds):
+        if spans and s <= spans[-1][1] * apart:
+            spans[-1] = (spans[-1][0], float(s))
+        else:
+            spans.append((float(s), float(s)))
+    return spans
+
+
 def diagnose(rises: dict[str, float], bearing_rise: float = 3.0) -> str:
     """The fault family whose features rose most, bearing families first: race impacts also lift the
     raw spectrum's floor (and so every order amplitude), while imbalance and misalignment do not put
@@ -307,7 +326,8 @@ class Verdict:
     velocity_mm_s: float | None = None
     iso_zone: str | None = None
     iso_alarm: bool = False  # confirm_windows in a row at or above iso_alarm_zone (one transient is not)
-    extrapolated: bool = False  # no statistics for this speed band: the nearest band's were used
+    extrapolated: bool = False  # a speed outside the commissioned ones: not judged
+    unsteady: str | None = None  # the speed changed across the window (SPEED_STEADY): not judged, why
     growth: float | None = None  # the largest amplitude growth over the baseline (x times), the health index
     sensor: str | None = None  # why the window is the sensor's, not the machine's (not judged)
     sensor_kind: str | None = None  # scale (the units or gain changed) | low_level (no machine in it)
@@ -333,6 +353,7 @@ class Verdict:
                 "iso_zone",
                 "iso_alarm",
                 "extrapolated",
+                "unsteady",
                 "growth",
                 "sensor",
                 "sensor_kind",
@@ -387,6 +408,8 @@ class Baseline:
         self._over = 0
         self._iso_over = 0  # windows in a row at or above iso_alarm_zone
         self._last_zone: str | None = None
+        self._last_speed: tuple[float, float] | None = None  # the previous window's speed (Hz) and end time
+        self.unsteady_windows = 0  # windows not judged nor learned since the start: the speed changed
         self.unsaved: str | None = None  # why the last save failed (a full disk): saved again at each window
         self._new_learning("first start")
         self._load()
@@ -400,6 +423,9 @@ class Baseline:
         self.rows: list[list[float]] = []
         self.speeds: list[float] = []
         self.bands: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
+        # the commissioned speeds (Hz) as ranges, those within a speed band of each other merged; None:
+        # learned before the record (bands only)
+        self.speed_spans: list[tuple[float, float]] | None = None
         # amplitudes also scored against the window's common level (False: a baseline learned before,
         # format 1, scored on absolute levels as it was learned and thresholded)
         self.relative = True
@@ -446,6 +472,7 @@ class Baseline:
             "confirm_windows": self.s.confirm_windows,
             "threshold": self.threshold,
             "speed_hz": self.speed_hz,
+            "speed_spans_hz": None if self.speed_spans is None else [list(r) for r in self.speed_spans],
             "orders": self.orders,
             "temp_running": self.temp_running,
             "stop_floor": self.stop_floor,
@@ -623,6 +650,8 @@ class Baseline:
         self.reason = d.get("reason", "")
         self.threshold = d.get("threshold")
         self.speed_hz = d.get("speed_hz")
+        spans = d.get("speed_spans_hz")
+        self.speed_spans = [(float(lo), float(hi)) for lo, hi in spans] if spans else None
         self.orders = bool(d.get("orders", True))  # a file saved before it: orders used, as learned
         self.temp_running = d.get("temp_running")
         self.stop_floor = d.get("stop_floor")
@@ -745,6 +774,7 @@ class Baseline:
         d["progress"] = round(self.progress(), 3)
         d["speed_bands"] = sorted(self.bands)
         d["low_since"] = None if self._spell is None else self._spell[0]  # stopped (or low) since
+        d["unsteady_windows"] = self.unsteady_windows
         return d
 
     # ---- per window ---------------------------------------------------------------------------
@@ -782,10 +812,14 @@ class Baseline:
         waveform: np.ndarray,
         scalars: dict[str, float] | None = None,
         features: dict[str, float] | None = None,
+        span: tuple[float, float] | None = None,
     ) -> Verdict:
+        """``span``: the window's first and last sample times (the pipeline's), by which a speed that
+        changed across the window is told (``SPEED_STEADY``); without it the speed is not compared."""
         if self.unsaved is not None:
             self.save()
         f = features or self.features(waveform, scalars)
+        unsteady = self._speed_change(scalars, span)
         zone = iso_zone(f["velocity_mm_s"], self.s.iso_class)
         if zone != self._last_zone and self._last_zone is not None and zone in "CD":
             self._event(
@@ -811,6 +845,10 @@ class Baseline:
         if self.state == "learning":
             if self._stopped(scalars):  # a stop while commissioning is not the machine's healthy state
                 v.progress = self.progress()
+                return v
+            if unsteady is not None:  # a ramp is not the machine's healthy state at one speed
+                v.unsteady, v.progress = unsteady, self.progress()
+                self.unsteady_windows += 1
                 return v
             if f["speed_estimated"] and self.speed_hz is None:
                 self._first.append(np.asarray(waveform, dtype=np.float64))
@@ -847,6 +885,12 @@ class Baseline:
             # also ends a run of windows towards an alarm
             self._iso_over = self._over = 0
             v.iso_alarm, v.stopped, v.threshold = False, True, self.threshold
+            return v
+        if unsteady is not None:
+            # a ramp (a VFD's set point changing, a run-up, a run-down): its lines smeared over the spectrum
+            # are no fault. Not judged, and not a reason to forget a run of windows towards an alarm
+            v.unsteady, v.threshold = unsteady, self.threshold
+            self.unsteady_windows += 1
             return v
         med, scale, extrapolated = self._band_stats(f["speed_hz"])
         found = self._sensor_suspect(row, med, scale, (row - med) / scale, extrapolated)
@@ -900,6 +944,33 @@ class Baseline:
         if v.anomalous:
             v.fault = diagnose(v.rises)
         return v
+
+    def _speed_change(self, scalars: dict[str, float] | None, span: tuple[float, float] | None) -> str | None:
+        """Why the window is not at one speed (``SPEED_STEADY``), or None. The speed is the speed tag's (0 at
+        a stop: a run-up from it is a change); the change from the previous window's is scaled to this
+        window's length (windows minutes apart at speeds a few % apart: a slow drift, steady enough).
+        Without a speed tag (or while it is not GOOD) nothing is compared: a window's own estimate moves
+        with a fault (a chipped tooth's impacts, a bearing's ringing, cavitation noise lift other lines than
+        the shaft's), and compared, the faulty gearbox's, fan's and pump's windows were held as changing
+        speed and their faults never alarmed."""
+        if span is None:
+            return None
+        tag = (scalars or {}).get("_shaft_speed") if self.s.speed_tag else None
+        speed: float | None = None
+        if tag is not None and math.isfinite(tag):
+            speed = max(0.0, tag / 60.0 if self.s.speed_unit == "rpm" else tag)
+        last, self._last_speed = self._last_speed, None if speed is None else (speed, float(span[1]))
+        if speed is None or last is None or span[1] <= last[1] or max(speed, last[0]) <= 0:
+            return None
+        share = abs(speed - last[0]) / max(speed, last[0])
+        share *= min(1.0, max(span[1] - span[0], 0.0) / (span[1] - last[1]))
+        if share <= SPEED_STEADY:
+            return None
+        return (
+            f"baseline: the speed changed {100 * share:.0f} % across the window ({60 * last[0]:.0f} -> "
+            f"{60 * speed:.0f} rpm), more than the {100 * SPEED_STEADY:g} % of a steady operating point; "
+            "neither judged nor learned"
+        )
 
     def _stopped(self, scalars: dict[str, float] | None) -> bool:
         """The speed tag says the shaft is not turning (0, or below ``speed_range_rpm``). Learned, such
@@ -1080,13 +1151,19 @@ class Baseline:
             )
 
     def _band_stats(self, speed_hz: float) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The statistics a window at ``speed_hz`` is scored against, and whether its speed lies outside
+        the commissioned ones (``extrapolated``: not judged). Outside means more than half a speed band
+        (``speed_band_pct`` / 2) from every commissioned speed: one whole band off (up to 20 % from the
+        nearest commissioned speed) was judged by the nearest band's statistics, and a line the speed moves
+        across a fixed band edge (a gear mesh's 2x crossing the 1 kHz high band) read as a fault of a healthy
+        machine. A baseline learned before the record keeps the former rule."""
         b = _band(speed_hz, self.s.speed_band_pct)
-        if b in self.bands:
-            m, sc, _ = self.bands[b]
-            return m, sc, False
-        near = min(self.bands, key=lambda k: abs(k - b))
+        near = b if b in self.bands else min(self.bands, key=lambda k: abs(k - b))
         m, sc, _ = self.bands[near]
-        return m, sc, abs(near - b) > 1
+        if self.speed_spans is None:  # learned before the record: a band beyond the nearest's neighbours
+            return m, sc, abs(near - b) > 1
+        k = 1.0 + self.s.speed_band_pct / 200.0
+        return m, sc, not any(lo / k <= speed_hz <= hi * k for lo, hi in self.speed_spans)
 
     def _finish(self) -> None:
         x = np.asarray(self.rows)
@@ -1123,6 +1200,7 @@ class Baseline:
             )
             x, sp = x[~out], sp[~out]
         bands = np.asarray([_band(s, self.s.speed_band_pct) for s in sp])
+        self.speed_spans = _speed_spans(sp, 1.0 + self.s.speed_band_pct / 100.0)
         self.bands = {}
         med_all, sc_all = _stats(x)
         self.bands[int(np.bincount(bands - bands.min()).argmax() + bands.min())] = (med_all, sc_all, len(x))

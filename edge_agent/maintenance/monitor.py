@@ -14,7 +14,10 @@ repaired PIPELINE``, a request file the next window picks up, or ``repaired()``)
 A window that is the commissioned machine but for one common factor on every amplitude (the units or
 the sensor's gain changed), or whose amplitudes fell tenfold (a dead sensor: ``Verdict.sensor``), or
 a stopped machine (``Verdict.stopped``: the speed tag, or without one the signal and temperature), is
-``UNSURE`` with that reason, and counts towards no alarm, ISO zone nor remaining life.
+``UNSURE`` with that reason, and counts towards no alarm, ISO zone nor remaining life. A window whose
+speed changed across it (``Verdict.unsteady``: a ramp, told by the window's times handed to the baseline)
+is ``UNSURE`` saying so, and counts towards no baseline alarm nor remaining life (the ISO zone rule
+still judges its velocity).
 """
 
 from __future__ import annotations
@@ -134,7 +137,7 @@ class Monitor:
             b.check_request()
             if b.state == "learning":
                 self.life.reset()
-            v = b.process(window.waveform, window.scalars)
+            v = b.process(window.waveform, window.scalars, span=(window.start_ts, window.end_ts))
             if (
                 v.sensor is None
                 and v.state == "ready"
@@ -171,6 +174,8 @@ class Monitor:
         # over every learned state's threshold (StateBaselines._against_every_state): NG below
         if v.not_learned is not None and not v.alarm:
             _unsure(res, v.not_learned)
+        elif v.unsteady is not None:  # a ramp: its smeared lines are no fault (baseline.SPEED_STEADY)
+            _unsure(res, v.unsteady)
         elif v.state == "ready" and v.score is not None and v.threshold:
             res.score = round(v.score / v.threshold, 4)
             res.anomaly_score = res.score

@@ -481,7 +481,12 @@ class StateBaselines:
                 f"({', '.join(sorted(self.by_state))}): a fault whichever state it is in"
             )
 
-    def process(self, waveform: np.ndarray, scalars: dict[str, float] | None = None) -> Verdict:
+    def process(
+        self,
+        waveform: np.ndarray,
+        scalars: dict[str, float] | None = None,
+        span: tuple[float, float] | None = None,
+    ) -> Verdict:
         if self.unsaved is not None:
             self.save()
         # a state's baseline not saved (a full disk) is saved again whatever state the machine is in now
@@ -532,11 +537,11 @@ class StateBaselines:
             b = self._baseline(state, fresh=True)
             self.save()
         self._iso_over = 0  # the state's own baseline counts its ISO windows
-        v = b.process(waveform, scalars)
+        v = b.process(waveform, scalars, span=span)
         v.process_state = state
         if state in self.learning:
             if self.commissioning:
-                if b.state == "learning" and not v.stopped:
+                if b.state == "learning" and not v.stopped and v.unsteady is None:
                     self.windows += 1
                 if self.progress() >= 1.0:
                     self._end_commissioning()
@@ -586,4 +591,5 @@ class StateBaselines:
                 for st, b in sorted(self.by_state.items())
             },
             "not_judged": dict(self.not_judged),
+            "unsteady_windows": sum(b.unsteady_windows for b in self.by_state.values()),
         }
