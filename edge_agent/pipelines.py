@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from devices.base import Frame, Notices, Quality, Reading
+from devices.base import MAX_CAUSES, Frame, Notices, Quality, Reading
 from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings
 from edge_agent.maintenance.sensor import SensorFault, SensorWatch
 from edge_agent.maintenance.sensor import check as sensor_check
@@ -1021,6 +1021,7 @@ class Pipeline:
         self.windower: Windower | None = None
         self.notices = Notices(log)  # silent drops: first one logged as a WARNING, all counted
         self._tasks: list[asyncio.Task] = []
+        self._unexpected_seen: set[str] = set()  # distinct unexpected errors logged (with traceback) once
         self.on_event = on_event or (lambda evt: None)
         u = settings.unsure
         self.unsure_tolerance = u.tolerance if u.enabled else None
@@ -1156,12 +1157,29 @@ class Pipeline:
                 entry, enq_t = await self.queue.get()
             except EOFError:
                 return
-            if isinstance(entry, tuple):  # the windows of one reading, oldest first
-                for item in entry:
-                    if not self._too_old(item):
+            for item in entry if isinstance(entry, tuple) else (entry,):  # a reading's windows: oldest first
+                try:
+                    if not self._too_old(item):  # here, not in a thread: a stale item never waits for one
                         await self._process(item, enq_t)
-            elif not self._too_old(entry):  # here, not in a thread: a stale item never waits for one
-                await self._process(entry, enq_t)
+                except Exception as exc:  # one item's fault never ends this worker: counted, skipped
+                    self._unexpected(exc)
+
+    def _unexpected(self, exc: Exception) -> None:
+        """An error no check foresaw, on one item (in the model's run, or after it: building, judging or
+        handing on its result): counted under ``errors.unexpected``, each distinct one logged once with its
+        traceback (at most ``MAX_CAUSES``), the item skipped. Before, one raised after the model's run ended
+        this pipeline's worker for good: no result any more, nothing counted, the pipeline still listed."""
+        self.stats.errors["unexpected"] += 1
+        cause = f"{type(exc).__name__}: {exc}"[:300]
+        if cause not in self._unexpected_seen and len(self._unexpected_seen) < MAX_CAUSES:
+            self._unexpected_seen.add(cause)
+            log.error(
+                "pipeline %s: an item failed unexpectedly and was skipped (counted under errors.unexpected; "
+                "each distinct error logged once): %s",
+                self.name,
+                cause,
+                exc_info=exc,
+            )
 
     def _too_old(self, item: Frame | Window) -> bool:
         age = self.age.stale(item)
@@ -1208,8 +1226,7 @@ class Pipeline:
                 await self._baseline_alone(item, reason)
             return
         except Exception as exc:  # never let one item stop the pipeline
-            self.stats.errors["unexpected"] += 1
-            log.exception("pipeline %s: unexpected error: %s", self.name, exc)
+            self._unexpected(exc)
             return
         if isinstance(inf, _Stale):  # fresh when taken from the queue, too old once a thread took it
             self._stale(item, inf.age_s)
