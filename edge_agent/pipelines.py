@@ -1294,21 +1294,27 @@ class Pipeline:
             bv = verdict if self.baseline is not None else None
             found = None if bv is None or bv.sensor is None else SensorFault(bv.sensor_kind or "", bv.sensor)
             self.sensor.record(found)
-        st = self.stats
-        st.results += 1
-        st.ng += res.verdict == "NG"
-        st.unsure += res.verdict == "UNSURE"
         if self.kind == "frame":  # UNSURE: outside the package's input_stats, or a frozen camera
             drift = self.unsure_watch.add(it.reason)
             if drift is not None:
                 log.warning("%s", drift["message"])
                 self.on_event(drift)
-        st.latencies.append(lat.total_ms)
+        self.stats.latencies.append(lat.total_ms)
+        self.on_latency(self.name, lat)
+        await self._hand_on(res, item)
+
+    async def _hand_on(self, res: Result, item: Frame | Window) -> None:
+        """A result counted (results, NG, UNSURE, its time), kept as the last, its age watched, and handed to the
+        actions and the outbox (``on_result``: an error there is counted, never the pipeline's end). Every result
+        of the pipeline, the model's, the baseline's alone or a sensor fault's, goes through here."""
+        st = self.stats
+        st.results += 1
+        st.ng += res.verdict == "NG"
+        st.unsure += res.verdict == "UNSURE"
         st.times.append(time.monotonic())
         st.last_result = res
         if self.age.active and (evt := self.age.fresh(res.age_ms)) is not None:
             self._emit(evt)
-        self.on_latency(self.name, lat)
         try:
             await self.on_result(res, item)
         except Exception:
@@ -1356,17 +1362,7 @@ class Pipeline:
         elif res.verdict == "NG":
             res.reason = None  # (why UNSURE); the model's failure is in outputs
         res.outputs["model_error"] = reason
-        st = self.stats
-        st.results += 1
-        st.ng += res.verdict == "NG"
-        st.unsure += res.verdict == "UNSURE"
-        st.times.append(time.monotonic())
-        st.last_result = res
-        try:
-            await self.on_result(res, item)
-        except Exception:
-            self.stats.errors["action_dispatch"] += 1
-            log.exception("pipeline %s: acting on a result failed", self.name)
+        await self._hand_on(res, item)
 
     def _speed_unusable(self, item: Window, res: Result) -> None:
         """The model's shaft speed scalar reads no speed (0, negative, NaN: a machine at rest, a speed tag that
@@ -1455,18 +1451,7 @@ class Pipeline:
             finished_at=time.time(),
             reason=fault.message,
         )
-        st = self.stats
-        st.results += 1
-        st.unsure += 1
-        st.times.append(time.monotonic())
-        st.last_result = res
-        if self.age.active and (evt := self.age.fresh(res.age_ms)) is not None:
-            self._emit(evt)
-        try:
-            await self.on_result(res, item)
-        except Exception:
-            self.stats.errors["action_dispatch"] += 1
-            log.exception("pipeline %s: acting on a result failed", self.name)
+        await self._hand_on(res, item)
 
     def status(self) -> dict:
         st = self.stats
