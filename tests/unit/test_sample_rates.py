@@ -99,6 +99,9 @@ def test_start_refuses_an_unclean_rate_in_one_line_naming_both(signal_pkg):
     class Slot:
         manifest = read_manifest(signal_pkg[1])
 
+        def __init__(self) -> None:
+            self.swap_checks: dict = {}  # the pipelines' checks of a package swapped in (ModelSlot's)
+
     async def on_result(res, item):
         pass
 

@@ -213,6 +213,9 @@ def test_a_repeated_waveform_not_scored_twice_is_counted_on_the_pipelines_status
     class Slot:
         manifest = read_manifest(str(pkg))
 
+        def __init__(self) -> None:
+            self.swap_checks: dict = {}  # the pipelines' checks of a package swapped in (ModelSlot's)
+
     async def on_result(res, item):
         pass
 
