@@ -301,21 +301,29 @@ class Agent:
         unsure_actions = [n for n in action_names if "UNSURE" in json.dumps(self.cfg.actions[n].when or {})]
 
         async def on_result(res: Result, item) -> None:
-            if self.first_result_at is None:
-                self.first_result_at = time.time()
-                self._event(
-                    Event(
-                        EventKind.FIRST_RESULT,
-                        t=self.first_result_at,
-                        after_s=round(self.first_result_at - self.launched_at, 3),
+            # the actions first (they act on the line at once), then the outbox: its record whatever the
+            # actions did. Before, an error dispatching them (or in the metrics, the board) skipped the result's
+            # record and sample: counted (errors.action_dispatch) and the cloud missed it for good
+            try:
+                if self.first_result_at is None:
+                    self.first_result_at = time.time()
+                    self._event(
+                        Event(
+                            EventKind.FIRST_RESULT,
+                            t=self.first_result_at,
+                            after_s=round(self.first_result_at - self.launched_at, 3),
+                        )
                     )
-                )
-            self.metrics.result(res)
-            self.board.keep(res, item)
-            if res.verdict != "UNSURE":
-                await self.actions.handle(action_names, res, item)
-            elif unsure_actions:  # never a reject nor a pass: only actions whose condition names UNSURE
-                await self.actions.handle(unsure_actions, res, item)
+                self.metrics.result(res)
+                self.board.keep(res, item)
+                if res.verdict != "UNSURE":
+                    await self.actions.handle(action_names, res, item)
+                elif unsure_actions:  # never a reject nor a pass: only actions whose condition names UNSURE
+                    await self.actions.handle(unsure_actions, res, item)
+            except Exception:
+                if self.outbox is not None:
+                    await self._to_outbox(res, item)
+                raise  # counted by the pipeline (errors.action_dispatch); a cancel (the agent stopping) stays one
             if self.outbox is not None:
                 await self._to_outbox(res, item)
 

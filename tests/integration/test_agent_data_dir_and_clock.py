@@ -1,9 +1,11 @@
 """Real agents (camera folder → ONNX Runtime → outbox): one agent per data folder, held for its lifetime;
-a pipeline's rate counts elapsed time, so a wall clock stepped by NTP does not empty it."""
+a pipeline's rate counts elapsed time, so a wall clock stepped by NTP does not empty it; every result reaches
+the outbox, whatever its actions did."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 
@@ -14,19 +16,27 @@ import pytest
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from edge_agent.models.slot import SlotError  # what `edge-agent run` reports in one line
+from edge_agent.outbox.selector import SampleSelector
+from edge_agent.outbox.settings import SampleSelectionSettings
 from tests.support.models import make_keypair, make_package
 from tests.support.waits import until
 
 
-def config(tmp_path, name: str, data_dir, with_camera: bool = False):
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("agentpkg")
+    key, pub = make_keypair(tmp / "keys")
+    return make_package(tmp, kind="vision", key=key), pub
+
+
+def config(tmp_path, name: str, data_dir, package=None, loop: bool = True):
     doc: dict = {
         "agent": {"id": name, "site": "s1", "line": "l1", "data_dir": str(data_dir)},
         "outbox": {},
         "http": {"enabled": False},
     }
-    if with_camera:
-        key, pub = make_keypair(tmp_path / "keys")
-        pkg = make_package(tmp_path, kind="vision", key=key)
+    if package is not None:  # a camera folder's frames to its pipeline
+        pkg, pub = package
         imgs = tmp_path / "imgs"
         imgs.mkdir(exist_ok=True)
         rng = np.random.default_rng(0)
@@ -34,7 +44,7 @@ def config(tmp_path, name: str, data_dir, with_camera: bool = False):
             cv2.imwrite(str(imgs / f"img{i}.png"), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
         doc |= {
             "trusted_keys": [str(pub)],
-            "sources": {"cam": {"type": "camera", "url": str(imgs), "fps": 20, "loop": True}},
+            "sources": {"cam": {"type": "camera", "url": str(imgs), "fps": 20, "loop": loop}},
             "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
             "pipelines": [{"name": "inspect", "source": "cam", "model": "vision", "actions": []}],
         }
@@ -65,8 +75,8 @@ async def test_a_second_agent_on_a_data_folder_in_use_is_refused_until_the_first
     await again.stop()
 
 
-async def test_the_pipeline_rate_survives_a_wall_clock_step(tmp_path, monkeypatch):
-    agent = Agent(config(tmp_path, "clock", tmp_path / "data", with_camera=True))
+async def test_the_pipeline_rate_survives_a_wall_clock_step(tmp_path, package, monkeypatch):
+    agent = Agent(config(tmp_path, "clock", tmp_path / "data", package))
     await agent.start()
     try:
         stats = agent.pipelines[0].stats
@@ -83,3 +93,32 @@ async def test_the_pipeline_rate_survives_a_wall_clock_step(tmp_path, monkeypatc
         assert stats.rate() >= 0.8 * before
     finally:
         await agent.stop()
+
+
+async def test_a_result_whose_actions_raise_still_reaches_the_outbox_once(tmp_path, package):
+    # Before: the actions ran first and the outbox record after them, so an error dispatching one result's
+    # actions (counted errors.action_dispatch) skipped its record and sample: the cloud missed it for good
+    agent = Agent(config(tmp_path, "record", tmp_path / "data", package, loop=False))
+    agent.selector = SampleSelector(
+        SampleSelectionSettings(ok_fraction=1.0, unsure_fraction=1.0)
+    )  # all sampled
+    handle, handed = agent.actions.handle, []
+
+    async def breaks_on_the_second(names, res, item):
+        handed.append(res.item_seq)
+        if len(handed) == 2:
+            raise RuntimeError("dispatch broke")
+        await handle(names, res, item)
+
+    agent.actions.handle = breaks_on_the_second  # type: ignore[method-assign]
+    await agent.start()
+    try:
+        await until(lambda: len(handed) >= 3, 60, "3 results")
+    finally:
+        await agent.stop()
+    assert agent.pipelines[0].stats.errors == {"action_dispatch": 1}
+    assert agent.outbox is not None
+    agent.outbox.open()
+    recs = agent.outbox.pending(limit=100, max_bytes=50_000_000)
+    for kind in ("result", "sample"):  # each result once, the broken one included, in order
+        assert [json.loads(r.payload)["seq"] for r in recs if r.kind == kind] == handed, kind
