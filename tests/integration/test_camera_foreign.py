@@ -479,7 +479,10 @@ async def test_a_snapshot_cameras_one_bad_answer_is_a_corrupt_frame_not_a_lost_s
     finally:
         cam.stop()
     assert len(frames) == 3 and src.stats.reconnects == 0
-    assert src.stats.errors_by_reason == {"corrupt_frame": 2}
+    # the two cut answers between the three good ones, and a third where the source asked once more before its
+    # stop (at fps 4 on a loaded machine): corrupt frames, never a lost stream
+    errors = src.stats.errors_by_reason
+    assert errors.keys() == {"corrupt_frame"} and 2 <= errors["corrupt_frame"] <= 3
 
 
 async def test_a_snapshot_cameras_bomb_or_endless_answer_is_refused_bounded():
