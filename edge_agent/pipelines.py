@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import math
 import time
@@ -1010,6 +1011,7 @@ class Pipeline:
         self.data_dir = data_dir
         self.baseline: Monitor | None = None  # when settings.baseline is set
         self.sensor: SensorWatch | None = None  # maintenance pipelines: is the window the sensor's fault?
+        self.sensor_check: Callable[[np.ndarray], SensorFault | None] = sensor_check
         self.name = settings.name
         self.slot = slot
         self.executor = executor
@@ -1103,7 +1105,14 @@ class Pipeline:
                 m.task == "equipment_maintenance" and getattr(pre, "sample_rate_hz", 0) >= 1000
             ):
                 self.sensor = SensorWatch(self.name, self.on_event)
-                self.windower.raw_check = sensor_check
+                rate = getattr(pre, "sample_rate_hz", None)
+                if self.s.baseline is not None and rate:
+                    # a sliding level (a sensor settling) is told from a slow shaft by its turns in a window
+                    turns = (
+                        self.s.baseline.speed_range_rpm[0] / 60 * getattr(pre, "window_samples", 1024) / rate
+                    )
+                    self.sensor_check = functools.partial(sensor_check, shaft_turns=turns)
+                self.windower.raw_check = self.sensor_check
             if self.s.baseline is None and m.task == "equipment_maintenance":
                 # the package's anomaly threshold was set on the machines it was trained on: on others
                 # healthy windows read NG (0-152 episodes a day on generated machines, docs/maintenance.md)
@@ -1416,7 +1425,7 @@ class Pipeline:
             decode_ms = (time.perf_counter() - t) * 1000
         if self.sensor is not None and isinstance(item, Window) and self.windower is not None:
             raw = self.windower.raw_checks  # a resampled window was checked on its raw samples
-            found = raw.pop(item.seq) if item.seq in raw else sensor_check(item.waveform)
+            found = raw.pop(item.seq) if item.seq in raw else self.sensor_check(item.waveform)
             if found is not None:
                 return found
         inf = self.slot.infer(item, self.unsure_tolerance)

@@ -1,4 +1,4 @@
-"""Is this window the sensor's fault? Flatline, clipping, held samples and single-sample spikes.
+"""Is this window the sensor's fault? Flatline, clipping, held samples, single-sample spikes and settling.
 
 A maintenance verdict judges the machine through its sensor; a dead, saturated or corrupted sensor
 gives windows that the baseline and the models read as a healthy machine (a flat line scores low) or
@@ -22,6 +22,18 @@ band-limited sensor signal can and cannot do, not on one dataset's levels:
   ``SPIKE_OVER_REST`` times anything else in it) whose neighbours are not: the ADC's anti-aliasing
   filter lets no physical vibration change that much in one sample and back (an impact rings over
   many samples), so these are electrical (EMI, a bit error).
+- **settling**: the window's level slides (an IEPE sensor's output settling for seconds after the
+  sensor or the gateway is powered up, or drifting back after a shock), so much that its trend is the
+  window's vibration: the window's integrated (velocity-like, each spectral line weighed by 1/its
+  frequency) content with only the mean taken off is ``SETTLE_RATIO`` times or more the same with the
+  least-squares line taken off too. The condition features take off the mean only, so the slide read
+  as low-frequency velocity (20 g settling over 2 s: 19.8 mm/s on a machine of 0.76). Judged only
+  where the caller says the window holds ``SETTLE_MIN_TURNS`` turns or more of the slowest shaft it
+  may see (``shaft_turns``: the pipeline's baseline gives its ``speed_range_rpm`` low end times the
+  window's length): a shaft turning less than once in the window is a piece of a sine, and looks like
+  a trend (up to 12 on bench/_bearing_signals.py's windows of 20-80 ms); from two turns on, at most 4.9
+  on 42,000 of them (its site noise, a random walk, has a slow part of its own) and 1.74 on 50,360
+  windows of four other generators.
 
 What it does not judge (it cannot from one window): broadband noise or mains hum far above the
 baseline (a loose sensor, or a machine getting worse); a gain or units error (everything scales) and a
@@ -34,6 +46,7 @@ counts and its events.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -60,11 +73,16 @@ SPIKE_OVER_REST = 3.0  # ... and it is this many times the largest deviation any
 # (at 8, 20-30 spikes were judged as the machine); bearing impacts, which ring a resonance, pass none of the
 # single-sample tests at any count (three generators, 7,044 healthy and faulty windows: none flagged)
 MAX_SPIKES = 64
+# the integrated content with the mean taken off, over the same with the line taken off too: a sliding level
+# this many times. Healthy and faulty windows holding 2 shaft turns or more: at most 4.9 (bench/_bearing_signals.py,
+# 42,000 windows), 1.74 (four other generators, 50,360); the 585 windows a settling IEPE made NG: 2.2-23, all but 6 8+
+SETTLE_RATIO = 8.0
+SETTLE_MIN_TURNS = 2.0  # ... judged only where the window holds this many turns of the slowest shaft
 
 
 @dataclass(frozen=True)
 class SensorFault:
-    kind: str  # flatline | clipped | held | spike (this module) | scale | low_level (the baseline's)
+    kind: str  # flatline | clipped | held | spike | settling (here) | scale | low_level (the baseline's)
     message: str  # one line for the result's reason: "sensor: clipped at 49.9 in 12 % of samples"
 
     def to_dict(self) -> dict:
@@ -82,8 +100,9 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return edges[::2], edges[1::2] - edges[::2]
 
 
-def check(x: np.ndarray) -> SensorFault | None:
-    """The sensor fault that made this window, or None. ``x``: 1-D finite samples."""
+def check(x: np.ndarray, shaft_turns: float | None = None) -> SensorFault | None:
+    """The sensor fault that made this window, or None. ``x``: 1-D finite samples; ``shaft_turns``: the
+    turns of the slowest shaft the caller may see in one window (None: not known, no ``settling``)."""
     x = np.asarray(x, dtype=np.float64).ravel()
     n = x.size
     if n < 8:
@@ -108,7 +127,43 @@ def check(x: np.ndarray) -> SensorFault | None:
         found = _held(x, ad, still, lo, hi, q, n) or _clipped(x, still, lo, hi, q, n)
         if found is not None:
             return found
-    return _spikes(x, n)
+    found = _spikes(x, n)
+    if found is None and shaft_turns is not None and shaft_turns >= SETTLE_MIN_TURNS:
+        found = _settling(c, n)
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _ramp(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A centred sample index, 1/k for the spectral lines k = 1 .. n/2, and the index's weighed spectrum."""
+    t = np.arange(n) - (n - 1) / 2
+    w = 1.0 / np.arange(1, n // 2 + 1)
+    return t, w, np.fft.rfft(t)[1:] * w
+
+
+def _settling(c: np.ndarray, n: int) -> SensorFault | None:
+    """``c``: the window less its mean."""
+    t, w, tw = _ramp(n)
+    slope = float(np.dot(t, c)) / float(np.dot(t, t))
+    a = np.fft.rfft(c)[1:] * w  # the window's lines, each weighed by 1/its frequency (as velocity is)
+    with_trend = float(np.vdot(a, a).real)
+    b = a - slope * tw  # the same with the least-squares line taken off
+    without = float(np.vdot(b, b).real)
+    if with_trend < SETTLE_RATIO**2 * without:
+        return None
+    r = c - slope * t
+    spread = math.sqrt(float(np.dot(r, r)) / n)
+    slid = slope * (n - 1)
+    if spread <= 1e-6 * abs(slid):  # a straight line (to rounding), nothing around it
+        share, times = "a straight line, nothing around it", "all of"
+    else:
+        share = f"{100 * abs(slid) / spread:.0f} % of the window's spread around it"
+        times = f"{math.sqrt(with_trend / without):.1f}x"
+    return SensorFault(
+        "settling",
+        f"sensor: its level slid {_fmt(slid)} across the window ({share}; the trend is {times} its low-frequency "
+        "content): settling after power-up or a shock; not judged",
+    )
 
 
 def _clipped(x: np.ndarray, still: np.ndarray, lo: float, hi: float, q: float, n: int) -> SensorFault | None:
@@ -242,6 +297,11 @@ class SensorWatch:
                             "if the machine is running, check the sensor, its cable and mounting (a "
                             "speed tag on the pipeline tells stops apart)"
                             if fault.kind == "low_level"
+                            # an IEPE sensor settles within seconds of a power-up; one that keeps sliding
+                            # has a failing cable, connector or bias supply
+                            else "a sensor settling after a power-up or a shock reads a live signal again "
+                            "within seconds; if it keeps sliding, check its cable, connector and supply"
+                            if fault.kind == "settling"
                             else "check the sensor, its cable and mounting, and the input's range"
                         ),
                     )

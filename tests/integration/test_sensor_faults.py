@@ -170,3 +170,38 @@ async def test_a_loose_sensor_spiking_25_times_a_window_is_unsure_while_bearing_
     assert results[0].reason.startswith("sensor: 25 single-sample spike(s) up to 30,"), results[0].reason
     assert [r.reason for r in results[1:]] == [None] * 6  # the bearing's impacts reach the model
     assert pipe.status()["sensor"]["faults"] == {"spike": 1}
+
+
+async def test_a_sensor_settling_after_a_power_up_is_unsure_where_the_window_holds_two_turns(
+    tmp_path, signal_package
+):
+    """An IEPE sensor powered up on a healthy machine: its level slides 20 g away over seconds, which the
+    baseline read as velocity. The pipeline hands the check its baseline's slowest shaft (speed_range_rpm
+    from 600: 2.05 turns in a 0.2-s window), and those windows are UNSURE 'settling', one episode."""
+    m = Machine(33, fs=10000.0, n=2048, rpm=1800.0)
+    slot, pipe, feed, results, events = await _pipeline(
+        tmp_path,
+        signal_package,
+        WindowSettings(waveform="Vibration", sample_rate_hz=10000, scalars={}),
+        BaselineSettings(windows=20, speed_tag="Speed", confirm_windows=1, speed_range_rpm=(600.0, 3600.0)),
+    )
+    try:
+        for _ in range(20):
+            await feed(m.window())
+        assert pipe.baseline.baseline.state == "ready"
+        results.clear()
+        t = np.arange(m.n) / m.fs
+        for k in range(3):  # the first 0.6 s after the power-up
+            await feed(m.window() + 20.0 * np.exp(-(k * m.n / m.fs + t) / 0.7))
+        settling = list(results)
+        for _ in range(10):  # a clean episode's end: CLEAR_AFTER windows
+            await feed(m.window())
+    finally:
+        await pipe.stop()
+        await slot.stop()
+    assert [r.verdict for r in settling] == ["UNSURE"] * 3, [(r.verdict, r.reason) for r in settling]
+    assert all(r.outputs["sensor"]["fault"] == "settling" for r in settling)
+    assert "settling after power-up" in settling[0].reason
+    assert not any(r.verdict == "NG" for r in results)
+    sensor_events = [(e["fault"], e["active"]) for e in events if e["kind"] == "sensor_fault"]
+    assert sensor_events == [("settling", True), ("settling", False)]
