@@ -33,6 +33,7 @@ import time
 import numpy as np
 
 from bench._ramp_machines import FAULTS, KINDS
+from bench.maintenance_unseen_bench import episodes  # an alarm: a run of NG windows, UNSURE ones skipped
 from edge_agent.maintenance import sensor
 from edge_agent.maintenance.baseline import Baseline
 from edge_agent.maintenance.settings import BaselineSettings, BearingSettings
@@ -60,16 +61,6 @@ def judge(b, x: np.ndarray, scalars: dict, span: tuple[float, float]) -> tuple[s
     if v.extrapolated:
         return "UNSURE", "speed not commissioned"
     return "OK", ""
-
-
-def episodes(verdicts: list[str]) -> int:
-    n, inside = 0, False
-    for v in verdicts:
-        if v == "UNSURE":
-            continue
-        n += v == "NG" and not inside
-        inside = v == "NG"
-    return n
 
 
 def run(kind: str, seed: int, tag: bool) -> dict:
