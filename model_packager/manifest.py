@@ -180,9 +180,8 @@ class OutputSpec(TensorSpec):
                     f"label {label!r} is empty or holds a control character (a newline, a tab): labels are "
                     "named in configs and results"
                 )
-            if (
-                len(label) > MAX_LABEL_CHARS
-            ):  # in every result (label, probabilities): MQTT, outbox, PLC, page
+            # in every result (label, probabilities): MQTT, outbox, PLC, page
+            if len(label) > MAX_LABEL_CHARS:
                 raise ValueError(
                     f"label {label[:40]!r}... is {len(label):,} characters: at most {MAX_LABEL_CHARS} (a "
                     "folder name's limit; each result names it)"
