@@ -1662,9 +1662,9 @@ class SparkplugHost:
                                 f"{t.group}/{t.edge_node}/{dev or ''}: DataSet {flat!r}"
                                 f"{f' column {col!r}' if col else ''}: {why.removeprefix('wrong_type: ')}",
                             )
-                elif (leaf.datatype or node.types.get((dev, flat))) == _DATETIME and type(
-                    v
-                ) is not np.ndarray:
+                elif (
+                    type(v) is not np.ndarray and (leaf.datatype or node.types.get((dev, flat))) == _DATETIME
+                ):
                     # milliseconds since 1970: a time (a part's production time, a last service), given as the
                     # OPC UA source gives one, ISO 8601 text; as a number, a rule or the cloud took it for a count.
                     # A node writing it in another field (text, a double) is read by the same rules: its
