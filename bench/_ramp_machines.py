@@ -59,6 +59,17 @@ class M:
         y = np.fft.irfft(X * h, self.n)
         return y / y.std() * lvl
 
+    def shaft(self, rng, f0, ramp):
+        """The window's shaft phase (a ramp of ``ramp`` across it, a random start), its end and mean speed."""
+        f1 = f0 * (1 + ramp)
+        return self.phase_of(f0, f1) + rng.uniform(0, 6.3), f1, (f0 + f1) / 2
+
+    def outer_race(self, rng, fm, sev):
+        """An outer-race defect's impacts at BPFO, each ringing the structure's resonance."""
+        per = 1 / (self.bpfo * fm)
+        ts = np.arange(rng.uniform(0, per), self.n / self.fs, per)
+        return self.ring(rng, ts, 2.0 * sev**1.5, self.reso)
+
     def ring(self, rng, times_s, amp, reso, zeta=0.05):
         out = np.zeros(self.n)
         for ts in times_s:
@@ -87,9 +98,7 @@ class Motor(M):
     def window(self, rng, load, fault="healthy", sev=0.0, ramp=0.0, f_at=None):
         fr, slip = self.state(load)
         fr = f_at or fr
-        f0, f1 = fr, fr * (1 + ramp)
-        ph = self.phase_of(f0, f1) + rng.uniform(0, 6.3)
-        fm = (f0 + f1) / 2
+        ph, f1, fm = self.shaft(rng, fr, ramp)
         x = a_g(fm, self.v1) * np.sin(ph)
         x += a_g(2 * fm, 0.3 * self.v1) * np.sin(2 * ph + 1)
         x += a_g(100.0, 0.4 + 0.6 * load) * np.sin(2 * np.pi * 100 * self.t() + rng.uniform(0, 6.3))
@@ -102,9 +111,7 @@ class Motor(M):
             x += a_g(fm, 4 * sev * self.v1) * np.sin(ph) * np.cos(2 * np.pi * fp * t)
             x += a_g(2 * fm, 2 * sev * self.v1) * np.sin(2 * ph) * np.cos(2 * np.pi * fp * t)
         if fault == "bearing_outer" and sev > 0:
-            per = 1 / (self.bpfo * fm)
-            ts = np.arange(rng.uniform(0, per), self.n / self.fs, per)
-            x += self.ring(rng, ts, 2.0 * sev**1.5, self.reso)
+            x += self.outer_race(rng, fm, sev)
         return x, {"_shaft_speed": f1 * 60, "Speed": f1 * 60}
 
 
@@ -116,10 +123,7 @@ class Gearbox(M):
         return 20 + 10 * load
 
     def window(self, rng, load, fault="healthy", sev=0.0, ramp=0.0, f_at=None):
-        f0 = f_at or self.speed_hz(load)
-        f1 = f0 * (1 + ramp)
-        ph = self.phase_of(f0, f1) + rng.uniform(0, 6.3)
-        fm = (f0 + f1) / 2
+        ph, f1, fm = self.shaft(rng, f_at or self.speed_hz(load), ramp)
         x = a_g(fm, self.v1) * np.sin(ph)
         mesh_amp = a_g(self.teeth * fm, 0.5 + 0.5 * load)
         x += mesh_amp * (1 + 0.1 * np.cos(ph)) * np.sin(self.teeth * ph)
@@ -147,19 +151,14 @@ class Fan(M):
         return 15 + 10 * load
 
     def window(self, rng, load, fault="healthy", sev=0.0, ramp=0.0, f_at=None):
-        f0 = f_at or self.speed_hz(load)
-        f1 = f0 * (1 + ramp)
-        ph = self.phase_of(f0, f1) + rng.uniform(0, 6.3)
-        fm = (f0 + f1) / 2
+        ph, f1, fm = self.shaft(rng, f_at or self.speed_hz(load), ramp)
         x = a_g(fm, self.v1 * (0.5 + load)) * np.sin(ph)
         x += a_g(self.blades * fm, 0.3 * (0.5 + load) ** 2) * np.sin(self.blades * ph + 2)
         x += self.noise(rng, self.floor * (1 + load))
         if fault == "imbalance" and sev > 0:
             x += a_g(fm, 8 * sev * self.v1 * (0.5 + load)) * np.sin(ph)
         if fault == "bearing_outer" and sev > 0:
-            per = 1 / (self.bpfo * fm)
-            ts = np.arange(rng.uniform(0, per), self.n / self.fs, per)
-            x += self.ring(rng, ts, 2.0 * sev**1.5, self.reso)
+            x += self.outer_race(rng, fm, sev)
         return x, {"_shaft_speed": f1 * 60, "Speed": f1 * 60}
 
 
@@ -171,10 +170,7 @@ class Pump(M):
         return 29.2 + 0.3 * load
 
     def window(self, rng, load, fault="healthy", sev=0.0, ramp=0.0, f_at=None):
-        f0 = f_at or self.speed_hz(load)
-        f1 = f0 * (1 + ramp)
-        ph = self.phase_of(f0, f1) + rng.uniform(0, 6.3)
-        fm = (f0 + f1) / 2
+        ph, f1, fm = self.shaft(rng, f_at or self.speed_hz(load), ramp)
         x = a_g(fm, self.v1) * np.sin(ph)
         x += a_g(self.vanes * fm, 0.6 + 0.8 * load) * np.sin(self.vanes * ph + 1)
         x += self.noise(rng, self.floor * (1 + load))
