@@ -43,13 +43,13 @@ def _with_output(src, out, kind: str):
     return out
 
 
-@pytest.mark.parametrize("kind,said", [("sequence", "a sequence"), ("text", "a text tensor")])
-def test_an_output_that_is_no_tensor_of_numbers_is_refused_at_build_naming_it(tmp_path, kind, said):
+def _build_refused(tmp_path, kind: str, error: type[Exception]) -> str:
+    """The message of ``error`` that building the vision model with an output of ``kind`` beside its own raised."""
     key, _ = make_keypair(tmp_path / "keys")
     model = _with_output(
         make_vision_onnx(tmp_path / "src.onnx", heatmap=False), tmp_path / "model.onnx", kind
     )
-    with pytest.raises(SpecMismatchError) as ei:
+    with pytest.raises(error) as ei:
         build_package(
             model,
             vision_spec(heatmap=False),
@@ -57,7 +57,12 @@ def test_an_output_that_is_no_tensor_of_numbers_is_refused_at_build_naming_it(tm
             signing_key=key,
             golden_inputs=golden_inputs("vision"),
         )
-    msg = str(ei.value)
+    return str(ei.value)
+
+
+@pytest.mark.parametrize("kind,said", [("sequence", "a sequence"), ("text", "a text tensor")])
+def test_an_output_that_is_no_tensor_of_numbers_is_refused_at_build_naming_it(tmp_path, kind, said):
+    msg = _build_refused(tmp_path, kind, SpecMismatchError)
     assert f"model.onnx output 'extra' is {said}, not a tensor of numbers the agent reads" in msg, msg
     assert "options={'zipmap': False}" in msg
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.edgepkg"))
@@ -67,19 +72,7 @@ def test_an_output_that_is_no_tensor_of_numbers_is_refused_at_build_naming_it(tm
 def test_an_output_without_a_row_per_item_is_refused_at_build_naming_it(tmp_path, kind, shape):
     """Built from the golden batch run at once, then refused by every agent, which runs items one by one and
     stacks their outputs ("output 'extra' shape [24], expected [6]")."""
-    key, _ = make_keypair(tmp_path / "keys")
-    model = _with_output(
-        make_vision_onnx(tmp_path / "src.onnx", heatmap=False), tmp_path / "model.onnx", kind
-    )
-    with pytest.raises(GoldenError) as ei:
-        build_package(
-            model,
-            vision_spec(heatmap=False),
-            tmp_path / "out",
-            signing_key=key,
-            golden_inputs=golden_inputs("vision"),
-        )
-    msg = str(ei.value)
+    msg = _build_refused(tmp_path, kind, GoldenError)
     assert (
         f"output 'extra' has shape {shape} for a golden batch of 4 rows: each output needs a row per item"
         in msg
