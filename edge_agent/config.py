@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime
+import decimal
 import difflib
 import enum
 import functools
@@ -314,7 +316,10 @@ _BYTE_ENCODINGS = ("base64", "hex")
 _ISO_TIME = re.compile(
     r"\s*\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}([.,]\d+)?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)?\s*"
 )
-_OCTAL_1_2 = re.compile(r"([-+]?)0o([0-7]+)")  # YAML 1.2's octal: text to YAML 1.1, quoted or not
+_OCTAL_1_2 = re.compile(r"([-+]?)0[oO]([0-7]+)")  # YAML 1.2's octal: text to YAML 1.1, quoted or not
+# a hexadecimal or binary number with an upper-case prefix (0X1F, 0B101): YAML 1.1 reads the prefix in lower
+# case only (0x1F is 31), so these are text, quoted or not
+_UPPER_PREFIX = re.compile(r"([-+]?)0([XB])([0-9a-fA-F_]+)")
 _LOOKS_TYPED = re.compile(
     r"^\s*(true|false|yes|no|on|off|y|n|[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|nan|inf)\s*$", re.IGNORECASE
 )
@@ -465,6 +470,20 @@ def _check_write_value(v: Any, what: str) -> Any:
                 f"node would get the text {x.strip()!r}; write {what}: {meant} (for a String node, state it as text: "
                 f"{what}: {{text: {x.strip()!r}}})"
             )
+        if isinstance(x, str) and (upper := _UPPER_PREFIX.fullmatch(x.strip())):
+            # 0X1F is text to YAML 1.1 where 0x1F is 31: a String node got the text '0X1F' and a numeric node
+            # refused it only at connect, told to write it "without quotes" (it had none)
+            lower = f"{upper[1]}0{upper[2].lower()}{upper[3]}"
+            number: int | None = None  # None: not digits of that base (0B12), text as any other
+            with contextlib.suppress(ValueError):
+                number = int(upper[1] + upper[3].replace("_", ""), 16 if upper[2] == "X" else 2)
+            if number is not None:
+                raise ValueError(
+                    f"{x!r} is text to YAML, not a number (YAML 1.1 reads a prefix in lower case only, {lower}, "
+                    f"and {x.strip()} as text, quoted or not; it means {number}): a Boolean or numeric node must "
+                    f"never get a string, and a String node would get the text {x.strip()!r}; write {what}: "
+                    f"{number} (for a String node, state it as text: {what}: {{text: {x.strip()!r}}})"
+                )
         if isinstance(x, str) and _LOOKS_TYPED.match(x):
             bare = x.strip().lower()
             if re.fullmatch(r"[-+]?\d+", bare) and _no_node_holds(int(bare)) is not None:
@@ -1837,7 +1856,38 @@ def _yaml_misreads(text: str) -> list[str]:
                         "text (YAML 1.1 reads a leading 0 as octal and 1:30 as base 60)"
                     )
                     break
+            else:
+                if (why := _float_misread(ev.value)) is not None:
+                    at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
+                    out.append(f"{path or 'the document'}: {ev.value}{at} {why}")
     return out
+
+
+def _float_misread(text: str) -> str | None:
+    """Why a plain scalar YAML reads as a float, written as a whole number with every digit
+    (``9007199254740993.0``, ``18446744073709551615.0``), is refused: the float YAML makes of it is another whole number (a double
+    holds them exactly only up to 2**53), which an Int64 or UInt64 node would get without a word. None for any
+    other scalar, and for a fraction (``0.1`` is never exact, and is no integer meant)."""
+    if (
+        "e" in text.lower()
+        or _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != "tag:yaml.org,2002:float"
+    ):
+        return None  # 1.0e+30 states a magnitude, not every digit (a threshold): read as the float meant
+    try:
+        written = decimal.Decimal(text.replace("_", ""))
+        n = yaml.safe_load(text)
+    except Exception:  # base 60 (1:30.5), .inf, .nan: judged elsewhere
+        return None
+    if not isinstance(n, float) or not math.isfinite(n) or not written.is_finite():
+        return None
+    if written != written.to_integral_value() or decimal.Decimal(n) == written:
+        return None
+    meant = int(written)
+    return (
+        f"is read by YAML as the float {n!r} ({int(n)}), not the whole number {meant} it shows: a float holds "
+        f"whole numbers exactly only up to 2**53 (9007199254740992); write {meant} without the point and "
+        "exponent (an integer, as an Int64 or UInt64 node takes it), or quote it if it is text"
+    )
 
 
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")

@@ -76,6 +76,17 @@ def _errors(tmp_path, tail: str) -> list[str]:
             "it as text: value: {text: '0o17'})",
         ),
         ("    value: [1, -0o7]\n", "line3.yaml: actions.out.value: '-0o7' is text to YAML, not a number"),
+        # 0x1F is 31 to YAML 1.1, 0X1F (a prefix in upper case) text, quoted or not: it loaded, a String node got
+        # the text '0X1F' and a numeric node refused it only at connect ("without quotes": it had none)
+        (
+            "    value: 0X1F\n",
+            "line3.yaml: actions.out.value: '0X1F' is text to YAML, not a number (YAML 1.1 reads a prefix in lower "
+            "case only, 0x1F, and 0X1F as text, quoted or not; it means 31): a Boolean or numeric node must never "
+            "get a string, and a String node would get the text '0X1F'; write value: 31 (for a String node, state "
+            "it as text: value: {text: '0X1F'})",
+        ),
+        ("    value: 1\n    reset_value: -0B101\n", "actions.out.reset_value: '-0B101' is text to YAML"),
+        ("    value: 0O17\n", "actions.out.value: '0O17' is text to YAML, not a number"),
         # y and n are text to PyYAML, quoted or not: the former message said to write false "without quotes"
         (
             "    value: 1\n    reset_value: n\n",
@@ -113,6 +124,14 @@ def test_a_write_value_no_node_takes_is_refused_at_load_naming_file_and_field(tm
             "    value: [1, 1:30]\n",
             "actions.out.value[1]: 1:30 (line 13) is read by YAML as the base-60 number 90",
             "    value: ['L1', '1:30', \"00:10:20\", '2026-11-30T12:00:00Z']\n",  # text, for a String array
+        ),
+        # a whole number past 2**53 written as a float: YAML's float rounds it, and an Int64 or UInt64 node got
+        # 9007199254740992 for the 9007199254740993 the file shows without a word
+        (
+            "    value: 9007199254740993.0\n",
+            "actions.out.value: 9007199254740993.0 (line 13) is read by YAML as the float 9007199254740992.0 "
+            "(9007199254740992), not the whole number 9007199254740993 it shows",
+            "    value: 9007199254740993\n    reset_value: 9007199254740992.0\n",  # a float held exactly
         ),
         (
             "    value: 1\n    pulse_ms: 0750\n",
