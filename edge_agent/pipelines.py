@@ -1259,7 +1259,7 @@ class Pipeline:
                     )
         lat = Latency((start - enq_t) * 1000, inf.preprocess_ms, inf.inference_ms, inf.postprocess_ms)
         it = inf.interpretation
-        outputs = {}
+        outputs: dict[str, Any] = {}
         for k, v in inf.outputs.items():
             if v.size <= 16:
                 a = np.asarray(v).ravel()
@@ -1270,6 +1270,8 @@ class Pipeline:
                     outputs[k] = a.astype(np.float64).round(6).tolist()
                 elif a.dtype.kind in "biu":
                     outputs[k] = a.tolist()
+        if it.remaining_life_raw is not None:  # the model's value below 0, published as remaining_life 0
+            outputs["remaining_life_below_zero"] = round(it.remaining_life_raw, 6)
         res = Result(
             pipeline=self.name,
             source=item.source,

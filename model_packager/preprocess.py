@@ -368,6 +368,7 @@ class Interpretation:
     anomaly_score: float | None = None
     remaining_life: float | None = None
     remaining_life_unit: str | None = None
+    remaining_life_raw: float | None = None  # the model's value when below 0 (``remaining_life`` is then 0)
     heatmap: np.ndarray | None = None  # 2-D float32, values in [0, 1]
     extra: dict[str, dict[str, float]] = field(default_factory=dict)  # further classifier outputs
     tile: int | None = None  # tiled models: the (row-major) tile the verdict comes from
@@ -377,6 +378,11 @@ class Interpretation:
 
 # a class_probs output's values: probabilities, within the rounding of a float16 or 8-bit softmax
 PROB_LOW, PROB_HIGH = -0.01, 1.01
+
+# a remaining life, or its overshoot past the failure, longer than a century is a broken model's number; in the
+# output's unit (a unit the agent does not know is read as seconds, the smallest bound)
+MAX_LIFE_S = 100 * 365.25 * 86400.0
+_LIFE_UNIT_S = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def _softmax(z: np.ndarray) -> list[float]:
@@ -504,7 +510,16 @@ def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interp
             if not scored:
                 res.score, scored = s, True
         elif spec.role is OutputRole.REMAINING_LIFE:
-            res.remaining_life = _one_value(spec, val)
+            life = _one_value(spec, val)
+            bound, unit = MAX_LIFE_S / _LIFE_UNIT_S.get(spec.unit or "s", 1.0), f" {spec.unit or ''}".rstrip()
+            if not abs(life) <= bound:  # -1e30 from a broken model: no "due now" alarm, no life published
+                raise PreprocessError(
+                    f"output {spec.name!r} (remaining_life) gives {life:.6g}{unit}: beyond a century "
+                    f"({bound:.6g}{unit}) either way, not a remaining life"
+                )
+            if life < 0.0:  # a regression past the failure it predicts (-3 h): due now, published as 0
+                res.remaining_life_raw = life
+            res.remaining_life = max(life, 0.0)
             res.remaining_life_unit = spec.unit
         elif spec.role is OutputRole.HEATMAP:
             h = val.reshape(val.shape[-2], val.shape[-1]).astype(np.float32)
