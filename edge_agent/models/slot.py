@@ -54,7 +54,7 @@ from edge_agent.priority import in_lowered_thread, lower_this_thread
 from edge_agent.types import Window
 from model_packager import OpenedPackage, PackageError, package_digest
 from model_packager.cpu import int8_path
-from model_packager.manifest import ImagePreprocessing, Manifest
+from model_packager.manifest import ImagePreprocessing, Manifest, version_key
 from model_packager.preprocess import (
     Interpretation,
     PreprocessError,
@@ -189,6 +189,14 @@ def _local_stats(opened: OpenedPackage):
 
 
 _SMALL_OUTPUT = 256  # up to this many values a Python sum is cheaper than a numpy call (class vectors)
+
+
+def _below(version: str, than: str) -> bool:
+    """Whether ``version`` is lower than ``than`` (a version that does not read: not lower)."""
+    try:
+        return version_key(version) < version_key(than)
+    except ValueError:
+        return False
 
 
 def _all_finite(out: dict[str, Any]) -> bool:
@@ -365,6 +373,8 @@ class ModelSlot:
                     self._resume_watch(active, resume)
                 if recovered:  # written again: read as no state, the prune below took every folder for unused
                     await asyncio.to_thread(self.store.set_current, opened.root, None)
+                else:  # (a kill -9 between a rollback's mark and the state it came before: the state stands)
+                    await asyncio.to_thread(self.store.served, opened.root.name)
                 # what the run before left unreferenced (a candidate a crash loop rolled back, a swap whose
                 # outcome a kill -9 cut short): nothing would remove it before the next swap's outcome
                 await self._prune()
@@ -788,6 +798,10 @@ class ModelSlot:
                 await self._prune()
                 return self._refused(from_v, to_v, "golden", reason)
             self._report_selection(new)
+            if old is not None and _below(to_v, old.manifest.version):
+                # an admin's rollback (the only way the fleet sends a lower version): the version it rolls away
+                # from stays installed as the previous one, and a start on a lost state.json served it again
+                await asyncio.to_thread(self.store.mark_rolled_back, old.opened.root.name)
             # the switch: one reference assignment between two inferences
             self._previous, self._active = old, new
             await asyncio.to_thread(
@@ -975,6 +989,9 @@ class ModelSlot:
             # reports it to the fleet), never the outcome before it
             self._active, self._previous, self.last_outcome = old, None, outcome
             self.counters["rollbacks"] += 1  # counted with the switch too: /status never shows one without it
+            # before the state that drops it (a power cut may empty state.json; a start then serves the newest
+            # version installed but never one rolled back)
+            await asyncio.to_thread(self.store.mark_rolled_back, new.opened.root.name)
             await asyncio.to_thread(self.store.set_current, old.opened.root, None)
             self.store.mark_failed(new.opened.root, reason)
             await self._prune()

@@ -5,6 +5,8 @@
                                           into place only when every check passed)
         .rejected/<name>-...             an installed folder that failed its checks at a start
                                           (edited or corrupted on disk), set aside for a look
+        .rolled-back/<name>-...           an empty file: that installed folder was rolled back (or
+                                          refused), never what a start on a lost state.json serves
         state.json                        {"current": dir, "previous": dir|null, "failed": {dir: reason},
                                            "probation": {"candidate": dir, "since": t} | null}
 
@@ -50,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_packager import OpenedPackage, PackageError, open_package, package_digest
+from model_packager.durable import sync_folder
 from model_packager.package import MAX_MANIFEST_BYTES, open_regular
 from model_packager.text import printable
 
@@ -86,6 +89,9 @@ UNCLEAN_ENDS_TO_ROLL_BACK = 2
 MAX_FAILED = 50
 # folders set aside in ``.rejected`` (each a whole model): the latest this many, the oldest removed first
 MAX_REJECTED = 3
+# empty files named by the installed folders rolled back (by the health watch, a crash loop, an admin's rollback)
+# or refused: ``newest_installed`` passes them over (kept beside state.json, which a power cut can empty)
+ROLLED_BACK = ".rolled-back"
 
 
 @dataclass(frozen=True)
@@ -183,12 +189,14 @@ class ModelStore:
         """The installed folder of the highest version whose manifest reads (``reopen``; verified as any before
         it serves), or None: what a start serves when ``state.json`` holds no state. The slot keeps the package
         it serves, the one before it and a candidate, so the highest is the one the fleet delivered last (read
-        as no state, the configured package was installed again, an older one, and the newer pruned)."""
+        as no state, the configured package was installed again, an older one, and the newer pruned). A folder
+        rolled back or refused (``mark_rolled_back``) is passed over: an admin's rollback keeps the version it
+        rolled away from as ``previous``, and a start on a lost state served it again, with no cloud for good."""
         from model_packager.manifest import version_key
 
         best: tuple[tuple, str] | None = None
         for p in sorted(self.root.iterdir()):
-            if p.name.startswith(".") or not p.is_dir() or p.is_symlink():
+            if p.name.startswith(".") or not p.is_dir() or p.is_symlink() or self.rolled_back(p.name):
                 continue
             opened = self.reopen(p.name)
             if opened is None:
@@ -200,6 +208,43 @@ class ModelStore:
             if best is None or key > best[0]:
                 best = (key, p.name)
         return best[1] if best else None
+
+    def mark_rolled_back(self, folder_name: str) -> None:
+        """Record, beside ``state.json`` and before it, that ``folder_name`` was rolled back or refused: an empty
+        file ``.rolled-back/<folder>``, its name fsynced (no data that a power cut could lose), so that a start
+        on a lost state never serves it (``newest_installed``). Removed when the folder serves again
+        (``set_current``, ``served``) or is removed (``prune``). A disk that refuses it fails no step: said."""
+        if "/" in folder_name or folder_name in ("", ".", ".."):
+            return
+        marks = self.root / ROLLED_BACK
+        try:
+            if not marks.is_dir():
+                marks.mkdir()
+                sync_folder(self.root)
+            os.close(os.open(marks / folder_name, os.O_WRONLY | os.O_CREAT, 0o644))
+            sync_folder(marks)
+        except OSError as exc:
+            log.warning(
+                "model store: cannot record %s as rolled back in %s (%s); a start on a lost state.json may "
+                "serve it",
+                printable(folder_name, 200),
+                printable(str(marks)),
+                printable(str(exc), 300),
+            )
+
+    def rolled_back(self, folder_name: str) -> bool:
+        return (self.root / ROLLED_BACK / folder_name).exists()
+
+    def served(self, folder_name: str) -> None:
+        """``folder_name`` serves (``state.json`` names it current): no longer rolled back (a rollout of the same
+        version again, or a kill -9 between ``mark_rolled_back`` and the state it came before)."""
+        path = self.root / ROLLED_BACK / folder_name
+        try:
+            if path.exists():
+                path.unlink()
+                sync_folder(path.parent)
+        except OSError as exc:
+            log.warning("model store: cannot remove %s: %s", printable(str(path)), printable(str(exc), 300))
 
     def _write_state(self, state: dict) -> None:
         """``state`` to ``state.json``. A write the disk refuses (full, read-only, an I/O error) fails no step of
@@ -419,6 +464,7 @@ class ModelStore:
             else None
         )
         self._write_state(st)
+        self.served(folder.name)
 
     def end_probation(self, folder: Path) -> None:
         """The candidate passed its health window: it is kept (and ``previous`` no longer needed)."""
@@ -464,6 +510,7 @@ class ModelStore:
             "crash loop, which the candidate may cause); the previous model was restored"
         )
         _note_failed(st, cand, reason)
+        self.mark_rolled_back(cand)  # before the state that drops it: a power cut may empty that
         st.update(
             current=prev,
             previous=None,
@@ -474,6 +521,7 @@ class ModelStore:
         return AfterRestart(cand, prev, False, clean, unclean, baseline, reason)
 
     def mark_failed(self, folder: Path, reason: str) -> None:
+        self.mark_rolled_back(folder.name)
         st = self.state()
         _note_failed(st, folder.name, reason)
         self._write_state(st)
@@ -492,6 +540,10 @@ class ModelStore:
                 continue
             shutil.rmtree(p, ignore_errors=True)
             gone.append(p.name)
+        marks = self.root / ROLLED_BACK
+        for m in marks.iterdir() if marks.is_dir() else ():
+            if not (self.root / m.name).is_dir():  # its folder is gone: nothing left to pass over
+                m.unlink(missing_ok=True)
         return gone
 
     def current(self) -> str | None:

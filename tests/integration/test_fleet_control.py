@@ -512,6 +512,27 @@ async def test_an_admins_rollback_is_not_undone_by_a_health_check_against_the_ve
     assert version(gw1) == "1.0.0" and gw1.slots["vision"].state == "active"  # no window to undo it in
 
 
+async def test_a_version_an_admin_rolled_back_is_not_what_a_start_on_a_lost_slot_state_serves(fleet):
+    """An admin's rollback keeps the version it rolls away from installed (the slot's previous one). A start
+    whose ``state.json`` a power cut emptied serves the newest version installed: it served that one again,
+    until the fleet's desired state corrected it, and with no cloud reachable for good."""
+    srv, agents, _ = fleet
+    dep = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="1.1.0 on gw1")
+    back = srv.control.rollback("part-inspection", "1.0.0", "vision", ["gw1"])
+    await until(lambda: srv.control._get(back["id"])["state"] == "completed", what="the rollback completed")
+    gw1 = agents["gw1"]
+    store = gw1.slots["vision"].store
+    assert version(gw1) == "1.0.0" and store.state()["previous"].startswith("part-inspection-1.1.0-")
+    await gw1.stop()
+    store.state_path.write_bytes(b"")  # what the power cut left
+    agents["gw1"] = again = Agent(gw1.cfg.model_copy(update={"cloud": None}))  # and no cloud to correct it
+    await again.start()
+    assert version(again) == "1.0.0"  # (was 1.1.0)
+
+
 async def test_a_rollback_to_the_version_most_agents_never_left_completes(fleet):
     """An agent that already serves the assigned version has nothing to install and reported no step, so an
     admin's rollback of the fleet after a rollout to some of it stayed ``running`` for good, waiting for the

@@ -6,7 +6,12 @@ Runtime."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +74,60 @@ async def test_an_empty_state_json_starts_the_newest_installed_version_not_the_c
         assert third.version == "1.1.0"
     finally:
         await third.stop()
+
+
+ROLLBACK_KILLED = """
+import asyncio, sys, time
+from pathlib import Path
+from edge_agent.models.config import HealthConfig, ModelConfig
+from edge_agent.models.slot import ModelSlot
+import edge_agent.models.store as store
+
+data, v1, v2, pub = map(Path, sys.argv[1:5])
+def killed_here(self):  # the rollback is recorded in state.json; the folder it rolled away from not yet removed
+    print("READY", flush=True)
+    time.sleep(60)
+async def main():
+    cfg = ModelConfig(package=str(v1), engine="onnxruntime", health=HealthConfig(window_s=120, min_items=100000))
+    s = ModelSlot("vision", cfg, data, [pub])
+    await s.start()
+    assert (await s.swap(v2)).ok
+    store.ModelStore.prune = killed_here
+    await s.rollback("health check failed: error rate 100.0% > 5.0%")  # what the slot's health watch calls
+asyncio.run(main())
+"""
+
+
+async def test_a_version_the_health_watch_rolled_back_is_not_served_after_a_kill_9_and_a_lost_state(
+    tmp_path, pkgs
+):
+    """A kill -9 after a rollback was recorded, before the folder of the version rolled back was removed, left
+    it installed; a start whose state.json a power cut emptied then served that version, the newest installed,
+    though the slot's own health watch had taken it out."""
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            ROLLBACK_KILLED,
+            str(data),
+            str(pkgs["v1"]),
+            str(pkgs["v2"]),
+            str(pkgs["pub"]),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
+    assert line.strip() == "READY"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    s = _slot(tmp_path, pkgs, package=False)
+    assert any(p.name.startswith("part-inspection-1.1.0-") for p in s.store.root.iterdir())  # left installed
+    s.store.state_path.write_bytes(b"")  # what the power cut left
+    await s.start()
+    try:
+        assert s.version == "1.0.0"  # (was 1.1.0)
+    finally:
+        await s.stop()
