@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devices import SOURCE_TYPES, load_object
-from devices.base import Notices
+from devices.base import MAX_CAUSES, Notices
 from edge_agent import flapping
 from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
@@ -259,6 +259,7 @@ class Agent:
         }  # source -> tag -> last Reading
         self.http: StatusServer | None = None
         self.outbox: Outbox | None = None
+        self._outbox_errors: set[str] = set()  # distinct errors writing a result's record, logged once each
         self.uplink: Uplink | None = None
         self.selector: SampleSelector | None = None
         self.manager: ModelManager | None = None
@@ -322,12 +323,34 @@ class Agent:
                     await self.actions.handle(unsure_actions, res, item)
             except Exception:
                 if self.outbox is not None:
-                    await self._to_outbox(res, item)
+                    await self._keep(res, item)
                 raise  # counted by the pipeline (errors.action_dispatch); a cancel (the agent stopping) stays one
             if self.outbox is not None:
-                await self._to_outbox(res, item)
+                await self._keep(res, item)
 
         return on_result
+
+    async def _keep(self, res: Result, item) -> None:
+        """The result's outbox record, then its sample. An error writing them is the outbox's: counted under the
+        pipeline's ``errors.outbox_write``, each distinct one logged once. Before, it was raised to the pipeline
+        and counted (and logged on every result) as ``action_dispatch``, an error handing the result to its
+        actions, which the actions had not had."""
+        try:
+            await self._to_outbox(res, item)
+        except Exception as exc:
+            for p in self.pipelines:
+                if p.name == res.pipeline:
+                    p.stats.errors["outbox_write"] += 1
+            cause = f"{type(exc).__name__}: {exc}"[:300]
+            if cause not in self._outbox_errors and len(self._outbox_errors) < MAX_CAUSES:
+                self._outbox_errors.add(cause)  # a full disk fails every result: said once per distinct error
+                log.error(
+                    "pipeline %s: a result's outbox record or sample could not be written (counted under the "
+                    "pipeline's errors.outbox_write; each distinct error logged once): %s",
+                    res.pipeline,
+                    cause,
+                    exc_info=exc,
+                )
 
     async def _to_outbox(self, res: Result, item) -> None:
         body = res.to_json_dict()
