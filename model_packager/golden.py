@@ -39,19 +39,24 @@ _ONNX_DTYPES = {
     3: DType.INT8,
 }
 ENGINES = _runtimes.ENGINES
+# The newest ONNX a package's model may use: what every ONNX Runtime the agent runs on implements (ONNX 1.16's
+# IR version 10 and opset 21, ONNX Runtime 1.18 onwards; the agent needs 1.20 or later). OpenVINO runs newer
+# ones ONNX Runtime refuses (opset 99): such a package served on an OpenVINO gateway, failed on the others.
+MAX_IR_VERSION, MAX_OPSET = 10, 21
 
 
 def _graph_io(
     model_path: Path, data: bytes | None = None, where: str = ""
 ) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
     # read without the onnx package (model_packager.onnx_graph): the agent runs this at install
-    from model_packager.onnx_graph import NOT_TENSOR, external_data, graph_io
+    from model_packager.onnx_graph import NOT_TENSOR, external_data, graph_io, versions
 
     try:
         if data is None:
             data = model_path.read_bytes()
         g_in, g_out = graph_io(data)
         outside = external_data(data)
+        ir, opsets = versions(data)
     except (OSError, ValueError) as exc:
         raise SpecMismatchError(
             f"{where}{printable(model_path.name)}: not a readable ONNX model ({printable(exc)})",
@@ -69,6 +74,17 @@ def _graph_io(
             "save it with its weights inside (torch.onnx.export(..., external_data=False), or "
             "onnx.save_model(onnx.load(PATH), OUT, save_as_external_data=False))",
             code="external_data",
+        )
+    opset = opsets.get("ai.onnx", 0)
+    if ir > MAX_IR_VERSION or opset > MAX_OPSET:
+        # refused whichever engine the agent runs: a package behaves the same on every gateway
+        found = f"IR version {ir}" if ir > MAX_IR_VERSION else f"opset {opset} (ai.onnx)"
+        raise SpecMismatchError(
+            f"{where}{printable(model_path.name)}: ONNX {found} is newer than what every gateway's ONNX Runtime runs "
+            f"(IR version {MAX_IR_VERSION}, opset {MAX_OPSET} at most); export it at an older one "
+            f"(torch.onnx.export(..., opset_version=18); onnx.version_converter.convert_version(model, "
+            f"{MAX_OPSET}) and model.ir_version = {MAX_IR_VERSION})",
+            code="onnx_version",
         )
 
     def describe(values: dict[str, tuple[int, list]]) -> dict[str, tuple[str, list]]:

@@ -9,7 +9,8 @@ everything else by its length, so a 100-MB model costs one pass over its field h
     ValueInfoProto.name (1), .type (2) → TypeProto.tensor_type (1) → elem_type (1), shape (2) →
     TensorShapeProto.dim (1) → dim_value (1) | dim_param (2);   TensorProto.name (8)
 
-``external_data`` finds the tensors whose bytes live in another file (``data_location: EXTERNAL``,
+``versions`` reads the model's IR version and operator sets (``ModelProto.ir_version`` (1), ``opset_import``
+(8)). ``external_data`` finds the tensors whose bytes live in another file (``data_location: EXTERNAL``,
 as PyTorch's exporter writes by default): initializers, sparse initializers and tensor attributes
 (``Constant``) of the main graph, of every subgraph (``Loop``/``If``/``Scan`` bodies) and of every
 local function. It walks node attributes too, so it costs more than ``graph_io`` on models of
@@ -130,6 +131,26 @@ def graph_io(data: bytes | memoryview) -> tuple[dict[str, tuple[int, list]], dic
         elif num == 12:
             outputs.append(_value_info(buf, v))
     return ({n: (e, d) for n, e, d in inputs if n not in inits}, {n: (e, d) for n, e, d in outputs})
+
+
+def versions(data: bytes | memoryview) -> tuple[int, dict[str, int]]:
+    """``(ir_version, {operator set domain: version})`` of an ONNX model (``ModelProto.ir_version`` (1),
+    ``opset_import`` (8): ``OperatorSetIdProto.domain`` (1), ``version`` (2)); the default domain is named
+    ``"ai.onnx"`` (written as "" or "ai.onnx"). Raises ``ValueError`` on bytes that are not an ONNX model."""
+    buf = memoryview(data)
+    ir, opsets = 0, {}
+    for num, wire, v in _fields(buf, 0, len(buf)):
+        if num == 1 and wire == _VARINT:
+            ir = v
+        elif num == 8 and wire == _LEN:
+            domain, version = "", 0
+            for onum, owire, ov in _fields(buf, *v):
+                if onum == 1 and owire == _LEN:
+                    domain = _string(buf, ov)
+                elif onum == 2 and owire == _VARINT:
+                    version = ov - (1 << 64) if ov >= 1 << 63 else ov
+            opsets[domain or "ai.onnx"] = version
+    return ir, opsets
 
 
 MAX_DEPTH = 100  # nested messages (subgraphs in attributes): protobuf's default recursion limit
