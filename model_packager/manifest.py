@@ -120,6 +120,9 @@ MAX_BANDS = 1 << 16  # spectrum bands of one window
 # a class label: in every result the agent makes (its label and probabilities' keys), published over MQTT, kept in
 # the outbox, written to PLCs, shown on the status page; the trainer's labels are folder names (255 at most)
 MAX_LABEL_CHARS = 255
+# labels of one output: every result carries a probability per label (keyed by it); ImageNet's 1000 classes are
+# the largest head an off-the-shelf classifier carries, a defect or fault classifier has tens
+MAX_LABELS = 1000
 
 
 class Task(enum.StrEnum):
@@ -174,6 +177,11 @@ class OutputSpec(TensorSpec):
     def _labels_fit_shape(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
         # one label per value of an item: the dimensions after the batch axis, when they are fixed
         shape, role = info.data.get("shape"), info.data.get("role")
+        if v is not None and len(v) > MAX_LABELS:  # before each label is looked at: 10 million cost seconds
+            raise ValueError(
+                f"{len(v):,} labels: at most {MAX_LABELS} (ImageNet's classes; every result carries a probability "
+                "per label, published, kept in the outbox and shown on the status page)"
+            )
         for label in v or ():
             if not label or not label.isprintable():  # a label is a config's and a result's text, one line
                 raise ValueError(

@@ -119,6 +119,11 @@ CONTRADICTIONS = {
         "manifest outputs[0].labels: label 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... is 200,000 characters: "
         "at most 255",
     ),
+    # every result carries a probability per label: 1,001 labels made each result as long, unbounded before
+    "1001-labels": (
+        _out0(labels=["ok", *(f"c{i}" for i in range(1000))]),
+        "manifest outputs[0].labels: 1,001 labels: at most 1000",
+    ),
     # a toolchain's class list with a name twice: probabilities keyed by label kept the last class's
     # only, so with ok_label repeated a part the model called class 0 "ok" at 0.99 was NG
     "a-label-twice": (
@@ -145,6 +150,23 @@ def test_a_signed_manifest_that_contradicts_itself_is_refused_everywhere(kit, tm
     pkg = _resigned(kit, tmp_path, edit)
     err = refused_everywhere(pkg, kit["trusted"], tmp_path, ManifestError, "bad_manifest")
     assert str(err).startswith("package part-inspection-1.0.0.edgepkg: ") and words in str(err), err
+
+
+def test_a_classifier_of_more_labels_than_a_real_one_needs_is_refused_naming_the_count(kit, tmp_path):
+    # a model of 1,001 classes, its manifest as long: built on the former code (labels were unbounded in count)
+    labels = ["ok", *(f"c{i}" for i in range(1000))]
+    model = make_vision_onnx(tmp_path / "wide.onnx", labels=labels, heatmap=False)
+    with pytest.raises(ManifestError) as ei:
+        _build(kit, tmp_path, lambda d: d.update(vision_spec(labels=labels, heatmap=False)), model=model)
+    assert "manifest outputs[0].labels: 1,001 labels: at most 1000" in str(ei.value), ei.value
+    # ImageNet's 1000 are taken
+    model = make_vision_onnx(tmp_path / "imagenet.onnx", labels=labels[:1000], heatmap=False)
+    assert _build(
+        kit,
+        tmp_path / "1000",
+        lambda d: d.update(vision_spec(labels=labels[:1000], heatmap=False)),
+        model=model,
+    )
 
 
 def test_a_class_threshold_is_a_probability_and_an_anomaly_threshold_is_on_the_models_scale(kit, tmp_path):
