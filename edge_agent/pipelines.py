@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import math
 import time
@@ -251,7 +250,8 @@ class Windower:
         # a window's sensor check where only the windower can make it (a resampled window's, on its raw
         # samples: resampling smears a clipped top or a held run; a window repeating the previous one):
         # seq -> the answer, taken by the worker that scores the window instead of checking it itself
-        self.raw_check: Callable[[np.ndarray], Any] | None = None
+        # the sensor check of a window's raw samples and its scalars (the speed tag's: the shaft's turns in it)
+        self.raw_check: Callable[[np.ndarray, dict], Any] | None = None
         self.raw_checks: dict[int, Any] = {}
         self._last_raw: tuple[np.ndarray | None, float] = (None, 0.0)
         self.wave_t: float | None = None  # monotonic time of the last waveform reading
@@ -704,7 +704,7 @@ class Windower:
             wave = np.concatenate((self.buf[a - self.buf_i0 :], x[: e - b]))
         t0 = self._time_at(a, rate)
         if self.raw_check is not None:
-            self._check_raw(wave, t0)
+            self._check_raw(wave, t0, scalars)
         if self.resample != (1, 1):
             wave = resample(wave, *self.resample, self.out_size)
         anchors = self.t_first
@@ -714,13 +714,13 @@ class Windower:
         self.seq += 1
         return w
 
-    def _check_raw(self, wave: np.ndarray, t0: float) -> None:
+    def _check_raw(self, wave: np.ndarray, t0: float, scalars: dict) -> None:
         """A resampled window's sensor check on its raw samples; a window that repeats the previous one
         sample for sample at a later time (a source re-sending a stale reading as new: no live sensor
         does that) is said so. The same reading delivered again with its own time (an OPC UA
         subscription's first value after a reconnect) is not a sensor's fault."""
         assert self.raw_check is not None  # called only with sensor checks on
-        found = self.raw_check(wave) if self.resample != (1, 1) else None
+        found = self.raw_check(wave, scalars) if self.resample != (1, 1) else None
         (last, last_t), self._last_raw = self._last_raw, (wave, t0)
         if (
             found is None
@@ -1011,7 +1011,6 @@ class Pipeline:
         self.data_dir = data_dir
         self.baseline: Monitor | None = None  # when settings.baseline is set
         self.sensor: SensorWatch | None = None  # maintenance pipelines: is the window the sensor's fault?
-        self.sensor_check: Callable[[np.ndarray], SensorFault | None] = sensor_check
         self.name = settings.name
         self.slot = slot
         self.executor = executor
@@ -1105,14 +1104,7 @@ class Pipeline:
                 m.task == "equipment_maintenance" and getattr(pre, "sample_rate_hz", 0) >= 1000
             ):
                 self.sensor = SensorWatch(self.name, self.on_event)
-                rate = getattr(pre, "sample_rate_hz", None)
-                if self.s.baseline is not None and rate:
-                    # a sliding level (a sensor settling) is told from a slow shaft by its turns in a window
-                    turns = (
-                        self.s.baseline.speed_range_rpm[0] / 60 * getattr(pre, "window_samples", 1024) / rate
-                    )
-                    self.sensor_check = functools.partial(sensor_check, shaft_turns=turns)
-                self.windower.raw_check = self.sensor_check
+                self.windower.raw_check = self._sensor_check
             if self.s.baseline is None and m.task == "equipment_maintenance":
                 # the package's anomaly threshold was set on the machines it was trained on: on others
                 # healthy windows read NG (0-152 episodes a day on generated machines, docs/maintenance.md)
@@ -1427,7 +1419,7 @@ class Pipeline:
             decode_ms = (time.perf_counter() - t) * 1000
         if self.sensor is not None and isinstance(item, Window) and self.windower is not None:
             raw = self.windower.raw_checks  # a resampled window was checked on its raw samples
-            found = raw.pop(item.seq) if item.seq in raw else self.sensor_check(item.waveform)
+            found = raw.pop(item.seq) if item.seq in raw else self._sensor_check(item.waveform, item.scalars)
             if found is not None:
                 return found
         inf = self.slot.infer(item, self.unsure_tolerance)
@@ -1442,6 +1434,17 @@ class Pipeline:
                 "the verdict would be on an old image"
             )
         return inf
+
+    def _sensor_check(self, wave: np.ndarray, scalars: dict) -> SensorFault | None:
+        """The sensor check of a window (``edge_agent.maintenance.sensor.check``). With a baseline, a sliding level
+        (a sensor settling) is told from a slow shaft by the shaft's turns in the window, counted at the speed the
+        machine runs at (``Monitor.shaft_turns``: the speed tag's, else the commissioned one)."""
+        pre = self.slot.manifest.preprocessing
+        rate = getattr(pre, "sample_rate_hz", None)
+        if self.baseline is None or not rate:
+            return sensor_check(wave)
+        turns = self.baseline.shaft_turns(scalars, getattr(pre, "window_samples", 1024) / rate)
+        return sensor_check(wave, shaft_turns=turns)
 
     async def _sensor_result(self, item: Window, fault: SensorFault, enq_t: float, start: float) -> None:
         assert self.sensor is not None  # only a pipeline with sensor checks finds a sensor fault

@@ -767,6 +767,17 @@ class Baseline:
             p = max(p, self.learning_s() / self.s.duration_s)
         return float(min(1.0, p))
 
+    def slowest_judged_hz(self) -> float | None:
+        """The slowest shaft speed (Hz) this baseline judges: half a speed band below its slowest commissioned
+        speed (``_band_stats``); None while learning, or where the speed found at commissioning was noise
+        (``orders`` off: a shaft one window does not resolve)."""
+        if self.state != "ready" or not self.orders or not self.bands:
+            return None
+        if self.speed_spans:
+            return self.speed_spans[0][0] / (1.0 + self.s.speed_band_pct / 200.0)
+        # learned before the record: judged up to a band beyond its lowest band
+        return (1.0 + self.s.speed_band_pct / 100.0) ** (min(self.bands) - 1)
+
     def status(self) -> dict:
         d = self.to_dict()
         for k in ("rows", "speeds", "bands", "temps"):

@@ -22,6 +22,7 @@ still judges its velocity).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -156,6 +157,22 @@ class Monitor:
             else:
                 self.last_life = None
             return v
+
+    def shaft_turns(self, scalars: dict[str, float] | None, window_s: float) -> float:
+        """The turns the machine's shaft makes in a window of ``window_s`` seconds (the sensor check's
+        ``settling`` is judged from two): at the speed tag's speed where the baseline has one and it reads, else
+        at the slowest speed the commissioned baseline judges (``slowest_judged_hz``), else at the low end of
+        ``speed_range_rpm``. That low end alone (300 rpm by default: one turn in a 0.2-s window) kept the rule
+        off on machines running five times faster, and every power-up of their sensor alarmed."""
+        hz = None
+        v = (scalars or {}).get("_shaft_speed")  # the speed tag's value (edge_agent.pipelines.SPEED_INPUT)
+        if self.s.speed_tag is not None and v is not None and math.isfinite(v):
+            hz = max(0.0, v / 60.0 if self.s.speed_unit == "rpm" else v)
+        if hz is None and self.baseline is not None:
+            hz = self.baseline.slowest_judged_hz()
+        if hz is None:
+            hz = self.s.speed_range_rpm[0] / 60.0
+        return hz * window_s
 
     def repaired(self, reason: str = "repair") -> None:
         """A repair resets the remaining-life trend (the baseline stays)."""

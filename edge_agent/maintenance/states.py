@@ -568,6 +568,15 @@ class StateBaselines:
     def threshold(self) -> float | None:
         return None
 
+    def slowest_judged_hz(self) -> float | None:
+        """The slowest shaft speed any learned state's baseline judges (``Baseline.slowest_judged_hz``)."""
+        speeds = [
+            hz
+            for st, b in self.by_state.items()
+            if st not in self.learning and (hz := b.slowest_judged_hz()) is not None
+        ]
+        return min(speeds) if speeds else None
+
     def status(self) -> dict:
         return {
             "state": self.state,

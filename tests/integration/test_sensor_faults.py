@@ -205,3 +205,37 @@ async def test_a_sensor_settling_after_a_power_up_is_unsure_where_the_window_hol
     assert not any(r.verdict == "NG" for r in results)
     sensor_events = [(e["fault"], e["active"]) for e in events if e["kind"] == "sensor_fault"]
     assert sensor_events == [("settling", True), ("settling", False)]
+
+
+@pytest.mark.parametrize("speed_tag", ["Speed", None])
+async def test_a_sensor_settling_at_the_default_speed_range_counts_the_turns_at_the_machines_speed(
+    tmp_path, signal_package, speed_tag
+):
+    """The same power-up under the default speed_range_rpm (from 300 rpm: 1.02 turns in a 0.2-s window): the
+    pipeline counted the turns at the range's low end, the settling rule was off, and the 1,800-rpm machine's
+    power-up was NG. The turns are counted at the speed it runs at: the speed tag's (6.1 turns), or without one
+    the slowest its commissioned baseline judges; its power-up is UNSURE 'settling', no alarm."""
+    m = Machine(33, fs=10000.0, n=2048, rpm=1800.0)
+    slot, pipe, feed, results, events = await _pipeline(
+        tmp_path,
+        signal_package,
+        WindowSettings(waveform="Vibration", sample_rate_hz=10000, scalars={}),
+        BaselineSettings(windows=20, speed_tag=speed_tag, confirm_windows=1),
+    )
+    try:
+        for _ in range(20):
+            await feed(m.window())
+        assert pipe.baseline.baseline.state == "ready"
+        results.clear()
+        t = np.arange(m.n) / m.fs
+        for k in range(3):  # the first 0.6 s after the power-up
+            await feed(m.window() + 20.0 * np.exp(-(k * m.n / m.fs + t) / 0.7))
+        settling = list(results)
+        for _ in range(3):  # settled: judged again
+            await feed(m.window())
+    finally:
+        await pipe.stop()
+        await slot.stop()
+    assert [r.verdict for r in settling] == ["UNSURE"] * 3, [(r.verdict, r.reason) for r in settling]
+    assert all(r.outputs["sensor"]["fault"] == "settling" for r in settling)
+    assert [r.verdict for r in results[3:]] == ["OK"] * 3, [(r.verdict, r.reason) for r in results[3:]]

@@ -117,7 +117,7 @@ def test_a_waveform_that_stops_while_other_tags_update_is_said_once_and_when_it_
     monkeypatch.setattr(pipelines, "STALE_AFTER_S", 0.05)
     events = []
     w = pipelines.Windower("plc", WindowSettings(waveform="vib"), 64, pipeline="pump", on_event=events.append)
-    w.raw_check = check  # a vibration pipeline (sensor checks on)
+    w.raw_check = lambda x, scalars: check(x)  # a vibration pipeline (sensor checks on)
     x = Machine(3).window()[:64]
     for i in range(3):
         w.add_all(Reading("plc", "vib", x + i, float(i), float(i), Quality.GOOD))
