@@ -206,11 +206,14 @@ def _compare_tensor(side: str, spec: TensorSpec, graph: tuple[str, list], model_
     return out
 
 
-def interpretation_problems(manifest: Manifest, outputs: dict[str, np.ndarray]) -> list[str]:
+def interpretation_problems(
+    manifest: Manifest, outputs: dict[str, np.ndarray], batch: int | None = None
+) -> list[str]:
     """What keeps the model's ``outputs`` (a golden run, batch-first) from being read as the manifest
     declares, item by item, as the agent reads each inference (``preprocess.interpret``): an output
     it does not produce, a label count other than the values per item, anything ``interpret`` raises.
-    Empty: every item gives a verdict. (A tiled model's rows are read one by one: each is a tile.)"""
+    Empty: every item gives a verdict. (A tiled model's rows are read one by one: each is a tile.)
+    ``batch``: the rows the golden inputs fed at once (build, ``verify --run``), which every output must give."""
     import numpy as np
 
     from model_packager.manifest import OutputRole
@@ -232,7 +235,9 @@ def interpretation_problems(manifest: Manifest, outputs: dict[str, np.ndarray]) 
     # the agent runs each item alone and stacks its outputs row by row (build runs the golden batch at once):
     # an output without a row per item (a scalar, a reduction over the batch) was built, then refused by
     # every agent's golden check ("output 'mx' shape [24], expected [6]")
-    rows = next(
+    # ... and as many rows as were fed: a model giving every output twice (or its first row only) was built, then
+    # refused by every agent ("deviates by up to 5.09", "shape [4, 1], expected [1, 1]")
+    rows = batch or next(
         (v.shape[0] for o in manifest.outputs if (v := arrays.get(o.name)) is not None and v.ndim), None
     )
     for name, v in arrays.items():

@@ -230,6 +230,11 @@ def _field_error(err) -> str:
     return f"manifest {loc} {msg}" if msg.startswith(("is ", "has ")) else f"manifest {loc}: {msg}"
 
 
+def _batch(inputs: dict[str, np.ndarray]) -> int | None:
+    """The rows the golden inputs feed at once (the model's first input's first axis)."""
+    return next((int(v.shape[0]) for v in inputs.values() if v.shape), None)
+
+
 def _synthetic_inputs(manifest: Manifest, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     import numpy as np
 
@@ -399,7 +404,7 @@ def build_package(
                 raise GoldenError(
                     f"{where}: {engine} does not reproduce the golden outputs: " + "; ".join(bad)
                 )
-            bad = _golden.interpretation_problems(manifest, got)
+            bad = _golden.interpretation_problems(manifest, got, _batch(inputs))
             if bad:  # an agent would install it and fail every frame
                 raise GoldenError(f"{where}: " + "; ".join(bad), code="uninterpretable")
             checks.append(
@@ -1051,7 +1056,7 @@ def run_golden(
             raise GoldenError(
                 f"package {m.package_id}: {engine} does not reproduce the golden outputs: " + "; ".join(bad)
             )
-        bad = _golden.interpretation_problems(m, got)
+        bad = _golden.interpretation_problems(m, got, _batch(inputs))
         if bad:
             raise GoldenError(f"package {m.package_id}: " + "; ".join(bad), code="uninterpretable")
         results[engine] = worst

@@ -31,6 +31,17 @@ def _with_output(src, out, kind: str):
         g.output.append(
             helper.make_tensor_value_info("extra", TensorProto.FLOAT, [] if axes is None else [6])
         )
+    elif kind in ("twice", "first-row"):  # the logits of every row given twice, or of the first row only
+        for n in g.node:
+            n.output[:] = ["logits0" if o == "logits" else o for o in n.output]
+        if kind == "twice":
+            g.node.append(helper.make_node("Concat", ["logits0", "logits0"], ["logits"], axis=0))
+        else:
+            g.initializer.extend(
+                helper.make_tensor(name, TensorProto.INT64, [1], [v])
+                for name, v in (("start", 0), ("end", 1), ("axis", 0))
+            )
+            g.node.append(helper.make_node("Slice", ["logits0", "start", "end", "axis"], ["logits"]))
     elif kind == "sequence":
         g.node.append(helper.make_node("SequenceConstruct", ["logits"], ["extra"]))
         g.output.append(helper.make_tensor_sequence_value_info("extra", TensorProto.FLOAT, None))
@@ -77,3 +88,14 @@ def test_an_output_without_a_row_per_item_is_refused_at_build_naming_it(tmp_path
         f"output 'extra' has shape {shape} for a golden batch of 4 rows: each output needs a row per item"
         in msg
     )
+
+
+@pytest.mark.parametrize("kind,shape", [("twice", [8, 6]), ("first-row", [1, 6])])
+def test_an_output_of_other_rows_than_the_golden_batch_fed_is_refused_at_build(tmp_path, kind, shape):
+    """Every output of as many rows as each other, but not as the 4 fed: built, then refused by every agent
+    ("output 'logits' deviates by up to ...", "shape [4, 6], expected [1, 6]")."""
+    msg = _build_refused(tmp_path, kind, GoldenError)
+    assert (
+        f"output 'logits' has shape {shape} for a golden batch of 4 rows: each output needs a row per item"
+        in msg
+    ), msg
