@@ -175,6 +175,13 @@ class EventKind(enum.StrEnum):
         "the vibration velocity entered another ISO 10816 zone",
     )
     LIFE_RESET = ("life_reset", ("pipeline", "reason"), "a repair reset the remaining-life trend")
+    BASELINE_UNJUDGED = (
+        "baseline_unjudged",
+        ("pipeline", "active", "share", "windows", "reasons", "message"),
+        "half or more of a running machine's windows over the last 10 minutes were not judged by its baseline "
+        "(the speed changed across them, or a speed never commissioned): its faults go unseen (active true, "
+        "once); fewer than a quarter are (active false)",
+    )
     SENSOR_FAULT = (
         "sensor_fault",
         ("pipeline", "fault", "active", "message"),

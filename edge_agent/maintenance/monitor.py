@@ -17,11 +17,15 @@ a stopped machine (``Verdict.stopped``: the speed tag, or without one the signal
 ``UNSURE`` with that reason, and counts towards no alarm, ISO zone nor remaining life. A window whose
 speed changed across it (``Verdict.unsteady``: a ramp, told by the window's times handed to the baseline)
 is ``UNSURE`` saying so, and counts towards no baseline alarm nor remaining life (the ISO zone rule
-still judges its velocity).
+still judges its velocity). Half or more of a running machine's windows over ``UNJUDGED_SPAN_S`` not judged
+(a speed change, a speed never commissioned) raise one ``baseline_unjudged`` event, shown in the status
+(``unjudged``), and one when the machine is judged again (``UnjudgedWatch``).
 """
 
 from __future__ import annotations
 
+import collections
+import logging
 import math
 import threading
 from collections.abc import Callable
@@ -33,6 +37,117 @@ from edge_agent.maintenance.settings import BaselineSettings
 from edge_agent.maintenance.states import StateBaselines, build_baseline
 from model_packager.manifest import LifePrior
 from protocols.events import Event, EventKind
+
+log = logging.getLogger(__name__)
+
+
+# A machine whose windows are not judged said nothing of it: a drive hunting +-3 % about its set point had every
+# window UNSURE as a speed change (counted in the status's unsteady_windows only), a machine run at a speed its
+# commissioning never saw every window UNSURE as such, and no event nor alarm told that its faults went unseen.
+# Over the last UNJUDGED_SPAN_S of the running machine's windows (those the baseline would judge: commissioned,
+# the machine running, the sensor live), UNJUDGED_SHARE or more not judged for those reasons raise one
+# ``baseline_unjudged`` event; fewer than half that share end it. Measured over time, not windows: a run-up of
+# 10 s is 50 back-to-back windows of 0.2 s, not an episode
+UNJUDGED_SPAN_S = 600.0
+UNJUDGED_SHARE = 0.5
+UNJUDGED_MIN_WINDOWS = 20  # ... judged only once this many windows over half the span are counted
+UNJUDGED_BUCKETS = 60  # the span counted in this many slices of time (memory bounded at any window rate)
+_UNJUDGED_WHY = {
+    "speed_changing": "the speed changed across them (more than 2 % from window to window: a drive hunting about "
+    "its set point, a speed tag that jitters); steady the drive's speed control, or check what the speed tag reads",
+    "speed_not_commissioned": "they ran at speeds the commissioning never saw; relearn the baseline across the "
+    "machine's speeds (edge-agent baseline relearn)",
+}
+
+
+class UnjudgedWatch:
+    """The share of a running machine's windows its baseline did not judge (``_UNJUDGED_WHY``) over the last
+    ``UNJUDGED_SPAN_S`` of window times; ``add`` returns a ``baseline_unjudged`` event when it reaches
+    ``UNJUDGED_SHARE`` (once) and when it has fallen below half of it (the machine judged again)."""
+
+    def __init__(self, pipeline: str) -> None:
+        self.pipeline = pipeline
+        # slices of the span: (slice index, first window's time, windows counted, not judged per reason)
+        self.slices: collections.deque[tuple[int, float, list[int], collections.Counter]] = (
+            collections.deque()
+        )
+        self.last_t: float | None = None
+        self.active = False
+
+    def _counts(self) -> tuple[int, collections.Counter, float]:
+        """Windows counted, those not judged per reason, and the time they cover (copied first: the status is
+        read from the HTTP thread while the loop adds)."""
+        snap = [(t0, k[0], dict(c)) for _, t0, k, c in list(self.slices)]
+        by: collections.Counter = collections.Counter()
+        for _, _, c in snap:
+            by.update(c)
+        covered = (self.last_t or 0.0) - snap[0][0] if snap else 0.0
+        return sum(k for _, k, _ in snap), by, covered
+
+    def add(self, t: float, kind: str | None) -> Event | None:
+        """``t``: the window's time; ``kind``: why it was not judged (a key of ``_UNJUDGED_WHY``), None: judged."""
+        if self.last_t is not None and t < self.last_t:  # the source's time went back (a replay, a clock set)
+            self.slices.clear()
+        self.last_t = t
+        width = UNJUDGED_SPAN_S / UNJUDGED_BUCKETS
+        i = math.floor(t / width)
+        if not self.slices or self.slices[-1][0] != i:
+            self.slices.append((i, t, [0], collections.Counter()))
+        self.slices[-1][2][0] += 1
+        if kind is not None:
+            self.slices[-1][3][kind] += 1
+        while self.slices[0][0] <= i - UNJUDGED_BUCKETS:
+            self.slices.popleft()
+        n, by, covered = self._counts()
+        share = sum(by.values()) / n
+        if (
+            not self.active
+            and share >= UNJUDGED_SHARE
+            and n >= UNJUDGED_MIN_WINDOWS
+            and covered >= UNJUDGED_SPAN_S / 2
+        ):
+            self.active = True
+            top, k = by.most_common(1)[0]
+            return self._said(
+                True,
+                share,
+                n,
+                by,
+                f"pipeline {self.pipeline}: {share:.0%} of its last {n} windows ({covered:.0f} s) were not judged "
+                f"by the baseline, most ({k}) because {_UNJUDGED_WHY[top]}; its faults go unseen meanwhile (the ISO "
+                "zone rule still judges the velocity)",
+            )
+        if self.active and share < UNJUDGED_SHARE / 2:
+            self.active = False
+            return self._said(
+                False,
+                share,
+                n,
+                by,
+                f"pipeline {self.pipeline}: judged again ({share:.0%} of its last {n} windows not judged)",
+            )
+        return None
+
+    def _said(self, active: bool, share: float, n: int, by: collections.Counter, message: str) -> Event:
+        return Event(
+            EventKind.BASELINE_UNJUDGED,
+            pipeline=self.pipeline,
+            active=active,
+            share=round(share, 4),
+            windows=n,
+            reasons=dict(by),
+            message=message,
+        )
+
+    def status(self) -> dict:
+        n, by, covered = self._counts()
+        return {
+            "active": self.active,
+            "share": round(sum(by.values()) / n, 4) if n else 0.0,
+            "windows": n,
+            "span_s": round(covered, 1),
+            "reasons": dict(by),
+        }
 
 
 def _unsure(res, why: str) -> None:
@@ -72,6 +187,9 @@ class Monitor:
         self._manifest_key: str | None = None
         self.baseline: Baseline | StateBaselines | None = None
         self.last_life: LifeEstimate | None = None
+        self.unjudged = UnjudgedWatch(
+            pipeline
+        )  # a running machine's windows not judged: said (UNJUDGED_SHARE)
         self._build()
         self._prior_key: str | None = None
         self._use_prior()
@@ -214,6 +332,29 @@ class Monitor:
             res.verdict = "NG"
             res.label = res.label if v.alarm else f"iso_zone_{v.iso_zone}"
         res.outputs["baseline"] = d
+        self._watch_unjudged(v, res)
+
+    def _watch_unjudged(self, v: Verdict, res) -> None:
+        """The window in the share of the running machine's windows not judged (``UnjudgedWatch``): a stop, a
+        process state not learned and a sensor fault are not counted (each said on its own)."""
+        if v.stopped or v.not_learned is not None or v.sensor is not None:
+            return
+        if v.unsteady is not None:
+            kind: str | None = "speed_changing"
+        elif v.state == "ready" and v.score is not None:
+            kind = "speed_not_commissioned" if v.extrapolated else None
+        elif v.state == "learning":
+            kind = None  # learned: the commissioning goes on
+        else:
+            return
+        evt = self.unjudged.add(float(getattr(res, "captured_at", 0.0) or 0.0), kind)
+        if evt is not None:
+            if evt["active"]:
+                log.warning("%s", evt["message"])
+            else:
+                log.info("%s", evt["message"])
+            if self.on_event:
+                self.on_event(evt)
 
     def status(self) -> dict:
         b = self.baseline
@@ -225,4 +366,5 @@ class Monitor:
             if p is None
             else {"source": p.source, "runs": p.runs, "trend_weight": round(p.trend_weight, 3)},
         }
+        d["unjudged"] = self.unjudged.status()
         return d

@@ -17,6 +17,7 @@ from bench._bearing_signals import Machine
 from bench._ramp_machines import Gearbox
 from devices.base import Quality, Reading
 from edge_agent.config import PipelineSettings, WindowSettings
+from edge_agent.maintenance import monitor
 from edge_agent.maintenance.baseline import Baseline
 from edge_agent.maintenance.settings import BaselineSettings, BearingSettings
 from edge_agent.models.config import ModelConfig
@@ -302,3 +303,80 @@ def test_a_speed_more_than_half_a_band_beyond_the_commissioned_is_not_judged_one
         two.process(np.zeros(0), None, f | {"speed_hz": 25.0 if i % 2 else 50.0})
     between = [two.process(np.zeros(0), None, f | {"speed_hz": hz}).extrapolated for hz in (25.5, 36.0, 49.0)]
     assert between == [False, True, False]
+
+
+async def test_a_drive_hunting_all_the_time_is_said_unjudged_once_and_judged_again(
+    tmp_path, package, monkeypatch
+):
+    """A healthy gearbox (bench/_ramp_machines.py) commissioned at a steady 1,500 rpm, windows back to back; its
+    drive then hunts +-3 % about the set point, every window. Each window is UNSURE 'the speed changed' as
+    before; now, once half the windows of the span (8 s here; 10 minutes by default) are, one
+    baseline_unjudged event names the share and the reason and /status shows it; steady again, the windows
+    are judged (OK) and one event ends it."""
+    monkeypatch.setattr(monitor, "UNJUDGED_SPAN_S", 8.0)  # 39 windows of 0.2 s (the default: 10 minutes)
+    m, rng = Gearbox(2), np.random.default_rng(2)
+    f = m.speed_hz(0.5)
+    pkg, pub = package
+    slot = ModelSlot(
+        "health", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [str(pub)]
+    )
+    await slot.start()
+    settings = PipelineSettings(
+        name="gearbox",
+        source="plc",
+        model="health",
+        window=WindowSettings(waveform="Vibration", scalars={}),
+        baseline=BaselineSettings(
+            windows=40,
+            speed_tag="Speed",
+            bearing=BearingSettings(n_elements=m.bear[0], ball_d_mm=m.bear[1], pitch_d_mm=m.bear[2]),
+        ),
+    )
+    results, events = [], []
+
+    async def on_result(res, item):
+        results.append(res)
+
+    pipe = Pipeline(
+        settings, slot, ThreadPoolExecutor(1), on_result, on_event=events.append, data_dir=tmp_path / "data"
+    )
+    pipe.prepare()
+    pipe.start()
+    dt = m.n / m.fs
+
+    async def feed(hunting: bool) -> None:
+        i = len(results)
+        k = i % 2
+        start, ramp = (f * 0.97, 0.06) if hunting and k else (f * 1.03, -0.06) if hunting else (f, 0.0)
+        x, sc = m.window(rng, 0.5, ramp=ramp, f_at=start)
+        await pipe.offer(Reading("plc", "Speed", sc["Speed"], dt * i, dt * i, Quality.GOOD))
+        await pipe.offer(Reading("plc", "Vibration", x, dt * i, dt * i, Quality.GOOD))
+        for _ in range(2000):  # each window judged before the next (the baseline learns in order)
+            if not len(pipe.queue) and len(results) > i:
+                break
+            await asyncio.sleep(0.002)
+
+    try:
+        for _ in range(40):  # commissioning
+            await feed(False)
+        for _ in range(30):  # the drive hunting
+            await feed(True)
+        hunting, during = list(results[41:]), pipe.status()["baseline"]["unjudged"]
+        for _ in range(40):  # steady again
+            await feed(False)
+    finally:
+        await pipe.stop()
+        await slot.stop()
+    assert len(results) == 110
+    assert pipe.baseline is not None and pipe.baseline.baseline.state == "ready"
+    assert all(r.verdict == "UNSURE" and "the speed changed" in r.reason for r in hunting), [
+        (r.verdict, r.reason) for r in hunting
+    ]
+    said = [e for e in events if e["kind"] == "baseline_unjudged"]
+    assert [e["active"] for e in said] == [True, False], said
+    assert said[0]["share"] >= 0.5 and set(said[0]["reasons"]) == {"speed_changing"}, said[0]
+    assert "not judged by the baseline" in said[0]["message"] and "the speed changed" in said[0]["message"]
+    assert during["active"] is True and during["share"] >= 0.5 and during["reasons"]["speed_changing"] >= 20
+    assert [r.verdict for r in results[-10:]] == ["OK"] * 10  # judged again
+    assert said[1]["share"] < 0.25
+    assert pipe.status()["baseline"]["unjudged"]["active"] is False
