@@ -770,13 +770,15 @@ class Baseline:
     def slowest_judged_hz(self) -> float | None:
         """The slowest shaft speed (Hz) this baseline judges: half a speed band below its slowest commissioned
         speed (``_band_stats``); None while learning, or where the speed found at commissioning was noise
-        (``orders`` off: a shaft one window does not resolve)."""
-        if self.state != "ready" or not self.orders or not self.bands:
+        (``orders`` off: a shaft one window does not resolve). Read from the pipeline's other threads while this
+        one learns or relearns: what it reads is taken once (a relearn empties the spans and the bands)."""
+        spans, bands = self.speed_spans, list(self.bands)
+        if self.state != "ready" or not self.orders or not bands:
             return None
-        if self.speed_spans:
-            return self.speed_spans[0][0] / (1.0 + self.s.speed_band_pct / 200.0)
+        if spans:
+            return spans[0][0] / (1.0 + self.s.speed_band_pct / 200.0)
         # learned before the record: judged up to a band beyond its lowest band
-        return (1.0 + self.s.speed_band_pct / 100.0) ** (min(self.bands) - 1)
+        return (1.0 + self.s.speed_band_pct / 100.0) ** (min(bands) - 1)
 
     def status(self) -> dict:
         d = self.to_dict()
