@@ -1035,19 +1035,33 @@ class Pipeline:
     def refusal(self, manifest: Manifest) -> str | None:
         """Why the model of ``manifest`` cannot serve this pipeline (None: it can): checked when the pipeline is
         prepared and again on each package swapped into its slot (``ModelSlot.swap_checks``)."""
-        if self.s.window is None or self.s.baseline is None:
+        if self.s.window is None:
             return None
         rate = getattr(manifest.preprocessing, "sample_rate_hz", None)
-        top_rpm = self.s.baseline.speed_range_rpm[1]
-        if rate is not None and rate < (floor_hz := waveform_rate_floor_hz(top_rpm)):
-            # an overall level (a 4-20 mA transmitter's RMS once a second) is no waveform: the baseline's
-            # condition features found no shaft line in it and failed at every window, leaving the model's
-            # own verdicts
+        if self.s.baseline is not None:
+            top_rpm = self.s.baseline.speed_range_rpm[1]
+            if rate is not None and rate < (floor_hz := waveform_rate_floor_hz(top_rpm)):
+                # an overall level (a 4-20 mA transmitter's RMS once a second) is no waveform: the baseline's
+                # condition features found no shaft line in it and failed at every window, leaving the model's
+                # own verdicts
+                return (
+                    f"pipeline {self.name}: model {manifest.name} takes its signal at {rate:g} Hz; the "
+                    f"baseline's condition features need a vibration waveform at {floor_hz:g} Hz or more "
+                    f"(its spectrum up to a {top_rpm:g}-rpm shaft's 1x): serve a model of the accelerometer's "
+                    "waveform, or remove 'baseline:' and judge the level with the model alone"
+                )
+        size = getattr(manifest.preprocessing, "window_samples", None)
+        w = self.windower  # (None while the pipeline is prepared: sized from the model then serving)
+        if w is not None and (size != w.out_size or rate != w.model_rate):
+            # the windows (buffered, queued, commissioned by a baseline) keep the size and rate the pipeline
+            # started with: another length failed the model on every window (bad_input; for good after an
+            # admin's rollback, which has no health window), another rate was judged as if taken at it, silently
+            takes = f"{size} samples at {rate:g} Hz" if size and rate else "no signal windows"
             return (
-                f"pipeline {self.name}: model {manifest.name} takes its signal at {rate:g} Hz; the "
-                f"baseline's condition features need a vibration waveform at {floor_hz:g} Hz or more "
-                f"(its spectrum up to a {top_rpm:g}-rpm shaft's 1x): serve a model of the accelerometer's "
-                "waveform, or remove 'baseline:' and judge the level with the model alone"
+                f"pipeline {self.name}: model {manifest.name} {manifest.version} takes {takes}; the pipeline's "
+                f"windows are {w.out_size} samples at {w.model_rate or 0:g} Hz, sized when it started, and a "
+                "hot swap does not change them: serve a model of the same window and rate, or install this one "
+                "at a start (the slot's 'package' with version_policy: pinned, then restart the agent)"
             )
         return None
 
