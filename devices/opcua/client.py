@@ -81,6 +81,7 @@ import numpy as np
 from asyncua import Client, Node, ua
 from asyncua.common.subscription import Subscription
 from asyncua.common.ua_utils import get_base_data_type
+from asyncua.common.utils import Buffer
 from asyncua.crypto import security_policies
 from asyncua.ua import status_codes, ua_binary, uaerrors
 
@@ -1304,6 +1305,10 @@ HELD_QUIET_S = 600.0
 TYPES_RETRY_S = 10.0  # the server's structure types not read (busy, an error): read again after ~10 s,
 TYPES_RETRY_MAX_S = 300.0  # doubling up to 5 minutes, until they are; each read bounded at 4x
 TYPES_BOUND_MAX_S = 120.0  # connect_timeout_s, doubled at each try up to 2 minutes
+# a structure node flagged StructureChanged (or whose bytes do not fit its layout) has the server's types read
+# again at most this often: a server that flags every value so had them read at each one, the values between
+# lost; within this long of the last read, a value decoded by the types it made is passed on (counted)
+RELAYOUT_S = 10.0
 
 
 def _types_failure(exc: BaseException, bound_s: float) -> str:
@@ -2082,6 +2087,65 @@ class _Handler:
 
 
 _ORDER = {"source": ("source", "server"), "server": ("server",), "receive": ()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Misread(ua.ExtensionObject):
+    """A structure's value whose bytes do not fit the layout its class was made from (``why``): fewer bytes
+    than its members need, or bytes left over after them. Kept undecoded, never passed on as members."""
+
+    why: str = ""
+
+
+# the structure classes OpcUaSources made of their servers' types: their values are decoded with a check of
+# the layout (``_checked_structure``); asyncua's decoder took the first bytes of a longer body without a word
+# and failed a whole publish (every tag's values in it) on a shorter one
+_CHECKED: weakref.WeakSet[type] = weakref.WeakSet()
+_asyncua_structure = ua_binary.extensionobject_from_binary
+
+
+def _checked_structure(data: Any) -> Any:
+    """asyncua's ``extensionobject_from_binary``, but a body of a class in ``_CHECKED`` that does not fit its
+    layout is a ``_Misread`` holding its bytes (a PLC download changed the layout and the server did not flag
+    StructureChanged), not the first bytes read as its members, nor an error that loses the whole message."""
+    if not _CHECKED or not isinstance(data, Buffer):
+        return _asyncua_structure(data)
+    probe = data.copy()
+    try:
+        typeid = ua_binary.nodeid_from_binary(probe)
+        cls = ua.extension_objects_by_typeid.get(typeid)
+        if cls is None or cls not in _CHECKED or not ord(probe.read(1)) & 1:
+            return _asyncua_structure(data)
+        length = ua_binary.Primitives.Int32.unpack(probe)
+    except Exception:
+        return _asyncua_structure(data)
+    if length < 1 or length > len(probe):
+        return _asyncua_structure(data)
+    raw = ua.ByteString(probe.read(length))
+    data.skip(probe.cur_pos - data.cur_pos)
+    body = Buffer(raw)
+    try:
+        got: Any = ua_binary.from_binary(cls, body)
+    except Exception as e:
+        return _Misread(typeid, raw, f"its {length} bytes end before the members of that layout do ({e})")
+    if len(body):
+        return _Misread(
+            typeid, raw, f"{len(body)} of its {length} bytes are left over after that layout's members"
+        )
+    return got
+
+
+def _check_layouts(classes: Iterable[type]) -> None:
+    """Decode the values of ``classes`` with a check of their layout: asyncua's decoder replaced by
+    ``_checked_structure`` (once, process-wide) and its coders cached per type made again to use it."""
+    _CHECKED.update(c for c in classes if isinstance(c, type))  # an older server's loader gives dicts too
+    if ua_binary.extensionobject_from_binary is not _checked_structure:
+        ua_binary.extensionobject_from_binary = _checked_structure
+        for cached in list(vars(ua_binary).values()):
+            if callable(getattr(cached, "cache_clear", None)):
+                cached.cache_clear()
+
+
 # asyncua's process-wide tables keyed by a structure's or an enumeration's class (those keyed by node id
 # are overwritten by the next load): a class this source made is taken out of them when it loads anew
 _CLASS_KEYED: tuple[dict, ...] = tuple(
@@ -2164,6 +2228,14 @@ class OpcUaSource:
         # former layout: one the same publish brought after it) is not passed on but read again then
         self._relayout = False
         self._type_classes: dict[str, Any] = {}  # the classes asyncua made of the types this source read
+        self._types_at = -math.inf  # monotonic time the server's types were last read
+        # a structure node's last ask to read the types again (StructureChanged, or bytes that did not fit)
+        self._relayout_at: dict[ua.NodeId, float] = {}
+        # nodes whose bytes did not fit their layout and had the types read again for it since their last good
+        # value: a value that still does not fit is skipped and counted (``_misread``)
+        self._misread_nodes: set[ua.NodeId] = set()
+        self._semantics_at: dict[str, float] = {}  # a write target's type last read for SemanticsChanged
+        self._semantics_later: dict[str, asyncio.TimerHandle] = {}  # and read once more after that bound
         self._sub: Subscription | None = None
         self._ns_pinned: dict[int, str] = {}  # the server's namespace URIs by index at the first connect
         self._ns_array: list[str] = []  # and at this connect
@@ -2381,6 +2453,11 @@ class OpcUaSource:
         self._undecoded.clear()
         self._types_wanted.clear()
         self._relayout = False
+        self._relayout_at.clear()
+        self._misread_nodes.clear()
+        for timer in self._semantics_later.values():
+            timer.cancel()
+        self._semantics_later.clear()
         for task in self._target_checks.values():
             task.cancel()
         self._target_checks.clear()
@@ -2553,6 +2630,8 @@ class OpcUaSource:
                 self._overflowed(tag)
             if status.value & _STRUCTURE_CHANGED and self._layout_changed(nodeid, tag, val):
                 return
+            if status.value & _SEMANTICS_CHANGED and self._write_targets:
+                self._target_semantics(nodeid)
             if status.value & _SEMANTICS_CHANGED and tag in self._rates.span_s:
                 self._axis_changed(nodeid, tag)
             elif status.value & _SEMANTICS_CHANGED and tag not in self._axis_reads:
@@ -2756,6 +2835,45 @@ class OpcUaSource:
 
         self._axis_reads[tag] = asyncio.get_running_loop().create_task(read_again())
 
+    def _target_semantics(self, nodeid: ua.NodeId) -> None:
+        """A value flagged SemanticsChanged of a node this source also writes: what its writes are judged by
+        may have changed with its metadata (a PLC download gave a multi-state node other EnumStrings or
+        EnumValues), and a value now outside its states would reach the PLC, or one now inside be refused, until
+        the next connect. Its type and states are read again and the target judged again (``_recheck``,
+        ``target_errors``), at most once per node per ``HELD_RECHECK_S`` (a server may flag every value so):
+        a flag within it has the node read once more when it ends, so the last change is not missed; said once
+        per node (notice ``target_semantics_changed``), counted at each read."""
+        now, shown = time.monotonic(), nodeid.to_string()
+        for node_id in dict.fromkeys(n for n, _ in self._write_targets):
+            if self._resolved.get(node_id) != shown:
+                continue
+            since = now - self._semantics_at.get(node_id, -math.inf)
+            if since < HELD_RECHECK_S:
+                if node_id not in self._semantics_later:
+                    self._semantics_later[node_id] = asyncio.get_running_loop().call_later(
+                        HELD_RECHECK_S - since, self._semantics_due, node_id
+                    )
+                continue
+            self._semantics_due(node_id)
+
+    def _semantics_due(self, node_id: str) -> None:
+        """Read the write target ``node_id``'s type again for a SemanticsChanged flag (``_target_semantics``)."""
+        self._semantics_later.pop(node_id, None)
+        if self._client is None or node_id not in self._types:
+            return  # not connected, or not read yet: read as it is now at the next write or check
+        self._semantics_at[node_id] = time.monotonic()
+        self._types.pop(node_id, None)
+        self.notices.note(
+            "target_semantics_changed",
+            "opcua source %s: write target %s: the server flagged its metadata changed (SemanticsChanged: a PLC "
+            "download may have changed its states, EnumStrings or EnumValues); its type and states are read "
+            "again and its writes judged by them",
+            self.name,
+            node_id,
+            cause=node_id,
+        )
+        self._recheck(node_id)
+
     def _overflowed(self, tag: str) -> None:
         """The server's queue for this node overflowed before this value: it dropped older ones (the
         Overflow bit of the value's status, OPC UA Part 4, 7.39). Counted per tag; said once per tag."""
@@ -2775,6 +2893,10 @@ class OpcUaSource:
         first = val[0] if isinstance(val, list) else val
         if isinstance(first, ua.ExtensionObject):
             return self._undecodable(nodeid, tag, first)
+        if isinstance(val, list) and (misread := next((v for v in val if isinstance(v, _Misread)), None)):
+            return self._undecodable(nodeid, tag, misread)
+        if self._misread_nodes:
+            self._misread_nodes.discard(nodeid)  # read by its layout: a later misfit reads the types again
         if self._relayout:  # decoded by a layout the server flagged changed: read again by the new one
             self._undecoded[nodeid] = (tag, ua.typeid_by_extension_objects.get(type(first), ua.NodeId()))
             return None
@@ -2896,6 +3018,8 @@ class OpcUaSource:
                 self._types_unread(tag)
             self._types_wanted.set()
             return
+        if isinstance(val, _Misread):
+            return self._misread(nodeid, tag, val)
         self.notices.note(
             "structure_undecoded",
             "opcua source %s: tag %s is a structure (DataType %s) that the server's type definitions do not "
@@ -2906,13 +3030,77 @@ class OpcUaSource:
             val.TypeId.to_string(),
         )
 
+    def _misread(self, nodeid: ua.NodeId, tag: str, val: _Misread) -> None:
+        """A structure's bytes that do not fit the layout read for it (``_checked_structure``): a PLC download
+        changed it and the server did not flag StructureChanged. Never passed on: the first such value since
+        the node's last good one has the server's types read again and the node read by them, as after
+        StructureChanged (at most once per ``RELAYOUT_S``); one that still does not fit is skipped and counted
+        (notice ``structure_misread``, said once per tag)."""
+        now = time.monotonic()
+        if nodeid not in self._misread_nodes and now - self._relayout_at.get(nodeid, -math.inf) >= RELAYOUT_S:
+            self._misread_nodes.add(nodeid)
+            self.notices.note(
+                "structure_changed",
+                "opcua source %s: tag %s: its value does not fit the layout read for its structure (%s): a PLC "
+                "download changed it, though the server did not flag StructureChanged; the server's type "
+                "definitions are read again and the node read by them; the value is not passed on",
+                self.name,
+                tag,
+                val.why,
+                cause=tag,
+            )
+            self._read_layouts_again(nodeid, tag, val.TypeId, now)
+            return
+        self.notices.note(
+            "structure_misread",
+            "opcua source %s: tag %s: its value does not fit the layout the server's type definitions give for "
+            "its structure (%s), read again for it; such values are skipped and counted, never passed on read "
+            "by a wrong layout: check the node's DataType on the server (edge-agent browse)",
+            self.name,
+            tag,
+            val.why,
+            cause=tag,
+        )
+
+    def _read_layouts_again(self, nodeid: ua.NodeId, tag: str, typeid: ua.NodeId, now: float) -> None:
+        """Have the server's types read again and ``nodeid`` read by them (``_structures``)."""
+        self._relayout_at[nodeid] = now
+        self._undecoded[nodeid] = (tag, typeid)
+        self._types_loaded = False
+        self._relayout = True
+        self._types_wanted.set()
+
     def _layout_changed(self, nodeid: ua.NodeId, tag: str, val: Any) -> bool:
         """A structure's value flagged StructureChanged (a PLC download changed its layout while the session
         stayed up): asyncua decoded it by the layout read before, so its members would be the wrong bytes
         passed on GOOD. It is not passed on; the server's types are read again and the node read by its new
-        layout (``_structures``). False for a value that is no structure (its Variant says its own type)."""
+        layout (``_structures``). False for a value that is no structure (its Variant says its own type), and
+        for one flagged within ``RELAYOUT_S`` of the node's last such read and decoded by the types it read
+        (a server that flags every value: counted, notice ``structure_changed_again``), passed on."""
         first = val[0] if isinstance(val, list) and val else val
         if not (isinstance(first, ua.ExtensionObject) or _is_structure(first)):
+            return False
+        now = time.monotonic()
+        asked = self._relayout_at.get(nodeid, -math.inf)
+        if (
+            now - asked < RELAYOUT_S
+            and self._types_loaded
+            and self._types_at >= asked
+            # decoded by the types read since (or not by any: undescribed, or bytes that still do not fit,
+            # skipped and counted as such)
+            and (isinstance(first, ua.ExtensionObject) or type(first) in self._type_classes.values())
+        ):
+            self.notices.note(
+                "structure_changed_again",
+                "opcua source %s: tag %s: flagged StructureChanged again within %.0f s of the server's types "
+                "being read for it (a server that flags every value so?); such values are decoded by the types "
+                "just read, passed on and counted; the types are read again at most once per %.0f s",
+                self.name,
+                tag,
+                RELAYOUT_S,
+                RELAYOUT_S,
+                cause=tag,
+            )
             return False
         self.notices.note(
             "structure_changed",
@@ -2926,10 +3114,7 @@ class OpcUaSource:
         typeid = getattr(first, "TypeId", None) or ua.typeid_by_extension_objects.get(
             type(first), ua.NodeId()
         )
-        self._undecoded[nodeid] = (tag, typeid)
-        self._types_loaded = False
-        self._relayout = True
-        self._types_wanted.set()
+        self._read_layouts_again(nodeid, tag, typeid, now)
         return True
 
     def _types_unread(self, tag: str, n: int = 1) -> None:
@@ -3036,6 +3221,9 @@ class OpcUaSource:
         self._types_failed = failed
         self._types_loaded = failed is None
         self._structured = True
+        if self._types_loaded:
+            self._types_at = time.monotonic()
+        _check_layouts(self._type_classes.values())
 
     def _timestamp(self, tag: str, dv: Any, now: float) -> float:
         """The reading's time, by ``timestamps``: the first of the source and server timestamps that is

@@ -908,6 +908,138 @@ async def test_a_structure_whose_layout_changed_online_flagged_structure_changed
     assert "tag Mold:" in src.notices.messages["structure_changed"]
 
 
+async def _mold_server(port: int, fields: tuple[str, ...], values: tuple[float, ...]):
+    """A server with one UDT node, ns=idx;s=Mold, of Double members ``fields``: (server, var, type, encoding)."""
+    import struct
+
+    from asyncua import ua
+    from asyncua.common.structures104 import new_struct, new_struct_field
+
+    from tests.support.peers import opcua_server
+
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:mold", "Line")
+    mold, (enc,) = await new_struct(
+        srv, idx, "TestMoldUDT", [new_struct_field(f, ua.VariantType.Double) for f in fields]
+    )
+    body = ua.ExtensionObject(enc.nodeid, struct.pack(f"<{len(values)}d", *values))
+    var = await obj.add_variable(ua.NodeId("Mold", idx), "Mold", ua.Variant(body), datatype=mold.nodeid)
+    await srv.start()
+    return srv, var, mold, enc
+
+
+async def test_a_structure_whose_layout_changed_without_the_flag_is_never_read_by_the_former_layout(
+    ua_types, monkeypatch
+) -> None:
+    """A server that changes a UDT's layout without flagging StructureChanged (nor ending the session): a
+    longer layout was decoded by the former one, its first bytes passed on GOOD as the former members (Temp
+    41.0, the new first member's value), and a shorter one failed asyncua's decoding of the whole publish, so
+    the node and every tag in the same publishes gave nothing more, the source still connected. Now a value
+    whose bytes do not fit the layout read has the types read again and the node read by its new layout;
+    the change is said naming the tag (two changes within RELAYOUT_S: the bound on the types' reads is made 0
+    here, a second change within it being skipped and counted until it passes)."""
+    import struct
+
+    from asyncua import ua
+    from asyncua.common.structures104 import new_struct_field
+
+    import devices.opcua.client as client_module
+
+    monkeypatch.setattr(client_module, "RELAYOUT_S", 0.0)
+    port = free_port()
+    srv, var, mold, enc = await _mold_server(port, ("Temp", "Pressure"), (180.0, 95.0))
+    node = {"node_id": var.nodeid.to_string()}
+    src = OpcUaSource("plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [node]))
+    await src.start()
+
+    async def relayout(fields: tuple[str, ...], values: tuple[float, ...], last: str) -> dict[str, list]:
+        new = ua.StructureDefinition(
+            DefaultEncodingId=enc.nodeid,
+            BaseDataType=ua.NodeId(ua.ObjectIds.Structure),
+            StructureType=ua.StructureType.Structure,
+            Fields=[new_struct_field(f, ua.VariantType.Double) for f in fields],
+        )
+        await srv.get_node(mold.nodeid).write_attribute(
+            ua.AttributeIds.DataTypeDefinition, ua.DataValue(ua.Variant(new))
+        )
+        body = ua.ExtensionObject(enc.nodeid, struct.pack(f"<{len(values)}d", *values))
+        await srv.write_attribute_value(var.nodeid, ua.DataValue(ua.Variant(body)))  # not flagged
+        got: dict[str, list] = {}
+
+        async def read() -> None:
+            async for r in src.items():
+                got.setdefault(r.tag, []).append((r.value, r.quality))
+                if r.tag == last:
+                    return
+
+        await asyncio.wait_for(read(), 15)
+        return got
+
+    try:
+        before = await _collect(src, {"Mold/Temp", "Mold/Pressure"})
+        longer = await relayout(("Cycle", "Temp", "Pressure"), (41.0, 185.0, 97.5), "Mold/Pressure")
+        shorter = await relayout(("Temp",), (7.0,), "Mold/Temp")
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert (before["Mold/Temp"].value, before["Mold/Pressure"].value) == (180.0, 95.0)
+    # by the new layout only: the former one read the new first member as Temp (41.0) and the next as Pressure
+    assert longer == {
+        "Mold/Cycle": [(41.0, Quality.GOOD)],
+        "Mold/Temp": [(185.0, Quality.GOOD)],
+        "Mold/Pressure": [(97.5, Quality.GOOD)],
+    }, longer
+    assert shorter == {"Mold/Temp": [(7.0, Quality.GOOD)]}, shorter
+    assert src.notices.counts.get("structure_changed") == 2, src.notices.counts
+    assert "tag Mold: its value does not fit the layout" in src.notices.messages["structure_changed"]
+
+
+async def test_a_server_flagging_every_structure_value_changed_has_its_types_read_once_not_at_each(
+    ua_types, monkeypatch
+) -> None:
+    """A server that sets StructureChanged on every value of a UDT node (a gateway that never clears the bit)
+    had the server's types read again at each value, every value between two reads dropped (each read asks the
+    server for every DataTypeDefinition). The types are read again at most once per node per RELAYOUT_S (made
+    longer than the test here): a value flagged after that read is decoded by the types it made, passed on
+    and counted (notice structure_changed_again)."""
+    import struct
+
+    from asyncua import ua
+
+    import devices.opcua.client as client_module
+
+    monkeypatch.setattr(client_module, "RELAYOUT_S", 3600.0)
+    port = free_port()
+    srv, var, _, enc = await _mold_server(port, ("Temp", "Pressure"), (180.0, 95.0))
+    src = OpcUaSource(
+        "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": var.nodeid.to_string()}])
+    )
+    reads = []
+    load = src._load_types
+
+    async def counted(*args, **kwargs):
+        reads.append(1)
+        return await load(*args, **kwargs)
+
+    monkeypatch.setattr(src, "_load_types", counted)
+    await src.start()
+    temps = []
+    try:
+        await _collect(src, {"Mold/Temp", "Mold/Pressure"})
+        for i in range(6):
+            body = ua.ExtensionObject(enc.nodeid, struct.pack("<2d", 100.0 + i, 50.0 + i))
+            flagged = ua.DataValue(ua.Variant(body), StatusCode=ua.StatusCode(0x8000))
+            await srv.write_attribute_value(var.nodeid, flagged)
+            got = await _collect(src, {"Mold/Temp", "Mold/Pressure"})
+            temps.append((got["Mold/Temp"].value, got["Mold/Pressure"].value))
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert temps == [(100.0 + i, 50.0 + i) for i in range(6)], temps
+    assert len(reads) == 2, reads  # at the first structure value, and once at the first flag
+    assert src.notices.counts.get("structure_changed") == 1, src.notices.counts
+    assert src.notices.counts.get("structure_changed_again") == 5, src.notices.counts
+
+
 async def test_a_structures_datetime_member_of_1601_the_null_time_is_no_value_and_bad(ua_types) -> None:
     """A UDT's DateTime member never set (a last-service time) holds DateTime 0, OPC UA's null time, which
     asyncua hands out as 1601-01-01: the member was passed on GOOD as that date. It is BAD with no value now,

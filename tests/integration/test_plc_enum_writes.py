@@ -126,3 +126,78 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_its_new_states():
+    """A PLC download gives a multi-state node other EnumStrings while the session stays up, and the server
+    flags the node's next value SemanticsChanged (Part 4, 7.39.1). Its writes were judged by the states read
+    at connect until a reconnect: a state the download took away (2 of 0..1) was written, the PLC left in a
+    state it no longer defines, and one it added (3) stayed refused in the target's check. The node's type and
+    states are read again at the flag, said naming the node."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    mode = await obj.add_variable(
+        ua.NodeId("Mode", idx),
+        "Mode",
+        ua.Variant(0, ua.VariantType.UInt32),
+        datatype=ua.NodeId(ua.ObjectIds.UInt32),
+    )
+
+    def states(*names: str) -> ua.Variant:
+        return ua.Variant([ua.LocalizedText(n) for n in names], ua.VariantType.LocalizedText)
+
+    enum_strings = await mode.add_property(0, "EnumStrings", states("Stopped", "Running", "Fault"))
+    await mode.set_writable()
+    await srv.start()
+    mode_id = f"ns={idx};s=Mode"
+    src = OpcUaSource(
+        "plc",
+        OpcUaSettings(
+            endpoint=f"opc.tcp://127.0.0.1:{port}/plc/",
+            connect_timeout_s=2.0,
+            keepalive_check_s=0.3,
+            publishing_interval_ms=50,
+            nodes=[{"node_id": mode_id, "tag": "mode"}],
+        ),
+    )
+    src.expect_writes([(mode_id, 1)])
+
+    async def download(names: tuple[str, ...], value: int, settled) -> None:
+        await enum_strings.write_value(states(*names))
+        flagged = ua.DataValue(ua.Variant(value, ua.VariantType.UInt32), StatusCode=ua.StatusCode(0x4000))
+        await srv.write_attribute_value(mode.nodeid, flagged)
+        for _ in range(200):
+            if settled():
+                return
+            await asyncio.sleep(0.02)
+
+    async def drain() -> None:
+        async for _ in src.items():
+            pass
+
+    reader = asyncio.create_task(drain())
+    try:
+        await src.start()
+        for _ in range(200):
+            if src.state.value == "connected" and src.write_misfit(mode_id, 3) is not None:
+                break
+            await asyncio.sleep(0.02)
+        await download(
+            ("Stopped", "Running", "Fault", "Setup"), 1, lambda: src.write_misfit(mode_id, 3) is None
+        )
+        assert src.write_misfit(mode_id, 3) is None  # before: "... define the values 0, 1, 2; cannot write 3"
+        await src.write(mode_id, 3)
+        await download(("Stopped", "Running"), 0, lambda: src.write_misfit(mode_id, 2) is not None)
+        with pytest.raises(
+            OpcUaTypeMismatch, match=r"whose EnumStrings define the values 0, 1; cannot write 2"
+        ):
+            await src.write(mode_id, 2)  # before: written, the PLC in a state it no longer defines
+        assert await mode.read_value() == 0
+        assert src.notices.counts.get("target_semantics_changed") == 2, src.notices.counts
+        assert (
+            f"write target {mode_id}: the server flagged" in src.notices.messages["target_semantics_changed"]
+        )
+    finally:
+        reader.cancel()
+        await src.stop()
+        await srv.stop()
