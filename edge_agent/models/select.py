@@ -244,8 +244,20 @@ def check(
 ) -> Trial:
     """Run the golden inputs through ``engine`` and hold the result to its form's bounds."""
     m = opened.manifest
-    rows = _item_rows(m, next(iter(inputs.values())).shape[0])
+    n = next(iter(inputs.values())).shape[0]
+    rows = _item_rows(m, n)
     got = _run_golden(engine, inputs, rows)
+    if fed := [f"output {k!r} gives {v.shape[0]}" for k, v in got.items() if v.shape[0] != n]:
+        # a model giving each row twice (or one row for several) was held to the golden values and said to
+        # deviate "on this CPU": its batch size is the model's, on every CPU
+        return Trial(
+            engine.name,
+            engine.form,
+            False,
+            f"package {m.package_id}: the model gives another number of rows than it is fed: "
+            f"{', '.join(fed)} rows for the {n} golden rows fed {rows} at a time; each output needs a row per "
+            "row fed on its first axis",
+        )
     if engine.form == "int8" and opened.fp32_model_path is not None:
         dev, agree = parity(m, expected, got)
         bad = parity_problems(m, dev, agree)
