@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING
 
 from model_packager import runtimes as _runtimes
 from model_packager.errors import GoldenError, SpecMismatchError
-from model_packager.manifest import ColorOrder, DType, ImagePreprocessing, Manifest, OutputSpec, TensorSpec
+from model_packager.manifest import (
+    MAX_LABEL_CHARS,
+    ColorOrder,
+    DType,
+    ImagePreprocessing,
+    Manifest,
+    OutputSpec,
+    TensorSpec,
+)
 from model_packager.text import printable
 
 if TYPE_CHECKING:  # numpy is imported by the functions that use it: verifying a package needs none of them
@@ -113,6 +121,16 @@ def check_spec(model_path: Path, manifest: Manifest, label: str = "", data: byte
             continue
         for s in specs:
             problems += _compare_tensor(side, s, graph[s.name], model_path.name)
+        for n in graph if side == "output" else ():
+            # each result carries every output of up to 16 values keyed by its name (declared or not): published
+            # over MQTT, kept in the outbox, shown on the status page; held to a label's rules
+            if not n.isprintable() or len(n) > MAX_LABEL_CHARS:
+                problems.append(
+                    f"{model_path.name} output {n[:40]!r}{'...' if len(n) > 40 else ''} is {len(n):,} characters"
+                    f"{'' if n.isprintable() else ' and holds a control character (a newline, a tab)'}: an "
+                    f"output's name is at most {MAX_LABEL_CHARS} printable characters (each result names its "
+                    "outputs); rename it in the graph"
+                )
         for n in extra if side == "output" else ():
             # every output comes back from each run and is compared with the golden one: a text tensor failed
             # the build with "could not convert string to float", a sequence passed it and failed every

@@ -99,3 +99,35 @@ def test_an_output_of_other_rows_than_the_golden_batch_fed_is_refused_at_build(t
         f"output 'logits' has shape {shape} for a golden batch of 4 rows: each output needs a row per item"
         in msg
     ), msg
+
+
+@pytest.mark.parametrize(
+    "name,said",
+    [
+        ("x" * 60_000, "... is 60,000 characters:"),
+        ("flag\nset", "'flag\\nset' is 8 characters and holds a control"),
+    ],
+)
+def test_an_output_whose_name_no_result_should_carry_is_refused_at_build_naming_it(tmp_path, name, said):
+    """Each result carries every output of up to 16 values keyed by its name, declared or not: an output named
+    with 60,000 characters was built and installed, and every result carried the 60 KB key (over MQTT, in the
+    outbox, on the status page); one with a newline broke the lines it is named in."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    key, _ = make_keypair(tmp_path / "keys")
+    m = onnx.load(str(make_vision_onnx(tmp_path / "src.onnx", heatmap=False)))
+    m.graph.node.append(helper.make_node("Identity", ["logits"], [name]))
+    m.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 6]))
+    onnx.save(m, str(tmp_path / "model.onnx"))
+    with pytest.raises(SpecMismatchError) as ei:
+        build_package(
+            tmp_path / "model.onnx",
+            vision_spec(heatmap=False),
+            tmp_path / "out",
+            signing_key=key,
+            golden_inputs=golden_inputs("vision"),
+        )
+    msg = str(ei.value)
+    assert "model.onnx output '" in msg and said in msg, msg
+    assert "an output's name is at most 255 printable characters" in msg, msg
