@@ -1063,6 +1063,18 @@ class Pipeline:
                 "hot swap does not change them: serve a model of the same window and rate, or install this one "
                 "at a start (the slot's 'package' with version_policy: pinned, then restart the agent)"
             )
+        if w is not None:  # (at a start the config's check refused such a model: edge_agent.config)
+            cond = getattr(manifest.preprocessing, "condition", None)
+            speed = cond.speed_scalar if cond is not None else None
+            need = [*getattr(manifest.preprocessing, "scalars", []), *([speed] if speed else [])]
+            carried = set(self.s.window.scalar_inputs.values())
+            if missing := [x for x in dict.fromkeys(need) if x not in carried]:
+                # every window failed the model (bad_input 'window lacks scalar tag(s)'), no result
+                return (
+                    f"pipeline {self.name}: model {manifest.name} {manifest.version} needs scalar input(s) "
+                    f"{missing}, which the window does not carry (it carries {sorted(carried)}); every window "
+                    f"would be refused: map the source's tag to it in the pipeline's window.scalars first"
+                )
         return None
 
     def prepare(self) -> None:
