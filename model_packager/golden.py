@@ -51,6 +51,9 @@ ENGINES = _runtimes.ENGINES
 # IR version 10 and opset 21, ONNX Runtime 1.18 onwards; the agent needs 1.20 or later). OpenVINO runs newer
 # ones ONNX Runtime refuses (opset 99): such a package served on an OpenVINO gateway, failed on the others.
 MAX_IR_VERSION, MAX_OPSET = 10, 21
+# outputs of a model's graph: each result carries every one of up to 16 values, and every run compares each with
+# its golden one; a classifier, a detector or a multi-task model has a few, 64 leaves room
+MAX_OUTPUTS = 64
 
 
 def _graph_io(
@@ -111,6 +114,11 @@ def check_spec(model_path: Path, manifest: Manifest, label: str = "", data: byte
 
     where = f"{label}: " if label else ""
     g_in, g_out = _graph_io(model_path, data, where)
+    if len(g_out) > MAX_OUTPUTS:  # before each is looked at
+        raise SpecMismatchError(
+            f"{where}{printable(model_path.name)} has {len(g_out):,} outputs: at most {MAX_OUTPUTS} (each result "
+            "carries every output of up to 16 values); leave intermediate tensors out of the graph's outputs"
+        )
     problems: list[str] = []
     for side, specs, graph in (("input", manifest.inputs, g_in), ("output", manifest.outputs, g_out)):
         names = [s.name for s in specs]

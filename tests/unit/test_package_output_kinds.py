@@ -131,3 +131,35 @@ def test_an_output_whose_name_no_result_should_carry_is_refused_at_build_naming_
     msg = str(ei.value)
     assert "model.onnx output '" in msg and said in msg, msg
     assert "an output's name is at most 255 printable characters" in msg, msg
+
+
+def test_a_model_of_more_outputs_than_a_result_should_carry_is_refused_at_build(tmp_path):
+    """Each result carries every output of up to 16 values: a graph of 2,000 outputs (intermediate tensors left
+    in) was built and installed, and every result was 145 KB of them. 65 are refused, 64 built."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    key, _ = make_keypair(tmp_path / "keys")
+    m = onnx.load(str(make_vision_onnx(tmp_path / "src.onnx", heatmap=False)))
+    for i in range(64):
+        m.graph.node.append(helper.make_node("Identity", ["logits"], [f"o{i}"]))
+        m.graph.output.append(helper.make_tensor_value_info(f"o{i}", TensorProto.FLOAT, ["batch", 6]))
+    onnx.save(m, str(tmp_path / "model.onnx"))
+
+    def build(out):
+        return build_package(
+            tmp_path / "model.onnx",
+            vision_spec(heatmap=False),
+            tmp_path / out,
+            signing_key=key,
+            golden_inputs=golden_inputs("vision"),
+        )
+
+    with pytest.raises(SpecMismatchError) as ei:
+        build("65")
+    assert "model.onnx has 65 outputs: at most 64 (each result carries every output" in str(ei.value), (
+        ei.value
+    )
+    m.graph.output.pop()
+    onnx.save(m, str(tmp_path / "model.onnx"))
+    assert build("64")
