@@ -775,6 +775,8 @@ class _NodeType:
     # an integer node's own EnumStrings or EnumValues property (Part 8's MultiStateDiscreteType and
     # MultiStateValueDiscreteType: the value is one of the states they name), which then define ``enum``
     enum_own: str | None = None
+    # that property's NodeId: read again at each write (``OpcUaSource.write``), a PLC download may change it
+    enum_prop: str | None = None
 
     @property
     def shown(self) -> str:
@@ -828,13 +830,13 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
     else:
         vtype = ua.VariantType(ident)
     enum, enum_names = await _enum_values(Node(node.session, dtid)) if ident == 29 else (None, ())
-    enum_own = None
+    enum_own, enum_prop = None, None
     if enum is None and (
         vtype in (AbstractType.Integer, AbstractType.UInteger)
         or (isinstance(vtype, ua.VariantType) and vtype.name in _INT_RANGE)
     ):
         # a multi-state node (Part 8): its states are its own property's, not its DataType's
-        enum_own, (enum, enum_names) = await _enum_properties(node)
+        enum_own, (enum, enum_names), enum_prop = await _enum_properties(node)
     max_bytes, server_bytes = await _max_bytes(node, vtype)
     rank = rank if isinstance(rank, int) else -2
     dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
@@ -864,6 +866,7 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         held_unread,
         enum_names,
         enum_own,
+        enum_prop,
     )
 
 
@@ -987,25 +990,33 @@ async def _enum_values(dtype: Node) -> _EnumValues:
     return (await _enum_properties(dtype))[1]
 
 
-async def _enum_properties(node: Node) -> tuple[str | None, _EnumValues]:
+async def _enum_properties(node: Node) -> tuple[str | None, _EnumValues, str | None]:
     """The values a node's EnumValues property states, else its EnumStrings (0..n-1), with the property's
-    name: an enumeration DataType's, or a multi-state Variable's own (Part 8). (None, (None, ())): neither."""
+    name and NodeId: an enumeration DataType's, or a multi-state Variable's own (Part 8). (None, (None, ()),
+    None): neither."""
     for prop in ("0:EnumValues", "0:EnumStrings"):
         try:
-            v = await (await node.get_child(prop)).read_value()
+            child = await node.get_child(prop)
+            v = await child.read_value()
         except (ua.UaError, TypeError, ValueError):
             continue
-        if isinstance(v, list) and v:
-            if prop == "0:EnumStrings":
-                return "EnumStrings", _named((i, getattr(text, "Text", None)) for i, text in enumerate(v))
-            got = _named(
-                (e.Value, getattr(e.DisplayName, "Text", None))
-                for e in v
-                if isinstance(getattr(e, "Value", None), int)
-            )
-            if got[0]:
-                return "EnumValues", got
-    return None, (None, ())
+        if (got := _states(prop[2:], v)) is not None:
+            return prop[2:], got, child.nodeid.to_string()
+    return None, (None, ()), None
+
+
+def _states(prop: str, v: Any) -> _EnumValues | None:
+    """The states an EnumStrings (0..n-1) or EnumValues property's value ``v`` names; None: none."""
+    if not isinstance(v, list) or not v:
+        return None
+    if prop == "EnumStrings":
+        return _named((i, getattr(text, "Text", None)) for i, text in enumerate(v))
+    got = _named(
+        (e.Value, getattr(e.DisplayName, "Text", None))
+        for e in v
+        if isinstance(getattr(e, "Value", None), int)
+    )
+    return got if got[0] else None
 
 
 def _named(pairs: Iterable[tuple[int, Any]]) -> _EnumValues:
@@ -4315,6 +4326,11 @@ class OpcUaSource:
                         )
                     if nt.vtype is ua.VariantType.Variant:
                         self._held_at[node_id] = time.monotonic()
+                    elif (
+                        cached and nt.enum_prop is not None and await self._states_changed(node, node_id, nt)
+                    ):
+                        nt = self._types[node_id] = await _node_type(node, node_id)
+                        self._recheck(node_id)
                     try:
                         payload = _payload(nt, value, node_id)
                     except OpcUaTypeMismatch:
@@ -4369,6 +4385,32 @@ class OpcUaSource:
                 f"opcua source {self.name}: write to {node_id} failed, connection lost ({e!r})"
             ) from None
         return None  # (not reached: the second pass returns or raises)
+
+    async def _states_changed(self, node: Node, node_id: str, nt: _NodeType) -> bool:
+        """Whether a multi-state node's own EnumStrings or EnumValues (``nt.enum_prop``), read now (one Read
+        before each write), name other states than those ``nt`` holds: a PLC download may have changed them
+        while the session stayed up, and a node not subscribed as a tag gets no SemanticsChanged flag to say
+        so. Said at INFO naming the node and both; False when the property cannot be read now (the write is
+        judged by the states read before)."""
+        if nt.enum_prop is None:
+            return False
+        try:
+            v = await Node(node.session, ua.NodeId.from_string(nt.enum_prop)).read_value()
+        except (ua.UaError, TypeError, ValueError):
+            return False
+        got = _states(nt.enum_own or "", v)
+        if got is None or got == (nt.enum, nt.enum_names):
+            return False
+        log.info(
+            "opcua source %s: write target %s: its %s changed (the values %s, now %s: a PLC download); its "
+            "writes are judged by them",
+            self.name,
+            node_id,
+            nt.enum_own,
+            ", ".join(map(str, sorted(nt.enum or ()))),
+            ", ".join(map(str, sorted(got[0] or ()))),
+        )
+        return True
 
     async def browse(self, folder_node_id: str | None = None, max_depth: int = 3) -> list[dict]:
         """Variables under a folder/object (default Objects): node_id, browse_name, data_type, array."""

@@ -133,7 +133,8 @@ async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_i
     flags the node's next value SemanticsChanged (Part 4, 7.39.1). Its writes were judged by the states read
     at connect until a reconnect: a state the download took away (2 of 0..1) was written, the PLC left in a
     state it no longer defines, and one it added (3) stayed refused in the target's check. The node's type and
-    states are read again at the flag, said naming the node."""
+    states are read again at the flag, said naming the node. A node written but not subscribed (no flag comes)
+    has its states read before each write: the removed state was written to it too."""
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
     mode = await obj.add_variable(
@@ -147,9 +148,17 @@ async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_i
         return ua.Variant([ua.LocalizedText(n) for n in names], ua.VariantType.LocalizedText)
 
     enum_strings = await mode.add_property(0, "EnumStrings", states("Stopped", "Running", "Fault"))
-    await mode.set_writable()
+    step = await obj.add_variable(
+        ua.NodeId("Step", idx),
+        "Step",
+        ua.Variant(0, ua.VariantType.UInt16),
+        datatype=ua.NodeId(ua.ObjectIds.UInt16),
+    )
+    step_strings = await step.add_property(0, "EnumStrings", states("Load", "Press", "Eject"))
+    for node in (mode, step):
+        await node.set_writable()
     await srv.start()
-    mode_id = f"ns={idx};s=Mode"
+    mode_id, step_id = f"ns={idx};s=Mode", f"ns={idx};s=Step"
     src = OpcUaSource(
         "plc",
         OpcUaSettings(
@@ -160,7 +169,7 @@ async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_i
             nodes=[{"node_id": mode_id, "tag": "mode"}],
         ),
     )
-    src.expect_writes([(mode_id, 1)])
+    src.expect_writes([(mode_id, 1), (step_id, 1)])
 
     async def download(names: tuple[str, ...], value: int, settled) -> None:
         await enum_strings.write_value(states(*names))
@@ -182,8 +191,11 @@ async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_i
             if src.state.value == "connected" and src.write_misfit(mode_id, 3) is not None:
                 break
             await asyncio.sleep(0.02)
+        # read again: 3 taken and 4 refused (a node whose type is being read again judges nothing meanwhile)
         await download(
-            ("Stopped", "Running", "Fault", "Setup"), 1, lambda: src.write_misfit(mode_id, 3) is None
+            ("Stopped", "Running", "Fault", "Setup"),
+            1,
+            lambda: src.write_misfit(mode_id, 3) is None and src.write_misfit(mode_id, 4) is not None,
         )
         assert src.write_misfit(mode_id, 3) is None  # before: "... define the values 0, 1, 2; cannot write 3"
         await src.write(mode_id, 3)
@@ -193,6 +205,14 @@ async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_i
         ):
             await src.write(mode_id, 2)  # before: written, the PLC in a state it no longer defines
         assert await mode.read_value() == 0
+        await src.write(step_id, 2)
+        await step_strings.write_value(states("Load", "Press"))  # a download, no flag: Step is no tag
+        with pytest.raises(
+            OpcUaTypeMismatch, match=r"whose EnumStrings define the values 0, 1; cannot write 2"
+        ):
+            await src.write(step_id, 2)  # before: written, judged by the states read at connect
+        await src.write(step_id, 1)
+        assert await step.read_value() == 1
         assert src.notices.counts.get("target_semantics_changed") == 2, src.notices.counts
         assert (
             f"write target {mode_id}: the server flagged" in src.notices.messages["target_semantics_changed"]
