@@ -2870,8 +2870,17 @@ class OpcUaSource:
     def _semantics_due(self, node_id: str) -> None:
         """Read the write target ``node_id``'s type again for a SemanticsChanged flag (``_target_semantics``)."""
         self._semantics_later.pop(node_id, None)
-        if self._client is None or node_id not in self._types:
-            return  # not connected, or not read yet: read as it is now at the next write or check
+        if self._client is None:
+            return
+        if (
+            node_id in self._target_checks
+        ):  # a check in flight may have read it before the flag: once more after
+            self._semantics_later[node_id] = asyncio.get_running_loop().call_later(
+                HELD_RECHECK_S, self._semantics_due, node_id
+            )
+            return
+        if node_id not in self._types:
+            return  # not read yet: read as it is now at the next write or check
         self._semantics_at[node_id] = time.monotonic()
         self._types.pop(node_id, None)
         self.notices.note(
