@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from edge_agent.files import atomic_write_json, read_json_state, why_unread
+from edge_agent.maintenance.sensor import check as sensor_check
+from edge_agent.maintenance.sensor import slide_ratio
 from edge_agent.maintenance.settings import BaselineSettings
 from model_packager.condition import (
     AMPLITUDE_FEATURES,
@@ -82,6 +84,11 @@ SPEED_STEADY = 0.02
 # UNSURE, not judged). A resolved shaft's window keeps its own estimate (a restart at another speed is
 # found at once)
 WINDOW_AGREE = 0.04
+# a window whose level slides this far (``sensor.slide_ratio``: healthy and faulty windows of four generators at
+# most 1.74, bench/_bearing_signals.py's up to 4.9) is left out of the averaged spectrum the speed is found from (``_learn_speed``): a sensor settling
+# after its power-up (7.1 down to 3.9 over its first second on the simulator) pulled it to the range's low end
+SPEED_SLIDE_RATIO = 2.0
+SPEED_MIN_STEADY = 5  # ... unless fewer first windows than this are left
 # a shaft whose 1x lies below this many bins of the window's resolution (sample rate / window: 4.9 Hz
 # for 2,048 samples at 10 kHz, so 880 rpm) may not be resolved by one window: its 1x-3x lines merge
 MIN_SHAFT_BINS = 3.0
@@ -276,6 +283,12 @@ def _speed_spans(speeds: np.ndarray, apart: float) -> list[tuple[float, float]]:
         else:
             spans.append((float(s), float(s)))
     return spans
+
+
+def _settling_window(w: np.ndarray, turns: float) -> bool:
+    """The sensor check names ``w`` a sensor settling, its shaft turning ``turns`` times in it."""
+    found = sensor_check(w, shaft_turns=turns)
+    return found is not None and found.kind == "settling"
 
 
 def diagnose(rises: dict[str, float], bearing_rise: float = 3.0) -> str:
@@ -769,14 +782,20 @@ class Baseline:
 
     def slowest_judged_hz(self) -> float | None:
         """The slowest shaft speed (Hz) this baseline judges: half a speed band below its slowest commissioned
-        speed (``_band_stats``); None while learning, or where the speed found at commissioning was noise
+        speed (``_band_stats``; while learning, below the speed found from its first windows, None before that or
+        with a speed tag), or None where the speed found at commissioning was noise
         (``orders`` off: a shaft one window does not resolve). Read from the pipeline's other threads while this
         one learns or relearns: what it reads is taken once (a relearn empties the spans and the bands)."""
-        spans, bands = self.speed_spans, list(self.bands)
-        if self.state != "ready" or not self.orders or not bands:
+        state, speed, spans, bands = self.state, self.speed_hz, self.speed_spans, list(self.bands)
+        k = 1.0 + self.s.speed_band_pct / 200.0
+        if not self.orders:
+            return None
+        if state == "learning":  # the speed found from the first windows (no speed tag), once found
+            return speed / k if speed else None
+        if not bands:
             return None
         if spans:
-            return spans[0][0] / (1.0 + self.s.speed_band_pct / 200.0)
+            return spans[0][0] / k
         # learned before the record: judged up to a band beyond its lowest band
         return (1.0 + self.s.speed_band_pct / 100.0) ** (min(bands) - 1)
 
@@ -1126,17 +1145,35 @@ class Baseline:
 
     def _learn_speed(self) -> None:
         """The asset's shaft speed from the averaged spectrum of its first windows (steadier than one
-        window's), then their features with that speed."""
+        window's), then their features with that speed.
+
+        A commissioning very often begins with the sensor's power-up, and without a speed tag nothing told its
+        settling windows (the sensor check counts a shaft's turns at the speed found here): their sliding level
+        outweighed the shaft's lines in the average, the speed was found at the range's low end (276 rpm on 4 of
+        5 machines of 1,490-2,960 rpm with one such window of 20), the orders were left out and the threshold rose
+        30-80 % (an unbalance alarmed 6-11 windows later). On the simulator one window sliding half as far as the
+        settling rule's bound was enough. The windows whose slide reaches ``SPEED_SLIDE_RATIO`` are left out of it,
+        unless fewer than ``SPEED_MIN_STEADY`` others are left (a shaft turning less than twice in a window
+        reads up to 12: its windows are all kept; a healthy machine's site noise with a slow random walk up to
+        4.9, so some windows of such machines are left out, the rest serve); and, the speed found resolved,
+        those the settling rule flags at its turns are not learned."""
         lo, hi = self.s.speed_range_rpm[0] / 60, self.s.speed_range_rpm[1] / 60
-        f0 = self.speed_hz = estimate_speed_hz(np.asarray(self._first), self.fs, lo, hi)
+        slid = [slide_ratio(w) >= SPEED_SLIDE_RATIO for w in self._first]
+        use = [w for w, s in zip(self._first, slid, strict=True) if not s]
+        if len(use) < SPEED_MIN_STEADY:
+            use = self._first
+        f0 = self.speed_hz = estimate_speed_hz(np.asarray(use), self.fs, lo, hi)
         slo, shi = max(lo, f0 * 0.85), min(hi, f0 * 1.15)
-        own = [estimate_speed_hz(w - w.mean(), self.fs, slo, max(shi, slo + 1)) for w in self._first]
+        own = [estimate_speed_hz(w - w.mean(), self.fs, slo, max(shi, slo + 1)) for w in use]
         confidence = float(np.mean([abs(e - f0) <= WINDOW_AGREE * f0 for e in own]))
         bins = f0 * self.n / self.fs
         resolved = bins >= LOST_SHAFT_BINS and (bins >= MIN_SHAFT_BINS or confidence >= MIN_CONFIDENCE)
         self.orders = resolved
         first, self._first = self._first, []
-        for w in first:
+        turns = f0 * self.n / self.fs
+        for w, s in zip(first, slid, strict=True):
+            if s and resolved and _settling_window(w, turns):
+                continue  # a sensor settling at the commissioning's start: not the healthy machine
             f = self.features(w, None)
             self.rows.append(feature_vector(f).tolist())
             self.speeds.append(f["speed_hz"])

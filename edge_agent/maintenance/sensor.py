@@ -141,14 +141,30 @@ def _ramp(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return t, w, np.fft.rfft(t)[1:] * w
 
 
-def _settling(c: np.ndarray, n: int) -> SensorFault | None:
-    """``c``: the window less its mean."""
+def _trend(c: np.ndarray, n: int) -> tuple[float, float, float]:
+    """``c``: the window less its mean. Its least-squares slope (per sample), and its integrated content with
+    the mean taken off and with the line taken off too (sums of squares)."""
     t, w, tw = _ramp(n)
     slope = float(np.dot(t, c)) / float(np.dot(t, t))
     a = np.fft.rfft(c)[1:] * w  # the window's lines, each weighed by 1/its frequency (as velocity is)
-    with_trend = float(np.vdot(a, a).real)
     b = a - slope * tw  # the same with the least-squares line taken off
-    without = float(np.vdot(b, b).real)
+    return slope, float(np.vdot(a, a).real), float(np.vdot(b, b).real)
+
+
+def slide_ratio(x: np.ndarray) -> float:
+    """How far a window's level slides: the ratio the ``settling`` rule judges (``SETTLE_RATIO``), whatever
+    the shaft's turns (a shaft turning less than twice in it reads up to 12)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if x.size < 8:
+        return 0.0
+    _, with_trend, without = _trend(x - x.mean(), x.size)
+    return math.sqrt(with_trend / without) if without > 0 else (math.inf if with_trend > 0 else 0.0)
+
+
+def _settling(c: np.ndarray, n: int) -> SensorFault | None:
+    """``c``: the window less its mean."""
+    t = _ramp(n)[0]
+    slope, with_trend, without = _trend(c, n)
     if with_trend < SETTLE_RATIO**2 * without:
         return None
     r = c - slope * t

@@ -569,13 +569,9 @@ class StateBaselines:
         return None
 
     def slowest_judged_hz(self) -> float | None:
-        """The slowest shaft speed any learned state's baseline judges (``Baseline.slowest_judged_hz``)."""
+        """The slowest shaft speed any state's baseline judges (``Baseline.slowest_judged_hz``)."""
         # read from the pipeline's other threads: a state may be added meanwhile, in the baseline's
-        speeds = [
-            hz
-            for st, b in list(self.by_state.items())
-            if st not in self.learning and (hz := b.slowest_judged_hz()) is not None
-        ]
+        speeds = [hz for b in list(self.by_state.values()) if (hz := b.slowest_judged_hz()) is not None]
         return min(speeds) if speeds else None
 
     def status(self) -> dict:
