@@ -60,6 +60,7 @@ class BlobStore(Protocol):
     def size(self, digest: str) -> int: ...
     def get_bytes(self, digest: str) -> bytes: ...
     def read_range(self, digest: str, offset: int, length: int) -> bytes: ...
+    def iter_chunks(self, digest: str, offset: int = 0, chunk: int = _CHUNK) -> Iterator[bytes]: ...
     def delete(self, digest: str) -> bool: ...
     def for_tenant(self, tenant: str | None) -> BlobStore: ...
 
@@ -201,6 +202,19 @@ class LocalBlobStore:
         with self.open(digest) as f:
             f.seek(offset)
             return f.read(length)
+
+    def iter_chunks(self, digest: str, offset: int = 0, chunk: int = _CHUNK) -> Iterator[bytes]:
+        """The blob's bytes from ``offset`` in pieces of at most ``chunk`` (not checked against the digest: the
+        caller hashes them). ``BlobNotFound`` at once for a blob that is not there."""
+        f = self.open(digest)
+        return self._chunks(f, offset, chunk)
+
+    @staticmethod
+    def _chunks(f: BinaryIO, offset: int, chunk: int) -> Iterator[bytes]:
+        with f:
+            f.seek(offset)
+            while data := f.read(chunk):
+                yield data
 
     def delete(self, digest: str) -> bool:
         try:

@@ -44,6 +44,7 @@ AUROC with one class in the test split) or in an agent's health report is ``null
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -75,6 +76,10 @@ ENDS_READ = 500  # newer events of an agent and kind read to tell whether an act
 ENDS_LOOKUPS = 16  # (agent, kind) pairs of a page looked up so, at most, per answer
 SAMPLES_SHOWN = 200  # /api/samples: the newest this many (the store reads no more)
 FILE_PIECE_BYTES = 64 * 1024  # a registry file goes out in pieces of this size, never read whole
+# a sample blob up to this is read whole (checked against its digest, then sent); a larger one (up to a message's
+# 16 MB) is checked, then sent, in pieces of BLOB_PIECE_BYTES (an object store's GET each)
+BLOB_WHOLE_BYTES = 1024 * 1024
+BLOB_PIECE_BYTES = 1024 * 1024
 ANSWER_MIN_AGE_S = 1.0  # /api answers are shared for at least this long (the page polls every 3 s)
 CPU_SHARE = 0.2  # of one core (and of the store's time), at most, spent computing /api answers
 
@@ -253,12 +258,7 @@ class Console:
                         # None: not a sample of the tenant (its extension says nothing of how it is served)
                         if outer.srv.store.sample_ext(digest, tenant=t) is None:
                             raise KeyError(digest[:64])
-                        data = outer.srv.blobs.for_tenant(t).get_bytes(digest)
-                        ctype, attachment = blob_type(data, digest)  # by its bytes, not its extension
-                        extra = {"Content-Security-Policy": BLOB_CSP}
-                        if attachment:
-                            extra["Content-Disposition"] = f'attachment; filename="{attachment}"'
-                        return self._send(200, ctype, data, extra)
+                        return self._blob(outer.srv.blobs.for_tenant(t), digest)
                     self._send(404, "text/plain", b"not found\n")
                 except _ClientGone:
                     raise
@@ -315,6 +315,52 @@ class Console:
                             return
                         self._write(piece)
                         left -= len(piece)
+
+            def _blob(self, blobs, digest: str) -> None:
+                """A sample's bytes, served only once they hash to its digest (``BlobCorrupt``: 404, nothing sent),
+                typed by its first bytes (``blob_type``), not its extension. One over ``BLOB_WHOLE_BYTES`` (a
+                sample is up to a message's 16 MB) is read twice in ``BLOB_PIECE_BYTES`` pieces, to check it and
+                then to send it, never held whole: 32 requests at once held 32 copies in the memory every tenant's
+                agents share."""
+                from cloud_trainer.blobs import BlobCorrupt
+                from protocols.image_header import SNIFF_BYTES
+
+                if blobs.size(digest) <= BLOB_WHOLE_BYTES:
+                    data = blobs.get_bytes(digest)
+                    head, total = data[:SNIFF_BYTES], len(data)
+                else:
+                    h, head, total = hashlib.sha256(), b"", 0
+                    for piece in blobs.iter_chunks(digest, 0, BLOB_PIECE_BYTES):
+                        head = head or piece[:SNIFF_BYTES]
+                        h.update(piece)
+                        total += len(piece)
+                    data = None
+                    if h.hexdigest() != digest:
+                        raise BlobCorrupt(
+                            f"blob {digest[:16]}…: its bytes hash to {h.hexdigest()[:16]}…: altered or truncated "
+                            "in the store; upload it again"
+                        )
+                ctype, attachment = blob_type(head, digest)  # by its bytes, not its extension
+                extra = {"Content-Security-Policy": BLOB_CSP}
+                if attachment:
+                    extra["Content-Disposition"] = f'attachment; filename="{attachment}"'
+                if data is not None:
+                    return self._send(200, ctype, data, extra)
+                self._head(200, ctype, total, extra)
+                left = total
+                try:
+                    for piece in blobs.iter_chunks(digest, 0, BLOB_PIECE_BYTES):
+                        piece = piece[:left]
+                        self._write(piece)
+                        left -= len(piece)
+                        if not left:
+                            break
+                except _ClientGone:
+                    raise
+                except Exception as exc:  # gone or unreadable since it was checked: the answer has begun
+                    outer.httpd.note_failed(self.client_address, exc)
+                if left:  # the client sees a short answer, never other bytes
+                    self.close_connection = True
 
             def _json(self, tenant: str, compute: Callable[[], Any]) -> None:
                 """The JSON of ``compute()``, shared by the requests for the same tenant and URL (``Answers``)."""

@@ -5,6 +5,7 @@ lock (about 2 s at 300k samples, every 3 s while the page was open: every tenant
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import time
@@ -237,3 +238,58 @@ def test_console_samples_answer_while_the_object_store_stalls(tmp_path, monkeypa
         c.stop()
         stalled.close()
         store.close()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_large_sample_goes_out_in_pieces_not_read_whole_into_memory(tmp_path, monkeypatch, request, where):
+    """Before: ``/blob/<digest>`` read the sample whole into memory (to check its digest, then to send it), and a
+    sample is up to a message's 16 MB (a gateway's raw frame, a long signal window): a tenant's script asking for
+    its own largest sample from 32 connections at once held 32 copies, about 0.5 GB, in the fleet service's
+    memory, which every tenant's agents share. A sample over ``BLOB_WHOLE_BYTES`` is checked, then sent, in
+    pieces now; its bytes are the same, and one whose bytes no longer hash to its digest is still 404, nothing
+    of it sent."""
+    import tracemalloc
+
+    from cloud_trainer.blobs import LocalBlobStore, S3BlobStore
+
+    if where == "s3":
+        for k, v in CREDENTIALS.items():
+            monkeypatch.setenv(k, v)
+        endpoint, bucket = request.getfixturevalue("s3_bucket")
+        blobs = S3BlobStore(bucket, client=s3_client(endpoint))
+    else:
+        blobs = LocalBlobStore(tmp_path / "blobs")
+    size = (24 if where == "local" else 12) * 1024 * 1024
+    data = b"\x93NUMPY" + bytes(range(256)) * (size // 256)
+    good = blobs.put_bytes(data)
+    bad = blobs.put_bytes(
+        data + b"!"
+    )  # then altered in the store (local: the file; S3: another object's bytes)
+    if where == "local":
+        blobs.path(bad).write_bytes(data + b"?")
+    else:
+        blobs.client.put_object(Bucket=bucket, Key=blobs.key(bad), Body=data + b"?")
+    store = SQLiteStore(tmp_path / "fleet.db")
+    store.ingest("gw1", [{**_sample(1, "m", "ng"), "sample_sha256": good, "sample_ext": ".npy"}])
+    store.ingest("gw1", [{**_sample(2, "m", "ng"), "sample_sha256": bad, "sample_ext": ".npy"}])
+    del data
+    c = Console(SimpleNamespace(store=store, blobs=blobs), tenant="default")
+    c.start()
+    tracemalloc.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{c.port}/blob/{good}", timeout=30) as r:
+            h, got = hashlib.sha256(), 0
+            while piece := r.read(65536):  # the client keeps no more than a piece either
+                h.update(piece)
+                got += len(piece)
+            ctype = r.headers["Content-Type"]
+        peak = tracemalloc.get_traced_memory()[1]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{c.port}/blob/{bad}", timeout=30)
+    finally:
+        tracemalloc.stop()
+        c.stop()
+        store.close()
+    assert (h.hexdigest(), got, ctype) == (good, size + 6, "application/octet-stream")
+    assert peak < size // 3, peak  # the former code: the size and more
+    assert refused.value.code == 404
