@@ -31,7 +31,7 @@ Revocation: ``pki revoke`` appends the certificate's serial number to ``<pki>/re
 hex per line, then a comment: whose, when, why). The fleet service re-reads that file when it changes
 (``Revocations``, looked at at most once a second) and refuses every call of a revoked certificate
 (``PERMISSION_DENIED``, saying so), also on a ``Connect`` or ``PushRecords`` stream already open, at its next
-message. Replicas read the file of their own PKI folder: give them the same one.
+message (and on ``Connect``, before the next message the service sends). Replicas read the file of their own PKI folder: give them the same one.
 """
 
 from __future__ import annotations

@@ -193,7 +193,8 @@ async def require(context, role: str, revocations: Revocations | None = None) ->
 
 async def refuse_revoked(context, who: Identity, revocations: Revocations | None) -> None:
     """``PERMISSION_DENIED`` for a certificate revoked with ``cloud-trainer pki revoke`` (``<pki>/revoked.txt``):
-    checked at every call, and at every message of the agents' long-lived streams."""
+    checked at every call, at every message of the agents' long-lived streams, and before every message sent on
+    a ``Connect`` stream (a revoked agent that stays silent is sent nothing more)."""
     if revocations is not None and revocations.revoked(who.serial):
         await context.abort(
             grpc.StatusCode.PERMISSION_DENIED,
@@ -368,6 +369,9 @@ class FleetServicer(rpc.FleetServicer):
             reader = asyncio.create_task(read())
             try:
                 while (msg := await outbox.get()) is not None:
+                    # revoked while connected and silent since: nothing more of the tenant's (desired state,
+                    # configuration, commands) goes to it; checked before each message sent, not only received
+                    await refuse_revoked(context, who, self.revocations)
                     yield msg
                 if reader.done() and not reader.cancelled() and (failed := reader.exception()) is not None:
                     raise failed

@@ -350,6 +350,45 @@ async def test_a_revoked_certificate_is_refused_at_once_also_on_its_open_streams
     ]
 
 
+async def test_a_revoked_certificates_silent_stream_is_sent_nothing_more(roomy):
+    """A stolen gateway connected when its certificate is revoked, and sending nothing after: its open ``Connect``
+    stream was checked only at the agent's next message, so it kept receiving the agent's desired state as it
+    changed (an admin's command here; a new agent configuration, whose YAML may hold the site's credentials, the
+    same way) for as long as it kept the connection. The service checks the certificate before each message it
+    sends too: the stream ends ``PERMISSION_DENIED`` instead of carrying the change."""
+    from cloud_trainer.pki import main as pki_main
+    from tests.support.waits import until
+
+    srv, ch = roomy
+    pki = srv.revocations.path.parent
+    stub = rpc.FleetStub(ch["gw1"])
+    sent: asyncio.Queue = asyncio.Queue()
+    connected = stub.Connect(_queued(sent), timeout=30)
+    await sent.put(pb.AgentMessage(report=pb.HeartbeatRequest(), report_id=1))
+    while (await connected.read()).acked != 1:  # the stream is open and serving
+        pass
+    assert pki_main(["revoke", "--dir", str(pki), "--cert", str(pki / "agents" / "gw1.pem")]) == 0
+
+    async def refused() -> bool:
+        code, details = await _outcome(stub.Heartbeat(pb.HeartbeatRequest(), timeout=10))
+        return code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
+
+    await until(refused, timeout_s=10, what="the revoked certificate to be refused")
+    admin = rpc.AdminStub(ch["alice"])
+    await admin.SendCommand(
+        pb.SendCommandRequest(agent="gw1", kind="baseline_relearn", pipeline="line1"), timeout=10
+    )
+    got = []
+
+    async def read() -> None:
+        while not got and (m := await connected.read()) is not grpc.aio.EOF:
+            got.extend(c.pipeline for c in m.desired.commands)
+
+    code, details = await _outcome(asyncio.wait_for(read(), 20))
+    assert got == []  # the former code: ['line1'], and the stream stayed open
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
+
+
 async def _queued(q: asyncio.Queue):
     while (m := await q.get()) is not None:
         yield m
