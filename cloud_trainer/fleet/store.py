@@ -1087,6 +1087,11 @@ class SQLiteStore(SQLStore):
             self._check_record_counts()
         self.db.execute(f"PRAGMA user_version = {SQLITE_FORMAT}")
         self.lock = threading.Lock()
+        # the reads that scan an agent's records (``gaps``, ``stats``: ``_tx(write=False)``) use a connection of
+        # their own: in WAL mode a reader neither waits for the writer nor holds it, so one tenant's admin asking
+        # for its agent's stats in a loop no longer holds the lock every tenant's writes wait for
+        self.reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.read_lock = threading.Lock()
         self.blobs = blobs
 
     def _check_record_counts(self) -> None:
@@ -1116,8 +1121,20 @@ class SQLiteStore(SQLStore):
 
     @contextlib.contextmanager
     def _tx(self, write: bool = True):
+        if not write:  # a read of its own snapshot, on the reader connection: the writer goes on meanwhile
+            with self.read_lock:
+                self.reader.execute("BEGIN")
+                try:
+                    yield self.reader.execute
+                    self.reader.execute("COMMIT")
+                except BaseException:
+                    if self.reader.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            self.reader.execute("ROLLBACK")
+                    raise
+            return
         with self.lock:
-            self.db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db.execute
                 self.db.execute("COMMIT")
@@ -1152,6 +1169,17 @@ class SQLiteStore(SQLStore):
             self.db.close()
         finally:
             self.lock.release()
+        if not self.read_lock.acquire(timeout=wait_s):
+            log.warning(
+                "the store %s is still read %g s after it was closed; its reader is left open",
+                self.path,
+                wait_s,
+            )
+            return
+        try:
+            self.reader.close()
+        finally:
+            self.read_lock.release()
 
 
 class StoreFormatError(ValueError):
