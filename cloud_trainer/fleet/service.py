@@ -97,6 +97,8 @@ PACKAGE_READS_PER_TENANT = 2
 INGESTS_PER_TENANT = 2
 # the same for unary heartbeats (agents before v3, or against servers without Connect): a write each, in a thread
 HEARTBEATS_PER_TENANT = 4
+# the same for an admin's calls (stats that scan an agent's records, deployments, commands): per tenant, in threads
+ADMIN_CALLS_PER_TENANT = 2
 QUOTA_TTL_S = (
     5.0  # how long a replica trusts its copy of which tenants have an agent quota (and of its refusals)
 )
@@ -729,15 +731,25 @@ class AdminServicer(rpc.AdminServicer):
         self.commands = commands
         self.limited = limited
         self.revocations = revocations
+        self._gates: dict[str, asyncio.Semaphore] = {}  # tenant ('' for operators) -> its calls in threads
 
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
 
+    async def _thread(self, tenant: str, fn):
+        """``fn()`` in a worker thread, at most ``ADMIN_CALLS_PER_TENANT`` of the tenant's at once; its others wait
+        on the loop, holding no thread. The worker threads serve every tenant's calls (state reports, batches,
+        downloads): one tenant's admin asking for its agents' stats 16 at a time (each a scan of an agent's
+        records) held all of them, and another tenant's batches waited 14 s for a thread."""
+        gate = self._gates.setdefault(tenant, asyncio.Semaphore(ADMIN_CALLS_PER_TENANT))
+        async with gate:
+            return await asyncio.to_thread(fn)
+
     async def ListAgents(self, request, context):
         who = await self.require(context, ROLE_ADMIN)
         out = []
-        for a in await asyncio.to_thread(partial(self.store.agents, tenant=who.tenant)):
-            st = await asyncio.to_thread(partial(self.store.stats, a["id"], tenant=who.tenant))
+        for a in await self._thread(who.tenant, partial(self.store.agents, tenant=who.tenant)):
+            st = await self._thread(who.tenant, partial(self.store.stats, a["id"], tenant=who.tenant))
             info = pb.AgentInfo(
                 id=a["id"],
                 labels=a["labels"],
@@ -756,12 +768,12 @@ class AdminServicer(rpc.AdminServicer):
         who = await self.require(context, ROLE_ADMIN)
         t = who.tenant
         dropped = {}
-        st = await asyncio.to_thread(partial(self.store.stats, request.agent or None, tenant=t))
+        st = await self._thread(t, partial(self.store.stats, request.agent or None, tenant=t))
         if request.agent:
             agent = next(
                 (
                     a
-                    for a in await asyncio.to_thread(partial(self.store.agents, tenant=t))
+                    for a in await self._thread(t, partial(self.store.agents, tenant=t))
                     if a["id"] == request.agent
                 ),
                 None,
@@ -774,9 +786,7 @@ class AdminServicer(rpc.AdminServicer):
                 )
             dropped = (agent or {}).get("outbox", {}).get("dropped", {})
         gaps = (
-            await asyncio.to_thread(partial(self.store.gaps, request.agent, tenant=t))
-            if request.agent
-            else []
+            await self._thread(t, partial(self.store.gaps, request.agent, tenant=t)) if request.agent else []
         )
         return pb.IngestStatsReply(
             records=st["records"],
@@ -796,7 +806,7 @@ class AdminServicer(rpc.AdminServicer):
         if feature is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} are not enabled on this server")
         try:
-            return await asyncio.to_thread(partial(fn, *args, tenant=who.tenant, **kw))
+            return await self._thread(who.tenant, partial(fn, *args, tenant=who.tenant, **kw))
         except NotInTenant as exc:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except ValueError as exc:
@@ -840,7 +850,11 @@ class AdminServicer(rpc.AdminServicer):
 
     async def ListDeployments(self, request, context):
         who = await self.require(context, ROLE_ADMIN)
-        deps = await asyncio.to_thread(partial(self.control.list, tenant=who.tenant)) if self.control else []
+        deps = (
+            await self._thread(who.tenant, partial(self.control.list, tenant=who.tenant))
+            if self.control
+            else []
+        )
         return pb.ListDeploymentsReply(deployments=[Deployment.from_doc(d).to_proto(pb) for d in deps])
 
     async def SendCommand(self, request, context):
@@ -863,7 +877,9 @@ class AdminServicer(rpc.AdminServicer):
     async def ListCommands(self, request, context):
         who = await self.require(context, ROLE_ADMIN)
         cmds = (
-            await asyncio.to_thread(partial(self.commands.list, request.agent or None, tenant=who.tenant))
+            await self._thread(
+                who.tenant, partial(self.commands.list, request.agent or None, tenant=who.tenant)
+            )
             if self.commands is not None
             else []
         )

@@ -45,3 +45,73 @@ def test_another_tenants_batch_is_stored_while_an_agents_gaps_are_being_read(tmp
     assert in_time, "another tenant's batch waited for an agent's gaps to be read"
     assert done[0][1] == 1
     assert [(g["epoch"], g["first"], g["last"]) for g in got[0]] == [(1, 2, 2)]
+
+
+async def test_one_tenants_admin_calls_never_hold_every_worker_thread(tmp_path, monkeypatch):
+    """The worker threads serve every tenant's calls: one tenant's admin asking for its agent's stats 40 at a time,
+    while the store's reads were slow (each a scan of the agent's records), held every one of them, and another
+    tenant's batch waited for a thread (14 s on a real serve with 16 at a time at 500,000 records). An admin's calls
+    of a tenant take at most ``ADMIN_CALLS_PER_TENANT`` threads now; its others wait on the loop."""
+    import asyncio
+
+    import grpc
+
+    from cloud_trainer.fleet import service
+    from cloud_trainer.fleet.service import FleetServer, channel_credentials
+    from cloud_trainer.pki import ROLE_ADMIN, ROLE_AGENT, issue
+    from protocols.gen import fleet_pb2 as pb
+    from protocols.gen import fleet_pb2_grpc as rpc
+    from tests.support.fleet import make_pki
+    from tests.support.peers import free_port
+    from tests.support.waits import until
+
+    admitted = []  # admin calls past their certificate's check: each then asks for a thread
+    check = service.require
+
+    async def counted(context, role, revocations=None):
+        who = await check(context, role, revocations)
+        if role == ROLE_ADMIN:
+            admitted.append(role)
+        return who
+
+    monkeypatch.setattr(service, "require", counted)
+    pki = make_pki(tmp_path / "pki", agents=(), admins=())
+    issue(pki, "gw-a", ROLE_AGENT, pki / "a" / "gw-a", tenant="acme")
+    issue(pki, "gw-b", ROLE_AGENT, pki / "b" / "gw-b", tenant="beta")
+    issue(pki, "carol", ROLE_ADMIN, pki / "b" / "carol", tenant="beta")
+    srv = FleetServer(tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+
+    def channel(cert):
+        creds = channel_credentials(pki / "ca.pem", cert.with_suffix(".pem"), cert.with_suffix(".key"))
+        return grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds)
+
+    a, b, carol = (channel(pki / p) for p in ("a/gw-a", "b/gw-b", "b/carol"))
+    try:
+        await rpc.FleetStub(b).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+        admin = rpc.AdminStub(carol)
+        srv.store.read_lock.acquire()  # the store's reads are slow: each stats call waits in its thread
+        try:
+            asking = [
+                asyncio.ensure_future(admin.IngestStats(pb.IngestStatsRequest(agent="gw-b"), timeout=60))
+                for _ in range(40)  # more than the worker threads of any machine (at most 32)
+            ]
+            await until(lambda: len(admitted) == 40, what="the admin's calls to reach the service")
+            await asyncio.sleep(0.5)  # (each asks for its thread in the step after its check)
+            batch = pb.RecordBatch(records=[pb.Record(seq=1, kind="result", t=time.time(), payload=b"{}")])
+
+            async def push() -> int:
+                return sum([x.stored async for x in rpc.FleetStub(a).PushRecords(iter([batch]), timeout=60)])
+
+            try:  # the former code: no thread for it until the reads end (a bounded wait here: 20 s)
+                stored = await asyncio.wait_for(push(), 20)
+            except TimeoutError:
+                stored = None
+        finally:
+            srv.store.read_lock.release()
+        assert stored == 1, "another tenant's batch found no worker thread"
+        assert all(r.records == 0 for r in await asyncio.gather(*asking))
+    finally:
+        for c in (a, b, carol):
+            await c.close()
+        await srv.stop()
