@@ -627,8 +627,14 @@ class FleetServicer(rpc.FleetServicer):
     async def DownloadPackage(self, request, context):
         who = await self.require(context, ROLE_AGENT)
         # whether it is deployed to the agent, where the file is and its size: the registry's index files and the
-        # file's metadata, read in a thread (a slow disk holds a thread, never the loop every tenant shares)
-        found = await asyncio.to_thread(self._package_file, who, request.digest)
+        # file's metadata, read in a package reader (a slow disk holds one, never the loop every tenant shares),
+        # at most PACKAGE_READS_PER_TENANT of the tenant's at once: in the worker threads every tenant's batches
+        # wait for, one tenant's agents asking 32 at a time (a registry of 20,000 versions) held all of them
+        gate = self._reads.setdefault(who.tenant, asyncio.Semaphore(PACKAGE_READS_PER_TENANT))
+        async with gate:
+            found = await asyncio.get_running_loop().run_in_executor(
+                self._readers, self._package_file, who, request.digest
+            )
         if found is None:  # the same answer whether it exists elsewhere or not at all
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,

@@ -1,8 +1,9 @@
-"""An agent's gaps and stats beside every tenant's writes, on the real SQLite store: they scan the agent's records
-(the gaps of an epoch with a hole read every record of it: ~0.6 s at 500,000 records), and they were read under the
+"""What one tenant asks for beside every other tenant's writes. An agent's gaps and stats, on the real SQLite
+store: they scan the agent's records (the gaps of an epoch with a hole read every record of it: ~0.6 s at 500,000 records), and they were read under the
 one lock every tenant's writes wait for, so one tenant's admin asking for its own agent's ``IngestStats`` in a loop
 made another tenant's batches take 1.4 s instead of 4 ms (seconds at millions of records). They are read on a
-connection of their own now (WAL: a reader neither waits for the writer nor holds it)."""
+connection of their own now (WAL: a reader neither waits for the writer nor holds it). An admin's calls and an agent's
+package lookups, on a real fleet service: neither holds every worker thread."""
 
 from __future__ import annotations
 
@@ -113,5 +114,85 @@ async def test_one_tenants_admin_calls_never_hold_every_worker_thread(tmp_path, 
         assert all(r.records == 0 for r in await asyncio.gather(*asking))
     finally:
         for c in (a, b, carol):
+            await c.close()
+        await srv.stop()
+
+
+async def test_one_tenants_package_lookups_never_hold_every_worker_thread(tmp_path):
+    """An agent's ``DownloadPackage`` looks its package up (its desired state, the registry's index files) before
+    any byte is read, and did so in the worker threads every tenant's batches wait for, without bound: one tenant's
+    agents asking 32 at a time with a registry of 20,000 versions made another tenant's batches take 3.5 s instead
+    of 4 ms. The lookups run in the package readers now, at most ``PACKAGE_READS_PER_TENANT`` of a tenant's at
+    once."""
+    import asyncio
+
+    import grpc
+
+    from cloud_trainer.fleet.service import FleetServer, channel_credentials
+    from cloud_trainer.pki import ROLE_AGENT, issue
+    from protocols.gen import fleet_pb2 as pb
+    from protocols.gen import fleet_pb2_grpc as rpc
+    from tests.support.fleet import make_pki
+    from tests.support.peers import free_port
+
+    pki = make_pki(tmp_path / "pki", agents=(), admins=())
+    issue(pki, "gw-a", ROLE_AGENT, pki / "a" / "gw-a", tenant="acme")
+    issue(pki, "gw-b", ROLE_AGENT, pki / "b" / "gw-b", tenant="beta")
+    srv = FleetServer(
+        tmp_path / "cloud",
+        free_port(),
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        registry=tmp_path / "registry",
+    )
+    await srv.start()
+
+    def channel(cert):
+        creds = channel_credentials(pki / "ca.pem", cert.with_suffix(".pem"), cert.with_suffix(".key"))
+        return grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds)
+
+    a, b = channel(pki / "a/gw-a"), channel(pki / "b/gw-b")
+    looked: list[int] = []
+    lookup = srv.control.deployed_to
+
+    def counted(*args, **kw):
+        looked.append(1)
+        return lookup(*args, **kw)
+
+    srv.control.deployed_to = counted
+    try:
+        await rpc.FleetStub(b).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+
+        async def download() -> None:
+            async for _ in rpc.FleetStub(b).DownloadPackage(pb.DownloadRequest(digest="0" * 64), timeout=60):
+                pass
+
+        batch = pb.RecordBatch(records=[pb.Record(seq=1, kind="result", t=time.time(), payload=b"{}")])
+
+        async def push() -> int:
+            return sum([x.stored async for x in rpc.FleetStub(a).PushRecords(iter([batch]), timeout=60)])
+
+        srv.control.lock.acquire()  # the lookups are slow: each waits in its thread
+        try:
+            asking = [asyncio.ensure_future(download()) for _ in range(40)]  # more than any machine's threads
+            while len(looked) < 2:  # the lookups under way (the former code: all it had threads for)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            try:  # the former code: no thread for it until the lookups end (a bounded wait here: 20 s)
+                stored = await asyncio.wait_for(push(), 20)
+            except TimeoutError:
+                stored = None
+        finally:
+            srv.control.lock.release()
+        assert stored == 1, "another tenant's batch found no worker thread"
+        codes = {
+            exc.code()
+            for exc in await asyncio.gather(*asking, return_exceptions=True)
+            if isinstance(exc, grpc.RpcError)
+        }
+        assert codes == {grpc.StatusCode.PERMISSION_DENIED}  # not deployed to it: the same answer as before
+    finally:
+        for c in (a, b):
             await c.close()
         await srv.stop()
