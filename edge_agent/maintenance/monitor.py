@@ -318,6 +318,12 @@ class Monitor:
             res.verdict = "NG" if v.alarm else "OK"
             if v.extrapolated:  # not judged (v.alarm is False): neither OK nor NG
                 _unsure(res, f"baseline: shaft speed {60 * (v.speed_hz or 0):.0f} rpm was not commissioned")
+            elif v.external_impulse and not v.alarm:  # a knock from outside (baseline.lone_impulse)
+                _unsure(
+                    res,
+                    "baseline: over the threshold by a lone impulse, not repeated at the shaft's turns (a knock "
+                    "from outside the machine: a press or a hammer nearby); not counted towards an alarm",
+                )
             if v.alarm:
                 res.label = v.fault
             life = self.last_life

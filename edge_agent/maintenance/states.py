@@ -598,4 +598,5 @@ class StateBaselines:
             },
             "not_judged": dict(self.not_judged),
             "unsteady_windows": sum(b.unsteady_windows for b in self.by_state.values()),
+            "external_impulses": sum(b.external_impulses for b in self.by_state.values()),
         }
