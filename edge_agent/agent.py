@@ -1093,6 +1093,12 @@ def _encode_sample(item) -> tuple[bytes, str]:
         import cv2
 
         ok, png = cv2.imencode(".png", item.image)
+        if not ok:  # not an empty sample: an error of the outbox's, counted and logged by the caller
+            shape = "x".join(str(n) for n in item.image.shape)
+            raise ValueError(
+                f"sample of frame {item.seq} of source {item.source} ({shape} {item.image.dtype}): "
+                "OpenCV's PNG encoder refused it"
+            )
         return png.tobytes(), ".png"
     import io
 

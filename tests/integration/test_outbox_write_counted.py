@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pytest
 
 from edge_agent import agent as agent_module
@@ -71,3 +72,36 @@ async def test_a_sample_that_cannot_be_written_is_counted_as_outbox_write_not_ac
     samples = [json.loads(r.payload)["seq"] for r in recs if r.kind == "sample"]
     assert results == handed, results  # every result's record, the two broken ones included
     assert samples == [handed[0], handed[2]], samples  # the second one's sample could not be encoded
+
+
+async def test_a_frame_the_png_encoder_refuses_is_counted_and_its_record_kept_with_no_empty_sample(
+    tmp_path, package, caplog
+):
+    """OpenCV's PNG encoder refuses a frame wider than libpng's limit (1,000,000 pixels): ``cv2.imencode``
+    returns False, which was not looked at (OpenCV 5 then gives an empty tuple: the error said only
+    ``'tuple' object has no attribute 'tobytes'``; others give an empty buffer, saved as an empty sample)."""
+    from devices.base import Frame
+    from edge_agent.types import Result
+
+    agent = Agent(config(tmp_path, "wide", tmp_path / "data", package, loop=False))
+    agent.selector = SampleSelector(SampleSelectionSettings(ok_fraction=1.0, unsure_fraction=1.0))
+    await agent.start()
+    try:
+        await until(lambda: agent.pipelines[0].stats.results >= 3, 60, "3 results")
+        frame = Frame("cam", 99, 1.0, np.zeros((1, 1_000_001, 3), np.uint8))
+        res = Result("inspect", "cam", 99, 1.0, "m", "1", "onnxruntime", "OK", 0.1)
+        with caplog.at_level(logging.ERROR, logger="edge_agent.agent"):
+            await agent._keep(res, frame)
+    finally:
+        await agent.stop()
+    assert agent.pipelines[0].stats.errors == {"outbox_write": 1}
+    logged = [r.getMessage() for r in caplog.records if "errors.outbox_write" in r.getMessage()]
+    assert len(logged) == 1, logged
+    assert (
+        "sample of frame 99 of source cam (1x1000001x3 uint8): OpenCV's PNG encoder refused it" in logged[0]
+    )
+    assert agent.outbox is not None
+    agent.outbox.open()
+    recs = agent.outbox.pending(limit=100, max_bytes=50_000_000)
+    assert [json.loads(r.payload)["seq"] for r in recs if r.kind == "result"][-1] == 99  # the record kept
+    assert 99 not in [json.loads(r.payload)["seq"] for r in recs if r.kind == "sample"]
