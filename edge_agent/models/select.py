@@ -166,12 +166,22 @@ class Selection:
         }
 
 
+ROWS_FED = "the model gives another number of rows than it is fed"  # the package's defect, on every CPU
+
+
 class NothingPasses(RuntimeError):
     """Every candidate that loaded failed its golden or parity check on this CPU."""
 
     def __init__(self, message: str, trials: list[Trial]) -> None:
         super().__init__(message)
         self.trials = trials
+
+    @property
+    def package_defect(self) -> bool:
+        """Every candidate that loaded was refused for a defect of the package's model (its rows), the same on
+        every CPU: not a deviation of this one."""
+        loaded = [t for t in self.trials if t.loaded]
+        return bool(loaded) and all(ROWS_FED in (t.reason or "") for t in loaded)
 
 
 def _forms(opened: OpenedPackage, choice: FormChoice) -> list[str | None]:
@@ -254,7 +264,7 @@ def check(
             engine.name,
             engine.form,
             False,
-            f"package {m.package_id}: the model gives another number of rows than it is fed: "
+            f"package {m.package_id}: {ROWS_FED}: "
             f"{', '.join(fed)} rows for the {n} golden rows fed {rows} at a time; each output needs a row per "
             "row fed on its first axis",
         )

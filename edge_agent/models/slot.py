@@ -793,7 +793,10 @@ class ModelSlot:
                     self.store.mark_failed(opened.root, str(exc))
                     await self._prune()
                     return self._refused(from_v, to_v, "load", str(exc))
-                reason = f"golden test failed on this CPU ({int8_path()}): {exc}"
+                if exc.package_defect:  # not the gateway's: it was said to fail "on this CPU"
+                    reason = f"golden test failed, a defect of the package on every CPU: {exc}"
+                else:
+                    reason = f"golden test failed on this CPU ({int8_path()}): {exc}"
                 self.store.mark_failed(opened.root, reason)
                 await self._prune()
                 return self._refused(from_v, to_v, "golden", reason)
