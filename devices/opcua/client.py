@@ -3168,7 +3168,19 @@ class OpcUaSource:
                 client = self._client
                 if client is None:
                     return
-                await self._load_types(client, tries)
+                try:
+                    await self._load_types(client, tries)
+                except Exception as e:  # tried again as a failed read: it ended this worker without a word
+                    self._types_failed = f"{type(e).__name__}: {e}"[:300]
+                    self._types_loaded = False
+                    self.stats.error("structure_types", repr(e))
+                    self._burst.log(
+                        "structure_types",
+                        "opcua source %s: reading the server's structure types failed (read again after a "
+                        "pause): %r",
+                        self.name,
+                        e,
+                    )
                 tries += 1
                 if self._types_failed is None:
                     break
@@ -3189,10 +3201,14 @@ class OpcUaSource:
                         dv = await client.get_node(nodeid).read_data_value()
                 except Exception:
                     continue  # its next change comes through the subscription
-                if dv.StatusCode is not None and dv.StatusCode.value & _STRUCTURE_CHANGED:
-                    # read by the definitions just read: the flag (a server may keep it on the value) is done
-                    dv.StatusCode = ua.StatusCode(ua.UInt32(dv.StatusCode.value & ~_STRUCTURE_CHANGED))
-                self._on_value(nodeid, tag, dv.Value.Value if dv.Value is not None else None, dv)
+                try:  # as a notification's: one bad value ended this worker, no structure decoded after it
+                    if dv.StatusCode is not None and dv.StatusCode.value & _STRUCTURE_CHANGED:
+                        # read by the definitions just read: the flag (a server may keep it on the value) is done
+                        dv.StatusCode = ua.StatusCode(ua.UInt32(dv.StatusCode.value & ~_STRUCTURE_CHANGED))
+                    self._on_value(nodeid, tag, dv.Value.Value if dv.Value is not None else None, dv)
+                except Exception as e:
+                    self.stats.error("notification", repr(e))
+                    self._burst.log("notification", "opcua source %s: bad notification: %r", self.name, e)
 
     async def _load_types(self, client: Client, tries: int = 0) -> None:
         """Read the server's structure types (asyncua makes a class of each, which then decodes their

@@ -1368,3 +1368,53 @@ async def test_a_server_that_stops_answering_with_the_connection_open_is_named_s
         await src.stop()
         proxy.close()
         await srv.stop()
+
+
+async def test_an_error_reading_the_structure_types_is_counted_and_read_again_not_the_end_of_the_worker(
+    ua_types, monkeypatch
+) -> None:
+    """An error out of the source's read of the structure types (a stand-in: no server found to make asyncua's
+    loaders raise past their guard) ended the worker that reads them, without a word: the structure's values
+    were skipped for the whole session. It is now counted (``structure_types``), logged, and the types are read
+    again after a pause, the structure's members then coming."""
+    from asyncua import ua
+
+    import devices.opcua.client as client_mod
+    from tests.support.peers import opcua_server
+
+    monkeypatch.setattr(client_mod, "TYPES_RETRY_S", 0.2)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:udt", "Line")
+    press_type, enc = await _press_types(srv, idx, "definitions")
+    await obj.add_variable(
+        ua.NodeId("Press1", idx),
+        "Press1",
+        ua.Variant(ua.ExtensionObject(enc, _press_udt_body(812.5, [0.5], "P-7", 3.25))),
+        datatype=press_type,
+    )
+    await srv.start()
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Press1"}], keepalive_check_s=30.0
+        ),
+    )
+    load, calls = src._load_types, []
+
+    async def breaks_once(client, tries=0):
+        calls.append(tries)
+        if len(calls) == 1:
+            raise RuntimeError("the loader broke")
+        await load(client, tries)
+
+    monkeypatch.setattr(src, "_load_types", breaks_once)
+    await src.start()
+    try:  # on the former code the members never come: the worker had ended
+        got = await _collect(src, {"Press1/Force", "Press1/Axis/Pos"}, timeout_s=15.0)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert got["Press1/Force"].value == 812.5 and got["Press1/Axis/Pos"].value == 3.25
+    assert len(calls) >= 2 and src.stats.errors_by_reason.get("structure_types") == 1, (
+        src.stats.errors_by_reason
+    )
