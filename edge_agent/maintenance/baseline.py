@@ -880,6 +880,23 @@ class Baseline:
                 f[k] = 0.0
         return f
 
+    def knocked(self, f: dict[str, float], waveform: np.ndarray) -> bool:
+        """A lone impulse (a knock from outside the machine) in a window whose shaft turns ``IMPULSE_TURNS``
+        times or more: it counts towards no alarm, the baseline's nor the ISO zone's, nor ends a run."""
+        return f["speed_hz"] * self.n / self.fs >= IMPULSE_TURNS and lone_impulse(waveform)
+
+    def iso_count(self, f: dict[str, float], waveform: np.ndarray, over: int) -> tuple[str, int]:
+        """The window's ISO zone and the count of windows in a row at or above ``iso_alarm_zone``, from
+        ``over``. ISO 10816 judges steady running: one window lifted by a transient (a door slam, a dropped
+        tool) is not a zone; like the baseline's alarm, the zone must hold confirm_windows in a row, and a
+        knock from outside (``knocked``: a hammer next door lifted 2-2.5 % of healthy windows into zone D)
+        neither counts nor ends the run."""
+        zone = iso_zone(f["velocity_mm_s"], self.s.iso_class)
+        at = self.s.iso_alarm_zone != "off" and "ABCD".index(zone) >= "ABCD".index(self.s.iso_alarm_zone)
+        if at and self.knocked(f, waveform):
+            return zone, over
+        return zone, over + 1 if at else 0
+
     def process(
         self,
         waveform: np.ndarray,
@@ -893,7 +910,7 @@ class Baseline:
             self.save()
         f = features or self.features(waveform, scalars)
         unsteady = self._speed_change(scalars, span)
-        zone = iso_zone(f["velocity_mm_s"], self.s.iso_class)
+        zone, self._iso_over = self.iso_count(f, waveform, self._iso_over)
         if zone != self._last_zone and self._last_zone is not None and zone in "CD":
             self._event(
                 EventKind.ISO_ZONE,
@@ -902,10 +919,6 @@ class Baseline:
                 iso_class=self.s.iso_class,
             )
         self._last_zone = zone
-        # ISO 10816 judges steady running: one window lifted by a transient (a door slam, a dropped
-        # tool) is not a zone; like the baseline's alarm, the zone must hold confirm_windows in a row
-        at = self.s.iso_alarm_zone != "off" and "ABCD".index(zone) >= "ABCD".index(self.s.iso_alarm_zone)
-        self._iso_over = self._iso_over + 1 if at else 0
         v = Verdict(
             self.state,
             speed_hz=f["speed_hz"],
@@ -1010,9 +1023,7 @@ class Baseline:
         # (scored against another speed's statistics, a run-down's lines and a stopped machine's hum
         # read as a fault: NG on a healthy machine at every stop)
         v.anomalous = not extrapolated and v.score >= (self.threshold or math.inf)
-        v.external_impulse = (
-            v.anomalous and f["speed_hz"] * self.n / self.fs >= IMPULSE_TURNS and lone_impulse(waveform)
-        )
+        v.external_impulse = v.anomalous and self.knocked(f, waveform)
         if v.external_impulse:  # a knock from outside: not counted towards an alarm, nor ending a run (above)
             self.external_impulses += 1
         else:

@@ -43,7 +43,7 @@ from edge_agent.maintenance.baseline import (
     relearn_path,
 )
 from edge_agent.maintenance.settings import BaselineSettings
-from model_packager.condition import FAULT_FEATURES, feature_vector, iso_zone
+from model_packager.condition import FAULT_FEATURES, feature_vector
 from model_packager.health import rise_z
 from model_packager.text import printable
 from protocols.events import Event, EventKind
@@ -417,9 +417,7 @@ class StateBaselines:
         if self._probe is None:
             self._probe = Baseline(self._inner, self.fs, self.n, path=None, pipeline=self.pipeline)
         f = self._probe.features(waveform, scalars)
-        zone = iso_zone(f["velocity_mm_s"], self.s.iso_class)
-        at = self.s.iso_alarm_zone != "off" and "ABCD".index(zone) >= "ABCD".index(self.s.iso_alarm_zone)
-        self._iso_over = self._iso_over + 1 if at else 0
+        zone, self._iso_over = self._probe.iso_count(f, waveform, self._iso_over)
         if self.not_judged[key] == 1 or sum(self.not_judged.values()) % SAVE_EVERY == 0:
             self.save()  # a state's first (said at once), then every few: the counts survive a restart
         v = Verdict(
