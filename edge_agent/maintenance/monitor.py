@@ -187,9 +187,8 @@ class Monitor:
         self._manifest_key: str | None = None
         self.baseline: Baseline | StateBaselines | None = None
         self.last_life: LifeEstimate | None = None
-        self.unjudged = UnjudgedWatch(
-            pipeline
-        )  # a running machine's windows not judged: said (UNJUDGED_SHARE)
+        # a running machine's windows not judged: said (UNJUDGED_SHARE)
+        self.unjudged = UnjudgedWatch(pipeline)
         self._build()
         self._prior_key: str | None = None
         self._use_prior()
