@@ -7,16 +7,12 @@ read: the build and the agent's load refuse the package naming the output and it
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 
-from edge_agent.models.config import ModelConfig
-from edge_agent.models.slot import ModelSlot
 from model_packager import GoldenError, build_package, load_trusted_keys
 from tests.support.models import golden_inputs, make_keypair, make_package, make_signal_onnx, signal_spec
-from tests.unit.test_package_external_data import _resigned
+from tests.support.swaps import swap_once, with_model
 
 
 def _two_scores(src, out):
@@ -85,27 +81,11 @@ async def test_a_signed_package_whose_anomaly_score_gives_two_values_is_refused_
     names = [o.name for o in sess.get_outputs()]
     expected = dict(zip(names, sess.run(None, inputs), strict=True))
     assert expected["anomaly_score"][:, 1].max() >= 0.5  # NG on the model's own second value
-    buf = io.BytesIO()
-    np.savez(buf, **expected)
     good = make_package(tmp_path, kind="signal", version="1.1.0", key=key)
-    (tmp_path / "bad").mkdir()
-    bad = _resigned(
-        good,
-        key,
-        {"model.onnx": hostile.read_bytes(), "golden/expected.npz": buf.getvalue()},
-        tmp_path / "bad" / good.name,
+    bad = with_model(good, key, hostile, expected, tmp_path / "bad")
+    outcome, version = await swap_once(
+        "signal", v1, bad, "onnxruntime", tmp_path / "data", load_trusted_keys([pub])
     )
-    s = ModelSlot(
-        "signal",
-        ModelConfig(package=str(v1), engine="onnxruntime"),
-        tmp_path / "data",
-        load_trusted_keys([pub]),
-    )
-    await s.start()
-    try:
-        outcome = await s.swap(bad, watch=False)
-        assert not outcome.ok and outcome.stage == "golden", outcome
-        assert "output 'anomaly_score' (anomaly_score) gives 2 values for one item" in outcome.reason, outcome
-        assert s.version == "1.0.0"
-    finally:
-        await s.stop()
+    assert not outcome.ok and outcome.stage == "golden", outcome
+    assert "output 'anomaly_score' (anomaly_score) gives 2 values for one item" in outcome.reason, outcome
+    assert version == "1.0.0"

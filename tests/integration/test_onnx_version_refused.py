@@ -8,16 +8,12 @@ now refuses it naming the version and the newest one taken."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 
-from edge_agent.models.config import ModelConfig
-from edge_agent.models.slot import ModelSlot
 from model_packager import SpecMismatchError, build_package, load_trusted_keys, verify_package
 from tests.support.models import golden_inputs, make_keypair, make_package, make_signal_onnx, signal_spec
-from tests.unit.test_package_external_data import _resigned
+from tests.support.swaps import swap_once, with_model
 
 
 def _stamped(src, out, *, opset: int = 17, ir: int = 8):
@@ -75,25 +71,12 @@ async def test_a_signed_opset_99_package_is_refused_by_an_openvino_agent_and_the
     compiled = core.compile_model(core.read_model(str(hostile)), "CPU")
     got = compiled(inputs)
     expected = {o.get_any_name(): np.asarray(got[o]) for o in compiled.outputs}
-    buf = io.BytesIO()
-    np.savez(buf, **expected)
     good = make_package(tmp_path, kind="signal", version="1.1.0", key=key)
-    (tmp_path / "bad").mkdir()
-    bad = _resigned(
-        good,
-        key,
-        {"model.onnx": hostile.read_bytes(), "golden/expected.npz": buf.getvalue()},
-        tmp_path / "bad" / good.name,
-    )
+    bad = with_model(good, key, hostile, expected, tmp_path / "bad")
     trusted = load_trusted_keys([pub])
     with pytest.raises(SpecMismatchError, match=r"ONNX opset 99 \(ai.onnx\) is newer than"):
         verify_package(bad, trusted)
-    s = ModelSlot("signal", ModelConfig(package=str(v1), engine="openvino"), tmp_path / "data", trusted)
-    await s.start()
-    try:
-        outcome = await s.swap(bad, watch=False)
-        assert not outcome.ok, outcome
-        assert "ONNX opset 99 (ai.onnx) is newer than" in outcome.reason, outcome
-        assert s.version == "1.0.0"
-    finally:
-        await s.stop()
+    outcome, version = await swap_once("signal", v1, bad, "openvino", tmp_path / "data", trusted)
+    assert not outcome.ok, outcome
+    assert "ONNX opset 99 (ai.onnx) is newer than" in outcome.reason, outcome
+    assert version == "1.0.0"

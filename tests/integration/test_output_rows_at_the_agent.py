@@ -7,15 +7,9 @@ by those words, where the model's batch size is wrong on every CPU. The refusal 
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
-
-from edge_agent.models.config import ModelConfig
-from edge_agent.models.slot import ModelSlot
 from model_packager import load_trusted_keys
 from tests.support.models import golden_inputs, make_keypair, make_package, make_vision_onnx
-from tests.unit.test_package_external_data import _resigned
+from tests.support.swaps import swap_once, with_model
 from tests.unit.test_package_output_kinds import _with_output
 
 
@@ -30,35 +24,20 @@ async def test_a_model_giving_each_row_twice_is_refused_by_the_agent_naming_its_
     )
     sess = ort.InferenceSession(str(hostile), providers=["CPUExecutionProvider"])
     inputs = golden_inputs("vision")
-    buf = io.BytesIO()
-    np.savez(buf, logits=sess.run(["logits"], inputs)[0])  # 8 rows for the 4 fed, as a packager recorded them
-    (tmp_path / "bad").mkdir()
-    bad = _resigned(
-        good,
-        key,
-        {"model.onnx": hostile.read_bytes(), "golden/expected.npz": buf.getvalue()},
-        tmp_path / "bad" / good.name,
+    # 8 rows for the 4 fed, as a packager recorded them
+    expected = {"logits": sess.run(["logits"], inputs)[0]}
+    bad = with_model(good, key, hostile, expected, tmp_path / "bad")
+    outcome, version = await swap_once(
+        "inspect", v1, bad, "onnxruntime", tmp_path / "data", load_trusted_keys([pub])
     )
-    s = ModelSlot(
-        "inspect",
-        ModelConfig(package=str(v1), engine="onnxruntime"),
-        tmp_path / "data",
-        load_trusted_keys([pub]),
-    )
-    await s.start()
-    try:
-        outcome = await s.swap(bad, watch=False)
-        assert not outcome.ok and outcome.stage == "golden", outcome
-        # 'output 'logits' deviates by up to ...' on the former code
-        assert (
-            "the model gives another number of rows than it is fed: output 'logits' gives 8 rows for the 4 "
-            in (outcome.reason or "")
-        ), outcome
-        # 'golden test failed on this CPU (...)' on the former code: the gateway blamed for the package's defect
-        assert (outcome.reason or "").startswith(
-            "golden test failed, a defect of the package on every CPU: "
-        ), outcome
-        assert "on this CPU" not in (outcome.reason or ""), outcome
-        assert s.version == "1.0.0"
-    finally:
-        await s.stop()
+    assert not outcome.ok and outcome.stage == "golden", outcome
+    reason = outcome.reason or ""
+    # 'output 'logits' deviates by up to ...' on the former code
+    assert (
+        "the model gives another number of rows than it is fed: output 'logits' gives 8 rows for the 4 "
+        in reason
+    ), outcome
+    # 'golden test failed on this CPU (...)' on the former code: the gateway blamed for the package's defect
+    assert reason.startswith("golden test failed, a defect of the package on every CPU: "), outcome
+    assert "on this CPU" not in reason, outcome
+    assert version == "1.0.0"
