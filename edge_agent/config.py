@@ -1865,9 +1865,10 @@ def _yaml_misreads(text: str) -> list[str]:
 
 def _float_misread(text: str) -> str | None:
     """Why a plain scalar YAML reads as a float, written as a whole number with every digit
-    (``9007199254740993.0``, ``18446744073709551615.0``), is refused: the float YAML makes of it is another whole number (a double
-    holds them exactly only up to 2**53), which an Int64 or UInt64 node would get without a word. None for any
-    other scalar, and for a fraction (``0.1`` is never exact, and is no integer meant)."""
+    (``9007199254740993.0``, ``18446744073709551615.0``), is refused: the float YAML makes of it is another
+    whole number (a double holds them exactly only up to 2**53), which an Int64 or UInt64 node would get
+    without a word. None for any other scalar, and for a fraction (``0.1`` is never exact, and is no integer
+    meant)."""
     if (
         "e" in text.lower()
         or _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != "tag:yaml.org,2002:float"

@@ -2872,9 +2872,8 @@ class OpcUaSource:
         self._semantics_later.pop(node_id, None)
         if self._client is None:
             return
-        if (
-            node_id in self._target_checks
-        ):  # a check in flight may have read it before the flag: once more after
+        # a check in flight may have read it before the flag: once more after
+        if node_id in self._target_checks:
             self._semantics_later[node_id] = asyncio.get_running_loop().call_later(
                 HELD_RECHECK_S, self._semantics_due, node_id
             )

@@ -30,8 +30,8 @@ band-limited sensor signal can and cannot do, not on one dataset's levels:
   as low-frequency velocity (20 g settling over 2 s: 19.8 mm/s on a machine of 0.76). Judged only
   where the caller says the window holds ``SETTLE_MIN_TURNS`` turns or more of the shaft
   (``shaft_turns``: the pipeline's baseline counts them at the speed the machine runs at, its speed
-  tag's or its commissioned one, ``Monitor.shaft_turns``): a shaft turning less than once in the window is a piece of a sine, and looks like
-  a trend (up to 12 on bench/_bearing_signals.py's windows of 20-80 ms); from two turns on, at most 4.9
+  tag's or its commissioned one, ``Monitor.shaft_turns``): a shaft turning less than once in the window
+  is a piece of a sine, and looks like a trend (up to 12 on bench/_bearing_signals.py's windows of 20-80 ms); from two turns on, at most 4.9
   on 42,000 of them (its site noise, a random walk, has a slow part of its own) and 1.74 on 50,360
   windows of four other generators.
 
