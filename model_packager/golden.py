@@ -51,6 +51,24 @@ ENGINES = _runtimes.ENGINES
 # IR version 10 and opset 21, ONNX Runtime 1.18 onwards; the agent needs 1.20 or later). OpenVINO runs newer
 # ones ONNX Runtime refuses (opset 99): such a package served on an OpenVINO gateway, failed on the others.
 MAX_IR_VERSION, MAX_OPSET = 10, 21
+# The other operator sets ONNX Runtime knows, at the newest version it implements (ONNX 1.16's ai.onnx.ml 5;
+# its own domains at 1): a model declaring a newer one fails to load there ("Current official support for
+# domain ai.onnx.ml is till opset 5") while OpenVINO runs it. The ONNX Runtime quantizer declares all of them
+# (an INT8 model: ai.onnx.ml 5, com.microsoft 1, ...). Other domains are declared freely (neither engine
+# looks at them) but no node may use one unless a local function of the model defines it.
+MAX_DOMAIN_OPSETS = {
+    "ai.onnx": MAX_OPSET,
+    "ai.onnx.ml": 5,
+    "ai.onnx.training": 1,
+    "ai.onnx.preview.training": 1,
+    "ai.onnx.preview": 1,
+    "com.microsoft": 1,
+    "com.microsoft.experimental": 1,
+    "com.microsoft.nchwc": 1,
+    "org.pytorch.aten": 1,
+}
+# the operator domains an engine runs nodes of (ONNX's own, its ML operators, ONNX Runtime's contrib operators)
+ENGINE_DOMAINS = ("ai.onnx", "ai.onnx.ml", "com.microsoft")
 # outputs of a model's graph: each result carries every one of up to 16 values, and every run compares each with
 # its golden one; a classifier, a detector or a multi-task model has a few, 64 leaves room
 MAX_OUTPUTS = 64
@@ -60,13 +78,13 @@ def _graph_io(
     model_path: Path, data: bytes | None = None, where: str = ""
 ) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
     # read without the onnx package (model_packager.onnx_graph): the agent runs this at install
-    from model_packager.onnx_graph import NOT_TENSOR, external_data, graph_io, versions
+    from model_packager.onnx_graph import NOT_TENSOR, graph_io, versions, walk
 
     try:
         if data is None:
             data = model_path.read_bytes()
         g_in, g_out = graph_io(data)
-        outside = external_data(data)
+        outside, used, functions = walk(data)
         ir, opsets = versions(data)
     except (OSError, ValueError) as exc:
         raise SpecMismatchError(
@@ -86,16 +104,39 @@ def _graph_io(
             "onnx.save_model(onnx.load(PATH), OUT, save_as_external_data=False))",
             code="external_data",
         )
-    opset = opsets.get("ai.onnx", 0)
-    if ir > MAX_IR_VERSION or opset > MAX_OPSET:
+    newer = [(d, v) for d, v in opsets.items() if v > MAX_DOMAIN_OPSETS.get(d, v)]
+    if ir > MAX_IR_VERSION or newer:
         # refused whichever engine the agent runs: a package behaves the same on every gateway
-        found = f"IR version {ir}" if ir > MAX_IR_VERSION else f"opset {opset} (ai.onnx)"
+        found = (
+            f"IR version {ir}" if ir > MAX_IR_VERSION else f"opset {newer[0][1]} ({printable(newer[0][0])})"
+        )
+        at_most = ", ".join(
+            f"{d} {v}" for d, v in MAX_DOMAIN_OPSETS.items() if d != "ai.onnx" and d in dict(newer)
+        )
         raise SpecMismatchError(
             f"{where}{printable(model_path.name)}: ONNX {found} is newer than what every gateway's ONNX Runtime runs "
-            f"(IR version {MAX_IR_VERSION}, opset {MAX_OPSET} at most); export it at an older one "
+            f"(IR version {MAX_IR_VERSION}, opset {MAX_OPSET}{', ' + at_most if at_most else ''} at most); "
+            "export it at an older one "
             f"(torch.onnx.export(..., opset_version=18); onnx.version_converter.convert_version(model, "
             f"{MAX_OPSET}) and model.ir_version = {MAX_IR_VERSION})",
             code="onnx_version",
+        )
+    unknown = {d: op for d, op in used.items() if d not in ENGINE_DOMAINS and d not in functions}
+    if unknown:
+        # a custom operator (a plugin's, a research repository's): no engine the agent runs implements it, and
+        # the agent loads no operator library, so every gateway failed to load the package after it verified
+        domain, op = next(iter(unknown.items()))
+        more = (
+            f" (and {len(unknown) - 1} more domain{'s' if len(unknown) > 2 else ''})"
+            if len(unknown) > 1
+            else ""
+        )
+        raise SpecMismatchError(
+            f"{where}{printable(model_path.name)}: node '{printable(op, 80)}' is of operator domain "
+            f"'{printable(domain, 80)}'{more} (opset {opsets.get(domain, 'not declared')}), which no engine the "
+            f"agent runs implements (domains {', '.join(ENGINE_DOMAINS)}) and no local function of the model "
+            "defines: export it with standard ONNX operators",
+            code="onnx_domain",
         )
 
     def describe(values: dict[str, tuple[int, list]]) -> dict[str, tuple[str, list]]:

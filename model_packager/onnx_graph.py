@@ -10,11 +10,12 @@ everything else by its length, so a 100-MB model costs one pass over its field h
     TensorShapeProto.dim (1) → dim_value (1) | dim_param (2);   TensorProto.name (8)
 
 ``versions`` reads the model's IR version and operator sets (``ModelProto.ir_version`` (1), ``opset_import``
-(8)). ``external_data`` finds the tensors whose bytes live in another file (``data_location: EXTERNAL``,
-as PyTorch's exporter writes by default): initializers, sparse initializers and tensor attributes
-(``Constant``) of the main graph, of every subgraph (``Loop``/``If``/``Scan`` bodies) and of every
-local function. It walks node attributes too, so it costs more than ``graph_io`` on models of
-many nodes (see ``golden.check_spec``: one pass, weights skipped by their length).
+(8)). ``external_data`` (and ``walk``, which also gives the operator domains the nodes use) finds the
+tensors whose bytes live in another file (``data_location: EXTERNAL``, as PyTorch's exporter writes by
+default): initializers, sparse initializers and tensor attributes (``Constant``) of the main graph, of
+every subgraph (``Loop``/``If``/``Scan`` bodies) and of every local function. It walks node attributes
+too, so it costs more than ``graph_io`` on models of many nodes (see ``golden.check_spec``: one pass,
+weights skipped by their length).
 
 Limits: only what ``golden.check_spec`` compares (names, element types, dimensions, where the data
 lives); a model whose graph field is absent or whose bytes break the wire format raises
@@ -161,8 +162,19 @@ def external_data(data: bytes | memoryview) -> list[tuple[str, str]]:
     """``[(tensor name, location), ...]`` of every tensor of the model stored outside it
     (``data_location: EXTERNAL``), in the order met; ``location`` is the ``external_data`` entry of
     that key ("" when absent). Raises ``ValueError`` on bytes that are not an ONNX model."""
+    return walk(data)[0]
+
+
+def walk(data: bytes | memoryview) -> tuple[list[tuple[str, str]], dict[str, str], set[str]]:
+    """One pass over the whole model: ``external_data``'s list; ``{operator domain: the first op_type met in
+    it}`` of every node (the main graph's, its subgraphs', the local functions'; the default domain named
+    ``"ai.onnx"``); and the domains of the model's local functions (``ModelProto.functions`` (25):
+    ``FunctionProto.domain`` (10)), whose nodes call them. Raises ``ValueError`` on bytes that are not an
+    ONNX model."""
     buf = memoryview(data)
     found: list[tuple[str, str]] = []
+    domains: dict[str, str] = {}
+    functions: set[str] = set()
 
     def tensor(span, depth: int) -> None:
         name, location, external = "", "", False
@@ -183,10 +195,16 @@ def external_data(data: bytes | memoryview) -> list[tuple[str, str]]:
             if num in (1, 2) and wire == _LEN:
                 tensor(v, depth)
 
-    def node(span, depth: int) -> None:  # NodeProto.attribute (5)
+    def node(span, depth: int) -> None:  # NodeProto.op_type (4), attribute (5), domain (7)
+        op, domain = "", ""
         for num, wire, v in _fields(buf, *span):
             if num == 5 and wire == _LEN:
                 attribute(v, depth)
+            elif num == 4 and wire == _LEN:
+                op = _string(buf, v)
+            elif num == 7 and wire == _LEN:
+                domain = _string(buf, v)
+        domains.setdefault(domain or "ai.onnx", op)
 
     def attribute(span, depth: int) -> None:  # t (5), g (6), tensors (10), graphs (11), sparse (22, 23)
         for num, wire, v in _fields(buf, *span):
@@ -217,10 +235,12 @@ def external_data(data: bytes | memoryview) -> list[tuple[str, str]]:
         if num == 7 and wire == _LEN:  # the main graph
             has_graph = True
             graph(v, 0)
-        elif num == 25 and wire == _LEN:  # FunctionProto.node (7)
+        elif num == 25 and wire == _LEN:  # FunctionProto.node (7), domain (10)
             for fnum, fwire, fv in _fields(buf, *v):
                 if fnum == 7 and fwire == _LEN:
                     node(fv, 1)
+                elif fnum == 10 and fwire == _LEN:
+                    functions.add(_string(buf, fv) or "ai.onnx")
     if not has_graph:
         raise ValueError("no graph in the model (is it an ONNX file?)")
-    return found
+    return found, domains, functions
