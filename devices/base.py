@@ -91,6 +91,33 @@ def float_for_plc(value: int | float, single: bool) -> float:
     return f
 
 
+# control characters text written to a PLC may hold: the layout of text; every other (C0, DEL, C1: NUL, ESC, ...)
+# is refused (``text_problem``)
+_TEXT_CONTROLS = frozenset("\t\n\r")
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` is never written to a PLC's String (a Sparkplug metric, an OPC UA node), or None: a lone
+    surrogate (UTF-8 cannot encode it, a retry would fail again), or a control character other than tab, line
+    feed and carriage return (a NUL ends a PLC's C string there, and ESC, BEL or backspace are no text a node
+    shows: sent as it was, the node's String tag held what the operator never wrote). The check of
+    ``sparkplug_host.command_value`` and of OPC UA writes, and at load of a text value the YAML fixes
+    (``edge_agent.config``)."""
+    if text.isprintable():  # the common case, at C speed: no control character, no surrogate
+        return None
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "text that is not valid Unicode (a lone surrogate) cannot be sent"
+    for i, c in enumerate(text):
+        if (c < " " or "\x7f" <= c <= "\x9f") and c not in _TEXT_CONTROLS:
+            return (
+                f"text holding the control character {c!r} (at {i}) is never sent; tab, line feed and carriage "
+                "return are the only ones written"
+            )
+    return None
+
+
 class Quality(enum.Enum):
     GOOD = "good"
     UNCERTAIN = "uncertain"

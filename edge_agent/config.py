@@ -598,6 +598,18 @@ class OpcUaWriteAction(OutputAction):
     source: str = Field(description="an opcua source whose server receives the write")
     node_id: str = Field(min_length=3, description="e.g. 'ns=2;s=Line1.Reject' or 'nsu=urn:plc;i=1001'")
 
+    @model_validator(mode="after")
+    def _text_a_plc_takes(self) -> OpcUaWriteAction:
+        # text no node takes (a NUL, another control character, a lone surrogate): refused at every write
+        from devices.base import text_problem
+
+        for field in ("value", "reset_value"):
+            v = getattr(self, field)
+            for x in [] if v is None else v if isinstance(v, list) else [v]:
+                if isinstance(x, str) and (why := text_problem(x)) is not None:
+                    raise ValueError(f"{field}: node {self.node_id}: cannot write {x!r}: {why}")
+        return self
+
     def write_targets(self) -> list[tuple[str, str, str, Any]]:
         out = [(self.source, "value", self.node_id, self.value)]
         if self.reset is not None:
@@ -638,7 +650,7 @@ def _sparkplug_values(action: SparkplugCommandAction) -> None:
         for x in [] if v is None else v if isinstance(v, list) else [v]:
             if action.datatype is None:
                 if isinstance(x, str):  # text no datatype takes (a NUL, a lone surrogate): sent as none
-                    from devices.mqtt.sparkplug_host import text_problem
+                    from devices.base import text_problem
 
                     if (why := text_problem(x)) is not None:
                         raise ValueError(f"{field}: metric {action.target}: cannot send {x!r}: {why}")

@@ -127,7 +127,7 @@ from typing import Any
 
 import numpy as np
 
-from devices.base import QUALITY_BY_NAME, Quality, Reading, float_for_plc
+from devices.base import QUALITY_BY_NAME, Quality, Reading, float_for_plc, text_problem
 from devices.mqtt.settings import SparkplugHostSettings
 from protocols import sparkplug as sp
 from protocols.float32 import float32_shown
@@ -346,32 +346,6 @@ COMMAND_TYPES = frozenset(
     {*_INT_RANGE, sp.DataType.BOOLEAN, sp.DataType.FLOAT, sp.DataType.DOUBLE, sp.DataType.STRING}
     | {sp.DataType.TEXT, sp.DataType.DATETIME}
 )
-
-
-# control characters a String command may hold: the layout of text; every other (C0, DEL, C1: NUL, ESC, ...) is
-# refused (``command_value``)
-_TEXT_CONTROLS = frozenset("\t\n\r")
-
-
-def text_problem(text: str) -> str | None:
-    """Why ``text`` is never sent as a String metric, or None: a lone surrogate (protobuf cannot encode it, a
-    retry would fail again), or a control character other than tab, line feed and carriage return (a NUL ends
-    a PLC's C string there, and ESC, BEL or backspace are no text a node shows: sent as it was, the node's
-    String tag held what the operator never wrote). The check of ``command_value``, and at load of a text
-    value the YAML fixes whatever the datatype (``edge_agent.config``)."""
-    if text.isprintable():  # the common case, at C speed: no control character, no surrogate
-        return None
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return "text that is not valid Unicode (a lone surrogate) cannot be sent"
-    for i, c in enumerate(text):
-        if (c < " " or "\x7f" <= c <= "\x9f") and c not in _TEXT_CONTROLS:
-            return (
-                f"text holding the control character {c!r} (at {i}) is never sent; tab, line feed and carriage "
-                "return are the only ones written"
-            )
-    return None
 
 
 def datatype_name(dt: sp.DataType) -> str:

@@ -96,6 +96,7 @@ from devices.base import (
     Quality,
     Reading,
     float_for_plc,
+    text_problem,
 )
 from devices.opcua.rates import RateError, StatedRates
 from devices.opcua.settings import (
@@ -638,7 +639,9 @@ def _text(own: Any, value: int | float) -> str:
 
 def _utf8(text: str, bad) -> str:
     """``text`` when UTF-8 can encode it (what OPC UA sends); a lone surrogate (JSON's or YAML's "\\ud800"
-    loads as one) cannot, and asyncua's encoder would raise a bare UnicodeEncodeError naming no node."""
+    loads as one) cannot, and asyncua's encoder would raise a bare UnicodeEncodeError naming no node. Text
+    holding a NUL or another control character but tab, line feed and carriage return is refused too
+    (``text_problem``: a NUL ends a PLC's C string there; OPC UA Part 6 calls such strings not interoperable)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
@@ -646,6 +649,8 @@ def _utf8(text: str, bad) -> str:
             f"text that is not valid Unicode (a lone surrogate, {text[e.start]!r}, at character {e.start}) has no "
             "UTF-8 form; write valid text"
         ) from None
+    if (why := text_problem(text)) is not None:
+        raise bad(why)
     return text
 
 

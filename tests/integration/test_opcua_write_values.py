@@ -124,7 +124,7 @@ _WRITTEN = [
     ("Float", 0.1, float(np.float32(0.1))),  # the nearest REAL, as the PLC shows it
     ("Double", 0.1, 0.1),
     ("String", 12, "12"),
-    ("String", "a\x00b\x07", "a\x00b\x07"),  # control characters arrive as they are
+    ("String", "a\tb\r\n", "a\tb\r\n"),  # the layout of text arrives as it is (NUL, ESC: refused)
     ("Time", "2026-11-30T12:00:00+01:00", dt.datetime(2026, 11, 30, 11, 0, tzinfo=dt.UTC)),
     ("Bytes", b"\x00\xff", b"\x00\xff"),
     ("Arr3", [1, 2.5, 3], [1.0, 2.5, 3.0]),
@@ -234,6 +234,41 @@ async def test_text_utf8_cannot_encode_is_refused_naming_the_node_not_raised_as_
     )
     assert "node ns=2;s=String is String" in (writes[0] or "") and "not valid Unicode" in (writes[0] or "")
     assert writes[1] is None
+
+
+async def test_text_holding_a_nul_or_another_control_character_is_refused_naming_the_node_and_never_sent(
+    plc,
+) -> None:
+    """A NUL ends a PLC's C string there (OPC UA Part 6: strings with embedded nulls are not interoperable), and
+    ESC, BEL or backspace are no text an HMI shows: such text is refused naming the node, at load too, as a
+    Sparkplug String metric's is. Before, ``STOP\\x00RESET`` reached the String node, which a CODESYS PLC
+    reads as ``STOP``. Tab, line feed and carriage return are text and are written as they are."""
+    src, nodes, sent = plc
+    for node in ("String", "Text", "AnyString", "AnyNull"):
+        for text in ("STOP\x00RESET", "\x1b[2J", "a\x85b"):
+            with pytest.raises(OpcUaTypeMismatch, match=rf"node ns=2;s={node} is .*control character"):
+                await src.write(f"ns=2;s={node}", text)
+    assert sent == []
+    assert await nodes["String"].read_value() == ""
+    await src.write("ns=2;s=String", "line 1\r\n\tline 2")
+    assert await nodes["String"].read_value() == "line 1\r\n\tline 2"
+    with pytest.raises(
+        ValueError, match=r"actions\.label: value: node ns=2;s=S: .*control character '\\x00' \(at 4\)"
+    ):
+        parse_config(
+            {
+                "agent": {"id": "gw"},
+                "sources": {"plc": {"type": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840/"}},
+                "actions": {
+                    "label": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": "ns=2;s=S",
+                        "value": "STOP\x00RESET",
+                    }
+                },
+            }
+        )
 
 
 async def test_a_refused_huge_value_is_named_in_short(plc) -> None:
