@@ -383,6 +383,10 @@ PROB_LOW, PROB_HIGH = -0.01, 1.01
 # output's unit (a unit the agent does not know is read as seconds, the smallest bound)
 MAX_LIFE_S = 100 * 365.25 * 86400.0
 _LIFE_UNIT_S = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+# an anomaly score below -ANOMALY_SCORE_SPAN times its threshold's magnitude (at least 1) is a broken model's number
+# (-1e30), which read OK below every threshold. The trainer's scores are distances, never below 0; an own model's
+# may be (a log-likelihood), by far less. No bound above: a loud defect or a saturated sensor scores high, NG.
+ANOMALY_SCORE_SPAN = 1e6
 
 
 def _softmax(z: np.ndarray) -> list[float]:
@@ -505,6 +509,12 @@ def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interp
         elif spec.role is OutputRole.ANOMALY_SCORE:
             assert spec.threshold is not None  # the manifest refuses an anomaly output without one
             s = _one_value(spec, val)
+            floor = -ANOMALY_SCORE_SPAN * max(abs(spec.threshold), 1.0)
+            if s < floor:  # -1e30 from a broken model: OK below every threshold, whatever the part
+                raise PreprocessError(
+                    f"output {spec.name!r} (anomaly_score) gives {s:.6g}, below {floor:.6g} (a million times the "
+                    f"larger of 1 and its threshold {spec.threshold:.6g}, under 0): not an anomaly score"
+                )
             res.anomaly_score = s
             ng = ng or s >= spec.threshold
             if not scored:
