@@ -1191,6 +1191,15 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
 def _payload(nt: _NodeType, value: Any, node_id: str) -> ua.Variant:
     """The Variant written for ``value`` to a node of type ``nt``: shape first, then ``to_variant``."""
     _fit_rank(nt, value, node_id)
+    if nt.enum is not None and any(isinstance(v, bool | np.bool_) for v in _leaves(value)):
+        # true and false are no state (an action's default value is true): as 1 and 0 they set whichever states
+        # those numbers are, a ServerState's 1 is Failed
+        named = ", ".join(f"{v} {n}" for v, n in (nt.enum_names or [])[:20])
+        raise OpcUaTypeMismatch(
+            f"node {node_id} is {_enumeration(nt)}; cannot write {reprlib.repr(value)}: true and false are no "
+            "state of it (as 1 and 0 they would set whichever states those numbers are); write the number of "
+            "the state meant" + (f" (its values by name: {named})" if named else "")
+        )
     try:
         payload = to_variant(nt.vtype, value, node_id, nt.held)
     except OpcUaTypeMismatch as e:

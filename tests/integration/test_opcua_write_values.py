@@ -201,6 +201,9 @@ _REFUSED = [
     ("Arr3", [1.0, 2.0], "it holds exactly 3"),
     ("Arr3", [1.0, "a", 3.0], "write a number without quotes"),
     ("Enum", 8, "is none of them"),
+    # an action's default value, true, is no state: written as 1 it set whichever state 1 is (Failed, here)
+    ("Enum", True, "true and false are no state of it"),
+    ("Enum", False, "true and false are no state of it"),
 ]
 
 
