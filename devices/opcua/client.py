@@ -3518,13 +3518,26 @@ class OpcUaSource:
         with its type, had a Bad status: what it holds is unknown, not nothing (``_NodeType.held_unread``).
         Raises ``OpcUaNodeError`` (no such node) or ``OpcUaTypeMismatch`` (a type the agent cannot encode
         for), as a write would; a node that cannot be read now raises a retryable error, so the value waits
-        (an action's retries) until it can be judged."""
-        if self._type_known(node_id):
+        (an action's retries) until it can be judged. A multi-state node's own EnumStrings or EnumValues are read
+        again (one Read, as its write does): a PLC download may have changed them since the last write, and a
+        node not subscribed gets no SemanticsChanged flag to say so; judged by the former, a reset the download
+        took away passed, the value was written and its reset refused, the node keeping the value."""
+        known = self._types.get(node_id)
+        if self._type_known(node_id) and (known is None or known.enum_prop is None):
             return
         node = await self._target_node(node_id, f"check of {node_id}")
         try:
             async with self._write_lock(node):  # a write's own read of the type is not overwritten
-                if self._type_known(node_id):
+                known = self._types.get(node_id)
+                if self._type_known(node_id) and known is not None:
+                    async with asyncio.timeout(self.settings.connect_timeout_s):
+                        changed = known.enum_prop is not None and await self._states_changed(
+                            node, node_id, known
+                        )
+                        if changed:
+                            self._types[node_id] = await _node_type(node, node_id)
+                    if changed:
+                        self._recheck(node_id)
                     return
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     nt = await _node_type(node, node_id)

@@ -207,6 +207,11 @@ async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_i
         assert await mode.read_value() == 0
         await src.write(step_id, 2)
         await step_strings.write_value(states("Load", "Press"))  # a download, no flag: Step is no tag
+        # an output's reset is judged before its value goes out (``ensure_type``, then ``write_misfit``): by the
+        # states read now (before: by those of the last write, 2 judged fine, the value written and its reset
+        # refused, the node keeping the value)
+        await src.ensure_type(step_id)
+        assert "cannot write 2" in (src.write_misfit(step_id, 2) or "")
         with pytest.raises(
             OpcUaTypeMismatch, match=r"whose EnumStrings define the values 0, 1; cannot write 2"
         ):
