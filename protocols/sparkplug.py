@@ -69,6 +69,7 @@ class MessageType(enum.StrEnum):
 
 
 _SIGNED_BITS = {DataType.INT8: 8, DataType.INT16: 16, DataType.INT32: 32, DataType.INT64: 64}
+_UNSIGNED_BITS = {DataType.UINT8: 8, DataType.UINT16: 16, DataType.UINT32: 32, DataType.UINT64: 64}
 _INT_FIELD = {DataType.INT8, DataType.INT16, DataType.INT32, DataType.UINT8, DataType.UINT16, DataType.UINT32}
 _LONG_FIELD = {DataType.INT64, DataType.UINT64, DataType.DATETIME}
 _STR_FIELD = {DataType.STRING, DataType.TEXT, DataType.UUID}
@@ -351,12 +352,28 @@ def as_declared(value: int, datatype: int) -> int:
     """An integer from the wire (``int_value`` is uint32, ``long_value`` uint64: Tahu writes signed types
     in two's complement) as the value of ``datatype``: Int8/16/32/64 get their sign back, others stay.
     Data messages should not repeat the datatype (Sparkplug 3.0), so a host applies the one from the
-    metric's birth: -5 as an Int32 arrives as 4294967291."""
+    metric's birth: -5 as an Int32 arrives as 4294967291. A wire integer that is no form of a value of the
+    type (70000 for an Int16, 2**32 + 5 for an Int32: neither the value, nor its two's complement in the
+    type's bits, 32 or 64) is returned as it came, which ``fits`` then refuses: cut to the type's bits it
+    was another number (4464, 5), passed on as the node's."""
     bits = _SIGNED_BITS.get(datatype)  # type: ignore[call-overload]
     if bits is None:
         return value
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >= 1 << (bits - 1) else value
+    low = value & ((1 << bits) - 1)
+    negative = low >> (bits - 1)
+    if value != low and not (negative and value >> bits in ((1 << (32 - bits)) - 1, (1 << (64 - bits)) - 1)):
+        return value  # high bits that are no sign extension: not this type's
+    return low - (1 << bits) if negative else low
+
+
+def fits(value: int, datatype: int) -> bool:
+    """Whether the integer ``value`` (read by ``as_declared``) is within the range of ``datatype`` when that is
+    one of Sparkplug's integer types (-32768..32767 for an Int16, 0..255 for a UInt8); any other type: True."""
+    bits = _SIGNED_BITS.get(datatype)  # type: ignore[call-overload]
+    if bits is not None:
+        return -(1 << (bits - 1)) <= value < 1 << (bits - 1)
+    bits = _UNSIGNED_BITS.get(datatype)  # type: ignore[call-overload]
+    return bits is None or 0 <= value < 1 << bits
 
 
 # Sparkplug 3.0 array types (Payloads, "Array Types"): little-endian packed in bytes_value, as Tahu reads them

@@ -1650,12 +1650,20 @@ class SparkplugHost:
                             e.reason, f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r}: {e.detail}"
                         )
                         continue
-                elif (
-                    not leaf.datatype and type(v) is int
-                ):  # no datatype in a data message: the birth's says how to read it
-                    declared = node.types.get((dev, flat))
-                    if declared:
-                        values = [(flat, sp.as_declared(v, declared))]
+                elif type(v) is int and (dt := leaf.datatype or node.types.get((dev, flat))):
+                    if not leaf.datatype:  # no datatype in a data message: the birth's says how to read it
+                        v = sp.as_declared(v, dt)
+                    if not sp.fits(v, dt):
+                        # 70000 for an Int16 (a PLC tag widened, its birth not sent again): cut to the type's
+                        # bits it was another number (4464), passed on GOOD as the node's
+                        self._on_error(
+                            "wrong_type",
+                            f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r}: {v} is out of the range of "
+                            f"its datatype, {datatype_name(sp.DataType(dt))}; skipped (a node whose value outgrew "
+                            "the type must send its birth again with the wider one)",
+                        )
+                        continue
+                    values = [(flat, v)]
                 elif (isinstance(v, float) and not math.isfinite(v)) or (
                     type(v) is np.ndarray and v.dtype.kind == "f" and not np.isfinite(v).all()
                 ):

@@ -1,0 +1,92 @@
+"""Sparkplug B integers a node sends past the range of the datatype its birth declares, through a real Mosquitto:
+refused naming the metric, never cut to the type's low bits and passed on as another number."""
+
+from __future__ import annotations
+
+from protocols import sparkplug as sp
+from tests.support.mqtt_read import read_published
+from tests.support.sparkplug_pb import pb_metric as _metric
+
+D = sp.DataType
+T0_MS = 1_700_000_000_000  # a node whose clock is set
+
+
+def _payload(seq: int, *metrics: dict) -> bytes:
+    p = sp._pb().Payload()
+    p.timestamp, p.seq = T0_MS + seq, seq
+    for m in metrics:
+        _metric(p, **m)
+    return p.SerializeToString()
+
+
+async def test_an_integer_past_its_births_datatype_is_refused_naming_the_metric_never_cut_to_its_low_bits(
+    mosquitto, caplog
+):
+    """A node whose Int16 counter went past 32767 (its PLC tag widened, the birth not sent again) sends 70000
+    in its data, without a datatype as Sparkplug 3.0 has data do: read by the birth's Int16 it was cut to its
+    low 16 bits, 4464, and passed on GOOD as the node's value; 2**32 + 5 for an Int32 was 5, 300 for an Int8
+    was 44. Each is refused now (``wrong_type`` naming the metric, the value and the datatype), the other
+    metrics of the message read; so is one whose data message states the datatype, a UInt8 of 300 (passed on
+    before as a value no UInt8 holds), and an Int16 DataSet column's cell. Negative values in two's complement (sign-extended to 32 or 64 bits, or in
+    the type's own bits) keep their sign, as before."""
+    birth = _payload(
+        0,
+        {"name": "bdSeq", "datatype": D.INT64, "long_value": 0},
+        {"name": "count", "alias": 1, "datatype": D.INT16, "int_value": 5},
+        {"name": "total", "alias": 2, "datatype": D.INT32, "int_value": 5},
+        {"name": "step", "alias": 3, "datatype": D.INT8, "int_value": 5},
+        {"name": "level", "alias": 4, "datatype": D.UINT8, "int_value": 5},
+        {"name": "temp", "alias": 5, "datatype": D.DOUBLE, "double_value": 20.0},
+    )
+    table = sp._pb().Payload.Metric()
+    d = table.dataset_value
+    d.num_of_columns = 1
+    d.columns.append("Pos")
+    d.types.append(D.INT16)
+    d.rows.add().elements.add().int_value = 70000
+    data = _payload(
+        1,
+        {"alias": 1, "int_value": 70000},
+        {"alias": 2, "long_value": 2**32 + 5},
+        {"alias": 3, "int_value": 300},
+        {"alias": 4, "int_value": 300},
+        {"alias": 5, "double_value": 21.0},
+    )
+    stated = _payload(2, {"alias": 1, "datatype": D.INT16, "int_value": 70000})
+    pb = sp._pb().Payload()
+    pb.ParseFromString(_payload(3))
+    m = pb.metrics.add()
+    m.CopyFrom(table)
+    m.name, m.datatype = "table", D.DATASET
+    negative = _payload(
+        4,
+        {"alias": 1, "int_value": 2**32 - 5},  # -5, as Tahu's Java nodes sign-extend it
+        {"alias": 2, "long_value": 2**64 - 5},
+        {"alias": 3, "int_value": 200},  # -56 in the type's own 8 bits
+        {"alias": 5, "double_value": 22.0},
+    )
+    got, src = await read_published(
+        mosquitto.port,
+        [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}, {"topic": "end"}],
+        [
+            ("spBv1.0/G/NBIRTH/E", birth),
+            ("spBv1.0/G/NDATA/E", data),
+            ("spBv1.0/G/NDATA/E", stated),
+            ("spBv1.0/G/NDATA/E", pb.SerializeToString()),
+            ("spBv1.0/G/NDATA/E", negative),
+            ("end", b'{"v": 1}'),
+        ],
+        "end/v",
+    )
+    assert [(r.tag, r.value) for r in got[5:-1]] == [
+        ("E/temp", 21.0),
+        ("E/count", -5),
+        ("E/total", -5),
+        ("E/step", -56),
+        ("E/temp", 22.0),
+    ]
+    # count, total, step, level; count stated Int16; the table's column
+    assert src.stats.errors_by_reason == {"wrong_type": 6}, src.stats.errors_by_reason
+    assert "DataSet 'table' column 'Pos'" in src.stats.last_error, src.stats.last_error
+    said = [r.getMessage() for r in caplog.records if "wrong_type" in r.getMessage()]
+    assert "metric 'count': 70000 is out of the range of its datatype, Int16" in said[0], said
