@@ -89,7 +89,21 @@ def heatmap_on_frame(
     if scaled:
         return out
     hi = float(out.max())
-    return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+    return _to_unit(out, lo, hi)
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _to_unit(h: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``h`` (float32) scaled from ``[lo, hi]`` to [0, 1], all 0 when flat. In double when the span passes
+    float32's largest value (a map from -3e38 to 3e38, every value finite): ``h - lo`` in float32 overflowed,
+    the map came out 0 and NaN, its hot spot drawn cold."""
+    if not hi > lo:
+        return np.zeros_like(h)
+    if hi - lo <= _F32_MAX:
+        return (h - lo) / (hi - lo)
+    return ((h.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
 
 
 def tile_boxes(height: int, width: int, spec: ImagePreprocessing) -> list[tuple[int, int, int, int]]:
@@ -441,7 +455,7 @@ def interpret(
             [np.concatenate(maps[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0
         )
         lo, hi = float(grid.min()), float(grid.max())
-        res.heatmap = grid if scaled else (grid - lo) / (hi - lo) if hi > lo else np.zeros_like(grid)
+        res.heatmap = grid if scaled else _to_unit(grid, lo, hi)
     res.tile = worst
     return res
 
@@ -535,7 +549,7 @@ def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interp
             h = val.reshape(val.shape[-2], val.shape[-1]).astype(np.float32)
             res.raw_heatmap = h
             lo, hi = float(h.min()), float(h.max())
-            res.heatmap = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+            res.heatmap = _to_unit(h, lo, hi)
         elif spec.role is OutputRole.ANOMALY_MAP:  # in score units: the threshold shows mid-scale
             assert spec.threshold is not None  # the manifest refuses an anomaly map without one
             h = val.reshape(val.shape[-2], val.shape[-1]).astype(np.float32)
