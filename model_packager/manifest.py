@@ -120,6 +120,8 @@ MAX_BANDS = 1 << 16  # spectrum bands of one window
 # a class label: in every result the agent makes (its label and probabilities' keys), published over MQTT, kept in
 # the outbox, written to PLCs, shown on the status page; the trainer's labels are folder names (255 at most)
 MAX_LABEL_CHARS = 255
+# an output's unit (a remaining life's: s, min, h, d): named in the model's errors, logged and shown on /status
+MAX_UNIT_CHARS = 16
 # labels of one output: every result carries a probability per label (keyed by it); ImageNet's 1000 classes are
 # the largest head an off-the-shelf classifier carries, a defect or fault classifier has tens
 MAX_LABELS = 1000
@@ -214,6 +216,26 @@ class OutputSpec(TensorSpec):
                     f"{len(v)} labels but the output has {n} values per item (shape {shape}); "
                     "give one label per class, in the model's order"
                 )
+        return v
+
+    @field_validator("unit")
+    @classmethod
+    def _unit_one_word(cls, v: str | None) -> str | None:
+        # a unit is named in a remaining life's error ("gives -1e+30 h"), which is logged and shown on /status as
+        # it is: a newline or an escape sequence in it forged log lines, and it was up to the manifest's size
+        if v is not None and (not v or not v.isprintable() or len(v) > MAX_UNIT_CHARS):
+            shown = v[:40].encode("unicode_escape").decode("ascii")
+            what = (
+                "is empty"
+                if not v
+                else "holds a control character (a newline, an escape, a bidirectional override)"
+                if not v.isprintable()
+                else f"is {len(v):,} characters"
+            )
+            raise ValueError(
+                f"unit '{shown}'{'...' if len(v) > 40 else ''} {what}: a unit is 1 to {MAX_UNIT_CHARS} printable "
+                "characters (s, min, h or d; another is read as seconds)"
+            )
         return v
 
     @field_validator("threshold")
