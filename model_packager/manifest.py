@@ -121,7 +121,7 @@ MAX_BANDS = 1 << 16  # spectrum bands of one window
 # the outbox, written to PLCs, shown on the status page; the trainer's labels are folder names (255 at most)
 MAX_LABEL_CHARS = 255
 # an output's unit (a remaining life's: s, min, h, d): named in the model's errors, logged and shown on /status
-MAX_UNIT_CHARS = 16
+MAX_UNIT_CHARS = 32
 # labels of one output: every result carries a probability per label (keyed by it); ImageNet's 1000 classes are
 # the largest head an off-the-shelf classifier carries, a defect or fault classifier has tens
 MAX_LABELS = 1000
