@@ -20,7 +20,8 @@ weights skipped by their length).
 Limits: only what ``golden.check_spec`` compares (names, element types, dimensions, where the data
 lives); a model whose graph field is absent or whose bytes break the wire format raises
 ``ValueError``, which the caller reports as an unreadable model, as does one with subgraphs nested
-deeper than ``MAX_DEPTH`` (protobuf's own parsers stop at 100). Field numbers are those of
+deeper than ``MAX_DEPTH`` (protobuf's own parsers stop at 100), or with more than ``MAX_INITIALIZERS``
+initializers or ``MAX_NODES`` nodes (each is read in Python). Field numbers are those of
 onnx.proto (stable since IR version 3).
 """
 
@@ -109,6 +110,18 @@ def _dim(buf: memoryview, span) -> int | str:
     return value
 
 
+# initializers and nodes of a model's main graph: ResNet-50 has ~320 initializers and ~180 nodes, its INT8 (QDQ)
+# form a few thousand of each, a large transformer's export tens of thousands
+MAX_INITIALIZERS = MAX_NODES = 250_000
+
+
+def _too_many(where: str, what: str) -> str:
+    return (
+        f"{where} holds more than {MAX_NODES:,} {what} (a large network has thousands of each): "
+        "fold constants into fewer tensors"
+    )
+
+
 def graph_io(data: bytes | memoryview) -> tuple[dict[str, tuple[int, list]], dict[str, tuple[int, list]]]:
     """``({input: (elem_type, dims)}, {output: (elem_type, dims)})`` of an ONNX model's main graph;
     initializers listed as inputs (older exporters do) are left out. ``dims`` holds ints, or the
@@ -120,6 +133,16 @@ def graph_io(data: bytes | memoryview) -> tuple[dict[str, tuple[int, list]], dic
             graph = v
     if graph is None:
         raise ValueError("no graph in the model (is it an ONNX file?)")
+    n_init = n_nodes = 0  # initializers (sparse ones too), nodes: counted until one passes its bound
+    for num, wire, _v in _fields(buf, *graph):
+        if wire == _LEN and num in (5, 15, 1):
+            n_init, n_nodes = n_init + (num != 1), n_nodes + (num == 1)
+            if n_init > MAX_INITIALIZERS or n_nodes > MAX_NODES:
+                # each is read in Python at every check (build, verify, the agent's install): millions of tiny
+                # ones in a package's 2 GB took the gateway minutes of CPU and gigabytes for their names
+                raise ValueError(
+                    _too_many("its main graph", "nodes" if n_nodes > MAX_NODES else "initializers")
+                )
     inits: set[str] = set()
     inputs, outputs = [], []
     for num, wire, v in _fields(buf, *graph):
@@ -175,8 +198,16 @@ def walk(data: bytes | memoryview) -> tuple[list[tuple[str, str]], dict[str, str
     found: list[tuple[str, str]] = []
     domains: dict[str, str] = {}
     functions: set[str] = set()
+    # tensors and nodes of every graph and function, bounded as graph_io bounds the main graph's
+    seen = {"tensors": 0, "nodes": 0}
+
+    def count(what: str) -> None:
+        seen[what] += 1
+        if seen[what] > MAX_NODES:
+            raise ValueError(_too_many("the model (its subgraphs and functions included)", what))
 
     def tensor(span, depth: int) -> None:
+        count("tensors")
         name, location, external = "", "", False
         for num, wire, v in _fields(buf, *span):
             if num == 8 and wire == _LEN:
@@ -196,6 +227,7 @@ def walk(data: bytes | memoryview) -> tuple[list[tuple[str, str]], dict[str, str
                 tensor(v, depth)
 
     def node(span, depth: int) -> None:  # NodeProto.op_type (4), attribute (5), domain (7)
+        count("nodes")
         op, domain = "", ""
         for num, wire, v in _fields(buf, *span):
             if num == 5 and wire == _LEN:
