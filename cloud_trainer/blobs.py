@@ -4,7 +4,8 @@ A blob is named by the SHA-256 of its bytes. Two implementations of ``BlobStore`
 ``open_blobs`` (``cloud-trainer serve --blobs``):
 
 - ``LocalBlobStore`` (the default): a folder, ``<root>/sha256/ab/abcdef…``, written to a temporary name
-  then renamed, so a reader never sees a partial blob.
+  then renamed, so a reader never sees a partial blob. Its bytes are fsynced before the rename and its folder
+  after it (``model_packager.durable``), so that a blob a record names survives a power cut once stored.
 - ``S3BlobStore``: a bucket of any S3-compatible object store (AWS S3, MinIO, Ceph RGW, …) through
   ``boto3``, for replicas on several hosts: ``s3://bucket[/prefix]``, objects ``<prefix>/sha256/ab/abcdef…``.
   The endpoint comes from ``--s3-endpoint`` or boto3's own ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``;
@@ -29,6 +30,8 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from model_packager.durable import sync_folder
 
 _CHUNK = 1 << 20
 DEFAULT_TENANT = "default"
@@ -107,8 +110,14 @@ class LocalBlobStore:
         if dest.exists():
             tmp.unlink()
             return digest
+        new = [p for p in (dest.parent.parent, dest.parent) if not p.is_dir()]
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
+        # the rename on the disk, and a folder made for it in its parent: after a power cut the blob could be gone
+        # while the record naming it, committed and acknowledged (the agent dropped its copy), stays
+        sync_folder(dest.parent)
+        for made in reversed(new):
+            sync_folder(made.parent)
         return digest
 
     def put_bytes(self, data: bytes) -> str:
