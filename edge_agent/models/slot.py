@@ -403,10 +403,10 @@ class ModelSlot:
     async def _write_state_again(self) -> None:
         """While the slot runs: a ``state.json`` the disk refused (``ModelStore.unwritten``: a full disk when a
         candidate was kept or rolled back) is written once the disk takes it, so that a restart then starts
-        from what the slot decided."""
+        from what the slot decided; so is a rollback mark the disk refused (``ModelStore.unmarked``)."""
         while True:
             await asyncio.sleep(STATE_RETRY_S)
-            if self.store.unwritten is not None:
+            if self.store.unwritten is not None or self.store.unmarked:
                 await asyncio.to_thread(self.store.write_pending)
 
     def _refused_by_config(self, package_id: str) -> str:

@@ -6,7 +6,8 @@
         .rejected/<name>-...             an installed folder that failed its checks at a start
                                           (edited or corrupted on disk), set aside for a look
         .rolled-back/<name>-...           an empty file: that installed folder was rolled back (or
-                                          refused), never what a start on a lost state.json serves
+                                          refused), never what a start on a lost state.json serves (one
+                                          the disk refused is written again with the next state.json)
         state.json                        {"current": dir, "previous": dir|null, "failed": {dir: reason},
                                            "probation": {"candidate": dir, "since": t} | null}
 
@@ -138,6 +139,9 @@ class ModelStore:
         # the state a write of state.json the disk refused (full, read-only) left in memory only: the slot's
         # state, written once the disk takes it (write_pending)
         self.unwritten: dict | None = None
+        # folders whose rollback mark (``mark_rolled_back``) the disk refused: marked again before each write of
+        # state.json, with the slot's retries of it and at an orderly stop (``mark_pending``)
+        self.unmarked: set[str] = set()
         self._write_lock = threading.Lock()
         for leftover in self.root.glob(".*.part") if clean else ():
             shutil.rmtree(leftover, ignore_errors=True)
@@ -213,7 +217,10 @@ class ModelStore:
         """Record, beside ``state.json`` and before it, that ``folder_name`` was rolled back or refused: an empty
         file ``.rolled-back/<folder>``, its name fsynced (no data that a power cut could lose), so that a start
         on a lost state never serves it (``newest_installed``). Removed when the folder serves again
-        (``set_current``, ``served``) or is removed (``prune``). A disk that refuses it fails no step: said."""
+        (``set_current``, ``served``) or is removed (``prune``). A disk that refuses it fails no step: said once,
+        and the mark is written again before each later write of ``state.json`` and at the slot's retries
+        (``mark_pending``) until the disk takes it. Only warned, it was never written: once the disk had room
+        a start on a lost state.json served the version rolled back (an admin's rollback keeps it installed)."""
         if "/" in folder_name or folder_name in ("", ".", ".."):
             return
         marks = self.root / ROLLED_BACK
@@ -224,13 +231,29 @@ class ModelStore:
             os.close(os.open(marks / folder_name, os.O_WRONLY | os.O_CREAT, 0o644))
             sync_folder(marks)
         except OSError as exc:
-            log.warning(
-                "model store: cannot record %s as rolled back in %s (%s); a start on a lost state.json may "
-                "serve it",
-                printable(folder_name, 200),
-                printable(str(marks)),
-                printable(str(exc), 300),
-            )
+            if folder_name not in self.unmarked:
+                log.warning(
+                    "model store: cannot record %s as rolled back in %s (%s); tried again with each write of "
+                    "state.json (until then a start on a lost state.json may serve it)",
+                    printable(folder_name, 200),
+                    printable(str(marks)),
+                    printable(str(exc), 300),
+                )
+            self.unmarked.add(folder_name)
+            return
+        if folder_name in self.unmarked:
+            self.unmarked.discard(folder_name)
+            log.warning("model store: %s recorded as rolled back", printable(folder_name, 200))
+
+    def mark_pending(self) -> bool:
+        """Write the rollback marks the disk refused (``unmarked``) of the folders still installed; whether none
+        is left."""
+        for name in sorted(self.unmarked):
+            if (self.root / name).is_dir():
+                self.mark_rolled_back(name)
+            else:  # removed (pruned): nothing a start could serve
+                self.unmarked.discard(name)
+        return not self.unmarked
 
     def rolled_back(self, folder_name: str) -> bool:
         return (self.root / ROLLED_BACK / folder_name).exists()
@@ -238,6 +261,7 @@ class ModelStore:
     def served(self, folder_name: str) -> None:
         """``folder_name`` serves (``state.json`` names it current): no longer rolled back (a rollout of the same
         version again, or a kill -9 between ``mark_rolled_back`` and the state it came before)."""
+        self.unmarked.discard(folder_name)
         path = self.root / ROLLED_BACK / folder_name
         try:
             if path.exists():
@@ -253,6 +277,8 @@ class ModelStore:
         file. Raised, it ended a health window's watch for good (the candidate 'watching' for ever, its
         deployment never reported, even once there was room) and left a rollback unrecorded on disk."""
         with self._write_lock:
+            if self.unmarked:  # before the state, as at first: a state.json a power cut empties needs them
+                self.mark_pending()
             try:
                 self._write_state_file(state)
             except OSError as exc:
@@ -270,11 +296,14 @@ class ModelStore:
                 self.unwritten = None
 
     def write_pending(self) -> bool:
-        """Write the state a refused write left in memory (``unwritten``); whether none is left."""
+        """Write the state a refused write left in memory (``unwritten``) and the rollback marks refused
+        (``unmarked``); whether none is left."""
         pending = self.unwritten
         if pending is not None:
             self._write_state(pending)
-        return self.unwritten is None
+        elif self.unmarked:
+            self.mark_pending()
+        return self.unwritten is None and not self.unmarked
 
     def _write_state_file(self, state: dict) -> None:
         tmp = self.state_path.with_suffix(".tmp")
@@ -476,6 +505,7 @@ class ModelStore:
 
     def mark_stopped(self) -> bool:
         """An orderly stop with a probation open: the next start resumes the candidate. Whether one was open."""
+        self.mark_pending()  # (the disk may take them now: the next start may find state.json lost)
         st = self.state()
         prob = st.get("probation")
         if not isinstance(prob, dict) or prob.get("candidate") != st.get("current"):
