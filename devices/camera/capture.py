@@ -537,6 +537,7 @@ class CameraSource:
         self.notices = Notices(log)
         self._keep_failed = False  # watch: the folder refused a deletion (keep_files): none tried again
         self._http: Any = None  # the open MJPEG stream, for stop() to end a blocked read
+        self._moved_to: str | None = None  # the other host a redirect of the URL last led to (said once)
         self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
         self._replay = False  # an image folder replayed, not watched
         self._skip_until = 0.0  # live MJPEG: parts before this (monotonic) are within fps's period
@@ -1219,6 +1220,16 @@ class CameraSource:
             self.stats.reconnects += 1
         self._opens += 1
         if stream is not None:
+            moved = getattr(stream, "redirected_to", None)
+            if moved is not None and moved != self._moved_to:  # said once per place, not at every reopen
+                log.warning(
+                    "camera %r: %s redirects to another host: frames are read from %s; if that is not this "
+                    "camera, check the camera's settings and the network (put the URL you mean in url)",
+                    self.name,
+                    s.shown_url,
+                    moved,
+                )
+            self._moved_to = moved
             self._http = stream
             try:
                 paced = getattr(stream, "paced", False)  # a snapshot camera, asked at fps: no frame skipped

@@ -11,7 +11,8 @@ SHA-256; ``devices.camera.access.Login``), at most three requests per open; a lo
 certificate is trusted (``access.Trust``: ``tls_ca_file``, ``tls_fingerprint_sha256``, else the system's
 CAs), checked before anything is sent, and never left to FFmpeg, which does not check certificates. A
 redirect is followed (3 at most) to the same host; with a login in the URL, one to another host is refused,
-as is one from https to http. ``MjpegStream.next_part`` returns the bytes of the next part; a
+as is one from https to http. One to another host without a login is followed, and the stream's ``redirected_to``
+names where (its URL, login masked) for the caller to say; None when the frames come from the URL's host. ``MjpegStream.next_part`` returns the bytes of the next part; a
 part longer than ``max_part_bytes`` (by its Content-Length, or bytes without a boundary) raises
 ``StreamError("oversize_frame")`` without being buffered further, and the caller drops the connection.
 
@@ -250,6 +251,7 @@ def open_stream(
             preemptive_basic=u.scheme.lower() == "https",  # a checked channel; over http: the camera asks
         )
     hops = 0
+    asked = u
     try:
         while True:
             https = u.scheme.lower() == "https"
@@ -308,14 +310,22 @@ def open_stream(
     ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if resp.status == 200 and not ctype:
         ctype = _sniff(resp)
+    moved = None  # frames from another host than the URL's: said by the caller, not followed silently
+    if (u.hostname or "").lower() != (asked.hostname or "").lower():
+        from protocols.redact import mask_credentials
+
+        moved = mask_credentials(urllib.parse.urlunsplit(u))
     if resp.status == 200 and ctype in _MULTIPART:
         boundary = resp.headers.get_param("boundary")
-        return MjpegStream(
+        stream = MjpegStream(
             resp, sock, boundary if isinstance(boundary, str) else None, read_timeout_s, max_part_bytes
         )
+        stream.redirected_to = moved
+        return stream
     if resp.status == 200 and ctype.startswith("image/"):
         snap = SnapshotStream(u, login, trust, open_timeout_s, read_timeout_s, max_part_bytes, poll_period_s)
         snap._pending = (conn, sock, resp)  # this answer is the first image
+        snap.redirected_to = moved
         return snap
     resp.close()
     conn.close()
@@ -397,6 +407,7 @@ class SnapshotStream:
     ``TimeoutError``; another HTTP status on a later request is ``StreamError("stream_lost")``."""
 
     paced = True  # the caller takes every part: the pacing is here, not by skipping parts
+    redirected_to: str | None = None  # open_stream: the other host a redirect led to (shown URL)
 
     def __init__(
         self,
@@ -517,6 +528,8 @@ def looks_whole(data: bytes, settled: bool = False) -> bool:
 
 class MjpegStream:
     """The parts of one open multipart stream, in order (see the module's docstring)."""
+
+    redirected_to: str | None = None  # open_stream: the other host a redirect led to (shown URL)
 
     def __init__(
         self, resp: Any, sock: socket.socket, boundary: str | None, read_timeout_s: float, max_part_bytes: int
