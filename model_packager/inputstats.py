@@ -21,7 +21,8 @@ unsure).
 These four are grey and whole-frame: a mono or white-balance change, light banding, a smudge over part
 of the frame passed them. ``summarize_local`` measures colour, banding and sharpness by region
 (``local_stats``); they travel in the package as ``LOCAL_FILE`` (the manifest's schema is a fixed
-contract) and ``check(..., local=LocalStats)`` applies them after the four (``LOCAL_MARGINS``). Before
+contract) and ``check(..., local=LocalStats)`` applies them after the four (``LOCAL_MARGINS``), the light
+over the frame (``shading``: a gradient, a vignette) last. Before
 the four, ``LocalStats.shape``: a frame of other proportions than the training frames (``frame``'s aspect),
 or, for a model with a ``roi`` (a pixel box), of another size, which every statistic taken at 128x128
 measured as if it were the training view.
@@ -521,7 +522,122 @@ LOCAL_REASONS = {
     ("clipped", "high"): "glare or clipped highlights",
     ("banding", "high"): "light banding (flicker)",
     ("cells", "low"): "blurred or covered in part of the frame",
+    ("tilt", "high"): "uneven light (gradient or vignetting)",
+    ("dome", "low"): "uneven light (gradient or vignetting)",
+    ("dome", "high"): "uneven light (gradient or vignetting)",
 }
+
+# The light over the frame (``shading``). The scene thumbnail is the frame minus its 16-px blur, blind by
+# design to a light that changes slowly over the frame, and the other statistics are means or local: a
+# light gradient or a lens's vignetting passed them all, and the anomaly model called 55-100 % of good
+# frames of a cap or a pcb under one NG. The frame's grey, area-averaged to SHADE x SHADE cells, as the log
+# ratio to the training frames' mean cells (``ref``), is fitted by least squares with 1, u, v and r^2 (u, v
+# the cells' centres in -1..1, r^2 less its mean): the constant is the exposure (the brightness statistic's,
+# not this one's), ``tilt`` the slope's length (a gradient: 0.075 for 15 % across the frame), ``dome`` the
+# r^2 term (a vignette: negative; a spot: either). Left out of the fit: cells the reference holds near black
+# (no light to measure) or near white, and the frame's own near black or white (clipped: the glare's); then
+# the cells more than SHADE_TRIM robust spreads off the fit (a part's feature moved, missing or defective,
+# not the light) and the rest fitted again.
+SHADE = 8
+SHADE_DARK = 16.0  # a reference cell this dark or darker is left out (grey levels)
+SHADE_BLACK = 4.0  # a frame's cell this dark is left out
+SHADE_BRIGHT = 240.0  # a reference's or frame's cell this bright is left out (near white: clips)
+SHADE_TRIM = 2.5
+SHADE_MIN = 4  # fewer than SHADE * SHADE / SHADE_MIN cells left: the light is not measured (0, 0)
+SHADE_ROUNDS = 6
+# as LOCAL_MARGINS (not among them: ``stats`` of LOCAL_FILE holds none of these), in log ratio: a slope of 6 %
+# of the light from edge to edge; the light at r^2 = 1 (the middle of an edge) 3 % off the centre's
+SHADE_MARGINS = {"tilt": (2.0, 0.03, 0.0, "high"), "dome": (2.0, 0.03, 0.0, "both")}
+_SHADE_MATRICES: dict[tuple[str, int, int], np.ndarray] = {}
+
+
+def _shade_basis(n: int) -> np.ndarray:
+    """1, u, v, r^2 (less its mean) at the centres of ``n`` x ``n`` cells (u, v in -1..1), one row a cell."""
+    got = _SHADE_MATRICES.get(("basis", n, 0))
+    if got is None:
+        c = (np.arange(n) + 0.5) / n * 2 - 1
+        v, u = np.meshgrid(c, c, indexing="ij")
+        r2 = u * u + v * v
+        got = np.stack([np.ones_like(u), u, v, r2 - r2.mean()], -1).reshape(-1, 4)
+        got.setflags(write=False)  # shared by every thread's frames
+        if len(_SHADE_MATRICES) < 16:  # plain dict writes are atomic
+            _SHADE_MATRICES[("basis", n, 0)] = got
+    return got
+
+
+def _shade_area(m: int, n: int) -> np.ndarray:
+    """``_matrix``'s area shrink of ``m`` rows to ``n``, in float32 (a product with the float32 grey frame)."""
+    got = _SHADE_MATRICES.get(("area", m, n))
+    if got is None:
+        got = _matrix(("area", m, n)).astype(np.float32)
+        got.setflags(write=False)
+        if len(_SHADE_MATRICES) < 16:
+            _SHADE_MATRICES[("area", m, n)] = got
+    return got
+
+
+def shade_cells(lo: np.ndarray, n: int = SHADE) -> np.ndarray:
+    """The grey frame (at WORK or LOW px, ``_low``) area-averaged to ``n`` x ``n`` cells, flat (float64)."""
+    a = _shade_area(lo.shape[0], n)
+    b = a if lo.shape[1] == lo.shape[0] else _shade_area(lo.shape[1], n)
+    return (a @ lo.astype(np.float32, copy=False) @ b.T).ravel().astype(np.float64)
+
+
+class ShadeRef:
+    """A reference's cells (``shade_cells`` of the training frames, their mean) made ready for ``shading``
+    once per package: the cells it can measure (neither near black nor near white), their basis and its
+    pseudo-inverse (a fit is one product)."""
+
+    def __init__(self, ref: np.ndarray) -> None:
+        n = int(round(math.sqrt(ref.size)))
+        self.n = n
+        self.use = (ref >= SHADE_DARK) & (ref <= SHADE_BRIGHT)
+        self.basis = np.ascontiguousarray(_shade_basis(n)[self.use])
+        self.log_ref = np.log(ref[self.use] + 1.0)
+        self.least = ref.size // SHADE_MIN
+        self.pinv = np.linalg.pinv(self.basis) if self.basis.shape[0] >= self.least else None
+        for a in (self.use, self.basis, self.log_ref, self.pinv):
+            if a is not None:
+                a.setflags(write=False)  # shared by every thread's frames
+
+
+def _shade_fit(r: ShadeRef, y: np.ndarray, out: np.ndarray, coef: np.ndarray) -> np.ndarray | None:
+    """The least-squares fit of ``y`` over ``r``'s cells but those ``out``, from ``coef`` (the fit of them
+    all): each left-out cell given the fit's value and fitted again, SHADE_ROUNDS times (the fit of the
+    others to ~1e-6 where a few are out; one product a round, no solve), or None (too few cells left)."""
+    n_out = np.count_nonzero(out)
+    if n_out == 0:
+        return coef
+    if out.size - n_out < r.least:
+        return None
+    assert r.pinv is not None
+    fill = y.copy()
+    b = r.basis[out]
+    for _ in range(SHADE_ROUNDS):
+        fill[out] = b @ coef
+        coef = r.pinv @ fill
+    return coef
+
+
+def shading(cells: np.ndarray, ref: ShadeRef) -> tuple[float, float]:
+    """(tilt, dome) of a frame's ``shade_cells`` against a reference's (the training frames' mean); (0, 0)
+    where too few cells measure the light."""
+    if ref.pinv is None:
+        return 0.0, 0.0
+    c = cells[ref.use]
+    y = np.log(c + 1.0) - ref.log_ref
+    out = (c < SHADE_BLACK) | (c > SHADE_BRIGHT)
+    coef = _shade_fit(ref, y, out, ref.pinv @ y)
+    if coef is None:
+        return 0.0, 0.0
+    e = np.abs(y - ref.basis @ coef)
+    left = e[~out]
+    k = left.size // 2
+    spread = 1.4826 * float(np.partition(left, k)[k]) + 0.02  # the residuals' robust spread
+    trimmed = _shade_fit(ref, y, out | (e > SHADE_TRIM * spread), coef)
+    if trimmed is not None:
+        coef = trimmed
+    return math.hypot(float(coef[1]), float(coef[2])), float(coef[3])
 
 
 def local_stats(
@@ -619,8 +735,12 @@ def summarize_local(images, also=(), shapes=None) -> dict:
     other proportions (default: the images' own); their aspect and sizes are ``frame`` (``frame_shapes``)."""
     rows: list[dict] = []
     seen: list[tuple[int, ...]] = []
+    lit: list[np.ndarray] = []
     for img in images:
-        rows.append(local_stats(img))
+        g = _grey(img)
+        lo = _low(g)
+        rows.append(local_stats(img, g, lo))
+        lit.append(shade_cells(lo))
         seen.append(img.shape[:2])
     if not rows:
         raise ValueError("no images to take input statistics from")
@@ -636,7 +756,28 @@ def summarize_local(images, also=(), shapes=None) -> dict:
             out["stats"][k] = rng
     cells = np.asarray([r["cells"] for r in rows])
     out["cells"] = [_rng(cells[:, i]) for i in range(cells.shape[1])]
+    out["shading"] = _summarize_shading(np.asarray(lit), also)
     return out
+
+
+def _summarize_shading(lit: np.ndarray, also) -> dict:
+    """``LOCAL_FILE``'s ``shading``: the training frames' mean cells (``ref``) and the range of each frame's
+    ``shading`` against the mean of the others (as a frame at the agent, not in the mean), reaching the
+    ``also`` frames' against the mean of all. Outside ``stats``: an agent before it refuses a statistic it
+    does not know there, and ignores this."""
+    ref = lit.mean(0)
+    n = len(lit)
+    own = [shading(c, ShadeRef((n * ref - c) / (n - 1) if n > 1 else ref)) for c in lit]
+    whole = ShadeRef(ref)
+    more = [shading(shade_cells(_low(_grey(img))), whole) for img in also]
+    return {
+        "cells": SHADE,
+        "ref": [round(float(v), 3) for v in ref],
+        **{
+            k: _rng_reach(_rng([t[i] for t in own]), [t[i] for t in more])
+            for i, k in enumerate(("tilt", "dome"))
+        },
+    }
 
 
 class LocalStats:
@@ -681,6 +822,22 @@ class LocalStats:
             self.aspect = (lo, hi)
             if roi and frame.get("sizes"):
                 self.sizes = {(int(w), int(h)) for w, h in frame["sizes"]}
+        # packages before ``shading``: the light over the frame is not checked
+        self.shade: tuple[ShadeRef, dict[str, tuple[float, float, float, float]]] | None = None
+        shade = data.get("shading")
+        if shade is not None:
+            if not isinstance(shade, dict):
+                raise ValueError("shading is not a JSON object")
+            n = shade.get("cells")
+            ref = np.asarray(shade.get("ref", []), np.float64)
+            if (
+                not isinstance(n, int)
+                or not 3 <= n <= LOW
+                or ref.shape != (n * n,)
+                or not np.isfinite(ref).all()
+            ):
+                raise ValueError(f"shading: {n!r} cells with {ref.size} reference values")
+            self.shade = (ShadeRef(ref), {k: rng(shade[k]) for k in ("tilt", "dome")})
 
     @classmethod
     def parse(cls, text: str, colour: bool = True, roi: bool = False) -> LocalStats:
@@ -728,8 +885,27 @@ class LocalStats:
         self._bounds[tolerance] = (out, cells)
         return out, cells
 
+    def _shading(self, lo: np.ndarray, tolerance: float) -> str | None:
+        """Why the light over this frame (``lo``: its grey at LOW px) is far from the training frames', or
+        None."""
+        assert self.shade is not None
+        ref, ranges = self.shade
+        got = shading(shade_cells(lo, ref.n), ref)
+        for k, v in zip(("tilt", "dome"), got, strict=True):
+            p01, p50, p99, std = ranges[k]
+            k_std, floor, rel, sides = SHADE_MARGINS[k]
+            m = tolerance * max(k_std * std, floor, rel * abs(p50))
+            if sides != "high" and v < p01 - m:
+                return f"{LOCAL_REASONS[(k, 'low')]}: {k} {v:.3g} < {p01 - m:.3g}"
+            if sides != "low" and v > p99 + m:
+                return f"{LOCAL_REASONS[(k, 'high')]}: {k} {v:.3g} > {p99 + m:.3g}"
+        return None
+
     def check(self, image: np.ndarray, g=None, lo=None, tolerance: float = 1.0, c=None) -> str | None:
         b, cells_low = self.bounds(tolerance)
+        if g is None or lo is None:
+            g = _grey(image)
+            lo = _low(g)
         st = local_stats(image, g, lo, c)
         for k, (low, hi) in b.items():
             if k not in st:  # a grey frame has no chroma: its saturation says it
@@ -747,4 +923,5 @@ class LocalStats:
                 f"{LOCAL_REASONS[('cells', 'low')]}: sharpness {v:.3g} < {low:.3g} in region "
                 f"{i // GRID + 1},{i % GRID + 1} of {GRID}x{GRID}"
             )
-        return None
+        # last: a smear over part of the frame also moves its light, and is named as what it is above
+        return self._shading(lo, tolerance) if self.shade is not None else None

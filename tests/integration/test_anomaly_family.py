@@ -238,6 +238,33 @@ async def test_a_real_slot_says_unsure_for_a_mono_or_colour_cast_camera_not_ng(b
         await s.stop()
 
 
+def test_the_packages_statistics_call_good_plates_under_vignetting_unsure_not_its_own_or_defective_ones(
+    built, tmp_path
+):
+    # the package's statistics were blind to a light falling off towards the corners (a lens's vignetting):
+    # the scene thumbnail is the frame less its 16-px blur, by design. The light over the frame against the
+    # training frames' (``shading`` in the package's local statistics) now names it
+    from model_packager import load_trusted_keys, open_package
+    from model_packager.inputstats import LOCAL_FILE, LocalStats, check
+
+    opened = open_package(built["res"]["package"], tmp_path / "open", load_trusted_keys([built["pub"]]))
+    stats = opened.manifest.input_stats
+    assert stats is not None
+    local = LocalStats.parse(opened.path(LOCAL_FILE).read_text(encoding="utf-8"))
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    r2 = ((xx - SIZE / 2) ** 2 + (yy - SIZE / 2) ** 2) / (SIZE / 2) ** 2
+    cos4 = (1.0 / (1.0 + r2 * 0.45)) ** 2
+    field = 1.0 - 0.35 * (1.0 - cos4) / (1.0 - float(cos4.min()))  # 35 % darker in the corners
+    for i in range(4):
+        good = plate(99, 20 + i, None, SIZE)[0]
+        assert check(stats, good, local=local) is None
+        lit = np.clip(good * field[..., None], 0, 255).astype(np.uint8)
+        assert (check(stats, lit, local=local) or "").startswith("uneven light (gradient or vignetting)"), i
+    for i, defect in enumerate(("pit", "scratch", "smudge") * 2):
+        why = check(stats, plate(99, 30 + i, defect, SIZE)[0], local=local) or ""
+        assert not why.startswith("uneven light"), (defect, why)
+
+
 def _frames(folder: Path) -> dict[str, str]:
     """Frames the camera replays in name order, and what each one is."""
     folder.mkdir()

@@ -124,6 +124,53 @@ def test_local_statistics_that_do_not_read_are_refused_by_name(line):
             LocalStats.parse(json.dumps(bad))
 
 
+def _light(img: np.ndarray, kind: str) -> np.ndarray:
+    """``img`` under a light made here: a gradient (15 % top to bottom, 25 % across), a lens's cos^4
+    vignetting 35 % darker in the corners, or a lamp 20 % dimmer or brighter."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = (xx - w / 2) / (w / 2), (yy - h / 2) / (w / 2)
+    cos4 = (1.0 / (1.0 + (u * u + v * v) * 0.45)) ** 2
+    field = {
+        "gradient 15 %": 1.0 + 0.15 * (yy / (h - 1) - 0.5),
+        "gradient 25 %": 1.0 - 0.25 * (xx / (w - 1) - 0.5),
+        "vignetting": 1.0 - 0.35 * (1.0 - cos4) / (1.0 - float(cos4.min())),
+        "gain 0.8": np.full((h, w), 0.8, np.float32),
+        "gain 1.2": np.full((h, w), 1.2, np.float32),
+    }[kind]
+    return np.clip(img * field[..., None], 0, 255).astype(np.uint8)
+
+
+def test_good_frames_under_a_light_gradient_or_vignetting_are_unsure_and_say_so(line):
+    # every statistic was blind to a light changing slowly over the frame (the scene thumbnail is the frame
+    # less its 16-px blur, by design), and the anomaly model called most good frames of a uniform part under
+    # one NG (docs/agent.md). The light over the frame against the training frames' now names it; another
+    # lamp's gain is the exposure's, not this
+    from model_packager.inputstats import LocalStats, summarize_local
+    from tests.support import line_frames as L
+
+    stats, local = line
+    for i in range(3):
+        good = L.good(7, i)
+        assert check(stats, good, local=local) is None
+        for kind in ("gradient 15 %", "gradient 25 %", "vignetting"):
+            why = check(stats, _light(good, kind), local=local) or ""
+            assert why.startswith("uneven light (gradient or vignetting): "), (kind, why)
+        for kind in ("gain 0.8", "gain 1.2"):
+            assert check(stats, _light(good, kind), local=local) is None, kind
+    assert check(stats, _light(L.good(7, 0), "vignetting"), tolerance=50, local=local) is None
+    # the shading travels outside ``stats``, where an agent before it refused a statistic it did not know; a
+    # package built before it (no ``shading``) is checked as before
+    data = summarize_local([L.good(1, i) for i in range(30)])
+    assert set(data["stats"]) <= {"chroma_b", "chroma_r", "saturation", "clipped", "banding"}
+    assert data["shading"]["cells"] == 8 and len(data["shading"]["ref"]) == 64
+    former = LocalStats.parse(json.dumps({k: v for k, v in data.items() if k != "shading"}))
+    assert former.shade is None
+    assert check(stats, _light(L.good(7, 0), "vignetting"), local=former) is None
+    with pytest.raises(ValueError, match="shading"):
+        LocalStats.parse(json.dumps({**data, "shading": {**data["shading"], "ref": [1.0, 2.0]}}))
+
+
 def test_a_package_with_another_thumbnail_size_still_checks_the_scene():
     # a manifest may carry any thumb (1..64); the check used to compare only a 16x16 thumbnail and,
     # for another size, took the scene distance as 0: a moved camera was never named
