@@ -137,6 +137,7 @@ def calibrate(good: np.ndarray, ng: np.ndarray, false_reject_rate: float = GOOD_
             "good_quantile": lo,
             "ng_quantile": None,
             "false_reject_rate": frr,
+            "curve": _curve(good, ng, lo, 4.0),
         }
     hi = float(np.quantile(np.sort(ng), NG_MISS, method="lower"))
     if hi > lo:
@@ -152,7 +153,19 @@ def calibrate(good: np.ndarray, ng: np.ndarray, false_reject_rate: float = GOOD_
         "rule": f"good images' {1 - frr:.1%} quantile ({rule}) and the defects' {NG_MISS:.0%} quantile; "
         + how,
         "false_reject_rate": frr,
+        "curve": _curve(good, ng, centre, float(slope)),
     }
+
+
+def _curve(good: np.ndarray, ng: np.ndarray, centre: float, slope: float) -> list[dict]:
+    """NG recall, precision and good parts rejected at thresholds of the NG score (1 - p(ok)) on the scores the
+    threshold was placed on: the model's NG score of a patch score ``s`` is the logistic of
+    ``slope * (s - centre)`` (the defect-type head's softmax sums to 1), so 0.5 is ``centre``."""
+    from cloud_trainer.train.vision import operating_curve
+
+    s = np.r_[np.asarray(good, float), np.asarray(ng, float)]
+    ng_score = 0.5 * (1 + np.tanh(0.5 * slope * (s - centre)))  # the logistic, without overflow
+    return operating_curve(ng_score, np.r_[np.zeros(len(good), bool), np.ones(len(ng), bool)])
 
 
 def _head(z: np.ndarray, y: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:

@@ -746,14 +746,20 @@ def _write_report(
         md += [
             "",
             f"Operating point: threshold {op['threshold']:.4g} on the NG score (1 − p(ok)); {op['rule']}.",
-            "",
-            "| threshold | NG recall | NG precision | good parts rejected |",
-            "|---:|---:|---:|---:|",
         ]
-        md += [
-            f"| {c['threshold']:.3g} | {c['ng_recall']:.3f} | {c['ng_precision']:.3f} | {c['ok_rejected']:.1%} |"
-            for c in op["validation_curve"][::4]
-        ]
+        if op["validation_curve"]:
+            md += [
+                "",
+                f"Other thresholds, on {op.get('curve_on', 'the validation split (FP32 scores)')}:",
+                "",
+                "| threshold | NG recall | NG precision | good parts rejected |",
+                "|---:|---:|---:|---:|",
+            ]
+            md += [
+                f"| {c['threshold']:.3g} | {c['ng_recall']:.3f} | {c['ng_precision']:.3f} | "
+                f"{c['ok_rejected']:.1%} |"
+                for c in op["validation_curve"][::4]
+            ]
     if patch:  # the FP32 model alone: no INT8 size, latency nor epochs to state
         md += ["", "| engine, threads | FP32 ms |", "|---|---:|"]
         md += [f"| {k} | {v['fp32_ms']:.3f} |" for k, v in report["latency_batch1"].items()]

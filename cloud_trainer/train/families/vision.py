@@ -105,11 +105,14 @@ class VisionFamily(TrainerFamily):
             mets = {k: fam.metrics(o["logits"], y[te], meta["classes"], threshold) for k, o in outs.items()}
             cal = meta["calibration"]
             extra["operating_point"] = {
-                "rule": f"patch recipe: score threshold {cal['centre']:.4g} from "
-                f"out-of-fold scores of the training images ({cal['rule']})",
+                "rule": f"patch recipe: the NG score is 0.5 where the patch score (log scale) is "
+                f"{cal['centre']:.4g}, placed on held-out scores of the training images ({cal['rule']})",
                 "threshold": threshold,
                 "calibration": cal,
-                "validation_curve": [],
+                # the NG score's curve on the scores the threshold was placed on (it was left empty: the
+                # report's table had a header and no row)
+                "validation_curve": cal.get("curve", []),
+                "curve_on": "held-out scores of the training images the threshold was placed on",
             }
             extra["perturbed"] = _perturbed_metrics(dataset(), meta, fp32, int8, te, y, threshold)
             return Evaluation(mets, threshold, extra)
