@@ -14,7 +14,8 @@ redirect is followed (3 at most) to the same host; with a login in the URL, one 
 as is one from https to http. One to another host without a login is followed, and the stream's ``redirected_to``
 names where (its URL, login masked) for the caller to say; None when the frames come from the URL's host. ``MjpegStream.next_part`` returns the bytes of the next part; a
 part longer than ``max_part_bytes`` (by its Content-Length, or bytes without a boundary) raises
-``StreamError("oversize_frame")`` without being buffered further, and the caller drops the connection.
+``StreamError("oversize_frame")`` without being buffered further, and the caller drops the connection; so does
+one longer than the image its own header declares can need (``MjpegStream._image_bound``).
 
 A URL that answers with one image (``Content-Type: image/...``, a camera's snapshot URL) gives a
 ``SnapshotStream`` instead: the same ``next_part``, each part a new GET, asked every ``poll_period_s``.
@@ -38,12 +39,16 @@ from typing import Any
 
 from devices.camera.access import HandshakeTimeout, Login, PinMismatch, Trust
 from protocols.image_complete import cut_short
+from protocols.image_header import image_size
 
 __all__ = ["MjpegStream", "SnapshotStream", "StreamError", "http_hint", "looks_whole", "open_stream"]
 
 _CHUNK = 256 * 1024
 _MAX_LINE = 8 * 1024  # a part header line longer than this is not MJPEG
 _MAX_HEADERS = 64
+# a long part's image header (the size it declares) is looked for in its first this many bytes; a part whose image
+# it gives can hold at most what an image of that size needs (8 bytes a pixel + 1 MB, as ``max_file_bytes``)
+_HEAD_BYTES = 256 * 1024
 # what MJPEG cameras call their stream: the usual x-mixed-replace, and what some firmware sends instead (which
 # FFmpeg also reads, but without refusing a part cut short)
 _MULTIPART = frozenset({"multipart/x-mixed-replace", "multipart/mixed", "multipart/x-mixed"})
@@ -612,6 +617,12 @@ class MjpegStream:
         and start swallowed (that part lost, uncounted), one whose Content-Length is too short would have
         every part cut (each corrupt_frame, the camera unusable)."""
         assert self._delim is not None
+        if n > _HEAD_BYTES:  # longer than the image its header declares can need: the boundary decides
+            while len(self._buf) < _HEAD_BYTES:
+                self._fill()
+            bound, what = self._image_bound()
+            if n > bound:
+                return self._to_delimiter(bound, what)
         while len(self._buf) < n:
             self._fill()
         data = bytes(self._buf[:n])
@@ -710,11 +721,23 @@ class MjpegStream:
                 )
             self._fill()
 
-    def _to_delimiter(self, limit: int | None = None) -> bytes:
+    def _image_bound(self) -> tuple[int, str]:
+        """The most bytes the part at the buffer's start can hold, and what says so: what an image of the
+        size its header declares (in its first ``_HEAD_BYTES``) can need, or the stream's cap."""
+        size = image_size(bytes(self._buf[:_HEAD_BYTES]))  # a copy: the buffer grows and shrinks after
+        if size is not None and 0 < 8 * size[1] * size[2] + 2**20 < self._cap:
+            kind, w, h = size
+            return 8 * w * h + 2**20, f"a {kind} of {w}x{h} pixels (its header)"
+        return self._cap, "an image under max_megapixels"
+
+    def _to_delimiter(self, limit: int | None = None, what: str = "") -> bytes:
         """A part without Content-Length: its bytes up to the next boundary (left for the next part), at
-        most ``limit`` of them (default: the part's cap)."""
+        most ``limit`` of them (default: the part's cap, or once ``_HEAD_BYTES`` of it are read, what the
+        image its header declares can need: a 64x48 JPEG's header followed by 200 MB took 600 MB to read)."""
         assert self._delim is not None
+        checked = limit is not None
         limit = self._cap if limit is None else limit
+        what = what or "an image under max_megapixels"
         start = 0
         while True:
             i = self._buf.find(self._delim, start)
@@ -722,11 +745,14 @@ class MjpegStream:
                 data = bytes(self._buf[:i])
                 del self._buf[:i]
                 return data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
+            if not checked and len(self._buf) >= _HEAD_BYTES:
+                checked = True
+                limit, what = self._image_bound()
             if len(self._buf) > limit + len(self._delim) + 2:
                 raise StreamError(
                     "oversize_frame",
-                    f"a part over {self._cap} bytes without a boundary, more than an image under "
-                    "max_megapixels can need; dropped the connection",
+                    f"a part over {limit} bytes without a boundary, more than {what} can need; dropped the "
+                    "connection",
                 )
             start = max(0, len(self._buf) - len(self._delim) + 1)
             self._fill()

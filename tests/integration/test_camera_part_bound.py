@@ -1,0 +1,45 @@
+"""An MJPEG part far longer than the image its own header declares: dropped at what that image can need."""
+
+from __future__ import annotations
+
+from devices.camera.capture import CameraSource
+from devices.camera.settings import CameraSettings
+from tests.integration.test_camera_source import HostileMjpeg, _jpeg, take
+
+
+async def test_a_part_far_longer_than_its_images_header_declares_is_dropped_at_what_that_image_needs():
+    """A part whose JPEG header declares 64x48 pixels, then 40 MB of junk (a broken camera's buffer, or a
+    peer posing as one), by its Content-Length or without one: it was read whole, up to the 201 MB an image
+    under max_megapixels 25 can need (a 190 MB one took 640 MB of the gateway's memory), before being found
+    corrupt. It is now oversize_frame once the bytes pass what a 64x48 image can need (8 bytes a pixel +
+    1 MB), naming the size; the connection is dropped, and the next one's frames come as before."""
+    head = _jpeg(5)[:600]  # its header: 64x48 pixels
+    junk = bytes(range(256)) * 4096  # 1 MiB, no boundary in it
+
+    def serve(write, part):
+        k = len(cam.sent)
+        if k <= 2:  # the first two connections: one such part, by Content-Length, then without one
+            length = 40 * len(junk) + len(head) if k == 1 else None
+            n = b"" if length is None else b"Content-Length: %d\r\n" % length
+            write(b"--frame\r\nContent-Type: image/jpeg\r\n" + n + b"\r\n" + head)
+            for _ in range(40):
+                write(junk)
+        while True:
+            part(_jpeg(1))
+
+    cam = HostileMjpeg(serve)
+    src = CameraSource("cam", CameraSettings(url=cam.url, reconnect_initial_s=0.05, reconnect_max_s=0.1))
+    try:
+        await src.start()
+        try:
+            frames = await take(src, 3, 30)
+        finally:
+            await src.stop()
+    finally:
+        cam.stop()
+    assert len(frames) == 3 and len(cam.opened) >= 3
+    assert src.stats.errors_by_reason.get("oversize_frame") == 2, src.stats.errors_by_reason
+    assert "corrupt_frame" not in src.stats.errors_by_reason
+    assert "more than a JPEG of 64x48 pixels (its header) can need" in src.stats.last_error
+    # what the camera got to send before the reader hung up: the image's bound plus socket buffers, not 40 MB
+    assert max(cam.sent[:2]) < 16 * 2**20, cam.sent
