@@ -36,6 +36,15 @@ def spot(img: np.ndarray, cx: float, cy: float, low: float, tilt: float) -> np.n
     return np.clip(img * field[..., None] * col, 0, 255).astype(np.uint8)
 
 
+def vignetting(img: np.ndarray, depth: float) -> np.ndarray:
+    """A lens's cos^4 fall-off, ``depth`` darker in the corners."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cos4 = (1.0 / (1.0 + (((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / (w / 2) ** 2) * 0.45)) ** 2
+    field = 1.0 - depth * (1.0 - cos4) / (1.0 - float(cos4.min()))
+    return np.clip(img * field[..., None], 0, 255).astype(np.uint8)
+
+
 def cast(img: np.ndarray, gains) -> np.ndarray:
     return np.clip(img * np.asarray(gains, np.float32), 0, 255).astype(np.uint8)
 
@@ -109,6 +118,7 @@ def _lit(light: str) -> dict[str, np.ndarray]:
             )
         else:  # a lamp's spot off the centre, white
             out[f"spot {i}"] = spot(g, (0.15, 0.85, 0.3, 0.7)[i], (0.2, 0.3, 0.8, 0.75)[i], 0.62, 0.0)
+        out[f"vignetting {i}"] = vignetting(g, (0.3, 0.4)[i % 2])
     return out
 
 

@@ -169,6 +169,9 @@ def test_good_frames_under_a_light_gradient_or_vignetting_are_unsure_and_say_so(
     assert check(stats, _light(L.good(7, 0), "vignetting"), local=former) is None
     with pytest.raises(ValueError, match="shading"):
         LocalStats.parse(json.dumps({**data, "shading": {**data["shading"], "ref": [1.0, 2.0]}}))
+    # a build made to accept other light (its frames under it reached: ``also``) is not checked for it
+    frames = [L.good(1, i) for i in range(10)]
+    assert "shading" not in summarize_local(frames, also=[_light(f, "vignetting") for f in frames])
 
 
 def test_a_package_with_another_thumbnail_size_still_checks_the_scene():
