@@ -602,3 +602,39 @@ async def test_a_refused_agent_reads_why_even_when_its_first_write_crosses_the_r
         ("Connect", grpc.StatusCode.RESOURCE_EXHAUSTED, why): 150,
         ("PushRecords", grpc.StatusCode.RESOURCE_EXHAUSTED, why): 150,
     }
+
+
+async def test_a_tenants_rollouts_in_progress_are_bounded_and_a_rollback_is_never_refused(cloud, monkeypatch):
+    """beta starts rollouts of slots its agent does not have (never healthy: they stay running): the rollout tick
+    reads and advances every running rollout of every tenant each second, under the lock every tenant's deployment
+    calls wait for, and one tenant's 1,000 such rollouts made another's admin calls take 0.3-1 s instead of
+    10-20 ms. Past ``MAX_ROLLOUTS_PER_TENANT`` (here 3) the next is ``RESOURCE_EXHAUSTED`` naming the limit, with
+    nothing stored; acme's rollouts and beta's rollback are taken; an aborted one makes room."""
+    from cloud_trainer.fleet import control
+
+    monkeypatch.setattr(control, "MAX_ROLLOUTS_PER_TENANT", 3)
+    _, ch, _, _ = cloud
+    carol, bob = admin(ch, "beta", "carol"), admin(ch, "acme", "bob")
+
+    def rollout(package: str, slot: str, agent: str):
+        return pb.CreateDeploymentRequest(
+            package=package, version="1.0.0", slot=slot, agents=[agent], steps=["1", "100%"]
+        )
+
+    ids = [
+        (await carol.CreateDeployment(rollout("beta-secret", f"s{i}", "gw-b"), timeout=10)).id
+        for i in range(3)
+    ]
+    code, why = await _code(carol.CreateDeployment(rollout("beta-secret", "s3", "gw-b"), timeout=10))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, why
+    assert "tenant beta: 3 rollouts in progress" in why and "at once is 3" in why and "--abort" in why
+    deps = (await carol.ListDeployments(pb.ListDeploymentsRequest(), timeout=10)).deployments
+    assert sorted(d.id for d in deps) == sorted(ids)  # nothing of the refused one
+    await bob.CreateDeployment(rollout("part-inspection", "vision", "gw1"), timeout=10)  # another tenant's
+    rollback = await carol.Rollback(
+        pb.RollbackRequest(package="beta-secret", version="1.0.0", slot="s0", agents=["gw-b"]), timeout=10
+    )
+    assert rollback.id
+    await carol.ControlDeployment(pb.ControlRequest(deployment_id=ids[1], action="abort"), timeout=10)
+    await carol.ControlDeployment(pb.ControlRequest(deployment_id=ids[2], action="abort"), timeout=10)
+    assert (await carol.CreateDeployment(rollout("beta-secret", "s3", "gw-b"), timeout=10)).id
