@@ -498,6 +498,7 @@ class SnapshotStream:
             )
         deadline = time.monotonic() + self._timeout_s
         buf = bytearray()
+        limit, what, checked = self._cap, "an image under max_megapixels", False
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -513,13 +514,25 @@ class SnapshotStream:
                     raise EOFError("stopped")
                 return bytes(buf)
             buf += chunk
-            if len(buf) > self._cap:
+            if not checked and len(buf) >= _HEAD_BYTES:  # held to what its header's image can need
+                checked = True
+                limit, what = _image_bound(buf, self._cap)
+            if len(buf) > limit:
                 raise StreamError(
                     "oversize_frame",
-                    f"an image over {self._cap} bytes, more than an image under max_megapixels can need; "
-                    "dropped the connection",
+                    f"an image over {limit} bytes, more than {what} can need; dropped the connection",
                 )
         return bytes(buf)
+
+
+def _image_bound(buf: bytearray, cap: int) -> tuple[int, str]:
+    """The most bytes the part (or snapshot answer) at ``buf``'s start can hold, and what says so: what an
+    image of the size its header declares (in its first ``_HEAD_BYTES``) can need, or ``cap``."""
+    size = image_size(bytes(buf[:_HEAD_BYTES]))  # a copy: the buffer grows and shrinks after
+    if size is not None and 0 < 8 * size[1] * size[2] + 2**20 < cap:
+        kind, w, h = size
+        return 8 * w * h + 2**20, f"a {kind} of {w}x{h} pixels (its header)"
+    return cap, "an image under max_megapixels"
 
 
 def looks_whole(data: bytes, settled: bool = False) -> bool:
@@ -722,13 +735,7 @@ class MjpegStream:
             self._fill()
 
     def _image_bound(self) -> tuple[int, str]:
-        """The most bytes the part at the buffer's start can hold, and what says so: what an image of the
-        size its header declares (in its first ``_HEAD_BYTES``) can need, or the stream's cap."""
-        size = image_size(bytes(self._buf[:_HEAD_BYTES]))  # a copy: the buffer grows and shrinks after
-        if size is not None and 0 < 8 * size[1] * size[2] + 2**20 < self._cap:
-            kind, w, h = size
-            return 8 * w * h + 2**20, f"a {kind} of {w}x{h} pixels (its header)"
-        return self._cap, "an image under max_megapixels"
+        return _image_bound(self._buf, self._cap)
 
     def _to_delimiter(self, limit: int | None = None, what: str = "") -> bytes:
         """A part without Content-Length: its bytes up to the next boundary (left for the next part), at

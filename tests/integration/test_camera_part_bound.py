@@ -43,3 +43,26 @@ async def test_a_part_far_longer_than_its_images_header_declares_is_dropped_at_w
     assert "more than a JPEG of 64x48 pixels (its header) can need" in src.stats.last_error
     # what the camera got to send before the reader hung up: the image's bound plus socket buffers, not 40 MB
     assert max(cam.sent[:2]) < 16 * 2**20, cam.sent
+
+
+async def test_a_snapshot_answer_far_longer_than_its_images_header_declares_is_dropped_at_what_that_image_needs():
+    """The same from a snapshot URL (each GET one image): an answer of a 64x48 JPEG's header and 40 MB was
+    read whole at every request, then corrupt_frame; it is now oversize_frame naming the size, and the
+    next answers are frames."""
+    from tests.integration.test_camera_https_login import PASSWORD, USER, Camera
+
+    bad = _jpeg(5)[:600] + bytes(range(256)) * 4096 * 40
+    cam = Camera([bad, _jpeg(1), _jpeg(2), _jpeg(3)], snapshot=True)
+    url = cam.url.replace(f"{USER}:{PASSWORD}@", "")
+    src = CameraSource("cam", CameraSettings(url=url, fps=20, reconnect_initial_s=0.05, reconnect_max_s=0.1))
+    try:
+        await src.start()
+        try:
+            frames = await take(src, 3, 30)
+        finally:
+            await src.stop()
+    finally:
+        cam.stop()
+    assert len(frames) == 3
+    assert src.stats.errors_by_reason == {"oversize_frame": 1}, src.stats.errors_by_reason
+    assert "more than a JPEG of 64x48 pixels (its header) can need" in src.stats.last_error
