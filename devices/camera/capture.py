@@ -230,6 +230,20 @@ def _quiet_opencv() -> None:
             pass
 
 
+# characters of a part that reads as text (a camera's error page) quoted in its corrupt_frame
+_TEXT_SHOWN = 120
+
+
+def _as_text(data: bytes) -> str:
+    """What a part that is no image says, when it reads as text (a camera's error page or message in its
+    stream: "503 too many clients", "sensor busy"), quoted (escaped: no line of the log forged); "" otherwise."""
+    head = data[:_TEXT_SHOWN]
+    if not head or any(b < 0x20 and b not in b"\t\r\n" or b > 0x7E for b in head):
+        return ""
+    more = "..." if len(data) > _TEXT_SHOWN else ""
+    return f"; it reads as text: {head.decode('ascii')!r}{more}"
+
+
 def _rejected_reason(exc: ImageRejected) -> str:
     """The error reason an image refused by ``_decode`` is counted under."""
     return "oversize_frame" if exc.oversize else "unsupported_frame" if exc.unsupported else "corrupt_frame"
@@ -1196,7 +1210,7 @@ class CameraSource:
             except ImageRejected as exc:
                 raise _BadFrame(
                     "unsupported_frame" if exc.unsupported else "corrupt_frame",
-                    f"{s.shown_url}: {exc} ({len(data)} bytes), skipped",
+                    f"{s.shown_url}: {exc} ({len(data)} bytes{_as_text(data) if size is None else ''}), skipped",
                 ) from None
             try:
                 return self._to_frame(img)
