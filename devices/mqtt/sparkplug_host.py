@@ -39,7 +39,9 @@ asked its birth (one reporting by exception is quiet for days, its session valid
 (``node_silent``), commands refused, asked nothing, until it sends anything, which is read and asks its birth. The other state kept per name coming from the outside world is bounded too: groups whose
 births no subscription takes (``_unreachable``, ``MAX_UNREACHED_GROUPS``, least recently seen forgotten, one
 notice key whatever the group), the nodes' inflate budgets (``MAX_NODES``, least recently used forgotten), a
-node's devices born (``MAX_NODE_DEVICES``) and its metrics, aliases and last values (``MAX_NODE_METRICS``).
+node's devices born (``MAX_NODE_DEVICES``) and its metrics, aliases and last values (``MAX_NODE_METRICS``), and the
+metrics all nodes hold together (``MAX_TOTAL_METRICS``: a birth past it makes room as a new node does in a full
+table, births-only nodes forgotten first; else it is refused, ``too_many_total_metrics``, ``_metric_room``).
 When this host's own connection to the broker comes back (``session_lost``, called by the adapter before
 it decodes anything the new connection brought), every node it knows is treated as not born: what was
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
@@ -215,6 +217,9 @@ class _Node:
     # silent only if nothing of it is heard within rebirth_retry_max_s of the send. Any live message clears both
     probed: float = math.inf
     probe_sent: float = math.inf
+    # metrics it holds (the most of its types, aliases and last values), as last counted in the source's total
+    # (``SparkplugHost._held``, bounded by ``MAX_TOTAL_METRICS``)
+    held: int = 0
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -297,6 +302,10 @@ MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose 
 # devices of one node born at once (DBIRTH, a retained one's too): device names come from the node, and a DBIRTH
 # with no metrics costs nothing in MAX_NODE_METRICS; the birth of one past it is skipped (too_many_node_devices)
 MAX_NODE_DEVICES = 10_000
+# metrics held by all of one source's nodes together (``_Node.held``; ~660 bytes each): MAX_NODES nodes of
+# MAX_NODE_METRICS each were 10^9, and valid NBIRTHs of 99,000 metrics under made-up names took a gateway out of
+# memory in minutes. A birth past it makes room as the table does (``SparkplugHost._metric_room``), else is refused
+MAX_TOTAL_METRICS = 500_000
 # groups said to be out of the subscriptions' reach (``SparkplugHost._unreachable``): group names come from the
 # outside world (a publisher on a shared broker sending spBv1.0/<any group>/NDATA/x while only NDATA is
 # subscribed); past it the least recently seen is forgotten (said again if its data comes again)
@@ -475,6 +484,9 @@ class SparkplugHost:
         # first (``_silence``): an answer files them back among those that speak
         self._probed: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.nodes_forgotten = 0  # nodes forgotten to make room for new ones (notice nodes_forgotten)
+        self._held = 0  # metrics the nodes hold together (``_Node.held``): at most MAX_TOTAL_METRICS
+        # births refused for want of room under MAX_TOTAL_METRICS (notice too_many_total_metrics)
+        self.births_refused = 0
         self.born_forgotten = 0  # ... of which born and live (notice born_nodes_forgotten)
         # born nodes that went silent without a death, their tags marked BAD (notice node_silent)
         self.nodes_silent = 0
@@ -887,6 +899,9 @@ class SparkplugHost:
         finally:
             key = self._touched
             if key is not None and (node := self._nodes.get(key)) is not None:
+                held = max(len(node.types), len(node.last), len(node.aliases) + len(node.clashes))
+                self._held += held - node.held
+                node.held = held
                 self._file(key, node)
 
     def _file(self, key: tuple[str, str], node: _Node) -> None:
@@ -1067,6 +1082,61 @@ class SparkplugHost:
             )
         return True
 
+    def _metric_room(self, t: sp.SparkplugTopic, key: tuple[str, str], more: int) -> bool:
+        """Room under ``MAX_TOTAL_METRICS`` for a birth that adds ``more`` metrics to those the source's nodes
+        hold. Past it, other born nodes are forgotten as for a new node's birth in a full table (``_room``): one
+        dead ``DEAD_KEEP_S``, then one that sent births only since its birth (valid NBIRTHs of 99,000 metrics under
+        made-up names: 20 took 1.3 GB), then a silent one, then one that sent no data for ``TALKING_KEEP_S``,
+        least recently heard first; counted and said as there. A node that sends data is so kept. When none is
+        left the birth is refused: its node (device) not born, its data skipped and a rebirth asked as before a
+        birth; counted (``births_refused``), said once (notice ``too_many_total_metrics``)."""
+        if self._held + more <= MAX_TOTAL_METRICS:
+            return True
+        now = time.monotonic()
+        self._unfile(key)  # never its own place: it is filed again after the message (``handle``)
+        while self._held + more > MAX_TOTAL_METRICS:
+            other = next(iter(self._dead), None)
+            if other is not None and now - self._nodes[other].heard < DEAD_KEEP_S:
+                other = None
+            other = (
+                other
+                or self._front(self._mute)
+                or self._front(self._silent)
+                or self._idle(self._probed, now)
+                or self._idle(self._talking, now)
+            )
+            if other is None:
+                self.births_refused += 1
+                what = f"{t.group}/{t.edge_node}{'/' + t.device if t.device else ''}"
+                if self.on_notice is not None:
+                    self.on_notice(
+                        "too_many_total_metrics",
+                        f"sparkplug: the {t.message_type.value} of {what} ({more} metrics more) is refused: "
+                        f"the source's nodes hold {self._held} metrics, at most {MAX_TOTAL_METRICS} "
+                        "(MAX_TOTAL_METRICS), and every node holding some sent data within "
+                        f"{TALKING_KEEP_S:g} s or died less than {DEAD_KEEP_S:g} s ago; it is not born, its data "
+                        "skipped and its birth asked as before a birth. Narrow the subscription to this line's "
+                        "group, or the broker's ACL on spBv1.0/",
+                        cause="birth",
+                    )
+                else:
+                    self._on_error("too_many_total_metrics", f"{what}: over {MAX_TOTAL_METRICS} metrics")
+                return False
+            self._forget(other)
+            self.nodes_forgotten += 1
+            self.born_forgotten += 1
+            if self.on_notice is not None:
+                message = (
+                    f"sparkplug: the source's nodes hold over {MAX_TOTAL_METRICS} metrics (MAX_TOTAL_METRICS): "
+                    f"{other[0]}/{other[1]}, born, forgotten to make room for the {t.message_type.value} of "
+                    f"{t.group}/{t.edge_node}. Nodes dead {DEAD_KEEP_S:g} s, then those that sent births only, "
+                    f"then silent ones, then those that sent no data for {TALKING_KEEP_S:g} s make room, least "
+                    "recently heard first; one forgotten that sends data again is asked its birth"
+                )
+                self.on_notice("born_nodes_forgotten", message)
+                self.on_notice("nodes_forgotten", message)
+        return True
+
     def _idle(self, line: OrderedDict[tuple[str, str], None], now: float) -> tuple[str, str] | None:
         """The front of a line of born nodes if it was not heard for ``TALKING_KEEP_S``."""
         key = self._front(line)
@@ -1101,7 +1171,7 @@ class SparkplugHost:
     def _forget(self, key: tuple[str, str]) -> None:
         """The node out of the table, the rebirth queue and the name it held (``_named``); its entries in
         ``_unanswered`` are stale (their time is no node's ``retry_at``) and leave as they come due."""
-        del self._nodes[key]
+        self._held -= self._nodes.pop(key).held
         self._unfile(key)
         self._asking.pop(key, None)
         if self._named.get(key[1]) == key:
@@ -1215,6 +1285,16 @@ class SparkplugHost:
                 for device in again:
                     self._rebirth(t.group, t.edge_node, node, device)
         if mt is sp.MessageType.NBIRTH:
+            if not self._metric_room(t, key, len(payload.metrics) - node.held):
+                # its last birth's tables would misread its data: it is not born until a birth of it is read
+                if node.alive:
+                    node.alive, node.devices = False, set()
+                    marked = self._bad(t.edge_node, node, _EVERY, received_at, received_at, "birth_unread")
+                else:
+                    marked = []
+                node.aliases, node.clashes, node.types, node.members, node.owned = {}, set(), {}, {}, {}
+                node.last, node.last_keys, node.last_sorted, node.templates = {}, {}, {}, {}
+                return marked
             self._named[t.edge_node] = key
             node.born = True
             node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
@@ -1308,6 +1388,12 @@ class SparkplugHost:
         if mt is sp.MessageType.DBIRTH:
             if t.device and t.device not in node.devices and len(node.devices) >= MAX_NODE_DEVICES:
                 self._too_many_devices(t, node)
+                return []
+            kept = len(node.owned.get(t.device or "", ((), ()))[0])
+            if not self._metric_room(t, key, len(payload.metrics) - kept):
+                if t.device in node.devices:  # its last birth's types would misread its data: not born
+                    node.devices.discard(t.device or "")
+                    return self._bad(t.edge_node, node, t.device, received_at, received_at, "birth_unread")
                 return []
             self.births += 1
             # the device's last birth, forgotten (see NBIRTH); its aliases too: kept, a device born again and
@@ -1420,6 +1506,19 @@ class SparkplugHost:
                 "included): the values and types of new ones are not kept, so a death marks them BAD no more "
                 "and a command to them takes the value's own type",
             )
+
+    def _too_many_total(self, t: sp.SparkplugTopic, device: str | None, metric: str) -> None:
+        what = "/".join(x for x in (t.group, t.edge_node, device, metric) if x)
+        if self.on_notice is not None:
+            self.on_notice(
+                "too_many_total_metrics",
+                f"sparkplug: the source's nodes hold {MAX_TOTAL_METRICS} metrics (MAX_TOTAL_METRICS): the last value "
+                f"of {what}, a name its birth did not declare, is read but not kept, so a death marks it BAD no "
+                "more",
+                cause="data",
+            )
+        else:
+            self._on_error("too_many_total_metrics", f"{what}: over {MAX_TOTAL_METRICS} metrics")
 
     def _too_many_devices(self, t: sp.SparkplugTopic, node: _Node) -> None:
         """A DBIRTH of a new device when ``MAX_NODE_DEVICES`` of the node's are born: skipped, said once (notice
@@ -1704,12 +1803,21 @@ class SparkplugHost:
                             continue
                     if (dev, key) in node.last:
                         node.last[(dev, key)] = (v, ts)
-                    elif len(node.last) < MAX_NODE_METRICS:
+                    elif len(node.last) >= MAX_NODE_METRICS:
+                        self._too_many(
+                            t
+                        )  # names come from the node: data by ever new names must not grow the memory
+                    elif (
+                        len(node.last) >= node.held
+                        and self._held - node.held + len(node.last) >= MAX_TOTAL_METRICS
+                    ):
+                        # ... nor data by new names of a node born with few metrics, past the source's total: its
+                        # value is read, not kept (births make room, ``_metric_room``; data is a node's own)
+                        self._too_many_total(t, dev, key)
+                    else:
                         node.last[(dev, key)] = (v, ts)
                         node.last_keys.setdefault(dev, {})[key] = len(node.last)
                         bisect.insort(node.last_sorted.setdefault(dev, []), key)
-                    else:  # names come from the node: data by ever new names must not grow the memory
-                        self._too_many(t)
                     out.append(
                         Reading(
                             self._source,

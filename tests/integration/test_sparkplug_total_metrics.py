@@ -1,0 +1,88 @@
+"""The metrics a Sparkplug source's nodes hold together, against valid births under made-up node names through a
+real Mosquitto: each node was held to MAX_NODE_METRICS and the table to MAX_NODES, nothing held the total, and
+NBIRTHs of 99,000 metrics under made-up names took ~660 bytes a metric (20 of them: 1.3 GB). Now the total is held
+to MAX_TOTAL_METRICS (made small here): births-only nodes make room first, a node sending data is kept, and a birth
+no room can be made for is refused (too_many_total_metrics)."""
+
+from __future__ import annotations
+
+import time
+
+from devices.mqtt import sparkplug_host
+from protocols import sparkplug as sp
+from tests.integration.test_sparkplug_rebirth_requests import _host
+from tests.support.waits import until
+
+D = sp.DataType
+
+
+def _birth(n: int = 9) -> bytes:
+    metrics = [sp.Metric("bdSeq", None, D.INT64, 0)]
+    metrics += [sp.Metric(f"M{i}", None, D.DOUBLE, float(i)) for i in range(n)]
+    return sp.encode(sp.Payload(int(time.time() * 1000), 0, metrics))
+
+
+def _data(seq: int) -> bytes:
+    return sp.encode(sp.Payload(int(time.time() * 1000), seq, [sp.Metric("M0", None, D.DOUBLE, 5.0)]))
+
+
+def _held(host) -> int:
+    return sum(len(n.types) for n in host._nodes.values())
+
+
+async def test_births_under_made_up_names_forget_each_other_not_a_node_sending_data(mosquitto, monkeypatch):
+    # raising=False: the former code, which this test is checked against, has no MAX_TOTAL_METRICS
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_METRICS", 30, raising=False)
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/real", _birth(), qos=1)
+        pub.publish("spBv1.0/g/NDATA/real", _data(1), qos=1)
+        await until(lambda: host.node_alive("g", "real") and host.births == 1, 10, "the real node's birth")
+        for i in range(10):  # valid births of 10 metrics each, under made-up names
+            pub.publish(f"spBv1.0/g/NBIRTH/fake{i}", _birth(), qos=1)
+        await until(lambda: host.node_alive("g", "fake9"), 10, "the made-up births read")
+        assert _held(host) <= 30, _held(host)
+        assert host.node_alive("g", "real") and host.datatype("g", "real", None, "M8") == D.DOUBLE
+        assert host.born_forgotten == 8 and not host.node_alive("g", "fake0"), host.born_forgotten
+        assert "MAX_TOTAL_METRICS" in src.notices.messages["born_nodes_forgotten"]
+        pub.publish("spBv1.0/g/NDATA/real", _data(2), qos=1)  # its data read as before
+        pub.publish("spBv1.0/g/NDATA/fake0", _data(1), qos=1)  # forgotten: asked its birth, counted
+        await until(lambda: host.data_before_birth == 1, 10, "the forgotten node's data handled")
+        assert host.node_alive("g", "real") and host.data_before_birth == 1
+
+
+async def test_a_birth_no_room_can_be_made_for_is_refused_and_said(mosquitto, monkeypatch):
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_METRICS", 25, raising=False)
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        for name in ("a", "b"):  # real nodes sending data: never forgotten for a new name
+            pub.publish(f"spBv1.0/g/NBIRTH/{name}", _birth(), qos=1)
+            pub.publish(f"spBv1.0/g/NDATA/{name}", _data(1), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/fake", _birth(), qos=1)
+        pub.publish("spBv1.0/g/NDATA/fake", _data(1), qos=1)
+        await until(lambda: host.data_before_birth >= 1, 10, "the made-up node's data handled")
+        assert not host.node_alive("g", "fake") and host.births == 2, host.births
+        assert host.node_alive("g", "a") and host.node_alive("g", "b")
+        assert _held(host) <= 25, _held(host)
+        assert src.notices.counts.get("too_many_total_metrics") == 1 == host.births_refused, (
+            src.notices.counts
+        )
+        said = src.notices.messages["too_many_total_metrics"]
+        assert "g/fake" in said and "25" in said, said
+        assert host.data_before_birth == 1  # its data skipped, as before a birth
+
+
+async def test_data_by_names_no_birth_declared_keeps_no_last_value_past_the_total(mosquitto, monkeypatch):
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_METRICS", 30, raising=False)
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/n", _birth(), qos=1)
+        metrics = [
+            sp.Metric(f"New{i}", None, D.DOUBLE, 1.0) for i in range(40)
+        ]  # names its birth did not declare
+        pub.publish("spBv1.0/g/NDATA/n", sp.encode(sp.Payload(int(time.time() * 1000), 1, metrics)), qos=1)
+        await until(
+            lambda: host.node_alive("g", "n") and "too_many_total_metrics" in src.notices.counts, 10, "said"
+        )
+        assert sum(len(n.last) for n in host._nodes.values()) <= 30
+        assert "g/n/New" in src.notices.messages["too_many_total_metrics"], src.notices.messages
