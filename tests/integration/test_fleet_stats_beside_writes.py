@@ -93,11 +93,14 @@ async def test_one_tenants_admin_calls_never_hold_every_worker_thread(tmp_path, 
         admin = rpc.AdminStub(carol)
         srv.store.read_lock.acquire()  # the store's reads are slow: each stats call waits in its thread
         try:
-            asking = [
-                asyncio.ensure_future(admin.IngestStats(pb.IngestStatsRequest(agent="gw-b"), timeout=60))
-                for _ in range(40)  # more than the worker threads of any machine (at most 32)
-            ]
-            await until(lambda: len(admitted) == 40, what="the admin's calls to reach the service")
+            asking = []
+            for i in range(40):  # more than the worker threads of any machine (at most 32)
+                asking.append(
+                    asyncio.ensure_future(admin.IngestStats(pb.IngestStatsRequest(agent="gw-b"), timeout=60))
+                )
+                # one at a time: a caller's requests being received at once are bounded (``concurrent_requests``,
+                # 4), and 40 sent together were refused past it when the machine was busy
+                await until(lambda n=i + 1: len(admitted) == n, what="the admin's calls to reach the service")
             await asyncio.sleep(0.5)  # (each asks for its thread in the step after its check)
             batch = pb.RecordBatch(records=[pb.Record(seq=1, kind="result", t=time.time(), payload=b"{}")])
 
