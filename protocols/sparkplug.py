@@ -361,8 +361,10 @@ def as_declared(value: int, datatype: int) -> int:
         return value
     low = value & ((1 << bits) - 1)
     negative = low >> (bits - 1)
-    if value != low and not (negative and value >> bits in ((1 << (32 - bits)) - 1, (1 << (64 - bits)) - 1)):
-        return value  # high bits that are no sign extension: not this type's
+    if value != low:  # high bits: the sign extended to the wire's 32 or 64 bits, or not this type's form
+        wider = (w for w in (32, 64) if w > bits)
+        if not (negative and any(value >> bits == (1 << (w - bits)) - 1 for w in wider)):
+            return value  # no sign extension (or a value already signed, as -5): returned as it came
     return low - (1 << bits) if negative else low
 
 

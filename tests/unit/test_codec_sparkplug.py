@@ -542,3 +542,21 @@ def test_dataset_cells_count_against_the_payloads_metric_budget():
     with pytest.raises(CodecError) as e:
         sp.decode(sp.encode(sp.Payload(1, 0, [sp.Metric("T", None, sp.DataType.DATASET, ds)])))
     assert e.value.reason == "too_many_metrics"
+
+
+@pytest.mark.parametrize(
+    ("value", "datatype", "read"),
+    [
+        (2**64 - 5, sp.DataType.INT64, -5),  # two's complement in the wire's 64 bits
+        (2**32 - 5, sp.DataType.INT32, -5),
+        (2**64 - 5, sp.DataType.INT16, -5),  # sign-extended to 64 bits, as Tahu writes a long
+        (-5, sp.DataType.INT64, -5),  # a value already signed (an Int64 of its own) stays itself
+        (-5, sp.DataType.INT16, -5),
+        (70_000, sp.DataType.INT16, 70_000),  # no form of an Int16: left for ``fits`` to refuse
+    ],
+)
+def test_an_integer_is_read_as_its_declared_type_and_a_signed_one_stays_itself(value, datatype, read):
+    """``as_declared`` of an already negative integer for an Int64 raised 'negative shift count' (the check of
+    a sign extension to widths narrower than the type); every integer is now read or handed on as it is."""
+    assert sp.as_declared(value, datatype) == read
+    assert sp.fits(read, datatype) == (read != 70_000)
