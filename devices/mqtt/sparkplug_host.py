@@ -1804,9 +1804,8 @@ class SparkplugHost:
                     if (dev, key) in node.last:
                         node.last[(dev, key)] = (v, ts)
                     elif len(node.last) >= MAX_NODE_METRICS:
-                        self._too_many(
-                            t
-                        )  # names come from the node: data by ever new names must not grow the memory
+                        # names come from the node: data by ever new names must not grow the memory
+                        self._too_many(t)
                     elif (
                         len(node.last) >= node.held
                         and self._held - node.held + len(node.last) >= MAX_TOTAL_METRICS
