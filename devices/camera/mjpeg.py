@@ -12,10 +12,11 @@ certificate is trusted (``access.Trust``: ``tls_ca_file``, ``tls_fingerprint_sha
 CAs), checked before anything is sent, and never left to FFmpeg, which does not check certificates. A
 redirect is followed (3 at most) to the same host; with a login in the URL, one to another host is refused,
 as is one from https to http. One to another host without a login is followed, and the stream's ``redirected_to``
-names where (its URL, login masked) for the caller to say; None when the frames come from the URL's host. ``MjpegStream.next_part`` returns the bytes of the next part; a
-part longer than ``max_part_bytes`` (by its Content-Length, or bytes without a boundary) raises
-``StreamError("oversize_frame")`` without being buffered further, and the caller drops the connection; so does
-one longer than the image its own header declares can need (``MjpegStream._image_bound``).
+names where (its URL, login masked) for the caller to say; None when the frames come from the URL's host.
+``MjpegStream.next_part`` returns the bytes of the next part; a part longer than ``max_part_bytes`` (by its
+Content-Length, or bytes without a boundary) raises ``StreamError("oversize_frame")`` without being buffered
+further, and the caller drops the connection; so does one longer than the image its own header declares can need
+(``MjpegStream._image_bound``).
 
 A URL that answers with one image (``Content-Type: image/...``, a camera's snapshot URL) gives a
 ``SnapshotStream`` instead: the same ``next_part``, each part a new GET, asked every ``poll_period_s``.

@@ -27,8 +27,8 @@ async def test_an_integer_past_its_births_datatype_is_refused_naming_the_metric_
     low 16 bits, 4464, and passed on GOOD as the node's value; 2**32 + 5 for an Int32 was 5, 300 for an Int8
     was 44. Each is refused now (``wrong_type`` naming the metric, the value and the datatype), the other
     metrics of the message read; so is one whose data message states the datatype, a UInt8 of 300 (passed on
-    before as a value no UInt8 holds), and an Int16 DataSet column's cell. Negative values in two's complement (sign-extended to 32 or 64 bits, or in
-    the type's own bits) keep their sign, as before."""
+    before as a value no UInt8 holds), and an Int16 DataSet column's cell. Negative values in two's complement
+    (sign-extended to 32 or 64 bits, or in the type's own bits) keep their sign, as before."""
     birth = _payload(
         0,
         {"name": "bdSeq", "datatype": D.INT64, "long_value": 0},
