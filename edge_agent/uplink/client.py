@@ -66,6 +66,19 @@ def _refused_on_purpose(exc: Exception) -> bool:
     )
 
 
+def _too_large(exc: Exception) -> bool:
+    """gRPC's own refusal of a message over a receive (or send) limit: the fleet service's ``max_message_bytes``
+    (its message says "Received message larger than max", "Decompressed ..." for a gzip batch), or the agent's
+    send limit ("Sent message larger than max"). Not a quota of the cloud's, which a later try may pass."""
+    import grpc
+
+    return (
+        isinstance(exc, grpc.aio.AioRpcError)
+        and exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        and "message larger than max" in (exc.details() or "")
+    )
+
+
 class Uplink:
     def __init__(
         self,
@@ -90,6 +103,9 @@ class Uplink:
         self.reconnects = 0
         self.refused = 0  # records the cloud refused for good, dropped from the outbox (``_refused``)
         self._sent_batch: list[int] = []  # the seqs of the batch awaiting its acknowledgement
+        self._sent_bytes = (
+            0  # their bytes (payloads and samples), said when the cloud refuses one as too large
+        )
         self._one_by_one = 0  # batches still to send one record each, to find a refused record
         self.last_error: str | None = None
         self.last_ack_at: float | None = None
@@ -222,12 +238,17 @@ class Uplink:
 
     async def _refused(self, exc: Exception) -> bool:
         """The cloud refused a batch as no store can hold it (INVALID_ARGUMENT: a record of another agent
-        version, say), which a retry never mends: left alone, it would block every record behind it for
-        good. The batch's records are sent again one per batch to find the one refused; that one is
-        dropped from the outbox, counted and reported (``refused``) with the cloud's reason in the log."""
+        version, say), or as a message larger than gRPC takes (RESOURCE_EXHAUSTED, "message larger than max":
+        one record over the fleet service's ``max_message_bytes``, a PLC's 15 MB ByteString forwarded), which
+        a retry never mends: left alone, it would block every record behind it for good. The batch's records
+        are sent again one per batch to find the one refused; that one is dropped from the outbox, counted and
+        reported (``refused``) with the cloud's reason in the log."""
         import grpc
 
-        if not (isinstance(exc, grpc.aio.AioRpcError) and exc.code() is grpc.StatusCode.INVALID_ARGUMENT):
+        if not (
+            isinstance(exc, grpc.aio.AioRpcError)
+            and (exc.code() is grpc.StatusCode.INVALID_ARGUMENT or _too_large(exc))
+        ):
             return False
         batch, self._sent_batch = self._sent_batch, []
         if len(batch) > 1:
@@ -236,11 +257,15 @@ class Uplink:
         n = await asyncio.to_thread(self.outbox.refuse, batch)
         self.refused += n
         log.warning(
-            "uplink to %s: the cloud refused record %s for good (%s); dropped from the outbox and counted "
+            "uplink to %s: the cloud refused record %s for good (%s%s); dropped from the outbox and counted "
             "as refused, so that the records behind it are sent",
             self.s.endpoint,
             batch,
             exc.details(),
+            f": {self._sent_bytes} bytes, over the fleet service's message limit (16 MiB by default); leave such "
+            "values out of what is forwarded or uploaded"
+            if _too_large(exc)
+            else "",
         )
         return True
 
@@ -266,6 +291,7 @@ class Uplink:
                 if not recs:
                     break
                 self._sent_batch = [r.seq for r in recs]
+                self._sent_bytes = sum(r.size for r in recs)
                 batch = pb.RecordBatch()
                 nbytes = 0
                 for r in recs:

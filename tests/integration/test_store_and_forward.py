@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from cloud_trainer.fleet.guard import QuotaLimits, Quotas
 from cloud_trainer.fleet.service import FleetServer, channel_credentials
 from cloud_trainer.fleet.store import SQLiteStore
 from cloud_trainer.pki import init_ca, issue
@@ -407,6 +408,62 @@ async def test_a_record_the_cloud_refuses_for_good_is_dropped_counted_and_the_re
         recs = srv.store.records("gw1", limit=100)
         assert sorted(r["payload"]["i"] for r in recs if r["kind"] == "result") == list(range(10))
         assert up.refused == 1 and dict(ob.dropped_total) == {"refused:sample": 1}
+    finally:
+        await up.stop()
+        ob.close()
+        await srv.stop()
+
+
+async def test_a_record_larger_than_the_clouds_message_limit_is_dropped_counted_and_the_rest_arrive(
+    tmp_path, pki, caplog
+):
+    """A record the fleet service's gRPC receive limit (``max_message_bytes``, 16 MiB by default) cannot take: a
+    PLC's 15 MB ByteString forwarded with ``outbox: true`` is 20 MB of base64 in one telemetry record, under the
+    outbox's own bound (1/16 of its budget, 64 MiB). gRPC refused the message (RESOURCE_EXHAUSTED, "message
+    larger than max") at every try, the uplink took it for a quota and backed off, and the record stayed at the
+    head of the outbox: nothing behind it ever reached the cloud. It is sent alone, dropped, counted (``refused``)
+    and its gap reported, as a record the cloud refuses for good; every other record arrives. (Here the limit is
+    256 KiB and the record 400 KB, so that it costs milliseconds.)"""
+    port = free_port()
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    for i in range(3):
+        ob.append("telemetry", {"tag": "Counter", "value": i})
+    big = ob.append("telemetry", {"tag": "Uid", "value": "AQEB" * 100_000})
+    for i in range(3, 6):
+        ob.append("telemetry", {"tag": "Counter", "value": i})
+    ob.flush()
+    srv = FleetServer(
+        tmp_path / "cloud",
+        port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        quotas=Quotas(QuotaLimits(max_message_bytes=256 * 1024)),
+    )
+    await srv.start()
+    up = Uplink(cloud_settings(pki, port), ob)
+    await up.start()
+    try:
+        await until(
+            lambda: ob.stats()["depth"] == 0 and up.refused > 0,
+            timeout_s=10,
+            what="the outbox to drain past the record over the cloud's message limit, counted",
+        )
+        await until(
+            lambda: (
+                [(g["first"], g["last"], g["cause"]) for g in srv.store.gaps("gw1")]
+                == [(big, big, "refused")]
+            ),
+            what="the drop reported with its cause",
+        )
+        recs = srv.store.records("gw1", limit=100)
+        assert sorted(r["payload"]["value"] for r in recs if r["kind"] == "telemetry") == list(range(6))
+        assert up.refused == 1 and dict(ob.dropped_total) == {"refused:telemetry": 1}
+        said = [r.getMessage() for r in caplog.records if "refused record" in r.getMessage()]
+        assert (
+            len(said) == 1 and f"[{big}]" in said[0] and "over the fleet service's message limit" in said[0]
+        )
     finally:
         await up.stop()
         ob.close()
