@@ -2084,6 +2084,23 @@ def _members(tag: str, v: Any, out: list[tuple[str, Any]], depth: int = 0) -> No
         out.append((tag, _plain(v)))
 
 
+def _variant_items(v: Any) -> list | None:
+    """A Variant[]'s items (a BaseDataType node's array, each item of its own type) unwrapped, when one of them
+    is a structure, decoded or not (an ExtensionObject): such a value is read as an array of structures is, each
+    item by its index (``_indexed``), never as Python's picture of it. None for any other value."""
+    if not (isinstance(v, list) and v and type(v[0]) is ua.Variant):
+        return None
+    items = [x.Value if isinstance(x, ua.Variant) else x for x in v]
+    return items if any(isinstance(x, ua.ExtensionObject) or _is_structure(x) for x in items) else None
+
+
+def _indexed(tag: str, items: list, out: list[tuple[str, Any]]) -> None:
+    """A Variant[]'s items as tags by index: a structure's members by path (``Batch/1/Force``), any other item
+    its plain value (``Batch/0``)."""
+    for i, x in enumerate(items):
+        _members(f"{tag}/{i}", x, out, 1)
+
+
 class _Handler:
     """asyncua subscription handler: runs on the loop thread, turns notifications into Readings."""
 
@@ -2688,6 +2705,8 @@ class OpcUaSource:
                     return self._matrix(nodeid, tag, val, dims, dv)
             elif isinstance(val[0], ua.ExtensionObject) or _is_structure(val[0]):
                 return self._structure(nodeid, tag, val, dv)
+            elif (items := _variant_items(val)) is not None:  # a Variant[] holding a structure
+                return self._structure(nodeid, tag, items, dv, indexed=True)
             else:
                 val = _plain(val)  # texts, bytes, true/false, times, big whole numbers stay a list
         elif type(val) is float:
@@ -2922,8 +2941,14 @@ class OpcUaSource:
         if first_tag and not first:
             log.warning("%s", msg)
 
-    def _structure(self, nodeid: ua.NodeId, tag: str, val: Any, dv: Any) -> None:
+    def _structure(self, nodeid: ua.NodeId, tag: str, val: Any, dv: Any, indexed: bool = False) -> None:
+        """A structure's value (or an array of them) as a reading per member; ``indexed``: a Variant[]'s items,
+        structures among other values, each by its index (``_indexed``)."""
         first = val[0] if isinstance(val, list) else val
+        if indexed:  # an item not decoded holds the value back; else its first structure stands for it
+            first = next((x for x in val if isinstance(x, ua.ExtensionObject)), None)
+            if first is None:
+                first = next(x for x in val if _is_structure(x))
         if isinstance(first, ua.ExtensionObject):
             return self._undecodable(nodeid, tag, first)
         if isinstance(val, list) and (misread := next((v for v in val if isinstance(v, _Misread)), None)):
@@ -2934,7 +2959,10 @@ class OpcUaSource:
             self._undecoded[nodeid] = (tag, ua.typeid_by_extension_objects.get(type(first), ua.NodeId()))
             return None
         members: list[tuple[str, Any]] = []
-        _members(tag, val, members)
+        if indexed:
+            _indexed(tag, val, members)
+        else:
+            _members(tag, val, members)
         if len(members) >= _MAX_MEMBERS:
             self.notices.note(
                 "structure_truncated",
@@ -4703,6 +4731,8 @@ async def _member_tags(
         return out
 
     def undecoded(v: Any) -> bool:
+        if (items := _variant_items(v)) is not None:
+            return any(isinstance(x, ua.ExtensionObject) for x in items)
         return isinstance(v[0] if isinstance(v, list) and v else v, ua.ExtensionObject)
 
     now = await values()
@@ -4728,10 +4758,14 @@ async def _member_tags(
     out: dict[str, list[str] | str | None] = {}
     for tag, v in now.items():
         first = v[0] if isinstance(v, list) and v else v
-        if isinstance(first, ua.ExtensionObject):
+        items = _variant_items(v)  # a Variant[] holding a structure: its items by index
+        members: list[tuple[str, Any]] = []
+        if undecoded(v):
             out[tag] = failed  # None: the types, read, do not describe it; else why they could not be read
+        elif items is not None:
+            _indexed(tag, items, members)
+            out[tag] = [t for t, _ in members]
         elif _is_structure(first):
-            members: list[tuple[str, Any]] = []
             _members(tag, v, members)
             out[tag] = [t for t, _ in members]
         elif v is not None:
