@@ -33,6 +33,7 @@ import asyncio
 import collections
 import logging
 import math
+import reprlib
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -140,6 +141,26 @@ class BoundedQueue:
         async with self._cond:
             self.closed = True
             self._cond.notify_all()
+
+
+# a reading's value in a notice, bounded: a tag holding 200,000 integers or 3 MB of text is named by its start
+# and its size, not copied whole into the log line and /status
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlist = _SHOWN.maxtuple = 8
+_SHOWN.maxlong = 60
+
+
+def _held(value: Any) -> str:
+    """``value`` as a notice shows it: its repr cut to a line, with its size when it was cut."""
+    try:
+        text = _SHOWN.repr(value)
+    except ValueError:  # an int past Python's 4,300 digits for a text
+        text = f"<{type(value).__name__}>"
+    if isinstance(value, str | bytes) and len(value) > _SHOWN.maxstring:
+        return f"{text} ({len(value)} {'characters' if isinstance(value, str) else 'bytes'})"
+    n = value.size if isinstance(value, np.ndarray) else len(value) if isinstance(value, list | tuple) else 0
+    return f"{text} ({n} items)" if n > _SHOWN.maxlist else text
 
 
 def _samples(value) -> np.ndarray | None:
@@ -498,12 +519,12 @@ class Windower:
             else:
                 self.notices.note(
                     "scalar_not_a_number",
-                    "pipeline %s: scalar tag %r of source %s holds %r, not a "
+                    "pipeline %s: scalar tag %r of source %s holds %s, not a "
                     "number; it is ignored; map a numeric tag in window.scalars",
                     self.pipeline,
                     r.tag,
                     self.source,
-                    r.value,
+                    _held(r.value),
                 )
             return NO_WINDOWS
         if r.tag != self.s.waveform:
@@ -527,12 +548,12 @@ class Windower:
         if x is None:
             self.notices.note(
                 "waveform_not_a_number",
-                "pipeline %s: waveform tag %r of source %s holds %r, not numbers; it is counted as bad and "
+                "pipeline %s: waveform tag %r of source %s holds %s, not numbers; it is counted as bad and "
                 "skipped; map a numeric tag (or array) in window.waveform",
                 self.pipeline,
                 r.tag,
                 self.source,
-                r.value if not isinstance(r.value, str | bytes) else r.value[:40],
+                _held(r.value),
             )
             return self._skipped(r, "it holds no numbers")
         n = x.size

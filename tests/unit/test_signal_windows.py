@@ -263,3 +263,26 @@ def test_a_tag_sampled_faster_than_the_windows_are_computed_at_is_said_from_the_
             w.rate_status()["by_timestamps_hz"] is None
             and "sample_rate_by_timestamps" not in w.notices.status()
         )
+
+
+@pytest.mark.parametrize(
+    "tag, value",
+    [
+        ("temp", [2**60 + i for i in range(200_000)]),  # an Int64[] past 2**53 stays a list of ints
+        ("temp", "x" * 3_000_000),  # a PLC's long text
+        ("vib", ["fault"] * 200_000),  # a String[] where a waveform was meant
+    ],
+)
+def test_a_tag_holding_no_number_is_named_in_a_bounded_line_not_copied_whole(tag, value, caplog):
+    """A scalar input, or the waveform tag, that holds a large value which is no number (a node's ValueRank
+    changed to an array at run time, a String[] mapped as the waveform): the notice named the value with its
+    whole repr, so 200,000 Int64 values past 2**53 made a 4.2 MB log line and a 4.2 MB /status (every poll of
+    it), kept as long as the agent ran. The value is shown cut, with its size."""
+    w = Windower(
+        "plc", WindowSettings(waveform="vib", scalars=["temp"], size_samples=1024), 1024, model_rate_hz=FS
+    )
+    w.add_all(R(value, 1000.0, tag=tag))
+    (message,) = [n["message"] for n in w.notices.status().values()]
+    assert f"tag {tag!r}" in message and len(message) < 400, message[:500]
+    assert f"{len(value)} " in message  # its size, so a user knows what came
+    assert all(len(r.getMessage()) < 400 for r in caplog.records)
