@@ -36,7 +36,7 @@ from edge_agent.models.slot import ModelSlot, SlotError
 from edge_agent.pipelines import Pipeline
 from edge_agent.priority import lower_this_thread
 from edge_agent.process_info import peak_rss_mb, rss_mb
-from edge_agent.status_board import StatusBoard
+from edge_agent.status_board import SHOWN_BYTES, SHOWN_ITEMS, Cut, StatusBoard
 from edge_agent.types import Result
 from model_packager.text import printable
 from protocols.events import Event, EventKind
@@ -1066,12 +1066,18 @@ async def run_until_signalled(start, stop) -> None:
 
 def _shown(item: Any) -> Any:
     """``item`` as the tags view keeps it: an array as its shape, type and last sample (read-only, its one sample
-    broadcast: ``status_board.tag_rows`` shows no more), a long text cut to ``TAG_TEXT_CHARS``; else itself."""
+    broadcast: ``status_board.tag_rows`` shows no more), a long text cut to ``TAG_TEXT_CHARS``, a long list or byte
+    string its start (``status_board.Cut``); else itself."""
     v = item.value
     if type(v) is str:
         if len(v) <= TAG_TEXT_CHARS:
             return item
         return dataclasses.replace(item, value=v[:TAG_TEXT_CHARS] + "…")
+    # a long list (Int64 counters past 2**53 kept exact, texts) or byte string (an OPC UA ByteString): its start
+    if isinstance(v, list | tuple) and len(v) > SHOWN_ITEMS:
+        return dataclasses.replace(item, value=Cut(v[:SHOWN_ITEMS], type(v).__name__))
+    if isinstance(v, bytes | bytearray) and len(v) > SHOWN_BYTES:
+        return dataclasses.replace(item, value=Cut(bytes(v[:SHOWN_BYTES]), type(v).__name__))
     if getattr(v, "size", 1) <= 1 or not hasattr(v, "reshape"):  # a number, a truth value, None, a tiny array
         return item
     import numpy as np

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from devices.base import Frame
 from edge_agent.types import Result
@@ -69,6 +69,20 @@ class StatusBoard:
         return list(self.trends.get(pipeline, ()))
 
 
+SHOWN_CHARS = 1024  # a text, a list's JSON text or a byte string's base64 is shown up to this and `…`
+SHOWN_BYTES = SHOWN_CHARS * 3 // 4  # the bytes whose base64 is that long
+SHOWN_ITEMS = 64  # the items of a long list the tags view keeps: its JSON text is cut at SHOWN_CHARS anyway
+
+
+class Cut(NamedTuple):
+    """The start of a long list or byte string that the tags view keeps in place of the value (an OPC UA
+    ByteString of megabytes, 100,000 Int64 counters kept exact), with the value's type name: shown cut, as a
+    long text is. Rules, forwards and pipelines get the value whole."""
+
+    head: Any
+    kind: str
+
+
 def tag_rows(readings, now: float | None = None) -> list[dict]:
     """Last reading of each tag as a row: tag, value (arrays summarised), type, quality, age_s."""
     import numpy as np
@@ -87,10 +101,19 @@ def tag_rows(readings, now: float | None = None) -> list[dict]:
             shown, typ = v, type(v).__name__
         else:
             # as forwards and the outbox write it (bytes, an OPC UA ByteString, as base64 text: its repr was
-            # "b'\\xe0\\x04...'", unlike the value the broker and the cloud got); a list or structure as its JSON text
-            text = json_codec.dumps(v)
+            # "b'\\xe0\\x04...'", unlike the value the broker and the cloud got); a list or structure as its JSON
+            # text; the start of a long one (``Cut``) cut at SHOWN_CHARS with `…`, as a long text is
+            cut = isinstance(v, Cut)
+            text = json_codec.dumps(v.head if cut else v)
             plain = json.loads(text)
-            shown, typ = (text if isinstance(plain, list | dict) else plain), type(v).__name__
+            shown, typ = (
+                (text if isinstance(plain, list | dict) else plain),
+                (v.kind if cut else type(v).__name__),
+            )
+            if isinstance(shown, str) and (cut or len(shown) > SHOWN_CHARS):
+                if cut and isinstance(plain, list):
+                    shown = shown[:-1]  # its closing bracket: more items follow
+                shown = shown[:SHOWN_CHARS] + "…"
         rows.append(
             {
                 "tag": r.tag,
