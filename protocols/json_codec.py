@@ -67,6 +67,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from protocols import quality_names
+from protocols.topics import shown_topic
 
 
 class CodecError(ValueError):
@@ -672,7 +673,7 @@ def compile_decoder(
                 v = got
             if tv is float:
                 if not isfinite(v):
-                    bad = CodecError("non_finite", f"field {k!r} is {v}")
+                    bad = CodecError("non_finite", f"field {shown_topic(k)} is {v}")
                     if report is None:
                         raise bad
                     if keep is None:
@@ -682,7 +683,7 @@ def compile_decoder(
             elif k == tsf:
                 continue
             elif not -_FLOAT_MAX <= v <= _FLOAT_MAX:
-                bad = CodecError("non_finite", f"field {k!r} is {str(v)[:40]}: no finite float64")
+                bad = CodecError("non_finite", f"field {shown_topic(k)} is {str(v)[:40]}: no finite float64")
                 if report is None:
                     raise bad
                 if keep is None:
@@ -1665,24 +1666,31 @@ def time_field_hint(payload: bytes | str, mapping: JsonMapping) -> str | None:
         )
         read = " and, unmapped, it is read as a tag" if tv is not str and not mapping.values else ""
         return (
-            f"{where}its field {k!r} holds a time as {fmt}, but its readings get the receive time{read}: set "
-            f"json_mapping.timestamp_field: {k} and timestamp_format: {unit.value}"
+            f"{where}its field {shown_topic(k)} holds a time as {fmt}, but its readings get the receive time{read}: "
+            f"set json_mapping.timestamp_field: {_as_setting(k)} and timestamp_format: {unit.value}"
         )
     return None
+
+
+def _as_setting(key: str) -> str:
+    """A key from the payload as a hint writes it in a setting to copy: as it is when printable and short, else
+    quoted (``shown_topic``): a key holding an ANSI escape, a line feed or a NUL wrote them raw into the log
+    line (its own colours, a forged line), one of 60 KB the whole of it."""
+    return key if key.isprintable() and len(key) <= 80 else shown_topic(key)
 
 
 def text_field_hint(name: str, text: str, mapping: JsonMapping) -> str:
     """What a top-level text field left unread by every-number mode (``compile_decoder``'s
     ``on_text_unread``) is told: the field, its text and the setting that reads it."""
-    shown = repr(text[:40])
+    shown, key, name = repr(text[:40]), name, shown_topic(name)
     if type(_text_number(text)) is not str:
         return (
-            f"field {name!r} holds a number as text ({shown}), not read: set json_mapping.numbers_from_text: true "
+            f"field {name} holds a number as text ({shown}), not read: set json_mapping.numbers_from_text: true "
             "to read it as a number, or map it in json_mapping.values to read it as text"
         )
     if type(_text_value(text)) is not str:  # "NaN", "+Inf": a sensor's fault, no state to map to a number
         return (
-            f"field {name!r} holds a NaN or an infinity as text ({shown}), not read: set "
+            f"field {name} holds a NaN or an infinity as text ({shown}), not read: set "
             "json_mapping.numbers_from_text: true to read it as the sensor's fault (a BAD reading, non_finite)"
         )
     s = text.strip()
@@ -1690,22 +1698,20 @@ def text_field_hint(name: str, text: str, mapping: JsonMapping) -> str:
         try:
             datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
             return (
-                f"field {name!r} holds a time as text ({shown}), not read: set json_mapping.timestamp_field: "
-                f"{name} and timestamp_format: iso8601 to stamp the readings with it"
+                f"field {name} holds a time as text ({shown}), not read: set json_mapping.timestamp_field: "
+                f"{_as_setting(key)} and timestamp_format: iso8601 to stamp the readings with it"
             )
         except ValueError:
             pass
     as_text = "map the field in json_mapping.values to read it as text"
     if not _WORD.match(text):  # a version "1.2.3", an id: no state
-        return f"field {name!r} holds text ({shown}), not read (unmapped, only numbers are): {as_text}"
+        return f"field {name} holds text ({shown}), not read (unmapped, only numbers are): {as_text}"
     states = (
         f"add it to json_mapping.states ({_known_states(mapping)})"
         if mapping.states
         else f"a state is read as a number with json_mapping.states, e.g. states: {{{shown}: 1}}"
     )
-    return (
-        f"field {name!r} holds text ({shown}), not read (unmapped, only numbers are): {states}; or {as_text}"
-    )
+    return f"field {name} holds text ({shown}), not read (unmapped, only numbers are): {states}; or {as_text}"
 
 
 _WORD = re.compile(r"\s*[A-Za-z][A-Za-z_ -]{0,30}\s*\Z")  # text that may be a state: RUNNING, open, Auto Mode
@@ -1768,7 +1774,7 @@ def nested_fields_hint(fields: list[tuple[str, Any]]) -> str:
     )
     example = next((p for k, v in fields if (p := _number_path(k, v)) is not None), None)
     read = (
-        f"e.g. values: {{{example[:80]}: {example[:80].replace('.', '_')}}}"
+        f"e.g. values: {{{_as_setting(example[:80])}: {_as_setting(example[:80].replace('.', '_'))}}}"
         if example is not None
         else "each level a key, an array's item a whole number"
     )

@@ -1624,6 +1624,18 @@ class SparkplugHost:
         for m in payload.metrics:
             name = m.name
             dev = device
+            if not name and (by_birth or m.alias is None):
+                # a birth's metric without a name (Sparkplug gives each one: a node's bug), or data by neither
+                # name nor alias: no tag to read it into. Counted, not asked again: taken for data by an alias
+                # no birth gave, it asked a rebirth, which brought the same birth, every rebirth_min_interval_s
+                self._on_error(
+                    "unnamed_metric",
+                    f"{t.group}/{t.edge_node}{'/' + device if device else ''}: a metric "
+                    f"{'named ' + repr(name) if name is not None else 'without a name'}"
+                    f"{f' (alias {m.alias})' if m.alias is not None else ''} in its {t.message_type}: skipped "
+                    "(its other metrics are read)",
+                )
+                continue
             if not name:
                 entry = node.aliases.get(m.alias) if m.alias is not None else None
                 elsewhere = None

@@ -1,0 +1,158 @@
+"""Tag names from outside (the keys of a JSON payload, a Sparkplug birth's metric names) that hold what no
+log line or rebirth can carry, through a real Mosquitto: a JSON key with an ANSI escape, a line feed and a NUL
+is quoted escaped in every notice naming it; a Sparkplug birth declaring a metric without a name is counted and
+asks no rebirth, which would bring the same birth. The message's other tags are read."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import math
+import time
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+from protocols import sparkplug as sp
+from tests.support.waits import until
+
+D = sp.DataType
+HOSTILE = "time\x1b[31m\nFAKE log line\x00"  # an ANSI colour, a line feed that forges a log line, a NUL
+
+
+def _client(port: int) -> paho.Client:
+    c = paho.Client(CallbackAPIVersion.VERSION2)
+    c.connect("127.0.0.1", port, 30)
+    c.loop_start()
+    return c
+
+
+def _closed(c: paho.Client) -> None:
+    c.disconnect()  # first: paho's thread ends once it is written, not at its next 1 s select
+    c.loop_stop()
+
+
+async def _read(src: MqttSource, n: int, timeout_s: float = 5.0) -> list:
+    got: list = []
+    async with asyncio.timeout(timeout_s):
+        async for r in src.items():
+            got.append(r)
+            if len(got) >= n:
+                return got
+    return got
+
+
+async def test_json_keys_holding_escapes_line_feeds_and_nul_are_quoted_escaped_in_every_notice(mosquitto):
+    """Three notices quoted a key raw in the setting they suggest (``values: {<path>: ...}``,
+    ``timestamp_field: <key>``): a key holding an ANSI escape and a line feed coloured the terminal and wrote a
+    line of its own into the agent's log, a NUL went into it as it came; a key of 64 KB was quoted whole (a
+    65 KB log line). Each is now quoted as Python writes text (``'time\\x1b[31m\\n...'``), cut at 200
+    characters with its length; the message's numbers are read."""
+    now = time.time()
+    bodies = {
+        "nested": {HOSTILE: {"in": 1.5}, "v": 1},  # nested_unread: the path that reads the number inside
+        "epoch": {HOSTILE: now, "v": 2},  # a field named like a time holding one: timestamp_field
+        "iso": {HOSTILE: "2026-01-01T00:00:00Z", "v": 3},  # the same, written as ISO 8601 text
+        "long": {"L" * 65536: "text", "M" * 65536: math.nan, "v": 4},  # text_field_unread, non_finite
+    }
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    logging.getLogger("devices").addHandler(handler)
+    pub = _client(mosquitto.port)
+    try:
+        for kind, body in bodies.items():
+            # a source each: a notice is said once per source
+            src = MqttSource(
+                "mq",
+                MqttSettings(
+                    port=mosquitto.port,
+                    subscriptions=[{"topic": f"{kind}/#", "json_mapping": {"timestamp_field": "ts"}}],
+                ),
+            )
+            await src.start()
+            try:
+                async with asyncio.timeout(5):
+                    await src.connected.wait()
+                    await src.subscribed.wait()
+                pub.publish(f"{kind}/1", json.dumps(body).encode(), qos=1).wait_for_publish(5)
+                got = await _read(src, 2 if kind in ("epoch", "long") else 1)
+                assert f"{kind}/1/v" in {r.tag for r in got}, kind
+                await until(lambda k=kind: k in buf.getvalue(), what=f"the {kind} notice logged")
+            finally:
+                await src.stop()
+    finally:
+        logging.getLogger("devices").removeHandler(handler)
+        _closed(pub)
+    out = buf.getvalue()
+    lines = [ln for ln in out.splitlines() if "connected" not in ln and "stopped" not in ln]
+    assert all(ln.startswith("mqtt source 'mq':") for ln in lines), lines  # no line the key wrote itself
+    assert not any(c in out for c in "\x1b\x00"), ascii(out)
+    assert len([ln for ln in lines if "'time\\x1b[31m\\nFAKE log line\\x00" in ln]) >= 3, lines
+    # a key of 64 KB quoted by its first 200 characters and its length, as a topic is: each line held all of it
+    assert max(len(ln) for ln in lines) < 1000, [len(ln) for ln in lines]
+    assert "(65536 characters)" in out
+
+
+async def test_a_birth_declaring_a_metric_without_a_name_asks_no_rebirth_and_its_other_metrics_are_read(
+    mosquitto,
+):
+    """A node whose NBIRTH holds a metric named "" (a node's bug: Sparkplug gives every birth metric a name):
+    the host read it as data by alias, found the alias in no birth and asked a rebirth, which brought the same
+    birth: the node was reborn whole every ``rebirth_min_interval_s`` for ever (5 rebirths in 9 s at the
+    default 2 s). Now the nameless metric is counted (``unnamed_metric``) and skipped, nothing is asked, and
+    the birth's other metrics are read."""
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=mosquitto.port,
+            subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
+            sparkplug={"rebirth_min_interval_s": 0.1},
+        ),
+    )
+    await src.start()
+    asked: list[str] = []
+    node = paho.Client(CallbackAPIVersion.VERSION2)
+
+    def birth() -> bytes:
+        return sp.encode(
+            sp.Payload(
+                timestamp_ms=int(time.time() * 1000),
+                seq=0,
+                metrics=[
+                    sp.Metric("bdSeq", None, D.INT64, 0),
+                    sp.Metric("", 6, D.DOUBLE, 4.0),
+                    sp.Metric(None, None, D.DOUBLE, 4.5),
+                    sp.Metric("ok", 7, D.DOUBLE, 5.0),
+                ],
+            )
+        )
+
+    def on_message(client, userdata, msg) -> None:  # a node answers each rebirth asked with its birth
+        asked.append(msg.topic)
+        client.publish("spBv1.0/g/NBIRTH/n1", birth(), qos=1)
+
+    node.on_message = on_message
+    node.connect("127.0.0.1", mosquitto.port, 30)
+    node.subscribe("spBv1.0/g/NCMD/n1", qos=1)
+    node.loop_start()
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        node.publish("spBv1.0/g/NBIRTH/n1", birth(), qos=1).wait_for_publish(5)
+        got = await _read(src, 1)
+        assert [(r.tag, r.value) for r in got] == [("n1/ok", 5.0)]
+        await asyncio.sleep(
+            1.0
+        )  # ten rebirth intervals: the former code asked (and was answered) again and again
+        assert asked == []
+        assert src.stats.errors_by_reason.get("unnamed_metric") == 2
+        assert "unknown_alias" not in src.stats.errors_by_reason
+        assert "unnamed_metric" in (src.stats.last_error or "")
+    finally:
+        await src.stop()
+        _closed(node)
