@@ -134,6 +134,7 @@ from devices.mqtt.settings import SparkplugHostSettings
 from protocols import sparkplug as sp
 from protocols.float32 import float32_shown
 from protocols.json_codec import CodecError
+from protocols.topics import shown_topic
 
 Publish = Callable[[str, bytes], None]
 OnError = Callable[[str, str], None]
@@ -1437,9 +1438,31 @@ class SparkplugHost:
         # what the device's birth puts in the node's tables, forgotten at its next birth (``_Node.owned``); the
         # node's own are forgotten whole at its NBIRTH
         names, aliases = node.owned.setdefault(device, (set(), set())) if device else (set(), set())
+        declared: dict[str, tuple[int, int | None]] = {}  # this birth's names: (datatype, alias) of the first
         for m in payload.metrics:
             if not m.name:
                 continue
+            if m.name in declared:
+                # Sparkplug 3.0 names a metric once in a birth: the first declaration is kept (its type, its
+                # alias), this one refused, its value unread (``_readings``) and its alias's data skipped as a
+                # clash's is (no rebirth asked: it would bring the same birth). Kept both, the tag took both
+                # declarations' values in turn, a number and a text, typed by the last one
+                dt, alias = declared[m.name]
+                if (
+                    m.alias is not None
+                    and m.alias != alias
+                    and m.alias not in node.aliases
+                    and len(node.aliases) + len(node.clashes) < MAX_NODE_METRICS
+                ):
+                    node.clashes.add(m.alias)
+                self._on_error(
+                    "duplicate_metric",
+                    f"{t.group}/{t.edge_node}{'/' + device if device else ''}: its {t.message_type} declares "
+                    f"{shown_topic(m.name)} twice (datatypes {dt} and {m.datatype}, aliases {alias} and "
+                    f"{m.alias}): the first is kept, the second refused (its value and data by its alias unread)",
+                )
+                continue
+            declared[m.name] = (m.datatype, m.alias)
             if len(node.types) >= MAX_NODE_METRICS and (device, m.name) not in node.types:
                 self._too_many(t)  # births of ever new devices must not grow the memory
                 break
@@ -1621,9 +1644,14 @@ class SparkplugHost:
         # a timestamp of 0 (nodes without a clock send it, Sparkplug makes it required) is no time: taken as
         # 1970, it would put every reading of the tag at one instant and its waveforms in no window
         default_ts = self._time(t, payload.timestamp_ms, received_at, received_at)
+        declared: set[str] = set()  # a birth's names: a second declaration of one is refused (``_learn``)
         for m in payload.metrics:
             name = m.name
             dev = device
+            if by_birth and name:
+                if name in declared:
+                    continue
+                declared.add(name)
             if not name and (by_birth or m.alias is None):
                 # a birth's metric without a name (Sparkplug gives each one: a node's bug), or data by neither
                 # name nor alias: no tag to read it into. Counted, not asked again: taken for data by an alias
@@ -1647,7 +1675,7 @@ class SparkplugHost:
                     self._on_error(
                         "alias_collision",
                         f"{t.group}/{t.edge_node}{'/' + device if device else ''}: data by alias {m.alias}, "
-                        "which its births gave to two metrics: skipped",
+                        "which its births gave to two metrics (or to a second metric of one name): skipped",
                     )
                     continue
                 if entry is None and elsewhere is not None:

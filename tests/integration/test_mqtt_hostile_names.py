@@ -156,3 +156,60 @@ async def test_a_birth_declaring_a_metric_without_a_name_asks_no_rebirth_and_its
     finally:
         await src.stop()
         _closed(node)
+
+
+async def test_a_birth_declaring_one_metric_name_twice_keeps_the_first_declaration(mosquitto):
+    """Sparkplug 3.0 names a metric once in a birth. An NBIRTH declaring ``Temp`` as a Double (alias 1) and
+    again as a String (alias 2) made the tag take both declarations' values in turn, 20.0 then "hot" in the birth
+    and 21.0 then "warm" in each NDATA, typed by the last declaration, unsaid. Now the first declaration is kept:
+    the second is counted (``duplicate_metric``) and its value unread, data by its alias is skipped as a clash's,
+    no rebirth is asked (it would bring the same birth), and the birth's other metrics are read."""
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=mosquitto.port,
+            subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
+            sparkplug={"rebirth_min_interval_s": 0.1},
+        ),
+    )
+    await src.start()
+    asked: list[str] = []
+    node = paho.Client(CallbackAPIVersion.VERSION2)
+    node.on_message = lambda client, userdata, msg: asked.append(msg.topic)
+    node.connect("127.0.0.1", mosquitto.port, 30)
+    node.subscribe("spBv1.0/g/NCMD/n1", qos=1)
+    node.loop_start()
+    now_ms = int(time.time() * 1000)
+    birth = [
+        sp.Metric("bdSeq", None, D.INT64, 0),
+        sp.Metric("Temp", 1, D.DOUBLE, 20.0),
+        sp.Metric("Temp", 2, D.STRING, "hot"),
+        sp.Metric("ok", 3, D.DOUBLE, 5.0),
+    ]
+    data = [
+        sp.Metric(None, 1, D.DOUBLE, 21.0),
+        sp.Metric(None, 2, D.STRING, "warm"),
+        sp.Metric(None, 3, D.DOUBLE, 6.0),
+    ]
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        for kind, seq, metrics in (("NBIRTH", 0, birth), ("NDATA", 1, data)):
+            payload = sp.encode(sp.Payload(timestamp_ms=now_ms + seq, seq=seq, metrics=metrics))
+            node.publish(f"spBv1.0/g/{kind}/n1", payload, qos=1).wait_for_publish(5)
+        got = await _read(src, 4)
+        assert [(r.tag, r.value) for r in got] == [
+            ("n1/Temp", 20.0),
+            ("n1/ok", 5.0),
+            ("n1/Temp", 21.0),
+            ("n1/ok", 6.0),
+        ]
+        await asyncio.sleep(0.5)  # five rebirth intervals
+        assert asked == []
+        assert src.stats.errors_by_reason.get("duplicate_metric") == 1
+        assert src.stats.errors_by_reason.get("alias_collision") == 1  # the NDATA's value by alias 2
+        assert "unknown_alias" not in src.stats.errors_by_reason
+    finally:
+        await src.stop()
+        _closed(node)
