@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import errno
 import fcntl
+import functools
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devices import SOURCE_TYPES, load_object
-from devices.base import MAX_CAUSES, Notices
+from devices.base import MAX_CAUSES, ConnectionState, Notices
 from edge_agent import flapping
 from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
@@ -219,6 +220,7 @@ class Agent:
                 topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.TAGS, f.name),
                 self.sources[f.to].publish if f.to else None,
                 self._outbox_append if f.outbox else None,
+                functools.partial(_connected, self.sources[f.to]) if f.to else None,
             )
             for f in cfg.forward
         ]
@@ -1083,6 +1085,11 @@ def _shown(item: Any) -> Any:
     import numpy as np
 
     return dataclasses.replace(item, value=np.broadcast_to(v.reshape(-1)[-1:].copy(), v.shape))
+
+
+def _connected(source: Any) -> bool:
+    """Whether ``source`` (an mqtt source a forward publishes through) is connected to its broker."""
+    return source.state is ConnectionState.CONNECTED
 
 
 def _produces(settings) -> bool:

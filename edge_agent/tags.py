@@ -7,7 +7,8 @@ records. A ``deadband`` skips a number that moved less than it since the last fo
 boolean or text is forwarded when it changes), ``min_interval_ms`` forwards at most one reading per
 tag that often (the skipped ones are counted; the latest value is not held back for later). A change of
 quality (a tag going BAD with its last value, and back) passes both. Sending
-is bounded: at most ``MAX_PENDING`` messages wait for the broker, the oldest is dropped (counted).
+is bounded: at most ``MAX_PENDING`` messages and ``MAX_PENDING_BYTES`` wait for the broker (those the MQTT client
+holds for its return, QoS 1, counted in the bytes), the oldest is dropped (counted).
 
 ``Rule`` (config ``rules:``) scales one tag (``value * scale + offset``) and compares it with
 ``above`` / ``below`` with hysteresis: active once past the threshold, cleared only when back past
@@ -38,14 +39,21 @@ log = logging.getLogger(__name__)
 
 MAX_TAGS = 100_000  # tags whose last forwarded value is kept (deadband, rate limit)
 MAX_PENDING = 1000
+# the bytes of the messages a forward holds for a broker that is away: in its own queue, and handed to the MQTT
+# client that holds a QoS 1 message until the broker is back (counted, not weighed, there: 10,000 of them); the
+# oldest is dropped past it (a 2 MB ByteString forwarded 18 times a second held 880 MB after 20 s)
+MAX_PENDING_BYTES = 64 * 1024 * 1024
 
 
 class Forwarder:
-    def __init__(self, settings: ForwardSettings, topic: str, publish, outbox_append) -> None:
+    def __init__(self, settings: ForwardSettings, topic: str, publish, outbox_append, connected=None) -> None:
         self.s = settings
         self.topic = settings.topic or topic
         self._publish = publish  # async (topic, bytes, qos) or None
         self._outbox_append = outbox_append  # (kind, dict) or None
+        self._connected = connected  # () -> whether the broker is connected (None: not known)
+        self._bytes = 0  # of the messages in the queue
+        self._handed = 0  # of the messages the MQTT client holds for the broker's return ("queued")
         self._tags = set(settings.tags)
         # tag -> (value forwarded, monotonic time, its quality)
         self._last: dict[str, tuple[Any, float, Quality]] = {}
@@ -114,10 +122,15 @@ class Forwarder:
                 self.stats["outbox_failed"] += 1
                 self._burst.log("outbox", "forward %s: not queued for the cloud: %s", self.s.name, exc)
         if self._publish is not None:
-            if len(self._queue) >= MAX_PENDING:
-                self._queue.popleft()
+            payload = json_codec.dumps(body, separators=(",", ":")).encode()
+            self._queue.append(payload)
+            self._bytes += len(payload)
+            # bounded in messages and in bytes (with what the MQTT client holds of ours); the newest is kept
+            while len(self._queue) > MAX_PENDING or (
+                len(self._queue) > 1 and self._bytes + self._handed > MAX_PENDING_BYTES
+            ):
+                self._bytes -= len(self._queue.popleft())
                 self.stats["dropped"] += 1
-            self._queue.append(json_codec.dumps(body, separators=(",", ":")).encode())
             self._wake.set()
 
     async def _sender(self) -> None:
@@ -125,10 +138,17 @@ class Forwarder:
             while not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
+            if self._handed and self._connected is not None:
+                if self._connected():  # the client sends what it held: ours no longer wait
+                    self._handed = 0
+                elif self._handed + len(self._queue[0]) > MAX_PENDING_BYTES:
+                    await asyncio.sleep(0.2)  # it holds enough of ours for the broker's return
+                    continue
             payload = self._queue[0]
             try:
                 outcome = await self._publish(self.topic, payload, qos=self.s.qos)
                 self.stats["queued" if outcome == "queued" else "sent"] += 1
+                self._handed = self._handed + len(payload) if outcome == "queued" else 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -138,7 +158,7 @@ class Forwarder:
                 )
                 await asyncio.sleep(0.5)  # the broker is away: try the next one a little later
             if self._queue and self._queue[0] is payload:
-                self._queue.popleft()
+                self._bytes -= len(self._queue.popleft())
 
     def status(self) -> dict:
         return {
@@ -147,6 +167,7 @@ class Forwarder:
             "topic": self.topic if self._publish else None,
             "outbox": self.s.outbox,
             "pending": len(self._queue),
+            "pending_bytes": self._bytes + self._handed,
             **dict(self.stats),
         }
 

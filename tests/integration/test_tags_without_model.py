@@ -9,6 +9,7 @@ import json
 import threading
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.agent import Agent
@@ -300,3 +301,83 @@ async def test_a_dead_sensors_retained_value_is_shown_but_raises_no_alarm(tmp_pa
     assert [(m["value"], m["quality"]) for m in fwd][:2] == [(95.0, "uncertain"), (96.0, "good")]
     assert on(f"{base}/alarms/hot_alarm")[0]["active"] is True
     assert st["sources"]["broker"]["silent_drops"]["retained"]["count"] == 1
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+async def test_a_forward_of_large_values_holds_a_bounded_number_of_bytes_while_the_broker_is_away(
+    tmp_path, monkeypatch, qos
+):
+    """A forward of an OPC UA ByteString of 1 MB (1.4 MB of JSON a message) while the broker is away: the
+    forward held up to 1,000 messages (QoS 0) and the MQTT client up to 10,000 (QoS 1, held for the broker's
+    return), counted but not weighed: a 2 MB ByteString changing 18 times a second added 880 MB in 20 s, on
+    the way to 2.7 GB (QoS 0) or 27 GB (QoS 1). The messages waiting, in the forward and handed to the MQTT
+    client, are held to ``MAX_PENDING_BYTES`` (here 4 MiB), the oldest dropped and counted; once the broker is
+    back the newest value goes out."""
+    import base64
+
+    from asyncua import ua
+
+    from edge_agent import tags as tags_mod
+    from tests.support.peers import Mosquitto, opcua_server
+
+    bound = 4 * 2**20
+    monkeypatch.setattr(tags_mod, "MAX_PENDING_BYTES", bound, raising=False)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Plc")
+    node = await obj.add_variable(
+        ua.NodeId("Blob", idx), "Blob", ua.Variant(bytes(2**20), ua.VariantType.ByteString)
+    )
+    await srv.start()
+    broker = Mosquitto(tmp_path / "mq")  # its port, not yet listening: the broker is away
+    cfg = {
+        "agent": {"id": "gw1", "site": "plant", "line": "line1", "data_dir": str(tmp_path / "data")},
+        "http": {"enabled": False},
+        "sources": {
+            "plc": {
+                "type": "opcua",
+                "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+                "publishing_interval_ms": 50,
+                "nodes": [{"node_id": f"ns={idx};s=Blob", "tag": "blob"}],
+            },
+            "broker": {"type": "mqtt", "port": broker.port, "reconnect_max_s": 0.5},
+        },
+        "forward": [{"name": "blobs", "source": "plc", "tags": ["blob"], "to": "broker", "qos": qos}],
+    }
+    agent = Agent(parse_config(cfg))
+    fwd = agent.forwarders[0]
+    mqtt = agent.sources["broker"]
+    sub = None
+
+    def held() -> int:  # in the forward's queue, and handed to the MQTT client for the broker's return
+        out = getattr(mqtt._client, "_out_messages", {}) if mqtt._client is not None else {}
+        return sum(map(len, fwd._queue)) + sum(len(m.payload) for m in list(out.values()))
+
+    try:
+        await agent.start()
+        most = 0
+        for i in range(1, 25):
+            await srv.write_attribute_value(
+                node.nodeid, ua.DataValue(ua.Variant(bytes([i]) * 2**20, ua.VariantType.ByteString))
+            )
+            await asyncio.sleep(0.06)
+            most = max(most, held())
+        await wait_for(lambda: fwd.stats["forwarded"] >= 20, what="the values offered to the forward")
+        most = max(most, held())
+        assert most <= bound + 1_500_000, most  # the bound and the one message over it
+        assert fwd.stats["dropped"] > 0
+        broker.start()
+        sub = Subscriber(broker.port, "factory/#")
+        await wait_for(lambda: mqtt.state.value == "connected", what="the broker connected again")
+        await srv.write_attribute_value(
+            node.nodeid, ua.DataValue(ua.Variant(bytes([99]) * 2**20, ua.VariantType.ByteString))
+        )
+        last = base64.b64encode(bytes([99]) * 2**20).decode()
+        await wait_for(
+            lambda: any(m.get("value") == last for _, m in sub.messages), what="a value forwarded once back"
+        )
+    finally:
+        await agent.stop()
+        if sub is not None:
+            sub.stop()
+        broker.stop()
+        await srv.stop()
