@@ -22,7 +22,7 @@ These four are grey and whole-frame: a mono or white-balance change, light bandi
 of the frame passed them. ``summarize_local`` measures colour, banding and sharpness by region
 (``local_stats``); they travel in the package as ``LOCAL_FILE`` (the manifest's schema is a fixed
 contract) and ``check(..., local=LocalStats)`` applies them after the four (``LOCAL_MARGINS``), the light
-over the frame (``shading``: a gradient, a vignette) last. Before
+over the frame (``shading``: a gradient, a vignette, the exposure against the same scene's) last. Before
 the four, ``LocalStats.shape``: a frame of other proportions than the training frames (``frame``'s aspect),
 or, for a model with a ``roi`` (a pixel box), of another size, which every statistic taken at 128x128
 measured as if it were the training view.
@@ -525,6 +525,8 @@ LOCAL_REASONS = {
     ("tilt", "high"): "uneven light (gradient or vignetting)",
     ("dome", "low"): "uneven light (gradient or vignetting)",
     ("dome", "high"): "uneven light (gradient or vignetting)",
+    ("exposure", "low"): "darker than training (exposure)",
+    ("exposure", "high"): "brighter than training (exposure)",
 }
 
 # The light over the frame (``shading``). The scene thumbnail is the frame minus its 16-px blur, blind by
@@ -532,9 +534,11 @@ LOCAL_REASONS = {
 # light gradient or a lens's vignetting passed them all, and the anomaly model called 55-100 % of good
 # frames of a cap or a pcb under one NG. The frame's grey, area-averaged to SHADE x SHADE cells, as the log
 # ratio to the training frames' mean cells (``ref``), is fitted by least squares with 1, u, v and r^2 (u, v
-# the cells' centres in -1..1, r^2 less its mean): the constant is the exposure (the brightness statistic's,
-# not this one's), ``tilt`` the slope's length (a gradient: 0.075 for 15 % across the frame), ``dome`` the
-# r^2 term (a vignette: negative; a spot: either). Left out of the fit: cells the reference holds near black
+# the cells' centres in -1..1, r^2 less its mean): the constant is the ``exposure`` (the light against the
+# training's mean view of the same scene: the brightness statistic's range mixes the part's content with the
+# light, so that a lamp 20 % dimmer passed it, and the model called most good frames of a pcb NG), ``tilt`` the
+# slope's length (a gradient: 0.075 for 15 % across the frame), ``dome`` the r^2 term (a vignette: negative; a
+# spot: either). Left out of the fit: cells the reference holds near black
 # (no light to measure) or near white, and the frame's own near black or white (clipped: the glare's); then
 # the cells more than SHADE_TRIM robust spreads off the fit (a part's feature moved, missing or defective,
 # not the light) and the rest fitted again.
@@ -543,11 +547,18 @@ SHADE_DARK = 16.0  # a reference cell this dark or darker is left out (grey leve
 SHADE_BLACK = 4.0  # a frame's cell this dark is left out
 SHADE_BRIGHT = 240.0  # a reference's or frame's cell this bright is left out (near white: clips)
 SHADE_TRIM = 2.5
-SHADE_MIN = 4  # fewer than SHADE * SHADE / SHADE_MIN cells left: the light is not measured (0, 0)
+SHADE_MIN = 4  # fewer than SHADE * SHADE / SHADE_MIN cells left: the light is not measured (0, 0, 0)
 SHADE_ROUNDS = 6
 # as LOCAL_MARGINS (not among them: ``stats`` of LOCAL_FILE holds none of these), in log ratio: a slope of 6 %
-# of the light from edge to edge; the light at r^2 = 1 (the middle of an edge) 3 % off the centre's
-SHADE_MARGINS = {"tilt": (2.0, 0.03, 0.0, "high"), "dome": (2.0, 0.03, 0.0, "both")}
+# of the light from edge to edge; the light at r^2 = 1 (the middle of an edge) 3 % off the centre's; the whole
+# frame's light 3 % beyond the training's darkest or brightest (twice their spread where that is more: a lamp
+# of +-8 % gives ~0.1 beyond them, a frame ~20 % darker than the training's mean light is past it)
+SHADE_MARGINS = {
+    "tilt": (2.0, 0.03, 0.0, "high"),
+    "dome": (2.0, 0.03, 0.0, "both"),
+    "exposure": (2.0, 0.03, 0.0, "both"),
+}
+SHADE_KEYS = ("tilt", "dome", "exposure")  # ``shading``'s numbers, in its order
 _SHADE_MATRICES: dict[tuple[str, int, int], np.ndarray] = {}
 
 
@@ -619,17 +630,17 @@ def _shade_fit(r: ShadeRef, y: np.ndarray, out: np.ndarray, coef: np.ndarray) ->
     return coef
 
 
-def shading(cells: np.ndarray, ref: ShadeRef) -> tuple[float, float]:
-    """(tilt, dome) of a frame's ``shade_cells`` against a reference's (the training frames' mean); (0, 0)
-    where too few cells measure the light."""
+def shading(cells: np.ndarray, ref: ShadeRef) -> tuple[float, float, float]:
+    """(tilt, dome, exposure) of a frame's ``shade_cells`` against a reference's (the training frames' mean);
+    (0, 0, 0) where too few cells measure the light."""
     if ref.pinv is None:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     c = cells[ref.use]
     y = np.log(c + 1.0) - ref.log_ref
     out = (c < SHADE_BLACK) | (c > SHADE_BRIGHT)
     coef = _shade_fit(ref, y, out, ref.pinv @ y)
     if coef is None:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     e = np.abs(y - ref.basis @ coef)
     left = e[~out]
     k = left.size // 2
@@ -637,7 +648,7 @@ def shading(cells: np.ndarray, ref: ShadeRef) -> tuple[float, float]:
     trimmed = _shade_fit(ref, y, out | (e > SHADE_TRIM * spread), coef)
     if trimmed is not None:
         coef = trimmed
-    return math.hypot(float(coef[1]), float(coef[2])), float(coef[3])
+    return math.hypot(float(coef[1]), float(coef[2])), float(coef[3]), float(coef[0])
 
 
 def local_stats(
@@ -767,14 +778,15 @@ def summarize_local(images, also=(), shapes=None) -> dict:
 def _summarize_shading(lit: np.ndarray) -> dict:
     """``LOCAL_FILE``'s ``shading``: the training frames' mean cells (``ref``) and the range of each frame's
     ``shading`` against the mean of the others (as a frame at the agent, not in the mean). Outside
-    ``stats``: an agent before it refuses a statistic it does not know there, and ignores this."""
+    ``stats``: an agent before it refuses a statistic it does not know there, and ignores this; an agent
+    before ``exposure`` reads ``tilt`` and ``dome`` alone."""
     ref = lit.mean(0)
     n = len(lit)
     own = [shading(c, ShadeRef((n * ref - c) / (n - 1) if n > 1 else ref)) for c in lit]
     return {
         "cells": SHADE,
         "ref": [round(float(v), 3) for v in ref],
-        **{k: _rng([t[i] for t in own]) for i, k in enumerate(("tilt", "dome"))},
+        **{k: _rng([t[i] for t in own]) for i, k in enumerate(SHADE_KEYS)},
     }
 
 
@@ -835,7 +847,9 @@ class LocalStats:
                 or not np.isfinite(ref).all()
             ):
                 raise ValueError(f"shading: {n!r} cells with {ref.size} reference values")
-            self.shade = (ShadeRef(ref), {k: rng(shade[k]) for k in ("tilt", "dome")})
+            # packages before ``exposure``: tilt and dome alone, as before
+            keys = [k for k in SHADE_KEYS if k in ("tilt", "dome") or k in shade]
+            self.shade = (ShadeRef(ref), {k: rng(shade[k]) for k in keys})
 
     @classmethod
     def parse(cls, text: str, colour: bool = True, roi: bool = False) -> LocalStats:
@@ -889,7 +903,9 @@ class LocalStats:
         assert self.shade is not None
         ref, ranges = self.shade
         got = shading(shade_cells(lo, ref.n), ref)
-        for k, v in zip(("tilt", "dome"), got, strict=True):
+        for k, v in zip(SHADE_KEYS, got, strict=True):
+            if k not in ranges:
+                continue
             p01, p50, p99, std = ranges[k]
             k_std, floor, rel, sides = SHADE_MARGINS[k]
             m = tolerance * max(k_std * std, floor, rel * abs(p50))

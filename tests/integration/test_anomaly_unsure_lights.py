@@ -199,3 +199,32 @@ def test_the_light_copies_of_a_large_set_are_drawn_from_across_it_not_its_first_
     assert len(copies) == A.STATS_COPIES_MAX
     later = sum(not A._is_grey(c) for c in copies)
     assert 60 <= later <= 90, later  # about 88 of 600 of them, not none
+
+
+async def test_a_default_build_says_unsure_for_a_board_under_a_dimmer_or_brighter_lamp_not_ng(tmp_path):
+    # a board's whole-frame brightness range is wide (it mixes the board's content with its light), and a
+    # lamp 20 % dimmer passed it: the model called most good boards NG. The package's ``shading`` now holds
+    # the training frames' exposure (against their mean view of the same scene): such a frame is UNSURE, the
+    # same boards under the training's own light are judged by the model
+    from tests.support import products
+
+    def board(i: int, lamp: float) -> np.ndarray:
+        rng = np.random.default_rng([43, i])
+        img = products._pcb(rng, (SIZE, SIZE), None)[0] * lamp + rng.normal(0, 2.5, (SIZE, SIZE, 3))
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    data = tmp_path / "boards" / "good"
+    data.mkdir(parents=True)
+    for i, lamp in enumerate(np.random.default_rng(2).uniform(0.92, 1.08, 24)):  # the line's own lamp
+        cv2.imwrite(str(data / f"{i:03d}.png"), board(i, lamp))
+    key, pub = make_keypair(tmp_path / "keys")
+    package = _build({"tmp": tmp_path, "key": key, "data": data.parent}, "linear")
+    frames = {f"{lamp} {i}": board(100 + i, lamp) for i in range(3) for lamp in (1.0, 0.95, 0.8, 1.2)}
+    got = await _verdicts(package, pub, frames, tmp_path / "data")
+    for name, (v, why) in got.items():
+        lamp = name.split()[0]
+        if lamp in ("1.0", "0.95"):
+            assert v != "UNSURE", (name, why)
+        else:
+            side = "darker" if lamp == "0.8" else "brighter"
+            assert v == "UNSURE" and why.startswith(f"{side} than training (exposure): "), (name, v, why)
