@@ -278,6 +278,14 @@ _FLOAT = sp.DataType.FLOAT  # 32 bits: read as the node shows it (``float32_show
 _DATETIME = sp.DataType.DATETIME  # epoch milliseconds: read as a time (``sparkplug.datetime_text``)
 _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
 _DDATA = sp.MessageType.DDATA
+
+
+def _shown(*parts: str | None) -> str:
+    """A metric's path (``device/metric``) as a log line quotes it: escaped and cut (``shown_topic``). A metric
+    name holding an ANSI escape or a line feed, written raw, coloured the terminal and forged a line of the log."""
+    return shown_topic("/".join(x for x in parts if x))
+
+
 _TABLES = {sp.DataType.TEMPLATE, sp.DataType.DATASET}  # metrics whose tags are {metric}/{part}
 _DATA = (sp.MessageType.NDATA, sp.MessageType.DDATA)  # the messages whose seq in order shows a sane node
 # births and deaths: inflated on a budget of their own, apart from data's (``handle``)
@@ -1492,11 +1500,11 @@ class SparkplugHost:
                         # rightly), this birth's metric is refused it (read by name only). Taken from both,
                         # the node's own metric went unread until its next NBIRTH, however its device's birth
                         # mended the clash
-                        kept = f"{'/'.join(x for x in had if x)} keeps it, this birth's metric is refused it"
+                        kept = f"{_shown(*had)} keeps it, this birth's metric is refused it"
                     self._on_error(
                         "alias_collision",
                         f"{t.group}/{t.edge_node}: alias {m.alias} is given to both "
-                        f"{'/'.join(x for x in had if x)} and {'/'.join(x for x in (device, m.name) if x)}; "
+                        f"{_shown(*had)} and {_shown(device, m.name)}; "
                         f"{kept} until a birth gives each metric its own alias (a rebirth is asked once)",
                     )
                 else:
@@ -1531,7 +1539,7 @@ class SparkplugHost:
             )
 
     def _too_many_total(self, t: sp.SparkplugTopic, device: str | None, metric: str) -> None:
-        what = "/".join(x for x in (t.group, t.edge_node, device, metric) if x)
+        what = _shown(t.group, t.edge_node, device, metric)
         if self.on_notice is not None:
             self.on_notice(
                 "too_many_total_metrics",
@@ -1687,7 +1695,7 @@ class SparkplugHost:
                     self._on_error(
                         "unknown_alias",
                         f"{t.group}/{t.edge_node}{'/' + device if device else ''}: alias {m.alias} is "
-                        f"{'/'.join(x for x in elsewhere if x)}'s, a metric of "
+                        f"{_shown(*elsewhere)}'s, a metric of "
                         f"{'device ' + elsewhere[0] if elsewhere[0] else 'the node'}, not of this message's "
                         f"{'device' if device else 'node'}: skipped",
                     )

@@ -213,3 +213,43 @@ async def test_a_birth_declaring_one_metric_name_twice_keeps_the_first_declarati
     finally:
         await src.stop()
         _closed(node)
+
+
+async def test_sparkplug_metric_names_holding_escapes_are_quoted_escaped_in_an_alias_clash(mosquitto):
+    """An NBIRTH giving one alias to a metric whose name holds an ANSI escape, a line feed and a NUL and to
+    another metric: the ``alias_collision`` line wrote both names raw (the terminal coloured, a line of the log
+    forged by the node). They are now quoted escaped; the birth's other metrics are read."""
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    logging.getLogger("devices").addHandler(handler)
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=mosquitto.port, subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}]
+        ),
+    )
+    await src.start()
+    pub = _client(mosquitto.port)
+    birth = [
+        sp.Metric("bdSeq", None, D.INT64, 0),
+        sp.Metric(HOSTILE, 8, D.DOUBLE, 1.0),
+        sp.Metric("Y", 8, D.DOUBLE, 2.0),
+        sp.Metric("ok", 9, D.DOUBLE, 5.0),
+    ]
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        payload = sp.encode(sp.Payload(timestamp_ms=int(time.time() * 1000), seq=0, metrics=birth))
+        pub.publish("spBv1.0/g/NBIRTH/n1", payload, qos=1).wait_for_publish(5)
+        got = await _read(src, 3)
+        assert {r.tag for r in got} == {f"n1/{HOSTILE}", "n1/Y", "n1/ok"}  # read by name in the birth
+        await until(lambda: "alias_collision" in buf.getvalue(), what="the clash logged")
+    finally:
+        await src.stop()
+        logging.getLogger("devices").removeHandler(handler)
+        _closed(pub)
+    out = buf.getvalue()
+    assert not any(c in out for c in "\x1b\x00"), ascii(out)
+    assert all(ln.startswith("mqtt source 'mq':") for ln in out.splitlines()), out.splitlines()
+    assert "'time\\x1b[31m\\nFAKE log line\\x00' and 'Y'" in out
