@@ -103,9 +103,8 @@ class Uplink:
         self.reconnects = 0
         self.refused = 0  # records the cloud refused for good, dropped from the outbox (``_refused``)
         self._sent_batch: list[int] = []  # the seqs of the batch awaiting its acknowledgement
-        self._sent_bytes = (
-            0  # their bytes (payloads and samples), said when the cloud refuses one as too large
-        )
+        # their bytes (payloads and samples), said when the cloud refuses one as too large
+        self._sent_bytes = 0
         self._one_by_one = 0  # batches still to send one record each, to find a refused record
         self.last_error: str | None = None
         self.last_ack_at: float | None = None
