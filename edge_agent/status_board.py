@@ -106,10 +106,8 @@ def tag_rows(readings, now: float | None = None) -> list[dict]:
             cut = isinstance(v, Cut)
             text = json_codec.dumps(v.head if cut else v)
             plain = json.loads(text)
-            shown, typ = (
-                (text if isinstance(plain, list | dict) else plain),
-                (v.kind if cut else type(v).__name__),
-            )
+            shown = text if isinstance(plain, list | dict) else plain
+            typ = v.kind if cut else type(v).__name__
             if isinstance(shown, str) and (cut or len(shown) > SHOWN_CHARS):
                 if cut and isinstance(plain, list):
                     shown = shown[:-1]  # its closing bracket: more items follow
