@@ -27,6 +27,7 @@ import asyncio
 import enum
 import logging
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -116,6 +117,35 @@ def text_problem(text: str) -> str | None:
                 "return are the only ones written"
             )
     return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(v: Any) -> Any:
+    """``v`` (a text, or a list holding texts, at any depth) as valid Unicode: each lone surrogate replaced by
+    U+FFFD, as a browser or Python's ``errors="replace"`` reads bytes that are no UTF-8; ``v`` itself (the same
+    object) when it holds none. A lone surrogate is what a source is handed for text that is not valid Unicode
+    (an OPC UA String of invalid UTF-8 bytes, which asyncua decodes with ``surrogateescape``; JSON's
+    ``"\\ud800"``): passed on as it is, it is written as a ``\\ud800`` escape that strict JSON parsers
+    (serde_json, PostgreSQL jsonb) refuse with the whole message holding it, and UTF-8 cannot encode it.
+    Sources call it where they read a value and count ``invalid_text``. The common text passes at C speed
+    (ASCII: a flag; else ``isprintable``, which a surrogate fails)."""
+    if type(v) is str:
+        if v.isascii() or v.isprintable() or _SURROGATE.search(v) is None:
+            return v
+        return _SURROGATE.sub("\ufffd", v)
+    if type(v) is list:
+        out = None
+        for i, x in enumerate(v):
+            if type(x) is str or type(x) is list:
+                y = valid_text(x)
+                if y is not x:
+                    if out is None:
+                        out = list(v)
+                    out[i] = y
+        return v if out is None else out
+    return v
 
 
 class Quality(enum.Enum):

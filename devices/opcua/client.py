@@ -97,6 +97,7 @@ from devices.base import (
     Reading,
     float_for_plc,
     text_problem,
+    valid_text,
 )
 from devices.opcua.rates import RateError, StatedRates
 from devices.opcua.settings import (
@@ -2063,6 +2064,24 @@ def _plain(v: Any) -> Any:
     return v
 
 
+_MAY_BE_NON_FINITE = frozenset((float, np.ndarray, list))
+
+
+def _holds_non_finite(v: list, depth: int = 0) -> bool:
+    """Whether a list (a Variant[]'s plain form: items of any type, arrays among them) holds NaN or infinity."""
+    for x in v:
+        kind = type(x)
+        if kind is float:
+            if not math.isfinite(x):
+                return True
+        elif kind is np.ndarray:
+            if x.dtype.kind == "f" and not np.isfinite(x).all():
+                return True
+        elif kind is list and depth < 8 and _holds_non_finite(x, depth + 1):
+            return True
+    return False
+
+
 def _members(tag: str, v: Any, out: list[tuple[str, Any]], depth: int = 0) -> None:
     """A structure's members as ``({tag}/{member}, value)``: nested structures and arrays of them by path
     (``Motor1/Axis/Pos``, ``Drives/0/Speed``), as a Sparkplug Template's are; at most ``_MAX_MEMBERS``."""
@@ -2995,9 +3014,30 @@ class OpcUaSource:
             self.stats.error("null_value", msg)
             self._burst.log(f"null:{tag}", "opcua source %s: %s", self.name, msg)
             quality, reason = Quality.BAD, reason or "null_value"
-        non_finite = (isinstance(val, float) and not math.isfinite(val)) or (
-            isinstance(val, np.ndarray) and val.dtype.kind == "f" and not np.isfinite(val).all()
+        # a list's item types, taken at C speed (2 ms for 100,000 big Int64s, whose plain form took 46), spare it the
+        # walks below when it holds no number or no text
+        kinds = set(map(type, val)) if type(val) is list else None
+        non_finite = (
+            (isinstance(val, float) and not math.isfinite(val))
+            or (isinstance(val, np.ndarray) and val.dtype.kind == "f" and not np.isfinite(val).all())
+            # a Variant[]'s items: NaN, or an array holding one
+            or (kinds is not None and not kinds.isdisjoint(_MAY_BE_NON_FINITE) and _holds_non_finite(val))
         )
+        if (type(val) is str and not val.isascii()) or (
+            kinds is not None and (str in kinds or list in kinds)
+        ):
+            text = valid_text(val)  # the same object, unless it held text that is not valid Unicode
+            if text is not val:
+                self.stats.error("invalid_text", tag)
+                self._burst.log(
+                    f"text:{tag}",
+                    "opcua source %s: tag %s holds text that is not valid UTF-8 (%s); passed on with U+FFFD in "
+                    "place of each invalid byte",
+                    self.name,
+                    tag,
+                    reprlib.repr(val),
+                )
+                val = text
         if non_finite:
             self.stats.error("non_finite", tag)
             self._burst.log(

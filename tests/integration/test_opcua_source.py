@@ -1490,3 +1490,96 @@ async def test_an_error_reading_the_structure_types_is_counted_and_read_again_no
     assert len(calls) >= 2 and src.stats.errors_by_reason.get("structure_types") == 1, (
         src.stats.errors_by_reason
     )
+
+
+async def _first_readings(
+    port: int, idx: int, names: list[str], **kw
+) -> tuple[OpcUaSource, dict[str, Reading]]:
+    src = OpcUaSource(
+        "plc",
+        _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s={n}"} for n in names], **kw),
+    )
+    await src.start()
+    try:
+        return src, await _collect(src, set(names))
+    finally:
+        await src.stop()
+
+
+async def test_a_variant_array_holding_nan_is_bad_and_counted_as_a_double_array_is() -> None:
+    """A BaseDataType node's Variant[] holding NaN or infinity (a gateway's generic array of measurements) is
+    passed as BAD with reason non_finite and counted, as a Double[] holding one is (docs: non-finite numbers are
+    passed BAD, or dropped under non_finite: skip, and counted either way). Before, it went on GOOD and
+    uncounted, its NaN written as JSON null to MQTT, the outbox and the cloud."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:nan", "Line")
+    V = ua.VariantType
+    values = {
+        "Mixed": ua.Variant([ua.Variant(float("nan"), V.Double), ua.Variant(1.0, V.Double)], V.Variant),
+        "Nested": ua.Variant(
+            [ua.Variant([1.0, float("inf")], V.Double), ua.Variant("a", V.String)], V.Variant
+        ),
+        "Doubles": ua.Variant([float("nan"), 1.0], V.Double),
+        "Fine": ua.Variant([ua.Variant(2.0, V.Double), ua.Variant("a", V.String)], V.Variant),
+    }
+    for name, value in values.items():
+        bdt = ua.NodeId(ua.ObjectIds.BaseDataType) if value.VariantType is V.Variant else None
+        await obj.add_variable(ua.NodeId(name, idx), name, value, datatype=bdt)
+    await srv.start()
+    try:
+        src, got = await _first_readings(port, idx, list(values))
+        assert [(t, got[t].quality, got[t].reason) for t in values] == [
+            ("Mixed", Quality.BAD, "non_finite"),
+            ("Nested", Quality.BAD, "non_finite"),
+            ("Doubles", Quality.BAD, "non_finite"),
+            ("Fine", Quality.GOOD, None),
+        ]
+        assert src.stats.errors_by_reason["non_finite"] == 3
+        _, skipped = await _first_readings(port, idx, ["Fine"], non_finite="skip")
+        assert list(skipped) == ["Fine"]
+    finally:
+        await srv.stop()
+
+
+async def test_text_that_is_not_valid_utf8_goes_on_as_valid_text_and_is_counted() -> None:
+    """An OPC UA String (or LocalizedText, or an item of a String[]) whose bytes are not valid UTF-8 (a PLC's
+    Latin-1 text, a buffer read past its end) arrives from asyncua as lone surrogates. It is passed on as valid
+    text, each such byte as U+FFFD, and counted (invalid_text). Before, the surrogates went on: written as
+    "\\udcff" escapes to MQTT, the outbox and the cloud, which strict JSON parsers (serde_json, PostgreSQL jsonb)
+    refuse with the whole message, and UTF-8 cannot encode."""
+    import json
+
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:text", "Line")
+    V = ua.VariantType
+    values = {  # asyncua writes a surrogate-escaped text as the bytes it stands for: 0xff 0xfe on the wire
+        "Text": ua.Variant("ok\udcff\udcfe", V.String),
+        "Texts": ua.Variant(["a", "b\udcc3"], V.String),
+        "Label": ua.Variant(ua.LocalizedText("x\udcc3"), V.LocalizedText),
+        "Fine": ua.Variant("Grüße", V.String),
+    }
+    for name, value in values.items():
+        await obj.add_variable(ua.NodeId(name, idx), name, value)
+    await srv.start()
+    try:
+        src, got = await _first_readings(port, idx, list(values))
+    finally:
+        await srv.stop()
+    assert {t: got[t].value for t in values} == {
+        "Text": "ok\ufffd\ufffd",
+        "Texts": ["a", "b\ufffd"],
+        "Label": "x\ufffd",
+        "Fine": "Grüße",
+    }
+    for t in values:  # what a strict consumer does: UTF-8 JSON
+        json.dumps(got[t].value, ensure_ascii=False).encode()
+        assert got[t].quality is Quality.GOOD
+    assert src.stats.errors_by_reason["invalid_text"] == 3
