@@ -303,7 +303,7 @@ def _converter(mapping: JsonMapping) -> Callable[[str, Any], Any]:
 def _unknown_state(path: str, v: str, known: str, text: str) -> CodecError:
     return CodecError(
         "unknown_state",
-        f"field {path!r} is {v[:40]!r}, no text of json_mapping.states ({known}); skipped: add it to states, "
+        f"field {shown_topic(path)} is {v[:40]!r}, no text of json_mapping.states ({known}); skipped: add it to states, "
         f"or {text} to read it as text",
     )
 
@@ -413,7 +413,7 @@ def _value(path: str, v: Any, keep: Callable[[str, str], None] | None = None) ->
         return v
     if isinstance(v, (int, float)):
         if not _fits(v):
-            bad = CodecError("non_finite", f"field {path!r} is {str(v)[:40]}: no finite float64")
+            bad = CodecError("non_finite", f"field {shown_topic(path)} is {str(v)[:40]}: no finite float64")
             if keep is None:
                 raise bad
             keep(bad.reason, bad.detail + "; passed on as BAD")
@@ -423,25 +423,26 @@ def _value(path: str, v: Any, keep: Callable[[str, str], None] | None = None) ->
         return v
     if isinstance(v, list):
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-            raise CodecError("wrong_type", f"field {path!r} is an array with non-numeric items")
+            raise CodecError("wrong_type", f"field {shown_topic(path)} is an array with non-numeric items")
         try:
             arr = np.asarray(v, dtype=np.float64)
         except OverflowError:  # an integer too large for a float64
             if keep is None:
                 raise CodecError(
-                    "non_finite", f"field {path!r} holds a number past float64's range"
+                    "non_finite", f"field {shown_topic(path)} holds a number past float64's range"
                 ) from None
             arr = np.asarray([x if _fits(x) or type(x) is not int else _inf(x) for x in v], dtype=np.float64)
         if not np.all(np.isfinite(arr)):
             bad = CodecError(
-                "non_finite", f"field {path!r} holds NaN or Inf (or a number past float64's range)"
+                "non_finite", f"field {shown_topic(path)} holds NaN or Inf (or a number past float64's range)"
             )
             if keep is None:
                 raise bad
             keep(bad.reason, bad.detail + "; passed on as BAD")
         return arr
     raise CodecError(
-        "wrong_type", f"field {path!r} is {type(v).__name__}; expected a number, bool, string or array"
+        "wrong_type",
+        f"field {shown_topic(path)} is {type(v).__name__}; expected a number, bool, string or array",
     )
 
 
@@ -601,7 +602,7 @@ def compile_decoder(
                 v = _get(raw, path)
                 try:
                     if v is _MISSING:
-                        raise CodecError("missing_field", f"field {path!r} is absent")
+                        raise CodecError("missing_field", f"field {shown_topic(path)} is absent")
                     out.append((tag, _value(path, conv(path, v), keep), ts))
                 except CodecError as e:
                     if report is None:
@@ -1147,7 +1148,9 @@ def _records_decoder(
                 if not isinstance(name, str) or not name:
                     raise CodecError("missing_field", f"record {i} has no text {rec.name!r} (the tag name)")
                 if rec.value not in r:
-                    raise CodecError("missing_field", f"record {name!r} has no {rec.value!r} (the value)")
+                    raise CodecError(
+                        "missing_field", f"record {shown_topic(name)} has no {rec.value!r} (the value)"
+                    )
                 path = f"{name}.{rec.value}"
                 v = _value(path, conv(path, r[rec.value]), keep)
                 t = ts
@@ -1159,7 +1162,7 @@ def _records_decoder(
                     if q is None:
                         raise CodecError(
                             "wrong_type",
-                            f"record {name!r}: quality {r[rec.quality]!r} not understood (its field "
+                            f"record {shown_topic(name)}: quality {repr(r[rec.quality])[:80]} not understood (its field "
                             f"{rec.quality!r})" + _quality_hint(r[rec.quality], rec.quality_format),
                         )
                     quality = q if q == "good" else _status(q, r[rec.quality], rec.quality_format)
@@ -1265,7 +1268,7 @@ def _pubsub_decoder(
     def field(name: str, f: Any, tag: str, ts: float, quality: str, where: str, out: list[tuple]) -> None:
         """One field of a Payload (or a Samples message's Value): its reading appended to ``out``, or reported."""
         try:
-            path = f"field {name!r}"
+            path = f"field {shown_topic(name)}"
             t, q = ts, quality
             if type(f) is dict:
                 if "Type" in f or "UaType" in f:  # a Variant alone (reversible encoding)

@@ -117,6 +117,9 @@ MAX_TAGS = 100_000  # tag names whose last time is kept for the order check (a f
 # a topic or tag name counts as one more of those per NAME_UNIT characters it holds: MQTT allows topics of 65,535
 # bytes (Mosquitto takes them), and 100,000 such names, made up by a client of a shared broker, held gigabytes
 NAME_UNIT = 256
+# a tag name's key path (a JSON key, a record's name) or the topic naming it: longer is not read, as a Sparkplug
+# metric name is not (a 3 MB key became a tag, and a 3 MB record per reading sent to the fleet)
+MAX_NAME_CHARS = sp.MAX_ID_CHARS
 # A reading stamped before this (2001-09-09) comes from a clock that was never set: a device without NTP or a
 # battery-backed clock counts from 1970 at power-on (Tasmota before its first sync, an ESP's uptime). No
 # device's buffer holds data that old, so while this gateway's own clock is past it, the receive time is used
@@ -1814,6 +1817,15 @@ class MqttSource:
             self._error("decode_failed", f"topic {shown_topic(topic)}: {type(e).__name__}: {str(e)[:200]}")
             return []
 
+    def _name_too_long(self, name: str, what: str = "tag name") -> None:
+        """A JSON key path or record name, or a topic its tags are named after, over ``MAX_NAME_CHARS``
+        characters: counted and skipped (such a name was a tag, and a record of it sent, per reading)."""
+        self._error(
+            "name_too_long",
+            f"{what} {shown_topic(name)} is over {MAX_NAME_CHARS} characters (a Sparkplug metric name's bound): its value is not "
+            "read (the message's other values are)",
+        )
+
     def _ahead(
         self, tag: str, ts: float, received_at: float, fix: str = "or check timestamp_format"
     ) -> float:
@@ -1857,6 +1869,9 @@ class MqttSource:
         unset = self._unset_before(received_at)
         isfinite = math.isfinite
         for t, v, ts, rate in triples:
+            if len(t) > MAX_NAME_CHARS:
+                self._name_too_long(t)
+                continue
             tag = prefix + t
             if non_finite and (
                 (type(v) is float and not isfinite(v)) or (type(v) is np.ndarray and not np.isfinite(v).all())
@@ -1902,6 +1917,9 @@ class MqttSource:
         ahead = received_at + self._max_ahead
         unset = self._unset_before(received_at)
         for t, v, ts, rate, q in tuples:
+            if len(t) > MAX_NAME_CHARS:
+                self._name_too_long(t)
+                continue
             tag = prefix + t
             # why not GOOD (json_codec.Status): the device's own word, or its number's name; a GOOD one's plain
             # "good" costs this one comparison
@@ -2524,6 +2542,11 @@ def json_decoder(src: MqttSource, sub: Subscription):
         prefix = topic + "/" if prefixed else ""
         if every_number and len(got) == 1 and got[0][0] == "":
             prefix = topic  # a bare number (the payload "21.5"): its tag is its topic
+        if prefix and len(topic) > MAX_NAME_CHARS:
+            # the tags would be named after a topic of thousands of characters (MQTT allows 65,535 bytes)
+            for _ in got:
+                src._name_too_long(topic, "topic")
+            return []
         if len(got) > 1:
             got = _in_time_order(got, received_at)
         if records:
