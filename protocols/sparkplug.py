@@ -10,8 +10,9 @@ leaves their datatype out): ``array_value`` reads them with the birth's datatype
 stored the Sparkplug way (two's complement in the unsigned field) and decoded back to negative Python ints.
 Every decoding failure is ``protocols.json_codec.CodecError`` (reasons ``garbage_protobuf``,
 ``bad_topic``, ``wrong_type``, ``too_many_metrics``: over ``MAX_METRICS`` in one payload, Template members
-and DataSet cells included; ``non_finite`` is left to the caller). Eclipse Tahu's compressed payloads (``SPBV1.0_COMPRESSED``,
-DEFLATE or GZIP) are inflated, bounded (``too_large`` past it; ``bad_compression``), and read as the payload
+and DataSet cells included; ``non_finite`` is left to the caller), except a payload's metric whose name is not
+UTF-8 or over ``MAX_ID_CHARS`` characters: that metric alone comes back ``refused``, the others read. Eclipse
+Tahu's compressed payloads (``SPBV1.0_COMPRESSED``, DEFLATE or GZIP) are inflated, bounded (``too_large`` past it; ``bad_compression``), and read as the payload
 they hold.
 """
 
@@ -87,6 +88,9 @@ class Metric:
         None  # its "Quality" property, when the node sends one (``quality_of``)
     )
     is_historical: bool = False  # a value sent late (a node's store-and-forward), not the current one
+    # why a payload's metric is not read, ``(reason, detail)``: its name is not UTF-8 (``garbage_protobuf``) or over
+    # ``MAX_ID_CHARS`` characters (``name_too_long``); such a metric has no name and no value, the others are read
+    refused: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -586,11 +590,27 @@ def dataset_arrays(ds: DataSet) -> list[tuple[str, Any, str]]:
 _NO_CELL = object()
 
 
+def _refused_name(m: Any) -> tuple[str, str] | None:
+    """Why a payload's metric is not read by its name (None: it is): a name that is not UTF-8 (protobuf's upb
+    runtime hands it over as bytes) or of over ``MAX_ID_CHARS`` characters (a host keeps each metric's name,
+    100,000 a node: births of names of tens of kilobytes held gigabytes). Refused whole, the payload's other
+    metrics were lost with it (a birth's: its node's data unread)."""
+    if not m.HasField("name"):
+        return None
+    name = m.name
+    if isinstance(name, bytes):
+        return "garbage_protobuf", f"a metric name that is not UTF-8 text ({name[:40]!r}, {len(name)} bytes)"
+    if len(name) > MAX_ID_CHARS:
+        return "name_too_long", f"a metric name {shown_topic(name)} over {MAX_ID_CHARS} characters"
+    return None
+
+
 def _metric(m: Any, budget: list[int], depth: int = 0) -> Metric:
+    if depth == 0 and (refused := _refused_name(m)) is not None:
+        # a payload's own metric: skipped, its value unread; a Template member's name refuses the payload
+        return Metric(alias=m.alias if m.HasField("alias") else None, datatype=m.datatype, refused=refused)
     name = _text(m.name, "a metric name") if m.HasField("name") else None
     if name is not None and len(name) > MAX_ID_CHARS:
-        # a tag name of tens of kilobytes: a host keeps each metric's name (100,000 a node), so births of such names
-        # held gigabytes; refused as a name that is not UTF-8 is
         raise CodecError(
             "too_large", f"a metric name of {len(name)} characters ({name[:40]!r}...), over {MAX_ID_CHARS}"
         )

@@ -1448,6 +1448,16 @@ class SparkplugHost:
         names, aliases = node.owned.setdefault(device, (set(), set())) if device else (set(), set())
         declared: dict[str, tuple[int, int | None]] = {}  # this birth's names: (datatype, alias) of the first
         for m in payload.metrics:
+            if m.refused is not None:
+                # a name not read (not UTF-8, too long: counted in ``_readings``): data by its alias is skipped as
+                # a clash's, no rebirth asked (it would bring the same birth); unknown, it asked one at each
+                if (
+                    m.alias is not None
+                    and m.alias not in node.aliases
+                    and len(node.aliases) + len(node.clashes) < MAX_NODE_METRICS
+                ):
+                    node.clashes.add(m.alias)
+                continue
             if not m.name:
                 continue
             if m.name in declared:
@@ -1660,6 +1670,14 @@ class SparkplugHost:
                 if name in declared:
                     continue
                 declared.add(name)
+            if m.refused is not None:  # its name not read: skipped, the message's other metrics read
+                self._on_error(
+                    m.refused[0],
+                    f"{t.group}/{t.edge_node}{'/' + device if device else ''}: {m.refused[1]}"
+                    f"{f' (alias {m.alias})' if m.alias is not None else ''} in its {t.message_type}: skipped "
+                    "(its other metrics are read)",
+                )
+                continue
             if not name and (by_birth or m.alias is None):
                 # a birth's metric without a name (Sparkplug gives each one: a node's bug), or data by neither
                 # name nor alias: no tag to read it into. Counted, not asked again: taken for data by an alias
@@ -1683,7 +1701,8 @@ class SparkplugHost:
                     self._on_error(
                         "alias_collision",
                         f"{t.group}/{t.edge_node}{'/' + device if device else ''}: data by alias {m.alias}, "
-                        "which its births gave to two metrics (or to a second metric of one name): skipped",
+                        "which its births gave to two metrics (or to a second metric of one name, or to a metric "
+                        "whose name was not read): skipped",
                     )
                     continue
                 if entry is None and elsewhere is not None:

@@ -314,3 +314,83 @@ async def test_a_json_tag_name_over_1024_characters_is_counted_and_skipped_the_o
     assert "(5000 characters)" in buf.getvalue()  # said once: later ones counted
     last = src.stats.last_error or ""  # the topic's: its tags' names would be over the bound
     assert "topic 'j/ttt" in last and "(2002 characters)" in last, last[:300]
+
+
+async def test_a_sparkplug_metric_whose_name_is_too_long_or_not_utf8_is_skipped_alone(mosquitto):
+    """A metric named by over 1,024 characters, or by bytes that are not UTF-8, made its whole payload refused
+    (``too_large``, ``garbage_protobuf``): a birth's other metrics were lost with it, the node unborn, its data
+    unread and a rebirth asked that brought the same birth. Now that metric alone is counted
+    (``name_too_long``, ``garbage_protobuf``) and skipped; the birth's other metrics, and their data, are read,
+    data by the skipped metric's alias is skipped as a clash's, and no rebirth is asked."""
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=mosquitto.port,
+            subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
+            sparkplug={"rebirth_min_interval_s": 0.1},
+        ),
+    )
+    await src.start()
+    asked: list[str] = []
+    node = paho.Client(CallbackAPIVersion.VERSION2)
+    node.on_message = lambda client, userdata, msg: asked.append(msg.topic)
+    node.connect("127.0.0.1", mosquitto.port, 30)
+    node.subscribe("spBv1.0/g/NCMD/n1", qos=1)
+    node.loop_start()
+    now_ms = int(time.time() * 1000)
+
+    def payload(seq: int, *metrics: sp.Metric) -> bytes:
+        # "bad_1" written as bytes that are not UTF-8, as a node's bug would
+        data = sp.encode(sp.Payload(timestamp_ms=now_ms + seq, seq=seq, metrics=list(metrics)))
+        return data.replace(b"bad_1", b"bad\xff1")
+
+    sent = [
+        (
+            "NBIRTH/n1",
+            payload(
+                0,
+                sp.Metric("bdSeq", None, D.INT64, 0),
+                sp.Metric("N" * 2000, 2, D.DOUBLE, 1.0),
+                sp.Metric("bad_1", 3, D.DOUBLE, 2.0),
+                sp.Metric("ok", 4, D.DOUBLE, 3.0),
+            ),
+        ),
+        (
+            "DBIRTH/n1/d1",
+            payload(1, sp.Metric("D" * 2000, 10, D.DOUBLE, 1.0), sp.Metric("flow", 11, D.DOUBLE, 8.0)),
+        ),
+        (
+            "NDATA/n1",
+            payload(
+                2,
+                sp.Metric(None, 2, D.DOUBLE, 4.0),
+                sp.Metric(None, 3, D.DOUBLE, 5.0),
+                sp.Metric(None, 4, D.DOUBLE, 6.0),
+                sp.Metric("N" * 2000, None, D.DOUBLE, 7.0),
+            ),
+        ),
+        ("DDATA/n1/d1", payload(3, sp.Metric(None, 10, D.DOUBLE, 2.0), sp.Metric(None, 11, D.DOUBLE, 9.0))),
+    ]
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        for topic, data in sent:
+            node.publish(f"spBv1.0/g/{topic}", data, qos=1).wait_for_publish(5)
+        got = await _read(src, 4)
+        assert [(r.tag, r.value) for r in got] == [
+            ("n1/ok", 3.0),
+            ("n1/d1/flow", 8.0),
+            ("n1/ok", 6.0),
+            ("n1/d1/flow", 9.0),
+        ]
+        await asyncio.sleep(0.5)  # five rebirth intervals
+        assert asked == []
+        errors = src.stats.errors_by_reason
+        assert errors.get("name_too_long") == 3 and errors.get("garbage_protobuf") == 1, errors
+        assert errors.get("alias_collision") == 3, errors  # aliases 2, 3 and the device's 10
+        assert "unknown_alias" not in errors and "too_large" not in errors, errors
+        assert len(src.stats.last_error or "") < 1000
+    finally:
+        await src.stop()
+        _closed(node)
