@@ -1380,7 +1380,9 @@ def _claim_tag(node_id: str, browse: str, explicit: set[str], owners: dict[str, 
     ``MAIN.fbPump2.rSpeed`` are both ``rSpeed``, a Siemens ``"DB_Line1"."Temp"`` and ``"DB_Line2"."Temp"``
     both ``Temp``); then its node id as configured. Before, both nodes' readings came under one tag, so a
     rule or model on it took one pump's speed for the other's. ``owners`` (browse name -> node id) keeps
-    who has a name."""
+    who has a name. A browse name that is not valid UTF-8 (asyncua hands it over as lone surrogates) names its
+    tag with U+FFFD for each invalid byte, as a text value is read (``_emit``)."""
+    browse = valid_text(browse)
     if browse in explicit:
         return node_id
     return browse if owners.setdefault(browse, node_id) == node_id else node_id
@@ -2631,6 +2633,7 @@ class OpcUaSource:
         """The tag of a node configured without one: its browse name, or its node id when another node of
         this source has that name (``_claim_tag``), said once per node (notice ``tag_taken``). Who holds a
         name is kept across connects, so a node missing at one connect does not hand its tag to another."""
+        browse = valid_text(browse)  # as _claim_tag names the tag: U+FFFD for each byte that is no UTF-8
         tag = _claim_tag(node_id, browse, self._explicit_tags, self._tag_owners)
         if tag != browse:
             self.notices.note(

@@ -1583,3 +1583,29 @@ async def test_text_that_is_not_valid_utf8_goes_on_as_valid_text_and_is_counted(
         json.dumps(got[t].value, ensure_ascii=False).encode()
         assert got[t].quality is Quality.GOOD
     assert src.stats.errors_by_reason["invalid_text"] == 3
+
+
+async def test_a_browse_name_that_is_not_valid_utf8_names_its_tag_as_valid_text() -> None:
+    """A node configured without ``tag`` is tagged by its browse name; one whose bytes are not valid UTF-8 (asyncua
+    hands it over as lone surrogates) names its tag with U+FFFD for each invalid byte, as a text value is read:
+    before, forwards wrote the tag as a "\\udcff" escape that strict JSON parsers refuse with the message."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:name", "Line")
+    await obj.add_variable(ua.NodeId("T1", idx), "T\udcffemp", 21.5, ua.VariantType.Double)
+    await srv.start()
+    try:
+        src = OpcUaSource(
+            "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=T1"}])
+        )
+        await src.start()
+        try:
+            r = await asyncio.wait_for(src.items().__anext__(), 8)
+        finally:
+            await src.stop()
+    finally:
+        await srv.stop()
+    assert (r.tag, r.value) == ("T\ufffdemp", 21.5)
