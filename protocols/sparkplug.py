@@ -10,8 +10,9 @@ leaves their datatype out): ``array_value`` reads them with the birth's datatype
 stored the Sparkplug way (two's complement in the unsigned field) and decoded back to negative Python ints.
 Every decoding failure is ``protocols.json_codec.CodecError`` (reasons ``garbage_protobuf``,
 ``bad_topic``, ``wrong_type``, ``too_many_metrics``: over ``MAX_METRICS`` in one payload, Template members
-and DataSet cells included; ``non_finite`` is left to the caller), except a payload's metric whose name is not
-UTF-8 or over ``MAX_ID_CHARS`` characters: that metric alone comes back ``refused``, the others read. Eclipse
+and DataSet cells included; ``non_finite`` is left to the caller), except a payload's metric whose name (or a
+name inside it: a Template member's, a Template's reference, a DataSet column's) is not UTF-8 or over
+``MAX_ID_CHARS`` characters: that metric alone comes back ``refused``, the others read. Eclipse
 Tahu's compressed payloads (``SPBV1.0_COMPRESSED``, DEFLATE or GZIP) are inflated, bounded (``too_large`` past it; ``bad_compression``), and read as the payload
 they hold.
 """
@@ -88,8 +89,9 @@ class Metric:
         None  # its "Quality" property, when the node sends one (``quality_of``)
     )
     is_historical: bool = False  # a value sent late (a node's store-and-forward), not the current one
-    # why a payload's metric is not read, ``(reason, detail)``: its name is not UTF-8 (``garbage_protobuf``) or over
-    # ``MAX_ID_CHARS`` characters (``name_too_long``); such a metric has no name and no value, the others are read
+    # why a payload's metric is not read, ``(reason, detail)``: its name, or a name inside it (a Template member's,
+    # a Template's reference, a DataSet column's), is not UTF-8 (``garbage_protobuf``) or over ``MAX_ID_CHARS``
+    # characters (``name_too_long``); such a metric has no name and no value, the others are read
     refused: tuple[str, str] | None = None
 
 
@@ -457,6 +459,22 @@ def _text(v: Any, what: str) -> Any:
     return v
 
 
+class _BadName(CodecError):
+    """A name inside a payload's metric (a Template member's, a Template's reference, a DataSet column's) that is
+    not UTF-8 (``garbage_protobuf``) or over ``MAX_ID_CHARS`` characters (``name_too_long``): that metric is
+    refused, not its payload (``_metric``)."""
+
+
+def _name(v: Any, what: str) -> str:
+    """A name inside a payload's metric, as ``_refused_name`` reads the metric's own: text of at most
+    ``MAX_ID_CHARS`` characters (a tag's name, or the name of a definition), else ``_BadName``."""
+    if isinstance(v, bytes):
+        raise _BadName("garbage_protobuf", f"{what} that is not UTF-8 text ({v[:40]!r}, {len(v)} bytes)")
+    if len(v) > MAX_ID_CHARS:
+        raise _BadName("name_too_long", f"{what} {shown_topic(v)} over {MAX_ID_CHARS} characters")
+    return str(v)
+
+
 def _too_many() -> CodecError:
     return CodecError(
         "too_many_metrics",
@@ -479,7 +497,7 @@ def _get_value(m: Any, budget: list[int], depth: int) -> Any:
             raise _too_many()
         return Template(
             metrics=[_metric(x, budget, depth + 1) for x in t.metrics],
-            ref=_text(t.template_ref, "a template's reference") if t.HasField("template_ref") else None,
+            ref=_name(t.template_ref, "a Template's reference") if t.HasField("template_ref") else None,
             is_definition=t.is_definition,
             version=t.version if t.HasField("version") else None,
         )
@@ -495,9 +513,7 @@ def _get_value(m: Any, budget: list[int], depth: int) -> Any:
 def _dataset(d: Any, budget: list[int]) -> DataSet:
     """A DataSet's cells, decoded; one of another shape than its columns keeps its rows unread (``problem``)
     rather than refusing the whole payload: the node's other metrics are good."""
-    columns = [_text(c, "a DataSet column name") for c in d.columns]
-    if any(len(c) > MAX_ID_CHARS for c in columns):  # a tag name each, as a metric's
-        raise CodecError("too_large", f"a DataSet column name of over {MAX_ID_CHARS} characters")
+    columns = [_name(c, "a DataSet column's name") for c in d.columns]  # a tag name each, as a metric's
     types = list(d.types)
     budget[0] -= len(d.rows) * max(len(columns), 1)  # each cell is decoded here, as a metric is
     if budget[0] < 0:
@@ -606,14 +622,23 @@ def _refused_name(m: Any) -> tuple[str, str] | None:
 
 
 def _metric(m: Any, budget: list[int], depth: int = 0) -> Metric:
-    if depth == 0 and (refused := _refused_name(m)) is not None:
-        # a payload's own metric: skipped, its value unread; a Template member's name refuses the payload
+    if depth == 0:
+        # a payload's own metric: one whose name, or a name inside it, is not read is skipped, its value unread;
+        # refused whole, the payload's other metrics were lost with it (a birth's: its node's data unread)
+        refused = _refused_name(m)
+        if refused is None:
+            try:
+                return _read_metric(m, budget, depth)
+            except _BadName as e:
+                name = f"metric {shown_topic(m.name)}: " if m.HasField("name") else ""
+                refused = e.reason, f"{name}{e.detail}"
         return Metric(alias=m.alias if m.HasField("alias") else None, datatype=m.datatype, refused=refused)
-    name = _text(m.name, "a metric name") if m.HasField("name") else None
-    if name is not None and len(name) > MAX_ID_CHARS:
-        raise CodecError(
-            "too_large", f"a metric name of {len(name)} characters ({name[:40]!r}...), over {MAX_ID_CHARS}"
-        )
+    return _read_metric(m, budget, depth)
+
+
+def _read_metric(m: Any, budget: list[int], depth: int) -> Metric:
+    # a Template member's name (the payload's own metric's is checked by ``_refused_name``)
+    name = _name(m.name, "a Template member's name") if m.HasField("name") else None
     return Metric(
         name=name,
         alias=m.alias if m.HasField("alias") else None,

@@ -394,3 +394,88 @@ async def test_a_sparkplug_metric_whose_name_is_too_long_or_not_utf8_is_skipped_
     finally:
         await src.stop()
         _closed(node)
+
+
+async def test_a_bad_name_inside_a_sparkplug_template_or_dataset_skips_only_its_metric(mosquitto):
+    """A Template member's name (an instance's or a definition's), a Template's reference or a DataSet column's
+    name of over 1,024 characters or not UTF-8 made its whole payload refused (``too_large``,
+    ``garbage_protobuf``): a birth's other metrics were lost with it, the node unborn, its data unread and a
+    rebirth asked that brought the same birth. Now the metric holding it is counted (``name_too_long``,
+    ``garbage_protobuf``) and skipped alone: the birth's other metrics, and their data, are read, data by the
+    skipped metric's alias is skipped as a clash's, and no rebirth is asked."""
+    from protocols.gen import sparkplug_b_pb2 as pb2
+    from tests.support.sparkplug_pb import pb_metric
+
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=mosquitto.port,
+            subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
+            sparkplug={"rebirth_min_interval_s": 0.1},
+        ),
+    )
+    await src.start()
+    asked: list[str] = []
+    node = paho.Client(CallbackAPIVersion.VERSION2)
+    node.on_message = lambda client, userdata, msg: asked.append(msg.topic)
+    node.connect("127.0.0.1", mosquitto.port, 30)
+    node.subscribe("spBv1.0/g/NCMD/n1", qos=1)
+    node.loop_start()
+    now_ms = int(time.time() * 1000)
+    long = "L" * 2000
+
+    def instance(p, name, alias, ref, member, value=1.0):
+        t = pb_metric(p, name, alias, D.TEMPLATE).template_value
+        t.template_ref = ref
+        pb_metric(t, member, None, D.DOUBLE, double_value=value)
+
+    def table(p, name, alias, column):
+        ds = pb_metric(p, name, alias, D.DATASET).dataset_value
+        ds.num_of_columns = 2
+        ds.columns.extend(["a", column])
+        ds.types.extend([D.DOUBLE, D.DOUBLE])
+        ds.rows.add().elements.add(double_value=1.0)
+        ds.rows[0].elements.add(double_value=2.0)
+
+    birth = pb2.Payload(timestamp=now_ms, seq=0)
+    pb_metric(birth, "bdSeq", None, D.INT64, long_value=0)
+    definition = pb_metric(birth, "_types_/Motor", None, D.TEMPLATE).template_value
+    definition.is_definition = True
+    pb_metric(definition, "bad_1", None, D.DOUBLE, double_value=0.0)  # "bad_1": bytes that are not UTF-8
+    instance(birth, "M1", 2, "Motor", long)
+    instance(birth, "M2", 3, "bad_1", "Speed")
+    instance(birth, "M3", 4, long, "Speed")
+    table(birth, "T1", 5, long)
+    table(birth, "T2", 6, "bad_1")
+    instance(birth, "M4", 7, "Motor", "Speed")
+    pb_metric(birth, "ok", 1, D.DOUBLE, double_value=3.0)
+    data = pb2.Payload(timestamp=now_ms + 1, seq=1)
+    for alias in (2, 3, 4, 5, 6):
+        pb_metric(data, None, alias, double_value=5.0)
+    instance(data, "M1", None, "Motor", long)
+    pb_metric(data, None, 1, double_value=6.0)
+    instance(data, "M4", None, "Motor", "Speed", 7.0)
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        for topic, payload in (("NBIRTH/n1", birth), ("NDATA/n1", data)):
+            raw = payload.SerializeToString().replace(b"bad_1", b"bad\xff1")
+            node.publish(f"spBv1.0/g/{topic}", raw, qos=1).wait_for_publish(5)
+        got = await _read(src, 4)
+        assert [(r.tag, r.value) for r in got] == [
+            ("n1/M4/Speed", 1.0),
+            ("n1/ok", 3.0),
+            ("n1/ok", 6.0),
+            ("n1/M4/Speed", 7.0),
+        ]
+        await asyncio.sleep(0.5)  # five rebirth intervals
+        assert asked == []
+        errors = src.stats.errors_by_reason
+        # the definition's member, M2's reference, T2's column; M1's member (twice), M3's reference, T1's column
+        assert errors == {"garbage_protobuf": 3, "name_too_long": 4, "alias_collision": 5}, errors
+        last = src.stats.last_error or ""
+        assert len(last) < 1000 and "'M1'" in last and "(2000 characters)" in last, last
+    finally:
+        await src.stop()
+        _closed(node)
