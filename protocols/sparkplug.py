@@ -12,7 +12,9 @@ Every decoding failure is ``protocols.json_codec.CodecError`` (reasons ``garbage
 ``bad_topic``, ``wrong_type``, ``too_many_metrics``: over ``MAX_METRICS`` in one payload, Template members
 and DataSet cells included; ``non_finite`` is left to the caller), except a payload's metric whose name (or a
 name inside it: a Template member's, a Template's reference, a DataSet column's) is not UTF-8 or over
-``MAX_ID_CHARS`` characters: that metric alone comes back ``refused``, the others read. Eclipse
+``MAX_ID_CHARS`` characters: that metric alone comes back ``refused``, the others read (under protobuf's
+pure-Python runtime, which refuses a whole message for a string that is not UTF-8, a metric holding any such
+text: ``_parse_by_metric``). Eclipse
 Tahu's compressed payloads (``SPBV1.0_COMPRESSED``, DEFLATE or GZIP) are inflated, bounded (``too_large`` past it; ``bad_compression``), and read as the payload
 they hold.
 """
@@ -729,17 +731,91 @@ def quality_reason(q: int | str | bool | None) -> tuple[str, str | None]:
     return level, "Bad_Stale" if u == 500 else f"quality_{u}"
 
 
-def _parse(data: bytes) -> Any:
+def _parse(data: bytes) -> tuple[Any, dict[int, str]]:
+    """The payload's message, and which of its metrics are not read (index -> why: ``_parse_by_metric``)."""
     from google.protobuf.message import DecodeError
 
     pb = _pb().Payload()
     try:
         pb.ParseFromString(bytes(data))
+    except UnicodeDecodeError:
+        return _parse_by_metric(bytes(data))
     except (DecodeError, RuntimeError, ValueError, TypeError) as e:
         raise CodecError("garbage_protobuf", f"not a Sparkplug B payload ({e})"[:160]) from None
     except Exception as e:
         raise CodecError("garbage_protobuf", f"not a Sparkplug B payload ({type(e).__name__})") from None
-    return pb
+    return pb, {}
+
+
+def _fields(buf: bytes) -> list[tuple[int, int, int, int, int]] | None:
+    """The top-level fields of protobuf bytes, ``(field number, wire type, start, value's start, end)``: the
+    field is ``buf[start:end]``, its value (a length-delimited one's without its length) ``buf[value's
+    start:end]``; None when they do not parse."""
+    out, i = [], 0
+    while i < len(buf):
+        start, tag = i, _varint(buf, i)
+        if tag is None:
+            return None
+        key, i = tag
+        wire, at = key & 7, i
+        if wire == 0:
+            v = _varint(buf, i)
+            if v is None:
+                return None
+            i = v[1]
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        elif wire == 2:
+            n = _varint(buf, i)
+            if n is None:
+                return None
+            at, i = n[1], n[1] + n[0]
+        else:  # groups: Sparkplug has none
+            return None
+        if i > len(buf):
+            return None
+        out.append((key >> 3, wire, start, at, i))
+    return out
+
+
+def _parse_by_metric(data: bytes) -> tuple[Any, dict[int, str]]:
+    """A payload that protobuf's pure-Python runtime (``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python``, or where
+    no upb wheel is built for the gateway's CPU) refused for a string that is not UTF-8: upb hands such a string
+    over as bytes, this runtime refuses the whole message, so one bad name lost a birth's other metrics. Parsed
+    again metric by metric (field 2), a metric that holds such text (its name, a name inside it, a text value)
+    is left with its alias and datatype only, and named by its index with why; the others are read."""
+    fields = _fields(data)
+    if fields is None:
+        raise CodecError("garbage_protobuf", "not a Sparkplug B payload (its fields do not parse)")
+    if sum(1 for f in fields if f[0] == 2) > MAX_METRICS:  # before any is decoded
+        raise _too_many()
+    pb, unread = _pb().Payload(), {}
+    try:
+        pb.ParseFromString(b"".join(data[a:b] for n, _, a, _, b in fields if n != 2))
+        for n, wire, _, at, end in fields:
+            if n != 2 or wire != 2:
+                continue
+            m, raw = pb.metrics.add(), data[at:end]
+            try:
+                m.ParseFromString(raw)
+            except UnicodeDecodeError as e:
+                inner = _fields(raw) or []
+                m.Clear()
+                m.ParseFromString(b"".join(raw[a:b] for k, w, a, _, b in inner if k in (2, 4) and w == 0))
+                names = [raw[v:b] for k, w, _, v, b in inner if k == 1 and w == 2]
+                try:
+                    shown = f"metric {shown_topic(names[0].decode())}: " if names else ""
+                except UnicodeDecodeError:
+                    shown = ""
+                bad = bytes(e.object)
+                unread[len(pb.metrics) - 1] = (
+                    f"{shown}text that is not UTF-8 ({bad[:40]!r}, {len(bad)} bytes)"
+                )
+    except CodecError:
+        raise
+    except Exception as e:
+        raise CodecError("garbage_protobuf", f"not a Sparkplug B payload ({e})"[:160]) from None
+    return pb, unread
 
 
 # Eclipse Tahu's compressed payload (its Java and JavaScript nodes, with compression turned on): the whole
@@ -930,7 +1006,7 @@ def bd_seq_within(
             return None, False
 
     try:
-        pb = _parse(data)
+        pb, _ = _parse(data)
     except CodecError:
         return None, False
     if not (pb.HasField("uuid") and pb.uuid == COMPRESSED_UUID):
@@ -991,9 +1067,9 @@ def decode(
     birth's or a death's, is inflated all the same and charged), and the payload inside is returned
     (``bad_compression``: an unknown algorithm, a body that does not inflate or is cut short, a compressed
     payload inside)."""
-    pb = _parse(data)
+    pb, unread = _parse(data)
     if pb.HasField("uuid") and pb.uuid == COMPRESSED_UUID:
-        outer, pb = pb, _parse(_inflate(pb, max_inflated, inflate_budget, must_inflate))
+        outer, (pb, unread) = pb, _parse(_inflate(pb, max_inflated, inflate_budget, must_inflate))
         if pb.HasField("uuid") and pb.uuid == COMPRESSED_UUID:  # not unwrapped again: a bomb in a bomb
             raise CodecError("bad_compression", "a compressed payload inside a compressed payload")
         for f in ("seq", "timestamp"):  # Tahu copies the seq outside; the inside's is the node's own
@@ -1002,7 +1078,16 @@ def decode(
     if len(pb.metrics) > MAX_METRICS:  # before any is decoded
         raise _too_many()
     budget = [MAX_METRICS - len(pb.metrics)]  # what Template members may still take
-    metrics = [_metric(m, budget) for m in pb.metrics]
+    metrics = [
+        _metric(m, budget)
+        if i not in unread
+        else Metric(
+            alias=m.alias if m.HasField("alias") else None,
+            datatype=m.datatype,
+            refused=("garbage_protobuf", unread[i]),
+        )
+        for i, m in enumerate(pb.metrics)
+    ]
     return Payload(
         timestamp_ms=pb.timestamp if pb.HasField("timestamp") else None,
         seq=pb.seq if pb.HasField("seq") else None,

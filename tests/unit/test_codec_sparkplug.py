@@ -560,3 +560,53 @@ def test_an_integer_is_read_as_its_declared_type_and_a_signed_one_stays_itself(v
     a sign extension to widths narrower than the type); every integer is now read or handed on as it is."""
     assert sp.as_declared(value, datatype) == read
     assert sp.fits(read, datatype) == (read != 70_000)
+
+
+def test_under_protobufs_pure_python_runtime_a_metric_holding_text_that_is_not_utf8_is_skipped_alone():
+    """protobuf's pure-Python runtime (``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python``, or where no upb wheel
+    is built for the gateway's CPU) refuses a whole message for one string that is not UTF-8, where upb hands
+    it over as bytes: a metric name, a Template member's or a DataSet column's such name refused the whole
+    payload (``garbage_protobuf``), a birth's other metrics lost with it. Now the metric holding it comes back
+    refused, its alias kept (data by it is then skipped), and the payload's other metrics are read."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from protocols.gen import sparkplug_b_pb2 as pb2
+    from tests.support.sparkplug_pb import pb_metric
+
+    D = sp.DataType
+    p = pb2.Payload(timestamp=1000, seq=0)
+    pb_metric(p, "bdSeq", None, D.INT64, long_value=7)
+    pb_metric(p, "bad_1", 2, D.DOUBLE, double_value=1.0)
+    t = pb_metric(p, "M1", 3, D.TEMPLATE).template_value
+    pb_metric(t, "bad_1", None, D.DOUBLE, double_value=1.0)
+    ds = pb_metric(p, "T1", 4, D.DATASET).dataset_value
+    ds.num_of_columns, ds.columns[:], ds.types[:] = 1, ["bad_1"], [D.DOUBLE]
+    pb_metric(p, "ok", 5, D.DOUBLE, double_value=3.0)
+    data = p.SerializeToString().replace(b"bad_1", b"bad\xff1")
+    script = (
+        "import json, sys\n"
+        "from google.protobuf.internal import api_implementation\n"
+        "from protocols import sparkplug as sp\n"
+        "got = sp.decode(bytes.fromhex(sys.stdin.read()))\n"
+        "print(json.dumps([api_implementation.Type(), got.seq,\n"
+        "    [[m.name, m.alias, m.value, m.refused and m.refused[0]] for m in got.metrics]]))\n"
+    )
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=data.hex(), env=env, cwd=root, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    runtime, seq, metrics = json.loads(done.stdout)
+    assert runtime == "python" and seq == 0
+    assert metrics == [
+        ["bdSeq", None, 7, None],
+        [None, 2, None, "garbage_protobuf"],
+        [None, 3, None, "garbage_protobuf"],
+        [None, 4, None, "garbage_protobuf"],
+        ["ok", 5, 3.0, None],
+    ]
