@@ -303,8 +303,8 @@ def _converter(mapping: JsonMapping) -> Callable[[str, Any], Any]:
 def _unknown_state(path: str, v: str, known: str, text: str) -> CodecError:
     return CodecError(
         "unknown_state",
-        f"field {shown_topic(path)} is {v[:40]!r}, no text of json_mapping.states ({known}); skipped: add it to states, "
-        f"or {text} to read it as text",
+        f"field {shown_topic(path)} is {v[:40]!r}, no text of json_mapping.states ({known}); skipped: add it to "
+        f"states, or {text} to read it as text",
     )
 
 
@@ -1162,8 +1162,8 @@ def _records_decoder(
                     if q is None:
                         raise CodecError(
                             "wrong_type",
-                            f"record {shown_topic(name)}: quality {repr(r[rec.quality])[:80]} not understood (its field "
-                            f"{rec.quality!r})" + _quality_hint(r[rec.quality], rec.quality_format),
+                            f"record {shown_topic(name)}: quality {repr(r[rec.quality])[:80]} not understood (its "
+                            f"field {rec.quality!r})" + _quality_hint(r[rec.quality], rec.quality_format),
                         )
                     quality = q if q == "good" else _status(q, r[rec.quality], rec.quality_format)
                 if keep is not None and not _all_finite(v):  # kept by _value: the sensor's fault, BAD

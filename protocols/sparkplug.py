@@ -14,9 +14,8 @@ and DataSet cells included; ``non_finite`` is left to the caller), except a payl
 name inside it: a Template member's, a Template's reference, a DataSet column's) is not UTF-8 or over
 ``MAX_ID_CHARS`` characters: that metric alone comes back ``refused``, the others read (under protobuf's
 pure-Python runtime, which refuses a whole message for a string that is not UTF-8, a metric holding any such
-text: ``_parse_by_metric``). Eclipse
-Tahu's compressed payloads (``SPBV1.0_COMPRESSED``, DEFLATE or GZIP) are inflated, bounded (``too_large`` past it; ``bad_compression``), and read as the payload
-they hold.
+text: ``_parse_by_metric``). Eclipse Tahu's compressed payloads (``SPBV1.0_COMPRESSED``, DEFLATE or GZIP) are
+inflated, bounded (``too_large`` past it; ``bad_compression``), and read as the payload they hold.
 """
 
 from __future__ import annotations

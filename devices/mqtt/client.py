@@ -1830,8 +1830,9 @@ class MqttSource:
             if fixed is not v or named is not tag:
                 self._error(
                     "invalid_text",
-                    f"topic {shown_topic(topic)}: tag {shown_topic(tag)}: {'its name' if fixed is v else 'its value'} "
-                    'holds text that is not valid Unicode (a lone surrogate: a "\\ud800" escape, or its own bytes); '
+                    f"topic {shown_topic(topic)}: tag {shown_topic(tag)}: "
+                    f"{'its name' if fixed is v else 'its value'} holds text that is not valid Unicode (a lone "
+                    'surrogate: a "\\ud800" escape, or its own bytes); '
                     "passed on with U+FFFD in its place",
                 )
                 readings[i] = dataclasses.replace(r, value=fixed, tag=named)
@@ -1841,8 +1842,8 @@ class MqttSource:
         characters: counted and skipped (such a name was a tag, and a record of it sent, per reading)."""
         self._error(
             "name_too_long",
-            f"{what} {shown_topic(name)} is over {MAX_NAME_CHARS} characters (a Sparkplug metric name's bound): its value is not "
-            "read (the message's other values are)",
+            f"{what} {shown_topic(name)} is over {MAX_NAME_CHARS} characters (a Sparkplug metric name's bound): "
+            "its value is not read (the message's other values are)",
         )
 
     def _ahead(
