@@ -22,10 +22,10 @@ These four are grey and whole-frame: a mono or white-balance change, light bandi
 of the frame passed them. ``summarize_local`` measures colour, banding and sharpness by region
 (``local_stats``); they travel in the package as ``LOCAL_FILE`` (the manifest's schema is a fixed
 contract) and ``check(..., local=LocalStats)`` applies them after the four (``LOCAL_MARGINS``), the light
-over the frame (``shading``: a gradient, a vignette, the exposure against the same scene's) last. Before
-the four, ``LocalStats.shape``: a frame of other proportions than the training frames (``frame``'s aspect),
-or, for a model with a ``roi`` (a pixel box), of another size, which every statistic taken at 128x128
-measured as if it were the training view.
+over the frame (``shading``: a gradient, a vignette, the exposure and the colour against the same scene's)
+last. Before the four, ``LocalStats.shape``: a frame of other proportions than the training frames
+(``frame``'s aspect), or, for a model with a ``roi`` (a pixel box), of another size, which every statistic
+taken at 128x128 measured as if it were the training view.
 Cost of ``check`` with them: ~0.3 ms on a 128-px frame, ~0.5 ms on a 224-px one (2 cores under load);
 on a 640x480 one (AVX-512, 2 cores at a 1-min load of 2.5-4, 2026-12-03) 0.72-0.76 ms of CPU called in a
 loop (0.88-0.90 ms before the exact area path, ``_exact_plan``) and 0.96-1.06 ms right after an engine
@@ -527,6 +527,10 @@ LOCAL_REASONS = {
     ("dome", "high"): "uneven light (gradient or vignetting)",
     ("exposure", "low"): "darker than training (exposure)",
     ("exposure", "high"): "brighter than training (exposure)",
+    ("cast_b", "low"): "colour cast (white balance)",
+    ("cast_b", "high"): "colour cast (white balance)",
+    ("cast_r", "low"): "colour cast (white balance)",
+    ("cast_r", "high"): "colour cast (white balance)",
 }
 
 # The light over the frame (``shading``). The scene thumbnail is the frame minus its 16-px blur, blind by
@@ -557,8 +561,19 @@ SHADE_MARGINS = {
     "tilt": (2.0, 0.03, 0.0, "high"),
     "dome": (2.0, 0.03, 0.0, "both"),
     "exposure": (2.0, 0.03, 0.0, "both"),
+    "cast_b": (2.0, 0.03, 0.0, "both"),
+    "cast_r": (2.0, 0.03, 0.0, "both"),
 }
 SHADE_KEYS = ("tilt", "dome", "exposure")  # ``shading``'s numbers, in its order
+# The light's colour against the same scene's (``cast_b``, ``cast_r``). The whole-frame chroma ranges mix the
+# part's own colours with the light's, so they are wide, and a lamp of another colour temperature (each channel
+# within +-8 %) passed them on most frames, and the model called 20-38 % of good caps NG under it. The colour frame
+# at COLOUR px, area-averaged to SHADE x SHADE cells per channel, as each channel's log ratio to the training's
+# mean cells of that channel: a light's gradient or vignette moves the three alike, so the difference of the
+# blue's (red's) and the green's, cell by cell, is the cast alone: its mean over the cells (those measured in
+# all three, the cells more than SHADE_TRIM robust spreads off it left out, a part's coloured feature moved
+# or missing). Its margin: 3 % in the channels' ratio beyond the training's own (2 x spread where more).
+CAST_KEYS = ("cast_b", "cast_r")
 _SHADE_MATRICES: dict[tuple[str, int, int], np.ndarray] = {}
 
 
@@ -649,6 +664,44 @@ def shading(cells: np.ndarray, ref: ShadeRef) -> tuple[float, float, float]:
     if trimmed is not None:
         coef = trimmed
     return math.hypot(float(coef[1]), float(coef[2])), float(coef[3]), float(coef[0])
+
+
+def colour_cells(c: np.ndarray, n: int = SHADE) -> np.ndarray:
+    """The colour frame at COLOUR px (B, G, R) area-averaged to ``n`` x ``n`` cells, per channel: (3, n * n)."""
+    import cv2
+
+    f = cv2.resize(c.astype(np.float32), (n, n), interpolation=cv2.INTER_AREA)
+    return f.reshape(n * n, 3).T.astype(np.float64)
+
+
+class CastRef:
+    """A reference's ``colour_cells`` (the training frames' mean) made ready for ``cast``: the cells measured
+    in all three channels, their logs."""
+
+    def __init__(self, ref: np.ndarray) -> None:
+        self.n = int(round(math.sqrt(ref.shape[1])))
+        self.use = ((ref >= SHADE_DARK) & (ref <= SHADE_BRIGHT)).all(0)
+        self.log_ref = np.log(ref[:, self.use] + 1.0)
+        self.least = ref.shape[1] // SHADE_MIN
+        for a in (self.use, self.log_ref):
+            a.setflags(write=False)
+
+
+def cast(cells: np.ndarray, ref: CastRef) -> tuple[float, float]:
+    """(cast_b, cast_r) of a frame's ``colour_cells`` against a reference's: the blue's and the red's log
+    ratio to the reference less the green's, over the cells, trimmed; (0, 0) where too few cells measure it."""
+    c = cells[:, ref.use]
+    keep = ((c >= SHADE_BLACK) & (c <= SHADE_BRIGHT)).all(0)
+    if np.count_nonzero(keep) < ref.least:
+        return 0.0, 0.0
+    y = np.log(c[:, keep] + 1.0) - ref.log_ref[:, keep]
+    d = y[::2] - y[1]  # blue less green, red less green
+    e = np.abs(d - d.mean(1, keepdims=True))
+    k = e.shape[1] // 2
+    spread = 1.4826 * np.partition(e, k, axis=1)[:, k] + 0.02  # as ``shading``'s
+    inside = e <= SHADE_TRIM * spread[:, None]  # half the cells at least
+    got = (d * inside).sum(1) / inside.sum(1)
+    return float(got[0]), float(got[1])
 
 
 def local_stats(
@@ -747,11 +800,16 @@ def summarize_local(images, also=(), shapes=None) -> dict:
     rows: list[dict] = []
     seen: list[tuple[int, ...]] = []
     lit: list[np.ndarray] = []
+    tint: list[np.ndarray] = []
     for img in images:
         g = _grey(img)
         lo = _low(g)
-        rows.append(local_stats(img, g, lo))
+        a = np.asarray(img)
+        c = _area(a, COLOUR, COLOUR) if a.ndim == 3 and a.shape[2] == 3 else None
+        rows.append(local_stats(img, g, lo, c))
         lit.append(shade_cells(lo))
+        if c is not None:
+            tint.append(colour_cells(c))
         seen.append(img.shape[:2])
     if not rows:
         raise ValueError("no images to take input statistics from")
@@ -772,6 +830,8 @@ def summarize_local(images, also=(), shapes=None) -> dict:
         # not checked for it: its copies sample that light too thinly to bound it (a vignette 30-40 % darker
         # in the corners, which such a build's model holds, lay beyond all 320 curved copies of a cap's frames)
         out["shading"] = _summarize_shading(np.asarray(lit))
+        if len(tint) == len(rows):  # every frame a colour one
+            out["shading"].update(_summarize_cast(np.asarray(tint)))
     return out
 
 
@@ -787,6 +847,18 @@ def _summarize_shading(lit: np.ndarray) -> dict:
         "cells": SHADE,
         "ref": [round(float(v), 3) for v in ref],
         **{k: _rng([t[i] for t in own]) for i, k in enumerate(SHADE_KEYS)},
+    }
+
+
+def _summarize_cast(tint: np.ndarray) -> dict:
+    """``shading``'s ``colour_ref`` (the training frames' mean ``colour_cells``, B, G, R) and the range of
+    each frame's ``cast`` against the mean of the others. An agent before it ignores these keys."""
+    ref = tint.mean(0)
+    n = len(tint)
+    own = [cast(c, CastRef((n * ref - c) / (n - 1) if n > 1 else ref)) for c in tint]
+    return {
+        "colour_ref": [[round(float(v), 3) for v in ch] for ch in ref],
+        **{k: _rng([t[i] for t in own]) for i, k in enumerate(CAST_KEYS)},
     }
 
 
@@ -834,6 +906,7 @@ class LocalStats:
                 self.sizes = {(int(w), int(h)) for w, h in frame["sizes"]}
         # packages before ``shading``: the light over the frame is not checked
         self.shade: tuple[ShadeRef, dict[str, tuple[float, float, float, float]]] | None = None
+        self.cast: tuple[CastRef, dict[str, tuple[float, float, float, float]]] | None = None
         shade = data.get("shading")
         if shade is not None:
             if not isinstance(shade, dict):
@@ -850,6 +923,13 @@ class LocalStats:
             # packages before ``exposure``: tilt and dome alone, as before
             keys = [k for k in SHADE_KEYS if k in ("tilt", "dome") or k in shade]
             self.shade = (ShadeRef(ref), {k: rng(shade[k]) for k in keys})
+            # packages before ``cast_b``/``cast_r``, and a model that sees grey images: no cast checked
+            tint = shade.get("colour_ref")
+            if colour and tint is not None and all(k in shade for k in CAST_KEYS):
+                cref = np.asarray(tint, np.float64)
+                if cref.shape != (3, n * n) or not np.isfinite(cref).all():
+                    raise ValueError(f"shading: colour_ref of shape {cref.shape}, expected (3, {n * n})")
+                self.cast = (CastRef(cref), {k: rng(shade[k]) for k in CAST_KEYS})
 
     @classmethod
     def parse(cls, text: str, colour: bool = True, roi: bool = False) -> LocalStats:
@@ -897,13 +977,17 @@ class LocalStats:
         self._bounds[tolerance] = (out, cells)
         return out, cells
 
-    def _shading(self, lo: np.ndarray, tolerance: float) -> str | None:
-        """Why the light over this frame (``lo``: its grey at LOW px) is far from the training frames', or
-        None."""
+    def _shading(self, lo: np.ndarray, tolerance: float, c: np.ndarray | None = None) -> str | None:
+        """Why the light over this frame (``lo``: its grey at LOW px; ``c``: its colour at COLOUR px, None
+        for a grey frame) is far from the training frames', or None."""
         assert self.shade is not None
         ref, ranges = self.shade
-        got = shading(shade_cells(lo, ref.n), ref)
-        for k, v in zip(SHADE_KEYS, got, strict=True):
+        got = dict(zip(SHADE_KEYS, shading(shade_cells(lo, ref.n), ref), strict=True))
+        if self.cast is not None and c is not None:
+            cref, cranges = self.cast
+            ranges = {**ranges, **cranges}
+            got.update(zip(CAST_KEYS, cast(colour_cells(c, cref.n), cref), strict=True))
+        for k, v in got.items():
             if k not in ranges:
                 continue
             p01, p50, p99, std = ranges[k]
@@ -920,6 +1004,9 @@ class LocalStats:
         if g is None or lo is None:
             g = _grey(image)
             lo = _low(g)
+        img = np.asarray(image)
+        if c is None and img.ndim == 3 and img.shape[2] == 3:
+            c = _area(img, COLOUR, COLOUR)
         st = local_stats(image, g, lo, c)
         for k, (low, hi) in b.items():
             if k not in st:  # a grey frame has no chroma: its saturation says it
@@ -929,13 +1016,13 @@ class LocalStats:
                 return f"{LOCAL_REASONS[(k, 'low')]}: {k} {v:.3g} < {low:.3g}"
             if v > hi:
                 return f"{LOCAL_REASONS[(k, 'high')]}: {k} {v:.3g} > {hi:.3g}"
-        c = np.asarray(st["cells"]) - cells_low
-        i = int(np.argmin(c))
-        if c[i] < 0:
+        short = np.asarray(st["cells"]) - cells_low
+        i = int(np.argmin(short))
+        if short[i] < 0:
             v, low = st["cells"][i], cells_low[i]
             return (
                 f"{LOCAL_REASONS[('cells', 'low')]}: sharpness {v:.3g} < {low:.3g} in region "
                 f"{i // GRID + 1},{i % GRID + 1} of {GRID}x{GRID}"
             )
         # last: a smear over part of the frame also moves its light, and is named as what it is above
-        return self._shading(lo, tolerance) if self.shade is not None else None
+        return self._shading(lo, tolerance, c) if self.shade is not None else None
