@@ -214,8 +214,9 @@ def test_a_frame_darker_or_brighter_than_training_is_unsure_by_its_exposure():
 def test_a_frame_under_a_lamp_of_another_colour_is_unsure_by_its_cast():
     # the whole-frame chroma ranges mix the part's colours with the light's (a margin of 10 % at least), so a
     # lamp whose channels moved 8-10 % passed them, and the anomaly model called 15-20 % of good hides (and 20-38 %
-    # of good caps) NG under a cast within +-8 % a channel (docs/agent.md "Colour cast"). Each channel's light against the training's mean view of the same scene, blue and red
-    # less green, is now checked against the training frames' own (each against the others)
+    # of good caps) NG under a cast within +-8 % a channel (docs/agent.md "Colour cast"). Each channel's light
+    # against the training's mean view of the same scene, blue and red less green, is now checked against the
+    # training frames' own (each against the others)
     from model_packager.inputstats import LocalStats, summarize_local
     from tests.support import products
 
