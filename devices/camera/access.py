@@ -14,7 +14,7 @@ password in clear (Basic over http is clear text); the camera's challenge decide
 over MD5, qop ``auth`` or none, the ``-sess`` variants) or Basic. Over https, whose channel is checked, Basic
 is sent at once, as before. A Digest nonce the camera calls stale (``stale=true``) is answered once more with
 the new one; any other 401 after a login is final. Not supported (refused by name): ``auth-int`` only,
-other algorithms (SHA-512-256), ``userhash``, NTLM and other schemes.
+other algorithms (SHA-512-256), ``userhash``, NTLM and other schemes, a Digest challenge without a nonce.
 """
 
 from __future__ import annotations
@@ -171,6 +171,18 @@ def _challenges(values: list[str]) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
+def _no_nonce(digest: list[dict[str, str]]) -> str:
+    """Why the camera's Digest challenges cannot be answered when none has a nonce (broken firmware): a
+    login made with an empty nonce was refused, and the line blamed the user and password; "" otherwise."""
+    if not digest or any(p.get("nonce") for p in digest):
+        return ""
+    how = 'empty (nonce="")' if any("nonce" in p for p in digest) else "missing"
+    return (
+        f"sends a Digest challenge without a nonce, which no login can answer: its nonce is {how}; the "
+        "camera's firmware is at fault (update it, or set the camera to Basic over https)"
+    )
+
+
 class Login:
     """The URL's user and password, and how the camera asked for them (module docstring). One per camera
     connection sequence: a snapshot camera's later requests reuse the Digest nonce with a growing count."""
@@ -182,6 +194,7 @@ class Login:
         self._nc = 0
         self._accepted = False  # an answer other than 401 to the current Digest nonce
         self.refused = ""  # why the last 401 is final, for the message
+        self.blames_login = True  # False when ``refused`` names the camera's fault, not the user and password
 
     def accepted(self) -> None:
         """The camera answered the last request with something else than 401."""
@@ -244,6 +257,7 @@ class Login:
         """After a 401: True when asking again may succeed (the camera's first challenge, or a Digest nonce
         it calls stale); False, with ``refused`` saying why, when the 401 is final."""
         challenges = _challenges(headers.get_all("WWW-Authenticate") or [])
+        self.blames_login = True
         digest = [p for s, p in challenges if s == "digest"]
         usable = [p for p in digest if self._usable(p)]
         if self.scheme == "digest":
@@ -257,7 +271,8 @@ class Login:
                 # with the former one, so the new one is taken once; a wrong password never gets here
                 self._take(fresh[0])
                 return True
-            self.refused = "refuses the user and password in the URL"
+            self.refused = _no_nonce(digest) or "refuses the user and password in the URL"
+            self.blames_login = not _no_nonce(digest)
             return False
         if usable:  # Basic sent at first (https), or nothing yet: Digest as the camera asks
             usable.sort(key=lambda p: p.get("algorithm", "MD5").upper().startswith("SHA-256"), reverse=True)
@@ -268,6 +283,10 @@ class Login:
             return True
         if self.scheme == "basic" and (not challenges or any(s == "basic" for s, _ in challenges)):
             self.refused = "refuses the user and password in the URL"
+            return False
+        no_nonce = _no_nonce(digest)
+        if no_nonce:
+            self.refused, self.blames_login = no_nonce, False
             return False
         asked = ", ".join(
             (s.upper() if s == "ntlm" else s.capitalize())
@@ -285,7 +304,7 @@ class Login:
         algorithm = p.get("algorithm", "MD5").upper()
         qops = {q.strip().lower() for q in p.get("qop", "").split(",") if q.strip()}
         return (
-            "nonce" in p
+            bool(p.get("nonce"))
             and algorithm.removesuffix("-SESS") in _HASHES
             and (not qops or "auth" in qops)
             and p.get("userhash", "false").lower() != "true"

@@ -338,7 +338,9 @@ def open_stream(
     if resp.status == 401 and login is not None:
         # the login refused, or one this reader cannot give: FFmpeg would send it again (and the diagnosis
         # once more), and cameras lock an account after a few failed logins
-        sent = f" ({login.shown}); {http_hint(401)}" if login.scheme is not None else ""
+        sent = (
+            f" ({login.shown}); {http_hint(401)}" if login.scheme is not None and login.blames_login else ""
+        )
         raise StreamError(
             "open_failed", f"the camera answers HTTP 401 {resp.reason}: it {login.refused}{sent}"
         )
@@ -477,10 +479,11 @@ class SnapshotStream:
         try:
             if resp.status != 200:
                 refused = f" (it {self._login.refused})" if resp.status == 401 and self._login else ""
+                own = bool(refused) and self._login is not None and not self._login.blames_login
                 raise StreamError(
                     "stream_lost",
-                    f"the camera answers HTTP {resp.status} {resp.reason} to a snapshot request{refused}; "
-                    f"{http_hint(resp.status)}",
+                    f"the camera answers HTTP {resp.status} {resp.reason} to a snapshot request{refused}"
+                    + ("" if own else f"; {http_hint(resp.status)}"),
                 )
             return self._body(resp, sock)
         finally:

@@ -84,8 +84,9 @@ class Camera:
     or a snapshot URL answering each GET with the next one. ``auth``: None, "basic", or a Digest algorithm
     ("MD5", "SHA-256", "MD5-sess"), checked as RFC 7616 says; ``stale_every``: a Digest nonce is good for
     that many requests, then answered 401 stale=true; ``always_401``: every request refused (stale=true
-    if ``always_stale``). ``redirect``: every GET answered 302 to that URL. Records each request's
-    Authorization header (``requests``)."""
+    if ``always_stale``). ``redirect``: every GET answered 302 to that URL. ``nonce``: the challenge's
+    nonce parameter as it is sent (``'nonce=""'``, or ``""`` for none), a fresh one by default. Records each
+    request's Authorization header (``requests``)."""
 
     def __init__(
         self,
@@ -101,19 +102,21 @@ class Camera:
         redirect: str | None = None,
         ctype: str = "image/jpeg",
         say_stale: bool = True,
+        nonce: str | None = None,
     ) -> None:
         self.requests: list[str] = []
         self.nonces: dict[str, int] = {}
         me = self
         k = [0]
+        bad_nonce = None if nonce is None else nonce + (", " if nonce else "")
 
         def challenge(stale: bool) -> str:
             nonce = os.urandom(16).hex()
             me.nonces[nonce] = 0
             algo = auth or "MD5"
-            return (
-                f'Digest realm="cam@plant", qop="auth", algorithm={algo}, nonce="{nonce}", '
-                f'opaque="op4que"' + (", stale=true" if stale else "")
+            given = f'nonce="{nonce}", ' if bad_nonce is None else bad_nonce
+            return f'Digest realm="cam@plant", qop="auth", algorithm={algo}, {given}opaque="op4que"' + (
+                ", stale=true" if stale else ""
             )
 
         def digest_ok(header: str) -> str:
@@ -577,6 +580,25 @@ async def test_a_login_this_reader_cannot_give_is_refused_by_name_after_one_requ
         cam.stop()
     assert cam.requests == [""]
     assert "cannot give (Digest SHA-512-256 qop=auth)" in src.stats.last_error, src.stats.last_error
+    _no_secret_shown(src, log_all)
+
+
+@pytest.mark.parametrize("nonce", ['nonce=""', ""], ids=["empty", "absent"])
+async def test_a_digest_challenge_without_a_nonce_is_named_not_called_a_wrong_password(log_all, nonce):
+    """A camera whose Digest challenge has an empty nonce (``nonce=""``, broken firmware) was sent a login
+    with that empty nonce, refused it, and the line said the camera refused the user and password in the
+    URL (a good password blamed, a locked account risked); with no nonce at all the line said the reader
+    cannot give a Digest MD5 qop=auth login and to set the camera to one. Named now, after one request."""
+    cam = Camera([_jpeg(1)], auth="MD5", nonce=nonce)
+    src = CameraSource("cam", CameraSettings(url=cam.url, open_timeout_s=1, reconnect_initial_s=5))
+    try:
+        await _refusals(src)
+    finally:
+        cam.stop()
+    assert cam.requests == [""], cam.requests
+    err = src.stats.last_error or ""
+    assert "Digest challenge without a nonce" in err and ("empty" in err) == bool(nonce), err
+    assert "user and password" not in err and "cannot give" not in err, err
     _no_secret_shown(src, log_all)
 
 
