@@ -75,7 +75,7 @@ def heatmap_on_frame(
 
     fh, fw = frame_hw
     f = min(1.0, max_side / max(fh, fw))
-    lo = 0.0 if scaled else float(min(m.min() for m in maps))
+    lo, hi = (0.0, 1.0) if scaled else _draw_range(np.concatenate([np.ravel(m) for m in maps]))
     out = np.full((max(1, round(fh * f)), max(1, round(fw * f))), lo, dtype=np.float32)
     rx, ry, rw, rh = region_box(fh, fw, spec)
     for m, (x, y, w, h) in zip(maps, tile_boxes(rh, rw, spec), strict=True):
@@ -88,22 +88,40 @@ def heatmap_on_frame(
         np.maximum(out[y0:y1, x0:x1], part, out=out[y0:y1, x0:x1])
     if scaled:
         return out
-    hi = float(out.max())
-    return _to_unit(out, lo, hi)
+    return _to_unit(out, lo, min(hi, float(out.max())))  # a map shrunk to its place may have lost its top
 
 
 _F32_MAX = float(np.finfo(np.float32).max)
+# a heat map's cell whose magnitude passes HEATMAP_SPAN times the larger of 1 and the magnitude of the middle
+# half of its cells is a broken or masked cell (-1e30): drawn from lowest to highest with it, every other cell
+# came out 1.0 (or 0.0), the hot spot lost. It is left out of the drawing range and clipped to its nearer end.
+HEATMAP_SPAN = 1e6
+
+
+def _draw_range(h: np.ndarray) -> tuple[float, float]:
+    """The lowest and highest of the heat map's cells that are drawn to scale: every finite cell but those
+    beyond ``HEATMAP_SPAN`` (above); a map whose cells all lie within +-1e6 (any sound one) costs two passes."""
+    lo, hi = float(h.min()), float(h.max())
+    if max(-lo, hi) <= HEATMAP_SPAN:  # within the bound whatever the middle half's magnitude (at least 1)
+        return lo, hi
+    cells = h[np.isfinite(h)].astype(np.float64)
+    if cells.size == 0:
+        return 0.0, 0.0
+    q1, q3 = np.percentile(cells, [25.0, 75.0])
+    kept = cells[np.abs(cells) <= HEATMAP_SPAN * max(1.0, abs(float(q1)), abs(float(q3)))]
+    return float(kept.min()), float(kept.max())
 
 
 def _to_unit(h: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``h`` (float32) scaled from ``[lo, hi]`` to [0, 1], all 0 when flat. In double when the span passes
-    float32's largest value (a map from -3e38 to 3e38, every value finite): ``h - lo`` in float32 overflowed,
-    the map came out 0 and NaN, its hot spot drawn cold."""
+    """``h`` (float32) scaled from ``[lo, hi]`` to [0, 1] (``_draw_range``), a cell beyond clipped to the
+    nearer end; when flat, 0 but for cells above it (1). In double when the span passes float32's largest
+    value (a map from -3e38 to 3e38, every value finite): ``h - lo`` in float32 overflowed, the map came out
+    0 and NaN, its hot spot drawn cold."""
     if not hi > lo:
-        return np.zeros_like(h)
-    if hi - lo <= _F32_MAX:
+        return (h > hi).astype(np.float32)
+    if hi - lo <= _F32_MAX and float(h.min()) >= lo and float(h.max()) <= hi:
         return (h - lo) / (hi - lo)
-    return ((h.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+    return np.clip((h.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 def tile_boxes(height: int, width: int, spec: ImagePreprocessing) -> list[tuple[int, int, int, int]]:
@@ -454,8 +472,7 @@ def interpret(
         grid = np.concatenate(
             [np.concatenate(maps[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0
         )
-        lo, hi = float(grid.min()), float(grid.max())
-        res.heatmap = grid if scaled else _to_unit(grid, lo, hi)
+        res.heatmap = grid if scaled else _to_unit(grid, *_draw_range(grid))
     res.tile = worst
     return res
 
@@ -548,8 +565,7 @@ def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interp
         elif spec.role is OutputRole.HEATMAP:
             h = val.reshape(val.shape[-2], val.shape[-1]).astype(np.float32)
             res.raw_heatmap = h
-            lo, hi = float(h.min()), float(h.max())
-            res.heatmap = _to_unit(h, lo, hi)
+            res.heatmap = _to_unit(h, *_draw_range(h))
         elif spec.role is OutputRole.ANOMALY_MAP:  # in score units: the threshold shows mid-scale
             assert spec.threshold is not None  # the manifest refuses an anomaly map without one
             h = val.reshape(val.shape[-2], val.shape[-1]).astype(np.float32)
