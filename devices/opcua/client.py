@@ -31,7 +31,9 @@ much slower sampling interval, is said once per node (``queue_revised`` / ``samp
 values it then drops are never reported; a value whose status carries the Overflow bit
 (the server dropped older ones before it) is counted per tag (``overflows``, ``queue_overflow``). No
 message from the server over ``max_message_bytes`` is held in memory: the connection is closed, counted
-as ``too_large``, and the source reconnects. Calls carrying many items go to the server in parts of
+as ``too_large``, and the source reconnects; after one in a subscribed session, the largest values are given
+subscriptions of their own, a node whose value alone is over the limit is left out until it fits (``_measure``,
+``_refit``). Calls carrying many items go to the server in parts of
 at most its OperationLimits (``_split_operations``). A node without ``tag`` whose browse name is another
 node's tag is tagged by its node id (``_claim_tag``). A node the server says is gone (BadNodeIdUnknown: a
 PLC program download) has its monitored item made again until the server takes it (``_node_gone``).
@@ -62,6 +64,7 @@ index after each connect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
@@ -1720,6 +1723,7 @@ class _MessageSize:
         self.body_left = 0  # bytes of the current chunk still to come
         self.last = True  # the current chunk ends its message
         self.total = 0  # bytes of the message under way, its announced chunks included
+        self.done = 0  # bytes of the last message taken in whole
 
     def feed(self, data: bytes) -> int:
         """0, or the size the message under way has reached when that is over the limit."""
@@ -1743,7 +1747,7 @@ class _MessageSize:
                     return self.total
                 self.body_left = max(size - 8, 0)
             if not self.body_left and not self.head and self.last:
-                self.total = 0
+                self.done, self.total = self.total, 0
         return 0
 
 
@@ -1765,6 +1769,7 @@ def _bound_messages(client: Client, limit: int, on_oversize: Callable[[int], Non
         proto = make()
         received = proto.data_received
         size = _MessageSize(limit)
+        client._message_size = size  # type: ignore[attr-defined]  # the size of each answer (``_measure``)
 
         def data_received(data: bytes) -> None:
             over = size.feed(data)
@@ -1782,6 +1787,8 @@ def _bound_messages(client: Client, limit: int, on_oversize: Callable[[int], Non
 
     client.uaclient._make_protocol = make_bounded  # type: ignore[method-assign]
 
+
+_APART_MAX = 8  # the most subscriptions of one large value each a source makes (``_measure``)
 
 # OPC UA Part 5, ServerCapabilities/OperationLimits: the most items a server takes in one call of a service
 # (0: no limit). Embedded PLC servers state small ones (10, 100) and refuse a larger call whole with
@@ -2357,6 +2364,17 @@ class OpcUaSource:
         self._axis_reads: dict[str, asyncio.Task] = {}  # tag -> its XAxisDefinition being read again
         # node -> (its monitored item's id, sampling_interval_ms, queue_size) in this subscription
         self._items: dict[ua.NodeId, tuple[int | None, float, int]] = {}
+        # a Publish answer over max_message_bytes while no node's value alone was: the next connect reads each
+        # node's value on its own (``_measure``) and gives the largest their own subscriptions (``_apart``)
+        self._measure_wanted = False
+        self._measuring: str | None = None  # the node id whose value is being read for its size
+        self._apart: dict[ua.NodeId, int] = {}  # node -> its value's size, subscribed on its own
+        self._too_big: dict[str, int] = {}  # node id -> the size its value alone reached (not subscribed)
+        self._listed_as: dict[ua.NodeId, str] = {}  # a subscribed node -> its node id as the config lists it
+        self._extra_subs: list[Subscription] = []  # the subscriptions of ``_apart``
+        self._refit_pause = 0.0  # the pause before a node of ``_too_big`` is read again (``_refit``)
+        self._refit_now = False  # one fits again: the session is closed to subscribe it
+        self._item_sub: dict[ua.NodeId, Subscription] = {}  # a node's subscription, when not ``_sub``
         self._gone: dict[ua.NodeId, asyncio.Task] = {}  # nodes the server said are gone, subscribed again
         self._back: set[ua.NodeId] = set()  # ... and good again on their old items
         self._gone_pause: dict[ua.NodeId, float] = {}  # node -> the pause before its item is made again
@@ -2432,12 +2450,19 @@ class OpcUaSource:
                 )
                 beat = asyncio.create_task(self._heartbeat()) if self.settings.heartbeat else None
                 structs = asyncio.create_task(self._structures())
+                refit = asyncio.create_task(self._refit()) if self._too_big else None
                 try:
                     await self._watch()
                 finally:
                     structs.cancel()
                     if beat is not None:
                         beat.cancel()
+                    if refit is not None:
+                        refit.cancel()
+                if self._refit_now:  # a node left out fits again: a new session subscribes it, at once
+                    self._refit_now = False
+                    await self._close_client(1.0)
+                    continue
                 raise ConnectionError("connection lost")
             except asyncio.CancelledError:
                 break
@@ -2452,6 +2477,21 @@ class OpcUaSource:
                 reason, msg = _explain(e, self.settings)
                 if self._oversize:  # the connection was closed here, on a message over the limit
                     reason, msg = "too_large", _too_large(self._oversize, self.settings)
+                    if self._measuring is not None:  # one node's value alone: left out until it fits
+                        self._too_big[self._measuring] = self._oversize
+                        msg = (
+                            f"node {self._measuring!r}: its value alone reached {self._oversize} bytes, over "
+                            f"max_message_bytes {self.settings.max_message_bytes}; it is not subscribed (the "
+                            "other nodes are) until it fits: raise max_message_bytes or leave it out"
+                        )
+                    elif self._sub is not None and len(self._tags) > 1:
+                        # values of several nodes in one Publish answer: which ones is not known
+                        self._measure_wanted = True
+                        msg += (
+                            "; the values of several nodes may have come in one Publish answer: the next "
+                            "connection reads each node's value on its own and subscribes the largest apart"
+                        )
+                self._measuring = None
                 # a security policy or mode the server does not offer looks like no answer at all; its
                 # endpoint list says (read at most once a minute: a server that hangs costs each probe)
                 # and a server presenting another certificate than the pinned one cannot read the channel
@@ -2507,6 +2547,8 @@ class OpcUaSource:
         self._room_wanted = False
         self._oversize = 0
         self._sub = None
+        self._extra_subs.clear()
+        self._item_sub.clear()
         self._items.clear()
         for task in self._gone.values():
             task.cancel()
@@ -2536,6 +2578,7 @@ class OpcUaSource:
             await client.connect()
         await _read_operation_limits(client, self.settings.connect_timeout_s)
         self._tags.clear()
+        self._listed_as.clear()
         self._picks.clear()
         self._dims.clear()
         self._rates.clear()
@@ -2574,6 +2617,14 @@ class OpcUaSource:
             except Exception as e:
                 self._node_error(ns.node_id, e)
                 continue
+            if ns.node_id in self._too_big:
+                self._node_error(
+                    ns.node_id,
+                    f"its value alone reached {self._too_big[ns.node_id]} bytes, over max_message_bytes "
+                    f"{self.settings.max_message_bytes}: not subscribed until a read of it fits; raise "
+                    "max_message_bytes or leave the node out",
+                )
+                continue
             prior = self._tags.get(node.nodeid)
             if prior is not None and (
                 ns.index is None or all(t != prior for t, _ in self._picks.get(node.nodeid, ()))
@@ -2589,6 +2640,7 @@ class OpcUaSource:
                 self._picks.setdefault(node.nodeid, []).append((tag, index))
             if node.nodeid not in self._tags:  # another row of a matrix listed before: one monitored item
                 self._tags[node.nodeid] = tag
+                self._listed_as[node.nodeid] = ns.node_id
                 groups.setdefault((ns.sampling_interval_ms, ns.queue_size), []).append(node)
             if ns.sample_rate_from:
                 await self._stated_rate(client, ns, tag, node, rate_nodes)
@@ -2599,6 +2651,8 @@ class OpcUaSource:
         for nodeid, (sampling_ms, rate_node) in rate_nodes.items():
             if nodeid not in self._tags:
                 groups.setdefault((sampling_ms, 1), []).append(rate_node)
+        if groups and self._measure_wanted:
+            await self._measure(client, groups)
         if groups:
             if self._structured:  # before the values come: the PLC's program (a layout) may have changed
                 await self._load_types(client)
@@ -2836,9 +2890,10 @@ class OpcUaSource:
         # the pause grows over the session, not per loss: a server that says a node it has is gone would
         # otherwise have its item made again twice a second for good
         pause = self._gone_pause.get(nodeid, 0.5)
-        sub, client = self._sub, self._client
+        main, client = self._sub, self._client
+        sub = self._item_sub.get(nodeid, main)  # its own subscription when its value is large (``_apart``)
         try:
-            while sub is not None and client is not None and sub is self._sub:
+            while sub is not None and client is not None and main is not None and main is self._sub:
                 await asyncio.sleep(pause)
                 pause = self._gone_pause[nodeid] = min(pause * 2, 30.0)
                 handle, sampling_ms, queue_size = self._items[nodeid]
@@ -3373,13 +3428,102 @@ class OpcUaSource:
             return t
         return now
 
+    async def _measure(self, client: Client, groups: dict[tuple[float, int], list[Node]]) -> None:
+        """After a Publish answer over max_message_bytes that no node's value alone was known to pass: each
+        node's value is read on its own (one Read each, its answer's size taken from the wire), and the
+        largest are given subscriptions of their own (``_apart``) until the others' values together come to at
+        most half the limit: a server sends one subscription's notifications per Publish answer, so values
+        that passed the limit together arrive apart. A node whose value alone is over the limit closes this
+        connection too: it is named and left out (``_too_big``) at the next."""
+        meter = getattr(client, "_message_size", None)
+        if meter is None:
+            return
+        sizes: dict[ua.NodeId, int] = {}
+        for nodes in groups.values():
+            for node in nodes:
+                self._measuring = self._listed_as.get(node.nodeid) or node.nodeid.to_string()
+                async with asyncio.timeout(self.settings.connect_timeout_s * 2):
+                    await client.uaclient.read_attributes([node.nodeid], ua.AttributeIds.Value)
+                sizes[node.nodeid] = meter.done
+        self._measuring = None
+        self._measure_wanted = False
+        self._apart.clear()
+        left = sum(sizes.values())
+        for nodeid, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
+            if left <= self.settings.max_message_bytes // 2 or len(self._apart) >= _APART_MAX:
+                break
+            self._apart[nodeid] = size
+            left -= size
+        shown = ", ".join(f"{n.to_string()} ({s} bytes)" for n, s in self._apart.items())
+        self._burst.log(
+            "too_large:apart",
+            "opcua source %s: the values of its %d nodes come to %d bytes (max_message_bytes %d): %s",
+            self.name,
+            len(sizes),
+            sum(sizes.values()),
+            self.settings.max_message_bytes,
+            f"subscribed on their own: {shown}" if shown else "one subscription takes them",
+        )
+
+    async def _refit(self) -> None:
+        """Now and then (a pause doubling from reconnect_max_s to 10 minutes) read each node left out for a
+        value over max_message_bytes (``_too_big``) on a connection of its own, so that a value still too large
+        closes that one, not the session's: once one fits, the session is closed and the next subscribes it."""
+        while self._too_big and not self._refit_now:
+            self._refit_pause = min(max(self._refit_pause * 2, self.settings.reconnect_max_s, 1.0), 600.0)
+            await asyncio.sleep(self._refit_pause)
+            for node_id in list(self._too_big):
+                try:
+                    client, oversize = await _one_off_client(self.settings, "opcua")
+                except OpcUaError:
+                    break
+                try:
+                    async with asyncio.timeout(self.settings.connect_timeout_s * 2):
+                        node = client.get_node(await _resolve_node_id(client, node_id))
+                        await node.read_data_value()
+                    fits = not oversize[0]
+                except Exception:
+                    fits = False
+                finally:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(1.0):
+                            await client.disconnect()
+                if fits:
+                    del self._too_big[node_id]
+                    self._refit_now = True
+                    self._measure_wanted = True  # it may still be large: subscribed apart if it is
+                    log.info(
+                        "opcua source %s: node %s now fits max_message_bytes: subscribed", self.name, node_id
+                    )
+        if self._refit_now:
+            self._refit_pause = 0.0
+            self._lost.set()
+
     async def _subscribe(self, client: Client, groups: dict[tuple[float, int], list[Node]]) -> None:
         self._changed.clear()
         sub = await self._new_subscription(client)
+        batches: list[tuple[Subscription, tuple[float, int], list[Node]]] = []
+        for key, nodes in groups.items():
+            rest = [n for n in nodes if n.nodeid not in self._apart]
+            for node in nodes:
+                if node.nodeid in self._apart:  # a large value in a subscription of its own (``_measure``)
+                    try:
+                        own = await self._new_subscription(client, main=False)
+                    except ua.UaStatusCodeError as e:  # the server's limit on subscriptions: with the others
+                        log.warning(
+                            "opcua source %s: no subscription of its own for %s: %s", self.name, node, e
+                        )
+                        rest.append(node)
+                        continue
+                    self._extra_subs.append(own)
+                    self._item_sub[node.nodeid] = own
+                    batches.append((own, key, [node]))
+            if rest:
+                batches.append((sub, key, rest))
         full: list[tuple[str, str]] = []  # (node id, status) refused for want of room on the server
-        for (sampling_ms, queue_size), nodes in groups.items():
+        for into, (sampling_ms, queue_size), nodes in batches:
             try:
-                results = await sub.subscribe_data_change(
+                results = await into.subscribe_data_change(
                     nodes, sampling_interval=ua.Double(sampling_ms), queuesize=queue_size
                 )
             except ua.UaStatusCodeError:
@@ -3388,7 +3532,7 @@ class OpcUaSource:
                 for node in nodes:
                     try:
                         results.append(
-                            await sub.subscribe_data_change(
+                            await into.subscribe_data_change(
                                 node, sampling_interval=ua.Double(sampling_ms), queuesize=queue_size
                             )
                         )
@@ -3500,7 +3644,7 @@ class OpcUaSource:
             if not first:
                 log.warning("%s", m)
 
-    async def _new_subscription(self, client: Client) -> Subscription:
+    async def _new_subscription(self, client: Client, main: bool = True) -> Subscription:
         # asyncua's create_subscription asks for a keep-alive every 0.75 session timeouts (45 min) and
         # waits for publish answers without a timeout: a server that stops publishing (stalled, or the
         # subscription dropped) went unnoticed while reads still worked. Ask for a keep-alive about
@@ -3519,6 +3663,8 @@ class OpcUaSource:
         _record_revisions(session, self._revision)
         sub = Subscription(session, params, _Handler(self))
         got = await sub.init()
+        if not main:  # one of ``_apart``: the session's publishing is watched on the main one
+            return sub
         self._publishing_revised(interval, float(got.RevisedPublishingInterval or interval))
         revised_s = (got.RevisedPublishingInterval or interval) / 1000.0
         self._sub_silence_s = (

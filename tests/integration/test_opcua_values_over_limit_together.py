@@ -1,0 +1,106 @@
+"""OPC UA source: values that fit ``max_message_bytes`` one by one but not together in one Publish answer, and
+a value that does not fit alone, against a real asyncua server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from asyncua import ua
+
+from devices.base import Reading
+from devices.opcua.client import OpcUaSource
+from devices.opcua.settings import OpcUaSettings
+from tests.support.peers import free_port, opcua_server
+
+LIMIT = 1024 * 1024
+
+
+def _settings(port: int, nodes: list[str]) -> OpcUaSettings:
+    return OpcUaSettings(
+        endpoint=f"opc.tcp://127.0.0.1:{port}/plc/",
+        nodes=[{"node_id": n} for n in nodes],
+        publishing_interval_ms=50,
+        reconnect_initial_s=0.1,
+        reconnect_max_s=0.5,
+        connect_timeout_s=2.0,
+        keepalive_check_s=0.3,
+        max_message_bytes=LIMIT,
+    )
+
+
+async def _server(port: int):
+    """A server with an image (a ByteString of 0.8 MB), a profile (40,000 doubles: 0.32 MB) and a force:
+    each under the 1 MiB limit, together over it (the first Publish answer carries all three)."""
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:together", "Line")
+    await obj.add_variable(
+        ua.NodeId("Image", idx), "Image", ua.Variant(b"\x07" * 800_000, ua.VariantType.ByteString)
+    )
+    await obj.add_variable(
+        ua.NodeId("Profile", idx), "Profile", ua.Variant([0.5] * 40_000, ua.VariantType.Double)
+    )
+    await obj.add_variable(ua.NodeId("Force", idx), "Force", ua.Variant(1.5, ua.VariantType.Double))
+    return srv, idx, obj
+
+
+async def _collect(src: OpcUaSource, want: set[str], timeout_s: float) -> dict[str, Reading]:
+    got: dict[str, Reading] = {}
+
+    async def run() -> None:
+        async for r in src.items():
+            got.setdefault(r.tag, r)
+            if want <= set(got):
+                return
+
+    await asyncio.wait_for(run(), timeout_s)
+    return got
+
+
+async def test_values_over_the_limit_together_arrive_once_the_largest_is_subscribed_apart(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No node's value is over max_message_bytes, but the server sends them in one Publish answer that is
+    (1.12 MB over 1 MiB): the connection is closed (too_large), and the next one reads each value on its own,
+    names the largest in the log and subscribes it on its own: every node arrives, whole."""
+    port = free_port()
+    srv, idx, _ = await _server(port)
+    await srv.start()
+    src = OpcUaSource(
+        "plc", _settings(port, [f"ns={idx};s=Image", f"ns={idx};s=Profile", f"ns={idx};s=Force"])
+    )
+    caplog.set_level(logging.INFO, logger="devices.opcua")
+    await src.start()
+    try:
+        got = await _collect(src, {"Image", "Profile", "Force"}, timeout_s=10)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert len(got["Image"].value) == 800_000 and len(got["Profile"].value) == 40_000, got.keys()
+    assert got["Force"].value == 1.5
+    assert src.stats.errors_by_reason.get("too_large", 0) >= 1, src.stats.errors_by_reason
+    said = [r.getMessage() for r in caplog.records if "subscribed on their own" in r.getMessage()]
+    assert said and f"ns={idx};s=Image (" in said[0] and "Profile" not in said[0], said
+
+
+async def test_a_value_over_the_limit_alone_is_named_and_left_out_and_the_others_arrive() -> None:
+    """A node whose value alone is over max_message_bytes, beside nodes that fit: the node is named (node
+    error, with the size it reached) and not subscribed; every other node arrives."""
+    port = free_port()
+    srv, idx, obj = await _server(port)
+    await obj.add_variable(
+        ua.NodeId("Scan", idx), "Scan", ua.Variant([0.25] * 200_000, ua.VariantType.Double)
+    )  # 1.6 MB
+    await srv.start()
+    src = OpcUaSource(
+        "plc", _settings(port, [f"ns={idx};s=Scan", f"ns={idx};s=Force", f"ns={idx};s=Profile"])
+    )
+    await src.start()
+    try:
+        got = await _collect(src, {"Force", "Profile"}, timeout_s=10)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert got["Force"].value == 1.5 and len(got["Profile"].value) == 40_000
+    said = src.node_errors.get(f"ns={idx};s=Scan", "")
+    assert "its value alone reached" in said and "over max_message_bytes 1048576" in said, src.node_errors
