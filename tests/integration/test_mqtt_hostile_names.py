@@ -6,6 +6,7 @@ asks no rebirth, which would bring the same birth. The message's other tags are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -34,6 +35,42 @@ def _client(port: int) -> paho.Client:
 def _closed(c: paho.Client) -> None:
     c.disconnect()  # first: paho's thread ends once it is written, not at its next 1 s select
     c.loop_stop()
+
+
+@contextlib.asynccontextmanager
+async def _host_and_node(port: int, answer=None):
+    """A Sparkplug host (rebirths asked 0.1 s apart at most) and a node's client that records each NCMD sent to
+    node n1 (``asked``) and, given ``answer``, publishes ``answer()`` as its NBIRTH each time, as a node answers
+    a rebirth; both connected, stopped after."""
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=port,
+            subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
+            sparkplug={"rebirth_min_interval_s": 0.1},
+        ),
+    )
+    await src.start()
+    asked: list[str] = []
+    node = paho.Client(CallbackAPIVersion.VERSION2)
+
+    def on_message(client, userdata, msg) -> None:
+        asked.append(msg.topic)
+        if answer is not None:
+            client.publish("spBv1.0/g/NBIRTH/n1", answer(), qos=1)
+
+    node.on_message = on_message
+    node.connect("127.0.0.1", port, 30)
+    node.subscribe("spBv1.0/g/NCMD/n1", qos=1)
+    node.loop_start()
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        yield src, node, asked
+    finally:
+        await src.stop()
+        _closed(node)
 
 
 async def _read(src: MqttSource, n: int, timeout_s: float = 5.0) -> list:
@@ -106,17 +143,6 @@ async def test_a_birth_declaring_a_metric_without_a_name_asks_no_rebirth_and_its
     birth: the node was reborn whole every ``rebirth_min_interval_s`` for ever (5 rebirths in 9 s at the
     default 2 s). Now the nameless metric is counted (``unnamed_metric``) and skipped, nothing is asked, and
     the birth's other metrics are read."""
-    src = MqttSource(
-        "mq",
-        MqttSettings(
-            port=mosquitto.port,
-            subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
-            sparkplug={"rebirth_min_interval_s": 0.1},
-        ),
-    )
-    await src.start()
-    asked: list[str] = []
-    node = paho.Client(CallbackAPIVersion.VERSION2)
 
     def birth() -> bytes:
         return sp.encode(
@@ -132,31 +158,16 @@ async def test_a_birth_declaring_a_metric_without_a_name_asks_no_rebirth_and_its
             )
         )
 
-    def on_message(client, userdata, msg) -> None:  # a node answers each rebirth asked with its birth
-        asked.append(msg.topic)
-        client.publish("spBv1.0/g/NBIRTH/n1", birth(), qos=1)
-
-    node.on_message = on_message
-    node.connect("127.0.0.1", mosquitto.port, 30)
-    node.subscribe("spBv1.0/g/NCMD/n1", qos=1)
-    node.loop_start()
-    try:
-        async with asyncio.timeout(5):
-            await src.connected.wait()
-            await src.subscribed.wait()
+    async with _host_and_node(mosquitto.port, answer=birth) as (src, node, asked):  # each rebirth answered
         node.publish("spBv1.0/g/NBIRTH/n1", birth(), qos=1).wait_for_publish(5)
         got = await _read(src, 1)
         assert [(r.tag, r.value) for r in got] == [("n1/ok", 5.0)]
-        await asyncio.sleep(
-            1.0
-        )  # ten rebirth intervals: the former code asked (and was answered) again and again
+        # ten rebirth intervals: the former code asked (and was answered) again and again
+        await asyncio.sleep(1.0)
         assert asked == []
         assert src.stats.errors_by_reason.get("unnamed_metric") == 2
         assert "unknown_alias" not in src.stats.errors_by_reason
         assert "unnamed_metric" in (src.stats.last_error or "")
-    finally:
-        await src.stop()
-        _closed(node)
 
 
 async def test_a_birth_declaring_one_metric_name_twice_keeps_the_first_declaration(mosquitto):
@@ -165,21 +176,6 @@ async def test_a_birth_declaring_one_metric_name_twice_keeps_the_first_declarati
     and 21.0 then "warm" in each NDATA, typed by the last declaration, unsaid. Now the first declaration is kept:
     the second is counted (``duplicate_metric``) and its value unread, data by its alias is skipped as a clash's,
     no rebirth is asked (it would bring the same birth), and the birth's other metrics are read."""
-    src = MqttSource(
-        "mq",
-        MqttSettings(
-            port=mosquitto.port,
-            subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
-            sparkplug={"rebirth_min_interval_s": 0.1},
-        ),
-    )
-    await src.start()
-    asked: list[str] = []
-    node = paho.Client(CallbackAPIVersion.VERSION2)
-    node.on_message = lambda client, userdata, msg: asked.append(msg.topic)
-    node.connect("127.0.0.1", mosquitto.port, 30)
-    node.subscribe("spBv1.0/g/NCMD/n1", qos=1)
-    node.loop_start()
     now_ms = int(time.time() * 1000)
     birth = [
         sp.Metric("bdSeq", None, D.INT64, 0),
@@ -192,10 +188,7 @@ async def test_a_birth_declaring_one_metric_name_twice_keeps_the_first_declarati
         sp.Metric(None, 2, D.STRING, "warm"),
         sp.Metric(None, 3, D.DOUBLE, 6.0),
     ]
-    try:
-        async with asyncio.timeout(5):
-            await src.connected.wait()
-            await src.subscribed.wait()
+    async with _host_and_node(mosquitto.port) as (src, node, asked):
         for kind, seq, metrics in (("NBIRTH", 0, birth), ("NDATA", 1, data)):
             payload = sp.encode(sp.Payload(timestamp_ms=now_ms + seq, seq=seq, metrics=metrics))
             node.publish(f"spBv1.0/g/{kind}/n1", payload, qos=1).wait_for_publish(5)
@@ -211,9 +204,6 @@ async def test_a_birth_declaring_one_metric_name_twice_keeps_the_first_declarati
         assert src.stats.errors_by_reason.get("duplicate_metric") == 1
         assert src.stats.errors_by_reason.get("alias_collision") == 1  # the NDATA's value by alias 2
         assert "unknown_alias" not in src.stats.errors_by_reason
-    finally:
-        await src.stop()
-        _closed(node)
 
 
 async def test_sparkplug_metric_names_holding_escapes_are_quoted_escaped_in_an_alias_clash(mosquitto):
@@ -322,21 +312,6 @@ async def test_a_sparkplug_metric_whose_name_is_too_long_or_not_utf8_is_skipped_
     unread and a rebirth asked that brought the same birth. Now that metric alone is counted
     (``name_too_long``, ``garbage_protobuf``) and skipped; the birth's other metrics, and their data, are read,
     data by the skipped metric's alias is skipped as a clash's, and no rebirth is asked."""
-    src = MqttSource(
-        "mq",
-        MqttSettings(
-            port=mosquitto.port,
-            subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
-            sparkplug={"rebirth_min_interval_s": 0.1},
-        ),
-    )
-    await src.start()
-    asked: list[str] = []
-    node = paho.Client(CallbackAPIVersion.VERSION2)
-    node.on_message = lambda client, userdata, msg: asked.append(msg.topic)
-    node.connect("127.0.0.1", mosquitto.port, 30)
-    node.subscribe("spBv1.0/g/NCMD/n1", qos=1)
-    node.loop_start()
     now_ms = int(time.time() * 1000)
 
     def payload(seq: int, *metrics: sp.Metric) -> bytes:
@@ -371,10 +346,7 @@ async def test_a_sparkplug_metric_whose_name_is_too_long_or_not_utf8_is_skipped_
         ),
         ("DDATA/n1/d1", payload(3, sp.Metric(None, 10, D.DOUBLE, 2.0), sp.Metric(None, 11, D.DOUBLE, 9.0))),
     ]
-    try:
-        async with asyncio.timeout(5):
-            await src.connected.wait()
-            await src.subscribed.wait()
+    async with _host_and_node(mosquitto.port) as (src, node, asked):
         for topic, data in sent:
             node.publish(f"spBv1.0/g/{topic}", data, qos=1).wait_for_publish(5)
         got = await _read(src, 4)
@@ -391,9 +363,6 @@ async def test_a_sparkplug_metric_whose_name_is_too_long_or_not_utf8_is_skipped_
         assert errors.get("alias_collision") == 3, errors  # aliases 2, 3 and the device's 10
         assert "unknown_alias" not in errors and "too_large" not in errors, errors
         assert len(src.stats.last_error or "") < 1000
-    finally:
-        await src.stop()
-        _closed(node)
 
 
 async def test_a_bad_name_inside_a_sparkplug_template_or_dataset_skips_only_its_metric(mosquitto):
@@ -406,21 +375,6 @@ async def test_a_bad_name_inside_a_sparkplug_template_or_dataset_skips_only_its_
     from protocols.gen import sparkplug_b_pb2 as pb2
     from tests.support.sparkplug_pb import pb_metric
 
-    src = MqttSource(
-        "mq",
-        MqttSettings(
-            port=mosquitto.port,
-            subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
-            sparkplug={"rebirth_min_interval_s": 0.1},
-        ),
-    )
-    await src.start()
-    asked: list[str] = []
-    node = paho.Client(CallbackAPIVersion.VERSION2)
-    node.on_message = lambda client, userdata, msg: asked.append(msg.topic)
-    node.connect("127.0.0.1", mosquitto.port, 30)
-    node.subscribe("spBv1.0/g/NCMD/n1", qos=1)
-    node.loop_start()
     now_ms = int(time.time() * 1000)
     long = "L" * 2000
 
@@ -455,10 +409,7 @@ async def test_a_bad_name_inside_a_sparkplug_template_or_dataset_skips_only_its_
     instance(data, "M1", None, "Motor", long)
     pb_metric(data, None, 1, double_value=6.0)
     instance(data, "M4", None, "Motor", "Speed", 7.0)
-    try:
-        async with asyncio.timeout(5):
-            await src.connected.wait()
-            await src.subscribed.wait()
+    async with _host_and_node(mosquitto.port) as (src, node, asked):
         for topic, payload in (("NBIRTH/n1", birth), ("NDATA/n1", data)):
             raw = payload.SerializeToString().replace(b"bad_1", b"bad\xff1")
             node.publish(f"spBv1.0/g/{topic}", raw, qos=1).wait_for_publish(5)
@@ -476,6 +427,3 @@ async def test_a_bad_name_inside_a_sparkplug_template_or_dataset_skips_only_its_
         assert errors == {"garbage_protobuf": 3, "name_too_long": 4, "alias_collision": 5}, errors
         last = src.stats.last_error or ""
         assert len(last) < 1000 and "'M1'" in last and "(2000 characters)" in last, last
-    finally:
-        await src.stop()
-        _closed(node)
