@@ -590,6 +590,24 @@ async def test_a_plcs_structures_give_a_tag_per_member_and_texts_and_times_their
     assert "tag Opaque is a structure" in note and "edge-agent browse" in note
 
 
+async def _press1_server(port: int) -> tuple:
+    """A server (not started) whose node Press1 holds a TestPressUDT described the OPC UA 1.04 way: (the
+    server, its namespace index, the object holding Press1)."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:udt", "Line")
+    press_type, enc = await _press_types(srv, idx, "definitions")
+    await obj.add_variable(
+        ua.NodeId("Press1", idx),
+        "Press1",
+        ua.Variant(ua.ExtensionObject(enc, _press_udt_body(812.5, [0.5], "P-7", 3.25))),
+        datatype=press_type,
+    )
+    return srv, idx, obj
+
+
 async def test_a_structure_inside_a_variant_array_gives_members_by_path_never_pythons_picture(
     ua_types,
 ) -> None:
@@ -727,7 +745,6 @@ async def test_structure_types_the_server_sent_late_are_read_again_not_called_un
     from asyncua.server.internal_session import InternalSession
 
     import devices.opcua.client as client_mod
-    from tests.support.peers import opcua_server
 
     monkeypatch.setattr(client_mod, "TYPES_RETRY_S", 0.2)
     read = InternalSession.read
@@ -743,14 +760,7 @@ async def test_structure_types_the_server_sent_late_are_read_again_not_called_un
 
     monkeypatch.setattr(InternalSession, "read", busy_read)
     port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:test:udt", "Line")
-    press_type, enc = await _press_types(srv, idx, "definitions")
-    await obj.add_variable(
-        ua.NodeId("Press1", idx),
-        "Press1",
-        ua.Variant(ua.ExtensionObject(enc, _press_udt_body(812.5, [0.5], "P-7", 3.25))),
-        datatype=press_type,
-    )
+    srv, idx, obj = await _press1_server(port)
     await srv.start()
     src = OpcUaSource(
         "plc",
@@ -785,17 +795,8 @@ async def test_validate_online_reads_a_structures_members_from_the_server(ua_typ
     import yaml
     from asyncua import ua
 
-    from tests.support.peers import opcua_server
-
     port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:test:udt", "Line")
-    press_type, enc = await _press_types(srv, idx, "definitions")
-    await obj.add_variable(
-        ua.NodeId("Press1", idx),
-        "Press1",
-        ua.Variant(ua.ExtensionObject(enc, _press_udt_body(812.5, [0.5], "P-7", 3.25))),
-        datatype=press_type,
-    )
+    srv, idx, obj = await _press1_server(port)
     await obj.add_variable(
         ua.NodeId("Opaque", idx),
         "Opaque",
@@ -1449,21 +1450,12 @@ async def test_an_error_reading_the_structure_types_is_counted_and_read_again_no
     loaders raise past their guard) ended the worker that reads them, without a word: the structure's values
     were skipped for the whole session. It is now counted (``structure_types``), logged, and the types are read
     again after a pause, the structure's members then coming."""
-    from asyncua import ua
 
     import devices.opcua.client as client_mod
-    from tests.support.peers import opcua_server
 
     monkeypatch.setattr(client_mod, "TYPES_RETRY_S", 0.2)
     port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:test:udt", "Line")
-    press_type, enc = await _press_types(srv, idx, "definitions")
-    await obj.add_variable(
-        ua.NodeId("Press1", idx),
-        "Press1",
-        ua.Variant(ua.ExtensionObject(enc, _press_udt_body(812.5, [0.5], "P-7", 3.25))),
-        datatype=press_type,
-    )
+    srv, idx, obj = await _press1_server(port)
     await srv.start()
     src = OpcUaSource(
         "plc",
