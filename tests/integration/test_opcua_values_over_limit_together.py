@@ -3,15 +3,14 @@ a value that does not fit alone, against a real asyncua server."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
 from asyncua import ua
 
-from devices.base import Reading
 from devices.opcua.client import OpcUaSource
 from devices.opcua.settings import OpcUaSettings
+from tests.integration.test_opcua_source import _collect
 from tests.support.peers import free_port, opcua_server
 
 LIMIT = 1024 * 1024
@@ -42,19 +41,6 @@ async def _server(port: int):
     )
     await obj.add_variable(ua.NodeId("Force", idx), "Force", ua.Variant(1.5, ua.VariantType.Double))
     return srv, idx, obj
-
-
-async def _collect(src: OpcUaSource, want: set[str], timeout_s: float) -> dict[str, Reading]:
-    got: dict[str, Reading] = {}
-
-    async def run() -> None:
-        async for r in src.items():
-            got.setdefault(r.tag, r)
-            if want <= set(got):
-                return
-
-    await asyncio.wait_for(run(), timeout_s)
-    return got
 
 
 async def test_values_over_the_limit_together_arrive_once_the_largest_is_subscribed_apart(
