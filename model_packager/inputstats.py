@@ -645,6 +645,13 @@ def _shade_fit(r: ShadeRef, y: np.ndarray, out: np.ndarray, coef: np.ndarray) ->
     return coef
 
 
+def _robust_spread(e: np.ndarray) -> np.ndarray:
+    """The robust spread of residual magnitudes ``e`` along their last axis (1.4826 times their median, a normal
+    law's standard deviation), plus 0.02 in log ratio as a floor: the bound ``shading`` and ``cast`` trim by."""
+    k = e.shape[-1] // 2
+    return 1.4826 * np.partition(e, k, axis=-1)[..., k] + 0.02
+
+
 def shading(cells: np.ndarray, ref: ShadeRef) -> tuple[float, float, float]:
     """(tilt, dome, exposure) of a frame's ``shade_cells`` against a reference's (the training frames' mean);
     (0, 0, 0) where too few cells measure the light."""
@@ -657,9 +664,7 @@ def shading(cells: np.ndarray, ref: ShadeRef) -> tuple[float, float, float]:
     if coef is None:
         return 0.0, 0.0, 0.0
     e = np.abs(y - ref.basis @ coef)
-    left = e[~out]
-    k = left.size // 2
-    spread = 1.4826 * float(np.partition(left, k)[k]) + 0.02  # the residuals' robust spread
+    spread = float(_robust_spread(e[~out]))
     trimmed = _shade_fit(ref, y, out | (e > SHADE_TRIM * spread), coef)
     if trimmed is not None:
         coef = trimmed
@@ -697,8 +702,7 @@ def cast(cells: np.ndarray, ref: CastRef) -> tuple[float, float]:
     y = np.log(c[:, keep] + 1.0) - ref.log_ref[:, keep]
     d = y[::2] - y[1]  # blue less green, red less green
     e = np.abs(d - d.mean(1, keepdims=True))
-    k = e.shape[1] // 2
-    spread = 1.4826 * np.partition(e, k, axis=1)[:, k] + 0.02  # as ``shading``'s
+    spread = _robust_spread(e)  # per row, as ``shading``'s
     inside = e <= SHADE_TRIM * spread[:, None]  # half the cells at least
     got = (d * inside).sum(1) / inside.sum(1)
     return float(got[0]), float(got[1])
