@@ -39,6 +39,76 @@ def _finish(rng, size: int, kind: str, angle: float) -> np.ndarray:
     return (t / (t.std() + 1e-6)).astype(np.float32)
 
 
+MIN_DEFECT_PX = 6  # a defect's least pixels on the metal, at 200 px (scaled with the image's area)
+
+
+def _defect(rng, defect, img, mask, u, v, r, metal, cx, cy, ct, st, squash):
+    """``(image, mask)`` with ``defect`` drawn on copies of them (the metal only), or None for a defect
+    drawn before the finish (a missing hole) or none."""
+    import cv2
+
+    s = img.shape[0]
+    if defect in ("scratch", "crack"):
+        img, mask = img.copy(), mask.copy()
+        layer = np.zeros((s, s), np.uint8)
+        if defect == "scratch":
+            a = rng.uniform(0, math.pi)
+            length = r * rng.uniform(0.25, 0.6)
+            px, py = rng.uniform(-0.45, 0.45, 2) * r
+            p0 = (px - math.cos(a) * length / 2, py - math.sin(a) * length / 2)
+            p1 = (px + math.cos(a) * length / 2, py + math.sin(a) * length / 2)
+            pts = [p0, p1]
+        else:  # a jagged crack from the rim inwards
+            a = rng.uniform(0, 2 * math.pi)
+            pts, cur = [], (math.cos(a) * r * 0.98, math.sin(a) * r * 0.98)
+            for _ in range(int(rng.integers(4, 7))):
+                pts.append(cur)
+                a2 = a + math.pi + rng.uniform(-0.6, 0.6)
+                step = r * rng.uniform(0.06, 0.12)
+                cur = (cur[0] + math.cos(a2) * step, cur[1] + math.sin(a2) * step)
+            pts.append(cur)
+        to_img = [(cx + (p[0] * ct - p[1] * squash * st), cy + (p[0] * st + p[1] * squash * ct)) for p in pts]
+        poly = np.round(np.asarray(to_img)).astype(np.int32)
+        cv2.polylines(layer, [poly], False, 255, int(rng.integers(1, 3)) if defect == "scratch" else 1)
+        layer &= metal.astype(np.uint8) * 255
+        if defect == "scratch":
+            delta = rng.choice([-1, 1]) * rng.uniform(30, 60)
+        else:
+            delta = -rng.uniform(50, 90)
+        on = layer > 0
+        img[on] += delta
+        mask |= layer
+        return img, mask
+    if defect == "dent":
+        img, mask = img.copy(), mask.copy()
+        a, rr = rng.uniform(0, 2 * math.pi), r * rng.uniform(0.35, 0.8)
+        ex, ey = math.cos(a) * rr * 0.9, math.sin(a) * rr * 0.9
+        dr = r * rng.uniform(0.06, 0.11)
+        d2 = ((u - ex) ** 2 + (v - ey) ** 2) / dr**2
+        inside = (d2 <= 1) & metal
+        shade = ((u - ex) * math.cos(a + 1) + (v - ey) * math.sin(a + 1)) / dr  # lit on one side
+        img[inside] += (shade[inside] * rng.uniform(25, 45))[:, None]
+        mask[inside] = 255
+        return img, mask
+    if defect == "stain":
+        mask = mask.copy()
+        blob = np.zeros((s, s), np.float32)
+        sx, sy = rng.uniform(-0.5, 0.5, 2) * r
+        for _ in range(int(rng.integers(3, 6))):
+            ox, oy = rng.uniform(-0.08, 0.08, 2) * r
+            br = r * rng.uniform(0.05, 0.11)
+            blob = np.maximum(blob, np.clip(1 - ((u - sx - ox) ** 2 + (v - sy - oy) ** 2) / br**2, 0, 1))
+        blob = cv2.GaussianBlur(blob, (0, 0), 1.5) * metal
+        colour = np.asarray(
+            [rng.uniform(20, 50), rng.uniform(45, 75), rng.uniform(70, 110)], np.float32
+        )  # BGR brown
+        alpha = blob[:, :, None] * rng.uniform(0.45, 0.7)
+        img = img * (1 - alpha) + colour * alpha
+        mask[blob > 0.25] = 255
+        return img, mask
+    return None
+
+
 def make_part(
     seed: int,
     index: int,
@@ -96,59 +166,17 @@ def make_part(
     metal_tint = rng.uniform(0.95, 1.05, 3)
     for c in range(3):
         img[:, :, c] = np.where(metal, surf * metal_tint[c], img[:, :, c])
-    # defects, on the metal only
-    if defect in ("scratch", "crack"):
-        layer = np.zeros((s, s), np.uint8)
-        if defect == "scratch":
-            a = rng.uniform(0, math.pi)
-            length = r * rng.uniform(0.25, 0.6)
-            px, py = rng.uniform(-0.45, 0.45, 2) * r
-            p0 = (px - math.cos(a) * length / 2, py - math.sin(a) * length / 2)
-            p1 = (px + math.cos(a) * length / 2, py + math.sin(a) * length / 2)
-            pts = [p0, p1]
-        else:  # a jagged crack from the rim inwards
-            a = rng.uniform(0, 2 * math.pi)
-            pts, cur = [], (math.cos(a) * r * 0.98, math.sin(a) * r * 0.98)
-            for _ in range(int(rng.integers(4, 7))):
-                pts.append(cur)
-                a2 = a + math.pi + rng.uniform(-0.6, 0.6)
-                step = r * rng.uniform(0.06, 0.12)
-                cur = (cur[0] + math.cos(a2) * step, cur[1] + math.sin(a2) * step)
-            pts.append(cur)
-        to_img = [(cx + (p[0] * ct - p[1] * squash * st), cy + (p[0] * st + p[1] * squash * ct)) for p in pts]
-        poly = np.round(np.asarray(to_img)).astype(np.int32)
-        cv2.polylines(layer, [poly], False, 255, int(rng.integers(1, 3)) if defect == "scratch" else 1)
-        layer &= metal.astype(np.uint8) * 255
-        if defect == "scratch":
-            delta = rng.choice([-1, 1]) * rng.uniform(30, 60)
-        else:
-            delta = -rng.uniform(50, 90)
-        on = layer > 0
-        img[on] += delta
-        mask |= layer
-    elif defect == "dent":
-        a, rr = rng.uniform(0, 2 * math.pi), r * rng.uniform(0.35, 0.8)
-        ex, ey = math.cos(a) * rr * 0.9, math.sin(a) * rr * 0.9
-        dr = r * rng.uniform(0.06, 0.11)
-        d2 = ((u - ex) ** 2 + (v - ey) ** 2) / dr**2
-        inside = (d2 <= 1) & metal
-        shade = ((u - ex) * math.cos(a + 1) + (v - ey) * math.sin(a + 1)) / dr  # lit on one side
-        img[inside] += (shade[inside] * rng.uniform(25, 45))[:, None]
-        mask[inside] = 255
-    elif defect == "stain":
-        blob = np.zeros((s, s), np.float32)
-        sx, sy = rng.uniform(-0.5, 0.5, 2) * r
-        for _ in range(int(rng.integers(3, 6))):
-            ox, oy = rng.uniform(-0.08, 0.08, 2) * r
-            br = r * rng.uniform(0.05, 0.11)
-            blob = np.maximum(blob, np.clip(1 - ((u - sx - ox) ** 2 + (v - sy - oy) ** 2) / br**2, 0, 1))
-        blob = cv2.GaussianBlur(blob, (0, 0), 1.5) * metal
-        colour = np.asarray(
-            [rng.uniform(20, 50), rng.uniform(45, 75), rng.uniform(70, 110)], np.float32
-        )  # BGR brown
-        alpha = blob[:, :, None] * rng.uniform(0.45, 0.7)
-        img = img * (1 - alpha) + colour * alpha
-        mask[blob > 0.25] = 255
+    # defects, on the metal only: one that fell on the bore, a hole or off the part (an empty or nearly
+    # empty mask) is drawn again elsewhere, so that a part labelled defective shows its defect (a stain wholly
+    # inside the bore was a good part under a defect's label); the first draw takes the same random numbers
+    # as before, so every part whose defect landed on the metal is the image it was
+    least = max(2, round(MIN_DEFECT_PX * (s / 200) ** 2))
+    for _ in range(50):
+        drawn = _defect(rng, defect, img, mask, u, v, r, metal, cx, cy, ct, st, squash)
+        if drawn is None or int(np.count_nonzero(drawn[1])) >= least:
+            break
+    if drawn is not None:
+        img, mask = drawn
     # light: gain, colour temperature, a gradient from any side, vignetting; then another day's lamp
     gain = rng.uniform(0.85, 1.15) * (1 + light_shift * rng.uniform(-1, 1))
     temp = rng.uniform(-0.06, 0.06) + light_shift * rng.uniform(-0.1, 0.1)
