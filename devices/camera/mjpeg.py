@@ -639,7 +639,7 @@ class MjpegStream:
                 self._fill()
             bound, what = self._image_bound()
             if n > bound:
-                return self._to_delimiter(bound, what)
+                return self._to_delimiter(bound, what, declared=n)
         while len(self._buf) < n:
             self._fill()
         data = bytes(self._buf[:n])
@@ -651,8 +651,9 @@ class MjpegStream:
             data = bytes(self._buf[:i])
             del self._buf[:i]
             return data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
-        del self._buf[:n]
-        return data + self._to_delimiter(self._cap - n)  # too short: the rest is up to the boundary
+        # too short: the part runs on to the boundary, held as one without Content-Length is (to what its header's
+        # image can need; the rest had the whole cap to itself: 1000 declared and 150 MB of junk took 150 MB)
+        return self._to_delimiter(start=n, declared=n)
 
     def _body_boundary(self) -> None:
         """Once, before the first part: the boundary the body starts with, where it is not the one the
@@ -741,15 +742,18 @@ class MjpegStream:
     def _image_bound(self) -> tuple[int, str]:
         return _image_bound(self._buf, self._cap)
 
-    def _to_delimiter(self, limit: int | None = None, what: str = "") -> bytes:
-        """A part without Content-Length: its bytes up to the next boundary (left for the next part), at
-        most ``limit`` of them (default: the part's cap, or once ``_HEAD_BYTES`` of it are read, what the
-        image its header declares can need: a 64x48 JPEG's header followed by 200 MB took 600 MB to read)."""
+    def _to_delimiter(
+        self, limit: int | None = None, what: str = "", start: int = 0, declared: int | None = None
+    ) -> bytes:
+        """A part without Content-Length (or whose ``declared`` one the boundary overrides): its bytes up to the
+        next boundary (left for the next part), looked for from ``start`` on, at most ``limit`` of them
+        (default: the part's cap, or once ``_HEAD_BYTES`` of it are read, what the image its header declares
+        can need: a 64x48 JPEG's header followed by 200 MB took 600 MB to read)."""
         assert self._delim is not None
         checked = limit is not None
         limit = self._cap if limit is None else limit
         what = what or "an image under max_megapixels"
-        start = 0
+        said = "" if declared is None else f" (its Content-Length: {declared})"
         while True:
             i = self._buf.find(self._delim, start)
             if i >= 0:
@@ -762,8 +766,8 @@ class MjpegStream:
             if len(self._buf) > limit + len(self._delim) + 2:
                 raise StreamError(
                     "oversize_frame",
-                    f"a part over {limit} bytes without a boundary, more than {what} can need; dropped the "
-                    "connection",
+                    f"a part over {limit} bytes without a boundary{said}, more than {what} can need; dropped "
+                    "the connection",
                 )
             start = max(0, len(self._buf) - len(self._delim) + 1)
             self._fill()

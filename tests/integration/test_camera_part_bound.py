@@ -66,3 +66,39 @@ async def test_a_snapshot_answer_far_longer_than_its_images_header_declares_is_d
     assert len(frames) == 3
     assert src.stats.errors_by_reason == {"oversize_frame": 1}, src.stats.errors_by_reason
     assert "more than a JPEG of 64x48 pixels (its header) can need" in src.stats.last_error
+
+
+async def test_a_part_running_on_past_a_too_short_content_length_is_held_to_what_its_images_header_declares():
+    """A part whose Content-Length is short of its bytes (1000 bytes, then 1 MiB: both under what its 64x48
+    JPEG's header can need), then 40 MB of junk without a boundary: the rest, read on to the boundary as a
+    too-short Content-Length is, had the whole 201-MB cap to itself (150 MB of junk took 150 MB of the gateway's
+    memory, then stream_lost at read_timeout_s). It is now held to what the image its header declares can need,
+    as a part without Content-Length is: oversize_frame naming the size and the Content-Length."""
+    head = _jpeg(5)[:600]  # its header: 64x48 pixels
+    junk = bytes(range(256)) * 4096  # 1 MiB, no boundary in it
+
+    def serve(write, part):
+        k = len(cam.sent)
+        if k <= 2:
+            length = 1000 if k == 1 else len(junk)
+            write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % length + head)
+            for _ in range(40):
+                write(junk)
+        while True:
+            part(_jpeg(1))
+
+    cam = HostileMjpeg(serve)
+    src = CameraSource("cam", CameraSettings(url=cam.url, reconnect_initial_s=0.05, reconnect_max_s=0.1))
+    try:
+        await src.start()
+        try:
+            frames = await take(src, 3, 30)
+        finally:
+            await src.stop()
+    finally:
+        cam.stop()
+    assert len(frames) == 3 and len(cam.opened) >= 3
+    assert src.stats.errors_by_reason == {"oversize_frame": 2}, src.stats.errors_by_reason
+    assert "more than a JPEG of 64x48 pixels (its header) can need" in src.stats.last_error
+    assert f"its Content-Length: {len(junk)}" in src.stats.last_error
+    assert max(cam.sent[:2]) < 16 * 2**20, cam.sent
