@@ -2477,13 +2477,11 @@ class OpcUaSource:
                 reason, msg = _explain(e, self.settings)
                 if self._oversize:  # the connection was closed here, on a message over the limit
                     reason, msg = "too_large", _too_large(self._oversize, self.settings)
+                    only = self._only_item()
                     if self._measuring is not None:  # one node's value alone: left out until it fits
-                        self._too_big[self._measuring] = self._oversize
-                        msg = (
-                            f"node {self._measuring!r}: its value alone reached {self._oversize} bytes, over "
-                            f"max_message_bytes {self.settings.max_message_bytes}; it is not subscribed (the "
-                            "other nodes are) until it fits: raise max_message_bytes or leave it out"
-                        )
+                        msg = self._left_out(self._measuring, self._oversize)
+                    elif only is not None:  # the session's one monitored item: its value is the one
+                        msg = self._left_out(only, self._oversize)
                     elif self._sub is not None and len(self._tags) > 1:
                         # values of several nodes in one Publish answer: which ones is not known
                         self._measure_wanted = True
@@ -2617,12 +2615,11 @@ class OpcUaSource:
             except Exception as e:
                 self._node_error(ns.node_id, e)
                 continue
-            if ns.node_id in self._too_big:
-                self._node_error(
-                    ns.node_id,
-                    f"its value alone reached {self._too_big[ns.node_id]} bytes, over max_message_bytes "
-                    f"{self.settings.max_message_bytes}: not subscribed until a read of it fits; raise "
-                    "max_message_bytes or leave the node out",
+            if ns.node_id in self._too_big:  # said and counted once, when it closed a connection
+                self.node_errors[ns.node_id] = (
+                    f"node {ns.node_id!r} is not subscribed: its value alone reached {self._too_big[ns.node_id]} "
+                    f"bytes, over max_message_bytes {self.settings.max_message_bytes}; it is read again now and "
+                    "then and subscribed once it fits: raise max_message_bytes or leave the node out"
                 )
                 continue
             prior = self._tags.get(node.nodeid)
@@ -3465,6 +3462,28 @@ class OpcUaSource:
             f"subscribed on their own: {shown}" if shown else "one subscription takes them",
         )
 
+    def _only_item(self) -> str | None:
+        """The node id (as listed) of the session's one monitored item, None when it has none or several: a
+        Publish answer over max_message_bytes in such a session can only carry that node's value."""
+        if self._sub is None or len(self._items) != 1:
+            return None
+        return self._listed_as.get(next(iter(self._items)))
+
+    def _left_out(self, node_id: str, size: int) -> str:
+        """``node_id``'s value alone reached ``size`` bytes, over max_message_bytes: it is not subscribed until a
+        read of it fits (``_refit``), so that it does not close every session; what to say, once per node on
+        ``/status`` too (``silent_drops['value_too_large']``)."""
+        self._too_big[node_id] = size
+        msg = (
+            f"node {node_id!r}: its value alone reached {size} bytes, over max_message_bytes "
+            f"{self.settings.max_message_bytes}; it is not subscribed (the session and any other nodes stay) "
+            "until a read of it fits: raise max_message_bytes or leave it out"
+        )
+        self.notices.note(
+            "value_too_large", "opcua source %s: %s", self.name, msg, level=logging.DEBUG, cause=node_id
+        )
+        return msg
+
     async def _refit(self) -> None:
         """Now and then (a pause doubling from reconnect_max_s to 10 minutes) read each node left out for a
         value over max_message_bytes (``_too_big``) on a connection of its own, so that a value still too large
@@ -3490,6 +3509,7 @@ class OpcUaSource:
                             await client.disconnect()
                 if fits:
                     del self._too_big[node_id]
+                    self.node_errors.pop(node_id, None)
                     self._refit_now = True
                     self._measure_wanted = True  # it may still be large: subscribed apart if it is
                     log.info(

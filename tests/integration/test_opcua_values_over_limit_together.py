@@ -3,15 +3,18 @@ a value that does not fit alone, against a real asyncua server."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 from asyncua import ua
 
+from devices.base import ConnectionState
 from devices.opcua.client import OpcUaSource
 from devices.opcua.settings import OpcUaSettings
 from tests.integration.test_opcua_source import _collect
 from tests.support.peers import free_port, opcua_server
+from tests.support.waits import until
 
 LIMIT = 1024 * 1024
 
@@ -90,3 +93,35 @@ async def test_a_value_over_the_limit_alone_is_named_and_left_out_and_the_others
     assert got["Force"].value == 1.5 and len(got["Profile"].value) == 40_000
     said = src.node_errors.get(f"ns={idx};s=Scan", "")
     assert "its value alone reached" in said and "over max_message_bytes 1048576" in said, src.node_errors
+
+
+async def test_a_single_node_over_the_limit_is_left_out_keeping_the_session_until_its_value_fits() -> None:
+    """A source of one node whose value alone is over max_message_bytes: after the one connection it closed,
+    the node is named (node_errors, and on /status under silent_drops) and left out, and the next session
+    stays up. Before, every session ended so (a reconnect at each backoff pause, each leaving a session on
+    the PLC: 8 sessions in a minute at the default backoff). Once its value fits, it is subscribed and arrives."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:alone", "Line")
+    scan = await obj.add_variable(
+        ua.NodeId("Scan", idx), "Scan", ua.Variant([0.25] * 200_000, ua.VariantType.Double)
+    )  # 1.6 MB
+    await srv.start()
+    src = OpcUaSource("plc", _settings(port, [f"ns={idx};s=Scan"]))
+    await src.start()
+    try:
+        await until(lambda: f"ns={idx};s=Scan" in src.node_errors, 10, "the node named")
+        await until(lambda: src.state is ConnectionState.CONNECTED, 5, "the next session")
+        reconnects = src.stats.reconnects
+        await asyncio.sleep(2.0)  # six checks of the session, one read of the node for its size
+        kept = (src.state, src.stats.reconnects - reconnects, dict(src.stats.errors_by_reason))
+        said = src.node_errors[f"ns={idx};s=Scan"]
+        shown = src.notices.status().get("value_too_large", {}).get("message", "")
+        await scan.write_value(ua.Variant([0.5] * 1000, ua.VariantType.Double))
+        got = await _collect(src, {"Scan"}, timeout_s=10)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert kept == (ConnectionState.CONNECTED, 0, {"too_large": 1}), kept
+    assert "its value alone reached" in said and "over max_message_bytes 1048576" in said, said
+    assert f"ns={idx};s=Scan" in shown and "its value alone reached" in shown, shown
+    assert list(got["Scan"].value) == [0.5] * 1000 and f"ns={idx};s=Scan" not in src.node_errors
