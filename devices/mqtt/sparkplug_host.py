@@ -25,7 +25,8 @@ of service without a death (switched off, removed) is then asked nothing more (c
 ``rebirths_given_up`` and the ``rebirth_given_up`` notice, said once per node), until it sends anything again.
 The table of nodes holds at most ``MAX_NODES`` (names come from the outside world: made-up ones, or a gateway
 whose edge node id changes at every restart); when it is full, a new node takes the place of the least recently
-heard that holds nothing worth keeping: never born, or given up on while not born, else dead ``DEAD_KEEP_S``
+heard that holds nothing worth keeping: never born, given up on while not born, or its birth skipped by the
+inflate budget while it never spoke (a flood of compressed births under made-up names), else dead ``DEAD_KEEP_S``
 (``_room``: counted as ``nodes_forgotten`` and its notice; its rebirth requests waiting are dropped). Past those,
 a new node's NBIRTH takes the place of a born one (``born_nodes_forgotten``): one that sent births only since its
 birth (valid NBIRTHs under made-up names, a client on the plant's shared broker), least recently heard first, then
@@ -915,14 +916,18 @@ class SparkplugHost:
 
     def _file(self, key: tuple[str, str], node: _Node) -> None:
         """The node (just heard, or given up on) at the back of the line it now stands in for ``_room``:
-        spare (never born, or given up on while not born), dead, or neither (born and live, or its birth
-        skipped: a storm)."""
+        spare (never born, given up on while not born, or its birth skipped and never spoke), dead, or neither
+        (born and live, or its birth skipped after it spoke: a real node in a storm)."""
         self._unfile(key)
         live = node.alive or node.missed or node.birth_skipped
         # a born, live node given up on (a seq gap's or a device's rebirth unanswered: NCMDs the broker's ACL
         # drops, say) is only quiet, reporting by exception: its data is read, and it is kept. Taken as spare,
-        # made-up names pushed it out and its data was skipped from then on as before its birth
-        if (node.given_up and not node.alive) or not (live or node.born):
+        # made-up names pushed it out and its data was skipped from then on as before its birth. A node whose birth
+        # was skipped (a storm) and that never spoke (no data since its birth, no rebirth answered: a flood of
+        # compressed births under made-up names) holds nothing worth keeping either: kept as a live node in a
+        # storm, 10,000 such births (386 bytes each) held the table until given up on (a day), real nodes refused
+        skipped_mute = node.birth_skipped and not node.alive and not node.talked
+        if (node.given_up and not node.alive) or not (live or node.born) or skipped_mute:
             self._spare[key] = None
         elif not live:
             self._dead[key] = None

@@ -13,7 +13,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.mqtt import sparkplug_host
 from protocols import sparkplug as sp
+from tests.integration.test_sparkplug_compressed import _compressed
 from tests.integration.test_sparkplug_rebirth_requests import _GIVING_UP_IN_1_S, _host
+from tests.integration.test_sparkplug_rebirth_requests import _birth as _padded_birth
 from tests.support.waits import until
 
 D = sp.DataType
@@ -216,3 +218,35 @@ async def test_after_the_gateways_reconnect_the_nodes_that_lived_are_asked_befor
         await until(lambda: "real" in asked, 60, "the real node asked its birth")
         # a few made-up names asked while the gateway was away may come first, not the forty waiting
         assert asked.index("real") - before <= 6, asked
+
+
+async def test_made_up_names_whose_compressed_births_are_skipped_make_room_for_a_real_nodes_birth(
+    mosquitto, monkeypatch
+):
+    """A client flooding compressed NBIRTHs under made-up names spends the births' inflate budget: each later one is
+    skipped (inflate_budget), its node never born. Such a node was filed as a live node in a storm and held its
+    place in the table until given up on (rebirth_give_up_s, a day): 10,000 births of 386 bytes (7.7 s) filled the
+    table and a real node's birth was refused (too_many_nodes). Now a node whose birth was skipped and that never
+    spoke holds nothing worth keeping: it makes room as a name never born does (nodes_forgotten). A born node that
+    sent data keeps its place through the storm."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODES", 8)
+    async with _host(
+        mosquitto.port,
+        "spBv1.0/g/NCMD/+",
+        max_message_bytes=64 * 1024,
+        # 4 KiB a second a node, 16 KiB all nodes: a 12 KiB birth or two are read, the next ones skipped
+        sparkplug={"max_inflated_bytes_per_s": 4096},
+    ) as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/steady", _birth(), qos=1)  # a real node, plain: never charged
+        pub.publish("spBv1.0/g/NDATA/steady", _data(1), qos=1)
+        await until(lambda: host.node_alive("g", "steady") and host.births == 1, 10, "its birth read")
+        for i in range(30):
+            pub.publish(f"spBv1.0/g/NBIRTH/junk{i:03d}", _compressed(_padded_birth(i, 12 * 1024)), qos=1)
+        await until(lambda: host.births + host.births_skipped >= 31, 10, "the flood handled")
+        assert host.births_skipped >= 20, host.births_skipped
+        pub.publish("spBv1.0/g/NBIRTH/real", _birth(), qos=1)  # plain: not charged to the spent budget
+        await until(lambda: host.node_alive("g", "real"), 10, "the real node's birth read")
+        assert "too_many_nodes" not in src.notices.counts, src.notices.counts
+        assert host.node_alive("g", "steady")  # a node that spoke is never pushed out by the flood
+        assert len(host._nodes) <= 8
