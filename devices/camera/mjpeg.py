@@ -15,8 +15,8 @@ as is one from https to http. One to another host without a login is followed, a
 names where (its URL, login masked) for the caller to say; None when the frames come from the URL's host.
 ``MjpegStream.next_part`` returns the bytes of the next part; a part longer than ``max_part_bytes`` (by its
 Content-Length, or bytes without a boundary) raises ``StreamError("oversize_frame")`` without being buffered
-further, and the caller drops the connection; so does one longer than the image its own header declares can need
-(``MjpegStream._image_bound``).
+further, and the caller drops the connection; so does one longer than the image its own header declares can need,
+and one over 256 KB with no image header in them (``_image_bound``).
 
 A URL that answers with one image (``Content-Type: image/...``, a camera's snapshot URL) gives a
 ``SnapshotStream`` instead: the same ``next_part``, each part a new GET, asked every ``poll_period_s``.
@@ -40,7 +40,7 @@ from typing import Any
 
 from devices.camera.access import HandshakeTimeout, Login, PinMismatch, Trust
 from protocols.image_complete import cut_short
-from protocols.image_header import image_size
+from protocols.image_header import FORMATS, image_kind, image_size
 
 __all__ = ["MjpegStream", "SnapshotStream", "StreamError", "http_hint", "looks_whole", "open_stream"]
 
@@ -50,6 +50,10 @@ _MAX_HEADERS = 64
 # a long part's image header (the size it declares) is looked for in its first this many bytes; a part whose image
 # it gives can hold at most what an image of that size needs (8 bytes a pixel + 1 MB, as ``max_file_bytes``)
 _HEAD_BYTES = 256 * 1024
+# what an image's bound allows for its headers and metadata (``max_file_bytes``): a JPEG whose frame header is not
+# in its first ``_HEAD_BYTES`` is looked for again once the part holds this much more
+_META_BYTES = 2**20
+_CAPPED = "more than an image under max_megapixels can need"
 # what MJPEG cameras call their stream: the usual x-mixed-replace, and what some firmware sends instead (which
 # FFmpeg also reads, but without refusing a part cut short)
 _MULTIPART = frozenset({"multipart/x-mixed-replace", "multipart/mixed", "multipart/x-mixed"})
@@ -502,7 +506,8 @@ class SnapshotStream:
             )
         deadline = time.monotonic() + self._timeout_s
         buf = bytearray()
-        limit, what, checked = self._cap, "an image under max_megapixels", False
+        limit, why = self._cap, _CAPPED
+        check_at: int | None = _HEAD_BYTES  # where to look at the part's header (again)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -518,25 +523,36 @@ class SnapshotStream:
                     raise EOFError("stopped")
                 return bytes(buf)
             buf += chunk
-            if not checked and len(buf) >= _HEAD_BYTES:  # held to what its header's image can need
-                checked = True
-                limit, what = _image_bound(buf, self._cap)
+            if check_at is not None and len(buf) >= check_at:  # held to what its header's image can need
+                limit, why, check_at = _image_bound(buf, self._cap, check_at)
             if len(buf) > limit:
                 raise StreamError(
-                    "oversize_frame",
-                    f"an image over {limit} bytes, more than {what} can need; dropped the connection",
+                    "oversize_frame", f"an image over {limit} bytes, {why}; dropped the connection"
                 )
         return bytes(buf)
 
 
-def _image_bound(buf: bytearray, cap: int) -> tuple[int, str]:
-    """The most bytes the part (or snapshot answer) at ``buf``'s start can hold, and what says so: what an
-    image of the size its header declares (in its first ``_HEAD_BYTES``) can need, or ``cap``."""
-    size = image_size(bytes(buf[:_HEAD_BYTES]))  # a copy: the buffer grows and shrinks after
-    if size is not None and 0 < 8 * size[1] * size[2] + 2**20 < cap:
+def _image_bound(buf: bytearray, cap: int, head: int = _HEAD_BYTES) -> tuple[int, str, int | None]:
+    """The most bytes the part (or snapshot answer) at ``buf``'s start can hold, why (for the message), and at
+    how many bytes to look again (None: not again), by its first ``head`` bytes: what an image of the size its
+    header declares can need (8 bytes a pixel + 1 MB), or ``cap``. Without a size there: ``cap`` for a TIFF
+    (its directory may follow its pixels); a JPEG's frame header may follow up to the 1 MB of metadata its bound
+    allows, so it is looked for again at ``_HEAD_BYTES + _META_BYTES``; anything else (junk, text, a GIF) is no
+    image this reader decodes, held to ``head`` (it was read up to ``cap``: 150-MB parts took 450 MB)."""
+    start = bytes(buf[:head])  # a copy: the buffer grows and shrinks after
+    size = image_size(start)
+    if size is not None:
         kind, w, h = size
-        return 8 * w * h + 2**20, f"a {kind} of {w}x{h} pixels (its header)"
-    return cap, "an image under max_megapixels"
+        if 0 < 8 * w * h + 2**20 < cap:
+            return 8 * w * h + 2**20, f"more than a {kind} of {w}x{h} pixels (its header) can need", None
+        return cap, _CAPPED, None
+    jpeg = start.startswith(b"\xff\xd8")  # as image_size tells one
+    again = _HEAD_BYTES + _META_BYTES
+    if image_kind(start) == "TIFF" or cap <= head or (jpeg and cap <= again):
+        return cap, _CAPPED, None
+    if jpeg and head < again:
+        return again, f"more than a JPEG whose frame header is not in its first {again} bytes can need", again
+    return head, f"with no {FORMATS} header in its first {head} bytes", None
 
 
 def looks_whole(data: bytes, settled: bool = False) -> bool:
@@ -637,9 +653,9 @@ class MjpegStream:
         if n > _HEAD_BYTES:  # longer than the image its header declares can need: the boundary decides
             while len(self._buf) < _HEAD_BYTES:
                 self._fill()
-            bound, what = self._image_bound()
+            bound, _, _ = _image_bound(self._buf, self._cap)
             if n > bound:
-                return self._to_delimiter(bound, what, declared=n)
+                return self._to_delimiter(declared=n)
         while len(self._buf) < n:
             self._fill()
         data = bytes(self._buf[:n])
@@ -739,20 +755,14 @@ class MjpegStream:
                 )
             self._fill()
 
-    def _image_bound(self) -> tuple[int, str]:
-        return _image_bound(self._buf, self._cap)
-
-    def _to_delimiter(
-        self, limit: int | None = None, what: str = "", start: int = 0, declared: int | None = None
-    ) -> bytes:
+    def _to_delimiter(self, start: int = 0, declared: int | None = None) -> bytes:
         """A part without Content-Length (or whose ``declared`` one the boundary overrides): its bytes up to the
-        next boundary (left for the next part), looked for from ``start`` on, at most ``limit`` of them
-        (default: the part's cap, or once ``_HEAD_BYTES`` of it are read, what the image its header declares
-        can need: a 64x48 JPEG's header followed by 200 MB took 600 MB to read)."""
+        next boundary (left for the next part), looked for from ``start`` on, at most the part's cap of them,
+        or once ``_HEAD_BYTES`` of it are read, what its header allows (``_image_bound``: a 64x48 JPEG's header
+        followed by 200 MB took 600 MB to read)."""
         assert self._delim is not None
-        checked = limit is not None
-        limit = self._cap if limit is None else limit
-        what = what or "an image under max_megapixels"
+        limit, why = self._cap, _CAPPED
+        check_at: int | None = _HEAD_BYTES  # where to look at the part's header (again)
         said = "" if declared is None else f" (its Content-Length: {declared})"
         while True:
             i = self._buf.find(self._delim, start)
@@ -760,14 +770,12 @@ class MjpegStream:
                 data = bytes(self._buf[:i])
                 del self._buf[:i]
                 return data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
-            if not checked and len(self._buf) >= _HEAD_BYTES:
-                checked = True
-                limit, what = self._image_bound()
+            if check_at is not None and len(self._buf) >= check_at:
+                limit, why, check_at = _image_bound(self._buf, self._cap, check_at)
             if len(self._buf) > limit + len(self._delim) + 2:
                 raise StreamError(
                     "oversize_frame",
-                    f"a part over {limit} bytes without a boundary{said}, more than {what} can need; dropped "
-                    "the connection",
+                    f"a part over {limit} bytes without a boundary{said}, {why}; dropped the connection",
                 )
             start = max(0, len(self._buf) - len(self._delim) + 1)
             self._fill()

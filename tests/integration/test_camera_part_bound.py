@@ -102,3 +102,44 @@ async def test_a_part_running_on_past_a_too_short_content_length_is_held_to_what
     assert "more than a JPEG of 64x48 pixels (its header) can need" in src.stats.last_error
     assert f"its Content-Length: {len(junk)}" in src.stats.last_error
     assert max(cam.sent[:2]) < 16 * 2**20, cam.sent
+
+
+async def test_a_part_with_no_image_header_is_dropped_at_256_kb_and_a_jpeg_with_1_mb_of_metadata_still_passes():
+    """A part whose first 256 KB hold no image header (junk, no image's signature), by its Content-Length or
+    without one, 40 MB to its boundary: no size bounded it but the 201-MB cap, so each was read whole, then
+    corrupt_frame (150-MB parts took 450 MB of the gateway's memory). No image this reader decodes starts so: it
+    is now oversize_frame once over 256 KB, naming why, the connection dropped. A JPEG whose frame header comes
+    after 960 KB of metadata (within the 1 MB an image's bound allows for it) is still a frame."""
+    junk = bytes(range(256)) * 4096  # 1 MiB, no boundary in it, no image's signature
+    com = b"".join(b"\xff\xfe\xff\xff" + bytes(65533) for _ in range(15))  # 15 comment segments of 64 KB
+    meta = _jpeg(1)[:2] + com + _jpeg(1)[2:]
+
+    def serve(write, part):
+        k = len(cam.sent)
+        if k <= 2:
+            n = b"Content-Length: %d\r\n" % (40 * len(junk)) if k == 1 else b""
+            write(b"--frame\r\nContent-Type: image/jpeg\r\n" + n + b"\r\n")
+            for _ in range(40):
+                write(junk)
+            write(b"\r\n")
+        while True:
+            part(meta)
+            part(_jpeg(1), -1)
+
+    cam = HostileMjpeg(serve)
+    src = CameraSource("cam", CameraSettings(url=cam.url, reconnect_initial_s=0.05, reconnect_max_s=0.1))
+    try:
+        await src.start()
+        try:
+            frames = await take(src, 4, 30)
+        finally:
+            await src.stop()
+    finally:
+        cam.stop()
+    assert len(frames) == 4 and len(cam.opened) >= 3
+    assert {f.image.shape for f in frames} == {(48, 64, 3)}  # the metadata-laden JPEG among them
+    assert src.stats.errors_by_reason == {"oversize_frame": 2}, src.stats.errors_by_reason
+    assert (
+        "with no PNG, JPEG, BMP, TIFF, WebP or PNM header in its first 262144 bytes" in src.stats.last_error
+    )
+    assert max(cam.sent[:2]) < 16 * 2**20, cam.sent
