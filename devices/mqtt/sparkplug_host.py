@@ -41,8 +41,9 @@ asked its birth (one reporting by exception is quiet for days, its session valid
 births no subscription takes (``_unreachable``, ``MAX_UNREACHED_GROUPS``, least recently seen forgotten, one
 notice key whatever the group), the nodes' inflate budgets (``MAX_NODES``, least recently used forgotten), a
 node's devices born (``MAX_NODE_DEVICES``) and its metrics, aliases and last values (``MAX_NODE_METRICS``), and the
-metrics all nodes hold together (``MAX_TOTAL_METRICS``: a birth past it makes room as a new node does in a full
-table, births-only nodes forgotten first; else it is refused, ``too_many_total_metrics``, ``_metric_room``).
+metrics all nodes hold together (``MAX_TOTAL_METRICS``, a Template's members each, its definitions' too: a birth
+past it makes room as a new node does in a full table, births-only nodes forgotten first; else it is refused,
+``too_many_total_metrics``, ``_metric_room``).
 When this host's own connection to the broker comes back (``session_lost``, called by the adapter before
 it decodes anything the new connection brought), every node it knows is treated as not born: what was
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
@@ -219,9 +220,10 @@ class _Node:
     # silent only if nothing of it is heard within rebirth_retry_max_s of the send. Any live message clears both
     probed: float = math.inf
     probe_sent: float = math.inf
-    # metrics it holds (the most of its types, aliases and last values), as last counted in the source's total
-    # (``SparkplugHost._held``, bounded by ``MAX_TOTAL_METRICS``)
+    # metrics it holds (the most of its types, Template members, aliases and last values, and its Template
+    # definitions' members), as last counted in the source's total (``SparkplugHost._held``, ``MAX_TOTAL_METRICS``)
     held: int = 0
+    defined: int = 0  # members of its NBIRTH's Template definitions (``templates``), counted in ``held``
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -236,6 +238,29 @@ def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[
         elif m.datatype:
             out[path] = m.datatype
     return out
+
+
+def _members(t: sp.Template, depth: int = 0) -> int:
+    """A Template's members, nested ones counted as their own members (at most ``MAX_TEMPLATE_DEPTH`` deep)."""
+    n = 0
+    for m in t.metrics:
+        if isinstance(m.value, sp.Template) and depth < sp.MAX_TEMPLATE_DEPTH:
+            n += _members(m.value, depth + 1)
+        else:
+            n += 1
+    return n
+
+
+def _declared(payload: sp.Payload, *, definitions: bool) -> int:
+    """The metrics a birth declares, as its node will hold them: each metric, and each member of its Template
+    instances and (``definitions``: an NBIRTH) of its Template definitions. Judged by its top-level metrics, a
+    birth of two whose Template expands to 99,000 members passed ``MAX_TOTAL_METRICS`` with one place left."""
+    n = len(payload.metrics)
+    for m in payload.metrics:
+        v = m.value
+        if isinstance(v, sp.Template) and not m.is_null and (definitions or not v.is_definition):
+            n += _members(v)
+    return n
 
 
 def _said_or(quality: int | str | bool | None, reason: str) -> str:
@@ -909,7 +934,9 @@ class SparkplugHost:
         finally:
             key = self._touched
             if key is not None and (node := self._nodes.get(key)) is not None:
-                held = max(len(node.types), len(node.last), len(node.aliases) + len(node.clashes))
+                held = node.defined + max(
+                    len(node.types), len(node.members), len(node.last), len(node.aliases) + len(node.clashes)
+                )
                 self._held += held - node.held
                 node.held = held
                 self._file(key, node)
@@ -1299,7 +1326,7 @@ class SparkplugHost:
                 for device in again:
                     self._rebirth(t.group, t.edge_node, node, device)
         if mt is sp.MessageType.NBIRTH:
-            if not self._metric_room(t, key, len(payload.metrics) - node.held):
+            if not self._metric_room(t, key, _declared(payload, definitions=True) - node.held):
                 # its last birth's tables would misread its data: it is not born until a birth of it is read
                 if node.alive:
                     node.alive, node.devices = False, set()
@@ -1308,6 +1335,7 @@ class SparkplugHost:
                     marked = []
                 node.aliases, node.clashes, node.types, node.members, node.owned = {}, set(), {}, {}, {}
                 node.last, node.last_keys, node.last_sorted, node.templates = {}, {}, {}, {}
+                node.defined = 0
                 return marked
             self._named[t.edge_node] = key
             node.born = True
@@ -1332,10 +1360,14 @@ class SparkplugHost:
             # they re-DBIRTH after a node's NBIRTH, as the specification requires
             node.templates, node.types, node.members, node.devices, node.owned = {}, {}, {}, set(), {}
             node.unproven_devices = set()
+            node.defined = 0
             for m in payload.metrics:
                 if m.name and isinstance(m.value, sp.Template) and m.value.is_definition:
                     types = _definition_types(m.value)
                     node.templates[m.name] = types
+                    node.defined += len(
+                        types
+                    )  # in the total (``MAX_TOTAL_METRICS``): uncounted, 30 took 379 MB
                     if m.name.startswith("_types_/"):  # Ignition names its UDT definitions so
                         node.templates.setdefault(m.name[len("_types_/") :], types)
             self.births += 1
@@ -1404,7 +1436,7 @@ class SparkplugHost:
                 self._too_many_devices(t, node)
                 return []
             kept = len(node.owned.get(t.device or "", ((), ()))[0])
-            if not self._metric_room(t, key, len(payload.metrics) - kept):
+            if not self._metric_room(t, key, _declared(payload, definitions=False) - kept):
                 if t.device in node.devices:  # its last birth's types would misread its data: not born
                     node.devices.discard(t.device or "")
                     return self._bad(t.edge_node, node, t.device, received_at, received_at, "birth_unread")

@@ -6,11 +6,13 @@ no room can be made for is refused (too_many_total_metrics)."""
 
 from __future__ import annotations
 
+import functools
 import time
 
 from devices.mqtt import sparkplug_host
 from protocols import sparkplug as sp
 from tests.integration.test_sparkplug_rebirth_requests import _host
+from tests.support.sparkplug_pb import pb_metric as _metric
 from tests.support.waits import until
 
 D = sp.DataType
@@ -86,3 +88,51 @@ async def test_data_by_names_no_birth_declared_keeps_no_last_value_past_the_tota
         )
         assert sum(len(n.last) for n in host._nodes.values()) <= 30
         assert "g/n/New" in src.notices.messages["too_many_total_metrics"], src.notices.messages
+
+
+def _template_birth(members: int, *, definition: bool) -> bytes:
+    """An NBIRTH of two metrics, bdSeq and a Template of ``members`` members: its definition, or an instance."""
+    b = sp._pb().Payload()
+    b.timestamp, b.seq = int(time.time() * 1000), 0
+    _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
+    t = b.metrics.add()
+    t.name, t.datatype = "Motor", D.TEMPLATE
+    t.template_value.is_definition = definition
+    if not definition:
+        t.template_value.template_ref = "Motor"
+    for i in range(members):
+        _metric(t.template_value, f"m{i}", datatype=D.DOUBLE, double_value=1.0)
+    return b.SerializeToString()
+
+
+def _handled(host, births: int) -> bool:
+    return bool(host.births + host.births_refused == births)
+
+
+def _kept(host) -> int:
+    """The metrics the nodes keep: datatypes (a Template instance's members each) and definitions' members."""
+    return sum(len(n.types) + sum(len(d) for d in n.templates.values()) for n in host._nodes.values())
+
+
+async def test_template_members_count_toward_the_total_as_the_birth_declares_them(mosquitto, monkeypatch):
+    """A birth was judged against MAX_TOTAL_METRICS by its top-level metrics: one of two whose Template instance
+    expands to 99,000 members passed with the source's nodes at 499,999 (594,012 held against Mosquitto), and the
+    members of its Template definitions were never counted at all (30 NBIRTHs of one 99,000-member definition
+    under made-up names: 2,970,060 entries kept, 60 counted, 379 MB). Now every member counts, as the birth is
+    judged and as it is held: made-up births make room for each other, the node sending data is kept."""
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_METRICS", 40)
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/real", _birth(), qos=1)  # 10 metrics
+        pub.publish("spBv1.0/g/NDATA/real", _data(1), qos=1)
+        await until(lambda: host.node_alive("g", "real") and host.births == 1, 10, "the real node's birth")
+        for i in range(6):  # definitions of 20 members, then instances of 20 members: 22 metrics each
+            pub.publish(f"spBv1.0/g/NBIRTH/fake{i}", _template_birth(20, definition=i < 3), qos=1)
+            await until(functools.partial(_handled, host, i + 2), 10, f"fake{i}'s birth handled")
+            assert _kept(host) <= 40, (i, _kept(host))
+        assert (
+            host.node_alive("g", "fake5")
+            and host.template_member("g", "fake5", None, "Motor/m19") is not None
+        )
+        assert host.node_alive("g", "real") and host.datatype("g", "real", None, "M8") == D.DOUBLE
+        assert host.born_forgotten == 5, host.born_forgotten
