@@ -2339,7 +2339,8 @@ class OpcUaSource:
         self._halt_since: float | None = None  # epoch time the server was first found halted (``halted``)
         self._halt_mono = 0.0  # ... and monotonic: how long it lasts, whatever the wall clock does meanwhile
         self._halt_checks = 0  # checks since that found it still halted
-        self._stall_publish: float | None = None  # a silent server's new subscription's first publish seen
+        # a silent server's new subscriptions (the main one and ``_apart``'s) -> the first publish seen of each
+        self._stall_publish: dict[Subscription, float] = {}
         self._held: deque[Reading] = deque()
         # tag -> (the time of the BAD reading a halt gave it, or of the last reading stamped after it; whether one
         # was), until a reading the server dates later passes
@@ -2375,6 +2376,9 @@ class OpcUaSource:
         self._refit_pause = 0.0  # the pause before a node of ``_too_big`` is read again (``_refit``)
         self._refit_now = False  # one fits again: the session is closed to subscribe it
         self._item_sub: dict[ua.NodeId, Subscription] = {}  # a node's subscription, when not ``_sub``
+        # a subscription of ``_apart`` -> (monotonic time it was made, the silence it promised at most): watched
+        # for a stall as ``_sub`` is (``_stalled_sub``)
+        self._apart_watch: dict[Subscription, tuple[float, float]] = {}
         self._gone: dict[ua.NodeId, asyncio.Task] = {}  # nodes the server said are gone, subscribed again
         self._back: set[ua.NodeId] = set()  # ... and good again on their old items
         self._gone_pause: dict[ua.NodeId, float] = {}  # node -> the pause before its item is made again
@@ -2538,7 +2542,7 @@ class OpcUaSource:
         self._clock_broken = False
         self._session_values.clear()
         self._changed_at = None
-        self._stall_publish = None
+        self._stall_publish.clear()
         if self._halt_reason is not None:  # its held waveforms dropped below were never passed on
             self._last_wave.clear()
         self._unhold()  # a former session's values: stale, whatever this one shows
@@ -2547,6 +2551,7 @@ class OpcUaSource:
         self._sub = None
         self._extra_subs.clear()
         self._item_sub.clear()
+        self._apart_watch.clear()
         self._items.clear()
         for task in self._gone.values():
             task.cancel()
@@ -3683,14 +3688,16 @@ class OpcUaSource:
         _record_revisions(session, self._revision)
         sub = Subscription(session, params, _Handler(self))
         got = await sub.init()
-        if not main:  # one of ``_apart``: the session's publishing is watched on the main one
-            return sub
-        self._publishing_revised(interval, float(got.RevisedPublishingInterval or interval))
         revised_s = (got.RevisedPublishingInterval or interval) / 1000.0
-        self._sub_silence_s = (
+        silence_s = (
             2 * revised_s * max(got.RevisedMaxKeepAliveCount or keepalive, 1)
             + self.settings.connect_timeout_s
         )
+        if not main:  # one of ``_apart``: watched for a stall beside the main one (``_stalled_sub``)
+            self._apart_watch[sub] = (time.monotonic(), silence_s)
+            return sub
+        self._publishing_revised(interval, float(got.RevisedPublishingInterval or interval))
+        self._sub_silence_s = silence_s
         self._sub, self._sub_since = sub, time.monotonic()
         return sub
 
@@ -4245,18 +4252,10 @@ class OpcUaSource:
                 # silence may be its own, so the server is given its full time again
                 self._sub_since = woke
                 self._clock, self._clock_moved_at = None, None
-            sub = self._sub
-            if sub is not None and hasattr(sub, "last_publish_at"):  # an older asyncua keeps no such time
-                silent = time.monotonic() - max(sub.last_publish_at or 0.0, self._sub_since)
-                if silent > self._sub_silence_s:
-                    stalled = _Silent(
-                        f"the server's subscription sent nothing (no data, no keep-alive) for {silent:.1f}s, "
-                        f"over the {self._sub_silence_s:.1f}s it promised: the server stalled or dropped "
-                        "the subscription; its tags' last values are stale: their readings are passed on BAD "
-                        "and the source reconnects"
-                    )
-                    self._halted(stalled)
-                    raise stalled
+            stalled = self._stalled_sub()
+            if stalled is not None:
+                self._halted(stalled)
+                raise stalled
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     got = await self._client.uaclient.read_attributes(status_nodes, ua.AttributeIds.Value)
@@ -4302,6 +4301,32 @@ class OpcUaSource:
             except Exception as e:
                 log.info("opcua source %s: keepalive failed: %r", self.name, e)
                 return
+
+    def _stalled_sub(self) -> _Silent | None:
+        """A subscription of this session (the main one, or one of ``_apart``'s) that has sent nothing (no
+        data, no keep-alive) for longer than the server promised, said; None while each publishes. A
+        subscription of one large value that stalls left that node at its last value, unseen, while the
+        others went on."""
+        sub = self._sub
+        if sub is None or not hasattr(sub, "last_publish_at"):  # an older asyncua keeps no such time
+            return None
+        now = time.monotonic()
+        watched = [(sub, self._sub_since, self._sub_silence_s, "")]
+        for own, (made, promised) in self._apart_watch.items():
+            node = next((n for n, s in self._item_sub.items() if s is own), None)
+            shown = self._listed_as.get(node, node.to_string()) if node is not None else "?"
+            watched.append(
+                (own, max(made, self._sub_since), promised, f" of node {shown!r} (its own, for its size)")
+            )
+        for each, since, promised, whose in watched:
+            silent = now - max(each.last_publish_at or 0.0, since)
+            if silent > promised:
+                return _Silent(
+                    f"the server's subscription{whose} sent nothing (no data, no keep-alive) for {silent:.1f}s, "
+                    f"over the {promised:.1f}s it promised: the server stalled or dropped the subscription; "
+                    "its tags' last values are stale: their readings are passed on BAD and the source reconnects"
+                )
+        return None
 
     def _state_refused(self, e: ua.UaStatusCodeError) -> None:
         # the server answered, so session and connection are up: a PLC whose user role may not read the
@@ -4434,21 +4459,22 @@ class OpcUaSource:
         )
 
     def _publishing_again(self) -> bool:
-        """Whether a silent server's new subscription is seen publishing: a publish answer after the one
-        first seen, so not only the first values a new subscription starts with (a stalled runtime's stale
-        ones). Asked as each value arrives (a data publish ends the halt at once) and at each check (a quiet
-        server's keep-alives). A source without a subscription (it only writes) has only its state read to
-        go by, which answered."""
+        """Whether a silent server's new subscriptions (the main one and each of ``_apart``'s) are seen
+        publishing: a publish answer after the one first seen, so not only the first values a new subscription
+        starts with (a stalled runtime's stale ones). Asked as each value arrives (a data publish ends the halt
+        at once) and at each check (a quiet server's keep-alives). A source without a subscription (it only
+        writes) has only its state read to go by, which answered."""
         sub = self._sub
         if sub is None or not hasattr(sub, "last_publish_at"):
             return True
+        return all([self._published_again(each) for each in (sub, *self._extra_subs)])
+
+    def _published_again(self, sub: Subscription) -> bool:
         at = sub.last_publish_at
         if at is None or at < self._sub_since:
             return False
-        if self._stall_publish is None:
-            self._stall_publish = at
-            return False
-        return at != self._stall_publish
+        first = self._stall_publish.setdefault(sub, at)
+        return at != first
 
     @property
     def halted(self) -> dict[str, Any] | None:

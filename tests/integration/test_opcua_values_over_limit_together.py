@@ -9,7 +9,7 @@ import logging
 import pytest
 from asyncua import ua
 
-from devices.base import ConnectionState
+from devices.base import ConnectionState, Quality, Reading
 from devices.opcua.client import OpcUaSource
 from devices.opcua.settings import OpcUaSettings
 from tests.integration.test_opcua_source import _collect
@@ -125,3 +125,57 @@ async def test_a_single_node_over_the_limit_is_left_out_keeping_the_session_unti
     assert "its value alone reached" in said and "over max_message_bytes 1048576" in said, said
     assert f"ns={idx};s=Scan" in shown and "its value alone reached" in shown, shown
     assert list(got["Scan"].value) == [0.5] * 1000 and f"ns={idx};s=Scan" not in src.node_errors
+
+
+async def test_a_large_values_own_subscription_that_stalls_turns_its_tag_bad_and_the_value_comes_again() -> (
+    None
+):
+    """The subscription a large value was given on its own stops publishing (no data, no keep-alive) while the
+    session, its reads and the other subscription go on: it is watched as the main one is: the tag gets a BAD
+    reading, the source says which node's subscription stalled and reconnects, and the value written meanwhile
+    arrives GOOD. Before, nothing was said and the node stayed at its last value (measured: 20 s, no reading)."""
+    port = free_port()
+    srv, idx, _ = await _server(port)
+    image = srv.get_node(f"ns={idx};s=Image")
+    await srv.start()
+    src = OpcUaSource(
+        "plc", _settings(port, [f"ns={idx};s=Image", f"ns={idx};s=Profile", f"ns={idx};s=Force"])
+    )
+    got: list[Reading] = []
+
+    async def read() -> None:
+        async for r in src.items():
+            got.append(r)
+
+    async def silent(requestdata=None) -> bool:
+        return False
+
+    await src.start()
+    reader = asyncio.create_task(read())
+    try:
+        await until(lambda: {"Image", "Profile", "Force"} <= {r.tag for r in got}, 10, "every node")
+        subs = srv.iserver.subscription_service.subscriptions.values()
+        own = [
+            s
+            for s in subs
+            if [m.read_value_id.NodeId for m in s.monitored_item_srv._monitored_items.values()]
+            == [image.nodeid]
+        ]
+        assert len(own) == 1, "Image has a subscription of its own"
+        own[0].publish_results = silent  # a stalled subscription: the server's others go on
+        n = len(got)
+        await image.write_value(ua.Variant(b"\x09" * 800_000, ua.VariantType.ByteString))
+        await until(
+            lambda: any(r.tag == "Image" and r.quality is Quality.GOOD for r in got[n:]),
+            15,
+            "Image GOOD again",
+        )
+    finally:
+        reader.cancel()
+        await src.stop()
+        await srv.stop()
+    images = [r for r in got[n:] if r.tag == "Image"]
+    assert images[0].quality is Quality.BAD and images[0].value is None, images
+    assert images[-1].value[0] == 9 and len(images[-1].value) == 800_000, images[-1]
+    assert src.stats.errors_by_reason.get("stalled") == 1, src.stats.errors_by_reason
+    assert f"subscription of node 'ns={idx};s=Image'" in (src.stats.last_error or ""), src.stats.last_error
