@@ -1837,13 +1837,18 @@ class MqttSource:
                 )
                 readings[i] = dataclasses.replace(r, value=fixed, tag=named)
 
-    def _name_too_long(self, name: str, what: str = "tag name") -> None:
+    def _name_too_long(
+        self,
+        name: str,
+        what: str = "tag name",
+        unread: str = "its value is not read (the message's other values are)",
+    ) -> None:
         """A JSON key path or record name, or a topic its tags are named after, over ``MAX_NAME_CHARS``
         characters: counted and skipped (such a name was a tag, and a record of it sent, per reading)."""
         self._error(
             "name_too_long",
             f"{what} {shown_topic(name)} is over {MAX_NAME_CHARS} characters (a Sparkplug metric name's bound): "
-            "its value is not read (the message's other values are)",
+            + unread,
         )
 
     def _ahead(
@@ -2563,9 +2568,14 @@ def json_decoder(src: MqttSource, sub: Subscription):
         if every_number and len(got) == 1 and got[0][0] == "":
             prefix = topic  # a bare number (the payload "21.5"): its tag is its topic
         if prefix and len(topic) > MAX_NAME_CHARS:
-            # the tags would be named after a topic of thousands of characters (MQTT allows 65,535 bytes)
+            # the tags would be named after a topic of thousands of characters (MQTT allows 65,535 bytes): each of
+            # the message's values, none read. Its line said "the message's other values are", as a key's does
+            unread = (
+                f"none of its message's {len(got)} value(s) is read, every tag being named after it (tag_prefix_topic); "
+                "shorten the device's topic"
+            )
             for _ in got:
-                src._name_too_long(topic, "topic")
+                src._name_too_long(topic, "topic", unread)
             return []
         if len(got) > 1:
             got = _in_time_order(got, received_at)

@@ -304,6 +304,8 @@ async def test_a_json_tag_name_over_1024_characters_is_counted_and_skipped_the_o
     assert "(5000 characters)" in buf.getvalue()  # said once: later ones counted
     last = src.stats.last_error or ""  # the topic's: its tags' names would be over the bound
     assert "topic 'j/ttt" in last and "(2002 characters)" in last, last[:300]
+    # none of that message's values is read (each tag is named after the topic): its line said the others were
+    assert "none of its message's 1 value(s) is read" in last and "other values are" not in last, last[-300:]
 
 
 async def test_a_sparkplug_metric_whose_name_is_too_long_or_not_utf8_is_skipped_alone(mosquitto):
