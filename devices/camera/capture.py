@@ -1349,13 +1349,17 @@ class CameraSource:
             except (OSError, EOFError) as exc:  # an MJPEG stream's socket: a timeout, a reset, its end
                 if not self._stop.is_set():
                     silent = time.monotonic() - last_ok
-                    what = (
-                        "the camera closed the stream"
-                        if isinstance(exc, EOFError)
-                        else f"no frame for {silent:.1f}s since {since()}"
-                        if isinstance(exc, TimeoutError)
-                        else f"read failed ({exc})"
-                    )
+                    # where it broke (an HTTP camera's stream says): a camera that stalls or hangs up halfway
+                    # through an image was told only as silent or closed, like one that stops between images
+                    where = getattr(exc, "where", None)
+                    if isinstance(exc, EOFError):
+                        what = "the camera closed the stream" + (f" {where}" if where else "")
+                    elif isinstance(exc, TimeoutError):
+                        what = f"no frame for {silent:.1f}s since {since()}" + (
+                            f": it stalled {where}" if where else ""
+                        )
+                    else:
+                        what = f"read failed ({exc})" + (f" {where}" if where else "")
                     self.state = ConnectionState.BACKOFF
                     self._error("stream_lost", f"{s.shown_url}: {what}; reopening")
                 return

@@ -508,16 +508,22 @@ class SnapshotStream:
         buf = bytearray()
         limit, why = self._cap, _CAPPED
         check_at: int | None = _HEAD_BYTES  # where to look at the part's header (again)
+        of = " bytes" if declared is None else f" of the {declared} bytes its Content-Length declares"
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError("no whole image within read_timeout_s")
+                late = TimeoutError("no whole image within read_timeout_s")
+                late.where = f"within an image ({len(buf)}{of} had come)"  # type: ignore[attr-defined]
+                raise late
             sock.settimeout(left)  # a trickle cannot hold a read past the deadline
             _bound(resp, deadline)
             try:
                 chunk = resp.read1(_CHUNK)
             except http.client.HTTPException:
                 break  # cut short: what came is decoded, and refused as truncated
+            except OSError as exc:  # where it broke, as an MJPEG stream says it (``MjpegStream.next_part``)
+                exc.where = f"within an image ({len(buf)}{of} had come)"  # type: ignore[attr-defined]
+                raise
             if not chunk:
                 if self._stopped.is_set():  # interrupt() ended the read: not a cut-short image
                     raise EOFError("stopped")
@@ -580,6 +586,8 @@ class MjpegStream:
         self._cap = max_part_bytes
         self._buf = bytearray()
         self._deadline = 0.0
+        self._stage = "between"  # where the part being read is (``_where``): between, header, data
+        self._length: int | None = None  # its Content-Length
         self._delim: bytes | None = None
         self._declared_boundary = b""
         if boundary:  # some cameras give the boundary with its leading dashes, most without
@@ -601,8 +609,31 @@ class MjpegStream:
 
     def next_part(self) -> bytes:
         """The next part's bytes; ``StreamError`` (oversize_frame, stream_lost), ``TimeoutError`` when no
-        part arrives within ``read_timeout_s``, ``EOFError`` when the camera closes the stream."""
+        part arrives within ``read_timeout_s``, ``EOFError`` when the camera closes the stream. A
+        ``TimeoutError``, ``EOFError`` or other ``OSError`` carries ``where`` the stream broke, for the message:
+        between parts, within a part's header, or within a part and how many of its bytes had come (a camera
+        that stalls or hangs up halfway through an image, told from one that falls silent between images)."""
         self._deadline = time.monotonic() + self._timeout_s
+        self._stage, self._length = "between", None
+        try:
+            return self._next_part()
+        except (OSError, EOFError) as exc:
+            exc.where = self._where()  # type: ignore[union-attr]
+            raise
+
+    def _where(self) -> str:
+        if self._stage == "between":
+            return "between parts"
+        if self._stage == "header":
+            return "within a part's header"
+        k, n = len(self._buf), self._length  # the buffer holds the part from its first byte
+        if n is not None:
+            return f"within a part ({k} of the {n} bytes its Content-Length declares had come)"
+        if looks_whole(bytes(self._buf)):  # only the boundary that ends it is missing: silent between images
+            return f"after a whole image ({k} bytes) whose part's closing boundary had not come"
+        return f"within a part ({k} bytes of it had come, no boundary after them)"
+
+    def _next_part(self) -> bytes:
         if self._delim is None:  # no boundary declared: the first line that looks like one is it
             line = b""
             while not line.startswith(b"--"):
@@ -620,6 +651,7 @@ class MjpegStream:
             self._skip_to_delimiter()
             if self._line().strip() == b"--":
                 raise EOFError("the camera ended the stream (closing boundary)")
+        self._stage = "header"
         length = None
         for _ in range(_MAX_HEADERS):
             line = self._line()
@@ -633,6 +665,7 @@ class MjpegStream:
                     length = None  # read to the boundary instead
         else:
             raise StreamError("stream_lost", f"a part with over {_MAX_HEADERS} header lines; not MJPEG")
+        self._stage, self._length = "data", length if length is not None and length >= 0 else None
         self._skip_blank_lines()
         if length is not None and length >= 0:
             if length > self._cap:

@@ -572,3 +572,57 @@ async def test_an_mjpeg_part_that_never_ends_or_declares_a_huge_length_is_droppe
     assert src.stats.errors_by_reason.get("oversize_frame", 0) >= 2
     # what the camera got to send before the reader hung up: the cap plus socket buffers, not gigabytes
     assert max(cam.sent[:2]) < max_file_bytes(0.05) + 32 * 2**20
+
+
+async def test_a_stream_lost_says_whether_the_camera_stalled_or_hung_up_within_a_part_or_between_parts():
+    """Three cameras each give a good part, then one sends half a part (by its Content-Length) and stalls, one
+    sends half a part (no Content-Length) and closes the connection, one falls silent between parts. Each was
+    stream_lost as 'no frame for 0.5s since the last good frame' or 'the camera closed the stream': a user
+    watching /status could not tell a camera that hangs halfway through an image from one that stops between
+    images. The message now says where the stream broke, and how much of the part had come."""
+    import time
+
+    good = _jpeg(1)
+
+    def camera(how):
+        def serve(write, part):
+            part(good)
+            if how == "silent":
+                time.sleep(30)
+                return
+            length = b"Content-Length: %d\r\n" % len(good) if how == "stall" else b""
+            write(b"--frame\r\nContent-Type: image/jpeg\r\n" + length + b"\r\n" + good[:500])
+            if how == "stall":
+                time.sleep(30)
+
+        return HostileMjpeg(serve)
+
+    cams = {how: camera(how) for how in ("stall", "close", "silent")}
+    srcs = {
+        how: CameraSource(
+            how, CameraSettings(url=cam.url, read_timeout_s=0.5, reconnect_initial_s=30, reconnect_max_s=30)
+        )
+        for how, cam in cams.items()
+    }
+
+    async def lost(src):
+        await src.start()
+        try:
+            assert len(await take(src, 1, 10)) == 1
+            for _ in range(200):
+                if src.stats.errors_by_reason.get("stream_lost"):
+                    return src.stats.last_error
+                await asyncio.sleep(0.05)
+            return None
+        finally:
+            await src.stop()
+
+    try:
+        said = dict(zip(srcs, await asyncio.gather(*(lost(src) for src in srcs.values())), strict=True))
+    finally:
+        for cam in cams.values():
+            cam.stop()
+    assert "since the last good frame: it stalled within a part (500 of the " in said["stall"], said
+    assert f"{len(good)} bytes its Content-Length declares had come); reopening" in said["stall"], said
+    assert "the camera closed the stream within a part (500 bytes of it had come" in said["close"], said
+    assert "since the last good frame: it stalled between parts; reopening" in said["silent"], said
