@@ -51,6 +51,7 @@ from cloud_trainer.train.data import (
     label_lines,
     label_row,
     link_out,
+    path_text,
     read_dataset_yaml,
     read_image_file,
 )
@@ -1865,7 +1866,7 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
         "name": s.name,
         "version": version,
         "family": "anomaly",
-        "dataset": str(s.dataset),
+        "dataset": path_text(s.dataset),  # as text: a folder's name in bytes that are not UTF-8 as \xfc
         "dataset_digest": ds.digest,
         "layout": ds.layout,
         "seed": s.seed,
@@ -2368,7 +2369,7 @@ def _package(
         "version": report["version"],
         "task": "anomaly_detection",
         "description": f"good-only anomaly model (PatchCore-style) trained on {ds.n_good} good images of "
-        f"{Path(s.dataset).name}"
+        f"{path_text(Path(s.dataset).name)}"
         + (f", {s.tiles[0]}x{s.tiles[1]} tiles each at {size} px" if s.tiles else "")
         + f"; form {report['form'].upper()}",
         "inputs": [{"name": INPUT, "dtype": "float32", "shape": ["batch", 3, size, size], "layout": "NCHW"}],

@@ -321,11 +321,20 @@ def _others_option(a: argparse.Namespace) -> str | None:
 def _run(verb: str, argv: list[str]) -> int:
     from cloud_trainer.registry import RegistryError
     from cloud_trainer.train import pipeline as P
-    from cloud_trainer.train.data import DatasetError
+    from cloud_trainer.train.data import DatasetError, path_text
     from cloud_trainer.train.families import load_family
 
     a = _parser(verb).parse_args(argv)
     _quiet_opencv()
+    if a.work is not None and path_text(a.work) != str(a.work):
+        # ONNX Runtime and OpenCV take a file's path as UTF-8 text: one holding another byte ended the build in
+        # a TypeError traceback (ONNX Runtime) or a crash of the process (OpenCV, writing the report's plots)
+        print(
+            f"cloud-trainer {verb}: --work {path_text(a.work)}: the path holds a byte that is not UTF-8 (a name "
+            "written in an older system's code page); give a work folder whose path is UTF-8",
+            file=sys.stderr,
+        )
+        return 2
     if verb == "build" and (
         refused := _others_option(a)
     ):  # another family's own option: refused, never ignored

@@ -26,6 +26,27 @@ class DatasetError(ValueError):
     pass
 
 
+def path_text(path: str | os.PathLike[str]) -> str:
+    r"""``path`` as text any reader takes, for what a dataset, a report or a manifest records of it: each byte
+    of a name that is not UTF-8 (a factory share's Latin-1 names, which Python keeps as U+DC80-U+DCFF) written
+    ``\xfc``, as refusals print it (``Pr\xfcfteile``). Kept as it was, such a name made the import's
+    ``dataset.yaml`` unreadable to training (libyaml refuses its ``\uDCFC`` escape) and the build's report a
+    UnicodeEncodeError. Not for opening the file: the path itself stays as the system gave it."""
+    text = os.fspath(path)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "".join(
+            f"\\x{ord(c) - 0xDC00:02x}"
+            if 0xDC80 <= ord(c) <= 0xDCFF
+            else "\ufffd"
+            if 0xD800 <= ord(c) <= 0xDFFF
+            else c
+            for c in text
+        )
+    return text
+
+
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
     (stat.S_ISREG, "a file"),

@@ -56,6 +56,7 @@ from cloud_trainer.train.data import (
     DatasetError,
     link_out,
     not_a,
+    path_text,
     read_image_file,
     within,
 )
@@ -1043,7 +1044,7 @@ def _write(
                 "file": name,
                 "label": it.label,
                 "defect": it.label != found.good,
-                "source": rel,
+                "source": path_text(rel),  # a name in bytes that are not UTF-8 as refusals print it
             }
             if it.split:
                 row["split"] = it.split
@@ -1074,7 +1075,7 @@ def _write(
     sizes_txt = sorted(f"{w}x{hh}" for hh, w in sizes)
     meta = {
         "kind": "parts",
-        "imported_from": str(src),
+        "imported_from": path_text(src),
         "layout": found.layout,
         "classes": found.classes,
         "good": found.good,
@@ -1300,7 +1301,12 @@ def _check_mask(it: _Item, mask, good: str) -> None:
 def _png(mask, path: Path) -> None:
     import cv2
 
-    cv2.imwrite(str(path), mask)
+    # encoded, then written by Python: OpenCV given a path holding a byte that is not UTF-8 (a dataset folder
+    # under a Latin-1 share's name) crashed the process (SIGSEGV), the hidden folder left half-written
+    ok, data = cv2.imencode(".png", mask)
+    if not ok:
+        raise DatasetError(f"{path}: the mask could not be encoded as PNG")
+    path.write_bytes(data.tobytes())
 
 
 def main(argv: list[str]) -> int:

@@ -39,6 +39,7 @@ import numpy as np
 
 from cloud_trainer.registry import Registry
 from cloud_trainer.train import common, families, onnx_tools
+from cloud_trainer.train.data import path_text
 from cloud_trainer.train.families import StageError, TrainerFamily
 from protocols import json_codec
 
@@ -306,7 +307,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
         "name": name,
         "version": version,
         "family": s.family,
-        "dataset": meta["dataset"],
+        "dataset": path_text(meta["dataset"]),  # as text: a folder's name in bytes that are not UTF-8 as \xfc
         "dataset_digest": meta["dataset_digest"],
         "seed": meta["seed"],
         "classes": meta.get("classes", []),
@@ -835,7 +836,7 @@ def _package(
         "task": task,
         "inputs": inputs,
         "outputs": outputs,
-        "description": f"{s.family} model trained by cloud_trainer on {Path(meta['dataset']).name}",
+        "description": f"{s.family} model trained by cloud_trainer on {path_text(Path(meta['dataset']).name)}",
         "preprocessing": meta["preprocessing"],
         **({"input_stats": meta["input_stats"]} if meta.get("input_stats") else {}),
         **({"life_prior": meta["life_prior"]} if meta.get("life_prior") else {}),

@@ -7,6 +7,7 @@ written: no work folder, no registry entry, no dataset."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,93 @@ def test_build_anomaly_and_import_refuse_an_image_linked_to_etc_naming_the_link(
         f"{good.parent}; "
     ) in "\n".join(_printed(capsys))
     assert not (tmp_path / "ds").exists()
+
+
+def _latin1(parent: Path, name: bytes) -> Path:
+    """``parent/name`` for a name in bytes that are not UTF-8 (a Windows share's Latin-1 names copied as they
+    are): Python hands such a name over with each byte as a lone surrogate (surrogateescape)."""
+    return parent / os.fsdecode(name)
+
+
+def _strict_text(path: Path) -> str:
+    """A file as a strict reader takes it: UTF-8, no lone surrogate escape (serde_json, PostgreSQL's jsonb and
+    libyaml refuse ``\\udcfc``)."""
+    text = path.read_bytes().decode("utf-8")
+    assert "\\ud" not in text.lower(), text
+    return text
+
+
+def test_an_import_from_a_share_with_latin1_names_records_them_as_refusals_print_them_and_reads(
+    tmp_path, capsys
+):
+    # Pr\xfcfteile/dent/kratzer_\xe4.png: the source folder's and an image's names are only recorded (the class
+    # folders are UTF-8). Before, dataset.yaml's imported_from was written "\uDCFC", which training (libyaml)
+    # refused: "dataset.yaml: not valid YAML (while parsing a quoted scalar)", and the row's source "\udce4"
+    import yaml
+
+    from cloud_trainer.train.data import load_parts
+
+    src = _latin1(tmp_path, b"Pr\xfcfteile")  # made under UTF-8 names, renamed: OpenCV takes no such path
+    per_class(tmp_path / "made", {"ok": 20, "dent": 3}, exts=(".png",)).rename(src)
+    (src / "dent" / "dent0.png").rename(_latin1(src / "dent", b"kratzer_\xe4.png"))
+    ds = tmp_path / "ds"
+    assert cloud_main(["dataset", "import", str(src), "--out", str(ds)]) == 0, _printed(capsys)
+    meta = yaml.load(_strict_text(ds / "dataset.yaml"), Loader=yaml.CSafeLoader)
+    assert meta["imported_from"] == f"{tmp_path}/Pr\\xfcfteile"
+    rows = [json.loads(line) for line in _strict_text(ds / "labels.jsonl").splitlines()]
+    assert "dent/kratzer_\\xe4.png" in [r["source"] for r in rows]
+    assert load_parts(ds).classes == ["ok", "dent"]  # as training reads it: dataset.yaml first
+
+
+@pytest.mark.parametrize("family", ["anomaly", "vision"])
+def test_a_dataset_under_a_latin1_folder_imports_with_its_masks_and_builds_a_package_that_verifies(
+    tmp_path, capsys, family
+):
+    # Before: the import crashed (SIGSEGV: OpenCV given the path to write a BMP mask as PNG), leaving its hidden
+    # folder; imported elsewhere, the build ended in a UnicodeEncodeError traceback writing report.md, and its
+    # manifest's description would have held "\uDCFC", which no agent's YAML reader takes
+    import cv2
+
+    from model_packager import load_trusted_keys, read_manifest, verify_package
+    from tests.integration.test_own_images_folders import mvtec_category
+
+    src = mvtec_category(tmp_path / "bracket", 0)
+    for m in (src / "ground_truth" / "scratch").iterdir():  # masks a labelling tool saved as BMP
+        m.with_suffix(".bmp").write_bytes(cv2.imencode(".bmp", cv2.imread(str(m), cv2.IMREAD_GRAYSCALE))[1])
+        m.unlink()
+    ds = _latin1(tmp_path, b"Gr\xfcn/B\xfcgel")
+    assert cloud_main(["dataset", "import", str(src), "--out", str(ds)]) == 0, _printed(capsys)
+    assert os.listdir(ds.parent) == [ds.name]  # no hidden folder left beside it
+    assert len(list((ds / "masks").glob("*.png"))) == 3
+    reg = tmp_path / "reg"
+    code = cloud_main(
+        ["build", family, "--dataset", str(ds), "--registry", str(reg), "--key", str(tmp_path / "k.key")]
+        + ["--work", str(tmp_path / "w"), "--size", "16", "--epochs", "1", "--no-openvino", "--force"]
+    )
+    assert code == 0, _printed(capsys)
+    assert f"Dataset `{tmp_path}/Gr\\xfcn/B\\xfcgel`" in _strict_text(tmp_path / "w" / "report.md")
+    assert (
+        json.loads(_strict_text(tmp_path / "w" / "report.json"))["dataset"]
+        == f"{tmp_path}/Gr\\xfcn/B\\xfcgel"
+    )
+    (pkg,) = reg.rglob("*.edgepkg")
+    verify_package(pkg, load_trusted_keys(tmp_path / "k.pub"))
+    assert "B\\xfcgel" in (read_manifest(pkg).description or "")  # the folder's name, as refusals print it
+
+
+def test_a_work_folder_whose_path_is_not_utf8_is_refused_in_one_line_before_training(tmp_path, capsys):
+    # Before: `build anomaly` trained, then ONNX Runtime refused the model's path (a TypeError traceback); the
+    # vision family's plots went to OpenCV, which crashed the process on such a path
+    from tests.integration.test_own_images_folders import mvtec_category
+
+    work = _latin1(tmp_path, b"Pr\xfcf")
+    code = cloud_main(
+        ["build", "anomaly", "--dataset", str(mvtec_category(tmp_path / "bracket", 0)), "--work", str(work)]
+        + ["--registry", str(tmp_path / "reg"), "--key", str(tmp_path / "k.key"), "--size", "16"]
+    )
+    assert code == 2
+    assert _printed(capsys) == [
+        f"cloud-trainer build: --work {tmp_path}/Pr\\xfcf: the path holds a byte that is not UTF-8 (a name written "
+        "in an older system's code page); give a work folder whose path is UTF-8"
+    ]
+    assert not work.exists() and not (tmp_path / "k.key").exists()
