@@ -42,8 +42,8 @@ births no subscription takes (``_unreachable``, ``MAX_UNREACHED_GROUPS``, least 
 notice key whatever the group), the nodes' inflate budgets (``MAX_NODES``, least recently used forgotten), a
 node's devices born (``MAX_NODE_DEVICES``) and its metrics, aliases and last values (``MAX_NODE_METRICS``), and the
 metrics all nodes hold together (``MAX_TOTAL_METRICS``, a Template's members each, its definitions' too: a birth
-past it makes room as a new node does in a full table, births-only nodes forgotten first; else it is refused,
-``too_many_total_metrics``, ``_metric_room``).
+past it makes room as a new node does in a full table, nodes not born that hold metrics forgotten first, then
+births-only ones; else it is refused, ``too_many_total_metrics``, ``_metric_room``).
 When this host's own connection to the broker comes back (``session_lost``, called by the adapter before
 it decodes anything the new connection brought), every node it knows is treated as not born: what was
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
@@ -506,6 +506,9 @@ class SparkplugHost:
         # at every message keeps the holes until it grows again, and next(iter()) walks over them: a cost a message
         # that grew with the table
         self._spare: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # ... of those, the ones holding metrics (a birth read before it was given up on, or before its later birth
+        # was skipped): the first to make room under MAX_TOTAL_METRICS (``_metric_room``), least recently heard first
+        self._spare_held: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._dead: OrderedDict[tuple[str, str], None] = OrderedDict()
         # born, live nodes, least recently heard first: those that sent births only since their birth (``mute``: a
         # flood of valid NBIRTHs under made-up names), those that sent data (``talking``), and those gone silent
@@ -956,6 +959,8 @@ class SparkplugHost:
         skipped_mute = node.birth_skipped and not node.alive and not node.talked
         if (node.given_up and not node.alive) or not (live or node.born) or skipped_mute:
             self._spare[key] = None
+            if node.held:
+                self._spare_held[key] = None
         elif not live:
             self._dead[key] = None
         elif node.alive:
@@ -963,7 +968,15 @@ class SparkplugHost:
             (line if line is not None else self._talking if node.talked else self._mute)[key] = None
 
     def _unfile(self, key: tuple[str, str]) -> None:
-        for line in (self._spare, self._dead, self._mute, self._talking, self._silent, self._probed):
+        for line in (
+            self._spare,
+            self._spare_held,
+            self._dead,
+            self._mute,
+            self._talking,
+            self._silent,
+            self._probed,
+        ):
             line.pop(key, None)
 
     def _front(self, line: OrderedDict[tuple[str, str], None]) -> tuple[str, str] | None:
@@ -1125,8 +1138,9 @@ class SparkplugHost:
 
     def _metric_room(self, t: sp.SparkplugTopic, key: tuple[str, str], more: int) -> bool:
         """Room under ``MAX_TOTAL_METRICS`` for a birth that adds ``more`` metrics to those the source's nodes
-        hold. Past it, other born nodes are forgotten as for a new node's birth in a full table (``_room``): one
-        dead ``DEAD_KEEP_S``, then one that sent births only since its birth (valid NBIRTHs of 99,000 metrics under
+        hold. Past it, other nodes are forgotten: first one not born that holds metrics (given up on, or its birth
+        skipped and it never spoke: ``_spare_held``), then born ones as for a new node's birth in a full table
+        (``_room``): one dead ``DEAD_KEEP_S``, then one that sent births only since its birth (valid NBIRTHs of 99,000 metrics under
         made-up names: 20 took 1.3 GB), then a silent one, then one that sent no data for ``TALKING_KEEP_S``,
         least recently heard first; counted and said as there. A node that sends data is so kept. When none is
         left the birth is refused: its node (device) not born, its data skipped and a rebirth asked as before a
@@ -1136,11 +1150,16 @@ class SparkplugHost:
         now = time.monotonic()
         self._unfile(key)  # never its own place: it is filed again after the message (``handle``)
         while self._held + more > MAX_TOTAL_METRICS:
+            # a node not born that holds metrics (given up on, or a birth skipped and never spoke: valid NBIRTHs
+            # under made-up names each followed by a compressed one skipped) first: only dead and born nodes made
+            # room, and five such names of 99,990 metrics held the total for good, a real node's birth refused
+            unborn = next(iter(self._spare_held), None)
             other = next(iter(self._dead), None)
             if other is not None and now - self._nodes[other].heard < DEAD_KEEP_S:
                 other = None
             other = (
-                other
+                unborn
+                or other
                 or self._front(self._mute)
                 or self._front(self._silent)
                 or self._idle(self._probed, now)
@@ -1165,6 +1184,17 @@ class SparkplugHost:
                 return False
             self._forget(other)
             self.nodes_forgotten += 1
+            if unborn is not None:
+                if self.on_notice is not None:
+                    self.on_notice(
+                        "nodes_forgotten",
+                        f"sparkplug: the source's nodes hold over {MAX_TOTAL_METRICS} metrics (MAX_TOTAL_METRICS): "
+                        f"{other[0]}/{other[1]}, not born (given up on, or its birth skipped and it never spoke), "
+                        f"forgotten with the metrics of its last birth read to make room for the "
+                        f"{t.message_type.value} of {t.group}/{t.edge_node}; then nodes dead {DEAD_KEEP_S:g} s, then "
+                        "born ones that sent births only make room. One forgotten that sends again is asked its birth",
+                    )
+                continue
             self.born_forgotten += 1
             if self.on_notice is not None:
                 message = (

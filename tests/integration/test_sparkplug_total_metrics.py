@@ -11,6 +11,8 @@ import time
 
 from devices.mqtt import sparkplug_host
 from protocols import sparkplug as sp
+from tests.integration.test_sparkplug_compressed import _compressed
+from tests.integration.test_sparkplug_rebirth_requests import _birth as _padded_birth
 from tests.integration.test_sparkplug_rebirth_requests import _host
 from tests.support.sparkplug_pb import pb_metric as _metric
 from tests.support.waits import until
@@ -136,3 +138,48 @@ async def test_template_members_count_toward_the_total_as_the_birth_declares_the
         )
         assert host.node_alive("g", "real") and host.datatype("g", "real", None, "M8") == D.DOUBLE
         assert host.born_forgotten == 5, host.born_forgotten
+
+
+def _skipped_or_read(host, before: int) -> bool:
+    return bool(host.births + host.births_skipped > before)
+
+
+async def test_nodes_not_born_that_hold_metrics_make_room_for_a_real_nodes_birth(mosquitto, monkeypatch):
+    """Made-up names each sending a valid NBIRTH and then compressed ones the births' inflate budget skips are not
+    born, and hold the metrics of their last birth read. Under MAX_TOTAL_METRICS only dead and born nodes made
+    room, so such nodes held the total for good (5 names of 99,990 metrics: 499,952 held, a real node's birth of
+    51 refused, too_many_total_metrics; given up on, a day later, they still were not forgotten). Now nodes not
+    born that hold metrics (given up on, or a birth skipped and never spoke) make room first."""
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_METRICS", 30)
+    async with _host(
+        mosquitto.port,
+        "spBv1.0/g/NCMD/+",
+        max_message_bytes=256 * 1024,
+        sparkplug={"max_inflated_bytes_per_s": 4096},
+    ) as (src, asked, pub):
+        host = src.sparkplug
+        compressed = _compressed(_padded_birth(0, 64 * 1024))  # 64 KiB inflated: 16 s of a node's budget
+        for i in range(3):
+            name = f"fake{i}"
+            pub.publish(f"spBv1.0/g/NBIRTH/{name}", _birth(), qos=1)  # 10 metrics
+            await until(functools.partial(host.node_alive, "g", name), 10, f"{name}'s birth read")
+            for _ in range(10):  # until one is skipped: not born, its last birth's metrics held
+                before = host.births + host.births_skipped
+                pub.publish(f"spBv1.0/g/NBIRTH/{name}", compressed, qos=1)
+                await until(functools.partial(_skipped_or_read, host, before), 10, f"{name}'s birth handled")
+                if not host.node_alive("g", name):
+                    break
+            assert not host.node_alive("g", name)
+        assert host._held == 30, host._held
+        pub.publish("spBv1.0/g/NBIRTH/real", _birth(), qos=1)
+        pub.publish("spBv1.0/g/NDATA/real", _data(1), qos=1)
+        await until(lambda: host.node_alive("g", "real"), 10, "the real node's birth read")
+        assert host.births_refused == 0 and "too_many_total_metrics" not in src.notices.counts, (
+            src.notices.counts
+        )
+        assert ("g", "fake0") not in host._nodes and (
+            "g",
+            "fake2",
+        ) in host._nodes  # least recently heard first
+        assert host._held <= 30, host._held
+        assert "not born" in src.notices.messages["nodes_forgotten"], src.notices.messages["nodes_forgotten"]
