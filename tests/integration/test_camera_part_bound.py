@@ -143,3 +143,42 @@ async def test_a_part_with_no_image_header_is_dropped_at_256_kb_and_a_jpeg_with_
         "with no PNG, JPEG, BMP, TIFF, WebP or PNM header in its first 262144 bytes" in src.stats.last_error
     )
     assert max(cam.sent[:2]) < 16 * 2**20, cam.sent
+
+
+def test_a_big_part_is_held_twice_at_most_while_it_is_taken():
+    """A 24-MB part (a JPEG header declaring 4000x4000 pixels, which may need 129 MB), by its Content-Length and
+    without one: taking it out of the read buffer copied it twice (a slice, then its bytes) and cutting its line
+    end a third time; the reader held it 4 times (by Content-Length) or 3 times. Now twice: the buffer and the
+    part handed on."""
+    import tracemalloc
+
+    from devices.camera.mjpeg import open_stream
+
+    head = bytearray(_jpeg(5))
+    sof = head.find(b"\xff\xc0")
+    head[sof + 5 : sof + 9] = (4000).to_bytes(2, "big") * 2  # height, width
+    body = bytes(head) + bytes(range(256)) * 4096 * 24 + b"\xff\xd9"  # built before tracing: sent as it is
+
+    def serve(write, part):
+        for length in (b"Content-Length: %d\r\n" % len(body), b""):
+            write(b"--frame\r\nContent-Type: image/jpeg\r\n" + length + b"\r\n")
+            write(body)
+            write(b"\r\n")
+        write(b"--frame\r\n")
+
+    cam = HostileMjpeg(serve)
+    stream = open_stream(cam.url, 5, 20, 201 * 2**20)
+    try:
+        for _ in range(2):
+            tracemalloc.start()
+            try:
+                part = stream.next_part()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert part == body
+            assert peak < 2.5 * len(body), peak / len(body)
+            del part
+    finally:
+        stream.close()
+        cam.stop()
