@@ -18,7 +18,7 @@ import enum
 import math
 import re
 import unicodedata
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -29,6 +29,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from model_packager.text import printable
 
 SCHEMA_VERSION = 2
 # Schema 1 packages (one model form, golden outputs of that form) are still read; schema 2 adds the
@@ -639,6 +642,28 @@ class FileEntry(_Model):
         return check_relative_path(v)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(value: Any, at: str = "") -> tuple[str, str, int] | None:
+    """(where, the text, the surrogate's index in it) of the first text of ``value`` (keys too, at any depth)
+    holding a lone surrogate."""
+    if isinstance(value, str):
+        m = None if value.isascii() else _SURROGATE.search(value)
+        return None if m is None else (at, value, m.start())
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and not k.isascii() and (m := _SURROGATE.search(k)) is not None:
+                return (f"{at} key" if at else "key", k, m.start())
+            if (found := _lone_surrogate(v, f"{at}.{k}" if at else str(k))) is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            if (found := _lone_surrogate(v, f"{at}[{i}]")) is not None:
+                return found
+    return None
+
+
 class Manifest(_Model):
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -657,6 +682,23 @@ class Manifest(_Model):
     input_stats: InputStats | None = None  # image models: the training inputs' statistics (UNSURE)
     life_prior: LifePrior | None = None  # maintenance models: run-to-failure history for remaining life
     files: list[FileEntry] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_text(cls, data: Any) -> Any:
+        # A package's text goes into results, MQTT, the outbox, the cloud's stores and its own manifest.yaml. A lone
+        # surrogate (a spec's "\ud800", half of a UTF-16 pair) is no character: UTF-8 has no form for it, and the
+        # manifest written with it (as a "\uD800" escape) was signed, then refused by every verify (libyaml).
+        found = _lone_surrogate(data)
+        if found is not None:
+            where, text, i = found
+            raise PydanticCustomError(
+                "lone_surrogate",
+                "{where} {text} holds a lone surrogate at character {at} (half of a UTF-16 pair: no character, "
+                "no UTF-8 form); write the character itself",
+                {"where": where, "text": f"'{printable(text, 40)}'", "at": i + 1},
+            )
+        return data
 
     @field_validator("schema_version")
     @classmethod

@@ -225,6 +225,8 @@ def _field_error(err) -> str:
         prev = p
     loc = loc or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "lone_surrogate":  # said with its own place (a field, a key or an item at any depth)
+        return f"manifest {msg}"
     if err["type"] == "finite_number":
         return f"manifest {loc} is {err['input']!r}: must be a finite number (NaN or infinity disables the check it is used in)"
     return f"manifest {loc} {msg}" if msg.startswith(("is ", "has ")) else f"manifest {loc}: {msg}"

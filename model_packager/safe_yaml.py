@@ -34,6 +34,16 @@ class _Limit(yaml.YAMLError):
     pass
 
 
+# what a YAML problem most likely is, where its words do not say (libyaml's, for a "\ud800" escape: JSON writes
+# a character beyond U+FFFF as two such halves, and a lone one is what Python's surrogateescape or a bug made)
+_HINTS = {
+    "found invalid Unicode character escape code": (
+        " (a \\uD800-\\uDFFF escape is half of a UTF-16 pair, no character: write the character itself, or "
+        "\\U0001F600 for one beyond U+FFFF)"
+    ),
+}
+
+
 _SCALARS = {  # the safe constructors that raise more than YAMLError on a bad value: tag -> what it reads
     "tag:yaml.org,2002:bool": "a boolean",
     "tag:yaml.org,2002:int": "an integer",
@@ -299,6 +309,15 @@ def load_bounded(data: bytes | str, where: str, *, max_bytes: int = MAX_YAML_BYT
             # libyaml's scanner reads a run of opening brackets ahead and stops at its own nesting cap
             raise ManifestError(
                 f"{where}: YAML nested deeper than {MAX_DEPTH} levels; refused", code="yaml_limits"
+            ) from None
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+        if mark is not None and problem:
+            # the problem and where it is: the first line of the message is its context ("while parsing a quoted
+            # scalar"), which named neither (a "\ud800" escape in a manifest's description said only that)
+            hint = _HINTS.get(problem, "")
+            raise ManifestError(
+                f"{where}: not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {printable(problem)}{hint}",
+                code="bad_yaml",
             ) from None
         first = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise ManifestError(f"{where}: not valid YAML ({first})", code="bad_yaml") from None

@@ -363,6 +363,67 @@ def test_hostile_yaml_signed_by_a_trusted_key_is_refused(good, tmp_path, doc):
         read_manifest(bad)
 
 
+# ---- text that is not valid Unicode ----------------------------------------------------------------------------
+
+# a lone surrogate in each kind of text a manifest holds: free text, a label, an output's name, a metric's key
+SURROGATES = {
+    "description": lambda d: d.update(description="Pr\u00fcfteil \ud800"),
+    "provenance.notes": lambda d: d["provenance"].update(notes="from Pr\udcfcfteile"),
+    "outputs[0].labels[1]": lambda d: d["outputs"][0]["labels"].__setitem__(1, "kratzer\udce4"),
+    "outputs[1].name": lambda d: d["outputs"][1].update(name="heatmap\ud800"),
+    "provenance.metrics key": lambda d: d["provenance"].update(metrics={"acc\ud800": 1.0}),
+}
+
+
+@pytest.mark.parametrize("field", list(SURROGATES))
+def test_a_signed_manifest_holding_a_lone_surrogate_escape_is_refused_naming_its_line_and_why(
+    good, tmp_path, capsys, field
+):
+    # "\ud800" in manifest.yaml (as yaml.safe_dump writes a lone surrogate): refused everywhere as before, but said
+    # "not valid YAML (while parsing a quoted scalar)": neither where nor what
+    pkg, trusted, key = good
+    doc = yaml.safe_load(_manifest(pkg))
+    SURROGATES[field](doc)
+    new = yaml.safe_dump(doc, sort_keys=False).encode()
+    assert b"\\uD" in new  # the escape, signed
+    line = next(i for i, text in enumerate(new.decode().splitlines(), 1) if "\\uD" in text)
+    bad = _with(pkg, tmp_path / "text-1.0.0.edgepkg", manifest=new, sig=_sig(new, key))
+    err = refused_everywhere(bad, trusted, tmp_path, ManifestError, "bad_yaml")
+    assert f"manifest.yaml: not valid YAML at line {line}, column " in str(err), err
+    assert (
+        "found invalid Unicode character escape code (a \\uD800-\\uDFFF escape is half of a UTF-16 pair"
+        in str(err)
+    )
+    assert packager_main(["verify", str(bad), "--trust", next(iter(trusted.sources.values()))]) == 1
+    assert f"not valid YAML at line {line}, column " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field", list(SURROGATES))
+def test_a_spec_holding_a_lone_surrogate_is_refused_at_build_naming_the_field_and_nothing_is_written(
+    good, tmp_path, field
+):
+    # a spec handed over as data (the trainer's way: a description naming its dataset folder, once in bytes that are
+    # not UTF-8): before, the package was built and signed with a manifest.yaml that every verify then refused
+    _, _, key = good
+    spec = vision_spec()
+    SURROGATES[field](spec)
+    out = tmp_path / "out"
+    with pytest.raises(ManifestError) as ei:
+        build_package(
+            make_vision_onnx(tmp_path / "m.onnx"),
+            spec,
+            out,
+            signing_key=key,
+            golden_inputs=golden_inputs("vision"),
+        )
+    assert f"manifest {field} '" in str(ei.value), ei.value
+    assert "holds a lone surrogate at character" in str(ei.value) and "write the character itself" in str(
+        ei.value
+    )
+    assert str(ei.value).isprintable()
+    assert not out.exists() or not any(out.iterdir())
+
+
 # ---- manifest paths confined to the package --------------------------------------------------------------------
 
 
