@@ -3492,26 +3492,31 @@ class OpcUaSource:
     async def _refit(self) -> None:
         """Now and then (a pause doubling from reconnect_max_s to 10 minutes) read each node left out for a
         value over max_message_bytes (``_too_big``) on a connection of its own, so that a value still too large
-        closes that one, not the session's: once one fits, the session is closed and the next subscribes it."""
+        closes that one, not the session's: once one fits, the session is closed and the next subscribes it. A
+        server that refuses that connection (a PLC that allows few sessions) has the node read on this session
+        instead (``_refit_here``): else the node stayed out for good."""
         while self._too_big and not self._refit_now:
             self._refit_pause = min(max(self._refit_pause * 2, self.settings.reconnect_max_s, 1.0), 600.0)
             await asyncio.sleep(self._refit_pause)
             for node_id in list(self._too_big):
                 try:
                     client, oversize = await _one_off_client(self.settings, "opcua")
-                except OpcUaError:
-                    break
-                try:
-                    async with asyncio.timeout(self.settings.connect_timeout_s * 2):
-                        node = client.get_node(await _resolve_node_id(client, node_id))
-                        await node.read_data_value()
-                    fits = not oversize[0]
-                except Exception:
-                    fits = False
-                finally:
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(1.0):
-                            await client.disconnect()
+                except OpcUaError as e:
+                    fits = await self._refit_here(node_id, e)
+                    if self._oversize:  # still too large: this session's connection is closed (``_run``)
+                        return
+                else:
+                    try:
+                        async with asyncio.timeout(self.settings.connect_timeout_s * 2):
+                            node = client.get_node(await _resolve_node_id(client, node_id))
+                            await node.read_data_value()
+                        fits = not oversize[0]
+                    except Exception:
+                        fits = False
+                    finally:
+                        with contextlib.suppress(Exception):
+                            async with asyncio.timeout(1.0):
+                                await client.disconnect()
                 if fits:
                     del self._too_big[node_id]
                     self.node_errors.pop(node_id, None)
@@ -3523,6 +3528,33 @@ class OpcUaSource:
         if self._refit_now:
             self._refit_pause = 0.0
             self._lost.set()
+
+    async def _refit_here(self, node_id: str, refused: OpcUaError) -> bool:
+        """Whether the value of ``node_id`` (left out for its size) fits now, read on this session: a
+        connection of its own was ``refused``. A value still too large closes this session's connection, as
+        it did when first seen: the source reconnects without the node (``_measuring``: ``_run``) and reads it
+        again after a longer pause."""
+        client = self._client
+        if client is None:
+            return False
+        log.info(
+            "opcua source %s: node %s is read again on this session (a connection of its own: %s); if its value "
+            "is still over max_message_bytes, that closes the session's connection and the source reconnects",
+            self.name,
+            node_id,
+            refused,
+        )
+        self._measuring = node_id
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s * 2):
+                node = client.get_node(await _resolve_node_id(client, node_id))
+                await node.read_data_value()
+        except Exception:
+            if not self._oversize:  # another failure: not its size
+                self._measuring = None
+            return False
+        self._measuring = None
+        return not self._oversize
 
     async def _subscribe(self, client: Client, groups: dict[tuple[float, int], list[Node]]) -> None:
         self._changed.clear()

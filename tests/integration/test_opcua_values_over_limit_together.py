@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 from asyncua import ua
@@ -179,3 +180,54 @@ async def test_a_large_values_own_subscription_that_stalls_turns_its_tag_bad_and
     assert images[-1].value[0] == 9 and len(images[-1].value) == 800_000, images[-1]
     assert src.stats.errors_by_reason.get("stalled") == 1, src.stats.errors_by_reason
     assert f"subscription of node 'ns={idx};s=Image'" in (src.stats.last_error or ""), src.stats.last_error
+
+
+def _one_session_at_a_time(srv) -> list[float]:
+    """The server refuses a session (BadTooManySessions) while another connection holds one: a PLC that allows
+    one session. The times it refused one, returned."""
+    refused: list[float] = []
+    create = srv.iserver.create_session
+
+    def limited(*args, **kwargs):
+        if any(c.processor is not None and c.processor.session is not None for c in srv.bserver.clients):
+            refused.append(time.monotonic())
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadTooManySessions)
+        return create(*args, **kwargs)
+
+    srv.iserver.create_session = limited
+    return refused
+
+
+async def test_a_node_left_out_for_its_size_is_read_again_on_the_session_when_the_plc_refuses_a_second() -> (
+    None
+):
+    """A PLC that allows one session refuses the connection a node left out for its size is read again on: it
+    is read on the source's session instead. Still too large, that closes the session once (the source
+    reconnects without it, the other node goes on); once it fits, it is subscribed and arrives. Before, every
+    read again was refused and the node stayed out for good."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:one-session", "Line")
+    scan = await obj.add_variable(
+        ua.NodeId("Scan", idx), "Scan", ua.Variant([0.25] * 200_000, ua.VariantType.Double)
+    )  # 1.6 MB
+    await obj.add_variable(ua.NodeId("Force", idx), "Force", ua.Variant(1.5, ua.VariantType.Double))
+    await srv.start()
+    refused = _one_session_at_a_time(srv)
+    src = OpcUaSource("plc", _settings(port, [f"ns={idx};s=Scan", f"ns={idx};s=Force"]))
+    await src.start()
+    try:
+        await until(lambda: f"ns={idx};s=Scan" in src.node_errors, 10, "the node named")
+        too_large = src.stats.errors_by_reason["too_large"]
+        await until(
+            lambda: src.stats.errors_by_reason["too_large"] > too_large, 5, "a read again, still too large"
+        )
+        await _collect(src, {"Force"}, timeout_s=5)  # the session made again, without the node
+        still_out = f"ns={idx};s=Scan" in src.node_errors
+        await scan.write_value(ua.Variant([0.5] * 1000, ua.VariantType.Double))
+        got = await _collect(src, {"Scan"}, timeout_s=10)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert refused, "the PLC refused the second connection"
+    assert still_out and src.stats.errors_by_reason["too_large"] == too_large + 1, src.stats.errors_by_reason
+    assert list(got["Scan"].value) == [0.5] * 1000 and f"ns={idx};s=Scan" not in src.node_errors
