@@ -206,11 +206,15 @@ def read_request(path: Path) -> dict:
     holds none. Read bounded, from the data folder anyone with the gateway's shell can edit: a named pipe there
     waited for ever in the window's own thread, and a JSON list (``.get`` of it) or a deep nesting raised out of
     every window's processing, the request never removed."""
+    from devices.base import valid_text
+
     try:
         d = read_json_state(path, REQUEST_MAX_BYTES)
     except (OSError, ValueError):
         return {}
-    return d if isinstance(d, dict) else {}
+    # its text (the reason) goes into an event, the outbox and the cloud: a "\ud800" a hand or a tool wrote is
+    # U+FFFD there, as a device's text is (a lone surrogate is no character: strict JSON readers refuse it)
+    return {k: valid_text(v) for k, v in d.items()} if isinstance(d, dict) else {}
 
 
 def feature_set_id(

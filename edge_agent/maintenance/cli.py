@@ -113,10 +113,18 @@ def fleet_summary(status: dict) -> dict:
     return out
 
 
+def _typed(text: str) -> str:
+    """``--reason`` as valid text: a byte that is not UTF-8 (a terminal or script in another code page: Latin-1's
+    0xFC for 'ü'), which Python hands over as a lone surrogate, written ``\\xfc``. Kept as it was, it reached the
+    event and the outbox as a ``"\\udcfc"`` escape, which strict JSON readers (serde_json, jsonb) refuse."""
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
+
+
 def baseline_main(args, load) -> int:
     cfg = load(args.config)
     if cfg is None:
         return 1
+    args.reason = _typed(args.reason)
     if args.action == "relearn":
         try:
             req = request_relearn(cfg, args.pipeline, args.reason, args.state)

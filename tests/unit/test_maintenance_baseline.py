@@ -152,11 +152,9 @@ def test_a_same_feature_swap_keeps_the_baseline_another_feature_set_discards_it(
     assert res.verdict == "UNSURE" and res.outputs["baseline"]["progress"] < 0.1
 
 
-def test_cli_status_and_relearn_on_the_data_folder(tmp_path, manifests, capsys):
-    from edge_agent.cli import main
-
-    a, _, _ = manifests
-    m = Machine(8, rpm=2000.0)
+def _cli_config(tmp_path) -> Path:
+    """An agent config whose pipeline ``health`` has a baseline (its data folder ``tmp_path/data``), for the
+    ``edge-agent baseline`` verbs."""
     pkg = next((tmp_path.parent).glob("**/packages/machine-health*1.0.0*.edgepkg"), None)
     pub = next(tmp_path.parent.glob("**/keys/signing.pub"))
     cfg = {
@@ -182,6 +180,15 @@ def test_cli_status_and_relearn_on_the_data_folder(tmp_path, manifests, capsys):
     }
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_cli_status_and_relearn_on_the_data_folder(tmp_path, manifests, capsys):
+    from edge_agent.cli import main
+
+    a, _, _ = manifests
+    m = Machine(8, rpm=2000.0)
+    path = _cli_config(tmp_path)
     assert main(["baseline", "status", "health", str(path)]) == 0
     assert "no baseline saved yet" in capsys.readouterr().out
     events = []
@@ -198,6 +205,37 @@ def test_cli_status_and_relearn_on_the_data_folder(tmp_path, manifests, capsys):
     assert any(e["kind"] == "baseline_relearn" and e["reason"] == "bearing replaced" for e in events)
     assert json.loads(baseline_path(tmp_path / "data", "health").read_text())["state"] == "learning"
     assert main(["baseline", "status", "nope", str(path)]) == 1
+
+
+def test_a_relearn_reason_not_utf8_or_a_lone_surrogate_reaches_the_event_as_valid_text(tmp_path, manifests):
+    # `--reason "Lager getauscht (Müller)"` typed on a Latin-1 terminal (Python hands the byte 0xFC over as a lone
+    # surrogate), and a request file written by hand with a "\ud800" escape: before, the baseline_relearn event
+    # held the lone surrogate, recorded in the outbox as "\udcfc", which strict JSON readers refuse
+    from edge_agent.cli import main
+
+    a, _, _ = manifests
+    m = Machine(8, rpm=2000.0)
+    path = _cli_config(tmp_path)
+    events: list = []
+    mon = Monitor(BaselineSettings(windows=20), _Slot(a), "health", tmp_path / "data", events.append)
+    for i in range(20):
+        mon.process(_window(m, i))
+    argv = [
+        "baseline",
+        "relearn",
+        "health",
+        str(path),
+        "--reason",
+        os.fsdecode(b"Lager getauscht (M\xfcller)"),
+    ]
+    assert main(argv) == 0
+    mon.process(_window(m, 20))
+    relearn_path(tmp_path / "data", "health").write_text('{"reason": "sensor remounted \\ud800"}')
+    mon.process(_window(m, 21))
+    reasons = [e["reason"] for e in events if e["kind"] == "baseline_relearn"]
+    assert reasons == ["Lager getauscht (M\\xfcller)", "sensor remounted \ufffd"]
+    for e in events:  # as the outbox records it: UTF-8 JSON with no "\udXXX" escape
+        assert "\\ud" not in json.dumps(e.to_json_dict()).lower()
 
 
 def test_remaining_life_says_not_enough_evidence_while_flat_then_counts_down_monotonically():
