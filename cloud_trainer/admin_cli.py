@@ -57,6 +57,38 @@ def _common(prog: str) -> argparse.ArgumentParser:
     return ap
 
 
+def _shown(text: str) -> str:
+    """``text`` with each byte that is not UTF-8 (which Python hands over from the command line as a lone
+    surrogate, U+DC80-U+DCFF) written ``\\xfc``, as a refusal shows it and a name may hold it."""
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
+
+
+def _parse(ap: argparse.ArgumentParser, argv: list[str], files: tuple[str, ...] = ()) -> argparse.Namespace:
+    """``ap.parse_args(argv)``, refusing in one line a text argument holding a byte that is not UTF-8 (a terminal
+    or script in another code page: Latin-1's 0xFC for 'ü'). Sent on, it ended the command in a
+    UnicodeEncodeError traceback (protobuf's text is UTF-8), nothing sent. ``files``: arguments that name a file,
+    which may be named in any bytes."""
+    a = ap.parse_args(argv)
+    for action in ap._actions:
+        value = getattr(a, action.dest, None) if action.dest not in files else None
+        for text in value if isinstance(value, list) else [value]:
+            _utf8_only(ap, (action.option_strings or [action.dest])[0], text)
+    return a
+
+
+def _utf8_only(ap: argparse.ArgumentParser, name: str, text: object) -> None:
+    if isinstance(text, str) and _shown(text) != text:
+        ap.exit(
+            2,
+            printable(
+                f"{ap.prog}: {name} '{_shown(text)}' holds a byte that is not UTF-8 (a terminal or script in "
+                "another code page); write it in UTF-8",
+                1000,
+            )
+            + "\n",
+        )
+
+
 def _cert(a) -> tuple[Path, str]:
     from cloud_trainer.pki import tenant_dir
 
@@ -108,7 +140,7 @@ def _table(rows: list[list], headers: list[str]) -> str:
 def main_agents(argv: list[str]) -> int:
     from protocols.gen import fleet_pb2 as pb
 
-    a = _common("agents").parse_args(argv)
+    a = _parse(_common("agents"), argv)
     reply = _call(a, "ListAgents", pb.ListAgentsRequest())
     if a.json:
         from google.protobuf.json_format import MessageToDict
@@ -183,7 +215,7 @@ def _print_deployments(a, deps: list) -> None:
 
 
 def main_deployments(argv: list[str]) -> int:
-    a = _common("deployments").parse_args(argv)
+    a = _parse(_common("deployments"), argv)
     _print_deployments(a, _deployments(a))
     return 0
 
@@ -191,7 +223,7 @@ def main_deployments(argv: list[str]) -> int:
 def main_status(argv: list[str]) -> int:
     from protocols.gen import fleet_pb2 as pb
 
-    a = _common("status").parse_args(argv)
+    a = _parse(_common("status"), argv)
     agents = _call(a, "ListAgents", pb.ListAgentsRequest()).agents
     deps = _deployments(a)
     stats = _call(a, "IngestStats", pb.IngestStatsRequest())
@@ -275,7 +307,7 @@ def main_deploy(argv: list[str]) -> int:
     _rollout_options(ap)
     for act in ("pause", "resume", "abort"):
         ap.add_argument(f"--{act}", metavar="DEPLOYMENT_ID")
-    a = ap.parse_args(argv)
+    a = _parse(ap, argv)
     for act in ("pause", "resume", "abort"):
         if getattr(a, act):
             d = _control_call(a, getattr(a, act), act)
@@ -306,7 +338,9 @@ def main_config(argv: list[str]) -> int:
     )
     ap.add_argument("--name", default=None, help="a name for the config (default: the file's name)")
     _rollout_options(ap)
-    a = ap.parse_args(argv)
+    a = _parse(ap, argv, files=("target",))
+    if a.action != "deploy":  # a deployment id, not a file
+        _utf8_only(ap, "target", a.target)
     if a.action == "list":
         _print_deployments(a, [d for d in _deployments(a) if d.kind == "config"])
         return 0
@@ -333,7 +367,7 @@ def main_config(argv: list[str]) -> int:
             f"cloud-trainer config deploy: {path}: larger than {MAX_BYTES} bytes; an agent configuration is at "
             "most that"
         )
-    name = a.name or path.stem
+    name = a.name or _shown(path.stem)  # a file named in another code page: its name as a refusal shows it
     d = _create(a, kind="config", config_yaml=data, config_name=name)
     print(
         f"config deployment {d.id}: {name} ({d.digest[:12]}) to {len(d.targets)} agents, {d.strategy} steps "
@@ -350,7 +384,7 @@ def main_rollback(argv: list[str]) -> int:
     ap.add_argument("--version", required=True)
     ap.add_argument("--slot", required=True)
     ap.add_argument("--agent", action="append", default=[])
-    a = ap.parse_args(argv)
+    a = _parse(ap, argv)
     from cloud_trainer.fleet.deployment import Deployment
 
     d = Deployment.from_proto(
@@ -380,7 +414,7 @@ def main_tenants(argv: list[str]) -> int:
             metavar="N",
             help="with --create: the tenant's quota (0: no limit; left out: unchanged)",
         )
-    a = ap.parse_args(argv)
+    a = _parse(ap, argv)
     limits = {q: getattr(a, q) for q in quotas if getattr(a, q) is not None}
     if limits and not a.create:
         ap.error("quotas are set with --create TENANT (idempotent: it changes an existing tenant's quotas)")
@@ -493,7 +527,7 @@ def main_baseline(argv: list[str]) -> int:
         metavar="SECONDS",
         help="relearn: wait this long for the agent's result (default: do not wait)",
     )
-    a = ap.parse_args(argv)
+    a = _parse(ap, argv)
     if a.action == "relearn":
         if not a.pipeline:
             print("cloud-trainer baseline relearn: give the agent and the pipeline", file=sys.stderr)

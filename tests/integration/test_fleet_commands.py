@@ -13,6 +13,7 @@ import time
 
 import grpc
 import numpy as np
+import pytest
 
 from cloud_trainer import admin_cli
 from cloud_trainer.fleet.service import AdminServicer, FleetServer, server_credentials
@@ -233,4 +234,59 @@ async def test_relearn_of_one_state_through_a_cloud_that_cannot_read_it_is_said_
         assert sorted(c["process_state"] for c in srv.commands.list("gw1")) == ["", "cutting"]
     finally:
         await old.stop(None)
+        await srv.stop()
+
+
+async def test_admin_text_holding_a_byte_that_is_not_utf8_is_refused_in_one_line_and_nothing_is_sent(
+    tmp_path, capsys
+):
+    """A ``--reason``, ``--slot`` or agent typed on a terminal in another code page (Latin-1's 0xFC for 'ü', which
+    Python hands over as a lone surrogate) ended the command in a UnicodeEncodeError traceback (protobuf's text
+    is UTF-8); a config file named so was sent under its name as the cloud's rule on names refuses it."""
+    import os
+
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=("alice",))
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    base = ["--endpoint", f"127.0.0.1:{port}", "--pki", str(pki), "--admin", "alice"]
+    latin1 = os.fsdecode(b"M\xfcller")  # as sys.argv holds it
+    try:
+        srv.store.heartbeat("gw1", {}, [], STATE_HEALTH, 0)
+        for main, args, said in (
+            (
+                admin_cli.main_baseline,
+                ["relearn", "gw1", "spindle", "--reason", latin1],
+                "baseline: --reason",
+            ),
+            (
+                admin_cli.main_deploy,
+                ["part-inspection", "--slot", latin1, "--agent", "gw1"],
+                "deploy: --slot",
+            ),
+            (
+                admin_cli.main_deploy,
+                ["part-inspection", "--slot", "vision", "--agent", latin1],
+                "deploy: --agent",
+            ),
+            (admin_cli.main_config, ["pause", latin1], "config: target"),
+        ):
+            with pytest.raises(SystemExit) as ei:
+                await asyncio.to_thread(main, [*args, *base])
+            assert ei.value.code == 2
+            assert capsys.readouterr().err == (
+                f"cloud-trainer {said} 'M\\xfcller' holds a byte that is not UTF-8 (a terminal or script in "
+                "another code page); write it in UTF-8\n"
+            )
+        config = tmp_path / os.fsdecode(b"Linie_S\xfcd.yaml")
+        config.write_text("sources: {}\nmodels: {}\npipelines: []\n")
+        with pytest.raises(
+            SystemExit
+        ) as ei:  # sent, under its name as shown: the cloud's rule on names says it
+            await asyncio.to_thread(admin_cli.main_config, ["deploy", str(config), "--agent", "gw1", *base])
+        assert "INVALID_ARGUMENT: config name 'Linie_S" in str(ei.value) and "use letters, digits" in str(
+            ei.value
+        )
+        assert srv.commands.list("gw1") == [] and srv.control.list() == []
+    finally:
         await srv.stop()
