@@ -70,6 +70,7 @@ from cloud_trainer.train.data import (
     NpzObjectArray,
     not_a,
     npz_arrays,
+    path_text,
     read_capped,
 )
 from model_packager.condition import RateError, resample, resample_plan
@@ -1406,9 +1407,10 @@ def import_vibration(
         "generator": "cloud-trainer dataset import --kind vibration",
         "window_samples": window_samples,
         "sample_rate_hz": float(target),
-        "runs": {k: str(r.source) for k, r in enumerate(recs)},
+        # a folder named in bytes that are not UTF-8 as \xfc: kept as "\uDCFC", training's reader refused the file
+        "runs": {k: path_text(r.source) for k, r in enumerate(recs)},
         "channels": used,  # the channel each run's windows are from (of the file's channels)
-        "labels": str(labels_file),
+        "labels": path_text(labels_file),
         "windows": len(waves),
         "unlabelled_windows_skipped": skipped,
     }

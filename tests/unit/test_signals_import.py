@@ -1604,3 +1604,38 @@ def test_runs_whose_channel_is_in_different_units_are_refused_not_trained_togeth
     assert not (tmp_path / "ds").exists()
     runs = _speed_runs(tmp_path, ("m/s^2", "m/s²"), ("rpm", 1500.0))
     import_vibration(runs, tmp_path / "ds", labels, channel="accel")
+
+
+def test_runs_in_a_folder_named_in_latin1_are_recorded_as_refusals_print_them_and_the_dataset_reads(tmp_path):
+    # a historian export copied from a Windows share: /.../Pr\xfcfstand/pump1.csv. Before, dataset.yaml recorded
+    # the runs and the labels file as "\uDCFC", which training's reader refused: "dataset.yaml: not valid YAML
+    # (while parsing a quoted scalar)"
+    import os
+
+    import yaml
+
+    rng = np.random.default_rng(0)
+    made = tmp_path / "made"
+    made.mkdir()
+    for name in ("pump1", "pump2"):
+        _csv(made / f"{name}.csv", rng.normal(0, 0.1, 8192))
+    _labels(made / "labels.csv", ["pump1,healthy,,,", "pump2,imbalance,,,"])
+    src = tmp_path / os.fsdecode(b"Pr\xfcfstand")
+    made.rename(src)
+    runs = [str(src / "pump1.csv"), str(src / "pump2.csv")]
+    argv = [
+        "import",
+        "--kind",
+        "vibration",
+        *runs,
+        "--labels",
+        str(src / "labels.csv"),
+        "--out",
+        str(tmp_path / "ds"),
+    ]
+    assert dataset_main(argv) == 0
+    text = (tmp_path / "ds" / "dataset.yaml").read_bytes().decode("utf-8")
+    meta = yaml.load(text, Loader=yaml.CSafeLoader)
+    assert meta["runs"][0] == f"{tmp_path}/Pr\\xfcfstand/pump1.csv"
+    assert meta["labels"] == f"{tmp_path}/Pr\\xfcfstand/labels.csv"
+    assert load_vibration(tmp_path / "ds").waveforms.shape == (8, 2048)
