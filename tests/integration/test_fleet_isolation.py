@@ -3,7 +3,8 @@
 found: a package name that is a path (``../beta/x``, ``.tenants/beta/x``) reaches no other tenant's registry and
 tells nothing of it; an agent certificate whose CN spells another tenant's agent (``beta/gw-b``) is refused at
 issue and at the service, and shares no quota counters with that agent; sample bytes reach the blob store only
-for records stored now and within the tenant's quota."""
+for records stored now and within the tenant's quota; the generations a tenant sees (of a counter all share)
+are times, which do not count another tenant's changes."""
 
 from __future__ import annotations
 
@@ -269,3 +270,32 @@ async def test_sample_bytes_reach_the_blob_store_only_when_stored_and_within_the
     # the stored sample's bytes are there to read
     assert srv.blobs.for_tenant("acme").get_bytes(hashlib.sha256(small).hexdigest()) == small
     assert json.loads(json.dumps(srv.store.samples(tenant="acme")))[0]["seq"] == 2
+
+
+async def test_a_tenants_generations_do_not_count_another_tenants_changes(cloud):
+    """The generation counter is every tenant's; acme's admin and agent see theirs (a command's ``generation``, the
+    agent's ``HeartbeatReply.generation``). Each is the time of the change, so 20 commands beta sends between two
+    of acme's move acme's numbers no more than the clock does: they counted 1 per change of beta's (measured:
+    acme's generation went 15 -> 39 around beta's 23 commands)."""
+    _, ch, _, _ = cloud
+    bob, carol = admin(ch, "acme", "bob"), admin(ch, "beta", "carol")
+    gw_a = rpc.FleetStub(ch("acme", "gw-a"))
+
+    async def acme_change() -> tuple[int, int, int, int]:
+        before = time.time_ns() // 1000
+        cmd = await bob.SendCommand(
+            pb.SendCommandRequest(agent="gw-a", kind="baseline_relearn", pipeline="line1"), timeout=10
+        )
+        reply = await gw_a.Heartbeat(pb.HeartbeatRequest(labels={"site": "plant"}), timeout=10)
+        return before, json.loads(cmd.json)["generation"], reply.generation, time.time_ns() // 1000
+
+    seen = [await acme_change()]
+    for n in (1, 20):
+        for _ in range(n):
+            await carol.SendCommand(
+                pb.SendCommandRequest(agent="gw-b", kind="baseline_relearn", pipeline="line9"), timeout=10
+            )
+        seen.append(await acme_change())
+    for before, gen, heartbeat_gen, after in seen:
+        # the time of acme's own change (microseconds since the epoch), whatever beta did since the last
+        assert before <= gen <= after and heartbeat_gen == gen, (before, gen, heartbeat_gen, after)
