@@ -462,10 +462,10 @@ def convert_value(
     nothing (a null value) takes a Boolean, a whole number (Int32, else Int64), a finite number (Double) or
     text (String). Integer takes a whole number (Int32, else Int64),
     UInteger a whole number >= 0 (UInt32, else UInt64), Number a finite number (whole: as Integer, else
-    Double); for those three, the concrete type the node holds (``held``) is kept when the value fits
-    it. See ``to_variant``. Any other DataType is refused by name rather than handed to the encoder.
-    Arrays: each element alike; a 0-d NumPy array is its single value. Text that UTF-8 cannot encode (a
-    lone surrogate) is refused.
+    Double); for those three, the concrete type the node holds (``held``) is kept, and a value that does not
+    fit it is refused naming it, as for BaseDataType. See ``to_variant``. Any other DataType is refused by
+    name rather than handed to the encoder. Arrays: each element alike; a 0-d NumPy array is its single
+    value. Text that UTF-8 cannot encode (a lone surrogate) is refused.
     """
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]  # its NumPy scalar: a float32 keeps its own precision (its text, ``_text``)
@@ -482,9 +482,10 @@ def to_variant(
     """The ``ua.Variant`` written for ``value`` to a node whose DataType is ``vtype``
     (``convert_value``'s rules). For BaseDataType (``Variant``) the type the node holds (``held``), else
     (it holds nothing) the value's own kind (a node holding a Variant[]: a Variant[] of each element's
-    own); for the abstract Number / Integer / UInteger the held type when the value fits it, else the
-    value's own kind; an array's elements must all be of one kind (whole numbers: the widest any needs; a
-    Number's whole numbers among fractions: Double), but for a node holding a Variant[]."""
+    own); for the abstract Number / Integer / UInteger the held type (a value that does not fit it is
+    refused), else (it holds nothing) the value's own kind; an array's elements must all be of one kind
+    (whole numbers: the widest any needs; a Number's whole numbers among fractions: Double), but for a node
+    holding a Variant[]."""
     if isinstance(vtype, ua.VariantType) and vtype is not ua.VariantType.Variant:
         return ua.Variant(convert_value(vtype, value, node_id), vtype)
     payload = convert_value(vtype, value, node_id, held)
@@ -527,16 +528,18 @@ def _convert_scalar(
     node_id: str,
     held: ua.VariantType | None = None,
     any_held: bool = False,
+    holder: str = "BaseDataType",
 ) -> Any:
-    """One value by ``convert_value``'s rules; ``any_held``: ``vtype`` is the type a BaseDataType node holds,
-    and a refusal names it and why it is kept."""
+    """One value by ``convert_value``'s rules; ``any_held``: ``vtype`` is the type a node of DataType
+    ``holder`` (BaseDataType, or an abstract Number / Integer / UInteger) holds, and a refusal names it and
+    why it is kept."""
     own = value  # a NumPy float32 (float16) keeps its own precision when written as text (``_text``)
     if isinstance(value, np.generic):
         value = value.item()
     given = value  # as the action gave it: the checks below may hold it as another type
     t = vtype.name
     shown = (
-        f"BaseDataType holding {'an' if t[0] in 'AEIX' else 'a'} {t}"
+        f"{holder} holding {'an' if t[0] in 'AEIX' else 'a'} {t}"
         if any_held
         else "BaseDataType"
         if t == "Variant"
@@ -679,11 +682,15 @@ def _whole(value: int, kinds: tuple[str, ...], bad) -> tuple[int, ua.VariantType
 
 
 def _abstract(kind: AbstractType, value: Any, node_id: str, held: ua.VariantType | None, bad) -> tuple:
-    """(value, concrete VariantType) for a node of an abstract numeric DataType: the type it holds when
-    the value fits it (a server may take only that one), else the narrowest standard one that does. True and
-    false are 1 and 0 to an Integer or UInteger node, as to every concrete integer type (an action's default
-    ``value: true`` on a PLC's INT flag), and to a Number node holding an integer type; a Number node holding
-    none refuses them, as Float and Double do."""
+    """(value, concrete VariantType) for a node of an abstract numeric DataType: the type it holds, by that
+    type's rules (a value that does not fit it is refused naming it: sent as another type, it was refused by a
+    strict server only once it had gone out, and a lenient one took it and changed the node's type under the
+    PLC variable it maps, an INT given 1.5 as a Double, a REAL 16777217 as an Int32: rounded there); one that
+    holds nothing (a null value), the narrowest standard type that fits. True and false are 1 and 0 to an
+    Integer or UInteger node, as to every concrete integer type (an action's default ``value: true`` on a PLC's
+    INT flag), and to a Number node holding an integer type; a Number node holding none refuses them, as Float
+    and Double do."""
+    given = value
     if isinstance(value, bool) and (
         kind is not AbstractType.Number or (held is not None and held.name in _INT_RANGE)
     ):
@@ -692,19 +699,16 @@ def _abstract(kind: AbstractType, value: Any, node_id: str, held: ua.VariantType
         raise bad(_a_number(value) if kind is AbstractType.Number else "write a whole number")
     if isinstance(value, float) and kind is not AbstractType.Number:
         value = _whole_float(value, bad)
+    if kind is AbstractType.UInteger and value < 0:
+        raise bad("a UInteger node takes whole numbers >= 0")
     if held is not None and held.name in _SUBTYPES[kind]:
-        try:
-            return _convert_scalar(held, value, node_id), held
-        except OpcUaTypeMismatch:
-            pass  # does not fit the held type: the rules below
+        return _convert_scalar(held, given, node_id, any_held=True, holder=kind.name), held
     if isinstance(value, float):
         try:
             return float_for_plc(value, single=False), ua.VariantType.Double
         except ValueError as e:
             raise bad(str(e)) from None
     if kind is AbstractType.UInteger:
-        if value < 0:
-            raise bad("a UInteger node takes whole numbers >= 0")
         return _whole(value, ("UInt32", "UInt64"), bad)
     return _whole(
         value, ("Int32", "Int64") if kind is AbstractType.Integer else ("Int32", "Int64", "UInt64"), bad

@@ -439,6 +439,46 @@ async def test_a_value_that_does_not_fit_the_type_a_base_data_type_node_holds_is
     assert sent == []
 
 
+async def test_a_value_that_does_not_fit_the_type_an_abstract_numeric_node_holds_is_refused_and_never_sent():
+    """A node of DataType Number, Integer or UInteger (an AnalogItem's default DataType is Number) holds a
+    value of one concrete type, that of the PLC variable behind it. The former code sent a value that did not
+    fit it as another type: 1.5 to a Number node holding an Int16 as a Double, 40000 to an Integer one holding
+    an Int16 as an Int32, 16777217 to a Number one holding a Float as an Int32, 300 to a UInteger one holding
+    a Byte as a UInt32. asyncua's server refused them once they had gone out (BadTypeMismatch); a lenient
+    server took them and changed the node's type under the PLC variable (measured: the INT node then held
+    Double 1.5). Now each is refused before anything is sent, naming the node, the value and the type held; a
+    value that fits goes out as that type."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    nodes = {}
+    for name, held, dtype in (
+        ("Speed", ua.Variant(0, VT.Int16), ua.ObjectIds.Number),
+        ("Level", ua.Variant(0.0, VT.Float), ua.ObjectIds.Number),
+        ("Count", ua.Variant(0, VT.Int16), ua.ObjectIds.Integer),
+        ("Small", ua.Variant(0, VT.Byte), ua.ObjectIds.UInteger),
+    ):
+        nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, held, None, ua.NodeId(dtype))
+        await nodes[name].set_writable()
+    sent = node_ids_written(srv, idx)
+    async with _serving(srv, port) as src:
+        for name, value, shown, said in (
+            ("Speed", 1.5, "Number holding an Int16", "a fraction is never rounded or truncated"),
+            ("Count", 40000, "Integer holding an Int16", "out of range -32768..32767"),
+            ("Level", 16777217, "Number holding a Float", "16777217 would arrive as 16777216"),
+            ("Small", 300, "UInteger holding a Byte", "out of range 0..255"),
+        ):
+            with pytest.raises(OpcUaTypeMismatch) as e:
+                await src.write(f"ns={idx};s={name}", value)
+            assert f"node ns={idx};s={name} is {shown}; cannot write {value!r}" in str(e.value), e.value
+            assert said in str(e.value) and "the node's type is kept" in str(e.value), e.value
+        assert sent == []
+        for name, value, kind in (("Speed", 7, VT.Int16), ("Level", 2.5, VT.Float), ("Small", True, VT.Byte)):
+            await src.write(f"ns={idx};s={name}", value)
+            dv = await nodes[name].read_data_value()
+            assert (dv.Value.VariantType, dv.Value.Value) == (kind, value)
+        assert sent == ["Speed", "Level", "Small"]
+
+
 async def test_a_base_data_type_node_that_held_nothing_keeps_the_type_first_written(plc) -> None:
     """A null BaseDataType node takes the value's own kind; from then on it holds that type, so a later
     value of another kind is refused, as after a reconnect (when the type is read again), rather than

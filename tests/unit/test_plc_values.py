@@ -108,7 +108,12 @@ def test_opcua_number_integer_and_uinteger_nodes_get_a_concrete_type_that_fits()
     assert to_variant(A.UInteger, [1, 2**40], "n").VariantType == V.UInt64
     assert to_variant(A.Number, [1, 2.5], "n").Value == [1.0, 2.5]
     assert to_variant(A.Integer, 5, "n", held=V.Int16).VariantType == V.Int16  # the type the node holds
-    assert to_variant(A.Integer, 70000, "n", held=V.Int16).VariantType == V.Int32  # unless it does not fit
+    # a value that does not fit the held type is refused naming it: sent as an Int32, a lenient server changed
+    # the node's type under the PLC's INT
+    with pytest.raises(
+        OpcUaTypeMismatch, match="node n is Integer holding an Int16; cannot write 70000 .*kept"
+    ):
+        to_variant(A.Integer, 70000, "n", held=V.Int16)
     # true/false are 1/0 to Integer and UInteger, as to the concrete integer types, and to a Number holding one
     for kind, held, want in [
         (A.Integer, None, V.Int32),
