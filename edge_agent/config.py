@@ -922,6 +922,17 @@ def _substitute(node: Any, loc: str, errors: list[str]) -> Any:
                     f"(write ${{{m.group(1)}:-default}} to give a default)"
                 )
                 return ""
+            if any(0xDC80 <= ord(c) <= 0xDCFF for c in val):
+                # bytes that are not UTF-8 (an environment file saved in a code page: Latin-1's 0xFC for 'ü'),
+                # which Python hands over as lone surrogates: most fields refused them without saying why ("unable
+                # to parse raw data as a unicode string"), some took them (agent.data_dir: validated, then ONNX
+                # Runtime could not load the model from it, "incompatible constructor arguments"; an MQTT username)
+                shown = "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in val)
+                errors.append(
+                    f"{loc}: environment variable {m.group(1)} holds a byte that is not UTF-8 ('{shown}'); set it "
+                    "in UTF-8 (an environment file saved in another code page?)"
+                )
+                return shown  # refused all the same: said once, not again by the field's own check
             return val
 
         return _ENV.sub(repl, node)

@@ -290,6 +290,29 @@ def test_environment_substitution_and_missing_variable(env, monkeypatch):
     assert cfg.sources["broker"].password.get_secret_value() == "s3cret"
 
 
+def test_an_environment_variable_holding_bytes_that_are_not_utf8_is_refused_naming_it(
+    env, monkeypatch, tmp_path
+):
+    # an environment file saved in Latin-1 (AGENT_DATA=/srv/Pr\xfcfstand): Python hands the byte over as a lone
+    # surrogate. Before, agent.data_dir validated and the agent then failed to load every model from it (ONNX
+    # Runtime: "incompatible constructor arguments"); agent.site was refused as "unable to parse raw data as a
+    # unicode string", not saying which variable or why
+    import os
+
+    monkeypatch.setenv("AGENT_DATA", os.fsdecode(bytes(tmp_path) + b"/Pr\xfcfstand"))
+    monkeypatch.setenv("SITE", os.fsdecode(b"S\xfcdwerk"))
+    data = good(env)
+    data["agent"].update(data_dir="${AGENT_DATA}", site="${SITE}")
+    assert errors_of(data) == [
+        f"line3.yaml: agent.{field}: environment variable {var} holds a byte that is not UTF-8 ('{shown}'); set it "
+        "in UTF-8 (an environment file saved in another code page?)"
+        for field, var, shown in (
+            ("data_dir", "AGENT_DATA", f"{tmp_path}/Pr\\xfcfstand"),
+            ("site", "SITE", "S\\xfcdwerk"),
+        )
+    ]
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("agent:\n  id: [unclosed\n")
