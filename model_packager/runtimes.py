@@ -29,6 +29,24 @@ _ORT_LEVELS = {
 }
 
 
+def _utf8_path(path: str | Path, engine: str) -> None:
+    """``PackageError`` when ``path`` holds a byte that is not UTF-8 (a folder named in another code page, which
+    Python keeps as U+DC80-U+DCFF): both engines take a model's path as UTF-8 text only, and said so in words
+    that named neither the path's byte nor the fix (ONNX Runtime: "incompatible constructor arguments", OpenVINO:
+    "'utf-8' codec can't decode byte 0xfc")."""
+    text = str(path)
+    if any(0xDC80 <= ord(c) <= 0xDCFF for c in text):
+        from model_packager.errors import PackageError
+        from model_packager.text import printable
+
+        shown = "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
+        raise PackageError(
+            f"{printable(shown, 500)}: the path holds a byte that is not UTF-8 (a folder named in another code "
+            f"page), and {engine} takes a model's path as UTF-8 only; copy the model to a folder whose path is UTF-8",
+            code="usage",
+        )
+
+
 def available() -> list[str]:
     """The engines installed here (found, not imported)."""
     return [e for e in ENGINES if importlib.util.find_spec(e) is not None]
@@ -102,6 +120,7 @@ def ort_session(
     process (``ort_preflight``), and one whose creation takes more memory than the machine can spare,
     or kills the helper, raises ``ModelTooLarge`` here instead of getting this process killed; with
     ``preflight_inputs`` the helper also runs their first item (at most ``preflight_run_s``)."""
+    _utf8_path(path, "ONNX Runtime")
     if isolated:
         ort_preflight(path, graph_optimization, preflight_inputs, preflight_run_s)
     import onnxruntime as ort
@@ -141,6 +160,7 @@ def ov_read(
     process waited up to 450 ms at a time), so in a serving agent a swap would starve the pipelines;
     the helper's work waits on nothing of ours. When no helper could run or the library refused the
     model there, it is opened here (the library's own error then says why)."""
+    _utf8_path(path, "OpenVINO")
     if isolated:
         model = _ov_open_in_helper(
             Path(path), core or load("openvino").Core(), config or {}, preflight_inputs, preflight_run_s

@@ -122,3 +122,31 @@ def test_config_deploy_reads_a_config_from_process_substitution_within_the_servi
     finally:
         writer.join()
         os.close(int(big.name))
+
+
+def test_a_model_in_a_folder_named_in_bytes_that_are_not_utf8_is_refused_naming_the_path_and_the_fix(
+    tmp_path, capsys
+):
+    # a model copied from a Windows share into Pr\xfcf/ (Latin-1): neither engine takes such a path. Before,
+    # `model-packager build` said "unexpected TypeError: __init__(): incompatible constructor arguments ...", and
+    # OpenVINO "'utf-8' codec can't decode byte 0xfc in position ..."
+    from model_packager.runtimes import ov_compile
+
+    key, _ = make_keypair(tmp_path / "keys")
+    made = tmp_path / "made"
+    made.mkdir()
+    make_vision_onnx(made / "model.onnx")
+    (made / "spec.yaml").write_text(yaml.safe_dump(vision_spec()))
+    folder = made.rename(tmp_path / os.fsdecode(b"Pr\xfcf"))
+    argv = ["build", str(folder / "model.onnx"), str(folder / "spec.yaml"), "--key", str(key)]
+    assert packager_main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"model-packager build: {tmp_path}/Pr\\xfcf/model.onnx: the path holds a byte that is not UTF-8 (a folder "
+        "named in another code page), and ONNX Runtime takes a model's path as UTF-8 only; copy the model to a folder "
+        "whose path is UTF-8\n"
+    )
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    with pytest.raises(
+        PackageError, match=r"Pr\\xfcf/model\.onnx: .*, and OpenVINO takes a model's path as UTF-8"
+    ):
+        ov_compile(folder / "model.onnx")
