@@ -187,7 +187,7 @@ def test_a_control_db_made_before_process_states_gets_the_column(tmp_path):
 def test_generations_are_times_that_only_go_up_and_the_newest_are_kept(commands, monkeypatch):
     """A generation is the time of its change in microseconds (the counter is every tenant's: a count told a
     tenant how many changes the others made between two of its own), one more than the last where the clock is
-    behind it; the change log keeps the newest ``KEEP_CHANGES`` generations, counted, not a range of numbers."""
+    behind it; the change log keeps the changes of the last ``KEEP_CHANGES_US`` (an hour)."""
     import time
 
     from cloud_trainer.fleet import control as control_mod
@@ -202,7 +202,7 @@ def test_generations_are_times_that_only_go_up_and_the_newest_are_kept(commands,
     control.db.execute("UPDATE counters SET value = ? WHERE key = 'generation'", (ahead,))
     gens = [commands.send("gw1", "baseline_relearn", "pump")["generation"] for _ in range(4)]
     assert gens == [ahead + 1, ahead + 2, ahead + 3, ahead + 4]
-    monkeypatch.setattr(control_mod, "KEEP_CHANGES", 3)
+    monkeypatch.setattr(control_mod, "KEEP_CHANGES_US", 2)  # of the newest: ahead + 2 .. ahead + 4
     control.tick()
     kept = [g for (g,) in control.db.execute("SELECT DISTINCT generation FROM changes ORDER BY generation")]
     assert kept == gens[-3:]
