@@ -119,6 +119,16 @@ def _check_events(
             raise _Limit(f"more than {max_nodes} nodes" + (" once aliases are expanded" if aliases else ""))
 
 
+def where_and_why(exc: BaseException) -> str | None:
+    """``at line 3, column 8: found invalid Unicode character escape code (a \\uD800-\\uDFFF escape ...)``: where a
+    YAML error is and what it is, with a hint where its words do not say (``_HINTS``); None for an error
+    without a place. PyYAML's message opens with its context (``while parsing a quoted scalar``) instead."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return None
+    return f"at line {mark.line + 1}, column {mark.column + 1}: {printable(problem)}{_HINTS.get(problem, '')}"
+
+
 def check_limits(text: str, *, max_depth: int, max_aliases: int, max_nodes: int) -> str | None:
     """Which limit ``text`` passes (nesting depth, aliases, nodes once aliases are expanded), as a phrase
     such as ``"more than 200000 nodes once aliases are expanded"``; None when within them. Only the
@@ -310,15 +320,10 @@ def load_bounded(data: bytes | str, where: str, *, max_bytes: int = MAX_YAML_BYT
             raise ManifestError(
                 f"{where}: YAML nested deeper than {MAX_DEPTH} levels; refused", code="yaml_limits"
             ) from None
-        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
-        if mark is not None and problem:
+        if (at := where_and_why(exc)) is not None:
             # the problem and where it is: the first line of the message is its context ("while parsing a quoted
             # scalar"), which named neither (a "\ud800" escape in a manifest's description said only that)
-            hint = _HINTS.get(problem, "")
-            raise ManifestError(
-                f"{where}: not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {printable(problem)}{hint}",
-                code="bad_yaml",
-            ) from None
+            raise ManifestError(f"{where}: not valid YAML {at}", code="bad_yaml") from None
         first = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise ManifestError(f"{where}: not valid YAML ({first})", code="bad_yaml") from None
     except (

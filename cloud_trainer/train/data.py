@@ -290,7 +290,7 @@ def read_dataset_yaml(meta_file: Path) -> Any:
     """The document of a dataset folder's ``dataset.yaml`` (a mapping, or whatever the file holds), within the
     limits above; ``DatasetError`` with one line naming the file when it cannot be read, is not a file, is
     larger, is not UTF-8, not valid YAML (a key given twice too) or passes a limit."""
-    from model_packager.safe_yaml import check_limits, load_document
+    from model_packager.safe_yaml import check_limits, load_document, where_and_why
 
     in_its_folder(meta_file)
     try:
@@ -316,6 +316,9 @@ def read_dataset_yaml(meta_file: Path) -> Any:
     try:
         return load_document(text)
     except Exception as exc:  # PyYAML's constructors raise more than YAMLError (ValueError, ...)
+        if getattr(exc, "context", None) and (at := where_and_why(exc)) is not None:
+            # its first line is the context ("while parsing a quoted scalar"), naming neither the place nor what
+            raise DatasetError(f"{meta_file}: not valid YAML {at}") from None
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DatasetError(f"{meta_file}: not valid YAML ({first})") from None
 

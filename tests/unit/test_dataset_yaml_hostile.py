@@ -41,11 +41,19 @@ HOSTILE = [
         b"classes: [ok, dent]\nclasses: [ok]\n",
         "not valid YAML (classes: key given twice (lines 1 and 2); keep one)",
     ),
+    (  # a lone surrogate escape (or the two halves JSON writes for a character beyond U+FFFF): before, "not valid
+        # YAML (while parsing a quoted scalar)", naming neither where nor what
+        b'{"classes": ["ok", "dent \\ud83d\\udd27"]}\n',
+        "not valid YAML at line 1, column 28: found invalid Unicode character escape code (a \\uD800-\\uDFFF escape "
+        "is half of a UTF-16 pair, no character: write the character itself, or \\U0001F600 for one beyond U+FFFF)",
+    ),
 ]
 
 
 @pytest.mark.timeout(120)  # the former code's expansion took minutes and gigabytes: a guard, not a timing
-@pytest.mark.parametrize("data, why", HOSTILE, ids=["aliases", "nesting", "date", "utf8", "size", "twice"])
+@pytest.mark.parametrize(
+    "data, why", HOSTILE, ids=["aliases", "nesting", "date", "utf8", "size", "twice", "surrogate"]
+)
 def test_a_hostile_dataset_yaml_is_refused_in_one_line_naming_it(tmp_path, data, why):
     (tmp_path / "dataset.yaml").write_bytes(data)
     with pytest.raises(DatasetError) as exc:
