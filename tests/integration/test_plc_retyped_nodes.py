@@ -389,3 +389,48 @@ async def test_a_refused_node_whose_array_only_changes_length_is_not_judged_agai
         await src.stop()
         await srv.stop()
     assert sent == [], sent
+
+
+async def test_an_output_refused_for_the_shape_a_concrete_node_holds_is_written_once_the_plc_makes_it_hold_it(
+    monkeypatch,
+):
+    """An Int16 node of ValueRank -2 (any shape: open62541's default) holding a single value, and an output of
+    lists: the former code wrote [1, 2] at once and a lenient server made the PLC's scalar an array. Now the
+    output is refused (reset_refused, the target's error said at connect) and nothing is sent; once a PLC download
+    makes the node an array, its value is read again and the output is written at the next result, without a
+    reconnect."""
+    monkeypatch.setattr("devices.opcua.client.HELD_RECHECK_S", 0.0)  # each refused result reads it again
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    speed = await obj.add_variable(ua.NodeId("Speed", idx), "Speed", ua.Variant(0, ua.VariantType.Int16))
+    await speed.write_value_rank(-2)
+    await speed.set_writable()
+    sent = await _sent_to(srv, idx)
+    await srv.start()
+    node_id = f"ns={idx};s=Speed"
+    out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "value": [1, 2], "reset_value": [0, 0]}
+    cfg = _config(port, {"lamp": {**out, "mode": "level", "when": {"verdict": "NG"}}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    src.expect_writes([(n, v) for _, n, v in write_targets(cfg)["plc"]])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    try:
+        await until(lambda: node_id in src.target_errors, 10, "the shape it holds judged at connect")
+        assert "holding a single Int16; cannot write" in src.target_errors[node_id]
+        await runner.handle(["lamp"], result("NG", 1), None)
+        await runner.flush(timeout_s=5)
+        assert runner.stats["lamp"]["reset_refused"] == 1 and sent == [], (dict(runner.stats["lamp"]), sent)
+        await speed.write_value(ua.Variant([0, 0], ua.VariantType.Int16))  # the PLC's download: an array now
+        sent.clear()  # the server's own write
+        for seq in (2, 3, 4, 5):
+            await runner.handle(["lamp"], result("NG", seq), None)
+            await runner.flush(timeout_s=5)
+            if sent:
+                break
+            await asyncio.sleep(0.2)
+        assert [(n, v.Value) for n, v in sent] == [("Speed", [1, 2])]
+        assert await speed.read_value() == [1, 2]
+        await until(lambda: node_id not in src.target_errors, 10, "the target judged again")
+    finally:
+        await src.stop()
+        await srv.stop()
