@@ -124,7 +124,8 @@ def baseline_main(args, load) -> int:
     cfg = load(args.config)
     if cfg is None:
         return 1
-    args.reason = _typed(args.reason)
+    if isinstance(getattr(args, "reason", None), str):  # relearn and repaired take one; status none
+        args.reason = _typed(args.reason)
     if args.action == "relearn":
         try:
             req = request_relearn(cfg, args.pipeline, args.reason, args.state)
