@@ -5,6 +5,12 @@
 deserializer so that a decoding failure becomes ``INVALID_ARGUMENT`` naming the method, for unary and
 streaming requests alike; ``json_field`` does the same for the JSON strings some messages carry.
 
+**Batches in flight** (``Quotas.reserve``/``hold``, ``MalformedRequests``' ``held`` methods: ``PushRecords``): a
+stream asks grpc for its next batch only while its tenant's batches received and not yet answered, plus those being
+read, are within ``tenant_in_flight_bytes`` and every tenant's within ``in_flight_bytes``, at most
+``tenant_receiving_batches`` of a tenant's read at once; the others wait unread (grpc reads a message whole once
+asked for it), and one that found no room for ``in_flight_wait_s`` is ``RESOURCE_EXHAUSTED`` unparsed.
+
 **Per-agent quotas** (``Quotas``), each refused with ``RESOURCE_EXHAUSTED`` and a one-line reason:
 concurrent streaming calls per agent, record bytes per second and records per second (token buckets
 with one second of burst), and sample bytes per UTC day; and one message is at most
@@ -28,12 +34,14 @@ count since: a cloud admin sees which gateway is refused, and an agent retrying 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import grpc
 
@@ -42,6 +50,11 @@ log = logging.getLogger(__name__)
 REFUSAL_LOG_S = 60.0  # a caller's refusals of one limit are logged at most this often (with the count since)
 # callers and limits whose last line is remembered (past it, those of the last minute are kept)
 REFUSALS_SAID_KEPT = 100_000
+# what a tenant's first batch is expected to take, before one of its batches was seen (agents send <= 1 MB)
+EXPECTED_BATCH_BYTES = 1024 * 1024
+# a read of a batch not in within this gives back its place among its tenant's tenant_receiving_batches and the
+# bytes set aside for it (an idle stream on a dead path, a slow link): its bytes are counted once they are in
+RECEIVE_SLOT_S = 5.0
 
 
 class _Malformed:
@@ -74,9 +87,40 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
         max_bytes: dict[str, int] | None = None,
         quotas: Quotas | None = None,
         caller: Callable[[grpc.aio.ServicerContext], tuple[AgentKey, str]] | None = None,
+        held: frozenset[str] = frozenset(),
     ) -> None:
         self.max_bytes = dict(max_bytes or {})
         self.quotas, self.caller = quotas, caller
+        self.held = held  # streaming methods whose messages are counted before they are parsed (Quotas.hold)
+        # tenant -> its held methods' messages grpc is asked to read (tenant_receiving_batches at once)
+        self._receiving: dict[str, asyncio.Semaphore] = {}
+        self._freed = asyncio.Event()  # set (and replaced) whenever a held message is answered: room, maybe
+
+    async def _reserve(self, key: AgentKey) -> tuple[int, bool]:
+        """(bytes set aside for the caller's next batch, whether there was room): waits until its tenant (and the
+        service) have room for it (``Quotas.reserve``), at most ``in_flight_wait_s``; then sets it aside all the
+        same, for a batch that will be refused."""
+        assert self.quotas is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.quotas.limits.in_flight_wait_s
+        while (reserved := self.quotas.reserve(key)) is None:
+            freed = self._freed
+            try:
+                async with asyncio.timeout(deadline - loop.time()):
+                    await freed.wait()
+            except TimeoutError:
+                forced = self.quotas.reserve(key, force=True)
+                assert forced is not None
+                return forced, False
+        return reserved, True
+
+    def _give_back(self, key: AgentKey, nbytes: int) -> None:
+        """Bytes held or set aside for a caller's batch are free (it was answered, refused, or never came): every
+        stream waiting for room looks again."""
+        assert self.quotas is not None
+        self.quotas.release(key, nbytes)
+        freed, self._freed = self._freed, asyncio.Event()
+        freed.set()
 
     async def _one_request(self, method: str, requests, context):
         """The call's one request message, read within the caller's ``concurrent_requests``."""
@@ -124,6 +168,44 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
             async for r in _taken(requests):
                 await check(r, context)
                 yield r
+                del r  # not held while the next message is received
+
+        def unparsed(data: bytes) -> _Held:
+            return _Held(data)
+
+        async def held_messages(requests, context):
+            """The request stream's messages, each read once its tenant has room for it (``Quotas.reserve``) and
+            counted from then until the handler asks for the next one or the call ends; one that found no room for
+            ``in_flight_wait_s`` is ``RESOURCE_EXHAUSTED`` unparsed."""
+            assert self.quotas is not None and self.caller is not None
+            key, who = self.caller(context)
+            gate = self._receiving.get(key[0])
+            if gate is None:
+                gate = self._receiving[key[0]] = asyncio.Semaphore(
+                    self.quotas.limits.tenant_receiving_batches
+                )
+            messages = _taken(requests)
+            while True:
+                reserved, roomy, data = await _read_gated(
+                    gate, messages, partial(self._reserve, key), partial(self._give_back, key)
+                )
+                if data is None:  # the agent closed its side
+                    self._give_back(key, reserved)
+                    return
+                n = len(data)
+                self.quotas.hold(key, reserved, n)
+                if not roomy:  # no room for in_flight_wait_s: refused unparsed, the agent backs off
+                    del data
+                    exc = self.quotas.refuse_held(key, who, self.quotas.limits.in_flight_wait_s)
+                    self._give_back(key, n)
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: {exc}")
+                try:
+                    one = [safe(data)]
+                    del data
+                    await check(one[0], context)
+                    yield one.pop()  # held by the handler alone: answered, it asks for the next one
+                finally:
+                    self._give_back(key, n)
 
         counted = self.quotas is not None and self.caller is not None
         if handler.unary_unary is not None:
@@ -188,6 +270,20 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
 
             return handler._replace(stream_unary=stream_unary, request_deserializer=held)
         inner_ss = handler.stream_stream
+        if counted and method in self.held:
+
+            async def held_stream(requests, context):
+                messages = held_messages(requests, context)
+                try:
+                    async for reply in inner_ss(messages, context):
+                        yield reply
+                except grpc.aio.AbortError as exc:
+                    _forget_frames(exc)
+                    raise
+                finally:
+                    await messages.aclose()  # the message held is given back now, not when collected
+
+            return handler._replace(stream_stream=held_stream, request_deserializer=unparsed)
 
         async def stream_stream(requests, context):
             try:
@@ -212,12 +308,48 @@ class _Held:
         self.message = message
 
 
+async def _read_gated(
+    gate: asyncio.Semaphore,
+    messages,
+    reserve: Callable[[], Awaitable[tuple[int, bool]]],
+    give_back: Callable[[int], None],
+) -> tuple[int, bool, bytes | None]:
+    """(bytes set aside for it, whether there was room, the stream's next message or None at its end), asked of
+    grpc within ``gate`` once ``reserve()`` set bytes aside for it within its tenant's bounds (or gave up waiting):
+    grpc reads a message whole once asked for it, so at most ``tenant_receiving_batches`` of a tenant's are asked
+    for at once, and none past its bytes; the others wait here, unread (HTTP/2 flow control holds their agents'
+    writes). A read not done within ``RECEIVE_SLOT_S`` gives its place in ``gate`` and its bytes back and goes on: a
+    stream left idle on a dead path (until the keepalive ends it) or a batch crossing a slow link (whose bytes
+    arrive as slowly) does not hold up the tenant's other streams for longer. The caller gives the bytes back
+    (``give_back``), unless the read failed (the call ended): then this does."""
+    await gate.acquire()
+    try:
+        reserved, roomy = await reserve()
+    except BaseException:
+        gate.release()
+        raise
+    read = asyncio.ensure_future(anext(messages, None))
+    try:
+        try:
+            await asyncio.wait({read}, timeout=RECEIVE_SLOT_S)
+        finally:
+            gate.release()
+        if not read.done():  # idle or slow: its bytes are counted when they are in, not set aside meanwhile
+            give_back(reserved)
+            reserved = 0
+        return reserved, roomy, await read
+    except BaseException:
+        read.cancel()  # the call ended (cancelled, aborted) while its read was under way
+        give_back(reserved)
+        raise
+
+
 async def _taken(requests):
     """The request stream's messages, each taken out of the ``_Held`` grpc's receiver keeps."""
     async for held in requests:
-        message, held.message = held.message, None
-        yield message
-        del message
+        one = [held.message]
+        held.message = None
+        yield one.pop()  # this frame keeps nothing of it while the next message is received
 
 
 def _forget_frames(exc: BaseException | None) -> None:
@@ -289,6 +421,16 @@ class QuotaLimits:
     reports_per_s: float = 20.0
     report_bytes_per_s: float = 512 * 1024
     max_report_bytes: int = 128 * 1024
+    # batches (PushRecords messages) received and not yet answered, and those being read (each set aside as its
+    # tenant's largest recent batch): grpc reads a message whole once asked for it, and every stream of a tenant
+    # waiting for its turn to be written held its batch, parsed (32 agents x 4 streams x 12-MB batches of one
+    # tenant took the service to 3 GB). A stream past a bound is not read (it waits, unread); a batch that
+    # waited in_flight_wait_s for room is read and refused unparsed (RESOURCE_EXHAUSTED: the agent backs off).
+    # A tenant holding nothing always has room: a batch up to max_message_bytes passes
+    in_flight_bytes: int = 256 * 1024 * 1024  # of every tenant together (this process)
+    tenant_in_flight_bytes: int = 64 * 1024 * 1024  # of one tenant
+    tenant_receiving_batches: int = 8
+    in_flight_wait_s: float = 20.0  # under the uplink's 60 s for an acknowledgement
 
 
 class QuotaExceeded(Exception):
@@ -321,6 +463,10 @@ class Quotas:
         self._lock = threading.Lock()
         self._streams: dict[AgentKey, int] = defaultdict(int)
         self._receiving: dict[AgentKey, int] = {}  # callers' requests being received (MalformedRequests)
+        self._held: dict[str, int] = {}  # tenant -> bytes of its batches received, not yet answered
+        self._held_total = 0
+        self._expect: dict[str, int] = {}  # tenant -> the bytes its next batch is expected to take (reserve)
+        self.held_peak = 0  # the most bytes of batches held at once (every tenant), since the start
         self._bytes: dict[AgentKey, _Bucket] = {}
         self._records: dict[AgentKey, _Bucket] = {}
         self._samples: dict[AgentKey, tuple[int, int]] = {}  # (tenant, agent) -> (UTC day, bytes)
@@ -415,6 +561,61 @@ class Quotas:
             else:
                 self._receiving.pop(caller, None)
 
+    def reserve(self, caller: AgentKey, force: bool = False) -> int | None:
+        """Room for the caller's next batch, before grpc is asked to read it: the bytes set aside for it (its
+        tenant's largest recent batch), or None when its tenant's batches held and set aside, with it, would pass
+        ``tenant_in_flight_bytes`` or every tenant's ``in_flight_bytes`` (``force``: set aside all the same). The
+        first batch of a tenant holding nothing always has room, so that one up to ``max_message_bytes`` passes."""
+        lim, tenant = self.limits, caller[0]
+        with self._lock:
+            want = self._expect.get(tenant, EXPECTED_BATCH_BYTES)
+            mine = self._held.get(tenant, 0)
+            if (
+                not force
+                and mine
+                and (
+                    mine + want > lim.tenant_in_flight_bytes or self._held_total + want > lim.in_flight_bytes
+                )
+            ):
+                return None
+            self._held[tenant] = mine + want
+            self._held_total += want
+            return want
+
+    def hold(self, caller: AgentKey, reserved: int, nbytes: int) -> None:
+        """The caller's batch of ``nbytes`` is received (not parsed yet), for which ``reserved`` was set aside: held
+        until it is answered (``release(caller, nbytes)``)."""
+        tenant = caller[0]
+        with self._lock:
+            self._held[tenant] = self._held.get(tenant, 0) - reserved + nbytes
+            self._held_total += nbytes - reserved
+            self.held_peak = max(self.held_peak, self._held_total)
+            # what the tenant's next batches are expected to take: its largest recent one, forgotten slowly
+            self._expect[tenant] = max(nbytes, self._expect.get(tenant, EXPECTED_BATCH_BYTES) * 3 // 4, 1)
+
+    def refuse_held(self, caller: AgentKey, who: str, waited_s: float) -> QuotaExceeded:
+        """The caller's batch found no room (``reserve``) for ``waited_s``: counted, logged, and the refusal."""
+        lim = self.limits
+        with self._lock:
+            why = (
+                f"no room for this batch for {waited_s:g} s: its tenant's batches being received and stored hold "
+                f"{self._held.get(caller[0], 0)} bytes (tenant_in_flight_bytes {lim.tenant_in_flight_bytes}), "
+                f"every tenant's {self._held_total} (in_flight_bytes {lim.in_flight_bytes})"
+            )
+            self.refusals[(*caller, "in_flight")] += 1
+            self._say_refused(caller, "in_flight", who, why)
+        return QuotaExceeded(f"{who}: {why}; the batch was not stored: send it again later")
+
+    def release(self, caller: AgentKey, nbytes: int) -> None:
+        """Bytes ``reserve`` set aside or ``hold`` took are free: the batch was answered, refused, or never came."""
+        with self._lock:
+            left = self._held.get(caller[0], 0) - nbytes
+            if left > 0:
+                self._held[caller[0]] = left
+            else:
+                self._held.pop(caller[0], None)
+            self._held_total = max(0, self._held_total - nbytes)
+
     def take_batch(self, agent: AgentKey, records: int, nbytes: int) -> None:
         lim = self.limits
         with self._lock:
@@ -483,4 +684,7 @@ class Quotas:
                     f"{n}:{k[2]}": v for k, v in self.refusals.items() if (n := name(k[:2])) is not None
                 },
                 "samples_misnamed": view(self.samples_misnamed),
+                # bytes of batches received and not yet answered: of this tenant, or of every tenant (and the peak)
+                "in_flight_bytes": self._held.get(tenant, 0) if tenant is not None else self._held_total,
+                **({"in_flight_peak_bytes": self.held_peak} if tenant is None else {}),
             }

@@ -5,6 +5,7 @@
                         [--blobs s3://bucket/prefix [--s3-endpoint http://minio:9000]]
                         [--console-port 8088 [--console-tenant T] [--console-allowed-host NAME ...]]
                         [--step-timeout-s 900] [--replicas]
+                        [--in-flight-bytes 268435456] [--tenant-in-flight-bytes 67108864] [--in-flight-wait-s 20]
 
 Needs ``ca.pem``, ``server.pem`` and ``server.key`` in the PKI folder (``cloud-trainer pki``).
 Clients must present a certificate from the same CA: agents (OU agent) and admins (OU admin) of a
@@ -137,6 +138,29 @@ def main(argv: list[str] | None = None) -> int:
         "kernel spreads the agents over them); a service of another store on the port is refused either way; "
         "default: the port is this process's alone",
     )
+    ap.add_argument(
+        "--in-flight-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="agents' batches received and not yet answered, of every tenant together, at which the agents' "
+        "next batches wait unread (refused unparsed, RESOURCE_EXHAUSTED, after --in-flight-wait-s); default: 256 MiB",
+    )
+    ap.add_argument(
+        "--tenant-in-flight-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the same, of one tenant's agents (so that one tenant never takes the others' share); default: 64 MiB",
+    )
+    ap.add_argument(
+        "--in-flight-wait-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="how long a batch waits for room before it is refused (RESOURCE_EXHAUSTED: the agent backs off); "
+        "default: 20",
+    )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for f in ("ca.pem", "server.pem", "server.key"):
@@ -148,8 +172,19 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
     quiet_grpc_log()
+    from cloud_trainer.fleet.guard import QuotaLimits, Quotas
     from cloud_trainer.fleet.portguard import PortTaken
     from cloud_trainer.fleet.service import FleetServer
+
+    bounds = {
+        k: v
+        for k, v in (
+            ("in_flight_bytes", a.in_flight_bytes),
+            ("tenant_in_flight_bytes", a.tenant_in_flight_bytes),
+            ("in_flight_wait_s", a.in_flight_wait_s),
+        )
+        if v is not None
+    }
 
     async def run() -> None:
         registry = a.registry or a.data / "registry"
@@ -166,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             s3_endpoint=a.s3_endpoint,
             step_timeout_s=a.step_timeout_s,
             replicas=a.replicas,
+            quotas=Quotas(QuotaLimits(**bounds)) if bounds else None,
         )
         await srv.start()
         quiet_gc()

@@ -108,6 +108,12 @@ REFUSED_AGENTS_KEPT = 100_000  # agents refused for their tenant's agent quota, 
 TICK_STOP_S = 10.0
 
 
+# the receive window of a stream (grpc's bandwidth-delay probe is off): what grpc reads of a batch not asked for
+STREAM_WINDOW_BYTES = 1024 * 1024
+# request streams whose messages (agents' batches, up to max_message_bytes each) are read only while their tenant
+# has room for them and counted until answered (Quotas.reserve/hold: tenant_in_flight_bytes, in_flight_bytes)
+HELD_METHODS = frozenset({"/edge.fleet.v1.Fleet/PushRecords"})
+
 NOBODY = Identity("", "", "")
 REFUSE_WAIT_S = 5.0  # how long a refusal of a client stream waits for the client's first message
 DAMAGED_LOG_S = 60.0  # an agent's damaged samples are logged at most this often (with the count since)
@@ -151,6 +157,7 @@ class RequestStream:
         async for msg in self._it:
             self._read = True
             yield msg
+            del msg  # not kept while the next message is received (a batch: counted until then, Quotas.hold)
 
     async def abort(self, code, details: str = ""):
         if not self._read:
@@ -457,6 +464,7 @@ class FleetServicer(rpc.FleetServicer):
         async for batch in batches:
             marks[me] = (peer, None)
             yield batch
+            del batch  # not kept while the next one is received
             marks[me] = (peer, time.monotonic())
 
     async def _reclaim(self, agent: tuple[str, str], peer: str) -> bool:
@@ -582,6 +590,7 @@ class FleetServicer(rpc.FleetServicer):
             gate = self._ingests.setdefault(who.tenant, asyncio.Semaphore(INGESTS_PER_TENANT))
             async with gate:  # the tenant's other batches wait here, holding no thread
                 seqs, stored, dup = await self._ingest(who, agent, batch, blobs, context)
+            del batch  # answered: freed before the next one is received (it held every stream's last batch)
             yield pb.Ack(seqs=seqs, stored=stored, duplicates=dup)
 
     async def _ingest(self, who: Identity, agent: tuple[str, str], batch, blobs, context):
@@ -1198,7 +1207,9 @@ class FleetServer:
             self.commands = Commands(control) if getattr(control, "db", None) is not None else None
             self.quotas = quotas or Quotas()
             self.server = grpc.aio.server(
-                interceptors=[MalformedRequests(report_limits(self.quotas), self.quotas, _caller)],
+                interceptors=[
+                    MalformedRequests(report_limits(self.quotas), self.quotas, _caller, held=HELD_METHODS)
+                ],
                 options=[
                     ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
                     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -1227,6 +1238,13 @@ class FleetServer:
                     # store, then bound silently and the kernel split the agents between the two. Shared only
                     # when asked for (replicas of one store, checked by portguard); otherwise the port is ours alone
                     ("grpc.so_reuseport", 1 if replicas else 0),
+                    # grpc grew every stream's receive window from its bandwidth-delay probe (to whole 12-MB batches
+                    # on loopback), so it read a batch whole into memory before any handler asked for it: a tenant's
+                    # streams waiting for room (MalformedRequests) held theirs all. Off, a stream not being read holds
+                    # at most STREAM_WINDOW_BYTES, which an agent's default batch (1 MB) crosses in one round trip, as
+                    # with the probe (larger batches take more round trips over a slow path: bench/RESULTS.md)
+                    ("grpc.http2.bdp_probe", 0),
+                    ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES),
                 ],
                 maximum_concurrent_rpcs=100_000,
             )  # one long-lived Connect per agent

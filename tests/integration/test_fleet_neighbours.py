@@ -23,7 +23,7 @@ from cloud_trainer.pki import ROLE_AGENT, init_ca, issue
 from cloud_trainer.registry import Registry
 from edge_agent.uplink.fleet_client import FleetClient
 from protocols.gen import fleet_pb2 as pb
-from tests.support.fleet import cloud_settings
+from tests.support.fleet import ServerProcess, cloud_settings
 from tests.support.models import make_package
 from tests.support.peers import free_port
 
@@ -389,3 +389,93 @@ async def test_a_batch_being_checked_holds_no_other_tenants_state_report(cloud, 
     finally:
         release.set()
     assert (await push)[0].stored == 1
+
+
+def _memory_mb(pid: int) -> dict[str, int]:
+    """The process's VmRSS and VmHWM (its peak) in MB, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        return {
+            k: int(v.split()[0]) // 1024
+            for k, _, v in (ln.partition(":") for ln in f)
+            if k in ("VmRSS", "VmHWM")
+        }
+
+
+async def test_one_tenants_large_batches_are_bounded_before_they_are_read_and_the_others_answered(tmp_path):
+    """16 agents of one tenant push 8-MB batches on 2 streams each, back to back, into a `cloud-trainer serve` whose
+    tenants may hold 8 MB of batches each (``--tenant-in-flight-bytes``; a batch waits for room at most 0.5 s), while
+    another tenant's agent heartbeats and pushes. grpc read every stream's batch whole before a handler asked for it
+    (each stream's receive window grown by its bandwidth probe), and every stream waiting for its tenant's turn to
+    be written held its batch parsed, with its last one: the service grew by ~350 MB here, and with the tenant's
+    gateways (1.0 GB at 16 agents x 2 streams x 12 MB, 3.0 GB at 32 x 4; bench/RESULTS.md). Now a tenant's
+    streams are read only while it has room, the others wait unread, and one that waited too long is refused
+    unparsed with RESOURCE_EXHAUSTED, which the agent's uplink backs off on (not "message larger than max", which
+    it would drop the records for); the other tenant's calls are all answered."""
+    pki = tmp_path / "pki"
+    init_ca(pki)
+    issue(pki, "fleet-service", "server", pki / "server", ["127.0.0.1", "localhost"])
+    noisy = [f"n{i}" for i in range(16)]
+    for agent, tenant in [(n, "noisy") for n in noisy] + [("q1", "quiet")]:
+        issue(pki, agent, ROLE_AGENT, pki / "agents" / agent, tenant=tenant)
+    server = ServerProcess(
+        tmp_path / "cloud",
+        pki,
+        args=["--tenant-in-flight-bytes", str(8 * 1024 * 1024), "--in-flight-wait-s", "0.5"],
+    )
+    server.start()
+    clients = {a: FleetClient(cloud_settings(pki, server.port, a)) for a in [*noisy, "q1"]}
+    for c in clients.values():
+        c.open()
+    try:
+        await clients["q1"].stub.Heartbeat(pb.HeartbeatRequest(), timeout=15)  # connected, as its gateway is
+        before = _memory_mb(server.proc.pid)["VmRSS"]
+        big = pb.RecordBatch(
+            records=[
+                pb.Record(
+                    seq=seq, kind="telemetry", t=time.time(), epoch=1, payload=b'{"v": "%s"}' % (b"x" * 2**20)
+                )
+                for seq in range(1, 9)
+            ]
+        )
+        refusals: list[str] = []
+        acks = 0
+        deadline = time.monotonic() + 3.0
+
+        async def push_big(client) -> None:
+            nonlocal acks
+            while time.monotonic() < deadline:
+                try:  # one batch a stream, as the uplink sends them: its next only once this one is acknowledged
+                    async for _ in client.stub.PushRecords(iter([big]), timeout=30):
+                        acks += 1
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                    refusals.append(exc.details())
+                    await asyncio.sleep(0.5)  # the agent backs off (at least its backoff_initial_s)
+
+        quiet = clients["q1"]
+        answered = []
+
+        async def neighbour() -> None:
+            seq = 0
+            while time.monotonic() < deadline:
+                seq += 1
+                await quiet.stub.Heartbeat(pb.HeartbeatRequest(labels={"site": "quiet"}), timeout=15)
+                assert (await _push(quiet, seq))[0].seqs == [seq]
+                answered.append(seq)
+                await asyncio.sleep(0.1)
+
+        await asyncio.gather(neighbour(), *[push_big(clients[n]) for n in noisy for _ in range(2)])
+        grew = _memory_mb(server.proc.pid)["VmHWM"] - before
+    finally:
+        for c in clients.values():
+            await c.close()
+        server.stop()
+    assert grew < 250, f"the service grew by {grew} MB under one tenant's 8-MB batches"
+    assert answered, "the quiet tenant's agent got no answer"
+    assert acks, "the noisy tenant's batches were all refused"
+    assert refusals, "no batch waited 0.5 s for room"  # 32 streams, room for one 8-MB batch at a time
+    said = [r for r in refusals if "no room for this batch" in r and "tenant_in_flight_bytes" in r]
+    assert said == refusals, refusals[:3]
+    assert not any(
+        "message larger than max" in r for r in refusals
+    )  # backed off on, never dropped by the uplink
