@@ -1890,13 +1890,48 @@ def _plain(o: Any) -> Any:
 
 def dumps(obj: Any, *, default: Callable[[Any], Any] | None = _plain, **kw: Any) -> str:
     """``json.dumps`` whose output strict parsers accept: NaN and +-infinity (also inside NumPy arrays and
-    scalars) become ``null``. The common case, with nothing non-finite, costs one plain encoding."""
+    scalars) become ``null``, and a lone surrogate in a text (a key or a value: a file name, a terminal's or a
+    device's bytes that were not UTF-8, which Python holds as ``\\udcfc``) becomes U+FFFD. Python's own
+    ``json`` writes such a character as a ``"\\udcfc"`` escape that serde_json, PostgreSQL's jsonb and other
+    strict readers refuse whole (or, with ``ensure_ascii=False``, as a character UTF-8 cannot encode). The common
+    case, with neither, costs one plain encoding and a scan of its text."""
     try:
-        return json.dumps(obj, allow_nan=False, default=default, **kw)
+        out = json.dumps(obj, allow_nan=False, default=default, **kw)
     except ValueError as e:
         if "Out of range float" not in str(e):
             raise
-    return json.dumps(_finite(obj), allow_nan=False, default=default, **kw)
+        obj = _finite(obj)
+        out = json.dumps(obj, allow_nan=False, default=default, **kw)
+    if ("\\ud" in out) if kw.get("ensure_ascii", True) else not out.isascii() and _lone(out):
+        # an escape of a surrogate: a character past U+FFFF (an emoji, written as a pair) or a lone one
+        valid = _valid(obj)
+        if valid is not obj:
+            out = json.dumps(valid, allow_nan=False, default=default, **kw)
+    return out
+
+
+def _lone(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _valid(o: Any) -> Any:
+    """``o`` with each text holding a lone surrogate made valid (U+FFFD for each; a pair of them is the character
+    they make), or ``o`` itself when none does."""
+    if isinstance(o, str):
+        return o.encode("utf-16", "surrogatepass").decode("utf-16", "replace") if _lone(o) else o
+    if isinstance(o, dict):
+        items = [(_valid(k), _valid(v)) for k, v in o.items()]
+        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, o.items(), strict=True)):
+            return o
+        return dict(items)
+    if isinstance(o, list | tuple):
+        vals = [_valid(v) for v in o]
+        return o if all(v is v0 for v, v0 in zip(vals, o, strict=True)) else vals
+    return o
 
 
 def _finite(o: Any) -> Any:

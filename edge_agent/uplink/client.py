@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import random
 import time
@@ -335,13 +334,15 @@ class Uplink:
 
     # ---- state and desired state ---------------------------------------------------------------
     async def _report(self):
+        from protocols import json_codec
         from protocols.gen import fleet_pb2 as pb
 
         st = self.status_fn()
         ob = await asyncio.to_thread(self.outbox.stats)
         req = pb.HeartbeatRequest(
             labels=st.get("labels", {}),
-            health_json=json.dumps(st.get("health", {})),
+            # JSON a strict reader takes: a source's last error may quote a file name that was not UTF-8
+            health_json=json_codec.dumps(st.get("health", {})),
             outbox_depth=ob["depth"],
             generation_seen=self.generation,
             slots=[pb.SlotState(**s) for s in st.get("slots", [])],

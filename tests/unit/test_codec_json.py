@@ -128,6 +128,38 @@ def test_outgoing_json_has_null_for_nan_and_infinity_and_numbers_for_numpy_value
     assert dumps({"a": 1.0}, separators=(",", ":")) == '{"a":1.0}'
 
 
+_LONE = re.compile(
+    r"(?<!\\)\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}"
+)
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_outgoing_json_holds_no_lone_surrogate_a_strict_reader_refuses(ensure_ascii):
+    """A file name, a terminal's text or a device's bytes that were not UTF-8 reach Python as lone surrogates
+    ("\\udcfc" for Latin-1's u-umlaut). ``json.dumps`` wrote them as "\\udcfc" escapes, which serde_json and
+    PostgreSQL's jsonb refuse whole (with ensure_ascii=False: a character UTF-8 cannot encode at all)."""
+    from protocols.json_codec import dumps
+
+    obj = {
+        "reason": "Lager getauscht (M\udcfcller)",
+        "file\udce4": ["ok", "\ud800", ("\udfff", float("nan"))],
+        "emoji": "part \U0001f600 ok",
+        "n": np.int64(3),
+    }
+    out = dumps(obj, ensure_ascii=ensure_ascii)
+    assert not _LONE.search(out)
+    out.encode("utf-8")  # no lone surrogate left to encode
+    back = json.loads(out)
+    assert back == {
+        "reason": "Lager getauscht (M\ufffdller)",
+        "file\ufffd": ["ok", "\ufffd", ["\ufffd", None]],
+        "emoji": "part \U0001f600 ok",
+        "n": 3,
+    }
+    plain = {"a": "part \U0001f600", "b": [1, "x"]}  # a character past U+FFFF is a valid pair, kept as it is
+    assert dumps(plain, ensure_ascii=ensure_ascii) == json.dumps(plain, ensure_ascii=ensure_ascii)
+
+
 @pytest.mark.parametrize(
     "ts, fmt, hint",
     [
