@@ -790,6 +790,11 @@ class _NodeType:
     enum_own: str | None = None
     # that property's NodeId: read again at each write (``OpcUaSource.write``), a PLC download may change it
     enum_prop: str | None = None
+    # the Locale of the LocalizedText the node holds (read before each write to a LocalizedText node, or to a
+    # BaseDataType one holding a LocalizedText): text written to it goes out in that locale (Part 4, 5.11.4.1:
+    # a write without one sets the text of the invariant locale, and a multi-locale server's clients reading
+    # in that locale keep seeing the old text); None: it holds none, or it could not be read
+    locale: str | None = dataclasses.field(default=None, compare=False)
 
     @property
     def shown(self) -> str:
@@ -903,6 +908,36 @@ async def _read_held(node: Node) -> _Held | str:
     if dv.StatusCode is not None and dv.StatusCode.is_bad():
         return dv.StatusCode.name
     return _held_of(dv.Value)
+
+
+async def _held_locale(node: Node) -> str | None:
+    """The Locale of the LocalizedText ``node`` holds now (an array's: the one all its elements carry); None
+    when it holds none (the invariant locale, a null value, another type) or cannot be read."""
+    try:
+        dv = await node.read_data_value(raise_on_bad_status=False)
+    except ua.UaError:
+        return None
+    if (dv.StatusCode is not None and dv.StatusCode.is_bad()) or dv.Value is None:
+        return None
+    held = dv.Value.Value
+    locales = {getattr(x, "Locale", None) for x in (held if isinstance(held, list | tuple) else [held])}
+    locale = locales.pop() if len(locales) == 1 else None
+    return locale if isinstance(locale, str) and locale else None
+
+
+def _localized(payload: ua.Variant, locale: str | None) -> ua.Variant:
+    """``payload`` with its LocalizedText (each element's, an array's) in ``locale`` when it carries none."""
+    if locale is None or payload.VariantType is not ua.VariantType.LocalizedText:
+        return payload
+
+    def one(v: Any) -> Any:
+        if isinstance(v, ua.LocalizedText) and not v.Locale:
+            return ua.LocalizedText(v.Text, locale)
+        return v
+
+    v = payload.Value
+    payload.Value = [one(x) for x in v] if isinstance(v, list) else one(v)
+    return payload
 
 
 async def _held(node: Node, unread: _Held) -> _Held:
@@ -1251,6 +1286,7 @@ def _payload(nt: _NodeType, value: Any, node_id: str) -> ua.Variant:
                 + f"; cannot write {reprlib.repr(value)}: {max(sizes)} bytes, which the server would cut or refuse; "
                 f"write at most {nt.max_bytes} bytes"
             )
+    payload = _localized(payload, nt.locale)
     if nt.enum is not None:
         given = payload.Value if isinstance(payload.Value, list) else [payload.Value]
         outside = sorted({v for v in given if v not in nt.enum})
@@ -4691,6 +4727,13 @@ class OpcUaSource:
                     ):
                         nt = self._types[node_id] = await _node_type(node, node_id)
                         self._recheck(node_id)
+                    if (
+                        ua.VariantType.LocalizedText in (nt.vtype, nt.held)
+                        and (locale := await _held_locale(node)) != nt.locale
+                    ):
+                        # text replaces the text the node shows, in the locale it holds now (an HMI may have
+                        # written another since): read at each write, as a BaseDataType node's type is
+                        nt = self._types[node_id] = dataclasses.replace(nt, locale=locale)
                     try:
                         payload = _payload(nt, value, node_id)
                     except OpcUaTypeMismatch:

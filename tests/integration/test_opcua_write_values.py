@@ -54,6 +54,7 @@ _NODES = {
     "Double": ua.Variant(0.0, VT.Double),
     "String": ua.Variant("", VT.String),
     "Text": ua.Variant(ua.LocalizedText(""), VT.LocalizedText),
+    "TextDe": ua.Variant(ua.LocalizedText("Anlage läuft", "de"), VT.LocalizedText),
     "Time": ua.Variant(dt.datetime(2000, 1, 1, tzinfo=dt.UTC), VT.DateTime),
     "Bytes": ua.Variant(b"", VT.ByteString),
     "Arr3": ua.Variant([0.0, 0.0, 0.0], VT.Double),
@@ -285,6 +286,23 @@ async def test_a_refused_huge_value_is_named_in_short(plc) -> None:
         said = str(e.value)
         assert f"node ns=2;s={node} is" in said and len(said) < 400, said[:500]
     assert sent == []
+
+
+async def test_text_to_a_localized_text_node_goes_out_in_the_locale_the_node_holds(plc) -> None:
+    """A LocalizedText node showing German text: the text written replaces it in German, and in the locale an
+    HMI gave the node since. Before, it went out with no locale, which sets the invariant locale's text (Part
+    4, 5.11.4.1): a multi-locale server's German clients kept seeing the old text."""
+    src, nodes, _ = plc
+    await src.write("ns=2;s=TextDe", "Störung")
+    assert await nodes["TextDe"].read_value() == ua.LocalizedText("Störung", "de")
+    await src.write("ns=2;s=TextDe", 42)
+    assert await nodes["TextDe"].read_value() == ua.LocalizedText("42", "de")
+    await nodes["TextDe"].write_value(ua.Variant(ua.LocalizedText("Running", "en"), VT.LocalizedText))
+    await src.write("ns=2;s=TextDe", "Fault")
+    assert await nodes["TextDe"].read_value() == ua.LocalizedText("Fault", "en")
+    # a node holding the invariant locale keeps it
+    await src.write("ns=2;s=Text", "Fault")
+    assert await nodes["Text"].read_value() == ua.LocalizedText("Fault")
 
 
 async def test_the_largest_real_as_a_plc_shows_it_is_written_and_beyond_it_refused(plc) -> None:
