@@ -597,13 +597,20 @@ class Quotas:
         """The caller's batch found no room (``reserve``) for ``waited_s``: counted, logged, and the refusal."""
         lim = self.limits
         with self._lock:
+            # the agent is told its own tenant's figure only: every tenant's bytes in flight would tell it how
+            # busy the other tenants are (the log, the operator's, says both)
             why = (
                 f"no room for this batch for {waited_s:g} s: its tenant's batches being received and stored hold "
                 f"{self._held.get(caller[0], 0)} bytes (tenant_in_flight_bytes {lim.tenant_in_flight_bytes}), "
-                f"every tenant's {self._held_total} (in_flight_bytes {lim.in_flight_bytes})"
+                "or the service's own bound for all its tenants is reached"
             )
             self.refusals[(*caller, "in_flight")] += 1
-            self._say_refused(caller, "in_flight", who, why)
+            self._say_refused(
+                caller,
+                "in_flight",
+                who,
+                f"{why} (every tenant's: {self._held_total} bytes, in_flight_bytes {lim.in_flight_bytes})",
+            )
         return QuotaExceeded(f"{who}: {why}; the batch was not stored: send it again later")
 
     def release(self, caller: AgentKey, nbytes: int) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import glob
 import hashlib
 import os
+import re
 import threading
 import time
 
@@ -479,3 +480,7 @@ async def test_one_tenants_large_batches_are_bounded_before_they_are_read_and_th
     assert not any(
         "message larger than max" in r for r in refusals
     )  # backed off on, never dropped by the uplink
+    # the refused agent learns its own tenant's bytes in flight, never every tenant's (how busy the others are)
+    assert not any("every tenant" in r or re.search(r"(?<!tenant_)in_flight_bytes", r) for r in refusals), (
+        refusals[:1]
+    )
