@@ -82,6 +82,7 @@ from typing import Any
 
 import numpy as np
 from asyncua import Client, Node, ua
+from asyncua.common.connection import MessageChunk
 from asyncua.common.subscription import Subscription
 from asyncua.common.ua_utils import get_base_data_type
 from asyncua.common.utils import Buffer
@@ -1319,8 +1320,68 @@ _FORMS: tuple[Callable[[ua.Variant], ua.DataValue], ...] = (
 )
 
 
+def _request_room(client: Client | None, own: int) -> tuple[int, str]:
+    """(the most bytes a request of ``client``'s session may encode to, what sets that): the server's
+    MaxMessageSize and MaxChunkCount (times the body a chunk of its ReceiveBufferSize carries), as its
+    Acknowledge stated them (Part 6, 7.1.2.4: a larger request is aborted with BadRequestTooLarge, and asyncua's
+    server then drops the session), and the source's own max_message_bytes ``own``: a value larger than that,
+    once the node holds it, would come back in a message the source does not take, closing the connection."""
+    room = [
+        (
+            own,
+            f"the source's max_message_bytes {own} (the node holding it, its value read back would close the "
+            "connection)",
+        )
+    ]
+    protocol = getattr(getattr(client, "uaclient", None), "protocol", None)
+    connection: Any = getattr(protocol, "_connection", None)
+    limits = getattr(connection, "_limits", None)
+    size, count, chunk = (
+        getattr(limits, k, 0) for k in ("max_message_size", "max_chunk_count", "max_send_buffer")
+    )
+    if isinstance(size, int) and size > 0:
+        room.append((size, f"the server's MaxMessageSize {size}, the largest request it takes"))
+    if isinstance(count, int) and isinstance(chunk, int) and count > 0 and chunk > 0:
+        try:
+            body = MessageChunk.max_body_size(connection.security_policy.symmetric_cryptography, chunk)
+        except (AttributeError, TypeError, ValueError):
+            body = chunk - 128  # headers, a signature and padding at most
+        room.append((count * body, f"the server's MaxChunkCount {count} of {chunk}-byte chunks"))
+    return min(room)
+
+
+# a request's bytes besides its encoded WriteRequest: its type's NodeId and a session's authentication token
+# longer than the null one encoded here (a GUID's, a ByteString's)
+_REQUEST_SLACK = 64
+
+
+def _too_large_to_send(request: ua.WriteRequest, room: tuple[int, str], node_id: str, value: Any) -> None:
+    """``OpcUaWriteRefused`` naming the node, the size and the limit when ``request`` encodes to more bytes
+    than ``room`` (``_request_room``) lets the session send: the server would refuse it (BadRequestTooLarge)
+    and drop the session, every tag BAD until the source reconnects."""
+    most, what = room
+    # a cheap bound first: encoded, a value is at most a few bytes per element more than its text and bytes
+    leaves = _leaves(request.Parameters.NodesToWrite[0].Value.Value.Value)
+    texts = (x.Text if isinstance(x, ua.LocalizedText) else x for x in leaves)
+    bound = sum(len(x) * 4 if isinstance(x, str) else len(x) if isinstance(x, bytes) else 0 for x in texts)
+    if bound + 16 * len(leaves) + 1024 <= most:
+        return
+    size = len(ua_binary.struct_to_binary(request)) + _REQUEST_SLACK
+    if size > most:
+        raise OpcUaWriteRefused(
+            f"write of {reprlib.repr(value)} to {node_id} refused before it was sent: the request would be "
+            f"{size} bytes, over {what}; the server would refuse it (BadRequestTooLarge) and drop the session, "
+            "every tag BAD until the source reconnects; write a smaller value"
+        )
+
+
 async def _write_value(
-    node: Node, payload: ua.Variant, forms: dict[str, int], node_id: str
+    node: Node,
+    payload: ua.Variant,
+    forms: dict[str, int],
+    node_id: str,
+    room: tuple[int, str] | None = None,
+    value: Any = None,
 ) -> ua.StatusCode | None:
     """Write ``payload`` in the form this node's server took before, else in each form of ``_FORMS`` in
     turn while the server answers BadWriteNotSupported (the last answer is raised). GoodClamped (the server
@@ -1328,20 +1389,20 @@ async def _write_value(
     asyncua takes any Good status as written. An Uncertain status is returned, not raised: the server took
     the write but not wholly as asked (Part 4, 7.39.1: "could not complete the operation in the manner
     requested by the Client, however, the operation did not fail entirely"); asyncua raises it as it does a
-    Bad one."""
+    Bad one. ``room``: the most bytes the request may encode to and what sets it (``_request_room``); a larger
+    one is refused before it is sent (``_too_large_to_send``), ``value`` named."""
     first = forms.get(node_id, 0)
     for i in range(first, len(_FORMS)):
         uncertain = None
+        params = ua.WriteParameters(
+            NodesToWrite=[
+                ua.WriteValue(NodeId=node.nodeid, AttributeId=ua.AttributeIds.Value, Value=_FORMS[i](payload))
+            ]
+        )
+        if room is not None:
+            _too_large_to_send(ua.WriteRequest(Parameters=params), room, node_id, value)
         try:
-            got = await node.session.write(
-                ua.WriteParameters(
-                    NodesToWrite=[
-                        ua.WriteValue(
-                            NodeId=node.nodeid, AttributeId=ua.AttributeIds.Value, Value=_FORMS[i](payload)
-                        )
-                    ]
-                )
-            )
+            got = await node.session.write(params)
             if got[0].value >> 30 == 1:  # severity 01: Uncertain
                 uncertain = got[0]
             else:
@@ -4751,7 +4812,8 @@ class OpcUaSource:
                             continue
                         raise
                     try:
-                        uncertain = await _write_value(node, payload, self._forms, node_id)
+                        room = _request_room(self._client, self.settings.max_message_bytes)
+                        uncertain = await _write_value(node, payload, self._forms, node_id, room, value)
                         if uncertain is None:
                             return None
                         return (
@@ -4768,6 +4830,8 @@ class OpcUaSource:
                             raise
         except OpcUaTypeMismatch as e:
             raise OpcUaTypeMismatch(f"opcua source {self.name}: {e}") from None
+        except OpcUaWriteRefused as e:  # too large to send (``_too_large_to_send``)
+            raise OpcUaWriteRefused(f"opcua source {self.name}: {e}") from None
         except ua.UaStatusCodeError as e:
             name = name or (ua.StatusCode(e.code).name if hasattr(e, "code") else str(e))
             if "NodeIdUnknown" in name:

@@ -18,7 +18,7 @@ from asyncua import ua
 from asyncua.common.callback import CallbackType
 
 from devices.base import FLOAT32_MAX
-from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch, check_server
+from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch, OpcUaWriteRefused, check_server
 from edge_agent.config import parse_config
 from tests.support.peers import free_port, node_ids_written, opcua_server
 from tests.support.waits import until
@@ -303,6 +303,39 @@ async def test_text_to_a_localized_text_node_goes_out_in_the_locale_the_node_hol
     # a node holding the invariant locale keeps it
     await src.write("ns=2;s=Text", "Fault")
     assert await nodes["Text"].read_value() == ua.LocalizedText("Fault")
+
+
+async def test_a_value_too_large_for_the_session_to_send_is_refused_naming_it_and_the_session_stays() -> None:
+    """Text to a String node stating no MaxStringLength, more than a request of the session may carry (the
+    server's MaxMessageSize, here the 64 KiB the source's max_message_bytes states in its Hello): refused before
+    it is sent, naming the node, the size and the limit; the session stays and the next write is taken. Before,
+    it was sent: the server answered BadRequestTooLarge and dropped the session (the source reconnected, every
+    tag BAD for a moment)."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    label = await obj.add_variable(ua.NodeId("Label", idx), "Label", ua.Variant("", VT.String))
+    await label.set_writable()
+    await srv.start()
+    source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "max_message_bytes": 65_536}
+    src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
+    try:
+        await src.start()
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        most = 65_536 - 131  # the bytes of the rest of the request
+        await src.write("ns=2;s=Label", "y" * most)
+        assert len(await label.read_value()) == most
+        with pytest.raises(OpcUaWriteRefused) as e:
+            await src.write("ns=2;s=Label", "x" * 100_000)
+        said = str(e.value)
+        assert "ns=2;s=Label" in said and "100131 bytes" in said and "MaxMessageSize 65536" in said, said
+        assert len(said) < 500, said
+        await asyncio.sleep(0.5)  # a dropped session is noticed within this
+        await src.write("ns=2;s=Label", "ok")
+        assert await label.read_value() == "ok"
+        assert src.stats.reconnects == 0 and src.state.value == "connected"
+    finally:
+        await src.stop()
+        await srv.stop()
 
 
 async def test_the_largest_real_as_a_plc_shows_it_is_written_and_beyond_it_refused(plc) -> None:
