@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -162,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         "default: 20",
     )
     a = ap.parse_args(argv)
+    for opt, v in (
+        ("--in-flight-bytes", a.in_flight_bytes),
+        ("--tenant-in-flight-bytes", a.tenant_in_flight_bytes),
+        ("--in-flight-wait-s", a.in_flight_wait_s),
+    ):
+        if v is not None and not (math.isfinite(v) and v > 0):  # 0 or less: every batch refused; NaN: none
+            print(f"cloud-trainer serve: {opt} {v} must be a number above 0", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for f in ("ca.pem", "server.pem", "server.key"):
         if not (a.pki / f).exists():
