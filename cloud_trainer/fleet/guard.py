@@ -410,6 +410,10 @@ class QuotaLimits:
     record_bytes_per_s: float = 32 * 1024 * 1024
     records_per_s: float = 100_000.0
     sample_bytes_per_day: int = 4 * 1024**3
+    # records' own bytes (their payloads; samples have the budget above) stored per UTC day: record_bytes_per_s
+    # alone let one agent write ~78 GB an hour into the data folder every tenant's store shares; 16 GiB a day is
+    # ~200 KB/s all day long, ~2,000 forwarded values a second
+    record_bytes_per_day: int = 16 * 1024**3
     max_message_bytes: int = 16 * 1024 * 1024  # one batch (agents send <= 1 MB by default)
     # calls of one caller (agent, admin) whose one request message is being received: grpc holds each whole, up
     # to max_message_bytes, before a handler runs; an agent sends a heartbeat, a deployment report and a
@@ -470,6 +474,7 @@ class Quotas:
         self._bytes: dict[AgentKey, _Bucket] = {}
         self._records: dict[AgentKey, _Bucket] = {}
         self._samples: dict[AgentKey, tuple[int, int]] = {}  # (tenant, agent) -> (UTC day, bytes)
+        self._payloads: dict[AgentKey, tuple[int, int]] = {}  # the same, of records' payloads
         self._reports: dict[AgentKey, _Bucket] = {}
         self._report_bytes: dict[AgentKey, _Bucket] = {}
         self.refusals: dict[tuple[str, str, str], int] = defaultdict(int)  # (tenant, agent, kind) -> count
@@ -656,6 +661,30 @@ class Quotas:
                     agent, "report_bytes", f"over {lim.report_bytes_per_s:.0f} bytes/s of state reports"
                 )
 
+    def take_payload(self, agent: AgentKey, nbytes: int) -> None:
+        """A batch's records' payload bytes against the agent's budget of the UTC day (``record_bytes_per_day``);
+        refused whole past it, nothing taken."""
+        day = int(self.clock() // 86400)
+        with self._lock:
+            d, used = self._payloads.get(agent, (day, 0))
+            if d != day:
+                used = 0
+            if used + nbytes > self.limits.record_bytes_per_day:
+                raise self._refuse(
+                    agent,
+                    "record_bytes",
+                    f"record budget of {self.limits.record_bytes_per_day} bytes per UTC day spent ({used} stored "
+                    f"today, this batch {nbytes}); the records wait in the agent's outbox",
+                )
+            self._payloads[agent] = (day, used + nbytes)
+
+    def give_payload(self, agent: AgentKey, nbytes: int) -> None:
+        """Payload bytes ``take_payload`` took for a batch then refused by another limit: not stored, not spent."""
+        with self._lock:
+            d, used = self._payloads.get(agent, (0, 0))
+            if used:
+                self._payloads[agent] = (d, max(0, used - nbytes))
+
     def take_sample(self, agent: AgentKey, nbytes: int) -> None:
         day = int(self.clock() // 86400)
         with self._lock:
@@ -687,6 +716,7 @@ class Quotas:
                 "limits": dataclasses.asdict(self.limits),
                 "streams": view(self._streams),
                 "sample_bytes_today": view(self._samples, lambda v: v[1]),
+                "record_bytes_today": view(self._payloads, lambda v: v[1]),
                 "refusals": {
                     f"{n}:{k[2]}": v for k, v in self.refusals.items() if (n := name(k[:2])) is not None
                 },

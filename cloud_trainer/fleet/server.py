@@ -6,6 +6,7 @@
                         [--console-port 8088 [--console-tenant T] [--console-allowed-host NAME ...]]
                         [--step-timeout-s 900] [--replicas]
                         [--in-flight-bytes 268435456] [--tenant-in-flight-bytes 67108864] [--in-flight-wait-s 20]
+                        [--record-bytes-per-day 17179869184]
 
 Needs ``ca.pem``, ``server.pem`` and ``server.key`` in the PKI folder (``cloud-trainer pki``).
 Clients must present a certificate from the same CA: agents (OU agent) and admins (OU admin) of a
@@ -155,6 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the same, of one tenant's agents (so that one tenant never takes the others' share); default: 64 MiB",
     )
     ap.add_argument(
+        "--record-bytes-per-day",
+        type=int,
+        default=None,
+        metavar="N",
+        help="bytes of records (their payloads; samples have their own budget) one agent may have stored per UTC "
+        "day, then its batches are refused (RESOURCE_EXHAUSTED: they wait in its outbox); default: 16 GiB",
+    )
+    ap.add_argument(
         "--in-flight-wait-s",
         type=float,
         default=None,
@@ -167,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--in-flight-bytes", a.in_flight_bytes),
         ("--tenant-in-flight-bytes", a.tenant_in_flight_bytes),
         ("--in-flight-wait-s", a.in_flight_wait_s),
+        ("--record-bytes-per-day", a.record_bytes_per_day),
     ):
         if v is not None and not (math.isfinite(v) and v > 0):  # 0 or less: every batch refused; NaN: none
             print(f"cloud-trainer serve: {opt} {v} must be a number above 0", file=sys.stderr)
@@ -191,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             ("in_flight_bytes", a.in_flight_bytes),
             ("tenant_in_flight_bytes", a.tenant_in_flight_bytes),
             ("in_flight_wait_s", a.in_flight_wait_s),
+            ("record_bytes_per_day", a.record_bytes_per_day),
         )
         if v is not None
     }

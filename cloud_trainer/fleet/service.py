@@ -601,12 +601,18 @@ class FleetServicer(rpc.FleetServicer):
         if (why := await asyncio.to_thread(_malformed, batch)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{why}; nothing of the batch was stored")
         samples = sum(len(r.sample) for r in batch.records if r.kind == "sample")
+        payloads = sum(len(r.payload) for r in batch.records)
         try:  # the whole batch is within the quotas, or none of it is stored
             self.quotas.take_batch(
-                agent, len(batch.records), sum(len(r.payload) + len(r.sample) for r in batch.records)
+                agent, len(batch.records), payloads + sum(len(r.sample) for r in batch.records)
             )
+            self.quotas.take_payload(agent, payloads)
             if samples:
-                self.quotas.take_sample(agent, samples)
+                try:
+                    self.quotas.take_sample(agent, samples)
+                except QuotaExceeded:
+                    self.quotas.give_payload(agent, payloads)
+                    raise
         except QuotaExceeded as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         records, damaged, misnamed = await asyncio.to_thread(_records, batch)
@@ -619,6 +625,7 @@ class FleetServicer(rpc.FleetServicer):
                 partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs)
             )
         except TenantQuotaExceeded as exc:  # the tenant's records or sample bytes of the day
+            self.quotas.give_payload(agent, payloads)  # not stored: not spent
             self.quotas.refused(agent, "tenant_day", str(exc))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except ValueError as exc:  # a record the store refuses (the checks above should have caught it)
@@ -626,6 +633,7 @@ class FleetServicer(rpc.FleetServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, f"{str(exc)[:300]}; nothing of the batch was stored"
             )
         except Exception as exc:  # the store failed (down, disk full, a bug): the agent sends the batch again
+            self.quotas.give_payload(agent, payloads)
             self._store_failed("batches", exc)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,

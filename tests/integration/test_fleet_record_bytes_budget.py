@@ -1,0 +1,85 @@
+"""One agent's records' bytes stored per UTC day are bounded (``record_bytes_per_day``), against a real fleet service
+(gRPC, mTLS) and the agent's own uplink and outbox. The per-second limits alone let one agent within every default
+write ~78 GB an hour of records into the data folder every tenant's store shares (``max_records_per_day`` counts
+records, whatever their size). Past the budget a batch is refused whole (``RESOURCE_EXHAUSTED``, saying which
+budget), its records wait in the agent's outbox, and another agent of the same tenant is stored as before."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud_trainer.fleet.guard import QuotaExceeded, QuotaLimits, Quotas
+from cloud_trainer.fleet.service import FleetServer
+from edge_agent.outbox.settings import OutboxSettings
+from edge_agent.outbox.store import Outbox
+from edge_agent.uplink.client import Uplink
+from tests.support.fleet import cloud_settings, make_pki
+from tests.support.peers import free_port
+from tests.support.waits import until
+
+
+async def test_an_agents_record_bytes_of_the_day_are_bounded_the_rest_wait_in_its_outbox(tmp_path):
+    pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    budget = 20_000
+    srv = FleetServer(
+        tmp_path / "cloud",
+        port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        quotas=Quotas(QuotaLimits(record_bytes_per_day=budget)),
+    )
+    await srv.start()
+    boxes, ups = [], []
+    try:
+        for name, n in (("gw1", 40), ("gw2", 3)):  # gw1: 40 records of ~1 KB, twice its budget; gw2: a few
+            ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / name)
+            ob.open()
+            for i in range(n):
+                ob.append("result", {"i": i, "pad": "x" * 1000})
+            ob.flush()
+            boxes.append(ob)
+            # batches of a few records, so that the budget is reached between batches
+            up = Uplink(cloud_settings(pki, port, agent=name, batch_max_records=4, backoff_initial_s=60), ob)
+            await up.start()
+            ups.append(up)
+
+        def stored(agent: str) -> int:
+            return len(srv.store.records(agent, limit=1000))
+
+        def refusals() -> int:
+            return srv.quotas.snapshot("default")["refusals"].get("gw1:record_bytes", 0)
+
+        await until(
+            lambda: refusals() >= 1 and stored("gw2") == 3, what="gw1 refused past its budget, gw2 stored"
+        )
+        got = stored("gw1")
+        assert 0 < got < 40
+        today = srv.quotas.snapshot("default")["record_bytes_today"]["gw1"]
+        assert today <= budget, today  # what was stored is within the budget
+        assert boxes[0].stats()["depth"] == 40 - got  # the rest kept in gw1's outbox, nothing dropped
+        assert "record budget of 20000 bytes per UTC day spent" in ups[0].status()["last_error"]
+    finally:
+        for up in ups:
+            await up.stop()
+        for ob in boxes:
+            ob.close()
+        await srv.stop()
+
+
+def test_the_record_budget_is_per_utc_day_and_a_batch_refused_by_another_limit_spends_none_of_it():
+    now = [86400.0 * 20000 + 100]
+    q = Quotas(QuotaLimits(record_bytes_per_day=1000), clock=lambda: now[0])
+    agent = ("acme", "gw1")
+    q.take_payload(agent, 600)
+    with pytest.raises(QuotaExceeded, match="record budget of 1000 bytes per UTC day spent"):
+        q.take_payload(agent, 600)  # refused whole: nothing of it taken
+    q.take_payload(agent, 400)
+    q.give_payload(agent, 400)  # e.g. refused by the sample budget after: not stored, not spent
+    q.take_payload(agent, 400)
+    with pytest.raises(QuotaExceeded):
+        q.take_payload(agent, 1)
+    now[0] += 86400  # the next UTC day
+    q.take_payload(agent, 1000)
+    assert q.snapshot("acme")["record_bytes_today"] == {"gw1": 1000}
