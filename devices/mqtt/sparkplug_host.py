@@ -918,6 +918,9 @@ class SparkplugHost:
             if node.alive:  # once: the storm's later births find it stale already
                 out = self._bad(t.edge_node, node, _EVERY, received_at, received_at, "birth_unread")
             node.alive, node.birth_skipped = False, True
+            # spoken is what it sends after this: data (``_handle``), not a birth read as the answer to a rebirth
+            # asked of it, which a flood of births under one made-up name gives (the node then held its place)
+            node.talked = False
             node.devices.clear()
             self._rebirth(t.group, t.edge_node, node)
             return out
@@ -1433,6 +1436,8 @@ class SparkplugHost:
             self.deaths += 1
             return self._bad(t.edge_node, node, _EVERY, received_at, received_at, "node_death")
         if not node.alive:
+            if mt in _DATA and not self.retained and node.birth_skipped:
+                node.talked = True  # a real node in a storm: its data goes on, it keeps its place (``_file``)
             why = (
                 "this host's broker connection came back: its births meanwhile were missed"
                 if node.missed
