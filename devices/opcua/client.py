@@ -2588,13 +2588,13 @@ class OpcUaSource:
                 reason, msg = _explain(e, self.settings)
                 if self._oversize:  # the connection was closed here, on a message over the limit
                     reason, msg = "too_large", _too_large(self._oversize, self.settings)
-                    only = self._only_item()
                     if self._measuring is not None:  # one node's value alone: left out until it fits
                         msg = self._left_out(self._measuring, self._oversize)
-                    elif only is not None:  # the session's one monitored item: its value is the one
-                        msg = self._left_out(only, self._oversize)
-                    elif self._sub is not None and len(self._tags) > 1:
-                        # values of several nodes in one Publish answer: which ones is not known
+                    elif self._sub is not None and self._tags:
+                        # the values of several nodes in one Publish answer, or with one monitored item another
+                        # read's answer (a write target's value, a type dictionary): which node is not known, so
+                        # each is measured alone before one is left out (charged unmeasured to the one item, a
+                        # tag of one Double was left out for a write target's 150,000)
                         self._measure_wanted = True
                         msg += (
                             "; the values of several nodes may have come in one Publish answer: the next "
@@ -3573,13 +3573,6 @@ class OpcUaSource:
             self.settings.max_message_bytes,
             f"subscribed on their own: {shown}" if shown else "one subscription takes them",
         )
-
-    def _only_item(self) -> str | None:
-        """The node id (as listed) of the session's one monitored item, None when it has none or several: a
-        Publish answer over max_message_bytes in such a session can only carry that node's value."""
-        if self._sub is None or len(self._items) != 1:
-            return None
-        return self._listed_as.get(next(iter(self._items)))
 
     def _left_out(self, node_id: str, size: int) -> str:
         """``node_id``'s value alone reached ``size`` bytes, over max_message_bytes: it is not subscribed until a

@@ -97,9 +97,10 @@ async def test_a_value_over_the_limit_alone_is_named_and_left_out_and_the_others
 
 
 async def test_a_single_node_over_the_limit_is_left_out_keeping_the_session_until_its_value_fits() -> None:
-    """A source of one node whose value alone is over max_message_bytes: after the one connection it closed,
-    the node is named (node_errors, and on /status under silent_drops) and left out, and the next session
-    stays up. Before, every session ended so (a reconnect at each backoff pause, each leaving a session on
+    """A source of one node whose value alone is over max_message_bytes: after the connections it closed (its
+    Publish answer, then the read that measured it alone: the answer over the limit might have been another
+    read's), the node is named (node_errors, and on /status under silent_drops) and left out, and the next
+    session stays up. Before, every session ended so (a reconnect at each backoff pause, each leaving a session on
     the PLC: 8 sessions in a minute at the default backoff). Once its value fits, it is subscribed and arrives."""
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:test:alone", "Line")
@@ -122,10 +123,43 @@ async def test_a_single_node_over_the_limit_is_left_out_keeping_the_session_unti
     finally:
         await src.stop()
         await srv.stop()
-    assert kept == (ConnectionState.CONNECTED, 0, {"too_large": 1}), kept
+    assert kept == (ConnectionState.CONNECTED, 0, {"too_large": 2}), kept
     assert "its value alone reached" in said and "over max_message_bytes 1048576" in said, said
     assert f"ns={idx};s=Scan" in shown and "its value alone reached" in shown, shown
     assert list(got["Scan"].value) == [0.5] * 1000 and f"ns={idx};s=Scan" not in src.node_errors
+
+
+async def test_a_write_targets_large_value_is_not_charged_to_the_one_subscribed_tag() -> None:
+    """A source of one small tag (a Double) and a write target of BaseDataType holding 150,000 Doubles (1.2 MB, over
+    max_message_bytes): the target's value, read to know the type it holds, closes each connection. 57fbe38 charged
+    any answer over the limit in a session of one monitored item to that item: the tag was named too large and left
+    out (found in review). It is measured alone first: it fits, so it is never named nor left out."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:target", "Line")
+    await obj.add_variable(ua.NodeId("Small", idx), "Small", ua.Variant(1.5, ua.VariantType.Double))
+    big = await obj.add_variable(
+        ua.NodeId("Big", idx), "Big", ua.Variant([0.5] * 150_000, ua.VariantType.Double)
+    )
+    await big.write_attribute(
+        ua.AttributeIds.DataType,
+        ua.DataValue(ua.Variant(ua.NodeId(ua.ObjectIds.BaseDataType), ua.VariantType.NodeId)),
+    )
+    await big.set_writable()
+    await srv.start()
+    src = OpcUaSource("plc", _settings(port, [f"ns={idx};s=Small"]))
+    src.expect_writes([(f"ns={idx};s=Big", 1.0)])
+    await src.start()
+    try:
+        await until(
+            lambda: src.stats.errors_by_reason.get("too_large", 0) >= 3,
+            20,
+            "the target's reads over the limit",
+        )
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert f"ns={idx};s=Small" not in src.node_errors, src.node_errors
+    assert f"ns={idx};s=Small" not in src.notices.status().get("value_too_large", {}).get("message", "")
 
 
 async def test_a_large_values_own_subscription_that_stalls_turns_its_tag_bad_and_the_value_comes_again() -> (
