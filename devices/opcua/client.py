@@ -869,11 +869,6 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
             held, held_shape = holds
         if vtype is not ua.VariantType.Variant:
             held_shape = None  # an abstract numeric node: only its type is kept from what it holds
-    elif rank in _OPEN_RANKS:
-        # a concrete type whose ValueRank leaves the shape open (-2 is open62541's default for a variable): the
-        # shape it holds is kept, as a BaseDataType node's is; unreadable, the ValueRank alone judges
-        holds = await _read_held(node)
-        held_shape = holds[1] if isinstance(holds, tuple) else None
     return _NodeType(
         vtype,
         dtid.to_string(),
@@ -1139,9 +1134,8 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
     BaseDataType node whose ValueRank leaves the shape open (-3, -2, 0) keeps the shape of the value it holds
     (``_NodeType.held_shape``), as it keeps its type: an array takes a list (of as many dimensions), a single
     value a single value; one holding nothing, or a shape its ValueRank forbids (a single value at ValueRank 0,
-    two dimensions at -3), takes what its ValueRank allows. A node of a concrete DataType
-    whose ValueRank leaves the shape open keeps the shape it holds too (it took either shape, and a lenient
-    server made a scalar INT an array under the PLC program reading it)."""
+    two dimensions at -3), takes what its ValueRank allows. (A node of a concrete
+    DataType and ValueRank -2 or -3 takes either shape, as the ValueRank says.)"""
     rank = nt.rank
     ndim = _ndim(value)
 
@@ -1183,7 +1177,7 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
         # a held shape the ValueRank forbids (a lenient server stored it): the ValueRank, the node's contract,
         # decides; kept, it would refuse the one shape the ValueRank leaves and the node could not be written
         shape = None
-    if shape is not None and rank in _OPEN_RANKS:
+    if shape is not None and rank in _OPEN_RANKS and nt.vtype is ua.VariantType.Variant:
         kind = (nt.held or nt.vtype).name
         of = f"{nt.shown} (ValueRank {rank}: {_OPEN_RANKS[rank]})"
         if shape and not ndim:
@@ -3971,8 +3965,7 @@ class OpcUaSource:
         return OpcUaNodeError(f"opcua source {self.name}: node {node_id!r} does not exist on the server")
 
     def _reheld(self, node_id: str) -> None:
-        """Read again the value a BaseDataType write target (or a concrete type's whose ValueRank leaves the
-        shape open: its shape) holds, unless it was read (by a write, a check,
+        """Read again the value a BaseDataType write target holds, unless it was read (by a write, a check,
         or this) less than ``HELD_RECHECK_S`` ago; a type or shape other than the one kept replaces it and
         the target is judged again (``_recheck``: ``target_errors``, said)."""
         client, key = self._client, f"held:{node_id}"
@@ -3987,12 +3980,10 @@ class OpcUaSource:
                 node = await _node(client, node_id, self._resolved, self._resolve)
                 async with self._write_lock(node):  # a write's own read of the node is not overwritten
                     nt = self._types.get(node_id)
-                    if nt is None or not _keeps_shape(nt):
+                    if nt is None or nt.vtype is not ua.VariantType.Variant:
                         return
                     async with asyncio.timeout(self.settings.connect_timeout_s):
                         held = await _held(node, (nt.held, nt.held_shape))
-                    if nt.vtype is not ua.VariantType.Variant:
-                        held = (None, held[1])  # a concrete type's node: its shape alone is kept
                     self._held_at[node_id] = time.monotonic()
                     if self._types.get(node_id) is not nt or held == (nt.held, nt.held_shape):
                         return
@@ -4001,10 +3992,9 @@ class OpcUaSource:
                     )
                     if _form(held) == _form((nt.held, nt.held_shape)):
                         return  # an array's lengths alone (a buffer that grows) judge nothing: kept quietly
-                kind: str | None = nt.vtype.name  # a concrete type's node: its shape alone changed
-                if nt.vtype is ua.VariantType.Variant:
-                    kind = None if held[0] is None else held[0].name
-                shown = "nothing" if kind is None else kind + (f" {list(held[1])}" if held[1] else "")
+                shown = (
+                    "nothing" if held[0] is None else held[0].name + (f" {list(held[1])}" if held[1] else "")
+                )
                 self._recheck(node_id, quiet=not self._held_said(node_id, shown))
             except asyncio.CancelledError:
                 raise
@@ -4794,13 +4784,7 @@ class OpcUaSource:
                         # judged by a type read earlier: read it again first, unless what refused it is the
                         # type or shape a BaseDataType node holds, read just now (a heartbeat refused for
                         # good would cost a full read of the node's type each period)
-                        if (
-                            cached
-                            and not again
-                            and not (
-                                nt.vtype is ua.VariantType.Variant and _refused_by_held(nt, value, node_id)
-                            )
-                        ):
+                        if cached and not again and not _refused_by_held(nt, value, node_id):
                             self._types.pop(node_id, None)
                             continue
                         raise
@@ -4986,19 +4970,11 @@ def _holding(nt: _NodeType, value: Any, node_id: str) -> _NodeType | None:
 
 
 def _refused_by_held(nt: _NodeType, value: Any, node_id: str) -> bool:
-    """Whether a BaseDataType node (or a concrete type's node whose ValueRank leaves the shape open) refuses
-    ``value`` for the type or shape it holds alone: it would take the value if it held nothing."""
-    if not _keeps_shape(nt) or (nt.held is None and nt.held_shape is None):
+    """Whether a BaseDataType node refuses ``value`` for the type or shape it holds alone: it would take the
+    value if it held nothing."""
+    if nt.vtype is not ua.VariantType.Variant or (nt.held is None and nt.held_shape is None):
         return False
     return _misfit(dataclasses.replace(nt, held=None, held_shape=None), value, node_id) is None
-
-
-def _keeps_shape(nt: _NodeType) -> bool:
-    """Whether what ``nt``'s node holds judges a value: a BaseDataType node (its type and shape), or a node of a
-    concrete type whose ValueRank leaves the shape open (its shape)."""
-    return nt.vtype is ua.VariantType.Variant or (
-        isinstance(nt.vtype, ua.VariantType) and nt.rank in _OPEN_RANKS
-    )
 
 
 def _misfit(nt: _NodeType | None, value: Any, node_id: str) -> str | None:

@@ -530,59 +530,6 @@ async def test_a_value_that_does_not_fit_the_type_an_abstract_numeric_node_holds
         assert sent == ["Speed", "Level", "Small"]
 
 
-async def test_a_node_of_a_concrete_type_and_an_open_value_rank_keeps_the_shape_it_holds() -> None:
-    """An Int16 node of ValueRank -2 (any shape: open62541's default for a variable) or -3 (a single value or
-    an array) holds the shape of the PLC variable behind it. The former code took either shape as the ValueRank
-    allows: [1, 2] went to one holding a single Int16, 7 to one holding an array, and the server (asyncua's, as
-    a lenient one) made the scalar an array and the array a scalar under the PLC program reading them. Now each
-    is refused before anything is sent, naming the node, the value and the shape held; the shape it holds is
-    written, and once the PLC makes the node hold another shape, a value of that shape is written (the refusal
-    reads the node again)."""
-    port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    nodes = {}
-    for name, held, rank in (
-        ("Speed", ua.Variant(0, VT.Int16), -2),
-        ("Mode", ua.Variant(0, VT.Int16), -3),
-        ("Bins", ua.Variant([0, 0, 0], VT.Int16), -2),
-    ):
-        nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, held)
-        await nodes[name].write_value_rank(rank)
-        await nodes[name].set_writable()
-    sent = node_ids_written(srv, idx)
-    async with _serving(srv, port) as src:
-        for name, value, shown, said in (
-            ("Speed", [1, 2], "Int16 (ValueRank -2: any shape) holding a single Int16", "write one value"),
-            (
-                "Mode",
-                [5],
-                "Int16 (ValueRank -3: a single value or a one-dimensional array) holding a single",
-                "one",
-            ),
-            (
-                "Bins",
-                7,
-                "Int16 (ValueRank -2: any shape) holding an array of 3 Int16",
-                "write a list of values",
-            ),
-        ):
-            with pytest.raises(OpcUaTypeMismatch) as e:
-                await src.write(f"ns={idx};s={name}", value)
-            assert f"node ns={idx};s={name} is {shown}" in str(e.value), e.value
-            assert f"cannot write {value!r}" in str(e.value) and said in str(e.value), e.value
-            assert "the node's shape is kept" in str(e.value), e.value
-        assert sent == []
-        assert [await n.read_value() for n in nodes.values()] == [0, 0, [0, 0, 0]]
-        await src.write(f"ns={idx};s=Speed", 7)
-        await src.write(f"ns={idx};s=Bins", [4, 5, 6, 7])  # a length of its own: the shape is its dimensions
-        assert await nodes["Speed"].read_value() == 7 and await nodes["Bins"].read_value() == [4, 5, 6, 7]
-        assert sent == ["Speed", "Bins"]
-        await nodes["Speed"].write_value(ua.Variant([0, 0], VT.Int16))  # the PLC's download: an array now
-        sent.clear()  # the server's own write
-        await src.write(f"ns={idx};s=Speed", [1, 2])
-        assert await nodes["Speed"].read_value() == [1, 2] and sent == ["Speed"]
-
-
 async def test_a_base_data_type_node_that_held_nothing_keeps_the_type_first_written(plc) -> None:
     """A null BaseDataType node takes the value's own kind; from then on it holds that type, so a later
     value of another kind is refused, as after a reconnect (when the type is read again), rather than
