@@ -558,7 +558,46 @@ def _image_bound(buf: bytearray, cap: int, head: int = _HEAD_BYTES) -> tuple[int
         return cap, _CAPPED, None
     if jpeg and head < again:
         return again, f"more than a JPEG whose frame header is not in its first {again} bytes can need", again
+    if jpeg and _segments_read(start):
+        # more metadata than that before its frame header, segment after segment as JPEG lays them out (a thermal
+        # camera's radiometric JPEG carries its raw image and a photo in APP1 segments before it): the cap, as
+        # before the 256-KB cut; only a JPEG whose segments stop reading as JPEG's is cut there
+        return cap, _CAPPED, None
+    if jpeg:
+        return head, f"a JPEG whose segments stop reading as JPEG's within its first {head} bytes", None
     return head, f"with no {FORMATS} header in its first {head} bytes", None
+
+
+def _segments_read(data: bytes) -> bool:
+    """Whether ``data`` (a JPEG's start, SOI first) is marker segment after marker segment to its end (each an
+    0xFF, a marker, and a length of at least 2 but for the markers that carry none), with no scan begun: what a
+    JPEG holding a lot of metadata before its frame header looks like; junk after an SOI does not."""
+    i, n = 2, len(data)
+    while i < n:
+        if data[i] != 0xFF:
+            return False
+        while i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            return True
+        marker = data[i]
+        i += 1
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            continue
+        if marker in (
+            0x00,
+            0xD8,
+            0xD9,
+            0xDA,
+        ):  # stuffing, a second SOI, the end or a scan before any frame header
+            return False
+        if i + 2 > n:
+            return True
+        length = (data[i] << 8) | data[i + 1]
+        if length < 2:
+            return False
+        i += length
+    return True
 
 
 def looks_whole(data: bytes, settled: bool = False) -> bool:

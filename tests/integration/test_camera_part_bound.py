@@ -145,6 +145,36 @@ async def test_a_part_with_no_image_header_is_dropped_at_256_kb_and_a_jpeg_with_
     assert max(cam.sent[:2]) < 16 * 2**20, cam.sent
 
 
+async def test_a_jpeg_with_more_metadata_than_the_second_look_before_its_frame_header_is_still_a_frame():
+    """A thermal camera's radiometric JPEG carries its raw image and a photo in APP1 segments before the frame
+    header: 1.5 MB of them here, past the 1.25 MB at which 0552473 looked for that header a second time. Such a
+    part was oversize_frame on every image, the connection dropped, no frame ever delivered (found in review).
+    A JPEG whose start reads segment after segment as JPEG's keeps the part cap; junk after an SOI does not."""
+    app1 = b"".join(b"\xff\xe1" + (65533).to_bytes(2, "big") + b"FLIR\0" + bytes(65526) for _ in range(24))
+    thermal = _jpeg(1)[:2] + app1 + _jpeg(1)[2:]
+    junk = b"\xff\xd8" + bytes(range(256)) * 8192  # an SOI, then 2 MB that is no segment
+
+    def serve(write, part):
+        if len(cam.sent) == 1:
+            part(junk)
+        while True:
+            part(thermal)
+
+    cam = HostileMjpeg(serve)
+    src = CameraSource("cam", CameraSettings(url=cam.url, reconnect_initial_s=0.05, reconnect_max_s=0.1))
+    try:
+        await src.start()
+        try:
+            frames = await take(src, 3, 30)
+        finally:
+            await src.stop()
+    finally:
+        cam.stop()
+    assert len(frames) == 3 and {f.image.shape for f in frames} == {(48, 64, 3)}
+    assert src.stats.errors_by_reason == {"oversize_frame": 1}, src.stats.errors_by_reason  # the junk's
+    assert "segments stop reading as JPEG's" in src.stats.last_error, src.stats.last_error
+
+
 def test_a_big_part_is_held_twice_at_most_while_it_is_taken():
     """A 24-MB part (a JPEG header declaring 4000x4000 pixels, which may need 129 MB), by its Content-Length and
     without one: taking it out of the read buffer copied it twice (a slice, then its bytes) and cutting its line
