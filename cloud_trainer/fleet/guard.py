@@ -96,13 +96,13 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
         self._receiving: dict[str, asyncio.Semaphore] = {}
         self._freed = asyncio.Event()  # set (and replaced) whenever a held message is answered: room, maybe
 
-    async def _reserve(self, key: AgentKey) -> tuple[int, bool]:
+    async def _reserve(self, key: AgentKey, deadline: float) -> tuple[int, bool]:
         """(bytes set aside for the caller's next batch, whether there was room): waits until its tenant (and the
-        service) have room for it (``Quotas.reserve``), at most ``in_flight_wait_s``; then sets it aside all the
-        same, for a batch that will be refused."""
+        service) have room for it (``Quotas.reserve``), until ``deadline`` (the loop's time: ``in_flight_wait_s``
+        after the stream began to wait, its wait for a place to read included); then sets it aside all the same,
+        for a batch that will be refused."""
         assert self.quotas is not None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.quotas.limits.in_flight_wait_s
         while (reserved := self.quotas.reserve(key)) is None:
             freed = self._freed
             try:
@@ -185,18 +185,23 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
                     self.quotas.limits.tenant_receiving_batches
                 )
             messages = _taken(requests)
+            wait_s = self.quotas.limits.in_flight_wait_s
             while True:
                 reserved, roomy, data = await _read_gated(
-                    gate, messages, partial(self._reserve, key), partial(self._give_back, key)
+                    gate, messages, partial(self._reserve, key), partial(self._give_back, key), wait_s
                 )
                 if data is None:  # the agent closed its side
                     self._give_back(key, reserved)
                     return
                 n = len(data)
                 self.quotas.hold(key, reserved, n)
-                if not roomy:  # no room for in_flight_wait_s: refused unparsed, the agent backs off
+                if (
+                    not roomy
+                ):  # no place or no room for in_flight_wait_s: refused unparsed, the agent backs off
+                    # (read first: refused before its message was all sent, the agent's grpc saw INTERNAL, not
+                    # RESOURCE_EXHAUSTED)
                     del data
-                    exc = self.quotas.refuse_held(key, who, self.quotas.limits.in_flight_wait_s)
+                    exc = self.quotas.refuse_held(key, who, wait_s)
                     self._give_back(key, n)
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: {exc}")
                 try:
@@ -311,33 +316,46 @@ class _Held:
 async def _read_gated(
     gate: asyncio.Semaphore,
     messages,
-    reserve: Callable[[], Awaitable[tuple[int, bool]]],
+    reserve: Callable[[float], Awaitable[tuple[int, bool]]],
     give_back: Callable[[int], None],
+    wait_s: float,
 ) -> tuple[int, bool, bytes | None]:
-    """(bytes set aside for it, whether there was room, the stream's next message or None at its end), asked of
-    grpc within ``gate`` once ``reserve()`` set bytes aside for it within its tenant's bounds (or gave up waiting):
-    grpc reads a message whole once asked for it, so at most ``tenant_receiving_batches`` of a tenant's are asked
-    for at once, and none past its bytes; the others wait here, unread (HTTP/2 flow control holds their agents'
-    writes). A read not done within ``RECEIVE_SLOT_S`` gives its place in ``gate`` and its bytes back and goes on: a
-    stream left idle on a dead path (until the keepalive ends it) or a batch crossing a slow link (whose bytes
-    arrive as slowly) does not hold up the tenant's other streams for longer. The caller gives the bytes back
-    (``give_back``), unless the read failed (the call ended): then this does."""
-    await gate.acquire()
+    """(bytes set aside for it, whether it found a place and room, the stream's next message or None at its end),
+    asked of grpc within ``gate`` once ``reserve()`` set bytes aside for it within its tenant's bounds: grpc reads a
+    message whole once asked for it, so at most ``tenant_receiving_batches`` of a tenant's are asked for at once,
+    and none past its bytes; the others wait here, unread (HTTP/2 flow control holds their agents' writes). A read
+    not done within ``RECEIVE_SLOT_S`` gives its place in ``gate`` and its bytes back and goes on: a stream left
+    idle on a dead path (until the keepalive ends it) or a batch crossing a slow link (whose bytes arrive as
+    slowly) does not hold up the tenant's other streams for longer. The caller gives the bytes back
+    (``give_back``), unless the read failed (the call ended): then this does. The wait for a place and for room
+    together last ``wait_s`` at most; a stream that found neither by then is read all the same and said so, for
+    the caller to refuse (the wait for a place had no bound: behind a queue of its tenant's streams a batch
+    waited up to 7 times ``in_flight_wait_s``, past the agent's 60 s for an acknowledgement)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    placed = True
     try:
-        reserved, roomy = await reserve()
+        async with asyncio.timeout_at(deadline):
+            await gate.acquire()
+    except TimeoutError:
+        placed = False  # read without a place, to be refused
+    try:
+        reserved, roomy = await reserve(deadline)
     except BaseException:
-        gate.release()
+        if placed:
+            gate.release()
         raise
     read = asyncio.ensure_future(anext(messages, None))
     try:
         try:
             await asyncio.wait({read}, timeout=RECEIVE_SLOT_S)
         finally:
-            gate.release()
+            if placed:
+                gate.release()
         if not read.done():  # idle or slow: its bytes are counted when they are in, not set aside meanwhile
             give_back(reserved)
             reserved = 0
-        return reserved, roomy, await read
+        return reserved, roomy and placed, await read
     except BaseException:
         read.cancel()  # the call ended (cancelled, aborted) while its read was under way
         give_back(reserved)
