@@ -1903,10 +1903,15 @@ def dumps(obj: Any, *, default: Callable[[Any], Any] | None = _plain, **kw: Any)
         obj = _finite(obj)
         out = json.dumps(obj, allow_nan=False, default=default, **kw)
     if ("\\ud" in out) if kw.get("ensure_ascii", True) else not out.isascii() and _lone(out):
-        # an escape of a surrogate: a character past U+FFFF (an emoji, written as a pair) or a lone one
-        valid = _valid(obj)
-        if valid is not obj:
-            out = json.dumps(valid, allow_nan=False, default=default, **kw)
+        # an escape of a surrogate: a character past U+FFFF (an emoji, written as a pair) or a lone one, also in
+        # what ``default`` made of an object (a path's or an exception's text)
+        plain = default
+        out = json.dumps(
+            _valid(obj),
+            allow_nan=False,
+            default=None if plain is None else lambda o: _valid(plain(o)),
+            **kw,
+        )
     return out
 
 
@@ -1920,7 +1925,8 @@ def _lone(s: str) -> bool:
 
 def _valid(o: Any) -> Any:
     """``o`` with each text holding a lone surrogate made valid (U+FFFD for each; a pair of them is the character
-    they make), or ``o`` itself when none does."""
+    they make), or ``o`` itself when none does. Two keys that differ only by their lone surrogates become one, the
+    later's value kept."""
     if isinstance(o, str):
         return o.encode("utf-16", "surrogatepass").decode("utf-16", "replace") if _lone(o) else o
     if isinstance(o, dict):

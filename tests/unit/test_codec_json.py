@@ -156,6 +156,13 @@ def test_outgoing_json_holds_no_lone_surrogate_a_strict_reader_refuses(ensure_as
         "emoji": "part \U0001f600 ok",
         "n": 3,
     }
+    # what dumps' default makes of an object it writes as text (a path, an exception) too (found in review)
+    from pathlib import Path
+
+    made = json.loads(
+        dumps({"p": Path("/x/Pr\udcfcf"), "e": ValueError("M\udcfcller")}, ensure_ascii=ensure_ascii)
+    )
+    assert made == {"p": "/x/Pr\ufffdf", "e": "M\ufffdller"}
     plain = {"a": "part \U0001f600", "b": [1, "x"]}  # a character past U+FFFF is a valid pair, kept as it is
     assert dumps(plain, ensure_ascii=ensure_ascii) == json.dumps(plain, ensure_ascii=ensure_ascii)
 
