@@ -315,6 +315,13 @@ async def test_a_value_too_large_for_the_session_to_send_is_refused_naming_it_an
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
     label = await obj.add_variable(ua.NodeId("Label", idx), "Label", ua.Variant("", VT.String))
     await label.set_writable()
+    texts = await obj.add_variable(
+        ua.NodeId("Texts", idx),
+        "Texts",
+        ua.Variant([ua.Variant("a", VT.String)], VT.Variant),
+        datatype=ua.NodeId(ua.ObjectIds.BaseDataType),
+    )
+    await texts.set_writable()
     await srv.start()
     source = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "max_message_bytes": 65_536}
     src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
@@ -333,6 +340,11 @@ async def test_a_value_too_large_for_the_session_to_send_is_refused_naming_it_an
         await src.write("ns=2;s=Label", "ok")
         assert await label.read_value() == "ok"
         assert src.stats.reconnects == 0 and src.state.value == "connected"
+        # a BaseDataType node takes a list as Variants, each of which the first estimate counted as 16 bytes:
+        # three 40,000-character texts went out unmeasured, answered BadRequestTooLarge (found in review)
+        with pytest.raises(OpcUaWriteRefused) as e:
+            await src.write("ns=2;s=Texts", ["x" * 40_000] * 3)
+        assert "ns=2;s=Texts" in str(e.value) and "MaxMessageSize 65536" in str(e.value), str(e.value)
     finally:
         await src.stop()
         await srv.stop()
