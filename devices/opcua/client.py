@@ -4002,10 +4002,15 @@ class OpcUaSource:
                 node = await _node(client, node_id, self._resolved, self._resolve)
                 async with self._write_lock(node):  # a write's own read of the node is not overwritten
                     nt = self._types.get(node_id)
-                    if nt is None or nt.vtype is not ua.VariantType.Variant:
+                    if nt is None or not _held_judges(nt):
                         return
                     async with asyncio.timeout(self.settings.connect_timeout_s):
                         held = await _held(node, (nt.held, nt.held_shape))
+                    if nt.vtype is not ua.VariantType.Variant:
+                        held = (
+                            held[0],
+                            None,
+                        )  # an abstract numeric node: only its type is kept (``_node_type``)
                     self._held_at[node_id] = time.monotonic()
                     if self._types.get(node_id) is not nt or held == (nt.held, nt.held_shape):
                         return
@@ -4994,9 +4999,15 @@ def _holding(nt: _NodeType, value: Any, node_id: str) -> _NodeType | None:
 def _refused_by_held(nt: _NodeType, value: Any, node_id: str) -> bool:
     """Whether a BaseDataType node refuses ``value`` for the type or shape it holds alone: it would take the
     value if it held nothing."""
-    if nt.vtype is not ua.VariantType.Variant or (nt.held is None and nt.held_shape is None):
+    if not _held_judges(nt) or (nt.held is None and nt.held_shape is None):
         return False
     return _misfit(dataclasses.replace(nt, held=None, held_shape=None), value, node_id) is None
+
+
+def _held_judges(nt: _NodeType) -> bool:
+    """Whether what the node holds judges a write: a BaseDataType node's type and shape, an abstract numeric
+    node's (Number, Integer, UInteger: 321f323) type."""
+    return nt.vtype is ua.VariantType.Variant or isinstance(nt.vtype, AbstractType)
 
 
 def _misfit(nt: _NodeType | None, value: Any, node_id: str) -> str | None:

@@ -389,3 +389,37 @@ async def test_a_refused_node_whose_array_only_changes_length_is_not_judged_agai
         await src.stop()
         await srv.stop()
     assert sent == [], sent
+
+
+async def test_a_number_node_refused_for_the_type_it_held_is_judged_by_what_it_holds_after_a_download(
+    monkeypatch,
+):
+    """A node of DataType Number (Part 8's AnalogItem default) holding an INT judges a value by that type (321f323):
+    an output's reset of 0.5 is refused. After a PLC download makes it hold a REAL (its DataType stays Number, so
+    the target watch sees nothing), the reset check reads the node again in the background, as a BaseDataType
+    node's, and takes 0.5. Before (found in review), it stayed refused for the whole session."""
+    monkeypatch.setattr("devices.opcua.client.HELD_RECHECK_S", 0.2)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:number", "Line")
+    num = await obj.add_variable(
+        ua.NodeId("Num", idx),
+        "Num",
+        ua.Variant(0, ua.VariantType.Int16),
+        datatype=ua.NodeId(ua.ObjectIds.Number),
+    )
+    await num.set_writable()
+    srv.iserver.aspace._is_expected_variant_type = lambda *_: True  # a lenient server: a download retypes it
+    await srv.start()
+    node_id = f"ns={idx};s=Num"
+    src = OpcUaSource("plc", _config(port).sources["plc"])
+    src.expect_writes([(node_id, 1)])
+    await src.start()
+    try:
+        await until(
+            lambda: src.write_misfit(node_id, 0.5, after=1) is not None, 10, "the INT it holds judged"
+        )
+        await srv.write_attribute_value(num.nodeid, ua.DataValue(ua.Variant(0.0, ua.VariantType.Double)))
+        await until(lambda: src.write_misfit(node_id, 0.5, after=1) is None, 10, "the REAL it holds now")
+    finally:
+        await src.stop()
+        await srv.stop()
