@@ -666,8 +666,12 @@ class MjpegStream:
         if self._stage == "header":
             return "within a part's header"
         k, n = len(self._buf), self._length  # the buffer holds the part from its first byte
-        if n is not None:
+        if n is not None and k <= n:
             return f"within a part ({k} of the {n} bytes its Content-Length declares had come)"
+        if (
+            n is not None
+        ):  # read on to its boundary past a Content-Length too short (found in review: "5675 of 100")
+            return f"within a part ({k} bytes had come, past the {n} its Content-Length declares, no boundary yet)"
         if looks_whole(bytes(self._buf)):  # only the boundary that ends it is missing: silent between images
             return f"after a whole image ({k} bytes) whose part's closing boundary had not come"
         return f"within a part ({k} bytes of it had come, no boundary after them)"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from devices.camera.capture import CameraSource
+from devices.camera.mjpeg import MjpegStream
 from devices.camera.settings import CameraSettings
 from tests.integration.test_camera_source import HostileMjpeg, _jpeg, take
 
@@ -212,3 +215,34 @@ def test_a_big_part_is_held_twice_at_most_while_it_is_taken():
     finally:
         stream.close()
         cam.stop()
+
+
+def test_a_stall_past_a_too_short_content_length_says_how_far_past_it_the_part_came():
+    """A part read on to its boundary past a Content-Length too short (fd4b4b8), then the camera stalls: the stall's
+    place said '5675 of the 100 bytes its Content-Length declares had come' (a1c18cd; found in review)."""
+    import socket
+
+    class Resp:  # the camera's answer as http.client hands it over: the part, then the stall
+        def __init__(self, chunks: list[bytes]) -> None:
+            self.chunks = chunks
+
+        def read1(self, n: int) -> bytes:
+            if self.chunks:
+                return self.chunks.pop(0)
+            raise TimeoutError("timed out")
+
+        def close(self) -> None:
+            pass
+
+    body = _jpeg(1) + b"x" * 5000
+    part = b"--b\r\nContent-Type: image/jpeg\r\nContent-Length: 100\r\n\r\n" + body
+    a, b = socket.socketpair()
+    try:
+        stream = MjpegStream(Resp([part]), a, "b", 1.0, 10**8)
+        with pytest.raises(TimeoutError) as e:  # the stall, told where it fell (``where``)
+            stream.next_part()
+        where = getattr(e.value, "where", "")
+        assert f"{len(body)} bytes had come, past the 100 its Content-Length declares" in where, where
+    finally:
+        a.close()
+        b.close()
