@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from model_packager.text import printable
+from model_packager.text import printable, undecoded_bytes
 
 
 def _common(prog: str) -> argparse.ArgumentParser:
@@ -60,7 +60,7 @@ def _common(prog: str) -> argparse.ArgumentParser:
 def _shown(text: str) -> str:
     """``text`` with each byte that is not UTF-8 (which Python hands over from the command line as a lone
     surrogate, U+DC80-U+DCFF) written ``\\xfc``, as a refusal shows it and a name may hold it."""
-    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
+    return undecoded_bytes(text)
 
 
 def _parse(ap: argparse.ArgumentParser, argv: list[str], files: tuple[str, ...] = ()) -> argparse.Namespace:

@@ -61,7 +61,7 @@ from edge_agent.maintenance.settings import BaselineSettings
 from edge_agent.models.config import ModelConfig
 from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
 from edge_agent.uplink.settings import CloudSettings
-from model_packager.text import printable
+from model_packager.text import printable, undecoded_bytes
 from protocols.ids import AGENT_ID_PATTERN
 from protocols.redact import mask_credentials
 
@@ -927,7 +927,7 @@ def _substitute(node: Any, loc: str, errors: list[str]) -> Any:
                 # which Python hands over as lone surrogates: most fields refused them without saying why ("unable
                 # to parse raw data as a unicode string"), some took them (agent.data_dir: validated, then ONNX
                 # Runtime could not load the model from it, "incompatible constructor arguments"; an MQTT username)
-                shown = "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in val)
+                shown = undecoded_bytes(val)
                 errors.append(
                     f"{loc}: environment variable {m.group(1)} holds a byte that is not UTF-8 ('{shown}'); set it "
                     "in UTF-8 (an environment file saved in another code page?)"

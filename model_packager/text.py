@@ -33,6 +33,14 @@ def printable(text: object, limit: int = MAX_PRINTED) -> str:
     return "".join(out)
 
 
+def undecoded_bytes(text: str) -> str:
+    """``text`` with each byte that was not UTF-8 (which Python hands over as a lone surrogate, U+DC80-U+DCFF: a
+    file name, an argument or an environment variable in another code page) written ``\\xfc``, as a refusal shows
+    it; such a character left as it is goes out as a ``"\\udcfc"`` escape strict JSON readers refuse, or fails to
+    encode."""
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
+
+
 def one_line(text: object, limit: int = 600) -> str:
     """``text`` on one printable line of about ``limit`` characters at most: lines joined with " / ",
     the middle left out when it is longer (the start says what failed, the end often sums it up)."""

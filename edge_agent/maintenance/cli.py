@@ -18,6 +18,7 @@ from pathlib import Path
 from edge_agent.files import atomic_write_json, why_unread
 from edge_agent.maintenance.baseline import baseline_path, read_baseline, relearn_path
 from edge_agent.maintenance.states import index_path, state_path
+from model_packager.text import undecoded_bytes
 
 
 def _when(t) -> str:
@@ -117,7 +118,7 @@ def _typed(text: str) -> str:
     """``--reason`` as valid text: a byte that is not UTF-8 (a terminal or script in another code page: Latin-1's
     0xFC for 'ü'), which Python hands over as a lone surrogate, written ``\\xfc``. Kept as it was, it reached the
     event and the outbox as a ``"\\udcfc"`` escape, which strict JSON readers (serde_json, jsonb) refuse."""
-    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
+    return undecoded_bytes(text)
 
 
 def baseline_main(args, load) -> int:

@@ -10,6 +10,20 @@ from devices.camera.settings import CameraSettings
 from tests.integration.test_camera_source import HostileMjpeg, _jpeg, take
 
 
+async def _frames_from(cam: HostileMjpeg, n: int) -> tuple[CameraSource, list]:
+    """The camera source on ``cam`` (reconnecting fast), its first ``n`` frames; both stopped after."""
+    src = CameraSource("cam", CameraSettings(url=cam.url, reconnect_initial_s=0.05, reconnect_max_s=0.1))
+    try:
+        await src.start()
+        try:
+            frames = await take(src, n, 30)
+        finally:
+            await src.stop()
+    finally:
+        cam.stop()
+    return src, frames
+
+
 async def test_a_part_far_longer_than_its_images_header_declares_is_dropped_at_what_that_image_needs():
     """A part whose JPEG header declares 64x48 pixels, then 40 MB of junk (a broken camera's buffer, or a
     peer posing as one), by its Content-Length or without one: it was read whole, up to the 201 MB an image
@@ -31,15 +45,7 @@ async def test_a_part_far_longer_than_its_images_header_declares_is_dropped_at_w
             part(_jpeg(1))
 
     cam = HostileMjpeg(serve)
-    src = CameraSource("cam", CameraSettings(url=cam.url, reconnect_initial_s=0.05, reconnect_max_s=0.1))
-    try:
-        await src.start()
-        try:
-            frames = await take(src, 3, 30)
-        finally:
-            await src.stop()
-    finally:
-        cam.stop()
+    src, frames = await _frames_from(cam, 3)
     assert len(frames) == 3 and len(cam.opened) >= 3
     assert src.stats.errors_by_reason.get("oversize_frame") == 2, src.stats.errors_by_reason
     assert "corrupt_frame" not in src.stats.errors_by_reason
@@ -91,15 +97,7 @@ async def test_a_part_running_on_past_a_too_short_content_length_is_held_to_what
             part(_jpeg(1))
 
     cam = HostileMjpeg(serve)
-    src = CameraSource("cam", CameraSettings(url=cam.url, reconnect_initial_s=0.05, reconnect_max_s=0.1))
-    try:
-        await src.start()
-        try:
-            frames = await take(src, 3, 30)
-        finally:
-            await src.stop()
-    finally:
-        cam.stop()
+    src, frames = await _frames_from(cam, 3)
     assert len(frames) == 3 and len(cam.opened) >= 3
     assert src.stats.errors_by_reason == {"oversize_frame": 2}, src.stats.errors_by_reason
     assert "more than a JPEG of 64x48 pixels (its header) can need" in src.stats.last_error
@@ -130,15 +128,7 @@ async def test_a_part_with_no_image_header_is_dropped_at_256_kb_and_a_jpeg_with_
             part(_jpeg(1), -1)
 
     cam = HostileMjpeg(serve)
-    src = CameraSource("cam", CameraSettings(url=cam.url, reconnect_initial_s=0.05, reconnect_max_s=0.1))
-    try:
-        await src.start()
-        try:
-            frames = await take(src, 4, 30)
-        finally:
-            await src.stop()
-    finally:
-        cam.stop()
+    src, frames = await _frames_from(cam, 4)
     assert len(frames) == 4 and len(cam.opened) >= 3
     assert {f.image.shape for f in frames} == {(48, 64, 3)}  # the metadata-laden JPEG among them
     assert src.stats.errors_by_reason == {"oversize_frame": 2}, src.stats.errors_by_reason
@@ -164,15 +154,7 @@ async def test_a_jpeg_with_more_metadata_than_the_second_look_before_its_frame_h
             part(thermal)
 
     cam = HostileMjpeg(serve)
-    src = CameraSource("cam", CameraSettings(url=cam.url, reconnect_initial_s=0.05, reconnect_max_s=0.1))
-    try:
-        await src.start()
-        try:
-            frames = await take(src, 3, 30)
-        finally:
-            await src.stop()
-    finally:
-        cam.stop()
+    src, frames = await _frames_from(cam, 3)
     assert len(frames) == 3 and {f.image.shape for f in frames} == {(48, 64, 3)}
     assert src.stats.errors_by_reason == {"oversize_frame": 1}, src.stats.errors_by_reason  # the junk's
     assert "segments stop reading as JPEG's" in src.stats.last_error, src.stats.last_error
