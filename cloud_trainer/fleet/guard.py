@@ -328,34 +328,36 @@ async def _read_gated(
     idle on a dead path (until the keepalive ends it) or a batch crossing a slow link (whose bytes arrive as
     slowly) does not hold up the tenant's other streams for longer. The caller gives the bytes back
     (``give_back``), unless the read failed (the call ended): then this does. The wait for a place and for room
-    together last ``wait_s`` at most; a stream that found neither by then is read all the same and said so, for
-    the caller to refuse (the wait for a place had no bound: behind a queue of its tenant's streams a batch
+    together last ``wait_s``; a stream that found neither by then is read all the same (within a place) and said so,
+    for the caller to refuse (the wait for a place had no bound: behind a queue of its tenant's streams a batch
     waited up to 7 times ``in_flight_wait_s``, past the agent's 60 s for an acknowledgement)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    placed = True
+    late = False
     try:
         async with asyncio.timeout_at(deadline):
             await gate.acquire()
     except TimeoutError:
-        placed = False  # read without a place, to be refused
+        # past the wait: refused, but read within a place all the same (read without one, every such batch was
+        # in memory at once: 8-MB batches of 32 streams grew the service past 300 MB); places turn over fast
+        # now, as no stream past its deadline waits in one for room
+        late = True
+        await gate.acquire()
     try:
         reserved, roomy = await reserve(deadline)
     except BaseException:
-        if placed:
-            gate.release()
+        gate.release()
         raise
     read = asyncio.ensure_future(anext(messages, None))
     try:
         try:
             await asyncio.wait({read}, timeout=RECEIVE_SLOT_S)
         finally:
-            if placed:
-                gate.release()
+            gate.release()
         if not read.done():  # idle or slow: its bytes are counted when they are in, not set aside meanwhile
             give_back(reserved)
             reserved = 0
-        return reserved, roomy and placed, await read
+        return reserved, roomy and not late, await read
     except BaseException:
         read.cancel()  # the call ended (cancelled, aborted) while its read was under way
         give_back(reserved)
@@ -682,19 +684,30 @@ class Quotas:
     def take_payload(self, agent: AgentKey, nbytes: int) -> None:
         """A batch's records' payload bytes against the agent's budget of the UTC day (``record_bytes_per_day``);
         refused whole past it, nothing taken."""
+        lim = self.limits.record_bytes_per_day
+        self._take_day(
+            self._payloads,
+            agent,
+            nbytes,
+            lim,
+            "record_bytes",
+            lambda used: (
+                f"record budget of {lim} bytes per UTC day spent ({used} stored today, this batch "
+                f"{nbytes}); the records wait in the agent's outbox"
+            ),
+        )
+
+    def _take_day(self, table: dict, agent: AgentKey, nbytes: int, limit: int, kind: str, why) -> None:
+        """``nbytes`` more of the agent's ``table`` of the UTC day ((day, bytes) per agent), refused as ``kind``
+        with ``why(used)`` past ``limit``, nothing taken."""
         day = int(self.clock() // 86400)
         with self._lock:
-            d, used = self._payloads.get(agent, (day, 0))
+            d, used = table.get(agent, (day, 0))
             if d != day:
                 used = 0
-            if used + nbytes > self.limits.record_bytes_per_day:
-                raise self._refuse(
-                    agent,
-                    "record_bytes",
-                    f"record budget of {self.limits.record_bytes_per_day} bytes per UTC day spent ({used} stored "
-                    f"today, this batch {nbytes}); the records wait in the agent's outbox",
-                )
-            self._payloads[agent] = (day, used + nbytes)
+            if used + nbytes > limit:
+                raise self._refuse(agent, kind, why(used))
+            table[agent] = (day, used + nbytes)
 
     def give_payload(self, agent: AgentKey, nbytes: int) -> None:
         """Payload bytes ``take_payload`` took for a batch then refused by another limit: not stored, not spent."""
@@ -704,18 +717,15 @@ class Quotas:
                 self._payloads[agent] = (d, max(0, used - nbytes))
 
     def take_sample(self, agent: AgentKey, nbytes: int) -> None:
-        day = int(self.clock() // 86400)
-        with self._lock:
-            d, used = self._samples.get(agent, (day, 0))
-            if d != day:
-                used = 0
-            if used + nbytes > self.limits.sample_bytes_per_day:
-                raise self._refuse(
-                    agent,
-                    "samples",
-                    f"sample budget of {self.limits.sample_bytes_per_day} bytes per day spent",
-                )
-            self._samples[agent] = (day, used + nbytes)
+        lim = self.limits.sample_bytes_per_day
+        self._take_day(
+            self._samples,
+            agent,
+            nbytes,
+            lim,
+            "samples",
+            lambda used: f"sample budget of {lim} bytes per day spent",
+        )
 
     def snapshot(self, tenant: str | None = None) -> dict:
         """Limits and counters: of one tenant's agents, keyed by agent id (refusals ``<agent>:<kind>``), or with

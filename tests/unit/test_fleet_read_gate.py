@@ -12,23 +12,25 @@ import time
 from cloud_trainer.fleet.guard import _read_gated
 
 
-async def test_a_batch_that_finds_no_place_to_be_read_is_flagged_for_refusal_within_the_wait():
+async def test_a_batch_that_finds_no_place_within_the_wait_is_flagged_for_refusal_and_read_within_a_place():
     gate = asyncio.Semaphore(1)
-    await gate.acquire()  # the tenant's one place: another stream's read
+    await gate.acquire()  # the tenant's one place: another stream's read, done after the wait
     asked: list[float] = []
 
     async def reserve(deadline: float) -> tuple[int, bool]:
         asked.append(deadline - asyncio.get_running_loop().time())  # the wait left: none
-        return 100, True  # there is room, but no place
+        return 100, True  # there is room, but the place came late
 
     async def messages():
         yield b"batch"
 
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.6, gate.release)
     t0 = time.monotonic()
     got = await _read_gated(gate, messages(), reserve, lambda n: None, 0.3)
-    assert time.monotonic() - t0 < 2.0
+    assert 0.5 < time.monotonic() - t0 < 2.0  # read once a place was free, not before: bounded memory
     assert got == (100, False, b"batch") and asked[0] <= 0.0
-    assert gate.locked()  # the other stream's place is still its own: none was taken nor given back
+    assert not gate.locked()  # its place given back
 
 
 async def test_a_batch_with_a_place_and_room_is_read_and_its_place_given_back():
