@@ -4,7 +4,8 @@ A ``JsonMapping`` says which fields are values (field path -> tag name; dotted p
 nested objects and, by a whole number, an array's items; a key holding dots is found as written) and which field holds the timestamp (epoch seconds, milliseconds, microseconds,
 nanoseconds or ISO 8601). Without value mappings every numeric top-level field (bool excluded) becomes a
 tag named after the field, and a payload that is a bare number (``21.5``, as Shelly, ESPHome and
-Zigbee2MQTT publish one value per topic) one tag named ``""``. Arrays of numbers become 1-D float64 NumPy arrays (waveforms).
+Zigbee2MQTT publish one value per topic) one tag named ``""``. Arrays of numbers become 1-D float64 NumPy arrays (waveforms);
+an array of whole numbers holding one past 2**53 (Int64/UInt64 ids, counters) an int64 (else uint64) array, exact.
 Every failure is a ``CodecError(reason, detail)`` with a stable ``reason`` key:
 ``malformed_json``, ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``,
 ``duplicate_key`` (a key given twice in one object: parsers disagree on which value counts),
@@ -406,6 +407,23 @@ def _inf(v: int) -> float:
     return math.inf if v > 0 else -math.inf
 
 
+_EXACT = 2**53  # a float64 holds every whole number up to it, and past it only some
+_WHOLE_ARRAYS = (("int64", -(2**63), 2**63 - 1), ("uint64", 0, 2**64 - 1))
+
+
+def _whole_array(v: list) -> np.ndarray | None:
+    """A JSON array of whole numbers some of which are past 2**53 (a device's Int64/UInt64 ids, counters, tick
+    times) as an int64 array, else a uint64 one, so that every digit is kept: in a float64 array 2**53 + 1 was
+    2**53 and 2**63 - 1 was 2**63. None when an item is a fraction (or true/false) or none of them holds all."""
+    if not all(type(x) is int for x in v):
+        return None
+    lo, hi = min(v), max(v)
+    for dtype, least, most in _WHOLE_ARRAYS:
+        if least <= lo and hi <= most:
+            return np.asarray(v, dtype=dtype)
+    return None
+
+
 def _value(path: str, v: Any, keep: Callable[[str, str], None] | None = None) -> Any:
     """A field's value; a non-finite number (or an array holding one) raises ``non_finite``, or, given
     ``keep``, is reported to it and returned (an integer past float64's range as an infinity)."""
@@ -432,6 +450,13 @@ def _value(path: str, v: Any, keep: Callable[[str, str], None] | None = None) ->
                     "non_finite", f"field {shown_topic(path)} holds a number past float64's range"
                 ) from None
             arr = np.asarray([x if _fits(x) or type(x) is not int else _inf(x) for x in v], dtype=np.float64)
+        else:  # two C-speed passes (5 us for 2,048 samples, whose parse takes 1.3 ms); a NaN compares False
+            if (
+                arr.size
+                and (arr.max() >= _EXACT or arr.min() <= -_EXACT)
+                and (whole := _whole_array(v)) is not None
+            ):
+                return whole
         if not np.all(np.isfinite(arr)):
             bad = CodecError(
                 "non_finite", f"field {shown_topic(path)} holds NaN or Inf (or a number past float64's range)"

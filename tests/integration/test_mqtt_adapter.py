@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices.base import ConnectionState, Quality
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
+from protocols import json_codec
 from protocols import sparkplug as sp
 from simulators.sensors import SensorFleet
 from tests.support.mqtt_wire import read_packet
@@ -84,6 +85,32 @@ async def test_json_readings_arrive_through_wildcard_subscription(mosquitto, qos
     assert len(got) == 20
     assert got[0].tag == "plant/line0/sensor/t0/temperature" and got[0].value == 20 and got[0].timestamp == T0
     assert src.state is ConnectionState.STOPPED
+
+
+async def test_json_arrays_of_whole_numbers_past_2_53_keep_every_digit(mosquitto):
+    """A device's Int64/UInt64 ids, counters or tick times past 2**53 in a JSON array: a float64 array held each
+    as a neighbour (2**53 + 1 as 2**53, 2**63 - 1 as 2**63, 2**64 - 1 as 2**64), forwarded to MQTT and the cloud
+    so. They stay whole numbers (an int64 or uint64 array, as Sparkplug's Int64Array); a waveform stays float64."""
+    src = await started(mosquitto.port, [{"topic": "dev/#", "json_mapping": {"values": {"ids": "ids"}}}])
+    pub = raw_client(mosquitto.port)
+    sent = [
+        [2**53 + 1, 2**63 - 1, -(2**63)],
+        [2**64 - 1, 0, 2**53 + 3],
+        [1.5, 2.0, 3],  # a waveform
+        [2**53 + 1, 0.5],  # a fraction among them: float64, as before
+    ]
+    try:
+        for i, ids in enumerate(sent):
+            pub.publish(f"dev/{i}", json.dumps({"ids": ids}), qos=1)
+        got = await collect(src, lambda g: len(g) >= len(sent))
+    finally:
+        closed(pub)
+        await src.stop()
+    by = {r.tag: r.value for r in got}
+    assert by["dev/0/ids"].tolist() == sent[0] and by["dev/0/ids"].dtype == np.int64
+    assert by["dev/1/ids"].tolist() == sent[1] and by["dev/1/ids"].dtype == np.uint64
+    assert json.loads(json_codec.dumps(by["dev/0/ids"])) == sent[0]  # what a forward and the outbox write
+    assert by["dev/2/ids"].dtype == np.float64 and by["dev/3/ids"].dtype == np.float64
 
 
 async def test_bad_input_is_counted_and_skipped_while_good_messages_flow(mosquitto):
