@@ -25,10 +25,11 @@ of service without a death (switched off, removed) is then asked nothing more (c
 ``rebirths_given_up`` and the ``rebirth_given_up`` notice, said once per node), until it sends anything again.
 The table of nodes holds at most ``MAX_NODES`` (names come from the outside world: made-up ones, or a gateway
 whose edge node id changes at every restart); when it is full, a new node takes the place of the least recently
-heard that holds nothing worth keeping: never born, given up on while not born, or its birth skipped by the
-inflate budget while it never spoke (a flood of compressed births under made-up names), else dead ``DEAD_KEEP_S``
+heard that holds nothing worth keeping: never born, given up on while not born, or never born and its birth
+skipped by the inflate budget (a flood of compressed births under made-up names), else dead ``DEAD_KEEP_S``
 (``_room``: counted as ``nodes_forgotten`` and its notice; its rebirth requests waiting are dropped). Past those,
-a new node's NBIRTH takes the place of a born one (``born_nodes_forgotten``): one that sent births only since its
+a new node's NBIRTH takes the place of a born one (``born_nodes_forgotten``): one whose later birth was skipped
+and that never spoke, then one that sent births only since its
 birth (valid NBIRTHs under made-up names, a client on the plant's shared broker), least recently heard first, then
 a silent one, then one that sent no data for ``TALKING_KEEP_S``; a never-born name's data, only of a silent one or
 one quiet ``TALKING_KEEP_S``. A node that sends data is so kept whatever the flood of births; when no place is
@@ -506,7 +507,13 @@ class SparkplugHost:
         # at every message keeps the holes until it grows again, and next(iter()) walks over them: a cost a message
         # that grew with the table
         self._spare: OrderedDict[tuple[str, str], None] = OrderedDict()
-        # ... of those, the ones holding metrics (a birth read before it was given up on, or before its later birth
+        # born once, then its last birth skipped by the inflate budget and no data or answer since: a flood's
+        # made-up name (a valid birth, then compressed ones skipped) or a real node reporting by exception that
+        # happened to be born in a storm. Forgotten as a born node that sent births only is, never for a
+        # never-born name's data unless not heard for TALKING_KEEP_S: taken as spare, such a flood pushed the
+        # real node out, and it was asked no birth until it spoke again (``_room``)
+        self._skipped_born: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # ... of those (spare, or born and skipped), the ones holding metrics (a birth read before it was given up on, or before its later birth
         # was skipped): the first to make room under MAX_TOTAL_METRICS (``_metric_room``), least recently heard first
         self._spare_held: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._dead: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -949,8 +956,9 @@ class SparkplugHost:
 
     def _file(self, key: tuple[str, str], node: _Node) -> None:
         """The node (just heard, or given up on) at the back of the line it now stands in for ``_room``:
-        spare (never born, given up on while not born, or its birth skipped and never spoke), dead, or neither
-        (born and live, or its birth skipped after it spoke: a real node in a storm)."""
+        spare (never born, given up on while not born, or its birth skipped and never spoke), born once and then
+        so skipped (``_skipped_born``), dead, or neither (born and live, or its birth skipped after it spoke: a
+        real node in a storm)."""
         self._unfile(key)
         live = node.alive or node.missed or node.birth_skipped
         # a born, live node given up on (a seq gap's or a device's rebirth unanswered: NCMDs the broker's ACL
@@ -961,7 +969,11 @@ class SparkplugHost:
         # storm, 10,000 such births (386 bytes each) held the table until given up on (a day), real nodes refused
         skipped_mute = node.birth_skipped and not node.alive and not node.talked
         if (node.given_up and not node.alive) or not (live or node.born) or skipped_mute:
-            self._spare[key] = None
+            # born once, it is forgotten as a born node that sent births only is: a real node born by its own
+            # NBIRTH, quiet, then caught in a storm, was pushed out by a flood of never-born names' data
+            (self._skipped_born if skipped_mute and node.born and not node.given_up else self._spare)[key] = (
+                None
+            )
             if node.held:
                 self._spare_held[key] = None
         elif not live:
@@ -973,6 +985,7 @@ class SparkplugHost:
     def _unfile(self, key: tuple[str, str]) -> None:
         for line in (
             self._spare,
+            self._skipped_born,
             self._spare_held,
             self._dead,
             self._mute,
@@ -1070,12 +1083,14 @@ class SparkplugHost:
         on) is forgotten, else the least recently heard dead one if dead ``DEAD_KEEP_S``; counted, said once
         (notice ``nodes_forgotten``). Before, such names filled the table for good and real nodes were refused
         until the agent restarted. Past those, a born node (notice ``born_nodes_forgotten``): for a new node's
-        NBIRTH, one that sent births only since its birth (valid NBIRTHs under made-up names filled the table with
-        born nodes, and real nodes born later were refused), else a silent one (``_silence``), else one that sent
-        nothing for ``TALKING_KEEP_S``; for a never-born name's data, only a silent one or one that sent nothing
-        for ``TALKING_KEEP_S``. When there is none, the new one is refused (notice ``too_many_nodes``), and asked
-        its birth within the source's rate if it sent data (``_ask_refused``). Bounded cost a message (``_front``),
-        however many names flood."""
+        NBIRTH, one born once whose last birth was skipped and that never spoke (``_skipped_born``), then one that
+        sent births only since its birth (valid NBIRTHs under made-up names filled the table with born nodes, and
+        real nodes born later were refused), else a silent one (``_silence``), else one that sent nothing for
+        ``TALKING_KEEP_S``; for a never-born name's data, only a silent one or one that sent nothing for
+        ``TALKING_KEEP_S`` (one born once whose birth was skipped too: taken as spare, a flood of such data pushed a
+        quiet real node caught in a storm out, and it was asked no birth until it spoke). When there is none, the
+        new one is refused (notice ``too_many_nodes``), and asked its birth within the source's rate if it sent data
+        (``_ask_refused``). Bounded cost a message (``_front``), however many names flood."""
         if len(self._nodes) < MAX_NODES:
             return True
         now = time.monotonic()
@@ -1091,7 +1106,8 @@ class SparkplugHost:
             # one that spoke, if not heard for TALKING_KEEP_S. A real node's birth takes the place of a made-up
             # one, and its data keeps it however many follow
             key = (
-                self._front(self._mute)
+                next(iter(self._skipped_born), None)
+                or self._front(self._mute)
                 or self._front(self._silent)
                 or self._idle(self._probed, now)
                 or self._idle(self._talking, now)
@@ -1099,9 +1115,13 @@ class SparkplugHost:
         elif born:
             # a never-born name's data (worth less than a born node: it is skipped) takes the place of a born
             # node only if that was not heard for TALKING_KEEP_S
+            skipped = next(iter(self._skipped_born), None)
+            if skipped is not None and now - self._nodes[skipped].heard < TALKING_KEEP_S:
+                skipped = None
             key = (
                 self._front(self._silent)
                 or self._idle(self._probed, now)
+                or skipped
                 or self._idle(self._mute, now)
                 or self._idle(self._talking, now)
             )

@@ -250,3 +250,35 @@ async def test_made_up_names_whose_compressed_births_are_skipped_make_room_for_a
         assert "too_many_nodes" not in src.notices.counts, src.notices.counts
         assert host.node_alive("g", "steady")  # a node that spoke is never pushed out by the flood
         assert len(host._nodes) <= 8
+
+
+async def test_a_quiet_node_born_then_caught_in_a_storm_is_not_pushed_out_by_made_up_names_and_is_asked_its_birth(
+    mosquitto, monkeypatch
+):
+    """A real node born by its own NBIRTH, reporting by exception (no data since), whose next compressed birth the
+    births' inflate budget skips is stale until a birth of it is read. It was filed as a name never born: a flood of
+    NDATA under made-up names (the table full) pushed it out at once, its rebirth request dropped with it, and it
+    was asked no birth until it spoke again, which such a node may not do for days. Now it is forgotten as a born
+    node that sent births only is (never for a never-born name's data unless silent an hour), and asked its birth
+    once its budget refills."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODES", 8)
+    async with _host(
+        mosquitto.port,
+        "spBv1.0/g/NCMD/+",
+        max_message_bytes=64 * 1024,
+        # 4 KiB a second a node: its first 12 KiB birth is read and leaves a debt, the next ones are skipped
+        sparkplug={"max_inflated_bytes_per_s": 4096, "rebirth_min_interval_s": 0, "rebirth_max_per_s": 1000},
+    ) as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/quiet", _padded_birth(0).SerializeToString(), qos=1)
+        await until(lambda: host.node_alive("g", "quiet"), 10, "its birth read")
+        for step in range(1, 4):
+            pub.publish("spBv1.0/g/NBIRTH/quiet", _compressed(_padded_birth(step, 12 * 1024)), qos=1)
+        await until(lambda: host.births_skipped >= 1, 10, "a birth of it skipped")
+        assert not host.node_alive("g", "quiet")
+        for i in range(30):  # made-up names, never born: the table full
+            pub.publish(f"spBv1.0/g/NDATA/junk{i:03d}", _data(1), qos=1)
+        await until(lambda: "quiet" in asked, 15, "its birth asked once its budget refilled")
+        assert ("g", "quiet") in host._nodes and host.nodes_forgotten >= 20, host.nodes_forgotten
+        pub.publish("spBv1.0/g/NBIRTH/quiet", _padded_birth(4).SerializeToString(), qos=1)  # its answer
+        await until(lambda: host.node_alive("g", "quiet"), 10, "its answer read")
