@@ -50,7 +50,7 @@ the cloud stores the gap with its cause: at most one event per cause every 5 s (
 with the next ``append`` or ``flush`` (a crash before then loses the event, not the counts).
 
 A corrupt or truncated database file is detected at ``open()`` (``PRAGMA quick_check``; an empty file of a
-known epoch too), moved aside as ``<data_dir>/outbox-corrupt/outbox.db.corrupt-<time>`` (outside the budgeted
+known epoch too, and one holding no table: its commits were all in a WAL that came back empty), moved aside as ``<data_dir>/outbox-corrupt/outbox.db.corrupt-<time>`` (outside the budgeted
 folder; only the newest is kept) with one clear line, and a fresh outbox is started in a new epoch: the agent
 keeps running. What is still readable in the old file is salvaged into the new epoch with its old seq (numbering
 goes on after the old last seq, so an ack in flight for the old epoch names the same record, never another).
@@ -417,10 +417,20 @@ class Outbox:
                 # an outbox of that epoch existed: SQLite would take an empty file for a new database, and
                 # whatever it held would be gone without a word
                 raise _Corrupt(f"the file is empty (0 bytes); the last epoch was {known}")
+            held = known is not None and self.path.exists()
             db = self._connect()
             ok = db.execute("PRAGMA quick_check").fetchone()[0]
             if ok != "ok":
                 raise _Corrupt(_one_line(ok))
+            if held and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                # a file of that epoch's outbox holding no table: every commit was in its WAL, which came back
+                # empty (fsync: off and a power loss, a copy taken while the agent wrote). SQLite takes it for a
+                # new database, so its records were gone without a word. (A WAL a checkpoint truncated to 0 bytes
+                # after a kill -9 holds nothing the file does not: such a file has its tables.)
+                raise _Corrupt(
+                    f"the file holds no table (the write-ahead log that held its commits is empty); the last "
+                    f"epoch was {known}"
+                )
             db.executescript(SCHEMA)
         except (sqlite3.DatabaseError, _Corrupt) as exc:
             if db is not None:
