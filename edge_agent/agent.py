@@ -37,7 +37,7 @@ from edge_agent.models.slot import ModelSlot, SlotError
 from edge_agent.pipelines import Pipeline
 from edge_agent.priority import lower_this_thread
 from edge_agent.process_info import peak_rss_mb, rss_mb
-from edge_agent.status_board import SHOWN_BYTES, SHOWN_ITEMS, Cut, StatusBoard
+from edge_agent.status_board import SHOWN_BYTES, SHOWN_ITEMS, Cut, StatusBoard, node_errors_shown
 from edge_agent.types import Result
 from model_packager.text import printable
 from protocols.events import Event, EventKind
@@ -1012,6 +1012,9 @@ class Agent:
                 "last_error": st.last_error,
                 # an OPC UA server halted (not Running, clock frozen, stalled) for as long as it lasts
                 **({"halted": s.halted} if getattr(s, "halted", None) is not None else {}),
+                # an OPC UA source's nodes that get no values, and why (the first 20: a line engineer sees which
+                # configured node fails; before, only the last error of all was shown)
+                **({"node_errors": node_errors_shown(s.node_errors)} if hasattr(s, "node_errors") else {}),
                 "silent_drops": {
                     **(s.notices.status() if hasattr(s, "notices") else {}),
                     **self.source_notices[name].status(),

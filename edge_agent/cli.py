@@ -288,6 +288,13 @@ def _status(args) -> int:
                 f"  {'':<12} halted: {h['reason']} since {h['since']} ({h['for_s']:.0f} s, "
                 f"{h['checks']} checks found it still so); its readings are held, its tags BAD"
             )
+        # an OPC UA source's nodes that get no values, and why
+        if (ne := s.get("node_errors")) and ne["count"]:
+            print(f"  {'':<12} {ne['count']} node(s) get no values:")
+            for e in ne["nodes"]:  # each why names its node
+                print(f"  {'':<14} {e['why']}")
+            if ne["count"] > len(ne["nodes"]):
+                print(f"  {'':<14} and {ne['count'] - len(ne['nodes'])} more")
     print("\npipelines:")
     for p in st["pipelines"]:
         lat = p["latency_ms"]

@@ -11,6 +11,7 @@ of each tag for ``/api/tags`` and ``edge-agent tags``. This module imports nothi
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import time
 from typing import Any, NamedTuple
@@ -72,6 +73,30 @@ class StatusBoard:
 SHOWN_CHARS = 1024  # a text, a list's JSON text or a byte string's base64 is shown up to this and `…`
 SHOWN_BYTES = SHOWN_CHARS * 3 // 4  # the bytes whose base64 is that long
 SHOWN_ITEMS = 64  # the items of a long list the tags view keeps: its JSON text is cut at SHOWN_CHARS anyway
+SHOWN_NODE_ERRORS = 20  # a source's failing nodes named on /status, each with why; the others counted
+SHOWN_NODE_ID_CHARS = 256  # a failing node's id is shown up to this and `…`
+
+
+def node_errors_shown(errors: dict[str, str], n: int = SHOWN_NODE_ERRORS) -> dict:
+    """A source's nodes that get no values (an OPC UA node id the server does not have, refused, left out for its
+    size: ``OpcUaSource.node_errors``) as ``/status`` shows them: how many, and the first ``n`` found at the last
+    connect, each with why (its id cut at SHOWN_NODE_ID_CHARS, why at SHOWN_CHARS, a URL's password masked).
+    Bounded: a config of 5,000 wrong node ids adds 20 of them to /status, not 5,000."""
+    from protocols.redact import mask_credentials
+
+    # one C call, under the GIL: the source's loop may change the dict meanwhile (this runs on the HTTP thread)
+    first = list(itertools.islice(errors.items(), n))
+    return {
+        "count": len(errors),
+        "nodes": [
+            {"node_id": _cut(node_id, SHOWN_NODE_ID_CHARS), "why": _cut(mask_credentials(why), SHOWN_CHARS)}
+            for node_id, why in first
+        ],
+    }
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n] + "…"
 
 
 class Cut(NamedTuple):

@@ -2407,7 +2407,8 @@ class OpcUaSource:
         self._first_attempt = asyncio.Event()
         self._lost = asyncio.Event()
         self._stopping = False
-        self.node_errors: dict[str, str] = {}  # node_id -> why it is not subscribed
+        # node_id (as the config lists it) -> why it is not subscribed, as found at the last connect (``/status``)
+        self.node_errors: dict[str, str] = {}
         self._connected_once = False
         self._oversize = 0  # bytes a message would have reached when the connection was closed
         self.notices = Notices(log)  # routine or silent events, said once and counted (``/status``)
@@ -2720,6 +2721,9 @@ class OpcUaSource:
         groups: dict[tuple[float, int], list[Node]] = {}
         rate_nodes: dict[ua.NodeId, tuple[float, Node]] = {}  # waveforms' rate nodes (sample_rate_from)
         self._resolved.clear()
+        # judged afresh at each connect: a node added to the PLC since (a program download) is no longer named
+        # failing on /status, where it stayed for good while its values came
+        self.node_errors.clear()
         silent = 0  # consecutive nodes without an answer: past a few, the session is gone, not the nodes
         for ns in self.settings.nodes:
             try:
@@ -3716,10 +3720,12 @@ class OpcUaSource:
                     self._items[node.nodeid] = (r, sampling_ms, queue_size)
                 if isinstance(r, ua.StatusCode):
                     self._tags.pop(node.nodeid, None)
+                    # named as the config lists it (nsu=...), as the nodes refused at the connect are
+                    listed = self._listed_as.get(node.nodeid) or node.nodeid.to_string()
                     if r.name in _SERVER_FULL:
-                        full.append((node.nodeid.to_string(), r.name))
+                        full.append((listed, r.name))
                     else:
-                        self._node_error(node.nodeid.to_string(), r.name)
+                        self._node_error(listed, r.name)
         if full:
             self._items_full = True
             self._server_full(full, sum(len(nodes) for nodes in groups.values()))

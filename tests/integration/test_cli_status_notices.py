@@ -61,3 +61,35 @@ def test_status_prints_each_cause_of_a_notice_not_only_the_first(capsys):
     out = capsys.readouterr().out
     assert "metric 'Blob' is a Bytes or File metric" in out
     assert "metric 'Props' is a PropertySet" in out
+
+
+def test_status_prints_the_nodes_of_a_source_that_get_no_values_with_why(capsys):
+    """An OPC UA source's failing nodes (``node_errors`` on /status: the first 20 and how many in all) are printed
+    under the source, each with why, and how many more there are; before, `edge-agent status` named none."""
+    why = [
+        f"node 'ns=2;s=M{i}' cannot be subscribed (BadNodeIdUnknown); check the node_id" for i in range(20)
+    ]
+    plc = dict(STATUS["sources"]["mq"], type="opcua", silent_drops={})
+    plc["node_errors"] = {
+        "count": 25,
+        "nodes": [{"node_id": f"ns=2;s=M{i}", "why": w} for i, w in enumerate(why)],
+    }
+    status = dict(STATUS, sources={"plc": plc})
+
+    class _Answer(_Status):
+        def do_GET(self) -> None:
+            body = json.dumps(status).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert main(["status", "--url", f"http://127.0.0.1:{server.server_address[1]}"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    out = capsys.readouterr().out
+    assert "25 node(s) get no values" in out and all(w in out for w in why) and "and 5 more" in out, out

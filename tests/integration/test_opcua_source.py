@@ -166,6 +166,73 @@ async def test_unknown_node_is_named_and_the_others_stay_subscribed(machine: Mac
         await src.stop()
 
 
+async def test_the_nodes_that_fail_are_named_with_why_on_the_agents_status_bounded_and_current(
+    tmp_path,
+) -> None:
+    """A line engineer reads on ``/status`` which configured nodes get no values, and why: 25 node ids the PLC
+    does not have and one it gets later. The first 20 are named, each with the server's reason, and all 26 counted
+    (a config of 5,000 wrong ids does not make /status huge); once the PLC has the late node and the source
+    reconnects, it is no longer named. Before, /status showed only the last error of all (the 25th node), and
+    ``node_errors`` kept a node that was subscribed since."""
+    import json
+    import urllib.request
+
+    from asyncua import ua
+
+    from edge_agent.agent import Agent
+    from edge_agent.config import parse_config
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:named", "Line")
+    await obj.add_variable(ua.NodeId("Good", idx), "Good", 1.5)
+    await srv.start()
+    nodes = [{"node_id": f"ns={idx};s=Good", "tag": "good"}, {"node_id": f"ns={idx};s=Late", "tag": "late"}]
+    nodes += [{"node_id": f"ns={idx};s=Missing{i}", "tag": f"m{i}"} for i in range(25)]
+    plc = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/", "nodes": nodes}
+    plc.update(reconnect_initial_s=0.1, reconnect_max_s=0.5, keepalive_check_s=0.3)
+    agent = Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw1", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+                "http": {"port": 0},
+                "sources": {"plc": plc},
+            }
+        )
+    )
+
+    async def status() -> tuple[dict, int]:
+        url = f"http://127.0.0.1:{agent.http.port}/status"  # type: ignore[union-attr]
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+        return json.loads(body)["sources"]["plc"], len(body)
+
+    shown: list = []
+
+    async def counted(n: int) -> bool:
+        shown[:] = [await status()]
+        return (shown[0][0].get("node_errors") or {}).get("count") == n
+
+    await agent.start()
+    try:
+        await until(lambda: counted(26), 15, "26 nodes named failing on /status")
+        first, size = shown[0]
+        await obj.add_variable(ua.NodeId("Late", idx), "Late", 2.5)
+        for transport in list(srv.iserver.asyncio_transports):  # the PLC drops the connection
+            transport.close()
+        await until(lambda: counted(25), 15, "the late node no longer named")
+        after = shown[0][0]["node_errors"]
+    finally:
+        await agent.stop()
+        await srv.stop()
+    listed = first["node_errors"]["nodes"]
+    assert len(listed) == 20 and size < 30_000, (len(listed), size)
+    by_id = {e["node_id"]: e["why"] for e in listed}
+    assert f"ns={idx};s=Late" in by_id and f"ns={idx};s=Missing0" in by_id, sorted(by_id)
+    assert "BadNodeIdUnknown" in by_id[f"ns={idx};s=Missing0"] and "Missing0" in by_id[f"ns={idx};s=Missing0"]
+    assert all(e["node_id"] != f"ns={idx};s=Late" for e in after["nodes"]), after
+    assert agent.sources["plc"].stats.reconnects >= 1
+
+
 async def test_server_restart_reconnects_and_readings_resume(caplog) -> None:
     caplog.set_level(logging.INFO)
     port = free_port()
