@@ -38,7 +38,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
@@ -253,6 +253,35 @@ def _synthetic_inputs(manifest: Manifest, batch: int = 2, seed: int = 0) -> dict
     return out
 
 
+class _HoldingRoi:
+    """``build_package``'s input images, each checked to hold the model's ``roi`` as it is read: the agent
+    measures each whole camera frame against their statistics, and for a model with a ``roi`` a frame of
+    another size than theirs is UNSURE ("frame size unlike training"). Crops of the roi (the images such a
+    model was trained on) were taken: the package was built, and every frame of the line was UNSURE. An image
+    that cannot be a frame the roi is cut from is refused, named by its file where the images have ``paths``
+    (``image_folder.ImageFolder``)."""
+
+    def __init__(self, images: Iterable[np.ndarray], roi: tuple[int, int, int, int]) -> None:
+        self.images, self.roi = images, roi
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        x, y, w, h = self.roi
+        paths = getattr(self.images, "paths", None)
+        option = getattr(self.images, "option", "input images")
+        for n, img in enumerate(self.images):
+            ih, iw = img.shape[:2]
+            if x + w > iw or y + h > ih:
+                name = paths[n] if paths is not None and n < len(paths) else f"image {n + 1}"
+                raise PackageError(
+                    f"{option}: {name}: {iw}x{ih} pixels, which do not hold the model's roi [x={x}, y={y}, "
+                    f"width={w}, height={h}] (a frame of at least {x + w}x{y + h}); give the camera's whole "
+                    "frames as it takes them, not crops of the roi: the agent measures each whole frame against "
+                    "their statistics, and would call every frame of another size UNSURE",
+                    code="usage",
+                )
+            yield img
+
+
 def build_package(
     model: str | Path,
     spec: Manifest | dict | str | Path,
@@ -305,6 +334,9 @@ def build_package(
             )
         if iter(input_images) is input_images:  # a generator: read once, kept for the second pass
             input_images = list(input_images)
+        roi = pre.get("roi")
+        if isinstance(roi, list | tuple) and len(roi) == 4 and all(isinstance(v, int) for v in roi):
+            input_images = _HoldingRoi(input_images, (roi[0], roi[1], roi[2], roi[3]))
         try:
             data["input_stats"] = summarize(input_images).model_dump(mode="json")
             if LOCAL_FILE not in (extra_files or {}):

@@ -100,3 +100,42 @@ def test_build_refuses_input_images_it_cannot_use_with_one_line_each(built, caps
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and words in err, err
     assert not list(tmp.glob("refused/*.edgepkg"))  # nothing written
+
+
+async def test_input_images_that_cannot_hold_the_models_roi_are_refused_not_built_into_unsure_on_every_frame(
+    built, capsys
+):
+    """A model with a ``roi`` (a pixel box of the camera's frame) is trained on crops of that box, and the
+    user gave those crops as ``--input-images``: the package was built with their size as the training
+    frames', and the agent called every frame of the line UNSURE ("frame size unlike training: 160x120, the
+    model's roi is a pixel box of 80x60 frames"). An image that cannot hold the roi is no frame it is cut
+    from: refused naming it; the camera's whole frames build a package that calls a good frame OK."""
+    tmp, key, pub, model, _spec, _pkg = built
+    h, w = line_frames.good(1, 0).shape[:2]
+    roi = [w // 4, h // 4, w // 2, h // 2]
+    spec = vision_spec("own-roi", "1.0.0")
+    spec["preprocessing"]["roi"] = roi
+    (tmp / "roi.yaml").write_text(yaml.safe_dump(spec))
+    crops, frames = tmp / "roi_crops", tmp / "roi_frames"
+    crops.mkdir()
+    frames.mkdir()
+    x, y, rw, rh = roi
+    for i in range(12):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), line_frames.good(1, i))
+        cv2.imwrite(str(crops / f"{i:03d}.png"), line_frames.good(1, i)[y : y + rh, x : x + rw])
+    base = ["build", str(model), str(tmp / "roi.yaml"), "--key", str(key)]
+    assert main([*base, "--out", str(tmp / "roi_refused"), "--input-images", str(crops)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"{crops / '000.png'}: {rw}x{rh} pixels, which do not hold the model's roi" in err, err
+    assert "whole frames" in err, err
+    assert not list(tmp.glob("roi_refused/*.edgepkg"))
+    assert main([*base, "--out", str(tmp / "roi_dist"), "--input-images", str(frames)]) == 0
+    pkg = next((tmp / "roi_dist").glob("*.edgepkg"))
+    slot = ModelSlot("own", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp / "roi_data", [str(pub)])
+    await slot.start()
+    try:
+        got = slot.infer(Frame("cam", 0, 0.0, line_frames.good(7, 3)), UnsureSettings().tolerance)
+    finally:
+        await slot.stop()
+    assert got.interpretation.verdict == "OK", got.interpretation
