@@ -24,7 +24,8 @@ A URL that answers with one image (``Content-Type: image/...``, a camera's snaps
 An answer without a Content-Type is told by its first bytes (a boundary, an image's signature); a body that
 starts with another boundary than the declared one is read by its own. Line ends
 between a part's header and its data are skipped. A part's Content-Length is read, but where it disagrees with the boundary (cameras whose firmware gets it
-wrong) the boundary decides, as browsers read these streams (``MjpegStream._declared``).
+wrong) the boundary decides, as browsers read these streams (``MjpegStream._declared``): a whole image that
+has come before the bytes its Content-Length declares, ended by its end marker or a boundary, is the part.
 
 Limits: reads run on the caller's thread with socket timeouts (a part must arrive within ``read_timeout_s``
 of asking for it); ``interrupt()`` from another thread ends a blocked read. A part's Content-Type is not
@@ -54,6 +55,8 @@ _HEAD_BYTES = 256 * 1024
 # in its first ``_HEAD_BYTES`` is looked for again once the part holds this much more
 _META_BYTES = 2**20
 _CAPPED = "more than an image under max_megapixels can need"
+# what ends a JPEG and a PNG (IEND and its CRC): a part ending so may be whole before its Content-Length says
+_END_MARKERS = (b"\xff\xd9", b"IEND\xaeB`\x82")
 # what MJPEG cameras call their stream: the usual x-mixed-replace, and what some firmware sends instead (which
 # FFmpeg also reads, but without refusing a part cut short)
 _MULTIPART = frozenset({"multipart/x-mixed-replace", "multipart/mixed", "multipart/x-mixed"})
@@ -727,24 +730,74 @@ class MjpegStream:
         every part cut (each corrupt_frame, the camera unusable)."""
         assert self._delim is not None
         if n > _HEAD_BYTES:  # longer than the image its header declares can need: the boundary decides
-            while len(self._buf) < _HEAD_BYTES:
-                self._fill()
+            ended = self._fill_to(_HEAD_BYTES)
+            if ended is not None:
+                return ended
             bound, _, _ = _image_bound(self._buf, self._cap)
             if n > bound:
                 return self._to_delimiter(declared=n)
-        while len(self._buf) < n:
-            self._fill()
+        ended = self._fill_to(n)
+        if ended is not None:
+            return ended
+        i = self._buf.find(self._delim, 0, n + len(self._delim))
+        # a boundary within what it declares: the part ends there if a whole image comes before it (a BMP, TIFF or
+        # PNM is whole by its header with any bytes after it, so its Content-Length cannot tell)
+        if i >= 0:
+            ended = self._whole_before(i)
+            if ended is not None:
+                return ended
         data = self._copy(n)
-        if data and looks_whole(data):  # as declared (a whole image: its bytes are not searched)
+        if data and looks_whole(data):  # as declared
             del self._buf[:n]
             return data
         del data  # not held while the part is read on
-        i = self._buf.find(self._delim, 0, n + len(self._delim))
         if i >= 0:  # too long: the next part's boundary is inside
             return self._up_to(i)
         # too short: the part runs on to the boundary, held as one without Content-Length is (to what its header's
         # image can need; the rest had the whole cap to itself: 1000 declared and 150 MB of junk took 150 MB)
         return self._to_delimiter(start=n, declared=n)
+
+    def _fill_to(self, k: int) -> bytes | None:
+        """Read until the buffer holds ``k`` bytes of the part, or until what has come is a whole image that a
+        Content-Length too long overstates: a JPEG or PNG ending with its end marker (line ends after it aside),
+        or one followed by a boundary (a camera that ends each part with it). That image is the part, handed on
+        at once; bytes of it that come after are skipped as anything between parts is. Waiting for bytes the
+        camera had not sent held each part until the next one came (a triggered camera's image until the next
+        trigger), and a Content-Length too long by more than the camera sends within ``read_timeout_s`` gave no
+        part at all, stream_lost on every open. Only the first boundary found is judged (one inside an image's
+        data that does not end a whole image leaves the part to its Content-Length, as before), and an end
+        marker only where the buffer ends with one, so a part crowded with either costs little."""
+        assert self._delim is not None
+        at: int | None = 0  # where to look for the boundary from; None: one found and judged
+        while len(self._buf) < k:
+            if at is not None:
+                i = self._buf.find(self._delim, at)
+                if i >= 0:
+                    at = None
+                    ended = self._whole_before(i)
+                    if ended is not None:
+                        return ended
+                else:
+                    at = max(0, len(self._buf) - len(self._delim) + 1)
+            tail = bytes(self._buf[-16:])
+            end = len(self._buf) - (len(tail) - len(tail.rstrip(b"\r\n")))
+            if tail.rstrip(b"\r\n").endswith(_END_MARKERS) and cut_short(self._buf) is None:  # type: ignore[arg-type]
+                # (by its structure: a JPEG's end marker after its coded data, not an EXIF thumbnail's)
+                data = self._copy(end)
+                del self._buf[:end]
+                return data
+            self._fill()
+        return None
+
+    def _whole_before(self, i: int) -> bytes | None:
+        """The part before the boundary at ``i`` taken out of the buffer when it is a whole image, by its end and by
+        its structure (a JPEG's end marker after its coded data: a cut at an EXIF thumbnail's is not whole);
+        else None, the buffer as it was."""
+        data = self._up_to(i, take=False)
+        if looks_whole(data) and cut_short(data) is None:
+            del self._buf[:i]
+            return data
+        return None
 
     def _body_boundary(self) -> None:
         """Once, before the first part: the boundary the body starts with, where it is not the one the
@@ -807,19 +860,14 @@ class MjpegStream:
         with memoryview(self._buf) as view:
             return bytes(view[:n])
 
-    def _up_to(self, i: int) -> bytes:
-        """The part before the boundary at ``i`` (without the line end before it), taken out of the buffer."""
+    def _up_to(self, i: int, take: bool = True) -> bytes:
+        """The part before the boundary at ``i`` (without the line end before it), taken out of the buffer (or,
+        ``take`` false, left in it)."""
         buf = self._buf
         end = i - 2 if buf.endswith(b"\r\n", 0, i) else i - 1 if buf.endswith(b"\n", 0, i) else i
         data = self._copy(end)
-        del buf[:i]
-        return data
-
-    def _exact(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            self._fill()
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
+        if take:
+            del buf[:i]
         return data
 
     def _skip_to_delimiter(self) -> None:
