@@ -55,6 +55,8 @@ _HEAD_BYTES = 256 * 1024
 # in its first ``_HEAD_BYTES`` is looked for again once the part holds this much more
 _META_BYTES = 2**20
 _CAPPED = "more than an image under max_megapixels can need"
+# a TIFF directory of 1,024 tags (the most the header readers take), a BigTIFF's: count, entries, next offset
+_TIFF_DIRECTORY_BYTES = 8 + 1024 * 20 + 8
 # what ends a JPEG and a PNG (IEND and its CRC): a part ending so may be whole before its Content-Length says
 _END_MARKERS = (b"\xff\xd9", b"IEND\xaeB`\x82")
 # what MJPEG cameras call their stream: the usual x-mixed-replace, and what some firmware sends instead (which
@@ -544,20 +546,44 @@ class SnapshotStream:
 def _image_bound(buf: bytearray, cap: int, head: int = _HEAD_BYTES) -> tuple[int, str, int | None]:
     """The most bytes the part (or snapshot answer) at ``buf``'s start can hold, why (for the message), and at
     how many bytes to look again (None: not again), by its first ``head`` bytes: what an image of the size its
-    header declares can need (8 bytes a pixel + 1 MB), or ``cap``. Without a size there: ``cap`` for a TIFF
-    (its directory may follow its pixels); a JPEG's frame header may follow up to the 1 MB of metadata its bound
+    header declares can need (8 bytes a pixel + 1 MB), or ``cap``. Without a size there: a TIFF's directory may
+    follow its pixels, so it is held to where its header puts that directory (looked at again once it has come;
+    it had ``cap``: a TIFF's signature and junk took 205 MB), refused at once when that is past ``cap``, and once
+    the directory is there and gives no size; a JPEG's frame header may follow up to the 1 MB of metadata its bound
     allows, so it is looked for again at ``_HEAD_BYTES + _META_BYTES``; anything else (junk, text, a GIF) is no
     image this reader decodes, held to ``head`` (it was read up to ``cap``: 150-MB parts took 450 MB)."""
-    start = bytes(buf[:head])  # a copy: the buffer grows and shrinks after
-    size = image_size(start)
+    start = bytes(buf[: min(head, _HEAD_BYTES + _META_BYTES)])  # a copy: the buffer grows and shrinks after
+    tiff = image_kind(start) == "TIFF"
+    if tiff:  # its size is in its image directory, which may follow its pixels: where its header says
+        with memoryview(buf) as whole:
+            at, reach = _tiff_directory(whole)
+            with whole[: min(len(buf), head, reach)] as data:
+                size = image_size(data)
+    else:
+        size = image_size(start)
     if size is not None:
         kind, w, h = size
         if 0 < 8 * w * h + 2**20 < cap:
             return 8 * w * h + 2**20, f"more than a {kind} of {w}x{h} pixels (its header) can need", None
         return cap, _CAPPED, None
+    if tiff:
+        if at > cap:
+            past = f"past the {cap} bytes an image under max_megapixels can need"
+            return head, f"a TIFF whose header puts its image directory at byte {at}, {past}", None
+        if reach <= head:
+            return (
+                head,
+                f"a TIFF whose image directory (at byte {at}, its header) gives no width and height",
+                None,
+            )
+        return (
+            reach,
+            f"more than a TIFF whose image directory is at byte {at} (its header) can need to it",
+            reach,
+        )
     jpeg = start.startswith(b"\xff\xd8")  # as image_size tells one
     again = _HEAD_BYTES + _META_BYTES
-    if image_kind(start) == "TIFF" or cap <= head or (jpeg and cap <= again):
+    if cap <= head or (jpeg and cap <= again):
         return cap, _CAPPED, None
     if jpeg and head < again:
         return again, f"more than a JPEG whose frame header is not in its first {again} bytes can need", again
@@ -569,6 +595,18 @@ def _image_bound(buf: bytearray, cap: int, head: int = _HEAD_BYTES) -> tuple[int
     if jpeg:
         return head, f"a JPEG whose segments stop reading as JPEG's within its first {head} bytes", None
     return head, f"with no {FORMATS} header in its first {head} bytes", None
+
+
+def _tiff_directory(data: memoryview) -> tuple[int, int]:
+    """Where a TIFF's first image directory is (its header's offset: after its pixels, as libtiff and OpenCV write
+    it, or before them), and how far its part must reach to hold it: enough for the most tags the header
+    readers take in one directory (``protocols.image_header``: 1,024), a classic TIFF's or a BigTIFF's."""
+    import struct
+
+    e = "<" if bytes(data[:1]) == b"I" else ">"
+    big = bytes(data[2:4]) in (b"+\x00", b"\x00+")
+    at = int(struct.unpack_from(e + ("Q" if big else "I"), data, 8 if big else 4)[0])
+    return at, at + _TIFF_DIRECTORY_BYTES
 
 
 def _segments_read(data: bytes) -> bool:

@@ -299,3 +299,38 @@ def test_a_tiff_bmp_or_pnm_part_whose_content_length_is_too_long_does_not_swallo
         stream.close()
         cam.stop()
     assert got == [image for image in images for _ in range(2)]
+
+
+async def test_a_tiff_signature_followed_by_junk_is_held_to_where_its_header_puts_its_directory():
+    """A TIFF's size is in its image directory, which may follow its pixels (as OpenCV and libtiff write it), so a
+    part starting with a TIFF's signature kept the whole 201-MB cap: one followed by junk was read to 201 MB
+    (205 MB of the agent's memory, measured) before being refused. It is now held to where its header puts that
+    directory: one past the cap is oversize_frame at 256 KB, one within it once the directory has come and gives
+    no size; a whole TIFF with its directory last is still a frame."""
+    import struct
+
+    far = b"II*\x00" + struct.pack("<I", 2**32 - 1)  # its directory at 4 GB
+    near = b"MM\x00*" + struct.pack(">I", 6 * 2**20)  # at 6 MB, in the junk
+    junk = bytes(range(256)) * 4096  # 1 MiB, no boundary in it
+    tiff = cv2.imencode(".tiff", np.random.default_rng(1).integers(0, 255, (480, 640, 3), np.uint8))[
+        1
+    ].tobytes()
+    assert struct.unpack("<I", tiff[4:8])[0] > len(tiff) // 2  # its directory after its pixels
+
+    def serve(write, part):
+        k = len(cam.sent)
+        if k <= 2:
+            write(b"--frame\r\nContent-Type: image/tiff\r\n\r\n" + (far if k == 1 else near))
+            for _ in range(40):
+                write(junk)
+        while True:
+            part(tiff, -1)
+
+    cam = HostileMjpeg(serve)
+    src, frames = await _frames_from(cam, 3)
+    assert len(frames) == 3 and {f.image.shape for f in frames} == {(480, 640, 3)}
+    assert src.stats.errors_by_reason == {"oversize_frame": 2}, src.stats.errors_by_reason
+    assert "a TIFF whose image directory (at byte 6291456, its header) gives no width and height" in (
+        src.stats.last_error
+    )
+    assert max(cam.sent[:2]) < 16 * 2**20, cam.sent
