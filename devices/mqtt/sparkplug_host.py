@@ -208,6 +208,10 @@ class _Node:
     # a rebirth was asked for data by an alias its births gave to a metric of another (the node's, or another
     # device's): a node that sends so by its program would bring the same map at every rebirth (``_readings``)
     scope_asked: bool = False
+    # a rebirth was asked for data by a name its births did not declare, whose integer could not be read without
+    # a datatype (``_readings``): once per node, as ``scope_asked``: a node whose program sends such a metric
+    # would otherwise be reborn whole at every rebirth_min_interval_s
+    undeclared_asked: bool = False
     # a live data message (NDATA, DDATA) of it was read since its birth, or its birth answered a rebirth asked: a
     # node that only sends births (a flood of made-up names) is forgotten before those that speak when the table
     # is full (``SparkplugHost._room``)
@@ -375,6 +379,7 @@ def _no_field(datatype: int) -> bool:
     return datatype in (20, 21) or datatype > 34
 
 
+INT32_MAX = 2**31 - 1  # an integer up to it reads alike as any Sparkplug integer type (``_readings``)
 _INT_RANGE = {
     sp.DataType.INT8: (-(2**7), 2**7 - 1),
     sp.DataType.INT16: (-(2**15), 2**15 - 1),
@@ -1908,6 +1913,27 @@ class SparkplugHost:
                             e.reason, f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r}: {e.detail}"
                         )
                         continue
+                elif (
+                    type(v) is int
+                    and not by_birth
+                    and v > INT32_MAX
+                    and not (leaf.datatype or node.types.get((dev, flat)))
+                ):
+                    # a name no birth of it declared (Sparkplug 3.0: a birth declares every metric the session
+                    # will publish), and no datatype in the data (which should leave it out): 4294967291 is -5 as
+                    # an Int32, or a UInt32, and a long a DateTime or a count; passed on as the wire's unsigned
+                    # number, GOOD, it was another value. Skipped, and a rebirth asked once per node, whose birth
+                    # declares it; an integer every such type reads alike (under 2**31) is read
+                    self._on_error(
+                        "wrong_type",
+                        f"{t.group}/{t.edge_node}/{dev or ''}: metric {shown_topic(flat)} has no datatype, in its "
+                        f"{t.message_type.value} nor in a birth (Sparkplug 3.0: a birth declares every metric of "
+                        f"the session, with its datatype): {v} may be a negative Int32 or Int64, an unsigned one "
+                        "or a DateTime; skipped (a rebirth is asked once, whose birth declares it)",
+                    )
+                    if not node.undeclared_asked:
+                        node.undeclared_asked = unknown = True
+                    continue
                 elif type(v) is int and (dt := leaf.datatype or node.types.get((dev, flat))):
                     if not leaf.datatype:  # no datatype in a data message: the birth's says how to read it
                         v = sp.as_declared(v, dt)

@@ -4,8 +4,10 @@ refused naming the metric, never cut to the type's low bits and passed on as ano
 from __future__ import annotations
 
 from protocols import sparkplug as sp
+from tests.integration.test_sparkplug_rebirth_requests import _asker
 from tests.support.mqtt_read import read_published
 from tests.support.sparkplug_pb import pb_metric as _metric
+from tests.support.waits import until
 
 D = sp.DataType
 T0_MS = 1_700_000_000_000  # a node whose clock is set
@@ -90,3 +92,55 @@ async def test_an_integer_past_its_births_datatype_is_refused_naming_the_metric_
     assert "DataSet 'table' column 'Pos'" in src.stats.last_error, src.stats.last_error
     said = [r.getMessage() for r in caplog.records if "wrong_type" in r.getMessage()]
     assert "metric 'count': 70000 is out of the range of its datatype, Int16" in said[0], said
+
+
+async def test_an_integer_by_a_name_no_birth_declared_and_without_a_datatype_is_skipped_not_read_unsigned(
+    mosquitto, caplog
+):
+    """A node's NDATA carrying a metric its NBIRTH did not declare (Sparkplug 3.0 has a birth declare every metric of
+    the session), without a datatype (data should leave it out): -5 as an Int32 arrives as 4294967291, and was
+    passed on GOOD as that, as was a DateTime's milliseconds as a count; nothing said, no rebirth asked (Ignition's
+    MQTT Engine asks one). Such an integer is now skipped (``wrong_type`` naming it) and a rebirth asked, once per
+    node; one every integer type reads alike (under 2**31), or one whose data states its datatype, is read."""
+    asker, asked = _asker(mosquitto.port, "spBv1.0/G/NCMD/E")
+    birth = _payload(
+        0,
+        {"name": "bdSeq", "datatype": D.INT64, "long_value": 0},
+        {"name": "temp", "alias": 5, "datatype": D.DOUBLE, "double_value": 20.0},
+    )
+    data = _payload(
+        1,
+        {"name": "offset", "int_value": 2**32 - 5},  # -5, an Int32 no birth declared
+        {"name": "made_at", "long_value": T0_MS},  # a DateTime, or a count: unknown
+        {"name": "count", "int_value": 7},
+        {"name": "level", "datatype": D.INT32, "int_value": 2**32 - 5},
+        {"alias": 5, "double_value": 21.0},
+    )
+    again = _payload(2, {"name": "offset", "int_value": 2**32 - 6}, {"alias": 5, "double_value": 22.0})
+    try:
+        got, src = await read_published(
+            mosquitto.port,
+            [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}, {"topic": "end"}],
+            [
+                ("spBv1.0/G/NBIRTH/E", birth),
+                ("spBv1.0/G/NDATA/E", data),
+                ("spBv1.0/G/NDATA/E", again),
+                ("end", b'{"v": 1}'),
+            ],
+            "end/v",
+        )
+        await until(lambda: asked == ["E"], 5, "a rebirth asked")
+    finally:
+        asker.disconnect()
+        asker.loop_stop()
+    assert [(r.tag, r.value) for r in got[:-1]] == [
+        ("E/temp", 20.0),
+        ("E/count", 7),
+        ("E/level", -5),
+        ("E/temp", 21.0),
+        ("E/temp", 22.0),
+    ]
+    assert src.stats.errors_by_reason == {"wrong_type": 3}, src.stats.errors_by_reason
+    said = [r.getMessage() for r in caplog.records if "wrong_type" in r.getMessage()]
+    assert "metric 'offset' has no datatype, in its NDATA nor in a birth" in said[0], said
+    assert asked == ["E"]  # once per node, not at every such message
