@@ -1096,7 +1096,8 @@ def decode(
 
 
 def parse_topic(topic: str) -> SparkplugTopic:
-    """Parse ``spBv1.0/{group}/{type}/{edge_node}[/{device}]`` (or ``spBv1.0/STATE/{host}``); an id of over
+    """Parse ``spBv1.0/{group}/{type}/{edge_node}[/{device}]`` (or ``spBv1.0/STATE/{host}``, or Sparkplug 2.2's
+    ``STATE/{host}``, both STATE: a host's, no payload of an edge node); an id of over
     ``MAX_ID_CHARS`` characters is refused (``bad_topic``)."""
     parts = topic.split("/")
     if len(topic) > MAX_ID_CHARS and (longest := max(map(len, parts))) > MAX_ID_CHARS:
@@ -1108,6 +1109,11 @@ def parse_topic(topic: str) -> SparkplugTopic:
             f"{topic[:80]!r}... has a level of {longest} characters; a Sparkplug id (group, edge node, device) "
             f"of over {MAX_ID_CHARS} is not read",
         )
+    if len(parts) == 2 and parts[0] == "STATE" and parts[1]:
+        # Sparkplug 2.2's host STATE (the text ONLINE or OFFLINE), outside the namespace: another host's, which a
+        # subscription of all a Sparkplug broker carries (``#``) takes too; it was bad_topic, "not a Sparkplug B
+        # topic", counted as an error at every connect (retained) and every change of that host
+        return SparkplugTopic("", MessageType.STATE, parts[1])
     if len(parts) < 3 or parts[0] != NAMESPACE:
         raise CodecError(
             "bad_topic",

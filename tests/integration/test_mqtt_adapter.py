@@ -1472,6 +1472,32 @@ async def test_a_primary_host_speaks_sparkplug_2_2_state_to_older_edge_nodes(mos
         MqttSettings(sparkplug={"host_id": "a", "state_version": "2.0"})
 
 
+async def test_other_hosts_state_in_either_form_is_ignored_on_a_subscription_of_all_a_sparkplug_broker_carries(
+    mosquitto,
+):
+    """A host subscribed to all a Sparkplug broker carries (``#``) sees the other host applications' STATE: Sparkplug
+    3.0's ``spBv1.0/STATE/<id>`` JSON and 2.2's ``STATE/<id>`` ONLINE/OFFLINE text (Ignition releases before 3.0,
+    retained). Both are ignored; the 2.2 form was counted as ``bad_topic``, "not a Sparkplug B topic", at each
+    connect and each change of that host."""
+    pub = raw_client(mosquitto.port)
+    pub.publish("STATE/scada22", b"ONLINE", qos=1, retain=True).wait_for_publish(5)
+    state = json.dumps({"online": True, "timestamp": int(time.time() * 1000)})
+    pub.publish("spBv1.0/STATE/scada30", state, qos=1, retain=True).wait_for_publish(5)
+    src = await started(mosquitto.port, [{"topic": "#", "codec": "sparkplug_b", "qos": 1}])
+    try:
+        pub.publish("STATE/scada22", b"OFFLINE", qos=1)
+        birth = sp.Payload(int(time.time() * 1000), 0, [sp.Metric("Temp", None, sp.DataType.DOUBLE, 20.0)])
+        pub.publish("spBv1.0/g/NBIRTH/n1", sp.encode(birth), qos=1)
+        got = await collect(src, lambda g: len(g) >= 1)
+    finally:
+        await src.stop()
+        for topic in ("STATE/scada22", "spBv1.0/STATE/scada30"):  # the retained copies, cleared
+            pub.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+        closed(pub)
+    assert [(r.tag, r.value) for r in got] == [("n1/Temp", 20.0)]
+    assert src.stats.errors_by_reason == {}, src.stats.last_error
+
+
 def test_tag_names_from_the_outside_world_are_bounded(monkeypatch, caplog):
     """A device that puts a counter or a time in its topic makes a new tag per message: the per-tag state of
     the order check must not grow for months. Past MAX_TAGS it starts afresh, said once; every message is

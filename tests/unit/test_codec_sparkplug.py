@@ -89,6 +89,14 @@ def test_bad_topics_are_bad_topic_errors(topic):
     assert e.value.reason == "bad_topic"
 
 
+def test_sparkplug_2_2_state_topic_is_a_state_not_a_bad_topic():
+    """Sparkplug 2.2's host STATE is ``STATE/<host_id>``, outside the namespace; it was ``bad_topic``."""
+    assert sp.parse_topic("STATE/scada1") == sp.SparkplugTopic("", sp.MessageType.STATE, "scada1")
+    for topic in ("STATE/", "STATE/a/b", "STATE"):
+        with pytest.raises(CodecError):
+            sp.parse_topic(topic)
+
+
 def test_rebirth_request_is_ncmd_with_rebirth_true():
     t, body = sp.rebirth_request("plant", "edge1", now_ms=5)
     assert t == "spBv1.0/plant/NCMD/edge1"
