@@ -1912,6 +1912,13 @@ def _bound_messages(client: Client, limit: int, on_oversize: Callable[[int], Non
 
 
 _APART_MAX = 8  # the most subscriptions of one large value each a source makes (``_measure``)
+# a node left out for its size is read again after a pause doubling from max(reconnect_max_s, REFIT_MIN_S) to
+# REFIT_MAX_S (``_refit``); read on the source's own session (the PLC refusing a connection of its own), a value
+# still too large closes that session: after REFIT_HERE_MAX such closes it is no longer read there until the PLC
+# reconnects on its own, or the config is reloaded (a new source)
+REFIT_MIN_S = 1.0
+REFIT_MAX_S = 600.0
+REFIT_HERE_MAX = 3
 
 # OPC UA Part 5, ServerCapabilities/OperationLimits: the most items a server takes in one call of a service
 # (0: no limit). Embedded PLC servers state small ones (10, 100) and refuse a larger call whole with
@@ -2498,6 +2505,9 @@ class OpcUaSource:
         self._listed_as: dict[ua.NodeId, str] = {}  # a subscribed node -> its node id as the config lists it
         self._extra_subs: list[Subscription] = []  # the subscriptions of ``_apart``
         self._refit_pause = 0.0  # the pause before a node of ``_too_big`` is read again (``_refit``)
+        # node id of ``_too_big`` -> sessions its read again on them closed (still too large, ``_refit_here``)
+        # since the PLC last dropped a session on its own: at REFIT_HERE_MAX it is read on its own connection only
+        self._refit_closes: dict[str, int] = {}
         self._refit_now = False  # one fits again: the session is closed to subscribe it
         self._item_sub: dict[ua.NodeId, Subscription] = {}  # a node's subscription, when not ``_sub``
         # a subscription of ``_apart`` -> (monotonic time it was made, the silence it promised at most): watched
@@ -2562,10 +2572,12 @@ class OpcUaSource:
     # -- background task --------------------------------------------------------------------------
     async def _run(self) -> None:
         while not self._stopping:
+            up = False  # this attempt's session was made: its loss, not a refused connect
             try:
                 self.state = ConnectionState.CONNECTING
                 await self._connect()  # each step bounded on its own: a slow node does not fail the session
                 self.state = ConnectionState.CONNECTED
+                up = True
                 # the pause starts again from its shortest at the session's first healthy check (``_watch``),
                 # not here: a server that takes each session and drops it at once (each drop a BAD reading per
                 # tag, each reconnect their values again) was reconnected at the shortest pause for good
@@ -2603,8 +2615,15 @@ class OpcUaSource:
                     left_s = granted * 1.5 + self.settings.keepalive_check_s + self.settings.connect_timeout_s
                     self._subs_left = (1, time.monotonic() + left_s)
                 reason, msg = _explain(e, self.settings)
+                refit_close = self._oversize and self._measuring in self._too_big
+                if up and not refit_close and self._refit_closes:
+                    # the PLC dropped the session on its own (a restart, a program download, the link): a node
+                    # given up on the session is read there again, its value may fit now
+                    self._refit_closes.clear()
                 if self._oversize:  # the connection was closed here, on a message over the limit
                     reason, msg = "too_large", _too_large(self._oversize, self.settings)
+                    if refit_close:
+                        self._refit_closed(str(self._measuring))
                     if self._measuring is not None:  # one node's value alone: left out until it fits
                         msg = self._left_out(self._measuring, self._oversize)
                     elif self._sub is not None and self._tags:
@@ -2752,6 +2771,7 @@ class OpcUaSource:
                     f"node {ns.node_id!r} is not subscribed: its value alone reached {self._too_big[ns.node_id]} "
                     f"bytes, over max_message_bytes {self.settings.max_message_bytes}; it is read again now and "
                     "then and subscribed once it fits: raise max_message_bytes or leave the node out"
+                    + self._given_up(ns.node_id)
                 )
                 continue
             prior = self._tags.get(node.nodeid)
@@ -3616,12 +3636,16 @@ class OpcUaSource:
         server that refuses that connection (a PLC that allows few sessions) has the node read on this session
         instead (``_refit_here``): else the node stayed out for good."""
         while self._too_big and not self._refit_now:
-            self._refit_pause = min(max(self._refit_pause * 2, self.settings.reconnect_max_s, 1.0), 600.0)
+            self._refit_pause = min(
+                max(self._refit_pause * 2, self.settings.reconnect_max_s, REFIT_MIN_S), REFIT_MAX_S
+            )
             await asyncio.sleep(self._refit_pause)
             for node_id in list(self._too_big):
                 try:
                     client, oversize = await _one_off_client(self.settings, "opcua")
                 except OpcUaError as e:
+                    if self._refit_closes.get(node_id, 0) >= REFIT_HERE_MAX:
+                        continue  # given up on the session (``_refit_closed``): a connection of its own only
                     fits = await self._refit_here(node_id, e)
                     if self._oversize:  # still too large: this session's connection is closed (``_run``)
                         return
@@ -3675,6 +3699,32 @@ class OpcUaSource:
             return False
         self._measuring = None
         return not self._oversize
+
+    def _refit_closed(self, node_id: str) -> None:
+        """A read of ``node_id`` again on the session (``_refit_here``) closed it: its value is still too large.
+        At REFIT_HERE_MAX such closes in a row, it is no longer read on the session (said once, WARNING): each
+        close turns every other tag BAD and reconnects, once per pause (up to 10 minutes) for good. A PLC that
+        drops the session on its own (``_run``) or a config reload (a new source) reads it there again."""
+        n = self._refit_closes[node_id] = self._refit_closes.get(node_id, 0) + 1
+        if n == REFIT_HERE_MAX:
+            log.warning(
+                "opcua source %s: node %s: %s",
+                self.name,
+                node_id,
+                self._given_up(node_id).removeprefix("; "),
+            )
+
+    def _given_up(self, node_id: str) -> str:
+        """What ``node_errors`` adds for a node no longer read on the session (``_refit_closed``), or nothing."""
+        n = self._refit_closes.get(node_id, 0)
+        if n < REFIT_HERE_MAX:
+            return ""
+        return (
+            f"; its value was still too large at {n} reads on the source's session (the PLC refused a connection "
+            "of its own), each closing the session (its tags BAD, a reconnect): it is no longer read there, only "
+            "on a connection of its own when the PLC allows one, and on the session again once the PLC drops "
+            "the session on its own (a restart) or the config is reloaded"
+        )
 
     async def _subscribe(self, client: Client, groups: dict[tuple[float, int], list[Node]]) -> None:
         self._changed.clear()

@@ -265,3 +265,47 @@ async def test_a_node_left_out_for_its_size_is_read_again_on_the_session_when_th
     assert refused, "the PLC refused the second connection"
     assert still_out and src.stats.errors_by_reason["too_large"] == too_large + 1, src.stats.errors_by_reason
     assert list(got["Scan"].value) == [0.5] * 1000 and f"ns={idx};s=Scan" not in src.node_errors
+
+
+async def test_a_node_that_never_fits_is_no_longer_read_on_the_session_after_a_few_closes_until_the_plc_drops_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PLC that allows one session, and a node whose value never fits: each read of it on the source's session
+    closed that session (every tag BAD, a reconnect), once per pause, for good (fdf509f: up to every 10 minutes).
+    After REFIT_HERE_MAX closes it is no longer read there: said once in the log and in ``node_errors`` (on
+    ``/status``), and the session stays; a session the PLC drops on its own (a restart) has it read there again.
+    The pause is cut to 0.3 s here (10 minutes at most in the field)."""
+    from devices.opcua import client as client_module
+
+    monkeypatch.setattr(client_module, "REFIT_MIN_S", 0.3, raising=False)
+    monkeypatch.setattr(client_module, "REFIT_MAX_S", 0.3, raising=False)
+    caplog.set_level(logging.INFO, logger="devices.opcua")
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:never-fits", "Line")
+    await obj.add_variable(
+        ua.NodeId("Scan", idx), "Scan", ua.Variant([0.25] * 200_000, ua.VariantType.Double)
+    )  # 1.6 MB
+    await obj.add_variable(ua.NodeId("Force", idx), "Force", ua.Variant(1.5, ua.VariantType.Double))
+    await srv.start()
+    refused = _one_session_at_a_time(srv)
+    scan = f"ns={idx};s=Scan"
+    src = OpcUaSource("plc", _settings(port, [scan, f"ns={idx};s=Force"]))
+    await src.start()
+    try:
+        await until(lambda: "no longer read there" in src.node_errors.get(scan, ""), 15, "the node given up")
+        await until(lambda: src.state is ConnectionState.CONNECTED, 5, "the session made again")
+        before = (src.stats.errors_by_reason["too_large"], src.stats.reconnects)
+        await asyncio.sleep(1.5)  # five pauses: each read the node on the session before, closing it
+        kept = (src.state, src.stats.errors_by_reason["too_large"], src.stats.reconnects)
+        for transport in list(srv.iserver.asyncio_transports):  # the PLC drops the session on its own
+            transport.close()
+        await until(
+            lambda: src.stats.errors_by_reason["too_large"] > before[0], 10, "a read on the session again"
+        )
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert refused, "the PLC refused the connections of its own"
+    assert kept == (ConnectionState.CONNECTED, *before), (kept, before)
+    said = [r for r in caplog.records if "no longer read there" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING and scan in said[0].getMessage(), said
