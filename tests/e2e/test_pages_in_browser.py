@@ -108,6 +108,56 @@ async def test_agent_status_page_shows_live_state(tmp_path):
     assert "source spare" in dom and "no pipeline reads it" in dom  # a silent drop, with its fix and count
 
 
+async def test_agent_status_page_shows_a_plcs_64_bit_integers_with_every_digit(tmp_path):
+    """An Int64/UInt64 counter, energy total or id past 2**53 on a real asyncua server: /api/tags carries every
+    digit, but the page's JSON.parse made each the nearest double, 2**63 - 1 shown as 9223372036854776000 and
+    2**53 + 1 as 9007199254740992. The tags table shows them as the PLC holds them."""
+    from asyncua import ua
+
+    from tests.support.peers import free_port, opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    values = {
+        "Max": (2**63 - 1, ua.VariantType.Int64),
+        "Odd": (2**53 + 1, ua.VariantType.Int64),
+        "Min": (-(2**63), ua.VariantType.Int64),
+        "UMax": (2**64 - 1, ua.VariantType.UInt64),
+        "Small": (12345, ua.VariantType.Int64),
+    }
+    for name, (v, kind) in values.items():
+        await obj.add_variable(ua.NodeId(name, idx), name, ua.Variant(v, kind))
+    await srv.start()
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw-ints", "data_dir": str(tmp_path / "data")},
+            "http": {"port": 0},
+            "sources": {
+                "plc": {
+                    "type": "opcua",
+                    "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+                    "nodes": [{"node_id": f"ns={idx};s={n}"} for n in values],
+                }
+            },
+        }
+    )
+    agent = Agent(cfg)
+    await agent.start()
+    try:
+        for _ in range(100):
+            if len(agent.tags.get("plc", {})) == len(values):
+                break
+            await asyncio.sleep(0.1)
+        dom = await asyncio.to_thread(
+            render, f"http://127.0.0.1:{agent.http.port}/", "agent-status-int64.png"
+        )
+    finally:
+        await agent.stop()
+        await srv.stop()
+    for name, (v, _) in values.items():
+        assert f"<td>{name}</td><td>{v}</td>" in dom, (name, dom[dom.find("<td>plc</td>") :][:1500])
+
+
 async def test_fleet_console_shows_agents_deployments_and_reports(tmp_path):
     from cloud_trainer.fleet.console import Console
     from cloud_trainer.fleet.service import FleetServer
