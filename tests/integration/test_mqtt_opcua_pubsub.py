@@ -149,6 +149,38 @@ async def test_reversible_variant_fields_are_read_as_their_body(mosquitto):
     assert src.stats.errors_by_reason == {}
 
 
+async def test_reversible_int64_and_uint64_variants_written_as_text_are_read_as_their_whole_numbers(
+    mosquitto,
+):
+    """OPC UA's JSON encoding (Part 6, 5.4.2.3) writes an Int64 and a UInt64 as a JSON string, so that a
+    JavaScript reader keeps its digits: {"Type": 8, "Body": "9223372036854775807"}. Read as its body, such a
+    counter, energy total or tick time was the text "9223372036854775807": no rule or pipeline took it for a
+    number and forwards wrote it quoted. A Variant of those types is read as its whole number, every digit kept
+    (an Int64[] of them as an int64 array); text that is no integer stays text, and a bare field is not guessed."""
+    network = ua_data(
+        "s7-1500",
+        {
+            "DataSetWriterId": 1,
+            "Payload": {
+                "Energy": {"Type": 8, "Body": "9223372036854775807"},
+                "Ticks": {"UaType": 9, "Value": "18446744073709551615"},
+                "Low": {"Value": {"Type": 8, "Body": "-9223372036854775808"}},
+                "Ids": {"Type": 8, "Body": ["9007199254740993", "-5"]},
+                "Plain": {"Type": 8, "Body": 42},
+                "Odd": {"Type": 8, "Body": "12 parts"},
+                "Bare": "9007199254740993",
+            },
+        },
+    )
+    subs = [{"topic": "opc/#", "json_mapping": {"opcua_pubsub": {}, "tag_prefix_topic": False}}]
+    _, got = await published(mosquitto.port, subs, [("opc/x", network)], "Bare")
+    values = {r.tag: r.value for r in got}
+    assert values["Energy"] == 2**63 - 1 and type(values["Energy"]) is int
+    assert values["Ticks"] == 2**64 - 1 and values["Low"] == -(2**63) and values["Plain"] == 42
+    assert values["Ids"].tolist() == [2**53 + 1, -5]
+    assert values["Odd"] == "12 parts" and values["Bare"] == "9007199254740993"
+
+
 async def test_a_metadata_message_is_skipped_without_an_error(mosquitto):
     """A publisher sends ua-metadata (the fields' names and types) on the same topic, at start and when its
     DataSet changes: it gives no reading and no error; the data messages around it are read."""
