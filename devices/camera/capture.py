@@ -34,7 +34,8 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   as before, the images decoded in ``self.decoded``. A part refused when taken counts towards the stream's
   reopening as a failed read does.
 - Files and folders are paced at ``fps`` (default 10) with no skipping; at the end they are
-  replayed when ``loop`` is set, else the source finishes (``items()`` ends, state STOPPED).
+  replayed when ``loop`` is set, else the source finishes (``items()`` ends, state STOPPED). A folder is
+  replayed as it was at the start: images written to it later are counted and said (``folder_unread``).
 - A watched drop folder (``watch``) reads each new or rewritten image once it has settled, and never one cut short
   (``protocols.image_complete``, every kind): that is read again while its upload may still be running, then
   counted as ``cut_short`` (``_watch_folder``).
@@ -554,6 +555,9 @@ class CameraSource:
         self._moved_to: str | None = None  # the other host a redirect of the URL last led to (said once)
         self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
         self._replay = False  # an image folder replayed, not watched
+        self._unread: set[str] = (
+            set()
+        )  # a replayed folder's images written after its start (never read; said)
         self._skip_until = 0.0  # live MJPEG: parts before this (monotonic) are within fps's period
         self._still: np.ndarray | None = None  # frozen_after_s: every 8th row of the image, unchanged since
         self._still_since = 0.0
@@ -763,8 +767,37 @@ class CameraSource:
                     self._emit_untaken(img, live=False, what=str(f))
                 elif img is not None:
                     self._emit(img)
+            self._written_since(files)
             if not s.loop:
                 raise _End
+
+    def _written_since(self, files: list[Path]) -> None:
+        """After each pass of a replayed folder: images that appeared in it since the start, which a replay never
+        reads (it reads the folder as it was, a dataset), counted (notice ``folder_unread``) and said once. A
+        folder a camera or an upload writes into, given without ``watch: true``, was replayed as it was at the
+        start, old parts inspected again and again (driving the line's outputs for parts long gone), and its new
+        parts never read, without a word."""
+        s = self.settings
+        try:
+            now = {p.name for p in Path(s.url).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        except OSError:
+            return
+        new = sorted(n for n in now - {f.name for f in files} - self._unread if not n.startswith("."))
+        if not new:
+            return
+        self._unread.update(new)
+        self.notices.note(
+            "folder_unread",
+            "camera %r: folder %s is replayed as it was at the start (watch: false): %d image file(s) written to "
+            "it since (%s) are not read, and its old images are %s; for a folder a camera or an upload writes "
+            "into, set watch: true (each new image read once, when whole)",
+            self.name,
+            s.shown_url,
+            len(new),
+            ", ".join(new[:3]) + (", ..." if len(new) > 3 else ""),
+            "read again at each pass (loop: true)" if s.loop else "read once",
+            n=len(new),
+        )
 
     def _watch_folder(self) -> None:
         """A drop folder: each image file that appears after the start is read once, in the order the

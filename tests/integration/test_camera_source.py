@@ -100,6 +100,24 @@ async def test_a_mono12_cameras_16_bit_files_are_skipped_by_name_or_read_by_pixe
         assert f.image.shape == (48, 64, 3) and all(np.array_equal(f.image[..., c], want) for c in range(3))
 
 
+async def test_a_replayed_folder_that_is_written_to_says_its_new_images_are_not_read(tmp_path):
+    """A folder a camera writes into, given without watch: true, is replayed as it was at the start: its old
+    images inspected again at every pass, its new ones never read, and nothing said. Its new images are now
+    counted (notice folder_unread, on /status) and said once, naming them and watch: true; each is counted once."""
+    folder = write_folder(tmp_path / "imgs", 2, seed=0, defect_rate=0.0, size=64)
+    src = CameraSource("cam", CameraSettings(url=str(folder), fps=50, loop=True))
+    await src.start()
+    try:
+        await take(src, 2)
+        (folder / "part_0100.png").write_bytes((folder / "000000.png").read_bytes())
+        await take(src, 8)  # a few passes after it was written
+    finally:
+        await src.stop()
+    said = src.notices.status()["folder_unread"]
+    assert said["count"] == 1, said
+    assert "(part_0100.png) are not read" in said["message"] and "set watch: true" in said["message"], said
+
+
 async def test_video_file_loops_with_increasing_sequence_and_resize(tmp_path):
     video = write_video(tmp_path / "line.avi", 5, fps=10, seed=1, defect_rate=0.5, size=64)
     src = CameraSource("cam", CameraSettings(url=str(video), fps=200, loop=True, width=32, height=32))
