@@ -1822,11 +1822,20 @@ class MqttSource:
         """Each lone surrogate in a reading's text value or tag name (a JSON key, a record's name) made U+FFFD,
         counted as ``invalid_text`` (``devices.base.valid_text``): written as a "\\ud800" escape, it made
         strict JSON parsers (serde_json, PostgreSQL jsonb) refuse every forwarded message and outbox record
-        holding it. Called by the JSON decoder; Sparkplug B's protobuf refuses text that is not UTF-8."""
+        holding it. Called by the JSON decoder; Sparkplug B's protobuf refuses text that is not UTF-8.
+        Two names of one message that differ only by such text ("t\\ud800" and "t\\udc00", a device's Latin-1
+        keys) would be one tag: both are refused as a key given twice is (``duplicate_key``), the others read."""
+        # a name made valid -> the names of this message that give it; the readings so renamed
+        came_as: dict[str, set[str]] | None = None
+        renamed: set[int] = set()
         for i, r in enumerate(readings):
             v, tag = r.value, r.tag
             fixed = valid_text(v) if type(v) is str or type(v) is list else v
             named = tag if tag.isascii() else valid_text(tag)
+            if named is not tag:
+                came_as = came_as or {}
+                came_as.setdefault(named, set()).add(tag)
+                renamed.add(i)
             if fixed is not v or named is not tag:
                 self._error(
                     "invalid_text",
@@ -1836,6 +1845,22 @@ class MqttSource:
                     "passed on with U+FFFD in its place",
                 )
                 readings[i] = dataclasses.replace(r, value=fixed, tag=named)
+        if came_as is None:
+            return
+        for i, r in enumerate(readings):  # a name valid as it came (the device's own U+FFFD)
+            if i not in renamed and r.tag in came_as:
+                came_as[r.tag].add(r.tag)
+        clashes = {named: names for named, names in came_as.items() if len(names) > 1}
+        if not clashes:
+            return
+        for named, names in clashes.items():
+            self._error(
+                "duplicate_key",
+                f"topic {shown_topic(topic)}: names {', '.join(shown_topic(n) for n in sorted(names))} differ only "
+                f"by text that is not valid Unicode: each would be tag {shown_topic(named)}, two fields' values in "
+                "one; none of them is read (the message's other values are): make the device send UTF-8",
+            )
+        readings[:] = [r for r in readings if r.tag not in clashes]
 
     def _name_too_long(
         self,

@@ -13,6 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
+from tests.support.mqtt_read import read_published
 from tests.support.waits import until
 
 
@@ -83,3 +84,37 @@ async def test_a_lone_surrogate_in_json_text_goes_on_as_valid_text_and_is_counte
             ("line/oven/t\ufffdemp", 21.5),
         ], name
     assert src.stats.errors_by_reason["invalid_text"] == 3
+
+
+async def test_two_keys_that_differ_only_by_text_that_is_not_unicode_are_never_read_into_one_tag(
+    mosquitto,
+) -> None:
+    """A device's keys "t\\ud800" and "t\\udc00" (two fields of Latin-1 names, each byte that is no UTF-8 a lone
+    surrogate) are both "t\\ufffd" once made valid: the two fields' values went on as one tag, alternating, and the
+    log named only the first key (its invalid_text line said once per burst). They are refused as a key given
+    twice is (``duplicate_key``, naming both as they came), the message's other values read; a key given alone
+    and a historian's batch of one key's samples are read as before."""
+    errors: list[str] = []
+    got, src = await read_published(
+        mosquitto.port,
+        [{"topic": "dev/#"}, {"topic": "end"}],
+        [
+            ("dev/a", b'{"t\\ud800": 1, "t\\udc00": 2, "n": 3}'),
+            ("dev/b", b'{"t\\ufffd": 4, "t\\udcff": 5}'),  # one valid already: the same tag all the same
+            ("dev/c", b'{"t\\udc00": 6}'),
+            ("dev/d", b'[{"t\\udc00": 7, "ts": 1700000000}, {"t\\udc00": 8, "ts": 1700000001}]'),
+            ("end", b'{"e": 1}'),
+        ],
+        "end/e",
+        errors=errors,
+    )
+    assert [(r.tag, r.value) for r in got] == [
+        ("dev/a/n", 3),
+        ("dev/c/t\ufffd", 6),
+        ("dev/d/t\ufffd", 7),
+        ("dev/d/t\ufffd", 8),
+        ("end/e", 1),
+    ]
+    clashes = [e for e in errors if e.startswith("duplicate_key")]
+    assert len(clashes) == 2 and src.stats.errors_by_reason["duplicate_key"] == 2, errors
+    assert "'dev/a/t\\ud800'" in clashes[0] and "'dev/a/t\\udc00'" in clashes[0], clashes
