@@ -1012,6 +1012,8 @@ class Agent:
                 "last_error": st.last_error,
                 # an OPC UA server halted (not Running, clock frozen, stalled) for as long as it lasts
                 **({"halted": s.halted} if getattr(s, "halted", None) is not None else {}),
+                # a camera whose image has not changed for frozen_after_s, for as long as it lasts
+                **({"frozen": s.frozen} if getattr(s, "frozen", None) is not None else {}),
                 # an OPC UA source's nodes that get no values, and why (the first 20: a line engineer sees which
                 # configured node fails; before, only the last error of all was shown)
                 **({"node_errors": node_errors_shown(s.node_errors)} if hasattr(s, "node_errors") else {}),

@@ -288,6 +288,11 @@ def _status(args) -> int:
                 f"  {'':<12} halted: {h['reason']} since {h['since']} ({h['for_s']:.0f} s, "
                 f"{h['checks']} checks found it still so); its readings are held, its tags BAD"
             )
+        if f := s.get("frozen"):  # a camera resending one image: said while it lasts
+            print(
+                f"  {'':<12} frozen: its image has not changed since {f['since']} ({f['for_s']:.0f} s); its "
+                "frames are UNSURE; check the camera (a power cycle)"
+            )
         # an OPC UA source's nodes that get no values, and why
         if (ne := s.get("node_errors")) and ne["count"]:
             print(f"  {'':<12} {ne['count']} node(s) get no values:")

@@ -561,6 +561,7 @@ class CameraSource:
         self._skip_until = 0.0  # live MJPEG: parts before this (monotonic) are within fps's period
         self._still: np.ndarray | None = None  # frozen_after_s: every 8th row of the image, unchanged since
         self._still_since = 0.0
+        self._still_wall = 0.0  # the wall clock then (``frozen``'s since: one value, not one per read)
         self._frozen = False  # named as frozen_frame (once per freeze)
         # run first on the reader thread: decoding frames is bulk work, which the agent runs below its event
         # loop's priority (edge_agent.priority) so that rules and heartbeats go first on a saturated gateway
@@ -1469,6 +1470,22 @@ class CameraSource:
         self._skip_until = now + period * 0.95
         return now
 
+    @property
+    def frozen(self) -> dict[str, Any] | None:
+        """While the camera's image is frozen (named as ``frozen_frame``, until a frame taken shows it changed):
+        since when (ISO 8601 and epoch seconds, UTC) and for how long; None otherwise. On ``/status`` beside the
+        source's state, which stays ``connected``: the status page showed a hung camera resending its last image
+        as a healthy one, the freeze said only by one error among its counts."""
+        if not self._frozen:
+            return None
+        for_s = max(time.monotonic() - self._still_since, 0.0)
+        since = self._still_wall
+        return {
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(since)),
+            "since_t": round(since, 3),
+            "for_s": round(for_s, 1),
+        }
+
     def _check_frozen(self, img: np.ndarray, after_s: float) -> float:
         """A live camera's image identical, pixel for pixel on every 8th row, for ``after_s``: a hung camera
         resending its last image (a real sensor's noise changes even a still scene, everywhere; a part
@@ -1498,4 +1515,5 @@ class CameraSource:
             )
             self._frozen = False
         self._still, self._still_since = rows.copy(), now  # a copy: the frame passed on is the pipeline's
+        self._still_wall = time.time()
         return 0.0

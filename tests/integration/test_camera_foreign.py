@@ -304,6 +304,61 @@ async def test_a_frozen_camera_is_named_once_when_frozen_after_s_is_set(caplog):
     assert all(f.unchanged_s == 0 for f in frames)
 
 
+async def test_a_frozen_camera_is_shown_frozen_on_status_for_as_long_as_it_lasts(tmp_path, capsys):
+    """A hung camera resending its last image stayed 'connected' on /status and green on the status page, the
+    freeze said only by one frozen_frame among its error counts (and in the last error until another came). A
+    real agent's /status now shows the camera frozen, since when and for how long, while it lasts, and no more
+    once its image changes, and ``edge-agent status`` prints it."""
+    from edge_agent.agent import Agent
+    from edge_agent.cli import main
+    from edge_agent.config import parse_config
+    from tests.support.models import make_keypair, make_package
+    from tests.support.waits import until
+
+    key, pub = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path, kind="vision", key=key)
+    same = _jpeg(5)
+    state = {"frozen": True}
+
+    def serve(write, part):
+        n = 0
+        while True:
+            n += 1
+            part(same if state["frozen"] else _jpeg(6 + n % 2))
+
+    cam = HostileMjpeg(serve)
+    agent = Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+                "trusted_keys": [str(pub)],
+                "http": {"port": 0},
+                "sources": {"cam": {"type": "camera", "url": cam.url, "fps": 20, "frozen_after_s": 0.3}},
+                "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+                "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
+            }
+        )
+    )
+    await agent.start()
+    try:
+        await until(lambda: "frozen" in agent.status()["sources"]["cam"], 10, "the freeze on /status")
+        shown = agent.status()["sources"]["cam"]
+        assert shown["state"] == "connected" and shown["frozen"]["for_s"] >= 0.3, shown
+        assert shown["frozen"]["since"].endswith("+00:00") and shown["frozen"]["since_t"] <= time.time() - 0.3
+        await asyncio.sleep(0.3)
+        assert agent.status()["sources"]["cam"]["frozen"]["for_s"] >= shown["frozen"]["for_s"] + 0.2
+        assert agent.http is not None
+        capsys.readouterr()
+        said = await asyncio.to_thread(main, ["status", "--url", f"http://127.0.0.1:{agent.http.port}"])
+        printed = capsys.readouterr().out
+        assert said == 0 and f"frozen: its image has not changed since {shown['frozen']['since']}" in printed
+        state["frozen"] = False
+        await until(lambda: "frozen" not in agent.status()["sources"]["cam"], 10, "the freeze over")
+    finally:
+        await agent.stop()
+        cam.stop()
+
+
 async def test_a_frozen_cameras_frames_are_unsure_never_ok(tmp_path):
     """A hung camera resending its last image (a good part's) was inspected as OK frame after frame: the
     parts passing under it went unseen, and only a WARNING said so. Its frames now come with the time the
