@@ -787,6 +787,9 @@ class MqttSource:
         # connections after the first (counted in paho's thread): the Sparkplug host learns of each before
         # it decodes a message that connection brought, and takes every node's births as missed
         self._sessions = self._sessions_seen = 0
+        # connections lost (counted in paho's thread): the Sparkplug host marks its live nodes' tags BAD at each
+        # (``SparkplugHost.connection_lost``), what they publish meanwhile unseen
+        self._drops = self._drops_seen = 0
         # with sparkplug.host_id, the rebirths a reconnect asks wait for the STATE birth, sent on the SUBACK
         self._state_sent = self._state_sent_seen = 0
         self.sparkplug = SparkplugHost(
@@ -1456,6 +1459,9 @@ class MqttSource:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._stopping:
             return
+        if self.state is ConnectionState.CONNECTED:  # a connection that was up: Sparkplug nodes' tags go BAD
+            self._drops += 1
+            self._channel.wake_threadsafe()
         self.state = ConnectionState.BACKOFF
         if self._refused:  # the refusal was already reported with its reason; this is its echo
             return
@@ -2059,6 +2065,10 @@ class MqttSource:
                 backlog = len(batch) >= TAKE_MAX
                 last_wake = time.monotonic()
                 self._held, self._pos, self._readings = batch, 0, None
+                # a lost connection's BAD readings go before those of what came after it
+                if self.sparkplug.stale_waiting():
+                    for r in self._order(self.sparkplug.take_stale()):
+                        yield r
             while self._pos < len(batch):
                 if not self._handing:
                     return
@@ -2094,6 +2104,9 @@ class MqttSource:
             return None
         if self._channel.dropped_by_topic:
             self._queue_full(self._channel.take_drops())
+        if self._drops_seen != self._drops:  # the connection was lost: what the nodes publish is unseen
+            self._drops_seen = self._drops
+            self.sparkplug.connection_lost()
         if self._sessions_seen != self._sessions:  # reconnected: the new connection's messages may follow
             self._sessions_seen = self._sessions
             # a primary host asks its rebirths after its STATE birth, the first message of a connection

@@ -45,6 +45,8 @@ node's devices born (``MAX_NODE_DEVICES``) and its metrics, aliases and last val
 metrics all nodes hold together (``MAX_TOTAL_METRICS``, a Template's members each, its definitions' too: a birth
 past it makes room as a new node does in a full table, nodes not born that hold metrics forgotten first, then
 births-only ones; else it is refused, ``too_many_total_metrics``, ``_metric_room``).
+When this host's connection to the broker is lost (``connection_lost``), every live node's tags that had a value
+are passed on BAD (reason ``connection_lost``): what the nodes publish meanwhile, a death too, is unseen.
 When this host's own connection to the broker comes back (``session_lost``, called by the adapter before
 it decodes anything the new connection brought), every node it knows is treated as not born: what was
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
@@ -635,6 +637,19 @@ class SparkplugHost:
             )
         self._rebirth(t.group, t.edge_node, node, t.device)
 
+    def connection_lost(self) -> None:
+        """This host's connection to the broker dropped: what its nodes publish meanwhile (a death, new values) is
+        not seen, so the values held are no longer known to be current. Sparkplug 3.0 (Host Session Establishment:
+        all metric data of the edge nodes known MUST be updated to STALE when the host loses its connection): the
+        tags of every live node that had a value get a BAD reading, reason ``connection_lost`` (the OPC UA
+        source's), stamped with the wall time, for the adapter to pass on (``take_stale``). A birth read after the
+        reconnect (``session_lost`` asks each node's) brings GOOD values. Before, they stood GOOD, and those of a
+        node that died meanwhile (its will delivered while this host was away) stayed GOOD for good."""
+        wall = time.time()
+        for key, node in self._nodes.items():
+            if node.alive and not node.silent:  # a dead, silent or stale node's tags are BAD already
+                self._stale.extend(self._bad(key[1], node, _EVERY, wall, wall, "connection_lost"))
+
     def session_lost(self, *, ask: bool = True) -> None:
         """This host's connection to the broker was lost and is back: whatever the nodes published
         meanwhile was missed (a node may have died and been born again with a new alias map, a PLC program
@@ -1078,7 +1093,8 @@ class SparkplugHost:
         return bool(self._stale)
 
     def take_stale(self) -> list[Reading]:
-        """The BAD readings of the nodes gone silent since the last call (``tick``), to pass on as a death's."""
+        """The BAD readings of the nodes gone silent (``tick``), or of those live when this host's connection was
+        lost (``connection_lost``), since the last call, to pass on as a death's."""
         out, self._stale = self._stale, []
         return out
 
@@ -2081,7 +2097,7 @@ class SparkplugHost:
     ) -> list[Reading]:
         """BAD readings of the last values of a device (``None``: the node's own metrics), or of every one
         (``_EVERY``), in their order in ``node.last``; a device's at the cost of its own (``_Node.last_keys``).
-        ``reason``: why (``node_death``, ``device_death``, ``node_silent``, ``birth_unread``)."""
+        ``reason``: why (``node_death``, ``device_death``, ``node_silent``, ``birth_unread``, ``connection_lost``)."""
         if device is _EVERY:
             return [
                 Reading(

@@ -212,6 +212,39 @@ async def test_a_node_that_vanished_without_a_death_goes_stale_as_a_death_would_
     assert sum(r.quality is Quality.BAD for r in got) == 3  # said once, not at every tick
 
 
+async def test_the_gateways_lost_broker_connection_makes_its_live_nodes_tags_bad_until_a_birth_is_read(
+    mosquitto,
+):
+    """Sparkplug 3.0 (Host Session Establishment): all metric data of the edge nodes a host knows MUST be made
+    STALE when it loses its connection to the broker: what they publish meanwhile, their death too, is not seen.
+    The tags stood GOOD at their last values, and those of a node that died while the gateway was away (its will
+    missed) stayed GOOD for good, asked its birth again and again. Now each live node's tags that had a value get a
+    BAD reading at the drop, reason connection_lost (the OPC UA source's), a dead node's none more; a birth read
+    after the reconnect brings GOOD values again."""
+    async with _host(mosquitto.port, rebirth_min_interval_s=0) as (src, got, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/n1", _birth(sp.Metric("Temp", None, D.DOUBLE, 20.0)), qos=1)
+        pub.publish("spBv1.0/g/DBIRTH/n1/pump", _payload(1, sp.Metric("Flow", None, D.DOUBLE, 3.0)), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/gone", _birth(sp.Metric("Temp", None, D.DOUBLE, 9.0)), qos=1)
+        pub.publish("spBv1.0/g/NDEATH/gone", sp.death_payload(0), qos=1)
+        await until(
+            lambda: host.device_alive("g", "n1", "pump") and host.deaths == 1, 10, "births and death read"
+        )
+        src._client.socket().close()  # the gateway's connection to the broker drops
+        await until(lambda: any(r.reason == "connection_lost" for r in got), 10, "its tags BAD at the drop")
+        await until(lambda: "n1" in asked, 15, "its birth asked after the reconnect")
+        pub.publish("spBv1.0/g/NBIRTH/n1", _birth(sp.Metric("Temp", None, D.DOUBLE, 21.0)), qos=1)
+        await until(lambda: 21.0 in _values(got, "n1/Temp"), 10, "its answer read")
+    lost = [(r.tag, r.value) for r in got if r.reason == "connection_lost"]
+    assert lost == [("n1/Temp", 20.0), ("n1/pump/Flow", 3.0)], lost  # the dead node's tags BAD already
+    assert all(r.quality is Quality.BAD for r in got if r.reason == "connection_lost")
+    assert [(r.value, r.quality) for r in got if r.tag == "n1/Temp"] == [
+        (20.0, Quality.GOOD),
+        (20.0, Quality.BAD),
+        (21.0, Quality.GOOD),
+    ]
+
+
 def _answering_node(port: int, pub: paho.Client) -> tuple[paho.Client, list[int]]:
     """Edge node n1 as Tahu, Ignition's MQTT Transmission or Node-RED run it: born with a device, then quiet
     (reporting by exception, its values holding still), answering every NCMD ``Node Control/Rebirth`` with its
