@@ -31,7 +31,8 @@ much slower sampling interval, is said once per node (``queue_revised`` / ``samp
 values it then drops are never reported; a value whose status carries the Overflow bit
 (the server dropped older ones before it) is counted per tag (``overflows``, ``queue_overflow``). No
 message from the server over ``max_message_bytes`` is held in memory: the connection is closed, counted
-as ``too_large``, and the source reconnects; after one in a subscribed session, the largest values are given
+as ``too_large``, and the source reconnects (closing first the session the server kept: ``_close_left``);
+after one in a subscribed session, the largest values are given
 subscriptions of their own, a node whose value alone is over the limit is left out until it fits (``_measure``,
 ``_refit``). Calls carrying many items go to the server in parts of
 at most its OperationLimits (``_split_operations``). A node without ``tag`` whose browse name is another
@@ -2490,6 +2491,10 @@ class OpcUaSource:
         # monotonic time the server drops them (its session timeout): they count in its
         # CurrentSubscriptionCount until then, and are not another client's
         self._subs_left: tuple[int, float] = (0, 0.0)
+        # the session (its AuthenticationToken, last ServerNonce, the server's user token policies) of a connection
+        # this source closed on a message over max_message_bytes: closed on the server before the next connect
+        # (``_close_left``)
+        self._left_session: tuple[ua.NodeId, bytes | None, list] | None = None
         # node id -> what the server granted its monitored item, when far from what was asked (said once)
         self.revised: dict[str, str] = {}
         self.overflows: dict[str, int] = {}  # tag -> values the server said it dropped from its queue
@@ -2622,6 +2627,12 @@ class OpcUaSource:
                     self._refit_closes.clear()
                 if self._oversize:  # the connection was closed here, on a message over the limit
                     reason, msg = "too_large", _too_large(self._oversize, self.settings)
+                    if self._client is not None:  # the server keeps its session: closed at the next connect
+                        self._left_session = (
+                            self._client.uaclient.session.authentication_token,
+                            getattr(self._client, "_server_nonce", None),
+                            list(getattr(self._client, "_policy_ids", None) or ()),
+                        )
                     if refit_close:
                         self._refit_closed(str(self._measuring))
                     if self._measuring is not None:  # one node's value alone: left out until it fits
@@ -2718,6 +2729,9 @@ class OpcUaSource:
         self._items_full = False
         self._types_loaded = False  # a PLC's program may have been changed while the session was away
         self._types_failed = None
+        if self._left_session is not None:
+            left, self._left_session = self._left_session, None
+            await self._close_left(*left)
         client = await _make_client(self.settings, self._on_oversize)
         self._client = client
         async with asyncio.timeout(self.settings.connect_timeout_s * 2):
@@ -2810,6 +2824,43 @@ class OpcUaSource:
         if self._write_targets or self.settings.heartbeat:
             await self._check_targets(client)
             await self._watch_targets(client)
+
+    async def _close_left(self, token: ua.NodeId, nonce: bytes | None, policies: list) -> None:
+        """Close the session a connection closed here on a message over max_message_bytes left on the server
+        (ActivateSession with its token on a channel of its own, then CloseSession deleting its subscriptions,
+        OPC UA Part 4, 6.7): the server kept it until its timeout (``session_timeout_s``, 60 s), and a PLC that
+        allows few sessions refused the next one that long (measured on asyncua's server allowing one session,
+        a 10 s timeout: 11 s without values, 27 sessions refused; now 0.5 s and none). About 3 ms, and a
+        connection without a session for that long; a server that ended the session itself (BadSessionIdInvalid)
+        or refuses costs nothing more: the timeout ends the session then."""
+        try:
+            client = await _make_client(self.settings)
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                await client.connect_sessionless()
+                try:
+                    client.uaclient.session.restore_authentication_token(token)
+                    # the session's last nonce (its signature in Sign modes is over it), and the user token
+                    # policies its CreateSession answer listed (the identity is given as then)
+                    client._server_nonce = nonce  # type: ignore[assignment]
+                    client._policy_ids = policies
+                    password = self.settings.password
+                    await client.activate_session(
+                        username=self.settings.username,
+                        password=password.get_secret_value() if password is not None else None,
+                        certificate=client.user_certificate,
+                    )
+                    await client.uaclient.close_session(True)
+                    with contextlib.suppress(Exception):
+                        await client.close_secure_channel()
+                finally:
+                    client.disconnect_socket()
+        except Exception as e:
+            log.debug(
+                "opcua source %s: the session left by the connection closed was not closed: %r", self.name, e
+            )
+            return
+        self._subs_left = (0, 0.0)  # its subscription is gone with it
+        log.debug("opcua source %s: the session left by the connection closed is closed", self.name)
 
     async def _read_dims(self, client: Client) -> None:
         """The ArrayDimensions of the subscribed nodes, in one Read: a node whose attribute says it holds a

@@ -309,3 +309,65 @@ async def test_a_node_that_never_fits_is_no_longer_read_on_the_session_after_a_f
     assert kept == (ConnectionState.CONNECTED, *before), (kept, before)
     said = [r for r in caplog.records if "no longer read there" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING and scan in said[0].getMessage(), said
+
+
+def _sessions_held_at_most(srv, most: int) -> list[float]:
+    """The server refuses a session (BadTooManySessions) while it holds ``most``, counting those a cut connection
+    left behind until they time out (as a PLC does): the times it refused one, returned."""
+    refused: list[float] = []
+    create = srv.iserver.create_session
+
+    def limited(*args, **kwargs):
+        if len(srv.iserver._external_sessions) >= most:
+            refused.append(time.monotonic())
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadTooManySessions)
+        return create(*args, **kwargs)
+
+    srv.iserver.create_session = limited
+    return refused
+
+
+async def test_the_session_a_too_large_cut_leaves_on_the_plc_is_closed_so_the_next_one_is_not_refused() -> (
+    None
+):
+    """A value grows over max_message_bytes in a subscribed session: the source closes the connection, and the
+    server keeps that session (with its subscription) until its timeout. On a PLC that allows one session, every
+    reconnect was refused that long (session_timeout_s: 30 s here, 60 by default; measured with 10 s: 11 s
+    without values, 27 refusals). The source now closes that session first (CloseSession on a channel of its own)
+    and the next one is taken at once: the other tag is GOOD again within a second."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:left-session", "Line")
+    scan = await obj.add_variable(
+        ua.NodeId("Scan", idx), "Scan", ua.Variant([0.25] * 1000, ua.VariantType.Double)
+    )
+    await obj.add_variable(ua.NodeId("Force", idx), "Force", ua.Variant(1.5, ua.VariantType.Double))
+    await srv.start()
+    refused = _sessions_held_at_most(srv, 1)
+    settings = _settings(port, [f"ns={idx};s=Scan", f"ns={idx};s=Force"]).model_copy(
+        update={"session_timeout_s": 30}
+    )
+    src = OpcUaSource("plc", settings)
+    got: list[Reading] = []
+
+    async def read() -> None:
+        async for r in src.items():
+            got.append(r)
+
+    await src.start()
+    reader = asyncio.create_task(read())
+    try:
+        await until(lambda: {"Scan", "Force"} <= {r.tag for r in got}, 10, "both tags")
+        await scan.write_value(ua.Variant([0.25] * 200_000, ua.VariantType.Double))  # 1.6 MB
+        await until(lambda: src.stats.errors_by_reason.get("too_large", 0) >= 1, 5, "the cut")
+        n = len(got)
+        await until(
+            lambda: any(r.tag == "Force" and r.quality is Quality.GOOD for r in got[n:]),
+            5,
+            "Force GOOD again",
+        )
+        held = len(srv.iserver._external_sessions)
+    finally:
+        reader.cancel()
+        await src.stop()
+        await srv.stop()
+    assert refused == [] and held == 1, (refused, held, src.stats.errors_by_reason)
