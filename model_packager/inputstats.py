@@ -32,7 +32,9 @@ loop (0.88-0.90 ms before the exact area path, ``_exact_plan``) and 0.96-1.06 ms
 run has emptied the caches (``bench/inference_224_bench.py``'s "check alone"; 1.11-1.23 ms before). Most
 of it: the two passes over the whole frame that the statistics need exactly (the grey conversion and the
 colour's block sums, ~0.1 ms each in a loop), the grey's rows shrink, and the fixed cost of ~90 small
-NumPy and OpenCV calls, each two to three times its tight-loop cost once the caches are cold.
+NumPy and OpenCV calls, each two to three times its tight-loop cost once the caches are cold. Every OpenCV call
+stays in the calling thread (``_SERIAL_PIXELS``): OpenCV's worker thread, woken by two of them, spun 0.3-0.6 ms
+of CPU a 640x480 frame on the core the engine runs on.
 Pure NumPy plus OpenCV.
 """
 
@@ -235,6 +237,31 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return _grey_and_colour(np.asarray(image), False)[0]
 
 
+# OpenCV hands a call on more pixels than this (a colour conversion of a frame) or on more than one row (a
+# ``reduce``) to its worker thread, which then spins waiting for more: 0.46-0.58 ms of CPU a call (2-core AMD
+# EPYC, 2026-12-05; a 90-us conversion), on the gateway's other core, which the engine runs on while the check
+# runs (``ModelSlot.infer``). The check's calls stay below it and in the calling thread.
+_SERIAL_PIXELS = 1 << 16
+
+
+def _bgr_to_grey(img: np.ndarray) -> np.ndarray:
+    """``cv2.cvtColor(img, COLOR_BGR2GRAY)``, the same pixels (each is converted on its own), in bands of rows
+    OpenCV converts in the calling thread (``_SERIAL_PIXELS``)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    rows = max(1, _SERIAL_PIXELS // max(w, 1))
+    if h <= rows:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    out = np.empty((h, w), img.dtype)
+    for y in range(0, h, rows):
+        band = out[y : y + rows]
+        got = cv2.cvtColor(img[y : y + rows], cv2.COLOR_BGR2GRAY, dst=band)
+        if got is not band:  # OpenCV allocated its own
+            band[...] = got
+    return out
+
+
 def _colour_now(img: np.ndarray) -> bool:
     """Whether ``local_stats``' colour shrink of ``img`` may be taken with its grey (``_grey_and_colour``):
     a uint8 BGR frame, which that shrink cannot fail on."""
@@ -247,12 +274,10 @@ def _grey_and_colour(img: np.ndarray, colour: bool) -> tuple[np.ndarray, np.ndar
     the grey conversion has, while it is still in the cache: after the grey's shrink it was not (its
     float copy of the frame's rows is larger than a core's cache), and a frame read again from memory cost
     most of the colour shrink."""
-    import cv2
-
     c = None
     if img.ndim == 3:
         if img.shape[2] == 3:
-            grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            grey = _bgr_to_grey(img)
             if colour:
                 c = _area(img, COLOUR, COLOUR)
             img = grey
@@ -740,7 +765,12 @@ def local_stats(
         out["saturation"] = 0.0  # no colour at all
     out["clipped"] = int(np.count_nonzero(g >= 250.0)) / g.size
     # the row and the column profiles side by side, each minus its 8-px blur (along the profile)
-    prof = np.hstack([cv2.reduce(g, 1, cv2.REDUCE_AVG), cv2.reduce(g, 0, cv2.REDUCE_AVG).reshape(-1, 1)])
+    if img.dtype == np.uint8 and g.shape[0] == g.shape[1] == WORK:
+        # whole levels (the grey frame of a uint8 one): every sum exact in any order and the means exact (WORK is a
+        # power of two), as cv2.reduce's, which hands each to OpenCV's worker thread (``_SERIAL_PIXELS``)
+        prof = np.stack([g.mean(1, dtype=np.float64), g.mean(0, dtype=np.float64)], 1).astype(np.float32)
+    else:
+        prof = np.hstack([cv2.reduce(g, 1, cv2.REDUCE_AVG), cv2.reduce(g, 0, cv2.REDUCE_AVG).reshape(-1, 1)])
     d = prof - _matrix(("blur", prof.shape[0], 8)) @ prof  # the profiles' 8-px blur, as a product
     e_rows, e_cols = (d * d).mean(0).tolist()
     out["banding"] = math.log10(e_rows + 1e-3) - math.log10(e_cols + 1e-3)

@@ -342,3 +342,55 @@ def test_the_thumbnail_and_the_banding_taken_as_products_are_opencvs_values(thum
         e_rows, e_cols = (d * d).mean(0).tolist()
         want_banding = np.log10(e_rows + 1e-3) - np.log10(e_cols + 1e-3)
         assert abs(local_stats(f, g, lo)["banding"] - want_banding) < 1e-5
+
+
+@pytest.mark.parametrize("hw", [(480, 640), (1024, 1280), (1944, 2592), (103, 640), (7, 9), (1, 70000)])
+def test_the_checks_grey_frame_and_profiles_are_opencvs_to_the_bit(hw):
+    """The check converts a frame to grey in bands of rows and takes the banding's row and column profiles of
+    a uint8 frame's grey in NumPy (so that OpenCV keeps them in the calling thread, below): the same pixels as
+    one ``cv2.cvtColor``, and every local statistic the same float as with ``cv2.reduce``'s profiles, on which
+    the packages' stored ranges were measured."""
+    from model_packager.inputstats import COLOUR, _area, _bgr_to_grey, _grey, _low, local_stats
+
+    rng = np.random.default_rng(hw[1])
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (*hw, 3), dtype=np.uint8), (0, 0), 1.5)
+    assert np.array_equal(_bgr_to_grey(frame), cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    deep = frame.astype(np.uint16) * 257  # another depth: converted in bands alike
+    assert np.array_equal(_bgr_to_grey(deep), cv2.cvtColor(deep, cv2.COLOR_BGR2GRAY))
+    if min(hw) < 8:
+        return
+    for f in (frame, (frame // 4).astype(np.uint8), np.full(frame.shape, 200, np.uint8)):
+        g, c = _grey(f), _area(f, COLOUR, COLOUR)
+        lo = _low(g)
+        # a uint16 copy of the frame takes cv2.reduce's profiles; the same grey, colour and 64-px frames given
+        assert local_stats(f, g, lo, c) == local_stats(f.astype(np.uint16), g, lo, c)
+
+
+def test_the_check_leaves_opencvs_worker_threads_idle():
+    """The UNSURE check runs beside the engine, one core each on a 2-core gateway. A call OpenCV hands to its
+    worker thread (the frame's grey conversion, a ``reduce``) woke a third busy thread, which spun ~0.5 ms of
+    CPU after each call on the engine's core: measured with the slot, 0.44-0.47 ms a 640x480 frame. In a fresh
+    process, building the statistics and checking frames start no thread."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("counts the process's threads in /proc")
+    code = """
+import os
+import cv2  # its import starts threads of its own
+import numpy as np
+from model_packager.inputstats import LocalStats, check, summarize, summarize_local
+before = set(os.listdir("/proc/self/task"))
+rng = np.random.default_rng(0)
+frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(3)]
+stats, local = summarize(frames), LocalStats(summarize_local(frames))
+for f in frames + [f[:, :, 0] for f in frames]:
+    check(stats, f, 1.0, local)
+print(len(set(os.listdir("/proc/self/task")) - before))
+"""
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "0", f"threads started by the check: {r.stdout.strip()}"
