@@ -563,21 +563,28 @@ class Agent:
             self.source_items[name] += 1
             tag = getattr(item, "tag", None)
             try:
-                if tag is not None:
-                    shown = item if type(item.value) in _PLAIN else _shown(item)
-                    if tag in last:
-                        last[tag] = shown
-                    elif len(last) + units[name] < TAG_ROWS:
-                        units[name] += len(tag) // TAG_NAME_UNIT
-                        last[tag] = shown
+                if tag is not None and item.historical:
+                    # a value the device kept and sent late (a Sparkplug node's store-and-forward): not current, so
+                    # not the tag's value, and no rule, pipeline or action takes it; forwards store and send it,
+                    # marked historical (the source counts it: its ``historical`` notice)
                     for f in forwarders:
                         f.offer(item)
-                    for r in rules:
-                        await r.offer(item)
-                if not (readers or forwarders or rules):
-                    unread.counts["unread"] = unread.counts.get("unread", 0) + 1
-                for p in readers:
-                    await p.offer(item)
+                else:
+                    if tag is not None:
+                        shown = item if type(item.value) in _PLAIN else _shown(item)
+                        if tag in last:
+                            last[tag] = shown
+                        elif len(last) + units[name] < TAG_ROWS:
+                            units[name] += len(tag) // TAG_NAME_UNIT
+                            last[tag] = shown
+                        for f in forwarders:
+                            f.offer(item)
+                        for r in rules:
+                            await r.offer(item)
+                    if not (readers or forwarders or rules):
+                        unread.counts["unread"] = unread.counts.get("unread", 0) + 1
+                    for p in readers:
+                        await p.offer(item)
             except asyncio.CancelledError:
                 raise
             except Exception:  # one item that breaks a reader must not stop the source's readings

@@ -86,6 +86,12 @@ class Forwarder:
             v = v.tolist()
         elif isinstance(v, np.generic):
             v = v.item()
+        if r.historical:
+            # a value the device kept through an outage and sent late, with its own time: each is stored and sent
+            # (the hours the cloud would otherwise never see), marked historical; not judged against the tag's
+            # current value by deadband or rate, nor becoming it
+            self._send(r, v)
+            return
         now = time.monotonic()
         last = self._last.get(r.tag)
         # a change of quality is news however little or soon the value moved: a gateway's record or a Sparkplug
@@ -109,13 +115,25 @@ class Forwarder:
                 MAX_TAGS,
             )
         self._last[r.tag] = (v, now, r.quality)
+        self._send(r, v)
+
+    def _send(self, r: Reading, v: Any) -> None:
         body = {"source": r.source, "tag": r.tag, "value": v, "ts": r.timestamp, "quality": r.quality.value}
         if r.reason is not None:  # why not GOOD: the server's status code name, or the source's own reason
             body["reason"] = r.reason
         if r.source_ts is not None:  # ts moved later than the source's own time (after a BAD the source made)
             body["source_ts"] = r.source_ts
+        if r.historical:
+            body["historical"] = True
+            self.stats["historical"] += 1
         self.stats["forwarded"] += 1
-        if self._outbox_append is not None:
+        if r.transient:
+            # the device says it is not to be kept (Sparkplug is_transient): sent live, never queued for the
+            # cloud's store
+            body["transient"] = True
+            if self._outbox_append is not None:
+                self.stats["transient_not_stored"] += 1
+        elif self._outbox_append is not None:
             try:
                 self._outbox_append("telemetry", body)
             except Exception as exc:  # the outbox reports its own failures

@@ -70,8 +70,11 @@ NBIRTH's definition's when a data message leaves it out; definitions give no tag
 carrying only the members that changed updates only those. A metric's "Quality" property (Ignition's
 nodes send one when a tag is not good) gives the reading's quality (``sparkplug.quality_of``).
 A value flagged ``is_historical`` (sent late by the node's store-and-forward after an outage) is not a
-current value: it gives no reading (an alarm or a PLC write now would act on an old state) and does not
-become the tag's last value; it is counted as the ``historical`` notice.
+current value: its reading is marked ``historical`` (with its own time), which the agent hands to forwards only
+(they store and send it marked so), never to rules, pipelines or actions (an alarm or a PLC write now would act
+on an old state); it does not become the tag's last value, is not held to the tag's time order, and is counted
+as the ``historical`` notice. A value flagged ``is_transient`` is current and read as any other, its reading
+marked ``transient``: a forward does not queue it for the cloud's store (Sparkplug: not to be historized).
 A timestamp of 0 (a node without a clock) is taken as none: a metric's falls back to its payload's, and
 that to the receive time; so is one that is this century's epoch seconds sent as milliseconds (it would be
 January 1970, and within a day of the receive time), counted as ``bad_timestamp`` (once per timestamp). Any other
@@ -1885,9 +1888,14 @@ class SparkplugHost:
                     # field for it), or a datatype Sparkplug B does not define: nothing to read, said so
                     no_value = no_value or flat
                     continue
-                if m.is_historical or leaf.is_historical:
+                # a value the node kept through an outage and sends late (its store-and-forward): not current,
+                # it is passed on marked so (``Reading.historical``) for forwards to store with its own time, and
+                # is neither the tag's last value nor a repeated waveform's reference
+                hist = m.is_historical or leaf.is_historical
+                if hist:
                     historical += 1
-                    continue
+                    if leaf.is_null:  # no value then: nothing to store
+                        continue
                 if leaf.is_null:  # no value now (Ignition: a tag whose PLC item is gone, often quality Bad)
                     was = node.last.get((dev, flat))
                     if was is not None:  # its last value is not current: BAD, as a death makes it
@@ -1989,6 +1997,21 @@ class SparkplugHost:
                     level, q_reason = sp.quality_reason(leaf.quality)
                     q = QUALITY_BY_NAME[level]
                 for key, v in values:
+                    if hist:
+                        out.append(
+                            Reading(
+                                self._source,
+                                self._tag(t.edge_node, dev, key),
+                                v,
+                                ts,
+                                received_at,
+                                q,
+                                None,
+                                q_reason,
+                                historical=True,
+                            )
+                        )
+                        continue
                     if type(v) is np.ndarray:
                         was = node.last.get((dev, key))
                         if (
@@ -2028,13 +2051,15 @@ class SparkplugHost:
                             q,
                             None,
                             q_reason,
+                            transient=m.is_transient or leaf.is_transient,
                         )
                     )
         if historical:
             self.historical += historical
             msg = (
                 f"sparkplug: {t.group}/{t.edge_node}: values flagged historical (sent late by the node's "
-                "store-and-forward) are not used: live inference and actions take current values only"
+                "store-and-forward) are passed on marked historical, with their own times, to forwards (outbox, "
+                "MQTT) only: rules, pipelines and actions take current values, and the tag's value stays the current one"
             )
             if self.on_notice is not None:
                 self.on_notice("historical", msg, historical)
