@@ -549,15 +549,17 @@ def _image_bound(buf: bytearray, cap: int, head: int = _HEAD_BYTES) -> tuple[int
     header declares can need (8 bytes a pixel + 1 MB), or ``cap``. Without a size there: a TIFF's directory may
     follow its pixels, so it is held to where its header puts that directory (looked at again once it has come;
     it had ``cap``: a TIFF's signature and junk took 205 MB), refused at once when that is past ``cap``, and once
-    the directory is there and gives no size; a JPEG's frame header may follow up to the 1 MB of metadata its bound
-    allows, so it is looked for again at ``_HEAD_BYTES + _META_BYTES``; anything else (junk, text, a GIF) is no
-    image this reader decodes, held to ``head`` (it was read up to ``cap``: 150-MB parts took 450 MB)."""
+    the directory is there and gives no size (looked for in every byte read up to its reach, not in the first
+    ``head`` only: a whole TIFF with its directory past 256 KB was refused when one read brought it and 20 KB
+    more); a JPEG's frame header may follow up to the 1 MB of metadata its bound allows, so it is looked for again
+    at ``_HEAD_BYTES + _META_BYTES``; anything else (junk, text, a GIF) is no image this reader decodes, held to
+    ``head`` (it was read up to ``cap``: 150-MB parts took 450 MB)."""
     start = bytes(buf[: min(head, _HEAD_BYTES + _META_BYTES)])  # a copy: the buffer grows and shrinks after
     tiff = image_kind(start) == "TIFF"
     if tiff:  # its size is in its image directory, which may follow its pixels: where its header says
         with memoryview(buf) as whole:
             at, reach = _tiff_directory(whole)
-            with whole[: min(len(buf), head, reach)] as data:
+            with whole[: min(len(buf), reach)] as data:
                 size = image_size(data)
     else:
         size = image_size(start)
@@ -570,9 +572,9 @@ def _image_bound(buf: bytearray, cap: int, head: int = _HEAD_BYTES) -> tuple[int
         if at > cap:
             past = f"past the {cap} bytes an image under max_megapixels can need"
             return head, f"a TIFF whose header puts its image directory at byte {at}, {past}", None
-        if reach <= head:
+        if reach <= max(head, len(buf)):  # its directory has come
             return (
-                head,
+                max(head, reach),
                 f"a TIFF whose image directory (at byte {at}, its header) gives no width and height",
                 None,
             )

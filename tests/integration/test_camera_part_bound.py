@@ -334,3 +334,94 @@ async def test_a_tiff_signature_followed_by_junk_is_held_to_where_its_header_put
         src.stats.last_error
     )
     assert max(cam.sent[:2]) < 16 * 2**20, cam.sent
+
+
+def _libtiff_layout(description_bytes: int) -> bytes:
+    """A one-page 560x512 grey TIFF laid out as libtiff writes one: header, pixels, then its image directory (at
+    286,728), then the tag values too long for it, here an ImageDescription of ``description_bytes`` (a camera's
+    JSON metadata; an XMP packet or an ICC profile sits there as well)."""
+    import struct
+
+    w, h = 560, 512
+    pixels = np.random.default_rng(0).integers(0, 255, (h, w), dtype=np.uint8).tobytes()
+    at = 8 + len(pixels)
+    tags = [(256, 4, w), (257, 4, h), (258, 3, 8), (259, 3, 1), (262, 3, 1), (270, 2, None), (273, 4, 8)]
+    tags += [(277, 3, 1), (278, 4, h), (279, 4, len(pixels))]
+    described_at = at + 2 + 12 * len(tags) + 4
+    directory = struct.pack("<H", len(tags))
+    for tag, kind, value in tags:
+        if value is None:
+            directory += struct.pack("<HHII", tag, kind, description_bytes, described_at)
+        else:
+            directory += struct.pack(
+                "<HHIHH" if kind == 3 else "<HHII", tag, kind, 1, value, *([0] * (kind == 3))
+            )
+    description = b'{"calibration": "' + b"x" * (description_bytes - 20) + b'"}\x00'
+    return b"II*\x00" + struct.pack("<I", at) + pixels + directory + struct.pack("<I", 0) + description
+
+
+@pytest.mark.parametrize("split", [200_000, 310_000])
+@pytest.mark.parametrize("snapshot", [True, False], ids=["snapshot", "mjpeg"])
+async def test_a_whole_tiff_with_its_directory_past_256_kb_is_a_frame_however_its_bytes_arrive(
+    snapshot, split
+):
+    """A TIFF whose image directory follows its pixels past the first 256 KB, with 30 KB of tag values after it (a
+    long ImageDescription, XMP or ICC), written in two pieces (as a LAN delivers it): 3070f97 looked for the
+    directory in the first 256 KB only, even when the bytes read held it, so when a read took the bytes past the
+    directory and 20 KB the whole, valid image was oversize_frame (at every request or part, the camera unusable).
+    The bound is now taken from every byte read up to the directory's reach."""
+    import socket
+    import struct
+    import threading
+    import time
+
+    tiff = _libtiff_layout(30_000)
+    assert struct.unpack("<I", tiff[4:8])[0] == 286_728 and len(tiff) == 316_854
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                try:
+                    c.recv(65536)
+                    if snapshot:
+                        c.sendall(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: image/tiff\r\nContent-Length: %d\r\n"
+                            % len(tiff)
+                        )
+                        c.sendall(b"Connection: close\r\n\r\n" + tiff[:split])
+                        time.sleep(0.03)
+                        c.sendall(tiff[split:])
+                        continue
+                    c.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+                    )
+                    for _ in range(5):
+                        head = b"--frame\r\nContent-Type: image/tiff\r\nContent-Length: %d\r\n\r\n" % len(
+                            tiff
+                        )
+                        c.sendall(head + tiff[:split])
+                        time.sleep(0.03)
+                        c.sendall(tiff[split:] + b"\r\n")
+                except OSError:  # the reader left
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/" + ("snapshot.tiff" if snapshot else "video")
+    src = CameraSource("cam", CameraSettings(url=url, fps=30, reconnect_initial_s=0.05, reconnect_max_s=0.1))
+    try:
+        await src.start()
+        try:
+            frames = await take(src, 2, 5)
+        except TimeoutError:
+            frames = []
+        finally:
+            await src.stop()
+    finally:
+        srv.close()
+    assert src.stats.errors_by_reason == {}, src.stats.last_error
+    assert [f.image.shape for f in frames] == [(512, 560, 3)] * 2
