@@ -136,9 +136,12 @@ STOP_BAND_FALL = 3.0
 SHAPE_KEPT = 6.0
 # with a temperature tag: a stop cools the machine. A spell of low windows whose temperature, after
 # TEMP_GRACE_S, has not fallen TEMP_FALL (degrees of the tag) from its highest in the spell, and either
-# rose TEMP_FALL (the machine heats: it runs) or stays within TEMP_COLD of the commissioned running
-# temperature, is a dead or detached sensor on a running machine; one TEMP_COLD or more below it and
-# steady is a machine at rest (the agent started during a long stop)
+# rose TEMP_FALL (the machine heats: it runs) or stays within TEMP_COLD of the running temperature, is a
+# dead or detached sensor on a running machine; one TEMP_COLD or more below it and steady is a machine at
+# rest (the agent started during a long stop). The running temperature is the last running window's before
+# the spell where the agent saw one, else the commissioned one: a machine's temperature follows the ambient
+# day and its load, and a pump commissioned on an afternoon at 51 degrees ran at 36 at night; its sensor
+# detached then was held as a stop (steady, 15 below the commissioned level) for 3 h, never said
 TEMP_FALL = 1.0
 TEMP_COLD = 5.0
 TEMP_GRACE_S = 600.0
@@ -495,6 +498,7 @@ class Baseline:
         self.orders = True
         self.temps: list[float] = []  # the running windows' temperatures while learning (temperature_tag)
         self.temp_running: float | None = None  # the commissioned running temperature (median)
+        self._temp_last_run: float | None = None  # the temperature of the last running window (this process)
         self.stop_floor: float | None = None  # log RMS the sensor reads at a recognised stop
         # a spell of low windows: its start time and its lowest and highest temperature so far
         self._spell: tuple[float, float, float] | None = None
@@ -996,6 +1000,9 @@ class Baseline:
                 found = ("low_level", why)
         else:
             self._spell, self._said_long_stop = None, False
+            t = (scalars or {}).get("_temperature") if self.s.temperature_tag is not None else None
+            if t is not None and math.isfinite(t):
+                self._temp_last_run = float(t)
         v.sensor_kind, v.sensor = found or (None, None)
         if f["speed_estimated"] and self.speed_hz and v.sensor is None:
             # tracked on the running machine only: a stopped machine's (or a dead sensor's) windows give
@@ -1135,12 +1142,15 @@ class Baseline:
             _, t_min, t_max = self._spell
             cooling = t <= t_max - TEMP_FALL
             heating = t >= t_min + TEMP_FALL
-            cold = t <= self.temp_running - TEMP_COLD
+            # against the machine running just before (the ambient day and its load move it), else commissioned
+            running = self.temp_running if self._temp_last_run is None else self._temp_last_run
+            when = "when commissioned" if self._temp_last_run is None else "while it ran before"
+            cold = t <= running - TEMP_COLD
             cooled = cooling or (cold and not heating)
             if not cooled and spell_s >= TEMP_GRACE_S:
                 return False, (
                     f"sensor: the vibration is 1/{math.exp(-g):.0f} of its commissioned level while the "
-                    f"temperature ({t:.4g}, {self.temp_running:.4g} when commissioned) has not fallen in "
+                    f"temperature ({t:.4g}, {running:.4g} {when}) has not fallen in "
                     f"{spell_s:.0f} s: the machine runs, the sensor does not read it (dead or "
                     "detached); not judged"
                 )

@@ -125,3 +125,38 @@ def test_with_a_temperature_tag_a_detached_sensor_on_a_running_machine_is_a_faul
     assert verdicts[0].stopped and not verdicts[-1].stopped
     assert verdicts[-1].sensor_kind == "low_level" and "temperature" in verdicts[-1].sensor
     assert [e["fault"] for e in events if e["active"]] == ["low_level"]
+
+
+def test_a_detached_sensor_on_a_machine_running_cooler_than_commissioned_is_a_fault_a_stop_there_is_not():
+    """A machine's temperature follows the ambient day and its load: commissioned on a hot afternoon
+    (55 degrees), it runs at 40 at night. A sensor detached then (the plant's noise, the temperature
+    steady) was held as a stop for as long as it lasted: the running temperature it was measured against
+    was the commissioned one, 15 degrees above, so the steady night temperature read as a machine at rest.
+    It is measured against the temperature the machine ran at just before the spell now: the detached
+    sensor is a 'low_level' fault after ``TEMP_GRACE_S``, and a stop at night still cools and stays a stop."""
+    now = [0.0]
+    b, g = _commissioned("BearingTemp", lambda: now[0])
+    assert b.temp_running is not None and b.temp_running > 50
+    night = -15.0  # the ambient and the lighter load of the night shift, the machine running
+    for stopping in (False, True):
+        events = []
+        watch = SensorWatch("gearbox", events.append)
+        g.running, g.temp = True, 55.0
+        for _ in range(20):  # running at night, judged
+            now[0] += 60.0
+            v, fault = _judge(b, watch, g.window(), g.temperature() + night)
+            assert fault is None and not v.stopped, v.to_dict()
+        verdicts = []
+        for _ in range(int(TEMP_GRACE_S / 60) + 3):
+            now[0] += 60.0
+            g.running = not stopping  # detached: the machine runs on, warm
+            t = g.temperature() + night
+            g.running = False
+            verdicts.append(_judge(b, watch, g.window(), t)[0])
+        if stopping:  # the housing cooled: a stop throughout
+            assert all(v.stopped and v.sensor is None for v in verdicts), [v.to_dict() for v in verdicts]
+            assert events == []
+        else:
+            assert verdicts[0].stopped and not verdicts[-1].stopped
+            assert verdicts[-1].sensor_kind == "low_level" and "while it ran before" in verdicts[-1].sensor
+            assert [e["fault"] for e in events if e["active"]] == ["low_level"]
