@@ -217,6 +217,10 @@ class _Node:
     # a datatype (``_readings``): once per node, as ``scope_asked``: a node whose program sends such a metric
     # would otherwise be reborn whole at every rebirth_min_interval_s
     undeclared_asked: bool = False
+    # a birth of it declared metrics past MAX_NODE_METRICS, whose types were not kept (``_learn``): data without a
+    # datatype by a name not in ``types`` may be one of them, so such an integer is read as the wire's number, as
+    # before the skip of undeclared ones (``_readings``); forgotten at its next NBIRTH
+    types_cut: bool = False
     # a live data message (NDATA, DDATA) of it was read since its birth, or its birth answered a rebirth asked: a
     # node that only sends births (a flood of made-up names) is forgotten before those that speak when the table
     # is full (``SparkplugHost._room``)
@@ -1412,6 +1416,7 @@ class SparkplugHost:
                     marked = []
                 node.aliases, node.clashes, node.types, node.members, node.owned = {}, set(), {}, {}, {}
                 node.last, node.last_keys, node.last_sorted, node.templates = {}, {}, {}, {}
+                node.types_cut = False
                 node.defined = 0
                 return marked
             self._named[t.edge_node] = key
@@ -1436,6 +1441,7 @@ class SparkplugHost:
             # member now a plain metric, must not keep the old datatype for a command. Its devices too:
             # they re-DBIRTH after a node's NBIRTH, as the specification requires
             node.templates, node.types, node.members, node.devices, node.owned = {}, {}, {}, set(), {}
+            node.types_cut = False
             node.unproven_devices = set()
             node.defined = 0
             for m in payload.metrics:
@@ -1599,6 +1605,7 @@ class SparkplugHost:
             declared[m.name] = (m.datatype, m.alias)
             if len(node.types) >= MAX_NODE_METRICS and (device, m.name) not in node.types:
                 self._too_many(t)  # births of ever new devices must not grow the memory
+                node.types_cut = True
                 break
             node.types[(device, m.name)] = m.datatype
             names.add(m.name)
@@ -1942,6 +1949,7 @@ class SparkplugHost:
                     and not by_birth
                     and v > INT32_MAX
                     and not (leaf.datatype or node.types.get((dev, flat)))
+                    and not node.types_cut  # else perhaps declared, its type not kept: read as the wire's number
                 ):
                     # a name no birth of it declared (Sparkplug 3.0: a birth declares every metric the session
                     # will publish), and no datatype in the data (which should leave it out): 4294967291 is -5 as

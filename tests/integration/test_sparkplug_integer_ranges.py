@@ -3,6 +3,8 @@ refused naming the metric, never cut to the type's low bits and passed on as ano
 
 from __future__ import annotations
 
+import asyncio
+
 from protocols import sparkplug as sp
 from tests.integration.test_sparkplug_rebirth_requests import _asker
 from tests.support.mqtt_read import read_published
@@ -144,3 +146,47 @@ async def test_an_integer_by_a_name_no_birth_declared_and_without_a_datatype_is_
     said = [r.getMessage() for r in caplog.records if "wrong_type" in r.getMessage()]
     assert "metric 'offset' has no datatype, in its NDATA nor in a birth" in said[0], said
     assert asked == ["E"]  # once per node, not at every such message
+
+
+async def test_an_integer_a_birth_declared_past_the_nodes_metric_bound_is_read_as_before_not_skipped(
+    mosquitto, caplog, monkeypatch
+):
+    """A node's births hold more than MAX_NODE_METRICS metrics (notice too_many_node_metrics): the types of those
+    past the bound are not kept, though the birth declared them. Their data without a datatype (as Sparkplug 3.0
+    has data leave it out) was read as the wire's number; since ee993bb0 every integer of 2**31 or more among them
+    (a UInt32 or UInt64 count, every DateTime) was skipped as ``wrong_type`` with "no datatype ... nor in a birth",
+    which was false, and a rebirth asked that brings the same birth. It is read as before the bound's cut."""
+    from devices.mqtt import sparkplug_host
+
+    monkeypatch.setattr(sparkplug_host, "MAX_NODE_METRICS", 3)  # a node of 100,000 and more, made small
+    asker, asked = _asker(mosquitto.port, "spBv1.0/G/NCMD/E")
+    birth = _payload(
+        0,
+        {"name": "bdSeq", "datatype": D.INT64, "long_value": 0},
+        {"name": "temp", "alias": 5, "datatype": D.DOUBLE, "double_value": 20.0},
+        {"name": "count", "datatype": D.INT32, "int_value": 1},
+        {"name": "total", "datatype": D.UINT32, "long_value": 5},  # past the bound: its type not kept
+        {"name": "energy", "datatype": D.UINT64, "long_value": 5},
+    )
+    data = _payload(
+        1,
+        {"name": "total", "long_value": 3_000_000_000},
+        {"name": "energy", "long_value": 2**40},
+        {"alias": 5, "double_value": 21.0},
+    )
+    try:
+        got, src = await read_published(
+            mosquitto.port,
+            [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}, {"topic": "end"}],
+            [("spBv1.0/G/NBIRTH/E", birth), ("spBv1.0/G/NDATA/E", data), ("end", b'{"v": 1}')],
+            "end/v",
+        )
+        await asyncio.sleep(0.5)
+    finally:
+        asker.disconnect()
+        asker.loop_stop()
+    read = [(r.tag, r.value) for r in got[:-1]]
+    assert read[-3:] == [("E/total", 3_000_000_000), ("E/energy", 2**40), ("E/temp", 21.0)], read
+    assert "wrong_type" not in src.stats.errors_by_reason, src.stats.errors_by_reason
+    assert not [r for r in caplog.records if "nor in a birth" in r.getMessage()]
+    assert asked == []  # a rebirth would bring the same birth, cut at the same bound
