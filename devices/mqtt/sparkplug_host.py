@@ -651,11 +651,27 @@ class SparkplugHost:
         tags of every live node that had a value get a BAD reading, reason ``connection_lost`` (the OPC UA
         source's), stamped with the wall time, for the adapter to pass on (``take_stale``). A birth read after the
         reconnect (``session_lost`` asks each node's) brings GOOD values. Before, they stood GOOD, and those of a
-        node that died meanwhile (its will delivered while this host was away) stayed GOOD for good."""
+        node that died meanwhile (its will delivered while this host was away) stayed GOOD for good. A device
+        that died (DDEATH) keeps its BAD of ``device_death``: only the node's own tags and its live devices' get
+        one."""
         wall = time.time()
-        for key, node in self._nodes.items():
+        for (_, edge_node), node in self._nodes.items():
             if node.alive and not node.silent:  # a dead, silent or stale node's tags are BAD already
-                self._stale.extend(self._bad(key[1], node, _EVERY, wall, wall, "connection_lost"))
+                devices = node.devices
+                self._stale.extend(
+                    Reading(
+                        self._source,
+                        self._tag(edge_node, dev, name),
+                        v,
+                        wall,
+                        wall,
+                        Quality.BAD,
+                        None,
+                        "connection_lost",
+                    )
+                    for (dev, name), (v, _) in node.last.items()
+                    if dev is None or dev in devices
+                )
 
     def session_lost(self, *, ask: bool = True) -> None:
         """This host's connection to the broker was lost and is back: whatever the nodes published

@@ -225,10 +225,15 @@ async def test_the_gateways_lost_broker_connection_makes_its_live_nodes_tags_bad
         host = src.sparkplug
         pub.publish("spBv1.0/g/NBIRTH/n1", _birth(sp.Metric("Temp", None, D.DOUBLE, 20.0)), qos=1)
         pub.publish("spBv1.0/g/DBIRTH/n1/pump", _payload(1, sp.Metric("Flow", None, D.DOUBLE, 3.0)), qos=1)
+        # a device of the live node that died: its tags BAD (device_death) and stay so, not BAD again
+        pub.publish("spBv1.0/g/DBIRTH/n1/valve", _payload(2, sp.Metric("Open", None, D.BOOLEAN, True)), qos=1)
+        pub.publish("spBv1.0/g/DDEATH/n1/valve", _payload(3), qos=1)
         pub.publish("spBv1.0/g/NBIRTH/gone", _birth(sp.Metric("Temp", None, D.DOUBLE, 9.0)), qos=1)
         pub.publish("spBv1.0/g/NDEATH/gone", sp.death_payload(0), qos=1)
         await until(
-            lambda: host.device_alive("g", "n1", "pump") and host.deaths == 1, 10, "births and death read"
+            lambda: host.device_alive("g", "n1", "pump") and host.deaths == 2,
+            10,
+            "births and deaths read",
         )
         src._client.socket().close()  # the gateway's connection to the broker drops
         await until(lambda: any(r.reason == "connection_lost" for r in got), 10, "its tags BAD at the drop")
@@ -236,7 +241,12 @@ async def test_the_gateways_lost_broker_connection_makes_its_live_nodes_tags_bad
         pub.publish("spBv1.0/g/NBIRTH/n1", _birth(sp.Metric("Temp", None, D.DOUBLE, 21.0)), qos=1)
         await until(lambda: 21.0 in _values(got, "n1/Temp"), 10, "its answer read")
     lost = [(r.tag, r.value) for r in got if r.reason == "connection_lost"]
-    assert lost == [("n1/Temp", 20.0), ("n1/pump/Flow", 3.0)], lost  # the dead node's tags BAD already
+    # the dead node's tags and the dead device's are BAD already, for their own reason
+    assert lost == [("n1/Temp", 20.0), ("n1/pump/Flow", 3.0)], lost
+    assert [(r.value, r.quality, r.reason) for r in got if r.tag == "n1/valve/Open"] == [
+        (True, Quality.GOOD, None),
+        (True, Quality.BAD, "device_death"),
+    ]
     assert all(r.quality is Quality.BAD for r in got if r.reason == "connection_lost")
     assert [(r.value, r.quality) for r in got if r.tag == "n1/Temp"] == [
         (20.0, Quality.GOOD),
