@@ -238,6 +238,21 @@ class DeviceStats:
         self.last_error = mask_credentials(f"{reason}: {detail}" if detail else reason)
 
 
+# the wall clock less a condition's monotonic age differing from the wall time recorded at its start by more than
+# this: the wall clock was stepped since (``wall_since``)
+CLOCK_STEP_S = 2.0
+
+
+def wall_since(since: float, for_s: float) -> float:
+    """When a condition that has lasted ``for_s`` (by the monotonic clock) began, by the wall clock as it is now:
+    ``since`` (the wall time recorded at its start) until the wall clock has been stepped by more than
+    CLOCK_STEP_S, then now less ``for_s``. A gateway without a battery-backed clock, whose condition began in
+    1970 and whose clock NTP has set since, says the true start; the caller keeps the value returned, so a step
+    moves it once, not at every read."""
+    now = time.time()
+    return now - for_s if abs(now - for_s - since) > CLOCK_STEP_S else since
+
+
 class BurstLogger:
     """Logs one line per (key) per burst instead of one per bad message: no log storm.
 

@@ -88,6 +88,7 @@ from devices.base import (
     DeviceStats,
     Frame,
     Notices,
+    wall_since,
 )
 from devices.camera.settings import CameraKind, CameraSettings
 from protocols.image_complete import cut_short
@@ -1479,7 +1480,9 @@ class CameraSource:
         if not self._frozen:
             return None
         for_s = max(time.monotonic() - self._still_since, 0.0)
-        since = self._still_wall
+        # since when: the wall time recorded then, re-based once the wall clock was stepped (a gateway without a
+        # battery-backed clock set by NTP after the image last changed showed a 1970 one, or one off by the step)
+        since = self._still_wall = wall_since(self._still_wall, for_s)
         return {
             "since": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(since)),
             "since_t": round(since, 3),

@@ -359,6 +359,45 @@ async def test_a_frozen_camera_is_shown_frozen_on_status_for_as_long_as_it_lasts
         cam.stop()
 
 
+async def test_a_freeze_begun_before_ntp_set_the_clock_is_shown_since_its_true_start(monkeypatch):
+    """A gateway without a battery-backed clock says 1970 when its camera freezes; NTP then sets the clock. The
+    freeze's since was the wall time recorded when the image last changed: /status went on saying the camera was
+    frozen since 1970 (or, after any step of the clock, since a time off by the step). Now since is re-based on
+    the step, from how long the freeze has lasted by the monotonic clock; for_s is unchanged."""
+    from tests.support.waits import until
+
+    real = time.time
+    behind = [real() - 100_000.0]  # 1970-01-02
+    monkeypatch.setattr(time, "time", lambda: real() - behind[0])
+    same = _jpeg(5)
+
+    def serve(write, part):
+        while True:
+            part(same)
+
+    cam = HostileMjpeg(serve)
+    src = CameraSource("cam", CameraSettings(url=cam.url, fps=20, frozen_after_s=0.3))
+    began = real()
+    await src.start()
+    taking = asyncio.create_task(take(src, 10_000))  # a JPEG part is checked when taken
+    try:
+        await until(lambda: src.frozen, 10, "the freeze")
+        at_1970 = src.frozen
+        assert at_1970 is not None and at_1970["since"].startswith("1970-01-02"), at_1970
+        behind[0] = 0.0  # NTP has set the clock
+        await asyncio.sleep(0.2)
+        shown = src.frozen
+        assert shown is not None and shown["for_s"] >= at_1970["for_s"], (at_1970, shown)
+        assert began - 1 <= shown["since_t"] <= real() - 0.3, (began, shown)
+        assert shown["since"] == time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(shown["since_t"]))
+        await asyncio.sleep(0.2)
+        assert src.frozen["since_t"] == shown["since_t"]  # moved once, by the step, not at every read
+    finally:
+        taking.cancel()
+        await src.stop()
+        cam.stop()
+
+
 async def test_a_frozen_cameras_frames_are_unsure_never_ok(tmp_path):
     """A hung camera resending its last image (a good part's) was inspected as OK frame after frame: the
     parts passing under it went unseen, and only a WARNING said so. Its frames now come with the time the
