@@ -1920,6 +1920,10 @@ _APART_MAX = 8  # the most subscriptions of one large value each a source makes 
 REFIT_MIN_S = 1.0
 REFIT_MAX_S = 600.0
 REFIT_HERE_MAX = 3
+# the nodes that start to get no values at a connect named each in a WARNING line, the others in one line with
+# their count (all of them, each with why, are ``node_errors`` on /status): 5,000 wrong node ids gave 5,000 lines
+# at every connect, and a PLC reconnecting every few minutes filled the gateway's log
+NODE_ERRORS_LOGGED = 5
 
 # OPC UA Part 5, ServerCapabilities/OperationLimits: the most items a server takes in one call of a service
 # (0: no limit). Embedded PLC servers state small ones (10, 100) and refuse a larger call whole with
@@ -2417,6 +2421,11 @@ class OpcUaSource:
         self._stopping = False
         # node_id (as the config lists it) -> why it is not subscribed, as found at the last connect (``/status``)
         self.node_errors: dict[str, str] = {}
+        # the node_errors keys counted and said since they last got values (``_node_failing``): a node failing at
+        # every connect is one standing condition, counted and said once, not again at each reconnect
+        self._nodes_said: set[str] = set()
+        self._nodes_logged = 0  # nodes that started failing at this connect, each said in a line of its own
+        self._nodes_unsaid = 0  # and those past NODE_ERRORS_LOGGED, said in one line with their count
         self._connected_once = False
         self._oversize = 0  # bytes a message would have reached when the connection was closed
         self.notices = Notices(log)  # routine or silent events, said once and counted (``/status``)
@@ -2756,6 +2765,7 @@ class OpcUaSource:
         self._resolved.clear()
         # judged afresh at each connect: a node added to the PLC since (a program download) is no longer named
         # failing on /status, where it stayed for good while its values came
+        self._say_nodes_unsaid()  # of a connect that ended before its nodes were all judged
         self.node_errors.clear()
         silent = 0  # consecutive nodes without an answer: past a few, the session is gone, not the nodes
         for ns in self.settings.nodes:
@@ -2821,6 +2831,9 @@ class OpcUaSource:
                 await self._load_types(client)
             async with asyncio.timeout(self.settings.connect_timeout_s * 2 + len(self._tags) * 0.1):
                 await self._subscribe(client, groups)
+        # every node judged: one that gets values now is counted and said again if it fails later
+        self._nodes_said.intersection_update(self.node_errors)
+        self._say_nodes_unsaid()
         if self._write_targets or self.settings.heartbeat:
             await self._check_targets(client)
             await self._watch_targets(client)
@@ -2913,9 +2926,7 @@ class OpcUaSource:
                 f"node {ns.node_id!r}: sample_rate_from {ns.sample_rate_from!r} gives no rate ({e}); its "
                 "readings carry none, so the pipeline uses window.sample_rate_hz (or the model's rate)"
             )
-            self.node_errors[f"{ns.node_id} sample_rate_from"] = msg
-            self.stats.error("sample_rate", msg)
-            self._burst.log(f"rate:{ns.node_id}", "opcua source %s: %s", self.name, msg)
+            self._node_failing(f"{ns.node_id} sample_rate_from", msg, "sample_rate")
             return
         if rate_node is not None:
             rate_nodes.setdefault(rate_node.nodeid, (ns.sampling_interval_ms, rate_node))
@@ -3843,10 +3854,11 @@ class OpcUaSource:
             "server); raise that limit in the PLC's OPC UA settings, or put these nodes in a second opcua "
             "source (a session of its own)"
         )
+        new = 0
         for node_id, _ in full:
-            msg = f"node {node_id!r} is not subscribed: {why}"
-            self.node_errors[node_id] = msg
-            self.stats.error("node", msg)
+            new += self._node_failing(node_id, f"node {node_id!r} is not subscribed: {why}", said=False)
+        if not new:  # each said at an earlier connect: a standing condition
+            return
         shown = ", ".join(n for n, _ in full[:5]) + (f" and {len(full) - 5} more" if len(full) > 5 else "")
         self._burst.log(
             "node:server_full",
@@ -4483,10 +4495,42 @@ class OpcUaSource:
 
     def _node_error(self, node_id: str, why: Any) -> None:
         why_s = why if isinstance(why, str) else f"{type(why).__name__}: {why}"
-        msg = f"node {node_id!r} cannot be subscribed ({why_s}); check the node_id (browse the server)"
-        self.node_errors[node_id] = msg
-        self.stats.error("node", msg)
-        self._burst.log(f"node:{node_id}", "opcua source %s: %s", self.name, msg)
+        self._node_failing(
+            node_id, f"node {node_id!r} cannot be subscribed ({why_s}); check the node_id (browse the server)"
+        )
+
+    def _node_failing(self, key: str, msg: str, reason: str = "node", said: bool = True) -> bool:
+        """A node that gets no values (``key``: its node id as the config lists it) is named in ``node_errors``
+        with why. Counted (``stats.errors``, ``errors_by_reason[reason]``) and said only when it starts failing:
+        at the first connect that finds it so, or again after it got values in between; a node failing at every
+        connect is one standing condition, shown on /status for as long as it lasts. Said (``said``) in a WARNING
+        line of its own for the first NODE_ERRORS_LOGGED of a connect, the others in one line with their count
+        (``_say_nodes_unsaid``). Before, each failing node was counted and said at every connect: 5,000 wrong node
+        ids gave 5,000 lines and 5,000 errors more at each reconnect. True if it started failing now."""
+        self.node_errors[key] = msg
+        if key in self._nodes_said:
+            return False
+        self._nodes_said.add(key)
+        self.stats.error(reason, msg)
+        if said and self._nodes_logged < NODE_ERRORS_LOGGED:
+            self._nodes_logged += 1
+            self._burst.log(f"node:{key}", "opcua source %s: %s", self.name, msg)
+        elif said:
+            self._nodes_unsaid += 1
+        return True
+
+    def _say_nodes_unsaid(self) -> None:
+        """One line for the nodes that started failing at this connect past the first NODE_ERRORS_LOGGED."""
+        if self._nodes_unsaid:
+            log.warning(
+                "opcua source %s: %d more node(s) get no values (%d in all); each is named with why on /status "
+                "(sources.%s.node_errors, edge-agent status)",
+                self.name,
+                self._nodes_unsaid,
+                len(self.node_errors),
+                self.name,
+            )
+        self._nodes_unsaid = self._nodes_logged = 0
 
     async def _watch(self) -> None:
         """Return when the connection is gone: probe the server state now and then."""

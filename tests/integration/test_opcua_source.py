@@ -233,6 +233,70 @@ async def test_the_nodes_that_fail_are_named_with_why_on_the_agents_status_bound
     assert agent.sources["plc"].stats.reconnects >= 1
 
 
+async def test_nodes_that_fail_at_every_connect_are_said_and_counted_once_in_a_bounded_log(caplog) -> None:
+    """200 node ids the PLC does not have: the first connect names 5 of them in the log, each with why, and says
+    the other 195 in one line with the count (all are on /status); they are 200 errors. A reconnect (a PLC that
+    drops the session every few minutes) says and counts none again: they are one standing condition. A node
+    the PLC gets meanwhile is no longer named; taken away again, it is counted and said again. Before, each
+    failing node logged its own WARNING and was one more error at every connect: 200 lines and 200 errors
+    more per reconnect (measured with 5,000: 5,003 lines and 5,005 errors per reconnect)."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    caplog.set_level(logging.INFO, logger="devices.opcua")
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:standing", "Line")
+    await obj.add_variable(ua.NodeId("Good", idx), "Good", 1.5)
+    await srv.start()
+    nodes = [{"node_id": f"ns={idx};s=Good", "tag": "good"}]
+    nodes += [{"node_id": f"ns={idx};s=Missing{i}", "tag": f"m{i}"} for i in range(200)]
+    src = OpcUaSource("plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", nodes))
+    src._burst._window_s = 0.0  # the next connect comes minutes later: past the log's burst window
+
+    def said() -> list[str]:
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        return [m for m in lines if "Missing" in m or "get no values" in m]
+
+    async def reconnect() -> None:
+        n = src.stats.reconnects
+        for transport in list(srv.iserver.asyncio_transports):  # the PLC drops the session
+            transport.close()
+        # counted once the connect is made, every node judged
+        await until(
+            lambda: src.stats.reconnects > n and src.state is ConnectionState.CONNECTED, 15, "reconnected"
+        )
+
+    await src.start()
+    try:
+        await until(lambda: len(src.node_errors) == 200, 15, "200 nodes named failing")
+        first = said()
+        errors = src.stats.errors_by_reason["node"]
+        caplog.clear()
+        await reconnect()
+        again, errors_again, named_again = said(), src.stats.errors_by_reason["node"], len(src.node_errors)
+        late = await obj.add_variable(ua.NodeId("Missing7", idx), "Missing7", 2.5)  # a program download
+        await reconnect()
+        named_late = dict(src.node_errors)
+        aspace = srv.iserver.aspace  # taken away again (its monitored item's callbacks first: asyncua's own
+        for handle in list(aspace[late.nodeid].attributes[ua.AttributeIds.Value].datachange_callbacks):
+            aspace.delete_datachange_callback(handle)  # call of them at a delete is never awaited)
+        await srv.delete_nodes([late])
+        caplog.clear()
+        await reconnect()
+        gone_again, errors_gone = said(), src.stats.errors_by_reason["node"]
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert len(first) == 6, first
+    assert sum("BadNodeIdUnknown" in m for m in first) == 5, first
+    assert "195 more node(s) get no values (200 in all)" in first[-1] and "node_errors" in first[-1], first
+    assert errors == 200
+    assert again == [] and errors_again == 200 and named_again == 200, (again, errors_again)
+    assert f"ns={idx};s=Missing7" not in named_late and len(named_late) == 199
+    assert errors_gone == 201 and len(gone_again) == 1 and "Missing7" in gone_again[0], gone_again
+
+
 async def test_server_restart_reconnects_and_readings_resume(caplog) -> None:
     caplog.set_level(logging.INFO)
     port = free_port()
