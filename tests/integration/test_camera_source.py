@@ -118,6 +118,43 @@ async def test_a_replayed_folder_that_is_written_to_says_its_new_images_are_not_
     assert "(part_0100.png) are not read" in said["message"] and "set watch: true" in said["message"], said
 
 
+async def test_a_replayed_folder_a_camera_rotates_keeps_no_more_names_than_the_folder_holds(tmp_path):
+    """A replayed folder that a camera writes into and rotates (its software deletes the older images): each image
+    written is counted once, as before, but the names of those deleted since are forgotten. 65df506 kept every name
+    ever written for as long as the agent ran (measured: 12,000 written, 203 in the folder, 12,000 names held)."""
+    folder = write_folder(tmp_path / "imgs", 2, seed=0, defect_rate=0.0, size=32)
+    data = (folder / "000000.png").read_bytes()
+    src = CameraSource("cam", CameraSettings(url=str(folder), fps=200, loop=True))
+
+    async def drain() -> None:
+        async for _ in src.items():
+            pass
+
+    def counted() -> int:
+        return src.notices.status().get("folder_unread", {}).get("count", 0)
+
+    await src.start()
+    await take(src, 2)  # the replay has begun: the folder as it was at the start is read
+    drainer = asyncio.create_task(drain())
+    try:
+        for r in range(6):  # 10 images written a round, the round before deleted
+            for k in range(10):
+                (folder / f"cam_{r:02d}_{k:02d}_2026-12-05T05-00-00.png").write_bytes(data)
+            for old in folder.glob(f"cam_{r - 1:02d}_*.png"):
+                old.unlink()
+            for _ in range(200):  # a pass has seen this round's images
+                if counted() >= 10 * (r + 1):
+                    break
+                await asyncio.sleep(0.01)
+        held = set(src._unread)
+        in_folder = {p.name for p in folder.iterdir()}
+    finally:
+        await src.stop()
+        drainer.cancel()
+    assert counted() == 60  # each image written counted once
+    assert held <= in_folder and len(held) == 10, sorted(held)
+
+
 async def test_video_file_loops_with_increasing_sequence_and_resize(tmp_path):
     video = write_video(tmp_path / "line.avi", 5, fps=10, seed=1, defect_rate=0.5, size=64)
     src = CameraSource("cam", CameraSettings(url=str(video), fps=200, loop=True, width=32, height=32))
