@@ -1024,6 +1024,12 @@ class Agent:
                 # an OPC UA source's nodes that get no values, and why (the first 20: a line engineer sees which
                 # configured node fails; before, only the last error of all was shown)
                 **({"node_errors": node_errors_shown(s.node_errors)} if hasattr(s, "node_errors") else {}),
+                # and its write targets whose writes will fail (a node it does not have, read-only, ...), as those
+                **(
+                    {"target_errors": node_errors_shown(s.target_errors)}
+                    if hasattr(s, "target_errors")
+                    else {}
+                ),
                 "silent_drops": {
                     **(s.notices.status() if hasattr(s, "notices") else {}),
                     **self.source_notices[name].status(),

@@ -293,13 +293,17 @@ def _status(args) -> int:
                 f"  {'':<12} frozen: its image has not changed since {f['since']} ({f['for_s']:.0f} s); its "
                 "frames are UNSURE; check the camera (a power cycle)"
             )
-        # an OPC UA source's nodes that get no values, and why
-        if (ne := s.get("node_errors")) and ne["count"]:
-            print(f"  {'':<12} {ne['count']} node(s) get no values:")
-            for e in ne["nodes"]:  # each why names its node
-                print(f"  {'':<14} {e['why']}")
-            if ne["count"] > len(ne["nodes"]):
-                print(f"  {'':<14} and {ne['count'] - len(ne['nodes'])} more")
+        # an OPC UA source's nodes that get no values, and its write targets whose writes will fail, each with why
+        for key, what in (
+            ("node_errors", "node(s) get no values"),
+            ("target_errors", "write target(s) will fail"),
+        ):
+            if (ne := s.get(key)) and ne["count"]:
+                print(f"  {'':<12} {ne['count']} {what}:")
+                for e in ne["nodes"]:  # each why names its node
+                    print(f"  {'':<14} {e['why']}")
+                if ne["count"] > len(ne["nodes"]):
+                    print(f"  {'':<14} and {ne['count'] - len(ne['nodes'])} more")
     print("\npipelines:")
     for p in st["pipelines"]:
         lat = p["latency_ms"]

@@ -79,9 +79,11 @@ SHOWN_NODE_ID_CHARS = 256  # a failing node's id is shown up to this and `…`
 
 def node_errors_shown(errors: dict[str, str], n: int = SHOWN_NODE_ERRORS) -> dict:
     """A source's nodes that get no values (an OPC UA node id the server does not have, refused, left out for its
-    size: ``OpcUaSource.node_errors``) as ``/status`` shows them: how many, and the first ``n`` found at the last
-    connect, each with why (its id cut at SHOWN_NODE_ID_CHARS, why at SHOWN_CHARS, a URL's password masked).
-    Bounded: a config of 5,000 wrong node ids adds 20 of them to /status, not 5,000."""
+    size: ``OpcUaSource.node_errors``), or its write targets whose writes will fail (a node the server does not
+    have, read-only, of a type that does not take the value: ``OpcUaSource.target_errors``) as ``/status`` shows
+    them: how many, and the first ``n`` found at the last connect, each with why (its id cut at
+    SHOWN_NODE_ID_CHARS, why at SHOWN_CHARS, a URL's password masked). Bounded: a config of 5,000 wrong node ids
+    adds 20 of them to /status, not 5,000."""
     from protocols.redact import mask_credentials
 
     # one C call, under the GIL: the source's loop may change the dict meanwhile (this runs on the HTTP thread)

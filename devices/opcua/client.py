@@ -2398,6 +2398,9 @@ class OpcUaSource:
         self._probed: tuple[float, tuple[str, str] | None] = (-1e9, None)
         self._write_targets: list[tuple[str, Any]] = []
         self.target_errors: dict[str, str] = {}  # node_id -> why writes to it will fail
+        # the targets found failing at the last connect's check (or a re-check since): one failing at every connect
+        # is one standing condition, counted and said once, not again at each reconnect (``_check_targets``)
+        self._targets_said: set[str] = set()
         # write targets' nodes watched for a change of their type or access (``_watch_targets``): node ->
         # its node_id(s) as configured, and each node_id's last stated UserAccessLevel and pending re-check
         self._target_nodes: dict[ua.NodeId, list[str]] = {}
@@ -4203,7 +4206,11 @@ class OpcUaSource:
         """Judge the write targets (``only``: that node id's) as the server describes them now, into
         ``target_errors``, each said once per burst (``quiet``: counted only). A target judged again keeps
         its last verdict until the new one replaces it: dropped first, a locked node looked fine to a
-        reader while the server took its time to answer."""
+        reader while the server took its time to answer. At a connect, a target found failing at the last one
+        too is a standing condition: neither counted nor said again (before, each of its values was counted at
+        every connect, and said)."""
+        before = self._targets_said
+        now: set[str] = set()  # the targets this check finds failing
         if only is None:
             self.target_errors.clear()
         found: str | None = None  # ``only``'s verdict (the last of its values' that fails)
@@ -4242,16 +4249,22 @@ class OpcUaSource:
                 if only is None:
                     self.target_errors[node_id] = why
                 found = why
-                self.stats.error("write_target", why)
-                if not quiet:
+                standing = only is None and (node_id in before or node_id in now)
+                now.add(node_id)
+                if not standing:
+                    self.stats.error("write_target", why)
+                if not (quiet or standing):
                     self._burst.log(
                         f"target:{node_id}", "opcua source %s: writes will fail: %s", self.name, why
                     )
-        if only is not None:
-            if found is None:
-                self.target_errors.pop(only, None)
-            else:
-                self.target_errors[only] = found
+        if only is None:
+            self._targets_said = now  # a check cut short by a lost session keeps the former ones
+        elif found is None:
+            self.target_errors.pop(only, None)
+            self._targets_said.discard(only)
+        else:
+            self.target_errors[only] = found
+            self._targets_said.add(only)
 
     async def _watch_targets(self, client: Client) -> None:
         """Watch each write target's DataType, ArrayDimensions and UserAccessLevel with a monitored item

@@ -226,3 +226,55 @@ async def test_fleet_console_shows_agents_deployments_and_reports(tmp_path):
     assert "line=&lt;img src=x" in dom and '<img src="x"' not in dom
     assert "part-inspection 1.4.0" in dom and "gate passed" in dom and "ng_recall <b>0.990</b>" in dom
     assert "all_at_once 1/1" in dom and "gw1: <span" in dom
+
+
+async def test_agent_status_page_names_a_plcs_failing_nodes_and_write_targets_with_why(tmp_path):
+    """A real asyncua server without the node a source reads nor the nodes two outputs write (one missing, one
+    read-only): the sources table names each under the source with why, the nodes that get no values and the
+    write targets that will fail. Before, the page named the nodes only; a write target that could never be
+    written was nowhere on it."""
+    from asyncua import ua
+
+    from tests.support.peers import free_port, opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    await obj.add_variable(ua.NodeId("Good", idx), "Good", 1.5)
+    await obj.add_variable(ua.NodeId("Locked", idx), "Locked", False)  # read-only
+    await srv.start()
+    out = {"type": "opcua_write", "source": "plc", "value": True}
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw-targets", "data_dir": str(tmp_path / "data")},
+            "http": {"port": 0},
+            "sources": {
+                "plc": {
+                    "type": "opcua",
+                    "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+                    "nodes": [{"node_id": f"ns={idx};s=Good"}, {"node_id": f"ns={idx};s=Gone"}],
+                }
+            },
+            "actions": {
+                "typo": dict(out, node_id=f"ns={idx};s=Rejct"),
+                "locked": dict(out, node_id=f"ns={idx};s=Locked"),
+            },
+        }
+    )
+    agent = Agent(cfg)
+    await agent.start()
+    try:
+        src = agent.sources["plc"]
+        for _ in range(100):
+            if len(src.target_errors) == 2 and src.node_errors:
+                break
+            await asyncio.sleep(0.1)
+        dom = await asyncio.to_thread(
+            render, f"http://127.0.0.1:{agent.http.port}/", "agent-status-failing-targets.png"
+        )
+    finally:
+        await agent.stop()
+        await srv.stop()
+    sources = dom[dom.find('id="sources"') :][:4000]
+    assert f"node 'ns={idx};s=Gone' cannot be subscribed (BadNodeIdUnknown" in sources, sources
+    assert f"writes will fail: node ns={idx};s=Rejct does not exist on the server" in sources, sources
+    assert f"writes will fail: node ns={idx};s=Locked is read-only for this session" in sources, sources

@@ -233,6 +233,94 @@ async def test_the_nodes_that_fail_are_named_with_why_on_the_agents_status_bound
     assert agent.sources["plc"].stats.reconnects >= 1
 
 
+async def test_write_targets_that_will_fail_are_named_with_why_on_the_agents_status_and_by_edge_agent_status(
+    tmp_path, capsys, caplog
+) -> None:
+    """A line engineer reads on ``/status`` and in ``edge-agent status`` which outputs' nodes will refuse their
+    writes, and why: a node the PLC does not have (a typo in an ``opcua_write``'s node_id), one that is read-only,
+    and 24 more missing. The first 20 are named, each with the check's reason, and all 26 counted (as
+    ``node_errors``); a writable target is not named. Before, ``target_errors`` was on the source only: /status
+    showed the last error of all, and the status page and ``edge-agent status`` none. A target failing at every
+    connect is counted and said once (before, each of its values at every connect)."""
+    import json
+    import urllib.request
+
+    from asyncua import ua
+
+    from edge_agent.agent import Agent
+    from edge_agent.cli import main
+    from edge_agent.config import parse_config
+    from tests.support.peers import opcua_server
+
+    caplog.set_level(logging.WARNING, logger="devices.opcua")
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:targets", "Line")
+    await obj.add_variable(ua.NodeId("Good", idx), "Good", 1.5)
+    await (await obj.add_variable(ua.NodeId("Reject", idx), "Reject", False)).set_writable()
+    await obj.add_variable(ua.NodeId("Locked", idx), "Locked", False)  # read-only
+    await srv.start()
+    out = {"type": "opcua_write", "source": "plc", "value": True}
+    actions = {
+        "reject": dict(out, node_id=f"ns={idx};s=Reject"),
+        "locked": dict(out, node_id=f"ns={idx};s=Locked"),
+        "typo": dict(out, node_id=f"ns={idx};s=Rejct"),
+    }
+    actions.update({f"lamp{i}": dict(out, node_id=f"ns={idx};s=Lamp{i}") for i in range(24)})
+    plc = {"type": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/"}
+    plc.update(nodes=[{"node_id": f"ns={idx};s=Good", "tag": "good"}], reconnect_initial_s=0.1)
+    agent = Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw1", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+                "http": {"port": 0},
+                "sources": {"plc": plc},
+                "actions": actions,
+            }
+        )
+    )
+    shown: list = []
+
+    async def counted(n: int) -> bool:
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url + "/status", timeout=5).read())
+        shown[:] = [json.loads(body)["sources"]["plc"], len(body)]
+        return (shown[0].get("target_errors") or {}).get("count") == n
+
+    await agent.start()
+    url = f"http://127.0.0.1:{agent.http.port}"  # type: ignore[union-attr]
+    try:
+        await until(lambda: counted(26), 15, "26 write targets named failing on /status")
+        capsys.readouterr()
+        assert await asyncio.to_thread(main, ["status", "--url", url]) == 0
+        printed = capsys.readouterr().out
+        src = agent.sources["plc"]
+        counted_once = src.stats.errors_by_reason["write_target"]
+        caplog.clear()
+        for transport in list(
+            srv.iserver.asyncio_transports
+        ):  # the PLC drops the session: they are judged again
+            transport.close()
+        await until(lambda: src.stats.reconnects >= 1 and len(src.target_errors) == 26, 15, "judged again")
+        counted_again = src.stats.errors_by_reason["write_target"]
+        said_again = [r.getMessage() for r in caplog.records if "writes will fail" in r.getMessage()]
+    finally:
+        await agent.stop()
+        await srv.stop()
+    errors, size = shown
+    listed = errors["target_errors"]["nodes"]
+    assert len(listed) == 20 and size < 30_000, (len(listed), size)
+    by_id = {e["node_id"]: e["why"] for e in listed}
+    assert "does not exist on the server" in by_id[f"ns={idx};s=Rejct"], by_id
+    assert "read-only" in by_id[f"ns={idx};s=Locked"] and f"ns={idx};s=Reject" not in by_id, by_id
+    assert "26 write target(s) will fail:" in printed and "and 6 more" in printed, printed
+    assert by_id[f"ns={idx};s=Rejct"] in printed and by_id[f"ns={idx};s=Locked"] in printed, printed
+    # one standing condition each, as a failing node: counted and said at the first connect, not at each one
+    assert counted_once == 26 and counted_again == 26 and said_again == [], (
+        counted_once,
+        counted_again,
+        said_again,
+    )
+
+
 async def test_nodes_that_fail_at_every_connect_are_said_and_counted_once_in_a_bounded_log(caplog) -> None:
     """200 node ids the PLC does not have: the first connect names 5 of them in the log, each with why, and says
     the other 195 in one line with the count (all are on /status); they are 200 errors. A reconnect (a PLC that
