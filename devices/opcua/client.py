@@ -2851,9 +2851,12 @@ class OpcUaSource:
         or refuses costs nothing more: the timeout ends the session then."""
         try:
             client = await _make_client(self.settings)
-            async with asyncio.timeout(self.settings.connect_timeout_s):
-                await client.connect_sessionless()
-                try:
+            # closed however the attempt ends: a PLC that accepts the connection and never answers its Hello
+            # ends it at the timeout, a cancellation asyncua's own cleanup (``except Exception``) lets through,
+            # and its connection was left open, one more at every such cut
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    await client.connect_sessionless()
                     client.uaclient.session.restore_authentication_token(token)
                     # the session's last nonce (its signature in Sign modes is over it), and the user token
                     # policies its CreateSession answer listed (the identity is given as then)
@@ -2868,8 +2871,8 @@ class OpcUaSource:
                     await client.uaclient.close_session(True)
                     with contextlib.suppress(Exception):
                         await client.close_secure_channel()
-                finally:
-                    client.disconnect_socket()
+            finally:
+                client.disconnect_socket()
         except Exception as e:
             log.debug(
                 "opcua source %s: the session left by the connection closed was not closed: %r", self.name, e

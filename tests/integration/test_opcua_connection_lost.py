@@ -13,10 +13,11 @@ import asyncio
 from asyncua import ua
 from asyncua.common.callback import CallbackType
 
-from devices.base import Quality
+from devices.base import Quality, Reading
 from devices.opcua.client import OpcUaSource
 from tests.integration.test_opcua_bad_reasons_and_clock import _nodes
 from tests.integration.test_opcua_halt_recovery import _Collect, _settings
+from tests.integration.test_opcua_values_over_limit_together import _settings as _limited
 from tests.support.peers import free_port, opcua_server
 from tests.support.tcp_cut import CutRelay
 from tests.support.waits import until
@@ -162,3 +163,94 @@ async def test_a_session_lost_while_connecting_after_values_went_out_makes_those
     assert [r.quality for r in out.got if r.tag == "Temp"] == [Quality.GOOD], out.got
     first, bad, again = (r for r in out.got if r.tag == "Speed")
     assert bad.value is None and first.timestamp < bad.timestamp < again.timestamp, out.got
+
+
+class _Hangs:
+    """A PLC whose OPC UA stack hangs for new connections while its TCP stack still accepts them: connections are
+    relayed to the server until ``hang``; those made after it are accepted and never answered. ``open``: how
+    many of these the gateway has not closed."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port, self.hang, self.open, self.hung = upstream_port, False, 0, 0
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.hang:
+            self.open += 1
+            self.hung += 1
+            try:
+                while await reader.read(65536):
+                    pass  # the Hello, unanswered
+            except OSError:
+                pass
+            finally:
+                self.open -= 1
+                writer.close()
+            return
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except OSError:
+                pass
+            finally:
+                w.close()
+
+        for r, w in ((reader, up_w), (up_r, writer)):
+            task = asyncio.create_task(pump(r, w))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+async def test_the_close_of_a_left_session_on_a_plc_that_does_not_answer_leaves_no_connection_open() -> None:
+    """A value grows over max_message_bytes: the source closes the connection and, before connecting again, the
+    session that connection left on the PLC (2aa3f81a). A PLC whose OPC UA stack hangs while its TCP stack still
+    accepts connections never answers that close's Hello: the attempt ended at connect_timeout_s with its
+    connection left open, one more at every such cut, each holding one of the few connections an embedded PLC
+    allows. Now it is closed when the attempt ends, answered or not."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:left-session-hung", "Line")
+    scan = await obj.add_variable(
+        ua.NodeId("Scan", idx), "Scan", ua.Variant([0.25] * 1000, ua.VariantType.Double)
+    )
+    await obj.add_variable(ua.NodeId("Force", idx), "Force", ua.Variant(1.5, ua.VariantType.Double))
+    await srv.start()
+    plc = _Hangs(port)
+    settings = _limited(await plc.start(), [f"ns={idx};s=Scan", f"ns={idx};s=Force"]).model_copy(
+        update={"connect_timeout_s": 0.5}
+    )
+    src = OpcUaSource("plc", settings)
+    got: list[Reading] = []
+
+    async def read() -> None:
+        async for r in src.items():
+            got.append(r)
+
+    await src.start()
+    reader = asyncio.create_task(read())
+    try:
+        await until(lambda: {"Scan", "Force"} <= {r.tag for r in got}, 10, "both tags")
+        plc.hang = True
+        await scan.write_value(ua.Variant([0.25] * 200_000, ua.VariantType.Double))  # 1.6 MB
+        await until(lambda: src.stats.errors_by_reason.get("too_large", 0) >= 1, 5, "the cut")
+        await until(lambda: plc.hung >= 2, 5, "the left session's close and the reconnect tried")
+    finally:
+        reader.cancel()
+        await src.stop()
+        await asyncio.sleep(0.3)
+        left = plc.open
+        await plc.close()
+        await srv.stop()
+    assert left == 0, f"{left} of the {plc.hung} connections made to the hung PLC left open"
