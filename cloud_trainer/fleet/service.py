@@ -630,14 +630,14 @@ class FleetServicer(rpc.FleetServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except ValueError as exc:  # a record the store refuses (the checks above should have caught it)
             await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"{str(exc)[:300]}; nothing of the batch was stored"
+                grpc.StatusCode.INVALID_ARGUMENT, f"{str(exc)[:300]}; {_unstored(exc, 'of the batch')}"
             )
         except Exception as exc:  # the store failed (down, disk full, a bug): the agent sends the batch again
             self.quotas.give_payload(agent, payloads)
             self._store_failed("batches", exc)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
-                f"the fleet store could not write this batch ({_store_error(exc)}); nothing of it was stored, "
+                f"the fleet store could not write this batch ({_store_error(exc)}); {_unstored(exc)}, "
                 "send it again later",
             )
 
@@ -1044,6 +1044,14 @@ def _records(batch) -> tuple[list[dict], list[int], list[tuple[int, str, str]]]:
             )
         records.append(rec)
     return records, damaged, misnamed
+
+
+def _unstored(exc: Exception, what: str = "of it") -> str:
+    """What of a batch the store failed is stored: nothing, or its first records (a large batch is written in
+    ranges, each its own transaction: ``SQLStore.INGEST_CHUNK_BYTES``), which the batch sent again finds stored."""
+    if n := getattr(exc, "stored_before", 0):
+        return f"its first {n} records were stored, the rest not (sent again, those are duplicates)"
+    return f"nothing {what} was stored"
 
 
 def _due(book: dict[tuple[str, str], tuple[int, float]], key: tuple[str, str], n: int) -> int:

@@ -8,11 +8,13 @@ newer schema refused, a clear error for a server that is not there."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import pytest
 
-from cloud_trainer.fleet.store import SQLiteStore, TenantQuotaExceeded, open_store
+from cloud_trainer.fleet import store as store_module
+from cloud_trainer.fleet.store import SQLiteStore, TenantQuotaExceeded, WriterTurns, open_store
 from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 
@@ -118,6 +120,83 @@ def test_concurrent_batches_of_one_agent_are_stored_once(store):
     st = store.stats("gw1")
     assert st["records"] == stored == 220 and dup == 10 * 40 - 220 and st["duplicates"] == dup
     assert store.gaps("gw1") == []
+
+
+def test_a_large_batch_whose_write_failed_midway_is_stored_once_when_sent_again(store, monkeypatch):
+    """A batch of 5 records of 600 KB and a small one whose write fails at the small one (the disk failed, the
+    process was killed): the agent, not acknowledged, sends it again and every record is stored once, counted once.
+    SQLite writes such a batch in ranges of at most 1 MiB (here 1 | 2 | 3, 4 | 5 | 6), each its own transaction, so
+    that its one writer is not held for the whole batch: the ranges before the failing one stay stored and come
+    back as duplicates; PostgreSQL rolls the whole batch back."""
+    big = '{"v": "' + "x" * 600_000 + '"}'
+    batch = [rec(s, epoch=1, payload=big) for s in (1, 2, 3)]
+    batch += [rec(4, epoch=1, kind="event", payload='{"kind": "disk_fails_here"}')]
+    batch += [rec(s, epoch=1, payload=big) for s in (5, 6)]
+    note_loss = store._note_loss
+
+    def disk_fails(ex, tenant, agent, epoch, payload, now):  # inside the transaction writing record 4
+        if "disk_fails_here" in payload:
+            raise OSError("the disk failed")
+        return note_loss(ex, tenant, agent, epoch, payload, now)
+
+    store._note_loss = disk_fails
+    with pytest.raises(OSError) as failed:
+        store.ingest("gw1", batch)
+    before = getattr(failed.value, "stored_before", 0)
+    sqlite = isinstance(store, SQLiteStore)
+    assert before == (2 if sqlite else 0)
+    assert store.stats("gw1")["records"] == before
+    if sqlite:  # a range that failed leaves the connection as durable as before for every other write
+        assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    store._note_loss = note_loss
+    synced, fsync = [], store_module.os.fsync
+
+    def noted(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(store_module.os, "fsync", noted)
+    assert store.ingest("gw1", batch) == ([1, 2, 3, 4, 5, 6], 6 - before, before)
+    if (
+        sqlite
+    ):  # each range (1 | 2 | 3, 4 | 5 | 6) committed without an fsync, the WAL synced after it, unlocked
+        assert synced == [f"{store.path.resolve()}-wal"] * 5
+        assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again, for every other write
+    st = store.stats("gw1")
+    assert (st["records"], st["duplicates"], st["last_seq"]) == (6, before, 6)
+    assert [r["seq"] for r in store.records("gw1", limit=100)] == [1, 2, 3, 4, 5, 6]
+    assert store.gaps("gw1") == []
+
+
+def test_sqlite_writer_turns_give_a_waiting_short_write_before_a_batchs_next_range():
+    """SQLite's one writer: a short write (a heartbeat) that waits goes before a range of a batch that waited
+    longer; a wait with a timeout gives up and leaves the turn to the others."""
+    turns, order = WriterTurns(), []
+
+    def take(bulk: bool) -> None:
+        with turns.bulk() if bulk else turns:
+            order.append("range" if bulk else "short")
+
+    assert turns.acquire()  # a range being written
+    batch = threading.Thread(target=take, args=(True,))
+    batch.start()
+    _wait_for(lambda: turns._waiting[True])  # the batch's next range waits
+    assert not turns.acquire(timeout=0.05)  # gave up: no turn, nothing left waiting
+    short = threading.Thread(target=take, args=(False,))
+    short.start()
+    _wait_for(lambda: turns._waiting[False])  # and then a heartbeat
+    turns.release()
+    batch.join(5)
+    short.join(5)
+    assert order == ["short", "range"] and not turns.locked()
+
+
+def _wait_for(cond) -> None:
+    for _ in range(500):
+        if cond():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("never waited")
 
 
 def another_replica(store, tmp_path):

@@ -392,6 +392,56 @@ async def test_a_batch_being_checked_holds_no_other_tenants_state_report(cloud, 
     assert (await push)[0].stored == 1
 
 
+class SlowRecordWrites:
+    """The store's SQLite connection on a disk that takes ``per_record_s`` to write each record (a busy disk: a
+    1-MB record took 0.1-0.4 s here beside other writes); notes in ``order`` each record written and each
+    heartbeat of tenant beta, and sets ``entered`` at the first record."""
+
+    def __init__(self, inner, per_record_s: float) -> None:
+        self.inner, self.per_record_s = inner, per_record_s
+        self.order: list[str] = []
+        self.entered = threading.Event()
+
+    def execute(self, sql: str, args=()):
+        if sql.startswith("INSERT INTO records"):
+            self.entered.set()
+            time.sleep(self.per_record_s)
+            self.order.append(f"record {args[3]}")
+        elif sql.startswith("INSERT INTO agents") and args[0] == "beta":
+            self.order.append("beta's heartbeat")
+        return self.inner.execute(sql, args)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+async def test_another_tenants_heartbeat_is_written_between_the_ranges_of_one_tenants_large_batch(cloud):
+    """acme's agent pushes a batch of 8 records of 600 KB while the disk takes 0.25 s per record (2 s for the
+    batch); beta's heartbeat, sent once the batch's first record is being written, is answered while acme's
+    batch is still being written, after one range of it at most. The batch was one transaction holding SQLite's
+    one writer: beta's heartbeat (and every tenant's every write) waited for all of it (2-11 s for 12-MB batches
+    with a busy disk). A batch is written in ranges of at most 1 MiB now, and a short write waiting goes before
+    the next range; acme's batch is stored whole all the same, each record once."""
+    srv, clients, _, _ = cloud
+    disk = srv.store.db = SlowRecordWrites(srv.store.db, per_record_s=0.25)
+    payload = b'{"v": "' + b"x" * 600_000 + b'"}'
+    batch = pb.RecordBatch(
+        records=[pb.Record(seq=i, kind="result", t=time.time(), payload=payload) for i in range(1, 9)]
+    )
+    push = asyncio.create_task(_acks(clients["a1"].stub.PushRecords(iter([batch]), timeout=30)))
+    await asyncio.to_thread(disk.entered.wait, 10)
+    t0 = time.perf_counter()
+    await clients["b1"].stub.Heartbeat(pb.HeartbeatRequest(labels={"site": "beta"}), timeout=30)
+    took = time.perf_counter() - t0
+    acks = await push
+    assert "beta's heartbeat" in disk.order
+    written_before = disk.order.index("beta's heartbeat")
+    assert written_before < 8, f"beta's heartbeat waited for acme's whole batch ({took:.2f} s): {disk.order}"
+    assert acks[0].stored == 8 and list(acks[0].seqs) == list(range(1, 9))
+    assert srv.store.stats("a1", tenant="acme")["records"] == 8
+    assert [r["seq"] for r in srv.store.records("a1", tenant="acme", limit=100)] == list(range(1, 9))
+
+
 def _memory_mb(pid: int) -> dict[str, int]:
     """The process's VmRSS and VmHWM (its peak) in MB, from /proc."""
     with open(f"/proc/{pid}/status") as f:

@@ -103,6 +103,36 @@ async def test_server_killed_mid_stream_resumes_without_loss_or_duplicate(tmp_pa
     assert seqs == list(range(1, 3001))  # every record, once, no gap (a replay is stored once)
 
 
+async def test_server_killed_while_writing_a_large_batch_resumes_without_loss_or_duplicate(tmp_path, pki):
+    """Batches of ~2.7 MB (records of 300 KB), which the service writes in ranges of 1 MiB, each its own
+    transaction (so that another tenant's heartbeat need not wait for the whole batch): the service is killed
+    (SIGKILL) while some records it has stored are not acknowledged yet, mid-batch when the timing allows; once it
+    is back the agent sends the unacknowledged batches again and every record is in the store once."""
+    server = ServerProcess(tmp_path / "cloud", pki).start()
+    db = tmp_path / "cloud" / "fleet.db"
+    ob = Outbox(OutboxSettings(), tmp_path / "agent")
+    ob.open()
+    up = Uplink(cloud_settings(pki, server.port, batch_max_bytes=3_000_000), ob)
+    await up.start()
+    try:
+        for i in range(60):
+            ob.append("result", {"i": i, "pad": "x" * 300_000})
+        await until(lambda: up.acked >= 9, what="a first batch acknowledged")
+        await until(
+            lambda: len(cloud_seqs(db)) > up.acked, timeout_s=30, what="records stored, not acknowledged"
+        )
+        server.kill()  # SIGKILL while a batch is being written (or just written)
+        assert up.acked < 60
+        await asyncio.sleep(0.3)
+        server.start()
+        await until(lambda: ob.stats()["depth"] == 0, timeout_s=60, what="the outbox to drain after restart")
+    finally:
+        await up.stop()
+        ob.close()
+        server.stop()
+    assert cloud_seqs(db) == list(range(1, 61))  # every record, once, no gap
+
+
 WRITER = r"""
 import sys, time
 from pathlib import Path
