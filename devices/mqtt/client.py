@@ -391,6 +391,8 @@ _ARRIVAL = operator.itemgetter(4)
 _PAYLOAD = operator.itemgetter(1)
 # messages a hand-over gives the consumer at most (get_many): about the most a new message waits behind
 TAKE_MAX = 256
+# the payload of a mark (``_BatchChannel.mark_threadsafe``): this source's connection to the broker was lost there
+_LOST = object()
 
 
 def _lane(topic: str) -> Any:
@@ -433,6 +435,10 @@ class _BatchChannel(Channel):
     A topic's lane is its deque in ``_by_topic`` itself; a Sparkplug node's lane is a deque of its own over
     the node's topics. An entry is ``[topic, payload, received_at, retained, arrival number, ack cell]`` (the
     cell: ``_Unacked``'s, None for a message not acknowledged by the source).
+
+    A mark (``mark_threadsafe``: the connection lost) is an entry without a topic that keeps its place in the
+    arrival order, outside the size bounds: a batch takes nothing that came after it until every message that
+    came before it is taken, and ends with it.
     """
 
     _wake_pending = False
@@ -457,6 +463,7 @@ class _BatchChannel(Channel):
         self._topic_bytes: dict[str, int] = {}
         self._by_bytes: list[tuple[int, int, str]] | None = None
         self.dropped_by_topic: dict[str, int] = {}
+        self._marks: collections.deque[list] = collections.deque()  # marks not taken, oldest first
 
     def __len__(self) -> int:
         return self._live
@@ -606,13 +613,23 @@ class _BatchChannel(Channel):
         heap = self._by_bytes
         taken_bytes = 0
         mixed = len(lanes) > 1
+        # a mark waiting: only what came before it is taken (each lane's entries are in arrival order)
+        upto = self._marks[0][4] if self._marks else None
         while lanes and len(out) < limit:
             share = max(1, (limit - len(out)) // len(lanes))
+            round_from = len(out)
             for lane in list(lanes):
                 queued = lanes[lane]
                 if type(lane) is str:  # a topic's own lane: its deque in by_topic too, without shells
                     k = len(queued)
-                    if k <= share:
+                    n = share
+                    if upto is not None and queued[-1][4] > upto:  # some came after the mark: those stay
+                        n = 0
+                        while n < share and queued[n][4] < upto:
+                            n += 1
+                        if not n:
+                            continue
+                    if k <= n:
                         part = list(queued)
                         del lanes[lane], by_topic[lane]
                         if heap is not None:
@@ -621,9 +638,9 @@ class _BatchChannel(Channel):
                             self._heavy, self._heavy_n = None, 0
                         taken_bytes += sum(map(len, map(_PAYLOAD, part)))
                     else:
-                        part = [queued.popleft() for _ in range(share)]
+                        part = [queued.popleft() for _ in range(n)]
                         if self._heavy == lane:
-                            self._heavy_n = k - share
+                            self._heavy_n = len(queued)
                         b = sum(map(len, map(_PAYLOAD, part)))
                         taken_bytes += b
                         if heap is not None:
@@ -632,7 +649,7 @@ class _BatchChannel(Channel):
                     out += part
                 else:
                     n = 0
-                    while queued and n < share:
+                    while queued and n < share and (upto is None or queued[0][4] < upto):
                         entry = queued.popleft()
                         topic = entry[0]
                         if topic is None:  # a shell
@@ -663,6 +680,8 @@ class _BatchChannel(Channel):
                         del lanes[lane]
                 if len(out) >= limit:
                     break
+            if upto is not None and len(out) == round_from:  # nothing left before the mark
+                break
         self._live -= len(out)
         self._bytes -= taken_bytes
         if self._heavy is None and by_topic:  # the heaviest was taken whole: the heaviest left, known again
@@ -672,6 +691,8 @@ class _BatchChannel(Channel):
             self._by_bytes = None  # kept again from the next time queue_max_bytes is reached
         if mixed:  # the batch in arrival order: lanes are fair in what a batch takes, not in its order
             out.sort(key=_ARRIVAL)
+        if upto is not None and len(out) < limit:  # all before the mark taken: the batch ends with it
+            out.append(self._marks.popleft())
         return out
 
     def put_threadsafe(self, item: Any, cell: list | None = None) -> None:
@@ -690,6 +711,14 @@ class _BatchChannel(Channel):
         self._wake_pending = False
         self._event.set()
 
+    def mark_threadsafe(self, what: object) -> None:
+        """Queue a mark (an entry ``[None, what, ...]``) after every message queued so far: handed over once all
+        of them are, before any queued after it, and woken for."""
+        with self._lock:
+            self._arrived += 1
+            self._marks.append([None, what, 0.0, False, self._arrived, None])
+        self.wake_threadsafe()
+
     def wake_threadsafe(self) -> None:
         """Wake the consumer without a message: its next ``get_many`` returns (empty, if nothing is queued)."""
         with self._lock:
@@ -704,6 +733,7 @@ class _BatchChannel(Channel):
     def take_all(self) -> list[list]:
         """Every message still queued (``stop()``: none of them is handed on any more)."""
         with self._lock:
+            self._marks.clear()
             return self._take(self._live) if self._live else []
 
     def take_drops(self) -> dict[str, int]:
@@ -718,7 +748,7 @@ class _BatchChannel(Channel):
         ``wake_threadsafe``); raises ``EOFError`` once closed and drained."""
         while True:
             with self._lock:
-                if self._live:
+                if self._live or self._marks:
                     self._wakeups = 0
                     return self._take(limit)
                 if self._wakeups:
@@ -787,9 +817,10 @@ class MqttSource:
         # connections after the first (counted in paho's thread): the Sparkplug host learns of each before
         # it decodes a message that connection brought, and takes every node's births as missed
         self._sessions = self._sessions_seen = 0
-        # connections lost (counted in paho's thread): the Sparkplug host marks its live nodes' tags BAD at each
-        # (``SparkplugHost.connection_lost``), what they publish meanwhile unseen
-        self._drops = self._drops_seen = 0
+        # connections lost (counted in paho's thread); each is marked in the queue, where it came: the Sparkplug
+        # host marks its live nodes' tags BAD there (``SparkplugHost.connection_lost``), after every message the
+        # lost connection brought, what they publish meanwhile unseen
+        self._drops = 0
         # with sparkplug.host_id, the rebirths a reconnect asks wait for the STATE birth, sent on the SUBACK
         self._state_sent = self._state_sent_seen = 0
         self.sparkplug = SparkplugHost(
@@ -1112,6 +1143,8 @@ class MqttSource:
         left, lost = self._stop_left, self._stop_lost
         self._stop_left = self._stop_lost = 0
         for entry in held + self._channel.take_all():
+            if entry[1] is _LOST:  # a mark, no message
+                continue
             if entry[5] is not None and not entry[5][1]:
                 left += 1
             else:
@@ -1461,7 +1494,7 @@ class MqttSource:
             return
         if self.state is ConnectionState.CONNECTED:  # a connection that was up: Sparkplug nodes' tags go BAD
             self._drops += 1
-            self._channel.wake_threadsafe()
+            self._channel.mark_threadsafe(_LOST)  # after its last message (paho's thread delivered them all)
         self.state = ConnectionState.BACKOFF
         if self._refused:  # the refusal was already reported with its reason; this is its echo
             return
@@ -2067,7 +2100,7 @@ class MqttSource:
                 backlog = len(batch) >= TAKE_MAX
                 last_wake = time.monotonic()
                 self._held, self._pos, self._readings = batch, 0, None
-                # a lost connection's BAD readings go before those of what came after it
+                # a reconnect's (``session_lost``): BAD readings of nodes that lived
                 if self.sparkplug.stale_waiting():
                     for r in self._order(self.sparkplug.take_stale()):
                         yield r
@@ -2106,9 +2139,6 @@ class MqttSource:
             return None
         if self._channel.dropped_by_topic:
             self._queue_full(self._channel.take_drops())
-        if self._drops_seen != self._drops:  # the connection was lost: what the nodes publish is unseen
-            self._drops_seen = self._drops
-            self.sparkplug.connection_lost()
         if self._sessions_seen != self._sessions:  # reconnected: the new connection's messages may follow
             self._sessions_seen = self._sessions
             # a primary host asks its rebirths after its STATE birth, the first message of a connection
@@ -2121,7 +2151,9 @@ class MqttSource:
     def _read(self, entry: list) -> list[Reading]:
         """The readings of a queued message (none for a dropped one's shell); never raises."""
         topic, payload, received_at, retained = entry[0], entry[1], entry[2], entry[3]
-        if topic is None:
+        if topic is None:  # a dropped message's shell, or the mark of a lost connection
+            if payload is _LOST:  # after all it brought: what the Sparkplug nodes publish now is unseen
+                return self._order(self.sparkplug.connection_lost())
             return []
         try:
             if not retained:

@@ -45,8 +45,9 @@ node's devices born (``MAX_NODE_DEVICES``) and its metrics, aliases and last val
 metrics all nodes hold together (``MAX_TOTAL_METRICS``, a Template's members each, its definitions' too: a birth
 past it makes room as a new node does in a full table, nodes not born that hold metrics forgotten first, then
 births-only ones; else it is refused, ``too_many_total_metrics``, ``_metric_room``).
-When this host's connection to the broker is lost (``connection_lost``), every live node's tags that had a value
-are passed on BAD (reason ``connection_lost``): what the nodes publish meanwhile, a death too, is unseen.
+When this host's connection to the broker is lost (``connection_lost``, called by the adapter after every message
+that connection brought), every live node's tags that had a value are passed on BAD (reason ``connection_lost``):
+what the nodes publish meanwhile, a death too, is unseen.
 When this host's own connection to the broker comes back (``session_lost``, called by the adapter before
 it decodes anything the new connection brought), every node it knows is treated as not born: what was
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
@@ -228,6 +229,9 @@ class _Node:
     # born, and nothing heard of it for rebirth_give_up_s, no death read (a cable cut, a broker that lost its
     # will): its tags were marked BAD as a death would (``SparkplugHost._silence``), until it sends anything
     silent: bool = False
+    # live when this host's connection was lost: its tags were marked BAD (``connection_lost``), and nothing of it
+    # has been read since (any message clears it); the reconnect's ``session_lost`` marks them no second time
+    lost: bool = False
     # born, live, and nothing heard of it for rebirth_give_up_s: a node reporting by exception whose values hold
     # still says nothing for days, its session valid (Sparkplug 3.0, Data Publish). When it was asked its birth to
     # learn whether it lives (monotonic; ``SparkplugHost._silence``), and when that ask was sent (``tick``):
@@ -644,34 +648,42 @@ class SparkplugHost:
             )
         self._rebirth(t.group, t.edge_node, node, t.device)
 
-    def connection_lost(self) -> None:
+    def connection_lost(self) -> list[Reading]:
         """This host's connection to the broker dropped: what its nodes publish meanwhile (a death, new values) is
         not seen, so the values held are no longer known to be current. Sparkplug 3.0 (Host Session Establishment:
         all metric data of the edge nodes known MUST be updated to STALE when the host loses its connection): the
         tags of every live node that had a value get a BAD reading, reason ``connection_lost`` (the OPC UA
-        source's), stamped with the wall time, for the adapter to pass on (``take_stale``). A birth read after the
-        reconnect (``session_lost`` asks each node's) brings GOOD values. Before, they stood GOOD, and those of a
-        node that died meanwhile (its will delivered while this host was away) stayed GOOD for good. A device
-        that died (DDEATH) keeps its BAD of ``device_death``: only the node's own tags and its live devices' get
-        one."""
+        source's), stamped with the wall time (or the tag's last time, if later: a node's clock ahead), returned
+        for the adapter to pass on. The adapter calls it where the drop came in its queue, after every message the
+        lost connection brought (read before, such a message made the tags GOOD again at old values, for good if
+        the node died meanwhile). A birth read after the reconnect (``session_lost`` asks each node's) brings GOOD
+        values. A device that died (DDEATH) keeps its BAD of ``device_death``: only the node's own tags and its
+        live devices' get one."""
         wall = time.time()
+        out: list[Reading] = []
         for (_, edge_node), node in self._nodes.items():
             if node.alive and not node.silent:  # a dead, silent or stale node's tags are BAD already
-                devices = node.devices
-                self._stale.extend(
-                    Reading(
-                        self._source,
-                        self._tag(edge_node, dev, name),
-                        v,
-                        wall,
-                        wall,
-                        Quality.BAD,
-                        None,
-                        "connection_lost",
-                    )
-                    for (dev, name), (v, _) in node.last.items()
-                    if dev is None or dev in devices
-                )
+                node.lost = True
+                out += self._lost(edge_node, node, wall)
+        return out
+
+    def _lost(self, edge_node: str, node: _Node, wall: float) -> list[Reading]:
+        """``connection_lost``'s BAD readings of a node's own tags and its live devices'."""
+        devices = node.devices
+        return [
+            Reading(
+                self._source,
+                self._tag(edge_node, dev, name),
+                v,
+                ts if ts > wall else wall,
+                wall,
+                Quality.BAD,
+                None,
+                "connection_lost",
+            )
+            for (dev, name), (v, ts) in node.last.items()
+            if dev is None or dev in devices
+        ]
 
     def session_lost(self, *, ask: bool = True) -> None:
         """This host's connection to the broker was lost and is back: whatever the nodes published
@@ -681,14 +693,19 @@ class SparkplugHost:
         connection's subscriptions were asked for (the node's answer must reach them) and before any of
         its messages is handled. ``ask=False`` leaves the asking to ``ask_missed``: a primary host's STATE
         birth must be the first message of its new connection (Sparkplug 3.0, tck-id-operational-behavior-
-        primary-application-state-with-multiple-servers-state), and goes out on the subscriptions' SUBACK."""
-        for node in self._nodes.values():
+        primary-application-state-with-multiple-servers-state), and goes out on the subscriptions' SUBACK.
+        A node that lived and whose tags the drop did not mark BAD (``connection_lost``: a message of it read
+        since) gets them marked now, BAD until its birth, as its data is skipped until then (``take_stale``)."""
+        wall = time.time()
+        for (_, edge_node), node in self._nodes.items():
             # a request published just before the drop may be lost with it: the interval counts on this
             # connection only
             node.last_rebirth = -math.inf
             node.asked.clear()  # asked again (``ask_missed``), its back-off from the start
             if node.alive:
-                node.alive, node.missed = False, True
+                if not node.lost and not node.silent:
+                    self._stale += self._lost(edge_node, node, wall)
+                node.alive, node.missed, node.lost = False, True, False
                 node.devices.clear()
         if ask:
             self.ask_missed()
@@ -1116,8 +1133,8 @@ class SparkplugHost:
         return bool(self._stale)
 
     def take_stale(self) -> list[Reading]:
-        """The BAD readings of the nodes gone silent (``tick``), or of those live when this host's connection was
-        lost (``connection_lost``), since the last call, to pass on as a death's."""
+        """The BAD readings of the nodes gone silent (``tick``), or of those a reconnect found live and not marked
+        at the drop (``session_lost``), since the last call, to pass on as a death's."""
         out, self._stale = self._stale, []
         return out
 
@@ -1402,6 +1419,7 @@ class SparkplugHost:
                 return []
             node = self._nodes[key] = _Node()
         node.heard = time.monotonic()  # it lives: a node given up on (``_give_up``) is asked again
+        node.lost = False  # its tags may be GOOD again: a reconnect marks them (``session_lost``)
         self._touched = key  # filed for ``_room`` after the message (``handle``)
         mt = t.message_type
         if self.retained:

@@ -6,6 +6,7 @@ keep the tests short."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -253,6 +254,69 @@ async def test_the_gateways_lost_broker_connection_makes_its_live_nodes_tags_bad
         (20.0, Quality.BAD),
         (21.0, Quality.GOOD),
     ]
+
+
+async def test_what_the_lost_connection_brought_before_the_drop_is_read_before_its_bad_never_after(mosquitto):
+    """The drop was applied when the consumer next took a batch from the queue, before that batch: data the lost
+    connection brought (a busy agent's backlog, up to 256 messages a batch, and the batches after) was read after
+    the connection_lost BAD, the tags GOOD again at old values, and with the node gone meanwhile they stayed GOOD
+    for good. Now the drop takes its place in the queue: the node's every message that came before it is read
+    first, then its tags go BAD, stamped no earlier than their last values, and stay BAD (said once) after the
+    reconnect until a birth is read."""
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=mosquitto.port,
+            subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
+            sparkplug={"rebirth_min_interval_s": 0},
+            reconnect_min_s=2,  # the queue read before the reconnect
+        ),
+    )
+    await src.start()
+    asker, asked = _asker(mosquitto.port, "spBv1.0/g/NCMD/+")
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", mosquitto.port, 30)
+    pub.loop_start()
+    got: list = []
+    items = src.items()
+    task = None
+    try:
+        await _ready(src)
+        pub.publish("spBv1.0/g/NBIRTH/n1", _birth(sp.Metric("Temp", None, D.DOUBLE, 20.0)), qos=1)
+        while not got:
+            got.append(await asyncio.wait_for(anext(items), 5))
+        # the consumer busy: 300 values queued (more than a batch), the node's clock 5 s ahead of the gateway's
+        ahead_ms = int(time.time() * 1000) + 5000
+        for i in range(1, 301):
+            pub.publish(
+                "spBv1.0/g/NDATA/n1",
+                sp.encode(sp.Payload(ahead_ms + i, i % 256, [sp.Metric("Temp", None, D.DOUBLE, 20.0 + i)])),
+                qos=1,
+            )
+        await until(lambda: src.stats.received == 301, 10, "the values queued")
+        closed(pub)  # the node goes: no birth answers the rebirths asked
+        src._client.socket().close()  # then the gateway's connection to the broker drops
+        await until(lambda: not src.connected.is_set(), 10, "the drop seen")
+
+        async def consume() -> None:
+            async for r in items:
+                got.append(r)
+
+        task = asyncio.create_task(consume())
+        await until(lambda: "n1" in asked, 15, "its birth asked after the reconnect")
+        await asyncio.sleep(0.5)
+    finally:
+        if task is not None:
+            task.cancel()
+        closed(asker)
+        await src.stop()
+    temp = [r for r in got if r.tag == "n1/Temp"]
+    assert [r.value for r in temp if r.quality is Quality.GOOD] == [20.0 + i for i in range(301)]
+    bad = [r for r in temp if r.quality is Quality.BAD]
+    assert [(r.value, r.reason) for r in bad] == [(320.0, "connection_lost")]
+    assert temp[-1] is bad[0]  # after every value read, and BAD still
+    assert bad[0].timestamp >= temp[-2].timestamp == (ahead_ms + 300) / 1000
 
 
 def _answering_node(port: int, pub: paho.Client) -> tuple[paho.Client, list[int]]:

@@ -170,6 +170,39 @@ def test_after_this_hosts_reconnect_every_node_is_asked_a_rebirth_and_its_data_w
     assert h.device_alive("g", "n", "m") and [r.value for r in ddata(h, 2)] == [5.0]
 
 
+def test_a_lost_connection_makes_live_nodes_tags_bad_once_at_the_drop_or_else_at_the_reconnect():
+    """The drop marks a live node's tags BAD (connection_lost), its live devices' too, stamped no earlier than
+    their last values; the reconnect (``session_lost``) marks them no second time, but does mark those of a node
+    read since the drop (what the lost connection brought, read after it), whose data waits for its birth."""
+    h, _, _ = host()
+    birth(h)
+    ddata(h, 2)  # stamped 2.0 by the node
+    lost = h.connection_lost()
+    assert [(r.tag, r.value, r.quality, r.reason) for r in lost] == [
+        ("n/uptime", 1.0, Quality.BAD, "connection_lost"),
+        ("n/m/current", 5.0, Quality.BAD, "connection_lost"),
+    ]
+    assert all(r.timestamp >= 2.0 for r in lost)
+    h.session_lost()
+    assert h.take_stale() == []  # BAD already
+    birth(h, bd=1)
+    ddata(h, 2, value=6.0)
+    node_ts = 4e9  # the node's clock far ahead of the gateway's
+    h.handle(
+        "spBv1.0/g/DDATA/n/m",
+        sp.encode(sp.Payload(int(node_ts * 1000), 3, [sp.Metric(None, 10, D.DOUBLE, 7.0)])),
+        3,
+    )
+    h.session_lost()  # no drop marked first
+    stale = h.take_stale()
+    assert [(r.tag, r.value, r.reason) for r in stale] == [
+        ("n/uptime", 1.0, "connection_lost"),
+        ("n/m/current", 7.0, "connection_lost"),
+    ]
+    assert stale[1].timestamp == node_ts
+    assert h.connection_lost() == []  # not born now: nothing more
+
+
 def test_a_node_whose_seq_never_follows_is_asked_one_rebirth_not_one_at_every_birth():
     """A seq gap asks a rebirth (a lost message's change); a node whose seq is broken (counts past 255,
     or jumps) would then be asked again after every birth that answers it: asked once, until it sends a
