@@ -391,6 +391,8 @@ _ARRIVAL = operator.itemgetter(4)
 _PAYLOAD = operator.itemgetter(1)
 # messages a hand-over gives the consumer at most (get_many): about the most a new message waits behind
 TAKE_MAX = 256
+# names a duplicate_key line of names that differ only by text that is not valid Unicode says (then a count)
+CLASH_NAMES_SHOWN = 3
 # the payload of a mark (``_BatchChannel.mark_threadsafe``): this source's connection to the broker was lost there
 _LOST = object()
 
@@ -1893,11 +1895,16 @@ class MqttSource:
         if not clashes:
             return
         for named, names in clashes.items():
+            # the first few names, then how many more: 8,000 names that clash made a line of 176,220 characters
+            shown = sorted(names)
+            said = ", ".join(shown_topic(n) for n in shown[:CLASH_NAMES_SHOWN])
+            if len(shown) > CLASH_NAMES_SHOWN:
+                said += f" and {len(shown) - CLASH_NAMES_SHOWN:,} more"
             self._error(
                 "duplicate_key",
-                f"topic {shown_topic(topic)}: names {', '.join(shown_topic(n) for n in sorted(names))} differ only "
-                f"by text that is not valid Unicode: each would be tag {shown_topic(named)}, two fields' values in "
-                "one; none of them is read (the message's other values are): make the device send UTF-8",
+                f"topic {shown_topic(topic)}: names {said} differ only by text that is not valid Unicode: each "
+                f"would be tag {shown_topic(named)}, two fields' values in one; none of them is read (the message's "
+                "other values are): make the device send UTF-8",
             )
         readings[:] = [r for r in readings if r.tag not in clashes]
 

@@ -118,3 +118,22 @@ async def test_two_keys_that_differ_only_by_text_that_is_not_unicode_are_never_r
     clashes = [e for e in errors if e.startswith("duplicate_key")]
     assert len(clashes) == 2 and src.stats.errors_by_reason["duplicate_key"] == 2, errors
     assert "'dev/a/t\\ud800'" in clashes[0] and "'dev/a/t\\udc00'" in clashes[0], clashes
+
+
+async def test_a_clash_of_thousands_of_names_is_said_in_a_bounded_line(mosquitto) -> None:
+    """A message of 8,000 keys that all differ only by text that is not valid Unicode ("\\udc80\\udc80",
+    "\\udc80\\udc81", ...) made a duplicate_key line joining every name: 176,220 characters in last_error, /status
+    and the log. The first names are said, then how many more."""
+    keys = [f'"\\udc{a:02x}\\udc{b:02x}": 1' for a in range(0x80, 0x100) for b in range(0x80, 0x100)][:8000]
+    errors: list[str] = []
+    got, src = await read_published(
+        mosquitto.port,
+        [{"topic": "dev/#"}, {"topic": "end"}],
+        [("dev/a", ("{" + ", ".join(keys) + ', "n": 3}').encode()), ("end", b'{"e": 1}')],
+        "end/e",
+        errors=errors,
+    )
+    assert [(r.tag, r.value) for r in got] == [("dev/a/n", 3), ("end/e", 1)]
+    (clash,) = [e for e in errors if e.startswith("duplicate_key")]
+    assert len(clash) < 1000 and "'dev/a/\\udc80\\udc80'" in clash and "and 7,997 more" in clash, clash[:2000]
+    assert len(src.stats.last_error or "") < 1000
