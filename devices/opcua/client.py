@@ -2633,9 +2633,11 @@ class OpcUaSource:
                     self._subs_left = (1, time.monotonic() + left_s)
                 reason, msg = _explain(e, self.settings)
                 refit_close = self._oversize and self._measuring in self._too_big
-                if up and not refit_close and self._refit_closes:
+                if up and not self._oversize and self._refit_closes:
                     # the PLC dropped the session on its own (a restart, a program download, the link): a node
-                    # given up on the session is read there again, its value may fit now
+                    # given up on the session is read there again, its value may fit now. Not when this source
+                    # closed it, for a value over the limit: another node's that grew was taken for the PLC's
+                    # drop, and the given-up node read there again, closing the session REFIT_HERE_MAX times more
                     self._refit_closes.clear()
                 if self._oversize:  # the connection was closed here, on a message over the limit
                     reason, msg = "too_large", _too_large(self._oversize, self.settings)
@@ -3731,6 +3733,7 @@ class OpcUaSource:
                                 await client.disconnect()
                 if fits:
                     del self._too_big[node_id]
+                    self._refit_closes.pop(node_id, None)  # too large again later: read on the session anew
                     self.node_errors.pop(node_id, None)
                     self._refit_now = True
                     self._measure_wanted = True  # it may still be large: subscribed apart if it is

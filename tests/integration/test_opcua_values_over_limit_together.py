@@ -371,3 +371,102 @@ async def test_the_session_a_too_large_cut_leaves_on_the_plc_is_closed_so_the_ne
         await src.stop()
         await srv.stop()
     assert refused == [] and held == 1, (refused, held, src.stats.errors_by_reason)
+
+
+async def test_a_node_given_up_on_the_session_stays_so_when_another_nodes_value_grows_too_large(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PLC that allows one session, a node whose value never fits, given up on the session after REFIT_HERE_MAX
+    closes. Then another node's value grows over max_message_bytes: the source itself closes the session for it
+    (too_large), which is not the PLC dropping the session; the given-up node was read on the session again for
+    it (57615df8 took every loss of a live session that was not its own read's close for the PLC's), closing the
+    session REFIT_HERE_MAX times more. It stays given up. The pause is cut to 0.3 s here."""
+    from devices.opcua import client as client_module
+
+    monkeypatch.setattr(client_module, "REFIT_MIN_S", 0.3, raising=False)
+    monkeypatch.setattr(client_module, "REFIT_MAX_S", 0.3, raising=False)
+    caplog.set_level(logging.INFO, logger="devices.opcua")
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:never-fits-other", "Line")
+    await obj.add_variable(
+        ua.NodeId("Scan", idx), "Scan", ua.Variant([0.25] * 200_000, ua.VariantType.Double)
+    )  # 1.6 MB
+    wave = await obj.add_variable(
+        ua.NodeId("Wave", idx), "Wave", ua.Variant([0.5] * 100, ua.VariantType.Double)
+    )
+    await obj.add_variable(ua.NodeId("Force", idx), "Force", ua.Variant(1.5, ua.VariantType.Double))
+    await srv.start()
+    _one_session_at_a_time(srv)
+    scan, wave_id = f"ns={idx};s=Scan", f"ns={idx};s=Wave"
+    src = OpcUaSource("plc", _settings(port, [scan, wave_id, f"ns={idx};s=Force"]))
+    await src.start()
+    try:
+        await until(lambda: "no longer read there" in src.node_errors.get(scan, ""), 15, "the node given up")
+        await until(lambda: src.state is ConnectionState.CONNECTED, 5, "the session made again")
+        mark = len(caplog.records)
+        await wave.write_value(
+            ua.Variant([0.5] * 200_000, ua.VariantType.Double)
+        )  # 1.6 MB: cut by the source
+        await until(lambda: wave_id in src.node_errors, 10, "the other node left out for its size")
+        await asyncio.sleep(2.0)  # six pauses: the given-up node was read on the session again within them
+    finally:
+        await src.stop()
+        await srv.stop()
+    again = [
+        r.getMessage()
+        for r in caplog.records[mark:]
+        if "is read again on this session" in r.getMessage() and scan in r.getMessage()
+    ]
+    assert again == [], again
+    assert "no longer read there" in src.node_errors.get(scan, ""), src.node_errors
+
+
+async def test_a_node_given_up_on_the_session_that_fit_again_is_read_there_anew_when_it_grows_too_large_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node given up on the session (REFIT_HERE_MAX closes) fits again, read on a connection of its own, and is
+    subscribed; later its value grows too large again. It starts anew: read on the session again. Its count of
+    closes was kept (57615df8), which only the clearing at every loss of a session hid (the source's own cut for
+    this node's value cleared it); without that it was given up at once, never read on the session again while the
+    PLC refused a connection of its own."""
+    from devices.opcua import client as client_module
+
+    monkeypatch.setattr(client_module, "REFIT_MIN_S", 0.3, raising=False)
+    monkeypatch.setattr(client_module, "REFIT_MAX_S", 0.3, raising=False)
+    caplog.set_level(logging.INFO, logger="devices.opcua")
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:fits-again", "Line")
+    big, small = (
+        ua.Variant([0.25] * 200_000, ua.VariantType.Double),
+        ua.Variant([0.25], ua.VariantType.Double),
+    )
+    node = await obj.add_variable(ua.NodeId("Scan", idx), "Scan", big)  # 1.6 MB
+    await obj.add_variable(ua.NodeId("Force", idx), "Force", ua.Variant(1.5, ua.VariantType.Double))
+    await srv.start()
+    create = srv.iserver.create_session
+    _one_session_at_a_time(srv)
+    scan = f"ns={idx};s=Scan"
+    src = OpcUaSource("plc", _settings(port, [scan, f"ns={idx};s=Force"]))
+    await src.start()
+    try:
+        await until(lambda: "no longer read there" in src.node_errors.get(scan, ""), 15, "the node given up")
+        srv.iserver.create_session = create  # a connection of its own allowed: it is read there, and fits
+        await node.write_value(small)
+        await until(lambda: scan not in src.node_errors, 10, "the node subscribed again")
+        _one_session_at_a_time(srv)
+        mark = len(caplog.records)
+        await node.write_value(big)
+        await until(lambda: scan in src.node_errors, 10, "the node left out again")
+        said = src.node_errors[scan]
+        await until(
+            lambda: any(
+                "is read again on this session" in r.getMessage() and scan in r.getMessage()
+                for r in caplog.records[mark:]
+            ),
+            5,
+            "the node read on the session again",
+        )
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert "no longer read there" not in said, said
