@@ -35,7 +35,7 @@ from edge_agent.files import atomic_write_json, read_json_state, remove_stale_te
 from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot, SlotError
 from edge_agent.pipelines import Pipeline
-from edge_agent.priority import lower_this_thread
+from edge_agent.priority import lower_this_thread, opencv_in_calling_threads
 from edge_agent.process_info import peak_rss_mb, rss_mb
 from edge_agent.status_board import SHOWN_BYTES, SHOWN_ITEMS, Cut, StatusBoard, node_errors_shown
 from edge_agent.types import Result
@@ -427,6 +427,8 @@ class Agent:
     async def start(self) -> None:
         if self._own_lock:
             self.data_lock.acquire()  # before anything writes in the folder: DataDirInUse
+        # the engines and the cameras own the gateway's cores: OpenCV's worker spun beside them
+        opencv_in_calling_threads()
         if self.outbox is not None:
             await asyncio.to_thread(self.outbox.open)  # a store that cannot open stops start-up
         for slot in self.slots.values():

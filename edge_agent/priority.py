@@ -85,3 +85,20 @@ async def in_lowered_thread(fn: Callable[..., T], *args: Any) -> T:
 
     threading.Thread(target=run, name=f"load-{getattr(fn, '__name__', 'fn')}", daemon=True).start()
     return await fut
+
+
+def opencv_in_calling_threads() -> None:
+    """Set OpenCV to one thread for the process: each of its calls runs in the thread that makes it.
+
+    OpenCV hands a call on many pixels (a colour conversion of a frame, a resize to more than 65,536 pixels:
+    a 320-px model's input, a camera's ``width``/``height``) to its worker thread, which then spins waiting for
+    more: 0.6-0.9 ms of CPU after each call (2-core AMD EPYC, 2026-12-05), a third busy thread beside the
+    engine and the camera or the UNSURE check. On one thread the same pixels (each is computed alike); a
+    640x480 frame into a 320-px model costs the process 0.56-0.73 ms less CPU, its ``slot.infer`` as long.
+    A 5-MP frame's resize by area to 320 px, which the worker halved (9 of ~18 ms), took 1.3-1.7 ms longer
+    in the agent (its camera decoding the next frame on the other core): within the run-to-run noise
+    (``bench/RESULTS.md``, "OpenCV's worker threads")."""
+    import cv2
+
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
