@@ -27,9 +27,10 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
 - A missing value in a channel (an empty CSV cell, a Parquet null, NaN) is refused only in a channel the
   import uses, naming its line or row: a slow channel logged beside the signal does not refuse the run.
 
-Labels (``--labels``, CSV with a header ``run,fault[,start_s,end_s,failure_s]``): ``run`` is the
-file's stem; a row without start/end labels the whole run; ``failure_s`` (seconds from the run's
-start) gives remaining life. Windows nobody labelled are left out (counted). One clear error each
+Labels (``--labels``, CSV with a header ``run,fault[,start_s,end_s,failure_s]``; never read as a run: left
+out of the files when they name it, another CSV with its columns refused as a labels file): ``run`` is the
+file's stem; a row without start/end labels the whole run; ``failure_s`` (seconds from the run's start) gives
+remaining life. Windows nobody labelled are left out (counted). One clear error each
 for gaps, time going back, mixed rates (inside a file or across files without ``--resample-to``),
 an unknown channel or fault, a default channel that rises at every sample (a time column under
 a name not known as one), and default channels that differ between files holding the same ones (columns
@@ -1243,6 +1244,41 @@ def read_labels(path: Path) -> list[LabelRow]:
     return out
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # either missing: said when it is read
+        return False
+
+
+def _not_a_labels_file(path: Path) -> None:
+    """A CSV that failed to read as a run: refused as a labels file (another than --labels names: a copy,
+    a former version beside the runs) when its header has the labels' run and fault columns and its first
+    row's fault is one."""
+    if path.suffix.lower() != ".csv":
+        return
+    try:
+        with _csv_open(path) as fh:
+            head = fh.read(1 << 16)
+    except (OSError, UnicodeDecodeError):
+        return
+    delimiter, _, _ = _csv_dialect(head)
+    lines = [ln for ln in head.splitlines() if ln.strip()]
+    lines = lines[1:] if lines and _EXCEL_SEP.fullmatch(lines[0].strip()) else lines
+    try:
+        rows = [[c.strip().lower() for c in r] for r in csv.reader(lines[:2], delimiter=delimiter)]
+    except csv.Error:
+        return
+    names = rows[0] if rows else []
+    # a recording with channels called run and fault (a counter, a code) is not one: its fault is a number
+    first = dict(zip(names, rows[1], strict=False)) if len(rows) > 1 else {}
+    if "run" in names and "fault" in names and first.get("fault", FAULTS[0]) in FAULTS:
+        raise DatasetError(
+            f"{path}: its columns ({','.join(names)[:80]}) are a labels file's, not a run's recording; leave it "
+            "out of the files to import (name the runs' files, not the whole folder) or give it as --labels"
+        )
+
+
 def import_vibration(
     files: list[Path],
     out: Path,
@@ -1267,13 +1303,20 @@ def import_vibration(
     # slip) was replaced, or an earlier import's windows without a word
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out} exists and is not empty; choose a new dataset folder")
+    # a glob of the runs' folder (`data/*.csv --labels data/labels.csv`) names the labels file too: it is
+    # the labels, never a run (it was read as one: "column 'run' holds a value that is not a number")
+    files = [f for f in files if not _same_file(Path(f), Path(labels_file))]
     recs, used = [], {}
     # without --channel: (a file, the channel taken, its channels), one per layout of the files read
     firsts: list[tuple[Path, str, tuple[str, ...]]] = []
     for f in files:
         # read and keep only the channels this import uses: the others of every run need not be parsed
         # nor stay in memory
-        rec = read_recording(Path(f), rate_hz, partial(_used_channels, channel, speed_channel))
+        try:
+            rec = read_recording(Path(f), rate_hz, partial(_used_channels, channel, speed_channel))
+        except DatasetError:
+            _not_a_labels_file(Path(f))
+            raise
         available = rec.available or tuple(rec.channels)
         name = channel or next((c for c in available if c != speed_channel), "")
         for c in (name, speed_channel):

@@ -1639,3 +1639,45 @@ def test_runs_in_a_folder_named_in_latin1_are_recorded_as_refusals_print_them_an
     assert meta["runs"][0] == f"{tmp_path}/Pr\\xfcfstand/pump1.csv"
     assert meta["labels"] == f"{tmp_path}/Pr\\xfcfstand/labels.csv"
     assert load_vibration(tmp_path / "ds").waveforms.shape == (8, 2048)
+
+
+def test_the_labels_file_among_the_runs_a_glob_names_is_the_labels_not_a_run(tmp_path, capsys):
+    """`data/*.csv --labels data/labels.csv` with the labels in the runs' folder read the labels file as a
+    run: "line 2: column 'run' holds a value that is not a number", not saying it had taken the labels file
+    for data. The file --labels names is left out of the runs (under any spelling of its path); another
+    CSV with the labels' columns is refused saying it looks like a labels file and how to leave it out."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("pump1", "pump2"):
+        _csv(data / f"{name}.csv", rng.normal(0, 0.1, 4096))
+    _labels(data / "labels.csv", ["pump1,healthy,,,", "pump2,imbalance,,,"])
+    globbed = sorted(str(p) for p in data.glob("*.csv"))
+    assert str(data / "labels.csv") in globbed
+    for spelling in (str(data / "labels.csv"), f"{data}/../data/labels.csv"):
+        out = tmp_path / f"ds{len(spelling)}"
+        argv = ["import", "--kind", "vibration", *globbed, "--labels", spelling, "--out", str(out)]
+        assert dataset_main(argv) == 0, capsys.readouterr().err
+        res = json.loads(capsys.readouterr().out)
+        assert (res["runs"], res["faults"]) == (2, {"healthy": 2, "imbalance": 2}), res
+        assert load_vibration(out).waveforms.shape == (4, 2048)
+    # an older labels file beside them (a copy, a former version) is not a run either
+    _labels(data / "labels_old.csv", ["pump1,healthy,,,"])
+    globbed = sorted(str(p) for p in data.glob("*.csv"))
+    argv = ["import", "--kind", "vibration", *globbed, "--labels", str(data / "labels.csv")]
+    assert dataset_main([*argv, "--out", str(tmp_path / "ds_old")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"cloud-trainer dataset import: {data / 'labels_old.csv'}: its columns (run,fault,start_s,end_s,"
+        "failure_s) are a labels file's, not a run's recording; leave it out of the files to import (name "
+        "the runs' files, not the whole folder) or give it as --labels\n"
+    ), err
+    assert not (tmp_path / "ds_old").exists()
+    # a recording with channels called run and fault (a counter, a code) keeps its own error
+    (data / "labels_old.csv").unlink()
+    rows = [f"{k / RATE:.6f},{k},{'x' if k == 3 else 0}" for k in range(4096)]
+    (data / "pump3.csv").write_text("timestamp,run,fault\n" + "\n".join(rows) + "\n")
+    argv = ["import", "--kind", "vibration", str(data / "pump3.csv"), "--labels", str(data / "labels.csv")]
+    assert dataset_main([*argv, "--channel", "fault", "--out", str(tmp_path / "ds3")]) == 2
+    err = capsys.readouterr().err
+    assert "pump3.csv: line 5: column 'fault' holds a value that is not a number ('x')" in err, err
