@@ -495,6 +495,9 @@ class Quotas:
         self._records: dict[AgentKey, _Bucket] = {}
         self._samples: dict[AgentKey, tuple[int, int]] = {}  # (tenant, agent) -> (UTC day, bytes)
         self._payloads: dict[AgentKey, tuple[int, int]] = {}  # the same, of records' payloads
+        self._seeded: dict[
+            AgentKey, int
+        ] = {}  # the UTC day whose stored bytes the two above were started from
         self._reports: dict[AgentKey, _Bucket] = {}
         self._report_bytes: dict[AgentKey, _Bucket] = {}
         self.refusals: dict[tuple[str, str, str], int] = defaultdict(int)  # (tenant, agent, kind) -> count
@@ -708,6 +711,25 @@ class Quotas:
             if used + nbytes > limit:
                 raise self._refuse(agent, kind, why(used))
             table[agent] = (day, used + nbytes)
+
+    def day(self) -> int:
+        """The UTC day (days since the epoch) the day budgets count."""
+        return int(self.clock() // 86400)
+
+    def seeded(self, agent: AgentKey, day: int) -> bool:
+        """Whether the agent's day budgets of ``day`` were started from what the store holds (``seed_day``)."""
+        with self._lock:
+            return self._seeded.get(agent) == day
+
+    def seed_day(self, agent: AgentKey, day: int, record_bytes: int, sample_bytes: int) -> None:
+        """The agent's payload and sample bytes the store holds for ``day`` (stored by this process or before a
+        restart, or by another replica until now): its day budgets count on from them, not from 0."""
+        with self._lock:
+            self._seeded[agent] = day
+            for table, n in ((self._payloads, record_bytes), (self._samples, sample_bytes)):
+                d, used = table.get(agent, (day, 0))
+                if n > (used if d == day else 0):  # (nothing noted for an agent with nothing stored)
+                    table[agent] = (day, n)
 
     def give_payload(self, agent: AgentKey, nbytes: int) -> None:
         """Payload bytes ``take_payload`` took for a batch then refused by another limit: not stored, not spent."""

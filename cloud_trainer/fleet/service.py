@@ -602,6 +602,7 @@ class FleetServicer(rpc.FleetServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{why}; nothing of the batch was stored")
         samples = sum(len(r.sample) for r in batch.records if r.kind == "sample")
         payloads = sum(len(r.payload) for r in batch.records)
+        await self._seed_day(who, agent)
         try:  # the whole batch is within the quotas, or none of it is stored
             self.quotas.take_batch(
                 agent, len(batch.records), payloads + sum(len(r.sample) for r in batch.records)
@@ -640,6 +641,21 @@ class FleetServicer(rpc.FleetServicer):
                 f"the fleet store could not write this batch ({_store_error(exc)}); {_unstored(exc)}, "
                 "send it again later",
             )
+
+    async def _seed_day(self, who: Identity, agent: tuple[str, str]) -> None:
+        """The agent's day budgets start, once a UTC day in this process, from the bytes the store holds for it
+        (``agent_usage``): counted in memory only, a restart started them from 0 and an agent refused past its
+        budget was stored again as much. A store that cannot answer leaves them as they are (tried again at the
+        next batch)."""
+        day = self.quotas.day()
+        if self.quotas.seeded(agent, day):
+            return
+        try:
+            used = await asyncio.to_thread(partial(self.store.agent_usage, who.name, day, tenant=who.tenant))
+        except Exception as exc:
+            self._store_failed("day budget reads", exc)
+            return
+        self.quotas.seed_day(agent, day, *used)
 
     async def DownloadPackage(self, request, context):
         who = await self.require(context, ROLE_AGENT)
@@ -1027,6 +1043,7 @@ def _records(batch) -> tuple[list[dict], list[int], list[tuple[int, str, str]]]:
             "kind": r.kind,
             "t": r.t,
             "payload": r.payload.decode("utf-8", "replace"),
+            "payload_bytes": len(r.payload),
         }
         if r.kind == "sample" and r.sample:
             digest = hashlib.sha256(r.sample).hexdigest()

@@ -99,6 +99,13 @@ CREATE TABLE IF NOT EXISTS tenant_usage (tenant TEXT NOT NULL, day INTEGER NOT N
   sample_bytes BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (tenant, day));
 """
 SCHEMA += QUOTAS
+# per agent, its records' payload bytes and sample bytes stored per UTC day, kept by ``ingest`` in the batch's
+# transaction: the fleet service's per-agent day budgets (record_bytes_per_day, sample_bytes_per_day) start from them
+# after a restart instead of from 0 (PostgreSQL migration 0012_agent_usage.sql)
+AGENT_USAGE = """CREATE TABLE IF NOT EXISTS agent_usage (tenant TEXT NOT NULL, agent TEXT NOT NULL, day INTEGER NOT NULL,
+  record_bytes BIGINT NOT NULL DEFAULT 0, sample_bytes BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (tenant, agent, day));
+"""
+SCHEMA += AGENT_USAGE
 QUOTA_FIELDS = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day")
 # per agent, epoch and kind: how many records are stored and their lowest and highest seq, kept by ``ingest`` in
 # the batch's transaction, so that stats and gaps (the console's agents, every few seconds) need not read every
@@ -182,6 +189,12 @@ DROP_CAUSES = {
 INT64_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL (BIGINT) hold
 # what a record costs a write besides its payload (its key, columns, index entries), for INGEST_CHUNK_BYTES
 INGEST_RECORD_BYTES = 256
+
+
+def _payload_bytes(r: dict) -> int:
+    """A record's payload bytes as the agent sent them (``payload_bytes``, given by the service), else of its text."""
+    n = r.get("payload_bytes")
+    return int(n) if n is not None else len(str(r["payload"]).encode("utf-8", "surrogatepass"))
 
 
 def _int64(v) -> int | None:
@@ -464,6 +477,10 @@ class Store(abc.ABC):
     def quotas(self) -> dict[str, dict]:
         """Per tenant with a quota or usage today: its limits and ``records_today``, ``sample_bytes_today``."""
 
+    def agent_usage(self, agent: str, day: int, *, tenant: str = T) -> tuple[int, int]:
+        """The agent's records' payload bytes and sample bytes stored on UTC ``day`` (days since the epoch)."""
+        return 0, 0
+
     @abc.abstractmethod
     def admit_agent(self, agent: str, *, tenant: str = T) -> None:
         """Register ``agent`` if the tenant's ``max_agents`` allows it (``TenantQuotaExceeded`` otherwise); an agent
@@ -610,7 +627,7 @@ class SQLStore(Store):
         now: float,
         synced: bool = True,
     ) -> tuple[list[int], int, int]:
-        stored = dup = sample_bytes = 0
+        stored = dup = sample_bytes = payload_bytes = 0
         q = self.q
         new_samples: list[dict] = []  # records stored now whose bytes go to the blob store
         counts: dict[
@@ -648,6 +665,7 @@ class SQLStore(Store):
                         c = counts.setdefault((epoch, r["kind"]), [0, r["seq"], r["seq"]])
                         c[0], c[1], c[2] = c[0] + 1, min(c[1], r["seq"]), max(c[2], r["seq"])
                         sample_bytes += int(r.get("sample_bytes") or 0)
+                        payload_bytes += _payload_bytes(r)
                         if meta is not None:
                             if r.get("sample_data"):
                                 new_samples.append(r)
@@ -701,6 +719,7 @@ class SQLStore(Store):
                 )
             if stored:  # the tenant's usage row stays locked (PostgreSQL) until the commit
                 self._charge(ex, tenant, stored, sample_bytes, now)
+                self._charge_agent(ex, tenant, agent, payload_bytes, sample_bytes, now)
             # last, once the batch is known to be new and within quota: the sample bytes (a failure rolls the
             # rows back; the agent, not acknowledged, sends them again)
             if blobs is not None:
@@ -744,6 +763,29 @@ class SQLStore(Store):
                     "the agent keeps it in its outbox and sends it after 00:00 UTC or once the platform operator "
                     "raises the quota"
                 )
+
+    def _charge_agent(
+        self, ex, tenant: str, agent: str, payload_bytes: int, sample_bytes: int, now: float
+    ) -> None:
+        """Count the agent's newly stored payload and sample bytes of the day (``agent_usage``)."""
+        ex(
+            self.q(
+                "INSERT INTO agent_usage (tenant, agent, day, record_bytes, sample_bytes) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant, agent, day) DO UPDATE SET "
+                "record_bytes = agent_usage.record_bytes + excluded.record_bytes, "
+                "sample_bytes = agent_usage.sample_bytes + excluded.sample_bytes"
+            ),
+            (tenant, agent, utc_day(now), payload_bytes, sample_bytes),
+        )
+
+    def agent_usage(self, agent: str, day: int, *, tenant: str = T) -> tuple[int, int]:
+        rows = self._rows(
+            self.q(
+                "SELECT record_bytes, sample_bytes FROM agent_usage WHERE tenant = ? AND agent = ? AND day = ?"
+            ),
+            (tenant, agent, day),
+        )
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     def set_quota(self, tenant: str, **limits: int) -> dict:
         bad = sorted(set(limits) - set(QUOTA_FIELDS))

@@ -168,6 +168,31 @@ def test_a_large_batch_whose_write_failed_midway_is_stored_once_when_sent_again(
     assert store.gaps("gw1") == []
 
 
+def test_an_agents_payload_and_sample_bytes_of_the_day_are_kept_in_the_store(store):
+    """What the fleet service's per-agent day budgets start from after a restart: the payload bytes (as the agent
+    sent them, ``payload_bytes``) and sample bytes of the records stored that UTC day, per tenant and agent; a
+    replay counts nothing."""
+    from cloud_trainer.fleet.store import utc_day
+
+    sample = rec(
+        2,
+        kind="sample",
+        payload='{"model": "m"}',
+        sample_sha256="ab" * 32,
+        sample_ext=".png",
+        sample_bytes=5000,
+    )
+    batch = [rec(1, payload='{"v": "' + "x" * 1000 + '"}', payload_bytes=1009), sample]
+    assert store.ingest("gw1", batch, tenant="acme")[1] == 2
+    assert store.ingest("gw1", batch, tenant="acme")[1:] == (0, 2)  # a replay: nothing more
+    store.ingest("gw1", [rec(3, payload="{}")], tenant="acme")  # no payload_bytes given: its text's
+    today = utc_day()
+    assert store.agent_usage("gw1", today, tenant="acme") == (1009 + 14 + 2, 5000)
+    assert store.agent_usage("gw1", today) == (0, 0)  # another tenant's agent of that name
+    assert store.agent_usage("gw2", today, tenant="acme") == (0, 0)
+    assert store.agent_usage("gw1", today - 1, tenant="acme") == (0, 0)
+
+
 def test_sqlite_writer_turns_give_a_waiting_short_write_before_a_batchs_next_range():
     """SQLite's one writer: a short write (a heartbeat) that waits goes before a range of a batch that waited
     longer; a wait with a timeout gives up and leaves the turn to the others."""

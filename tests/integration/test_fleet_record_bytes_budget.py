@@ -2,18 +2,25 @@
 (gRPC, mTLS) and the agent's own uplink and outbox. The per-second limits alone let one agent within every default
 write ~78 GB an hour of records into the data folder every tenant's store shares (``max_records_per_day`` counts
 records, whatever their size). Past the budget a batch is refused whole (``RESOURCE_EXHAUSTED``, saying which
-budget), its records wait in the agent's outbox, and another agent of the same tenant is stored as before."""
+budget), its records wait in the agent's outbox, and another agent of the same tenant is stored as before. The bytes
+an agent stored today are kept in the store, so a restarted service counts on from them."""
 
 from __future__ import annotations
 
+import json
+import time
+
+import grpc
 import pytest
 
 from cloud_trainer.fleet.guard import QuotaExceeded, QuotaLimits, Quotas
-from cloud_trainer.fleet.service import FleetServer
+from cloud_trainer.fleet.service import FleetServer, channel_credentials
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
 from edge_agent.uplink.client import Uplink
-from tests.support.fleet import cloud_settings, make_pki
+from protocols.gen import fleet_pb2 as pb
+from protocols.gen import fleet_pb2_grpc as rpc
+from tests.support.fleet import ServerProcess, cloud_settings, make_pki
 from tests.support.peers import free_port
 from tests.support.waits import until
 
@@ -83,3 +90,56 @@ def test_the_record_budget_is_per_utc_day_and_a_batch_refused_by_another_limit_s
     now[0] += 86400  # the next UTC day
     q.take_payload(agent, 1000)
     assert q.snapshot("acme")["record_bytes_today"] == {"gw1": 1000}
+
+
+async def _push_each(pki, port: int, seqs) -> list[str]:
+    """One batch of one ~30-KB record per seq, as gw1: "stored" or the refusal's status code, each."""
+    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    out = []
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+        stub = rpc.FleetStub(ch)
+        for seq in seqs:
+            payload = json.dumps({"pad": "x" * 30_000}).encode()
+            batch = pb.RecordBatch(
+                records=[pb.Record(seq=seq, kind="result", t=time.time(), epoch=1, payload=payload)]
+            )
+            try:
+                acks = [a async for a in stub.PushRecords(iter([batch]), timeout=10)]
+                out.append("stored" if acks[0].stored else "not stored")
+            except grpc.aio.AioRpcError as exc:
+                out.append(exc.code().name)
+    return out
+
+
+async def test_an_agents_record_bytes_of_the_day_are_still_counted_after_the_service_restarts(tmp_path):
+    """A real `cloud-trainer serve --record-bytes-per-day 100000`: gw1 stores 3 records of 30 KB, the 4th is
+    refused; the service restarts (kill -9) and gw1's next record is refused too. The budget was counted in the
+    service's memory only: the restarted service stored 3 more (180 KB that day against a budget of 100 KB), and
+    as many again after each restart."""
+    pki = make_pki(tmp_path / "pki")
+    server = ServerProcess(tmp_path / "cloud", pki, args=["--record-bytes-per-day", "100000"]).start()
+    try:
+        assert await _push_each(pki, server.port, [1, 2, 3, 4]) == ["stored"] * 3 + ["RESOURCE_EXHAUSTED"]
+        server.kill()
+        server.start()
+        assert await _push_each(pki, server.port, [5, 6]) == ["RESOURCE_EXHAUSTED"] * 2
+    finally:
+        server.stop()
+
+
+def test_the_day_budgets_start_from_what_the_store_holds_for_the_agent_that_day():
+    now = [86400.0 * 20000 + 100]
+    q = Quotas(QuotaLimits(record_bytes_per_day=1000, sample_bytes_per_day=500), clock=lambda: now[0])
+    agent = ("acme", "gw1")
+    assert not q.seeded(agent, q.day())
+    q.take_payload(agent, 100)
+    q.seed_day(agent, q.day(), 900, 450)  # stored today before a restart (or by another replica)
+    assert q.seeded(agent, q.day())
+    with pytest.raises(QuotaExceeded, match="record budget"):
+        q.take_payload(agent, 101)
+    q.take_payload(agent, 100)
+    with pytest.raises(QuotaExceeded, match="sample budget"):
+        q.take_sample(agent, 51)
+    now[0] += 86400  # the next UTC day: read from the store again, counted from there
+    assert not q.seeded(agent, q.day())
+    q.take_payload(agent, 1000)
