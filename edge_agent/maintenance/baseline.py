@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,10 +139,14 @@ SHAPE_KEPT = 6.0
 # TEMP_GRACE_S, has not fallen TEMP_FALL (degrees of the tag) from its highest in the spell, and either
 # rose TEMP_FALL (the machine heats: it runs) or stays within TEMP_COLD of the running temperature, is a
 # dead or detached sensor on a running machine; one TEMP_COLD or more below it and steady is a machine at
-# rest (the agent started during a long stop). The running temperature is the last running window's before
-# the spell where the agent saw one, else the commissioned one: a machine's temperature follows the ambient
+# rest (the agent started during a long stop). The running temperature is the one the machine settled at
+# in the run before the spell (its running windows of the last TEMP_GRACE_S moved less than TEMP_FALL)
+# where the agent saw it settle, else the commissioned one: a machine's temperature follows the ambient
 # day and its load, and a pump commissioned on an afternoon at 51 degrees ran at 36 at night; its sensor
-# detached then was held as a stop (steady, 15 below the commissioned level) for 3 h, never said
+# detached then was held as a stop (steady, 15 below the commissioned level) for 3 h, never said. Not
+# settled: a machine stopped a few minutes after a cold start was a few degrees above its ambient, not
+# TEMP_COLD below the warming run's last window, and cooled under TEMP_FALL in the grace (a gearbox's
+# housing cools over hours): a 'low_level' fault at such a stop (runs of 1-20 min, probed)
 TEMP_FALL = 1.0
 TEMP_COLD = 5.0
 TEMP_GRACE_S = 600.0
@@ -498,7 +503,10 @@ class Baseline:
         self.orders = True
         self.temps: list[float] = []  # the running windows' temperatures while learning (temperature_tag)
         self.temp_running: float | None = None  # the commissioned running temperature (median)
-        self._temp_last_run: float | None = None  # the temperature of the last running window (this process)
+        # the temperature the machine settled at in its run before a spell (this process), and that run's
+        # running windows' temperatures of the last TEMP_GRACE_S and the one before (monotonic, degrees)
+        self._temp_last_run: float | None = None
+        self._run_temps: deque[tuple[float, float]] = deque()
         self.stop_floor: float | None = None  # log RMS the sensor reads at a recognised stop
         # a spell of low windows: its start time and its lowest and highest temperature so far
         self._spell: tuple[float, float, float] | None = None
@@ -999,10 +1007,13 @@ class Baseline:
             if why:
                 found = ("low_level", why)
         else:
+            if self._spell is not None:  # a run starts: not settled yet
+                self._temp_last_run = None
+                self._run_temps.clear()
             self._spell, self._said_long_stop = None, False
             t = (scalars or {}).get("_temperature") if self.s.temperature_tag is not None else None
             if t is not None and math.isfinite(t):
-                self._temp_last_run = float(t)
+                self._running_temperature(float(t))
         v.sensor_kind, v.sensor = found or (None, None)
         if f["speed_estimated"] and self.speed_hz and v.sensor is None:
             # tracked on the running machine only: a stopped machine's (or a dead sensor's) windows give
@@ -1087,6 +1098,20 @@ class Baseline:
         t = (scalars or {}).get("_temperature")
         if self.s.temperature_tag is not None and t is not None and math.isfinite(t):
             self.temps.append(float(t))
+
+    def _running_temperature(self, t: float) -> None:
+        """A running window's temperature: the machine's settled running temperature once its running
+        windows of the last ``TEMP_GRACE_S`` (a run at least that long) moved less than ``TEMP_FALL``. A
+        machine still warming up keeps the last settled one of this run, else none (the commissioned one)."""
+        now = self.monotonic()
+        temps = self._run_temps
+        temps.append((now, t))
+        while len(temps) > 1 and temps[1][0] <= now - TEMP_GRACE_S:
+            temps.popleft()  # the first kept is the last at or before the span (a gap in the windows spans it)
+        if temps[0][0] <= now - TEMP_GRACE_S:
+            values = [x for _, x in temps]
+            if max(values) - min(values) < TEMP_FALL:
+                self._temp_last_run = t
 
     def _signal_stop(
         self,

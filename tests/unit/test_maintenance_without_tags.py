@@ -160,3 +160,41 @@ def test_a_detached_sensor_on_a_machine_running_cooler_than_commissioned_is_a_fa
             assert verdicts[0].stopped and not verdicts[-1].stopped
             assert verdicts[-1].sensor_kind == "low_level" and "while it ran before" in verdicts[-1].sensor
             assert [e["fault"] for e in events if e["active"]] == ["low_level"]
+
+
+def test_a_short_run_from_cold_then_a_stop_is_a_stop_a_sensor_detached_while_warming_is_a_fault():
+    """Measured against the last running window's temperature, a machine stopped a few minutes after a
+    cold start (24 degrees, 27 after 2 minutes) was neither cold (5 below that window) nor cooling (a
+    housing cools under a degree in 10 minutes there): a 'low_level' sensor fault at such a stop (runs of
+    1-3 minutes with these 20/40-minute constants, of up to 20 minutes for a gearbox of 1 h/2 h). The
+    running temperature is the one a run settled at now, else the commissioned one: the stop is a stop,
+    and a sensor detached while the machine warms up is still said (the temperature rises)."""
+    now = [0.0]
+    b, g = _commissioned("BearingTemp", lambda: now[0])
+    g.dt = 60.0  # one window a minute
+    for stopping in (True, False):
+        events = []
+        watch = SensorWatch("gearbox", events.append)
+        g.running, g.temp = False, 24.0  # a long stop: the housing at its ambient
+        for _ in range(3):
+            now[0] += 60.0
+            assert _judge(b, watch, g.window(), g.temperature())[0].stopped
+        g.running = True
+        for _ in range(2):  # a short run from cold
+            now[0] += 60.0
+            v, fault = _judge(b, watch, g.window(), g.temperature())
+            assert fault is None and not v.stopped, v.to_dict()
+        verdicts = []
+        for _ in range(int(TEMP_GRACE_S / 60) + 3):
+            now[0] += 60.0
+            g.running = not stopping  # detached: the machine runs on and warms
+            t = g.temperature()
+            g.running = False
+            verdicts.append(_judge(b, watch, g.window(), t)[0])
+        if stopping:
+            assert all(v.stopped and v.sensor is None for v in verdicts), [v.to_dict() for v in verdicts]
+            assert events == []
+        else:
+            assert verdicts[0].stopped and not verdicts[-1].stopped
+            assert verdicts[-1].sensor_kind == "low_level"
+            assert [e["fault"] for e in events if e["active"]] == ["low_level"]
