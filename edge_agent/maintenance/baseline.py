@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,16 +136,9 @@ STOP_BAND_FALL = 3.0
 SHAPE_KEPT = 6.0
 # with a temperature tag: a stop cools the machine. A spell of low windows whose temperature, after
 # TEMP_GRACE_S, has not fallen TEMP_FALL (degrees of the tag) from its highest in the spell, and either
-# rose TEMP_FALL (the machine heats: it runs) or stays within TEMP_COLD of the running temperature, is a
-# dead or detached sensor on a running machine; one TEMP_COLD or more below it and steady is a machine at
-# rest (the agent started during a long stop). The running temperature is the one the machine settled at
-# in the run before the spell (its running windows of the last TEMP_GRACE_S moved less than TEMP_FALL)
-# where the agent saw it settle, else the commissioned one: a machine's temperature follows the ambient
-# day and its load, and a pump commissioned on an afternoon at 51 degrees ran at 36 at night; its sensor
-# detached then was held as a stop (steady, 15 below the commissioned level) for 3 h, never said. Not
-# settled: a machine stopped a few minutes after a cold start was a few degrees above its ambient, not
-# TEMP_COLD below the warming run's last window, and cooled under TEMP_FALL in the grace (a gearbox's
-# housing cools over hours): a 'low_level' fault at such a stop (runs of 1-20 min, probed)
+# rose TEMP_FALL (the machine heats: it runs) or stays within TEMP_COLD of the commissioned running
+# temperature, is a dead or detached sensor on a running machine; one TEMP_COLD or more below it and
+# steady is a machine at rest (the agent started during a long stop)
 TEMP_FALL = 1.0
 TEMP_COLD = 5.0
 TEMP_GRACE_S = 600.0
@@ -503,10 +495,6 @@ class Baseline:
         self.orders = True
         self.temps: list[float] = []  # the running windows' temperatures while learning (temperature_tag)
         self.temp_running: float | None = None  # the commissioned running temperature (median)
-        # the temperature the machine settled at in its run before a spell (this process), and that run's
-        # running windows' temperatures of the last TEMP_GRACE_S and the one before (monotonic, degrees)
-        self._temp_last_run: float | None = None
-        self._run_temps: deque[tuple[float, float]] = deque()
         self.stop_floor: float | None = None  # log RMS the sensor reads at a recognised stop
         # a spell of low windows: its start time and its lowest and highest temperature so far
         self._spell: tuple[float, float, float] | None = None
@@ -1007,13 +995,7 @@ class Baseline:
             if why:
                 found = ("low_level", why)
         else:
-            if self._spell is not None:  # a run starts: not settled yet
-                self._temp_last_run = None
-                self._run_temps.clear()
             self._spell, self._said_long_stop = None, False
-            t = (scalars or {}).get("_temperature") if self.s.temperature_tag is not None else None
-            if t is not None and math.isfinite(t):
-                self._running_temperature(float(t))
         v.sensor_kind, v.sensor = found or (None, None)
         if f["speed_estimated"] and self.speed_hz and v.sensor is None:
             # tracked on the running machine only: a stopped machine's (or a dead sensor's) windows give
@@ -1099,20 +1081,6 @@ class Baseline:
         if self.s.temperature_tag is not None and t is not None and math.isfinite(t):
             self.temps.append(float(t))
 
-    def _running_temperature(self, t: float) -> None:
-        """A running window's temperature: the machine's settled running temperature once its running
-        windows of the last ``TEMP_GRACE_S`` (a run at least that long) moved less than ``TEMP_FALL``. A
-        machine still warming up keeps the last settled one of this run, else none (the commissioned one)."""
-        now = self.monotonic()
-        temps = self._run_temps
-        temps.append((now, t))
-        while len(temps) > 1 and temps[1][0] <= now - TEMP_GRACE_S:
-            temps.popleft()  # the first kept is the last at or before the span (a gap in the windows spans it)
-        if temps[0][0] <= now - TEMP_GRACE_S:
-            values = [x for _, x in temps]
-            if max(values) - min(values) < TEMP_FALL:
-                self._temp_last_run = t
-
     def _signal_stop(
         self,
         waveform: np.ndarray,
@@ -1167,15 +1135,12 @@ class Baseline:
             _, t_min, t_max = self._spell
             cooling = t <= t_max - TEMP_FALL
             heating = t >= t_min + TEMP_FALL
-            # against the machine running just before (the ambient day and its load move it), else commissioned
-            running = self.temp_running if self._temp_last_run is None else self._temp_last_run
-            when = "when commissioned" if self._temp_last_run is None else "while it ran before"
-            cold = t <= running - TEMP_COLD
+            cold = t <= self.temp_running - TEMP_COLD
             cooled = cooling or (cold and not heating)
             if not cooled and spell_s >= TEMP_GRACE_S:
                 return False, (
                     f"sensor: the vibration is 1/{math.exp(-g):.0f} of its commissioned level while the "
-                    f"temperature ({t:.4g}, {running:.4g} {when}) has not fallen in "
+                    f"temperature ({t:.4g}, {self.temp_running:.4g} when commissioned) has not fallen in "
                     f"{spell_s:.0f} s: the machine runs, the sensor does not read it (dead or "
                     "detached); not judged"
                 )
