@@ -224,6 +224,10 @@ class Agent:
             )
             for f in cfg.forward
         ]
+        for name, src in self.sources.items():  # a Sparkplug host says where its historical values go
+            host = getattr(src, "sparkplug", None)
+            if host is not None:
+                host.historical_forwarded = any(f.source == name for f in cfg.forward)
         self.rules = [Rule(r, self.actions.handle) for r in cfg.rules]
         self._source_tasks: list[asyncio.Task] = []
         self.source_notices = {name: Notices(log) for name in self.sources}  # unread, nothing decoded
@@ -294,11 +298,17 @@ class Agent:
             if self.uplink:
                 self.uplink.poke()
 
-    def _outbox_append(self, kind: str, body: dict) -> None:
+    def _outbox_append(self, kind: str, body: dict, spare: bool = False) -> bool:
+        """Hand a record to the outbox; ``spare`` (a forward's historical value): only while the outbox's hand-over
+        queue is under half full, so a replay leaves current telemetry, results and events their room (False:
+        not handed)."""
         if self.outbox is not None and self.outbox.is_open:
+            if spare and self.outbox.soon_half_full:
+                return False
             self.outbox.append_soon(kind, body)
             if self.uplink:
                 self.uplink.poke()
+        return True
 
     def _make_on_result(self, action_names: list[str]):
         unsure_actions = [n for n in action_names if "UNSURE" in json.dumps(self.cfg.actions[n].when or {})]

@@ -318,6 +318,8 @@ def _leaves(
 SECONDS_AS_MS = (1_000_000_000, 10_000_000_000)
 # ... when it is this near the receive time (a gateway whose own clock is set): else it is an uptime (below)
 SECONDS_NEAR_S = 86_400
+# a historical value's own time must be after this (milliseconds, 2000-01-01): before it, a clock never set
+CLOCK_SET_MS = 946_684_800_000
 _FLOAT = sp.DataType.FLOAT  # 32 bits: read as the node shows it (``float32_shown``)
 _DATETIME = sp.DataType.DATETIME  # epoch milliseconds: read as a time (``sparkplug.datetime_text``)
 _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
@@ -588,6 +590,8 @@ class SparkplugHost:
             0  # normal after a host restart: counted, answered by a rebirth, not an error
         )
         self.historical = 0  # values a node sent late, flagged is_historical: counted, not used
+        # whether a forward takes this source's readings (the agent says): historical values are dropped otherwise
+        self.historical_forwarded = True
         self.on_notice: Callable[..., None] | None = None  # (key, message): a silent drop, said once
         self._birth_listeners: list[Callable[[str, str, str | None], None]] = []
         # set by the adapter while it hands over a retained message (the broker's stored copy): a retained
@@ -1812,6 +1816,7 @@ class SparkplugHost:
         out: list[Reading] = []
         unknown = False
         historical = 0
+        untimed = 0  # of them: without a time of their own, dropped
         repeated = ""  # the first array metric sent again with the same time and samples (a rebirth)
         unsupported = ""  # the first metric of a type the host does not read (Bytes, File, DataSet text)
         no_value = ""  # the first PropertySet, or metric of a datatype Sparkplug does not define: no value
@@ -1936,6 +1941,11 @@ class SparkplugHost:
                 if hist:
                     historical += 1
                     if leaf.is_null:  # no value then: nothing to store
+                        continue
+                    if not ts_ms or ts_ms < CLOCK_SET_MS:
+                        # no time of its own (none, 0, a clock never set, seconds for milliseconds): stored at the
+                        # receive instant it would sit among the current values, which it is not
+                        untimed += 1
                         continue
                 if leaf.is_null:  # no value now (Ignition: a tag whose PLC item is gone, often quality Bad)
                     was = node.last.get((dev, flat))
@@ -2098,13 +2108,25 @@ class SparkplugHost:
                     )
         if historical:
             self.historical += historical
+            where = (
+                "are passed on marked historical, with their own times, to forwards (outbox, MQTT) only"
+                if self.historical_forwarded
+                else "are dropped: no forward takes this source's readings"
+            )
             msg = (
                 f"sparkplug: {t.group}/{t.edge_node}: values flagged historical (sent late by the node's "
-                "store-and-forward) are passed on marked historical, with their own times, to forwards (outbox, "
-                "MQTT) only: rules, pipelines and actions take current values, and the tag's value stays the current one"
+                f"store-and-forward) {where}: rules, pipelines and actions take current values, and the tag's value "
+                "stays the current one"
             )
             if self.on_notice is not None:
                 self.on_notice("historical", msg, historical)
+        if untimed and self.on_notice is not None:
+            self.on_notice(
+                "historical_untimed",
+                f"sparkplug: {t.group}/{t.edge_node}: values flagged historical without a timestamp of their own "
+                "(none, 0, or before 2000: a clock never set) are dropped: fix the edge node's clock",
+                untimed,
+            )
         if repeated and self.on_notice is not None:
             self.on_notice(
                 "repeated_waveform",

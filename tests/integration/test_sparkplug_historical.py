@@ -94,7 +94,7 @@ async def test_a_nodes_buffered_history_is_stored_and_forwarded_marked_and_drive
     kept = sp._pb().Payload()  # the node's store-and-forward, sent as it reconnects
     kept.timestamp, kept.seq = now_ms, 1
     for i in range(100):
-        m = pb_metric(kept, alias=1, double_value=90.0 + i / 100)
+        m = pb_metric(kept, alias=1, double_value=90.0 + i)
         m.timestamp, m.is_historical = hour_ago + i * 36_000, True
     current = sp._pb().Payload()
     current.timestamp, current.seq = now_ms + 1, 2
@@ -130,7 +130,7 @@ async def test_a_nodes_buffered_history_is_stored_and_forwarded_marked_and_drive
         pub.disconnect()
         pub.loop_stop()
         await srv.stop()
-    want_history = [(90.0 + i / 100, (hour_ago + i * 36_000) / 1000) for i in range(100)]
+    want_history = [(90.0 + i, (hour_ago + i * 36_000) / 1000) for i in range(100)]
     temp = forwarded("edge/Temp")
     assert [(m["value"], m["ts"]) for m in temp if m.get("historical")] == want_history
     assert [m["value"] for m in temp if not m.get("historical")] == [20.0, 21.0]
@@ -151,3 +151,91 @@ async def test_a_nodes_buffered_history_is_stored_and_forwarded_marked_and_drive
         (5.0, True),
     ]
     assert [m["value"] for m in cloud if m["tag"] == "edge/Flow"] == [1.0]
+
+
+async def test_a_replay_of_history_pushes_out_no_current_reading_at_the_broker_or_in_the_outbox(
+    tmp_path, mosquitto, monkeypatch
+):
+    """Before, historical values went straight into the queues current readings use: a replay of thousands
+    (a node back after a long outage) pushed current Pressure changes out of the forward's MQTT queue (it drops
+    the oldest) and out of the outbox's hand-over (it drops telemetry past soon_max). Now historical messages
+    are dropped first (counted ``historical_dropped``), and none is handed to the outbox once its hand-over is
+    half full: every current change reaches the broker and the outbox. A historical value without a time of its
+    own is dropped, counted, not stored at the receive instant. (The queues are made small to keep it cheap.)"""
+    from edge_agent import tags as tags_mod
+
+    monkeypatch.setattr(tags_mod, "MAX_PENDING", 50)
+    cfg = {
+        "agent": {"id": "gw1", "site": "plant", "line": "line1", "data_dir": str(tmp_path / "data")},
+        "http": {"enabled": False},
+        "sources": {
+            "sp": {
+                "type": "mqtt",
+                "port": mosquitto.port,
+                "subscriptions": [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}],
+            }
+        },
+        "outbox": {},
+        "forward": [{"name": "line", "source": "sp", "to": "sp", "outbox": True, "qos": 1}],
+    }
+    sub = Subscriber(mosquitto.port, "factory/#")
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    D = sp.DataType
+    now_ms = int(time.time() * 1000)
+    hour_ago = now_ms - 3_600_000
+    birth = sp._pb().Payload()
+    birth.timestamp, birth.seq = now_ms - 1000, 0
+    pb_metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
+    pb_metric(birth, "Pressure", alias=1, datatype=D.DOUBLE, double_value=0.0)
+    pb_metric(birth, "Temp", alias=2, datatype=D.DOUBLE, double_value=20.0)
+    messages, per = 4, 2000
+    replay = []
+    for k in range(messages):
+        p = sp._pb().Payload()
+        p.timestamp, p.seq = now_ms + k, k + 1
+        for j in range(per):
+            m = pb_metric(p, alias=2, double_value=float(j))
+            m.timestamp, m.is_historical = hour_ago + (k * per + j) * 10, True
+            if j == per // 2:  # the current change amid the replay
+                pb_metric(p, alias=1, double_value=float(k + 1)).timestamp = now_ms + k
+        m = pb_metric(p, alias=2, double_value=-1.0)  # historical, no time of its own: dropped
+        m.is_historical = True
+        replay.append(p)
+    topic = "factory/plant/line1/gw1/tags/line"
+
+    def pressure() -> list[float]:
+        with sub.lock:
+            return [m["value"] for t, m in sub.messages if t == topic and m["tag"] == "edge/Pressure"]
+
+    agent = Agent(parse_config(cfg))
+    try:
+        await agent.start()
+        assert agent.outbox is not None
+        agent.outbox.soon_max = 100
+        await until(lambda: agent.sources["sp"].subscribed.is_set(), what="the SUBACK")
+        for kind, body in [("NBIRTH", birth)] + [("NDATA", p) for p in replay]:
+            pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1).wait_for_publish(5)
+        await until(
+            lambda: len(pressure()) >= messages + 1,
+            timeout_s=10,
+            what="every current Pressure change at the broker",
+        )
+        await until(lambda: agent.forwarders[0].status()["pending"] == 0, what="the forward's queue sent")
+        await until(lambda: agent.outbox._soon_waiting == 0, what="the outbox's hand-over done")  # type: ignore[union-attr]
+        rows = agent.outbox.pending(limit=10**6, max_bytes=10**9)
+        stored = [json.loads(r.payload) for r in rows if r.kind == "telemetry"]
+        fwd = agent.forwarders[0].status()
+        notices = agent.sources["sp"].notices.status()
+    finally:
+        await agent.stop()
+        sub.stop()
+        pub.disconnect()
+        pub.loop_stop()
+    assert pressure() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [m["value"] for m in stored if m["tag"] == "edge/Pressure"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert fwd["historical_dropped"] > 0  # the replay did not fit: its own values gave way
+    with sub.lock:
+        assert not any(m.get("historical") and m["value"] == -1.0 for t, m in sub.messages)
+    assert notices["historical_untimed"]["count"] == messages
