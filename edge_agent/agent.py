@@ -434,16 +434,27 @@ class Agent:
             if p.baseline is not None:
                 health[p.name]["baseline"] = fleet_summary(p.baseline.status())
 
+    def _handles_images(self) -> bool:
+        """Whether this agent reads frames (a camera) or runs an image model (once its slots started): only then
+        is OpenCV loaded at all (an agent of tags and signals imports no cv2: test_lean_agent_steady.py)."""
+        if any(s.type == "camera" for s in self.cfg.sources.values()):
+            return True
+        return any(
+            slot.version is not None and slot.manifest.preprocessing.kind == "image"
+            for slot in self.slots.values()
+        )
+
     async def start(self) -> None:
         if self._own_lock:
             self.data_lock.acquire()  # before anything writes in the folder: DataDirInUse
-        # the engines and the cameras own the gateway's cores: OpenCV's worker spun beside them
-        opencv_in_calling_threads()
         if self.outbox is not None:
             await asyncio.to_thread(self.outbox.open)  # a store that cannot open stops start-up
         for slot in self.slots.values():
             await slot.start()
             self.metrics.model(slot)
+        if self._handles_images():
+            # the engines and the cameras own the gateway's cores: OpenCV's worker spun beside them
+            opencv_in_calling_threads()
         self._check_sizing()
         for p in self.pipelines:
             p.prepare()
