@@ -617,10 +617,17 @@ class _BatchChannel(Channel):
         mixed = len(lanes) > 1
         # a mark waiting: only what came before it is taken (each lane's entries are in arrival order)
         upto = self._marks[0][4] if self._marks else None
-        while lanes and len(out) < limit:
-            share = max(1, (limit - len(out)) // len(lanes))
-            round_from = len(out)
-            for lane in list(lanes):
+        # with a mark waiting, the rounds walk only the lanes whose oldest came before it, each left out from the
+        # round it has nothing more before it (not all lanes ~256 rounds a take, under the lock, in the event loop)
+        ahead = None if upto is None else [lane for lane, queued in lanes.items() if queued[0][4] < upto]
+        while len(out) < limit:
+            walk = list(lanes) if ahead is None else ahead
+            if not walk:
+                break
+            share = max(1, (limit - len(out)) // len(walk))
+            if ahead is not None:
+                ahead = []  # the lanes with more before the mark, for the next round
+            for lane in walk:
                 queued = lanes[lane]
                 if type(lane) is str:  # a topic's own lane: its deque in by_topic too, without shells
                     k = len(queued)
@@ -631,6 +638,10 @@ class _BatchChannel(Channel):
                             n += 1
                         if not n:
                             continue
+                        if n == share and ahead is not None:
+                            ahead.append(lane)
+                    elif ahead is not None and k > n:
+                        ahead.append(lane)
                     if k <= n:
                         part = list(queued)
                         del lanes[lane], by_topic[lane]
@@ -680,10 +691,10 @@ class _BatchChannel(Channel):
                         self._shells -= 1
                     if not queued:
                         del lanes[lane]
+                    elif n == share and ahead is not None:
+                        ahead.append(lane)
                 if len(out) >= limit:
                     break
-            if upto is not None and len(out) == round_from:  # nothing left before the mark
-                break
         self._live -= len(out)
         self._bytes -= taken_bytes
         if self._heavy is None and by_topic:  # the heaviest was taken whole: the heaviest left, known again

@@ -51,3 +51,40 @@ def test_a_mark_with_nothing_queued_is_handed_over_alone_and_take_all_counts_no_
     channel.put_threadsafe(("t", b"1", 0.0, False))
     channel.mark_threadsafe(_LOST)
     assert [e[1] for e in channel.take_all()] == [b"1"]  # the stop: messages only
+
+
+class _CountingLanes(dict):
+    """The channel's lanes, counting each visit of a lane by ``_take`` (a lookup of its entries)."""
+
+    visits = 0
+
+    def __getitem__(self, key):  # type: ignore[no-untyped-def]
+        _CountingLanes.visits += 1
+        return super().__getitem__(key)
+
+
+def test_a_waiting_mark_does_not_make_a_take_walk_the_lanes_after_it_round_after_round() -> None:
+    # a busy topic's backlog before the drop's mark, then the reconnect's retained messages of 1,000 topics: each
+    # take walks the one lane before the mark, not 256 rounds of all 1,001 lanes under the lock in the event loop
+    channel = _BatchChannel(10_000, DeviceStats())
+    for i in range(5_000):
+        channel.put_threadsafe(("plant/line1/vibration", b"%d" % i, 0.0, False))
+    channel.mark_threadsafe(_LOST)
+    for i in range(1_000):
+        channel.put_threadsafe((f"plant/line1/tag{i}", b"y", 0.0, True))
+    channel._lanes = _CountingLanes(channel._lanes)
+    _CountingLanes.visits = 0
+
+    async def to_the_mark() -> list[list[list]]:
+        out = [await channel.get_many()]
+        while out[-1][-1][1] is not _LOST:
+            out.append(await channel.get_many())
+        return out
+
+    batches = asyncio.run(to_the_mark())
+    assert [e[1] for b in batches for e in b] == [b"%d" % i for i in range(5_000)] + [_LOST]
+    assert _CountingLanes.visits <= 3 * len(batches)  # was ~256 x 1,001 a take
+    assert len(channel) == 1_000  # those after the mark: all still there, then taken
+    assert sorted(e[0] for b in _batches(channel) for e in b) == sorted(
+        f"plant/line1/tag{i}" for i in range(1_000)
+    )
