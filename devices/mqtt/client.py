@@ -726,10 +726,14 @@ class _BatchChannel(Channel):
 
     def mark_threadsafe(self, what: object) -> None:
         """Queue a mark (an entry ``[None, what, ...]``) after every message queued so far: handed over once all
-        of them are, before any queued after it, and woken for."""
+        of them are, before any queued after it, and woken for; none if the last mark (the same ``what``) is still
+        the newest entry, so marks stay bounded by the messages queued."""
         with self._lock:
+            marks = self._marks
+            if marks and marks[-1][4] == self._arrived and marks[-1][1] is what:
+                return  # the last one still the newest entry (drops with nothing between): not one more each
             self._arrived += 1
-            self._marks.append([None, what, 0.0, False, self._arrived, None])
+            marks.append([None, what, 0.0, False, self._arrived, None])
         self.wake_threadsafe()
 
     def wake_threadsafe(self) -> None:

@@ -88,3 +88,16 @@ def test_a_waiting_mark_does_not_make_a_take_walk_the_lanes_after_it_round_after
     assert sorted(e[0] for b in _batches(channel) for e in b) == sorted(
         f"plant/line1/tag{i}" for i in range(1_000)
     )
+
+
+def test_drops_with_nothing_between_them_queue_one_mark_not_one_each() -> None:
+    # a broker dropping and reconnecting ~2/s while the consumer is stalled: one mark while nothing came since it
+    channel = _BatchChannel(100, DeviceStats())
+    channel.put_threadsafe(("t", b"1", 0.0, False))
+    for _ in range(1_000):
+        channel.mark_threadsafe(_LOST)
+    assert len(channel._marks) == 1
+    channel.put_threadsafe(("t", b"2", 0.0, False))
+    channel.mark_threadsafe(_LOST)
+    channel.mark_threadsafe(_LOST)
+    assert [[e[1] for e in b] for b in _batches(channel)] == [[b"1", _LOST], [b"2", _LOST]]
