@@ -189,13 +189,6 @@ class Reading:
     # adapter made is never stamped earlier than that BAD (a tag's history never goes back in time); None when
     # ``timestamp`` is the source's time
     source_ts: float | None = None
-    # a value the device kept and sent late (a Sparkplug node's store-and-forward after an outage,
-    # ``is_historical``): not current, so it drives no rule, pipeline or action and is not the tag's value; forwards
-    # store and send it with its own time, marked historical
-    historical: bool = False
-    # a current value the device says is not to be kept (Sparkplug ``is_transient``): it drives rules, pipelines
-    # and actions and is the tag's value, but a forward does not queue it for the cloud's store (outbox)
-    transient: bool = False
 
 
 @dataclass(frozen=True, slots=True)

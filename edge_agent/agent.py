@@ -224,10 +224,6 @@ class Agent:
             )
             for f in cfg.forward
         ]
-        for name, src in self.sources.items():  # a Sparkplug host says where its historical values go
-            host = getattr(src, "sparkplug", None)
-            if host is not None:
-                host.historical_forwarded = any(f.source == name for f in cfg.forward)
         self.rules = [Rule(r, self.actions.handle) for r in cfg.rules]
         self._source_tasks: list[asyncio.Task] = []
         self.source_notices = {name: Notices(log) for name in self.sources}  # unread, nothing decoded
@@ -298,17 +294,11 @@ class Agent:
             if self.uplink:
                 self.uplink.poke()
 
-    def _outbox_append(self, kind: str, body: dict, spare: bool = False) -> bool:
-        """Hand a record to the outbox; ``spare`` (a forward's historical value): only while the outbox's hand-over
-        queue is under half full, so a replay leaves current telemetry, results and events their room (False:
-        not handed)."""
+    def _outbox_append(self, kind: str, body: dict) -> None:
         if self.outbox is not None and self.outbox.is_open:
-            if spare and self.outbox.soon_half_full:
-                return False
             self.outbox.append_soon(kind, body)
             if self.uplink:
                 self.uplink.poke()
-        return True
 
     def _make_on_result(self, action_names: list[str]):
         unsure_actions = [n for n in action_names if "UNSURE" in json.dumps(self.cfg.actions[n].when or {})]
@@ -586,28 +576,21 @@ class Agent:
             self.source_items[name] += 1
             tag = getattr(item, "tag", None)
             try:
-                if tag is not None and item.historical:
-                    # a value the device kept and sent late (a Sparkplug node's store-and-forward): not current, so
-                    # not the tag's value, and no rule, pipeline or action takes it; forwards store and send it,
-                    # marked historical (the source counts it: its ``historical`` notice)
+                if tag is not None:
+                    shown = item if type(item.value) in _PLAIN else _shown(item)
+                    if tag in last:
+                        last[tag] = shown
+                    elif len(last) + units[name] < TAG_ROWS:
+                        units[name] += len(tag) // TAG_NAME_UNIT
+                        last[tag] = shown
                     for f in forwarders:
                         f.offer(item)
-                else:
-                    if tag is not None:
-                        shown = item if type(item.value) in _PLAIN else _shown(item)
-                        if tag in last:
-                            last[tag] = shown
-                        elif len(last) + units[name] < TAG_ROWS:
-                            units[name] += len(tag) // TAG_NAME_UNIT
-                            last[tag] = shown
-                        for f in forwarders:
-                            f.offer(item)
-                        for r in rules:
-                            await r.offer(item)
-                    if not (readers or forwarders or rules):
-                        unread.counts["unread"] = unread.counts.get("unread", 0) + 1
-                    for p in readers:
-                        await p.offer(item)
+                    for r in rules:
+                        await r.offer(item)
+                if not (readers or forwarders or rules):
+                    unread.counts["unread"] = unread.counts.get("unread", 0) + 1
+                for p in readers:
+                    await p.offer(item)
             except asyncio.CancelledError:
                 raise
             except Exception:  # one item that breaks a reader must not stop the source's readings

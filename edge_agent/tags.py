@@ -57,11 +57,7 @@ class Forwarder:
         self._tags = set(settings.tags)
         # tag -> (value forwarded, monotonic time, its quality)
         self._last: dict[str, tuple[Any, float, Quality]] = {}
-        # tag -> (historical value forwarded, its own time, its quality): a replay's series, apart from the live one
-        self._last_hist: dict[str, tuple[Any, float, Quality]] = {}
         self._queue: collections.deque = collections.deque()
-        # historical messages wait apart, sent after current ones and dropped first: a replay never pushes one out
-        self._hist_queue: collections.deque = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._burst = BurstLogger(log)
@@ -75,9 +71,7 @@ class Forwarder:
         if self._task is None:
             return
         deadline = time.monotonic() + timeout_s
-        while (
-            self._queue or self._hist_queue
-        ) and time.monotonic() < deadline:  # what is queued goes out first (bounded)
+        while self._queue and time.monotonic() < deadline:  # what is queued goes out first (bounded)
             await asyncio.sleep(0.02)
         self._task.cancel()
 
@@ -92,24 +86,6 @@ class Forwarder:
             v = v.tolist()
         elif isinstance(v, np.generic):
             v = v.item()
-        if r.historical:
-            # a value the device kept through an outage and sent late, with its own time: stored and sent, marked
-            # historical, neither judged against the tag's current value nor becoming it; the deadband and rate
-            # limit apply to the tag's historical series by its own times, so a replay is no denser than live
-            last = self._last_hist.get(r.tag)
-            if last is not None and last[2] is r.quality:
-                if self.s.min_interval_ms and 0 <= (r.timestamp - last[1]) * 1000 < self.s.min_interval_ms:
-                    self.stats["rate_limited"] += 1
-                    return
-                if self.s.deadband and not _moved(last[0], v, self.s.deadband):
-                    self.stats["deadband"] += 1
-                    return
-            elif last is None and len(self._last_hist) >= MAX_TAGS:
-                self._last_hist.clear()
-                self.stats["tag_state_reset"] += 1
-            self._last_hist[r.tag] = (v, r.timestamp, r.quality)
-            self._send(r, v)
-            return
         now = time.monotonic()
         last = self._last.get(r.tag)
         # a change of quality is news however little or soon the value moved: a gateway's record or a Sparkplug
@@ -133,67 +109,42 @@ class Forwarder:
                 MAX_TAGS,
             )
         self._last[r.tag] = (v, now, r.quality)
-        self._send(r, v)
-
-    def _send(self, r: Reading, v: Any) -> None:
         body = {"source": r.source, "tag": r.tag, "value": v, "ts": r.timestamp, "quality": r.quality.value}
         if r.reason is not None:  # why not GOOD: the server's status code name, or the source's own reason
             body["reason"] = r.reason
         if r.source_ts is not None:  # ts moved later than the source's own time (after a BAD the source made)
             body["source_ts"] = r.source_ts
-        if r.historical:
-            body["historical"] = True
-            self.stats["historical"] += 1
         self.stats["forwarded"] += 1
-        if r.transient:
-            # the device says it is not to be kept (Sparkplug is_transient): sent live, never queued for the
-            # cloud's store
-            body["transient"] = True
-            if self._outbox_append is not None:
-                self.stats["transient_not_stored"] += 1
-        elif self._outbox_append is not None:
+        if self._outbox_append is not None:
             try:
-                if r.historical:
-                    # kept only while the outbox's hand-over has room to spare: current telemetry, results and
-                    # events keep theirs (False: not queued)
-                    if self._outbox_append("telemetry", body, spare=True) is False:
-                        self.stats["historical_dropped"] += 1
-                else:
-                    self._outbox_append("telemetry", body)
+                self._outbox_append("telemetry", body)
             except Exception as exc:  # the outbox reports its own failures
                 self.stats["outbox_failed"] += 1
                 self._burst.log("outbox", "forward %s: not queued for the cloud: %s", self.s.name, exc)
         if self._publish is not None:
             payload = json_codec.dumps(body, separators=(",", ":")).encode()
-            (self._hist_queue if r.historical else self._queue).append(payload)
+            self._queue.append(payload)
             self._bytes += len(payload)
-            # bounded in messages and in bytes (with what the MQTT client holds of ours); the newest is kept, and
-            # historical messages go first: a current one is never dropped for a historical one
-            while len(self._queue) + len(self._hist_queue) > MAX_PENDING or (
-                len(self._queue) + len(self._hist_queue) > 1
-                and self._bytes + self._handed > MAX_PENDING_BYTES
+            # bounded in messages and in bytes (with what the MQTT client holds of ours); the newest is kept
+            while len(self._queue) > MAX_PENDING or (
+                len(self._queue) > 1 and self._bytes + self._handed > MAX_PENDING_BYTES
             ):
-                if self._hist_queue:
-                    self._bytes -= len(self._hist_queue.popleft())
-                    self.stats["historical_dropped"] += 1
-                else:
-                    self._bytes -= len(self._queue.popleft())
-                    self.stats["dropped"] += 1
+                self._bytes -= len(self._queue.popleft())
+                self.stats["dropped"] += 1
             self._wake.set()
 
     async def _sender(self) -> None:
         while True:
-            while not (self._queue or self._hist_queue):
+            while not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
-            queue = self._queue or self._hist_queue
             if self._handed and self._connected is not None:
                 if self._connected():  # the client sends what it held: ours no longer wait
                     self._handed = 0
-                elif self._handed + len(queue[0]) > MAX_PENDING_BYTES:
+                elif self._handed + len(self._queue[0]) > MAX_PENDING_BYTES:
                     await asyncio.sleep(0.2)  # it holds enough of ours for the broker's return
                     continue
-            payload = queue[0]
+            payload = self._queue[0]
             try:
                 outcome = await self._publish(self.topic, payload, qos=self.s.qos)
                 self.stats["queued" if outcome == "queued" else "sent"] += 1
@@ -206,8 +157,8 @@ class Forwarder:
                     "publish", "forward %s: not published to %s: %s", self.s.name, self.topic, exc
                 )
                 await asyncio.sleep(0.5)  # the broker is away: try the next one a little later
-            if queue and queue[0] is payload:
-                self._bytes -= len(queue.popleft())
+            if self._queue and self._queue[0] is payload:
+                self._bytes -= len(self._queue.popleft())
 
     def status(self) -> dict:
         return {
@@ -215,7 +166,7 @@ class Forwarder:
             "source": self.s.source,
             "topic": self.topic if self._publish else None,
             "outbox": self.s.outbox,
-            "pending": len(self._queue) + len(self._hist_queue),
+            "pending": len(self._queue),
             "pending_bytes": self._bytes + self._handed,
             **dict(self.stats),
         }

@@ -90,7 +90,6 @@ class Metric:
         None  # its "Quality" property, when the node sends one (``quality_of``)
     )
     is_historical: bool = False  # a value sent late (a node's store-and-forward), not the current one
-    is_transient: bool = False  # a current value the node says is not to be historized (kept in a store)
     # why a payload's metric is not read, ``(reason, detail)``: its name, or a name inside it (a Template member's,
     # a Template's reference, a DataSet column's), is not UTF-8 (``garbage_protobuf``) or over ``MAX_ID_CHARS``
     # characters (``name_too_long``); such a metric has no name and no value, the others are read
@@ -253,8 +252,6 @@ def _fill(m: Any, metric: Metric) -> None:
             pv.type, pv.int_value = DataType.INT32, int(metric.quality) & 0xFFFFFFFF
     if metric.is_historical:
         m.is_historical = True
-    if metric.is_transient:
-        m.is_transient = True
     if metric.is_null or metric.value is None:
         m.is_null = True
     else:
@@ -652,7 +649,6 @@ def _read_metric(m: Any, budget: list[int], depth: int) -> Metric:
         is_null=m.is_null,
         quality=_quality_property(m.properties) if m.HasField("properties") else None,
         is_historical=m.is_historical,
-        is_transient=m.is_transient,
     )
 
 

@@ -2071,10 +2071,8 @@ class MqttSource:
                 )
                 out.append(dataclasses.replace(r, timestamp=ts))
                 continue
-            if r.timestamp == r.received_at or r.historical:
-                # a value the node kept through an outage (``historical``) is older than the tag's current ones by
-                # nature: not held to their order, nor moving it (the current ones after it were dropped).
-                # Stamped with this gateway's receive time: a node that sent no time or 0 (no clock yet, as it
+            if r.timestamp == r.received_at:
+                # stamped with this gateway's receive time: a node that sent no time or 0 (no clock yet, as it
                 # boots), an NDEATH's BAD. Not the node's clock, so it is neither held to the tag's order nor
                 # moves it: moved, a node whose clock runs behind this gateway's had the readings after it (its
                 # rebirth's after a death, its first stamped ones once its clock was set) dropped as out of

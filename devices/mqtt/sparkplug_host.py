@@ -71,11 +71,8 @@ NBIRTH's definition's when a data message leaves it out; definitions give no tag
 carrying only the members that changed updates only those. A metric's "Quality" property (Ignition's
 nodes send one when a tag is not good) gives the reading's quality (``sparkplug.quality_of``).
 A value flagged ``is_historical`` (sent late by the node's store-and-forward after an outage) is not a
-current value: its reading is marked ``historical`` (with its own time), which the agent hands to forwards only
-(they store and send it marked so), never to rules, pipelines or actions (an alarm or a PLC write now would act
-on an old state); it does not become the tag's last value, is not held to the tag's time order, and is counted
-as the ``historical`` notice. A value flagged ``is_transient`` is current and read as any other, its reading
-marked ``transient``: a forward does not queue it for the cloud's store (Sparkplug: not to be historized).
+current value: it gives no reading (an alarm or a PLC write now would act on an old state) and does not
+become the tag's last value; it is counted as the ``historical`` notice.
 A timestamp of 0 (a node without a clock) is taken as none: a metric's falls back to its payload's, and
 that to the receive time; so is one that is this century's epoch seconds sent as milliseconds (it would be
 January 1970, and within a day of the receive time), counted as ``bad_timestamp`` (once per timestamp). Any other
@@ -318,8 +315,6 @@ def _leaves(
 SECONDS_AS_MS = (1_000_000_000, 10_000_000_000)
 # ... when it is this near the receive time (a gateway whose own clock is set): else it is an uptime (below)
 SECONDS_NEAR_S = 86_400
-# a historical value's own time must be after this (milliseconds, 2000-01-01): before it, a clock never set
-CLOCK_SET_MS = 946_684_800_000
 _FLOAT = sp.DataType.FLOAT  # 32 bits: read as the node shows it (``float32_shown``)
 _DATETIME = sp.DataType.DATETIME  # epoch milliseconds: read as a time (``sparkplug.datetime_text``)
 _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
@@ -590,8 +585,6 @@ class SparkplugHost:
             0  # normal after a host restart: counted, answered by a rebirth, not an error
         )
         self.historical = 0  # values a node sent late, flagged is_historical: counted, not used
-        # whether a forward takes this source's readings (the agent says): historical values are dropped otherwise
-        self.historical_forwarded = True
         self.on_notice: Callable[..., None] | None = None  # (key, message): a silent drop, said once
         self._birth_listeners: list[Callable[[str, str, str | None], None]] = []
         # set by the adapter while it hands over a retained message (the broker's stored copy): a retained
@@ -1816,7 +1809,6 @@ class SparkplugHost:
         out: list[Reading] = []
         unknown = False
         historical = 0
-        untimed = 0  # of them: without a time of their own, dropped
         repeated = ""  # the first array metric sent again with the same time and samples (a rebirth)
         unsupported = ""  # the first metric of a type the host does not read (Bytes, File, DataSet text)
         no_value = ""  # the first PropertySet, or metric of a datatype Sparkplug does not define: no value
@@ -1934,19 +1926,9 @@ class SparkplugHost:
                     # field for it), or a datatype Sparkplug B does not define: nothing to read, said so
                     no_value = no_value or flat
                     continue
-                # a value the node kept through an outage and sends late (its store-and-forward): not current,
-                # it is passed on marked so (``Reading.historical``) for forwards to store with its own time, and
-                # is neither the tag's last value nor a repeated waveform's reference
-                hist = m.is_historical or leaf.is_historical
-                if hist:
+                if m.is_historical or leaf.is_historical:
                     historical += 1
-                    if leaf.is_null:  # no value then: nothing to store
-                        continue
-                    if not ts_ms or ts_ms < CLOCK_SET_MS:
-                        # no time of its own (none, 0, a clock never set, seconds for milliseconds): stored at the
-                        # receive instant it would sit among the current values, which it is not
-                        untimed += 1
-                        continue
+                    continue
                 if leaf.is_null:  # no value now (Ignition: a tag whose PLC item is gone, often quality Bad)
                     was = node.last.get((dev, flat))
                     if was is not None:  # its last value is not current: BAD, as a death makes it
@@ -2049,21 +2031,6 @@ class SparkplugHost:
                     level, q_reason = sp.quality_reason(leaf.quality)
                     q = QUALITY_BY_NAME[level]
                 for key, v in values:
-                    if hist:
-                        out.append(
-                            Reading(
-                                self._source,
-                                self._tag(t.edge_node, dev, key),
-                                v,
-                                ts,
-                                received_at,
-                                q,
-                                None,
-                                q_reason,
-                                historical=True,
-                            )
-                        )
-                        continue
                     if type(v) is np.ndarray:
                         was = node.last.get((dev, key))
                         if (
@@ -2103,30 +2070,16 @@ class SparkplugHost:
                             q,
                             None,
                             q_reason,
-                            transient=m.is_transient or leaf.is_transient,
                         )
                     )
         if historical:
             self.historical += historical
-            where = (
-                "are passed on marked historical, with their own times, to forwards (outbox, MQTT) only"
-                if self.historical_forwarded
-                else "are dropped: no forward takes this source's readings"
-            )
             msg = (
                 f"sparkplug: {t.group}/{t.edge_node}: values flagged historical (sent late by the node's "
-                f"store-and-forward) {where}: rules, pipelines and actions take current values, and the tag's value "
-                "stays the current one"
+                "store-and-forward) are not used: live inference and actions take current values only"
             )
             if self.on_notice is not None:
                 self.on_notice("historical", msg, historical)
-        if untimed and self.on_notice is not None:
-            self.on_notice(
-                "historical_untimed",
-                f"sparkplug: {t.group}/{t.edge_node}: values flagged historical without a timestamp of their own "
-                "(none, 0, or before 2000: a clock never set) are dropped: fix the edge node's clock",
-                untimed,
-            )
         if repeated and self.on_notice is not None:
             self.on_notice(
                 "repeated_waveform",

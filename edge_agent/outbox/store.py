@@ -1120,12 +1120,6 @@ class Outbox:
             self._executor, functools.partial(self.append, kind, payload, **kw)
         )
 
-    @property
-    def soon_half_full(self) -> bool:
-        """Whether half of ``soon_max`` appends wait for the outbox's thread (what can wait, a forward's historical
-        values, is not handed over then)."""
-        return self._soon_waiting * 2 >= self.soon_max
-
     def append_soon(self, kind: str, payload: dict | bytes, **kw) -> Future | None:
         """Hand an append to the outbox's thread without waiting (for callers that cannot await, e.g.
         event callbacks); a failure is logged. None when the outbox is not open, or when ``soon_max``

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 
 import numpy as np
@@ -314,52 +313,3 @@ def test_a_condition_compares_a_field_with_its_own_type_or_is_refused_by_name():
     ]:
         with pytest.raises(ConditionError, match=re.escape(msg)):
             compile_condition(spec)
-
-
-def test_a_forwards_deadband_and_rate_limit_thin_a_replay_by_its_own_times():
-    """A Sparkplug node's store-and-forward replay went out whole, past deadband and min_interval_ms: an hour
-    at 10 ms steps is 360,000 messages for a tag forwarded once a second live. Now the forward's deadband and
-    rate limit apply to each tag's historical series by its own timestamps, apart from its live series."""
-    from edge_agent import tags
-    from edge_agent.config import ForwardSettings
-
-    sent: list = []
-    f = tags.Forwarder(
-        ForwardSettings(name="oven", source="s", outbox=True, min_interval_ms=1000, deadband=0.5),
-        "t",
-        None,
-        lambda k, b, spare=False: sent.append(b),
-    )
-    f.offer(Reading("s", "oven.temp", 50.0, 5000.0, 5000.0))  # current
-    for i in range(300):  # 3 s of history at 10 ms, each 1.0 more
-        f.offer(Reading("s", "oven.temp", float(i), 1000.0 + i / 100, 5000.0, historical=True))
-    f.offer(Reading("s", "oven.temp", 50.2, 5000.5, 5000.5))  # current, within the live deadband
-    assert [(b["value"], b["ts"], b.get("historical", False)) for b in sent] == [
-        (50.0, 5000.0, False),
-        (0.0, 1000.0, True),
-        (100.0, 1001.0, True),
-        (200.0, 1002.0, True),
-    ]
-
-
-def test_a_full_forward_queue_drops_historical_messages_before_current_ones(monkeypatch):
-    """The forward's MQTT queue dropped its oldest message when full, historical or not: a replay pushed current
-    readings out. Historical messages now wait apart, go after current ones and are dropped first."""
-    from edge_agent import tags
-    from edge_agent.config import ForwardSettings
-
-    monkeypatch.setattr(tags, "MAX_PENDING", 5)
-
-    async def publish(topic, payload, qos=0):
-        return "sent"
-
-    f = tags.Forwarder(
-        ForwardSettings(name="p", source="s", to="b"), "t", publish, None
-    )  # not started: queued
-    f.offer(Reading("s", "p", 1.0, 100.0, 100.0))
-    for i in range(20):
-        f.offer(Reading("s", "h", float(i), 1.0 + i, 100.0, historical=True))
-    f.offer(Reading("s", "p", 2.0, 101.0, 101.0))
-    queued = [json.loads(p) for p in list(f._queue) + list(f._hist_queue)]
-    assert [m["value"] for m in queued if m["tag"] == "p"] == [1.0, 2.0]
-    assert f.status()["pending"] == 5 and f.stats["historical_dropped"] == 17 and not f.stats["dropped"]
