@@ -1166,13 +1166,19 @@ class WriterTurns:
     admission, a read on the writer's connection: ``with turns``, ``acquire()``) gets it before a range of a batch
     (``turns.bulk()``), and each kind in the order it came. ``threading.Lock`` hands over in no order: a thread that
     released it and asked again at once (a batch's next range) mostly took it again, so another tenant's heartbeat
-    waited behind every range of every batch. Used as a lock: ``acquire(timeout=)`` / ``release()`` from any thread.
+    waited behind every range of every batch. Short writes go first at most ``SHORT_AHEAD`` times while a batch
+    waits, then the batch's range goes: a stream of heartbeats or an admin script's reads never stops every tenant's
+    batches (without the bound, one thread looping on short writes left a batch unwritten for good). Used as a lock:
+    ``acquire(timeout=)`` / ``release()`` from any thread.
     """
+
+    SHORT_AHEAD = 4
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._held = False
         self._waiting: tuple[deque, deque] = (deque(), deque())  # short writes', batches' tickets
+        self._ahead = 0  # short turns given while a batch's range waited, since a range last went
 
     def acquire(self, blocking: bool = True, timeout: float = -1, *, bulk: bool = False) -> bool:
         mine, ticket = self._waiting[bulk], object()
@@ -1190,8 +1196,19 @@ class WriterTurns:
                     self._cond.notify_all()
 
     def _turn(self, ticket: object, bulk: bool) -> bool:
-        if self._held or self._waiting[bulk][0] is not ticket or (bulk and self._waiting[False]):
+        if self._held or self._waiting[bulk][0] is not ticket:
             return False
+        batch_waits = bool(self._waiting[True])
+        if bulk:
+            if self._waiting[False] and self._ahead < self.SHORT_AHEAD:
+                return False  # a short write waits and may still go first
+            self._ahead = 0
+        elif batch_waits:
+            if self._ahead >= self.SHORT_AHEAD:
+                return False  # the waiting range's turn
+            self._ahead += 1
+        else:
+            self._ahead = 0
         self._held = True
         return True
 

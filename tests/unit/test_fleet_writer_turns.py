@@ -1,0 +1,58 @@
+"""SQLite's writer given in turns (cloud_trainer.fleet.store.WriterTurns): short writes go before a batch's range,
+but a stream of them never keeps the range out for good."""
+
+import threading
+import time
+
+from cloud_trainer.fleet.store import WriterTurns
+
+
+def test_a_batchs_range_gets_the_writer_while_short_writes_never_stop():
+    turns = WriterTurns()
+    stop = threading.Event()
+    shorts = [0]
+
+    def heartbeats() -> None:  # agents' heartbeats, an admin script's reads: a short write always waiting
+        while not stop.is_set():
+            with turns:
+                shorts[0] += 1
+                time.sleep(0.001)
+
+    threads = [threading.Thread(target=heartbeats, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.05)
+        got = []
+        for _ in range(5):  # five ranges of one batch, each asking anew
+            before = shorts[0]
+            assert turns.acquire(bulk=True, timeout=5.0), "a batch's range never got the writer"
+            got.append(shorts[0] - before)
+            turns.release()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+    # short writes still went first, a few at a time, never without bound
+    assert max(got) <= 3 * (WriterTurns.SHORT_AHEAD + 1)
+    assert shorts[0] > 0
+
+
+def test_a_waiting_short_write_still_goes_before_a_batchs_next_range():
+    turns = WriterTurns()
+    order = []
+    turns.acquire(bulk=True)  # a range is being written
+    bulk_waits = threading.Thread(
+        target=lambda: (turns.acquire(bulk=True), order.append("range"), turns.release())
+    )
+    short_waits = threading.Thread(
+        target=lambda: (turns.acquire(), order.append("heartbeat"), turns.release())
+    )
+    bulk_waits.start()
+    time.sleep(0.05)
+    short_waits.start()
+    time.sleep(0.05)
+    turns.release()
+    bulk_waits.join(5)
+    short_waits.join(5)
+    assert order == ["heartbeat", "range"]
