@@ -50,12 +50,10 @@ the cloud stores the gap with its cause: at most one event per cause every 5 s (
 with the next ``append`` or ``flush`` (a crash before then loses the event, not the counts).
 
 A corrupt or truncated database file is detected at ``open()`` (``PRAGMA quick_check``; an empty file of a
-known epoch too, and one holding no table: its commits were all in a WAL that came back empty), moved aside as
-``<data_dir>/outbox-corrupt/outbox.db.corrupt-<time>`` (outside the budgeted folder; only the newest is kept, and
-any whose records were never salvaged: see ``UNSALVAGED``) with one clear line, and a fresh outbox is started in a
-new epoch: the agent keeps running. What is still readable in the old file is salvaged into the new epoch with
-its old seq (numbering goes on after the old last seq, so an ack in flight for the old epoch names the same record,
-never another).
+known epoch too), moved aside as ``<data_dir>/outbox-corrupt/outbox.db.corrupt-<time>`` (outside the budgeted
+folder; only the newest is kept) with one clear line, and a fresh outbox is started in a new epoch: the agent
+keeps running. What is still readable in the old file is salvaged into the new epoch with its old seq (numbering
+goes on after the old last seq, so an ack in flight for the old epoch names the same record, never another).
 The outbox records an ``outbox_corrupt`` event (with the previous epoch and what was salvaged) as the first
 record of the new epoch, so the cloud learns of the loss. While running, a store found corrupt (by a commit, a
 drop, a reader) or removed or replaced under the agent is renewed the same way by the writer thread (readers
@@ -145,12 +143,6 @@ SALVAGE_TRIES = (
     5  # renewals failed by a disk error while salvaging; then what reads is salvaged, the rest skipped
 )
 READER_WAIT_S = 30.0  # a reader waits at most this long while the store is renewed
-# A moved-aside file whose records are still to be salvaged has an empty ``<its name>.unsalvaged`` beside it,
-# removed once a salvage has run: such a file is never removed to keep only the newest, and the next start that
-# finds the store corrupt salvages it too. (A renewal while running that the disk refused after the move, then a
-# restart, found the half-made store corrupt, and removing the older files took the only copy of the records.)
-UNSALVAGED = ".unsalvaged"
-_ASIDE_SUFFIXES = ("-wal", "-shm", "-journal", UNSALVAGED)
 # only these mean the file itself is bad; FULL, IOERR, READONLY, CANTOPEN are the disk's or the folder's fault
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
@@ -425,20 +417,10 @@ class Outbox:
                 # an outbox of that epoch existed: SQLite would take an empty file for a new database, and
                 # whatever it held would be gone without a word
                 raise _Corrupt(f"the file is empty (0 bytes); the last epoch was {known}")
-            held = known is not None and self.path.exists()
             db = self._connect()
             ok = db.execute("PRAGMA quick_check").fetchone()[0]
             if ok != "ok":
                 raise _Corrupt(_one_line(ok))
-            if held and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-                # a file of that epoch's outbox holding no table: every commit was in its WAL, which came back
-                # empty (fsync: off and a power loss, a copy taken while the agent wrote). SQLite takes it for a
-                # new database, so its records were gone without a word. (A WAL a checkpoint truncated to 0 bytes
-                # after a kill -9 holds nothing the file does not: such a file has its tables.)
-                raise _Corrupt(
-                    f"the file holds no table (the write-ahead log that held its commits is empty); the last "
-                    f"epoch was {known}"
-                )
             db.executescript(SCHEMA)
         except (sqlite3.DatabaseError, _Corrupt) as exc:
             if db is not None:
@@ -447,9 +429,6 @@ class Outbox:
             if isinstance(exc, sqlite3.DatabaseError) and not _is_corrupt(exc):
                 raise  # a full or read-only disk: the file may be healthy, keep it
             aside = self._move_aside()
-            # files moved aside before whose records were never salvaged: a renewal while running that the disk
-            # refused after the move (what stood here was then its half-made store), a crash during a salvage
-            earlier = [a for a in self._unsalvaged() if a != aside]
             reason = _one_line(exc)
             db = self._connect()
             db.executescript(SCHEMA)
@@ -457,32 +436,18 @@ class Outbox:
             epoch = max((known or 0) + 1, int(time.time()))
             self._write_epoch_file(epoch)
             db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
-            salvaged: Counter = Counter()
-            for src in earlier:
-                salvaged += self._salvage(src, db)
-                self._salvaged(src)
-            if aside is not None:
-                salvaged += self._salvage(aside, db)
-                self._salvaged(aside)
+            salvaged = self._salvage(aside, db) if aside is not None else Counter()
             log.error(
                 "outbox %s is corrupt (%s): moved aside to %s; a fresh outbox starts in epoch %d with the %d "
-                "records still readable in it%s; the others were not sent (inspect the file with sqlite3 if "
+                "records still readable in it; the others were not sent (inspect the file with sqlite3 if "
                 "they matter)",
                 self.path,
                 reason,
                 aside,
                 epoch,
                 salvaged.total(),
-                "".join(f" and in {src} (moved aside before, never salvaged)" for src in earlier),
             )
             corrupt = (str(aside), reason, time.time(), salvaged)  # the event once the epoch is in place
-        if corrupt is None and (left := self._unsalvaged()):
-            # (salvaged by the next start that finds the store corrupt; never removed meanwhile)
-            log.warning(
-                "outbox %s: %s moved aside before and never salvaged: kept (inspect with sqlite3 if it matters)",
-                self.dir,
-                ", ".join(map(str, left)),
-            )
         self._db = db
         self._ino = self._identity()
         self._failing, self._failed_in_burst, self._unpersisted = False, 0, Counter()
@@ -570,41 +535,17 @@ class Outbox:
             name, n = f"outbox.db.{what}-{stamp}.{n}", n + 1
         return self.corrupt_dir / name
 
-    def _unsalvaged(self) -> list[Path]:
-        """The moved-aside files whose records were never salvaged (marked ``UNSALVAGED``), oldest first."""
-        found = []
-        for m in self.corrupt_dir.glob("outbox.db.*" + UNSALVAGED):
-            a = m.with_name(m.name[: -len(UNSALVAGED)])
-            with contextlib.suppress(OSError):
-                found.append((a.stat().st_mtime, a))
-        return [a for _, a in sorted(found)]
-
-    def _salvaged(self, aside: Path | None) -> None:
-        """A salvage of ``aside`` has run: it is an ordinary moved-aside file from now on."""
-        if aside is not None:
-            with contextlib.suppress(OSError):
-                Path(str(aside) + UNSALVAGED).unlink(missing_ok=True)
-
-    def _move_aside(self, keep: Path | None = None, unsalvaged: bool = True) -> Path | None:
+    def _move_aside(self, keep: Path | None = None) -> Path | None:
         """Move the database file (and its -wal and -shm) to ``<data_dir>/outbox-corrupt/`` (outside the
-        budgeted folder; only the newest is kept, so a bad disk cannot fill up with copies, and ``keep`` and every
-        file whose records were never salvaged). The moved file is marked ``UNSALVAGED`` unless told it will not
-        be salvaged. None when there was no file to move."""
+        budgeted folder; only the newest is kept, so a bad disk cannot fill up with copies). None when there
+        was no file to move."""
         self.corrupt_dir.mkdir(parents=True, exist_ok=True)
-        held = {a.name for a in self._unsalvaged()} | ({keep.name} if keep is not None else set())
         for old in sorted(self.corrupt_dir.glob("outbox.db.*")):
-            base = old.name
-            for sfx in _ASIDE_SUFFIXES:
-                base = base.removesuffix(sfx)
-            if base in held:
+            if keep is not None and old.name.startswith(keep.name):
                 continue
             log.warning("outbox: removing an older corrupt file %s to keep only the newest", old)
             old.unlink(missing_ok=True)
         aside = self._aside_name("corrupt")
-        mark = Path(str(aside) + UNSALVAGED)
-        if unsalvaged:  # before the move: a crash between the two never leaves the records unmarked
-            with contextlib.suppress(OSError):  # (an empty file: a full disk has room for it)
-                mark.touch()
         moved = None
         for suffix in ("", "-wal", "-shm"):
             p = Path(str(self.path) + suffix)
@@ -613,8 +554,6 @@ class Outbox:
                 moved = aside
         if moved is not None:
             self.moved_aside = moved
-        else:
-            mark.unlink(missing_ok=True)
         return moved
 
     def _salvage(
@@ -809,8 +748,6 @@ class Outbox:
                         old.backup(target)
                     finally:
                         target.close()
-                    with contextlib.suppress(OSError):
-                        Path(str(copy) + UNSALVAGED).touch()
                 if old is not None:
                     with contextlib.suppress(sqlite3.Error):
                         old.close()
@@ -818,8 +755,7 @@ class Outbox:
                 # what the records are salvaged from: the copy, or the file moved aside by an attempt that
                 # failed afterwards (a full disk), kept through the next attempts until salvaged
                 keep = copy or self._salvage_from
-                # a corrupt file, or whatever now stands at its path (salvaged unless ``keep`` is)
-                aside = self._move_aside(keep=keep, unsalvaged=keep is None)
+                aside = self._move_aside(keep=keep)  # a corrupt file, or whatever now stands at its path
                 if keep is not None:
                     aside = self.moved_aside = keep
                 self._salvage_from = aside
@@ -873,7 +809,6 @@ class Outbox:
                 log.error("outbox %s: salvage from %s stopped: %s", self.dir, aside, _cause(exc))
                 got = Counter()
             self._acked_while_salvaging = None
-            self._salvaged(aside)
             self._salvage_from, self._salvage_tries = None, 0
             self._rebuild_counts(db)
             # files of records still in hand-over are not referenced yet: counted, not removed

@@ -231,51 +231,6 @@ def test_a_store_turning_corrupt_on_a_full_disk_is_renewed_and_salvaged_once_the
     in_thread(ob.close, 30)
 
 
-def test_records_moved_aside_by_a_renewal_the_full_disk_refused_are_salvaged_at_the_next_start_not_removed(
-    small_disk, monkeypatch
-):
-    """A store turns corrupt while running on a full disk: it is moved aside, and the new store the disk refuses
-    (half made: a 4 KiB file without tables) stays at its path. The agent is restarted before there was room: the
-    next start finds that file corrupt and moves it aside too; formerly that removed every older moved-aside file
-    to keep only the newest, the only copy of the 1,500 records among them."""
-    import edge_agent.outbox.store as store
-    from tests.integration.test_outbox_store_faults import scribble_pages, wait_for
-
-    monkeypatch.setattr(store, "RENEW_RETRY_S", 0.2)
-    data = small_disk / "data"
-    ob = Outbox(OutboxSettings(commit_interval_ms=10), data)
-    ob.open()
-    old_epoch = ob.epoch
-    for i in range(1500):
-        ob.append("result", {"i": i, "pad": "p" * 200})
-    ob.flush()
-    scribble_pages(ob.path, every=40)
-    filler = fill(small_disk)
-    assert ob.pending(5000, 10**9) == []  # the read meets the damage: the writer is to renew the store
-    wait_for(lambda: ob._renew_failing, what="a renewal to fail on the full disk")
-    in_thread(ob.close, 30)  # the agent is restarted (a watchdog, an operator) before there is room
-    filler.unlink()
-    events: list = []
-    again = Outbox(OutboxSettings(), data, on_event=events.append)
-    again.open()
-    try:
-        assert [e["kind"] for e in events] == ["outbox_corrupt"] and events[0]["previous_epoch"] == old_epoch
-        kept = [json.loads(r.payload)["i"] for r in again.pending(5000, 10**9)]
-        assert len(kept) >= 1000 and events[0]["salvaged"] == len(kept)  # formerly 0: the file was removed
-        assert again.append("result", {"new": 1}) > 1500  # numbering goes on after the old store's last seq
-    finally:
-        again.close()
-    # once salvaged, a later corrupt store keeps only the newest moved-aside file again
-    os.truncate(again.path, 0)
-    for suffix in ("-wal", "-shm"):
-        Path(str(again.path) + suffix).unlink(missing_ok=True)
-    third = Outbox(OutboxSettings(), data)
-    third.open()
-    third.close()
-    left = {p.name for p in (data / "outbox-corrupt").iterdir()}
-    assert all(name.startswith(third.moved_aside.name) for name in left), left
-
-
 def test_a_disk_filled_by_others_makes_room_by_dropping_the_oldest_samples_not_the_new_results(small_disk):
     events: list = []
     ob = Outbox(OutboxSettings(commit_interval_ms=5), small_disk / "data", on_event=events.append)

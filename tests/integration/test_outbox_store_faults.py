@@ -131,58 +131,6 @@ def test_an_empty_outbox_file_of_a_known_epoch_is_moved_aside_and_reported_not_s
     ob.close()
 
 
-@pytest.mark.parametrize("shm", ["kept", "gone"])
-def test_a_zero_length_wal_after_kill_9_loses_nothing_and_one_that_lost_the_whole_store_is_reported(
-    tmp_path, shm
-):
-    """After a kill -9 the files are as the process left them. A zero-length ``-wal`` beside the database (its
-    last checkpoint truncated it; the ``-shm`` index of the log before it kept or gone) holds nothing the database
-    does not: every record is there and numbering goes on. A WAL that held the store's commits and came back
-    empty (``fsync: off`` and a power loss, a copy taken while the agent wrote) leaves a file without any
-    table: SQLite took it for a new database and the outbox started a new epoch without a word."""
-    ob = fill_outbox(tmp_path / "live", 51)
-    con = sqlite3.connect(ob.path)  # as the outbox's own checkpoint (budget, vacuum) leaves it
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    con.close()
-    shutil.copytree(
-        tmp_path / "live" / "outbox", tmp_path / "after" / "outbox"
-    )  # the files as a kill -9 left them
-    shutil.copy(tmp_path / "live" / "outbox-epoch.json", tmp_path / "after")
-    old_epoch = ob.epoch
-    ob.close()
-    after = tmp_path / "after" / "outbox"
-    assert (after / "outbox.db-wal").stat().st_size == 0
-    if shm == "gone":
-        (after / "outbox.db-shm").unlink()
-    again = Outbox(OutboxSettings(), tmp_path / "after")
-    again.open()
-    assert again.epoch == old_epoch and again.stats()["depth"] == 51 and again.renewals == 0
-    assert [json.loads(r.payload)["i"] for r in again.pending(100, 10**9)] == list(range(51))
-    assert again.append("result", {"new": 1}) == 52
-    again.close()
-
-    # a store whose every commit was in its WAL, the WAL now empty: reported as the empty file is
-    fresh = tmp_path / "fresh"
-    ob = fill_outbox(fresh, 20)
-    shutil.copytree(fresh / "outbox", tmp_path / "emptied" / "outbox")
-    shutil.copy(fresh / "outbox-epoch.json", tmp_path / "emptied")
-    old_epoch = ob.epoch
-    ob.close()
-    emptied = tmp_path / "emptied" / "outbox"
-    assert (emptied / "outbox.db-wal").stat().st_size > 0
-    os.truncate(emptied / "outbox.db-wal", 0)
-    if shm == "gone":
-        (emptied / "outbox.db-shm").unlink()
-    events: list = []
-    ob = Outbox(OutboxSettings(), tmp_path / "emptied", on_event=events.append)
-    ob.open()
-    # formerly: a new epoch, 20 records gone without a log line or an event
-    assert [e["kind"] for e in events] == ["outbox_corrupt"]
-    assert events[0]["previous_epoch"] == old_epoch and "no table" in events[0]["reason"], events[0]
-    assert ob.epoch > old_epoch and ob.moved_aside is not None
-    ob.close()
-
-
 def wait_for(pred, timeout_s: float = 30.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while not pred():
