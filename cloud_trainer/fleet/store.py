@@ -549,7 +549,11 @@ class SQLStore(Store):
                     raise
                 stored, dup = stored + s, dup + d
                 if len(ranges) > 1:  # the range durable, outside the writer's turn, before the next one
-                    self._sync()
+                    try:
+                        self._sync()
+                    except Exception as exc:  # (EIO, EMFILE) the range is committed: sent again, duplicates
+                        exc.stored_before = last  # type: ignore[attr-defined]
+                        raise
             return [r["seq"] for r in records], stored, dup
         finally:
             for st in staged.values():  # a replay, a refused batch, a failure: the staged bytes are dropped

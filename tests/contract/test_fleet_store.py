@@ -168,6 +168,33 @@ def test_a_large_batch_whose_write_failed_midway_is_stored_once_when_sent_again(
     assert store.gaps("gw1") == []
 
 
+def test_a_large_batch_whose_wal_sync_failed_after_a_range_says_what_is_stored(tmp_path, monkeypatch):
+    """SQLite commits each range of a large batch without an fsync and syncs the WAL after it, outside the
+    writer's turn: when that sync fails (EIO, EMFILE) the range is already committed, so the service says that
+    the batch's first records were stored (they come back as duplicates when it is sent again), not that nothing
+    of it was."""
+    import errno
+
+    from cloud_trainer.fleet.service import _unstored
+
+    store = SQLiteStore(tmp_path / "fleet.db")
+    big = '{"v": "' + "x" * 600_000 + '"}'
+    batch = [rec(s, epoch=1, payload=big) for s in (1, 2, 3)]  # ranges 1 | 2 | 3
+
+    def eio(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(store_module.os, "fsync", eio)  # the sync after the first range fails
+    with pytest.raises(OSError) as failed:
+        store.ingest("gw1", batch)
+    assert getattr(failed.value, "stored_before", 0) == 1 == store.stats("gw1")["records"]
+    assert _unstored(failed.value).startswith("its first 1 records were stored")
+    monkeypatch.undo()
+    assert store.ingest("gw1", batch) == ([1, 2, 3], 2, 1)  # sent again: the first range is a duplicate
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again, for every other write
+    store.close()
+
+
 def test_an_agents_payload_and_sample_bytes_of_the_day_are_kept_in_the_store(store):
     """What the fleet service's per-agent day budgets start from after a restart: the payload bytes (as the agent
     sent them, ``payload_bytes``) and sample bytes of the records stored that UTC day, per tenant and agent; a
