@@ -439,8 +439,8 @@ class _BatchChannel(Channel):
     cell: ``_Unacked``'s, None for a message not acknowledged by the source).
 
     A mark (``mark_threadsafe``: the connection lost) is an entry without a topic that keeps its place in the
-    arrival order, outside the size bounds: a batch takes nothing that came after it until every message that
-    came before it is taken, and ends with it.
+    arrival order, outside the size bounds (at most one more than the messages queued): a batch takes nothing
+    that came after it until every message that came before it is taken, and ends with it.
     """
 
     _wake_pending = False
@@ -727,13 +727,22 @@ class _BatchChannel(Channel):
     def mark_threadsafe(self, what: object) -> None:
         """Queue a mark (an entry ``[None, what, ...]``) after every message queued so far: handed over once all
         of them are, before any queued after it, and woken for; none if the last mark (the same ``what``) is still
-        the newest entry, so marks stay bounded by the messages queued."""
+        the newest entry. Marks stay at most one more than the messages queued: past that (the messages between
+        them dropped from a full queue), the oldest mark followed by one of the same ``what`` goes, as the later
+        one follows every message the earlier one did and, applied (``SparkplugHost.connection_lost``: the live
+        nodes' tags BAD), leaves the same state."""
         with self._lock:
             marks = self._marks
             if marks and marks[-1][4] == self._arrived and marks[-1][1] is what:
                 return  # the last one still the newest entry (drops with nothing between): not one more each
             self._arrived += 1
             marks.append([None, what, 0.0, False, self._arrived, None])
+            # a stalled consumer, a flapping broker, each reconnect bringing a message: coalesced, not one a drop
+            if len(marks) > self._live + 1:
+                for i in range(len(marks) - 1):
+                    if marks[i][1] is marks[i + 1][1]:
+                        del marks[i]
+                        break
         self.wake_threadsafe()
 
     def wake_threadsafe(self) -> None:

@@ -101,3 +101,19 @@ def test_drops_with_nothing_between_them_queue_one_mark_not_one_each() -> None:
     channel.mark_threadsafe(_LOST)
     channel.mark_threadsafe(_LOST)
     assert [[e[1] for e in b] for b in _batches(channel)] == [[b"1", _LOST], [b"2", _LOST]]
+
+
+def test_marks_stay_bounded_by_the_messages_queued_when_each_reconnect_brings_a_message() -> None:
+    # a stalled consumer, a queue of 100, a broker flapping and each reconnect re-sending one retained message:
+    # the full queue drops the oldest messages, the marks between them coalesce (was one mark per flap: 100,000
+    # flaps, 100,000 marks, 14.4 MB)
+    channel = _BatchChannel(100, DeviceStats())
+    for i in range(5_000):
+        channel.put_threadsafe(("site/state", b"%d" % i, 0.0, True))
+        channel.mark_threadsafe(_LOST)
+        assert len(channel._marks) <= channel._live + 1
+    taken = [e[1] for b in _batches(channel) for e in b]
+    assert [p for p in taken if p is not _LOST] == [b"%d" % i for i in range(4_900, 5_000)]
+    assert taken[-2:] == [b"4999", _LOST]  # the last drop's mark after everything that came before it
+    # each message queued is followed by its drop's mark, before the next message (the first: 4,899's, dropped)
+    assert taken == [_LOST] + [x for i in range(4_900, 5_000) for x in (b"%d" % i, _LOST)]
