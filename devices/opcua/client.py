@@ -2398,9 +2398,10 @@ class OpcUaSource:
         self._probed: tuple[float, tuple[str, str] | None] = (-1e9, None)
         self._write_targets: list[tuple[str, Any]] = []
         self.target_errors: dict[str, str] = {}  # node_id -> why writes to it will fail
-        # the targets found failing at the last connect's check (or a re-check since): one failing at every connect
-        # is one standing condition, counted and said once, not again at each reconnect (``_check_targets``)
-        self._targets_said: set[str] = set()
+        # the targets found failing at the last connect's check (or a re-check since), each with why (one per value
+        # checked): one failing for the same reason at every connect is one standing condition, counted and said
+        # once, not again at each reconnect; a new reason is said and counted (``_check_targets``)
+        self._targets_said: dict[str, set[str]] = {}
         # write targets' nodes watched for a change of their type or access (``_watch_targets``): node ->
         # its node_id(s) as configured, and each node_id's last stated UserAccessLevel and pending re-check
         self._target_nodes: dict[ua.NodeId, list[str]] = {}
@@ -2424,9 +2425,10 @@ class OpcUaSource:
         self._stopping = False
         # node_id (as the config lists it) -> why it is not subscribed, as found at the last connect (``/status``)
         self.node_errors: dict[str, str] = {}
-        # the node_errors keys counted and said since they last got values (``_node_failing``): a node failing at
-        # every connect is one standing condition, counted and said once, not again at each reconnect
-        self._nodes_said: set[str] = set()
+        # the node_errors keys counted and said since they last got values, each with why (``_node_failing``): a
+        # node failing for the same reason at every connect is one standing condition, counted and said once, not
+        # again at each reconnect; a new reason (a timeout, then BadNodeIdUnknown after a download) is said again
+        self._nodes_said: dict[str, str] = {}
         self._nodes_logged = 0  # nodes that started failing at this connect, each said in a line of its own
         self._nodes_unsaid = 0  # and those past NODE_ERRORS_LOGGED, said in one line with their count
         self._connected_once = False
@@ -2837,7 +2839,7 @@ class OpcUaSource:
             async with asyncio.timeout(self.settings.connect_timeout_s * 2 + len(self._tags) * 0.1):
                 await self._subscribe(client, groups)
         # every node judged: one that gets values now is counted and said again if it fails later
-        self._nodes_said.intersection_update(self.node_errors)
+        self._nodes_said = {k: why for k, why in self._nodes_said.items() if k in self.node_errors}
         self._say_nodes_unsaid()
         if self._write_targets or self.settings.heartbeat:
             await self._check_targets(client)
@@ -4213,10 +4215,10 @@ class OpcUaSource:
         ``target_errors``, each said once per burst (``quiet``: counted only). A target judged again keeps
         its last verdict until the new one replaces it: dropped first, a locked node looked fine to a
         reader while the server took its time to answer. At a connect, a target found failing at the last one
-        too is a standing condition: neither counted nor said again (before, each of its values was counted at
-        every connect, and said)."""
+        too, for the same reason, is a standing condition: neither counted nor said again (before, each of its
+        values was counted at every connect, and said); a new reason is counted and said."""
         before = self._targets_said
-        now: set[str] = set()  # the targets this check finds failing
+        now: dict[str, set[str]] = {}  # the targets this check finds failing, each with why
         if only is None:
             self.target_errors.clear()
         found: str | None = None  # ``only``'s verdict (the last of its values' that fails)
@@ -4255,8 +4257,9 @@ class OpcUaSource:
                 if only is None:
                     self.target_errors[node_id] = why
                 found = why
-                standing = only is None and (node_id in before or node_id in now)
-                now.add(node_id)
+                # the same reason as at the last check, or a value of a target this check counted already
+                standing = only is None and (why in before.get(node_id, ()) or node_id in now)
+                now.setdefault(node_id, set()).add(why)
                 if not standing:
                     self.stats.error("write_target", why)
                 if not (quiet or standing):
@@ -4267,10 +4270,10 @@ class OpcUaSource:
             self._targets_said = now  # a check cut short by a lost session keeps the former ones
         elif found is None:
             self.target_errors.pop(only, None)
-            self._targets_said.discard(only)
+            self._targets_said.pop(only, None)
         else:
             self.target_errors[only] = found
-            self._targets_said.add(only)
+            self._targets_said[only] = now[only]
 
     async def _watch_targets(self, client: Client) -> None:
         """Watch each write target's DataType, ArrayDimensions and UserAccessLevel with a monitored item
@@ -4522,14 +4525,15 @@ class OpcUaSource:
         """A node that gets no values (``key``: its node id as the config lists it) is named in ``node_errors``
         with why. Counted (``stats.errors``, ``errors_by_reason[reason]``) and said only when it starts failing:
         at the first connect that finds it so, or again after it got values in between; a node failing at every
-        connect is one standing condition, shown on /status for as long as it lasts. Said (``said``) in a WARNING
+        connect for the same reason is one standing condition, shown on /status for as long as it lasts; a new
+        reason (``msg``) is counted and said as a start. Said (``said``) in a WARNING
         line of its own for the first NODE_ERRORS_LOGGED of a connect, the others in one line with their count
         (``_say_nodes_unsaid``). Before, each failing node was counted and said at every connect: 5,000 wrong node
         ids gave 5,000 lines and 5,000 errors more at each reconnect. True if it started failing now."""
         self.node_errors[key] = msg
-        if key in self._nodes_said:
+        if self._nodes_said.get(key) == msg:
             return False
-        self._nodes_said.add(key)
+        self._nodes_said[key] = msg
         self.stats.error(reason, msg)
         if said and self._nodes_logged < NODE_ERRORS_LOGGED:
             self._nodes_logged += 1

@@ -385,6 +385,71 @@ async def test_nodes_that_fail_at_every_connect_are_said_and_counted_once_in_a_b
     assert errors_gone == 201 and len(gone_again) == 1 and "Missing7" in gone_again[0], gone_again
 
 
+async def test_a_node_or_write_target_whose_reason_changes_is_said_and_counted_again(caplog) -> None:
+    """A standing condition is a node failing for the same reason: a node the PLC does not have at one connect,
+    and after a program download an object (no value: BadAttributeIdInvalid) at the next, has failed anew, and is
+    logged and counted again; a reconnect finding the same reason says and counts nothing. So for a write
+    target missing at one connect and read-only at the next. Before, only the node id was looked at: the new
+    reason was on /status only, with no WARNING and no count."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    caplog.set_level(logging.WARNING, logger="devices.opcua")
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:reasons", "Line")
+    await obj.add_variable(ua.NodeId("Good", idx), "Good", 1.5)
+    await srv.start()
+    nodes = [{"node_id": f"ns={idx};s=Good", "tag": "good"}, {"node_id": f"ns={idx};s=Moved", "tag": "moved"}]
+    src = OpcUaSource("plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", nodes))
+    src.expect_writes([(f"ns={idx};s=Out", True)])
+    src._burst._window_s = 0.0  # the next connect comes minutes later: past the log's burst window
+
+    def said() -> list[str]:
+        return [
+            r.getMessage() for r in caplog.records if "Moved" in r.getMessage() or "Out" in r.getMessage()
+        ]
+
+    def counts() -> tuple[int, int]:
+        return src.stats.errors_by_reason["node"], src.stats.errors_by_reason["write_target"]
+
+    async def reconnect() -> None:
+        n = src.stats.reconnects
+        for transport in list(srv.iserver.asyncio_transports):  # the PLC drops the session
+            transport.close()
+        await until(
+            lambda: src.stats.reconnects > n and src.state is ConnectionState.CONNECTED, 15, "reconnected"
+        )
+        await until(lambda: len(src.target_errors) == 1, 15, "the target judged")
+
+    await src.start()
+    try:
+        await until(
+            lambda: len(src.node_errors) == 1 and len(src.target_errors) == 1, 15, "both named failing"
+        )
+        first, counted_first = said(), counts()
+        caplog.clear()
+        await reconnect()  # the same reasons: one standing condition
+        same, counted_same = said(), counts()
+        await obj.add_object(ua.NodeId("Moved", idx), "Moved")  # a program download: an object now, no value
+        await obj.add_variable(ua.NodeId("Out", idx), "Out", False)  # there now, read-only
+        caplog.clear()
+        await reconnect()
+        changed, counted_changed, why = said(), counts(), (dict(src.node_errors), dict(src.target_errors))
+        caplog.clear()
+        await reconnect()  # the new reasons again
+        still, counted_still = said(), counts()
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert counted_first == (1, 1) and len(first) == 2, first
+    assert same == [] and counted_same == (1, 1), same
+    assert "BadNodeIdUnknown" not in why[0][f"ns={idx};s=Moved"], why
+    assert counted_changed == (2, 2), (counted_changed, why)
+    assert sum("Moved" in m for m in changed) == 1 and sum("Out" in m for m in changed) == 1, changed
+    assert still == [] and counted_still == (2, 2), still
+
+
 async def test_server_restart_reconnects_and_readings_resume(caplog) -> None:
     caplog.set_level(logging.INFO)
     port = free_port()
