@@ -783,15 +783,12 @@ class SQLStore(Store):
         )
 
     def agent_usage(self, agent: str, day: int, *, tenant: str = T) -> tuple[int, int]:
-        # a read of its own snapshot (SQLite: the reader connection), not a turn of the writer's that batches and
-        # heartbeats wait for
-        with self._tx(write=False) as ex:
-            rows = ex(
-                self.q(
-                    "SELECT record_bytes, sample_bytes FROM agent_usage WHERE tenant = ? AND agent = ? AND day = ?"
-                ),
-                (tenant, agent, day),
-            ).fetchall()
+        rows = self._rows(
+            self.q(
+                "SELECT record_bytes, sample_bytes FROM agent_usage WHERE tenant = ? AND agent = ? AND day = ?"
+            ),
+            (tenant, agent, day),
+        )
         return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     def set_quota(self, tenant: str, **limits: int) -> dict:

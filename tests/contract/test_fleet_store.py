@@ -220,37 +220,6 @@ def test_an_agents_payload_and_sample_bytes_of_the_day_are_kept_in_the_store(sto
     assert store.agent_usage("gw1", today - 1, tenant="acme") == (0, 0)
 
 
-def test_an_agents_day_usage_is_read_while_the_writer_is_held(tmp_path):
-    """The fleet service reads an agent's usage of the day (``agent_usage``) once a day per agent, to start its day
-    budgets: on SQLite's reader connection, so that it neither waits for a batch's range nor takes a turn of the
-    writer every tenant's batches and heartbeats wait for (beside 12-MB batches: p50 2.9 -> 0.07 ms here)."""
-    from cloud_trainer.fleet.store import utc_day
-
-    store = SQLiteStore(tmp_path / "fleet.db")
-    store.ingest("gw1", [rec(1, payload='{"v": 1}')])
-    held, release, answers = threading.Event(), threading.Event(), []
-
-    def writer() -> None:  # a write transaction holding the writer (a batch's range on a slow disk)
-        with store._tx():
-            held.set()
-            release.wait(10)
-
-    def read() -> None:
-        answers.append(store.agent_usage("gw1", utc_day(store_module.time.time())))
-
-    threads = [threading.Thread(target=writer), threading.Thread(target=read)]
-    threads[0].start()
-    assert held.wait(5)
-    threads[1].start()
-    threads[1].join(2)
-    in_time = list(answers)  # answered while the writer was still held
-    release.set()
-    for t in threads:
-        t.join()
-    assert in_time == [(len('{"v": 1}'), 0)]
-    store.close()
-
-
 def test_sqlite_writer_turns_give_a_waiting_short_write_before_a_batchs_next_range():
     """SQLite's one writer: a short write (a heartbeat) that waits goes before a range of a batch that waited
     longer; a wait with a timeout gives up and leaves the turn to the others."""
