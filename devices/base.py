@@ -236,13 +236,14 @@ class DeviceStats:
 CLOCK_STEP_S = 2.0
 
 
-def wall_since(since: float, for_s: float) -> float:
+def wall_since(since: float, for_s: float, now: float | None = None) -> float:
     """When a condition that has lasted ``for_s`` (by the monotonic clock) began, by the wall clock as it is now:
     ``since`` (the wall time recorded at its start) until the wall clock has been stepped by more than
     CLOCK_STEP_S, then now less ``for_s``. A gateway without a battery-backed clock, whose condition began in
     1970 and whose clock NTP has set since, says the true start; the caller keeps the value returned, so a step
-    moves it once, not at every read."""
-    now = time.time()
+    moves it once, not at every read. ``now``: the wall clock's time, read by the caller (``time.time()``)."""
+    if now is None:
+        now = time.time()
     return now - for_s if abs(now - for_s - since) > CLOCK_STEP_S else since
 
 

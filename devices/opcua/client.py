@@ -103,6 +103,7 @@ from devices.base import (
     float_for_plc,
     text_problem,
     valid_text,
+    wall_since,
 )
 from devices.opcua.rates import RateError, StatedRates
 from devices.opcua.settings import (
@@ -254,8 +255,6 @@ class _Silent(ConnectionError):
 # a value dated (by the server) before the BAD reading a halt gave its tag is stamped at least this much after it
 # (1 ms: a historian keeping milliseconds must not see the two at one time, the later one overwriting the BAD)
 _AFTER_BAD_S = 0.001
-# the wall clock less a halt's monotonic age differing from its since by more than this: the clock was stepped
-_CLOCK_STEP_S = 2.0
 # the most readings held while a halted server has not yet shown it is healthy again (``_hold``)
 _HELD_MAX = 10_000
 # the intervals between changes of the server's clock its update period is the longest of (``_judge_clock``)
@@ -4817,8 +4816,7 @@ class OpcUaSource:
         # a battery-backed clock that halted in 1970 and was set by NTP since says the halt's true start (a
         # step of the wall clock moves it once, not at every read)
         for_s = max(time.monotonic() - self._halt_mono, 0.0)
-        if abs(time.time() - for_s - self._halt_since) > _CLOCK_STEP_S:
-            self._halt_since = time.time() - for_s
+        self._halt_since = wall_since(self._halt_since, for_s, time.time())
         return {
             "reason": self._halt_reason,
             "since": dt.datetime.fromtimestamp(max(self._halt_since, 0.0), dt.UTC).isoformat(
