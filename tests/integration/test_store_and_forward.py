@@ -118,10 +118,27 @@ async def test_server_killed_while_writing_a_large_batch_resumes_without_loss_or
         for i in range(60):
             ob.append("result", {"i": i, "pad": "x" * 300_000})
         await until(lambda: up.acked >= 9, what="a first batch acknowledged")
-        await until(
-            lambda: len(cloud_seqs(db)) > up.acked, timeout_s=30, what="records stored, not acknowledged"
-        )
-        server.kill()  # SIGKILL while a batch is being written (or just written)
+
+        def stored_not_acked(within_s: float) -> bool:
+            # blocks this event loop, which the uplink runs on: an ack that arrives meanwhile waits in gRPC's
+            # core and up.acked stays, while the service (its own process) goes on storing the batch it has;
+            # polling with the loop free could miss the few milliseconds between the store and the ack
+            deadline = time.monotonic() + within_s
+            while time.monotonic() < deadline:
+                if len(cloud_seqs(db)) > up.acked:
+                    return True
+                time.sleep(0.002)
+            return False
+
+        # a block may start while no batch is on its way (the uplink between an ack and its next batch): let the
+        # loop run a moment and block again
+        for _ in range(100):
+            if stored_not_acked(0.5):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("no moment found with records stored and not acknowledged")
+        server.kill()  # SIGKILL while a batch is being written (or just written), its ack not taken
         assert up.acked < 60
         await asyncio.sleep(0.3)
         server.start()
