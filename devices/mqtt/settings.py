@@ -430,7 +430,8 @@ class MqttSettings(_Model):
     client_id: str = Field("", description="empty: a random id is generated")
     persistent_session: bool = Field(
         False,
-        description="keep subscriptions and queued QoS 1 messages at the broker while away; needs client_id",
+        description="keep subscriptions and queued QoS 1 messages at the broker while away; needs client_id; "
+        "not with sparkplug.host_id (a Sparkplug host connects with a clean session)",
     )
     keepalive_s: int = Field(
         30,
@@ -529,6 +530,18 @@ class MqttSettings(_Model):
             raise ValueError(
                 "will and sparkplug.host_id both set the connection's will (the host's STATE is its "
                 "offline message); remove will"
+            )
+        if self.sparkplug.host_id is not None and self.persistent_session:
+            # Sparkplug 3.0 (Host Application Session Establishment): a host connects with Clean Session (MQTT 5:
+            # Clean Start, Session Expiry 0). A persistent session has the broker replay, right after the CONNACK
+            # and ahead of the host's STATE birth, the QoS 1 births, data and deaths queued while it was away:
+            # handed on as live readings, out of order with the rebirths the host asks at its reconnect
+            raise ValueError(
+                "persistent_session: true with sparkplug.host_id: Sparkplug 3.0 has a primary host application "
+                "connect with a clean session, as the broker would otherwise replay the births, data and deaths "
+                "queued while it was away ahead of its STATE birth, passed on as live and out of order with the "
+                "rebirths it asks; set persistent_session: false (a host learns current values from the rebirths "
+                "it asks), or give JSON topics that need one a source of their own"
             )
         return self
 

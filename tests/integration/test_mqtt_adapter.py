@@ -1536,6 +1536,11 @@ def test_settings_module_validates_without_importing_paho():
         ({"subscriptions": [{"topic": "a", "qos": 2}]}, "qos"),
         ({"tls": {"cert_file": "c.pem"}}, "cert_file and key_file go together"),
         ({"persistent_session": True}, "needs a fixed client_id"),
+        (  # Sparkplug 3.0: a host application connects with a clean session; it was accepted
+            {"persistent_session": True, "client_id": "scada", "sparkplug": {"host_id": "scada"}},
+            "persistent_session: true with sparkplug.host_id: Sparkplug 3.0 has a primary host application "
+            "connect with a clean session",
+        ),
         ({"keepalive": 5}, "Extra inputs are not permitted"),
         (
             {"subscriptions": [{"topic": "k", "json_mapping": {"records": {}, "values": {"a": "b"}}}]},
