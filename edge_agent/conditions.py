@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import math
 import operator
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -53,6 +54,8 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 VERDICTS = ("OK", "NG", "UNSURE")
+# a whole number's text (int() converts at most 4,300 digits)
+_WHOLE = re.compile(r"\s*[+-]?[0-9]{1,4300}\s*")
 NUMERIC = ("score", "anomaly_score", "remaining_life", "margin", "age_ms")  # the rest are text
 
 
@@ -65,7 +68,9 @@ def _operand(key: str, op: str, v: Any) -> Any:
     if key in NUMERIC:
         if isinstance(v, str):
             try:
-                v = float(v.strip())
+                # a whole number as its int (as a YAML number is): a float64 made "9007199254740993" 2**53, so
+                # a rule's Int64 counter of 2**53 + 1 was not {gt: "9007199254740992"}
+                v = int(v) if _WHOLE.fullmatch(v) else float(v.strip())
             except ValueError:
                 raise ConditionError(
                     f"{where}: {v!r} is not a number, and {key} is one (this would never match)"

@@ -32,6 +32,7 @@ import os
 import re
 import reprlib
 import stat
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -826,6 +827,11 @@ class ForwardSettings(_Model):
         return self
 
 
+def _g(x: int | float) -> str:
+    """A threshold as written: a whole number with every digit (``:g`` wrote 2**53 + 1 as 9.0072e+15)."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 class RuleSettings(_Model):
     """A rule on one plain tag: scaled, compared with a threshold (with hysteresis), and acted on with
     the same actions as a model's result (verdict NG while the rule is active, score = scaled value)."""
@@ -835,8 +841,9 @@ class RuleSettings(_Model):
     tag: str
     scale: float = Field(1.0, description="value = reading * scale + offset")
     offset: float = 0.0
-    above: float | None = Field(None, description="active when value > above")
-    below: float | None = Field(None, description="active when value < below")
+    # a whole number stays one (int before float): an Int64 counter's threshold past 2**53 is kept exact
+    above: int | float | None = Field(None, description="active when value > above")
+    below: int | float | None = Field(None, description="active when value < below")
     hysteresis: float = Field(0.0, ge=0, description="clears only past the threshold by this much")
     actions: list[str] = Field(default_factory=list)
 
@@ -844,6 +851,11 @@ class RuleSettings(_Model):
     def _threshold(self) -> RuleSettings:
         if self.above is None and self.below is None:
             raise ValueError("a rule needs a threshold: above: <value> and/or below: <value>")
+        for side, t in (("above", self.above), ("below", self.below)):
+            if isinstance(t, int) and not -sys.float_info.max <= t <= sys.float_info.max:
+                raise ValueError(
+                    f"{side}: a whole number of {len(str(abs(t)))} digits is past float64's range"
+                )
         if (
             self.above is not None
             and self.below is not None
@@ -853,12 +865,12 @@ class RuleSettings(_Model):
             # tripping it by the other's, and above <= below would make it active whatever the value
             if self.above <= self.below:
                 raise ValueError(
-                    f"above: {self.above:g} must be greater than below: {self.below:g} (a value over "
+                    f"above: {_g(self.above)} must be greater than below: {_g(self.below)} (a value over "
                     "above or under below trips the rule: with above <= below every value does)"
                 )
             raise ValueError(
-                f"hysteresis: {self.hysteresis:g} is too wide for below: {self.below:g} and above: "
-                f"{self.above:g} (below + hysteresis must stay under above - hysteresis, or the rule "
+                f"hysteresis: {self.hysteresis:g} is too wide for below: {_g(self.below)} and above: "
+                f"{_g(self.above)} (below + hysteresis must stay under above - hysteresis, or the rule "
                 "could never clear); use hysteresis under "
                 f"{(self.above - self.below) / 2:g}, or thresholds further apart"
             )

@@ -120,10 +120,11 @@ def tag_rows(readings, now: float | None = None) -> list[dict]:
         v = r.value
         if isinstance(v, np.ndarray):
             shown: object
-            shown, typ = (
-                f"[{v.size} values, last {float(v.flat[-1]):.4g}]" if v.size else "[]",
-                f"array<{v.dtype}>",
-            )
+            # an integer array's last item with every digit (an Int64 counter past 2**53): .4g wrote 9.223e+18
+            shown, typ = "[]", f"array<{v.dtype}>"
+            if v.size:
+                last = v.flat[-1].item() if v.dtype.kind in "iu" else f"{float(v.flat[-1]):.4g}"
+                shown = f"[{v.size} values, last {last}]"
         elif isinstance(v, bool | int | float | str) or v is None:
             shown, typ = v, type(v).__name__
         else:

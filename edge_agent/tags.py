@@ -10,7 +10,8 @@ quality (a tag going BAD with its last value, and back) passes both. Sending
 is bounded: at most ``MAX_PENDING`` messages and ``MAX_PENDING_BYTES`` wait for the broker (those the MQTT client
 holds for its return, QoS 1, counted in the bytes), the oldest is dropped (counted).
 
-``Rule`` (config ``rules:``) scales one tag (``value * scale + offset``) and compares it with
+``Rule`` (config ``rules:``) scales one tag (``value * scale + offset``; a whole number unscaled is kept whole,
+so an Int64 counter past 2**53 is compared exactly) and compares it with
 ``above`` / ``below`` with hysteresis: active once past the threshold, cleared only when back past
 it by ``hysteresis``: by the band of the threshold that tripped it (a rule with both is raised by one
 side and released by that side alone; config refuses bands that overlap). Every reading gives a
@@ -25,6 +26,7 @@ import asyncio
 import collections
 import logging
 import math
+import sys
 import time
 from typing import Any
 
@@ -183,38 +185,58 @@ def _moved(old: Any, new: Any, deadband: float) -> bool:
     return abs(new - old) > deadband or (math.isnan(new) != math.isnan(old))
 
 
+def _judged(v: Any) -> bool:
+    """A value a rule compares: a finite number, not a truth value; an integer within float64's range (past it,
+    it has no scaled value, and math.isfinite raised OverflowError on it)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    return -sys.float_info.max <= v <= sys.float_info.max if isinstance(v, int) else math.isfinite(v)
+
+
+def _shifted(threshold: int | float | None, by: float) -> int | float | None:
+    """A threshold moved by a hysteresis band, a whole threshold by a whole band as an integer: as a float64,
+    2**53 + 1 - 0.0 was 2**53."""
+    if threshold is None or by == 0:
+        return threshold
+    if isinstance(threshold, int) and by.is_integer():
+        return threshold + int(by)
+    return threshold + by
+
+
 class Rule:
     def __init__(self, settings: RuleSettings, act) -> None:
         self.s = settings
         self._act = act  # async (action names, Result, None)
         self.active = False
         self.side: str | None = None  # "above" or "below": the threshold that tripped the active rule
-        self.value: float | None = None
+        self.value: int | float | None = None
         self.since: float | None = None
         self.seq = 0
-        self.ignored = 0  # readings that are not a number or not GOOD
+        self.ignored = 0  # readings that are not a number (or past float64's range) or not GOOD
+        self._exact = settings.scale == 1 and settings.offset == 0  # an integer reading compared as it is
+        self._above_release = _shifted(settings.above, -settings.hysteresis)
+        self._below_release = _shifted(settings.below, settings.hysteresis)
 
     async def offer(self, r: Reading) -> None:
         if r.tag != self.s.tag:
             return
-        if (
-            r.quality is not Quality.GOOD
-            or isinstance(r.value, bool)
-            or not isinstance(r.value, int | float)
-            or not math.isfinite(r.value)
-        ):
+        raw = r.value
+        if r.quality is not Quality.GOOD or not _judged(raw):
             self.ignored += 1
             return
-        v = float(r.value) * self.s.scale + self.s.offset
-        self.value = v
         s = self.s
+        # a whole number unscaled is compared as it is: an Int64/UInt64 counter past 2**53 lost its last digits as
+        # a float64 (9007199254740993 read as 9007199254740992, not above 9007199254740992); Python compares an
+        # int with an int or a float exactly
+        v: int | float = int(raw) if self._exact and isinstance(raw, int) else float(raw) * s.scale + s.offset
+        self.value = v
         # an active rule is released only by the band of the threshold that tripped it: with above 20,
         # below 10 and hysteresis 2, a rule raised by 25 clears at 18, not at 12 (below's band)
         held = False
-        if self.side == "above" and s.above is not None:
-            held = v > s.above - s.hysteresis
-        elif self.side == "below" and s.below is not None:
-            held = v < s.below + s.hysteresis
+        if self.side == "above" and self._above_release is not None:
+            held = v > self._above_release
+        elif self.side == "below" and self._below_release is not None:
+            held = v < self._below_release
         if not held:  # released (or never active): the thresholds themselves decide, either side
             if s.above is not None and v > s.above:
                 self.side = "above"

@@ -14,6 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.agent import Agent
 from edge_agent.config import ConfigError, parse_config
+from edge_agent.status_board import tag_rows
 from simulators.machine import MachineServer
 from tests.support.peers import free_port
 from tests.support.waits import until as wait_for
@@ -381,3 +382,81 @@ async def test_a_forward_of_large_values_holds_a_bounded_number_of_bytes_while_t
             sub.stop()
         broker.stop()
         await srv.stop()
+
+
+async def test_a_rule_and_its_actions_compare_an_int64_counter_past_2_53_exactly(tmp_path, mosquitto):
+    """An energy or piece counter (Int64/UInt64) past 2**53 sent as a JSON integer: a rule ``above: 2**53`` trips
+    on 2**53 + 1, an action's condition on the rule's score compares it exactly (a number and a number written as
+    text), its result carries every digit, and the tags view shows an int64 array's last item whole. Before, the
+    reading was made a float64: 2**53 + 1 was 2**53, not above it, so nothing tripped nor was published, and the
+    array's last item was shown as 9.223e+18."""
+    big = 2**53
+    sub = Subscriber(mosquitto.port, "factory/#")
+    cfg = {
+        "agent": {"id": "gw1", "site": "plant", "line": "line1", "data_dir": str(tmp_path / "data")},
+        "http": {"enabled": False},
+        "sources": {
+            "broker": {
+                "type": "mqtt",
+                "port": mosquitto.port,
+                "subscriptions": [
+                    {
+                        "topic": "meter/#",
+                        "qos": 1,
+                        "json_mapping": {"values": {"count": "count", "ids": "ids"}},
+                    }
+                ],
+            }
+        },
+        "rules": [
+            {
+                "name": "over",
+                "source": "broker",
+                "tag": "meter/e/count",
+                "above": big,
+                "actions": ["each", "one"],
+            }
+        ],
+        "actions": {
+            "each": {"type": "mqtt_publish", "source": "broker", "qos": 1, "topic": "factory/each"},
+            "one": {
+                "type": "mqtt_publish",
+                "source": "broker",
+                "qos": 1,
+                "topic": "factory/one",
+                "when": {"score": {"gt": big, "lte": str(big + 1)}},  # 2**53 + 1 alone
+            },
+        },
+    }
+
+    def on(topic: str) -> list[dict]:
+        with sub.lock:
+            return [m for t, m in sub.messages if t == topic]
+
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    agent = Agent(parse_config(cfg))
+    src = agent.sources["broker"]
+    try:
+        await agent.start()
+        await wait_for(lambda: src.subscribed.is_set(), what="the SUBACK")
+        for n in (big, big + 1, big + 2):
+            pub.publish("meter/e", json.dumps({"count": n, "ids": [1, 2**63 - 1]}), qos=1)
+        await wait_for(lambda: len(on("factory/each")) == 3, what="a result of each reading")
+        rule = agent.status()["rules"][0]
+        rows = {r["tag"]: r for r in tag_rows(list(agent.tags["broker"].values()))}
+    finally:
+        await agent.stop()
+        sub.stop()
+        pub.disconnect()  # first: paho's thread ends now, not at its next 1 s select
+        pub.loop_stop()
+    assert [(m["verdict"], m["score"]) for m in on("factory/each")] == [
+        ("OK", big),
+        ("NG", big + 1),  # before: OK, 9007199254740992.0
+        ("NG", big + 2),
+    ]
+    assert [m["score"] for m in on("factory/one")] == [big + 1]  # before: none
+    assert (rule["active"], rule["side"], rule["value"]) == (True, "above", big + 2)
+    assert rows["meter/e/ids"]["value"] == f"[2 values, last {2**63 - 1}]"  # before: last 9.223e+18
+    assert rows["meter/e/count"]["value"] == big + 2

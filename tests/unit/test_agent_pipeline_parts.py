@@ -304,6 +304,14 @@ def test_a_condition_compares_a_field_with_its_own_type_or_is_refused_by_name():
     assert env(result(score=0.9)) and not env(result(score=0.5))
     assert compile_condition({"margin": {"in": ["0.5", 1]}})(result(margin=0.5))
     assert compile_condition({"score": " 0.25 "})(result(score=0.25))
+    # a whole number as text is read whole (a rule's score is an Int64 counter past 2**53 as it came): as a
+    # float64, "9007199254740993" was 2**53, and 2**53 + 1 was not at or under it
+    exact = compile_condition({"score": {"gt": "9007199254740992", "lte": " 9007199254740993 "}})
+    assert (
+        exact(result(score=2**53 + 1))
+        and not exact(result(score=2**53))
+        and not exact(result(score=2**53 + 2))
+    )
     for spec, msg in [
         ({"score": {"gte": "high"}}, "score: gte: 'high' is not a number, and score is one"),
         ({"anomaly_score": {"gt": True}}, "anomaly_score: gt: True is not a number"),

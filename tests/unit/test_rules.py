@@ -62,3 +62,28 @@ async def test_a_rule_raised_by_below_is_released_by_the_below_band_and_can_swit
         (19, "NG", "above"),
         (17.5, "OK", None),
     ]
+
+
+async def test_a_whole_number_past_2_53_is_held_and_released_by_the_band_exactly():
+    """An Int64 counter against ``above: 2**53 + 10`` with ``hysteresis: 10``: 2**53 + 1 is inside the band and holds
+    the rule, 2**53 releases it. Before, both were made float64 (2**53 + 1 was 2**53) and the release threshold
+    too (2**53): the counter, still over it, cleared the rule."""
+    rule, _ = _rule(above=2**53 + 10, hysteresis=10)
+    assert await _offer(rule, 2**53 + 11, 2**53 + 1, 2**53) == [
+        (2**53 + 11, "NG", "above"),
+        (2**53 + 1, "NG", "above"),  # before: OK
+        (2**53, "OK", None),
+    ]
+    assert rule.status()["value"] == 2**53
+
+
+async def test_an_integer_past_float64s_range_is_ignored_not_raised():
+    """``math.isfinite`` raised OverflowError on a Python int past 1.8e308 (no source here delivers one: MQTT JSON
+    makes it an infinity, BAD); the rule counts it as a reading it cannot judge and judges the next."""
+    rule, seen = _rule(above=20)
+    assert await _offer(rule, 10**400, -(10**400), 25) == [
+        (10**400, "OK", None),
+        (-(10**400), "OK", None),
+        (25, "NG", "above"),
+    ]
+    assert (rule.status()["ignored"], seen) == (2, ["NG"])
