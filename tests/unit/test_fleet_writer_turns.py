@@ -10,24 +10,28 @@ from cloud_trainer.fleet.store import WriterTurns
 def test_a_batchs_range_gets_the_writer_while_short_writes_never_stop():
     turns = WriterTurns()
     stop = threading.Event()
-    shorts = [0]
+    shorts, ahead = [0], [0]
 
     def heartbeats() -> None:  # agents' heartbeats, an admin script's reads: a short write always waiting
         while not stop.is_set():
             with turns:
                 shorts[0] += 1
+                if turns._waiting[True]:  # a turn taken while the range waited (or as it came)
+                    ahead[0] += 1
                 time.sleep(0.001)
 
     threads = [threading.Thread(target=heartbeats, daemon=True) for _ in range(3)]
     for t in threads:
         t.start()
     try:
-        time.sleep(0.05)
+        _wait_for(lambda: shorts[0] >= 3, "the heartbeats to run")  # a fixed sleep: none might have run yet
         got = []
         for _ in range(5):  # five ranges of one batch, each asking anew
-            before = shorts[0]
-            assert turns.acquire(bulk=True, timeout=5.0), "a batch's range never got the writer"
-            got.append(shorts[0] - before)
+            # counted while the range waits, not from a count read before acquire(): a loaded machine could keep
+            # this thread from the GIL there while the heartbeats went on
+            ahead[0] = 0
+            assert turns.acquire(bulk=True, timeout=30.0), "a batch's range never got the writer"
+            got.append(ahead[0])
             turns.release()
     finally:
         stop.set()
@@ -49,10 +53,17 @@ def test_a_waiting_short_write_still_goes_before_a_batchs_next_range():
         target=lambda: (turns.acquire(), order.append("heartbeat"), turns.release())
     )
     bulk_waits.start()
-    time.sleep(0.05)
+    _wait_for(lambda: turns._waiting[True], "the range to wait")  # a fixed sleep let a slow thread start late
     short_waits.start()
-    time.sleep(0.05)
+    _wait_for(lambda: turns._waiting[False], "the heartbeat to wait")
     turns.release()
-    bulk_waits.join(5)
-    short_waits.join(5)
+    bulk_waits.join(30)
+    short_waits.join(30)
     assert order == ["heartbeat", "range"]
+
+
+def _wait_for(cond, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
