@@ -405,7 +405,7 @@ def main_tenants(argv: list[str]) -> int:
     ap = _common("tenants")
     ap.add_argument("--create", metavar="TENANT", help="register a tenant (idempotent)")
     ap.add_argument("--display-name", default="")
-    quotas = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day")
+    quotas = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day", "max_record_bytes_per_day")
     for q in quotas:
         ap.add_argument(
             "--" + q.replace("_", "-"),
@@ -424,7 +424,8 @@ def main_tenants(argv: list[str]) -> int:
         )
         print(
             f"tenant {t.tenant} registered (quotas: agents {t.max_agents or 'no limit'}, records per day "
-            f"{t.max_records_per_day or 'no limit'}, sample bytes per day {t.max_sample_bytes_per_day or 'no limit'})"
+            f"{t.max_records_per_day or 'no limit'}, sample bytes per day {t.max_sample_bytes_per_day or 'no limit'}, "
+            f"record bytes per day {t.max_record_bytes_per_day or 'no limit'})"
             f"; issue its keys and certificates with `cloud-trainer pki tenant|agent|admin --dir {a.pki} "
             f"--tenant {t.tenant}`"
         )
@@ -446,6 +447,7 @@ def main_tenants(argv: list[str]) -> int:
             of(t.agents, t.max_agents),
             t.records,
             of(t.records_today, t.max_records_per_day),
+            of(t.record_bytes_today, t.max_record_bytes_per_day),
             t.samples,
             of(t.sample_bytes_today, t.max_sample_bytes_per_day),
             t.deployments,
@@ -463,6 +465,7 @@ def main_tenants(argv: list[str]) -> int:
                 "agents",
                 "records",
                 "records today",
+                "record bytes today",
                 "samples",
                 "sample bytes today",
                 "deployments",

@@ -23,7 +23,7 @@ bound one agent heartbeating in a loop with megabytes of labels held that store 
 for all: another tenant's heartbeat and batch took 2 s instead of 7 ms (0.06 s now, the floor of a flood of
 refused calls on the same 2 cores). Counters are kept per service process: with
 N replicas behind a load balancer an agent can get up to N times the limits (bounded). The per-tenant
-quotas that must hold across replicas (agents, records and sample bytes per day) are counted in the
+quotas that must hold across replicas (agents, records, record and sample bytes per day) are counted in the
 store instead (``Store.admit_agent`` / ``ingest``, set by the platform operator). Their current
 values are in ``snapshot()`` (the console's ``/api/quotas``). Counters are keyed by ``(tenant, agent)``,
 never by a string built from both, so that no agent id of one tenant can name another tenant's agent's

@@ -12,7 +12,7 @@ as one that does not exist, so that a refusal tells nothing about other tenants.
 The service keeps no state in memory that a second replica would need: everything is in the
 store, the blob store (a folder, or an S3 bucket shared by replicas on several hosts) and the
 registry; per-agent quota counters are per process (``guard``), the per-tenant quotas (agents,
-records and sample bytes per day, set with ``CreateTenant``) are counted in the store.
+records, record bytes and sample bytes per day, set with ``CreateTenant``) are counted in the store.
 
 Hostile input (issue 16): a request that is not a valid protobuf message, or a JSON field that is not
 a JSON object, is ``INVALID_ARGUMENT``, as is a value no store holds (a record's seq or epoch, a state
@@ -625,7 +625,7 @@ class FleetServicer(rpc.FleetServicer):
             return await asyncio.to_thread(
                 partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs)
             )
-        except TenantQuotaExceeded as exc:  # the tenant's records or sample bytes of the day
+        except TenantQuotaExceeded as exc:  # the tenant's records, record bytes or sample bytes of the day
             self.quotas.give_payload(agent, payloads)  # not stored: not spent
             self.quotas.refused(agent, "tenant_day", str(exc))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))

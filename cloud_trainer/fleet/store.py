@@ -93,10 +93,13 @@ GAPS = """CREATE TABLE IF NOT EXISTS gaps (
 """
 SCHEMA += GAPS
 # per-tenant quotas set by the platform operator (0: no limit) and usage per UTC day (issue 19)
+# (max_record_bytes_per_day and record_bytes: the bytes of the records' payloads; PostgreSQL migration
+# 0013_tenant_record_bytes.sql, MIGRATIONS below for an older fleet.db)
 QUOTAS = """CREATE TABLE IF NOT EXISTS tenant_quotas (tenant TEXT PRIMARY KEY, max_agents BIGINT NOT NULL DEFAULT 0,
-  max_records_per_day BIGINT NOT NULL DEFAULT 0, max_sample_bytes_per_day BIGINT NOT NULL DEFAULT 0);
+  max_records_per_day BIGINT NOT NULL DEFAULT 0, max_sample_bytes_per_day BIGINT NOT NULL DEFAULT 0,
+  max_record_bytes_per_day BIGINT NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS tenant_usage (tenant TEXT NOT NULL, day INTEGER NOT NULL, records BIGINT NOT NULL DEFAULT 0,
-  sample_bytes BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (tenant, day));
+  sample_bytes BIGINT NOT NULL DEFAULT 0, record_bytes BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (tenant, day));
 """
 SCHEMA += QUOTAS
 # per agent, its records' payload bytes and sample bytes stored per UTC day, kept by ``ingest`` in the batch's
@@ -106,7 +109,7 @@ AGENT_USAGE = """CREATE TABLE IF NOT EXISTS agent_usage (tenant TEXT NOT NULL, a
   record_bytes BIGINT NOT NULL DEFAULT 0, sample_bytes BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (tenant, agent, day));
 """
 SCHEMA += AGENT_USAGE
-QUOTA_FIELDS = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day")
+QUOTA_FIELDS = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day", "max_record_bytes_per_day")
 # per agent, epoch and kind: how many records are stored and their lowest and highest seq, kept by ``ingest`` in
 # the batch's transaction, so that stats and gaps (the console's agents, every few seconds) need not read every
 # record row; filled from the records once, when the table is created (an older file or database)
@@ -170,6 +173,17 @@ CREATE TABLE ingest (tenant TEXT NOT NULL, agent TEXT NOT NULL,
   duplicates INTEGER NOT NULL DEFAULT 0, epoch INTEGER, PRIMARY KEY (tenant, agent));
 INSERT INTO ingest SELECT 'default', agent, duplicates, epoch FROM ingest_v2;
 DROP TABLE ingest_v2;""",
+    ),
+    # the tenant's quota of record bytes per day and its usage (2026-12-05): 0, no limit, nothing counted before
+    (
+        "tenant_quotas",
+        "max_record_bytes_per_day",
+        "ALTER TABLE tenant_quotas ADD COLUMN max_record_bytes_per_day BIGINT NOT NULL DEFAULT 0;",
+    ),
+    (
+        "tenant_usage",
+        "record_bytes",
+        "ALTER TABLE tenant_usage ADD COLUMN record_bytes BIGINT NOT NULL DEFAULT 0;",
     ),
 ]
 # fleet.db's format as ``PRAGMA user_version``: a file of a higher format (written by a newer service) is refused
@@ -475,7 +489,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def quotas(self) -> dict[str, dict]:
-        """Per tenant with a quota or usage today: its limits and ``records_today``, ``sample_bytes_today``."""
+        """Per tenant with a quota or usage today: its limits and ``records_today``, ``sample_bytes_today``,
+        ``record_bytes_today`` (the bytes of its records' payloads)."""
 
     def agent_usage(self, agent: str, day: int, *, tenant: str = T) -> tuple[int, int]:
         """The agent's records' payload bytes and sample bytes stored on UTC ``day`` (days since the epoch)."""
@@ -722,7 +737,7 @@ class SQLStore(Store):
                     (tenant, agent, epoch, kind, n, first, last),
                 )
             if stored:  # the tenant's usage row stays locked (PostgreSQL) until the commit
-                self._charge(ex, tenant, stored, sample_bytes, now)
+                self._charge(ex, tenant, stored, sample_bytes, payload_bytes, now)
                 self._charge_agent(ex, tenant, agent, payload_bytes, sample_bytes, now)
             # last, once the batch is known to be new and within quota: the sample bytes (a failure rolls the
             # rows back; the agent, not acknowledged, sends them again)
@@ -734,38 +749,51 @@ class SQLStore(Store):
                         blobs.put_bytes(r["sample_data"])
         return [r["seq"] for r in records], stored, dup
 
-    def _charge(self, ex, tenant: str, records: int, sample_bytes: int, now: float) -> None:
-        """Count newly stored records and sample bytes in the tenant's usage of the day, and refuse (the whole
-        transaction rolls back) what passes its quota. The row lock of the upsert serializes the replicas'
-        counts, so the totals are exact however many processes ingest."""
+    def _charge(
+        self, ex, tenant: str, records: int, sample_bytes: int, record_bytes: int, now: float
+    ) -> None:
+        """Count newly stored records, sample bytes and record (payload) bytes in the tenant's usage of the day, and
+        refuse (the whole transaction rolls back) what passes its quota. The row lock of the upsert serializes the
+        replicas' counts, so the totals are exact however many processes ingest."""
         q, day = self.q, utc_day(now)
         ex(
             q(
-                "INSERT INTO tenant_usage (tenant, day, records, sample_bytes) VALUES (?, ?, ?, ?) ON CONFLICT "
-                "(tenant, day) DO UPDATE SET records = tenant_usage.records + excluded.records, "
-                "sample_bytes = tenant_usage.sample_bytes + excluded.sample_bytes"
+                "INSERT INTO tenant_usage (tenant, day, records, sample_bytes, record_bytes) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant, day) DO UPDATE SET records = tenant_usage.records + excluded.records, "
+                "sample_bytes = tenant_usage.sample_bytes + excluded.sample_bytes, "
+                "record_bytes = tenant_usage.record_bytes + excluded.record_bytes"
             ),
-            (tenant, day, records, sample_bytes),
+            (tenant, day, records, sample_bytes, record_bytes),
         )
         limits = ex(
-            q("SELECT max_records_per_day, max_sample_bytes_per_day FROM tenant_quotas WHERE tenant = ?"),
+            q(
+                "SELECT max_records_per_day, max_sample_bytes_per_day, max_record_bytes_per_day FROM tenant_quotas "
+                "WHERE tenant = ?"
+            ),
             (tenant,),
         ).fetchone()
         if not limits or not any(limits):
             return
         used = ex(
-            q("SELECT records, sample_bytes FROM tenant_usage WHERE tenant = ? AND day = ?"), (tenant, day)
+            q("SELECT records, sample_bytes, record_bytes FROM tenant_usage WHERE tenant = ? AND day = ?"),
+            (tenant, day),
         ).fetchone()
         for limit, n, added, what in (
             (limits[0], used[0], records, "records"),
             (limits[1], used[1], sample_bytes, "bytes of samples"),
+            (limits[2], used[2], record_bytes, "bytes of records"),
         ):
             if limit and n > limit:
+                alone = (
+                    "; the batch alone is larger than the quota: it is stored once the operator raises it"
+                    if added > limit
+                    else ""
+                )
                 raise TenantQuotaExceeded(
                     f"tenant {tenant}: this batch ({added} {what}) would pass the tenant's quota of {limit} {what} "
                     f"per day ({n - added} used today); nothing of it was stored: "
                     "the agent keeps it in its outbox and sends it after 00:00 UTC or once the platform operator "
-                    "raises the quota"
+                    f"raises the quota{alone}"
                 )
 
     def _charge_agent(
@@ -812,12 +840,14 @@ class SQLStore(Store):
                 **dict(zip(QUOTA_FIELDS, map(int, lim), strict=True)),
                 "records_today": 0,
                 "sample_bytes_today": 0,
+                "record_bytes_today": 0,
             }
-        for t, n, b in self._rows(
-            self.q("SELECT tenant, records, sample_bytes FROM tenant_usage WHERE day = ?"), (utc_day(),)
+        for t, n, b, rb in self._rows(
+            self.q("SELECT tenant, records, sample_bytes, record_bytes FROM tenant_usage WHERE day = ?"),
+            (utc_day(),),
         ):
             out.setdefault(t, {**dict.fromkeys(QUOTA_FIELDS, 0)}).update(
-                records_today=int(n), sample_bytes_today=int(b)
+                records_today=int(n), sample_bytes_today=int(b), record_bytes_today=int(rb)
             )
         return out
 

@@ -7,6 +7,7 @@ newer schema refused, a clear error for a server that is not there."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -261,8 +262,10 @@ def test_tenant_quotas_refuse_whole_batches_and_count_exactly_across_replicas(st
         "max_agents": 0,
         "max_records_per_day": 100,
         "max_sample_bytes_per_day": 1000,
+        "max_record_bytes_per_day": 0,
         "records_today": 0,
         "sample_bytes_today": 0,
+        "record_bytes_today": 0,
     }
     other = another_replica(store, tmp_path)
     try:
@@ -317,6 +320,99 @@ def test_tenant_quotas_refuse_whole_batches_and_count_exactly_across_replicas(st
             store.set_quota("acme", max_bananas=1)
     finally:
         other.close()
+
+
+def test_a_tenants_record_bytes_of_the_day_are_bounded_across_its_agents_and_replicas(store, tmp_path):
+    """``max_record_bytes_per_day``: the payload bytes (as the agents sent them) of the records a tenant's agents
+    store in the UTC day, all of them together: each agent within its own day budget, they filled the data disk
+    every tenant shares (``max_records_per_day`` counts records whatever their size). A batch that would pass it
+    is refused whole; a replay counts nothing; another tenant is not limited; a second store on the same database
+    (a restarted service, another replica) counts on from the same total, and replicas ingesting at once never
+    pass it."""
+
+    def big(seq: int, n: int = 300) -> dict:
+        return rec(seq, payload="{}", payload_bytes=n)
+
+    assert store.set_quota("acme", max_record_bytes_per_day=1000)["max_record_bytes_per_day"] == 1000
+    assert store.ingest("gw1", [big(1), big(2)], tenant="acme")[1] == 2  # 600
+    assert store.ingest("gw2", [big(1)], tenant="acme")[1] == 1  # 900: another agent, the same tenant's quota
+    with pytest.raises(
+        TenantQuotaExceeded,
+        match=r"this batch \(300 bytes of records\) would pass the tenant's quota of 1000 bytes of records per "
+        r"day \(900 used today\); nothing of it was stored",
+    ):
+        store.ingest("gw2", [big(2), rec(3, payload="{}", payload_bytes=0)], tenant="acme")
+    assert store.stats("gw2", tenant="acme")["records"] == 1  # refused whole
+    assert store.ingest("gw1", [big(1), big(2)], tenant="acme")[1:] == (0, 2)  # a replay: nothing counted
+    assert store.quotas()["acme"]["record_bytes_today"] == 900
+    assert store.ingest("gw1", [big(s, 5000) for s in range(1, 5)], tenant="beta")[1] == 4  # beta: no quota
+    assert store.quotas()["beta"]["record_bytes_today"] == 20_000
+    with pytest.raises(TenantQuotaExceeded, match="the batch alone is larger than the quota"):
+        store.ingest("gw3", [big(1, 1001)], tenant="acme")
+    other = another_replica(store, tmp_path)
+    try:
+        assert other.quotas()["acme"]["record_bytes_today"] == 900  # from the store, not a process's counter
+        with pytest.raises(TenantQuotaExceeded):
+            other.ingest("gw3", [big(1, 101)], tenant="acme")
+        assert other.ingest("gw3", [big(1, 100)], tenant="acme")[1] == 1  # up to the quota exactly
+        store.set_quota("acme", max_record_bytes_per_day=3000)
+        taken: list[int] = []
+
+        def push(st, agent):  # 2 replicas x 2 agents x 10 batches of 100 bytes: 4000 offered, 2000 allowed
+            for i in range(10):
+                with contextlib.suppress(TenantQuotaExceeded):
+                    taken.append(st.ingest(agent, [big(100 + i, 100)], tenant="acme")[1])
+
+        threads = [
+            threading.Thread(target=push, args=(st, f"{name}{k}"))
+            for st, name in ((store, "a"), (other, "b"))
+            for k in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(taken) == 20 and other.quotas()["acme"]["record_bytes_today"] == 3000
+    finally:
+        other.close()
+
+
+def test_an_older_fleet_db_gets_the_tenants_record_bytes_quota_and_keeps_its_quotas(tmp_path):
+    """A fleet.db from before ``max_record_bytes_per_day``: its tables gain the quota (0: no limit) and the day's
+    record bytes (0), its quotas and usage of the day are kept, and its batches are counted from then on."""
+    import sqlite3
+
+    from cloud_trainer.fleet.store import utc_day
+
+    db = sqlite3.connect(tmp_path / "fleet.db")
+    db.executescript(
+        """CREATE TABLE tenant_quotas (tenant TEXT PRIMARY KEY, max_agents BIGINT NOT NULL DEFAULT 0,
+  max_records_per_day BIGINT NOT NULL DEFAULT 0, max_sample_bytes_per_day BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE tenant_usage (tenant TEXT NOT NULL, day INTEGER NOT NULL, records BIGINT NOT NULL DEFAULT 0,
+  sample_bytes BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (tenant, day));
+INSERT INTO tenant_quotas VALUES ('acme', 2, 10, 500);"""
+    )
+    db.execute("INSERT INTO tenant_usage VALUES ('acme', ?, 4, 60)", (utc_day(),))
+    db.commit()
+    db.close()
+    store = SQLiteStore(tmp_path / "fleet.db")
+    try:
+        assert store.quotas()["acme"] == {
+            "max_agents": 2,
+            "max_records_per_day": 10,
+            "max_sample_bytes_per_day": 500,
+            "max_record_bytes_per_day": 0,
+            "records_today": 4,
+            "sample_bytes_today": 60,
+            "record_bytes_today": 0,
+        }
+        store.set_quota("acme", max_record_bytes_per_day=100)
+        assert store.ingest("gw1", [rec(1, payload_bytes=80)], tenant="acme")[1] == 1
+        with pytest.raises(TenantQuotaExceeded, match="bytes of records"):
+            store.ingest("gw1", [rec(2, payload_bytes=80)], tenant="acme")
+        assert store.quotas()["acme"]["record_bytes_today"] == 80
+    finally:
+        store.close()
 
 
 def _sample(seq: int, data: bytes, payload: str = '{"model": "m"}') -> dict:

@@ -3,8 +3,9 @@
 found: a package name that is a path (``../beta/x``, ``.tenants/beta/x``) reaches no other tenant's registry and
 tells nothing of it; an agent certificate whose CN spells another tenant's agent (``beta/gw-b``) is refused at
 issue and at the service, and shares no quota counters with that agent; sample bytes reach the blob store only
-for records stored now and within the tenant's quota; the generations a tenant sees (of a counter all share)
-are times, which do not count another tenant's changes."""
+for records stored now and within the tenant's quota; a tenant's agents together store at most its record bytes of
+the day, also across a restart of the service (a real `cloud-trainer serve`), the rest waiting in their outboxes;
+the generations a tenant sees (of a counter all share) are times, which do not count another tenant's changes."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ from cloud_trainer.registry import Registry
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
 from tests.integration.test_fleet_tenants import _code, admin, cloud, world  # noqa: F401  (fixtures)
+from tests.support.fleet import ServerProcess
 from tests.support.models import make_package
+from tests.support.waits import until
 
 PD = grpc.StatusCode.PERMISSION_DENIED
 
@@ -299,3 +302,108 @@ async def test_a_tenants_generations_do_not_count_another_tenants_changes(cloud)
     for before, gen, heartbeat_gen, after in seen:
         # the time of acme's own change (microseconds since the epoch), whatever beta did since the last
         assert before <= gen <= after and heartbeat_gen == gen, (before, gen, heartbeat_gen, after)
+
+
+async def test_a_tenants_agents_together_store_at_most_its_record_bytes_of_the_day_across_a_restart(
+    world, tmp_path
+):
+    """``max_record_bytes_per_day`` against a real `cloud-trainer serve`: acme's two agents, each within its own day
+    budget (16 GiB), wrote past what the operator meant acme to store (measured before: 2 x 3 records of 300 KB
+    with an agent budget of 1 MB, 1.8 MB for the tenant, and no quota to set). Now a batch that would pass acme's 1 MB
+    is refused whole, beta's agent is stored as before, a replay counts nothing, the service killed and started again
+    counts on from the store, and an agent's own uplink keeps the refused records in its outbox (saying why) until
+    the operator raises the quota: then every one of them is stored."""
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+    from edge_agent.uplink.client import Uplink
+    from edge_agent.uplink.settings import CloudSettings
+
+    _, pki, certs, _ = world
+    server = ServerProcess(tmp_path / "cloud", pki).start()
+    record = json.dumps({"pad": "x" * 300_000}).encode()  # 300,011 bytes
+
+    def creds(tenant: str, name: str):
+        c = certs[(tenant, name)]
+        return channel_credentials(pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key"))
+
+    async def push(tenant: str, agent: str, seqs) -> list[str]:
+        """One batch per seq of one 300-KB record: "stored", "duplicate" or the refusal's code and text, each."""
+        out = []
+        async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", creds(tenant, agent)) as ch:
+            for seq in seqs:
+                batch = pb.RecordBatch(
+                    records=[pb.Record(seq=seq, kind="result", t=time.time(), epoch=1, payload=record)]
+                )
+                try:
+                    ack = [a async for a in rpc.FleetStub(ch).PushRecords(iter([batch]), timeout=20)][0]
+                    out.append("stored" if ack.stored else "duplicate")
+                except grpc.aio.AioRpcError as exc:
+                    out.append(f"{exc.code().name}: {exc.details()}")
+        return out
+
+    async def operator(call: str, request):
+        async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", creds("", "ops")) as ch:
+            return await getattr(rpc.AdminStub(ch), call)(request, timeout=20)
+
+    async def acme() -> pb.TenantInfo:
+        reply = await operator("ListTenants", pb.ListTenantsRequest())
+        return next(t for t in reply.tenants if t.tenant == "acme")
+
+    refusal = (
+        "RESOURCE_EXHAUSTED: tenant acme: this batch (300011 bytes of records) would pass the tenant's quota of "
+        "1000000 bytes of records per day (900033 used today); nothing of it was stored"
+    )
+    box = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "gw-a")
+    box.open()
+    up = None
+    try:
+        t = await operator(
+            "CreateTenant", pb.CreateTenantRequest(tenant="acme", max_record_bytes_per_day=1_000_000)
+        )
+        assert (t.max_record_bytes_per_day, t.record_bytes_today) == (1_000_000, 0)
+        assert await push("acme", "gw1", [1, 2]) == ["stored"] * 2
+        stored = await push("acme", "gw-a", [1, 2])
+        assert stored[0] == "stored" and stored[1].startswith(refusal), stored
+        assert (
+            await push("beta", "gw-b", [1, 2, 3, 4, 5]) == ["stored"] * 5
+        )  # beta's agents: not acme's quota
+        assert await push("acme", "gw1", [1, 2]) == ["duplicate"] * 2  # a replay counts nothing
+        assert (await acme()).record_bytes_today == 900_033
+        server.kill()  # the day's usage is the store's, not the process's
+        server.start()
+        assert (await acme()).record_bytes_today == 900_033
+        refused = await push("acme", "gw1", [3])
+        assert refused[0].startswith(refusal), refused
+        # gw-a's own uplink: its 3 records wait in its outbox, the refusal in its status, until the quota is raised
+        for i in range(3):
+            box.append("result", {"i": i, "pad": "x" * 300_000})
+        box.flush()
+        c = certs[("acme", "gw-a")]
+        up = Uplink(
+            CloudSettings(
+                endpoint=f"127.0.0.1:{server.port}",
+                ca_file=str(pki / "ca.pem"),
+                cert_file=str(c.with_suffix(".pem")),
+                key_file=str(c.with_suffix(".key")),
+                backoff_initial_s=0.1,
+                backoff_max_s=0.5,
+                heartbeat_s=0.5,
+                max_delay_ms=20,
+            ),
+            box,
+        )
+        await up.start()
+        await until(
+            lambda: "bytes of records per day" in (up.status()["last_error"] or ""),
+            what="gw-a's uplink refused for acme's record bytes",
+        )
+        assert box.stats()["depth"] == 3 and (await acme()).record_bytes_today == 900_033
+        await operator("CreateTenant", pb.CreateTenantRequest(tenant="acme", max_record_bytes_per_day=0))
+        await until(lambda: box.stats()["depth"] == 0, what="gw-a's outbox drained once the quota was raised")
+        info = await acme()
+        assert info.records == 6 and info.record_bytes_today > 900_033 + 3 * 300_000  # nothing lost
+    finally:
+        if up is not None:
+            await up.stop()
+        box.close()
+        server.stop()
