@@ -871,7 +871,14 @@ def _lines_batch(
         if len(items) > MAX_VALUES:
             raise _too_many(f"over {MAX_VALUES} objects of JSON lines")
         try:
-            v, at = _LINES_DECODER.raw_decode(text, at)
+            try:
+                v, at = _LINES_DECODER.raw_decode(text, at)
+            except ValueError as e:
+                if "integer string conversion" not in str(e):
+                    raise
+                # an integer of more digits than Python converts: the infinity of its sign, as in a payload of
+                # one object (its field passed on BAD as non_finite); the whole object was malformed_json
+                v, at = _LONG_LINES_DECODER.raw_decode(text, at)
         except _DuplicateKey as e:
             broken = CodecError(
                 "duplicate_key",
@@ -1608,6 +1615,10 @@ def _long_int(digits: str) -> int | float:
         return int(digits)
     except ValueError:
         return -math.inf if digits[0] == "-" else math.inf
+
+
+# JSON lines holding an integer of more digits than Python converts (``_lines_batch``)
+_LONG_LINES_DECODER = json.JSONDecoder(object_pairs_hook=_unique, parse_int=_long_int)
 
 
 def _object(payload: bytes | str) -> dict:

@@ -51,3 +51,29 @@ async def test_json_lines_and_concatenated_objects_are_a_batch_and_a_broken_line
     assert src.stats.errors_by_reason == {"malformed_json": 2, "wrong_type": 1}
     said = src.stats.last_error or ""
     assert "lines/junk" in said and "Extra data" in said
+
+
+async def test_an_integer_past_pythons_digit_limit_in_json_lines_is_its_fields_fault_not_the_payloads(
+    mosquitto,
+):
+    """A JSON line holding an integer of more digits than Python converts (4,300) is read as a payload of one such
+    object is: that field the infinity of its sign, passed on BAD (``non_finite``), the line's other fields and the
+    payload's other lines read. Before, the line was ``malformed_json`` (int()'s ValueError): of two lines, the
+    whole payload was refused ("Extra data"), the good line lost with it."""
+    t0 = round(time.time()) - 60
+    long = "9" * 100_000
+    messages = [
+        ("lines/two", f'{{"ts": {t0}, "a": 1}}\n{{"ts": {t0 + 1}, "a": {long}, "b": 2}}'),
+        ("lines/first", f'{{"ts": {t0}, "c": -{long}}}\n{{"ts": {t0 + 1}, "c": 3}}'),
+        ("lines/end", json.dumps({"ts": t0, "end": 1})),
+    ]
+    got, src = await read_published(mosquitto.port, [{"topic": "lines/#"}], messages, "lines/end/end")
+    assert [(r.tag, r.value, r.timestamp, r.quality.value) for r in got] == [
+        ("lines/two/a", 1, t0, "good"),  # before: none of these but the end
+        ("lines/two/a", float("inf"), t0 + 1, "bad"),
+        ("lines/two/b", 2, t0 + 1, "good"),
+        ("lines/first/c", float("-inf"), t0, "bad"),
+        ("lines/first/c", 3, t0 + 1, "good"),
+        ("lines/end/end", 1, t0, "good"),
+    ]
+    assert src.stats.errors_by_reason == {"non_finite": 2}
