@@ -104,11 +104,15 @@ CREATE TABLE IF NOT EXISTS tenant_usage (tenant TEXT NOT NULL, day INTEGER NOT N
 SCHEMA += QUOTAS
 # per agent, its records' payload bytes and sample bytes stored per UTC day, kept by ``ingest`` in the batch's
 # transaction: the fleet service's per-agent day budgets (record_bytes_per_day, sample_bytes_per_day) start from them
-# after a restart instead of from 0 (PostgreSQL migration 0012_agent_usage.sql)
+# after a restart instead of from 0 (PostgreSQL migration 0012_agent_usage.sql). They read the current UTC day only:
+# an agent's rows older than AGENT_USAGE_KEPT_DAYS are deleted in its first stored batch of a day (in each process),
+# so the table holds at most that many rows per agent instead of one per agent and day for ever
 AGENT_USAGE = """CREATE TABLE IF NOT EXISTS agent_usage (tenant TEXT NOT NULL, agent TEXT NOT NULL, day INTEGER NOT NULL,
   record_bytes BIGINT NOT NULL DEFAULT 0, sample_bytes BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (tenant, agent, day));
 """
 SCHEMA += AGENT_USAGE
+# today's and yesterday's: a replica whose clock is behind around midnight still reads its "today"
+AGENT_USAGE_KEPT_DAYS = 2
 QUOTA_FIELDS = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day", "max_record_bytes_per_day")
 # per agent, epoch and kind: how many records are stored and their lowest and highest seq, kept by ``ingest`` in
 # the batch's transaction, so that stats and gaps (the console's agents, every few seconds) need not read every
@@ -514,6 +518,8 @@ class SQLStore(Store):
     # a batch is written in transactions of at most this many bytes (payloads, plus INGEST_RECORD_BYTES a
     # record), None: one transaction per batch (PostgreSQL, whose row locks hold no other agent's writes)
     INGEST_CHUNK_BYTES: int | None = None
+    # (UTC day, agents whose old agent_usage rows this store deleted that day): set by the first ``_note_pruned``
+    _pruned: tuple[int, set[tuple[str, str]]]
 
     def q(self, sql: str) -> str:
         return sql
@@ -647,6 +653,8 @@ class SQLStore(Store):
         synced: bool = True,
     ) -> tuple[list[int], int, int]:
         stored = dup = sample_bytes = payload_bytes = 0
+        # whether this range deletes the agent's agent_usage rows older than AGENT_USAGE_KEPT_DAYS (once a day)
+        prune = False
         q = self.q
         new_samples: list[dict] = []  # records stored now whose bytes go to the blob store
         counts: dict[
@@ -739,6 +747,8 @@ class SQLStore(Store):
             if stored:  # the tenant's usage row stays locked (PostgreSQL) until the commit
                 self._charge(ex, tenant, stored, sample_bytes, payload_bytes, now)
                 self._charge_agent(ex, tenant, agent, payload_bytes, sample_bytes, now)
+                if prune := not self._usage_pruned(tenant, agent, utc_day(now)):
+                    self._prune_agent_usage(ex, tenant, agent, utc_day(now))
             # last, once the batch is known to be new and within quota: the sample bytes (a failure rolls the
             # rows back; the agent, not acknowledged, sends them again)
             if blobs is not None:
@@ -747,6 +757,8 @@ class SQLStore(Store):
                         blobs.commit(st)  # a rename: the bytes are on disk already
                     elif not blobs.exists(r["sample_sha256"]):
                         blobs.put_bytes(r["sample_data"])
+        if prune:  # committed: not again today for this agent in this process
+            self._note_pruned(tenant, agent, utc_day(now))
         return [r["seq"] for r in records], stored, dup
 
     def _charge(
@@ -809,6 +821,26 @@ class SQLStore(Store):
             ),
             (tenant, agent, utc_day(now), payload_bytes, sample_bytes),
         )
+
+    def _prune_agent_usage(self, ex, tenant: str, agent: str, day: int) -> None:
+        """Delete the agent's ``agent_usage`` rows no budget reads any more (older than ``AGENT_USAGE_KEPT_DAYS``),
+        in the batch's transaction: a range of the agent's own primary key, whose ``ingest`` row the batch holds."""
+        ex(
+            self.q("DELETE FROM agent_usage WHERE tenant = ? AND agent = ? AND day <= ?"),
+            (tenant, agent, day - AGENT_USAGE_KEPT_DAYS),
+        )
+
+    def _usage_pruned(self, tenant: str, agent: str, day: int) -> bool:
+        """Whether this store deleted the agent's old ``agent_usage`` rows on UTC ``day`` already (once per agent
+        and day in each process; another replica, or this one restarted, does it again: a delete of nothing)."""
+        pruned = getattr(self, "_pruned", None)
+        return pruned is not None and pruned[0] == day and (tenant, agent) in pruned[1]
+
+    def _note_pruned(self, tenant: str, agent: str, day: int) -> None:
+        pruned = getattr(self, "_pruned", None)
+        if pruned is None or pruned[0] != day:  # a new day: the agents of the day before are forgotten
+            pruned = self._pruned = (day, set())
+        pruned[1].add((tenant, agent))
 
     def agent_usage(self, agent: str, day: int, *, tenant: str = T) -> tuple[int, int]:
         rows = self._rows(

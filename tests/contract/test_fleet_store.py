@@ -221,6 +221,56 @@ def test_an_agents_payload_and_sample_bytes_of_the_day_are_kept_in_the_store(sto
     assert store.agent_usage("gw1", today - 1, tenant="acme") == (0, 0)
 
 
+def test_an_agents_usage_rows_of_days_no_budget_reads_are_deleted(store, tmp_path):
+    """``agent_usage`` is read for the current UTC day only (the service's day budgets), and held one row per agent
+    and day for ever (3,000 rows after 60 days of 50 agents, 2026-12-05). An agent's first stored batch of a day
+    deletes its rows older than yesterday (kept for a replica whose clock is behind around midnight); its other
+    batches that day, a replay and other agents' rows are left alone, and another store on the database (a
+    restarted service, a replica) prunes on its own."""
+    from cloud_trainer.fleet.store import utc_day
+
+    today = utc_day()
+
+    def days(tenant: str, agent: str) -> list[int]:
+        rows = store._rows(
+            store.q("SELECT day FROM agent_usage WHERE tenant = ? AND agent = ? ORDER BY day"),
+            (tenant, agent),
+        )
+        return [int(d) for (d,) in rows]
+
+    def written_before(
+        tenant: str, agent: str, *ago: int
+    ) -> None:  # what the agent's batches of those days left
+        with store._tx() as ex:
+            for n in ago:
+                ex(
+                    store.q(
+                        "INSERT INTO agent_usage (tenant, agent, day, record_bytes) VALUES (?, ?, ?, 10)"
+                    ),
+                    (tenant, agent, today - n),
+                )
+
+    written_before("acme", "gw1", 60, 30, 2, 1)
+    written_before("acme", "gw2", 30, 2)
+    written_before("default", "gw1", 30)
+    assert store.ingest("gw1", [rec(1, payload_bytes=100)], tenant="acme")[1] == 1
+    assert days("acme", "gw1") == [today - 1, today]  # today's budgets read the same as before
+    assert store.agent_usage("gw1", today, tenant="acme") == (100, 0)
+    assert days("acme", "gw2") == [today - 30, today - 2] and days("default", "gw1") == [today - 30]
+    written_before("acme", "gw1", 5)  # (not pruned again by this store today: once a day per agent)
+    store.ingest("gw1", [rec(2, payload_bytes=100)], tenant="acme")
+    assert days("acme", "gw1") == [today - 5, today - 1, today]
+    other = another_replica(store, tmp_path)
+    try:
+        assert other.ingest("gw1", [rec(1)], tenant="acme")[1:] == (0, 1)  # a replay stores nothing: no prune
+        assert days("acme", "gw1") == [today - 5, today - 1, today]
+        other.ingest("gw1", [rec(3, payload_bytes=100)], tenant="acme")
+        assert days("acme", "gw1") == [today - 1, today]
+        assert other.agent_usage("gw1", today, tenant="acme") == (300, 0)
+    finally:
+        other.close()
+
+
 def test_sqlite_writer_turns_give_a_waiting_short_write_before_a_batchs_next_range():
     """SQLite's one writer: a short write (a heartbeat) that waits goes before a range of a batch that waited
     longer; a wait with a timeout gives up and leaves the turn to the others."""
