@@ -395,16 +395,21 @@ async def test_a_batch_being_checked_holds_no_other_tenants_state_report(cloud, 
 class SlowRecordWrites:
     """The store's SQLite connection on a disk that takes ``per_record_s`` to write each record (a busy disk: a
     1-MB record took 0.1-0.4 s here beside other writes); notes in ``order`` each record written and each
-    heartbeat of tenant beta, and sets ``entered`` at the first record."""
+    heartbeat of tenant beta, and sets ``entered`` at the first record, whose write lasts until ``hold()`` is
+    true (30 s at most)."""
 
-    def __init__(self, inner, per_record_s: float) -> None:
-        self.inner, self.per_record_s = inner, per_record_s
+    def __init__(self, inner, per_record_s: float, hold=lambda: True) -> None:
+        self.inner, self.per_record_s, self.hold = inner, per_record_s, hold
         self.order: list[str] = []
         self.entered = threading.Event()
 
     def execute(self, sql: str, args=()):
         if sql.startswith("INSERT INTO records"):
-            self.entered.set()
+            if not self.entered.is_set():
+                self.entered.set()
+                deadline = time.monotonic() + 30
+                while not self.hold() and time.monotonic() < deadline:
+                    time.sleep(0.005)
             time.sleep(self.per_record_s)
             self.order.append(f"record {args[3]}")
         elif sql.startswith("INSERT INTO agents") and args[0] == "beta":
@@ -423,14 +428,24 @@ async def test_another_tenants_heartbeat_is_written_between_the_ranges_of_one_te
     with a busy disk). A batch is written in ranges of at most 1 MiB now, and a short write waiting goes before
     the next range; acme's batch is stored whole all the same, each record once."""
     srv, clients, _, _ = cloud
-    disk = srv.store.db = SlowRecordWrites(srv.store.db, per_record_s=0.25)
+    heartbeat_sent = threading.Event()
+
+    def heartbeat_waits() -> bool:
+        # the first record's write lasts until beta's heartbeat waits for the writer: it used to have the 2 s of
+        # the batch to get there, which a loaded machine can take; a store without writer turns (one lock for
+        # the whole batch) is let go once the heartbeat is sent, and fails below as before
+        waiting = getattr(srv.store.lock, "_waiting", None)
+        return heartbeat_sent.is_set() and (waiting is None or bool(waiting[False]))
+
+    disk = srv.store.db = SlowRecordWrites(srv.store.db, per_record_s=0.25, hold=heartbeat_waits)
     payload = b'{"v": "' + b"x" * 600_000 + b'"}'
     batch = pb.RecordBatch(
         records=[pb.Record(seq=i, kind="result", t=time.time(), payload=payload) for i in range(1, 9)]
     )
     push = asyncio.create_task(_acks(clients["a1"].stub.PushRecords(iter([batch]), timeout=30)))
-    await asyncio.to_thread(disk.entered.wait, 10)
+    assert await asyncio.to_thread(disk.entered.wait, 30)
     t0 = time.perf_counter()
+    heartbeat_sent.set()
     await clients["b1"].stub.Heartbeat(pb.HeartbeatRequest(labels={"site": "beta"}), timeout=30)
     took = time.perf_counter() - t0
     acks = await push
