@@ -43,6 +43,10 @@ def _build(args) -> int:
     from model_packager.package import build_package
 
     images = None
+    if args.whole_frames and not args.input_images:
+        raise PackageError(
+            "--whole-frames says what the --input-images are; give --input-images DIR", code="usage"
+        )
     if args.input_images:
         from model_packager.image_folder import ImageFolder
 
@@ -62,6 +66,7 @@ def _build(args) -> int:
         fp32_model=args.fp32,
         input_images=images,
         notes=notes,
+        whole_frames=args.whole_frames,
     )
     for note in notes:  # the golden set's blind spots: the package is built, its golden check is weaker
         print(printable(f"warning: {note}", 2000), file=sys.stderr)
@@ -218,6 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         help="an image model's training images (a folder, sub-folders too; up to 500 are read): their "
         "statistics let the agent call frames far outside them UNSURE (blurred, dark, another scene, a "
         "colour change) instead of OK or NG",
+    )
+    b.add_argument(
+        "--whole-frames",
+        action="store_true",
+        help="--input-images are the camera's whole frames even where one is exactly the size of the model's "
+        "roi at [0, 0] (a roi covering the whole frame); without it such an image is refused, as a crop of "
+        "the roi cannot be told from it",
     )
     b.add_argument(
         "--max-megapixels",

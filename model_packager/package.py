@@ -259,10 +259,14 @@ class _HoldingRoi:
     another size than theirs is UNSURE ("frame size unlike training"). Crops of the roi (the images such a
     model was trained on) were taken: the package was built, and every frame of the line was UNSURE. An image
     that cannot be a frame the roi is cut from is refused, named by its file where the images have ``paths``
-    (``image_folder.ImageFolder``)."""
+    (``image_folder.ImageFolder``). An image exactly the roi's size, the roi at [0, 0], is a crop of it or a
+    frame the roi covers whole: its pixels cannot tell, so it is refused unless ``whole_frames`` (the user's
+    ``--whole-frames``) says the images are the camera's frames."""
 
-    def __init__(self, images: Iterable[np.ndarray], roi: tuple[int, int, int, int]) -> None:
-        self.images, self.roi = images, roi
+    def __init__(
+        self, images: Iterable[np.ndarray], roi: tuple[int, int, int, int], whole_frames: bool = False
+    ) -> None:
+        self.images, self.roi, self.whole_frames = images, roi, whole_frames
 
     def __iter__(self) -> Iterator[np.ndarray]:
         x, y, w, h = self.roi
@@ -277,6 +281,16 @@ class _HoldingRoi:
                     f"width={w}, height={h}] (a frame of at least {x + w}x{y + h}); give the camera's whole "
                     "frames as it takes them, not crops of the roi: the agent measures each whole frame against "
                     "their statistics, and would call every frame of another size UNSURE",
+                    code="usage",
+                )
+            if (x, y, w, h) == (0, 0, iw, ih) and not self.whole_frames:
+                name = paths[n] if paths is not None and n < len(paths) else f"image {n + 1}"
+                raise PackageError(
+                    f"{option}: {name}: {iw}x{ih} pixels, exactly the model's roi [x=0, y=0, width={w}, "
+                    f"height={h}]: a crop of the roi cannot be told from a whole frame the roi covers; give the "
+                    "camera's whole frames as it takes them (the agent measures each whole frame against their "
+                    "statistics, and would call every larger frame UNSURE), or, if the camera's frames are "
+                    f"{iw}x{ih}, say so with --whole-frames",
                     code="usage",
                 )
             yield img
@@ -297,6 +311,7 @@ def build_package(
     check_parity_here: bool = True,
     input_images=None,
     notes: list[str] | None = None,
+    whole_frames: bool = False,
 ) -> Path:
     """Check ``spec`` against the model, compute golden outputs when absent, optionally add an
     OpenVINO IR, sign, and write ``out_dir/NAME-VERSION.edgepkg`` atomically. Returns its path.
@@ -310,7 +325,8 @@ def build_package(
     iterable that can be read twice such as ``image_folder.ImageFolder``): their statistics go into the
     manifest's ``input_stats`` and their local ones (colour, banding, sharpness by region) into the
     signed ``input_stats_local.json`` (unless ``extra_files`` brings that file), which an agent uses to
-    call far-off frames UNSURE.
+    call far-off frames UNSURE. For a model with a ``roi``, each must hold it (``_HoldingRoi``); one exactly
+    its size with the roi at [0, 0] is refused as a crop of it unless ``whole_frames`` says they are frames.
 
     ``notes``, when given, receives one line for each way the golden set cannot judge a form (no golden
     item on one side of a threshold, no item of a label; an INT8-only package's items exempt near its
@@ -336,7 +352,7 @@ def build_package(
             input_images = list(input_images)
         roi = pre.get("roi")
         if isinstance(roi, list | tuple) and len(roi) == 4 and all(isinstance(v, int) for v in roi):
-            input_images = _HoldingRoi(input_images, (roi[0], roi[1], roi[2], roi[3]))
+            input_images = _HoldingRoi(input_images, (roi[0], roi[1], roi[2], roi[3]), whole_frames)
         try:
             data["input_stats"] = summarize(input_images).model_dump(mode="json")
             if LOCAL_FILE not in (extra_files or {}):

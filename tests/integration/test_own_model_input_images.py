@@ -139,3 +139,48 @@ async def test_input_images_that_cannot_hold_the_models_roi_are_refused_not_buil
     finally:
         await slot.stop()
     assert got.interpretation.verdict == "OK", got.interpretation
+
+
+async def test_crops_exactly_the_size_of_a_roi_at_the_origin_are_refused_unless_said_to_be_whole_frames(
+    built, capsys
+):
+    """A model whose ``roi`` starts at [0, 0] is trained on crops of that box, which hold it exactly: the
+    check that an image can hold the roi let them through, the package was built with their size as the
+    training frames', and the agent called every frame of the line UNSURE ("frame size unlike training").
+    Such an image cannot tell a crop from a frame the roi covers whole: it is refused naming the file and
+    --whole-frames, which builds it when the camera's frames are that size; the camera's frames build a
+    package that calls a good frame OK."""
+    tmp, key, pub, model, _spec, _pkg = built
+    h, w = line_frames.good(1, 0).shape[:2]
+    roi = [0, 0, w // 2, h // 2]
+    spec = vision_spec("own-roi0", "1.0.0")
+    spec["preprocessing"]["roi"] = roi
+    (tmp / "roi0.yaml").write_text(yaml.safe_dump(spec))
+    crops, frames = tmp / "roi0_crops", tmp / "roi0_frames"
+    crops.mkdir()
+    frames.mkdir()
+    for i in range(12):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), line_frames.good(1, i))
+        cv2.imwrite(str(crops / f"{i:03d}.png"), line_frames.good(1, i)[: h // 2, : w // 2])
+    base = ["build", str(model), str(tmp / "roi0.yaml"), "--key", str(key)]
+    assert main([*base, "--out", str(tmp / "roi0_refused"), "--input-images", str(crops)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"{crops / '000.png'}: {w // 2}x{h // 2} pixels, exactly the model's roi" in err, err
+    assert "--whole-frames" in err and "whole frames" in err, err
+    assert not list(tmp.glob("roi0_refused/*.edgepkg"))
+    assert main([*base, "--out", str(tmp / "roi0_said"), "--whole-frames", "--input-images", str(crops)]) == 0
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp / "roi0_nowhere"), "--whole-frames"]) == 2  # says nothing alone
+    assert "--whole-frames" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp / "roi0_dist"), "--input-images", str(frames)]) == 0
+    pkg = next((tmp / "roi0_dist").glob("*.edgepkg"))
+    slot = ModelSlot(
+        "own", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp / "roi0_data", [str(pub)]
+    )
+    await slot.start()
+    try:
+        got = slot.infer(Frame("cam", 0, 0.0, line_frames.good(7, 3)), UnsureSettings().tolerance)
+    finally:
+        await slot.stop()
+    assert got.interpretation.verdict == "OK", got.interpretation
