@@ -11,7 +11,8 @@ unknown) or name; an unknown alias, or data before any birth (a DDATA before its
 device's DBIRTH too), is counted
 (``unknown_alias``; ``data_before_birth``, which is normal after the host starts and so counted apart,
 not as an error), skipped, and answered by an NCMD
-``Node Control/Rebirth`` = true. Every rebirth wanted (these, a seq gap, a skipped or retained birth, this
+``Node Control/Rebirth`` = true (an alias the birth answering it does not declare either asks no more until the
+node's data is read whole by its aliases: ``_Node.alias_born``). Every rebirth wanted (these, a seq gap, a skipped or retained birth, this
 host's reconnect) is queued per node, oldest first, and asked by ``tick`` (at each request, and every
 ``TICK_S`` by the adapter's one periodic task: a stale node that sends nothing more is asked too) when due: at
 most once per ``rebirth_min_interval_s`` per node (a later request waits, it is not dropped; a birth read
@@ -216,6 +217,12 @@ class _Node:
     # a datatype (``_readings``): once per node, as ``scope_asked``: a node whose program sends such a metric
     # would otherwise be reborn whole at every rebirth_min_interval_s
     undeclared_asked: bool = False
+    # a rebirth was asked for data by an alias its births did not give (``_readings``), and no data message of it
+    # was read whole by its aliases since; ``alias_born``: a birth of it was read after that ask. Data by an alias
+    # such a birth does not declare either asks no more: a node whose NDATA use aliases its NBIRTH never declares
+    # was reborn whole at every rebirth_min_interval_s for ever, each birth as unhelpful as the last
+    alias_asked: bool = False
+    alias_born: bool = False
     # a birth of it declared metrics past MAX_NODE_METRICS, whose types were not kept (``_learn``): data without a
     # datatype by a name not in ``types`` may be one of them, so such an integer is read as the wire's number, as
     # before the skip of undeclared ones (``_readings``); forgotten at its next NBIRTH
@@ -1486,6 +1493,7 @@ class SparkplugHost:
             # counts as in sequence, unless it answers a rebirth asked for a gap and no data message since was
             # in sequence: a node whose seq is broken is asked once, not after every birth (``_check_seq``)
             node.run = 0 if node.gap_asked else 1
+            node.alias_born = node.alias_asked
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             # a birth replaces what the last one declared: a metric retyped or gone, or a Template
             # member now a plain metric, must not keep the old datatype for a command. Its devices too:
@@ -1827,6 +1835,7 @@ class SparkplugHost:
     ) -> list[Reading]:
         out: list[Reading] = []
         unknown = False
+        by_alias = alias_missing = False  # a metric read by its alias; one whose alias no birth gave
         historical = 0
         repeated = ""  # the first array metric sent again with the same time and samples (a rebirth)
         unsupported = ""  # the first metric of a type the host does not read (Bytes, File, DataSet text)
@@ -1893,12 +1902,22 @@ class SparkplugHost:
                     )
                     continue
                 if entry is None:
-                    unknown = True
+                    alias_missing = True
+                    if node.alias_born:
+                        self._on_error(
+                            "unknown_alias",
+                            f"{t.group}/{t.edge_node}: alias {m.alias} not in its birth, nor in the birth read after "
+                            "the rebirth asked for an alias: skipped, not asked again until its data is read whole "
+                            "by its aliases",
+                        )
+                        continue
+                    unknown = node.alias_asked = True
                     self._on_error(
                         "unknown_alias", f"{t.group}/{t.edge_node}: alias {m.alias} not in its birth"
                     )
                     continue
                 dev, name = entry
+                by_alias = True
             if name == sp.BDSEQ_METRIC or name.startswith("Node Control/"):
                 continue
             if m.is_null and not m.is_historical and {m.datatype, node.types.get((dev, name))} & _TABLES:
@@ -2122,6 +2141,8 @@ class SparkplugHost:
                 "a datatype Sparkplug B does not define, and carries no value a reading can be made of",
                 cause="no_value",
             )
+        if by_alias and not alias_missing:  # its aliases are known again: an unknown one later asks a rebirth
+            node.alias_asked = node.alias_born = False
         if unknown:
             self._rebirth(t.group, t.edge_node, node)
         return out

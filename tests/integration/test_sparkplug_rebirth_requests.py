@@ -294,3 +294,47 @@ async def test_a_live_node_given_up_on_after_a_seq_gap_is_asked_its_birth_again_
         pub.publish("spBv1.0/g/NDATA/n1", data(6), qos=1)  # it is back, in sequence after the gap
         await until(lambda: asked.count("n1") > given_up_after, 10, "the node asked its birth again")
         assert src.sparkplug.node_alive("g", "n1")
+
+
+def _by_alias(seq: int, alias: int) -> bytes:
+    d = sp._pb().Payload()
+    d.timestamp, d.seq = T0_MS + seq, seq
+    _metric(d, alias=alias, double_value=float(seq))
+    return d.SerializeToString()
+
+
+async def test_data_by_an_alias_its_answered_birth_still_does_not_declare_asks_no_rebirth_again(mosquitto):
+    """A node whose NBIRTH declares names only and whose NDATA use aliases (a node's bug: its aliases are in its
+    data only) was asked a rebirth at each rebirth_min_interval_s for ever, as each birth it answered with
+    declared no alias either: measured against Mosquitto, 5 NBIRTHs asked and sent in 9 s of NDATA every 0.3 s,
+    all the data unknown_alias. Now the alias that a birth read after the ask still does not declare is counted
+    (unknown_alias) and asks nothing more, until a data message of the node is read whole by its aliases: a node
+    whose later birth with a new alias map was lost is asked again."""
+    async with _host(
+        mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0, "rebirth_retry_s": 0}
+    ) as (src, asked, pub):
+        host = src.sparkplug
+        names_only = sp._pb().Payload()
+        names_only.timestamp, names_only.seq = T0_MS, 0
+        _metric(names_only, "bdSeq", datatype=D.INT64, long_value=0)
+        _metric(names_only, "A", datatype=D.DOUBLE, double_value=1.0)
+        pub.publish("spBv1.0/g/NBIRTH/n", names_only.SerializeToString(), qos=1)
+        pub.publish("spBv1.0/g/NDATA/n", _by_alias(1, 1), qos=1)
+        await until(lambda: asked == ["n"], 10, "a rebirth asked for the unknown alias")
+        pub.publish("spBv1.0/g/NBIRTH/n", names_only.SerializeToString(), qos=1)  # its answer: no alias again
+        for seq in range(1, 4):
+            pub.publish("spBv1.0/g/NDATA/n", _by_alias(seq, 1), qos=1)
+        pub.publish("spBv1.0/g/NDATA/other", _by_alias(1, 1), qos=1)  # not born: asked, after any ask of n
+        await until(lambda: "other" in asked, 10, "the node not born asked")
+        assert asked == ["n", "other"], asked
+        assert host.births == 2 and src.stats.errors_by_reason["unknown_alias"] == 4, (
+            src.stats.errors_by_reason
+        )
+        # a birth declaring it, and data read whole by alias: an alias unknown later asks again
+        pub.publish("spBv1.0/g/NBIRTH/n", _birth(0).SerializeToString(), qos=1)  # Step, alias 1
+        pub.publish("spBv1.0/g/NDATA/n", _by_alias(1, 1), qos=1)
+        pub.publish("spBv1.0/g/NDATA/n", _by_alias(2, 2), qos=1)
+        await until(lambda: asked.count("n") == 2, 10, "asked again for a new unknown alias")
+        assert host.births == 3 and src.stats.errors_by_reason["unknown_alias"] == 5, (
+            src.stats.errors_by_reason
+        )
