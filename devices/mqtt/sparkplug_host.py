@@ -1309,6 +1309,9 @@ class SparkplugHost:
     ) -> tuple[str, str] | None:
         """The first of a line of born nodes (least recently heard first) not heard for ``TALKING_KEEP_S`` that
         holds at least ``least`` metrics, looking at no more than ``ASK_SCAN_MAX`` of them."""
+        if least <= 0:  # its front (a new node's birth in a full table: each of a flood's births asks)
+            key = self._front(line)
+            return key if key is not None and now - self._nodes[key].heard >= TALKING_KEEP_S else None
         for key in list(itertools.islice(line, ASK_SCAN_MAX)):
             node = self._nodes[key]
             if not node.alive:  # not born since (this host's reconnect): filed where it now stands
