@@ -503,7 +503,11 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
         try:  # RFC 3339 allows a lower-case "z" (and "t"), which fromisoformat refuses
             dt = datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
         except ValueError:
-            raise CodecError("bad_timestamp", f"timestamp {name!r}={v!r} is not ISO 8601") from None
+            # the text quoted cut, as a topic or a key is (a time of megabytes was quoted whole: in the log line,
+            # last_error on /status and a source's down event)
+            raise CodecError(
+                "bad_timestamp", f"timestamp {name!r}={shown_topic(v)} is not ISO 8601"
+            ) from None
         if len(s) <= 16 and date_only(s):
             # a date without a time of day ("2026-12-04", a daily export's): fromisoformat reads it as midnight, a
             # reading stamped hours off (and "2026-12-04+01:00" as 01:00 local), so refused as no instant

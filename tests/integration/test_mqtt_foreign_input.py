@@ -553,3 +553,34 @@ async def test_a_message_named_only_by_a_topic_alias_this_client_never_allowed_i
     assert [(r.tag, r.value) for r in got] == [("x/a/v", 1), ("x/ok/v", 3)]
     assert src.stats.errors_by_reason == {"bad_topic": 1}
     assert "topic alias" in src.stats.last_error
+
+
+async def test_a_time_text_of_a_megabyte_is_quoted_by_its_start_in_bad_timestamp(mosquitto, caplog):
+    """A device's ISO 8601 time field holding a megabyte of text (a JSON object's time, a record's, an OPC UA PubSub
+    field's SourceTimestamp): ``bad_timestamp``, its error quoting the text's first 200 characters and its length,
+    as every other error quotes a topic, key or value. It quoted the text whole: a 1 MB log line per burst, and 1 MB
+    (up to max_message_bytes) in last_error on /status and in a source's down event to the fleet."""
+    from tests.support.mqtt_read import read_published
+
+    caplog.set_level(logging.WARNING)
+    junk = "2026-12-04T10:15:00" + "x" * 1_000_000
+    subs = [
+        {"topic": "iso/#", "json_mapping": {"timestamp_format": "iso8601"}},
+        {"topic": "rec/#", "json_mapping": {"timestamp_format": "iso8601", "records": {}}},
+        {"topic": "ps/#", "json_mapping": {"opcua_pubsub": {}}},
+    ]
+    dsm = {"DataSetWriterId": 1, "Payload": {"a": {"Value": 1, "SourceTimestamp": junk}, "b": 2}}
+    messages = [
+        ("iso/a", json.dumps({"ts": junk, "v": 1})),
+        ("rec/a", json.dumps({"values": [{"id": "a", "v": 1, "t": junk}, {"id": "b", "v": 2}]})),
+        ("ps/a", json.dumps({"MessageType": "ua-data", "Messages": [dsm]})),
+        ("iso/end", json.dumps({"end": 1})),
+    ]
+    errors: list[str] = []
+    got, src = await read_published(mosquitto.port, subs, messages, "iso/end/end", errors=errors)
+    assert [r.tag for r in got] == ["rec/a/b", "ps/a/b", "iso/end/end"]  # the others around each bad time read
+    assert src.stats.errors_by_reason == {"bad_timestamp": 3}
+    assert all(len(e) < 1000 and "(1000019 characters)" in e for e in errors), [e[:300] for e in errors]
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("devices.mqtt")]
+    assert said and max(map(len, said)) < 1000, sorted(map(len, said))[-3:]  # before: 1,000,093
+    assert len(src.stats.last_error or "") < 1000
