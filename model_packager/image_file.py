@@ -128,6 +128,10 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
         if (why := undecodable_kind(data)) is not None:
             raise Refused(why, unsupported=True)
         raise Refused(f"a {kind} header for {w}x{h} pixels, but the image data is truncated or corrupt")
+    if kind == "PNM" and (why := _pnm_over_maxval(data, img)) is not None:
+        raise Refused(why)
+    if kind == "PNM":  # samples of a maximum value other than 255 or 65535: scaled as Netpbm says
+        img = _pnm_scaled(data, img)[0]  # (a 16-bit one's depth: such images are refused by the caller)
     if (why := damaged_jpeg(data, img, flags)) is not None:
         raise Refused(why)
     if (why := transparent(data)) is not None:
@@ -141,6 +145,42 @@ def _samples_ended(data: bytes | memoryview) -> bytes | memoryview:
     if bytes(data[:2]) in (b"P2", b"P3") and bytes(data[-1:]).isdigit():
         return bytes(data) + b"\n"
     return data
+
+
+def _pnm_over_maxval(data: bytes | memoryview, img: Any) -> str | None:
+    """Why a binary PNM is damaged: a sample above its declared maximum value, or None
+    (``protocols.image_header._pnm_over_maxval``)."""
+    nums = _pnm_header(bytes(data[:4096])) if bytes(data[:2]) in (b"P5", b"P6") else None
+    if nums is None or nums[2] in (255, 65535):
+        return None
+    top = int(img.max())
+    if top <= nums[2]:
+        return None
+    return (
+        f"a PNM whose samples reach {top}, above the maximum value {nums[2]} its header declares: damaged, "
+        "or written by a tool that sets the maximum wrong"
+    )
+
+
+def _pnm_scaled(data: bytes | memoryview, img: Any) -> tuple[Any, int]:
+    """A PNM's samples scaled from its declared maximum value as Netpbm says (sample x 255 / maximum,
+    rounded), and the depth of a 16-bit one (``protocols.image_header._pnm_scaled``)."""
+    import numpy as np
+
+    head = bytes(data[:2])
+    nums = _pnm_header(bytes(data[:4096])) if head in (b"P2", b"P3", b"P5", b"P6") else None
+    if nums is None or nums[2] in (255, 65535) or img.dtype not in (np.uint8, np.uint16):
+        return img, 16
+    maxval = nums[2]
+    if img.dtype == np.uint8:
+        bits, v = 8, np.arange(256, dtype=np.int64)
+        if head in (b"P2", b"P3"):  # each value OpenCV gives is one sample's, scaled down: that sample
+            v = -(-v * maxval // 255)
+    else:
+        bits, v = maxval.bit_length(), np.arange(65536, dtype=np.int64)
+    top = (1 << bits) - 1
+    lut = ((np.minimum(v, maxval) * 2 * top + maxval) // (2 * maxval)).astype(img.dtype)  # rounded, halves up
+    return lut[np.asarray(img)], bits if img.dtype == np.uint16 else 16
 
 
 def not_one_image(data: bytes) -> str | None:

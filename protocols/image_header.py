@@ -285,7 +285,8 @@ def decode_image(
     or truncated/corrupt past its header; a whole file of a kind OpenCV cannot decode (a 12-bit or lossless
     JPEG, a TIFF of 4-bit grey pixels) is refused as ``unsupported``, naming it (``_undecodable_kind``). A
     TIFF of packed 10-, 12- or 14-bit samples, which OpenCV shifts to the top of 16 bits, comes back with them
-    in the low bits, as a Mono12 camera's 16-bit PNG holds them (read with ``pixel_bits`` 12 alike)."""
+    in the low bits, as a Mono12 camera's 16-bit PNG holds them (read with ``pixel_bits`` 12 alike); a PNM of
+    a maximum value other than 255 or 65535 comes back scaled as Netpbm says (``_pnm_scaled``)."""
     import cv2
     import numpy as np
 
@@ -331,6 +332,14 @@ def decode_image(
         if (why := _undecodable_kind(kind, data)) is not None:  # a whole file of a kind OpenCV cannot read
             raise ImageRejected(why, unsupported=True)
         raise ImageRejected(f"a {kind} header for {w}x{h} pixels, but the image data is truncated or corrupt")
+    if kind == "PNM" and (why := _pnm_over_maxval(data, img)) is not None:
+        raise ImageRejected(why)
+    if kind == "PNM":  # samples of a maximum value other than 255 or 65535: scaled as Netpbm says
+        img, bits = _pnm_scaled(data, img)
+        if bits < 16:  # read at its declared depth by pixel_bits, as a TIFF of packed samples is (below)
+            packed_pnm: Any = img.view(_packed_samples())
+            packed_pnm.declared_bits = bits
+            img = packed_pnm
     if kind == "TIFF" and img.dtype == np.uint16:
         bits = (tiff_directories(data) or [{}])[0].get(258, 16)
         # packed 10-, 12- or 14-bit samples: OpenCV shifts them to the top of 16 bits; put back in the low
@@ -351,6 +360,47 @@ def _samples_ended(data: bytes | memoryview) -> bytes | memoryview:
     if bytes(data[:2]) in (b"P2", b"P3") and bytes(data[-1:]).isdigit():
         return bytes(data) + b"\n"
     return data
+
+
+def _pnm_over_maxval(data: bytes | memoryview, img: Any) -> str | None:
+    """Why a binary PNM is damaged: a sample above the maximum value its header declares (Netpbm's readers
+    refuse it; a Mono12 tool writing pixels shifted to the top of 16 bits under a maximum of 4095 would read
+    white), or None. A text one's OpenCV clips to the maximum as it reads it."""
+    nums = _pnm_header(bytes(data[:4096])) if bytes(data[:2]) in (b"P5", b"P6") else None
+    if nums is None or nums[2] in (255, 65535):
+        return None
+    top = int(img.max())
+    if top <= nums[2]:
+        return None
+    return (
+        f"a PNM whose samples reach {top}, above the maximum value {nums[2]} its header declares: damaged, "
+        "or written by a tool that sets the maximum wrong"
+    )
+
+
+def _pnm_scaled(data: bytes | memoryview, img: Any) -> tuple[Any, int]:
+    """A grey or colour PNM's samples (``img`` as OpenCV decoded it) scaled from its declared maximum value to
+    the full range, as Netpbm says (sample x 255 / maximum, rounded): OpenCV gives a binary file's as they are
+    (a white of 100 read as dark grey), a text one's scaled down (sample x 255 // maximum), taken back to its
+    sample first. A 16-bit one (a maximum over 255) is given at its declared depth instead, the bits of its
+    maximum (4095: 12), the samples scaled to them when the maximum is not all ones; with that depth, which
+    ``eight_bit`` reads it at under any larger ``pixel_bits`` (16 for 8-bit files and any other image)."""
+    import numpy as np
+
+    head = bytes(data[:2])
+    nums = _pnm_header(bytes(data[:4096])) if head in (b"P2", b"P3", b"P5", b"P6") else None
+    if nums is None or nums[2] in (255, 65535) or img.dtype not in (np.uint8, np.uint16):
+        return img, 16
+    maxval = nums[2]
+    if img.dtype == np.uint8:
+        bits, v = 8, np.arange(256, dtype=np.int64)
+        if head in (b"P2", b"P3"):  # each value OpenCV gives is one sample's, scaled down: that sample
+            v = -(-v * maxval // 255)
+    else:
+        bits, v = maxval.bit_length(), np.arange(65536, dtype=np.int64)
+    top = (1 << bits) - 1
+    lut = ((np.minimum(v, maxval) * 2 * top + maxval) // (2 * maxval)).astype(img.dtype)  # rounded, halves up
+    return lut[np.asarray(img)], bits if img.dtype == np.uint16 else 16
 
 
 @functools.cache

@@ -174,7 +174,7 @@ def test_a_mono12_image_shifted_to_the_top_of_16_bits_is_refused_under_pixel_bit
         DatasetError, match=rf"{shifted}: 16-bit pixels up to \d+, more than 12 bits hold .* 16"
     ):
         import_images(src, tmp_path / "ds", pixel_bits=12)
-    import_images(src, tmp_path / "ds", pixel_bits=16, log=lambda m: None)
+    import_images(src, tmp_path / "ds", pixel_bits=16, min_good=1, log=lambda m: None)
     rows = [json.loads(r) for r in (tmp_path / "ds" / "labels.jsonl").read_text().splitlines()]
     row = next(r for r in rows if r["source"].endswith("mono12_msb.png"))
     back = cv2.imread(str(tmp_path / "ds" / row["file"]), cv2.IMREAD_UNCHANGED)
@@ -406,6 +406,8 @@ def test_dataset_import_refuses_a_damaged_or_oversize_file_naming_it_and_reads_w
             "animated",
             "_png_chunk_overrun",
             "_samples_ended",
+            "_pnm_over_maxval",
+            "_pnm_scaled",
         )
     ]
     + [("protocols.jpeg_check", n) for n in ("damaged_jpeg", "coded_damage", "_walk", "grey_filled")],
@@ -647,3 +649,123 @@ async def test_a_plain_pnm_without_a_line_end_after_its_last_sample_is_read_alik
         (packaged,) = list(ImageFolder(folder))
         assert len(frames) == 1 and np.array_equal(frames[0], wanted[name]), name
         assert np.array_equal(packaged, wanted[name]), name
+
+
+def _pnm(magic: str, maxval: int, samples: np.ndarray) -> bytes:
+    """A PNM as a line-scan or machine-vision tool writes it (Netpbm's layout), with ``maxval``: binary
+    (P5, P6: big-endian 16-bit samples over 255) or text (P2, P3), colour samples in RGB order."""
+    h, w = samples.shape[:2]
+    head = f"{magic}\n# written by a line-scan tool\n{w} {h}\n{maxval}\n".encode()
+    if magic in ("P2", "P3"):
+        return head + " ".join(str(int(v)) for v in samples.ravel()).encode() + b"\n"
+    return head + samples.astype(">u2" if maxval > 255 else np.uint8).tobytes()
+
+
+async def test_pnm_samples_under_a_maximum_below_the_full_range_are_scaled_alike_by_camera_import_and_packager(
+    tmp_path,
+):
+    """A PGM or PPM whose header declares a maximum value below 255 (100, as some line-scan tools write) was
+    read unscaled from a binary file (a white of 100 read as dark grey, 100 of 255) and scaled down from a text
+    one (1 of 100 read as 2, not 3); a 16-bit one of maximum 4095 read as 16-bit under pixel_bits 16 was 16
+    times too dark. Netpbm's rule now holds for the agent's folder camera, the import (and training, which
+    reads what it stored) and `--input-images` alike: sample x 255 / maximum, rounded; a 16-bit file is read
+    at the depth of its maximum (12 bits for 4095; 1000 scaled to 10 bits). A binary file's sample above its
+    maximum is refused as damaged, by all three."""
+    from cloud_trainer.train.data import DatasetError, load_parts
+    from cloud_trainer.train.images import import_images
+    from devices.camera.capture import CameraSource
+    from devices.camera.settings import CameraSettings
+    from protocols.image_header import decode_image, eight_bit
+
+    grey = np.array([[0, 1, 2, 49, 50, 51], [98, 99, 100, 100, 3, 97]], np.int64)  # samples of maximum 100
+    rgb = np.stack([grey, grey[::-1], (grey * 7) % 101], axis=2)
+    want_grey = np.floor(grey * 255 / 100 + 0.5).astype(np.uint8)
+    want_bgr = np.floor(rgb[:, :, ::-1] * 255 / 100 + 0.5).astype(np.uint8)
+    assert want_grey[0, 1] == 3 and want_grey[0, 4] == 128 and want_grey[1, 2] == 255
+    eight = {
+        "binary.pgm": (_pnm("P5", 100, grey), cv2.cvtColor(want_grey, cv2.COLOR_GRAY2BGR)),
+        "text.pgm": (_pnm("P2", 100, grey), cv2.cvtColor(want_grey, cv2.COLOR_GRAY2BGR)),
+        "binary.ppm": (_pnm("P6", 100, rgb), want_bgr),
+        "text.ppm": (_pnm("P3", 100, rgb), want_bgr),
+    }
+    # every maximum a text file may have below 255: OpenCV's scaling down is undone exactly
+    for maxval in (1, 3, 7, 15, 99, 127, 128, 200, 254):
+        samples = np.arange(maxval + 1, dtype=np.int64).reshape(1, -1)
+        want = np.floor(samples * 255 / maxval + 0.5).astype(np.uint8)
+        for magic in ("P2", "P5"):
+            got = decode_image(_pnm(magic, maxval, samples), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+            assert np.array_equal(got[:, :, 0], want), (magic, maxval)
+    # 16-bit: a Mono12 tool's maximum 4095, and 1000 (10 bits' worth), read with pixel_bits 16 and 12
+    mono12 = np.array([[0, 16, 2048, 4095]], np.int64)
+    deep = {
+        "mono12.pgm": (_pnm("P5", 4095, mono12), mono12 >> 4),
+        "thousand.pgm": (
+            _pnm("P5", 1000, mono12 * 1000 // 4095),
+            (mono12 * 1000 // 4095 * 1023 * 2 + 1000) // 2000 >> 2,
+        ),
+    }
+    for name, (data, want) in deep.items():
+        img = decode_image(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+        for bits in (16, 12):
+            assert np.array_equal(eight_bit(img, bits)[:, :, 0], want.astype(np.uint8)), (name, bits)
+    assert (
+        eight_bit(decode_image(deep["mono12.pgm"][0], cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH), 16).max()
+        == 255
+    )
+
+    src = tmp_path / "src"
+    for name, (data, want) in {**eight, **{k: (d, None) for k, (d, _) in deep.items()}}.items():
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        (folder / name).write_bytes(data)
+        (src / "good").mkdir(parents=True, exist_ok=True)
+        (src / "good" / name).write_bytes(data)
+        cam = CameraSource("cam", CameraSettings(url=str(folder), fps=200, pixel_bits=16))
+        await cam.start()
+        frames = [f.image async for f in cam.items()]
+        await cam.stop()
+        assert not cam.stats.errors_by_reason, cam.stats.last_error
+        if want is None:  # 16-bit: the camera by pixel_bits as above; the packager takes 8-bit images only
+            assert np.array_equal(
+                frames[0][:, :, 0],
+                eight_bit(decode_image(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH), 16)[:, :, 0],
+            )
+            continue
+        (packaged,) = list(ImageFolder(folder))
+        assert np.array_equal(frames[0], want), name
+        assert np.array_equal(packaged, want), name
+    (src / "dent").mkdir()
+    for i in range(2):
+        assert cv2.imwrite(str(src / "dent" / f"dent{i}.png"), np.full((2, 6), 9 + i, np.uint8))
+    import_images(src, tmp_path / "ds", pixel_bits=16, min_good=1, log=lambda m: None)
+    data = load_parts(tmp_path / "ds")
+    cam_frames = {}
+    for name in (*eight, *deep):
+        folder = tmp_path / name.replace(".", "_")
+        cam = CameraSource("cam", CameraSettings(url=str(folder), fps=200, pixel_bits=16))
+        await cam.start()
+        cam_frames[name] = [f.image async for f in cam.items()][0]
+        await cam.stop()
+    good = data.classes.index("good")
+    trained = {
+        (img.shape, img.tobytes()) for img, y in zip(data.images, data.labels, strict=True) if y == good
+    }
+    assert trained == {(img.shape, img.tobytes()) for img in cam_frames.values()}
+
+    # a binary file's sample above its maximum: damaged, refused by all three
+    bad = _pnm("P5", 100, np.array([[0, 50, 120]], np.int64))
+    with pytest.raises(Exception, match="above the maximum value 100"):
+        decode_image(bad)
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "bad.pgm").write_bytes(bad)
+    with pytest.raises(PackageError, match=r"bad\.pgm: a PNM whose samples reach 120, above the maximum"):
+        list(ImageFolder(folder))
+    cam = CameraSource("cam", CameraSettings(url=str(folder), fps=200))
+    await cam.start()
+    assert not [f async for f in cam.items()]
+    await cam.stop()
+    assert cam.stats.errors_by_reason == {"corrupt_frame": 1}, cam.stats.last_error
+    (src / "good" / "bad.pgm").write_bytes(bad)
+    with pytest.raises(DatasetError, match=r"bad\.pgm: a PNM whose samples reach 120"):
+        import_images(src, tmp_path / "ds2", pixel_bits=16, min_good=1, log=lambda m: None)
