@@ -33,10 +33,12 @@ __all__ = [
     "decode_image",
     "demosaic",
     "eight_bit",
+    "exif_orientation",
     "image_kind",
     "image_size",
     "kind_suffix",
     "max_file_bytes",
+    "orient",
     "tiff_data_misplaced",
     "tiff_directories",
     "tiff_not_one_image",
@@ -332,6 +334,11 @@ def decode_image(
         if (why := _undecodable_kind(kind, data)) is not None:  # a whole file of a kind OpenCV cannot read
             raise ImageRejected(why, unsupported=True)
         raise ImageRejected(f"a {kind} header for {w}x{h} pixels, but the image data is truncated or corrupt")
+    if kind == "TIFF" and flags is not None and flags & cv2.IMREAD_IGNORE_ORIENTATION:
+        # OpenCV's TIFF decoder turns the image by its Orientation tag whatever the flags say: turned back to
+        # the pixels as stored, as the flag asks (a raw mosaic is demosaiced as stored, then turned)
+        turned = (tiff_directories(data) or [{}])[0].get(274, 1)
+        img = orient(img, {6: 8, 8: 6}.get(turned, turned))
     if kind == "PNM" and (why := _pnm_over_maxval(data, img)) is not None:
         raise ImageRejected(why)
     if kind == "PNM":  # samples of a maximum value other than 255 or 65535: scaled as Netpbm says
@@ -834,9 +841,11 @@ def _may_be_transparent(data: bytes | memoryview) -> bool:
 BAYER_PATTERNS = ("rggb", "bggr", "grbg", "gbrg")
 
 
-def demosaic(img: Any, pattern: str, setting: str = "bayer") -> Any:
+def demosaic(img: Any, pattern: str, setting: str = "bayer", orientation: int = 1) -> Any:
     """A colour camera's raw frame (a Bayer mosaic: one colour per pixel, saved as a grey 8-bit image)
-    as BGR, by OpenCV's bilinear demosaicing for ``pattern`` (``BAYER_PATTERNS``). A grey image read as
+    as BGR, by OpenCV's bilinear demosaicing for ``pattern`` (``BAYER_PATTERNS``), then turned by the file's
+    EXIF ``orientation`` (``exif_orientation``): decode the mosaic with ``IMREAD_IGNORE_ORIENTATION``, since a
+    mosaic turned before demosaicing has its pattern shifted (a red part comes out green). A grey image read as
     three equal channels is taken as the mosaic it is; a colour image (channels that differ) raises
     ``ImageRejected`` naming ``setting``: it is no mosaic, and demosaicing it would be garbage."""
     import cv2
@@ -857,7 +866,75 @@ def demosaic(img: Any, pattern: str, setting: str = "bayer") -> Any:
     }[pattern]
     if min(img.shape[:2]) < 2:
         raise ImageRejected(f"{img.shape[1]}x{img.shape[0]} pixels: too small for a Bayer mosaic ({setting})")
-    return cv2.cvtColor(np.ascontiguousarray(img), code)
+    return orient(cv2.cvtColor(np.ascontiguousarray(img), code), orientation)
+
+
+# chunks or segments read looking for a file's EXIF orientation: a crafted file of millions of them stays cheap
+_EXIF_MAX_CHUNKS = 4096
+
+
+def exif_orientation(data: bytes | memoryview) -> int:
+    """The EXIF orientation (1-8; 1: as stored) OpenCV's decode turns this file by unless told
+    ``IMREAD_IGNORE_ORIENTATION`` (``decode_image``: a TIFF too): a JPEG's first Exif APP1 segment, a PNG's
+    eXIf chunk (before or after its image data), a WebP's EXIF chunk, a TIFF's Orientation tag; 1 for a file
+    without one or of another kind. For applying it after what must see the pixels as stored (``demosaic``);
+    never raises on malformed input."""
+    b = bytes(data)
+    exif = b""
+    try:
+        if b[:2] == b"\xff\xd8":
+            i = 2
+            for _ in range(_EXIF_MAX_CHUNKS):
+                i = _TO_MARKER.match(b, i).end()  # type: ignore[union-attr]
+                if i >= len(b) or b[i] in (0xD9, 0xDA):  # the image's end, or its coded data: no more headers
+                    break
+                m = b[i]
+                i += 1
+                if m == _STUFFED or m in _STANDALONE:
+                    continue
+                length = struct.unpack_from(">H", b, i)[0]
+                if m == 0xE1 and b[i + 2 : i + 8] == b"Exif\x00\x00":
+                    exif = b[i + 8 : i + length]
+                    break
+                i += length
+        elif b[:8] == _PNG:
+            i = 8
+            for _ in range(_EXIF_MAX_CHUNKS):
+                length, kind = struct.unpack_from(">I4s", b, i)
+                if kind == b"eXIf":
+                    exif = b[i + 8 : i + 8 + length]
+                    break
+                if kind == b"IEND":
+                    break
+                i += 12 + length
+        elif b[:4] == b"RIFF" and b[8:12] == b"WEBP":
+            i = 12
+            for _ in range(_EXIF_MAX_CHUNKS):
+                kind, length = struct.unpack_from("<4sI", b, i)
+                if kind == b"EXIF":
+                    exif = b[i + 8 : i + 8 + length]
+                    exif = exif[6:] if exif[:6] == b"Exif\x00\x00" else exif
+                    break
+                i += 8 + length + (length & 1)
+        elif b[:4] in _TIFF_MAGIC:
+            exif = b
+    except struct.error:  # cut short before an orientation: none
+        return 1
+    value = (tiff_directories(exif) or [{}])[0].get(274, 1)
+    return value if 1 <= value <= 8 else 1
+
+
+def orient(img: Any, orientation: int) -> Any:
+    """``img`` turned as OpenCV's decode turns a file of EXIF ``orientation`` (its ``ApplyExifOrientation``:
+    2 mirrored, 3 upside down, 4 flipped, 5-8 the same after a transpose); 1 or any other value: as it is."""
+    if orientation not in range(2, 9):
+        return img
+    import cv2
+
+    if orientation >= 5:
+        img = cv2.transpose(img)
+    flip = {2: 1, 3: -1, 4: 0, 6: 1, 7: -1, 8: 0}.get(orientation)
+    return img if flip is None else cv2.flip(img, flip)
 
 
 def _jpeg(data: bytes | memoryview) -> tuple[str, int, int] | None:

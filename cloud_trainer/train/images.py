@@ -739,14 +739,16 @@ def _decode(
     import cv2
     import numpy as np
 
-    from protocols.image_header import ImageRejected, demosaic, eight_bit
+    from protocols.image_header import ImageRejected, demosaic, eight_bit, exif_orientation
 
     # any depth (to see 16-bit images) and any colour, with the EXIF orientation applied as training
     # (IMREAD_COLOR) and the agent's folder camera apply it, so that a mask drawn on the image the user
-    # sees is checked against the same pixels (IMREAD_UNCHANGED would ignore the orientation)
+    # sees is checked against the same pixels (IMREAD_UNCHANGED would ignore the orientation); a raw mosaic
+    # as stored, turned after demosaicing (turned before, its pattern shifts: a red part turns green)
+    raw = bayer is not None and not mask
     data, img = read_image_file(
         path,
-        cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR,
+        cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | (cv2.IMREAD_IGNORE_ORIENTATION if raw else 0),
         max_megapixels,
         inside=None if src is None else (src, "the source"),
     )
@@ -769,7 +771,7 @@ def _decode(
         raise DatasetError(f"{path}: {exc}{fix}") from None
     if bayer is not None:  # a colour camera's raw mosaic, as the agent's camera reads it (bayer)
         try:
-            img = demosaic(img, bayer, "--bayer")
+            img = demosaic(img, bayer, "--bayer", exif_orientation(data))
         except ImageRejected as exc:
             raise DatasetError(f"{path}: {exc}") from None
     ok, png = cv2.imencode(".png", img)

@@ -61,7 +61,7 @@ several pages, or with a preview first, an image with transparent pixels (PNG, T
 file of a kind OpenCV cannot decode (a 12-bit JPEG) is ``unsupported_frame`` (``decode_image``,
 ``transparent_pixels``), as the import refuses them;
 a colour camera's raw frames (a Bayer mosaic saved as grey files or parts) are demosaiced by ``bayer``, as
-``cloud-trainer dataset import --bayer`` stores them (not a USB device's or a video stream's frames, which
+``cloud-trainer dataset import --bayer`` stores them, their EXIF orientation applied after it (not a USB device's or a video stream's frames, which
 their driver or FFmpeg has already made colour)."""
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ from protocols.image_header import (
     decode_image,
     demosaic,
     eight_bit,
+    exif_orientation,
     image_kind,
     image_size,
     kind_suffix,
@@ -251,15 +252,16 @@ def _rejected_reason(exc: ImageRejected) -> str:
     return "oversize_frame" if exc.oversize else "unsupported_frame" if exc.unsupported else "corrupt_frame"
 
 
-def _decode(data: bytes, max_megapixels: float) -> np.ndarray:
+def _decode(data: bytes, max_megapixels: float, mosaic: bool = False) -> np.ndarray:
     """An image file's or part's bytes decoded at their own depth (``decode_image``), and a JPEG damaged
     past its header refused (``ImageRejected``): libjpeg only warns of one, and OpenCV hands back an image
-    with the missing part filled in, which a model would judge as a part."""
+    with the missing part filled in, which a model would judge as a part. ``mosaic`` (a camera's ``bayer``):
+    as stored, its EXIF orientation not applied (``demosaic`` applies it after demosaicing)."""
     import cv2
 
     from protocols.jpeg_check import damaged_jpeg
 
-    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | (cv2.IMREAD_IGNORE_ORIENTATION if mosaic else 0)
     img = decode_image(data, flags, max_megapixels=max_megapixels)
     why = damaged_jpeg(data, img, flags)
     if why is not None:
@@ -674,12 +676,12 @@ class CameraSource:
         with self._taking:  # taken on several threads at once
             self.decoded += 1
         try:  # at its own depth: a 12-bit camera's 16-bit PNG or TIFF part or file
-            img = _decode(data, s.max_megapixels)
+            img = _decode(data, s.max_megapixels, s.bayer is not None)
         except ImageRejected as exc:
             self._refused(session, _rejected_reason(exc), f"{what}: {exc} ({len(data)} bytes), skipped")
             return None
         try:
-            img = self._to_frame(img)
+            img = self._to_frame(img, data)
         except ImageRejected as exc:
             self._refused(session, "unsupported_frame", f"{what}: {exc}; skipped")
             return None
@@ -1081,22 +1083,23 @@ class CameraSource:
             return data
         self.decoded += 1
         try:  # at its own depth: a camera's 16-bit file is brought to 8 bits by pixel_bits, not by OpenCV
-            img = _decode(data, limit)
+            img = _decode(data, limit, self.settings.bayer is not None)
         except ImageRejected as exc:
             self._error(_rejected_reason(exc), f"{f}: {exc} ({len(data)} bytes), skipped")
             return None
         try:
-            return self._to_frame(img)
+            return self._to_frame(img, data)
         except ImageRejected as exc:
             self._error("unsupported_frame", f"{f}: {exc}; skipped")
             return None
 
-    def _to_frame(self, img: np.ndarray) -> np.ndarray:
-        """A decoded image file or part as the frame the model gets, as the trainer's import stores it: 8 bits
-        by ``pixel_bits``, then a colour camera's raw (Bayer) mosaic demosaiced by ``bayer``."""
+    def _to_frame(self, img: np.ndarray, data: bytes) -> np.ndarray:
+        """A decoded image file or part (``data``) as the frame the model gets, as the trainer's import stores
+        it: 8 bits by ``pixel_bits``, then a colour camera's raw (Bayer) mosaic demosaiced by ``bayer`` and
+        turned by its EXIF orientation (``_decode`` left it as stored)."""
         s = self.settings
         img = eight_bit(img, s.pixel_bits)
-        return img if s.bayer is None else demosaic(img, s.bayer)
+        return img if s.bayer is None else demosaic(img, s.bayer, orientation=exif_orientation(data))
 
     def _open(self):
         import cv2
@@ -1244,14 +1247,14 @@ class CameraSource:
                 return data  # decoded if a pipeline takes it: a frame its queue drops costs no decoding
             self.decoded += 1
             try:  # at its own depth, as a folder's file: a 12-bit camera's 16-bit PNG or TIFF part
-                img = _decode(data, limit)
+                img = _decode(data, limit, s.bayer is not None)
             except ImageRejected as exc:
                 raise _BadFrame(
                     "unsupported_frame" if exc.unsupported else "corrupt_frame",
                     f"{s.shown_url}: {exc} ({len(data)} bytes{_as_text(data) if size is None else ''}), skipped",
                 ) from None
             try:
-                return self._to_frame(img)
+                return self._to_frame(img, data)
             except ImageRejected as exc:
                 raise _BadFrame("unsupported_frame", f"{s.shown_url}: {exc}; skipped") from None
 

@@ -9,6 +9,7 @@ import logging
 import re
 import struct
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -1127,3 +1128,113 @@ async def test_a_snapshot_camera_that_hangs_mid_answer_is_reported_and_reopened_
         other_cam.stop()
     assert frames["hung"] == 2 and hung.stats.reconnects >= 2
     assert "no frame for" in (hung.stats.last_error or "")
+
+
+def _exif(orientation: int, big_endian: bool = False) -> bytes:
+    """An EXIF block (a TIFF header and one directory) holding only the Orientation tag, as cameras write it."""
+    e = ">" if big_endian else "<"
+    return (
+        (b"MM\x00*" if big_endian else b"II*\x00")
+        + struct.pack(e + "IH", 8, 1)
+        + struct.pack(e + "HHIHH", 0x112, 3, 1, orientation, 0)
+        + struct.pack(e + "I", 0)
+    )
+
+
+def oriented_files(img: np.ndarray, orientation: int) -> dict[str, bytes]:
+    """``img`` saved by OpenCV as PNG (an eXIf chunk after its image data, where some tools put it), TIFF (its
+    Orientation tag), JPEG (an Exif APP1 after the JFIF APP0, big-endian) and lossless WebP (an EXIF chunk in
+    an extended header), each declaring ``orientation``."""
+    png = cv2.imencode(".png", img)[1].tobytes()
+    exif = _exif(orientation)
+    chunk = struct.pack(">I", len(exif)) + b"eXIf" + exif + struct.pack(">I", zlib.crc32(b"eXIf" + exif))
+    end = png.rindex(b"IEND") - 4
+    tif = cv2.imencode(".tif", img, [cv2.IMWRITE_TIFF_COMPRESSION, 1])[1].tobytes()
+    ifd = struct.unpack_from("<I", tif, 4)[0]
+    n = struct.unpack_from("<H", tif, ifd)[0]
+    entries = [tif[ifd + 2 + 12 * k : ifd + 14 + 12 * k] for k in range(n)]
+    entries = sorted([*entries, struct.pack("<HHIHH", 274, 3, 1, orientation, 0)], key=lambda x: x[:2][::-1])
+    at = len(tif) + len(tif) % 2
+    tif = tif + b"\x00" * (at - len(tif)) + struct.pack("<H", n + 1) + b"".join(entries) + b"\x00" * 4
+    tif = tif[:4] + struct.pack("<I", at) + tif[8:]
+    jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
+    app1 = b"Exif\x00\x00" + _exif(orientation, big_endian=True)
+    jfif_end = 4 + struct.unpack_from(">H", jpg, 4)[0]
+    jpg = jpg[:jfif_end] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpg[jfif_end:]
+    webp = cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()
+    h, w = img.shape[:2]
+
+    def riff(kind: bytes, body: bytes) -> bytes:
+        return kind + struct.pack("<I", len(body)) + body + b"\x00" * (len(body) % 2)
+
+    vp8x = riff(b"VP8X", bytes([0x08, 0, 0, 0]) + struct.pack("<I", w - 1)[:3] + struct.pack("<I", h - 1)[:3])
+    body = b"WEBP" + vp8x + webp[12:] + riff(b"EXIF", _exif(orientation))
+    return {
+        "png": png[:end] + chunk + png[end:],
+        "tif": tif,
+        "jpg": jpg,
+        "webp": b"RIFF" + struct.pack("<I", len(body)) + body,
+    }
+
+
+def test_the_exif_orientation_read_is_the_one_opencvs_decode_applies():
+    """``exif_orientation`` reads what OpenCV's decode turns a file by (a JPEG's Exif APP1, a PNG's eXIf, a
+    TIFF's Orientation tag, a WebP's EXIF chunk), and ``orient`` turns as it does: each of the 8 orientations
+    of each kind, decoded as stored and turned here, is OpenCV's own turned decode."""
+    from protocols.image_header import decode_image, exif_orientation, orient
+
+    img = np.random.default_rng(3).integers(0, 256, (6, 10, 3), np.uint8)
+    for o in range(1, 9):
+        for kind, data in oriented_files(img, o).items():
+            assert exif_orientation(data) == o, (kind, o)
+            turned = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            stored = decode_image(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            assert np.array_equal(orient(stored, o), turned), (kind, o)
+            if kind != "jpg":  # as written (a TIFF too, which OpenCV's decoder turns whatever the flags)
+                assert np.array_equal(stored, img), (kind, o)
+    assert exif_orientation(cv2.imencode(".png", img)[1].tobytes()) == 1
+    assert exif_orientation(b"\xff\xd8\xff\xe1\x00") == 1  # cut short: none, never raised
+
+
+async def test_a_raw_bayer_frame_with_an_exif_orientation_is_turned_after_demosaicing_by_camera_and_import(
+    tmp_path,
+):
+    """A colour camera's raw mosaic saved with an EXIF orientation (the camera mounted turned, its software
+    tagging the files) was turned by the decode before it was demosaiced: the pattern shifted, and a red part
+    came out green (the centre pixel (0, 100, 0), not (0, 0, 200)), at the agent and in `dataset import` alike.
+    The mosaic is now decoded as stored, demosaiced, then turned: the frame is the scene turned, on both
+    sides."""
+    from cloud_trainer.train.data import load_parts
+    from cloud_trainer.train.images import import_images
+    from protocols.image_header import orient
+
+    scene = np.zeros((16, 24, 3), np.uint8)
+    scene[:] = (200, 0, 0)  # a blue background (BGR)
+    scene[4:12, 6:18] = (0, 0, 200)  # a red part
+    raw = np.empty(scene.shape[:2], np.uint8)  # the sensor's RGGB mosaic of it
+    raw[0::2, 0::2] = scene[0::2, 0::2, 2]
+    raw[0::2, 1::2] = scene[0::2, 1::2, 1]
+    raw[1::2, 0::2] = scene[1::2, 0::2, 1]
+    raw[1::2, 1::2] = scene[1::2, 1::2, 0]
+    straight = cv2.cvtColor(raw, cv2.COLOR_BayerRGGB2BGR)
+    src = tmp_path / "src"
+    (src / "ok").mkdir(parents=True)
+    (src / "dent").mkdir()
+    for o in (3, 6, 8):
+        for kind in ("png", "tif"):
+            data = oriented_files(raw, o)[kind]
+            folder = tmp_path / f"drop{o}{kind}"
+            folder.mkdir()
+            (folder / f"raw.{kind}").write_bytes(data)
+            frames, cam = await _frames(str(folder), 1, timeout_s=30.0, fps=200, bayer="rggb")
+            assert not cam.stats.errors_by_reason, cam.stats.last_error
+            want = orient(straight, o)
+            got = frames[0].image
+            assert np.array_equal(got, want), (o, kind, got[got.shape[0] // 2, got.shape[1] // 2])
+            part = got[got.shape[0] // 2, got.shape[1] // 2]
+            assert part[2] > 150 and part[:2].max() < 60, part  # red, where the part is
+            (src / ("ok" if o != 8 else "dent") / f"raw{o}.{kind}").write_bytes(data)
+    (src / "dent" / "raw1.png").write_bytes(oriented_files(raw, 1)["png"])
+    import_images(src, tmp_path / "ds", bayer="rggb", min_good=1, log=lambda m: None)
+    trained = {(im.shape, im.tobytes()) for im in load_parts(tmp_path / "ds").images}
+    assert trained == {(orient(straight, o).shape, orient(straight, o).tobytes()) for o in (1, 3, 6, 8)}
