@@ -1305,7 +1305,14 @@ def import_vibration(
         raise DatasetError(f"{out} exists and is not empty; choose a new dataset folder")
     # a glob of the runs' folder (`data/*.csv --labels data/labels.csv`) names the labels file too: it is
     # the labels, never a run (it was read as one: "column 'run' holds a value that is not a number")
+    given = len(files)
     files = [f for f in files if not _same_file(Path(f), Path(labels_file))]
+    if given and not files:  # only the labels file: "no files to import" said neither which nor why
+        raise DatasetError(
+            f"no files to import: the only file given, {labels_file}, is the labels file (--labels; its rows name "
+            "the runs, their faults and times, it is not a run); give the runs' recordings beside it, one file per "
+            "run named as the labels' run column names it (CSV, Parquet, WAV or NPZ)"
+        )
     recs, used = [], {}
     # without --channel: (a file, the channel taken, its channels), one per layout of the files read
     firsts: list[tuple[Path, str, tuple[str, ...]]] = []

@@ -1641,6 +1641,26 @@ def test_runs_in_a_folder_named_in_latin1_are_recorded_as_refusals_print_them_an
     assert load_vibration(tmp_path / "ds").waveforms.shape == (8, 2048)
 
 
+def test_the_labels_file_given_as_the_only_file_is_refused_naming_it_and_what_is_needed(tmp_path, capsys):
+    """A glob of a folder holding only the labels (`data/*.csv --labels data/labels.csv`, the runs not copied yet)
+    said "no files to import": neither which file was left out nor why. It names the labels file, says it is the
+    labels, not a run, and what to give."""
+    data = tmp_path / "data"
+    data.mkdir()
+    _labels(data / "labels.csv", ["pump1,healthy,,,"])
+    globbed = [str(p) for p in data.glob("*.csv")]
+    argv = ["import", "--kind", "vibration", *globbed, "--labels", str(data / "labels.csv")]
+    assert dataset_main([*argv, "--out", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"cloud-trainer dataset import: no files to import: the only file given, {data / 'labels.csv'}, is the "
+        "labels file (--labels; its rows name the runs, their faults and times, it is not a run); give the runs' "
+        "recordings beside it, one file per run named as the labels' run column names it (CSV, Parquet, WAV or "
+        "NPZ)\n"
+    ), err
+    assert not (tmp_path / "ds").exists()
+
+
 def test_the_labels_file_among_the_runs_a_glob_names_is_the_labels_not_a_run(tmp_path, capsys):
     """`data/*.csv --labels data/labels.csv` with the labels in the runs' folder read the labels file as a
     run: "line 2: column 'run' holds a value that is not a number", not saying it had taken the labels file
