@@ -996,11 +996,11 @@ class ActionRunner:
         )
         if not initial:
             log.warning(
-                "alarm %s %s on pipeline %s (score %.3f)",
+                "alarm %s %s on pipeline %s (score %s)",
                 name,
                 "RAISED" if active else "cleared",
                 result.pipeline,
-                result.score,
+                result.score_text,
             )
         self.on_event(evt)
         self._last_signal[(name, result.pipeline)] = evt

@@ -31,11 +31,11 @@ async def act(ctx, name: str, action: LogAction, result, item, value=None) -> No
         return
     log.log(
         logging.WARNING if action.level == "warning" else logging.INFO,
-        "action %s: pipeline %s item %d: %s (score %.3f, label %s)",
+        "action %s: pipeline %s item %d: %s (score %s, label %s)",
         name,
         result.pipeline,
         result.item_seq,
         result.verdict,
-        result.score,
+        result.score_text,
         result.label,
     )

@@ -62,6 +62,13 @@ class Result:
     reason: str | None = None  # why UNSURE (the input is far outside what the model was trained on)
 
     @property
+    def score_text(self) -> str:
+        """The score as a log line writes it: to 3 decimals, a whole number (a rule's Int64 counter past 2**53)
+        with every digit (``%.3f`` wrote 9007199254740993 as 9007199254740992.000)."""
+        s = self.score
+        return str(s) if isinstance(s, int) and not isinstance(s, bool) else f"{s:.3f}"
+
+    @property
     def age_ms(self) -> float:
         """The item's age at the verdict: ``finished_at`` minus ``captured_at``, in ms (a frame's capture
         time is the gateway's clock; a window's is its last sample's, on the source's clock)."""

@@ -46,3 +46,18 @@ def test_log_action_options_are_checked_like_any_action():
         assert any("actions.note" in e and "levle" in e and "level" in e for e in exc.errors), exc.errors
     else:
         raise AssertionError("a typo in an action option must be refused")
+
+
+async def test_the_line_writes_a_whole_score_with_every_digit_and_a_fraction_to_3_decimals(caplog):
+    """A rule's score is its tag's value: an Int64 counter past 2**53 is written whole. ``%.3f`` wrote
+    9007199254740993 as 9007199254740992.000, a count the plant never had."""
+    cfg = parse_config({"agent": {"id": "gw"}, "actions": {"note": {"type": "log"}}})
+    runner = ActionRunner(cfg, sources={})
+    counter = result(0, "NG")
+    counter.score = 2**53 + 1
+    with caplog.at_level(logging.INFO, logger="edge_agent.actions.log"):
+        await runner.handle(["note"], counter, None)
+        await runner.handle(["note"], result(1, "NG"), None)
+        await runner.flush()
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge_agent.actions.log"]
+    assert "(score 9007199254740993, label" in lines[0] and "(score 0.900, label" in lines[1], lines
