@@ -462,11 +462,16 @@ class Agent:
             ):
                 # Drained all the same: a source left unread would fill its queue, and a Sparkplug host
                 # would decode no birth and ask for no rebirth while `received` climbs
+                # a camera's MJPEG parts, snapshots and files are decoded when a pipeline takes them, and the
+                # checks of their pixels (damaged, blank, frozen) run then: unread, they are never checked
                 self.source_notices[name].note(
                     "unread",
-                    "source %s: no pipeline reads it, so its data is dropped after decoding (counted as "
-                    "'unread'); add a pipeline with source: %s, or remove its %s",
+                    "source %s: no pipeline reads it, so its %s; add a pipeline with source: %s, or remove its %s",
                     name,
+                    "frames are dropped (counted as 'unread'), an HTTP camera's or a folder's undecoded: none is "
+                    "checked (damaged, blank, frozen), and it is never called frozen"
+                    if src.settings.type == "camera"
+                    else "data is dropped after decoding (counted as 'unread')",
                     name,
                     "subscriptions"
                     if src.settings.type == "mqtt"

@@ -360,6 +360,45 @@ async def test_a_frozen_camera_is_shown_frozen_on_status_for_as_long_as_it_lasts
         cam.stop()
 
 
+async def test_a_camera_no_pipeline_reads_is_said_to_be_unchecked_as_it_is_never_called_frozen(tmp_path):
+    """An HTTP camera no pipeline reads (set up before its model, or its pipeline removed) has its parts counted
+    as unread and never decoded, so none of the checks of its pixels runs: frozen for as long as a real agent
+    ran, /status never showed it frozen and counted no frozen_frame, while its notice said its data was
+    "dropped after decoding". Nothing is judged from it, so a freeze there acts on nothing; the notice now says
+    it is not checked, frozen included, and to add a pipeline."""
+    from edge_agent.agent import Agent
+    from edge_agent.config import parse_config
+    from tests.support.waits import until
+
+    same = _jpeg(5)
+
+    def serve(write, part):
+        while True:
+            part(same)
+
+    cam = HostileMjpeg(serve)
+    agent = Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+                "http": {"port": 0},
+                "sources": {"cam": {"type": "camera", "url": cam.url, "fps": 20, "frozen_after_s": 0.1}},
+            }
+        )
+    )
+    await agent.start()
+    try:  # parts of one image for well over frozen_after_s
+        await until(lambda: agent.source_items["cam"] >= 20, 30, "the camera's parts")
+        shown = agent.status()["sources"]["cam"]
+    finally:
+        await agent.stop()
+        cam.stop()
+    assert "frozen" not in shown and not shown["errors_by_reason"] and shown["decoded"] == 0, shown
+    said = shown["silent_drops"]["unread"]["message"]
+    assert "undecoded: none is checked (damaged, blank, frozen), and it is never called frozen" in said, said
+    assert "add a pipeline with source: cam" in said, said
+
+
 async def test_a_freeze_begun_before_ntp_set_the_clock_is_shown_since_its_true_start(monkeypatch):
     """A gateway without a battery-backed clock says 1970 when its camera freezes; NTP then sets the clock. The
     freeze's since was the wall time recorded when the image last changed: /status went on saying the camera was
