@@ -2049,9 +2049,18 @@ async def _one_off_client(settings: OpcUaSettings, what: str) -> tuple[Client, l
         # making it may refuse (a key not the certificate's) or ask the server (its endpoint list, when
         # the server certificate is not pinned): a policy it lacks ended validate --online in a traceback
         client = await _make_client(settings, lambda size: oversize.__setitem__(0, size))
-        async with asyncio.timeout(settings.connect_timeout_s):
-            await client.connect()
-        await _read_operation_limits(client, settings.connect_timeout_s)
+        connected = False
+        try:
+            async with asyncio.timeout(settings.connect_timeout_s):
+                await client.connect()
+            connected = True
+            await _read_operation_limits(client, settings.connect_timeout_s)
+        except BaseException:
+            # closed however the attempt ends: a server that accepts the connection and never answers (or
+            # answers its Hello and then nothing) ends it at the timeout, a cancellation asyncua's own cleanup
+            # (``except Exception``) lets through, and its connection was left open, one more at every call
+            await _close_one_off(client, settings.connect_timeout_s if connected else 0.0)
+            raise
     except Exception as e:
         reason, why = _explain(e, settings)
         if oversize[0]:
@@ -2065,6 +2074,19 @@ async def _one_off_client(settings: OpcUaSettings, what: str) -> tuple[Client, l
                 why = probed[1]
         raise OpcUaError(f"{what} {mask_credentials(settings.endpoint)}: {why}") from None
     return client, oversize
+
+
+async def _close_one_off(client: Client, timeout_s: float) -> None:
+    """Close ``client``'s session, channel and connection, waiting at most ``timeout_s`` for the server (0: it
+    has no session, the connection alone is closed); the connection is closed whatever the server answers."""
+    if timeout_s > 0:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await client.disconnect()
+        except (Exception, asyncio.CancelledError):
+            pass
+    with contextlib.suppress(Exception):
+        client.disconnect_socket()
 
 
 # asyncua (2.x) probes the server's state every ``watchdog_intervall`` (1 s) with a timeout of as much, and
