@@ -16,6 +16,7 @@ from devices.camera.capture import CameraSource
 from devices.camera.settings import CameraSettings
 from simulators.camera import CameraServer, write_folder, write_video
 from tests.support.peers import free_port
+from tests.support.waits import until
 
 
 async def take(src: CameraSource, n: int, timeout_s: float = 20.0) -> list:
@@ -142,12 +143,14 @@ async def test_a_replayed_folder_a_camera_rotates_keeps_no_more_names_than_the_f
                 (folder / f"cam_{r:02d}_{k:02d}_2026-12-05T05-00-00.png").write_bytes(data)
             for old in folder.glob(f"cam_{r - 1:02d}_*.png"):
                 old.unlink()
-            for _ in range(200):  # a pass has seen this round's images
-                if counted() >= 10 * (r + 1):
-                    break
-                await asyncio.sleep(0.01)
-        held = set(src._unread)
+            # a pass has seen this round's images (a fixed 2 s went on silently when a loaded machine took longer,
+            # and a round's images deleted unseen were never counted)
+            await until(lambda r=r: counted() >= 10 * (r + 1), 30, f"round {r}'s images counted")
         in_folder = {p.name for p in folder.iterdir()}
+        # and a pass after the last round's deletes: one between its writes and its deletes counted its images
+        # while the round before was still there
+        await until(lambda: set(src._unread) <= in_folder, 30, "the names deleted forgotten")
+        held = set(src._unread)
     finally:
         await src.stop()
         drainer.cancel()
