@@ -2013,6 +2013,23 @@ class SparkplugHost:
                         continue
                 elif (
                     type(v) is int
+                    and by_birth
+                    and v > INT32_MAX
+                    and not (leaf.datatype or node.types.get((dev, flat)))  # a member typed by its definition
+                    and not node.types_cut  # else perhaps declared, its type not kept: read as the wire's number
+                ):
+                    # a birth's metric without a datatype (Sparkplug 3.0 has a birth give each metric's: a node's
+                    # bug): 4294967291 is -5 as an Int32 as much as a UInt32, as in data without one (below); it was
+                    # passed on GOOD as the wire's number. Skipped, no rebirth asked: it would bring the same birth
+                    self._on_error(
+                        "wrong_type",
+                        f"{t.group}/{t.edge_node}/{dev or ''}: metric {shown_topic(flat)} has no datatype in its "
+                        f"{t.message_type.value} (Sparkplug 3.0: a birth gives each metric's datatype): {v} may be "
+                        "a negative Int32 or Int64, an unsigned one or a DateTime; skipped",
+                    )
+                    continue
+                elif (
+                    type(v) is int
                     and not by_birth
                     and v > INT32_MAX
                     and not (leaf.datatype or node.types.get((dev, flat)))

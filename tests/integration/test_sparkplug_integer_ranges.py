@@ -190,3 +190,34 @@ async def test_an_integer_a_birth_declared_past_the_nodes_metric_bound_is_read_a
     assert "wrong_type" not in src.stats.errors_by_reason, src.stats.errors_by_reason
     assert not [r for r in caplog.records if "nor in a birth" in r.getMessage()]
     assert asked == []  # a rebirth would bring the same birth, cut at the same bound
+
+
+async def test_an_integer_of_a_birth_without_a_datatype_is_skipped_as_its_data_is_not_read_unsigned(
+    mosquitto, caplog
+):
+    """A birth's metric without a datatype (Sparkplug 3.0 has a birth give each metric's; a node's bug) holding an
+    integer of 2**31 or more was passed on GOOD as the wire's unsigned number: -5 as an Int32, int_value
+    4294967291, gave E/offset = 4294967291, while the same in its NDATA is skipped as wrong_type since ee993bb0.
+    Now the birth's is skipped the same way (wrong_type naming it and the birth), without a rebirth asked (it would
+    bring the same birth); a smaller integer (every integer type reads it alike) is read."""
+    birth = _payload(
+        0,
+        {"name": "bdSeq", "datatype": D.INT64, "long_value": 0},
+        {"name": "offset", "alias": 1, "int_value": 2**32 - 5},  # no datatype
+        {"name": "count", "alias": 2, "int_value": 7},  # no datatype, read alike by every type
+        {"name": "temp", "alias": 5, "datatype": D.DOUBLE, "double_value": 20.0},
+    )
+    got, src = await read_published(
+        mosquitto.port,
+        [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}, {"topic": "end"}],
+        [("spBv1.0/G/NBIRTH/E", birth), ("end", b'{"v": 1}')],
+        "end/v",
+    )
+    assert [(r.tag, r.value) for r in got[:-1]] == [("E/count", 7), ("E/temp", 20.0)]
+    assert src.stats.errors_by_reason == {"wrong_type": 1}, src.stats.errors_by_reason
+    said = [r.getMessage() for r in caplog.records if "wrong_type" in r.getMessage()]
+    assert "metric 'offset' has no datatype in its NBIRTH" in said[0], said
+    # no rebirth asked, nor wanted (queued to be asked): the host's own record, taken as the birth was read
+    assert src.sparkplug.rebirths_requested == 0 and not src.sparkplug._asking, (
+        src.sparkplug.rebirths_requested
+    )
