@@ -130,6 +130,7 @@ JOIN_CHECK_S = 30.0
 # 10-20 ms (0.03 s beside 200). A rollback is never refused; a newer rollout of a slot takes the older one's
 # agents over
 MAX_ROLLOUTS_PER_TENANT = 200
+SHOWN_CHARS = 200  # of a label selector in a refusal (``_shown``)
 MAX_SEEN_MARKS = 10_000  # step marks whose monotonic reading a service keeps (``Control._waited``)
 STALL_REFRESH_S = (
     60.0  # a stalled step's text (how long it waited, when its agents were last seen) is renewed
@@ -349,10 +350,10 @@ class Control:
     # ---- persistence -------------------------------------------------------------------------
     def _get(self, dep_id: str) -> dict:
         if "\x00" in dep_id:  # no deployment id holds one (and PostgreSQL refuses it even in a comparison)
-            raise NotInTenant(f"no deployment {dep_id!r}")
+            raise NotInTenant(f"no deployment {dep_id[:64]!r}")
         row = self.db.execute("SELECT doc FROM deployments WHERE id = ?", (dep_id,)).fetchone()
         if row is None:
-            raise NotInTenant(f"no deployment {dep_id!r}")
+            raise NotInTenant(f"no deployment {dep_id[:64]!r}")
         return json.loads(row[0])
 
     def get(self, dep_id: str, *, tenant: str = T) -> dict:
@@ -360,7 +361,7 @@ class Control:
         with self.lock:
             dep = self._get(dep_id)
         if dep.get("tenant", T) != tenant:
-            raise NotInTenant(f"no deployment {dep_id!r}")
+            raise NotInTenant(f"no deployment {dep_id[:64]!r}")
         return dep
 
     def _put(self, dep: dict) -> None:
@@ -669,7 +670,7 @@ class Control:
             unknown = sorted(set(agents) - ids)
             if unknown:  # another tenant's agent gets the answer of an agent that does not exist
                 raise NotInTenant(
-                    f"agent {unknown[0]!r} is not registered (an agent registers with its first heartbeat)"
+                    f"agent {unknown[0][:64]!r} is not registered (an agent registers with its first heartbeat)"
                 )
             return sorted(set(agents))
         out = [
@@ -679,7 +680,7 @@ class Control:
         ]
         if not out:
             # the tenant has no such agent (another tenant's sites and lines match nothing here): refused alike
-            raise NotInTenant(f"no registered agent matches the selector {selector}")
+            raise NotInTenant(f"no registered agent matches the selector {_shown(selector)}")
         return sorted(out)
 
     def _check_not_a_downgrade(
@@ -1394,6 +1395,15 @@ class Control:
             ).fetchall():
                 out[t or T] = out.get(t or T, 0) + int(n)
         return out
+
+
+def _shown(selector: dict) -> str:
+    """A label selector as a refusal shows it: at most ``SHOWN_CHARS``. A refusal's text travels in the call's
+    trailing metadata, which a gRPC client takes up to 16 KiB of: a value the admin sent echoed whole (20,000
+    characters) reached the admin as ``RESOURCE_EXHAUSTED: received metadata size exceeds hard limit`` instead
+    of the refusal."""
+    text = repr(selector)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "...}"
 
 
 def _joined_target(joined: float) -> dict:

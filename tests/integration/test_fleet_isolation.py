@@ -178,6 +178,43 @@ async def test_an_agent_certificate_naming_another_tenants_agent_shares_nothing_
     assert all(k[1] != "beta/gw-b" for k in srv.quotas._streams)
 
 
+async def test_a_very_long_id_or_selector_is_refused_like_one_that_does_not_exist_not_with_a_transport_error(
+    cloud,
+):
+    """A deployment id, a target agent or a label selector of 20,000 characters (another tenant's or nothing's):
+    echoed whole in the refusal, it passed the 16 KiB of trailing metadata a gRPC client takes, and the admin read
+    ``RESOURCE_EXHAUSTED: received metadata size exceeds hard limit`` instead of the refusal (shown against a real
+    `cloud-trainer serve`). Now the answer is the refusal of a short one, the value cut short in it."""
+    _, ch, _, _ = cloud
+    bob = admin(ch, "acme", "bob")
+    long = "y" * 20_000
+    shown = repr("y" * 64)
+    attempts = {
+        bob.ControlDeployment(pb.ControlRequest(deployment_id=long, action="pause"), timeout=10): (
+            f"no deployment {shown}"
+        ),
+        bob.CreateDeployment(_create("part-inspection", "1.0.0", [long]), timeout=10): (
+            f"agent {shown} is not registered (an agent registers with its first heartbeat)"
+        ),
+        bob.Rollback(
+            pb.RollbackRequest(package="part-inspection", version="1.0.0", slot="vision", agents=[long]),
+            timeout=10,
+        ): f"agent {shown} is not registered (an agent registers with its first heartbeat)",
+        bob.CreateDeployment(
+            pb.CreateDeploymentRequest(
+                package="part-inspection",
+                version="1.0.0",
+                slot="vision",
+                selector={"site": long},
+                strategy="all_at_once",
+            ),
+            timeout=10,
+        ): "no registered agent matches the selector " + repr({"site": long})[:200] + "...}",
+    }
+    for call, want in attempts.items():
+        assert await _code(call) == (PD, want)
+
+
 async def test_quota_counters_and_the_tenant_console_are_keyed_by_tenant_and_agent(cloud):
     import urllib.request
 
