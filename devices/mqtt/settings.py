@@ -581,6 +581,15 @@ class MqttSettings(_Model):
                 "true: the broker's certificate is not matched to its host name, so another machine can "
                 "pose as the broker; for tests only",
             )
+        if self.persistent_session and any(sub.codec == "sparkplug_b" for sub in self.subscriptions):
+            # refused with sparkplug.host_id (``_check``); without it the source is a host application all the same
+            report.warning(
+                f"sources.{name}.persistent_session",
+                "true with a sparkplug_b subscription: at each start and reconnect the broker replays the QoS 1 Sparkplug "
+                "births, data and deaths queued while the agent was away, passed on as live readings and out of "
+                "order with the rebirths asked (Sparkplug 3.0 has a host application connect with a clean "
+                "session); give the Sparkplug subscriptions a source of their own without persistent_session",
+            )
         if not self.sparkplug.tag_map:
             return
         groups = {

@@ -897,3 +897,21 @@ def test_validate_says_the_agents_own_plc_certificate_is_expired_expiring_or_not
         f"sources.plc.certificate_file: {junk} is not an X.509 certificate (PEM or DER): the source cannot "
         "connect with it"
     )
+
+
+def test_a_persistent_session_with_a_sparkplug_subscription_is_a_warning_with_the_fix(env):
+    """Sparkplug 3.0 has every host application connect with a clean session: a persistent one has the broker
+    replay, at the agent's next start, the QoS 1 births, data and deaths of a node session that began and ended
+    while it was away, passed on as live readings (measured against Mosquitto). Refused with host_id; said here
+    for a source that is a host without one, as its JSON topics may need the session."""
+    d = good(env)
+    d["sources"]["broker"].update(
+        client_id="gw1",
+        persistent_session=True,
+        subscriptions=[{"topic": "spBv1.0/plant/#", "codec": "sparkplug_b", "qos": 1}],
+    )
+    cfg = parse_config(d, "line3.yaml")
+    assert len(cfg.warnings) == 1 and cfg.warnings[0].startswith(
+        "line3.yaml: sources.broker.persistent_session: true with a sparkplug_b subscription"
+    ), cfg.warnings
+    assert "a source of their own" in cfg.warnings[0]
