@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 
 from cloud_trainer.fleet.console import Console
@@ -47,6 +48,7 @@ class _CostlyAgent:
 
     def __init__(self, cost_s: float) -> None:
         self.cost_s, self.calls, self.busy_s = cost_s, 0, 0.0
+        self.gate: Callable[[], None] | None = None  # called before each computation (a test holds it there)
         self._lock = threading.Lock()
         self.running = self.most_at_once = 0
         agent = self
@@ -61,6 +63,8 @@ class _CostlyAgent:
         self.metrics = _Metrics()
 
     def _burn(self) -> None:
+        if self.gate is not None:
+            self.gate()
         with self._lock:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
@@ -125,6 +129,26 @@ def test_answers_that_cost_work_are_never_computed_twice_at_once():
     outbox drops twice. Now one computation runs at a time and the others share its answer."""
     agent = _CostlyAgent(cost_s=0.05)
     s = StatusServer(agent, "127.0.0.1", 0, max_connections=16)
+    # all six at once, whatever the machine's load: the first computation waits until every request has asked
+    # for its answer, and an answer stays shareable for 30 s (0.5 s by default: a request that a loaded machine
+    # delays past it rightly gets an answer of its own, which is not what this test is about)
+    s.answers.min_age_s = 30.0
+    asked = threading.Condition()
+    n_asked = [0]
+    get = s.answers.get
+
+    def counted_get(key, compute):
+        with asked:
+            n_asked[0] += 1
+            asked.notify_all()
+        return get(key, compute)
+
+    def all_asked() -> None:
+        with asked:
+            assert asked.wait_for(lambda: n_asked[0] >= 6, timeout=60), n_asked[0]
+
+    s.answers.get = counted_get  # type: ignore[method-assign]
+    agent.gate = all_asked
     s.start()
     try:
         barrier = threading.Barrier(6)
