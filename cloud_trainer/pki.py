@@ -93,6 +93,8 @@ class Identity:
     role: str
     tenant: str
     serial: str = dataclasses.field(default="", compare=False)
+    # why the certificate speaks for no one (the service refuses it with this), or ""
+    problem: str = dataclasses.field(default="", compare=False)
 
 
 def _write_key(path: Path, key) -> None:
@@ -211,13 +213,32 @@ def issue(
     return out.with_suffix(".pem"), out.with_suffix(".key")
 
 
+# the subject attributes an identity is read from, each of which must appear at most once
+_IDENTITY_FIELDS = (
+    (NameOID.COMMON_NAME, "CN"),
+    (NameOID.ORGANIZATIONAL_UNIT_NAME, "OU"),
+    (NameOID.ORGANIZATION_IDENTIFIER, "organizationIdentifier"),
+)
+
+
 @functools.lru_cache(maxsize=65536)
 def identity(pem: bytes) -> Identity:
     """Name, role and tenant of a PEM certificate (parsed once per distinct certificate: the fleet service
     asks on every call of a connection). Agents and admins without a tenant attribute are in the default
     tenant; a tenant attribute that is not a valid tenant id, or an agent certificate whose CN is not a valid
-    agent id (``AGENT_ID_RE``), gives tenant '' (refused by the service)."""
+    agent id (``AGENT_ID_RE``), gives tenant '' (refused by the service).
+
+    A subject that holds the CN, the OU or the tenant attribute more than once speaks for no one (role and
+    tenant '', ``problem`` saying why): read by its first value, a certificate with organizationIdentifier
+    beta then acme acted in beta, one with OU admin then agent as an admin. The fleet CA never writes one, but
+    a CA of one's own that copies a request's subject and adds the platform's fields after it would."""
     cert = x509.load_pem_x509_certificate(pem)
+    serial = f"{cert.serial_number:x}"
+    repeated = [n for oid, n in _IDENTITY_FIELDS if len(cert.subject.get_attributes_for_oid(oid)) > 1]
+    if repeated:
+        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        why = f"its subject holds {' and '.join(repeated)} more than once, so it names no single identity"
+        return Identity(str(cns[0].value) if cns else "", "", "", serial, why)
 
     def attr(oid) -> str:
         v = cert.subject.get_attributes_for_oid(oid)
@@ -234,7 +255,7 @@ def identity(pem: bytes) -> Identity:
     name = attr(NameOID.COMMON_NAME)
     if role == ROLE_AGENT and not AGENT_ID_RE.fullmatch(name):
         tenant = ""
-    return Identity(name, role, tenant, f"{cert.serial_number:x}")
+    return Identity(name, role, tenant, serial)
 
 
 def _serial(text: str) -> str:

@@ -179,6 +179,11 @@ def peer_identity(context) -> Identity:
 async def require(context, role: str, revocations: Revocations | None = None) -> Identity:
     who = peer_identity(context)
     await refuse_revoked(context, who, revocations)
+    if who.problem:
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"certificate {who.name[:80]!r}: {who.problem}; the fleet refuses it: issue it again with one of each",
+        )
     if who.role != role or not who.name:
         await context.abort(
             grpc.StatusCode.PERMISSION_DENIED,

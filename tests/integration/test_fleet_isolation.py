@@ -215,6 +215,80 @@ async def test_a_very_long_id_or_selector_is_refused_like_one_that_does_not_exis
         assert await _code(call) == (PD, want)
 
 
+def _repeated_subject_cert(pki, out, attrs):
+    """A certificate of the fleet CA whose subject is ``attrs`` (name -> values, in that order), as a CA of one's own
+    that copies a request's subject and adds the platform's fields after it would issue."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca_cert, ca_key = pki_mod._load_ca(pki)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(oid, v) for oid, v in attrs]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    out.with_suffix(".pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pki_mod._write_key(out.with_suffix(".key"), key)
+    return out
+
+
+async def test_a_certificate_naming_two_tenants_or_two_roles_acts_as_no_one(cloud, world, tmp_path):
+    """Signed by the fleet CA, a subject holding organizationIdentifier twice (beta, then acme) acted in beta, and
+    one holding OU twice (admin, then agent) as beta's admin (shown against a real `cloud-trainer serve`: the first
+    registered an agent in beta, the second listed beta's agents). Both are refused now, saying why, and nothing of
+    them reaches a tenant."""
+    from cryptography.x509.oid import NameOID as O
+
+    srv, _, _, port = cloud
+    pki = world[1]
+    two_tenants = _repeated_subject_cert(
+        pki,
+        tmp_path / "two-tenants",
+        [
+            (O.ORGANIZATION_IDENTIFIER, "beta"),
+            (O.ORGANIZATION_IDENTIFIER, "acme"),
+            (O.ORGANIZATIONAL_UNIT_NAME, "agent"),
+            (O.COMMON_NAME, "gw-twice"),
+        ],
+    )
+    two_roles = _repeated_subject_cert(
+        pki,
+        tmp_path / "two-roles",
+        [
+            (O.ORGANIZATION_IDENTIFIER, "beta"),
+            (O.ORGANIZATIONAL_UNIT_NAME, "admin"),
+            (O.ORGANIZATIONAL_UNIT_NAME, "agent"),
+            (O.COMMON_NAME, "gw-x"),
+        ],
+    )
+
+    def creds(c):
+        return channel_credentials(pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key"))
+
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds(two_tenants)) as ch:
+        code, details = await _code(rpc.FleetStub(ch).Heartbeat(pb.HeartbeatRequest(), timeout=10))
+    assert (code, details) == (
+        PD,
+        "certificate 'gw-twice': its subject holds organizationIdentifier more than once, so it names no single "
+        "identity; the fleet refuses it: issue it again with one of each",
+    )
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds(two_roles)) as ch:
+        code, details = await _code(rpc.AdminStub(ch).ListAgents(pb.ListAgentsRequest(), timeout=10))
+    assert code == PD and "holds OU more than once" in details
+    assert "gw-twice" not in {a["id"] for t in ("beta", "acme") for a in srv.store.agents(tenant=t)}
+
+
 async def test_quota_counters_and_the_tenant_console_are_keyed_by_tenant_and_agent(cloud):
     import urllib.request
 
