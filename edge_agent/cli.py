@@ -406,7 +406,10 @@ def _tags(args) -> int:
                     f"in {args.seconds:g}s"
                 )
     if args.json:
-        print(json.dumps({"tags": out, "missing": missing}, indent=2, default=str))
+        from protocols import json_codec
+
+        # strict JSON, as /api/tags: a BAD tag's NaN as null (json.dumps wrote NaN, which jq and browsers refuse)
+        print(json_codec.dumps({"tags": out, "missing": missing}, indent=2, default=str))
         return 1 if missing else 0
     for name, src in srcs.items():
         st = src.stats
@@ -418,18 +421,26 @@ def _tags(args) -> int:
             f = frames[name]
             print(f"  frames {f.image.shape if hasattr(f, 'image') else '?'} (seq {f.seq})")
         # tag names (browse names) and texts come from the device: control characters shown escaped
-        rows = [{**r, "tag": _shown(str(r["tag"])), "value": _shown(str(r["value"]))} for r in out[name]]
+        rows = [{**r, "tag": _shown(str(r["tag"])), "value": _cell(r["value"], r["type"])} for r in out[name]]
         if rows:
             w = max(len(r["tag"]) for r in rows)
             for r in rows:
-                print(
-                    f"  {r['tag']:<{w}}  {str(r['value'])[:40]:<40} {r['type']:<16} {r['quality']:<9} {r['age_s']}s"
-                )
+                print(f"  {r['tag']:<{w}}  {r['value']:<40} {r['type']:<16} {r['quality']:<9} {r['age_s']}s")
         elif name not in frames:
             print(f"  no tags in {args.seconds:g}s")
     for m in missing:
         print(m, file=sys.stderr)
     return 1 if missing else 0
+
+
+def _cell(value: object, typ: str) -> str:
+    """A tag's value in the table: a number, or an array's summary, whole; text cut at 40 characters with `…`. It
+    was cut so silently, a number too: 10**45 was shown as 10**39, an Int64 array's last item without its last
+    digit (``[100000 values, last 922337203685477580``)."""
+    text = _shown(str(value))
+    if len(text) <= 40 or typ in ("int", "float") or typ.startswith("array<"):
+        return text
+    return text[:39] + "…"
 
 
 def _shown(text: str) -> str:

@@ -9,8 +9,10 @@ import json
 from typing import Any
 
 import paho.mqtt.client as paho
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent import cli
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from edge_agent.status_board import tag_rows
@@ -146,3 +148,46 @@ async def test_the_tags_view_keeps_the_start_of_a_long_list_or_byte_string_not_t
         "Block": base64.b64encode(block).decode(),
         "Counters": counters,
     }  # the cloud gets them whole
+
+
+def test_edge_agent_tags_shows_numbers_whole_and_writes_strict_json(tmp_path, mosquitto, capsys):
+    """``edge-agent tags`` against a real Mosquitto holding a device's retained message: a 46-digit integer and an
+    Int64 array's last item are shown with every digit (the table cut every value at 40 characters, silently: 10**45
+    was shown as 10**39), a long text is cut with `…`, and ``--json`` writes a BAD tag's NaN as null (it wrote
+    ``NaN``, which jq and browsers refuse: /api/tags writes null)."""
+    values = {"big": 10**45, "c": [1] * 99_999 + [2**63 - 1], "n": float("nan"), "t": "y" * 60}
+    cfg = {
+        "agent": {"id": "gw1"},
+        "sources": {
+            "broker": {
+                "type": "mqtt",
+                "port": mosquitto.port,
+                "subscriptions": [{"topic": "dev/#", "json_mapping": {"values": {k: k for k in values}}}],
+            }
+        },
+    }
+    path = tmp_path / "tags.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    try:
+        pub.publish("dev/a", json.dumps(values), qos=1, retain=True).wait_for_publish(
+            5
+        )  # NaN: Python writes NaN
+        outs = []
+        for extra in ([], ["--json"]):
+            assert cli.main(["tags", str(path), "--seconds", "3", *extra]) == 0
+            outs.append(capsys.readouterr().out)
+    finally:
+        pub.publish("dev/a", b"", qos=1, retain=True).wait_for_publish(5)
+        pub.disconnect()
+        pub.loop_stop()
+    text, as_json = outs
+    lines = {ln.split()[0]: ln for ln in text.splitlines() if ln.startswith("  dev/a/")}
+    assert f" {10**45} " in lines["dev/a/big"], text  # before: 1 and 39 zeros
+    assert f"[100000 values, last {2**63 - 1}] " in lines["dev/a/c"], text  # before: 9.223e+18
+    assert " " + "y" * 39 + "… " in lines["dev/a/t"], text
+    rows = {r["tag"]: r for r in json.loads(as_json, parse_constant=lambda c: c)["tags"]["broker"]}
+    assert (rows["dev/a/n"]["value"], rows["dev/a/n"]["quality"]) == (None, "bad")  # before: the text NaN
+    assert rows["dev/a/big"]["value"] == 10**45
