@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from protocols.json_codec import PUBSUB_PLACEHOLDERS, state_key
+from protocols.topics import shown_topic
 
 
 class Protocol(enum.StrEnum):
@@ -431,7 +432,8 @@ class MqttSettings(_Model):
     persistent_session: bool = Field(
         False,
         description="keep subscriptions and queued QoS 1 messages at the broker while away; needs client_id; "
-        "not with sparkplug.host_id (a Sparkplug host connects with a clean session)",
+        "not with sparkplug.host_id nor a sparkplug_b subscription (a Sparkplug host application connects "
+        "with a clean session)",
     )
     keepalive_s: int = Field(
         30,
@@ -543,6 +545,22 @@ class MqttSettings(_Model):
                 "rebirths it asks; set persistent_session: false (a host learns current values from the rebirths "
                 "it asks), or give JSON topics that need one a source of their own"
             )
+        if self.persistent_session:
+            # The same without host_id: a source that reads Sparkplug decodes births and deaths and asks rebirths, a
+            # host application all the same (Sparkplug 3.0 asks a clean session of every one), and the same replay
+            # was measured (Mosquitto: a node session that began and ended while the agent was away, passed on)
+            read = [i for i, sub in enumerate(self.subscriptions) if sub.codec == "sparkplug_b"]
+            if read:
+                more = f" and {len(read) - 1} more" if len(read) > 1 else ""
+                raise ValueError(
+                    f"persistent_session: true with subscriptions[{read[0]}] (topic "
+                    f"{shown_topic(self.subscriptions[read[0]].topic)}, codec: sparkplug_b){more}: a source that "
+                    "reads Sparkplug is a host application, which Sparkplug 3.0 has connect with a clean session, "
+                    "as the broker would otherwise replay at each start the births, data and deaths queued while "
+                    "the agent was away, passed on as live readings and out of order with the rebirths it asks; set "
+                    "persistent_session: false (a host learns current values from the rebirths it asks), or give "
+                    "JSON topics that need one a source of their own"
+                )
         return self
 
     def known_tags(self) -> tuple[set[str], bool] | None:
@@ -580,15 +598,6 @@ class MqttSettings(_Model):
                 f"sources.{name}.tls.insecure",
                 "true: the broker's certificate is not matched to its host name, so another machine can "
                 "pose as the broker; for tests only",
-            )
-        if self.persistent_session and any(sub.codec == "sparkplug_b" for sub in self.subscriptions):
-            # refused with sparkplug.host_id (``_check``); without it the source is a host application all the same
-            report.warning(
-                f"sources.{name}.persistent_session",
-                "true with a sparkplug_b subscription: at each start and reconnect the broker replays the QoS 1 Sparkplug "
-                "births, data and deaths queued while the agent was away, passed on as live readings and out of "
-                "order with the rebirths asked (Sparkplug 3.0 has a host application connect with a clean "
-                "session); give the Sparkplug subscriptions a source of their own without persistent_session",
             )
         if not self.sparkplug.tag_map:
             return

@@ -899,19 +899,31 @@ def test_validate_says_the_agents_own_plc_certificate_is_expired_expiring_or_not
     )
 
 
-def test_a_persistent_session_with_a_sparkplug_subscription_is_a_warning_with_the_fix(env):
-    """Sparkplug 3.0 has every host application connect with a clean session: a persistent one has the broker
-    replay, at the agent's next start, the QoS 1 births, data and deaths of a node session that began and ended
-    while it was away, passed on as live readings (measured against Mosquitto). Refused with host_id; said here
-    for a source that is a host without one, as its JSON topics may need the session."""
+def test_a_persistent_session_with_a_sparkplug_subscription_is_refused_at_load_naming_it(env, tmp_path):
+    """Sparkplug 3.0 has every host application connect with a clean session, and a source with a sparkplug_b
+    subscription is one, host_id or not (it decodes births and deaths, asks rebirths). Accepted before (a
+    warning), its persistent session had the broker replay, at the agent's next start, the QoS 1 births, data
+    and death of a node session that began and ended while it was away, passed on as live readings (measured
+    against Mosquitto: 1.0 and 7.0 GOOD, then BAD). Now refused at load, naming the file, the source, the field
+    and the subscription; the same source without the session, and JSON topics with one, load."""
     d = good(env)
+    json_sub = {"topic": "plant/line3/#", "qos": 1}
     d["sources"]["broker"].update(
         client_id="gw1",
         persistent_session=True,
-        subscriptions=[{"topic": "spBv1.0/plant/#", "codec": "sparkplug_b", "qos": 1}],
+        subscriptions=[json_sub, {"topic": "spBv1.0/plant/#", "codec": "sparkplug_b", "qos": 1}],
     )
-    cfg = parse_config(d, "line3.yaml")
-    assert len(cfg.warnings) == 1 and cfg.warnings[0].startswith(
-        "line3.yaml: sources.broker.persistent_session: true with a sparkplug_b subscription"
-    ), cfg.warnings
-    assert "a source of their own" in cfg.warnings[0]
+    p = tmp_path / "line3.yaml"
+    p.write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert len(ei.value.errors) == 1 and ei.value.errors[0].startswith(
+        f"{p}: sources.broker: persistent_session: true with subscriptions[1] (topic 'spBv1.0/plant/#', codec: "
+        "sparkplug_b): a source that reads Sparkplug is a host application, which Sparkplug 3.0 has connect with "
+        "a clean session"
+    ), ei.value.errors
+    assert "set persistent_session: false" in ei.value.errors[0]
+    d["sources"]["broker"]["persistent_session"] = False
+    assert not parse_config(d, "line3.yaml").warnings
+    d["sources"]["broker"].update(persistent_session=True, subscriptions=[json_sub])
+    assert not parse_config(d, "line3.yaml").warnings
