@@ -1518,17 +1518,29 @@ def _variant(v: dict, path: str) -> Any:
     body = v.get("Body", v.get("Value")) if "Type" in v else v.get("Value")
     if body is None:
         raise CodecError("missing_field", f"{path} is a Variant without a Body (null)")
-    if v.get("Type", v.get("UaType")) in _TEXT_INTEGER_TYPES:
+    kind = v.get("Type", v.get("UaType"))
+    if kind in _TEXT_INTEGER_TYPES:
         # Part 6 (5.4.2.3) writes an Int64 and a UInt64 as a JSON string, that JavaScript readers keep its digits:
         # read as text, an S7-1500's energy total was no number to a rule or a pipeline and forwards quoted it
         if type(body) is str:
-            return int(body) if _INTEGER_TEXT.match(body) else body
-        if type(body) is list and body and all(type(x) is str and _INTEGER_TEXT.match(x) for x in body):
-            return [int(x) for x in body]
+            body = int(body) if _INTEGER_TEXT.match(body) else body
+        elif type(body) is list and body and all(type(x) is str and _INTEGER_TEXT.match(x) for x in body):
+            body = [int(x) for x in body]
+        # a whole number past its type's range is no value of it (a publisher's fault), refused as a Sparkplug
+        # metric's is: "99999999999999999999" as an Int64 was passed on GOOD as that number
+        least, most = _INTEGER_RANGES[kind]
+        for x in body if type(body) is list else (body,):
+            if type(x) is int and not least <= x <= most:
+                raise CodecError(
+                    "wrong_type",
+                    f"{path} is {'an Int64' if kind == 8 else 'a UInt64'} Variant holding {x}, past its range "
+                    f"({least} to {most})",
+                )
     return body
 
 
 _TEXT_INTEGER_TYPES = (8, 9)  # the built-in types Int64 and UInt64
+_INTEGER_RANGES = {8: (-(2**63), 2**63 - 1), 9: (0, 2**64 - 1)}
 _INTEGER_TEXT = re.compile(r"-?[0-9]{1,20}\Z")  # as Part 6 writes them: digits and a sign, nothing else
 
 

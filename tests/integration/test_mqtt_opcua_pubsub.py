@@ -168,17 +168,26 @@ async def test_reversible_int64_and_uint64_variants_written_as_text_are_read_as_
                 "Ids": {"Type": 8, "Body": ["9007199254740993", "-5"]},
                 "Plain": {"Type": 8, "Body": 42},
                 "Odd": {"Type": 8, "Body": "12 parts"},
+                # past the type's range: no value of it (a publisher's fault), skipped and counted
+                "Over": {"Type": 8, "Body": "9223372036854775808"},
+                "Under": {"UaType": 9, "Value": "-1"},
+                "Wide": {"Type": 9, "Body": ["1", "99999999999999999999"]},
                 "Bare": "9007199254740993",
             },
         },
     )
     subs = [{"topic": "opc/#", "json_mapping": {"opcua_pubsub": {}, "tag_prefix_topic": False}}]
-    _, got = await published(mosquitto.port, subs, [("opc/x", network)], "Bare")
+    src, got = await published(mosquitto.port, subs, [("opc/x", network)], "Bare")
     values = {r.tag: r.value for r in got}
     assert values["Energy"] == 2**63 - 1 and type(values["Energy"]) is int
     assert values["Ticks"] == 2**64 - 1 and values["Low"] == -(2**63) and values["Plain"] == 42
     assert values["Ids"].tolist() == [2**53 + 1, -5]
     assert values["Odd"] == "12 parts" and values["Bare"] == "9007199254740993"
+    # before: 2**63, -1 and a float64 array [1.0, 1e20] passed on GOOD
+    assert not {"Over", "Under", "Wide"} & set(values) and src.stats.errors_by_reason == {"wrong_type": 3}
+    assert "field 'Wide' is a UInt64 Variant holding 99999999999999999999, past its range" in (
+        src.stats.last_error or ""
+    )
 
 
 async def test_a_metadata_message_is_skipped_without_an_error(mosquitto):
