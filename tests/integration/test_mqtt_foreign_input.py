@@ -578,7 +578,8 @@ async def test_a_time_text_of_a_megabyte_is_quoted_by_its_start_in_bad_timestamp
     ]
     errors: list[str] = []
     got, src = await read_published(mosquitto.port, subs, messages, "iso/end/end", errors=errors)
-    assert [r.tag for r in got] == ["rec/a/b", "ps/a/b", "iso/end/end"]  # the others around each bad time read
+    # the others around each bad time read
+    assert [r.tag for r in got] == ["rec/a/b", "ps/a/b", "iso/end/end"]
     assert src.stats.errors_by_reason == {"bad_timestamp": 3}
     assert all(len(e) < 1000 and "(1000019 characters)" in e for e in errors), [e[:300] for e in errors]
     said = [r.getMessage() for r in caplog.records if r.name.startswith("devices.mqtt")]
