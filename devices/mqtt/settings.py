@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import sys
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
@@ -211,9 +212,20 @@ class JsonMappingSettings(_Model):
                 raise ValueError(
                     f"key {str(key)[:80]!r} is no state's text (quoted, 1 to 64 characters: '1': 1, 'ON': 1)"
                 )
-            if isinstance(num, bool) or not isinstance(num, int | float) or not math.isfinite(num):
+            # a whole number past float64's range too (math.isfinite raised OverflowError on it: validate's
+            # traceback, not a line naming the setting)
+            if (
+                isinstance(num, bool)
+                or not isinstance(num, int | float)
+                or not (
+                    -sys.float_info.max <= num <= sys.float_info.max
+                    if isinstance(num, int)
+                    else math.isfinite(num)
+                )
+            ):
+                shown = f"a whole number of {len(str(abs(num)))} digits" if type(num) is int else repr(num)
                 raise ValueError(
-                    f"{key!r} -> {num!r}: the value is the number the state is read as (1, 0, 2.5)"
+                    f"{key!r} -> {shown}: the value is the finite number the state is read as (1, 0, 2.5)"
                 )
             k = state_key(key)
             if k in seen:

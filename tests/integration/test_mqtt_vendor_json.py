@@ -606,6 +606,13 @@ sources:
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert "'ON' and 'on' are one state" in str(e.value)
+    # a number past float64's range: refused by name (validate ended in OverflowError's traceback)
+    path.write_text(text.replace("{ON: 1, OFF: 0}", "{'ON': 1%s}" % ("0" * 400)))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "json_mapping.states: 'ON' -> a whole number of 401 digits: the value is the finite number" in str(
+        e.value
+    )
     path.write_text(text.replace("{ON: 1, OFF: 0}", "{'ON': 1, 'OFF': 0}"))
     assert load_config(path).sources["plugs"].subscriptions[0].json_mapping.states == {"ON": 1, "OFF": 0}
 
