@@ -16,6 +16,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from simulators.camera import write_folder
 from tests.support.models import make_keypair, make_package
+from tests.support.waits import until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -91,10 +92,12 @@ async def test_agent_status_page_shows_live_state(tmp_path):
     agent = Agent(cfg)
     await agent.start()
     try:
-        for _ in range(100):
-            if agent.board.ng_frames and any(s["active"] for s in agent.actions.status()["alarms"]):
-                break
-            await asyncio.sleep(0.1)
+        # a ceiling, not a pace: 100 x 0.1 s went on to render a page without them on a loaded machine
+        await until(
+            lambda: agent.board.ng_frames and any(s["active"] for s in agent.actions.status()["alarms"]),
+            60,
+            "an NG frame and an active alarm",
+        )
         dom = await asyncio.to_thread(render, f"http://127.0.0.1:{agent.http.port}/", "agent-status-page.png")
     finally:
         await agent.stop()
@@ -144,10 +147,7 @@ async def test_agent_status_page_shows_a_plcs_64_bit_integers_with_every_digit(t
     agent = Agent(cfg)
     await agent.start()
     try:
-        for _ in range(100):
-            if len(agent.tags.get("plc", {})) == len(values):
-                break
-            await asyncio.sleep(0.1)
+        await until(lambda: len(agent.tags.get("plc", {})) == len(values), 60, "every tag read")
         dom = await asyncio.to_thread(
             render, f"http://127.0.0.1:{agent.http.port}/", "agent-status-int64.png"
         )
@@ -264,10 +264,9 @@ async def test_agent_status_page_names_a_plcs_failing_nodes_and_write_targets_wi
     await agent.start()
     try:
         src = agent.sources["plc"]
-        for _ in range(100):
-            if len(src.target_errors) == 2 and src.node_errors:
-                break
-            await asyncio.sleep(0.1)
+        await until(
+            lambda: len(src.target_errors) == 2 and src.node_errors, 60, "the node and targets judged"
+        )
         dom = await asyncio.to_thread(
             render, f"http://127.0.0.1:{agent.http.port}/", "agent-status-failing-targets.png"
         )
