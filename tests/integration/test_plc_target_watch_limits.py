@@ -132,7 +132,7 @@ async def test_a_refused_watch_is_given_back_in_parts_of_the_items_a_plc_takes_p
         assert (
             "the server refused them (BadTooManyMonitoredItems)" in line.notices.messages["targets_unwatched"]
         )
-        await until(lambda: _held(srv) == 1, 5, "the watch's items given back")
+        await until(lambda: _held(srv) == 1, 30, "the watch's items given back")
         assert line.node_errors == {} and line.targets_watched == 0
     finally:
         await line.stop()
