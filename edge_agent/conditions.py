@@ -77,7 +77,8 @@ def _operand(key: str, op: str, v: Any) -> Any:
                 ) from None
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ConditionError(f"{where}: {v!r} is not a number, and {key} is one (this would never match)")
-        if math.isnan(v):
+        # an int is never NaN (math.isnan raised OverflowError on one past 1e308)
+        if isinstance(v, float) and math.isnan(v):
             raise ConditionError(
                 f"{where}: NaN equals nothing and orders with nothing: this would never match"
             )

@@ -312,6 +312,9 @@ def test_a_condition_compares_a_field_with_its_own_type_or_is_refused_by_name():
         and not exact(result(score=2**53))
         and not exact(result(score=2**53 + 2))
     )
+    # a whole number past float64's range, as a number or as text: compared, not an OverflowError at load
+    for huge in (10**400, "1" + "0" * 400):
+        assert compile_condition({"score": {"lt": huge}})(result(score=2**64))
     for spec, msg in [
         ({"score": {"gte": "high"}}, "score: gte: 'high' is not a number, and score is one"),
         ({"anomaly_score": {"gt": True}}, "anomaly_score: gt: True is not a number"),
