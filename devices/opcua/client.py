@@ -73,6 +73,8 @@ import logging
 import math
 import re
 import reprlib
+import socket
+import struct
 import time
 import uuid
 import weakref
@@ -2076,6 +2078,21 @@ async def _one_off_client(settings: OpcUaSettings, what: str) -> tuple[Client, l
     return client, oversize
 
 
+def _reset_on_close(client: Client) -> None:
+    """Have ``client``'s connection reset when it is closed (SO_LINGER 0), not ended in order: the requests the
+    gateway's kernel still holds for it are dropped. After a link loss they wait there unacknowledged (a write
+    that timed out, its retries, the session's reads), and an orderly close keeps retransmitting them: when the
+    link came back the server applied them, within the session it still held, after the values written since
+    on the next session (measured in a network namespace with its loopback down for 4 s: a pulse's high value,
+    counted superseded, reached the PLC 2.3 s after its reset, the reject gate left open)."""
+    protocol = getattr(client.uaclient, "protocol", None)
+    transport = getattr(protocol, "transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 async def _close_one_off(client: Client, timeout_s: float) -> None:
     """Close ``client``'s session, channel and connection, waiting at most ``timeout_s`` for the server (0: it
     has no session, the connection alone is closed); the connection is closed whatever the server answers."""
@@ -2706,16 +2723,20 @@ class OpcUaSource:
                     self._connection_lost()  # a stall or a halt made them BAD already, for its own reason
             self.state = ConnectionState.BACKOFF
             self._first_attempt.set()
-            await self._close_client(1.0)
+            await self._close_client(1.0, lost=True)
             try:
                 await asyncio.sleep(self._backoff.next_delay())
             except asyncio.CancelledError:
                 break
 
-    async def _close_client(self, timeout_s: float) -> None:
+    async def _close_client(self, timeout_s: float, lost: bool = False) -> None:
+        """Close the session's client, waiting at most ``timeout_s`` for the server; ``lost``: the session was
+        lost (the link cut, the server silent or refusing), and its connection is reset (``_reset_on_close``)."""
         client, self._client = self._client, None
         if client is None:
             return
+        if lost:
+            _reset_on_close(client)
         try:
             async with asyncio.timeout(timeout_s):
                 await client.disconnect()

@@ -311,3 +311,100 @@ async def _no_connection_left(plc: _Stalls) -> None:
         assert plc.made >= 2, plc.made
     finally:
         plc.close()
+
+
+class _Link:
+    """A link between the gateway and the PLC that can go dead (``frozen``: nothing is read from either side, so
+    what the gateway sends waits, as on a cut cable). ``ends``: how each of the gateway's connections ended, as
+    the far side saw it once the link was back: ``reset`` (the gateway dropped what was still on its way) or
+    ``eof`` (an orderly end behind every byte it had sent)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port, self.made = upstream_port, 0
+        self.ends: dict[int, str] = {}
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.made += 1
+        n = self.made
+        await self._flowing.wait()
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def up() -> None:  # the gateway's bytes to the PLC, and how the gateway's connection ended
+            try:
+                while True:
+                    await self._flowing.wait()
+                    data = await reader.read(65536)
+                    if not data:
+                        self.ends[n] = "eof"
+                        return
+                    up_w.write(data)
+            except ConnectionResetError:
+                self.ends[n] = "reset"
+            finally:
+                up_w.close()
+                writer.close()
+
+        async def down() -> None:
+            try:
+                while True:
+                    await self._flowing.wait()
+                    data = await up_r.read(65536)
+                    if not data:
+                        return
+                    writer.write(data)
+            except OSError:
+                pass
+
+        for job in (up(), down()):
+            task = asyncio.create_task(job)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+async def test_a_connection_given_up_after_a_link_loss_is_reset_so_no_write_still_on_its_way_lands_later() -> (
+    None
+):
+    """A link to the PLC goes dead while the session is up: the source finds the server silent and connects
+    again. Its former connection was ended in order, so the gateway's kernel kept retransmitting what it held
+    for it, unacknowledged on the dead link: a write that timed out (counted failed, or superseded by its reset)
+    and its retries. When the link came back the PLC applied them in the session it still held, after the
+    values written since on the new session: measured with a network namespace's loopback down for 4 s, a
+    pulse's high value reached the PLC 2.3 s after its reset and the reject gate stayed open. Now a connection
+    given up is reset, which drops what it still held (on a real link, in the gateway's kernel: nothing more is
+    sent). The relay here holds the bytes itself (it acknowledged them), so the test asserts how the connection
+    ended, which is what decides it on a real link."""
+    port = free_port()
+    srv, _ = await _plc(port)
+    link = _Link(port)
+    src = OpcUaSource("plc", _settings(await link.start(), connect_timeout_s=0.5, reconnect_initial_s=0.1))
+    try:
+        await src.start()
+        await until(lambda: src.state.value == "connected", 10, "the first session")
+        link.freeze()
+        # the server found silent, the connection given up and another tried (accepted, not answered)
+        await until(lambda: link.made >= 2, 10, "a reconnect after the loss")
+        link.thaw()
+        await until(lambda: 1 in link.ends, 10, "the first connection's end, once the link is back")
+    finally:
+        await src.stop()
+        await link.close()
+        await srv.stop()
+    assert link.ends[1] == "reset", link.ends
