@@ -305,6 +305,9 @@ async def test_what_the_lost_connection_brought_before_the_drop_is_read_before_i
 
         task = asyncio.create_task(consume())
         await until(lambda: "n1" in asked, 15, "its birth asked after the reconnect")
+        # the queue read to its BAD (2 s of reconnect delay were all a loaded machine had for its 300 values),
+        # then a moment more for anything read after it
+        await until(lambda: any(r.quality is Quality.BAD for r in got), 30, "the drop's BAD read")
         await asyncio.sleep(0.5)
     finally:
         if task is not None:
