@@ -127,7 +127,6 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import itertools
 import math
 import time
 from collections import OrderedDict
@@ -1230,19 +1229,14 @@ class SparkplugHost:
         hold. Past it, other nodes are forgotten: first one not born that holds metrics (given up on, or its birth
         skipped and it never spoke: ``_spare_held``), then born ones as for a new node's birth in a full table
         (``_room``): one dead ``DEAD_KEEP_S``, then one that sent births only since its birth (valid NBIRTHs of 99,000 metrics under
-        made-up names: 20 took 1.3 GB), then a silent one, then one that sent no data for ``TALKING_KEEP_S`` and
-        holds at least as many metrics as the birth's node will, least recently heard first; counted and said as
-        there. A node that sends data is so kept, and a small quiet one is not forgotten for a larger. When none is
+        made-up names: 20 took 1.3 GB), then a silent one, then one that sent no data for ``TALKING_KEEP_S``,
+        least recently heard first; counted and said as there. A node that sends data is so kept. When none is
         left the birth is refused: its node (device) not born, its data skipped and a rebirth asked as before a
         birth; counted (``births_refused``), said once (notice ``too_many_total_metrics``)."""
         if self._held + more <= MAX_TOTAL_METRICS:
             return True
         now = time.monotonic()
         self._unfile(key)  # never its own place: it is filed again after the message (``handle``)
-        # a node that spoke is forgotten only for a birth that leaves its node holding no more than it: a quiet real
-        # node of 3 metrics reporting by exception was pushed out by the rebirth of one of 28 grown by three,
-        # punished for another's size; the larger node's birth is refused instead
-        after = self._nodes[key].held + more
         while self._held + more > MAX_TOTAL_METRICS:
             # a node not born that holds metrics (given up on, or a birth skipped and never spoke: valid NBIRTHs
             # under made-up names each followed by a compressed one skipped) first: only dead and born nodes made
@@ -1256,8 +1250,8 @@ class SparkplugHost:
                 or other
                 or self._front(self._mute)
                 or self._front(self._silent)
-                or self._idle(self._probed, now, after)
-                or self._idle(self._talking, now, after)
+                or self._idle(self._probed, now)
+                or self._idle(self._talking, now)
             )
             if other is None:
                 self.births_refused += 1
@@ -1267,9 +1261,8 @@ class SparkplugHost:
                         "too_many_total_metrics",
                         f"sparkplug: the {t.message_type.value} of {what} ({more} metrics more) is refused: "
                         f"the source's nodes hold {self._held} metrics, at most {MAX_TOTAL_METRICS} "
-                        f"(MAX_TOTAL_METRICS), and every node holding some sent data within {TALKING_KEEP_S:g} s, "
-                        f"holds fewer than the {after} its node would (one that sent data is not forgotten for a "
-                        f"larger node), or died less than {DEAD_KEEP_S:g} s ago; it is not born, its data "
+                        "(MAX_TOTAL_METRICS), and every node holding some sent data within "
+                        f"{TALKING_KEEP_S:g} s or died less than {DEAD_KEEP_S:g} s ago; it is not born, its data "
                         "skipped and its birth asked as before a birth. Narrow the subscription to this line's "
                         "group, or the broker's ACL on spBv1.0/",
                         cause="birth",
@@ -1296,32 +1289,17 @@ class SparkplugHost:
                     f"sparkplug: the source's nodes hold over {MAX_TOTAL_METRICS} metrics (MAX_TOTAL_METRICS): "
                     f"{other[0]}/{other[1]}, born, forgotten to make room for the {t.message_type.value} of "
                     f"{t.group}/{t.edge_node}. Nodes dead {DEAD_KEEP_S:g} s, then those that sent births only, "
-                    f"then silent ones, then those that sent no data for {TALKING_KEEP_S:g} s and hold as many "
-                    "metrics as the born node will, or more, make room, least recently heard first; one forgotten "
-                    "that sends data again is asked its birth"
+                    f"then silent ones, then those that sent no data for {TALKING_KEEP_S:g} s make room, least "
+                    "recently heard first; one forgotten that sends data again is asked its birth"
                 )
                 self.on_notice("born_nodes_forgotten", message)
                 self.on_notice("nodes_forgotten", message)
         return True
 
-    def _idle(
-        self, line: OrderedDict[tuple[str, str], None], now: float, least: int = 0
-    ) -> tuple[str, str] | None:
-        """The first of a line of born nodes (least recently heard first) not heard for ``TALKING_KEEP_S`` that
-        holds at least ``least`` metrics, looking at no more than ``ASK_SCAN_MAX`` of them."""
-        if least <= 0:  # its front (a new node's birth in a full table: each of a flood's births asks)
-            key = self._front(line)
-            return key if key is not None and now - self._nodes[key].heard >= TALKING_KEEP_S else None
-        for key in list(itertools.islice(line, ASK_SCAN_MAX)):
-            node = self._nodes[key]
-            if not node.alive:  # not born since (this host's reconnect): filed where it now stands
-                self._file(key, node)
-                continue
-            if now - node.heard < TALKING_KEEP_S:
-                return None  # the line is in the order its nodes were heard: the rest were heard later
-            if node.held >= least:
-                return key
-        return None
+    def _idle(self, line: OrderedDict[tuple[str, str], None], now: float) -> tuple[str, str] | None:
+        """The front of a line of born nodes if it was not heard for ``TALKING_KEEP_S``."""
+        key = self._front(line)
+        return key if key is not None and now - self._nodes[key].heard >= TALKING_KEEP_S else None
 
     def _ask_refused(self, t: sp.SparkplugTopic) -> None:
         """Data of a node the full table refused: its birth is asked all the same, within the source's

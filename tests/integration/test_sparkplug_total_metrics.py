@@ -183,34 +183,3 @@ async def test_nodes_not_born_that_hold_metrics_make_room_for_a_real_nodes_birth
         ) in host._nodes  # least recently heard first
         assert host._held <= 30, host._held
         assert "not born" in src.notices.messages["nodes_forgotten"], src.notices.messages["nodes_forgotten"]
-
-
-async def test_a_quiet_small_node_is_not_forgotten_for_a_larger_nodes_birth(mosquitto, monkeypatch):
-    """A real node of few metrics that reports by exception (no data for an hour: TALKING_KEEP_S, made 0 here) was
-    forgotten to make room under MAX_TOTAL_METRICS for the birth of a node of many metrics that grew by three:
-    measured, the quiet node of 3 metrics was pushed out by the NBIRTH of a node of 28, its next data skipped as
-    before its birth, and its birth then refused for good, the large node's fill standing. Now a node that sent
-    data is forgotten only for a birth that leaves the born node holding no more than it does: the larger node's
-    birth is refused (too_many_total_metrics, its birth asked again), the quiet node read on."""
-    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_METRICS", 30)
-    monkeypatch.setattr(sparkplug_host, "TALKING_KEEP_S", 0.0)
-    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
-        host = src.sparkplug
-        pub.publish("spBv1.0/g/NBIRTH/quiet", _birth(2), qos=1)  # bdSeq and 2: 3 metrics
-        pub.publish("spBv1.0/g/NDATA/quiet", _data(1), qos=1)
-        pub.publish("spBv1.0/g/NBIRTH/large", _birth(24), qos=1)  # 25
-        pub.publish("spBv1.0/g/NDATA/large", _data(1), qos=1)
-        await until(lambda: host.births == 2 and host._held == 28, 10, "both births read")
-        pub.publish("spBv1.0/g/NBIRTH/large", _birth(27), qos=1)  # 28: 31 in all, over the 30
-        await until(functools.partial(_handled, host, 3), 10, "the large node's new birth handled")
-        assert host.node_alive("g", "quiet") and host.datatype("g", "quiet", None, "M1") == D.DOUBLE
-        assert host.born_forgotten == 0 and host.births_refused == 1, (
-            host.born_forgotten,
-            host.births_refused,
-        )
-        assert "g/large" in src.notices.messages["too_many_total_metrics"], src.notices.messages
-        assert not host.node_alive("g", "large") and host._held <= 30, host._held
-        pub.publish("spBv1.0/g/NDATA/quiet", _data(2), qos=1)  # read as before, not skipped before a birth
-        pub.publish("spBv1.0/g/NDATA/large", _data(2), qos=1)
-        await until(lambda: host.data_before_birth == 1, 10, "the large node's data handled")
-        assert host.node_alive("g", "quiet") and host.data_before_birth == 1
