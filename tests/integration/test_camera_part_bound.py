@@ -420,7 +420,7 @@ async def test_a_whole_tiff_with_its_directory_past_256_kb_is_a_frame_however_it
     try:
         await src.start()
         try:
-            frames = await take(src, 2, 5)
+            frames = await take(src, 2, 30)
         except TimeoutError:
             frames = []
         finally:

@@ -203,7 +203,7 @@ async def test_the_nodes_that_fail_are_named_with_why_on_the_agents_status_bound
 
     async def status() -> tuple[dict, int]:
         url = f"http://127.0.0.1:{agent.http.port}/status"  # type: ignore[union-attr]
-        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=30).read())
         return json.loads(body)["sources"]["plc"], len(body)
 
     shown: list = []
