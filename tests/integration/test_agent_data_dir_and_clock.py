@@ -88,8 +88,8 @@ async def test_the_pipeline_rate_survives_a_wall_clock_step(tmp_path, package, m
         assert stats.rate() >= 0.8 * before
         monkeypatch.setattr(time, "time", lambda: real() - 86400)  # and back a day
         n = stats.results
-        await asyncio.sleep(1.0)
-        assert stats.results > n
+        # results go on (a ceiling, not a pace: 1 s with no result on a loaded machine is no stall)
+        await until(lambda: stats.results > n, 30, "a result after the clock went back")
         assert stats.rate() >= 0.8 * before
     finally:
         await agent.stop()

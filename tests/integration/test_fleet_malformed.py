@@ -232,7 +232,7 @@ async def test_one_agents_report_never_stops_other_tenants_reports_being_written
         await vq.put(
             pb.AgentMessage(report=pb.HeartbeatRequest(labels={"site": "beta", "v": "2"}), report_id=1)
         )
-        deadline = time.monotonic() + 4.0
+        deadline = time.monotonic() + 30.0  # a ceiling: beside the attack, on a loaded machine
         while time.monotonic() < deadline and (await _labels(ch, "beta", "carol", "gw-b")).get("v") != "2":
             await asyncio.sleep(0.2)
         assert (await _labels(ch, "beta", "carol", "gw-b")).get("v") == "2"
