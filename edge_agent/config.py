@@ -827,6 +827,16 @@ class ForwardSettings(_Model):
         return self
 
 
+def band_edge(threshold: int | float, by: float) -> int | float:
+    """A rule's threshold moved by a hysteresis band (``by``: +- hysteresis), a whole threshold by a whole band as an
+    integer: as a float64, 2**53 + 1 - 0.0 was 2**53 (``RuleSettings`` checks its bands so, ``tags.Rule`` judges)."""
+    if by == 0:
+        return threshold
+    if isinstance(threshold, int) and by.is_integer():
+        return threshold + int(by)
+    return threshold + by
+
+
 def _g(x: int | float) -> str:
     """A threshold as written: a whole number with every digit (``:g`` wrote 2**53 + 1 as 9.0072e+15)."""
     return str(x) if isinstance(x, int) else f"{x:g}"
@@ -859,7 +869,7 @@ class RuleSettings(_Model):
         if (
             self.above is not None
             and self.below is not None
-            and self.below + self.hysteresis >= self.above - self.hysteresis
+            and band_edge(self.below, self.hysteresis) >= band_edge(self.above, -self.hysteresis)
         ):
             # the release bands would overlap: a value could hold the rule by one side's band while
             # tripping it by the other's, and above <= below would make it active whatever the value

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from devices.base import BurstLogger, Quality, Reading
-from edge_agent.config import ForwardSettings, RuleSettings
+from edge_agent.config import ForwardSettings, RuleSettings, band_edge
 from edge_agent.types import Result
 from protocols import json_codec
 
@@ -193,16 +193,6 @@ def _judged(v: Any) -> bool:
     return -sys.float_info.max <= v <= sys.float_info.max if isinstance(v, int) else math.isfinite(v)
 
 
-def _shifted(threshold: int | float | None, by: float) -> int | float | None:
-    """A threshold moved by a hysteresis band, a whole threshold by a whole band as an integer: as a float64,
-    2**53 + 1 - 0.0 was 2**53."""
-    if threshold is None or by == 0:
-        return threshold
-    if isinstance(threshold, int) and by.is_integer():
-        return threshold + int(by)
-    return threshold + by
-
-
 class Rule:
     def __init__(self, settings: RuleSettings, act) -> None:
         self.s = settings
@@ -214,8 +204,9 @@ class Rule:
         self.seq = 0
         self.ignored = 0  # readings that are not a number (or past float64's range) or not GOOD
         self._exact = settings.scale == 1 and settings.offset == 0  # an integer reading compared as it is
-        self._above_release = _shifted(settings.above, -settings.hysteresis)
-        self._below_release = _shifted(settings.below, settings.hysteresis)
+        above, below, band = settings.above, settings.below, settings.hysteresis
+        self._above_release = None if above is None else band_edge(above, -band)
+        self._below_release = None if below is None else band_edge(below, band)
 
     async def offer(self, r: Reading) -> None:
         if r.tag != self.s.tag:

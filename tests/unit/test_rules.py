@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from devices.base import Quality, Reading
-from edge_agent.config import parse_config
+from edge_agent.config import ConfigError, parse_config
 from edge_agent.tags import Rule
 
 
@@ -87,3 +89,14 @@ async def test_an_integer_past_float64s_range_is_ignored_not_raised():
         (25, "NG", "above"),
     ]
     assert (rule.status()["ignored"], seen) == (2, ["NG"])
+
+
+def test_bands_of_whole_thresholds_past_2_53_are_checked_exactly():
+    """above 2**60 + 575, below 2**60, hysteresis 129: the bands (below 2**60 + 129, above from 2**60 + 446) do not
+    overlap, and the rule is taken; with 2**60 + 258 for above they meet and it is refused. Checked in float64, both
+    edges were 2**60 + 256 and the first was refused too."""
+    top = 2**60
+    rule, _ = _rule(above=top + 575, below=top, hysteresis=129)
+    assert (rule.s.above, rule.s.below) == (top + 575, top)
+    with pytest.raises(ConfigError, match="hysteresis: 129 is too wide"):
+        _rule(above=top + 258, below=top, hysteresis=129)
