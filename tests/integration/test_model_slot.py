@@ -203,7 +203,7 @@ async def test_nan_model_passes_golden_but_is_rolled_back_by_health(tmp_path, pk
             assert exc.reason == "nonfinite_output"
             errors += 1
         await asyncio.sleep(0.01)
-    for _ in range(50):
+    for _ in range(300):
         if s.version == "1.0.0":
             break
         await asyncio.sleep(0.1)
@@ -225,7 +225,7 @@ async def test_verdict_rate_shift_rolls_back(tmp_path, pkgs):
     assert (await s.swap(pkgs["allng"])).ok
     for i in range(40):
         assert s.infer(frame(i)).interpretation.verdict == "NG"
-    for _ in range(50):
+    for _ in range(300):
         if s.version == "1.0.0":
             break
         await asyncio.sleep(0.1)
@@ -344,7 +344,7 @@ async def test_a_candidate_that_passed_its_window_is_kept_across_a_restart(tmp_p
     for i in range(10):
         s.infer(frame(i))
         await asyncio.sleep(0.05)
-    for _ in range(50):
+    for _ in range(300):
         if s.state == "active":
             break
         await asyncio.sleep(0.1)
@@ -519,7 +519,7 @@ async def test_whoever_sees_a_rollback_switch_reads_its_outcome_not_the_one_befo
 
     monkeypatch.setattr(s.store, "set_current", slow_disk)
     rolling = asyncio.ensure_future(s.rollback("health check failed: test"))
-    for _ in range(200):
+    for _ in range(3000):
         if s.version == "1.0.0":
             break
         await asyncio.sleep(0.01)

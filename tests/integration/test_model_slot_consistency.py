@@ -127,7 +127,7 @@ async def test_preprocessing_that_raises_on_every_frame_is_counted_and_rolled_ba
     out = await s.swap(pkgs["small"])
     assert out.ok and s.version == "1.2.0"
     reasons = set()
-    for i in range(60):
+    for i in range(600):
         if s.version == "1.0.0":
             break
         try:
@@ -137,7 +137,7 @@ async def test_preprocessing_that_raises_on_every_frame_is_counted_and_rolled_ba
         await asyncio.sleep(0.05)
     assert s.version == "1.0.0", s.status()
     assert reasons == {"preprocess_error"}
-    for _ in range(50):  # the rollback switches first, then records its outcome
+    for _ in range(600):  # the rollback switches first, then records its outcome
         if s.last_outcome.stage == "rolled_back":
             break
         await asyncio.sleep(0.05)
