@@ -738,6 +738,15 @@ class Quotas:
             if used:
                 self._payloads[agent] = (d, max(0, used - nbytes))
 
+    def give_sample(self, agent: AgentKey, nbytes: int) -> None:
+        """Sample bytes ``take_sample`` took for a batch then not stored (its tenant's quota, a store that failed):
+        not spent. Kept, each retry of a batch the tenant's quota refused spent them again, and the agent stayed
+        refused on its own budget until 00:00 UTC after the operator raised the quota."""
+        with self._lock:
+            d, used = self._samples.get(agent, (0, 0))
+            if used:
+                self._samples[agent] = (d, max(0, used - nbytes))
+
     def take_sample(self, agent: AgentKey, nbytes: int) -> None:
         lim = self.limits.sample_bytes_per_day
         self._take_day(

@@ -7,6 +7,7 @@ an agent stored today are kept in the store, so a restarted service counts on fr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -90,6 +91,77 @@ def test_the_record_budget_is_per_utc_day_and_a_batch_refused_by_another_limit_s
     now[0] += 86400  # the next UTC day
     q.take_payload(agent, 1000)
     assert q.snapshot("acme")["record_bytes_today"] == {"gw1": 1000}
+
+
+async def test_a_batch_its_tenants_quota_refuses_spends_none_of_the_agents_day_budgets_but_its_stored_part(
+    tmp_path,
+):
+    """The tenant's day quota (counted in the store) refuses a batch after the agent's own day budgets took its
+    bytes: its payload bytes were given back, its sample bytes not, so each retry (every 15-30 s, all day) spent
+    the agent's sample budget again and, the tenant's quota raised, the agent stayed refused on its own budget
+    until 00:00 UTC. And a batch written in ranges (SQLite, over 1 MiB) refused in a later range gave back the
+    bytes of its stored first range too."""
+    pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    srv = FleetServer(
+        tmp_path / "cloud",
+        port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        quotas=Quotas(QuotaLimits(sample_bytes_per_day=250_000)),
+    )
+    await srv.start()
+    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+            stub = rpc.FleetStub(ch)
+
+            async def push(*records) -> str:
+                batch = pb.RecordBatch(records=list(records))
+                try:
+                    return (
+                        f"stored {[a async for a in stub.PushRecords(iter([batch]), timeout=30)][0].stored}"
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    return f"{exc.code().name}: {exc.details()}"
+
+            def usage() -> tuple[int, int]:
+                snap = srv.quotas.snapshot("default")
+                return snap["record_bytes_today"].get("gw1", 0), snap["sample_bytes_today"].get("gw1", 0)
+
+            img = b"s" * 100_000
+            meta = b'{"model": "m"}'
+            sample = pb.Record(
+                seq=1,
+                epoch=1,
+                kind="sample",
+                t=time.time(),
+                payload=meta,
+                sample=img,
+                sample_sha256=hashlib.sha256(img).hexdigest(),
+                sample_ext=".npy",
+            )
+            srv.store.set_quota("default", max_sample_bytes_per_day=50_000)
+            for _ in range(4):  # the agent's own budget (250 KB) would have been spent at the third
+                assert (await push(sample)).startswith(
+                    "RESOURCE_EXHAUSTED: tenant default: this batch (100000 bytes of samples)"
+                )
+            assert usage() == (0, 0)
+            srv.store.set_quota("default", max_sample_bytes_per_day=0)  # raised: stored at once
+            assert await push(sample) == "stored 1"
+            assert usage() == (len(meta), len(img))
+            # three records of 600 KB, each a range of its own: the quota trips in the second
+            srv.store.set_quota("default", max_record_bytes_per_day=1_000_000)
+            payload = json.dumps({"pad": "x" * 600_000}).encode()
+            big = [
+                pb.Record(seq=s, epoch=1, kind="result", t=time.time(), payload=payload) for s in (2, 3, 4)
+            ]
+            assert "its first 1 records were stored" in await push(*big)
+            assert srv.store.stats("gw1")["records"] == 2
+            assert usage() == (len(meta) + len(payload), len(img))  # the stored record's bytes stay spent
+    finally:
+        await srv.stop()
 
 
 async def _push_each(pki, port: int, seqs) -> list[str]:
