@@ -145,6 +145,15 @@ def test_gnu_sparse_entry_type_is_refused(good, tmp_path):
 # ---- row 6: hdrcharset, names that are not UTF-8 -----------------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", [b"3", b"4", b"6", b"5", b"7"])
+def test_device_fifo_folder_and_contiguous_entries_are_refused_as_not_regular_files(good, tmp_path, kind):
+    """A character or block device, a FIFO, a folder or a contiguous file spliced after the signed members (the
+    signature stays valid): refused on every path before anything is written (links: test_package_bad_input)."""
+    pkg, trusted, _ = good
+    bad = tc.splice(pkg, tmp_path / "bad.edgepkg", tc.header("dev0", 0, kind))
+    refused_everywhere(bad, trusted, tmp_path, UnsafeArchiveError, "not_regular", max_s=30.0)
+
+
 def test_pax_hdrcharset_other_than_utf8_is_refused(good, tmp_path):
     pkg, trusted, _ = good
     pax = tc.pax_record("hdrcharset", "BINARY") + tc.pax_record("path", b"\xff\xfe.bin")
