@@ -383,6 +383,32 @@ class TenantQuotaExceeded(Exception):
     """A tenant's quota (set by the platform operator) would be passed; nothing of the request was stored."""
 
 
+# how long a store trusts what its last refusal of a tenant's batch read of the tenant's quotas and usage of the day
+# (``SQLStore._spent``): within it a batch that holds a record not stored yet and would pass a quota by those numbers
+# is refused before its samples are staged or the writer is taken; QUOTA_TTL_S of the service, for the same reason
+# (a quota raised through another replica is seen after it; through this store at once)
+SPENT_TTL_S = 5.0
+
+
+def _over_quota(tenant: str, limit: int, n: int, added: int, what: str) -> TenantQuotaExceeded:
+    """The refusal of a batch that adds ``added`` ``what`` to the tenant's ``n`` of the day (with it) past
+    ``limit``."""
+    alone = (
+        "; the batch alone is larger than the quota: it is stored once the operator raises it"
+        if added > limit
+        else ""
+    )
+    return TenantQuotaExceeded(
+        f"tenant {tenant}: this batch ({added} {what}) would pass the tenant's quota of {limit} {what} "
+        f"per day ({n - added} used today); nothing of it was stored: "
+        "the agent keeps it in its outbox and sends it after 00:00 UTC or once the platform operator "
+        f"raises the quota{alone}"
+    )
+
+
+_QUOTA_WHAT = ("records", "bytes of samples", "bytes of records")
+
+
 def utc_day(t: float | None = None) -> int:
     return int((time.time() if t is None else t) // 86400)
 
@@ -540,6 +566,7 @@ class SQLStore(Store):
     ) -> tuple[list[int], int, int]:
         now = time.time()
         metas = [check_record(r) for r in records]  # refused before anything is written
+        self._refuse_early(agent, records, tenant, now)
         # the sample bytes of records not stored yet are written and synced before the transaction (staged), so
         # that the write lock every tenant's writes wait for is held for a rename per sample, not for the bytes
         staged = self._stage_samples(agent, records, metas, tenant, blobs)
@@ -559,6 +586,8 @@ class SQLStore(Store):
                         synced=len(ranges) == 1,
                     )
                 except Exception as exc:
+                    if isinstance(exc, TenantQuotaExceeded) and (seen := getattr(exc, "usage", None)):
+                        self._spent_book()[tenant] = (time.monotonic() + SPENT_TTL_S, *seen)
                     if first:  # the ranges before are stored: the batch sent again finds them (duplicates)
                         exc.stored_before = first  # type: ignore[attr-defined]
                         if isinstance(exc, TenantQuotaExceeded):
@@ -579,6 +608,65 @@ class SQLStore(Store):
         finally:
             for st in staged.values():  # a replay, a refused batch, a failure: the staged bytes are dropped
                 blobs.discard(st)
+
+    def _spent_book(self) -> dict[str, tuple[float, int, tuple[int, ...], tuple[int, ...]]]:
+        """tenant -> (until, UTC day, its limits, its usage of that day before the batch) as the store's last
+        refusal of one of its batches read them (records, sample bytes, record bytes), kept ``SPENT_TTL_S``."""
+        try:
+            return self._spent
+        except AttributeError:
+            self._spent: dict[str, tuple[float, int, tuple[int, ...], tuple[int, ...]]] = {}
+            return self._spent
+
+    def _refuse_early(self, agent: str, records: list[dict], tenant: str, now: float) -> None:
+        """Refuse (``TenantQuotaExceeded``) a batch of a tenant the store refused within ``SPENT_TTL_S`` that day,
+        when its records not stored yet would pass a quota by the usage read then (a lower bound: usage only
+        grows within a day), before its samples are staged or the writer is taken. A refused batch was written
+        in full, its samples staged and synced, then rolled back, under the writer every tenant shares, and an
+        over-quota tenant's agents send theirs again every 15-30 s until 00:00 UTC. A batch of records all
+        stored (a replay) is never refused here: it is acknowledged. The exact bound stays the check in the
+        batch's transaction (``_charge``); a quota raised through this store forgets the tenant's entry."""
+        book = self._spent_book()
+        hit = book.get(tenant)
+        if hit is None:
+            return
+        until, day, limits, used = hit
+        if time.monotonic() >= until or day != utc_day(now):
+            book.pop(tenant, None)
+            return
+        new = self._not_stored(agent, records, tenant)
+        if not new:
+            return
+        added = (
+            len(new),
+            sum(int(r.get("sample_bytes") or 0) for r in new),
+            sum(_payload_bytes(r) for r in new),
+        )
+        for limit, n, a, what in zip(limits, used, added, _QUOTA_WHAT, strict=True):
+            if limit and n + a > limit:
+                raise _over_quota(tenant, limit, n + a, a, what)
+
+    def _not_stored(self, agent: str, records: list[dict], tenant: str) -> list[dict]:
+        """The records of the batch the store does not hold yet (a lookup of their keys, ``_lookup``)."""
+        have: set[tuple[int, int]] = set()
+        for i in range(0, len(records), 500):
+            part = records[i : i + 500]
+            have.update(
+                (int(e), int(s))
+                for e, s in self._lookup(
+                    self.q(
+                        "SELECT epoch, seq FROM records WHERE tenant = ? AND agent = ? AND seq IN ("
+                        + ",".join("?" * len(part))
+                        + ")"
+                    ),
+                    (tenant, agent, *[r["seq"] for r in part]),
+                )
+            )
+        return [r for r in records if (int(r.get("epoch") or 0), r["seq"]) not in have]
+
+    def _lookup(self, sql: str, args=()) -> list[tuple]:
+        """A short read by key that must not wait for a writer's turn nor behind a long read (``_refuse_early``)."""
+        return self._rows(sql, args)
 
     def _chunks(self, records: list[dict]) -> list[tuple[int, int]]:
         """The batch as ranges of records of at most ``INGEST_CHUNK_BYTES`` each (a record larger than that alone),
@@ -790,23 +878,17 @@ class SQLStore(Store):
             q("SELECT records, sample_bytes, record_bytes FROM tenant_usage WHERE tenant = ? AND day = ?"),
             (tenant, day),
         ).fetchone()
-        for limit, n, added, what in (
-            (limits[0], used[0], records, "records"),
-            (limits[1], used[1], sample_bytes, "bytes of samples"),
-            (limits[2], used[2], record_bytes, "bytes of records"),
-        ):
+        added = (records, sample_bytes, record_bytes)
+        for limit, n, a, what in zip(limits, used, added, _QUOTA_WHAT, strict=True):
             if limit and n > limit:
-                alone = (
-                    "; the batch alone is larger than the quota: it is stored once the operator raises it"
-                    if added > limit
-                    else ""
+                exc = _over_quota(tenant, limit, n, a, what)
+                # what ``_refuse_early`` judges the tenant's next batches by, for SPENT_TTL_S
+                exc.usage = (  # type: ignore[attr-defined]
+                    day,
+                    tuple(int(x) for x in limits),
+                    tuple(int(u) - int(x) for u, x in zip(used, added, strict=True)),
                 )
-                raise TenantQuotaExceeded(
-                    f"tenant {tenant}: this batch ({added} {what}) would pass the tenant's quota of {limit} {what} "
-                    f"per day ({n - added} used today); nothing of it was stored: "
-                    "the agent keeps it in its outbox and sends it after 00:00 UTC or once the platform operator "
-                    f"raises the quota{alone}"
-                )
+                raise exc
 
     def _charge_agent(
         self, ex, tenant: str, agent: str, payload_bytes: int, sample_bytes: int, now: float
@@ -861,6 +943,7 @@ class SQLStore(Store):
                 if int(v) < 0:
                     raise ValueError(f"quota {k}: {v} is negative; use 0 for no limit")
                 ex(self.q(f"UPDATE tenant_quotas SET {k} = ? WHERE tenant = ?"), (int(v), tenant))
+        self._spent_book().pop(tenant, None)  # its batches are judged by the new quota at once
         return self.quotas().get(tenant, {})
 
     def quotas(self) -> dict[str, dict]:
@@ -1351,6 +1434,11 @@ class SQLiteStore(SQLStore):
         # for its agent's stats in a loop no longer holds the lock every tenant's writes wait for
         self.reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.read_lock = threading.Lock()
+        # the lookups by key of ``_refuse_early`` (only for a tenant refused in the last SPENT_TTL_S): on a
+        # connection of their own, so that they neither take a writer's turn nor wait behind an admin's long read
+        # on the reader above (the reason c7ccb39's read of agent_usage there was reverted)
+        self.lookups = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.lookup_lock = threading.Lock()
         self.blobs = blobs
 
     def _check_record_counts(self) -> None:
@@ -1435,6 +1523,10 @@ class SQLiteStore(SQLStore):
         with self.lock:
             return self.db.execute(sql, args).fetchall()
 
+    def _lookup(self, sql: str, args=()) -> list[tuple]:
+        with self.lookup_lock:
+            return self.lookups.execute(sql, args).fetchall()
+
     def _record_error(self, exc: Exception) -> bool:
         if isinstance(exc, sqlite3.ProgrammingError):  # also "closed database": only a value it cannot bind
             return str(exc).startswith("Error binding parameter")
@@ -1465,6 +1557,17 @@ class SQLiteStore(SQLStore):
             self.reader.close()
         finally:
             self.read_lock.release()
+        if not self.lookup_lock.acquire(timeout=wait_s):
+            log.warning(
+                "the store %s is still looked up %g s after it was closed; its lookups are left open",
+                self.path,
+                wait_s,
+            )
+            return
+        try:
+            self.lookups.close()
+        finally:
+            self.lookup_lock.release()
 
 
 class StoreFormatError(ValueError):

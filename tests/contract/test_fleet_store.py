@@ -307,7 +307,10 @@ def another_replica(store, tmp_path):
     return SQLiteStore(store.path) if isinstance(store, SQLiteStore) else open_store(store.url, tmp_path)
 
 
-def test_tenant_quotas_refuse_whole_batches_and_count_exactly_across_replicas(store, tmp_path):
+def test_tenant_quotas_refuse_whole_batches_and_count_exactly_across_replicas(store, tmp_path, monkeypatch):
+    # the exact bound, checked in the batch's transaction: without the early refusal by what a store's last refusal
+    # read (a quota raised through one replica reaches the other's early refusals within SPENT_TTL_S)
+    monkeypatch.setattr(store_module, "SPENT_TTL_S", 0.0)
     assert store.set_quota("acme", max_records_per_day=100, max_sample_bytes_per_day=1000) == {
         "max_agents": 0,
         "max_records_per_day": 100,
@@ -425,6 +428,65 @@ def test_a_tenants_record_bytes_of_the_day_are_bounded_across_its_agents_and_rep
         assert sum(taken) == 20 and other.quotas()["acme"]["record_bytes_today"] == 3000
     finally:
         other.close()
+
+
+def test_a_batch_of_a_tenant_past_its_quota_is_refused_before_its_samples_are_staged_or_the_writer_taken(
+    store, tmp_path
+):
+    """A batch the tenant's day quota refuses was written in full, its samples staged and synced, then rolled back,
+    under the writer every tenant shares (SQLite; PostgreSQL: holding the tenant's usage row), and an over-quota
+    tenant's agents send theirs again every 15-30 s until 00:00 UTC. Once the store has refused one of the tenant's
+    batches it refuses the next ones that would pass the quota by the usage it read then, before staging a byte or
+    taking the writer, and never waits behind a long read (SQLite's reader held); a replay of stored records is
+    still acknowledged, a batch within the quota stored, and a raised quota takes effect at once."""
+    import concurrent.futures
+
+    from cloud_trainer.blobs import LocalBlobStore
+
+    blobs = LocalBlobStore(tmp_path / "blobs").for_tenant("acme")
+    staged: list[int] = []
+    stage = blobs.stage
+
+    def counted(data: bytes):
+        staged.append(len(data))
+        return stage(data)
+
+    blobs.stage = counted  # type: ignore[method-assign]
+    store.set_quota("acme", max_record_bytes_per_day=1000)
+    assert store.ingest("gw1", [rec(1, payload_bytes=900)], tenant="acme")[1] == 1
+    refused = [rec(2, payload_bytes=300), _sample(3, b"s" * 50_000)]
+    why = r"quota of 1000 bytes of records per day \(900 used today\); nothing of it was stored"
+    with pytest.raises(TenantQuotaExceeded, match=why):  # judged in the transaction
+        store.ingest("gw1", refused, tenant="acme", blobs=blobs)
+    staged.clear()
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        # another write holds the writer (SQLite) or the tenant's usage row (PostgreSQL), and a long read the reader
+        reading = store.read_lock if isinstance(store, SQLiteStore) else contextlib.nullcontext()
+        with reading, store._tx() as ex:
+            ex(store.q("SELECT records FROM tenant_usage WHERE tenant = ?" + store.FOR_UPDATE), ("acme",))
+            fut = pool.submit(store.ingest, "gw1", refused, tenant="acme", blobs=blobs)
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                fut.exception(timeout=20)
+            answered = fut.done()
+        assert answered, "the refused batch waited for the writer"
+        with pytest.raises(TenantQuotaExceeded, match=why):
+            fut.result()
+    finally:
+        pool.shutdown(wait=True)
+    for _ in range(3):  # and sent again
+        with pytest.raises(TenantQuotaExceeded, match=why):
+            store.ingest("gw1", refused, tenant="acme", blobs=blobs)
+    assert staged == []  # not a byte staged
+    assert store.stats("gw1", tenant="acme")["records"] == 1
+    assert store.ingest("gw1", [rec(1, payload_bytes=900)], tenant="acme")[1:] == (
+        0,
+        1,
+    )  # a replay: acknowledged
+    assert store.ingest("gw2", [rec(1, payload_bytes=100)], tenant="acme")[1] == 1  # within the quota: stored
+    store.set_quota("acme", max_record_bytes_per_day=0)  # raised: stored at once
+    assert store.ingest("gw1", refused, tenant="acme", blobs=blobs)[1] == 2
+    assert staged == [50_000] and blobs.get_bytes(refused[1]["sample_sha256"]) == b"s" * 50_000
 
 
 def test_an_older_fleet_db_gets_the_tenants_record_bytes_quota_and_keeps_its_quotas(tmp_path):
