@@ -5152,14 +5152,20 @@ async def _check_target(
     cache: dict[str, str],
     resolve=None,
     access: dict[str, bool] | None = None,
+    timeouts: bool = False,
 ) -> str | None:
     """Why writing ``value`` to ``node_id`` would fail (None: it would not): node exists, is a
-    Variable the session may write (into ``access``: whether it may), and its DataType takes the value."""
+    Variable the session may write (into ``access``: whether it may), and its DataType takes the value.
+    ``timeouts``: a read the server does not answer in time raises ``TimeoutError``, not a reason."""
     try:
         node = await _node(client, node_id, cache, resolve)
         cls = await node.read_node_class()
     except OpcUaNodeError as e:
         return str(e)
+    except TimeoutError:
+        if timeouts:
+            raise
+        return f"node {node_id}: malformed or unreadable (TimeoutError: ); check the node_id"
     except ua.UaStatusCodeError as e:
         if "NodeIdUnknown" in ua.StatusCode(e.code).name:
             return f"node {node_id} does not exist on the server; check the node_id (edge-agent browse)"
@@ -5264,6 +5270,8 @@ async def check_server(
             except OpcUaNodeError as e:
                 nodes.append(str(e))
                 tags.append(None)
+            except TimeoutError:
+                raise _stopped_answering(settings, ns.node_id) from None
             except Exception as e:
                 name = ua.StatusCode(e.code).name if isinstance(e, ua.UaStatusCodeError) else repr(e)
                 nodes.append(
@@ -5274,7 +5282,12 @@ async def check_server(
             held_tag = tags[i]
             if nodes[i] is None and held_tag is not None and held_tag in held:
                 nodes[i] = await _shape_misfit(held[held_tag], ns, settings.connect_timeout_s)
-        writes = [await _check_target(client, nid, v, {}, cache) for nid, v in targets]
+        writes = []
+        for nid, v in targets:
+            try:
+                writes.append(await _check_target(client, nid, v, {}, cache, timeouts=True))
+            except TimeoutError:
+                raise _stopped_answering(settings, nid) from None
         return nodes, writes, tags, await _member_tags(client, held, settings.connect_timeout_s)
     except OpcUaError:
         raise
@@ -5288,6 +5301,17 @@ async def check_server(
             await client.disconnect()
         except Exception:
             pass
+
+
+def _stopped_answering(settings: OpcUaSettings, node_id: str) -> OpcUaError:
+    """The check's end when the server, connected, does not answer a read of ``node_id`` in time: each further
+    node would cost as much (``connect_timeout_s`` each: minutes for a few hundred nodes), and each was blamed
+    for it ("cannot be read (TimeoutError()); check the node_id")."""
+    return OpcUaError(
+        f"cannot check {mask_credentials(settings.endpoint)}: the server stopped answering after the connection "
+        f"was made (no answer within {settings.connect_timeout_s}s to a read of node {node_id}): busy or hung; "
+        "check the server and run the check again"
+    )
 
 
 async def _shape_misfit(node: Node, ns: Any, timeout_s: float) -> str | None:

@@ -408,3 +408,39 @@ async def test_a_connection_given_up_after_a_link_loss_is_reset_so_no_write_stil
         await link.close()
         await srv.stop()
     assert link.ends[1] == "reset", link.ends
+
+
+async def test_validate_online_ends_at_the_first_read_a_connected_server_leaves_unanswered() -> None:
+    """``edge-agent validate --online`` against a server that accepts the session and then stops answering (its
+    OPC UA stack busy or hung, the link gone) waited connect_timeout_s for each node and each write target in
+    turn, and blamed each ("cannot be read (TimeoutError()); check the node_id"): measured, 10 nodes and 5 targets
+    at 1 s took 16 s, so a few hundred nodes at the default 5 s kept it for minutes. Now the first read left
+    unanswered ends the check, naming the server's silence."""
+    from asyncua.common.callback import CallbackType
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    names = [f"N{i}" for i in range(6)]
+    for name in names:
+        await (await obj.add_variable(ua.NodeId(name, idx), name, 1.0)).set_writable()
+    asked: list[object] = []
+    released = asyncio.Event()
+
+    async def hold(
+        event, _dispatcher
+    ) -> None:  # the PLC's stack hung: a read of its variables never answered
+        if any(rv.NodeId.NamespaceIndex == idx for rv in event.request_params.NodesToRead):
+            asked.append(event.request_params.NodesToRead[0].NodeId.Identifier)
+            await released.wait()
+
+    srv.subscribe_server_callback(CallbackType.PreRead, hold)
+    await srv.start()
+    settings = _settings(port, connect_timeout_s=0.5, nodes=[{"node_id": f"ns={idx};s={n}"} for n in names])
+    try:
+        with pytest.raises(OpcUaError, match="stopped answering") as refused:
+            await check_server(settings, [(f"ns={idx};s={n}", 1.0) for n in names[:3]])
+    finally:
+        released.set()
+        await srv.stop()
+    assert f"node ns={idx};s=N0" in str(refused.value), refused.value
+    assert asked == ["N0"], asked  # one read waited for, not one per node and target
