@@ -102,7 +102,7 @@ async def test_sign_and_encrypt_with_trusted_certificate_and_password_streams_re
         first = await asyncio.wait_for(src.items().__anext__(), 10)
         assert first.tag == "Speed" and src.state is ConnectionState.CONNECTED
         await src.write(secure_machine.node_id("Reject"), True)
-        for _ in range(50):
+        for _ in range(1500):
             if secure_machine.reject_count:
                 break
             await asyncio.sleep(0.02)
@@ -195,7 +195,7 @@ async def test_a_plc_that_offers_only_an_aes_policy_is_read_and_written(certs, p
         first = await asyncio.wait_for(src.items().__anext__(), 10)
         assert first.tag == "Speed" and src.state is ConnectionState.CONNECTED
         await src.write(srv.node_id("Reject"), True)
-        for _ in range(50):
+        for _ in range(1500):
             if srv.reject_count:
                 break
             await asyncio.sleep(0.02)

@@ -99,7 +99,7 @@ async def test_write_back_uses_the_node_data_type_and_reaches_the_server(machine
     try:
         await src.write(machine.node_id("Reject"), 1)  # an int: converted to the node's Boolean
         await src.write(machine.node_id("Alarm"), np.bool_(True))
-        for _ in range(50):
+        for _ in range(1500):
             if machine.reject_count == 1 and machine.alarm_count == 1:
                 break
             await asyncio.sleep(0.02)
