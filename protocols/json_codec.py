@@ -513,7 +513,7 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
             # reading stamped hours off (and "2026-12-04+01:00" as 01:00 local), so refused as no instant
             raise CodecError(
                 "bad_timestamp",
-                f"timestamp {name!r}={v!r} is a date without a time of day, no instant: read as midnight the "
+                f"timestamp {name!r}={shown_topic(v)} is a date without a time of day, no instant: read as midnight the "
                 "reading would be stamped hours off; send a date and time (2026-12-04T10:15:00Z), or set "
                 "timestamp_field: null to stamp readings with the receive time",
             )

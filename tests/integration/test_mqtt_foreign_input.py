@@ -559,11 +559,13 @@ async def test_a_time_text_of_a_megabyte_is_quoted_by_its_start_in_bad_timestamp
     """A device's ISO 8601 time field holding a megabyte of text (a JSON object's time, a record's, an OPC UA PubSub
     field's SourceTimestamp): ``bad_timestamp``, its error quoting the text's first 200 characters and its length,
     as every other error quotes a topic, key or value. It quoted the text whole: a 1 MB log line per burst, and 1 MB
-    (up to max_message_bytes) in last_error on /status and in a source's down event to the fleet."""
+    (up to max_message_bytes) in last_error on /status and in a source's down event to the fleet. So is a date
+    alone padded with a megabyte of spaces, refused as a date without a time of day (quoted whole after 5a90ca3)."""
     from tests.support.mqtt_read import read_published
 
     caplog.set_level(logging.WARNING)
     junk = "2026-12-04T10:15:00" + "x" * 1_000_000
+    padded_date = "2026-12-04" + " " * 1_000_000
     subs = [
         {"topic": "iso/#", "json_mapping": {"timestamp_format": "iso8601"}},
         {"topic": "rec/#", "json_mapping": {"timestamp_format": "iso8601", "records": {}}},
@@ -574,14 +576,18 @@ async def test_a_time_text_of_a_megabyte_is_quoted_by_its_start_in_bad_timestamp
         ("iso/a", json.dumps({"ts": junk, "v": 1})),
         ("rec/a", json.dumps({"values": [{"id": "a", "v": 1, "t": junk}, {"id": "b", "v": 2}]})),
         ("ps/a", json.dumps({"MessageType": "ua-data", "Messages": [dsm]})),
+        ("iso/b", json.dumps({"ts": padded_date, "v": 1})),  # the last error: last_error holds it
         ("iso/end", json.dumps({"end": 1})),
     ]
     errors: list[str] = []
     got, src = await read_published(mosquitto.port, subs, messages, "iso/end/end", errors=errors)
     # the others around each bad time read
     assert [r.tag for r in got] == ["rec/a/b", "ps/a/b", "iso/end/end"]
-    assert src.stats.errors_by_reason == {"bad_timestamp": 3}
-    assert all(len(e) < 1000 and "(1000019 characters)" in e for e in errors), [e[:300] for e in errors]
+    assert src.stats.errors_by_reason == {"bad_timestamp": 4}
+    # before: 1,000,243 characters for the date alone
+    assert all(len(e) < 1000 for e in errors), sorted(map(len, errors))
+    assert sum("(1000019 characters)" in e for e in errors) == 3, [e[:300] for e in errors]
+    assert "(1000010 characters) is a date without a time of day" in errors[-1], errors[-1][:300]
     said = [r.getMessage() for r in caplog.records if r.name.startswith("devices.mqtt")]
     assert said and max(map(len, said)) < 1000, sorted(map(len, said))[-3:]  # before: 1,000,093
     assert len(src.stats.last_error or "") < 1000
