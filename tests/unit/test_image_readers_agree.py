@@ -406,7 +406,8 @@ def test_dataset_import_refuses_a_damaged_or_oversize_file_naming_it_and_reads_w
             "animated",
             "_png_chunk_overrun",
             "_samples_ended",
-            "_pnm_over_maxval",
+            "_pnm_above_maxval",
+            "_pnm_text_top",
             "_pnm_scaled",
         )
     ]
@@ -669,9 +670,9 @@ async def test_pnm_samples_under_a_maximum_below_the_full_range_are_scaled_alike
     one (1 of 100 read as 2, not 3); a 16-bit one of maximum 4095 read as 16-bit under pixel_bits 16 was 16
     times too dark. Netpbm's rule now holds for the agent's folder camera, the import (and training, which
     reads what it stored) and `--input-images` alike: sample x 255 / maximum, rounded; a 16-bit file is read
-    at the depth of its maximum (12 bits for 4095; 1000 scaled to 10 bits). A binary file's sample above its
-    maximum is refused as damaged, by all three."""
-    from cloud_trainer.train.data import DatasetError, load_parts
+    at the depth of its maximum (12 bits for 4095; 1000 scaled to 10 bits). A file holding a sample above its
+    maximum is read as before (``test_a_pnm_holding_samples_above_its_maximum_...``)."""
+    from cloud_trainer.train.data import load_parts
     from cloud_trainer.train.images import import_images
     from devices.camera.capture import CameraSource
     from devices.camera.settings import CameraSettings
@@ -752,20 +753,111 @@ async def test_pnm_samples_under_a_maximum_below_the_full_range_are_scaled_alike
     }
     assert trained == {(img.shape, img.tobytes()) for img in cam_frames.values()}
 
-    # a binary file's sample above its maximum: damaged, refused by all three
-    bad = _pnm("P5", 100, np.array([[0, 50, 120]], np.int64))
-    with pytest.raises(Exception, match="above the maximum value 100"):
-        decode_image(bad)
-    folder = tmp_path / "bad"
+
+async def test_a_pnm_holding_samples_above_its_maximum_is_read_as_before_and_said_once_by_camera_import_packager(
+    tmp_path, caplog, capsys
+):
+    """A Mono12 tool that writes its pixels shifted to the top of 16 bits under a maximum of 4095 was read
+    right with pixel_bits 16; refused as damaged (corrupt_frame) once samples were scaled from the maximum, a
+    camera of such files went dark. A PGM or PPM holding a sample above its declared maximum, binary or text,
+    8- or 16-bit, is read as before, unscaled (a text one as OpenCV reads it, clipped), and said once per
+    camera, import and packager run, naming the file, in the same words."""
+    from cloud_trainer.train.data import load_parts
+    from cloud_trainer.train.images import import_images
+    from devices.camera.capture import CameraSource
+    from devices.camera.settings import CameraSettings
+    from protocols.image_header import decode_image, eight_bit
+
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+    mono12 = np.array([[0, 16, 2048, 4095], [4095, 2048, 16, 0]], np.int64)
+    shifted = _pnm("P5", 4095, mono12 << 4)  # Mono12 at the top of 16 bits, maximum 4095
+    assert np.array_equal(
+        eight_bit(decode_image(shifted, flags), 16)[:, :, 0], (mono12 >> 4).astype(np.uint8)
+    )
+    eight = np.array([[0, 50, 100, 120]], np.int64)  # an 8-bit file of maximum 100 holding 120: as it is
+    assert np.array_equal(decode_image(_pnm("P5", 100, eight), flags)[:, :, 0], eight.astype(np.uint8))
+    # a text file: OpenCV clips each sample to the maximum, and an 8-bit one's scales down (x 255 // 100)
+    text16 = decode_image(_pnm("P2", 4095, mono12 << 4), flags)[:, :, 0]
+    assert np.array_equal(text16, np.minimum(mono12 << 4, 4095).astype(np.uint16))
+    want_text8 = (np.minimum(eight, 100) * 255 // 100).astype(np.uint8)
+    assert np.array_equal(decode_image(_pnm("P2", 100, eight), flags)[:, :, 0], want_text8)
+    said: list[str] = []
+    for data in (
+        shifted,
+        _pnm("P5", 100, eight),
+        _pnm("P2", 4095, mono12 << 4),
+        _pnm("P3", 100, np.repeat(eight[..., None], 3, axis=2)),
+    ):
+        decode_image(data, flags, notice=said.append)
+    assert [t.split(" its header")[0] for t in said] == [
+        "samples up to 65520, above the maximum value 4095",
+        "samples up to 120, above the maximum value 100",
+        "samples up to 65520, above the maximum value 4095",
+        "samples up to 120, above the maximum value 100",
+    ]
+    assert "full-range 16-bit" in said[0] and "as they are" in said[1] and "clipped" in said[2]
+    decode_image(_pnm("P5", 4095, mono12), flags, notice=said.append)  # within its maximum: nothing said
+    assert len(said) == 4
+
+    # a camera of such files (pixel_bits 16, as before), the import and the packager: read, said once
+    src = tmp_path / "src"
+    (src / "good").mkdir(parents=True)
+    (src / "dent").mkdir()
+    for i in range(2):
+        assert cv2.imwrite(str(src / "dent" / f"dent{i}.png"), np.full((2, 4), 9 + i, np.uint8))
+    folder = tmp_path / "cam"
     folder.mkdir()
-    (folder / "bad.pgm").write_bytes(bad)
-    with pytest.raises(PackageError, match=r"bad\.pgm: a PNM whose samples reach 120, above the maximum"):
-        list(ImageFolder(folder))
-    cam = CameraSource("cam", CameraSettings(url=str(folder), fps=200))
+    for i in range(3):
+        data = _pnm("P5", 4095, np.where(mono12 == 0, 80 * i, mono12) << 4)  # each its own image
+        (folder / f"f{i}.pgm").write_bytes(data)
+        (src / "good" / f"f{i}.pgm").write_bytes(data)
+    caplog.set_level("WARNING")
+    cam = CameraSource("line1", CameraSettings(url=str(folder), fps=200, pixel_bits=16))
     await cam.start()
-    assert not [f async for f in cam.items()]
+    frames = [f.image async for f in cam.items()]
     await cam.stop()
-    assert cam.stats.errors_by_reason == {"corrupt_frame": 1}, cam.stats.last_error
-    (src / "good" / "bad.pgm").write_bytes(bad)
-    with pytest.raises(DatasetError, match=r"bad\.pgm: a PNM whose samples reach 120"):
-        import_images(src, tmp_path / "ds2", pixel_bits=16, min_good=1, log=lambda m: None)
+    assert not cam.stats.errors_by_reason, cam.stats.last_error
+    assert [f[:, :, 0].tolist() for f in frames] == [
+        (np.where(mono12 == 0, 80 * i, mono12) >> 4).tolist() for i in range(3)
+    ]
+    told = [r.getMessage() for r in caplog.records if "above the maximum" in r.getMessage()]
+    assert len(told) == 1 and told[0].startswith(f"camera 'line1': {folder / 'f0.pgm'}: PNM samples up to"), (
+        told
+    )
+    notes: list[str] = []
+    import_images(src, tmp_path / "ds", pixel_bits=16, min_good=1, log=notes.append)
+    (note,) = [n for n in notes if "above the maximum" in n]
+    assert note.startswith("dataset import: good/f0.pgm: PNM samples up to") and "2 other images" in note
+    assert note.split(": PNM ")[1].split(";")[0] == told[0].split(": PNM ")[1].split(";")[0]  # the same words
+    data = load_parts(tmp_path / "ds")
+    good = data.classes.index("good")
+    trained = sorted(img.tobytes() for img, y in zip(data.images, data.labels, strict=True) if y == good)
+    assert trained == sorted(f.tobytes() for f in frames)
+    # the packager takes 8-bit images: an 8-bit file of maximum 100 holding 120, read as the camera reads it
+    eight_folder = tmp_path / "eight"
+    eight_folder.mkdir()
+    for i in range(2):
+        (eight_folder / f"e{i}.pgm").write_bytes(_pnm("P5", 100, eight + i))
+    capsys.readouterr()
+    packaged = list(ImageFolder(eight_folder))
+    assert [p[:, :, 0].tolist() for p in packaged] == [(eight + i).tolist() for i in range(2)]
+    err = capsys.readouterr().err
+    assert err.count("above the maximum") == 1 and "e0.pgm: PNM samples up to 120" in err, err
+
+
+def test_a_16_bit_pnm_read_without_anydepth_is_left_as_opencv_gives_it():
+    """Read without IMREAD_ANYDEPTH (``decode_image``'s default flags), OpenCV gives a 16-bit PNM's top 8 bits;
+    scaled from its maximum of 4095 as an 8-bit file's, a white of 4095 read 1 (15 before). Left as OpenCV gives
+    it, as before."""
+    from model_packager.image_file import _pnm_scaled, read_image
+    from protocols.image_header import decode_image
+
+    data = _pnm("P5", 4095, np.array([[0, 16, 2048, 4095]], np.int64))
+    opencv = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert opencv[0, :, 0].tolist() == [0, 0, 8, 15]
+    assert np.array_equal(decode_image(data), opencv)
+    assert np.array_equal(
+        decode_image(data, cv2.IMREAD_GRAYSCALE), cv2.imdecode(np.frombuffer(data, np.uint8), 0)
+    )
+    assert read_image(data).dtype == np.uint16  # the packager reads at the file's depth, as the camera does
+    assert np.array_equal(_pnm_scaled(data, opencv)[0], opencv)  # and its copy leaves such a read alike
