@@ -462,15 +462,16 @@ class Agent:
             ):
                 # Drained all the same: a source left unread would fill its queue, and a Sparkplug host
                 # would decode no birth and ask for no rebirth while `received` climbs
-                # a camera's MJPEG parts, snapshots and files are decoded when a pipeline takes them, and the
-                # checks of their pixels (damaged, blank, frozen) run then: unread, they are never checked
+                # an HTTP camera's MJPEG parts and snapshots and a folder's files are decoded when a pipeline
+                # takes them, and the checks of their pixels (damaged, blank, frozen) run then: unread, they are
+                # never checked (``_kept_compressed``)
                 self.source_notices[name].note(
                     "unread",
                     "source %s: no pipeline reads it, so its %s; add a pipeline with source: %s, or remove its %s",
                     name,
                     "frames are dropped (counted as 'unread'), an HTTP camera's or a folder's undecoded: none is "
                     "checked (damaged, blank, frozen), and it is never called frozen"
-                    if src.settings.type == "camera"
+                    if _kept_compressed(src)
                     else "data is dropped after decoding (counted as 'unread')",
                     name,
                     "subscriptions"
@@ -1119,6 +1120,17 @@ def _shown(item: Any) -> Any:
 def _connected(source: Any) -> bool:
     """Whether ``source`` (an mqtt source a forward publishes through) is connected to its broker."""
     return source.state is ConnectionState.CONNECTED
+
+
+def _kept_compressed(src) -> bool:
+    """Whether a camera's images stay compressed until a pipeline takes them, so that none of the checks of their
+    pixels runs when none does: an HTTP(S) camera's parts (MJPEG, snapshots) and a folder's files
+    (``UntakenFrame``). A USB device's, an rtsp:// stream's and a video file's frames are decoded as they are
+    read, and checked (blank, frozen) whatever reads them."""
+    s = src.settings
+    if s.type != "camera" or not getattr(src, "decode_when_taken", False):
+        return False
+    return s.url.lower().startswith(("http://", "https://")) or s.watch or Path(s.url).is_dir()
 
 
 def _produces(settings) -> bool:

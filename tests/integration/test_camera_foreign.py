@@ -399,6 +399,70 @@ async def test_a_camera_no_pipeline_reads_is_said_to_be_unchecked_as_it_is_never
     assert "add a pipeline with source: cam" in said, said
 
 
+async def test_an_unread_camera_that_decodes_as_it_reads_keeps_the_former_notice_a_folder_gets_the_new_one(
+    tmp_path,
+):
+    """The unread notice's "undecoded ... never called frozen" was chosen by the source type alone, but a USB
+    device's, an rtsp:// stream's and a video file's frames are decoded as they are read, and their frozen and
+    blank checks run whatever reads them: for those it was false. They keep the former words ("dropped after
+    decoding"); an HTTP camera (above) and a folder, whose images stay compressed, get the new ones."""
+    import socket
+
+    from edge_agent.agent import Agent
+    from edge_agent.config import parse_config
+
+    video = tmp_path / "line.avi"
+    out = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(3):
+        out.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    out.release()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    assert cv2.imwrite(str(folder / "a.png"), np.full((48, 64, 3), 90, np.uint8))
+    with (
+        socket.socket() as sock
+    ):  # a port nothing listens on: the stream's camera is down, its notice the same
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cams = {
+        "usb": "usb:63",
+        "rtsp": f"rtsp://127.0.0.1:{port}/line",
+        "video": str(video),
+        "folder": str(folder),
+        "watched": str(folder),
+    }
+    agent = Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+                "http": {"port": 0},
+                "sources": {
+                    name: {
+                        "type": "camera",
+                        "url": url,
+                        "fps": 5,
+                        **({"watch": True} if name == "watched" else {}),
+                    }
+                    for name, url in cams.items()
+                },
+            }
+        )
+    )
+    await agent.start()
+    try:
+        shown = agent.status()["sources"]
+    finally:
+        await agent.stop()
+    said = {name: shown[name]["silent_drops"]["unread"]["message"] for name in cams}
+    for name in ("usb", "rtsp", "video"):
+        assert "its data is dropped after decoding (counted as 'unread')" in said[name], said[name]
+        assert "frozen" not in said[name] and f"add a pipeline with source: {name}" in said[name], said[name]
+    for name in ("folder", "watched"):
+        assert (
+            "undecoded: none is checked (damaged, blank, frozen), and it is never called frozen" in said[name]
+        )
+
+
 async def test_a_freeze_begun_before_ntp_set_the_clock_is_shown_since_its_true_start(monkeypatch):
     """A gateway without a battery-backed clock says 1970 when its camera freezes; NTP then sets the clock. The
     freeze's since was the wall time recorded when the image last changed: /status went on saying the camera was
