@@ -1526,6 +1526,13 @@ def _variant(v: dict, path: str) -> Any:
             body = int(body) if _INTEGER_TEXT.match(body) else body
         elif type(body) is list and body and all(type(x) is str and _INTEGER_TEXT.match(x) for x in body):
             body = [int(x) for x in body]
+        # a JSON number with a fraction or exponent (1e19, 2.5, -1.0: a publisher that writes every number as a
+        # double) is read as the integer it holds when whole (1.0 is 1), and refused when fractional, NaN or Inf as
+        # no value of an integer type; passed on GOOD, a UInt64 Variant held 2.5 and -1.0
+        if type(body) is float:
+            body = _whole_of(body, kind, path)
+        elif type(body) is list and any(type(x) is float for x in body):
+            body = [_whole_of(x, kind, path) if type(x) is float else x for x in body]
         # a whole number past its type's range is no value of it (a publisher's fault), refused as a Sparkplug
         # metric's is: "99999999999999999999" as an Int64 was passed on GOOD as that number
         least, most = _INTEGER_RANGES[kind]
@@ -1537,6 +1544,16 @@ def _variant(v: dict, path: str) -> Any:
                     f"({least} to {most})",
                 )
     return body
+
+
+def _whole_of(x: float, kind: int, path: str) -> int:
+    """A float an Int64 or UInt64 Variant holds, as the integer it is; CodecError if it is none."""
+    if not math.isfinite(x) or not x.is_integer():
+        raise CodecError(
+            "wrong_type",
+            f"{path} is {'an Int64' if kind == 8 else 'a UInt64'} Variant holding {x!r}, not a whole number",
+        )
+    return int(x)
 
 
 _TEXT_INTEGER_TYPES = (8, 9)  # the built-in types Int64 and UInt64

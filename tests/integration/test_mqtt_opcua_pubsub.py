@@ -190,6 +190,42 @@ async def test_reversible_int64_and_uint64_variants_written_as_text_are_read_as_
     )
 
 
+async def test_int64_and_uint64_variants_written_as_json_floats_are_read_when_whole_and_in_range(mosquitto):
+    """A publisher that writes every number as a double sends an Int64 or UInt64 Variant's Body as 1e19, -1.0 or
+    2.5: a whole float in the type's range is read as its integer (7.0 is 7); past the range, fractional, NaN or
+    Inf it is no value of the type, skipped and counted as wrong_type naming the field, as text past the range
+    is. Passed on GOOD before (98643d8 checked only integers)."""
+    network = ua_data(
+        "plc",
+        {
+            "DataSetWriterId": 1,
+            "Payload": {
+                "Whole": {"Type": 9, "Body": 7.0},
+                "WholeIds": {"Type": 8, "Body": [1.0, -2]},
+                "Over": {"Type": 8, "Body": 1e19},
+                "Negative": {"Type": 9, "Body": -1.0},
+                "Fraction": {"Type": 9, "Body": 2.5},
+                "Wide": {"Type": 9, "Body": [1, 1e20]},
+                "Plain": 3,
+            },
+        },
+    )
+    # NaN as Python's json writes it (a literal the codec reads), within an integer Variant
+    text = json.dumps(network).replace('"Plain": 3', '"NotANumber": {"Type": 8, "Body": NaN}, "Plain": 3')
+    assert "NotANumber" in json.loads(text)["Messages"][0]["Payload"]
+    subs = [{"topic": "opc/#", "json_mapping": {"opcua_pubsub": {}, "tag_prefix_topic": False}}]
+    src, got = await published(mosquitto.port, subs, [("opc/x", text.encode())], "Plain")
+    values = {r.tag: r.value for r in got}
+    assert values["Whole"] == 7 and type(values["Whole"]) is int
+    assert values["WholeIds"].tolist() == [1, -2] and values["Plain"] == 3
+    # before: 1e19, -1.0, 2.5, [1, 1e20] and NaN passed on GOOD
+    assert set(values) == {"Whole", "WholeIds", "Plain"}
+    assert src.stats.errors_by_reason == {"wrong_type": 5}, src.stats.errors_by_reason
+    assert "field 'NotANumber' is an Int64 Variant holding nan, not a whole number" in (
+        src.stats.last_error or ""
+    )
+
+
 async def test_a_metadata_message_is_skipped_without_an_error(mosquitto):
     """A publisher sends ua-metadata (the fields' names and types) on the same topic, at start and when its
     DataSet changes: it gives no reading and no error; the data messages around it are read."""
