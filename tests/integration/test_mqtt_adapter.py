@@ -427,7 +427,7 @@ async def test_publish_is_received_by_a_raw_subscriber(mosquitto, qos):
         await asyncio.sleep(0.2)
         await src.publish("factory/s/l/a/results/p", {"score": 0.5, "label": "ok"}, qos=qos)
         await src.publish("factory/s/l/a/events", "hello", qos=qos)
-        for _ in range(100):
+        for _ in range(1500):
             if len(got) >= 2:
                 break
             await asyncio.sleep(0.02)
@@ -1595,7 +1595,7 @@ async def test_qos1_publish_while_broker_down_is_queued_until_the_queue_is_full(
     src = await started(mosquitto.port, [], publish_max_queued=1, publish_timeout_s=0.2)
     try:
         mosquitto.stop()
-        for _ in range(100):
+        for _ in range(1500):
             if src.state is ConnectionState.BACKOFF:
                 break
             await asyncio.sleep(0.02)
@@ -1650,7 +1650,7 @@ async def test_qos0_publish_while_the_broker_is_down_fails_instead_of_counting_o
         )
         assert await src.publish("factory/s/l/a/results/p", b"up", qos=0) == "sent"
         mosquitto.stop()
-        for _ in range(100):
+        for _ in range(1500):
             if src.state is ConnectionState.BACKOFF:
                 break
             await asyncio.sleep(0.02)

@@ -71,7 +71,7 @@ async def test_a_matrix_node_is_never_passed_on_as_one_flattened_waveform_and_a_
         await src.start()
         got = await _read(src, {"Empty", "Temp"})
         # the matrices' first values were notified before Temp's and Empty's (one publish, node order)
-        for _ in range(40):
+        for _ in range(600):
             if src.stats.errors_by_reason.get("multi_dim", 0) >= 2:
                 break
             await asyncio.sleep(0.05)

@@ -183,7 +183,7 @@ async def test_a_heartbeat_node_the_server_never_lets_the_agent_write_is_said_on
     try:
         await src.start()
         await _connected(src)
-        for _ in range(100):
+        for _ in range(1500):
             if src.stats.errors_by_reason.get("heartbeat", 0) >= 5:
                 break
             await asyncio.sleep(0.02)
