@@ -223,7 +223,8 @@ class JsonMappingSettings(_Model):
                     else math.isfinite(num)
                 )
             ):
-                shown = f"a whole number of {len(str(abs(num)))} digits" if type(num) is int else repr(num)
+                # an int's digits not counted: one of more than 4,300 (a YAML hex literal's) raised ValueError
+                shown = "a whole number past float64's range" if type(num) is int else repr(num)
                 raise ValueError(
                     f"{key!r} -> {shown}: the value is the finite number the state is read as (1, 0, 2.5)"
                 )

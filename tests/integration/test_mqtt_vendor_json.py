@@ -606,13 +606,17 @@ sources:
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert "'ON' and 'on' are one state" in str(e.value)
-    # a number past float64's range: refused by name (validate ended in OverflowError's traceback)
-    path.write_text(text.replace("{ON: 1, OFF: 0}", "{'ON': 1%s}" % ("0" * 400)))
-    with pytest.raises(ConfigError) as e:
-        load_config(path)
-    assert "json_mapping.states: 'ON' -> a whole number of 401 digits: the value is the finite number" in str(
-        e.value
-    )
+    # a number past float64's range: refused by name (validate ended in OverflowError's traceback), also one of
+    # more digits than Python writes, a YAML hex literal's (its message was Python's "Exceeds the limit (4300
+    # digits) for integer string conversion")
+    for huge in ("1" + "0" * 400, "0x" + "F" * 4000):
+        path.write_text(text.replace("{ON: 1, OFF: 0}", "{'ON': " + huge + "}"))
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        assert (
+            "json_mapping.states: 'ON' -> a whole number past float64's range: the value is the finite"
+            in str(e.value)
+        )
     path.write_text(text.replace("{ON: 1, OFF: 0}", "{'ON': 1, 'OFF': 0}"))
     assert load_config(path).sources["plugs"].subscriptions[0].json_mapping.states == {"ON": 1, "OFF": 0}
 
