@@ -64,7 +64,7 @@ async def test_a_raise_that_failed_is_dropped_when_the_clear_comes_and_the_mirro
         assert src.state.value == "connected", src.stats.last_error
         t0 = time.monotonic()
         await runner.handle(["al"], _result("OK", 1), None)  # cleared while the raise waits for its retry
-        for _ in range(100):  # the clear goes out at once, not after the raise's backoff
+        for _ in range(600):  # the clear goes out at once, not after the raise's backoff
             if machine.writes:
                 break
             await asyncio.sleep(0.05)

@@ -23,7 +23,7 @@ from tests.integration.test_camera_source import take
 
 async def connected(src: CameraSource) -> None:
     """Until the watcher has taken its first listing (what is there then is left alone)."""
-    for _ in range(200):
+    for _ in range(1500):
         if src.state is ConnectionState.CONNECTED:
             return
         await asyncio.sleep(0.02)

@@ -32,7 +32,7 @@ class PollClock:
     async def poll_at(self, t: float) -> None:
         """One whole poll of the watcher at ``1000 + t``."""
         self.now, at = 1000.0 + t, self.polls
-        for _ in range(1000):
+        for _ in range(6000):
             if self.polls >= at + 2:  # a poll began after the clock was set, and has ended
                 return
             await asyncio.sleep(0.005)

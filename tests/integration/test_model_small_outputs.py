@@ -79,7 +79,7 @@ async def test_a_bool_and_a_float16_output_reach_each_result_as_they_are(tmp_pat
     try:
         for i in range(3):
             await pipe.offer(Frame("cam", i, time.time(), rng.integers(0, 256, (64, 64, 3), np.uint8)))
-        for _ in range(3000):
+        for _ in range(15000):
             if len(results) == 3 or pipe.stats.errors:
                 break
             await asyncio.sleep(0.002)

@@ -82,7 +82,7 @@ async def test_adapter_subscribes_array_and_writes_boolean_on_node_opcua(node_se
         assert r.tag == "Waveform" and isinstance(r.value, np.ndarray) and r.value.shape == (64,)
         assert src.state is ConnectionState.CONNECTED
         await src.write("ns=1;s=Pump.Gate", 1)  # int converted to the node's Boolean
-        for _ in range(100):
+        for _ in range(600):
             if "WRITE Gate true" in lines:
                 break
             await asyncio.sleep(0.05)

@@ -460,7 +460,7 @@ async def test_server_restart_reconnects_and_readings_resume(caplog) -> None:
     try:
         await _collect(src, {"Speed"})
         await srv.stop()
-        for _ in range(100):
+        for _ in range(600):
             if src.state is not ConnectionState.CONNECTED:
                 break
             await asyncio.sleep(0.05)
@@ -853,7 +853,7 @@ async def test_a_plcs_structures_give_a_tag_per_member_and_texts_and_times_their
             ua.Variant(ua.ExtensionObject(enc, _press_udt_body(799.0, [1.0], "P-7", 4.0)))
         )
         later = await _collect(src, {"Press1/Force"})
-        for _ in range(100):
+        for _ in range(600):
             if "structure_undecoded" in src.notices.counts:
                 break
             await asyncio.sleep(0.05)
@@ -1172,7 +1172,7 @@ async def test_a_structure_whose_layout_changed_while_the_plc_restarted_is_read_
     try:
         before = await _collect(src, {"Mold/Temp", "Mold/Pressure"})
         await srv.stop()
-        for _ in range(100):
+        for _ in range(600):
             if src.state is not ConnectionState.CONNECTED:
                 break
             await asyncio.sleep(0.05)
@@ -1716,7 +1716,7 @@ async def test_a_server_that_stops_answering_with_the_connection_open_is_named_s
         assert "stopped answering" in (src.stats.last_error or ""), src.stats.errors_by_reason
         assert "unreachable" not in src.stats.errors_by_reason
         frozen.clear()
-        for _ in range(100):
+        for _ in range(600):
             if src.state is ConnectionState.CONNECTED and src.stats.reconnects:
                 break
             await asyncio.sleep(0.05)

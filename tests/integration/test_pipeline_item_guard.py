@@ -65,7 +65,7 @@ async def test_an_item_whose_handling_raises_is_counted_and_skipped_and_the_next
         with caplog.at_level(logging.ERROR, logger="edge_agent.pipelines"):
             for i in range(5):
                 await pipe.offer(Frame("cam", i, time.time(), rng.integers(0, 256, (64, 64, 3), np.uint8)))
-            for _ in range(3000):
+            for _ in range(15000):
                 if len(calls) == 5 or all(t.done() for t in pipe._tasks):  # the worker ended (former code)
                     break
                 await asyncio.sleep(0.002)

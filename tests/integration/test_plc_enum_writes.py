@@ -41,7 +41,7 @@ async def test_a_value_outside_an_enumeration_is_refused_naming_its_values_and_o
     )
     try:
         await src.start()
-        for _ in range(200):
+        for _ in range(1500):
             if src.state.value == "connected":
                 break
             await asyncio.sleep(0.02)
@@ -106,7 +106,7 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
     src.expect_writes([(mode_id, 7), (grade_id, 20)])
     try:
         await src.start()
-        for _ in range(200):
+        for _ in range(1500):
             if src.state.value == "connected" and src.write_misfit(mode_id, 7) is not None:
                 break
             await asyncio.sleep(0.02)
@@ -175,7 +175,7 @@ async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_i
         await enum_strings.write_value(states(*names))
         flagged = ua.DataValue(ua.Variant(value, ua.VariantType.UInt32), StatusCode=ua.StatusCode(0x4000))
         await srv.write_attribute_value(mode.nodeid, flagged)
-        for _ in range(200):
+        for _ in range(1500):
             if settled():
                 return
             await asyncio.sleep(0.02)
@@ -187,7 +187,7 @@ async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_i
     reader = asyncio.create_task(drain())
     try:
         await src.start()
-        for _ in range(200):
+        for _ in range(1500):
             if src.state.value == "connected" and src.write_misfit(mode_id, 3) is not None:
                 break
             await asyncio.sleep(0.02)

@@ -40,7 +40,7 @@ async def test_a_server_taking_writes_only_with_a_source_timestamp_gets_them_and
     )
     try:
         await src.start()
-        for _ in range(200):
+        for _ in range(1500):
             if src.state.value == "connected":
                 break
             await asyncio.sleep(0.02)

@@ -61,7 +61,7 @@ def _config(endpoint: str, actions: dict):
 
 
 async def _connected(src: OpcUaSource) -> None:
-    for _ in range(200):
+    for _ in range(1500):
         if src.state.value == "connected":
             return
         await asyncio.sleep(0.02)
@@ -371,7 +371,7 @@ async def test_a_heartbeat_the_server_answers_uncertain_is_counted_written_and_s
     try:
         await src.start()
         await _connected(src)
-        for _ in range(200):
+        for _ in range(1500):
             if src.heartbeats >= 3:
                 break
             await asyncio.sleep(0.02)

@@ -105,7 +105,7 @@ async def test_a_remaining_life_below_zero_is_published_as_0_its_raw_value_kept_
         for i in range(2):
             x = rng.normal(0, 1, SIGNAL_WINDOW)
             await pipe.offer(Reading("plc", "Vibration", x, float(i), float(i), Quality.GOOD))
-        for _ in range(3000):
+        for _ in range(15000):
             if len(results) == 2 or pipe.stats.errors:
                 break
             await asyncio.sleep(0.002)

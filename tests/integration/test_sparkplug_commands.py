@@ -77,7 +77,7 @@ async def _host(port: int, **kw) -> tuple[MqttSource, asyncio.Task]:
 
 
 async def _births(src: MqttSource, n: int) -> None:
-    for _ in range(100):
+    for _ in range(600):
         if src.sparkplug.births >= n:
             return
         await asyncio.sleep(0.05)
@@ -199,7 +199,7 @@ async def test_a_command_to_a_dead_or_never_born_node_is_not_sent_and_may_be_ret
         node.nbirth(0, sp.Metric("rate", None, D.FLOAT, 0.0))
         await _births(src, 1)
         node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(0))
-        for _ in range(100):
+        for _ in range(600):
             if not src.sparkplug.node_alive("g", "n1"):
                 break
             await asyncio.sleep(0.05)
@@ -267,7 +267,7 @@ async def test_an_on_change_command_a_dead_node_missed_is_sent_when_it_is_born_a
         node.nbirth(0, sp.Metric("stop", None, D.BOOLEAN, False))
         await _births(src, 1)
         node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(0))
-        for _ in range(100):
+        for _ in range(600):
             if not src.sparkplug.node_alive("g", "n1"):
                 break
             await asyncio.sleep(0.05)
@@ -319,7 +319,7 @@ async def test_a_dcmd_to_a_dead_or_never_born_device_is_not_sent_and_is_sent_aga
         dmsg("DBIRTH", 1, sp.Metric("stop", None, D.BOOLEAN, False))
         await _births(src, 2)
         dmsg("DDEATH", 2)
-        for _ in range(100):
+        for _ in range(1500):
             if not src.sparkplug.device_alive("g", "n1", "d1"):
                 break
             await asyncio.sleep(0.02)
