@@ -684,11 +684,11 @@ class Quotas:
                     agent, "report_bytes", f"over {lim.report_bytes_per_s:.0f} bytes/s of state reports"
                 )
 
-    def take_payload(self, agent: AgentKey, nbytes: int) -> None:
+    def take_payload(self, agent: AgentKey, nbytes: int) -> int:
         """A batch's records' payload bytes against the agent's budget of the UTC day (``record_bytes_per_day``);
-        refused whole past it, nothing taken."""
+        refused whole past it, nothing taken. Returns the UTC day they were taken from (for ``give_payload``)."""
         lim = self.limits.record_bytes_per_day
-        self._take_day(
+        return self._take_day(
             self._payloads,
             agent,
             nbytes,
@@ -700,9 +700,9 @@ class Quotas:
             ),
         )
 
-    def _take_day(self, table: dict, agent: AgentKey, nbytes: int, limit: int, kind: str, why) -> None:
+    def _take_day(self, table: dict, agent: AgentKey, nbytes: int, limit: int, kind: str, why) -> int:
         """``nbytes`` more of the agent's ``table`` of the UTC day ((day, bytes) per agent), refused as ``kind``
-        with ``why(used)`` past ``limit``, nothing taken."""
+        with ``why(used)`` past ``limit``, nothing taken; returns the day taken from."""
         day = int(self.clock() // 86400)
         with self._lock:
             d, used = table.get(agent, (day, 0))
@@ -711,6 +711,7 @@ class Quotas:
             if used + nbytes > limit:
                 raise self._refuse(agent, kind, why(used))
             table[agent] = (day, used + nbytes)
+        return day
 
     def day(self) -> int:
         """The UTC day (days since the epoch) the day budgets count."""
@@ -731,25 +732,29 @@ class Quotas:
                 if n > (used if d == day else 0):  # (nothing noted for an agent with nothing stored)
                     table[agent] = (day, n)
 
-    def give_payload(self, agent: AgentKey, nbytes: int) -> None:
-        """Payload bytes ``take_payload`` took for a batch then refused by another limit: not stored, not spent."""
-        with self._lock:
-            d, used = self._payloads.get(agent, (0, 0))
-            if used:
-                self._payloads[agent] = (d, max(0, used - nbytes))
+    def give_payload(self, agent: AgentKey, nbytes: int, day: int) -> None:
+        """Payload bytes ``take_payload`` took on UTC ``day`` for a batch then refused by another limit: not
+        stored, not spent (``_give_day``)."""
+        self._give_day(self._payloads, agent, nbytes, day)
 
-    def give_sample(self, agent: AgentKey, nbytes: int) -> None:
-        """Sample bytes ``take_sample`` took for a batch then not stored (its tenant's quota, a store that failed):
-        not spent. Kept, each retry of a batch the tenant's quota refused spent them again, and the agent stayed
-        refused on its own budget until 00:00 UTC after the operator raised the quota."""
-        with self._lock:
-            d, used = self._samples.get(agent, (0, 0))
-            if used:
-                self._samples[agent] = (d, max(0, used - nbytes))
+    def give_sample(self, agent: AgentKey, nbytes: int, day: int) -> None:
+        """Sample bytes ``take_sample`` took on UTC ``day`` for a batch then not stored (its tenant's quota, a store
+        that failed): not spent. Kept, each retry of a batch the tenant's quota refused spent them again, and the
+        agent stayed refused on its own budget until 00:00 UTC after the operator raised the quota."""
+        self._give_day(self._samples, agent, nbytes, day)
 
-    def take_sample(self, agent: AgentKey, nbytes: int) -> None:
+    def _give_day(self, table: dict, agent: AgentKey, nbytes: int, day: int) -> None:
+        """``nbytes`` back to the agent's ``table`` while it still counts ``day``, the day they were taken from: a
+        batch taken before 00:00 UTC and refused after credited the new day's budget with bytes it never spent."""
+        with self._lock:
+            d, used = table.get(agent, (day, 0))
+            if d == day and used:
+                table[agent] = (d, max(0, used - nbytes))
+
+    def take_sample(self, agent: AgentKey, nbytes: int) -> int:
+        """A batch's sample bytes against the agent's ``sample_bytes_per_day``; returns the UTC day taken from."""
         lim = self.limits.sample_bytes_per_day
-        self._take_day(
+        return self._take_day(
             self._samples,
             agent,
             nbytes,

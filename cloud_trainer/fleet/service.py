@@ -612,12 +612,12 @@ class FleetServicer(rpc.FleetServicer):
             self.quotas.take_batch(
                 agent, len(batch.records), payloads + sum(len(r.sample) for r in batch.records)
             )
-            self.quotas.take_payload(agent, payloads)
+            day = self.quotas.take_payload(agent, payloads)
             if samples:
                 try:
                     self.quotas.take_sample(agent, samples)
                 except QuotaExceeded:
-                    self.quotas.give_payload(agent, payloads)
+                    self.quotas.give_payload(agent, payloads, day)
                     raise
         except QuotaExceeded as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
@@ -631,7 +631,7 @@ class FleetServicer(rpc.FleetServicer):
                 partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs)
             )
         except TenantQuotaExceeded as exc:  # the tenant's records, record bytes or sample bytes of the day
-            self._give_unstored(agent, records, exc, payloads, samples)  # not stored: not spent
+            self._give_unstored(agent, records, exc, payloads, samples, day)  # not stored: not spent
             self.quotas.refused(agent, "tenant_day", str(exc))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except ValueError as exc:  # a record the store refuses (the checks above should have caught it)
@@ -639,7 +639,7 @@ class FleetServicer(rpc.FleetServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, f"{str(exc)[:300]}; {_unstored(exc, 'of the batch')}"
             )
         except Exception as exc:  # the store failed (down, disk full, a bug): the agent sends the batch again
-            self._give_unstored(agent, records, exc, payloads, samples)
+            self._give_unstored(agent, records, exc, payloads, samples, day)
             self._store_failed("batches", exc)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
@@ -648,17 +648,24 @@ class FleetServicer(rpc.FleetServicer):
             )
 
     def _give_unstored(
-        self, agent: tuple[str, str], records: list[dict], exc: Exception, payloads: int, samples: int
+        self,
+        agent: tuple[str, str],
+        records: list[dict],
+        exc: Exception,
+        payloads: int,
+        samples: int,
+        day: int,
     ) -> None:
         """Give back to the agent's day budgets the payload and sample bytes taken for a batch the store did not
         store: all of them, or those of its records after ``exc.stored_before`` (a batch written in ranges, refused
         or failed in a later one: the ranges before are stored and stay spent). Its sample bytes too: kept, each
-        retry of a batch the tenant's quota refused spent the agent's sample budget again."""
+        retry of a batch the tenant's quota refused spent the agent's sample budget again. Only to the UTC ``day``
+        they were taken from: a batch refused after 00:00 UTC gives nothing to the new day's budgets."""
         kept = records[: getattr(exc, "stored_before", 0)]
-        self.quotas.give_payload(agent, payloads - sum(r["payload_bytes"] for r in kept))
+        self.quotas.give_payload(agent, payloads - sum(r["payload_bytes"] for r in kept), day)
         if samples:
             self.quotas.give_sample(
-                agent, samples - sum(r.get("sample_bytes") or 0 for r in kept if r["kind"] == "sample")
+                agent, samples - sum(r.get("sample_bytes") or 0 for r in kept if r["kind"] == "sample"), day
             )
 
     async def _seed_day(self, who: Identity, agent: tuple[str, str]) -> None:

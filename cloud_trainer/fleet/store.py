@@ -388,6 +388,8 @@ class TenantQuotaExceeded(Exception):
 # is refused before its samples are staged or the writer is taken; QUOTA_TTL_S of the service, for the same reason
 # (a quota raised through another replica is seen after it; through this store at once)
 SPENT_TTL_S = 5.0
+# a memo is kept only if no quota of its tenant was set since its batch began (``SQLStore._keep_spent``)
+_SPENT_LOCK = threading.Lock()
 
 
 def _over_quota(tenant: str, limit: int, n: int, added: int, what: str) -> TenantQuotaExceeded:
@@ -566,6 +568,7 @@ class SQLStore(Store):
     ) -> tuple[list[int], int, int]:
         now = time.time()
         metas = [check_record(r) for r in records]  # refused before anything is written
+        gen = self._quota_gen().get(tenant, 0)  # a quota set from here on: this batch's refusal is not kept
         self._refuse_early(agent, records, tenant, now)
         # the sample bytes of records not stored yet are written and synced before the transaction (staged), so
         # that the write lock every tenant's writes wait for is held for a rename per sample, not for the bytes
@@ -587,7 +590,7 @@ class SQLStore(Store):
                     )
                 except Exception as exc:
                     if isinstance(exc, TenantQuotaExceeded) and (seen := getattr(exc, "usage", None)):
-                        self._spent_book()[tenant] = (time.monotonic() + SPENT_TTL_S, *seen)
+                        self._keep_spent(tenant, gen, seen)
                     if first:  # the ranges before are stored: the batch sent again finds them (duplicates)
                         exc.stored_before = first  # type: ignore[attr-defined]
                         if isinstance(exc, TenantQuotaExceeded):
@@ -618,6 +621,31 @@ class SQLStore(Store):
             self._spent: dict[str, tuple[float, int, tuple[int, ...], tuple[int, ...]]] = {}
             return self._spent
 
+    def _quota_gen(self) -> dict[str, int]:
+        """tenant -> how many times ``set_quota`` set its quotas in this process (``_keep_spent``)."""
+        with _SPENT_LOCK:
+            try:
+                return self._quota_gens
+            except AttributeError:
+                self._quota_gens: dict[str, int] = {}
+                return self._quota_gens
+
+    def _keep_spent(self, tenant: str, gen: int, seen: tuple) -> None:
+        """Keep what a refusal of the tenant's batch read (``_spent_book``), unless ``set_quota`` set the tenant's
+        quotas since the batch began (``gen``): its transaction may have read the old ones, and a memo of them
+        written after set_quota forgot the tenant's refused its batches for SPENT_TTL_S after a raise."""
+        gens = self._quota_gen()
+        with _SPENT_LOCK:
+            if gens.get(tenant, 0) == gen:
+                self._spent_book()[tenant] = (time.monotonic() + SPENT_TTL_S, *seen)
+
+    def _forget_spent(self, tenant: str) -> None:
+        """The tenant's quotas were set (committed): its next batches are judged by them at once."""
+        gens = self._quota_gen()
+        with _SPENT_LOCK:
+            gens[tenant] = gens.get(tenant, 0) + 1
+            self._spent_book().pop(tenant, None)
+
     def _refuse_early(self, agent: str, records: list[dict], tenant: str, now: float) -> None:
         """Refuse (``TenantQuotaExceeded``) a batch of a tenant the store refused within ``SPENT_TTL_S`` that day,
         when its records not stored yet would pass a quota by the usage read then (a lower bound: usage only
@@ -634,7 +662,9 @@ class SQLStore(Store):
         if time.monotonic() >= until or day != utc_day(now):
             book.pop(tenant, None)
             return
-        new = self._not_stored(agent, records, tenant)
+        # the records of the batch's first range only: the exact check stores a batch written in ranges range by
+        # range until one would pass the quota, so it refuses the batch (nothing stored) when its first range would
+        new = self._not_stored(agent, records[: self._chunks(records)[0][1]], tenant)
         if not new:
             return
         added = (
@@ -943,7 +973,7 @@ class SQLStore(Store):
                 if int(v) < 0:
                     raise ValueError(f"quota {k}: {v} is negative; use 0 for no limit")
                 ex(self.q(f"UPDATE tenant_quotas SET {k} = ? WHERE tenant = ?"), (int(v), tenant))
-        self._spent_book().pop(tenant, None)  # its batches are judged by the new quota at once
+        self._forget_spent(tenant)  # its batches are judged by the new quota at once
         return self.quotas().get(tenant, {})
 
     def quotas(self) -> dict[str, dict]:

@@ -489,6 +489,54 @@ def test_a_batch_of_a_tenant_past_its_quota_is_refused_before_its_samples_are_st
     assert staged == [50_000] and blobs.get_bytes(refused[1]["sample_sha256"]) == b"s" * 50_000
 
 
+def test_a_quota_raised_while_a_refused_batch_is_in_flight_applies_at_once(store, monkeypatch):
+    """The store kept what a refusal read (limits, usage) after the refused transaction let go of the writer: a
+    ``set_quota`` that ran in between (CreateTenant raising the quota through this process) forgot a memo not yet
+    written, and the refusal then wrote one with the old limits, so the tenant's batches were refused for
+    SPENT_TTL_S after the raise. The interleaving is forced: the quota is raised when the transaction refuses."""
+    store.set_quota("acme", max_records_per_day=3)
+    assert store.ingest("gw1", [rec(i) for i in (1, 2, 3)], tenant="acme")[1] == 3
+    refuse = store._ingest
+
+    def raised_meanwhile(*a, **kw):
+        try:
+            return refuse(*a, **kw)
+        except TenantQuotaExceeded:
+            store.set_quota("acme", max_records_per_day=1000)
+            raise
+
+    monkeypatch.setattr(store, "_ingest", raised_meanwhile)
+    with pytest.raises(TenantQuotaExceeded, match="quota of 3 records per day"):
+        store.ingest("gw1", [rec(4)], tenant="acme")
+    monkeypatch.setattr(store, "_ingest", refuse)
+    assert store.ingest("gw2", [rec(1)], tenant="acme")[1] == 1  # the raised quota: at once
+    assert store.ingest("gw1", [rec(4)], tenant="acme")[1] == 1
+
+
+def test_a_batch_in_ranges_whose_first_range_fits_is_stored_by_it_after_a_refusal(tmp_path, monkeypatch):
+    """SQLite writes a large batch in ranges, each stored until one would pass the tenant's quota: a batch whose
+    first range fits stores that range. After a refusal the early check summed every record of the batch and
+    refused it whole: the first range stayed unstored for SPENT_TTL_S. It judges the first range, as the exact
+    check does; a batch whose first range would pass is still refused early."""
+    st = SQLiteStore(tmp_path / "fleet.db")
+    try:
+        monkeypatch.setattr(st, "INGEST_CHUNK_BYTES", 1000)
+        st.set_quota("acme", max_record_bytes_per_day=2000)
+        assert st.ingest("gw1", [rec(1, payload="y" * 900)], tenant="acme")[1] == 1
+        with pytest.raises(TenantQuotaExceeded, match=r"this batch \(1200 bytes"):  # memo: 900 used
+            st.ingest("gw1", [rec(2, payload="z" * 1200)], tenant="acme")
+        ranged = [rec(i, payload="x" * 600) for i in (1, 2, 3)]
+        assert st._chunks(ranged) == [(0, 1), (1, 2), (2, 3)]
+        with pytest.raises(TenantQuotaExceeded, match="its first 1 records were stored"):
+            st.ingest("gw2", ranged, tenant="acme")
+        assert st.stats("gw2", tenant="acme")["records"] == 1
+        with pytest.raises(TenantQuotaExceeded, match=r"this batch \(600 bytes.*nothing of it was stored"):
+            st.ingest("gw3", ranged, tenant="acme")  # first range past the quota: refused early, as exactly
+        assert st.stats("gw3", tenant="acme")["records"] == 0
+    finally:
+        st.close()
+
+
 def test_an_older_fleet_db_gets_the_tenants_record_bytes_quota_and_keeps_its_quotas(tmp_path):
     """A fleet.db from before ``max_record_bytes_per_day``: its tables gain the quota (0: no limit) and the day's
     record bytes (0), its quotas and usage of the day are kept, and its batches are counted from then on."""

@@ -83,8 +83,8 @@ def test_the_record_budget_is_per_utc_day_and_a_batch_refused_by_another_limit_s
     q.take_payload(agent, 600)
     with pytest.raises(QuotaExceeded, match="record budget of 1000 bytes per UTC day spent"):
         q.take_payload(agent, 600)  # refused whole: nothing of it taken
-    q.take_payload(agent, 400)
-    q.give_payload(agent, 400)  # e.g. refused by the sample budget after: not stored, not spent
+    day = q.take_payload(agent, 400)
+    q.give_payload(agent, 400, day)  # e.g. refused by the sample budget after: not stored, not spent
     q.take_payload(agent, 400)
     with pytest.raises(QuotaExceeded):
         q.take_payload(agent, 1)
@@ -197,6 +197,27 @@ async def test_an_agents_record_bytes_of_the_day_are_still_counted_after_the_ser
         assert await _push_each(pki, server.port, [5, 6]) == ["RESOURCE_EXHAUSTED"] * 2
     finally:
         server.stop()
+
+
+def test_bytes_taken_before_00_00_utc_and_given_back_after_credit_nothing_to_the_new_day():
+    """A batch taken from the agent's day budgets before 00:00 UTC and refused after it (its tenant's quota, a store
+    that failed) gave its bytes back to the new day's entry: the agent's budgets of the new day gained bytes it
+    never spent there (here 600 of payload and 300 of samples, 0 counted instead of 300 and 150)."""
+    now = [86400.0 * 20001 - 1]
+    q = Quotas(QuotaLimits(record_bytes_per_day=1000, sample_bytes_per_day=500), clock=lambda: now[0])
+    agent = ("acme", "gw1")
+    day = q.take_payload(agent, 600)
+    assert q.take_sample(agent, 300) == day
+    now[0] += 2  # 00:00 UTC passes while the batch is in the store
+    assert q.take_payload(agent, 300) == day + 1 and q.take_sample(agent, 150) == day + 1
+    q.give_payload(agent, 600, day)
+    q.give_sample(agent, 300, day)
+    snap = q.snapshot("acme")
+    assert snap["record_bytes_today"] == {"gw1": 300} and snap["sample_bytes_today"] == {"gw1": 150}
+    with pytest.raises(QuotaExceeded, match="record budget"):
+        q.take_payload(agent, 701)
+    q.give_payload(agent, 300, day + 1)  # a give-back of the day taken from: given
+    assert q.snapshot("acme")["record_bytes_today"] == {"gw1": 0}
 
 
 def test_the_day_budgets_start_from_what_the_store_holds_for_the_agent_that_day():
