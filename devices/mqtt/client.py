@@ -1177,15 +1177,19 @@ class MqttSource:
                 lost += 1
         if lost:
             self.stats.dropped += lost
+            why = ""
+            if self.settings.persistent_session:
+                why = " (QoS 0, which the broker keeps for no one, or of a session the broker lost at a reconnect)"
+            elif (
+                not self._sparkplug_subs
+            ):  # a Sparkplug host connects clean: persistent_session refused at load
+                why = (
+                    "; with persistent_session: true (and a fixed client_id) the broker keeps the QoS 1 ones "
+                )
+                why += "for the next start"
             self._notice(
                 "dropped_at_stop",
-                f"{lost} message(s) that came while the source stopped were not handed on and are lost"
-                + (
-                    " (QoS 0, which the broker keeps for no one, or of a session the broker lost at a reconnect)"
-                    if self.settings.persistent_session
-                    else "; with persistent_session: true (and a fixed client_id) the broker keeps the QoS 1 ones "
-                    "for the next start"
-                ),
+                f"{lost} message(s) that came while the source stopped were not handed on and are lost{why}",
                 n=lost,
             )
         if left:
