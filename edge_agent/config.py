@@ -1166,6 +1166,10 @@ def _read_as(value: Any) -> str:
     )
 
 
+# the longest model slot name: the fleet's rollouts refuse a longer slot (``SLOT_CHARS`` of cloud_trainer's control)
+MODEL_SLOT_CHARS = 128
+
+
 def _name_not_text(name: Any) -> str:
     """Why a source, slot or action name is refused: YAML 1.1 reads a plain ``on``, ``off``, ``yes``, ``no``,
     ``~`` or ``1`` as a boolean, null or number, not as the name written (and a reference to it elsewhere could
@@ -1198,6 +1202,14 @@ def _validate_section(
             # a boolean or null name said as written (``sources.yes``, not ``sources.True``): ``read_yaml``
             shown = written.get(n) if n is None or isinstance(n, bool) else None
             report.error(f"{key}.{n if shown is None else shown}", _name_not_text(n))
+        if key == "models":
+            for n in names:
+                if len(n) > MODEL_SLOT_CHARS:
+                    report.error(
+                        f"models.{n[:64]}...",
+                        f"a model slot's name of {len(n)} characters; at most {MODEL_SLOT_CHARS} (the fleet "
+                        "refuses a rollout to a longer one and keeps the first 128 of it in a deployment report)",
+                    )
         entries = {n: _validate_entry(key, n, args[1], r, report) for n, r in names.items()}
         return {n: v for n, v in entries.items() if v is not None}, set(names)
     if origin is list and isinstance(args[0], type) and issubclass(args[0], BaseModel):

@@ -264,6 +264,22 @@ def test_each_broken_config_gets_its_own_clear_error(env, mutate, expected):
     assert any(e.startswith(expected) for e in errs), errs
 
 
+def test_a_model_slot_name_the_fleet_cannot_roll_out_to_is_refused_at_load(env):
+    """The fleet refuses a rollout to a model slot over 128 characters (what a deployment report keeps of its
+    name), but validation accepted such a slot: an agent that could never be updated through the fleet."""
+    data = good(env)
+    data["models"]["v" * 129] = data["models"].pop("vision")
+    data["pipelines"][0]["model"] = "v" * 129
+    errs = errors_of(data)
+    assert errs == [
+        f"line3.yaml: models.{'v' * 64}...: a model slot's name of 129 characters; at most 128 (the fleet refuses "
+        "a rollout to a longer one and keeps the first 128 of it in a deployment report)"
+    ], errs
+    data["models"]["v" * 128] = data["models"].pop("v" * 129)
+    data["pipelines"][0]["model"] = "v" * 128
+    assert parse_config(data, "line3.yaml").models["v" * 128]
+
+
 def test_all_errors_are_reported_at_once(env):
     data = good(env)
     data["sources"]["cam"]["fsp"] = 5
