@@ -25,6 +25,7 @@ import difflib
 import math
 import operator
 import re
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -82,6 +83,11 @@ def _operand(key: str, op: str, v: Any) -> Any:
             raise ConditionError(
                 f"{where}: NaN equals nothing and orders with nothing: this would never match"
             )
+        if isinstance(v, int) and not -sys.float_info.max <= v <= sys.float_info.max:
+            # no reading past it gives a score (a rule counts it ignored), as a rule's threshold past it is
+            # refused; said without its digits (one of more than 4,300, a YAML hex literal's, raised ValueError
+            # there, and at agent start where the action's condition is written as JSON)
+            raise ConditionError(f"{where}: a whole number past float64's range, which no {key} reaches")
         return v
     if not isinstance(v, str):
         raise ConditionError(

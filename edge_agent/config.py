@@ -863,9 +863,9 @@ class RuleSettings(_Model):
             raise ValueError("a rule needs a threshold: above: <value> and/or below: <value>")
         for side, t in (("above", self.above), ("below", self.below)):
             if isinstance(t, int) and not -sys.float_info.max <= t <= sys.float_info.max:
-                raise ValueError(
-                    f"{side}: a whole number of {len(str(abs(t)))} digits is past float64's range"
-                )
+                # said without its digits: counting them raised ValueError on an int of more than 4,300 (a YAML
+                # hex literal's), whose message then was Python's own
+                raise ValueError(f"{side}: a whole number past float64's range, which no reading reaches")
         if (
             self.above is not None
             and self.below is not None

@@ -312,9 +312,15 @@ def test_a_condition_compares_a_field_with_its_own_type_or_is_refused_by_name():
         and not exact(result(score=2**53))
         and not exact(result(score=2**53 + 2))
     )
-    # a whole number past float64's range, as a number or as text: compared, not an OverflowError at load
-    for huge in (10**400, "1" + "0" * 400):
-        assert compile_condition({"score": {"lt": huge}})(result(score=2**64))
+    # a whole number past float64's range, as a number or as text, or of more digits than Python writes (a YAML
+    # hex literal's): refused by name, as a rule's threshold past it is (no reading past it gives a score), not
+    # an OverflowError at load (before 759cfca) nor accepted (before, and a ValueError writing it as JSON at start)
+    for huge in (10**400, "1" + "0" * 400, -(10**400), int("F" * 4000, 16)):
+        with pytest.raises(
+            ConditionError, match=r"^score: lt: a whole number past float64's range, which no score"
+        ):
+            compile_condition({"score": {"lt": huge}})
+    assert compile_condition({"score": {"lt": 10**308}})(result(score=2**64))
     for spec, msg in [
         ({"score": {"gte": "high"}}, "score: gte: 'high' is not a number, and score is one"),
         ({"anomaly_score": {"gt": True}}, "anomaly_score: gt: True is not a number"),

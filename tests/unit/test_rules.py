@@ -8,7 +8,7 @@ import time
 import pytest
 
 from devices.base import Quality, Reading
-from edge_agent.config import ConfigError, parse_config
+from edge_agent.config import ConfigError, RuleSettings, parse_config
 from edge_agent.tags import Rule
 
 
@@ -89,6 +89,18 @@ async def test_an_integer_past_float64s_range_is_ignored_not_raised():
         (25, "NG", "above"),
     ]
     assert (rule.status()["ignored"], seen) == (2, ["NG"])
+
+
+def test_a_threshold_past_float64s_range_is_refused_by_name():
+    """A whole above/below past float64's range, also one of more digits than Python writes (a YAML hex literal,
+    0x and 4,000 F): refused naming the side. Its message counted the digits with str(), which raised ValueError
+    on the hex literal, so validate said only Python's 'Exceeds the limit (4300 digits) for integer string
+    conversion'."""
+    for side, huge in (("above", 10**400), ("below", -(10**400)), ("above", int("F" * 4000, 16))):
+        with pytest.raises(
+            ValueError, match=f"{side}: a whole number past float64's range, which no reading"
+        ):
+            RuleSettings(name="r", source="s", tag="t", **{side: huge})
 
 
 def test_bands_of_whole_thresholds_past_2_53_are_checked_exactly():
