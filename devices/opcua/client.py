@@ -2060,8 +2060,11 @@ async def _one_off_client(settings: OpcUaSettings, what: str) -> tuple[Client, l
         except BaseException:
             # closed however the attempt ends: a server that accepts the connection and never answers (or
             # answers its Hello and then nothing) ends it at the timeout, a cancellation asyncua's own cleanup
-            # (``except Exception``) lets through, and its connection was left open, one more at every call
-            await _close_one_off(client, settings.connect_timeout_s if connected else 0.0)
+            # (``except Exception``) lets through, and its connection was left open, one more at every call. A
+            # session the server created but did not activate in time is closed too: the PLC kept it (one of
+            # its few) until its session timeout
+            session = connected or bool(getattr(client.uaclient, "has_session", False))
+            await _close_one_off(client, settings.connect_timeout_s if session else 0.0)
             raise
     except Exception as e:
         reason, why = _explain(e, settings)
@@ -2095,15 +2098,17 @@ def _reset_on_close(client: Client) -> None:
 
 async def _close_one_off(client: Client, timeout_s: float) -> None:
     """Close ``client``'s session, channel and connection, waiting at most ``timeout_s`` for the server (0: it
-    has no session, the connection alone is closed); the connection is closed whatever the server answers."""
-    if timeout_s > 0:
-        try:
-            async with asyncio.timeout(timeout_s):
-                await client.disconnect()
-        except (Exception, asyncio.CancelledError):
-            pass
-    with contextlib.suppress(Exception):
-        client.disconnect_socket()
+    has no session, the connection alone is closed); the connection is closed whatever the server answers. A
+    cancellation (the source's stop) while it waits is passed on, the connection closed first: it was taken for
+    the server's silence, and the caller got an ``OpcUaError`` instead, its stop waiting on a task still running."""
+    try:
+        if timeout_s > 0:
+            with contextlib.suppress(Exception):  # TimeoutError among them
+                async with asyncio.timeout(timeout_s):
+                    await client.disconnect()
+    finally:
+        with contextlib.suppress(Exception):
+            client.disconnect_socket()
 
 
 # asyncua (2.x) probes the server's state every ``watchdog_intervall`` (1 s) with a timeout of as much, and

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 
 import pytest
 from asyncua import ua
@@ -448,3 +449,139 @@ async def test_validate_online_ends_at_the_first_read_a_connected_server_leaves_
         await srv.stop()
     assert f"node ns={idx};s=N0" in str(refused.value), refused.value
     assert asked == ["N0"], asked  # one read waited for, not one per node and target
+
+
+_ACTIVATE_SESSION, _CLOSE_SESSION = 467, 473  # their requests' binary encoding ids
+
+
+class _ActivateUnanswered:
+    """A link to a real PLC that takes the gateway's CreateSession and then leaves its ActivateSession unanswered
+    (held here, as on a PLC busy or hung just then), and that keeps each connection's session as long as it holds
+    it: its end of the connection stays open when the gateway closes its own, as a PLC keeps a session a
+    connection left until its session timeout. The gateway's CloseSession passes on behind the held activation
+    (the session is activated and closed), or, ``stall_close``, is held too (the PLC never answers the close),
+    and ``on_close`` is called as it arrives (from the loop's handling of its bytes, before any timer of that
+    turn). ``closes``: the CloseSession requests the gateway sent; ``open``: its connections not closed yet."""
+
+    def __init__(self, upstream_port: int, stall_close: bool) -> None:
+        self.upstream_port, self.stall_close, self.closes, self.open = upstream_port, stall_close, 0, 0
+        self.on_close: Callable[[], object] | None = None
+        self._kept: list[asyncio.BaseTransport] = []
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.get_running_loop().create_server(lambda: _Leg(self), "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for t in self._kept:
+            t.close()
+
+
+class _Down(asyncio.Protocol):
+    def __init__(self, to: asyncio.Transport) -> None:
+        self.to = to
+
+    def data_received(self, data: bytes) -> None:
+        if not self.to.is_closing():
+            self.to.write(data)
+
+
+class _Leg(asyncio.Protocol):
+    """The gateway's side of one connection through ``_ActivateUnanswered``."""
+
+    def __init__(self, link: _ActivateUnanswered) -> None:
+        self.link, self.buf, self.held = link, b"", []
+        self.up: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.link.open += 1
+        transport.pause_reading()  # until the PLC's end is open
+        task = asyncio.create_task(self._open())
+        self.link._tasks.add(task)
+        task.add_done_callback(self.link._tasks.discard)
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        up, _ = await loop.create_connection(
+            lambda: _Down(self.transport), "127.0.0.1", self.link.upstream_port
+        )
+        self.link._kept.append(up)
+        self.up = up
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.up is not None
+        self.buf += data
+        while len(self.buf) >= 8 and len(self.buf) >= (size := struct.unpack_from("<I", self.buf, 4)[0]):
+            chunk, self.buf = self.buf[:size], self.buf[size:]
+            # a message without security: its request's type id after 24 bytes of headers
+            kind = struct.unpack_from("<H", chunk, 26)[0] if chunk[:3] == b"MSG" else None
+            if kind == _CLOSE_SESSION:
+                self.link.closes += 1
+                if self.link.on_close is not None:
+                    self.link.on_close()
+                if not self.link.stall_close:
+                    for c in self.held:
+                        self.up.write(c)
+                    self.held.clear()
+            if kind == _ACTIVATE_SESSION or self.held or (kind == _CLOSE_SESSION and self.link.stall_close):
+                self.held.append(chunk)  # and all behind it, in order
+            else:
+                self.up.write(chunk)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link.open -= 1
+
+
+async def test_a_session_made_and_not_activated_in_time_is_closed_by_validate_online() -> None:
+    """A PLC that creates the session of ``validate --online`` (or ``browse``) and does not answer its activation
+    within connect_timeout_s: the call ended with "no answer within", its connection was closed, but not the
+    session, which the PLC kept, one of its few, until its session timeout (an hour by default). Now it is
+    closed, waiting at most connect_timeout_s for the PLC's answer."""
+    port = free_port()
+    srv, _idx = await _plc(port)
+    # as a PLC that keeps a session until its session timeout (asyncua's ends a connection left unactivated 30 s)
+    srv.iserver.max_pending_activation_seconds = 3600
+    link = _ActivateUnanswered(port, stall_close=False)
+    settings = _settings(await link.start(), connect_timeout_s=0.5)
+    try:
+        with pytest.raises(OpcUaError, match="no answer within"):
+            await check_server(settings, [])
+        await until(lambda: link.open == 0, 30, "the gateway's connections closed")
+        await until(lambda: not srv.iserver._external_sessions, 30, "the session closed on the PLC")
+        assert link.closes == 1, link.closes
+    finally:
+        link.close()
+        await srv.stop()
+
+
+async def test_a_stop_while_a_one_off_connection_waits_for_its_close_is_not_taken_for_the_servers_silence() -> (
+    None
+):
+    """The one-off connection (``validate --online``, ``browse``, the source's read of a value left out for its
+    size) waits up to connect_timeout_s for the server to answer the close of its session. A cancellation then
+    (the source's stop) was swallowed as if the server had not answered: the caller got an ``OpcUaError`` and
+    went on, its stop left waiting on a task that outlived it. Now the cancellation reaches the caller, and the
+    connection is closed."""
+    port = free_port()
+    srv, _idx = await _plc(port)
+    link = _ActivateUnanswered(port, stall_close=True)
+    # the close is held: the call is cancelled as its CloseSession arrives, before the close's timer can end it
+    task = asyncio.create_task(check_server(_settings(await link.start(), connect_timeout_s=3), []))
+    link.on_close = task.cancel
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), 60)
+        assert link.closes == 1, link.closes
+        await until(lambda: link.open == 0, 30, "the gateway's connection closed")
+    finally:
+        task.cancel()
+        link.close()
+        await srv.stop()
