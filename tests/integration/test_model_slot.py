@@ -513,8 +513,8 @@ async def test_whoever_sees_a_rollback_switch_reads_its_outcome_not_the_one_befo
     gate = threading.Event()
     write = s.store.set_current
 
-    def slow_disk(*a, **kw):  # state.json on a slow SD card
-        gate.wait(30)
+    def slow_disk(*a, **kw):  # state.json on a slow SD card, stalled until the test has looked
+        gate.wait(600)  # released in finally; far past the poll: a switch made only after the write fails
         return write(*a, **kw)
 
     monkeypatch.setattr(s.store, "set_current", slow_disk)
