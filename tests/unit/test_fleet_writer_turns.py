@@ -39,7 +39,7 @@ def test_a_batchs_range_gets_the_writer_while_short_writes_never_stop():
             t.join(5)
     # short writes still went first, a few at a time, never without bound
     assert max(got) <= 3 * (WriterTurns.SHORT_AHEAD + 1)
-    assert shorts[0] > 0
+    assert min(got) >= 1, got  # every range let a waiting short write go first
 
 
 def test_a_waiting_short_write_still_goes_before_a_batchs_next_range():
