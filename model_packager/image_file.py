@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -82,14 +81,11 @@ def max_file_bytes(max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> int:
     return int(_BYTES_PER_PIXEL * max_megapixels * 1e6) + 2**20
 
 
-def read_image(
-    data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS, notice: Callable[[str], None] | None = None
-) -> Any:
+def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> Any:
     """The image as the agent's folder camera decodes it (OpenCV's colour read at the file's own depth: a
     16-bit file stays 16-bit), or ``Refused`` with the camera's reason (``protocols.image_header.decode_image``,
     then ``protocols.jpeg_check.damaged_jpeg`` and the transparency check, as ``devices.camera.capture._decode``
-    does them): its size is read from the header and checked against ``max_megapixels`` before any decoding.
-    ``notice``: given what a PNM holding samples above its declared maximum is read as (``_pnm_above_maxval``)."""
+    does them): its size is read from the header and checked against ``max_megapixels`` before any decoding."""
     import cv2
     import numpy as np
 
@@ -132,11 +128,6 @@ def read_image(
         if (why := undecodable_kind(data)) is not None:
             raise Refused(why, unsupported=True)
         raise Refused(f"a {kind} header for {w}x{h} pixels, but the image data is truncated or corrupt")
-    if kind == "PNM" and (above := _pnm_above_maxval(data, img)) is not None:
-        if notice is not None:  # read as before, unscaled (``protocols.image_header.decode_image``)
-            notice(above)
-    elif kind == "PNM":  # samples of a maximum value other than 255 or 65535: scaled as Netpbm says
-        img = _pnm_scaled(data, img)[0]  # (a 16-bit one's depth: such images are refused by the caller)
     if (why := damaged_jpeg(data, img, flags)) is not None:
         raise Refused(why)
     if (why := transparent(data)) is not None:
@@ -150,82 +141,6 @@ def _samples_ended(data: bytes | memoryview) -> bytes | memoryview:
     if bytes(data[:2]) in (b"P2", b"P3") and bytes(data[-1:]).isdigit():
         return bytes(data) + b"\n"
     return data
-
-
-def _pnm_above_maxval(data: bytes | memoryview, img: Any) -> str | None:
-    """What a PGM or PPM holding a sample above the maximum value its header declares is read as, the notice
-    its reader gives (once per camera or import), or None: a maximum of 255 or 65535, or no sample above it.
-    Such a file is read as it was before its samples were scaled from the maximum: a binary one's samples as
-    they are (a Mono12 tool that shifts its pixels to the top of 16 bits under a maximum of 4095 writes them
-    so; ``pixel_bits`` 16 reads them), a text one's as OpenCV reads them, clipped to the maximum. Netpbm's
-    readers refuse such a file; refused, a camera of them went dark. A text file is parsed only when OpenCV's
-    brightest value is the maximum's (it clips to it). ``protocols.image_header._pnm_above_maxval``."""
-    import numpy as np
-
-    head = bytes(data[:2])
-    nums = _pnm_header(bytes(data[:4096])) if head in (b"P2", b"P3", b"P5", b"P6") else None
-    if nums is None or nums[2] in (255, 65535) or img.dtype not in (np.uint8, np.uint16):
-        return None
-    maxval, text = nums[2], head in (b"P2", b"P3")
-    if img.dtype == np.uint8 and maxval > 255:  # a 16-bit file read without IMREAD_ANYDEPTH: its top 8 bits
-        return None
-    top = int(img.max())
-    if text:  # OpenCV clips a text file's samples to the maximum (an 8-bit one's scaled to 255)
-        if top < (255 if img.dtype == np.uint8 else maxval):
-            return None
-        top = _pnm_text_top(data, nums[0] * nums[1] * (3 if head == b"P3" else 1))
-    if top <= maxval:
-        return None
-    how = (
-        "read as OpenCV reads a text file, each clipped to the maximum"
-        if text
-        else "read as full-range 16-bit samples"
-        if maxval > 255
-        else "read as 8-bit samples as they are"
-    )
-    why = (
-        "as a tool that shifts 12-bit pixels to the top of 16 bits under a maximum of 4095 writes them"
-        if maxval > 255
-        else "damaged, or written by a tool that sets the maximum wrong"
-    )
-    return (
-        f"samples up to {top}, above the maximum value {maxval} its header declares ({why}): {how}, as "
-        "before, not scaled from the maximum; if the samples are right, have the tool write the maximum they "
-        "are scaled to (65535 for samples filling 16 bits)"
-    )
-
-
-def _pnm_text_top(data: bytes | memoryview, n: int) -> int:
-    """The largest of a text PNM's first ``n`` samples, as OpenCV reads them ('#' comments skipped)."""
-    import numpy as np
-
-    body = re.sub(rb"#[^\r\n]*", b" ", bytes(data[2:]))
-    body = re.sub(rb"[^0-9\s]+", b" ", body)  # what follows the samples, which OpenCV does not read
-    samples = np.fromstring(body, dtype=np.int64, sep=" ")[3 : 3 + n]  # after width, height and maximum
-    return int(samples.max()) if samples.size else 0
-
-
-def _pnm_scaled(data: bytes | memoryview, img: Any) -> tuple[Any, int]:
-    """A PNM's samples scaled from its declared maximum value as Netpbm says (sample x 255 / maximum,
-    rounded), and the depth of a 16-bit one (``protocols.image_header._pnm_scaled``)."""
-    import numpy as np
-
-    head = bytes(data[:2])
-    nums = _pnm_header(bytes(data[:4096])) if head in (b"P2", b"P3", b"P5", b"P6") else None
-    if nums is None or nums[2] in (255, 65535) or img.dtype not in (np.uint8, np.uint16):
-        return img, 16
-    maxval = nums[2]
-    if img.dtype == np.uint8 and maxval > 255:  # a 16-bit file read without IMREAD_ANYDEPTH: its top 8 bits,
-        return img, 16  # as OpenCV gives them (scaled from the maximum, a white of 4095 would read 1)
-    if img.dtype == np.uint8:
-        bits, v = 8, np.arange(256, dtype=np.int64)
-        if head in (b"P2", b"P3"):  # each value OpenCV gives is one sample's, scaled down: that sample
-            v = -(-v * maxval // 255)
-    else:
-        bits, v = maxval.bit_length(), np.arange(65536, dtype=np.int64)
-    top = (1 << bits) - 1
-    lut = ((np.minimum(v, maxval) * 2 * top + maxval) // (2 * maxval)).astype(img.dtype)  # rounded, halves up
-    return lut[np.asarray(img)], bits if img.dtype == np.uint16 else 16
 
 
 def not_one_image(data: bytes) -> str | None:

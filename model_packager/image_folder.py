@@ -21,8 +21,6 @@ folder of 5-MP images is never held whole in memory."""
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,14 +114,6 @@ class ImageFolder:
             found = [found[i] for i in np.linspace(0, len(found) - 1, limit).round().astype(int)]
         self.paths = found
         self.option = option
-        self._above_said = False  # a PNM holding samples above its declared maximum: said once (``_said``)
-
-    def _said(self, p: Path, text: str) -> None:
-        """A PNM holding samples above its declared maximum, read as before, unscaled, as the agent's camera and
-        the trainer's import read it (``image_file._pnm_above_maxval``): said once, on standard error."""
-        if not self._above_said:
-            self._above_said = True
-            print(f"{self.option}: {p}: PNM {text}; other such images are read alike", file=sys.stderr)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -153,7 +143,7 @@ class ImageFolder:
             # at its own depth, to see a 16-bit image (the same orientation and colour as IMREAD_COLOR); what
             # the agent's camera skips is refused with its reason (``image_file.read_image``)
             try:
-                img = read_image(data, limit, functools.partial(self._said, p))
+                img = read_image(data, limit)
             except Refused as exc:
                 if exc.oversize:
                     fix = larger

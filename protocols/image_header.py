@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import re
 import struct
-from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -281,20 +280,14 @@ def animated(data: bytes | memoryview) -> str | None:
 
 
 def decode_image(
-    data: bytes | memoryview,
-    flags: int | None = None,
-    max_megapixels: float | None = None,
-    notice: Callable[[str], None] | None = None,
+    data: bytes | memoryview, flags: int | None = None, max_megapixels: float | None = None
 ) -> Any:
     """The decoded image (OpenCV ``imdecode`` with ``flags``, default colour BGR), or ``ImageRejected``
     saying why not: empty, not a known kind, over ``max_megapixels`` (default ``DEFAULT_MAX_MEGAPIXELS``),
     or truncated/corrupt past its header; a whole file of a kind OpenCV cannot decode (a 12-bit or lossless
     JPEG, a TIFF of 4-bit grey pixels) is refused as ``unsupported``, naming it (``_undecodable_kind``). A
     TIFF of packed 10-, 12- or 14-bit samples, which OpenCV shifts to the top of 16 bits, comes back with them
-    in the low bits, as a Mono12 camera's 16-bit PNG holds them (read with ``pixel_bits`` 12 alike); a PNM of
-    a maximum value other than 255 or 65535 comes back scaled as Netpbm says (``_pnm_scaled``), unless it holds a
-    sample above that maximum: then it is read as before, unscaled, and ``notice`` is given what it was read as
-    (``_pnm_above_maxval``), for the caller to say once, naming the file or camera."""
+    in the low bits, as a Mono12 camera's 16-bit PNG holds them (read with ``pixel_bits`` 12 alike)."""
     import cv2
     import numpy as np
 
@@ -345,15 +338,6 @@ def decode_image(
         # the pixels as stored, as the flag asks (a raw mosaic is demosaiced as stored, then turned)
         turned = (tiff_directories(data) or [{}])[0].get(274, 1)
         img = orient(img, {6: 8, 8: 6}.get(turned, turned))
-    if kind == "PNM" and (above := _pnm_above_maxval(data, img)) is not None:
-        if notice is not None:  # read as before, unscaled: said by the caller, naming the file or camera
-            notice(above)
-    elif kind == "PNM":  # samples of a maximum value other than 255 or 65535: scaled as Netpbm says
-        img, bits = _pnm_scaled(data, img)
-        if bits < 16:  # read at its declared depth by pixel_bits, as a TIFF of packed samples is (below)
-            packed_pnm: Any = img.view(_packed_samples())
-            packed_pnm.declared_bits = bits
-            img = packed_pnm
     if kind == "TIFF" and img.dtype == np.uint16:
         bits = (tiff_directories(data) or [{}])[0].get(258, 16)
         # packed 10-, 12- or 14-bit samples: OpenCV shifts them to the top of 16 bits; put back in the low
@@ -374,86 +358,6 @@ def _samples_ended(data: bytes | memoryview) -> bytes | memoryview:
     if bytes(data[:2]) in (b"P2", b"P3") and bytes(data[-1:]).isdigit():
         return bytes(data) + b"\n"
     return data
-
-
-def _pnm_above_maxval(data: bytes | memoryview, img: Any) -> str | None:
-    """What a PGM or PPM holding a sample above the maximum value its header declares is read as, the notice
-    its reader gives (once per camera or import), or None: a maximum of 255 or 65535, or no sample above it.
-    Such a file is read as it was before its samples were scaled from the maximum: a binary one's samples as
-    they are (a Mono12 tool that shifts its pixels to the top of 16 bits under a maximum of 4095 writes them
-    so; ``pixel_bits`` 16 reads them), a text one's as OpenCV reads them, clipped to the maximum. Netpbm's
-    readers refuse such a file; refused, a camera of them went dark. A text file is parsed only when OpenCV's
-    brightest value is the maximum's (it clips to it)."""
-    import numpy as np
-
-    head = bytes(data[:2])
-    nums = _pnm_header(bytes(data[:4096])) if head in (b"P2", b"P3", b"P5", b"P6") else None
-    if nums is None or nums[2] in (255, 65535) or img.dtype not in (np.uint8, np.uint16):
-        return None
-    maxval, text = nums[2], head in (b"P2", b"P3")
-    if img.dtype == np.uint8 and maxval > 255:  # a 16-bit file read without IMREAD_ANYDEPTH: its top 8 bits
-        return None
-    top = int(img.max())
-    if text:  # OpenCV clips a text file's samples to the maximum (an 8-bit one's scaled to 255)
-        if top < (255 if img.dtype == np.uint8 else maxval):
-            return None
-        top = _pnm_text_top(data, nums[0] * nums[1] * (3 if head == b"P3" else 1))
-    if top <= maxval:
-        return None
-    how = (
-        "read as OpenCV reads a text file, each clipped to the maximum"
-        if text
-        else "read as full-range 16-bit samples"
-        if maxval > 255
-        else "read as 8-bit samples as they are"
-    )
-    why = (
-        "as a tool that shifts 12-bit pixels to the top of 16 bits under a maximum of 4095 writes them"
-        if maxval > 255
-        else "damaged, or written by a tool that sets the maximum wrong"
-    )
-    return (
-        f"samples up to {top}, above the maximum value {maxval} its header declares ({why}): {how}, as "
-        "before, not scaled from the maximum; if the samples are right, have the tool write the maximum they "
-        "are scaled to (65535 for samples filling 16 bits)"
-    )
-
-
-def _pnm_text_top(data: bytes | memoryview, n: int) -> int:
-    """The largest of a text PNM's first ``n`` samples, as OpenCV reads them ('#' comments skipped)."""
-    import numpy as np
-
-    body = re.sub(rb"#[^\r\n]*", b" ", bytes(data[2:]))
-    body = re.sub(rb"[^0-9\s]+", b" ", body)  # what follows the samples, which OpenCV does not read
-    samples = np.fromstring(body, dtype=np.int64, sep=" ")[3 : 3 + n]  # after width, height and maximum
-    return int(samples.max()) if samples.size else 0
-
-
-def _pnm_scaled(data: bytes | memoryview, img: Any) -> tuple[Any, int]:
-    """A grey or colour PNM's samples (``img`` as OpenCV decoded it) scaled from its declared maximum value to
-    the full range, as Netpbm says (sample x 255 / maximum, rounded): OpenCV gives a binary file's as they are
-    (a white of 100 read as dark grey), a text one's scaled down (sample x 255 // maximum), taken back to its
-    sample first. A 16-bit one (a maximum over 255) is given at its declared depth instead, the bits of its
-    maximum (4095: 12), the samples scaled to them when the maximum is not all ones; with that depth, which
-    ``eight_bit`` reads it at under any larger ``pixel_bits`` (16 for 8-bit files and any other image)."""
-    import numpy as np
-
-    head = bytes(data[:2])
-    nums = _pnm_header(bytes(data[:4096])) if head in (b"P2", b"P3", b"P5", b"P6") else None
-    if nums is None or nums[2] in (255, 65535) or img.dtype not in (np.uint8, np.uint16):
-        return img, 16
-    maxval = nums[2]
-    if img.dtype == np.uint8 and maxval > 255:  # a 16-bit file read without IMREAD_ANYDEPTH: its top 8 bits,
-        return img, 16  # as OpenCV gives them (scaled from the maximum, a white of 4095 would read 1)
-    if img.dtype == np.uint8:
-        bits, v = 8, np.arange(256, dtype=np.int64)
-        if head in (b"P2", b"P3"):  # each value OpenCV gives is one sample's, scaled down: that sample
-            v = -(-v * maxval // 255)
-    else:
-        bits, v = maxval.bit_length(), np.arange(65536, dtype=np.int64)
-    top = (1 << bits) - 1
-    lut = ((np.minimum(v, maxval) * 2 * top + maxval) // (2 * maxval)).astype(img.dtype)  # rounded, halves up
-    return lut[np.asarray(img)], bits if img.dtype == np.uint16 else 16
 
 
 @functools.cache

@@ -15,7 +15,6 @@ import json
 import os
 import reprlib
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -330,21 +329,15 @@ def read_dataset_yaml(meta_file: Path) -> Any:
 CAMERA_MAX_MEGAPIXELS = 25.0
 
 
-def decode_checked(
-    data: bytes,
-    flags: int | None = None,
-    max_megapixels: float | None = None,
-    notice: Callable[[str], None] | None = None,
-) -> Any:
+def decode_checked(data: bytes, flags: int | None = None, max_megapixels: float | None = None) -> Any:
     """The decoded image, with the checks training makes (``decode_image``: kind, size limit, truncation; a
-    JPEG decoded with a missing part filled in grey), or ``ImageRejected`` saying why not; ``notice``: given
-    what a PNM holding samples above its declared maximum is read as (``decode_image``)."""
+    JPEG decoded with a missing part filled in grey), or ``ImageRejected`` saying why not."""
     import cv2
 
     from protocols.image_header import ImageRejected, decode_image
     from protocols.jpeg_check import damaged_jpeg
 
-    img = decode_image(data, flags, max_megapixels, notice)
+    img = decode_image(data, flags, max_megapixels)
     why = damaged_jpeg(data, img, cv2.IMREAD_COLOR if flags is None else flags)
     if why is not None:  # decoded with its missing part filled in grey: not the part as it was
         raise ImageRejected(why)
@@ -371,7 +364,6 @@ def read_image_file(
     named_by: str = "",
     raise_limit: str = IMPORT_RAISE,
     inside: tuple[Path, str] | None = None,
-    notice: Callable[[str], None] | None = None,
 ) -> tuple[bytes, Any]:
     """(file bytes, decoded image) of one image file, its size read from the header first (a file that
     declares more than ``max_megapixels``, default ``CAMERA_MAX_MEGAPIXELS``, is never decoded).
@@ -379,8 +371,7 @@ def read_image_file(
     the file was listed, ``raise_limit`` how to take images over the limit (``limit_advice``). ``inside``:
     (folder, what it is: "the source"), the folder the file was checked to lie in (``link_out``,
     ``dataset_file``); the file is checked again where it lies once opened, so that one replaced by a link out
-    after the check (the folder is the user's, written meanwhile) is refused, not read. ``notice``: given what
-    a PNM holding samples above its declared maximum is read as (``decode_image``), for the caller to say."""
+    after the check (the folder is the user's, written meanwhile) is refused, not read."""
     from protocols.image_header import ImageRejected, max_file_bytes
 
     where = f" ({named_by})" if named_by else ""
@@ -408,7 +399,7 @@ def read_image_file(
             f"{path}{where}: unreadable ({exc.strerror}); fix its permissions or remove it"
         ) from None
     try:
-        return data, decode_checked(data, flags, max_megapixels, notice)
+        return data, decode_checked(data, flags, max_megapixels)
     except ImageRejected as exc:
         fix = f"shrink or crop it, or {raise_limit}" if exc.oversize else "replace or remove it"
         if exc.unsupported:  # its reason says what to do (a TIFF of several pages: save each on its own)

@@ -39,7 +39,6 @@ out with a note. The EXIF orientation is applied here as in training and at the 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -732,13 +731,11 @@ def _decode(
     mask: bool = False,
     bayer: str | None = None,
     src: Path | None = None,
-    notice: Callable[[str], None] | None = None,
 ):
     """``(bytes to store, image, suffix to store them under or None: the file's own)``; with ``bayer``, a
     colour camera's raw mosaic demosaiced (after ``pixel_bits``) as the agent's camera does, stored as PNG.
     ``src``: the source folder the file was checked to lie in (``_no_links_out``), checked again once it is
-    open: one replaced by a link out in between is refused, not stored in the dataset. ``notice``: given what a
-    PNM holding samples above its declared maximum is read as (``decode_image``)."""
+    open: one replaced by a link out in between is refused, not stored in the dataset."""
     import cv2
     import numpy as np
 
@@ -754,7 +751,6 @@ def _decode(
         cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | (cv2.IMREAD_IGNORE_ORIENTATION if raw else 0),
         max_megapixels,
         inside=None if src is None else (src, "the source"),
-        notice=notice,
     )
     # a TIFF of several pages, or with a preview first, is refused by read_image_file (decode_image)
     if not mask:
@@ -873,7 +869,7 @@ def import_images(
     try:
         with new_dataset_folder(out, log) as tmp:
             progress = _Progress(len(found.items), progress_s, log)
-            summary, copies, shapes, flat, misnamed, lossy, above = _write(
+            summary, copies, shapes, flat, misnamed, lossy = _write(
                 found, src, tmp, max_megapixels, pixel_bits, progress, bayer
             )
             if copies:  # left out: the classes must still hold enough images without them
@@ -892,7 +888,6 @@ def import_images(
                 )
                 log(f"dataset import: {copies_note(copies, src)}")
         for note in (
-            _above_maxval_note(above),
             _misnamed_note(misnamed),
             _odd_sizes_note(shapes),
             _flat_note(flat),
@@ -996,13 +991,11 @@ def _write(
     list[str],
     list[tuple[str, str]],
     list[tuple[str, int, int]],
-    list[tuple[str, str]],
 ]:
     """The dataset folder's files in ``dst``; (its summary, the copies left out: (copy, the image kept), each
     image's (source, height, width), the images of one colour, the images of another kind than their
     extension says: (source, kind), stored under their kind's extension, the JPEG masks with faint pixels:
-    (source, faint pixels, marked pixels), the PNM images holding samples above their declared maximum, read
-    as before: (source, what they were read as))."""
+    (source, faint pixels, marked pixels))."""
     import yaml
 
     (dst / "images").mkdir()
@@ -1019,20 +1012,12 @@ def _write(
     flat: list[str] = []  # images of one colour: a covered lens, a missed trigger, a blank export
     misnamed: list[tuple[str, str]] = []  # (source, kind): a JPEG named .png, read as what it is
     lossy: list[tuple[str, int, int]] = []  # JPEG masks: (source, faint pixels, marked pixels)
-    above: list[tuple[str, str]] = []  # PNM images of samples above their maximum: (source, read as what)
     k = 0
     with open(dst / "labels.jsonl", "w") as f:
         for done, it in enumerate(found.items):
             if progress is not None and done:
                 progress.step(done)
-            data, img, suffix = _decode(
-                it.path,
-                max_megapixels,
-                pixel_bits,
-                bayer=bayer,
-                src=src,
-                notice=functools.partial(_noted, above, it.path.relative_to(src).as_posix()),
-            )
+            data, img, suffix = _decode(it.path, max_megapixels, pixel_bits, bayer=bayer, src=src)
             digest = hashlib.sha256(data).digest()
             same = first.earlier(it, img)
             if same is None:
@@ -1120,23 +1105,7 @@ def _write(
         flat,
         misnamed,
         lossy,
-        above,
     )
-
-
-def _noted(notes: list[tuple[str, str]], name: str, text: str) -> None:
-    notes.append((name, text))
-
-
-def _above_maxval_note(above: list[tuple[str, str]]) -> str | None:
-    """PGM or PPM images holding samples above the maximum value their header declares, read as before, unscaled
-    (``protocols.image_header.decode_image``), as the agent's camera reads them: said once, naming the first,
-    in the words the camera says it in."""
-    if not above:
-        return None
-    (name, text), n = above[0], len(above)
-    more = f"; {n - 1} other image{'s' if n > 2 else ''} like it read alike" if n > 1 else ""
-    return f"{name}: PNM {text}{more}"
 
 
 def _faint_pixels(mask) -> tuple[int, int]:

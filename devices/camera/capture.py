@@ -252,20 +252,17 @@ def _rejected_reason(exc: ImageRejected) -> str:
     return "oversize_frame" if exc.oversize else "unsupported_frame" if exc.unsupported else "corrupt_frame"
 
 
-def _decode(
-    data: bytes, max_megapixels: float, mosaic: bool = False, notice: Callable[[str], None] | None = None
-) -> np.ndarray:
+def _decode(data: bytes, max_megapixels: float, mosaic: bool = False) -> np.ndarray:
     """An image file's or part's bytes decoded at their own depth (``decode_image``), and a JPEG damaged
     past its header refused (``ImageRejected``): libjpeg only warns of one, and OpenCV hands back an image
     with the missing part filled in, which a model would judge as a part. ``mosaic`` (a camera's ``bayer``):
-    as stored, its EXIF orientation not applied (``demosaic`` applies it after demosaicing). ``notice``: given
-    what a PNM holding samples above its declared maximum is read as (``decode_image``)."""
+    as stored, its EXIF orientation not applied (``demosaic`` applies it after demosaicing)."""
     import cv2
 
     from protocols.jpeg_check import damaged_jpeg
 
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | (cv2.IMREAD_IGNORE_ORIENTATION if mosaic else 0)
-    img = decode_image(data, flags, max_megapixels=max_megapixels, notice=notice)
+    img = decode_image(data, flags, max_megapixels=max_megapixels)
     why = damaged_jpeg(data, img, flags)
     if why is not None:
         raise ImageRejected(why)
@@ -569,7 +566,6 @@ class CameraSource:
         self._still_since = 0.0
         self._still_wall = 0.0  # the wall clock then (``frozen``'s since: one value, not one per read)
         self._frozen = False  # named as frozen_frame (once per freeze)
-        self._above_said = False  # a PNM holding samples above its declared maximum: said (``_above_maxval``)
         # run first on the reader thread: decoding frames is bulk work, which the agent runs below its event
         # loop's priority (edge_agent.priority) so that rules and heartbeats go first on a saturated gateway
         self.reader_init: Callable[[], object] | None = None
@@ -680,7 +676,7 @@ class CameraSource:
         with self._taking:  # taken on several threads at once
             self.decoded += 1
         try:  # at its own depth: a 12-bit camera's 16-bit PNG or TIFF part or file
-            img = _decode(data, s.max_megapixels, s.bayer is not None, self._above_maxval(what))
+            img = _decode(data, s.max_megapixels, s.bayer is not None)
         except ImageRejected as exc:
             self._refused(session, _rejected_reason(exc), f"{what}: {exc} ({len(data)} bytes), skipped")
             return None
@@ -1087,7 +1083,7 @@ class CameraSource:
             return data
         self.decoded += 1
         try:  # at its own depth: a camera's 16-bit file is brought to 8 bits by pixel_bits, not by OpenCV
-            img = _decode(data, limit, self.settings.bayer is not None, self._above_maxval(str(f)))
+            img = _decode(data, limit, self.settings.bayer is not None)
         except ImageRejected as exc:
             self._error(_rejected_reason(exc), f"{f}: {exc} ({len(data)} bytes), skipped")
             return None
@@ -1096,24 +1092,6 @@ class CameraSource:
         except ImageRejected as exc:
             self._error("unsupported_frame", f"{f}: {exc}; skipped")
             return None
-
-    def _above_maxval(self, what: str) -> Callable[[str], None]:
-        """What ``_decode`` says of a PNM holding samples above its declared maximum (``what``: the file or URL),
-        read as before, unscaled (``decode_image``): said once per camera, as the trainer's import says it
-        once per import. A log line, not a notice: no frame is dropped (``edge_silent_drops_total``)."""
-
-        def said(text: str) -> None:
-            if not self._above_said:
-                self._above_said = True
-                log.warning(
-                    "%s",
-                    mask_credentials(
-                        f"camera {self.name!r}: {what}: PNM {text}; other such images of this camera are read "
-                        "alike without a word"
-                    ),
-                )
-
-        return said
 
     def _to_frame(self, img: np.ndarray, data: bytes) -> np.ndarray:
         """A decoded image file or part (``data``) as the frame the model gets, as the trainer's import stores
@@ -1269,7 +1247,7 @@ class CameraSource:
                 return data  # decoded if a pipeline takes it: a frame its queue drops costs no decoding
             self.decoded += 1
             try:  # at its own depth, as a folder's file: a 12-bit camera's 16-bit PNG or TIFF part
-                img = _decode(data, limit, s.bayer is not None, self._above_maxval(s.shown_url))
+                img = _decode(data, limit, s.bayer is not None)
             except ImageRejected as exc:
                 raise _BadFrame(
                     "unsupported_frame" if exc.unsupported else "corrupt_frame",
