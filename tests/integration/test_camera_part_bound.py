@@ -239,6 +239,7 @@ def test_a_part_whose_content_length_is_too_long_is_handed_on_when_its_image_has
     no frame was ever taken (with 10 bytes too many, each frame waited for the next part). A whole image is now
     handed on as soon as it has come, before any byte of the next part."""
     import threading
+    import time
 
     from devices.camera.mjpeg import open_stream
 
@@ -246,20 +247,25 @@ def test_a_part_whose_content_length_is_too_long_is_handed_on_when_its_image_has
     # the next part is sent only once this one was handed on (not after a fixed 0.4 s, which a loaded machine
     # could take to hand it on): a reader waiting for the next part's bytes gets none, whatever the load
     taken = [threading.Event() for _ in images]
+    sent = [0.0] * len(images)
     done = threading.Event()
 
     def serve(write, part):
         for k, image in enumerate(images):
+            sent[k] = time.monotonic()
             part(image, len(image) + 100_000)
             if not taken[k].wait(30):
                 return
         done.wait(30)
 
     cam = HostileMjpeg(serve)
-    stream = open_stream(cam.url, 5, 1.0, 201 * 2**20)
+    # a 10-s read timeout: a reader that hands a part on only when its read times out takes 10 s a part
+    stream = open_stream(cam.url, 5, 10.0, 201 * 2**20)
     try:
         for k, image in enumerate(images):
             assert stream.next_part() == image, k
+            waited = time.monotonic() - sent[k]
+            assert waited < 5.0, (k, waited)  # as soon as it has come, well before the read timeout
             taken[k].set()
     finally:
         done.set()
