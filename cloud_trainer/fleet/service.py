@@ -626,12 +626,13 @@ class FleetServicer(rpc.FleetServicer):
             self._damaged(who, damaged)
         if misnamed:
             self._misnamed(who, misnamed)
+        newly: list[int] = []  # the indexes of the records this call stored, as each range commits
         try:
-            return await asyncio.to_thread(
-                partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs)
+            seqs, stored, dup = await asyncio.to_thread(
+                partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs, newly=newly)
             )
         except TenantQuotaExceeded as exc:  # the tenant's records, record bytes or sample bytes of the day
-            self._give_unstored(agent, records, exc, payloads, samples, day)  # not stored: not spent
+            self._give_unstored(agent, records, newly, payloads, samples, day)  # not stored: not spent
             self.quotas.refused(agent, "tenant_day", str(exc))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except ValueError as exc:  # a record the store refuses (the checks above should have caught it)
@@ -639,29 +640,36 @@ class FleetServicer(rpc.FleetServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, f"{str(exc)[:300]}; {_unstored(exc, 'of the batch')}"
             )
         except Exception as exc:  # the store failed (down, disk full, a bug): the agent sends the batch again
-            self._give_unstored(agent, records, exc, payloads, samples, day)
+            self._give_unstored(agent, records, newly, payloads, samples, day)
             self._store_failed("batches", exc)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"the fleet store could not write this batch ({_store_error(exc)}); {_unstored(exc)}, "
                 "send it again later",
             )
+        if dup:  # a replay's duplicates were stored (and spent) when first sent
+            self._give_unstored(agent, records, newly, payloads, samples, day)
+        return seqs, stored, dup
 
     def _give_unstored(
         self,
         agent: tuple[str, str],
         records: list[dict],
-        exc: Exception,
+        newly: list[int],
         payloads: int,
         samples: int,
         day: int,
     ) -> None:
-        """Give back to the agent's day budgets the payload and sample bytes taken for a batch the store did not
-        store: all of them, or those of its records after ``exc.stored_before`` (a batch written in ranges, refused
-        or failed in a later one: the ranges before are stored and stay spent). Its sample bytes too: kept, each
+        """Give back to the agent's day budgets the payload and sample bytes taken for the records of a batch this
+        call did not store: those of a batch refused or failed, but the records of ``newly`` (a batch written in
+        ranges, refused or failed in a later one: what the ranges before stored stays spent), and those of
+        duplicates, stored and spent when first sent (a batch in ranges whose first range was stored and whose
+        second the tenant's quota refused, sent again every 15-30 s, charged the first range again at each resend;
+        a replay acknowledged charged the agent again for it). So the agent's day budgets count the bytes stored
+        for it, as ``agent_usage`` (what they start from after a restart) does. Its sample bytes too: kept, each
         retry of a batch the tenant's quota refused spent the agent's sample budget again. Only to the UTC ``day``
         they were taken from: a batch refused after 00:00 UTC gives nothing to the new day's budgets."""
-        kept = records[: getattr(exc, "stored_before", 0)]
+        kept = [records[i] for i in newly]
         self.quotas.give_payload(agent, payloads - sum(r["payload_bytes"] for r in kept), day)
         if samples:
             self.quotas.give_sample(

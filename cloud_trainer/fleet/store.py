@@ -420,12 +420,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def ingest(
-        self, agent: str, records: list[dict], *, tenant: str = T, blobs=None
+        self, agent: str, records: list[dict], *, tenant: str = T, blobs=None, newly: list[int] | None = None
     ) -> tuple[list[int], int, int]:
         """Store records idempotently; return (acknowledged seqs, newly stored, duplicates). A sample record may
         carry its bytes (``sample_data``): they go to ``blobs`` (the tenant's blob store) only if the record is
         stored now and within the tenant's quota. ``ValueError`` (nothing stored) for a malformed record,
-        ``TenantQuotaExceeded`` (nothing stored) past the tenant's quota."""
+        ``TenantQuotaExceeded`` (nothing stored) past the tenant's quota. ``newly`` (a list) receives the indexes
+        in ``records`` of the records this call stored, as each transaction commits: on a refusal or failure in a
+        later range it holds those of the ranges before that this call stored (not their duplicates)."""
 
     @abc.abstractmethod
     def gaps(self, agent: str, *, tenant: str = T) -> list[dict]:
@@ -564,9 +566,10 @@ class SQLStore(Store):
         return False
 
     def ingest(
-        self, agent: str, records: list[dict], *, tenant: str = T, blobs=None
+        self, agent: str, records: list[dict], *, tenant: str = T, blobs=None, newly: list[int] | None = None
     ) -> tuple[list[int], int, int]:
         now = time.time()
+        newly = [] if newly is None else newly
         metas = [check_record(r) for r in records]  # refused before anything is written
         gen = self._quota_gen().get(tenant, 0)  # a quota set from here on: this batch's refusal is not kept
         self._refuse_early(agent, records, tenant, now)
@@ -577,6 +580,7 @@ class SQLStore(Store):
             stored = dup = 0
             ranges = self._chunks(records)
             for first, last in ranges:  # each its own transaction (SQLite: its own turn)
+                fresh: list[int] = []
                 try:
                     _, s, d = self._ingest(
                         agent,
@@ -587,6 +591,7 @@ class SQLStore(Store):
                         staged,
                         now,
                         synced=len(ranges) == 1,
+                        fresh=fresh,
                     )
                 except Exception as exc:
                     if isinstance(exc, TenantQuotaExceeded) and (seen := getattr(exc, "usage", None)):
@@ -601,6 +606,7 @@ class SQLStore(Store):
                             )
                     raise
                 stored, dup = stored + s, dup + d
+                newly.extend(first + i for i in fresh)  # committed
                 if len(ranges) > 1:  # the range durable, outside the writer's turn, before the next one
                     try:
                         self._sync()
@@ -662,10 +668,13 @@ class SQLStore(Store):
         if time.monotonic() >= until or day != utc_day(now):
             book.pop(tenant, None)
             return
-        # the records of the batch's first range only: the exact check stores a batch written in ranges range by
-        # range until one would pass the quota, so it refuses the batch (nothing stored) when its first range would
-        new = self._not_stored(agent, records[: self._chunks(records)[0][1]], tenant)
-        if not new:
+        # the records of the batch's first range holding a record not stored yet only: the exact check stores a
+        # batch written in ranges range by range (a range of duplicates adds nothing) until one would pass the
+        # quota, so it refuses the batch (nothing more stored) when that range would
+        for first, last in self._chunks(records):
+            if new := self._not_stored(agent, records[first:last], tenant):
+                break
+        else:
             return
         added = (
             len(new),
@@ -769,8 +778,12 @@ class SQLStore(Store):
         staged: dict,
         now: float,
         synced: bool = True,
+        fresh: list[int] | None = None,
     ) -> tuple[list[int], int, int]:
+        """One range of a batch in one transaction; ``fresh`` receives, once committed, the indexes in
+        ``records`` of those it stored (not the duplicates)."""
         stored = dup = sample_bytes = payload_bytes = 0
+        new_idx: list[int] = []
         # whether this range deletes the agent's agent_usage rows older than AGENT_USAGE_KEPT_DAYS (once a day)
         prune = False
         q = self.q
@@ -787,7 +800,7 @@ class SQLStore(Store):
                 q("SELECT epoch FROM ingest WHERE tenant = ? AND agent = ?" + self.FOR_UPDATE),
                 (tenant, agent),
             ).fetchone()[0]
-            for r, meta in zip(records, metas, strict=True):
+            for i, (r, meta) in enumerate(zip(records, metas, strict=True)):
                 try:  # a record the database refuses all the same: a ValueError naming it (nothing stored)
                     epoch = int(r.get("epoch") or 0)
                     if known_epoch is None or epoch > known_epoch:
@@ -807,6 +820,7 @@ class SQLStore(Store):
                     )
                     if cur.rowcount:
                         stored += 1
+                        new_idx.append(i)
                         c = counts.setdefault((epoch, r["kind"]), [0, r["seq"], r["seq"]])
                         c[0], c[1], c[2] = c[0] + 1, min(c[1], r["seq"]), max(c[2], r["seq"])
                         sample_bytes += int(r.get("sample_bytes") or 0)
@@ -877,6 +891,8 @@ class SQLStore(Store):
                         blobs.put_bytes(r["sample_data"])
         if prune:  # committed: not again today for this agent in this process
             self._note_pruned(tenant, agent, utc_day(now))
+        if fresh is not None:
+            fresh.extend(new_idx)
         return [r["seq"] for r in records], stored, dup
 
     def _charge(

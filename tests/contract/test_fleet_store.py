@@ -516,8 +516,10 @@ def test_a_quota_raised_while_a_refused_batch_is_in_flight_applies_at_once(store
 def test_a_batch_in_ranges_whose_first_range_fits_is_stored_by_it_after_a_refusal(tmp_path, monkeypatch):
     """SQLite writes a large batch in ranges, each stored until one would pass the tenant's quota: a batch whose
     first range fits stores that range. After a refusal the early check summed every record of the batch and
-    refused it whole: the first range stayed unstored for SPENT_TTL_S. It judges the first range, as the exact
-    check does; a batch whose first range would pass is still refused early."""
+    refused it whole: the first range stayed unstored for SPENT_TTL_S. It judges the first range holding a record
+    not stored yet, as the exact check does (it judged the first range, duplicates when the batch was sent again,
+    and let the resend take the writer to be refused in its second); a batch whose first range would pass is still
+    refused early. ``newly`` names the records the call stored (not the duplicates)."""
     st = SQLiteStore(tmp_path / "fleet.db")
     try:
         monkeypatch.setattr(st, "INGEST_CHUNK_BYTES", 1000)
@@ -527,9 +529,20 @@ def test_a_batch_in_ranges_whose_first_range_fits_is_stored_by_it_after_a_refusa
             st.ingest("gw1", [rec(2, payload="z" * 1200)], tenant="acme")
         ranged = [rec(i, payload="x" * 600) for i in (1, 2, 3)]
         assert st._chunks(ranged) == [(0, 1), (1, 2), (2, 3)]
+        newly: list[int] = []
         with pytest.raises(TenantQuotaExceeded, match="its first 1 records were stored"):
-            st.ingest("gw2", ranged, tenant="acme")
-        assert st.stats("gw2", tenant="acme")["records"] == 1
+            st.ingest("gw2", ranged, tenant="acme", newly=newly)
+        assert st.stats("gw2", tenant="acme")["records"] == 1 and newly == [0]
+        # sent again: its first range duplicates (adds nothing), its second judged early, as exactly (no
+        # transaction); the early check judged the first range, found nothing new and let it take the writer
+        taken = []
+        exact = st._ingest
+        monkeypatch.setattr(st, "_ingest", lambda *a, **k: taken.append(1) or exact(*a, **k))
+        newly = []
+        with pytest.raises(TenantQuotaExceeded, match=r"this batch \(600 bytes"):
+            st.ingest("gw2", ranged, tenant="acme", newly=newly)
+        assert taken == [] and newly == [] and st.stats("gw2", tenant="acme")["records"] == 1
+        monkeypatch.setattr(st, "_ingest", exact)
         with pytest.raises(TenantQuotaExceeded, match=r"this batch \(600 bytes.*nothing of it was stored"):
             st.ingest("gw3", ranged, tenant="acme")  # first range past the quota: refused early, as exactly
         assert st.stats("gw3", tenant="acme")["records"] == 0

@@ -164,6 +164,64 @@ async def test_a_batch_its_tenants_quota_refuses_spends_none_of_the_agents_day_b
         await srv.stop()
 
 
+@pytest.mark.parametrize("memo_s", [0.0, 600.0], ids=["exact-check", "spent-tenant-memo"])
+async def test_a_partly_stored_batch_sent_again_charges_the_agent_for_the_stored_bytes_once(
+    tmp_path, monkeypatch, memo_s
+):
+    """Three records of 600 KB (a range each, SQLite) under a tenant quota of 1 MB: the first range is stored, the
+    second refused; the uplink sends the batch again every 15-30 s. Each resend kept the bytes of the first range
+    (a duplicate then, stored by no resend) spent: the agent's record_bytes_today grew by 600 KB a resend with one
+    record stored. Judged by the exact check in the transaction (the spent-tenant memo expired, as 15-30 s later)
+    and by the memo (kept: the resend refused before the writer). A replay acknowledged charges nothing either:
+    the agent's day budget counts what the store holds for it (agent_usage, what a restart starts it from)."""
+    monkeypatch.setattr("cloud_trainer.fleet.store.SPENT_TTL_S", memo_s)
+    pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    srv = FleetServer(
+        tmp_path / "cloud",
+        port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        quotas=Quotas(QuotaLimits(record_bytes_per_day=10_000_000)),
+    )
+    await srv.start()
+    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+            stub = rpc.FleetStub(ch)
+
+            async def push(records) -> str:
+                batch = pb.RecordBatch(records=records)
+                try:
+                    ack = [a async for a in stub.PushRecords(iter([batch]), timeout=30)][0]
+                    return f"stored {ack.stored} duplicates {ack.duplicates}"
+                except grpc.aio.AioRpcError as exc:
+                    return f"{exc.code().name}: {exc.details()}"
+
+            def spent() -> int:
+                return srv.quotas.snapshot("default")["record_bytes_today"].get("gw1", 0)
+
+            def held() -> int:  # the agent's payload bytes the store holds today
+                return srv.store.agent_usage("gw1", int(time.time() // 86400))[0]
+
+            srv.store.set_quota("default", max_record_bytes_per_day=1_000_000)
+            payload = json.dumps({"pad": "x" * 600_000}).encode()
+            big = [
+                pb.Record(seq=s, epoch=1, kind="result", t=time.time(), payload=payload) for s in (1, 2, 3)
+            ]
+            for _ in range(4):  # the first send and 3 resends
+                assert "would pass the tenant's quota of 1000000 bytes of records" in await push(big)
+                assert srv.store.stats("gw1")["records"] == 1
+                assert spent() == held() == len(payload)
+            srv.store.set_quota("default", max_record_bytes_per_day=0)  # raised: the rest is stored
+            assert await push(big) == "stored 2 duplicates 1"
+            assert await push(big) == "stored 0 duplicates 3"  # a replay (its acknowledgement lost)
+            assert spent() == held() == 3 * len(payload)
+    finally:
+        await srv.stop()
+
+
 async def _push_each(pki, port: int, seqs) -> list[str]:
     """One batch of one ~30-KB record per seq, as gw1: "stored" or the refusal's status code, each."""
     creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
