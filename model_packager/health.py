@@ -33,11 +33,6 @@ _RMS = FEATURES.index("rms")
 AMPLITUDE_INDEX = np.asarray([FEATURES.index(k) for k in AMPLITUDE_FEATURES])
 _COMMON_INDEX = np.asarray([_RMS, *AMPLITUDE_INDEX])
 _HF = FEATURES.index("hf_rms")
-_KURT = FEATURES.index("kurtosis")
-_CREST = FEATURES.index("crest")
-GAUSSIAN_KURTOSIS = 3.0  # broadband noise's; a sine's is 1.5, impacts' far above
-# about broadband noise's peak over its RMS in 256 samples (3.5-4 in 2,048); a sine's 1.41
-GAUSSIAN_CREST = 3.0
 _COMMON_LIST = _COMMON_INDEX.tolist()
 
 
@@ -57,37 +52,18 @@ def scoring_scale(scale: np.ndarray) -> np.ndarray:
     return out
 
 
-def rise_z(
-    x: np.ndarray, med: np.ndarray, scale: np.ndarray, relative: bool = False, shape: float | None = None
-) -> np.ndarray:
+def rise_z(x: np.ndarray, med: np.ndarray, scale: np.ndarray, relative: bool = False) -> np.ndarray:
     """Per row and feature, the robust z (in ``scoring_scale`` deviations). ``relative``: an amplitude's
     z is the smaller of its rise and its rise over the window's common level (``common_rise``): a line
     counts as risen only by as much as it rose more than the machine's overall level did. A load change
     lifts a fan's blade-pass or a gear's mesh 2-2.5x at a 1.8-2x shift with the rest of the spectrum,
-    the high band included (not a fault); a fault lifts its own lines out of the rest. ``shape`` (with
-    ``relative``; a window at a load the baseline never saw, its level the load's, not the machine's health): the
-    log of the load's rise over the commissioned ones, and only the spectrum's shape is scored: the RMS too by its
-    rise over the common level, every amplitude by its rise over that level or the load's, whichever is larger (a
-    process line, a fan's blade-pass with the flow, a gear's mesh with the torque, follows the load), and a
-    kurtosis or crest factor up to a broadband noise's is no rise."""
+    the high band included (not a fault); a fault lifts its own lines out of the rest."""
     d = np.atleast_2d(x) - med
     sc = scoring_scale(scale)
     z = d / sc
     if relative:
-        common = common_rise(d)
-        zr = (d[:, AMPLITUDE_INDEX] - common[:, None]) / sc[AMPLITUDE_INDEX]
+        zr = (d[:, AMPLITUDE_INDEX] - common_rise(d)[:, None]) / sc[AMPLITUDE_INDEX]
         z[:, AMPLITUDE_INDEX] = np.minimum(z[:, AMPLITUDE_INDEX], zr)
-        if shape is not None:
-            base = np.maximum(common, max(shape, 0.0))
-            z[:, _COMMON_INDEX] = np.minimum(
-                z[:, _COMMON_INDEX], (d[:, _COMMON_INDEX] - base[:, None]) / sc[_COMMON_INDEX]
-            )
-            # the mix of tones (kurtosis 1.5, crest 1.4) and broadband noise (3, and a peak 3-4 times its RMS)
-            # moves with the load: a fan's blade-pass line under the turbulence of 2.6 times the flow, kurtosis
-            # 1.9 -> 2.6 and crest 2.3 -> 3.0. Impacts lift them past a noise's; up to it no rise is counted
-            for i, gauss in ((_KURT, GAUSSIAN_KURTOSIS), (_CREST, GAUSSIAN_CREST)):
-                gz = (d[:, i] + med[i] - max(float(med[i]), gauss)) / sc[i]
-                z[:, i] = np.minimum(z[:, i], gz)
     return z
 
 

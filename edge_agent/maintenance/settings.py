@@ -5,8 +5,6 @@ baseline:
   false_alarm_rate: 0.0001     # per window, after confirmation; sets the threshold
   speed_tag: Speed             # shaft speed tag (rpm); absent: estimated from the spectrum
   temperature_tag: BearingTemp # optional: tells a stop (it cools) from a dead sensor without a speed tag
-  load_tag: MotorLoad          # optional: the machine's load (%, kW, A); a load outside the commissioned ones
-                               #   is judged on the spectrum's shape, not on the level the load moves
   bearing: {n_elements: 9, ball_d_mm: 7.94, pitch_d_mm: 39.04, contact_angle_deg: 0}
   units: g                     # g or m/s2 (accelerometer), mm/s (velocity sensor), mV (and mv_per_g)
   iso_class: group2_rigid      # ISO 10816-3 zone boundaries for the day-one velocity rule
@@ -91,12 +89,6 @@ class BaselineSettings(_Model):
         None,
         description="tag with the machine's temperature (bearing, housing, winding): without a speed "
         "tag, a stop is told from a dead sensor by the temperature falling with the vibration",
-    )
-    load_tag: str | None = Field(
-        None,
-        description="tag with the machine's load (percent, kW, motor current, flow): the loads seen while "
-        "commissioning are kept; at a load outside them the vibration's level is not judged (it moves with the "
-        "load), the spectrum's shape is",
     )
     speed_range_rpm: tuple[float, float] = (300.0, 6000.0)
     speed_band_pct: float = Field(
