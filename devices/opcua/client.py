@@ -2552,6 +2552,9 @@ class OpcUaSource:
         # this source closed on a message over max_message_bytes: closed on the server before the next connect
         # (``_close_left``)
         self._left_session: tuple[ua.NodeId, bytes | None, list] | None = None
+        # until when a session left by a connection whose close went unanswered (a dead link) is tried again at
+        # each connect while the server cannot be reached: the server holds it no longer than its timeout
+        self._left_until = 0.0
         # node id -> what the server granted its monitored item, when far from what was asked (said once)
         self.revised: dict[str, str] = {}
         self.overflows: dict[str, int] = {}  # tag -> values the server said it dropped from its queue
@@ -2728,24 +2731,50 @@ class OpcUaSource:
                     self._connection_lost()  # a stall or a halt made them BAD already, for its own reason
             self.state = ConnectionState.BACKOFF
             self._first_attempt.set()
-            await self._close_client(1.0, lost=True)
+            await self._close_client(1.0)
             try:
                 await asyncio.sleep(self._backoff.next_delay())
             except asyncio.CancelledError:
                 break
 
-    async def _close_client(self, timeout_s: float, lost: bool = False) -> None:
-        """Close the session's client, waiting at most ``timeout_s`` for the server; ``lost``: the session was
-        lost (the link cut, the server silent or refusing), and its connection is reset (``_reset_on_close``)."""
+    async def _close_client(self, timeout_s: float) -> None:
+        """Close the session's client, waiting at most ``timeout_s`` for the server. A close the server answered
+        (a stop, a halt, a refit on a healthy link) ends the connection in order. A CloseSession left unanswered
+        (the link dead, the server silent) resets the connection (``_reset_on_close``): a write still on its way
+        is dropped, never applied later, and the CloseSession with it, so the session is closed at the next
+        connect (``_close_left``), not left on the PLC until its timeout."""
         client, self._client = self._client, None
         if client is None:
             return
-        if lost:
-            _reset_on_close(client)
+        closed = False  # the server answered the CloseSession
         try:
             async with asyncio.timeout(timeout_s):
-                await client.disconnect()
+                try:
+                    await client.close_session()
+                    closed = True
+                except ua.UaStatusCodeError:
+                    closed = True  # answered: the server had ended the session already
+                except Exception:
+                    pass
+                if closed:
+                    await client.close_secure_channel()
         except (Exception, asyncio.CancelledError):
+            pass
+        if not closed:
+            _reset_on_close(client)
+            session = getattr(client.uaclient, "session", None)
+            token = getattr(session, "authentication_token", None)
+            if self._left_session is None and isinstance(token, ua.NodeId) and not token.is_null():
+                self._left_session = (
+                    token,
+                    getattr(client, "_server_nonce", None),
+                    list(getattr(client, "_policy_ids", None) or ()),
+                )
+                granted = (client.session_timeout or 0) / 1000.0 or self.settings.session_timeout
+                self._left_until = time.monotonic() + granted
+        try:
+            client.disconnect_socket()
+        except Exception:
             try:  # the transport may already be gone; drop what is left without waiting
                 client.uaclient.protocol and client.uaclient.protocol.transport.close()  # type: ignore[union-attr]
             except Exception:
@@ -2794,7 +2823,8 @@ class OpcUaSource:
         self._types_failed = None
         if self._left_session is not None:
             left, self._left_session = self._left_session, None
-            await self._close_left(*left)
+            if not await self._close_left(*left) and time.monotonic() < self._left_until:
+                self._left_session = left  # the server not reached (the link still down): at the next connect
         client = await _make_client(self.settings, self._on_oversize)
         self._client = client
         async with asyncio.timeout(self.settings.connect_timeout_s * 2):
@@ -2892,14 +2922,15 @@ class OpcUaSource:
             await self._check_targets(client)
             await self._watch_targets(client)
 
-    async def _close_left(self, token: ua.NodeId, nonce: bytes | None, policies: list) -> None:
-        """Close the session a connection closed here on a message over max_message_bytes left on the server
-        (ActivateSession with its token on a channel of its own, then CloseSession deleting its subscriptions,
+    async def _close_left(self, token: ua.NodeId, nonce: bytes | None, policies: list) -> bool:
+        """Close the session a connection closed here on a message over max_message_bytes, or reset on a close
+        left unanswered (``_close_client``), left on the server (ActivateSession with its token on a channel of its own, then CloseSession deleting its subscriptions,
         OPC UA Part 4, 6.7): the server kept it until its timeout (``session_timeout_s``, 60 s), and a PLC that
         allows few sessions refused the next one that long (measured on asyncua's server allowing one session,
         a 10 s timeout: 11 s without values, 27 sessions refused; now 0.5 s and none). About 3 ms, and a
         connection without a session for that long; a server that ended the session itself (BadSessionIdInvalid)
-        or refuses costs nothing more: the timeout ends the session then."""
+        or refuses costs nothing more: the timeout ends the session then. False: the server was not reached (no
+        connection, or no answer within ``connect_timeout_s``)."""
         try:
             client = await _make_client(self.settings)
             # closed however the attempt ends: a PLC that accepts the connection and never answers its Hello
@@ -2928,9 +2959,10 @@ class OpcUaSource:
             log.debug(
                 "opcua source %s: the session left by the connection closed was not closed: %r", self.name, e
             )
-            return
+            return not isinstance(e, (TimeoutError, OSError))
         self._subs_left = (0, 0.0)  # its subscription is gone with it
         log.debug("opcua source %s: the session left by the connection closed is closed", self.name)
+        return True
 
     async def _read_dims(self, client: Client) -> None:
         """The ArrayDimensions of the subscribed nodes, in one Read: a node whose attribute says it holds a
@@ -5276,7 +5308,10 @@ async def check_server(
                 nodes.append(str(e))
                 tags.append(None)
             except TimeoutError:
-                raise _stopped_answering(settings, ns.node_id) from None
+                if not await _still_answers(client, settings):
+                    raise _stopped_answering(settings, ns.node_id) from None
+                nodes.append(_unanswered(settings, ns.node_id))
+                tags.append(None)
             except Exception as e:
                 name = ua.StatusCode(e.code).name if isinstance(e, ua.UaStatusCodeError) else repr(e)
                 nodes.append(
@@ -5292,7 +5327,9 @@ async def check_server(
             try:
                 writes.append(await _check_target(client, nid, v, {}, cache, timeouts=True))
             except TimeoutError:
-                raise _stopped_answering(settings, nid) from None
+                if not await _still_answers(client, settings):
+                    raise _stopped_answering(settings, nid) from None
+                writes.append(_unanswered(settings, nid))
         return nodes, writes, tags, await _member_tags(client, held, settings.connect_timeout_s)
     except OpcUaError:
         raise
@@ -5308,10 +5345,32 @@ async def check_server(
             pass
 
 
+async def _still_answers(client: Client, settings: OpcUaSettings) -> bool:
+    """Whether the server, after leaving a read unanswered, answers a read of its clock (ServerStatus.CurrentTime)
+    within ``connect_timeout_s``: a server that leaves one node's read unanswered (a node behind a device that is
+    away, a request its stack drops) and answers the others is not hung; the source connects and reads the
+    others (it gives up only after 3 nodes in a row go unanswered)."""
+    try:
+        async with asyncio.timeout(settings.connect_timeout_s):
+            await client.get_node(ua.ObjectIds.Server_ServerStatus_CurrentTime).read_value()
+    except TimeoutError:
+        return False
+    except Exception:
+        return True  # an answer, if an error (a connection lost fails the next read, which says so)
+    return True
+
+
+def _unanswered(settings: OpcUaSettings, node_id: str) -> str:
+    return (
+        f"node {node_id}: no answer within {settings.connect_timeout_s}s to a read of this node, while the "
+        "server answers others; check the node_id (edge-agent browse) and the device behind it"
+    )
+
+
 def _stopped_answering(settings: OpcUaSettings, node_id: str) -> OpcUaError:
-    """The check's end when the server, connected, does not answer a read of ``node_id`` in time: each further
-    node would cost as much (``connect_timeout_s`` each: minutes for a few hundred nodes), and each was blamed
-    for it ("cannot be read (TimeoutError()); check the node_id")."""
+    """The check's end when the server, connected, does not answer a read of ``node_id`` in time, nor then one
+    of its clock (``_still_answers``): each further node would cost as much (``connect_timeout_s`` each: minutes
+    for a few hundred nodes), and each was blamed for it ("cannot be read (TimeoutError()); check the node_id")."""
     return OpcUaError(
         f"cannot check {mask_credentials(settings.endpoint)}: the server stopped answering after the connection "
         f"was made (no answer within {settings.connect_timeout_s}s to a read of node {node_id}): busy or hung; "

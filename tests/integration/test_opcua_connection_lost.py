@@ -19,8 +19,9 @@ from asyncua.common.callback import CallbackType
 from devices.base import Quality, Reading
 from devices.opcua.client import OpcUaError, OpcUaSource, browse_server, check_server
 from tests.integration.test_opcua_bad_reasons_and_clock import _nodes
-from tests.integration.test_opcua_halt_recovery import _Collect, _settings
+from tests.integration.test_opcua_halt_recovery import _Collect, _set_state, _settings
 from tests.integration.test_opcua_values_over_limit_together import _settings as _limited
+from tests.support.freeze_relay import FreezeRelay
 from tests.support.peers import free_port, opcua_server
 from tests.support.tcp_cut import CutRelay
 from tests.support.waits import until
@@ -584,4 +585,100 @@ async def test_a_stop_while_a_one_off_connection_waits_for_its_close_is_not_take
     finally:
         task.cancel()
         link.close()
+        await srv.stop()
+
+
+async def test_validate_online_blames_the_one_node_a_server_answering_others_leaves_unanswered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that answers every read but one (a node behind a device that is away, a request its stack
+    drops) is not hung: validate --online names that node and target, and checks the others, as the source
+    connects and reads them. f5d3165e ended the check there, calling the server busy or hung: it now reads the
+    server's clock (ServerStatus.CurrentTime) after a read left unanswered, and ends only if that goes
+    unanswered too."""
+    from asyncua.server.uaprocessor import UaProcessor
+
+    process = UaProcessor._process_message
+
+    async def drop_slow(self, typeid, requesthdr, seqhdr, body):  # only a read of node Slow never answered
+        if typeid == ua.NodeId(ua.ObjectIds.ReadRequest_Encoding_DefaultBinary) and b"Slow" in bytes(body):
+            return True
+        return await process(self, typeid, requesthdr, seqhdr, body)
+
+    monkeypatch.setattr(UaProcessor, "_process_message", drop_slow)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    names = ["N0", "Slow", "N2", "N3"]
+    for name in names:
+        await (await obj.add_variable(ua.NodeId(name, idx), name, 1.0)).set_writable()
+    await srv.start()
+    settings = _settings(port, connect_timeout_s=0.5, nodes=[{"node_id": f"ns={idx};s={n}"} for n in names])
+    try:
+        nodes, writes, tags, _ = await check_server(
+            settings, [(f"ns={idx};s={n}", 1.0) for n in ("N2", "Slow")]
+        )
+    finally:
+        await srv.stop()
+    assert nodes[0] is None and nodes[2] is None and nodes[3] is None, nodes
+    assert f"node ns={idx};s=Slow: no answer within 0.5s" in str(nodes[1]), nodes
+    assert "server answers others" in str(nodes[1]), nodes
+    assert tags == ["N0", None, "N2", "N3"], tags
+    assert writes[0] is None and f"node ns={idx};s=Slow: no answer" in str(writes[1]), writes
+
+
+def _sessions(srv) -> int:
+    """The sessions the server holds (created and not closed or timed out)."""
+    return len(srv.iserver._external_sessions)
+
+
+async def test_a_session_given_up_after_a_link_loss_is_closed_at_the_reconnect_not_left_on_the_plc() -> None:
+    """The connection given up after a link loss is reset (see above), which drops the CloseSession queued
+    behind a stale write too: the PLC held the old session until session_timeout_s, one more at every cut
+    (measured with a network namespace's loopback down 4 s, four times: 2, 3, 4 then 5 sessions held), and a
+    PLC allowing a few sessions refused the source and its HMI. The source now closes that session at its next
+    connect (ActivateSession on a new channel, then CloseSession), before it makes a new one. The relay drops
+    the dead link's connection: nothing the source sent on it reaches the server."""
+    port = free_port()
+    srv, _ = await _plc(port)
+    relay = FreezeRelay(port)
+    src = OpcUaSource(
+        "plc", _settings(relay.port, connect_timeout_s=0.5, reconnect_initial_s=0.1, session_timeout_s=600)
+    )
+    try:
+        await src.start()
+        await until(lambda: src.state.value == "connected", 30, "the first session")
+        assert _sessions(srv) == 1
+        relay.freeze()  # the link dead: the source finds the server silent and tries again, unanswered
+        await until(lambda: src.state.value != "connected", 30, "the session given up")
+        relay.drop()  # the link back, the old connection's flow gone (a NAT's state lost)
+        await until(lambda: src.state.value == "connected", 30, "the session after the loss")
+        await until(lambda: _sessions(srv) == 1, 30, "the old session closed")
+    finally:
+        await src.stop()
+        relay.close()
+        await srv.stop()
+
+
+async def test_a_halt_and_a_stop_on_a_healthy_link_end_the_connection_in_order() -> None:
+    """Only a close the server did not answer resets the connection: a halted server's session (State
+    Suspended) and a stop are closed in order on a healthy link, so a PLC that counts aborted connections sees
+    none at a STOP or a program download, and the session is closed."""
+    port = free_port()
+    srv, _ = await _plc(port)
+    link = _Link(port)
+    src = OpcUaSource("plc", _settings(await link.start(), connect_timeout_s=0.5, reconnect_initial_s=0.1))
+    try:
+        await src.start()
+        await until(lambda: src.state.value == "connected", 30, "the first session")
+        await _set_state(srv, ua.ServerState.Suspended)
+        await until(lambda: 1 in link.ends, 30, "the halted session's connection end")
+        await _set_state(srv, ua.ServerState.Running)
+        await until(lambda: src.state.value == "connected", 30, "the session after the halt")
+        await src.stop()
+        await until(lambda: len(link.ends) == link.made, 30, "the stopped session's connection end")
+        assert set(link.ends.values()) == {"eof"}, link.ends
+        assert _sessions(srv) == 0
+    finally:
+        await src.stop()
+        await link.close()
         await srv.stop()
