@@ -2636,39 +2636,61 @@ class OpcUaSource:
 
     # -- background task --------------------------------------------------------------------------
     async def _run(self) -> None:
+        try:
+            await self._sessions()
+        finally:
+            self._first_attempt.set()  # start() never waits on a task that has ended
+
+    async def _sessions(self) -> None:
         while not self._stopping:
             up = False  # this attempt's session was made: its loss, not a refused connect
             try:
-                self.state = ConnectionState.CONNECTING
-                await self._connect()  # each step bounded on its own: a slow node does not fail the session
-                self.state = ConnectionState.CONNECTED
-                up = True
-                # the pause starts again from its shortest at the session's first healthy check (``_watch``),
-                # not here: a server that takes each session and drops it at once (each drop a BAD reading per
-                # tag, each reconnect their values again) was reconnected at the shortest pause for good
-                self._first_attempt.set()
-                if self._connected_once:
-                    self.stats.reconnects += 1
-                self._connected_once = True
-                log.info(
-                    "opcua source %s: connected to %s", self.name, mask_credentials(self.settings.endpoint)
-                )
-                beat = asyncio.create_task(self._heartbeat()) if self.settings.heartbeat else None
-                structs = asyncio.create_task(self._structures())
-                refit = asyncio.create_task(self._refit()) if self._too_big else None
                 try:
-                    await self._watch()
-                finally:
-                    structs.cancel()
-                    if beat is not None:
-                        beat.cancel()
-                    if refit is not None:
-                        refit.cancel()
-                if self._refit_now:  # a node left out fits again: a new session subscribes it, at once
-                    self._refit_now = False
-                    await self._close_client(1.0)
-                    continue
-                raise ConnectionError("connection lost")
+                    self.state = ConnectionState.CONNECTING
+                    # each step bounded on its own: a slow node does not fail the session
+                    await self._connect()
+                    self.state = ConnectionState.CONNECTED
+                    up = True
+                    # the pause starts again from its shortest at the session's first healthy check (``_watch``),
+                    # not here: a server that takes each session and drops it at once (each drop a BAD reading per
+                    # tag, each reconnect their values again) was reconnected at the shortest pause for good
+                    self._first_attempt.set()
+                    if self._connected_once:
+                        self.stats.reconnects += 1
+                    self._connected_once = True
+                    log.info(
+                        "opcua source %s: connected to %s",
+                        self.name,
+                        mask_credentials(self.settings.endpoint),
+                    )
+                    beat = asyncio.create_task(self._heartbeat()) if self.settings.heartbeat else None
+                    structs = asyncio.create_task(self._structures())
+                    refit = asyncio.create_task(self._refit()) if self._too_big else None
+                    try:
+                        await self._watch()
+                    finally:
+                        structs.cancel()
+                        if beat is not None:
+                            beat.cancel()
+                        if refit is not None:
+                            refit.cancel()
+                    if self._refit_now:  # a node left out fits again: a new session subscribes it, at once
+                        self._refit_now = False
+                        await self._close_client(1.0)
+                        continue
+                    raise ConnectionError("connection lost")
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if self._stopping or task is None or task.cancelling():
+                        raise  # stop(): this task cancelled
+                    # not a stop: a request's answer and its time limit in one turn of the loop (a loaded
+                    # gateway holds the loop past a limit): asyncua's wait_for (Python < 3.12) raises
+                    # CancelledWithResultError, a CancelledError that asyncio.timeout does not make a
+                    # TimeoutError; taken for a stop, it ended this task for good (start() waited for ever, or
+                    # a live source stayed "connected" and read nothing more). The time limit it is
+                    raise TimeoutError(
+                        "no answer within the time limit (it came as the limit ran out)"
+                    ) from None
             except asyncio.CancelledError:
                 break
             except Exception as e:

@@ -1,0 +1,78 @@
+"""A PLC's answer that comes in the same turn of the event loop as the source's time limit on it (a loaded gateway
+holds its loop past the limit: here the test's own asyncua server holds it with ``time.sleep`` while it answers).
+asyncua's ``wait_for`` (Python < 3.12) then raises ``CancelledWithResultError``, a ``CancelledError`` that
+``asyncio.timeout`` does not turn into ``TimeoutError``; the source took it for its own stop and its task ended for
+good: ``start()`` waited for ever on a first connect (a CI run hung 360 s), and a live source stayed "connected"
+and read nothing more. Now it is the time limit it is: the source reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from asyncua import ua
+from asyncua.common.callback import CallbackType
+
+from devices.opcua.client import OpcUaSource
+from tests.integration.test_plc_target_watch_limits import _plc, _settings
+from tests.support.peers import free_port
+from tests.support.waits import until
+
+
+async def test_an_answer_at_the_watchs_time_limit_on_the_first_connect_does_not_leave_start_waiting() -> None:
+    """The write-target watch's CreateMonitoredItems answered while the loop is held past its 4-s limit."""
+    port = free_port()
+    srv, idx = await _plc(port, 100, False, ["T0"], ["Reject"])
+    service = srv.iserver.subscription_service
+    create = service.create_monitored_items
+    held = [False]
+
+    async def answered_late(params):
+        got = await create(params)
+        if not held[0] and any(
+            i.ItemToMonitor.AttributeId != ua.AttributeIds.Value for i in params.ItemsToCreate
+        ):
+            held[0] = True
+            time.sleep(5.0)  # the loop held while the answer goes out: past the watch's limit (2 x 2 s)
+        return got
+
+    service.create_monitored_items = answered_late
+    line = OpcUaSource("line", _settings(port, [f"ns={idx};s=T0"]))
+    line.expect_writes([(f"ns={idx};s=Reject", True)])
+    try:
+        async with asyncio.timeout(60):  # before: for ever
+            await line.start()
+        assert held[0]
+        await until(lambda: line.state.value == "connected", 60, "the source connected after the late answer")
+        assert line._task is not None and not line._task.done()
+    finally:
+        await line.stop()
+        await srv.stop()
+
+
+async def test_a_keepalive_answered_at_its_time_limit_makes_a_live_source_reconnect_not_stop_reading() -> (
+    None
+):
+    """One keep-alive read (the server's status) answered while the loop is held past its 2-s limit."""
+    port = free_port()
+    srv, idx = await _plc(port, 100, False, ["T0"], [])
+    armed = [False]
+
+    async def post_read(event, _d) -> None:
+        ids = [r.NodeId for r in event.request_params.NodesToRead]
+        if armed[0] and any(n.NamespaceIndex == 0 and n.Identifier in (2256, 2258, 2259) for n in ids):
+            armed[0] = False
+            time.sleep(3.0)  # the loop held while the answer goes out: past the source's 2-s limit
+
+    srv.subscribe_server_callback(CallbackType.PostRead, post_read)
+    line = OpcUaSource("line", _settings(port, [f"ns={idx};s=T0"]))
+    try:
+        await line.start()
+        await until(lambda: line.state.value == "connected", 30, "the source connected")
+        armed[0] = True
+        await until(lambda: not armed[0], 30, "a keep-alive read answered late")
+        await until(lambda: line.stats.reconnects >= 1, 60, "the source reconnected after the late answer")
+        assert line._task is not None and not line._task.done()
+    finally:
+        await line.stop()
+        await srv.stop()
