@@ -3831,9 +3831,9 @@ class OpcUaSource:
                     except Exception:
                         fits = False
                     finally:
-                        with contextlib.suppress(Exception):
-                            async with asyncio.timeout(1.0):
-                                await client.disconnect()
+                        # closed whatever the PLC answers (a time limit's cancellation skipped asyncua's socket
+                        # close: one connection left open at each refit of a silent PLC, and at a stop)
+                        await _close_one_off(client, 1.0)
                 if fits:
                     del self._too_big[node_id]
                     self._refit_closes.pop(node_id, None)  # too large again later: read on the session anew
