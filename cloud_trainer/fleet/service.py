@@ -636,6 +636,7 @@ class FleetServicer(rpc.FleetServicer):
             self.quotas.refused(agent, "tenant_day", str(exc))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except ValueError as exc:  # a record the store refuses (the checks above should have caught it)
+            self._give_unstored(agent, records, newly, payloads, samples, day)
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"{str(exc)[:300]}; {_unstored(exc, 'of the batch')}"
             )
@@ -647,7 +648,9 @@ class FleetServicer(rpc.FleetServicer):
                 f"the fleet store could not write this batch ({_store_error(exc)}); {_unstored(exc)}, "
                 "send it again later",
             )
-        if dup:  # a replay's duplicates were stored (and spent) when first sent
+        if dup or len(records) < len(batch.records):
+            # a replay's duplicates were stored (and spent) when first sent; a damaged sample is not stored (the
+            # agent sends it again): neither is spent by this call
             self._give_unstored(agent, records, newly, payloads, samples, day)
         return seqs, stored, dup
 

@@ -222,6 +222,46 @@ async def test_a_partly_stored_batch_sent_again_charges_the_agent_for_the_stored
         await srv.stop()
 
 
+async def test_a_damaged_sample_not_stored_is_not_charged_to_the_agents_day_budgets(tmp_path):
+    """A batch of a result and a sample whose bytes do not hash to the digest the agent gave (damaged: not stored,
+    not acknowledged, sent again by the agent): its payload and sample bytes were taken and given back only when
+    the same batch held a duplicate, so each resend spent the agent's sample budget for bytes never stored."""
+    pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+            stub = rpc.FleetStub(ch)
+            payload = json.dumps({"i": 1}).encode()
+            sample = b"\x89PNG" + b"x" * 5000
+            for n in range(1, 3):  # sent twice, as the agent sends what was not acknowledged again
+                batch = pb.RecordBatch(
+                    records=[
+                        pb.Record(seq=2 * n - 1, epoch=1, kind="result", t=time.time(), payload=payload),
+                        pb.Record(
+                            seq=2 * n,
+                            epoch=1,
+                            kind="sample",
+                            t=time.time(),
+                            payload=payload,
+                            sample=sample,
+                            sample_sha256="0" * 64,
+                            sample_ext=".png",
+                        ),
+                    ]
+                )
+                [a async for a in stub.PushRecords(iter([batch]), timeout=30)]
+            snap = srv.quotas.snapshot("default")
+            held = srv.store.agent_usage("gw1", int(time.time() // 86400))
+            assert srv.store.stats("gw1")["records"] == 2  # the two results
+            assert snap["record_bytes_today"].get("gw1", 0) == held[0] == 2 * len(payload)
+            assert snap["sample_bytes_today"].get("gw1", 0) == held[1] == 0
+    finally:
+        await srv.stop()
+
+
 async def _push_each(pki, port: int, seqs) -> list[str]:
     """One batch of one ~30-KB record per seq, as gw1: "stored" or the refusal's status code, each."""
     creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
