@@ -1180,9 +1180,8 @@ class MqttSource:
             why = ""
             if self.settings.persistent_session:
                 why = " (QoS 0, which the broker keeps for no one, or of a session the broker lost at a reconnect)"
-            elif (
-                not self._sparkplug_subs
-            ):  # a Sparkplug host connects clean: persistent_session refused at load
+            elif not self._sparkplug_subs and self.settings.sparkplug.host_id is None:
+                # a Sparkplug host (a sparkplug_b subscription, or host_id alone) connects clean: refused at load
                 why = (
                     "; with persistent_session: true (and a fixed client_id) the broker keeps the QoS 1 ones "
                 )

@@ -133,17 +133,25 @@ async def test_qos1_messages_that_come_while_stopping_arrive_after_restart_once(
     assert "malformed_json" not in again.stats.errors_by_reason, again.stats.errors_by_reason
 
 
-@pytest.mark.parametrize(("protocol", "sparkplug"), [("mqtt311", False), ("mqtt5", False), ("mqtt5", True)])
+@pytest.mark.parametrize(
+    ("protocol", "sparkplug"),
+    [("mqtt311", ""), ("mqtt5", ""), ("mqtt5", "subscription"), ("mqtt5", "host_id")],
+)
 async def test_messages_that_come_while_stopping_without_a_persistent_session_are_counted(
     mosquitto, protocol, sparkplug
 ) -> None:
     """Counted as lost, the notice saying that persistent_session keeps them: except on a source that also reads
-    Sparkplug, where persistent_session is refused at load (a Sparkplug host connects with a clean session)."""
+    Sparkplug or publishes a host's STATE (sparkplug.host_id, JSON subscriptions only), where persistent_session
+    is refused at load (a Sparkplug host connects with a clean session)."""
     topic = f"stopclean/{protocol}/{sparkplug}/line1"
     subscriptions: list[dict] = [{"topic": f"stopclean/{protocol}/{sparkplug}/#", "qos": 1}]
-    if sparkplug:
+    extra: dict = {}
+    if sparkplug == "subscription":
         subscriptions.append({"topic": "spBv1.0/stopclean/#", "codec": "sparkplug_b"})
-    src = MqttSource("mq", MqttSettings(port=mosquitto.port, protocol=protocol, subscriptions=subscriptions))
+    elif sparkplug == "host_id":
+        extra["sparkplug"] = {"host_id": f"scada-stopclean-{protocol}"}
+    settings = MqttSettings(port=mosquitto.port, protocol=protocol, subscriptions=subscriptions, **extra)
+    src = MqttSource("mq", settings)
     pub = _publisher(mosquitto.port, f"device-clean-{protocol}")
     try:
         reader = await _stop_amid(src, pub, topic, DURING)  # acknowledged on receipt: all sent at once
@@ -155,8 +163,9 @@ async def test_messages_that_come_while_stopping_without_a_persistent_session_ar
     # each received after the reader left: none handed on, each counted
     assert src.notices.counts.get("dropped_at_stop") == DURING, src.notices.status()
     assert src.stats.dropped == DURING
-    # before: advised persistent_session: true on a Sparkplug source too, which its load refuses
-    assert ("persistent_session: true" in src.notices.messages["dropped_at_stop"]) is not sparkplug
+    # before: advised persistent_session: true on a Sparkplug source too (a sparkplug_b subscription, or only
+    # sparkplug.host_id), which its load refuses
+    assert ("persistent_session: true" in src.notices.messages["dropped_at_stop"]) is not bool(sparkplug)
 
 
 @pytest.mark.parametrize("protocol", ["mqtt311", "mqtt5"])
