@@ -53,6 +53,11 @@ def reconnect_delay(previous: float, lasted_s: float, s, refused: bool = False) 
     return min(s.backoff_max_s, max(previous, s.heartbeat_s) * 2)
 
 
+def _push_wait(delay: float) -> float:
+    """The push loop's wait after a failure: uniform in [delay / 2, delay] (one place, so a test can fix the draw)."""
+    return random.uniform(delay / 2, delay)
+
+
 def _refused_on_purpose(exc: Exception) -> bool:
     """The cloud answered and refused (a quota: RESOURCE_EXHAUSTED; a certificate): asking again soon, or once a
     heartbeat got through, will not change the answer."""
@@ -221,7 +226,7 @@ class Uplink:
                 self.reconnects += 1
                 await self._failed("PushRecords", exc)
                 self._link_up.clear()
-                wait = random.uniform(delay / 2, delay)
+                wait = _push_wait(delay)
                 delay = min(self.s.backoff_max_s, delay * 2)
                 # the cloud is up and said no (a quota): a heartbeat getting through mends nothing
                 if _refused_on_purpose(exc):

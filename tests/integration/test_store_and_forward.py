@@ -23,6 +23,7 @@ from cloud_trainer.fleet.store import SQLiteStore
 from cloud_trainer.pki import init_ca, issue
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
+from edge_agent.uplink import client as uplink_client
 from edge_agent.uplink.client import Uplink
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
@@ -517,24 +518,35 @@ async def test_a_record_larger_than_the_clouds_message_limit_is_dropped_counted_
         await srv.stop()
 
 
-async def test_a_successful_heartbeat_ends_the_push_backoff(tmp_path, pki):
+async def test_a_successful_heartbeat_ends_the_push_backoff(tmp_path, pki, monkeypatch):
     port = free_port()
     ob = Outbox(OutboxSettings(), tmp_path / "agent")
     ob.open()
-    # long backoff, frequent heartbeats: without the reset, sending resumes only after the backoff
-    up = Uplink(cloud_settings(pki, port, backoff_initial_s=20, backoff_max_s=20, heartbeat_s=0.3), ob)
+    # the push's backoff is fixed at 60 s (its random draw fixed): without the reset, nothing is sent for 60 s.
+    # The heartbeat's own reconnect waits at most backoff_max_s (1 s), so a heartbeat gets through soon after
+    # the cloud is up, and only that can end the push's wait before the 60 s.
+    waits: list[float] = []
+
+    def push_wait(delay: float) -> float:
+        waits.append(delay)
+        return 60.0
+
+    monkeypatch.setattr(uplink_client, "_push_wait", push_wait)
+    up = Uplink(cloud_settings(pki, port, backoff_initial_s=1, backoff_max_s=1, heartbeat_s=0.3), ob)
     await up.start()
     srv = None
     try:
         ob.append("result", {"i": 0})
         ob.flush()
-        await until(lambda: up.state == "backoff", what="a failed push")
-        await asyncio.sleep(0.5)
+        await until(lambda: up.state == "backoff" and waits, what="a failed push waiting its 60 s")
         srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
         await srv.start()
-        t0 = time.monotonic()
-        await until(lambda: ob.stats()["depth"] == 0, timeout_s=8, what="sending to resume after a heartbeat")
-        assert time.monotonic() - t0 < 5
+        await until(lambda: up.last_heartbeat_at is not None, timeout_s=15, what="a heartbeat to get through")
+        # well before the push's 60 s are out: the push resumed because the heartbeat got through
+        await until(
+            lambda: ob.stats()["depth"] == 0, timeout_s=15, what="sending to resume after a heartbeat"
+        )
+        assert srv.store.stats("gw1")["records"] == 1
     finally:
         await up.stop()
         ob.close()
