@@ -621,16 +621,31 @@ class FleetServicer(rpc.FleetServicer):
                     raise
         except QuotaExceeded as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        records, damaged, misnamed = await asyncio.to_thread(_records, batch)
+        try:
+            records, damaged, misnamed = await asyncio.to_thread(_records, batch)
+        except asyncio.CancelledError:  # the call cancelled (the agent's ack timeout) before the store ran
+            self._give_unstored(agent, [], [], payloads, samples, day)
+            raise
         if damaged:
             self._damaged(who, damaged)
         if misnamed:
             self._misnamed(who, misnamed)
         newly: list[int] = []  # the indexes of the records this call stored, as each range commits
-        try:
-            seqs, stored, dup = await asyncio.to_thread(
+        write = asyncio.ensure_future(
+            asyncio.to_thread(
                 partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs, newly=newly)
             )
+        )
+        try:
+            seqs, stored, dup = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # the agent cancels a call not acknowledged within 60 s (a store stalled), while the worker thread goes
+            # on to store, find duplicates or fail: what it did not newly store is given back once it ends (kept,
+            # every retry of a stall was charged again and the agent refused on its own budget until 00:00 UTC)
+            write.add_done_callback(
+                partial(self._give_unwritten, agent, records, newly, payloads, samples, day)
+            )
+            raise
         except TenantQuotaExceeded as exc:  # the tenant's records, record bytes or sample bytes of the day
             self._give_unstored(agent, records, newly, payloads, samples, day)  # not stored: not spent
             self.quotas.refused(agent, "tenant_day", str(exc))
@@ -653,6 +668,23 @@ class FleetServicer(rpc.FleetServicer):
             # agent sends it again): neither is spent by this call
             self._give_unstored(agent, records, newly, payloads, samples, day)
         return seqs, stored, dup
+
+    def _give_unwritten(
+        self,
+        agent: tuple[str, str],
+        records: list[dict],
+        newly: list[int],
+        payloads: int,
+        samples: int,
+        day: int,
+        write: asyncio.Future,
+    ) -> None:
+        """``_give_unstored`` once the store's write of a cancelled call has ended (on the loop): a duplicate or a
+        failed write gives back what it did not newly store."""
+        exc = None if write.cancelled() else write.exception()  # retrieved: nobody awaits it any more
+        if isinstance(exc, Exception) and not isinstance(exc, (ValueError, TenantQuotaExceeded)):
+            self._store_failed("batches", exc)
+        self._give_unstored(agent, records, newly, payloads, samples, day)
 
     def _give_unstored(
         self,

@@ -7,15 +7,19 @@ an agent stored today are kept in the store, so a restarted service counts on fr
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import threading
 import time
 
 import grpc
 import pytest
 
+from cloud_trainer.fleet import service
 from cloud_trainer.fleet.guard import QuotaExceeded, QuotaLimits, Quotas
 from cloud_trainer.fleet.service import FleetServer, channel_credentials
+from cloud_trainer.fleet.store import utc_day
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
 from edge_agent.uplink.client import Uplink
@@ -259,6 +263,91 @@ async def test_a_damaged_sample_not_stored_is_not_charged_to_the_agents_day_budg
             assert snap["record_bytes_today"].get("gw1", 0) == held[0] == 2 * len(payload)
             assert snap["sample_bytes_today"].get("gw1", 0) == held[1] == 0
     finally:
+        await srv.stop()
+
+
+async def test_a_call_the_agent_cancels_while_the_store_writes_charges_only_what_the_store_then_stored(
+    tmp_path, monkeypatch
+):
+    """The agent cancels a PushRecords call not acknowledged within 60 s (a store stalled), while the store's worker
+    thread goes on: to find the batch a replay of what it stored, to fail, or to store it. What that thread did not
+    newly store is given back when it ends: the cancellation skipped every give-back, so during a stall each retry
+    was charged and the agent stayed refused on its own budget until 00:00 UTC after the store recovered (a review
+    measured 200,000 bytes charged against 100,000 stored)."""
+    pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    srv = FleetServer(
+        tmp_path / "cloud",
+        port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        quotas=Quotas(QuotaLimits(record_bytes_per_day=10_000_000)),
+    )
+    await srv.start()
+    real = srv.store.ingest
+    entered, release = threading.Event(), threading.Event()
+    fail = [False]
+    parse = service._records
+
+    def stall() -> None:
+        entered.set()
+        release.wait(60)
+
+    def held(*args, **kwargs):  # the store stalled until released, then as it is (or failing)
+        stall()
+        if fail[0]:
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+
+    def held_parse(b):  # the batch's records being read (the worker threads all taken by a stalled store)
+        stall()
+        return parse(b)
+
+    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    payload, t0 = b"{}" + b" " * 99_998, time.time()
+
+    def budget_and_usage() -> tuple[int, int]:
+        snap = srv.quotas.snapshot("default")
+        return snap["record_bytes_today"].get("gw1", 0), srv.store.agent_usage("gw1", utc_day())[0]
+
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+            stub = rpc.FleetStub(ch)
+
+            def batch(seq: int) -> pb.RecordBatch:
+                return pb.RecordBatch(
+                    records=[pb.Record(seq=seq, epoch=1, kind="result", t=t0, payload=payload)]
+                )
+
+            acks = [a async for a in stub.PushRecords(iter([batch(1)]), timeout=30)]
+            assert acks[0].stored == 1 and budget_and_usage() == (100_000, 100_000)
+            srv.store.ingest = held  # type: ignore[method-assign]
+            # the replay (a duplicate), a failed write, a new record stored, one cancelled before the store ran
+            for seq, where, stored in ((1, "ok", 1), (2, "fails", 1), (3, "ok", 2), (4, "reading", 2)):
+                entered.clear()
+                release.clear()
+                fail[0] = where == "fails"
+                if where == "reading":
+                    srv.store.ingest = real  # type: ignore[method-assign]
+                    monkeypatch.setattr(service, "_records", held_parse)
+                call = stub.PushRecords(iter([batch(seq)]), timeout=60)
+                reading = asyncio.ensure_future(call.read())
+                await until(entered.is_set, what="the store writing the batch")
+                call.cancel()  # the agent's ack timeout
+                with pytest.raises(asyncio.CancelledError):
+                    await reading
+                await until(
+                    lambda: srv.quotas.snapshot("default")["streams"].get("gw1", 0) == 0,
+                    what="the service's call cancelled while the store writes",
+                )
+                release.set()
+                await until(  # charged as stored, once the store's thread has ended
+                    lambda n=stored * 100_000: budget_and_usage() == (n, n),
+                    what=f"seq {seq} charged as stored",
+                )
+    finally:
+        release.set()
         await srv.stop()
 
 
