@@ -111,8 +111,9 @@ AGENT_USAGE = """CREATE TABLE IF NOT EXISTS agent_usage (tenant TEXT NOT NULL, a
   record_bytes BIGINT NOT NULL DEFAULT 0, sample_bytes BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (tenant, agent, day));
 """
 SCHEMA += AGENT_USAGE
-# today's and yesterday's: a replica whose clock is behind around midnight still reads its "today"
-AGENT_USAGE_KEPT_DAYS = 2
+# today's and the 6 days before, by the pruning process's clock: a week, so that a replica whose clock is days
+# ahead (not a clock any replica runs with) still never deletes the others' today (kept 2, one 2 days ahead did)
+AGENT_USAGE_KEPT_DAYS = 7
 QUOTA_FIELDS = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day", "max_record_bytes_per_day")
 # per agent, epoch and kind: how many records are stored and their lowest and highest seq, kept by ``ingest`` in
 # the batch's transaction, so that stats and gaps (the console's agents, every few seconds) need not read every

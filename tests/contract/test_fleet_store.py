@@ -221,15 +221,18 @@ def test_an_agents_payload_and_sample_bytes_of_the_day_are_kept_in_the_store(sto
     assert store.agent_usage("gw1", today - 1, tenant="acme") == (0, 0)
 
 
-def test_an_agents_usage_rows_of_days_no_budget_reads_are_deleted(store, tmp_path):
+def test_an_agents_usage_rows_of_days_no_budget_reads_are_deleted(store, tmp_path, monkeypatch):
     """``agent_usage`` is read for the current UTC day only (the service's day budgets), and held one row per agent
     and day for ever (3,000 rows after 60 days of 50 agents, 2026-12-05). An agent's first stored batch of a day
-    deletes its rows older than yesterday (kept for a replica whose clock is behind around midnight); its other
-    batches that day, a replay and other agents' rows are left alone, and another store on the database (a
-    restarted service, a replica) prunes on its own."""
-    from cloud_trainer.fleet.store import utc_day
+    deletes its rows older than a week (kept so that a replica whose clock is days ahead never deletes the others'
+    today: keeping yesterday's only, one 2 days ahead did); its other batches that day, a replay and other agents'
+    rows are left alone, and another store on the database (a restarted service, a replica) prunes on its own."""
+    from cloud_trainer.fleet import store as store_module
 
-    today = utc_day()
+    today = store_module.utc_day()
+    # the stores' UTC day, fixed (the test read the clock apart from them: it failed across 00:00 UTC)
+    clock = [today]
+    monkeypatch.setattr(store_module, "utc_day", lambda t=None: clock[0])
 
     def days(tenant: str, agent: str) -> list[int]:
         rows = store._rows(
@@ -250,23 +253,27 @@ def test_an_agents_usage_rows_of_days_no_budget_reads_are_deleted(store, tmp_pat
                     (tenant, agent, today - n),
                 )
 
-    written_before("acme", "gw1", 60, 30, 2, 1)
+    written_before("acme", "gw1", 60, 30, 7, 6, 1)
     written_before("acme", "gw2", 30, 2)
     written_before("default", "gw1", 30)
     assert store.ingest("gw1", [rec(1, payload_bytes=100)], tenant="acme")[1] == 1
-    assert days("acme", "gw1") == [today - 1, today]  # today's budgets read the same as before
+    assert days("acme", "gw1") == [today - 6, today - 1, today]  # today's budgets read the same as before
     assert store.agent_usage("gw1", today, tenant="acme") == (100, 0)
     assert days("acme", "gw2") == [today - 30, today - 2] and days("default", "gw1") == [today - 30]
-    written_before("acme", "gw1", 5)  # (not pruned again by this store today: once a day per agent)
+    written_before("acme", "gw1", 8)  # (not pruned again by this store today: once a day per agent)
     store.ingest("gw1", [rec(2, payload_bytes=100)], tenant="acme")
-    assert days("acme", "gw1") == [today - 5, today - 1, today]
+    assert days("acme", "gw1") == [today - 8, today - 6, today - 1, today]
     other = another_replica(store, tmp_path)
     try:
         assert other.ingest("gw1", [rec(1)], tenant="acme")[1:] == (0, 1)  # a replay stores nothing: no prune
-        assert days("acme", "gw1") == [today - 5, today - 1, today]
+        assert days("acme", "gw1") == [today - 8, today - 6, today - 1, today]
         other.ingest("gw1", [rec(3, payload_bytes=100)], tenant="acme")
-        assert days("acme", "gw1") == [today - 1, today]
+        assert days("acme", "gw1") == [today - 6, today - 1, today]
         assert other.agent_usage("gw1", today, tenant="acme") == (300, 0)
+        clock[0] = today + 2  # a replica whose clock runs 2 days ahead: the others' today is kept
+        other.ingest("gw1", [rec(4, payload_bytes=100)], tenant="acme")
+        assert days("acme", "gw1") == [today - 1, today, today + 2]
+        assert store.agent_usage("gw1", today, tenant="acme") == (300, 0)
     finally:
         other.close()
 
