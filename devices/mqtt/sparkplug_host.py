@@ -216,14 +216,12 @@ class _Node:
     # a datatype (``_readings``): once per node, as ``scope_asked``: a node whose program sends such a metric
     # would otherwise be reborn whole at every rebirth_min_interval_s
     undeclared_asked: bool = False
-    # the aliases a rebirth was asked for, by data its births did not give them to (``_readings``), since a data
-    # message of it was last read whole by its aliases (at most ALIAS_ASKED_MAX); ``alias_born``: those asked
-    # before the last birth of it read. Data by such an alias asks no more: a node whose NDATA use aliases its
-    # NBIRTH never declares was reborn whole at every rebirth_min_interval_s for ever, each birth as unhelpful as
-    # the last. Kept per alias: one stray alias in every NDATA (its data never read whole) had any other unknown
-    # alias (a changed map whose birth was lost) skipped unasked for good
-    alias_asked: set[int | None] = field(default_factory=set)  # None: a metric with neither name nor alias
-    alias_born: frozenset[int | None] = frozenset()
+    # a rebirth was asked for data by an alias its births did not give (``_readings``), and no data message of it
+    # was read whole by its aliases since; ``alias_born``: a birth of it was read after that ask. Data by an alias
+    # such a birth does not declare either asks no more: a node whose NDATA use aliases its NBIRTH never declares
+    # was reborn whole at every rebirth_min_interval_s for ever, each birth as unhelpful as the last
+    alias_asked: bool = False
+    alias_born: bool = False
     # a birth of it declared metrics past MAX_NODE_METRICS, whose types were not kept (``_learn``): data without a
     # datatype by a name not in ``types`` may be one of them, so such an integer is read as the wire's number, as
     # before the skip of undeclared ones (``_readings``); forgotten at its next NBIRTH
@@ -356,9 +354,6 @@ DEAD_KEEP_S = 3_600.0
 # devices of one node whose birth a rebirth is wanted for (``_Node.want``); past it the node's own rebirth is
 # wanted, which its every device's birth answers: device names come from the outside world
 MAX_WANTED_DEVICES = 1_000
-# unknown aliases a node's data asked a rebirth for, kept per node (``_Node.alias_asked``): past them, any other
-# asks no more, as the first ones answered by a birth that does not declare them
-ALIAS_ASKED_MAX = 64
 MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose last value and type are kept
 # ... and aliases its births gave (a device's DBIRTH again with new aliases adds to them), with those that clashed
 # devices of one node born at once (DBIRTH, a retained one's too): device names come from the node, and a DBIRTH
@@ -1479,7 +1474,7 @@ class SparkplugHost:
             # counts as in sequence, unless it answers a rebirth asked for a gap and no data message since was
             # in sequence: a node whose seq is broken is asked once, not after every birth (``_check_seq``)
             node.run = 0 if node.gap_asked else 1
-            node.alias_born = frozenset(node.alias_asked)
+            node.alias_born = node.alias_asked
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             # a birth replaces what the last one declared: a metric retyped or gone, or a Template
             # member now a plain metric, must not keep the old datatype for a command. Its devices too:
@@ -1889,7 +1884,7 @@ class SparkplugHost:
                     continue
                 if entry is None:
                     alias_missing = True
-                    if m.alias in node.alias_born or len(node.alias_asked) >= ALIAS_ASKED_MAX:
+                    if node.alias_born:
                         self._on_error(
                             "unknown_alias",
                             f"{t.group}/{t.edge_node}: alias {m.alias} not in its birth, nor in the birth read after "
@@ -1897,8 +1892,7 @@ class SparkplugHost:
                             "by its aliases",
                         )
                         continue
-                    unknown = True
-                    node.alias_asked.add(m.alias)
+                    unknown = node.alias_asked = True
                     self._on_error(
                         "unknown_alias", f"{t.group}/{t.edge_node}: alias {m.alias} not in its birth"
                     )
@@ -2146,7 +2140,7 @@ class SparkplugHost:
                 cause="no_value",
             )
         if by_alias and not alias_missing:  # its aliases are known again: an unknown one later asks a rebirth
-            node.alias_asked, node.alias_born = set(), frozenset()
+            node.alias_asked = node.alias_born = False
         if unknown:
             self._rebirth(t.group, t.edge_node, node)
         return out

@@ -2674,10 +2674,6 @@ class OpcUaSource:
                             beat.cancel()
                         if refit is not None:
                             refit.cancel()
-                            # its one-off connection closed before this returns (a stop's too): its close waits
-                            # up to 1 s for the PLC (connect_timeout_s while connecting), and stop() returned with
-                            # that connection still open. The heartbeat and type reads use the session's own
-                            await asyncio.wait({refit}, timeout=self.settings.connect_timeout_s + 1)
                     if self._refit_now:  # a node left out fits again: a new session subscribes it, at once
                         self._refit_now = False
                         await self._close_client(1.0)

@@ -12,7 +12,7 @@ import pytest
 
 import devices.opcua.client as opcua
 from devices.opcua.client import OpcUaSource
-from tests.integration.test_opcua_connection_lost import _nodes, _plc
+from tests.integration.test_opcua_connection_lost import _plc
 from tests.integration.test_opcua_halt_recovery import _settings
 from tests.support.peers import free_port
 from tests.support.waits import until
@@ -80,51 +80,5 @@ async def test_a_refit_read_the_plc_leaves_unanswered_closes_its_connection(monk
         await until(lambda: relay.open == 0, 30, "the one-off connection closed")
     finally:
         task.cancel()
-        relay.srv.close()
-        await srv.stop()
-
-
-async def test_a_source_stopped_during_a_refit_read_returns_with_its_connection_closed(monkeypatch) -> None:
-    """A started source reads a node left out for its size on a one-off connection (through the relay, the
-    session straight to the PLC); the PLC answers that read nothing. Before, stop() cancelled the read without
-    waiting for its close (up to 1 s for the CloseSession's answer): it returned with that connection open."""
-    port = free_port()
-    srv, idx = await _plc(port)
-    relay = _SilentAfter(port)
-    rport = await relay.start()
-    # the read's limit (connect_timeout_s x 2) far beyond the test: the stop comes during the read
-    src = OpcUaSource(
-        "plc",
-        _settings(
-            port,
-            connect_timeout_s=10,
-            reconnect_initial_s=0.1,
-            reconnect_max_s=0.1,
-            nodes=_nodes(idx, "Temp"),
-        ),
-    )
-    src._too_big = {f"ns={idx};s=Speed": 10_000_000}
-    one_off = opcua._one_off_client
-    made = []
-
-    async def through_relay_then_silent(settings, what):
-        got = await one_off(
-            settings.model_copy(update={"endpoint": f"opc.tcp://127.0.0.1:{rport}/plc/"}), what
-        )
-        made.append(got[0].uaclient.protocol.transport)
-        relay.stall = True  # connected: the PLC answers nothing more on it
-        monkeypatch.setattr(opcua, "REFIT_MIN_S", 600.0)  # no second refit within the test
-        return got
-
-    monkeypatch.setattr(opcua, "REFIT_MIN_S", 0.1)
-    monkeypatch.setattr(opcua, "_one_off_client", through_relay_then_silent)
-    try:
-        await src.start()
-        await until(lambda: relay.stall, 30, "the refit's one-off connection made")
-        await src.stop()
-        assert made[0].is_closing()  # closed by the time stop() returns
-        await until(lambda: relay.open == 0, 30, "the relay's end of it closed")
-    finally:
-        await src.stop()
         relay.srv.close()
         await srv.stop()

@@ -338,37 +338,3 @@ async def test_data_by_an_alias_its_answered_birth_still_does_not_declare_asks_n
         assert host.births == 3 and src.stats.errors_by_reason["unknown_alias"] == 5, (
             src.stats.errors_by_reason
         )
-
-
-def _stray(seq: int, *aliases: int) -> bytes:
-    d = sp._pb().Payload()
-    d.timestamp, d.seq = T0_MS + seq, seq
-    for alias in aliases:
-        _metric(d, alias=alias, double_value=float(seq))
-    return d.SerializeToString()
-
-
-async def test_a_node_whose_every_data_carries_a_stray_alias_is_asked_again_for_a_new_unknown_alias(
-    mosquitto,
-):
-    """A node whose births declare Step (alias 1) and whose every NDATA also carries alias 9, which no birth
-    declares: asked a rebirth once for alias 9, not again while its answered birth leaves 9 out. Its data is never
-    read whole by its aliases, so before, the node asked nothing more for good: data by an alias of a changed map
-    whose birth was lost (alias 2) was skipped without a rebirth asked."""
-    async with _host(
-        mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0, "rebirth_retry_s": 0}
-    ) as (src, asked, pub):
-        pub.publish("spBv1.0/g/NBIRTH/n", _birth(0).SerializeToString(), qos=1)
-        pub.publish("spBv1.0/g/NDATA/n", _stray(1, 1, 9), qos=1)
-        await until(lambda: asked == ["n"], 10, "a rebirth asked for the stray alias")
-        pub.publish(
-            "spBv1.0/g/NBIRTH/n", _birth(0).SerializeToString(), qos=1
-        )  # its answer: no alias 9 again
-        for seq in range(1, 4):
-            pub.publish("spBv1.0/g/NDATA/n", _stray(seq, 1, 9), qos=1)
-        pub.publish("spBv1.0/g/NDATA/other", _stray(1, 1), qos=1)  # not born: asked, after any ask of n
-        await until(lambda: "other" in asked, 10, "the node not born asked")
-        assert asked == ["n", "other"], asked  # alias 9 alone asks no more
-        pub.publish("spBv1.0/g/NDATA/n", _stray(4, 2, 9), qos=1)  # alias 2: a new map, its birth lost
-        await until(lambda: asked.count("n") == 2, 10, "asked again for the new unknown alias")
-        assert src.sparkplug.births == 2
