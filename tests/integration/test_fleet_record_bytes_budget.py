@@ -8,6 +8,7 @@ an agent stored today are kept in the store, so a restarted service counts on fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import threading
@@ -28,6 +29,23 @@ from protocols.gen import fleet_pb2_grpc as rpc
 from tests.support.fleet import ServerProcess, cloud_settings, make_pki
 from tests.support.peers import free_port
 from tests.support.waits import until
+
+
+@contextlib.asynccontextmanager
+async def _gw1_fleet(tmp_path, quotas: Quotas | None = None):
+    """An in-process fleet service (gRPC, mTLS, a PKI of its own) and a stub connected to it as agent gw1."""
+    pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    srv = FleetServer(
+        tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key", quotas=quotas
+    )
+    await srv.start()
+    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+            yield srv, rpc.FleetStub(ch)
+    finally:
+        await srv.stop()
 
 
 async def test_an_agents_record_bytes_of_the_day_are_bounded_the_rest_wait_in_its_outbox(tmp_path):
@@ -105,67 +123,47 @@ async def test_a_batch_its_tenants_quota_refuses_spends_none_of_the_agents_day_b
     the agent's sample budget again and, the tenant's quota raised, the agent stayed refused on its own budget
     until 00:00 UTC. And a batch written in ranges (SQLite, over 1 MiB) refused in a later range gave back the
     bytes of its stored first range too."""
-    pki = make_pki(tmp_path / "pki")
-    port = free_port()
-    srv = FleetServer(
-        tmp_path / "cloud",
-        port,
-        pki / "ca.pem",
-        pki / "server.pem",
-        pki / "server.key",
-        quotas=Quotas(QuotaLimits(sample_bytes_per_day=250_000)),
-    )
-    await srv.start()
-    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
-    try:
-        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
-            stub = rpc.FleetStub(ch)
+    async with _gw1_fleet(tmp_path, Quotas(QuotaLimits(sample_bytes_per_day=250_000))) as (srv, stub):
 
-            async def push(*records) -> str:
-                batch = pb.RecordBatch(records=list(records))
-                try:
-                    return (
-                        f"stored {[a async for a in stub.PushRecords(iter([batch]), timeout=30)][0].stored}"
-                    )
-                except grpc.aio.AioRpcError as exc:
-                    return f"{exc.code().name}: {exc.details()}"
+        async def push(*records) -> str:
+            batch = pb.RecordBatch(records=list(records))
+            try:
+                return f"stored {[a async for a in stub.PushRecords(iter([batch]), timeout=30)][0].stored}"
+            except grpc.aio.AioRpcError as exc:
+                return f"{exc.code().name}: {exc.details()}"
 
-            def usage() -> tuple[int, int]:
-                snap = srv.quotas.snapshot("default")
-                return snap["record_bytes_today"].get("gw1", 0), snap["sample_bytes_today"].get("gw1", 0)
+        def usage() -> tuple[int, int]:
+            snap = srv.quotas.snapshot("default")
+            return snap["record_bytes_today"].get("gw1", 0), snap["sample_bytes_today"].get("gw1", 0)
 
-            img = b"s" * 100_000
-            meta = b'{"model": "m"}'
-            sample = pb.Record(
-                seq=1,
-                epoch=1,
-                kind="sample",
-                t=time.time(),
-                payload=meta,
-                sample=img,
-                sample_sha256=hashlib.sha256(img).hexdigest(),
-                sample_ext=".npy",
+        img = b"s" * 100_000
+        meta = b'{"model": "m"}'
+        sample = pb.Record(
+            seq=1,
+            epoch=1,
+            kind="sample",
+            t=time.time(),
+            payload=meta,
+            sample=img,
+            sample_sha256=hashlib.sha256(img).hexdigest(),
+            sample_ext=".npy",
+        )
+        srv.store.set_quota("default", max_sample_bytes_per_day=50_000)
+        for _ in range(4):  # the agent's own budget (250 KB) would have been spent at the third
+            assert (await push(sample)).startswith(
+                "RESOURCE_EXHAUSTED: tenant default: this batch (100000 bytes of samples)"
             )
-            srv.store.set_quota("default", max_sample_bytes_per_day=50_000)
-            for _ in range(4):  # the agent's own budget (250 KB) would have been spent at the third
-                assert (await push(sample)).startswith(
-                    "RESOURCE_EXHAUSTED: tenant default: this batch (100000 bytes of samples)"
-                )
-            assert usage() == (0, 0)
-            srv.store.set_quota("default", max_sample_bytes_per_day=0)  # raised: stored at once
-            assert await push(sample) == "stored 1"
-            assert usage() == (len(meta), len(img))
-            # three records of 600 KB, each a range of its own: the quota trips in the second
-            srv.store.set_quota("default", max_record_bytes_per_day=1_000_000)
-            payload = json.dumps({"pad": "x" * 600_000}).encode()
-            big = [
-                pb.Record(seq=s, epoch=1, kind="result", t=time.time(), payload=payload) for s in (2, 3, 4)
-            ]
-            assert "its first 1 records were stored" in await push(*big)
-            assert srv.store.stats("gw1")["records"] == 2
-            assert usage() == (len(meta) + len(payload), len(img))  # the stored record's bytes stay spent
-    finally:
-        await srv.stop()
+        assert usage() == (0, 0)
+        srv.store.set_quota("default", max_sample_bytes_per_day=0)  # raised: stored at once
+        assert await push(sample) == "stored 1"
+        assert usage() == (len(meta), len(img))
+        # three records of 600 KB, each a range of its own: the quota trips in the second
+        srv.store.set_quota("default", max_record_bytes_per_day=1_000_000)
+        payload = json.dumps({"pad": "x" * 600_000}).encode()
+        big = [pb.Record(seq=s, epoch=1, kind="result", t=time.time(), payload=payload) for s in (2, 3, 4)]
+        assert "its first 1 records were stored" in await push(*big)
+        assert srv.store.stats("gw1")["records"] == 2
+        assert usage() == (len(meta) + len(payload), len(img))  # the stored record's bytes stay spent
 
 
 @pytest.mark.parametrize("memo_s", [0.0, 600.0], ids=["exact-check", "spent-tenant-memo"])
@@ -179,91 +177,64 @@ async def test_a_partly_stored_batch_sent_again_charges_the_agent_for_the_stored
     and by the memo (kept: the resend refused before the writer). A replay acknowledged charges nothing either:
     the agent's day budget counts what the store holds for it (agent_usage, what a restart starts it from)."""
     monkeypatch.setattr("cloud_trainer.fleet.store.SPENT_TTL_S", memo_s)
-    pki = make_pki(tmp_path / "pki")
-    port = free_port()
-    srv = FleetServer(
-        tmp_path / "cloud",
-        port,
-        pki / "ca.pem",
-        pki / "server.pem",
-        pki / "server.key",
-        quotas=Quotas(QuotaLimits(record_bytes_per_day=10_000_000)),
-    )
-    await srv.start()
-    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
-    try:
-        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
-            stub = rpc.FleetStub(ch)
+    async with _gw1_fleet(tmp_path, Quotas(QuotaLimits(record_bytes_per_day=10_000_000))) as (srv, stub):
 
-            async def push(records) -> str:
-                batch = pb.RecordBatch(records=records)
-                try:
-                    ack = [a async for a in stub.PushRecords(iter([batch]), timeout=30)][0]
-                    return f"stored {ack.stored} duplicates {ack.duplicates}"
-                except grpc.aio.AioRpcError as exc:
-                    return f"{exc.code().name}: {exc.details()}"
+        async def push(records) -> str:
+            batch = pb.RecordBatch(records=records)
+            try:
+                ack = [a async for a in stub.PushRecords(iter([batch]), timeout=30)][0]
+                return f"stored {ack.stored} duplicates {ack.duplicates}"
+            except grpc.aio.AioRpcError as exc:
+                return f"{exc.code().name}: {exc.details()}"
 
-            def spent() -> int:
-                return srv.quotas.snapshot("default")["record_bytes_today"].get("gw1", 0)
+        def spent() -> int:
+            return srv.quotas.snapshot("default")["record_bytes_today"].get("gw1", 0)
 
-            def held() -> int:  # the agent's payload bytes the store holds today
-                return srv.store.agent_usage("gw1", int(time.time() // 86400))[0]
+        def held() -> int:  # the agent's payload bytes the store holds today
+            return srv.store.agent_usage("gw1", int(time.time() // 86400))[0]
 
-            srv.store.set_quota("default", max_record_bytes_per_day=1_000_000)
-            payload = json.dumps({"pad": "x" * 600_000}).encode()
-            big = [
-                pb.Record(seq=s, epoch=1, kind="result", t=time.time(), payload=payload) for s in (1, 2, 3)
-            ]
-            for _ in range(4):  # the first send and 3 resends
-                assert "would pass the tenant's quota of 1000000 bytes of records" in await push(big)
-                assert srv.store.stats("gw1")["records"] == 1
-                assert spent() == held() == len(payload)
-            srv.store.set_quota("default", max_record_bytes_per_day=0)  # raised: the rest is stored
-            assert await push(big) == "stored 2 duplicates 1"
-            assert await push(big) == "stored 0 duplicates 3"  # a replay (its acknowledgement lost)
-            assert spent() == held() == 3 * len(payload)
-    finally:
-        await srv.stop()
+        srv.store.set_quota("default", max_record_bytes_per_day=1_000_000)
+        payload = json.dumps({"pad": "x" * 600_000}).encode()
+        big = [pb.Record(seq=s, epoch=1, kind="result", t=time.time(), payload=payload) for s in (1, 2, 3)]
+        for _ in range(4):  # the first send and 3 resends
+            assert "would pass the tenant's quota of 1000000 bytes of records" in await push(big)
+            assert srv.store.stats("gw1")["records"] == 1
+            assert spent() == held() == len(payload)
+        srv.store.set_quota("default", max_record_bytes_per_day=0)  # raised: the rest is stored
+        assert await push(big) == "stored 2 duplicates 1"
+        assert await push(big) == "stored 0 duplicates 3"  # a replay (its acknowledgement lost)
+        assert spent() == held() == 3 * len(payload)
 
 
 async def test_a_damaged_sample_not_stored_is_not_charged_to_the_agents_day_budgets(tmp_path):
     """A batch of a result and a sample whose bytes do not hash to the digest the agent gave (damaged: not stored,
     not acknowledged, sent again by the agent): its payload and sample bytes were taken and given back only when
     the same batch held a duplicate, so each resend spent the agent's sample budget for bytes never stored."""
-    pki = make_pki(tmp_path / "pki")
-    port = free_port()
-    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
-    await srv.start()
-    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
-    try:
-        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
-            stub = rpc.FleetStub(ch)
-            payload = json.dumps({"i": 1}).encode()
-            sample = b"\x89PNG" + b"x" * 5000
-            for n in range(1, 3):  # sent twice, as the agent sends what was not acknowledged again
-                batch = pb.RecordBatch(
-                    records=[
-                        pb.Record(seq=2 * n - 1, epoch=1, kind="result", t=time.time(), payload=payload),
-                        pb.Record(
-                            seq=2 * n,
-                            epoch=1,
-                            kind="sample",
-                            t=time.time(),
-                            payload=payload,
-                            sample=sample,
-                            sample_sha256="0" * 64,
-                            sample_ext=".png",
-                        ),
-                    ]
-                )
-                [a async for a in stub.PushRecords(iter([batch]), timeout=30)]
-            snap = srv.quotas.snapshot("default")
-            held = srv.store.agent_usage("gw1", int(time.time() // 86400))
-            assert srv.store.stats("gw1")["records"] == 2  # the two results
-            assert snap["record_bytes_today"].get("gw1", 0) == held[0] == 2 * len(payload)
-            assert snap["sample_bytes_today"].get("gw1", 0) == held[1] == 0
-    finally:
-        await srv.stop()
+    async with _gw1_fleet(tmp_path) as (srv, stub):
+        payload = json.dumps({"i": 1}).encode()
+        sample = b"\x89PNG" + b"x" * 5000
+        for n in range(1, 3):  # sent twice, as the agent sends what was not acknowledged again
+            batch = pb.RecordBatch(
+                records=[
+                    pb.Record(seq=2 * n - 1, epoch=1, kind="result", t=time.time(), payload=payload),
+                    pb.Record(
+                        seq=2 * n,
+                        epoch=1,
+                        kind="sample",
+                        t=time.time(),
+                        payload=payload,
+                        sample=sample,
+                        sample_sha256="0" * 64,
+                        sample_ext=".png",
+                    ),
+                ]
+            )
+            [a async for a in stub.PushRecords(iter([batch]), timeout=30)]
+        snap = srv.quotas.snapshot("default")
+        held = srv.store.agent_usage("gw1", int(time.time() // 86400))
+        assert srv.store.stats("gw1")["records"] == 2  # the two results
+        assert snap["record_bytes_today"].get("gw1", 0) == held[0] == 2 * len(payload)
+        assert snap["sample_bytes_today"].get("gw1", 0) == held[1] == 0
 
 
 async def test_a_call_the_agent_cancels_while_the_store_writes_charges_only_what_the_store_then_stored(
