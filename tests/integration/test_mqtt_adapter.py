@@ -42,7 +42,9 @@ def closed(c: paho.Client) -> None:
     c.loop_stop()
 
 
-async def collect(src: MqttSource, until, timeout_s: float = 10.0) -> list:
+async def collect(src: MqttSource, until, timeout_s: float = 30.0) -> list:
+    """What ``src`` yields until ``until(got)`` holds, or what came within ``timeout_s`` (a ceiling for
+    a loaded machine: a condition the test expects returns as soon as it holds)."""
     got: list = []
 
     async def run():
@@ -133,7 +135,7 @@ async def test_bad_input_is_counted_and_skipped_while_good_messages_flow(mosquit
         for t, p in bad:
             pub.publish(t, p)
         pub.publish("j/1", b'{"ts": 1700000011, "a": {"b": 2}}')
-        got = await collect(src, lambda g: any(r.value == 2 for r in g), 5)
+        got = await collect(src, lambda g: any(r.value == 2 for r in g))
     finally:
         closed(pub)
         await src.stop()
@@ -166,7 +168,7 @@ async def test_a_message_over_the_size_limit_is_skipped_undecoded_and_counted(mo
         pub.publish("j/1", big_waveform)
         pub.publish("spBv1.0/g/NDATA/e1", b"\x00" * 5000)
         pub.publish("j/1", b'{"ts": 1700000012, "v": 2}')
-        got = await collect(src, lambda g: any(r.value == 2 for r in g), 5)
+        got = await collect(src, lambda g: any(r.value == 2 for r in g))
     finally:
         closed(pub)
         await src.stop()
@@ -242,7 +244,7 @@ async def test_gateways_that_publish_many_tags_per_message_as_records_are_read_w
         pub.publish("kepware/line1", json.dumps(kepware), qos=1)
         pub.publish("ie/databus", json.dumps(siemens), qos=1)
         pub.publish("bare/x", json.dumps(bare), qos=1)
-        got = await collect(src, lambda g: len(g) >= 6, 5)
+        got = await collect(src, lambda g: len(g) >= 6)
     finally:
         closed(pub)
         await src.stop()
@@ -355,7 +357,7 @@ async def test_gateways_that_send_opc_ua_status_codes_as_record_quality_are_read
         pub.publish("ua/oven", json.dumps(ua), qos=1)
         pub.publish("nodered/press", json.dumps(nodered), qos=1)
         pub.publish("ignition/line2", json.dumps(ignition), qos=1)
-        got = await collect(src, lambda g: len(g) >= 11, 5)
+        got = await collect(src, lambda g: len(g) >= 11)
     finally:
         closed(pub)
         await src.stop()
@@ -391,7 +393,7 @@ async def test_broker_restart_resubscribes_and_messages_flow_again(mosquitto, ca
         await asyncio.sleep(0.2)
         pub = raw_client(mosquitto.port)
         pub.publish("r/x", b'{"v": 1}', qos=1)
-        got = await collect(src, lambda g: len(g) >= 1, 5)
+        got = await collect(src, lambda g: len(g) >= 1)
         closed(pub)
     finally:
         await src.stop()
@@ -471,7 +473,7 @@ async def test_sparkplug_births_data_deaths_and_rebirth_with_simulator(mosquitto
             sp.Payload(int(time.time() * 1000), 200, [sp.Metric(None, 999, sp.DataType.DOUBLE, 1.0)])
         )
         pub.publish("spBv1.0/plant/DDATA/edge0/motor1", bogus, qos=1)
-        await collect(src, lambda g: src.sparkplug.births >= births + 2, 10)
+        await collect(src, lambda g: src.sparkplug.births >= births + 2)
         closed(pub)
     finally:
         fleet.stop()
@@ -541,7 +543,7 @@ async def test_sparkplug_data_without_datatypes_reads_signed_integers_by_their_b
     try:
         pub.publish("spBv1.0/g/NBIRTH/oven1", sp.encode(birth), qos=1)
         pub.publish("spBv1.0/g/NDATA/oven1", data.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: len([r for r in g if r.timestamp == (T0_MS + 2) / 1000]) >= 5, 5)
+        got = await collect(src, lambda g: len([r for r in g if r.timestamp == (T0_MS + 2) / 1000]) >= 5)
     finally:
         closed(pub)
         await src.stop()
@@ -595,7 +597,7 @@ async def test_sparkplug_template_instances_give_a_tag_per_member_and_commands_g
         pub.publish("spBv1.0/g/NBIRTH/edge", nbirth.SerializeToString(), qos=1)
         pub.publish("spBv1.0/g/DBIRTH/edge/line1", dbirth.SerializeToString(), qos=1)
         pub.publish("spBv1.0/g/DDATA/edge/line1", ddata.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 4) / 1000 for r in g), 5)
+        got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 4) / 1000 for r in g))
         await src.command("g", "edge", "line1", "Motors/M1/Speed", 1200.5)
         await src.command("g", "edge", "line1", "Motors/M1/Bearing/Vib", 0.25)
         for _ in range(300):
@@ -652,7 +654,7 @@ async def test_sparkplug_quality_property_marks_a_stale_tag_bad_until_a_value_co
         for i, body in enumerate(messages):
             kind = "NBIRTH" if i == 0 else "NDATA"
             pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: len(g) >= 4, 5)
+        got = await collect(src, lambda g: len(g) >= 4)
     finally:
         closed(pub)
         await src.stop()
@@ -695,7 +697,7 @@ async def test_sparkplug_a_null_metric_makes_its_tag_bad_instead_of_leaving_the_
     try:
         for kind, body in (("NBIRTH", nbirth), ("NDATA", data), ("NDATA", last)):
             pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 3) / 1000 for r in g), 5)
+        got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 3) / 1000 for r in g))
     finally:
         closed(pub)
         await src.stop()
@@ -750,7 +752,7 @@ async def test_sparkplug_device_data_without_its_dbirth_is_skipped_and_a_rebirth
             ("NDATA/edge", end),
         ):
             pub.publish(f"spBv1.0/g/{topic}", body.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 5) / 1000 for r in g), 5)
+        got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 5) / 1000 for r in g))
         for _ in range(300):
             if cmds:
                 break
@@ -810,7 +812,7 @@ async def test_sparkplug_a_seq_gap_asks_one_rebirth_whose_birth_brings_the_lost_
         for seq in (3, 5):  # a repeat of seq 3, and another gap: still one rebirth
             node.publish("spBv1.0/g/NDATA/edge", sp.encode(sp.Payload(t0 + seq, seq)), qos=1)
             node.publish("spBv1.0/g/NDATA/edge", sp.encode(sp.Payload(t0 + seq, seq)), qos=1)
-        got = await collect(src, lambda g: src.sparkplug.births >= 2 and g[-1].value is True, 5)
+        got = await collect(src, lambda g: src.sparkplug.births >= 2 and g[-1].value is True)
     finally:
         closed(node)
         await src.stop()
@@ -851,7 +853,7 @@ async def test_sparkplug_a_node_whose_clock_runs_behind_is_good_again_at_its_reb
             ("NBIRTH/edge", payload(300, 0, 2, Temp=21.0)),
         ):
             pub.publish(f"spBv1.0/g/{topic}", body, qos=1)
-        got = await collect(src, lambda g: g[-1].value == 21.0, 5)
+        got = await collect(src, lambda g: g[-1].value == 21.0)
     finally:
         closed(pub)
         await src.stop()
@@ -895,7 +897,7 @@ async def test_sparkplug_3_arrays_are_read_as_1d_arrays_by_their_births_datatype
     try:
         for kind, body in (("NBIRTH", nbirth), ("NDATA", data)):
             pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 3) / 1000 for r in g), 5)
+        got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 3) / 1000 for r in g))
     finally:
         closed(pub)
         await src.stop()
@@ -947,7 +949,7 @@ async def test_sparkplug_nodes_of_one_name_in_two_groups_do_not_mix_their_values
             ("LineB/NBIRTH/plc1", payload(3, 0, 83.0, bd=0)),
         ):
             pub.publish(f"spBv1.0/{topic}", body, qos=1)
-        got = await collect(src, lambda g: g[-1].value == 83.0, 5)
+        got = await collect(src, lambda g: g[-1].value == 83.0)
     finally:
         closed(pub)
         await src.stop()
@@ -992,7 +994,7 @@ async def test_sparkplug_historical_and_unsupported_metrics_drive_nothing_and_sa
     try:
         for kind, body in (("NBIRTH", nbirth), ("NDATA", data), ("NDATA", late), ("NDEATH", death)):
             pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: any(r.quality is Quality.BAD for r in g), 5)
+        got = await collect(src, lambda g: any(r.quality is Quality.BAD for r in g))
     finally:
         closed(pub)
         await src.stop()
@@ -1048,7 +1050,7 @@ async def test_a_reading_stamped_years_ahead_does_not_silence_its_tag(mosquitto,
         pub.publish("spBv1.0/g/NBIRTH/edge", nbirth.SerializeToString(), qos=1)
         for body in sp_data:
             pub.publish("spBv1.0/g/NDATA/edge", body, qos=1)
-        got = await collect(src, lambda g: len(g) >= 9, 5)
+        got = await collect(src, lambda g: len(g) >= 9)
     finally:
         closed(pub)
         await src.stop()
@@ -1105,13 +1107,13 @@ async def test_a_retained_message_is_the_brokers_last_value_not_a_live_reading(m
     ]
     src = await started(mosquitto.port, subs)
     try:
-        first = await collect(src, lambda g: len(g) >= 5, 5)
+        first = await collect(src, lambda g: len(g) >= 5)
         pub.publish("ret/oven/t", json.dumps({"temperature": 96.0}), qos=1, retain=True).wait_for_publish(5)
         data = sp._pb().Payload()
         data.timestamp, data.seq = int(time.time() * 1000), 1
         _pb_metric(data, alias=1, double_value=21.0)
         pub.publish("spBv1.0/ret/NDATA/edge", data.SerializeToString(), qos=1).wait_for_publish(5)
-        live = await collect(src, lambda g: len(g) >= 2, 5)
+        live = await collect(src, lambda g: len(g) >= 2)
     finally:
         for topic in retained:  # an empty retained message clears the broker's copy
             pub.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
@@ -1627,7 +1629,7 @@ async def test_sparkplug_tag_map_key_with_the_group_prefix_is_said_once(mosquitt
                 sp.encode(sp.Payload(now, seq, [sp.Metric("temp", None, sp.DataType.DOUBLE, 21.5)])),
                 qos=1,
             )
-        got = await collect(src, lambda g: len(g) >= 2, 5)
+        got = await collect(src, lambda g: len(g) >= 2)
     finally:
         closed(pub)
         await src.stop()
