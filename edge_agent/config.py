@@ -434,6 +434,13 @@ def _check_write_value(v: Any, what: str) -> Any:
     ByteString's stated bytes (``{base64: ...}``, ``{hex: ...}``) decoded, text stated as such (``{text: '010'}``:
     for a String node, however it reads) as that text, and a YAML timestamp as its ISO text, once
     ``_stated_time`` found its zone and range (quoted text is kept as written)."""
+    if isinstance(v, list) and any(isinstance(x, list) for x in v):
+        # said as such: the item check below told of one row, "(found [1, 2])", which read as a wrong number
+        raise ValueError(
+            f"a matrix (a list of lists: {reprlib.repr(v)}) is not supported as a write value; {what} is "
+            "one value or a flat list of them (a node of one dimension): write a matrix node's rows through "
+            "nodes of their own"
+        )
     items = v if isinstance(v, list) else [v]
     out: list[Any] = []
     for x in items:

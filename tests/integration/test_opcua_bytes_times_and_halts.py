@@ -124,6 +124,11 @@ async def test_bytes_and_a_time_from_a_yaml_file_reach_their_nodes_and_bytes_ove
             "2026-11-30T12:00:00.1234567Z",
             "2026-11-30T12:00:00.1234567Z (line 3) is read by YAML to the microsecond, not as it shows",
         ),
+        # before: "... or a list of those (found [1, 2])", its first row, read as a wrong number
+        (
+            "[[1, 2], [3, 4]]",
+            "a matrix (a list of lists: [[1, 2], [3, 4]]) is not supported as a write value",
+        ),
     ],
     ids=[
         "bad_base64",
@@ -132,6 +137,7 @@ async def test_bytes_and_a_time_from_a_yaml_file_reach_their_nodes_and_bytes_ove
         "naive_time",
         "year_1600",
         "finer_than_a_microsecond",
+        "matrix",
     ],
 )
 def test_bad_bytes_text_a_time_without_zone_or_out_of_range_is_refused_at_load_naming_file_and_field(
