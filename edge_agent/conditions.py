@@ -55,8 +55,12 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 VERDICTS = ("OK", "NG", "UNSURE")
-# a whole number's text (int() converts at most 4,300 digits)
-_WHOLE = re.compile(r"\s*[+-]?[0-9]{1,4300}\s*")
+# a whole number's text: its sign and digits past leading zeros (int() converts at most 4,300 digits)
+_WHOLE = re.compile(r"\s*([+-]?)0*([0-9]+)\s*")
+# digits of a whole number past float64's range (1.8e308) at least: 310
+_PAST_FLOAT = 310
+# an infinity written as such ("inf", "-Infinity"): taken, as YAML's .inf is (Infinity is a number)
+_INF_TEXT = re.compile(r"\s*[+-]?inf(?:inity)?\s*", re.IGNORECASE)
 NUMERIC = ("score", "anomaly_score", "remaining_life", "margin", "age_ms")  # the rest are text
 
 
@@ -68,14 +72,26 @@ def _operand(key: str, op: str, v: Any) -> Any:
     where = f"{key}: {op}" if op else key
     if key in NUMERIC:
         if isinstance(v, str):
+            text = v
             try:
                 # a whole number as its int (as a YAML number is): a float64 made "9007199254740993" 2**53, so
-                # a rule's Int64 counter of 2**53 + 1 was not {gt: "9007199254740992"}
-                v = int(v) if _WHOLE.fullmatch(v) else float(v.strip())
+                # a rule's Int64 counter of 2**53 + 1 was not {gt: "9007199254740992"}. One of more digits than
+                # int() converts (4,300) is past float64's range, as one of 310 is: refused below (float() read
+                # it as an infinity, taken)
+                if (whole := _WHOLE.fullmatch(v)) is not None:
+                    digits = whole[2]
+                    v = 10**_PAST_FLOAT if len(digits) > _PAST_FLOAT else int(whole[1] + digits)
+                else:
+                    v = float(v.strip())
             except ValueError:
                 raise ConditionError(
                     f"{where}: {v!r} is not a number, and {key} is one (this would never match)"
                 ) from None
+            if isinstance(v, float) and math.isinf(v) and not _INF_TEXT.fullmatch(text):
+                # a number written finite that float64 cannot hold ("1e400", 5,000 digits and a fraction): read
+                # as an infinity it was taken, a threshold no score reaches (or every one does)
+                shown = repr(text[:40]) + ("..." if len(text) > 40 else "")
+                raise ConditionError(f"{where}: {shown} is past float64's range, which no {key} reaches")
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ConditionError(f"{where}: {v!r} is not a number, and {key} is one (this would never match)")
         # an int is never NaN (math.isnan raised OverflowError on one past 1e308)

@@ -330,3 +330,19 @@ def test_a_condition_compares_a_field_with_its_own_type_or_is_refused_by_name():
     ]:
         with pytest.raises(ConditionError, match=re.escape(msg)):
             compile_condition(spec)
+
+
+def test_a_conditions_number_written_as_text_past_float64s_range_is_refused_however_many_digits():
+    """A ``${VAR}`` or a quoted YAML value of 5,000 digits (more than Python's int() converts, 4,300) or
+    ``"1e400"`` was read by float() as an infinity and taken: ``{score: {gt: ...}}`` matched no score, ``lt``
+    every one, unsaid, where the same number of 400 digits is refused by name. An infinity written as one
+    stays a number (as YAML's .inf), and leading zeros do not make a number large."""
+    for text in ("1" * 5000, " -" + "9" * 4301 + " ", "1" * 4301 + ".5", "1e400", "-1E400"):
+        with pytest.raises(
+            ConditionError, match=r"^score: gt: .*past float64's range, which no score reaches$"
+        ):
+            compile_condition({"score": {"gt": text}})
+    assert compile_condition({"score": {"lt": "0" * 5000 + "7"}})(result(score=6))
+    assert not compile_condition({"score": {"lt": "-" + "0" * 5000 + "7"}})(result(score=6))
+    assert compile_condition({"score": {"lt": " inf "}})(result(score=1e308))
+    assert compile_condition({"score": {"gt": "-Infinity"}})(result(score=-1e308))
