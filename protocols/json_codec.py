@@ -324,6 +324,52 @@ def _too_many(what: str) -> CodecError:
     )
 
 
+# Keys (in all its objects) and objects and arrays one payload may hold to be parsed at all. Parsing is one C call
+# that holds the GIL throughout (no worker thread frees the loop from it): an 8-MB object of 700,000 keys held
+# the agent's loop 1.6 s before it was refused as too_many_values, 2,000,000 nested [1] arrays 2 s. Twice
+# MAX_VALUES: a batch of 100,000 records of two keys each, refused as too_many_values after parsing, still reaches
+# that count; 200,000 keys parse in about 0.15 s.
+MAX_KEYS = 2 * MAX_VALUES
+MAX_CONTAINERS = 2 * MAX_VALUES
+# a JSON text's strings, each whole (escapes included); between two of them lies structure only
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def too_many_to_parse(payload: bytes) -> CodecError | None:
+    """``too_many_values`` when UTF-8 JSON ``payload`` holds over ``MAX_KEYS`` keys, or over ``MAX_CONTAINERS``
+    objects and arrays, counted without parsing it (a ``:``, ``{`` or ``[`` inside a string does not count); else
+    None. Made to run in a worker thread: the count walks the payload string by string in Python, so the event
+    loop gets its turn every switch interval (a C scan would hold the GIL as the parse does), and it stops once
+    past a bound. A payload with no more ``:``, ``{`` and ``[`` bytes than the bounds is passed after a C count;
+    one holding a NUL byte (UTF-16 or UTF-32 JSON, whose strings this does not find) is passed unscanned."""
+    count = payload.count
+    if count(b":") <= MAX_KEYS and count(b"{") + count(b"[") <= MAX_CONTAINERS:
+        return None
+    if 0 in payload:
+        return None
+    keys = containers = at = 0
+    for m in _JSON_STRING.finditer(payload):
+        start = m.start()
+        keys += count(b":", at, start)
+        containers += count(b"{", at, start) + count(b"[", at, start)
+        at = m.end()
+        if keys > MAX_KEYS or containers > MAX_CONTAINERS:
+            break
+    else:
+        keys += count(b":", at)
+        containers += count(b"{", at) + count(b"[", at)
+    if keys > MAX_KEYS:
+        what = f"over {MAX_KEYS} keys"
+    elif containers > MAX_CONTAINERS:
+        what = f"over {MAX_CONTAINERS} objects and arrays"
+    else:
+        return None
+    return CodecError(
+        "too_many_values",
+        f"{what} in one message ({len(payload)} bytes), refused unparsed: parsing it would hold the agent",
+    )
+
+
 _decode = json.JSONDecoder().decode
 _raw_decode = json.JSONDecoder().raw_decode
 

@@ -391,6 +391,8 @@ _ARRIVAL = operator.itemgetter(4)
 _PAYLOAD = operator.itemgetter(1)
 # messages a hand-over gives the consumer at most (get_many): about the most a new message waits behind
 TAKE_MAX = 256
+# a JSON message of more bytes could hold more keys, or objects and arrays, than are parsed: counted first
+_SCAN_BYTES = min(json_codec.MAX_KEYS, json_codec.MAX_CONTAINERS)
 # names a duplicate_key line of names that differ only by text that is not valid Unicode says (then a count)
 CLASH_NAMES_SHOWN = 3
 # the payload of a mark (``_BatchChannel.mark_threadsafe``): this source's connection to the broker was lost there
@@ -861,6 +863,8 @@ class MqttSource:
         self._sparkplug_subs = [s.filter for s in settings.subscriptions if s.codec == "sparkplug_b"]
         # one decoder per subscription, built by its codec's row in CODEC_TYPES
         self._decoders = {id(s): _decoder_factory(s.codec)(self, s) for s in settings.subscriptions}
+        # the JSON ones: a large message of theirs is counted in a worker thread before it is parsed (``_unparsable``)
+        self._json_decoders = {id(self._decoders[id(s)]) for s in settings.subscriptions if s.codec == "json"}
         self.notices = Notices(log)  # silent drops and routine events: said once, counted always
         self.sparkplug.on_notice = self._notice
         self.published: dict[str, int] = {"sent": 0, "queued": 0}
@@ -2142,7 +2146,14 @@ class MqttSource:
                 entry = batch[self._pos]
                 readings = self._readings
                 if readings is None:
-                    readings = self._readings = self._read(entry)
+                    if (
+                        type(entry[1]) is bytes
+                        and len(entry[1]) > _SCAN_BYTES
+                        and await self._unparsable(entry)
+                    ):
+                        readings = self._readings = []  # refused unparsed (too_many_values)
+                    else:
+                        readings = self._readings = self._read(entry)
                     self._ri = 0
                 cell, n, ri = entry[5], len(readings), self._ri
                 if cell is not None and ri >= n:  # no reading (or all handed over before): taken
@@ -2179,6 +2190,21 @@ class MqttSource:
             self._state_sent_seen = self._state_sent
             self.sparkplug.ask_missed()
         return batch
+
+    async def _unparsable(self, entry: list) -> bool:
+        """Whether a large message of a JSON subscription holds more keys, or objects and arrays, than may be
+        parsed (``json_codec.too_many_to_parse``): counted and refused unparsed. Parsing is one C call holding the GIL
+        (an 8-MB object of 700,000 keys held the loop 1.6 s, every source, the status page, action writes with it),
+        so the count runs in a worker thread, one message at a time per source (this source's messages wait, in
+        order), the loop served meanwhile."""
+        topic, payload = entry[0], entry[1]
+        if topic is None or type(payload) is not bytes or id(self._route(topic)) not in self._json_decoders:
+            return False
+        err = await asyncio.to_thread(json_codec.too_many_to_parse, payload)
+        if err is None:
+            return False
+        self._error(err.reason, f"topic {shown_topic(topic)}: {err.detail}")
+        return True
 
     def _read(self, entry: list) -> list[Reading]:
         """The readings of a queued message (none for a dropped one's shell); never raises."""

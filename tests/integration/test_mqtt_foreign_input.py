@@ -328,6 +328,62 @@ async def test_a_message_of_over_100000_values_is_refused_whole_and_the_next_is_
     assert src.stats.errors_by_reason == {"too_many_values": 2}
 
 
+async def test_a_message_of_700000_keys_is_refused_unparsed_while_the_loop_runs_on(mosquitto):
+    """An 8-MB JSON object of 700,000 keys (a hostile or buggy sensor) was parsed on the agent's loop before its
+    count refused it: 1.6 s in one C call, every other source, the status page and action writes waiting. Its
+    keys are now counted in a worker thread and it is refused unparsed; the loop runs on meanwhile (a ticker
+    advances between the message's hand-over and its refusal: it did not once), and large JSON that may be
+    parsed (a 200,000-sample waveform, a text holding 300,000 colons) is read as before."""
+    subs = [{"topic": "f/#"}, {"topic": "w/#", "json_mapping": {"values": {"v": "wave", "t": "t"}}}]
+    src = await started(mosquitto.port, subs)
+    hostile = ("{" + ",".join(f'"k{i}":1' for i in range(700_000)) + "}").encode()
+    ticks = [0]
+    seen: dict[str, int] = {}
+
+    async def ticker() -> None:
+        while True:
+            ticks[0] += 1
+            await asyncio.sleep(0)
+
+    # the two ends of the hostile message's reading, by the ticker's count: its hand-over and its refusal
+    channel, get_many, error = src._channel, src._channel.get_many, src._error
+
+    async def handed_over(*a, **kw):
+        batch = await get_many(*a, **kw)
+        if any(e[1] is not None and len(e[1]) == len(hostile) for e in batch):
+            seen.setdefault("handed_over", ticks[0])
+        return batch
+
+    def counted(reason: str, detail: str) -> None:
+        if reason == "too_many_values":
+            seen.setdefault("refused", ticks[0])
+        error(reason, detail)
+
+    channel.get_many, src._error = handed_over, counted
+    pub = raw_client(mosquitto.port)
+    tick = asyncio.create_task(ticker())
+    try:
+        pub.publish("f/1", hostile, qos=1)
+        pub.publish("w/1", json.dumps({"v": [0.5] * 200_000, "t": 3}), qos=1)
+        pub.publish("w/2", json.dumps({"log": "a:" * 300_000, "v": [1.0], "t": 5}), qos=1)
+        pub.publish("f/2", b'{"v": 7}', qos=1)
+        got = await collect(src, lambda g: g[-1].tag == "f/2/v", 30)
+    finally:
+        tick.cancel()
+        closed(pub)
+        await src.stop()
+    assert [(r.tag, r.value.shape if r.tag.endswith("wave") else r.value) for r in got] == [
+        ("w/1/wave", (200_000,)),
+        ("w/1/t", 3),
+        ("w/2/wave", (1,)),
+        ("w/2/t", 5),
+        ("f/2/v", 7),
+    ]
+    assert src.stats.errors_by_reason == {"too_many_values": 1}
+    # the loop turned while the message was counted (in one loop step, as its parse was, it would not)
+    assert seen["refused"] - seen["handed_over"] >= 3, seen
+
+
 async def test_one_bad_field_skips_that_field_not_the_messages_others_and_text_numbers_are_said(mosquitto):
     """An 8-channel module sends NaN for an open thermocouple, a gateway null for a tag it lost: the whole
     message was refused, so one broken channel silenced every other one for as long as it stayed broken.
