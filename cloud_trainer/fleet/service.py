@@ -93,8 +93,13 @@ PACKAGE_READERS = 8
 PACKAGE_READS_PER_TENANT = 2
 # one tenant's batches written at once (each in a worker thread, waiting for the store): the worker threads are
 # shared by every call of every tenant (state reports, the streams' flushes, downloads, admin calls), so a tenant
-# with many streams writing while the store is slow held them all; its further batches wait on the loop instead
+# with many streams writing while the store is slow held them all; its further batches wait on the loop instead.
+# A write counts until its thread ends, also after its call ended (the agent cancels a call not acknowledged
+# within 60 s): counted until the call ended, each retry during a stall held one more thread, and 6 retries of one
+# agent (min(32, cpus + 4) threads on 2 cores) held every worker thread: another tenant's calls all waited
 INGESTS_PER_TENANT = 2
+# the threads the batches' store writes run in (their own, never the worker threads every other call waits for)
+STORE_WRITERS = 8
 # the same for unary heartbeats (agents before v3, or against servers without Connect): a write each, in a thread
 HEARTBEATS_PER_TENANT = 4
 # the same for an admin's calls (stats that scan an agent's records, deployments, commands): per tenant, in threads
@@ -302,6 +307,11 @@ class FleetServicer(rpc.FleetServicer):
         )
         self._reads: dict[str, asyncio.Semaphore] = {}  # tenant -> its package reads in flight
         self._ingests: dict[str, asyncio.Semaphore] = {}  # tenant -> its batches being written
+        self._writers = concurrent.futures.ThreadPoolExecutor(
+            STORE_WRITERS, thread_name_prefix="fleet-store-write"
+        )
+        # agent -> (store writes of its calls that ended unanswered and still run, since when the first did)
+        self._outliving: dict[tuple[str, str], tuple[int, float]] = {}
         # agent -> its open PushRecords' tasks -> (the connection's peer, since when it waits for its next batch;
         # None: in a batch)
         self._pushes: dict[tuple[str, str], dict[asyncio.Task, tuple[str, float | None]]] = {}
@@ -592,16 +602,57 @@ class FleetServicer(rpc.FleetServicer):
         blobs = self.blobs.for_tenant(who.tenant)
         async for batch in request_iterator:
             await refuse_revoked(context, who, self.revocations)  # revoked while the stream is open
+            await self._refuse_while_writing(agent, context)
             gate = self._ingests.setdefault(who.tenant, asyncio.Semaphore(INGESTS_PER_TENANT))
-            async with gate:  # the tenant's other batches wait here, holding no thread
-                seqs, stored, dup = await self._ingest(who, agent, batch, blobs, context)
+            await gate.acquire()  # the tenant's other batches wait here, holding no thread
+            place = [gate]  # emptied when a store write that outlives this call takes the tenant's place over
+            try:
+                seqs, stored, dup = await self._ingest(who, agent, batch, blobs, context, place)
+            finally:
+                if place:
+                    place.pop().release()
             del batch  # answered: freed before the next one is received (it held every stream's last batch)
             yield pb.Ack(seqs=seqs, stored=stored, duplicates=dup)
 
-    async def _ingest(self, who: Identity, agent: tuple[str, str], batch, blobs, context):
+    async def _refuse_while_writing(self, agent: tuple[str, str], context) -> None:
+        """``RESOURCE_EXHAUSTED`` at once for a batch of an agent whose call ended unanswered (its 60-s ack
+        timeout) while the store still writes that call's batch: another write would hold one more thread in the
+        stalled store for each retry, or wait on its tenant's place for the agent's next timeout. The agent keeps
+        the batch in its outbox and sends it again after its backoff (a batch the first write stores is then
+        acknowledged as duplicates)."""
+        if (writing := self._outliving.get(agent)) is None:
+            return
+        why = (
+            f"agent {agent[1][:80]!r}: the fleet store is still writing the batch of this agent's call that ended "
+            f"unanswered {time.monotonic() - writing[1]:.0f} s ago (the store is slow); nothing of this batch was "
+            "stored: send it again later"
+        )
+        self.quotas.refused(agent, "store_writing", why)
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, why)
+
+    def _outlives(
+        self, agent: tuple[str, str], write: asyncio.Future, place: asyncio.Semaphore | None
+    ) -> None:
+        """The store's write of a call that ended (cancelled) goes on in its thread: it keeps its tenant's place
+        among ``INGESTS_PER_TENANT`` and refuses the agent's further batches (``_refuse_while_writing``) until
+        it ends."""
+        n, since = self._outliving.get(agent, (0, time.monotonic()))
+        self._outliving[agent] = (n + 1, since)
+
+        def ended(_write: asyncio.Future) -> None:
+            if place is not None:
+                place.release()
+            left, first = self._outliving.pop(agent, (1, since))
+            if left > 1:
+                self._outliving[agent] = (left - 1, first)
+
+        write.add_done_callback(ended)
+
+    async def _ingest(self, who: Identity, agent: tuple[str, str], batch, blobs, context, place: list):
         """Check, count and write one batch. The checks and the samples' digests run in a worker thread: on the
         loop, a batch of 1,000 records held every stream of every tenant for ~13 ms of checks and a batch of
-        16 MB of samples for ~30 ms of hashing."""
+        16 MB of samples for ~30 ms of hashing. The write runs in a thread of ``STORE_WRITERS``; ``place`` holds
+        the tenant's place among ``INGESTS_PER_TENANT``, taken over by a write that outlives the call."""
         # a malformed record refuses the batch before any quota is taken or any byte written
         if (why := await asyncio.to_thread(_malformed, batch)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{why}; nothing of the batch was stored")
@@ -631,10 +682,9 @@ class FleetServicer(rpc.FleetServicer):
         if misnamed:
             self._misnamed(who, misnamed)
         newly: list[int] = []  # the indexes of the records this call stored, as each range commits
-        write = asyncio.ensure_future(
-            asyncio.to_thread(
-                partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs, newly=newly)
-            )
+        write = asyncio.get_running_loop().run_in_executor(
+            self._writers,
+            partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs, newly=newly),
         )
         try:
             seqs, stored, dup = await asyncio.shield(write)
@@ -645,6 +695,7 @@ class FleetServicer(rpc.FleetServicer):
             write.add_done_callback(
                 partial(self._give_unwritten, agent, records, newly, payloads, samples, day)
             )
+            self._outlives(agent, write, place.pop() if place else None)
             raise
         except TenantQuotaExceeded as exc:  # the tenant's records, record bytes or sample bytes of the day
             self._give_unstored(agent, records, newly, payloads, samples, day)  # not stored: not spent
@@ -682,7 +733,9 @@ class FleetServicer(rpc.FleetServicer):
         """``_give_unstored`` once the store's write of a cancelled call has ended (on the loop): a duplicate or a
         failed write gives back what it did not newly store."""
         exc = None if write.cancelled() else write.exception()  # retrieved: nobody awaits it any more
-        if isinstance(exc, Exception) and not isinstance(exc, (ValueError, TenantQuotaExceeded)):
+        if isinstance(exc, TenantQuotaExceeded):  # refused as an answered call's would be: counted, logged
+            self.quotas.refused(agent, "tenant_day", str(exc))
+        elif isinstance(exc, Exception) and not isinstance(exc, ValueError):
             self._store_failed("batches", exc)
         self._give_unstored(agent, records, newly, payloads, samples, day)
 
@@ -1391,6 +1444,7 @@ class FleetServer:
         closers: list[Callable[[], object]] = []
         if hasattr(self, "fleet"):
             closers.append(partial(self.fleet._readers.shutdown, wait=False, cancel_futures=True))
+            closers.append(partial(self.fleet._writers.shutdown, wait=False, cancel_futures=True))
         if owns_control and getattr(getattr(self, "control", None), "db", None) is not None:
             # each closed once no worker thread uses it (the streams' poll may be reading after its task ended)
             closers.append(

@@ -13,6 +13,7 @@ import hashlib
 import json
 import threading
 import time
+from functools import partial
 
 import grpc
 import pytest
@@ -21,6 +22,7 @@ from cloud_trainer.fleet import service
 from cloud_trainer.fleet.guard import QuotaExceeded, QuotaLimits, Quotas
 from cloud_trainer.fleet.service import FleetServer, channel_credentials
 from cloud_trainer.fleet.store import utc_day
+from cloud_trainer.pki import issue
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
 from edge_agent.uplink.client import Uplink
@@ -244,7 +246,8 @@ async def test_a_call_the_agent_cancels_while_the_store_writes_charges_only_what
     thread goes on: to find the batch a replay of what it stored, to fail, or to store it. What that thread did not
     newly store is given back when it ends: the cancellation skipped every give-back, so during a stall each retry
     was charged and the agent stayed refused on its own budget until 00:00 UTC after the store recovered (a review
-    measured 200,000 bytes charged against 100,000 stored)."""
+    measured 200,000 bytes charged against 100,000 stored). A write the tenant's quota refuses is counted as the
+    agent's refusal (tenant_day), as an answered call's is: it was not."""
     pki = make_pki(tmp_path / "pki")
     port = free_port()
     srv = FleetServer(
@@ -294,11 +297,19 @@ async def test_a_call_the_agent_cancels_while_the_store_writes_charges_only_what
             acks = [a async for a in stub.PushRecords(iter([batch(1)]), timeout=30)]
             assert acks[0].stored == 1 and budget_and_usage() == (100_000, 100_000)
             srv.store.ingest = held  # type: ignore[method-assign]
-            # the replay (a duplicate), a failed write, a new record stored, one cancelled before the store ran
-            for seq, where, stored in ((1, "ok", 1), (2, "fails", 1), (3, "ok", 2), (4, "reading", 2)):
+            # the replay (a duplicate), a failed write, a new record stored, one the tenant's quota refuses (counted
+            # as its refusal, as an answered call's is: it was not), one cancelled before the store ran
+            for seq, where, stored in (
+                (1, "ok", 1),
+                (2, "fails", 1),
+                (3, "ok", 2),
+                (4, "refused", 2),
+                (5, "reading", 2),
+            ):
                 entered.clear()
                 release.clear()
                 fail[0] = where == "fails"
+                srv.store.set_quota("default", max_record_bytes_per_day=250_000 if where == "refused" else 0)
                 if where == "reading":
                     srv.store.ingest = real  # type: ignore[method-assign]
                     monkeypatch.setattr(service, "_records", held_parse)
@@ -317,9 +328,159 @@ async def test_a_call_the_agent_cancels_while_the_store_writes_charges_only_what
                     lambda n=stored * 100_000: budget_and_usage() == (n, n),
                     what=f"seq {seq} charged as stored",
                 )
+                await until(
+                    lambda r=int(seq >= 4): (
+                        srv.quotas.snapshot("default")["refusals"].get("gw1:tenant_day", 0) == r
+                    ),
+                    what=f"seq {seq}'s refusals counted",
+                )
     finally:
         release.set()
         await srv.stop()
+
+
+class _StalledTenant:
+    """The store's writes of one tenant's batches held until ``release`` (a slow blob store or database for it),
+    the other tenants' written as they come; ``entered``: the agents whose write the store holds or held."""
+
+    def __init__(self, srv: FleetServer, tenant: str) -> None:
+        self.real, self.tenant = srv.store.ingest, tenant
+        self.entered: list[str] = []
+        self.release = threading.Event()
+        srv.store.ingest = self.ingest  # type: ignore[method-assign]
+
+    def ingest(self, agent, records, *, tenant, **kw):
+        if tenant == self.tenant:
+            self.entered.append(agent)
+            self.release.wait(60)
+        return self.real(agent, records, tenant=tenant, **kw)
+
+
+def _one_record(seq: int) -> pb.RecordBatch:
+    return pb.RecordBatch(records=[pb.Record(seq=seq, epoch=1, kind="result", t=time.time(), payload=b"{}")])
+
+
+async def _push_or_cancel(srv: FleetServer, stalled: _StalledTenant, stub, agent: str, seq: int) -> str:
+    """A call of ``agent``'s: its refusal, or, once the store holds its batch, cancelled as the agent's 60-s ack
+    timeout cancels it (the service's call ended, its write going on)."""
+    before = len(stalled.entered)
+    call = stub.PushRecords(iter([_one_record(seq)]), timeout=60)
+    reading = asyncio.ensure_future(call.read())
+    await until(
+        lambda: reading.done() or len(stalled.entered) > before, what=f"{agent}'s batch written or refused"
+    )
+    if reading.done():
+        try:
+            return f"answered {await reading}"
+        except grpc.aio.AioRpcError as exc:
+            return f"{exc.code().name}: {exc.details()}"
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    await until(
+        lambda: srv.quotas.snapshot("default")["streams"].get(agent, 0) == 0,
+        what=f"{agent}'s call ended while the store writes",
+    )
+    return "cancelled in the store"
+
+
+async def test_calls_cancelled_while_a_tenants_store_writes_stall_hold_no_thread_another_tenant_needs(
+    tmp_path,
+):
+    """The store stalls for tenant default; its agents' calls end unanswered (their 60-s ack timeout) while the
+    store's threads go on. Each call's tenant place and stream were given back at its end, so each retry held one
+    more worker thread: 7 retries of one agent held all 6 (min(32, cpus + 4)), and another tenant's heartbeat and
+    batch waited for the stalled tenant's store (a probe: DEADLINE_EXCEEDED after 5 s each). Now an agent whose
+    cancelled write still runs is refused at once (RESOURCE_EXHAUSTED, saying so), the write keeps its tenant's
+    place (2 at once) until its thread ends, the tenant's third agent waits for one on the loop, the other tenant
+    is served meanwhile, and nothing is charged or stored twice once the store goes on."""
+    async with _gw1_fleet(tmp_path, Quotas(QuotaLimits(record_bytes_per_day=10_000_000))) as (srv, stub1):
+        pki = tmp_path / "pki"
+        issue(pki, "gw3", "agent", pki / "agents" / "gw3")
+        issue(pki, "gw-a", "agent", pki / "agents" / "gw-a", tenant="acme")
+        stalled = _StalledTenant(srv, "default")
+
+        def channel(agent: str) -> grpc.aio.Channel:
+            creds = channel_credentials(
+                pki / "ca.pem", pki / "agents" / f"{agent}.pem", pki / "agents" / f"{agent}.key"
+            )
+            return grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds)
+
+        async with channel("gw2") as c2, channel("gw3") as c3, channel("gw-a") as ca:
+            stub2, stub3, acme = rpc.FleetStub(c2), rpc.FleetStub(c3), rpc.FleetStub(ca)
+            try:
+                assert await _push_or_cancel(srv, stalled, stub1, "gw1", 1) == "cancelled in the store"
+                assert await _push_or_cancel(srv, stalled, stub2, "gw2", 1) == "cancelled in the store"
+                for _ in range(6):  # gw1's retries: more than the worker threads
+                    refused = await _push_or_cancel(srv, stalled, stub1, "gw1", 1)
+                    assert refused.startswith(
+                        "RESOURCE_EXHAUSTED: agent 'gw1': the fleet store is still writing"
+                    )
+                    assert "nothing of this batch was stored: send it again later" in refused
+                # the tenant's third agent waits on the loop for one of its places, holding no thread
+                third = stub3.PushRecords(iter([_one_record(1)]), timeout=60)
+                waiting = asyncio.ensure_future(third.read())
+                # another tenant is served meanwhile
+                await acme.Heartbeat(pb.HeartbeatRequest(), timeout=30)
+                acks = [a async for a in acme.PushRecords(iter([_one_record(1)]), timeout=30)]
+                assert acks[0].stored == 1 and srv.store.stats("gw-a", tenant="acme")["records"] == 1
+                assert stalled.entered == ["gw1", "gw2"] and not waiting.done()
+                assert srv.quotas.snapshot("default")["refusals"]["gw1:store_writing"] == 6
+            finally:
+                stalled.release.set()
+            assert (await waiting).stored == 1
+
+            async def acked_once_written(stub) -> bool:  # the agent sending its batch again after its backoff
+                try:
+                    acks = [a async for a in stub.PushRecords(iter([_one_record(1)]), timeout=30)]
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                    return False
+                return (acks[0].stored, acks[0].duplicates) == (0, 1)  # stored once, by the cancelled call
+
+            for agent, stub in (("gw1", stub1), ("gw2", stub2)):
+                await until(partial(acked_once_written, stub), what=f"{agent}'s batch acknowledged")
+                assert srv.store.stats(agent)["records"] == 1
+                used = srv.store.agent_usage(agent, utc_day())[0]
+                assert srv.quotas.snapshot("default")["record_bytes_today"][agent] == used == 2
+
+
+async def test_an_agents_uplink_refused_while_its_cancelled_write_runs_keeps_its_records_and_sends_them_later(
+    tmp_path,
+):
+    """The agent's own uplink and outbox: a call of gw1's ended unanswered while the store holds its batch; the
+    uplink's next batches are refused at once (RESOURCE_EXHAUSTED: it backs off, saying why, the records kept in
+    its outbox) and stored once the store's write has ended."""
+    async with _gw1_fleet(tmp_path) as (srv, stub):
+        stalled = _StalledTenant(srv, "default")
+        ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "gw1")
+        ob.open()
+        up = None
+        try:
+            assert await _push_or_cancel(srv, stalled, stub, "gw1", 1) == "cancelled in the store"
+            for i in range(3):
+                ob.append("result", {"i": i})
+            ob.flush()
+            up = Uplink(cloud_settings(tmp_path / "pki", srv.port), ob)
+            await up.start()
+            await until(
+                lambda: (
+                    srv.quotas.snapshot("default")["refusals"].get("gw1:store_writing", 0) >= 1
+                    and "the fleet store is still writing" in (up.status()["last_error"] or "")
+                ),
+                what="the uplink refused while the cancelled call's write runs",
+            )
+            assert ob.stats()["depth"] == 3 and stalled.entered == ["gw1"]
+            stalled.release.set()
+            await until(lambda: ob.stats()["depth"] == 0, what="the outbox drained")
+            assert (
+                len(srv.store.records("gw1", limit=10)) == 4
+            )  # the cancelled call's record and the outbox's
+        finally:
+            stalled.release.set()
+            if up is not None:
+                await up.stop()
+            ob.close()
 
 
 async def _push_each(pki, port: int, seqs) -> list[str]:
