@@ -64,6 +64,26 @@ _INF_TEXT = re.compile(r"\s*[+-]?inf(?:inity)?\s*", re.IGNORECASE)
 NUMERIC = ("score", "anomaly_score", "remaining_life", "margin", "age_ms")  # the rest are text
 
 
+def text_number(text: str) -> int | float:
+    """A number written as text (spaces around allowed): a whole number as its int, every digit kept past leading
+    zeros (one of over 309 digits, past float64's range, as ``10**310``, however many it has: int() converts at
+    most 4,300 and float() read more as an infinity), else its float. ``ValueError``: no number;
+    ``OverflowError``: a finite number past float64's range (``"1e400"``), which float() read as an infinity.
+    An infinity written as one (``"inf"``, ``"-Infinity"``) is that infinity, as YAML's ``.inf``."""
+    if (whole := _WHOLE.fullmatch(text)) is not None:
+        digits = whole[2]
+        return 10**_PAST_FLOAT if len(digits) > _PAST_FLOAT else int(whole[1] + digits)
+    v = float(text.strip())
+    if math.isinf(v) and not _INF_TEXT.fullmatch(text):
+        raise OverflowError(text)
+    return v
+
+
+def shown_text(text: str) -> str:
+    """A setting's text in an error: its first 40 characters, quoted."""
+    return repr(text[:40]) + ("..." if len(text) > 40 else "")
+
+
 def _operand(key: str, op: str, v: Any) -> Any:
     """``v`` as the field's own type. A number field compared with text (``"0.8"``, as a quoted YAML
     value or a ``${VAR}`` substitution gives it) raised TypeError at each result and never matched, nor
@@ -72,26 +92,22 @@ def _operand(key: str, op: str, v: Any) -> Any:
     where = f"{key}: {op}" if op else key
     if key in NUMERIC:
         if isinstance(v, str):
-            text = v
             try:
                 # a whole number as its int (as a YAML number is): a float64 made "9007199254740993" 2**53, so
                 # a rule's Int64 counter of 2**53 + 1 was not {gt: "9007199254740992"}. One of more digits than
                 # int() converts (4,300) is past float64's range, as one of 310 is: refused below (float() read
                 # it as an infinity, taken)
-                if (whole := _WHOLE.fullmatch(v)) is not None:
-                    digits = whole[2]
-                    v = 10**_PAST_FLOAT if len(digits) > _PAST_FLOAT else int(whole[1] + digits)
-                else:
-                    v = float(v.strip())
+                v = text_number(v)
+            except OverflowError:
+                # a number written finite that float64 cannot hold ("1e400", 5,000 digits and a fraction): read
+                # as an infinity it was taken, a threshold no score reaches (or every one does)
+                raise ConditionError(
+                    f"{where}: {shown_text(v)} is past float64's range, which no {key} reaches"
+                ) from None
             except ValueError:
                 raise ConditionError(
                     f"{where}: {v!r} is not a number, and {key} is one (this would never match)"
                 ) from None
-            if isinstance(v, float) and math.isinf(v) and not _INF_TEXT.fullmatch(text):
-                # a number written finite that float64 cannot hold ("1e400", 5,000 digits and a fraction): read
-                # as an infinity it was taken, a threshold no score reaches (or every one does)
-                shown = repr(text[:40]) + ("..." if len(text) > 40 else "")
-                raise ConditionError(f"{where}: {shown} is past float64's range, which no {key} reaches")
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ConditionError(f"{where}: {v!r} is not a number, and {key} is one (this would never match)")
         # an int is never NaN (math.isnan raised OverflowError on one past 1e308)

@@ -49,6 +49,7 @@ from pydantic import (
     SecretStr,
     Strict,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -57,7 +58,7 @@ from devices import SOURCE_TYPES, load_object
 from devices.opcua.settings import DATETIME_RANGE
 from devices.opcua.settings import guess_tag as _guess_tag  # noqa: F401  (its home moved; kept for imports)
 from edge_agent.action_base import ActionSettings, RetrySettings  # noqa: F401  (RetrySettings: re-exported)
-from edge_agent.conditions import ConditionError, compile_condition
+from edge_agent.conditions import ConditionError, compile_condition, shown_text, text_number
 from edge_agent.maintenance.settings import BaselineSettings
 from edge_agent.models.config import ModelConfig
 from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
@@ -863,6 +864,27 @@ class RuleSettings(_Model):
     below: int | float | None = Field(None, description="active when value < below")
     hysteresis: float = Field(0.0, ge=0, description="clears only past the threshold by this much")
     actions: list[str] = Field(default_factory=list)
+
+    @field_validator("above", "below", mode="before")
+    @classmethod
+    def _number(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, str):  # quoted, or a ${VAR} substitution: a number written as text is the number
+            try:
+                v = text_number(v)
+            except OverflowError:
+                # "1e400", or a whole number of more digits than int() converts (4,300) and a fraction: read as an
+                # infinity, it was taken, a rule that never trips (below: every value trips it)
+                raise ValueError(
+                    f"{info.field_name}: {shown_text(v)} is past float64's range, which no reading reaches"
+                ) from None
+            except ValueError:
+                pass  # not a number: said as such below
+        if isinstance(v, float) and math.isnan(v):
+            # no reading is above or below NaN: a rule that never trips, unsaid
+            raise ValueError(
+                f"{info.field_name}: NaN is neither above nor below any value: this rule would never trip"
+            )
+        return v
 
     @model_validator(mode="after")
     def _threshold(self) -> RuleSettings:

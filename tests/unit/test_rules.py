@@ -103,6 +103,26 @@ def test_a_threshold_past_float64s_range_is_refused_by_name():
             RuleSettings(name="r", source="s", tag="t", **{side: huge})
 
 
+def test_a_threshold_written_as_text_past_float64s_range_or_nan_is_refused_by_name():
+    """A threshold quoted or from a ``${VAR}`` of more digits than Python's int() converts (4,300), ``"1e400"`` or
+    thousands of digits with a fraction was read as an infinity and taken (a rule that never trips, or that every
+    value trips), while the same number of 400 digits is refused; a NaN threshold (``.nan``, ``"nan"``) was taken,
+    a rule that never trips. Each is refused naming the side; a whole number's text is read past its zeros."""
+    for side, text in (
+        ("above", "1" * 5000),
+        ("below", " -" + "9" * 4301 + " "),
+        ("above", "1" * 4301 + ".5"),
+        ("below", "-1e400"),
+    ):
+        with pytest.raises(ValueError, match=f"{side}: .*past float64's range, which no reading reaches"):
+            RuleSettings(name="r", source="s", tag="t", **{side: text})
+    for nan in ("nan", float("nan")):
+        with pytest.raises(ValueError, match="below: NaN is neither above nor below any value"):
+            RuleSettings(name="r", source="s", tag="t", below=nan)
+    rule = RuleSettings(name="r", source="s", tag="t", above=" 0" + "0" * 5000 + "7 ", below="-1e-300")
+    assert (rule.above, rule.below) == (7, -1e-300)
+
+
 def test_bands_of_whole_thresholds_past_2_53_are_checked_exactly():
     """above 2**60 + 575, below 2**60, hysteresis 129: the bands (below 2**60 + 129, above from 2**60 + 446) do not
     overlap, and the rule is taken; with 2**60 + 258 for above they meet and it is refused. Checked in float64, both
