@@ -39,7 +39,9 @@ refused exactly as one that does not exist (``NotInTenant``, the service's ``PER
 an admin learns nothing about other tenants. With ``keys_dir`` (the PKI folder), a tenant that has a
 package signing key (``<keys_dir>/tenants/<tenant>/signing.pub``, from ``cloud-trainer pki tenant``)
 gets only packages signed by that key deployed: another tenant's package copied into its registry is
-refused. Tenants themselves (created by a platform operator) are rows of ``tenants`` here.
+refused; a tenant without one (its agents trust a key of its own, which the fleet does not know) gets no package
+deployed that another tenant's key (current or retired) signed. Tenants themselves (created by a platform
+operator) are rows of ``tenants`` here.
 
 Generations: every change of a desired state (a rollout step, a command, a rollback) takes the next generation
 of one counter all tenants share (the change log the streams of every replica read is ordered by it), and an
@@ -653,7 +655,10 @@ class Control:
         until an operator removes it): after a rotation the versions signed before it are still deployed and
         rolled back to (the agents trust both keys meanwhile); a removed key's versions are refused."""
         key = self.keys_dir / "tenants" / tenant / "signing.pub" if self.keys_dir else None
-        if key is None or not key.exists():
+        if key is None:
+            return
+        if not key.exists():
+            self._check_not_anothers(path, entry, tenant)
             return
         from model_packager import load_trusted_keys, verify_package
         from model_packager.errors import PackageError
@@ -666,6 +671,42 @@ class Control:
                 f"{entry['name']} {entry['version']} is not signed by this tenant's package key "
                 f"({str(exc)[:200]}); sign it with the tenant's key and publish it again"
             ) from exc
+
+    def _check_not_anothers(self, path: Path, entry: dict, tenant: str) -> None:
+        """A tenant without a package key in the PKI folder (its packages signed by a key of its own, which its
+        agents trust and the fleet does not know): a package signed by another tenant's key, current or retired
+        (past its not-after too), is refused. It was rolled out, and the tenant's agents refused it at the first
+        canary (``signed by key ..., which is not among the trusted keys``): the rollout halted there. A package
+        signed by any other key is the agents' to judge, as before."""
+        assert self.keys_dir is not None
+        others = [
+            pub
+            for folder in sorted((self.keys_dir / "tenants").glob("*"))
+            if folder.name != tenant
+            for pub in (folder / "signing.pub", *sorted((folder / "retired").glob("*.pub")))
+            if pub.is_file()
+        ]
+        if not others:
+            return
+        import tarfile
+
+        from model_packager import load_trusted_keys, verify_package
+        from model_packager.errors import PackageError
+        from model_packager.keys import TrustedKeys
+        from model_packager.package import SIGNATURE
+
+        known = load_trusted_keys(others)
+        try:  # a signer not among them is refused after the signature, before any hash is read
+            verify_package(path, TrustedKeys(known.keys), check_model_spec=False)  # whatever their not-after
+        except PackageError:
+            return
+        with tarfile.open(path) as tar:  # verified: its signature file is there, and well formed
+            sig = tar.extractfile(SIGNATURE)
+            kid = json.loads(sig.read()).get("key_id") if sig is not None else "?"
+        raise NotInTenant(
+            f"{entry['name']} {entry['version']} is signed by key {kid}, the package key of another tenant, which "
+            "this tenant's agents do not trust; sign it with this tenant's own key and publish it again"
+        )
 
     def _targets(
         self, agents: list[str], selector: dict, tenant: str = T, known: list[dict] | None = None

@@ -13,7 +13,9 @@ from cloud_trainer.fleet.control import Control, NotInTenant
 from cloud_trainer.fleet.store import open_store
 from cloud_trainer.pki import init_tenant, main, signing_key_paths
 from cloud_trainer.registry import Registry
-from model_packager.keys import key_id, load_public_key
+from model_packager import verify_package
+from model_packager.errors import PackageError
+from model_packager.keys import key_id, load_public_key, load_trusted_keys
 from tests.support.models import make_package
 
 
@@ -133,3 +135,45 @@ def test_a_key_past_its_not_after_no_longer_installs_what_it_signed(tmp_path, ca
     with pytest.raises(ConfigError) as err:
         parse_config(doc, "line3.yaml")
     assert any(e.startswith("line3.yaml: trusted_keys[0]: trusted key ") for e in err.value.errors), err.value
+
+
+def test_a_tenant_without_a_package_key_cannot_roll_out_a_package_signed_by_another_tenants_key(tmp_path):
+    """A tenant without a package key in the PKI folder (the default tenant, whose packages a key of its own signs)
+    had no signer check in the fleet: a package signed by tenant beta's key (current or retired), copied into its
+    registry, was rolled out, and its agents, trusting their own key only, refused it at the first canary (the
+    rollout halted there). It is refused at the rollout's start now, naming the package and the key; a package
+    its own key signed is rolled out as before."""
+    pki = tmp_path / "pki"
+    init_tenant(pki, "beta")
+    beta_private, beta_public = signing_key_paths(pki, "beta")
+    beta_kid = key_id(load_public_key(beta_public))
+    reg = Registry(tmp_path / "registry")  # the default tenant's
+    own = make_package(tmp_path / "own", version="1.0.0", seed=1)  # signed by a key of its own (tmp/own/keys)
+    reg.publish(own, [], {}, None, None)
+    reg.publish(make_package(tmp_path / "b", version="1.1.0", key=beta_private, seed=2), [], {}, None, None)
+    store = open_store(None, tmp_path)
+    store.heartbeat("gw1", {"site": "plant"}, [], {}, 0, {}, tenant="default")
+    c = Control(tmp_path / "control.db", reg, store, keys_dir=pki)
+    try:
+        # what the tenant's agents do with it: refused, their trusted key is their own
+        agents_keys = load_trusted_keys([tmp_path / "own" / "keys" / "signing.pub"])
+        with pytest.raises(
+            PackageError, match=f"signed by key {beta_kid}, which is not among the trusted keys"
+        ):
+            verify_package(reg.package_path(reg.get("part-inspection", "1.1.0")), agents_keys)
+        with pytest.raises(NotInTenant) as refused:
+            c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]})
+        assert str(refused.value).startswith(
+            f"part-inspection 1.1.0 is signed by key {beta_kid}, the package key of another tenant"
+        ), refused.value
+        assert c.list() == []
+        # beta's key rotated: a package its retired key signed is another tenant's all the same
+        assert main(["tenant", "--dir", str(pki), "--tenant", "beta", "--rotate"]) == 0
+        with pytest.raises(NotInTenant, match=f"signed by key {beta_kid}, the package key of another tenant"):
+            c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]})
+        dep = c.create(
+            {"package": "part-inspection", "version": "1.0.0", "slot": "vision", "agents": ["gw1"]}
+        )
+        assert dep["state"] == "running"
+    finally:
+        store.close()
