@@ -189,6 +189,9 @@ class Reading:
     # adapter made is never stamped earlier than that BAD (a tag's history never goes back in time); None when
     # ``timestamp`` is the source's time
     source_ts: float | None = None
+    # a value to use live (the tag's value, rules, pipelines) but not to store as a record for the cloud: its
+    # device says it should not be historized (a Sparkplug metric flagged ``is_transient``)
+    transient: bool = False
 
 
 @dataclass(frozen=True, slots=True)

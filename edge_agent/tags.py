@@ -3,8 +3,9 @@
 ``Forwarder`` (config ``forward:``) sends the readings of chosen tags (all scalar tags by default;
 arrays only when named) to an MQTT broker as JSON, one message per reading, under
 ``factory/<site>/<line>/<agent>/tags/<name>`` by default, and/or to the cloud outbox as ``telemetry``
-records. A ``deadband`` skips a number that moved less than it since the last forwarded value (a
-boolean or text is forwarded when it changes), ``min_interval_ms`` forwards at most one reading per
+records (not a reading its source marks ``transient``, a Sparkplug metric flagged ``is_transient``, not to be
+historized: published only, marked so). A ``deadband`` skips a number that moved less than it since the last
+forwarded value (a boolean or text is forwarded when it changes), ``min_interval_ms`` forwards at most one reading per
 tag that often (the skipped ones are counted; the latest value is not held back for later). A change of
 quality (a tag going BAD with its last value, and back) passes both. Sending
 is bounded: at most ``MAX_PENDING`` messages and ``MAX_PENDING_BYTES`` wait for the broker (those the MQTT client
@@ -117,7 +118,13 @@ class Forwarder:
         if r.source_ts is not None:  # ts moved later than the source's own time (after a BAD the source made)
             body["source_ts"] = r.source_ts
         self.stats["forwarded"] += 1
-        if self._outbox_append is not None:
+        if r.transient:
+            # its device says not to historize it (a Sparkplug metric's is_transient): a live value, published
+            # (marked so, for a historian downstream to leave out), never stored as a record for the cloud
+            body["transient"] = True
+            if self._outbox_append is not None:
+                self.stats["transient_not_stored"] += 1
+        elif self._outbox_append is not None:
             try:
                 self._outbox_append("telemetry", body)
             except Exception as exc:  # the outbox reports its own failures

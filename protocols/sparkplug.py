@@ -90,6 +90,9 @@ class Metric:
         None  # its "Quality" property, when the node sends one (``quality_of``)
     )
     is_historical: bool = False  # a value sent late (a node's store-and-forward), not the current one
+    is_transient: bool = False  # a value to use live, not to historize (Sparkplug 3.0)
+    # its datatype field was sent as 0, Unknown (``datatype`` 0 as well: left out, the data messages' way)
+    unknown_type: bool = False
     # why a payload's metric is not read, ``(reason, detail)``: its name, or a name inside it (a Template member's,
     # a Template's reference, a DataSet column's), is not UTF-8 (``garbage_protobuf``) or over ``MAX_ID_CHARS``
     # characters (``name_too_long``); such a metric has no name and no value, the others are read
@@ -120,6 +123,12 @@ class DataSet:
     problem: str = (
         ""  # why its rows are not read (a row of more or fewer cells than columns, say): wrong_type
     )
+
+
+# the datatypes Sparkplug B defines (3.0, Payloads, Datatypes): Int8 (1) to Template (19), PropertySet (20),
+# PropertySetList (21), Int8Array (22) to DateTimeArray (34). 0 is Unknown, a placeholder of no type, and a
+# number past 34 is no type of any version: a value stated of either cannot be interpreted
+DEFINED_DATATYPES = range(1, 35)
 
 
 MAX_TEMPLATE_DEPTH = 16  # templates inside templates; a deeper payload is refused, not recursed into
@@ -240,7 +249,8 @@ def _fill(m: Any, metric: Metric) -> None:
         m.alias = int(metric.alias)
     if metric.timestamp_ms is not None:
         m.timestamp = int(metric.timestamp_ms)
-    m.datatype = int(metric.datatype)
+    if metric.datatype or metric.unknown_type:  # 0 is left out (as data messages do), unless Unknown is meant
+        m.datatype = int(metric.datatype)
     if metric.quality is not None:
         m.properties.keys.append(QUALITY_PROPERTY)
         pv = m.properties.values.add()
@@ -252,6 +262,8 @@ def _fill(m: Any, metric: Metric) -> None:
             pv.type, pv.int_value = DataType.INT32, int(metric.quality) & 0xFFFFFFFF
     if metric.is_historical:
         m.is_historical = True
+    if metric.is_transient:
+        m.is_transient = True
     if metric.is_null or metric.value is None:
         m.is_null = True
     else:
@@ -649,6 +661,8 @@ def _read_metric(m: Any, budget: list[int], depth: int) -> Metric:
         is_null=m.is_null,
         quality=_quality_property(m.properties) if m.HasField("properties") else None,
         is_historical=m.is_historical,
+        is_transient=m.is_transient,
+        unknown_type=m.datatype == 0 and m.HasField("datatype"),
     )
 
 

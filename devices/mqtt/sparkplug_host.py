@@ -117,9 +117,12 @@ Double column is NaN); a column with a cell of another type, or an empty cell wh
 ``wrong_type``; a null DataSet makes its columns' last values BAD.
 A StringArray metric is read as the JSON text of its strings (``["ABC", "hello"]``, ``sparkplug.string_array_text``).
 Limits: Bytes and File metrics and DataSet text columns give no reading (said once, counted as the
-``unsupported_metric`` notice), nor do PropertySet metrics (Tahu's JavaScript nodes send one without a value)
-and those of a datatype Sparkplug B does not define (the same notice, its own message kept beside the first:
-``Notices`` keeps one per cause); STATE, NCMD and DCMD are ignored.
+``unsupported_metric`` notice), nor do PropertySet metrics (Tahu's JavaScript nodes send one without a value: the
+same notice, its own message kept beside the first, ``Notices`` keeps one per cause). A metric of a datatype
+Sparkplug B does not define (0, Unknown, stated; 99), in its message or by its birth, cannot be interpreted: its
+value is skipped, counted as the ``undefined_datatype`` notice, said once per node and metric (``_say_undefined``).
+A metric flagged ``is_transient`` (not to be historized) gives readings marked ``transient``: live values, which
+the agent's forwards keep out of the outbox. STATE, NCMD and DCMD are ignored.
 Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio loop).
 """
 
@@ -246,6 +249,9 @@ class _Node:
     # definitions' members), as last counted in the source's total (``SparkplugHost._held``, ``MAX_TOTAL_METRICS``)
     held: int = 0
     defined: int = 0  # members of its NBIRTH's Template definitions (``templates``), counted in ``held``
+    # (device, metric) its births flagged ``is_transient`` (not to be historized): its data is so too, flagged or
+    # not (Sparkplug 3.0 data carry what changed); kept and forgotten with ``types``
+    transient: set[tuple[str | None, str]] = field(default_factory=set)
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -257,9 +263,24 @@ def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[
         path = f"{prefix}{m.name}"
         if isinstance(m.value, sp.Template) and depth < sp.MAX_TEMPLATE_DEPTH:
             out.update(_definition_types(m.value, path + "/", depth + 1))
-        elif m.datatype:
-            out[path] = m.datatype
+        elif m.datatype or m.unknown_type:
+            out[path] = _stated(m)
     return out
+
+
+# a birth's datatype 0 stated, Unknown (Sparkplug 3.0: a placeholder of no type), as ``_Node.types`` keeps it: 0 there
+# is a metric declared without a datatype, read by its value's field as before
+_UNKNOWN = -1
+
+
+def _stated(m: sp.Metric) -> int:
+    """The datatype ``m`` states, ``_UNKNOWN`` for an explicit 0; 0 when it states none."""
+    return _UNKNOWN if m.unknown_type else m.datatype
+
+
+def _undefined(dt: int) -> bool:
+    """A datatype (stated, or kept from a birth: ``_UNKNOWN``) that Sparkplug B does not define."""
+    return bool(dt) and dt not in sp.DEFINED_DATATYPES
 
 
 def _members(t: sp.Template, depth: int = 0) -> int:
@@ -391,9 +412,9 @@ def _under(node: _Node, device: str | None, prefix: str) -> list[str]:
 
 
 def _no_field(datatype: int) -> bool:
-    """PropertySet and PropertySetList (20, 21: a metric has no value field for them) and datatypes past
-    DateTimeArray (34), which Sparkplug B does not define."""
-    return datatype in (20, 21) or datatype > 34
+    """PropertySet and PropertySetList (20, 21: a metric has no value field for them). A datatype Sparkplug B
+    does not define is ``undefined_datatype`` (``SparkplugHost._readings``)."""
+    return datatype in (20, 21)
 
 
 INT32_MAX = 2**31 - 1  # an integer up to it reads alike as any Sparkplug integer type (``_readings``)
@@ -1454,6 +1475,7 @@ class SparkplugHost:
                     marked = []
                 node.aliases, node.clashes, node.types, node.members, node.owned = {}, set(), {}, {}, {}
                 node.last, node.last_keys, node.last_sorted, node.templates = {}, {}, {}, {}
+                node.transient = set()
                 node.types_cut = False
                 node.defined = 0
                 return marked
@@ -1480,6 +1502,7 @@ class SparkplugHost:
             # member now a plain metric, must not keep the old datatype for a command. Its devices too:
             # they re-DBIRTH after a node's NBIRTH, as the specification requires
             node.templates, node.types, node.members, node.devices, node.owned = {}, {}, {}, set(), {}
+            node.transient = set()
             node.types_cut = False
             node.unproven_devices = set()
             node.defined = 0
@@ -1571,6 +1594,7 @@ class SparkplugHost:
             names, aliases = node.owned.pop(t.device or "", ((), ()))
             for name in names:
                 node.types.pop((t.device, name), None)
+                node.transient.discard((t.device, name))
                 node.members.pop((t.device, name), None)
             for a in aliases:
                 if (had := node.aliases.get(a)) is not None and had[0] == t.device:
@@ -1646,7 +1670,9 @@ class SparkplugHost:
                 self._too_many(t)  # births of ever new devices must not grow the memory
                 node.types_cut = True
                 break
-            node.types[(device, m.name)] = m.datatype
+            node.types[(device, m.name)] = _stated(m)
+            if m.is_transient:
+                node.transient.add((device, m.name))
             names.add(m.name)
             if (
                 m.alias is not None
@@ -1687,7 +1713,7 @@ class SparkplugHost:
                 continue
             defined = node.templates.get(m.value.ref or "", {})
             for flat, leaf, _, chain in _leaves(m.name, m.name, m, None):
-                dt = leaf.datatype or defined.get(flat[len(m.name) + 1 :], 0)
+                dt = _stated(leaf) or defined.get(flat[len(m.name) + 1 :], 0)
                 if dt:
                     node.types[(device, flat)] = dt
                 node.members[(device, flat)] = (chain, leaf.name or "")
@@ -1742,7 +1768,8 @@ class SparkplugHost:
     def datatype(self, group: str, edge_node: str, device: str | None, metric: str) -> int | None:
         """The metric's datatype as the node's (or device's) last birth declared it."""
         n = self._nodes.get((group, edge_node))
-        return n.types.get((device, metric)) if n else None
+        dt = n.types.get((device, metric)) if n else None
+        return 0 if dt == _UNKNOWN else dt  # Unknown stated: 0, as the node sent it
 
     def template_member(
         self, group: str, edge_node: str, device: str | None, metric: str
@@ -1820,7 +1847,10 @@ class SparkplugHost:
         historical = 0
         repeated = ""  # the first array metric sent again with the same time and samples (a rebirth)
         unsupported = ""  # the first metric of a type the host does not read (Bytes, File, DataSet text)
-        no_value = ""  # the first PropertySet, or metric of a datatype Sparkplug does not define: no value
+        no_value = ""  # the first PropertySet: no value
+        # metrics of a datatype Sparkplug B does not define, stated or by their birth: (device, tag path, datatype,
+        # whether the birth's)
+        undefined: list[tuple[str | None, str, int, bool]] = []
 
         # a timestamp of 0 (nodes without a clock send it, Sparkplug makes it required) is no time: taken as
         # 1970, it would put every reading of the tag at one instant and its waveforms in no window
@@ -1901,6 +1931,10 @@ class SparkplugHost:
                 by_alias = True
             if name == sp.BDSEQ_METRIC or name.startswith("Node Control/"):
                 continue
+            top = _stated(m) or node.types.get((dev, name), 0)
+            if _undefined(top):  # 99, or 0 (Unknown) stated: no value of it can be interpreted
+                undefined.append((dev, name, top, not _stated(m)))
+                continue
             if m.is_null and not m.is_historical and {m.datatype, node.types.get((dev, name))} & _TABLES:
                 # a Template instance (an Ignition UDT) or a DataSet with no value now: its members' (columns')
                 # last values go BAD
@@ -1922,6 +1956,11 @@ class SparkplugHost:
                 continue
             for flat, leaf, ts_ms, _ in _leaves(name, name, m, None):
                 v = leaf.value
+                # not to be historized (Sparkplug 3.0): read live, kept out of the outbox (``Reading.transient``)
+                transient = m.is_transient or leaf.is_transient or (dev, name) in node.transient
+                if leaf is not m and _undefined(typed := _stated(leaf) or node.types.get((dev, flat), 0)):
+                    undefined.append((dev, flat, typed, not _stated(leaf)))  # a Template member's
+                    continue
                 if isinstance(v, bytes) and not leaf.is_null:  # an array (by its birth's type), Bytes or File
                     try:
                         v = sp.array_value(v, leaf.datatype or node.types.get((dev, flat), 0))
@@ -1942,7 +1981,7 @@ class SparkplugHost:
                     and _no_field(leaf.datatype or node.types.get((dev, flat), 0))
                 ):
                     # a PropertySet (Tahu's JavaScript nodes send one with no value: Sparkplug's metric has no
-                    # field for it), or a datatype Sparkplug B does not define: nothing to read, said so
+                    # field for it): nothing to read, said so
                     no_value = no_value or flat
                     continue
                 if m.is_historical or leaf.is_historical:
@@ -1955,7 +1994,18 @@ class SparkplugHost:
                         tag = self._tag(t.edge_node, dev, flat)
                         why = _said_or(leaf.quality, "null_value")
                         out.append(
-                            Reading(self._source, tag, was[0], ts, received_at, Quality.BAD, None, why)
+                            Reading(
+                                self._source,
+                                tag,
+                                was[0],
+                                ts,
+                                received_at,
+                                Quality.BAD,
+                                None,
+                                why,
+                                None,
+                                transient,
+                            )
                         )
                     continue
                 if v is None or isinstance(v, sp.Template):
@@ -2106,6 +2156,8 @@ class SparkplugHost:
                             q,
                             None,
                             q_reason,
+                            None,
+                            transient,
                         )
                     )
         if historical:
@@ -2135,15 +2187,42 @@ class SparkplugHost:
         if no_value and self.on_notice is not None:
             self.on_notice(
                 "unsupported_metric",
-                f"sparkplug: {t.group}/{t.edge_node}: metric {no_value!r} is a PropertySet (PropertySetList) or of "
-                "a datatype Sparkplug B does not define, and carries no value a reading can be made of",
+                f"sparkplug: {t.group}/{t.edge_node}: metric {no_value!r} is a PropertySet (PropertySetList), "
+                "and carries no value a reading can be made of",
                 cause="no_value",
             )
+        if undefined:
+            self._say_undefined(t, undefined)
         if by_alias and not alias_missing:  # its aliases are known again: an unknown one later asks a rebirth
             node.alias_asked = node.alias_born = False
         if unknown:
             self._rebirth(t.group, t.edge_node, node)
         return out
+
+    def _say_undefined(
+        self, t: sp.SparkplugTopic, undefined: list[tuple[str | None, str, int, bool]]
+    ) -> None:
+        """Values of metrics whose datatype Sparkplug B does not define (99; 0, Unknown, stated), by their own
+        or their birth's: skipped, the message's other metrics read. Each is counted (notice
+        ``undefined_datatype``), said once per node and metric (its cause). Read by their value's field, they
+        were passed on GOOD, unsaid, whatever the node meant. No rebirth asked: it would bring the same birth."""
+        if self.on_notice is None:
+            for dev, flat, dt, _ in undefined:
+                self._on_error(
+                    "undefined_datatype", f"{t.group}/{t.edge_node}: {_shown(dev, flat)}: datatype {dt}"
+                )
+            return
+        for dev, flat, dt, by_birth in undefined:
+            shown = "0 (Unknown)" if dt == _UNKNOWN else str(dt)
+            where = "declared so by its birth" if by_birth else f"stated in its {t.message_type.value}"
+            self.on_notice(
+                "undefined_datatype",
+                f"sparkplug: {t.group}/{t.edge_node}: metric {_shown(dev, flat)} is of datatype {shown} ({where}), "
+                "which Sparkplug B does not define (1 to 34 are: Int8 to DateTimeArray), so its value cannot be "
+                "interpreted: skipped, each time (counted), the message's other metrics read; set the metric's "
+                "datatype in the edge node",
+                cause=_shown(t.group, t.edge_node, dev, flat),
+            )
 
     def _time(self, t: sp.SparkplugTopic, ts_ms: int | None, fallback: float, received_at: float) -> float:
         """A Sparkplug timestamp (milliseconds) in seconds; ``fallback`` for none: 0 (a node without a clock)
