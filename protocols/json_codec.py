@@ -331,14 +331,18 @@ def _too_many(what: str) -> CodecError:
 # that count; 200,000 keys parse in about 0.15 s.
 MAX_KEYS = 2 * MAX_VALUES
 MAX_CONTAINERS = 2 * MAX_VALUES
+# strings the count walks at most (about 1.5 us each, in a worker thread): an 8-MB array of 1,600,000 strings
+# holding a ':' each took 2.5 s to count (then 0.4 s of the loop to parse). A batch of 100,000 records of five
+# strings each (keys, a time, a text value) is within it
+MAX_STRINGS = 5 * MAX_VALUES
 # a JSON text's strings, each whole (escapes included); between two of them lies structure only
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
 def too_many_to_parse(payload: bytes) -> CodecError | None:
     """``too_many_values`` when UTF-8 JSON ``payload`` holds over ``MAX_KEYS`` keys, or over ``MAX_CONTAINERS``
-    objects and arrays, counted without parsing it (a ``:``, ``{`` or ``[`` inside a string does not count); else
-    None. Made to run in a worker thread: the count walks the payload string by string in Python, so the event
+    objects and arrays, counted without parsing it (a ``:``, ``{`` or ``[`` inside a string does not count), or,
+    holding more of those bytes than the bounds, over ``MAX_STRINGS`` strings; else None. Made to run in a worker thread: the count walks the payload string by string in Python, so the event
     loop gets its turn every switch interval (a C scan would hold the GIL as the parse does), and it stops once
     past a bound. A payload with no more ``:``, ``{`` and ``[`` bytes than the bounds is passed after a C count;
     one holding a NUL byte (UTF-16 or UTF-32 JSON, whose strings this does not find) is passed unscanned."""
@@ -347,13 +351,14 @@ def too_many_to_parse(payload: bytes) -> CodecError | None:
         return None
     if 0 in payload:
         return None
-    keys = containers = at = 0
+    keys = containers = at = strings = 0
     for m in _JSON_STRING.finditer(payload):
         start = m.start()
         keys += count(b":", at, start)
         containers += count(b"{", at, start) + count(b"[", at, start)
         at = m.end()
-        if keys > MAX_KEYS or containers > MAX_CONTAINERS:
+        strings += 1
+        if keys > MAX_KEYS or containers > MAX_CONTAINERS or strings > MAX_STRINGS:
             break
     else:
         keys += count(b":", at)
@@ -362,6 +367,8 @@ def too_many_to_parse(payload: bytes) -> CodecError | None:
         what = f"over {MAX_KEYS} keys"
     elif containers > MAX_CONTAINERS:
         what = f"over {MAX_CONTAINERS} objects and arrays"
+    elif strings > MAX_STRINGS:
+        what = f"over {MAX_STRINGS} strings"
     else:
         return None
     return CodecError(

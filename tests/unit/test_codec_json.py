@@ -452,3 +452,32 @@ def test_states_read_a_mapped_state_and_unknown_text_is_skipped_or_kept_as_text(
     run = compile_decoder(m, on_record_error=lambda r, d: got_reported.append(r))
     assert [(t, v) for t, v, _ in run(b'{"s": "ON", "mode": "AUTO", "n": 7}', 0.0)] == expected
     assert got_reported == reported
+
+
+def test_a_payload_too_large_to_parse_is_told_by_a_count_that_skips_strings():
+    """``too_many_to_parse`` refuses (``too_many_values``) what parsing would hold the loop for, counted without
+    parsing: over 200,000 keys, over 200,000 objects and arrays, or, holding that many ':' '{' '[' bytes, over
+    500,000 strings (an 8-MB array of strings each holding a ':' took 2.5 s to count string by string). A ':',
+    '{' or '[' inside a string (escaped quotes included) is not counted: large payloads that parse are passed."""
+    from protocols.json_codec import MAX_CONTAINERS, MAX_KEYS, MAX_STRINGS, too_many_to_parse
+
+    refused = {
+        "keys": "{" + ",".join(f'"k{i}":1' for i in range(MAX_KEYS + 1)) + "}",
+        "keys spread over objects": "[" + ",".join('{"a":1,"b":2}' for _ in range(MAX_KEYS // 2 + 1)) + "]",
+        "arrays": "[" + ",".join("[1]" for _ in range(MAX_CONTAINERS + 1)) + "]",
+        "strings": "[" + ",".join('"a:"' for _ in range(MAX_STRINGS + 1)) + "]",
+    }
+    for name, text in refused.items():
+        err = too_many_to_parse(text.encode())
+        assert err is not None and err.reason == "too_many_values", name
+    passed = {
+        "waveform": json.dumps({"v": [0.5] * 1_000_000}).encode(),
+        "a text of colons and brackets": json.dumps({"log": ':{["\\' * 300_000, "t": 1}).encode(),
+        "records with times": json.dumps(
+            [{"ts": "2026-12-05T10:00:00Z", "v": i} for i in range(99_000)]
+        ).encode(),
+        # UTF-16 JSON (.NET's Encoding.Unicode), whose strings the count does not find: parsed as before
+        "UTF-16": refused["keys"].encode("utf-16-le"),
+    }
+    for name, payload in passed.items():
+        assert too_many_to_parse(payload) is None, name
