@@ -857,12 +857,16 @@ class RuleSettings(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
     source: str
     tag: str
-    scale: float = Field(1.0, description="value = reading * scale + offset")
-    offset: float = 0.0
+    # finite (allow_inf_nan): an infinity or NaN, or a text past float64's range ("1e400") read as an infinity, made
+    # every value NaN or infinite (a rule that never trips) or a band that never clears, taken unsaid
+    scale: float = Field(1.0, allow_inf_nan=False, description="value = reading * scale + offset")
+    offset: float = Field(0.0, allow_inf_nan=False)
     # a whole number stays one (int before float): an Int64 counter's threshold past 2**53 is kept exact
     above: int | float | None = Field(None, description="active when value > above")
     below: int | float | None = Field(None, description="active when value < below")
-    hysteresis: float = Field(0.0, ge=0, description="clears only past the threshold by this much")
+    hysteresis: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="clears only past the threshold by this much"
+    )
     actions: list[str] = Field(default_factory=list)
 
     @field_validator("above", "below", mode="before")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import yaml
 
 from devices.base import Quality, Reading
 from edge_agent.config import ConfigError, RuleSettings, parse_config
@@ -121,6 +122,17 @@ def test_a_threshold_written_as_text_past_float64s_range_or_nan_is_refused_by_na
             RuleSettings(name="r", source="s", tag="t", below=nan)
     rule = RuleSettings(name="r", source="s", tag="t", above=" 0" + "0" * 5000 + "7 ", below="-1e-300")
     assert (rule.above, rule.below) == (7, -1e-300)
+
+
+def test_a_rules_scale_offset_or_hysteresis_that_is_not_finite_is_refused_naming_it():
+    """``scale: .nan`` (or a ``${VAR}`` of "1e400", read as an infinity) made every value NaN or infinite: a rule
+    that never tripped, every reading counted ignored; ``hysteresis: .inf`` a band that never let the rule clear.
+    Each was taken unsaid; ``validate`` now names the setting."""
+    for key, value in (("scale", ".nan"), ("scale", "'1e400'"), ("offset", "-.inf"), ("hysteresis", ".inf")):
+        with pytest.raises(ConfigError, match=rf"rules\[0\]\.{key}.*finite number"):
+            _rule(above=20, **{key: yaml.safe_load(value)})
+    rule, _ = _rule(above=20, scale="2.5", offset=-1, hysteresis="0.5")
+    assert (rule.s.scale, rule.s.offset, rule.s.hysteresis) == (2.5, -1.0, 0.5)
 
 
 def test_bands_of_whole_thresholds_past_2_53_are_checked_exactly():
