@@ -119,6 +119,19 @@ STATE_FROM_DOC = (
     "'paused') AND json_valid(doc) AND state IS NOT COALESCE(json_extract(doc, '$.state'), '')"
 )
 TERMINAL = {"completed", "halted", "aborted", "removed"}
+# a deployment's model slot (``@config``: an agent configuration's) beside its document (PostgreSQL: migration 0014),
+# filled by ``_fill_columns``: finished rollouts are kept per tenant and slot (``prune_finished``)
+DEPLOYMENT_SLOT = [
+    "ALTER TABLE deployments ADD COLUMN slot TEXT",
+    "CREATE INDEX IF NOT EXISTS deployments_by_slot ON deployments (tenant, slot, created)",
+]
+# finished rollouts (completed, halted, aborted, removed) kept per tenant and slot, the newest first (``cloud-trainer
+# serve --keep-rollouts``; 0: all): a platform of thousands of tenants rolling out weekly grew its control database
+# (and every admin's list of deployments) without bound. A finished rollout an agent's desired state names (its
+# current version's or configuration's, or the one a halt gave it back), one that gives its version to gateways
+# joining its group, and one a rollout in progress would give back at a halt are kept whatever their age
+KEEP_ROLLOUTS = 20
+PRUNE_ROLLOUTS_S = 600.0  # how often the tick looks for finished rollouts past KEEP_ROLLOUTS
 # a rollout step whose agents have not all reported ``healthy`` this long after it began is said to be stalled
 # (``cloud-trainer serve --step-timeout-s``; 0: never): an agent's default health window (30 s), its
 # "still watching" report a minute after it, and room for a download over a slow factory link
@@ -262,15 +275,22 @@ class Control:
         keys_dir: Path | None = None,
         config_validator=None,
         step_timeout_s: float = STEP_TIMEOUT_S,
+        keep_rollouts: int = KEEP_ROLLOUTS,
     ) -> None:
         """``path``: the SQLite file (``control.db``), or a ``postgresql://`` URL (the store's database: replicas
         on several hosts share the control state). ``config_validator(yaml_bytes, name)``: raises ``ValueError``
         naming the field for an agent configuration that does not validate (default: the agent's own
         validator, run by ``agent_config.validate_agent_config``). ``step_timeout_s``: a step whose agents have
-        not all reported healthy this long after it began is marked stalled (0: never)."""
+        not all reported healthy this long after it began is marked stalled (0: never). ``keep_rollouts``: finished
+        rollouts kept per tenant and slot besides those still named (``prune_finished``; 0: all)."""
         if not (math.isfinite(step_timeout_s) and step_timeout_s >= 0):
             raise ValueError(f"--step-timeout-s {step_timeout_s!r}: seconds, 0 (never) or more")
+        if isinstance(keep_rollouts, bool) or not isinstance(keep_rollouts, int) or keep_rollouts < 0:
+            raise ValueError(
+                f"--keep-rollouts {keep_rollouts!r}: a whole number of rollouts, 0 (all) or more"
+            )
         self.step_timeout_s = float(step_timeout_s)
+        self.keep_rollouts = keep_rollouts
         if str(path).startswith(("postgresql://", "postgres://")):
             self.db: _PgConnection | sqlite3.Connection = _PgConnection(str(path))
         else:
@@ -292,6 +312,9 @@ class Control:
             if "state" not in [r[1] for r in db.execute("PRAGMA table_info(deployments)")]:
                 for stmt in DEPLOYMENT_COLUMNS:  # not executescript: it would commit first
                     db.execute(stmt)
+            if "slot" not in [r[1] for r in db.execute("PRAGMA table_info(deployments)")]:
+                for stmt in DEPLOYMENT_SLOT:
+                    db.execute(stmt)
             db.execute(STATE_FROM_DOC)
             db.execute("COMMIT")
         self.registry = registry
@@ -310,6 +333,7 @@ class Control:
         self._follow_checked = (
             0.0  # when tick last gave completed rollouts' versions to gateways joining their group
         )
+        self._pruned_at = -math.inf  # when tick last pruned finished rollouts (``prune_finished``)
         self._fill_columns()
         self._drop_stale_following()
 
@@ -355,6 +379,11 @@ class Control:
                     "UPDATE deployments SET tenant = ?, state = ? WHERE id = ?",
                     (d.get("tenant", T), d.get("state", ""), dep_id),
                 )
+            for dep_id, doc in self.db.execute(
+                "SELECT id, doc FROM deployments WHERE slot IS NULL"
+            ).fetchall():
+                slot = _slot_of(json.loads(doc))
+                self.db.execute("UPDATE deployments SET slot = ? WHERE id = ?", (slot, dep_id))
 
     # ---- persistence -------------------------------------------------------------------------
     def _get(self, dep_id: str) -> dict:
@@ -375,9 +404,16 @@ class Control:
 
     def _put(self, dep: dict) -> None:
         self.db.execute(
-            "INSERT INTO deployments (id, created, doc, tenant, state) VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO "
-            "UPDATE SET doc = excluded.doc, state = excluded.state",
-            (dep["id"], dep["created"], json.dumps(dep), dep.get("tenant", T), dep.get("state", "")),
+            "INSERT INTO deployments (id, created, doc, tenant, state, slot) VALUES (?, ?, ?, ?, ?, ?) ON "
+            "CONFLICT(id) DO UPDATE SET doc = excluded.doc, state = excluded.state",
+            (
+                dep["id"],
+                dep["created"],
+                json.dumps(dep),
+                dep.get("tenant", T),
+                dep.get("state", ""),
+                _slot_of(dep),
+            ),
         )
 
     def _next_generation(self) -> int:
@@ -976,6 +1012,48 @@ class Control:
                         self._put(dep)
             top = self.db.execute("SELECT MAX(generation) FROM changes").fetchone()[0] or 0
             self.db.execute("DELETE FROM changes WHERE generation < ?", (top - KEEP_CHANGES_US,))
+            if self.keep_rollouts and not 0 <= now - self._pruned_at < PRUNE_ROLLOUTS_S:
+                self._pruned_at = now
+                self.prune_finished()
+
+    def prune_finished(self) -> int:
+        """Delete the finished rollouts of each tenant and slot past its newest ``keep_rollouts``, but those still
+        named: by an agent's desired state (its current version or configuration, or the one a halt gave back),
+        by ``following`` (its version given to gateways joining its group), or as the configuration a rollout in
+        progress gives back at a halt (``previous``). Returns how many were deleted; run by ``tick`` every
+        ``PRUNE_ROLLOUTS_S``."""
+        if not self.keep_rollouts:
+            return 0
+        with self._write():
+            past = [
+                r[0]
+                for r in self.db.execute(
+                    "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant, slot ORDER BY created DESC, "
+                    "id DESC) AS n FROM deployments WHERE state IN ('completed', 'halted', 'aborted', 'removed')) "
+                    "ranked WHERE n > ?",
+                    (self.keep_rollouts,),
+                ).fetchall()
+            ]
+            if not past:
+                return 0
+            named = {r[0] for r in self.db.execute("SELECT deployment_id FROM following").fetchall()}
+            for (ref,) in self.db.execute("SELECT DISTINCT deployment_id FROM desired").fetchall():
+                named.add(ref.removesuffix(ROLLBACK_SUFFIX))
+            for (doc,) in self.db.execute(
+                "SELECT doc FROM deployments WHERE state IN ('running', 'paused')"
+            ).fetchall():
+                for prev in (json.loads(doc).get("previous") or {}).values():
+                    if isinstance(prev, dict) and prev.get("deployment_id"):
+                        named.add(str(prev["deployment_id"]).removesuffix(ROLLBACK_SUFFIX))
+            gone = [(dep_id,) for dep_id in past if dep_id not in named]
+            if gone:
+                self.db.executemany("DELETE FROM deployments WHERE id = ?", gone)
+                log.info(
+                    "deleted %d finished rollouts past the newest %d of their tenant and slot",
+                    len(gone),
+                    self.keep_rollouts,
+                )
+        return len(gone)
 
     def _advance(self, dep: dict) -> None:
         now = self.clock()
@@ -1504,6 +1582,11 @@ def _newer(have: str | None, want: str) -> bool:
 def _slot(dep: dict) -> str:
     """The desired-state row a deployment writes: its model slot, or the agent configuration's."""
     return CONFIG_SLOT if dep.get("kind") == "config" else dep["slot"]
+
+
+def _slot_of(dep: dict) -> str:
+    """``_slot`` for the deployments table's column: a document without a slot (none this code writes) is ''."""
+    return CONFIG_SLOT if dep.get("kind") == "config" else str(dep.get("slot") or "")
 
 
 def _step_size(spec: str, n: int) -> int:

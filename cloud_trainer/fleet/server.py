@@ -4,7 +4,7 @@
                         [--store postgresql://fleet@db/fleet]
                         [--blobs s3://bucket/prefix [--s3-endpoint http://minio:9000]]
                         [--console-port 8088 [--console-tenant T] [--console-allowed-host NAME ...]]
-                        [--step-timeout-s 900] [--replicas]
+                        [--step-timeout-s 900] [--keep-rollouts 20] [--replicas]
                         [--in-flight-bytes 268435456] [--tenant-in-flight-bytes 67108864] [--in-flight-wait-s 20]
                         [--record-bytes-per-day 17179869184]
 
@@ -134,6 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         "stalled (status, console, a WARNING); it still waits for them; 0: never (default: 900)",
     )
     ap.add_argument(
+        "--keep-rollouts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="finished rollouts (completed, halted, aborted, removed) kept per tenant and model slot, the newest; "
+        "older ones are deleted, but those an agent's desired state or a rollout still names; 0: all "
+        "(default: 20)",
+    )
+    ap.add_argument(
         "--replicas",
         action="store_true",
         help="share the port with other `serve --replicas` processes of the same store (SO_REUSEPORT: the "
@@ -220,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             blobs=a.blobs,
             s3_endpoint=a.s3_endpoint,
             step_timeout_s=a.step_timeout_s,
+            keep_rollouts=a.keep_rollouts,
             replicas=a.replicas,
             quotas=Quotas(QuotaLimits(**bounds)) if bounds else None,
         )

@@ -1307,6 +1307,7 @@ class FleetServer:
         s3_endpoint: str | None = None,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
         step_timeout_s: float | None = None,
+        keep_rollouts: int | None = None,
         keepalive_s: float = KEEPALIVE_S,
         keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_S,
         replicas: bool = False,
@@ -1342,7 +1343,7 @@ class FleetServer:
             self.registry = Registry(registry or self.data / "registry")
             self.registry.sweep_parts()  # packages' copies a publish killed while copying left
             if control is None:
-                from cloud_trainer.fleet.control import Control
+                from cloud_trainer.fleet.control import KEEP_ROLLOUTS, STEP_TIMEOUT_S, Control
 
                 # with a PostgreSQL store the control state lives in the same database (replicas on several hosts)
                 where = (
@@ -1355,7 +1356,8 @@ class FleetServer:
                     self.registry,
                     self.store,
                     keys_dir=Path(ca).parent,
-                    **({} if step_timeout_s is None else {"step_timeout_s": step_timeout_s}),
+                    step_timeout_s=STEP_TIMEOUT_S if step_timeout_s is None else step_timeout_s,
+                    keep_rollouts=KEEP_ROLLOUTS if keep_rollouts is None else keep_rollouts,
                 )
             self.control = control
             self._owns_control = control is not given_control  # a control passed in is the caller's to close

@@ -143,9 +143,16 @@ def test_the_rollout_tick_and_an_admins_list_parse_only_the_documents_they_need(
 
     c = control
     with c._write():
-        for i in range(50):  # another tenant's history
+        for i in range(50):  # another tenant's history (a slot each: none past the finished rollouts kept)
             c._put(
-                {"id": f"old{i}", "created": float(i), "tenant": "beta", "state": "completed", "targets": {}}
+                {
+                    "id": f"old{i}",
+                    "created": float(i),
+                    "tenant": "beta",
+                    "state": "completed",
+                    "slot": f"s{i}",
+                    "targets": {},
+                }
             )
     a = c.create_config(
         {"config_yaml": A, "config_name": "a", "agents": ["gw1", "gw2"], "steps": ["1", "100%"]}
@@ -196,3 +203,55 @@ def test_a_gateway_joining_the_group_and_a_stalled_step_on_either_store(control)
     assert d["targets"]["gw3"]["status"] == "waiting" and d["stalled"]["agents"] == ["gw1"], d
     c.on_report("gw1", a["id"], "", a["digest"], "healthy", True, "", {})
     assert c.desired_state("gw3")[2]["digest"] == a["digest"]  # the last step reaches it
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_finished_rollouts_past_the_newest_of_their_tenant_and_slot_are_pruned_but_those_still_named(
+    request, tmp_path, backend
+):
+    """Finished rollouts were never deleted: a platform of thousands of tenants rolling out weekly grew its control
+    state (and every admin's list) without bound. A service keeping 2 per tenant and slot deletes the older ones at
+    its tick, but one an agent's desired state still names (gw2 runs the first configuration: no later rollout
+    reached it), and another tenant's or another slot's are counted apart. Deployments written before the slot
+    column (an older file or database) are read into it."""
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    where = url or tmp_path / "control.db"
+    store = open_store(url, tmp_path)
+    for tenant in ("default", "acme"):
+        for agent in ("gw1", "gw2"):
+            store.heartbeat(agent, {"site": "plant"}, [], {}, 0, {}, tenant=tenant)
+    c = Control(where, Registry(tmp_path / "registry"), store, config_validator=refuse_bad, keep_rollouts=0)
+    try:
+
+        def rolled_out(n: int, agents: list[str], tenant: str = "default") -> str:
+            yaml = b"sources: {plant: {type: mqtt, host: 10.0.0.%d}}\n" % n
+            dep = c.create_config(
+                {"config_yaml": yaml, "config_name": f"c{n}", "agents": agents, "steps": ["100%"]},
+                tenant=tenant,
+            )
+            for agent in agents:
+                c.on_report(agent, dep["id"], "", dep["digest"], "healthy", True, "", {}, tenant=tenant)
+            assert c.get(dep["id"], tenant=tenant)["state"] == "completed"
+            return dep["id"]
+
+        first = rolled_out(1, ["gw1", "gw2"])
+        ids = [rolled_out(n, ["gw1"]) for n in range(2, 6)]
+        theirs = [rolled_out(n, ["gw1"], tenant="acme") for n in range(6, 8)]
+        c.tick()  # keeping all: nothing deleted
+        assert len(c.list()) == 5 and len(c.list(tenant="acme")) == 2
+        c.db.execute("UPDATE deployments SET slot = NULL")  # as written before the column
+    finally:
+        c.close()
+    kept = Control(
+        where, Registry(tmp_path / "registry"), store, config_validator=refuse_bad, keep_rollouts=2
+    )
+    try:
+        kept.tick()
+        assert [d["id"] for d in kept.list()] == [ids[3], ids[2], first]
+        assert [d["id"] for d in kept.list(tenant="acme")] == theirs[::-1]
+        assert kept.desired_state("gw2")[2]["yaml"] == b"sources: {plant: {type: mqtt, host: 10.0.0.1}}\n"
+        assert kept.desired_state("gw1")[2]["deployment_id"] == ids[3]
+        assert kept.prune_finished() == 0  # the next look finds nothing more
+    finally:
+        kept.close()
+        store.close()
