@@ -167,6 +167,9 @@ class JsonMapping:
     timestamp_field: str | None = "ts"
     timestamp_format: TimestampFormat = TimestampFormat.EPOCH_S
     tag_prefix: str = ""  # prepended to every tag, e.g. the topic
+    # a name the payload gives (a key read unmapped, a record's name, a PubSub field, writer or publisher) is
+    # one level of its tag, after the topic (``tag_level``): no name of one topic's payload names another's tag
+    escape_names: bool = False
     rate_field: str | None = (
         "auto"  # an array's sample rate in Hz: a field path, "auto" (RATE_FIELDS) or None
     )
@@ -403,6 +406,25 @@ def _loads(payload: bytes | str) -> Any:
             return _decode(text)
         return obj if end == len(text) else _decode(text)
     return json.loads(payload)
+
+
+_ESCAPE_SEEN = re.compile("%2[fF5]")
+
+
+def tag_level(name: str) -> str:
+    """``name`` (a JSON key, a record's name, a PubSub field's, writer's or publisher's, from the payload) as one
+    level of a tag named after its topic (``tag_prefix_topic``): one holding '/' (or the text %2F or %25) has
+    '%' and '/' percent-encoded (``a/b`` -> ``a%2Fb``), any other is as it came. Kept whole, the key ``a/b`` of
+    a message on ``f/x`` named the tag ``f/x/a/b``, the key ``b``'s on ``f/x/a``: a device a broker lets publish
+    on ``f/x`` alone wrote another device's tag, and the rules and actions on it. Two names never give one
+    level: one holding %2F or %25 was encoded (``urllib.parse.unquote`` tells it back), any other came so."""
+    if "/" in name or ("%" in name and _ESCAPE_SEEN.search(name) is not None):
+        return name.replace("%", "%25").replace("/", "%2F")
+    return name
+
+
+def _same(name: str) -> str:
+    return name
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -698,6 +720,7 @@ def compile_decoder(
         return _messages(run, report, bare=False, mapping=mapping)
     tsf = mapping.timestamp_field
     isfinite = math.isfinite
+    level = tag_level if mapping.escape_names else None
     # with states (and unknown_state: skip), the fields that have held a state: such a field's text that is
     # no state ({"state": "BLINK"} after {"state": "ON"}) is unknown_state, as a mapped field's; another text
     # field (Zigbee2MQTT's "color_mode": "xy", Tasmota's "Time") is not read, as without states
@@ -775,7 +798,7 @@ def compile_decoder(
                 report(bad.reason, bad.detail + "; passed on as BAD")
                 v = _inf(v)
             if k != tsf:
-                out.append((p + k, v, ts))
+                out.append((p + (level(k) if level is not None and ("/" in k or "%" in k) else k), v, ts))
         return [(*x, None) for x in out] if rates else out  # arrays appear only through a mapping
 
     return _messages(run_all, report, bare=True, mapping=mapping)
@@ -1196,6 +1219,7 @@ def _records_decoder(
     assert rec is not None
     ts_of = _timestamp_reader(mapping)
     p = mapping.tag_prefix
+    level = tag_level if mapping.escape_names else _same
     conv = _converter(mapping)
     at = JsonMapping(  # a record's own time
         timestamp_field="t", timestamp_format=mapping.timestamp_format, timezone=mapping.timezone
@@ -1260,7 +1284,7 @@ def _records_decoder(
             except CodecError as e:
                 report(e.reason, e.detail)
                 continue
-            out.append((p + name, v, t, None, quality))
+            out.append((p + level(name), v, t, None, quality))
         return out
 
     return run
@@ -1279,6 +1303,7 @@ def _pubsub_decoder(
     pm = mapping.opcua_pubsub
     assert pm is not None
     p = mapping.tag_prefix
+    level = tag_level if mapping.escape_names else _same
     conv = _converter(mapping)
     at = JsonMapping(timestamp_field="t", timestamp_format=TimestampFormat.ISO8601, timezone=mapping.timezone)
     report = on_error or (lambda reason, detail: None)
@@ -1333,7 +1358,7 @@ def _pubsub_decoder(
         if len(out) + len(payload) > MAX_VALUES:
             raise _too_many(f"over {MAX_VALUES} fields")
         for name, f in payload.items():
-            field(name, f, prefix + name + suffix, ts, quality, where, out)
+            field(name, f, prefix + level(name) + suffix, ts, quality, where, out)
 
     def named(writer: Any, publisher: Any, where: str, other: str) -> tuple[str, str]:
         """The text before and after the field's name in a tag, ``template``'s placeholders filled."""
@@ -1350,7 +1375,8 @@ def _pubsub_decoder(
                 f"{template!r} names",
             )
         prefix, suffix = (
-            x.replace("{publisher}", str(publisher)).replace("{writer}", str(writer)) for x in around
+            x.replace("{publisher}", level(str(publisher))).replace("{writer}", level(str(writer)))
+            for x in around
         )
         return p + prefix, suffix
 
@@ -1401,7 +1427,7 @@ def _pubsub_decoder(
                 raise CodecError("missing_field", f"{where} has an empty NodeId and no DisplayName (the tag)")
         ts = time_of(msg.get("Timestamp"), f"{where} Timestamp", now)
         if plain:
-            tag = p + name
+            tag = p + level(name)
         else:
             ext = msg.get("ExtensionFields")  # Publisher's --fm=true messages name their writer there
             if type(ext) is not dict:
@@ -1409,7 +1435,7 @@ def _pubsub_decoder(
             writer = ext.get("DataSetWriterId", msg.get("DataSetWriterId"))
             publisher = ext.get("PublisherId", msg.get("PublisherId"))
             before, after = named(writer, publisher, where, "ExtensionFields.DataSetWriterId")
-            tag = before + name + after
+            tag = before + level(name) + after
         fields = _event_fields(msg["Value"])
         if fields is not None:  # an event's sample: its fields are no value of the node, and no tag's
             shown = ", ".join(repr(k[:40]) for k in fields[:4]) + (", ..." if len(fields) > 4 else "")

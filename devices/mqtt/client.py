@@ -2582,6 +2582,9 @@ def json_decoder(src: MqttSource, sub: Subscription):
         numbers_from_text=m.numbers_from_text,
         states=dict(m.states),
         unknown_state=m.unknown_state,
+        # named after the topic, a name from the payload is one level of its tag ('/' escaped): a key "a/b" on
+        # f/x named f/x/a/b, the tag of key "b" on f/x/a, another device's where the broker's ACL parts them
+        escape_names=m.tag_prefix_topic,
     )
     # a bad field or record is counted and skipped, the message's others are read; a NaN or infinite value
     # is counted and, under non_finite: bad, kept (a records decoder makes its record's quality bad)

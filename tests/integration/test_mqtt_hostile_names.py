@@ -11,6 +11,8 @@ import io
 import json
 import logging
 import math
+import shutil
+import subprocess
 import time
 
 import paho.mqtt.client as paho
@@ -19,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 from protocols import sparkplug as sp
+from tests.support.peers import Mosquitto
 from tests.support.waits import until
 
 D = sp.DataType
@@ -429,3 +432,95 @@ async def test_a_bad_name_inside_a_sparkplug_template_or_dataset_skips_only_its_
         assert errors == {"garbage_protobuf": 3, "name_too_long": 4, "alias_collision": 5}, errors
         last = src.stats.last_error or ""
         assert len(last) < 1000 and "'M1'" in last and "(2000 characters)" in last, last
+
+
+async def test_a_json_name_holding_a_slash_cannot_name_the_tag_of_a_device_on_a_deeper_topic(tmp_path):
+    """A reading named after its topic (``tag_prefix_topic``) took a name from the payload whole: the key
+    ``a/b`` of a message on ``f/x`` was the tag ``f/x/a/b``, the key ``b``'s on ``f/x/a``. A device the
+    broker's ACL lets publish on ``f/x`` alone (here a real Mosquitto's: its publish on ``f/x/a`` is dropped)
+    so wrote the other device's tag, and the rules and PLC writes on it acted on its value; so did a record's
+    name, an OPC UA PubSub field's, and an object of an array. Such a name is now one level of its tag,
+    '/' and '%' percent-encoded (``f/x/a%2Fb``); a name without them is as before."""
+    tool = shutil.which("mosquitto_passwd")
+    assert tool is not None, "mosquitto_passwd is installed with mosquitto"
+    pw, acl = tmp_path / "passwd", tmp_path / "acl"
+    pw.write_text("")
+    for user in ("agent", "x", "xa"):
+        subprocess.run([tool, "-b", str(pw), user, user], check=True)
+    acl.write_text(
+        "user agent\ntopic read #\n"
+        "user x\ntopic write f/x\ntopic write r/x\ntopic write p/x\n"
+        "user xa\ntopic write f/x/a\ntopic write r/x/a\n"
+    )
+    broker = Mosquitto(
+        tmp_path / "mosq",
+        extra_conf=f"allow_anonymous false\npassword_file {pw}\nacl_file {acl}\nuser root\n",
+    ).start()
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=broker.port,
+            username="agent",
+            password="agent",
+            subscriptions=[
+                {"topic": "f/#", "qos": 1, "json_mapping": {"timestamp_field": None}},
+                {
+                    "topic": "r/#",
+                    "qos": 1,
+                    "json_mapping": {
+                        "timestamp_field": None,
+                        "records": {"array": "values", "name": "id", "value": "v"},
+                    },
+                },
+                {"topic": "p/#", "qos": 1, "json_mapping": {"opcua_pubsub": {"tag": "{writer}.{field}"}}},
+            ],
+        ),
+    )
+    devices: list[paho.Client] = []
+    try:
+        await src.start()
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        for user in ("x", "xa"):
+            c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{user}")
+            c.username_pw_set(user, user)
+            c.connect("127.0.0.1", broker.port, 30)
+            c.loop_start()
+            devices.append(c)
+        x, xa = devices
+        network = {
+            "MessageId": "1",
+            "MessageType": "ua-data",
+            "Messages": [{"DataSetWriterId": "w/1", "Payload": {"a/b": {"Value": 503.0}}}],
+        }
+        for dev, topic, body in [
+            (xa, "f/x/a", {"b": 20.0}),
+            (xa, "r/x/a", {"values": [{"id": "b", "v": 21.0}]}),
+            (x, "f/x/a", {"b": 999.0}),  # the broker's ACL drops it: x may not publish there
+            (x, "f/x", {"a/b": 500.0, "a%2Fb": 1.0, "RH%": 45.0, "c": 2.0}),
+            (x, "f/x", [{"a/b": 501.0}]),  # an array of objects: each a message
+            (x, "r/x", {"values": [{"id": "a/b", "v": 502.0}]}),
+            (x, "p/x", network),
+        ]:
+            dev.publish(topic, json.dumps(body), qos=1).wait_for_publish(5)
+        # x's messages come in the order it sent them: its dropped one, had the broker passed it, came first
+        got = await _read(src, 9, timeout_s=10)
+    finally:
+        await src.stop()
+        for c in devices:
+            _closed(c)
+        broker.stop()
+    assert sorted((r.tag, r.value) for r in got) == sorted(
+        [
+            ("f/x/a/b", 20.0),  # xa's own tags, named as before
+            ("r/x/a/b", 21.0),
+            ("f/x/a%2Fb", 500.0),  # x's, each a tag of its own topic
+            ("f/x/a%252Fb", 1.0),  # a name holding the text %2F: encoded too, so no two names give one tag
+            ("f/x/RH%", 45.0),  # a name without '/' (nor %2F, %25): as it came
+            ("f/x/c", 2.0),
+            ("f/x/a%2Fb", 501.0),
+            ("r/x/a%2Fb", 502.0),
+            ("p/x/w%2F1.a%2Fb", 503.0),  # the template's writer and field, each a name from the payload
+        ]
+    ), [(r.tag, r.value) for r in got]

@@ -2,6 +2,7 @@
 
 import json
 import re
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from protocols.json_codec import (
     compile_decoder,
     decode,
     encode,
+    tag_level,
 )
 
 
@@ -481,3 +483,29 @@ def test_a_payload_too_large_to_parse_is_told_by_a_count_that_skips_strings():
     }
     for name, payload in passed.items():
         assert too_many_to_parse(payload) is None, name
+
+
+@given(st.text(alphabet=st.sampled_from("%/2fF5a\u00e9"), max_size=12) | st.text(max_size=30))
+def test_a_name_from_the_payload_is_one_level_of_its_tag_and_told_back_by_unquote(name):
+    """Named after its topic, a payload's name never holds '/' (so names of one topic's payloads never name
+    another topic's tags), two names never give one tag (unquote reverses it), and a name without '/', %2F or
+    %25 is as it came: existing tags keep their names."""
+    level = tag_level(name)
+    assert "/" not in level
+    if "/" not in name and not re.search("%2[fF5]", name):
+        assert level is name
+    else:  # a level holding %2F or %25 was encoded: each such name's tells it back
+        assert re.search("%2[F5]", level) and urllib.parse.unquote(level, errors="surrogatepass") == name
+
+
+def test_keys_records_and_pubsub_names_holding_a_slash_are_escaped_only_under_a_topic():
+    keyed = b'{"a/b": 1, "c%d": 2, "e": 3}'
+    assert decode(keyed, JsonMapping(escape_names=True, tag_prefix="f/x/"), now=5.0) == [
+        ("f/x/a%2Fb", 1, 5.0),
+        ("f/x/c%d", 2, 5.0),
+        ("f/x/e", 3, 5.0),
+    ]
+    # not named after a topic (tag_prefix_topic: false): every topic's tags share one namespace, kept as they came
+    assert [t for t, *_ in decode(keyed, JsonMapping(), now=5.0)] == ["a/b", "c%d", "e"]
+    records = JsonMapping(escape_names=True, records=RecordsMapping(array="", name="id", value="v"))
+    assert [t for t, *_ in decode(b'[{"id": "Line1/Speed", "v": 3}]', records)] == ["Line1%2FSpeed"]
