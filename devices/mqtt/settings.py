@@ -171,7 +171,12 @@ class JsonMappingSettings(_Model):
         'has held a state ({"state": "BLINK"} after "ON"): unknown_state; a payload that is text alone and '
         "no state is unknown_state either way",
     )
-    tag_prefix_topic: bool = Field(True, description="tag = '{topic}/{tag}' so wildcard sensors stay apart")
+    tag_prefix_topic: bool = Field(
+        True,
+        description="tag = '{topic}/{tag}' so wildcard sensors stay apart; a name from the payload (a key, a "
+        "record's name, a PubSub field) holding '/' is one level of it, '%' and '/' percent-encoded "
+        "('a/b' -> '{topic}/a%2Fb'), so that no device names the tags of another device's deeper topic",
+    )
     rate_field: str | None = Field(
         "auto",
         description="field holding a waveform's sample rate in Hz (checked by the "
