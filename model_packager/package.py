@@ -1014,6 +1014,26 @@ def verify_folder(folder: str | Path, trusted: TrustedKeys) -> tuple[Manifest, s
     return manifest, signer
 
 
+def package_signer(pkg: str | Path, trusted: TrustedKeys) -> str:
+    """The id of the key among ``trusted`` whose signature over ``manifest.yaml`` the package holds: the signature
+    alone, whatever the key's not-after, no file hashed (``verify_package`` checks those). Raises
+    ``SignatureError`` (unsigned, malformed, signed by a key not among ``trusted``, a signature that does not
+    match), ``ManifestError`` (no manifest) or ``UnsafeArchiveError`` (the archive's structure)."""
+    reader = _Reader(Path(pkg), DEFAULT_MAX_BYTES)
+    head: dict[str, bytes] = {}
+    with reader.open() as tar:
+        for m in reader.members(tar):
+            if m.name in (MANIFEST, SIGNATURE):
+                head[m.name] = reader.read_all(
+                    tar, m, MAX_MANIFEST_BYTES if m.name == MANIFEST else MAX_SIG_BYTES
+                )
+    if MANIFEST not in head:
+        raise ManifestError(
+            f"package {reader.label}: no manifest.yaml; not a model package", code="no_manifest"
+        )
+    return _check_signature(reader.label, head[MANIFEST], head.get(SIGNATURE), trusted, expiry=False)
+
+
 def package_digest(pkg: str | Path) -> str:
     return _sha256_file(Path(pkg))[0]
 

@@ -7,6 +7,8 @@ a registry of real signed packages."""
 
 from __future__ import annotations
 
+import tarfile
+
 import pytest
 
 from cloud_trainer.fleet.control import Control, NotInTenant
@@ -164,16 +166,97 @@ def test_a_tenant_without_a_package_key_cannot_roll_out_a_package_signed_by_anot
         with pytest.raises(NotInTenant) as refused:
             c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]})
         assert str(refused.value).startswith(
-            f"part-inspection 1.1.0 is signed by key {beta_kid}, the package key of another tenant"
+            f"part-inspection 1.1.0 is signed by key {beta_kid}, a package key of another tenant of this service"
         ), refused.value
         assert c.list() == []
         # beta's key rotated: a package its retired key signed is another tenant's all the same
         assert main(["tenant", "--dir", str(pki), "--tenant", "beta", "--rotate"]) == 0
-        with pytest.raises(NotInTenant, match=f"signed by key {beta_kid}, the package key of another tenant"):
+        with pytest.raises(NotInTenant, match=f"signed by key {beta_kid}, a package key of another tenant"):
             c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]})
         dep = c.create(
             {"package": "part-inspection", "version": "1.0.0", "slot": "vision", "agents": ["gw1"]}
         )
         assert dep["state"] == "running"
     finally:
+        store.close()
+
+
+def test_a_keyless_tenants_check_skips_a_bad_key_file_checks_the_signature_alone_and_reads_keys_once(
+    tmp_path, monkeypatch
+):
+    """The check of a tenant without a package key (f692587d) loaded every tenant's key files at once, outside any
+    guard: one bad file of another tenant (here gamma's key with a not-after that is not a date) raised out of
+    CreateDeployment and of every tick (every tenant's rollouts frozen, an abort refused). It read them all again
+    at each check (1.5 s per 1,000 tenants inside the control lock), and a package signed by another tenant's key
+    with one byte of its model changed passed (a full verify failed, read as 'not another tenant's'). Now a bad
+    file is skipped with a WARNING naming it, the keys are read once until the PKI folder changes, the signature
+    alone is checked, and a halt that cannot send such a version back says why."""
+    import model_packager.keys as keys_module
+
+    pki = tmp_path / "pki"
+    init_tenant(pki, "beta")
+    init_tenant(pki, "gamma")
+    beta_private, beta_public = signing_key_paths(pki, "beta")
+    beta_kid = key_id(load_public_key(beta_public))
+    gamma_pub = signing_key_paths(pki, "gamma")[1]
+    gamma_pem = gamma_pub.read_bytes()
+    gamma_pub.write_bytes(b"not-after: 2027-13-45\n" + gamma_pem)  # an operator's typo in gamma's file
+    reg = Registry(tmp_path / "registry")  # the default tenant's: no package key in the PKI folder
+    theirs = make_package(tmp_path / "b", version="0.9.0", key=beta_private, seed=3)  # what gw1, gw2 run
+    reg.publish(theirs, [], {}, None, None)
+    reg.publish(make_package(tmp_path / "own", version="1.0.0", seed=1), [], {}, None, None)
+    changed = make_package(tmp_path / "b2", version="1.1.0", key=beta_private, seed=2)
+    reg.publish(changed, [], {}, None, None)
+    path = reg.package_path(reg.get("part-inspection", "1.1.0"))
+    with tarfile.open(path) as tar:
+        at = tar.getmember("model.onnx").offset_data + 100
+    with open(path, "r+b") as f:  # one byte of the model changed, its manifest and signature untouched
+        f.seek(at)
+        byte = f.read(1)[0]
+        f.seek(at)
+        f.write(bytes([byte ^ 1]))
+    old = reg.get("part-inspection", "0.9.0")
+    store = open_store(None, tmp_path)
+    for agent in ("gw1", "gw2"):
+        slots = [{"slot": "vision", "package": old["name"], "version": "0.9.0", "digest": old["digest"]}]
+        store.heartbeat(agent, {"site": "plant"}, slots, {}, 0, {}, tenant="default")
+    c = Control(tmp_path / "control.db", reg, store, keys_dir=pki)
+    loads = []
+    real_load = keys_module.load_public_key
+    monkeypatch.setattr(keys_module, "load_public_key", lambda p: loads.append(p) or real_load(p))
+    try:
+        with pytest.raises(NotInTenant) as refused:  # was: one model byte changed, rolled out
+            c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]})
+        said = str(refused.value)
+        assert f"is signed by key {beta_kid}, a package key of another tenant of this service" in said, said
+        assert "beta" not in said and str(tmp_path) not in said, said
+        read = len(loads)
+        assert read == 2, loads  # beta's key and gamma's (skipped: its not-after)
+        dep = c.create(  # was: SignatureError naming gamma's file (CreateDeployment UNKNOWN)
+            {"package": "part-inspection", "version": "1.0.0", "slot": "vision", "agents": ["gw1", "gw2"]}
+        )
+        assert dep["state"] == "running" and len(loads) == read  # the keys read once, not at each check
+        # the canary healthy, the other fails: the halt would send the canary 0.9.0 back, which beta's key signed
+        # (was: the tick raised, every tick)
+        canary = next(a for a, t in c.get(dep["id"])["targets"].items() if t["status"] == "assigned")
+        c.on_report(canary, dep["id"], "vision", "1.0.0", "healthy", True, "", {})
+        other = ({"gw1", "gw2"} - {canary}).pop()
+        assert c.get(dep["id"])["targets"][other]["status"] == "assigned"
+        c.on_report(other, dep["id"], "vision", "1.0.0", "failed", False, "smoke test failed", {})
+        halted = c.get(dep["id"])
+        assert halted["state"] == "halted", halted
+        assert c.desired_state(canary)[1] == []  # not sent back: it keeps what it runs
+        reason = halted["targets"][canary]["reason"]
+        assert "0.9.0 is signed by a package key of another tenant of this service" in reason, reason
+        # gamma's file mended in place, beta's key rotated: read again
+        gamma_pub.write_bytes(gamma_pem)
+        assert main(["tenant", "--dir", str(pki), "--tenant", "beta", "--rotate"]) == 0
+        loads.clear()
+        with pytest.raises(NotInTenant, match=f"signed by key {beta_kid}, a package key of another tenant"):
+            c.rollback("part-inspection", "0.9.0", "vision", ["gw1"])
+        assert len(loads) == 3, loads  # beta's new and retired keys, gamma's
+        next((pki / "tenants" / "beta" / "retired").glob("*.pub")).unlink()  # removed: the agents' to judge
+        assert c.rollback("part-inspection", "0.9.0", "vision", ["gw1"])["state"] == "running"
+    finally:
+        c.close()
         store.close()
