@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
+from edge_agent.config import ConfigError, parse_config
 from edge_agent.maintenance.baseline import Baseline
 from edge_agent.maintenance.settings import BaselineSettings
 from model_packager.condition import FEATURES
@@ -191,3 +193,155 @@ def test_a_low_level_episode_says_stopped_or_sensor_not_only_check_the_sensor():
     w2.record(SensorFault("flatline", "sensor: flat"))
     assert "if the machine is running" not in events[-1]["message"]
     assert "check the sensor, its cable and mounting" in events[-1]["message"]
+
+
+def test_at_a_load_never_commissioned_the_level_and_a_tone_drowning_in_noise_do_not_alarm_impacts_do():
+    """A fan commissioned at night at 35 % load, its blade-pass tone above the turbulence (kurtosis 2.0, crest
+    2.4); at a day's 90 % the level and the blade-pass rose 2.6x and the tone drowned in the turbulence (kurtosis
+    2.6, crest 3.0: towards a broadband noise's 3). Scored against the night, the RMS and the kurtosis were 6-20 deviations up and
+    the fan alarmed all day long. With ``load_tag`` such a window is judged on its shape: no alarm, the windows
+    over the threshold by their level alone said so (``level_over``); a bearing's impacts at that load (kurtosis
+    and crest past a noise's, the envelope's line) still alarm; within the commissioned loads, judged as before."""
+    rng = np.random.default_rng(5)
+    b = Baseline(BaselineSettings(windows=200, speed_tag="Speed", load_tag="Load"), 10000.0, 2048)
+    quiet = {"kurtosis": -1.0, "crest": -1.1}  # from the helper's 3.0 and 3.5: a tone above the noise
+    for f in _features(rng, 200, **quiet):
+        b.process(np.zeros(0), {"_shaft_speed": 1500.0, "_load": 35.0 + rng.normal(0, 0.7)}, f)
+    assert b.state == "ready" and b.load_span is not None and 32 < b.load_span[0] < b.load_span[1] < 38
+    # the level and the blade-pass (orders 4-8) 2.6x; the shaft's 1x-3x do not move
+    day = {k: LOG(2.6) for k in ("rms", "hf_rms", "velocity_rms", "orders_4_8")}
+    day |= {"kurtosis": -0.4, "crest": -0.5}
+    at_90 = {"_shaft_speed": 1500.0, "_load": 90.0}
+    shift = [b.process(np.zeros(0), at_90, f) for f in _features(rng, 200, **day)]
+    assert not any(v.alarm for v in shift), max(v.score for v in shift)
+    assert all(v.load_outside and "load 90 (Load) outside the commissioned" in v.load_outside for v in shift)
+    assert sum(v.level_over for v in shift) >= 150 and not any(v.anomalous for v in shift if v.level_over)
+    impacts = day | {"kurtosis": 2.5, "crest": 2.0, "env_bpfo": 1.5}
+    fault = [b.process(np.zeros(0), at_90, f) for f in _features(rng, 4, **impacts)]
+    assert any(v.alarm for v in fault) and {v.fault for v in fault if v.alarm} == {"bearing_outer"}
+    # back within the commissioned loads: the level is judged again (the same day's level alarms there)
+    within = [
+        b.process(np.zeros(0), {"_shaft_speed": 1500.0, "_load": 36.0}, f) for f in _features(rng, 4, **day)
+    ]
+    assert all(v.load_outside is None and not v.level_over for v in within) and any(v.alarm for v in within)
+
+
+# a day's load over a night's: the level and a fan's blade-pass (orders 4-8) 2.6x; the shaft's 1x-3x do not move
+DAY = {k: LOG(2.6) for k in ("rms", "hf_rms", "velocity_rms", "orders_4_8")}
+
+
+def _night(rng, path=None, load_tag: str = "Load", lo: float = 35.0) -> Baseline:
+    """Commissioned at a night's light load (``lo`` %, the load tag ``load_tag``), the windows 10 s apart."""
+    s = BaselineSettings(windows=200, speed_tag="Speed", load_tag=load_tag)
+    b = Baseline(s, 10000.0, 2048, path=path, pipeline="p")
+    for i, f in enumerate(_features(rng, 200)):
+        b.process(
+            np.zeros(0), {"_shaft_speed": 1500.0, "_load": lo + rng.normal(0, 0.5)}, f, (10.0 * i, 10.0 * i)
+        )
+    assert b.state == "ready" and b.load_span is not None
+    return b
+
+
+def _at(b: Baseline, rng, load: float, n: int, t0: float = 10_000.0, **rise: float):
+    return [
+        b.process(np.zeros(0), {"_shaft_speed": 1500.0, "_load": load}, f, (t0 + 60.0 * i, t0 + 60.0 * i))
+        for i, f in enumerate(_features(rng, n, **rise))
+    ]
+
+
+def test_a_shafts_orders_are_never_excused_by_the_load_an_imbalance_at_a_high_load_tag_alarms():
+    """The load excuses a rise of the level only (the RMS, the high band, the velocity), never the shaft's own
+    orders: a load tag reading 90 % (a tag stuck there, or the real load) while the 1x grows 6x over the rest
+    alarmed on the former load_tag (e04308f: every amplitude counted only above the load's rise) only once past
+    it; it alarms, named imbalance, within the confirmation's windows, alone or over the day's level."""
+    rng = np.random.default_rng(11)
+    b = _night(rng)
+    vs = _at(b, rng, 90.0, 4, order_1x=LOG(6.0))
+    assert all(v.load_outside for v in vs) and [v.alarm for v in vs][1:] == [True] * 3, [v.score for v in vs]
+    assert "imbalance" in {v.fault for v in vs if v.alarm}
+    # the same 1x at the day's level too (the level 2.6x with the load): still an imbalance
+    vs = _at(b, rng, 90.4, 4, t0=20_000.0, **(DAY | {"order_1x": LOG(6.0)}))
+    assert [v.alarm for v in vs][1:] == [True] * 3 and "imbalance" in {v.fault for v in vs if v.alarm}
+
+
+LEVEL = ("rms", "hf_rms", "velocity_rms")
+
+
+def test_the_loads_allowance_is_capped_a_level_past_it_alarms():
+    """Commissioned at 20 %, run at 99 % (4.9x): the level may rise with the load by at most LOAD_ALLOWANCE_MAX
+    (3x), not by the load's 4.9x: the level 10x (a fault's, the orders flat) alarms; 2.5x (the load's) does not."""
+    rng = np.random.default_rng(12)
+    b = _night(rng, lo=20.0)
+    vs = _at(b, rng, 99.0, 4, **{k: LOG(10.0) for k in LEVEL})
+    assert all(v.load_outside and v.load_unreadable is None for v in vs)
+    assert [v.alarm for v in vs][1:] == [True] * 3, [(v.score, v.threshold) for v in vs]
+    vs = _at(b, rng, 98.7, 40, t0=20_000.0, **{k: LOG(2.5) for k in LEVEL})
+    assert not any(v.alarm for v in vs), max(v.score for v in vs)
+
+
+def test_an_unreadable_load_excuses_nothing_and_is_said():
+    """A load tag reading NaN, a raw count (27648 at 100 % once the PLC lost its scaling: 24883 at 90 %) or one
+    value held for more than LOAD_FROZEN_S while the vibration's level rose 1.5x or more is unreadable: the window
+    is judged as without a load tag (the day's level 2.6x alarms), ``load_unreadable`` says why; a usable value
+    again excuses the level again."""
+    rng = np.random.default_rng(13)
+    b = _night(rng)
+    for load, said in ((float("nan"), "reads nan"), (24883.2, "more than 5 times the commissioned")):
+        vs = _at(b, rng, load, 4, **DAY)
+        assert all(v.load_unreadable and said in v.load_unreadable for v in vs), vs[0].load_unreadable
+        assert all(v.load_outside is None for v in vs) and any(v.alarm for v in vs)
+        assert "'Load'" in vs[0].to_dict()["load_unreadable"]
+    assert not any(v.alarm for v in _at(b, rng, 90.0, 6, t0=20_000.0, **DAY))  # read again: excused
+    # 90.2 read while the machine is as quiet as commissioned (the tag wrong); 20 minutes on, still 90.2 while the
+    # level rose 2.6x (a fault's rise the tag would excuse): frozen, and the level alarms
+    vs = _at(b, rng, 90.2, 4, t0=30_000.0)
+    assert not any(v.load_unreadable or v.alarm for v in vs)
+    vs = _at(b, rng, 90.2, 4, t0=30_000.0 + 1200.0, **{k: LOG(2.6) for k in LEVEL})
+    assert all(v.load_unreadable and "frozen" in v.load_unreadable for v in vs), vs[0].load_unreadable
+    assert any(v.alarm for v in vs)
+    # a new value: usable, the same level excused
+    vs = _at(b, rng, 90.5, 6, t0=34_000.0, **{k: LOG(2.6) for k in LEVEL})
+    assert not any(v.load_unreadable or v.alarm for v in vs)
+    assert b.load_unreadable_windows == 4 + 4 + 4
+
+
+def test_the_load_tag_and_its_commissioned_loads_are_saved_with_the_baseline(tmp_path):
+    """The baseline's file keeps the load tag its commissioned loads were read on; read under another load tag
+    (or learned without one), the load excuses nothing (the former load_tag judged another tag's values against
+    the first's loads)."""
+    rng = np.random.default_rng(14)
+    path = tmp_path / "b.json"
+    b = _night(rng, path=path)
+    saved = json.loads(path.read_text())
+    assert saved["load_tag"] == "Load" and saved["load_span"] == list(b.load_span)
+    again = Baseline(
+        BaselineSettings(windows=200, speed_tag="Speed", load_tag="Load"), 10000.0, 2048, path=path
+    )
+    assert again.load_span == b.load_span and not any(v.alarm for v in _at(again, rng, 90.0, 6, **DAY))
+    other = Baseline(
+        BaselineSettings(windows=200, speed_tag="Speed", load_tag="Flow"), 10000.0, 2048, path=path
+    )
+    vs = _at(other, rng, 90.0, 4, **DAY)
+    assert all(v.load_outside is None for v in vs) and any(v.alarm for v in vs)
+
+
+@pytest.mark.parametrize(
+    ("baseline", "says"),
+    [
+        ({"speed_tag": "Speed", "load_tag": "Speed"}, "load_tag: 'Speed' is the speed_tag too"),
+        ({"temperature_tag": "T", "load_tag": "T"}, "load_tag: 'T' is the temperature_tag too"),
+        ({"load_tag": " "}, "load_tag: empty"),
+    ],
+)
+def test_a_load_tag_that_is_the_speed_or_temperature_tag_is_refused_naming_the_field(baseline, says):
+    cfg = {
+        "agent": {"id": "gw", "data_dir": "/tmp/x"},
+        "sources": {"plc": {"type": "mqtt", "subscriptions": [{"topic": "a/b"}]}},
+        "models": {"m": {"package": "m.edgepkg"}},
+        "pipelines": [
+            {"name": "p", "source": "plc", "model": "m", "window": {"waveform": "V"}, "baseline": baseline}
+        ],
+    }
+    with pytest.raises(ConfigError) as e:
+        parse_config(cfg)
+    assert "pipelines[0].baseline" in str(e.value) and says in str(e.value), str(e.value)
