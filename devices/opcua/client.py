@@ -79,7 +79,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,7 @@ class _ConnectionLossFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
-            return not (record.levelno == logging.WARNING and str(record.msg).endswith(self._CLOSED))
+            return not (record.levelno == logging.WARNING and self._expected(record))
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None and "error status from server" not in str(record.msg):
             return True
@@ -156,6 +156,19 @@ class _ConnectionLossFilter(logging.Filter):
             record.args = None
             record.exc_info = record.exc_text = None
         return True
+
+    def _expected(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).endswith(self._CLOSED):
+            return True
+        # the refusal of the ActivateSession by which the source closes a session left on the server
+        # (``_close_left``): a server that restarted has ended it already, at every reconnect after its restart
+        args = record.args if isinstance(record.args, tuple) else ()
+        return (
+            str(record.msg).startswith("ServiceFault (")
+            and len(args) == 3
+            and args[0] == "BadSessionIdInvalid"
+            and str(args[2]).endswith("ActivateSessionRequest")
+        )
 
 
 class _CertificateNoteOnce(logging.Filter):
@@ -1736,6 +1749,25 @@ def _certificate_refused(text: str, settings: OpcUaSettings) -> str:
     )
 
 
+@contextlib.asynccontextmanager
+async def _time_limit(seconds: float) -> AsyncIterator[None]:
+    """``asyncio.timeout`` for the one-off connections (validate --online, browse, the refit's reads, the endpoint
+    probe), whose limit always ends as ``TimeoutError``. On Python < 3.12 asyncua's ``wait_for`` raises
+    ``CancelledWithResultError`` when a request's answer and the limit come in one turn of the loop (a loaded
+    gateway holds its loop past the limit), a ``CancelledError`` that ``asyncio.timeout`` does not turn into
+    ``TimeoutError``: it escaped ``validate --online`` and ``browse`` (their ``except Exception`` let it through)
+    and ended a refit's task as if stopped. A cancellation of the task itself (a stop) is passed on as it is
+    (as the source's session loop tells them apart, 8239ff3)."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise  # this task cancelled
+        raise TimeoutError("no answer within the time limit (it came as the limit ran out)") from None
+
+
 async def _security_not_offered(settings: OpcUaSettings) -> tuple[str, str] | None:
     """(reason, message) of why the server cannot be reached with ``security_mode``/``security_policy``, when
     its endpoint list (GetEndpoints, which needs no security) tells: it lacks the pair (``security_policy``), or
@@ -1746,7 +1778,7 @@ async def _security_not_offered(settings: OpcUaSettings) -> tuple[str, str] | No
     which hides the fix. None when the pair is offered as pinned or the list cannot be read."""
     probe = Client(settings.endpoint, timeout=min(settings.connect_timeout_s, 3.0))
     try:
-        async with asyncio.timeout(min(settings.connect_timeout_s, 3.0) + 1.0):
+        async with _time_limit(min(settings.connect_timeout_s, 3.0) + 1.0):
             endpoints = await probe.connect_and_get_server_endpoints()
     except Exception:
         return None
@@ -1919,6 +1951,10 @@ _APART_MAX = 8  # the most subscriptions of one large value each a source makes 
 # still too large closes that session: after REFIT_HERE_MAX such closes it is no longer read there until the PLC
 # reconnects on its own, or the config is reloaded (a new source)
 REFIT_MIN_S = 1.0
+# the time the close of a session left on the PLC (``_close_left``) gives the PLC to answer its Hello: a PLC that
+# answers does so in milliseconds; one that does not (the link still dead, its stack hung) cost connect_timeout_s
+# before each reconnect. A session whose close gave way so is closed once the PLC answers the new connection
+LEFT_HELLO_S = 1.0
 REFIT_MAX_S = 600.0
 REFIT_HERE_MAX = 3
 # the nodes that start to get no values at a connect named each in a WARNING line, the others in one line with
@@ -2015,24 +2051,27 @@ def _split_operations(client: Client) -> dict[str, int]:
     return limits
 
 
-async def _read_operation_limits(client: Client, timeout_s: float) -> None:
+async def _read_operation_limits(client: Client, timeout_s: float) -> bool:
     """The server's stated OperationLimits, by which ``_split_operations`` splits this client's calls (one
     Read; a server without them, or one that does not answer in time, states none: a refused call is then
-    split as it comes)."""
+    split as it comes). False: the server did not answer the Read within ``timeout_s``."""
     limits = getattr(client.uaclient.session, "_operation_limits", None)
     if limits is None:
-        return
+        return True
     try:
-        async with asyncio.timeout(timeout_s):
+        async with _time_limit(timeout_s):
             got = await client.uaclient.session.read_attributes(
                 [client.get_node(i).nodeid for i in _OPERATION_LIMITS.values()], ua.AttributeIds.Value
             )
-    except (ua.UaError, TimeoutError):
-        return
+    except ua.UaError:
+        return True
+    except TimeoutError:
+        return False
     for kind, dv in zip(_OPERATION_LIMITS, got, strict=False):
         v = dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None
         if isinstance(v, int) and not isinstance(v, bool) and v > 0:
             limits[kind] = min(limits.get(kind) or v, v)
+    return True
 
 
 def _too_large(size: int, settings: OpcUaSettings) -> str:
@@ -2043,36 +2082,59 @@ def _too_large(size: int, settings: OpcUaSettings) -> str:
     )
 
 
-async def _one_off_client(settings: OpcUaSettings, what: str) -> tuple[Client, list[int]]:
+# how long the close of a one-off session waits for a server that has just left a request of it unanswered (it made
+# the session and then stalled): one that answers closes in milliseconds; validate --online waited
+# connect_timeout_s more for the close, then as much again for the endpoint list (up to ~3x connect_timeout_s)
+SILENT_CLOSE_S = 1.0
+
+
+def _stalled(settings: OpcUaSettings) -> str:
+    return (
+        f"the server made the session and then gave no answer within {settings.connect_timeout_s}s: busy or "
+        "hung; check the server and run this again"
+    )
+
+
+async def _one_off_client(
+    settings: OpcUaSettings, what: str, stall_ends: bool = False
+) -> tuple[Client, list[int]]:
     """A connected client for one request (validate --online, browse), and the size of a message its
-    connection was closed for (``[0]`` while none); ``OpcUaError`` when it cannot connect."""
+    connection was closed for (``[0]`` while none); ``OpcUaError`` when it cannot connect, or (``stall_ends``)
+    when the server leaves its first Read (the OperationLimits) unanswered: every further request would wait as
+    long."""
     oversize = [0]
+    made = False  # the server made the session: it answered on this security, so its endpoints need no probe
     try:
         # making it may refuse (a key not the certificate's) or ask the server (its endpoint list, when
         # the server certificate is not pinned): a policy it lacks ended validate --online in a traceback
         client = await _make_client(settings, lambda size: oversize.__setitem__(0, size))
         connected = False
         try:
-            async with asyncio.timeout(settings.connect_timeout_s):
+            async with _time_limit(settings.connect_timeout_s):
                 await client.connect()
             connected = True
-            await _read_operation_limits(client, settings.connect_timeout_s)
+            if not await _read_operation_limits(client, settings.connect_timeout_s) and stall_ends:
+                raise TimeoutError
         except BaseException:
             # closed however the attempt ends: a server that accepts the connection and never answers (or
             # answers its Hello and then nothing) ends it at the timeout, a cancellation asyncua's own cleanup
             # (``except Exception``) lets through, and its connection was left open, one more at every call. A
             # session the server created but did not activate in time is closed too: the PLC kept it (one of
-            # its few) until its session timeout
-            session = connected or bool(getattr(client.uaclient, "has_session", False))
-            await _close_one_off(client, settings.connect_timeout_s if session else 0.0)
+            # its few) until its session timeout; the close is given SILENT_CLOSE_S, the server just left a
+            # request unanswered
+            made = connected or bool(getattr(client.uaclient, "has_session", False))
+            await _close_one_off(client, min(settings.connect_timeout_s, SILENT_CLOSE_S) if made else 0.0)
             raise
     except Exception as e:
         reason, why = _explain(e, settings)
         if oversize[0]:
             why = _too_large(oversize[0], settings)
+        elif made and isinstance(e, TimeoutError):
+            why = _stalled(settings)
         # as the source says it: a policy or mode the server lacks, a certificate other than the pinned one
-        elif reason in ("timeout", "connect") or (
-            reason == "certificate" and settings.server_certificate_file and not isinstance(e, _Refused)
+        elif not made and (
+            reason in ("timeout", "connect")
+            or (reason == "certificate" and settings.server_certificate_file and not isinstance(e, _Refused))
         ):
             probed = await _security_not_offered(settings)
             if probed is not None:
@@ -2104,7 +2166,7 @@ async def _close_one_off(client: Client, timeout_s: float) -> None:
     try:
         if timeout_s > 0:
             with contextlib.suppress(Exception):  # TimeoutError among them
-                async with asyncio.timeout(timeout_s):
+                async with _time_limit(timeout_s):
                     await client.disconnect()
     finally:
         with contextlib.suppress(Exception):
@@ -2717,6 +2779,11 @@ class OpcUaSource:
                             getattr(self._client, "_server_nonce", None),
                             list(getattr(self._client, "_policy_ids", None) or ()),
                         )
+                        # tried again until its timeout if the server is not reached at once (``_connect``)
+                        granted_ms = self._client.session_timeout or 0
+                        self._left_until = time.monotonic() + (
+                            granted_ms / 1000.0 or self.settings.session_timeout
+                        )
                     if refit_close:
                         self._refit_closed(str(self._measuring))
                     if self._measuring is not None:  # one node's value alone: left out until it fits
@@ -2769,11 +2836,17 @@ class OpcUaSource:
         if client is None:
             return
         closed = False  # the server answered the CloseSession
+        # a connection ended under the session (reset by a firewall or a NAT, or closed by the server's side):
+        # asyncua's close_session then returns without a word, nothing sent, and the session was taken for
+        # closed while a PLC keeps it until its timeout, one more at every such cut. Closed at the next connect
+        # (``_close_left``; a server that ended it itself, restarting, answers BadSessionIdInvalid: no cost)
+        protocol = getattr(client.uaclient, "protocol", None)
+        dropped = protocol is None or bool(getattr(protocol, "is_closed", False))
         try:
             async with asyncio.timeout(timeout_s):
                 try:
                     await client.close_session()
-                    closed = True
+                    closed = not dropped
                 except ua.UaStatusCodeError:
                     closed = True  # answered: the server had ended the session already
                 except Exception:
@@ -2843,14 +2916,21 @@ class OpcUaSource:
         self._items_full = False
         self._types_loaded = False  # a PLC's program may have been changed while the session was away
         self._types_failed = None
-        if self._left_session is not None:
-            left, self._left_session = self._left_session, None
-            if not await self._close_left(*left) and time.monotonic() < self._left_until:
-                self._left_session = left  # the server not reached (the link still down): at the next connect
+        # a Hello unanswered within LEFT_HELLO_S gives way to the reconnect: it waited connect_timeout_s before
+        # each attempt while the link was dead (or the PLC hung), and a PLC back meanwhile got the source only then
+        await self._close_left_session(min(LEFT_HELLO_S, self.settings.connect_timeout_s))
         client = await _make_client(self.settings, self._on_oversize)
         self._client = client
-        async with asyncio.timeout(self.settings.connect_timeout_s * 2):
-            await client.connect()
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s * 2):
+                await client.connect()
+        except ua.UaStatusCodeError:
+            # an answer (BadTooManySessions: the left session may hold the PLC's last one): the PLC is reached
+            await self._close_left_session(self.settings.connect_timeout_s)
+            raise
+        # a close that gave way above, closed now that the PLC answers: else it was held until its timeout (it
+        # was tried at the next connect only, and a connect that succeeded had none)
+        await self._close_left_session(self.settings.connect_timeout_s)
         await _read_operation_limits(client, self.settings.connect_timeout_s)
         self._tags.clear()
         self._listed_as.clear()
@@ -2944,7 +3024,18 @@ class OpcUaSource:
             await self._check_targets(client)
             await self._watch_targets(client)
 
-    async def _close_left(self, token: ua.NodeId, nonce: bytes | None, policies: list) -> bool:
+    async def _close_left_session(self, hello_s: float) -> None:
+        """Close the session left on the server (``_close_left``), if any; kept for the next try when the server
+        was not reached, until the session's own timeout."""
+        if self._left_session is None:
+            return
+        left, self._left_session = self._left_session, None
+        if not await self._close_left(*left, hello_s=hello_s) and time.monotonic() < self._left_until:
+            self._left_session = left  # the server not reached (the link still down): at the next try
+
+    async def _close_left(
+        self, token: ua.NodeId, nonce: bytes | None, policies: list, hello_s: float | None = None
+    ) -> bool:
         """Close the session a connection closed here on a message over max_message_bytes, or reset on a close
         left unanswered (``_close_client``), left on the server (ActivateSession with its token on a channel of its own, then CloseSession deleting its subscriptions,
         OPC UA Part 4, 6.7): the server kept it until its timeout (``session_timeout_s``, 60 s), and a PLC that
@@ -2952,15 +3043,18 @@ class OpcUaSource:
         a 10 s timeout: 11 s without values, 27 sessions refused; now 0.5 s and none). About 3 ms, and a
         connection without a session for that long; a server that ended the session itself (BadSessionIdInvalid)
         or refuses costs nothing more: the timeout ends the session then. False: the server was not reached (no
-        connection, or no answer within ``connect_timeout_s``)."""
+        connection, or no answer within ``connect_timeout_s``, or to the Hello within ``hello_s``)."""
         try:
             client = await _make_client(self.settings)
             # closed however the attempt ends: a PLC that accepts the connection and never answers its Hello
             # ends it at the timeout, a cancellation asyncua's own cleanup (``except Exception``) lets through,
             # and its connection was left open, one more at every such cut
             try:
+                async with asyncio.timeout(hello_s or self.settings.connect_timeout_s):
+                    await client.connect_socket()
+                    await client.send_hello()
                 async with asyncio.timeout(self.settings.connect_timeout_s):
-                    await client.connect_sessionless()
+                    await client.open_secure_channel()
                     client.uaclient.session.restore_authentication_token(token)
                     # the session's last nonce (its signature in Sign modes is over it), and the user token
                     # policies its CreateSession answer listed (the identity is given as then)
@@ -3824,7 +3918,7 @@ class OpcUaSource:
                         return
                 else:
                     try:
-                        async with asyncio.timeout(self.settings.connect_timeout_s * 2):
+                        async with _time_limit(self.settings.connect_timeout_s * 2):
                             node = client.get_node(await _resolve_node_id(client, node_id))
                             await node.read_data_value()
                         fits = not oversize[0]
@@ -5310,8 +5404,9 @@ async def check_server(
     tags it gives (``{tag}/{member}`` of a structure, decoded by the server's type definitions; [] for a
     plain value; None for a structure the definitions do not describe; a text saying why for one whose
     definitions could not be read: the server late or failing). Raises ``OpcUaError`` when unreachable."""
-    client, _ = await _one_off_client(settings, "cannot check")
+    client, _ = await _one_off_client(settings, "cannot check", stall_ends=True)
     cache: dict[str, str] = {}
+    silent = False  # the server stopped answering: its close is not waited for long
     try:
         nodes: list[str | None] = []
         tags: list[str | None] = []
@@ -5331,6 +5426,7 @@ async def check_server(
                 tags.append(None)
             except TimeoutError:
                 if not await _still_answers(client, settings):
+                    silent = True
                     raise _stopped_answering(settings, ns.node_id) from None
                 nodes.append(_unanswered(settings, ns.node_id))
                 tags.append(None)
@@ -5350,6 +5446,7 @@ async def check_server(
                 writes.append(await _check_target(client, nid, v, {}, cache, timeouts=True))
             except TimeoutError:
                 if not await _still_answers(client, settings):
+                    silent = True
                     raise _stopped_answering(settings, nid) from None
                 writes.append(_unanswered(settings, nid))
         return nodes, writes, tags, await _member_tags(client, held, settings.connect_timeout_s)
@@ -5361,10 +5458,8 @@ async def check_server(
         )
         raise OpcUaError(f"cannot check {mask_credentials(settings.endpoint)}: {why}") from None
     finally:
-        try:
-            await client.disconnect()
-        except Exception:
-            pass
+        cto = settings.connect_timeout_s
+        await _close_one_off(client, min(cto, SILENT_CLOSE_S) if silent else cto)
 
 
 async def _still_answers(client: Client, settings: OpcUaSettings) -> bool:
@@ -5373,7 +5468,7 @@ async def _still_answers(client: Client, settings: OpcUaSettings) -> bool:
     away, a request its stack drops) and answers the others is not hung; the source connects and reads the
     others (it gives up only after 3 nodes in a row go unanswered)."""
     try:
-        async with asyncio.timeout(settings.connect_timeout_s):
+        async with _time_limit(settings.connect_timeout_s):
             await client.get_node(ua.ObjectIds.Server_ServerStatus_CurrentTime).read_value()
     except TimeoutError:
         return False
@@ -5405,7 +5500,7 @@ async def _shape_misfit(node: Node, ns: Any, timeout_s: float) -> str | None:
     (by its value's dimensions, else its ArrayDimensions) read without ``index``, an index that does not
     pick a row of it, or an index on a node holding one dimension; None when it fits or cannot be told."""
     try:
-        async with asyncio.timeout(timeout_s):
+        async with _time_limit(timeout_s):
             dv = await node.read_data_value(raise_on_bad_status=False)
             attr = await node.read_attribute(ua.AttributeIds.ArrayDimensions, raise_on_bad_status=False)
     except (ua.UaError, TimeoutError):
@@ -5453,7 +5548,7 @@ async def _member_tags(
         out = {}
         for tag, node in held.items():
             try:
-                async with asyncio.timeout(timeout_s):
+                async with _time_limit(timeout_s):
                     out[tag] = await node.read_value()
             except Exception:  # no value to judge by (unreadable now): the member tags are not checked
                 pass
@@ -5473,7 +5568,7 @@ async def _member_tags(
         )
         for i, load in enumerate(loads):
             try:
-                async with asyncio.timeout(timeout_s * 4):
+                async with _time_limit(timeout_s * 4):
                     got = await load()
             except Exception as e:  # the other way, or each structure is named undecodable below
                 if not i:
@@ -5596,7 +5691,8 @@ async def browse_server(
 ) -> list[dict]:
     """One-off connect, browse and disconnect, for config authoring (no subscription); the nodes that
     could not be read are named in ``skipped``. Any failure is an ``OpcUaError``."""
-    client, oversize = await _one_off_client(settings, "opcua")
+    client, oversize = await _one_off_client(settings, "opcua", stall_ends=True)
+    silent = False  # the server stopped answering: its close is not waited for long
     try:
         return await _browse(client, folder_node_id, max_depth, skipped)
     except OpcUaError:
@@ -5606,6 +5702,13 @@ async def browse_server(
             raise OpcUaError(
                 f"opcua {mask_credentials(settings.endpoint)}: {_too_large(oversize[0], settings)}"
             ) from None
+        if isinstance(e, TimeoutError):  # said as "browse of Objects failed (TimeoutError)"
+            silent = True
+            raise OpcUaError(
+                f"opcua {mask_credentials(settings.endpoint)}: the server stopped answering (no answer within "
+                f"{settings.connect_timeout_s}s to a browse of {folder_node_id or 'Objects'}): busy or hung; "
+                "check the server and run this again"
+            ) from None
         if isinstance(e, ua.UaStatusCodeError):
             why = ua.StatusCode(e.code).name
         else:
@@ -5614,7 +5717,5 @@ async def browse_server(
             f"opcua {mask_credentials(settings.endpoint)}: browse of {folder_node_id or 'Objects'} failed ({why})"
         ) from None
     finally:
-        try:
-            await client.disconnect()
-        except Exception:
-            pass
+        cto = settings.connect_timeout_s
+        await _close_one_off(client, min(cto, SILENT_CLOSE_S) if silent else cto)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from asyncua import ua
 from asyncua.common.callback import CallbackType
 
-from devices.opcua.client import OpcUaSource
+from devices.opcua.client import _OPERATION_LIMITS, OpcUaError, OpcUaSource, browse_server, check_server
 from tests.integration.test_plc_target_watch_limits import _plc, _settings
 from tests.support.peers import free_port
 from tests.support.waits import until
@@ -75,4 +76,49 @@ async def test_a_keepalive_answered_at_its_time_limit_makes_a_live_source_reconn
         assert line._task is not None and not line._task.done()
     finally:
         await line.stop()
+        await srv.stop()
+
+
+def _held_once(srv, hit) -> list[bool]:
+    """The loop held 3 s (past the 2-s limit) while the answer to the first Read ``hit`` picks goes out."""
+    armed = [True]
+
+    async def post_read(event, _d) -> None:
+        if armed[0] and hit(event.request_params.NodesToRead):
+            armed[0] = False
+            time.sleep(3.0)
+
+    srv.subscribe_server_callback(CallbackType.PostRead, post_read)
+    return armed
+
+
+async def test_validate_online_and_browse_with_an_answer_at_their_time_limit_end_as_timeouts_not_cancelled() -> (
+    None
+):
+    """The one-off connections of ``validate --online`` and ``browse``: a read answered as its time limit ran out
+    raised asyncua's CancelledWithResultError out of them (their ``except Exception`` let a CancelledError
+    through): validate --online ended in a traceback where a node's value read late is "not judged", and browse
+    where the server's OperationLimits read late is an OpcUaError naming the server. Now each is the time limit
+    it is."""
+    port = free_port()
+    srv, idx = await _plc(port, 100, False, ["T0"], [])
+    try:
+        value_read = _held_once(
+            srv,
+            lambda ids: any(
+                r.NodeId.NamespaceIndex == idx and r.AttributeId == ua.AttributeIds.Value for r in ids
+            ),
+        )
+        async with asyncio.timeout(60):
+            nodes, _, tags, _ = await check_server(_settings(port, [f"ns={idx};s=T0"]), [])
+        assert not value_read[0]
+        # its shape not judged: no value read in time
+        assert nodes == [None] and tags == ["T0"], (nodes, tags)
+        limits = set(_OPERATION_LIMITS.values())
+        limits_read = _held_once(srv, lambda ids: any(r.NodeId.Identifier in limits for r in ids))
+        with pytest.raises(OpcUaError, match="gave no answer within 2.0s"):
+            async with asyncio.timeout(60):
+                await browse_server(_settings(port))
+        assert not limits_read[0]
+    finally:
         await srv.stop()

@@ -682,3 +682,198 @@ async def test_a_halt_and_a_stop_on_a_healthy_link_end_the_connection_in_order()
         await src.stop()
         await link.close()
         await srv.stop()
+
+
+class _Blackout:
+    """A link to the PLC through a firewall or NAT that loses its flows: ``cut()`` ends the gateway's connections
+    of the moment (a reset; the PLC's ends stay open, so the PLC keeps their sessions, as it does until their
+    timeout) and takes every connection made after it without passing anything on, for good (the PLC unseen:
+    ``held`` counts them), until ``back()``: connections made from then on are relayed."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port, self.dark, self.held = upstream_port, False, 0
+        self._live: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._kept: list[asyncio.StreamWriter] = []  # the PLC's ends of the connections cut
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    def cut(self) -> None:
+        self.dark = True
+        for writer, up_w in self._live:
+            self._kept.append(up_w)
+            writer.transport.abort()
+        self._live.clear()
+
+    def back(self) -> None:
+        self.dark = False
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.dark:
+            self.held += 1
+            try:
+                while await reader.read(65536):
+                    pass  # lost on the way
+            except OSError:
+                pass
+            writer.close()
+            return
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._live.append((writer, up_w))
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    if w.transport.is_closing():
+                        return
+                    w.write(data)
+            except OSError:
+                pass
+            finally:
+                if w is not up_w or up_w not in self._kept:  # a cut connection's PLC end stays open
+                    w.close()
+
+        for r, w in ((reader, up_w), (up_r, writer)):
+            task = asyncio.create_task(pump(r, w))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for w in self._kept:
+            w.close()
+
+
+async def test_a_reconnect_once_the_link_is_back_is_not_held_by_the_close_of_the_session_the_cut_left() -> (
+    None
+):
+    """The link to the PLC is lost (a firewall resets the flow, then drops the new ones) and comes back: the source
+    first closes the session the cut left on the PLC (``_close_left``), and that close waited connect_timeout_s
+    for the PLC's answer to its Hello, lost on the dead link, before each reconnect: measured through a relay
+    gone silent, each attempt took 2 x connect_timeout_s, and a link back during that wait gave the PLC the source
+    again only at its end. And when the new session was made after such a close went unanswered, the session
+    the cut left was never closed (held on the PLC until session_timeout_s). Now a close whose Hello is
+    unanswered within LEFT_HELLO_S (1 s) gives way to the reconnect, and the session is closed once the PLC
+    answers the new connection. connect_timeout_s here is far beyond the test's waits."""
+    port = free_port()
+    srv, _ = await _plc(port)
+    link = _Blackout(port)
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            await link.start(),
+            connect_timeout_s=60,
+            reconnect_initial_s=0.1,
+            reconnect_max_s=0.2,
+            session_timeout_s=600,
+        ),
+    )
+    try:
+        await src.start()
+        await until(lambda: src.state.value == "connected", 30, "the first session")
+        link.cut()
+        await until(lambda: link.held >= 1, 30, "the close of the session the cut left, tried while dark")
+        link.back()  # the connection already made stays lost: its Hello is never answered
+        await until(
+            lambda: src.state.value == "connected" and src.stats.reconnects >= 1,
+            30,
+            "the reconnect once the link is back",
+        )
+        await until(lambda: _sessions(srv) == 1, 30, "the session the cut left closed")
+    finally:
+        await src.stop()
+        link.close()
+        await srv.stop()
+
+
+_CREATE_SESSION, _CLOSE_SESSION_ID = 461, 473
+
+
+class _StallsAfter:
+    """A PLC whose OPC UA stack hangs once it has taken a CreateSession (``after`` "create") or an ActivateSession
+    (``after`` "activate"): every request after it, on any connection, is held unanswered (its TCP stack still
+    accepts connections and their Hello). ``made``: connections made; ``waited``: requests held other than a
+    CloseSession (each one the gateway waits connect_timeout_s for)."""
+
+    def __init__(self, upstream_port: int, after: str) -> None:
+        self.upstream_port, self.made, self.waited, self.hung = upstream_port, 0, 0, False
+        self.trigger = _CREATE_SESSION if after == "create" else _ACTIVATE_SESSION
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.made += 1
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._writers += [writer, up_w]
+
+        async def down() -> None:
+            try:
+                while data := await up_r.read(65536):
+                    writer.write(data)
+            except OSError:
+                pass
+
+        task = asyncio.create_task(down())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        buf = b""
+        try:
+            while data := await reader.read(65536):
+                buf += data
+                while len(buf) >= 8 and len(buf) >= (size := struct.unpack_from("<I", buf, 4)[0]):
+                    chunk, buf = buf[:size], buf[size:]
+                    kind = struct.unpack_from("<H", chunk, 26)[0] if chunk[:3] == b"MSG" else None
+                    if self.hung and chunk[:3] == b"MSG":
+                        self.waited += kind != _CLOSE_SESSION_ID
+                        continue
+                    up_w.write(chunk)
+                    self.hung = self.hung or kind == self.trigger
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for w in self._writers:
+            w.close()
+
+
+@pytest.mark.parametrize("after", ["create", "activate"])
+async def test_validate_online_and_browse_against_a_server_that_makes_the_session_and_stalls_wait_one_limit(
+    after: str,
+) -> None:
+    """``validate --online`` and ``browse`` against a PLC that makes their session and then answers nothing took
+    up to ~3x connect_timeout_s (measured at 2 s: 6 s when the activation went unanswered: the connect, the
+    close, then an endpoint-list probe for a security the server had just answered on; 8 s when the first read
+    did: the OperationLimits read, a node's read, the clock's read, then the close), and said "no answer within
+    2.0s; check the endpoint and the server" or "browse of Objects failed (TimeoutError)". Now the first request
+    left unanswered ends the call, naming the server and its stall, its close given SILENT_CLOSE_S: ~3 s."""
+    port = free_port()
+    srv, idx = await _plc(port)
+    srv.iserver.max_pending_activation_seconds = 3600  # a PLC keeps a session made and not activated
+    nodes = [{"node_id": f"ns={idx};s=Speed"}, {"node_id": f"ns={idx};s=Temp"}]
+    try:
+        for call in (lambda s: check_server(s, []), browse_server):
+            plc = _StallsAfter(port, after)
+            settings = _settings(await plc.start(), connect_timeout_s=0.5, nodes=nodes)
+            try:
+                with pytest.raises(
+                    OpcUaError, match="made the session and then gave no answer within 0.5s"
+                ) as e:
+                    await call(settings)
+            finally:
+                plc.close()
+            assert settings.endpoint in str(e.value), e.value
+            assert plc.made == 1, plc.made  # no probe of the endpoint list: it answered on this security
+            assert plc.waited <= 1, plc.waited  # the first request unanswered ends it
+    finally:
+        await srv.stop()
