@@ -418,9 +418,17 @@ def tag_level(name: str) -> str:
     a message on ``f/x`` named the tag ``f/x/a/b``, the key ``b``'s on ``f/x/a``: a device a broker lets publish
     on ``f/x`` alone wrote another device's tag, and the rules and actions on it. Two names never give one
     level: one holding %2F or %25 was encoded (``urllib.parse.unquote`` tells it back), any other came so."""
-    if "/" in name or ("%" in name and _ESCAPE_SEEN.search(name) is not None):
+    if "/" in name or ("%2" in name and _ESCAPE_SEEN.search(name) is not None):
         return name.replace("%", "%25").replace("/", "%2F")
     return name
+
+
+def tag_level_origin(level: str) -> str:
+    """The name ``tag_level`` made ``level`` of: one holding %2F or %25 was encoded (every '%' of it begins
+    %25 or %2F), any other came so."""
+    if "%2F" in level or "%25" in level:
+        return level.replace("%2F", "/").replace("%25", "%")
+    return level
 
 
 def _same(name: str) -> str:

@@ -617,6 +617,25 @@ class MqttSettings(_Model):
                 "true: the broker's certificate is not matched to its host name, so another machine can "
                 "pose as the broker; for tests only",
             )
+        for i, sub in enumerate(self.subscriptions):
+            m = sub.json_mapping
+            if sub.codec != "json" or not m.tag_prefix_topic or not ("+" in sub.filter or "#" in sub.filter):
+                continue
+            names = set(m.values.values())
+            for path, tag in m.values.items():
+                # 'motor/speed' beside 'speed': on topic T, T/motor/speed, the tag 'speed' of a device on T/motor
+                other = next(
+                    (tag[k + 1 :] for k, c in enumerate(tag) if c == "/" and tag[k + 1 :] in names), None
+                )
+                if other is not None:
+                    head = tag[: -len(other) - 1]
+                    report.warning(
+                        f"sources.{name}.subscriptions[{i}].json_mapping.values.{path}",
+                        f"tag name {tag!r} ends with '/' and the tag name {other!r}: named after its topic under "
+                        f"the wildcard filter {sub.filter!r} (tag_prefix_topic), on topic T it is T/{tag}, the "
+                        f"tag {other!r} of a device on topic T/{head}, which a device publishing on T alone so "
+                        f"sets; name it without '/' (e.g. {tag.replace('/', '_')!r})",
+                    )
         if not self.sparkplug.tag_map:
             return
         groups = {

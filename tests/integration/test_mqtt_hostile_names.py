@@ -524,3 +524,109 @@ async def test_a_json_name_holding_a_slash_cannot_name_the_tag_of_a_device_on_a_
             ("p/x/w%2F1.a%2Fb", 503.0),  # the template's writer and field, each a name from the payload
         ]
     ), [(r.tag, r.value) for r in got]
+
+
+async def test_a_key_on_a_parent_topic_cannot_set_the_tag_a_topics_bare_values_own(mosquitto):
+    """The case a '/' no longer reaches (ca41f9ef): a bare value (a number or a state alone) is named by its
+    topic, so the key ``a`` of a message on ``f/x`` and the payload ``4.0`` on ``f/x/a`` were one tag: a device
+    a broker lets publish on ``f/x`` alone set the tag of the device on ``f/x/a`` ({"a": 999} read as f/x/a).
+    Once a bare value has been read on a topic, that topic owns its tag: such a key is skipped and counted
+    (``owned_by_topic``, said once per pair); before the owner's first bare value it is still read (the gap
+    docs/mqtt.md tells). Zigbee2MQTT's output attribute_and_json (one device's attribute topics and its JSON)
+    so keeps one tag per attribute, each update reaching it once; under tag_prefix_topic: false nothing moves."""
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    logging.getLogger("devices").addHandler(handler)
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=mosquitto.port,
+            subscriptions=[
+                {"topic": "f/#", "qos": 1, "json_mapping": {"timestamp_field": None}},
+                {"topic": "zigbee2mqtt/#", "qos": 1, "json_mapping": {"timestamp_field": None}},
+                {
+                    "topic": "n/#",
+                    "qos": 1,
+                    "json_mapping": {"timestamp_field": None, "tag_prefix_topic": False},
+                },
+            ],
+        ),
+    )
+    await src.start()
+    pub = _client(mosquitto.port)
+    sent: list[tuple[str, object]] = [
+        ("f/x", {"b": 666.0}),  # before f/x/b's first bare value: read (the gap)
+        ("f/x/b", 5.0),
+        ("f/x", {"b": 667.0}),  # now f/x/b's: skipped
+        ("f/x/a", 4.0),
+        ("f/x", {"a": 999.0, "c": 1.0}),  # a skipped, c read
+        ("f/x", {"a": 998.0}),  # the same pair: counted, not said again
+    ]
+    for v in (100, 120):  # Zigbee2MQTT attribute_and_json: the attributes, then the JSON (its order)
+        sent += [
+            ("zigbee2mqtt/lamp/brightness", v),
+            ("zigbee2mqtt/lamp", {"brightness": v, "linkquality": 80}),
+        ]
+    sent += [("n/a", 1.0), ("n", {"n/a": 2.0}), ("f/end", 0.0)]  # tag_prefix_topic: false: n/a is anyone's
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        for topic, body in sent:
+            pub.publish(topic, json.dumps(body).encode(), qos=1).wait_for_publish(5)
+        got = []
+        async with asyncio.timeout(10):  # one client's messages come in order: f/end is the last
+            async for r in src.items():
+                got.append((r.tag, r.value))
+                if r.tag == "f/end":
+                    break
+    finally:
+        await src.stop()
+        logging.getLogger("devices").removeHandler(handler)
+        _closed(pub)
+    assert got == [
+        ("f/x/b", 666.0),
+        ("f/x/b", 5.0),
+        ("f/x/a", 4.0),
+        ("f/x/c", 1.0),
+        ("zigbee2mqtt/lamp/brightness", 100),
+        ("zigbee2mqtt/lamp/linkquality", 80),
+        ("zigbee2mqtt/lamp/brightness", 120),
+        ("zigbee2mqtt/lamp/linkquality", 80),
+        ("n/a", 1.0),
+        ("n/a", 2.0),
+        ("f/end", 0.0),
+    ], got
+    notices = src.notices.status()
+    assert notices["owned_by_topic"]["count"] == 5, notices  # 667, 999, 998 and the lamp's two brightnesses
+    said = [ln for ln in buf.getvalue().splitlines() if "bare values" in ln]
+    assert len(said) == 3, said  # once per pair: f/x's b, f/x's a, the lamp's brightness
+    assert "topic 'f/x': its name 'a' names tag 'f/x/a'" in buf.getvalue(), said
+
+
+async def test_a_name_over_the_bound_through_its_encoding_says_how_long_it_was(mosquitto):
+    """The 1,024-character bound holds for a name as it is encoded into one level of its tag (ca41f9ef): a
+    key of 500 characters, 400 of them '/', is 1,300 once each '/' is %2F. Its line said only "(1300
+    characters) is over 1024": the device's name was not; it now says the key was 500 and grew to 1,300."""
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=mosquitto.port, subscriptions=[{"topic": "j/#", "json_mapping": {"timestamp_field": None}}]
+        ),
+    )
+    await src.start()
+    pub = _client(mosquitto.port)
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        pub.publish("j/1", json.dumps({"/" * 400 + "b" * 100: 1.0, "ok": 2.0}), qos=1).wait_for_publish(5)
+        got = await _read(src, 1)
+    finally:
+        await src.stop()
+        _closed(pub)
+    assert [(r.tag, r.value) for r in got] == [("j/1/ok", 2.0)]
+    assert src.stats.errors_by_reason.get("name_too_long") == 1, src.stats.errors_by_reason
+    last = src.stats.last_error or ""
+    assert "(1300 characters) is over 1024" in last, last[-400:]
+    assert "was 500 characters and grew to 1300 through the encoding" in last, last[-400:]

@@ -511,6 +511,28 @@ def test_a_sparkplug_tag_map_key_with_the_group_is_a_warning_with_the_fix(env):
     ]
 
 
+def test_a_json_values_name_ending_in_another_under_a_wildcard_is_a_warning_naming_the_field(env):
+    """Under a wildcard filter with tag_prefix_topic, the values names 'speed' and 'motor/speed' let the device
+    on v/x name v/x/motor/speed, the tag 'speed' of the device on v/x/motor (measured against Mosquitto: 999
+    from v/x read as v/x/motor/speed). A config's names are kept, '/' and all, so validate says it."""
+    d = good(env)
+    values = {"speed": "speed", "motor.speed": "motor/speed", "temp": "a/temp"}
+    d["sources"]["broker"].update(
+        subscriptions=[
+            {"topic": "v/#", "json_mapping": {"values": values}},
+            {"topic": "one/device", "json_mapping": {"values": values}},  # no wildcard: no other device
+            {"topic": "w/+", "json_mapping": {"values": values, "tag_prefix_topic": False}},
+        ]
+    )
+    cfg = parse_config(d, "line3.yaml")
+    assert cfg.warnings == [
+        "line3.yaml: sources.broker.subscriptions[0].json_mapping.values.motor.speed: tag name 'motor/speed' "
+        "ends with '/' and the tag name 'speed': named after its topic under the wildcard filter 'v/#' "
+        "(tag_prefix_topic), on topic T it is T/motor/speed, the tag 'speed' of a device on topic T/motor, which "
+        "a device publishing on T alone so sets; name it without '/' (e.g. 'motor_speed')"
+    ]
+
+
 def test_validate_cli_prints_warnings_and_still_exits_0(env, tmp_path):
     d = good(env)
     d["sources"]["broker"].update(

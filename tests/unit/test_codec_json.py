@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from protocols.json_codec import (
     CodecError,
     JsonMapping,
+    PubsubMapping,
     RecordsMapping,
     TimestampFormat,
     compile_decoder,
@@ -509,3 +510,18 @@ def test_keys_records_and_pubsub_names_holding_a_slash_are_escaped_only_under_a_
     assert [t for t, *_ in decode(keyed, JsonMapping(), now=5.0)] == ["a/b", "c%d", "e"]
     records = JsonMapping(escape_names=True, records=RecordsMapping(array="", name="id", value="v"))
     assert [t for t, *_ in decode(b'[{"id": "Line1/Speed", "v": 3}]', records)] == ["Line1%2FSpeed"]
+    # an OPC UA PubSub field's name and the writer and publisher its tag template takes: each a level, where
+    # the template's own text ('/' and all) is the config's and kept
+    network = json.dumps(
+        {
+            "MessageType": "ua-data",
+            "PublisherId": "p/0",
+            "Messages": [{"DataSetWriterId": "w/1", "Payload": {"a/b": {"Value": 4}, "c": {"Value": 5}}}],
+        }
+    ).encode()
+    pubsub = PubsubMapping(tag="{publisher}/{writer}/{field}")
+    tags = [
+        t for t, *_ in decode(network, JsonMapping(escape_names=True, tag_prefix="p/x/", opcua_pubsub=pubsub))
+    ]
+    assert tags == ["p/x/p%2F0/w%2F1/a%2Fb", "p/x/p%2F0/w%2F1/c"]
+    assert [t for t, *_ in decode(network, JsonMapping(opcua_pubsub=pubsub))] == ["p/0/w/1/a/b", "p/0/w/1/c"]
