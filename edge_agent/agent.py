@@ -41,6 +41,7 @@ from edge_agent.status_board import SHOWN_BYTES, SHOWN_ITEMS, Cut, StatusBoard, 
 from edge_agent.types import Result
 from model_packager.text import printable
 from protocols.events import Event, EventKind
+from protocols.topics import shown_topic
 
 if TYPE_CHECKING:
     from edge_agent.http import StatusServer
@@ -254,6 +255,10 @@ class Agent:
         # boot that wrote it (an agent restarted, a config reloaded); after a reboot, the wall clock, if sane
         self._boot = _boot_id()
         self.source_items: collections.Counter = collections.Counter()  # items handed out per source
+        # source -> the tags its rules, forwards and pipelines name (``_named_tags``), and the read tags whose
+        # old name one of them names (``_renamed``), said once each
+        self._named: dict[str, dict[str, list[str]]] = {}
+        self._renamed_said: set[str] = set()
         # source -> its tags' TAG_NAME_UNITs beyond one each in ``tags``
         self._tag_units: collections.Counter = collections.Counter()
         self.tags: dict[str, dict[str, Any]] = {
@@ -546,6 +551,7 @@ class Agent:
         last = self.tags[name]
         forwarders = [f for f in self.forwarders if f.s.source == name]
         rules = [r for r in self.rules if r.s.source == name]
+        self._named[name] = _named_tags(self.cfg, name)
         while True:
             try:
                 await self._read_source(name, src, readers, unread, last, forwarders, rules)
@@ -586,9 +592,12 @@ class Agent:
                     shown = item if type(item.value) in _PLAIN else _shown(item)
                     if tag in last:
                         last[tag] = shown
-                    elif len(last) + units[name] < TAG_ROWS:
-                        units[name] += len(tag) // TAG_NAME_UNIT
-                        last[tag] = shown
+                    else:
+                        if "%2" in tag:  # a tag not in the table, holding %2F: renamed since an upgrade?
+                            self._renamed(name, tag, last, unread)
+                        if len(last) + units[name] < TAG_ROWS:
+                            units[name] += len(tag) // TAG_NAME_UNIT
+                            last[tag] = shown
                     for f in forwarders:
                         f.offer(item)
                     for r in rules:
@@ -614,6 +623,33 @@ class Agent:
                 n = 0
                 await asyncio.sleep(0)
                 due = clock() + YIELD_AFTER_S
+
+    def _renamed(self, source: str, tag: str, last: dict, notices: Notices) -> None:
+        """``tag`` (first read, holding %2F) is a name from an MQTT payload holding '/', encoded into one level
+        of its tag since ca41f9ef (``json_codec.tag_level``: ``gw/1`` records named ``Line1/Speed`` are the tag
+        ``gw/1/Line1%2FSpeed``, no longer ``gw/1/Line1/Speed``): a rule, forward or pipeline naming the old name,
+        never seen, stopped silently. Said once per tag (``tag_renamed``), naming them and the name to write."""
+        named = self._named.get(source)
+        if not named or tag in self._renamed_said:
+            return
+        from protocols.json_codec import tag_level_origin
+
+        old = tag_level_origin(tag)
+        who = named.get(old)
+        if who is None or old in last or len(self._renamed_said) >= TAG_ROWS:
+            return
+        self._renamed_said.add(tag)
+        notices.note(
+            "tag_renamed",
+            "source %s: tag %s, which %s name(s), is never seen, while tag %s is read: a name from the payload "
+            "holding '/' is one level of its tag, '/' written %%2F (docs/mqtt.md, Tag names and topics): write %s",
+            source,
+            shown_topic(old),
+            ", ".join(who),
+            shown_topic(tag),
+            shown_topic(tag),
+            cause=tag,
+        )
 
     async def _watch_loop(self) -> None:
         """How late the loop's timers fire: a saturated gateway's cost to its rules and heartbeats, on
@@ -1094,6 +1130,32 @@ async def run_until_signalled(start, stop) -> None:
         await done.wait()
     finally:
         await stop()
+
+
+def _named_tags(cfg: AgentConfig, source: str) -> dict[str, list[str]]:
+    """The tags of ``source`` its rules, forwards and pipelines name -> which name each (for ``_renamed``)."""
+    named: dict[str, list[str]] = {}
+    for r in cfg.rules:
+        if r.source == source:
+            named.setdefault(r.tag, []).append(f"rule {r.name!r}")
+    for f in cfg.forward:
+        if f.source == source:
+            for t in f.tags:
+                named.setdefault(t, []).append(f"forward {f.name!r}")
+    for p in cfg.pipelines:
+        if p.source != source:
+            continue
+        tags: list[str | None] = []
+        if p.window is not None:
+            tags += [p.window.waveform, *p.window.scalar_inputs]
+        if p.baseline is not None:
+            tags += [
+                getattr(p.baseline, k, None)
+                for k in ("speed_tag", "temperature_tag", "load_tag", "state_tag")
+            ]
+        for t in dict.fromkeys(t for t in tags if t):
+            named.setdefault(t, []).append(f"pipeline {p.name!r}")
+    return named
 
 
 def _shown(item: Any) -> Any:

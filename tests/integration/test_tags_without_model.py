@@ -460,3 +460,63 @@ async def test_a_rule_and_its_actions_compare_an_int64_counter_past_2_53_exactly
     assert (rule["active"], rule["side"], rule["value"]) == (True, "above", big + 2)
     assert rows["meter/e/ids"]["value"] == f"[2 values, last {2**63 - 1}]"  # before: last 9.223e+18
     assert rows["meter/e/count"]["value"] == big + 2
+
+
+async def test_a_rule_or_forward_naming_a_tag_renamed_by_the_slash_encoding_is_told_the_name_to_write(
+    tmp_path, mosquitto
+):
+    """A name from an MQTT payload holding '/' is one level of its tag since ca41f9ef: a gateway's records
+    named ``Line1/Speed`` on ``gw/1`` are the tag ``gw/1/Line1%2FSpeed``, no longer ``gw/1/Line1/Speed``. A
+    rule and a forward written for the old name stopped without a word after the upgrade. The first reading of
+    such a tag, while the old name a rule, forward or pipeline names is never seen, now says so once per tag
+    (``tag_renamed``), naming them and the name to write; a tag no one names, or holding no %2F, says nothing."""
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    records = {"array": "values", "name": "id", "value": "v", "timestamp": None}
+    cfg = {
+        "agent": {"id": "gw1", "site": "plant", "line": "line1", "data_dir": str(tmp_path / "data")},
+        "http": {"enabled": False},
+        "sources": {
+            "broker": {
+                "type": "mqtt",
+                "port": mosquitto.port,
+                "subscriptions": [{"topic": "gw/#", "qos": 1, "json_mapping": {"records": records}}],
+            }
+        },
+        "forward": [{"name": "speeds", "source": "broker", "tags": ["gw/1/Line1/Speed"], "to": "broker"}],
+        "rules": [
+            {
+                "name": "fast",
+                "source": "broker",
+                "tag": "gw/1/Line1/Speed",
+                "above": 80.0,
+                "actions": ["log"],
+            },
+            {"name": "hot", "source": "broker", "tag": "gw/1/Temp", "above": 80.0, "actions": ["log"]},
+        ],
+        "actions": {"log": {"type": "log"}},
+    }
+    agent = Agent(parse_config(cfg))
+    body = {
+        "values": [{"id": "Line1/Speed", "v": 50.0}, {"id": "Other/Name", "v": 1.0}, {"id": "Temp", "v": 2}]
+    }
+    try:
+        await agent.start()
+        await wait_for(lambda: agent.sources["broker"].subscribed.is_set(), what="the subscription")
+        for _ in range(2):
+            pub.publish("gw/1", json.dumps(body), qos=1).wait_for_publish(5)
+        await wait_for(lambda: agent.source_items["broker"] >= 6, what="both messages' readings")
+        drops = agent.status()["sources"]["broker"]["silent_drops"]
+    finally:
+        await agent.stop()
+        pub.disconnect()  # first: paho's thread ends now, not at its next 1 s select
+        pub.loop_stop()
+    said = drops.get("tag_renamed")
+    assert said is not None and said["count"] == 1, drops
+    assert (
+        "tag 'gw/1/Line1/Speed', which rule 'fast', forward 'speeds' name(s), is never seen"
+        in said["message"]
+    )
+    assert said["message"].endswith("write 'gw/1/Line1%2FSpeed'"), said["message"]
+    assert "more" not in said, said  # gw/1/Other%2FName: no one names gw/1/Other/Name
