@@ -255,3 +255,210 @@ def test_finished_rollouts_past_the_newest_of_their_tenant_and_slot_are_pruned_b
     finally:
         kept.close()
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_finished_rollout_named_by_following_or_by_a_config_rollouts_previous_is_never_pruned(
+    request, tmp_path, backend
+):
+    """The prune keeps a finished rollout past the newest of its slot while a rollout in progress would give it
+    back at a halt (its ``previous``: the agents' desired rows name the new one meanwhile) and while a completed
+    group rollout gives its version to gateways joining the group (``following``); the halt then sends the kept
+    configuration back, YAML and all."""
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    store = open_store(url, tmp_path)
+    for agent in ("gw1", "gw2", "gw3"):
+        store.heartbeat(agent, {"site": "plant"}, [], {}, 0, {})
+    c = Control(
+        url or tmp_path / "control.db",
+        Registry(tmp_path / "registry"),
+        store,
+        config_validator=refuse_bad,
+        keep_rollouts=1,
+    )
+    now = [1000.0]
+    c.clock = lambda: now[0]
+    try:
+
+        def config(n: int) -> bytes:
+            return b"sources: {plant: {type: mqtt, host: 10.0.0.%d}}\n" % n
+
+        def rolled_out(n: int, agents: list[str]) -> str:
+            now[0] += 1  # one after the other
+            dep = c.create_config(
+                {"config_yaml": config(n), "config_name": f"c{n}", "agents": agents, "steps": ["100%"]}
+            )
+            for agent in agents:
+                c.on_report(agent, dep["id"], "", dep["digest"], "healthy", True, "", {})
+            assert c.get(dep["id"])["state"] == "completed"
+            return dep["id"]
+
+        first = rolled_out(1, ["gw1", "gw2"])
+        rolled_out(2, ["gw3"])
+        third = rolled_out(3, ["gw3"])
+        now[0] += 1
+        ongoing = c.create_config(
+            {"config_yaml": config(4), "config_name": "c4", "agents": ["gw1", "gw2"], "steps": ["100%"]}
+        )
+        assert c.desired_state("gw2")[2]["deployment_id"] == ongoing["id"]  # no desired row names c1 now
+        assert c.get(ongoing["id"])["previous"]["gw2"]["deployment_id"] == first
+        # a completed group rollout of a model slot, older than the newest kept, that gateways joining get
+        with c._write():
+            for i in range(3):
+                c._put(
+                    {
+                        "id": f"m{i}",
+                        "created": float(i),
+                        "tenant": "default",
+                        "kind": "model",
+                        "state": "completed",
+                        "slot": "vision",
+                        "targets": {},
+                    }
+                )
+            c.db.execute(
+                "INSERT INTO following (tenant, slot, deployment_id) VALUES ('default', 'vision', 'm0')"
+            )
+        now[0] += 601  # the prune is due
+        c.tick()
+        assert {d["id"] for d in c.list()} == {ongoing["id"], third, first, "m2", "m0"}
+        c.on_report("gw1", ongoing["id"], "", ongoing["digest"], "failed", False, "source plant: refused", {})
+        assert c.get(ongoing["id"])["state"] == "halted"
+        back = c.desired_state("gw2")[2]
+        assert (back["deployment_id"], back["rollback"], back["yaml"]) == (first, True, config(1))
+    finally:
+        c.close()
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_rows_an_older_replica_writes_without_a_slot_are_not_pruned_as_one_slot(request, tmp_path, backend):
+    """During a rolling upgrade an older replica writes deployments without the slot column: the prune ranked all
+    of a tenant's such rows as one slot (four slots' only finished rollouts, two deleted keeping 2). They are
+    left out of the ranking, and a newer replica's next write of one sets its slot."""
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    store = open_store(url, tmp_path)
+    c = Control(
+        url or tmp_path / "control.db",
+        Registry(tmp_path / "registry"),
+        store,
+        config_validator=refuse_bad,
+        keep_rollouts=2,
+    )
+    try:
+        docs = [
+            {
+                "id": f"old-{slot}",
+                "tenant": "default",
+                "kind": "model",
+                "created": 100.0 + i,
+                "state": "completed",
+                "slot": slot,
+                "targets": {},
+                "previous": {},
+            }
+            for i, slot in enumerate(["vision", "vibration", "acoustic", "thermal"])
+        ]
+        for d in docs:  # the older replica's statement: no slot column
+            c.db.execute(
+                "INSERT INTO deployments (id, created, doc, tenant, state) VALUES (?, ?, ?, ?, ?)",
+                (d["id"], d["created"], json.dumps(d), "default", "completed"),
+            )
+        assert c.prune_finished() == 0
+        assert len(c.list()) == 4
+        with c._write():
+            c._put(docs[0])  # this replica's write of it
+        assert c.db.execute("SELECT slot FROM deployments WHERE id = 'old-vision'").fetchone()[0] == "vision"
+    finally:
+        c.close()
+        store.close()
+
+
+def test_a_configuration_gone_between_the_two_reads_of_a_desired_state_is_none_not_an_error(control):
+    """An agent's desired rows and its configuration's YAML are two reads: another replica moving the agent on
+    and pruning the configuration between them raised NotInTenant (a heartbeat UNAVAILABLE, a stream push failed
+    for its whole batch). The rows are read again; a configuration still gone is none."""
+    c = control
+    a = c.create_config({"config_yaml": A, "config_name": "line-a", "agents": ["gw1"], "steps": ["100%"]})
+    b = c.create_config({"config_yaml": B, "config_name": "line-b", "agents": ["gw2"], "steps": ["100%"]})
+    c._yaml_cache.clear()
+    c.db.execute("DELETE FROM deployments WHERE id = ?", (a["id"],))  # as another replica's prune would
+    assert c.desired_state("gw1")[2] is None
+    many = c.desired_many([("default", "gw1"), ("default", "gw2")])
+    assert many[("default", "gw1")][2] is None and many[("default", "gw2")][2]["yaml"] == B
+    assert c.desired_state("gw2")[2]["deployment_id"] == b["id"]
+
+
+def test_an_admins_command_whose_tick_prunes_its_deployment_answers_with_it(tmp_path):
+    """An admin's remove of an old configuration, whose tick's prune then deleted it (no longer named, past the
+    newest kept), was answered PERMISSION_DENIED 'no deployment' though it was done: the record written is
+    returned."""
+    store = open_store(None, tmp_path)
+    for agent in ("gw1", "gw2"):
+        store.heartbeat(agent, {"site": "plant"}, [], {}, 0, {})
+    c = Control(
+        tmp_path / "control.db",
+        Registry(tmp_path / "registry"),
+        store,
+        config_validator=refuse_bad,
+        keep_rollouts=1,
+    )
+    now = [1000.0]
+    c.clock = lambda: now[0]
+    try:
+        old = c.create_config({"config_yaml": A, "config_name": "a", "agents": ["gw1"], "steps": ["100%"]})
+        c.on_report("gw1", old["id"], "", old["digest"], "healthy", True, "", {})
+        now[0] += 1
+        new = c.create_config({"config_yaml": B, "config_name": "b", "agents": ["gw2"], "steps": ["100%"]})
+        c.on_report("gw2", new["id"], "", new["digest"], "healthy", True, "", {})
+        now[0] += 601  # the prune is due at the command's tick
+        done = c.command(old["id"], "remove")
+        assert done["id"] == old["id"] and done["state"] == "removed"
+        assert c.desired_state("gw1")[2] is None
+        assert [d["id"] for d in c.list()] == [new["id"]]  # pruned, as it may be
+    finally:
+        c.close()
+        store.close()
+
+
+def test_the_slot_back_fill_commits_in_batches_and_skips_a_document_it_cannot_read(tmp_path, caplog):
+    """The slot column of deployments written before it was filled reading every document at once and updating
+    them in one transaction (2,000 rollouts of 135 MB on PostgreSQL: 9.6 s holding every replica's writes, 270
+    MB more); one document that was not JSON (or null) stopped the service at start. Now FILL_BATCH rows a
+    transaction, and such a document is skipped with a WARNING naming it."""
+    import logging
+
+    store = open_store(None, tmp_path)
+    c = Control(tmp_path / "control.db", Registry(tmp_path / "registry"), store, config_validator=refuse_bad)
+    n = 1010  # FILL_BATCH (500) twice and some
+    with c._write():
+        c.db.executemany(
+            "INSERT INTO deployments (id, created, doc, tenant, state) VALUES (?, ?, ?, 'default', 'completed')",
+            [(f"d{i:05d}", float(i), json.dumps({"id": f"d{i:05d}", "slot": f"s{i % 7}"})) for i in range(n)]
+            + [("bad1", 1.0, '{"id": "bad1", "targets": {'), ("bad2", 2.0, "null")],
+        )
+    c.close()
+    commits = []
+
+    class Traced(Control):
+        def _fill_slots(self) -> None:
+            self.db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+            try:
+                super()._fill_slots()
+            finally:
+                self.db.set_trace_callback(None)
+
+    with caplog.at_level(logging.WARNING, logger="cloud_trainer.fleet.control"):
+        again = Traced(
+            tmp_path / "control.db", Registry(tmp_path / "registry"), store, config_validator=refuse_bad
+        )
+    try:
+        assert len(commits) >= 3, commits  # at least one transaction per FILL_BATCH rows
+        filled = dict(again.db.execute("SELECT id, slot FROM deployments").fetchall())
+        assert filled["d00008"] == "s1" and filled[f"d{n - 1:05d}"] == f"s{(n - 1) % 7}"
+        assert filled["bad1"] is None and filled["bad2"] is None  # never pruned
+        said = caplog.text
+        assert "deployment bad1: its document cannot be read" in said and "deployment bad2:" in said, said
+    finally:
+        again.close()
+        store.close()
