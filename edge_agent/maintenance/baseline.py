@@ -138,6 +138,12 @@ IMPULSE_TURNS = 2.0
 SPEED_FEATURES = tuple(k for k in FEATURES if k.startswith(("order", "env_")))
 _FEATURE_INDEX = {k: i for i, k in enumerate(FEATURES)}
 _RMS_INDEX = _FEATURE_INDEX["rms"]
+# a misalignment's rises whose orders 4-8 lead its 2x and 3x by this many deviations are a looseness's (diagnose).
+# Measured on two generators other than simulators/vibration.py (bench/_bearing_signals.py machines with a
+# looseness of 1x-10x and half orders, clipped; the 2026-12-05 probe generator's four machine kinds): looseness
+# windows named so 77 % and 75 % (all were 'misalignment' before, some 'bearing_inner'), misalignment and
+# imbalance windows named looseness 0 of 331 and 0 of 400; a lead of 3 took 8 misalignment windows
+LOOSENESS_LEAD = 4.0
 # the features a sensor's gain moves (logs of amplitudes); the others (kurtosis, crest, envelope
 # prominences) are ratios it leaves alone
 _AMPLITUDE_INDEX = np.asarray([_FEATURE_INDEX[k] for k in ("rms", *AMPLITUDE_FEATURES)])
@@ -354,14 +360,27 @@ def lone_impulse(w: np.ndarray, segments: int = IMPULSE_SEGMENTS) -> bool:
     return best >= IMPULSE_SHARE * total and best_len <= segments // 2
 
 
-def diagnose(rises: dict[str, float], bearing_rise: float = 3.0) -> str:
+def diagnose(rises: dict[str, float], bearing_rise: float = 3.0, z: np.ndarray | None = None) -> str:
     """The fault family whose features rose most, bearing families first: race impacts also lift the
     raw spectrum's floor (and so every order amplitude), while imbalance and misalignment do not put
-    peaks at the bearing's defect frequencies in the envelope spectrum."""
+    peaks at the bearing's defect frequencies in the envelope spectrum. With the window's rises per feature
+    (``z``), a misalignment whose orders 4-8 rose ``LOOSENESS_LEAD`` deviations more than its 2x and 3x is
+    ``looseness``: a loose joint rattles out a train of harmonics (1x-10x), a misaligned coupling pulls at 2x and
+    3x above the higher orders."""
     bearing = {k: v for k, v in rises.items() if k.startswith("bearing_")}
     if bearing and max(bearing.values()) >= bearing_rise:
         return max(bearing, key=bearing.__getitem__)
-    return max(rises, key=rises.__getitem__) if max(rises.values()) >= 2.0 else "unspecified"
+    if max(rises.values()) < 2.0:
+        return "unspecified"
+    fam = max(rises, key=rises.__getitem__)
+    if fam == "misalignment" and z is not None:
+        high = float(z[_FEATURE_INDEX["orders_4_8"]])
+        if (
+            high - max(float(z[_FEATURE_INDEX["order_2x"]]), float(z[_FEATURE_INDEX["order_3x"]]))
+            >= LOOSENESS_LEAD
+        ):
+            return "looseness"
+    return fam
 
 
 def isolated_outliers(x: np.ndarray, k_mad: float | None, max_share: float) -> np.ndarray:
@@ -1115,7 +1134,7 @@ class Baseline:
         v.rises = {fam: float(max(z[_FEATURE_INDEX[k]] for k in ks)) for fam, ks in FAULT_FEATURES.items()}
         v.growth = growth(row, med)
         if v.anomalous:
-            v.fault = diagnose(v.rises)
+            v.fault = diagnose(v.rises, z=z)
         return v
 
     def _speed_change(self, scalars: dict[str, float] | None, span: tuple[float, float] | None) -> str | None:

@@ -469,7 +469,7 @@ class StateBaselines:
                 rises = {
                     fam: float(max(z[_FEATURE_INDEX[k]] for k in ks)) for fam, ks in FAULT_FEATURES.items()
                 }
-                near = (score / b.threshold, score, b.threshold, diagnose(rises))
+                near = (score / b.threshold, score, b.threshold, diagnose(rises, z=z))
         if near is None or near[0] < 1.0:
             self._unknown_over = 0
             return
