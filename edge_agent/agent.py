@@ -41,6 +41,7 @@ from edge_agent.status_board import SHOWN_BYTES, SHOWN_ITEMS, Cut, StatusBoard, 
 from edge_agent.types import Result
 from model_packager.text import printable
 from protocols.events import Event, EventKind
+from protocols.json_codec import tag_level_origin
 from protocols.topics import shown_topic
 
 if TYPE_CHECKING:
@@ -592,12 +593,13 @@ class Agent:
                     shown = item if type(item.value) in _PLAIN else _shown(item)
                     if tag in last:
                         last[tag] = shown
-                    else:
-                        if "%2" in tag:  # a tag not in the table, holding %2F: renamed since an upgrade?
+                    elif len(last) + units[name] < TAG_ROWS:
+                        # a tag not in the table holding the encoding's %2F or %25: renamed since an upgrade? (a
+                        # full table cannot tell a tag never seen: not judged there)
+                        if "%2F" in tag or "%25" in tag:
                             self._renamed(name, tag, last, unread)
-                        if len(last) + units[name] < TAG_ROWS:
-                            units[name] += len(tag) // TAG_NAME_UNIT
-                            last[tag] = shown
+                        units[name] += len(tag) // TAG_NAME_UNIT
+                        last[tag] = shown
                     for f in forwarders:
                         f.offer(item)
                     for r in rules:
@@ -632,9 +634,9 @@ class Agent:
         named = self._named.get(source)
         if not named or tag in self._renamed_said:
             return
-        from protocols.json_codec import tag_level_origin
-
         old = tag_level_origin(tag)
+        if old == tag:  # a %2 the encoding did not make (%20, %2C): kept as it came, not renamed
+            return
         who = named.get(old)
         if who is None or old in last or len(self._renamed_said) >= TAG_ROWS:
             return

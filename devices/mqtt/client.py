@@ -94,7 +94,6 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.base import (
-    MAX_CAUSES,
     QUALITY_BY_NAME,
     Backoff,
     BurstLogger,
@@ -122,9 +121,6 @@ NAME_UNIT = 256
 # a tag name's key path (a JSON key, a record's name) or the topic naming it: longer is not read, as a Sparkplug
 # metric name is not (a 3 MB key became a tag, and a 3 MB record per reading sent to the fleet)
 MAX_NAME_CHARS = sp.MAX_ID_CHARS
-# topics a bare value (a number or a state alone) was read on, each owning the tag named after it (``_own``): a
-# topic or a name counts as one more per NAME_UNIT characters, as the other name sets; past it, none more owned
-MAX_OWNED = 10_000
 # A reading stamped before this (2001-09-09) comes from a clock that was never set: a device without NTP or a
 # battery-backed clock counts from 1970 at power-on (Tasmota before its first sync, an ESP's uptime). No
 # device's buffer holds data that old, so while this gateway's own clock is past it, the receive time is used
@@ -811,13 +807,6 @@ class MqttSource:
         self._route_units = 0  # the cached topics' NAME_UNITs beyond one each
         self._last_ts: dict[str, float] = {}
         self._tag_units = 0  # the order check's tag names' NAME_UNITs beyond one each
-        # tag_prefix_topic: the topics on which a bare value was read, each the owner of the tag named after it
-        # (``_own``), their parents (a message on one may name such a tag), their NAME_UNITs beyond one each,
-        # and the owned tags whose skipping was said (``owned_by_topic``, once per pair, MAX_CAUSES at most)
-        self._owned: set[str] = set()
-        self._owned_parents: set[str] = set()
-        self._owned_units = 0
-        self._owned_said: set[str] = set()
         self._keep_out_of_order = settings.out_of_order == "keep"
         self._max_ahead = settings.max_clock_skew_s or math.inf
         self._clock_checked = settings.max_clock_skew_s > 0
@@ -1977,44 +1966,6 @@ class MqttSource:
             + unread,
         )
 
-    def _own(self, topic: str) -> None:
-        """``topic`` on which a bare value was read (tag_prefix_topic): it owns the tag named after it, which a
-        key of a message on its parent topic (``{"a": 999}`` on ``f/x``, the tag ``f/x/a``) no longer sets: a
-        device a broker lets publish on ``f/x`` alone wrote the tag of the device publishing bare values on
-        ``f/x/a`` (``_unowned``). Bounded, as topics come from the outside world."""
-        units = len(topic) // NAME_UNIT
-        if len(self._owned) + self._owned_units + units < MAX_OWNED:
-            self._owned.add(topic)
-            self._owned_units += units
-            self._owned_parents.add(topic.rpartition("/")[0])
-
-    def _unowned(self, topic: str, prefix: str, got: list) -> list:
-        """``got`` (decoded on ``topic``, a parent of an owned topic) without the values naming a tag that a
-        topic's bare values own: skipped and counted (``owned_by_topic``), said once per pair of topics."""
-        owned = self._owned
-        kept = [x for x in got if prefix + x[0] not in owned]
-        if len(kept) == len(got):
-            return got
-        for x in got:
-            tag = prefix + x[0]
-            if tag not in owned:
-                continue
-            said = self._owned_said
-            if tag in said or len(said) >= MAX_CAUSES:
-                self.notices.note("owned_by_topic", "", cause=None)
-                continue
-            said.add(tag)
-            self._notice(
-                "owned_by_topic",
-                f"topic {shown_topic(topic)}: its name {shown_topic(x[0])} names tag {shown_topic(tag)}, which the bare "
-                f"values (a number or a state alone) read on topic {shown_topic(tag)} own: skipped, that device's "
-                "tag is not another's to set. Zigbee2MQTT's output attribute_and_json (both outputs of one device) "
-                "keeps one tag per attribute so; otherwise grant each device its own topic and all below it in the "
-                "broker's ACL (docs/mqtt.md, Tag names and topics)",
-                cause=tag,
-            )
-        return kept
-
     def _ahead(
         self, tag: str, ts: float, received_at: float, fix: str = "or check timestamp_format"
     ) -> float:
@@ -2685,7 +2636,6 @@ def json_decoder(src: MqttSource, sub: Subscription):
     # the records (and OPC UA PubSub) decoder states each record's quality (bad for a kept non-finite value)
     records = m.records is not None or m.opcua_pubsub is not None
     json_readings, record_readings = src._json_readings, src._record_readings
-    owned, owned_parents = src._owned, src._owned_parents
     # a message without its timestamp_field whose readings so got the receive time: its first message on each
     # topic is looked at for a field that holds its time under another name (a device's "time": it was read
     # as a tag, and every reading stamped on arrival, silently)
@@ -2761,8 +2711,7 @@ def json_decoder(src: MqttSource, sub: Subscription):
                 ),
             )
         prefix = topic + "/" if prefixed else ""
-        bare = every_number and len(got) == 1 and got[0][0] == ""
-        if bare:
+        if every_number and len(got) == 1 and got[0][0] == "":
             prefix = topic  # a bare number (the payload "21.5"): its tag is its topic
         if prefix and len(topic) > MAX_NAME_CHARS:
             # the tags would be named after a topic of thousands of characters (MQTT allows 65,535 bytes): each of
@@ -2774,14 +2723,6 @@ def json_decoder(src: MqttSource, sub: Subscription):
             for _ in got:
                 src._name_too_long(topic, "topic", unread)
             return []
-        if prefixed:
-            # a topic on which a bare value was read owns the tag named after it: a key of a message on its
-            # parent naming that tag is skipped (src._own); one lookup per message, none per key elsewhere
-            if bare:
-                if topic not in owned:
-                    src._own(topic)
-            elif topic in owned_parents:
-                got = src._unowned(topic, prefix, got)
         if len(got) > 1:
             got = _in_time_order(got, received_at)
         if records:

@@ -619,7 +619,9 @@ class MqttSettings(_Model):
             )
         for i, sub in enumerate(self.subscriptions):
             m = sub.json_mapping
-            if sub.codec != "json" or not m.tag_prefix_topic or not ("+" in sub.filter or "#" in sub.filter):
+            # only under a filter ending in '#' are both T and T/head topics of it: under tele/+/SENSOR no
+            # topic has one level more than another, so no other device's tag can be named so
+            if sub.codec != "json" or not m.tag_prefix_topic or not sub.filter.endswith("#"):
                 continue
             names = set(m.values.values())
             for path, tag in m.values.items():

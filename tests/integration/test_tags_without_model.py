@@ -469,7 +469,9 @@ async def test_a_rule_or_forward_naming_a_tag_renamed_by_the_slash_encoding_is_t
     named ``Line1/Speed`` on ``gw/1`` are the tag ``gw/1/Line1%2FSpeed``, no longer ``gw/1/Line1/Speed``. A
     rule and a forward written for the old name stopped without a word after the upgrade. The first reading of
     such a tag, while the old name a rule, forward or pipeline names is never seen, now says so once per tag
-    (``tag_renamed``), naming them and the name to write; a tag no one names, or holding no %2F, says nothing."""
+    (``tag_renamed``), naming them and the name to write; a tag no one names, or holding no %2F, says nothing,
+    nor does one holding a %2 the encoding did not make (``Valve%20Open``, a URL-encoded space, kept as it came:
+    it was told renamed, to itself)."""
     pub = paho.Client(CallbackAPIVersion.VERSION2)
     pub.connect("127.0.0.1", mosquitto.port)
     pub.loop_start()
@@ -494,19 +496,31 @@ async def test_a_rule_or_forward_naming_a_tag_renamed_by_the_slash_encoding_is_t
                 "actions": ["log"],
             },
             {"name": "hot", "source": "broker", "tag": "gw/1/Temp", "above": 80.0, "actions": ["log"]},
+            {
+                "name": "valve",
+                "source": "broker",
+                "tag": "gw/1/Valve%20Open",
+                "above": 0.5,
+                "actions": ["log"],
+            },
         ],
         "actions": {"log": {"type": "log"}},
     }
     agent = Agent(parse_config(cfg))
     body = {
-        "values": [{"id": "Line1/Speed", "v": 50.0}, {"id": "Other/Name", "v": 1.0}, {"id": "Temp", "v": 2}]
+        "values": [
+            {"id": "Line1/Speed", "v": 50.0},
+            {"id": "Other/Name", "v": 1.0},
+            {"id": "Temp", "v": 2},
+            {"id": "Valve%20Open", "v": 1.0},
+        ]
     }
     try:
         await agent.start()
         await wait_for(lambda: agent.sources["broker"].subscribed.is_set(), what="the subscription")
         for _ in range(2):
             pub.publish("gw/1", json.dumps(body), qos=1).wait_for_publish(5)
-        await wait_for(lambda: agent.source_items["broker"] >= 6, what="both messages' readings")
+        await wait_for(lambda: agent.source_items["broker"] >= 8, what="both messages' readings")
         drops = agent.status()["sources"]["broker"]["silent_drops"]
     finally:
         await agent.stop()
@@ -514,6 +528,7 @@ async def test_a_rule_or_forward_naming_a_tag_renamed_by_the_slash_encoding_is_t
         pub.loop_stop()
     said = drops.get("tag_renamed")
     assert said is not None and said["count"] == 1, drops
+    assert "Valve" not in said["message"], said
     assert (
         "tag 'gw/1/Line1/Speed', which rule 'fast', forward 'speeds' name(s), is never seen"
         in said["message"]

@@ -512,9 +512,10 @@ def test_a_sparkplug_tag_map_key_with_the_group_is_a_warning_with_the_fix(env):
 
 
 def test_a_json_values_name_ending_in_another_under_a_wildcard_is_a_warning_naming_the_field(env):
-    """Under a wildcard filter with tag_prefix_topic, the values names 'speed' and 'motor/speed' let the device
-    on v/x name v/x/motor/speed, the tag 'speed' of the device on v/x/motor (measured against Mosquitto: 999
-    from v/x read as v/x/motor/speed). A config's names are kept, '/' and all, so validate says it."""
+    """Under a filter ending in '#' with tag_prefix_topic, the values names 'speed' and 'motor/speed' let the
+    device on v/x name v/x/motor/speed, the tag 'speed' of the device on v/x/motor (measured against Mosquitto:
+    999 from v/x read as v/x/motor/speed). A config's names are kept, '/' and all, so validate says it. Under
+    tele/+/SENSOR no topic has one level more than another, so no other device's tag is named so: no warning."""
     d = good(env)
     values = {"speed": "speed", "motor.speed": "motor/speed", "temp": "a/temp"}
     d["sources"]["broker"].update(
@@ -522,6 +523,7 @@ def test_a_json_values_name_ending_in_another_under_a_wildcard_is_a_warning_nami
             {"topic": "v/#", "json_mapping": {"values": values}},
             {"topic": "one/device", "json_mapping": {"values": values}},  # no wildcard: no other device
             {"topic": "w/+", "json_mapping": {"values": values, "tag_prefix_topic": False}},
+            {"topic": "tele/+/SENSOR", "json_mapping": {"values": values}},  # no topic T and T/motor under it
         ]
     )
     cfg = parse_config(d, "line3.yaml")
