@@ -10,7 +10,7 @@ import pytest
 
 from devices.base import Quality, Reading
 from edge_agent.conditions import ConditionError, compile_condition
-from edge_agent.config import QueuePolicy, WindowSettings
+from edge_agent.config import QueuePolicy, RuleSettings, WindowSettings
 from edge_agent.pipelines import BoundedQueue, Windower
 from edge_agent.types import Result
 
@@ -346,3 +346,17 @@ def test_a_conditions_number_written_as_text_past_float64s_range_is_refused_howe
     assert not compile_condition({"score": {"lt": "-" + "0" * 5000 + "7"}})(result(score=6))
     assert compile_condition({"score": {"lt": " inf "}})(result(score=1e308))
     assert compile_condition({"score": {"gt": "-Infinity"}})(result(score=-1e308))
+
+
+@pytest.mark.timeout(30)
+def test_a_conditions_or_thresholds_text_of_a_million_zeros_and_a_fraction_is_read_at_once():
+    """The whole-number reading of f7e578d9 tried a text of zeros that was no whole number ("0" * N + ".5") at
+    every split of its zeros: 20,000 of them took 10 s at config load (a rule's threshold too), a million hours
+    (it grows with the square of their number).
+    Such a text is its float (0.5), read at once; the whole numbers' reading is as it was."""
+    text = "0" * 1_000_000 + ".5"
+    assert compile_condition({"score": {"gt": text}})(result(score=0.6))
+    assert not compile_condition({"score": {"gt": text}})(result(score=0.4))
+    assert RuleSettings(name="r", source="s", tag="t", above=" -" + text).above == -0.5
+    for whole, value in (("0", 0), ("007", 7), ("-0", 0), (" +000120 ", 120), ("0" * 5000 + "7", 7)):
+        assert RuleSettings(name="r", source="s", tag="t", above=whole).above == value, whole
