@@ -329,43 +329,54 @@ def _too_many(what: str) -> CodecError:
 
 # Keys (in all its objects) and objects and arrays one payload may hold to be parsed at all. Parsing is one C call
 # that holds the GIL throughout (no worker thread frees the loop from it): an 8-MB object of 700,000 keys held
-# the agent's loop 1.6 s before it was refused as too_many_values, 2,000,000 nested [1] arrays 2 s. Twice
-# MAX_VALUES: a batch of 100,000 records of two keys each, refused as too_many_values after parsing, still reaches
-# that count; 200,000 keys parse in about 0.15 s.
-MAX_KEYS = 2 * MAX_VALUES
-MAX_CONTAINERS = 2 * MAX_VALUES
+# the agent's loop 1.6 s before it was refused as too_many_values, 2,000,000 nested [1] arrays 2 s. Sized so that
+# a batch of MAX_VALUES records or fields of the widest shapes read (docs/mqtt.md), refused as too_many_values
+# after parsing only past that count, is parsed: a Kepware record {id, v, q, t} holds 4 keys, an OPC UA PubSub
+# field 4 as a DataValue {Value, SourceTimestamp, StatusCode}, 6 with a Variant {Type, Body} as its Value; an OPC
+# Publisher sample is 4 objects (its Value, StatusCode and ExtensionFields). At twice MAX_VALUES, 50,000 Kepware
+# records or 70,000 PubSub fields, a gateway's store-and-forward flush, were refused whole.
+MAX_KEYS = 6 * MAX_VALUES
+MAX_CONTAINERS = 4 * MAX_VALUES
 # strings the count walks at most (about 1.5 us each, in a worker thread): an 8-MB array of 1,600,000 strings
-# holding a ':' each took 2.5 s to count (then 0.4 s of the loop to parse). A batch of 100,000 records of five
-# strings each (keys, a time, a text value) is within it
-MAX_STRINGS = 5 * MAX_VALUES
-# a JSON text's strings, each whole (escapes included); between two of them lies structure only
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# holding a ':' each took 2.5 s to count (then 0.4 s of the loop to parse). A batch of 100,000 records of eight
+# strings each (four keys, a name, a text value and quality, an ISO time, whose ':' send it to be walked) is within it
+MAX_STRINGS = 8 * MAX_VALUES
+# a JSON string from its opening quote, whole (escapes included); between two of them lies structure only
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
 
 
 def too_many_to_parse(payload: bytes) -> CodecError | None:
     """``too_many_values`` when UTF-8 JSON ``payload`` holds over ``MAX_KEYS`` keys, or over ``MAX_CONTAINERS``
     objects and arrays, counted without parsing it (a ``:``, ``{`` or ``[`` inside a string does not count), or,
-    holding more of those bytes than the bounds, over ``MAX_STRINGS`` strings; else None. Made to run in a worker thread: the count walks the payload string by string in Python, so the event
-    loop gets its turn every switch interval (a C scan would hold the GIL as the parse does), and it stops once
-    past a bound. A payload with no more ``:``, ``{`` and ``[`` bytes than the bounds is passed after a C count;
-    one holding a NUL byte (UTF-16 or UTF-32 JSON, whose strings this does not find) is passed unscanned."""
+    holding more of those bytes than the bounds, over ``MAX_STRINGS`` strings; else None. Made to run in a worker
+    thread: the count walks the payload string by string in Python, so the event loop gets its turn every switch
+    interval (a C scan would hold the GIL as the parse does), and it stops once past a bound. A payload with no
+    more ``:``, ``{`` and ``[`` bytes than the bounds is passed after a C count; one holding a NUL byte (UTF-16 or
+    UTF-32 JSON, whose strings this does not find) is passed unscanned.
+
+    A string is matched only where one opens (the next quote past the last string's end), never searched for: a
+    search tried again from every quote of a payload of unterminated ones (200 KB of ``\\"`` then ':'), each try
+    to its end, 24 s at 204 KB in one C call holding the GIL. A string that never ends ends the count (what
+    follows is inside it): no JSON, the parse refuses it at once (``malformed_json``)."""
     count = payload.count
     if count(b":") <= MAX_KEYS and count(b"{") + count(b"[") <= MAX_CONTAINERS:
         return None
     if 0 in payload:
         return None
+    find, match = payload.find, _JSON_STRING.match
     keys = containers = at = strings = 0
-    for m in _JSON_STRING.finditer(payload):
-        start = m.start()
-        keys += count(b":", at, start)
-        containers += count(b"{", at, start) + count(b"[", at, start)
+    while True:
+        start = find(b'"', at)
+        end = len(payload) if start < 0 else start
+        keys += count(b":", at, end)
+        containers += count(b"{", at, end) + count(b"[", at, end)
+        if start < 0 or keys > MAX_KEYS or containers > MAX_CONTAINERS or strings > MAX_STRINGS:
+            break
+        m = match(payload, start)
+        if m is None:  # unterminated: the rest is inside it
+            break
         at = m.end()
         strings += 1
-        if keys > MAX_KEYS or containers > MAX_CONTAINERS or strings > MAX_STRINGS:
-            break
-    else:
-        keys += count(b":", at)
-        containers += count(b"{", at) + count(b"[", at)
     if keys > MAX_KEYS:
         what = f"over {MAX_KEYS} keys"
     elif containers > MAX_CONTAINERS:

@@ -384,6 +384,56 @@ async def test_a_message_of_700000_keys_is_refused_unparsed_while_the_loop_runs_
     assert seen["refused"] - seen["handed_over"] >= 3, seen
 
 
+async def test_a_payload_of_unterminated_quotes_is_malformed_json_at_once_the_loop_running_on(mosquitto):
+    """The count before parsing (b338c52c) searched the next string from every quote: a payload of escaped quotes
+    that never close and then more ':' than MAX_KEYS was scanned to its end once per quote, in one C call holding
+    the GIL (200 KB of 2,000 such quotes: 24 s, the loop, paho's thread and the HTTP thread all stopped), and then
+    refused as too_many_values. A string is now matched only where one opens; one that never ends ends the count,
+    and the parse refuses the message at once as malformed_json, as before b338c52c. The loop turns while each is
+    counted in the worker thread (a ticker advances between its hand-over and its refusal) and the next message
+    is read."""
+    from protocols.json_codec import MAX_KEYS
+
+    src = await started(mosquitto.port, [{"topic": "f/#"}])
+    hostile = {"f/1": b'\\"' * 300 + b":" * (MAX_KEYS + 1), "f/2": b'\\"' * 300 + b":" * 1_000_000}
+    ticks = [0]
+    seen: dict[str, list[int]] = {"handed_over": [], "refused": []}
+
+    async def ticker() -> None:
+        while True:
+            ticks[0] += 1
+            await asyncio.sleep(0)
+
+    get_many, error = src._channel.get_many, src._error
+
+    async def handed_over(*a, **kw):
+        batch = await get_many(*a, **kw)
+        seen["handed_over"] += [ticks[0] for e in batch if e[1] in hostile.values()]
+        return batch
+
+    def counted(reason: str, detail: str) -> None:
+        seen["refused"].append(ticks[0])
+        error(reason, detail)
+
+    src._channel.get_many, src._error = handed_over, counted
+    pub = raw_client(mosquitto.port)
+    tick = asyncio.create_task(ticker())
+    try:
+        for topic, payload in hostile.items():
+            pub.publish(topic, payload, qos=1)
+        pub.publish("f/3", b'{"v": 7}', qos=1)
+        got = await collect(src, lambda g: g[-1].tag == "f/3/v", 30)
+    finally:
+        tick.cancel()
+        closed(pub)
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [("f/3/v", 7)]
+    assert src.stats.errors_by_reason == {"malformed_json": 2}
+    assert len(seen["handed_over"]) == len(seen["refused"]) == 2, seen
+    for given, refused in zip(seen["handed_over"], seen["refused"], strict=True):
+        assert refused > given, seen
+
+
 async def test_one_bad_field_skips_that_field_not_the_messages_others_and_text_numbers_are_said(mosquitto):
     """An 8-channel module sends NaN for an open thermocouple, a gateway null for a tag it lost: the whole
     message was refused, so one broken channel silenced every other one for as long as it stayed broken.

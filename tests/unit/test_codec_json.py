@@ -457,11 +457,30 @@ def test_states_read_a_mapped_state_and_unknown_text_is_skipped_or_kept_as_text(
     assert got_reported == reported
 
 
+def _kepware_records(n: int) -> bytes:
+    """Kepware IoT Gateway's standard template (the records mapping's defaults) of ``n`` records, as a gateway
+    flushing its store-and-forward buffer sends them."""
+    t = 1_764_500_000_123
+    records = [{"id": f"Channel1.Device1.Tag{i}", "v": i + 0.5, "q": True, "t": t + i} for i in range(n)]
+    return json.dumps({"timestamp": t, "values": records}).encode()
+
+
+def _pubsub_fields(n: int, value=lambda i: i + 0.5) -> bytes:
+    """An OPC UA PubSub NetworkMessage of one DataSetMessage of ``n`` fields, each a DataValue."""
+    ts = "2026-12-03T06:29:59.5Z"
+    payload = {f"Field{i}": {"Value": value(i), "SourceTimestamp": ts, "StatusCode": 0} for i in range(n)}
+    msg = {"DataSetWriterId": 3, "Payload": payload}
+    return json.dumps({"MessageId": "31", "MessageType": "ua-data", "Messages": [msg]}).encode()
+
+
 def test_a_payload_too_large_to_parse_is_told_by_a_count_that_skips_strings():
     """``too_many_to_parse`` refuses (``too_many_values``) what parsing would hold the loop for, counted without
-    parsing: over 200,000 keys, over 200,000 objects and arrays, or, holding that many ':' '{' '[' bytes, over
-    500,000 strings (an 8-MB array of strings each holding a ':' took 2.5 s to count string by string). A ':',
-    '{' or '[' inside a string (escaped quotes included) is not counted: large payloads that parse are passed."""
+    parsing: over 600,000 keys, over 400,000 objects and arrays, or, holding that many ':' '{' '[' bytes, over
+    800,000 strings (an 8-MB array of strings each holding a ':' took 2.5 s to count string by string). A ':',
+    '{' or '[' inside a string (escaped quotes included) is not counted: large payloads that parse are passed,
+    among them a batch of up to 100,000 records or fields (MAX_VALUES, refused only past it, once parsed) of the
+    widest shapes read: Kepware records {id, v, q, t} and PubSub DataValues, a Variant's too (at twice
+    MAX_VALUES keys, 50,000 Kepware records and 70,000 PubSub fields were refused whole)."""
     from protocols.json_codec import MAX_CONTAINERS, MAX_KEYS, MAX_STRINGS, too_many_to_parse
 
     refused = {
@@ -479,6 +498,9 @@ def test_a_payload_too_large_to_parse_is_told_by_a_count_that_skips_strings():
         "records with times": json.dumps(
             [{"ts": "2026-12-05T10:00:00Z", "v": i} for i in range(99_000)]
         ).encode(),
+        "Kepware records": _kepware_records(99_999),
+        "PubSub fields": _pubsub_fields(99_999),
+        "PubSub fields of Variants": _pubsub_fields(99_000, lambda i: {"Type": 11, "Body": i + 0.5}),
         # UTF-16 JSON (.NET's Encoding.Unicode), whose strings the count does not find: parsed as before
         "UTF-16": refused["keys"].encode("utf-16-le"),
     }
