@@ -16,10 +16,7 @@ is an episode of NG windows (UNSURE windows neither start nor end one). Reported
 the seeds: alarm episodes a 1,000 healthy windows, NG windows, UNSURE windows by reason (the speed
 changing, a speed not commissioned), and per fault the window of the 120 its first NG came at.
 
-    python -m bench.maintenance_ramp_bench [--seeds 1 2 3 4] [--kinds motor gearbox fan pump] [--no-tag] [--load-tag]
-
-``--load-tag`` adds ``baseline.load_tag`` reading the window's load in % (the faults then run at 50 %, inside the
-commissioned 30-70 %; the healthy windows' loads of 0-100 % are partly outside).
+    python -m bench.maintenance_ramp_bench [--seeds 1 2 3 4] [--kinds motor gearbox fan pump] [--no-tag]
 
 To compare with a former version, from outside both checkouts: ``PYTHONPATH=<former>:<this> python -m
 bench.maintenance_ramp_bench`` (the generator is this one's, the baseline the former's).
@@ -63,18 +60,15 @@ def judge(b, x: np.ndarray, scalars: dict, span: tuple[float, float]) -> tuple[s
         return "UNSURE", "speed changing"
     if v.extrapolated:
         return "UNSURE", "speed not commissioned"
-    if getattr(v, "level_over", False):
-        return "UNSURE", "level over at a load not commissioned"
     return "OK", ""
 
 
-def run(kind: str, seed: int, tag: bool, load_tag: bool = False) -> dict:
+def run(kind: str, seed: int, tag: bool) -> dict:
     m = KINDS[kind](seed)
     rng = np.random.default_rng(seed)
     s = BaselineSettings(
         windows=N_COMMISSION,
         speed_tag="Speed" if tag else None,
-        **({"load_tag": "Load"} if load_tag else {}),
         bearing=BearingSettings(n_elements=m.bear[0], ball_d_mm=m.bear[1], pitch_d_mm=m.bear[2]),
     )
     b = build_baseline(s, m.fs, m.n, clock=lambda: 0.0)
@@ -85,8 +79,7 @@ def run(kind: str, seed: int, tag: bool, load_tag: bool = False) -> dict:
         x, sc = m.window(rng, load, fault, sev, ramp, f_at)
         t0 = seq * m.n / m.fs
         seq += 1
-        sc = (sc if tag else {}) | ({"_load": 100.0 * load} if load_tag else {})  # the load tag in %
-        return judge(b, x, sc, (t0, t0 + (m.n - 1) / m.fs))
+        return judge(b, x, sc if tag else {}, (t0, t0 + (m.n - 1) / m.fs))
 
     for i in range(N_COMMISSION):
         window(0.3 + 0.4 * (0.5 + 0.5 * np.sin(i / 40)))
@@ -133,19 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--no-tag", action="store_true", help="no speed tag: the speed found in the spectrum")
-    p.add_argument(
-        "--load-tag", action="store_true", help="a load tag (baseline.load_tag) reading the load in %%"
-    )
     p.add_argument("--json", help="also write the runs here")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
-    rows = [run(k, s, not a.no_tag, a.load_tag) for k in a.kinds for s in a.seeds]
+    rows = [run(k, s, not a.no_tag) for k in a.kinds for s in a.seeds]
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(rows, fh, indent=1)
     print(
-        f"speed tag: {not a.no_tag}; load tag: {a.load_tag}; baseline takes window times: {SPANS}; "
-        f"{time.perf_counter() - t0:.0f} s"
+        f"speed tag: {not a.no_tag}; baseline takes window times: {SPANS}; {time.perf_counter() - t0:.0f} s"
     )
     print(
         "| machine | alarms a 1,000 healthy windows (median, each seed) | NG windows | UNSURE: speed changing |"

@@ -45,12 +45,11 @@ COMMISSION = 360
 HEALTHY_CHECK = 300
 
 
-def _settings(m: Machine, speed_tag: bool, geometry: bool = True, load_tag: bool = False) -> BaselineSettings:
+def _settings(m: Machine, speed_tag: bool, geometry: bool = True) -> BaselineSettings:
     b = m.bearing
     return BaselineSettings(
         windows=COMMISSION,
         speed_tag="Speed" if speed_tag else None,
-        **({"load_tag": "Load"} if load_tag else {}),
         bearing=BearingSettings(
             n_elements=b.n_elements,
             ball_d_mm=b.ball_d_mm,
@@ -63,12 +62,7 @@ def _settings(m: Machine, speed_tag: bool, geometry: bool = True, load_tag: bool
 
 
 def run_machine(
-    seed: int,
-    noise: float,
-    speed_tag: bool,
-    fs_sensor: float = 10000.0,
-    geometry: bool = True,
-    load_tag: bool = False,
+    seed: int, noise: float, speed_tag: bool, fs_sensor: float = 10000.0, geometry: bool = True
 ) -> dict:
     """Everything one machine gives: per-window feature rows, scores, verdicts, life data."""
     rng = np.random.default_rng(seed + 1000)
@@ -76,10 +70,8 @@ def run_machine(
     up, down = resample_plan(fs_sensor, fs_model)
     n_sensor = -(-n_model // up) * down if (up, down) != (1, 1) else n_model
     m = Machine(seed, fs=fs_sensor, n=n_sensor, noise=noise)
-    b = Baseline(_settings(m, speed_tag, geometry, load_tag), fs_model, n_model)
+    b = Baseline(_settings(m, speed_tag, geometry), fs_model, n_model)
     scal = {"_shaft_speed": m.rpm} if speed_tag else {}
-    if load_tag:  # a load tag reading a steady 50 % (these machines' load does not change)
-        scal["_load"] = 50.0
 
     def win(sev=0.0, fault="healthy"):
         x = m.window(sev, fault)
@@ -299,9 +291,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 machines, two cases")
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--case", help="only the cases whose name contains this")
-    ap.add_argument(
-        "--load-tag", action="store_true", help="also: speed tag and a load tag (baseline.load_tag)"
-    )
     a = ap.parse_args(argv)
     n = 3 if a.quick else a.machines
     cases = [
@@ -314,14 +303,12 @@ def main(argv: list[str] | None = None) -> int:
             ("25.6 kHz sensor resampled to 10 kHz", 1.0, False, 25600.0, True),
             ("no bearing geometry given", 1.0, False, 10000.0, False),
         ]
-    if a.load_tag:
-        cases += [("site noise x1, speed tag, load tag", 1.0, True, 10000.0, True)]
     if a.case:
         cases = [c for c in cases if a.case in c[0]]
     report = {"machines": n, "commission_windows": COMMISSION, "cases": {}}
     t0 = time.time()
     for name, noise, tag, fs, geometry in cases:
-        ms = [run_machine(100 + s, noise, tag, fs, geometry, "load tag" in name) for s in range(n)]
+        ms = [run_machine(100 + s, noise, tag, fs, geometry) for s in range(n)]
         (Path(a.out) / "trajectories").mkdir(parents=True, exist_ok=True)
         (Path(a.out) / "trajectories" / f"{name.replace(' ', '_').replace(',', '')}.json").write_text(
             json.dumps(

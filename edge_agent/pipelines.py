@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 
 SPEED_INPUT = "_shaft_speed"  # the baseline's speed tag rides with each window under this name
 TEMPERATURE_INPUT = "_temperature"  # ... and its temperature tag under this one
-LOAD_INPUT = "_load"  # ... and its load tag under this one
 STATE_INPUT = "_process_state"  # ... and its process-state tag (edge_agent.maintenance.states.STATE_INPUT)
 TAG_MISSING_AFTER_S = 15.0  # readings flow this long without the waveform tag: say so (slow waveforms exist)
 # the waveform stopped while the source's other tags still update (an OPC UA server notifies only changes,
@@ -1125,8 +1124,6 @@ class Pipeline:
                     scale[cond.speed_scalar] = 60.0  # the model's speed scalar is rpm
             if self.s.baseline is not None and self.s.baseline.temperature_tag:
                 extra[self.s.baseline.temperature_tag] = TEMPERATURE_INPUT
-            if self.s.baseline is not None and self.s.baseline.load_tag:
-                extra.setdefault(self.s.baseline.load_tag, LOAD_INPUT)
             # a speed (or temperature) tag may also be the state tag: it rides under its first name, which
             # the baseline reads for its state (states.StateBaselines), and the speed is not lost to it
             if self.s.baseline is not None and self.s.baseline.state_tag:

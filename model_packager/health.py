@@ -33,25 +33,7 @@ _RMS = FEATURES.index("rms")
 AMPLITUDE_INDEX = np.asarray([FEATURES.index(k) for k in AMPLITUDE_FEATURES])
 _COMMON_INDEX = np.asarray([_RMS, *AMPLITUDE_INDEX])
 _HF = FEATURES.index("hf_rms")
-_KURT = FEATURES.index("kurtosis")
-_CREST = FEATURES.index("crest")
-GAUSSIAN_KURTOSIS = 3.0  # broadband noise's; a sine's is 1.5, impacts' far above
-# about broadband noise's peak over its RMS in 256 samples (3.5-4 in 2,048); a sine's 1.41
-GAUSSIAN_CREST = 3.0
 _COMMON_LIST = _COMMON_INDEX.tolist()
-# what a process that follows the load carries (a gear's mesh with the torque, a fan's turbulence with the flow, and
-# the blade-pass or vane-pass line at 4x-8x with it): what ``rise_z(shape=...)`` lets rise with the load. Never the
-# shaft's own 1x, 2x and 3x nor the bearings' envelope lines: they follow the speed and the machine's health, not the
-# load, and excused, an imbalance growing 1x to 4x at a day's load went unalarmed. Measured: a fan's blade-pass
-# (orders 4-8) judged at a day's load raised 57 alarms a day once its kurtosis was no longer read as a rise
-LEVEL_FEATURES = ("rms", "hf_rms", "velocity_rms", "orders_4_8")
-_LEVEL_INDEX = np.asarray([FEATURES.index(k) for k in LEVEL_FEATURES])
-# at a load above the commissioned, the 1x counts by its own rise: it is the rotor's mass and the speed's (residual
-# unbalance), not the torque's, and over the window's common level (the load's, at such a load) an imbalance
-# growing 1x to 4x through a day's load alarmed only once the load was back (9.6-16 h in, against 5.2-11.9 at a
-# steady load). The 2x and 3x keep the common level (a coupling's lines follow the torque: judged by their own rise,
-# a healthy gearbox at 90 % alarmed 46 times a day), as without a load tag: neither is given the load's allowance
-_OWN_RISE_INDEX = np.asarray([FEATURES.index("order_1x")])
 
 
 def robust_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,40 +52,18 @@ def scoring_scale(scale: np.ndarray) -> np.ndarray:
     return out
 
 
-def rise_z(
-    x: np.ndarray, med: np.ndarray, scale: np.ndarray, relative: bool = False, shape: float | None = None
-) -> np.ndarray:
+def rise_z(x: np.ndarray, med: np.ndarray, scale: np.ndarray, relative: bool = False) -> np.ndarray:
     """Per row and feature, the robust z (in ``scoring_scale`` deviations). ``relative``: an amplitude's
     z is the smaller of its rise and its rise over the window's common level (``common_rise``): a line
     counts as risen only by as much as it rose more than the machine's overall level did. A load change
     lifts a fan's blade-pass or a gear's mesh 2-2.5x at a 1.8-2x shift with the rest of the spectrum,
-    the high band included (not a fault); a fault lifts its own lines out of the rest. ``shape`` (with
-    ``relative``; a window at a load the baseline never saw, its level the load's, not the machine's health): the
-    log of the load's rise over the commissioned ones (capped by the caller), and the level is scored by its shape:
-    the level features (``LEVEL_FEATURES``: the RMS, the high band, the velocity, the orders 4-8) by their rise over
-    the common level or the load's, whichever is larger (a gear's mesh with the torque, a fan's turbulence and
-    blade-pass with the flow follow the load), and a kurtosis or crest factor up to a broadband noise's is no rise.
-    The shaft's 1x counts by its own rise (``_OWN_RISE_INDEX``), the 2x, 3x and the envelope's lines as without
-    ``shape``: none is given the load's allowance."""
+    the high band included (not a fault); a fault lifts its own lines out of the rest."""
     d = np.atleast_2d(x) - med
     sc = scoring_scale(scale)
     z = d / sc
     if relative:
-        common = common_rise(d)
-        zr = (d[:, AMPLITUDE_INDEX] - common[:, None]) / sc[AMPLITUDE_INDEX]
+        zr = (d[:, AMPLITUDE_INDEX] - common_rise(d)[:, None]) / sc[AMPLITUDE_INDEX]
         z[:, AMPLITUDE_INDEX] = np.minimum(z[:, AMPLITUDE_INDEX], zr)
-        if shape is not None:
-            z[:, _OWN_RISE_INDEX] = d[:, _OWN_RISE_INDEX] / sc[_OWN_RISE_INDEX]
-            base = np.maximum(common, max(shape, 0.0))
-            z[:, _LEVEL_INDEX] = np.minimum(
-                z[:, _LEVEL_INDEX], (d[:, _LEVEL_INDEX] - base[:, None]) / sc[_LEVEL_INDEX]
-            )
-            # the mix of tones (kurtosis 1.5, crest 1.4) and broadband noise (3, and a peak 3-4 times its RMS)
-            # moves with the load: a fan's blade-pass line under the turbulence of 2.6 times the flow, kurtosis
-            # 1.9 -> 2.6 and crest 2.3 -> 3.0. Impacts lift them past a noise's; up to it no rise is counted
-            for i, gauss in ((_KURT, GAUSSIAN_KURTOSIS), (_CREST, GAUSSIAN_CREST)):
-                gz = (d[:, i] + med[i] - max(float(med[i]), gauss)) / sc[i]
-                z[:, i] = np.minimum(z[:, i], gz)
     return z
 
 

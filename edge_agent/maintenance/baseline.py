@@ -111,33 +111,11 @@ LOST_SHAFT_BINS = 2.0
 # counts towards an alarm nor ends a run of windows towards one: with windows 8-12 s apart a press knocking every
 # 3 s put a knock in 6-9 % of them, pairs in a row by chance, and 90-477 alarm episodes a day on healthy machines
 IMPULSE_SEGMENTS = 16
-# with a load tag: the loads seen while commissioning, widened by this share of the larger end, are the commissioned
-# ones. A healthy machine's vibration follows its load (a gear's mesh with the torque, a fan's blade-pass and
-# turbulence with the flow): commissioned on a quiet night hour at 35 %, a gearbox's RMS at a day shift's 90 % was
-# 2.6x the commissioned one, 6.4 deviations, and alarmed 43 times in the day. At a load outside the commissioned
-# ones the level may rise with the load, capped (``LOAD_ALLOWANCE_MAX``, ``health.rise_z(shape=...)``)
-LOAD_MARGIN = 0.1
-# the most the load excuses: the level may rise with the load by the load's own ratio over the highest commissioned
-# one, at most this factor. A gear's mesh and a fan's turbulence rose 2.6-3.1x from a night's 35 % to a day's 90 %
-# (the load's ratio 2.6); a load tag stuck high or read in another unit must not excuse more than a healthy machine's
-# whole load range does (a full load over a light one's third), and a level past 3x the commissioned times the
-# threshold's spread (a fault's) still counts. The shaft's orders and the bearings' lines are never excused
-LOAD_ALLOWANCE_MAX = 3.0
-# a load tag reading more than this many times the commissioned loads (a raw ADC count, 27648, once the PLC lost its
-# scaling; another unit) is no reading of the machine's load: unreadable, it excuses nothing and is said
-LOAD_IMPLAUSIBLE = 5.0
-# a load tag reading one value for longer than this while the vibration's RMS rose by more than LOAD_FROZEN_RMS over
-# what it was when the value came (a PLC's value held after its link was lost, a tag left at a test value) is frozen:
-# unreadable while the level stays up, or until the value changes (a real load read through a deadband holds its
-# value too, but a level rising 1.5x at one load is not the load's to excuse)
-LOAD_FROZEN_S = 900.0
-LOAD_FROZEN_RMS = math.log(1.5)
 IMPULSE_SHARE = 0.8
 IMPULSE_TURNS = 2.0
 # the features that need the shaft speed (amplitudes at its orders, envelope lines at defect orders)
 SPEED_FEATURES = tuple(k for k in FEATURES if k.startswith(("order", "env_")))
 _FEATURE_INDEX = {k: i for i, k in enumerate(FEATURES)}
-_RMS_INDEX = _FEATURE_INDEX["rms"]
 # a misalignment's rises whose orders 4-8 lead its 2x and 3x by this many deviations are a looseness's (diagnose).
 # Measured on two generators other than simulators/vibration.py (bench/_bearing_signals.py machines with a
 # looseness of 1x-10x and half orders, clipped; the 2026-12-05 probe generator's four machine kinds): looseness
@@ -430,12 +408,6 @@ class Verdict:
     stopped: bool = False  # the machine is stopped (speed tag, or the signal): not judged, not the sensor's
     stop_reason: str | None = None  # how the stop was told (the result's reason)
     process_state: str | None = None  # the state_tag's state of this window (state_tag set)
-    load: float | None = None  # the load tag's value (load_tag set)
-    load_outside: str | None = (
-        None  # the load lies outside the commissioned ones: why (its level excused, capped)
-    )
-    load_unreadable: str | None = None  # the load tag's value is not usable (NaN, implausible, frozen): why
-    level_over: bool = False  # ... and its level alone put it over the threshold (UNSURE, not counted)
     not_learned: str | None = None  # why the window is not judged: its process state is not learned
 
     def to_dict(self) -> dict:
@@ -464,10 +436,6 @@ class Verdict:
                 "stop_reason",
                 "process_state",
                 "not_learned",
-                "load",
-                "load_outside",
-                "level_over",
-                "load_unreadable",
             )
         }
         for k in ("score", "threshold", "speed_hz", "velocity_mm_s", "progress", "growth"):
@@ -476,8 +444,6 @@ class Verdict:
         for k in ("process_state", "not_learned"):  # only with a state_tag
             if d[k] is None:
                 del d[k]
-        if d["load"] is None and d["load_unreadable"] is None:  # only with a load_tag
-            del d["load"], d["load_outside"], d["level_over"], d["load_unreadable"]
         return d
 
 
@@ -548,17 +514,6 @@ class Baseline:
         self.orders = True
         self.temps: list[float] = []  # the running windows' temperatures while learning (temperature_tag)
         self.temp_running: float | None = None  # the commissioned running temperature (median)
-        self.loads: list[float | None] = []  # the learned windows' loads (load_tag), one per row
-        self._first_loads: list[float | None] = []  # ... of the first windows (kept for the shaft speed)
-        # the commissioned loads (lowest, highest), None: no load tag, or learned without one (not judged by it)
-        self.load_span: tuple[float, float] | None = None
-        # the load tag load_span was read on (saved with it): a baseline read under another load tag (or learned
-        # without one) gives no allowance for the load, said once (its loads were another tag's, or none)
-        self.load_tag: str | None = self.s.load_tag
-        # the load tag's last value, since when it reads it, and the window's log RMS then (LOAD_FROZEN_S)
-        self._load_last: tuple[float, float, float] | None = None
-        self._load_said: str | None = None  # the unreadable load last said (a notice per spell)
-        self.load_unreadable_windows = 0
         self.stop_floor: float | None = None  # log RMS the sensor reads at a recognised stop
         # a spell of low windows: its start time and its lowest and highest temperature so far
         self._spell: tuple[float, float, float] | None = None
@@ -596,12 +551,9 @@ class Baseline:
             "speed_spans_hz": None if self.speed_spans is None else [list(r) for r in self.speed_spans],
             "orders": self.orders,
             "temp_running": self.temp_running,
-            "load_span": None if self.load_span is None else list(self.load_span),
-            "load_tag": self.load_tag,
             "stop_floor": self.stop_floor,
             "outliers": self.outliers,
             "temps": self.temps if self.state == "learning" else [],
-            "loads": self.loads if self.state == "learning" else [],
             "rows": self.rows if self.state == "learning" else [],
             "speeds": self.speeds if self.state == "learning" else [],
             "bands": {
@@ -781,22 +733,6 @@ class Baseline:
         self.stop_floor = d.get("stop_floor")
         self.outliers = int(d.get("outliers", 0))
         self.temps = [float(v) for v in d.get("temps", [])]
-        span = d.get("load_span")
-        self.load_span = (float(span[0]), float(span[1])) if span else None
-        self.load_tag = d.get("load_tag")
-        if self.s.load_tag is not None and self.state == "ready" and self.load_tag != self.s.load_tag:
-            log.warning(
-                "pipeline %s: baseline.load_tag is %r, but the baseline was commissioned %s: the load excuses no "
-                "rise of the vibration's level until it is relearned across the machine's loads (edge-agent "
-                "baseline relearn)",
-                self.pipeline,
-                self.s.load_tag,
-                "without a load tag" if self.load_tag is None else f"on the load tag {self.load_tag!r}",
-            )
-        loads = [None if v is None else float(v) for v in d.get("loads", [])]
-        rows_n = len(d.get("rows", []))
-        # one per learned row; a file saved before the record (or by hand) holds none: those rows have no load
-        self.loads = loads[:rows_n] + [None] * max(0, rows_n - len(loads))
         self.rows = [list(map(float, r)) for r in d.get("rows", [])]
         self.speeds = [float(v) for v in d.get("speeds", [])]
         self.bands = {
@@ -928,7 +864,7 @@ class Baseline:
 
     def status(self) -> dict:
         d = self.to_dict()
-        for k in ("rows", "speeds", "bands", "temps", "loads"):
+        for k in ("rows", "speeds", "bands", "temps"):
             d.pop(k)
         d["progress"] = round(self.progress(), 3)
         d["speed_bands"] = sorted(self.bands)
@@ -1025,7 +961,6 @@ class Baseline:
                 return v
             if f["speed_estimated"] and self.speed_hz is None:
                 self._first.append(np.asarray(waveform, dtype=np.float64))
-                self._first_loads.append(self._load_of(scalars))
                 if len(self._first) >= min(SPEED_WINDOWS, self.s.windows):
                     self._learn_speed()
                     if self.progress() >= 1.0:
@@ -1044,7 +979,6 @@ class Baseline:
                 return v
             self.rows.append(row.tolist())
             self.speeds.append(f["speed_hz"])
-            self.loads.append(self._load_of(scalars))
             self._learn_temperature(scalars)
             v.progress = self.progress()
             if v.progress >= 1.0:
@@ -1068,13 +1002,7 @@ class Baseline:
             self.unsteady_windows += 1
             return v
         med, scale, extrapolated = self._band_stats(f["speed_hz"])
-        if self.s.load_tag is not None:
-            v.load, v.load_unreadable = self._load_read(scalars, row, span)
-        v.load_outside = None if v.load_unreadable is not None else self._load_outside(v.load)
-        # a level the load moved is no sensor's gain either (a fan's turbulence at twice the flow: 2.8x)
-        found = self._sensor_suspect(
-            row, med, scale, (row - med) / scale, extrapolated or v.load_outside is not None
-        )
+        found = self._sensor_suspect(row, med, scale, (row - med) / scale, extrapolated)
         if found is not None and found[0] == "low_level" and self.s.speed_tag is None:
             # no speed tag: a stop of a healthy machine was a 'low_level' sensor fault, an episode at
             # every stop (3 a day on a gearbox); the signal (and the temperature) tell it from a dead sensor
@@ -1112,13 +1040,6 @@ class Baseline:
         z = rise_z(row, med, scale, self.relative)[0]
         v.score = float(np.clip(z, 0, None).max())
         v.threshold = self.threshold
-        if v.load_outside is not None and self.relative:
-            # a load outside the commissioned ones: the level may rise with the load (capped), the shaft's orders
-            # and the bearings' lines may not; over the threshold by the excused level alone is said, not counted
-            level = v.score
-            z = rise_z(row, med, scale, True, shape=self._load_rise(v.load))[0]
-            v.score = float(np.clip(z, 0, None).max())
-            v.level_over = level >= (self.threshold or math.inf) > v.score
         v.extrapolated = extrapolated
         # a speed the asset was never commissioned at (a run-down, a stop, a restart, a drive set
         # elsewhere) has no reference: its window is not judged and does not count towards an alarm
@@ -1162,85 +1083,6 @@ class Baseline:
             f"baseline: the speed changed {100 * share:.0f} % across the window ({60 * last[0]:.0f} -> "
             f"{60 * speed:.0f} rpm), more than the {100 * SPEED_STEADY:g} % of a steady operating point; "
             "neither judged nor learned"
-        )
-
-    def _load_read(
-        self, scalars: dict[str, float] | None, row: np.ndarray, span: tuple[float, float] | None
-    ) -> tuple[float | None, str | None]:
-        """The load tag's value in a judged window and why it is unreadable (None: usable). Unreadable: no value,
-        not a number, more than ``LOAD_IMPLAUSIBLE`` times the commissioned loads, or one value held longer than
-        ``LOAD_FROZEN_S`` while the vibration's RMS rose by more than ``LOAD_FROZEN_RMS``. Such a load excuses
-        nothing (the window judged as without a load tag) and is said once per spell (a warning)."""
-        raw = (scalars or {}).get("_load")
-        t = float(span[1]) if span is not None else self.clock()
-        rms = float(row[_RMS_INDEX])
-        why: str | None = None
-        load = None if raw is None else float(raw)
-        if load is None:
-            why = "reads no value"
-        elif not math.isfinite(load):
-            why = f"reads {load}"
-        elif self.load_span is not None and abs(load) > LOAD_IMPLAUSIBLE * max(map(abs, self.load_span)):
-            lo, hi = self.load_span
-            why = (
-                f"reads {load:.6g}, more than {LOAD_IMPLAUSIBLE:g} times the commissioned {lo:.4g}-{hi:.4g}: a raw "
-                "count or another unit (check the tag's scaling)"
-            )
-        else:
-            last = self._load_last
-            if last is None or load != last[0]:
-                self._load_last = (load, t, rms)
-            elif t - last[1] > LOAD_FROZEN_S and rms - last[2] > LOAD_FROZEN_RMS:
-                # a rise only: what a value held high would excuse (a level that fell needs no excuse)
-                why = (
-                    f"has read {load:.6g} for {t - last[1]:.0f} s while the vibration's level rose "
-                    f"{math.exp(rms - last[2]):.1f}x: frozen (a value held after a lost link?)"
-                )
-        if why is not None:
-            self.load_unreadable_windows += 1
-            if self._load_said is None:
-                log.warning(
-                    "pipeline %s: the load tag %r %s; it excuses no rise of the vibration's level until it reads "
-                    "a usable value",
-                    self.pipeline,
-                    self.s.load_tag,
-                    why,
-                )
-            why = f"load tag {self.s.load_tag!r} {why}"
-        elif self._load_said is not None:
-            log.info(
-                "pipeline %s: the load tag %r reads a usable value again", self.pipeline, self.s.load_tag
-            )
-        self._load_said = why
-        return (load if why is None else None), why
-
-    def _load_of(self, scalars: dict[str, float] | None) -> float | None:
-        """The load tag's value in this window (None: no load tag, or it reads nothing usable)."""
-        v = (scalars or {}).get("_load") if self.s.load_tag is not None else None
-        return float(v) if v is not None and math.isfinite(v) else None
-
-    def _load_rise(self, load: float | None) -> float:
-        """The log of the load's rise over the highest commissioned one (0 at or below it): what a process line that
-        follows the load (a fan's blade-pass with the flow, a gear's mesh with the torque) may rise by without
-        counting. A load tag that reads more than nothing at no load (a motor's current) understates it: lines
-        are then judged the more strictly."""
-        if load is None or self.load_span is None or self.load_span[1] <= 0 or load <= self.load_span[1]:
-            return 0.0
-        return min(math.log(load / self.load_span[1]), math.log(LOAD_ALLOWANCE_MAX))
-
-    def _load_outside(self, load: float | None) -> str | None:
-        """Why the window's load lies outside the commissioned ones (``load_span`` widened by ``LOAD_MARGIN``
-        of its larger end), or None: within them, no load tag, none read, or a baseline learned without one."""
-        if load is None or self.load_span is None or self.load_tag != self.s.load_tag:
-            return None
-        lo, hi = self.load_span
-        m = LOAD_MARGIN * max(abs(lo), abs(hi))
-        if lo - m <= load <= hi + m:
-            return None
-        return (
-            f"load {load:.4g} ({self.s.load_tag}) outside the commissioned {lo:.4g}-{hi:.4g}: the vibration's "
-            f"level may rise with the load (at most {LOAD_ALLOWANCE_MAX:g}x); the shaft's orders and the bearings' "
-            "lines are judged as commissioned"
         )
 
     def _stopped(self, scalars: dict[str, float] | None) -> bool:
@@ -1409,16 +1251,13 @@ class Baseline:
         resolved = bins >= LOST_SHAFT_BINS and (bins >= MIN_SHAFT_BINS or confidence >= MIN_CONFIDENCE)
         self.orders = resolved
         first, self._first = self._first, []
-        first_loads, self._first_loads = self._first_loads, []
-        first_loads += [None] * (len(first) - len(first_loads))
         turns = f0 * self.n / self.fs
-        for w, s, load in zip(first, slid, first_loads, strict=True):
+        for w, s in zip(first, slid, strict=True):
             if s and resolved and _settling_window(w, turns):
                 continue  # a sensor settling at the commissioning's start: not the healthy machine
             f = self.features(w, None)
             self.rows.append(feature_vector(f).tolist())
             self.speeds.append(f["speed_hz"])
-            self.loads.append(load)
         self._event(
             EventKind.BASELINE_SPEED,
             speed_rpm=round(self.speed_hz * 60, 1),
@@ -1460,8 +1299,6 @@ class Baseline:
     def _finish(self) -> None:
         x = np.asarray(self.rows)
         sp = np.asarray(self.speeds)
-        loads = self.loads[: len(self.rows)] + [None] * max(0, len(self.rows) - len(self.loads))
-        ld = np.asarray([math.nan if v is None else v for v in loads], dtype=np.float64)
         # without a speed tag nothing said a stop while commissioning was one (with a tag, _stopped):
         # its windows, vibration 1/10 of the running machine's or less, were learned as healthy, every
         # spread widened by them (a threshold of 25 deviations: no fault alarmed). Such windows are
@@ -1477,7 +1314,7 @@ class Baseline:
                 len(x),
                 LOW_LEVEL,
             )
-            x, sp, ld = x[running], sp[running], ld[running]
+            x, sp = x[running], sp[running]
         # a knock, a dropped tool, a door slam in one window of the hour: left out, else its score set
         # the threshold (an 8-bit pump's 6 cavitation knocks put it at 17.3, 6.0 without them, and its
         # faults alarmed hours later or not at all)
@@ -1492,7 +1329,7 @@ class Baseline:
                 len(x),
                 self.s.outlier_mad,
             )
-            x, sp, ld = x[~out], sp[~out], ld[~out]
+            x, sp = x[~out], sp[~out]
         bands = np.asarray([_band(s, self.s.speed_band_pct) for s in sp])
         self.speed_spans = _speed_spans(sp, 1.0 + self.s.speed_band_pct / 100.0)
         self.bands = {}
@@ -1510,24 +1347,10 @@ class Baseline:
         )
         if self.temps:
             self.temp_running = float(np.median(self.temps))
-        ld = ld[np.isfinite(ld)]
-        # the loads of the windows learned (a load tag whose first values came late: those it read, when at
-        # least MIN_BAND_WINDOWS did)
-        self.load_span = (float(ld.min()), float(ld.max())) if ld.size >= MIN_BAND_WINDOWS else None
-        self.load_tag = self.s.load_tag
-        if self.s.load_tag is not None and self.load_span is None:
-            log.warning(
-                "pipeline %s: the load tag %r read on %d of the commissioning's windows (at least %d needed): the "
-                "commissioned loads are not known, and the load does not decide what is judged",
-                self.pipeline,
-                self.s.load_tag,
-                int(ld.size),
-                MIN_BAND_WINDOWS,
-            )
         self.state = "ready"
         self.learned_at = self.clock()
         n = len(self.rows)
-        self.rows, self.speeds, self.temps, self.loads = [], [], [], []
+        self.rows, self.speeds, self.temps = [], [], []
         self.save()
         self._event(
             EventKind.BASELINE_LEARNED,
@@ -1537,5 +1360,4 @@ class Baseline:
             speed_bands=sorted(self.bands),
             speed_hz=round(float(np.median(sp)), 3),
             outliers=self.outliers,
-            **({} if self.load_span is None else {"load_span": [round(v, 4) for v in self.load_span]}),
         )

@@ -17,10 +17,8 @@ a stopped machine (``Verdict.stopped``: the speed tag, or without one the signal
 ``UNSURE`` with that reason, and counts towards no alarm, ISO zone nor remaining life. A window whose
 speed changed across it (``Verdict.unsteady``: a ramp, told by the window's times handed to the baseline)
 is ``UNSURE`` saying so, and counts towards no baseline alarm nor remaining life (the ISO zone rule
-still judges its velocity). A window at a load never commissioned (``load_tag``) over the threshold by its level
-alone (``Verdict.level_over``) is ``UNSURE`` saying so, and counts towards no alarm nor remaining life. Half or more
-of a running machine's windows over ``UNJUDGED_SPAN_S`` not judged (a speed change, a speed or a load never
-commissioned) raise one ``baseline_unjudged`` event, shown in the status
+still judges its velocity). Half or more of a running machine's windows over ``UNJUDGED_SPAN_S`` not judged
+(a speed change, a speed never commissioned) raise one ``baseline_unjudged`` event, shown in the status
 (``unjudged``), and one when the machine is judged again (``UnjudgedWatch``).
 """
 
@@ -59,9 +57,6 @@ _UNJUDGED_WHY = {
     "its set point, a speed tag that jitters); steady the drive's speed control, or check what the speed tag reads",
     "speed_not_commissioned": "they ran at speeds the commissioning never saw; relearn the baseline across the "
     "machine's speeds (edge-agent baseline relearn)",
-    "load_not_commissioned": "they ran at loads the commissioning never saw (the load tag), their level over the "
-    "threshold by no more than the load excuses (at most 3x); relearn the baseline across the machine's loads, a "
-    "whole shift (edge-agent baseline relearn), or, if the machine's load did not rise, check the load tag",
 }
 
 
@@ -268,7 +263,6 @@ class Monitor:
                 and v.growth is not None
                 and v.threshold
                 and not v.extrapolated  # judged against another speed's statistics: no health index
-                and v.load_outside is None  # ... or at a load whose level was never commissioned
             ):
                 scale = 3600.0 if self.s.life_unit == "h" else 1.0
                 est = self.life.update(window.end_ts, v.growth, v.anomalous)
@@ -323,9 +317,6 @@ class Monitor:
             res.verdict = "NG" if v.alarm else "OK"
             if v.extrapolated:  # not judged (v.alarm is False): neither OK nor NG
                 _unsure(res, f"baseline: shaft speed {60 * (v.speed_hz or 0):.0f} rpm was not commissioned")
-            elif v.load_outside is not None and v.level_over and not v.alarm:
-                # the load moved the level past the threshold, the shape is as commissioned: not judged
-                _unsure(res, f"baseline: not judged: {v.load_outside}; over the threshold by its level alone")
             elif v.external_impulse and not v.alarm:  # a knock from outside (baseline.lone_impulse)
                 _unsure(
                     res,
@@ -357,8 +348,6 @@ class Monitor:
             kind: str | None = "speed_changing"
         elif v.state == "ready" and v.score is not None:
             kind = "speed_not_commissioned" if v.extrapolated else None
-            if kind is None and v.load_outside is not None and v.level_over:
-                kind = "load_not_commissioned"
         elif v.state == "learning":
             kind = None  # learned: the commissioning goes on
         else:

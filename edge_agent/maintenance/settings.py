@@ -5,8 +5,6 @@ baseline:
   false_alarm_rate: 0.0001     # per window, after confirmation; sets the threshold
   speed_tag: Speed             # shaft speed tag (rpm); absent: estimated from the spectrum
   temperature_tag: BearingTemp # optional: tells a stop (it cools) from a dead sensor without a speed tag
-  load_tag: MotorLoad          # optional: the machine's load (%, kW, flow); above the commissioned loads the
-                               #   level may rise with it (at most 3x), the 1x-3x and bearing lines may not
   bearing: {n_elements: 9, ball_d_mm: 7.94, pitch_d_mm: 39.04, contact_angle_deg: 0}
   units: g                     # g or m/s2 (accelerometer), mm/s (velocity sensor), mV (and mv_per_g)
   iso_class: group2_rigid      # ISO 10816-3 zone boundaries for the day-one velocity rule
@@ -91,13 +89,6 @@ class BaselineSettings(_Model):
         None,
         description="tag with the machine's temperature (bearing, housing, winding): without a speed "
         "tag, a stop is told from a dead sensor by the temperature falling with the vibration",
-    )
-    load_tag: str | None = Field(
-        None,
-        description="tag with the machine's load (percent, kW, flow; not the speed or temperature tag): the loads "
-        "seen while commissioning are saved with the baseline; above them the vibration's level may rise with the "
-        "load, at most 3x, the shaft's 1x-3x and the bearings' lines may not; a value unreadable (NaN, 5 times the "
-        "commissioned loads, frozen while the level rose) excuses nothing",
     )
     speed_range_rpm: tuple[float, float] = (300.0, 6000.0)
     speed_band_pct: float = Field(
@@ -187,18 +178,6 @@ class BaselineSettings(_Model):
             raise ValueError(
                 "state_tag: empty; name the tag whose value names the state, or leave state_tag out"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _load_tag(self) -> BaselineSettings:
-        for other, name in (("speed_tag", self.speed_tag), ("temperature_tag", self.temperature_tag)):
-            if self.load_tag is not None and self.load_tag == name:
-                raise ValueError(
-                    f"load_tag: {self.load_tag!r} is the {other} too; the load tag is the machine's load (percent, "
-                    "kW, motor current, flow), another tag: name it, or leave load_tag out"
-                )
-        if self.load_tag is not None and not self.load_tag.strip():
-            raise ValueError("load_tag: empty; name the tag with the machine's load, or leave load_tag out")
         return self
 
     @field_validator("life_after_alarm_s")

@@ -112,12 +112,9 @@ class StateBaselines:
         self._probe: Baseline | None = None  # features (the ISO zone) of windows no baseline takes
         self._said_too_many = False
         # the state tag may be the speed or temperature tag too: its value rides under that name (pipelines)
-        # (the load tag too; it is never the speed or the temperature tag: refused at load)
-        self._input = {
-            settings.load_tag: "_load",
-            settings.speed_tag: "_shaft_speed",
-            settings.temperature_tag: "_temperature",
-        }.get(settings.state_tag, STATE_INPUT)
+        self._input = {settings.speed_tag: "_shaft_speed", settings.temperature_tag: "_temperature"}.get(
+            settings.state_tag, STATE_INPUT
+        )
         self._unknown_over = 0  # windows without a state in a row over every learned state's threshold
         self.unsaved: str | None = None  # why the index's last save failed (a full disk)
         self._load()
