@@ -30,12 +30,14 @@ def key_not_after(path: str | Path) -> float | None:
         try:
             if len(raw) == 10:  # a day: trusted through its end
                 day = datetime.fromisoformat(raw).date()
+                if day == day.max:  # 9999-12-31 ("never"): the next day is past what a date holds
+                    return datetime.combine(day, time.max, UTC).timestamp()
                 return datetime.combine(day + timedelta(days=1), time(), UTC).timestamp()
             when = datetime.fromisoformat(raw)
             if when.tzinfo is None:
                 raise ValueError("no time zone")
             return when.timestamp()
-        except ValueError:
+        except (ValueError, OverflowError):  # (a time past year 9999 once in UTC overflows)
             raise SignatureError(
                 f"trusted key {path}: not-after {raw[:40]!r} is not a date (2027-06-30, or "
                 "2027-06-30T12:00:00+00:00 with its time zone)",

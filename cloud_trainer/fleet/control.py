@@ -524,7 +524,13 @@ class Control:
                 ).fetchall():
                     if (row[0], row[1]) in wanted:
                         rows[(row[0], row[1])].append(row[2:])
-            return {k: self._desired_of(r, lambda k=k: self._desired_rows(*k)) for k, r in rows.items()}
+            out = {}
+            for k, r in rows.items():
+                try:
+                    out[k] = self._desired_of(r, lambda k=k: self._desired_rows(*k))
+                except NotInTenant:  # its configuration gone twice: not pushed (it keeps what it runs)
+                    continue
+            return out
 
     def _slot_rows(self, tenant: str, slot: str) -> dict[str, tuple]:
         """agent -> (package, version, digest, deployment id) of every desired row of ``slot`` in ``tenant``:
@@ -589,8 +595,10 @@ class Control:
         """(generation, model slots, agent configuration or None) from an agent's rows of ``desired``. The rows
         and a configuration's YAML are two reads: when the configuration is gone by the second (another
         replica moved the agent on and pruned it meanwhile, ``prune_finished``), the rows are read ``again``
-        once (they name what it runs now); still gone, the agent is said to have none. It raised NotInTenant:
-        a heartbeat answered UNAVAILABLE, a stream push failed for every agent of its batch."""
+        once (they name what it runs now). Still gone, NotInTenant, as before: "none" would tell the agent the
+        fleet let go of it, and it would go back to its local configuration file; a heartbeat answered
+        UNAVAILABLE keeps what it runs (``desired_many`` leaves that agent out of its answer, where it failed
+        the stream push of every agent of its batch)."""
         gen = max((r[6] for r in rows), default=0)
         out: list[dict] = []
         config = None
@@ -604,9 +612,11 @@ class Control:
                     if again is not None:
                         return self._desired_of(again())
                     log.warning(
-                        "the configuration %s an agent's desired state names is gone; none sent", dep_id
+                        "the configuration %s an agent's desired state names is gone; nothing sent (the agent "
+                        "keeps what it runs)",
+                        dep_id,
                     )
-                    continue
+                    raise
                 config = {
                     "deployment_id": dep_id,
                     "digest": d,
@@ -803,7 +813,6 @@ class Control:
         is three stats a tenant. Each file is read on its own: one that cannot be (unreadable, not a key, every
         user may change it, a not-after that is not a date) is skipped with a WARNING naming it, never failing
         another tenant's rollouts (it did, every tick)."""
-        from model_packager.errors import PackageError
         from model_packager.keys import TrustedKeys, load_trusted_keys
 
         assert self.keys_dir is not None
@@ -845,7 +854,7 @@ class Control:
                         if not pub.is_file():
                             continue
                         one = load_trusted_keys([pub])
-                    except (PackageError, OSError, ValueError) as exc:  # never fails another tenant
+                    except Exception as exc:  # any error: one tenant's file never fails another's
                         log.warning(
                             "package key %s cannot be read; skipped (tenants without a package key of their own "
                             "are not refused what it signed): %s",

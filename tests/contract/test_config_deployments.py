@@ -374,18 +374,20 @@ def test_rows_an_older_replica_writes_without_a_slot_are_not_pruned_as_one_slot(
         store.close()
 
 
-def test_a_configuration_gone_between_the_two_reads_of_a_desired_state_is_none_not_an_error(control):
+def test_a_configuration_gone_between_the_two_reads_of_a_desired_state_fails_only_that_agent(control):
     """An agent's desired rows and its configuration's YAML are two reads: another replica moving the agent on
     and pruning the configuration between them raised NotInTenant (a heartbeat UNAVAILABLE, a stream push failed
-    for its whole batch). The rows are read again; a configuration still gone is none."""
+    for its whole batch). The rows are read again; a configuration still gone fails that agent's heartbeat (never
+    "none", which would send the agent back to its local file) and leaves it out of a batch's push."""
     c = control
     a = c.create_config({"config_yaml": A, "config_name": "line-a", "agents": ["gw1"], "steps": ["100%"]})
     b = c.create_config({"config_yaml": B, "config_name": "line-b", "agents": ["gw2"], "steps": ["100%"]})
     c._yaml_cache.clear()
     c.db.execute("DELETE FROM deployments WHERE id = ?", (a["id"],))  # as another replica's prune would
-    assert c.desired_state("gw1")[2] is None
+    with pytest.raises(NotInTenant):
+        c.desired_state("gw1")
     many = c.desired_many([("default", "gw1"), ("default", "gw2")])
-    assert many[("default", "gw1")][2] is None and many[("default", "gw2")][2]["yaml"] == B
+    assert ("default", "gw1") not in many and many[("default", "gw2")][2]["yaml"] == B
     assert c.desired_state("gw2")[2]["deployment_id"] == b["id"]
 
 
