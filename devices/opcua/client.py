@@ -2100,8 +2100,8 @@ async def _one_off_client(
 ) -> tuple[Client, list[int]]:
     """A connected client for one request (validate --online, browse), and the size of a message its
     connection was closed for (``[0]`` while none); ``OpcUaError`` when it cannot connect, or (``stall_ends``)
-    when the server leaves its first Read (the OperationLimits) unanswered: every further request would wait as
-    long."""
+    when the server leaves its first Read (the OperationLimits) unanswered and then a read of its clock
+    (``_still_answers``): every further request would wait as long."""
     oversize = [0]
     made = False  # the server made the session: it answered on this security, so its endpoints need no probe
     try:
@@ -2113,7 +2113,13 @@ async def _one_off_client(
             async with _time_limit(settings.connect_timeout_s):
                 await client.connect()
             connected = True
-            if not await _read_operation_limits(client, settings.connect_timeout_s) and stall_ends:
+            # one unanswered request is not a hung server: only when its clock goes unanswered too
+            # (``_still_answers``); a PLC that leaves only the optional OperationLimits Read unanswered is used
+            if (
+                not await _read_operation_limits(client, settings.connect_timeout_s)
+                and stall_ends
+                and not await _still_answers(client, settings)
+            ):
                 raise TimeoutError
         except BaseException:
             # closed however the attempt ends: a server that accepts the connection and never answers (or
