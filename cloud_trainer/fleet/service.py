@@ -682,13 +682,16 @@ class FleetServicer(rpc.FleetServicer):
         if misnamed:
             self._misnamed(who, misnamed)
         newly: list[int] = []  # the indexes of the records this call stored, as each range commits
-        write = asyncio.get_running_loop().run_in_executor(
-            self._writers,
-            partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs, newly=newly),
+        queued = self._writers.submit(
+            partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs, newly=newly)
         )
+        write = asyncio.wrap_future(queued)
         try:
             seqs, stored, dup = await asyncio.shield(write)
         except asyncio.CancelledError:
+            if queued.cancel():  # still queued behind other tenants' stalled writes: it never ran, nor will
+                self._give_unstored(agent, records, [], payloads, samples, day)
+                raise
             # the agent cancels a call not acknowledged within 60 s (a store stalled), while the worker thread goes
             # on to store, find duplicates or fail: what it did not newly store is given back once it ends (kept,
             # every retry of a stall was charged again and the agent refused on its own budget until 00:00 UTC)

@@ -445,6 +445,54 @@ async def test_calls_cancelled_while_a_tenants_store_writes_stall_hold_no_thread
                 assert srv.quotas.snapshot("default")["record_bytes_today"][agent] == used == 2
 
 
+async def test_a_call_cancelled_while_its_write_waits_for_a_store_thread_is_not_taken_for_a_write_in_the_store(
+    tmp_path, monkeypatch
+):
+    """The store's writer threads (STORE_WRITERS) are shared by every tenant: once other writes stalled hold them
+    all, a batch's write waits in the pool's queue. A call cancelled then (the agent's 60-s ack timeout) was taken
+    for a write still running in the store: the agent was refused "the fleet store is still writing ..." until
+    some other stalled write ended (found in review: 4 stalled tenants and a healthy one). A write that never
+    started is now cancelled with its call: nothing charged, the agent's next batch written when a thread frees."""
+    monkeypatch.setattr(service, "STORE_WRITERS", 1)  # one thread: gw1's stalled write holds it
+    async with _gw1_fleet(tmp_path, Quotas(QuotaLimits(record_bytes_per_day=10_000_000))) as (srv, stub1):
+        pki = tmp_path / "pki"
+        stalled = _StalledTenant(srv, "default")
+        creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw2.pem", pki / "agents" / "gw2.key")
+        async with grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds) as c2:
+            stub2 = rpc.FleetStub(c2)
+            try:
+                assert await _push_or_cancel(srv, stalled, stub1, "gw1", 1) == "cancelled in the store"
+                call = stub2.PushRecords(iter([_one_record(1)]), timeout=60)
+                reading = asyncio.ensure_future(call.read())
+                await until(lambda: srv.fleet._writers._work_queue.qsize() == 1, what="gw2's write queued")
+                call.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await reading
+                await until(
+                    lambda: srv.quotas.snapshot("default")["streams"].get("gw2", 0) == 0,
+                    what="gw2's call ended with its write queued",
+                )
+                assert srv.quotas.snapshot("default")["record_bytes_today"].get("gw2", 0) == 0
+                again = asyncio.ensure_future(
+                    _acks(stub2.PushRecords(iter([_one_record(1)]), timeout=60))
+                )  # was: RESOURCE_EXHAUSTED "the fleet store is still writing" at once
+                await until(
+                    lambda: srv.fleet._writers._work_queue.qsize() >= 1 or again.done(), what="gw2 again"
+                )
+                assert not again.done(), again.result()
+            finally:
+                stalled.release.set()
+            assert (await again)[0].stored == 1
+            assert stalled.entered == ["gw1", "gw2"]  # gw2: its retry's write alone (the first never ran)
+            assert srv.quotas.snapshot("default")["refusals"].get("gw2:store_writing", 0) == 0
+            used = srv.store.agent_usage("gw2", utc_day())[0]
+            assert srv.quotas.snapshot("default")["record_bytes_today"]["gw2"] == used == 2
+
+
+async def _acks(call) -> list:
+    return [a async for a in call]
+
+
 async def test_an_agents_uplink_refused_while_its_cancelled_write_runs_keeps_its_records_and_sends_them_later(
     tmp_path,
 ):
