@@ -1151,10 +1151,7 @@ def _named_tags(cfg: AgentConfig, source: str) -> dict[str, list[str]]:
         if p.window is not None:
             tags += [p.window.waveform, *p.window.scalar_inputs]
         if p.baseline is not None:
-            tags += [
-                getattr(p.baseline, k, None)
-                for k in ("speed_tag", "temperature_tag", "state_tag")
-            ]
+            tags += [getattr(p.baseline, k, None) for k in ("speed_tag", "temperature_tag", "state_tag")]
         for t in dict.fromkeys(t for t in tags if t):
             named.setdefault(t, []).append(f"pipeline {p.name!r}")
     return named

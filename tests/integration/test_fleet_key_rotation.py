@@ -99,7 +99,7 @@ def test_a_key_past_its_not_after_no_longer_installs_what_it_signed(tmp_path, ca
 
     retired.write_bytes(b"not-after: 2099-12-31\n" + pem)  # still trusted
     store.install(old, load_trusted_keys([retired]))
-    retired.write_bytes(b"not-after: 9999-12-31\n" + pem)  # "never": trusted (was OverflowError: the day after)
+    retired.write_bytes(b"not-after: 9999-12-31\n" + pem)  # "never": trusted (was OverflowError)
     store.install(old, load_trusted_keys([retired]))
     expired = b"# retired at the rotation\nnot-after: 2020-01-31\n" + pem
     retired.write_bytes(expired)
