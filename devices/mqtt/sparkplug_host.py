@@ -1716,6 +1716,8 @@ class SparkplugHost:
                 dt = _stated(leaf) or defined.get(flat[len(m.name) + 1 :], 0)
                 if dt:
                     node.types[(device, flat)] = dt
+                if m.is_transient or leaf.is_transient:
+                    node.transient.add((device, flat))
                 node.members[(device, flat)] = (chain, leaf.name or "")
                 names.add(flat)
         # a device of no metrics keeps no entry: ever new names, each born and dead, would grow them
@@ -1931,7 +1933,7 @@ class SparkplugHost:
                 by_alias = True
             if name == sp.BDSEQ_METRIC or name.startswith("Node Control/"):
                 continue
-            top = _stated(m) or node.types.get((dev, name), 0)
+            top = (_stated(m) if by_birth else m.datatype) or node.types.get((dev, name), 0)
             if _undefined(top):  # 99, or 0 (Unknown) stated: no value of it can be interpreted
                 undefined.append((dev, name, top, not _stated(m)))
                 continue
@@ -1950,6 +1952,8 @@ class SparkplugHost:
                         Quality.BAD,
                         None,
                         why,
+                        None,
+                        m.is_transient or (dev, name) in node.transient,
                     )
                     for k in _under(node, dev, prefix)
                 )
@@ -1958,7 +1962,9 @@ class SparkplugHost:
                 v = leaf.value
                 # not to be historized (Sparkplug 3.0): read live, kept out of the outbox (``Reading.transient``)
                 transient = m.is_transient or leaf.is_transient or (dev, name) in node.transient
-                if leaf is not m and _undefined(typed := _stated(leaf) or node.types.get((dev, flat), 0)):
+                if leaf is not m and _undefined(
+                    typed := (_stated(leaf) if by_birth else leaf.datatype) or node.types.get((dev, flat), 0)
+                ):
                     undefined.append((dev, flat, typed, not _stated(leaf)))  # a Template member's
                     continue
                 if isinstance(v, bytes) and not leaf.is_null:  # an array (by its birth's type), Bytes or File
@@ -2268,6 +2274,8 @@ class SparkplugHost:
                     Quality.BAD,
                     None,
                     reason,
+                    None,
+                    (dev, name) in node.transient,
                 )
                 for (dev, name), (v, _) in node.last.items()
             ]
@@ -2282,6 +2290,8 @@ class SparkplugHost:
                 Quality.BAD,
                 None,
                 reason,
+                None,
+                (device, k) in node.transient,
             )
             for k in node.last_keys.get(device, ())
         ]
