@@ -70,6 +70,7 @@ from cloud_trainer.fleet.store import (
     sample_kind,
 )
 from cloud_trainer.fleet.stream import StreamHub, desired_reply, offer
+from cloud_trainer.fleet.writers import StoreWriters
 from cloud_trainer.pki import (
     AGENT_ID_RE,
     REVOKED_FILE,
@@ -98,8 +99,12 @@ PACKAGE_READS_PER_TENANT = 2
 # within 60 s): counted until the call ended, each retry during a stall held one more thread, and 6 retries of one
 # agent (min(32, cpus + 4) threads on 2 cores) held every worker thread: another tenant's calls all waited
 INGESTS_PER_TENANT = 2
-# the threads the batches' store writes run in (their own, never the worker threads every other call waits for)
+# the threads the batches' store writes run in (their own, never the worker threads every other call waits for):
+# STORE_WRITERS writes of any tenants at once, and past them one write of each tenant with none running, up to
+# STORE_WRITERS_MOST in all (cloud_trainer.fleet.writers): 4 tenants stalled in the store (2 writes each) held all 8
+# and every other tenant's batches waited until one of those writes ended
 STORE_WRITERS = 8
+STORE_WRITERS_MOST = 128
 # the same for unary heartbeats (agents before v3, or against servers without Connect): a write each, in a thread
 HEARTBEATS_PER_TENANT = 4
 # the same for an admin's calls (stats that scan an agent's records, deployments, commands): per tenant, in threads
@@ -307,9 +312,7 @@ class FleetServicer(rpc.FleetServicer):
         )
         self._reads: dict[str, asyncio.Semaphore] = {}  # tenant -> its package reads in flight
         self._ingests: dict[str, asyncio.Semaphore] = {}  # tenant -> its batches being written
-        self._writers = concurrent.futures.ThreadPoolExecutor(
-            STORE_WRITERS, thread_name_prefix="fleet-store-write"
-        )
+        self._writers = StoreWriters(STORE_WRITERS, STORE_WRITERS_MOST)
         # agent -> (store writes of its calls that ended unanswered and still run, since when the first did)
         self._outliving: dict[tuple[str, str], tuple[int, float]] = {}
         # agent -> its open PushRecords' tasks -> (the connection's peer, since when it waits for its next batch;
@@ -683,7 +686,8 @@ class FleetServicer(rpc.FleetServicer):
             self._misnamed(who, misnamed)
         newly: list[int] = []  # the indexes of the records this call stored, as each range commits
         queued = self._writers.submit(
-            partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs, newly=newly)
+            who.tenant,
+            partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs, newly=newly),
         )
         write = asyncio.wrap_future(queued)
         try:
@@ -1449,7 +1453,7 @@ class FleetServer:
         closers: list[Callable[[], object]] = []
         if hasattr(self, "fleet"):
             closers.append(partial(self.fleet._readers.shutdown, wait=False, cancel_futures=True))
-            closers.append(partial(self.fleet._writers.shutdown, wait=False, cancel_futures=True))
+            closers.append(self.fleet._writers.shutdown)
         if owns_control and getattr(getattr(self, "control", None), "db", None) is not None:
             # each closed once no worker thread uses it (the streams' poll may be reading after its task ended)
             closers.append(

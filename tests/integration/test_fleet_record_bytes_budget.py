@@ -340,17 +340,18 @@ async def test_a_call_the_agent_cancels_while_the_store_writes_charges_only_what
 
 
 class _StalledTenant:
-    """The store's writes of one tenant's batches held until ``release`` (a slow blob store or database for it),
-    the other tenants' written as they come; ``entered``: the agents whose write the store holds or held."""
+    """The store's writes of one tenant's batches (or of each of several tenants) held until ``release`` (a slow blob
+    store or database for it), the other tenants' written as they come; ``entered``: the agents whose write the
+    store holds or held."""
 
-    def __init__(self, srv: FleetServer, tenant: str) -> None:
-        self.real, self.tenant = srv.store.ingest, tenant
+    def __init__(self, srv: FleetServer, tenant: str | list[str]) -> None:
+        self.real, self.tenants = srv.store.ingest, {tenant} if isinstance(tenant, str) else set(tenant)
         self.entered: list[str] = []
         self.release = threading.Event()
         srv.store.ingest = self.ingest  # type: ignore[method-assign]
 
     def ingest(self, agent, records, *, tenant, **kw):
-        if tenant == self.tenant:
+        if tenant in self.tenants:
             self.entered.append(agent)
             self.release.wait(60)
         return self.real(agent, records, tenant=tenant, **kw)
@@ -464,7 +465,7 @@ async def test_a_call_cancelled_while_its_write_waits_for_a_store_thread_is_not_
                 assert await _push_or_cancel(srv, stalled, stub1, "gw1", 1) == "cancelled in the store"
                 call = stub2.PushRecords(iter([_one_record(1)]), timeout=60)
                 reading = asyncio.ensure_future(call.read())
-                await until(lambda: srv.fleet._writers._work_queue.qsize() == 1, what="gw2's write queued")
+                await until(lambda: srv.fleet._writers.queued() == 1, what="gw2's write queued")
                 call.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await reading
@@ -476,9 +477,7 @@ async def test_a_call_cancelled_while_its_write_waits_for_a_store_thread_is_not_
                 again = asyncio.ensure_future(
                     _acks(stub2.PushRecords(iter([_one_record(1)]), timeout=60))
                 )  # was: RESOURCE_EXHAUSTED "the fleet store is still writing" at once
-                await until(
-                    lambda: srv.fleet._writers._work_queue.qsize() >= 1 or again.done(), what="gw2 again"
-                )
+                await until(lambda: srv.fleet._writers.queued() >= 1 or again.done(), what="gw2 again")
                 assert not again.done(), again.result()
             finally:
                 stalled.release.set()
@@ -491,6 +490,48 @@ async def test_a_call_cancelled_while_its_write_waits_for_a_store_thread_is_not_
 
 async def _acks(call) -> list:
     return [a async for a in call]
+
+
+async def test_tenants_stalled_in_the_store_leave_another_tenant_a_store_writer(tmp_path):
+    """The store's writer threads are shared by every tenant: 4 tenants stalled in the store (a lock of their rows
+    held, their blobs on a slow disk), 2 writes each, held all 8 (STORE_WRITERS), and a healthy tenant's batches
+    waited until one of those writes ended (measured against `cloud-trainer serve`: DEADLINE_EXCEEDED after 10 s,
+    the agent's batch never stored). A write of a tenant with none running now gets a thread of its own past them
+    (up to STORE_WRITERS_MOST): the healthy tenant's batches are stored while the others stay stalled."""
+    async with _gw1_fleet(tmp_path) as (srv, _):
+        pki = tmp_path / "pki"
+        slow = [f"slow{t}" for t in range(4)]
+        agents = [f"s{t}-{i}" for t in range(4) for i in range(2)]
+        for a in agents:
+            issue(pki, a, "agent", pki / "agents" / a, tenant=slow[int(a[1])])
+        issue(pki, "h1", "agent", pki / "agents" / "h1", tenant="healthy")
+        stalled = _StalledTenant(srv, slow)
+        assert service.STORE_WRITERS == len(agents)
+        async with contextlib.AsyncExitStack() as stack:
+            stubs = {}
+            for a in [*agents, "h1"]:
+                creds = channel_credentials(
+                    pki / "ca.pem", pki / "agents" / f"{a}.pem", pki / "agents" / f"{a}.key"
+                )
+                ch = await stack.enter_async_context(grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds))
+                stubs[a] = rpc.FleetStub(ch)
+            calls = []
+            try:
+                for a in agents:
+                    calls.append(
+                        asyncio.ensure_future(_acks(stubs[a].PushRecords(iter([_one_record(1)]), timeout=60)))
+                    )
+                await until(
+                    lambda: len(stalled.entered) == len(agents), what="the slow tenants' 8 writes stalled"
+                )
+                for seq in (1, 2):  # the second once the first ended: the tenant has none running again
+                    acks = await _acks(stubs["h1"].PushRecords(iter([_one_record(seq)]), timeout=30))
+                    assert acks[0].stored == 1
+                assert srv.store.stats("h1", tenant="healthy")["records"] == 2
+                assert not any(c.done() for c in calls)  # the slow tenants' writes still held by their store
+            finally:
+                stalled.release.set()
+            assert [(await c)[0].stored for c in calls] == [1] * len(agents)
 
 
 async def test_an_agents_uplink_refused_while_its_cancelled_write_runs_keeps_its_records_and_sends_them_later(
