@@ -1752,11 +1752,12 @@ def _certificate_refused(text: str, settings: OpcUaSettings) -> str:
 @contextlib.asynccontextmanager
 async def _time_limit(seconds: float) -> AsyncIterator[None]:
     """``asyncio.timeout`` for the one-off connections (validate --online, browse, the refit's reads, the endpoint
-    probe), whose limit always ends as ``TimeoutError``. On Python < 3.12 asyncua's ``wait_for`` raises
-    ``CancelledWithResultError`` when a request's answer and the limit come in one turn of the loop (a loaded
-    gateway holds its loop past the limit), a ``CancelledError`` that ``asyncio.timeout`` does not turn into
-    ``TimeoutError``: it escaped ``validate --online`` and ``browse`` (their ``except Exception`` let it through)
-    and ended a refit's task as if stopped. A cancellation of the task itself (a stop) is passed on as it is
+    probe, the close of a session left on the server), whose limit always ends as ``TimeoutError``. On Python
+    < 3.12 asyncua's ``wait_for`` raises ``CancelledWithResultError`` when a request's answer and the limit come
+    in one turn of the loop (a loaded gateway holds its loop past the limit), a ``CancelledError`` that
+    ``asyncio.timeout`` does not turn into ``TimeoutError``: it escaped ``validate --online`` and ``browse``
+    (their ``except Exception`` let it through), ended a refit's task as if stopped, and made the source forget
+    a left session whose close it cut short. A cancellation of the task itself (a stop) is passed on as it is
     (as the source's session loop tells them apart, 8239ff3)."""
     try:
         async with asyncio.timeout(seconds):
@@ -3036,8 +3037,13 @@ class OpcUaSource:
         if self._left_session is None:
             return
         left, self._left_session = self._left_session, None
-        if not await self._close_left(*left, hello_s=hello_s) and time.monotonic() < self._left_until:
-            self._left_session = left  # the server not reached (the link still down): at the next try
+        closed = False
+        try:
+            closed = await self._close_left(*left, hello_s=hello_s)
+        finally:
+            # the server not reached (the link still down), or the close cut short (a stop): at the next try
+            if not closed and time.monotonic() < self._left_until:
+                self._left_session = left
 
     async def _close_left(
         self, token: ua.NodeId, nonce: bytes | None, policies: list, hello_s: float | None = None
@@ -3056,10 +3062,13 @@ class OpcUaSource:
             # ends it at the timeout, a cancellation asyncua's own cleanup (``except Exception``) lets through,
             # and its connection was left open, one more at every such cut
             try:
-                async with asyncio.timeout(hello_s or self.settings.connect_timeout_s):
+                # _time_limit: an answer in the same turn of the loop as the limit (a loaded gateway) raised
+                # CancelledWithResultError through ``except Exception`` below, and the session was forgotten
+                # while the PLC kept it (its ActivateSession answered, its CloseSession never sent)
+                async with _time_limit(hello_s or self.settings.connect_timeout_s):
                     await client.connect_socket()
                     await client.send_hello()
-                async with asyncio.timeout(self.settings.connect_timeout_s):
+                async with _time_limit(self.settings.connect_timeout_s):
                     await client.open_secure_channel()
                     client.uaclient.session.restore_authentication_token(token)
                     # the session's last nonce (its signature in Sign modes is over it), and the user token

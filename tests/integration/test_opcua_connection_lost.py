@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import Callable
 
 import pytest
@@ -652,6 +653,65 @@ async def test_a_session_given_up_after_a_link_loss_is_closed_at_the_reconnect_n
         await until(lambda: src.state.value != "connected", 30, "the session given up")
         relay.drop()  # the link back, the old connection's flow gone (a NAT's state lost)
         await until(lambda: src.state.value == "connected", 30, "the session after the loss")
+        await until(lambda: _sessions(srv) == 1, 30, "the old session closed")
+    finally:
+        await src.stop()
+        relay.close()
+        await srv.stop()
+
+
+async def test_the_close_of_a_left_session_answered_as_its_time_limit_runs_out_is_tried_again_not_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The close of the session a link loss left (``_close_left``: ActivateSession on a new channel, then
+    CloseSession) whose ActivateSession answer comes in the same turn of the loop as its time limit (a loaded
+    gateway holds its loop: here the server holds it with ``time.sleep`` while its answer goes out). asyncua's
+    ``wait_for`` (Python < 3.12) raised CancelledWithResultError through the close's ``except Exception``: the
+    session was forgotten, its CloseSession never sent, and the PLC held it (and its subscription) beside the new
+    one until session_timeout_s (measured: 2 sessions 8 s after the reconnect). Now it is the time limit it is:
+    the session is kept and closed once the new connection is made."""
+    from asyncua.server.uaprocessor import UaProcessor
+
+    process = UaProcessor._process_message
+    activate = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary)
+    armed, held = [False], [0]
+
+    async def answer_late(self, typeid, requesthdr, seqhdr, body):
+        reuse = typeid == activate and self.session is None  # a session made on another channel: the close's
+        done = await process(self, typeid, requesthdr, seqhdr, body)
+        if reuse and armed[0]:
+            armed[0] = False
+            held[0] += 1
+            time.sleep(1.5)  # the loop held while the answer goes out: past the close's 0.5-s limit
+        return done
+
+    monkeypatch.setattr(UaProcessor, "_process_message", answer_late)
+    port = free_port()
+    srv, idx = await _plc(port)
+    relay = FreezeRelay(port)
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            relay.port,
+            connect_timeout_s=0.5,
+            reconnect_initial_s=0.1,
+            session_timeout_s=600,
+            nodes=_nodes(idx, "Speed"),  # a session with a subscription outlives its connection on the server
+        ),
+    )
+    try:
+        await src.start()
+        await until(lambda: src.state.value == "connected", 30, "the first session")
+        relay.freeze()
+        await until(lambda: src.state.value != "connected", 30, "the session given up")
+        armed[0] = True
+        relay.drop()
+        await until(
+            lambda: src.state.value == "connected" and src.stats.reconnects >= 1,
+            30,
+            "the session after the loss",
+        )
+        assert held[0] == 1
         await until(lambda: _sessions(srv) == 1, 30, "the old session closed")
     finally:
         await src.stop()
