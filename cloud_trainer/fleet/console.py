@@ -494,8 +494,12 @@ class Console:
 
     def quotas(self, tenant: str) -> dict:
         """The quota snapshot restricted to the tenant's agents, keyed by agent id (the counters are keyed by
-        ``(tenant, agent)``: no agent id of another tenant, whatever it spells, reaches this tenant's)."""
-        return self.srv.quotas.snapshot(tenant) if hasattr(self.srv, "quotas") else {}
+        ``(tenant, agent)``: no agent id of another tenant, whatever it spells, reaches this tenant's), and its
+        agents refused while the store still writes a batch of theirs (``store_writing``: writes, for how long)."""
+        out = self.srv.quotas.snapshot(tenant) if hasattr(self.srv, "quotas") else {}
+        if (fleet := getattr(self.srv, "fleet", None)) is not None and hasattr(fleet, "store_writing"):
+            out["store_writing"] = fleet.store_writing(tenant)
+        return out
 
     def models(self, tenant: str = "default") -> list[dict]:
         reg = self.srv.registry.for_tenant(tenant)

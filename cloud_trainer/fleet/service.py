@@ -633,6 +633,17 @@ class FleetServicer(rpc.FleetServicer):
         self.quotas.refused(agent, "store_writing", why)
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, why)
 
+    def store_writing(self, tenant: str) -> dict[str, dict]:
+        """The tenant's agents refused as ``store_writing``: agent id -> the store's writes of its calls that ended
+        unanswered and still run (``writes``), and for how long the oldest has (``for_s``): the console's
+        ``/api/quotas``, so that an operator sees which agents wait for a stalled store, and since when."""
+        now = time.monotonic()
+        return {
+            agent: {"writes": n, "for_s": round(now - since, 1)}
+            for (t, agent), (n, since) in list(self._outliving.items())
+            if t == tenant
+        }
+
     def _outlives(
         self, agent: tuple[str, str], write: asyncio.Future, place: asyncio.Semaphore | None
     ) -> None:
@@ -641,6 +652,15 @@ class FleetServicer(rpc.FleetServicer):
         it ends."""
         n, since = self._outliving.get(agent, (0, time.monotonic()))
         self._outliving[agent] = (n + 1, since)
+        if not n:
+            log.warning(
+                "agent %s (tenant %s): its call ended unanswered while the fleet store writes its batch (the store "
+                "is slow or stalled for this tenant); its batches are refused (store_writing) until that write "
+                "ends: /api/quotas?tenant=%s shows it (store_writing), docs/fleet-scale.md says what to do",
+                agent[1],
+                agent[0],
+                agent[0],
+            )
 
         def ended(_write: asyncio.Future) -> None:
             if place is not None:
@@ -648,6 +668,14 @@ class FleetServicer(rpc.FleetServicer):
             left, first = self._outliving.pop(agent, (1, since))
             if left > 1:
                 self._outliving[agent] = (left - 1, first)
+            else:
+                log.info(
+                    "agent %s (tenant %s): the fleet store's write of its call that ended unanswered has ended "
+                    "after %.0f s; its batches are taken again",
+                    agent[1],
+                    agent[0],
+                    time.monotonic() - first,
+                )
 
         write.add_done_callback(ended)
 

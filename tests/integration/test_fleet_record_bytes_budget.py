@@ -13,12 +13,14 @@ import hashlib
 import json
 import threading
 import time
+import urllib.request
 from functools import partial
 
 import grpc
 import pytest
 
 from cloud_trainer.fleet import service
+from cloud_trainer.fleet.console import Console
 from cloud_trainer.fleet.guard import QuotaExceeded, QuotaLimits, Quotas
 from cloud_trainer.fleet.service import FleetServer, channel_credentials
 from cloud_trainer.fleet.store import utc_day
@@ -570,6 +572,41 @@ async def test_an_agents_uplink_refused_while_its_cancelled_write_runs_keeps_its
             if up is not None:
                 await up.stop()
             ob.close()
+
+
+async def test_an_agent_refused_while_its_cancelled_write_runs_is_shown_at_its_tenants_api_quotas(tmp_path):
+    """A store write that never ends refuses its agent (``store_writing``) until the service restarts, and the
+    console's /api/quotas showed a count of refusals only: not that the write still runs, nor since when. Its
+    tenant's view now names the agent, its writes still running and for how long; another tenant's names none."""
+    async with _gw1_fleet(tmp_path) as (srv, stub):
+        stalled = _StalledTenant(srv, "default")
+        consoles = {t: Console(srv, tenant=t) for t in ("default", "acme")}
+        for c in consoles.values():
+            c.start()
+
+        def quotas(t: str) -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{consoles[t].port}/api/quotas", timeout=10) as r:
+                return json.loads(r.read())
+
+        try:
+            assert await _push_or_cancel(srv, stalled, stub, "gw1", 1) == "cancelled in the store"
+            refused = await _push_or_cancel(srv, stalled, stub, "gw1", 2)
+            assert refused.startswith("RESOURCE_EXHAUSTED: agent 'gw1': the fleet store is still writing")
+            default, acme = (
+                await asyncio.to_thread(quotas, "default"),
+                await asyncio.to_thread(quotas, "acme"),
+            )
+            assert default["refusals"]["gw1:store_writing"] == 1
+            assert (
+                list(default["store_writing"]) == ["gw1"] and default["store_writing"]["gw1"]["writes"] == 1
+            )
+            assert default["store_writing"]["gw1"]["for_s"] >= 0
+            assert acme["store_writing"] == {}
+        finally:
+            stalled.release.set()
+            for c in consoles.values():
+                c.stop()
+        await until(lambda: srv.fleet.store_writing("default") == {}, what="the write ended, shown no more")
 
 
 async def _push_each(pki, port: int, seqs) -> list[str]:
