@@ -5,7 +5,8 @@ reader does that silently), and no part can take more memory than an image under
 
 ``open_stream`` sends the GET (HTTP/1.x through ``http.client``) and gives an ``MjpegStream`` when the
 answer is an MJPEG multipart stream, or None when an http URL answers something else (another content type):
-the caller leaves those to OpenCV. The URL's login is answered as the camera asks (Basic, or Digest: MD5 or
+the caller leaves those to OpenCV; but an answer of 200 whose body is text (a web page, an API's JSON) is
+``StreamError("open_failed")`` quoting it (``_text_answer``), never read by FFmpeg as a video. The URL's login is answered as the camera asks (Basic, or Digest: MD5 or
 SHA-256; ``devices.camera.access.Login``), at most three requests per open; a login refused is
 ``StreamError("open_failed")``, never handed to FFmpeg to try again. An https camera is read only when its
 certificate is trusted (``access.Trust``: ``tls_ca_file``, ``tls_fingerprint_sha256``, else the system's
@@ -19,7 +20,8 @@ further, and the caller drops the connection; so does one longer than the image 
 and one over 256 KB with no image header in them (``_image_bound``).
 
 A URL that answers with one image (``Content-Type: image/...``, a camera's snapshot URL) gives a
-``SnapshotStream`` instead: the same ``next_part``, each part a new GET, asked every ``poll_period_s``.
+``SnapshotStream`` instead: the same ``next_part``, each part a new GET, asked every ``poll_period_s``; a whole
+JPEG or PNG is the answer as soon as it has come, whatever its Content-Length says.
 
 An answer without a Content-Type is told by its first bytes (a boundary, an image's signature); a body that
 starts with another boundary than the declared one is read by its own. Line ends
@@ -325,6 +327,15 @@ def open_stream(
     ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if resp.status == 200 and not ctype:
         ctype = _sniff(resp)
+    if resp.status == 200 and (said := _text_answer(resp, ctype)) is not None:
+        resp.close()
+        conn.close()
+        raise StreamError(
+            "open_failed",
+            f"the camera answers HTTP 200 with {ctype or 'no content type'}, not an image or an MJPEG stream: "
+            f"it reads as text: {said}; check that the URL is the camera's stream or snapshot URL (not a web "
+            "page or an API's), and whether the camera is busy or asks to log in",
+        )
     moved = None  # frames from another host than the URL's: said by the caller, not followed silently
     if (u.hostname or "").lower() != (asked.hostname or "").lower():
         from protocols.redact import mask_credentials
@@ -414,6 +425,42 @@ def _sniff(resp: Any) -> str:
     if head.startswith((b"\xff\xd8\xff", b"\x89PNG")):
         return "image/unnamed"
     return ""
+
+
+# an answer's content types that may be text FFmpeg reads (a playlist or manifest naming the video's segments)
+_STREAM_TEXTS = frozenset(
+    {"application/vnd.apple.mpegurl", "application/x-mpegurl", "audio/mpegurl", "audio/x-mpegurl"}
+    | {"application/dash+xml", "application/sdp"}
+)
+_TEXT_QUOTED = 120  # characters of a text answer quoted in its open_failed
+
+
+def _text_answer(resp: Any, ctype: str) -> str | None:
+    """The start of an answer that is neither an MJPEG stream nor an image but text, quoted (escaped: its line
+    ends cannot forge a log line), or None. A camera's web page or an API's JSON (a login page, "busy", a wrong
+    path of the camera's web server answered 200) was handed to OpenCV's FFmpeg, which read it as a video:
+    ``corrupt_frame`` at every read and a ``stream_lost`` after every ten, never saying what the camera sent,
+    and FFmpeg's own lines on the agent's standard error. A playlist FFmpeg reads (HLS's ``#EXTM3U``, a DASH or
+    SDP description) is left to it; a video's bytes are not text."""
+    if ctype in _MULTIPART or ctype.startswith(("image/", "video/")) or ctype in _STREAM_TEXTS:
+        return None
+    try:
+        head = bytes(resp.peek(_TEXT_QUOTED)[:_TEXT_QUOTED])
+    except (OSError, ValueError):
+        return None
+    if not head or head.lstrip().startswith(b"#EXTM3U"):
+        return None
+    for cut in range(4):  # the last character's bytes may not all be in the head
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        return None
+    if any((c < " " and c not in "\t\r\n\f") or c == "\x7f" for c in text):
+        return None  # control characters: binary data, a video FFmpeg may read
+    return repr(text) + ("..." if len(head) >= _TEXT_QUOTED else "")
 
 
 class SnapshotStream:
@@ -540,6 +587,13 @@ class SnapshotStream:
                 raise StreamError(
                     "oversize_frame", f"an image over {limit} bytes, {why}; dropped the connection"
                 )
+            # a whole JPEG or PNG (its end marker after its data, by its structure) is the answer as soon as it
+            # has come, as an MJPEG part is: a camera whose Content-Length overstates its image and that keeps the
+            # connection open (its firmware ignoring our 'Connection: close') gave no frame at all, each answer
+            # waited for read_timeout_s and was a stream_lost 'within an image' whose bytes had all come
+            tail = bytes(buf[-16:]).rstrip(b"\r\n")
+            if tail.endswith(_END_MARKERS) and cut_short(buf) is None:  # type: ignore[arg-type]
+                return bytes(buf[: len(buf) - (len(buf[-16:]) - len(tail))])
         return bytes(buf)
 
 

@@ -1341,3 +1341,123 @@ async def test_a_raw_bayer_frame_with_an_exif_orientation_is_turned_after_demosa
     import_images(src, tmp_path / "ds", bayer="rggb", min_good=1, log=lambda m: None)
     trained = {(im.shape, im.tobytes()) for im in load_parts(tmp_path / "ds").images}
     assert trained == {(orient(straight, o).shape, orient(straight, o).tobytes()) for o in (1, 3, 6, 8)}
+
+
+class _HttpCamera:
+    """An HTTP/1.1 camera on 127.0.0.1 whose every GET is answered by ``answer(handler)`` (it writes the status,
+    headers and body itself, as broken firmware does)."""
+
+    def __init__(self, answer) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                try:
+                    answer(self)
+                except OSError:
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+async def test_a_camera_answering_200_with_a_web_page_or_json_is_open_failed_quoting_it_others_serve():
+    """A camera's URL answering 200 with text (its web page, "busy", an API's JSON: a wrong path, a camera asking
+    to log in on its page) was handed to OpenCV's FFmpeg, which read the page as a video: a corrupt_frame at every
+    read ('a frame could not be read or decoded'), a stream_lost after every ten, never what the camera sent, and
+    FFmpeg's lines on standard error. It is open_failed, naming the content type and quoting the text, asked again
+    after the backoff; a good camera beside it keeps serving."""
+    from tests.support.waits import until
+
+    page, api = b"<html><body><h1>503 Service busy</h1></body></html>", b'{"error": "sensor busy"}\n'
+
+    def answer(h) -> None:
+        if h.path.startswith("/good"):
+            body, ctype = _jpeg(3), "image/jpeg"
+        else:
+            body, ctype = (page, "text/html") if h.path.endswith(".jpg") else (api, "")
+        h.send_response(200)
+        if ctype:
+            h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(body)))
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(body)
+        h.close_connection = True
+
+    cam = _HttpCamera(answer)
+    fast = {"reconnect_initial_s": 0.2, "reconnect_max_s": 0.5}
+    bad = [
+        CameraSource("page", CameraSettings(url=cam.base + "/snapshot.jpg", **fast)),
+        CameraSource("api", CameraSettings(url=cam.base + "/api/snapshot", **fast)),
+    ]
+    good = CameraSource("good", CameraSettings(url=cam.base + "/good.jpg", fps=10))
+    try:
+        for src in (*bad, good):
+            await src.start()
+        frames = await take(good, 3)
+        await until(lambda: all(s.stats.errors for s in bad), 30.0, "an error from each bad camera")
+    finally:
+        for src in (*bad, good):
+            await src.stop()
+        cam.stop()
+    assert len(frames) == 3 and not good.stats.errors_by_reason
+    for src, body in zip(bad, (page, api), strict=True):
+        assert src.stats.received == 0
+        assert set(src.stats.errors_by_reason) == {"open_failed"}, (src.name, src.stats.errors_by_reason)
+        said = src.stats.last_error or ""
+        assert (
+            "answers HTTP 200 with " + ("text/html" if src.name == "page" else "no content type") in said
+        ), said
+        assert "it reads as text: " + repr(body.decode()) in said, said
+
+
+async def test_a_snapshot_answer_whose_content_length_overstates_its_image_is_a_frame_when_the_image_has_come():
+    """A snapshot camera whose Content-Length is longer than the image it sends and that keeps the connection open
+    (firmware ignoring 'Connection: close') gave no frame at all: each answer waited read_timeout_s for bytes that
+    never came, then was a stream_lost 'within an image' whose bytes had all come. A whole JPEG or PNG (its end
+    marker after its data) is the answer as soon as it has come, as an MJPEG part is."""
+    import threading
+
+    images = [
+        _jpeg(4),
+        cv2.imencode(".png", cv2.imdecode(np.frombuffer(_jpeg(5), np.uint8), cv2.IMREAD_COLOR))[1],
+    ]
+    images[1] = images[1].tobytes()
+    released = threading.Event()
+    asked = [0]
+
+    def answer(h) -> None:
+        body = images[asked[0] % 2]
+        asked[0] += 1
+        h.send_response(200)
+        h.send_header("Content-Type", "image/jpeg" if body[:2] == b"\xff\xd8" else "image/png")
+        h.send_header("Content-Length", str(len(body) + 100))  # 100 bytes that never come
+        h.end_headers()
+        h.wfile.write(body + b"\r\n")
+        h.wfile.flush()
+        h.rfile.read(1)  # the connection held open until the reader closes it
+        released.set()
+
+    cam = _HttpCamera(answer)
+    try:
+        frames, src = await _frames(cam.base + "/snapshot.jpg", 4, timeout_s=20.0, fps=10, read_timeout_s=60)
+    finally:
+        cam.stop()
+    assert len(frames) == 4, src.stats.last_error
+    assert not src.stats.errors_by_reason and src.stats.reconnects == 0
+    want = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR) for b in images]
+    assert all(np.array_equal(f.image, want[k % 2]) for k, f in enumerate(frames))
+    assert released.is_set()  # the reader closed each answer's connection once its image had come
