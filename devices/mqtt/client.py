@@ -4,7 +4,9 @@ paho runs its own network thread (``loop_start``). ``on_message`` only stamps th
 time and hands ``(topic, payload, received_at, retained)`` to the bounded ``_BatchChannel`` (when full, the
 oldest message of the topic holding the most is dropped, counted by topic; taken in batches shared out among
 the topics); decoding happens in the asyncio loop inside ``items()``, which keeps
-the network thread light (measured in ``bench/mqtt_bench.py``). Subscriptions are (re)made
+the network thread light (measured in ``bench/mqtt_bench.py``), but for a JSON message of over 64 KiB, decoded in a
+worker thread and made readings a chunk at a time (``MqttSource._decoded``): parsed on the loop, 100,000 values held
+it 0.5-1.3 s. Subscriptions are (re)made
 in ``on_connect`` after every connect, so a broker restart is survived.
 
 Connecting: the first connect is attempted by the adapter itself (in an executor, with
@@ -393,6 +395,9 @@ _PAYLOAD = operator.itemgetter(1)
 TAKE_MAX = 256
 # a JSON message of more bytes could hold more keys, or objects and arrays, than are parsed: counted first
 _SCAN_BYTES = min(json_codec.MAX_KEYS, json_codec.MAX_CONTAINERS)
+# a JSON message of more bytes is decoded in a worker thread (``MqttSource._decoded``): 64 KiB parse and walk in
+# about 2-5 ms on a loaded gateway, a hop to the thread and back costs some 0.1 ms
+_WORKER_BYTES = 64 * 1024
 # names a duplicate_key line of names that differ only by text that is not valid Unicode says (then a count)
 CLASH_NAMES_SHOWN = 3
 # the payload of a mark (``_BatchChannel.mark_threadsafe``): this source's connection to the broker was lost there
@@ -827,6 +832,9 @@ class MqttSource:
         self._pos = 0
         self._readings: list[Reading] | None = None
         self._ri = 0
+        self._chunks: _Chunks | None = (
+            None  # a large message's values still to be made readings (``_decoded``)
+        )
         self._handing = True  # False from stop() on: nothing more is queued or handed on
         self._stop_left = 0  # messages that came during stop(): QoS 1 left with the broker (paho's thread)
         self._stop_lost = 0  # ... and others (QoS 0, or no persistent session: acknowledged by paho)
@@ -863,7 +871,7 @@ class MqttSource:
         self._sparkplug_subs = [s.filter for s in settings.subscriptions if s.codec == "sparkplug_b"]
         # one decoder per subscription, built by its codec's row in CODEC_TYPES
         self._decoders = {id(s): _decoder_factory(s.codec)(self, s) for s in settings.subscriptions}
-        # the JSON ones: a large message of theirs is counted in a worker thread before it is parsed (``_unparsable``)
+        # the JSON ones: a large message of theirs is counted, parsed and walked in a worker thread (``_decoded``)
         self._json_decoders = {id(self._decoders[id(s)]) for s in settings.subscriptions if s.codec == "json"}
         self.notices = Notices(log)  # silent drops and routine events: said once, counted always
         self.sparkplug.on_notice = self._notice
@@ -1167,9 +1175,9 @@ class MqttSource:
         also in ``stats.dropped``) and ``left_at_stop`` (QoS 1 of a persistent session, not acknowledged:
         the broker delivers them at the next start)."""
         held = self._held[self._pos :]
-        if held and self._readings is not None and self._ri >= len(self._readings):
+        if held and self._readings is not None and self._ri >= len(self._readings) and self._chunks is None:
             held = held[1:]  # its last reading was handed over: taken
-        self._held, self._pos, self._readings = [], 0, None
+        self._held, self._pos, self._readings, self._chunks = [], 0, None, None
         left, lost = self._stop_left, self._stop_lost
         self._stop_left = self._stop_lost = 0
         for entry in held + self._channel.take_all():
@@ -1854,8 +1862,11 @@ class MqttSource:
             self._route_units += units
         return dec
 
-    def decode(self, topic: str, payload: bytes, received_at: float) -> list[Reading]:
-        """Readings from one message (bad input counted and skipped, never raised)."""
+    def decode(
+        self, topic: str, payload: bytes, received_at: float, parsed: _Parsed | None = None
+    ) -> list[Reading] | _Chunks:
+        """Readings from one message (bad input counted and skipped, never raised); given ``parsed`` (a large JSON
+        message decoded in a worker thread, ``_decoded``), those left to make are a ``_Chunks``."""
         dec = self._route(topic)
         if dec is None:
             return []
@@ -1869,7 +1880,11 @@ class MqttSource:
             self._last_ts.clear()
             self._tag_units = 0
         try:
-            return dec(topic, payload, received_at)
+            return (
+                dec(topic, payload, received_at)
+                if parsed is None
+                else dec(topic, payload, received_at, parsed)
+            )
         except json_codec.CodecError as e:
             hint = ""
             if e.reason == "malformed_json" and topic.startswith(sp.NAMESPACE + "/"):
@@ -2159,25 +2174,31 @@ class MqttSource:
                 entry = batch[self._pos]
                 readings = self._readings
                 if readings is None:
-                    if (
-                        type(entry[1]) is bytes
-                        and len(entry[1]) > _SCAN_BYTES
-                        and await self._unparsable(entry)
-                    ):
-                        readings = self._readings = []  # refused unparsed (too_many_values)
+                    if type(entry[1]) is bytes and len(entry[1]) > _WORKER_BYTES:
+                        readings = await self._decoded(entry)  # parsed in a worker thread
                     else:
-                        readings = self._readings = self._read(entry)
-                    self._ri = 0
-                cell, n, ri = entry[5], len(readings), self._ri
-                if cell is not None and ri >= n:  # no reading (or all handed over before): taken
-                    cell[1] = True
-                while ri < n:
-                    r = readings[ri]
-                    ri += 1
-                    self._ri = ri
-                    if ri == n and cell is not None:  # its last reading is handed over: taken
+                        readings = self._read(entry)
+                    self._readings, self._ri = readings, 0
+                cell = entry[5]
+                while True:
+                    n, ri, last = len(readings), self._ri, self._chunks is None
+                    if cell is not None and ri >= n and last:  # no reading (or all handed over before): taken
                         cell[1] = True
-                    yield r
+                    while ri < n:
+                        r = readings[ri]
+                        ri += 1
+                        self._ri = ri
+                        if ri == n and cell is not None and last:  # its last reading is handed over: taken
+                            cell[1] = True
+                        yield r
+                    if last:
+                        break
+                    # a large message's next readings, once the loop has served the agent's other work
+                    await asyncio.sleep(0)
+                    if not self._handing:
+                        return
+                    readings = self._readings = self._next_chunk(entry)
+                    self._ri = 0
                 self._pos += 1
                 self._readings = None
             if (unacked := self._unacked) is not None:
@@ -2204,23 +2225,50 @@ class MqttSource:
             self.sparkplug.ask_missed()
         return batch
 
-    async def _unparsable(self, entry: list) -> bool:
-        """Whether a large message of a JSON subscription holds more keys, or objects and arrays, than may be
-        parsed (``json_codec.too_many_to_parse``): counted and refused unparsed. Parsing is one C call holding the GIL
-        (an 8-MB object of 700,000 keys held the loop 1.6 s, every source, the status page, action writes with it),
-        so the count runs in a worker thread, one message at a time per source (this source's messages wait, in
-        order), the loop served meanwhile."""
+    async def _decoded(self, entry: list) -> list[Reading]:
+        """The first readings of a large message (over ``_WORKER_BYTES``) of a JSON subscription, decoded in a
+        worker thread: counted (over ``json_codec.MAX_KEYS`` keys, or ``MAX_CONTAINERS`` objects and arrays, it is
+        refused unparsed, ``too_many_values``), parsed and walked there, one message at a time per source (this
+        source's later messages wait, in order), the loop served meanwhile. Parsing on the loop held it for the whole
+        message: 100,000 values 0.5-1.3 s with their readings, an 8-MiB array of 4,000,000 numbers 2.4 s (every
+        other source, the status page, action writes, the uplink). Its readings are then made ``CHUNK_READINGS`` at
+        a time (``_next_chunk``); the decoder's reports are said on the loop, in their order."""
+        self._chunks = None
         topic, payload = entry[0], entry[1]
-        if topic is None or type(payload) is not bytes or id(self._route(topic)) not in self._json_decoders:
-            return False
-        err = await asyncio.to_thread(json_codec.too_many_to_parse, payload)
-        if err is None:
-            return False
-        self._error(err.reason, f"topic {shown_topic(topic)}: {err.detail}")
-        return True
+        if topic is None or id(dec := self._route(topic)) not in self._json_decoders:
+            return self._read(entry)
+        parsed = await asyncio.to_thread(dec.parse, topic, payload, entry[2])
+        return self._read(entry, parsed)
 
-    def _read(self, entry: list) -> list[Reading]:
-        """The readings of a queued message (none for a dropped one's shell); never raises."""
+    def _next_chunk(self, entry: list) -> list[Reading]:
+        """The next ``CHUNK_READINGS`` readings of the large message ``_decoded`` began (the last: ``_chunks``
+        None); never raises."""
+        c = self._chunks
+        assert c is not None
+        part = c.got[c.at : c.at + CHUNK_READINGS]
+        c.at += len(part)
+        if c.at >= len(c.got):
+            self._chunks = None
+        try:
+            if c.records:
+                readings = self._record_readings(c.prefix, part, c.received_at)
+            else:
+                readings = self._json_readings(c.prefix, part, c.received_at, c.kept)
+            if readings and c.checked:
+                self._valid_text(c.topic, readings)
+            return self._retained(c.topic, readings) if entry[3] else readings
+        except Exception as e:  # a fault no check foresaw: the message's other readings skipped
+            self._chunks = None
+            log.exception(
+                "mqtt source %r: a message on %s could not be read; skipped", self.name, shown_topic(c.topic)
+            )
+            self._error("decode_failed", f"topic {shown_topic(c.topic)}: {type(e).__name__}: {str(e)[:200]}")
+            return []
+
+    def _read(self, entry: list, parsed: _Parsed | None = None) -> list[Reading]:
+        """The readings of a queued message (none for a dropped one's shell); never raises. Given ``parsed`` (a
+        large JSON message decoded in a worker thread), its first ``CHUNK_READINGS``, the others left in
+        ``_chunks``."""
         topic, payload, received_at, retained = entry[0], entry[1], entry[2], entry[3]
         if topic is None:  # a dropped message's shell, or the mark of a lost connection
             if payload is _LOST:  # after all it brought: what the Sparkplug nodes publish now is unseen
@@ -2228,15 +2276,19 @@ class MqttSource:
             return []
         try:
             if not retained:
-                return self.decode(topic, payload, received_at)
-            # the broker's stored last value, sent on subscribing: rare, checked apart; a retained Sparkplug
-            # birth is no sign that its node lives (``SparkplugHost.retained``)
-            self.sparkplug.retained = True
-            try:
-                readings = self.decode(topic, payload, received_at)
-            finally:
-                self.sparkplug.retained = False
-            return self._retained(topic, readings)
+                got = self.decode(topic, payload, received_at, parsed)
+            else:
+                # the broker's stored last value, sent on subscribing: rare, checked apart; a retained Sparkplug
+                # birth is no sign that its node lives (``SparkplugHost.retained``)
+                self.sparkplug.retained = True
+                try:
+                    got = self.decode(topic, payload, received_at, parsed)
+                finally:
+                    self.sparkplug.retained = False
+            if isinstance(got, _Chunks):  # a large message's: the rest made later (_next_chunk, retained too)
+                self._chunks = got
+                return self._next_chunk(entry)
+            return self._retained(topic, got) if retained else got
         except Exception as e:  # a fault no check foresaw: this message skipped (and acknowledged)
             log.exception(
                 "mqtt source %r: a message on %s could not be read; skipped", self.name, shown_topic(topic)
@@ -2604,11 +2656,19 @@ def json_decoder(src: MqttSource, sub: Subscription):
     kept = [False]  # this message holds a kept non-finite value: _json_readings makes its reading BAD
 
     topic_of = [""]  # the topic of the message being decoded, for a notice the decoder reports
+    # a worker thread's decode (``parse``): what it reports, said on the loop in its order (``run``)
+    sink: list[list[tuple[str, str]] | None] = [None]
 
     def on_error(reason: str, detail: str) -> None:
         if reason == "non_finite":
             kept[0] = True
-        elif reason == "event_unread":  # an OPC Publisher event's sample: no error of the payload, said once
+        if sink[0] is not None:
+            sink[0].append((reason, detail))
+        else:
+            report(reason, detail)
+
+    def report(reason: str, detail: str) -> None:
+        if reason == "event_unread":  # an OPC Publisher event's sample: no error of the payload, said once
             src._notice("event_unread", f"topic {shown_topic(topic_of[0])}: {detail}")
             return
         # named by its topic, as a message's own error is: the field alone does not say which device sent it
@@ -2654,7 +2714,42 @@ def json_decoder(src: MqttSource, sub: Subscription):
             src.notices.note("text_field_unread", "", n=len(texts))
         texts.clear()
 
-    def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
+    def parse(topic: str, payload: bytes, received_at: float) -> _Parsed:
+        """A large message's decoding up to its readings, made to run in a worker thread (``MqttSource._decoded``):
+        its count (``json_codec.too_many_to_parse``), parse and walk, and the hints read from its payload again;
+        what it reports, and its error, are kept for ``run`` to say on the loop. Touches no state of the source."""
+        reports: list[tuple[str, str]] = []
+        sink[0] = reports
+        kept[0] = False
+        got: list = []
+        error: BaseException | None = None
+        hints: list[tuple[str, str]] = []
+        try:
+            too_many = json_codec.too_many_to_parse(payload) if len(payload) > _SCAN_BYTES else None
+            if too_many is not None:
+                raise too_many
+            got = decode(payload, received_at)
+            if hinted is not None and got and got[0][2] == received_at and hash(topic) not in hinted:
+                hint = json_codec.time_field_hint(payload, mapping)
+                if hint is not None:
+                    hints.append(("time_field_unread", hint))
+            if hinted_records is not None and got and hash(topic) not in hinted_records:
+                hint = json_codec.records_field_hint(payload, mapping)
+                if hint is not None:
+                    hints.append(("records_field_unread", hint))
+            if len(got) > 1:
+                got = _in_time_order(got, received_at)
+        except Exception as e:  # said on the loop, as the same message decoded there would be
+            error = e
+        finally:
+            sink[0] = None
+        return _Parsed(got, reports, error, kept[0], hints)
+
+    def run(
+        topic: str, payload: bytes, received_at: float, parsed: _Parsed | None = None
+    ) -> list[Reading] | _Chunks:
+        """The readings of a message; given ``parsed`` (a large one's decoding, made by ``parse`` in a worker
+        thread), what it reported is said and its readings are made ``CHUNK_READINGS`` at a time (``_Chunks``)."""
         if not payload:
             # 0 bytes: a client deleting the topic's retained message (MQTT Explorer's delete, a script clearing
             # retained messages), which the broker passes on to subscribers, or an empty message: no JSON to
@@ -2665,11 +2760,18 @@ def json_decoder(src: MqttSource, sub: Subscription):
                 "which the broker passes on, or an empty message): nothing to read",
             )
             return []
-        kept[0] = False
         topic_of[0] = topic
         unnested: list[tuple[str, Any]] | None = None  # (no list made per message: the loop's hot path)
         try:
-            got = decode(payload, received_at)
+            if parsed is None:
+                kept[0] = False
+                got = decode(payload, received_at)
+            else:
+                for reason, detail in parsed.reports:
+                    report(reason, detail)
+                if parsed.error is not None:
+                    raise parsed.error
+                got, kept[0] = parsed.got, parsed.kept
         finally:
             if texts:
                 text_unread(topic)
@@ -2686,13 +2788,19 @@ def json_decoder(src: MqttSource, sub: Subscription):
             # topics of one hash: one's notice unsaid)
             if len(hinted) < 10_000:
                 hinted.add(key)
-                hint = json_codec.time_field_hint(payload, mapping)
+                if parsed is None:
+                    hint = json_codec.time_field_hint(payload, mapping)
+                else:  # (read again from the payload in the worker thread)
+                    hint = next((h for k, h in parsed.hints if k == "time_field_unread"), None)
                 if hint is not None:
                     src._notice("time_field_unread", f"topic {shown_topic(topic)}: {hint}")
         if hinted_records is not None and got and (key := hash(topic)) not in hinted_records:
             if len(hinted_records) < 10_000:  # bounded, by their hash as above
                 hinted_records.add(key)
-                hint = json_codec.records_field_hint(payload, mapping)
+                if parsed is None:
+                    hint = json_codec.records_field_hint(payload, mapping)
+                else:
+                    hint = next((h for k, h in parsed.hints if k == "records_field_unread"), None)
                 if hint is not None:
                     src._notice("records_field_unread", f"topic {shown_topic(topic)}: {hint}")
         if not got and every_number and not json_codec.empty_batch(payload):  # [], [ ]: nothing unread
@@ -2723,8 +2831,17 @@ def json_decoder(src: MqttSource, sub: Subscription):
             for _ in got:
                 src._name_too_long(topic, "topic", unread)
             return []
-        if len(got) > 1:
+        if parsed is None and len(got) > 1:  # (put in time order in the worker thread)
             got = _in_time_order(got, received_at)
+        checked = (
+            0x5C in payload or not payload.isascii()
+        )  # may hold text that is not valid Unicode: see below
+        if parsed is not None and len(got) > CHUNK_READINGS:
+            if checked:
+                # names of the message that differ only by such text, refused all (_valid_text), are found over
+                # the whole message first: its readings are handed over a chunk at a time
+                got = _clashes_refused(src, topic, prefix, got)
+            return _Chunks(got, prefix, received_at, kept[0], records, checked, topic)
         if records:
             readings = record_readings(prefix, got, received_at)
         else:
@@ -2734,11 +2851,67 @@ def json_decoder(src: MqttSource, sub: Subscription):
         # takes (surrogatepass) where strict UTF-8 failed: ED A0 80 (CESU-8, Java's modified UTF-8), a UTF-16
         # payload's lone D800. Both hand over a lone surrogate. A message of ASCII bytes without a backslash, the
         # common one, pays two C scans (memchr and an ASCII check: 30 ns; b"\\" in payload alone took 134)
-        if readings and (0x5C in payload or not payload.isascii()):
+        if readings and checked:
             src._valid_text(topic, readings)
         return readings
 
+    run.parse = parse  # type: ignore[attr-defined]
     return run
+
+
+# readings made of a large message (decoded in a worker thread) at a time on the loop: 100,000 of them took 0.1-0.3 s
+CHUNK_READINGS = 2_048
+
+
+@dataclasses.dataclass(slots=True)
+class _Parsed:
+    """A large JSON message decoded in a worker thread (``json_decoder``'s ``parse``): its values, what the
+    decoding reported and the error that ended it, in their order, said on the loop by ``run``."""
+
+    got: list
+    reports: list[tuple[str, str]]
+    error: BaseException | None
+    kept: bool
+    hints: list[tuple[str, str]]
+
+
+@dataclasses.dataclass(slots=True)
+class _Chunks:
+    """The values of a large JSON message still to be made readings, ``CHUNK_READINGS`` at a time on the loop
+    (``MqttSource._next_chunk``), in their order: between two, the loop serves the agent's other work."""
+
+    got: list
+    prefix: str
+    received_at: float
+    kept: bool
+    records: bool
+    checked: bool  # may hold text that is not valid Unicode (``MqttSource._valid_text`` per chunk)
+    topic: str
+    at: int = 0
+
+
+def _clashes_refused(src: MqttSource, topic: str, prefix: str, got: list) -> list:
+    """``got`` without the values whose names differ only by text that is not valid Unicode (each one would be
+    tag ``valid_text(name)``), refused as ``MqttSource._valid_text`` refuses them in one message's readings: found
+    over the whole message before its readings are made a chunk at a time."""
+    came_as: dict[str, set[str]] = {}
+    for g in got:
+        t = g[0]
+        if not t.isascii():
+            named = valid_text(t)
+            if named is not t:
+                came_as.setdefault(named, set()).add(t)
+    if not came_as:
+        return got
+    for g in got:  # a name valid as it came (the device's own U+FFFD)
+        if g[0] in came_as:
+            came_as[g[0]].add(g[0])
+    clashes = {t for names in came_as.values() if len(names) > 1 for t in names}
+    if not clashes:
+        return got
+    # said by _valid_text's words, over readings of the clashing names (the chunks then find none)
+    src._valid_text(topic, [Reading(src.name, prefix + g[0], None, 0.0, 0.0) for g in got if g[0] in clashes])
+    return [g for g in got if g[0] not in clashes]
 
 
 _TIME_OF = operator.itemgetter(2)  # a decoded value's time: (tag, value, time, rate[, quality])

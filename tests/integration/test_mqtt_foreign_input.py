@@ -25,6 +25,7 @@ from edge_agent.config import ConfigError, parse_config
 from protocols import sparkplug as sp
 from tests.support.mqtt_wire import read_packet
 from tests.support.sparkplug_pb import pb_metric as _pb_metric
+from tests.support.waits import until
 
 D = sp.DataType
 AGENT = {"id": "a1", "site": "s", "line": "l"}
@@ -382,6 +383,75 @@ async def test_a_message_of_700000_keys_is_refused_unparsed_while_the_loop_runs_
     assert src.stats.errors_by_reason == {"too_many_values": 1}
     # the loop turned while the message was counted (in one loop step, as its parse was, it would not)
     assert seen["refused"] - seen["handed_over"] >= 3, seen
+
+
+async def test_a_large_message_is_parsed_off_the_loop_while_another_source_reads_on_its_readings_in_order(
+    mosquitto, monkeypatch
+):
+    """A JSON message of 100,000 values, under every bound, was parsed and turned into readings on the agent's
+    loop: 0.5-1.3 s in which every other source, the status page, PLC writes and the uplink waited (an 8-MiB array
+    of 4,000,000 numbers 2.4 s). It is now parsed in a worker thread and its readings made a chunk at a time. The
+    parse is held here until another source's reading has been read (on the loop, as the parse held it, it never
+    was); then every value of the large message comes, in its order, and the next messages after it."""
+    from protocols import json_codec
+
+    subs = [{"topic": "f/#"}, {"topic": "w/#", "json_mapping": {"values": {"v": "wave", "t": "t"}}}]
+    big = await started(mosquitto.port, subs)
+    other = await started(mosquitto.port, [{"topic": "o/#"}])
+    large = ("{" + ",".join(f'"a{i}":{i}.5' for i in range(100_000)) + "}").encode()
+    parsing, release = threading.Event(), threading.Event()
+    held: list[bool] = []
+    parse = json_codec._parse
+
+    def held_parse(payload, *a, **kw):
+        if payload == large and not held:  # (parsed again for its first message's hint of a time field)
+            parsing.set()
+            held.append(
+                release.wait(10)
+            )  # on the loop (the former code) the other source cannot read meanwhile
+        return parse(payload, *a, **kw)
+
+    monkeypatch.setattr(json_codec, "_parse", held_parse)
+    got: list = []
+    got_other: list = []
+
+    async def consume(src: MqttSource, into: list, on_each=None) -> None:
+        async for r in src.items():  # as the agent reads a source: the loop given back every 64 readings
+            into.append(r)
+            if on_each is not None:
+                on_each(r)
+            if len(into) % 64 == 0:
+                await asyncio.sleep(0)
+
+    tasks = [
+        asyncio.create_task(consume(big, got)),
+        asyncio.create_task(consume(other, got_other, lambda r: release.set())),
+    ]
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("f/1", large, qos=1)
+        pub.publish("w/1", json.dumps({"v": [0.25] * 1_000_000, "t": 3}), qos=1)
+        pub.publish("f/2", b'{"v": 7}', qos=1)
+        await until(parsing.is_set, 20, "the large message's parse")
+        pub.publish("o/1", b'{"v": 1}', qos=1)
+        await until(lambda: got and got[-1].tag == "f/2/v", 30, "the messages after the large one")
+    finally:
+        release.set()
+        closed(pub)
+        for t in tasks:
+            t.cancel()
+        await big.stop()
+        await other.stop()
+    assert held == [True]  # the other source's reading came while the large message was parsed
+    assert [(r.tag, r.value) for r in got_other] == [("o/1/v", 1)]
+    assert [(r.tag, r.value) for r in got[:100_000]] == [(f"f/1/a{i}", i + 0.5) for i in range(100_000)]
+    assert [(r.tag, r.value.shape if r.tag == "w/1/wave" else r.value) for r in got[100_000:]] == [
+        ("w/1/wave", (1_000_000,)),
+        ("w/1/t", 3),
+        ("f/2/v", 7),
+    ]
+    assert float(got[100_000].value.sum()) == 250_000.0
+    assert big.stats.errors_by_reason == {} and other.stats.errors_by_reason == {}
 
 
 async def test_a_payload_of_unterminated_quotes_is_malformed_json_at_once_the_loop_running_on(mosquitto):
