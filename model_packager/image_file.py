@@ -32,6 +32,7 @@ __all__ = [
     "not_one_image",
     "read_image",
     "tiff_data_misplaced",
+    "tiles_over",
     "transparent",
     "undecodable_kind",
 ]
@@ -107,6 +108,9 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
             f"{max_megapixels:g}-Mpx limit",
             oversize=True,
         )
+    # libtiff's buffer is a whole tile, whatever the image's size
+    if kind == "TIFF" and (why := tiles_over(data, max_megapixels)) is not None:
+        raise Refused(why, oversize=True)
     if kind == "TIFF" and (why := not_one_image(data)) is not None:
         raise Refused(why, unsupported=True)
     if kind in ("PNG", "WebP") and (why := animated(data)) is not None:  # the first frame of several
@@ -141,6 +145,22 @@ def _samples_ended(data: bytes | memoryview) -> bytes | memoryview:
     if bytes(data[:2]) in (b"P2", b"P3") and bytes(data[-1:]).isdigit():
         return bytes(data) + b"\n"
     return data
+
+
+def tiles_over(data: bytes, max_megapixels: float) -> str | None:
+    """Why a tiled TIFF is not decoded, or None (``protocols.image_header.tiff_tiles_over``): tiles of more
+    pixels than ``max_megapixels``, which OpenCV's decoder would allocate whole (up to 1 GiB) whatever size the
+    image declares."""
+    first = (_tiff_directories(data) or [{}])[0]
+    tw, th = first.get(322), first.get(323)
+    if tw is None or th is None or tw * th <= max_megapixels * 1e6:
+        return None
+    size = image_size(data)
+    of = "" if size is None else f" of {size[1]}x{size[2]} pixels"
+    return (
+        f"a TIFF{of} in tiles of {tw}x{th} pixels ({tw * th / 1e6:.1f} Mpx each), over the {max_megapixels:g}-Mpx "
+        "limit: the decoder would allocate a whole tile; save it with tiles of 256 or 512 pixels, or in strips"
+    )
 
 
 def not_one_image(data: bytes) -> str | None:

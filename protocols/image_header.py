@@ -42,6 +42,7 @@ __all__ = [
     "tiff_data_misplaced",
     "tiff_directories",
     "tiff_not_one_image",
+    "tiff_tiles_over",
     "transparent_pixels",
 ]
 
@@ -310,6 +311,8 @@ def decode_image(
             f"{limit:g}-Mpx limit",
             oversize=True,
         )
+    if kind == "TIFF" and (why := tiff_tiles_over(data, limit)) is not None:  # libtiff's buffer: a whole tile
+        raise ImageRejected(why, oversize=True)
     if kind == "TIFF" and (why := tiff_not_one_image(data)) is not None:
         raise ImageRejected(why, unsupported=True)
     if kind in ("PNG", "WebP") and (why := animated(data)) is not None:  # the first frame of several
@@ -704,6 +707,24 @@ def _tiff_misplaced(
     return (
         f"a TIFF whose {what} {no + 1} of {total} (bytes {start}-{end}) reaches past the end of the file "
         f"({n} bytes): cut short or damaged"
+    )
+
+
+def tiff_tiles_over(data: bytes | memoryview, max_megapixels: float) -> str | None:
+    """Why a tiled TIFF is not decoded, or None: tiles (its first directory's TileWidth and TileLength) of more
+    pixels than ``max_megapixels``. OpenCV's decoder allocates a whole tile, up to 1 GiB, whatever size the image
+    declares: a 3-KB file declaring 64x48 pixels in one 16000x16000 tile passed the header's check and took
+    1 GB and 3.6 s to be refused as truncated. Tiles are 256 or 512 pixels square, a small image's one tile at
+    most its own size rounded up to 16: under the limit that bounds the image, such a tile is allowed."""
+    first = (tiff_directories(data) or [{}])[0]
+    tw, th = first.get(322), first.get(323)
+    if tw is None or th is None or tw * th <= max_megapixels * 1e6:
+        return None
+    size = image_size(data)
+    of = "" if size is None else f" of {size[1]}x{size[2]} pixels"
+    return (
+        f"a TIFF{of} in tiles of {tw}x{th} pixels ({tw * th / 1e6:.1f} Mpx each), over the {max_megapixels:g}-Mpx "
+        "limit: the decoder would allocate a whole tile; save it with tiles of 256 or 512 pixels, or in strips"
     )
 
 

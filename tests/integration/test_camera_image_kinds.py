@@ -332,3 +332,61 @@ async def test_a_grey_float_tiff_is_named_as_float_pixels_not_called_damaged(tmp
     with pytest.raises(Refused, match="a TIFF of 32-bit float pixels") as refused:
         packager_read((folder / "a_depth.tif").read_bytes())
     assert refused.value.unsupported
+
+
+def tiled_tiff(w: int, h: int, tile: int, value: int = 90) -> bytes:
+    """A grey 8-bit TIFF of ``w`` x ``h`` pixels stored as one ``tile`` x ``tile`` tile of ``value``, uncompressed
+    (a tile wider than the image is allowed, its extra pixels ignored): a few KB whatever ``tile`` says, its data
+    holding as much of the tile as fits in 4 KB."""
+    data = bytes([value]) * min(tile * tile, 4096)
+    tags = {256: w, 257: h, 258: 8, 259: 1, 262: 1, 277: 1, 322: tile, 323: tile, 324: 0, 325: tile * tile}
+    n = len(tags)
+    at = 8 + 2 + 12 * n + 4  # the tile's data, after the directory
+    out = b"II*\x00" + struct.pack("<IH", 8, n)
+    for tag, value_ in sorted(tags.items()):
+        value_ = at if tag == 324 else value_
+        out += (
+            struct.pack("<HHII", tag, 4, 1, value_)
+            if tag in (256, 257, 322, 323, 324, 325)
+            else struct.pack("<HHIHH", tag, 3, 1, value_, 0)
+        )
+    return out + struct.pack("<I", 0) + data
+
+
+async def test_a_small_tiff_in_one_huge_tile_is_refused_undecoded_by_the_camera_the_import_and_the_packager(
+    tmp_path,
+):
+    """A TIFF's header may declare a small image (64x48: under max_megapixels) in tiles far larger: OpenCV's decoder
+    allocates a whole tile, up to 1 GiB, whatever the image's size (measured: a 3-KB file, one 16000x16000 tile,
+    1 GB and 3.6 s of decoding, then refused as truncated; the same at the folder camera, an HTTP camera's part,
+    `dataset import` and `model-packager build --input-images`). Tiles of more pixels than max_megapixels are now
+    refused from the header (oversize_frame at the camera), the file named; a small image in one tile larger than
+    itself, under the limit, is read."""
+    from cloud_trainer.train.data import DatasetError
+    from cloud_trainer.train.images import import_images
+    from model_packager.image_file import Refused
+    from model_packager.image_file import read_image as packager_read
+    from tests.unit.test_image_import import per_class
+
+    bomb, small = tiled_tiff(64, 48, 6000), tiled_tiff(40, 24, 64, value=77)  # 36-Mpx tiles; one of 64x64
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "a_tiled.tif").write_bytes(bomb)
+    (folder / "b_small_tile.tif").write_bytes(small)
+    frames, src = await _frames(str(folder), 1, fps=200)
+    assert len(frames) == 1 and frames[0].image.shape == (24, 40, 3) and int(frames[0].image.max()) == 77
+    assert src.stats.errors_by_reason == {"oversize_frame": 1}, src.stats.errors_by_reason
+    assert "a_tiled.tif: a TIFF of 64x48 pixels in tiles of 6000x6000 pixels" in (src.stats.last_error or "")
+
+    with pytest.raises(Refused, match="in tiles of 6000x6000 pixels") as refused:
+        packager_read(bomb)
+    assert refused.value.oversize
+    assert int(packager_read(small).max()) == 77
+
+    classes = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    (classes / "dent" / "tiled.tif").write_bytes(bomb)
+    with pytest.raises(
+        DatasetError, match=r"tiled\.tif: a TIFF of 64x48 pixels in tiles of 6000x6000 pixels"
+    ):
+        import_images(classes, tmp_path / "ds", log=lambda m: None)
+    assert not (tmp_path / "ds").exists()
