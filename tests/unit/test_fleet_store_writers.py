@@ -1,6 +1,6 @@
 """The fleet store's writer threads (``cloud_trainer.fleet.writers.StoreWriters``): ``size`` writes of any tenants,
 past them one of each tenant with none running up to ``most``, the rest waiting in order holding no thread; a write
-cancelled while it waits never runs and leaves the queue; a thread with nothing it may start is retired."""
+cancelled while it waits never runs and leaves the queue; threads past ``size`` are retired when their writes end."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _held(release: threading.Event, started: list[str], name: str):
 
 
 async def test_a_tenant_with_no_write_running_gets_a_thread_past_the_shared_ones_up_to_the_most():
-    pool = StoreWriters(size=2, most=3, name="test-store-write")
+    pool = StoreWriters(size=2, most=3, name="test-store-write-cap")
     release, started = threading.Event(), []
     try:
         a1 = pool.submit("a", _held(release, started, "a1"))
@@ -40,11 +40,20 @@ async def test_a_tenant_with_no_write_running_gets_a_thread_past_the_shared_ones
     finally:
         release.set()
     assert [await asyncio.wrap_future(f) for f in (a1, a2, b1, c1)] == ["a1", "a2", "b1", "c1"]
-    assert "a3" not in started
+    assert "a3" not in started and pool.queued() == 0
     await until(
-        lambda: not any(t.name.startswith("test-store-write") for t in threading.enumerate()), what="retired"
-    )
-    assert pool.running() == {} and pool.queued() == 0
+        lambda: pool.running() == {}, what="no write counted as running"
+    )  # counted out after its result
+
+    def threads() -> int:
+        return sum(t.name.startswith("test-store-write-cap-") for t in threading.enumerate())
+
+    await until(
+        lambda: threads() <= 2, what="the thread past the 2 retired"
+    )  # the 2 wait for the next writes
+    assert await asyncio.wrap_future(pool.submit("d", lambda: "d1")) == "d1"  # an idle thread's
+    pool.shutdown()
+    await until(lambda: threads() == 0, what="the idle threads retired at shutdown")
 
 
 async def test_a_write_that_fails_hands_its_exception_to_its_future_and_its_thread_to_the_next():
