@@ -873,6 +873,10 @@ class MqttSource:
         self._decoders = {id(s): _decoder_factory(s.codec)(self, s) for s in settings.subscriptions}
         # the JSON ones: a large message of theirs is counted, parsed and walked in a worker thread (``_decoded``)
         self._json_decoders = {id(self._decoders[id(s)]) for s in settings.subscriptions if s.codec == "json"}
+        # ... and the Sparkplug ones: a large message of theirs is decoded in a worker thread too (``_decoded``)
+        self._apart_decoders = self._json_decoders | {
+            id(self._decoders[id(s)]) for s in settings.subscriptions if s.codec == "sparkplug_b"
+        }
         self.notices = Notices(log)  # silent drops and routine events: said once, counted always
         self.sparkplug.on_notice = self._notice
         self.published: dict[str, int] = {"sent": 0, "queued": 0}
@@ -1863,7 +1867,11 @@ class MqttSource:
         return dec
 
     def decode(
-        self, topic: str, payload: bytes, received_at: float, parsed: _Parsed | None = None
+        self,
+        topic: str,
+        payload: bytes,
+        received_at: float,
+        parsed: _Parsed | sparkplug_host.Decoded | None = None,
     ) -> list[Reading] | _Chunks:
         """Readings from one message (bad input counted and skipped, never raised); given ``parsed`` (a large JSON
         message decoded in a worker thread, ``_decoded``), those left to make are a ``_Chunks``."""
@@ -2232,10 +2240,12 @@ class MqttSource:
         source's later messages wait, in order), the loop served meanwhile. Parsing on the loop held it for the whole
         message: 100,000 values 0.5-1.3 s with their readings, an 8-MiB array of 4,000,000 numbers 2.4 s (every
         other source, the status page, action writes, the uplink). Its readings are then made ``CHUNK_READINGS`` at
-        a time (``_next_chunk``); the decoder's reports are said on the loop, in their order."""
+        a time (``_next_chunk``); the decoder's reports are said on the loop, in their order. A large Sparkplug B
+        payload is decoded there too (``sparkplug_host.decode_apart``: 100,000 metrics held the loop 1.8-2.7 s); its
+        host reads it on the loop (a compressed one is inflated and decoded there, on its budget)."""
         self._chunks = None
         topic, payload = entry[0], entry[1]
-        if topic is None or id(dec := self._route(topic)) not in self._json_decoders:
+        if topic is None or id(dec := self._route(topic)) not in self._apart_decoders:
             return self._read(entry)
         parsed = await asyncio.to_thread(dec.parse, topic, payload, entry[2])
         return self._read(entry, parsed)
@@ -2265,7 +2275,7 @@ class MqttSource:
             self._error("decode_failed", f"topic {shown_topic(c.topic)}: {type(e).__name__}: {str(e)[:200]}")
             return []
 
-    def _read(self, entry: list, parsed: _Parsed | None = None) -> list[Reading]:
+    def _read(self, entry: list, parsed: _Parsed | sparkplug_host.Decoded | None = None) -> list[Reading]:
         """The readings of a queued message (none for a dropped one's shell); never raises. Given ``parsed`` (a
         large JSON message decoded in a worker thread), its first ``CHUNK_READINGS``, the others left in
         ``_chunks``."""
@@ -2946,4 +2956,9 @@ def _in_time_order(got: list, received_at: float) -> list:
 def sparkplug_decoder(src: MqttSource, sub: Subscription):
     """Sparkplug B: the source's host application decodes (births, aliases, sequence numbers)."""
     handle, order = src.sparkplug.handle, src._order
-    return lambda topic, payload, received_at: order(handle(topic, payload, received_at))
+
+    def run(topic: str, payload: bytes, received_at: float, decoded: sparkplug_host.Decoded | None = None):
+        return order(handle(topic, payload, received_at, decoded))
+
+    run.parse = lambda topic, payload, received_at: sparkplug_host.decode_apart(payload)  # type: ignore[attr-defined]
+    return run

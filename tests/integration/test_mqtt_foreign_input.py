@@ -454,6 +454,75 @@ async def test_a_large_message_is_parsed_off_the_loop_while_another_source_reads
     assert big.stats.errors_by_reason == {} and other.stats.errors_by_reason == {}
 
 
+async def test_a_large_sparkplug_payload_is_decoded_off_the_loop_while_another_source_reads_on(
+    mosquitto, monkeypatch
+):
+    """A Sparkplug NDATA of 100,000 metrics (within MAX_METRICS) was decoded on the agent's loop, which it held
+    1.8-2.7 s with the host's reading of it. Its decoding (over 64 KiB, not compressed) now runs in a worker thread:
+    held here until another source's reading has been read (on the loop, as the decoding held it, it never was);
+    then its 20,000 metrics are read by their aliases, in order, and the node's next message after them."""
+    n = 20_000
+    ms = int(time.time() * 1000)
+    birth = sp.Payload(timestamp_ms=ms, seq=0, metrics=[sp.Metric("bdSeq", None, D.INT64, 0)])
+    birth.metrics.extend(sp.Metric(f"m{i}", i, D.DOUBLE, 0.0) for i in range(n))
+    data = sp.encode(
+        sp.Payload(
+            timestamp_ms=ms + 1, seq=1, metrics=[sp.Metric(None, i, D.DOUBLE, i + 0.5) for i in range(n)]
+        )
+    )
+    after = sp.encode(sp.Payload(timestamp_ms=ms + 2, seq=2, metrics=[sp.Metric(None, 0, D.DOUBLE, -1.0)]))
+    assert len(data) > 64 * 1024
+    parsing, release = threading.Event(), threading.Event()
+    held: list[bool] = []
+    parse = sp._parse
+
+    def held_parse(payload):
+        if payload == data and not held:
+            parsing.set()
+            held.append(
+                release.wait(10)
+            )  # on the loop (the former code) the other source cannot read meanwhile
+        return parse(payload)
+
+    monkeypatch.setattr(sp, "_parse", held_parse)
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}])
+    other = await started(mosquitto.port, [{"topic": "o/#"}])
+    got: list = []
+    got_other: list = []
+
+    async def consume(source: MqttSource, into: list, on_each=None) -> None:
+        async for r in source.items():  # as the agent reads a source: the loop given back every 64 readings
+            into.append(r)
+            if on_each is not None:
+                on_each(r)
+            if len(into) % 64 == 0:
+                await asyncio.sleep(0)
+
+    tasks = [
+        asyncio.create_task(consume(src, got)),
+        asyncio.create_task(consume(other, got_other, lambda r: release.set())),
+    ]
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("spBv1.0/g/NBIRTH/n", sp.encode(birth), qos=1)
+        pub.publish("spBv1.0/g/NDATA/n", data, qos=1)
+        pub.publish("spBv1.0/g/NDATA/n", after, qos=1)
+        await until(parsing.is_set, 20, "the large payload's decoding")
+        pub.publish("o/1", b'{"v": 1}', qos=1)
+        await until(lambda: got and got[-1].value == -1.0, 30, "the node's message after the large one")
+    finally:
+        release.set()
+        closed(pub)
+        for t in tasks:
+            t.cancel()
+        await src.stop()
+        await other.stop()
+    assert held == [True]  # the other source's reading came while the large payload was decoded
+    assert [(r.tag, r.value) for r in got_other] == [("o/1/v", 1)]
+    assert [(r.tag, r.value) for r in got[n:]] == [(f"n/m{i}", i + 0.5) for i in range(n)] + [("n/m0", -1.0)]
+    assert src.stats.errors_by_reason == {}
+
+
 async def test_a_payload_of_unterminated_quotes_is_malformed_json_at_once_the_loop_running_on(mosquitto):
     """The count before parsing (b338c52c) searched the next string from every quote: a payload of escaped quotes
     that never close and then more ':' than MAX_KEYS was scanned to its end once per quote, in one C call holding
