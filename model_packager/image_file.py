@@ -26,6 +26,7 @@ __all__ = [
     "Refused",
     "animated",
     "damaged_jpeg",
+    "deep_pixels",
     "image_kind",
     "image_size",
     "max_file_bytes",
@@ -111,6 +112,9 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
     # libtiff's buffer is a whole tile, whatever the image's size
     if kind == "TIFF" and (why := tiles_over(data, max_megapixels)) is not None:
         raise Refused(why, oversize=True)
+    # refused once decoded, its decode at 12 to 32 bytes a pixel
+    if kind == "TIFF" and (why := deep_pixels(data)) is not None:
+        raise Refused(why, unsupported=True)
     if kind == "TIFF" and (why := not_one_image(data)) is not None:
         raise Refused(why, unsupported=True)
     if kind in ("PNG", "WebP") and (why := animated(data)) is not None:  # the first frame of several
@@ -161,6 +165,25 @@ def tiles_over(data: bytes, max_megapixels: float) -> str | None:
         f"a TIFF{of} in tiles of {tw}x{th} pixels ({tw * th / 1e6:.1f} Mpx each), over the {max_megapixels:g}-Mpx "
         "limit: the decoder would allocate a whole tile; save it with tiles of 256 or 512 pixels, or in strips"
     )
+
+
+def deep_pixels(data: bytes) -> str | None:
+    """Why a TIFF of float pixels or of more than 16 bits a sample is not decoded, or None
+    (``protocols.image_header.tiff_deep_pixels``): refused once decoded, its decode takes 12 to 32 bytes a pixel."""
+    first = (_tiff_directories(data) or [{}])[0]
+    bits = first.get(258, 1)
+    if first.get(339) == 3:
+        return (
+            f"a TIFF of {bits}-bit float pixels; 8-bit and 16-bit images are read (measurements or an analysis "
+            "tool's export, not a camera's frame): save it as an 8-bit image scaled to 0-255 as your camera "
+            "delivers it"
+        )
+    if bits > 16:
+        return (
+            f"a TIFF of {bits}-bit pixels; 8-bit and 16-bit images are read: save it as an 8-bit image, or as "
+            "16-bit read by pixel_bits / --pixel-bits"
+        )
+    return None
 
 
 def not_one_image(data: bytes) -> str | None:

@@ -7,6 +7,7 @@ byte by byte (no tool here writes them) and are a few hundred bytes each."""
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -390,3 +391,84 @@ async def test_a_small_tiff_in_one_huge_tile_is_refused_undecoded_by_the_camera_
     ):
         import_images(classes, tmp_path / "ds", log=lambda m: None)
     assert not (tmp_path / "ds").exists()
+
+
+def deflated_float_tiff(w: int, h: int) -> bytes:
+    """An RGB TIFF of ``w`` x ``h`` 32-bit float pixels, all 0, in one deflated strip: a few hundred KB for 25 Mpx
+    (as an analysis tool's export of a flat field compresses)."""
+    pack = zlib.compressobj(9)
+    row_block = bytes(w * 3 * 4 * 100)
+    strip = b"".join(pack.compress(row_block) for _ in range(h // 100)) + pack.compress(
+        bytes(w * 12 * (h % 100))
+    )
+    strip += pack.flush()
+    n = 12
+    at = 8 + 2 + 12 * n + 4  # the extra values (BitsPerSample, SampleFormat: 3 shorts each), then the strip
+    extra = struct.pack("<3H", 32, 32, 32) + struct.pack("<3H", 3, 3, 3)
+    tags = [
+        (256, 4, 1, w),
+        (257, 4, 1, h),
+        (258, 3, 3, at),
+        (259, 3, 1, 8),  # deflate
+        (262, 3, 1, 2),  # RGB
+        (273, 4, 1, at + len(extra)),
+        (277, 3, 1, 3),
+        (278, 4, 1, h),
+        (279, 4, 1, len(strip)),
+        (284, 3, 1, 1),
+        (317, 3, 1, 1),  # no predictor
+        (339, 3, 3, at + 6),  # SampleFormat: IEEE float
+    ]
+    out = b"II*\x00" + struct.pack("<IH", 8, n)
+    for tag, typ, count, value in tags:
+        inline = typ == 3 and count == 1
+        out += (
+            struct.pack("<HHIHH", tag, typ, count, value, 0)
+            if inline
+            else struct.pack("<HHII", tag, typ, count, value)
+        )
+    return out + struct.pack("<I", 0) + extra + strip
+
+
+def test_a_float_tiff_is_refused_from_its_header_never_decoded_at_12_bytes_a_pixel(tmp_path):
+    """A TIFF of float pixels (or of more than 16 bits a sample) is refused once decoded, by the camera, the import
+    and the packager alike; its decode took 12 bytes a pixel for RGB float (32 for RGBA double), past the 8 that
+    bound any other image under max_megapixels: a 0.3-MB file of 5000x5000 float pixels held 639 MB for 7 s, then
+    was refused. Now refused from its header, named as float pixels (a colour one was 'float32 pixels')."""
+    import subprocess
+    import sys
+
+    from model_packager.image_file import Refused
+    from model_packager.image_file import read_image as packager_read
+    from protocols.image_header import ImageRejected, decode_image
+
+    big = tmp_path / "flat_field.tif"
+    big.write_bytes(deflated_float_tiff(5000, 5000))
+    child = (
+        "import re, sys\n"
+        "from protocols.image_header import ImageRejected, decode_image\n"
+        "import cv2\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "try:\n"
+        "    decode_image(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, 25.0)\n"
+        "    print('decoded')\n"
+        "except ImageRejected as e:\n"
+        "    print('refused', e.unsupported, e)\n"
+        "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)) // 1024)\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", child, str(big)], capture_output=True, text=True, timeout=120, cwd=root
+    ).stdout.split("\n")
+    assert out[0].startswith("refused True a TIFF of 32-bit float pixels"), out
+    assert int(out[1]) < 200, out  # MB: its header read, not its 300 MB of pixels (639 MB peak when decoded)
+
+    small = cv2.imencode(".tiff", np.random.default_rng(0).random((8, 12, 3), np.float32))[1].tobytes()
+    with pytest.raises(ImageRejected, match="a TIFF of 32-bit float pixels") as got:
+        decode_image(small, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    assert got.value.unsupported
+    with pytest.raises(Refused, match="a TIFF of 32-bit float pixels"):
+        packager_read(small)
+    wide = cv2.imencode(".tiff", np.arange(96, dtype=np.int32).reshape(8, 12))[1].tobytes()
+    with pytest.raises(ImageRejected, match="a TIFF of 32-bit pixels; 8-bit and 16-bit images are read"):
+        decode_image(wide, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)

@@ -173,7 +173,8 @@ def test_a_float_tiff_is_refused_saying_what_to_do_with_it(tmp_path):
         import_images(src, tmp_path / "ds", log=lambda m: None)
     msg = str(e.value)
     assert (
-        msg.startswith(f"{src / 'ok' / 'export.tif'}: float32 pixels") and "save it as an 8-bit image" in msg
+        msg.startswith(f"{src / 'ok' / 'export.tif'}: a TIFF of 32-bit float pixels")
+        and "save it as an 8-bit image" in msg
     )
     assert leftovers(tmp_path) == []
 
