@@ -115,3 +115,57 @@ def test_a_notice_keeps_the_first_message_of_each_distinct_cause_bounded(caplog)
     assert st["k"]["more"] == [f"cause {i}" for i in range(1, MAX_CAUSES)]
     assert st["plain"] == {"count": 2, "message": "first"}
     assert caplog.text.count("cause 1\n") == 1 and f"cause {MAX_CAUSES}" not in caplog.text
+
+
+@pytest.mark.parametrize("retained", [False, True])
+def test_a_large_message_decoded_apart_gives_the_readings_and_counts_of_one_decoded_on_the_loop(retained):
+    """A JSON message of over 64 KiB is decoded in a worker thread and its readings made a chunk at a time
+    (``MqttSource._decoded``, ``_next_chunk``): the same readings, in the same order, and the same counts as the
+    message decoded whole on the loop, for every kind of mapping, a NaN kept BAD, a retained message, and two
+    names far apart that differ only by text that is not valid Unicode (refused both, found over the message)."""
+    import json
+    import time
+
+    from devices.mqtt.client import CHUNK_READINGS, MqttSource
+    from devices.mqtt.settings import MqttSettings
+
+    subs = [
+        {"topic": "f/#"},
+        {"topic": "k/#", "json_mapping": {"records": {"array": ""}, "timestamp_format": "epoch_ms"}},
+        {"topic": "w/#", "json_mapping": {"values": {"v": "wave", "t": "t"}}},
+    ]
+    now = time.time()
+    ms = int(now * 1000)
+    half = ",".join(f'"a{i}":{i}' for i in range(5_000))
+    payloads = {
+        "f/a": f'{{{half},"t\\ud800":1,{half.replace("a", "b")},"t\\udc00":2,"nan":NaN,"x\\ud801y":5,"s":"x"}}',
+        "k/b": json.dumps(
+            [
+                {"id": f"T{i % 3_000}", "v": None if i == 7 else float(i), "q": i % 2 == 0, "t": ms - i}
+                for i in range(10_000)
+            ]
+        ),
+        "w/c": json.dumps({"v": [0.5] * 100_000 + [1.5], "t": 3}),
+    }
+    for topic, text in payloads.items():
+        payload = text.encode()
+        assert len(payload) > 64 * 1024
+        whole, apart = (MqttSource("x", MqttSettings(port=1, subscriptions=subs)) for _ in range(2))
+        entry = [topic, payload, now, retained, now, None]
+        expected = whole._read(entry)
+        got = apart._read(entry, apart._route(topic).parse(topic, payload, now))
+        chunks = 1
+        while apart._chunks is not None:
+            got += apart._next_chunk(entry)
+            chunks += 1
+        assert chunks == (1 if topic == "w/c" else -(-len(expected) // CHUNK_READINGS)) > 0, topic
+
+        def shown(r):
+            v = r.value
+            return (r.tag, repr(v.tolist()) if hasattr(v, "tolist") else v, r.timestamp, r.quality, r.reason)
+
+        assert [shown(r) for r in got] == [shown(r) for r in expected], topic
+        assert apart.stats.errors_by_reason == whole.stats.errors_by_reason, topic
+        assert apart.notices.counts == whole.notices.counts, topic
+        if topic == "f/a":  # the two names refused, the third renamed, the NaN kept BAD
+            assert whole.stats.errors_by_reason == {"duplicate_key": 1, "invalid_text": 3, "non_finite": 1}
