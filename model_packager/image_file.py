@@ -29,6 +29,7 @@ __all__ = [
     "deep_pixels",
     "image_kind",
     "image_size",
+    "jpeg_scans_over",
     "max_file_bytes",
     "not_one_image",
     "read_image",
@@ -65,6 +66,59 @@ _JPEG_MAX_SEGMENTS = 1 << 12
 # put before a JPEG's end marker to see whether its decode ran out of data (``protocols.jpeg_check._FILL``)
 _FILL = bytes((i * 167 + 13) % 255 for i in range(256))
 _FILLED = (128, 64)  # what a block libjpeg filled in decodes to: 128 (YCbCr, grey), 64 (CMYK)
+
+
+# a progressive (or non-interleaved) JPEG's scans read at most: libjpeg makes a pass over the whole image for each
+# (an encoder writes 1 to 18: libjpeg's progressive script 6 for grey, 10 for colour, 18 for CMYK); a crafted file
+# repeating one small scan thousands of times (14 bytes each) held the decode for minutes, then gave a frame
+_JPEG_MAX_SCANS = 64
+_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})  # frame headers of the progressive processes
+
+
+def jpeg_scans_over(data: bytes | memoryview) -> str | None:
+    """Why a JPEG is not decoded, or None: more than ``_JPEG_MAX_SCANS`` scans, each a pass of libjpeg over the
+    whole image (a 30-KB file of 1,000 repeated scans of a 2000x2000 image took 8 s to decode, and was taken as
+    a frame). A baseline JPEG whose first scan holds every component is not walked further (libjpeg reads no
+    other scan of it); markers are walked as ``_jpeg_frame`` walks them, the coded data stepped over in C."""
+    import numpy as np
+
+    n, i, scans, frame = len(data), 2, 0, None
+    marks: Any = None  # where each marker after the first scan is (FF xx, xx none of 00, FF, RST0-7)
+    for _ in range(_JPEG_MAX_SEGMENTS):
+        i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]  # (extraneous bytes: libjpeg skips them)
+        if i >= n:
+            return None
+        marker = data[i]
+        i += 1
+        if marker == _STUFFED or marker in _STANDALONE:
+            continue
+        if marker == 0xD9 or i + 3 > n:
+            return None
+        length = (data[i] << 8) | data[i + 1]
+        if marker in _SOF and frame is None and i + 8 <= n:
+            frame = (marker, data[i + 7])  # the process, its components
+        if marker != 0xDA:
+            i += length
+            continue
+        scans += 1
+        if frame is None or (scans == 1 and frame[0] not in _PROGRESSIVE and data[i + 2] >= frame[1]):
+            return None
+        if scans > _JPEG_MAX_SCANS:
+            return (
+                f"a JPEG of more than {_JPEG_MAX_SCANS} scans (an encoder writes 1 to 18; each is a pass of the "
+                "decoder over the whole image): crafted or damaged, not decoded"
+            )
+        i += length
+        if marks is None:
+            a = np.frombuffer(data, np.uint8)
+            ff = np.flatnonzero(a[i:-1] == 0xFF) + i
+            nxt = a[ff + 1]
+            marks = ff[(nxt != 0) & (nxt != 0xFF) & ((nxt < 0xD0) | (nxt > 0xD7))]
+        k = int(np.searchsorted(marks, i))
+        if k >= len(marks):
+            return None  # its coded data runs to the end: cut short, as the decode says
+        i = int(marks[k])
+    return None
 
 
 class Refused(ValueError):
@@ -109,6 +163,8 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
             f"{max_megapixels:g}-Mpx limit",
             oversize=True,
         )
+    if kind == "JPEG" and (why := jpeg_scans_over(data)) is not None:  # a pass over the image per scan
+        raise Refused(why)
     # libtiff's buffer is a whole tile, whatever the image's size
     if kind == "TIFF" and (why := tiles_over(data, max_megapixels)) is not None:
         raise Refused(why, oversize=True)

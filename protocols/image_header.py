@@ -36,6 +36,7 @@ __all__ = [
     "exif_orientation",
     "image_kind",
     "image_size",
+    "jpeg_scans_over",
     "kind_suffix",
     "max_file_bytes",
     "orient",
@@ -105,6 +106,59 @@ _STUFFED = 0x00  # after 0xFF: a stuffed byte, no marker
 # crafted header of 1-byte or empty segments (up to 50 million in the 201 MB a frame may take) held the camera's
 # thread for tens of seconds; past it the file is not read further
 _JPEG_MAX_SEGMENTS = 1 << 12
+
+
+# a progressive (or non-interleaved) JPEG's scans read at most: libjpeg makes a pass over the whole image for each
+# (an encoder writes 1 to 18: libjpeg's progressive script 6 for grey, 10 for colour, 18 for CMYK); a crafted file
+# repeating one small scan thousands of times (14 bytes each) held the decode for minutes, then gave a frame
+_JPEG_MAX_SCANS = 64
+_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})  # frame headers of the progressive processes
+
+
+def jpeg_scans_over(data: bytes | memoryview) -> str | None:
+    """Why a JPEG is not decoded, or None: more than ``_JPEG_MAX_SCANS`` scans, each a pass of libjpeg over the
+    whole image (a 30-KB file of 1,000 repeated scans of a 2000x2000 image took 8 s to decode, and was taken as
+    a frame). A baseline JPEG whose first scan holds every component is not walked further (libjpeg reads no
+    other scan of it); markers are walked as ``_jpeg_frame`` walks them, the coded data stepped over in C."""
+    import numpy as np
+
+    n, i, scans, frame = len(data), 2, 0, None
+    marks: Any = None  # where each marker after the first scan is (FF xx, xx none of 00, FF, RST0-7)
+    for _ in range(_JPEG_MAX_SEGMENTS):
+        i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]  # (extraneous bytes: libjpeg skips them)
+        if i >= n:
+            return None
+        marker = data[i]
+        i += 1
+        if marker == _STUFFED or marker in _STANDALONE:
+            continue
+        if marker == 0xD9 or i + 3 > n:
+            return None
+        length = (data[i] << 8) | data[i + 1]
+        if marker in _SOF and frame is None and i + 8 <= n:
+            frame = (marker, data[i + 7])  # the process, its components
+        if marker != 0xDA:
+            i += length
+            continue
+        scans += 1
+        if frame is None or (scans == 1 and frame[0] not in _PROGRESSIVE and data[i + 2] >= frame[1]):
+            return None
+        if scans > _JPEG_MAX_SCANS:
+            return (
+                f"a JPEG of more than {_JPEG_MAX_SCANS} scans (an encoder writes 1 to 18; each is a pass of the "
+                "decoder over the whole image): crafted or damaged, not decoded"
+            )
+        i += length
+        if marks is None:
+            a = np.frombuffer(data, np.uint8)
+            ff = np.flatnonzero(a[i:-1] == 0xFF) + i
+            nxt = a[ff + 1]
+            marks = ff[(nxt != 0) & (nxt != 0xFF) & ((nxt < 0xD0) | (nxt > 0xD7))]
+        k = int(np.searchsorted(marks, i))
+        if k >= len(marks):
+            return None  # its coded data runs to the end: cut short, as the decode says
+        i = int(marks[k])
+    return None
 
 
 class ImageRejected(ValueError):
@@ -312,6 +366,8 @@ def decode_image(
             f"{limit:g}-Mpx limit",
             oversize=True,
         )
+    if kind == "JPEG" and (why := jpeg_scans_over(data)) is not None:  # a pass over the image per scan
+        raise ImageRejected(why)
     if kind == "TIFF" and (why := tiff_tiles_over(data, limit)) is not None:  # libtiff's buffer: a whole tile
         raise ImageRejected(why, oversize=True)
     # refused once decoded, its decode at 12 to 32 bytes a pixel

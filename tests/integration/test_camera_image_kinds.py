@@ -472,3 +472,50 @@ def test_a_float_tiff_is_refused_from_its_header_never_decoded_at_12_bytes_a_pix
     wide = cv2.imencode(".tiff", np.arange(96, dtype=np.int32).reshape(8, 12))[1].tobytes()
     with pytest.raises(ImageRejected, match="a TIFF of 32-bit pixels; 8-bit and 16-bit images are read"):
         decode_image(wide, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+
+
+def repeated_scan_jpeg(w: int, h: int, copies: int) -> bytes:
+    """A progressive JPEG (OpenCV's, of a flat grey image) whose last scan is repeated ``copies`` more times: a few
+    bytes a scan, each a pass of libjpeg over the whole image (it warns of the odd progression and decodes on)."""
+    data = cv2.imencode(".jpg", np.full((h, w), 90, np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    last = data.rindex(b"\xff\xda")
+    end = data.rindex(b"\xff\xd9")
+    return data[:end] + data[last:end] * copies + data[end:]
+
+
+async def test_a_progressive_jpeg_of_thousands_of_scans_is_refused_undecoded_a_real_one_is_read(tmp_path):
+    """libjpeg makes a pass over the whole image for each scan of a progressive JPEG, and decodes on through a
+    progression that repeats itself: a crafted 30-KB file repeating one scan 1,000 times (14 bytes each) held the
+    decode 8 s for a 2000x2000 image (minutes at 25 Mpx) and was then taken as a frame. A JPEG of more than 64
+    scans (an encoder writes 1 to 18) is now refused undecoded: corrupt_frame at the camera, named by the import
+    and the packager; a real progressive JPEG, colour or grey, is read."""
+    from cloud_trainer.train.data import DatasetError
+    from cloud_trainer.train.images import import_images
+    from model_packager.image_file import Refused
+    from model_packager.image_file import read_image as packager_read
+    from tests.unit.test_image_import import per_class
+
+    bomb = repeated_scan_jpeg(64, 48, 100)
+    colour = np.random.default_rng(3).integers(0, 255, (48, 64, 3), np.uint8)
+    progressive = cv2.imencode(".jpg", colour, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    grey = repeated_scan_jpeg(64, 48, 0)  # as written: 6 scans
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "a_scans.jpg").write_bytes(bomb)
+    (folder / "b_progressive.jpg").write_bytes(progressive)
+    (folder / "c_grey.jpg").write_bytes(grey)
+    frames, src = await _frames(str(folder), 2, fps=200)
+    assert len(frames) == 2 and src.stats.errors_by_reason == {"corrupt_frame": 1}, src.stats.errors_by_reason
+    assert "a_scans.jpg: a JPEG of more than 64 scans" in (src.stats.last_error or "")
+    assert np.array_equal(
+        frames[0].image, cv2.imdecode(np.frombuffer(progressive, np.uint8), cv2.IMREAD_COLOR)
+    )
+    assert int(frames[1].image.min()) == int(frames[1].image.max()) == 90
+
+    with pytest.raises(Refused, match="a JPEG of more than 64 scans"):
+        packager_read(bomb)
+    classes = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    (classes / "dent" / "scans.jpg").write_bytes(bomb)
+    with pytest.raises(DatasetError, match=r"scans\.jpg: a JPEG of more than 64 scans"):
+        import_images(classes, tmp_path / "ds", log=lambda m: None)
+    assert not (tmp_path / "ds").exists()

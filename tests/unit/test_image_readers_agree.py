@@ -406,6 +406,7 @@ def test_dataset_import_refuses_a_damaged_or_oversize_file_naming_it_and_reads_w
             "animated",
             "_png_chunk_overrun",
             "_samples_ended",
+            "jpeg_scans_over",
         )
     ]
     + [("protocols.jpeg_check", n) for n in ("damaged_jpeg", "coded_damage", "_walk", "grey_filled")],
