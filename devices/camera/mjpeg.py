@@ -441,14 +441,15 @@ def _text_answer(resp: Any, ctype: str) -> str | None:
     path of the camera's web server answered 200) was handed to OpenCV's FFmpeg, which read it as a video:
     ``corrupt_frame`` at every read and a ``stream_lost`` after every ten, never saying what the camera sent,
     and FFmpeg's own lines on the agent's standard error. A playlist FFmpeg reads (HLS's ``#EXTM3U``, a DASH or
-    SDP description) is left to it; a video's bytes are not text."""
+    SDP description) is left to it, as is a multipart stream under another content type (its part headers are
+    text: ``--boundary``); a video's bytes are not text."""
     if ctype in _MULTIPART or ctype.startswith(("image/", "video/")) or ctype in _STREAM_TEXTS:
         return None
     try:
         head = bytes(resp.peek(_TEXT_QUOTED)[:_TEXT_QUOTED])
     except (OSError, ValueError):
         return None
-    if not head or head.lstrip().startswith(b"#EXTM3U"):
+    if not head or head.lstrip().startswith((b"#EXTM3U", b"--")):  # a playlist; a multipart stream misnamed
         return None
     for cut in range(4):  # the last character's bytes may not all be in the head
         try:

@@ -1461,3 +1461,31 @@ async def test_a_snapshot_answer_whose_content_length_overstates_its_image_is_a_
     want = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR) for b in images]
     assert all(np.array_equal(f.image, want[k % 2]) for k, f in enumerate(frames))
     assert released.is_set()  # the reader closed each answer's connection once its image had come
+
+
+async def test_an_mjpeg_stream_its_firmware_calls_text_plain_is_read_not_taken_for_a_web_page():
+    """A stream whose firmware declares ``text/plain`` starts with text (its boundary and part headers, here over
+    the 120 characters a text answer is judged by) and is read as before (by FFmpeg): only an answer that is text
+    throughout its start and is no multipart stream is refused as a web page."""
+    import time as _time
+
+    part = _jpeg(6)
+
+    def answer(h) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/plain")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        head = b"--frame\r\nContent-Type: image/jpeg\r\nX-Timestamp: 2026-12-05T13:16:00.000000Z\r\n"
+        head += b"X-Frame-Counter: 000000000001\r\nContent-Length: %d\r\n\r\n" % len(part)
+        while True:
+            h.wfile.write(head + part + b"\r\n")
+            _time.sleep(0.05)
+
+    cam = _HttpCamera(answer)
+    try:
+        frames, src = await _frames(cam.base + "/video", 2, timeout_s=20.0, fps=5)
+    finally:
+        cam.stop()
+    assert len(frames) == 2, src.stats.last_error
+    assert "open_failed" not in src.stats.errors_by_reason
