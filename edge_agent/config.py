@@ -2028,9 +2028,12 @@ def read_yaml(text: str, where: str) -> Any:
     except Exception:  # the load below reports what is wrong, with its line
         problem = None
     if problem is not None:
-        raise ConfigError(
-            [f"{where}: YAML {problem}; refused (anchors and aliases may not multiply a config beyond that)"]
+        why = (
+            ""
+            if problem.endswith("(a value that holds itself)")
+            else " (anchors and aliases may not multiply a config beyond that)"
         )
+        raise ConfigError([f"{where}: YAML {problem}; refused{why}"])
     try:  # libyaml's loader where PyYAML has it (~10x the pure-Python one: part of every start)
         doc = load_document(text)
     except DuplicateKeyError as exc:

@@ -11,8 +11,10 @@ with the pure-Python safe loader, whose composer also counts. A mapping that giv
 refused (``DuplicateKeyError``, naming the path and the lines): PyYAML would keep the last silently, so a
 second ``agent:`` or a repeated model slot would replace the first without a word. ``load_document``
 loads a document with that check and no limits (the agent's config, which checks its own limits with
-``check_limits``). In ``load_bounded`` every failure becomes ``ManifestError`` with one line naming
-``where``.
+``check_limits``). An alias inside the very node its anchor names (``a: &a [*a]``) is refused with the
+limits: PyYAML builds a value that holds itself, and every walk over it (a config's validation, a
+manifest's checks) recursed until ``RecursionError``, a traceback instead of an error naming the file.
+In ``load_bounded`` every failure becomes ``ManifestError`` with one line naming ``where``.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ def _check_events(
             aliases += 1
             if aliases > max_aliases:
                 raise _Limit(f"more than {max_aliases} aliases")
+            if any(anchor == ev.anchor for _, anchor in open_nodes):
+                raise _Limit(_holds_itself(ev.anchor, ev.start_mark))
             nodes += weight.get(ev.anchor or "", 1)  # an alias always names its anchor
         elif isinstance(ev, yaml.ScalarEvent | yaml.CollectionStartEvent):
             if depth + 1 > max_depth:
@@ -117,6 +121,16 @@ def _check_events(
             continue
         if nodes > max_nodes:
             raise _Limit(f"more than {max_nodes} nodes" + (" once aliases are expanded" if aliases else ""))
+
+
+def _holds_itself(anchor: str | None, mark) -> str:
+    """The limit a recursive alias passes: PyYAML builds a list or mapping that holds itself, which every
+    walk over the document (validation, the manifest's checks) follows until ``RecursionError``."""
+    name = printable(str(anchor))
+    return (
+        f"alias *{name} at line {mark.line + 1}, column {mark.column + 1} lies inside the &{name} it names "
+        "(a value that holds itself)"
+    )
 
 
 def where_and_why(exc: BaseException) -> str | None:
@@ -258,6 +272,7 @@ class _BoundedLoader(_PyLoader):  # type: ignore[misc,valid-type]
         self._aliases = 0
         self._nodes = 0
         self._weight: dict[int, int] = {}  # id(node) -> nodes it stands for, for aliases
+        self._open: list[str | None] = []  # the anchor of each node being composed
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -265,6 +280,8 @@ class _BoundedLoader(_PyLoader):  # type: ignore[misc,valid-type]
             if self._aliases > MAX_ALIASES:
                 raise _Limit(f"more than {MAX_ALIASES} aliases")
             anchor = self.peek_event().anchor
+            if anchor in self._open:
+                raise _Limit(_holds_itself(anchor, self.peek_event().start_mark))
             node = self.anchors.get(anchor)
             self._nodes += self._weight.get(id(node), 1)
             if self._nodes > MAX_NODES:
@@ -277,10 +294,12 @@ class _BoundedLoader(_PyLoader):  # type: ignore[misc,valid-type]
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise _Limit(f"more than {MAX_NODES} nodes")
+        self._open.append(self.peek_event().anchor)
         try:
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
+            self._open.pop()
         self._weight[id(node)] = self._nodes - before
         return node
 

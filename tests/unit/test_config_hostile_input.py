@@ -179,3 +179,26 @@ def test_a_value_yaml_reads_as_a_boolean_or_null_where_text_is_wanted_says_quote
     cfg.write_text(AGENT + f"pipelines:\n  - {{name: p, source: cam, model: {written}}}\n")
     errors = _errors(cfg)
     assert f"{cfg}: pipelines[0].model: Input should be a valid string{shown}" in errors, errors
+
+
+@pytest.mark.parametrize(
+    "written, alias",
+    [
+        ("sources: &s {cam: [*s]}\n", "*s at line 3, column 20 lies inside the &s"),
+        ("models: &m\n  vision: {package: p, more: *m}\n", "*m at line 4, column 30 lies inside the &m"),
+        ("sources: &s\n  <<: *s\n", "*s at line 4, column 7 lies inside the &s"),  # a merge key naming itself
+    ],
+    ids=["list", "mapping", "merge-key"],
+)
+def test_a_value_that_holds_itself_through_an_alias_is_refused_naming_its_line(
+    tmp_path, capsys, written, alias
+):
+    """An alias inside the very node its anchor names (YAML allows it) made a value that holds itself, and
+    validation walked it until ``RecursionError``: ``edge-agent validate`` (and ``run``, and a fleet config
+    the agent received) ended in a 1,000-line traceback naming neither the file nor the line."""
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(AGENT + written)
+    line = f"{cfg}: YAML alias {alias} it names (a value that holds itself); refused"
+    assert _errors(cfg) == [line]
+    assert cli.main(["validate", "--fleet", str(cfg)]) == 1
+    assert capsys.readouterr().err.strip() == line

@@ -372,6 +372,38 @@ def test_hostile_yaml_signed_by_a_trusted_key_is_refused(good, tmp_path, doc):
         read_manifest(bad)
 
 
+@pytest.mark.parametrize("shape", ["whole", "field"])
+def test_a_signed_manifest_holding_itself_through_an_alias_is_refused_naming_its_line(good, tmp_path, shape):
+    """A manifest whose alias lies inside the node its anchor names (``x: &x [*x]``, or the whole document
+    anchored and named within) is a value that holds itself: every reading path walked it until
+    ``RecursionError``, a traceback instead of a ``PackageError`` (the agent's install included)."""
+    pkg, trusted, key = good
+    text = _manifest(pkg)
+    doc = b"&m\n" + text + b"self: *m\n" if shape == "whole" else text + b"extra: &x [1, *x]\n"
+    line = text.count(b"\n") + 2 if shape == "whole" else text.count(b"\n") + 1
+    bad = _with(pkg, tmp_path / "self-1.0.0.edgepkg", manifest=doc, sig=_sig(doc, key))
+    err = refused_everywhere(bad, trusted, tmp_path, ManifestError, "yaml_limits", max_s=60.0)  # hang guard
+    assert f"YAML alias *{'m' if shape == 'whole' else 'x'} at line {line}, column " in str(err), str(err)
+    assert str(err).endswith(" (a value that holds itself); refused"), str(err)
+    with pytest.raises(ManifestError) as ei:
+        read_manifest(bad)
+    assert ei.value.code == "yaml_limits"
+
+
+def test_the_pure_python_loader_refuses_a_value_holding_itself_too(monkeypatch):
+    """Where PyYAML was built without libyaml, the bounded pure-Python loader checks the same."""
+    from model_packager import safe_yaml
+
+    monkeypatch.setattr(safe_yaml, "_CLoader", None)
+    with pytest.raises(ManifestError) as ei:
+        safe_yaml.load_bounded("a: 1\nb: &b {c: [*b]}\n", "manifest.yaml")
+    assert str(ei.value) == (
+        "manifest.yaml: YAML alias *b at line 2, column 12 lies inside the &b it names (a value that holds "
+        "itself); refused"
+    )
+    assert safe_yaml.load_bounded("a: &a [1]\nb: *a\n", "manifest.yaml") == {"a": [1], "b": [1]}
+
+
 # ---- text that is not valid Unicode ----------------------------------------------------------------------------
 
 # a lone surrogate in each kind of text a manifest holds: free text, a label, an output's name, a metric's key
