@@ -9,8 +9,10 @@ for), and only then composes and constructs the document: with libyaml's C loade
 (``yaml.CSafeLoader``, ~10x faster than the pure-Python one) where PyYAML was built with it, else
 with the pure-Python safe loader, whose composer also counts. A mapping that gives a key twice is
 refused (``DuplicateKeyError``, naming the path and the lines): PyYAML would keep the last silently, so a
-second ``agent:`` or a repeated model slot would replace the first without a word. ``load_document``
-loads a document with that check and no limits (the agent's config, which checks its own limits with
+second ``agent:`` or a repeated model slot would replace the first without a word; so is a merge key
+given twice in one mapping, and a key that the mappings one mapping merges (``<<: [*a, *b]``) give with
+different values while it does not give it itself (the YAML merge spec takes the first, PyYAML the last).
+``load_document`` loads a document with that check and no limits (the agent's config, which checks its own limits with
 ``check_limits``). An alias inside the very node its anchor names (``a: &a [*a]``) is refused with the
 limits: PyYAML builds a value that holds itself, and every walk over it (a config's validation, a
 manifest's checks) recursed until ``RecursionError``, a traceback instead of an error naming the file.
@@ -167,10 +169,17 @@ _MERGE = "tag:yaml.org,2002:merge"
 
 class DuplicateKeyError(yaml.YAMLError):
     """Mappings that give a key more than once: ``duplicates`` lists ``(path, [(line, column), ...])``,
-    1-based, each path as a config error names it (``models.vision``, ``pipelines[0].name``)."""
+    1-based, each path as a config error names it (``models.vision``, ``pipelines[0].name``); ``merged``
+    the keys that the mappings one mapping merges (``<<: [*a, *b]``) give with different values, where
+    the mapping itself does not: the YAML merge spec takes the first, PyYAML the last."""
 
-    def __init__(self, duplicates: list[tuple[str, list[tuple[int, int]]]]) -> None:
+    def __init__(
+        self,
+        duplicates: list[tuple[str, list[tuple[int, int]]]],
+        merged: list[tuple[str, list[tuple[int, int]]]] | None = None,
+    ) -> None:
         self.duplicates = duplicates
+        self.merged = merged or []
         super().__init__("; ".join(self.lines()))
 
     def lines(self) -> list[str]:
@@ -178,7 +187,15 @@ class DuplicateKeyError(yaml.YAMLError):
         return [
             f"{path}: key given {_times(len(at))} ({_positions(at)}); keep one"
             for path, at in self.duplicates
+        ] + [
+            f"{path}: given differently by {_count(len(at))} merged mappings ({_positions(at)}): YAML readers "
+            "differ on which one wins; give it in this mapping itself"
+            for path, at in self.merged
         ]
+
+
+def _count(n: int) -> str:
+    return "two" if n == 2 else str(n)
 
 
 def _times(n: int) -> str:
@@ -203,13 +220,77 @@ def _key_path(path: str, key: Any) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _duplicate_keys(loader, root) -> list[tuple[str, list[tuple[int, int]]]]:
+_Offered = dict[Any, tuple[Any, tuple[int, int]]]  # key -> (its value's node, where the key is)
+
+
+def _at(node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _merged_nodes(value_node) -> list[Any]:
+    """The mappings one merge key merges: ``<<: *a`` one, ``<<: [*a, *b]`` each (others: PyYAML refuses)."""
+    if isinstance(value_node, yaml.SequenceNode):
+        return [n for n in value_node.value if isinstance(n, yaml.MappingNode)]
+    return [value_node] if isinstance(value_node, yaml.MappingNode) else []
+
+
+def _offered(loader, node, memo: dict[int, _Offered]) -> _Offered:
+    """The keys a mapping gives once its merge keys are applied: its own, then those it merges."""
+    if id(node) in memo:
+        return memo[id(node)]
+    out: _Offered = {}
+    memo[id(node)] = out  # a mapping reached again while it is read (it holds itself) offers nothing
+    merged = []
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE:
+            merged.extend(_merged_nodes(value_node))
+        elif isinstance(key_node, yaml.ScalarNode):
+            try:
+                out.setdefault(loader.construct_object(key_node), (value_node, _at(key_node)))
+            except TypeError:
+                continue
+    for m in merged:
+        for key, given in _offered(loader, m, memo).items():
+            out.setdefault(key, given)
+    return out
+
+
+def _same(a, b) -> bool:
+    return a is b or (
+        isinstance(a, yaml.ScalarNode)
+        and isinstance(b, yaml.ScalarNode)
+        and (a.tag, a.value) == (b.tag, b.value)
+    )
+
+
+def _merged_apart(loader, merged: list[Any], own: dict, memo: dict[int, _Offered]) -> dict[Any, list]:
+    """key -> where each of ``merged`` gives it, for the keys two of them give with different values and
+    the mapping (whose keys are ``own``) does not give itself."""
+    given: dict[Any, list[tuple[Any, tuple[int, int]]]] = {}
+    for m in merged:
+        for key, value in _offered(loader, m, memo).items():
+            if key not in own:
+                given.setdefault(key, []).append(value)
+    return {
+        key: [at for _, at in values]
+        for key, values in given.items()
+        if any(not _same(values[0][0], v) for v, _ in values[1:])
+    }
+
+
+def _duplicate_keys(loader, root) -> tuple[list, list]:
     """Every key given more than once in one mapping of the composed document ``root``, in the order of
     its second occurrence. Keys compare as the constructed values compare (``1`` and ``0x1``, ``yes`` and
     ``true`` are one key, as the dict would have it); an explicit key after a merge key (``<<: *base``)
-    overrides the merged one by design and is not a repeat. Each node is walked once, however many
-    aliases name it."""
+    overrides the merged one by design and is not a repeat. The merge key given twice in one mapping is a
+    repeat too (PyYAML merged both, the second's values winning, without a word), and so, in the second
+    list, is a key that mappings merged by one merge key (``<<: [*a, *b]``) give with different values
+    while the mapping does not give it itself: the YAML merge spec takes the first, PyYAML the last (a
+    PLC write's ``value`` from ``*b`` where the file says ``*a`` wins). Each node is walked once, however
+    many aliases name it."""
     found: list[tuple[str, list[tuple[int, int]]]] = []
+    apart: list[tuple[str, list[tuple[int, int]]]] = []
+    memo: dict[int, _Offered] = {}
     seen: set[int] = set()
     stack: list[tuple[Any, str]] = [(root, "")]
     while stack:
@@ -219,9 +300,13 @@ def _duplicate_keys(loader, root) -> list[tuple[str, list[tuple[int, int]]]]:
         seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             at: dict[Any, list[tuple[int, int]]] = {}
+            merge_keys: list[tuple[int, int]] = []
+            merged: list[Any] = []
             for key_node, value_node in node.value:
                 if key_node.tag == _MERGE:
                     stack.append((value_node, path))
+                    merge_keys.append(_at(key_node))
+                    merged.extend(_merged_nodes(value_node))
                     continue
                 if not isinstance(key_node, yaml.ScalarNode):
                     stack.append((value_node, path))  # an unhashable key: the constructor refuses it
@@ -236,10 +321,16 @@ def _duplicate_keys(loader, root) -> list[tuple[str, list[tuple[int, int]]]]:
             for key, positions in at.items():
                 if len(positions) > 1:
                     found.append((_key_path(path, key), positions))
+            if len(merge_keys) > 1:
+                found.append((_key_path(path, "<<"), merge_keys))
+            if len(merged) > 1:
+                for key, positions in _merged_apart(loader, merged, at, memo).items():
+                    apart.append((_key_path(path, key), positions))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
     found.sort(key=lambda d: d[1][1])
-    return found
+    apart.sort(key=lambda d: d[1][1])
+    return found, apart
 
 
 def _single_unique(loader) -> Any:
@@ -247,9 +338,9 @@ def _single_unique(loader) -> Any:
     node = loader.get_single_node()
     if node is None:
         return None
-    duplicates = _duplicate_keys(loader, node)
-    if duplicates:
-        raise DuplicateKeyError(duplicates)
+    duplicates, merged = _duplicate_keys(loader, node)
+    if duplicates or merged:
+        raise DuplicateKeyError(duplicates, merged)
     return loader.construct_document(node)
 
 

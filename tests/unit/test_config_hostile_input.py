@@ -202,3 +202,53 @@ def test_a_value_that_holds_itself_through_an_alias_is_refused_naming_its_line(
     assert _errors(cfg) == [line]
     assert cli.main(["validate", "--fleet", str(cfg)]) == 1
     assert capsys.readouterr().err.strip() == line
+
+
+PRESETS = "x-presets:\n  open: &open {value: true}\n  shut: &shut {value: false, when: {verdict: NG}}\n"
+
+
+@pytest.mark.parametrize(
+    "gate, expected",
+    [
+        (
+            "    <<: [*open, *shut]\n",
+            ["actions.gate.value: given differently by two merged mappings (lines 4 and 5)"],
+        ),
+        (
+            "    <<: *open\n    <<: *shut\n",
+            [
+                "actions.gate.<<: key given twice (lines 10 and 11); keep one",
+                "actions.gate.value: given differently by two merged mappings (lines 4 and 5)",
+            ],
+        ),
+    ],
+    ids=["merge-list", "merge-key-twice"],
+)
+def test_a_plc_writes_value_given_differently_by_two_merged_mappings_is_refused_naming_both(
+    tmp_path, gate, expected
+):
+    """``<<: [*open, *shut]`` wrote ``false`` to the reject gate (PyYAML takes the last mapping's value, the
+    YAML merge spec the first: the file reads as ``true`` to one who knows the spec), and a merge key
+    given twice was merged silently, the second winning, where any other key given twice is refused."""
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(
+        AGENT + PRESETS + "actions:\n  gate:\n    type: opcua_write\n    node_id: ns=2;s=Gate\n" + gate
+    )
+    errors = _errors(cfg)
+    assert [e.split(": YAML readers")[0] for e in errors] == [f"{cfg}: {line}" for line in expected], errors
+    assert errors[-1].endswith(": YAML readers differ on which one wins; give it in this mapping itself")
+
+
+def test_merged_mappings_that_agree_or_a_key_the_mapping_gives_itself_are_read_as_before():
+    from edge_agent.config import read_yaml
+
+    doc = read_yaml(
+        PRESETS + "also: &also {value: true, node_id: x}\n"
+        "actions:\n  a: {<<: [*open, *shut], value: true}\n  b: {<<: [*open, *also]}\n  c: {<<: *shut, value: true}\n",
+        "agent.yaml",
+    )
+    assert doc["actions"] == {
+        "a": {"value": True, "when": {"verdict": "NG"}},
+        "b": {"value": True, "node_id": "x"},
+        "c": {"value": True, "when": {"verdict": "NG"}},
+    }

@@ -70,3 +70,16 @@ def test_a_signed_manifest_giving_a_threshold_twice_is_refused_on_every_path(goo
     assert "outputs[0].threshold: key given twice (lines" in str(err), err
     with pytest.raises(ManifestError, match=r"outputs\[0\]\.threshold: key given twice"):
         read_manifest(bad)
+
+
+def test_a_signed_manifest_merging_two_thresholds_is_refused_on_every_path(good, tmp_path):
+    """``<<: [{threshold: 0.5}, {threshold: 0.99}]``: a reviewer who knows the YAML merge spec reads 0.5 (the
+    first wins), the agent used 0.99 (PyYAML takes the last)."""
+    pkg, trusted, key = good
+    text = _manifest(pkg).decode()
+    doc = text.replace("  threshold: 0.5\n", "  <<: [{threshold: 0.5}, {threshold: 0.99}]\n", 1).encode()
+    bad = _with(pkg, tmp_path / "merged-1.0.0.edgepkg", manifest=doc, sig=_sig(doc, key))
+    err = refused_everywhere(bad, trusted, tmp_path, ManifestError, "bad_yaml", max_s=60.0)  # a hang guard
+    assert "outputs[0].threshold: given differently by two merged mappings (line " in str(err), err
+    with pytest.raises(ManifestError, match=r"outputs\[0\]\.threshold: given differently by two merged"):
+        read_manifest(bad)
