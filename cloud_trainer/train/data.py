@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import reprlib
 import stat
 from dataclasses import dataclass, field
@@ -451,6 +452,26 @@ def dataset_max_megapixels(folder: Path) -> float | None:
 
 VISION_CLASSES = ["ok", "scratch", "dent", "crack", "missing_hole", "stain"]
 FAULTS = ["healthy", "imbalance", "misalignment", "bearing_outer", "bearing_inner"]
+# a fault class a dataset may name beyond FAULTS (``looseness``, ``cavitation``, ``rotor_bar``: the agent's
+# baseline names families the simulator does not make): a lower-case word, as the labels file and dataset.yaml
+# give it
+FAULT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def fault_classes(meta: Any, where: Path) -> list[str]:
+    """The fault classes of a vibration dataset, in the order the model's ``fault_logits`` hold them:
+    ``FAULTS`` (healthy first, the indices every package so far used), then the others its ``dataset.yaml``
+    lists under ``faults`` (``cloud-trainer dataset import`` writes those its labels file named)."""
+    listed = meta.get("faults") if isinstance(meta, dict) else None
+    if listed is None:
+        return list(FAULTS)
+    if not isinstance(listed, list) or not all(
+        isinstance(f, str) and FAULT_NAME.fullmatch(f) for f in listed
+    ):
+        raise DatasetError(
+            f"{where}: 'faults' must be a list of fault names (lower-case words), got {_SHORT.repr(listed)}"
+        )
+    return [*FAULTS, *dict.fromkeys(f for f in listed if f not in FAULTS)]
 
 
 @dataclass
@@ -487,6 +508,8 @@ class VibrationData:
     )
     meta: dict = field(default_factory=dict)  # dataset.yaml (e.g. the machine's ``bearing``)
     source: str = ""  # the dataset folder (for messages)
+    # the fault classes ``fault`` indexes (``fault_classes``)
+    classes: list[str] = field(default_factory=lambda: list(FAULTS))
 
 
 def dataset_classes(folder: str | Path) -> list[str] | None:
@@ -827,10 +850,14 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
             f"{npz}: windows have {wf.shape[1]} samples, expected {expect} "
             "(window_samples in dataset.yaml / the model spec)"
         )
-    unknown = sorted(set(fault.tolist()) - set(FAULTS))
+    classes = fault_classes(meta, meta_file)
+    unknown = sorted(set(fault.tolist()) - set(classes))
     if unknown:
-        raise DatasetError(f"{npz}: unknown fault labels {unknown}; expected {FAULTS}")
-    idx = np.asarray([FAULTS.index(f) for f in fault.tolist()])
+        raise DatasetError(
+            f"{npz}: unknown fault labels {unknown}; expected {classes} (list others under 'faults' in "
+            "dataset.yaml)"
+        )
+    idx = np.asarray([classes.index(f) for f in fault.tolist()])
     if len(set(idx.tolist())) < 2:
         raise DatasetError(f"{folder}: only one fault class present; need healthy and faulty runs")
     h = hashlib.sha256(windows).hexdigest()
@@ -847,6 +874,7 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
         speed,
         meta if isinstance(meta, dict) else {},
         str(folder),
+        classes,
     )
 
 

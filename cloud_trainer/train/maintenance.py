@@ -236,7 +236,7 @@ def train(
     ]
     mean_life = float(np.mean(lives)) if lives else RUL_SCALE
     dev = common.device()  # a GPU when present, else the CPU
-    model = build_model(x.shape[1], len(FAULTS), mean_life).to(dev)
+    model = build_model(x.shape[1], len(data.classes), mean_life).to(dev)
     X = torch.from_numpy(x).to(dev)
     Y = torch.from_numpy(y).to(dev)
     R = torch.from_numpy(np.clip(np.nan_to_num(data.health, nan=1.0), 0, 1).astype(np.float32)).to(
@@ -332,13 +332,16 @@ def metrics(
     rul_s: np.ndarray,
     threshold: float,
     train_rul_mean: float,
+    classes: list[str] | None = None,
 ) -> dict:
+    """``classes``: the dataset's fault classes (``VibrationData.classes``; None: ``FAULTS``)."""
+    classes = classes or FAULTS
     anomalous, counted = anomaly_truth(y, health)
     s = out["anomaly_score"].reshape(-1)
     logits = out["fault_logits"]
     visible = (y == 0) | (health < VISIBLE_HEALTH)
     pred = logits.argmax(1)
-    cm = common.confusion(y[visible], pred[visible], len(FAULTS))
+    cm = common.confusion(y[visible], pred[visible], len(classes))
     rul_ok = np.isfinite(rul_s) & (y != 0)
     life = out["remaining_life"].reshape(-1)
     mae = float(np.abs(life[rul_ok] - rul_s[rul_ok]).mean()) if rul_ok.any() else float("nan")
@@ -352,7 +355,7 @@ def metrics(
             (det & ~anomalous[counted]).sum() / max(1, (~anomalous[counted]).sum())
         ),
         "fault_accuracy": float((pred[visible] == y[visible]).mean()),
-        "f1_per_class": dict(zip(FAULTS, common.f1_per_class(cm), strict=True)),
+        "f1_per_class": dict(zip(classes, common.f1_per_class(cm), strict=True)),
         "confusion": cm.tolist(),
         "rul_mae_s": mae,
         "rul_mae_naive_s": naive,

@@ -45,6 +45,7 @@ the machine's bearing geometry in ``dataset.yaml`` (``bearing``), which the trai
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import itertools
 import json
@@ -63,6 +64,7 @@ import yaml
 
 from cloud_trainer.train.data import (
     DATASET_YAML_MAX_BYTES,
+    FAULT_NAME,
     FAULTS,
     LABELS_MAX_BYTES,
     NPZ_MAX_BYTES,
@@ -1220,8 +1222,9 @@ def read_labels(path: Path) -> list[LabelRow]:
     out = []
     for n, cells in rows[1:]:
         r = dict(zip(head, (c.strip() for c in cells), strict=False))
-        if r.get("fault") not in FAULTS:
-            raise DatasetError(f"{path}:{n}: fault {r.get('fault')!r} is not one of {FAULTS}")
+        why = _not_a_fault(r.get("fault") or "")
+        if why:
+            raise DatasetError(f"{path}:{n}: fault {r.get('fault')!r} {why}")
         times: list[float | None] = []
         for k in ("start_s", "end_s", "failure_s"):
             v = r.get(k) or ""
@@ -1242,6 +1245,20 @@ def read_labels(path: Path) -> list[LabelRow]:
             )
         out.append(LabelRow(r.get("run", ""), r["fault"], start, end, failure, n))
     return out
+
+
+def _not_a_fault(name: str) -> str | None:
+    """Why a labels file's fault is refused, or None. Besides ``FAULTS``, a fault class of the dataset's own
+    (a ``looseness``, a ``cavitation``: the trained model gets an output for it, ``data.fault_classes``), unless
+    it reads as a misspelt one of those (it would train a class of its own)."""
+    if name in FAULTS:
+        return None
+    if not FAULT_NAME.fullmatch(name):
+        return f"is not a fault name (a lower-case word: {', '.join(FAULTS)}, or a class of your own)"
+    near = difflib.get_close_matches(name, FAULTS, n=1, cutoff=0.8)
+    if near:
+        return f"is not one of {FAULTS}; is it a typo of {near[0]!r}?"
+    return None
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -1461,6 +1478,8 @@ def import_vibration(
         "runs": {k: path_text(r.source) for k, r in enumerate(recs)},
         "channels": used,  # the channel each run's windows are from (of the file's channels)
         "labels": path_text(labels_file),
+        # the fault classes, those the labels file names beyond FAULTS after them (data.fault_classes)
+        "faults": [*FAULTS, *sorted(set(fault) - set(FAULTS))],
         "windows": len(waves),
         "unlabelled_windows_skipped": skipped,
     }

@@ -1701,3 +1701,43 @@ def test_the_labels_file_among_the_runs_a_glob_names_is_the_labels_not_a_run(tmp
     assert dataset_main([*argv, "--channel", "fault", "--out", str(tmp_path / "ds3")]) == 2
     err = capsys.readouterr().err
     assert "pump3.csv: line 5: column 'fault' holds a value that is not a number ('x')" in err, err
+
+
+def test_a_fault_class_the_labels_file_names_beyond_the_simulators_is_trained_and_packaged(tmp_path):
+    """A labels file naming ``looseness`` (a family the agent's baseline names, the simulator's five do not)
+    was refused ("fault 'looseness' is not one of [...]"): its windows could not be trained at all. The class
+    is now the dataset's own: written to dataset.yaml's ``faults``, read back after the five (their indices
+    kept), trained as an output of its own and named in the package's labels; a misspelt known class is still
+    refused, naming the one it looks like."""
+    from cloud_trainer.train import maintenance
+    from cloud_trainer.train.data import FAULTS
+    from cloud_trainer.train.families.maintenance import MaintenanceFamily
+
+    rng = np.random.default_rng(3)
+    t = np.arange(20480) / RATE
+    runs = []
+    for k, run in enumerate(("h1", "h2", "l1", "l2")):
+        x = 0.05 * np.sin(2 * np.pi * 25 * t) + 0.01 * rng.standard_normal(t.size)
+        if run.startswith("l"):  # a loose joint's train of 1x harmonics
+            x += sum(0.04 * 0.8**j * np.sin(2 * np.pi * 25 * (j + 1) * t + k) for j in range(10))
+        runs.append(_csv(tmp_path / f"{run}.csv", x))
+    labels = _labels(
+        tmp_path / "labels.csv", ["h1,healthy,,,", "h2,healthy,,,", "l1,looseness,,,", "l2,looseness,,,"]
+    )
+    res = import_vibration(runs, tmp_path / "ds", labels)
+    assert res["faults"] == {"healthy": 20, "looseness": 20}
+    data = load_vibration(tmp_path / "ds")
+    assert data.classes == [*FAULTS, "looseness"]
+    assert set(data.fault.tolist()) == {0, len(FAULTS)}
+
+    trained = maintenance.train(data, seed=0, epochs=1, log=lambda *_: None, threads=1)
+    assert trained["model"].fault.out_features == len(FAULTS) + 1
+    _, outputs, _, _ = MaintenanceFamily().package_io({"classes": data.classes}, 13, 1.0)
+    logits = next(o for o in outputs if o["name"] == "fault_logits")
+    assert logits["labels"] == [*FAULTS, "looseness"] and logits["shape"] == ["batch", len(FAULTS) + 1]
+
+    typo = _labels(tmp_path / "typo.csv", ["h1,healthy,,,", "l1,imbalace,,,"])
+    with pytest.raises(
+        DatasetError, match=r"typo.csv:3: fault 'imbalace' is not one of .*typo of 'imbalance'"
+    ):
+        import_vibration(runs, tmp_path / "ds2", typo)

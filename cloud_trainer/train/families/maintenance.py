@@ -70,8 +70,9 @@ class MaintenanceFamily(TrainerFamily):
         known = np.where(a["rul_ok"][tr], a["rul_s"][tr], np.nan)
         known = known[~np.isnan(known)]  # none without failure times: NaN, not numpy's "Mean of empty slice"
         rul_mean = float(known.mean()) if known.size else float("nan")
+        classes = meta.get("classes") or None  # a build trained before the record: FAULTS
         mets = {
-            k: fam.metrics(o, y[te], a["health"][te], a["rul_s"][te], threshold, rul_mean)
+            k: fam.metrics(o, y[te], a["health"][te], a["rul_s"][te], threshold, rul_mean, classes)
             for k, o in outs.items()
         }
         return Evaluation(mets, threshold, context={"rul_mean": rul_mean})
@@ -102,12 +103,12 @@ class MaintenanceFamily(TrainerFamily):
             (o.threshold for o in m.outputs if o.role.value == "anomaly_score" and o.threshold is not None),
             threshold_fallback,
         )
-        return maintenance.metrics(out, y[te], ds.health[te], ds.rul_s[te], thr, rul_mean)
+        return maintenance.metrics(out, y[te], ds.health[te], ds.rul_s[te], thr, rul_mean, ds.classes)
 
     def labels(self, report: dict) -> list[str]:
         from cloud_trainer.train.data import FAULTS
 
-        return FAULTS
+        return report.get("classes") or FAULTS
 
     def plot_curve(self, path: Path, y, out, a, te) -> None:
         from cloud_trainer.train import common
@@ -129,6 +130,9 @@ class MaintenanceFamily(TrainerFamily):
     def package_io(self, meta: dict, n_features: int, threshold: float) -> tuple[list, list, str, str]:
         from cloud_trainer.train.data import FAULTS
 
+        faults = (
+            meta.get("classes") or FAULTS
+        )  # the dataset's (data.fault_classes); a build before the record
         outputs = [
             {
                 "name": "anomaly_score",
@@ -140,9 +144,9 @@ class MaintenanceFamily(TrainerFamily):
             {
                 "name": "fault_logits",
                 "dtype": "float32",
-                "shape": ["batch", len(FAULTS)],
+                "shape": ["batch", len(faults)],
                 "role": "class_logits",
-                "labels": FAULTS,
+                "labels": faults,
                 "ok_label": "healthy",
             },
         ]
