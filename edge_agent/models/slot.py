@@ -60,6 +60,9 @@ from model_packager.preprocess import (
     PreprocessError,
     image_tensor,
     interpret,
+    interpret_logits,
+    logits_plan,
+    logits_values,
     signal_features,
 )
 from model_packager.runtimes import Helpers
@@ -144,6 +147,7 @@ class _Active:
         self.input_dtype = opened.manifest.inputs[0].dtype.value
         self.health = _Health()
         self.local_stats = _local_stats(opened)
+        self.logits = logits_plan(self.manifest)  # a plain classifier's outputs read without the general walk
 
 
 _UNSURE_CHECKS: ThreadPoolExecutor | None = None
@@ -593,11 +597,17 @@ class ModelSlot:
                 f"slot {self.name}: engine {a.engine.name} failed: {exc}", "engine_error"
             ) from exc
         t2 = time.perf_counter()
-        if not _all_finite(out):
+        # a plain classifier's logits as floats (None: any other model or output, read by the general path)
+        plan = a.logits
+        z = None if plan is None else logits_values(plan, out)
+        if not (_all_finite(out) if z is None else math.isfinite(sum(z))):
             self._count(a, nonfinite=True, latency=(t2 - t1) * 1000)
             raise InferenceError(f"slot {self.name}: {m.package_id} produced NaN/Inf", "nonfinite_output")
         try:
-            interp = interpret(m, out, item.image.shape[:2] if isinstance(item, Frame) else None)
+            if plan is not None and z is not None:
+                interp = interpret_logits(plan, z)
+            else:
+                interp = interpret(m, out, item.image.shape[:2] if isinstance(item, Frame) else None)
         except Exception as exc:  # outputs the manifest cannot read: an error the health watch counts
             self._count(a, error=True, latency=(t2 - t1) * 1000)
             raise InferenceError(

@@ -21,6 +21,7 @@ from model_packager import build_package
 from model_packager.manifest import ImagePreprocessing
 from model_packager.preprocess import image_tensor, interpret, tile_boxes
 from tests.support.models import make_keypair, make_vision_onnx, vision_spec
+from tests.support.plates import plate
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
@@ -155,5 +156,84 @@ async def test_a_frames_score_and_verdict_are_those_of_the_reference_tensor_on_e
             assert inf.interpretation.probabilities == want.probabilities
             verdicts.add(want.verdict)
         assert verdicts == {"OK", "NG"}
+    finally:
+        await s.stop()
+
+
+@pytest.fixture(scope="module")
+def classifier_packages(tmp_path_factory):
+    """Classifiers whose one output is class logits (no heat map), on the whole frame, one taking float32 and
+    one uint8 pixels, with their training frames' statistics: the packages ``ModelSlot.infer`` reads through
+    ``LogitsPlan`` instead of ``interpret``'s general walk."""
+    tmp = tmp_path_factory.mktemp("cls")
+    key, pub = make_keypair(tmp / "keys")
+    train = [plate(1, i, None, 96)[0] for i in range(30)]  # as tests/unit/test_inputstats.py's
+    pkgs = {}
+    for dtype in ("float32", "uint8"):
+        model = make_vision_onnx(
+            tmp / dtype / "model.onnx",
+            width=48,
+            height=40,
+            seed=5,
+            bias=2.0,
+            heatmap=False,
+            input_dtype=dtype,
+        )
+        spec = vision_spec(f"logits-{dtype}", width=48, height=40, threshold=0.95, heatmap=False)
+        spec["inputs"][0]["dtype"] = dtype
+        norm = {"scale": 1.0, "mean": [0, 0, 0], "std": [1, 1, 1]} if dtype == "uint8" else IMAGENET
+        spec["preprocessing"].update(interpolation="linear", **norm)
+        pre = ImagePreprocessing(**spec["preprocessing"])
+        golden = {"image": np.concatenate([reference(f, pre, dtype) for f in train[:3]])}
+        pkgs[dtype] = build_package(
+            model,
+            spec,
+            tmp / dtype / "pkg",
+            signing_key=key,
+            golden_inputs=golden,
+            openvino=True,
+            input_images=train,
+        )
+    return pkgs, pub
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+async def test_a_classifiers_result_read_by_its_logits_plan_is_interprets_and_a_blurred_frame_is_unsure(
+    tmp_path, classifier_packages, engine, dtype
+):
+    """The slot reads a plain classifier's logits without ``interpret``'s general walk (the per-frame cost the
+    agent adds to a model run, issue 13): every field of the result is ``interpret``'s on the engine's output
+    for the reference tensor, the counts are as before, and the UNSURE check still decides a blurred frame."""
+    pkgs, pub = classifier_packages
+    s = ModelSlot("vision", ModelConfig(package=str(pkgs[dtype]), engine=engine), tmp_path / "data", [pub])
+    await s.start()
+    try:
+        assert s.engine_name == engine
+        a = s._active
+        assert a is not None and isinstance(a.manifest.preprocessing, ImagePreprocessing)
+        assert a.logits is not None  # the plan reads this package's outputs
+        verdicts = []
+        for seed in range(12):
+            img = np.random.default_rng(100 + seed).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+            img[:, : 8 * seed] //= 2  # some darker, some lighter: scores spread over the threshold
+            inf = s.infer(Frame("cam", seed, time.time(), img))
+            out = a.engine.run({"image": reference(img, a.manifest.preprocessing, dtype)})
+            want = interpret(a.manifest, out, img.shape[:2])
+            assert inf.outputs.keys() == out.keys() and np.array_equal(inf.outputs["logits"], out["logits"])
+            assert inf.interpretation == want  # verdict, score, label, ok_label, probabilities, margin, ...
+            verdicts.append(want.verdict)
+        if dtype == "float32":  # (the uint8 model's scores on these frames lie on one side of its threshold)
+            assert set(verdicts) == {"OK", "NG"}
+        blurred = s.infer(
+            Frame("cam", 12, time.time(), cv2.GaussianBlur(plate(1, 60, None, 96)[0], (0, 0), 3)), 1.0
+        )
+        assert blurred.interpretation.verdict == "UNSURE" and blurred.interpretation.label is None
+        assert (blurred.interpretation.reason or "").startswith("blurred"), blurred.interpretation.reason
+        sharp = s.infer(Frame("cam", 13, time.time(), plate(1, 61, None, 96)[0]), 1.0).interpretation
+        assert sharp.verdict in ("OK", "NG") and sharp.reason is None
+        h = a.health
+        ng = verdicts.count("NG") + (sharp.verdict == "NG")  # an UNSURE frame is not counted NG
+        assert (h.n, h.errors, h.nonfinite, h.ng, s.counters["inferences"]) == (14, 0, 0, ng, 14)
     finally:
         await s.stop()
