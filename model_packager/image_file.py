@@ -50,6 +50,15 @@ _TIFF_MAGIC = frozenset({b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"})
 # a crafted chain of overlapping directories stays cheap: at most so many directories, tags in one, and tags read
 # across the chain (``protocols.image_header``'s limits)
 _TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS, _TIFF_MAX_TAGS_WALKED = 256, 1024, 1 << 12
+# the integer types libtiff converts a tag's value from (BYTE, SHORT, LONG, SBYTE, SSHORT, SLONG, LONG8, SLONG8): a
+# TileWidth written as SSHORT or SLONG is the decoder's tile width as much as a SHORT one
+_TIFF_INTEGER = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 16: "Q", 17: "q"}
+# a TIFF whose first directory the checks cannot read (more tags than any real one, or cut within it) is not
+# decoded: libtiff reads one of up to 4,096 tags, so a tile or depth check that read nothing let it through
+_TIFF_UNREAD = (
+    "a TIFF whose first image directory cannot be read (more than 1,024 tags, or past the file's end): crafted "
+    "or damaged, not decoded"
+)
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # JPEG frame headers (C4, C8, CC are not)
 _LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no length field
@@ -79,11 +88,10 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
     """Why a JPEG is not decoded, or None: more than ``_JPEG_MAX_SCANS`` scans, each a pass of libjpeg over the
     whole image (a 30-KB file of 1,000 repeated scans of a 2000x2000 image took 8 s to decode, and was taken as
     a frame). A baseline JPEG whose first scan holds every component is not walked further (libjpeg reads no
-    other scan of it); markers are walked as ``_jpeg_frame`` walks them, the coded data stepped over in C."""
-    import numpy as np
-
+    other scan of it); markers are walked as ``_jpeg_frame`` walks them, the coded data stepped over in C; a
+    file of more than ``_JPEG_MAX_SEGMENTS`` markers outside its coded data is refused (4,100 TEM markers hid a
+    1,000-scan file from a walk that gave up and let it be decoded)."""
     n, i, scans, frame = len(data), 2, 0, None
-    marks: Any = None  # where each marker after the first scan is (FF xx, xx none of 00, FF, RST0-7)
     for _ in range(_JPEG_MAX_SEGMENTS):
         i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]  # (extraneous bytes: libjpeg skips them)
         if i >= n:
@@ -109,16 +117,38 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
                 "decoder over the whole image): crafted or damaged, not decoded"
             )
         i += length
-        if marks is None:
-            a = np.frombuffer(data, np.uint8)
-            ff = np.flatnonzero(a[i:-1] == 0xFF) + i
-            nxt = a[ff + 1]
-            marks = ff[(nxt != 0) & (nxt != 0xFF) & ((nxt < 0xD0) | (nxt > 0xD7))]
-        k = int(np.searchsorted(marks, i))
-        if k >= len(marks):
+        i = _next_marker(data, i)
+        if i < 0:
             return None  # its coded data runs to the end: cut short, as the decode says
-        i = int(marks[k])
-    return None
+    return (
+        f"a JPEG of more than {_JPEG_MAX_SEGMENTS} markers outside its coded data (an encoder writes tens): crafted "
+        "or damaged, not decoded"
+    )
+
+
+# the coded data is looked through this many bytes at a time for the marker that ends it (a whole file's positions
+# of 0xFF at once, in int64, took 11 bytes for each byte of a file of FF 00 pairs: 2 GB for the 190 MB a
+# 5000x5000 image's file may take)
+_CODED_WINDOW = 1 << 20
+
+
+def _next_marker(data: bytes | memoryview, i: int) -> int:
+    """Where the first marker at or after ``i`` that ends a scan's coded data is (FF xx, xx none of 00, FF,
+    RST0-7), or -1: looked for ``_CODED_WINDOW`` bytes at a time, in C."""
+    import numpy as np
+
+    a = np.frombuffer(data, np.uint8)
+    n = len(a)
+    while i < n - 1:
+        end = min(n, i + _CODED_WINDOW + 1)
+        w = a[i:end]
+        ff = np.flatnonzero(w[:-1] == 0xFF)
+        nxt = w[ff + 1]
+        hit = np.flatnonzero((nxt != 0) & (nxt != 0xFF) & ((nxt < 0xD0) | (nxt > 0xD7)))
+        if len(hit):
+            return i + int(ff[hit[0]])
+        i = end - 1
+    return -1
 
 
 class Refused(ValueError):
@@ -165,6 +195,8 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
         )
     if kind == "JPEG" and (why := jpeg_scans_over(data)) is not None:  # a pass over the image per scan
         raise Refused(why)
+    if kind == "TIFF" and not _tiff_directories(data):  # libtiff reads it; the checks below could not
+        raise Refused(_TIFF_UNREAD)
     # libtiff's buffer is a whole tile, whatever the image's size
     if kind == "TIFF" and (why := tiles_over(data, max_megapixels)) is not None:
         raise Refused(why, oversize=True)
@@ -211,8 +243,10 @@ def tiles_over(data: bytes, max_megapixels: float) -> str | None:
     """Why a tiled TIFF is not decoded, or None (``protocols.image_header.tiff_tiles_over``): tiles of more
     pixels than ``max_megapixels``, which OpenCV's decoder would allocate whole (up to 1 GiB) whatever size the
     image declares."""
-    first = (_tiff_directories(data) or [{}])[0]
-    tw, th = first.get(322), first.get(323)
+    dirs = _tiff_directories(data)
+    if not dirs:
+        return _TIFF_UNREAD
+    tw, th = dirs[0].get(322), dirs[0].get(323)
     if tw is None or th is None or tw * th <= max_megapixels * 1e6:
         return None
     size = image_size(data)
@@ -226,9 +260,11 @@ def tiles_over(data: bytes, max_megapixels: float) -> str | None:
 def deep_pixels(data: bytes) -> str | None:
     """Why a TIFF of float pixels or of more than 16 bits a sample is not decoded, or None
     (``protocols.image_header.tiff_deep_pixels``): refused once decoded, its decode takes 12 to 32 bytes a pixel."""
-    first = (_tiff_directories(data) or [{}])[0]
-    bits = first.get(258, 1)
-    if first.get(339) == 3:
+    dirs = _tiff_directories(data)
+    if not dirs:
+        return _TIFF_UNREAD
+    bits = dirs[0].get(258, 1)
+    if dirs[0].get(339) == 3:
         return (
             f"a TIFF of {bits}-bit float pixels; 8-bit and 16-bit images are read (measurements or an analysis "
             "tool's export, not a camera's frame): save it as an 8-bit image scaled to 0-255 as your camera "
@@ -354,10 +390,10 @@ def _tiff_directories(data: bytes) -> list[dict[int, int]]:
 
 def _tiff_chain(data: bytes) -> tuple[list[dict[int, int]], bool]:
     """``_tiff_directories``, and whether a limit stopped the walk before the chain's end (more may follow)."""
-    if data[:4] not in _TIFF_MAGIC:
+    if bytes(data[:4]) not in _TIFF_MAGIC:
         return [], False
-    e = "<" if data[:1] == b"I" else ">"
-    big = data[2:4] in (b"+\x00", b"\x00+")
+    e = "<" if bytes(data[:1]) == b"I" else ">"
+    big = bytes(data[2:4]) in (b"+\x00", b"\x00+")
     fmt_off, fmt_count, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
     size_count = struct.calcsize(fmt_count)
     found: list[dict[int, int]] = []
@@ -368,7 +404,7 @@ def _tiff_chain(data: bytes) -> tuple[list[dict[int, int]], bool]:
         while off and off not in seen and len(seen) < _TIFF_MAX_DIRECTORIES:
             seen.add(off)
             count = struct.unpack_from(e + fmt_count, data, off)[0]
-            if count > _TIFF_MAX_TAGS:
+            if count > _TIFF_MAX_TAGS:  # no real directory has this many: not read further
                 break
             walked += count
             if walked > _TIFF_MAX_TAGS_WALKED:  # more than real pages have: the rest not read
@@ -378,18 +414,18 @@ def _tiff_chain(data: bytes) -> tuple[list[dict[int, int]], bool]:
             for k in range(count):
                 p = off + size_count + k * entry
                 tag, typ = struct.unpack_from(e + "HH", data, p)
-                if typ in (3, 4):  # SHORT, LONG
-                    fmt, size = ("H", 2) if typ == 3 else ("I", 4)
-                    at = p + value_at
-                    if (
-                        struct.unpack_from(e + ("Q" if big else "I"), data, p + 4)[0] * size
-                        > entry - value_at
-                    ):
-                        at = struct.unpack_from(e + fmt_off, data, at)[0]  # stored elsewhere
-                    try:
-                        tags[tag] = struct.unpack_from(e + fmt, data, at)[0]
-                    except (struct.error, OverflowError):
-                        pass
+                fmt = _TIFF_INTEGER.get(typ)
+                if fmt is None or tag in tags:  # not an integer, or given again (libtiff reads the first)
+                    continue
+                size = struct.calcsize(fmt)
+                at = p + value_at
+                values = struct.unpack_from(e + ("Q" if big else "I"), data, p + 4)[0]
+                if values * size > entry - value_at:  # stored elsewhere (an RGB's 3 BitsPerSample)
+                    at = struct.unpack_from(e + fmt_off, data, at)[0]
+                try:
+                    tags[tag] = struct.unpack_from(e + fmt, data, at)[0]
+                except (struct.error, OverflowError):  # an offset past the end (or 2^63)
+                    pass  # that tag unread, the others kept
             found.append(tags)
             off = struct.unpack_from(e + fmt_off, data, off + size_count + count * entry)[0]
     except (struct.error, OverflowError):  # (an offset past 2^63: a BigTIFF's)
@@ -883,15 +919,12 @@ def coded_damage(data: bytes) -> str | None:
 
 
 def _walk(data: bytes) -> str | None:
-    import numpy as np
 
     n = len(data)
     i = 2
     restart = 0  # DRI: MCUs per restart interval, 0 = none
     sof: tuple[int, int, int, list[tuple[int, int]]] | None = None  # marker, width, height, sampling
     scans = 0
-    marks: Any = None  # positions of FF xx in coded data (xx not 00 or FF), found once
-    codes: Any = None  # their xx
     for _ in range(_JPEG_MAX_SEGMENTS):
         # a marker: extraneous and fill bytes skipped as libjpeg skips them
         i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]
@@ -922,26 +955,14 @@ def _walk(data: bytes) -> str | None:
         scans += 1
         ns = data[i + 2]
         i += length
-        if marks is None:  # every FF xx from the first scan on, in one pass
-            a = np.frombuffer(data, np.uint8)
-            ff = np.flatnonzero(a[i:-1] == 0xFF) + i
-            nxt = a[ff + 1]
-            keep = (nxt != 0) & (nxt != 0xFF)
-            marks, codes = ff[keep], nxt[keep]
-        k = int(np.searchsorted(marks, i))
-        ends = np.flatnonzero((codes[k:] < 0xD0) | (codes[k:] > 0xD7))
-        if len(ends) == 0:
+        count, i, wrong = _restart_markers(data, i)  # restart markers in this scan, the marker ending it
+        if i < 0:
             return "cut short (its coded data ends without an end-of-image marker)"
-        count = int(ends[0])  # restart markers in this scan
-        rst = codes[k : k + count].astype(np.int64) - 0xD0
-        wrong = np.flatnonzero(rst != np.arange(count) % 8)
-        if len(wrong):
-            at = int(wrong[0])
+        if wrong is not None:
             return (
-                f"restart marker RST{int(rst[at])} where RST{at % 8} belongs (at byte {int(marks[k + at])}): "
+                f"restart marker RST{wrong[1]} where RST{wrong[2]} belongs (at byte {wrong[0]}): "
                 "part of the coded data is missing or out of place"
             )
-        i = int(marks[k + count])
         if restart and sof is not None and scans == 1 and sof[0] in (0xC0, 0xC1) and ns == len(sof[3]):
             _, w, h, comps = sof
             hmax = max(c[0] for c in comps) or 1
@@ -958,6 +979,41 @@ def _walk(data: bytes) -> str | None:
                     "the coded data is missing"
                 )
     return None  # more markers than an encoder writes (a crafted file that decoded): not checked further
+
+
+# the coded data is looked through this many bytes at a time (a whole file's positions of 0xFF at once, in int64,
+# took 11 bytes for each byte of a file of FF 00 pairs: 2 GB for the 190 MB a 5000x5000 image's file may take)
+_CODED_WINDOW = 1 << 20
+
+
+def _restart_markers(data: bytes | memoryview, i: int) -> tuple[int, int, tuple[int, int, int] | None]:
+    """A scan's coded data from ``i``: how many restart markers it holds, where the marker ending it is (-1:
+    none, cut short) and the first restart marker out of order (RST0..RST7, RST0, ...: its byte, its number,
+    the number that belongs there) or None; looked through ``_CODED_WINDOW`` bytes at a time, in C."""
+    import numpy as np
+
+    a = np.frombuffer(data, np.uint8)
+    n, count = len(a), 0
+    first_wrong: tuple[int, int, int] | None = None
+    while i < n - 1:
+        end = min(n, i + _CODED_WINDOW + 1)
+        w = a[i:end]
+        ff = np.flatnonzero(w[:-1] == 0xFF)
+        nxt = w[ff + 1]
+        keep = (nxt != 0) & (nxt != 0xFF)
+        marks, codes = ff[keep] + i, nxt[keep]
+        ends = np.flatnonzero((codes < 0xD0) | (codes > 0xD7))
+        stop = int(ends[0]) if len(ends) else len(codes)
+        rst = codes[:stop].astype(np.int64) - 0xD0
+        wrong = np.flatnonzero(rst != (np.arange(stop) + count) % 8)
+        if len(wrong) and first_wrong is None:
+            at = int(wrong[0])
+            first_wrong = (int(marks[at]), int(rst[at]), (count + at) % 8)
+        count += stop
+        if len(ends):
+            return count, int(marks[stop]), first_wrong
+        i = end - 1
+    return count, -1, first_wrong
 
 
 def grey_filled(data: bytes, image: Any, flags: int) -> bool:

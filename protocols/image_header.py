@@ -119,11 +119,10 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
     """Why a JPEG is not decoded, or None: more than ``_JPEG_MAX_SCANS`` scans, each a pass of libjpeg over the
     whole image (a 30-KB file of 1,000 repeated scans of a 2000x2000 image took 8 s to decode, and was taken as
     a frame). A baseline JPEG whose first scan holds every component is not walked further (libjpeg reads no
-    other scan of it); markers are walked as ``_jpeg_frame`` walks them, the coded data stepped over in C."""
-    import numpy as np
-
+    other scan of it); markers are walked as ``_jpeg_frame`` walks them, the coded data stepped over in C; a
+    file of more than ``_JPEG_MAX_SEGMENTS`` markers outside its coded data is refused (4,100 TEM markers hid a
+    1,000-scan file from a walk that gave up and let it be decoded)."""
     n, i, scans, frame = len(data), 2, 0, None
-    marks: Any = None  # where each marker after the first scan is (FF xx, xx none of 00, FF, RST0-7)
     for _ in range(_JPEG_MAX_SEGMENTS):
         i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]  # (extraneous bytes: libjpeg skips them)
         if i >= n:
@@ -149,16 +148,38 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
                 "decoder over the whole image): crafted or damaged, not decoded"
             )
         i += length
-        if marks is None:
-            a = np.frombuffer(data, np.uint8)
-            ff = np.flatnonzero(a[i:-1] == 0xFF) + i
-            nxt = a[ff + 1]
-            marks = ff[(nxt != 0) & (nxt != 0xFF) & ((nxt < 0xD0) | (nxt > 0xD7))]
-        k = int(np.searchsorted(marks, i))
-        if k >= len(marks):
+        i = _next_marker(data, i)
+        if i < 0:
             return None  # its coded data runs to the end: cut short, as the decode says
-        i = int(marks[k])
-    return None
+    return (
+        f"a JPEG of more than {_JPEG_MAX_SEGMENTS} markers outside its coded data (an encoder writes tens): crafted "
+        "or damaged, not decoded"
+    )
+
+
+# the coded data is looked through this many bytes at a time for the marker that ends it (a whole file's positions
+# of 0xFF at once, in int64, took 11 bytes for each byte of a file of FF 00 pairs: 2 GB for the 190 MB a
+# 5000x5000 image's file may take)
+_CODED_WINDOW = 1 << 20
+
+
+def _next_marker(data: bytes | memoryview, i: int) -> int:
+    """Where the first marker at or after ``i`` that ends a scan's coded data is (FF xx, xx none of 00, FF,
+    RST0-7), or -1: looked for ``_CODED_WINDOW`` bytes at a time, in C."""
+    import numpy as np
+
+    a = np.frombuffer(data, np.uint8)
+    n = len(a)
+    while i < n - 1:
+        end = min(n, i + _CODED_WINDOW + 1)
+        w = a[i:end]
+        ff = np.flatnonzero(w[:-1] == 0xFF)
+        nxt = w[ff + 1]
+        hit = np.flatnonzero((nxt != 0) & (nxt != 0xFF) & ((nxt < 0xD0) | (nxt > 0xD7)))
+        if len(hit):
+            return i + int(ff[hit[0]])
+        i = end - 1
+    return -1
 
 
 class ImageRejected(ValueError):
@@ -368,6 +389,8 @@ def decode_image(
         )
     if kind == "JPEG" and (why := jpeg_scans_over(data)) is not None:  # a pass over the image per scan
         raise ImageRejected(why)
+    if kind == "TIFF" and not tiff_directories(data):  # libtiff reads it; the checks below could not
+        raise ImageRejected(_TIFF_UNREAD)
     if kind == "TIFF" and (why := tiff_tiles_over(data, limit)) is not None:  # libtiff's buffer: a whole tile
         raise ImageRejected(why, oversize=True)
     # refused once decoded, its decode at 12 to 32 bytes a pixel
@@ -522,6 +545,15 @@ def eight_bit(img: Any, pixel_bits: int | None, setting: str = "pixel_bits") -> 
 # across the chain (256 directories of 1,024 tags, a 3-MB file, cost ~0.4 s of Python per read, 4,096 tags ~6 ms;
 # a real page has 10-30 tags, and a file of more than one full page is refused whatever the count)
 _TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS, _TIFF_MAX_TAGS_WALKED = 256, 1024, 1 << 12
+# the integer types libtiff converts a tag's value from (BYTE, SHORT, LONG, SBYTE, SSHORT, SLONG, LONG8, SLONG8): a
+# TileWidth written as SSHORT or SLONG is the decoder's tile width as much as a SHORT one
+_TIFF_INTEGER = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 16: "Q", 17: "q"}
+# a TIFF whose first directory the checks cannot read (more tags than any real one, or cut within it) is not
+# decoded: libtiff reads one of up to 4,096 tags, so a tile or depth check that read nothing let it through
+_TIFF_UNREAD = (
+    "a TIFF whose first image directory cannot be read (more than 1,024 tags, or past the file's end): crafted "
+    "or damaged, not decoded"
+)
 _TIFF_MAGIC = frozenset({b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"})
 
 
@@ -535,7 +567,7 @@ def tiff_directories(data: bytes | memoryview) -> list[dict[int, int]]:
 
 def _tiff_chain(data: bytes | memoryview) -> tuple[list[dict[int, int]], bool]:
     """``tiff_directories``, and whether a limit stopped the walk before the chain's end (more may follow)."""
-    if bytes(data[:4]) not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    if bytes(data[:4]) not in _TIFF_MAGIC:
         return [], False
     e = "<" if bytes(data[:1]) == b"I" else ">"
     big = bytes(data[2:4]) in (b"+\x00", b"\x00+")
@@ -559,16 +591,18 @@ def _tiff_chain(data: bytes | memoryview) -> tuple[list[dict[int, int]], bool]:
             for k in range(count):
                 p = off + size_count + k * entry
                 tag, typ = struct.unpack_from(e + "HH", data, p)
-                if typ in (3, 4):  # SHORT, LONG
-                    fmt, size = ("H", 2) if typ == 3 else ("I", 4)
-                    at = p + value_at
-                    values = struct.unpack_from(e + ("Q" if big else "I"), data, p + 4)[0]
-                    if values * size > entry - value_at:  # stored elsewhere (an RGB's 3 BitsPerSample)
-                        at = struct.unpack_from(e + fmt_off, data, at)[0]
-                    try:
-                        tags[tag] = struct.unpack_from(e + fmt, data, at)[0]
-                    except (struct.error, OverflowError):  # an offset past the end (or 2^63)
-                        pass  # that tag unread, the others kept
+                fmt = _TIFF_INTEGER.get(typ)
+                if fmt is None or tag in tags:  # not an integer, or given again (libtiff reads the first)
+                    continue
+                size = struct.calcsize(fmt)
+                at = p + value_at
+                values = struct.unpack_from(e + ("Q" if big else "I"), data, p + 4)[0]
+                if values * size > entry - value_at:  # stored elsewhere (an RGB's 3 BitsPerSample)
+                    at = struct.unpack_from(e + fmt_off, data, at)[0]
+                try:
+                    tags[tag] = struct.unpack_from(e + fmt, data, at)[0]
+                except (struct.error, OverflowError):  # an offset past the end (or 2^63)
+                    pass  # that tag unread, the others kept
             found.append(tags)
             off = struct.unpack_from(e + fmt_off, data, off + size_count + count * entry)[0]
     except (struct.error, OverflowError):  # (an offset past 2^63: a BigTIFF's)
@@ -776,8 +810,10 @@ def tiff_tiles_over(data: bytes | memoryview, max_megapixels: float) -> str | No
     declares: a 3-KB file declaring 64x48 pixels in one 16000x16000 tile passed the header's check and took
     1 GB and 3.6 s to be refused as truncated. Tiles are 256 or 512 pixels square, a small image's one tile at
     most its own size rounded up to 16: under the limit that bounds the image, such a tile is allowed."""
-    first = (tiff_directories(data) or [{}])[0]
-    tw, th = first.get(322), first.get(323)
+    dirs = tiff_directories(data)
+    if not dirs:
+        return _TIFF_UNREAD
+    tw, th = dirs[0].get(322), dirs[0].get(323)
     if tw is None or th is None or tw * th <= max_megapixels * 1e6:
         return None
     size = image_size(data)
@@ -793,9 +829,11 @@ def tiff_deep_pixels(data: bytes | memoryview) -> str | None:
     SampleFormat and BitsPerSample). Such an image is refused once decoded (8-bit and 16-bit images are read), and
     its decode takes 12 to 32 bytes a pixel, past the 8 that bound any other image under ``max_megapixels``: a
     445-KB RGB float TIFF of 5000x5000 pixels (zeros, deflated) took 639 MB and 7.3 s to be refused."""
-    first = (tiff_directories(data) or [{}])[0]
-    bits = first.get(258, 1)
-    if first.get(339) == 3:
+    dirs = tiff_directories(data)
+    if not dirs:
+        return _TIFF_UNREAD
+    bits = dirs[0].get(258, 1)
+    if dirs[0].get(339) == 3:
         return (
             f"a TIFF of {bits}-bit float pixels; 8-bit and 16-bit images are read (measurements or an analysis "
             "tool's export, not a camera's frame): save it as an 8-bit image scaled to 0-255 as your camera "

@@ -519,3 +519,134 @@ async def test_a_progressive_jpeg_of_thousands_of_scans_is_refused_undecoded_a_r
     with pytest.raises(DatasetError, match=r"scans\.jpg: a JPEG of more than 64 scans"):
         import_images(classes, tmp_path / "ds", log=lambda m: None)
     assert not (tmp_path / "ds").exists()
+
+
+def test_the_scan_count_and_the_damage_check_look_through_coded_data_in_bounded_memory():
+    """The scan count and the restart-marker check found the markers in a JPEG's coded data with int64 arrays over
+    the whole rest of the file, 8 to 16 bytes for each 0xFF in it: a 190-MB file (what a 5000x5000 frame may take)
+    of FF 00 pairs (stuffed bytes, legal in coded data) took 2 GB, of FF bytes 3.6 GB; the 24 MB here took 205 and
+    384 MB. They now look through it a window at a time (measured in a child, as the camera's process would grow)
+    and say what they said of it before."""
+    import subprocess
+    import sys
+
+    child = (
+        "import re, sys\n"
+        "import cv2, numpy as np\n"
+        "from protocols import image_header, jpeg_check\n"
+        "from model_packager import image_file\n"
+        "img = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)\n"
+        "flags = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1, cv2.IMWRITE_JPEG_RST_INTERVAL, 1]\n"
+        "real = cv2.imencode('.jpg', img, flags)[1].tobytes()\n"
+        "s = real.find(b'\\xff\\xda')\n"
+        "at = s + 2 + ((real[s + 2] << 8) | real[s + 3])\n"
+        "fill = b'\\xff' if sys.argv[1] == 'ff' else b'\\xff\\x00'\n"
+        "data = real[:at] + fill * ((24 << 20) // len(fill)) + real[at:]\n"
+        "def hwm():\n"
+        "    return int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)) // 1024\n"
+        "base = hwm()\n"
+        "checks = (image_header.jpeg_scans_over, image_file.jpeg_scans_over, jpeg_check.coded_damage,\n"
+        "          image_file.coded_damage)\n"
+        "print(repr([f(data) for f in checks]))\n"
+        "print(hwm() - base)\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    for fill, said in (
+        ("stuffed", [None] * 4),
+        # FF bytes run into the coded data: its next byte is read as a marker, as libjpeg reads it
+        ("ff", [None, None] + ["cut short (no end-of-image marker)"] * 2),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-c", child, fill], capture_output=True, text=True, timeout=120, cwd=root
+        ).stdout.split("\n")
+        assert out[0] == repr(said), out
+        assert int(out[1]) < 48, (fill, out)  # MB over the file itself (205 and 384 MB before)
+
+
+def test_a_progressive_jpeg_hiding_its_scans_behind_thousands_of_markers_is_refused():
+    """The scan count walked at most 4,096 markers and then let the file be decoded: 4,100 TEM markers (FF 01, two
+    bytes each, which libjpeg steps over) before the first scan hid a 1,000-scan file from it (decoded in 19 s).
+    A file of more markers than that outside its coded data is now refused; a real progressive one is read."""
+    from model_packager.image_file import Refused
+    from model_packager.image_file import read_image as packager_read
+    from protocols.image_header import ImageRejected, decode_image
+
+    bomb = repeated_scan_jpeg(64, 48, 100)
+    first = bomb.index(b"\xff\xda")
+    hidden = bomb[:first] + b"\xff\x01" * 4100 + bomb[first:]
+    with pytest.raises(ImageRejected, match="a JPEG of more than 4096 markers outside its coded data"):
+        decode_image(hidden, cv2.IMREAD_COLOR)
+    with pytest.raises(Refused, match="a JPEG of more than 4096 markers outside its coded data"):
+        packager_read(hidden)
+    real = repeated_scan_jpeg(64, 48, 0)
+    few = real[: real.index(b"\xff\xda")] + b"\xff\x01" * 100 + real[real.index(b"\xff\xda") :]
+    for ok in (real, few):
+        assert int(decode_image(ok, cv2.IMREAD_GRAYSCALE).max()) == 90
+        assert packager_read(ok) is not None
+
+
+def tiff_of_entries(entries: list[tuple[int, int, bytes]], big: bool = False) -> bytes:
+    """A grey 8-bit 64x48 TIFF (BigTIFF if ``big``) in one tile of 4 KB: ``entries`` (tag, type, its one value's
+    bytes) replace or add to ImageWidth .. SamplesPerPixel, in tag order (a tag given twice, in the order given)."""
+    given = {tag for tag, _, _ in entries}
+    base = [(256, 4, struct.pack("<I", 64)), (257, 4, struct.pack("<I", 48)), (258, 3, struct.pack("<H", 8))]
+    base += [(259, 3, struct.pack("<H", 1)), (262, 3, struct.pack("<H", 1)), (277, 3, struct.pack("<H", 1))]
+    base += [(324, 4, b""), (325, 4, struct.pack("<I", 4096))]
+    ents = sorted([e for e in base if e[0] not in given] + entries, key=lambda e: e[0])
+    size = 8 if big else 4
+    at = (16 + 8 + 20 * len(ents) + 8) if big else (8 + 2 + 12 * len(ents) + 4)
+    out = (
+        b"II+\x00" + struct.pack("<HHQQ", 8, 0, 16, len(ents))
+        if big
+        else b"II*\x00" + struct.pack("<IH", 8, len(ents))
+    )
+    for tag, typ, value in ents:
+        value = struct.pack("<I", at) if tag == 324 else value
+        out += struct.pack("<HH" + ("Q" if big else "I"), tag, typ, 1) + value.ljust(size, b"\x00")
+    return out + bytes(size) + bytes([90]) * 4096
+
+
+def test_a_tiffs_tile_and_depth_are_read_whatever_integer_type_holds_them_its_first_given_value_kept():
+    """The tile and depth checks read only SHORT and LONG tags: a tile of 16000x16000 pixels typed SSHORT or SLONG
+    (or LONG8 in a BigTIFF), a 32-bit float depth typed BYTE or SSHORT, all of which libtiff reads, were let
+    through; a tag given twice was read at its last value, libtiff's at its first (a huge tile hidden behind a
+    small one); a first directory of more than 1,024 tags was not read at all, and the file decoded (libtiff reads
+    up to 4,096). The camera's reader and the packager's now refuse each, as they refuse a LONG one."""
+    from model_packager.image_file import Refused
+    from model_packager.image_file import read_image as packager_read
+    from protocols.image_header import ImageRejected, decode_image
+
+    def tile(typ: int, fmt: str) -> list[tuple[int, int, bytes]]:
+        return [(322, typ, struct.pack(fmt, 16000)), (323, typ, struct.pack(fmt, 16000))]
+
+    tiles = "in tiles of 16000x16000 pixels"
+    crafted = {
+        "SSHORT tile": (tiff_of_entries(tile(8, "<h")), tiles),
+        "SLONG tile": (tiff_of_entries(tile(9, "<i")), tiles),
+        "LONG8 tile in a BigTIFF": (tiff_of_entries(tile(16, "<Q"), big=True), tiles),
+        "a tile given twice, huge first": (
+            tiff_of_entries(tile(4, "<I")[:1] + [(322, 4, struct.pack("<I", 64))] + tile(4, "<I")[1:]),
+            tiles,
+        ),
+        "BYTE float depth": (
+            tiff_of_entries([(258, 1, bytes([32])), (339, 1, bytes([3]))]),
+            "a TIFF of 32-bit float pixels",
+        ),
+        "SSHORT 32-bit depth": (
+            tiff_of_entries([(258, 8, struct.pack("<h", 32))]),
+            "a TIFF of 32-bit pixels",
+        ),
+        "1,100 tags": (
+            tiff_of_entries(tile(4, "<I") + [(40000 + k, 1, b"\x00") for k in range(1100)]),
+            "first image directory cannot be read",
+        ),
+    }
+    for name, (data, said) in crafted.items():
+        with pytest.raises(ImageRejected, match=said):
+            decode_image(data, cv2.IMREAD_GRAYSCALE, 25.0)
+        with pytest.raises(Refused, match=said):
+            packager_read(data)
+        assert name
+    whole = tiff_of_entries([(322, 4, struct.pack("<I", 64)), (323, 8, struct.pack("<h", 64))])
+    assert int(decode_image(whole, cv2.IMREAD_GRAYSCALE, 25.0).max()) == 90
+    assert int(packager_read(whole).max()) == 90

@@ -67,3 +67,25 @@ def test_the_grey_fill_check_steps_back_over_millions_of_fill_bytes_before_the_e
     lines = line_events(lambda: got.append(grey_filled(crafted, image, cv2.IMREAD_COLOR)), 200_000)
     assert lines <= 200_000, f"over 200000 lines run for {len(crafted)} bytes"
     assert got == [False]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_coded_data_looked_through_in_windows_says_what_it_said_whole(module, monkeypatch):
+    """The restart markers are found a window of coded data at a time (a whole file's at once took 11 bytes of
+    memory for each byte of a file of FF 00 pairs): windows of a few bytes, markers split across two of them, tell
+    the same order, damage and end as one window over the whole file."""
+    mod = importlib.import_module(module)
+    rng = np.random.default_rng(5)
+    real = _jpeg(rng.integers(0, 256, (400, 64, 3), np.uint8), restart_rows=1)
+    rst = [k for k in range(len(real) - 1) if real[k] == 0xFF and 0xD0 <= real[k + 1] <= 0xD7]
+    assert len(rst) > 24
+    wrong = real[: rst[10]] + b"\xff\xd5" + real[rst[10] + 2 :]  # RST5 where RST2 belongs
+    lost = real[: rst[3]] + real[rst[5] :]  # two intervals gone
+    cut = real[: rst[20]] + b"\xff\xd9"
+    files = [real, wrong, lost, cut, real[:-2], real[:2] + b"\xff" * 50 + real[2:]]
+    whole = [mod.coded_damage(f) for f in files]
+    assert whole[0] is None and "RST5 where RST2 belongs" in whole[1] and "cut short" in whole[4], whole
+    assert "RST5 where RST3 belongs" in whole[2] and "missing" in whole[3], whole
+    for window in (1, 2, 3, 7, 64):
+        monkeypatch.setattr(mod, "_CODED_WINDOW", window)
+        assert [mod.coded_damage(f) for f in files] == whole, window
