@@ -2030,7 +2030,7 @@ def read_yaml(text: str, where: str) -> Any:
     if problem is not None:
         why = (
             ""
-            if problem.endswith("(a value that holds itself)")
+            if problem.endswith("(a value that holds itself)") or "defined twice" in problem
             else " (anchors and aliases may not multiply a config beyond that)"
         )
         raise ConfigError([f"{where}: YAML {problem}; refused{why}"])

@@ -10,12 +10,18 @@ for), and only then composes and constructs the document: with libyaml's C loade
 with the pure-Python safe loader, whose composer also counts. A mapping that gives a key twice is
 refused (``DuplicateKeyError``, naming the path and the lines): PyYAML would keep the last silently, so a
 second ``agent:`` or a repeated model slot would replace the first without a word; so is a merge key
-given twice in one mapping, and a key that the mappings one mapping merges (``<<: [*a, *b]``) give with
-different values while it does not give it itself (the YAML merge spec takes the first, PyYAML the last).
-``load_document`` loads a document with that check and no limits (the agent's config, which checks its own limits with
-``check_limits``). An alias inside the very node its anchor names (``a: &a [*a]``) is refused with the
-limits: PyYAML builds a value that holds itself, and every walk over it (a config's validation, a
-manifest's checks) recursed until ``RecursionError``, a traceback instead of an error naming the file.
+given twice in one mapping, and a key a mapping takes from those it merges (``<<: [*a, *b]``) whose value
+PyYAML built otherwise than the YAML merge spec has it (the mapping's own, else the first merged mapping's
+that gives it, recursively): PyYAML 6.0 dedups merged pairs by the identity of the key's string, so it
+takes the last merged mapping's value for most keys, the first for one-character ones (one interned
+string), and through a merge of a merge may take the value the middle mapping overrides. Mappings that
+agree (``yes`` and ``true``, equal lists) are read as written. ``load_document`` loads a document with that
+check and no limits (the agent's config, which checks its own limits with ``check_limits``). An alias
+inside the very node its anchor names (``a: &a [*a]``), an anchor defined twice, and an alias chain whose
+value nests deeper than the depth limit once expanded (each anchor nesting the one before a few levels
+deeper) are refused with the limits: PyYAML builds a value that holds itself, or one hundreds of levels
+deep, and every walk over it (a config's validation, a manifest's checks) recursed until
+``RecursionError``, a traceback instead of an error naming the file.
 In ``load_bounded`` every failure becomes ``ManifestError`` with one line naming ``where``.
 """
 
@@ -92,37 +98,75 @@ _PyLoader = _with_scalar_lines(yaml.SafeLoader)
 def _check_events(
     loader, max_depth: int = MAX_DEPTH, max_aliases: int = MAX_ALIASES, max_nodes: int = MAX_NODES
 ) -> None:
-    """The limits, on the parser's events: nothing is composed (no recursion, no alias expanded)."""
+    """The limits, on the parser's events: nothing is composed (no recursion, no alias expanded). The depth
+    counts what an alias stands for: a chain of anchors, each nesting the one before a few levels deeper,
+    builds a value hundreds of levels deep that no written line shows (and every walk over it recursed
+    until ``RecursionError``)."""
     depth = nodes = aliases = 0
-    open_nodes: list[tuple[int, str | None]] = []  # (nodes before it, its anchor) of each open collection
+    # [nodes before it, its anchor, the height of its highest child] of each open collection
+    open_nodes: list[list] = []
     weight: dict[str, int] = {}  # anchor -> nodes it stands for
+    height: dict[str, int] = {}  # anchor -> levels it spans (a scalar 1)
+    defined: dict[str, tuple[int, int]] = {}  # anchor -> its line and column (in this document)
+
+    def spans(levels: int) -> None:
+        if open_nodes and levels > open_nodes[-1][2]:
+            open_nodes[-1][2] = levels
+
     while loader.check_event():
         ev = loader.get_event()
         if isinstance(ev, yaml.AliasEvent):
             aliases += 1
             if aliases > max_aliases:
                 raise _Limit(f"more than {max_aliases} aliases")
-            if any(anchor == ev.anchor for _, anchor in open_nodes):
+            if any(anchor == ev.anchor for _, anchor, _ in open_nodes):
                 raise _Limit(_holds_itself(ev.anchor, ev.start_mark))
+            levels = height.get(ev.anchor or "", 1)
+            if depth + levels > max_depth:
+                raise _Limit(_too_deep_expanded(max_depth, ev))
+            spans(levels)
             nodes += weight.get(ev.anchor or "", 1)  # an alias always names its anchor
         elif isinstance(ev, yaml.ScalarEvent | yaml.CollectionStartEvent):
             if depth + 1 > max_depth:
                 raise _Limit(f"nested deeper than {max_depth} levels")
+            if ev.anchor is not None:
+                if ev.anchor in defined:
+                    raise _Limit(
+                        f"anchor &{printable(ev.anchor)} defined twice "
+                        f"({_positions([defined[ev.anchor], _at(ev)])}); give each its own name"
+                    )
+                defined[ev.anchor] = _at(ev)
             nodes += 1
             if isinstance(ev, yaml.CollectionStartEvent):
                 depth += 1
-                open_nodes.append((nodes - 1, ev.anchor))
-            elif ev.anchor is not None:
-                weight[ev.anchor] = 1
+                open_nodes.append([nodes - 1, ev.anchor, 0])
+            else:
+                spans(1)
+                if ev.anchor is not None:
+                    weight[ev.anchor] = height[ev.anchor] = 1
         elif isinstance(ev, yaml.CollectionEndEvent):
             depth -= 1
-            before, anchor = open_nodes.pop()
+            before, anchor, highest = open_nodes.pop()
+            spans(1 + highest)
             if anchor is not None:
                 weight[anchor] = nodes - before
+                height[anchor] = 1 + highest
         else:
+            if isinstance(ev, yaml.DocumentStartEvent):
+                defined.clear()  # each document its own anchors
             continue
         if nodes > max_nodes:
             raise _Limit(f"more than {max_nodes} nodes" + (" once aliases are expanded" if aliases else ""))
+
+
+def _too_deep_expanded(max_depth: int, alias) -> str:
+    """An alias chain with no cycle, each anchor nesting the one before a few levels deeper: the value is
+    hundreds of levels deep though no line is, and every walk over it recursed until ``RecursionError``."""
+    line, column = _at(alias)
+    return (
+        f"nested deeper than {max_depth} levels once aliases are expanded "
+        f"(alias *{printable(str(alias.anchor))} at line {line}, column {column})"
+    )
 
 
 def _holds_itself(anchor: str | None, mark) -> str:
@@ -170,8 +214,8 @@ _MERGE = "tag:yaml.org,2002:merge"
 class DuplicateKeyError(yaml.YAMLError):
     """Mappings that give a key more than once: ``duplicates`` lists ``(path, [(line, column), ...])``,
     1-based, each path as a config error names it (``models.vision``, ``pipelines[0].name``); ``merged``
-    the keys that the mappings one mapping merges (``<<: [*a, *b]``) give with different values, where
-    the mapping itself does not: the YAML merge spec takes the first, PyYAML the last."""
+    the keys a mapping takes from those it merges (``<<: [*a, *b]``) whose value PyYAML built otherwise than
+    the YAML merge spec has it, with where the spec's value is and where the one PyYAML took is."""
 
     def __init__(
         self,
@@ -183,13 +227,22 @@ class DuplicateKeyError(yaml.YAMLError):
         super().__init__("; ".join(self.lines()))
 
     def lines(self) -> list[str]:
-        """One line per repeated key: ``models.vision: key given twice (lines 12 and 30); keep one``."""
+        """One line per repeated key: ``models.vision: key given twice (lines 12 and 30); keep one``; the first
+        ``MAX_LINES`` and a line counting the others."""
+        lines = self._all_lines()
+        if len(lines) > self.MAX_LINES:
+            lines = lines[: self.MAX_LINES] + [f"and {len(lines) - self.MAX_LINES} more"]
+        return lines
+
+    MAX_LINES = 20
+
+    def _all_lines(self) -> list[str]:
         return [
             f"{path}: key given {_times(len(at))} ({_positions(at)}); keep one"
             for path, at in self.duplicates
         ] + [
-            f"{path}: given differently by {_count(len(at))} merged mappings ({_positions(at)}): YAML readers "
-            "differ on which one wins; give it in this mapping itself"
+            f"{path}: given differently by {_count(max(len(at), 2))} merged mappings ({_positions(at)}): YAML "
+            "readers differ on which one wins; give it in this mapping itself"
             for path, at in self.merged
         ]
 
@@ -203,6 +256,8 @@ def _times(n: int) -> str:
 
 
 def _positions(at: list[tuple[int, int]]) -> str:
+    if len(at) == 1:
+        return f"line {at[0][0]} and another"
     lines = {line for line, _ in at}
     if len(lines) == len(at):
         return "lines " + _listed([str(line) for line, _ in at])
@@ -255,42 +310,92 @@ def _offered(loader, node, memo: dict[int, _Offered]) -> _Offered:
     return out
 
 
-def _same(a, b) -> bool:
-    return a is b or (
-        isinstance(a, yaml.ScalarNode)
-        and isinstance(b, yaml.ScalarNode)
-        and (a.tag, a.value) == (b.tag, b.value)
-    )
+def _built_alike(a, b) -> bool:
+    """Whether two built values are the same value of the same type (``yes`` and ``true`` are, ``1`` and
+    ``true`` are not), lists and mappings item by item."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return a == b or (a != a and b != b)  # .nan written twice
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_built_alike(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_built_alike(v, b[k]) for k, v in a.items())
+    return bool(a == b)
 
 
-def _merged_apart(loader, merged: list[Any], own: dict, memo: dict[int, _Offered]) -> dict[Any, list]:
-    """key -> where each of ``merged`` gives it, for the keys two of them give with different values and
-    the mapping (whose keys are ``own``) does not give itself."""
-    given: dict[Any, list[tuple[Any, tuple[int, int]]]] = {}
-    for m in merged:
-        for key, value in _offered(loader, m, memo).items():
-            if key not in own:
-                given.setdefault(key, []).append(value)
-    return {
-        key: [at for _, at in values]
-        for key, values in given.items()
-        if any(not _same(values[0][0], v) for v, _ in values[1:])
-    }
+def _source(built: Any, key: Any, node, objects: dict, seen: set[int]) -> tuple[int, int] | None:
+    """Where the value PyYAML built for ``key`` is given: the first place in ``node``'s merge tree that gives
+    ``key`` a value built as ``built`` (the very object, else an alike one)."""
+    for alike in (False, True):
+        seen.clear()
+        todo = [node]
+        while todo:
+            m = todo.pop()
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            below = []
+            for key_node, value_node in m.value:
+                if key_node.tag == _MERGE:
+                    below.extend(_merged_nodes(value_node))
+                elif (
+                    key_node in objects and _hashable_equal(objects[key_node], key) and value_node in objects
+                ):
+                    value = objects[value_node]
+                    if value is built or (alike and _built_alike(value, built)):
+                        return _at(key_node)
+            todo.extend(reversed(below))
+    return None
 
 
-def _duplicate_keys(loader, root) -> tuple[list, list]:
-    """Every key given more than once in one mapping of the composed document ``root``, in the order of
-    its second occurrence. Keys compare as the constructed values compare (``1`` and ``0x1``, ``yes`` and
-    ``true`` are one key, as the dict would have it); an explicit key after a merge key (``<<: *base``)
-    overrides the merged one by design and is not a repeat. The merge key given twice in one mapping is a
-    repeat too (PyYAML merged both, the second's values winning, without a word), and so, in the second
-    list, is a key that mappings merged by one merge key (``<<: [*a, *b]``) give with different values
-    while the mapping does not give it itself: the YAML merge spec takes the first, PyYAML the last (a
-    PLC write's ``value`` from ``*b`` where the file says ``*a`` wins). Each node is walked once, however
-    many aliases name it."""
-    found: list[tuple[str, list[tuple[int, int]]]] = []
+def _hashable_equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b) and hash(a) == hash(b)
+    except TypeError:
+        return False
+
+
+def _merged_built_apart(mappings: list[tuple[Any, str]], objects: dict, memo: dict[int, _Offered]) -> list:
+    """``(path, [where the merge spec's value is, where the built one is])`` for each key a mapping takes from
+    the mappings it merges (``<<: [*a, *b]``, recursively) whose value PyYAML built otherwise than the YAML
+    merge spec has it: the mapping's own, else the FIRST merged mapping's that gives it. PyYAML 6 takes the
+    last merged mapping's value, except for keys it happens to hold as one string object (one-character
+    keys), where it takes the first; through a merge of a merge it may take a value the middle mapping
+    overrides. Where both agree (equal lists written twice, ``yes`` and ``true``) the file is read as it is.
+    Each clash is told once, at the first mapping (in document order) that takes it, however many mappings
+    merge that one."""
+    told: set[tuple[int, Any]] = set()
     apart: list[tuple[str, list[tuple[int, int]]]] = []
-    memo: dict[int, _Offered] = {}
+    seen: set[int] = set()
+    for node, path in mappings:
+        data = objects.get(node)
+        if not isinstance(data, dict):
+            continue
+        for key, (value_node, at) in memo.get(id(node), {}).items():
+            if (id(value_node), key) in told or value_node not in objects or key not in data:
+                continue
+            spec, built = objects[value_node], data[key]
+            if _built_alike(spec, built):
+                continue
+            told.add((id(value_node), key))
+            where = _source(built, key, node, objects, seen)
+            apart.append((_key_path(path, key), [at] + ([where] if where and where != at else [])))
+    return apart
+
+
+def _duplicate_keys(loader, root) -> tuple[list, list[tuple[Any, str]]]:
+    """Every key given more than once in one mapping of the composed document ``root``, in the order of
+    its second occurrence, and the mappings that merge others (``<<: *base``), in document order, with
+    their paths. Keys compare as the constructed values compare (``1`` and ``0x1``, ``yes`` and ``true`` are
+    one key, as the dict would have it); an explicit key after a merge key overrides the merged one by
+    design and is not a repeat. The merge key given twice in one mapping is a repeat too (PyYAML merged
+    both, the second's values winning, without a word). Each node is walked once, however many aliases
+    name it: where it is first written, so a clash in an anchored preset is told there."""
+    found: list[tuple[str, list[tuple[int, int]]]] = []
+    merging: list[tuple[Any, str]] = []
     seen: set[int] = set()
     stack: list[tuple[Any, str]] = [(root, "")]
     while stack:
@@ -298,18 +403,17 @@ def _duplicate_keys(loader, root) -> tuple[list, list]:
         if id(node) in seen:
             continue
         seen.add(id(node))
+        children: list[tuple[Any, str]] = []
         if isinstance(node, yaml.MappingNode):
             at: dict[Any, list[tuple[int, int]]] = {}
             merge_keys: list[tuple[int, int]] = []
-            merged: list[Any] = []
             for key_node, value_node in node.value:
                 if key_node.tag == _MERGE:
-                    stack.append((value_node, path))
+                    children.append((value_node, path))
                     merge_keys.append(_at(key_node))
-                    merged.extend(_merged_nodes(value_node))
                     continue
                 if not isinstance(key_node, yaml.ScalarNode):
-                    stack.append((value_node, path))  # an unhashable key: the constructor refuses it
+                    children.append((value_node, path))  # an unhashable key: the constructor refuses it
                     continue
                 key = loader.construct_object(key_node)  # kept by the constructor: built once
                 try:
@@ -317,31 +421,46 @@ def _duplicate_keys(loader, root) -> tuple[list, list]:
                 except TypeError:
                     continue
                 positions.append((key_node.start_mark.line + 1, key_node.start_mark.column + 1))
-                stack.append((value_node, _key_path(path, key)))
+                children.append((value_node, _key_path(path, key)))
             for key, positions in at.items():
                 if len(positions) > 1:
                     found.append((_key_path(path, key), positions))
             if len(merge_keys) > 1:
                 found.append((_key_path(path, "<<"), merge_keys))
-            if len(merged) > 1:
-                for key, positions in _merged_apart(loader, merged, at, memo).items():
-                    apart.append((_key_path(path, key), positions))
+            if merge_keys:
+                merging.append((node, path))
         elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
+            children = [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        stack.extend(reversed(children))  # popped in document order
     found.sort(key=lambda d: d[1][1])
-    apart.sort(key=lambda d: d[1][1])
-    return found, apart
+    return found, merging
 
 
 def _single_unique(loader) -> Any:
-    """``loader.get_single_data()``, refusing a key given twice in one mapping (``DuplicateKeyError``)."""
+    """``loader.get_single_data()``, refusing a key given twice in one mapping, and a merged key whose value
+    PyYAML built otherwise than the YAML merge spec has it (``DuplicateKeyError``)."""
     node = loader.get_single_node()
     if node is None:
         return None
-    duplicates, merged = _duplicate_keys(loader, node)
-    if duplicates or merged:
-        raise DuplicateKeyError(duplicates, merged)
-    return loader.construct_document(node)
+    duplicates, merging = _duplicate_keys(loader, node)
+    if duplicates and not merging:
+        raise DuplicateKeyError(duplicates)
+    if not merging:
+        return loader.construct_document(node)
+    memo: dict[int, _Offered] = {}
+    for m, _ in merging:  # the merge spec's keys, before the constructor flattens the merges in place
+        _offered(loader, m, memo)
+    objects = loader.constructed_objects  # construct_document replaces it with a new dict when done
+    try:
+        data = loader.construct_document(node)
+    except Exception:
+        if duplicates:
+            raise DuplicateKeyError(duplicates) from None
+        raise
+    apart = _merged_built_apart(merging, objects, memo)
+    if duplicates or apart:
+        raise DuplicateKeyError(duplicates, apart)
+    return data
 
 
 def load_document(text: str) -> Any:
@@ -363,17 +482,23 @@ class _BoundedLoader(_PyLoader):  # type: ignore[misc,valid-type]
         self._aliases = 0
         self._nodes = 0
         self._weight: dict[int, int] = {}  # id(node) -> nodes it stands for, for aliases
+        self._height: dict[int, int] = {}  # id(node) -> levels it spans (a scalar 1), for aliases
         self._open: list[str | None] = []  # the anchor of each node being composed
+        self._highest: list[int] = [0]  # the height of the highest child of each node being composed
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
                 raise _Limit(f"more than {MAX_ALIASES} aliases")
-            anchor = self.peek_event().anchor
-            if anchor in self._open:
-                raise _Limit(_holds_itself(anchor, self.peek_event().start_mark))
-            node = self.anchors.get(anchor)
+            ev = self.peek_event()
+            if ev.anchor in self._open:
+                raise _Limit(_holds_itself(ev.anchor, ev.start_mark))
+            node = self.anchors.get(ev.anchor)
+            levels = self._height.get(id(node), 1)
+            if self._depth + levels > MAX_DEPTH:
+                raise _Limit(_too_deep_expanded(MAX_DEPTH, ev))
+            self._highest[-1] = max(self._highest[-1], levels)
             self._nodes += self._weight.get(id(node), 1)
             if self._nodes > MAX_NODES:
                 raise _Limit(f"more than {MAX_NODES} nodes once aliases are expanded")
@@ -386,12 +511,16 @@ class _BoundedLoader(_PyLoader):  # type: ignore[misc,valid-type]
         if self._nodes > MAX_NODES:
             raise _Limit(f"more than {MAX_NODES} nodes")
         self._open.append(self.peek_event().anchor)
+        self._highest.append(0)
         try:
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
             self._open.pop()
+            levels = 1 + self._highest.pop()
         self._weight[id(node)] = self._nodes - before
+        self._height[id(node)] = levels
+        self._highest[-1] = max(self._highest[-1], levels)
         return node
 
 

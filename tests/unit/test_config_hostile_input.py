@@ -227,7 +227,7 @@ PRESETS = "x-presets:\n  open: &open {value: true}\n  shut: &shut {value: false,
 def test_a_plc_writes_value_given_differently_by_two_merged_mappings_is_refused_naming_both(
     tmp_path, gate, expected
 ):
-    """``<<: [*open, *shut]`` wrote ``false`` to the reject gate (PyYAML takes the last mapping's value, the
+    """``<<: [*open, *shut]`` wrote ``false`` to the reject gate (PyYAML took the last mapping's ``value``, the
     YAML merge spec the first: the file reads as ``true`` to one who knows the spec), and a merge key
     given twice was merged silently, the second winning, where any other key given twice is refused."""
     cfg = tmp_path / "agent.yaml"
@@ -252,3 +252,100 @@ def test_merged_mappings_that_agree_or_a_key_the_mapping_gives_itself_are_read_a
         "b": {"value": True, "node_id": "x"},
         "c": {"value": True, "when": {"verdict": "NG"}},
     }
+
+
+@pytest.mark.parametrize(
+    "presets, expected",
+    [
+        ("a: &a {tags: [x, y]}\nb: &b {tags: [x, y], r: 2}\n", {"tags": ["x", "y"], "r": 2}),
+        ("a: &a {enabled: yes}\nb: &b {enabled: true}\n", {"enabled": True}),
+        ("a: &a {unit: ~}\nb: &b {unit: null}\n", {"unit": None}),
+        ("a: &a {qos: 0x10}\nb: &b {qos: 16}\n", {"qos": 16}),
+        (  # a preset that overrides the base both merge: the merge spec and PyYAML both give qos 2
+            "base: &base {qos: 1, retain: false}\na: &a {<<: *base, qos: 2}\nb: &b {<<: *base, topic: t}\n",
+            {"qos": 2, "retain": False, "topic": "t"},
+        ),
+    ],
+    ids=["equal-lists", "yes-true", "tilde-null", "hex-decimal", "override-of-a-shared-base"],
+)
+def test_merged_mappings_that_agree_however_spelt_are_read_as_written(presets, expected):
+    """c302631e refused these (``given differently by two merged mappings``): the mappings agree, and a
+    config that validated the day before no longer started. Only a value PyYAML builds otherwise than the
+    YAML merge spec has it is refused."""
+    from edge_agent.config import read_yaml
+
+    doc = read_yaml(
+        "x-presets:\n" + "".join(f"  {line}\n" for line in presets.splitlines()) + "c: {<<: [*a, *b]}\n",
+        "a.yaml",
+    )
+    assert doc["c"] == expected
+
+
+def test_a_key_a_merged_mapping_overrides_is_refused_where_pyyaml_builds_the_one_it_overrides(tmp_path):
+    """``mid: {<<: *base, x: 2}``, ``out: {<<: *mid}``: the merge spec gives ``out.x`` 2 (mid's own), PyYAML
+    6.0.4 built 1 (base's) for a one-character key, without a word; a longer key it builds as 2 and is read."""
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(
+        AGENT + "x-presets:\n  base: &base {x: 1}\n  mid: &mid {<<: *base, x: 2}\nout: {<<: *mid}\n"
+    )
+    assert _errors(cfg) == [
+        f"{cfg}: out.x: given differently by two merged mappings (lines 5 and 4): YAML readers differ on which "
+        "one wins; give it in this mapping itself"
+    ]
+    from edge_agent.config import read_yaml
+
+    doc = read_yaml("base: &base {xx: 1}\nmid: &mid {<<: *base, xx: 2}\nout: {<<: *mid}\n", "a.yaml")
+    assert doc["out"] == {"xx": 2}
+
+
+def test_a_clash_in_a_preset_is_told_once_where_the_preset_is_written_however_often_it_is_used(tmp_path):
+    """A clashing pair of presets of 40 keys merged 100 times gave 4,040 errors (a 22-KB fleet config:
+    240,000, 38 MB on stderr), each naming the mapping that merged them; one merged once more, behind an
+    anchored preset that merges them, was told at the mapping that used the preset."""
+    keys = ", ".join(f"k{i}: 0" for i in range(40))
+    other = ", ".join(f"k{i}: 1" for i in range(40))
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(
+        AGENT
+        + f"x-presets:\n  a: &a {{{keys}}}\n  b: &b {{{other}}}\n  both: &both {{<<: [*a, *b]}}\n"
+        + "x-uses:\n"
+        + "".join(f"  - {{<<: *both, n: {i}}}\n" for i in range(100))
+        + "".join("  - {<<: [*a, *b]}\n" for i in range(100))
+    )
+    errors = _errors(cfg)
+    assert len(errors) == 21, errors[:3]
+    assert errors[0].startswith(
+        f"{cfg}: x-presets.both.k0: given differently by two merged mappings (lines 4 and 5)"
+    )
+    assert errors[19].startswith(f"{cfg}: x-presets.both.k19: given differently")
+    assert errors[20] == f"{cfg}: and 20 more"
+
+
+def test_an_alias_chain_deeper_than_the_limit_once_expanded_is_refused_naming_its_line(tmp_path, capsys):
+    """Nine anchors, each nesting the one before in 60 brackets (1,253 bytes, every line within the 64 levels a
+    config may nest) build a value 540 levels deep: ``edge-agent validate`` printed a 2,995-line
+    ``RecursionError`` traceback."""
+    cfg = tmp_path / "agent.yaml"
+    chain = "x-presets:\n  a0: &a0 " + "[" * 60 + "1" + "]" * 60 + "\n"
+    chain += "".join(f"  a{i}: &a{i} " + "[" * 60 + f"*a{i - 1}" + "]" * 60 + "\n" for i in range(1, 9))
+    cfg.write_text(AGENT + chain)
+    line = (
+        f"{cfg}: YAML nested deeper than 64 levels once aliases are expanded (alias *a0 at line 5, column 71); "
+        "refused (anchors and aliases may not multiply a config beyond that)"
+    )
+    assert _errors(cfg) == [line]
+    assert cli.main(["validate", str(cfg)]) == 1
+    assert line in capsys.readouterr().err
+    from edge_agent.config import read_yaml
+
+    shallow = read_yaml("a0: &a0 [[1]]\na1: &a1 [[*a0]]\na2: [*a1, *a1]\n", "a.yaml")  # read as before
+    assert shallow["a2"] == [[[[[1]]]], [[[[1]]]]]
+
+
+def test_an_anchor_defined_twice_is_refused_as_such(tmp_path):
+    """``a: &a [&a 1, *a]`` was told as a value that holds itself."""
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(AGENT + "x-a: &a [&a 1, *a]\n")
+    assert _errors(cfg) == [
+        f"{cfg}: YAML anchor &a defined twice (line 3, columns 6 and 10); give each its own name; refused"
+    ]

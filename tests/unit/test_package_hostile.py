@@ -404,6 +404,65 @@ def test_the_pure_python_loader_refuses_a_value_holding_itself_too(monkeypatch):
     assert safe_yaml.load_bounded("a: &a [1]\nb: *a\n", "manifest.yaml") == {"a": [1], "b": [1]}
 
 
+def _alias_chain(anchors: int, brackets: int = 30) -> bytes:
+    """An alias chain with no cycle: each anchor nests the one before ``brackets`` levels deeper."""
+    s = "extra:\n  a0: &a0 [1]\n"
+    for i in range(1, anchors):
+        s += f"  a{i}: &a{i} " + "[" * brackets + f"*a{i - 1}" + "]" * brackets + "\n"
+    return s.encode()
+
+
+def test_a_signed_manifest_whose_alias_chain_nests_too_deep_once_expanded_is_refused_naming_its_line(
+    good, tmp_path
+):
+    """40 anchors in ``extra:``, each nesting the one before 30 levels deeper: every line within the 32 levels
+    a manifest may nest, the value 1,200 deep; verify_package and read_manifest raised ``RecursionError``."""
+    pkg, trusted, key = good
+    text = _manifest(pkg)
+    doc = text + _alias_chain(40)
+    bad = _with(pkg, tmp_path / "deep-1.0.0.edgepkg", manifest=doc, sig=_sig(doc, key))
+    err = refused_everywhere(bad, trusted, tmp_path, ManifestError, "yaml_limits", max_s=60.0)  # hang guard
+    line = text.count(b"\n") + 3
+    assert (
+        f"YAML nested deeper than 32 levels once aliases are expanded (alias *a0 at line {line}, column "
+        in str(err)
+    ), str(err)
+    with pytest.raises(ManifestError) as ei:
+        read_manifest(bad)
+    assert ei.value.code == "yaml_limits"
+
+
+@pytest.mark.parametrize("c_loader", [True, False], ids=["libyaml", "pure-python"])
+def test_both_loaders_refuse_an_alias_chain_too_deep_once_expanded_and_read_a_shallow_one(
+    monkeypatch, c_loader
+):
+    from model_packager import safe_yaml
+
+    if not c_loader:
+        monkeypatch.setattr(safe_yaml, "_CLoader", None)
+    with pytest.raises(ManifestError) as ei:
+        safe_yaml.load_bounded(_alias_chain(3, 20), "manifest.yaml")
+    assert str(ei.value) == (
+        "manifest.yaml: YAML nested deeper than 32 levels once aliases are expanded (alias *a1 at line 4, "
+        "column 31); refused"
+    )
+    shallow = safe_yaml.load_bounded(_alias_chain(3, 9), "manifest.yaml")["extra"]["a2"]
+    for _ in range(18):
+        (shallow,) = shallow
+    assert shallow == [1]
+
+
+def test_an_anchor_defined_twice_in_a_manifest_is_refused_as_such_not_as_a_value_holding_itself():
+    from model_packager import safe_yaml
+
+    with pytest.raises(ManifestError) as ei:
+        safe_yaml.load_bounded("a: 1\nb: &b [1]\nc: &b [*b]\n", "manifest.yaml")
+    assert (
+        str(ei.value)
+        == "manifest.yaml: YAML anchor &b defined twice (lines 2 and 3); give each its own name; refused"
+    )
+
+
 # ---- text that is not valid Unicode ----------------------------------------------------------------------------
 
 # a lone surrogate in each kind of text a manifest holds: free text, a label, an output's name, a metric's key
