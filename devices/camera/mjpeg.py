@@ -325,9 +325,15 @@ def open_stream(
             "open_failed", f"cannot reach {host}:{port} ({reason}); is the camera on and the address right?"
         ) from None
     ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if resp.status == 200 and not ctype:
-        ctype = _sniff(resp)
-    if resp.status == 200 and (said := _text_answer(resp, ctype)) is not None:
+    try:
+        if resp.status == 200 and not ctype:
+            ctype = _sniff(resp)
+        said = _text_answer(resp, ctype) if resp.status == 200 else None
+    except StreamError:  # (its first chunk's size line over http.client's limit)
+        resp.close()
+        conn.close()
+        raise
+    if said is not None:
         resp.close()
         conn.close()
         raise StreamError(
@@ -416,15 +422,31 @@ def _sniff(resp: Any) -> str:
     """The content type of an answer that names none (some cameras' firmware), from its first bytes: a
     multipart stream starts with its boundary ``--...``, an image with its signature; "" otherwise (and
     when nothing comes within the open timeout), left to FFmpeg as before."""
-    try:
-        head = resp.peek(64)[:64].lstrip(b"\r\n")
-    except (OSError, ValueError):
-        return ""
+    head = _peek(resp, 64).lstrip(b"\r\n")
     if head.startswith(b"--"):
         return "multipart/x-mixed-replace"
     if head.startswith((b"\xff\xd8\xff", b"\x89PNG")):
         return "image/unnamed"
     return ""
+
+
+def _peek(resp: Any, n: int) -> bytes:
+    """Up to ``n`` of an answer's first bytes, left to be read (b"" when none come within the open timeout, or
+    the answer breaks off: its reading says so). A chunked answer whose first chunk-size line is over
+    http.client's limit is ``open_failed``, as a header line over it is (it raised LineTooLong out of the
+    camera's open)."""
+    import http.client
+
+    try:
+        return bytes(resp.peek(n)[:n])
+    except http.client.LineTooLong:
+        raise StreamError(
+            "open_failed",
+            f"the camera's chunked answer has a chunk-size line over {getattr(http.client, '_MAXLINE', 65536)} "
+            "bytes; no camera sends that, check the URL and what answers on that port",
+        ) from None
+    except (OSError, ValueError, http.client.HTTPException):
+        return b""
 
 
 # an answer's content types that may be text FFmpeg reads (a playlist or manifest naming the video's segments)
@@ -433,6 +455,10 @@ _STREAM_TEXTS = frozenset(
     | {"application/dash+xml", "application/sdp"}
 )
 _TEXT_QUOTED = 120  # characters of a text answer quoted in its open_failed
+# an answer's first bytes judged as text only when they hold this many besides white space, or all its body: an
+# MJPEG stream called text/plain (or untyped) whose first packet was only the CRLF before its boundary was refused
+# as a web page quoting '\r\n' (0 frames, where FFmpeg read it)
+_TEXT_LEAST = 16
 
 
 def _text_answer(resp: Any, ctype: str) -> str | None:
@@ -445,12 +471,13 @@ def _text_answer(resp: Any, ctype: str) -> str | None:
     text: ``--boundary``); a video's bytes are not text."""
     if ctype in _MULTIPART or ctype.startswith(("image/", "video/")) or ctype in _STREAM_TEXTS:
         return None
-    try:
-        head = bytes(resp.peek(_TEXT_QUOTED)[:_TEXT_QUOTED])
-    except (OSError, ValueError):
-        return None
+    head = _peek(resp, _TEXT_QUOTED)
     if not head or head.lstrip().startswith((b"#EXTM3U", b"--")):  # a playlist; a multipart stream misnamed
         return None
+    if len(head.strip()) < _TEXT_LEAST and (resp.length is None or len(head) < resp.length):
+        return (
+            None  # too little come to judge (a stream's first packet may be the line end before its boundary)
+        )
     for cut in range(4):  # the last character's bytes may not all be in the head
         try:
             text = head[: len(head) - cut].decode("utf-8")

@@ -1489,3 +1489,69 @@ async def test_an_mjpeg_stream_its_firmware_calls_text_plain_is_read_not_taken_f
         cam.stop()
     assert len(frames) == 2, src.stats.last_error
     assert "open_failed" not in src.stats.errors_by_reason
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", None])
+async def test_an_mjpeg_stream_whose_first_packet_is_its_line_end_is_read_not_judged_as_text(ctype):
+    """A stream called text/plain (or naming no type) whose firmware sends the CRLF before its first boundary with
+    its HTTP header, the boundary later: its first packet, all the check saw, was '\\r\\n', and the camera was
+    refused as a web page quoting it (0 frames, where FFmpeg reads it). Fewer than 16 bytes besides white space,
+    its body not all come, are too little to judge: the stream is FFmpeg's, as before. Here the camera holds the
+    reader's connection at that CRLF (FFmpeg's, told by its User-Agent, gets the parts)."""
+    import time as _time
+
+    part = _jpeg(7)
+
+    def answer(h) -> None:
+        h.send_response(200)
+        if ctype:
+            h.send_header("Content-Type", ctype)
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(b"\r\n")
+        h.wfile.flush()
+        if not (h.headers.get("User-Agent") or "").startswith("Lavf"):
+            h.rfile.read(1)  # held until the reader lets go: all it sees is the line end
+            return
+        head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(part)
+        while True:
+            h.wfile.write(head + part + b"\r\n")
+            _time.sleep(0.05)
+
+    cam = _HttpCamera(answer)
+    try:
+        frames, src = await _frames(cam.base + "/video", 2, timeout_s=30.0, fps=5)
+    finally:
+        cam.stop()
+    assert len(frames) == 2, src.stats.last_error
+    assert "open_failed" not in src.stats.errors_by_reason, src.stats.last_error
+
+
+async def test_a_chunked_answer_whose_first_chunk_size_line_is_over_the_limit_is_open_failed_saying_so():
+    """The text check peeks at the answer's first bytes: a chunked answer whose chunk-size line runs over
+    http.client's 65,536 bytes raised LineTooLong out of the camera's open. It is open_failed, saying so, as a
+    header line over the limit is."""
+
+    def answer(h) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/html")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        h.wfile.write(b"a" * 70_000)
+        h.wfile.flush()
+        h.rfile.read(1)
+
+    cam = _HttpCamera(answer)
+    src = CameraSource(
+        "cam", CameraSettings(url=cam.base + "/video", reconnect_initial_s=0.2, reconnect_max_s=0.5)
+    )
+    try:
+        await src.start()
+        from tests.support.waits import until
+
+        await until(lambda: src.stats.errors, 30.0, "an error from the camera")
+    finally:
+        await src.stop()
+        cam.stop()
+    assert set(src.stats.errors_by_reason) == {"open_failed"}, src.stats.errors_by_reason
+    assert "chunk-size line over 65536 bytes" in (src.stats.last_error or ""), src.stats.last_error
