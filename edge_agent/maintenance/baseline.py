@@ -131,6 +131,13 @@ _FREE_AMPLITUDE_INDEX = np.asarray(
     [_FEATURE_INDEX[k] for k in ("rms", *AMPLITUDE_FEATURES) if k not in SPEED_FEATURES]
 )
 SCALE_MIN = 3.0  # a common factor of every amplitude this large (or 1/this) is a scale, not a machine
+# ... and a gain scales the spectrum's noise floor (``spectral_floor``) by the same factor, where a fault adds energy
+# at the machine's lines and their harmonics and leaves the floor where it was. A common factor the floor did not
+# follow at least FLOOR_FOLLOW of the way (in logs, from its speed band's commissioned median) is the machine's,
+# judged: a misalignment, a looseness, an imbalance grown until every amplitude rose 3x or more read as 'scale'
+# and went UNSURE, the sicker the machine the less it alarmed (bench/_unseen_machines.py's compressor: its
+# misalignment UNSURE in 4-5 of 6 windows at severity 1-2). Measured on three generators (docs/maintenance.md)
+FLOOR_FOLLOW = 0.5
 LOW_LEVEL = 10.0  # amplitudes this many times below the commissioned ones: no running machine to judge
 # A stop without a speed tag, told from the signal: besides the common fall of ``LOW_LEVEL``, each of
 # the broadband levels (RMS, high band, velocity) fell at least STOP_BAND_FALL times (a stopped machine's
@@ -190,8 +197,8 @@ REQUEST_MAX_BYTES = 64 * 1024
 # what a baseline file (``<pipeline>.json``, its ``.format2`` copy, ``<pipeline>@<state>.json``, the index
 # ``<pipeline>.states.json``) may hold, read at most. The largest one the agent writes is a baseline learning
 # at the largest settings: ``windows`` 20,000 (a process state's baseline learns up to 20,000 whatever
-# ``windows`` says), each window's 13 features, speed and temperature kept until the end, each number at
-# most 24 characters of JSON: ~7.6 MB. A commissioned one holds at most 1,001 speed bands of 26 numbers
+# ``windows`` says), each window's 13 features, speed, temperature and spectral floor kept until the end, each
+# number at most 24 characters of JSON: ~8.1 MB. A commissioned one holds at most 1,001 speed bands of 27 numbers
 # (~0.7 MB), the index ~20 KB. Four times the largest: a file past it is none the agent wrote (a link to
 # something else, a file grown by a tool), and read whole it could fill the gateway's memory
 BASELINE_MAX_BYTES = 32 * 1024 * 1024
@@ -311,6 +318,18 @@ def _settling_window(w: np.ndarray, turns: float) -> bool:
     """The sensor check names ``w`` a sensor settling, its shaft turning ``turns`` times in it."""
     found = sensor_check(w, shaft_turns=turns)
     return found is not None and found.kind == "settling"
+
+
+def spectral_floor(w: np.ndarray) -> float:
+    """The log of the median of the window's amplitude spectrum (Hann-windowed, DC left out): the level of its
+    broadband floor, which a line (a shaft order, a mesh, a harmonic) moves little as it holds a few bins of
+    the window's hundreds. A sensor's gain or units scale it with everything else (``FLOOR_FOLLOW``)."""
+    c = np.asarray(w, dtype=np.float64).ravel()
+    if c.size < 64 or not np.isfinite(c).all():  # no window to take it from (features given): NaN, not used
+        return math.nan
+    c = c - c.mean()
+    mag = np.abs(np.fft.rfft(c * np.hanning(c.size)))[1:]
+    return math.log(float(np.median(mag)) + 1e-12)
 
 
 def lone_impulse(w: np.ndarray, segments: int = IMPULSE_SEGMENTS) -> bool:
@@ -513,6 +532,11 @@ class Baseline:
         # cannot resolve; those features are held at 0 and the asset is judged without them)
         self.orders = True
         self.temps: list[float] = []  # the running windows' temperatures while learning (temperature_tag)
+        self.floors: list[float] = []  # the learned windows' spectral floors (``spectral_floor``)
+        # per speed band (the keys of ``bands``), the median of the commissioned windows' ``spectral_floor``;
+        # empty: learned before the record (a common factor of the amplitudes is a scale whatever the floor
+        # did, as before)
+        self.floor_bands: dict[int, float] = {}
         self.temp_running: float | None = None  # the commissioned running temperature (median)
         self.stop_floor: float | None = None  # log RMS the sensor reads at a recognised stop
         # a spell of low windows: its start time and its lowest and highest temperature so far
@@ -554,6 +578,8 @@ class Baseline:
             "stop_floor": self.stop_floor,
             "outliers": self.outliers,
             "temps": self.temps if self.state == "learning" else [],
+            "floors": self.floors if self.state == "learning" else [],
+            "floor_bands": {str(k): v for k, v in self.floor_bands.items()},
             "rows": self.rows if self.state == "learning" else [],
             "speeds": self.speeds if self.state == "learning" else [],
             "bands": {
@@ -733,6 +759,8 @@ class Baseline:
         self.stop_floor = d.get("stop_floor")
         self.outliers = int(d.get("outliers", 0))
         self.temps = [float(v) for v in d.get("temps", [])]
+        self.floors = [float(v) for v in d.get("floors", [])]
+        self.floor_bands = {int(k): float(v) for k, v in (d.get("floor_bands") or {}).items()}
         self.rows = [list(map(float, r)) for r in d.get("rows", [])]
         self.speeds = [float(v) for v in d.get("speeds", [])]
         self.bands = {
@@ -864,7 +892,7 @@ class Baseline:
 
     def status(self) -> dict:
         d = self.to_dict()
-        for k in ("rows", "speeds", "bands", "temps"):
+        for k in ("rows", "speeds", "bands", "temps", "floors"):
             d.pop(k)
         d["progress"] = round(self.progress(), 3)
         d["speed_bands"] = sorted(self.bands)
@@ -979,6 +1007,7 @@ class Baseline:
                 return v
             self.rows.append(row.tolist())
             self.speeds.append(f["speed_hz"])
+            self.floors.append(spectral_floor(waveform))
             self._learn_temperature(scalars)
             v.progress = self.progress()
             if v.progress >= 1.0:
@@ -1002,7 +1031,9 @@ class Baseline:
             self.unsteady_windows += 1
             return v
         med, scale, extrapolated = self._band_stats(f["speed_hz"])
-        found = self._sensor_suspect(row, med, scale, (row - med) / scale, extrapolated)
+        found = self._sensor_suspect(
+            row, med, scale, (row - med) / scale, extrapolated, self.floor_move(f["speed_hz"], waveform)
+        )
         if found is not None and found[0] == "low_level" and self.s.speed_tag is None:
             # no speed tag: a stop of a healthy machine was a 'low_level' sensor fault, an episode at
             # every stop (3 a day on a gearbox); the signal (and the temperature) tell it from a dead sensor
@@ -1184,7 +1215,13 @@ class Baseline:
         return True, f"baseline: the machine is stopped ({why}); not judged"
 
     def _sensor_suspect(
-        self, row: np.ndarray, med: np.ndarray, scale: np.ndarray, z: np.ndarray, other_speed: bool = False
+        self,
+        row: np.ndarray,
+        med: np.ndarray,
+        scale: np.ndarray,
+        z: np.ndarray,
+        other_speed: bool = False,
+        floor: float | None = None,
     ) -> tuple[str, str] | None:
         """``scale``: every amplitude moved by one common factor of at least ``SCALE_MIN`` (up or down)
         and the window is otherwise as commissioned: the units or the sensor's gain changed (m/s2 read
@@ -1193,7 +1230,8 @@ class Baseline:
         ``low_level``: the amplitudes fell ``LOW_LEVEL`` times or more below the commissioned ones,
         whatever the shape: no running machine in the window (a dead or detached sensor, a stopped
         machine, or a units error), which would otherwise score low, as healthy. At a speed the asset
-        was not commissioned at (``other_speed``) only ``low_level``: its level differs anyway."""
+        was not commissioned at (``other_speed``) only ``low_level``: its level differs anyway. ``floor``: the
+        window's ``floor_move``; a common factor the floor did not follow (``FLOOR_FOLLOW``) is no ``scale``."""
         amp = _AMPLITUDE_INDEX if self.orders else _FREE_AMPLITUDE_INDEX
         d = row[amp] - med[amp]
         w = 1.0 / scale[amp] ** 2  # the common factor: each amplitude weighed by its steadiness
@@ -1217,6 +1255,8 @@ class Baseline:
         rest[amp] = (d - g) / scale[amp]
         if float(np.abs(rest).max()) >= self.threshold:  # the shape changed too: judged as it is
             return None
+        if floor is not None and floor * math.copysign(1.0, g) < FLOOR_FOLLOW * abs(g):
+            return None  # the lines rose, the floor stayed: energy the machine added, judged as it is
         return (
             "scale",
             f"sensor: every amplitude {k:.3g}x its commissioned level at once, the spectrum's shape as "
@@ -1258,6 +1298,7 @@ class Baseline:
             f = self.features(w, None)
             self.rows.append(feature_vector(f).tolist())
             self.speeds.append(f["speed_hz"])
+            self.floors.append(spectral_floor(w))
         self._event(
             EventKind.BASELINE_SPEED,
             speed_rpm=round(self.speed_hz * 60, 1),
@@ -1281,6 +1322,17 @@ class Baseline:
                 100 * confidence,
             )
 
+    def _near_band(self, speed_hz: float) -> int:
+        b = _band(speed_hz, self.s.speed_band_pct)
+        return b if b in self.bands else min(self.bands, key=lambda k: abs(k - b))
+
+    def floor_move(self, speed_hz: float, waveform: np.ndarray) -> float | None:
+        """How far (log) the window's ``spectral_floor`` moved from its speed band's commissioned one; None: a
+        baseline learned before the record."""
+        mid = self.floor_bands.get(self._near_band(speed_hz)) if self.bands else None
+        moved = math.nan if mid is None else spectral_floor(waveform) - mid
+        return moved if math.isfinite(moved) else None
+
     def _band_stats(self, speed_hz: float) -> tuple[np.ndarray, np.ndarray, bool]:
         """The statistics a window at ``speed_hz`` is scored against, and whether its speed lies outside
         the commissioned ones (``extrapolated``: not judged). Outside means more than half a speed band
@@ -1288,11 +1340,10 @@ class Baseline:
         nearest commissioned speed) was judged by the nearest band's statistics, and a line the speed moves
         across a fixed band edge (a gear mesh's 2x crossing the 1 kHz high band) read as a fault of a healthy
         machine. A baseline learned before the record keeps the former rule."""
-        b = _band(speed_hz, self.s.speed_band_pct)
-        near = b if b in self.bands else min(self.bands, key=lambda k: abs(k - b))
+        near = self._near_band(speed_hz)
         m, sc, _ = self.bands[near]
         if self.speed_spans is None:  # learned before the record: a band beyond the nearest's neighbours
-            return m, sc, abs(near - b) > 1
+            return m, sc, abs(near - _band(speed_hz, self.s.speed_band_pct)) > 1
         k = 1.0 + self.s.speed_band_pct / 200.0
         return m, sc, not any(lo / k <= speed_hz <= hi * k for lo, hi in self.speed_spans)
 
@@ -1303,6 +1354,9 @@ class Baseline:
         # its windows, vibration 1/10 of the running machine's or less, were learned as healthy, every
         # spread widened by them (a threshold of 25 deviations: no fault alarmed). Such windows are
         # left out, the running machine's kept (at least MIN_BAND_WINDOWS of them)
+        # each learned window's floor (a learning resumed from a file saved before the record has none)
+        fl = np.asarray(self.floors) if len(self.floors) == len(x) else None
+        fl = None if fl is None or not np.isfinite(fl).all() else fl
         rms = x[:, _FEATURE_INDEX["rms"]]
         running = rms >= float(np.quantile(rms, 0.9)) - math.log(LOW_LEVEL)
         if running.sum() >= MIN_BAND_WINDOWS and not running.all():
@@ -1315,6 +1369,7 @@ class Baseline:
                 LOW_LEVEL,
             )
             x, sp = x[running], sp[running]
+            fl = None if fl is None else fl[running]
         # a knock, a dropped tool, a door slam in one window of the hour: left out, else its score set
         # the threshold (an 8-bit pump's 6 cavitation knocks put it at 17.3, 6.0 without them, and its
         # faults alarmed hours later or not at all)
@@ -1330,16 +1385,22 @@ class Baseline:
                 self.s.outlier_mad,
             )
             x, sp = x[~out], sp[~out]
+            fl = None if fl is None else fl[~out]
         bands = np.asarray([_band(s, self.s.speed_band_pct) for s in sp])
         self.speed_spans = _speed_spans(sp, 1.0 + self.s.speed_band_pct / 100.0)
-        self.bands = {}
+        self.bands, self.floor_bands = {}, {}
         med_all, sc_all = _stats(x)
-        self.bands[int(np.bincount(bands - bands.min()).argmax() + bands.min())] = (med_all, sc_all, len(x))
+        top = int(np.bincount(bands - bands.min()).argmax() + bands.min())
+        self.bands[top] = (med_all, sc_all, len(x))
+        if fl is not None:
+            self.floor_bands[top] = float(np.median(fl))
         for b in np.unique(bands):
             sel = bands == b
             if sel.sum() >= MIN_BAND_WINDOWS:
                 m, sc = _stats(x[sel])
                 self.bands[int(b)] = (m, sc, int(sel.sum()))
+                if fl is not None:
+                    self.floor_bands[int(b)] = float(np.median(fl[sel]))
         self.relative = True
         # out-of-fold scores: contiguous blocks, each scored against the others (drift included)
         self.threshold = out_of_fold_threshold(
@@ -1350,7 +1411,7 @@ class Baseline:
         self.state = "ready"
         self.learned_at = self.clock()
         n = len(self.rows)
-        self.rows, self.speeds, self.temps = [], [], []
+        self.rows, self.speeds, self.temps, self.floors = [], [], [], []
         self.save()
         self._event(
             EventKind.BASELINE_LEARNED,

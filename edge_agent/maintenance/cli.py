@@ -229,7 +229,7 @@ def _states_status(args, path: Path) -> int:
                 )
             continue
         per[st] = b
-        for k in ("rows", "speeds", "temps"):
+        for k in ("rows", "speeds", "temps", "floors"):
             per[st].pop(k, None)
     if args.json:
         print(json.dumps({**d, "process_states": per}, indent=2))

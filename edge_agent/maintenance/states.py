@@ -457,7 +457,10 @@ class StateBaselines:
             if extrapolated or not b.threshold or b._stopped(scalars):
                 near = None
                 break
-            if b._sensor_suspect(row, med, scale, (row - med) / scale) is not None:  # a stop, a dead sensor
+            suspect = b._sensor_suspect(
+                row, med, scale, (row - med) / scale, floor=b.floor_move(f["speed_hz"], waveform)
+            )
+            if suspect is not None:  # a stop, a dead sensor, the sensor's gain
                 near = None
                 break
             z = rise_z(row, med, scale, b.relative)[0]
