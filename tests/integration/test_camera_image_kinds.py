@@ -650,3 +650,143 @@ def test_a_tiffs_tile_and_depth_are_read_whatever_integer_type_holds_them_its_fi
     whole = tiff_of_entries([(322, 4, struct.pack("<I", 64)), (323, 8, struct.pack("<h", 64))])
     assert int(decode_image(whole, cv2.IMREAD_GRAYSCALE, 25.0).max()) == 90
     assert int(packager_read(whole).max()) == 90
+
+
+def deflated_strips_tiff(w: int, h: int, width: list[tuple[int, int, bytes]], value: int = 0) -> bytes:
+    """A grey 8-bit TIFF of ``w`` x ``h`` pixels of ``value`` in two or more deflated strips (of at most 256 rows),
+    its ImageWidth given by the ``width`` entries (tag, type, its one value's bytes), in the order given:
+    8000x8000 pixels take ~100 KB."""
+    rows = min(256, (h + 1) // 2)  # two strips at least: their offsets and counts stored after the directory
+    strip = zlib.compress(bytes([value]) * (w * rows), 9)
+    n = (h + rows - 1) // rows
+    ents = width + [
+        (257, 4, struct.pack("<I", h)),
+        (258, 3, struct.pack("<H", 8)),
+        (259, 3, struct.pack("<H", 8)),
+    ]
+    ents += [(262, 3, struct.pack("<H", 1)), (273, 4, b""), (277, 3, struct.pack("<H", 1))]
+    ents += [(278, 4, struct.pack("<I", rows)), (279, 4, b"")]
+    offsets = 8 + 2 + 12 * len(ents) + 4
+    out = b"II*\x00" + struct.pack("<IH", 8, len(ents))
+    for tag, typ, val in ents:
+        if tag in (273, 279):  # StripOffsets, StripByteCounts: n LONGs each, after the directory
+            out += struct.pack("<HHII", tag, 4, n, offsets + (0 if tag == 273 else 4 * n))
+        else:
+            out += struct.pack("<HHI", tag, typ, 1) + val.ljust(4, b"\x00")
+    out += bytes(4) + b"".join(struct.pack("<I", offsets + 8 * n + k * len(strip)) for k in range(n))
+    return out + struct.pack("<I", len(strip)) * n + strip * n
+
+
+def _size_bombs() -> dict[str, bytes]:
+    """8000x8000 TIFFs whose header read as SHORT/LONG only, a repeated tag at its last value, says 64 wide."""
+    big, small = struct.pack("<I", 8000), struct.pack("<I", 64)
+    return {
+        "LONG twice, huge first": deflated_strips_tiff(8000, 8000, [(256, 4, big), (256, 4, small)]),
+        "SSHORT huge, then LONG": deflated_strips_tiff(
+            8000, 8000, [(256, 8, struct.pack("<h", 8000)), (256, 4, small)]
+        ),
+        "SLONG huge, then LONG": deflated_strips_tiff(
+            8000, 8000, [(256, 9, struct.pack("<i", 8000)), (256, 4, small)]
+        ),
+    }
+
+
+async def test_a_tiffs_size_is_read_as_libtiff_reads_it_before_max_megapixels_is_judged(tmp_path):
+    """image_size read a TIFF's ImageWidth/ImageLength as SHORT, LONG or LONG8 only and a repeated one at its last
+    value; libtiff reads every integer type and keeps the first. A 141-KB 12000x12000 TIFF whose ImageWidth is
+    given as SLONG 12000, then LONG 64, was judged 64x12000 against the 25-Mpx limit and decoded whole: the folder
+    camera took it as a frame (+854 MB), an HTTP camera decoded it at every request (+882 MB), `dataset import`
+    imported it (+296 MB), `--input-images` took 1.5 GB for 16000x16000. Its size is now read as libtiff reads it
+    and refused before the decode (measured in a child, as the camera's process would grow); a small TIFF whose
+    size is typed SSHORT or BYTE, refused before as no image, is read."""
+    import subprocess
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cloud_trainer.train.data import DatasetError
+    from cloud_trainer.train.images import import_images
+    from devices.camera.capture import CameraSource
+    from devices.camera.settings import CameraSettings
+    from model_packager.image_file import read_image as packager_read
+    from protocols.image_header import decode_image, image_size
+    from tests.support.waits import until
+    from tests.unit.test_image_import import per_class
+
+    child = (
+        "import re\n"
+        "import cv2\n"
+        "from protocols.image_header import decode_image, image_size\n"
+        "from model_packager.image_file import read_image\n"
+        "from tests.integration.test_camera_image_kinds import _size_bombs\n"
+        "def hwm():\n"
+        "    return int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)) // 1024\n"
+        "def outcome(read, data):\n"
+        "    try:\n"
+        "        return f'decoded {read(data).shape}'\n"
+        "    except Exception as exc:\n"
+        "        return str(exc)\n"
+        "bombs = _size_bombs()\n"
+        "base = hwm()\n"
+        "for name, data in bombs.items():\n"
+        "    print(image_size(data), '|', outcome(lambda d: decode_image(d, cv2.IMREAD_COLOR, 25.0), data), '|',\n"
+        "          outcome(read_image, data))\n"
+        "print(hwm() - base)\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=120, cwd=root
+    ).stdout.split("\n")
+    said = "its TIFF header declares 8000x8000 pixels (64.0 Mpx), over the 25-Mpx limit"
+    assert out[:3] == [f"('TIFF', 8000, 8000) | {said} | {said}"] * 3, out
+    assert int(out[3]) < 48, out  # MB over the files themselves (a decode: 192 MB or more)
+
+    # a small one whose size is typed as libtiff also reads it
+    for width in ([(256, 8, struct.pack("<h", 40))], [(256, 1, bytes([40]))]):
+        small = deflated_strips_tiff(40, 24, width, value=77)
+        assert image_size(small) == ("TIFF", 40, 24)
+        assert decode_image(small, cv2.IMREAD_GRAYSCALE, 25.0).shape == (24, 40)
+        assert int(packager_read(small).max()) == 77
+
+    bomb = _size_bombs()["SLONG huge, then LONG"]
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "a_bomb.tif").write_bytes(bomb)
+    (folder / "b_small.tif").write_bytes(deflated_strips_tiff(40, 24, [(256, 8, struct.pack("<h", 40))], 77))
+    frames, src = await _frames(str(folder), 1, fps=200)
+    assert len(frames) == 1 and frames[0].image.shape == (24, 40, 3) and int(frames[0].image.max()) == 77
+    assert src.stats.errors_by_reason == {"oversize_frame": 1}, src.stats.errors_by_reason
+    assert "a_bomb.tif: its TIFF header declares 8000x8000 pixels" in (src.stats.last_error or "")
+
+    class Snapshot(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/tiff")
+            self.send_header("Content-Length", str(len(bomb)))
+            self.end_headers()
+            self.wfile.write(bomb)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Snapshot)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    cam = CameraSource("cam", CameraSettings(url=f"http://127.0.0.1:{httpd.server_address[1]}/snap.tif"))
+    try:
+        await cam.start()
+        try:
+            await until(lambda: cam.stats.errors_by_reason, what="the snapshot judged")
+        finally:
+            await cam.stop()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert set(cam.stats.errors_by_reason) == {"oversize_frame"}, cam.stats.errors_by_reason
+    assert "frames of 8000x8000 (64.0 Mpx) are over max_megapixels 25" in (cam.stats.last_error or "")
+
+    classes = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    (classes / "dent" / "bomb.tif").write_bytes(bomb)
+    with pytest.raises(DatasetError, match=r"bomb\.tif: its TIFF header declares 8000x8000 pixels"):
+        import_images(classes, tmp_path / "ds", log=lambda m: None)
+    assert not (tmp_path / "ds").exists()
