@@ -138,6 +138,12 @@ SCALE_MIN = 3.0  # a common factor of every amplitude this large (or 1/this) is 
 # and went UNSURE, the sicker the machine the less it alarmed (bench/_unseen_machines.py's compressor: its
 # misalignment UNSURE in 4-5 of 6 windows at severity 1-2). Measured on three generators (docs/maintenance.md)
 FLOOR_FOLLOW = 0.5
+# Only a RISE is vetoed so: an analog gain change before the ADC (a sensor that lost or gained sensitivity, an
+# amplifier's range) moves the lines but not the floor where the DAQ's own noise or quantisation sets it, so a
+# fall the floor did not follow is still 'scale' (it was read OK, as a quieter healthy machine). A rise on a floor
+# within QUANT_STEPS of the window's quantisation floor (the floor a step of the ADC alone gives) is left 'scale'
+# too: that floor cannot follow an analog gain. A rise over a floor of the DAQ's analog noise is not told apart.
+QUANT_STEPS = 3.0
 LOW_LEVEL = 10.0  # amplitudes this many times below the commissioned ones: no running machine to judge
 # A stop without a speed tag, told from the signal: besides the common fall of ``LOW_LEVEL``, each of
 # the broadband levels (RMS, high band, velocity) fell at least STOP_BAND_FALL times (a stopped machine's
@@ -330,6 +336,24 @@ def spectral_floor(w: np.ndarray) -> float:
     c = c - c.mean()
     mag = np.abs(np.fft.rfft(c * np.hanning(c.size)))[1:]
     return math.log(float(np.median(mag)) + 1e-12)
+
+
+def quantisation_floor(w: np.ndarray) -> float | None:
+    """The ``spectral_floor`` a white quantisation noise of the window's step alone would give (log), or None
+    when the window is not quantised (fewer than a quarter of its samples repeat a value, or its steps are
+    not multiples of one). The median of a Hann-windowed spectrum of white noise of deviation s is
+    s * sqrt(0.375 * N * ln 2); a step q leaves s = q / sqrt(12)."""
+    c = np.asarray(w, dtype=np.float64).ravel()
+    if c.size < 64 or not np.isfinite(c).all():
+        return None
+    v = np.unique(c)
+    if v.size < 2 or v.size > c.size * 0.75:
+        return None
+    d = np.diff(v)
+    q = float(d.min())
+    if q <= 0 or float(np.abs(d / q - np.round(d / q)).max()) > 0.01:
+        return None
+    return math.log(q / math.sqrt(12.0) * math.sqrt(0.375 * c.size * math.log(2.0)) + 1e-12)
 
 
 def lone_impulse(w: np.ndarray, segments: int = IMPULSE_SEGMENTS) -> bool:
@@ -539,6 +563,7 @@ class Baseline:
         self.floor_bands: dict[int, float] = {}
         self.temp_running: float | None = None  # the commissioned running temperature (median)
         self.stop_floor: float | None = None  # log RMS the sensor reads at a recognised stop
+        self._said_no_floor = False  # logged once: a ready baseline learned without floor_bands
         # a spell of low windows: its start time and its lowest and highest temperature so far
         self._spell: tuple[float, float, float] | None = None
         self._spell_mono = 0.0  # its start on the monotonic clock: its length (a wall clock's step is not)
@@ -1255,7 +1280,7 @@ class Baseline:
         rest[amp] = (d - g) / scale[amp]
         if float(np.abs(rest).max()) >= self.threshold:  # the shape changed too: judged as it is
             return None
-        if floor is not None and floor * math.copysign(1.0, g) < FLOOR_FOLLOW * abs(g):
+        if floor is not None and g > 0 and floor < FLOOR_FOLLOW * g:
             return None  # the lines rose, the floor stayed: energy the machine added, judged as it is
         return (
             "scale",
@@ -1328,9 +1353,23 @@ class Baseline:
 
     def floor_move(self, speed_hz: float, waveform: np.ndarray) -> float | None:
         """How far (log) the window's ``spectral_floor`` moved from its speed band's commissioned one; None: a
-        baseline learned before the record."""
+        baseline learned before the record, or a commissioned floor within ``QUANT_STEPS`` of the floor the
+        window's quantisation step alone gives (the ADC's: an analog gain leaves it, so it tells nothing)."""
         mid = self.floor_bands.get(self._near_band(speed_hz)) if self.bands else None
-        moved = math.nan if mid is None else spectral_floor(waveform) - mid
+        if mid is None:
+            if self.bands and not self.floor_bands and not self._said_no_floor:
+                self._said_no_floor = True
+                log.info(
+                    "pipeline %s: the baseline was learned before the noise floor was recorded (no floor_bands): "
+                    "a common factor of every amplitude is taken for a gain or units error whether or not the "
+                    "floor followed it (the former rule); relearn to judge such windows",
+                    self.pipeline,
+                )
+            return None
+        q = quantisation_floor(waveform)
+        if q is not None and mid <= q + math.log(QUANT_STEPS):
+            return None
+        moved = spectral_floor(waveform) - mid
         return moved if math.isfinite(moved) else None
 
     def _band_stats(self, speed_hz: float) -> tuple[np.ndarray, np.ndarray, bool]:

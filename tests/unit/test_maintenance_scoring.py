@@ -283,3 +283,74 @@ def test_a_fault_lifting_every_line_tenfold_alarms_a_gain_change_is_still_the_se
         assert gain != 9.80665 or "m/s2 read as g?" in str(got[0].sensor)
     healthy = [b.process(_train(rng, t), speed) for _ in range(20)]
     assert not any(v.alarm or v.sensor_kind for v in healthy)
+
+
+def test_an_analog_gain_fall_ahead_of_the_daqs_noise_floor_is_still_a_scale_not_read_healthy():
+    """A sensor that lost sensitivity (an analog gain before the ADC) lowers the lines but not the floor the DAQ's
+    own noise sets: 07af0b70's floor rule took the fall the floor did not follow for the machine's and the window
+    read OK, a quieter healthy machine (the review: x1/3, x1/5 of such windows OK). Only a rise the floor did not
+    follow is the machine's; a fall is 'scale' as before. A rise over a floor the ADC's quantisation step sets
+    (it cannot follow an analog gain either) gives no floor to judge by (floor_move None)."""
+    import copy
+    import math
+
+    from edge_agent.maintenance.baseline import quantisation_floor
+
+    rng = np.random.default_rng(5)
+    t = np.arange(2048) / 10000.0
+    speed = {"_shaft_speed": 900.0}
+
+    def daq(
+        x: np.ndarray,
+    ) -> np.ndarray:  # the DAQ's own noise, above the machine's floor, added after the gain
+        return x + 0.02 * rng.standard_normal(x.size)
+
+    b = Baseline(BaselineSettings(windows=60, speed_tag="Speed"), 10000.0, 2048)
+    for _ in range(60):
+        b.process(daq(_train(rng, t)), speed)
+    assert b.state == "ready" and b.floor_bands
+    for gain in (0.2, 0.1):
+        bb = copy.deepcopy(b)
+        got = [bb.process(daq(_train(rng, t, gain=gain)), speed) for _ in range(4)]
+        assert all(v.sensor_kind in ("scale", "low_level") and not v.alarm for v in got), (
+            gain,
+            [(v.sensor_kind, v.score) for v in got],
+        )
+    healthy = [b.process(daq(_train(rng, t)), speed) for _ in range(10)]
+    assert not any(v.alarm or v.sensor_kind for v in healthy)
+
+    q = 0.02  # a coarse ADC: its step sets the floor
+    x = np.round(_train(rng, t) / q) * q
+    assert quantisation_floor(_train(rng, t)) is None
+    qf = quantisation_floor(x)
+    assert (
+        qf is not None
+        and abs(qf - math.log(q / math.sqrt(12) * math.sqrt(0.375 * 2048 * math.log(2)))) < 1e-9
+    )
+    bq = Baseline(BaselineSettings(windows=60, speed_tag="Speed"), 10000.0, 2048)
+    for _ in range(60):
+        bq.process(np.round(_train(rng, t) / q) * q, speed)
+    assert bq.state == "ready" and bq.floor_bands
+    assert bq.floor_move(15.0, np.round(_train(rng, t, gain=3.0) / q) * q) is None
+    assert b.floor_move(15.0, daq(5.0 * _train(rng, t))) is not None
+
+
+def test_a_ready_baseline_without_floor_bands_says_once_that_the_former_gain_rule_holds(caplog):
+    """A baseline learned before the floor was recorded keeps the former 'scale' rule; that was said nowhere."""
+    import logging
+
+    rng = np.random.default_rng(7)
+    t = np.arange(2048) / 10000.0
+    speed = {"_shaft_speed": 900.0}
+    b = Baseline(BaselineSettings(windows=60, speed_tag="Speed"), 10000.0, 2048)
+    for _ in range(60):
+        b.process(_train(rng, t), speed)
+    assert b.state == "ready"
+    b.floor_bands = {}
+    with caplog.at_level(logging.INFO, logger="edge_agent.maintenance.baseline"):
+        for _ in range(3):
+            b.process(_train(rng, t), speed)
+        got = [b.process(_train(rng, t, gain=5.0), speed) for _ in range(2)]
+    said = [r for r in caplog.records if "floor_bands" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
+    assert all(v.sensor_kind == "scale" for v in got)
