@@ -212,13 +212,15 @@ PRESETS = "x-presets:\n  open: &open {value: true}\n  shut: &shut {value: false,
     [
         (
             "    <<: [*open, *shut]\n",
-            ["actions.gate.value: given differently by two merged mappings (lines 4 and 5)"],
+            [
+                "actions.gate.value: given differently in the mappings it merges (merge spec: line 4; PyYAML took line 5)"
+            ],
         ),
         (
             "    <<: *open\n    <<: *shut\n",
             [
                 "actions.gate.<<: key given twice (lines 10 and 11); keep one",
-                "actions.gate.value: given differently by two merged mappings (lines 4 and 5)",
+                "actions.gate.value: given differently in the mappings it merges (merge spec: line 4; PyYAML took line 5)",
             ],
         ),
     ],
@@ -289,8 +291,8 @@ def test_a_key_a_merged_mapping_overrides_is_refused_where_pyyaml_builds_the_one
         AGENT + "x-presets:\n  base: &base {x: 1}\n  mid: &mid {<<: *base, x: 2}\nout: {<<: *mid}\n"
     )
     assert _errors(cfg) == [
-        f"{cfg}: out.x: given differently by two merged mappings (lines 5 and 4): YAML readers differ on which "
-        "one wins; give it in this mapping itself"
+        f"{cfg}: out.x: given differently in the mappings it merges (merge spec: line 5; PyYAML took line 4): "
+        "YAML readers differ on which one wins; give it in this mapping itself"
     ]
     from edge_agent.config import read_yaml
 
@@ -315,10 +317,74 @@ def test_a_clash_in_a_preset_is_told_once_where_the_preset_is_written_however_of
     errors = _errors(cfg)
     assert len(errors) == 21, errors[:3]
     assert errors[0].startswith(
-        f"{cfg}: x-presets.both.k0: given differently by two merged mappings (lines 4 and 5)"
+        f"{cfg}: x-presets.both.k0: given differently in the mappings it merges (merge spec: line 4; PyYAML took "
+        "line 5)"
     )
     assert errors[19].startswith(f"{cfg}: x-presets.both.k19: given differently")
     assert errors[20] == f"{cfg}: and 20 more"
+
+
+def test_a_fleet_config_of_thousands_of_clashing_keys_is_refused_searching_only_for_the_lines_shown(
+    monkeypatch,
+):
+    """Two presets giving 12,500 keys differently, one mapping merging both (a 253-KB fleet config, within its
+    256 KiB): where PyYAML's value is was searched for every clash, each search walking the whole merged
+    mapping (O(clashes x keys)): an agent's event loop was held 34.6 s before the config was refused. Only
+    the 20 lines shown are searched now."""
+    from edge_agent.fleet_config import MAX_BYTES, fleet_document
+    from model_packager import safe_yaml
+
+    searched = []
+    source = safe_yaml._source
+    monkeypatch.setattr(safe_yaml, "_source", lambda *a: searched.append(a[1]) or source(*a))
+    k = 12_500
+    a = "x-a: &a {" + ", ".join(f"k{i}: 1" for i in range(k)) + "}\n"
+    b = "x-b: &b {" + ", ".join(f"k{i}: 2" for i in range(k)) + "}\n"
+    data = (a + b + "x-c: {<<: [*a, *b]}\nsources: {}\n").encode()
+    assert len(data) <= MAX_BYTES
+    with pytest.raises(ConfigError) as exc:
+        fleet_document(data, "fleet config")
+    errors = exc.value.errors
+    assert len(searched) <= 20, len(searched)  # the former code: 12,500
+    assert len(errors) == 21, errors[:2]
+    assert errors[0] == (
+        "fleet config: x-c.k0: given differently in the mappings it merges (merge spec: line 1; PyYAML took "
+        "line 2): YAML readers differ on which one wins; give it in this mapping itself"
+    )
+    assert errors[20] == "fleet config: and 12480 more"
+
+
+def test_a_key_given_twice_in_a_merged_mapping_is_told_once_as_such(tmp_path):
+    """``a: &a {1: x, true: y}``, ``b: {<<: *a}``: the key given twice was told, and again as a made-up line
+    ``b.1: given differently by two merged mappings (line 3, columns 8 and 16)`` though b merges one mapping
+    and the columns were a's repeat."""
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(AGENT + "a: &a {1: x, true: y}\nb: {<<: *a}\n")
+    assert _errors(cfg) == [f"{cfg}: a.1: key given twice (line 3, columns 8 and 14); keep one"]
+
+
+def _preset_chain(links: int, spelt: str) -> str:
+    """Presets that each merge the one before (``p1: &p1 {<<: *p0, k1: 1}``): the value is flat."""
+    return "x-presets:\n  p0: &p0 {k0: 0}\n" + "".join(
+        f"  p{i}: &p{i} {{<<: {spelt.format(i - 1)}, k{i}: {i}}}\n" for i in range(1, links)
+    )
+
+
+@pytest.mark.parametrize("spelt", ["*p{}", "[*p{}]"], ids=["alias", "list"])
+def test_a_chain_of_presets_each_merging_the_one_before_is_read_not_refused_as_too_deep(tmp_path, spelt):
+    """A merged mapping is flattened into the one that merges it, yet the expanded-depth check counted it as a
+    level: a chain of 63 such presets (the list form: 32) was refused as nested deeper than 64 levels."""
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(AGENT + _preset_chain(100, spelt) + "camera: {<<: *p99}\n")
+    from edge_agent.config import read_yaml
+
+    doc = read_yaml(cfg.read_text(), "agent.yaml")
+    assert doc["camera"] == {f"k{i}": i for i in range(100)}
+    deep = "x-p: &p {k: 0}\nx-deep: &deep " + "{a: " * 62 + "1" + "}" * 62 + "\n"  # 63 levels, 64 under a key
+    for merged in ("{<<: *deep}", "{<<: [*deep]}", "{z: 1, <<: [*p, *deep]}"):
+        assert read_yaml(deep + f"x: {merged}\n", "a.yaml")["x"]["a"]["a"]  # 64 levels: read
+        with pytest.raises(ConfigError, match="nested deeper than 64 levels once aliases are expanded"):
+            read_yaml(deep + f"x: {{y: {merged}}}\n", "a.yaml")  # 65
 
 
 def test_an_alias_chain_deeper_than_the_limit_once_expanded_is_refused_naming_its_line(tmp_path, capsys):

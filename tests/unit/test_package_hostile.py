@@ -452,6 +452,26 @@ def test_both_loaders_refuse_an_alias_chain_too_deep_once_expanded_and_read_a_sh
     assert shallow == [1]
 
 
+@pytest.mark.parametrize("c_loader", [True, False], ids=["libyaml", "pure-python"])
+@pytest.mark.parametrize("spelt", ["*p{}", "[*p{}]"], ids=["alias", "list"])
+def test_both_loaders_read_a_chain_of_presets_each_merging_the_one_before(monkeypatch, c_loader, spelt):
+    """A merged mapping is flattened into the one that merges it, yet the expanded-depth check counted it (and
+    the list holding it) as a level: a manifest's chain of 31 such presets (16 in the list form) was refused as
+    nested deeper than 32 levels, though the value is 3 deep."""
+    from model_packager import safe_yaml
+
+    if not c_loader:
+        monkeypatch.setattr(safe_yaml, "_CLoader", None)
+    chain = "p0: &p0 {k0: 0}\n" + "".join(
+        f"p{i}: &p{i} {{<<: {spelt.format(i - 1)}, k{i}: {i}}}\n" for i in range(1, 40)
+    )
+    assert safe_yaml.load_bounded(chain, "manifest.yaml")["p39"] == {f"k{i}": i for i in range(40)}
+    deep = "deep: &deep " + "{a: " * 30 + "1" + "}" * 30 + "\n"  # 31 levels, 32 under a key
+    assert safe_yaml.load_bounded(deep + f"x: {{<<: {spelt.format('')}}}\n".replace("*p", "*deep"), "m")
+    with pytest.raises(ManifestError, match="nested deeper than 32 levels once aliases are expanded"):
+        safe_yaml.load_bounded(deep + f"x: {{y: {{<<: {spelt.format('')}}}}}\n".replace("*p", "*deep"), "m")
+
+
 def test_an_anchor_defined_twice_in_a_manifest_is_refused_as_such_not_as_a_value_holding_itself():
     from model_packager import safe_yaml
 

@@ -80,6 +80,8 @@ def test_a_signed_manifest_merging_two_thresholds_is_refused_on_every_path(good,
     doc = text.replace("  threshold: 0.5\n", "  <<: [{threshold: 0.5}, {threshold: 0.99}]\n", 1).encode()
     bad = _with(pkg, tmp_path / "merged-1.0.0.edgepkg", manifest=doc, sig=_sig(doc, key))
     err = refused_everywhere(bad, trusted, tmp_path, ManifestError, "bad_yaml", max_s=60.0)  # a hang guard
-    assert "outputs[0].threshold: given differently by two merged mappings (line " in str(err), err
-    with pytest.raises(ManifestError, match=r"outputs\[0\]\.threshold: given differently by two merged"):
+    said = str(err)
+    assert "outputs[0].threshold: given differently in the mappings it merges (merge spec: line " in said
+    assert "; PyYAML took column " in said, said
+    with pytest.raises(ManifestError, match=r"outputs\[0\]\.threshold: given differently in the mappings"):
         read_manifest(bad)
