@@ -456,6 +456,22 @@ FAULTS = ["healthy", "imbalance", "misalignment", "bearing_outer", "bearing_inne
 # baseline names families the simulator does not make): a lower-case word, as the labels file and dataset.yaml
 # give it
 FAULT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# names other datasets and historians give FAULTS' classes: taken as classes of their own they trained every
+# healthy window as a fault ('normal', CWRU's) or a class beside the known one; refused naming the class to use
+FAULT_SYNONYMS = {
+    "normal": "healthy",
+    "ok": "healthy",
+    "good": "healthy",
+    "unbalance": "imbalance",
+    "outer_race": "bearing_outer",
+    "inner_race": "bearing_inner",
+}
+
+
+def fault_synonym(name: str) -> str | None:
+    """Why ``name`` is refused as a fault class of its own (another name of one of ``FAULTS``), or None."""
+    real = FAULT_SYNONYMS.get(name)
+    return None if real is None else f"is another name of {real!r}: use the real class name {real!r}"
 
 
 def fault_classes(meta: Any, where: Path) -> list[str]:
@@ -471,6 +487,10 @@ def fault_classes(meta: Any, where: Path) -> list[str]:
         raise DatasetError(
             f"{where}: 'faults' must be a list of fault names (lower-case words), got {_SHORT.repr(listed)}"
         )
+    for f in listed:
+        why = fault_synonym(f)
+        if why:
+            raise DatasetError(f"{where}: fault {f!r} under 'faults' {why}")
     return [*FAULTS, *dict.fromkeys(f for f in listed if f not in FAULTS)]
 
 
@@ -860,6 +880,11 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
     idx = np.asarray([classes.index(f) for f in fault.tolist()])
     if len(set(idx.tolist())) < 2:
         raise DatasetError(f"{folder}: only one fault class present; need healthy and faulty runs")
+    if not (idx == 0).any():
+        raise DatasetError(
+            f"{folder}: no healthy runs: no window is labelled 'healthy' (faults {sorted(set(fault.tolist()))}); "
+            "the model learns a fault against the healthy machine: label the healthy runs 'healthy'"
+        )
     h = hashlib.sha256(windows).hexdigest()
     return VibrationData(
         wf.astype(np.float32),

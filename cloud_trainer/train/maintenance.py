@@ -325,6 +325,19 @@ def choose_threshold(scores: np.ndarray, anomalous: np.ndarray) -> float:
     return max(best_t, floor)
 
 
+def predicted_classes(logits: np.ndarray, labels: list[str], classes: list[str]) -> np.ndarray:
+    """Each window's predicted class as an index of ``classes`` (a dataset's), from ``logits`` whose columns
+    are ``labels`` (a model's, its manifest's ``fault_logits`` labels): by name, -1 where the model's class is
+    not one of the dataset's. A published model's indices are not the dataset's: the classes beyond ``FAULTS``
+    are sorted per dataset (looseness 5 in one, 6 in the next)."""
+    names = [
+        *labels,
+        *[""] * (logits.shape[1] - len(labels)),
+    ]  # outputs without a name: no class of the dataset's
+    where = np.asarray([classes.index(c) if c in classes else -1 for c in names], dtype=np.int64)
+    return where[logits.argmax(1)]
+
+
 def metrics(
     out: dict[str, np.ndarray],
     y: np.ndarray,
@@ -333,15 +346,22 @@ def metrics(
     threshold: float,
     train_rul_mean: float,
     classes: list[str] | None = None,
+    pred: np.ndarray | None = None,
 ) -> dict:
-    """``classes``: the dataset's fault classes (``VibrationData.classes``; None: ``FAULTS``)."""
+    """``classes``: the dataset's fault classes (``VibrationData.classes``; None: ``FAULTS``). ``pred``: the
+    predicted class per window as an index of ``classes`` (-1: a class the dataset has not, counted wrong),
+    for a model whose ``fault_logits`` are of other classes (a published one: ``predicted_classes``);
+    None: the argmax of ``fault_logits``, of ``classes``."""
     classes = classes or FAULTS
     anomalous, counted = anomaly_truth(y, health)
     s = out["anomaly_score"].reshape(-1)
     logits = out["fault_logits"]
     visible = (y == 0) | (health < VISIBLE_HEALTH)
-    pred = logits.argmax(1)
-    cm = common.confusion(y[visible], pred[visible], len(classes))
+    if pred is None:
+        pred = logits.argmax(1)
+    k = len(classes)
+    # a class the dataset has not: a column of its own, so that it counts against the true class's recall
+    cm = common.confusion(y[visible], np.where(pred[visible] < 0, k, pred[visible]), k + 1)[:k]
     rul_ok = np.isfinite(rul_s) & (y != 0)
     life = out["remaining_life"].reshape(-1)
     mae = float(np.abs(life[rul_ok] - rul_s[rul_ok]).mean()) if rul_ok.any() else float("nan")
@@ -356,7 +376,7 @@ def metrics(
         ),
         "fault_accuracy": float((pred[visible] == y[visible]).mean()),
         "f1_per_class": dict(zip(classes, common.f1_per_class(cm), strict=True)),
-        "confusion": cm.tolist(),
+        "confusion": cm[:, :k].tolist(),
         "rul_mae_s": mae,
         "rul_mae_naive_s": naive,
         "n": int(len(y)),

@@ -71,6 +71,7 @@ from cloud_trainer.train.data import (
     VIBRATION_ARRAYS,
     DatasetError,
     NpzObjectArray,
+    fault_synonym,
     not_a,
     npz_arrays,
     path_text,
@@ -1253,6 +1254,9 @@ def _not_a_fault(name: str) -> str | None:
     it reads as a misspelt one of those (it would train a class of its own)."""
     if name in FAULTS:
         return None
+    synonym = fault_synonym(name)
+    if synonym:
+        return synonym
     if not FAULT_NAME.fullmatch(name):
         return f"is not a fault name (a lower-case word: {', '.join(FAULTS)}, or a class of your own)"
     near = difflib.get_close_matches(name, FAULTS, n=1, cutoff=0.8)
@@ -1271,7 +1275,7 @@ def _same_file(a: Path, b: Path) -> bool:
 def _not_a_labels_file(path: Path) -> None:
     """A CSV that failed to read as a run: refused as a labels file (another than --labels names: a copy,
     a former version beside the runs) when its header has the labels' run and fault columns and its first
-    row's fault is one."""
+    row's fault is one (of ``FAULTS`` or a class of the dataset's own)."""
     if path.suffix.lower() != ".csv":
         return
     try:
@@ -1289,7 +1293,7 @@ def _not_a_labels_file(path: Path) -> None:
     names = rows[0] if rows else []
     # a recording with channels called run and fault (a counter, a code) is not one: its fault is a number
     first = dict(zip(names, rows[1], strict=False)) if len(rows) > 1 else {}
-    if "run" in names and "fault" in names and first.get("fault", FAULTS[0]) in FAULTS:
+    if "run" in names and "fault" in names and _not_a_fault(first.get("fault", "healthy")) is None:
         raise DatasetError(
             f"{path}: its columns ({','.join(names)[:80]}) are a labels file's, not a run's recording; leave it "
             "out of the files to import (name the runs' files, not the whole folder) or give it as --labels"

@@ -1741,3 +1741,123 @@ def test_a_fault_class_the_labels_file_names_beyond_the_simulators_is_trained_an
         DatasetError, match=r"typo.csv:3: fault 'imbalace' is not one of .*typo of 'imbalance'"
     ):
         import_vibration(runs, tmp_path / "ds2", typo)
+
+
+@pytest.mark.parametrize(
+    "name, real",
+    [
+        ("normal", "healthy"),
+        ("ok", "healthy"),
+        ("good", "healthy"),
+        ("unbalance", "imbalance"),
+        ("outer_race", "bearing_outer"),
+        ("inner_race", "bearing_inner"),
+    ],
+)
+def test_another_name_of_a_known_class_is_refused_naming_the_real_one(tmp_path, name, real):
+    """'normal' (CWRU's healthy, many historians') became a class of its own: every healthy window was trained
+    as a fault; 'unbalance', 'outer_race', 'inner_race' a class beside the known one. Refused, naming it."""
+    first = "r1,healthy,,," if real != "healthy" else "r1,imbalance,,,"
+    labels = _labels(tmp_path / "labels.csv", [first, f"r2,{name},,,"])
+    with pytest.raises(DatasetError) as ei:
+        import_vibration(_two_runs(tmp_path), tmp_path / "ds", labels)
+    assert f"use the real class name {real!r}" in str(ei.value), ei.value
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_dataset_without_healthy_windows_is_refused_at_training(tmp_path):
+    """A dataset of faults only (its healthy runs labelled under another name, or left out) trained a model
+    whose index 0, healthy, had no example: every machine a fault. load_vibration refuses it, saying so; the
+    dataset.yaml's faults naming a synonym is refused too."""
+    import yaml
+
+    labels = _labels(tmp_path / "labels.csv", ["r1,looseness,,,", "r2,imbalance,,,"])
+    import_vibration(_two_runs(tmp_path), tmp_path / "ds", labels)
+    with pytest.raises(DatasetError) as ei:
+        load_vibration(tmp_path / "ds")
+    assert "no healthy runs" in str(ei.value), ei.value
+    meta_file = tmp_path / "ds" / "dataset.yaml"
+    meta = yaml.safe_load(meta_file.read_text())
+    meta["faults"] = [*meta["faults"], "normal"]
+    meta_file.write_text(yaml.safe_dump(meta, sort_keys=False))
+    with pytest.raises(DatasetError) as ei:
+        load_vibration(tmp_path / "ds")
+    assert "use the real class name 'healthy'" in str(ei.value), ei.value
+
+
+def test_a_stray_labels_file_whose_first_row_is_a_class_of_its_own_is_refused_as_a_labels_file(
+    tmp_path, capsys
+):
+    """A labels file beside the runs was recognised only when its first row's fault was one of the five: one
+    starting with 'looseness' was read as a run ("column 'run' holds a value that is not a number")."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("pump1", "pump2"):
+        _csv(data / f"{name}.csv", rng.normal(0, 0.1, 4096))
+    _labels(data / "labels.csv", ["pump1,healthy,,,", "pump2,imbalance,,,"])
+    _labels(data / "labels_old.csv", ["pump2,looseness,,,", "pump1,healthy,,,"])
+    globbed = sorted(str(p) for p in data.glob("*.csv"))
+    argv = ["import", "--kind", "vibration", *globbed, "--labels", str(data / "labels.csv")]
+    assert dataset_main([*argv, "--out", str(tmp_path / "ds_old")]) == 2
+    err = capsys.readouterr().err
+    assert "labels_old.csv: its columns (run,fault,start_s,end_s,failure_s) are a labels file's" in err, err
+
+
+def test_a_published_model_is_scored_by_its_fault_labels_names_not_by_index(monkeypatch):
+    """incumbent_metrics scored the published model's argmax as an index of this dataset's classes, but the
+    classes beyond the five are sorted per dataset: a perfect model of [..., looseness] (5) read 0.5 against
+    [..., cavitation, looseness] (looseness 6), and one of more classes than the dataset's raised IndexError
+    (the comparison skipped). Its fault_logits are now mapped through its manifest's labels by name; a class
+    the dataset has not counts wrong."""
+    from types import SimpleNamespace
+
+    from cloud_trainer.train import maintenance, onnx_tools
+    from cloud_trainer.train.data import FAULTS
+    from cloud_trainer.train.families.maintenance import MaintenanceFamily
+    from model_packager.manifest import SignalPreprocessing
+
+    n = 40
+
+    def published(labels: list[str], pred: np.ndarray):
+        logits = np.zeros((n, len(labels)), np.float32)
+        logits[np.arange(n), pred] = 5.0
+        out = {
+            "anomaly_score": np.r_[np.zeros(20), np.ones(20)].astype(np.float32).reshape(-1, 1),
+            "fault_logits": logits,
+            "remaining_life": np.zeros((n, 1), np.float32),
+        }
+        monkeypatch.setattr(onnx_tools, "run", lambda path, x: out)
+        outputs = [
+            SimpleNamespace(name="anomaly_score", role=SimpleNamespace(value="anomaly_score"), threshold=0.5),
+            SimpleNamespace(name="fault_logits", role=SimpleNamespace(value="class_logits"), threshold=None),
+        ]
+        outputs[1].labels = labels
+        manifest = SimpleNamespace(preprocessing=SignalPreprocessing.model_construct(), outputs=outputs)
+        return SimpleNamespace(manifest=manifest, model_path="model.onnx")
+
+    monkeypatch.setattr(maintenance, "features", lambda w, pre, speed: np.zeros((len(w), 13), np.float32))
+
+    def dataset(classes: list[str], fault: int):
+        y = np.r_[np.zeros(20, int), np.full(20, classes.index(("looseness", "imbalance")[fault]))]
+        ds = SimpleNamespace(
+            waveforms=np.zeros((n, 8), np.float32),
+            speed_rpm=None,
+            health=np.r_[np.ones(20), np.zeros(20)],
+            rul_s=np.full(n, np.nan),
+            classes=classes,
+        )
+        return ds, y
+
+    fam = MaintenanceFamily()
+    te = np.arange(n)
+    ctx = {"rul_mean": float("nan")}
+    # learned [..., looseness]: looseness is its index 5; this dataset's looseness is 6
+    opened = published([*FAULTS, "looseness"], np.r_[np.zeros(20, int), np.full(20, 5)])
+    ds, y = dataset([*FAULTS, "cavitation", "looseness"], 0)
+    assert fam.incumbent_metrics(opened, ds, te, y, 0.5, ctx)["fault_accuracy"] == 1.0
+    # a model of more classes than this dataset's five: its looseness answers count wrong, no IndexError
+    ds, y = dataset(list(FAULTS), 1)
+    got = fam.incumbent_metrics(opened, ds, te, y, 0.5, ctx)
+    assert got["fault_accuracy"] == 0.5 and got["f1_per_class"]["imbalance"] == 0.0, got
+    assert np.asarray(got["confusion"]).shape == (len(FAULTS), len(FAULTS))

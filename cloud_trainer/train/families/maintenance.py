@@ -103,7 +103,16 @@ class MaintenanceFamily(TrainerFamily):
             (o.threshold for o in m.outputs if o.role.value == "anomaly_score" and o.threshold is not None),
             threshold_fallback,
         )
-        return maintenance.metrics(out, y[te], ds.health[te], ds.rul_s[te], thr, rul_mean, ds.classes)
+        from cloud_trainer.train.data import FAULTS
+
+        # its fault_logits by name (a package before the labels were written: FAULTS), not by index: the
+        # classes beyond FAULTS are sorted per dataset, and a model of more classes than the dataset's raised
+        labels = next(
+            (o.labels for o in m.outputs if o.name == "fault_logits" and o.labels),
+            FAULTS[: out["fault_logits"].shape[1]],
+        )
+        pred = maintenance.predicted_classes(out["fault_logits"], list(labels), ds.classes)
+        return maintenance.metrics(out, y[te], ds.health[te], ds.rul_s[te], thr, rul_mean, ds.classes, pred)
 
     def labels(self, report: dict) -> list[str]:
         from cloud_trainer.train.data import FAULTS
