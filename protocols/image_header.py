@@ -161,17 +161,22 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
 # of 0xFF at once, in int64, took 11 bytes for each byte of a file of FF 00 pairs: 2 GB for the 190 MB a
 # 5000x5000 image's file may take)
 _CODED_WINDOW = 1 << 20
+# ... starting with this many and doubling each round (a window of 1 MB for every scan of a file of thousands of
+# tiny scans before 1 MB of coded data looked through 1 MB a scan: 20 s for one frame)
+_CODED_FIRST = 1 << 12
 
 
 def _next_marker(data: bytes | memoryview, i: int) -> int:
     """Where the first marker at or after ``i`` that ends a scan's coded data is (FF xx, xx none of 00, FF,
-    RST0-7), or -1: looked for ``_CODED_WINDOW`` bytes at a time, in C."""
+    RST0-7), or -1: looked for in C, ``_CODED_FIRST`` bytes, then twice as many each round up to
+    ``_CODED_WINDOW``."""
     import numpy as np
 
     a = np.frombuffer(data, np.uint8)
     n = len(a)
+    size = min(_CODED_FIRST, _CODED_WINDOW)
     while i < n - 1:
-        end = min(n, i + _CODED_WINDOW + 1)
+        end = min(n, i + size + 1)
         w = a[i:end]
         ff = np.flatnonzero(w[:-1] == 0xFF)
         nxt = w[ff + 1]
@@ -179,6 +184,7 @@ def _next_marker(data: bytes | memoryview, i: int) -> int:
         if len(hit):
             return i + int(ff[hit[0]])
         i = end - 1
+        size = min(2 * size, _CODED_WINDOW)
     return -1
 
 

@@ -455,10 +455,6 @@ _STREAM_TEXTS = frozenset(
     | {"application/dash+xml", "application/sdp"}
 )
 _TEXT_QUOTED = 120  # characters of a text answer quoted in its open_failed
-# an answer's first bytes judged as text only when they hold this many besides white space, or all its body: an
-# MJPEG stream called text/plain (or untyped) whose first packet was only the CRLF before its boundary was refused
-# as a web page quoting '\r\n' (0 frames, where FFmpeg read it)
-_TEXT_LEAST = 16
 
 
 def _text_answer(resp: Any, ctype: str) -> str | None:
@@ -474,10 +470,11 @@ def _text_answer(resp: Any, ctype: str) -> str | None:
     head = _peek(resp, _TEXT_QUOTED)
     if not head or head.lstrip().startswith((b"#EXTM3U", b"--")):  # a playlist; a multipart stream misnamed
         return None
-    if len(head.strip()) < _TEXT_LEAST and (resp.length is None or len(head) < resp.length):
-        return (
-            None  # too little come to judge (a stream's first packet may be the line end before its boundary)
-        )
+    if b"--".startswith(head.strip()) and (resp.length is None or len(head) < resp.length):
+        # too little come to judge: white space or the start of a boundary, its body not all come (an MJPEG stream
+        # called text/plain or untyped whose first packet was the CRLF before its boundary was refused as a web page
+        # quoting '\r\n'); a short text ('busy', of no Content-Length: chunked or ended by closing) is judged
+        return None
     for cut in range(4):  # the last character's bytes may not all be in the head
         try:
             text = head[: len(head) - cut].decode("utf-8")

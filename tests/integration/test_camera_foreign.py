@@ -1555,3 +1555,42 @@ async def test_a_chunked_answer_whose_first_chunk_size_line_is_over_the_limit_is
         cam.stop()
     assert set(src.stats.errors_by_reason) == {"open_failed"}, src.stats.errors_by_reason
     assert "chunk-size line over 65536 bytes" in (src.stats.last_error or ""), src.stats.last_error
+
+
+@pytest.mark.parametrize("framing", ["close", "chunked"])
+async def test_a_short_text_answer_of_no_content_length_is_open_failed_quoting_it(framing):
+    """A camera answering 200 with a short text ('busy', 'Unauthorized', a small JSON) and no Content-Length (its
+    body ended by closing the connection, or chunked) was quoted before 633e5fa5; that left every answer of fewer
+    than 16 bytes besides white space whose length is not given to FFmpeg (the generic 'could not be opened').
+    Only a head that is white space, or the start of a boundary's '--', is too little to judge now."""
+    from tests.support.waits import until
+
+    bodies = {"/busy": b"busy\n", "/auth": b"Unauthorized", "/json": b'{"err":"busy"}'}
+
+    def answer(h) -> None:
+        body = bodies[h.path]
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+        if framing == "chunked":
+            h.wfile.write(
+                head + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+            )
+        else:
+            h.wfile.write(head + b"\r\n" + body)
+        h.wfile.flush()
+        h.close_connection = True
+
+    cam = _HttpCamera(answer)
+    fast = {"reconnect_initial_s": 0.2, "reconnect_max_s": 0.5}
+    srcs = [CameraSource(path[1:], CameraSettings(url=cam.base + path, **fast)) for path in bodies]
+    try:
+        for src in srcs:
+            await src.start()
+        await until(lambda: all(s.stats.errors for s in srcs), 30.0, "an error from each camera")
+    finally:
+        for src in srcs:
+            await src.stop()
+        cam.stop()
+    for src, body in zip(srcs, bodies.values(), strict=True):
+        assert set(src.stats.errors_by_reason) == {"open_failed"}, (src.name, src.stats.errors_by_reason)
+        said = src.stats.last_error or ""
+        assert "it reads as text: " + repr(body.decode()) in said, said
