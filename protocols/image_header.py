@@ -106,6 +106,9 @@ _STUFFED = 0x00  # after 0xFF: a stuffed byte, no marker
 # crafted header of 1-byte or empty segments (up to 50 million in the 201 MB a frame may take) held the camera's
 # thread for tens of seconds; past it the file is not read further
 _JPEG_MAX_SEGMENTS = 1 << 12
+# ... of which this many more may be comment or application segments holding bytes (COM, APPn: an ICC profile, XMP,
+# a camera's notes in pieces; a legal JPEG of 5,000 comments was refused): each steps over 5 bytes or more
+_JPEG_MAX_NOTES = 1 << 16
 
 
 # a progressive (or non-interleaved) JPEG's scans read at most: libjpeg makes a pass over the whole image for each
@@ -123,7 +126,11 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
     file of more than ``_JPEG_MAX_SEGMENTS`` markers outside its coded data is refused (4,100 TEM markers hid a
     1,000-scan file from a walk that gave up and let it be decoded)."""
     n, i, scans, frame = len(data), 2, 0, None
-    for _ in range(_JPEG_MAX_SEGMENTS):
+    steps = 0
+    for _ in range(_JPEG_MAX_SEGMENTS + _JPEG_MAX_NOTES):
+        if steps >= _JPEG_MAX_SEGMENTS:
+            break
+        steps += 1  # (given back below for a comment or application segment holding bytes)
         i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]  # (extraneous bytes: libjpeg skips them)
         if i >= n:
             return None
@@ -134,6 +141,8 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
         if marker == 0xD9 or i + 3 > n:
             return None
         length = (data[i] << 8) | data[i + 1]
+        if length > 2 and (marker == 0xFE or marker & 0xF0 == 0xE0):
+            steps -= 1
         if marker in _SOF and frame is None and i + 8 <= n:
             frame = (marker, data[i + 7])  # the process, its components
         if marker != 0xDA:
@@ -1044,7 +1053,11 @@ def _jpeg_frame(data: bytes | memoryview) -> tuple[int, int, int, int] | None:
     markers in order, garbage before a marker and 0xFF fill bytes skipped, segments stepped over by their
     length, nothing after the scan; at most ``_JPEG_MAX_SEGMENTS`` markers (past them: None, not read)."""
     n, i = len(data), 2
-    for _ in range(_JPEG_MAX_SEGMENTS):
+    steps = 0
+    for _ in range(_JPEG_MAX_SEGMENTS + _JPEG_MAX_NOTES):
+        if steps >= _JPEG_MAX_SEGMENTS:
+            break
+        steps += 1  # (given back below for a comment or application segment holding bytes)
         i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]  # (extraneous bytes: libjpeg skips them)
         if i >= n:
             return None
@@ -1057,6 +1070,8 @@ def _jpeg_frame(data: bytes | memoryview) -> tuple[int, int, int, int] | None:
         if i + 2 > n:
             return None
         length = (data[i] << 8) | data[i + 1]
+        if length > 2 and (marker == 0xFE or marker & 0xF0 == 0xE0):
+            steps -= 1
         if length < 2:
             return None
         if marker in _SOF:

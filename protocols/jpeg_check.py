@@ -12,7 +12,8 @@ zeros, two frames spliced), each cheap beside the decode itself (measured: 2-5 %
   one scan, be no fewer than its size and restart interval make; a scan must end at a marker (a JPEG without
   one is cut short). numpy finds the markers, so this is a pass over the bytes in C; a JPEG without
   restart markers costs only the walk over its header (extraneous and fill bytes stepped over in C, at most
-  ``_JPEG_MAX_SEGMENTS`` markers: a crafted file of more, which decoded, is not checked further).
+  ``_JPEG_MAX_SEGMENTS`` markers and ``_JPEG_MAX_NOTES`` comment or application segments holding bytes: a
+  crafted file of more, which decoded, is not checked further).
 - ``grey_filled(data, image)``, after decoding: what libjpeg fills in where the coded data ran out is
   blocks of exactly 128 in every channel (64 for a CMYK JPEG), down to the image's last block. When a
   corner block (the last block is bottom-right, or another corner once the decode applied the JPEG's EXIF
@@ -47,6 +48,9 @@ _STUFFED = 0x00  # after 0xFF: a stuffed byte, no marker
 # crafted header of 1-byte or empty segments (up to 50 million in the 201 MB a frame may take) held the camera's
 # thread for tens of seconds; past it the file is not read further
 _JPEG_MAX_SEGMENTS = 1 << 12
+# ... of which this many more may be comment or application segments holding bytes (COM, APPn: an ICC profile, XMP,
+# a camera's notes in pieces; a legal JPEG of 5,000 comments was refused): each steps over 5 bytes or more
+_JPEG_MAX_NOTES = 1 << 16
 # put before the end marker to see whether a decode ran out of data: varied bytes, no 0xFF (not zero bytes:
 # libjpeg itself decodes zero bits where data runs out; nor one repeated byte: measured to change nothing in
 # about a third of the cases)
@@ -88,7 +92,11 @@ def _walk(data: bytes) -> str | None:
     restart = 0  # DRI: MCUs per restart interval, 0 = none
     sof: tuple[int, int, int, list[tuple[int, int]]] | None = None  # marker, width, height, sampling
     scans = 0
-    for _ in range(_JPEG_MAX_SEGMENTS):
+    steps = 0
+    for _ in range(_JPEG_MAX_SEGMENTS + _JPEG_MAX_NOTES):
+        if steps >= _JPEG_MAX_SEGMENTS:
+            break
+        steps += 1  # (given back below for a comment or application segment holding bytes)
         # a marker: extraneous and fill bytes skipped as libjpeg skips them
         i = _TO_MARKER.match(data, i).end()  # type: ignore[union-attr]
         if i >= n:
@@ -102,6 +110,8 @@ def _walk(data: bytes) -> str | None:
         if i + 2 > n:
             return "cut short (no end-of-image marker)" if scans else None
         length = (data[i] << 8) | data[i + 1]
+        if length > 2 and (m == 0xFE or m & 0xF0 == 0xE0):
+            steps -= 1
         if m == 0xDD and length >= 4:
             restart = (data[i + 2] << 8) | data[i + 3]
         elif m in _SOF and sof is None and length >= 8:

@@ -585,6 +585,40 @@ def test_a_progressive_jpeg_hiding_its_scans_behind_thousands_of_markers_is_refu
         assert packager_read(ok) is not None
 
 
+def test_a_legal_jpeg_of_thousands_of_comment_or_application_segments_is_read_a_crafted_one_still_refused():
+    """e2dbea3a's bound of 4,096 markers outside the coded data refused a legal JPEG of more comment or application
+    segments (5,000 COM after its frame header, baseline or progressive; or before it), which OpenCV decodes.
+    Those holding bytes have a bound of their own (65,536 more); empty segments and TEM markers keep 4,096, and a
+    1,000-scan file hidden behind 70,000 comments is refused."""
+    from model_packager.image_file import Refused
+    from model_packager.image_file import read_image as packager_read
+    from protocols.image_header import ImageRejected, decode_image
+
+    image = cv2.GaussianBlur(
+        np.random.default_rng(0).integers(0, 255, (48, 64, 3)).astype(np.uint8), (5, 5), 0
+    )
+    comments = b"".join(b"\xff\xfe\x00\x05c%02d" % (k % 100) for k in range(5000))
+    for params in ([], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]):
+        real = cv2.imencode(".jpg", image, params)[1].tobytes()
+        sof = real.index(b"\xff\xc2" if params else b"\xff\xc0")
+        after = sof + 2 + int.from_bytes(real[sof + 2 : sof + 4], "big")
+        for legal in (real[:after] + comments + real[after:], real[:2] + comments + real[2:]):
+            want = cv2.imdecode(np.frombuffer(legal, np.uint8), cv2.IMREAD_COLOR)
+            assert want is not None
+            assert np.array_equal(decode_image(legal, cv2.IMREAD_COLOR), want)
+            assert packager_read(legal) is not None
+    bomb = repeated_scan_jpeg(64, 48, 1000)
+    first = bomb.index(b"\xff\xda")
+    for hidden in (
+        bomb[:first] + b"\xff\xfe\x00\x03c" * 70_000 + bomb[first:],
+        bomb[:first] + b"\xff\xfe\x00\x02" * 4100 + bomb[first:],  # empty comments: 4,096 as before
+    ):
+        with pytest.raises(ImageRejected, match="markers outside its coded data"):
+            decode_image(hidden, cv2.IMREAD_COLOR)
+        with pytest.raises(Refused, match="markers outside its coded data"):
+            packager_read(hidden)
+
+
 def tiff_of_entries(entries: list[tuple[int, int, bytes]], big: bool = False) -> bytes:
     """A grey 8-bit 64x48 TIFF (BigTIFF if ``big``) in one tile of 4 KB: ``entries`` (tag, type, its one value's
     bytes) replace or add to ImageWidth .. SamplesPerPixel, in tag order (a tag given twice, in the order given)."""
