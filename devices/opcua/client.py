@@ -1956,6 +1956,8 @@ REFIT_MIN_S = 1.0
 # answers does so in milliseconds; one that does not (the link still dead, its stack hung) cost connect_timeout_s
 # before each reconnect. A session whose close gave way so is closed once the PLC answers the new connection
 LEFT_HELLO_S = 1.0
+# sessions left on the server kept to close at the next connect (``_keep_left``)
+LEFT_SESSIONS_MAX = 4
 REFIT_MAX_S = 600.0
 REFIT_HERE_MAX = 3
 # the nodes that start to get no values at a connect named each in a WARNING line, the others in one line with
@@ -2617,13 +2619,12 @@ class OpcUaSource:
         # monotonic time the server drops them (its session timeout): they count in its
         # CurrentSubscriptionCount until then, and are not another client's
         self._subs_left: tuple[int, float] = (0, 0.0)
-        # the session (its AuthenticationToken, last ServerNonce, the server's user token policies) of a connection
-        # this source closed on a message over max_message_bytes: closed on the server before the next connect
-        # (``_close_left``)
-        self._left_session: tuple[ua.NodeId, bytes | None, list] | None = None
-        # until when a session left by a connection whose close went unanswered (a dead link) is tried again at
-        # each connect while the server cannot be reached: the server holds it no longer than its timeout
-        self._left_until = 0.0
+        # the sessions (each its AuthenticationToken, last ServerNonce, the server's user token policies, and the
+        # monotonic time the server drops it: its timeout) of connections this source closed on a message over
+        # max_message_bytes or whose close went unanswered (a dead link): each closed on the server at the next
+        # connect (``_close_left``), tried again at each connect until its timeout. Several: a close that timed
+        # out keeps its session while the next session is cut, and one slot forgot that one (held beside the next)
+        self._left_sessions: list[tuple[ua.NodeId, bytes | None, list, float]] = []
         # node id -> what the server granted its monitored item, when far from what was asked (said once)
         self.revised: dict[str, str] = {}
         self.overflows: dict[str, int] = {}  # tag -> values the server said it dropped from its queue
@@ -2781,16 +2782,7 @@ class OpcUaSource:
                 if self._oversize:  # the connection was closed here, on a message over the limit
                     reason, msg = "too_large", _too_large(self._oversize, self.settings)
                     if self._client is not None:  # the server keeps its session: closed at the next connect
-                        self._left_session = (
-                            self._client.uaclient.session.authentication_token,
-                            getattr(self._client, "_server_nonce", None),
-                            list(getattr(self._client, "_policy_ids", None) or ()),
-                        )
-                        # tried again until its timeout if the server is not reached at once (``_connect``)
-                        granted_ms = self._client.session_timeout or 0
-                        self._left_until = time.monotonic() + (
-                            granted_ms / 1000.0 or self.settings.session_timeout
-                        )
+                        self._keep_left(self._client)
                     if refit_close:
                         self._refit_closed(str(self._measuring))
                     if self._measuring is not None:  # one node's value alone: left out until it fits
@@ -2864,16 +2856,7 @@ class OpcUaSource:
             pass
         if not closed:
             _reset_on_close(client)
-            session = getattr(client.uaclient, "session", None)
-            token = getattr(session, "authentication_token", None)
-            if self._left_session is None and isinstance(token, ua.NodeId) and not token.is_null():
-                self._left_session = (
-                    token,
-                    getattr(client, "_server_nonce", None),
-                    list(getattr(client, "_policy_ids", None) or ()),
-                )
-                granted = (client.session_timeout or 0) / 1000.0 or self.settings.session_timeout
-                self._left_until = time.monotonic() + granted
+            self._keep_left(client)
         try:
             client.disconnect_socket()
         except Exception:
@@ -3031,19 +3014,44 @@ class OpcUaSource:
             await self._check_targets(client)
             await self._watch_targets(client)
 
-    async def _close_left_session(self, hello_s: float) -> None:
-        """Close the session left on the server (``_close_left``), if any; kept for the next try when the server
-        was not reached, until the session's own timeout."""
-        if self._left_session is None:
+    def _keep_left(self, client: Client) -> None:
+        """Keep the session of ``client``, whose connection ends without its close answered, to close it on the
+        server at the next connect (``_close_left_session``), until the timeout the server granted it: past it
+        the server has dropped it anyway. At most LEFT_SESSIONS_MAX, the one the server drops first given up."""
+        token = getattr(getattr(client.uaclient, "session", None), "authentication_token", None)
+        if not isinstance(token, ua.NodeId) or token.is_null():
             return
-        left, self._left_session = self._left_session, None
-        closed = False
-        try:
-            closed = await self._close_left(*left, hello_s=hello_s)
-        finally:
-            # the server not reached (the link still down), or the close cut short (a stop): at the next try
-            if not closed and time.monotonic() < self._left_until:
-                self._left_session = left
+        now = time.monotonic()
+        granted = (client.session_timeout or 0) / 1000.0 or self.settings.session_timeout
+        kept = [left for left in self._left_sessions if left[3] > now and left[0] != token]
+        kept.append(
+            (
+                token,
+                getattr(client, "_server_nonce", None),
+                list(getattr(client, "_policy_ids", None) or ()),
+                now + granted,
+            )
+        )
+        kept.sort(key=lambda left: left[3])
+        self._left_sessions = kept[-LEFT_SESSIONS_MAX:]
+
+    async def _close_left_session(self, hello_s: float) -> None:
+        """Close the sessions left on the server (``_close_left``), if any, oldest first; each kept for the next
+        try when the server was not reached, until the session's own timeout. The server not reached for one
+        (the link still down, a PLC that does not answer the Hello) is not tried for the rest this time."""
+        while self._left_sessions:
+            left = self._left_sessions.pop(0)
+            if left[3] <= time.monotonic():
+                continue  # the server has dropped it
+            closed = False
+            try:
+                closed = await self._close_left(*left[:3], hello_s=hello_s)
+            finally:
+                # the server not reached (the link still down), or the close cut short (a stop): at the next try
+                if not closed and time.monotonic() < left[3]:
+                    self._left_sessions.insert(0, left)
+            if not closed:
+                return
 
     async def _close_left(
         self, token: ua.NodeId, nonce: bytes | None, policies: list, hello_s: float | None = None

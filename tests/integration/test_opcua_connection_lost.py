@@ -719,6 +719,87 @@ async def test_the_close_of_a_left_session_answered_as_its_time_limit_runs_out_i
         await srv.stop()
 
 
+async def test_a_session_cut_while_the_close_of_the_one_before_is_still_pending_is_closed_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Session A's close at the reconnect answered as its time limit runs out, twice (kept, tried again: see
+    above), and session B then cut too: the source kept one left session, A, and forgot B, which the PLC held
+    beside the next session C until session_timeout_s (measured: 2 sessions 8 s after C connected). Now each left
+    session is kept (up to LEFT_SESSIONS_MAX, each until its timeout) and both are closed once C is made."""
+    from asyncua.server.uaprocessor import UaProcessor
+
+    process = UaProcessor._process_message
+    activate = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary)
+    armed, held = [0], [0]
+
+    async def answer_late(self, typeid, requesthdr, seqhdr, body):
+        reuse = typeid == activate and self.session is None  # a session made on another channel: the close's
+        done = await process(self, typeid, requesthdr, seqhdr, body)
+        if reuse and armed[0] > 0:
+            armed[0] -= 1
+            held[0] += 1
+            time.sleep(1.5)  # the loop held while the answer goes out: past the close's 0.5-s limit
+        return done
+
+    monkeypatch.setattr(UaProcessor, "_process_message", answer_late)
+    port = free_port()
+    srv, idx = await _plc(port)
+    relay = FreezeRelay(port)
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            relay.port,
+            connect_timeout_s=0.5,
+            reconnect_initial_s=0.1,
+            session_timeout_s=600,
+            nodes=_nodes(idx, "Speed"),  # a session with a subscription outlives its connection on the server
+        ),
+    )
+    try:
+        await src.start()
+        await until(lambda: src.state.value == "connected", 30, "session A")
+        relay.freeze()
+        await until(lambda: src.state.value != "connected", 30, "session A given up")
+        armed[0] = 2  # both closes of A at the reconnect (before and after B is made) answered at their limit
+        relay.drop()
+        await until(lambda: src.state.value == "connected" and src.stats.reconnects >= 1, 30, "session B")
+        assert held[0] == 2
+        relay.freeze()
+        await until(lambda: src.state.value != "connected", 30, "session B given up")
+        relay.drop()
+        await until(lambda: src.state.value == "connected" and src.stats.reconnects >= 2, 30, "session C")
+        await until(lambda: _sessions(srv) == 1, 30, "sessions A and B closed")
+    finally:
+        await src.stop()
+        relay.close()
+        await srv.stop()
+
+
+def test_sessions_left_on_the_plc_are_kept_each_until_its_timeout_and_at_most_left_sessions_max() -> None:
+    """The sessions kept to close at the next connect: each once (a connection closed on a message over the limit
+    is recorded twice, at the cut and at its close), each given up at the timeout the server granted it, and no
+    more than LEFT_SESSIONS_MAX however often the link is cut while the PLC cannot be reached."""
+    from types import SimpleNamespace
+
+    from devices.opcua import client as opc
+
+    src = OpcUaSource("plc", _settings(4840, session_timeout_s=600))
+
+    def cut(token: int, timeout_ms: float = 600_000) -> SimpleNamespace:
+        session = SimpleNamespace(authentication_token=ua.NodeId(token, 1))
+        return SimpleNamespace(uaclient=SimpleNamespace(session=session), session_timeout=timeout_ms)
+
+    src._keep_left(cut(1))
+    src._keep_left(cut(1))
+    assert [left[0] for left in src._left_sessions] == [ua.NodeId(1, 1)]
+    src._keep_left(cut(2, timeout_ms=1))  # the server drops it after 1 ms
+    time.sleep(0.01)
+    for token in range(3, 3 + opc.LEFT_SESSIONS_MAX + 1):
+        src._keep_left(cut(token))
+    kept = [left[0].Identifier for left in src._left_sessions]
+    assert len(kept) == opc.LEFT_SESSIONS_MAX and 2 not in kept and kept[-1] == 3 + opc.LEFT_SESSIONS_MAX
+
+
 async def test_a_halt_and_a_stop_on_a_healthy_link_end_the_connection_in_order() -> None:
     """Only a close the server did not answer resets the connection: a halted server's session (State
     Suspended) and a stop are closed in order on a healthy link, so a PLC that counts aborted connections sees
