@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -398,6 +399,26 @@ _SCAN_BYTES = min(json_codec.MAX_KEYS, json_codec.MAX_CONTAINERS)
 # a JSON message of more bytes is decoded in a worker thread (``MqttSource._decoded``): 64 KiB parse and walk in
 # about 2-5 ms on a loaded gateway, a hop to the thread and back costs some 0.1 ms
 _WORKER_BYTES = 64 * 1024
+# ... in this one thread, shared by every MQTT source of the process (JSON and Sparkplug): one large message is
+# decoded at a time, so memory is bounded by one message's decoding. In the loop's default pool (asyncio.to_thread)
+# six sources each decoding an 8-MiB array at once peaked 683 MB (one: 185 MB), and took every thread of the pool
+# the uplink's outbox reads and acks, model installs, paho's connect and stop()'s loop_stop use: a no-op there
+# waited up to 30.4 s. Made on first use (``_decode_pool``)
+_DECODE_POOL: list[concurrent.futures.ThreadPoolExecutor] = []
+_DECODE_POOL_LOCK = threading.Lock()
+
+
+def _decode_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread large MQTT messages are decoded in (``MqttSource._decoded``)."""
+    if not _DECODE_POOL:
+        with _DECODE_POOL_LOCK:
+            if not _DECODE_POOL:
+                _DECODE_POOL.append(
+                    concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-decode")
+                )
+    return _DECODE_POOL[0]
+
+
 # names a duplicate_key line of names that differ only by text that is not valid Unicode says (then a count)
 CLASH_NAMES_SHOWN = 3
 # the payload of a mark (``_BatchChannel.mark_threadsafe``): this source's connection to the broker was lost there
@@ -2184,6 +2205,9 @@ class MqttSource:
                 if readings is None:
                     if type(entry[1]) is bytes and len(entry[1]) > _WORKER_BYTES:
                         readings = await self._decoded(entry)  # parsed in a worker thread
+                        if not self._handing:  # stopped meanwhile: nothing handed on, its values not kept
+                            self._chunks = None
+                            return
                     else:
                         readings = self._read(entry)
                     self._readings, self._ri = readings, 0
@@ -2204,6 +2228,7 @@ class MqttSource:
                     # a large message's next readings, once the loop has served the agent's other work
                     await asyncio.sleep(0)
                     if not self._handing:
+                        self._chunks = None
                         return
                     readings = self._readings = self._next_chunk(entry)
                     self._ri = 0
@@ -2247,7 +2272,10 @@ class MqttSource:
         topic, payload = entry[0], entry[1]
         if topic is None or id(dec := self._route(topic)) not in self._apart_decoders:
             return self._read(entry)
-        parsed = await asyncio.to_thread(dec.parse, topic, payload, entry[2])
+        # in the one decode thread of every MQTT source (``_decode_pool``), the loop's default pool left free
+        parsed = await asyncio.get_running_loop().run_in_executor(
+            _decode_pool(), dec.parse, topic, payload, entry[2]
+        )
         return self._read(entry, parsed)
 
     def _next_chunk(self, entry: list) -> list[Reading]:
@@ -2666,16 +2694,22 @@ def json_decoder(src: MqttSource, sub: Subscription):
     kept = [False]  # this message holds a kept non-finite value: _json_readings makes its reading BAD
 
     topic_of = [""]  # the topic of the message being decoded, for a notice the decoder reports
-    # a worker thread's decode (``parse``): what it reports, said on the loop in its order (``run``)
-    sink: list[list[tuple[str, str]] | None] = [None]
+    # a worker thread's decode (``parse``) keeps what it finds to itself, on this thread-local: its reports (said
+    # on the loop in their order by ``run``), its non-finite flag, its unread text and nested fields. A consumer
+    # cancelled mid-decode and started again decodes the message again while the first decode runs on (both wrote
+    # into the lists below: the message's text fields counted twice)
+    apart = threading.local()
 
     def on_error(reason: str, detail: str) -> None:
+        own: _Own | None = getattr(apart, "own", None)
+        if own is not None:
+            if reason == "non_finite":
+                own.kept = True
+            own.reports.append((reason, detail))
+            return
         if reason == "non_finite":
             kept[0] = True
-        if sink[0] is not None:
-            sink[0].append((reason, detail))
-        else:
-            report(reason, detail)
+        report(reason, detail)
 
     def report(reason: str, detail: str) -> None:
         if reason == "event_unread":  # an OPC Publisher event's sample: no error of the payload, said once
@@ -2692,14 +2726,23 @@ def json_decoder(src: MqttSource, sub: Subscription):
     # ... and its fields holding objects or arrays (Shelly's "temperature": {"tC": ...}, Tasmota's "ENERGY"),
     # which only a path in values reads: counted under nested_field_unread, said once per source
     nested: list[tuple[str, Any]] = []
+
+    def text_found(k: str, v: Any) -> None:
+        own: _Own | None = getattr(apart, "own", None)
+        (texts if own is None else own.texts).append((k, v))
+
+    def nested_found(k: str, v: Any) -> None:
+        own: _Own | None = getattr(apart, "own", None)
+        (nested if own is None else own.nested).append((k, v))
+
     decode, prefixed = (
         json_codec.compile_decoder(
             mapping,
             rates=True,
             on_record_error=on_error,
             keep_non_finite=keep,
-            on_text_unread=(lambda k, v: texts.append((k, v))) if every_number else None,
-            on_nested_unread=(lambda k, v: nested.append((k, v))) if every_number else None,
+            on_text_unread=text_found if every_number else None,
+            on_nested_unread=nested_found if every_number else None,
         ),
         m.tag_prefix_topic,
     )
@@ -2727,10 +2770,9 @@ def json_decoder(src: MqttSource, sub: Subscription):
     def parse(topic: str, payload: bytes, received_at: float) -> _Parsed:
         """A large message's decoding up to its readings, made to run in a worker thread (``MqttSource._decoded``):
         its count (``json_codec.too_many_to_parse``), parse and walk, and the hints read from its payload again;
-        what it reports, and its error, are kept for ``run`` to say on the loop. Touches no state of the source."""
-        reports: list[tuple[str, str]] = []
-        sink[0] = reports
-        kept[0] = False
+        what it reports, and its error, are kept for ``run`` to say on the loop. Touches no state of the source or
+        of the decoder (two decodes of one decoder may run at once: ``apart``)."""
+        own = apart.own = _Own()
         got: list = []
         error: BaseException | None = None
         hints: list[tuple[str, str]] = []
@@ -2752,8 +2794,8 @@ def json_decoder(src: MqttSource, sub: Subscription):
         except Exception as e:  # said on the loop, as the same message decoded there would be
             error = e
         finally:
-            sink[0] = None
-        return _Parsed(got, reports, error, kept[0], hints)
+            apart.own = None
+        return _Parsed(got, own.reports, error, own.kept, hints, own.texts, own.nested)
 
     def run(
         topic: str, payload: bytes, received_at: float, parsed: _Parsed | None = None
@@ -2779,6 +2821,8 @@ def json_decoder(src: MqttSource, sub: Subscription):
             else:
                 for reason, detail in parsed.reports:
                     report(reason, detail)
+                texts.extend(parsed.texts)
+                nested.extend(parsed.nested)
                 if parsed.error is not None:
                     raise parsed.error
                 got, kept[0] = parsed.got, parsed.kept
@@ -2883,6 +2927,18 @@ class _Parsed:
     error: BaseException | None
     kept: bool
     hints: list[tuple[str, str]]
+    texts: list[tuple[str, Any]]  # its text and nested fields that gave nothing, counted on the loop
+    nested: list[tuple[str, Any]]
+
+
+@dataclasses.dataclass(slots=True)
+class _Own:
+    """What one decode in a worker thread found (``json_decoder``'s ``parse``), kept to itself."""
+
+    reports: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    kept: bool = False
+    texts: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
+    nested: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(slots=True)

@@ -6,6 +6,7 @@ Each bad message is counted and skipped; the messages around it flow."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -521,6 +522,208 @@ async def test_a_large_sparkplug_payload_is_decoded_off_the_loop_while_another_s
     assert [(r.tag, r.value) for r in got_other] == [("o/1/v", 1)]
     assert [(r.tag, r.value) for r in got[n:]] == [(f"n/m{i}", i + 0.5) for i in range(n)] + [("n/m0", -1.0)]
     assert src.stats.errors_by_reason == {}
+
+
+async def test_large_messages_are_decoded_one_at_a_time_apart_from_the_loops_default_pool(
+    mosquitto, monkeypatch
+):
+    """A large message of every MQTT source (JSON and Sparkplug alike) was decoded with asyncio.to_thread, in the
+    loop's default pool the uplink's outbox reads and acks, model installs, paho's connect and stop()'s loop_stop
+    use: six sources each decoding an 8-MiB array at once took its every thread (a no-op waited up to 30.4 s) and
+    peaked 683 MB. They are now decoded in one thread of their own, one message at a time. Here the loop's default
+    pool has two threads and two sources' decodes are held: the agent's to_thread work runs on meanwhile, the second
+    decode waits for the first, and every reading comes once they are let go."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from protocols import json_codec
+
+    large = ("{" + ",".join(f'"a{i}":{i}.5' for i in range(10_000)) + "}").encode()
+    n = 20_000
+    ms = int(time.time() * 1000)
+    birth = sp.Payload(timestamp_ms=ms, seq=0, metrics=[sp.Metric("bdSeq", None, D.INT64, 0)])
+    birth.metrics.extend(sp.Metric(f"m{i}", i, D.DOUBLE, 0.0) for i in range(n))
+    data = sp.encode(
+        sp.Payload(
+            timestamp_ms=ms + 1, seq=1, metrics=[sp.Metric(None, i, D.DOUBLE, i + 0.5) for i in range(n)]
+        )
+    )
+    assert len(large) > 64 * 1024 and len(data) > 64 * 1024
+    release = threading.Event()
+    lock = threading.Lock()
+    began: list[str] = []
+    running = [0, 0]  # decodes running now, most at once
+
+    def held(kind: str) -> None:
+        with lock:
+            if kind in began:  # (parsed again for its first message's hint of a time field)
+                return
+            began.append(kind)
+            running[0] += 1
+            running[1] = max(running)
+        release.wait(60)  # in the loop's default pool (the former code) two such decodes take its two threads
+        with lock:
+            running[0] -= 1
+
+    json_parse, sp_parse = json_codec._parse, sp._parse
+
+    def held_json(payload, *a, **kw):
+        if payload == large:
+            held("json")
+        return json_parse(payload, *a, **kw)
+
+    def held_sp(payload):
+        if payload == data:
+            held("sparkplug")
+        return sp_parse(payload)
+
+    monkeypatch.setattr(json_codec, "_parse", held_json)
+    monkeypatch.setattr(sp, "_parse", held_sp)
+    pool = ThreadPoolExecutor(max_workers=2)
+    asyncio.get_running_loop().set_default_executor(pool)
+    j = await started(mosquitto.port, [{"topic": "f/#"}])
+    s = await started(mosquitto.port, [{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}])
+    entered: set[str] = set()
+
+    def watched(src: MqttSource, name: str) -> None:
+        decoded = src._decoded
+
+        async def entering(entry):  # its decode is handed to its thread before this task next waits
+            if entry[1] in (large, data):  # (the birth is large too, and not held)
+                entered.add(name)
+            return await decoded(entry)
+
+        src._decoded = entering  # type: ignore[method-assign]
+
+    watched(j, "json")
+    watched(s, "sparkplug")
+    got_j: list = []
+    got_s: list = []
+
+    async def consume(src: MqttSource, into: list) -> None:
+        async for r in src.items():
+            into.append(r)
+
+    tasks = [asyncio.create_task(consume(j, got_j)), asyncio.create_task(consume(s, got_s))]
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("spBv1.0/g/NBIRTH/n", sp.encode(birth), qos=1)
+        # (large too, it is decoded in the same thread: read before the held ones come)
+        await until(lambda: len(got_s) == n, 20, "the node's birth")
+        pub.publish("spBv1.0/g/NDATA/n", data, qos=1)
+        pub.publish("f/1", large, qos=1)
+        await until(lambda: entered == {"json", "sparkplug"}, 20, "both large messages handed to be decoded")
+        noop = asyncio.ensure_future(asyncio.to_thread(lambda: None))
+        await until(noop.done, 10, "the agent's to_thread work while two decodes are held")
+        assert len(began) == 1 and running == [1, 1]  # the other decode waits for the held one
+        release.set()
+        await until(lambda: len(got_j) == 10_000 and len(got_s) == 2 * n, 30, "every reading of both")
+    finally:
+        release.set()
+        closed(pub)
+        for t in tasks:
+            t.cancel()
+        await j.stop()
+        await s.stop()
+    assert running[1] == 1 and sorted(began) == ["json", "sparkplug"]
+    assert [(r.tag, r.value) for r in got_j] == [(f"f/1/a{i}", i + 0.5) for i in range(10_000)]
+    assert [(r.tag, r.value) for r in got_s[n:]] == [(f"n/m{i}", i + 0.5) for i in range(n)]
+    assert j.stats.errors_by_reason == {} and s.stats.errors_by_reason == {}
+
+
+async def test_stop_while_a_large_message_is_decoded_hands_none_of_it_on(mosquitto, monkeypatch):
+    """stop() while a large message was decoded in its worker thread: once the decode came back, items() handed
+    its first 2,048 readings on after stop() had returned (the docs: nothing is handed on from the stop on), and the
+    source kept the message's other values. Now the consumer ends with none of them, and they are let go."""
+    from protocols import json_codec
+
+    src = await started(mosquitto.port, [{"topic": "f/#", "qos": 1}])
+    large = ("{" + ",".join(f'"a{i}":{i}.5' for i in range(10_000)) + "}").encode()
+    parsing, release = threading.Event(), threading.Event()
+    parse = json_codec._parse
+
+    def held_parse(payload, *a, **kw):
+        if payload == large and not parsing.is_set():
+            parsing.set()
+            release.wait(60)  # until stop() has returned
+        return parse(payload, *a, **kw)
+
+    monkeypatch.setattr(json_codec, "_parse", held_parse)
+    got: list = []
+    after: list = []
+    stopped = [False]
+
+    async def consume() -> None:
+        async for r in src.items():
+            (after if stopped[0] else got).append(r)
+
+    task = asyncio.create_task(consume())
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("f/1", large, qos=1)
+        await until(parsing.is_set, 20, "the large message's parse")
+        await src.stop(timeout_s=1)
+        stopped[0] = True
+        release.set()
+        await until(task.done, 20, "the consumer's end after stop()")
+    finally:
+        release.set()
+        closed(pub)
+        task.cancel()
+        await src.stop()
+    assert got == [] and after == []
+    assert src._chunks is None  # the message's values are not kept
+
+
+async def test_a_consumer_restarted_while_a_large_message_is_decoded_counts_its_text_fields_once(
+    mosquitto, monkeypatch
+):
+    """A consumer cancelled while its source's large message was decoded, and started again, decodes the message
+    again; the first decoding runs on in its thread. Both wrote into the decoder's one list of unread text fields
+    (and its one list of reports and non-finite flag), so the message's text fields were counted twice. Each
+    decoding now keeps what it finds to itself: the readings come once and the fields are counted once."""
+    from protocols import json_codec
+
+    src = await started(mosquitto.port, [{"topic": "f/#", "qos": 1}])
+    fields = ",".join(f'"a{i}":{i}.5' for i in range(10_000))
+    large = ('{"fw":"1.2.3","serial":"X7","mac":"aa:bb",' + fields + "}").encode()
+    parsing, release = threading.Event(), threading.Event()
+    parse = json_codec._parse
+
+    def held_parse(payload, *a, **kw):
+        if payload == large and not parsing.is_set():
+            parsing.set()
+            release.wait(60)  # until its consumer has been cancelled and started again
+        return parse(payload, *a, **kw)
+
+    monkeypatch.setattr(json_codec, "_parse", held_parse)
+    got: list = []
+
+    async def consume() -> None:
+        async for r in src.items():
+            got.append(r)
+
+    first = asyncio.create_task(consume())
+    again: asyncio.Task | None = None
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("f/1", large, qos=1)
+        await until(parsing.is_set, 20, "the large message's parse")
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        again = asyncio.create_task(
+            consume()
+        )  # the same message decoded again, the first decoding running on
+        release.set()
+        await until(lambda: len(got) == 10_000, 30, "the message's readings")
+    finally:
+        release.set()
+        closed(pub)
+        if again is not None:
+            again.cancel()
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [(f"f/1/a{i}", i + 0.5) for i in range(10_000)]
+    assert src.notices.counts["text_field_unread"] == 3
 
 
 async def test_a_payload_of_unterminated_quotes_is_malformed_json_at_once_the_loop_running_on(mosquitto):
