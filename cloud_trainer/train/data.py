@@ -469,8 +469,9 @@ FAULT_SYNONYMS = {
 
 
 def fault_synonym(name: str) -> str | None:
-    """Why ``name`` is refused as a fault class of its own (another name of one of ``FAULTS``), or None."""
-    real = FAULT_SYNONYMS.get(name)
+    """Why ``name`` is refused as a fault class of its own (another name of one of ``FAULTS``, in any case:
+    'Normal', 'OK', 'Unbalance'), or None."""
+    real = FAULT_SYNONYMS.get(name.lower())
     return None if real is None else f"is another name of {real!r}: use the real class name {real!r}"
 
 
@@ -490,7 +491,9 @@ def fault_classes(meta: Any, where: Path) -> list[str]:
     for f in listed:
         why = fault_synonym(f)
         if why:
-            raise DatasetError(f"{where}: fault {f!r} under 'faults' {why}")
+            raise DatasetError(
+                f"{where}: fault {f!r} under 'faults' {why}, and import the dataset again with the label corrected"
+            )
     return [*FAULTS, *dict.fromkeys(f for f in listed if f not in FAULTS)]
 
 

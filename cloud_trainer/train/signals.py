@@ -1272,10 +1272,20 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _a_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _not_a_labels_file(path: Path) -> None:
     """A CSV that failed to read as a run: refused as a labels file (another than --labels names: a copy,
     a former version beside the runs) when its header has the labels' run and fault columns and its first
-    row's fault is one (of ``FAULTS`` or a class of the dataset's own)."""
+    row's run is not a number (a run's name). Its first row's fault is not asked: a class misspelt, another
+    name of one ('Normal', 'OK') or a number is refused when the file is given as --labels, not read as a
+    run's recording."""
     if path.suffix.lower() != ".csv":
         return
     try:
@@ -1291,9 +1301,9 @@ def _not_a_labels_file(path: Path) -> None:
     except csv.Error:
         return
     names = rows[0] if rows else []
-    # a recording with channels called run and fault (a counter, a code) is not one: its fault is a number
+    # a recording with channels called run and fault (a counter, a code) is not one: its run is a number
     first = dict(zip(names, rows[1], strict=False)) if len(rows) > 1 else {}
-    if "run" in names and "fault" in names and _not_a_fault(first.get("fault", "healthy")) is None:
+    if "run" in names and "fault" in names and not _a_number(first.get("run", "")):
         raise DatasetError(
             f"{path}: its columns ({','.join(names)[:80]}) are a labels file's, not a run's recording; leave it "
             "out of the files to import (name the runs' files, not the whole folder) or give it as --labels"

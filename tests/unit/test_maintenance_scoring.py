@@ -335,6 +335,51 @@ def test_an_analog_gain_fall_ahead_of_the_daqs_noise_floor_is_still_a_scale_not_
     assert b.floor_move(15.0, daq(5.0 * _train(rng, t))) is not None
 
 
+def test_an_analog_gain_rise_on_a_16_bit_floor_at_quantisation_spread_over_more_codes_is_still_a_scale():
+    """A wide-span 16-bit ADC (step 0.3 mV) whose quantisation is the floor: a sensor's gain x10 spreads the window
+    over so many codes that more than 3/4 of its samples are distinct. 8cb792d7's quantisation_floor took that for
+    no quantisation (None), the floor check ran on a floor the analog gain cannot move, and the window read NG
+    (7 of 8 in the review). The step is told from the values' lattice alone: such a window stays 'scale'."""
+    import copy
+
+    from edge_agent.maintenance.baseline import quantisation_floor
+
+    rng = np.random.default_rng(5)
+    t = np.arange(2048) / 10000.0
+    speed = {"_shaft_speed": 900.0}
+    q = 0.0003
+
+    def adc(x: np.ndarray) -> np.ndarray:
+        return np.round(x / q) * q
+
+    def machine(
+        gain: float = 1.0,
+    ) -> np.ndarray:  # _train's lines, the machine's own floor far below the step
+        x = 0.00002 * rng.standard_normal(t.size)
+        for h in range(1, 9):
+            a = 0.05 * 0.7 ** (h - 1) * np.exp(0.3 * rng.standard_normal())
+            x += a * np.sin(2 * np.pi * 15.0 * h * t + rng.uniform(0, 2 * np.pi))
+        mesh = 0.05 * np.exp(0.6 * rng.standard_normal())
+        x += (
+            mesh
+            * np.sin(2 * np.pi * 2500.0 * t + rng.uniform(0, 2 * np.pi))
+            * (1 + 0.3 * np.sin(2 * np.pi * 15.0 * t))
+        )
+        return gain * x
+
+    b = Baseline(BaselineSettings(windows=60, speed_tag="Speed"), 10000.0, 2048)
+    for _ in range(60):
+        b.process(adc(machine()), speed)
+    assert b.state == "ready" and b.floor_bands
+    windows = [adc(machine(10.0)) for _ in range(6)]
+    assert all(np.unique(w).size > 0.75 * w.size for w in windows)  # the case: most samples distinct
+    bb = copy.deepcopy(b)
+    got = [bb.process(w, speed) for w in windows]
+    assert not any(v.alarm for v in got), [(v.sensor_kind, v.score) for v in got]
+    assert sum(v.sensor_kind == "scale" for v in got) >= 4, [(v.sensor_kind, v.score) for v in got]
+    assert all(quantisation_floor(w) is not None for w in windows)
+
+
 def test_a_ready_baseline_without_floor_bands_says_once_that_the_former_gain_rule_holds(caplog):
     """A baseline learned before the floor was recorded keeps the former 'scale' rule; that was said nowhere."""
     import logging

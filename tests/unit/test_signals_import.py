@@ -1752,6 +1752,9 @@ def test_a_fault_class_the_labels_file_names_beyond_the_simulators_is_trained_an
         ("unbalance", "imbalance"),
         ("outer_race", "bearing_outer"),
         ("inner_race", "bearing_inner"),
+        ("Normal", "healthy"),
+        ("OK", "healthy"),
+        ("Unbalance", "imbalance"),
     ],
 )
 def test_another_name_of_a_known_class_is_refused_naming_the_real_one(tmp_path, name, real):
@@ -1783,6 +1786,7 @@ def test_a_dataset_without_healthy_windows_is_refused_at_training(tmp_path):
     with pytest.raises(DatasetError) as ei:
         load_vibration(tmp_path / "ds")
     assert "use the real class name 'healthy'" in str(ei.value), ei.value
+    assert "import the dataset again with the label corrected" in str(ei.value), ei.value
 
 
 def test_a_stray_labels_file_whose_first_row_is_a_class_of_its_own_is_refused_as_a_labels_file(
@@ -1802,6 +1806,29 @@ def test_a_stray_labels_file_whose_first_row_is_a_class_of_its_own_is_refused_as
     assert dataset_main([*argv, "--out", str(tmp_path / "ds_old")]) == 2
     err = capsys.readouterr().err
     assert "labels_old.csv: its columns (run,fault,start_s,end_s,failure_s) are a labels file's" in err, err
+
+
+@pytest.mark.parametrize("first", ["Normal", "OK", "imbalace", "outer race", "7"])
+def test_a_stray_labels_file_is_told_by_its_header_and_run_name_whatever_its_first_rows_fault(
+    tmp_path, capsys, first
+):
+    """ca2ef1a3 recognised a labels file beside the runs only when its first row's fault was a valid class: one
+    starting with another name of a class ('Normal', 'OK'), a misspelt one or a number was read as a run ("column
+    'run' holds a value that is not a number ('pump2')"). The header's run and fault columns and a run that is
+    not a number (a name) tell it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("pump1", "pump2"):
+        _csv(data / f"{name}.csv", rng.normal(0, 0.1, 4096))
+    _labels(data / "labels.csv", ["pump1,healthy,,,", "pump2,imbalance,,,"])
+    _labels(data / "labels_old.csv", [f"pump2,{first},,,", "pump1,healthy,,,"])
+    globbed = sorted(str(p) for p in data.glob("*.csv"))
+    argv = ["import", "--kind", "vibration", *globbed, "--labels", str(data / "labels.csv")]
+    assert dataset_main([*argv, "--out", str(tmp_path / "ds_old")]) == 2
+    err = capsys.readouterr().err
+    assert "labels_old.csv: its columns (run,fault,start_s,end_s,failure_s) are a labels file's" in err, err
+    assert not (tmp_path / "ds_old").exists()
 
 
 def test_a_published_model_is_scored_by_its_fault_labels_names_not_by_index(monkeypatch):
