@@ -20,7 +20,6 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 _Write = tuple[str, concurrent.futures.Future, Callable[[], Any]]  # (tenant, its future, the write)
@@ -66,7 +65,8 @@ class StoreWriters:
                 self._waiting[tenant] = self._waiting.get(tenant, 0) + 1
                 if not self._running.get(tenant):
                     self._startable[tenant] = None
-        fut.add_done_callback(partial(self._forget, write))
+        # not a partial of write: the future would hold itself (fut -> callback -> write -> fut)
+        fut.add_done_callback(self._forget)
         for w in starts:
             self._start(w)
         return fut
@@ -93,16 +93,19 @@ class StoreWriters:
         for _, fut, _fn in waiting:
             fut.cancel()
 
-    def _forget(self, write: _Write, fut: concurrent.futures.Future) -> None:
-        """A write cancelled while it waits leaves the queue (its batch is not kept until a thread frees)."""
+    def _forget(self, fut: concurrent.futures.Future) -> None:
+        """A write cancelled while it waits leaves the queue (its batch is not kept until a thread frees). Found by
+        its future: a callback holding the write would make the future hold itself (fut -> callback -> write ->
+        fut), so every batch stayed alive until a cycle collection, which `serve`'s quiet_gc all but turns off."""
         if not fut.cancelled():
             return
         with self._lock:
-            try:
-                self._queue.remove(write)
-            except ValueError:
+            at = next((i for i, w in enumerate(self._queue) if w[1] is fut), None)
+            if at is None:
                 return
-            self._unqueued(write[0])
+            tenant = self._queue[at][0]
+            del self._queue[at]
+            self._unqueued(tenant)
         fut.set_running_or_notify_cancel()  # (False) cancelled and notified: concurrent.futures.wait sees it done
 
     def _unqueued(self, tenant: str) -> None:
@@ -163,8 +166,9 @@ class StoreWriters:
     def _start(self, write: _Write) -> None:
         name = f"{self.name}-{next(self._names)}"
         try:
-            threading.Thread(target=self._run, args=(write,), name=name, daemon=True).start()
-        except RuntimeError as exc:  # no thread to be had (the process's limit): the write fails, counted out
+            # in a box _run empties: a Thread keeps its args as long as it lives (its first batch, for good)
+            threading.Thread(target=self._run, args=([write],), name=name, daemon=True).start()
+        except BaseException as exc:  # no thread to be had (its limit, memory): the write fails, counted out
             write[1].set_exception(exc)
             with self._lock:
                 starts = self._hand(self._ended(write[0]))
@@ -192,7 +196,8 @@ class StoreWriters:
             self._start(other)
         return write
 
-    def _run(self, write: _Write | None) -> None:
+    def _run(self, box: list[_Write]) -> None:
+        write: _Write | None = box.pop()
         while write is not None:
             tenant, fut, fn = write
             try:

@@ -70,3 +70,73 @@ async def test_a_write_that_fails_hands_its_exception_to_its_future_and_its_thre
     pool.shutdown()
     with pytest.raises(RuntimeError, match="shut down"):
         pool.submit("a", lambda: 1)
+
+
+class _Records:  # stands for a batch's records (the service's writes hold them through their fn)
+    pass
+
+
+def _write_of(records: _Records):
+    return lambda: records is not None
+
+
+async def _no_batch_alive(batch, what: str) -> None:
+    """The batch is freed by reference counting alone: gc is off (as `serve`'s quiet_gc all but turns it off)."""
+    await until(lambda: batch() is None, timeout_s=10, what=what)
+
+
+async def test_a_write_handed_to_an_idle_thread_keeps_no_batch_alive_once_it_ended_without_a_gc():
+    import gc
+    import weakref
+
+    pool = StoreWriters(size=1, most=1, name="test-store-write-forget")
+    gc.disable()
+    try:
+        assert pool.submit("a", lambda: 1).result(30) == 1  # the thread's first write
+        records = _Records()
+        batch = weakref.ref(records)
+        fut = pool.submit("a", _write_of(records))  # the same thread's next one
+        del records
+        assert fut.result(30) is True
+        del fut
+        await _no_batch_alive(batch, "the write's batch freed (not held by its future's done callback)")
+    finally:
+        gc.enable()
+        pool.shutdown()
+
+
+async def test_a_writer_threads_first_write_keeps_no_batch_alive_while_the_thread_waits_for_the_next():
+    import gc
+    import weakref
+
+    pool = StoreWriters(size=1, most=1, name="test-store-write-first")
+    gc.disable()
+    try:
+        records = _Records()
+        batch = weakref.ref(records)
+        fut = pool.submit("a", _write_of(records))  # starts the thread, which then waits IDLE_S for the next
+        del records
+        assert fut.result(30) is True
+        del fut
+        await _no_batch_alive(batch, "the thread's first batch freed (not held by its Thread's args)")
+    finally:
+        gc.enable()
+        pool.shutdown()
+
+
+async def test_a_thread_that_cannot_be_started_for_any_reason_fails_the_write_and_counts_it_out(monkeypatch):
+    import cloud_trainer.fleet.writers as writers
+
+    class NoThread(threading.Thread):
+        def start(self) -> None:
+            raise MemoryError("no memory for a thread's stack")
+
+    monkeypatch.setattr(writers.threading, "Thread", NoThread)
+    pool = StoreWriters(size=1, most=1, name="test-store-write-nothread")
+    fut = pool.submit("a", lambda: 1)  # the caller gets its future, failed
+    with pytest.raises(MemoryError, match="no memory"):
+        fut.result(30)
+    assert pool.running() == {} and pool.queued() == 0
+    monkeypatch.undo()
+    assert await asyncio.wrap_future(pool.submit("b", lambda: 2)) == 2  # the pool still runs writes
+    pool.shutdown()
