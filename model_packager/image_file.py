@@ -73,8 +73,9 @@ _STUFFED = 0x00  # after 0xFF: a stuffed byte, no marker
 # thread for tens of seconds; past it the file is not read further
 _JPEG_MAX_SEGMENTS = 1 << 12
 # ... of which this many more may be comment or application segments holding bytes (COM, APPn: an ICC profile, XMP,
-# a camera's notes in pieces; a legal JPEG of 5,000 comments was refused): each steps over 5 bytes or more
-_JPEG_MAX_NOTES = 1 << 16
+# a camera's notes in pieces; a legal JPEG of 5,000 comments was refused): each steps over 5 bytes or more (65,536
+# one-byte comments made a frame cost ~15 times a normal one's walk, in a loop holding the GIL)
+_JPEG_MAX_NOTES = 1 << 13
 # put before a JPEG's end marker to see whether its decode ran out of data (``protocols.jpeg_check._FILL``)
 _FILL = bytes((i * 167 + 13) % 255 for i in range(256))
 _FILLED = (128, 64)  # what a block libjpeg filled in decodes to: 128 (YCbCr, grey), 64 (CMYK)
@@ -129,6 +130,11 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
         i = _next_marker(data, i)
         if i < 0:
             return None  # its coded data runs to the end: cut short, as the decode says
+    if steps < _JPEG_MAX_SEGMENTS:  # the walk ran past its comment or application segments holding bytes
+        return (
+            f"a JPEG of more than {_JPEG_MAX_NOTES} comment or application segments (an encoder writes a few, a "
+            "camera's notes in pieces some hundreds): crafted or damaged, not decoded"
+        )
     return (
         f"a JPEG of more than {_JPEG_MAX_SEGMENTS} markers outside its coded data (an encoder writes tens): crafted "
         "or damaged, not decoded"

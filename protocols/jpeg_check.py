@@ -49,8 +49,9 @@ _STUFFED = 0x00  # after 0xFF: a stuffed byte, no marker
 # thread for tens of seconds; past it the file is not read further
 _JPEG_MAX_SEGMENTS = 1 << 12
 # ... of which this many more may be comment or application segments holding bytes (COM, APPn: an ICC profile, XMP,
-# a camera's notes in pieces; a legal JPEG of 5,000 comments was refused): each steps over 5 bytes or more
-_JPEG_MAX_NOTES = 1 << 16
+# a camera's notes in pieces; a legal JPEG of 5,000 comments was refused): each steps over 5 bytes or more (65,536
+# one-byte comments made a frame cost ~15 times a normal one's walk, in a loop holding the GIL)
+_JPEG_MAX_NOTES = 1 << 13
 # put before the end marker to see whether a decode ran out of data: varied bytes, no 0xFF (not zero bytes:
 # libjpeg itself decodes zero bits where data runs out; nor one repeated byte: measured to change nothing in
 # about a third of the cases)

@@ -475,13 +475,16 @@ def _text_answer(resp: Any, ctype: str) -> str | None:
         # called text/plain or untyped whose first packet was the CRLF before its boundary was refused as a web page
         # quoting '\r\n'); a short text ('busy', of no Content-Length: chunked or ended by closing) is judged
         return None
-    for cut in range(4):  # the last character's bytes may not all be in the head
+    for cut in range(4):  # the last character's bytes may not all be in the head: cut only those
         try:
             text = head[: len(head) - cut].decode("utf-8")
             break
-        except UnicodeDecodeError:
-            continue
+        except UnicodeDecodeError as e:
+            if e.reason != "unexpected end of data":
+                return None  # not UTF-8 ('\xff\xd8', a JPEG's first chunk, was cut to '' and quoted as text)
     else:
+        return None
+    if not text:
         return None
     if any((c < " " and c not in "\t\r\n\f") or c == "\x7f" for c in text):
         return None  # control characters: binary data, a video FFmpeg may read

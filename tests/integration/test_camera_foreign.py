@@ -1594,3 +1594,41 @@ async def test_a_short_text_answer_of_no_content_length_is_open_failed_quoting_i
         assert set(src.stats.errors_by_reason) == {"open_failed"}, (src.name, src.stats.errors_by_reason)
         said = src.stats.last_error or ""
         assert "it reads as text: " + repr(body.decode()) in said, said
+
+
+@pytest.mark.parametrize("ctype", ["application/octet-stream", None])
+async def test_a_jpeg_stream_whose_first_chunk_is_its_ff_d8_is_read_not_judged_as_text(ctype):
+    """A camera's raw JPEG stream (untyped or application/octet-stream, chunked) whose first chunk is the FF D8
+    that starts its first image: the text check saw those 2 bytes alone, cut them until b'' decoded and refused
+    the camera as text quoting '' (0 frames, where FFmpeg reads it). Only a character split at the end of the
+    head is cut; bytes that are not UTF-8 are no text. Here the camera holds the check's connection at that first
+    chunk (FFmpeg's, told by its User-Agent, gets the images)."""
+    import time as _time
+
+    part = _jpeg(8)
+
+    def answer(h) -> None:
+        h.send_response(200)
+        if ctype:
+            h.send_header("Content-Type", ctype)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(b"2\r\n\xff\xd8\r\n")
+        h.wfile.flush()
+        if not (h.headers.get("User-Agent") or "").startswith("Lavf"):
+            h.rfile.read(1)  # held until the reader lets go: all it sees is FF D8
+            return
+        body = part[2:]
+        while True:
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(body), body))
+            body = part
+            _time.sleep(0.01)  # FFmpeg probes some 125 images of a raw JPEG stream before its open returns
+
+    cam = _HttpCamera(answer)
+    try:
+        frames, src = await _frames(cam.base + "/video", 2, timeout_s=60.0, fps=5, open_timeout_s=30.0)
+    finally:
+        cam.stop()
+    assert len(frames) == 2, src.stats.last_error
+    assert "open_failed" not in src.stats.errors_by_reason, src.stats.last_error
