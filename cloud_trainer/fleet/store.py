@@ -1371,25 +1371,38 @@ class WriterTurns:
     SHORT_AHEAD = 4
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._held = False
-        self._waiting: tuple[deque, deque] = (deque(), deque())  # short writes', batches' tickets
+        # short writes', batches' tickets: each a Condition of the one lock, so only the next in line is woken (a
+        # notify_all woke every waiter at each release: up to 128 writer threads took the GIL in turn for one turn)
+        self._waiting: tuple[deque[threading.Condition], deque[threading.Condition]] = (deque(), deque())
         self._ahead = 0  # short turns given while a batch's range waited, since a range last went
 
     def acquire(self, blocking: bool = True, timeout: float = -1, *, bulk: bool = False) -> bool:
-        mine, ticket = self._waiting[bulk], object()
-        with self._cond:
+        mine, ticket = self._waiting[bulk], threading.Condition(self._lock)
+        with self._lock:
             mine.append(ticket)
             try:
-                return (
-                    self._cond.wait_for(lambda: self._turn(ticket, bulk), None if timeout < 0 else timeout)
-                    if blocking
-                    else self._turn(ticket, bulk)
-                )
+                if not blocking:
+                    return self._turn(ticket, bulk)
+                self._wake_next()  # a new short write may be next, not the one woken before
+                return ticket.wait_for(lambda: self._turn(ticket, bulk), None if timeout < 0 else timeout)
             finally:
                 mine.remove(ticket)
-                if not self._held:  # given up (a timeout): the next in line may go
-                    self._cond.notify_all()
+                self._wake_next()  # given up (a timeout): the next in line may go
+
+    def _next(self) -> threading.Condition | None:
+        """The ticket whose turn it is (``_turn`` is true for it alone), or None."""
+        if self._held:
+            return None
+        short, batch = self._waiting
+        if short and (not batch or self._ahead < self.SHORT_AHEAD):
+            return short[0]
+        return batch[0] if batch else None
+
+    def _wake_next(self) -> None:
+        if (ticket := self._next()) is not None:
+            ticket.notify()
 
     def _turn(self, ticket: object, bulk: bool) -> bool:
         if self._held or self._waiting[bulk][0] is not ticket:
@@ -1409,11 +1422,11 @@ class WriterTurns:
         return True
 
     def release(self) -> None:
-        with self._cond:
+        with self._lock:
             if not self._held:
                 raise RuntimeError("release of a writer's turn not taken")
             self._held = False
-            self._cond.notify_all()
+            self._wake_next()
 
     def locked(self) -> bool:
         return self._held

@@ -67,3 +67,34 @@ def _wait_for(cond, what: str) -> None:
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.002)
+
+
+def test_a_release_wakes_only_the_next_in_line_not_every_waiter(monkeypatch):
+    # 100 tenants' batches each in a writer thread of its own (up to STORE_WRITERS_MOST) wait for SQLite's writer: a
+    # release that woke them all had each take the GIL and the lock to find it was not its turn, for every turn
+    turns, n, looks, order = WriterTurns(), 20, [0], []
+    turn = turns._turn
+
+    def counted(ticket, bulk):
+        looks[0] += 1  # a waiter woken (or come) to see whether it is its turn
+        return turn(ticket, bulk)
+
+    monkeypatch.setattr(turns, "_turn", counted)
+    turns.acquire(bulk=True)  # a range is being written
+
+    def batch(i: int) -> None:
+        turns.acquire(bulk=True)
+        order.append(i)
+        turns.release()
+
+    threads = []
+    for i in range(n):  # each waiting before the next comes: the order they go in is known
+        threads.append(threading.Thread(target=batch, args=(i,), daemon=True))
+        threads[-1].start()
+        _wait_for(lambda k=i + 1: len(turns._waiting[True]) == k, f"batch {i} to wait")
+    looks[0] = 0
+    turns.release()
+    for t in threads:
+        t.join(30)
+    assert order == list(range(n))  # in the order they came, as before
+    assert looks[0] <= n + 2, looks[0]  # one wake each (a notify_all at each release woke all still waiting)
