@@ -169,7 +169,9 @@ class StoreWriters:
             # in a box _run empties: a Thread keeps its args as long as it lives (its first batch, for good)
             threading.Thread(target=self._run, args=([write],), name=name, daemon=True).start()
         except BaseException as exc:  # no thread to be had (its limit, memory): the write fails, counted out
-            write[1].set_exception(exc)
+            # without its traceback: that holds this frame's write (its future, its batch) in a cycle, freed
+            # only by a full collection, which serve's quiet_gc seldom runs
+            write[1].set_exception(exc.with_traceback(None))
             with self._lock:
                 starts = self._hand(self._ended(write[0]))
             for other in starts:

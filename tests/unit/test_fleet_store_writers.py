@@ -140,3 +140,31 @@ async def test_a_thread_that_cannot_be_started_for_any_reason_fails_the_write_an
     monkeypatch.undo()
     assert await asyncio.wrap_future(pool.submit("b", lambda: 2)) == 2  # the pool still runs writes
     pool.shutdown()
+
+
+async def test_a_write_whose_thread_cannot_start_keeps_no_batch_alive_once_its_caller_dropped_it(monkeypatch):
+    import gc
+    import weakref
+
+    import cloud_trainer.fleet.writers as writers
+
+    class NoThread(threading.Thread):
+        def start(self) -> None:
+            raise MemoryError("no memory for a thread's stack")
+
+    monkeypatch.setattr(writers.threading, "Thread", NoThread)
+    pool = StoreWriters(size=1, most=1, name="test-store-write-nothread-freed")
+    gc.disable()  # as serve's quiet_gc: a cycle through the failure's traceback would hold the batch for long
+    try:
+        records = _Records()
+        batch = weakref.ref(records)
+        fut = pool.submit("a", _write_of(records))
+        del records
+        with pytest.raises(MemoryError):
+            fut.result(30)
+        del fut
+        await _no_batch_alive(batch, "the batch of a write whose thread could not start freed")
+    finally:
+        gc.enable()
+        monkeypatch.undo()
+        pool.shutdown()
