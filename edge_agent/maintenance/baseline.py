@@ -26,6 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -1059,7 +1060,12 @@ class Baseline:
             return v
         med, scale, extrapolated = self._band_stats(f["speed_hz"])
         found = self._sensor_suspect(
-            row, med, scale, (row - med) / scale, extrapolated, self.floor_move(f["speed_hz"], waveform)
+            row,
+            med,
+            scale,
+            (row - med) / scale,
+            extrapolated,
+            partial(self.floor_move, f["speed_hz"], waveform),
         )
         if found is not None and found[0] == "low_level" and self.s.speed_tag is None:
             # no speed tag: a stop of a healthy machine was a 'low_level' sensor fault, an episode at
@@ -1248,7 +1254,7 @@ class Baseline:
         scale: np.ndarray,
         z: np.ndarray,
         other_speed: bool = False,
-        floor: float | None = None,
+        floor: Callable[[], float | None] | None = None,
     ) -> tuple[str, str] | None:
         """``scale``: every amplitude moved by one common factor of at least ``SCALE_MIN`` (up or down)
         and the window is otherwise as commissioned: the units or the sensor's gain changed (m/s2 read
@@ -1258,7 +1264,8 @@ class Baseline:
         whatever the shape: no running machine in the window (a dead or detached sensor, a stopped
         machine, or a units error), which would otherwise score low, as healthy. At a speed the asset
         was not commissioned at (``other_speed``) only ``low_level``: its level differs anyway. ``floor``: the
-        window's ``floor_move``; a common factor the floor did not follow (``FLOOR_FOLLOW``) is no ``scale``."""
+        window's ``floor_move``, asked only once a common factor is found (an FFT and a sort a window else); a
+        common factor the floor did not follow (``FLOOR_FOLLOW``) is no ``scale``."""
         amp = _AMPLITUDE_INDEX if self.orders else _FREE_AMPLITUDE_INDEX
         d = row[amp] - med[amp]
         w = 1.0 / scale[amp] ** 2  # the common factor: each amplitude weighed by its steadiness
@@ -1282,7 +1289,7 @@ class Baseline:
         rest[amp] = (d - g) / scale[amp]
         if float(np.abs(rest).max()) >= self.threshold:  # the shape changed too: judged as it is
             return None
-        if floor is not None and g > 0 and floor < FLOOR_FOLLOW * g:
+        if floor is not None and g > 0 and (moved := floor()) is not None and moved < FLOOR_FOLLOW * g:
             return None  # the lines rose, the floor stayed: energy the machine added, judged as it is
         return (
             "scale",

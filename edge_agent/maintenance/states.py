@@ -23,6 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -458,7 +459,7 @@ class StateBaselines:
                 near = None
                 break
             suspect = b._sensor_suspect(
-                row, med, scale, (row - med) / scale, floor=b.floor_move(f["speed_hz"], waveform)
+                row, med, scale, (row - med) / scale, floor=partial(b.floor_move, f["speed_hz"], waveform)
             )
             if suspect is not None:  # a stop, a dead sensor, the sensor's gain
                 near = None
