@@ -962,15 +962,18 @@ class AgentConfig(_Model):
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
-def _substitute(node: Any, loc: str, errors: list[str]) -> Any:
+def _substitute(node: Any, loc: str, errors: list[str], env: Mapping[str, str] = os.environ) -> Any:
+    """``${VAR}`` / ``${VAR:-default}`` in every string of ``node`` from ``env`` (the agent's environment; none at all
+    for the cloud's check of a fleet config, which must never read the platform's own variables: see
+    ``parse_config``)."""
     if isinstance(node, dict):
-        return {k: _substitute(v, f"{loc}.{k}" if loc else str(k), errors) for k, v in node.items()}
+        return {k: _substitute(v, f"{loc}.{k}" if loc else str(k), errors, env) for k, v in node.items()}
     if isinstance(node, list):
-        return [_substitute(v, f"{loc}[{i}]", errors) for i, v in enumerate(node)]
+        return [_substitute(v, f"{loc}[{i}]", errors, env) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
 
         def repl(m: re.Match) -> str:
-            val = os.environ.get(m.group(1), m.group(2))
+            val = env.get(m.group(1), m.group(2))
             if val is None:
                 errors.append(
                     f"{loc}: environment variable {m.group(1)} is not set "
@@ -1257,7 +1260,10 @@ def parse_config(
     data: Any, where: str = "<config>", base_dir: str = ".", local_checks: bool = True
 ) -> AgentConfig:
     """``local_checks=False``: what only the agent's own machine can tell is not checked (files exist, the
-    environment variables are set): the cloud's check of a fleet configuration (``edge_agent.fleet_config``)."""
+    environment variables are set): the cloud's check of a fleet configuration (``edge_agent.fleet_config``).
+    Then ``${VAR}`` takes its ``:-default`` or nothing, never this process's environment: the cloud's check runs in
+    the fleet service's environment (its object store's and database's credentials), and a tenant's config naming
+    ``${AWS_SECRET_ACCESS_KEY}`` in a number field read it back in the refusal (``found '...'``)."""
     if not isinstance(data, dict):
         raise ConfigError(
             [f"{where}: expected a mapping at the top level (agent:, sources:, models:, pipelines: ...)"]
@@ -1266,7 +1272,7 @@ def parse_config(
     sub_errors: list[str] = []
     # names YAML read as a boolean or null, as written (``read_yaml``); the substitution makes plain dicts
     written = {k: getattr(v, "written", None) for k, v in data.items() if isinstance(v, _NamesAsWritten)}
-    data = _substitute(data, "", sub_errors)
+    data = _substitute(data, "", sub_errors, os.environ if local_checks else {})
     if local_checks:
         report.errors += [f"{where}: {e}" for e in sub_errors]
     sections = {k: f.annotation for k, f in AgentConfig.model_fields.items() if k != "base_dir"}

@@ -5,7 +5,9 @@ so the cloud does not import the validator: it runs it, ``edge-agent validate --
 installation, in a child process (about half a second; an admin's act, not a hot path). That is the very
 code the agents run on the document they receive, so a config the cloud accepts is one the agents'
 validator accepts, field for field; what only an agent can check (its files, its broker answering) is
-checked there, and a failure there halts the rollout like a model's.
+checked there, and a failure there halts the rollout like a model's. The validator's process gets none of the
+service's environment variables but those a Python process needs (``CHILD_ENV``), and substitutes no ``${VAR}`` from
+any environment: a tenant's config cannot read the platform's credentials back in a refusal.
 
 ``validate_agent_config(data, name)`` raises ``ValueError`` with the validator's lines, each naming the
 field (``NAME: pipelines[0].threshold: ...``).
@@ -22,6 +24,11 @@ from pathlib import Path
 
 MAX_BYTES = 256 * 1024  # an agent configuration is a page of YAML, not a payload
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+# the service's environment variables the validator's process is given (and LC_*): nothing a tenant's config could
+# read back (``${VAR}`` is not substituted from the environment in the cloud's check either: edge_agent.config)
+CHILD_ENV = frozenset(
+    {"PATH", "HOME", "LANG", "LANGUAGE", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH"}
+)
 
 
 def validate_agent_config(data: bytes, name: str = "agent-config", timeout_s: float = 60.0) -> None:
@@ -38,10 +45,10 @@ def validate_agent_config(data: bytes, name: str = "agent-config", timeout_s: fl
     with tempfile.TemporaryDirectory(prefix="fleet-config-") as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(p for p in [str(_root()), os.environ.get("PYTHONPATH")] if p),
-        }
+        # the validator reads a tenant's document: it gets none of the service's own variables (the object store's
+        # and database's credentials), only what a Python process needs to start
+        env = {k: v for k, v in os.environ.items() if k in CHILD_ENV or k.startswith("LC_")}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(_root()), os.environ.get("PYTHONPATH")] if p)
         try:
             r = subprocess.run(
                 [sys.executable, "-m", "edge_agent.cli", "validate", "--fleet", str(path)],

@@ -567,3 +567,49 @@ async def test_a_tenants_agents_together_store_at_most_its_record_bytes_of_the_d
             await up.stop()
         box.close()
         server.stop()
+
+
+async def test_a_tenants_fleet_config_never_reads_the_platforms_environment_back(
+    world, tmp_path, monkeypatch
+):
+    """A tenant's admin deploys a fleet config naming ``${VAR}``s of the service's own environment (a real `cloud-trainer
+    serve`, started with the object store's and database's credentials in it, as docs/blob-stores.md says to). The
+    cloud's check ran the agents' validator with the service's environment and substituted it: a number field
+    naming ``${AWS_SECRET_ACCESS_KEY}`` was refused ``(found 'the secret')``, a source type naming ``${PGPASSWORD}``
+    ``unknown source type 'the password'``, both to the tenant. Now the check substitutes no variable from any
+    environment (only a ``:-default``): the refusals name the fields and nothing of the platform's."""
+    _, pki, certs, _ = world
+    platform = {
+        "AWS_SECRET_ACCESS_KEY": "platform-s3-secret-wJalrXUtnFEMI",
+        "PGPASSWORD": "platform-db-pw-4711",
+    }
+    for k, v in platform.items():
+        monkeypatch.setenv(k, v)
+    server = ServerProcess(tmp_path / "cloud", pki).start()
+
+    def creds(name: str):
+        c = certs[("acme", name)]
+        return channel_credentials(pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key"))
+
+    async def deploy(yaml_text: str) -> tuple[grpc.StatusCode, str]:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", creds("bob")) as ch:
+            request = pb.CreateDeploymentRequest(
+                kind="config", config_yaml=yaml_text.encode(), config_name="c", agents=["gw1"]
+            )
+            return await _code(rpc.AdminStub(ch).CreateDeployment(request, timeout=60))
+
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", creds("gw1")) as ch:
+            await rpc.FleetStub(ch).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+        refusals = [
+            await deploy("sources:\n  b: {type: mqtt, host: h, port: '${AWS_SECRET_ACCESS_KEY}'}\n"),
+            await deploy("sources:\n  b: {type: '${PGPASSWORD}', host: h}\n"),
+        ]
+        for (code, details), field in zip(refusals, ("sources.b.port", "sources.b.type"), strict=True):
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and f"c: {field}" in details, details
+            assert not any(v in details for v in platform.values()), details
+        # a default is the cloud's to check: taken, and the config stored
+        code, details = await deploy("sources:\n  b: {type: mqtt, host: h, port: '${MQTT_PORT:-1883}'}\n")
+        assert code == grpc.StatusCode.OK, details
+    finally:
+        server.stop()
