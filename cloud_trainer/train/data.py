@@ -475,6 +475,57 @@ def fault_synonym(name: str) -> str | None:
     return None if real is None else f"is another name of {real!r}: use the real class name {real!r}"
 
 
+# words that name the healthy machine in a class name of a user's own (``nominal``, ``good_bearing``,
+# ``normal_baseline``, ``healthy_1``, ``ok_run``, German ``gut``): taken as a fault class, its windows trained
+# as a fault beside the real healthy ones (a healthy machine then read as that "fault"), or, the only healthy
+# name, training refused the dataset. Such a class is refused unless ``--healthy`` names it (the import then
+# writes its windows as ``healthy``). A word only counts whole, between ``_`` and digits, and not after a
+# negation (``not_ok``, ``no_good`` are faults)
+HEALTHY_WORDS = frozenset(
+    {
+        "healthy",
+        "normal",
+        "nominal",
+        "baseline",
+        "reference",
+        "ok",
+        "okay",
+        "good",
+        "intact",
+        "gut",
+        "gesund",
+        "intakt",
+        "fehlerfrei",
+        "sain",
+        "normale",
+        "sano",
+        "bueno",
+        "bom",
+        "saudavel",
+    }
+)
+# the same said as the absence of a fault (``no_fault``, ``fault_free``)
+HEALTHY_PHRASES = re.compile(
+    r"(^|_)(no_?(fault|defect|damage|failure)s?|(fault|defect|damage)_?(free|less))(_|$)"
+)
+_NEGATIONS = frozenset({"not", "no", "non", "un", "nicht", "kein", "pas"})
+
+
+def reads_healthy(name: str) -> str | None:
+    """The word or phrase by which a class name of a dataset's own names the healthy machine, or None (one of
+    ``FAULTS`` never does: ``healthy`` is the healthy class)."""
+    if name in FAULTS:
+        return None
+    low = name.lower()
+    phrase = HEALTHY_PHRASES.search(low)
+    if phrase:
+        return phrase.group(2)
+    words = [w for w in re.split(r"[^a-z]+", low) if w]
+    if _NEGATIONS.intersection(words):
+        return None
+    return next((w for w in words if w in HEALTHY_WORDS), None)
+
+
 def fault_classes(meta: Any, where: Path) -> list[str]:
     """The fault classes of a vibration dataset, in the order the model's ``fault_logits`` hold them:
     ``FAULTS`` (healthy first, the indices every package so far used), then the others its ``dataset.yaml``
@@ -493,6 +544,13 @@ def fault_classes(meta: Any, where: Path) -> list[str]:
         if why:
             raise DatasetError(
                 f"{where}: fault {f!r} under 'faults' {why}, and import the dataset again with the label corrected"
+            )
+        word = reads_healthy(f)
+        if word:
+            raise DatasetError(
+                f"{where}: fault {f!r} under 'faults' reads as a name of the healthy machine ({word!r}): trained "
+                "as a fault, a healthy machine reads as it; if its runs are healthy, import the dataset again "
+                f"with --healthy {f}; if it is a fault, label it without {word!r}"
             )
     return [*FAULTS, *dict.fromkeys(f for f in listed if f not in FAULTS)]
 
@@ -886,7 +944,8 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
     if not (idx == 0).any():
         raise DatasetError(
             f"{folder}: no healthy runs: no window is labelled 'healthy' (faults {sorted(set(fault.tolist()))}); "
-            "the model learns a fault against the healthy machine: label the healthy runs 'healthy'"
+            "the model learns a fault against the healthy machine: label the healthy runs 'healthy', or import "
+            "the dataset again with --healthy NAME naming the class that holds them"
         )
     h = hashlib.sha256(windows).hexdigest()
     return VibrationData(

@@ -52,7 +52,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -76,6 +76,7 @@ from cloud_trainer.train.data import (
     npz_arrays,
     path_text,
     read_capped,
+    reads_healthy,
 )
 from model_packager.condition import RateError, resample, resample_plan
 
@@ -1182,14 +1183,17 @@ class LabelRow:
     end_s: float | None
     failure_s: float | None
     line: int = 0  # its line in the labels file
+    # the fault as the file writes it (``nominal`` given to --healthy: its fault is healthy)
+    written: str = ""
 
 
-def read_labels(path: Path) -> list[LabelRow]:
+def read_labels(path: Path, healthy: Collection[str] = ()) -> list[LabelRow]:
     """The labels CSV as a spreadsheet saves it too: a byte-order mark, ``;`` or tab between fields
     with decimal commas, header names in any case. A time that is not a finite number, a start not
     before its end, and a failure before the labelled span's end are refused naming the line. It is bounded
     as a dataset's labels are (``LABELS_MAX_BYTES``): a file of gigabytes (a recording given in its place) was
-    read whole into memory."""
+    read whole into memory. A fault ``healthy`` names (``--healthy nominal``, as the file writes it) is
+    ``healthy``."""
     try:
         with open(path, "rb") as fh:
             data, size = read_capped(fh, LABELS_MAX_BYTES)
@@ -1223,7 +1227,8 @@ def read_labels(path: Path) -> list[LabelRow]:
     out = []
     for n, cells in rows[1:]:
         r = dict(zip(head, (c.strip() for c in cells), strict=False))
-        why = _not_a_fault(r.get("fault") or "")
+        written = r.get("fault") or ""
+        why = None if written in healthy else _not_a_fault(written)
         if why:
             raise DatasetError(f"{path}:{n}: fault {r.get('fault')!r} {why}")
         times: list[float | None] = []
@@ -1244,7 +1249,8 @@ def read_labels(path: Path) -> list[LabelRow]:
                 f"{path}:{n}: failure_s {failure:g} is before end_s {end:g}: windows after the failure would "
                 "have a negative remaining life; end the label at the failure"
             )
-        out.append(LabelRow(r.get("run", ""), r["fault"], start, end, failure, n))
+        fault = "healthy" if written in healthy else written
+        out.append(LabelRow(r.get("run", ""), fault, start, end, failure, n, written))
     return out
 
 
@@ -1256,9 +1262,15 @@ def _not_a_fault(name: str) -> str | None:
         return None
     synonym = fault_synonym(name)
     if synonym:
-        return synonym
+        return synonym + (f", or give --healthy {name}" if "'healthy'" in synonym else "")
     if not FAULT_NAME.fullmatch(name):
-        return f"is not a fault name (a lower-case word: {', '.join(FAULTS)}, or a class of your own)"
+        return (
+            f"is not a fault name (a lower-case word: {', '.join(FAULTS)}, or a class of your own); if it names "
+            f"the healthy machine, give --healthy {name}"
+        )
+    # 'healthy_1' is no typo: refused with the dataset's other such names (_healthy_names)
+    if reads_healthy(name):
+        return None
     near = difflib.get_close_matches(name, FAULTS, n=1, cutoff=0.8)
     if near:
         return f"is not one of {FAULTS}; is it a typo of {near[0]!r}?"
@@ -1322,6 +1334,7 @@ def import_vibration(
     hop_samples: int | None = None,
     speed_channel: str | None = None,
     bearing: list[float] | None = None,
+    healthy: list[str] | None = None,
 ) -> dict:
     for option, hz in (("--rate-hz", rate_hz), ("--resample-to", resample_to)):
         if hz is not None and not (np.isfinite(hz) and 0 < hz <= MAX_WAV_RATE_HZ):
@@ -1388,7 +1401,8 @@ def import_vibration(
         listing = ", ".join(f"{r.source.name} {r.rate_hz:.8g} Hz" for r in recs)
         raise DatasetError(f"mixed rates: {listing}; import each rate separately or give --resample-to HZ")
     target = resample_to or rates[0]
-    labels = read_labels(labels_file)
+    labels = read_labels(labels_file, healthy or ())
+    _healthy_names(labels, labels_file, healthy or [])
     runs = {r.run for r in recs}
     unknown = sorted({lab.run for lab in labels} - runs)
     if unknown:
@@ -1484,6 +1498,12 @@ def import_vibration(
         raise DatasetError(
             f"only fault {sorted(set(fault))} is labelled; training needs healthy and faulty runs"
         )
+    if "healthy" not in fault:  # training refused it: a fault is learned against the healthy machine
+        raise DatasetError(
+            f"{labels_file}: no class is the healthy machine (labelled windows: {sorted(set(fault))}): the model "
+            "learns each fault against the healthy machine; label its runs 'healthy', or name their class with "
+            "--healthy NAME (a name of your own: --healthy nominal)"
+        )
     meta = {
         "generator": "cloud-trainer dataset import --kind vibration",
         "window_samples": window_samples,
@@ -1492,6 +1512,8 @@ def import_vibration(
         "runs": {k: path_text(r.source) for k, r in enumerate(recs)},
         "channels": used,  # the channel each run's windows are from (of the file's channels)
         "labels": path_text(labels_file),
+        # the labels' classes imported as healthy (--healthy), as the labels file writes them
+        **({"healthy_labels": list(healthy)} if healthy else {}),
         # the fault classes, those the labels file names beyond FAULTS after them (data.fault_classes)
         "faults": [*FAULTS, *sorted(set(fault) - set(FAULTS))],
         "windows": len(waves),
@@ -1536,8 +1558,36 @@ def import_vibration(
         "sample_rate_hz": target,
         "unlabelled_windows_skipped": skipped,
         "faults": {f: fault.count(f) for f in sorted(set(fault))},
+        **({"healthy_labels": list(healthy)} if healthy else {}),
         "digest": digest,
     }
+
+
+def _healthy_names(labels: list[LabelRow], labels_file: Path, healthy: list[str]) -> None:
+    """Refuse a ``--healthy`` that names no class of the labels or a fault of ``FAULTS``, and a class whose
+    name reads as the healthy machine's (``nominal``, ``good_bearing``, ``healthy_1``; ``data.reads_healthy``)
+    that ``--healthy`` does not name: imported as a class of its own, its windows trained as a fault (beside
+    'healthy', a healthy machine then read as that fault; alone, training refused the dataset)."""
+    written = sorted({lab.written for lab in labels})
+    for name in healthy:
+        if name in FAULTS and name != "healthy":
+            raise DatasetError(
+                f"--healthy {name}: {name!r} is a fault class ({', '.join(FAULTS[1:])}), not healthy"
+            )
+        if name not in written:
+            raise DatasetError(
+                f"--healthy {name}: no row of {labels_file} names the class {name!r} (its classes: "
+                f"{', '.join(written)}); give the healthy class as the labels write it"
+            )
+    looks = [(f, w) for f in written if f not in healthy and (w := reads_healthy(f))]
+    if looks:
+        names = ", ".join(f"{f!r}" + (f" (the word {w!r})" if w != f else "") for f, w in looks)
+        every = ",".join(dict.fromkeys([*healthy, *(f for f, _ in looks)]))
+        raise DatasetError(
+            f"{labels_file}: class(es) {names} read as names of the healthy machine: imported as a fault class, "
+            "its windows would train as a fault (a healthy machine then reads as it); if their runs are healthy, "
+            f"give --healthy {every}; if one is a fault, label it without that word"
+        )
 
 
 def _too_many_windows(size: int, window_samples: int, hop: int) -> DatasetError:
@@ -1726,6 +1776,14 @@ def main_import(argv: list[str]) -> int:
         help="the machine's bearing: N_ELEMENTS,BALL_D_MM,PITCH_D_MM[,CONTACT_ANGLE_DEG] "
         "(recorded in dataset.yaml; the maintenance trainer's condition features use it)",
     )
+    ap.add_argument(
+        "--healthy",
+        action="append",
+        metavar="NAME[,NAME...]",
+        help="the labels' class(es) holding the healthy machine under a name of your own (nominal, baseline, "
+        "normal, ...): imported as 'healthy'. Without it only 'healthy' is; a class whose name reads as a "
+        "healthy one, or labels without a healthy class, are refused",
+    )
     a = ap.parse_args(argv)
     from cloud_trainer.train.images import stopped_cleanly
 
@@ -1742,6 +1800,7 @@ def main_import(argv: list[str]) -> int:
                 hop_samples=a.hop_samples,
                 speed_channel=a.speed_channel,
                 bearing=a.bearing.split(",") if a.bearing is not None else None,
+                healthy=[n.strip() for v in a.healthy or [] for n in v.split(",") if n.strip()] or None,
             )
     except DatasetError as exc:  # it may name a file as the source names it: one printable line
         from cloud_trainer.train.cli import one_line

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cloud_trainer.train.cli import main_dataset as dataset_main  # the `cloud-trainer dataset` verb
-from cloud_trainer.train.data import DatasetError, load_vibration
+from cloud_trainer.train.data import FAULTS, DatasetError, load_vibration
 from cloud_trainer.train.signals import import_vibration
 
 RATE = 10000.0
@@ -1768,25 +1768,218 @@ def test_another_name_of_a_known_class_is_refused_naming_the_real_one(tmp_path, 
     assert not (tmp_path / "ds").exists()
 
 
-def test_a_dataset_without_healthy_windows_is_refused_at_training(tmp_path):
+def test_a_dataset_without_healthy_windows_is_refused_at_import_and_at_training(tmp_path, capsys):
     """A dataset of faults only (its healthy runs labelled under another name, or left out) trained a model
-    whose index 0, healthy, had no example: every machine a fault. load_vibration refuses it, saying so; the
-    dataset.yaml's faults naming a synonym is refused too."""
+    whose index 0, healthy, had no example: every machine a fault. The import refuses it naming its classes and
+    --healthy (it was written, and refused only by training); load_vibration refuses one written otherwise, and
+    a dataset.yaml whose faults name a synonym or a healthy name of the user's own."""
     import yaml
 
     labels = _labels(tmp_path / "labels.csv", ["r1,looseness,,,", "r2,imbalance,,,"])
-    import_vibration(_two_runs(tmp_path), tmp_path / "ds", labels)
-    with pytest.raises(DatasetError) as ei:
-        load_vibration(tmp_path / "ds")
-    assert "no healthy runs" in str(ei.value), ei.value
+    runs = _two_runs(tmp_path)
+    assert (
+        dataset_main(
+            [
+                "import",
+                "--kind",
+                "vibration",
+                *map(str, runs),
+                "--labels",
+                str(labels),
+                "--out",
+                str(tmp_path / "no"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err == (
+        f"cloud-trainer dataset import: {labels}: no class is the healthy machine (labelled windows: "
+        "['imbalance', 'looseness']): the model learns each fault against the healthy machine; label its runs "
+        "'healthy', or name their class with --healthy NAME (a name of your own: --healthy nominal)\n"
+    ), err
+    assert not (tmp_path / "no").exists()
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    import_vibration(runs, tmp_path / "ds", labels)
+    npz = tmp_path / "ds" / "windows.npz"
+    with np.load(npz) as z:  # another tool's dataset of faults only
+        arrays = {k: z[k] for k in z.files}
+    arrays["fault"] = np.where(arrays["fault"] == "healthy", "looseness", arrays["fault"])
+    np.savez(npz, **arrays)
     meta_file = tmp_path / "ds" / "dataset.yaml"
     meta = yaml.safe_load(meta_file.read_text())
-    meta["faults"] = [*meta["faults"], "normal"]
-    meta_file.write_text(yaml.safe_dump(meta, sort_keys=False))
+    meta_file.write_text(yaml.safe_dump({**meta, "faults": [*meta["faults"], "looseness"]}, sort_keys=False))
     with pytest.raises(DatasetError) as ei:
         load_vibration(tmp_path / "ds")
-    assert "use the real class name 'healthy'" in str(ei.value), ei.value
-    assert "import the dataset again with the label corrected" in str(ei.value), ei.value
+    assert "no healthy runs" in str(ei.value) and "--healthy NAME" in str(ei.value), ei.value
+    for name, says in (
+        (
+            "normal",
+            ["use the real class name 'healthy'", "import the dataset again with the label corrected"],
+        ),
+        (
+            "nominal",
+            ["reads as a name of the healthy machine", "import the dataset again with --healthy nominal"],
+        ),
+    ):
+        meta_file.write_text(yaml.safe_dump({**meta, "faults": [*meta["faults"], name]}, sort_keys=False))
+        with pytest.raises(DatasetError) as ei:
+            load_vibration(tmp_path / "ds")
+        assert all(said in str(ei.value) for said in says), ei.value
+
+
+_FS = 10_000.0
+
+
+def _machine(fault: bool, seed: int, n: int = 8192) -> np.ndarray:
+    """A pump's acceleration in g, written from physics (not the project's simulators): its 25 Hz shaft,
+    broadband noise and, with an outer-race defect, impacts at the BPFO (107 Hz) each ringing the bearing
+    housing's 3 kHz resonance."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / _FS
+    x = 0.05 * np.sin(2 * np.pi * 25 * t + rng.uniform(0, 6)) + rng.normal(0, 0.01, n)
+    if fault:
+        k = np.arange(200)
+        ring = np.exp(-k / 20.0) * np.sin(2 * np.pi * 3000 * k / _FS)
+        hits = np.zeros(n)
+        hits[:: int(_FS / 107)] = 0.3
+        x = x + np.convolve(hits, ring)[:n]
+    return x
+
+
+def _class_folders(root: Path, classes: dict[str, bool], suffix: str) -> tuple[list[str], Path]:
+    """A user's dataset: a folder per class of two runs each (a logger's CSV, or 16-bit WAV), and the labels
+    file naming each run's class as its folder does. ``classes``: name -> whether its runs are faulty."""
+    files, rows = [], []
+    for c, (name, fault) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            x, run = _machine(fault, 10 * c + i), f"{c}_{i}"
+            if suffix == "csv":
+                lines = [f"{k / _FS:.5f},{v:.6f}" for k, v in enumerate(x)]
+                (root / name / f"{run}.csv").write_text("time [s],accel [g]\n" + "\n".join(lines) + "\n")
+            else:
+                with wave.open(str(root / name / f"{run}.wav"), "wb") as w:
+                    w.setnchannels(1), w.setsampwidth(2), w.setframerate(int(_FS))
+                    w.writeframes((x * 32767).astype("<i2").tobytes())
+            files.append(str(root / name / f"{run}.{suffix}"))
+            rows.append(f"{run},{name},,,")
+    return files, _labels(root / "labels.csv", rows)
+
+
+@pytest.mark.parametrize(
+    "healthy, suffix, word",
+    [
+        (["nominal"], "csv", None),
+        (["no_fault"], "wav", None),
+        (["good_bearing"], "csv", "good"),
+        (["normal_baseline"], "wav", "normal"),
+        (["healthy_1", "healthy_2"], "csv", "healthy"),
+        (["ok_run"], "wav", "ok"),
+        (["baseline"], "csv", None),
+        (["reference"], "wav", None),
+        (["gut"], "csv", None),
+        (["healthy", "nominal"], "csv", None),
+        (["healthy", "baseline"], "wav", None),
+    ],
+)
+def test_a_healthy_class_under_a_name_of_its_own_is_refused_naming_it_and_the_healthy_option(
+    tmp_path, capsys, healthy, suffix, word
+):
+    """Folders of runs per class whose healthy machine is named otherwise than 'healthy' ('nominal',
+    'good_bearing', German 'gut', ...): imported as a fault class, training refused the dataset when it was the
+    only healthy name, and beside 'healthy' trained its windows as a fault (a healthy machine then read as it;
+    measured: /work/notes52/probe_maint_b/p1_before.out). Refused at import naming each and --healthy."""
+    files, labels = _class_folders(
+        tmp_path / "data", {**dict.fromkeys(healthy, False), "outer": True}, suffix
+    )
+    argv = ["import", "--kind", "vibration", *files, "--labels", str(labels), "--out", str(tmp_path / "ds")]
+    assert dataset_main(argv) == 2
+    err = capsys.readouterr().err
+    odd = [h for h in healthy if h != "healthy"]
+    names = ", ".join(f"{h!r}" + (f" (the word {word!r})" if word else "") for h in odd)
+    assert err == (
+        f"cloud-trainer dataset import: {labels}: class(es) {names} read as names of the healthy machine: "
+        "imported as a fault class, its windows would train as a fault (a healthy machine then reads as it); if "
+        f"their runs are healthy, give --healthy {','.join(odd)}; if one is a fault, label it without that word\n"
+    ), err
+    assert not (tmp_path / "ds").exists()
+    # said so, the same runs import with their healthy windows healthy, the fault beside them
+    assert dataset_main([*argv, "--healthy", ",".join(odd)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["faults"] == {"healthy": 8 * len(healthy), "outer": 8} and res["healthy_labels"] == odd, res
+    data = load_vibration(tmp_path / "ds")
+    assert data.classes == [*FAULTS, "outer"] and np.bincount(data.fault).tolist() == [
+        8 * len(healthy),
+        0,
+        0,
+        0,
+        0,
+        8,
+    ]
+
+
+def test_a_healthy_class_of_any_name_given_to_healthy_is_imported_as_healthy(tmp_path, capsys):
+    """A name no rule could know (another script, a word of no list: '正常', 'stufe_a') imports as healthy when
+    --healthy names it (given once per class, or comma-separated); it is recorded in dataset.yaml."""
+    import yaml
+
+    files, labels = _class_folders(tmp_path / "data", {"正常": False, "stufe_a": False, "outer": True}, "wav")
+    argv = ["import", "--kind", "vibration", *files, "--labels", str(labels), "--out", str(tmp_path / "ds")]
+    assert dataset_main(argv) == 2
+    assert (
+        "fault '正常' is not a fault name" in (err := capsys.readouterr().err) and "--healthy 正常" in err
+    ), err
+    assert dataset_main([*argv, "--healthy", "正常", "--healthy", "stufe_a"]) == 0
+    assert json.loads(capsys.readouterr().out)["faults"] == {"healthy": 16, "outer": 8}
+    assert yaml.safe_load((tmp_path / "ds" / "dataset.yaml").read_text())["healthy_labels"] == [
+        "正常",
+        "stufe_a",
+    ]
+    assert np.bincount(load_vibration(tmp_path / "ds").fault).tolist() == [16, 0, 0, 0, 0, 8]
+
+
+@pytest.mark.parametrize(
+    "healthy, message",
+    [
+        (
+            "nominl",
+            "--healthy nominl: no row of {labels} names the class 'nominl' (its classes: nominal, outer); "
+            "give the healthy class as the labels write it",
+        ),
+        ("outer,nominal", None),  # two healthy classes and no fault: the labels' own refusal
+        (
+            "imbalance",
+            "--healthy imbalance: 'imbalance' is a fault class (imbalance, misalignment, bearing_outer, "
+            "bearing_inner), not healthy",
+        ),
+    ],
+)
+def test_a_healthy_option_naming_no_class_of_the_labels_or_a_fault_is_refused(
+    tmp_path, capsys, healthy, message
+):
+    """--healthy naming a class the labels do not have (a typo: nothing would be healthy), or one of the known
+    faults, is refused naming it; every class made healthy leaves no fault to learn."""
+    files, labels = _class_folders(tmp_path / "data", {"nominal": False, "outer": True}, "csv")
+    argv = ["import", "--kind", "vibration", *files, "--labels", str(labels), "--out", str(tmp_path / "ds")]
+    assert dataset_main([*argv, "--healthy", healthy]) == 2
+    err = capsys.readouterr().err
+    expect = message.format(labels=labels) if message else "only fault ['healthy'] is labelled"
+    assert err.startswith(f"cloud-trainer dataset import: {expect}"), err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_negated_healthy_word_is_a_fault_class_and_a_misspelt_healthy_still_a_typo(tmp_path):
+    """'not_ok', 'no_good' name a fault ("NOK" parts), not the healthy machine: they import as classes of their
+    own; 'helthy' is still refused as a typo of 'healthy'."""
+    files, labels = _class_folders(
+        tmp_path / "data", {"healthy": False, "not_ok": True, "no_good": True}, "csv"
+    )
+    res = import_vibration(list(map(Path, files)), tmp_path / "ds", labels)
+    assert res["faults"] == {"healthy": 8, "no_good": 8, "not_ok": 8}, res
+    typo = _labels(tmp_path / "typo.csv", ["0_0,helthy,,,", "1_0,not_ok,,,"])
+    with pytest.raises(DatasetError, match="fault 'helthy' is not one of .*typo of 'healthy'"):
+        import_vibration(list(map(Path, files)), tmp_path / "ds2", typo)
 
 
 def test_a_stray_labels_file_whose_first_row_is_a_class_of_its_own_is_refused_as_a_labels_file(
