@@ -7,7 +7,8 @@ or no image of those kinds (nothing to say). Each kind by what says where it end
 - JPEG: an end-of-image marker after the start of its coded data (its header's segments stepped over, so
   that an EXIF thumbnail's end marker is not taken for the image's); bytes after it are allowed (a
   trailer some cameras append);
-- PNG: its IEND chunk (bytes after it allowed);
+- PNG: its chunks walked by their lengths to its IEND chunk (bytes after it allowed; an IEND's bytes within a
+  chunk, a thumbnail PNG kept in an ancillary chunk, are no end), at most as many as ``image_header`` walks;
 - BMP: its pixel array, from the header's pixel-data offset and the size its width, height and bit depth
   make (uncompressed), or the header's image size (RLE, an embedded JPEG/PNG), or failing both the
   header's file size;
@@ -42,6 +43,8 @@ import re
 import struct
 
 from protocols.image_header import (  # read as image_header reads them
+    _PNG_CHUNK_BYTES,
+    _PNG_MAX_CHUNKS,
     _STANDALONE,
     _STUFFED,
     _TIFF_MAX_DIRECTORIES,
@@ -144,9 +147,27 @@ def _jpeg(data: bytes, exact_end: bool) -> str | None:
 
 
 def _png(data: bytes, exact_end: bool) -> str | None:
-    if exact_end:
-        return None if _ends_with(data, _PNG_END[4:]) else "no IEND chunk at its end"
-    return None if data.rfind(_PNG_END, 33) >= 0 else "no IEND chunk (its end)"
+    # its chunks walked by their lengths from the signature: an IEND's bytes inside a chunk (a thumbnail PNG kept in
+    # an ancillary chunk, a text, image data) are no end; the IEND the chain reaches is (a search for its bytes took
+    # a file cut within its image data for whole, after such a chunk)
+    n, i = len(data), 8
+    for _ in range(max(_PNG_MAX_CHUNKS, n // _PNG_CHUNK_BYTES)):
+        if i + 8 > n:
+            return f"its chunks end at byte {i}: no IEND chunk (its end)"
+        length, typ = struct.unpack_from(">I4s", data, i)
+        if typ == b"IEND":
+            if data[i : i + 12] != _PNG_END:  # cut short, or damaged (the decode says so)
+                return None if i + 12 <= n else f"its IEND chunk at byte {i} is cut short"
+            if exact_end and data[i + 12 :].strip(_PAD):  # bytes after it: a part running into the next
+                return f"bytes after its IEND chunk (at byte {i})"
+            return None
+        if not typ.isalpha():
+            # what is there is no chunk: bytes not yet written (a copy that sized the file first), or damage
+            return f"no chunk at byte {i} (its chunk chain breaks off before an IEND chunk, its end)"
+        if length > n - i - 12:
+            return f"its {typ.decode('latin-1')!r} chunk at byte {i} runs to byte {i + 12 + length}: no IEND chunk (its end)"
+        i += 12 + length
+    return None  # more chunks than an encoder writes: damaged, the decode says so
 
 
 def _ends_with(data: bytes, end: bytes) -> bool:

@@ -103,6 +103,45 @@ async def test_half_a_bmp_is_never_inspected_and_the_whole_one_is_read_once(tmp_
     assert not src.stats.errors_by_reason  # the half was never decoded: no corrupt_frame
 
 
+async def test_half_a_png_holding_a_thumbnail_png_is_never_inspected_and_the_whole_one_is_read_once(
+    tmp_path, caplog
+):
+    """A PNG was whole once IEND's 12 bytes were anywhere in it: a camera's PNG keeping a thumbnail PNG in an
+    ancillary chunk before its image data (as C2PA's claim thumbnails are kept), its upload stalled within the image
+    data, was decoded (``corrupt_frame``). Its chunk chain is walked now: the half waits, the whole is read once."""
+    import zlib
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    img = cv2.cvtColor(grey(3), cv2.COLOR_GRAY2BGR)
+    png = cv2.imencode(".png", img)[1].tobytes()
+    thumb = cv2.imencode(".png", img[:8, :8])[1].tobytes()
+    chunk = struct.pack(">I", len(thumb)) + b"thUm" + thumb + struct.pack(">I", zlib.crc32(b"thUm" + thumb))
+    whole = png[:33] + chunk + png[33:]  # after its IHDR
+    half = len(whole) - 200  # within its image data, after the thumbnail's IEND
+    assert b"IEND" in whole[:half]
+    caplog.set_level(logging.WARNING, logger="devices.camera.capture")
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=100, keep_files=None))
+    await src.start()
+    try:
+        await connected(src)
+        with open(drop / "part_0001.png", "wb") as f:  # the upload stalls within the image data
+            f.write(whole[:half])
+            f.flush()
+            await asyncio.sleep(0.05)
+            (drop / "part_0001.txt").write_text("exposure 120 us\n")  # the camera's sidecar, after it
+            await judged(src, caplog, "part_0001.txt")
+            await asyncio.sleep(0.3)  # a few more polls: the half is read again, never handed on
+            f.write(whole[half:])  # the upload goes on and ends
+        frames = await take(src, 1, 20)
+        with pytest.raises(TimeoutError):  # read once
+            await take(src, 1, 1.0)
+    finally:
+        await src.stop()
+    assert np.array_equal(frames[0].image, img)
+    assert not src.stats.errors_by_reason  # the half was never decoded: no corrupt_frame
+
+
 async def test_a_tiff_whose_strips_end_past_the_file_is_skipped_once_past_the_bound_then_read_when_whole(
     tmp_path, caplog
 ):

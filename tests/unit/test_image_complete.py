@@ -362,3 +362,59 @@ def test_a_pnm_whose_comments_fill_more_than_its_sniffed_start_is_checked_for_be
         for cut in (data[:-1], data[: len(data) // 2]):
             assert cut_says in (cut_short(cut) or ""), (len(cut), cut_short(cut))
     assert cut_short(plain, settled=True) is None  # its last sample ends it: whole once its writer is done
+
+
+def _png_chunk(typ: bytes, data: bytes) -> bytes:
+    import zlib
+
+    return struct.pack(">I", len(data)) + typ + data + struct.pack(">I", zlib.crc32(typ + data))
+
+
+def test_a_png_is_whole_when_its_chunk_chain_ends_with_iend_not_when_iends_bytes_are_anywhere():
+    """A PNG counted as whole when the IEND chunk's 12 bytes were found anywhere in it: one cut short within its
+    image data after an ancillary chunk holding those bytes (a thumbnail PNG kept in a private chunk, as C2PA's
+    claim thumbnails are; a text) or whose image data holds them was whole, so a drop folder or a snapshot camera
+    read half an upload (``corrupt_frame``). Its chunks are walked by their lengths now: whole means the chain
+    reaches IEND; bytes after it are allowed, but not in a part told by its Content-Length (``exact_end``)."""
+    from protocols.image_complete import cut_short
+
+    png = WHOLE["png"]
+    end = png[-12:]
+    assert end == b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    thumb = encoded(".png", COLOUR[:8, :8])
+    after_ihdr = 8 + 25
+    with_thumb = png[:after_ihdr] + _png_chunk(b"prVw", thumb) + png[after_ihdr:]
+    with_text = png[:after_ihdr] + _png_chunk(b"tEXt", b"Comment\x00" + end) + png[after_ihdr:]
+    # image data whose bytes hold IEND's: a stored (uncompressed) deflate stream of rows that carry them
+    rows = b"".join(b"\x00" + (end * 4)[:48] for _ in range(16))
+    ihdr = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
+    import zlib
+
+    in_data = png[:8] + ihdr + _png_chunk(b"IDAT", zlib.compress(rows, 0)) + _png_chunk(b"IEND", b"")
+    for data in (with_thumb, with_text, in_data):
+        assert cut_short(data) is None and looks_whole(data)
+        assert cut_short(data + b"trailer") is None  # bytes after its IEND: whole, as before
+        assert cut_short(data + b"trailer", exact_end=True) is not None  # a part running into the next
+        last = data.rfind(b"IDAT") - 4
+        for k in (data.find(end) + 12, last + 40, len(data) - 13, len(data) - 1):
+            assert end in data[:k]  # IEND's bytes are there, before the cut
+            assert cut_short(data[:k]) is not None, k  # cut within it, after IEND's bytes elsewhere
+            assert cut_short(data[:k], exact_end=True) is not None, k
+        assert cut_short(data[:-1] + b"\x00") is None  # a damaged IEND CRC: the decode says so, not cut short
+    # what is no chunk (a file sized first, its bytes not yet written) breaks the chain: cut short
+    sized_first = png[: len(png) // 2] + bytes(len(png) - len(png) // 2 - 12) + end
+    assert "no chunk at byte" in (cut_short(sized_first) or ""), cut_short(sized_first)
+    said = cut_short(with_thumb[:-100])
+    assert said is not None and "'IDAT' chunk at byte" in said and "no IEND chunk" in said, said
+
+
+def test_a_crafted_png_of_millions_of_empty_chunks_is_walked_within_a_bound():
+    """The chunk walk stops at the bound the decode's (``image_header._png_chunk_overrun``) has: a file of more
+    chunks is damaged (the decode refuses it saying so), never walked chunk by chunk to its end. Counted in
+    Python line events, not timed."""
+    from protocols.image_complete import cut_short
+
+    data = WHOLE["png"][:33] + _png_chunk(b"teXt", b"") * 1_000_000 + WHOLE["png"][33:]
+    budget = 1_000_000  # ~7 lines a chunk, 65,536 chunks (12 million lines for the whole file)
+    assert line_events(lambda: cut_short(data), budget) <= budget
+    assert cut_short(data) is None
