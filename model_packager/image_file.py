@@ -133,11 +133,12 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
     if steps < _JPEG_MAX_SEGMENTS:  # the walk ran past its comment or application segments holding bytes
         return (
             f"a JPEG of more than {_JPEG_MAX_NOTES} comment or application segments (an encoder writes a few, a "
-            "camera's notes in pieces some hundreds): crafted or damaged, not decoded"
+            "camera's notes in pieces some hundreds): crafted or damaged, not decoded; save the image again without "
+            "them (its metadata)"
         )
     return (
         f"a JPEG of more than {_JPEG_MAX_SEGMENTS} markers outside its coded data (an encoder writes tens): crafted "
-        "or damaged, not decoded"
+        "or damaged, not decoded; save the image again"
     )
 
 
@@ -206,6 +207,10 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
     # a TIFF whose first directory cannot be read here (libtiff may read it: the checks below could not)
     if size is None and bytes(data[:4]) in _TIFF_MAGIC and not _tiff_directories(data):
         raise Refused(_TIFF_UNREAD)
+    # a JPEG whose frame header lies past the markers the header walk reads: said so, with the bound, not "not a
+    # JPEG" (a crafted file, or a tool's metadata in thousands of pieces: saved again without it, it is read)
+    if size is None and bytes(data[:2]) == b"\xff\xd8" and (why := jpeg_scans_over(data)) is not None:
+        raise Refused(why)
     if size is None:
         raise Refused(f"not a {FORMATS} image (or its header is cut short)")
     kind, w, h = size

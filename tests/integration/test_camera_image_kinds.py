@@ -626,6 +626,67 @@ def test_a_legal_jpeg_of_thousands_of_comment_or_application_segments_is_read_a_
             packager_read(hidden)
 
 
+def camera_jpeg_metadata() -> list[bytes]:
+    """What a camera or its PC puts before a JPEG's frame header: an EXIF APP1 of 64 KB (maker notes), an XMP APP1,
+    an ICC profile of ~200 KB in 4 APP2 segments, an Adobe APP14 (YCbCr) and a comment."""
+    rng = np.random.default_rng(4)
+    exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x00\x00" + bytes(65533 - 16)
+    icc = rng.integers(0, 255, 4 * 50_000, np.uint8).tobytes()
+    pieces = [icc[k : k + 50_000] for k in range(0, len(icc), 50_000)]
+    return [
+        _seg(0xE1, exif),
+        _seg(0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + b"<x:xmpmeta/>" * 1000),
+        *(_seg(0xE2, b"ICC_PROFILE\x00" + bytes([k + 1, len(pieces)]) + p) for k, p in enumerate(pieces)),
+        _seg(0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x01"),
+        _seg(0xFE, b"line 3 camera 7 exposure 120 us"),
+    ]
+
+
+async def test_a_jpeg_of_too_many_segments_before_its_frame_header_is_refused_naming_the_bound(tmp_path):
+    """A JPEG whose frame header lies past the markers the header walk reads (4,096, and 8,192 more comment or
+    application segments holding bytes) was refused as 'not a PNG, JPEG, ... image (or its header is cut short)':
+    its size unread, nothing said of the bound, so the user had nothing to change. It is refused saying the bound
+    now, by the camera, the import and the packager alike; a camera's JPEG (EXIF of 64 KB, XMP, an ICC profile in
+    pieces, Adobe's APP14, a comment) is read by the three as OpenCV reads it."""
+    from cloud_trainer.train.data import DatasetError, read_image_file
+    from model_packager.image_file import Refused
+    from model_packager.image_file import read_image as packager_read
+    from protocols.image_header import ImageRejected, decode_image
+
+    image = cv2.GaussianBlur(
+        np.random.default_rng(0).integers(0, 255, (48, 64, 3)).astype(np.uint8), (5, 5), 0
+    )
+    real = cv2.imencode(".jpg", image)[1].tobytes()
+    # after its SOI and APP0, before its tables and frame header
+    jfif_end = 4 + int.from_bytes(real[4:6], "big")
+    camera = real[:jfif_end] + b"".join(camera_jpeg_metadata()) + real[jfif_end:]
+    want = cv2.imdecode(np.frombuffer(real, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(cv2.imdecode(np.frombuffer(camera, np.uint8), cv2.IMREAD_COLOR), want)
+    assert np.array_equal(decode_image(camera, cv2.IMREAD_COLOR), want)
+    assert np.array_equal(packager_read(camera), want)
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "d_camera.jpg").write_bytes(camera)  # read after the two refused
+    crafted = {
+        "b_comments.jpg": (b"\xff\xfe\x00\x03c" * 13_000, "more than 8192 comment or application segments"),
+        "c_empty.jpg": (b"\xff\xfe\x00\x02" * 4_200, "more than 4096 markers outside its coded data"),
+    }
+    for name, (notes, said) in crafted.items():
+        data = real[:jfif_end] + notes + real[jfif_end:]
+        assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None  # OpenCV reads it
+        with pytest.raises(ImageRejected, match=said):
+            decode_image(data, cv2.IMREAD_COLOR)
+        with pytest.raises(Refused, match=said):
+            packager_read(data)
+        (folder / name).write_bytes(data)
+        with pytest.raises(DatasetError, match=f"{name}: a JPEG of {said}.*save the image again"):
+            read_image_file(folder / name)
+    frames, src = await _frames(str(folder), 1, fps=200)
+    assert len(frames) == 1 and np.array_equal(frames[0].image, want)
+    assert src.stats.errors_by_reason == {"corrupt_frame": 2}, src.stats.errors_by_reason
+    assert "c_empty.jpg: a JPEG of more than 4096 markers" in src.stats.last_error
+
+
 def tiff_of_entries(entries: list[tuple[int, int, bytes]], big: bool = False) -> bytes:
     """A grey 8-bit 64x48 TIFF (BigTIFF if ``big``) in one tile of 4 KB: ``entries`` (tag, type, its one value's
     bytes) replace or add to ImageWidth .. SamplesPerPixel, in tag order (a tag given twice, in the order given)."""
