@@ -32,6 +32,7 @@ __all__ = [
     "jpeg_scans_over",
     "max_file_bytes",
     "not_one_image",
+    "pnm_maxval_not_255",
     "read_image",
     "tiff_data_misplaced",
     "tiles_over",
@@ -233,6 +234,8 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
     if kind == "TIFF" and (why := not_one_image(data)) is not None:
         raise Refused(why, unsupported=True)
     if kind in ("PNG", "WebP") and (why := animated(data)) is not None:  # the first frame of several
+        raise Refused(why, unsupported=True)
+    if kind == "PNM" and (why := pnm_maxval_not_255(data)) is not None:  # read two ways by its encoding
         raise Refused(why, unsupported=True)
     if kind == "TIFF" and (why := tiff_data_misplaced(data)) is not None:
         raise Refused(why)
@@ -562,6 +565,23 @@ def _pnm_header(b: bytes) -> tuple[int, ...] | None:
     if nums[0] < 1 or nums[1] < 1 or (want == 3 and not 1 <= nums[2] <= 65535):
         return None
     return tuple(nums)
+
+
+def pnm_maxval_not_255(data: bytes | memoryview) -> str | None:
+    """Why a PGM or PPM of 8-bit samples is not read, or None: a maximum value (maxval) below 255. OpenCV reads a
+    binary file's samples (P5, P6) as they stand but scales a text file's (P2, P3) to 255, so one image was read
+    two ways by its encoding (maxval 15: 0-15, or 0-255), and training and the agent could see other pixels. Nor is
+    a scale guessed: a tool that writes each image's brightest sample as its maxval would give each frame a gain
+    of its own. 16-bit maxvals (256-65535) are read as stored in both encodings (``pixel_bits``)."""
+    nums = _pnm_header(bytes(data[:4096]))
+    if nums is None or len(nums) < 3 or nums[2] >= 255:
+        return None
+    what = "PGM" if bytes(data[1:2]) in (b"2", b"5") else "PPM"
+    return (
+        f"a {what} of maximum value {nums[2]} (its header's maxval), not 255: 8-bit PNM files are read at maxval "
+        "255 only (a binary file's samples would be taken as they stand, a text file's scaled to 255: one image "
+        "read two ways); save it with maxval 255, scaled as the model should see it"
+    )
 
 
 def _png_chunk_overrun(data: bytes | memoryview) -> str | None:

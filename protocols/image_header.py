@@ -40,6 +40,7 @@ __all__ = [
     "kind_suffix",
     "max_file_bytes",
     "orient",
+    "pnm_maxval_not_255",
     "tiff_data_misplaced",
     "tiff_deep_pixels",
     "tiff_directories",
@@ -311,6 +312,23 @@ def _pnm_header(b: bytes) -> tuple[int, ...] | None:
     return tuple(nums)
 
 
+def pnm_maxval_not_255(data: bytes | memoryview) -> str | None:
+    """Why a PGM or PPM of 8-bit samples is not read, or None: a maximum value (maxval) below 255. OpenCV reads a
+    binary file's samples (P5, P6) as they stand but scales a text file's (P2, P3) to 255, so one image was read
+    two ways by its encoding (maxval 15: 0-15, or 0-255), and training and the agent could see other pixels. Nor is
+    a scale guessed: a tool that writes each image's brightest sample as its maxval would give each frame a gain
+    of its own. 16-bit maxvals (256-65535) are read as stored in both encodings (``pixel_bits``)."""
+    nums = _pnm_header(bytes(data[:4096]))
+    if nums is None or len(nums) < 3 or nums[2] >= 255:
+        return None
+    what = "PGM" if bytes(data[1:2]) in (b"2", b"5") else "PPM"
+    return (
+        f"a {what} of maximum value {nums[2]} (its header's maxval), not 255: 8-bit PNM files are read at maxval "
+        "255 only (a binary file's samples would be taken as they stand, a text file's scaled to 255: one image "
+        "read two ways); save it with maxval 255, scaled as the model should see it"
+    )
+
+
 _ANIMATION_MAX_CHUNKS = 4096  # chunks read looking for an animation's frames: a crafted file stays cheap
 # ``_png_chunk_overrun``: chunks walked at most, or one per so many bytes of the file when more (encoders cut the
 # image data into chunks of 8 KiB or more, or one a row): a crafted file of 16 million empty chunks held the decode
@@ -426,6 +444,8 @@ def decode_image(
     if kind == "TIFF" and (why := tiff_not_one_image(data)) is not None:
         raise ImageRejected(why, unsupported=True)
     if kind in ("PNG", "WebP") and (why := animated(data)) is not None:  # the first frame of several
+        raise ImageRejected(why, unsupported=True)
+    if kind == "PNM" and (why := pnm_maxval_not_255(data)) is not None:  # read two ways by its encoding
         raise ImageRejected(why, unsupported=True)
     if kind == "TIFF" and (why := tiff_data_misplaced(data)) is not None:  # libtiff would decode garbage
         raise ImageRejected(why)

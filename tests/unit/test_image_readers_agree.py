@@ -412,6 +412,7 @@ _PACKAGER_NAMES = {
             "_jpeg_frame",
             "image_kind",
             "_pnm_header",
+            "pnm_maxval_not_255",
             "animated",
             "_png_chunk_overrun",
             "_samples_ended",
@@ -673,3 +674,54 @@ async def test_a_plain_pnm_without_a_line_end_after_its_last_sample_is_read_alik
         (packaged,) = list(ImageFolder(folder))
         assert len(frames) == 1 and np.array_equal(frames[0], wanted[name]), name
         assert np.array_equal(packaged, wanted[name]), name
+
+
+async def test_a_pgm_or_ppm_of_maxval_below_255_is_refused_alike_by_the_three_whatever_its_encoding(tmp_path):
+    """A PGM or PPM of maxval below 255 read two ways by its encoding: a binary one (P5, P6) as its samples stand,
+    a text one (P2, P3) scaled to 255 by OpenCV, so the same 4-bit image was 0-15 (all but black) or 0-255, and a
+    dataset exported as text trained a model the line's binary frames would not match. Refused now, by the import,
+    the agent's folder camera and the packager, naming the file and its maxval (no scale guessed: a tool writing
+    each image's brightest sample as its maxval would give each its own gain); maxval 255, and 16-bit ones read
+    by pixel_bits, still read alike in both encodings."""
+    from cloud_trainer.train.data import DatasetError
+    from cloud_trainer.train.images import import_images
+    from tests.unit.test_image_import import per_class
+
+    rng = np.random.default_rng(15)
+    grey, colour = rng.integers(0, 16, (6, 8)), rng.integers(0, 16, (6, 8, 3))
+
+    def pnm(magic: str, values: np.ndarray, maxval: int) -> bytes:
+        h, w = values.shape[:2]
+        head = f"{magic}\n{w} {h}\n{maxval}\n".encode()
+        if magic in ("P2", "P3"):
+            return head + " ".join(str(int(v)) for v in values.ravel()).encode() + b"\n"
+        return head + values.astype(">u2" if maxval > 255 else np.uint8).tobytes()
+
+    refused = {
+        "grey_text.pgm": pnm("P2", grey, 15),
+        "grey_binary.pgm": pnm("P5", grey, 15),
+        "colour_text.ppm": pnm("P3", colour, 15),
+        "colour_binary.ppm": pnm("P6", colour, 100),
+    }
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    got = await _camera_and_packager(tmp_path / "one", refused)
+    assert got == dict.fromkeys(refused, "unsupported_frame"), got
+    read = {"text.pgm": pnm("P2", grey * 17, 255), "binary.pgm": pnm("P5", grey * 17, 255)}
+    assert not await _camera_and_packager(tmp_path / "two", read)
+    from protocols.image_header import decode_image
+
+    read |= {"text16.pgm": pnm("P2", grey * 273, 4095), "binary16.pgm": pnm("P5", grey * 273, 4095)}
+    pixels = {n: decode_image(d, cv2.IMREAD_UNCHANGED) for n, d in read.items()}  # as pixel_bits takes them
+    assert np.array_equal(pixels["text.pgm"], pixels["binary.pgm"])
+    assert np.array_equal(pixels["text16.pgm"], pixels["binary16.pgm"])
+    classes = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    for name, data in refused.items():
+        (classes / "dent" / name).write_bytes(data)
+        maxval = 100 if name == "colour_binary.ppm" else 15
+        kind = "PGM" if name.endswith(".pgm") else "PPM"
+        said = rf"dent/{name}: a {kind} of maximum value {maxval} \(its header's maxval\), not 255: .*save it with maxval 255"
+        with pytest.raises(DatasetError, match=said):
+            import_images(classes, tmp_path / "ds", log=lambda m: None)
+        (classes / "dent" / name).unlink()
+    assert not (tmp_path / "ds").exists()
