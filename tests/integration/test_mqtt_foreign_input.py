@@ -20,7 +20,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.base import Quality
-from devices.mqtt.client import MqttSource
+from devices.mqtt import sparkplug_host
+from devices.mqtt.client import MqttSource, SparkplugTypeMismatch
 from devices.mqtt.settings import MqttSettings
 from edge_agent.config import ConfigError, parse_config
 from protocols import sparkplug as sp
@@ -522,6 +523,136 @@ async def test_a_large_sparkplug_payload_is_decoded_off_the_loop_while_another_s
     assert [(r.tag, r.value) for r in got_other] == [("o/1/v", 1)]
     assert [(r.tag, r.value) for r in got[n:]] == [(f"n/m{i}", i + 0.5) for i in range(n)] + [("n/m0", -1.0)]
     assert src.stats.errors_by_reason == {}
+
+
+async def test_a_large_sparkplug_birth_and_data_are_read_a_step_at_a_time_the_loop_serving_other_work_between(
+    mosquitto,
+):
+    """A large Sparkplug message (decoded in the worker thread) was learnt and read by the host on the loop at once:
+    an NBIRTH of 99,999 metrics held it 2-3.5 s, an NDATA 1-1.1 s, every other source, the status page and the PLC
+    writes waiting. Its metrics are now learnt and read ``STEP_METRICS`` at a time, the loop serving other work
+    between two: a task counting its turns gets some between the birth's first reading and its last, and the
+    data's (the consumer itself never gives the loop back); every reading comes, in order, then the node's next
+    message."""
+    n = 5_000
+    ms = int(time.time() * 1000)
+    birth = sp.Payload(timestamp_ms=ms, seq=0, metrics=[sp.Metric("bdSeq", None, D.INT64, 0)])
+    birth.metrics.extend(sp.Metric(f"m{i}", i, D.DOUBLE, float(i)) for i in range(n))
+    data = sp.Payload(
+        timestamp_ms=ms + 1, seq=1, metrics=[sp.Metric(None, i, D.DOUBLE, i + 0.5) for i in range(n)]
+    )
+    after = sp.Payload(timestamp_ms=ms + 2, seq=2, metrics=[sp.Metric(None, 0, D.DOUBLE, -1.0)])
+    assert min(len(sp.encode(birth)), len(sp.encode(data))) > 64 * 1024  # decoded in the worker thread
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}])
+    turns = [0]
+    seen: list[tuple[float, int]] = []  # (a reading's value, the other task's turns when it came)
+
+    async def other_work() -> None:
+        while True:
+            await asyncio.sleep(0)
+            turns[0] += 1
+
+    async def consume() -> None:
+        async for (
+            r
+        ) in src.items():  # (no await of its own: the loop gets a turn only where the source gives it)
+            seen.append((r.value, turns[0]))
+
+    tasks = [asyncio.create_task(other_work()), asyncio.create_task(consume())]
+    pub = raw_client(mosquitto.port)
+    try:
+        for kind, p in (("NBIRTH", birth), ("NDATA", data), ("NDATA", after)):
+            pub.publish(f"spBv1.0/g/{kind}/n", sp.encode(p), qos=1)
+        await until(lambda: seen and seen[-1][0] == -1.0, 30, "the node's message after the large ones")
+    finally:
+        closed(pub)
+        for t in tasks:
+            t.cancel()
+        await src.stop()
+    assert [v for v, _ in seen] == [float(i) for i in range(n)] + [i + 0.5 for i in range(n)] + [-1.0]
+    births, datas = seen[:n], seen[n : 2 * n]
+    assert births[-1][1] > births[0][1]  # the loop served the other task while the birth was read
+    assert datas[-1][1] > datas[0][1]
+    assert src.stats.errors_by_reason == {}
+
+
+async def test_a_source_stopped_while_a_large_sparkplug_message_is_read_hands_nothing_more_on(mosquitto):
+    """A large Sparkplug message's readings, read a step at a time: a stop that comes between two steps (here, at
+    its first reading) hands none of its later ones on, as a large JSON message's. Read at once, the whole message
+    was handed on after ``stop()`` was called (its readings past the step the stop came in)."""
+    n = 5_000
+    ms = int(time.time() * 1000)
+    birth = sp.Payload(timestamp_ms=ms, seq=0, metrics=[sp.Metric("bdSeq", None, D.INT64, 0)])
+    birth.metrics.extend(sp.Metric(f"m{i}", i, D.DOUBLE, 0.0) for i in range(n))
+    data = sp.Payload(
+        timestamp_ms=ms + 1, seq=1, metrics=[sp.Metric(None, i, D.DOUBLE, i + 0.5) for i in range(n)]
+    )
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}])
+    got: list = []
+    after_stop: list = []
+    stopping: list[asyncio.Task] = []
+
+    async def consume() -> None:
+        async for r in src.items():
+            (after_stop if stopping else got).append(r)
+            if r.value == 0.5 and not stopping:  # the data's first reading: stopped now
+                stopping.append(asyncio.create_task(src.stop()))
+
+    task = asyncio.create_task(consume())
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("spBv1.0/g/NBIRTH/n", sp.encode(birth), qos=1)
+        pub.publish("spBv1.0/g/NDATA/n", sp.encode(data), qos=1)
+        await until(lambda: stopping, 30, "the data's first reading")
+        await stopping[0]
+        await asyncio.wait_for(task, 10)  # items() ended
+    finally:
+        closed(pub)
+        task.cancel()
+        await src.stop()
+    assert [r.value for r in got[n:]] == [0.5]
+    assert len(got) == n + 1
+    # the rest of the step the stop came in, then nothing: read at once, the whole message (4,999 more)
+    assert [r.value for r in after_stop] == [i + 0.5 for i in range(1, 1 + len(after_stop))]
+    assert len(after_stop) < sparkplug_host.STEP_METRICS
+
+
+async def test_a_command_sent_while_a_large_sparkplug_birth_is_learnt_is_typed_by_the_whole_birth(mosquitto):
+    """A large birth is learnt a step at a time, its node alive from the first: a command to a metric its later
+    steps declare waits until the birth is learnt, and is typed by it (300 to a UInt8 metric refused whatever the
+    action's datatype), never by half of it (sent as the action's Int32)."""
+    n = 5_000
+    ms = int(time.time() * 1000)
+    birth = sp.Payload(timestamp_ms=ms, seq=0, metrics=[sp.Metric("bdSeq", None, D.INT64, 0)])
+    birth.metrics.extend(sp.Metric(f"m{i}", i, D.DOUBLE, 0.0) for i in range(n - 1))
+    birth.metrics.append(sp.Metric("last", n - 1, D.UINT8, 1))
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}])
+    got: list = []
+    sent: list = []
+
+    async def command_once_alive() -> None:
+        while not src.sparkplug.node_alive("g", "n"):
+            await asyncio.sleep(0)
+        try:
+            sent.append(await src.command("g", "n", None, "last", 300, datatype="Int32"))
+        except Exception as e:
+            sent.append(e)
+
+    async def consume() -> None:
+        async for r in src.items():
+            got.append(r)
+
+    tasks = [asyncio.create_task(command_once_alive()), asyncio.create_task(consume())]
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("spBv1.0/g/NBIRTH/n", sp.encode(birth), qos=1)
+        await until(lambda: sent and len(got) == n, 30, "the command's outcome and the birth's readings")
+    finally:
+        closed(pub)
+        for t in tasks:
+            t.cancel()
+        await src.stop()
+    assert isinstance(sent[0], SparkplugTypeMismatch), sent
 
 
 async def test_large_messages_are_decoded_one_at_a_time_apart_from_the_loops_default_pool(
