@@ -122,9 +122,35 @@ def _call(a, method: str, request):
         try:
             return getattr(rpc.AdminStub(ch), method)(request, timeout=15)
         except grpc.RpcError as exc:
+            note = _dates_note(cert, hint) if exc.code() == grpc.StatusCode.UNAVAILABLE else ""
             raise SystemExit(
-                f"cloud-trainer: {method} failed: {exc.code().name}: {printable(exc.details() or '', 1000)}"
+                f"cloud-trainer: {method} failed: {exc.code().name}: {printable(exc.details() or '', 1000)}{note}"
             ) from exc
+
+
+def _dates_note(cert: Path, hint: str) -> str:
+    """Why the fleet service closed the connection, when the certificate says it (``""`` otherwise): one outside its
+    dates is refused in the TLS handshake, which tells the client nothing but "Socket closed"."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    try:
+        c = x509.load_pem_x509_certificate(cert.read_bytes())
+    except (OSError, ValueError):
+        return ""
+    now = dt.datetime.now(dt.UTC)
+    if now > c.not_valid_after_utc:
+        return (
+            f"; the certificate {cert} expired {c.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, and the fleet service "
+            f"refuses it without a word: issue a new one with `{hint}`"
+        )
+    if now < c.not_valid_before_utc:
+        return (
+            f"; the certificate {cert} is valid only from {c.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (is this "
+            "machine's clock right?), and the fleet service refuses it without a word"
+        )
+    return ""
 
 
 def _table(rows: list[list], headers: list[str]) -> str:

@@ -613,3 +613,49 @@ async def test_a_tenants_fleet_config_never_reads_the_platforms_environment_back
         assert code == grpc.StatusCode.OK, details
     finally:
         server.stop()
+
+
+def test_the_admin_cli_says_its_certificate_expired_when_the_fleet_closes_the_connection_for_it(
+    world, tmp_path
+):
+    """An expired admin certificate is refused in the TLS handshake (a real `cloud-trainer serve`), which tells the
+    client only "Socket closed": `cloud-trainer agents` said `ListAgents failed: UNAVAILABLE: failed to connect to all
+    addresses; ... Socket closed` and nothing of the certificate. Now it names the certificate, when it expired and
+    how to issue a new one."""
+    import datetime as dt
+    import subprocess
+    import sys
+
+    from cryptography import x509
+
+    from cloud_trainer.pki import ROLE_ADMIN
+    from tests.support.fleet import ROOT
+
+    _, pki, _, _ = world
+    folder = pki / "tenants" / "acme" / "admins"
+    issue(
+        pki, "lapsed", ROLE_ADMIN, folder / "lapsed", tenant="acme", days=0
+    )  # valid until the second it is made
+    end = x509.load_pem_x509_certificate((folder / "lapsed.pem").read_bytes()).not_valid_after_utc
+    server = ServerProcess(tmp_path / "cloud", pki).start()
+    while dt.datetime.now(dt.UTC) <= end + dt.timedelta(
+        seconds=1
+    ):  # past its end by the handshake's clock too
+        time.sleep(0.1)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "cloud_trainer.cli", "agents", "--endpoint", f"127.0.0.1:{server.port}"]
+            + ["--pki", str(pki), "--tenant", "acme", "--admin", "lapsed"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.stop()
+    assert r.returncode != 0 and "UNAVAILABLE" in r.stderr, r.stderr
+    assert f"the certificate {folder / 'lapsed.pem'} expired " in r.stderr, r.stderr
+    assert (
+        "issue a new one with `cloud-trainer pki admin" in r.stderr
+        and "--name lapsed --tenant acme`" in r.stderr
+    )
