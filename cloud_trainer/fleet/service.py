@@ -62,6 +62,7 @@ from cloud_trainer.fleet.portguard import (
 )
 from cloud_trainer.fleet.store import (
     QUOTA_FIELDS,
+    AgentRowsLocked,
     Store,
     TenantQuotaExceeded,
     meta_problem,
@@ -736,6 +737,12 @@ class FleetServicer(rpc.FleetServicer):
             self._give_unstored(agent, records, newly, payloads, samples, day)  # not stored: not spent
             self.quotas.refused(agent, "tenant_day", str(exc))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except AgentRowsLocked as exc:  # another session holds the agent's rows (PostgreSQL)
+            self._give_unstored(agent, records, newly, payloads, samples, day)
+            self.quotas.refused(agent, "store_locked", str(exc))
+            # as a refusal on purpose: the agent's uplink waits out its backoff (a heartbeat answered mends nothing),
+            # so a lock held for long costs the pool one connection for the wait of each retry, not each heartbeat
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except ValueError as exc:  # a record the store refuses (the checks above should have caught it)
             self._give_unstored(agent, records, newly, payloads, samples, day)
             await context.abort(
@@ -770,6 +777,8 @@ class FleetServicer(rpc.FleetServicer):
         exc = None if write.cancelled() else write.exception()  # retrieved: nobody awaits it any more
         if isinstance(exc, TenantQuotaExceeded):  # refused as an answered call's would be: counted, logged
             self.quotas.refused(agent, "tenant_day", str(exc))
+        elif isinstance(exc, AgentRowsLocked):
+            self.quotas.refused(agent, "store_locked", str(exc))
         elif isinstance(exc, Exception) and not isinstance(exc, ValueError):
             self._store_failed("batches", exc)
         self._give_unstored(agent, records, newly, payloads, samples, day)

@@ -384,6 +384,13 @@ class TenantQuotaExceeded(Exception):
     """A tenant's quota (set by the platform operator) would be passed; nothing of the request was stored."""
 
 
+class AgentRowsLocked(Exception):
+    """Another session of the database holds the agent's ``ingest`` row lock past the store's wait for it (an admin's
+    open transaction, a stuck migration, a writer's session that hangs): nothing of the batch was stored, and the
+    agent sends it again later. Waiting on, the write held one of the store's few pooled connections (PostgreSQL):
+    4 tenants whose rows were locked held all 8, and every other tenant's writes failed for want of one."""
+
+
 # how long a store trusts what its last refusal of a tenant's batch read of the tenant's quotas and usage of the day
 # (``SQLStore._spent``): within it a batch that holds a record not stored yet and would pass a quota by those numbers
 # is refused before its samples are staged or the writer is taken; QUOTA_TTL_S of the service, for the same reason
@@ -793,14 +800,7 @@ class SQLStore(Store):
             tuple[int, str], list[int]
         ] = {}  # (epoch, kind) -> [records, first seq, last seq] stored now
         with self._ingest_tx(synced) as ex:
-            ex(
-                q("INSERT INTO ingest (tenant, agent, duplicates) VALUES (?, ?, 0) ON CONFLICT DO NOTHING"),
-                (tenant, agent),
-            )
-            known_epoch = ex(
-                q("SELECT epoch FROM ingest WHERE tenant = ? AND agent = ?" + self.FOR_UPDATE),
-                (tenant, agent),
-            ).fetchone()[0]
+            known_epoch = self._lock_agent(ex, tenant, agent)
             for i, (r, meta) in enumerate(zip(records, metas, strict=True)):
                 try:  # a record the database refuses all the same: a ValueError naming it (nothing stored)
                     epoch = int(r.get("epoch") or 0)
@@ -895,6 +895,17 @@ class SQLStore(Store):
         if fresh is not None:
             fresh.extend(new_idx)
         return [r["seq"] for r in records], stored, dup
+
+    def _lock_agent(self, ex, tenant: str, agent: str) -> int | None:
+        """Create and lock the agent's ``ingest`` row for the batch's transaction (``FOR_UPDATE``); its epoch."""
+        q = self.q
+        ex(
+            q("INSERT INTO ingest (tenant, agent, duplicates) VALUES (?, ?, 0) ON CONFLICT DO NOTHING"),
+            (tenant, agent),
+        )
+        return ex(
+            q("SELECT epoch FROM ingest WHERE tenant = ? AND agent = ?" + self.FOR_UPDATE), (tenant, agent)
+        ).fetchone()[0]
 
     def _charge(
         self, ex, tenant: str, records: int, sample_bytes: int, record_bytes: int, now: float

@@ -8,6 +8,14 @@ shared by the service's worker threads), row locks (an agent's ``ingest`` row is
 for the length of a batch, so two streams or two replicas never interleave one agent's epochs) and the
 schema migrations.
 
+**A row lock held elsewhere**: a batch waits at most ``ROW_LOCK_TIMEOUT_S`` for its agent's ``ingest`` row (a
+``lock_timeout`` for that statement alone), then fails with ``AgentRowsLocked`` (the agent sends it again later).
+A wait on, for a session that holds the rows (an admin's open transaction, a stuck migration, a writer's session
+that hangs), held one of the pool's connections for as long: 4 tenants so held all 8, and every other tenant's
+writes ended in ``PoolTimeout`` after 30 s. The advisory locks (the migrations', a tenant's agent registrations,
+the control state's writers) have no such bound: they serialize short steps that must each run, not wait for a
+session that may never let go.
+
 **Migrations** are plain numbered SQL files (``migrations/postgresql/NNNN_name.sql``), applied in
 order, each in its own transaction together with its row in ``schema_version``; a transaction-level
 advisory lock makes replicas that start together apply each file once. A database whose
@@ -22,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cloud_trainer.fleet.store import SQLStore
+from cloud_trainer.fleet.store import AgentRowsLocked, SQLStore
 
 MIGRATIONS = Path(__file__).with_name("migrations") / "postgresql"
 _LOCK_KEY = 0x6A1E_F1EE  # pg_advisory_xact_lock key of the migration step
@@ -32,6 +40,9 @@ _FILE_RE = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 # on it waited ~15 min of TCP retransmissions, or for ever for the answer to one already sent, holding its
 # thread and its pooled connection (and the deployment tick, on the control's one connection)
 TCP_TIMEOUT_S = 60.0
+# how long a batch waits for its agent's ingest row lock: another writer of the agent (its other stream, another
+# replica) holds it for one batch's transaction; a lock held longer is a session that holds the agent's rows
+ROW_LOCK_TIMEOUT_S = 2.0
 
 
 def dead_path_params(url: str, timeout_s: float = TCP_TIMEOUT_S) -> dict[str, Any]:
@@ -111,11 +122,13 @@ class PostgresStore(SQLStore):
         max_size: int = 8,
         timeout_s: float = 30.0,
         tcp_timeout_s: float = TCP_TIMEOUT_S,
+        row_lock_timeout_s: float = ROW_LOCK_TIMEOUT_S,
     ) -> None:
         import psycopg
         from psycopg_pool import ConnectionPool
 
         self.url = url
+        self.row_lock_timeout_s = row_lock_timeout_s
         params = dead_path_params(url, tcp_timeout_s)
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=int(timeout_s), **params) as conn:
@@ -145,6 +158,28 @@ class PostgresStore(SQLStore):
 
     def _lock_tenant(self, ex, tenant: str) -> None:
         ex("SELECT pg_advisory_xact_lock(hashtext(%s))", ("agents:" + tenant,))
+
+    def _lock_agent(self, ex, tenant: str, agent: str) -> int | None:
+        """The agent's ``ingest`` row locked within ``row_lock_timeout_s`` (``lock_timeout`` set for these statements
+        only, then the session's own again: the transaction's later waits, on the tenant's usage row that its other
+        batches hold until their commit, are not cut), or ``AgentRowsLocked``."""
+        import psycopg
+
+        wait = f"{max(1, round(self.row_lock_timeout_s * 1000))}ms"
+        own = ex(
+            "SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, true)", (wait,)
+        ).fetchone()[0]
+        try:
+            epoch = super()._lock_agent(ex, tenant, agent)
+        except psycopg.errors.LockNotAvailable:
+            raise AgentRowsLocked(
+                f"agent {agent[:80]!r} (tenant {tenant[:80]}): its rows in the fleet store are locked by another "
+                f"session of the database past {self.row_lock_timeout_s:g} s (an open transaction: "
+                "pg_stat_activity shows it 'idle in transaction' or waiting); nothing of this batch was stored: "
+                "send it again later"
+            ) from None
+        ex("SELECT set_config('lock_timeout', %s, true)", (own,))
+        return epoch
 
     @contextlib.contextmanager
     def _tx(self, write: bool = True):
