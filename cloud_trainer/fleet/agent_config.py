@@ -28,6 +28,8 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # read back (``${VAR}`` is not substituted from the environment in the cloud's check either: edge_agent.config)
 CHILD_ENV = frozenset(
     {"PATH", "HOME", "LANG", "LANGUAGE", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH"}
+    # where an interpreter built with a shared libpython outside the system's folders finds it and its library
+    | {"LD_LIBRARY_PATH", "PYTHONHOME"}
 )
 
 
