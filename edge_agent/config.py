@@ -962,19 +962,29 @@ class AgentConfig(_Model):
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
-def _substitute(node: Any, loc: str, errors: list[str], env: Mapping[str, str] = os.environ) -> Any:
+def _substitute(
+    node: Any,
+    loc: str,
+    errors: list[str],
+    env: Mapping[str, str] = os.environ,
+    unset: dict[str, str] | None = None,
+) -> Any:
     """``${VAR}`` / ``${VAR:-default}`` in every string of ``node`` from ``env`` (the agent's environment; none at all
     for the cloud's check of a fleet config, which must never read the platform's own variables: see
-    ``parse_config``)."""
+    ``parse_config``); ``unset`` gets each place (``sources.b.port``) whose variable is not set, and its name."""
     if isinstance(node, dict):
-        return {k: _substitute(v, f"{loc}.{k}" if loc else str(k), errors, env) for k, v in node.items()}
+        return {
+            k: _substitute(v, f"{loc}.{k}" if loc else str(k), errors, env, unset) for k, v in node.items()
+        }
     if isinstance(node, list):
-        return [_substitute(v, f"{loc}[{i}]", errors, env) for i, v in enumerate(node)]
+        return [_substitute(v, f"{loc}[{i}]", errors, env, unset) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
 
         def repl(m: re.Match) -> str:
             val = env.get(m.group(1), m.group(2))
             if val is None:
+                if unset is not None:
+                    unset.setdefault(loc, m.group(1))
                 errors.append(
                     f"{loc}: environment variable {m.group(1)} is not set "
                     f"(write ${{{m.group(1)}:-default}} to give a default)"
@@ -1256,6 +1266,18 @@ def _validate_section(
     return _validate((key,), ann, raw, report), set()
 
 
+def _unset_hint(error: str, where: str, unset: dict[str, str]) -> str:
+    """``error`` of the cloud's check, with a hint when its field took a variable that has no default: the cloud
+    reads no environment, so ``port: ${MQTT_PORT}`` was refused ``(found '')`` without a word of why."""
+    for loc, name in unset.items():
+        if error.startswith(f"{where}: {loc}:"):
+            return (
+                f"{error} (it takes ${{{name}}}, a gateway's variable the cloud's check does not read: give it a "
+                f"default, ${{{name}:-...}}, that the field accepts)"
+            )
+    return error
+
+
 def parse_config(
     data: Any, where: str = "<config>", base_dir: str = ".", local_checks: bool = True
 ) -> AgentConfig:
@@ -1272,7 +1294,8 @@ def parse_config(
     sub_errors: list[str] = []
     # names YAML read as a boolean or null, as written (``read_yaml``); the substitution makes plain dicts
     written = {k: getattr(v, "written", None) for k, v in data.items() if isinstance(v, _NamesAsWritten)}
-    data = _substitute(data, "", sub_errors, os.environ if local_checks else {})
+    unset: dict[str, str] = {}  # the cloud's check: places taking a gateway's variable with no default
+    data = _substitute(data, "", sub_errors, os.environ if local_checks else {}, unset)
     if local_checks:
         report.errors += [f"{where}: {e}" for e in sub_errors]
     sections = {k: f.annotation for k, f in AgentConfig.model_fields.items() if k != "base_dir"}
@@ -1301,6 +1324,8 @@ def parse_config(
             cfg.sources[name] = _anchor_files(settings, base_dir)
     _cross_check(cfg, named, report, local_checks)
     if report.errors:
+        if not local_checks and unset:
+            report.errors = [_unset_hint(e, where, unset) for e in report.errors]
         raise ConfigError(report.errors)
     cfg.warnings.extend(_one_line(mask_credentials(w)) for w in report.warnings)
     return cfg

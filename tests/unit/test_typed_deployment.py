@@ -93,3 +93,20 @@ def test_fleet_config_check_names_each_field_and_leaves_agent_files_to_the_agent
     assert check_fleet_config(b"- a list\n", "cfg.yaml") == [
         "cfg.yaml: expected a mapping at the top level (sources:, models:, pipelines: ...)"
     ]
+
+
+def test_the_fleet_config_check_reads_no_environment_and_says_why_a_gateways_variable_is_refused(monkeypatch):
+    """The cloud's check runs in the fleet service's environment: ``${VAR}`` is substituted from none (a tenant's
+    config read the platform's credentials back in a refusal), and a number field taking a gateway's variable with
+    no default, refused as empty, says so (it was ``(found '')`` alone)."""
+    monkeypatch.setenv("MQTT_PORT", "1883")  # set here, as the cloud's own: not read
+    monkeypatch.setenv("PLATFORM_SECRET", "s3cr3t")
+    [error] = check_fleet_config(b"sources: {s: {type: mqtt, port: '${MQTT_PORT}'}}\n", "cfg.yaml")
+    assert error == (
+        "cfg.yaml: sources.s.port: Input should be a valid integer, unable to parse string as an integer (found '') "
+        "(it takes ${MQTT_PORT}, a gateway's variable the cloud's check does not read: give it a default, "
+        "${MQTT_PORT:-...}, that the field accepts)"
+    )
+    [error] = check_fleet_config(b"sources: {s: {type: '${PLATFORM_SECRET}'}}\n", "cfg.yaml")
+    assert "s3cr3t" not in error and error.startswith("cfg.yaml: sources.s.type: unknown source type ''")
+    assert check_fleet_config(b"sources: {s: {type: mqtt, port: '${MQTT_PORT:-1883}'}}\n", "cfg.yaml") == []
