@@ -2152,6 +2152,16 @@ async def _one_off_client(
     return client, oversize
 
 
+def _session_token(client: Client) -> ua.NodeId | None:
+    """The AuthenticationToken of ``client``'s session (None before CreateSession was answered)."""
+    token = getattr(getattr(client.uaclient, "session", None), "authentication_token", None)
+    return token if isinstance(token, ua.NodeId) and not token.is_null() else None
+
+
+def _token_key(token: ua.NodeId | None) -> str:
+    return token.to_string() if token is not None else ""
+
+
 def _reset_on_close(client: Client) -> None:
     """Have ``client``'s connection reset when it is closed (SO_LINGER 0), not ended in order: the requests the
     gateway's kernel still holds for it are dropped. After a link loss they wait there unacknowledged (a write
@@ -2615,10 +2625,12 @@ class OpcUaSource:
         self._held_out: dict[str, Reading] = {}
         # a write-only source's watch found no room for its subscription: asked again at each check
         self._room_wanted = False
-        # subscriptions a session of this source left on the server (the link cut, not closed) and the
-        # monotonic time the server drops them (its session timeout): they count in its
-        # CurrentSubscriptionCount until then, and are not another client's
-        self._subs_left: tuple[int, float] = (0, 0.0)
+        # the subscriptions each session of this source left on the server (the link cut, not closed), by its
+        # AuthenticationToken: how many, and the monotonic time the server drops them (its session timeout). They
+        # count in its CurrentSubscriptionCount until then, or until that session is closed (``_close_left``), and
+        # are not another client's (``_left_subs``). One count for every session: the first left session closed
+        # forgot them all, another still left and its subscription counted as another client's
+        self._subs_left: dict[str, tuple[int, float]] = {}
         # the sessions (each its AuthenticationToken, last ServerNonce, the server's user token policies, and the
         # monotonic time the server drops it: its timeout) of connections this source closed on a message over
         # max_message_bytes or whose close went unanswered (a dead link): each closed on the server at the next
@@ -2770,7 +2782,10 @@ class OpcUaSource:
                     # it); the timeout the server granted, and a check's time for its own watchdog
                     granted = (self._client.session_timeout or 0) / 1000.0 or self.settings.session_timeout
                     left_s = granted * 1.5 + self.settings.keepalive_check_s + self.settings.connect_timeout_s
-                    self._subs_left = (1, time.monotonic() + left_s)
+                    self._subs_left[_token_key(_session_token(self._client))] = (
+                        1 + len(self._extra_subs),
+                        time.monotonic() + left_s,
+                    )
                 reason, msg = _explain(e, self.settings)
                 refit_close = self._oversize and self._measuring in self._too_big
                 if up and not self._oversize and self._refit_closes:
@@ -2841,6 +2856,7 @@ class OpcUaSource:
         # (``_close_left``; a server that ended it itself, restarting, answers BadSessionIdInvalid: no cost)
         protocol = getattr(client.uaclient, "protocol", None)
         dropped = protocol is None or bool(getattr(protocol, "is_closed", False))
+        token = _session_token(client)
         try:
             async with asyncio.timeout(timeout_s):
                 try:
@@ -2854,7 +2870,9 @@ class OpcUaSource:
                     await client.close_secure_channel()
         except (Exception, asyncio.CancelledError):
             pass
-        if not closed:
+        if closed:  # CloseSession deletes its subscriptions: none left by it (``_subs_left``)
+            self._subs_left.pop(_token_key(token), None)
+        else:
             _reset_on_close(client)
             self._keep_left(client)
         try:
@@ -3018,8 +3036,8 @@ class OpcUaSource:
         """Keep the session of ``client``, whose connection ends without its close answered, to close it on the
         server at the next connect (``_close_left_session``), until the timeout the server granted it: past it
         the server has dropped it anyway. At most LEFT_SESSIONS_MAX, the one the server drops first given up."""
-        token = getattr(getattr(client.uaclient, "session", None), "authentication_token", None)
-        if not isinstance(token, ua.NodeId) or token.is_null():
+        token = _session_token(client)
+        if token is None:
             return
         now = time.monotonic()
         granted = (client.session_timeout or 0) / 1000.0 or self.settings.session_timeout
@@ -3099,7 +3117,7 @@ class OpcUaSource:
                 "opcua source %s: the session left by the connection closed was not closed: %r", self.name, e
             )
             return not isinstance(e, (TimeoutError, OSError))
-        self._subs_left = (0, 0.0)  # its subscription is gone with it
+        self._subs_left.pop(_token_key(token), None)  # its subscriptions are gone with it (the others' stay)
         log.debug("opcua source %s: the session left by the connection closed is closed", self.name)
         return True
 
@@ -4574,7 +4592,7 @@ class OpcUaSource:
         if not refused:
             self.targets_watched = len(handles)
             return
-        if made and "BadTooManySubscriptions" in refused and time.monotonic() < self._subs_left[1]:
+        if made and "BadTooManySubscriptions" in refused and self._left_subs():
             # what fills the server may be this source's former session (cut): asked again at each check
             # until that session has timed out, not for good (a PLC that an HMI fills is not pressed)
             self._room_wanted = True
@@ -4639,14 +4657,20 @@ class OpcUaSource:
         )
         if most is None or held is None:  # 0 held reads as None: room
             return None
-        left, until = self._subs_left
-        left = left if time.monotonic() < until else 0
+        left = self._left_subs()
         if held - left < most:  # our former session's subscription is no other client's
             return None
         return (
             f"MaxSubscriptions {most}, and it holds {held} (ServerDiagnosticsSummary.CurrentSubscriptionCount)"
             + (f", {left} of them left by this source's former session until it times out" if left else "")
         )
+
+    def _left_subs(self) -> int:
+        """The subscriptions this source's former sessions left on the server that it still holds (``_subs_left``):
+        those of a session closed since, or past its timeout, are gone."""
+        now = time.monotonic()
+        self._subs_left = {k: left for k, left in self._subs_left.items() if left[1] > now}
+        return sum(n for n, _ in self._subs_left.values())
 
     async def _room_again(self, client: Client) -> None:
         """A write-only source's watch that found no room for its subscription, tried again at a check:

@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 
 from asyncua import ua
+from asyncua.server.internal_session import InternalSession
 
 from devices.base import Quality
 from devices.opcua import client as client_module
@@ -248,15 +249,16 @@ async def test_a_server_replaced_on_the_same_endpoint_is_judged_on_its_own_clock
     assert "server_clock_frozen" not in src.stats.errors_by_reason, src.stats.errors_by_reason
 
 
-async def _small_plc(port: int):
-    """A PLC that states MaxSubscriptions 1 and counts the subscriptions itself (the test writes the count)."""
+async def _small_plc(port: int, most: int = 1):
+    """A PLC that states MaxSubscriptions ``most`` and counts the subscriptions itself (the test writes the
+    count)."""
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "S7-1200")
-    srv.iserver.max_subscriptions = 1
+    srv.iserver.max_subscriptions = most
     reject = await obj.add_variable(ua.NodeId("Reject", idx), "Reject", False)
     await reject.set_writable()
     await srv.write_attribute_value(
         ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_MaxSubscriptions),
-        ua.DataValue(ua.Variant(1, ua.VariantType.UInt32)),
+        ua.DataValue(ua.Variant(most, ua.VariantType.UInt32)),
     )
     await _set_subs(srv, 0)
     await srv.start()
@@ -317,6 +319,68 @@ async def test_a_write_only_sources_former_session_left_by_a_cut_link_is_not_cou
         await srv.stop()
     said = src.notices.status().get("targets_unwatched", {}).get("message", "")
     assert "MaxSubscriptions" not in said, said  # not judged full on its own former subscription
+
+
+async def test_a_write_only_sources_left_subscriptions_are_counted_for_every_left_session_not_one(
+    monkeypatch,
+) -> None:
+    """Two sessions of the source are left on the PLC (cut links), each holding its watch's subscription; at the
+    reconnect the older one's close succeeds and the newer one's goes unanswered (a PLC busy: no answer within
+    connect_timeout_s), so the PLC still holds the newer one's subscription, which it states in its count until
+    that session times out. That one is this source's own: the watch is asked for and made. Before, the first
+    close that succeeded forgot every left subscription: the PLC (stating 2 of 2) was judged full by the source's
+    own former subscription and the watch not asked for until that session timed out."""
+    never = asyncio.Event()  # the PLC's answer to the closes it does not answer in time
+    hang: set = set()  # the sessions (their AuthenticationToken) whose close the PLC does not answer
+    real_close = InternalSession.close_session
+
+    async def close_session(self, delete_subs: bool = True) -> None:
+        if self.auth_token in hang:
+            await never.wait()
+        await real_close(self, delete_subs)
+
+    monkeypatch.setattr(InternalSession, "close_session", close_session)
+    port = free_port()
+    srv, idx = await _small_plc(port, most=2)
+    src = OpcUaSource("plc", _settings(port, reconnect_initial_s=0.1))
+    src.expect_writes([(f"ns={idx};s=Reject", True)])
+
+    def token():
+        return src._client.uaclient.session.authentication_token
+
+    def cut() -> None:  # the link drops: no CloseSession reaches the server
+        for proto in list(srv.bserver.clients):
+            proto.transport.close()
+
+    try:
+        await src.start()
+        await until(lambda: src.targets_watched > 0, 10, "the watch made")
+        await _set_subs(srv, 1)  # the PLC counts the source's subscription
+        hang.add(token())
+        cut()
+        await until(lambda: src.stats.reconnects >= 1 and src.targets_watched > 0, 20, "the watch made again")
+        assert len(src._left_sessions) == 1  # the first session, its close unanswered: kept
+        await _set_subs(srv, 2)  # both sessions' subscriptions: the PLC is full
+        hang.clear()  # the first session's close answered from now on, the second's not
+        hang.add(token())
+        cut()
+        await until(
+            lambda: (
+                src.stats.reconnects >= 2
+                and (src.targets_watched > 0 or "targets_unwatched" in src.notices.counts)
+            ),
+            20,
+            "the watch judged after the second reconnect",
+        )
+        said = src.notices.status().get("targets_unwatched", {}).get("message", "")
+        left = len(src._left_sessions)
+    finally:
+        never.set()
+        await src.stop()
+        await srv.stop()
+    assert left == 1  # the second session, its close unanswered
+    assert "MaxSubscriptions" not in said, said  # not judged full on its own former subscription
+    assert src.targets_watched > 0
 
 
 async def test_a_tag_that_changed_once_is_not_lost_from_a_full_hold_and_goes_on_good_when_the_server_runs_again(
