@@ -314,8 +314,9 @@ class FleetServicer(rpc.FleetServicer):
         self._reads: dict[str, asyncio.Semaphore] = {}  # tenant -> its package reads in flight
         self._ingests: dict[str, asyncio.Semaphore] = {}  # tenant -> its batches being written
         self._writers = StoreWriters(STORE_WRITERS, STORE_WRITERS_MOST)
-        # agent -> (store writes of its calls that ended unanswered and still run, since when the first did)
-        self._outliving: dict[tuple[str, str], tuple[int, float]] = {}
+        # agent -> when each of its calls ended unanswered whose store write still runs (one entry per write: the
+        # oldest of those still running is the one the agent and /api/quotas are told of)
+        self._outliving: dict[tuple[str, str], list[float]] = {}
         # agent -> its open PushRecords' tasks -> (the connection's peer, since when it waits for its next batch;
         # None: in a batch)
         self._pushes: dict[tuple[str, str], dict[asyncio.Task, tuple[str, float | None]]] = {}
@@ -624,11 +625,11 @@ class FleetServicer(rpc.FleetServicer):
         stalled store for each retry, or wait on its tenant's place for the agent's next timeout. The agent keeps
         the batch in its outbox and sends it again after its backoff (a batch the first write stores is then
         acknowledged as duplicates)."""
-        if (writing := self._outliving.get(agent)) is None:
+        if not (writing := self._outliving.get(agent)):
             return
         why = (
             f"agent {agent[1][:80]!r}: the fleet store is still writing the batch of this agent's call that ended "
-            f"unanswered {time.monotonic() - writing[1]:.0f} s ago (the store is slow); nothing of this batch was "
+            f"unanswered {time.monotonic() - min(writing):.0f} s ago (the store is slow); nothing of this batch was "
             "stored: send it again later"
         )
         self.quotas.refused(agent, "store_writing", why)
@@ -638,12 +639,12 @@ class FleetServicer(rpc.FleetServicer):
         """The tenant's agents refused as ``store_writing``: agent id -> the store's writes of its calls that ended
         unanswered and still run (``writes``), and for how long the oldest has (``for_s``): the console's
         ``/api/quotas``, so that an operator sees which agents wait for a stalled store, and since when."""
-        now = time.monotonic()
-        return {
-            agent: {"writes": n, "for_s": round(now - since, 1)}
-            for (t, agent), (n, since) in list(self._outliving.items())
-            if t == tenant
-        }
+        now, out = time.monotonic(), {}
+        # copies: the console reads this from its own thread
+        for (t, agent), running in list(self._outliving.items()):
+            if t == tenant and (ended := list(running)):
+                out[agent] = {"writes": len(ended), "for_s": round(now - min(ended), 1)}
+        return out
 
     def _outlives(
         self, agent: tuple[str, str], write: asyncio.Future, place: asyncio.Semaphore | None
@@ -651,9 +652,10 @@ class FleetServicer(rpc.FleetServicer):
         """The store's write of a call that ended (cancelled) goes on in its thread: it keeps its tenant's place
         among ``INGESTS_PER_TENANT`` and refuses the agent's further batches (``_refuse_while_writing``) until
         it ends."""
-        n, since = self._outliving.get(agent, (0, time.monotonic()))
-        self._outliving[agent] = (n + 1, since)
-        if not n:
+        since = time.monotonic()
+        running = self._outliving.setdefault(agent, [])
+        running.append(since)
+        if len(running) == 1:
             log.warning(
                 "agent %s (tenant %s): its call ended unanswered while the fleet store writes its batch (the store "
                 "is slow or stalled for this tenant); its batches are refused (store_writing) until that write "
@@ -666,16 +668,19 @@ class FleetServicer(rpc.FleetServicer):
         def ended(_write: asyncio.Future) -> None:
             if place is not None:
                 place.release()
-            left, first = self._outliving.pop(agent, (1, since))
-            if left > 1:
-                self._outliving[agent] = (left - 1, first)
-            else:
+            # its own entry: an older write of the agent's that ends first leaves the newer one's time, which
+            # for_s and the refusals count from (they counted from the older one's for as long as the newer ran)
+            running = self._outliving.get(agent, [])
+            with contextlib.suppress(ValueError):
+                running.remove(since)
+            if not running:
+                self._outliving.pop(agent, None)
                 log.info(
                     "agent %s (tenant %s): the fleet store's write of its call that ended unanswered has ended "
                     "after %.0f s; its batches are taken again",
                     agent[1],
                     agent[0],
-                    time.monotonic() - first,
+                    time.monotonic() - since,
                 )
 
         write.add_done_callback(ended)

@@ -85,15 +85,18 @@ async def test_an_agents_record_bytes_of_the_day_are_bounded_the_rest_wait_in_it
         def refusals() -> int:
             return srv.quotas.snapshot("default")["refusals"].get("gw1:record_bytes", 0)
 
+        def told() -> bool:  # the refusal reaches gw1's uplink after the service counted it
+            return "record budget of 20000 bytes per UTC day spent" in (ups[0].status()["last_error"] or "")
+
         await until(
-            lambda: refusals() >= 1 and stored("gw2") == 3, what="gw1 refused past its budget, gw2 stored"
+            lambda: refusals() >= 1 and stored("gw2") == 3 and told(),
+            what="gw1 refused past its budget and told so, gw2 stored",
         )
         got = stored("gw1")
         assert 0 < got < 40
         today = srv.quotas.snapshot("default")["record_bytes_today"]["gw1"]
         assert today <= budget, today  # what was stored is within the budget
         assert boxes[0].stats()["depth"] == 40 - got  # the rest kept in gw1's outbox, nothing dropped
-        assert "record budget of 20000 bytes per UTC day spent" in ups[0].status()["last_error"]
     finally:
         for up in ups:
             await up.stop()
@@ -607,6 +610,55 @@ async def test_an_agent_refused_while_its_cancelled_write_runs_is_shown_at_its_t
             for c in consoles.values():
                 c.stop()
         await until(lambda: srv.fleet.store_writing("default") == {}, what="the write ended, shown no more")
+
+
+async def test_an_agents_newer_write_left_running_is_shown_since_its_own_call_ended_not_the_older_ones(
+    tmp_path,
+):
+    """Two calls of one agent (two streams) end unanswered while the store holds both their batches, the second
+    some seconds after the first; the older write ends first. ``for_s`` (and the refusals' "ended unanswered ... s
+    ago") went on counting from the older call's end, which no longer runs: the newer's own end is counted now."""
+    async with _gw1_fleet(tmp_path) as (srv, stub):
+        real, gates, entered = srv.store.ingest, {1: threading.Event(), 2: threading.Event()}, []
+
+        def ingest(agent, records, **kw):  # each batch held until its own gate opens
+            entered.append(records[0]["seq"])
+            gates[records[0]["seq"]].wait(60)
+            return real(agent, records, **kw)
+
+        srv.store.ingest = ingest  # type: ignore[method-assign]
+
+        def writing() -> dict:
+            return srv.fleet.store_writing("default").get("gw1", {})
+
+        calls = [stub.PushRecords(iter([_one_record(seq)]), timeout=60) for seq in (1, 2)]
+        reads = [asyncio.ensure_future(c.read()) for c in calls]
+        try:
+            await until(lambda: sorted(entered) == [1, 2], what="both batches in the store")
+            calls[0].cancel()  # the older call ends unanswered (the agent's ack timeout)
+            await until(lambda: writing().get("writes") == 1, what="the older call's write outliving it")
+            older = time.monotonic()
+            await until(lambda: time.monotonic() - older >= 2.0, what="2 s between the two calls' ends")
+            newer = time.monotonic()
+            calls[1].cancel()
+            await until(lambda: writing().get("writes") == 2, what="the newer call's write outliving it")
+            gates[1].set()  # the older write ends, the newer goes on
+            await until(lambda: writing().get("writes") == 1, what="the older write ended")
+            shown, at = writing(), time.monotonic()  # (read on the loop: nothing ends between the two)
+            # was: counted from the older call's end, 2 s or more before the newer's
+            assert shown["for_s"] <= round(at - newer, 1) + 0.1, (shown, at - newer, at - older)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:  # the agent's next batch, refused at once
+                await stub.PushRecords(iter([_one_record(3)]), timeout=30).read()
+            assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            ago = float(refused.value.details().split("ended unanswered ")[1].split(" s ago")[0])
+            assert ago <= time.monotonic() - newer + 0.5, (refused.value.details(), time.monotonic() - newer)
+        finally:
+            for g in gates.values():
+                g.set()
+        for r in reads:
+            with pytest.raises(asyncio.CancelledError):
+                await r
+        await until(lambda: srv.fleet.store_writing("default") == {}, what="both writes ended, shown no more")
 
 
 async def _push_each(pki, port: int, seqs) -> list[str]:
