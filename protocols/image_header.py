@@ -117,6 +117,7 @@ _JPEG_MAX_NOTES = 1 << 13
 # (an encoder writes 1 to 18: libjpeg's progressive script 6 for grey, 10 for colour, 18 for CMYK); a crafted file
 # repeating one small scan thousands of times (14 bytes each) held the decode for minutes, then gave a frame
 _JPEG_MAX_SCANS = 64
+_ALL_SENT = (1 << 64) - 1  # every coefficient of a component (64 a block) sent at full precision
 _PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})  # frame headers of the progressive processes
 
 
@@ -126,9 +127,12 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
     a frame). A baseline JPEG whose first scan holds every component is not walked further (libjpeg reads no
     other scan of it); markers are walked as ``_jpeg_frame`` walks them, the coded data stepped over in C; a
     file of more than ``_JPEG_MAX_SEGMENTS`` markers outside its coded data is refused (4,100 TEM markers hid a
-    1,000-scan file from a walk that gave up and let it be decoded)."""
+    1,000-scan file from a walk that gave up and let it be decoded). So is a file whose end marker comes before
+    its scans have sent every component's 64 coefficients at full precision (a progressive or multi-scan JPEG cut
+    short and closed: libjpeg makes the rest zero, a blurred or discoloured image with no grey to be seen)."""
     n, i, scans, frame = len(data), 2, 0, None
     steps = 0
+    sent: dict[int, int] = {}  # component -> a bit per coefficient its scans sent at full precision
     for _ in range(_JPEG_MAX_SEGMENTS + _JPEG_MAX_NOTES):
         if steps >= _JPEG_MAX_SEGMENTS:
             break
@@ -140,6 +144,15 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
         i += 1
         if marker == _STUFFED or marker in _STANDALONE:
             continue
+        if marker == 0xD9 and any(v != _ALL_SENT for v in sent.values()):
+            # its scans end before every coefficient of every component is sent: libjpeg decodes the rest as
+            # zero, a blurred or discoloured image, where a progressive file was cut short and closed
+            c = next(c for c, v in sent.items() if v != _ALL_SENT)
+            return (
+                f"a JPEG whose scans end before its image is complete (component {c}'s coefficients are not all "
+                "sent at full precision; the decoder would make the rest zero): cut short or damaged, then closed "
+                "with an end marker"
+            )
         if marker == 0xD9 or i + 3 > n:
             return None
         length = (data[i] << 8) | data[i + 1]
@@ -147,6 +160,7 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
             steps -= 1
         if marker in _SOF and frame is None and i + 8 <= n:
             frame = (marker, data[i + 7])  # the process, its components
+            sent = dict.fromkeys(bytes(data[i + 8 : i + 8 + 3 * data[i + 7] : 3]), 0)
         if marker != 0xDA:
             i += length
             continue
@@ -158,6 +172,14 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
                 f"a JPEG of more than {_JPEG_MAX_SCANS} scans (an encoder writes 1 to 18; each is a pass of the "
                 "decoder over the whole image): crafted or damaged, not decoded"
             )
+        ns, at = data[i + 2], i + 3 + 2 * data[i + 2]
+        if at + 3 <= n:  # what it sends: a sequential scan all of each component, a progressive one a band
+            ss, se, al = (
+                (data[at], data[at + 1], data[at + 2] & 15) if frame[0] in _PROGRESSIVE else (0, 63, 0)
+            )
+            for k in range(ns if al == 0 and ss <= se < 64 else 0):
+                if data[i + 3 + 2 * k] in sent:
+                    sent[data[i + 3 + 2 * k]] |= (1 << (se + 1)) - (1 << ss)
         i += length
         i = _next_marker(data, i)
         if i < 0:

@@ -26,7 +26,8 @@ Limits: coded data that is damaged but neither runs out nor breaks the restart m
 entropy decode to be seen and is not caught: a single bit flipped, or, in a JPEG without restart markers,
 damage that leaves more coded data than the image needs (libjpeg's "extraneous bytes" warning; about
 half of two frames spliced, measured); a progressive JPEG's cut-short later scans leave a blurred image,
-not grey, and are caught only if the end marker is missing.
+not grey: one closed before its scans have sent every coefficient is refused before the decode
+(``image_header.jpeg_scans_over``), one cut within its last scan is not caught.
 """
 
 from __future__ import annotations

@@ -687,6 +687,77 @@ async def test_a_jpeg_of_too_many_segments_before_its_frame_header_is_refused_na
     assert "c_empty.jpg: a JPEG of more than 4096 markers" in src.stats.last_error
 
 
+def cmyk_jpeg(planes: list[np.ndarray]) -> bytes:
+    """A CMYK JPEG (Adobe APP14, no transform) of four 8-bit planes in four non-interleaved baseline scans, each the
+    scan of a grey JPEG OpenCV wrote of one plane (same tables: one quality), its component renumbered."""
+
+    def parts(jpeg: bytes) -> tuple[list[tuple[int, bytes]], bytes, bytes]:
+        i, segs = 2, []
+        while jpeg[i + 1] != 0xDA:
+            length = int.from_bytes(jpeg[i + 2 : i + 4], "big")
+            segs.append((jpeg[i + 1], jpeg[i + 4 : i + 2 + length]))
+            i += 2 + length
+        length = int.from_bytes(jpeg[i + 2 : i + 4], "big")
+        return segs, jpeg[i + 4 : i + 2 + length], jpeg[i + 2 + length : jpeg.rindex(b"\xff\xd9")]
+
+    grey = [parts(cv2.imencode(".jpg", p, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()) for p in planes]
+    segs = grey[0][0]
+    h, w = planes[0].shape
+    comps = b"".join(bytes([k + 1, 0x11, 0]) for k in range(4))
+    out = b"\xff\xd8" + _seg(0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x00")
+    out += b"".join(_seg(m, b) for m, b in segs if m == 0xDB)
+    out += _seg(0xC0, bytes([8]) + struct.pack(">HH", h, w) + b"\x04" + comps)
+    out += b"".join(_seg(m, b) for m, b in segs if m == 0xC4)
+    for k, (_, head, coded) in enumerate(grey):
+        out += _seg(0xDA, bytes([1, k + 1]) + head[2:]) + coded
+    return out + b"\xff\xd9"
+
+
+async def test_a_multi_scan_jpeg_closed_with_an_end_marker_before_its_scans_are_done_is_refused(tmp_path):
+    """A progressive JPEG (or a CMYK one in four scans) cut short and closed with an end marker was decoded with
+    its unsent coefficients made zero, a blurred or discoloured image passed as a part: the damage check looks for
+    libjpeg's grey fill, which such a file has not. The scans are counted before the decode now: one whose scans
+    end before every component's coefficients are sent at full precision is refused (the camera's corrupt_frame,
+    the import and --input-images), a whole one read; a cut within the last scan still is not seen."""
+    from cloud_trainer.train.data import DatasetError, read_image_file
+    from model_packager.image_file import Refused
+    from model_packager.image_file import read_image as packager_read
+    from protocols.image_header import ImageRejected, decode_image
+
+    rng = np.random.default_rng(6)
+    small = rng.integers(0, 256, (12, 16, 3), np.uint8)
+    image = cv2.resize(small, (128, 96), interpolation=cv2.INTER_CUBIC)
+    progressive = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    cmyk = cmyk_jpeg([image[:, :, k % 3] for k in range(4)])
+    said = "a JPEG whose scans end before its image is complete"
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    for name, whole in (("progressive", progressive), ("cmyk", cmyk)):
+        want = cv2.imdecode(np.frombuffer(whole, np.uint8), cv2.IMREAD_COLOR)
+        assert want is not None
+        assert np.array_equal(decode_image(whole, cv2.IMREAD_COLOR), want)
+        assert np.array_equal(packager_read(whole), want)
+        (folder / f"z_{name}.jpg").write_bytes(whole)  # read after the cut ones
+        last = whole.rindex(b"\xff\xda")  # its last scan
+        decoded = []
+        for k in range(whole.index(b"\xff\xda"), last, 97):  # cut anywhere before its last scan
+            cut = whole[:k] + b"\xff\xd9"
+            if cv2.imdecode(np.frombuffer(cut, np.uint8), cv2.IMREAD_COLOR) is None:
+                continue  # (cut within a table: OpenCV refuses it by itself)
+            decoded.append(cut)  # OpenCV decodes it, its unsent coefficients made zero
+            with pytest.raises(ImageRejected, match=said):
+                decode_image(cut, cv2.IMREAD_COLOR)
+            with pytest.raises(Refused, match=said):
+                packager_read(cut)
+        assert len(decoded) >= 10, len(decoded)
+        (folder / f"a_{name}_cut.jpg").write_bytes(decoded[len(decoded) // 2])
+        with pytest.raises(DatasetError, match=f"a_{name}_cut.jpg: {said}.*replace or remove it"):
+            read_image_file(folder / f"a_{name}_cut.jpg")
+    frames, src = await _frames(str(folder), 2, fps=200)
+    assert len(frames) == 2, src.stats.last_error
+    assert src.stats.errors_by_reason == {"corrupt_frame": 2}, src.stats.errors_by_reason
+
+
 def tiff_of_entries(entries: list[tuple[int, int, bytes]], big: bool = False) -> bytes:
     """A grey 8-bit 64x48 TIFF (BigTIFF if ``big``) in one tile of 4 KB: ``entries`` (tag, type, its one value's
     bytes) replace or add to ImageWidth .. SamplesPerPixel, in tag order (a tag given twice, in the order given)."""
