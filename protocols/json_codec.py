@@ -341,14 +341,20 @@ MAX_CONTAINERS = 4 * MAX_VALUES
 # holding a ':' each took 2.5 s to count (then 0.4 s of the loop to parse). A batch of 100,000 records of eight
 # strings each (four keys, a name, a text value and quality, an ISO time, whose ':' send it to be walked) is within it
 MAX_STRINGS = 8 * MAX_VALUES
+# keys one object may hold to be parsed: more fields than one message may give (MAX_VALUES), no reading's shape. An
+# object's keys and text values do not call back into Python as it is parsed, so an 8-MB object of 599,999 keys of
+# text (within MAX_KEYS) held the GIL, the agent's loop with it, 1-2.4 s before it was refused as too_many_values
+# once parsed. Told by the count (a ':' outside strings is a key): more keys than MAX_OBJECT_KEYS times the objects
+MAX_OBJECT_KEYS = MAX_VALUES
 # a JSON string from its opening quote, whole (escapes included); between two of them lies structure only
 _JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
 
 
 def too_many_to_parse(payload: bytes) -> CodecError | None:
     """``too_many_values`` when UTF-8 JSON ``payload`` holds over ``MAX_KEYS`` keys, or over ``MAX_CONTAINERS``
-    objects and arrays, counted without parsing it (a ``:``, ``{`` or ``[`` inside a string does not count), or,
-    holding more of those bytes than the bounds, over ``MAX_STRINGS`` strings; else None. Made to run in a worker
+    objects and arrays, or more keys than ``MAX_OBJECT_KEYS`` times its objects (one of them holds more than that),
+    counted without parsing it (a ``:``, ``{`` or ``[`` inside a string does not count), or, holding more of those
+    bytes than the bounds, over ``MAX_STRINGS`` strings; else None. Made to run in a worker
     thread: the count walks the payload string by string in Python, so the event loop gets its turn every switch
     interval (a C scan would hold the GIL as the parse does), and it stops once past a bound. A payload with no
     more ``:``, ``{`` and ``[`` bytes than the bounds is passed after a C count; one holding a NUL byte (UTF-16 or
@@ -359,18 +365,23 @@ def too_many_to_parse(payload: bytes) -> CodecError | None:
     to its end, 24 s at 204 KB in one C call holding the GIL. A string that never ends ends the count (what
     follows is inside it): no JSON, the parse refuses it at once (``malformed_json``)."""
     count = payload.count
-    if count(b":") <= MAX_KEYS and count(b"{") + count(b"[") <= MAX_CONTAINERS:
+    colons, braces = count(b":"), count(b"{")
+    # (the braces, strings' included, are at least the objects: more keys than that bound, one object has too many)
+    most_keys = min(MAX_KEYS, MAX_OBJECT_KEYS * max(braces, 1))
+    if colons <= most_keys and braces + count(b"[") <= MAX_CONTAINERS:
         return None
     if 0 in payload:
         return None
     find, match = payload.find, _JSON_STRING.match
-    keys = containers = at = strings = 0
+    keys = containers = objects = at = strings = 0
     while True:
         start = find(b'"', at)
         end = len(payload) if start < 0 else start
         keys += count(b":", at, end)
-        containers += count(b"{", at, end) + count(b"[", at, end)
-        if start < 0 or keys > MAX_KEYS or containers > MAX_CONTAINERS or strings > MAX_STRINGS:
+        opened = count(b"{", at, end)
+        objects += opened
+        containers += opened + count(b"[", at, end)
+        if start < 0 or keys > most_keys or containers > MAX_CONTAINERS or strings > MAX_STRINGS:
             break
         m = match(payload, start)
         if m is None:  # unterminated: the rest is inside it
@@ -383,6 +394,8 @@ def too_many_to_parse(payload: bytes) -> CodecError | None:
         what = f"over {MAX_CONTAINERS} objects and arrays"
     elif strings > MAX_STRINGS:
         what = f"over {MAX_STRINGS} strings"
+    elif keys > MAX_OBJECT_KEYS * max(objects, 1):
+        what = f"an object of over {MAX_OBJECT_KEYS} keys"
     else:
         return None
     return CodecError(

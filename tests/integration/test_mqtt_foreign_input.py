@@ -24,6 +24,7 @@ from devices.mqtt import sparkplug_host
 from devices.mqtt.client import MqttSource, SparkplugTypeMismatch
 from devices.mqtt.settings import MqttSettings
 from edge_agent.config import ConfigError, parse_config
+from protocols import json_codec
 from protocols import sparkplug as sp
 from tests.support.mqtt_wire import read_packet
 from tests.support.sparkplug_pb import pb_metric as _pb_metric
@@ -385,6 +386,38 @@ async def test_a_message_of_700000_keys_is_refused_unparsed_while_the_loop_runs_
     assert src.stats.errors_by_reason == {"too_many_values": 1}
     # the loop turned while the message was counted (in one loop step, as its parse was, it would not)
     assert seen["refused"] - seen["handed_over"] >= 3, seen
+
+
+async def test_an_object_of_more_keys_than_one_message_may_give_values_is_refused_unparsed(
+    mosquitto, monkeypatch
+):
+    """An 8-MB object of 599,999 keys each holding text (within MAX_KEYS) was parsed in the worker thread before it
+    was refused as too_many_values: text does not call back into Python, so the parse held the GIL, the agent's
+    loop with it (measured against Mosquitto, a 10 ms ticker's worst lag 2.3 s; now 67-117 ms). An object of more
+    keys than one message may give values (MAX_VALUES) is told by the count and refused unparsed; the source's next
+    message is read."""
+    parsed: list[int] = []
+    parse = json_codec._parse
+
+    def counted_parse(payload, *a, **kw):
+        parsed.append(len(payload))
+        return parse(payload, *a, **kw)
+
+    monkeypatch.setattr(json_codec, "_parse", counted_parse)
+    src = await started(mosquitto.port, [{"topic": "f/#"}])
+    hostile = ("{" + ",".join(f'"k{i}":"x"' for i in range(599_999)) + "}").encode()
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("f/1", hostile, qos=1)
+        pub.publish("f/2", b'{"v": 7}', qos=1)
+        got = await collect(src, lambda g: g[-1].tag == "f/2/v", 30)
+    finally:
+        closed(pub)
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [("f/2/v", 7)]
+    assert src.stats.errors_by_reason == {"too_many_values": 1}
+    assert "an object of over 100000 keys" in src.stats.last_error, src.stats.last_error
+    assert len(hostile) not in parsed  # refused unparsed
 
 
 async def test_a_large_message_is_parsed_off_the_loop_while_another_source_reads_on_its_readings_in_order(

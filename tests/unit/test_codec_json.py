@@ -476,18 +476,26 @@ def _pubsub_fields(n: int, value=lambda i: i + 0.5) -> bytes:
 def test_a_payload_too_large_to_parse_is_told_by_a_count_that_skips_strings():
     """``too_many_to_parse`` refuses (``too_many_values``) what parsing would hold the loop for, counted without
     parsing: over 600,000 keys, over 400,000 objects and arrays, or, holding that many ':' '{' '[' bytes, over
-    800,000 strings (an 8-MB array of strings each holding a ':' took 2.5 s to count string by string). A ':',
+    800,000 strings (an 8-MB array of strings each holding a ':' took 2.5 s to count string by string), or more
+    keys than MAX_OBJECT_KEYS (100,000) in one object (599,999 keys of text held the GIL 1-2.4 s as parsed). A ':',
     '{' or '[' inside a string (escaped quotes included) is not counted: large payloads that parse are passed,
     among them a batch of up to 100,000 records or fields (MAX_VALUES, refused only past it, once parsed) of the
     widest shapes read: Kepware records {id, v, q, t} and PubSub DataValues, a Variant's too (at twice
     MAX_VALUES keys, 50,000 Kepware records and 70,000 PubSub fields were refused whole)."""
-    from protocols.json_codec import MAX_CONTAINERS, MAX_KEYS, MAX_STRINGS, too_many_to_parse
+    from protocols.json_codec import MAX_CONTAINERS, MAX_KEYS, MAX_OBJECT_KEYS, MAX_STRINGS, too_many_to_parse
 
     refused = {
         "keys": "{" + ",".join(f'"k{i}":1' for i in range(MAX_KEYS + 1)) + "}",
         "keys spread over objects": "[" + ",".join('{"a":1,"b":2}' for _ in range(MAX_KEYS // 2 + 1)) + "]",
         "arrays": "[" + ",".join("[1]" for _ in range(MAX_CONTAINERS + 1)) + "]",
         "strings": "[" + ",".join('"a:"' for _ in range(MAX_STRINGS + 1)) + "]",
+        # within MAX_KEYS, but more keys than MAX_OBJECT_KEYS in one object (text keys and values: no call back into
+        # Python as it is parsed, the GIL held throughout)
+        "an object of text": "{" + ",".join(f'"k{i}":"x"' for i in range(MAX_OBJECT_KEYS + 1)) + "}",
+        # (told when its keys outnumber MAX_OBJECT_KEYS times the objects: one of them holds more)
+        "an object beside another": '[{"a": 1}, {'
+        + ",".join(f'"k{i}":"x:y"' for i in range(3 * MAX_OBJECT_KEYS))
+        + "}]",
     }
     for name, text in refused.items():
         err = too_many_to_parse(text.encode())
@@ -499,6 +507,9 @@ def test_a_payload_too_large_to_parse_is_told_by_a_count_that_skips_strings():
             [{"ts": "2026-12-05T10:00:00Z", "v": i} for i in range(99_000)]
         ).encode(),
         "Kepware records": _kepware_records(99_999),
+        "an object of as many keys as one message may give values": json.dumps(
+            {f"k{i}": "x" for i in range(MAX_OBJECT_KEYS)}
+        ).encode(),
         "PubSub fields": _pubsub_fields(99_999),
         "PubSub fields of Variants": _pubsub_fields(99_000, lambda i: {"Type": 11, "Body": i + 0.5}),
         # UTF-16 JSON (.NET's Encoding.Unicode), whose strings the count does not find: parsed as before
