@@ -55,6 +55,10 @@ EXPECTED_BATCH_BYTES = 1024 * 1024
 # a read of a batch not in within this gives back its place among its tenant's tenant_receiving_batches and the
 # bytes set aside for it (an idle stream on a dead path, a slow link): its bytes are counted once they are in
 RECEIVE_SLOT_S = 5.0
+# the state of a tenant or agent idle this long is forgotten (``Quotas.forget_idle``, ``free_gates``): rate buckets
+# full again, day budgets of days past, per-tenant gates no call holds. Kept, it grew with every tenant and agent the
+# process ever saw (~1.4 KB each, measured), on a shared platform with agents replaced over months
+IDLE_FORGET_S = 600.0
 
 
 class _Malformed:
@@ -313,6 +317,16 @@ class _Held:
         self.message = message
 
 
+def free_gates(gates: dict[str, asyncio.Semaphore], size: int) -> int:
+    """Drop the tenants' gates (each an ``asyncio.Semaphore(size)``) that no call holds nor waits for: a new one is
+    the same. Run on the loop, as every call looks its gate up and takes it (or waits in it) with no await between,
+    so no call is left with a dropped gate. Returns how many were dropped."""
+    free = [t for t, g in gates.items() if g._value >= size and not g._waiters]  # (asyncio's own fields)
+    for t in free:
+        del gates[t]
+    return len(free)
+
+
 async def _read_gated(
     gate: asyncio.Semaphore,
     messages,
@@ -485,11 +499,12 @@ class Quotas:
         self.limits = limits or QuotaLimits()
         self.clock = clock
         self._lock = threading.Lock()
-        self._streams: dict[AgentKey, int] = defaultdict(int)
+        self._streams: dict[AgentKey, int] = defaultdict(int)  # (an agent with none open is no key)
         self._receiving: dict[AgentKey, int] = {}  # callers' requests being received (MalformedRequests)
         self._held: dict[str, int] = {}  # tenant -> bytes of its batches received, not yet answered
         self._held_total = 0
         self._expect: dict[str, int] = {}  # tenant -> the bytes its next batch is expected to take (reserve)
+        self._expect_at: dict[str, float] = {}  # tenant -> when its last batch was received (``hold``)
         self.held_peak = 0  # the most bytes of batches held at once (every tenant), since the start
         self._bytes: dict[AgentKey, _Bucket] = {}
         self._records: dict[AgentKey, _Bucket] = {}
@@ -563,11 +578,42 @@ class Quotas:
     def streams_full(self, agent: AgentKey) -> bool:
         """Whether the agent's next stream would be refused (before ``open_stream`` counts a refusal)."""
         with self._lock:
-            return self._streams[agent] >= self.limits.concurrent_streams
+            return self._streams.get(agent, 0) >= self.limits.concurrent_streams
 
     def close_stream(self, agent: AgentKey) -> None:
         with self._lock:
-            self._streams[agent] = max(0, self._streams[agent] - 1)
+            if (n := self._streams.get(agent, 0)) > 1:
+                self._streams[agent] = n - 1
+            else:  # none open: no entry (one per agent ever seen was kept at 0)
+                self._streams.pop(agent, None)
+
+    def forget_idle(self, idle_s: float = IDLE_FORGET_S) -> int:
+        """Forget what is kept of agents and tenants idle ``idle_s`` or more, never of one in use: an agent's rate
+        buckets untouched that long (full again: a new one is the same), day budgets of a UTC day past (read as 0
+        for today already), a tenant's expected batch size with none of its batches held. Kept, they grew with every
+        agent and tenant the process ever saw (~1.4 KB each with the service's gates). Refusal counts stay (the
+        console shows them). Returns the entries dropped."""
+        now, day, dropped = time.monotonic(), self.day(), 0
+        with self._lock:
+            busy = {a for a, n in self._streams.items() if n} | set(self._receiving)
+            for table in (self._bytes, self._records, self._reports, self._report_bytes):
+                for agent in [a for a, b in table.items() if a not in busy and now - b.t >= idle_s]:
+                    del table[agent]
+                    dropped += 1
+            for days in (self._payloads, self._samples):
+                for agent in [a for a, (d, _) in days.items() if d != day]:
+                    del days[agent]
+                    dropped += 1
+            for agent in [a for a, d in self._seeded.items() if d != day]:
+                del self._seeded[agent]
+                dropped += 1
+            for tenant in [
+                t for t, at in self._expect_at.items() if t not in self._held and now - at >= idle_s
+            ]:
+                self._expect.pop(tenant, None)
+                del self._expect_at[tenant]
+                dropped += 1
+        return dropped
 
     def open_request(self, caller: AgentKey, who: str) -> None:
         """One more call of ``caller`` (``who``: its role and name, for the refusal) whose request is being
@@ -620,6 +666,7 @@ class Quotas:
             self.held_peak = max(self.held_peak, self._held_total)
             # what the tenant's next batches are expected to take: its largest recent one, forgotten slowly
             self._expect[tenant] = max(nbytes, self._expect.get(tenant, EXPECTED_BATCH_BYTES) * 3 // 4, 1)
+            self._expect_at[tenant] = time.monotonic()
 
     def refuse_held(self, caller: AgentKey, who: str, waited_s: float) -> QuotaExceeded:
         """The caller's batch found no room (``reserve``) for ``waited_s``: counted, logged, and the refusal."""

@@ -46,9 +46,11 @@ from cloud_trainer.fleet.control import NotInTenant, TooManyRollouts
 from cloud_trainer.fleet.deployment import Deployment, gate_from_request
 from cloud_trainer.fleet.failures import RepeatedFailure
 from cloud_trainer.fleet.guard import (
+    IDLE_FORGET_S,
     MalformedRequests,
     QuotaExceeded,
     Quotas,
+    free_gates,
     json_field,
     over_int64,
     report_fields,
@@ -114,6 +116,8 @@ QUOTA_TTL_S = (
     5.0  # how long a replica trusts its copy of which tenants have an agent quota (and of its refusals)
 )
 REFUSED_AGENTS_KEPT = 100_000  # agents refused for their tenant's agent quota, remembered for QUOTA_TTL_S
+# how often the state kept of idle tenants and agents is looked for and forgotten (FleetServer.forget_idle)
+FORGET_EVERY_S = 60.0
 # stop() waits this long for a rollout tick under way (its thread cannot be cancelled) before it closes the control
 # database; a tick still running then keeps it open (a warning says so) rather than failing under a closed one
 TICK_STOP_S = 10.0
@@ -1412,10 +1416,11 @@ class FleetServer:
             self._owns_control = control is not given_control  # a control passed in is the caller's to close
             self.commands = Commands(control) if getattr(control, "db", None) is not None else None
             self.quotas = quotas or Quotas()
+            self.guard = MalformedRequests(
+                report_limits(self.quotas), self.quotas, _caller, held=HELD_METHODS
+            )
             self.server = grpc.aio.server(
-                interceptors=[
-                    MalformedRequests(report_limits(self.quotas), self.quotas, _caller, held=HELD_METHODS)
-                ],
+                interceptors=[self.guard],
                 options=[
                     ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
                     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -1468,17 +1473,16 @@ class FleetServer:
                 self.revocations,
             )
             rpc.add_FleetServicer_to_server(fleet, self.server)
-            rpc.add_AdminServicer_to_server(
-                AdminServicer(
-                    self.store, self.control, self.registry, self.commands, fleet.limited, self.revocations
-                ),
-                self.server,
+            self.admin = AdminServicer(
+                self.store, self.control, self.registry, self.commands, fleet.limited, self.revocations
             )
+            rpc.add_AdminServicer_to_server(self.admin, self.server)
             try:
                 self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
             except RuntimeError:  # grpc: "Failed to bind to address ..."; say by whom, when one of ours
                 raise PortTaken(cannot_bind(host, port, replicas, self.announcement)) from None
             self._tick: asyncio.Task | None = None
+            self._forget: asyncio.Task | None = None
             self._ticking: asyncio.Future | None = None  # the tick under way in its worker thread
             self._tick_failures = RepeatedFailure(log, "deployment tick", TICK_FAILURE_LOG_S)
             self._stopped = False
@@ -1519,6 +1523,32 @@ class FleetServer:
         await self.server.start()
         if self.control is not None and hasattr(self.control, "tick"):
             self._tick = asyncio.create_task(self._ticker())
+        self._forget = asyncio.create_task(self._forgetter())
+
+    def forget_idle(self, idle_s: float | None = None) -> int:
+        """Forget the state kept of tenants and agents idle ``idle_s`` or more (``Quotas.forget_idle``) and the
+        tenants' gates no call holds (``free_gates``: batches, heartbeats, package reads, admin calls, batches being
+        received), on the loop; never one in use. Kept, it grew with every tenant and agent the process ever saw
+        (~1.4 KB each besides the parsed certificate, measured), bounded only by the certificates
+        issued, on a platform whose agents are replaced over months. ``idle_s``: ``IDLE_FORGET_S`` (10 min) unless
+        given. Returns the entries dropped."""
+        f, limits = self.fleet, self.quotas.limits
+        return (
+            self.quotas.forget_idle(IDLE_FORGET_S if idle_s is None else idle_s)
+            + free_gates(f._ingests, INGESTS_PER_TENANT)
+            + free_gates(f._heartbeats, HEARTBEATS_PER_TENANT)
+            + free_gates(f._reads, PACKAGE_READS_PER_TENANT)
+            + free_gates(self.admin._gates, ADMIN_CALLS_PER_TENANT)
+            + free_gates(self.guard._receiving, limits.tenant_receiving_batches)
+        )
+
+    async def _forgetter(self) -> None:
+        while True:
+            await asyncio.sleep(FORGET_EVERY_S)
+            try:
+                self.forget_idle()
+            except Exception:  # a bookkeeping failure must not end the service's other work
+                log.exception("forgetting the state of idle tenants and agents failed")
 
     async def _ticker(self) -> None:
         while True:
@@ -1535,6 +1565,8 @@ class FleetServer:
         self._stopped = True
         if self._tick:
             self._tick.cancel()
+        if self._forget:
+            self._forget.cancel()
         await self.server.stop(grace_s)
         if self.hub is not None:
             await self.hub.stop()
