@@ -294,7 +294,9 @@ async def test_a_frozen_camera_is_named_once_when_frozen_after_s_is_set(caplog):
         n = 0
         while True:
             n += 1
-            part(_jpeg(8 + n % 2))
+            # a new image every part: a loaded machine's taker may get every second part only, and two images
+            # alternating then read as one image for 0.2 s (frozen: seen under load)
+            part(_jpeg(1000 + n))
 
     moving = HostileMjpeg(serve_moving)
     try:
@@ -325,7 +327,7 @@ async def test_a_frozen_camera_is_shown_frozen_on_status_for_as_long_as_it_lasts
         n = 0
         while True:
             n += 1
-            part(same if state["frozen"] else _jpeg(6 + n % 2))
+            part(same if state["frozen"] else _jpeg(1000 + n))  # a new image every part (see above)
 
     cam = HostileMjpeg(serve)
     agent = Agent(
@@ -547,7 +549,7 @@ async def test_a_frozen_cameras_frames_are_unsure_never_ok(tmp_path):
         n = 0
         while True:
             n += 1
-            part(same if state["frozen"] else _jpeg(6 + n % 2))
+            part(same if state["frozen"] else _jpeg(1000 + n))  # a new image every part (see above)
 
     cam = HostileMjpeg(serve)
     src = CameraSource("cam", CameraSettings(url=cam.url, fps=40, frozen_after_s=0.2))
