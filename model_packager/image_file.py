@@ -257,7 +257,7 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
         raise Refused(why, unsupported=True)
     if kind in ("PNG", "WebP") and (why := animated(data)) is not None:  # the first frame of several
         raise Refused(why, unsupported=True)
-    if kind == "PNM" and (why := pnm_maxval_not_255(data)) is not None:  # read two ways by its encoding
+    if kind == "PNM" and (why := pnm_maxval_not_255(data)) is not None:  # text: scaled, unlike binary
         raise Refused(why, unsupported=True)
     if kind == "TIFF" and (why := tiff_data_misplaced(data)) is not None:
         raise Refused(why)
@@ -590,19 +590,25 @@ def _pnm_header(b: bytes) -> tuple[int, ...] | None:
 
 
 def pnm_maxval_not_255(data: bytes | memoryview) -> str | None:
-    """Why a PGM or PPM of 8-bit samples is not read, or None: a maximum value (maxval) below 255. OpenCV reads a
-    binary file's samples (P5, P6) as they stand but scales a text file's (P2, P3) to 255, so one image was read
-    two ways by its encoding (maxval 15: 0-15, or 0-255), and training and the agent could see other pixels. Nor is
-    a scale guessed: a tool that writes each image's brightest sample as its maxval would give each frame a gain
-    of its own. 16-bit maxvals (256-65535) are read as stored in both encodings (``pixel_bits``)."""
+    """Why a text PGM or PPM (P2, P3) of 8-bit samples is not read, or None: a maximum value (maxval) below 255.
+    OpenCV reads a binary file's samples (P5, P6) as they stand but scales a text file's to 255, so one image was
+    read two ways by its encoding (maxval 15: 0-15, or 0-255). The binary ones are read as they stand, as the docs
+    have always said (a line camera's P5 frames of maxval 200, a defect mask of maxval 1): only the text ones,
+    whose reading did not match, are refused. Nor is a scale guessed: a tool that writes each image's brightest
+    sample as its maxval would give each frame a gain of its own. 16-bit maxvals (256-65535) are read as stored
+    in both encodings (``pixel_bits``)."""
+    magic = bytes(data[:2])
+    if magic not in (b"P2", b"P3"):
+        return None
     nums = _pnm_header(bytes(data[:4096]))
     if nums is None or len(nums) < 3 or nums[2] >= 255:
         return None
-    what = "PGM" if bytes(data[1:2]) in (b"2", b"5") else "PPM"
+    what, binary = ("PGM", "P5") if magic == b"P2" else ("PPM", "P6")
     return (
-        f"a {what} of maximum value {nums[2]} (its header's maxval), not 255: 8-bit PNM files are read at maxval "
-        "255 only (a binary file's samples would be taken as they stand, a text file's scaled to 255: one image "
-        "read two ways); save it with maxval 255, scaled as the model should see it"
+        f"a text {what} ({magic.decode()}) of maximum value {nums[2]} (its header's maxval), not 255: OpenCV "
+        f"scales a text file's samples to 255 where a binary one's ({binary}) are read as they stand, so one "
+        f"image would read two ways; save it as binary ({binary}) to keep its samples as they stand, or save it "
+        "with maxval 255, scaled as the model should see it"
     )
 
 

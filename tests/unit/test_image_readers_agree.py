@@ -676,16 +676,19 @@ async def test_a_plain_pnm_without_a_line_end_after_its_last_sample_is_read_alik
         assert np.array_equal(packaged, wanted[name]), name
 
 
-async def test_a_pgm_or_ppm_of_maxval_below_255_is_refused_alike_by_the_three_whatever_its_encoding(tmp_path):
+async def test_a_text_pgm_or_ppm_of_maxval_below_255_is_refused_alike_by_the_three_a_binary_one_read_as_stored(
+    tmp_path,
+):
     """A PGM or PPM of maxval below 255 read two ways by its encoding: a binary one (P5, P6) as its samples stand,
-    a text one (P2, P3) scaled to 255 by OpenCV, so the same 4-bit image was 0-15 (all but black) or 0-255, and a
-    dataset exported as text trained a model the line's binary frames would not match. Refused now, by the import,
-    the agent's folder camera and the packager, naming the file and its maxval (no scale guessed: a tool writing
-    each image's brightest sample as its maxval would give each its own gain); maxval 255, and 16-bit ones read
-    by pixel_bits, still read alike in both encodings."""
-    from cloud_trainer.train.data import DatasetError
+    a text one (P2, P3) scaled to 255 by OpenCV, so the same 4-bit image was 0-15 or 0-255. The text encodings
+    are refused, by the import, the agent's folder camera and the packager, naming the file and its maxval (no
+    scale guessed: a tool writing each image's brightest sample as its maxval would give each its own gain). A
+    binary one is read as its samples stand, as the docs promised and as a line camera writing P5 frames of
+    maxval 200 relies on (refusing it skipped every frame), and a defect mask saved as P5 of maxval 1 (0 good,
+    1 defect) is imported; maxval 255, and 16-bit ones read by pixel_bits, still read alike in both encodings."""
+    from cloud_trainer.train.data import DatasetError, load_parts
     from cloud_trainer.train.images import import_images
-    from tests.unit.test_image_import import per_class
+    from tests.unit.test_image_import import img, per_class
 
     rng = np.random.default_rng(15)
     grey, colour = rng.integers(0, 16, (6, 8)), rng.integers(0, 16, (6, 8, 3))
@@ -698,17 +701,29 @@ async def test_a_pgm_or_ppm_of_maxval_below_255_is_refused_alike_by_the_three_wh
         return head + values.astype(">u2" if maxval > 255 else np.uint8).tobytes()
 
     refused = {
-        "grey_text.pgm": pnm("P2", grey, 15),
-        "grey_binary.pgm": pnm("P5", grey, 15),
+        "grey_text.pgm": pnm("P2", grey * 13, 200),
+        "grey_text15.pgm": pnm("P2", grey, 15),
         "colour_text.ppm": pnm("P3", colour, 15),
-        "colour_binary.ppm": pnm("P6", colour, 100),
     }
-    (tmp_path / "one").mkdir()
-    (tmp_path / "two").mkdir()
+    for sub in ("one", "two", "three", "four"):
+        (tmp_path / sub).mkdir()
     got = await _camera_and_packager(tmp_path / "one", refused)
     assert got == dict.fromkeys(refused, "unsupported_frame"), got
+    stored = {  # read as their samples stand by the camera and the packager alike (_camera_and_packager)
+        "line_camera.pgm": pnm("P5", grey * 13, 200),
+        "mask.pgm": pnm("P5", grey % 2, 1),
+        "colour_binary.ppm": pnm("P6", colour * 6, 100),
+    }
+    assert not await _camera_and_packager(tmp_path / "two", stored)
+    for name, data in stored.items():
+        (folder := tmp_path / "three" / name.replace(".", "_")).mkdir()
+        (folder / name).write_bytes(data)
+        (packaged,) = list(ImageFolder(folder))
+        wanted = {"line_camera.pgm": grey * 13, "mask.pgm": grey % 2, "colour_binary.ppm": colour * 6}[name]
+        wanted = np.dstack([wanted] * 3) if wanted.ndim == 2 else wanted[..., ::-1]  # read as BGR
+        assert np.array_equal(packaged.reshape(wanted.shape), wanted), name
     read = {"text.pgm": pnm("P2", grey * 17, 255), "binary.pgm": pnm("P5", grey * 17, 255)}
-    assert not await _camera_and_packager(tmp_path / "two", read)
+    assert not await _camera_and_packager(tmp_path / "four", read)
     from protocols.image_header import decode_image
 
     read |= {"text16.pgm": pnm("P2", grey * 273, 4095), "binary16.pgm": pnm("P5", grey * 273, 4095)}
@@ -718,10 +733,29 @@ async def test_a_pgm_or_ppm_of_maxval_below_255_is_refused_alike_by_the_three_wh
     classes = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
     for name, data in refused.items():
         (classes / "dent" / name).write_bytes(data)
-        maxval = 100 if name == "colour_binary.ppm" else 15
+        maxval = 200 if name == "grey_text.pgm" else 15
         kind = "PGM" if name.endswith(".pgm") else "PPM"
-        said = rf"dent/{name}: a {kind} of maximum value {maxval} \(its header's maxval\), not 255: .*save it with maxval 255"
+        said = (
+            rf"dent/{name}: a text {kind} \({'P2' if kind == 'PGM' else 'P3'}\) of maximum value {maxval} "
+            r"\(its header's maxval\), not 255: .*save it with maxval 255"
+        )
         with pytest.raises(DatasetError, match=said):
             import_images(classes, tmp_path / "ds", log=lambda m: None)
         (classes / "dent" / name).unlink()
     assert not (tmp_path / "ds").exists()
+    # the line camera's frame imported as stored, and a defect mask of maxval 1 with its image (MVTec layout)
+    (classes / "dent" / "line_camera.pgm").write_bytes(stored["line_camera.pgm"])
+    import_images(classes, tmp_path / "ds", log=lambda m: None)
+    ds = load_parts(tmp_path / "ds")
+    (frame,) = [i for i in ds.images if i.shape[:2] == grey.shape]
+    assert np.array_equal(frame.reshape(*grey.shape, -1)[..., 0], grey * 13), frame
+    mvtec = tmp_path / "bottle"
+    for i in range(20):
+        img(mvtec / "train" / "good" / f"{i:03d}.png", i, size=(8, 6))
+    (mvtec / "ground_truth" / "dent").mkdir(parents=True)
+    for i in range(2):
+        img(mvtec / "test" / "dent" / f"{i:03d}.png", 60 + i, size=(8, 6))
+        (mvtec / "ground_truth" / "dent" / f"{i:03d}_mask.pgm").write_bytes(stored["mask.pgm"])
+    import_images(mvtec, tmp_path / "ds_masks", log=lambda m: None)
+    masks = load_parts(tmp_path / "ds_masks", masks=True).masks
+    assert [np.array_equal(m != 0, grey % 2 != 0) for m in masks if m is not None] == [True, True]
