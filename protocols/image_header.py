@@ -129,7 +129,8 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
     file of more than ``_JPEG_MAX_SEGMENTS`` markers outside its coded data is refused (4,100 TEM markers hid a
     1,000-scan file from a walk that gave up and let it be decoded). So is a file whose end marker comes before
     its scans have sent every component's 64 coefficients at full precision (a progressive or multi-scan JPEG cut
-    short and closed: libjpeg makes the rest zero, a blurred or discoloured image with no grey to be seen)."""
+    short and closed: libjpeg makes the rest zero, a blurred or discoloured image with no grey to be seen), or
+    a legal one written with a scan script that never sends some bits, which the scans cannot tell apart."""
     n, i, scans, frame = len(data), 2, 0, None
     steps = 0
     sent: dict[int, int] = {}  # component -> a bit per coefficient its scans sent at full precision
@@ -146,12 +147,15 @@ def jpeg_scans_over(data: bytes | memoryview) -> str | None:
             continue
         if marker == 0xD9 and any(v != _ALL_SENT for v in sent.values()):
             # its scans end before every coefficient of every component is sent: libjpeg decodes the rest as
-            # zero, a blurred or discoloured image, where a progressive file was cut short and closed
+            # zero, a blurred or discoloured image, where a progressive file was cut short and closed; a legal file
+            # whose encoder's scan script leaves bits out (the colour's DC only, AC never refined to its last bit)
+            # looks the same, and is refused alike: its message tells its owner what to do
             c = next(c for c, v in sent.items() if v != _ALL_SENT)
             return (
                 f"a JPEG whose scans end before its image is complete (component {c}'s coefficients are not all "
-                "sent at full precision; the decoder would make the rest zero): cut short or damaged, then closed "
-                "with an end marker"
+                "sent at full precision; the decoder would make the rest zero): cut short or damaged and then closed "
+                "with an end marker, or written with a scan script that leaves them out: save it again (a baseline "
+                "JPEG, or a progressive one of the encoder's standard script, is read), from its source if cut"
             )
         if marker == 0xD9 or i + 3 > n:
             return None

@@ -963,3 +963,68 @@ async def test_a_tiffs_size_is_read_as_libtiff_reads_it_before_max_megapixels_is
     with pytest.raises(DatasetError, match=r"bomb\.tif: its TIFF header declares 8000x8000 pixels"):
         import_images(classes, tmp_path / "ds", log=lambda m: None)
     assert not (tmp_path / "ds").exists()
+
+
+def _scans(jpeg: bytes) -> list[tuple[int, int, bytes, int, int, int, int]]:
+    """Each scan of a JPEG, its header and coded data: (start, end, components, Ss, Se, Ah, Al)."""
+    i, out = 2, []
+    while jpeg[i + 1] != 0xD9:
+        length = int.from_bytes(jpeg[i + 2 : i + 4], "big")
+        if jpeg[i + 1] != 0xDA:
+            i += 2 + length
+            continue
+        ns = jpeg[i + 4]
+        ss, se, a = jpeg[i + 5 + 2 * ns : i + 8 + 2 * ns]
+        end = i + 2 + length
+        while not (jpeg[end] == 0xFF and jpeg[end + 1] not in (0, *range(0xD0, 0xD8))):
+            end += 1
+        out.append((i, end, jpeg[i + 5 : i + 5 + 2 * ns : 2], ss, se, a >> 4, a & 15))
+        i = end
+    return out
+
+
+def test_a_progressive_jpeg_whose_scan_script_leaves_bits_unsent_is_refused_saying_to_save_it_again(tmp_path):
+    """A legal progressive JPEG whose encoder's scan script never sends some coefficient bits (the colour's DC
+    only, or the AC coefficients never refined past their first pass: jpegtran -scans writes such files) is
+    refused as one cut short and closed is: the two cannot be told apart from the scans. Its message blamed a cut
+    only, which the owner of a whole, legal file cannot act on; it now says the file may have been written so
+    and to save it again, by the camera's decode, the import and --input-images alike."""
+    from cloud_trainer.train.data import DatasetError, read_image_file
+    from model_packager.image_file import Refused
+    from model_packager.image_file import read_image as packager_read
+    from protocols.image_header import ImageRejected, decode_image
+
+    rng = np.random.default_rng(6)
+    small = rng.integers(0, 256, (12, 16, 3), np.uint8)
+    image = cv2.resize(small, (128, 96), interpolation=cv2.INTER_CUBIC)
+    whole = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    scans = _scans(whole)
+    assert len(scans) == 10, scans  # libjpeg's progressive script for colour
+
+    def without(drop) -> bytes:
+        out, at = b"", 0
+        for start, end, *scan in scans:
+            if drop(*scan):
+                out, at = out + whole[at:start], end
+        return out + whole[at:]
+
+    legal = {  # a script of its own: the colour's DC only; every AC coefficient's last bit never sent
+        "chroma_dc_only.jpg": without(lambda comps, ss, se, ah, al: comps != b"\x01" and ss > 0),
+        "ac_unrefined.jpg": without(lambda comps, ss, se, ah, al: ss > 0 and ah == 1 and al == 0),
+    }
+    said = (
+        r"a JPEG whose scans end before its image is complete \(component \d's coefficients .*\): cut short or "
+        r"damaged and then closed with an end marker, or written with a scan script that leaves them out: save it "
+        r"again"
+    )
+    for name, data in legal.items():
+        assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None, (
+            name
+        )  # libjpeg reads it
+        with pytest.raises(ImageRejected, match=said):
+            decode_image(data, cv2.IMREAD_COLOR)
+        with pytest.raises(Refused, match=said):
+            packager_read(data)
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DatasetError, match=f"{name}: {said}"):
+            read_image_file(tmp_path / name)
