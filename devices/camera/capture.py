@@ -1016,8 +1016,9 @@ class CameraSource:
                 done[name] = (key, _fingerprint(data))
                 self._error(
                     "cut_short",
-                    f"{f}: {why}; unchanged for {mono - since:.0f}s: an upload that stalled or a writer that "
-                    "stopped; skipped, never inspected (read if it changes)",
+                    # (a whole file damaged in its structure, a PNG chunk's length or type, reads as cut short)
+                    f"{f}: {why}; unchanged for {mono - since:.0f}s: an upload that stalled, a writer that "
+                    "stopped, or a damaged file; skipped, never inspected (read if it changes)",
                 )
                 return
         cut.pop(name, None)

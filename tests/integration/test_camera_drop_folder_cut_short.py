@@ -381,3 +381,38 @@ async def test_a_plain_pnm_without_a_line_end_after_its_last_sample_is_decoded_o
     finally:
         await src.stop()
     assert not src.stats.errors_by_reason, src.stats.last_error
+
+
+async def test_a_whole_png_damaged_in_a_chunks_length_or_type_is_said_to_be_maybe_damaged_not_only_stalled(
+    tmp_path, caplog
+):
+    """A whole PNG damaged in a chunk's length or type (one bit flipped by storage or a network copy) breaks its
+    chunk chain as a stalled upload does: it is skipped as cut_short once unchanged past the bound, never inspected.
+    Its message said 'an upload that stalled or a writer that stopped' only, leading its owner to look for an upload
+    that never stalled; it now says it may be a damaged file."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    img = cv2.resize(np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8), (64, 48))
+    png = cv2.imencode(".png", img)[1].tobytes()
+    at = png.index(b"IDAT") - 4  # its image data's chunk: its length, then its type
+    length_flipped = png[:at] + bytes([png[at] ^ 0x10]) + png[at + 1 :]
+    type_damaged = png[: at + 4] + b"ID\x00T" + png[at + 8 :]
+    caplog.set_level(logging.WARNING, logger="devices.camera.capture")
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=50, keep_files=None))
+    await src.start()
+    try:
+        await connected(src)
+        (drop / "length_flipped.png").write_bytes(length_flipped)
+        (drop / "type_damaged.png").write_bytes(type_damaged)
+        for _ in range(600):  # the bound is CUT_SHORT_WAIT_S (5 s) at this settle_ms
+            if src.stats.errors_by_reason.get("cut_short", 0) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await src.stop()
+    assert src.stats.errors_by_reason == {"cut_short": 2}, src.stats.errors_by_reason
+    # the first logged, the second counted in its burst and kept as the last error
+    said = [r.getMessage() for r in caplog.records if "cut_short" in r.getMessage()] + [src.stats.last_error]
+    for name in ("length_flipped.png", "type_damaged.png"):
+        lines = [m for m in said if f"{name}: a PNG cut short" in m]
+        assert lines and all("a writer that stopped, or a damaged file; skipped" in m for m in lines), said
