@@ -42,7 +42,7 @@ import time
 from typing import Any
 
 from devices.camera.access import HandshakeTimeout, Login, PinMismatch, Trust
-from protocols.image_complete import cut_short
+from protocols.image_complete import ChainWalked, cut_short
 from protocols.image_header import FORMATS, image_kind, image_size
 
 __all__ = ["MjpegStream", "SnapshotStream", "StreamError", "http_hint", "looks_whole", "open_stream"]
@@ -589,6 +589,7 @@ class SnapshotStream:
         limit, why = self._cap, _CAPPED
         check_at: int | None = _HEAD_BYTES  # where to look at the part's header (again)
         of = " bytes" if declared is None else f" of the {declared} bytes its Content-Length declares"
+        walked = ChainWalked()  # a PNG's chunks judged whole so far: not walked again after each read
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -620,7 +621,7 @@ class SnapshotStream:
             # connection open (its firmware ignoring our 'Connection: close') gave no frame at all, each answer
             # waited for read_timeout_s and was a stream_lost 'within an image' whose bytes had all come
             tail = bytes(buf[-16:]).rstrip(b"\r\n")
-            if tail.endswith(_END_MARKERS) and cut_short(buf) is None:  # type: ignore[arg-type]
+            if tail.endswith(_END_MARKERS) and cut_short(buf, walked=walked) is None:  # type: ignore[arg-type]
                 return bytes(buf[: len(buf) - (len(buf[-16:]) - len(tail))])
         return bytes(buf)
 
@@ -895,6 +896,8 @@ class MjpegStream:
         marker only where the buffer ends with one, so a part crowded with either costs little."""
         assert self._delim is not None
         at: int | None = 0  # where to look for the boundary from; None: one found and judged
+        # a PNG's chunks judged whole so far (the buffer only grows until a part is taken)
+        walked = ChainWalked()
         while len(self._buf) < k:
             if at is not None:
                 i = self._buf.find(self._delim, at)
@@ -907,7 +910,8 @@ class MjpegStream:
                     at = max(0, len(self._buf) - len(self._delim) + 1)
             tail = bytes(self._buf[-16:])
             end = len(self._buf) - (len(tail) - len(tail.rstrip(b"\r\n")))
-            if tail.rstrip(b"\r\n").endswith(_END_MARKERS) and cut_short(self._buf) is None:  # type: ignore[arg-type]
+            ends = tail.rstrip(b"\r\n").endswith(_END_MARKERS)
+            if ends and cut_short(self._buf, walked=walked) is None:  # type: ignore[arg-type]
                 # (by its structure: a JPEG's end marker after its coded data, not an EXIF thumbnail's)
                 data = self._copy(end)
                 del self._buf[:end]

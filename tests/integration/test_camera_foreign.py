@@ -1634,3 +1634,45 @@ async def test_a_jpeg_stream_whose_first_chunk_is_its_ff_d8_is_read_not_judged_a
         cam.stop()
     assert len(frames) == 2, src.stats.last_error
     assert "open_failed" not in src.stats.errors_by_reason, src.stats.last_error
+
+
+def test_a_snapshot_camera_trickling_a_png_of_many_chunks_has_each_chunk_walked_once_not_after_every_read():
+    """A snapshot camera on 127.0.0.1 sending a PNG in pieces, 2,000 small text chunks each ending with IEND's
+    bytes and sent apart: the reader asks after each read whether the answer is a whole image, and walked the
+    whole chunk chain again each time (its CPU 0.6 -> 1.5 s a 5-s answer, a trickle that never ends). It goes on
+    from the last whole chunk reached now: the answer's read counted in Python line events, not timed (~130,000,
+    where ~9.5 million before), and the answer taken whole once its IEND has come."""
+    import socket
+    import threading
+
+    from devices.camera.mjpeg import open_stream
+    from tests.support.line_events import line_events
+
+    png = cv2.imencode(".png", np.full((48, 64), 90, np.uint8))[1].tobytes()
+    piece = struct.pack(">I", 4) + b"teXt" + png[-8:]  # 4 bytes of text ('IEND'), its CRC field IEND's CRC
+    done = threading.Event()
+
+    def answer(h) -> None:
+        h.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each piece its own segment
+        h.send_response(200)
+        h.send_header("Content-Type", "image/png")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(png[:33])  # its signature and header
+        for _ in range(2000):
+            h.wfile.write(piece)
+            time.sleep(0.0002)
+        h.wfile.write(png[33:])  # its image data and IEND
+        done.wait(30)
+
+    cam = _HttpCamera(answer)
+    try:
+        stream = open_stream(cam.base + "/snapshot.png", 5.0, 30.0, 200_000_000)
+        got: list[bytes] = []
+        budget = 1_000_000
+        assert line_events(lambda: got.append(stream.next_part()), budget) <= budget
+    finally:
+        done.set()
+        cam.stop()
+    (data,) = got
+    assert data == png[:33] + piece * 2000 + png[33:]  # the whole answer, taken once its IEND had come
