@@ -23,13 +23,6 @@ bare one too) from one thread lowered as the agent's inference threads are (``in
          ``infer_unsure`` takes about the latter more than ``infer``; with a core free, about nothing more);
   copy   a plain copy of the frame right after an engine run (untimed): the floor of any preprocessing
          that reads the whole frame once with the caches as the model leaves them.
-  camera the agent's real path for a camera frame (``camera_path``): a reader thread decodes a 640x480 JPEG
-         of a generated part (``devices.camera.capture._decode``, as the camera does) and hands the frame to
-         the calling thread over a queue of one, which runs ``slot.infer`` on it; ``former``: the frame's
-         tensor made in ``infer`` (after the previous model run), ``at_source``: made by the reader right after
-         the decode (``ModelSlot.prepare``, what ``CameraSource.prepare_with`` runs), both with and without
-         the UNSURE check. Reported: ``infer``'s wall p50 and the process's CPU a frame less the reader's
-         decoding CPU, each against the bare run (the decode is the camera's, in both paths and in any caller).
 Beside the wall times, the process's CPU time of each ``bare``, ``infer`` and ``infer_unsure`` call (all its
 threads: OpenVINO's request thread, the check's): on a shared machine other work stretches wall times by
 whole time slices, and the CPU ratio says what the agent itself adds.
@@ -297,7 +290,6 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
                 elif k in cpu:
                     cpu[k].append(time.process_time() - p)
     inf = slot.infer(frame, tolerance)
-    cam = camera_path(slot, n, 20, tolerance)
     del (
         calls,
         bare,
@@ -318,10 +310,6 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
         r[f"{k}_cpu_p50_us"] = q(ts, 50)
     for k in ("infer", "infer_unsure"):
         r[f"{k}_cpu_ratio_p50"] = r[f"{k}_cpu_p50_us"] / r["bare_cpu_p50_us"]
-    r.update(cam)
-    for k in ("camera_former", "camera_at_source", "camera_former_unsure", "camera_at_source_unsure"):
-        r[f"{k}_ratio_p50"] = r[f"{k}_p50_us"] / r["bare_p50_us"]
-        r[f"{k}_cpu_ratio_p50"] = r[f"{k}_cpu_p50_us"] / r["bare_cpu_p50_us"]
     for k, v in zip(
         ("slot_pre", "slot_engine", "slot_post"), np.median(np.asarray(parts), axis=0), strict=True
     ):
@@ -329,71 +317,6 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
     for k in ("engine", "infer", "infer_unsure"):
         r[f"{k}_ratio_p50"] = r[f"{k}_p50_us"] / r["bare_p50_us"]
         r[f"{k}_ratio_p99"] = r[f"{k}_p99_us"] / r["bare_p99_us"]
-    return r
-
-
-def camera_path(slot, frames: int, block: int, tolerance: float) -> dict:
-    """``camera`` above: per mode (``former``, ``at_source``) and check (off, on), blocks of ``block`` frames
-    alternated; medians over the blocks of the process's CPU a frame less the reader's decoding CPU, and of
-    ``infer``'s wall time."""
-    import queue
-    import threading
-
-    import cv2
-
-    from devices.base import Frame
-    from devices.camera.capture import _decode
-    from edge_agent.priority import lower_this_thread
-    from simulators.parts import PartGenerator
-
-    gen = PartGenerator(3, 640, 480, 0.3)
-    jpegs = [
-        cv2.imencode(".jpg", gen.next().image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for _ in range(8)
-    ]
-    modes = [(m, c) for c in (False, True) for m in ("former", "at_source")]
-    cpu: dict = {k: [] for k in modes}
-    wall: dict = {k: [] for k in modes}
-
-    def run_block(mode: str, checked: bool, n: int) -> None:
-        hand: queue.Queue = queue.Queue(maxsize=1)
-        decode_cpu = [0.0]
-
-        def reader() -> None:  # the camera's reader thread, lowered as the agent lowers it
-            lower_this_thread()
-            for i in range(n):
-                c = time.thread_time()
-                f = Frame("cam", i, 0.0, _decode(jpegs[i % len(jpegs)], 24.0))
-                decode_cpu[0] += time.thread_time() - c
-                if mode == "at_source":
-                    f.prepared[slot] = slot.prepare(f.image)
-                hand.put(f)
-
-        t = threading.Thread(target=reader)
-        p0 = time.process_time()
-        t.start()
-        walls = []
-        for _ in range(n):
-            f = hand.get()
-            w = time.perf_counter()
-            slot.infer(f, tolerance if checked else None)
-            walls.append(time.perf_counter() - w)
-        t.join()
-        cpu[(mode, checked)].append((time.process_time() - p0 - decode_cpu[0]) / n)
-        wall[(mode, checked)].extend(walls)
-
-    for k in modes:  # warm-up
-        run_block(*k, 5)
-    for k in cpu:
-        cpu[k].clear()
-        wall[k].clear()
-    for _ in range(max(1, frames // block)):
-        for k in modes:
-            run_block(*k, block)
-    r = {}
-    for (mode, checked), v in cpu.items():
-        name = f"camera_{mode}{'_unsure' if checked else ''}"
-        r[f"{name}_cpu_p50_us"] = float(np.median(v)) * 1e6
-        r[f"{name}_p50_us"] = q(wall[(mode, checked)], 50)
     return r
 
 
@@ -509,30 +432,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['slot_post_p50_us']:.0f} | {r['bare_cpu_p50_us']:.0f} / {r['infer_cpu_p50_us']:.0f} / "
             f"{r['infer_unsure_cpu_p50_us']:.0f} | **{r['infer_cpu_ratio_p50']:.3f}** / "
             f"{r['infer_unsure_cpu_ratio_p50']:.3f} | {r['copy_p50_us']:.0f} |"
-        )
-    md += [
-        "",
-        "The agent's path for a camera frame (a reader thread decodes a 640x480 JPEG and hands it over; "
-        "`slot.infer` on it): the frame's tensor made in `infer` after the model's run (former) or by the reader "
-        "right after the decode (at source); the process's CPU a frame less the reader's decoding, p50 of blocks "
-        "of 20 frames, and `infer`'s wall p50, each against the bare run's:",
-        "",
-        "| MobileNetV2 width | input | engine | bare CPU p50 µs | CPU µs former / at source (**ratio**) | "
-        "with the UNSURE check: CPU µs former / at source (**ratio**) | `infer` wall p50 ratio former / at source | "
-        "with the check |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        if "refused" in r:
-            continue
-        md.append(
-            f"| {r['width']:g} | {r['input']} | {r['engine']} | {r['bare_cpu_p50_us']:.0f} | "
-            f"{r['camera_former_cpu_p50_us']:.0f} / {r['camera_at_source_cpu_p50_us']:.0f} "
-            f"(**{r['camera_former_cpu_ratio_p50']:.3f} / {r['camera_at_source_cpu_ratio_p50']:.3f}**) | "
-            f"{r['camera_former_unsure_cpu_p50_us']:.0f} / {r['camera_at_source_unsure_cpu_p50_us']:.0f} "
-            f"(**{r['camera_former_unsure_cpu_ratio_p50']:.3f} / {r['camera_at_source_unsure_cpu_ratio_p50']:.3f}**) | "
-            f"{r['camera_former_ratio_p50']:.3f} / {r['camera_at_source_ratio_p50']:.3f} | "
-            f"{r['camera_former_unsure_ratio_p50']:.3f} / {r['camera_at_source_unsure_ratio_p50']:.3f} |"
         )
     (OUT / "inference_224_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

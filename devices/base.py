@@ -200,18 +200,13 @@ class Frame:
 
     ``unchanged_s``: how long a live camera's image had not changed at all when this frame came, once that
     is over the camera's ``frozen_after_s`` (a hung camera resending its last image); 0 otherwise. A
-    pipeline calls such a frame UNSURE: the verdict would be on an old image, not on the part in view.
-
-    ``prepared``: what a consumer had made of the image where it was still in the cache, right after its
-    decoding (a model's input tensor: ``CameraSource.prepare_with``), keyed by that consumer; empty when no one
-    did. A consumer that finds nothing of its own there makes it from ``image`` itself."""
+    pipeline calls such a frame UNSURE: the verdict would be on an old image, not on the part in view."""
 
     source: str
     seq: int
     captured_at: float  # epoch seconds
     image: np.ndarray
     unchanged_s: float = 0.0
-    prepared: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 MAX_KEYS_COUNTED = 100  # tags whose hand-over drops are counted apart (tag names come from outside)

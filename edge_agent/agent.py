@@ -457,14 +457,8 @@ class Agent:
         for name, src in self.sources.items():
             if hasattr(src, "reader_init"):  # a camera: its decoding runs below the loop, as inference does
                 src.reader_init = lower_this_thread
-            readers = [p for p in self.pipelines if p.s.source == name]
-            if hasattr(src, "prepare_with"):
-                # each model's input tensor made right after the frame's decoding, while it is in the cache,
-                # not after a model run has evicted it (CameraSource.prepare_with); once per model slot
-                for p in readers:
-                    if p.kind == "frame":
-                        src.prepare_with(p.slot, p.prepare_frame)
             await src.start()
+            readers = [p for p in self.pipelines if p.s.source == name]
             if not hasattr(src, "items") or not (readers or _produces(src.settings)):
                 continue  # e.g. an mqtt source only published through
             if (

@@ -113,14 +113,6 @@ class BoundedQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def next_is(self, item) -> bool:
-        """Whether ``item`` is the next one ``get`` gives, or would be were it put now (the queue is empty). Read
-        from any thread (a camera's): a guess while the loop's thread puts and gets."""
-        try:
-            return not self._items or self._items[0][0] is item
-        except IndexError:  # emptied meanwhile
-            return True
-
     async def put(self, item, n: int = 1) -> None:
         """``n``: the items ``item`` stands for (the windows of one reading go in as one entry, and are
         dropped, and counted, together)."""
@@ -1171,16 +1163,6 @@ class Pipeline:
                     self.name,
                     m.name,
                 )
-
-    def prepare_frame(self, frame: Frame, image: np.ndarray) -> Any:
-        """Its model's input tensor for a camera ``frame``'s ``image``, made by the camera right after decoding
-        it (``CameraSource.prepare_with``; ``ModelSlot.prepare``), or None: a signal pipeline, or a frame that
-        is not the next this pipeline takes (others wait in its queue before it: it may be dropped, and a tiled
-        model's tensor may be many times the frame's size, which a queue of prepared frames would hold;
-        ``infer`` makes the tensor of a frame that comes without one)."""
-        if self.windower is not None or self.s.window is not None or not self.queue.next_is(frame):
-            return None
-        return self.slot.prepare(image)
 
     async def offer(self, item: Frame | Reading) -> None:
         if self.windower is not None:

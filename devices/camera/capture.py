@@ -33,9 +33,6 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   full queue drops (the hand-over's, a pipeline's ``drop_oldest``) is never decoded; the drops are counted
   as before, the images decoded in ``self.decoded``. A part refused when taken counts towards the stream's
   reopening as a failed read does.
-- A consumer's work on each frame's image (``prepare_with``: a model's input tensor) runs right after the
-  frame's decoding, while the image is in the cache: on the reader thread for a frame OpenCV decodes, on the
-  taking thread for one kept compressed; its result rides in ``Frame.prepared``.
 - Files and folders are paced at ``fps`` (default 10) with no skipping; at the end they are
   replayed when ``loop`` is set, else the source finishes (``items()`` ends, state STOPPED). A folder is
   replayed as it was at the start: images written to it later are counted and said (``folder_unread``).
@@ -157,19 +154,11 @@ class UntakenFrame(Frame):
     raises ``UnusableFrame``. Taken from several threads at once (two pipelines on one camera), it is decoded
     once."""
 
-    __slots__ = ("_finish", "_lock", "_ok", "_img", "_still_s", "_prepare")
+    __slots__ = ("_finish", "_lock", "_ok", "_img", "_still_s")
 
     def __init__(
-        self,
-        source: str,
-        seq: int,
-        captured_at: float,
-        finish: Callable[[], tuple[np.ndarray, float] | None],
-        prepare: Callable[[Frame, np.ndarray], None] | None = None,
+        self, source: str, seq: int, captured_at: float, finish: Callable[[], tuple[np.ndarray, float] | None]
     ) -> None:
-        """``prepare``: run on the image right after its decoding, by the thread that took it, while it is still in
-        the cache (``CameraSource.prepare_with``: every consumer's tensor made then, not after another's model run
-        has evicted it)."""
         # every attribute through object.__setattr__: Frame is frozen, and its __setattr__ (slots=True) cannot
         # even pass on a subclass's own attributes on Python 3.11
         for name, value in (
@@ -181,8 +170,6 @@ class UntakenFrame(Frame):
             ("_ok", None),
             ("_img", None),
             ("_still_s", 0.0),
-            ("prepared", {}),
-            ("_prepare", prepare),
         ):
             object.__setattr__(self, name, value)
         self._finish: Callable[[], tuple[np.ndarray, float] | None] | None
@@ -190,7 +177,6 @@ class UntakenFrame(Frame):
         self._ok: bool | None
         self._img: np.ndarray | None
         self._still_s: float
-        self._prepare: Callable[[Frame, np.ndarray], None] | None
 
     def take(self) -> bool:
         """Decode the frame (once) on the calling thread; False when its camera refused it (counted there)."""
@@ -204,8 +190,6 @@ class UntakenFrame(Frame):
                 if got is not None:
                     put(self, "_img", got[0])
                     put(self, "_still_s", got[1])
-                    if self._prepare is not None:
-                        self._prepare(self, got[0])
                 put(self, "_ok", got is not None)
             return bool(self._ok)
 
@@ -585,29 +569,6 @@ class CameraSource:
         # run first on the reader thread: decoding frames is bulk work, which the agent runs below its event
         # loop's priority (edge_agent.priority) so that rules and heartbeats go first on a saturated gateway
         self.reader_init: Callable[[], object] | None = None
-        # consumer -> what it makes of a frame's image (``prepare_with``)
-        self._preparers: dict[Any, Callable[[Frame, np.ndarray], Any]] = {}
-
-    def prepare_with(self, key: Any, fn: Callable[[Frame, np.ndarray], Any]) -> None:
-        """Have ``fn(frame, image)`` run on each frame's image right after its decoding, its result kept in the
-        frame's ``prepared[key]`` (None: nothing kept; ``image`` is the frame's, not to be read through
-        ``frame.image`` there): a model's input tensor made while the image is still in the cache. A consumer
-        that makes it later, on its inference thread once a model has run there, reads the image
-        back from memory: measured on a 2-core gateway (bench/RESULTS.md, 2026-12-05), a 224-px tensor from a
-        640x480 frame takes 2x its CPU then. Decoded frames (OpenCV's captures) are prepared on the reader
-        thread, before the hand-over; a frame kept compressed until taken (``UntakenFrame``) by the thread that
-        takes it, right after decoding it, for every consumer. An ``fn`` that raises keeps nothing: the consumer
-        makes it itself, and meets the error there."""
-        self._preparers[key] = fn
-
-    def _prepare(self, frame: Frame, image: np.ndarray) -> None:
-        for key, fn in list(self._preparers.items()):
-            try:
-                got = fn(frame, image)
-            except Exception:  # the consumer makes it itself, and says why there
-                continue
-            if got is not None:
-                frame.prepared[key] = got
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -690,10 +651,7 @@ class CameraSource:
             self._error("empty_frame", f"{self.settings.shown_url}: empty frame skipped")
             return False
         image = self._shaped(image)
-        frame = Frame(self.name, self._seq, time.time(), image, unchanged_s)
-        if self._preparers:
-            self._prepare(frame, image)
-        self._channel.put_threadsafe(frame)
+        self._channel.put_threadsafe(Frame(self.name, self._seq, time.time(), image, unchanged_s))
         self._seq += 1
         return True
 
@@ -706,8 +664,7 @@ class CameraSource:
         def finish() -> tuple[np.ndarray, float] | None:
             return self._finish(data, live, session, name)
 
-        prepare = self._prepare if self._preparers else None
-        self._channel.put_threadsafe(UntakenFrame(self.name, self._seq, time.time(), finish, prepare))
+        self._channel.put_threadsafe(UntakenFrame(self.name, self._seq, time.time(), finish))
         self._seq += 1
 
     def _finish(self, data: bytes, live: bool, session: int, what: str) -> tuple[np.ndarray, float] | None:

@@ -150,15 +150,6 @@ class _Active:
         self.logits = logits_plan(self.manifest)  # a plain classifier's outputs read without the general walk
 
 
-class _Prepared:
-    """A frame's input tensor made for one model (``ModelSlot.prepare``), kept in the frame's ``prepared``."""
-
-    __slots__ = ("active", "tensor")
-
-    def __init__(self, active: _Active, tensor: np.ndarray) -> None:
-        self.active, self.tensor = active, tensor
-
-
 _UNSURE_CHECKS: ThreadPoolExecutor | None = None
 _UNSURE_CHECKS_LOCK = threading.Lock()
 STATE_RETRY_S = 5.0  # how often a state.json the disk refused is tried again
@@ -543,21 +534,6 @@ class ModelSlot:
         self.state = "stopped"
 
     # ---- inference (worker threads) --------------------------------------------------------
-    def prepare(self, image: np.ndarray) -> _Prepared | None:
-        """The active model's input tensor for a frame's ``image``, made where the image is still in the cache
-        (a camera's reader thread right after decoding it: ``CameraSource.prepare_with``); ``infer`` uses it
-        when the frame reaches it with the same model active (a swap between the two: made again). Exactly
-        ``infer``'s own ``image_tensor``, so the same bytes. None for a model that takes no images or pixels
-        that are no 8-bit ones (``infer`` refuses them, saying why)."""
-        a = self._active
-        if (
-            a is None
-            or not isinstance(a.manifest.preprocessing, ImagePreprocessing)
-            or image.dtype != np.uint8
-        ):
-            return None
-        return _Prepared(a, image_tensor(image, a.manifest.preprocessing, a.input_dtype))
-
     def infer(self, item: Frame | Window, unsure_tolerance: float | None = None) -> Inference:
         """``unsure_tolerance``: check an image against the package's ``input_stats`` (when it has
         them) and call it UNSURE, with a reason, when it is far outside them (None: no check).
@@ -589,11 +565,7 @@ class ModelSlot:
                         "frames are brought to 8 bits by its pixel_bits; a plugin source hands over BGR uint8 "
                         "frames"
                     )
-                ready = item.prepared.get(self)
-                if ready is not None and ready.active is a:  # made where the frame was decoded (``prepare``)
-                    x = ready.tensor
-                else:
-                    x = image_tensor(item.image, m.preprocessing, a.input_dtype)
+                x = image_tensor(item.image, m.preprocessing, a.input_dtype)
             else:
                 if not isinstance(item, Window):
                     raise PreprocessError(
