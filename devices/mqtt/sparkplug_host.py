@@ -128,6 +128,7 @@ Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio l
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import heapq
 import math
@@ -604,9 +605,10 @@ class SparkplugHost:
         self._stale: list[Reading] = []
         self._touched: tuple[str, str] | None = None  # the node of the message being handled (``handle``)
         self._stepped = False  # the message's metrics read a step at a time (``handle`` given ``decoded``)
-        # nodes whose large birth (or a device's) is being learnt a step at a time (``_birth_steps``): a command
-        # to them waits for it (``learning``)
-        self._learning: set[tuple[str, str]] = set()
+        # nodes whose large birth (or a device's) is being learnt a step at a time (``_birth_steps``), each with
+        # the event set when it ends: a command to them waits for it (``learnt``); the steps learnt by all so far
+        self._learning: dict[tuple[str, str], asyncio.Event] = {}
+        self.steps_learnt = 0
         # edge node name -> the node (group, name) whose tags bear it (``_clash``)
         self._named: dict[str, tuple[str, str]] = {}
         self.rebirths_requested = 0
@@ -661,6 +663,10 @@ class SparkplugHost:
         """A large birth of the node (or of one of its devices) is being learnt a step at a time: its datatypes
         are not all known yet, so a command to it waits (``MqttSource.command``)."""
         return (group, edge_node) in self._learning
+
+    def learnt(self, group: str, edge_node: str) -> asyncio.Event | None:
+        """The event set once the large birth of the node being learnt (``learning``) is learnt; None: none is."""
+        return self._learning.get((group, edge_node))
 
     def node_alive(self, group: str, edge_node: str) -> bool:
         """The node is born and has shown it lives: a birth of its own, or a live message after a retained
@@ -1104,12 +1110,15 @@ class SparkplugHost:
         """A large birth (``handle`` given ``decoded``): learnt, ``then`` (its node or device born), read, each
         ``STEP_METRICS`` metrics at a time."""
         key = (t.group, t.edge_node)
-        self._learning.add(key)
+        done = self._learning[key] = asyncio.Event()
         try:
             for _ in self._learn_steps(t, node, device, payload, STEP_METRICS):
+                self.steps_learnt += 1
                 yield []
         finally:
-            self._learning.discard(key)
+            if self._learning.get(key) is done:
+                del self._learning[key]
+            done.set()
         then()
         yield from self._reading_steps(
             t, node, device, payload, received_at, by_birth=True, step=STEP_METRICS

@@ -688,6 +688,82 @@ async def test_a_command_sent_while_a_large_sparkplug_birth_is_learnt_is_typed_b
     assert isinstance(sent[0], SparkplugTypeMismatch), sent
 
 
+def _large_birth(n: int) -> sp.Payload:
+    birth = sp.Payload(
+        timestamp_ms=int(time.time() * 1000), seq=0, metrics=[sp.Metric("bdSeq", None, D.INT64, 0)]
+    )
+    birth.metrics.extend(sp.Metric(f"m{i}", i, D.DOUBLE, 0.0) for i in range(n))
+    return birth
+
+
+async def test_a_command_waits_while_a_large_birth_is_learnt_on_a_busy_loop_and_is_refused_at_once_without_reader(
+    mosquitto, monkeypatch
+):
+    """A command to a node whose large birth is being learnt (a step a turn of the loop) waits as long as the
+    steps go on, however busy the loop: here 30 ms of other work a turn, the steps smaller and the wait for a step
+    1 s, so the birth takes well over that (a 99,999-metric birth took 4.3 s at 30 ms a turn, and a fixed 5 s
+    refused the command past it). A consumer cancelled mid-birth leaves its steps for the next: a command then is
+    refused at once, saying so (it waited the 5 s, each one), and once a consumer reads on it is sent."""
+    from devices.mqtt import client as mqtt_client
+    from devices.mqtt.client import MqttError
+
+    monkeypatch.setattr(sparkplug_host, "STEP_METRICS", 64)
+    monkeypatch.setattr(mqtt_client, "LEARNING_WAIT_S", 1.0)
+    n = 5_000
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}])
+    got: list = []
+    sent: list = []
+    busy = True
+
+    async def other_work() -> None:
+        while busy:
+            time.sleep(0.03)
+            await asyncio.sleep(0)
+
+    async def consume() -> None:
+        async for r in src.items():
+            got.append(r)
+
+    async def command_while_learnt() -> None:
+        while not src.sparkplug.learning("g", "n"):
+            await asyncio.sleep(0)
+        try:
+            sent.append(await src.command("g", "n", None, "m5", 1.5))
+        except Exception as e:
+            sent.append(e)
+
+    pub = raw_client(mosquitto.port)
+    tasks = [asyncio.create_task(f()) for f in (other_work, consume, command_while_learnt)]
+    try:
+        pub.publish("spBv1.0/g/NBIRTH/n", sp.encode(_large_birth(n)), qos=1)
+        await until(lambda: sent, 60, "the command's outcome")
+        busy = False
+        assert isinstance(sent[0], str), sent  # sent, typed by the whole birth
+        await until(lambda: len(got) >= n, 30, "the birth's readings")
+        assert len(got) == n, len(got)
+        # the node born again, a consumer cancelled mid-birth
+        got.clear()
+        pub.publish("spBv1.0/g/NBIRTH/n", sp.encode(_large_birth(n)), qos=1)
+        await until(lambda: src.sparkplug.learning("g", "n"), 30, "the birth learnt", every_s=0)
+        tasks[1].cancel()
+        await asyncio.gather(tasks[1], return_exceptions=True)
+        assert src.sparkplug.learning("g", "n")  # its steps left for the next consumer
+        with pytest.raises(MqttError, match="no consumer reads this source now"):
+            await src.command("g", "n", None, "m5", 2.5)
+        tasks[1] = asyncio.create_task(consume())
+        await until(lambda: src._readers, 10, "a consumer reading again")
+        assert isinstance(await src.command("g", "n", None, "m5", 2.5), str)
+        await until(lambda: len(got) >= n, 30, "the birth's readings")
+        assert len(got) == n, len(got)  # none lost, none twice
+    finally:
+        busy = False
+        closed(pub)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await src.stop()
+
+
 async def test_large_messages_are_decoded_one_at_a_time_apart_from_the_loops_default_pool(
     mosquitto, monkeypatch
 ):
