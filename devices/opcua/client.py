@@ -2782,6 +2782,9 @@ class OpcUaSource:
                     # it); the timeout the server granted, and a check's time for its own watchdog
                     granted = (self._client.session_timeout or 0) / 1000.0 or self.settings.session_timeout
                     left_s = granted * 1.5 + self.settings.keepalive_check_s + self.settings.connect_timeout_s
+                    # those past their time pruned first: one entry was added per cut and none went on a
+                    # tag-reading source (only its watch prunes), one more for good at every PLC restart
+                    self._left_subs()
                     self._subs_left[_token_key(_session_token(self._client))] = (
                         1 + len(self._extra_subs),
                         time.monotonic() + left_s,
@@ -3116,6 +3119,9 @@ class OpcUaSource:
             log.debug(
                 "opcua source %s: the session left by the connection closed was not closed: %r", self.name, e
             )
+            # answered with an error, its entry in _subs_left kept until its time: BadSessionIdInvalid comes from
+            # a PLC that restarted, and from one that holds the session but takes no activation of it on another
+            # channel (its subscription counted until that session times out)
             return not isinstance(e, (TimeoutError, OSError))
         self._subs_left.pop(_token_key(token), None)  # its subscriptions are gone with it (the others' stay)
         log.debug("opcua source %s: the session left by the connection closed is closed", self.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 
 from asyncua import ua
 from asyncua.server.internal_session import InternalSession
@@ -381,6 +382,59 @@ async def test_a_write_only_sources_left_subscriptions_are_counted_for_every_lef
     assert left == 1  # the second session, its close unanswered
     assert "MaxSubscriptions" not in said, said  # not judged full on its own former subscription
     assert src.targets_watched > 0
+
+
+async def test_the_left_subscriptions_kept_of_a_tag_reading_source_whose_plc_restarts_are_those_not_past_their_time() -> (
+    None
+):
+    """A tag-reading source keeps, per session a cut left, the subscriptions that session may still hold on the
+    PLC (``_subs_left``), until its time. Its PLC restarts three times: at each restart the entries of the former
+    ones, past their time, are gone; only the last cut's is kept. Before, only a write-only source's watch pruned
+    them: one entry more for good at every restart of a PLC (a flapping link over months)."""
+
+    async def plc():  # one that grants the short session timeout asked for (asyncua's grants 5 s at least)
+        srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+        srv.iserver.min_session_timeout_ms = 100
+        await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+        await srv.start()
+        return srv, idx
+
+    port = free_port()
+    srv, idx = await plc()
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            port,
+            connect_timeout_s=1,
+            reconnect_initial_s=0.1,
+            session_timeout_s=0.6,
+            nodes=[{"node_id": f"ns={idx};s=Speed"}],
+        ),
+    )
+    held = []
+    try:
+        await src.start()
+        for _ in range(3):
+            await until(lambda: src._sub is not None, 20, "subscribed")
+            # the former cuts' sessions timed out on the PLC: their entries past their time
+            await until(
+                lambda: all(until_s <= time.monotonic() for _, until_s in src._subs_left.values()),
+                20,
+                "the former entries past their time",
+            )
+            reconnects = src.stats.reconnects + 1
+            await srv.stop()  # the PLC restarts: its sessions gone, the source's cut
+            srv, idx = await plc()
+            await until(
+                lambda n=reconnects: src.stats.reconnects >= n and src._sub is not None,
+                30,
+                "subscribed again",
+            )
+            held.append(len(src._subs_left))
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert max(held) <= 1, held
 
 
 async def test_a_tag_that_changed_once_is_not_lost_from_a_full_hold_and_goes_on_good_when_the_server_runs_again(
