@@ -183,11 +183,10 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
             ``in_flight_wait_s`` is ``RESOURCE_EXHAUSTED`` unparsed."""
             assert self.quotas is not None and self.caller is not None
             key, who = self.caller(context)
-            gate = self._receiving.get(key[0])
-            if gate is None:
-                gate = self._receiving[key[0]] = asyncio.Semaphore(
-                    self.quotas.limits.tenant_receiving_batches
-                )
+            # looked up at each read, never kept: a gate this stream holds no place in may be dropped meanwhile
+            # (``free_gates``), and one kept from the stream's start was then a gate of its own, the tenant's
+            # bound holding per gate (a new stream's batch read at once beside an older stream's place)
+            gate = partial(tenant_gate, self._receiving, key[0], self.quotas.limits.tenant_receiving_batches)
             messages = _taken(requests)
             wait_s = self.quotas.limits.in_flight_wait_s
             while True:
@@ -317,10 +316,20 @@ class _Held:
         self.message = message
 
 
+def tenant_gate(gates: dict[str, asyncio.Semaphore], tenant: str, size: int) -> asyncio.Semaphore:
+    """The tenant's gate in ``gates``, made (an ``asyncio.Semaphore(size)``) if it has none."""
+    gate = gates.get(tenant)
+    if gate is None:
+        gate = gates[tenant] = asyncio.Semaphore(size)
+    return gate
+
+
 def free_gates(gates: dict[str, asyncio.Semaphore], size: int) -> int:
     """Drop the tenants' gates (each an ``asyncio.Semaphore(size)``) that no call holds nor waits for: a new one is
-    the same. Run on the loop, as every call looks its gate up and takes it (or waits in it) with no await between,
-    so no call is left with a dropped gate. Returns how many were dropped."""
+    the same. Run on the loop, as every call looks its gate up each time it takes it (or waits in it), with no
+    await between, and gives back the gate it took: no call is left with a dropped gate (a call that kept the gate
+    it looked up once, taking it again after an await, took a dropped one: its tenant's bound then held per gate).
+    Returns how many were dropped."""
     free = [t for t, g in gates.items() if g._value >= size and not g._waiters]  # (asyncio's own fields)
     for t in free:
         del gates[t]
@@ -328,26 +337,28 @@ def free_gates(gates: dict[str, asyncio.Semaphore], size: int) -> int:
 
 
 async def _read_gated(
-    gate: asyncio.Semaphore,
+    gate_now: Callable[[], asyncio.Semaphore],
     messages,
     reserve: Callable[[float], Awaitable[tuple[int, bool]]],
     give_back: Callable[[int], None],
     wait_s: float,
 ) -> tuple[int, bool, bytes | None]:
     """(bytes set aside for it, whether it found a place and room, the stream's next message or None at its end),
-    asked of grpc within ``gate`` once ``reserve()`` set bytes aside for it within its tenant's bounds: grpc reads a
-    message whole once asked for it, so at most ``tenant_receiving_batches`` of a tenant's are asked for at once,
-    and none past its bytes; the others wait here, unread (HTTP/2 flow control holds their agents' writes). A read
-    not done within ``RECEIVE_SLOT_S`` gives its place in ``gate`` and its bytes back and goes on: a stream left
-    idle on a dead path (until the keepalive ends it) or a batch crossing a slow link (whose bytes arrive as
-    slowly) does not hold up the tenant's other streams for longer. The caller gives the bytes back
-    (``give_back``), unless the read failed (the call ended): then this does. The wait for a place and for room
-    together last ``wait_s``; a stream that found neither by then is read all the same (within a place) and said so,
-    for the caller to refuse (the wait for a place had no bound: behind a queue of its tenant's streams a batch
-    waited up to 7 times ``in_flight_wait_s``, past the agent's 60 s for an acknowledgement)."""
+    asked of grpc within a place in its tenant's gate (``gate_now()``, looked up when taken) once ``reserve()`` set
+    bytes aside for it within its tenant's bounds: grpc reads a message whole once asked for it, so at most
+    ``tenant_receiving_batches`` of a tenant's are asked for at once, and none past its bytes; the others wait here,
+    unread (HTTP/2 flow control holds their agents' writes). A read not done within ``RECEIVE_SLOT_S`` gives its
+    place and its bytes back and goes on: a stream left idle on a dead path (until the keepalive ends it) or a batch
+    crossing a slow link (whose bytes arrive as slowly) does not hold up the tenant's other streams for longer. The
+    caller gives the bytes back (``give_back``), unless the read failed (the call ended): then this does. The wait
+    for a place and for room together last ``wait_s``; a stream that found neither by then is read all the same
+    (within a place) and said so, for the caller to refuse (the wait for a place had no bound: behind a queue of its
+    tenant's streams a batch waited up to 7 times ``in_flight_wait_s``, past the agent's 60 s for an
+    acknowledgement)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     late = False
+    gate = gate_now()  # (the tenant's now: given back to the one taken)
     try:
         async with asyncio.timeout_at(deadline):
             await gate.acquire()
@@ -356,6 +367,7 @@ async def _read_gated(
         # in memory at once: 8-MB batches of 32 streams grew the service past 300 MB); places turn over fast
         # now, as no stream past its deadline waits in one for room
         late = True
+        gate = gate_now()
         await gate.acquire()
     try:
         reserved, roomy = await reserve(deadline)
@@ -504,7 +516,6 @@ class Quotas:
         self._held: dict[str, int] = {}  # tenant -> bytes of its batches received, not yet answered
         self._held_total = 0
         self._expect: dict[str, int] = {}  # tenant -> the bytes its next batch is expected to take (reserve)
-        self._expect_at: dict[str, float] = {}  # tenant -> when its last batch was received (``hold``)
         self.held_peak = 0  # the most bytes of batches held at once (every tenant), since the start
         self._bytes: dict[AgentKey, _Bucket] = {}
         self._records: dict[AgentKey, _Bucket] = {}
@@ -526,11 +537,17 @@ class Quotas:
         self._say_refused(agent, kind, f"agent {agent[1][:80]!r}", why)
         return QuotaExceeded(f"agent {agent[1]}: {why}; slow down and retry later")
 
-    def refused(self, agent: AgentKey, kind: str, why: str) -> None:
-        """Count and log a refusal of the agent's for a quota counted elsewhere (its tenant's, in the store)."""
+    def refused(self, agent: AgentKey, kind: str, why: str, *, per_tenant: bool = False) -> None:
+        """Count and log a refusal of the agent's for a quota counted elsewhere (its tenant's, in the store);
+        ``per_tenant``: logged once a minute for all the tenant's agents (what holds one holds them all: a stuck
+        migration, another session's lock of the tenant's rows), not once a minute each."""
         with self._lock:
             self.refusals[(*agent, kind)] += 1
-            self._say_refused(agent, kind, f"agent {agent[1][:80]!r}", why)
+            if per_tenant:
+                who = f"agent {agent[1][:80]!r} (counted with its tenant's other agents)"
+                self._say_refused((agent[0], ""), kind, who, why)
+            else:
+                self._say_refused(agent, kind, f"agent {agent[1][:80]!r}", why)
 
     def _say_refused(self, caller: AgentKey, kind: str, who: str, why: str) -> None:
         """Log a refusal (under the lock): the first of a caller's limit at once, then at most one line per
@@ -590,9 +607,11 @@ class Quotas:
     def forget_idle(self, idle_s: float = IDLE_FORGET_S) -> int:
         """Forget what is kept of agents and tenants idle ``idle_s`` or more, never of one in use: an agent's rate
         buckets untouched that long (full again: a new one is the same), day budgets of a UTC day past (read as 0
-        for today already), a tenant's expected batch size with none of its batches held. Kept, they grew with every
-        agent and tenant the process ever saw (~1.4 KB each with the service's gates). Refusal counts stay (the
-        console shows them). Returns the entries dropped."""
+        for today already). Kept, they grew with every agent and tenant the process ever saw (~1.4 KB each with the
+        service's gates). Refusal counts stay (the console shows them), and a tenant's expected batch size
+        (``_expect``, one number a tenant): forgotten, the first wave after an outage was set aside at the 1-MiB
+        default, not the tenant's 16-MB batches, and read 128 MB past the 64-MiB ``tenant_in_flight_bytes``.
+        Returns the entries dropped."""
         now, day, dropped = time.monotonic(), self.day(), 0
         with self._lock:
             busy = {a for a, n in self._streams.items() if n} | set(self._receiving)
@@ -606,12 +625,6 @@ class Quotas:
                     dropped += 1
             for agent in [a for a, d in self._seeded.items() if d != day]:
                 del self._seeded[agent]
-                dropped += 1
-            for tenant in [
-                t for t, at in self._expect_at.items() if t not in self._held and now - at >= idle_s
-            ]:
-                self._expect.pop(tenant, None)
-                del self._expect_at[tenant]
                 dropped += 1
         return dropped
 
@@ -666,7 +679,6 @@ class Quotas:
             self.held_peak = max(self.held_peak, self._held_total)
             # what the tenant's next batches are expected to take: its largest recent one, forgotten slowly
             self._expect[tenant] = max(nbytes, self._expect.get(tenant, EXPECTED_BATCH_BYTES) * 3 // 4, 1)
-            self._expect_at[tenant] = time.monotonic()
 
     def refuse_held(self, caller: AgentKey, who: str, waited_s: float) -> QuotaExceeded:
         """The caller's batch found no room (``reserve``) for ``waited_s``: counted, logged, and the refusal."""

@@ -54,6 +54,7 @@ from cloud_trainer.fleet.guard import (
     json_field,
     over_int64,
     report_fields,
+    tenant_gate,
 )
 from cloud_trainer.fleet.portguard import (
     Announcement,
@@ -746,9 +747,9 @@ class FleetServicer(rpc.FleetServicer):
             self._give_unstored(agent, records, newly, payloads, samples, day)  # not stored: not spent
             self.quotas.refused(agent, "tenant_day", str(exc))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except AgentRowsLocked as exc:  # another session holds the agent's rows (PostgreSQL)
+        except AgentRowsLocked as exc:  # another transaction holds the agent's rows (PostgreSQL)
             self._give_unstored(agent, records, newly, payloads, samples, day)
-            self.quotas.refused(agent, "store_locked", str(exc))
+            self.quotas.refused(agent, "store_locked", str(exc), per_tenant=True)
             # as a refusal on purpose: the agent's uplink waits out its backoff (a heartbeat answered mends nothing),
             # so a lock held for long costs the pool one connection for the wait of each retry, not each heartbeat
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
@@ -787,7 +788,7 @@ class FleetServicer(rpc.FleetServicer):
         if isinstance(exc, TenantQuotaExceeded):  # refused as an answered call's would be: counted, logged
             self.quotas.refused(agent, "tenant_day", str(exc))
         elif isinstance(exc, AgentRowsLocked):
-            self.quotas.refused(agent, "store_locked", str(exc))
+            self.quotas.refused(agent, "store_locked", str(exc), per_tenant=True)
         elif isinstance(exc, Exception) and not isinstance(exc, ValueError):
             self._store_failed("batches", exc)
         self._give_unstored(agent, records, newly, payloads, samples, day)
@@ -875,16 +876,19 @@ class FleetServicer(rpc.FleetServicer):
         if request.offset > total:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} beyond size {total}")
         loop = asyncio.get_running_loop()
-        gate = self._reads.setdefault(tenant, asyncio.Semaphore(PACKAGE_READS_PER_TENANT))
+        # the tenant's gate looked up at each read, never kept across one: between two chunks (the agent's link
+        # paced) it may be dropped (``free_gates``), and one kept from the download's start was then a gate of its
+        # own, the tenant's bound holding per gate (3 downloads after sweeps read 6 chunks at once, bound 2)
+        gate = partial(tenant_gate, self._reads, tenant, PACKAGE_READS_PER_TENANT)
         f = None
         try:
-            async with gate:
+            async with gate():
                 f = await loop.run_in_executor(self._readers, partial(open, path, "rb"))
             off = request.offset
             if off:
                 await loop.run_in_executor(self._readers, f.seek, off)
             while True:
-                async with gate:
+                async with gate():
                     chunk = await loop.run_in_executor(self._readers, f.read, CHUNK)
                 if not chunk:
                     break

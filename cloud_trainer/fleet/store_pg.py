@@ -173,10 +173,10 @@ class PostgresStore(SQLStore):
             epoch = super()._lock_agent(ex, tenant, agent)
         except psycopg.errors.LockNotAvailable:
             raise AgentRowsLocked(
-                f"agent {agent[:80]!r} (tenant {tenant[:80]}): its rows in the fleet store are locked by another "
-                f"session of the database past {self.row_lock_timeout_s:g} s (an open transaction: "
-                "pg_stat_activity shows it 'idle in transaction' or waiting); nothing of this batch was stored: "
-                "send it again later"
+                f"agent {agent[:80]!r} (tenant {tenant[:80]}): its rows in the fleet store are held by another "
+                f"transaction past {self.row_lock_timeout_s:g} s, possibly this agent's other batch (a second "
+                "stream, a reconnect to another replica) or another session's (pg_stat_activity shows it 'idle in "
+                "transaction' or waiting); nothing of this batch was stored: send it again later"
             ) from None
         ex("SELECT set_config('lock_timeout', %s, true)", (own,))
         return epoch

@@ -592,3 +592,159 @@ async def test_the_state_of_tenants_and_agents_gone_idle_is_forgotten_never_of_o
     finally:
         release.set()
         await srv.stop()
+
+
+async def test_a_stream_opened_before_a_sweep_and_one_after_share_their_tenants_receiving_places(
+    tmp_path, monkeypatch
+):
+    """A PushRecords stream looked its tenant's receiving gate up once, when it opened, and took a place in it for
+    each read; the sweep of idle gates dropped that gate while the stream was between reads, and a stream opened
+    afterwards made a new one: the tenant's ``tenant_receiving_batches`` held per gate (measured: a batch that
+    should wait behind the tenant's one place answered in 0.01 s). Each read now takes the tenant's gate of now."""
+    import time
+
+    from cloud_trainer.fleet import guard
+    from cloud_trainer.pki import issue
+
+    monkeypatch.setattr(guard, "RECEIVE_SLOT_S", 120.0)  # an idle read keeps its place until its batch comes
+    pki = make_pki(tmp_path / "pki", agents=())
+    for a in ("a1", "a2"):
+        issue(pki, a, "agent", pki / "agents" / a, tenant="t1")
+    srv = FleetServer(
+        tmp_path / "cloud",
+        free_port(),
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        quotas=Quotas(QuotaLimits(tenant_receiving_batches=1, in_flight_wait_s=120)),
+    )
+    real, release = srv.store.ingest, asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def ingest(agent, records, **kw):  # a1's first batch held in the store: a1 holds no place meanwhile
+        if agent == "a1" and not release.is_set():
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result(60)
+        return real(agent, records, **kw)
+
+    srv.store.ingest = ingest  # type: ignore[method-assign]
+    await srv.start()
+
+    def batch(seq: int) -> pb.RecordBatch:
+        return pb.RecordBatch(
+            records=[pb.Record(seq=seq, epoch=1, kind="result", t=time.time(), payload=b"{}")]
+        )
+
+    def channel(agent: str) -> grpc.aio.Channel:
+        creds = channel_credentials(
+            pki / "ca.pem", pki / "agents" / f"{agent}.pem", pki / "agents" / f"{agent}.key"
+        )
+        return grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds)
+
+    async def sent(q: asyncio.Queue):
+        while (m := await q.get()) is not None:
+            yield m
+
+    gates = srv.guard._receiving
+    try:
+        async with channel("a1") as c1, channel("a2") as c2:
+            q1, q2 = asyncio.Queue(), asyncio.Queue()
+            s1 = rpc.FleetStub(c1).PushRecords(sent(q1), timeout=120)
+            await q1.put(batch(1))
+            first = asyncio.ensure_future(s1.read())
+            await until(lambda: "t1" in srv.fleet._ingests, what="a1's batch in the store")
+            before = gates["t1"]
+            assert srv.forget_idle() and "t1" not in gates  # the sweep: a1 holds no receiving place now
+            release.set()
+            assert (await first).stored == 1
+            # a1's stream asks for its next batch: it holds the tenant's one place while none comes
+            await until(
+                lambda: any(g is not None and g._value == 0 for g in (before, gates.get("t1"))),
+                what="a1's next read holding a place",
+            )
+            s2 = rpc.FleetStub(c2).PushRecords(sent(q2), timeout=120)  # a stream opened after the sweep
+            await q2.put(batch(1))
+            second = asyncio.ensure_future(s2.read())
+            await until(
+                lambda: second.done() or ("t1" in gates and bool(gates["t1"]._waiters)),
+                what="a2's batch read or waiting for the tenant's place",
+            )
+            assert not second.done()  # was: read at once in a gate of its own, beside a1's place
+            await q1.put(batch(2))  # a1's batch comes: its place goes to a2's
+            assert (await s1.read()).stored == 1
+            assert (await second).stored == 1
+            await q1.put(None)
+            await q2.put(None)
+    finally:
+        release.set()
+        await srv.stop()
+
+
+async def test_a_download_started_before_a_sweep_and_one_after_share_their_tenants_read_places(
+    tmp_path, monkeypatch
+):
+    """A package download looked its tenant's read gate up once and took it for every chunk; the sweep of idle
+    gates dropped it between two chunks (the agent's link paced), and a download started afterwards got a new one:
+    the tenant's ``PACKAGE_READS_PER_TENANT`` held per gate (3 downloads read 6 chunks at once, bound 2). Each
+    chunk's read now takes the tenant's gate of now. The first download's package is a FIFO: a disk that answers
+    only when the test says so."""
+    import os
+    import types
+
+    from cloud_trainer.fleet import service
+
+    monkeypatch.setattr(service, "PACKAGE_READS_PER_TENANT", 1)
+    monkeypatch.setattr(service, "CHUNK", 4096)  # a chunk within the FIFO's buffer
+    pki = make_pki(tmp_path / "pki", agents=())
+    srv = FleetServer(tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    slow, quick = tmp_path / "slow.pkg", tmp_path / "quick.pkg"
+    os.mkfifo(slow)
+    quick.write_bytes(b"q" * service.CHUNK)
+    disk = os.open(slow, os.O_RDWR)  # the slow disk's other end (read-write: never blocks on Linux)
+    reads = srv.fleet._reads
+    total = 2 * service.CHUNK
+    first = srv.fleet._send_package("t1", slow, total, types.SimpleNamespace(offset=0), None)
+    second = srv.fleet._send_package("t1", quick, service.CHUNK, types.SimpleNamespace(offset=0), None)
+    pending: list[asyncio.Future] = []
+    try:
+        os.write(disk, b"s" * service.CHUNK)
+        assert len((await anext(first)).data) == service.CHUNK  # its first chunk sent; the next asked later
+        before = reads["t1"]
+        assert srv.forget_idle() and "t1" not in reads  # the sweep: no read of t1 in flight
+        slow_read = asyncio.ensure_future(anext(first))  # its next chunk: the disk answers later
+        pending.append(slow_read)
+        await until(
+            lambda: any(g is not None and g._value == 0 for g in (before, reads.get("t1"))),
+            what="the first download's read holding a place",
+        )
+        quick_read = asyncio.ensure_future(anext(second))  # a download started after the sweep
+        pending.append(quick_read)
+        await until(
+            lambda: quick_read.done() or bool(getattr(reads.get("t1"), "_waiters", None)),
+            what="the second download read or waiting for the tenant's place",
+        )
+        assert not quick_read.done()  # was: read at once in a gate of its own, beside the first's read
+        os.write(disk, b"s" * service.CHUNK)  # the disk answers: the place goes to the second download
+        assert len((await slow_read).data) == service.CHUNK
+        assert (await quick_read).data == b"q" * service.CHUNK
+    finally:
+        os.close(disk)  # (a read still waiting in a reader thread ends: end of file)
+        await asyncio.gather(*pending, return_exceptions=True)
+        await first.aclose()
+        await second.aclose()
+        await srv.stop()
+
+
+def test_a_tenants_learned_batch_size_outlives_the_sweep_of_idle_state():
+    """The room set aside for a tenant's next batch before grpc reads it is its largest recent batch: the sweep of
+    idle state forgot it after 10 minutes, and the first wave after an outage was set aside at the 1-MiB default,
+    not the tenant's 16-MB batches (8 reads at once: 128 MB read against the 64-MiB ``tenant_in_flight_bytes``)."""
+    from cloud_trainer.fleet.guard import EXPECTED_BATCH_BYTES
+
+    quotas, agent, size = Quotas(), ("t1", "a1"), 16_000_000
+    reserved = quotas.reserve(agent)
+    assert reserved == EXPECTED_BATCH_BYTES
+    quotas.hold(agent, reserved, size)
+    quotas.release(agent, size)
+    quotas.forget_idle(0)  # the tenant idle since (an outage)
+    assert quotas.reserve(agent) == size  # was: EXPECTED_BATCH_BYTES, the learned size forgotten
