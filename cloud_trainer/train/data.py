@@ -526,6 +526,36 @@ def reads_healthy(name: str) -> str | None:
     return next((w for w in words if w in HEALTHY_WORDS), None)
 
 
+# words by which a class name of a dataset's own names one of FAULTS' faults (``outer``, ``outer_007``,
+# ``misaligned_shaft``, ``unbalanced``; BPFO, BPFI: the bearing's outer and inner race defect frequencies): such a
+# class beside that fault's own class splits one fault into two outputs (``data.reads_as_fault``)
+FAULT_WORDS = {
+    "outer": "bearing_outer",
+    "outerrace": "bearing_outer",
+    "bpfo": "bearing_outer",
+    "inner": "bearing_inner",
+    "innerrace": "bearing_inner",
+    "bpfi": "bearing_inner",
+    "imbalance": "imbalance",
+    "imbalanced": "imbalance",
+    "unbalance": "imbalance",
+    "unbalanced": "imbalance",
+    "unwucht": "imbalance",
+    "misalignment": "misalignment",
+    "misalign": "misalignment",
+    "misaligned": "misalignment",
+}
+
+
+def reads_as_fault(name: str) -> str | None:
+    """The fault of ``FAULTS`` (not healthy) a class name of a dataset's own reads as by one of its words
+    (``FAULT_WORDS``, split at ``_`` and digits), or None; a name of ``FAULTS`` is none."""
+    if name in FAULTS:
+        return None
+    words = [w for w in re.split(r"[^a-z]+", name.lower()) if w]
+    return next((FAULT_WORDS[w] for w in words if w in FAULT_WORDS), None)
+
+
 def fault_classes(meta: Any, where: Path) -> list[str]:
     """The fault classes of a vibration dataset, in the order the model's ``fault_logits`` hold them:
     ``FAULTS`` (healthy first, the indices every package so far used), then the others its ``dataset.yaml``

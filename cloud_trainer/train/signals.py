@@ -29,7 +29,9 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
 
 Labels (``--labels``, CSV with a header ``run,fault[,start_s,end_s,failure_s]``; never read as a run: left
 out of the files when they name it, another CSV with its columns refused as a labels file): ``run`` is the
-file's stem; a row without start/end labels the whole run; ``failure_s`` (seconds from the run's start) gives
+file's path from the files' common folder without the suffix (``healthy/run1`` beside ``outer/run1``: a folder
+per class), or its stem when no other file has it; one file given twice, or files of one name holding the same
+bytes, are refused; a row without start/end labels the whole run; ``failure_s`` (seconds from the run's start) gives
 remaining life. Windows nobody labelled are left out (counted). One clear error each
 for gaps, time going back, mixed rates (inside a file or across files without ``--resample-to``),
 an unknown channel or fault, a default channel that rises at every sample (a time column under
@@ -50,6 +52,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
 import sys
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -76,6 +79,7 @@ from cloud_trainer.train.data import (
     npz_arrays,
     path_text,
     read_capped,
+    reads_as_fault,
     reads_healthy,
 )
 from model_packager.condition import RateError, resample, resample_plan
@@ -1357,10 +1361,12 @@ def import_vibration(
             "the runs, their faults and times, it is not a run); give the runs' recordings beside it, one file per "
             "run named as the labels' run column names it (CSV, Parquet, WAV or NPZ)"
         )
+    _one_recording_each([Path(f) for f in files])
+    names = run_names([Path(f) for f in files])
     recs, used = [], {}
     # without --channel: (a file, the channel taken, its channels), one per layout of the files read
     firsts: list[tuple[Path, str, tuple[str, ...]]] = []
-    for f in files:
+    for f, run in zip(files, names, strict=True):
         # read and keep only the channels this import uses: the others of every run need not be parsed
         # nor stay in memory
         try:
@@ -1368,6 +1374,7 @@ def import_vibration(
         except DatasetError:
             _not_a_labels_file(Path(f))
             raise
+        rec.run = run
         available = rec.available or tuple(rec.channels)
         name = channel or next((c for c in available if c != speed_channel), "")
         for c in (name, speed_channel):
@@ -1383,13 +1390,6 @@ def import_vibration(
         recs.append(rec)
     if not recs:
         raise DatasetError("no files to import")
-    for i, rec in enumerate(recs):  # a run is its file's stem: two files of one stem cannot be told apart
-        twin = next((r for r in recs[:i] if r.run == rec.run), None)
-        if twin is not None:
-            raise DatasetError(
-                f"{twin.source} and {rec.source} are both run {rec.run!r} (a run is its file's name without "
-                "the suffix, as the labels name it); rename one"
-            )
     unit = _one_unit(recs, channel)
     if bearing is not None:
         from cloud_trainer.train.maintenance import bearing_geometry
@@ -1403,13 +1403,8 @@ def import_vibration(
     target = resample_to or rates[0]
     labels = read_labels(labels_file, healthy or ())
     _healthy_names(labels, labels_file, healthy or [])
-    runs = {r.run for r in recs}
-    unknown = sorted({lab.run for lab in labels} - runs)
-    if unknown:
-        raise DatasetError(
-            f"{labels_file}: names run(s) {unknown} that no imported file has (runs are file stems: "
-            f"{sorted(runs)})"
-        )
+    _one_class_per_fault(labels, labels_file)
+    _labelled_runs(labels, labels_file, recs)
     hop = hop_samples if hop_samples is not None else window_samples
     waves, fault, health, rul, run_id, t_s, speeds = [], [], [], [], [], [], []
     from cloud_trainer.train.maintenance import VISIBLE_HEALTH
@@ -1476,6 +1471,16 @@ def import_vibration(
             run_id.append(k)
             t_s.append(t1)
     idle = next((lab for lab in labels if id(lab) not in matched), None)
+    n = round(length[idle.run] * target) if idle is not None else window_samples
+    if idle is not None and n < window_samples:
+        # a run shorter than a window (a DAQ's short capture, a test trigger) gives no window at all: said as
+        # such, naming its file, not as a span to correct
+        source = next(r.source for r in recs if r.run == idle.run)
+        raise DatasetError(
+            f"{source}: run {idle.run!r} holds {n} samples ({length[idle.run]:g} s), fewer than a window of "
+            f"{window_samples} ({window_samples / target:g} s): it gives no window, and {labels_file}:{idle.line} "
+            f"labels it; leave the run out, or give --window-samples {n} or less for every run"
+        )
     if idle is not None:  # a row that labels nothing: seconds from another origin (epoch, ms), a typo
         raise DatasetError(
             f"{labels_file}:{idle.line}: labels no window of run {idle.run!r}: it spans "
@@ -1563,6 +1568,119 @@ def import_vibration(
     }
 
 
+def run_names(files: list[Path]) -> list[str]:
+    """Each file's run: its path from the files' common folder, without the suffix, ``/`` between folders
+    (``healthy/run1`` and ``outer/run1`` for a folder per class whose DAQ names each class's files run1,
+    run2, ...; the stem alone when the files share one folder, as before). A run was its file's stem: two class
+    folders of a run1 each were refused as one run given twice."""
+    paths = [Path(os.path.abspath(f)) for f in files]
+    if not paths:
+        return []
+    root = Path(os.path.commonpath([p.parent for p in paths]))
+    return [p.relative_to(root).with_suffix("").as_posix() for p in paths]
+
+
+_HEAD_BYTES = 1 << 16
+
+
+def _digest(path: Path, whole: bool) -> str:
+    """A file's bytes' digest: its first and last 64 KiB (``whole`` False: files of equal size told apart
+    without reading them), or all of it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if whole:
+            for block in iter(partial(fh.read, 1 << 20), b""):
+                h.update(block)
+        else:
+            h.update(fh.read(_HEAD_BYTES))
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - _HEAD_BYTES))
+            h.update(fh.read(_HEAD_BYTES))
+    return h.hexdigest()
+
+
+def _one_recording_each(files: list[Path]) -> None:
+    """Refuse a recording given twice: one file named twice (two globs, a link to it), and files of one name
+    holding the same bytes (a copy of ``healthy/run1.csv`` as ``outer/run1.csv``: its windows would be trained
+    twice, under two labels). Files of one name were refused as one run before runs were paths; those whose
+    bytes differ (a folder per class, each with its run1) are runs of their own. Only files of one name and
+    size are read, their first and last 64 KiB first, so a DAQ's runs of one length cost little."""
+    seen: dict[tuple[int, int], Path] = {}
+    by_name: dict[tuple[str, int], list[Path]] = {}
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:  # missing or unreadable: said when it is read
+            continue
+        if not f.is_file():
+            continue
+        twin = seen.get((st.st_dev, st.st_ino))
+        if twin is not None:
+            same = (
+                "given twice" if os.path.abspath(twin) == os.path.abspath(f) else f"the same file as {twin}"
+            )
+            raise DatasetError(
+                f"{f} is {same}: one run is one file; name each once (do two globs or a link name it again?)"
+            )
+        seen[st.st_dev, st.st_ino] = f
+        by_name.setdefault((f.name, st.st_size), []).append(f)
+    for group in by_name.values():
+        for heads in _same_digest(group, False):
+            for twins in _same_digest(heads, True):
+                raise DatasetError(
+                    f"{twins[0]} and {twins[1]} hold the same bytes: one recording given twice (a copy), its "
+                    "windows would be trained twice (under two labels when the copy sits in another class's "
+                    "folder); leave the copy out"
+                )
+
+
+def _same_digest(files: list[Path], whole: bool) -> list[list[Path]]:
+    """The files of one digest (``_digest``), for each digest two or more of them have."""
+    if len(files) < 2:
+        return []
+    digests: dict[str, list[Path]] = {}
+    for f in files:
+        try:
+            digests.setdefault(_digest(f, whole), []).append(f)
+        except OSError:  # said when it is read
+            continue
+    return [g for g in digests.values() if len(g) > 1]
+
+
+def _labelled_runs(labels: list[LabelRow], labels_file: Path, recs: list[Recording]) -> None:
+    """Each labels row's run made the run of a file (``LabelRow.run``): a run's path without the suffix as
+    ``run_names`` gives it (``healthy/run1``; ``\\`` as Windows writes it, or with the file's suffix, read alike),
+    or its file's stem when no other file has that stem (labels written before runs were paths). A stem
+    several files have is refused naming them and their runs; a run no file has, naming the runs."""
+    runs = {r.run for r in recs}
+    by_stem: dict[str, list[Recording]] = {}
+    for r in recs:
+        by_stem.setdefault(r.source.stem, []).append(r)
+    suffixed = {r.run + r.source.suffix: r.run for r in recs}
+    unknown = []
+    for lab in labels:
+        name = lab.run.replace("\\", "/").strip("/")
+        name = suffixed.get(name, name)
+        if name in runs:
+            lab.run = name
+            continue
+        same = by_stem.get(name, [])
+        if len(same) == 1:
+            lab.run = same[0].run
+        elif same:
+            raise DatasetError(
+                f"{labels_file}:{lab.line}: run {lab.run!r} is the name of {len(same)} files "
+                f"({', '.join(str(r.source) for r in same)}); name the run by its path: "
+                f"{' or '.join(repr(r.run) for r in same)}"
+            )
+        else:
+            unknown.append(lab.run)
+    if unknown:
+        raise DatasetError(
+            f"{labels_file}: names run(s) {sorted(set(unknown))} that no imported file has (a run is its file's "
+            f"path from the files' common folder without the suffix, or its stem: {sorted(runs)})"
+        )
+
+
 def _healthy_names(labels: list[LabelRow], labels_file: Path, healthy: list[str]) -> None:
     """Refuse a ``--healthy`` that names no class of the labels or a fault of ``FAULTS``, and a class whose
     name reads as the healthy machine's (``nominal``, ``good_bearing``, ``healthy_1``; ``data.reads_healthy``)
@@ -1588,6 +1706,25 @@ def _healthy_names(labels: list[LabelRow], labels_file: Path, healthy: list[str]
             "its windows would train as a fault (a healthy machine then reads as it); if their runs are healthy, "
             f"give --healthy {every}; if one is a fault, label it without that word"
         )
+
+
+def _one_class_per_fault(labels: list[LabelRow], labels_file: Path) -> None:
+    """Refuse a class of the dataset's own that reads as one of the four faults (``outer``, ``outer_007``,
+    ``misaligned``: ``data.reads_as_fault``) beside that fault's own class (``bearing_outer``): one fault under
+    two names, from two sources or two people's labels, was imported as two classes, the model's two outputs
+    splitting its windows. Alone, such a name is the user's class, kept as given (and so are several, such as
+    severity grades ``outer_007``, ``outer_014``, beside no ``bearing_outer``)."""
+    classes = {lab.fault for lab in labels}
+    for name in sorted(classes):
+        real = reads_as_fault(name)
+        if real in classes:
+            line = next(lab.line for lab in labels if lab.fault == name)
+            raise DatasetError(
+                f"{labels_file}: classes {name!r} (line {line}) and {real!r} are both there, and {name!r} reads "
+                f"as {real!r}: one fault under two names trains two outputs that split its windows; merge them "
+                f"(label the rows of {name!r} {real!r}), or, if it is another fault or grade, give it a name that does "
+                f"not read as {real!r}"
+            )
 
 
 def _too_many_windows(size: int, window_samples: int, hop: int) -> DatasetError:

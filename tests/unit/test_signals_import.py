@@ -1186,18 +1186,82 @@ def test_a_file_that_cannot_be_read_or_an_out_folder_that_cannot_be_written_is_o
     assert len(err.splitlines()) == 1
 
 
-def test_two_files_of_one_name_from_two_folders_are_refused_not_labelled_alike(tmp_path):
-    """site1/pump.csv and site2/pump.csv are both run 'pump': one labels row labelled both, and their
-    windows went into the dataset under that label without a word. Now refused naming both files."""
+def _class_run(fmt: str, path: Path, x: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        return _csv(path, x)
+    if fmt == "parquet":
+        return _parquet(path, x)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(int(RATE))
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "wav", "parquet"])
+def test_a_folder_per_class_whose_files_share_names_is_imported_each_run_by_its_path(tmp_path, fmt):
+    """One folder per class, the DAQ naming each class's files run1, run2: healthy/run1 and bearing_outer/run1
+    were refused as 'both run 'run1' ... rename one'. A run is now its path from the files' common folder
+    without the suffix: the labels name healthy/run1 (or with the suffix, or as Windows writes it); a stem two
+    files have is refused naming both paths to give; a stem only one file has still names its run."""
+    rng = np.random.default_rng(5)
+    files = [
+        _class_run(fmt, tmp_path / "data" / cls / f"run{i}.{fmt}", rng.normal(0, 0.1, 4096))
+        for cls in ("healthy", "bearing_outer")
+        for i in (1, 2)
+    ]
+    files.append(
+        _class_run(fmt, tmp_path / "data" / "bearing_outer" / f"late.{fmt}", rng.normal(0, 0.1, 4096))
+    )
+    rows = [
+        "healthy/run1,healthy,,,",
+        "healthy\\run2,healthy,,,",
+        f"bearing_outer/run1.{fmt},bearing_outer,,,",
+    ]
+    rows += ["bearing_outer/run2,bearing_outer,,,", "late,bearing_outer,,,"]
+    res = import_vibration(files, tmp_path / "ds", _labels(tmp_path / "labels.csv", rows))
+    assert res["runs"] == 5 and res["faults"] == {"bearing_outer": 6, "healthy": 4}, res
+    assert sorted(res["channels"]) == [
+        "bearing_outer/late",
+        "bearing_outer/run1",
+        "bearing_outer/run2",
+        "healthy/run1",
+        "healthy/run2",
+    ]
+    data = load_vibration(tmp_path / "ds")
+    healthy_runs = {int(r) for r in data.run_id[data.fault == FAULTS.index("healthy")]}
+    assert healthy_runs == {0, 1}  # healthy/run1 and healthy/run2, the files' order
+    stem = _labels(tmp_path / "stem.csv", ["run1,healthy,,,", "run2,bearing_outer,,,"])
+    with pytest.raises(DatasetError) as ei:
+        import_vibration(files, tmp_path / "ds2", stem)
+    assert str(ei.value) == (
+        f"{stem}:2: run 'run1' is the name of 2 files ({files[0]}, {files[2]}); name the run by its path: "
+        "'healthy/run1' or 'bearing_outer/run1'"
+    )
+    assert not (tmp_path / "ds2").exists()
+
+
+def test_one_recording_given_twice_is_refused_as_a_copy_or_the_same_file(tmp_path):
+    """A true duplicate is still refused: files of one name holding the same bytes (a copy in another class's
+    folder: its windows trained twice, under two labels), and one file named twice (two globs). site1/pump.csv
+    and site2/pump.csv, the same bytes, were refused as 'both run 'pump''; files of one name and size whose
+    bytes differ are runs of their own."""
     x = np.sin(np.arange(4096) * 0.3)
-    (tmp_path / "site1").mkdir()
-    (tmp_path / "site2").mkdir()
-    runs = [_csv(tmp_path / "site1" / "pump.csv", x), _csv(tmp_path / "site2" / "pump.csv", x)]
-    runs.append(_csv(tmp_path / "fan.csv", x))
-    labels = _labels(tmp_path / "labels.csv", ["pump,healthy,,,", "fan,imbalance,,,"])
+    runs = []
+    for site, y in (("site1", x), ("site2", x), ("site3", -x)):  # -x: the same size, other bytes
+        (tmp_path / site).mkdir()
+        runs.append(_csv(tmp_path / site / "pump.csv", y))
+    rows = ["site1/pump,healthy,,,", "site2/pump,imbalance,,,", "site3/pump,imbalance,,,"]
+    labels = _labels(tmp_path / "labels.csv", rows)
     with pytest.raises(DatasetError) as ei:
         import_vibration(runs, tmp_path / "ds", labels)
-    assert str(ei.value).startswith(f"{runs[0]} and {runs[1]} are both run 'pump'"), ei.value
+    assert str(ei.value).startswith(f"{runs[0]} and {runs[1]} hold the same bytes: one recording given twice")
+    with pytest.raises(DatasetError) as ei:
+        import_vibration([runs[0], runs[2], runs[0]], tmp_path / "ds", labels)
+    assert str(ei.value).startswith(f"{runs[0]} is given twice: one run is one file"), ei.value
+    labels = _labels(tmp_path / "labels.csv", [rows[0], rows[2]])
+    assert import_vibration(runs[::2], tmp_path / "ds", labels)["runs"] == 2
+    assert not list(tmp_path.glob(".ds*"))
 
 
 @pytest.mark.parametrize(
@@ -1221,6 +1285,38 @@ def test_a_labels_row_that_labels_no_window_is_refused_not_dropped(tmp_path, row
         f"{labels}:4: labels no window of run 'r2': it spans {spans}, the run 0-2 s in windows of 0.2048 s "
         "(times are seconds from the run's start)"
     )
+
+
+def test_a_run_shorter_than_a_window_is_refused_naming_its_file_and_length(tmp_path, capsys):
+    """A DAQ's short capture (1000 samples of a 24-bit WAV, windows of 2048) gives no window: it was refused as
+    'labels no window of run 'b': it spans 0-0.1 s, the run 0-0.1 s ...', naming neither its file nor that the
+    run, not the labels' times, is too short. Now one line naming the file, its samples and the fix; nothing
+    is written."""
+    x = np.sin(np.arange(4096) * 0.3) * 0.5
+    codes = np.round(x * (2**23 - 1)).astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3]
+    a = _riff(tmp_path / "a.wav", codes.tobytes(), tag=1, channels=1, rate=int(RATE), bits=24)
+    b = _riff(tmp_path / "b.wav", codes[:1000].tobytes(), tag=1, channels=1, rate=int(RATE), bits=24)
+    labels = _labels(tmp_path / "labels.csv", ["a,healthy,,,", "b,imbalance,,,"])
+    argv = [
+        "import",
+        "--kind",
+        "vibration",
+        str(a),
+        str(b),
+        "--labels",
+        str(labels),
+        "--out",
+        str(tmp_path / "ds"),
+    ]
+    assert dataset_main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"cloud-trainer dataset import: {b}: run 'b' holds 1000 samples (0.1 s), fewer than a window of 2048 "
+        f"(0.2048 s): it gives no window, and {labels}:3 labels it; leave the run out, or give --window-samples "
+        "1000 or less for every run\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav", "labels.csv"]
+    assert dataset_main([*argv[:-1], str(tmp_path / "ds"), "--window-samples", "1000"]) == 0
+    assert json.loads(capsys.readouterr().out)["faults"] == {"healthy": 4, "imbalance": 1}
 
 
 def test_a_wide_csv_holds_a_few_rows_of_text_at_a_time_not_a_chunk_of_every_column(tmp_path, monkeypatch):
@@ -1766,6 +1862,36 @@ def test_another_name_of_a_known_class_is_refused_naming_the_real_one(tmp_path, 
         import_vibration(_two_runs(tmp_path), tmp_path / "ds", labels)
     assert f"use the real class name {real!r}" in str(ei.value), ei.value
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize(
+    "name, real",
+    [
+        ("outer", "bearing_outer"),
+        ("inner", "bearing_inner"),
+        ("unbalanced", "imbalance"),
+        ("misaligned_shaft", "misalignment"),
+        ("outer_007", "bearing_outer"),
+    ],
+)
+def test_a_class_of_ones_own_beside_the_known_fault_it_names_is_refused_naming_both(tmp_path, name, real):
+    """'outer' beside 'bearing_outer' (two sources' labels, two people's) was imported as two classes: one fault
+    under two names, the model's two outputs splitting its windows. Refused naming both and how to merge them;
+    alone, the user's names are kept as given ('outer', 'inner'; grades 'outer_007', 'outer_014'; 'ball')."""
+    x = np.sin(np.arange(20000) * 0.3)
+    runs = [_csv(tmp_path / f"{run}.csv", x) for run in ("h", "a", "b")]
+    labels = _labels(tmp_path / "labels.csv", ["h,healthy,,,", f"a,{real},,,", f"b,{name},,,"])
+    with pytest.raises(DatasetError) as ei:
+        import_vibration(runs, tmp_path / "ds", labels)
+    assert str(ei.value) == (
+        f"{labels}: classes {name!r} (line 4) and {real!r} are both there, and {name!r} reads as {real!r}: one "
+        f"fault under two names trains two outputs that split its windows; merge them (label the rows of {name!r} "
+        f"{real!r}), or, if it is another fault or grade, give it a name that does not read as {real!r}"
+    )
+    assert not (tmp_path / "ds").exists()
+    own = _labels(tmp_path / "own.csv", ["h,healthy,,,", f"a,{name},,,", "b,ball,,,"])
+    res = import_vibration(runs, tmp_path / "ds", own)
+    assert res["faults"] == {"ball": 9, "healthy": 9, name: 9}
 
 
 def test_a_dataset_without_healthy_windows_is_refused_at_import_and_at_training(tmp_path, capsys):
