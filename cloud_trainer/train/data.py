@@ -547,13 +547,27 @@ FAULT_WORDS = {
 }
 
 
+# words naming another fault, part or place than FAULT_WORDS' (``outer_housing_loose``: the outer housing is
+# loose, not the bearing's outer race; ``belt_misalignment``): a name with one of them is a fault of its own
+OTHER_FAULT_WORDS = frozenset(
+    "housing loose looseness belt pulley gear gearbox tooth teeth crack cracked rub rubbing bent foot resonance "
+    "cavitation ball balls roller rollers cage electrical fluting blade vane fan impeller seal lubrication".split()
+)
+
+
 def reads_as_fault(name: str) -> str | None:
-    """The fault of ``FAULTS`` (not healthy) a class name of a dataset's own reads as by one of its words
-    (``FAULT_WORDS``, split at ``_`` and digits), or None; a name of ``FAULTS`` is none."""
+    """The fault of ``FAULTS`` (not healthy) a class name of a dataset's own reads as by its words (``FAULT_WORDS``,
+    split at ``_`` and digits), or None: None also when they name two of them (a combined fault, ``inner_outer``,
+    ``imbalance_misalignment``) or a word names another fault, part or place (``OTHER_FAULT_WORDS``:
+    ``outer_housing_loose``); a name of ``FAULTS`` is none. Such names were refused beside the one fault's class
+    as that fault under two names."""
     if name in FAULTS:
         return None
     words = [w for w in re.split(r"[^a-z]+", name.lower()) if w]
-    return next((FAULT_WORDS[w] for w in words if w in FAULT_WORDS), None)
+    known = {FAULT_WORDS[w] for w in words if w in FAULT_WORDS}
+    if len(known) != 1 or any(w in OTHER_FAULT_WORDS for w in words):
+        return None
+    return known.pop()
 
 
 def fault_classes(meta: Any, where: Path) -> list[str]:

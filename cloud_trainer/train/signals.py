@@ -1363,6 +1363,16 @@ def import_vibration(
         )
     _one_recording_each([Path(f) for f in files])
     names = run_names([Path(f) for f in files])
+    # two files a run each of one name (run1.csv beside run1.wav, run1.CSV beside run1.csv, or a folder made on
+    # macOS beside one typed): one labels row would label both and split_runs could put one in train, the other
+    # in test; refused as before runs were paths
+    first: dict[str, Path] = {}
+    for f, run in zip(files, names, strict=True):
+        if (twin := first.setdefault(run, Path(f))) != Path(f):
+            raise DatasetError(
+                f"{twin} and {f} are both run {run!r} (a run is its file's path from the files' common folder "
+                "without the suffix, as the labels name it); rename one"
+            )
     recs, used = [], {}
     # without --channel: (a file, the channel taken, its channels), one per layout of the files read
     firsts: list[tuple[Path, str, tuple[str, ...]]] = []
@@ -1479,7 +1489,12 @@ def import_vibration(
         raise DatasetError(
             f"{source}: run {idle.run!r} holds {n} samples ({length[idle.run]:g} s), fewer than a window of "
             f"{window_samples} ({window_samples / target:g} s): it gives no window, and {labels_file}:{idle.line} "
-            f"labels it; leave the run out, or give --window-samples {n} or less for every run"
+            "labels it; leave the run out"
+            + (
+                f", or give --window-samples {n} or less for every run"
+                if n >= 8
+                else " (a window is 8 samples at least)"
+            )
         )
     if idle is not None:  # a row that labels nothing: seconds from another origin (epoch, ms), a typo
         raise DatasetError(
@@ -1572,12 +1587,20 @@ def run_names(files: list[Path]) -> list[str]:
     """Each file's run: its path from the files' common folder, without the suffix, ``/`` between folders
     (``healthy/run1`` and ``outer/run1`` for a folder per class whose DAQ names each class's files run1,
     run2, ...; the stem alone when the files share one folder, as before). A run was its file's stem: two class
-    folders of a run1 each were refused as one run given twice."""
+    folders of a run1 each were refused as one run given twice. In Unicode's composed form (NFC), as
+    ``_labelled_runs`` reads the labels: a folder made on macOS names ``gesund_lager_ö`` with a separate accent
+    (NFD), and a label typed as one character matched no run."""
     paths = [Path(os.path.abspath(f)) for f in files]
     if not paths:
         return []
     root = Path(os.path.commonpath([p.parent for p in paths]))
-    return [p.relative_to(root).with_suffix("").as_posix() for p in paths]
+    return [_nfc(p.relative_to(root).with_suffix("").as_posix()) for p in paths]
+
+
+def _nfc(name: str) -> str:
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name)
 
 
 _HEAD_BYTES = 1 << 16
@@ -1654,11 +1677,11 @@ def _labelled_runs(labels: list[LabelRow], labels_file: Path, recs: list[Recordi
     runs = {r.run for r in recs}
     by_stem: dict[str, list[Recording]] = {}
     for r in recs:
-        by_stem.setdefault(r.source.stem, []).append(r)
-    suffixed = {r.run + r.source.suffix: r.run for r in recs}
+        by_stem.setdefault(_nfc(r.source.stem), []).append(r)
+    suffixed = {r.run + _nfc(r.source.suffix): r.run for r in recs}
     unknown = []
     for lab in labels:
-        name = lab.run.replace("\\", "/").strip("/")
+        name = _nfc(lab.run.replace("\\", "/").strip("/"))
         name = suffixed.get(name, name)
         if name in runs:
             lab.run = name

@@ -1894,6 +1894,27 @@ def test_a_class_of_ones_own_beside_the_known_fault_it_names_is_refused_naming_b
     assert res["faults"] == {"ball": 9, "healthy": 9, name: 9}
 
 
+@pytest.mark.parametrize(
+    "name, beside",
+    [
+        ("inner_outer", ["bearing_inner", "bearing_outer"]),  # a combined fault
+        ("imbalance_misalignment", ["imbalance", "misalignment"]),
+        ("outer_housing_loose", ["bearing_outer"]),  # a place, not the bearing's race
+        ("misaligned_belt", ["misalignment"]),  # another part
+    ],
+)
+def test_a_combined_fault_or_another_parts_fault_beside_a_known_fault_is_imported(tmp_path, name, beside):
+    """A combined fault ('inner_outer' beside 'bearing_inner') or a word naming another part or fault
+    ('outer_housing_loose' beside 'bearing_outer') was refused as one fault under two names: it reads as no one
+    of the four, and is imported as a class of its own."""
+    x = np.sin(np.arange(20000) * 0.3)
+    classes = ["healthy", *beside, name]
+    runs = [_csv(tmp_path / f"r{i}.csv", x) for i in range(len(classes))]
+    labels = _labels(tmp_path / "labels.csv", [f"r{i},{c},,," for i, c in enumerate(classes)])
+    res = import_vibration(runs, tmp_path / "ds", labels)
+    assert res["faults"] == {c: 9 for c in classes}, res
+
+
 def test_a_dataset_without_healthy_windows_is_refused_at_import_and_at_training(tmp_path, capsys):
     """A dataset of faults only (its healthy runs labelled under another name, or left out) trained a model
     whose index 0, healthy, had no example: every machine a fault. The import refuses it naming its classes and
@@ -2207,3 +2228,63 @@ def test_a_published_model_is_scored_by_its_fault_labels_names_not_by_index(monk
     got = fam.incumbent_metrics(opened, ds, te, y, 0.5, ctx)
     assert got["fault_accuracy"] == 0.5 and got["f1_per_class"]["imbalance"] == 0.0, got
     assert np.asarray(got["confusion"]).shape == (len(FAULTS), len(FAULTS))
+
+
+@pytest.mark.parametrize("where", ["", "healthy/"])
+@pytest.mark.parametrize("other", ["run1.wav", "run1.CSV"])
+def test_two_files_of_one_run_name_in_one_folder_are_refused_naming_both(tmp_path, where, other):
+    """run1.csv beside run1.wav (or run1.CSV) in one folder, alone or a class's folder, were one run once runs
+    became paths: one labels row labelled both, and the split could train one copy and test the other. Refused
+    naming both files, as before runs were paths; nothing is written."""
+    rng = np.random.default_rng(3)
+    a = _class_run("csv", tmp_path / "data" / f"{where}run1.csv", rng.normal(0, 0.1, 4096))
+    fmt = "wav" if other.endswith("wav") else "csv"
+    b = _class_run(fmt, tmp_path / "data" / f"{where}{other}", rng.normal(0, 0.1, 4096))
+    files = [a, b]
+    rows = [f"{where}run1,healthy,,,"]
+    if where:
+        files.append(
+            _class_run("csv", tmp_path / "data" / "bearing_outer" / "run1.csv", rng.normal(0, 0.1, 4096))
+        )
+        rows.append("bearing_outer/run1,bearing_outer,,,")
+    with pytest.raises(DatasetError) as ei:
+        import_vibration(files, tmp_path / "ds", _labels(tmp_path / "labels.csv", rows))
+    assert str(ei.value) == (
+        f"{a} and {b} are both run '{where}run1' (a run is its file's path from the files' common folder without "
+        "the suffix, as the labels name it); rename one"
+    )
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_run_in_a_folder_named_on_macos_matches_its_label_typed_composed(tmp_path):
+    """A folder made on macOS names 'gesund_ö' with a separate accent (NFD); the labels typed 'ö' as one
+    character (NFC) named a run no file had. Runs and the labels' runs are read in the composed form."""
+    import unicodedata
+
+    rng = np.random.default_rng(4)
+    nfd = unicodedata.normalize("NFD", "gesund_ö")
+    files = [
+        _class_run("csv", tmp_path / "data" / nfd / "run1.csv", rng.normal(0, 0.1, 4096)),
+        _class_run("csv", tmp_path / "data" / "bearing_outer" / "run1.csv", rng.normal(0, 0.1, 4096)),
+    ]
+    rows = [
+        f"{unicodedata.normalize('NFC', 'gesund_ö')}/run1,healthy,,,",
+        "bearing_outer/run1,bearing_outer,,,",
+    ]
+    res = import_vibration(files, tmp_path / "ds", _labels(tmp_path / "labels.csv", rows))
+    assert res["faults"] == {"bearing_outer": 2, "healthy": 2}, res
+    assert sorted(res["channels"]) == ["bearing_outer/run1", unicodedata.normalize("NFC", "gesund_ö/run1")]
+
+
+def test_a_run_of_fewer_than_8_samples_is_not_told_to_take_a_window_that_short(tmp_path):
+    """A labelled run of 5 samples was told 'give --window-samples 5 or less', a window the import refuses
+    (at least 8): only 'leave the run out' is said."""
+    x = np.sin(np.arange(4096) * 0.3) * 0.5
+    a = _class_run("wav", tmp_path / "a.wav", x)
+    b = _class_run("wav", tmp_path / "b.wav", x[[0, 3, 1, 4, 2]])  # not rising: not read as a time column
+    labels = _labels(tmp_path / "labels.csv", ["a,healthy,,,", "b,imbalance,,,"])
+    with pytest.raises(DatasetError) as ei:
+        import_vibration([a, b], tmp_path / "ds", labels)
+    assert str(ei.value).endswith(
+        f"it gives no window, and {labels}:3 labels it; leave the run out (a window is 8 samples at least)"
+    ), ei.value
