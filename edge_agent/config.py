@@ -1805,7 +1805,9 @@ def _cross_check(
 ) -> None:
     """The generic checks across sections, then each plugin's own ``cross_check(name, cfg, report)``
     (a source's or an action's settings class: what only that plugin knows)."""
-    manifests = _manifests(cfg)
+    # the cloud's check of a tenant's fleet config (local_checks False) reads no file: a package path there named a
+    # file on the fleet service's own disk (another tenant's registry), and its labels came back in the refusal
+    manifests = _manifests(cfg) if local_checks else {}
     pipelines: set[str] = set()
     for i, p in enumerate(cfg.pipelines):
         if p is None:

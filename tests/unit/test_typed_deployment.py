@@ -110,3 +110,29 @@ def test_the_fleet_config_check_reads_no_environment_and_says_why_a_gateways_var
     [error] = check_fleet_config(b"sources: {s: {type: '${PLATFORM_SECRET}'}}\n", "cfg.yaml")
     assert "s3cr3t" not in error and error.startswith("cfg.yaml: sources.s.type: unknown source type ''")
     assert check_fleet_config(b"sources: {s: {type: mqtt, port: '${MQTT_PORT:-1883}'}}\n", "cfg.yaml") == []
+
+
+def test_the_fleet_config_check_reads_no_package_file_of_the_services_disk(tmp_path):
+    """The cloud's check of a tenant's fleet config read the package a model names when that path was a file on
+    the fleet service's own disk (absolute paths are allowed: a gateway's own files): its labels came back in the
+    refusal of an action's label, so a tenant's admin could learn whether another tenant's package (registry
+    paths are guessable) exists and what it tells apart. The check now reads no file; the agent reads its own."""
+    from tests.support.models import make_package
+
+    pkg = make_package(tmp_path, kind="vision")
+    doc = f"""
+trusted_keys: [k.pub]
+sources:
+  cam: {{type: camera, url: "http://127.0.0.1:1/x.mjpg"}}
+models:
+  m: {{package: {pkg}}}
+pipelines:
+  - {{name: p, source: cam, model: m, actions: [lg]}}
+actions:
+  lg: {{type: log, when: {{label: zzz_probe}}}}
+"""
+    errors = check_fleet_config(doc.encode(), "cfg.yaml")
+    assert not any("labels are" in e for e in errors), errors
+    assert errors == check_fleet_config(
+        doc.replace(str(pkg), str(tmp_path / "none.edgepkg")).encode(), "cfg.yaml"
+    )
