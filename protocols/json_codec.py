@@ -344,7 +344,8 @@ MAX_STRINGS = 8 * MAX_VALUES
 # keys one object may hold to be parsed: more fields than one message may give (MAX_VALUES), no reading's shape. An
 # object's keys and text values do not call back into Python as it is parsed, so an 8-MB object of 599,999 keys of
 # text (within MAX_KEYS) held the GIL, the agent's loop with it, 1-2.4 s before it was refused as too_many_values
-# once parsed. Told by the count (a ':' outside strings is a key): more keys than MAX_OBJECT_KEYS times the objects.
+# once parsed. Told by the count (a ':' outside strings is a key): more keys than MAX_OBJECT_KEYS times the objects;
+# a payload of few ':' after a '"' or whitespace (a key's follows one of them, whatever the printer) is not walked.
 # A bound for payloads as a device writes them, no defence against a crafted one: the objects are bounded by the
 # '{' bytes, counted in C strings' included, so a few '{' in its text ("{{{{{{") or empty objects beside it pass an
 # object of 599,999 keys (its parse then bounded by max_message_bytes only, ~0.5 s of the GIL at 8 MB). Exact only
@@ -361,8 +362,9 @@ def too_many_to_parse(payload: bytes) -> CodecError | None:
     bytes than the bounds, over ``MAX_STRINGS`` strings; else None. Made to run in a worker
     thread: the count walks the payload string by string in Python, so the event loop gets its turn every switch
     interval (a C scan would hold the GIL as the parse does), and it stops once past a bound. A payload with no
-    more ``:``, ``{`` and ``[`` bytes than the bounds is passed after a C count; one holding a NUL byte (UTF-16 or
-    UTF-32 JSON, whose strings this does not find) is passed unscanned.
+    more ``:``, ``{`` and ``[`` bytes than the bounds is passed after a C count; one holding a NUL byte is passed
+    unscanned when UTF-16 or UTF-32 JSON (whose strings this does not find), else counted up to its first NUL (no
+    parse reads past it) and ``malformed_json`` when that is past the bounds.
 
     A string is matched only where one opens (the next quote past the last string's end), never searched for: a
     search tried again from every quote of a payload of unterminated ones (200 KB of ``\\"`` then ':'), each try
@@ -373,13 +375,29 @@ def too_many_to_parse(payload: bytes) -> CodecError | None:
     # (the braces, strings' included, are at least the objects: more keys than that bound, one object has too many)
     most_keys = min(MAX_KEYS, MAX_OBJECT_KEYS * max(braces, 1))
     if colons <= MAX_KEYS and braces + count(b"[") <= MAX_CONTAINERS:
-        # a key ends in '":' ('" :' as Jackson's pretty printer writes it): where those are few, the ':' are in
-        # strings (ISO times), no object has too many keys, and the payload is not walked for it (150,000 ISO
-        # times in one object took 0.4-0.7 s of the one decode thread to walk, 8 ms to count)
-        if colons <= most_keys or count(b'":') + count(b'" :') <= most_keys:
+        # a key's ':' follows its closing '"' or whitespace (JSON allows any before it: '" :' as Jackson's pretty
+        # printer writes it, a tab, a line break): where those are few, the ':' are in strings (ISO times), no
+        # object has too many keys, and the payload is not walked for it (150,000 ISO times in one object took
+        # 0.4-0.7 s of the one decode thread to walk, 22-60 ms to count). Counting '":' and '" :' alone passed
+        # an object of 480,000 keys written '"k"\t:' or '"k"  :' unwalked (0.56-0.83 s of the GIL parsed)
+        if colons <= most_keys or (
+            count(b'":') + count(b" :") + count(b"\t:") + count(b"\n:") + count(b"\r:") <= most_keys
+        ):
             return None
     if 0 in payload:
-        return None
+        if json.detect_encoding(payload) != "utf-8":
+            return None  # UTF-16 or UTF-32 JSON, whose strings this does not find: passed unscanned
+        # no parse reads past a NUL in UTF-8 (never valid JSON, in a string or out): what is before it is bounded,
+        # its JSON lines read as before; past the bounds, refused as the parse would, without it (it passed any
+        # such payload unscanned: 2,000,000 [1] arrays and a NUL held the GIL 2 s, to be malformed_json)
+        nul = payload.index(0)
+        if too_many_to_parse(payload[:nul]) is None:
+            return None
+        return CodecError(
+            "malformed_json",
+            f"a NUL byte at {nul} of {len(payload)} bytes, never in UTF-8 JSON, in {_show(payload)}: refused "
+            "unparsed (what is before it is too large to parse)",
+        )
     find, match = payload.find, _JSON_STRING.match
     keys = containers = objects = at = strings = 0
     while True:
