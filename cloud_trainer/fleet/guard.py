@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 REFUSAL_LOG_S = 60.0  # a caller's refusals of one limit are logged at most this often (with the count since)
 # callers and limits whose last line is remembered (past it, those of the last minute are kept)
 REFUSALS_SAID_KEPT = 100_000
+REFUSED_AGENTS_KEPT = 10_000  # the distinct agents of a tenant a per-tenant line counts (names the first few)
 # what a tenant's first batch is expected to take, before one of its batches was seen (agents send <= 1 MB)
 EXPECTED_BATCH_BYTES = 1024 * 1024
 # a read of a batch not in within this gives back its place among its tenant's tenant_receiving_batches and the
@@ -529,6 +530,8 @@ class Quotas:
         self.refusals: dict[tuple[str, str, str], int] = defaultdict(int)  # (tenant, agent, kind) -> count
         # (tenant, agent, kind) -> (refusals not logged, when last logged): one line per REFUSAL_LOG_S
         self._refusals_said: dict[tuple[str, str, str], tuple[int, float]] = {}
+        # (tenant, "", kind) -> the agents refused since its last line, for a limit logged per tenant
+        self._refused_agents: dict[tuple[str, str, str], set[str]] = {}
         # samples stored whose bytes are not the kind their extension says (not refused: counted)
         self.samples_misnamed: dict[AgentKey, int] = defaultdict(int)
 
@@ -540,35 +543,50 @@ class Quotas:
     def refused(self, agent: AgentKey, kind: str, why: str, *, per_tenant: bool = False) -> None:
         """Count and log a refusal of the agent's for a quota counted elsewhere (its tenant's, in the store);
         ``per_tenant``: logged once a minute for all the tenant's agents (what holds one holds them all: a stuck
-        migration, another session's lock of the tenant's rows), not once a minute each."""
+        migration, another session's lock of the tenant's rows), not once a minute each, naming the agents refused
+        since the line before."""
         with self._lock:
             self.refusals[(*agent, kind)] += 1
             if per_tenant:
-                who = f"agent {agent[1][:80]!r} (counted with its tenant's other agents)"
-                self._say_refused((agent[0], ""), kind, who, why)
+                self._say_refused((agent[0], ""), kind, "", why, agent=agent[1])
             else:
                 self._say_refused(agent, kind, f"agent {agent[1][:80]!r}", why)
 
-    def _say_refused(self, caller: AgentKey, kind: str, who: str, why: str) -> None:
+    def _say_refused(self, caller: AgentKey, kind: str, who: str, why: str, agent: str | None = None) -> None:
         """Log a refusal (under the lock): the first of a caller's limit at once, then at most one line per
-        ``REFUSAL_LOG_S`` with the count since, as the service logs damaged samples."""
+        ``REFUSAL_LOG_S`` with the count since, as the service logs damaged samples. ``agent``: the caller is a
+        tenant (``(tenant, "")``), the line naming the distinct agents refused since the last one (a few, then how
+        many more)."""
         now, key = time.monotonic(), (*caller, kind)
         since, last = self._refusals_said.get(key, (0, float("-inf")))
+        if agent is not None:
+            named = self._refused_agents.setdefault(key, set())
+            if len(named) < REFUSED_AGENTS_KEPT:
+                named.add(agent[:80])
         if now - last < REFUSAL_LOG_S:
             self._refusals_said[key] = (since + 1, last)
             return
+        per = "caller"
+        if agent is not None:
+            names = sorted(self._refused_agents.pop(key, set()) or {agent[:80]})
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            plural = "s" if len(names) > 1 else ""
+            who = f"agent{plural} {', '.join(map(repr, names[:3]))}{more} (counted with the tenant's other agents)"
+            per = "tenant"
         if len(self._refusals_said) >= REFUSALS_SAID_KEPT:  # many callers refused (a full tenant's)
             recent = {k: v for k, v in self._refusals_said.items() if now - v[1] < REFUSAL_LOG_S}
             self._refusals_said = recent if len(recent) < REFUSALS_SAID_KEPT // 2 else {}
+            self._refused_agents = {k: v for k, v in self._refused_agents.items() if k in self._refusals_said}
         self._refusals_said[key] = (0, now)
         log.warning(
             "%s (tenant %s): refused RESOURCE_EXHAUSTED (%s), %d time(s) since the last such line: %s; said once "
-            "a minute per caller and limit, counted at /api/quotas",
+            "a minute per %s and limit, counted at /api/quotas",
             who,
             caller[0],
             kind,
             since + 1,
             why,
+            per,
         )
 
     def count(self, agent: AgentKey, kind: str, n: int = 1) -> None:

@@ -292,6 +292,50 @@ class LimitedTenants:
         self._refused.clear()
 
 
+async def _in_place(
+    gate_now: Callable[[], asyncio.Semaphore],
+    pool: concurrent.futures.Executor,
+    fn,
+    *args,
+    calls: list[concurrent.futures.Future] | None = None,
+):
+    """``fn(*args)`` in ``pool`` within a place of the gate ``gate_now()`` (looked up when taken), kept until the
+    thread's call ends, not the awaiting call: a call cut meanwhile (the agent's link, its deadline) gave its place
+    back at once while the thread went on, and one tenant's agents reconnecting against a slow disk so held every
+    one of the pool's threads (a healthy tenant's first chunk after 17.6 s). ``calls``: the thread's call is put
+    there in place of the one before, for the caller to act once it ends (close the file it reads)."""
+    loop = asyncio.get_running_loop()
+    place = gate_now()
+    await place.acquire()  # no await between the lookup and the wait: ``free_gates`` drops no gate waited for
+    try:
+        call = pool.submit(fn, *args)
+    except BaseException:
+        place.release()
+        raise
+
+    def ended(_call: concurrent.futures.Future) -> None:
+        # (in the thread, or on the loop for a call cancelled before it ran); a loop closed meanwhile: no one waits
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(place.release)
+
+    call.add_done_callback(ended)
+    if calls is not None:
+        calls[:] = [call]
+    return await asyncio.wrap_future(call)
+
+
+def _open_at(path: Path, offset: int):
+    """The file at ``path`` opened for reading, at ``offset`` (in a package reader)."""
+    f = open(path, "rb")
+    try:
+        if offset:
+            f.seek(offset)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
 class FleetServicer(rpc.FleetServicer):
     def __init__(
         self,
@@ -839,11 +883,14 @@ class FleetServicer(rpc.FleetServicer):
         # file's metadata, read in a package reader (a slow disk holds one, never the loop every tenant shares),
         # at most PACKAGE_READS_PER_TENANT of the tenant's at once: in the worker threads every tenant's batches
         # wait for, one tenant's agents asking 32 at a time (a registry of 20,000 versions) held all of them
-        gate = self._reads.setdefault(who.tenant, asyncio.Semaphore(PACKAGE_READS_PER_TENANT))
-        async with gate:
-            found = await asyncio.get_running_loop().run_in_executor(
-                self._readers, self._package_file, who, request.digest
-            )
+        # (a place kept until the thread's lookup ends, a call cut meanwhile or not: ``_in_place``)
+        found = await _in_place(
+            partial(tenant_gate, self._reads, who.tenant, PACKAGE_READS_PER_TENANT),
+            self._readers,
+            self._package_file,
+            who,
+            request.digest,
+        )
         if found is None:  # the same answer whether it exists elsewhere or not at all
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -875,21 +922,20 @@ class FleetServicer(rpc.FleetServicer):
         tenant's downloads leave readers to the others'."""
         if request.offset > total:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} beyond size {total}")
-        loop = asyncio.get_running_loop()
         # the tenant's gate looked up at each read, never kept across one: between two chunks (the agent's link
         # paced) it may be dropped (``free_gates``), and one kept from the download's start was then a gate of its
         # own, the tenant's bound holding per gate (3 downloads after sweeps read 6 chunks at once, bound 2)
         gate = partial(tenant_gate, self._reads, tenant, PACKAGE_READS_PER_TENANT)
-        f = None
+        # each read keeps its place until its thread's read ends (``_in_place``), and the file is closed only then
+        opening: list[concurrent.futures.Future] = []
+        reading: list[concurrent.futures.Future] = []
         try:
-            async with gate():
-                f = await loop.run_in_executor(self._readers, partial(open, path, "rb"))
+            # opened and put at the offset in one reader call within a place (the seek ran outside it: a tenant's
+            # resumed downloads on a slow disk held 6-8 readers, bound 2)
+            f = await _in_place(gate, self._readers, _open_at, path, request.offset, calls=opening)
             off = request.offset
-            if off:
-                await loop.run_in_executor(self._readers, f.seek, off)
             while True:
-                async with gate():
-                    chunk = await loop.run_in_executor(self._readers, f.read, CHUNK)
+                chunk = await _in_place(gate, self._readers, f.read, CHUNK, calls=reading)
                 if not chunk:
                     break
                 yield pb.Chunk(data=chunk, offset=off, total=total)
@@ -900,11 +946,19 @@ class FleetServicer(rpc.FleetServicer):
                 grpc.StatusCode.UNAVAILABLE, "the server could not read this package; try again later"
             )
         finally:
-            if f is not None:
-                try:
-                    self._readers.submit(f.close)
-                except RuntimeError:  # the service stopped meanwhile (its readers shut down)
-                    f.close()
+            if opening:
+                (reading or opening)[0].add_done_callback(partial(self._close_package, opening[0]))
+
+    def _close_package(self, opened: concurrent.futures.Future, _last: concurrent.futures.Future) -> None:
+        """Close the file ``opened`` gave once its download's last read ended (in a reader, or in the thread this
+        is called from when the service stopped)."""
+        if opened.cancelled() or opened.exception() is not None:
+            return
+        f = opened.result()
+        try:
+            self._readers.submit(f.close)
+        except RuntimeError:  # the service stopped meanwhile (its readers shut down)
+            f.close()
 
     async def ReportDeployment(self, request, context):
         who = await self.require(context, ROLE_AGENT)

@@ -748,3 +748,99 @@ def test_a_tenants_learned_batch_size_outlives_the_sweep_of_idle_state():
     quotas.release(agent, size)
     quotas.forget_idle(0)  # the tenant idle since (an outage)
     assert quotas.reserve(agent) == size  # was: EXPECTED_BATCH_BYTES, the learned size forgotten
+
+
+async def test_a_download_cut_mid_read_keeps_its_tenants_place_until_the_read_ends(tmp_path, monkeypatch):
+    """A chunk read whose download was cut (the agent's link, its deadline) gave its tenant's place back at once
+    while the read went on in its reader thread: one tenant's agents reconnecting against a slow disk held all
+    ``PACKAGE_READERS`` and another tenant's first chunk waited 17.6 s. The place is now kept until the thread's
+    read ends; the tenant's next download waits for it, another tenant's is served, and the file is closed once
+    the read ends. The package is a FIFO: a disk that answers only when the test says so."""
+    import os
+    import types
+
+    from cloud_trainer.fleet import service
+
+    monkeypatch.setattr(service, "PACKAGE_READS_PER_TENANT", 1)
+    monkeypatch.setattr(service, "CHUNK", 4096)  # a chunk within the FIFO's buffer
+    pki = make_pki(tmp_path / "pki", agents=())
+    srv = FleetServer(tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    slow, quick, other = tmp_path / "slow.pkg", tmp_path / "quick.pkg", tmp_path / "other.pkg"
+    os.mkfifo(slow)
+    quick.write_bytes(b"q" * service.CHUNK)
+    other.write_bytes(b"o" * service.CHUNK)
+    disk = os.open(slow, os.O_RDWR)  # the slow disk's other end (read-write: never blocks on Linux)
+
+    def slow_open() -> bool:  # a reader's file of the FIFO still open (beside the test's end)
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd") if int(fd) != disk]
+        return any(os.path.realpath(f"/proc/self/fd/{fd}") == str(slow) for fd in fds)
+
+    reads = srv.fleet._reads
+    cut = srv.fleet._send_package("t1", slow, 2 * service.CHUNK, types.SimpleNamespace(offset=0), None)
+    again = srv.fleet._send_package("t1", quick, service.CHUNK, types.SimpleNamespace(offset=0), None)
+    neighbour = srv.fleet._send_package("t2", other, service.CHUNK, types.SimpleNamespace(offset=0), None)
+    pending: list[asyncio.Future] = []
+    try:
+        os.write(disk, b"s" * service.CHUNK)
+        assert len((await anext(cut)).data) == service.CHUNK  # its first chunk sent: the file is open
+        reading = asyncio.ensure_future(anext(cut))  # its next chunk: the disk answers later
+        pending.append(reading)
+        await until(lambda: reads["t1"]._value == 0, what="the download's read holding its tenant's place")
+        reading.cancel()  # the agent's call ends mid-read
+        await asyncio.gather(reading, return_exceptions=True)
+        assert reads["t1"]._value == 0  # was 1: the place given back while the thread still reads
+        retry = asyncio.ensure_future(anext(again))  # the tenant's agent reconnects
+        pending.append(retry)
+        await until(
+            lambda: retry.done() or bool(reads["t1"]._waiters),
+            what="the tenant's next read waiting for a place",
+        )
+        assert not retry.done()  # was: read at once, a second reader thread of the tenant's
+        assert (await anext(neighbour)).data == b"o" * service.CHUNK  # another tenant's download is served
+        os.write(
+            disk, b"s" * service.CHUNK
+        )  # the disk answers: the cut read ends, its place goes to the retry
+        assert (await retry).data == b"q" * service.CHUNK
+        await until(lambda: not slow_open(), what="the cut download's file closed once its read ended")
+    finally:
+        os.close(disk)  # (a read still waiting in a reader thread ends: end of file)
+        await asyncio.gather(*pending, return_exceptions=True)
+        for gen in (cut, again, neighbour):
+            await gen.aclose()
+        await srv.stop()
+
+
+def test_a_tenants_refusals_logged_per_tenant_name_the_agents_refused_since_the_last_line(
+    monkeypatch, caplog
+):
+    """A refusal logged once a minute per tenant (``store_locked``: what holds one agent's rows holds its
+    tenant's others) named only the agent whose refusal the line was said at, and ended "said once a minute per
+    caller and limit": it names the distinct agents refused since the line before (a few, then how many more)
+    and says it is said per tenant."""
+    import logging
+    import types
+
+    from cloud_trainer.fleet import guard
+
+    now = [1000.0]
+    monkeypatch.setattr(guard, "time", types.SimpleNamespace(monotonic=lambda: now[0], time=lambda: now[0]))
+    quotas = Quotas()
+    with caplog.at_level(logging.WARNING, logger=guard.log.name):
+        quotas.refused(("t1", "a0"), "store_locked", "held", per_tenant=True)
+        for i in (1, 2, 1, 3, 4, 5):  # within the minute: counted, not said
+            quotas.refused(("t1", f"a{i}"), "store_locked", "held", per_tenant=True)
+        now[0] += guard.REFUSAL_LOG_S
+        quotas.refused(("t1", "a6"), "store_locked", "held", per_tenant=True)
+    said = [r.getMessage() for r in caplog.records if "(store_locked)" in r.getMessage()]
+    assert len(said) == 2, said
+    assert said[0].startswith("agent 'a0' (counted with ") and "(tenant t1): " in said[0], said[0]
+    # was: "agent 'a6' (counted ...": the five others refused since not named
+    assert said[1].startswith(
+        "agents 'a1', 'a2', 'a3' and 3 more (counted with the tenant's other agents)"
+    ), said
+    assert "7 time(s) since the last such line" in said[1]
+    assert all(s.endswith("said once a minute per tenant and limit, counted at /api/quotas") for s in said), (
+        said
+    )
+    assert quotas.refusals[("t1", "a1", "store_locked")] == 2
