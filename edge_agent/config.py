@@ -1152,8 +1152,11 @@ class Findings:
     Plugins' ``cross_check(name, cfg, report)`` hooks report through ``error(path, message)`` and
     ``warning(path, message)``."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, local_checks: bool = True) -> None:
         self.where = where
+        # False: the cloud's check of a fleet config, which must read no file of the service's disk (hooks
+        # reading the agent's own files skip those checks then)
+        self.local_checks = local_checks
         self.errors: list[str] = []
         self.warnings: list[str] = []
 
@@ -1290,7 +1293,7 @@ def parse_config(
         raise ConfigError(
             [f"{where}: expected a mapping at the top level (agent:, sources:, models:, pipelines: ...)"]
         )
-    report = Findings(where)
+    report = Findings(where, local_checks)
     sub_errors: list[str] = []
     # names YAML read as a boolean or null, as written (``read_yaml``); the substitution makes plain dicts
     written = {k: getattr(v, "written", None) for k, v in data.items() if isinstance(v, _NamesAsWritten)}

@@ -217,7 +217,10 @@ class OpcUaSettings(_Model):
                     f"node's tag: its readings will be tagged {n.node_id!r} so that the two are never mixed; "
                     "give it a tag of its own",
                 )
-        if self.security_mode is not SecurityMode.NONE:
+        # the agent's own files, read on its machine only: the cloud's check of a tenant's fleet config
+        # (local_checks off) reads no file of the service's disk (a path there told whether a file existed, and
+        # /dev/zero filled the validator's memory)
+        if self.security_mode is not SecurityMode.NONE and getattr(report, "local_checks", True):
             said = _own_certificate_said(self.certificate_file, self.private_key_file)
             if said:
                 report.warning(f"sources.{name}.certificate_file", said)
@@ -268,13 +271,41 @@ def guess_tag(node_id: str) -> str | None:
 CERTIFICATE_WARN_DAYS = 30
 
 
+# a certificate or key file is a few KiB (a chain of several certificates, tens): one larger is not one
+CREDENTIAL_FILE_MAX_BYTES = 1024 * 1024
+
+
+def _read_credential_file(path: str) -> bytes:
+    """The bytes of a certificate or key file: a regular file of at most ``CREDENTIAL_FILE_MAX_BYTES`` (``OSError``
+    naming the file otherwise). Opened without blocking and read within the bound, so a path to a named pipe, a
+    device (/dev/zero) or a huge file neither hangs nor fills memory."""
+    import errno
+    import os
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file (a pipe, a device or a socket)", path)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(CREDENTIAL_FILE_MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > CREDENTIAL_FILE_MAX_BYTES:
+        raise OSError(
+            errno.EFBIG, f"larger than {CREDENTIAL_FILE_MAX_BYTES} bytes: not a certificate or key file", path
+        )
+    return data
+
+
 def read_certificate(path: str):
     """An X.509 certificate file, PEM or DER (``OSError``/``ValueError`` when it cannot be read)."""
-    from pathlib import Path
-
     from cryptography import x509
 
-    data = Path(path).read_bytes()
+    data = _read_credential_file(path)
     return (
         x509.load_pem_x509_certificate(data)
         if b"-----BEGIN" in data
@@ -285,11 +316,9 @@ def read_certificate(path: str):
 def read_private_key(path: str):
     """A private key file without a passphrase, PEM or DER (``OSError``/``ValueError``/``TypeError`` when it
     cannot be read here, as a key with a passphrase)."""
-    from pathlib import Path
-
     from cryptography.hazmat.primitives import serialization
 
-    data = Path(path).read_bytes()
+    data = _read_credential_file(path)
     return (
         serialization.load_pem_private_key(data, None)
         if b"-----BEGIN" in data

@@ -136,3 +136,66 @@ actions:
     assert errors == check_fleet_config(
         doc.replace(str(pkg), str(tmp_path / "none.edgepkg")).encode(), "cfg.yaml"
     )
+
+
+def test_the_fleet_config_check_reads_no_opcua_certificate_file_of_the_services_disk(tmp_path, monkeypatch):
+    """The OPC UA source's check of the agent's own certificate (expired, not its key) ran in the cloud's check of a
+    tenant's fleet config too, reading whatever path the tenant named on the fleet service's disk: its time told
+    whether a file existed and how big, a named pipe hung the check and /dev/zero filled the validator's memory
+    (2 GiB in 4 s). The cloud's check now opens no such file; the gateway still checks its own."""
+    import devices.opcua.settings as opcua_settings
+
+    opened: list[str] = []
+
+    def spy(path, *a, **k):
+        opened.append(str(path))
+        raise OSError("not read here")
+
+    monkeypatch.setattr(opcua_settings, "read_certificate", spy)
+    monkeypatch.setattr(opcua_settings, "read_private_key", spy)
+    doc = f"""
+sources:
+  plc:
+    type: opcua
+    endpoint: opc.tcp://127.0.0.1:4840
+    security_mode: SignAndEncrypt
+    certificate_file: {tmp_path / "cert.der"}
+    private_key_file: {tmp_path / "key.pem"}
+    nodes: [{{node_id: "ns=2;s=Temp", tag: temp}}]
+"""
+    check_fleet_config(doc.encode(), "cfg.yaml")
+    assert opened == []
+
+
+def test_a_certificate_or_key_path_to_a_pipe_a_device_or_a_huge_file_is_refused_unread(tmp_path):
+    """The agent reads its OPC UA certificate and key whole: a path to a named pipe blocked for good, one to a
+    device or a huge file was read into memory. Only a regular file of at most 1 MiB is read now."""
+    import os
+    import threading
+
+    from devices.opcua.settings import read_certificate, read_private_key
+
+    big = tmp_path / "big.der"
+    big.write_bytes(b"\0" * (2 * 1024 * 1024))
+    pipe = tmp_path / "cert.fifo"
+    os.mkfifo(pipe)
+    for read in (read_certificate, read_private_key):
+        with pytest.raises(OSError, match="larger than"):
+            read(str(big))
+        with pytest.raises(OSError, match="not a regular file"):
+            read("/dev/zero")
+        said: list[BaseException] = []
+
+        def on_pipe(read=read, said=said) -> None:
+            try:
+                read(str(pipe))
+            except BaseException as exc:  # what the read raised, checked below
+                said.append(exc)
+
+        t = threading.Thread(target=on_pipe, daemon=True)
+        t.start()
+        t.join(10)
+        if t.is_alive():  # blocked opening the pipe: let it go before failing
+            with open(pipe, "wb"):
+                pass
+        assert not t.is_alive() and said and isinstance(said[0], OSError), said
