@@ -16,6 +16,7 @@ import os
 import re
 import reprlib
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -479,8 +480,9 @@ def fault_synonym(name: str) -> str | None:
 # ``normal_baseline``, ``healthy_1``, ``ok_run``, German ``gut``): taken as a fault class, its windows trained
 # as a fault beside the real healthy ones (a healthy machine then read as that "fault"), or, the only healthy
 # name, training refused the dataset. Such a class is refused unless ``--healthy`` names it (the import then
-# writes its windows as ``healthy``). A word only counts whole, between ``_`` and digits, and not after a
-# negation (``not_ok``, ``no_good`` are faults)
+# writes its windows as ``healthy``), or ``--fault`` keeps it a fault (``baseline_drift``, ``normal_wear``). A
+# word only counts whole, between ``_`` and digits, and not right after a negation (``not_ok``, ``no_good`` are
+# faults; ``healthy_no_load``, ``nominal_non_drive_end``, ``baseline_no2`` are healthy names)
 HEALTHY_WORDS = frozenset(
     {
         "healthy",
@@ -521,9 +523,18 @@ def reads_healthy(name: str) -> str | None:
     if phrase:
         return phrase.group(2)
     words = [w for w in re.split(r"[^a-z]+", low) if w]
-    if _NEGATIONS.intersection(words):
-        return None
-    return next((w for w in words if w in HEALTHY_WORDS), None)
+    # a negation cancels only the word it stands before: anywhere in the name it cancelled every healthy word
+    # (``healthy_no_load``, ``normal_no_load``, ``baseline_no2``: digits split words) and those read as faults
+    return next(
+        (w for k, w in enumerate(words) if w in HEALTHY_WORDS and not (k and words[k - 1] in _NEGATIONS)),
+        None,
+    )
+
+
+# words by which a name says its fault is absent or undone (``imbalance_free``, ``misalignment_corrected``; and
+# a negation right before the fault's word: ``not_misaligned``): such a name does not read as the fault it names
+# (``reads_as_fault``)
+_UNDONE = frozenset({"free", "corrected", "repaired", "removed", "without"})
 
 
 # words by which a class name of a dataset's own names one of FAULTS' faults (``outer``, ``outer_007``,
@@ -559,13 +570,18 @@ def reads_as_fault(name: str) -> str | None:
     """The fault of ``FAULTS`` (not healthy) a class name of a dataset's own reads as by its words (``FAULT_WORDS``,
     split at ``_`` and digits), or None: None also when they name two of them (a combined fault, ``inner_outer``,
     ``imbalance_misalignment``) or a word names another fault, part or place (``OTHER_FAULT_WORDS``:
-    ``outer_housing_loose``); a name of ``FAULTS`` is none. Such names were refused beside the one fault's class
-    as that fault under two names."""
+    ``outer_housing_loose``), or one says the fault is absent or undone (``_UNDONE``: ``not_misaligned``,
+    ``imbalance_free``, ``misalignment_corrected``; told to merge with the fault, the machine without it trained as
+    it); a name of ``FAULTS`` is none. Such names were refused beside the one fault's class as that fault under two
+    names."""
     if name in FAULTS:
         return None
     words = [w for w in re.split(r"[^a-z]+", name.lower()) if w]
     known = {FAULT_WORDS[w] for w in words if w in FAULT_WORDS}
-    if len(known) != 1 or any(w in OTHER_FAULT_WORDS for w in words):
+    if len(known) != 1 or any(w in OTHER_FAULT_WORDS or w in _UNDONE for w in words):
+        return None
+    # a negation only before the fault's word (``not_misaligned``, ``no_outer``; ``outer_no_2`` is outer no. 2)
+    if any(w in FAULT_WORDS and k and words[k - 1] in _NEGATIONS for k, w in enumerate(words)):
         return None
     return known.pop()
 
@@ -589,14 +605,31 @@ def fault_classes(meta: Any, where: Path) -> list[str]:
             raise DatasetError(
                 f"{where}: fault {f!r} under 'faults' {why}, and import the dataset again with the label corrected"
             )
-        word = reads_healthy(f)
-        if word:
-            raise DatasetError(
-                f"{where}: fault {f!r} under 'faults' reads as a name of the healthy machine ({word!r}): trained "
-                "as a fault, a healthy machine reads as it; if its runs are healthy, import the dataset again "
-                f"with --healthy {f}; if it is a fault, label it without {word!r}"
-            )
     return [*FAULTS, *dict.fromkeys(f for f in listed if f not in FAULTS)]
+
+
+def healthy_looking_faults(meta: Any, classes: list[str], where: Path) -> list[str]:
+    """Warnings for a vibration dataset's fault classes whose names read as the healthy machine's
+    (``reads_healthy``: ``nominal``, ``baseline``) and that its import's ``--fault`` did not name (``dataset.yaml``:
+    ``fault_labels``). The import refuses such a class since d0de0c0a; a ``dataset.yaml`` of the former import
+    lists it under ``faults`` with no record, and its model trained it and may name it in agents' rules
+    (``when: {label: ...}``). It was refused at training: a scheduled retrain stopped after the upgrade and the only
+    way on renamed the model's label. It is warned about, training goes on as before (the loader has checked that
+    the dataset has healthy windows)."""
+    kept = meta.get("fault_labels") if isinstance(meta, dict) else None
+    if kept is not None and not (isinstance(kept, list) and all(isinstance(f, str) for f in kept)):
+        raise DatasetError(f"{where}: 'fault_labels' must be a list of class names, got {_SHORT.repr(kept)}")
+    out = []
+    for f in classes:
+        word = reads_healthy(f)
+        if word and f not in (kept or ()):
+            out.append(
+                f"{where}: fault {f!r} reads as a name of the healthy machine ({word!r}) and is trained as a fault, "
+                "as its import wrote it: if its runs are healthy, import the dataset again with --healthy "
+                f"{f} (a healthy machine reads as it now); if it is a fault, import it again with --fault {f} "
+                "to say so"
+            )
+    return out
 
 
 @dataclass
@@ -991,6 +1024,8 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
             "the model learns a fault against the healthy machine: label the healthy runs 'healthy', or import "
             "the dataset again with --healthy NAME naming the class that holds them"
         )
+    for warning in healthy_looking_faults(meta, classes, meta_file):
+        print(f"warning: {warning}", file=sys.stderr)
     h = hashlib.sha256(windows).hexdigest()
     return VibrationData(
         wf.astype(np.float32),

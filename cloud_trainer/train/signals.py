@@ -1339,6 +1339,7 @@ def import_vibration(
     speed_channel: str | None = None,
     bearing: list[float] | None = None,
     healthy: list[str] | None = None,
+    faults: list[str] | None = None,
 ) -> dict:
     for option, hz in (("--rate-hz", rate_hz), ("--resample-to", resample_to)):
         if hz is not None and not (np.isfinite(hz) and 0 < hz <= MAX_WAV_RATE_HZ):
@@ -1412,7 +1413,7 @@ def import_vibration(
         raise DatasetError(f"mixed rates: {listing}; import each rate separately or give --resample-to HZ")
     target = resample_to or rates[0]
     labels = read_labels(labels_file, healthy or ())
-    _healthy_names(labels, labels_file, healthy or [])
+    _healthy_names(labels, labels_file, healthy or [], faults or [])
     _one_class_per_fault(labels, labels_file)
     _labelled_runs(labels, labels_file, recs)
     hop = hop_samples if hop_samples is not None else window_samples
@@ -1534,6 +1535,8 @@ def import_vibration(
         "labels": path_text(labels_file),
         # the labels' classes imported as healthy (--healthy), as the labels file writes them
         **({"healthy_labels": list(healthy)} if healthy else {}),
+        # the labels' classes whose names read as healthy imported as faults (--fault): training honours them
+        **({"fault_labels": list(faults)} if faults else {}),
         # the fault classes, those the labels file names beyond FAULTS after them (data.fault_classes)
         "faults": [*FAULTS, *sorted(set(fault) - set(FAULTS))],
         "windows": len(waves),
@@ -1579,6 +1582,7 @@ def import_vibration(
         "unlabelled_windows_skipped": skipped,
         "faults": {f: fault.count(f) for f in sorted(set(fault))},
         **({"healthy_labels": list(healthy)} if healthy else {}),
+        **({"fault_labels": list(faults)} if faults else {}),
         "digest": digest,
     }
 
@@ -1704,12 +1708,31 @@ def _labelled_runs(labels: list[LabelRow], labels_file: Path, recs: list[Recordi
         )
 
 
-def _healthy_names(labels: list[LabelRow], labels_file: Path, healthy: list[str]) -> None:
-    """Refuse a ``--healthy`` that names no class of the labels or a fault of ``FAULTS``, and a class whose
-    name reads as the healthy machine's (``nominal``, ``good_bearing``, ``healthy_1``; ``data.reads_healthy``)
-    that ``--healthy`` does not name: imported as a class of its own, its windows trained as a fault (beside
-    'healthy', a healthy machine then read as that fault; alone, training refused the dataset)."""
+def _healthy_names(
+    labels: list[LabelRow], labels_file: Path, healthy: list[str], faults: list[str] | None = None
+) -> None:
+    """Refuse a ``--healthy`` that names no class of the labels or a fault of ``FAULTS``, a ``--fault`` that
+    names no class, ``healthy`` or one ``--healthy`` names, and a class whose name reads as the healthy machine's
+    (``nominal``, ``good_bearing``, ``healthy_1``; ``data.reads_healthy``) that neither names: imported as a class
+    of its own, its windows trained as a fault (beside 'healthy', a healthy machine then read as that fault;
+    alone, training refused the dataset). ``--fault`` keeps a genuine fault of such a name (``baseline_drift``,
+    ``normal_wear``) a class of its own, recorded as ``fault_labels`` for training."""
     written = sorted({lab.written for lab in labels})
+    for name in faults or []:
+        if name == "healthy" or name in healthy:
+            raise DatasetError(
+                f"--fault {name}: {name!r} is "
+                + (
+                    "the healthy class"
+                    if name == "healthy"
+                    else "given to --healthy too; give it to one of them"
+                )
+            )
+        if name not in written:
+            raise DatasetError(
+                f"--fault {name}: no row of {labels_file} names the class {name!r} (its classes: "
+                f"{', '.join(written)}); give the fault class as the labels write it"
+            )
     for name in healthy:
         if name in FAULTS and name != "healthy":
             raise DatasetError(
@@ -1720,14 +1743,16 @@ def _healthy_names(labels: list[LabelRow], labels_file: Path, healthy: list[str]
                 f"--healthy {name}: no row of {labels_file} names the class {name!r} (its classes: "
                 f"{', '.join(written)}); give the healthy class as the labels write it"
             )
-    looks = [(f, w) for f in written if f not in healthy and (w := reads_healthy(f))]
+    looks = [
+        (f, w) for f in written if f not in healthy and f not in (faults or ()) and (w := reads_healthy(f))
+    ]
     if looks:
         names = ", ".join(f"{f!r}" + (f" (the word {w!r})" if w != f else "") for f, w in looks)
         every = ",".join(dict.fromkeys([*healthy, *(f for f, _ in looks)]))
         raise DatasetError(
             f"{labels_file}: class(es) {names} read as names of the healthy machine: imported as a fault class, "
             "its windows would train as a fault (a healthy machine then reads as it); if their runs are healthy, "
-            f"give --healthy {every}; if one is a fault, label it without that word"
+            f"give --healthy {every}; if one is a fault (baseline_drift, normal_wear), give --fault NAME"
         )
 
 
@@ -1746,7 +1771,7 @@ def _one_class_per_fault(labels: list[LabelRow], labels_file: Path) -> None:
                 f"{labels_file}: classes {name!r} (line {line}) and {real!r} are both there, and {name!r} reads "
                 f"as {real!r}: one fault under two names trains two outputs that split its windows; merge them "
                 f"(label the rows of {name!r} {real!r}), or, if it is another fault or grade, give it a name that does "
-                f"not read as {real!r}"
+                f"not read as {real!r}; if its runs are the healthy machine, give --healthy {name}"
             )
 
 
@@ -1944,6 +1969,13 @@ def main_import(argv: list[str]) -> int:
         "normal, ...): imported as 'healthy'. Without it only 'healthy' is; a class whose name reads as a "
         "healthy one, or labels without a healthy class, are refused",
     )
+    ap.add_argument(
+        "--fault",
+        action="append",
+        metavar="NAME[,NAME...]",
+        help="the labels' class(es) of a fault whose name reads as a healthy one (baseline_drift, normal_wear): "
+        "imported as a fault class of its own (recorded in dataset.yaml as fault_labels)",
+    )
     a = ap.parse_args(argv)
     from cloud_trainer.train.images import stopped_cleanly
 
@@ -1961,6 +1993,7 @@ def main_import(argv: list[str]) -> int:
                 speed_channel=a.speed_channel,
                 bearing=a.bearing.split(",") if a.bearing is not None else None,
                 healthy=[n.strip() for v in a.healthy or [] for n in v.split(",") if n.strip()] or None,
+                faults=[n.strip() for v in a.fault or [] for n in v.split(",") if n.strip()] or None,
             )
     except DatasetError as exc:  # it may name a file as the source names it: one printable line
         from cloud_trainer.train.cli import one_line
