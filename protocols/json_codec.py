@@ -385,13 +385,14 @@ def too_many_to_parse(payload: bytes) -> CodecError | None:
         ):
             return None
     if 0 in payload:
-        if json.detect_encoding(payload) != "utf-8":
+        enc = json.detect_encoding(payload)
+        if enc not in ("utf-8", "utf-8-sig"):  # UTF-8 with a byte-order mark is read as UTF-8 (json.loads)
             return None  # UTF-16 or UTF-32 JSON, whose strings this does not find: passed unscanned
         # no parse reads past a NUL in UTF-8 (never valid JSON, in a string or out): what is before it is bounded,
         # its JSON lines read as before; past the bounds, refused as the parse would, without it (it passed any
         # such payload unscanned: 2,000,000 [1] arrays and a NUL held the GIL 2 s, to be malformed_json)
         nul = payload.index(0)
-        if too_many_to_parse(payload[:nul]) is None:
+        if too_many_to_parse(payload[3 if enc == "utf-8-sig" else 0 : nul]) is None:
             return None
         return CodecError(
             "malformed_json",
