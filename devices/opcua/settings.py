@@ -283,6 +283,11 @@ def _read_credential_file(path: str) -> bytes:
     import os
     import stat
 
+    # looked at before it is opened (opening some devices acts: /dev/watchdog arms the watchdog), and again once
+    # open (the path may have changed in between)
+    before = os.stat(path).st_mode
+    if not stat.S_ISREG(before) and not stat.S_ISDIR(before):
+        raise OSError(errno.EINVAL, "not a regular file (a pipe, a device or a socket)", path)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         mode = os.fstat(fd).st_mode

@@ -199,3 +199,23 @@ def test_a_certificate_or_key_path_to_a_pipe_a_device_or_a_huge_file_is_refused_
             with open(pipe, "wb"):
                 pass
         assert not t.is_alive() and said and isinstance(said[0], OSError), said
+
+
+def test_a_certificate_path_to_a_device_is_refused_before_it_is_opened(tmp_path, monkeypatch):
+    """Opening some devices acts (/dev/watchdog, as root, arms the watchdog): a certificate or key path that is not
+    a regular file is refused from its stat, never opened."""
+    import os
+
+    from devices.opcua.settings import read_certificate
+
+    pipe = tmp_path / "cert.fifo"
+    os.mkfifo(pipe)
+    opened: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(
+        os, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k)
+    )
+    for path in (str(pipe), "/dev/null"):
+        with pytest.raises(OSError, match="not a regular file"):
+            read_certificate(path)
+    assert opened == []
