@@ -7,15 +7,13 @@ brushed finish whose own texture varies part to part (bench/RESULTS.md, issue 13
 downloaded: the net learns, self-supervised, what the user's good surface looks like
 against generic surface defects drawn on it (thin lines of either contrast, discoloured blobs,
 shaded dents, a small dark hole inside the part covered with the part's own surface: the contract's
-defect kinds, at random sizes, contrasts and places on the bright part), half of the crops first with
-the part's own edges varied as another good part shows them (``edge_variation``: the rim's brightness,
-width and highlight, a slight shift; no defect), each training crop then seen through random light
-(gain, offset, gradient, colour tilt), rotation, blur, noise and JPEG, so that another lamp is not
-taken for a defect; its input is each pixel against its 17-px neighbourhood. The target is the synthetic
-defect's own mask at 1/4 of the input (the heat map's grid): the net localises by construction. It
-starts from weights shipped with the trainer (``PRETRAINED``, ~0.4 MB): the same task learnt once on the
-simulator's good parts of both finishes (``bench/pretrain_patch_net.py``), then trained on the user's
-images as from random weights.
+defect kinds, at random sizes, contrasts and places on the bright part), each training crop then
+seen through random light (gain, offset, gradient, colour tilt), rotation, blur, noise and JPEG, so
+that another lamp is not taken for a defect; its input is each pixel against its 17-px
+neighbourhood. The target is the synthetic defect's own mask at 1/4 of the input (the heat map's
+grid): the net localises by construction. It starts from weights shipped with the trainer
+(``PRETRAINED``, ~0.4 MB): the same task learnt once on the simulator's good parts of both finishes
+(``bench/pretrain_patch_net.py``), then trained on the user's images as from random weights.
 
 The labelled defect images (and a quarter of the good ones) are held out of the net's training and
 give the threshold: ``patch_classifier.calibrate`` on their scores (the good ones also under another
@@ -45,7 +43,6 @@ STEPS_PER_EPOCH = 60
 SYNTHETIC_RATE = 0.5  # share of training crops with a synthetic defect
 POS_WEIGHT = 10.0  # a defect covers a few cells of the map
 HELD_OUT_GOOD = 0.25  # share of the good images kept out of the net's training for the threshold
-EDGE_RATE = 0.5  # share of training crops whose edges are varied as on another good part (``edge_variation``)
 LIGHT_COPIES = 2  # relit copies of each held-out good image in the threshold's good scores
 # the net's starting weights: the same self-supervised task run once for 4800 steps on the simulator's good
 # parts of both finishes (bench/pretrain_patch_net.py writes this file; ~0.4 MB)
@@ -252,56 +249,6 @@ def _fill_hole(out: np.ndarray, g: np.ndarray, rng: np.random.Generator):
     return None
 
 
-def _smooth_field(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """A random field in [-1, 1] that varies over a few tenths of the image (along an edge, slowly)."""
-    import cv2
-
-    n = int(rng.integers(3, 7))
-    f = cv2.resize(rng.uniform(-1, 1, (n, n)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
-    return np.clip(f / max(float(np.abs(f).max()), 1e-6), -1, 1)
-
-
-def edge_variation(img: np.ndarray, rng: np.random.Generator, move: bool = True) -> np.ndarray:
-    """The good part's own edges (its rim, chamfer, bore and holes: where the bright part meets the
-    dark) as another good part, lamp or machining shows them, a view to be labelled good: the part
-    slightly shifted, turned or scaled (the edge falls between pixels otherwise; not with
-    ``move=False``), the band along the edges brighter or darker, the edge a pixel in or out, a specular
-    highlight (or a shadow) along it; each varying slowly along the edge, as a lamp or a tool does,
-    never a local mark. The good parts' hottest cells were on the rim and chamfer (bench/RESULTS.md,
-    round 6): the net learns that these vary on good parts too."""
-    import cv2
-
-    h, w = img.shape[:2]
-    f: np.ndarray = img.astype(np.float32).reshape(h, w, -1)
-    scale = min(h, w) / 200.0
-    if rng.random() < 0.5 and move:  # a slight shift, turn and scale of the part
-        m = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(-3, 3)), float(rng.uniform(0.97, 1.03)))
-        m[:, 2] += rng.uniform(-1.5, 1.5, 2) * scale
-        f = cv2.warpAffine(f, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).reshape(
-            h, w, -1
-        )
-    g = f.mean(2)
-    part = (g > g.mean()).astype(np.uint8)
-    d_in = cv2.distanceTransform(part, cv2.DIST_L2, 3)  # inside the part: distance to its nearest edge
-    if rng.random() < 0.5:  # the edge a pixel in or out where the field says (the dark ground's min/max too)
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-        moved = cv2.erode(f, k) if rng.random() < 0.5 else cv2.dilate(f, k)
-        moved = moved.reshape(h, w, -1)
-        near = (d_in <= 3 * scale + 1).astype(np.float32) * np.clip(_smooth_field(h, w, rng) + 0.3, 0, 1)
-        f = f * (1 - near[:, :, None]) + moved * near[:, :, None]
-    if rng.random() < 0.7:  # the band along the edge brighter or darker
-        bw = rng.uniform(1.5, 5) * scale
-        band = np.exp(-0.5 * (d_in / bw) ** 2) * (d_in > 0)
-        gain = rng.uniform(-0.35, 0.35) * (0.5 + 0.5 * _smooth_field(h, w, rng))
-        f = f * (1 + (band * gain)[:, :, None])
-    if rng.random() < 0.5:  # a specular highlight (or a shadow) along an arc of the edge
-        d0, sw = rng.uniform(0.5, 4) * scale, rng.uniform(0.5, 1.2) * scale
-        line = np.exp(-0.5 * ((d_in - d0) / sw) ** 2) * (d_in > 0)
-        amp = rng.uniform(15, 60) * (1.0 if rng.random() < 0.75 else -0.5)
-        f = f + (line * amp * np.clip(_smooth_field(h, w, rng), 0, 1))[:, :, None]
-    return np.clip(f, 0, 255).astype(np.uint8).reshape(img.shape)
-
-
 def augment(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Rotation by quarter turns, a mirror, another light (stronger than the camera check's), blur,
     sensor noise and JPEG: what must not be taken for a defect."""
@@ -404,8 +351,6 @@ def fit_net(
             h, w = img.shape[:2]
             chh, cww = min(h, round(side * h / pre.height)), min(w, round(side * w / pre.width))
             m = np.zeros((h, w), np.uint8)
-            if rng.random() < EDGE_RATE:
-                img = edge_variation(img, rng)
             if rng.random() < SYNTHETIC_RATE:
                 img, m = synthetic_defect(img, rng)
             ys, xs = np.nonzero(m)
