@@ -27,7 +27,7 @@ async def test_a_batch_that_finds_no_place_within_the_wait_is_flagged_for_refusa
     loop = asyncio.get_running_loop()
     loop.call_later(0.6, gate.release)
     t0 = time.monotonic()
-    got = await _read_gated(gate, messages(), reserve, lambda n: None, 0.3)
+    got = await _read_gated(lambda: gate, messages(), reserve, lambda n: None, 0.3)
     assert 0.5 < time.monotonic() - t0 < 2.0  # read once a place was free, not before: bounded memory
     assert got == (100, False, b"batch") and asked[0] <= 0.0
     assert not gate.locked()  # its place given back
@@ -42,5 +42,5 @@ async def test_a_batch_with_a_place_and_room_is_read_and_its_place_given_back():
     async def messages():
         yield b"batch"
 
-    assert await _read_gated(gate, messages(), reserve, lambda n: None, 1.0) == (100, True, b"batch")
+    assert await _read_gated(lambda: gate, messages(), reserve, lambda n: None, 1.0) == (100, True, b"batch")
     assert not gate.locked()
