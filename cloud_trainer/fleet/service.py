@@ -465,7 +465,7 @@ class FleetServicer(rpc.FleetServicer):
         slots = _slot_states(request)
         health = await json_field(context, request.health_json, "health_json")
         # like batches: a tenant's heartbeats wait for the store in at most HEARTBEATS_PER_TENANT worker threads
-        gate = self._heartbeats.setdefault(tenant, asyncio.Semaphore(HEARTBEATS_PER_TENANT))
+        gate = tenant_gate(self._heartbeats, tenant, HEARTBEATS_PER_TENANT)
         async with gate:
             await self._command_results(who, request.command_results)
             try:
@@ -657,7 +657,7 @@ class FleetServicer(rpc.FleetServicer):
         async for batch in request_iterator:
             await refuse_revoked(context, who, self.revocations)  # revoked while the stream is open
             await self._refuse_while_writing(agent, context)
-            gate = self._ingests.setdefault(who.tenant, asyncio.Semaphore(INGESTS_PER_TENANT))
+            gate = tenant_gate(self._ingests, who.tenant, INGESTS_PER_TENANT)
             await gate.acquire()  # the tenant's other batches wait here, holding no thread
             place = [gate]  # emptied when a store write that outlives this call takes the tenant's place over
             try:
@@ -1013,7 +1013,7 @@ class AdminServicer(rpc.AdminServicer):
         on the loop, holding no thread. The worker threads serve every tenant's calls (state reports, batches,
         downloads): one tenant's admin asking for its agents' stats 16 at a time (each a scan of an agent's
         records) held all of them, and another tenant's batches waited 14 s for a thread."""
-        gate = self._gates.setdefault(tenant, asyncio.Semaphore(ADMIN_CALLS_PER_TENANT))
+        gate = tenant_gate(self._gates, tenant, ADMIN_CALLS_PER_TENANT)
         async with gate:
             return await asyncio.to_thread(fn)
 
