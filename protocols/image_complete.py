@@ -20,6 +20,9 @@ or no image of those kinds (nothing to say). Each kind by what says where it end
 - GIF: its blocks up to the trailer (0x3B);
 - WebP: the RIFF size in its header.
 
+``png_damaged(data)`` tells a PNG that is whole but damaged in its chunk chain from one cut short: it ends with its
+IEND chunk (written last) and its chain breaks before it at written bytes, so no upload is under way.
+
 With ``exact_end`` (an MJPEG part told whole by its Content-Length) a JPEG or PNG must *end* with its end
 marker (line ends, spaces and zeros after it aside): a part whose declared length runs into the next part
 is then not taken as whole.
@@ -57,9 +60,10 @@ from protocols.image_header import (  # read as image_header reads them
     image_size,
 )
 
-__all__ = ["ChainWalked", "cut_short"]
+__all__ = ["ChainWalked", "cut_short", "png_damaged"]
 
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # IEND: no data, then its CRC
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PAD = b"\r\n\x00 "  # what may follow an end marker in a multipart body or a padded write
 # the first bytes of each kind: a file that is no more than a beginning of one of these is an image cut short
 # within its header (a named upload that has written only a few bytes)
@@ -194,6 +198,41 @@ def _png(data: bytes, exact_end: bool, walked: ChainWalked | None = None) -> str
         i, k = i + 12 + length, k + 1
     mark.at, mark.chunks = i, k
     return None  # more chunks than an encoder writes: damaged, the decode says so
+
+
+def png_damaged(data: bytes) -> str | None:
+    """Why a PNG that ``cut_short`` finds cut short is whole but damaged in its chunk chain (one line), or None: the
+    file ends with its IEND chunk, which a writer writes last, and the chain breaks before it at bytes that were
+    written: where a chunk belongs, a type of no chunk (not four letters; its length and type not all zeros: a copy
+    that sized the file first holds zeros where it has not written yet), or a chunk whose length runs past that IEND (unless its bytes
+    hold a PNG signature: a thumbnail PNG kept in a chunk, which a file cut short may end with the IEND of). A bit
+    flipped in a chunk's length or type by storage or a copy; no upload leaves one, so none is waited for."""
+    n = len(data)
+    if data[:8] != _PNG_SIGNATURE or not _ends_with(data, _PNG_END):
+        return None
+    i = 8
+    try:
+        for _ in range(max(_PNG_MAX_CHUNKS, n // _PNG_CHUNK_BYTES)):
+            if i + 8 > n:
+                return None
+            length, typ = struct.unpack_from(">I4s", data, i)
+            if typ == b"IEND":
+                return None
+            if not typ.isalpha():
+                if not data[i : i + 8].strip(b"\x00"):
+                    return None  # zeros: not written yet (a copy that sized the file first)
+                return f"no chunk at byte {i} (bytes {typ.hex()} where a chunk's type belongs), before its IEND chunk"
+            if length > n - i - 12:
+                if data.find(_PNG_SIGNATURE, i + 8) >= 0:
+                    return None  # an embedded PNG's IEND may be the one it ends with: cut short, maybe
+                return (
+                    f"its {typ.decode('latin-1')!r} chunk at byte {i} declares {length} bytes, past its IEND chunk "
+                    "at the file's end"
+                )
+            i += 12 + length
+    except struct.error:
+        return None
+    return None
 
 
 def _ends_with(data: bytes, end: bytes) -> bool:

@@ -91,7 +91,7 @@ from devices.base import (
     wall_since,
 )
 from devices.camera.settings import CameraKind, CameraSettings
-from protocols.image_complete import cut_short
+from protocols.image_complete import cut_short, png_damaged
 from protocols.image_header import (
     FORMATS,
     IMAGE_TYPES,
@@ -819,7 +819,9 @@ class CameraSource:
         A file named as an image whose bytes are an image cut short (``protocols.image_complete``: every kind)
         is never inspected: it is read again while it stays so (the upload may still be running, hidden by a
         share's cached attributes), and skipped once cut short and unchanged past ``CUT_SHORT_WAIT_S`` (or
-        4 x ``settle_ms``), counted (``cut_short``) with its path; it is read if it changes. A plain PNM whose last
+        4 x ``settle_ms``), counted (``cut_short``) with its path; it is read if it changes. A PNG ending with its
+        IEND chunk whose chunk chain breaks before it (``png_damaged``) is no upload under way: refused at once
+        (``corrupt_frame``), saying where. A plain PNM whose last
         sample ends the file (no line end after it, which the format allows) has all its samples once its writer is
         done: it waits the same, then is read (``cut_short(settled=True)``), named as an image or not.
 
@@ -950,6 +952,18 @@ class CameraSource:
         # a plain PNM whose last sample ends the file (no line end after it, as the format allows) may still be
         # written ('25' of '255'): whole once unchanged for the wait, whatever its name; other cuts stay cut
         ends_in_digits = why is not None and data[:1] == b"P" and cut_short(data, settled=True) is None
+        if why is not None and (damage := png_damaged(data)) is not None:
+            # a whole PNG (its IEND at its end) whose chunk chain breaks at written bytes: damaged, not an upload
+            # under way, so refused at once with its reason instead of counted as cut_short after the wait
+            cut.pop(name, None)
+            others.pop(name, None)
+            done[name] = (key, _fingerprint(data))
+            self._error(
+                "corrupt_frame",
+                f"{f}: a PNG damaged in its chunk chain ({damage}): a bit flipped by storage or a copy, not an "
+                "upload under way; skipped, never inspected (read if it changes)",
+            )
+            return
         # a temporary upload file ('.part') stalled: left, its whole bytes read under the name given when done
         if why is not None and not named and not ends_in_digits:
             done.pop(name, None)

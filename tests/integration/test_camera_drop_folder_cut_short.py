@@ -383,13 +383,14 @@ async def test_a_plain_pnm_without_a_line_end_after_its_last_sample_is_decoded_o
     assert not src.stats.errors_by_reason, src.stats.last_error
 
 
-async def test_a_whole_png_damaged_in_a_chunks_length_or_type_is_said_to_be_maybe_damaged_not_only_stalled(
+async def test_a_whole_png_damaged_in_a_chunks_length_or_type_is_refused_at_once_as_damaged_not_waited_for(
     tmp_path, caplog
 ):
     """A whole PNG damaged in a chunk's length or type (one bit flipped by storage or a network copy) breaks its
-    chunk chain as a stalled upload does: it is skipped as cut_short once unchanged past the bound, never inspected.
-    Its message said 'an upload that stalled or a writer that stopped' only, leading its owner to look for an upload
-    that never stalled; it now says it may be a damaged file."""
+    chunk chain as a stalled upload does: it was read again for 5 s (CUT_SHORT_WAIT_S), then counted as cut_short
+    ('an upload that stalled, a writer that stopped, or a damaged file'). Ending with its IEND chunk, which no upload
+    under way does, it is refused at once as corrupt_frame, saying where its chain breaks; an upload cut short is
+    still waited for (a sidecar written after both is judged before the cut one is counted)."""
     drop = tmp_path / "drop"
     drop.mkdir()
     img = cv2.resize(np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8), (64, 48))
@@ -404,15 +405,27 @@ async def test_a_whole_png_damaged_in_a_chunks_length_or_type_is_said_to_be_mayb
         await connected(src)
         (drop / "length_flipped.png").write_bytes(length_flipped)
         (drop / "type_damaged.png").write_bytes(type_damaged)
-        for _ in range(600):  # the bound is CUT_SHORT_WAIT_S (5 s) at this settle_ms
-            if src.stats.errors_by_reason.get("cut_short", 0) >= 2:
+        (drop / "uploading.png").write_bytes(png[: len(png) // 2])  # an upload under way: waited for
+        (drop / "after.txt").write_text("exposure 120 us\n")  # the camera's sidecar, after them
+        await judged(src, caplog, "after.txt")
+        for _ in range(600):  # judged in the pass of the sidecar or one before it (written in that order)
+            if (
+                src.stats.errors_by_reason.get("corrupt_frame", 0) >= 2
+                or "cut_short" in src.stats.errors_by_reason
+            ):
                 break
             await asyncio.sleep(0.05)
+        assert src.stats.errors_by_reason.get("corrupt_frame") == 2, src.stats.errors_by_reason
     finally:
         await src.stop()
-    assert src.stats.errors_by_reason == {"cut_short": 2}, src.stats.errors_by_reason
     # the first logged, the second counted in its burst and kept as the last error
-    said = [r.getMessage() for r in caplog.records if "cut_short" in r.getMessage()] + [src.stats.last_error]
-    for name in ("length_flipped.png", "type_damaged.png"):
-        lines = [m for m in said if f"{name}: a PNG cut short" in m]
-        assert lines and all("a writer that stopped, or a damaged file; skipped" in m for m in lines), said
+    said = [r.getMessage() for r in caplog.records if "corrupt_frame" in r.getMessage()] + [
+        src.stats.last_error
+    ]
+    assert not any("uploading.png" in m for m in said), said
+    for name, where in (
+        ("length_flipped.png", "'IDAT' chunk at byte 33 declares"),
+        ("type_damaged.png", "no chunk"),
+    ):
+        lines = [m for m in said if f"{name}: a PNG damaged in its chunk chain" in m]
+        assert lines and all(where in m and "not an upload under way" in m for m in lines), said

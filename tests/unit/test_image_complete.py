@@ -408,6 +408,42 @@ def test_a_png_is_whole_when_its_chunk_chain_ends_with_iend_not_when_iends_bytes
     assert said is not None and "'IDAT' chunk at byte" in said and "no IEND chunk" in said, said
 
 
+def test_a_whole_png_whose_chunk_chain_breaks_before_its_iend_is_damaged_never_an_upload_under_way():
+    """A whole PNG with a bit flipped in a chunk's length or type breaks its chunk chain as an upload cut short does,
+    and the drop folder waited 5 s for it to grow, then counted it as cut_short. Ending with its IEND chunk (written
+    last) and broken at written bytes, it is damaged (``png_damaged``); a file cut anywhere, one sized first (zeros
+    where it is not yet written) and one cut at the IEND of a thumbnail PNG it keeps in a chunk are not."""
+    from protocols.image_complete import cut_short, png_damaged
+
+    png = WHOLE["png"]
+    end = png[-12:]
+    at = png.index(b"IDAT") - 4
+    text = _png_chunk(b"tEXt", b"Comment\x00hello")
+    with_text = png[:33] + text + png[33:]
+    length = struct.unpack_from(">I", png, at)[0]
+    damaged = {
+        "IDAT length, a bit flipped": png[:at] + bytes([png[at] ^ 0x10]) + png[at + 1 :],
+        "IDAT type damaged": png[: at + 4] + b"ID\x00T" + png[at + 8 :],
+        "IDAT length 4 short": png[:at] + struct.pack(">I", length - 4) + png[at + 4 :],
+        "tEXt length, a bit flipped": with_text[:33] + bytes([with_text[33] ^ 0x01]) + with_text[34:],
+    }
+    for name, data in damaged.items():
+        assert cut_short(data) is not None, name  # as before: its chain breaks off
+        why = png_damaged(data)
+        assert why is not None and "at byte" in why, (name, why)
+        assert png_damaged(data + b"\r\n") is not None, name  # padding after its IEND, as cut_short allows
+    thumb = encoded(".png", COLOUR[:8, :8])
+    with_thumb = png[:33] + _png_chunk(b"prVw", thumb) + png[33:]
+    sized_first = png[: len(png) // 2] + bytes(len(png) - len(png) // 2 - 12) + end
+    whole_ones = (png, with_text, with_thumb, png + b"trailer")
+    cuts = [d[:k] for d in whole_ones for k in range(1, len(d), 97)]
+    cuts += [with_thumb[: with_thumb.find(end) + 12], sized_first, png[:-12] + bytes(12)]
+    for data in (*whole_ones, *cuts):
+        assert png_damaged(data) is None, len(data)
+    assert cut_short(with_thumb[: with_thumb.find(end) + 12]) is not None  # waited for, as an upload
+    assert png_damaged(b"not a png" + end) is None and png_damaged(WHOLE["jpeg"]) is None
+
+
 def test_a_crafted_png_of_millions_of_empty_chunks_is_walked_within_a_bound():
     """The chunk walk stops at the bound the decode's (``image_header._png_chunk_overrun``) has: a file of more
     chunks is damaged (the decode refuses it saying so), never walked chunk by chunk to its end. Counted in
