@@ -19,7 +19,8 @@ a JSON object, is ``INVALID_ARGUMENT``, as is a value no store holds (a record's
 report's outbox depth, epoch or dropped count above 2^63-1), a record's time that is not finite, text with NUL
 characters, a sample whose payload is not a JSON object or whose metadata columns (model, label, ...) are not
 short strings, before anything of the message is kept; a store that fails a batch otherwise is ``UNAVAILABLE``
-(the agent sends it again), never an opaque ``UNKNOWN``; an agent over its quotas gets ``RESOURCE_EXHAUSTED``; an agent
+(the agent sends it again), never an opaque ``UNKNOWN``, and told by its kind and an error id, never in its own
+words (SQL, hosts, buckets: ``cloud_trainer.fleet.faults``); an agent over its quotas gets ``RESOURCE_EXHAUSTED``; an agent
 downloads only packages deployed to it (``PERMISSION_DENIED`` otherwise, with the same text as for a
 digest that does not exist, or one of another tenant).
 """
@@ -32,7 +33,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from functools import partial
@@ -45,6 +45,7 @@ from cloud_trainer.fleet.commands import Commands, add_commands
 from cloud_trainer.fleet.control import NotInTenant, TooManyRollouts
 from cloud_trainer.fleet.deployment import Deployment, gate_from_request
 from cloud_trainer.fleet.failures import RepeatedFailure
+from cloud_trainer.fleet.faults import FaultLog, Faults, told
 from cloud_trainer.fleet.guard import (
     IDLE_FORGET_S,
     MalformedRequests,
@@ -374,9 +375,7 @@ class FleetServicer(rpc.FleetServicer):
             tuple[str, str], tuple[int, float]
         ] = {}  # agent -> (damaged not logged, when)
         self._misnamed_log: dict[tuple[str, str], tuple[int, float]] = {}  # the same, for misnamed samples
-        self._store_failed_log: dict[
-            tuple[str, str], tuple[int, float]
-        ] = {}  # ("", what) -> the same, all agents
+        self._faults = FaultLog(log)  # the store's failures of every agent's calls, logged by reason (faults)
 
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
@@ -483,8 +482,7 @@ class FleetServicer(rpc.FleetServicer):
                 self._store_failed("heartbeats", exc)
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE,
-                    f"the fleet store could not record this heartbeat ({type(exc).__name__}: {str(exc)[:200]}); "
-                    "send it again later",
+                    f"the fleet store could not record this heartbeat ({told(exc)}); send it again later",
                 )
             try:
                 gen, desired, config = 0, [], None
@@ -500,7 +498,7 @@ class FleetServicer(rpc.FleetServicer):
                 self._store_failed("heartbeats", exc)
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE,
-                    f"the fleet store could not read this agent's desired state ({_store_error(exc)}); "
+                    f"the fleet store could not read this agent's desired state ({told(exc)}); "
                     "send the heartbeat again later",
                 )
         return reply
@@ -572,13 +570,10 @@ class FleetServicer(rpc.FleetServicer):
 
     def _store_failed(self, what: str, exc: Exception) -> None:
         """A write of every agent's ``what`` that the store failed (down, its disk full): logged with its traceback
-        once per ``DAMAGED_LOG_S`` with the count since, not at each one: every agent's every heartbeat (grpc's
-        own "Unexpected ... raised by servicer method") and every batch sent again was a traceback while the disk
-        stayed full."""
-        if since := _due(self._store_failed_log, ("", what), 1):
-            log.error(
-                "the fleet store could not write %d %s since this was last logged", since, what, exc_info=exc
-            )
+        and its error id (what the agent is told: ``faults.told``) once per reason and ``faults.LOG_EVERY_S`` with
+        the count since, not at each one: every agent's every heartbeat (grpc's own "Unexpected ... raised by
+        servicer method") and every batch sent again was a traceback while the disk stayed full."""
+        self._faults.failed(f"the fleet store's write of {what}", exc)
 
     def _misnamed(self, who: Identity, misnamed: list[tuple[int, str, str]]) -> None:
         """Samples whose bytes are not the kind their extension says (a JPEG or an HTML page under .png, a PNG under
@@ -807,7 +802,7 @@ class FleetServicer(rpc.FleetServicer):
             self._store_failed("batches", exc)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
-                f"the fleet store could not write this batch ({_store_error(exc)}); {_unstored(exc)}, "
+                f"the fleet store could not write this batch ({told(exc)}); {_unstored(exc)}, "
                 "send it again later",
             )
         if dup or len(records) < len(batch.records):
@@ -1004,6 +999,7 @@ class AdminServicer(rpc.AdminServicer):
         self.limited = limited
         self.revocations = revocations
         self._gates: dict[str, asyncio.Semaphore] = {}  # tenant ('' for operators) -> its calls in threads
+        self._faults = FaultLog(log)
 
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
@@ -1091,10 +1087,13 @@ class AdminServicer(rpc.AdminServicer):
             await context.abort(
                 grpc.StatusCode.INTERNAL, f"{what}: the server could not read its files; see the server's log"
             )
-        except (
-            RuntimeError
-        ) as exc:  # the agent's validator could not run: the service's fault, not the admin's
-            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        except RuntimeError as exc:
+            # the agent's validator could not run: the service's fault, not the admin's (its stderr, a traceback
+            # naming the server's paths, goes to the log under the id, never to the admin)
+            self._faults.failed(f"{what} of tenant {who.tenant}", exc)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"{what}: the service could not check it ({told(exc)})"
+            )
 
     async def CreateDeployment(self, request, context):
         await self.require(context, ROLE_ADMIN)
@@ -1379,19 +1378,6 @@ def _tick_done(failures: RepeatedFailure, ticking: asyncio.Future) -> None:
         failures.failed(exc)
 
 
-def _store_error(exc: Exception) -> str:
-    """Why the store failed a batch, for the agent: a file's error by its errno's text alone (the blob store's
-    full disk: "No space left on device"; the server's paths go to the log, never to an agent), a database's by
-    its text ("database or disk is full", "the connection is lost"), the rollout control's connection in its pause
-    before reconnecting by its own text ("the control database is unreachable; next attempt in 2.1 s"). It was
-    the type alone: an operator reading an agent's last error saw "OSError" for the cloud's full disk."""
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return f"{type(exc).__name__}: {os.strerror(exc.errno)}"
-    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
-        return type(exc).__name__
-    return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-
-
 def channel_credentials(ca: Path, cert: Path, key: Path) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=ca.read_bytes(), private_key=key.read_bytes(), certificate_chain=cert.read_bytes()
@@ -1478,7 +1464,8 @@ class FleetServer:
                 report_limits(self.quotas), self.quotas, _caller, held=HELD_METHODS
             )
             self.server = grpc.aio.server(
-                interceptors=[self.guard],
+                # the guard outermost; Faults answers what a servicer method did not handle (faults)
+                interceptors=[self.guard, Faults(FaultLog(log))],
                 options=[
                     ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
                     ("grpc.max_send_message_length", 64 * 1024 * 1024),

@@ -9,6 +9,7 @@ import asyncio
 import logging
 
 import psycopg
+import pytest
 
 from cloud_trainer.fleet.service import FleetServer
 from tests.support.fleet import make_pki
@@ -87,4 +88,81 @@ async def test_postgres_unreachable_logs_the_tick_and_the_poll_once_per_reason_n
                 )
     finally:
         await asyncio.to_thread(_refuse_connections, postgres_server, postgres_url, False)
+        await srv.stop()
+
+
+async def test_a_store_failure_tells_the_agent_and_the_admin_its_kind_and_id_never_the_sql_or_the_database(
+    tmp_path,
+    postgres_server,  # noqa: F811
+    postgres_url,  # noqa: F811
+    caplog,
+):
+    """A failure of the PostgreSQL store reached the tenant's agent and admin in its own words: the SQL and the table
+    in the heartbeat's and the batch's UNAVAILABLE ("relation "records" does not exist / LINE 1: INSERT INTO
+    records (tenant, ..."), and in grpc's UNKNOWN of an admin call ("Unexpected <class 'psycopg.errors...'>"). They
+    are told the kind of failure and an error id; the service's log has the whole text under that id. The failure is
+    real: the agents' table renamed under the running service."""
+    import grpc
+
+    from cloud_trainer.fleet.service import channel_credentials
+    from protocols.gen import fleet_pb2 as pb
+    from protocols.gen import fleet_pb2_grpc as rpc
+
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=("ada",))
+    port = free_port()
+    srv = FleetServer(
+        tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key", store=postgres_url
+    )
+    await srv.start()
+
+    def channel(folder: str, name: str):
+        return grpc.aio.secure_channel(
+            f"127.0.0.1:{port}",
+            channel_credentials(pki / "ca.pem", pki / folder / f"{name}.pem", pki / folder / f"{name}.key"),
+        )
+
+    agent, admin = channel("agents", "gw1"), channel("admins", "ada")
+
+    async def push() -> None:
+        record = pb.Record(seq=1, kind="result", t=1.0, payload=b"{}")
+        async for _ in rpc.FleetStub(agent).PushRecords(iter([pb.RecordBatch(records=[record])]), timeout=10):
+            pass
+
+    def moved(away: bool) -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            for table in ("agents", "records"):
+                a, b = (table, f"{table}_away") if away else (f"{table}_away", table)
+                conn.execute(f"ALTER TABLE {a} RENAME TO {b}")
+
+    try:
+        await rpc.FleetStub(agent).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+        await asyncio.to_thread(moved, True)
+        told = {}
+        with caplog.at_level(logging.ERROR, logger="cloud_trainer.fleet"):
+            for what, call in (
+                ("heartbeat", rpc.FleetStub(agent).Heartbeat(pb.HeartbeatRequest(), timeout=10)),
+                ("batch", push()),
+                ("admin", rpc.AdminStub(admin).ListAgents(pb.ListAgentsRequest(), timeout=10)),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await call
+                told[what] = (err.value.code(), err.value.details())
+        for what, (code, details) in told.items():
+            # was: the SQL, the table, the exception's class (admin: UNKNOWN, "Unexpected <class ...")
+            for word in ("relation", "INSERT", "SELECT", "agents", "records", "psycopg", "LINE", "127.0.0.1"):
+                assert word not in details, (what, details)
+            assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL), (what, code, details)
+            assert "an internal error of the service; error id " in details, (what, details)
+            eid = details.split("error id ")[1][:10]
+            # the service's log has the whole text under that id
+            said = [r for r in caplog.records if f"error id {eid}" in r.getMessage()]
+            assert said and said[0].exc_info and "does not exist" in str(said[0].exc_info[1]), (what, eid)
+        assert (
+            "could not write this batch" in told["batch"][1]
+            and "nothing of it was stored" in told["batch"][1]
+        )
+    finally:
+        await asyncio.to_thread(moved, False)
+        await agent.close()
+        await admin.close()
         await srv.stop()

@@ -88,7 +88,8 @@ async def test_a_full_data_folder_refuses_uploads_saying_so_and_takes_them_whole
                     code, _ = await _code(_push(acme, *batch))
                     assert code == grpc.StatusCode.UNAVAILABLE
             said = caplog.text
-            assert len(caplog.records) == 1, said
+            # once per reason (the database's full file, the blob store's ENOSPC: each its error id), not per batch
+            assert 1 <= len(caplog.records) <= 2, said
             assert "database or disk is full" in said or "No space left on device" in said, said
             assert "cannot rollback" not in said, said
             # a heartbeat is a write too: UNAVAILABLE (the agent heartbeats again) saying why, logged once
