@@ -2581,6 +2581,9 @@ class OpcUaSource:
         self._ns_array: list[str] = []  # and at this connect
         self._sub_since = 0.0  # monotonic time the subscription was created
         self._sub_silence_s = 0.0  # no publish answer for longer than this: the subscription is stalled
+        # the longest lifetime the server granted a subscription of this session (RevisedLifetimeCount publishing
+        # intervals, in seconds): a cut leaves it on a PLC that keeps it past the session (``_subs_left``)
+        self._sub_life_s = 0.0
         # the server's ServerStatus.CurrentTime at the last check and the gateway's monotonic time it was
         # first read so (``_watch``), all of this session's: a server replaced (restarted, another endpoint)
         # is judged on its own clock. A clock is held to standing still only once its update period is known
@@ -2781,7 +2784,13 @@ class OpcUaSource:
                     # server until the session times out (a halt's session is closed below, deleting
                     # it); the timeout the server granted, and a check's time for its own watchdog
                     granted = (self._client.session_timeout or 0) / 1000.0 or self.settings.session_timeout
-                    left_s = granted * 1.5 + self.settings.keepalive_check_s + self.settings.connect_timeout_s
+                    # or their own lifetime, when the server granted one longer (a PLC that keeps a session's
+                    # subscriptions past its timeout, OPC UA Part 4, until their lifetime: ``_new_subscription``)
+                    left_s = (
+                        max(granted * 1.5, self._sub_life_s)
+                        + self.settings.keepalive_check_s
+                        + self.settings.connect_timeout_s
+                    )
                     # those past their time pruned first: one entry was added per cut and none went on a
                     # tag-reading source (only its watch prunes), one more for good at every PLC restart
                     self._left_subs()
@@ -2901,6 +2910,7 @@ class OpcUaSource:
         self._room_wanted = False
         self._oversize = 0
         self._sub = None
+        self._sub_life_s = 0.0
         self._extra_subs.clear()
         self._item_sub.clear()
         self._apart_watch.clear()
@@ -4196,9 +4206,18 @@ class OpcUaSource:
         # every keepalive_check_s and hold the server to what it revised (``_watch``).
         interval = self.settings.publishing_interval_ms
         keepalive = max(1, math.ceil(self.settings.keepalive_check_s * 1000.0 / interval))
+        # The lifetime: the publishing intervals without a Publish request (a cut link) after which the server
+        # deletes the subscription. A session the server ends itself (its timeout) leaves its subscriptions
+        # until then (OPC UA Part 4; a UA .NET-based server keeps them for a transfer): 10,000 intervals were
+        # asked, 17 min at 100 ms, 2.8 h at 1 s, and a PLC allowing few subscriptions, its link cut a few times,
+        # refused the source's (or its HMI's) next one for that long. This source never takes a left one back:
+        # it lives no longer than its session (the session timeout asked, or granted if shorter), and at least
+        # 3 keep-alives (Part 4's floor); the silence watch (``_watch``) ends a stalled one well before.
+        granted_s = (client.session_timeout or 0) / 1000.0 or self.settings.session_timeout
+        life_s = min(self.settings.session_timeout, granted_s)
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=interval,
-            RequestedLifetimeCount=max(10000, keepalive * 3),
+            RequestedLifetimeCount=max(math.ceil(life_s * 1000.0 / interval), keepalive * 3),
             RequestedMaxKeepAliveCount=keepalive,
             MaxNotificationsPerPublish=10000,
             PublishingEnabled=True,
@@ -4212,6 +4231,12 @@ class OpcUaSource:
         silence_s = (
             2 * revised_s * max(got.RevisedMaxKeepAliveCount or keepalive, 1)
             + self.settings.connect_timeout_s
+        )
+        # as granted (a server may revise it up), and the keep-alives the Publish requests it holds still answer
+        self._sub_life_s = max(
+            self._sub_life_s,
+            revised_s
+            * (int(got.RevisedLifetimeCount or 0) + 2 * max(got.RevisedMaxKeepAliveCount or keepalive, 1)),
         )
         if not main:  # one of ``_apart``: watched for a stall beside the main one (``_stalled_sub``)
             self._apart_watch[sub] = (time.monotonic(), silence_s)

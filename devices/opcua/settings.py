@@ -115,8 +115,9 @@ class OpcUaSettings(_Model):
         gt=0,
         description="the session timeout asked of the server: how long it keeps a session this source left "
         "behind when the connection was cut (a session in use is kept alive by the checks every "
-        "keepalive_check_s); a PLC holds few sessions, and a longer timeout left one more per cut. Left at "
-        "its default, at least twice keepalive_check_s",
+        "keepalive_check_s); a PLC holds few sessions, and a longer timeout left one more per cut. The lifetime "
+        "asked of the source's subscriptions is as long (a PLC may keep a left session's subscriptions past it "
+        "for their lifetime). Left at its default, at least twice keepalive_check_s",
     )
 
     @property

@@ -4,7 +4,8 @@ first values (the halted server's stale ones) are not passed on GOOD before the 
 by the check that halted it, the reconnect backoff is reset then, a clock that updates less often than once
 a second is not a frozen one, a server replaced on the same endpoint is judged on its own clock, and a
 write-only source whose watch found no room for its subscription after a reconnect gets it once there is
-room (its former session's subscription, left on the server by a cut link, is not counted as another's)."""
+room (its former session's subscription, left on the server by a cut link, is not counted as another's), and a
+subscription a cut link left on a PLC that keeps it past its session ends with that session (its lifetime)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import asyncio
 import datetime as dt
 import time
 
-from asyncua import ua
+from asyncua import Client, ua
 from asyncua.server.internal_session import InternalSession
 
 from devices.base import Quality
@@ -435,6 +436,62 @@ async def test_the_left_subscriptions_kept_of_a_tag_reading_source_whose_plc_res
         await src.stop()
         await srv.stop()
     assert max(held) <= 1, held
+
+
+async def test_the_subscription_a_cut_link_left_on_a_plc_that_keeps_it_past_the_session_ends_with_the_session(
+    monkeypatch,
+) -> None:
+    """OPC UA Part 4 lets a server keep the subscriptions of a session it ends itself (its timeout) until their
+    own lifetime runs out (a UA .NET-based server does, for a transfer). The PLC here: asyncua's server made to
+    keep them so, allowing 2 subscriptions, and taking no activation of a left session on another channel (the
+    source's close of it at the reconnect refused). The link is cut; the source reconnects and subscribes again;
+    its former subscription is gone soon after its session timed out, and the PLC's HMI gets the second one.
+    Before, the source asked a lifetime of 10,000 publishing intervals (1,000 s here): the left subscription
+    stayed on the PLC and the HMI was refused (BadTooManySubscriptions)."""
+    real_close = InternalSession.close_session
+
+    async def close_session(self, delete_subs: bool = True) -> None:
+        if (
+            asyncio.current_task() is self._timeout_task
+        ):  # the server ends the session: its subscriptions stay
+            delete_subs = False
+        await real_close(self, delete_subs)
+
+    monkeypatch.setattr(InternalSession, "close_session", close_session)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    srv.iserver.min_session_timeout_ms = 100  # grants the short session timeout asked for
+    srv.iserver.max_subscriptions = 2
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    srv.iserver.lookup_external_session = lambda _token: None
+    subs = srv.iserver.subscription_service.subscriptions
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            port, session_timeout_s=2, reconnect_initial_s=0.1, nodes=[{"node_id": f"ns={idx};s=Speed"}]
+        ),
+    )
+    hmi = Client(f"opc.tcp://127.0.0.1:{port}/plc/")
+    try:
+        await src.start()
+        await until(lambda: src._sub is not None, 10, "subscribed")
+        first = set(subs)
+        granted = [
+            (sub.data.RevisedLifetimeCount, sub.data.RevisedMaxKeepAliveCount) for sub in subs.values()
+        ]
+        for proto in list(srv.bserver.clients):  # the link drops: no CloseSession reaches the server
+            proto.transport.close()
+        await until(lambda: src.stats.reconnects >= 1 and src._sub is not None, 20, "subscribed again")
+        await until(lambda: not first & set(subs), 30, "the former session's subscription gone from the PLC")
+        await hmi.connect()
+        await hmi.create_subscription(500, None)  # the PLC's second subscription: the HMI's
+        await until(lambda: len(subs) == 2, 10, "the source's and the HMI's subscriptions on the PLC")
+    finally:
+        await hmi.disconnect()
+        await src.stop()
+        await srv.stop()
+    assert all(life >= 3 * keepalive for life, keepalive in granted), granted  # Part 4's floor
 
 
 async def test_a_tag_that_changed_once_is_not_lost_from_a_full_hold_and_goes_on_good_when_the_server_runs_again(
