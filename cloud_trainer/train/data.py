@@ -457,23 +457,42 @@ FAULTS = ["healthy", "imbalance", "misalignment", "bearing_outer", "bearing_inne
 # baseline names families the simulator does not make): a lower-case word, as the labels file and dataset.yaml
 # give it
 FAULT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-# names other datasets and historians give FAULTS' classes: taken as classes of their own they trained every
-# healthy window as a fault ('normal', CWRU's) or a class beside the known one; refused naming the class to use
+# names other datasets and historians give the healthy class (CWRU's 'normal', in any case: 'Normal', 'OK'):
+# taken as a fault class of their own they trained every healthy window as a fault; refused naming the class to
+# use and --healthy. Other names of the four faults ('outer_race', 'inner_race', 'unbalance') are not here: like
+# 'outer' or 'unbalanced' they are a class of the dataset's own, kept as given alone and refused beside the fault's
+# own class (``reads_as_fault``); refused alone as synonyms, they told a user of MaFaulDa's 'outer_race' to rename
+# it while 'outer' was kept
 FAULT_SYNONYMS = {
     "normal": "healthy",
     "ok": "healthy",
     "good": "healthy",
-    "unbalance": "imbalance",
-    "outer_race": "bearing_outer",
-    "inner_race": "bearing_inner",
 }
 
 
 def fault_synonym(name: str) -> str | None:
-    """Why ``name`` is refused as a fault class of its own (another name of one of ``FAULTS``, in any case:
-    'Normal', 'OK', 'Unbalance'), or None."""
+    """Why ``name`` is refused as a fault class of its own (another name of ``healthy``, in any case:
+    'Normal', 'OK'), or None."""
     real = FAULT_SYNONYMS.get(name.lower())
     return None if real is None else f"is another name of {real!r}: use the real class name {real!r}"
+
+
+# a class name's words: split at anything not a letter (``_``, ``-``, digits) and where CamelCase starts a word
+# (``NoFault``, ``NormalRun``, ``OKRun``); digits split words, so a trailing number (``no_fault1``, ``normal2``)
+# leaves the words before it whole
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def name_words(name: str) -> list[str]:
+    """The lower-case words of a class name (``no_fault1`` -> no, fault; ``NormalRun2`` -> normal, run)."""
+    return [w for w in re.split(r"[^a-z]+", _CAMEL.sub("_", name).lower()) if w]
+
+
+def lower_case_name(name: str) -> str | None:
+    """``name`` written as a fault name (``FAULT_NAME``: ``OuterRace`` -> ``outer_race``, ``Outer 007`` ->
+    ``outer_007``), or None when it has no such form (another script)."""
+    written = re.sub(r"[^a-z0-9]+", "_", _CAMEL.sub("_", name).lower()).strip("_")
+    return written if FAULT_NAME.fullmatch(written) else None
 
 
 # words that name the healthy machine in a class name of a user's own (``nominal``, ``good_bearing``,
@@ -481,8 +500,9 @@ def fault_synonym(name: str) -> str | None:
 # as a fault beside the real healthy ones (a healthy machine then read as that "fault"), or, the only healthy
 # name, training refused the dataset. Such a class is refused unless ``--healthy`` names it (the import then
 # writes its windows as ``healthy``), or ``--fault`` keeps it a fault (``baseline_drift``, ``normal_wear``). A
-# word only counts whole, between ``_`` and digits, and not right after a negation (``not_ok``, ``no_good`` are
-# faults; ``healthy_no_load``, ``nominal_non_drive_end``, ``baseline_no2`` are healthy names)
+# word only counts whole (``name_words``: between ``_`` and digits, or CamelCase), and not right after a negation
+# (``not_ok``, ``no_good`` are faults; ``healthy_no_load``, ``nominal_non_drive_end``, ``baseline_no2`` are healthy
+# names)
 HEALTHY_WORDS = frozenset(
     {
         "healthy",
@@ -518,11 +538,12 @@ def reads_healthy(name: str) -> str | None:
     ``FAULTS`` never does: ``healthy`` is the healthy class)."""
     if name in FAULTS:
         return None
-    low = name.lower()
-    phrase = HEALTHY_PHRASES.search(low)
+    words = name_words(name)
+    # on the words, not the name: a number after the phrase (``no_fault1``, ``fault_free2``) or CamelCase
+    # (``NoFault``) kept it from matching, and ``no_fault1`` beside ``healthy`` trained its healthy windows as a fault
+    phrase = HEALTHY_PHRASES.search("_".join(words))
     if phrase:
         return phrase.group(2)
-    words = [w for w in re.split(r"[^a-z]+", low) if w]
     # a negation cancels only the word it stands before: anywhere in the name it cancelled every healthy word
     # (``healthy_no_load``, ``normal_no_load``, ``baseline_no2``: digits split words) and those read as faults
     return next(
@@ -571,7 +592,7 @@ OTHER_FAULT_WORDS = frozenset(
 
 def reads_as_fault(name: str) -> str | None:
     """The fault of ``FAULTS`` (not healthy) a class name of a dataset's own reads as by its words (``FAULT_WORDS``,
-    split at ``_`` and digits), or None: None also when they name two of them (a combined fault, ``inner_outer``,
+    ``name_words``), or None: None also when they name two of them (a combined fault, ``inner_outer``,
     ``imbalance_misalignment``) or a word names another fault, part or place (``OTHER_FAULT_WORDS``:
     ``outer_housing_loose``), or one says the fault is absent or undone (``_UNDONE``: ``not_misaligned``,
     ``imbalance_free``, ``misalignment_corrected``; told to merge with the fault, the machine without it trained as
@@ -579,7 +600,7 @@ def reads_as_fault(name: str) -> str | None:
     names."""
     if name in FAULTS:
         return None
-    words = [w for w in re.split(r"[^a-z]+", name.lower()) if w]
+    words = name_words(name)
     known = {FAULT_WORDS[w] for w in words if w in FAULT_WORDS}
     if len(known) != 1 or any(w in OTHER_FAULT_WORDS or w in _UNDONE for w in words):
         return None

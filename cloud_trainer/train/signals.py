@@ -68,6 +68,7 @@ import yaml
 from cloud_trainer.train.data import (
     DATASET_YAML_MAX_BYTES,
     FAULT_NAME,
+    FAULT_WORDS,
     FAULTS,
     LABELS_MAX_BYTES,
     NPZ_MAX_BYTES,
@@ -75,6 +76,8 @@ from cloud_trainer.train.data import (
     DatasetError,
     NpzObjectArray,
     fault_synonym,
+    lower_case_name,
+    name_words,
     not_a,
     npz_arrays,
     path_text,
@@ -1191,13 +1194,13 @@ class LabelRow:
     written: str = ""
 
 
-def read_labels(path: Path, healthy: Collection[str] = ()) -> list[LabelRow]:
+def read_labels(path: Path, healthy: Collection[str] = (), faults: Collection[str] = ()) -> list[LabelRow]:
     """The labels CSV as a spreadsheet saves it too: a byte-order mark, ``;`` or tab between fields
     with decimal commas, header names in any case. A time that is not a finite number, a start not
     before its end, and a failure before the labelled span's end are refused naming the line. It is bounded
     as a dataset's labels are (``LABELS_MAX_BYTES``): a file of gigabytes (a recording given in its place) was
     read whole into memory. A fault ``healthy`` names (``--healthy nominal``, as the file writes it) is
-    ``healthy``."""
+    ``healthy``; one ``faults`` names (``--fault misalignment_h``) is not read as a misspelt known fault."""
     try:
         with open(path, "rb") as fh:
             data, size = read_capped(fh, LABELS_MAX_BYTES)
@@ -1232,7 +1235,7 @@ def read_labels(path: Path, healthy: Collection[str] = ()) -> list[LabelRow]:
     for n, cells in rows[1:]:
         r = dict(zip(head, (c.strip() for c in cells), strict=False))
         written = r.get("fault") or ""
-        why = None if written in healthy else _not_a_fault(written)
+        why = None if written in healthy else _not_a_fault(written, faults)
         if why:
             raise DatasetError(f"{path}:{n}: fault {r.get('fault')!r} {why}")
         times: list[float | None] = []
@@ -1258,26 +1261,39 @@ def read_labels(path: Path, healthy: Collection[str] = ()) -> list[LabelRow]:
     return out
 
 
-def _not_a_fault(name: str) -> str | None:
+def _not_a_fault(name: str, faults: Collection[str] = ()) -> str | None:
     """Why a labels file's fault is refused, or None. Besides ``FAULTS``, a fault class of the dataset's own
     (a ``looseness``, a ``cavitation``: the trained model gets an output for it, ``data.fault_classes``), unless
-    it reads as a misspelt one of those (it would train a class of its own)."""
+    it reads as a misspelt one of those (it would train a class of its own) and ``faults`` (``--fault``) does not
+    name it: ``misalignment_h`` (horizontal) or a grade ``bearing_outer2`` was refused as a typo with no way to
+    keep the name. A name made of words naming a known fault (``misaligned``, ``imbalanced``) is no typo: kept as
+    given alone like ``unbalanced``, refused beside the fault's own class (``_one_class_per_fault``)."""
     if name in FAULTS:
         return None
     synonym = fault_synonym(name)
     if synonym:
         return synonym + (f", or give --healthy {name}" if "'healthy'" in synonym else "")
     if not FAULT_NAME.fullmatch(name):
+        said = f"is not a fault name (a lower-case word: {', '.join(FAULTS)}, or a class of your own)"
+        # CamelCase and digits split into words: 'NormalRun', 'NoFault' read as the healthy machine
+        word = reads_healthy(name)
+        if word:
+            return f"{said}; it reads as a name of the healthy machine ({word!r}): give --healthy {name}"
+        written = lower_case_name(name)
         return (
-            f"is not a fault name (a lower-case word: {', '.join(FAULTS)}, or a class of your own); if it names "
-            f"the healthy machine, give --healthy {name}"
+            said
+            + (f"; write it as {written!r}" if written else "")
+            + f"; if it names the healthy machine, give --healthy {name}"
         )
     # 'healthy_1' is no typo: refused with the dataset's other such names (_healthy_names)
-    if reads_healthy(name):
+    if reads_healthy(name) or name in faults or all(w in FAULT_WORDS for w in name_words(name)):
         return None
     near = difflib.get_close_matches(name, FAULTS, n=1, cutoff=0.8)
     if near:
-        return f"is not one of {FAULTS}; is it a typo of {near[0]!r}?"
+        return (
+            f"is not one of {FAULTS}; is it a typo of {near[0]!r}? (if it is a class of your own, give "
+            f"--fault {name})"
+        )
     return None
 
 
@@ -1412,10 +1428,11 @@ def import_vibration(
         listing = ", ".join(f"{r.source.name} {r.rate_hz:.8g} Hz" for r in recs)
         raise DatasetError(f"mixed rates: {listing}; import each rate separately or give --resample-to HZ")
     target = resample_to or rates[0]
-    labels = read_labels(labels_file, healthy or ())
+    labels = read_labels(labels_file, healthy or (), faults or ())
     _healthy_names(labels, labels_file, healthy or [], faults or [])
     _one_class_per_fault(labels, labels_file)
     _labelled_runs(labels, labels_file, recs)
+    _no_copies(recs, labels, channel, speed_channel)
     hop = hop_samples if hop_samples is not None else window_samples
     waves, fault, health, rul, run_id, t_s, speeds = [], [], [], [], [], [], []
     from cloud_trainer.train.maintenance import VISIBLE_HEALTH
@@ -1658,6 +1675,73 @@ def _one_recording_each(files: list[Path]) -> None:
                     "windows would be trained twice (under two labels when the copy sits in another class's "
                     "folder); leave the copy out"
                 )
+
+
+# two runs whose decoded samples, each over its peak, differ by less than this share of the signal (RMS) are one
+# recording. Measured (/work/notes53/probe_vibimport/p1c_ratio.out): a CSV a logger wrote with 6 decimals beside
+# the 16-bit WAV of the same run differs by the WAV's rounding, 0.04 % for a run peaking at 8 % of its range, 0.4 %
+# at 0.8 % (4 % at 0.08 %: not told); two recordings of one machine differ by 135 %, a healthy run and the same
+# samples with an outer-race fault added by 89 %
+COPY_TOLERANCE = 0.01
+_COPY_PROBES = 64  # samples compared first, spread over the run: runs differing there are not read further
+
+
+def _no_copies(
+    recs: list[Recording], labels: list[LabelRow], channel: str | None, speed_channel: str | None
+) -> None:
+    """Refuse two labelled runs holding one recording under two names (``healthy/run1.csv`` copied as
+    ``outer/run7.csv``, a run's WAV beside a CSV written from it, in one class or two): its windows trained twice,
+    under two labels a contradiction, and the split could hold one out while training the other (a gate passed on
+    a run it trained on). Compared on the decoded samples of the channel used, each over its peak (a copy in
+    another unit or scale, 16-bit counts beside a float CSV, is one too), not on bytes: ``_one_recording_each``
+    compares only files of one name. Runs of one length are compared, a few samples first."""
+    runs = {lab.run for lab in labels}
+    by_length: dict[int, list[tuple[Recording, np.ndarray, float, np.ndarray]]] = {}
+    for rec in recs:
+        if rec.run not in runs:
+            continue
+        x = rec.channels[channel or next(c for c in rec.channels if c != speed_channel)]
+        if not len(x):
+            continue
+        peak = float(max(np.max(x), -np.min(x)))
+        # a flat run is no recording to tell apart; one holding NaN is refused when its windows are cut
+        if not (np.isfinite(peak) and peak > 0):
+            continue
+        probes = x[np.linspace(0, len(x) - 1, _COPY_PROBES).astype(np.int64)] / peak
+        by_length.setdefault(len(x), []).append((rec, x, peak, probes))
+    labelled: dict[str, list[str]] = {}
+    for lab in labels:
+        labelled.setdefault(lab.run, [])
+        if lab.written not in labelled[lab.run]:
+            labelled[lab.run].append(lab.written)
+    for group in by_length.values():
+        if len(group) < 2:
+            continue
+        probes = np.stack([g[3] for g in group])
+        for i, (a, xa, pa, _) in enumerate(group[:-1]):
+            near = np.flatnonzero(np.max(np.abs(probes[i + 1 :] - probes[i]), axis=1) <= COPY_TOLERANCE)
+            for j in near + i + 1:
+                b, xb, pb, _ = group[j]
+                if _same_samples(xa, pa, xb, pb):
+                    scaled = f", one {pb / pa:.4g}x the other" if abs(pb / pa - 1) > COPY_TOLERANCE else ""
+                    raise DatasetError(
+                        f"{a.source} and {b.source} hold the same samples{scaled} (run {a.run!r}, labelled "
+                        f"{'/'.join(labelled[a.run])}; run {b.run!r}, labelled {'/'.join(labelled[b.run])}): one "
+                        "recording under two names, its windows would train twice (under two labels, each against "
+                        "the other) and the split could test one on the model trained on the other; leave the copy "
+                        "out"
+                    )
+
+
+def _same_samples(xa: np.ndarray, pa: float, xb: np.ndarray, pb: float, block: int = 1 << 16) -> bool:
+    """Whether two runs of one length hold the same samples over their peaks: their difference's RMS under
+    ``COPY_TOLERANCE`` of the first's."""
+    diff = power = 0.0
+    for k in range(0, len(xa), block):
+        a = xa[k : k + block] / pa
+        diff += float(np.sum(np.square(a - xb[k : k + block] / pb)))
+        power += float(np.sum(np.square(a)))
+    return diff <= COPY_TOLERANCE**2 * power
 
 
 def _same_digest(files: list[Path], whole: bool) -> list[list[Path]]:
@@ -1973,8 +2057,9 @@ def main_import(argv: list[str]) -> int:
         "--fault",
         action="append",
         metavar="NAME[,NAME...]",
-        help="the labels' class(es) of a fault whose name reads as a healthy one (baseline_drift, normal_wear): "
-        "imported as a fault class of its own (recorded in dataset.yaml as fault_labels)",
+        help="the labels' class(es) of a fault whose name reads as a healthy one (baseline_drift, normal_wear) "
+        "or as a misspelt known fault (misalignment_h): imported as a fault class of its own (recorded in "
+        "dataset.yaml as fault_labels)",
     )
     a = ap.parse_args(argv)
     from cloud_trainer.train.images import stopped_cleanly
