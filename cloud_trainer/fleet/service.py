@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -325,6 +326,40 @@ async def _in_place(
     return await asyncio.wrap_future(call)
 
 
+async def _in_thread_place(gate_now: Callable[[], asyncio.Semaphore], fn, *args):
+    """``fn(*args)`` in a worker thread (``asyncio.to_thread``) within a place of the gate ``gate_now()``, kept until
+    the thread's call ends, as ``_in_place`` does in a pool of its own: the loop's default executor hands out no
+    thread's future, so the thread gives the place back itself, and a call that ended before its thread began gives
+    it back at once (the thread then does nothing). A heartbeat or an admin call cut meanwhile (the agent's deadline,
+    its link) gave its place back at once while the thread went on in the store, and each retry of its tenant's took
+    one more of the worker threads every tenant's calls wait for."""
+    loop = asyncio.get_running_loop()
+    place = gate_now()
+    await place.acquire()  # no await between the lookup and the wait: ``free_gates`` drops no gate waited for
+    lock = threading.Lock()
+    began, dropped = [False], [False]
+
+    def run():
+        with lock:
+            if dropped[0]:  # the call ended before the thread took it: its place was given back then
+                return None
+            began[0] = True
+        try:
+            return fn(*args)
+        finally:
+            with contextlib.suppress(RuntimeError):  # a loop closed meanwhile: no one waits
+                loop.call_soon_threadsafe(place.release)
+
+    try:
+        return await asyncio.to_thread(run)
+    except BaseException:
+        with lock:
+            if not began[0]:
+                dropped[0] = True
+                place.release()
+        raise
+
+
 def _open_at(path: Path, offset: int):
     """The file at ``path`` opened for reading, at ``offset`` (in a package reader)."""
     f = open(path, "rb")
@@ -380,11 +415,13 @@ class FleetServicer(rpc.FleetServicer):
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
 
-    async def _command_results(self, who: Identity, results) -> None:
-        """Record the agent's command results (before its desired state is computed: a done command leaves it)."""
+    async def _command_results(self, who: Identity, results, gate=None) -> None:
+        """Record the agent's command results (before its desired state is computed: a done command leaves it);
+        ``gate``: within a place of it (``_in_thread_place``)."""
         if self.commands is not None and results:
             rows = [{"id": r.id, "ok": r.ok, "detail": r.detail, "done_at": r.done_at} for r in results[:100]]
-            await asyncio.to_thread(partial(self.commands.record_results, who.name, rows, tenant=who.tenant))
+            write = partial(self.commands.record_results, who.name, rows, tenant=who.tenant)
+            await (asyncio.to_thread(write) if gate is None else _in_thread_place(gate, write))
 
     async def _admit(self, who: Identity, context) -> None:
         """The tenant's agent quota: a new agent past it is RESOURCE_EXHAUSTED (checked in the store, so that
@@ -463,12 +500,14 @@ class FleetServicer(rpc.FleetServicer):
         await report_fields(context, request, "HeartbeatRequest")
         slots = _slot_states(request)
         health = await json_field(context, request.health_json, "health_json")
-        # like batches: a tenant's heartbeats wait for the store in at most HEARTBEATS_PER_TENANT worker threads
-        gate = tenant_gate(self._heartbeats, tenant, HEARTBEATS_PER_TENANT)
-        async with gate:
-            await self._command_results(who, request.command_results)
-            try:
-                await asyncio.to_thread(
+        # like batches: a tenant's heartbeats wait for the store in at most HEARTBEATS_PER_TENANT worker threads, each
+        # place kept until its thread's call ends, the heartbeat cut meanwhile or not (``_in_thread_place``)
+        gate = partial(tenant_gate, self._heartbeats, tenant, HEARTBEATS_PER_TENANT)
+        await self._command_results(who, request.command_results, gate)
+        try:
+            await _in_thread_place(
+                gate,
+                partial(
                     self.store.heartbeat,
                     agent,
                     dict(request.labels),
@@ -477,30 +516,31 @@ class FleetServicer(rpc.FleetServicer):
                     request.outbox_depth,
                     _outbox_state(request),
                     tenant=tenant,
+                ),
+            )
+        except Exception as exc:  # the store failed (down, disk full): the agent heartbeats again
+            self._store_failed("heartbeats", exc)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the fleet store could not record this heartbeat ({told(exc)}); send it again later",
+            )
+        try:
+            gen, desired, config = 0, [], None
+            if self.control is not None:
+                gen, desired, config = await _in_thread_place(
+                    gate, partial(self.control.desired_state, agent, tenant=tenant)
                 )
-            except Exception as exc:  # the store failed (down, disk full): the agent heartbeats again
-                self._store_failed("heartbeats", exc)
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"the fleet store could not record this heartbeat ({told(exc)}); send it again later",
-                )
-            try:
-                gen, desired, config = 0, [], None
-                if self.control is not None:
-                    gen, desired, config = await asyncio.to_thread(
-                        partial(self.control.desired_state, agent, tenant=tenant)
-                    )
-                reply = desired_reply(gen, desired, config)
-                if self.commands is not None:
-                    key = (tenant, agent)
-                    add_commands(reply, (await asyncio.to_thread(self.commands.pending_many, [key]))[key])
-            except Exception as exc:  # the control's connection waiting to reconnect (PostgreSQL restarted)
-                self._store_failed("heartbeats", exc)
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"the fleet store could not read this agent's desired state ({told(exc)}); "
-                    "send the heartbeat again later",
-                )
+            reply = desired_reply(gen, desired, config)
+            if self.commands is not None:
+                key = (tenant, agent)
+                add_commands(reply, (await _in_thread_place(gate, self.commands.pending_many, [key]))[key])
+        except Exception as exc:  # the control's connection waiting to reconnect (PostgreSQL restarted)
+            self._store_failed("heartbeats", exc)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the fleet store could not read this agent's desired state ({told(exc)}); "
+                "send the heartbeat again later",
+            )
         return reply
 
     async def PushRecords(self, request_iterator, context):
@@ -1008,10 +1048,9 @@ class AdminServicer(rpc.AdminServicer):
         """``fn()`` in a worker thread, at most ``ADMIN_CALLS_PER_TENANT`` of the tenant's at once; its others wait
         on the loop, holding no thread. The worker threads serve every tenant's calls (state reports, batches,
         downloads): one tenant's admin asking for its agents' stats 16 at a time (each a scan of an agent's
-        records) held all of them, and another tenant's batches waited 14 s for a thread."""
-        gate = tenant_gate(self._gates, tenant, ADMIN_CALLS_PER_TENANT)
-        async with gate:
-            return await asyncio.to_thread(fn)
+        records) held all of them, and another tenant's batches waited 14 s for a thread. A place is kept until the
+        thread's call ends, also when the admin's call was cut meanwhile (``_in_thread_place``)."""
+        return await _in_thread_place(partial(tenant_gate, self._gates, tenant, ADMIN_CALLS_PER_TENANT), fn)
 
     async def ListAgents(self, request, context):
         who = await self.require(context, ROLE_ADMIN)

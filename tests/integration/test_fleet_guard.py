@@ -844,3 +844,98 @@ def test_a_tenants_refusals_logged_per_tenant_name_the_agents_refused_since_the_
         said
     )
     assert quotas.refusals[("t1", "a1", "store_locked")] == 2
+
+
+class _AgentContext:
+    """The context of a call of the agent whose certificate is ``pem``, as the servicer reads it."""
+
+    def __init__(self, pem: bytes) -> None:
+        self.pem = pem
+
+    def auth_context(self):
+        return {"x509_pem_cert": [self.pem]}
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+    async def abort(self, code, details=""):
+        raise AssertionError(f"aborted {code}: {details}")
+
+
+async def test_a_heartbeat_or_admin_call_cut_while_its_thread_runs_keeps_its_tenants_place_until_it_ends(
+    tmp_path, monkeypatch
+):
+    """A heartbeat or an admin call cut (the agent's deadline, its link) while its worker thread waited for the
+    store gave its tenant's place back at once (``async with gate`` around ``asyncio.to_thread``), and the thread
+    went on: each retry of a tenant whose store stalled took one more of the worker threads every tenant's calls
+    wait for, the bounds ``HEARTBEATS_PER_TENANT`` and ``ADMIN_CALLS_PER_TENANT`` notwithstanding. The place is now
+    kept until the thread's call ends; the tenant's next call waits for it, and another tenant's admin call is
+    served meanwhile. The store's write is held by an Event: a store that answers when the test says so."""
+    import threading
+
+    from cloud_trainer.fleet import service
+    from cloud_trainer.pki import identity
+
+    monkeypatch.setattr(service, "HEARTBEATS_PER_TENANT", 1)
+    monkeypatch.setattr(service, "ADMIN_CALLS_PER_TENANT", 1)
+    pki = make_pki(tmp_path / "pki", agents=("gw1", "gw2"), admins=())
+    srv = FleetServer(tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    pems = {a: (pki / "agents" / f"{a}.pem").read_bytes() for a in ("gw1", "gw2")}
+    tenant = identity(pems["gw1"]).tenant
+    stalled, entered, answer = threading.Event(), [], threading.Event()
+    heartbeat = srv.store.heartbeat
+
+    def store_heartbeat(agent, *args, **kw):  # gw1's write waits for the test; the others go through
+        entered.append(agent)
+        if agent == "gw1":
+            stalled.set()
+            answer.wait(30)
+        return heartbeat(agent, *args, **kw)
+
+    monkeypatch.setattr(srv.store, "heartbeat", store_heartbeat)
+    pending: list[asyncio.Future] = []
+    try:
+        # the unary heartbeat
+        cut = asyncio.ensure_future(srv.fleet.Heartbeat(pb.HeartbeatRequest(), _AgentContext(pems["gw1"])))
+        pending.append(cut)
+        await until(stalled.is_set, what="gw1's heartbeat in the store")
+        cut.cancel()  # the call ends while its thread writes on
+        await asyncio.gather(cut, return_exceptions=True)
+        gate = srv.fleet._heartbeats[tenant]
+        assert gate._value == 0  # was 1: the place given back while the thread still writes
+        other = asyncio.ensure_future(srv.fleet.Heartbeat(pb.HeartbeatRequest(), _AgentContext(pems["gw2"])))
+        pending.append(other)
+        await until(lambda: other.done() or bool(gate._waiters), what="gw2's heartbeat waiting for a place")
+        assert not other.done() and entered == ["gw1"]  # was: gw2 in a second thread of its tenant's
+        answer.set()  # the store answers: the cut write ends, its place goes to gw2
+        await other
+        assert entered == ["gw1", "gw2"]
+        # the admin's calls
+        answer.clear()
+        held = threading.Event()
+
+        def scan():  # an admin's stats held in the store
+            held.set()
+            answer.wait(30)
+            return "scanned"
+
+        cut = asyncio.ensure_future(srv.admin._thread(tenant, scan))
+        pending.append(cut)
+        await until(held.is_set, what="the admin's call in the store")
+        cut.cancel()
+        await asyncio.gather(cut, return_exceptions=True)
+        gates = srv.admin._gates
+        assert gates[tenant]._value == 0  # was 1
+        again = asyncio.ensure_future(srv.admin._thread(tenant, lambda: "again"))
+        pending.append(again)
+        await until(lambda: again.done() or bool(gates[tenant]._waiters), what="the tenant's next admin call")
+        assert not again.done()
+        assert await srv.admin._thread("neighbour", lambda: "served") == "served"  # another tenant's goes on
+        answer.set()
+        assert await again == "again"
+        await until(lambda: gates[tenant]._value == 1, what="the places given back")
+    finally:
+        answer.set()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await srv.stop()
