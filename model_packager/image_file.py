@@ -61,6 +61,8 @@ _TIFF_UNREAD = (
     "or damaged, not decoded"
 )
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # JPEG frame headers (C4, C8, CC are not)
+# the processes whose scans' restart markers are counted by MCU (Huffman-coded: baseline, extended, progressive)
+_COUNTED = frozenset({0xC0, 0xC1, 0xC2})
 _LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no length field
 # a JPEG's extraneous bytes before a marker, then its fill bytes (0xFF): stepped over in C, as libjpeg steps over them;
@@ -990,7 +992,8 @@ def _walk(data: bytes) -> str | None:
     n = len(data)
     i = 2
     restart = 0  # DRI: MCUs per restart interval, 0 = none
-    sof: tuple[int, int, int, list[tuple[int, int]]] | None = None  # marker, width, height, sampling
+    # marker, width, height, sampling by component id
+    sof: tuple[int, int, int, dict[int, tuple[int, int]]] | None = None
     scans = 0
     steps = 0
     for _ in range(_JPEG_MAX_SEGMENTS + _JPEG_MAX_NOTES):
@@ -1017,7 +1020,10 @@ def _walk(data: bytes) -> str | None:
         elif m in _SOF and sof is None and length >= 8:
             h = (data[i + 3] << 8) | data[i + 4]
             w = (data[i + 5] << 8) | data[i + 6]
-            comps = [(data[i + 9 + 3 * c] >> 4, data[i + 9 + 3 * c] & 15) for c in range(data[i + 7])]
+            comps = {
+                data[i + 8 + 3 * c]: (data[i + 9 + 3 * c] >> 4, data[i + 9 + 3 * c] & 15)
+                for c in range(data[i + 7])
+            }
             sof = (m, w, h, comps)
         if m != 0xDA:
             i += length
@@ -1026,7 +1032,7 @@ def _walk(data: bytes) -> str | None:
         if not restart:  # nothing to check in coded data without restart markers (a cut one: the decode)
             return None
         scans += 1
-        ns = data[i + 2]
+        ns, start = data[i + 2], i + 3  # its components, and where the first one's id is
         i += length
         count, i, wrong = _restart_markers(data, i)  # restart markers in this scan, the marker ending it
         if i < 0:
@@ -1036,20 +1042,24 @@ def _walk(data: bytes) -> str | None:
                 f"restart marker RST{wrong[1]} where RST{wrong[2]} belongs (at byte {wrong[0]}): "
                 "part of the coded data is missing or out of place"
             )
-        if restart and sof is not None and scans == 1 and sof[0] in (0xC0, 0xC1) and ns == len(sof[3]):
+        # every scan of a sequential or progressive image (Huffman-coded), not its first alone: a progressive JPEG cut
+        # within its last scan and closed with an end marker sends all its scans, so the scan count passes it
+        if sof is not None and sof[0] in _COUNTED and ns:
             _, w, h, comps = sof
-            hmax = max(c[0] for c in comps) or 1
-            vmax = max(c[1] for c in comps) or 1
-            if ns == 1:  # one component: its blocks, not MCUs of the largest sampling
-                mcus = -(-w * comps[0][0] // (8 * hmax)) * -(-h * comps[0][1] // (8 * vmax))
+            hmax = max((c[0] for c in comps.values()), default=1) or 1
+            vmax = max((c[1] for c in comps.values()), default=1) or 1
+            # one component (every AC scan of a progressive image): its blocks, not MCUs of the largest sampling
+            if ns == 1:
+                ch, cv = comps.get(data[start], (0, 0))  # (an id of no component: not counted)
+                mcus = -(-w * ch // (8 * hmax)) * -(-h * cv // (8 * vmax))
             else:
                 mcus = -(-w // (8 * hmax)) * -(-h // (8 * vmax))
             want = -(-mcus // restart) - 1
             # fewer: coded data missing; one more is what some encoders put before the end marker (no harm)
             if count < want and data[i + 1] == 0xD9:
                 return (
-                    f"{count} restart markers where its size and restart interval make {want}: part of "
-                    "the coded data is missing"
+                    f"{count} restart markers in scan {scans} where its size and restart interval make {want}: "
+                    "part of the coded data is missing"
                 )
     return None  # more markers than an encoder writes (a crafted file that decoded): not checked further
 

@@ -135,5 +135,51 @@ def test_a_jpeg_of_many_tiny_scans_before_a_long_one_is_looked_through_about_onc
         return flatnonzero(a)
 
     monkeypatch.setattr(np, "flatnonzero", counting)
-    assert getattr(importlib.import_module(module), check)(crafted) is None
+    said = getattr(importlib.import_module(module), check)(crafted)
     assert looked[0] <= 4 * len(crafted), f"{looked[0]} bytes looked through for a file of {len(crafted)}"
+    # its last tiny scan, closed by the end marker, holds none of its restart markers
+    if check == "coded_damage":
+        assert said is not None and "0 restart markers in scan" in said, said
+    else:
+        assert said is None
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_a_progressive_jpeg_cut_within_its_last_scan_and_closed_is_told_by_its_restart_markers(module):
+    """A progressive JPEG cut short within its last scan and closed with an end marker sends every scan, so the check
+    that its scans send every coefficient (``jpeg_scans_over``) passes it, and libjpeg decodes the rest of that scan
+    as nothing: the lower part of the image without its last refinement, taken as a frame. Its restart markers were
+    counted in a baseline image's first scan only; every scan's are counted now, each against the MCUs (or, for one
+    component, the blocks) it codes. Whole files of every shape (grey and colour, 4:2:0, 4:2:2 and 4:4:4, odd sizes,
+    baseline and progressive, intervals of 1-7 MCUs) are not refused."""
+    from protocols.image_header import jpeg_scans_over
+
+    check = importlib.import_module(module).coded_damage
+    rng = np.random.default_rng(5)
+    sampling = (
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+    )
+    caught = 0
+    for h, w in ((9, 7), (77, 251), (240, 320)):
+        small = rng.integers(0, 256, (max(2, h // 8), max(2, w // 8), 3), np.uint8)
+        colour = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+        for image in (colour, cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)):
+            for progressive, restart, factor in (
+                (p, r, f) for p in (0, 1) for r in (1, 2, 7) for f in sampling
+            ):
+                params = [cv2.IMWRITE_JPEG_PROGRESSIVE, progressive, cv2.IMWRITE_JPEG_RST_INTERVAL, restart]
+                ok, buf = cv2.imencode(".jpg", image, params + [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, factor])
+                whole = buf.tobytes()
+                assert check(whole) is None, (h, w, image.ndim, progressive, restart, factor)
+                if not progressive or h < 200:
+                    continue
+                last, end = whole.rfind(b"\xff\xda"), whole.rfind(b"\xff\xd9")
+                cut = whole[: last + (end - last) // 2] + b"\xff\xd9"  # half its last scan, then closed
+                assert jpeg_scans_over(cut) is None  # every scan there: the scan count passes it
+                assert cv2.imdecode(np.frombuffer(cut, np.uint8), cv2.IMREAD_COLOR) is not None
+                said = check(cut)
+                assert said is not None and "restart markers in scan" in said, said
+                caught += 1
+    assert caught == 2 * 3 * 3
