@@ -968,19 +968,24 @@ def _substitute(
     errors: list[str],
     env: Mapping[str, str] = os.environ,
     unset: dict[str, str] | None = None,
+    taken: dict[str, str] | None = None,
 ) -> Any:
     """``${VAR}`` / ``${VAR:-default}`` in every string of ``node`` from ``env`` (the agent's environment; none at all
     for the cloud's check of a fleet config, which must never read the platform's own variables: see
-    ``parse_config``); ``unset`` gets each place (``sources.b.port``) whose variable is not set, and its name."""
+    ``parse_config``); ``unset`` gets each place (``sources.b.port``) whose variable is not set, and its name;
+    ``taken`` each place given a value from ``env``, and the variable's name."""
     if isinstance(node, dict):
         return {
-            k: _substitute(v, f"{loc}.{k}" if loc else str(k), errors, env, unset) for k, v in node.items()
+            k: _substitute(v, f"{loc}.{k}" if loc else str(k), errors, env, unset, taken)
+            for k, v in node.items()
         }
     if isinstance(node, list):
-        return [_substitute(v, f"{loc}[{i}]", errors, env, unset) for i, v in enumerate(node)]
+        return [_substitute(v, f"{loc}[{i}]", errors, env, unset, taken) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
 
         def repl(m: re.Match) -> str:
+            if taken is not None and m.group(1) in env:
+                taken.setdefault(loc, m.group(1))
             val = env.get(m.group(1), m.group(2))
             if val is None:
                 if unset is not None:
@@ -1005,6 +1010,39 @@ def _substitute(
 
         return _ENV.sub(repl, node)
     return node
+
+
+def env_taken(node: Any, env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The variables ``${VAR}`` in ``node``'s strings that ``env`` sets: name -> its value (what a config takes
+    from the gateway's environment)."""
+    found: dict[str, str] = {}
+    if isinstance(node, dict):
+        for v in node.values():
+            found.update(env_taken(v, env))
+    elif isinstance(node, list):
+        for v in node:
+            found.update(env_taken(v, env))
+    elif isinstance(node, str) and "${" in node:
+        for m in _ENV.finditer(node):
+            if m.group(1) in env:
+                found[m.group(1)] = env[m.group(1)]
+    return found
+
+
+def hide_env_values(text: str, values: Mapping[str, str]) -> str:
+    """``text`` with every value of ``values`` (name -> a gateway variable's value: ``env_taken``) shown as
+    ``<$NAME>``, as written and as quoted (``repr``): what a fleet config's refusal sends to the cloud names the
+    field and the variable, never the value it took on this gateway (a token, a password in a field not named so).
+    A value of fewer than 4 characters only where it stands alone (not inside a word or number)."""
+    forms = []
+    for name, value in values.items():
+        for form in {value, repr(value)[1:-1]}:
+            if form:
+                forms.append((form, name))
+    for form, name in sorted(forms, key=lambda f: -len(f[0])):
+        pattern = re.escape(form) if len(form) >= 4 else rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])"
+        text = re.sub(pattern, f"<${name}>", text)  # a name is letters, digits and _: no escapes
+    return text
 
 
 def _fmt_loc(loc: tuple) -> str:
@@ -1054,7 +1092,11 @@ def _unwrap(t: Any, part: Any) -> Any:
     return None
 
 
-def _pydantic_errors(exc: ValidationError, model: Any, prefix: tuple, where: str) -> list[str]:
+def _pydantic_errors(
+    exc: ValidationError, model: Any, prefix: tuple, where: str, hidden: frozenset[str] = frozenset()
+) -> list[str]:
+    """``hidden``: places whose value is never shown (found ...): those given a gateway variable's value, in a
+    fleet config's refusal that goes to the cloud."""
     out = []
     for err in exc.errors():
         loc = prefix + tuple(err["loc"])
@@ -1090,6 +1132,7 @@ def _pydantic_errors(exc: ValidationError, model: Any, prefix: tuple, where: str
                 or found is None
                 or repr(found) in msg
                 or _is_secret(model, tuple(err["loc"]))
+                or any(_fmt_loc(loc) == h or _fmt_loc(loc).startswith((f"{h}.", f"{h}[")) for h in hidden)
                 else f" (found {_short_repr(found)})"
             )
             out.append(f"{where}: {_fmt_loc(loc)}: {msg}{shown}{_yaml_read_it(err['type'], found)}")
@@ -1157,6 +1200,8 @@ class Findings:
         # False: the cloud's check of a fleet config, which must read no file of the service's disk (hooks
         # reading the agent's own files skip those checks then)
         self.local_checks = local_checks
+        # places whose value is never shown (``parse_config``'s hide_env)
+        self.hidden: frozenset[str] = frozenset()
         self.errors: list[str] = []
         self.warnings: list[str] = []
 
@@ -1179,7 +1224,7 @@ def _validate(loc: tuple, typ: Any, value: Any, report: Findings) -> Any:
     try:
         return _adapter(typ).validate_python(value)
     except ValidationError as exc:
-        report.errors.extend(_pydantic_errors(exc, typ, loc, report.where))
+        report.errors.extend(_pydantic_errors(exc, typ, loc, report.where, report.hidden))
         return None
 
 
@@ -1269,6 +1314,15 @@ def _validate_section(
     return _validate((key,), ann, raw, report), set()
 
 
+def _taken_hint(error: str, where: str, taken: dict[str, str]) -> str:
+    """``error`` of the agent's check of a fleet config, saying which variable its field took (its value is not
+    shown: ``hide_env_values``)."""
+    for loc, name in taken.items():
+        if error.startswith((f"{where}: {loc}:", f"{where}: {loc}.", f"{where}: {loc}[")):
+            return f"{error} (it takes ${{{name}}} from this gateway's environment; its value is not sent to the fleet)"
+    return error
+
+
 def _unset_hint(error: str, where: str, unset: dict[str, str]) -> str:
     """``error`` of the cloud's check, with a hint when its field took a variable that has no default: the cloud
     reads no environment, so ``port: ${MQTT_PORT}`` was refused ``(found '')`` without a word of why."""
@@ -1282,13 +1336,19 @@ def _unset_hint(error: str, where: str, unset: dict[str, str]) -> str:
 
 
 def parse_config(
-    data: Any, where: str = "<config>", base_dir: str = ".", local_checks: bool = True
+    data: Any,
+    where: str = "<config>",
+    base_dir: str = ".",
+    local_checks: bool = True,
+    hide_env: bool = False,
 ) -> AgentConfig:
     """``local_checks=False``: what only the agent's own machine can tell is not checked (files exist, the
     environment variables are set): the cloud's check of a fleet configuration (``edge_agent.fleet_config``).
     Then ``${VAR}`` takes its ``:-default`` or nothing, never this process's environment: the cloud's check runs in
     the fleet service's environment (its object store's and database's credentials), and a tenant's config naming
-    ``${AWS_SECRET_ACCESS_KEY}`` in a number field read it back in the refusal (``found '...'``)."""
+    ``${AWS_SECRET_ACCESS_KEY}`` in a number field read it back in the refusal (``found '...'``).
+    ``hide_env``: the agent's check of a fleet config, whose refusal goes to the cloud: an error names the field and
+    the variable, never the value the gateway's environment gave (``hide_env_values``, and no ``found``)."""
     if not isinstance(data, dict):
         raise ConfigError(
             [f"{where}: expected a mapping at the top level (agent:, sources:, models:, pipelines: ...)"]
@@ -1298,7 +1358,11 @@ def parse_config(
     # names YAML read as a boolean or null, as written (``read_yaml``); the substitution makes plain dicts
     written = {k: getattr(v, "written", None) for k, v in data.items() if isinstance(v, _NamesAsWritten)}
     unset: dict[str, str] = {}  # the cloud's check: places taking a gateway's variable with no default
-    data = _substitute(data, "", sub_errors, os.environ if local_checks else {}, unset)
+    taken: dict[str, str] = {}  # places given a value of this gateway's environment, and the variable
+    values = env_taken(data) if local_checks and hide_env else {}
+    data = _substitute(data, "", sub_errors, os.environ if local_checks else {}, unset, taken)
+    if hide_env:
+        report.hidden = frozenset(taken)
     if local_checks:
         report.errors += [f"{where}: {e}" for e in sub_errors]
     sections = {k: f.annotation for k, f in AgentConfig.model_fields.items() if k != "base_dir"}
@@ -1329,6 +1393,8 @@ def parse_config(
     if report.errors:
         if not local_checks and unset:
             report.errors = [_unset_hint(e, where, unset) for e in report.errors]
+        if values:
+            report.errors = [_taken_hint(hide_env_values(e, values), where, taken) for e in report.errors]
         raise ConfigError(report.errors)
     cfg.warnings.extend(_one_line(mask_credentials(w)) for w in report.warnings)
     return cfg

@@ -52,6 +52,8 @@ from typing import TYPE_CHECKING, Any
 from edge_agent.config import (
     AgentConfig,
     ConfigError,
+    env_taken,
+    hide_env_values,
     load_config,
     parse_config,
     read_config_file,
@@ -248,12 +250,24 @@ class AgentHost:
             "reason": "",
         }
 
-    def effective(self, data: bytes, where: str) -> AgentConfig:
-        """A fleet config merged with this agent's own sections, validated with its files (``ConfigError``)."""
+    def _merged(self, data: bytes, where: str) -> dict:
         doc = fleet_document(data, where)
         raw = read_config_file(self.local_path)
-        merged = {**doc, **{k: raw[k] for k in AGENT_OWN if isinstance(raw, dict) and k in raw}}
-        return parse_config(merged, where, str(self.local_path.parent))
+        return {**doc, **{k: raw[k] for k in AGENT_OWN if isinstance(raw, dict) and k in raw}}
+
+    def effective(self, data: bytes, where: str, hide_env: bool = False) -> AgentConfig:
+        """A fleet config merged with this agent's own sections, validated with its files (``ConfigError``).
+        ``hide_env``: its errors name a gateway variable a field took, never its value (they go to the fleet)."""
+        return parse_config(self._merged(data, where), where, str(self.local_path.parent), hide_env=hide_env)
+
+    def _env_values(self, data: bytes, where: str) -> dict[str, str]:
+        """The gateway variables a fleet config (merged with the agent's own sections) takes, and their values:
+        what a reason sent to the fleet must never carry (``hide_env_values``). Best effort: none when the YAML
+        cannot be read (nothing was substituted then)."""
+        try:
+            return env_taken(self._merged(data, where))
+        except Exception:
+            return {}
 
     def _last_good(self) -> tuple[AgentConfig, dict]:
         lg = self.keeper.state.get("last_good")
@@ -417,17 +431,22 @@ class AgentHost:
         ):
             return
         where = f"fleet config {info['name']} ({want.digest[:12]})"
+        # what the config takes from this gateway's environment: every reason that goes to the fleet (and to the
+        # tenant's admins reading it there) names the field and the variable, never its value: a config naming
+        # ${GW_TOKEN:-1883} in a port passed the cloud's check and sent the gateway's token back in its refusal
+        values = self._env_values(want.yaml, where)
         try:
             if digest_of(want.yaml) != want.digest:
                 raise ConfigError([f"{where}: the YAML does not match its digest"])
-            cfg = self.effective(want.yaml, where)
+            cfg = self.effective(want.yaml, where, hide_env=True)
         except Exception as exc:  # refused: the agent keeps running what it runs
             # anything validation raises refuses this config: the same bytes would fail the same way at
             # every desired state, and the fleet would never hear why
-            reason = (
+            reason = hide_env_values(
                 "; ".join(exc.errors[:5])
                 if isinstance(exc, ConfigError)
-                else f"{where}: cannot be validated: {type(exc).__name__}: {printable(str(exc), 300)}"
+                else f"{where}: cannot be validated: {type(exc).__name__}: {printable(str(exc), 300)}",
+                values,
             )
             log.error("fleet config refused: %s", mask_credentials(reason))
             self.keeper.refuse(info, "failed", reason)
@@ -444,6 +463,8 @@ class AgentHost:
             why = await self._health(self.agent)
         except Exception as exc:
             why = f"the agent did not start on it: {type(exc).__name__}: {printable(str(exc), 300)}"
+        if why is not None:  # a source's error may quote a host or login the environment gave
+            why = hide_env_values(why, values)
         if why is None:
             self.keeper.state.update(last_good=info, trial=None)
             self.keeper.note(info, "healthy", True, health=_pipeline_health(self.agent))

@@ -570,3 +570,44 @@ async def test_a_config_rollout_on_a_full_disk_logs_its_traceback_once_not_at_ev
             )
         finally:
             await host.stop()
+
+
+async def test_a_fleet_configs_refusal_names_the_gateway_variable_a_field_took_never_its_value(
+    tmp_path, monkeypatch
+):
+    """A fleet config may take a gateway's variable (``${GW_TOKEN:-1883}`` passes the cloud's check on its default);
+    the agent expands it from its environment, and when the value is refused the refusal that goes to the fleet,
+    where the tenant's admins read it, carried the value: "sources.broker.port: Input should be a valid integer
+    ... (found 'tok-...')", "unknown source 'line-secret-77'". It names the field and the variable now, never the
+    value; the agent keeps running what it runs."""
+    from edge_agent.fleet_config import AgentHost, digest_of, refusal_key
+
+    monkeypatch.setenv("GW_TOKEN", "tok-9f8e7d6c-SECRET")
+    monkeypatch.setenv("GW_LINE", "line-secret-77")
+    local = tmp_path / "gw1.yaml"
+    local.write_text(
+        yaml.safe_dump(
+            {"agent": {"id": "gw1", "data_dir": str(tmp_path / "gw1")}, "http": {"enabled": False}}
+        )
+    )
+    host = AgentHost(local, health_s=1.0)
+    await host.start()
+    try:
+        first = host.agent
+        data = (
+            b"sources:\n"
+            b"  broker: {type: mqtt, host: 127.0.0.1, port: '${GW_TOKEN:-1883}', subscriptions: [{topic: 'p/#'}]}\n"
+            b"pipelines:\n"
+            b"  - {name: p, source: '${GW_LINE:-broker}', model: vision}\n"
+        )
+        host._on_desired(pb.DesiredConfig(deployment_id="d1", digest=digest_of(data), yaml=data, name="c1"))
+        key = refusal_key("d1", digest_of(data))
+        await until(lambda: key in host.keeper.state["refused"], 10, "the config refused")
+        sent = [r["reason"] for r in host.keeper.state["unreported"]]  # what goes to the fleet
+        for reason in [host.keeper.state["refused"][key], *sent]:
+            assert "SECRET" not in reason and "line-secret" not in reason, reason  # was: both, as found
+            assert "sources.broker.port: " in reason and "${GW_TOKEN}" in reason, reason
+            assert "pipelines[0].source: " in reason and "${GW_LINE}" in reason, reason
+        assert host.agent is first  # never stopped
+    finally:
+        await host.stop()
