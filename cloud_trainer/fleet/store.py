@@ -419,6 +419,19 @@ def _over_quota(tenant: str, limit: int, n: int, added: int, what: str) -> Tenan
 _QUOTA_WHAT = ("records", "bytes of samples", "bytes of records")
 
 
+def _judge(
+    tenant: str, limits: tuple[int, ...], before: tuple[int, ...], added: tuple[int, ...], day: int
+) -> None:
+    """``TenantQuotaExceeded`` when ``added`` (records, sample bytes, record bytes) on the tenant's usage of the day
+    ``before`` passes one of its ``limits`` (0: none); its ``usage`` is what ``_refuse_early`` judges the tenant's next
+    batches by, for SPENT_TTL_S."""
+    for limit, n, a, what in zip(limits, before, added, _QUOTA_WHAT, strict=True):
+        if limit and n + a > limit:
+            exc = _over_quota(tenant, limit, n + a, a, what)
+            exc.usage = (day, tuple(limits), tuple(before))  # type: ignore[attr-defined]
+            raise exc
+
+
 def utc_day(t: float | None = None) -> int:
     return int((time.time() if t is None else t) // 86400)
 
@@ -737,6 +750,10 @@ class SQLStore(Store):
         not ``synced``: committed without an fsync, ``_sync`` after it)."""
         return self._tx()
 
+    def _report_tx(self):
+        """The transaction of one agent's state report (``heartbeat``; PostgreSQL: its lock waits bounded)."""
+        return self._tx()
+
     def _sync(self) -> None:
         """Make durable what a range of a batch committed without an fsync (SQLite), outside the writer's turn."""
 
@@ -877,19 +894,29 @@ class SQLStore(Store):
                     ),
                     (tenant, agent, epoch, kind, n, first, last),
                 )
-            if stored:  # the tenant's usage row stays locked (PostgreSQL) until the commit
-                self._charge(ex, tenant, stored, sample_bytes, payload_bytes, now)
+            added = (stored, sample_bytes, payload_bytes)
+            limits = None
+            if stored:
                 self._charge_agent(ex, tenant, agent, payload_bytes, sample_bytes, now)
                 if prune := not self._usage_pruned(tenant, agent, utc_day(now)):
                     self._prune_agent_usage(ex, tenant, agent, utc_day(now))
-            # last, once the batch is known to be new and within quota: the sample bytes (a failure rolls the
-            # rows back; the agent, not acknowledged, sends them again)
+                # the usage of the day as committed (no lock taken): a batch that passes the tenant's quota by it
+                # is refused before its sample bytes are stored
+                if limits := self._quota_limits(ex, tenant):
+                    self._precheck(ex, tenant, limits, added, now)
+            # once the batch is known to be new and within quota: the sample bytes (a failure rolls the rows back;
+            # the agent, not acknowledged, sends them again)
             if blobs is not None:
                 for r in new_samples:
                     if (st := staged.pop(r["sample_sha256"], None)) is not None:
-                        blobs.commit(st)  # a rename: the bytes are on disk already
+                        blobs.commit(st)  # a rename (a bucket: the upload)
                     elif not blobs.exists(r["sample_sha256"]):
                         blobs.put_bytes(r["sample_data"])
+            # last: the tenant's usage row, which every batch of the tenant locks (PostgreSQL) from this upsert to
+            # its commit; held so for the upsert, the exact quota check and the commit, never across a sample's
+            # upload (it was: the tenant's other batches waited for the slowest upload among them)
+            if stored:
+                self._charge(ex, tenant, *added, now, limits)
         if prune:  # committed: not again today for this agent in this process
             self._note_pruned(tenant, agent, utc_day(now))
         if fresh is not None:
@@ -907,12 +934,50 @@ class SQLStore(Store):
             q("SELECT epoch FROM ingest WHERE tenant = ? AND agent = ?" + self.FOR_UPDATE), (tenant, agent)
         ).fetchone()[0]
 
+    def _quota_limits(self, ex, tenant: str) -> tuple[int, int, int] | None:
+        """The tenant's limits of records, sample bytes and record bytes per day, or None when it has none."""
+        limits = ex(
+            self.q(
+                "SELECT max_records_per_day, max_sample_bytes_per_day, max_record_bytes_per_day FROM tenant_quotas "
+                "WHERE tenant = ?"
+            ),
+            (tenant,),
+        ).fetchone()
+        if not limits or not any(limits):
+            return None
+        return int(limits[0]), int(limits[1]), int(limits[2])
+
+    def _usage_of(self, ex, tenant: str, day: int) -> tuple[int, ...]:
+        row = ex(
+            self.q(
+                "SELECT records, sample_bytes, record_bytes FROM tenant_usage WHERE tenant = ? AND day = ?"
+            ),
+            (tenant, day),
+        ).fetchone()
+        return tuple(int(x) for x in row) if row else (0, 0, 0)
+
+    def _precheck(
+        self, ex, tenant: str, limits: tuple[int, ...], added: tuple[int, int, int], now: float
+    ) -> None:
+        """Refuse a batch that passes the tenant's quota by its usage of the day as committed (a plain read: it
+        waits for no lock, and sees no batch in flight: ``_charge`` is the exact check)."""
+        day = utc_day(now)
+        _judge(tenant, limits, self._usage_of(ex, tenant, day), added, day)
+
     def _charge(
-        self, ex, tenant: str, records: int, sample_bytes: int, record_bytes: int, now: float
+        self,
+        ex,
+        tenant: str,
+        records: int,
+        sample_bytes: int,
+        record_bytes: int,
+        now: float,
+        limits: tuple[int, ...] | None,
     ) -> None:
         """Count newly stored records, sample bytes and record (payload) bytes in the tenant's usage of the day, and
-        refuse (the whole transaction rolls back) what passes its quota. The row lock of the upsert serializes the
-        replicas' counts, so the totals are exact however many processes ingest."""
+        refuse (the whole transaction rolls back) what passes its quota (``limits``, None: no limit). The row lock of
+        the upsert serializes the replicas' counts, so the totals are exact however many processes ingest; the
+        batch's last statement, so that the row is held until its commit only."""
         q, day = self.q, utc_day(now)
         ex(
             q(
@@ -923,30 +988,11 @@ class SQLStore(Store):
             ),
             (tenant, day, records, sample_bytes, record_bytes),
         )
-        limits = ex(
-            q(
-                "SELECT max_records_per_day, max_sample_bytes_per_day, max_record_bytes_per_day FROM tenant_quotas "
-                "WHERE tenant = ?"
-            ),
-            (tenant,),
-        ).fetchone()
-        if not limits or not any(limits):
+        if limits is None:
             return
-        used = ex(
-            q("SELECT records, sample_bytes, record_bytes FROM tenant_usage WHERE tenant = ? AND day = ?"),
-            (tenant, day),
-        ).fetchone()
         added = (records, sample_bytes, record_bytes)
-        for limit, n, a, what in zip(limits, used, added, _QUOTA_WHAT, strict=True):
-            if limit and n > limit:
-                exc = _over_quota(tenant, limit, n, a, what)
-                # what ``_refuse_early`` judges the tenant's next batches by, for SPENT_TTL_S
-                exc.usage = (  # type: ignore[attr-defined]
-                    day,
-                    tuple(int(x) for x in limits),
-                    tuple(int(u) - int(x) for u, x in zip(used, added, strict=True)),
-                )
-                raise exc
+        used = self._usage_of(ex, tenant, day)
+        _judge(tenant, limits, tuple(u - a for u, a in zip(used, added, strict=True)), added, day)
 
     def _charge_agent(
         self, ex, tenant: str, agent: str, payload_bytes: int, sample_bytes: int, now: float
@@ -1296,7 +1342,7 @@ class SQLStore(Store):
         tenant: str = T,
     ) -> None:
         _check_depth(outbox_depth)
-        with self._tx() as ex:
+        with self._report_tx() as ex:
             ex(
                 self.q(HEARTBEAT_SQL),
                 (

@@ -8,13 +8,17 @@ shared by the service's worker threads), row locks (an agent's ``ingest`` row is
 for the length of a batch, so two streams or two replicas never interleave one agent's epochs) and the
 schema migrations.
 
-**A row lock held elsewhere**: a batch waits at most ``ROW_LOCK_TIMEOUT_S`` for its agent's ``ingest`` row (a
-``lock_timeout`` for that statement alone), then fails with ``AgentRowsLocked`` (the agent sends it again later).
-A wait on, for a session that holds the rows (an admin's open transaction, a stuck migration, a writer's session
-that hangs), held one of the pool's connections for as long: 4 tenants so held all 8, and every other tenant's
-writes ended in ``PoolTimeout`` after 30 s. The advisory locks (the migrations', a tenant's agent registrations,
-the control state's writers) have no such bound: they serialize short steps that must each run, not wait for a
-session that may never let go.
+**A row lock held elsewhere**: every lock a batch's transaction waits for (its agent's ``ingest`` row, its tenant's
+usage row of the day, a key of its records or samples another transaction is inserting, a table a migration holds) is
+waited for at most ``ROW_LOCK_TIMEOUT_S`` (a ``lock_timeout`` for that transaction alone), then the batch fails with
+``AgentRowsLocked`` (nothing stored; the agent sends it again later). A wait on, for a session that holds the rows (an
+admin's open transaction, a stuck migration, a writer's session that hangs), held one of the pool's connections for as
+long: 4 tenants so held all 8, and every other tenant's writes ended in ``PoolTimeout`` after 30 s. The tenant's usage
+row, which all its batches update, is its batch's last statement, so that one batch holds it for its commit only,
+never across its samples' upload. A unary heartbeat's wait on its agent's ``agents`` row has the same bound (the
+streams' flush of every tenant's state reports, one transaction, has none). The advisory locks (the migrations', a
+tenant's agent registrations, the control state's writers) have no such bound: they serialize short steps that must
+each run, not wait for a session that may never let go.
 
 **Migrations** are plain numbered SQL files (``migrations/postgresql/NNNN_name.sql``), applied in
 order, each in its own transaction together with its row in ``schema_version``; a transaction-level
@@ -159,27 +163,77 @@ class PostgresStore(SQLStore):
     def _lock_tenant(self, ex, tenant: str) -> None:
         ex("SELECT pg_advisory_xact_lock(hashtext(%s))", ("agents:" + tenant,))
 
-    def _lock_agent(self, ex, tenant: str, agent: str) -> int | None:
-        """The agent's ``ingest`` row locked within ``row_lock_timeout_s`` (``lock_timeout`` set for these statements
-        only, then the session's own again: the transaction's later waits, on the tenant's usage row that its other
-        batches hold until their commit, are not cut), or ``AgentRowsLocked``."""
+    @contextlib.contextmanager
+    def _bounded_tx(self):
+        """A transaction whose every lock wait lasts at most ``row_lock_timeout_s`` (a ``lock_timeout`` for it alone),
+        then ``psycopg.errors.LockNotAvailable``: nothing of it is written."""
+        wait = f"{max(1, round(self.row_lock_timeout_s * 1000))}ms"
+        with self._tx() as ex:
+            ex("SELECT set_config('lock_timeout', %s, true)", (wait,))
+            yield ex
+
+    def _ingest_tx(self, synced: bool = True):
+        """A batch's transaction, its lock waits bounded (``_ingest`` says which lock was held)."""
+        return self._bounded_tx()
+
+    def _report_tx(self):
+        """A unary heartbeat's transaction, its wait on the agent's ``agents`` row bounded: a row another session
+        holds (an admin's open transaction) fails the heartbeat (the service answers ``UNAVAILABLE``, the agent
+        heartbeats again). Waited on, 2 tenants' rows so held took all 8 pooled connections (4 heartbeats of a
+        tenant at once), and every other tenant's writes failed."""
+        return self._bounded_tx()
+
+    def _ingest(self, agent: str, records: list[dict], metas: list, tenant: str, *args, **kw):
+        """``SQLStore._ingest``, or ``AgentRowsLocked`` (nothing stored: rolled back) when a lock it waits for is held
+        past ``row_lock_timeout_s``: its agent's ``ingest`` row, its tenant's usage row of the day, a key of its
+        records or samples another transaction is inserting, a table a migration holds. Waited on, 4 tenants whose
+        rows another session held took all 8 pooled connections, and every other tenant's writes failed."""
         import psycopg
 
-        wait = f"{max(1, round(self.row_lock_timeout_s * 1000))}ms"
-        own = ex(
-            "SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, true)", (wait,)
-        ).fetchone()[0]
         try:
-            epoch = super()._lock_agent(ex, tenant, agent)
-        except psycopg.errors.LockNotAvailable:
+            return super()._ingest(agent, records, metas, tenant, *args, **kw)
+        except psycopg.errors.LockNotAvailable as exc:
+            which = getattr(exc, "fleet_lock", None)
+            held = f"held by another transaction past {self.row_lock_timeout_s:g} s"
+            if which == "ingest":
+                what = (
+                    f"its rows in the fleet store are {held}, possibly this agent's other batch (a second stream, "
+                    "a reconnect to another replica) or another session's (pg_stat_activity shows it 'idle in "
+                    "transaction' or waiting)"
+                )
+            elif which == "usage":
+                what = (
+                    f"its tenant's usage row of the day in the fleet store is {held}: another session's (the "
+                    "tenant's batches hold it for their commit only; pg_stat_activity shows it 'idle in "
+                    "transaction' or waiting)"
+                )
+            else:
+                what = (
+                    f"rows this batch writes in the fleet store (a record or sample another transaction is "
+                    f"writing, a table a migration holds) are {held}"
+                )
             raise AgentRowsLocked(
-                f"agent {agent[:80]!r} (tenant {tenant[:80]}): its rows in the fleet store are held by another "
-                f"transaction past {self.row_lock_timeout_s:g} s, possibly this agent's other batch (a second "
-                "stream, a reconnect to another replica) or another session's (pg_stat_activity shows it 'idle in "
-                "transaction' or waiting); nothing of this batch was stored: send it again later"
+                f"agent {agent[:80]!r} (tenant {tenant[:80]}): {what}; nothing of this batch was stored: "
+                "send it again later"
             ) from None
-        ex("SELECT set_config('lock_timeout', %s, true)", (own,))
-        return epoch
+
+    def _lock_agent(self, ex, tenant: str, agent: str) -> int | None:
+        import psycopg
+
+        try:
+            return super()._lock_agent(ex, tenant, agent)
+        except psycopg.errors.LockNotAvailable as exc:
+            exc.fleet_lock = "ingest"  # type: ignore[attr-defined]
+            raise
+
+    def _charge(self, ex, tenant: str, *args, **kw) -> None:
+        import psycopg
+
+        try:
+            super()._charge(ex, tenant, *args, **kw)
+        except psycopg.errors.LockNotAvailable as exc:
+            exc.fleet_lock = "usage"  # type: ignore[attr-defined]
+            raise
 
     @contextlib.contextmanager
     def _tx(self, write: bool = True):

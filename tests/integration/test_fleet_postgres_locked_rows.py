@@ -2,19 +2,27 @@
 writer's session that hangs), against a real fleet service on a real PostgreSQL: a batch's write waited on its agent's
 row lock for as long, holding one of the store's 8 pooled connections, so 4 such tenants (2 writes each) held all 8
 and a healthy tenant's batches failed (``PoolTimeout`` after 30 s). A batch now waits at most ``row_lock_timeout_s``
-(2 s) for the lock, then is refused (``RESOURCE_EXHAUSTED``, saying so, counted as ``store_locked``): the healthy
-tenant is stored meanwhile, and the locked agents' batches, kept by them, are stored once the lock is let go."""
+(2 s) for any lock its transaction needs (its agent's ``ingest`` row, its tenant's usage row of the day), then is
+refused (``RESOURCE_EXHAUSTED``, saying so, counted as ``store_locked``): the healthy tenant is stored meanwhile, and
+the locked agents' batches, kept by them, are stored once the lock is let go. The tenant's usage row is its batches'
+last statement, held for their commit only, never across a sample's upload: the tenant's other batches do not wait
+for it, and its quota stays exact."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import threading
 import time
 
 import grpc
 import psycopg
+import pytest
 
+from cloud_trainer.blobs import LocalBlobStore
 from cloud_trainer.fleet.service import FleetServer, channel_credentials
+from cloud_trainer.fleet.store import TenantQuotaExceeded, open_store, utc_day
 from cloud_trainer.pki import issue
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
@@ -27,6 +35,7 @@ from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  
 from tests.support.waits import until
 
 LOCKED = "held by another transaction past 2 s, possibly this agent's other batch"
+USAGE_LOCKED = "its tenant's usage row of the day in the fleet store is held by another transaction past 2 s"
 
 
 def _one_record(seq: int) -> pb.RecordBatch:
@@ -38,13 +47,21 @@ def _rec(seq: int) -> dict:
 
 
 @contextlib.contextmanager
-def _rows_locked(url: str, tenants: list[str]):
-    """Another session holding the tenants' agents' ``ingest`` rows (``FOR UPDATE``, its transaction left open) until
-    the ``with`` ends."""
+def _rows_locked(url: str, tenants: list[str], rows: str = "ingest"):
+    """Another session holding the tenants' agents' ``ingest`` rows, or (``rows="usage"``) the tenants' usage rows of
+    today and tomorrow (a test running over 00:00 UTC), its transaction left open until the ``with`` ends."""
     with psycopg.connect(url) as conn:
-        held = conn.execute(
-            "SELECT agent FROM ingest WHERE tenant = ANY(%s) FOR UPDATE", (tenants,)
-        ).fetchall()
+        if rows == "ingest":
+            held = conn.execute(
+                "SELECT agent FROM ingest WHERE tenant = ANY(%s) FOR UPDATE", (tenants,)
+            ).fetchall()
+        else:
+            today = utc_day()
+            held = conn.execute(
+                "INSERT INTO tenant_usage (tenant, day) SELECT t, d FROM unnest(%s::text[]) t, unnest(%s::int[]) d "
+                "ON CONFLICT (tenant, day) DO UPDATE SET records = tenant_usage.records RETURNING tenant",
+                (tenants, [today, today + 1]),
+            ).fetchall()
         assert held, tenants
         try:
             yield
@@ -97,11 +114,14 @@ async def _push(stub, seq: int, timeout: float = 60) -> str:
     return f"stored {acks[0].stored}"
 
 
+@pytest.mark.parametrize("rows", ["ingest", "usage"])
 async def test_tenants_whose_rows_another_session_holds_leave_the_store_to_a_healthy_tenant(
     tmp_path,
     postgres_url,  # noqa: F811
     caplog,
+    rows,
 ):
+    """``usage``: the tenants' usage rows locked (their batches waited on them for as long, no bound)."""
     slow = [f"slow{t}" for t in range(4)]
     agents = {f"s{t}-{i}": slow[t] for t in range(4) for i in range(2)}
     async with _fleet(tmp_path, postgres_url, {**agents, "h1": "healthy"}) as (srv, stubs):
@@ -109,7 +129,7 @@ async def test_tenants_whose_rows_another_session_holds_leave_the_store_to_a_hea
         for a, tenant in agents.items():  # each agent's first batch: its ingest row
             await asyncio.to_thread(srv.store.ingest, a, [_rec(1)], tenant=tenant)
         entered = _Entered(srv)
-        with _rows_locked(postgres_url, slow):
+        with _rows_locked(postgres_url, slow, rows):
             calls = {a: asyncio.ensure_future(_push(stubs[a], 2)) for a in agents}
             await until(
                 lambda: len(entered.agents) == len(agents), what="the locked agents' 8 writes in the store"
@@ -121,9 +141,8 @@ async def test_tenants_whose_rows_another_session_holds_leave_the_store_to_a_hea
             for a, call in calls.items():
                 refused = await call
                 assert refused.startswith(f"RESOURCE_EXHAUSTED: agent '{a}' (tenant {agents[a]}): "), refused
-                assert (
-                    LOCKED in refused and "nothing of this batch was stored: send it again later" in refused
-                )
+                assert (LOCKED if rows == "ingest" else USAGE_LOCKED) in refused, refused
+                assert "nothing of this batch was stored: send it again later" in refused
                 assert srv.quotas.snapshot(agents[a])["refusals"][f"{a}:store_locked"] == 1
             # logged once a minute per tenant (what holds one of its agents' rows holds them all): was per agent
             said = [r for r in caplog.records if "(store_locked)" in r.getMessage()]
@@ -163,3 +182,123 @@ async def test_an_agents_uplink_refused_for_its_locked_rows_keeps_its_records_an
         finally:
             await up.stop()
             ob.close()
+
+
+class _HeldUpload(LocalBlobStore):
+    """A blob store whose sample commits (S3: the upload) wait until ``go`` is set, saying when one has begun."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.began, self.go = threading.Event(), threading.Event()
+
+    def commit(self, staged):
+        self.began.set()
+        assert self.go.wait(60), "the held upload was never let go"
+        return super().commit(staged)
+
+
+def _sample(seq: int, data: bytes) -> dict:
+    return {
+        **_rec(seq),
+        "kind": "sample",
+        "payload": '{"model": "m"}',
+        "sample_sha256": hashlib.sha256(data).hexdigest(),
+        "sample_ext": ".png",
+        "sample_bytes": len(data),
+        "sample_data": data,
+    }
+
+
+async def test_a_tenants_batch_whose_sample_upload_is_slow_holds_none_of_its_other_batches_and_the_quota_holds(
+    tmp_path,
+    postgres_url,  # noqa: F811
+):
+    """The tenant's usage row was locked by a batch from its count of the day to its commit, across its samples'
+    upload: another agent's batch of the tenant waited for the slowest upload (or, bounded, was refused). Now the
+    row is the batch's last statement: the other batch is stored while the upload is held, and the tenant's quota
+    is exact: the batch whose upload ends after the other took the quota's last record is refused, nothing of it
+    stored or counted (its sample's bytes are in the blob store, found there when it is sent again)."""
+    store = open_store(postgres_url, tmp_path)
+    blobs = _HeldUpload(tmp_path / "blobs")
+    try:
+        for a in ("gw1", "gw2"):
+            store.ingest(a, [_rec(1)], tenant="acme")
+        store.set_quota("acme", max_records_per_day=3)  # 2 used: one more record today
+        slow = _sample(2, b"\x89PNG" + b"x" * 1000)
+        uploading = asyncio.ensure_future(
+            asyncio.to_thread(store.ingest, "gw1", [slow], tenant="acme", blobs=blobs)
+        )
+        try:
+            await until(blobs.began.is_set, what="gw1's sample upload under way")
+            other = asyncio.ensure_future(asyncio.to_thread(store.ingest, "gw2", [_rec(2)], tenant="acme"))
+            # was: gw2 waited on the usage row gw1 held until gw1's upload ended
+            await until(other.done, what="gw2's batch stored while gw1's upload is held")
+            assert (await other)[1:] == (1, 0)
+        finally:
+            blobs.go.set()
+        with pytest.raises(TenantQuotaExceeded, match="quota of 3 records per day"):
+            await uploading
+        assert store.quotas()["acme"]["records_today"] == 3
+        assert store.stats("gw1", tenant="acme")["records"] == 1 and blobs.exists(slow["sample_sha256"])
+        store.set_quota("acme", max_records_per_day=0)
+        assert store.ingest("gw1", [slow], tenant="acme", blobs=blobs)[1:] == (1, 0)  # sent again: stored
+        assert store.quotas()["acme"]["records_today"] == 4
+    finally:
+        store.close()
+
+
+async def _heartbeat(stub, timeout: float = 60) -> str:
+    """One unary heartbeat: "answered", or its refusal's code and text."""
+    try:
+        await stub.Heartbeat(pb.HeartbeatRequest(labels={"site": "plant"}), timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        return f"{exc.code().name}: {exc.details()}"
+    return "answered"
+
+
+async def test_tenants_whose_agents_rows_another_session_holds_leave_the_store_to_a_healthy_tenants_heartbeat(
+    tmp_path,
+    postgres_url,  # noqa: F811
+):
+    """A unary heartbeat (agents before v3) waited on its agent's ``agents`` row for as long as another session held
+    it, holding a pooled connection and a thread of the service: 2 tenants (4 heartbeats each at once,
+    HEARTBEATS_PER_TENANT) held all 8 connections, or all the threads its store calls run in, and another tenant's
+    heartbeat failed. It now waits 2 s, then is ``UNAVAILABLE`` (the agent heartbeats again)."""
+    slow = ["slow0", "slow1"]
+    agents = {f"s{t}-{i}": slow[t] for t in range(2) for i in range(4)}
+    async with _fleet(tmp_path, postgres_url, {**agents, "h1": "healthy"}) as (srv, stubs):
+        assert srv.store.pool.max_size == len(agents)
+        for a, tenant in agents.items():
+            await asyncio.to_thread(srv.store.heartbeat, a, {}, [], {}, 0, tenant=tenant)
+        real, entered = srv.store.heartbeat, []
+
+        def heartbeat(agent, *args, **kw):
+            entered.append(agent)
+            return real(agent, *args, **kw)
+
+        srv.store.heartbeat = heartbeat  # type: ignore[method-assign]
+        with psycopg.connect(
+            postgres_url
+        ) as conn:  # an admin's transaction left open on the two tenants' agents
+            assert (
+                conn.execute("UPDATE agents SET labels = labels WHERE tenant = ANY(%s)", (slow,)).rowcount
+                == 8
+            )
+            calls = {a: asyncio.ensure_future(_heartbeat(stubs[a])) for a in agents}
+            # the service's store calls run in the loop's default executor (6 threads on 2 cores): as many of the 8
+            # as it has threads are in the store, each on a pooled connection, the others wait for a thread
+            threads = asyncio.get_running_loop()._default_executor._max_workers  # type: ignore[attr-defined]
+            most = min(len(agents), threads)
+            await until(
+                lambda: len(entered) >= most, what=f"{most} of the locked agents' heartbeats in the store"
+            )
+            # was: DEADLINE_EXCEEDED (every pooled connection held by a heartbeat waiting on a row lock)
+            assert await _heartbeat(stubs["h1"], timeout=20) == "answered"
+            for call in calls.values():
+                assert (await call).startswith("UNAVAILABLE: the fleet store could not record this heartbeat")
+            conn.rollback()
+        for a in agents:  # let go: recorded
+            assert await _heartbeat(stubs[a]) == "answered"
+        assert {a["id"]: a["labels"] for a in srv.store.agents(tenant="slow0")} == {
+            f"s0-{i}": {"site": "plant"} for i in range(4)
+        }
