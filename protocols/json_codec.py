@@ -345,11 +345,11 @@ MAX_STRINGS = 8 * MAX_VALUES
 # object's keys and text values do not call back into Python as it is parsed, so an 8-MB object of 599,999 keys of
 # text (within MAX_KEYS) held the GIL, the agent's loop with it, 1-2.4 s before it was refused as too_many_values
 # once parsed. Told by the count (a ':' outside strings is a key): more keys than MAX_OBJECT_KEYS times the objects;
-# a payload of few ':' after a '"' or whitespace (a key's follows one of them, whatever the printer) is not walked.
-# A bound for payloads as a device writes them, no defence against a crafted one: the objects are bounded by the
-# '{' bytes, counted in C strings' included, so a few '{' in its text ("{{{{{{") or empty objects beside it pass an
-# object of 599,999 keys (its parse then bounded by max_message_bytes only, ~0.5 s of the GIL at 8 MB). Exact only
-# by the string walk, 2.3-2.7 s for a batch of 99,999 Kepware records or PubSub fields: too costly for every one
+# a payload of no more ':' after a '"' or whitespace (a key's follows one of them, whatever the printer) than
+# MAX_OBJECT_KEYS is not walked. Past that, each object's keys are counted by the payload's structure in NumPy
+# (``largest_object``): bounding the objects by the '{' bytes (strings' included) passed an object of 599,999 keys
+# whose text held a few '{' or beside a few small objects (parsed: the loop held 0.2-1.3 s). The string walk in
+# Python, exact too, took 2.3-2.7 s for a batch of 99,999 Kepware records or PubSub fields; NumPy 0.1-0.2 s loaded
 MAX_OBJECT_KEYS = MAX_VALUES
 # a JSON string from its opening quote, whole (escapes included); between two of them lies structure only
 _JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
@@ -357,12 +357,14 @@ _JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
 
 def too_many_to_parse(payload: bytes) -> CodecError | None:
     """``too_many_values`` when UTF-8 JSON ``payload`` holds over ``MAX_KEYS`` keys, or over ``MAX_CONTAINERS``
-    objects and arrays, or more keys than ``MAX_OBJECT_KEYS`` times its objects (one of them holds more than that),
-    counted without parsing it (a ``:``, ``{`` or ``[`` inside a string does not count), or, holding more of those
+    objects and arrays, or an object of more keys than ``MAX_OBJECT_KEYS`` (``largest_object``, run when its keys
+    are more than that and no more than that times its objects: else one of them holds more), counted without
+    parsing it (a ``:``, ``{`` or ``[`` inside a string does not count), or, holding more of those
     bytes than the bounds, over ``MAX_STRINGS`` strings; else None. Made to run in a worker
     thread: the count walks the payload string by string in Python, so the event loop gets its turn every switch
     interval (a C scan would hold the GIL as the parse does), and it stops once past a bound. A payload with no
-    more ``:``, ``{`` and ``[`` bytes than the bounds is passed after a C count; one holding a NUL byte is passed
+    more ``:``, ``{`` and ``[`` bytes than the bounds is passed after a C count (and ``largest_object``'s, in
+    NumPy, for over ``MAX_OBJECT_KEYS`` keys); one holding a NUL byte is passed
     unscanned when UTF-16 or UTF-32 JSON (whose strings this does not find), else counted up to its first NUL (no
     parse reads past it) and ``malformed_json`` when that is past the bounds.
 
@@ -380,10 +382,17 @@ def too_many_to_parse(payload: bytes) -> CodecError | None:
         # object has too many keys, and the payload is not walked for it (150,000 ISO times in one object took
         # 0.4-0.7 s of the one decode thread to walk, 22-60 ms to count). Counting '":' and '" :' alone passed
         # an object of 480,000 keys written '"k"\t:' or '"k"  :' unwalked (0.56-0.83 s of the GIL parsed)
-        if colons <= most_keys or (
-            count(b'":') + count(b" :") + count(b"\t:") + count(b"\n:") + count(b"\r:") <= most_keys
-        ):
-            return None
+        key_colons = count(b'":') + count(b" :") + count(b"\t:") + count(b"\n:") + count(b"\r:")
+        if colons <= most_keys or key_colons <= most_keys:
+            # none of its objects holds more than MAX_OBJECT_KEYS when it holds no more keys than that, else told by
+            # its structure (the '{' bytes passed an object of 599,999 keys beside five '{}'); one holding a NUL
+            # (UTF-16/32 JSON, or UTF-8 counted up to it) below
+            if key_colons <= MAX_OBJECT_KEYS:
+                return None
+            if 0 not in payload:
+                if largest_object(payload) <= MAX_OBJECT_KEYS:
+                    return None
+                return _unparsed(f"an object of over {MAX_OBJECT_KEYS} keys", payload)
     if 0 in payload:
         enc = json.detect_encoding(payload)
         if enc not in ("utf-8", "utf-8-sig"):  # UTF-8 with a byte-order mark is read as UTF-8 (json.loads)
@@ -421,16 +430,62 @@ def too_many_to_parse(payload: bytes) -> CodecError | None:
         what = f"over {MAX_CONTAINERS} objects and arrays"
     elif strings > MAX_STRINGS:
         what = f"over {MAX_STRINGS} strings"
-    elif keys > MAX_OBJECT_KEYS * max(objects, 1):
+    elif keys > MAX_OBJECT_KEYS * max(objects, 1) or (
+        keys > MAX_OBJECT_KEYS and largest_object(payload) > MAX_OBJECT_KEYS
+    ):
         what = f"an object of over {MAX_OBJECT_KEYS} keys"
     else:
         return None
+    return _unparsed(what, payload)
+
+
+def _unparsed(what: str, payload: bytes) -> CodecError:
     return CodecError(
         "too_many_values",
         f"{what} in one message ({len(payload)} bytes), refused unparsed: parsing it would hold the agent; "
         f"publish its values in smaller messages, or as an array of records (json_mapping.records) of at most "
         f"{MAX_VALUES}",
     )
+
+
+def largest_object(payload: bytes) -> int:
+    """The most keys one object of UTF-8 JSON ``payload`` holds (its ``:`` outside strings, by the object they are
+    in), counted without parsing it: in NumPy, a few passes over its bytes and a sort of its ``{ [ ] } :``, most of
+    it with the GIL released (8 MB: 0.1-0.6 s on a loaded 2-core machine, in the decode thread; the loop's worst gap
+    while it ran 41 ms). A string is told by its quotes (one after an odd run of backslashes is escaped); malformed
+    JSON is counted as it stands (an unterminated string: the rest is in it; a ``:`` in an array: the array's key),
+    never refused here (the parse says so). Exact where the ``{`` bytes only bound the objects from above (strings'
+    included, empty ones beside a large object), which let an object of 599,999 keys past the count."""
+    a = np.frombuffer(payload, np.uint8)
+    quote = a == 0x22
+    if (a == 0x5C).any():
+        back = np.flatnonzero(a == 0x5C)
+        after = back + 1
+        after = after[after < len(a)]
+        after = after[a[after] == 0x22]  # quotes right after a backslash: escaped when the run before is odd
+        if len(after):
+            new_run = np.ones(len(back), bool)
+            new_run[1:] = back[1:] != back[:-1] + 1
+            run_start = np.maximum.accumulate(np.where(new_run, back, 0))
+            quote[after[(after - run_start[np.searchsorted(back, after - 1)]) % 2 == 1]] = False
+    folded = a | 0x20  # '[' '{' as '{', ']' '}' as '}'
+    opens, closes = folded == 0x7B, folded == 0x7D
+    # the quotes and marks in the payload's order: a mark after an odd count of quotes is in a string (a cumulative
+    # sum over these, not over every byte: 60 ms for 5 MB so, 1-2 ms so)
+    at = np.flatnonzero(quote | opens | closes | (a == 0x3A))
+    is_quote = quote[at]
+    marks = at[~is_quote & (np.cumsum(is_quote) & 1 == 0)]
+    step = opens[marks].astype(np.int8) - closes[marks].astype(np.int8)
+    depth = np.cumsum(step, dtype=np.int32)
+    keep = (step >= 0) & (depth > 0)  # containers opened and keys, within one
+    depth, opener = depth[keep], step[keep] > 0
+    if not len(depth):
+        return 0
+    # by depth, in the payload's order within each: a key belongs to the last container opened at its depth
+    order = np.argsort(depth.astype(np.int16) if depth.max() < 1 << 15 else depth, kind="stable")
+    opener = opener[order]
+    keys = np.bincount(np.cumsum(opener)[~opener])
+    return int(keys.max()) if len(keys) else 0
 
 
 _decode = json.JSONDecoder().decode
