@@ -458,16 +458,16 @@ def largest_object(payload: bytes) -> int:
     included, empty ones beside a large object), which let an object of 599,999 keys past the count."""
     a = np.frombuffer(payload, np.uint8)
     quote = a == 0x22
-    if (a == 0x5C).any():
-        back = np.flatnonzero(a == 0x5C)
-        after = back + 1
-        after = after[after < len(a)]
-        after = after[a[after] == 0x22]  # quotes right after a backslash: escaped when the run before is odd
-        if len(after):
-            new_run = np.ones(len(back), bool)
-            new_run[1:] = back[1:] != back[:-1] + 1
-            run_start = np.maximum.accumulate(np.where(new_run, back, 0))
-            quote[after[(after - run_start[np.searchsorted(back, after - 1)]) % 2 == 1]] = False
+    back = a == 0x5C
+    # quotes right after a backslash: escaped when the run of backslashes before them is odd (positions of run starts
+    # and of such quotes only: a payload of backslashes costs no array of each one's position)
+    after = np.flatnonzero(back[:-1] & quote[1:]) + 1
+    if len(after):
+        starts = np.flatnonzero(back[1:] & ~back[:-1]) + 1
+        if back[0]:
+            starts = np.concatenate(([0], starts))
+        run = after - starts[np.searchsorted(starts, after - 1, side="right") - 1]
+        quote[after[run % 2 == 1]] = False
     folded = a | 0x20  # '[' '{' as '{', ']' '}' as '}'
     opens, closes = folded == 0x7B, folded == 0x7D
     # the quotes and marks in the payload's order: a mark after an odd count of quotes is in a string (a cumulative
