@@ -145,6 +145,18 @@ FLOOR_FOLLOW = 0.5
 # within QUANT_STEPS of the window's quantisation floor (the floor a step of the ADC alone gives) is left 'scale'
 # too: that floor cannot follow an analog gain. A rise over a floor of the DAQ's analog noise is not told apart.
 QUANT_STEPS = 3.0
+# An amplitude whose commissioned level, or the window's, lies within QUANT_STEPS of the level the ADC's step
+# alone gives it (``quantisation_levels``: a band above the machine's content, the high band of a quiet machine
+# on a 12-bit DAQ) holds no machine to scale: an analog gain of k moves it anywhere between 1 and k (the floor
+# stays where the ADC puts it, the machine's part under it moves by k), and a units error by k exactly. So it is
+# left out of the common factor, and the shape check asks of it only that it moved between 1 and the common
+# factor; a fault's energy added there (more than the factor) still changes the shape. Weighed in by its tiny
+# spread (the ADC's noise is steady), such a band pulled the factor of a x10 gain to x5.9 and vetoed it as a
+# change of shape: the healthy machine read NG (imbalance, misalignment) in 8 of 8 windows. Used only when
+# QUANT_CLEAR amplitudes or more stand clear of the floor (a stop or a dead sensor puts them all on it)
+QUANT_CLEAR = 2
+# white quantisation-noise windows whose features give an amplitude's level on the floor (their mean)
+QUANT_NOISE_SEEDS = 4
 LOW_LEVEL = 10.0  # amplitudes this many times below the commissioned ones: no running machine to judge
 # A stop without a speed tag, told from the signal: besides the common fall of ``LOW_LEVEL``, each of
 # the broadband levels (RMS, high band, velocity) fell at least STOP_BAND_FALL times (a stopped machine's
@@ -339,13 +351,12 @@ def spectral_floor(w: np.ndarray) -> float:
     return math.log(float(np.median(mag)) + 1e-12)
 
 
-def quantisation_floor(w: np.ndarray) -> float | None:
-    """The ``spectral_floor`` a white quantisation noise of the window's step alone would give (log), or None
-    when the window is not quantised (the steps between its distinct values are not multiples of one). How
-    many of its samples repeat a value is not asked: a signal spread over more codes (an analog gain's rise
-    on a 16-bit ADC) is as quantised as before; a float window passes the lattice test only as float32 data
-    with a DC offset, its step far below any real floor (no check skipped). The median of a Hann-windowed
-    spectrum of white noise of deviation s is s * sqrt(0.375 * N * ln 2); a step q leaves s = q / sqrt(12)."""
+def quantisation_step(w: np.ndarray) -> float | None:
+    """The window's quantisation step (the ADC's code, in the window's units), or None when the window is not
+    quantised (the steps between its distinct values are not multiples of one). How many of its samples repeat
+    a value is not asked: a signal spread over more codes (an analog gain's rise on a 16-bit ADC) is as
+    quantised as before; a float window passes the lattice test only as float32 data with a DC offset, its step
+    far below any real floor (no check skipped)."""
     c = np.asarray(w, dtype=np.float64).ravel()
     if c.size < 64 or not np.isfinite(c).all():
         return None
@@ -356,7 +367,32 @@ def quantisation_floor(w: np.ndarray) -> float | None:
     q = float(d.min())
     if q <= 0 or float(np.abs(d / q - np.round(d / q)).max()) > 0.01:
         return None
-    return math.log(q / math.sqrt(12.0) * math.sqrt(0.375 * c.size * math.log(2.0)) + 1e-12)
+    return q
+
+
+def _multiple(ratio: float) -> bool:
+    """``ratio`` is a whole number (1, 2, ...) within 1 %: two steps of one lattice."""
+    return ratio >= 0.99 and abs(ratio - round(ratio)) <= 0.01 * round(ratio)
+
+
+def _common_step(steps: list[float | None]) -> float | None:
+    """The ADC's step of the commissioned windows: the smallest of their ``quantisation_step``, the others
+    whole multiples of it (a window whose signal skipped a code); None if any window is not quantised."""
+    if not steps or any(q is None for q in steps):
+        return None
+    q = min(v for v in steps if v is not None)
+    return q if all(v is not None and _multiple(v / q) for v in steps) else None
+
+
+def quantisation_floor(w: np.ndarray) -> float | None:
+    """The ``spectral_floor`` a white quantisation noise of the window's step (``quantisation_step``) alone
+    would give (log), or None when the window is not quantised. The median of a Hann-windowed spectrum of white
+    noise of deviation s is s * sqrt(0.375 * N * ln 2); a step q leaves s = q / sqrt(12)."""
+    q = quantisation_step(w)
+    if q is None:
+        return None
+    n = np.asarray(w).size
+    return math.log(q / math.sqrt(12.0) * math.sqrt(0.375 * n * math.log(2.0)) + 1e-12)
 
 
 def lone_impulse(w: np.ndarray, segments: int = IMPULSE_SEGMENTS) -> bool:
@@ -560,6 +596,11 @@ class Baseline:
         self.orders = True
         self.temps: list[float] = []  # the running windows' temperatures while learning (temperature_tag)
         self.floors: list[float] = []  # the learned windows' spectral floors (``spectral_floor``)
+        # the learned windows' ``quantisation_step`` (None: not quantised)
+        self.steps: list[float | None] = []
+        # the ADC's step the machine was commissioned on (``quantisation_levels``); None: not quantised, or
+        # learned before the record (no amplitude taken as on the ADC's floor, as before)
+        self.quant_step: float | None = None
         # per speed band (the keys of ``bands``), the median of the commissioned windows' ``spectral_floor``;
         # empty: learned before the record (a common factor of the amplitudes is a scale whatever the floor
         # did, as before)
@@ -567,6 +608,8 @@ class Baseline:
         self.temp_running: float | None = None  # the commissioned running temperature (median)
         self.stop_floor: float | None = None  # log RMS the sensor reads at a recognised stop
         self._said_no_floor = False  # logged once: a ready baseline learned without floor_bands
+        # (step, speed band) -> the amplitudes' levels the quantisation step alone gives (``quantisation_levels``)
+        self._quant_levels: dict[tuple[float, int], np.ndarray] = {}
         # a spell of low windows: its start time and its lowest and highest temperature so far
         self._spell: tuple[float, float, float] | None = None
         self._spell_mono = 0.0  # its start on the monotonic clock: its length (a wall clock's step is not)
@@ -608,6 +651,8 @@ class Baseline:
             "temps": self.temps if self.state == "learning" else [],
             "floors": self.floors if self.state == "learning" else [],
             "floor_bands": {str(k): v for k, v in self.floor_bands.items()},
+            "steps": self.steps if self.state == "learning" else [],
+            "quant_step": self.quant_step,
             "rows": self.rows if self.state == "learning" else [],
             "speeds": self.speeds if self.state == "learning" else [],
             "bands": {
@@ -789,6 +834,8 @@ class Baseline:
         self.temps = [float(v) for v in d.get("temps", [])]
         self.floors = [float(v) for v in d.get("floors", [])]
         self.floor_bands = {int(k): float(v) for k, v in (d.get("floor_bands") or {}).items()}
+        self.steps = [None if v is None else float(v) for v in d.get("steps", [])]
+        self.quant_step = None if d.get("quant_step") is None else float(d["quant_step"])
         self.rows = [list(map(float, r)) for r in d.get("rows", [])]
         self.speeds = [float(v) for v in d.get("speeds", [])]
         self.bands = {
@@ -1036,6 +1083,7 @@ class Baseline:
             self.rows.append(row.tolist())
             self.speeds.append(f["speed_hz"])
             self.floors.append(spectral_floor(waveform))
+            self.steps.append(quantisation_step(waveform))
             self._learn_temperature(scalars)
             v.progress = self.progress()
             if v.progress >= 1.0:
@@ -1066,6 +1114,7 @@ class Baseline:
             (row - med) / scale,
             extrapolated,
             partial(self.floor_move, f["speed_hz"], waveform),
+            partial(self.quantisation_levels, f["speed_hz"], waveform),
         )
         if found is not None and found[0] == "low_level" and self.s.speed_tag is None:
             # no speed tag: a stop of a healthy machine was a 'low_level' sensor fault, an episode at
@@ -1255,6 +1304,7 @@ class Baseline:
         z: np.ndarray,
         other_speed: bool = False,
         floor: Callable[[], float | None] | None = None,
+        quant: Callable[[], np.ndarray | None] | None = None,
     ) -> tuple[str, str] | None:
         """``scale``: every amplitude moved by one common factor of at least ``SCALE_MIN`` (up or down)
         and the window is otherwise as commissioned: the units or the sensor's gain changed (m/s2 read
@@ -1265,12 +1315,27 @@ class Baseline:
         machine, or a units error), which would otherwise score low, as healthy. At a speed the asset
         was not commissioned at (``other_speed``) only ``low_level``: its level differs anyway. ``floor``: the
         window's ``floor_move``, asked only once a common factor is found (an FFT and a sort a window else); a
-        common factor the floor did not follow (``FLOOR_FOLLOW``) is no ``scale``."""
+        common factor the floor did not follow (``FLOOR_FOLLOW``) is no ``scale``. ``quant``: the window's
+        ``quantisation_levels``; an amplitude on the ADC's floor (``QUANT_CLEAR``) is left out of the factor and
+        need only have moved between 1 and the factor."""
+        if not self.threshold:
+            return None
         amp = _AMPLITUDE_INDEX if self.orders else _FREE_AMPLITUDE_INDEX
         d = row[amp] - med[amp]
         w = 1.0 / scale[amp] ** 2  # the common factor: each amplitude weighed by its steadiness
-        g = float(np.dot(w, d) / w.sum())
-        if abs(g) < math.log(SCALE_MIN) or not self.threshold:
+        if float(np.abs(d).max()) < math.log(
+            SCALE_MIN
+        ):  # no factor of any subset reaches it (the levels cost)
+            return None
+        on_floor = np.zeros(amp.size, dtype=bool)
+        levels = quant() if quant is not None else None
+        if levels is not None:
+            at = math.log(QUANT_STEPS) + levels[amp]
+            on_floor = (med[amp] <= at) | (row[amp] <= at)
+            if int((~on_floor).sum()) < QUANT_CLEAR:  # all but one on the floor: nothing tells a gain
+                on_floor[:] = False
+        g = float(np.dot(w[~on_floor], d[~on_floor]) / w[~on_floor].sum())
+        if abs(g) < math.log(SCALE_MIN):
             return None
         k = math.exp(g)
         hint = next((why for f, why in _UNIT_FACTORS if abs(math.log(k / f)) < 0.1), None)
@@ -1286,7 +1351,8 @@ class Baseline:
             # 70 % speed: a third of the acceleration, the same shape): not the sensor's gain
             return None
         rest = z.copy()
-        rest[amp] = (d - g) / scale[amp]
+        # on the ADC's floor a gain of k moves an amplitude between 1 and k: only beyond that is it a shape
+        rest[amp] = np.where(on_floor, d - np.clip(d, min(g, 0.0), max(g, 0.0)), d - g) / scale[amp]
         if float(np.abs(rest).max()) >= self.threshold:  # the shape changed too: judged as it is
             return None
         if floor is not None and g > 0 and (moved := floor()) is not None and moved < FLOOR_FOLLOW * g:
@@ -1333,6 +1399,7 @@ class Baseline:
             self.rows.append(feature_vector(f).tolist())
             self.speeds.append(f["speed_hz"])
             self.floors.append(spectral_floor(w))
+            self.steps.append(quantisation_step(w))
         self._event(
             EventKind.BASELINE_SPEED,
             speed_rpm=round(self.speed_hz * 60, 1),
@@ -1380,6 +1447,28 @@ class Baseline:
             return None
         moved = spectral_floor(waveform) - mid
         return moved if math.isfinite(moved) else None
+
+    def quantisation_levels(self, speed_hz: float, waveform: np.ndarray) -> np.ndarray | None:
+        """Each feature's level (the feature vector's) in a window of nothing but the quantisation noise of the
+        ADC's commissioned step (``quant_step``; uniform within a step, white), at ``speed_hz``: the mean of
+        ``QUANT_NOISE_SEEDS`` seeded noise windows, kept per step and speed band. None: not quantised, or the
+        window's step is not the commissioned one (a scaling after the ADC, units: its floor moved with every
+        amplitude, so none is on a floor of its own; or a window that skipped codes, judged as before)."""
+        q, now = self.quant_step, quantisation_step(waveform)
+        if q is None or now is None or abs(now / q - 1.0) > 0.01:
+            return None
+        key = (q, self._near_band(speed_hz) if self.bands else 0)
+        if key not in self._quant_levels:
+            lo, hi = self.s.speed_range_rpm[0] / 60, self.s.speed_range_rpm[1] / 60
+            rows = []
+            for seed in range(QUANT_NOISE_SEEDS):
+                x, units = q * (np.random.default_rng(seed).random(self.n) - 0.5), self.s.units
+                if units in ("mm/s", "mV"):  # as ``features`` reads the window
+                    x, units = acceleration_g(x, self.fs, units, self.s.mv_per_g), "g"
+                f = condition_features(x, self.fs, speed_hz, self.bearing, units, (lo, max(hi, lo + 1)))
+                rows.append(feature_vector(f))
+            self._quant_levels[key] = np.mean(rows, axis=0)
+        return self._quant_levels[key]
 
     def _band_stats(self, speed_hz: float) -> tuple[np.ndarray, np.ndarray, bool]:
         """The statistics a window at ``speed_hz`` is scored against, and whether its speed lies outside
@@ -1450,6 +1539,7 @@ class Baseline:
                 if fl is not None:
                     self.floor_bands[int(b)] = float(np.median(fl[sel]))
         self.relative = True
+        self.quant_step = _common_step(self.steps) if len(self.steps) == len(self.rows) else None
         # out-of-fold scores: contiguous blocks, each scored against the others (drift included)
         self.threshold = out_of_fold_threshold(
             x, self.s.false_alarm_rate, self.s.confirm_windows, relative=True
@@ -1460,6 +1550,7 @@ class Baseline:
         self.learned_at = self.clock()
         n = len(self.rows)
         self.rows, self.speeds, self.temps, self.floors = [], [], [], []
+        self.steps = []
         self.save()
         self._event(
             EventKind.BASELINE_LEARNED,

@@ -399,3 +399,55 @@ def test_a_ready_baseline_without_floor_bands_says_once_that_the_former_gain_rul
     said = [r for r in caplog.records if "floor_bands" in r.getMessage()]
     assert len(said) == 1, [r.getMessage() for r in caplog.records]
     assert all(v.sensor_kind == "scale" for v in got)
+
+
+def test_an_analog_gain_rise_over_a_10_bit_quantisation_floor_is_a_scale_a_fault_still_alarms(tmp_path):
+    """A fan's motor at 1,770 rpm read at 12.8 kHz through a 10-bit DAQ (+-5 V, 100 mV/g: 97.7 mg a code, the
+    DAQ's own noise half a code): the high band (1 kHz and up) holds the quantisation noise, far above the
+    machine's broadband. A sensor's gain x10 ahead of the ADC lifts every line 10x but that band only ~2x: the
+    floor the ADC sets stays. Weighed in by its tiny spread, that band pulled the common factor down and vetoed
+    'scale' as a change of shape: the healthy machine read NG (imbalance, misalignment). An amplitude on the
+    ADC's floor tells nothing of a gain (it moves between 1 and the factor): left out of the factor, it is
+    'scale'. A misalignment on the same DAQ (its 2x and 3x) alarms as before; a units error is still named."""
+    import copy
+
+    from edge_agent.maintenance.baseline import quantisation_floor
+
+    rng = np.random.default_rng(11)
+    fs, n, f0 = 12800.0, 2048, 1770.0 / 60.0
+    t = np.arange(n) / fs
+    volts_per_g, code_v = 0.1, 10.0 / 1024
+
+    def fan(mis: float = 1.0) -> np.ndarray:  # in g: the shaft's 1x-4x, a 7-blade pass, a broadband floor
+        x = 0.005 * rng.standard_normal(n)
+        for h, a in ((1, 0.4), (2, 0.15 * mis), (3, 0.06 * mis), (4, 0.03), (7, 0.12)):
+            a *= np.exp(0.15 * rng.standard_normal())
+            x += a * np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 6.3))
+        return x
+
+    def daq(x_g: np.ndarray, gain: float = 1.0, units: float = 1.0) -> np.ndarray:
+        v = gain * x_g * volts_per_g + 0.5 * code_v * rng.standard_normal(n)
+        return units * np.clip(np.round(v / code_v), -512, 511) * code_v / volts_per_g
+
+    speed = {"_shaft_speed": 1770.0}
+    settings = BaselineSettings(windows=60, speed_tag="Speed")
+    b = Baseline(settings, fs, n, path=tmp_path / "fan.json")
+    for _ in range(60):
+        b.process(daq(fan()), speed)
+    assert b.state == "ready" and quantisation_floor(daq(fan())) is not None
+    for gain in (10.0, 5.0):  # the second from the baseline as saved (the ADC's step kept with it)
+        swapped = copy.deepcopy(b) if gain == 10.0 else Baseline(settings, fs, n, path=tmp_path / "fan.json")
+        got = [swapped.process(daq(fan(), gain=gain), speed) for _ in range(6)]
+        assert all(v.sensor_kind == "scale" and not v.anomalous for v in got), (
+            gain,
+            [(v.sensor_kind, v.score, v.fault) for v in got],
+        )
+    units = copy.deepcopy(b)
+    got = [units.process(daq(fan(), units=9.80665), speed) for _ in range(3)]
+    assert all(v.sensor_kind == "scale" for v in got) and "m/s2 read as g?" in str(got[0].sensor)
+    sick = copy.deepcopy(b)
+    fault = [sick.process(daq(fan(mis=6.0)), speed) for _ in range(6)]
+    assert all(v.sensor_kind is None for v in fault), [v.sensor for v in fault]
+    assert fault[-1].alarm and fault[-1].fault == "misalignment", [(v.score, v.fault) for v in fault]
+    healthy = [b.process(daq(fan()), speed) for _ in range(20)]
+    assert not any(v.alarm or v.sensor_kind for v in healthy)
