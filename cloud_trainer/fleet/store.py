@@ -504,11 +504,13 @@ class Store(abc.ABC):
         tenant: str = T,
     ) -> None: ...
 
-    def heartbeat_many(self, rows: list[tuple]) -> None:
+    def heartbeat_many(self, rows: list[tuple]) -> list[tuple[str, str]]:
         """Many state reports at once: ``(tenant, agent, labels, slots, health, outbox_depth, outbox, t)`` each
-        (the streams' coalesced writes)."""
+        (the streams' coalesced writes). Returns the (tenant, agent) of the reports not written because another
+        transaction holds their agent's row (PostgreSQL; they are written at a later flush): the others are."""
         for tenant, agent, labels, slots, health, depth, outbox, _t in rows:
             self.heartbeat(agent, labels, slots, health, depth, outbox, tenant=tenant)
+        return []
 
     @abc.abstractmethod
     def agents(self, *, tenant: str = T) -> list[dict]: ...
@@ -1357,25 +1359,29 @@ class SQLStore(Store):
                 ),
             )
 
-    def heartbeat_many(self, rows: list[tuple]) -> None:
+    def heartbeat_many(self, rows: list[tuple]) -> list[tuple[str, str]]:
         for row in rows:  # one bad row refuses the batch before anything is written
             _check_depth(row[5])
         with self._tx() as ex:
-            sql = self.q(HEARTBEAT_SQL)
-            for tenant, agent, labels, slots, health, depth, outbox, t in rows:
-                ex(
-                    sql,
-                    (
-                        tenant,
-                        agent,
-                        json.dumps(labels),
-                        t,
-                        json.dumps(slots),
-                        json.dumps(health),
-                        depth,
-                        json.dumps(outbox or {}),
-                    ),
-                )
+            self._write_reports(ex, rows)
+        return []
+
+    def _write_reports(self, ex, rows: list[tuple]) -> None:
+        sql = self.q(HEARTBEAT_SQL)
+        for tenant, agent, labels, slots, health, depth, outbox, t in rows:
+            ex(
+                sql,
+                (
+                    tenant,
+                    agent,
+                    json.dumps(labels),
+                    t,
+                    json.dumps(slots),
+                    json.dumps(health),
+                    depth,
+                    json.dumps(outbox or {}),
+                ),
+            )
 
     def set_labels(self, labels: dict[str, str], *, tenant: str = T) -> int:
         with self._tx() as ex:

@@ -15,10 +15,11 @@ waited for at most ``ROW_LOCK_TIMEOUT_S`` (a ``lock_timeout`` for that transacti
 admin's open transaction, a stuck migration, a writer's session that hangs), held one of the pool's connections for as
 long: 4 tenants so held all 8, and every other tenant's writes ended in ``PoolTimeout`` after 30 s. The tenant's usage
 row, which all its batches update, is its batch's last statement, so that one batch holds it for its commit only,
-never across its samples' upload. A unary heartbeat's wait on its agent's ``agents`` row has the same bound (the
-streams' flush of every tenant's state reports, one transaction, has none). The advisory locks (the migrations', a
-tenant's agent registrations, the control state's writers) have no such bound: they serialize short steps that must
-each run, not wait for a session that may never let go.
+never across its samples' upload. A unary heartbeat's wait on its agent's ``agents`` row has the same bound; the
+streams' flush of every tenant's state reports (``heartbeat_many``, one transaction) skips the rows held elsewhere
+and returns them for its next flush. The advisory locks (the migrations', a tenant's agent registrations, the
+control state's writers) have no such bound: they serialize short steps that must each run, not wait for a session
+that may never let go.
 
 **Migrations** are plain numbered SQL files (``migrations/postgresql/NNNN_name.sql``), applied in
 order, each in its own transaction together with its row in ``schema_version``; a transaction-level
@@ -216,6 +217,25 @@ class PostgresStore(SQLStore):
                 f"agent {agent[:80]!r} (tenant {tenant[:80]}): {what}; nothing of this batch was stored: "
                 "send it again later"
             ) from None
+
+    def heartbeat_many(self, rows: list[tuple]) -> list[tuple[str, str]]:
+        """The streams' state reports of every tenant in one transaction, but those whose agent's row another
+        transaction holds (an admin's open transaction): skipped (``SKIP LOCKED``) and returned, for a later flush.
+        One such row held the flush, and so every tenant's reports, for as long. Its other lock waits (a new agent's
+        row another transaction is inserting) last at most ``row_lock_timeout_s``."""
+        from cloud_trainer.fleet.store import _check_depth
+
+        for row in rows:  # one bad row refuses the batch before anything is written
+            _check_depth(row[5])
+        keys = ([r[0] for r in rows], [r[1] for r in rows])
+        among = (
+            "FROM agents a JOIN unnest(%s::text[], %s::text[]) AS k(t, i) ON a.tenant = k.t AND a.id = k.i"
+        )
+        with self._bounded_tx() as ex:
+            free = set(ex(f"SELECT a.tenant, a.id {among} FOR UPDATE OF a SKIP LOCKED", keys).fetchall())
+            held = {tuple(k) for k in ex(f"SELECT a.tenant, a.id {among}", keys).fetchall()} - free
+            self._write_reports(ex, [r for r in rows if (r[0], r[1]) not in held])
+        return sorted(held)
 
     def _lock_agent(self, ex, tenant: str, agent: str) -> int | None:
         import psycopg

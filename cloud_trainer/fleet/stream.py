@@ -14,7 +14,9 @@ least every ``report_s`` (30 s), and the server pushes the desired state the mom
   (``ValueError``) is dropped and counted (``refused``), one that failed otherwise goes back to ``pending``
   for the next flush (unless a newer report of that agent came meanwhile), at most ``MAX_REPORT_ATTEMPTS``
   times, and ``pending`` holds at most ``max_pending`` agents. When the store itself fails (nothing can be
-  written), every report waits for the next flush.
+  written), every report waits for the next flush. A report whose agent's row another transaction holds
+  (PostgreSQL: an admin's open transaction) is skipped by the store and waits for the next flush, the others are
+  written (that row held every tenant's reports).
 - **Push**: every ``poll_s`` the hub reads the control's change log (``changes_since``: which
   (tenant, agent) pairs got a new desired state, from this process or from another replica sharing
   the database) and sends each connected one its whole desired state. A report whose
@@ -70,6 +72,9 @@ class StreamHub:
         self.max_pending = max_pending
         self._attempts: dict[tuple[str, str], int] = {}  # failed writes of a report put back into pending
         self.refused = 0  # reports the store refused as malformed, or that failed MAX_REPORT_ATTEMPTS times
+        # reports put back for the next flush because another transaction held their agent's row
+        self.held = 0
+        self._held_said = float("-inf")  # when that was last logged
         self.sent: dict[tuple[str, str], int] = {}  # generation last pushed to each open stream
         # the control's generation when the state last queued to each open stream was read: a push whose read
         # is older (a fleet-wide push paused between its slices) never queues over a newer one
@@ -193,7 +198,9 @@ class StreamHub:
             return 0
         batch, self.pending = self.pending, {}
         try:
-            self.store.heartbeat_many([(tenant, agent, *args) for (tenant, agent), args in batch.items()])
+            held = self.store.heartbeat_many(
+                [(tenant, agent, *args) for (tenant, agent), args in batch.items()]
+            )
         except Exception as exc:
             (log.debug if self.flush_failures.why is not None else log.warning)(  # said once per failure
                 "fleet streams: writing %d state reports in one transaction failed (%s: %s); writing them "
@@ -207,13 +214,39 @@ class StreamHub:
         if self._attempts:
             for key in batch:
                 self._attempts.pop(key, None)
-        return len(batch)
+        self._hold(held or [], batch)
+        return len(batch) - len(held or [])
+
+    def _hold(self, held: list[tuple[str, str]], batch: dict) -> None:
+        """Reports the store did not write because another transaction holds their agent's row (PostgreSQL) wait
+        in ``pending`` for the next flush (a newer report of the agent replaces them), said at most every
+        ``FLUSH_FAILURE_LOG_S``: they are not failures of the store, and may wait as long as the lock is held."""
+        if not held:
+            return
+        for key in held:
+            if len(self.pending) < self.max_pending:
+                self.pending.setdefault(key, batch[key])
+        self.held += len(held)
+        now = time.monotonic()
+        if now - self._held_said >= FLUSH_FAILURE_LOG_S:
+            self._held_said = now
+            log.warning(
+                "fleet streams: %d state report(s) wait for the next flush, their agents' rows held by another "
+                "transaction (e.g. agent %s of tenant %s; pg_stat_activity shows it 'idle in transaction'); "
+                "said at most every %g s",
+                len(held),
+                held[0][1][:64],
+                held[0][0],
+                FLUSH_FAILURE_LOG_S,
+            )
 
     def _flush_one_by_one(self, items: list) -> int:
         written = failed = 0
         for i, (key, args) in enumerate(items):
             try:
-                self.store.heartbeat_many([(*key, *args)])
+                if self.store.heartbeat_many([(*key, *args)]):  # its row held elsewhere: the next flush
+                    self._hold([key], {key: args})
+                    continue
             except ValueError as exc:  # this report can never be written: dropped, counted
                 self.refused += 1
                 self._attempts.pop(key, None)

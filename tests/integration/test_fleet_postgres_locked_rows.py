@@ -23,6 +23,7 @@ import pytest
 from cloud_trainer.blobs import LocalBlobStore
 from cloud_trainer.fleet.service import FleetServer, channel_credentials
 from cloud_trainer.fleet.store import TenantQuotaExceeded, open_store, utc_day
+from cloud_trainer.fleet.stream import StreamHub
 from cloud_trainer.pki import issue
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
@@ -302,3 +303,44 @@ async def test_tenants_whose_agents_rows_another_session_holds_leave_the_store_t
         assert {a["id"]: a["labels"] for a in srv.store.agents(tenant="slow0")} == {
             f"s0-{i}": {"site": "plant"} for i in range(4)
         }
+
+
+async def test_an_agents_row_another_session_holds_leaves_the_streams_flush_to_every_other_report(
+    tmp_path,
+    postgres_url,  # noqa: F811
+):
+    """The Connect streams' state reports of every tenant are written in one transaction each ``flush_s``
+    (``StreamHub.flush``): one agent's row held by another session held that flush, and so every tenant's reports,
+    for as long. Now that report is skipped and waits for the next flush; the others are written."""
+    store = open_store(postgres_url, tmp_path)
+    hub = StreamHub(store, None)
+    keys = [("acme", "a1"), ("acme", "a2"), ("beta", "b1")]
+
+    def labels() -> dict[tuple[str, str], dict]:
+        return {(t, a["id"]): a["labels"] for t in ("acme", "beta") for a in store.agents(tenant=t)}
+
+    try:
+        for tenant, agent in keys:
+            store.heartbeat(agent, {"v": "0"}, [], {}, 0, tenant=tenant)
+        with psycopg.connect(postgres_url) as conn:  # an admin's transaction left open on a1's row
+            assert conn.execute(
+                "UPDATE agents SET labels = labels WHERE tenant = 'acme' AND id = 'a1'"
+            ).rowcount
+            for key in keys:
+                hub.pending[key] = ({"v": "1"}, [], {}, 0, {}, time.time())
+            flush = asyncio.ensure_future(asyncio.to_thread(hub.flush))
+            # was: the flush waited on a1's row, with a2's and tenant beta's reports
+            await until(flush.done, what="the flush's end while a1's row is held")
+            assert await flush == 2 and list(hub.pending) == [("acme", "a1")] and hub.held == 1
+            assert labels() == {
+                ("acme", "a1"): {"v": "0"},
+                ("acme", "a2"): {"v": "1"},
+                ("beta", "b1"): {"v": "1"},
+            }
+            conn.rollback()
+        assert (
+            await asyncio.to_thread(hub.flush) == 1 and not hub.pending
+        )  # let go: written at the next flush
+        assert labels()[("acme", "a1")] == {"v": "1"}
+    finally:
+        store.close()
