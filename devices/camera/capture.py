@@ -819,9 +819,9 @@ class CameraSource:
         A file named as an image whose bytes are an image cut short (``protocols.image_complete``: every kind)
         is never inspected: it is read again while it stays so (the upload may still be running, hidden by a
         share's cached attributes), and skipped once cut short and unchanged past ``CUT_SHORT_WAIT_S`` (or
-        4 x ``settle_ms``), counted (``cut_short``) with its path; it is read if it changes. A PNG ending with its
-        IEND chunk whose chunk chain breaks before it (``png_damaged``) is no upload under way: refused at once
-        (``corrupt_frame``), saying where. A plain PNM whose last
+        4 x ``settle_ms``), counted (``cut_short``) with its path; it is read if it changes. A PNG named as an image
+        ending with its IEND chunk whose chunk chain breaks before it (``png_damaged``) is no upload under way:
+        refused at once (``corrupt_frame``), saying where. A plain PNM whose last
         sample ends the file (no line end after it, which the format allows) has all its samples once its writer is
         done: it waits the same, then is read (``cut_short(settled=True)``), named as an image or not.
 
@@ -952,9 +952,11 @@ class CameraSource:
         # a plain PNM whose last sample ends the file (no line end after it, as the format allows) may still be
         # written ('25' of '255'): whole once unchanged for the wait, whatever its name; other cuts stay cut
         ends_in_digits = why is not None and data[:1] == b"P" and cut_short(data, settled=True) is None
-        if why is not None and (damage := png_damaged(data)) is not None:
+        if why is not None and named and (damage := png_damaged(data)) is not None:
             # a whole PNG (its IEND at its end) whose chunk chain breaks at written bytes: damaged, not an upload
-            # under way, so refused at once with its reason instead of counted as cut_short after the wait
+            # under way, so refused at once with its reason instead of counted as cut_short after the wait. Only
+            # one named as an image: a copy tool's temporary file ('.partial', its segments written out of order)
+            # is left below as any upload cut short, never recorded as read (keep_files would delete it)
             cut.pop(name, None)
             others.pop(name, None)
             done[name] = (key, _fingerprint(data))

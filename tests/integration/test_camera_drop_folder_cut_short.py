@@ -23,6 +23,7 @@ from devices.camera.capture import CameraSource
 from devices.camera.settings import CameraSettings
 from tests.integration.test_camera_drop_folder_by_content import connected
 from tests.integration.test_camera_source import take
+from tests.support.waits import until
 
 
 def tiff_strips_after_directory(img: np.ndarray, rows_per_strip: int = 8) -> bytes:
@@ -429,3 +430,54 @@ async def test_a_whole_png_damaged_in_a_chunks_length_or_type_is_refused_at_once
     ):
         lines = [m for m in said if f"{name}: a PNG damaged in its chunk chain" in m]
         assert lines and all(where in m and "not an upload under way" in m for m in lines), said
+
+
+async def test_a_copy_tools_temporary_file_holding_a_broken_png_chain_is_left_never_counted_nor_deleted(
+    tmp_path, caplog
+):
+    """A copy tool's temporary file ('NAME.png.<hash>.partial', rclone's multi-thread copy: its last segment written
+    first, the gap zeros) whose bytes end with an IEND chunk and break their chunk chain (png_damaged) was refused
+    as corrupt_frame and recorded among the images read, so keep_files deleted it while the copy ran. A file not
+    named as an image is now left as any temporary upload cut short (file_skipped), never counted as a frame nor
+    deleted; once the copy has written it whole and renamed it, its frame is read."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    img = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 256, (160, 320), np.uint8), (5, 5), 0)
+    png = cv2.imencode(".png", img)[1].tobytes()
+    heads, i = [], 8  # where each chunk's header starts
+    while i < len(png):
+        heads.append(i)
+        i += 12 + struct.unpack_from(">I", png, i)[0]
+    frontier = heads[3] + 4  # the copy paused 4 bytes into a chunk's header, a later segment written
+    segmented = png[:frontier] + bytes(8192) + png[frontier + 8192 :]
+    at = heads[2]  # a copy of a PNG one bit of whose chunk lengths storage flipped
+    flipped = png[:at] + bytes([png[at] ^ 0x10]) + png[at + 1 :]
+    caplog.set_level(logging.WARNING, logger="devices.camera.capture")
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=50, keep_files=2))
+    await src.start()
+    try:
+        await connected(src)
+        parts = {"frame_0001.png.8f3a.partial": segmented, "frame_0002.png.1c9d.partial": flipped}
+        for name, data in parts.items():
+            (drop / name).write_bytes(data)
+            os.utime(drop / name, (os.path.getmtime(drop / name) - 10,) * 2)  # the oldest: trimmed first
+        (drop / "after.txt").write_text("exposure 120 us\n")  # the camera's sidecar, after them
+        await judged(src, caplog, "after.txt")
+        for k in range(4):  # frames keep arriving and are read; keep_files deletes the oldest of those read
+            small = np.full((24, 32), 10 * k + 5, np.uint8)
+            (drop / f"other_{k}.png").write_bytes(cv2.imencode(".png", small)[1].tobytes())
+            await take(src, 1, 20)
+        await until(
+            lambda: len(list(drop.glob("other_*.png"))) <= 2, what="keep_files to trim the frames read"
+        )
+        left = {p.name for p in drop.iterdir()}
+        assert set(parts) <= left, left  # the copy's temporary files: never deleted
+        assert "corrupt_frame" not in src.stats.errors_by_reason, src.stats.errors_by_reason
+        assert src.notices.counts.get("file_skipped", 0) >= 3  # the two temporary files and the sidecar
+        (drop / "frame_0001.png.8f3a.partial").write_bytes(png)  # the copy ends and renames it into place
+        (drop / "frame_0001.png.8f3a.partial").rename(drop / "frame_0001.png")
+        frames = await take(src, 1, 20)
+    finally:
+        await src.stop()
+    assert np.array_equal(frames[0].image, cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
+    assert "corrupt_frame" not in src.stats.errors_by_reason, src.stats.errors_by_reason
