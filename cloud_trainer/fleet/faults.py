@@ -108,6 +108,8 @@ def kind(exc: BaseException) -> str:
             return BUSY
         if state[:2] in ("08", "57") and state != "57014" or state == "53300":
             return UNREACHABLE  # a connection lost or refused, the server shutting down, too many connections
+        if name == "AgentRowsLocked":  # the store's own: another session holds the agent's rows past its wait
+            return BUSY
         if state in ("55P03", "57014", "40001", "40P01") or state[:2] == "53":
             return BUSY  # a lock or statement timeout, a deadlock or serialization failure, out of resources
         if (

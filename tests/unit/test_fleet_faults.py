@@ -9,6 +9,7 @@ import sqlite3
 import psycopg
 
 from cloud_trainer.fleet import faults
+from cloud_trainer.fleet.store import AgentRowsLocked
 
 
 def _pg(sqlstate: str, text: str) -> psycopg.Error:
@@ -21,6 +22,7 @@ def test_the_kind_of_a_failure_names_nothing_of_the_platform():
         (sqlite3.OperationalError("database or disk is full"), faults.DISK_FULL),
         (_pg("53100", 'could not extend file "base/16384/2619": No space left on device'), faults.DISK_FULL),
         (sqlite3.OperationalError("database is locked"), faults.BUSY),
+        (AgentRowsLocked("its rows in the fleet store are held by another transaction"), faults.BUSY),
         (_pg("55P03", 'canceling statement due to lock timeout: relation "ingest"'), faults.BUSY),
         (_pg("57P01", "terminating connection due to administrator command"), faults.UNREACHABLE),
         (
