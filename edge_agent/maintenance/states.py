@@ -459,7 +459,12 @@ class StateBaselines:
                 near = None
                 break
             suspect = b._sensor_suspect(
-                row, med, scale, (row - med) / scale, floor=partial(b.floor_move, f["speed_hz"], waveform)
+                row,
+                med,
+                scale,
+                (row - med) / scale,
+                floor=partial(b.floor_move, f["speed_hz"], waveform),
+                quant=partial(b.quantisation_levels, f["speed_hz"], waveform),
             )
             if suspect is not None:  # a stop, a dead sensor, the sensor's gain
                 near = None
