@@ -2784,10 +2784,12 @@ class OpcUaSource:
                     # server until the session times out (a halt's session is closed below, deleting
                     # it); the timeout the server granted, and a check's time for its own watchdog
                     granted = (self._client.session_timeout or 0) / 1000.0 or self.settings.session_timeout
-                    # or their own lifetime, when the server granted one longer (a PLC that keeps a session's
-                    # subscriptions past its timeout, OPC UA Part 4, until their lifetime: ``_new_subscription``)
+                    # or rather their own lifetime as granted (``_new_subscription``): it ends them whether the
+                    # session lives on or not, and a PLC that keeps a session's subscriptions past its timeout
+                    # (OPC UA Part 4) keeps them that long. The longer of the two counted them on past their
+                    # lifetime: half a session longer (less two keep-alives) at the lifetime asked
                     left_s = (
-                        max(granted * 1.5, self._sub_life_s)
+                        (self._sub_life_s or granted * 1.5)
                         + self.settings.keepalive_check_s
                         + self.settings.connect_timeout_s
                     )
@@ -4199,25 +4201,31 @@ class OpcUaSource:
             if not first:
                 log.warning("%s", m)
 
+    def _sub_counts(self, client: Client, interval_ms: float) -> tuple[int, int]:
+        """The keep-alive and lifetime counts asked of a subscription publishing every ``interval_ms``.
+
+        A keep-alive about every keepalive_check_s. The lifetime: the publishing intervals without a Publish
+        request (a cut link) after which the server deletes the subscription. A session the server ends itself
+        (its timeout) leaves its subscriptions until then (OPC UA Part 4; a UA .NET-based server keeps them for
+        a transfer): 10,000 intervals were asked, 17 min at 100 ms, 2.8 h at 1 s, and a PLC allowing few
+        subscriptions, its link cut a few times, refused the source's (or its HMI's) next one for that long.
+        This source never takes a left one back: it lives as long as its session (the session timeout asked,
+        or granted if shorter), and at least 3 keep-alives (Part 4's floor)."""
+        keepalive = max(1, math.ceil(self.settings.keepalive_check_s * 1000.0 / interval_ms))
+        granted_s = (client.session_timeout or 0) / 1000.0 or self.settings.session_timeout
+        life_s = min(self.settings.session_timeout, granted_s)
+        return keepalive, max(math.ceil(life_s * 1000.0 / interval_ms), keepalive * 3)
+
     async def _new_subscription(self, client: Client, main: bool = True) -> Subscription:
         # asyncua's create_subscription asks for a keep-alive every 0.75 session timeouts (45 min) and
         # waits for publish answers without a timeout: a server that stops publishing (stalled, or the
         # subscription dropped) went unnoticed while reads still worked. Ask for a keep-alive about
         # every keepalive_check_s and hold the server to what it revised (``_watch``).
         interval = self.settings.publishing_interval_ms
-        keepalive = max(1, math.ceil(self.settings.keepalive_check_s * 1000.0 / interval))
-        # The lifetime: the publishing intervals without a Publish request (a cut link) after which the server
-        # deletes the subscription. A session the server ends itself (its timeout) leaves its subscriptions
-        # until then (OPC UA Part 4; a UA .NET-based server keeps them for a transfer): 10,000 intervals were
-        # asked, 17 min at 100 ms, 2.8 h at 1 s, and a PLC allowing few subscriptions, its link cut a few times,
-        # refused the source's (or its HMI's) next one for that long. This source never takes a left one back:
-        # it lives no longer than its session (the session timeout asked, or granted if shorter), and at least
-        # 3 keep-alives (Part 4's floor); the silence watch (``_watch``) ends a stalled one well before.
-        granted_s = (client.session_timeout or 0) / 1000.0 or self.settings.session_timeout
-        life_s = min(self.settings.session_timeout, granted_s)
+        keepalive, lifetime = self._sub_counts(client, interval)
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=interval,
-            RequestedLifetimeCount=max(math.ceil(life_s * 1000.0 / interval), keepalive * 3),
+            RequestedLifetimeCount=lifetime,
             RequestedMaxKeepAliveCount=keepalive,
             MaxNotificationsPerPublish=10000,
             PublishingEnabled=True,
@@ -4227,21 +4235,43 @@ class OpcUaSource:
         _record_revisions(session, self._revision)
         sub = Subscription(session, params, _Handler(self))
         got = await sub.init()
-        revised_s = (got.RevisedPublishingInterval or interval) / 1000.0
-        silence_s = (
-            2 * revised_s * max(got.RevisedMaxKeepAliveCount or keepalive, 1)
-            + self.settings.connect_timeout_s
-        )
-        # as granted (a server may revise it up), and the keep-alives the Publish requests it holds still answer
-        self._sub_life_s = max(
-            self._sub_life_s,
-            revised_s
-            * (int(got.RevisedLifetimeCount or 0) + 2 * max(got.RevisedMaxKeepAliveCount or keepalive, 1)),
-        )
+        granted_ms = float(got.RevisedPublishingInterval or interval)
+        life_n = int(got.RevisedLifetimeCount or 0)
+        keepalive_n = int(got.RevisedMaxKeepAliveCount or keepalive)
+        if granted_ms > 0 and granted_ms != interval:
+            # Both counts are publishing intervals, worked out from the one asked: a server publishing slower
+            # (asked 10 ms, granted 1,000) kept a 2 s session's left subscription 200 s (and a keep-alive
+            # every 50 s, the silence watch 102 s), one publishing faster (asked 1,000, granted 250) gave a 4 s
+            # session's a lifetime of 1.5 s, ended live by a loop held 3 s. Asked again of the interval granted
+            # (ModifySubscription); a server that answers with what it created (asyncua's) keeps those counts,
+            # and the watches below take them as granted
+            keepalive, lifetime = self._sub_counts(client, granted_ms)
+            try:
+                mod = await sub.update(
+                    ua.ModifySubscriptionParameters(
+                        SubscriptionId=sub.subscription_id,
+                        RequestedPublishingInterval=granted_ms,
+                        RequestedLifetimeCount=lifetime,
+                        RequestedMaxKeepAliveCount=keepalive,
+                        MaxNotificationsPerPublish=10000,
+                        Priority=0,
+                    )
+                )
+                granted_ms = float(mod.RevisedPublishingInterval or granted_ms)
+                life_n = int(mod.RevisedLifetimeCount or life_n)
+                keepalive_n = int(mod.RevisedMaxKeepAliveCount or keepalive_n)
+            except ua.UaStatusCodeError as e:  # refused: the subscription stays as created, watched as such
+                log.info("opcua source %s: subscription counts not asked again (%s)", self.name, e)
+        revised_s = granted_ms / 1000.0
+        silence_s = 2 * revised_s * max(keepalive_n, 1) + self.settings.connect_timeout_s
+        # as granted (a server may revise it up), and the keep-alives the Publish requests it holds still answer;
+        # none said (0): the session's bound is taken (at a cut)
+        if life_n > 0:
+            self._sub_life_s = max(self._sub_life_s, revised_s * (life_n + 2 * max(keepalive_n, 1)))
         if not main:  # one of ``_apart``: watched for a stall beside the main one (``_stalled_sub``)
             self._apart_watch[sub] = (time.monotonic(), silence_s)
             return sub
-        self._publishing_revised(interval, float(got.RevisedPublishingInterval or interval))
+        self._publishing_revised(interval, granted_ms)
         self._sub_silence_s = silence_s
         self._sub, self._sub_since = sub, time.monotonic()
         return sub

@@ -116,8 +116,10 @@ class OpcUaSettings(_Model):
         description="the session timeout asked of the server: how long it keeps a session this source left "
         "behind when the connection was cut (a session in use is kept alive by the checks every "
         "keepalive_check_s); a PLC holds few sessions, and a longer timeout left one more per cut. The lifetime "
-        "asked of the source's subscriptions is as long (a PLC may keep a left session's subscriptions past it "
-        "for their lifetime). Left at its default, at least twice keepalive_check_s",
+        "asked of the source's subscriptions is as long, or 3 keep-alives if longer (a keep-alive every "
+        "keepalive_check_s, or every publishing interval granted if longer: 90 s at 30,000 ms), in the "
+        "interval the server granted (a PLC may keep a left session's subscriptions past the session for their "
+        "lifetime). Left at its default, at least twice keepalive_check_s",
     )
 
     @property

@@ -5,7 +5,8 @@ by the check that halted it, the reconnect backoff is reset then, a clock that u
 a second is not a frozen one, a server replaced on the same endpoint is judged on its own clock, and a
 write-only source whose watch found no room for its subscription after a reconnect gets it once there is
 room (its former session's subscription, left on the server by a cut link, is not counted as another's), and a
-subscription a cut link left on a PLC that keeps it past its session ends with that session (its lifetime)."""
+subscription a cut link left on a PLC that keeps it past its session ends with that session (its lifetime), also
+on a PLC publishing slower than asked, while a live one on a PLC publishing faster outlasts a held loop."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 
 from asyncua import Client, ua
 from asyncua.server.internal_session import InternalSession
+from asyncua.server.subscription_service import SubscriptionService
 
 from devices.base import Quality
 from devices.opcua import client as client_module
@@ -492,6 +494,160 @@ async def test_the_subscription_a_cut_link_left_on_a_plc_that_keeps_it_past_the_
         await src.stop()
         await srv.stop()
     assert all(life >= 3 * keepalive for life, keepalive in granted), granted  # Part 4's floor
+
+
+def _plc_revising_the_interval(monkeypatch, lo_ms: float, hi_ms: float) -> None:
+    """asyncua's server made a PLC whose publishing interval is within [lo_ms, hi_ms] (it revises the one asked)
+    and that honours ModifySubscription's counts (asyncua's answers with what it created)."""
+    create, modify = SubscriptionService.create_subscription, SubscriptionService.modify_subscription
+
+    async def create_subscription(self, params, *a, **kw):
+        params.RequestedPublishingInterval = min(max(params.RequestedPublishingInterval, lo_ms), hi_ms)
+        return await create(self, params, *a, **kw)
+
+    def modify_subscription(self, params):
+        sub = self.subscriptions[params.SubscriptionId]
+        sub.data.RevisedLifetimeCount = self._clamp_lifetime_count(params.RequestedLifetimeCount)
+        sub.data.RevisedMaxKeepAliveCount = self._clamp_keep_alive_count(params.RequestedMaxKeepAliveCount)
+        return modify(self, params)
+
+    monkeypatch.setattr(SubscriptionService, "create_subscription", create_subscription)
+    monkeypatch.setattr(SubscriptionService, "modify_subscription", modify_subscription)
+
+
+async def test_the_subscription_a_cut_link_left_on_a_plc_publishing_slower_than_asked_ends_with_the_session(
+    monkeypatch,
+) -> None:
+    """A PLC whose fastest publishing interval is 1,000 ms, asked 10 ms, and that keeps a session's
+    subscriptions past its timeout until their lifetime (as in the test above). The source asks the counts
+    again of the interval granted: the subscription a cut link left is gone soon after its 2 s session. Before,
+    the lifetime asked was of 10 ms intervals (200 of them for 2 s), 200 s at the interval granted."""
+    real_close = InternalSession.close_session
+
+    async def close_session(self, delete_subs: bool = True) -> None:
+        if asyncio.current_task() is self._timeout_task:  # the server ends the session: its own stay
+            delete_subs = False
+        await real_close(self, delete_subs)
+
+    monkeypatch.setattr(InternalSession, "close_session", close_session)
+    _plc_revising_the_interval(monkeypatch, 1000.0, 1e9)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    srv.iserver.min_session_timeout_ms = 100  # grants the short session timeout asked for
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    # the source's close of the left session refused (no activation on another channel)
+    srv.iserver.lookup_external_session = lambda _token: None
+    subs = srv.iserver.subscription_service.subscriptions
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            port,
+            session_timeout_s=2,
+            reconnect_initial_s=0.1,
+            publishing_interval_ms=10,
+            nodes=[{"node_id": f"ns={idx};s=Speed"}],
+        ),
+    )
+    try:
+        await src.start()
+        await until(lambda: src._sub is not None, 10, "subscribed")
+        first = set(subs)
+        granted = [(s.data.RevisedPublishingInterval, s.data.RevisedLifetimeCount) for s in subs.values()]
+        for proto in list(srv.bserver.clients):  # the link drops: no CloseSession reaches the server
+            proto.transport.close()
+        await until(lambda: src.stats.reconnects >= 1 and src._sub is not None, 20, "subscribed again")
+        await until(lambda: not first & set(subs), 30, "the former session's subscription gone from the PLC")
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert granted == [(1000.0, 3)], granted  # 3 keep-alives of one 1,000 ms interval: Part 4's floor
+
+
+async def test_a_live_subscription_on_a_plc_publishing_faster_than_asked_outlasts_publish_requests_held_back(
+    monkeypatch,
+) -> None:
+    """A PLC that publishes every 250 ms, asked 1,000, and the source's Publish requests held back (its event
+    loop held by other work, as the server sees it) for 10 of those intervals, well within the 4 s session:
+    the subscription lives on, and the source goes on with it. Before, its lifetime was asked in 1,000 ms
+    intervals (6, 3 keep-alives), 1.5 s at 250 ms: the server ended it (publish cycle count over the lifetime)
+    and the source reconnected."""
+    _plc_revising_the_interval(monkeypatch, 0.0, 250.0)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    srv.iserver.min_session_timeout_ms = 100
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    subs = srv.iserver.subscription_service.subscriptions
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            port,
+            session_timeout_s=4,
+            connect_timeout_s=20,  # the silence watch: not what is tested here
+            publishing_interval_ms=1000,
+            nodes=[{"node_id": f"ns={idx};s=Speed"}],
+        ),
+    )
+    try:
+        await src.start()
+        await until(lambda: src._sub is not None, 10, "subscribed")
+        (sid,) = subs
+        session = src._client.uaclient.session
+        publish, hold, answers = session.publish, asyncio.Event(), []
+
+        async def held_publish(acks):
+            await hold.wait()
+            answer = await publish(acks)
+            answers.append(answer)
+            return answer
+
+        session.publish = held_publish  # the next Publish request waits: the server has none to answer
+        # held for 10 publishing intervals the server counted without a request (or until it ended the
+        # subscription), however loaded the machine
+        await until(lambda: sid not in subs or subs[sid]._publish_cycles_count >= 10, 30, "10 intervals held")
+        hold.set()
+        assert sid in subs, "the server ended the live subscription (its lifetime ran out)"
+        await until(lambda: answers, 20, "a Publish answered after the hold")
+        assert sid in subs and src._sub is not None and src.stats.reconnects == 0
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
+async def test_the_subscriptions_a_cut_link_left_are_counted_for_their_lifetime_when_shorter_than_the_session() -> (
+    None
+):
+    """A PLC granting a lifetime shorter than the session (its largest lifetime count 10, at 500 ms: 5 s of a
+    20 s session): the subscription a cut left ends at its lifetime whether its session lives on or not, so the
+    source counts it as its own (``_subs_left``) that long, not 1.5 session timeouts (30 s)."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    srv.iserver.max_lifetime_count = 10
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            port,
+            session_timeout_s=20,
+            reconnect_initial_s=0.1,
+            publishing_interval_ms=500,
+            nodes=[{"node_id": f"ns={idx};s=Speed"}],
+        ),
+    )
+    try:
+        await src.start()
+        await until(lambda: src._sub is not None, 10, "subscribed")
+        cut = time.monotonic()
+        for proto in list(srv.bserver.clients):
+            proto.transport.close()
+        await until(lambda: src._subs_left, 20, "the cut session's subscription counted")
+        left = dict(src._subs_left)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert all(until_t < cut + 30 for _n, until_t in left.values()), (left, cut)
 
 
 async def test_a_tag_that_changed_once_is_not_lost_from_a_full_hold_and_goes_on_good_when_the_server_runs_again(
