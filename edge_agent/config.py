@@ -1000,12 +1000,17 @@ def _substitute(
                 # which Python hands over as lone surrogates: most fields refused them without saying why ("unable
                 # to parse raw data as a unicode string"), some took them (agent.data_dir: validated, then ONNX
                 # Runtime could not load the model from it, "incompatible constructor arguments"; an MQTT username)
-                shown = undecoded_bytes(val)
+                # the value is not quoted: it may be a password (an agent's check of a fleet config tells this
+                # error to the fleet); the variable and the first such byte's place say where to look
+                at = next(i for i, c in enumerate(val) if 0xDC80 <= ord(c) <= 0xDCFF)
                 errors.append(
-                    f"{loc}: environment variable {m.group(1)} holds a byte that is not UTF-8 ('{shown}'); set it "
-                    "in UTF-8 (an environment file saved in another code page?)"
+                    f"{loc}: environment variable {m.group(1)} holds a byte that is not UTF-8 "
+                    f"(0x{ord(val[at]) - 0xDC00:02x}, its character {at + 1} of {len(val)}); set it in UTF-8 (an "
+                    "environment file saved in another code page?)"
                 )
-                return shown  # refused all the same: said once, not again by the field's own check
+                return undecoded_bytes(
+                    val
+                )  # refused all the same: said once, not again by the field's own check
             return val
 
         return _ENV.sub(repl, node)
@@ -1029,20 +1034,74 @@ def env_taken(node: Any, env: Mapping[str, str] = os.environ) -> dict[str, str]:
     return found
 
 
-def hide_env_values(text: str, values: Mapping[str, str]) -> str:
+def _value_forms(value: str) -> set[str]:
+    """Every form a gateway variable's value can be printed in: as written, quoted (``repr``, JSON), escaped
+    (``printable``), a byte that is not UTF-8 written ``\\xfc`` (``undecoded_bytes``, what ``_substitute`` gives
+    such a field), and those quoted again."""
+    import json
+
+    forms = set()
+    for base in {value, undecoded_bytes(value)}:
+        for form in (base, repr(base)[1:-1], printable(base, len(base)), json.dumps(base)[1:-1]):
+            forms.add(form)
+            forms.add(repr(form)[1:-1])
+    return {f for f in forms if f}
+
+
+# what a value cut short is followed by: printable's mark, _short_repr's and shown_topic's ('...'... (N characters))
+_CUT = r"(?=…|'\.\.\. \(|\.\.\. \()"
+# the field path after a refusal's "WHERE: " (``sources.b.port``, ``pipelines[0].source``): written in the config,
+# never a variable's value, so never rewritten (a value "line" made "pipe<$GW_SITE>s[0]")
+_PATH = re.compile(r"[A-Za-z0-9_.\[\]\-]+: ")
+HIDE_ANYWHERE = 8  # a value of at least so many characters is hidden wherever it occurs in a message
+
+
+def hide_env_values(text: str, values: Mapping[str, str], where: str | None = None) -> str:
     """``text`` with every value of ``values`` (name -> a gateway variable's value: ``env_taken``) shown as
-    ``<$NAME>``, as written and as quoted (``repr``): what a fleet config's refusal sends to the cloud names the
-    field and the variable, never the value it took on this gateway (a token, a password in a field not named so).
-    A value of fewer than 4 characters only where it stands alone (not inside a word or number)."""
-    forms = []
+    ``<$NAME>``, in every form it can be printed in (``_value_forms``): what a fleet config's refusal sends to the
+    cloud names the field and the variable, never the value it took on this gateway (a token, a password in a field
+    not named so). A value of ``HIDE_ANYWHERE`` characters or more wherever it occurs, as does its start (4
+    characters or more) just before a cut's mark (``…``, ``'... (N characters)``: a quote cut short); a shorter one
+    only where it stands alone (not inside a word or number), and one under 4 characters only quoted whole
+    (``'1'``). With ``where``, each error's field path after ``WHERE: `` (written in the config, not taken from
+    the environment) is left as written but for a value of ``HIDE_ANYWHERE`` characters or more."""
+    forms: list[tuple[str, str, int]] = []
     for name, value in values.items():
-        for form in {value, repr(value)[1:-1]}:
-            if form:
-                forms.append((form, name))
-    for form, name in sorted(forms, key=lambda f: -len(f[0])):
-        pattern = re.escape(form) if len(form) >= 4 else rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])"
-        text = re.sub(pattern, f"<${name}>", text)  # a name is letters, digits and _: no escapes
-    return text
+        for form in _value_forms(value):
+            forms.append((form, name, len(value)))
+    forms.sort(key=lambda f: -len(f[0]))
+    patterns = []
+    for form, name, size in forms:
+        if size >= HIDE_ANYWHERE:
+            cut = "|".join(re.escape(form[:k]) + _CUT for k in range(len(form) - 1, 3, -1))
+            pattern = re.escape(form) + (f"|{cut}" if cut else "")
+        elif size >= 4:
+            pattern = rf"(?<![A-Za-z0-9_]){re.escape(form)}(?![A-Za-z0-9_])"
+        else:
+            pattern = rf"(?<=(?P<q>['\"])){re.escape(form)}(?=(?P=q))"
+        # a name is letters, digits and _: no escapes
+        patterns.append((re.compile(pattern), f"<${name}>", size >= HIDE_ANYWHERE))
+
+    def hide(message: str, long_only: bool = False) -> str:
+        for pattern, shown, long in patterns:
+            if long or not long_only:
+                message = pattern.sub(shown, message)
+        return message
+
+    if not patterns:
+        return text
+    if not where:
+        return hide(text)
+    head = f"{where}: "
+    out = []
+    for i, part in enumerate(text.split(head)):
+        if i == 0:
+            out.append(hide(part))
+            continue
+        path = _PATH.match(part)
+        keep = path.end() if path else 0
+        out.append(hide(part[:keep], long_only=True) + hide(part[keep:]))
+    return head.join(out)
 
 
 def _fmt_loc(loc: tuple) -> str:
@@ -1394,7 +1453,9 @@ def parse_config(
         if not local_checks and unset:
             report.errors = [_unset_hint(e, where, unset) for e in report.errors]
         if values:
-            report.errors = [_taken_hint(hide_env_values(e, values), where, taken) for e in report.errors]
+            report.errors = [
+                _taken_hint(hide_env_values(e, values, where), where, taken) for e in report.errors
+            ]
         raise ConfigError(report.errors)
     cfg.warnings.extend(_one_line(mask_credentials(w)) for w in report.warnings)
     return cfg

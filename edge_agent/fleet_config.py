@@ -46,6 +46,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -442,11 +443,12 @@ class AgentHost:
         except Exception as exc:  # refused: the agent keeps running what it runs
             # anything validation raises refuses this config: the same bytes would fail the same way at
             # every desired state, and the fleet would never hear why
-            reason = hide_env_values(
-                "; ".join(exc.errors[:5])
+            # hidden before a text is cut: a value straddling the cut kept its start
+            reason = (
+                hide_env_values("; ".join(exc.errors[:5]), values, where)
                 if isinstance(exc, ConfigError)
-                else f"{where}: cannot be validated: {type(exc).__name__}: {printable(str(exc), 300)}",
-                values,
+                else f"{where}: cannot be validated: {type(exc).__name__}: "
+                f"{printable(hide_env_values(str(exc), values), 300)}"
             )
             log.error("fleet config refused: %s", mask_credentials(reason))
             self.keeper.refuse(info, "failed", reason)
@@ -460,11 +462,12 @@ class AgentHost:
             self.keeper.note(info, "applied", True)
             self.keeper.save()
             await self._flush()
-            why = await self._health(self.agent)
-        except Exception as exc:
-            why = f"the agent did not start on it: {type(exc).__name__}: {printable(str(exc), 300)}"
-        if why is not None:  # a source's error may quote a host or login the environment gave
-            why = hide_env_values(why, values)
+            why = await self._health(self.agent, values)
+        except Exception as exc:  # a source's error may quote a host or login the environment gave
+            why = (
+                f"the agent did not start on it: {type(exc).__name__}: "
+                f"{printable(hide_env_values(str(exc), values), 300)}"
+            )
         if why is None:
             self.keeper.state.update(last_good=info, trial=None)
             self.keeper.note(info, "healthy", True, health=_pipeline_health(self.agent))
@@ -501,8 +504,9 @@ class AgentHost:
             self.agent = None
         await self._launch(cfg, info)
 
-    async def _health(self, agent) -> str | None:
-        """None when every source is connected within ``health_s``; else why not."""
+    async def _health(self, agent, values: Mapping[str, str] | None = None) -> str | None:
+        """None when every source is connected within ``health_s``; else why not, every value of ``values`` (the
+        gateway variables the config takes) hidden before the source's error is cut (``hide_env_values``)."""
         deadline = time.monotonic() + self.health_s
         while True:
             bad = [
@@ -516,7 +520,7 @@ class AgentHost:
                 n, s = bad[0]
                 err = getattr(s.stats, "last_error", None)
                 return f"source {n}: not connected within {self.health_s:g} s" + (
-                    f" ({printable(str(err), 200)})" if err else ""
+                    f" ({printable(hide_env_values(str(err), values or {}), 200)})" if err else ""
                 )
             await asyncio.sleep(0.2)
 

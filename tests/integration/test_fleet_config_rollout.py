@@ -611,3 +611,62 @@ async def test_a_fleet_configs_refusal_names_the_gateway_variable_a_field_took_n
         assert host.agent is first  # never stopped
     finally:
         await host.stop()
+
+
+async def test_a_sources_error_told_to_the_fleet_hides_a_gateway_value_before_it_is_cut(tmp_path):
+    """A source's error was cut to 200 characters before the gateway's values were hidden: a value straddling the
+    cut kept its start ("... login tok-9f8e…"). Hidden first, then cut."""
+    from types import SimpleNamespace
+
+    from edge_agent.fleet_config import AgentHost
+
+    secret = "tok-9f8e7d6c5b4a-SECRET-0123456789"
+    src = SimpleNamespace(
+        state="disconnected", stats=SimpleNamespace(last_error=f"{'x' * 185} login {secret} refused")
+    )
+    local = tmp_path / "gw1.yaml"
+    local.write_text(yaml.safe_dump({"agent": {"id": "gw1", "data_dir": str(tmp_path / "gw1")}}))
+    host = AgentHost(local, health_s=0.0)
+    why = await host._health(SimpleNamespace(sources={"broker": src}), {"GW_TOK": secret})
+    assert why is not None and "source broker: not connected" in why and "login <$GW_TOK" in why, why
+    assert "tok-9f8e" not in why, why  # was: the secret's first 9 characters
+
+
+async def test_a_gateway_password_holding_a_byte_that_is_not_utf8_is_never_told_to_the_fleet(
+    tmp_path, monkeypatch
+):
+    """A gateway's password from an environment file saved in Latin-1: the substitution's refusal quoted it whole
+    in the form a byte that is not UTF-8 is written in ('M\\xfcller-...'), which was not hidden, and it waited in
+    the reasons for the fleet beside "its value is not sent to the fleet". It names the variable and the byte's
+    place now."""
+    import os
+
+    from edge_agent.fleet_config import AgentHost, digest_of, refusal_key
+
+    monkeypatch.setenv("GW_PASS", os.fsdecode(b"M\xfcller-Werk3-Passwort-2024"))
+    local = tmp_path / "gw1.yaml"
+    local.write_text(
+        yaml.safe_dump(
+            {"agent": {"id": "gw1", "data_dir": str(tmp_path / "gw1")}, "http": {"enabled": False}}
+        )
+    )
+    host = AgentHost(local, health_s=1.0)
+    await host.start()
+    try:
+        data = (
+            b"sources:\n  broker: {type: mqtt, host: 127.0.0.1, port: 1883, username: op, password: '${GW_PASS}',"
+            b" subscriptions: [{topic: 'p/#'}]}\n"
+        )
+        host._on_desired(pb.DesiredConfig(deployment_id="d1", digest=digest_of(data), yaml=data, name="c1"))
+        key = refusal_key("d1", digest_of(data))
+        await until(lambda: key in host.keeper.state["refused"], 10, "the config refused")
+        sent = [r["reason"] for r in host.keeper.state["unreported"]]
+        assert sent
+        for reason in [host.keeper.state["refused"][key], *sent]:
+            assert "Passwort" not in reason and "ller-Werk3" not in reason, reason  # was: the whole password
+            assert (
+                "sources.broker.password: environment variable GW_PASS holds a byte that is not UTF-8"
+                in reason
+            )
+    finally:
+        await host.stop()

@@ -319,14 +319,89 @@ def test_an_environment_variable_holding_bytes_that_are_not_utf8_is_refused_nami
     monkeypatch.setenv("SITE", os.fsdecode(b"S\xfcdwerk"))
     data = good(env)
     data["agent"].update(data_dir="${AGENT_DATA}", site="${SITE}")
+    # the value is not quoted (it may be a password: a fleet config's refusal is told to the fleet): the byte and
+    # its place say where to look
     assert errors_of(data) == [
-        f"line3.yaml: agent.{field}: environment variable {var} holds a byte that is not UTF-8 ('{shown}'); set it "
-        "in UTF-8 (an environment file saved in another code page?)"
-        for field, var, shown in (
-            ("data_dir", "AGENT_DATA", f"{tmp_path}/Pr\\xfcfstand"),
-            ("site", "SITE", "S\\xfcdwerk"),
+        f"line3.yaml: agent.{field}: environment variable {var} holds a byte that is not UTF-8 (0xfc, its character "
+        f"{at} of {size}); set it in UTF-8 (an environment file saved in another code page?)"
+        for field, var, at, size in (
+            ("data_dir", "AGENT_DATA", len(str(tmp_path)) + 4, len(str(tmp_path)) + 10),
+            ("site", "SITE", 2, 7),
         )
     ]
+
+
+def _fleet_refusal(doc: str, monkeypatch, **env) -> str:
+    """The errors of the agent's check of a fleet config (``hide_env``: what goes to the fleet), joined."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    data = {"agent": {"id": "gw1", "data_dir": "/tmp/gw1"}, "http": {"enabled": False}, **yaml.safe_load(doc)}
+    with pytest.raises(ConfigError) as ei:
+        parse_config(data, "fleet config c1 (abc)", "/tmp", hide_env=True)
+    return "; ".join(ei.value.errors)
+
+
+def test_a_fleet_configs_refusal_shows_no_form_of_a_value_holding_a_byte_that_is_not_utf8(monkeypatch):
+    # a gateway password from an environment file saved in Latin-1: the substitution's error quoted it whole as
+    # 'M\\xfcller-Werk3-...', a form hide_env_values did not match, and it went to the fleet
+    import os
+
+    from edge_agent.config import hide_env_values
+
+    value = os.fsdecode(b"M\xfcller-Werk3-Passwort-2024")
+    told = _fleet_refusal(
+        "sources:\n  broker: {type: mqtt, host: 127.0.0.1, port: 1883, username: op, password: '${GW_PASS}',"
+        " subscriptions: [{topic: 'p/#'}]}\n",
+        monkeypatch,
+        GW_PASS=value,
+    )
+    assert "Passwort" not in told and "ller" not in told, told
+    assert (
+        "sources.broker.password: environment variable GW_PASS holds a byte that is not UTF-8 (0xfc, its "
+        in told
+    )
+    assert "${GW_PASS}" in told
+    # every form a value can be printed in is hidden: as written, repr, undecoded_bytes, printable, JSON
+    for shown in (
+        value,
+        repr(value),
+        "M\\xfcller-Werk3-Passwort-2024",
+        "M\\udcfcller-Werk3-Passwort-2024",
+        repr("M\\xfcller-Werk3-Passwort-2024"),
+        "tab\\there-secret",
+    ):
+        text = f"source: cannot log in as {shown} (refused)"
+        hidden = hide_env_values(text, {"GW_PASS": value, "GW_T": "tab\there-secret"})
+        assert "Passwort" not in hidden and "there-secret" not in hidden, hidden
+
+
+def test_a_fleet_configs_refusal_hides_a_value_cut_short_in_a_quote(monkeypatch):
+    # a topic quoted cut to its first 200 characters (shown_topic) held the start of the secret before the cut:
+    # hidden after the cut, the whole value was no longer there to find
+    secret = "tok-9f8e7d6c5b4a-SECRET-0123456789"
+    told = _fleet_refusal(
+        "sources:\n  broker: {type: mqtt, host: 127.0.0.1, port: 1883, persistent_session: true, client_id: gw1c,"
+        f" subscriptions: [{{topic: 'spBv1.0/{'x' * 180}${{GW_TOK}}/#', codec: sparkplug_b}}]}}\n",
+        monkeypatch,
+        GW_TOK=secret,
+    )
+    assert "subscriptions[0] (topic 'spBv1.0/xxx" in told and "<$GW_TOK>'... (224 characters)" in told, told
+    assert "tok-9f8e" not in told, told
+
+
+def test_a_fleet_configs_refusal_leaves_field_paths_and_words_holding_a_short_value_as_written(monkeypatch):
+    # GW_SITE=line, GW_QOS=1: every "line" and "1" was rewritten, the field path too ("pipe<$GW_SITE>s[<$GW_QOS>]")
+    told = _fleet_refusal(
+        "sources:\n  broker: {type: mqtt, host: 127.0.0.1, port: 1883, qos: '${GW_QOS:-0}',"
+        " subscriptions: [{topic: '${GW_SITE:-plant}/#'}]}\n"
+        "pipelines:\n  - {name: a, source: broker, model: m}\n  - {name: b, source: '${GW_SITE}', model: m}\n",
+        monkeypatch,
+        GW_SITE="line",
+        GW_QOS="1",
+    )
+    assert "pipelines[1].source: unknown source '<$GW_SITE>'" in told, told  # the value quoted: hidden
+    assert "pipelines[0].model: " in told and "<$GW_QOS>" not in told, told
+    assert "sources.broker.qos: unknown option 'qos'" in told and "${GW_QOS}" in told, told
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):
