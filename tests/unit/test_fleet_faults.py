@@ -4,6 +4,7 @@ name nothing of the platform, and an id that stands for the failure's reason wit
 from __future__ import annotations
 
 import errno
+import re
 import sqlite3
 
 import psycopg
@@ -38,7 +39,9 @@ def test_the_kind_of_a_failure_names_nothing_of_the_platform():
     ]
     for exc, kind in cases:
         assert faults.kind(exc) == kind, (exc, faults.kind(exc))
-        told = faults.told(exc)
+        # the random 10-hex error id left out: it may hold "5432" or "16384" (about once in 600 runs)
+        told = re.sub(r"error id [0-9a-f]+", "error id <id>", faults.told(exc))
+        assert "error id <id>" in told, told
         for word in ("10.0.0.5", "5432", "/srv", "records", "INSERT", "ingest", "db.internal", "16384"):
             assert word not in told, (exc, told)
     # a failure raised from another is told by its cause's kind (the blob store's ENOSPC under a ValueError)
