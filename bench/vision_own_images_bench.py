@@ -17,6 +17,9 @@ surface finish, light, pose, noise, JPEG and small defects than ``simulators/par
    in-contract light (seed 23), shifted light (seed 37, ``light_shift`` 0.6: lamp gain ±60 %,
    colour temperature, a stronger gradient), and the in-contract images under another camera setting
    (``perturb.lighting``: gain ±30 %, offset ±20 grey levels, a gradient of up to 20 %, colour tilt);
+   and ``rim``: in-contract light (seed 29), the defective half with a defect on the part's edge instead
+   (``own_parts.RIM_DEFECTS``: a scratch along the rim, a chip, a burr, the chamfer missing over an arc;
+   outside the contract and the bar, there to show whether the rim is a blind spot);
 4. NG recall and precision, NG AUROC, the share of good parts rejected, and how often the heat map's
    hottest cell overlaps the defect's mask (NG images).
 
@@ -48,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).resolve().parent / "out"
 sys.path.insert(0, str(ROOT))
 
-TRAIN_SEED, TEST_SEED, SHIFT_SEED, SHIFT, LIGHT_SEED = 11, 23, 37, 0.6, 53
+TRAIN_SEED, TEST_SEED, SHIFT_SEED, SHIFT, LIGHT_SEED, RIM_SEED = 11, 23, 37, 0.6, 53, 29
 DEFAULT = "default: patch, learned features"
 
 
@@ -57,13 +60,15 @@ def cpu_flags() -> str:
     return " ".join(sorted(set(re.findall(r"avx512[a-z_]*|avx_vnni|avx2", text))))
 
 
-def test_set(seed: int, n: int, light_shift: float) -> list[tuple[np.ndarray, np.ndarray, str | None]]:
+def test_set(
+    seed: int, n: int, light_shift: float, kinds: tuple[str, ...] | None = None
+) -> list[tuple[np.ndarray, np.ndarray, str | None]]:
     from tests.support.own_parts import DEFECTS, make_part
 
     rng = np.random.default_rng([seed, 5])
     out = []
     for i in range(n):
-        defect = str(rng.choice(DEFECTS)) if rng.random() < 0.5 else None
+        defect = str(rng.choice(kinds or DEFECTS)) if rng.random() < 0.5 else None
         img, mask = make_part(seed, i, 200, defect, light_shift)
         out.append((img, mask, defect))
     return out
@@ -257,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         rng = np.random.default_rng(LIGHT_SEED)
         sets["camera_setting"] = [(lighting(img, rng), mask, d) for img, mask, d in sets["in_contract"]]
+        from tests.support.own_parts import RIM_DEFECTS
+
+        sets["rim"] = test_set(RIM_SEED, a.test, 0.0, RIM_DEFECTS)
         recipes = {DEFAULT: "auto"}
         if not a.no_baseline:
             recipes["baseline: patch, texture features (former default)"] = "patch-texture"
@@ -299,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         f"build seed {a.seed}, stated false-reject rate {a.false_reject_rate:g}; "
         f"judged as the agent runs the signed INT8 package on {a.test} images of seed {TEST_SEED} (in-contract) "
         f"and {a.test} of seed {SHIFT_SEED} with shifted light ({SHIFT}); camera_setting = the in-contract images with "
-        "gain ±30 %, offset ±20, a gradient up to 20 %, colour tilt ±5 % (perturb.lighting). "
+        "gain ±30 %, offset ±20, a gradient up to 20 %, colour tilt ±5 % (perturb.lighting); "
+        f"rim = {a.test} images of seed {RIM_SEED}, half with a defect on the part's edge (own_parts.RIM_DEFECTS; "
+        "not in the bar). "
         f"Defect share in training {a.defect_rate:.0%}. CPU flags: `{results['cpu_flags']}`; load average "
         "before/after each build: "
         + "; ".join(

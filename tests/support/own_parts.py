@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 
 DEFECTS = ("scratch", "dent", "crack", "missing_hole", "stain")
+# defects on the part's edge (not the contract's kinds; the bench's rim set): a scratch along the rim just
+# inside it, a chip out of the rim (the belt shows), a burr standing out of it, the chamfer missing over an arc
+RIM_DEFECTS = ("rim_scratch", "chipped_rim", "burr", "missing_chamfer")
 
 
 def _finish(rng, size: int, kind: str, angle: float) -> np.ndarray:
@@ -162,6 +165,13 @@ def make_part(
     base = rng.uniform(120, 200)
     surf = base + _finish(rng, s, finish, rng.uniform(0, math.pi)) * rng.uniform(4, 10)
     rim = np.clip((rad - (r - 4)) / 4, 0, 1)  # a chamfer darker at the edge
+    if defect in RIM_DEFECTS:  # where on the rim, over which arc (from the part's axis)
+        arc = np.abs(np.angle(np.exp(1j * (np.arctan2(v, u) - rng.uniform(-math.pi, math.pi)))))
+        arc_w = math.radians(rng.uniform(20, 60)) / 2
+        if defect == "missing_chamfer":
+            gone = disc & (rad > r - 4) & (arc <= arc_w)
+            rim = np.where(gone, 0.0, rim)
+            mask[gone & metal] = 255
     surf = surf * (1 - 0.35 * rim)
     metal_tint = rng.uniform(0.95, 1.05, 3)
     for c in range(3):
@@ -171,11 +181,29 @@ def make_part(
     # inside the bore was a good part under a defect's label); the first draw takes the same random numbers
     # as before, so every part whose defect landed on the metal is the image it was
     least = max(2, round(MIN_DEFECT_PX * (s / 200) ** 2))
-    for _ in range(50):
+    at = s / 200  # pixels per pixel at 200 px
+    if defect == "rim_scratch":  # a thin arc a few pixels inside the rim, brighter or darker
+        depth = rng.uniform(1.5, 4) * at
+        line = metal & (np.abs(rad - (r - depth)) <= 0.6 * max(at, 1)) & (arc <= arc_w)
+        img[line] += rng.choice([-1.0, 1.0]) * rng.uniform(25, 60)
+        mask[line] = 255
+    elif defect in ("chipped_rim", "burr"):  # a bite out of the rim, or metal standing out of it
+        a0 = float(np.arctan2(v, u)[arc == arc.min()][0])
+        side = 1.0 if defect == "burr" else -0.3
+        px, py = (r + side * 2 * at) * math.cos(a0), (r + side * 2 * at) * math.sin(a0)
+        bite = (u - px) ** 2 + (v - py) ** 2 <= (rng.uniform(2.5, 5) * at) ** 2
+        if defect == "chipped_rim":
+            bite &= metal
+            img[bite] = np.median(img[~disc], axis=0)
+        else:
+            bite &= ~disc
+            img[bite] = (surf[bite] * (1 - 0.35))[:, None] * metal_tint
+        mask[bite] = 255
+    for _ in range(50 if defect not in RIM_DEFECTS else 0):
         drawn = _defect(rng, defect, img, mask, u, v, r, metal, cx, cy, ct, st, squash)
         if drawn is None or int(np.count_nonzero(drawn[1])) >= least:
             break
-    if drawn is not None:
+    if defect not in RIM_DEFECTS and drawn is not None:
         img, mask = drawn
     # light: gain, colour temperature, a gradient from any side, vignetting; then another day's lamp
     gain = rng.uniform(0.85, 1.15) * (1 + light_shift * rng.uniform(-1, 1))

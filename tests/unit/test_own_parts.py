@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.support.own_parts import DEFECTS, MIN_DEFECT_PX, make_part
+from tests.support.own_parts import DEFECTS, MIN_DEFECT_PX, RIM_DEFECTS, make_part
 
 
 @pytest.mark.parametrize("seed", [3, 23])
@@ -39,3 +39,22 @@ def test_a_part_whose_first_defect_landed_on_the_metal_is_the_image_it_was() -> 
         # within a few grey levels in all (a blur's rounding on another CPU); a part drawn again differs by
         # thousands: its light and noise come from other random numbers
         assert abs(int(img.astype(np.int64).sum()) - before[defect]) < 300, defect
+
+
+def test_a_part_labelled_with_a_rim_defect_shows_it_on_its_rim() -> None:
+    # the bench's rim set (bench/vision_own_images_bench.py): a defect on the part's edge, which the contract's
+    # kinds never are; each mask holds the defect and lies on the outer rim (measured from the image: the
+    # outline of the part brighter than the belt, holes filled)
+    import cv2
+
+    for i in range(12):
+        for defect in RIM_DEFECTS:
+            img, mask = make_part(29, i, 200, defect, jpeg=False)
+            assert np.count_nonzero(mask) >= MIN_DEFECT_PX, (i, defect)
+            g = img.mean(2)
+            part = (g > g.mean()).astype(np.uint8)
+            cnts, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            outline = np.ones_like(part)
+            cv2.drawContours(outline, [max(cnts, key=cv2.contourArea)], -1, 0, 1)
+            to_rim = cv2.distanceTransform(outline, cv2.DIST_L2, 3)
+            assert np.percentile(to_rim[mask > 0], 90) <= 8, (i, defect)
