@@ -64,6 +64,9 @@ __all__ = ["ChainWalked", "cut_short", "png_damaged"]
 
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # IEND: no data, then its CRC
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_GAP = bytes(
+    16
+)  # a run of zeros at a chunk header this long: a gap not yet written, not damage (_unwritten_at)
 _PAD = b"\r\n\x00 "  # what may follow an end marker in a multipart body or a padded write
 # the first bytes of each kind: a file that is no more than a beginning of one of these is an image cut short
 # within its header (a named upload that has written only a few bytes)
@@ -204,13 +207,14 @@ def png_damaged(data: bytes) -> str | None:
     """Why a PNG that ``cut_short`` finds cut short is whole but damaged in its chunk chain (one line), or None: the
     file ends with its IEND chunk, which a writer writes last, and the chain breaks before it at bytes that were
     written: where a chunk belongs, a type of no chunk (not four letters; its length and type not all zeros: a copy
-    that sized the file first holds zeros where it has not written yet), or a chunk whose length runs past that IEND (unless its bytes
-    hold a PNG signature: a thumbnail PNG kept in a chunk, which a file cut short may end with the IEND of). A bit
-    flipped in a chunk's length or type by storage or a copy; no upload leaves one, so none is waited for."""
+    that sized the file first holds zeros where it has not written yet), or a chunk whose length runs past that
+    IEND (unless its bytes hold a PNG signature: a thumbnail PNG kept in a chunk, which a file cut short may end
+    with the IEND of). A bit flipped in a chunk's length or type by storage or a copy; no upload leaves one, so none
+    is waited for. Nor a gap not yet written that starts or ends within a header (``_unwritten_at``)."""
     n = len(data)
     if data[:8] != _PNG_SIGNATURE or not _ends_with(data, _PNG_END):
         return None
-    i = 8
+    i = last = 8  # ``last``: the header of the last whole chunk walked
     try:
         for _ in range(max(_PNG_MAX_CHUNKS, n // _PNG_CHUNK_BYTES)):
             if i + 8 > n:
@@ -219,20 +223,35 @@ def png_damaged(data: bytes) -> str | None:
             if typ == b"IEND":
                 return None
             if not typ.isalpha():
-                if not data[i : i + 8].strip(b"\x00"):
-                    return None  # zeros: not written yet (a copy that sized the file first)
+                if not data[i : i + 8].strip(b"\x00") or _unwritten_at(data, last, i):
+                    return (
+                        None  # zeros: not written yet (a copy that sized the file first, or writes segments)
+                    )
                 return f"no chunk at byte {i} (bytes {typ.hex()} where a chunk's type belongs), before its IEND chunk"
             if length > n - i - 12:
-                if data.find(_PNG_SIGNATURE, i + 8) >= 0:
+                if data.find(_PNG_SIGNATURE, i + 8) >= 0 or _unwritten_at(data, last, i):
                     return None  # an embedded PNG's IEND may be the one it ends with: cut short, maybe
                 return (
                     f"its {typ.decode('latin-1')!r} chunk at byte {i} declares {length} bytes, past its IEND chunk "
                     "at the file's end"
                 )
-            i += 12 + length
+            last, i = i, i + 12 + length
     except struct.error:
         return None
     return None
+
+
+def _unwritten_at(data: bytes, *heads: int) -> bool:
+    """Whether a run of 16 zeros overlaps the 8 header bytes at one of ``heads`` (the chunk where the chain breaks,
+    the last whole one before it): bytes not yet written, of a copy writing segments out of order (its last segment
+    first, zeros between). Paused a few bytes into a header, it leaves a length or half a type (not all zeros) before
+    the zeros; a segment begun within one leaves zeros before the rest of it, a length zeroed in part by which the
+    walk steps into image data and breaks there. Either was taken for damage (of a 1280x1024 frame's 8-KiB chunks,
+    1,275 of 4,858 gaps ending about a header and 204 of 290,217 frontiers), none now.
+    A bit flipped in a whole file leaves no such run at a header (a type is letters, the CRC before it zeros once in
+    2**32) except where the walk steps into image data holding zeros (a PNG stored uncompressed): waited for then,
+    and counted cut short, as before ``png_damaged``."""
+    return any(data.find(_GAP, max(0, h - len(_GAP) + 1), h + 8 + len(_GAP) - 1) >= 0 for h in heads)
 
 
 def _ends_with(data: bytes, end: bytes) -> bool:

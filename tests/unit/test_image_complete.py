@@ -444,6 +444,45 @@ def test_a_whole_png_whose_chunk_chain_breaks_before_its_iend_is_damaged_never_a
     assert png_damaged(b"not a png" + end) is None and png_damaged(WHOLE["jpeg"]) is None
 
 
+def test_a_png_written_in_segments_paused_with_a_gap_at_a_chunk_header_is_waited_for_never_damaged():
+    """A copy writing a file in segments (rclone's multi-thread copy, a download manager: its last segment written
+    first, zeros between) leaves a PNG ending with its IEND whose chain breaks in the gap. Paused 3-7 bytes into a
+    chunk's header (its written bytes not all zeros), or with a later segment begun 1-7 bytes into one (its length
+    zeroed: the walk steps into image data), it was taken for a damaged PNG and refused at once; a run of 16 zeros
+    at the header where the chain breaks, or at the last whole one before it, is bytes not yet written: waited for.
+    A bit flipped in a chunk's header of a whole PNG is still damaged (the test above)."""
+    from protocols.image_complete import cut_short, png_damaged
+
+    img = cv2.GaussianBlur(np.random.default_rng(2).integers(0, 256, (160, 320), np.uint8), (5, 5), 0)
+    png = encoded(".png", img)  # libpng: IDAT chunks of 8192 bytes
+    heads, i = [], 8
+    while i < len(png):
+        heads.append(i)
+        i += 12 + struct.unpack_from(">I", png, i)[0]
+    assert len(heads) >= 6
+    paused = []
+    for h in heads[2:-1]:
+        for k in range(1, 8):
+            # the frontier k bytes into a header; a segment begun k bytes into one, after a long or a short gap
+            paused.append(png[: h + k] + bytes(4096) + png[h + k + 4096 :])
+            paused.append(png[: h + k - 4096] + bytes(4096) + png[h + k :])
+            paused.append(png[: h + k - 20] + bytes(20) + png[h + k :])
+    # (a gap over a length's high zero bytes alone leaves the chain whole: the decode tells by the CRC)
+    cut = [data for data in paused if cut_short(data) is not None]  # cut short: read again, never inspected
+    assert len(cut) >= len(paused) * 3 // 4, (len(cut), len(paused))
+    for data in cut:
+        assert png_damaged(data) is None, png_damaged(data)  # not refused as damaged: waited for
+    flipped = 0  # one bit flipped in a chunk's length or type of the whole file: still damaged
+    for h in heads[2:4]:
+        for bit in range(64):
+            data = bytearray(png)
+            data[h + bit // 8] ^= 1 << bit % 8
+            if cut_short(bytes(data)) is not None:
+                flipped += 1
+                assert png_damaged(bytes(data)) is not None, (h, bit)
+    assert flipped >= 64
+
+
 def test_a_crafted_png_of_millions_of_empty_chunks_is_walked_within_a_bound():
     """The chunk walk stops at the bound the decode's (``image_header._png_chunk_overrun``) has: a file of more
     chunks is damaged (the decode refuses it saying so), never walked chunk by chunk to its end. Counted in
