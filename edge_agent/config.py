@@ -1049,7 +1049,7 @@ def _value_forms(value: str) -> set[str]:
 
 
 # what a value cut short is followed by: printable's mark, _short_repr's and shown_topic's ('...'... (N characters))
-_CUT = r"(?=…|'\.\.\. \(|\.\.\. \()"
+_CUT = re.compile(r"…|'\.\.\. \(|\.\.\. \(")
 # the field path after a refusal's "WHERE: " (``sources.b.port``, ``pipelines[0].source``): written in the config,
 # never a variable's value, so never rewritten (a value "line" made "pipe<$GW_SITE>s[0]")
 _PATH = re.compile(r"[A-Za-z0-9_.\[\]\-]+: ")
@@ -1073,8 +1073,7 @@ def hide_env_values(text: str, values: Mapping[str, str], where: str | None = No
     patterns = []
     for form, name, size in forms:
         if size >= HIDE_ANYWHERE:
-            cut = "|".join(re.escape(form[:k]) + _CUT for k in range(len(form) - 1, 3, -1))
-            pattern = re.escape(form) + (f"|{cut}" if cut else "")
+            pattern = re.escape(form)
         elif size >= 4:
             pattern = rf"(?<![A-Za-z0-9_]){re.escape(form)}(?![A-Za-z0-9_])"
         else:
@@ -1086,6 +1085,18 @@ def hide_env_values(text: str, values: Mapping[str, str], where: str | None = No
         for pattern, shown, long in patterns:
             if long or not long_only:
                 message = pattern.sub(shown, message)
+        # a long value's start just before a cut's mark (the rest cut off): the longest such start, 4+ characters
+        for mark in reversed(list(_CUT.finditer(message))):
+            at = mark.start()
+            for form, name, size in forms:
+                if size < HIDE_ANYWHERE:
+                    continue
+                k = next(
+                    (k for k in range(min(len(form) - 1, at), 3, -1) if message.endswith(form[:k], 0, at)), 0
+                )
+                if k:
+                    message = f"{message[: at - k]}<${name}>{message[at:]}"
+                    break
         return message
 
     if not patterns:
