@@ -829,8 +829,9 @@ class FleetServicer(rpc.FleetServicer):
         except AgentRowsLocked as exc:  # another transaction holds the agent's rows (PostgreSQL)
             self._give_unstored(agent, records, newly, payloads, samples, day)
             self.quotas.refused(agent, "store_locked", str(exc), per_tenant=True)
-            # as a refusal on purpose: the agent's uplink waits out its backoff (a heartbeat answered mends nothing),
-            # so a lock held for long costs the pool one connection for the wait of each retry, not each heartbeat
+            # as a refusal on purpose: the agent's uplink waits out its push backoff (a heartbeat answered does not
+            # cut it short; from backoff_initial_s, doubling up to backoff_max_s), so a lock held for long costs the
+            # pool one connection for the wait of each retry, not each heartbeat
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except ValueError as exc:  # a record the store refuses (the checks above should have caught it)
             self._give_unstored(agent, records, newly, payloads, samples, day)

@@ -419,6 +419,27 @@ def _over_quota(tenant: str, limit: int, n: int, added: int, what: str) -> Tenan
 _QUOTA_WHAT = ("records", "bytes of samples", "bytes of records")
 
 
+class Reservation:
+    """What a batch charged to its tenant's usage of the day before its transaction (PostgreSQL, a tenant with a
+    quota: ``PostgresStore._reserve``): ``amount`` (records, sample bytes, record bytes), and whether the batch's
+    transaction reached its commit (``written``: a failure after that point may have committed, so the amount is
+    not given back)."""
+
+    def __init__(self, amount: tuple[int, int, int]) -> None:
+        self.amount = amount
+        self.written = False
+
+
+class ShortReservation(Exception):
+    """The batch's transaction found more new records than its reservation counted (records deleted since the
+    reservation read them, e.g. by retention): rolled back before any sample's upload; ``added`` is what it
+    adds."""
+
+    def __init__(self, added: tuple[int, int, int]) -> None:
+        super().__init__(added)
+        self.added = added
+
+
 def _judge(
     tenant: str, limits: tuple[int, ...], before: tuple[int, ...], added: tuple[int, ...], day: int
 ) -> None:
@@ -806,9 +827,12 @@ class SQLStore(Store):
         now: float,
         synced: bool = True,
         fresh: list[int] | None = None,
+        reservation: Reservation | None = None,
     ) -> tuple[list[int], int, int]:
         """One range of a batch in one transaction; ``fresh`` receives, once committed, the indexes in
-        ``records`` of those it stored (not the duplicates)."""
+        ``records`` of those it stored (not the duplicates). ``reservation``: what the batch charged its tenant's
+        usage with before this transaction (PostgreSQL): this transaction gives back what it did not store, and
+        neither prechecks nor charges."""
         stored = dup = sample_bytes = payload_bytes = 0
         new_idx: list[int] = []
         # whether this range deletes the agent's agent_usage rows older than AGENT_USAGE_KEPT_DAYS (once a day)
@@ -898,13 +922,15 @@ class SQLStore(Store):
                 )
             added = (stored, sample_bytes, payload_bytes)
             limits = None
+            if reservation is not None and any(a > r for a, r in zip(added, reservation.amount, strict=True)):
+                raise ShortReservation(added)  # before any upload: rolled back, reserved again
             if stored:
                 self._charge_agent(ex, tenant, agent, payload_bytes, sample_bytes, now)
                 if prune := not self._usage_pruned(tenant, agent, utc_day(now)):
                     self._prune_agent_usage(ex, tenant, agent, utc_day(now))
-                # the usage of the day as committed (no lock taken): a batch that passes the tenant's quota by it
-                # is refused before its sample bytes are stored
-                if limits := self._quota_limits(ex, tenant):
+                # the usage of the day as committed (SQLite: exact, its write transaction is exclusive): a batch
+                # that passes the tenant's quota by it is refused before its sample bytes are stored
+                if reservation is None and (limits := self._quota_limits(ex, tenant)):
                     self._precheck(ex, tenant, limits, added, now)
             # once the batch is known to be new and within quota: the sample bytes (a failure rolls the rows back;
             # the agent, not acknowledged, sends them again)
@@ -917,7 +943,14 @@ class SQLStore(Store):
             # last: the tenant's usage row, which every batch of the tenant locks (PostgreSQL) from this upsert to
             # its commit; held so for the upsert, the exact quota check and the commit, never across a sample's
             # upload (it was: the tenant's other batches waited for the slowest upload among them)
-            if stored:
+            if (
+                reservation is not None
+            ):  # charged before: what it counted and this batch did not store, given back
+                surplus = tuple(r - a for r, a in zip(reservation.amount, added, strict=True))
+                if any(surplus):
+                    self._give_back(ex, tenant, surplus, now)
+                reservation.written = True
+            elif stored:
                 self._charge(ex, tenant, *added, now, limits)
         if prune:  # committed: not again today for this agent in this process
             self._note_pruned(tenant, agent, utc_day(now))
@@ -995,6 +1028,17 @@ class SQLStore(Store):
         added = (records, sample_bytes, record_bytes)
         used = self._usage_of(ex, tenant, day)
         _judge(tenant, limits, tuple(u - a for u, a in zip(used, added, strict=True)), added, day)
+
+    def _give_back(self, ex, tenant: str, amount: tuple[int, ...], now: float) -> None:
+        """Take ``amount`` (records, sample bytes, record bytes) a batch reserved and did not store off the tenant's
+        usage of the day."""
+        ex(
+            self.q(
+                "UPDATE tenant_usage SET records = records - ?, sample_bytes = sample_bytes - ?, "
+                "record_bytes = record_bytes - ? WHERE tenant = ? AND day = ?"
+            ),
+            (*amount, tenant, utc_day(now)),
+        )
 
     def _charge_agent(
         self, ex, tenant: str, agent: str, payload_bytes: int, sample_bytes: int, now: float
@@ -1725,10 +1769,14 @@ SAMPLE_COLS = [
     "label_state",
     "ext",
 ]
+# an agent's state report; never over a newer one (by when each was received): a stream's report held back for a
+# later flush (its row locked elsewhere, PostgresStore.heartbeat_many) overwrote what another replica's stream or a
+# unary heartbeat of the agent wrote meanwhile
 HEARTBEAT_SQL = (
     "INSERT INTO agents (tenant, id, labels, last_seen, slots, health, outbox_depth, outbox) VALUES (?,?,?,?,?,?,?,?) "
     "ON CONFLICT(tenant, id) DO UPDATE SET labels=excluded.labels, last_seen=excluded.last_seen, "
-    "slots=excluded.slots, health=excluded.health, outbox_depth=excluded.outbox_depth, outbox=excluded.outbox"
+    "slots=excluded.slots, health=excluded.health, outbox_depth=excluded.outbox_depth, outbox=excluded.outbox "
+    "WHERE agents.last_seen IS NULL OR excluded.last_seen >= agents.last_seen"
 )
 USAGE_SQL = (
     "SELECT tenant, 'agents', COUNT(*) FROM agents GROUP BY tenant UNION ALL "

@@ -35,7 +35,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cloud_trainer.fleet.store import AgentRowsLocked, SQLStore
+from cloud_trainer.fleet.store import (
+    AgentRowsLocked,
+    Reservation,
+    ShortReservation,
+    SQLStore,
+    _payload_bytes,
+    log,
+)
 
 MIGRATIONS = Path(__file__).with_name("migrations") / "postgresql"
 _LOCK_KEY = 0x6A1E_F1EE  # pg_advisory_xact_lock key of the migration step
@@ -192,7 +199,7 @@ class PostgresStore(SQLStore):
         import psycopg
 
         try:
-            return super()._ingest(agent, records, metas, tenant, *args, **kw)
+            return self._reserved_ingest(agent, records, metas, tenant, *args, **kw)
         except psycopg.errors.LockNotAvailable as exc:
             which = getattr(exc, "fleet_lock", None)
             held = f"held by another transaction past {self.row_lock_timeout_s:g} s"
@@ -217,6 +224,108 @@ class PostgresStore(SQLStore):
                 f"agent {agent[:80]!r} (tenant {tenant[:80]}): {what}; nothing of this batch was stored: "
                 "send it again later"
             ) from None
+
+    def _reserved_ingest(
+        self, agent: str, records: list[dict], metas: list, tenant: str, blobs, staged: dict, now: float, **kw
+    ):
+        """A tenant with a quota: the batch's new records and bytes are charged to its usage of the day, with the
+        exact check, in a short transaction of their own (``_reserve``) before anything of the batch is written or
+        uploaded; then the batch's transaction, which gives back what it did not store (duplicates); any failure
+        before its commit gives the whole reservation back (``_give_back_after``). A batch the quota refuses so
+        uploads nothing: refused by the exact check after its samples' upload (the usage row held only for its
+        commit), it left their blobs unreferenced, and a tenant could repeat that far past its sample quota. The
+        usage row is held for the reservation's upsert, check and commit (milliseconds), never across an upload.
+        A process that dies between the reservation and the batch's commit leaves the reserved room unused until
+        the day's end (the quota is never passed)."""
+        args = (blobs, staged, now)
+        res = self._reserve(agent, records, tenant, now)
+        if res is None:  # no quota: counted in the batch's transaction, as on SQLite
+            return super()._ingest(agent, records, metas, tenant, *args, **kw)
+        try:
+            for _ in range(5):
+                try:
+                    return super()._ingest(agent, records, metas, tenant, *args, **kw, reservation=res)
+                except ShortReservation as short:  # records deleted since the reservation read them
+                    extra = tuple(max(0, a - r) for a, r in zip(short.added, res.amount, strict=True))
+                    self._reserve_amount(tenant, extra, now)
+                    res.amount = tuple(r + x for r, x in zip(res.amount, extra, strict=True))  # type: ignore[assignment]
+            raise RuntimeError(
+                f"agent {agent[:80]!r} (tenant {tenant[:80]}): the batch's records changed in the fleet store while "
+                "it was written; nothing of it was stored: send it again"
+            )
+        except BaseException:
+            if not res.written:
+                self._give_back_after(tenant, res.amount, now)
+            raise
+
+    def _reserve(self, agent: str, records: list[dict], tenant: str, now: float) -> Reservation | None:
+        """Charge the batch's records not stored yet (a plain read) to its tenant's usage of the day, with the
+        exact check under the usage row's lock, committed at once (``TenantQuotaExceeded``: nothing charged);
+        None when the tenant has no quota."""
+        limits = self._rows(
+            "SELECT max_records_per_day, max_sample_bytes_per_day, max_record_bytes_per_day FROM tenant_quotas "
+            "WHERE tenant = %s",
+            (tenant,),
+        )
+        if not limits or not any(limits[0]):
+            return None
+        by_epoch: dict[int, list[int]] = {}
+        for r in records:
+            by_epoch.setdefault(int(r.get("epoch") or 0), []).append(int(r["seq"]))
+        have: set[tuple[int, int]] = set()
+        # by the primary key, within the range of the batch's seq (the seq alone: the planner read all the agent's)
+        for epoch, seqs in by_epoch.items():
+            have.update(
+                self._rows(
+                    "SELECT epoch, seq FROM records WHERE tenant = %s AND agent = %s AND epoch = %s "
+                    "AND seq BETWEEN %s AND %s AND seq = ANY(%s::bigint[])",
+                    (tenant, agent, epoch, min(seqs), max(seqs), seqs),
+                )
+            )
+        new = [r for r in records if (int(r.get("epoch") or 0), int(r["seq"])) not in have]
+        amount = (
+            len(new),
+            sum(int(r.get("sample_bytes") or 0) for r in new),
+            sum(_payload_bytes(r) for r in new),
+        )
+        if any(amount):
+            self._reserve_amount(tenant, amount, now)
+        return Reservation(amount)
+
+    def _reserve_amount(self, tenant: str, amount: tuple[int, ...], now: float) -> None:
+        with self._bounded_tx() as ex:
+            # no WAL flush of its own (a commit's fsync, tens of ms on a busy disk): the batch's commit flushes the
+            # log up to itself, this before it; a crash before that loses both
+            ex("SET LOCAL synchronous_commit TO off")
+            self._charge(ex, tenant, *amount, now, self._quota_limits(ex, tenant))
+
+    def _give_back_after(self, tenant: str, amount: tuple[int, ...], now: float) -> None:
+        """Give back a failed batch's reservation in a transaction of its own; failing (the store down, the usage
+        row held past ``row_lock_timeout_s``), the room stays unused until the day's end, logged."""
+        if not any(amount):
+            return
+        try:
+            with self._bounded_tx() as ex:
+                ex("SET LOCAL synchronous_commit TO off")  # lost in a crash: room unused, never over
+                self._give_back(ex, tenant, amount, now)
+        except Exception as exc:
+            log.warning(
+                "fleet store: tenant %s: %d records, %d sample bytes and %d record bytes a failed batch reserved "
+                "from its quota of the day could not be given back (%s: %s); they stay counted until 00:00 UTC",
+                tenant[:80],
+                *amount,
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+
+    def _give_back(self, ex, tenant: str, *args, **kw) -> None:
+        import psycopg
+
+        try:
+            super()._give_back(ex, tenant, *args, **kw)
+        except psycopg.errors.LockNotAvailable as exc:
+            exc.fleet_lock = "usage"  # type: ignore[attr-defined]
+            raise
 
     def heartbeat_many(self, rows: list[tuple]) -> list[tuple[str, str]]:
         """The streams' state reports of every tenant in one transaction, but those whose agent's row another

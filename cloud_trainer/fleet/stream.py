@@ -15,8 +15,10 @@ least every ``report_s`` (30 s), and the server pushes the desired state the mom
   for the next flush (unless a newer report of that agent came meanwhile), at most ``MAX_REPORT_ATTEMPTS``
   times, and ``pending`` holds at most ``max_pending`` agents. When the store itself fails (nothing can be
   written), every report waits for the next flush. A report whose agent's row another transaction holds
-  (PostgreSQL: an admin's open transaction) is skipped by the store and waits for the next flush, the others are
-  written (that row held every tenant's reports).
+  (PostgreSQL: an admin's open transaction) is skipped by the store and waits for the next flush (counted:
+  ``held``; with ``pending`` full, dropped and counted as ``refused``), the others are written (that row held every
+  tenant's reports); it is never written over a newer report of the agent (another replica's, a unary heartbeat's).
+  At ``stop`` the last flush's held reports are lost: each agent reports at once on its next stream.
 - **Push**: every ``poll_s`` the hub reads the control's change log (``changes_since``: which
   (tenant, agent) pairs got a new desired state, from this process or from another replica sharing
   the database) and sends each connected one its whole desired state. A report whose
@@ -226,6 +228,9 @@ class StreamHub:
         for key in held:
             if len(self.pending) < self.max_pending:
                 self.pending.setdefault(key, batch[key])
+            # dropped (the agent reports again within its report_s) and counted, as _put_back does
+            elif key not in self.pending:
+                self.refused += 1
         self.held += len(held)
         now = time.monotonic()
         if now - self._held_said >= FLUSH_FAILURE_LOG_S:
@@ -346,6 +351,7 @@ class StreamHub:
             "pending": len(self.pending),
             "dropped": self.dropped,
             "refused": self.refused,
+            "held": self.held,
         }
 
 

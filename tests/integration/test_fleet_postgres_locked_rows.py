@@ -216,9 +216,11 @@ async def test_a_tenants_batch_whose_sample_upload_is_slow_holds_none_of_its_oth
 ):
     """The tenant's usage row was locked by a batch from its count of the day to its commit, across its samples'
     upload: another agent's batch of the tenant waited for the slowest upload (or, bounded, was refused). Now the
-    row is the batch's last statement: the other batch is stored while the upload is held, and the tenant's quota
-    is exact: the batch whose upload ends after the other took the quota's last record is refused, nothing of it
-    stored or counted (its sample's bytes are in the blob store, found there when it is sent again)."""
+    batch reserves its records and bytes (the exact check, committed at once) before its upload: the other batch is
+    answered while the upload is held, the quota is exact, and the batch refused is the one that uploads nothing.
+    It was the uploading batch, refused by the exact check after its upload (the other took the quota's last
+    record meanwhile): its sample's blob stayed, unreferenced, and a tenant doing so again and again stored blobs far
+    past its sample quota (/work/notes53/review_pgstore/p1_orphans.py: 135 KB against 10 KB)."""
     store = open_store(postgres_url, tmp_path)
     blobs = _HeldUpload(tmp_path / "blobs")
     try:
@@ -232,18 +234,54 @@ async def test_a_tenants_batch_whose_sample_upload_is_slow_holds_none_of_its_oth
         try:
             await until(blobs.began.is_set, what="gw1's sample upload under way")
             other = asyncio.ensure_future(asyncio.to_thread(store.ingest, "gw2", [_rec(2)], tenant="acme"))
-            # was: gw2 waited on the usage row gw1 held until gw1's upload ended
-            await until(other.done, what="gw2's batch stored while gw1's upload is held")
-            assert (await other)[1:] == (1, 0)
+            # not held by gw1's upload (was: waited on the usage row until it ended)
+            await until(other.done, what="gw2's batch answered while gw1's upload is held")
+            # was: stored, and gw1 refused after its upload
+            with pytest.raises(TenantQuotaExceeded, match="quota of 3 records per day"):
+                await other
         finally:
             blobs.go.set()
-        with pytest.raises(TenantQuotaExceeded, match="quota of 3 records per day"):
-            await uploading
+        assert (await uploading)[1:] == (1, 0)
         assert store.quotas()["acme"]["records_today"] == 3
-        assert store.stats("gw1", tenant="acme")["records"] == 1 and blobs.exists(slow["sample_sha256"])
-        store.set_quota("acme", max_records_per_day=0)
-        assert store.ingest("gw1", [slow], tenant="acme", blobs=blobs)[1:] == (1, 0)  # sent again: stored
-        assert store.quotas()["acme"]["records_today"] == 4
+        assert [s["sha256"] for s in store.samples(tenant="acme")] == [slow["sample_sha256"]]
+        assert sorted(p.name for p in (tmp_path / "blobs" / "sha256").rglob("*") if p.is_file()) == [
+            slow["sample_sha256"]
+        ]  # every blob is a stored sample's
+        assert store.stats("gw2", tenant="acme")["records"] == 1
+    finally:
+        store.close()
+
+
+class _FailedUpload(LocalBlobStore):
+    def commit(self, staged):
+        raise OSError(5, "Input/output error")
+
+
+async def test_a_batch_that_fails_after_its_quota_reservation_gives_it_back(
+    tmp_path,
+    postgres_url,  # noqa: F811
+):
+    """A batch reserves its records and bytes from its tenant's quota before its upload: failing after (its upload
+    fails), nothing of it is stored and the reservation is given back, so the tenant's usage is its stored records
+    and the batch sent again fits; a replay (every record stored) reserves nothing."""
+    store = open_store(postgres_url, tmp_path)
+    try:
+        store.ingest("gw1", [_rec(1)], tenant="acme")
+        store.set_quota("acme", max_records_per_day=2, max_sample_bytes_per_day=2000)
+        sample = _sample(2, b"\x89PNG" + b"y" * 1000)
+        with pytest.raises(OSError, match="Input/output error"):
+            store.ingest("gw1", [sample], tenant="acme", blobs=_FailedUpload(tmp_path / "blobs"))
+        usage = store.quotas()["acme"]
+        assert (usage["records_today"], usage["sample_bytes_today"]) == (1, 0)
+        assert store.stats("gw1", tenant="acme")["records"] == 1
+        blobs = LocalBlobStore(tmp_path / "blobs")
+        assert store.ingest("gw1", [sample], tenant="acme", blobs=blobs)[1:] == (1, 0)
+        assert store.ingest("gw1", [_rec(1), sample], tenant="acme", blobs=blobs)[1:] == (
+            0,
+            2,
+        )  # replay: no room
+        usage = store.quotas()["acme"]
+        assert (usage["records_today"], usage["sample_bytes_today"]) == (2, 1004)
     finally:
         store.close()
 
@@ -342,5 +380,49 @@ async def test_an_agents_row_another_session_holds_leaves_the_streams_flush_to_e
             await asyncio.to_thread(hub.flush) == 1 and not hub.pending
         )  # let go: written at the next flush
         assert labels()[("acme", "a1")] == {"v": "1"}
+        assert hub.snapshot()["held"] == 1 and hub.snapshot()["refused"] == 0
+        # a held report that finds pending full is dropped, and counted (was: lost, counted nowhere)
+        hub.max_pending = 0
+        with psycopg.connect(postgres_url) as conn:
+            assert conn.execute("UPDATE agents SET labels = labels WHERE id = 'a1'").rowcount
+            hub.pending[("acme", "a1")] = ({"v": "2"}, [], {}, 0, {}, time.time())
+            assert await asyncio.to_thread(hub.flush) == 0 and not hub.pending
+            conn.rollback()
+        assert hub.snapshot()["held"] == 2 and hub.snapshot()["refused"] == 1
     finally:
         store.close()
+
+
+async def test_a_report_held_back_for_a_locked_row_is_never_written_over_a_newer_one(
+    tmp_path,
+    postgres_url,  # noqa: F811
+):
+    """A stream's report held back while its agent's row was locked was written at a later flush over whatever was
+    written meanwhile: the agent's stream moved to another replica, or it sent a unary heartbeat, once the lock was
+    let go (/work/notes53/review_pgstore/p3_held_report_order.py). The newer report stays."""
+    store, other = open_store(postgres_url, tmp_path), open_store(postgres_url, tmp_path)
+    hub_a, hub_b = StreamHub(store, None), StreamHub(other, None)
+    key = ("acme", "gw1")
+
+    def labels() -> dict:
+        return next(a["labels"] for a in store.agents(tenant="acme") if a["id"] == "gw1")
+
+    try:
+        store.heartbeat("gw1", {"group": "old"}, [], {}, 0, tenant="acme")
+        with psycopg.connect(postgres_url) as conn:  # an admin's transaction left open on gw1's row
+            assert conn.execute("UPDATE agents SET labels = labels WHERE id = 'gw1'").rowcount
+            hub_a.pending[key] = ({"group": "a"}, [], {}, 0, {}, time.time() - 5)  # received before B's
+            assert await asyncio.to_thread(hub_a.flush) == 0 and list(hub_a.pending) == [key]
+            conn.rollback()
+        newer = time.time()
+        hub_b.pending[key] = ({"group": "b"}, [], {}, 0, {}, newer)  # the stream now on replica B
+        assert await asyncio.to_thread(hub_b.flush) == 1 and labels() == {"group": "b"}
+        await asyncio.to_thread(hub_a.flush)  # A's held report, older
+        assert labels() == {"group": "b"}  # was: {"group": "a"}
+        store.heartbeat("gw1", {"group": "unary"}, [], {}, 0, tenant="acme")  # a unary heartbeat, newest
+        hub_a.pending[key] = ({"group": "stale"}, [], {}, 0, {}, newer - 5)
+        await asyncio.to_thread(hub_a.flush)
+        assert labels() == {"group": "unary"}
+    finally:
+        store.close()
+        other.close()
