@@ -14,8 +14,9 @@ waited for at most ``ROW_LOCK_TIMEOUT_S`` (a ``lock_timeout`` for that transacti
 ``AgentRowsLocked`` (nothing stored; the agent sends it again later). A wait on, for a session that holds the rows (an
 admin's open transaction, a stuck migration, a writer's session that hangs), held one of the pool's connections for as
 long: 4 tenants so held all 8, and every other tenant's writes ended in ``PoolTimeout`` after 30 s. The tenant's usage
-row, which all its batches update, is its batch's last statement, so that one batch holds it for its commit only,
-never across its samples' upload. A unary heartbeat's wait on its agent's ``agents`` row has the same bound; the
+row, which all its batches update, is held by one batch for a short transaction of its own before its write (a tenant
+with a quota: the batch's reservation, ``_reserved_ingest``) or for its commit only (its last statement), never across
+its samples' upload. A unary heartbeat's wait on its agent's ``agents`` row has the same bound; the
 streams' flush of every tenant's state reports (``heartbeat_many``, one transaction) skips the rows held elsewhere
 and returns them for its next flush. The advisory locks (the migrations', a tenant's agent registrations, the
 control state's writers) have no such bound: they serialize short steps that must each run, not wait for a session
