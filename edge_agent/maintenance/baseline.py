@@ -157,6 +157,19 @@ QUANT_STEPS = 3.0
 QUANT_CLEAR = 2
 # white quantisation-noise windows whose features give an amplitude's level on the floor (their mean)
 QUANT_NOISE_SEEDS = 4
+# A rise of the amplitudes clear of the ADC's floor, found with those on it left out (``QUANT_STEPS``), is a
+# sensor's gain only if one of those on it rose too: by QUANT_ROSE of its commissioned spreads or more and by
+# QUANT_FOLLOW of the common factor (logs) or more. A gain lifts the machine's part under the floor with the rest;
+# a fault that lifts every machine line alike leaves that band about where the ADC holds it. Measured (12-bit
+# +-5 V at 100 mV/g, the DAQ's own noise 0.3 of a code, the high band on the floor; 3 machines x 8 windows): a gain
+# x2 / x3 / x5 / x10 moved the high band 2.3-4.7 / 7.2-9.5 / 14.7-17.8 / 28-31 spreads, 0.15-0.35 / 0.28-0.38 /
+# 0.42-0.53 / 0.53-0.66 of the factor; every line x3-x8 -0.9-12.6 spreads (a quantised line's distortion lands
+# there) but at most 0.30 of it. Without it a fault growing x3-x6 on every line read 'scale' (UNSURE, its alarm
+# and ISO zone alarm muted). A rise no band on the floor followed so is weighed as before the floor was left out
+# (every band in the factor and in the shape check): a gain the floor hides more of (x3 on that DAQ; 10-bit:
+# 0.05-0.18) reads as it did then, and so does an 8-bit pump's whose floor bands weighed little
+QUANT_ROSE = 3.0
+QUANT_FOLLOW = 0.4
 LOW_LEVEL = 10.0  # amplitudes this many times below the commissioned ones: no running machine to judge
 # A stop without a speed tag, told from the signal: besides the common fall of ``LOW_LEVEL``, each of
 # the broadband levels (RMS, high band, velocity) fell at least STOP_BAND_FALL times (a stopped machine's
@@ -376,12 +389,14 @@ def _multiple(ratio: float) -> bool:
 
 
 def _common_step(steps: list[float | None]) -> float | None:
-    """The ADC's step of the commissioned windows: the smallest of their ``quantisation_step``, the others
-    whole multiples of it (a window whose signal skipped a code); None if any window is not quantised."""
-    if not steps or any(q is None for q in steps):
+    """The ADC's step of the commissioned windows kept: the smallest of their ``quantisation_step``, the others
+    whole multiples of it (a window whose signal skipped a code); None if none is quantised. A window that is
+    not (a stop's few codes, a non-finite sample) is passed over: one such window lost the step, silently."""
+    got = [v for v in steps if v is not None]
+    if not got:
         return None
-    q = min(v for v in steps if v is not None)
-    return q if all(v is not None and _multiple(v / q) for v in steps) else None
+    q = min(got)
+    return q if all(_multiple(v / q) for v in got) else None
 
 
 def quantisation_floor(w: np.ndarray) -> float | None:
@@ -608,6 +623,10 @@ class Baseline:
         self.temp_running: float | None = None  # the commissioned running temperature (median)
         self.stop_floor: float | None = None  # log RMS the sensor reads at a recognised stop
         self._said_no_floor = False  # logged once: a ready baseline learned without floor_bands
+        self._said_no_step = False  # logged once: a quantised signal, a ready baseline without quant_step
+        # the last ``_sensor_suspect`` found 'scale' with amplitudes on the ADC's floor left out (the ISO zone
+        # alarm is not cleared then: a fault lifting every line alike is not ruled out)
+        self.floor_scale = False
         # (step, speed band) -> the amplitudes' levels the quantisation step alone gives (``quantisation_levels``)
         self._quant_levels: dict[tuple[float, int], np.ndarray] = {}
         # a spell of low windows: its start time and its lowest and highest temperature so far
@@ -1145,8 +1164,10 @@ class Baseline:
             ):
                 self.speed_hz = 0.9 * self.speed_hz + 0.1 * est
         if v.sensor is not None:  # the sensor's scale, not the machine: no window in a row towards an alarm
-            self._iso_over = self._over = 0
-            v.iso_alarm = False
+            self._over = 0
+            if not self.floor_scale:  # found through the ADC's floor: the absolute ISO zone alarm stands
+                self._iso_over = 0
+                v.iso_alarm = False
             v.threshold = self.threshold
             return v
         # a load's 1.3-2x is not tens of deviations (scoring_scale), nor a line that grew with the rest
@@ -1318,6 +1339,7 @@ class Baseline:
         common factor the floor did not follow (``FLOOR_FOLLOW``) is no ``scale``. ``quant``: the window's
         ``quantisation_levels``; an amplitude on the ADC's floor (``QUANT_CLEAR``) is left out of the factor and
         need only have moved between 1 and the factor."""
+        self.floor_scale = False
         if not self.threshold:
             return None
         amp = _AMPLITUDE_INDEX if self.orders else _FREE_AMPLITUDE_INDEX
@@ -1335,6 +1357,14 @@ class Baseline:
             if int((~on_floor).sum()) < QUANT_CLEAR:  # all but one on the floor: nothing tells a gain
                 on_floor[:] = False
         g = float(np.dot(w[~on_floor], d[~on_floor]) / w[~on_floor].sum())
+        if on_floor.any() and g > 0:
+            rose = (d[on_floor] >= QUANT_ROSE * scale[amp][on_floor]) & (d[on_floor] >= QUANT_FOLLOW * g)
+            if not bool(
+                rose.any()
+            ):  # no band on the ADC's floor followed: the former rule, every band weighed
+                on_floor[:] = False
+                g = float(np.dot(w, d) / w.sum())
+        through_floor = bool(on_floor.any())
         if abs(g) < math.log(SCALE_MIN):
             return None
         k = math.exp(g)
@@ -1357,6 +1387,17 @@ class Baseline:
             return None
         if floor is not None and g > 0 and (moved := floor()) is not None and moved < FLOOR_FOLLOW * g:
             return None  # the lines rose, the floor stayed: energy the machine added, judged as it is
+        if (
+            through_floor
+        ):  # a fault that lifted every line and the band under the floor alike is not ruled out
+            self.floor_scale = True
+            return (
+                "scale",
+                f"sensor or machine: every amplitude clear of the ADC's floor {k:.3g}x its commissioned level at "
+                f"once, the spectrum's shape as commissioned: the sensor's gain "
+                f"({hint or 'a sensitivity setting?'}), or a fault that lifted every line alike; check the "
+                "sensor's setting first; the ISO zone alarm still stands",
+            )
         return (
             "scale",
             f"sensor: every amplitude {k:.3g}x its commissioned level at once, the spectrum's shape as "
@@ -1455,6 +1496,15 @@ class Baseline:
         window's step is not the commissioned one (a scaling after the ADC, units: its floor moved with every
         amplitude, so none is on a floor of its own; or a window that skipped codes, judged as before)."""
         q, now = self.quant_step, quantisation_step(waveform)
+        if q is None and now is not None and self.bands and not self._said_no_step:
+            self._said_no_step = True
+            log.info(
+                "pipeline %s: the signal is quantised (a step of %.3g) but the baseline holds no ADC step "
+                "(quant_step: learned before it was recorded, or on windows that were not quantised): an "
+                "amplitude on the ADC's floor is weighed in a sensor's gain as any other; relearn to leave it out",
+                self.pipeline,
+                now,
+            )
         if q is None or now is None or abs(now / q - 1.0) > 0.01:
             return None
         key = (q, self._near_band(speed_hz) if self.bands else 0)
@@ -1494,6 +1544,8 @@ class Baseline:
         # each learned window's floor (a learning resumed from a file saved before the record has none)
         fl = np.asarray(self.floors) if len(self.floors) == len(x) else None
         fl = None if fl is None or not np.isfinite(fl).all() else fl
+        # each learned window's ``quantisation_step`` (None: a learning resumed from a file saved before it)
+        st = list(self.steps) if len(self.steps) == len(x) else None
         rms = x[:, _FEATURE_INDEX["rms"]]
         running = rms >= float(np.quantile(rms, 0.9)) - math.log(LOW_LEVEL)
         if running.sum() >= MIN_BAND_WINDOWS and not running.all():
@@ -1507,6 +1559,7 @@ class Baseline:
             )
             x, sp = x[running], sp[running]
             fl = None if fl is None else fl[running]
+            st = None if st is None else [q for q, r in zip(st, running, strict=True) if r]
         # a knock, a dropped tool, a door slam in one window of the hour: left out, else its score set
         # the threshold (an 8-bit pump's 6 cavitation knocks put it at 17.3, 6.0 without them, and its
         # faults alarmed hours later or not at all)
@@ -1523,6 +1576,7 @@ class Baseline:
             )
             x, sp = x[~out], sp[~out]
             fl = None if fl is None else fl[~out]
+            st = None if st is None else [q for q, o in zip(st, out, strict=True) if not o]
         bands = np.asarray([_band(s, self.s.speed_band_pct) for s in sp])
         self.speed_spans = _speed_spans(sp, 1.0 + self.s.speed_band_pct / 100.0)
         self.bands, self.floor_bands = {}, {}
@@ -1539,7 +1593,7 @@ class Baseline:
                 if fl is not None:
                     self.floor_bands[int(b)] = float(np.median(fl[sel]))
         self.relative = True
-        self.quant_step = _common_step(self.steps) if len(self.steps) == len(self.rows) else None
+        self.quant_step = None if st is None else _common_step(st)
         # out-of-fold scores: contiguous blocks, each scored against the others (drift included)
         self.threshold = out_of_fold_threshold(
             x, self.s.false_alarm_rate, self.s.confirm_windows, relative=True

@@ -301,6 +301,9 @@ class Monitor:
         if v.sensor is not None:  # the sensor's scale changed: neither OK nor NG
             res.verdict, res.label = "UNSURE", None
             res.reason = v.sensor
+            # a 'scale' over the ADC's floor (Baseline.floor_scale) may be a fault: the ISO zone alarm stands
+            if v.iso_alarm:
+                res.verdict, res.label = "NG", f"iso_zone_{v.iso_zone}"
             res.outputs["baseline"] = d
             return
         iso = v.iso_alarm  # the zone held confirm_windows windows in a row (a single transient is not)

@@ -219,21 +219,24 @@ def test_a_repair_is_noted_for_a_pipeline_with_a_baseline_per_state(tmp_path, ca
 
 def test_a_gain_change_ahead_of_a_coarse_daq_in_windows_without_a_state_is_no_fault_over_every_state():
     """Windows without a state (the tag BAD or not read) are judged against every learned state, the sensor's
-    gain first. On a 10-bit DAQ whose quantisation noise holds the high band, that check left the ADC's floor in
+    gain first. On a 12-bit DAQ whose quantisation noise holds the high band, that check left the ADC's floor in
     the common factor there (the state's own path leaves it out): a gain x10 ahead of the ADC was over the
-    threshold of every state and alarmed (imbalance, misalignment) on a healthy machine."""
+    threshold of every state and alarmed (imbalance, misalignment) on a healthy machine. (12 bits, not 10: on a
+    10-bit DAQ the floor hides even a gain x10's part of that band, and a gain it hides is judged, as a fault
+    lifting every line alike must be.) A fault that changes the shape (a misalignment's 2x and 3x) in such
+    windows still alarms, and so does one lifting every line alike (the high band where the ADC holds it)."""
     rng = np.random.default_rng(3)
     fs, n, f0 = 12800.0, 2048, RPM / 60.0
     t = np.arange(n) / fs
-    code_g = 10.0 / 1024 / 0.1  # +-5 V at 100 mV/g, 10 bits
+    code_g = 10.0 / 4096 / 0.1  # +-5 V at 100 mV/g, 12 bits
 
-    def fan(gain: float = 1.0) -> np.ndarray:
+    def fan(gain: float = 1.0, mis: float = 1.0, lines: float = 1.0) -> np.ndarray:
         x = 0.005 * rng.standard_normal(n)
-        for h, a in ((1, 0.4), (2, 0.15), (3, 0.06), (4, 0.03), (7, 0.12)):
-            a *= np.exp(0.15 * rng.standard_normal())
+        for h, a in ((1, 0.4), (2, 0.15 * mis), (3, 0.06 * mis), (4, 0.03), (7, 0.12)):
+            a *= lines * np.exp(0.15 * rng.standard_normal())
             x += a * np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 6.3))
         v = gain * x + 0.5 * code_g * rng.standard_normal(n)  # the DAQ's own noise, half a code
-        return np.clip(np.round(v / code_g), -512, 511) * code_g
+        return np.clip(np.round(v / code_g), -2048, 2047) * code_g
 
     clock = Clock()
     b = StateBaselines(_settings(), fs, n, pipeline="fan", clock=clock)
@@ -241,8 +244,12 @@ def test_a_gain_change_ahead_of_a_coarse_daq_in_windows_without_a_state_is_no_fa
         clock.t += 10.0
         b.process(fan(), {"_shaft_speed": RPM, STATE_INPUT: 0.0})
     assert b.status()["process_states"]["empty"]["state"] == "ready"
-    got = []
-    for _ in range(6):
-        clock.t += 10.0
-        got.append(b.process(fan(gain=10.0), {"_shaft_speed": RPM}))
-    assert not any(v.alarm or v.anomalous for v in got), [(v.score, v.fault, v.not_learned) for v in got]
+    for kw, sick in (({"gain": 10.0}, False), ({"mis": 6.0}, True), ({"lines": 5.0}, True), ({}, False)):
+        got = []
+        for _ in range(6):
+            clock.t += 10.0
+            got.append(b.process(fan(**kw), {"_shaft_speed": RPM}))
+        if sick:
+            assert got[-1].alarm and got[-1].anomalous, (kw, [(v.score, v.fault, v.not_learned) for v in got])
+        else:
+            assert not any(v.alarm or v.anomalous for v in got), (kw, [(v.score, v.fault) for v in got])

@@ -302,3 +302,23 @@ def test_a_units_or_gain_change_or_a_dead_input_is_unsure_not_an_alarm_nor_ok(tm
     mon.apply(v, res)
     assert res.verdict == "UNSURE" and v.sensor_kind == "low_level"
     assert re.match(r"sensor or machine: the vibration is 1/\d+ of its commissioned level", res.reason)
+
+
+def test_a_gain_found_over_the_adcs_floor_leaves_the_iso_zone_alarm_standing_in_the_result(manifests):
+    """A 'scale' found with the ADC's floor band left out (a coarse DAQ) may be a fault that lifted every line
+    alike; the baseline keeps its ISO zone alarm then (Baseline.floor_scale). The result was UNSURE whatever the
+    verdict's iso_alarm said (no NG, no PLC write): a machine in zone D for windows on end read as the sensor.
+    Now such a result is NG (iso_zone_D) with the sensor's reason; any other sensor fault stays UNSURE."""
+    from edge_agent.maintenance.baseline import Verdict
+
+    a, _, _ = manifests
+    mon = Monitor(BaselineSettings(windows=200, speed_tag="Speed"), _Slot(a), "health", None, None)
+    got = []
+    for iso in (True, False):
+        v = Verdict(state="ready", sensor="sensor or machine: every amplitude ...", sensor_kind="scale")
+        v.iso_zone, v.iso_alarm = "D", iso
+        res = Result("health", "plc", 0, 0.0, "machine-health", "1.0.0", "onnxruntime", "OK", 0.1)
+        mon.apply(v, res)
+        got.append((res.verdict, res.label, res.reason))
+    assert got[0] == ("NG", "iso_zone_D", "sensor or machine: every amplitude ..."), got
+    assert got[1] == ("UNSURE", None, "sensor or machine: every amplitude ..."), got
