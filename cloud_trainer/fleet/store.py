@@ -58,10 +58,14 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from cloud_trainer.fleet import faults
 from protocols.events import EventKind
 from protocols.image_header import IMAGE_TYPES
 
 log = logging.getLogger(__name__)
+_REFUSED_VALUES = faults.FaultLog(
+    log
+)  # values the database refused, logged by reason (the agent gets the id)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -900,9 +904,13 @@ class SQLStore(Store):
                 except Exception as exc:
                     if not self._record_error(exc):
                         raise
+                    # the database's own text names its tables, columns and constraints: the agent is told the
+                    # error's type and an id, the service's log has the whole text under that id
+                    state = getattr(exc, "sqlstate", None)
+                    eid = _REFUSED_VALUES.failed("storing a record's values", exc)
                     raise ValueError(
                         f"record seq {r['seq']} (kind {str(r['kind'])[:64]!r}): the store cannot hold it "
-                        f"({type(exc).__name__}: {str(exc)[:200]})"
+                        f"({type(exc).__name__}{f' {state}' if state else ''}; error id {eid}, in the service's log)"
                     ) from exc
             if dup:
                 ex(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 
 import pytest
@@ -684,10 +685,15 @@ def test_sample_metadata_and_fields_the_columns_cannot_hold_are_a_value_error_na
     # (PostgreSQL would store the list ["a"] as the text '{a}', SQLite a NUL character: no error to test there)
     own = [{"label": ["a"]}] if isinstance(store, SQLiteStore) else [{"label": "a\x00b"}]
     for meta in [{"model": {"a": 1}}, *own]:
-        with pytest.raises(ValueError, match="record seq 7 .*the store cannot hold it"):
+        with pytest.raises(ValueError, match="record seq 7 .*the store cannot hold it") as refused:
             store.ingest(
                 "gw1", [rec(6, sample_sha256=""), _sample(7, b"e", payload=json.dumps(meta))], tenant="acme"
             )
+        # the agent is told the error's type and an id, never the database's own words (its tables, columns,
+        # constraints); the service's log has them under that id
+        own_words = str(refused.value.__cause__).strip().splitlines()[0]
+        assert own_words and own_words not in str(refused.value)
+        assert re.search(r"error id [0-9a-f]{10}, in the service's log\)$", str(refused.value))
     if isinstance(store, SQLiteStore):  # SQLite keeps NaN as NULL (NOT NULL fails); PostgreSQL holds NaN
         with pytest.raises(ValueError, match="record seq 8 .*the store cannot hold it"):
             store.ingest("gw1", [rec(8, t=float("nan"), sample_sha256="")], tenant="acme")
