@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -415,13 +416,17 @@ class FleetServicer(rpc.FleetServicer):
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
 
-    async def _command_results(self, who: Identity, results, gate=None) -> None:
-        """Record the agent's command results (before its desired state is computed: a done command leaves it);
-        ``gate``: within a place of it (``_in_thread_place``)."""
-        if self.commands is not None and results:
-            rows = [{"id": r.id, "ok": r.ok, "detail": r.detail, "done_at": r.done_at} for r in results[:100]]
-            write = partial(self.commands.record_results, who.name, rows, tenant=who.tenant)
-            await (asyncio.to_thread(write) if gate is None else _in_thread_place(gate, write))
+    def _results_write(self, who: Identity, results) -> Callable[[], Any] | None:
+        """The store's call recording the agent's command results, or None when there are none to record."""
+        if self.commands is None or not results:
+            return None
+        rows = [{"id": r.id, "ok": r.ok, "detail": r.detail, "done_at": r.done_at} for r in results[:100]]
+        return partial(self.commands.record_results, who.name, rows, tenant=who.tenant)
+
+    async def _command_results(self, who: Identity, results) -> None:
+        """Record the agent's command results (before its desired state is computed: a done command leaves it)."""
+        if (write := self._results_write(who, results)) is not None:
+            await asyncio.to_thread(write)
 
     async def _admit(self, who: Identity, context) -> None:
         """The tenant's agent quota: a new agent past it is RESOURCE_EXHAUSTED (checked in the store, so that
@@ -501,14 +506,20 @@ class FleetServicer(rpc.FleetServicer):
         slots = _slot_states(request)
         health = await json_field(context, request.health_json, "health_json")
         # like batches: a tenant's heartbeats wait for the store in at most HEARTBEATS_PER_TENANT worker threads, each
-        # place kept until its thread's call ends, the heartbeat cut meanwhile or not (``_in_thread_place``)
-        gate = partial(tenant_gate, self._heartbeats, tenant, HEARTBEATS_PER_TENANT)
-        await self._command_results(who, request.command_results, gate)
-        try:
-            await _in_thread_place(
-                gate,
-                partial(
-                    self.store.heartbeat,
+        # place kept until its thread's call ends, the heartbeat cut meanwhile or not (``_in_thread_place``). One
+        # place for all its store calls, in one thread: a place per call put the heartbeat back at the end of its
+        # tenant's queue at each call, and under a backlog (200 queued) none was answered within its deadline
+        results = self._results_write(who, request.command_results)
+        key = (tenant, agent)
+
+        def calls() -> tuple[str, BaseException | None, Any]:
+            """The command results (before the desired state is computed: a done command leaves it), the
+            heartbeat's write, the desired state and the pending commands; which failed, and how, or the reply's
+            parts."""
+            if results is not None:
+                results()  # its failure ends the call as before
+            try:
+                self.store.heartbeat(
                     agent,
                     dict(request.labels),
                     slots,
@@ -516,25 +527,36 @@ class FleetServicer(rpc.FleetServicer):
                     request.outbox_depth,
                     _outbox_state(request),
                     tenant=tenant,
-                ),
-            )
-        except Exception as exc:  # the store failed (down, disk full): the agent heartbeats again
+                )
+            except Exception as exc:  # the store failed (down, disk full): the agent heartbeats again
+                return "write", exc, None
+            try:
+                gen, desired, config = 0, [], None
+                if self.control is not None:
+                    gen, desired, config = self.control.desired_state(agent, tenant=tenant)
+                pending = self.commands.pending_many([key])[key] if self.commands is not None else None
+            except Exception as exc:  # the control's connection waiting to reconnect (PostgreSQL restarted)
+                return "read", exc, None
+            return "", None, (gen, desired, config, pending)
+
+        failed, exc, got = await _in_thread_place(
+            partial(tenant_gate, self._heartbeats, tenant, HEARTBEATS_PER_TENANT), calls
+        )
+        if exc is not None and failed == "write":
             self._store_failed("heartbeats", exc)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"the fleet store could not record this heartbeat ({told(exc)}); send it again later",
             )
-        try:
-            gen, desired, config = 0, [], None
-            if self.control is not None:
-                gen, desired, config = await _in_thread_place(
-                    gate, partial(self.control.desired_state, agent, tenant=tenant)
-                )
-            reply = desired_reply(gen, desired, config)
-            if self.commands is not None:
-                key = (tenant, agent)
-                add_commands(reply, (await _in_thread_place(gate, self.commands.pending_many, [key]))[key])
-        except Exception as exc:  # the control's connection waiting to reconnect (PostgreSQL restarted)
+        if exc is None:
+            try:
+                gen, desired, config, pending = got
+                reply = desired_reply(gen, desired, config)
+                if pending is not None:
+                    add_commands(reply, pending)
+            except Exception as built:
+                exc = built
+        if exc is not None:
             self._store_failed("heartbeats", exc)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,

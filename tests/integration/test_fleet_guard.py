@@ -939,3 +939,68 @@ async def test_a_heartbeat_or_admin_call_cut_while_its_thread_runs_keeps_its_ten
         answer.set()
         await asyncio.gather(*pending, return_exceptions=True)
         await srv.stop()
+
+
+async def test_a_unary_heartbeat_takes_its_tenants_place_once_for_all_its_store_calls(tmp_path, monkeypatch):
+    """A heartbeat took its tenant's place for each of its store calls (e657755e: the write, the desired state, the
+    pending commands): the gate is first come first served, so at each call it went back to the end of its tenant's
+    queue, and under a backlog none was answered within its deadline (/work/notes53/review_threadplace/p1_queue.py:
+    200 queued, 0 answered in 1 s; 112 with one place). It takes the place once now: a heartbeat waiting for the
+    place gets it when the one before is answered, not between that one's store calls. The first heartbeat's write
+    is held by an Event, the real servicer in a started FleetServer."""
+    import threading
+
+    from cloud_trainer.fleet import service
+    from cloud_trainer.pki import identity
+
+    monkeypatch.setattr(service, "HEARTBEATS_PER_TENANT", 1)
+    pki = make_pki(tmp_path / "pki", agents=("gw1", "gw2"), admins=())
+    srv = FleetServer(tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    pems = {a: (pki / "agents" / f"{a}.pem").read_bytes() for a in ("gw1", "gw2")}
+    tenant = identity(pems["gw1"]).tenant
+    held, answer, calls = threading.Event(), threading.Event(), []
+    heartbeat, desired = srv.store.heartbeat, srv.fleet.control.desired_state
+
+    def store_heartbeat(agent, *args, **kw):
+        calls.append(("write", agent))
+        if agent == "gw1":
+            held.set()
+            answer.wait(30)
+        return heartbeat(agent, *args, **kw)
+
+    def desired_state(agent, **kw):
+        calls.append(("desired", agent))
+        return desired(agent, **kw)
+
+    monkeypatch.setattr(srv.store, "heartbeat", store_heartbeat)
+    monkeypatch.setattr(srv.fleet.control, "desired_state", desired_state)
+    pending: list[asyncio.Future] = []
+    try:
+        first = asyncio.ensure_future(srv.fleet.Heartbeat(pb.HeartbeatRequest(), _AgentContext(pems["gw1"])))
+        pending.append(first)
+        await until(held.is_set, what="gw1's heartbeat in the store")
+        gate = srv.fleet._heartbeats[tenant]
+        taken = []
+        acquire = gate.acquire
+
+        async def counted():
+            taken.append(1)
+            return await acquire()
+
+        monkeypatch.setattr(gate, "acquire", counted)
+        second = asyncio.ensure_future(srv.fleet.Heartbeat(pb.HeartbeatRequest(), _AgentContext(pems["gw2"])))
+        pending.append(second)
+        await until(
+            lambda: second.done() or bool(gate._waiters), what="gw2's heartbeat waiting for the place"
+        )
+        answer.set()  # the store answers gw1's write
+        await asyncio.gather(first, second)
+        # was: [gw1's write, gw2's write, gw1's desired state, ...]: gw1 queued again behind gw2 after its write
+        assert calls == [("write", "gw1"), ("desired", "gw1"), ("write", "gw2"), ("desired", "gw2")], calls
+        assert len(taken) == 1, taken  # gw2's place only; was 1 more per store call of gw1 and of gw2
+        await until(lambda: gate._value == 1, what="the place given back")
+    finally:
+        answer.set()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await srv.stop()
