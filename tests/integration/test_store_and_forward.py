@@ -67,6 +67,7 @@ async def test_cloud_down_then_up_everything_arrives_once_in_order(tmp_path, pki
     try:
         for i in range(300, 400):
             ob.append("result", {"i": i})
+        ob.flush()  # the 100 appends committed: the depth counts committed rows, and read 0 before them
         await until(lambda: ob.stats()["depth"] == 0, what="the outbox to drain")
         seqs = cloud_seqs(tmp_path / "cloud" / "fleet.db")
         assert seqs == list(range(1, 401))
