@@ -24,7 +24,7 @@ from tests.support.models import make_package
 from tests.unit.test_package_hostile import _sig
 
 EXAMPLES = int(os.environ.get("PACKAGE_FUZZ_EXAMPLES", "150"))
-BUDGET_S = 1.0
+BUDGET_S = 1.0  # CPU seconds of this thread a case may take (a bomb or a runaway parse burns CPU)
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -71,7 +71,8 @@ def _write_stats():
 
 
 def only_package_errors(path: Path, trusted) -> None:
-    t0 = time.perf_counter()
+    # CPU, not wall: a loaded machine (CI -n 3, other jobs) stretched wall time past the budget
+    t0 = time.thread_time()
     for call in (lambda: verify_package(path, trusted), lambda: read_manifest(path)):
         try:
             call()
@@ -80,7 +81,7 @@ def only_package_errors(path: Path, trusted) -> None:
             assert str(exc).isprintable(), repr(str(exc))
             STATS["refused"] += 1
             STATS["codes"][exc.code] = STATS["codes"].get(exc.code, 0) + 1
-    took = time.perf_counter() - t0
+    took = time.thread_time() - t0
     STATS["cases"] += 1
     STATS["max_case_s"] = max(STATS["max_case_s"], took)
     assert took < BUDGET_S, f"{took:.2f} s"
