@@ -4216,7 +4216,9 @@ class OpcUaSource:
         life_s = min(self.settings.session_timeout, granted_s)
         return keepalive, max(math.ceil(life_s * 1000.0 / interval_ms), keepalive * 3)
 
-    async def _new_subscription(self, client: Client, main: bool = True) -> Subscription:
+    async def _new_subscription(
+        self, client: Client, main: bool = True, made: list[Subscription] | None = None
+    ) -> Subscription:
         # asyncua's create_subscription asks for a keep-alive every 0.75 session timeouts (45 min) and
         # waits for publish answers without a timeout: a server that stops publishing (stalled, or the
         # subscription dropped) went unnoticed while reads still worked. Ask for a keep-alive about
@@ -4235,6 +4237,8 @@ class OpcUaSource:
         _record_revisions(session, self._revision)
         sub = Subscription(session, params, _Handler(self))
         got = await sub.init()
+        if made is not None:  # on the server from here: the caller deletes it if what follows fails
+            made.append(sub)
         granted_ms = float(got.RevisedPublishingInterval or interval)
         life_n = int(got.RevisedLifetimeCount or 0)
         keepalive_n = int(got.RevisedMaxKeepAliveCount or keepalive)
@@ -4262,6 +4266,13 @@ class OpcUaSource:
                 keepalive_n = int(mod.RevisedMaxKeepAliveCount or keepalive_n)
             except ua.UaStatusCodeError as e:  # refused: the subscription stays as created, watched as such
                 log.info("opcua source %s: subscription counts not asked again (%s)", self.name, e)
+            except TimeoutError:
+                # not answered in time (dropped, or late): the subscription goes on as created, or with the
+                # counts asked if the server applied them; the watches take the larger of each
+                log.info("opcua source %s: subscription counts asked again, not answered in time", self.name)
+                keepalive_n = max(keepalive_n, keepalive)
+                if life_n > 0:
+                    life_n = max(life_n, lifetime)
         revised_s = granted_ms / 1000.0
         silence_s = 2 * revised_s * max(keepalive_n, 1) + self.settings.connect_timeout_s
         # as granted (a server may revise it up), and the keep-alives the Publish requests it holds still answer;
@@ -4627,9 +4638,10 @@ class OpcUaSource:
         made = self._sub is None  # a write-only source: the subscription is the watch's alone
         handles: list[int] = []
         sub: Subscription | None = None
+        new: list[Subscription] = []  # made on the server, also when _new_subscription fails after that
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s * 2):
-                sub = self._sub or await self._new_subscription(client)
+                sub = self._sub or await self._new_subscription(client, made=new)
                 for attr in _WATCHED:
                     try:
                         got = await sub.subscribe_data_change(
@@ -4650,6 +4662,14 @@ class OpcUaSource:
                         break
         except (ua.UaError, TimeoutError) as e:
             refused.add(type(e).__name__)
+        except Exception:
+            if sub is None and new:  # not left on the server for the session's life (the link may be gone)
+                with contextlib.suppress(ua.UaError, TimeoutError, OSError):
+                    async with asyncio.timeout(self.settings.connect_timeout_s):
+                        await new[0].delete()
+            raise
+        if sub is None and new:  # _new_subscription failed after making it: given back below
+            sub = new[0]
         if not refused:
             self.targets_watched = len(handles)
             return

@@ -6,7 +6,8 @@ a second is not a frozen one, a server replaced on the same endpoint is judged o
 write-only source whose watch found no room for its subscription after a reconnect gets it once there is
 room (its former session's subscription, left on the server by a cut link, is not counted as another's), and a
 subscription a cut link left on a PLC that keeps it past its session ends with that session (its lifetime), also
-on a PLC publishing slower than asked, while a live one on a PLC publishing faster outlasts a held loop."""
+on a PLC publishing slower than asked, while a live one on a PLC publishing faster outlasts a held loop, and a
+PLC that never answers the ModifySubscription asking the counts again is read and watched all the same."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import time
 from asyncua import Client, ua
 from asyncua.server.internal_session import InternalSession
 from asyncua.server.subscription_service import SubscriptionService
+from asyncua.server.uaprocessor import UaProcessor
 
 from devices.base import Quality
 from devices.opcua import client as client_module
@@ -570,8 +572,8 @@ async def test_a_live_subscription_on_a_plc_publishing_faster_than_asked_outlast
     """A PLC that publishes every 250 ms, asked 1,000, and the source's Publish requests held back (its event
     loop held by other work, as the server sees it) for 10 of those intervals, well within the 4 s session:
     the subscription lives on, and the source goes on with it. Before, its lifetime was asked in 1,000 ms
-    intervals (6, 3 keep-alives), 1.5 s at 250 ms: the server ended it (publish cycle count over the lifetime)
-    and the source reconnected."""
+    intervals (4, the session's, at keepalive_check_s 0.3), 1 s at 250 ms: the server ended it (publish cycle
+    count over the lifetime) and the source reconnected."""
     _plc_revising_the_interval(monkeypatch, 0.0, 250.0)
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
@@ -647,7 +649,92 @@ async def test_the_subscriptions_a_cut_link_left_are_counted_for_their_lifetime_
     finally:
         await src.stop()
         await srv.stop()
-    assert all(until_t < cut + 30 for _n, until_t in left.values()), (left, cut)
+    # its lifetime (10 x 500 ms) from the cut at least, well short of 1.5 session timeouts
+    assert all(cut + 5 <= until_t < cut + 30 for _n, until_t in left.values()), (left, cut)
+
+
+def _plc_never_answering_modify_subscription(monkeypatch) -> None:
+    """A PLC publishing no faster than every 1,000 ms that applies a ModifySubscription and never answers it
+    (the answer dropped)."""
+    _plc_revising_the_interval(monkeypatch, 1000.0, 1e9)
+    send = UaProcessor.send_response
+
+    def send_response(self, handle, seqhdr, response, *a, **kw):
+        if isinstance(response, ua.ModifySubscriptionResponse):
+            return None
+        return send(self, handle, seqhdr, response, *a, **kw)
+
+    monkeypatch.setattr(UaProcessor, "send_response", send_response)
+
+
+async def test_a_tag_source_on_a_plc_never_answering_modify_subscription_connects_and_reads(
+    monkeypatch,
+) -> None:
+    """The counts asked again of the interval granted (ModifySubscription) go unanswered: the source goes on
+    with its subscription (watched for the larger of the counts created and asked) and reads. Before, the
+    unanswered request's TimeoutError failed every connect: the source never connected."""
+    _plc_never_answering_modify_subscription(monkeypatch)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    speed = await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    subs = srv.iserver.subscription_service.subscriptions
+    src = OpcUaSource(
+        "plc", _settings(port, publishing_interval_ms=10, nodes=[{"node_id": f"ns={idx};s=Speed"}])
+    )
+    got = None
+    try:
+        await src.start()
+        got = _Collect(src)
+        await until(lambda: src._sub is not None, 20, "subscribed")
+        await speed.write_value(2.0)
+        await until(
+            lambda: any(r.value == 2.0 and r.quality is Quality.GOOD for r in got.got), 20, "the change read"
+        )
+        held = set(subs)
+        sid = src._sub.subscription_id
+        # what the PLC applied (the counts asked again): a cut leaves the subscription that long
+        applied_s = subs[sid].data.RevisedPublishingInterval / 1000.0 * subs[sid].data.RevisedLifetimeCount
+        counted_s = src._sub_life_s
+    finally:
+        if got is not None:
+            got.cancel()
+        await src.stop()
+        await srv.stop()
+    assert held == {sid} and src.stats.reconnects == 0, (held, sid)
+    assert counted_s >= applied_s, (counted_s, applied_s)  # counted as this source's at least that long
+
+
+async def test_a_write_only_sources_watch_on_a_plc_never_answering_modify_subscription_leaves_none_behind(
+    monkeypatch,
+) -> None:
+    """A write-only source's watch makes a subscription of its own; its ModifySubscription goes unanswered:
+    the watch is made on it all the same, and it is the only subscription the source holds. Before, the
+    TimeoutError left it on the PLC, unknown to the source (never deleted, for the session's life), and the
+    watch was said refused and never asked again."""
+    _plc_never_answering_modify_subscription(monkeypatch)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    reject = await obj.add_variable(ua.NodeId("Reject", idx), "Reject", False)
+    await reject.set_writable()
+    await srv.start()
+    subs = srv.iserver.subscription_service.subscriptions
+    src = OpcUaSource("plc", _settings(port, connect_timeout_s=3, publishing_interval_ms=10))
+    src.expect_writes([(f"ns={idx};s=Reject", True)])
+    try:
+        await src.start()
+        await until(
+            lambda: src.targets_watched > 0 or "targets_unwatched" in src.notices.counts,
+            20,
+            "the watch asked",
+        )
+        watched, held = src.targets_watched, set(subs)
+        sid = src._sub.subscription_id if src._sub is not None else None
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert watched == 3, src.notices.status()
+    assert held == {sid}, (held, sid)
 
 
 async def test_a_tag_that_changed_once_is_not_lost_from_a_full_hold_and_goes_on_good_when_the_server_runs_again(
