@@ -21,7 +21,8 @@ or no image of those kinds (nothing to say). Each kind by what says where it end
 - WebP: the RIFF size in its header.
 
 ``png_damaged(data)`` tells a PNG that is whole but damaged in its chunk chain from one cut short: it ends with its
-IEND chunk (written last) and its chain breaks before it at written bytes, so no upload is under way.
+IEND chunk (written last) and its chain breaks before it at written bytes. A file rewritten in place and paused
+(the new bytes, then the old file's tail and IEND) looks so too: a caller judges it only once its bytes stay so.
 
 With ``exact_end`` (an MJPEG part told whole by its Content-Length) a JPEG or PNG must *end* with its end
 marker (line ends, spaces and zeros after it aside): a part whose declared length runs into the next part
@@ -209,8 +210,10 @@ def png_damaged(data: bytes) -> str | None:
     written: where a chunk belongs, a type of no chunk (not four letters; its length and type not all zeros: a copy
     that sized the file first holds zeros where it has not written yet), or a chunk whose length runs past that
     IEND (unless its bytes hold a PNG signature: a thumbnail PNG kept in a chunk, which a file cut short may end
-    with the IEND of). A bit flipped in a chunk's length or type by storage or a copy; no upload leaves one, so none
-    is waited for. Nor a gap not yet written that starts or ends within a header (``_unwritten_at``)."""
+    with the IEND of). A bit flipped in a chunk's length or type by storage or a copy; but a rewrite in place paused
+    (rsync --inplace: the new bytes, then the old file's tail and IEND) leaves one too, so the drop folder judges it
+    only once unchanged for its wait. Not a gap not yet written that starts or ends within a header
+    (``_unwritten_at``)."""
     n = len(data)
     if data[:8] != _PNG_SIGNATURE or not _ends_with(data, _PNG_END):
         return None

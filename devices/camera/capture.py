@@ -820,8 +820,8 @@ class CameraSource:
         is never inspected: it is read again while it stays so (the upload may still be running, hidden by a
         share's cached attributes), and skipped once cut short and unchanged past ``CUT_SHORT_WAIT_S`` (or
         4 x ``settle_ms``), counted (``cut_short``) with its path; it is read if it changes. A PNG named as an image
-        ending with its IEND chunk whose chunk chain breaks before it (``png_damaged``) is no upload under way:
-        refused at once (``corrupt_frame``), saying where. A plain PNM whose last
+        ending with its IEND chunk whose chunk chain breaks before it (``png_damaged``) waits the same (a rewrite
+        in place paused looks so), then is counted as ``corrupt_frame``, saying where. A plain PNM whose last
         sample ends the file (no line end after it, which the format allows) has all its samples once its writer is
         done: it waits the same, then is read (``cut_short(settled=True)``), named as an image or not.
 
@@ -952,20 +952,6 @@ class CameraSource:
         # a plain PNM whose last sample ends the file (no line end after it, as the format allows) may still be
         # written ('25' of '255'): whole once unchanged for the wait, whatever its name; other cuts stay cut
         ends_in_digits = why is not None and data[:1] == b"P" and cut_short(data, settled=True) is None
-        if why is not None and named and (damage := png_damaged(data)) is not None:
-            # a whole PNG (its IEND at its end) whose chunk chain breaks at written bytes: damaged, not an upload
-            # under way, so refused at once with its reason instead of counted as cut_short after the wait. Only
-            # one named as an image: a copy tool's temporary file ('.partial', its segments written out of order)
-            # is left below as any upload cut short, never recorded as read (keep_files would delete it)
-            cut.pop(name, None)
-            others.pop(name, None)
-            done[name] = (key, _fingerprint(data))
-            self._error(
-                "corrupt_frame",
-                f"{f}: a PNG damaged in its chunk chain ({damage}): a bit flipped by storage or a copy, not an "
-                "upload under way; skipped, never inspected (read if it changes)",
-            )
-            return
         # a temporary upload file ('.part') stalled: left, its whole bytes read under the name given when done
         if why is not None and not named and not ends_in_digits:
             done.pop(name, None)
@@ -985,6 +971,20 @@ class CameraSource:
                 cut[name] = (key, since, min(mono + retry, since + wait))
                 return
             del cut[name]
+            if named and (damage := png_damaged(data)) is not None:
+                # a PNG ending with its IEND whose chunk chain breaks at written bytes, unchanged for the wait: told
+                # damaged with where it breaks. Never at the first look: a PNG rewritten in place (rsync --inplace,
+                # a writer opening it r+b) and paused is the new bytes then the old file's tail, its IEND at the end
+                # and the chain broken at written bytes. Only one named as an image: a copy tool's temporary file
+                # ('.partial') is left above as any upload cut short, never recorded as read (keep_files)
+                done[name] = (key, _fingerprint(data))
+                self._error(
+                    "corrupt_frame",
+                    f"{f}: a PNG damaged in its chunk chain ({damage}); unchanged for {mono - since:.0f}s: a bit "
+                    "flipped by storage or a copy, or a rewrite in place that stopped; skipped, never inspected "
+                    "(read if it changes)",
+                )
+                return
             if not ends_in_digits:
                 done[name] = (key, _fingerprint(data))
                 self._error(

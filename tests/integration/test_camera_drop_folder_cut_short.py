@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
+from devices.camera import capture
 from devices.camera.capture import CameraSource
 from devices.camera.settings import CameraSettings
 from tests.integration.test_camera_drop_folder_by_content import connected
@@ -384,14 +385,14 @@ async def test_a_plain_pnm_without_a_line_end_after_its_last_sample_is_decoded_o
     assert not src.stats.errors_by_reason, src.stats.last_error
 
 
-async def test_a_whole_png_damaged_in_a_chunks_length_or_type_is_refused_at_once_as_damaged_not_waited_for(
+async def test_a_whole_png_damaged_in_a_chunks_length_or_type_is_counted_as_damaged_once_its_wait_is_over(
     tmp_path, caplog
 ):
     """A whole PNG damaged in a chunk's length or type (one bit flipped by storage or a network copy) breaks its
     chunk chain as a stalled upload does: it was read again for 5 s (CUT_SHORT_WAIT_S), then counted as cut_short
-    ('an upload that stalled, a writer that stopped, or a damaged file'). Ending with its IEND chunk, which no upload
-    under way does, it is refused at once as corrupt_frame, saying where its chain breaks; an upload cut short is
-    still waited for (a sidecar written after both is judged before the cut one is counted)."""
+    ('an upload that stalled, a writer that stopped, or a damaged file'). Ending with its IEND chunk, its chain
+    broken at written bytes, it waits the same (a rewrite in place paused looks so) and is then counted as
+    corrupt_frame, saying where its chain breaks, never as cut_short; an upload cut short is counted cut_short."""
     drop = tmp_path / "drop"
     drop.mkdir()
     img = cv2.resize(np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8), (64, 48))
@@ -404,32 +405,77 @@ async def test_a_whole_png_damaged_in_a_chunks_length_or_type_is_refused_at_once
     await src.start()
     try:
         await connected(src)
+        (drop / "uploading.png").write_bytes(png[: len(png) // 2])  # an upload that stalls: cut_short
+        os.utime(drop / "uploading.png", (os.path.getmtime(drop / "uploading.png") - 10,) * 2)  # judged first
         (drop / "length_flipped.png").write_bytes(length_flipped)
         (drop / "type_damaged.png").write_bytes(type_damaged)
-        (drop / "uploading.png").write_bytes(png[: len(png) // 2])  # an upload under way: waited for
-        (drop / "after.txt").write_text("exposure 120 us\n")  # the camera's sidecar, after them
-        await judged(src, caplog, "after.txt")
-        for _ in range(600):  # judged in the pass of the sidecar or one before it (written in that order)
-            if (
-                src.stats.errors_by_reason.get("corrupt_frame", 0) >= 2
-                or "cut_short" in src.stats.errors_by_reason
-            ):
-                break
-            await asyncio.sleep(0.05)
-        assert src.stats.errors_by_reason.get("corrupt_frame") == 2, src.stats.errors_by_reason
+        await until(
+            lambda: sum(src.stats.errors_by_reason.values()) >= 3, what="the three files' waits to end"
+        )
+        assert src.stats.errors_by_reason == {"corrupt_frame": 2, "cut_short": 1}, src.stats.errors_by_reason
     finally:
         await src.stop()
-    # the first logged, the second counted in its burst and kept as the last error
-    said = [r.getMessage() for r in caplog.records if "corrupt_frame" in r.getMessage()] + [
-        src.stats.last_error
-    ]
-    assert not any("uploading.png" in m for m in said), said
+    # the first of each reason logged, the second corrupt_frame counted in its burst and kept as the last error
+    said = [r.getMessage() for r in caplog.records] + [src.stats.last_error]
+    assert not any("uploading.png" in m and "corrupt_frame" in m for m in said), said
     for name, where in (
         ("length_flipped.png", "'IDAT' chunk at byte 33 declares"),
         ("type_damaged.png", "no chunk"),
     ):
         lines = [m for m in said if f"{name}: a PNG damaged in its chunk chain" in m]
-        assert lines and all(where in m and "not an upload under way" in m for m in lines), said
+        assert lines and all(where in m and "not an upload under way" not in m for m in lines), said
+
+
+async def test_a_png_rewritten_in_place_and_paused_is_waited_for_never_counted_damaged_and_read_once_written(
+    tmp_path, monkeypatch
+):
+    """A PNG rewritten in place under its final name (rsync --inplace, a writer opening it r+b: no truncation) and
+    paused is the new bytes then the old file's tail, ending with the old IEND and its chain broken at written bytes
+    (no zeros). png_damaged refused it at the first look as corrupt_frame (a single-IDAT writer: 9,738 of 9,757
+    pauses). It waits now as any file cut short, and its new frame is read once written."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+
+    def enc(seed: int, blur: int) -> tuple[np.ndarray, bytes]:
+        img = cv2.GaussianBlur(
+            np.random.default_rng(seed).integers(0, 256, (160, 320), np.uint8), (blur,) * 2, 0
+        )
+        return img, cv2.imencode(".png", img)[1].tobytes()
+
+    _, old = enc(1, 3)  # the old frame the longer: its tail and IEND stay after the new bytes
+    img_new, new = enc(2, 5)
+    assert len(old) > len(new)
+    i = 8
+    while True:  # the header of the new frame's last IDAT
+        length = struct.unpack_from(">I", new, i)[0]
+        if i + 12 + length >= len(new) - 12:
+            break
+        i += 12 + length
+    k = i + 12 + 1000  # paused 1000 bytes into it
+    monkeypatch.setattr(capture, "CUT_SHORT_WAIT_S", 600.0)  # the paused state lasts, whatever the load
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=50, keep_files=5))
+    await src.start()
+    try:
+        await connected(src)
+        f = drop / "last.png"
+        f.write_bytes(old)
+        await take(src, 1, 20)  # the previous frame, read
+        with open(f, "r+b") as w:  # rewritten in place
+            w.write(new[:k])
+            w.flush()
+            os.fsync(w.fileno())
+            # the writer held until the watcher has judged the paused bytes (waiting, or counted)
+            await until(
+                lambda: "last.png" in src._cut or src.stats.errors_by_reason, what="the paused file judged"
+            )
+            assert not src.stats.errors_by_reason, src.stats.last_error
+            w.write(new[k:])
+            w.truncate()
+        frames = await take(src, 1, 20)
+    finally:
+        await src.stop()
+    assert np.array_equal(frames[0].image, cv2.cvtColor(img_new, cv2.COLOR_GRAY2BGR))
+    assert not src.stats.errors_by_reason, src.stats.last_error
 
 
 async def test_a_copy_tools_temporary_file_holding_a_broken_png_chain_is_left_never_counted_nor_deleted(
