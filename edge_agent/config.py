@@ -30,8 +30,8 @@ import functools
 import math
 import os
 import re
-import reprlib
 import stat
+import string
 import sys
 import types
 import typing
@@ -360,8 +360,15 @@ def _stated_bytes(x: Any) -> bytes:
         return base64.b64decode(bare, validate=True) if kind == "base64" else bytes.fromhex(bare)
     except (binascii.Error, ValueError) as exc:
         example = "AAECAw==" if kind == "base64" else "00010203"
+        # the text is not quoted (not even cut short, reprlib's start...end): it may come from the gateway's
+        # environment (a device key), and an agent's check of a fleet config tells this error to the fleet
+        digits = string.hexdigits if kind == "hex" else string.ascii_letters + string.digits + "+/="
+        bad = next((i for i, c in enumerate(text) if c not in digits and not c.isspace()), None)
+        why = f"its character {bad + 1} is not a {kind} digit" if bad is not None else str(exc)
+        if bad is None and kind == "hex":
+            why = f"an odd number of hex digits, {len(bare)}"
         raise ValueError(
-            f"{{{kind}: {reprlib.repr(text)}}} is not {kind} text ({exc}); write the bytes in {kind}, "
+            f"{{{kind}: ...}} ({len(text)} characters) is not {kind} text ({why}); write the bytes in {kind}, "
             f"e.g. {{{kind}: '{example}'}}"
         ) from None
 
@@ -438,7 +445,7 @@ def _check_write_value(v: Any, what: str) -> Any:
     if isinstance(v, list) and any(isinstance(x, list) for x in v):
         # said as such: the item check below told of one row, "(found [1, 2])", which read as a wrong number
         raise ValueError(
-            f"a matrix (a list of lists: {reprlib.repr(v)}) is not supported as a write value; {what} is "
+            f"a matrix (a list of lists) is not supported as a write value; {what} is "
             "one value or a flat list of them (a node of one dimension): write a matrix node's rows through "
             "nodes of their own"
         )
@@ -1037,7 +1044,7 @@ def env_taken(node: Any, env: Mapping[str, str] = os.environ) -> dict[str, str]:
 def _value_forms(value: str) -> set[str]:
     """Every form a gateway variable's value can be printed in: as written, quoted (``repr``, JSON), escaped
     (``printable``), a byte that is not UTF-8 written ``\\xfc`` (``undecoded_bytes``, what ``_substitute`` gives
-    such a field), and those quoted again."""
+    such a field), those quoted again, and its UTF-8 bytes' repr."""
     import json
 
     forms = set()
@@ -1045,11 +1052,15 @@ def _value_forms(value: str) -> set[str]:
         for form in (base, repr(base)[1:-1], printable(base, len(base)), json.dumps(base)[1:-1]):
             forms.add(form)
             forms.add(repr(form)[1:-1])
+    with contextlib.suppress(UnicodeEncodeError):  # its bytes' repr (b'M\\xc3\\xbcller'): a login's bytes
+        forms.add(repr(value.encode("utf-8", "surrogateescape"))[2:-1])
     return {f for f in forms if f}
 
 
-# what a value cut short is followed by: printable's mark, _short_repr's and shown_topic's ('...'... (N characters))
-_CUT = re.compile(r"…|'\.\.\. \(|\.\.\. \(")
+# where a value is cut short: printable's and one_line's mark, _short_repr's and shown_topic's ('...'... (N
+# characters)), reprlib's and pydantic's middle cut ('start...end'): a value's start may stand just before the mark
+# (the quote's closing ' before it skipped), its end just after it
+_CUT = re.compile(r"'?(?:…|\.\.\.)")
 # the field path after a refusal's "WHERE: " (``sources.b.port``, ``pipelines[0].source``): written in the config,
 # never a variable's value, so never rewritten (a value "line" made "pipe<$GW_SITE>s[0]")
 _PATH = re.compile(r"[A-Za-z0-9_.\[\]\-]+: ")
@@ -1085,18 +1096,44 @@ def hide_env_values(text: str, values: Mapping[str, str], where: str | None = No
         for pattern, shown, long in patterns:
             if long or not long_only:
                 message = pattern.sub(shown, message)
-        # a long value's start just before a cut's mark (the rest cut off): the longest such start, 4+ characters
+        # a value's start just before a cut's mark (the rest cut off), its end just after one (a middle cut): the
+        # longest such start or end of any value, 4+ characters (a 6-digit PIN cut to 4 by a topic's cut)
         for mark in reversed(list(_CUT.finditer(message))):
-            at = mark.start()
+            at, after = mark.start(), mark.end()
+            best = (0, "")
             for form, name, size in forms:
-                if size < HIDE_ANYWHERE:
+                if size < 4:
                     continue
                 k = next(
-                    (k for k in range(min(len(form) - 1, at), 3, -1) if message.endswith(form[:k], 0, at)), 0
+                    (
+                        k
+                        for k in range(min(len(form) - 1, at), best[0], -1)
+                        if message.endswith(form[:k], 0, at)
+                    ),
+                    0,
                 )
-                if k:
-                    message = f"{message[: at - k]}<${name}>{message[at:]}"
-                    break
+                if k > max(best[0], 3):
+                    best = (k, name)
+            if best[0]:
+                message = f"{message[: at - best[0]]}<${best[1]}>{message[at:]}"
+                after += len(best[1]) + 3 - best[0]
+            best = (0, "")
+            for form, name, size in forms:
+                if size < 4:
+                    continue
+                room = len(message) - after
+                k = next(
+                    (
+                        k
+                        for k in range(min(len(form) - 1, room), best[0], -1)
+                        if message.startswith(form[-k:], after)
+                    ),
+                    0,
+                )
+                if k > max(best[0], 3):
+                    best = (k, name)
+            if best[0]:
+                message = f"{message[:after]}<${best[1]}>{message[after + best[0] :]}"
         return message
 
     if not patterns:

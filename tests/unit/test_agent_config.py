@@ -389,6 +389,64 @@ def test_a_fleet_configs_refusal_hides_a_value_cut_short_in_a_quote(monkeypatch)
     assert "tok-9f8e" not in told, told
 
 
+def test_a_fleet_configs_refusal_shows_neither_end_of_a_value_cut_in_its_middle(monkeypatch):
+    # a device key from the environment that is not hex: the error quoted it cut in its middle (reprlib, 12 first
+    # and 13 last characters of 33) and hide_env_values knew only marks after a value's start, never '...' with
+    # a value's end after it; pydantic's input_value cuts in the middle too
+    import reprlib
+
+    from pydantic import BaseModel, ValidationError
+
+    from edge_agent.config import hide_env_values
+    from protocols.topics import shown_topic
+
+    key = "K7f3Q9zLmP2xWv8RtY4nB6cJ1hG5sD0aE"
+    told = _fleet_refusal(
+        "sources:\n  machine: {type: opcua, endpoint: 'opc.tcp://127.0.0.1:4840'}\nactions:\n  licence:\n"
+        "    type: opcua_write\n    source: machine\n    node_id: ns=2;s=Licence\n    value: {hex: '${GW_KEY}'}\n",
+        monkeypatch,
+        GW_KEY=key,
+    )
+    assert (
+        "actions.licence.value: {hex: ...} (33 characters) is not hex text (its character 1 is not a hex "
+        in told
+    )
+    assert "K7f3" not in told and "s0aE" not in told and "D0aE" not in told, told
+
+    class Port(BaseModel):
+        port: int
+
+    with pytest.raises(ValidationError) as ei:
+        Port(port=key * 2)
+    pin = "482913"
+    for text, values in (
+        (f"cannot write {reprlib.repr(key)}", {"GW_KEY": key}),
+        (str(ei.value), {"GW_KEY": key * 2}),
+        (
+            f"login refused for password {'Müller-Werk3-Passwort-2024'.encode()!r}",
+            {"GW_KEY": "Müller-Werk3-Passwort-2024"},
+        ),
+        # a 6-digit PIN cut to its first 4 by a topic's cut
+        (f"topic {shown_topic('plant/line3/' + 'x' * 184 + pin + '/cmd')} is refused", {"GW_PIN": pin}),
+    ):
+        hidden = hide_env_values(text, values)
+        for value in values.values():
+            assert value[:4] not in hidden and value[-4:] not in hidden, hidden
+        assert "<$" in hidden, hidden
+
+
+def test_a_fleet_configs_refusal_hides_the_longest_value_start_before_a_cut_of_any_variable():
+    # the look-back before a cut's mark stopped at the first value (the longest form first) with any start of 4+
+    # characters there: GW_A's 'tok-' was taken and GW_B's first 20 characters were sent
+    from edge_agent.config import hide_env_values
+    from protocols.topics import shown_topic
+
+    a, b = "tok-" + "Q" * 60, "hunter2-secret-site-tok-ZZZZZZ"
+    text = f"fleet config c1 (abc): sources.b.subscriptions[0].topic: topic {shown_topic('plant/' + 'x' * 170 + b)}"
+    hidden = hide_env_values(text, {"GW_A": a, "GW_B": b}, "fleet config c1 (abc)")
+    assert "hunter2" not in hidden and "xxx<$GW_B>'... (206 characters)" in hidden, hidden
+
+
 def test_a_fleet_configs_refusal_leaves_field_paths_and_words_holding_a_short_value_as_written(monkeypatch):
     # GW_SITE=line, GW_QOS=1: every "line" and "1" was rewritten, the field path too ("pipe<$GW_SITE>s[<$GW_QOS>]")
     told = _fleet_refusal(
