@@ -384,6 +384,15 @@ def _subtract(first: int, last: int, known: list[tuple[int, int, str]]) -> list[
 T = DEFAULT_TENANT
 
 
+class Reports(list):
+    """``Store.heartbeat_many``'s answer: the (tenant, agent) of the reports held for a later flush, and in
+    ``stale`` those of the held-back reports not written because their agent's row holds a newer report."""
+
+    def __init__(self, held=(), stale=()) -> None:
+        super().__init__(held)
+        self.stale: list[tuple[str, str]] = list(stale)
+
+
 class TenantQuotaExceeded(Exception):
     """A tenant's quota (set by the platform operator) would be passed; nothing of the request was stored."""
 
@@ -414,7 +423,7 @@ def _over_quota(tenant: str, limit: int, n: int, added: int, what: str) -> Tenan
     )
     return TenantQuotaExceeded(
         f"tenant {tenant}: this batch ({added} {what}) would pass the tenant's quota of {limit} {what} "
-        f"per day ({n - added} used today); nothing of it was stored: "
+        f"per day ({n - added} used or reserved today); nothing of it was stored: "
         "the agent keeps it in its outbox and sends it after 00:00 UTC or once the platform operator "
         f"raises the quota{alone}"
     )
@@ -531,11 +540,15 @@ class Store(abc.ABC):
 
     def heartbeat_many(self, rows: list[tuple]) -> list[tuple[str, str]]:
         """Many state reports at once: ``(tenant, agent, labels, slots, health, outbox_depth, outbox, t)`` each
-        (the streams' coalesced writes). Returns the (tenant, agent) of the reports not written because another
-        transaction holds their agent's row (PostgreSQL; they are written at a later flush): the others are."""
-        for tenant, agent, labels, slots, health, depth, outbox, _t in rows:
+        (the streams' coalesced writes), with a 9th item ``True`` for a report held back at an earlier flush and
+        written again: that one is written only over an older report of its agent (``t``; another replica's
+        stream or a unary heartbeat may have written a newer one meanwhile), the others are written as they come.
+        Returns the (tenant, agent) of the reports not written because another transaction holds their agent's
+        row (PostgreSQL; they are written at a later flush): the others are, but for the held-back reports found
+        older than their agent's row, whose keys are the returned list's ``stale``."""
+        for tenant, agent, labels, slots, health, depth, outbox, _t, *_ in rows:
             self.heartbeat(agent, labels, slots, health, depth, outbox, tenant=tenant)
-        return []
+        return Reports()
 
     @abc.abstractmethod
     def agents(self, *, tenant: str = T) -> list[dict]: ...
@@ -1415,14 +1428,19 @@ class SQLStore(Store):
         for row in rows:  # one bad row refuses the batch before anything is written
             _check_depth(row[5])
         with self._tx() as ex:
-            self._write_reports(ex, rows)
-        return []
+            stale = self._write_reports(ex, rows)
+        return Reports(stale=stale)
 
-    def _write_reports(self, ex, rows: list[tuple]) -> None:
-        sql = self.q(HEARTBEAT_SQL)
-        for tenant, agent, labels, slots, health, depth, outbox, t in rows:
-            ex(
-                sql,
+    def _write_reports(self, ex, rows: list[tuple]) -> list[tuple[str, str]]:
+        """Write the reports; returns the (tenant, agent) of the held-back ones (9th item true) not written over
+        a newer report of their agent. A fresh report is written whatever the row's ``last_seen`` says: that is
+        the receiving process's clock, and a replica whose clock ran minutes ahead (or a clock stepped back)
+        froze its agents' state for as long, silently."""
+        plain, guarded = self.q(HEARTBEAT_SQL), self.q(HEARTBEAT_SQL + HEARTBEAT_NEWER)
+        stale = []
+        for tenant, agent, labels, slots, health, depth, outbox, t, *again in rows:
+            cur = ex(
+                guarded if again and again[0] else plain,
                 (
                     tenant,
                     agent,
@@ -1434,6 +1452,9 @@ class SQLStore(Store):
                     json.dumps(outbox or {}),
                 ),
             )
+            if again and again[0] and cur.rowcount == 0:
+                stale.append((tenant, agent))
+        return stale
 
     def set_labels(self, labels: dict[str, str], *, tenant: str = T) -> int:
         with self._tx() as ex:
@@ -1777,15 +1798,16 @@ SAMPLE_COLS = [
     "label_state",
     "ext",
 ]
-# an agent's state report; never over a newer one (by when each was received): a stream's report held back for a
-# later flush (its row locked elsewhere, PostgresStore.heartbeat_many) overwrote what another replica's stream or a
-# unary heartbeat of the agent wrote meanwhile
+# an agent's state report, written as it comes: last_seen is the receiving process's clock, and a report written
+# only over an older one froze the agent's state while a replica's clock ran ahead (or after a clock stepped back)
 HEARTBEAT_SQL = (
     "INSERT INTO agents (tenant, id, labels, last_seen, slots, health, outbox_depth, outbox) VALUES (?,?,?,?,?,?,?,?) "
     "ON CONFLICT(tenant, id) DO UPDATE SET labels=excluded.labels, last_seen=excluded.last_seen, "
-    "slots=excluded.slots, health=excluded.health, outbox_depth=excluded.outbox_depth, outbox=excluded.outbox "
-    "WHERE agents.last_seen IS NULL OR excluded.last_seen >= agents.last_seen"
+    "slots=excluded.slots, health=excluded.health, outbox_depth=excluded.outbox_depth, outbox=excluded.outbox"
 )
+# a stream's report held back for a later flush (its row locked elsewhere, PostgresStore.heartbeat_many) and
+# written again: never over a newer one (another replica's stream, a unary heartbeat written meanwhile)
+HEARTBEAT_NEWER = " WHERE agents.last_seen IS NULL OR excluded.last_seen >= agents.last_seen"
 USAGE_SQL = (
     "SELECT tenant, 'agents', COUNT(*) FROM agents GROUP BY tenant UNION ALL "
     "SELECT tenant, 'records', SUM(records) FROM record_counts GROUP BY tenant UNION ALL "

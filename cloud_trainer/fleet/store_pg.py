@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from cloud_trainer.fleet.store import (
     SQLStore,
     _payload_bytes,
     log,
+    utc_day,
 )
 
 MIGRATIONS = Path(__file__).with_name("migrations") / "postgresql"
@@ -56,6 +58,9 @@ TCP_TIMEOUT_S = 60.0
 # how long a batch waits for its agent's ingest row lock: another writer of the agent (its other stream, another
 # replica) holds it for one batch's transaction; a lock held longer is a session that holds the agent's rows
 ROW_LOCK_TIMEOUT_S = 2.0
+# (tenant, UTC day) reservations of failed batches this process could not give back yet (the database down at the
+# failure, the common case) kept to be given back later (``PostgresStore._settle_owed``); past it, given up: logged
+MAX_OWED = 10_000
 
 
 def dead_path_params(url: str, timeout_s: float = TCP_TIMEOUT_S) -> dict[str, Any]:
@@ -142,6 +147,9 @@ class PostgresStore(SQLStore):
 
         self.url = url
         self.row_lock_timeout_s = row_lock_timeout_s
+        # (tenant, day) -> (records, sample bytes, record bytes) reserved by failed batches, not given back yet
+        self._owed: dict[tuple[str, int], tuple[int, ...]] = {}
+        self._owed_lock = threading.Lock()
         params = dead_path_params(url, tcp_timeout_s)
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=int(timeout_s), **params) as conn:
@@ -236,8 +244,9 @@ class PostgresStore(SQLStore):
         uploads nothing: refused by the exact check after its samples' upload (the usage row held only for its
         commit), it left their blobs unreferenced, and a tenant could repeat that far past its sample quota. The
         usage row is held for the reservation's upsert, check and commit (milliseconds), never across an upload.
-        A process that dies between the reservation and the batch's commit leaves the reserved room unused until
-        the day's end (the quota is never passed)."""
+        A reservation that cannot be given back at the failure (the database down) is given back once the store
+        answers again (``_settle_owed``); a process that dies between the reservation and the batch's commit
+        leaves the reserved room unused until the day's end (the quota is never passed)."""
         args = (blobs, staged, now)
         res = self._reserve(agent, records, tenant, now)
         if res is None:  # no quota: counted in the batch's transaction, as on SQLite
@@ -268,6 +277,8 @@ class PostgresStore(SQLStore):
             "WHERE tenant = %s",
             (tenant,),
         )
+        if self._owed:  # the database answers: what failed batches could not give back is given back now
+            self._settle_owed()
         if not limits or not any(limits[0]):
             return None
         by_epoch: dict[int, list[int]] = {}
@@ -302,21 +313,63 @@ class PostgresStore(SQLStore):
 
     def _give_back_after(self, tenant: str, amount: tuple[int, ...], now: float) -> None:
         """Give back a failed batch's reservation in a transaction of its own; failing (the store down, the usage
-        row held past ``row_lock_timeout_s``), the room stays unused until the day's end, logged."""
+        row held past ``row_lock_timeout_s``), it is kept in this process and given back before a later batch's
+        reservation, once the store answers (``_settle_owed``); logged."""
         if not any(amount):
             return
         try:
-            with self._bounded_tx() as ex:
-                ex("SET LOCAL synchronous_commit TO off")  # lost in a crash: room unused, never over
-                self._give_back(ex, tenant, amount, now)
+            self._give_back_day(tenant, utc_day(now), amount)
         except Exception as exc:
+            kept = self._owe(tenant, utc_day(now), amount)
             log.warning(
                 "fleet store: tenant %s: %d records, %d sample bytes and %d record bytes a failed batch reserved "
-                "from its quota of the day could not be given back (%s: %s); they stay counted until 00:00 UTC",
+                "from its quota of the day could not be given back (%s: %s); %s",
                 tenant[:80],
                 *amount,
                 type(exc).__name__,
                 str(exc)[:200],
+                "given back once the store answers again (a later batch's reservation); until then they count, "
+                "and if this process stops first, until 00:00 UTC"
+                if kept
+                else f"more than {MAX_OWED} such are waiting: they stay counted until 00:00 UTC",
+            )
+
+    def _give_back_day(self, tenant: str, day: int, amount: tuple[int, ...]) -> None:
+        with self._bounded_tx() as ex:
+            ex("SET LOCAL synchronous_commit TO off")  # lost in a crash: room unused, never over
+            # the day the batch reserved on (a give-back after 00:00 UTC lowers that day's usage, not today's)
+            self._give_back(ex, tenant, amount, day * 86400.0)
+
+    def _owe(self, tenant: str, day: int, amount: tuple[int, ...]) -> bool:
+        """Keep a reservation not given back, added to the tenant's of that day; False when MAX_OWED are kept."""
+        with self._owed_lock:
+            key = (tenant, day)
+            if key not in self._owed and len(self._owed) >= MAX_OWED:
+                return False
+            was = self._owed.get(key, (0, 0, 0))
+            self._owed[key] = tuple(a + b for a, b in zip(was, amount, strict=True))
+            return True
+
+    def _settle_owed(self) -> None:
+        """Give back the reservations failed batches could not give back, each taken out of the list first (two
+        threads never give one back twice); the first that fails again puts back itself and those not tried."""
+        with self._owed_lock:
+            owed, self._owed = self._owed, {}
+        items = list(owed.items())
+        for i, ((tenant, day), amount) in enumerate(items):
+            try:
+                self._give_back_day(tenant, day, amount)
+            except Exception as exc:
+                for (t, d), a in items[i:]:
+                    self._owe(t, d, a)
+                log.debug("fleet store: giving back reservations of failed batches: %s", type(exc).__name__)
+                return
+            log.info(
+                "fleet store: tenant %s: %d records, %d sample bytes and %d record bytes failed batches reserved "
+                "on day %d are given back",
+                tenant[:80],
+                *amount,
+                day,
             )
 
     def _give_back(self, ex, tenant: str, *args, **kw) -> None:
@@ -333,7 +386,7 @@ class PostgresStore(SQLStore):
         transaction holds (an admin's open transaction): skipped (``SKIP LOCKED``) and returned, for a later flush.
         One such row held the flush, and so every tenant's reports, for as long. Its other lock waits (a new agent's
         row another transaction is inserting) last at most ``row_lock_timeout_s``."""
-        from cloud_trainer.fleet.store import _check_depth
+        from cloud_trainer.fleet.store import Reports, _check_depth
 
         for row in rows:  # one bad row refuses the batch before anything is written
             _check_depth(row[5])
@@ -344,8 +397,8 @@ class PostgresStore(SQLStore):
         with self._bounded_tx() as ex:
             free = set(ex(f"SELECT a.tenant, a.id {among} FOR UPDATE OF a SKIP LOCKED", keys).fetchall())
             held = {tuple(k) for k in ex(f"SELECT a.tenant, a.id {among}", keys).fetchall()} - free
-            self._write_reports(ex, [r for r in rows if (r[0], r[1]) not in held])
-        return sorted(held)
+            stale = self._write_reports(ex, [r for r in rows if (r[0], r[1]) not in held])
+        return Reports(sorted(held), stale)
 
     def _lock_agent(self, ex, tenant: str, agent: str) -> int | None:
         import psycopg

@@ -17,7 +17,9 @@ least every ``report_s`` (30 s), and the server pushes the desired state the mom
   written), every report waits for the next flush. A report whose agent's row another transaction holds
   (PostgreSQL: an admin's open transaction) is skipped by the store and waits for the next flush (counted:
   ``held``; with ``pending`` full, dropped and counted as ``refused``), the others are written (that row held every
-  tenant's reports); it is never written over a newer report of the agent (another replica's, a unary heartbeat's).
+  tenant's reports); written again, it is never written over a newer report of the agent (another replica's, a unary
+  heartbeat's): such a one is dropped and counted (``stale``). Fresh reports are written as they come, whatever
+  the row's ``last_seen`` (each process's own clock: one running ahead must not freeze its agents' state).
   At ``stop`` the last flush's held reports are lost: each agent reports at once on its next stream.
 - **Push**: every ``poll_s`` the hub reads the control's change log (``changes_since``: which
   (tenant, agent) pairs got a new desired state, from this process or from another replica sharing
@@ -76,6 +78,10 @@ class StreamHub:
         self.refused = 0  # reports the store refused as malformed, or that failed MAX_REPORT_ATTEMPTS times
         # reports put back for the next flush because another transaction held their agent's row
         self.held = 0
+        # keys whose pending report is one held back so and written again: only over an older report of its agent
+        self._again: set[tuple[str, str]] = set()
+        # such reports not written at all: their agent's row had a newer report (another replica's, a unary one's)
+        self.stale = 0
         self._held_said = float("-inf")  # when that was last logged
         self.sent: dict[tuple[str, str], int] = {}  # generation last pushed to each open stream
         # the control's generation when the state last queued to each open stream was read: a push whose read
@@ -141,6 +147,7 @@ class StreamHub:
         """A state report: kept for the next flush; the desired state goes out now if the agent has not got it
         yet on this stream or reports an older generation than the one last sent. ``report_id``: acknowledged."""
         self.pending[key] = args
+        self._again.discard(key)
         self.reports += 1
         if report_id and (q := self.streams.get(key)) is not None:
             from protocols.gen import fleet_pb2 as pb
@@ -199,9 +206,10 @@ class StreamHub:
         if not self.pending:
             return 0
         batch, self.pending = self.pending, {}
+        again, self._again = self._again, set()
         try:
             held = self.store.heartbeat_many(
-                [(tenant, agent, *args) for (tenant, agent), args in batch.items()]
+                [(tenant, agent, *args, (tenant, agent) in again) for (tenant, agent), args in batch.items()]
             )
         except Exception as exc:
             (log.debug if self.flush_failures.why is not None else log.warning)(  # said once per failure
@@ -211,13 +219,14 @@ class StreamHub:
                 type(exc).__name__,
                 str(exc)[:200],
             )
-            return self._flush_one_by_one(list(batch.items()))
+            return self._flush_one_by_one(list(batch.items()), again)
         self.flushes += 1
         if self._attempts:
             for key in batch:
                 self._attempts.pop(key, None)
         self._hold(held or [], batch)
-        return len(batch) - len(held or [])
+        self.stale += len(stale := getattr(held, "stale", ()))
+        return len(batch) - len(held or []) - len(stale)
 
     def _hold(self, held: list[tuple[str, str]], batch: dict) -> None:
         """Reports the store did not write because another transaction holds their agent's row (PostgreSQL) wait
@@ -227,7 +236,9 @@ class StreamHub:
             return
         for key in held:
             if len(self.pending) < self.max_pending:
-                self.pending.setdefault(key, batch[key])
+                # atomic: a newer report of the agent that came meanwhile wins, and is written as it comes
+                if self.pending.setdefault(key, batch[key]) is batch[key]:
+                    self._again.add(key)
             # dropped (the agent reports again within its report_s) and counted, as _put_back does
             elif key not in self.pending:
                 self.refused += 1
@@ -245,12 +256,17 @@ class StreamHub:
                 FLUSH_FAILURE_LOG_S,
             )
 
-    def _flush_one_by_one(self, items: list) -> int:
+    def _flush_one_by_one(self, items: list, again: set) -> int:
         written = failed = 0
         for i, (key, args) in enumerate(items):
             try:
-                if self.store.heartbeat_many([(*key, *args)]):  # its row held elsewhere: the next flush
+                held = self.store.heartbeat_many([(*key, *args, key in again)])
+                if held:  # its row held elsewhere: the next flush
                     self._hold([key], {key: args})
+                    continue
+                if getattr(held, "stale", None):  # older than its agent's row: dropped, counted
+                    self.stale += 1
+                    self._attempts.pop(key, None)
                     continue
             except ValueError as exc:  # this report can never be written: dropped, counted
                 self.refused += 1
@@ -265,16 +281,16 @@ class StreamHub:
             except Exception:
                 failed += 1
                 if not written and failed > 1:  # two failures, nothing through: the store fails; all wait
-                    self._put_back(items[i:], failed=key)
+                    self._put_back(items[i:], failed=key, again=again)
                     raise
-                self._put_back([(key, args)], failed=key)
+                self._put_back([(key, args)], failed=key, again=again)
                 continue
             written += 1
             self._attempts.pop(key, None)
         self.flushes += 1
         return written
 
-    def _put_back(self, items: list, failed: tuple[str, str]) -> None:
+    def _put_back(self, items: list, failed: tuple[str, str], again: set) -> None:
         """Reports not written go back to ``pending`` for the next flush, unless a newer report of the same agent
         is there already; the one whose write failed is tried at most ``MAX_REPORT_ATTEMPTS`` times."""
         for key, args in items:
@@ -294,7 +310,9 @@ class StreamHub:
                     continue
                 self._attempts[key] = n
             if len(self.pending) < self.max_pending:
-                self.pending.setdefault(key, args)  # atomic: a report that came meanwhile wins
+                # atomic: a report that came meanwhile wins; a held-back one stays checked against newer ones
+                if self.pending.setdefault(key, args) is args and key in again:
+                    self._again.add(key)
             else:
                 self._attempts.pop(key, None)
                 self.refused += 1
@@ -352,6 +370,7 @@ class StreamHub:
             "dropped": self.dropped,
             "refused": self.refused,
             "held": self.held,
+            "stale": self.stale,
         }
 
 

@@ -352,7 +352,10 @@ def test_tenant_quotas_refuse_whole_batches_and_count_exactly_across_replicas(st
             t.join()
         assert store.stats(tenant="acme")["records"] == 100 and len(errors) == 130  # refused whole, none half
         assert other.quotas()["acme"]["records_today"] == 100
-        assert "quota of 100 records per day (100 used today); nothing of it was stored" in errors[-1]
+        assert (
+            "quota of 100 records per day (100 used or reserved today); nothing of it was stored"
+            in errors[-1]
+        )
         assert store.ingest("gw1", [rec(1)])[1] == 1  # other tenants are not limited by acme's quota
         # a replay is not charged: only newly stored records count (a batch that was taken: under load one
         # agent's thread may find the quota spent by the others before its first batch)
@@ -400,7 +403,7 @@ def test_a_tenants_record_bytes_of_the_day_are_bounded_across_its_agents_and_rep
     with pytest.raises(
         TenantQuotaExceeded,
         match=r"this batch \(300 bytes of records\) would pass the tenant's quota of 1000 bytes of records per "
-        r"day \(900 used today\); nothing of it was stored",
+        r"day \(900 used or reserved today\); nothing of it was stored",
     ):
         store.ingest("gw2", [big(2), rec(3, payload="{}", payload_bytes=0)], tenant="acme")
     assert store.stats("gw2", tenant="acme")["records"] == 1  # refused whole
@@ -463,7 +466,7 @@ def test_a_batch_of_a_tenant_past_its_quota_is_refused_before_its_samples_are_st
     store.set_quota("acme", max_record_bytes_per_day=1000)
     assert store.ingest("gw1", [rec(1, payload_bytes=900)], tenant="acme")[1] == 1
     refused = [rec(2, payload_bytes=300), _sample(3, b"s" * 50_000)]
-    why = r"quota of 1000 bytes of records per day \(900 used today\); nothing of it was stored"
+    why = r"quota of 1000 bytes of records per day \(900 used or reserved today\); nothing of it was stored"
     with pytest.raises(TenantQuotaExceeded, match=why):  # judged in the transaction
         store.ingest("gw1", refused, tenant="acme", blobs=blobs)
     staged.clear()

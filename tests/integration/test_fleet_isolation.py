@@ -511,7 +511,7 @@ async def test_a_tenants_agents_together_store_at_most_its_record_bytes_of_the_d
 
     refusal = (
         "RESOURCE_EXHAUSTED: tenant acme: this batch (300011 bytes of records) would pass the tenant's quota of "
-        "1000000 bytes of records per day (900033 used today); nothing of it was stored"
+        "1000000 bytes of records per day (900033 used or reserved today); nothing of it was stored"
     )
     box = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "gw-a")
     box.open()

@@ -463,7 +463,7 @@ async def test_operator_quotas_are_enforced_with_resource_exhausted_and_shown_in
         code, details = await _code(fleet.PushRecords(iter([batch(2, 3, 4)]), timeout=10).read())
         assert (
             code == grpc.StatusCode.RESOURCE_EXHAUSTED
-            and "quota of 4 records per day (2 used today)" in details
+            and "quota of 4 records per day (2 used or reserved today)" in details
         )
         assert srv.store.stats("gw-a", tenant="acme")["records"] == 1  # nothing of the batch stored
         assert [a.stored async for a in fleet.PushRecords(iter([batch(2, 3)]), timeout=10)] == [2]
