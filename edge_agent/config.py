@@ -35,7 +35,7 @@ import string
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
@@ -1064,92 +1064,113 @@ _CUT = re.compile(r"'?(?:…|\.\.\.)")
 # the field path after a refusal's "WHERE: " (``sources.b.port``, ``pipelines[0].source``): written in the config,
 # never a variable's value, so never rewritten (a value "line" made "pipe<$GW_SITE>s[0]")
 _PATH = re.compile(r"[A-Za-z0-9_.\[\]\-]+: ")
+FLEET_ERRORS = (
+    5  # the errors of a refused fleet config told to the fleet (``hide_env``: the others are not kept)
+)
 HIDE_ANYWHERE = 8  # a value of at least so many characters is hidden wherever it occurs in a message
 
 
-def hide_env_values(text: str, values: Mapping[str, str], where: str | None = None) -> str:
-    """``text`` with every value of ``values`` (name -> a gateway variable's value: ``env_taken``) shown as
-    ``<$NAME>``, in every form it can be printed in (``_value_forms``): what a fleet config's refusal sends to the
-    cloud names the field and the variable, never the value it took on this gateway (a token, a password in a field
-    not named so). A value of ``HIDE_ANYWHERE`` characters or more wherever it occurs, as does its start (4
-    characters or more) just before a cut's mark (``…``, ``'... (N characters)``: a quote cut short); a shorter one
-    only where it stands alone (not inside a word or number), and one under 4 characters only quoted whole
-    (``'1'``). With ``where``, each error's field path after ``WHERE: `` (written in the config, not taken from
-    the environment) is left as written but for a value of ``HIDE_ANYWHERE`` characters or more."""
+CUT_REACH = (
+    200  # the widest a cutter leaves of a value before or after its mark (shown_topic's, _health's 200)
+)
+
+
+def env_hider(values: Mapping[str, str]) -> Callable[..., str]:
+    """``hide(text, where=None)``: ``text`` with every value of ``values`` (name -> a gateway variable's value:
+    ``env_taken``) shown as ``<$NAME>``, in the forms it is printed in (``_value_forms``): what a fleet config's
+    refusal sends to the cloud names the field and the variable, never the value it took on this gateway (a token, a
+    password in a field not named so). A value of ``HIDE_ANYWHERE`` characters or more wherever it occurs; a shorter
+    one only where it stands alone (not inside a word or number), and one under 4 characters only quoted whole
+    (``'1'``). A value of 4 characters or more is hidden around a cut's mark too (``_CUT``: ``…``, ``...``): the
+    longest start of any value (4 characters or more, at most ``CUT_REACH``) just before it, the longest end just
+    after it (a middle cut, ``'start...end'``). With ``where``, each error's field path after ``WHERE: `` (written
+    in the config, not taken from the environment) is left as written but for a value of ``HIDE_ANYWHERE``
+    characters or more. The patterns are built once here (a refusal hides several texts with the same values)."""
     forms: list[tuple[str, str, int]] = []
     for name, value in values.items():
         for form in _value_forms(value):
             forms.append((form, name, len(value)))
     forms.sort(key=lambda f: -len(f[0]))
-    patterns = []
+    # a long value's forms are replaced as they are (str.replace: a regex of a 4 KB certificate's form took ~7 ms
+    # to compile, 40 of them ~1.5 s); a short one's need the look-arounds
+    patterns: list[tuple[re.Pattern[str] | str, str]] = []
     for form, name, size in forms:
         if size >= HIDE_ANYWHERE:
-            pattern = re.escape(form)
-        elif size >= 4:
+            patterns.append((form, f"<${name}>"))
+            continue
+        if size >= 4:
             pattern = rf"(?<![A-Za-z0-9_]){re.escape(form)}(?![A-Za-z0-9_])"
         else:
             pattern = rf"(?<=(?P<q>['\"])){re.escape(form)}(?=(?P=q))"
         # a name is letters, digits and _: no escapes
-        patterns.append((re.compile(pattern), f"<${name}>", size >= HIDE_ANYWHERE))
+        patterns.append((re.compile(pattern), f"<${name}>"))
+    cut = [(form, name) for form, name, size in forms if size >= 4 and len(form) > 4]
 
-    def hide(message: str, long_only: bool = False) -> str:
-        for pattern, shown, long in patterns:
-            if long or not long_only:
+    def start_before(message: str, at: int) -> tuple[int, str]:
+        """The longest start of a form (4+ characters, not the whole form) ending at ``at``: (its length, name)."""
+        best = (0, "")
+        for form, name in cut:
+            head, lo = form[:4], max(0, at - min(len(form) - 1, CUT_REACH))
+            s = message.find(head, lo, at)
+            while s != -1 and at - s > best[0]:
+                if form.startswith(message[s:at]):
+                    best = (at - s, name)
+                    break
+                s = message.find(head, s + 1, at)
+        return best
+
+    def end_after(message: str, at: int) -> tuple[int, str]:
+        """The longest end of a form (4+ characters, not the whole form) starting at ``at``: (its length, name)."""
+        best = (0, "")
+        for form, name in cut:
+            tail, hi = form[-4:], min(len(message), at + min(len(form) - 1, CUT_REACH))
+            e = message.rfind(tail, at, hi)
+            while e != -1 and e + 4 - at > best[0]:
+                if form.endswith(message[at : e + 4]):
+                    best = (e + 4 - at, name)
+                    break
+                e = message.rfind(tail, at, e + 3)
+        return best
+
+    def hide_part(message: str, long_only: bool = False) -> str:
+        for pattern, shown in patterns:
+            if isinstance(pattern, str):
+                message = message.replace(pattern, shown)
+            elif not long_only:
                 message = pattern.sub(shown, message)
-        # a value's start just before a cut's mark (the rest cut off), its end just after one (a middle cut): the
-        # longest such start or end of any value, 4+ characters (a 6-digit PIN cut to 4 by a topic's cut)
         for mark in reversed(list(_CUT.finditer(message))):
             at, after = mark.start(), mark.end()
-            best = (0, "")
-            for form, name, size in forms:
-                if size < 4:
-                    continue
-                k = next(
-                    (
-                        k
-                        for k in range(min(len(form) - 1, at), best[0], -1)
-                        if message.endswith(form[:k], 0, at)
-                    ),
-                    0,
-                )
-                if k > max(best[0], 3):
-                    best = (k, name)
-            if best[0]:
-                message = f"{message[: at - best[0]]}<${best[1]}>{message[at:]}"
-                after += len(best[1]) + 3 - best[0]
-            best = (0, "")
-            for form, name, size in forms:
-                if size < 4:
-                    continue
-                room = len(message) - after
-                k = next(
-                    (
-                        k
-                        for k in range(min(len(form) - 1, room), best[0], -1)
-                        if message.startswith(form[-k:], after)
-                    ),
-                    0,
-                )
-                if k > max(best[0], 3):
-                    best = (k, name)
-            if best[0]:
-                message = f"{message[:after]}<${best[1]}>{message[after + best[0] :]}"
+            k, name = start_before(message, at)
+            if k:
+                message = f"{message[: at - k]}<${name}>{message[at:]}"
+                after += len(name) + 3 - k
+            k, name = end_after(message, after)
+            if k:
+                message = f"{message[:after]}<${name}>{message[after + k :]}"
         return message
 
-    if not patterns:
-        return text
-    if not where:
-        return hide(text)
-    head = f"{where}: "
-    out = []
-    for i, part in enumerate(text.split(head)):
-        if i == 0:
-            out.append(hide(part))
-            continue
-        path = _PATH.match(part)
-        keep = path.end() if path else 0
-        out.append(hide(part[:keep], long_only=True) + hide(part[keep:]))
-    return head.join(out)
+    def hide(text: str, where: str | None = None) -> str:
+        if not patterns:
+            return text
+        if not where:
+            return hide_part(text)
+        head = f"{where}: "
+        out = []
+        for i, part in enumerate(text.split(head)):
+            if i == 0:
+                out.append(hide_part(part))
+                continue
+            path = _PATH.match(part)
+            keep = path.end() if path else 0
+            out.append(hide_part(part[:keep], long_only=True) + hide_part(part[keep:]))
+        return head.join(out)
+
+    return hide
+
+
+def hide_env_values(text: str, values: Mapping[str, str], where: str | None = None) -> str:
+    """``text`` with every value of ``values`` hidden (``env_hider``, which see)."""
+    return env_hider(values)(text, where)
 
 
 def _fmt_loc(loc: tuple) -> str:
@@ -1455,7 +1476,8 @@ def parse_config(
     the fleet service's environment (its object store's and database's credentials), and a tenant's config naming
     ``${AWS_SECRET_ACCESS_KEY}`` in a number field read it back in the refusal (``found '...'``).
     ``hide_env``: the agent's check of a fleet config, whose refusal goes to the cloud: an error names the field and
-    the variable, never the value the gateway's environment gave (``hide_env_values``, and no ``found``)."""
+    the variable, never the value the gateway's environment gave (``hide_env_values``, and no ``found``); only the
+    first ``FLEET_ERRORS`` errors are raised (what the fleet is told)."""
     if not isinstance(data, dict):
         raise ConfigError(
             [f"{where}: expected a mapping at the top level (agent:, sources:, models:, pipelines: ...)"]
@@ -1501,9 +1523,10 @@ def parse_config(
         if not local_checks and unset:
             report.errors = [_unset_hint(e, where, unset) for e in report.errors]
         if values:
-            report.errors = [
-                _taken_hint(hide_env_values(e, values, where), where, taken) for e in report.errors
-            ]
+            # only the errors told to the fleet (``FLEET_ERRORS``), hidden with one hider: each hiding of a text
+            # costs every form's pattern and the look around each cut (200 variables, certificates: ~1 s a refusal)
+            hide = env_hider(values)
+            report.errors = [_taken_hint(hide(e, where), where, taken) for e in report.errors[:FLEET_ERRORS]]
         raise ConfigError(report.errors)
     cfg.warnings.extend(_one_line(mask_credentials(w)) for w in report.warnings)
     return cfg

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.config import (
+    FLEET_ERRORS,
     AgentConfig,
     ConfigError,
     env_taken,
@@ -445,7 +446,7 @@ class AgentHost:
             # every desired state, and the fleet would never hear why
             # hidden before a text is cut: a value straddling the cut kept its start
             reason = (
-                hide_env_values("; ".join(exc.errors[:5]), values, where)
+                hide_env_values("; ".join(exc.errors[:FLEET_ERRORS]), values, where)
                 if isinstance(exc, ConfigError)
                 else f"{where}: cannot be validated: {type(exc).__name__}: "
                 f"{printable(hide_env_values(str(exc), values), 300)}"

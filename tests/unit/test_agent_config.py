@@ -447,6 +447,21 @@ def test_a_fleet_configs_refusal_hides_the_longest_value_start_before_a_cut_of_a
     assert "hunter2" not in hidden and "xxx<$GW_B>'... (206 characters)" in hidden, hidden
 
 
+def test_a_fleet_configs_refusal_hides_only_the_errors_told_to_the_fleet(monkeypatch):
+    # every error was hidden (each with every form's pattern and the look around each cut: ~1 s a refusal of 200
+    # variables and a few certificates, on the agent's loop) though the fleet is told the first 5
+    from edge_agent.config import FLEET_ERRORS
+
+    key = "K7f3Q9zLmP2xWv8RtY4nB6cJ1hG5sD0aE"
+    doc = "".join(
+        f"  s{i}: {{type: mqtt, host: 127.0.0.1, port: 1883, client_id: '${{GW_KEY}}', bad{i}: 1}}\n"
+        for i in range(9)
+    )
+    told = _fleet_refusal("sources:\n" + doc, monkeypatch, GW_KEY=key)
+    assert told.count("fleet config c1 (abc): sources.s") == FLEET_ERRORS == 5, told
+    assert "K7f3" not in told, told
+
+
 def test_a_fleet_configs_refusal_leaves_field_paths_and_words_holding_a_short_value_as_written(monkeypatch):
     # GW_SITE=line, GW_QOS=1: every "line" and "1" was rewritten, the field path too ("pipe<$GW_SITE>s[<$GW_QOS>]")
     told = _fleet_refusal(
