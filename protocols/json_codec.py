@@ -448,43 +448,84 @@ def _unparsed(what: str, payload: bytes) -> CodecError:
     )
 
 
+# the payload is looked through this many bytes at a time (the arrays of a window take 12-28 times its size)
+_WINDOW = 1 << 18
+
+
 def largest_object(payload: bytes) -> int:
     """The most keys one object of UTF-8 JSON ``payload`` holds (its ``:`` outside strings, by the object they are
-    in), counted without parsing it: in NumPy, a few passes over its bytes and a sort of its ``{ [ ] } :``, most of
-    it with the GIL released (8 MB: 0.1-0.6 s on a loaded 2-core machine, in the decode thread; the loop's worst gap
-    while it ran 41 ms). A string is told by its quotes (one after an odd run of backslashes is escaped); malformed
-    JSON is counted as it stands (an unterminated string: the rest is in it; a ``:`` in an array: the array's key),
-    never refused here (the parse says so). Exact where the ``{`` bytes only bound the objects from above (strings'
-    included, empty ones beside a large object), which let an object of 599,999 keys past the count."""
+    in), counted without parsing it: in NumPy, over windows of 256 KiB of its bytes (the in-string state and a
+    trailing backslash run's parity carried across), keeping only the depth of its ``{ [ :`` outside strings (as
+    many as the count lets through), then a sort of those. For 8 MiB, a tracemalloc peak of 3-12 MiB (0.4-1.7 times
+    the payload); looked at whole, in int64 positions of every quote and mark, it took 75-228 MiB (10-29 times) and
+    the decode thread's arena kept 63 MiB of it, 3 now. The string parity is taken by ``logical_xor.accumulate``,
+    with the GIL released (a cumulative sum of the quotes held it 48-465 ms); 8 MiB take 0.08-0.2 s of the decode
+    thread on a loaded 2-core machine, the loop's worst gap while it runs 14-53 ms. A string is told by its quotes
+    (one after an odd run of backslashes is escaped); malformed JSON is counted as it stands (an unterminated
+    string: the rest is in it; a ``:`` in an array: the array's key), never refused here (the parse says so). Exact
+    where the ``{`` bytes only bound the objects from above (strings' included, empty ones beside a large object),
+    which let an object of 599,999 keys past the count."""
     a = np.frombuffer(payload, np.uint8)
-    quote = a == 0x22
-    back = a == 0x5C
-    # quotes right after a backslash: escaped when the run of backslashes before them is odd (positions of run starts
-    # and of such quotes only: a payload of backslashes costs no array of each one's position)
-    after = np.flatnonzero(back[:-1] & quote[1:]) + 1
-    if len(after):
-        starts = np.flatnonzero(back[1:] & ~back[:-1]) + 1
-        if back[0]:
-            starts = np.concatenate(([0], starts))
-        run = after - starts[np.searchsorted(starts, after - 1, side="right") - 1]
-        quote[after[run % 2 == 1]] = False
-    folded = a | 0x20  # '[' '{' as '{', ']' '}' as '}'
-    opens, closes = folded == 0x7B, folded == 0x7D
-    # the quotes and marks in the payload's order: a mark after an odd count of quotes is in a string (a cumulative
-    # sum over these, not over every byte: 60 ms for 5 MB so, 1-2 ms so)
-    at = np.flatnonzero(quote | opens | closes | (a == 0x3A))
-    is_quote = quote[at]
-    marks = at[~is_quote & (np.cumsum(is_quote) & 1 == 0)]
-    step = opens[marks].astype(np.int8) - closes[marks].astype(np.int8)
-    depth = np.cumsum(step, dtype=np.int32)
-    keep = (step >= 0) & (depth > 0)  # containers opened and keys, within one
-    depth, opener = depth[keep], step[keep] > 0
+    in_string = False
+    odd_tail = False  # the window before ended in a run of backslashes of odd length (counted across windows)
+    level = 0  # the depth at the window's start
+    depths: list[np.ndarray] = [np.zeros(0, np.int32)]
+    openers: list[np.ndarray] = [np.zeros(0, bool)]
+    for s in range(0, len(a), _WINDOW):
+        w = a[s : s + _WINDOW]
+        quote = w == 0x22
+        back = w == 0x5C
+        if odd_tail and quote[0]:
+            quote[0] = False  # escaped by the window before's backslashes
+        # quotes right after a backslash: escaped when the run of backslashes before them is odd (positions of run
+        # starts and of such quotes only: a payload of backslashes costs no array of each one's position)
+        after = np.flatnonzero(back[:-1] & quote[1:]) + 1
+        if len(after):
+            starts = np.flatnonzero(back[1:] & ~back[:-1]) + 1
+            if back[0]:
+                starts = np.concatenate(([0], starts))
+            first = starts[np.searchsorted(starts, after - 1, side="right") - 1]
+            odd = (after - first) % 2 == 1
+            if back[0] and odd_tail:  # the run at the window's start goes on from one of odd length
+                odd ^= first == 0
+            quote[after[odd]] = False
+        if back[-1]:
+            others = np.flatnonzero(~back)
+            if len(others):
+                odd_tail = (len(w) - 1 - int(others[-1])) % 2 == 1
+            else:
+                odd_tail ^= len(w) % 2 == 1
+        else:
+            odd_tail = False
+        del back
+        inside = np.logical_xor.accumulate(quote)  # a mark after an odd count of quotes is in a string
+        del quote
+        if in_string:
+            np.logical_not(inside, out=inside)
+        in_string = bool(inside[-1])
+        folded = w | 0x20  # '[' '{' as '{', ']' '}' as '}'
+        opens, closes = folded == 0x7B, folded == 0x7D
+        del folded
+        marks = np.flatnonzero((opens | closes | (w == 0x3A)) & ~inside)
+        del inside
+        step = opens[marks].view(np.int8) - closes[marks].view(np.int8)
+        depth = np.cumsum(step, dtype=np.int32)
+        depth += level
+        if len(depth):
+            level = int(depth[-1])
+        keep = (step >= 0) & (
+            depth > 0
+        )  # containers opened and keys, within one (a payload of ']': none kept)
+        depths.append(depth[keep])
+        openers.append(step[keep] > 0)
+    depth, opener = np.concatenate(depths), np.concatenate(openers)
+    del depths, openers
     if not len(depth):
         return 0
     # by depth, in the payload's order within each: a key belongs to the last container opened at its depth
     order = np.argsort(depth.astype(np.int16) if depth.max() < 1 << 15 else depth, kind="stable")
     opener = opener[order]
-    keys = np.bincount(np.cumsum(opener)[~opener])
+    keys = np.bincount(np.cumsum(opener, dtype=np.int32)[~opener])
     return int(keys.max()) if len(keys) else 0
 
 
