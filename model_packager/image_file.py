@@ -992,8 +992,8 @@ def _walk(data: bytes) -> str | None:
     n = len(data)
     i = 2
     restart = 0  # DRI: MCUs per restart interval, 0 = none
-    # marker, width, height, sampling by component id
-    sof: tuple[int, int, int, dict[int, tuple[int, int]]] | None = None
+    # marker, width, height, its components (id, h, v) in frame order
+    sof: tuple[int, int, int, list[tuple[int, int, int]]] | None = None
     scans = 0
     steps = 0
     for _ in range(_JPEG_MAX_SEGMENTS + _JPEG_MAX_NOTES):
@@ -1020,10 +1020,12 @@ def _walk(data: bytes) -> str | None:
         elif m in _SOF and sof is None and length >= 8:
             h = (data[i + 3] << 8) | data[i + 4]
             w = (data[i + 5] << 8) | data[i + 6]
-            comps = {
-                data[i + 8 + 3 * c]: (data[i + 9 + 3 * c] >> 4, data[i + 9 + 3 * c] & 15)
+            # its components in frame order, (id, h, v): an id may repeat (against T.81, yet libjpeg-turbo decodes
+            # such a file), and a table by id lost the sampling of all but one of them
+            comps = [
+                (data[i + 8 + 3 * c], data[i + 9 + 3 * c] >> 4, data[i + 9 + 3 * c] & 15)
                 for c in range(data[i + 7])
-            }
+            ]
             sof = (m, w, h, comps)
         if m != 0xDA:
             i += length
@@ -1044,13 +1046,16 @@ def _walk(data: bytes) -> str | None:
             )
         # every scan of a sequential or progressive image (Huffman-coded), not its first alone: a progressive JPEG cut
         # within its last scan and closed with an end marker sends all its scans, so the scan count passes it
-        if sof is not None and sof[0] in _COUNTED and ns:
+        # (ids repeated in the frame: which component a scan codes is the decoder's guess, its count not checked)
+        ids = [c[0] for c in sof[3]] if sof is not None else []
+        if sof is not None and sof[0] in _COUNTED and ns and len(set(ids)) == len(ids):
             _, w, h, comps = sof
-            hmax = max((c[0] for c in comps.values()), default=1) or 1
-            vmax = max((c[1] for c in comps.values()), default=1) or 1
+            hmax = max((c[1] for c in comps), default=1) or 1
+            vmax = max((c[2] for c in comps), default=1) or 1
             # one component (every AC scan of a progressive image): its blocks, not MCUs of the largest sampling
             if ns == 1:
-                ch, cv = comps.get(data[start], (0, 0))  # (an id of no component: not counted)
+                # (an id of no component: not counted)
+                ch, cv = next(((c[1], c[2]) for c in comps if c[0] == data[start]), (0, 0))
                 mcus = -(-w * ch // (8 * hmax)) * -(-h * cv // (8 * vmax))
             else:
                 mcus = -(-w // (8 * hmax)) * -(-h // (8 * vmax))

@@ -183,3 +183,52 @@ def test_a_progressive_jpeg_cut_within_its_last_scan_and_closed_is_told_by_its_r
                 assert said is not None and "restart markers in scan" in said, said
                 caught += 1
     assert caught == 2 * 3 * 3
+
+
+def _with_component_ids(data: bytes, ids: tuple[int, ...]) -> bytes:
+    """``data`` (a baseline JPEG) with its frame header's component ids made ``ids``, its scan's pointed at them."""
+    out = bytearray(data)
+    i = 2
+    while True:
+        marker, length = out[i + 1], (out[i + 2] << 8) | out[i + 3]
+        if marker in (0xC0, 0xC1, 0xC2):
+            for c in range(out[i + 9]):
+                out[i + 10 + 3 * c] = ids[c]
+        if marker == 0xDA:
+            for c in range(out[i + 4]):
+                out[i + 5 + 2 * c] = ids[c]
+            return bytes(out)
+        i += 2 + length
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_a_jpeg_whose_frame_repeats_a_component_id_is_not_refused_for_its_restart_markers(module):
+    """A frame header repeating a component id (1,1,1 or 0,0,0: against T.81, yet libjpeg-turbo and OpenCV decode
+    it, the same image) kept one component's sampling of the three (a table by id): a 4:2:0 JPEG with restart
+    markers, whole, was refused as 299 restart markers where 1,199 belong. Its components are kept in frame
+    order now, and where ids repeat the restart count is not checked (their order still is)."""
+    check = importlib.import_module(module).coded_damage
+    rng = np.random.default_rng(1)
+    image = cv2.resize(rng.integers(0, 256, (30, 40, 3), np.uint8), (320, 240), interpolation=cv2.INTER_CUBIC)
+    ok, buf = cv2.imencode(
+        ".jpg",
+        image,
+        [
+            cv2.IMWRITE_JPEG_RST_INTERVAL,
+            1,
+            cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+            cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
+        ],
+    )
+    assert ok
+    real = buf.tobytes()
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    assert check(real) is None
+    for ids in ((1, 1, 1), (0, 0, 0)):
+        repeated = _with_component_ids(real, ids)
+        again = cv2.imdecode(np.frombuffer(repeated, np.uint8), cv2.IMREAD_COLOR)
+        assert again is not None and np.array_equal(again, decoded), ids
+        assert check(repeated) is None, ids
+        first = repeated.find(b"\xff\xd0")
+        swapped = repeated[:first] + b"\xff\xd1" + repeated[first + 2 :]  # RST1 where RST0 belongs
+        assert "RST1 where RST0 belongs" in (check(swapped) or ""), ids
