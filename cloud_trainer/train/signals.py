@@ -1432,6 +1432,10 @@ def import_vibration(
     _healthy_names(labels, labels_file, healthy or [], faults or [])
     _one_class_per_fault(labels, labels_file)
     _labelled_runs(labels, labels_file, recs)
+    # a sample counter taken by default is told to pick --channel, not that the runs are copies
+    if channel is None:
+        for rec in recs:
+            _not_a_time_ramp(rec, next((c for c in rec.channels if c != speed_channel), ""))
     _no_copies(recs, labels, channel, speed_channel)
     hop = hop_samples if hop_samples is not None else window_samples
     waves, fault, health, rul, run_id, t_s, speeds = [], [], [], [], [], [], []
@@ -1443,8 +1447,6 @@ def import_vibration(
     length: dict[str, float] = {}  # each run's length in seconds
     for k, rec in enumerate(recs):
         name = channel or next((c for c in rec.channels if c != speed_channel), "")
-        if channel is None:
-            _not_a_time_ramp(rec, name)
         x = _channel(rec, name, target)
         speed = _channel(rec, speed_channel, target) * _rpm_per(rec, speed_channel) if speed_channel else None
         mine = [lab for lab in labels if lab.run == rec.run]
@@ -1677,53 +1679,85 @@ def _one_recording_each(files: list[Path]) -> None:
                 )
 
 
-# two runs whose decoded samples, each over its peak, differ by less than this share of the signal (RMS) are one
-# recording. Measured (/work/notes53/probe_vibimport/p1c_ratio.out): a CSV a logger wrote with 6 decimals beside
-# the 16-bit WAV of the same run differs by the WAV's rounding, 0.04 % for a run peaking at 8 % of its range, 0.4 %
-# at 0.8 % (4 % at 0.08 %: not told); two recordings of one machine differ by 135 %, a healthy run and the same
-# samples with an outer-race fault added by 89 %
-COPY_TOLERANCE = 0.01
+# two runs are one recording when COPY_SHARE of their aligned windows of _COPY_WINDOW samples hold the same AC
+# samples up to scale and sign: each window's mean removed, the residual RMS under COPY_TOLERANCE of the window's
+# own or within the runs' rounding (a 16-bit WAV of a run's quiet part). Measured
+# (/work/notes53/probe_vibimport/p1c_ratio.out): a CSV a logger wrote with 6 decimals beside the 16-bit WAV of the
+# same run differs by the WAV's rounding, 0.04 % for a run peaking at 8 % of its range, 0.4 % at 0.8 %; two
+# recordings of one machine differ by 135 %, two tach-triggered runs of a steady machine (0.2 mg of noise under a
+# 0.05 g 1x) by 0.8 %. Per window and not over the whole run: a start-up transient, a trigger click, a DC level or
+# a full-scale channel two genuine runs share is one window or none, not the run
+# (/work/notes53/review_vibimport/p2_edges.out: such runs were refused as copies), and a copy whose converter
+# clipped one impact is still one. Two triggered captures of one pure tone are the same waveform: refused
+COPY_TOLERANCE = 0.005
+COPY_SHARE = 0.9
+_COPY_WINDOW = 2048
 _COPY_PROBES = 64  # samples compared first, spread over the run: runs differing there are not read further
+_COPY_SEGMENTS = 256  # and the RMS of as many equal segments: quiet runs (a ring in silence) differ there
+
+
+def _copy_signature(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """A run's probes and segment RMS profile, its mean removed and over its RMS; None for a run with no
+    variation to tell apart (flat, stuck at a level, pinned at full scale) or not finite (refused later)."""
+    mean = float(np.mean(x))
+    rms = float(np.std(x))
+    if not (np.isfinite(rms) and rms > 1e-9 * max(1.0, abs(mean))):
+        return None
+    probes = (x[np.linspace(0, len(x) - 1, _COPY_PROBES).astype(np.int64)] - mean) / rms
+    m = len(x) // _COPY_SEGMENTS * _COPY_SEGMENTS
+    segments = np.zeros(_COPY_SEGMENTS)
+    if m:
+        segments = np.sqrt(np.mean(np.square((x[:m] - mean) / rms).reshape(_COPY_SEGMENTS, -1), axis=1))
+    return probes, segments
 
 
 def _no_copies(
     recs: list[Recording], labels: list[LabelRow], channel: str | None, speed_channel: str | None
-) -> None:
+) -> int:
     """Refuse two labelled runs holding one recording under two names (``healthy/run1.csv`` copied as
     ``outer/run7.csv``, a run's WAV beside a CSV written from it, in one class or two): its windows trained twice,
     under two labels a contradiction, and the split could hold one out while training the other (a gate passed on
-    a run it trained on). Compared on the decoded samples of the channel used, each over its peak (a copy in
-    another unit or scale, 16-bit counts beside a float CSV, is one too), not on bytes: ``_one_recording_each``
-    compares only files of one name. Runs of one length are compared, a few samples first."""
+    a run it trained on). Compared on the decoded samples of the channel used, window by window, each window's mean
+    removed and up to scale and sign (a copy in another unit or scale, 16-bit counts beside a float CSV, negated,
+    its DC removed, is one too; the trained features are the same for all of these), not on bytes:
+    ``_one_recording_each`` compares only files of one name. Runs of one length are compared, a pair in full only
+    when its probes and segment profiles allow a copy. Returns how many pairs were compared in full."""
     runs = {lab.run for lab in labels}
-    by_length: dict[int, list[tuple[Recording, np.ndarray, float, np.ndarray]]] = {}
+    by_length: dict[int, list[tuple[Recording, np.ndarray, np.ndarray, np.ndarray]]] = {}
     for rec in recs:
         if rec.run not in runs:
             continue
         x = rec.channels[channel or next(c for c in rec.channels if c != speed_channel)]
-        if not len(x):
+        if not len(x) or (sig := _copy_signature(x)) is None:
             continue
-        peak = float(max(np.max(x), -np.min(x)))
-        # a flat run is no recording to tell apart; one holding NaN is refused when its windows are cut
-        if not (np.isfinite(peak) and peak > 0):
-            continue
-        probes = x[np.linspace(0, len(x) - 1, _COPY_PROBES).astype(np.int64)] / peak
-        by_length.setdefault(len(x), []).append((rec, x, peak, probes))
+        by_length.setdefault(len(x), []).append((rec, x, *sig))
     labelled: dict[str, list[str]] = {}
     for lab in labels:
         labelled.setdefault(lab.run, [])
         if lab.written not in labelled[lab.run]:
             labelled[lab.run].append(lab.written)
+    full = 0
+    steps: dict[int, float] = {}
     for group in by_length.values():
         if len(group) < 2:
             continue
-        probes = np.stack([g[3] for g in group])
-        for i, (a, xa, pa, _) in enumerate(group[:-1]):
-            near = np.flatnonzero(np.max(np.abs(probes[i + 1 :] - probes[i]), axis=1) <= COPY_TOLERANCE)
-            for j in near + i + 1:
-                b, xb, pb, _ = group[j]
-                if _same_samples(xa, pa, xb, pb):
-                    scaled = f", one {pb / pa:.4g}x the other" if abs(pb / pa - 1) > COPY_TOLERANCE else ""
+        probes = np.stack([g[2] for g in group])
+        segments = np.stack([g[3] for g in group])
+        for i, (a, xa, pa, sa) in enumerate(group[:-1]):
+            # gates a true copy always passes: 3/4 of its probes agree up to sign (a copy differs in at most
+            # 1 - COPY_SHARE of its windows), and segment profiles of two unit-RMS runs differ (RMS over the
+            # segments) by at most the RMS of the runs' difference (triangle inequality), small for a copy
+            close = (
+                np.minimum(np.abs(probes[i + 1 :] - pa), np.abs(probes[i + 1 :] + pa)) <= 8 * COPY_TOLERANCE
+            )
+            apart = np.sqrt(np.mean(np.square(segments[i + 1 :] - sa), axis=1))
+            for j in np.flatnonzero((close.mean(axis=1) >= 0.75) & (apart <= 0.5)) + i + 1:
+                b, xb, _, _ = group[j]
+                full += 1
+                if (ratio := _same_windows(xa, xb, steps)) is not None:
+                    scaled = (
+                        f", one {abs(ratio):.4g}x the other" if abs(abs(ratio) - 1) > COPY_TOLERANCE else ""
+                    ) + (", negated" if ratio < 0 else "")
                     raise DatasetError(
                         f"{a.source} and {b.source} hold the same samples{scaled} (run {a.run!r}, labelled "
                         f"{'/'.join(labelled[a.run])}; run {b.run!r}, labelled {'/'.join(labelled[b.run])}): one "
@@ -1731,17 +1765,47 @@ def _no_copies(
                         "the other) and the split could test one on the model trained on the other; leave the copy "
                         "out"
                     )
+    return full
 
 
-def _same_samples(xa: np.ndarray, pa: float, xb: np.ndarray, pb: float, block: int = 1 << 16) -> bool:
-    """Whether two runs of one length hold the same samples over their peaks: their difference's RMS under
-    ``COPY_TOLERANCE`` of the first's."""
-    diff = power = 0.0
-    for k in range(0, len(xa), block):
-        a = xa[k : k + block] / pa
-        diff += float(np.sum(np.square(a - xb[k : k + block] / pb)))
-        power += float(np.sum(np.square(a)))
-    return diff <= COPY_TOLERANCE**2 * power
+def _same_windows(xa: np.ndarray, xb: np.ndarray, steps: dict[int, float], block: int = 32) -> float | None:
+    """For two runs of one length holding the same samples (``COPY_SHARE`` of their aligned windows alike up to
+    scale and sign, windows flat in both counted with neither), the second's scale over the first's, negative
+    when negated; else None. A window is alike when what is left of the second after the first's part is taken
+    out is under ``COPY_TOLERANCE`` of it or within both runs' rounding (a 16-bit WAV of a run's quiet part is
+    its rounding: a copy all the same). ``steps`` caches each run's rounding step by id."""
+    for x in (xa, xb):
+        if id(x) not in steps:
+            steps[id(x)] = _value_step(x)
+    qa, qb = steps[id(xa)], steps[id(xb)]
+    n = min(_COPY_WINDOW, len(xa))
+    m = len(xa) // n * n
+    match = live = 0
+    dots = norms = 0.0
+    for k in range(0, m, block * n):
+        a = xa[k : min(m, k + block * n)].reshape(-1, n)
+        b = xb[k : min(m, k + block * n)].reshape(-1, n)
+        a = a - a.mean(axis=1, keepdims=True)
+        b = b - b.mean(axis=1, keepdims=True)
+        aa, bb, dot = np.sum(a * a, axis=1), np.sum(b * b, axis=1), np.sum(a * b, axis=1)
+        scale = np.divide(dot, aa, out=np.zeros(len(a)), where=aa > 0)
+        left = np.sqrt(np.maximum(bb - scale * dot, 0.0) / n)  # the RMS of b - scale a
+        rounding = 1.2 * (qa * np.abs(scale) + qb) / np.sqrt(12.0)
+        alike = (aa > 0) & (bb > 0) & (left <= COPY_TOLERANCE * np.sqrt(bb / n) + rounding)
+        match += int(np.sum(alike))
+        live += int(np.sum((aa > 0) | (bb > 0)))
+        dots += float(np.sum(dot[alike]))
+        norms += float(np.sum(aa[alike]))
+    if not live or match < COPY_SHARE * live or not norms:
+        return None
+    return dots / norms
+
+
+def _value_step(x: np.ndarray) -> float:
+    """The smallest step between a run's values: its rounding (1/32768 for a 16-bit WAV, 1e-6 for a CSV of 6
+    decimals), about nothing for a float recording; over at most 65,536 samples spread over the run."""
+    values = np.unique(x[:: max(1, len(x) // 65536)])
+    return float(np.min(np.diff(values))) if len(values) > 1 else 0.0
 
 
 def _same_digest(files: list[Path], whole: bool) -> list[list[Path]]:

@@ -24,6 +24,12 @@ def _csv(path: Path, x: np.ndarray, t: np.ndarray | None = None, rate: float = R
     return path
 
 
+def _another(x: np.ndarray) -> np.ndarray:
+    """Another recording of ``x``'s length and peak (not ``-x``: a negated copy trains the same features and is
+    refused as a copy)."""
+    return 0.6 * x + 0.4 * np.max(np.abs(x)) * np.sin(np.arange(len(x)) * 0.05)
+
+
 def _labels(path: Path, rows: list[str]) -> Path:
     path.write_text("run,fault,start_s,end_s,failure_s\n" + "\n".join(rows) + "\n")
     return path
@@ -130,7 +136,7 @@ def test_parquet_runs_read_like_csv_with_the_rate_from_their_timestamps(tmp_path
     rng = np.random.default_rng(1)
     x = rng.normal(0, 0.1, 8192).astype(np.float32)
     _parquet(tmp_path / "pump1.parquet", x)
-    _csv(tmp_path / "pump2.csv", -x.astype(np.float64))  # not x: one recording twice is refused as a copy
+    _csv(tmp_path / "pump2.csv", _another(x.astype(np.float64)))  # not x: one recording twice is a copy
     labels = _labels(tmp_path / "labels.csv", ["pump1,healthy,,,", "pump2,imbalance,,,"])
     assert (
         dataset_main(
@@ -152,7 +158,8 @@ def test_parquet_runs_read_like_csv_with_the_rate_from_their_timestamps(tmp_path
     ), capsys.readouterr().err
     data = load_vibration(tmp_path / "ds")
     assert data.sample_rate_hz == RATE and data.waveforms.shape == (8, 2048)
-    assert np.allclose(data.waveforms[:4], -data.waveforms[4:], atol=1e-5)  # the samples the CSV holds
+    assert np.array_equal(data.waveforms[:4].ravel(), x)
+    assert np.allclose(data.waveforms[4:].ravel(), _another(x.astype(np.float64)), atol=1e-6)  # as the CSV
     # seconds as numbers, a stated rate checked against them
     _parquet(tmp_path / "run.parquet", x[:4096], t=pa.array(np.arange(4096) / 25600.0))
     one = _labels(tmp_path / "one.csv", ["run,healthy,,,"])
@@ -468,7 +475,7 @@ def test_time_columns_under_other_names_and_units_are_the_time_not_a_channel(tmp
 
 def test_a_default_channel_that_rises_at_every_sample_is_refused_as_a_time_column(tmp_path):
     """A time column under a name not known as one was the first channel: the import trained on the
-    time ramp."""
+    time ramp. Two runs of a sample counter were told they hold the same samples: the ramp is checked first."""
     x = np.random.default_rng(9).normal(0, 0.1, 4096)
     t = np.arange(4096) / RATE
     (tmp_path / "run.csv").write_text(
@@ -483,6 +490,18 @@ def test_a_default_channel_that_rises_at_every_sample_is_refused_as_a_time_colum
     res = import_vibration([tmp_path / "run.csv"], tmp_path / "ds", labels, rate_hz=RATE, channel="accel_x")
     assert res["windows"] == 2
     assert np.array_equal(load_vibration(tmp_path / "ds").waveforms[0], _exact(x)[:2048].astype(np.float32))
+    # two runs whose first column is a sample counter: the same ramp in both, told to pick the signal with
+    # --channel, not that the runs are copies of each other (the copy check ran first)
+    runs = []
+    for k in (1, 2):
+        y = np.random.default_rng(k).normal(0, 0.01, 8192)
+        runs.append(tmp_path / f"r{k}.csv")
+        runs[-1].write_text("sample,accel [g]\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(y)))
+    labels = _labels(tmp_path / "two.csv", ["r1,healthy,,,", "r2,outer,,,"])
+    with pytest.raises(
+        DatasetError, match=r"r1.csv: channel 'sample', the first and taken by default, rises"
+    ):
+        import_vibration(runs, tmp_path / "ds2", labels, rate_hz=RATE)
 
 
 def test_a_time_that_is_not_a_number_is_refused_naming_its_row(tmp_path):
@@ -884,7 +903,7 @@ def test_a_sparse_channel_beside_the_signal_does_not_refuse_the_run(tmp_path):
         pa.table(
             {
                 "time": np.arange(4096) / RATE,
-                "accel [g]": -x,  # not x: one recording twice is refused as a copy
+                "accel [g]": _another(x),  # not x: one recording twice is refused as a copy
                 "temp [°C]": pa.array([float(c) if c else None for c in temp]),
             }
         ),
@@ -895,7 +914,9 @@ def test_a_sparse_channel_beside_the_signal_does_not_refuse_the_run(tmp_path):
     res = import_vibration(runs, tmp_path / "ds", labels, channel="accel")
     assert res["faults"] == {"healthy": 2, "imbalance": 2}
     data = load_vibration(tmp_path / "ds")
-    assert np.allclose(data.waveforms[0], x[:2048], atol=1e-6) and np.allclose(data.waveforms[2], -x[:2048])
+    assert np.allclose(data.waveforms[0], x[:2048], atol=1e-6) and np.allclose(
+        data.waveforms[2], _another(x)[:2048]
+    )
     for run, where in (("r2.parquet", "row 1"), ("r1.csv", "line 3")):
         runs = [tmp_path / run, *(r for r in runs if r.name != run)]  # the file read first is refused
         with pytest.raises(DatasetError) as ei:
@@ -935,8 +956,10 @@ def test_the_channel_taken_from_a_multichannel_file_is_stated_in_the_result_and_
 
     x = np.sin(np.arange(4096) * 0.3) * 0.5
     stereo = (np.column_stack([x, -x / 2]) * 32767).astype("<i2")
-    for run, sign in (("r1", 1), ("r2", -1)):  # two recordings: one twice is refused as a copy
-        _riff(tmp_path / f"{run}.wav", (sign * stereo).tobytes(), tag=1, channels=2, rate=10000, bits=16)
+    y = _another(x)  # two recordings: one twice is refused as a copy
+    other = (np.column_stack([y, -y / 2]) * 32767).astype("<i2")
+    for run, samples in (("r1", stereo), ("r2", other)):
+        _riff(tmp_path / f"{run}.wav", samples.tobytes(), tag=1, channels=2, rate=10000, bits=16)
     labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
     runs = [tmp_path / "r1.wav", tmp_path / "r2.wav"]
     res = import_vibration(runs, tmp_path / "ds", labels)
@@ -1083,12 +1106,11 @@ def test_a_tachometer_pulse_train_as_the_speed_channel_is_refused_not_trained_as
     x = np.sin(2 * np.pi * 25 * t)
     pulses = np.where((t * 25) % 1 < 0.02, 5.0, 0.0)  # 1500 rpm, one 0.8-ms pulse a turn
     rpm = 1500 + np.random.default_rng(2).normal(0, 2, len(t))
-    for run, sign in (("r1", 1), ("r2", -1)):  # two recordings: one twice is refused as a copy
+    for run, y in (("r1", x), ("r2", _another(x))):  # two recordings: one twice is refused as a copy
         (tmp_path / f"{run}.csv").write_text(
             "time,accel,tacho,speed\n"
             + "".join(
-                f"{a:.6f},{b:.6f},{c:.1f},{d:.2f}\n"
-                for a, b, c, d in zip(t, sign * x, pulses, rpm, strict=True)
+                f"{a:.6f},{b:.6f},{c:.1f},{d:.2f}\n" for a, b, c, d in zip(t, y, pulses, rpm, strict=True)
             )
         )
     runs = [tmp_path / "r1.csv", tmp_path / "r2.csv"]
@@ -1114,13 +1136,15 @@ def test_columns_the_import_does_not_use_are_not_read_and_cannot_refuse_the_run(
         pa.table({"time": np.arange(4096) / RATE, "state": ["running"] * 4096, "accel [g]": x, **others}),
         tmp_path / "r1.parquet",
     )
-    cells = "".join(f"{i / RATE:.6f},running,{-v:.6f},{'x' if i == 9 else '1'}\n" for i, v in enumerate(x))
+    cells = "".join(
+        f"{i / RATE:.6f},running,{v:.6f},{'x' if i == 9 else '1'}\n" for i, v in enumerate(_another(x))
+    )
     (tmp_path / "r2.csv").write_text("time,state,accel [g],flag\n" + cells)
     runs = [tmp_path / "r1.parquet", tmp_path / "r2.csv"]
     labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
     res = import_vibration(runs, tmp_path / "ds", labels, channel="accel")
     assert res["channels"]["r1"].startswith("accel (of state, accel, temp_0,")
-    assert np.allclose(load_vibration(tmp_path / "ds").waveforms[2], -x[:2048], atol=1e-6)
+    assert np.allclose(load_vibration(tmp_path / "ds").waveforms[2], _another(x)[:2048], atol=1e-6)
     with pytest.raises(DatasetError, match=r"r1.parquet: column 'state' is string, not a number"):
         import_vibration(runs, tmp_path / "ds2", labels)  # the first channel, taken by default
 
@@ -1173,7 +1197,7 @@ def test_a_file_that_cannot_be_read_or_an_out_folder_that_cannot_be_written_is_o
     if not Path("/proc/self/mem").exists():
         pytest.skip("needs Linux's /proc/self/mem for a file whose reads fail")
     x = np.sin(np.arange(4096) * 0.3)
-    runs = [_csv(tmp_path / "r1.csv", x), _csv(tmp_path / "r2.csv", -x)]
+    runs = [_csv(tmp_path / "r1.csv", x), _csv(tmp_path / "r2.csv", _another(x))]
     labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
     argv = ["import", "--kind", "vibration", "--labels", str(labels)]
     for suffix in (".csv", ".wav", ".npz"):
@@ -1251,7 +1275,7 @@ def test_one_recording_given_twice_is_refused_as_a_copy_or_the_same_file(tmp_pat
     bytes differ are runs of their own."""
     x = np.sin(np.arange(4096) * 0.3)
     runs = []
-    for site, y in (("site1", x), ("site2", x), ("site3", -x)):  # -x: the same size, other bytes
+    for site, y in (("site1", x), ("site2", x), ("site3", _another(x))):  # the same size, other bytes
         (tmp_path / site).mkdir()
         runs.append(_csv(tmp_path / site / "pump.csv", y))
     rows = ["site1/pump,healthy,,,", "site2/pump,imbalance,,,", "site3/pump,imbalance,,,"]
@@ -1275,6 +1299,8 @@ def test_one_recording_given_twice_is_refused_as_a_copy_or_the_same_file(tmp_pat
         ("wav", "outer", "wav"),  # a 16-bit WAV of the run beside the CSV the logger wrote (6 decimals)
         ("parquet", "outer", "parquet"),
         ("m/s2", "outer", "parquet"),  # the same run in m/s2
+        ("negated", "outer", "parquet"),  # its polarity flipped by a converter: the same features
+        ("dc", "outer", "parquet"),  # a DC-coupled export of it (1 g of gravity added): the same features
     ],
 )
 def test_one_recording_under_two_names_is_refused_by_its_samples_naming_both(
@@ -1283,8 +1309,10 @@ def test_one_recording_under_two_names_is_refused_by_its_samples_naming_both(
     """A user's folder per class (CSV as a logger writes it, written from physics) with one run copied under
     another name, or converted to another format: only files of one name were compared (by bytes), so the copy
     imported, its windows trained twice (under two labels: each against the other) and the split could test one
-    on the model trained on the other. Runs are now compared by their decoded samples over their peaks: refused
-    in one line naming both paths and their labels, nothing written; runs of one machine are no copies."""
+    on the model trained on the other. Runs are now compared by their decoded samples (each window's mean
+    removed, up to scale and sign: a negated copy or one with a DC level added trains the same features):
+    refused in one line naming both paths and their labels, nothing written; runs of one machine are no
+    copies."""
     files, labels = _class_folders(tmp_path / "data", {"healthy": False, "outer": True}, "csv")
     first = Path(files[0])
     target = tmp_path / "data" / cls / f"run7.{fmt}"
@@ -1294,13 +1322,13 @@ def test_one_recording_under_two_names_is_refused_by_its_samples_naming_both(
     elif copy == "wav":
         _class_run("wav", target, x)
     else:
-        _parquet(target, x * (9.80665 if copy == "m/s2" else 1.0))
+        _parquet(target, {"m/s2": x * 9.80665, "negated": -x, "dc": x + 1.0}.get(copy, x))
     with open(labels, "a") as fh:
         fh.write(f"{cls}/run7,{cls},,,\n")
     argv = ["import", "--kind", "vibration", *files, str(target), "--labels", str(labels)]
     assert dataset_main([*argv, "--out", str(tmp_path / "ds")]) == 2
     err = capsys.readouterr().err
-    scaled = ", one 9.807x the other" if copy == "m/s2" else ""
+    scaled = {"m/s2": ", one 9.807x the other", "negated": ", negated"}.get(copy, "")
     assert err.startswith(
         f"cloud-trainer dataset import: {first} and {target} hold the same samples{scaled} (run 'healthy/0_0', "
         f"labelled healthy; run '{cls}/run7', labelled {cls}): one recording under two names, its windows would "
@@ -1311,6 +1339,68 @@ def test_one_recording_under_two_names_is_refused_by_its_samples_naming_both(
     labels.write_text("".join(labels.read_text().splitlines(keepends=True)[:-1]))
     assert dataset_main([*argv, "--out", str(tmp_path / "ds")]) == 0
     assert json.loads(capsys.readouterr().out)["faults"] == {"healthy": 8, "outer": 8}
+
+
+def _quiet(n: int, seed: int) -> np.ndarray:
+    """A triggered capture: 0.1 mg of noise and, somewhere, one impact's 400-sample ring."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1e-4, n)
+    s = int(rng.integers(0, n - 400))
+    x[s : s + 400] += np.exp(-np.arange(400) / 60) * np.sin(2 * np.pi * 3000 * np.arange(400) / _FS)
+    return x
+
+
+@pytest.mark.parametrize("case", ["dc_coupled", "stuck", "pinned", "transient", "click", "tach"])
+def test_genuine_runs_sharing_a_level_or_a_transient_are_no_copies(tmp_path, case):
+    """Two genuine recordings (their noise independent) that share a constant part or one short event were
+    refused as one recording under two names, with no way to import them: each run was divided by its peak and
+    compared with its power, DC included (a DC-coupled accelerometer's 1 g on a quiet machine, a channel stuck
+    at its bias or pinned at full scale, the DAQ's start-up settling, the same trigger click before silence).
+    Now each window's mean is removed, a run with no variation is not compared, and a copy needs 90 % of the
+    aligned windows alike: these import; tach-triggered runs of a steady machine (0.2 mg noise under its 1x)
+    are no copies either."""
+    n = 8192
+    t = np.arange(n) / _FS
+    rng = np.random.default_rng(3)
+    click = np.zeros(n)
+    click[:50] = np.hanning(50)
+    make, fmt = {
+        "dc_coupled": (lambda: 1.0 + rng.normal(0, 1e-3, n), "csv"),
+        "stuck": (lambda: 0.5 + rng.normal(0, 1 / 32767, n), "wav"),
+        "pinned": (lambda: np.ones(n), "wav"),
+        "transient": (lambda: np.exp(-t / 0.1) + rng.normal(0, 5e-4, n), "csv"),
+        "click": (lambda: click + rng.normal(0, 1e-4, n), "csv"),
+        "tach": (lambda: 0.05 * np.sin(2 * np.pi * 25 * t) + rng.normal(0, 2e-4, n), "csv"),
+    }[case]
+    files = [_class_run(fmt, tmp_path / "healthy" / f"{r}.{fmt}", make()) for r in ("a", "b")]
+    files += [
+        _class_run("csv", tmp_path / "outer" / f"{r}.csv", _machine(True, k)) for k, r in enumerate("cd")
+    ]
+    rows = ["healthy/a,healthy,,,", "healthy/b,healthy,,,", "outer/c,outer,,,", "outer/d,outer,,,"]
+    res = import_vibration(files, tmp_path / "ds", _labels(tmp_path / "labels.csv", rows))
+    assert res["runs"] == 4 and set(res["faults"]) == {"healthy", "outer"}, res
+
+
+def test_the_copy_check_compares_few_pairs_of_quiet_runs_in_full_and_still_finds_a_copy():
+    """Quiet runs (a ring in silence, triggered captures) agreed at nearly every probe, so nearly every pair
+    was compared in full (500 runs of 256,000 samples: 112,104 of 124,750 pairs, 156 s; 2,000 runs projected
+    at 42-65 min). The RMS of 256 segments of each run now gates pairs too (a copy's profile differs by at most
+    the RMS of the difference): few pairs are compared in full, and a 16-bit WAV of one run among them is
+    still found."""
+    from cloud_trainer.train.signals import LabelRow, Recording, _no_copies
+
+    def run(k: int, x: np.ndarray) -> tuple[Recording, LabelRow]:
+        name, fault = f"c/run{k}", ("healthy" if k % 2 == 0 else "outer")
+        rec = Recording(name, _FS, {"ch0": x}, Path(f"/data/{name}.wav"))
+        return rec, LabelRow(name, fault, None, None, None, k + 2, fault)
+
+    pairs = [run(k, _quiet(16384, k)) for k in range(500)]
+    recs, labels = [p[0] for p in pairs], [p[1] for p in pairs]
+    full = _no_copies(recs, labels, None, None)
+    assert full <= 2_500, full  # of 124,750 pairs
+    copy, lab = run(501, np.round(recs[7].channels["ch0"] * 32767) / 32768)  # a 16-bit WAV of run 7
+    with pytest.raises(DatasetError, match=r"/data/c/run7.wav and /data/c/run501.wav hold the same samples"):
+        _no_copies([*recs, copy], [*labels, lab], None, None)
 
 
 @pytest.mark.parametrize(
@@ -1483,7 +1573,7 @@ def test_runs_whose_files_order_their_channels_differently_are_refused_without_c
     t = np.arange(4096) / RATE
     rows = lambda a, b: "".join(f"{t[i]:.6f},{a[i]:.6f},{b[i]:.6f}\n" for i in range(4096))  # noqa: E731
     (tmp_path / "r1.csv").write_text("time,accel_x,accel_y\n" + rows(x, y))
-    (tmp_path / "r2.csv").write_text("time,accel_y [g],accel_x [g]\n" + rows(y, -x))  # not x: a copy
+    (tmp_path / "r2.csv").write_text("time,accel_y [g],accel_x [g]\n" + rows(y, _another(x)))  # not x: a copy
     labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
     runs = [tmp_path / "r1.csv", tmp_path / "r2.csv"]
     with pytest.raises(DatasetError) as exc:
@@ -1499,7 +1589,7 @@ def test_runs_whose_files_order_their_channels_differently_are_refused_without_c
     w = load_vibration(tmp_path / "ds")
     r2 = w.run_id == 1
     assert np.allclose(w.waveforms[~r2][0], x[:2048], atol=1e-6)
-    assert np.allclose(w.waveforms[r2][0], -x[:2048], atol=1e-6)
+    assert np.allclose(w.waveforms[r2][0], _another(x)[:2048], atol=1e-6)
     # no channel name in common: each file's first, as before
     _riff(tmp_path / "r3.wav", (y * 1000).astype("<i2").tobytes(), tag=1, channels=1, rate=10000, bits=16)
     (tmp_path / "r4.csv").write_text("time,vib\n" + "".join(f"{t[i]:.6f},{x[i]:.6f}\n" for i in range(4096)))
@@ -1596,7 +1686,7 @@ def test_an_existing_dataset_folder_as_out_is_refused_and_a_failed_write_leaves_
     refuses it, and the dataset is written into a hidden folder beside it and renamed at the end: a failed
     write leaves nothing."""
     x = np.sin(np.arange(8192) * 0.3)
-    runs = [_csv(tmp_path / "r1.csv", x), _csv(tmp_path / "r2.csv", -x)]
+    runs = [_csv(tmp_path / "r1.csv", x), _csv(tmp_path / "r2.csv", _another(x))]
     labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
     images = tmp_path / "parts"
     images.mkdir()
