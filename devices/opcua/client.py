@@ -4242,13 +4242,18 @@ class OpcUaSource:
         granted_ms = float(got.RevisedPublishingInterval or interval)
         life_n = int(got.RevisedLifetimeCount or 0)
         keepalive_n = int(got.RevisedMaxKeepAliveCount or keepalive)
-        if granted_ms > 0 and granted_ms != interval:
-            # Both counts are publishing intervals, worked out from the one asked: a server publishing slower
-            # (asked 10 ms, granted 1,000) kept a 2 s session's left subscription 200 s (and a keep-alive
-            # every 50 s, the silence watch 102 s), one publishing faster (asked 1,000, granted 250) gave a 4 s
-            # session's a lifetime of 1.5 s, ended live by a loop held 3 s. Asked again of the interval granted
-            # (ModifySubscription); a server that answers with what it created (asyncua's) keeps those counts,
-            # and the watches below take them as granted
+        asked_ms = interval
+        # Both counts are publishing intervals, worked out from the one asked: a server publishing slower
+        # (asked 10 ms, granted 1,000) kept a 2 s session's left subscription 200 s (and a keep-alive
+        # every 50 s, the silence watch 102 s), one publishing faster (asked 1,000, granted 250) gave a 4 s
+        # session's a lifetime of 1.5 s, ended live by a loop held 3 s. Asked again of the interval granted
+        # (ModifySubscription), and once more if its answer revised the interval again (bounded: a server
+        # may answer so every time); a server that answers with what it created (asyncua's) keeps those
+        # counts, and the watches below take them as granted
+        for _ in range(2):
+            if not (granted_ms > 0 and granted_ms != asked_ms):
+                break
+            asked_ms = granted_ms
             keepalive, lifetime = self._sub_counts(client, granted_ms)
             try:
                 mod = await sub.update(
@@ -4266,6 +4271,7 @@ class OpcUaSource:
                 keepalive_n = int(mod.RevisedMaxKeepAliveCount or keepalive_n)
             except ua.UaStatusCodeError as e:  # refused: the subscription stays as created, watched as such
                 log.info("opcua source %s: subscription counts not asked again (%s)", self.name, e)
+                break
             except TimeoutError:
                 # not answered in time (dropped, or late): the subscription goes on as created, or with the
                 # counts asked if the server applied them; the watches take the larger of each
@@ -4273,6 +4279,7 @@ class OpcUaSource:
                 keepalive_n = max(keepalive_n, keepalive)
                 if life_n > 0:
                     life_n = max(life_n, lifetime)
+                break
         revised_s = granted_ms / 1000.0
         silence_s = 2 * revised_s * max(keepalive_n, 1) + self.settings.connect_timeout_s
         # as granted (a server may revise it up), and the keep-alives the Publish requests it holds still answer;

@@ -7,7 +7,8 @@ write-only source whose watch found no room for its subscription after a reconne
 room (its former session's subscription, left on the server by a cut link, is not counted as another's), and a
 subscription a cut link left on a PLC that keeps it past its session ends with that session (its lifetime), also
 on a PLC publishing slower than asked, while a live one on a PLC publishing faster outlasts a held loop, and a
-PLC that never answers the ModifySubscription asking the counts again is read and watched all the same."""
+PLC that never answers the ModifySubscription asking the counts again is read and watched all the same (one
+answering it with yet another interval is asked them once more)."""
 
 from __future__ import annotations
 
@@ -651,6 +652,46 @@ async def test_the_subscriptions_a_cut_link_left_are_counted_for_their_lifetime_
         await srv.stop()
     # its lifetime (10 x 500 ms) from the cut at least, well short of 1.5 session timeouts
     assert all(cut + 5 <= until_t < cut + 30 for _n, until_t in left.values()), (left, cut)
+
+
+async def test_counts_are_asked_once_more_of_the_interval_a_plc_revised_again_in_its_modify_answer(
+    monkeypatch,
+) -> None:
+    """A PLC granting 1,000 ms (asked 10) that answers the ModifySubscription asking the counts of 1,000 ms with
+    2,000 ms: the counts are asked once more, of 2,000 ms, and the subscription lives as long as the session.
+    Before, the counts of 1,000 ms stood at 2,000 ms (a left subscription kept twice the session)."""
+    _plc_revising_the_interval(monkeypatch, 1000.0, 1e9)
+    modify = SubscriptionService.modify_subscription
+    asked: list[tuple[float, int]] = []
+
+    def modify_subscription(self, params):
+        asked.append((params.RequestedPublishingInterval, params.RequestedLifetimeCount))
+        sub = self.subscriptions[params.SubscriptionId]  # (asyncua's publishes on at 1,000 ms: what it says)
+        sub.data.RevisedPublishingInterval = max(params.RequestedPublishingInterval, 2000.0)
+        return modify(self, params)
+
+    monkeypatch.setattr(SubscriptionService, "modify_subscription", modify_subscription)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    srv.iserver.min_session_timeout_ms = 100
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    subs = srv.iserver.subscription_service.subscriptions
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            port, session_timeout_s=20, publishing_interval_ms=10, nodes=[{"node_id": f"ns={idx};s=Speed"}]
+        ),
+    )
+    try:
+        await src.start()
+        await until(lambda: src._sub is not None, 20, "subscribed")
+        granted = [(s.data.RevisedPublishingInterval, s.data.RevisedLifetimeCount) for s in subs.values()]
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert asked == [(1000.0, 20), (2000.0, 10)], asked
+    assert granted == [(2000.0, 10)], granted  # 20 s: the session's
 
 
 def _plc_never_answering_modify_subscription(monkeypatch) -> None:
