@@ -59,7 +59,9 @@ class Result:
     latency: Latency | None = None
     heatmap: np.ndarray | None = None  # not serialised into JSON
     finished_at: float = 0.0
-    reason: str | None = None  # why UNSURE (the input is far outside what the model was trained on)
+    # why UNSURE (the input is far outside what the model was trained on), or the sensor's reason beside an
+    # ISO zone alarm that stood before a 'scale' found through the ADC's floor (NG iso_zone_<zone>)
+    reason: str | None = None
 
     @property
     def score_text(self) -> str:

@@ -1055,6 +1055,7 @@ class Baseline:
             self.save()
         f = features or self.features(waveform, scalars)
         unsteady = self._speed_change(scalars, span)
+        iso_before = self._iso_over
         zone, self._iso_over = self.iso_count(f, waveform, self._iso_over)
         if zone != self._last_zone and self._last_zone is not None and zone in "CD":
             self._event(
@@ -1165,7 +1166,14 @@ class Baseline:
                 self.speed_hz = 0.9 * self.speed_hz + 0.1 * est
         if v.sensor is not None:  # the sensor's scale, not the machine: no window in a row towards an alarm
             self._over = 0
-            if not self.floor_scale:  # found through the ADC's floor: the absolute ISO zone alarm stands
+            if self.floor_scale:
+                # found through the ADC's floor (a gain, or a fault lifting every line alike): its samples'
+                # velocity is no evidence either way, so the window neither counts towards nor ends an ISO
+                # zone run, and an ISO alarm stands only if it stood before it (counted, a healthy machine's
+                # gain x5-x30 read NG iso_zone_D with a PLC write)
+                self._iso_over = iso_before
+                v.iso_alarm = iso_before >= self.s.confirm_windows
+            else:
                 self._iso_over = 0
                 v.iso_alarm = False
             v.threshold = self.threshold
@@ -1388,7 +1396,7 @@ class Baseline:
         if floor is not None and g > 0 and (moved := floor()) is not None and moved < FLOOR_FOLLOW * g:
             return None  # the lines rose, the floor stayed: energy the machine added, judged as it is
         if (
-            through_floor
+            through_floor and g > 0
         ):  # a fault that lifted every line and the band under the floor alike is not ruled out
             self.floor_scale = True
             return (
@@ -1396,7 +1404,7 @@ class Baseline:
                 f"sensor or machine: every amplitude clear of the ADC's floor {k:.3g}x its commissioned level at "
                 f"once, the spectrum's shape as commissioned: the sensor's gain "
                 f"({hint or 'a sensitivity setting?'}), or a fault that lifted every line alike; check the "
-                "sensor's setting first; the ISO zone alarm still stands",
+                "sensor's setting first; an ISO zone alarm raised before stands",
             )
         return (
             "scale",

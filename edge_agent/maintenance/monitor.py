@@ -14,7 +14,9 @@ repaired PIPELINE``, a request file the next window picks up, or ``repaired()``)
 A window that is the commissioned machine but for one common factor on every amplitude (the units or
 the sensor's gain changed), or whose amplitudes fell tenfold (a dead sensor: ``Verdict.sensor``), or
 a stopped machine (``Verdict.stopped``: the speed tag, or without one the signal and temperature), is
-``UNSURE`` with that reason, and counts towards no alarm, ISO zone nor remaining life. A window whose
+``UNSURE`` with that reason, and counts towards no alarm, ISO zone nor remaining life (a ``scale`` found
+through the ADC's floor, ``Baseline.floor_scale``, keeps an ISO zone alarm that stood before its window: ``NG``
+``iso_zone_<zone>`` with the sensor's reason). A window whose
 speed changed across it (``Verdict.unsteady``: a ramp, told by the window's times handed to the baseline)
 is ``UNSURE`` saying so, and counts towards no baseline alarm nor remaining life (the ISO zone rule
 still judges its velocity). Half or more of a running machine's windows over ``UNJUDGED_SPAN_S`` not judged
@@ -301,7 +303,8 @@ class Monitor:
         if v.sensor is not None:  # the sensor's scale changed: neither OK nor NG
             res.verdict, res.label = "UNSURE", None
             res.reason = v.sensor
-            # a 'scale' over the ADC's floor (Baseline.floor_scale) may be a fault: the ISO zone alarm stands
+            # a 'scale' over the ADC's floor (Baseline.floor_scale) may be a fault: an ISO zone alarm that
+            # stood before its window stands (the window itself counts neither way)
             if v.iso_alarm:
                 res.verdict, res.label = "NG", f"iso_zone_{v.iso_zone}"
             res.outputs["baseline"] = d

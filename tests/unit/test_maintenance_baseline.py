@@ -322,3 +322,42 @@ def test_a_gain_found_over_the_adcs_floor_leaves_the_iso_zone_alarm_standing_in_
         got.append((res.verdict, res.label, res.reason))
     assert got[0] == ("NG", "iso_zone_D", "sensor or machine: every amplitude ..."), got
     assert got[1] == ("UNSURE", None, "sensor or machine: every amplitude ..."), got
+
+
+def test_a_sensors_gain_or_units_on_a_coarse_daq_is_unsure_in_every_window_on_a_healthy_machine(manifests):
+    """A 'scale' found through the ADC's floor (Baseline.floor_scale) kept counting its windows towards the ISO
+    zone alarm from the mis-scaled samples: a step gain x5-x30 ahead of a 12-bit DAQ on a healthy zone-B
+    machine read NG iso_zone_D in 19-21 of 24 windows, with a PLC write. Such a window now neither counts
+    towards nor ends an ISO run and keeps the alarm that stood before it, so the gain is UNSURE in every
+    window; a units error after the ADC and a level fallen to nothing are UNSURE as before."""
+    import copy
+
+    from tests.unit.test_maintenance_scoring import _coarse_daq_machine
+
+    a, _, _ = manifests
+    mon = Monitor(BaselineSettings(windows=200, speed_tag="Speed"), _Slot(a), "health", None, None)
+    rng = np.random.default_rng(12)
+    fs, n, speed, window = _coarse_daq_machine(12)
+    b = Baseline(BaselineSettings(windows=60, speed_tag="Speed", iso_class="group1_flexible"), fs, n)
+    for _ in range(60):
+        b.process(window(rng), speed)
+    assert b.state == "ready" and b.quant_step is not None
+
+    def results(base: Baseline, make) -> list[tuple[str, str | None, str | None, str]]:
+        got = []
+        for _ in range(8):
+            v = base.process(make(), speed)
+            res = Result("health", "plc", 0, 0.0, "machine-health", "1.0.0", "onnxruntime", "OK", 0.1)
+            mon.apply(v, res)
+            got.append((res.verdict, res.label, v.sensor_kind, v.iso_zone))
+        return got
+
+    healthy = results(copy.deepcopy(b), lambda: window(rng))
+    assert all(r[0] == "OK" and r[3] in "AB" for r in healthy), healthy
+    gain = results(copy.deepcopy(b), lambda: window(rng, gain=10.0))
+    assert all(r[:3] == ("UNSURE", None, "scale") for r in gain), gain
+    assert gain[-1][3] == "D"  # read through the gain, the zone is D: no evidence of the machine's
+    units = results(copy.deepcopy(b), lambda: window(rng) * 9.81)  # m/s^2 read as g, after the ADC
+    assert all(r[:3] == ("UNSURE", None, "scale") and r[3] == "D" for r in units), units
+    low = results(copy.deepcopy(b), lambda: window(rng) / 25.4)
+    assert all(r[:3] == ("UNSURE", None, "low_level") for r in low), low

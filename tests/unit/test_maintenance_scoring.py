@@ -505,7 +505,8 @@ def test_a_fault_lifting_every_line_alike_on_a_coarse_daq_is_judged_to_the_end_n
             swapped = copy.deepcopy(b)  # a sensor's gain x10 ahead of the ADC: still the sensor's
             gained = [swapped.process(window(rng, gain=10.0), speed) for _ in range(4)]
             assert all(v.sensor_kind == "scale" and not v.alarm for v in gained), [v.sensor for v in gained]
-            assert gained[-1].iso_zone == "D" and gained[-1].iso_alarm  # the absolute alarm stands
+            # a zone D read through the changed gain is no evidence: no ISO alarm unless one stood before
+            assert gained[-1].iso_zone == "D" and not any(v.iso_alarm for v in gained)
             assert "a fault that lifted every line alike" in str(gained[-1].sensor)
             assert "not the machine" not in str(gained[-1].sensor)
 
