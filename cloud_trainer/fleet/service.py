@@ -511,11 +511,12 @@ class FleetServicer(rpc.FleetServicer):
         # tenant's queue at each call, and under a backlog (200 queued) none was answered within its deadline
         results = self._results_write(who, request.command_results)
         key = (tenant, agent)
+        cut = threading.Event()  # the call was cut (its deadline, its link): no one reads the reply's parts
 
         def calls() -> tuple[str, BaseException | None, Any]:
             """The command results (before the desired state is computed: a done command leaves it), the
             heartbeat's write, the desired state and the pending commands; which failed, and how, or the reply's
-            parts."""
+            parts. A call cut meanwhile ends after its write: its reads held the tenant's place for no one."""
             if results is not None:
                 results()  # its failure ends the call as before
             try:
@@ -530,6 +531,8 @@ class FleetServicer(rpc.FleetServicer):
                 )
             except Exception as exc:  # the store failed (down, disk full): the agent heartbeats again
                 return "write", exc, None
+            if cut.is_set():
+                return "cut", None, None
             try:
                 gen, desired, config = 0, [], None
                 if self.control is not None:
@@ -539,9 +542,13 @@ class FleetServicer(rpc.FleetServicer):
                 return "read", exc, None
             return "", None, (gen, desired, config, pending)
 
-        failed, exc, got = await _in_thread_place(
-            partial(tenant_gate, self._heartbeats, tenant, HEARTBEATS_PER_TENANT), calls
-        )
+        try:
+            failed, exc, got = await _in_thread_place(
+                partial(tenant_gate, self._heartbeats, tenant, HEARTBEATS_PER_TENANT), calls
+            )
+        except BaseException:
+            cut.set()
+            raise
         if exc is not None and failed == "write":
             self._store_failed("heartbeats", exc)
             await context.abort(
