@@ -17,6 +17,7 @@ import re
 import reprlib
 import stat
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -491,7 +492,12 @@ def name_words(name: str) -> list[str]:
 def lower_case_name(name: str) -> str | None:
     """``name`` written as a fault name (``FAULT_NAME``: ``OuterRace`` -> ``outer_race``, ``Outer 007`` ->
     ``outer_007``), or None when it has no such form (another script)."""
-    written = re.sub(r"[^a-z0-9]+", "_", _CAMEL.sub("_", name).lower()).strip("_")
+    # accents folded first (``Außenring`` -> ``aussenring``, ``Déséquilibre`` -> ``desequilibre``): dropped as
+    # non-ASCII they garbled the name (``au_enring``)
+    folded = "".join(
+        c for c in unicodedata.normalize("NFKD", name.replace("ß", "ss")) if not unicodedata.combining(c)
+    )
+    written = re.sub(r"[^a-z0-9]+", "_", _CAMEL.sub("_", folded).lower()).strip("_")
     return written if FAULT_NAME.fullmatch(written) else None
 
 
@@ -528,7 +534,7 @@ HEALTHY_WORDS = frozenset(
 )
 # the same said as the absence of a fault (``no_fault``, ``fault_free``)
 HEALTHY_PHRASES = re.compile(
-    r"(^|_)(no_?(fault|defect|damage|failure)s?|(fault|defect|damage)_?(free|less))(_|$)"
+    r"(^|_)(non?_?(fault|defect|damage|failure)s?|(fault|defect|damage)_?(free|less))(_|$)"
 )
 _NEGATIONS = frozenset({"not", "no", "non", "un", "nicht", "kein", "pas"})
 
@@ -538,7 +544,9 @@ def reads_healthy(name: str) -> str | None:
     ``FAULTS`` never does: ``healthy`` is the healthy class)."""
     if name in FAULTS:
         return None
-    words = name_words(name)
+    # "no" before a number is a number (``motor_no3_fault``, ``pump_no_2_damage``: a fault of machine 3), not
+    # the "no" of ``no_fault``: dropped with its number first
+    words = name_words(re.sub(r"(?i)(?<![a-z])no_?\d+", "_", name))
     # on the words, not the name: a number after the phrase (``no_fault1``, ``fault_free2``) or CamelCase
     # (``NoFault``) kept it from matching, and ``no_fault1`` beside ``healthy`` trained its healthy windows as a fault
     phrase = HEALTHY_PHRASES.search("_".join(words))

@@ -1277,9 +1277,18 @@ def _not_a_fault(name: str, faults: Collection[str] = ()) -> str | None:
         said = f"is not a fault name (a lower-case word: {', '.join(FAULTS)}, or a class of your own)"
         # CamelCase and digits split into words: 'NormalRun', 'NoFault' read as the healthy machine
         word = reads_healthy(name)
-        if word:
-            return f"{said}; it reads as a name of the healthy machine ({word!r}): give --healthy {name}"
         written = lower_case_name(name)
+        if word:
+            # a fault with a healthy word ('NormalWear', 'BaselineDrift') is told how to stay a fault too
+            return (
+                f"{said}; it reads as a name of the healthy machine ({word!r}): if its runs are healthy, give "
+                f"--healthy {name}"
+                + (
+                    f"; if it is a fault, write it as {written!r} and give --fault {written}"
+                    if written
+                    else ""
+                )
+            )
         return (
             said
             + (f"; write it as {written!r}" if written else "")

@@ -2244,6 +2244,54 @@ def test_a_healthy_class_under_a_name_of_its_own_is_refused_naming_it_and_the_he
     ]
 
 
+@pytest.mark.parametrize(
+    "name, word",
+    [
+        ("motor_no3_fault", None),  # "no" before a number is a number: a fault of motor 3
+        ("pump_no2_damage", None),
+        ("bearing_no_1_failure", None),
+        ("no_fault1", "no_fault"),  # still healthy
+        ("baseline_no2", "baseline"),
+        ("nonfault", "nonfault"),  # a healthy phrase with "non"
+        ("non_fault", "non_fault"),
+        ("NonFault", "non_fault"),
+    ],
+)
+def test_a_number_marker_is_no_negation_and_non_fault_reads_healthy(name, word):
+    """Digits split words, so 'motor_no3_fault' read as 'no_fault' and was refused as a healthy name; 'nonfault',
+    'non_fault' and 'NonFault' read as faults (and 'NonFault' was told to write itself as 'non_fault', a fault
+    then). "no" with its number is dropped first, and the phrases allow "non"."""
+    from cloud_trainer.train.data import reads_healthy
+
+    assert reads_healthy(name) == word
+
+
+def test_a_lower_case_suggestion_folds_accents():
+    """'Außenring' was told to write itself as 'au_enring', 'Déséquilibre' as 'd_s_quilibre'."""
+    from cloud_trainer.train.data import lower_case_name
+
+    assert lower_case_name("Außenring") == "aussenring"
+    assert lower_case_name("Déséquilibre") == "desequilibre"
+    assert lower_case_name("OuterRace") == "outer_race" and lower_case_name("正常") is None
+
+
+def test_a_camelcase_fault_with_a_healthy_word_is_told_how_to_keep_it_a_fault(tmp_path, capsys):
+    """'NormalWear' was told only 'it reads as a name of the healthy machine ('normal'): give --healthy
+    NormalWear': following it trained a fault's windows as healthy. It is now told both ways, and the fault's
+    way imports it as a fault."""
+    files, labels = _class_folders(tmp_path / "data", {"healthy": False, "NormalWear": True}, "csv")
+    argv = ["import", "--kind", "vibration", *files, "--labels", str(labels), "--out", str(tmp_path / "ds")]
+    assert dataset_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith(
+        "it reads as a name of the healthy machine ('normal'): if its runs are healthy, give --healthy NormalWear; "
+        "if it is a fault, write it as 'normal_wear' and give --fault normal_wear"
+    ), err
+    labels.write_text(labels.read_text().replace(",NormalWear,", ",normal_wear,"))
+    assert dataset_main([*argv, "--fault", "normal_wear"]) == 0
+    assert json.loads(capsys.readouterr().out)["faults"] == {"healthy": 8, "normal_wear": 8}
+
+
 def test_a_healthy_class_of_any_name_given_to_healthy_is_imported_as_healthy(tmp_path, capsys):
     """A name no rule could know (another script, a word of no list: '正常', 'stufe_a') imports as healthy when
     --healthy names it (given once per class, or comma-separated); it is recorded in dataset.yaml."""
@@ -2338,8 +2386,9 @@ def test_a_healthy_name_in_camelcase_is_told_it_reads_healthy_and_imports_given_
     err = capsys.readouterr().err
     assert err.endswith(
         "fault 'NormalRun' is not a fault name (a lower-case word: healthy, imbalance, misalignment, bearing_outer, "
-        "bearing_inner, or a class of your own); it reads as a name of the healthy machine ('normal'): give "
-        "--healthy NormalRun\n"
+        "bearing_inner, or a class of your own); it reads as a name of the healthy machine ('normal'): if its runs "
+        "are healthy, give --healthy NormalRun; if it is a fault, write it as 'normal_run' and give --fault "
+        "normal_run\n"
     ), err
     assert dataset_main([*argv, "--healthy", "NormalRun,NoFault"]) == 0
     assert json.loads(capsys.readouterr().out)["faults"] == {"healthy": 16, "outer": 8}
