@@ -80,6 +80,10 @@ def dead_path_params(url: str, timeout_s: float = TCP_TIMEOUT_S) -> dict[str, An
     return {k: v for k, v in want.items() if k not in given}
 
 
+class _GiveBackInDoubt(Exception):
+    """A give-back failed after its statement ran (at its commit): it may have been committed."""
+
+
 class MigrationError(ValueError):
     """The migration files, or the database's schema, are not what this code can run on (a ``ValueError``:
     ``cloud-trainer serve`` says it in one line and exits 2, as for a wrong store URL)."""
@@ -319,6 +323,15 @@ class PostgresStore(SQLStore):
             return
         try:
             self._give_back_day(tenant, utc_day(now), amount)
+        except _GiveBackInDoubt as doubt:  # it may have been committed: owing it could give it back twice
+            log.warning(
+                "fleet store: tenant %s: %d records, %d sample bytes and %d record bytes a failed batch reserved "
+                "from its quota of the day may not have been given back (%s after its commit was sent): if not, "
+                "they stay counted until 00:00 UTC",
+                tenant[:80],
+                *amount,
+                type(doubt.__cause__).__name__,
+            )
         except Exception as exc:
             kept = self._owe(tenant, utc_day(now), amount)
             log.warning(
@@ -335,10 +348,20 @@ class PostgresStore(SQLStore):
             )
 
     def _give_back_day(self, tenant: str, day: int, amount: tuple[int, ...]) -> None:
-        with self._bounded_tx() as ex:
-            ex("SET LOCAL synchronous_commit TO off")  # lost in a crash: room unused, never over
-            # the day the batch reserved on (a give-back after 00:00 UTC lowers that day's usage, not today's)
-            self._give_back(ex, tenant, amount, day * 86400.0)
+        """Give ``amount`` back to the tenant's usage of ``day``; ``_GiveBackInDoubt`` when it failed after its
+        statement ran (at its commit: the link cut or the server restarting before the commit's answer came back),
+        so that it may have been given back: owed and given back again, the tenant could go over its quota."""
+        sent = False
+        try:
+            with self._bounded_tx() as ex:
+                ex("SET LOCAL synchronous_commit TO off")  # lost in a crash: room unused, never over
+                # the day the batch reserved on (a give-back after 00:00 UTC lowers that day's usage, not today's)
+                self._give_back(ex, tenant, amount, day * 86400.0)
+                sent = True
+        except Exception as exc:
+            if sent:
+                raise _GiveBackInDoubt() from exc
+            raise
 
     def _owe(self, tenant: str, day: int, amount: tuple[int, ...]) -> bool:
         """Keep a reservation not given back, added to the tenant's of that day; False when MAX_OWED are kept."""
@@ -360,7 +383,8 @@ class PostgresStore(SQLStore):
             try:
                 self._give_back_day(tenant, day, amount)
             except Exception as exc:
-                for (t, d), a in items[i:]:
+                # one in doubt may have been given back: it is not owed again (room unused, never over)
+                for (t, d), a in items[i + isinstance(exc, _GiveBackInDoubt) :]:
                     self._owe(t, d, a)
                 log.debug("fleet store: giving back reservations of failed batches: %s", type(exc).__name__)
                 return

@@ -327,6 +327,60 @@ async def test_a_reservation_the_database_down_kept_from_being_given_back_is_giv
         store.close()
 
 
+async def test_a_give_back_whose_commit_answer_is_lost_is_never_given_back_twice_nor_the_quota_passed(
+    tmp_path,
+    postgres_url,  # noqa: F811
+):
+    """A failed batch's give-back whose COMMIT reached the database but whose answer did not (the link cut, the
+    server restarting) was kept as owed and given back again at the next batch: the tenant's usage went 50 -> 0
+    and 150 records were stored against a quota of 100 (/work/notes53/review_pgowed/p1_commit_in_doubt.py, through
+    a proxy dropping the commit's answer). A give-back that fails after its statement ran is in doubt: left
+    counted (room unused until 00:00 UTC), never owed."""
+    import contextlib
+
+    store = open_store(postgres_url, tmp_path)
+    real_tx, real_give, real_ingest = store._bounded_tx, store._give_back, store._ingest_tx
+    gave: list[int] = []
+    fail_batch = threading.Event()
+
+    @contextlib.contextmanager
+    def tx():
+        with real_tx() as ex:
+            yield ex
+        if gave:  # the give-back committed; its answer is lost on the way back
+            gave.clear()
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    def give(ex, *args, **kw):
+        real_give(ex, *args, **kw)
+        gave.append(1)
+
+    def ingest_tx(*args, **kw):
+        if fail_batch.is_set():  # the batch fails after its reservation
+            fail_batch.clear()
+            raise psycopg.OperationalError("the batch's connection was lost")
+        return real_ingest(*args, **kw)
+
+    try:
+        store.set_quota("acme", max_records_per_day=100)
+        assert store.ingest("gw1", [_rec(s) for s in range(1, 51)], tenant="acme")[1:] == (50, 0)
+        store._bounded_tx = tx  # type: ignore[method-assign]
+        store._give_back = give  # type: ignore[method-assign]
+        store._ingest_tx = ingest_tx  # type: ignore[method-assign]
+        fail_batch.set()
+        with pytest.raises(psycopg.OperationalError, match="the batch's connection was lost"):
+            store.ingest("gw1", [_rec(s) for s in range(51, 101)], tenant="acme")
+        store._give_back = real_give  # type: ignore[method-assign]
+        assert store.quotas()["acme"]["records_today"] == 50  # given back: the commit went through
+        assert not store._owed  # was: owed 50, and given back again at the next reservation
+        assert store.ingest("gw1", [_rec(s) for s in range(51, 101)], tenant="acme")[1:] == (50, 0)
+        with pytest.raises(TenantQuotaExceeded):  # was: stored, 150 of a quota of 100
+            store.ingest("gw1", [_rec(s) for s in range(101, 151)], tenant="acme")
+        assert store.stats("gw1", tenant="acme")["records"] == 100 == store.quotas()["acme"]["records_today"]
+    finally:
+        store.close()
+
+
 async def _heartbeat(stub, timeout: float = 60) -> str:
     """One unary heartbeat: "answered", or its refusal's code and text."""
     try:
