@@ -1070,11 +1070,6 @@ FLEET_ERRORS = (
 HIDE_ANYWHERE = 8  # a value of at least so many characters is hidden wherever it occurs in a message
 
 
-CUT_REACH = (
-    200  # the widest a cutter leaves of a value before or after its mark (shown_topic's, _health's 200)
-)
-
-
 def env_hider(values: Mapping[str, str]) -> Callable[..., str]:
     """``hide(text, where=None)``: ``text`` with every value of ``values`` (name -> a gateway variable's value:
     ``env_taken``) shown as ``<$NAME>``, in the forms it is printed in (``_value_forms``): what a fleet config's
@@ -1082,8 +1077,9 @@ def env_hider(values: Mapping[str, str]) -> Callable[..., str]:
     password in a field not named so). A value of ``HIDE_ANYWHERE`` characters or more wherever it occurs; a shorter
     one only where it stands alone (not inside a word or number), and one under 4 characters only quoted whole
     (``'1'``). A value of 4 characters or more is hidden around a cut's mark too (``_CUT``: ``…``, ``...``): the
-    longest start of any value (4 characters or more, at most ``CUT_REACH``) just before it, the longest end just
-    after it (a middle cut, ``'start...end'``). With ``where``, each error's field path after ``WHERE: `` (written
+    longest start of any value's form (4 characters or more, searched over the form's whole length: a cutter keeps
+    200 characters of a value, longer once quoted when they hold escapes) just before it, the longest end just after
+    it (a middle cut, ``'start...end'``). With ``where``, each error's field path after ``WHERE: `` (written
     in the config, not taken from the environment) is left as written but for a value of ``HIDE_ANYWHERE``
     characters or more. The patterns are built once here (a refusal hides several texts with the same values)."""
     forms: list[tuple[str, str, int]] = []
@@ -1110,7 +1106,7 @@ def env_hider(values: Mapping[str, str]) -> Callable[..., str]:
         """The longest start of a form (4+ characters, not the whole form) ending at ``at``: (its length, name)."""
         best = (0, "")
         for form, name in cut:
-            head, lo = form[:4], max(0, at - min(len(form) - 1, CUT_REACH))
+            head, lo = form[:4], max(0, at - (len(form) - 1))
             s = message.find(head, lo, at)
             while s != -1 and at - s > best[0]:
                 if form.startswith(message[s:at]):
@@ -1123,7 +1119,7 @@ def env_hider(values: Mapping[str, str]) -> Callable[..., str]:
         """The longest end of a form (4+ characters, not the whole form) starting at ``at``: (its length, name)."""
         best = (0, "")
         for form, name in cut:
-            tail, hi = form[-4:], min(len(message), at + min(len(form) - 1, CUT_REACH))
+            tail, hi = form[-4:], min(len(message), at + len(form) - 1)
             e = message.rfind(tail, at, hi)
             while e != -1 and e + 4 - at > best[0]:
                 if form.endswith(message[at : e + 4]):

@@ -389,6 +389,28 @@ def test_a_fleet_configs_refusal_hides_a_value_cut_short_in_a_quote(monkeypatch)
     assert "tok-9f8e" not in told, told
 
 
+def test_a_fleet_configs_refusal_hides_the_start_of_a_value_whose_escapes_make_its_cut_quote_longer(
+    monkeypatch,
+):
+    # a credential kept in an env file as escaped JSON: a topic quoted cut to 200 characters of the value (repr'd,
+    # each \\" four characters) took more than 200 characters of the message, and a look-back bounded at 200 found
+    # no start of the value before the cut: the client secret went to the fleet (/work/notes53/review_hide13/)
+    secret = (
+        '{\\"client_id\\":\\"gw-line3-7781\\",\\"client_secret\\":\\"Vq3-9xLmZ2kP8wRt5nB1cJ7hG4sD0aEfY6uQ\\",'
+        '\\"tenant\\":\\"acme-plant-42\\",\\"scope\\":\\"fleet.read fleet.write\\",\\"refresh_token\\":'
+        '\\"rt-5b1c7d9e3f2a4b6c8d0e1f3a5b7c9d1e3f5a7b9c1d3e5f7a9b1c3d5e7f9a1b3c5\\"}'
+    )
+    told = _fleet_refusal(
+        "sources:\n  broker: {type: mqtt, host: 127.0.0.1, port: 1883, persistent_session: true, client_id: gw1c,"
+        " subscriptions: [{topic: 'spBv1.0/${GW_KEY}/#', codec: sparkplug_b}]}\n",
+        monkeypatch,
+        GW_KEY=secret,
+    )
+    assert "(topic 'spBv1.0/<$GW_KEY>'... (" in told, told
+    for part in ("client_secret", "Vq3-9xLmZ2kP8wRt5nB1", "acme-plant", "gw-line3"):
+        assert part not in told, (part, told)
+
+
 def test_a_fleet_configs_refusal_shows_neither_end_of_a_value_cut_in_its_middle(monkeypatch):
     # a device key from the environment that is not hex: the error quoted it cut in its middle (reprlib, 12 first
     # and 13 last characters of 33) and hide_env_values knew only marks after a value's start, never '...' with
