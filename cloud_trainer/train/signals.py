@@ -1697,8 +1697,17 @@ def _one_recording_each(files: list[Path]) -> None:
 # 0.05 g 1x) by 0.8 %. Per window and not over the whole run: a start-up transient, a trigger click, a DC level or
 # a full-scale channel two genuine runs share is one window or none, not the run
 # (/work/notes53/review_vibimport/p2_edges.out: such runs were refused as copies), and a copy whose converter
-# clipped one impact is still one. Two triggered captures of one pure tone are the same waveform: refused
+# clipped one impact is still one. Two triggered captures of one pure tone are the same waveform: refused.
+# COPY_TOLERANCE gates pairs (probes); a window is alike within WINDOW_TOLERANCE and the runs' rounding: a copy
+# differs by its rounding alone, while two tach-synchronous averages of one healthy gearbox (200 revolutions
+# averaged) or two once-per-rev captures of a fan differed by under 0.5 % and were refused at it
+# (/work/notes53/review_vibmend/q1.out). A window within 2 rounding steps of flat in either run is neither alike nor
+# not: a quiet machine's 1 g logged to 1 mg matched "within rounding" whatever it held. Past MAX_FULL_COMPARISONS
+# pairs compared in full the check stops, saying so: 2,000 triggered captures with their event at one offset pass
+# both gates and took 32-37 min (q2.out)
 COPY_TOLERANCE = 0.005
+WINDOW_TOLERANCE = 1e-4
+MAX_FULL_COMPARISONS = 5_000  # ~1.2 ms each at 256,000 samples: ~6 s
 COPY_SHARE = 0.9
 _COPY_WINDOW = 2048
 _COPY_PROBES = 64  # samples compared first, spread over the run: runs differing there are not read further
@@ -1762,6 +1771,14 @@ def _no_copies(
             apart = np.sqrt(np.mean(np.square(segments[i + 1 :] - sa), axis=1))
             for j in np.flatnonzero((close.mean(axis=1) >= 0.75) & (apart <= 0.5)) + i + 1:
                 b, xb, _, _ = group[j]
+                if full >= MAX_FULL_COMPARISONS:
+                    print(
+                        f"cloud-trainer dataset import: the check for one recording under two names stopped after "
+                        f"{full} pairs compared in full (runs alike at every probe, e.g. triggered captures): "
+                        "copies among the rest are not looked for",
+                        file=sys.stderr,
+                    )
+                    return full
                 full += 1
                 if (ratio := _same_windows(xa, xb, steps)) is not None:
                     scaled = (
@@ -1781,8 +1798,9 @@ def _same_windows(xa: np.ndarray, xb: np.ndarray, steps: dict[int, float], block
     """For two runs of one length holding the same samples (``COPY_SHARE`` of their aligned windows alike up to
     scale and sign, windows flat in both counted with neither), the second's scale over the first's, negative
     when negated; else None. A window is alike when what is left of the second after the first's part is taken
-    out is under ``COPY_TOLERANCE`` of it or within both runs' rounding (a 16-bit WAV of a run's quiet part is
-    its rounding: a copy all the same). ``steps`` caches each run's rounding step by id."""
+    out is under ``WINDOW_TOLERANCE`` of it or within both runs' rounding (a 16-bit WAV of a run's quiet part is
+    its rounding: a copy all the same); a window within 2 rounding steps of flat in either run holds nothing to
+    compare. ``steps`` caches each run's rounding step by id."""
     for x in (xa, xb):
         if id(x) not in steps:
             steps[id(x)] = _value_step(x)
@@ -1800,9 +1818,10 @@ def _same_windows(xa: np.ndarray, xb: np.ndarray, steps: dict[int, float], block
         scale = np.divide(dot, aa, out=np.zeros(len(a)), where=aa > 0)
         left = np.sqrt(np.maximum(bb - scale * dot, 0.0) / n)  # the RMS of b - scale a
         rounding = 1.2 * (qa * np.abs(scale) + qb) / np.sqrt(12.0)
-        alike = (aa > 0) & (bb > 0) & (left <= COPY_TOLERANCE * np.sqrt(bb / n) + rounding)
+        on_a, on_b = np.sqrt(aa / n) > 2 * qa, np.sqrt(bb / n) > 2 * qb  # above the rounding: something held
+        alike = (aa > 0) & (bb > 0) & on_a & on_b & (left <= WINDOW_TOLERANCE * np.sqrt(bb / n) + rounding)
         match += int(np.sum(alike))
-        live += int(np.sum((aa > 0) | (bb > 0)))
+        live += int(np.sum(((aa > 0) & on_a) | ((bb > 0) & on_b)))
         dots += float(np.sum(dot[alike]))
         norms += float(np.sum(aa[alike]))
     if not live or match < COPY_SHARE * live or not norms:

@@ -1350,7 +1350,10 @@ def _quiet(n: int, seed: int) -> np.ndarray:
     return x
 
 
-@pytest.mark.parametrize("case", ["dc_coupled", "stuck", "pinned", "transient", "click", "tach"])
+@pytest.mark.parametrize(
+    "case",
+    ["dc_coupled", "stuck", "pinned", "transient", "click", "tach", "sync_average", "coarse_csv", "fan"],
+)
 def test_genuine_runs_sharing_a_level_or_a_transient_are_no_copies(tmp_path, case):
     """Two genuine recordings (their noise independent) that share a constant part or one short event were
     refused as one recording under two names, with no way to import them: each run was divided by its peak and
@@ -1371,6 +1374,24 @@ def test_genuine_runs_sharing_a_level_or_a_transient_are_no_copies(tmp_path, cas
         "transient": (lambda: np.exp(-t / 0.1) + rng.normal(0, 5e-4, n), "csv"),
         "click": (lambda: click + rng.normal(0, 1e-4, n), "csv"),
         "tach": (lambda: 0.05 * np.sin(2 * np.pi * 25 * t) + rng.normal(0, 2e-4, n), "csv"),
+        # a gearbox's tach-synchronous average (one revolution, 37 teeth, 200 revolutions averaged), day 1 and 2
+        "sync_average": (
+            lambda: (
+                np.sin(37 * 2 * np.pi * np.arange(n) / n)
+                + 0.3 * np.sin(74 * 2 * np.pi * np.arange(n) / n + 0.4)
+                + rng.normal(0, 0.003 / np.sqrt(200), n)
+            ),
+            "csv",
+        ),
+        # a quiet axis of a DC-coupled sensor logged in g with 3 decimals (1 mg steps), 0.3 mg of noise
+        "coarse_csv": (lambda: np.round((1.0 + rng.normal(0, 3e-4, n)) * 1000) / 1000, "csv"),
+        # a fan's blade pass captured on its once-per-rev trigger, 0.2 % noise
+        "fan": (
+            lambda: (
+                np.sin(2 * np.pi * 160 * t) + 0.2 * np.sin(2 * np.pi * 320 * t + 1) + rng.normal(0, 2e-3, n)
+            ),
+            "csv",
+        ),
     }[case]
     files = [_class_run(fmt, tmp_path / "healthy" / f"{r}.{fmt}", make()) for r in ("a", "b")]
     files += [
@@ -1401,6 +1422,26 @@ def test_the_copy_check_compares_few_pairs_of_quiet_runs_in_full_and_still_finds
     copy, lab = run(501, np.round(recs[7].channels["ch0"] * 32767) / 32768)  # a 16-bit WAV of run 7
     with pytest.raises(DatasetError, match=r"/data/c/run7.wav and /data/c/run501.wav hold the same samples"):
         _no_copies([*recs, copy], [*labels, lab], None, None)
+
+
+def test_the_copy_check_stops_after_its_bound_of_full_comparisons_saying_so(monkeypatch, capsys):
+    """Triggered captures whose event sits at one offset pass both gates: 2,000 of them were compared pair by pair
+    in full for 32-37 min (/work/notes53/review_vibmend/q2.out). Past MAX_FULL_COMPARISONS the check stops and says
+    that copies among the rest are not looked for; the import goes on."""
+    import cloud_trainer.train.signals as signals
+
+    def capture(k: int) -> np.ndarray:
+        x = np.random.default_rng(k).normal(0, 1e-4, 16384)
+        x[1000:1400] += np.exp(-np.arange(400) / 60) * np.sin(2 * np.pi * 3000 * np.arange(400) / _FS)
+        return x
+
+    recs = [
+        signals.Recording(f"c/run{k}", _FS, {"ch0": capture(k)}, Path(f"/d/c/run{k}.wav")) for k in range(40)
+    ]
+    labels = [signals.LabelRow(f"c/run{k}", "healthy", None, None, None, k + 2, "healthy") for k in range(40)]
+    monkeypatch.setattr(signals, "MAX_FULL_COMPARISONS", 25)
+    assert signals._no_copies(recs, labels, None, None) == 25
+    assert "stopped after 25 pairs compared in full" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
