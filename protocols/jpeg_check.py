@@ -150,9 +150,14 @@ def _walk(data: bytes) -> str | None:
             )
         # every scan of a sequential or progressive image (Huffman-coded), not its first alone: a progressive JPEG cut
         # within its last scan and closed with an end marker sends all its scans, so the scan count passes it
-        # (ids repeated in the frame: which component a scan codes is the decoder's guess, its count not checked)
-        ids = [c[0] for c in sof[3]] if sof is not None else []
-        if sof is not None and sof[0] in _COUNTED and ns and len(set(ids)) == len(ids):
+        # (a one-component scan whose id the frame gives to components of different samplings: which one it codes
+        # is the decoder's guess, its count not checked; a scan of several counts MCUs, whatever the ids)
+        if (
+            sof is not None
+            and sof[0] in _COUNTED
+            and ns
+            and (ns > 1 or len({(c[1], c[2]) for c in sof[3] if c[0] == data[start]}) <= 1)
+        ):
             _, w, h, comps = sof
             hmax = max((c[1] for c in comps), default=1) or 1
             vmax = max((c[2] for c in comps), default=1) or 1
