@@ -1059,8 +1059,9 @@ def _value_forms(value: str) -> set[str]:
 
 # where a value is cut short: printable's and one_line's mark, _short_repr's and shown_topic's ('...'... (N
 # characters)), reprlib's and pydantic's middle cut ('start...end'): a value's start may stand just before the mark
-# (the quote's closing ' before it skipped), its end just after it
-_CUT = re.compile(r"'?(?:…|\.\.\.)")
+# (the quote's closing ' or " before it skipped: repr quotes a value holding ' and no " with "), its end just after
+# it
+_CUT = re.compile(r"""['"]?(?:…|\.\.\.)""")
 # the field path after a refusal's "WHERE: " (``sources.b.port``, ``pipelines[0].source``): written in the config,
 # never a variable's value, so never rewritten (a value "line" made "pipe<$GW_SITE>s[0]")
 _PATH = re.compile(r"[A-Za-z0-9_.\[\]\-]+: ")

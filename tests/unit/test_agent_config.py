@@ -411,6 +411,25 @@ def test_a_fleet_configs_refusal_hides_the_start_of_a_value_whose_escapes_make_i
         assert part not in told, (part, told)
 
 
+def test_a_fleet_configs_refusal_hides_a_cut_value_that_repr_quotes_with_double_quotes(monkeypatch):
+    # a libpq connection string (a value holding ' and no "): repr quotes it with ", and the look-back began
+    # before that closing " (only ' was skipped), found no start of the value, and sent its host, user and
+    # password to the fleet (/work/notes53/review_r18/h2_e2e_dsn.py)
+    dsn = (
+        "host=fleetdb.acme.example port=5432 dbname=line3 user=gw_line3 password='Vq3-9xLmZ2kP8wRt5nB1cJ7hG4sD0aEfY6uQ'"
+        " sslmode=verify-full sslrootcert=/etc/gw/ca.pem connect_timeout=10 application_name=line3-gateway-7781"
+    )
+    told = _fleet_refusal(
+        "sources:\n  broker: {type: mqtt, host: 127.0.0.1, port: 1883, persistent_session: true, client_id: gw1c,"
+        " subscriptions: [{topic: 'spBv1.0/${GW_DSN}/#', codec: sparkplug_b}]}\n",
+        monkeypatch,
+        GW_DSN=dsn,
+    )
+    assert '(topic "spBv1.0/<$GW_DSN>"... (' in told, told
+    for part in ("Vq3-9xLmZ2kP8wRt5nB1", "fleetdb", "gw_line3"):
+        assert part not in told, (part, told)
+
+
 def test_a_fleet_configs_refusal_shows_neither_end_of_a_value_cut_in_its_middle(monkeypatch):
     # a device key from the environment that is not hex: the error quoted it cut in its middle (reprlib, 12 first
     # and 13 last characters of 33) and hide_env_values knew only marks after a value's start, never '...' with
