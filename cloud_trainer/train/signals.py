@@ -1702,12 +1702,14 @@ def _one_recording_each(files: list[Path]) -> None:
 # differs by its rounding alone, while two tach-synchronous averages of one healthy gearbox (200 revolutions
 # averaged) or two once-per-rev captures of a fan differed by under 0.5 % and were refused at it
 # (/work/notes53/review_vibmend/q1.out). A window within 2 rounding steps of flat in either run is neither alike nor
-# not: a quiet machine's 1 g logged to 1 mg matched "within rounding" whatever it held. Past MAX_FULL_COMPARISONS
+# not: a quiet machine's 1 g logged to 1 mg matched "within rounding" whatever it held. Past MAX_COMPARED_SAMPLES
 # pairs compared in full the check stops, saying so: 2,000 triggered captures with their event at one offset pass
 # both gates and took 32-37 min (q2.out)
 COPY_TOLERANCE = 0.005
 WINDOW_TOLERANCE = 1e-4
-MAX_FULL_COMPARISONS = 5_000  # ~1.2 ms each at 256,000 samples: ~6 s
+# samples of pairs compared in full (5,000 pairs of 256,000 samples, ~1.2-4 ms each: seconds); counted in samples,
+# not pairs: a pair of 10-min runs at 25.6 kHz took 80 ms
+MAX_COMPARED_SAMPLES = 5_000 * 256_000
 COPY_SHARE = 0.9
 _COPY_WINDOW = 2048
 _COPY_PROBES = 64  # samples compared first, spread over the run: runs differing there are not read further
@@ -1754,7 +1756,7 @@ def _no_copies(
         labelled.setdefault(lab.run, [])
         if lab.written not in labelled[lab.run]:
             labelled[lab.run].append(lab.written)
-    full = 0
+    full = compared = 0
     steps: dict[int, float] = {}
     for group in by_length.values():
         if len(group) < 2:
@@ -1771,7 +1773,7 @@ def _no_copies(
             apart = np.sqrt(np.mean(np.square(segments[i + 1 :] - sa), axis=1))
             for j in np.flatnonzero((close.mean(axis=1) >= 0.75) & (apart <= 0.5)) + i + 1:
                 b, xb, _, _ = group[j]
-                if full >= MAX_FULL_COMPARISONS:
+                if compared >= MAX_COMPARED_SAMPLES:
                     print(
                         f"cloud-trainer dataset import: the check for one recording under two names stopped after "
                         f"{full} pairs compared in full (runs alike at every probe, e.g. triggered captures): "
@@ -1780,6 +1782,7 @@ def _no_copies(
                     )
                     return full
                 full += 1
+                compared += len(xa)
                 if (ratio := _same_windows(xa, xb, steps)) is not None:
                     scaled = (
                         f", one {abs(ratio):.4g}x the other" if abs(abs(ratio) - 1) > COPY_TOLERANCE else ""

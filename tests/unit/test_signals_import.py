@@ -1426,7 +1426,7 @@ def test_the_copy_check_compares_few_pairs_of_quiet_runs_in_full_and_still_finds
 
 def test_the_copy_check_stops_after_its_bound_of_full_comparisons_saying_so(monkeypatch, capsys):
     """Triggered captures whose event sits at one offset pass both gates: 2,000 of them were compared pair by pair
-    in full for 32-37 min (/work/notes53/review_vibmend/q2.out). Past MAX_FULL_COMPARISONS the check stops and says
+    in full for 32-37 min (/work/notes53/review_vibmend/q2.out). Past MAX_COMPARED_SAMPLES the check stops and says
     that copies among the rest are not looked for; the import goes on."""
     import cloud_trainer.train.signals as signals
 
@@ -1439,7 +1439,7 @@ def test_the_copy_check_stops_after_its_bound_of_full_comparisons_saying_so(monk
         signals.Recording(f"c/run{k}", _FS, {"ch0": capture(k)}, Path(f"/d/c/run{k}.wav")) for k in range(40)
     ]
     labels = [signals.LabelRow(f"c/run{k}", "healthy", None, None, None, k + 2, "healthy") for k in range(40)]
-    monkeypatch.setattr(signals, "MAX_FULL_COMPARISONS", 25)
+    monkeypatch.setattr(signals, "MAX_COMPARED_SAMPLES", 25 * 16384)  # 25 pairs of these runs
     assert signals._no_copies(recs, labels, None, None) == 25
     assert "stopped after 25 pairs compared in full" in capsys.readouterr().err
 
