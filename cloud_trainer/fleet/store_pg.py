@@ -326,8 +326,8 @@ class PostgresStore(SQLStore):
         except _GiveBackInDoubt as doubt:  # it may have been committed: owing it could give it back twice
             log.warning(
                 "fleet store: tenant %s: %d records, %d sample bytes and %d record bytes a failed batch reserved "
-                "from its quota of the day may not have been given back (%s after its commit was sent): if not, "
-                "they stay counted until 00:00 UTC",
+                "from its quota of the day may not have been given back (%s at its commit: committed or rolled "
+                "back, it cannot tell); if not, they stay counted until 00:00 UTC",
                 tenant[:80],
                 *amount,
                 type(doubt.__cause__).__name__,
