@@ -580,6 +580,7 @@ class Baseline:
         self._over = 0
         self._iso_over = 0  # windows in a row at or above iso_alarm_zone
         self._last_zone: str | None = None
+        self._judged_zone: str | None = None  # the zone of the last window judged as the machine's
         self._last_speed: tuple[float, float] | None = None  # the previous window's speed (Hz) and end time
         self.unsteady_windows = 0  # windows not judged nor learned since the start: the speed changed
         self.external_impulses = 0  # windows over the threshold by a lone impulse since the start
@@ -1173,11 +1174,15 @@ class Baseline:
                 # gain x5-x30 read NG iso_zone_D with a PLC write)
                 self._iso_over = iso_before
                 v.iso_alarm = iso_before >= self.s.confirm_windows
+                # its zone is the mis-scaled velocity's: an alarm standing is labelled with the zone of the last
+                # window judged (an alarm in zone C read 'iso_zone_D' through a gain x10)
+                v.iso_zone = self._judged_zone or zone
             else:
                 self._iso_over = 0
                 v.iso_alarm = False
             v.threshold = self.threshold
             return v
+        self._judged_zone = zone
         # a load's 1.3-2x is not tens of deviations (scoring_scale), nor a line that grew with the rest
         z = rise_z(row, med, scale, self.relative)[0]
         v.score = float(np.clip(z, 0, None).max())

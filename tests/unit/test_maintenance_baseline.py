@@ -361,3 +361,32 @@ def test_a_sensors_gain_or_units_on_a_coarse_daq_is_unsure_in_every_window_on_a_
     assert all(r[:3] == ("UNSURE", None, "scale") and r[3] == "D" for r in units), units
     low = results(copy.deepcopy(b), lambda: window(rng) / 25.4)
     assert all(r[:3] == ("UNSURE", None, "low_level") for r in low), low
+
+
+def test_an_iso_alarm_standing_through_a_gain_found_over_the_adcs_floor_keeps_its_judged_zone(manifests):
+    """An ISO zone alarm that stood before a sensor gain found through the ADC's floor stands (NG), but it was
+    labelled with the zone of the mis-scaled velocity: an alarm in zone C (alarm zone C) read 'iso_zone_D'
+    through a gain x10, the label the PLC write carries. It keeps the zone of the last window judged as the
+    machine's."""
+    from tests.unit.test_maintenance_scoring import _coarse_daq_machine
+
+    a, _, _ = manifests
+    mon = Monitor(BaselineSettings(windows=200, speed_tag="Speed"), _Slot(a), "health", None, None)
+    rng = np.random.default_rng(12)
+    fs, n, speed, window = _coarse_daq_machine(12)
+    s = BaselineSettings(windows=60, speed_tag="Speed", iso_class="group1_flexible", iso_alarm_zone="C")
+    b = Baseline(s, fs, n)
+    for _ in range(60):
+        b.process(window(rng), speed)
+    assert b.state == "ready" and b.quant_step is not None
+
+    def result(make) -> tuple[str, str | None, str | None]:
+        v = b.process(make(), speed)
+        res = Result("health", "plc", 0, 0.0, "machine-health", "1.0.0", "onnxruntime", "OK", 0.1)
+        mon.apply(v, res)
+        return res.verdict, res.label, v.sensor_kind
+
+    judged = [result(lambda: window(rng, lines=1.5)) for _ in range(4)]  # its lines up half: zone C, held
+    assert judged[-1][:2] == ("NG", "iso_zone_C") and judged[-1][2] is None, judged
+    gained = [result(lambda: window(rng, lines=1.5, gain=10.0)) for _ in range(6)]
+    assert all(g == ("NG", "iso_zone_C", "scale") for g in gained), gained  # was: iso_zone_D
