@@ -61,6 +61,7 @@ ROW_LOCK_TIMEOUT_S = 2.0
 # (tenant, UTC day) reservations of failed batches this process could not give back yet (the database down at the
 # failure, the common case) kept to be given back later (``PostgresStore._settle_owed``); past it, given up: logged
 MAX_OWED = 10_000
+SETTLE_WAIT_S = 0.05  # a give-back owed waits so long for its tenant's usage row (on another batch's path)
 
 
 def dead_path_params(url: str, timeout_s: float = TCP_TIMEOUT_S) -> dict[str, Any]:
@@ -185,10 +186,10 @@ class PostgresStore(SQLStore):
         ex("SELECT pg_advisory_xact_lock(hashtext(%s))", ("agents:" + tenant,))
 
     @contextlib.contextmanager
-    def _bounded_tx(self):
-        """A transaction whose every lock wait lasts at most ``row_lock_timeout_s`` (a ``lock_timeout`` for it alone),
-        then ``psycopg.errors.LockNotAvailable``: nothing of it is written."""
-        wait = f"{max(1, round(self.row_lock_timeout_s * 1000))}ms"
+    def _bounded_tx(self, wait_s: float | None = None):
+        """A transaction whose every lock wait lasts at most ``row_lock_timeout_s`` (or ``wait_s``; a
+        ``lock_timeout`` for it alone), then ``psycopg.errors.LockNotAvailable``: nothing of it is written."""
+        wait = f"{max(1, round((self.row_lock_timeout_s if wait_s is None else wait_s) * 1000))}ms"
         with self._tx() as ex:
             ex("SELECT set_config('lock_timeout', %s, true)", (wait,))
             yield ex
@@ -347,13 +348,15 @@ class PostgresStore(SQLStore):
                 else f"more than {MAX_OWED} such are waiting: they stay counted until 00:00 UTC",
             )
 
-    def _give_back_day(self, tenant: str, day: int, amount: tuple[int, ...]) -> None:
+    def _give_back_day(
+        self, tenant: str, day: int, amount: tuple[int, ...], wait_s: float | None = None
+    ) -> None:
         """Give ``amount`` back to the tenant's usage of ``day``; ``_GiveBackInDoubt`` when it failed after its
         statement ran (at its commit: the link cut or the server restarting before the commit's answer came back),
         so that it may have been given back: owed and given back again, the tenant could go over its quota."""
         sent = False
         try:
-            with self._bounded_tx() as ex:
+            with self._bounded_tx(wait_s) as ex:
                 ex("SET LOCAL synchronous_commit TO off")  # lost in a crash: room unused, never over
                 # the day the batch reserved on (a give-back after 00:00 UTC lowers that day's usage, not today's)
                 self._give_back(ex, tenant, amount, day * 86400.0)
@@ -375,16 +378,26 @@ class PostgresStore(SQLStore):
 
     def _settle_owed(self) -> None:
         """Give back the reservations failed batches could not give back, each taken out of the list first (two
-        threads never give one back twice); the first that fails again puts back itself and those not tried."""
+        threads never give one back twice). A tenant's usage row another session holds is waited for
+        ``SETTLE_WAIT_S``, that one put back (at the end: tried after the others next time) and the rest tried: it
+        cost every batch of every tenant 2 s and kept every other tenant's room counted. Any other failure (the
+        store gone again) puts back itself and those not tried; one in doubt (``_GiveBackInDoubt``) is not owed
+        again (room unused, never over)."""
+        import psycopg
+
         with self._owed_lock:
             owed, self._owed = self._owed, {}
         items = list(owed.items())
         for i, ((tenant, day), amount) in enumerate(items):
             try:
-                self._give_back_day(tenant, day, amount)
+                self._give_back_day(tenant, day, amount, SETTLE_WAIT_S)
+            except _GiveBackInDoubt:
+                continue
+            except psycopg.errors.LockNotAvailable:
+                self._owe(tenant, day, amount)
+                continue
             except Exception as exc:
-                # one in doubt may have been given back: it is not owed again (room unused, never over)
-                for (t, d), a in items[i + isinstance(exc, _GiveBackInDoubt) :]:
+                for (t, d), a in items[i:]:
                     self._owe(t, d, a)
                 log.debug("fleet store: giving back reservations of failed batches: %s", type(exc).__name__)
                 return
