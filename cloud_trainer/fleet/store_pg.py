@@ -81,6 +81,19 @@ def dead_path_params(url: str, timeout_s: float = TCP_TIMEOUT_S) -> dict[str, An
     return {k: v for k, v in want.items() if k not in given}
 
 
+@contextlib.contextmanager
+def _lock_named(lock: str):
+    """A lock wait past ``lock_timeout`` (``LockNotAvailable``) in the block is told by which lock it was
+    (``fleet_lock``: ``_ingest`` names it in its refusal)."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.errors.LockNotAvailable as exc:
+        exc.fleet_lock = lock  # type: ignore[attr-defined]
+        raise
+
+
 class _GiveBackInDoubt(Exception):
     """A give-back failed after its statement ran (at its commit): it may have been committed."""
 
@@ -410,13 +423,8 @@ class PostgresStore(SQLStore):
             )
 
     def _give_back(self, ex, tenant: str, *args, **kw) -> None:
-        import psycopg
-
-        try:
+        with _lock_named("usage"):
             super()._give_back(ex, tenant, *args, **kw)
-        except psycopg.errors.LockNotAvailable as exc:
-            exc.fleet_lock = "usage"  # type: ignore[attr-defined]
-            raise
 
     def heartbeat_many(self, rows: list[tuple]) -> list[tuple[str, str]]:
         """The streams' state reports of every tenant in one transaction, but those whose agent's row another
@@ -438,22 +446,12 @@ class PostgresStore(SQLStore):
         return Reports(sorted(held), stale)
 
     def _lock_agent(self, ex, tenant: str, agent: str) -> int | None:
-        import psycopg
-
-        try:
+        with _lock_named("ingest"):
             return super()._lock_agent(ex, tenant, agent)
-        except psycopg.errors.LockNotAvailable as exc:
-            exc.fleet_lock = "ingest"  # type: ignore[attr-defined]
-            raise
 
     def _charge(self, ex, tenant: str, *args, **kw) -> None:
-        import psycopg
-
-        try:
+        with _lock_named("usage"):
             super()._charge(ex, tenant, *args, **kw)
-        except psycopg.errors.LockNotAvailable as exc:
-            exc.fleet_lock = "usage"  # type: ignore[attr-defined]
-            raise
 
     @contextlib.contextmanager
     def _tx(self, write: bool = True):
