@@ -1973,7 +1973,10 @@ def _show(payload: bytes | str) -> str:
 # field names that say "time": a message whose timestamp_field is absent but that holds one of these (with a
 # time in it) is stamped with the receive time and, unmapped, its time read as a tag: said, with the setting
 _TIME_WORDS = ("time", "date", "epoch", "stamp")
-_TIME_NAMES = frozenset({"t", "ts", "dt", "utc", "ts_ms", "ts_us", "ts_ns", "last_seen", "created_at"})
+# (EdgeX Foundry stamps its events and readings "origin", in nanoseconds)
+_TIME_NAMES = frozenset(
+    {"t", "ts", "dt", "utc", "ts_ms", "ts_us", "ts_ns", "last_seen", "created_at", "origin"}
+)
 
 
 def time_field_hint(payload: bytes | str, mapping: JsonMapping) -> str | None:
@@ -2113,10 +2116,58 @@ def _number_path(path: str, v: Any, depth: int = 0) -> str | None:
     return None
 
 
+# a record's keys naming it and holding its value, in the order a hint takes them (a generic gateway's "name", EdgeX's
+# "resourceName", Kepware's and Siemens' "id", ...): a record's "id" may be the reading's own id (EdgeX: a UUID), so
+# the names of a tag come first
+_RECORD_NAME_KEYS = (
+    "name",
+    "resourcename",
+    "tagname",
+    "tag",
+    "displayname",
+    "nodeid",
+    "id",
+    "key",
+    "n",
+    "sensor",
+)
+_RECORD_VALUE_KEYS = ("value", "v", "val", "reading")
+
+
+def _records_in(path: str, v: Any, depth: int = 0) -> tuple[str, str, str, bool] | None:
+    """``(array path, name key, value key, values as text)`` of the first array of records found at ``path`` or a few
+    levels in (``{"readings": [{"name": "temp", "value": 21.5}, ...]}``): objects each naming itself by text and
+    holding a value, by the keys of ``_RECORD_NAME_KEYS`` and ``_RECORD_VALUE_KEYS``; else None."""
+    if type(v) is list:
+        items = v[:64]
+        if not items or not all(type(x) is dict for x in items):
+            return None
+        keys = {k.lower(): k for k in items[0] if type(k) is str}
+        name = next((keys[k] for k in _RECORD_NAME_KEYS if k in keys), None)
+        value = next((keys[k] for k in _RECORD_VALUE_KEYS if k in keys and keys[k] != name), None)
+        if name is None or value is None or not all(type(x.get(name)) is str for x in items):
+            return None
+        vals = [x.get(value) for x in items]
+        if all((type(x) is int or type(x) is float) for x in vals):
+            return path, name, value, False
+        if all(type(x) is str and _text_number(x) is not x for x in vals):
+            return path, name, value, True  # EdgeX's "value": "21.5"
+        return None
+    if depth < 3 and type(v) is dict:
+        for k, x in list(v.items())[:64]:
+            found = _records_in(f"{path}.{k}", x, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
 def nested_fields_hint(fields: list[tuple[str, Any]]) -> str:
     """What a message's top-level fields holding objects or arrays, left unread by every-number mode
     (``compile_decoder``'s ``on_nested_unread``), are told in one line: their names and sizes (the first
-    ``TEXT_FIELDS_SHOWN``) and a path in ``values`` that reads a number they hold."""
+    ``TEXT_FIELDS_SHOWN``) and a path in ``values`` that reads a number they hold, or, for an array of records
+    (``[{"name": "temp", "value": 21.5}, ...]``), the ``records`` mapping that reads each by its name: a path to an
+    item (``readings.0.value``) reads whichever record comes first, another's value under the tag when a gateway
+    sends its records in another order or only those that changed."""
 
     def shape(v: Any) -> str:
         return f"an object of {len(v)} fields" if type(v) is dict else f"an array of {len(v)} items"
@@ -2135,6 +2186,17 @@ def nested_fields_hint(fields: list[tuple[str, Any]]) -> str:
         else "each level a key, an array's item a whole number"
     )
     they = "it holds" if len(fields) == 1 else "they hold"
+    records = next((r for k, v in fields if (r := _records_in(k, v)) is not None), None)
+    if records is not None:
+        array, name, value, as_text = records
+        return (
+            f"{what}, not read (unmapped, only top-level numbers are): {_as_setting(array[:80])} is an array of records "
+            f"named by their {_as_setting(name[:80])}: read each by its name with json_mapping.records: "
+            f"{{array: {_as_setting(array[:80])}, name: {_as_setting(name[:80])}, value: {_as_setting(value[:80])}}}"
+            + (" and numbers_from_text: true (its values are numbers written as text)" if as_text else "")
+            + f" (a path to an item, {_as_setting(array[:80])}.0.{_as_setting(value[:80])}, reads whichever record "
+            "comes first)"
+        )
     return (
         f"{what}, not read (unmapped, only top-level numbers are): map what {they} by its path in "
         f"json_mapping.values, {read} (an array of numbers mapped whole is a waveform)"

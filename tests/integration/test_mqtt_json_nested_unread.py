@@ -50,3 +50,50 @@ async def test_objects_and_arrays_unread_for_every_number_are_counted_and_named_
     assert "'tele/pm1/SENSOR'" in no_number and "'ENERGY'" in no_number and "ENERGY.Total" in no_number
     assert "numbers_from_text" not in no_number
     assert src.stats.errors_by_reason == {}
+
+
+async def test_an_array_of_readings_is_told_the_records_mapping_that_reads_each_by_its_name(mosquitto):
+    """A gateway's readings as an array of records (``{"readings": [{"name": "temp", "value": 21.5}, ...]}``; EdgeX
+    Foundry's events, ``resourceName`` and the value as text) were told a path to an item, ``values:
+    {readings.0.value: readings_0_value}``: followed, that tag read whichever record came first, the humidity under
+    it once a message held the humidity alone (a gateway sending changed readings only), GOOD. The hint now names the
+    ``records`` mapping, which reads each record by its name whatever their order."""
+    generic = [
+        ("gw/1", json.dumps({"readings": [{"name": "temp", "value": 21.5}, {"name": "hum", "value": 40}]})),
+        ("end", json.dumps({"end": 1})),
+    ]
+    edgex_event = {
+        "apiVersion": "v2",
+        "deviceName": "dev1",
+        "readings": [
+            {"id": "6f1e", "deviceName": "dev1", "resourceName": "Temperature", "value": "21.5"},
+            {"id": "7a2b", "deviceName": "dev1", "resourceName": "Humidity", "value": "40"},
+        ],
+    }
+    edgex = [("edgex/dev1", json.dumps({"event": edgex_event})), ("end", json.dumps({"end": 1}))]
+    _, src = await read_published(mosquitto.port, [{"topic": "#"}], generic, "end/end")
+    said = src.notices.messages["nested_field_unread"]
+    assert "json_mapping.records: {array: readings, name: name, value: value}" in said, said
+    assert "values: {readings.0.value" not in said and "numbers_from_text" not in said, said
+    assert "records: {array: readings" in src.notices.messages["no_numeric_field"]
+    _, src = await read_published(mosquitto.port, [{"topic": "#"}], edgex, "end/end")
+    said = src.notices.messages["nested_field_unread"]
+    assert (
+        "json_mapping.records: {array: event.readings, name: resourceName, value: value} and numbers_from_text: true"
+        in said
+    ), said
+    # the mapping told reads each record by its name, whatever the order and however many a message holds
+    mapping = {"records": {"array": "readings", "name": "name", "value": "value"}}
+    changed_only = json.dumps({"readings": [{"name": "hum", "value": 41}]})
+    got, src = await read_published(
+        mosquitto.port,
+        [{"topic": "gw/#", "json_mapping": mapping}, {"topic": "end"}],
+        [generic[0], ("gw/1", changed_only), *generic[1:]],
+        "end/end",
+    )
+    assert [(r.tag, r.value) for r in got] == [
+        ("gw/1/temp", 21.5),
+        ("gw/1/hum", 40),
+        ("gw/1/hum", 41),
+        ("end/end", 1),
+    ]

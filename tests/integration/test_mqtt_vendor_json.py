@@ -487,6 +487,41 @@ async def test_a_time_field_not_named_ts_is_said_once_naming_the_setting(mosquit
     )
 
 
+async def test_an_edgex_events_origin_in_nanoseconds_is_said_as_its_time_not_left_a_silent_tag(mosquitto):
+    """EdgeX Foundry stamps an event (and each of its readings) "origin", in nanoseconds. Read for every number, the
+    event's origin was a tag of its own whose value was the time (1.8e18, GOOD, to rules, forwards and the cloud) and
+    its readings got the receive time, unsaid: "origin" was no name the time_field_unread notice looked at. It is
+    now, and a records mapping of EdgeX's readings is told the key that holds their time."""
+    t0 = round(time.time()) - 30
+    event = {"apiVersion": "v2", "deviceName": "dev1", "origin": t0 * 10**9, "temp": 21.5}
+    records = {"array": "readings", "name": "resourceName", "value": "value"}
+    subs = [{"topic": "edgex/#"}, {"topic": "rec/#", "json_mapping": {"records": records}}]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("edgex/dev1", json.dumps(event), qos=1)
+        reading = {"resourceName": "Humidity", "origin": t0 * 10**9, "value": 40}
+        pub.publish("rec/dev1", json.dumps({"readings": [reading]}), qos=1)
+        got = await collect(src, lambda g: any(r.tag.endswith("Humidity") for r in g))
+    finally:
+        closed(pub)
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [
+        ("edgex/dev1/origin", t0 * 10**9),  # as before, until the setting is given
+        ("edgex/dev1/temp", 21.5),
+        ("rec/dev1/Humidity", 40),
+    ]
+    status = src.notices.status()
+    assert "time_field_unread" in status, status
+    assert status["time_field_unread"]["message"].endswith(
+        "topic 'edgex/dev1': no field 'ts' (timestamp_field); its field 'origin' holds a time as epoch_ns "
+        f"({time.strftime('%Y-%m-%d', time.gmtime(t0))}), but its readings get the receive time and, unmapped, "
+        "it is read as a tag: set json_mapping.timestamp_field: origin and timestamp_format: epoch_ns"
+    )
+    assert "records_field_unread" in status, status
+    assert "set json_mapping.records.timestamp: origin" in status["records_field_unread"]["message"]
+
+
 async def test_a_records_quality_or_time_under_another_key_is_said_once_naming_the_setting(mosquitto):
     """A records mapping that names only each record's id and value reads its quality from "q" and its time
     from "t": a gateway whose records carry "quality" (or "StatusCode") and "timestamp" had every record read
