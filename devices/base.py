@@ -59,13 +59,17 @@ def float_for_plc(value: int | float, single: bool) -> float:
     for NaN, infinity and numbers the type cannot hold. A PLC's comparisons with NaN are all false, so a
     limit fed NaN would never trip: such a value is never sent.
 
-    A whole number given as an integer (``16777217``, not ``16777217.0``) must arrive as itself: a REAL
-    holds every one only up to 2**24, an LREAL up to 2**53, and past them the nearest float is another
-    number (16777217 arrived as 16777216), so such a value is refused. A number with a fraction or an
-    exponent is written as the nearest value the type holds (2.7 on a REAL is 2.7000000477, as the PLC
-    shows it), except a non-zero one too small for a REAL (below about 1.2e-38), which would arrive as 0
-    or with its digits gone, and one a REAL would round to infinity (``FLOAT32_OVERFLOW``: 3.4028235e38,
-    the largest REAL as it is printed, arrives as that REAL; 3.4028236e38 is refused)."""
+    A whole number given as an integer (``16777217``) must arrive as itself: a REAL holds every one only up
+    to 2**24, an LREAL up to 2**53, and past them the nearest float is another number (16777217 arrived as
+    16777216), so such a value is refused. A number with a point or an exponent is written as the nearest
+    value the type holds when that value reads as the number given (2.7 on a REAL is 2.7000000477, which the
+    PLC shows as 2.7; 3.4028235e38, the largest REAL as it is printed, and 1.0e+20 likewise); a REAL whose
+    shortest text is another number is refused, as for an integer: ``16777217.0`` (16777216.0),
+    ``123456789.0`` (123456790.0), ``100000.001`` (100000.0), ``3.14159265`` (3.1415927) have more digits
+    than a REAL's 7 or so (before, each was sent and the PLC held the other number). So is a non-zero one too
+    small for a REAL (below about 1.2e-38), which would arrive as 0 or with its digits gone, and one a REAL
+    would round to infinity (``FLOAT32_OVERFLOW``: 3.4028236e38 is refused). A NumPy float32 (a REAL already)
+    arrives as itself."""
     try:
         f = float(value)
     except OverflowError:
@@ -88,6 +92,13 @@ def float_for_plc(value: int | float, single: bool) -> float:
         raise ValueError(
             f"too small for {kind} (below about 1.2e-38): it would arrive as "
             f"{float(np.float32(f)):.9g}; write 0, or to a Double (LREAL) node"
+        )
+    elif single and float(real := np.float32(f)) != f and (shown := float(str(real))) != f:
+        # the nearest REAL is another number than the one given, not the same one in a REAL's digits (NumPy's
+        # str: the fewest digits that read back as that REAL)
+        raise ValueError(
+            f"{kind} holds about 7 significant digits: {value!r} would arrive as {shown!r}; write {shown!r}, "
+            "or to a Double (LREAL) node"
         )
     return f
 

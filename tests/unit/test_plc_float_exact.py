@@ -32,7 +32,28 @@ def test_a_number_too_small_for_a_real_is_refused_and_what_a_real_holds_is_kept(
     with pytest.raises(ValueError, match="too small for a 32-bit Float .* would arrive as 0;"):
         float_for_plc(1.0e-50, single=True)
     assert float_for_plc(1.0e-50, single=False) == 1.0e-50
-    # whole numbers within 2**24 (and beyond it, those a REAL holds exactly), a fraction as its nearest REAL,
-    # and 16777217.0 given as a float: its nearest REAL (the rule for a number with a point), not refused
-    for v in (16777216, -16777216, 2**31, 2**100, 0, 2.7, 16777217.0, 1.0e-30):
+    # whole numbers within 2**24 (and beyond it, those a REAL holds exactly), a number with a point as its
+    # nearest REAL when that REAL reads as the number given (2.7, 1.0e+20), a NumPy float32 as itself
+    for v in (16777216, -16777216, 2**31, 2**100, 0, 2.7, 1.0e-30, 1.0e20, 3.4028235e38, np.float32(0.1)):
         assert float_for_plc(v, single=True) == float(v)
+
+
+@pytest.mark.parametrize(
+    ("value", "arrives"),
+    [
+        (16777217.0, "16777216.0"),
+        (123456789.0, "123456790.0"),
+        (100000.001, "100000.0"),
+        (3.14159265, "3.1415927"),
+    ],
+)
+def test_a_number_with_a_point_a_real_holds_as_another_number_is_refused_naming_it(value, arrives):
+    """16777217.0 was written to a REAL as 16777216 while 16777217 was refused: the point made it "the nearest
+    REAL" whatever number that was. A Sparkplug Float metric takes the same rule."""
+    with pytest.raises(
+        ValueError, match=rf"holds about 7 significant digits: {value!r} would arrive as {arrives};"
+    ):
+        float_for_plc(value, single=True)
+    with pytest.raises(SparkplugTypeMismatch, match=rf"would arrive as {arrives};"):
+        _sparkplug_value(sp.DataType.FLOAT, value, "g/n/m")
+    assert float_for_plc(value, single=False) == value  # an LREAL holds it
