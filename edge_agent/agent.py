@@ -30,6 +30,7 @@ from devices import SOURCE_TYPES, load_object
 from devices.base import MAX_CAUSES, ConnectionState, Notices
 from edge_agent import flapping
 from edge_agent.actions import ActionRunner, write_targets
+from edge_agent.cloud_text import CloudText
 from edge_agent.config import AgentConfig
 from edge_agent.files import atomic_write_json, read_json_state, remove_stale_temps, why_unread
 from edge_agent.metrics import Metrics
@@ -160,6 +161,8 @@ class Agent:
         ``cfg.data_dir`` already held by whoever runs this agent (the fleet-config host, which writes in
         the folder before and between its agents); without it the agent takes and frees its own."""
         self.cfg = cfg
+        # what its texts for the cloud (events, state reports) may say: no gateway variable, no login
+        self.for_cloud = CloudText(cfg)
         self.started_at = time.time()
         self._started_mono = time.monotonic()  # uptime: immune to the wall clock stepping (NTP)
         self.launched_at = launched_at if launched_at is not None else self.started_at
@@ -296,7 +299,9 @@ class Agent:
         # the outbox records its own events (corrupt file, drops) itself, with its epoch and the dropped seqs
         if self.outbox is not None and self.outbox.is_open and evt.kind not in self._self_recorded:
             # handed to the outbox's thread: an event never waits on the outbox, nor breaks its caller
-            self.outbox.append_soon("alarm" if evt.kind is EventKind.ALARM else "event", evt.to_json_dict())
+            self.outbox.append_soon(
+                "alarm" if evt.kind is EventKind.ALARM else "event", self.for_cloud.tree(evt.to_json_dict())
+            )
             if self.uplink:
                 self.uplink.poke()
 
@@ -397,7 +402,7 @@ class Agent:
                     "version": st["version"] or "",
                     "digest": st["digest"] or "",
                     "status": st["state"],
-                    "reason": last.get("reason") or "",
+                    "reason": self.for_cloud.text(last.get("reason") or ""),
                 }
             )
         health = {
@@ -414,9 +419,9 @@ class Agent:
         return {
             "labels": labels,
             "slots": slots,
-            "health": health,
+            "health": self.for_cloud.tree(health),
             "config": {
-                k: v
+                k: self.for_cloud.text(v) if k == "reason" and isinstance(v, str) else v
                 for k, v in (self.config_state or {}).items()
                 if k in ("source", "deployment_id", "digest", "status", "reason")
             },
@@ -511,6 +516,7 @@ class Agent:
                 self._cloud_status,
                 self._on_desired,
                 CommandRunner(self.cfg, on_event=self._event),
+                for_cloud=self.for_cloud.text,
             )
             manager.uplink = uplink
             await uplink.start()

@@ -945,11 +945,18 @@ class AgentConfig(_Model):
     log_json: bool = False
     base_dir: str = Field(".", description="set by load_config: the config file's folder")
     _warnings: list[str] = PrivateAttr(default_factory=list)
+    _env_values: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @property
     def warnings(self) -> list[str]:
         """What validation could not be sure of (e.g. a tag against a browse name guessed offline)."""
         return self._warnings
+
+    @property
+    def env_values(self) -> dict[str, str]:
+        """The gateway variables (``${VAR}``) this config took and their values (``env_taken``): what the agent's
+        texts for the cloud never carry (``edge_agent.cloud_text``)."""
+        return self._env_values
 
     def path(self, p: str) -> Path:
         q = Path(p)
@@ -1485,7 +1492,8 @@ def parse_config(
     written = {k: getattr(v, "written", None) for k, v in data.items() if isinstance(v, _NamesAsWritten)}
     unset: dict[str, str] = {}  # the cloud's check: places taking a gateway's variable with no default
     taken: dict[str, str] = {}  # places given a value of this gateway's environment, and the variable
-    values = env_taken(data) if local_checks and hide_env else {}
+    found = env_taken(data) if local_checks else {}
+    values = found if hide_env else {}
     data = _substitute(data, "", sub_errors, os.environ if local_checks else {}, unset, taken)
     if hide_env:
         report.hidden = frozenset(taken)
@@ -1526,6 +1534,7 @@ def parse_config(
             report.errors = [_taken_hint(hide(e, where), where, taken) for e in report.errors[:FLEET_ERRORS]]
         raise ConfigError(report.errors)
     cfg.warnings.extend(_one_line(mask_credentials(w)) for w in report.warnings)
+    cfg._env_values = found
     return cfg
 
 

@@ -6,7 +6,8 @@ password of every such URL in a text with ``***`` and keeps the user name and th
 engineer find the device: ``rtsp://admin:***@192.168.1.10/stream``; a password given as a URL parameter
 (``?usr=admin&pwd=***``, ``/user=admin&password=***&channel=1``) is masked the same way. It is meant for
 messages, status, logs and errors, including texts a library wrote (OpenCV, FFmpeg, urllib put the URL in
-theirs).
+theirs). ``mask_logins`` masks the user name too (``rtsp://***@192.168.1.10/stream``, ``?usr=***&pwd=***``): for
+texts that leave the gateway for the cloud, which a login never does.
 """
 
 from __future__ import annotations
@@ -36,3 +37,20 @@ def mask_credentials(text: str) -> str:
         return text
     text = _USERINFO.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
     return _PARAM.sub(lambda m: f"{m.group('head')}{MASK}", text)
+
+
+# a URL's whole login (user name and password) and a user name given as a URL parameter: what ``mask_logins`` hides
+_LOGIN = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#]*@")
+_USER_PARAM = re.compile(
+    r"(?i)(?P<head>[?&;/](?:usr|user|username|user_name|login|uid)=)(?P<value>[^&;#\s]+?)(?=:?(?:[&;#\s]|$))"
+)
+
+
+def mask_logins(text: str) -> str:
+    """``mask_credentials(text)`` with each URL's user name masked too: ``scheme://***@host``, ``usr=***``. For texts
+    sent to the cloud (an agent's events and state reports): a login never leaves the gateway; the host stays (the
+    tenant's admin finds the device by it)."""
+    if "://" not in text:
+        return text
+    text = _LOGIN.sub(lambda m: f"{m.group('head')}{MASK}@", mask_credentials(text))
+    return _USER_PARAM.sub(lambda m: f"{m.group('head')}{MASK}", text)

@@ -92,11 +92,15 @@ class Uplink:
         status: Callable[[], dict] | None = None,
         on_desired=None,
         commands=None,
+        for_cloud: Callable[[str], str] | None = None,
     ) -> None:
+        """``for_cloud``: a text the agent sends (a command's result, a deployment step's reason) as the cloud may
+        be told it (``edge_agent.cloud_text``: no gateway variable, no login)."""
         self.s = settings
         self.outbox = outbox
         self.base = Path(base_dir)
         self.status_fn = status or (lambda: {})
+        self.for_cloud = for_cloud or _same
         self.on_desired = on_desired
         self.commands = commands  # edge_agent.uplink.commands.CommandRunner: the fleet's one-off commands
         self.state = "stopped"
@@ -117,7 +121,8 @@ class Uplink:
         self.mode = "connecting"  # stream | heartbeat (a server without Connect) | reconnecting
         self._burst = BurstLogger(log)
         self._tasks: list[asyncio.Task] = []
-        self.client = FleetClient(settings, self.base)  # the channel and stubs, shared with the model manager
+        # the channel and stubs, shared with the model manager
+        self.client = FleetClient(settings, self.base, self.for_cloud)
         self._wake = asyncio.Event()
         self._link_up = asyncio.Event()  # set by a successful heartbeat: ends a backoff wait early
         self._tls_hint: tuple[float, str | None] = (-1e9, None)  # (when, certificate dates vs the clock)
@@ -360,7 +365,12 @@ class Uplink:
         return req
 
     def _command_results(self, pb) -> list:
-        return [pb.CommandResult(**r) for r in self.commands.results()] if self.commands is not None else []
+        if self.commands is None:
+            return []
+        return [
+            pb.CommandResult(**{**r, "detail": self.for_cloud(r["detail"])} if r.get("detail") else r)
+            for r in self.commands.results()
+        ]
 
     async def _run_commands(self, reply) -> None:
         """The desired state's commands (each id once; a failure is the command's result, never the link's)."""
@@ -495,3 +505,7 @@ class Uplink:
             "generation": self.generation,
             "mode": self.mode,
         }
+
+
+def _same(text: str) -> str:
+    return text

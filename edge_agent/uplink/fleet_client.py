@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,16 @@ log = logging.getLogger(__name__)
 
 
 class FleetClient:
-    def __init__(self, settings: CloudSettings, base_dir: Path = Path(".")) -> None:
+    def __init__(
+        self,
+        settings: CloudSettings,
+        base_dir: Path = Path("."),
+        for_cloud: Callable[[str], str] | None = None,
+    ) -> None:
+        """``for_cloud``: a deployment step's reason as the cloud may be told it (``edge_agent.cloud_text``)."""
         self.s = settings
         self.base = Path(base_dir)
+        self.for_cloud = for_cloud or (lambda text: text)
         self.channel: Any = None
         self._stub: Any = None
 
@@ -111,7 +119,7 @@ class FleetClient:
                     version=version,
                     step=step,
                     ok=ok,
-                    reason=reason,
+                    reason=self.for_cloud(reason),
                     health_json=json.dumps(health or {}),
                     kind=kind,
                 ),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
 import logging
 import threading
 
@@ -153,3 +154,115 @@ def test_fleet_config_reports_mask_a_url_login(tmp_path):
     keeper.note(info, "failed", False, f"the agent did not start on it: http://u:{SECRET}@cam/")
     shown = (tmp_path / "state.json").read_text() + repr(keeper.state)
     assert "rtsp://admin:***@h/x" in shown and SECRET not in shown
+
+
+async def test_a_sources_errors_reach_the_cloud_without_the_gateways_variables_or_a_login(
+    tmp_path, monkeypatch
+):
+    """What the tenant's admin reads of a source that is down (its ``source_down`` event at a real fleet service):
+    the agent's source errors named the PLC's user and host the gateway's environment gave (``${GW_PLC_USER}``,
+    ``${GW_PLC_HOST}``) and a camera URL's user name (measured: ``opc.tcp://plc-operator:***@127.0.0.7:...`` and
+    ``http://camuser:***@127.0.0.1:...`` in the cloud's store). Now a gateway variable is named, never its value, and
+    a login never leaves the gateway; the host written in the config stays. The gateway's own status keeps them."""
+    from cloud_trainer.fleet.service import FleetServer
+    from edge_agent.agent import Agent
+    from tests.integration.test_source_down import quick_watch
+    from tests.support.fleet import make_pki
+    from tests.support.peers import free_port
+    from tests.support.waits import until
+
+    env = {"GW_PLC_HOST": "127.0.0.7", "GW_PLC_USER": "plc-operator", "GW_PLC_PW": SECRET}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    dead = free_port()  # nothing listens there
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=())
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    cfg = {
+        "agent": {"id": "gw1", "site": "s", "line": "l", "data_dir": str(tmp_path / "gw1")},
+        "http": {"enabled": False},
+        "sources": {
+            "plc": {
+                "type": "opcua",
+                "endpoint": f"opc.tcp://${{GW_PLC_USER}}:${{GW_PLC_PW}}@${{GW_PLC_HOST}}:{dead}",
+                "connect_timeout_s": 1,
+                "nodes": [{"node_id": "ns=2;s=A", "tag": "a"}],
+            },
+            "cam": {
+                "type": "camera",
+                "url": f"http://camuser:{SECRET}@127.0.0.1:{dead}/mjpeg",
+                "open_timeout_s": 1,
+            },
+        },
+        "cloud": {
+            "endpoint": f"127.0.0.1:{port}",
+            "ca_file": str(pki / "ca.pem"),
+            "cert_file": str(pki / "agents" / "gw1.pem"),
+            "key_file": str(pki / "agents" / "gw1.key"),
+            "report_s": 0.5,
+            "backoff_initial_s": 0.1,
+            "backoff_max_s": 0.5,
+        },
+    }
+    await srv.start()
+    agent = quick_watch(Agent(parse_config(cfg)))
+    agent.source_down_after_s = 1.0  # 30 s in service
+    await agent.start()
+    try:
+
+        def told() -> list[dict]:
+            return srv.store.events(tenant="default", kind="source_down", limit=50)[0]
+
+        await until(
+            lambda: {e["payload"]["source"] for e in told()} >= {"plc", "cam"}, 30, "source_down at the cloud"
+        )
+        sent = json.dumps(told())
+        local = json.dumps(agent.status()["sources"])
+    finally:
+        await agent.stop()
+        await srv.stop()
+    for value in (*env.values(), "camuser"):
+        assert value not in sent, (value, sent)
+    assert f"opc.tcp://***@<$GW_PLC_HOST>:{dead}" in sent and f"http://***@127.0.0.1:{dead}/mjpeg" in sent, (
+        sent
+    )
+    # the gateway's own status page keeps what its engineer needs (never a password)
+    assert (
+        f"opc.tcp://plc-operator:***@127.0.0.7:{dead}" in local and f"camuser:***@127.0.0.1:{dead}" in local
+    )
+    assert SECRET not in local
+
+
+def test_a_login_field_written_in_the_config_is_never_in_a_text_for_the_cloud(monkeypatch):
+    """A source's login fields (a user name, a password) are hidden by their place in what the agent sends the cloud,
+    as gateway variables are by name: an OPC UA source refusing to send a password in clear names its user."""
+    from edge_agent.cloud_text import CloudText
+
+    monkeypatch.setenv("GW_BROKER", "broker.plant7.example")
+    cfg = parse_config(
+        {
+            "agent": {"id": "a1"},
+            "sources": {
+                "plc": {
+                    "type": "opcua",
+                    "endpoint": "opc.tcp://plc7:4840",
+                    "username": "line-op",
+                    "password": SECRET,
+                    "nodes": [{"node_id": "ns=2;s=A", "tag": "a"}],
+                },
+                "mq": {
+                    "type": "mqtt",
+                    "host": "${GW_BROKER}",
+                    "username": "mq",
+                    "subscriptions": [{"topic": "a"}],
+                },
+            },
+        }
+    )
+    text = CloudText(cfg).text
+    said = "the server at opc.tcp://plc7:4840 would take user 'line-op''s password; mq 'mq' at broker.plant7.example"
+    assert text(said) == (
+        "the server at opc.tcp://plc7:4840 would take user '<sources.plc.username>''s password; mq "
+        "'<sources.mq.username>' at <$GW_BROKER>"
+    )
+    assert text(f"rtsp://admin:{SECRET}@cam/x?usr=admin&pwd={SECRET}") == "rtsp://***@cam/x?usr=***&pwd=***"
