@@ -63,10 +63,11 @@ def float_for_plc(value: int | float, single: bool) -> float:
     to 2**24, an LREAL up to 2**53, and past them the nearest float is another number (16777217 arrived as
     16777216), so such a value is refused. A number with a point or an exponent is written as the nearest
     value the type holds when that value reads as the number given (2.7 on a REAL is 2.7000000477, which the
-    PLC shows as 2.7; 3.4028235e38, the largest REAL as it is printed, and 1.0e+20 likewise); a REAL whose
-    shortest text is another number is refused, as for an integer: ``16777217.0`` (16777216.0),
-    ``123456789.0`` (123456790.0), ``100000.001`` (100000.0), ``3.14159265`` (3.1415927) have more digits
-    than a REAL's 7 or so (before, each was sent and the PLC held the other number). So is a non-zero one too
+    PLC shows as 2.7; 3.4028235e38, the largest REAL as it is printed, and 1.0e+20 likewise; or its text of 9
+    digits, 0.100000001 for the REAL 0.1); a REAL whose text is another number is refused, as for an integer:
+    ``16777217.0`` (16777216.0), ``123456789.0`` (123456790.0), ``100000.001`` (100000.0), ``3.14159265``
+    (3.1415927) have more digits than a REAL's 7 or so (before, each was sent and the PLC held the other
+    number). So is a non-zero one too
     small for a REAL (below about 1.2e-38), which would arrive as 0 or with its digits gone, and one a REAL
     would round to infinity (``FLOAT32_OVERFLOW``: 3.4028236e38 is refused). A NumPy float32 (a REAL already)
     arrives as itself."""
@@ -93,9 +94,14 @@ def float_for_plc(value: int | float, single: bool) -> float:
             f"too small for {kind} (below about 1.2e-38): it would arrive as "
             f"{float(np.float32(f)):.9g}; write 0, or to a Double (LREAL) node"
         )
-    elif single and float(real := np.float32(f)) != f and (shown := float(str(real))) != f:
-        # the nearest REAL is another number than the one given, not the same one in a REAL's digits (NumPy's
-        # str: the fewest digits that read back as that REAL)
+    elif (
+        single
+        and float(real := np.float32(f)) != f
+        and (shown := float(str(real))) != f
+        and float(f"{float(real):.9g}") != f
+    ):
+        # the nearest REAL is another number than the one given, not the same one in a REAL's digits: the fewest
+        # that read back as it (NumPy's str), or all 9 that a REAL's full print gives (C's FLT_DECIMAL_DIG)
         raise ValueError(
             f"{kind} holds about 7 significant digits: {value!r} would arrive as {shown!r}; write {shown!r}, "
             "or to a Double (LREAL) node"

@@ -34,7 +34,20 @@ def test_a_number_too_small_for_a_real_is_refused_and_what_a_real_holds_is_kept(
     assert float_for_plc(1.0e-50, single=False) == 1.0e-50
     # whole numbers within 2**24 (and beyond it, those a REAL holds exactly), a number with a point as its
     # nearest REAL when that REAL reads as the number given (2.7, 1.0e+20), a NumPy float32 as itself
-    for v in (16777216, -16777216, 2**31, 2**100, 0, 2.7, 1.0e-30, 1.0e20, 3.4028235e38, np.float32(0.1)):
+    # or its 9 digits (0.100000001: the REAL 0.1 printed in full)
+    for v in (
+        16777216,
+        -16777216,
+        2**31,
+        2**100,
+        0,
+        2.7,
+        1.0e-30,
+        1.0e20,
+        3.4028235e38,
+        np.float32(0.1),
+        0.100000001,
+    ):
         assert float_for_plc(v, single=True) == float(v)
 
 
