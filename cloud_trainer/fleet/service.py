@@ -1105,6 +1105,12 @@ class AdminServicer(rpc.AdminServicer):
         who = await self.require(context, ROLE_ADMIN)
         t = who.tenant
         dropped = {}
+        if request.agent and not AGENT_ID_RE.fullmatch(request.agent):
+            # no agent has such an id (the service admits none): the answer of one that does not exist, before
+            # any store read (on PostgreSQL an id with NUL was a store failure: INTERNAL, logged as the service's)
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"agent {request.agent[:64]!r} is not registered"
+            )
         st = await self._thread(t, partial(self.store.stats, request.agent or None, tenant=t))
         if request.agent:
             agent = next(
@@ -1219,6 +1225,8 @@ class AdminServicer(rpc.AdminServicer):
 
     async def ListCommands(self, request, context):
         who = await self.require(context, ROLE_ADMIN)
+        if request.agent and not AGENT_ID_RE.fullmatch(request.agent):
+            return pb.ListCommandsReply()  # no agent has such an id: none of its commands (as IngestStats)
         cmds = (
             await self._thread(
                 who.tenant, partial(self.commands.list, request.agent or None, tenant=who.tenant)

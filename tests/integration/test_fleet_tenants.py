@@ -28,6 +28,7 @@ from protocols.gen import fleet_pb2_grpc as rpc
 from tests.support.fleet import ROOT, make_pki
 from tests.support.models import make_keypair, make_package
 from tests.support.peers import free_port
+from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 PD = grpc.StatusCode.PERMISSION_DENIED
 
@@ -638,3 +639,43 @@ async def test_a_tenants_rollouts_in_progress_are_bounded_and_a_rollback_is_neve
     await carol.ControlDeployment(pb.ControlRequest(deployment_id=ids[1], action="abort"), timeout=10)
     await carol.ControlDeployment(pb.ControlRequest(deployment_id=ids[2], action="abort"), timeout=10)
     assert (await carol.CreateDeployment(rollout("beta-secret", "s3", "gw-b"), timeout=10)).id
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+async def test_an_agent_id_no_agent_can_have_is_answered_as_one_that_does_not_exist_on_every_store(
+    world, tmp_path, request, store
+):
+    """acme's admin asking the stats or the commands of an agent id no certificate can carry (a NUL, a '/'): on
+    PostgreSQL an id with NUL was a store failure, ``INTERNAL`` 'the service failed ... try again later' and an
+    error logged as the service's own, where SQLite answered it as an agent that does not exist. Now every store
+    answers it so, before any store read: ``PERMISSION_DENIED`` with the text of an id that does not exist, no
+    command."""
+    tmp, pki, certs, _ = world
+    url = request.getfixturevalue("postgres_url") if store == "postgresql" else None
+    port = free_port()
+    srv = FleetServer(
+        tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key", store=url
+    )
+    await srv.start()
+
+    def channel(tenant: str, name: str):
+        c = certs[(tenant, name)]
+        return grpc.aio.secure_channel(
+            f"127.0.0.1:{port}",
+            channel_credentials(pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key")),
+        )
+
+    try:
+        async with channel("beta", "gw-b") as ch:
+            await rpc.FleetStub(ch).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+        async with channel("acme", "bob") as ch:
+            bob = rpc.AdminStub(ch)
+            missing = await _code(bob.IngestStats(pb.IngestStatsRequest(agent="gw-zz"), timeout=10))
+            assert missing == (PD, "agent 'gw-zz' is not registered")
+            for agent in ("gw-b\x00", "gw-b\x00x", "beta/gw-b", "gw b"):
+                code, text = await _code(bob.IngestStats(pb.IngestStatsRequest(agent=agent), timeout=10))
+                assert (code, text) == (PD, f"agent {agent!r} is not registered"), (agent, code, text)
+                reply = await bob.ListCommands(pb.ListCommandsRequest(agent=agent), timeout=10)
+                assert list(reply.commands) == [], agent
+    finally:
+        await srv.stop()
