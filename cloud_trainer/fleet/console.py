@@ -164,6 +164,17 @@ def event_query(q: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def sample_query(q: dict[str, str]) -> dict[str, Any]:
+    """The ``/api/samples`` filters (``model``, ``reason``, ``label_state``), checked: one holding NUL (no store
+    holds one) is ``BadQuery``; on PostgreSQL it was the store's failure, a ``500`` logged as the console's, where
+    SQLite found nothing."""
+    out = {name: q.get(name) for name in ("model", "reason", "label_state")}
+    for name, value in out.items():
+        if value is not None and "\0" in value:
+            raise BadQuery(f"/api/samples: {name} holds NUL, which no sample's {name} does")
+    return out
+
+
 def event_subject(evt: dict) -> tuple:
     """What an event is about, within its agent and kind: the source, pipeline, alarm or slot its payload names
     (an episode's start and end name the same)."""
@@ -236,16 +247,13 @@ class Console:
                         query = event_query(q)  # a bad parameter is 400 naming it, before any store read
                         return self._json(t, lambda: outer.events(t, **query))
                     if u.path == "/api/samples":
+                        filters = sample_query(q)  # a bad one is 400 naming it, before any store read
                         return self._json(
                             t,
                             lambda: outer.with_views(
                                 t,
                                 outer.srv.store.samples(  # the newest, oldest first (the page reverses)
-                                    model=q.get("model"),
-                                    reason=q.get("reason"),
-                                    label_state=q.get("label_state"),
-                                    tenant=t,
-                                    limit=SAMPLES_SHOWN,
+                                    **filters, tenant=t, limit=SAMPLES_SHOWN
                                 ),
                             ),
                         )

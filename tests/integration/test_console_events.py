@@ -286,3 +286,14 @@ async def test_a_forged_cursor_naming_an_agent_with_nul_is_a_clear_400(cloud):
     holds no NUL: before, the query failed there, a 500 counted as the console's error)."""
     code, text, _ = _get(cloud["acme"], f"/api/events?before={T0 + 5!r},1,1,gw1%00x")
     assert code == 400 and "before" in text, (code, text)
+
+
+async def test_a_sample_filter_with_nul_is_a_clear_400_on_every_store(cloud):
+    """``/api/samples?reason=%00`` (or ``model``, ``label_state``): PostgreSQL's text holds no NUL, and the store's
+    failure was a 500 counted as the console's error there (SQLite: 200, no sample). Now a 400 naming the filter
+    on both stores, before any store read; a filter without NUL reads as before."""
+    for name in ("model", "reason", "label_state"):
+        code, text, _ = _get(cloud["acme"], f"/api/samples?{name}=ng%00x")
+        assert code == 400 and f"{name} holds NUL" in text, (name, code, text)
+    code, body, _ = _get(cloud["acme"], "/api/samples?reason=ng")
+    assert code == 200 and body == [], (code, body)
