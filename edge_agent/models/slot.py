@@ -411,7 +411,10 @@ class ModelSlot:
         while True:
             await asyncio.sleep(STATE_RETRY_S)
             if self.store.unwritten is not None or self.store.unmarked:
+                was_unwritten = self.store.unwritten is not None
                 await asyncio.to_thread(self.store.write_pending)
+                if was_unwritten and self.store.unwritten is None and not self._swap_lock.locked():
+                    await self._prune()  # the folders the former file named, kept until it was replaced
 
     def _refused_by_config(self, package_id: str) -> str:
         return (

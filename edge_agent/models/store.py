@@ -31,7 +31,9 @@ a resumed window compares latency and NG rate.
 Folders nothing points to any more are removed (``prune``) once a swap has its outcome (kept after
 its health window, rolled back, refused; at once for a swap without a health window, such as a start on a
 new local package) and at every start, so that the store holds at most the current package, the previous
-one and a candidate.
+one and a candidate. While the disk refuses a new ``state.json`` (full, read-only), the folders the file on
+disk still names are kept too, since a restart before it is written starts from that file; they go at the
+first prune after it is written (the slot prunes when its retry writes it).
 
 An installed folder is checked again at every start (``verify``: signature and every file's size and
 SHA-256, as at install; and its unsigned ``.package-digest`` against the folder's name, which the install took
@@ -562,8 +564,15 @@ class ModelStore:
         Without this every version ever delivered stays on disk. Hidden entries (an install's ``.part``
         folder, ``.rejected``) are left alone. Call it only while no install of this slot is in flight.
         Returns the folder names removed."""
-        st = self.state()
-        keep = {st.get("current"), st.get("previous"), (st.get("probation") or {}).get("candidate")}
+        keep = _named(self.state())
+        if self.unwritten is not None:
+            # the disk refused the new state: until it takes it, a restart starts from the file, whose folders
+            # must still be there (a rollback's prune removed the candidate the file names, and a restart on the
+            # full disk found it gone: the configured package installed again, or with none, no model at all)
+            try:
+                keep |= _named(json.loads(_read_small(self.state_path, STATE_MAX_BYTES)))
+            except (OSError, ValueError, RecursionError, AttributeError, TypeError):
+                pass  # no state on disk that names a folder
         gone = []
         for p in self.root.iterdir():
             if p.name.startswith(".") or p.name in keep or not p.is_dir():
@@ -587,6 +596,11 @@ def _note_failed(st: dict, folder_name: str, reason: str) -> None:
     failed.pop(folder_name, None)  # the latest last
     failed[folder_name] = str(reason)[:500]
     st["failed"] = dict(list(failed.items())[-MAX_FAILED:])
+
+
+def _named(st: dict) -> set:
+    """The folders a slot's state keeps: current, previous and a probation's candidate."""
+    return {st.get("current"), st.get("previous"), (st.get("probation") or {}).get("candidate")}
 
 
 def _count(v: object) -> int:

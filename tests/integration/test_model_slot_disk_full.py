@@ -156,8 +156,13 @@ async def test_a_candidate_judged_while_the_disk_is_full_is_kept_reported_and_re
             s.store.state()["probation"] is None
         )  # what the slot decided, while the disk holds the old file
 
+        assert any(p.name.startswith("part-inspection-1.0.0-") for p in root.iterdir())  # the file names it
         filler.unlink()
         await until(lambda: s.store.unwritten is None, what="state.json written once there is room")
+        await until(
+            lambda: not any(p.name.startswith("part-inspection-1.0.0-") for p in root.iterdir()),
+            what="the replaced version's folder removed once state.json no longer names it",
+        )
     finally:
         await s.stop()
     st = json.loads(s.store.state_path.read_text())
@@ -222,3 +227,36 @@ async def test_a_deployment_that_cannot_be_recorded_on_a_full_disk_is_installed_
         finally:
             await mgr.stop()
             await s.stop()
+
+
+@pytest.mark.parametrize("configured", [True, False], ids=["configured-package", "fleet-only"])
+async def test_a_restart_before_the_full_disk_has_room_serves_a_folder_state_json_names(
+    tmp_path, pkgs, small_slot_disk, configured
+):
+    """A rollback whose state.json the full disk refused leaves the file naming the candidate; the rollback's
+    prune removed that folder, and a restart before the disk had room found state.json naming a folder that was
+    gone: it installed the configured package again on the full disk, or, with none configured, did not start
+    (no model at all). The store now keeps every folder the file on disk names while its new state is unwritten."""
+    root = small_slot_disk
+    s, filler = await _candidate_on_a_full_disk(tmp_path, pkgs, root, [])
+    try:
+        await s.rollback("health check failed: asked by the test")
+        assert s.version == "1.0.0" and s.store.unwritten is not None  # the disk refused the rollback's state
+    finally:
+        await s.stop()
+    on_disk = json.loads(s.store.state_path.read_text())["current"]
+    assert (root / on_disk).is_dir(), f"state.json names {on_disk}: {sorted(p.name for p in root.iterdir())}"
+    cfg = (
+        _watched_config(pkgs)
+        if configured
+        else ModelConfig(name="part-inspection", engine="onnxruntime", version_policy="follow_fleet")
+    )
+    again = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])  # a restart, the disk still full
+    await again.start()  # formerly, fleet-only: SlotError "the installed folder is missing", no model
+    try:
+        img = np.zeros((64, 64, 3), np.uint8)
+        assert again.version in ("1.0.0", "1.1.0")
+        assert again.infer(Frame("cam", 1, time.time(), img)).version == again.version
+    finally:
+        await again.stop()
+    assert filler.exists()
