@@ -355,7 +355,7 @@ class ModelSlot:
         if opened is not None:
             try:  # checked again on this CPU: the machine (or its VM host) may have changed since install
                 active = await in_lowered_thread(self._load, opened)
-            except (EngineError, NothingPasses) as exc:
+            except (EngineError, NothingPasses, PackageError) as exc:  # (golden files refused as read)
                 rejected = f"{opened.manifest.package_id} fails its load and golden test at start: {exc}"
                 if want_pkg is None or not want_pkg.is_file():
                     raise SlotError(
@@ -797,11 +797,18 @@ class ModelSlot:
             helpers = self._helpers
             try:
                 new = await in_lowered_thread(self._load, opened)
-            except (EngineError, NothingPasses, _Stopped) as exc:
+            except (EngineError, NothingPasses, _Stopped, PackageError) as exc:
                 if helpers.stopped:  # a stop mid-swap, not the package's fault: nothing marked failed
                     return self._refused(from_v, to_v, "load", f"the slot stopped mid-swap: {exc}")
                 if isinstance(exc, _Stopped):
                     raise
+                if isinstance(exc, PackageError):
+                    # its golden files refused as read (a decompression bomb, not an .npz), before any engine's
+                    # check: refused as the others at this stage. Left to the catch-all, the refusal named no
+                    # version and the folder stayed installed unmarked, the newest a start on a lost state took
+                    self.store.mark_failed(opened.root, str(exc))
+                    await self._prune()
+                    return self._refused(from_v, to_v, "golden", str(exc))
                 if isinstance(exc, EngineError):
                     self.store.mark_failed(opened.root, str(exc))
                     await self._prune()
