@@ -418,6 +418,7 @@ class StateBaselines:
         if self._probe is None:
             self._probe = Baseline(self._inner, self.fs, self.n, path=None, pipeline=self.pipeline)
         f = self._probe.features(waveform, scalars)
+        iso_before = self._iso_over
         zone, self._iso_over = self._probe.iso_count(f, waveform, self._iso_over)
         if self.not_judged[key] == 1 or sum(self.not_judged.values()) % SAVE_EVERY == 0:
             self.save()  # a state's first (said at once), then every few: the counts survive a restart
@@ -433,21 +434,33 @@ class StateBaselines:
             not_learned=why,
         )
         if key == NO_STATE:
-            self._against_every_state(v, waveform, scalars)
+            self._against_every_state(v, waveform, scalars, iso_before)
         return v
 
-    def _against_every_state(self, v: Verdict, waveform: np.ndarray, scalars: dict | None) -> None:
+    def _against_every_state(
+        self, v: Verdict, waveform: np.ndarray, scalars: dict | None, iso_before: int
+    ) -> None:
         """A window without a state (the tag not read since a start, BAD, or in no range) is still a fault
         when it is over the threshold of every learned state: whichever state the machine is in, it is
         not that state's healthy vibration. Such windows ``confirm_windows`` in a row alarm (scored
         against the state it is nearest); a window under any state's threshold stays not judged. Without
         it, a state tag that went BAD hid every fault for as long as it lasted (before a tag's first value
-        no window is formed at all: the windower holds them back, ``scalar_missing``)."""
+        no window is formed at all: the windower holds them back, ``scalar_missing``).
+
+        A window that is a learned state but for one common factor (``scale``: the units or the sensor's gain)
+        and that no other learned state takes as healthy is the sensor's, as one baseline says it: ``v.sensor``
+        (``UNSURE`` with the sensor's reason, a sensor episode), and its velocity, read through that factor, counts
+        towards no ISO zone run (``iso_before``, the run before the window; kept if the scale was found through
+        the ADC's floor, ``Baseline.floor_scale``, else ended). Counted, m/s2 read as g in windows without a state
+        read ``NG`` ``iso_zone_D`` (a PLC write) on a healthy compressor in 11 of 12 windows."""
         ready = [
             b for st, b in sorted(self.by_state.items()) if b.state == "ready" and st not in self.learning
         ]
         near: tuple[float, float, float, str] | None = None  # score / threshold, score, threshold, fault
         seen: dict[tuple, dict[str, float]] = {}  # states tracking one speed share the window's features
+        suspect: tuple[str, str] | None = None  # a stop, a dead sensor, the sensor's gain, against a state
+        gain: tuple[str, Baseline, bool] | None = None  # the first 'scale': its message, state, floor_scale
+        healthy = False  # some learned state (not a suspect's) takes the window under its threshold
         for b in ready:
             k = (b.orders, b.speed_hz)
             if k not in seen:
@@ -456,9 +469,9 @@ class StateBaselines:
             row = feature_vector(f)
             med, scale, extrapolated = b._band_stats(f["speed_hz"])
             if extrapolated or not b.threshold or b._stopped(scalars):
-                near = None
-                break
-            suspect = b._sensor_suspect(
+                self._unknown_over = 0
+                return
+            found = b._sensor_suspect(
                 row,
                 med,
                 scale,
@@ -466,17 +479,28 @@ class StateBaselines:
                 floor=partial(b.floor_move, f["speed_hz"], waveform),
                 quant=partial(b.quantisation_levels, f["speed_hz"], waveform),
             )
-            if suspect is not None:  # a stop, a dead sensor, the sensor's gain
-                near = None
-                break
+            if found is not None:  # no fault over every state; asked of the other states all the same
+                suspect = suspect or found
+                if found[0] == "scale" and gain is None:
+                    gain = (found[1], b, b.floor_scale)
+                continue
             z = rise_z(row, med, scale, b.relative)[0]
             score = float(np.clip(z, 0, None).max())
+            healthy = healthy or score < b.threshold
             if near is None or score / b.threshold < near[0]:
                 rises = {
                     fam: float(max(z[_FEATURE_INDEX[k]] for k in ks)) for fam, ks in FAULT_FEATURES.items()
                 }
                 near = (score / b.threshold, score, b.threshold, diagnose(rises, z=z))
-        if near is None or near[0] < 1.0:
+        if gain is not None and not healthy:  # the sensor's gain or units (one baseline says the same)
+            v.sensor_kind, v.sensor = "scale", gain[0]
+            if gain[2]:  # through the ADC's floor: the run neither counts nor ends; an alarm standing stands
+                self._iso_over = iso_before
+                v.iso_zone = gain[1]._judged_zone or v.iso_zone
+            else:
+                self._iso_over = 0
+            v.iso_alarm = self._iso_over >= self.s.confirm_windows
+        if suspect is not None or near is None or near[0] < 1.0:
             self._unknown_over = 0
             return
         self._unknown_over += 1

@@ -253,3 +253,56 @@ def test_a_gain_change_ahead_of_a_coarse_daq_in_windows_without_a_state_is_no_fa
             assert got[-1].alarm and got[-1].anomalous, (kw, [(v.score, v.fault, v.not_learned) for v in got])
         else:
             assert not any(v.alarm or v.anomalous for v in got), (kw, [(v.score, v.fault) for v in got])
+
+
+def test_a_units_error_in_windows_without_a_state_is_the_sensors_and_raises_no_iso_zone_alarm():
+    """Windows without a state (the state tag BAD or not read) are judged by the ISO zone rule, the sensor's gain
+    first as one baseline judges it. A healthy compressor (1.5 mm/s, zone B) logged in m/s2 and read as g (x9.81,
+    14.7 mm/s) read ``NG`` ``iso_zone_D`` in such windows, a PLC write, where one baseline says ``UNSURE`` ``scale``;
+    it is the sensor's now. A real rise of the 1x into zone D in such windows (its shape changed) still alarms."""
+    rng = np.random.default_rng(5)
+    fs, n, f0 = 10000.0, 2048, RPM / 60.0
+    t = np.arange(n) / fs
+    g_1x = 1.5e-3 * np.sqrt(2) * 2 * np.pi * f0 / 9.80665  # 1.5 mm/s rms at 1x, in g peak
+
+    def comp(loaded: bool, gain: float = 1.0, unbalance: float = 1.0) -> np.ndarray:
+        x = 0.002 * rng.standard_normal(n)
+        lobes = 0.3 if loaded else 0.1  # the lobe pass (4x) three times as strong loaded
+        for h, a in ((1, g_1x * unbalance), (2, 0.3 * g_1x), (4, lobes * g_1x * 4), (8, 0.05)):
+            a *= np.exp(0.05 * rng.standard_normal())
+            x += a * np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 6.3))
+        return gain * x
+
+    clock = Clock()
+    settings = BaselineSettings(
+        windows=60,
+        speed_tag="Speed",
+        state_tag="Load",
+        states=[ProcessState(name="unloaded", max=0.5), ProcessState(name="loaded", min=0.5)],
+    )
+    b = StateBaselines(settings, fs, n, pipeline="compressor", clock=clock)
+    for i in range(60):
+        clock.t += 10.0
+        b.process(comp(i % 2 == 1), {"_shaft_speed": RPM, STATE_INPUT: float(i % 2)})
+    assert {k: v["state"] for k, v in b.status()["process_states"].items()} == {
+        "unloaded": "ready",
+        "loaded": "ready",
+    }
+
+    def without_state(k: int, **kw) -> list:
+        out = []
+        for i in range(k):
+            clock.t += 10.0
+            out.append(b.process(comp(i % 2 == 1, **kw), {"_shaft_speed": RPM}))
+        return out
+
+    healthy = without_state(6)
+    assert not any(v.iso_alarm or v.alarm or v.sensor for v in healthy), [
+        (v.iso_zone, v.sensor) for v in healthy
+    ]
+    gained = without_state(8, gain=9.80665)
+    assert all(v.iso_zone == "D" for v in gained), [v.velocity_mm_s for v in gained]
+    assert not any(v.iso_alarm or v.alarm for v in gained), [(v.iso_zone, v.sensor) for v in gained]
+    assert all(v.sensor_kind == "scale" for v in gained), [v.sensor for v in gained]
+    sick = without_state(4, unbalance=6.0)  # 9 mm/s at 1x: zone D, the shape changed (no gain)
+    assert sick[-1].iso_alarm and sick[-1].iso_zone == "D" and sick[-1].sensor is None
