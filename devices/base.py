@@ -59,18 +59,17 @@ def float_for_plc(value: int | float, single: bool) -> float:
     for NaN, infinity and numbers the type cannot hold. A PLC's comparisons with NaN are all false, so a
     limit fed NaN would never trip: such a value is never sent.
 
-    A whole number given as an integer (``16777217``) must arrive as itself: a REAL holds every one only up
-    to 2**24, an LREAL up to 2**53, and past them the nearest float is another number (16777217 arrived as
-    16777216), so such a value is refused. A number with a point or an exponent is written as the nearest
-    value the type holds when that value reads as the number given (2.7 on a REAL is 2.7000000477, which the
-    PLC shows as 2.7; 3.4028235e38, the largest REAL as it is printed, and 1.0e+20 likewise; or its text of 9
-    digits, 0.100000001 for the REAL 0.1); a REAL whose text is another number is refused, as for an integer:
-    ``16777217.0`` (16777216.0), ``123456789.0`` (123456790.0), ``100000.001`` (100000.0), ``3.14159265``
-    (3.1415927) have more digits than a REAL's 7 or so (before, each was sent and the PLC held the other
-    number). So is a non-zero one too
-    small for a REAL (below about 1.2e-38), which would arrive as 0 or with its digits gone, and one a REAL
-    would round to infinity (``FLOAT32_OVERFLOW``: 3.4028236e38 is refused). A NumPy float32 (a REAL already)
-    arrives as itself."""
+    A whole number must arrive as itself, with or without a point (``16777217`` and ``16777217.0``, a count or a
+    recipe number): a REAL holds every one only up to 2**24, an LREAL up to 2**53, and past them the nearest
+    float is another number (16777217 arrived as 16777216, 123456790.0 as 123456792), so such a value is
+    refused, naming the number it would have become. A whole number with a point at 2**53 or past it
+    (``1.0e+20``, ``3.4028235e38``) is a magnitude, as a double holds it: its nearest REAL. A number with a
+    fraction is written as the nearest value the type holds, as a PLC's own HMI stores what is typed into a
+    REAL (2.7 is 2.7000000477, which the PLC shows as 2.7; 1234.5678 is 1234.5677490234375): a decimal fraction
+    rarely has an exact binary value at all, and a REAL's ~7 digits are its precision, not another number.
+    A non-zero number too small for a REAL (below about 1.2e-38), which would arrive as 0 or with its digits
+    gone, is refused, and so is one a REAL would round to infinity (``FLOAT32_OVERFLOW``: 3.4028236e38 is
+    refused). A NumPy float32 (a REAL already) arrives as itself."""
     try:
         f = float(value)
     except OverflowError:
@@ -80,12 +79,13 @@ def float_for_plc(value: int | float, single: bool) -> float:
     if single and abs(f) >= FLOAT32_OVERFLOW:
         raise ValueError("out of range of a 32-bit Float (about +-3.4e38)")
     kind, top = ("a 32-bit Float (REAL)", 2**24) if single else ("a 64-bit Double (LREAL)", 2**53)
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+    integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if integer or (f.is_integer() and abs(f) < 2**53):
         arrives = float(np.float32(f)) if single else f
-        if arrives != int(value):  # a Python int compared with a float: exactly (NumPy's would round it)
+        if arrives != (int(value) if integer else f):  # a Python int compared with a float: exactly
             raise ValueError(
                 f"{kind} holds whole numbers exactly only up to +-{top} (2**{top.bit_length() - 1}): "
-                f"{value} would arrive as {arrives:.17g}; write to "
+                f"{int(value) if integer else repr(f)} would arrive as {arrives:.17g}; write to "
                 + ("a Double (LREAL) or " if single else "")
                 + "an integer node, or a number within that range"
             )
@@ -93,18 +93,6 @@ def float_for_plc(value: int | float, single: bool) -> float:
         raise ValueError(
             f"too small for {kind} (below about 1.2e-38): it would arrive as "
             f"{float(np.float32(f)):.9g}; write 0, or to a Double (LREAL) node"
-        )
-    elif (
-        single
-        and float(real := np.float32(f)) != f
-        and (shown := float(str(real))) != f
-        and float(f"{float(real):.9g}") != f
-    ):
-        # the nearest REAL is another number than the one given, not the same one in a REAL's digits: the fewest
-        # that read back as it (NumPy's str), or all 9 that a REAL's full print gives (C's FLT_DECIMAL_DIG)
-        raise ValueError(
-            f"{kind} holds about 7 significant digits: {value!r} would arrive as {shown!r}; write {shown!r}, "
-            "or to a Double (LREAL) node"
         )
     return f
 

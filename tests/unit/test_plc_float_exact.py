@@ -32,21 +32,26 @@ def test_a_number_too_small_for_a_real_is_refused_and_what_a_real_holds_is_kept(
     with pytest.raises(ValueError, match="too small for a 32-bit Float .* would arrive as 0;"):
         float_for_plc(1.0e-50, single=True)
     assert float_for_plc(1.0e-50, single=False) == 1.0e-50
-    # whole numbers within 2**24 (and beyond it, those a REAL holds exactly), a number with a point as its
-    # nearest REAL when that REAL reads as the number given (2.7, 1.0e+20), a NumPy float32 as itself
-    # or its 9 digits (0.100000001: the REAL 0.1 printed in full)
+    # whole numbers within 2**24 (and beyond it, those a REAL holds exactly), a whole number with a point past
+    # 2**53 as a magnitude (1.0e+20, the largest REAL as printed), a fraction as its nearest REAL whatever its
+    # digits (a setpoint 1234.5678, 100000.001, 0.100000001, a script's 2.9700000000000006), a float32 as itself
     for v in (
         16777216,
         -16777216,
         2**31,
         2**100,
         0,
+        16777216.0,
         2.7,
         1.0e-30,
         1.0e20,
         3.4028235e38,
         np.float32(0.1),
         0.100000001,
+        1234.5678,
+        100000.001,
+        3.14159265,
+        2.9700000000000006,
     ):
         assert float_for_plc(v, single=True) == float(v)
 
@@ -54,18 +59,21 @@ def test_a_number_too_small_for_a_real_is_refused_and_what_a_real_holds_is_kept(
 @pytest.mark.parametrize(
     ("value", "arrives"),
     [
-        (16777217.0, "16777216.0"),
-        (123456789.0, "123456790.0"),
-        (100000.001, "100000.0"),
-        (3.14159265, "3.1415927"),
+        (16777217.0, "16777216"),
+        (-16777217.0, "-16777216"),
+        (123456789.0, "123456792"),
+        (123456790.0, "123456792"),  # the number a REAL prints for 123456792, not the one it holds
+        (np.float64(20000001.0), "20000000"),
     ],
 )
-def test_a_number_with_a_point_a_real_holds_as_another_number_is_refused_naming_it(value, arrives):
+def test_a_whole_number_with_a_point_a_real_cannot_hold_is_refused_naming_what_it_would_become(
+    value, arrives
+):
     """16777217.0 was written to a REAL as 16777216 while 16777217 was refused: the point made it "the nearest
-    REAL" whatever number that was. A Sparkplug Float metric takes the same rule."""
-    with pytest.raises(
-        ValueError, match=rf"holds about 7 significant digits: {value!r} would arrive as {arrives};"
-    ):
+    REAL". A whole number is a count or a recipe number with or without its point. A Sparkplug Float metric
+    takes the same rule."""
+    pattern = rf"exactly only up to \+-16777216 \(2\*\*24\): {float(value)!r} would arrive as {arrives};"
+    with pytest.raises(ValueError, match=pattern):
         float_for_plc(value, single=True)
     with pytest.raises(SparkplugTypeMismatch, match=rf"would arrive as {arrives};"):
         _sparkplug_value(sp.DataType.FLOAT, value, "g/n/m")
