@@ -59,7 +59,7 @@ import enum
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -1979,6 +1979,31 @@ _TIME_NAMES = frozenset(
 )
 
 
+def _time_held(v: Any) -> tuple[TimestampFormat, str] | None:
+    """``(format, as said)`` of a value holding a time: an epoch number that is a date of this century in some unit
+    (``epoch_ns (2026-12-05)``) or ISO 8601 text of a date and a time; None for anything else (an uptime, a
+    count, a name)."""
+    tv = type(v)
+    if tv is int or tv is float:
+        if not _fits(v) or v <= 0:
+            return None
+        unit = TimestampFormat(_unit_of(v))
+        if not MS_LOOKS_LIKE_S[0] <= v / _SCALE[unit] < MS_LOOKS_LIKE_S[1]:
+            return None  # an uptime, a duration, a count: no date of this century
+        day = datetime.fromtimestamp(v / _SCALE[unit], UTC).strftime("%Y-%m-%d")
+        return unit, f"{unit.value} ({day})"
+    if tv is str and 10 <= len(v) <= 40:
+        s = v.strip()
+        try:
+            datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
+        except ValueError:
+            return None
+        if date_only(s):  # a date alone is no time to stamp readings with (refused as one)
+            return None
+        return TimestampFormat.ISO8601, "iso8601"
+    return None
+
+
 def time_field_hint(payload: bytes | str, mapping: JsonMapping) -> str | None:
     """For a message whose readings got the receive time because ``mapping.timestamp_field`` is not in it:
     the setting that reads its time, when a top-level field is named like a time and holds one (an epoch
@@ -1998,26 +2023,11 @@ def time_field_hint(payload: bytes | str, mapping: JsonMapping) -> str | None:
             low in _TIME_NAMES or any(w in low for w in _TIME_WORDS) or low.endswith("_ts")
         ):
             continue
-        tv = type(v)
-        if tv is int or tv is float:
-            if not _fits(v) or v <= 0:
-                continue
-            unit = TimestampFormat(_unit_of(v))
-            if not MS_LOOKS_LIKE_S[0] <= v / _SCALE[unit] < MS_LOOKS_LIKE_S[1]:
-                continue  # an uptime, a duration, a count: no date of this century
-            day = datetime.fromtimestamp(v / _SCALE[unit], UTC).strftime("%Y-%m-%d")
-            fmt = f"{unit.value} ({day})"
-        elif tv is str and 10 <= len(v) <= 40:
-            s = v.strip()
-            try:
-                datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
-            except ValueError:
-                continue
-            if date_only(s):  # a date alone is no time to stamp readings with (refused as one)
-                continue
-            unit, fmt = TimestampFormat.ISO8601, "iso8601"
-        else:
+        held = _time_held(v)
+        if held is None:
             continue
+        unit, fmt = held
+        tv = type(v)
         where = (
             ""
             if mapping.timestamp_field is None
@@ -2137,22 +2147,31 @@ _RECORD_VALUE_KEYS = ("value", "v", "val", "reading")
 def _records_in(path: str, v: Any, depth: int = 0) -> tuple[str, str, str, bool] | None:
     """``(array path, name key, value key, values as text)`` of the first array of records found at ``path`` or a few
     levels in (``{"readings": [{"name": "temp", "value": 21.5}, ...]}``): objects each naming itself by text and
-    holding a value, by the keys of ``_RECORD_NAME_KEYS`` and ``_RECORD_VALUE_KEYS``; else None."""
+    holding a value, by the keys of ``_RECORD_NAME_KEYS`` and ``_RECORD_VALUE_KEYS``, one value at least a number
+    or a number written as text (beside them a bool alarm, a state word, a failed sensor's null: a records mapping
+    reads those too); else None. The name key is the first whose texts tell the records apart (a device's "name"
+    the same in each, its readings' "tag" not: "tag"), else the first (one tag's history)."""
     if type(v) is list:
         items = v[:64]
         if not items or not all(type(x) is dict for x in items):
             return None
         keys = {k.lower(): k for k in items[0] if type(k) is str}
-        name = next((keys[k] for k in _RECORD_NAME_KEYS if k in keys), None)
-        value = next((keys[k] for k in _RECORD_VALUE_KEYS if k in keys and keys[k] != name), None)
-        if name is None or value is None or not all(type(x.get(name)) is str for x in items):
+        value = next((keys[k] for k in _RECORD_VALUE_KEYS if k in keys), None)
+        if value is None:
             return None
+        texts = [
+            n
+            for k in _RECORD_NAME_KEYS
+            if (n := keys.get(k)) is not None and all(type(x.get(n)) is str for x in items)
+        ]
+        if not texts:
+            return None
+        name = next((n for n in texts if len({x[n] for x in items}) > 1), texts[0])
         vals = [x.get(value) for x in items]
-        if all((type(x) is int or type(x) is float) for x in vals):
-            return path, name, value, False
-        if all(type(x) is str and _text_number(x) is not x for x in vals):
-            return path, name, value, True  # EdgeX's "value": "21.5"
-        return None
+        as_text = any(type(x) is str and _text_number(x) is not x for x in vals)  # EdgeX's "value": "21.5"
+        if not as_text and not any(type(x) is int or type(x) is float for x in vals):
+            return None  # no number among them: nothing read for every number is lost
+        return path, name, value, as_text
     if depth < 3 and type(v) is dict:
         for k, x in list(v.items())[:64]:
             found = _records_in(f"{path}.{k}", x, depth + 1)
@@ -2161,13 +2180,17 @@ def _records_in(path: str, v: Any, depth: int = 0) -> tuple[str, str, str, bool]
     return None
 
 
-def nested_fields_hint(fields: list[tuple[str, Any]]) -> str:
+SEARCHED = 64  # the fields a nested_field_unread hint looks in for a path or an array of records
+
+
+def nested_fields_hint(fields: list[tuple[str, Any]], numbers: Sequence[str] = ()) -> str:
     """What a message's top-level fields holding objects or arrays, left unread by every-number mode
     (``compile_decoder``'s ``on_nested_unread``), are told in one line: their names and sizes (the first
     ``TEXT_FIELDS_SHOWN``) and a path in ``values`` that reads a number they hold, or, for an array of records
     (``[{"name": "temp", "value": 21.5}, ...]``), the ``records`` mapping that reads each by its name: a path to an
     item (``readings.0.value``) reads whichever record comes first, another's value under the tag when a gateway
-    sends its records in another order or only those that changed."""
+    sends its records in another order or only those that changed. ``numbers``: the names of the message's
+    top-level numbers, read as it is; a records mapping reads none of them (said)."""
 
     def shape(v: Any) -> str:
         return f"an object of {len(v)} fields" if type(v) is dict else f"an array of {len(v)} items"
@@ -2179,23 +2202,37 @@ def nested_fields_hint(fields: list[tuple[str, Any]]) -> str:
         if len(fields) == 1
         else f"{len(fields)} fields holding objects or arrays, {shown}{more}"
     )
-    example = next((p for k, v in fields if (p := _number_path(k, v)) is not None), None)
+    # (the first SEARCHED fields looked in: a message of 100,000 fields held the loop 1.8 s looking in each)
+    looked = fields[:SEARCHED]
+    example = next((p for k, v in looked if (p := _number_path(k, v)) is not None), None)
     read = (
         f"e.g. values: {{{_as_setting(example[:80])}: {_as_setting(example[:80].replace('.', '_'))}}}"
         if example is not None
         else "each level a key, an array's item a whole number"
     )
     they = "it holds" if len(fields) == 1 else "they hold"
-    records = next((r for k, v in fields if (r := _records_in(k, v)) is not None), None)
+    records = next((r for k, v in looked if (r := _records_in(k, v)) is not None), None)
     if records is not None:
         array, name, value, as_text = records
         return (
             f"{what}, not read (unmapped, only top-level numbers are): {_as_setting(array[:80])} is an array of records "
             f"named by their {_as_setting(name[:80])}: read each by its name with json_mapping.records: "
             f"{{array: {_as_setting(array[:80])}, name: {_as_setting(name[:80])}, value: {_as_setting(value[:80])}}}"
-            + (" and numbers_from_text: true (its values are numbers written as text)" if as_text else "")
+            + (" and numbers_from_text: true (a value is a number written as text)" if as_text else "")
             + f" (a path to an item, {_as_setting(array[:80])}.0.{_as_setting(value[:80])}, reads whichever record "
             "comes first)"
+            + (
+                f"; under records, its top-level number{'s' if len(numbers) > 1 else ''} read now, "
+                + ", ".join(repr(n[:40]) for n in numbers[:TEXT_FIELDS_SHOWN])
+                + (
+                    f" and {len(numbers) - TEXT_FIELDS_SHOWN} more"
+                    if len(numbers) > TEXT_FIELDS_SHOWN
+                    else ""
+                )
+                + f", {'are' if len(numbers) > 1 else 'is'} not read (records and values do not go together)"
+                if numbers
+                else ""
+            )
         )
     return (
         f"{what}, not read (unmapped, only top-level numbers are): map what {they} by its path in "
@@ -2240,16 +2277,23 @@ def records_field_hint(payload: bytes | str, mapping: JsonMapping) -> str | None
                 f"record is GOOD; set json_mapping.records.quality: {names[0]}"
             )
     if rec.timestamp is not None and _get(first, rec.timestamp) is _MISSING:
-        names = [
-            k
-            for k in first
+        # a key named like a time and holding one (EdgeX's "origin" in ns; not an "origin": "plc-3/modbus"), said
+        # with its format when the mapping's is another: records.timestamp alone read it in the mapping's (epoch_s:
+        # EdgeX's origin refused as past the year 5000, every record)
+        times = (
+            (k, held)
+            for k, v in first.items()
             if k not in (rec.value, rec.name)
             and (k.lower() in _TIME_NAMES or any(w in k.lower() for w in _TIME_WORDS))
-        ]
-        if names:
+            and (held := _time_held(v)) is not None
+        )
+        found = next(times, None)
+        if found is not None:
+            key, (unit, fmt) = found
+            also = f" and timestamp_format: {unit.value}" if unit != mapping.timestamp_format else ""
             said.append(
-                f"records hold no {rec.timestamp!r} (records.timestamp) but {names[0]!r}, not read: each record "
-                f"gets the message's time; set json_mapping.records.timestamp: {names[0]}"
+                f"records hold no {rec.timestamp!r} (records.timestamp) but {key!r}, a time as {fmt}, not read: "
+                f"each record gets the message's time; set json_mapping.records.timestamp: {_as_setting(key)}{also}"
             )
     return "; ".join(said) or None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 
+from protocols import json_codec
 from tests.support.mqtt_read import read_published
 
 
@@ -97,3 +98,166 @@ async def test_an_array_of_readings_is_told_the_records_mapping_that_reads_each_
         ("gw/1/hum", 41),
         ("end/end", 1),
     ]
+
+
+async def test_readings_of_mixed_types_are_told_the_records_mapping_too(mosquitto):
+    """The records hint was given only when every value was a number, or every one a number written as text: an
+    array holding a bool alarm, a failed sensor's null, a number beside a number as text, or EdgeX's Float64 and Bool
+    readings ("2.150000e+01" beside "true") was told the path to an item, ``values: {readings.0.value: ...}``, which
+    reads whichever record comes first, or no records hint at all. One number (or number as text) among them is
+    enough; the mapping told reads each record, the alarm as a bool."""
+    mixed = {
+        "readings": [
+            {"name": "temp", "value": 21.5},
+            {"name": "alarm", "value": True},
+            {"name": "hum", "value": None},
+            {"name": "co2", "value": "410"},
+        ]
+    }
+    edgex = {
+        "apiVersion": "v2",
+        "readings": [
+            {"id": "u1", "resourceName": "Temperature", "valueType": "Float64", "value": "2.150000e+01"},
+            {"id": "u2", "resourceName": "Running", "valueType": "Bool", "value": "true"},
+        ],
+    }
+    end = ("end", json.dumps({"end": 1}))
+    told = {}
+    for label, payload in (("mixed", mixed), ("edgex", edgex)):
+        _, src = await read_published(
+            mosquitto.port, [{"topic": "#"}], [("gw/1", json.dumps(payload)), end], "end/end"
+        )
+        told[label] = src.notices.messages["nested_field_unread"]
+    assert (
+        "json_mapping.records: {array: readings, name: name, value: value} and numbers_from_text: true"
+        in told["mixed"]
+    ), told
+    assert (
+        "json_mapping.records: {array: readings, name: resourceName, value: value} and numbers_from_text: true"
+        in told["edgex"]
+    ), told
+    assert not any("readings.0.value:" in said for said in told.values()), told
+    mapping = {"records": {"array": "readings", "name": "name", "value": "value"}, "numbers_from_text": True}
+    got, src = await read_published(
+        mosquitto.port,
+        [{"topic": "gw/#", "json_mapping": mapping}, {"topic": "end"}],
+        [("gw/1", json.dumps(mixed)), end],
+        "end/end",
+    )
+    assert [(r.tag, r.value) for r in got] == [
+        ("gw/1/temp", 21.5),
+        ("gw/1/alarm", True),
+        ("gw/1/co2", 410),
+        ("end/end", 1),
+    ]
+
+
+async def test_records_are_told_the_name_key_that_tells_them_apart(mosquitto):
+    """The name key was taken by a fixed order: records naming their device in "name" and their reading in "tag"
+    (``[{"name": "plc1", "tag": "temp", ...}, {"name": "plc1", "tag": "hum", ...}]``) were told ``name: name``;
+    followed, both values were one tag, ``gw/1/plc1``, 21.5 then 40, GOOD. The key told is the first whose texts
+    differ across the records; one tag's history (the same name in each) keeps its name key."""
+    plc = {
+        "readings": [
+            {"name": "plc1", "tag": "temp", "value": 21.5},
+            {"name": "plc1", "tag": "hum", "value": 40},
+        ]
+    }
+    history = {
+        "readings": [
+            {"name": "temp", "tag": "t1", "value": 21.5},
+            {"name": "temp", "tag": "t1", "value": 21.6},
+        ]
+    }
+    end = ("end", json.dumps({"end": 1}))
+    _, src = await read_published(
+        mosquitto.port, [{"topic": "#"}], [("gw/1", json.dumps(plc)), end], "end/end"
+    )
+    said = src.notices.messages["nested_field_unread"]
+    assert "json_mapping.records: {array: readings, name: tag, value: value}" in said, said
+    _, src = await read_published(
+        mosquitto.port, [{"topic": "#"}], [("gw/1", json.dumps(history)), end], "end/end"
+    )
+    said = src.notices.messages["nested_field_unread"]
+    assert "json_mapping.records: {array: readings, name: name, value: value}" in said, said
+    mapping = {"records": {"array": "readings", "name": "tag", "value": "value"}}
+    got, _ = await read_published(
+        mosquitto.port,
+        [{"topic": "gw/#", "json_mapping": mapping}, {"topic": "end"}],
+        [("gw/1", json.dumps(plc)), end],
+        "end/end",
+    )
+    assert [(r.tag, r.value) for r in got] == [("gw/1/temp", 21.5), ("gw/1/hum", 40), ("end/end", 1)]
+
+
+async def test_the_hint_of_a_message_of_many_nested_fields_is_built_once_looking_in_a_few(
+    mosquitto, monkeypatch
+):
+    """The hint of fields holding objects or arrays looked in every top-level field for a path and an array of
+    records, on the agent's loop, and the ``no_numeric_field`` line built it again for every message that had no
+    other number, said or not: a message of 100,000 such fields (4 MB) held the loop 1.8 s each time (every other
+    source, the status page, the uplink waited). It is built once per source, looking in the first
+    ``SEARCHED`` fields; every message and field is still counted."""
+    built: list[int] = []
+    looked: list[str] = []
+    hint, records_in, number_path = (
+        json_codec.nested_fields_hint,
+        json_codec._records_in,
+        json_codec._number_path,
+    )
+
+    def counted_hint(fields, *numbers):
+        built.append(len(fields))
+        return hint(fields, *numbers)
+
+    def counted_records_in(path, v, depth=0):
+        if not depth:
+            looked.append(path)
+        return records_in(path, v, depth)
+
+    def counted_number_path(path, v, depth=0):
+        if not depth:
+            looked.append(path)
+        return number_path(path, v, depth)
+
+    monkeypatch.setattr(json_codec, "nested_fields_hint", counted_hint)
+    monkeypatch.setattr(json_codec, "_records_in", counted_records_in)
+    monkeypatch.setattr(json_codec, "_number_path", counted_number_path)
+    many = json.dumps({f"f{i}": [{"name": "a", "value": "x"}] for i in range(2_000)})
+    messages = [("gw/1", many), ("gw/1", many), ("gw/2", many), ("end", json.dumps({"end": 1}))]
+    _, src = await read_published(mosquitto.port, [{"topic": "#"}], messages, "end/end")
+    assert src.notices.counts["no_numeric_field"] == 3 and src.notices.counts["nested_field_unread"] == 6_000
+    said = src.notices.messages["no_numeric_field"]
+    assert said.startswith("mqtt source 'mq': topic 'gw/1': a JSON message gave no reading"), said
+    assert "2000 fields holding objects or arrays, 'f0' (an array of 1 items)" in said, said
+    assert built == [2_000]  # once, for both lines of the first message
+    assert len(looked) <= 2 * json_codec.SEARCHED, len(looked)
+
+
+async def test_the_records_hint_says_the_top_level_numbers_a_records_mapping_would_not_read(mosquitto):
+    """A message holding top-level numbers beside its array of records (a sensor's battery and signal beside its
+    readings) was told the records mapping alone: followed, the battery and the signal were read no more, unsaid
+    (a mapping of records reads no top-level value, and records and values do not go together). The hint names
+    them."""
+    message = {
+        "battery_pct": 87,
+        "rssi_dbm": -70,
+        "readings": [{"name": "temp", "value": 21.5}, {"name": "hum", "value": 40}],
+    }
+    got, src = await read_published(
+        mosquitto.port,
+        [{"topic": "#"}],
+        [("gw/1", json.dumps(message)), ("end", json.dumps({"end": 1}))],
+        "end/end",
+    )
+    assert [(r.tag, r.value) for r in got] == [
+        ("gw/1/battery_pct", 87),
+        ("gw/1/rssi_dbm", -70),
+        ("end/end", 1),
+    ]
+    said = src.notices.messages["nested_field_unread"]
+    assert "json_mapping.records: {array: readings, name: name, value: value}" in said, said
+    assert said.endswith(
+        "; under records, its top-level numbers read now, 'battery_pct', 'rssi_dbm', are not read (records and "
+        "values do not go together)"
+    ), said

@@ -522,6 +522,50 @@ async def test_an_edgex_events_origin_in_nanoseconds_is_said_as_its_time_not_lef
     assert "set json_mapping.records.timestamp: origin" in status["records_field_unread"]["message"]
 
 
+async def test_a_records_time_is_told_with_its_format_and_an_origin_holding_no_time_is_not(mosquitto):
+    """A records mapping of EdgeX's readings was told ``set json_mapping.records.timestamp: origin`` and no more:
+    followed, every reading was refused (its origin in nanoseconds read in the mapping's epoch_s, past the year
+    5000) until timestamp_format was found too. And a record's "origin" naming where it came from
+    ("plc-3/modbus", a channel 3) was told the same: followed, every record refused. The key is told only when
+    its first record's value holds a time, with the format when the mapping's is another; followed, the readings
+    are stamped with their origin."""
+    t0 = round(time.time()) - 30
+    records = {"array": "readings", "name": "resourceName", "value": "value"}
+    told_to = {"records": {**records, "timestamp": "origin"}, "timestamp_format": "epoch_ns"}
+    subs = [
+        {"topic": "rec/#", "json_mapping": {"records": records}},
+        {"topic": "followed/#", "json_mapping": told_to},
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        for topic, origin in (("rec/source", "plc-3/modbus"), ("rec/channel", 3), ("rec/edgex", t0 * 10**9)):
+            reading = {"resourceName": "Humidity", "origin": origin, "value": 40}
+            pub.publish(topic, json.dumps({"readings": [reading]}), qos=1)
+        reading = {"resourceName": "Humidity", "origin": t0 * 10**9, "value": 41}
+        pub.publish("followed/edgex", json.dumps({"readings": [reading]}), qos=1)
+        got = await collect(src, lambda g: any(r.tag == "followed/edgex/Humidity" for r in g))
+    finally:
+        closed(pub)
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [
+        ("rec/source/Humidity", 40),
+        ("rec/channel/Humidity", 40),
+        ("rec/edgex/Humidity", 40),
+        ("followed/edgex/Humidity", 41),
+    ]
+    assert got[-1].timestamp == t0  # stamped with its origin, not refused
+    assert src.stats.errors_by_reason == {}
+    unread = src.notices.status()["records_field_unread"]
+    assert unread["count"] == 1, unread  # rec/edgex's; an origin holding no time says nothing
+    day = time.strftime("%Y-%m-%d", time.gmtime(t0))
+    assert unread["message"].endswith(
+        f"topic 'rec/edgex': records hold no 't' (records.timestamp) but 'origin', a time as epoch_ns ({day}), not "
+        "read: each record gets the message's time; set json_mapping.records.timestamp: origin and "
+        "timestamp_format: epoch_ns"
+    ), unread
+
+
 async def test_a_records_quality_or_time_under_another_key_is_said_once_naming_the_setting(mosquitto):
     """A records mapping that names only each record's id and value reads its quality from "q" and its time
     from "t": a gateway whose records carry "quality" (or "StatusCode") and "timestamp" had every record read
@@ -554,7 +598,8 @@ async def test_a_records_quality_or_time_under_another_key_is_said_once_naming_t
     assert unread["message"].endswith(
         "topic 'gw/line1': records hold no 'q' (records.quality) but 'quality', read as no quality: every "
         "record is GOOD; set json_mapping.records.quality: quality; records hold no 't' (records.timestamp) but "
-        "'timestamp', not read: each record gets the message's time; set json_mapping.records.timestamp: timestamp"
+        f"'timestamp', a time as epoch_ms ({time.strftime('%Y-%m-%d', time.gmtime(t0))}), not read: each record "
+        "gets the message's time; set json_mapping.records.timestamp: timestamp and timestamp_format: epoch_ms"
     )
 
 
