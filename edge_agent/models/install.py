@@ -26,8 +26,8 @@ every slot's local package that its store does not hold yet, while the agent loa
 each slot then takes its result (``install_isolated``). A swap, in a running agent with threads,
 always starts a new interpreter (forking a threaded process is not safe).
 
-    python -m edge_agent.models.install [--key FILE_OR_DIR ...] STORE PACKAGE [STORE PACKAGE ...]
-    python -m edge_agent.models.install --check [--key FILE_OR_DIR ...] STORE FOLDER [...]
+    python -m edge_agent.models.install [--parent PID] [--key FILE_OR_DIR ...] STORE PACKAGE [STORE PACKAGE ...]
+    python -m edge_agent.models.install --check [--parent PID] [--key FILE_OR_DIR ...] STORE FOLDER [...]
 
 ``--check`` verifies folders installed earlier again (a start does, before serving one:
 ``check_isolated``), with the same one-line JSON answers.
@@ -133,6 +133,7 @@ class InstallJob:
         self.key_files = [str(k) for k in key_files]
         self.timeout_s = timeout_s
         argv = ["--check"] if check else []
+        argv += ["--parent", str(os.getpid())]  # the child ends with this process (see ``_end_with``)
         argv += [a for k in self.key_files for a in ("--key", k)]
         argv += [str(x) for item in self.items for x in item]
         self._proc: _Forked | subprocess.Popen = (
@@ -197,6 +198,25 @@ class InstallJob:
                 self._proc.kill()  # (Popen: a no-op once reaped)
         except OSError:  # already gone
             pass
+
+
+def _end_with(parent: int) -> None:
+    """Have the kernel kill this child when ``parent`` (the agent) ends, and end now if it already has.
+
+    An agent killed (kill -9, the out-of-memory killer) left its child installing: it wrote into the slot's store
+    after the restarted agent had started, a ``.part`` folder of up to the package's size that only the next
+    start removed (a small disk then refused the next package, ``install_retry``), or a folder nothing named.
+    Linux only (``PR_SET_PDEATHSIG``, sent when the thread that started the child ends: the agent starts it from
+    the thread that waits for its answer, or its main thread); elsewhere the child runs to its end as before."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it ended before the line above took effect
+        os._exit(70)
 
 
 def _failed(pkg: Path, why: str) -> errors.PackageError:
@@ -392,6 +412,9 @@ def main(argv: list[str] | None = None, out=None) -> int:
         help="each pair is a STORE and the name of a folder installed there: verify it again",
     )
     ap.add_argument(
+        "--parent", type=int, default=None, help="end when the process of this id (the agent) ends"
+    )
+    ap.add_argument(
         "pairs",
         nargs="+",
         metavar="STORE PACKAGE",
@@ -400,6 +423,8 @@ def main(argv: list[str] | None = None, out=None) -> int:
     a = ap.parse_args(argv)
     if len(a.pairs) % 2:
         ap.error("give a STORE folder and a PACKAGE for each install")
+    if a.parent is not None:
+        _end_with(a.parent)
     from model_packager import load_trusted_keys
 
     trusted, bad_key = None, None

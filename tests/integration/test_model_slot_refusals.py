@@ -11,9 +11,11 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import tarfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +28,7 @@ from edge_agent.models.config import HealthConfig, ModelConfig
 from edge_agent.models.slot import ModelSlot
 from model_packager import PackageError
 from tests.support.models import make_keypair, make_package
+from tests.support.waits import until
 from tests.unit.test_package_hostile import _sig
 
 
@@ -218,3 +221,61 @@ def test_a_forked_child_installs_and_one_that_dies_is_a_refusal(tmp_path, pkgs, 
 
 def _digest12(pkg) -> str:
     return hashlib.sha256(pkg.read_bytes()).hexdigest()[:12]
+
+
+_STARTS_AN_INSTALL = """
+import sys, time
+from pathlib import Path
+from edge_agent.models.install import InstallJob
+store, pkg, key = map(Path, sys.argv[1:4])
+job = InstallJob([(store, pkg)], [key])  # a new interpreter, as for every swap
+print(job._proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # ended, not yet reaped by its new parent
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+async def test_an_install_child_ends_with_the_agent_that_started_it(tmp_path, pkgs):
+    """An agent killed mid-install (kill -9, the out-of-memory killer) left its child installing: it wrote into
+    the slot's store after the restarted agent had started (a .part folder of up to the package's size, which
+    only the next start removed, or a folder nothing named). The child is held in the read of its trusted key (a
+    named pipe the test holds open), past its start, while the process that started it is killed."""
+    key = tmp_path / "held.pub"
+    os.mkfifo(key, 0o600)
+    agent = subprocess.Popen(
+        [sys.executable, "-c", _STARTS_AN_INSTALL, str(tmp_path / "store"), str(pkgs["v2"]), str(key)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    child, writer = int(agent.stdout.readline()), None
+    try:
+
+        def child_reads_the_key() -> bool:  # opens for writing only once the child has it open for reading
+            nonlocal writer
+            try:
+                writer = os.open(key, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                return False
+            return True
+
+        await until(child_reads_the_key, what="the install child reading its key")
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+        await until(
+            lambda: _gone(child), what="the install child ended with its agent"
+        )  # formerly held for good
+    finally:
+        if writer is not None:
+            os.close(writer)
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)
+        agent.stdout.close()
