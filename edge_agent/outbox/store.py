@@ -56,8 +56,8 @@ keeps running. What is still readable in the old file is salvaged into the new e
 goes on after the old last seq, so an ack in flight for the old epoch names the same record, never another).
 The outbox records an ``outbox_corrupt`` event (with the previous epoch and what was salvaged) as the first
 record of the new epoch, so the cloud learns of the loss. While running, a store found corrupt (by a commit, a
-drop, a reader) or removed or replaced under the agent is renewed the same way by the writer thread (readers
-wait at a gate meanwhile; appends wait in the hand-over queue); records not read back count as
+drop, a reader) or removed, replaced or cut short under the agent is renewed the same way by the writer thread
+(readers wait at a gate meanwhile; appends wait in the hand-over queue); records not read back count as
 ``corrupt:<kind>``. (Durability never degrades silently: if the fresh file cannot be created at start,
 ``open()`` raises and the agent does not start; while running it is tried again every ``RENEW_RETRY_S``.)
 Only SQLITE_CORRUPT / SQLITE_NOTADB (or a failed quick_check) mean a corrupt file: a full or read-only disk,
@@ -77,12 +77,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import hashlib
 import json
 import logging
 import os
 import queue
+import shutil
 import sqlite3
 import threading
 import time
@@ -218,6 +220,24 @@ def _intact(row: tuple) -> bool:
     return True
 
 
+def _move_file(src: Path, dst: Path) -> None:
+    """``os.replace``, or a copy then a removal where ``dst`` is on another file system: an ``outbox.dir`` on a
+    disk of its own, ``outbox-corrupt/`` in the data folder. A rename across file systems failed (EXDEV): a
+    corrupt store at start stopped the agent from starting ("free space on that disk ..."), and one found bad
+    while running was never renewed (every record counted as write_failed, for good)."""
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        try:
+            shutil.copyfile(src, dst)
+        except OSError:
+            dst.unlink(missing_ok=True)  # no half copy left behind; the caller tries again later
+            raise
+        src.unlink()
+
+
 def _is_full(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and (code & 0xFF) == sqlite3.SQLITE_FULL
@@ -316,6 +336,7 @@ class Outbox:
             None  # seqs acked while a running salvage copies old records
         )
         self._ino: tuple[int, int] | None = None  # (st_dev, st_ino) of the file the writer has open
+        self._size_seen: int | None = None  # the writer's file's size at the last look, once it had a header
         self.renewals = 0  # stores moved aside or replaced by this process (at open or while running)
         self.salvaged = 0  # records copied out of them into the new epoch
         self.last_renewal: dict | None = None
@@ -449,7 +470,7 @@ class Outbox:
             )
             corrupt = (str(aside), reason, time.time(), salvaged)  # the event once the epoch is in place
         self._db = db
-        self._ino = self._identity()
+        self._ino, self._size_seen = self._identity(), None
         self._failing, self._failed_in_burst, self._unpersisted = False, 0, Counter()
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         last_row = db.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
@@ -550,7 +571,7 @@ class Outbox:
         for suffix in ("", "-wal", "-shm"):
             p = Path(str(self.path) + suffix)
             if p.exists():
-                os.replace(p, Path(str(aside) + suffix))
+                _move_file(p, Path(str(aside) + suffix))
                 moved = aside
         if moved is not None:
             self.moved_aside = moved
@@ -702,8 +723,8 @@ class Outbox:
             self._gate.notify_all()
 
     def _check_store(self) -> None:
-        """On the writer, after each round: renew a store found corrupt, or one whose file was removed or
-        replaced under the running agent (writing on into a removed file loses every record at the next start,
+        """On the writer, at each round: renew a store found corrupt, or one whose file was removed, replaced or
+        cut short under the running agent (writing on into a removed file loses every record at the next start,
         and nothing could read them meanwhile)."""
         if time.monotonic() < self._renew_next:
             return
@@ -720,8 +741,39 @@ class Outbox:
             now = (st.st_dev, st.st_ino)
         if now != self._ino:
             self._renew("the outbox file was removed or replaced while the agent ran", corrupt=False)
+        elif self._cut_short() is not None and (cut := self._cut_short()) is not None:
+            # looked at twice: a checkpoint of another connection (an ack's) may give pages back between a
+            # reading of the header and of the size; a file cut by a tool stays cut
+            self._renew(cut, corrupt=False, what="cut")
 
-    def _renew(self, reason: str, corrupt: bool) -> bool:
+    def _cut_short(self) -> str | None:
+        """Why the file the writer has open was cut short in place (``truncate -s 0``, ``> outbox.db``, a tool
+        emptying it: the same inode, so it looks neither removed nor replaced), or None. The writer's connection
+        went on through the pages it holds in memory and its WAL, counting every record as kept; at the next
+        start the file was corrupt and most records were gone. SQLite's file only shrinks when a checkpoint gives
+        freed pages back, to exactly the size its header then states (it grows meanwhile, never shrinks): a file
+        that lost its header, or shrank to another size, was cut."""
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(100)
+                size = os.fstat(f.fileno()).st_size
+        except OSError:
+            return None
+        if len(head) < 100 or head[:16] != b"SQLite format 3\0":
+            if self._size_seen is None:
+                return None  # a store whose pages are all in the WAL yet
+            return f"the outbox file was cut short while the agent ran ({size} bytes, without its header)"
+        was = self._size_seen
+        page = int.from_bytes(head[16:18], "big")
+        pages = int.from_bytes(head[28:32], "big")
+        # the header's page count is valid while bytes 92-95 equal the change counter at 24-27 (the file format)
+        given_back = head[24:28] == head[92:96] and size == pages * (65536 if page == 1 else page)
+        if was is not None and size < was and not given_back:
+            return f"the outbox file was cut short while the agent ran ({size} bytes, {was} before)"
+        self._size_seen = size
+        return None
+
+    def _renew(self, reason: str, corrupt: bool, what: str = "removed") -> bool:
         """On the writer: move the bad store aside and start a new one in a new epoch, seqs numbering on, with
         every record of the old store that can still be read (same seq), copied in behind what the agent appends
         meanwhile (committed between slices of the copy). False (and tried again later) when the disk cannot
@@ -742,7 +794,7 @@ class Outbox:
                 if not corrupt and old is not None:
                     # the removed file is still open here: copy it out whole before this connection closes
                     self.corrupt_dir.mkdir(parents=True, exist_ok=True)
-                    copy = self._aside_name("removed")
+                    copy = self._aside_name(what)
                     target = sqlite3.connect(copy)
                     try:
                         old.backup(target)
@@ -790,7 +842,7 @@ class Outbox:
                 return False
             # the new store takes appends and readers from here on; the old one's records are copied in meanwhile
             self._db = db
-            self._ino = self._identity()
+            self._ino, self._size_seen = self._identity(), None
             self.epoch = epoch
             self._renew_reason, self._renew_failing, self._renew_next = None, False, 0.0
             self._acked_while_salvaging = set()
@@ -823,7 +875,11 @@ class Outbox:
             "outbox %s: %s (%s): moved aside to %s; the outbox goes on in epoch %d with the %d records still "
             "readable; %d records were lost",
             self.dir,
-            "the store turned corrupt" if corrupt else "the store was removed",
+            "the store turned corrupt"
+            if corrupt
+            else "the store was cut short"
+            if what == "cut"
+            else "the store was removed",
             reason,
             aside,
             epoch,
@@ -1195,9 +1251,11 @@ class Outbox:
             # the writer never dies: a full or failing disk costs the records it could not take (counted),
             # and the outbox writes again once there is room
             self._guarded(self._watch_clock)  # before the commit and retention of this round
+            # corrupt, removed, replaced or cut short under the running agent: renewed before this round's commit,
+            # whose checkpoint would write the pages a cut file lost back over it and hide the cut
+            self._guarded(self._check_store)
             self._guarded(self._commit, batch)
             self._guarded(self._enforce_budget)
-            self._guarded(self._check_store)  # corrupt, removed or replaced under the running agent: renewed
             if self._notices:  # an idle outbox still reports its drops
                 self._guarded(self._drain_notices)
 

@@ -151,6 +151,43 @@ def test_a_full_disk_at_start_refuses_to_start_and_keeps_the_healthy_outbox(smal
     ob.close()
 
 
+def test_an_outbox_on_a_disk_of_its_own_is_moved_aside_and_renewed_at_start_and_while_running(
+    small_disk, tmp_path
+):
+    # outbox.dir on its own file system, the data folder (and its outbox-corrupt/) on another
+    settings = OutboxSettings(dir=str(small_disk / "outbox"), commit_interval_ms=10)
+    data = tmp_path / "data"
+    ob = Outbox(settings, data)
+    ob.open()
+    for i in range(100):
+        ob.append("result", {"i": i})
+    ob.close()
+    os.truncate(ob.path, 0)  # an outbox of a known epoch left empty: moved aside at start
+    events: list = []
+    ob = Outbox(settings, data, on_event=events.append)
+    ob.open()  # formerly OutboxError: "[Errno 18] Invalid cross-device link ...; free space on that disk"
+    assert ob.moved_aside is not None and ob.moved_aside.parent == data / "outbox-corrupt"
+    assert ob.moved_aside.exists() and [e["kind"] for e in events] == ["outbox_corrupt"]
+    for i in range(50):
+        ob.append("result", {"j": i})
+    ob.flush()
+    ob.path.unlink()  # removed under the running agent: renewed with every record
+    for i in range(50):
+        ob.append("result", {"k": i})
+    ob.flush()
+    # formerly the renewal failed the same way every 5 s, for good, and every record was counted as write_failed
+    until_renewed = time.monotonic() + 30
+    while len(events) < 2:
+        assert time.monotonic() < until_renewed, f"not renewed: {ob.stats()['dropped']}"
+        time.sleep(0.02)
+    assert events[1]["kind"] == "outbox_corrupt" and events[1]["lost"] == 0
+    ob.close()
+    again = Outbox(settings, data)
+    again.open()
+    assert again.moved_aside is None and again.stats()["by_kind"]["result"] == 100
+    again.close()
+
+
 def test_a_read_only_data_folder_at_start_is_an_outbox_error_not_a_traceback(small_disk):
     data = small_disk / "data"
     ob = Outbox(OutboxSettings(), data)

@@ -167,6 +167,38 @@ def test_an_outbox_removed_under_the_running_agent_goes_on_in_a_new_epoch_with_e
     again.close()
 
 
+def test_an_outbox_file_cut_short_under_the_running_agent_goes_on_in_a_new_epoch_with_every_record(tmp_path):
+    data = tmp_path / "data"
+    events: list = []
+    # a small budget: a small WAL, so the writer folds it into the file (checkpoints) as it goes
+    ob = Outbox(
+        OutboxSettings(commit_interval_ms=10, max_bytes=2 * 1024 * 1024), data, on_event=events.append
+    )
+    ob.open()
+    old_epoch = ob.epoch
+    for i in range(300):
+        ob.append("result", {"before": i, "pad": "p" * 200})
+    ob.flush()
+    # most of the records are in the file itself, not only in the WAL
+    assert ob.path.stat().st_size > 64 * 1024
+    # a tool empties the file in place (`truncate -s 0`, `> outbox.db`): the same inode, nothing looks removed
+    os.truncate(ob.path, 0)
+    for i in range(100):
+        ob.append("result", {"after": i})
+    ob.flush()
+    # formerly the agent wrote on into the cut file and counted all 400 as kept; at the next start the file was
+    # found corrupt and most of them were gone
+    wait_for(lambda: any(e["kind"] == "outbox_corrupt" for e in events), what="the outbox to start afresh")
+    assert ob.epoch > old_epoch and [e["kind"] for e in events] == ["outbox_corrupt"]
+    assert "cut short" in events[0]["reason"] and events[0]["lost"] == 0
+    ob.close()
+    again = Outbox(OutboxSettings(max_bytes=2 * 1024 * 1024), data)
+    again.open()
+    assert again.epoch == ob.epoch and again.moved_aside is None
+    assert again.stats()["by_kind"]["result"] == 300 + 100
+    again.close()
+
+
 async def test_an_outbox_turning_corrupt_while_running_is_renewed_and_the_cloud_gets_every_readable_record(
     tmp_path, pki
 ):
