@@ -998,9 +998,14 @@ def _substitute(
     if isinstance(node, str) and "${" in node:
 
         def repl(m: re.Match) -> str:
-            if taken is not None and m.group(1) in env:
+            val = env.get(m.group(1))
+            if not val and m.group(2) is not None:
+                # ${VAR:-default} takes its default when VAR is unset or empty, as a shell (and Compose) reads it:
+                # an agent.env line left blank (PLC_HOST=) gave an empty host instead, which validated
+                # (opc.tcp://:4840, an MQTT host ''), or a refusal of its port (found '') naming no variable
+                val = m.group(2)
+            elif taken is not None and val is not None:
                 taken.setdefault(loc, m.group(1))
-            val = env.get(m.group(1), m.group(2))
             if val is None:
                 if unset is not None:
                     unset.setdefault(loc, m.group(1))

@@ -306,6 +306,21 @@ def test_environment_substitution_and_missing_variable(env, monkeypatch):
     assert cfg.sources["broker"].password.get_secret_value() == "s3cret"
 
 
+def test_a_variable_set_empty_takes_the_default_the_config_gives_as_a_shell_does(env, monkeypatch):
+    data = good(env)
+    data["sources"]["broker"]["host"] = "${BROKER_HOST:-127.0.0.1}"
+    data["sources"]["broker"]["port"] = "${BROKER_PORT:-1883}"
+    data["sources"]["broker"]["username"] = "edge-${BROKER_USER_SUFFIX}"
+    # an agent.env whose lines were left blank (BROKER_HOST=): set, but empty
+    for name in ("BROKER_HOST", "BROKER_PORT", "BROKER_USER_SUFFIX"):
+        monkeypatch.setenv(name, "")
+    cfg = parse_config(data)  # formerly: sources.broker.port: ... (found ''), and an empty host validated
+    assert cfg.sources["broker"].host == "127.0.0.1" and cfg.sources["broker"].port == 1883
+    assert cfg.sources["broker"].username == "edge-"  # ${VAR} without a default: empty, as a shell gives it
+    monkeypatch.setenv("BROKER_HOST", "10.0.0.7")
+    assert parse_config(data).sources["broker"].host == "10.0.0.7"
+
+
 def test_an_environment_variable_holding_bytes_that_are_not_utf8_is_refused_naming_it(
     env, monkeypatch, tmp_path
 ):
