@@ -1523,19 +1523,28 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     cv_scores = cv_scores.reshape(-1, t).max(1)
     thr, rule = threshold_at(cv_scores, s.false_reject_rate)
     floor = noise_floor(feat, ds.good, bank, pre, (side, side), s, t, ds.tile_scale, ref)
-    if floor > thr:
+    top = float(cv_scores.max())
+    if floor > thr and floor <= top:
+        # the noisy score lies within the good images' own held-out scores (many varied images, a bank far
+        # smaller than their patches: the floor is one more draw of their spread, above the fitted quantile
+        # about as often as below): the raise is kept, but nothing says the images vary less than noise
+        rule += (
+            f"; raised to {floor:.4g}, the good images' score with {NOISE_FLOOR_SIGMA:g} grey levels of sensor "
+            f"noise (within their own held-out scores, up to {top:.3g})"
+        )
+    elif floor > thr:
         log(
             f"anomaly: the good images vary less than a camera's noise (flat or near-identical images, "
-            f"held-out scores up to {cv_scores.max():.3g}): the threshold {thr:.3g} would reject any frame "
+            f"held-out scores up to {top:.3g}): the threshold {thr:.3g} would reject any frame "
             f"with sensor noise; it is raised to {floor:.3g}, the score of these good images with "
             f"{NOISE_FLOOR_SIGMA:g} grey levels of noise. Give images of several parts over days if you can"
         )
         rule += (
             f"; raised to {floor:.4g}, the good images' score with {NOISE_FLOOR_SIGMA:g} grey levels of sensor "
-            f"noise (their own scores, up to {cv_scores.max():.3g}, are below a camera's noise: flat or "
+            f"noise (their own scores, up to {top:.3g}, are below a camera's noise: flat or "
             "near-identical images)"
         )
-        thr = floor
+    thr = max(thr, floor)
     log(
         f"anomaly: {n // t} good images{f' ({n} tiles)' if t > 1 else ''}, {n * hw} patches of {d} features{f' ({keep} of each view kept, at random)' if keep < hw else ''} → bank of {len(bank)}; threshold {thr:.4g} "
         f"at {s.false_reject_rate:.1%} false rejects ({folds}-fold scores of the good images)"

@@ -49,3 +49,39 @@ def test_the_fit_leaves_out_images_found_exactly_in_the_bank():
     s = np.r_[np.zeros(16), np.full(4, 0.355)]
     thr, _ = A.threshold_at(s, 0.01)
     assert 0.355 <= thr < 2.0  # was 7.4 here (exp of a spread of 8 in log space)
+
+
+def test_a_floor_within_the_good_images_own_scores_raises_the_threshold_without_calling_them_flat(
+    monkeypatch,
+):
+    """Many varied good images and a bank far smaller than their patches (200 belt parts of another maker,
+    bank 2048 of 204,800 patches): the noisy score is one more draw of their own spread and came out 0.0001
+    above the fitted quantile, below their held-out maximum (0.586); the build said they vary less than a
+    camera's noise (flat or near-identical images) and to give images of several parts, which they were.
+    The same numbers are set here (the fitted quantile at the median, the floor at the 3rd quartile)."""
+    rng = np.random.default_rng(3)
+    frames = []
+    for _ in range(20):
+        base = cv2.GaussianBlur(rng.normal(0, 1, (64, 64)).astype(np.float32), (0, 0), 3)
+        img = 150 + base[..., None] / base.std() * 15 + rng.normal(0, 2.0, (64, 64, 3))
+        frames.append(np.clip(img, 0, 255).astype(np.uint8))
+    seen: dict = {}
+
+    def quantile(scores, rate):
+        seen["scores"] = np.asarray(scores)
+        return float(np.median(scores)), "the median"
+
+    monkeypatch.setattr(A, "threshold_at", quantile)
+    monkeypatch.setattr(A, "noise_floor", lambda *a, **k: float(np.quantile(seen["scores"], 0.75)))
+    said: list[str] = []
+    s = A.AnomalySettings(Path("."), Path("."), Path("."), Path("."), size=32, bank_size=64)
+    fitted = A.fit(A.AnomalyData(frames, [f"p{i}" for i in range(20)]), s, log=said.append)
+    floor = float(np.quantile(seen["scores"], 0.75))
+    assert floor < seen["scores"].max()
+    assert fitted["threshold"] == floor  # still raised
+    assert (
+        "raised to" in fitted["threshold_rule"]
+        and "within their own held-out scores" in fitted["threshold_rule"]
+    )
+    assert "below a camera's noise" not in fitted["threshold_rule"]  # was said
+    assert not any("vary less than a camera's noise" in m for m in said), said  # was said
