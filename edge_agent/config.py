@@ -2103,14 +2103,21 @@ def read_config_bytes(path: Path, max_bytes: int = CONFIG_MAX_BYTES) -> bytes:
 
 def read_config_file(path: Path) -> Any:
     """The YAML document of the config file at ``path``; ``ConfigError`` naming the file when it cannot be
-    read (``read_config_bytes``), is not UTF-8 (with the byte offset) or is not valid YAML."""
+    read (``read_config_bytes``), is not UTF-8 (with the byte offset, line and column) or is not valid YAML."""
     data = read_config_bytes(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         bom = " (a UTF-16 byte order mark)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        # its line and column too: a byte offset alone had to be looked for with a hex dump (an engineer's "°C"
+        # saved in Windows-1252 is 0xb0, somewhere in a file generated from a plant's tag list)
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
         raise ConfigError(
-            [f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}{bom}); save the file as UTF-8"]
+            [
+                f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}{bom}, line {line}, column {column}: "
+                f"0x{data[exc.start]:02x}); save the file as UTF-8 (Windows-1252 and Latin-1 write ° as 0xb0)"
+            ]
         ) from None
     return read_yaml(text, str(path))
 
@@ -2295,7 +2302,11 @@ def read_yaml(text: str, where: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError([f"{where}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from exc
+        problem = str(getattr(exc, "problem", None) or exc)
+        if mark is not None and text[mark.index : mark.index + 1] == "\t":
+            # PyYAML says "found character that cannot start any token", not which character
+            problem = f"{problem}: a tab; YAML indents with spaces only, replace the tabs with spaces"
+        raise ConfigError([f"{where}: not valid YAML{at}: {problem}"]) from exc
     except Exception as exc:  # PyYAML's constructors raise more than YAMLError
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError([f"{where}: not valid YAML: {first}"]) from None

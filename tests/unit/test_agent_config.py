@@ -540,6 +540,18 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
         load_config(p)
 
 
+def test_a_tab_indenting_a_line_is_named_as_a_tab_with_its_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("agent:\n  id: gw1\nsources:\n\tcam:\n\t\ttype: camera\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    # formerly "found character that cannot start any token", which the engineer's editor shows as spaces
+    assert ei.value.errors == [
+        f"{p}: not valid YAML at line 4, column 1: found character that cannot start any token: a tab; YAML "
+        "indents with spaces only, replace the tabs with spaces"
+    ]
+
+
 def test_a_yaml_alias_bomb_is_refused_by_name_before_validation(tmp_path):
     """Nine levels of nine aliases: ~400 bytes standing for 387 million list items. Before the limit,
     validating a smaller such file (43 million) took 37 s of CPU; now it is refused from the parser's
@@ -929,7 +941,7 @@ def test_a_value_yaml_cannot_build_is_a_config_error_naming_file_and_line(tmp_pa
     [
         (
             b"agent:\n  id: gw\xe91\n",
-            "not UTF-8 text (invalid continuation byte at byte 15); save the file as UTF-8",
+            "not UTF-8 text (invalid continuation byte at byte 15, line 2, column 9: 0xe9); save the file as UTF-8",
         ),
         (
             "agent:\n  id: gw1\n".encode("utf-16"),
