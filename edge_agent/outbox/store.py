@@ -315,6 +315,8 @@ class Outbox:
         self._failing = False  # the last commit failed (disk full, I/O error): logged once per burst
         self._failed_in_burst = 0
         self._fail_reason = ""
+        # while commits fail: since when and why (``stats()["write_error"]``); /status showed only the counts grow
+        self._write_error: dict | None = None
         self._unpersisted: Counter = Counter()  # drop counts (write_failed, oversize) not yet in the meta
         self._oversize_told = -1e9  # when an oversize record was last logged
         self._retention_next = 0.0  # monotonic time retention is next looked at
@@ -1365,6 +1367,8 @@ class Outbox:
                     return self._commit(batch, retried=True)  # the batch goes into the new store
                 if _is_full(exc) and not retried and self._make_room(db, sum(b[7] for b in batch)):
                     return self._commit(batch, retried=True)  # room made by dropping stored samples
+                if self._write_error is None:
+                    self._write_error = {"since": time.time(), "cause": _cause(exc)}
                 if not self._failing:
                     self._failing = True
                     log.error(
@@ -1379,6 +1383,7 @@ class Outbox:
                     with contextlib.suppress(sqlite3.Error, OSError):
                         self._maybe_remove_sample(db, sha)
             else:
+                self._write_error = None
                 with self._lock:
                     self._unpersisted.subtract(persisted)
                     self._unpersisted = +self._unpersisted
@@ -1770,4 +1775,6 @@ class Outbox:
             "renewals": self.renewals,
             "salvaged": self.salvaged,
             "last_renewal": self.last_renewal,
+            # None while commits go through; else since when and why they fail (a full or read-only disk)
+            "write_error": self._write_error,
         }

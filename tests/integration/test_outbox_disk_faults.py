@@ -113,6 +113,29 @@ def test_a_full_disk_drops_counted_records_without_hanging_and_the_outbox_writes
     again.close()
 
 
+def test_status_says_why_the_outbox_cannot_write_while_the_disk_refuses_and_no_more_once_it_writes(
+    small_disk,
+):
+    ob = Outbox(OutboxSettings(commit_interval_ms=10), small_disk / "data")
+    ob.open()
+    ob.append("result", {"i": 0})
+    ob.flush()
+    assert ob.stats()["write_error"] is None
+    filler = fill(small_disk)
+    for i in range(200):
+        ob.append("result", {"i": i, "pad": "x" * 200})
+    ob.flush()
+    assert ob.dropped["write_failed:result"] > 0
+    # formerly /status showed only the write_failed counts growing, not that the disk refuses now, nor why
+    error = ob.stats()["write_error"]
+    assert error is not None and "SQLITE_FULL" in error["cause"] and error["since"] <= time.time()
+    filler.unlink()
+    ob.append("result", {"after": 1})
+    ob.flush()
+    assert ob.stats()["write_error"] is None
+    in_thread(ob.close, 30)
+
+
 async def test_appends_from_the_event_loop_keep_going_on_a_full_disk(small_disk):
     ob = Outbox(OutboxSettings(commit_batch=20), small_disk / "data")
     ob.open()
