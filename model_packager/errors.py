@@ -46,3 +46,8 @@ class SpecMismatchError(PackageError):
 
 class GoldenError(PackageError):
     code = "golden_mismatch"
+
+
+# a GoldenError's code when a golden file could not be read for a passing error of the machine (out of file
+# descriptors or memory, an I/O error), not of the file: the same bytes read again later may pass
+GOLDEN_UNREADABLE = "golden_unreadable"

@@ -17,12 +17,13 @@ held to what that INT8 noise may do to them (``aux_problems``).
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_packager import runtimes as _runtimes
-from model_packager.errors import GoldenError, SpecMismatchError
+from model_packager.errors import GOLDEN_UNREADABLE, GoldenError, SpecMismatchError
 from model_packager.manifest import (
     MAX_LABEL_CHARS,
     ColorOrder,
@@ -416,6 +417,13 @@ def _declared_bytes(z) -> int:
     return total
 
 
+# read errors of the machine at that moment, not of the file: too many open files (the process's, the system's),
+# no memory or buffers, an I/O error, an interrupted or would-block read
+_PASSING_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.EIO, errno.EINTR, errno.EAGAIN}
+)
+
+
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     import zipfile
 
@@ -435,15 +443,20 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
                     code="golden_too_large",
                 )
             return {k: z[k] for k in z.files}
-    except (
-        OSError,
-        ValueError,
-        EOFError,
-        KeyError,
-        zipfile.BadZipFile,
-        NotImplementedError,
-        MemoryError,
-    ) as exc:
+    except (OSError, MemoryError) as exc:
+        if isinstance(exc, MemoryError) or exc.errno in _PASSING_ERRNOS:
+            # the machine's, not the file's (out of file descriptors or memory, an I/O error): the same bytes read
+            # at another moment. Taken for a bad package, a start set aside the fleet's verified version
+            raise GoldenError(
+                f"golden file {name}: cannot be read now ({printable(exc) or type(exc).__name__}); a passing "
+                "error of this machine, not of the file",
+                code=GOLDEN_UNREADABLE,
+            ) from None
+        raise GoldenError(  # (bz2's "Invalid data stream": the file's content)
+            f"golden file {name}: not a readable .npz of arrays ({printable(exc)})",
+            code="bad_golden",
+        ) from None
+    except (ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError) as exc:
         raise GoldenError(
             f"golden file {name}: not a readable .npz of arrays ({printable(exc)})",
             code="bad_golden",

@@ -54,6 +54,7 @@ from edge_agent.priority import in_lowered_thread, lower_this_thread
 from edge_agent.types import Window
 from model_packager import OpenedPackage, PackageError, package_digest
 from model_packager.cpu import int8_path
+from model_packager.errors import GOLDEN_UNREADABLE
 from model_packager.manifest import ImagePreprocessing, Manifest, version_key
 from model_packager.preprocess import (
     Interpretation,
@@ -356,6 +357,13 @@ class ModelSlot:
             try:  # checked again on this CPU: the machine (or its VM host) may have changed since install
                 active = await in_lowered_thread(self._load, opened)
             except (EngineError, NothingPasses, PackageError) as exc:  # (golden files refused as read)
+                if isinstance(exc, PackageError) and exc.code == GOLDEN_UNREADABLE:
+                    # a passing error of this machine (EMFILE, ENOMEM) on a folder verified intact just now: no
+                    # defect of the package, which was set aside and the configured (older) one installed again
+                    raise SlotError(
+                        f"model slot {self.name!r}: cannot start on the installed package "
+                        f"{opened.manifest.package_id}: {exc}; it is kept, for the next start"
+                    ) from exc
                 rejected = f"{opened.manifest.package_id} fails its load and golden test at start: {exc}"
                 if want_pkg is None or not want_pkg.is_file():
                     raise SlotError(
@@ -408,13 +416,21 @@ class ModelSlot:
         """While the slot runs: a ``state.json`` the disk refused (``ModelStore.unwritten``: a full disk when a
         candidate was kept or rolled back) is written once the disk takes it, so that a restart then starts
         from what the slot decided; so is a rollback mark the disk refused (``ModelStore.unmarked``)."""
+        prune_due = False
         while True:
             await asyncio.sleep(STATE_RETRY_S)
             if self.store.unwritten is not None or self.store.unmarked:
                 was_unwritten = self.store.unwritten is not None
                 await asyncio.to_thread(self.store.write_pending)
-                if was_unwritten and self.store.unwritten is None and not self._swap_lock.locked():
-                    await self._prune()  # the folders the former file named, kept until it was replaced
+                # the folders the former file named, kept until it was replaced, go at the first moment no swap
+                # runs (a prune beside an install removes its folder): one due while a swap held the lock was
+                # dropped, and a stale folder stayed until a restart, the room a full disk's next install lacked
+                prune_due = prune_due or (was_unwritten and self.store.unwritten is None)
+            if prune_due and not self._swap_lock.locked():
+                # (free: taken at once) no swap starts an install beside the prune
+                async with self._swap_lock:
+                    prune_due = False
+                    await self._prune()
 
     def _refused_by_config(self, package_id: str) -> str:
         return (
@@ -802,6 +818,11 @@ class ModelSlot:
                     return self._refused(from_v, to_v, "load", f"the slot stopped mid-swap: {exc}")
                 if isinstance(exc, _Stopped):
                     raise
+                if isinstance(exc, PackageError) and exc.code == GOLDEN_UNREADABLE:
+                    # a passing error of this machine (EMFILE, ENOMEM) reading them: tried again, as a full disk
+                    # is. Taken for the package's, it was marked failed, for good
+                    await self._prune()
+                    return self._refused(from_v, to_v, "golden", str(exc), retry=True)
                 if isinstance(exc, PackageError):
                     # its golden files refused as read (a decompression bomb, not an .npz), before any engine's
                     # check: refused as the others at this stage. Left to the catch-all, the refusal named no

@@ -24,7 +24,8 @@ candidate. After an orderly stop (``mark_stopped``: SIGTERM, a systemd restart f
 config rollout) the slot resumes the candidate and watches a whole new health window; so after an
 unclean end (kill -9, a power cut, the out-of-memory killer), unless it is the candidate's
 ``UNCLEAN_ENDS_TO_ROLL_BACK``-th inside one probation: a crash loop, which the candidate may be causing
-(a model that crashes its runtime on live input), restores ``previous`` and marks the candidate failed.
+(a model that crashes its runtime on live input), restores ``previous`` and marks the candidate failed. So
+does a candidate already marked rolled back (``rolled_back``: the disk refused the state.json of its rollback).
 The probation also keeps the previous model's health figures at the swap (``baseline``), against which
 a resumed window compares latency and NG rate.
 
@@ -533,12 +534,19 @@ class ModelStore:
         clean = prob.get("stopped") is True
         unclean = _count(prob.get("unclean_ends")) + (not clean)
         baseline = prob.get("baseline") if isinstance(prob.get("baseline"), dict) else None
-        if unclean < UNCLEAN_ENDS_TO_ROLL_BACK:
+        # rolled back, but the disk refused the state.json that said so (full), or a kill -9 came between the
+        # mark and that state: the file still names the candidate, on probation. Resumed, it served again the model
+        # its health check (or the fleet) had rejected, and ``served`` erased its mark
+        rolled_back = self.rolled_back(cand)
+        if unclean < UNCLEAN_ENDS_TO_ROLL_BACK and not rolled_back:
             prob.update(stopped=False, unclean_ends=unclean)  # until this run stops in order
             self._write_state(st)
             return AfterRestart(cand, prev, True, clean, unclean, baseline)
         reason = (
-            f"the agent ended without an orderly stop {unclean} times inside the candidate's health window (a "
+            "the candidate was rolled back before the restart (the disk refused the state.json that recorded it); "
+            "the previous model was restored"
+            if rolled_back
+            else f"the agent ended without an orderly stop {unclean} times inside the candidate's health window (a "
             "crash loop, which the candidate may cause); the previous model was restored"
         )
         _note_failed(st, cand, reason)

@@ -176,6 +176,46 @@ async def test_a_candidate_judged_while_the_disk_is_full_is_kept_reported_and_re
         await again.stop()
 
 
+class _SeenLock(asyncio.Lock):
+    """The slot's swap lock, noting whether state.json was still unwritten each time the slot asks if it is held."""
+
+    def __init__(self, store) -> None:
+        super().__init__()
+        self.store, self.asked_written = store, 0
+
+    def locked(self) -> bool:
+        self.asked_written += self.store.unwritten is None
+        return super().locked()
+
+
+async def test_the_folders_the_former_file_named_go_once_it_is_written_even_if_a_swap_ran_then(
+    tmp_path, pkgs, small_slot_disk, monkeypatch
+):
+    """The prune after the retry's write of state.json ran only if no swap held the lock at that moment; with one
+    in flight then (an install) it was dropped, and the folder the former file named stayed until a restart:
+    room a full disk's next install lacked, and that refusal (no_space) prunes nothing."""
+    monkeypatch.setattr(slot_module, "STATE_RETRY_S", 0.05)
+    root = small_slot_disk
+    s, filler = await _candidate_on_a_full_disk(tmp_path, pkgs, root, [])
+    stale = lambda: [p.name for p in root.iterdir() if p.name.startswith("part-inspection-1.0.0-")]  # noqa: E731
+    try:
+        await asyncio.to_thread(s.infer, Frame("cam", 1, time.time(), np.zeros((64, 64, 3), np.uint8)))
+        await until(lambda: s.state == "active", what="the candidate kept")
+        assert s.store.unwritten is not None and stale()  # the file on disk still names 1.0.0
+        s._swap_lock = lock = _SeenLock(s.store)
+        await lock.acquire()  # a swap in flight (its install holds the lock)
+        try:
+            filler.unlink()
+            await until(lambda: lock.asked_written, what="state.json written while a swap holds the lock")
+            assert stale()  # (nothing pruned beside the install)
+        finally:
+            lock.release()  # the swap ends, say refused at verify (which prunes nothing)
+        # formerly never: the prune was due only at the moment of the write
+        await until(lambda: not stale(), what="the folder the former file named removed once no swap runs")
+    finally:
+        await s.stop()
+
+
 async def test_a_rollback_on_a_full_disk_is_recorded_once_there_is_room_and_a_restart_serves_the_previous(
     tmp_path, pkgs, small_slot_disk, monkeypatch
 ):
@@ -255,7 +295,10 @@ async def test_a_restart_before_the_full_disk_has_room_serves_a_folder_state_jso
     await again.start()  # formerly, fleet-only: SlotError "the installed folder is missing", no model
     try:
         img = np.zeros((64, 64, 3), np.uint8)
-        assert again.version in ("1.0.0", "1.1.0")
+        # formerly the restart resumed the rolled-back candidate the file still names (its probation open) and
+        # erased its rollback mark: the model the health check rejected served again for a whole new window
+        assert again.version == "1.0.0"
+        assert again.state == "active" and (root / ".rolled-back" / on_disk).exists()
         assert again.infer(Frame("cam", 1, time.time(), img)).version == again.version
     finally:
         await again.stop()

@@ -18,7 +18,7 @@ import pytest
 from devices.base import Frame
 from edge_agent.models import select as select_mod
 from edge_agent.models.config import ModelConfig
-from edge_agent.models.slot import InferenceError, ModelSlot
+from edge_agent.models.slot import InferenceError, ModelSlot, SlotError
 from model_packager import load_trusted_keys
 from tests.support.models import make_keypair, make_package
 from tests.unit.test_package_external_data import _resigned
@@ -230,6 +230,64 @@ async def test_a_package_whose_golden_file_is_refused_unread_is_not_kept_and_a_l
     try:
         assert third.version == "1.0.0"
         assert (third.store.root / ".rejected" / installed.root.name).is_dir()
+    finally:
+        await third.stop()
+
+
+def _golden_read_fails_once(monkeypatch, err: BaseException) -> list:
+    """The next golden file read (``np.load`` of an .npz) fails with ``err``, as a process out of file
+    descriptors or memory fails it; later reads are the real ones. Returns the paths it failed."""
+    real, failed = np.load, []
+
+    def load(path, *a, **k):
+        if not failed and str(path).endswith(".npz"):
+            failed.append(str(path))
+            raise err
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(np, "load", load)
+    return failed
+
+
+async def test_a_passing_error_reading_golden_files_is_tried_again_not_taken_for_a_bad_package(
+    tmp_path, pkgs, monkeypatch
+):
+    """A passing read error (EMFILE, ENOMEM) on an intact golden file was taken for a bad package: at a swap the
+    version was marked failed and removed, for good; at a start the fleet's verified version was set aside and the
+    configured (older) package installed again. A swap now refuses it to be tried again, and a start fails, its
+    folder kept, so that the next start serves it."""
+    import errno
+
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    await s.start()
+    try:
+        failed = _golden_read_fails_once(monkeypatch, OSError(errno.EMFILE, "Too many open files"))
+        outcome = await s.swap(pkgs["v2"], watch=False)
+        assert failed, "no golden file was read"
+        # formerly retry False: marked failed and removed, as a package defect
+        assert not outcome.ok and outcome.retry and outcome.stage == "golden", outcome
+        assert outcome.to_version == "1.1.0" and "Too many open files" in (outcome.reason or ""), outcome
+        assert s.version == "1.0.0" and not s.store.state().get("failed"), s.store.state().get("failed")
+        assert not any((s.store.root / ".rolled-back").glob("part-inspection-1.1.0-*"))
+        assert (await s.swap(pkgs["v2"], watch=False)).ok  # tried again
+        assert s.version == "1.1.0"
+    finally:
+        await s.stop()
+    folder = s.store.state()["current"]
+    _golden_read_fails_once(monkeypatch, MemoryError())
+    again = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    try:
+        # formerly the start set 1.1.0 aside (.rejected, 'failed') and served the configured 1.0.0
+        with pytest.raises(SlotError, match="cannot be read now"):
+            await again.start()
+    finally:
+        await again.stop()
+    assert (s.store.root / folder).is_dir() and not (s.store.root / ".rejected").exists()
+    third = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    await third.start()
+    try:
+        assert third.version == "1.1.0" and not third.store.state().get("failed")
     finally:
         await third.stop()
 
