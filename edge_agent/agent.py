@@ -402,7 +402,10 @@ class Agent:
                     "version": st["version"] or "",
                     "digest": st["digest"] or "",
                     "status": st["state"],
-                    "reason": self.for_cloud.text(last.get("reason") or ""),
+                    # the version and package it names are sent in clear beside it
+                    "reason": self.for_cloud.text(
+                        last.get("reason") or "", (st["version"] or "", st["package"] or "")
+                    ),
                 }
             )
         health = {
@@ -517,6 +520,7 @@ class Agent:
                 self._on_desired,
                 CommandRunner(self.cfg, on_event=self._event),
                 for_cloud=self.for_cloud.text,
+                event_for_cloud=self.for_cloud.payload,
             )
             manager.uplink = uplink
             await uplink.start()

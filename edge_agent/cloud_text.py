@@ -9,19 +9,26 @@ reach). Two things never leave the gateway in them, whatever a source, a library
 - a login: a URL's user name and password (``opc.tcp://***@plc:4840``, ``protocols.redact.mask_logins``) and the
   value of a source's or action's login field (``username``, ``password``, a token...), shown as
   ``<sources.plc.username>``.
+Only free text is rewritten (``FREE_TEXT``: a ``message``, a ``last_error``, a ``reason``...): a field that names
+something (``source``, ``pipeline``, ``slot``, ``package``, a version, ``issued_by``) goes as it is, for the cloud
+pairs an episode's start and end by it and names a deployment's version by it. A value the agent sends in clear
+anyway (the labels site and line, the agent's id) or one equal to a name the config gives (a source, model, pipeline,
+action or rule) is never hidden: hiding it protects nothing and rewrote what the console reads.
 A host or user written in the config itself stays in the gateway's own log, status page and MQTT events as it was.
 The labels a state report carries (site, line) are sent as they are: the fleet selects agents by them.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
 from edge_agent.config import AgentConfig, env_hider
+from protocols import json_codec
 from protocols.redact import mask_logins
 
 # the name of a field holding a login or part of one (``username``, ``password``, ``api_key``, ``auth_token``)
@@ -60,31 +67,101 @@ def login_values(cfg: AgentConfig) -> dict[str, str]:
     return {k: v for k, v in found.items() if v}
 
 
+# the fields of an event (docs/events.md), a state report's health or a result that hold free text: only these are
+# rewritten (a source_down's last_error, an outbox_corrupt's moved_to, a refusal's reason, a command's detail)
+FREE_TEXT = frozenset({"message", "last_error", "reason", "detail", "moved_to", "error"})
+
+
+def names_in_clear(cfg: AgentConfig) -> set[str]:
+    """What the agent tells the cloud in clear anyway: its id and labels, and the names its config gives."""
+    names = {cfg.agent.id, cfg.agent.site, cfg.agent.line}
+    names.update(cfg.sources, cfg.models, cfg.actions)
+    names.update(p.name for p in cfg.pipelines)
+    names.update(getattr(r, "name", "") for r in cfg.rules)
+    return {n for n in names if n}
+
+
 class CloudText:
-    """``text(s)`` and ``tree(obj)``: a text, or every text in a JSON-like tree, as the cloud may be told it. The
-    hiders are built once per config (an agent is built anew for another config)."""
+    """``text(s)``, ``tree(obj)`` and ``payload(bytes)``: a text, the free text of a JSON-like tree (``FREE_TEXT``),
+    or of a recorded event's JSON, as the cloud may be told it. The hiders are built once per config (an agent is
+    built anew for another config)."""
 
     def __init__(self, cfg: AgentConfig) -> None:
-        self._env = env_hider(cfg.env_values)
-        logins = login_values(cfg)
-        self._logins: Callable[..., str] = env_hider(logins) if logins else _same
-        self._login_names = {f"<${name}>": f"<{name}>" for name in logins}
+        clear = names_in_clear(cfg)
+        env = {k: v for k, v in cfg.env_values.items() if v not in clear}
+        self._env = env_hider(env)
+        logins = {k: v for k, v in login_values(cfg).items() if v not in clear}
+        # the hider is given a name for each that no variable has (a digit first; letters, digits, _: what its
+        # replacement may hold), then shown by its place: a source named 'line3\plc1' made re.sub read '\p' as an
+        # escape and every text raise (the agent never started), and one named '\g<0>' put the login back
+        self._login_names = {f"<${i}_LOGIN>": f"<{place}>" for i, place in enumerate(logins)}
+        hidden = {f"{i}_LOGIN": value for i, value in enumerate(logins.values())}
+        self._logins: Callable[..., str] = env_hider(hidden) if hidden else _same
+        # value -> how it is shown hidden: put back where the same record sends it in clear (``text``'s ``clear``)
+        self._shown: dict[str, list[str]] = {}
+        for name, value in env.items():
+            self._shown.setdefault(value, []).append(f"<${name}>")
+        for place, value in logins.items():
+            self._shown.setdefault(value, []).append(f"<{place}>")
 
-    def text(self, s: str) -> str:
+    def text(self, s: str, clear: Iterable[str] = ()) -> str:
+        """``s`` as the cloud may be told it; a value in ``clear`` (what the same record names in clear: a
+        deployment's version, an event's source) stays as it is."""
         out = self._logins(self._env(mask_logins(s)))
         for shown, name in self._login_names.items():  # a field's place, not a variable: no '$'
             if shown in out:
                 out = out.replace(shown, name)
+        for value in clear:
+            for shown in self._shown.get(value, ()):
+                if shown in out:
+                    out = out.replace(shown, value)
         return out
 
     def tree(self, obj: Any) -> Any:
+        """``obj`` with the texts under a ``FREE_TEXT`` key (at any depth) hidden, but for a value the tree names in
+        clear elsewhere (a ``swap_refused``'s reason naming its ``to_version``); every other value as it is."""
+        clear: set[str] = set()
+        _named(obj, False, clear)
+        return self._tree(obj, False, clear)
+
+    def _tree(self, obj: Any, free: bool, clear: set[str]) -> Any:
         if isinstance(obj, str):
-            return self.text(obj)
+            return self.text(obj, clear) if free else obj
         if isinstance(obj, dict):
-            return {k: self.tree(v) for k, v in obj.items()}
+            return {k: self._tree(v, free or k in FREE_TEXT, clear) for k, v in obj.items()}
         if isinstance(obj, list | tuple):
-            return [self.tree(v) for v in obj]
+            return [self._tree(v, free, clear) for v in obj]
         return obj
+
+    def payload(self, data: bytes) -> bytes:
+        """A recorded event's or alarm's JSON as it is sent (``edge_agent.uplink``): its free text hidden with this
+        config's values: the outbox's own events (``outbox_corrupt``'s ``moved_to``) and a backlog a former version
+        stored unhidden. The same bytes when nothing changes (an event this agent recorded was hidden then)."""
+        if not any(f'"{k}"'.encode() in data for k in FREE_TEXT):
+            return data
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return data
+        if not isinstance(obj, dict):
+            return data
+        shown = self.tree(obj)
+        if shown == obj:
+            return data
+        return json_codec.dumps(shown, separators=(",", ":")).encode()  # as the outbox writes it
+
+
+def _named(obj: Any, free: bool, into: set[str]) -> None:
+    """The texts of ``obj`` that are not free text (``FREE_TEXT``): what it names in clear."""
+    if isinstance(obj, str):
+        if not free:
+            into.add(obj)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _named(v, free or k in FREE_TEXT, into)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            _named(v, free, into)
 
 
 def _same(text: str, where: str | None = None) -> str:

@@ -24,6 +24,7 @@ model manager) every ``heartbeat_s``, so that its retries keep their pace.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import random
@@ -92,15 +93,18 @@ class Uplink:
         status: Callable[[], dict] | None = None,
         on_desired=None,
         commands=None,
-        for_cloud: Callable[[str], str] | None = None,
+        for_cloud: Callable[..., str] | None = None,
+        event_for_cloud: Callable[[bytes], bytes] | None = None,
     ) -> None:
         """``for_cloud``: a text the agent sends (a command's result, a deployment step's reason) as the cloud may
-        be told it (``edge_agent.cloud_text``: no gateway variable, no login)."""
+        be told it (``edge_agent.cloud_text``: no gateway variable, no login); ``event_for_cloud``: a stored event's
+        or alarm's payload so (the outbox's own events, a backlog stored before events were hidden)."""
         self.s = settings
         self.outbox = outbox
         self.base = Path(base_dir)
         self.status_fn = status or (lambda: {})
         self.for_cloud = for_cloud or _same
+        self.event_for_cloud = event_for_cloud
         self.on_desired = on_desired
         self.commands = commands  # edge_agent.uplink.commands.CommandRunner: the fleet's one-off commands
         self.state = "stopped"
@@ -295,7 +299,7 @@ class Uplink:
         try:
             while True:
                 limit = 1 if self._one_by_one else self.s.batch_max_records
-                recs = await asyncio.to_thread(self.outbox.pending, limit, self.s.batch_max_bytes)
+                recs = await asyncio.to_thread(self._pending, limit)
                 if not recs:
                     break
                 self._sent_batch = [r.seq for r in recs]
@@ -364,13 +368,29 @@ class Uplink:
             req.config.CopyFrom(pb.ConfigState(**st["config"]))
         return req
 
+    def _pending(self, limit: int) -> list:
+        """The outbox's next records, an event's or alarm's free text hidden as the cloud may be told it (off the
+        loop: a JSON read per event holding free text)."""
+        recs = self.outbox.pending(limit, self.s.batch_max_bytes)
+        hide = self.event_for_cloud
+        if hide is None:
+            return recs
+        out = []
+        for r in recs:
+            shown = hide(r.payload) if r.kind in ("event", "alarm") else r.payload
+            out.append(r if shown is r.payload else dataclasses.replace(r, payload=shown))
+        return out
+
     def _command_results(self, pb) -> list:
         if self.commands is None:
             return []
-        return [
-            pb.CommandResult(**{**r, "detail": self.for_cloud(r["detail"])} if r.get("detail") else r)
-            for r in self.commands.results()
-        ]
+        out = []
+        for r in self.commands.results():
+            if r.get("detail"):  # the command and pipeline it names are sent in clear beside it
+                named = [v for k, v in r.items() if k != "detail" and isinstance(v, str)]
+                r = {**r, "detail": self.for_cloud(r["detail"], named)}
+            out.append(pb.CommandResult(**r))
+        return out
 
     async def _run_commands(self, reply) -> None:
         """The desired state's commands (each id once; a failure is the command's result, never the link's)."""
@@ -507,5 +527,5 @@ class Uplink:
         }
 
 
-def _same(text: str) -> str:
+def _same(text: str, clear=()) -> str:
     return text

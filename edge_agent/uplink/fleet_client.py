@@ -30,12 +30,13 @@ class FleetClient:
         self,
         settings: CloudSettings,
         base_dir: Path = Path("."),
-        for_cloud: Callable[[str], str] | None = None,
+        for_cloud: Callable[..., str] | None = None,
     ) -> None:
-        """``for_cloud``: a deployment step's reason as the cloud may be told it (``edge_agent.cloud_text``)."""
+        """``for_cloud(text, clear)``: a deployment step's reason as the cloud may be told it
+        (``edge_agent.cloud_text``), but for the values it sends in clear beside it (its version)."""
         self.s = settings
         self.base = Path(base_dir)
-        self.for_cloud = for_cloud or (lambda text: text)
+        self.for_cloud = for_cloud or (lambda text, clear=(): text)
         self.channel: Any = None
         self._stub: Any = None
 
@@ -119,7 +120,7 @@ class FleetClient:
                     version=version,
                     step=step,
                     ok=ok,
-                    reason=self.for_cloud(reason),
+                    reason=self.for_cloud(reason, (version, slot)),  # the version it names stays
                     health_json=json.dumps(health or {}),
                     kind=kind,
                 ),

@@ -261,8 +261,276 @@ def test_a_login_field_written_in_the_config_is_never_in_a_text_for_the_cloud(mo
     )
     text = CloudText(cfg).text
     said = "the server at opc.tcp://plc7:4840 would take user 'line-op''s password; mq 'mq' at broker.plant7.example"
+    # a user named as the source ('mq') stays: every event names the source in clear
     assert text(said) == (
-        "the server at opc.tcp://plc7:4840 would take user '<sources.plc.username>''s password; mq "
-        "'<sources.mq.username>' at <$GW_BROKER>"
+        "the server at opc.tcp://plc7:4840 would take user '<sources.plc.username>''s password; mq 'mq' at <$GW_BROKER>"
     )
     assert text(f"rtsp://admin:{SECRET}@cam/x?usr=admin&pwd={SECRET}") == "rtsp://***@cam/x?usr=***&pwd=***"
+
+
+def _fleet_agent_config(
+    tmp_path, port: int, pki, sources: dict, data_dir: str | None = None, **agent
+) -> dict:
+    """An agent ``gw1`` reporting to the fleet service at ``port`` quickly (its state every 0.5 s)."""
+    return {
+        "agent": {
+            "id": "gw1",
+            "site": "s",
+            "line": "l",
+            "data_dir": data_dir or str(tmp_path / "gw1"),
+            **agent,
+        },
+        "http": {"enabled": False},
+        "sources": sources,
+        "cloud": {
+            "endpoint": f"127.0.0.1:{port}",
+            "ca_file": str(pki / "ca.pem"),
+            "cert_file": str(pki / "agents" / "gw1.pem"),
+            "key_file": str(pki / "agents" / "gw1.key"),
+            "report_s": 0.5,
+            "backoff_initial_s": 0.1,
+            "backoff_max_s": 0.5,
+        },
+    }
+
+
+async def _told_the_cloud(tmp_path, cfg_of, until_told) -> list[dict]:
+    """The events a real fleet service holds of a real agent built from ``cfg_of(port, pki)``, once
+    ``until_told(events)``; the agent's source watch quick and a source down after 1 s."""
+    from cloud_trainer.fleet.service import FleetServer
+    from edge_agent.agent import Agent
+    from tests.integration.test_source_down import quick_watch
+    from tests.support.fleet import make_pki
+    from tests.support.peers import free_port
+    from tests.support.waits import until
+
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=())
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    try:
+        agent = quick_watch(Agent(parse_config(cfg_of(port, pki))))
+        agent.source_down_after_s = 1.0  # 30 s in service
+        await agent.start()  # formerly re.error for a source named line3\plc1 with a short login
+        try:
+
+            def told() -> list[dict]:
+                return [e["payload"] for e in srv.store.events(tenant="default", limit=100)[0]]
+
+            await until(lambda: until_told(told()), 30, "the events at the cloud")
+            return told()
+        finally:
+            await agent.stop()
+    finally:
+        await srv.stop()
+
+
+async def test_a_source_named_with_a_backslash_and_a_short_login_starts_and_its_errors_reach_the_cloud(
+    tmp_path, monkeypatch
+):
+    """A SCADA-style source name (``line3\\plc1``, which validation takes) with a 5-character user made every text
+    for the cloud raise ``re.error`` (the login's place was a ``re.sub`` template: ``\\p`` a bad escape), so the
+    agent's first event, ``started``, ended its start: it never served. Now it starts, the source's ``source_down``
+    names it as configured, and the login stays hidden (a name holding ``\\g<0>`` put it back)."""
+    from tests.support.peers import free_port
+
+    monkeypatch.setenv("GW_PLC_HOST", "127.0.0.7")
+    dead = free_port()
+    node = [{"node_id": "ns=2;s=A", "tag": "a"}]
+    sources = {
+        "line3\\plc1": {
+            "type": "opcua",
+            "endpoint": f"opc.tcp://admin:{SECRET}@${{GW_PLC_HOST}}:{dead}",
+            "username": "admin",
+            "password": SECRET,
+            "connect_timeout_s": 1,
+            "nodes": node,
+        },
+        "op\\g<0>": {
+            "type": "opcua",
+            "endpoint": f"opc.tcp://127.0.0.1:{dead}/operator-7",
+            "username": "operator-7",
+            "connect_timeout_s": 1,
+            "nodes": node,
+        },
+    }
+    down = {"line3\\plc1", "op\\g<0>"}
+    events = await _told_the_cloud(
+        tmp_path,
+        lambda port, pki: _fleet_agent_config(tmp_path, port, pki, sources),
+        lambda evts: {e.get("source") for e in evts if e["kind"] == "source_down"} >= down,
+    )
+    sent = json.dumps(events)
+    assert "started" in {e["kind"] for e in events}
+    for value in ("127.0.0.7", SECRET, "admin", "operator-7"):
+        assert value not in sent, (value, sent)
+    # the host written in the config stays; a login's place is shown, never its value
+    assert f"opc.tcp://127.0.0.1:{dead}/<sources.op\\\\g<0>.username>" in sent, sent
+
+
+async def test_what_names_a_source_reaches_the_cloud_as_configured_and_only_free_text_is_hidden(
+    tmp_path, monkeypatch
+):
+    """The fleet's console pairs an episode's start and end by its source, and names a deployment by its version:
+    hiding a gateway variable's value in every field of an event rewrote them (a PLC reached at ``${GW_PLC7}`` =
+    ``plc7``, its DNS name, sent ``source: <$GW_PLC7>``; a ``started`` event's sources and pipelines, a version
+    taken from a variable, ``issued_by`` equal to a login likewise). Now only free text is (``message``,
+    ``last_error``, ``reason``...), and never a value the agent sends in clear anyway (its labels, its id) or equal to
+    a name its config gives: ``plc7`` stays ``plc7``, the other host (``${GW_PLC_HOST}``) is hidden."""
+    from tests.support.peers import free_port
+
+    monkeypatch.setenv("GW_PLC7", "plc7")  # a DNS name equal to the source's (resolves nowhere: down)
+    monkeypatch.setenv("GW_PLC_HOST", "127.0.0.7")
+    dead = free_port()
+    node = [{"node_id": "ns=2;s=A", "tag": "a"}]
+    sources = {
+        "plc7": {
+            "type": "opcua",
+            "endpoint": f"opc.tcp://${{GW_PLC7}}:{dead}",
+            "connect_timeout_s": 1,
+            "nodes": node,
+        },
+        "press": {
+            "type": "opcua",
+            "endpoint": f"opc.tcp://${{GW_PLC_HOST}}:{dead}",
+            "connect_timeout_s": 1,
+            "nodes": node,
+        },
+    }
+    events = await _told_the_cloud(
+        tmp_path,
+        lambda port, pki: _fleet_agent_config(tmp_path, port, pki, sources),
+        lambda evts: sum(e["kind"] == "source_down" for e in evts) >= 2,
+    )
+    down = {e["source"]: e for e in events if e["kind"] == "source_down"}
+    assert set(down) == {"plc7", "press"}  # formerly '<$GW_PLC7>' for plc7
+    assert "plc7" in down["plc7"]["message"]
+    assert "127.0.0.7" not in json.dumps(down["press"]) and "<$GW_PLC_HOST>" in down["press"]["last_error"]
+
+
+def test_a_text_naming_what_its_record_sends_in_clear_keeps_it(tmp_path, monkeypatch):
+    """A deployment's reason named the version the fleet deploys as ``<$GW_BAD>`` when the config refused it by a
+    variable (``refused_versions: [${GW_BAD}]``): the version is sent in clear in the same record, so it stays; the
+    identity fields (slot, versions, package, issued_by) are never rewritten, the free text around them is."""
+    from edge_agent.cloud_text import CloudText
+
+    monkeypatch.setenv("GW_BAD", "1.3.0")
+    monkeypatch.setenv("GW_PLC_HOST", "127.0.0.7")
+    (tmp_path / "k.pub").write_text("a key\n")
+    cfg = parse_config(
+        {
+            "agent": {"id": "a1"},
+            "trusted_keys": [str(tmp_path / "k.pub")],
+            "sources": {
+                "plc": {
+                    "type": "opcua",
+                    "endpoint": "opc.tcp://${GW_PLC_HOST}:4840",
+                    "username": "admin",
+                    "nodes": [{"node_id": "ns=2;s=A", "tag": "a"}],
+                }
+            },
+            "models": {"m": {"name": "part-inspection", "refused_versions": ["${GW_BAD}"]}},
+        }
+    )
+    cloud = CloudText(cfg)
+    evt = {
+        "kind": "swap_refused",
+        "slot": "m",
+        "stage": "policy",
+        "from_version": "1.4.0",
+        "to_version": "1.3.0",
+        "issued_by": "admin",
+        "reason": "downgrade from 1.4.0 to 1.3.0 refused (admin at 127.0.0.7)",
+    }
+    assert cloud.tree(evt) == {
+        **evt,
+        "reason": "downgrade from 1.4.0 to 1.3.0 refused (admin at <$GW_PLC_HOST>)",
+    }
+    assert cloud.text("a user admin, 1.3.0 refused") == "a user <sources.plc.username>, <$GW_BAD> refused"
+    assert cloud.text("1.3.0 refused", ("1.3.0",)) == "1.3.0 refused"
+
+
+def _stored_outbox(data, *records: tuple[str, dict]):
+    """The outbox an agent finds in ``data``, holding ``records`` (as a former version stored them)."""
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+
+    ob = Outbox(OutboxSettings(), data)
+    ob.open()
+    for kind, payload in records:
+        ob.append(kind, payload)
+    ob.close()
+    return ob
+
+
+async def test_events_an_outbox_held_before_they_were_hidden_reach_the_cloud_hidden(tmp_path, monkeypatch):
+    """An upgrade finds the outbox's backlog as a former version stored it (days of a gateway offline): its
+    ``source_down`` went out byte for byte with the PLC's user and the host from ``${GW_PLC_HOST}``. Now a stored
+    event's free text is hidden when it is sent, with the running config's values."""
+    import time
+
+    from tests.support.peers import free_port
+
+    monkeypatch.setenv("GW_PLC_HOST", "127.0.0.7")
+    dead = free_port()
+    stored = {
+        "kind": "source_down",
+        "t": time.time() - 3600,
+        "source": "plc",
+        "active": True,
+        "state": "backoff",
+        "down_s": None,
+        "last_error": "unreachable: cannot reach opc.tcp://plc-operator:***@127.0.0.7:4840",
+        "flaps": 1,
+        "message": "source plc has not been connected for 30 s (stored before the upgrade)",
+    }
+    _stored_outbox(tmp_path / "gw1", ("event", stored))
+    sources = {
+        "plc": {
+            "type": "opcua",
+            "endpoint": f"opc.tcp://plc-operator:{SECRET}@${{GW_PLC_HOST}}:{dead}",
+            "connect_timeout_s": 1,
+            "nodes": [{"node_id": "ns=2;s=A", "tag": "a"}],
+        }
+    }
+    events = await _told_the_cloud(
+        tmp_path,
+        lambda port, pki: _fleet_agent_config(tmp_path, port, pki, sources),
+        lambda evts: any("before the upgrade" in e.get("message", "") for e in evts),
+    )
+    (old,) = [e for e in events if "before the upgrade" in e.get("message", "")]
+    assert old["last_error"] == "unreachable: cannot reach opc.tcp://***@<$GW_PLC_HOST>:4840", old
+    assert {k: v for k, v in old.items() if k != "last_error"} == {
+        k: v for k, v in stored.items() if k != "last_error"
+    }
+
+
+async def test_the_outboxs_own_events_reach_the_cloud_without_a_gateway_variable(tmp_path, monkeypatch):
+    """The outbox records its own events (``outbox_corrupt`` ...) past the agent's hiding: with ``agent.data_dir:
+    ${GW_DATA}`` the cloud was told the folder a corrupt outbox was moved to, the variable's value. Now its free text
+    (``moved_to``, ``reason``) is hidden when sent; its numbers (epochs, counts) the cloud reads stay."""
+    import os
+
+    from tests.support.peers import free_port
+
+    data = tmp_path / "plant7-gateway-data"
+    monkeypatch.setenv("GW_DATA", str(data))
+    ob = _stored_outbox(data, ("result", {"i": 1}))
+    os.truncate(ob.path, 0)  # an outbox of a known epoch left empty: moved aside at start, outbox_corrupt
+    dead = free_port()
+    sources = {
+        "plc": {
+            "type": "opcua",
+            "endpoint": f"opc.tcp://127.0.0.1:{dead}",
+            "connect_timeout_s": 1,
+            "nodes": [{"node_id": "ns=2;s=A", "tag": "a"}],
+        }
+    }
+    events = await _told_the_cloud(
+        tmp_path,
+        lambda port, pki: _fleet_agent_config(tmp_path, port, pki, sources, data_dir="${GW_DATA}"),
+        lambda evts: any(e["kind"] == "outbox_corrupt" for e in evts),
+    )
+    (corrupt,) = [e for e in events if e["kind"] == "outbox_corrupt"]
+    assert str(data) not in json.dumps(corrupt) and corrupt["moved_to"].startswith("<$GW_DATA>/"), corrupt
+    assert corrupt["epoch"] == corrupt["previous_epoch"] + 1, corrupt
