@@ -788,12 +788,12 @@ class ModelSlot:
                     f"the package delivered as {printable(expect[0], 80)} {printable(expect[1], 80)} is "
                     f"{opened.manifest.package_id} (its signed manifest); refused"
                 )
-                self.store.mark_failed(opened.root, why)
+                await asyncio.to_thread(self.store.mark_failed, opened.root, why)
                 await self._prune()
                 return self._refused(from_v, to_v, "verify", why)
             if to_v in self.config.refused_versions:
                 why = self._refused_by_config(opened.manifest.package_id)
-                self.store.mark_failed(opened.root, why)
+                await asyncio.to_thread(self.store.mark_failed, opened.root, why)
                 await self._prune()
                 return self._refused(from_v, to_v, "verify", why)
             if old is not None and opened.manifest.task != old.manifest.task:
@@ -827,18 +827,18 @@ class ModelSlot:
                     # its golden files refused as read (a decompression bomb, not an .npz), before any engine's
                     # check: refused as the others at this stage. Left to the catch-all, the refusal named no
                     # version and the folder stayed installed unmarked, the newest a start on a lost state took
-                    self.store.mark_failed(opened.root, str(exc))
+                    await asyncio.to_thread(self.store.mark_failed, opened.root, str(exc))
                     await self._prune()
                     return self._refused(from_v, to_v, "golden", str(exc))
                 if isinstance(exc, EngineError):
-                    self.store.mark_failed(opened.root, str(exc))
+                    await asyncio.to_thread(self.store.mark_failed, opened.root, str(exc))
                     await self._prune()
                     return self._refused(from_v, to_v, "load", str(exc))
                 if exc.package_defect:  # not the gateway's: it was said to fail "on this CPU"
                     reason = f"golden test failed, a defect of the package on every CPU: {exc}"
                 else:
                     reason = f"golden test failed on this CPU ({int8_path()}): {exc}"
-                self.store.mark_failed(opened.root, reason)
+                await asyncio.to_thread(self.store.mark_failed, opened.root, reason)
                 await self._prune()
                 return self._refused(from_v, to_v, "golden", reason)
             self._report_selection(new)
@@ -919,6 +919,9 @@ class ModelSlot:
         keep = {st.get("current"), st.get("previous"), (st.get("probation") or {}).get("candidate")}
         gone = []
         try:
+            # and every folder still installed: the store's prune keeps those a state.json the disk refused still
+            # names, which a restart then loads (their caches went, and that start compiled them again)
+            keep |= {p.name for p in self.store.root.iterdir() if not p.name.startswith(".") and p.is_dir()}
             for p in self._ov_cache.iterdir() if self._ov_cache.is_dir() else ():
                 if p.is_dir() and p.name not in keep:
                     shutil.rmtree(p, ignore_errors=True)
@@ -1037,7 +1040,7 @@ class ModelSlot:
             # version installed but never one rolled back)
             await asyncio.to_thread(self.store.mark_rolled_back, new.opened.root.name)
             await asyncio.to_thread(self.store.set_current, old.opened.root, None)
-            self.store.mark_failed(new.opened.root, reason)
+            await asyncio.to_thread(self.store.mark_failed, new.opened.root, reason)
             await self._prune()
             self.state = "active"
             self._event(

@@ -145,7 +145,7 @@ class ModelStore:
         # folders whose rollback mark (``mark_rolled_back``) the disk refused: marked again before each write of
         # state.json, with the slot's retries of it and at an orderly stop (``mark_pending``)
         self.unmarked: set[str] = set()
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # (write_pending holds it around _write_state)
         for leftover in self.root.glob(".*.part") if clean else ():
             shutil.rmtree(leftover, ignore_errors=True)
 
@@ -301,12 +301,15 @@ class ModelStore:
     def write_pending(self) -> bool:
         """Write the state a refused write left in memory (``unwritten``) and the rollback marks refused
         (``unmarked``); whether none is left."""
-        pending = self.unwritten
-        if pending is not None:
-            self._write_state(pending)
-        elif self.unmarked:
-            self.mark_pending()
-        return self.unwritten is None and not self.unmarked
+        # read under the lock: another thread's write between the read and the lock (a swap's set_current) was
+        # overwritten by the stale state read before it, and state.json named the wrong current
+        with self._write_lock:
+            pending = self.unwritten
+            if pending is not None:
+                self._write_state(pending)
+            elif self.unmarked:
+                self.mark_pending()
+            return self.unwritten is None and not self.unmarked
 
     def _write_state_file(self, state: dict) -> None:
         tmp = self.state_path.with_suffix(".tmp")

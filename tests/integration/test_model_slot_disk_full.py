@@ -144,6 +144,11 @@ async def test_a_candidate_judged_while_the_disk_is_full_is_kept_reported_and_re
     root = small_slot_disk
     events: list = []
     s, filler = await _candidate_on_a_full_disk(tmp_path, pkgs, root, events)
+    # an OpenVINO cache of the replaced version (the slot's engine here is ONNX Runtime; its prune is the same)
+    s.config = s.config.model_copy(update={"openvino_cache_dir": str(tmp_path / "ov-cache")})
+    old_folder = json.loads(s.store.state_path.read_text())["previous"]
+    cached = tmp_path / "ov-cache" / "vision"
+    (cached / old_folder).mkdir(parents=True)
     try:
         img = np.zeros((64, 64, 3), np.uint8)
         await asyncio.to_thread(s.infer, Frame("cam", 1, time.time(), img))  # its health window's item
@@ -157,12 +162,15 @@ async def test_a_candidate_judged_while_the_disk_is_full_is_kept_reported_and_re
         )  # what the slot decided, while the disk holds the old file
 
         assert any(p.name.startswith("part-inspection-1.0.0-") for p in root.iterdir())  # the file names it
+        # so is its OpenVINO cache kept (formerly removed: a restart from the file compiled it again)
+        assert [p.name for p in cached.iterdir()] == [old_folder]
         filler.unlink()
         await until(lambda: s.store.unwritten is None, what="state.json written once there is room")
         await until(
             lambda: not any(p.name.startswith("part-inspection-1.0.0-") for p in root.iterdir()),
             what="the replaced version's folder removed once state.json no longer names it",
         )
+        await until(lambda: not any(cached.iterdir()), what="its OpenVINO cache removed with it")
     finally:
         await s.stop()
     st = json.loads(s.store.state_path.read_text())

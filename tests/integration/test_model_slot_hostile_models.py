@@ -292,6 +292,31 @@ async def test_a_passing_error_reading_golden_files_is_tried_again_not_taken_for
         await third.stop()
 
 
+async def test_a_refused_package_is_marked_failed_off_the_event_loop(tmp_path, pkgs):
+    """Marking a refused package failed writes and fsyncs a mark and state.json (hundreds of ms on an SD card):
+    it ran on the event loop, holding every source, pipeline and the uplink meanwhile. Now in a worker thread."""
+    import threading
+
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    await s.start()
+    loop_thread, threads = threading.get_ident(), []
+    real = s.store.mark_failed
+
+    def mark_failed(*a, **k):
+        threads.append(threading.get_ident())
+        return real(*a, **k)
+
+    s.store.mark_failed = mark_failed  # type: ignore[method-assign]
+    try:
+        outcome = await s.swap(pkgs["v2"], expect=("part-inspection", "9.9.9"))  # the fleet named another
+        assert not outcome.ok and outcome.stage == "verify" and s.version == "1.0.0", outcome
+        assert threads and loop_thread not in threads, "marked failed on the event loop"  # formerly on it
+        assert any(k.startswith("part-inspection-1.1.0-") for k in s.store.state()["failed"])
+    finally:
+        await s.stop()
+
+
 def test_verify_run_refuses_a_model_that_never_finishes_instead_of_hanging(pkgs, monkeypatch, capsys):
     """``model-packager verify --run`` (what an integrator runs on a package from another toolchain) ran
     the golden inputs without a bound: it never returned, and Ctrl-C does not interrupt a run."""

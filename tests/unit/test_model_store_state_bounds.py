@@ -82,3 +82,50 @@ def test_a_state_that_is_a_named_pipe_is_no_state_not_waited_for(tmp_path, caplo
         "package installed in the slot, else starts as a new slot starts; the next change of state writes a new "
         "state.json)"
     ]
+
+
+def test_a_retried_write_never_puts_its_stale_state_over_one_written_meanwhile(tmp_path):
+    """``write_pending`` (the slot's retry, in a worker thread) read the state a refused write left in memory
+    before it took the write lock: a swap's write in another thread between the two (``set_current``) was then
+    overwritten by the stale state, and state.json named the wrong current. The other write now waits for the
+    retry, and the newer state is the one on disk."""
+    stale = {"current": "vision-1.0.0-0123456789ab", "previous": None, "probation": None}
+    newer = {
+        "current": "vision-1.1.0-0123456789ab",
+        "previous": "vision-1.0.0-0123456789ab",
+        "probation": None,
+    }
+
+    class Store(ModelStore):
+        armed = False
+
+        @property  # type: ignore[override]
+        def unwritten(self):
+            held = self.__dict__.get("_u")
+            if Store.armed:  # the retry's read of it: the swap's write comes at that very moment
+                Store.armed = False
+                started = threading.Event()
+
+                def swap_writes() -> None:
+                    started.set()
+                    self._write_state(newer)
+
+                other = threading.Thread(target=swap_writes)
+                other.start()
+                started.wait()
+                other.join(2.0)  # done at once on the former code; now it waits for the retry's lock
+                self.__dict__["other"] = other
+            return held
+
+        @unwritten.setter
+        def unwritten(self, value):
+            self.__dict__["_u"] = value
+
+    store = Store(tmp_path / "store")
+    store.unwritten = stale  # a write of it the disk refused
+    Store.armed = True
+    store.write_pending()
+    store.__dict__["other"].join()
+    # formerly the stale 1.0.0 written over the swap's 1.1.0
+    assert json.loads(store.state_path.read_text())["current"] == newer["current"]
+    assert store.unwritten is None
