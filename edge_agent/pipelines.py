@@ -726,12 +726,17 @@ class Windower:
         t0 = self._time_at(a, rate)
         if self.raw_check is not None:
             self._check_raw(wave, t0, scalars)
+        step = None
         if self.resample != (1, 1):
+            if self.raw_check is not None:  # vibration: the ADC's step from the raw samples (the resampled
+                from edge_agent.maintenance.baseline import resampled_step  # lie on no lattice of codes)
+
+                step = resampled_step(wave, *self.resample)
             wave = resample(wave, *self.resample, self.out_size)
         anchors = self.t_first
         while len(anchors) > 1 and anchors[1][0] <= a:  # readings wholly before this window: not needed
             anchors.popleft()
-        w = Window(self.source, self.seq, t0, self._time_at(e - 1, rate), wave, scalars)
+        w = Window(self.source, self.seq, t0, self._time_at(e - 1, rate), wave, scalars, step)
         self.seq += 1
         return w
 

@@ -25,6 +25,9 @@ class Window:
     end_ts: float
     waveform: np.ndarray  # 1-D float, the waveform tag's samples (window_samples long)
     scalars: dict[str, float] = field(default_factory=dict)  # latest value of each scalar tag
+    # the ADC's step as its noise lies in ``waveform`` when the waveform cannot tell it (resampled from a faster
+    # tag: its raw samples' step, for the model's band; maintenance.baseline.resampled_step); None: not given
+    adc_step: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

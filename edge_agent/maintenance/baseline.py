@@ -24,7 +24,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -383,6 +384,40 @@ def quantisation_step(w: np.ndarray) -> float | None:
     return q
 
 
+# the ADC's step as its noise lies in the window being judged, when the window cannot tell it: a window
+# resampled from a faster DAQ (``Window.adc_step``, from its raw samples) lies on no lattice of codes
+_WINDOW_STEP: ContextVar[float | None] = ContextVar("window_adc_step", default=None)
+
+
+@contextlib.contextmanager
+def adc_step(step: float | None) -> Iterator[None]:
+    """The window processed inside holds the noise of an ADC step ``step`` (``Window.adc_step``; None: told
+    from the window's values, ``quantisation_step``)."""
+    token = _WINDOW_STEP.set(step)
+    try:
+        yield
+    finally:
+        _WINDOW_STEP.reset(token)
+
+
+def window_step(w: np.ndarray) -> float | None:
+    """The ADC's step of the window being processed: the one its pipeline told (``adc_step``: a resampled
+    window's, from its raw samples) or else the window's own ``quantisation_step``."""
+    given = _WINDOW_STEP.get()
+    return given if given is not None else quantisation_step(w)
+
+
+def resampled_step(raw: np.ndarray, up: int, down: int) -> float | None:
+    """The ADC's step of a window resampled by up/down (``model_packager.condition.resample``, an ideal low-pass
+    at the model's Nyquist) from its ``raw`` samples, as the quantisation noise it leaves at the model's rate.
+    Resampling keeps a code's size (the window's units) but no lattice; what it changes is the noise: white
+    over the DAQ's band, q**2/12, only the part below the model's Nyquist is kept, up/down of it. That is the
+    noise of a step q * sqrt(up/down) at the model's rate (not q * up/down: the floor is an amplitude). None:
+    the raw samples are not quantised."""
+    q = quantisation_step(raw)
+    return None if q is None else q * math.sqrt(up / down)
+
+
 def _multiple(ratio: float) -> bool:
     """``ratio`` is a whole number (1, 2, ...) within 1 %: two steps of one lattice."""
     return ratio >= 0.99 and abs(ratio - round(ratio)) <= 0.01 * round(ratio)
@@ -403,7 +438,7 @@ def quantisation_floor(w: np.ndarray) -> float | None:
     """The ``spectral_floor`` a white quantisation noise of the window's step (``quantisation_step``) alone
     would give (log), or None when the window is not quantised. The median of a Hann-windowed spectrum of white
     noise of deviation s is s * sqrt(0.375 * N * ln 2); a step q leaves s = q / sqrt(12)."""
-    q = quantisation_step(w)
+    q = window_step(w)
     if q is None:
         return None
     n = np.asarray(w).size
@@ -607,6 +642,7 @@ class Baseline:
         self.reason = reason
         self.speed_hz = None
         self._first: list[np.ndarray] = []  # the first windows, for the shaft speed (estimated speed only)
+        self._first_steps: list[float | None] = []  # their ADC steps (``window_step``)
         # the order and envelope features are used (False: a speed found in the spectrum that one window
         # cannot resolve; those features are held at 0 and the asset is judged without them)
         self.orders = True
@@ -1085,6 +1121,7 @@ class Baseline:
                 return v
             if f["speed_estimated"] and self.speed_hz is None:
                 self._first.append(np.asarray(waveform, dtype=np.float64))
+                self._first_steps.append(window_step(waveform))
                 if len(self._first) >= min(SPEED_WINDOWS, self.s.windows):
                     self._learn_speed()
                     if self.progress() >= 1.0:
@@ -1104,7 +1141,7 @@ class Baseline:
             self.rows.append(row.tolist())
             self.speeds.append(f["speed_hz"])
             self.floors.append(spectral_floor(waveform))
-            self.steps.append(quantisation_step(waveform))
+            self.steps.append(window_step(waveform))
             self._learn_temperature(scalars)
             v.progress = self.progress()
             if v.progress >= 1.0:
@@ -1445,15 +1482,18 @@ class Baseline:
         resolved = bins >= LOST_SHAFT_BINS and (bins >= MIN_SHAFT_BINS or confidence >= MIN_CONFIDENCE)
         self.orders = resolved
         first, self._first = self._first, []
+        steps, self._first_steps = self._first_steps, []
+        if len(steps) != len(first):  # not expected: every first window is kept with its step
+            steps = [quantisation_step(w) for w in first]
         turns = f0 * self.n / self.fs
-        for w, s in zip(first, slid, strict=True):
+        for w, s, q in zip(first, slid, steps, strict=True):
             if s and resolved and _settling_window(w, turns):
                 continue  # a sensor settling at the commissioning's start: not the healthy machine
             f = self.features(w, None)
             self.rows.append(feature_vector(f).tolist())
             self.speeds.append(f["speed_hz"])
             self.floors.append(spectral_floor(w))
-            self.steps.append(quantisation_step(w))
+            self.steps.append(q)
         self._event(
             EventKind.BASELINE_SPEED,
             speed_rpm=round(self.speed_hz * 60, 1),
@@ -1508,7 +1548,7 @@ class Baseline:
         ``QUANT_NOISE_SEEDS`` seeded noise windows, kept per step and speed band. None: not quantised, or the
         window's step is not the commissioned one (a scaling after the ADC, units: its floor moved with every
         amplitude, so none is on a floor of its own; or a window that skipped codes, judged as before)."""
-        q, now = self.quant_step, quantisation_step(waveform)
+        q, now = self.quant_step, window_step(waveform)
         if q is None and now is not None and self.bands and not self._said_no_step:
             self._said_no_step = True
             log.info(

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent.maintenance.baseline import Baseline, Verdict, baseline_path
+from edge_agent.maintenance.baseline import Baseline, Verdict, adc_step, baseline_path
 from edge_agent.maintenance.life import NOT_ENOUGH, LifeEstimate, LifeTrend
 from edge_agent.maintenance.settings import BaselineSettings
 from edge_agent.maintenance.states import StateBaselines, build_baseline
@@ -257,7 +257,8 @@ class Monitor:
             b.check_request()
             if b.state == "learning":
                 self.life.reset()
-            v = b.process(window.waveform, window.scalars, span=(window.start_ts, window.end_ts))
+            with adc_step(getattr(window, "adc_step", None)):  # a resampled window's, from its raw samples
+                v = b.process(window.waveform, window.scalars, span=(window.start_ts, window.end_ts))
             if (
                 v.sensor is None
                 and v.state == "ready"

@@ -363,6 +363,73 @@ def test_a_sensors_gain_or_units_on_a_coarse_daq_is_unsure_in_every_window_on_a_
     assert all(r[:3] == ("UNSURE", None, "low_level") for r in low), low
 
 
+def test_a_sensors_gain_on_a_coarse_daq_faster_than_the_model_is_unsure_as_at_the_models_rate(manifests):
+    """The ADC-floor rule needs the ADC's step, told from the window's values on their lattice of codes. A DAQ
+    faster than the model's rate (25.6 kHz, the model's 10 kHz) has its window resampled by the pipeline, whose
+    values lie on no lattice: the baseline held no quant_step and a sensor's gain x10 ahead of a 12-bit ADC on a
+    healthy machine read NG (the probe's pump: 23 of 23 windows at x5 and x10). Resampling keeps a code's
+    size but keeps only the quantisation noise below the model's Nyquist (25/64 of its power): the pipeline
+    tells the window's step from its raw samples, as the noise it leaves, q * sqrt(25/64). The gain reads
+    'scale' as at the model's own rate, healthy windows OK, a fault lifting every line alike still alarms."""
+    import copy
+
+    from devices.base import Quality, Reading
+    from edge_agent.config import WindowSettings
+    from edge_agent.pipelines import Windower
+    from model_packager.condition import input_samples
+
+    a, _, _ = manifests
+    fs_raw, up, down = 25600.0, 25, 64
+    n_raw = input_samples(a.preprocessing.window_samples, up, down)
+    code_g = 10.0 / 2**12 / 0.1  # a 12-bit DAQ over +-5 V at 100 mV/g: 24.4 mg a code
+    rng = np.random.default_rng(12)
+
+    def raw(lines: float = 1.0, gain: float = 1.0) -> np.ndarray:  # _coarse_daq_machine's, at 25.6 kHz
+        t = np.arange(n_raw) / fs_raw
+        x = 0.004 * rng.standard_normal(n_raw)
+        for h, amp in ((1, 0.12), (2, 0.05), (3, 0.02), (4, 0.01), (7, 0.03)):
+            amp *= lines * np.exp(0.15 * rng.standard_normal())
+            x += amp * np.sin(2 * np.pi * h * 1480.0 / 60 * t + rng.uniform(0, 6.3))
+        return np.clip(np.round(gain * x / code_g + 0.3 * rng.standard_normal(n_raw)), -2048, 2047) * code_g
+
+    ws = WindowSettings(waveform="vib", scalars={"_shaft_speed": "Speed"}, sample_rate_hz=fs_raw)
+    win = Windower("plc", ws, 2048, resample=(up, down))
+    win.raw_check = lambda x, scalars: None  # a vibration pipeline (sensor checks on)
+    clock = [0.0]
+
+    def window(lines: float = 1.0, gain: float = 1.0) -> Window:
+        win.add(Reading("plc", "Speed", 1480.0, clock[0], clock[0], Quality.GOOD))
+        got = win.add(Reading("plc", "vib", raw(lines, gain), clock[0], clock[0], Quality.GOOD))
+        clock[0] += n_raw / fs_raw
+        assert got is not None and got.waveform.shape == (2048,)
+        return got
+
+    settings = BaselineSettings(windows=60, speed_tag="Speed", iso_class="group1_flexible")
+    mon = Monitor(settings, _Slot(a), "health", None, None)
+    for _ in range(60):
+        mon.process(window())
+    assert mon.baseline.state == "ready"
+    assert mon.baseline.quant_step == pytest.approx(code_g * np.sqrt(up / down))
+
+    learned = copy.deepcopy(mon.baseline)
+
+    def results(make) -> list[tuple[str, str | None, str | None]]:
+        mon.baseline, got = copy.deepcopy(learned), []
+        for _ in range(6):
+            v = mon.process(make())
+            res = Result("health", "plc", 0, 0.0, "machine-health", "1.0.0", "onnxruntime", "OK", 0.1)
+            mon.apply(v, res)
+            got.append((res.verdict, res.label, v.sensor_kind))
+        return got
+
+    healthy = results(window)
+    assert all(r == ("OK", None, None) for r in healthy), healthy
+    gain = results(lambda: window(gain=10.0))
+    assert all(r == ("UNSURE", None, "scale") for r in gain), gain
+    sick = results(lambda: window(lines=5.0))
+    assert all(r[2] is None for r in sick) and sick[-1][0] == "NG", sick
+
+
 def test_an_iso_alarm_standing_through_a_gain_found_over_the_adcs_floor_keeps_its_judged_zone(manifests):
     """An ISO zone alarm that stood before a sensor gain found through the ADC's floor stands (NG), but it was
     labelled with the zone of the mis-scaled velocity: an alarm in zone C (alarm zone C) read 'iso_zone_D'
