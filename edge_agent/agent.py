@@ -278,6 +278,7 @@ class Agent:
         # desired agent configuration, and its state is reported and shown on /status
         self.on_desired_config: Callable[[Any], None] | None = None
         self.config_state: dict | None = None
+        self._recorded_hidden_from = 0  # the outbox's first seq this agent records (``start``)
         if cfg.outbox is not None or cfg.cloud is not None:
             from edge_agent.outbox.selector import SampleSelector
             from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
@@ -453,6 +454,9 @@ class Agent:
             self.data_lock.acquire()  # before anything writes in the folder: DataDirInUse
         if self.outbox is not None:
             await asyncio.to_thread(self.outbox.open)  # a store that cannot open stops start-up
+            # what this agent records from here on is hidden as it is recorded (``_event``); the uplink hides
+            # what was stored before (a former version's backlog) as it sends it
+            self._recorded_hidden_from = self.outbox.last_seq + 1
         for slot in self.slots.values():
             await slot.start()
             self.metrics.model(slot)
@@ -521,6 +525,7 @@ class Agent:
                 CommandRunner(self.cfg, on_event=self._event),
                 for_cloud=self.for_cloud.text,
                 event_for_cloud=self.for_cloud.payload,
+                recorded_hidden_from=self._recorded_hidden_from,
             )
             manager.uplink = uplink
             await uplink.start()

@@ -359,6 +359,12 @@ class Outbox:
         renews a bad store: they wait in the hand-over queue)."""
         return self._opened
 
+    @property
+    def last_seq(self) -> int:
+        """The highest seq handed out in this epoch (0 before the first); after ``open()``, that of the records
+        stored before this process (salvaged ones keep their seq)."""
+        return self._seq
+
     # ---- open / close ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
