@@ -391,9 +391,18 @@ def _run(verb: str, argv: list[str]) -> int:
         print(f"cloud-trainer {verb}: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except P.GateFailed as exc:
+        # the default floors are the fleet's (vision NG recall 0.98): a line whose model misses one says what it
+        # accepts, or publishes knowingly; said with the names of the floors missed
+        below = [r.split(" ", 1)[0] for r in exc.reasons if " is below the floor " in r]
+        hint = (
+            f"; a line that accepts it sets its own floor ({', '.join(f'--floor {m}=VALUE' for m in below)}) or "
+            "publishes anyway with --force (recorded as forced)"
+            if below
+            else ""
+        )
         print(
             f"cloud-trainer {verb}: candidate rejected by the evaluation gate: {exc}; nothing "
-            f"{'published' if verb in ('build', 'publish') else 'packaged'} (report: {exc.report})",
+            f"{'published' if verb in ('build', 'publish') else 'packaged'} (report: {exc.report}){hint}",
             file=sys.stderr,
         )
         return 3
