@@ -419,9 +419,11 @@ def _declared_bytes(z) -> int:
 
 # read errors of the machine at that moment, not of the file: too many open files (the process's, the system's),
 # no memory or buffers, an I/O error, an interrupted or would-block read
-_PASSING_ERRNOS = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.EIO, errno.EINTR, errno.EAGAIN}
-)
+# a passing error of this machine reading a file verified intact: out of file descriptors, an I/O error. Not memory:
+# numpy allocates a declared array before reading it, so a golden set larger than the gateway's free memory fails
+# every time (retried, it was fetched and installed again every minute, never refused), as a model too large for
+# the gateway is refused
+_PASSING_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EIO})
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -444,9 +446,15 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
                 )
             return {k: z[k] for k in z.files}
     except (OSError, MemoryError) as exc:
-        if isinstance(exc, MemoryError) or exc.errno in _PASSING_ERRNOS:
-            # the machine's, not the file's (out of file descriptors or memory, an I/O error): the same bytes read
-            # at another moment. Taken for a bad package, a start set aside the fleet's verified version
+        if isinstance(exc, MemoryError) or exc.errno == errno.ENOMEM:
+            raise GoldenError(
+                f"golden file {name}: its arrays need more memory than this gateway has free; refused (the golden "
+                "set must fit beside the model: fewer or smaller golden inputs)",
+                code="golden_too_large",
+            ) from None
+        if exc.errno in _PASSING_ERRNOS:
+            # the machine's, not the file's (out of file descriptors, an I/O error): the same bytes read at
+            # another moment. Taken for a bad package, a start set aside the fleet's verified version
             raise GoldenError(
                 f"golden file {name}: cannot be read now ({printable(exc) or type(exc).__name__}); a passing "
                 "error of this machine, not of the file",

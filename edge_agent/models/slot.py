@@ -358,8 +358,11 @@ class ModelSlot:
                 active = await in_lowered_thread(self._load, opened)
             except (EngineError, NothingPasses, PackageError) as exc:  # (golden files refused as read)
                 if isinstance(exc, PackageError) and exc.code == GOLDEN_UNREADABLE:
-                    # a passing error of this machine (EMFILE, ENOMEM) on a folder verified intact just now: no
-                    # defect of the package, which was set aside and the configured (older) one installed again
+                    # a passing error of this machine (EMFILE, EIO) on a folder verified intact just now: no
+                    # defect of the package, which was set aside and the configured (older) one installed again.
+                    # An orderly end for a probation (the agent calls no stop after a failed start): counted as
+                    # an unclean end, the next start took the candidate for a crash loop and rolled it back
+                    await asyncio.to_thread(self.store.mark_stopped)
                     raise SlotError(
                         f"model slot {self.name!r}: cannot start on the installed package "
                         f"{opened.manifest.package_id}: {exc}; it is kept, for the next start"
