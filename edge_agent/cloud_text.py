@@ -97,6 +97,12 @@ class CloudText:
         self._login_names = {f"<${i}_LOGIN>": f"<{place}>" for i, place in enumerate(logins)}
         hidden = {f"{i}_LOGIN": value for i, value in enumerate(logins.values())}
         self._logins: Callable[..., str] = env_hider(hidden) if hidden else _same
+        # how a hidden value is shown, longest first: kept as it is when a text is hidden again (a stored backlog is
+        # hidden at send, also one this agent recorded before a restart): a user 'admin' on a source 'admin-plc'
+        # hidden twice read '<sources.<sources.admin-plc.username>-plc.username>'
+        self._placeholders = sorted(
+            {f"<${name}>" for name in env} | set(self._login_names.values()), key=len, reverse=True
+        )
         # value -> how it is shown hidden: put back where the same record sends it in clear (``text``'s ``clear``)
         self._shown: dict[str, list[str]] = {}
         for name, value in env.items():
@@ -107,7 +113,15 @@ class CloudText:
     def text(self, s: str, clear: Iterable[str] = ()) -> str:
         """``s`` as the cloud may be told it; a value in ``clear`` (what the same record names in clear: a
         deployment's version, an event's source) stays as it is."""
+        held: list[str] = []
+        if "<" in s:  # a text hidden already: its placeholders held out of the hiders' reach, as they are
+            for shown in self._placeholders:
+                if shown in s:
+                    s = s.replace(shown, f"\x00{chr(0xE000 + len(held))}\x00")
+                    held.append(shown)
         out = self._logins(self._env(mask_logins(s)))
+        for i, shown in enumerate(held):
+            out = out.replace(f"\x00{chr(0xE000 + i)}\x00", shown)
         for shown, name in self._login_names.items():  # a field's place, not a variable: no '$'
             if shown in out:
                 out = out.replace(shown, name)

@@ -104,8 +104,8 @@ class Uplink:
         be told it (``edge_agent.cloud_text``: no gateway variable, no login); ``event_for_cloud``: a stored event's
         or alarm's payload so (the outbox's own events, a backlog stored before events were hidden), applied to
         those alone: the outbox's own events and records of a seq below ``recorded_hidden_from`` (the outbox's
-        next seq when this agent opened it; every event it recorded since was hidden as it was recorded, and a
-        second pass cost ~0.1 ms an event on a backlog's drain and hid a placeholder's words again)."""
+        next seq when this agent opened it; every event it recorded since was hidden as it was recorded: a second
+        pass cost ~0.1 ms an event on a backlog's drain, and leaves a text hidden already as it is)."""
         self.s = settings
         self.outbox = outbox
         self.base = Path(base_dir)

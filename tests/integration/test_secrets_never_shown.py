@@ -450,6 +450,42 @@ def test_a_text_naming_what_its_record_sends_in_clear_keeps_it(tmp_path, monkeyp
     assert cloud.text("1.3.0 refused", ("1.3.0",)) == "1.3.0 refused"
 
 
+def test_a_text_hidden_once_is_the_same_hidden_again(tmp_path, monkeypatch):
+    """A stored backlog is hidden again as it is sent, also the events this agent hid as it recorded them before a
+    restart: a user ``admin`` on a source named ``admin-plc`` was hidden inside its own place
+    (``<sources.<sources.admin-plc.username>-plc.username>``), and a variable's place likewise. Now a second pass
+    leaves the places as they are: the event goes out as stored."""
+    import json as _json
+
+    from edge_agent.cloud_text import CloudText
+
+    monkeypatch.setenv("GW_PLC", "press7")
+    (tmp_path / "k.pub").write_text("a key\n")
+    cfg = parse_config(
+        {
+            "agent": {"id": "a1"},
+            "trusted_keys": [str(tmp_path / "k.pub")],
+            "sources": {
+                "admin-plc": {
+                    "type": "opcua",
+                    "endpoint": "opc.tcp://${GW_PLC}:4840",
+                    "username": "admin",
+                    "password": SECRET,
+                    "nodes": [{"node_id": "ns=2;s=A", "tag": "a"}],
+                }
+            },
+        }
+    )
+    cloud = CloudText(cfg)
+    once = cloud.text(f"user admin rejected on admin-plc at opc.tcp://press7:4840 ({SECRET})")
+    assert once.startswith("user <sources.admin-plc.username> rejected") and SECRET not in once, once
+    assert cloud.text(once) == once
+    stored = _json.dumps(
+        {"kind": "source_down", "source": "admin-plc", "message": once}, separators=(",", ":")
+    )
+    assert cloud.payload(stored.encode()) == stored.encode()
+
+
 def _stored_outbox(data, *records: tuple[str, dict]):
     """The outbox an agent finds in ``data``, holding ``records`` (as a former version stored them)."""
     from edge_agent.outbox.settings import OutboxSettings
@@ -536,7 +572,9 @@ async def test_the_outboxs_own_events_reach_the_cloud_without_a_gateway_variable
     assert corrupt["epoch"] == corrupt["previous_epoch"] + 1, corrupt
 
 
-async def test_an_event_this_agent_hid_as_it_recorded_it_reaches_the_cloud_as_it_was_stored(tmp_path, monkeypatch):
+async def test_an_event_this_agent_hid_as_it_recorded_it_reaches_the_cloud_as_it_was_stored(
+    tmp_path, monkeypatch
+):
     """The uplink hid every stored event's free text again as it sent it: ~0.1 ms an event on the loop's pool while
     a backlog drained (a 100k-event backlog: 12.8 s of CPU), and a login's place hidden once more inside itself (a
     user ``admin`` on a source named ``admin-plc``: ``<sources.<sources.admin-plc.username>-plc.username>``). Now
