@@ -51,7 +51,8 @@ with the next ``append`` or ``flush`` (a crash before then loses the event, not 
 
 A corrupt or truncated database file is detected at ``open()`` (``PRAGMA quick_check``; an empty file of a
 known epoch too), moved aside as ``<data_dir>/outbox-corrupt/outbox.db.corrupt-<time>`` (outside the budgeted
-folder; only the newest is kept) with one clear line, and a fresh outbox is started in a new epoch: the agent
+folder; only the newest is kept; an ``outbox.dir`` on a disk of its own: ``outbox-corrupt`` beside it, a
+rename on that disk) with one clear line, and a fresh outbox is started in a new epoch: the agent
 keeps running. What is still readable in the old file is salvaged into the new epoch with its old seq (numbering
 goes on after the old last seq, so an ack in flight for the old epoch names the same record, never another).
 The outbox records an ``outbox_corrupt`` event (with the previous epoch and what was salvaged) as the first
@@ -221,8 +222,8 @@ def _intact(row: tuple) -> bool:
 
 
 def _move_file(src: Path, dst: Path) -> None:
-    """``os.replace``, or a copy then a removal where ``dst`` is on another file system: an ``outbox.dir`` on a
-    disk of its own, ``outbox-corrupt/`` in the data folder. A rename across file systems failed (EXDEV): a
+    """``os.replace``, or a copy then a removal where ``dst`` is on another file system (a last resort: the
+    folder is chosen on the outbox's own disk, ``_aside_dir``). A rename across file systems failed (EXDEV): a
     corrupt store at start stopped the agent from starting ("free space on that disk ..."), and one found bad
     while running was never renewed (every record counted as write_failed, for good)."""
     try:
@@ -236,6 +237,31 @@ def _move_file(src: Path, dst: Path) -> None:
             dst.unlink(missing_ok=True)  # no half copy left behind; the caller tries again later
             raise
         src.unlink()
+
+
+def _device(path: Path) -> int | None:
+    """The file system of ``path``, or of its nearest folder that exists."""
+    for p in (path, *path.parents):
+        try:
+            return os.stat(p).st_dev
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+    return None
+
+
+def _aside_dir(outbox_dir: Path, data_dir: Path) -> Path:
+    """Where a bad store is moved aside, by a rename on the outbox's own file system: ``<data_dir>/outbox-corrupt``,
+    or for an ``outbox.dir`` on a disk of its own ``outbox-corrupt`` beside it (in it, when it is the disk's
+    mount point). A move into the data folder's disk was a copy of the whole store, and a small system disk
+    could not take it: the agent did not start, and a store found bad while running was never renewed."""
+    own = _device(outbox_dir)
+    if own is None or _device(data_dir) == own:
+        return data_dir / "outbox-corrupt"
+    if _device(outbox_dir.parent) == own:
+        return outbox_dir.parent / "outbox-corrupt"
+    return outbox_dir / "outbox-corrupt"
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
@@ -274,7 +300,7 @@ class Outbox:
         self.samples_dir = self.dir / "samples"
         self.epoch_path = Path(data_dir) / EPOCH_FILE
         self.sent_path = Path(data_dir) / SENT_FILE  # "<epoch> <highest seq handed to a sender>"
-        self.corrupt_dir = Path(data_dir) / "outbox-corrupt"
+        self.corrupt_dir = Path(data_dir) / "outbox-corrupt"  # on the outbox's own disk: see _open
         self.on_event = on_event or (lambda e: None)
         self.epoch = 0
         self.dropped: Counter = Counter()  # "<cause>:<kind>" -> records dropped by this process
@@ -317,6 +343,7 @@ class Outbox:
         self._fail_reason = ""
         # while commits fail: since when and why (``stats()["write_error"]``); /status showed only the counts grow
         self._write_error: dict | None = None
+        self._renew_error: str | None = None  # why the last renewal could not start a new store
         self._unpersisted: Counter = Counter()  # drop counts (write_failed, oversize) not yet in the meta
         self._oversize_told = -1e9  # when an oversize record was last logged
         self._retention_next = 0.0  # monotonic time retention is next looked at
@@ -328,6 +355,7 @@ class Outbox:
         # last connection deletes "<path>-wal" by name: it would delete the new store's WAL).
         self._gate = threading.Condition()
         self._readers = 0
+        self._fd: int | None = None  # the store's file, read by _cut_short (see _hold_file)
         self._gate_closed = False
         self._renew_reason: str | None = None  # set by whoever meets a corrupt store; the writer renews
         self._renew_next = 0.0  # monotonic time of the next attempt after one failed
@@ -366,6 +394,24 @@ class Outbox:
         return self._seq
 
     # ---- open / close ----------------------------------------------------------------------
+    def _hold_file(self) -> None:
+        """Open the one read-only fd the cut-short check reads the store through, beside the writer's
+        connection. On Linux closing any fd of a file drops every POSIX lock the process holds on it, SQLite's
+        too: an open() and close() per check let another process (``sqlite3 outbox.db``, a backup) take the
+        file for its own, checkpoint and delete the WAL the agent still wrote into (records lost at the next
+        start). So this fd is closed only once no connection of this process is on the file."""
+        self._release_file()
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            self._fd = None  # the check is skipped; the commits say what is wrong
+
+    def _release_file(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         # before any table exists: a fresh file gives freed pages back (incremental_vacuum)
@@ -430,6 +476,7 @@ class Outbox:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.close()
                 self._db = None
+            self._release_file()
             raise OutboxError(
                 f"outbox {self.dir}: cannot open its store: {_cause(exc)}; free space on that disk or make "
                 "the folder writable, then start again"
@@ -438,6 +485,7 @@ class Outbox:
     def _open(self) -> sqlite3.Connection:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.samples_dir.mkdir(exist_ok=True)
+        self.corrupt_dir = _aside_dir(self.dir, self.epoch_path.parent)
         corrupt = None
         db: sqlite3.Connection | None = None
         known = self._read_epoch_file()
@@ -478,6 +526,7 @@ class Outbox:
             )
             corrupt = (str(aside), reason, time.time(), salvaged)  # the event once the epoch is in place
         self._db = db
+        self._hold_file()
         self._ino, self._size_seen = self._identity(), None
         self._failing, self._failed_in_burst, self._unpersisted = False, 0, Counter()
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -761,10 +810,11 @@ class Outbox:
         start the file was corrupt and most records were gone. SQLite's file only shrinks when a checkpoint gives
         freed pages back, to exactly the size its header then states (it grows meanwhile, never shrinks): a file
         that lost its header, or shrank to another size, was cut."""
-        try:
-            with open(self.path, "rb") as f:
-                head = f.read(100)
-                size = os.fstat(f.fileno()).st_size
+        if self._fd is None:
+            return None
+        try:  # never an open() and close() here: closing any fd of the file drops SQLite's locks on it
+            head = os.pread(self._fd, 100, 0)
+            size = os.fstat(self._fd).st_size
         except OSError:
             return None
         if len(head) < 100 or head[:16] != b"SQLite format 3\0":
@@ -792,7 +842,10 @@ class Outbox:
         with self._lock:
             for (kind, _prio), n in self._counts.items():
                 before[kind] += max(n, 0)
+        with self._gate:  # before the gate closes: an ack waiting there is kept out of the salvage
+            self._acked_while_salvaging = set()
         if not self._close_gate():
+            self._acked_while_salvaging = None
             self._renew_next = time.monotonic() + RENEW_RETRY_S
             return False
         db: sqlite3.Connection | None = None
@@ -812,6 +865,7 @@ class Outbox:
                     with contextlib.suppress(sqlite3.Error):
                         old.close()
                     self._db = None
+                self._release_file()  # no connection of this process is on the file now (the gate is closed)
                 # what the records are salvaged from: the copy, or the file moved aside by an attempt that
                 # failed afterwards (a full disk), kept through the next attempts until salvaged
                 keep = copy or self._salvage_from
@@ -836,6 +890,8 @@ class Outbox:
                 if db is not None:  # a half-made store: moved aside by the next attempt
                     with contextlib.suppress(sqlite3.Error):
                         db.close()
+                self._acked_while_salvaging = None
+                self._renew_error = f"a new store cannot be started: {_cause(exc)}"
                 self._renew_next = time.monotonic() + RENEW_RETRY_S
                 if not self._renew_failing:
                     self._renew_failing = True
@@ -850,10 +906,11 @@ class Outbox:
                 return False
             # the new store takes appends and readers from here on; the old one's records are copied in meanwhile
             self._db = db
+            self._hold_file()
             self._ino, self._size_seen = self._identity(), None
             self.epoch = epoch
             self._renew_reason, self._renew_failing, self._renew_next = None, False, 0.0
-            self._acked_while_salvaging = set()
+            self._renew_error = None
             self._open_gate()
             # the new store is in place: a disk error now only ends the salvage
             self._salvage_tries = SALVAGE_TRIES
@@ -986,6 +1043,7 @@ class Outbox:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
+        self._release_file()
         self._opened = False
         self._report_drops(
             force=True
@@ -1338,7 +1396,10 @@ class Outbox:
             persisted = Counter(self._unpersisted)
             try:
                 if db is None:  # a bad store that could not be renewed yet (a full disk)
-                    raise sqlite3.OperationalError("the outbox has no usable store")
+                    raise sqlite3.OperationalError(
+                        "the outbox has no usable store"
+                        + (f": {self._renew_error}" if self._renew_error else "")
+                    )
                 if self._shift_upto and batch[0][0] <= self._shift_upto:  # stamped before the clock step
                     batch = [
                         (b[0], b[1], b[2], b[3] + self._shift, *b[4:])
@@ -1373,8 +1434,9 @@ class Outbox:
                     return self._commit(batch, retried=True)  # the batch goes into the new store
                 if _is_full(exc) and not retried and self._make_room(db, sum(b[7] for b in batch)):
                     return self._commit(batch, retried=True)  # room made by dropping stored samples
-                if self._write_error is None:
-                    self._write_error = {"since": time.time(), "cause": _cause(exc)}
+                # the cause of now (a full disk remounted read-only, a store that cannot be renewed), since the first
+                since = self._write_error["since"] if self._write_error is not None else time.time()
+                self._write_error = {"since": since, "cause": _cause(exc)}
                 if not self._failing:
                     self._failing = True
                     log.error(
@@ -1681,14 +1743,17 @@ class Outbox:
             return None
 
     @contextlib.contextmanager
-    def _reading(self, wait_s: float = READER_WAIT_S):
+    def _reading(self, wait_s: float = READER_WAIT_S, acking: list[int] | None = None):
         """A connection of its own to the store (never creating the file: a removed store is not replaced by
         an empty one here), closed on leaving; not while the writer renews the store. A corrupt store met here
-        is renewed by the writer at its next round."""
+        is renewed by the writer at its next round. ``acking``: seqs acknowledged, kept out of a salvage going
+        on (noted as the gate is passed: one passed before a renewal closed it deleted them from the old store)."""
         with self._gate:
             if not self._gate.wait_for(lambda: not self._gate_closed, wait_s):
                 raise OutboxError(f"outbox {self.dir}: the store is being renewed")
             self._readers += 1
+            if acking and self._acked_while_salvaging is not None:  # the salvage must not bring them back
+                self._acked_while_salvaging.update(acking)
         try:
             db = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path))}?mode=rw", uri=True, timeout=30)
             try:
@@ -1708,9 +1773,7 @@ class Outbox:
         if not seqs:
             return 0
         rows: list = []  # exactly what this DELETE removed: the counts stay exact beside a concurrent drop
-        if self._acked_while_salvaging is not None:  # the salvage must not bring them back
-            self._acked_while_salvaging.update(seqs)
-        with self._reading() as db:
+        with self._reading(acking=seqs) as db:
             rows += _delete_seqs(db, seqs)
             db.commit()
             with self._lock:

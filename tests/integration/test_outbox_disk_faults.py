@@ -136,6 +136,35 @@ def test_status_says_why_the_outbox_cannot_write_while_the_disk_refuses_and_no_m
     in_thread(ob.close, 30)
 
 
+def test_status_says_why_while_a_bad_store_cannot_be_renewed_on_a_full_disk(small_disk, monkeypatch):
+    import edge_agent.outbox.store as store
+
+    monkeypatch.setattr(store, "RENEW_RETRY_S", 0.2)
+    ob = Outbox(OutboxSettings(commit_interval_ms=10), small_disk / "data")
+    ob.open()
+    ob.append("result", {"i": 0})
+    ob.flush()
+    filler = fill(small_disk)
+    ob._want_renewal("a reader met a corrupt page")  # moved aside; no room for a new store
+    ob.append("result", {"i": 1})
+    ob.flush()
+    assert ob.dropped["write_failed:result"] > 0 and ob.stats()["renewals"] == 0
+    # formerly only "the outbox has no usable store", not why
+    error = ob.stats()["write_error"]
+    assert error is not None and "a new store cannot be started" in error["cause"]
+    assert "SQLITE_FULL" in error["cause"] or "No space left" in error["cause"], error
+    filler.unlink()
+    until_renewed = time.monotonic() + 30
+    while ob.stats()["renewals"] == 0:
+        assert time.monotonic() < until_renewed, ob.stats()["write_error"]
+        ob.append("result", {"wakes": "the writer"})
+        ob.flush()
+    ob.append("result", {"after": 1})
+    ob.flush()
+    assert ob.stats()["write_error"] is None
+    in_thread(ob.close, 30)
+
+
 async def test_appends_from_the_event_loop_keep_going_on_a_full_disk(small_disk):
     ob = Outbox(OutboxSettings(commit_batch=20), small_disk / "data")
     ob.open()
@@ -177,7 +206,7 @@ def test_a_full_disk_at_start_refuses_to_start_and_keeps_the_healthy_outbox(smal
 def test_an_outbox_on_a_disk_of_its_own_is_moved_aside_and_renewed_at_start_and_while_running(
     small_disk, tmp_path
 ):
-    # outbox.dir on its own file system, the data folder (and its outbox-corrupt/) on another
+    # outbox.dir on its own file system, the data folder on another
     settings = OutboxSettings(dir=str(small_disk / "outbox"), commit_interval_ms=10)
     data = tmp_path / "data"
     ob = Outbox(settings, data)
@@ -189,7 +218,7 @@ def test_an_outbox_on_a_disk_of_its_own_is_moved_aside_and_renewed_at_start_and_
     events: list = []
     ob = Outbox(settings, data, on_event=events.append)
     ob.open()  # formerly OutboxError: "[Errno 18] Invalid cross-device link ...; free space on that disk"
-    assert ob.moved_aside is not None and ob.moved_aside.parent == data / "outbox-corrupt"
+    assert ob.moved_aside is not None and ob.moved_aside.parent == small_disk / "outbox-corrupt"
     assert ob.moved_aside.exists() and [e["kind"] for e in events] == ["outbox_corrupt"]
     for i in range(50):
         ob.append("result", {"j": i})
@@ -209,6 +238,32 @@ def test_an_outbox_on_a_disk_of_its_own_is_moved_aside_and_renewed_at_start_and_
     again.open()
     assert again.moved_aside is None and again.stats()["by_kind"]["result"] == 100
     again.close()
+
+
+def test_a_corrupt_store_larger_than_the_data_folders_small_disk_is_moved_aside_on_the_outboxs_own(
+    small_disk, tmp_path
+):
+    from tests.integration.test_outbox_store_faults import scribble_pages
+
+    # the data folder on a small system disk (2 MB), outbox.dir on a larger disk of its own
+    settings = OutboxSettings(dir=str(tmp_path / "outbox"))
+    data = small_disk / "data"
+    ob = Outbox(settings, data)
+    ob.open()
+    for i in range(12000):
+        ob.append("result", {"i": i, "pad": "p" * 200})
+    ob.close()
+    scribble_pages(ob.path, every=40)
+    assert ob.path.stat().st_size > 3 * 1024 * 1024
+    events: list = []
+    ob = Outbox(settings, data, on_event=events.append)
+    # formerly the store was copied into <data_dir>/outbox-corrupt/ on the small disk: OutboxError "No space
+    # left on device ... free space on that disk", and the agent did not start
+    ob.open()
+    assert ob.moved_aside == tmp_path / "outbox-corrupt" / ob.moved_aside.name and ob.moved_aside.exists()
+    assert not (data / "outbox-corrupt").exists() and [e["kind"] for e in events] == ["outbox_corrupt"]
+    assert ob.stats()["by_kind"]["result"] == events[0]["salvaged"] > 10000
+    ob.close()
 
 
 def test_a_read_only_data_folder_at_start_is_an_outbox_error_not_a_traceback(small_disk):

@@ -287,6 +287,92 @@ def test_records_stamped_before_the_clock_steps_forward_are_kept_by_retention_wi
     ob.close()
 
 
+def test_another_process_reading_the_store_while_the_agent_writes_loses_no_record_at_a_power_cut(tmp_path):
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    ob = Outbox(OutboxSettings(commit_interval_ms=10), data)
+    ob.open()
+    for i in range(200):
+        ob.append("result", {"i": i})
+    ob.flush()
+    wal = ob.path.with_name(ob.path.name + "-wal")
+    assert wal.exists()
+    # an engineer's `sqlite3 outbox.db`, a backup or monitoring script: a real connection of another process
+    look = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        "print(c.execute('SELECT COUNT(*) FROM records').fetchone()[0]); c.close()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", look, str(ob.path)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "200", out.stderr
+    # formerly the cut-short check's open()/close() of the file dropped the writer's locks on it: that process
+    # took the file for its own on closing, checkpointed and deleted the WAL the agent went on writing into
+    assert wal.exists()
+    for i in range(300):
+        ob.append("result", {"j": i})
+    ob.flush()
+    # a power cut now: what is on the disk is what the next start finds (formerly 200 of 500)
+    cut = tmp_path / "after_power_cut"
+    for src in (ob.path, wal, ob.epoch_path):
+        if src.exists():
+            (cut / src.relative_to(data)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, cut / src.relative_to(data))
+    ob.close()
+    again = Outbox(OutboxSettings(), cut)
+    again.open()
+    assert again.moved_aside is None and again.stats()["by_kind"]["result"] == 500
+    again.close()
+
+
+def test_an_ack_arriving_while_the_store_is_renewed_is_not_undone_by_the_salvage(tmp_path):
+    import threading
+
+    ob = fill_outbox(tmp_path, 300)
+    sent = [r.seq for r in ob.pending(100, 10**9)]  # a batch in flight to the cloud
+    old_epoch = ob.epoch
+
+    class Gate(threading.Condition):
+        def __init__(self) -> None:
+            super().__init__()
+            self.waited = threading.Event()
+
+        def wait_for(self, predicate, timeout=None):
+            if not predicate():
+                self.waited.set()  # a reader (the ack) waits for the renewal
+            return super().wait_for(predicate, timeout)
+
+    ob._gate = gate = Gate()  # no reader is in: the outbox is idle
+    acked: list = []
+    acker = threading.Thread(target=lambda: acked.append(ob.ack(sent)))
+    real_move_aside = ob._move_aside
+
+    def move_aside(*args, **kwargs):  # the gate is closed: the renewal holds it until the ack waits there
+        acker.start()
+        assert gate.waited.wait(30)
+        return real_move_aside(*args, **kwargs)
+
+    real_salvage = ob._salvage
+
+    def salvage(*args, **kwargs):  # the gate is open again: the ack is done before the old records come in
+        acker.join(30)
+        return real_salvage(*args, **kwargs)
+
+    ob._move_aside, ob._salvage = move_aside, salvage
+    ob._want_renewal("a reader met a corrupt page")
+    ob.append("result", {"wakes": "the writer"})
+    wait_for(lambda: ob.stats()["renewals"] == 1, what="the renewal and its salvage to end")
+    assert ob.epoch > old_epoch and acked
+    # formerly the ack deleted nothing from the new store and the salvage copied all 100 back: sent again
+    # in the new epoch, where the cloud cannot tell them for the ones it has
+    left = {r.seq for r in ob.pending(1000, 10**9)}
+    assert not left & set(sent)
+    assert ob.stats()["by_kind"]["result"] == 300 - 100 + 1
+    ob.close()
+
+
 def test_while_a_corrupt_store_is_salvaged_new_records_are_committed_and_readable(tmp_path, monkeypatch):
     import threading
 
