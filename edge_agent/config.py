@@ -973,7 +973,8 @@ class AgentConfig(_Model):
 
 # ---- loading ------------------------------------------------------------------------------------
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+# ${VAR}, ${VAR:-default} (unset or empty), ${VAR-default} (unset only: an empty value kept on purpose)
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?)-(.*?))?\}")
 
 
 def _substitute(
@@ -999,11 +1000,13 @@ def _substitute(
 
         def repl(m: re.Match) -> str:
             val = env.get(m.group(1))
-            if not val and m.group(2) is not None:
+            if m.group(3) is not None and (val is None or (m.group(2) and not val)):
                 # ${VAR:-default} takes its default when VAR is unset or empty, as a shell (and Compose) reads it:
                 # an agent.env line left blank (PLC_HOST=) gave an empty host instead, which validated
-                # (opc.tcp://:4840, an MQTT host ''), or a refusal of its port (found '') naming no variable
-                val = m.group(2)
+                # (opc.tcp://:4840, an MQTT host ''), or a refusal of its port (found '') naming no variable.
+                # ${VAR-default} only when unset: MQTT_USER= for anonymous, PREFIX= for none (it was kept as
+                # the literal text '${VAR-default}')
+                val = m.group(3)
             elif taken is not None and val is not None:
                 taken.setdefault(loc, m.group(1))
             if val is None:
@@ -2112,7 +2115,8 @@ def read_config_file(path: Path) -> Any:
         # its line and column too: a byte offset alone had to be looked for with a hex dump (an engineer's "°C"
         # saved in Windows-1252 is 0xb0, somewhere in a file generated from a plant's tag list)
         line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        start = data.rfind(b"\n", 0, exc.start) + 1  # in characters, as an editor shows it (not bytes)
+        column = len(data[start : exc.start].decode("utf-8", "replace")) + 1
         raise ConfigError(
             [
                 f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}{bom}, line {line}, column {column}: "

@@ -321,6 +321,19 @@ def test_a_variable_set_empty_takes_the_default_the_config_gives_as_a_shell_does
     assert parse_config(data).sources["broker"].host == "10.0.0.7"
 
 
+def test_a_variable_set_empty_on_purpose_keeps_its_empty_value_with_a_default_for_unset_only(
+    env, monkeypatch
+):
+    data = good(env)
+    data["sources"]["broker"]["username"] = "edge${BROKER_USER_SUFFIX-1}"
+    monkeypatch.delenv("BROKER_USER_SUFFIX", raising=False)
+    assert parse_config(data).sources["broker"].username == "edge1"  # unset: the default
+    # BROKER_USER_SUFFIX= meaning no suffix (as ${VAR-default} reads in a shell): formerly the literal text
+    # 'edge${BROKER_USER_SUFFIX-1}' was taken without a word, and ${VAR:-1} now gives the default for it
+    monkeypatch.setenv("BROKER_USER_SUFFIX", "")
+    assert parse_config(data).sources["broker"].username == "edge"
+
+
 def test_an_environment_variable_holding_bytes_that_are_not_utf8_is_refused_naming_it(
     env, monkeypatch, tmp_path
 ):
@@ -943,12 +956,16 @@ def test_a_value_yaml_cannot_build_is_a_config_error_naming_file_and_line(tmp_pa
             b"agent:\n  id: gw\xe91\n",
             "not UTF-8 text (invalid continuation byte at byte 15, line 2, column 9: 0xe9); save the file as UTF-8",
         ),
+        (  # the column as an editor counts it: characters, not bytes (formerly column 23)
+            "agent:\n  site: Größe Halle ".encode() + b"\xb0C\n",
+            "not UTF-8 text (invalid start byte at byte 29, line 2, column 21: 0xb0); save the file as UTF-8",
+        ),
         (
             "agent:\n  id: gw1\n".encode("utf-16"),
             "not UTF-8 text (invalid start byte at byte 0 (a UTF-16 byte",
         ),
     ],
-    ids=["latin-1", "utf-16"],
+    ids=["latin-1", "after-umlauts", "utf-16"],
 )
 def test_a_config_file_not_in_utf8_is_refused_naming_the_byte(tmp_path, data, expected):
     p = tmp_path / "c.yaml"
