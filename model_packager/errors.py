@@ -49,5 +49,9 @@ class GoldenError(PackageError):
 
 
 # a GoldenError's code when a golden file could not be read for a passing error of the machine (out of file
-# descriptors or memory, an I/O error), not of the file: the same bytes read again later may pass
+# descriptors, an I/O error), not of the file: the same bytes read again later may pass
 GOLDEN_UNREADABLE = "golden_unreadable"
+# a GoldenError's code when a golden set needs more memory than the gateway has free: refused at a swap (the same
+# every time: retried, it was fetched again every minute), but at a start, of a version that loaded here before,
+# the machine's moment (the start fails, the folder kept), never a reason to set the fleet's version aside
+GOLDEN_NO_MEMORY = "golden_no_memory"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_packager import runtimes as _runtimes
-from model_packager.errors import GOLDEN_UNREADABLE, GoldenError, SpecMismatchError
+from model_packager.errors import GOLDEN_NO_MEMORY, GOLDEN_UNREADABLE, GoldenError, SpecMismatchError
 from model_packager.manifest import (
     MAX_LABEL_CHARS,
     ColorOrder,
@@ -427,8 +427,6 @@ _PASSING_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EI
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    import zipfile
-
     import numpy as np
 
     name = printable(Path(path).name)
@@ -450,7 +448,7 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
             raise GoldenError(
                 f"golden file {name}: its arrays need more memory than this gateway has free; refused (the golden "
                 "set must fit beside the model: fewer or smaller golden inputs)",
-                code="golden_too_large",
+                code=GOLDEN_NO_MEMORY,
             ) from None
         if exc.errno in _PASSING_ERRNOS:
             # the machine's, not the file's (out of file descriptors, an I/O error): the same bytes read at
@@ -464,7 +462,12 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
             f"golden file {name}: not a readable .npz of arrays ({printable(exc)})",
             code="bad_golden",
         ) from None
-    except (ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError) as exc:
+    except GoldenError:
+        raise
+    except Exception as exc:  # whatever else reading it raises is the file's content
+        # (ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError; a damaged deflate or LZMA
+        # member's zlib.error / lzma.LZMAError and a damaged .npy header's tokenize.TokenError, raised as they are:
+        # past a narrower list, they ended a swap as 'unexpected error' with the folder kept and a start, the agent)
         raise GoldenError(
             f"golden file {name}: not a readable .npz of arrays ({printable(exc)})",
             code="bad_golden",

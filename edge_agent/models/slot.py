@@ -54,7 +54,7 @@ from edge_agent.priority import in_lowered_thread, lower_this_thread
 from edge_agent.types import Window
 from model_packager import OpenedPackage, PackageError, package_digest
 from model_packager.cpu import int8_path
-from model_packager.errors import GOLDEN_UNREADABLE
+from model_packager.errors import GOLDEN_NO_MEMORY, GOLDEN_UNREADABLE
 from model_packager.manifest import ImagePreprocessing, Manifest, version_key
 from model_packager.preprocess import (
     Interpretation,
@@ -357,8 +357,9 @@ class ModelSlot:
             try:  # checked again on this CPU: the machine (or its VM host) may have changed since install
                 active = await in_lowered_thread(self._load, opened)
             except (EngineError, NothingPasses, PackageError) as exc:  # (golden files refused as read)
-                if isinstance(exc, PackageError) and exc.code == GOLDEN_UNREADABLE:
-                    # a passing error of this machine (EMFILE, EIO) on a folder verified intact just now: no
+                if isinstance(exc, PackageError) and exc.code in (GOLDEN_UNREADABLE, GOLDEN_NO_MEMORY):
+                    # a passing error of this machine (EMFILE, EIO; memory short at boot, for a version that loaded
+                    # here when it was swapped in) on a folder verified intact just now: no
                     # defect of the package, which was set aside and the configured (older) one installed again.
                     # An orderly end for a probation (the agent calls no stop after a failed start): counted as
                     # an unclean end, the next start took the candidate for a crash loop and rolled it back
