@@ -394,9 +394,15 @@ def _run(verb: str, argv: list[str]) -> int:
         # the default floors are the fleet's (vision NG recall 0.98): a line whose model misses one says what it
         # accepts, or publishes knowingly; said with the names of the floors missed
         below = [r.split(" ", 1)[0] for r in exc.reasons if " is below the floor " in r]
+        floors = " ".join(f"--floor {m}=VALUE" for m in below)
+        # --floor is an option of the stages that judge (evaluate, build); package and publish read their report
+        way = (
+            f"sets its own floor ({floors})"
+            if verb in ("build", "evaluate")
+            else f"evaluates again with {floors}"
+        )
         hint = (
-            f"; a line that accepts it sets its own floor ({', '.join(f'--floor {m}=VALUE' for m in below)}) or "
-            "publishes anyway with --force (recorded as forced)"
+            f"; a line that accepts it {way} or publishes anyway with --force (recorded as forced)"
             if below
             else ""
         )

@@ -340,8 +340,13 @@ def test_stage_verbs_run_one_stage_each_on_a_shared_work_folder(tmp_path, vib):
     assert (
         r.returncode == 3 and "rejected by the evaluation gate" in r.stderr and "fault_accuracy" in r.stderr
     )
-    # the way on is told with the floor missed: the line's own floor, or --force
-    assert "--floor fault_accuracy=VALUE" in r.stderr and "--force" in r.stderr, r.stderr
+    # the way on is told with the floor missed: evaluate again with the line's own floor (package takes no --floor),
+    # or --force
+    assert "evaluates again with --floor fault_accuracy=VALUE" in r.stderr and "--force" in r.stderr, r.stderr
+    r = cli(
+        "package", "maintenance", "--work", str(work), "--registry", str(reg), "--floor", "fault_accuracy=0"
+    )
+    assert r.returncode == 2 and "unrecognized arguments: --floor" in r.stderr  # (why the hint says evaluate)
     r = cli("evaluate", "maintenance", "--work", str(work), "--registry", str(reg), *floors)
     assert r.returncode == 0, r.stderr
     rep = json.loads((work / "report.json").read_text())
