@@ -253,14 +253,14 @@ def _device(path: Path) -> int | None:
 
 def _aside_dir(outbox_dir: Path, data_dir: Path) -> Path:
     """Where a bad store is moved aside, by a rename on the outbox's own file system: ``<data_dir>/outbox-corrupt``,
-    or for an ``outbox.dir`` on a disk of its own ``outbox-corrupt`` beside it (in it, when it is the disk's
-    mount point). A move into the data folder's disk was a copy of the whole store, and a small system disk
-    could not take it: the agent did not start, and a store found bad while running was never renewed."""
+    or for an ``outbox.dir`` on a disk of its own ``outbox-corrupt`` in it (the one folder of that disk the agent is
+    sure to write: beside it, under a unit's ``ProtectSystem=strict`` with ``ReadWritePaths`` of the outbox or a
+    root-owned mount point, the agent could not start). A move into the data folder's disk was a copy of the whole
+    store, and a small system disk could not take it: the agent did not start, and a store found bad while running
+    was never renewed."""
     own = _device(outbox_dir)
     if own is None or _device(data_dir) == own:
         return data_dir / "outbox-corrupt"
-    if _device(outbox_dir.parent) == own:
-        return outbox_dir.parent / "outbox-corrupt"
     return outbox_dir / "outbox-corrupt"
 
 

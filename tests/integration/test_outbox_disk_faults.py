@@ -218,7 +218,7 @@ def test_an_outbox_on_a_disk_of_its_own_is_moved_aside_and_renewed_at_start_and_
     events: list = []
     ob = Outbox(settings, data, on_event=events.append)
     ob.open()  # formerly OutboxError: "[Errno 18] Invalid cross-device link ...; free space on that disk"
-    assert ob.moved_aside is not None and ob.moved_aside.parent == small_disk / "outbox-corrupt"
+    assert ob.moved_aside is not None and ob.moved_aside.parent == small_disk / "outbox" / "outbox-corrupt"
     assert ob.moved_aside.exists() and [e["kind"] for e in events] == ["outbox_corrupt"]
     for i in range(50):
         ob.append("result", {"j": i})
@@ -260,7 +260,10 @@ def test_a_corrupt_store_larger_than_the_data_folders_small_disk_is_moved_aside_
     # formerly the store was copied into <data_dir>/outbox-corrupt/ on the small disk: OutboxError "No space
     # left on device ... free space on that disk", and the agent did not start
     ob.open()
-    assert ob.moved_aside == tmp_path / "outbox-corrupt" / ob.moved_aside.name and ob.moved_aside.exists()
+    # in the outbox's own folder, the one of its disk the agent is sure to write (beside it, a unit's
+    # ProtectSystem=strict with ReadWritePaths of the outbox, or a root-owned mount point, refused it: no start)
+    aside = tmp_path / "outbox" / "outbox-corrupt"
+    assert ob.moved_aside == aside / ob.moved_aside.name and ob.moved_aside.exists()
     assert not (data / "outbox-corrupt").exists() and [e["kind"] for e in events] == ["outbox_corrupt"]
     assert ob.stats()["by_kind"]["result"] == events[0]["salvaged"] > 10000
     ob.close()
