@@ -110,6 +110,7 @@ class StateBaselines:
         self.learned_at: float | None = None
         self.windows = 0  # commissioning windows seen (every state)
         self._iso_over = 0
+        self._judged_zone: str | None = None  # the last zone judged as the machine's in _iso_over's run
         self._probe: Baseline | None = None  # features (the ISO zone) of windows no baseline takes
         self._said_too_many = False
         # the state tag may be the speed or temperature tag too: its value rides under that name (pipelines)
@@ -435,6 +436,8 @@ class StateBaselines:
         )
         if key == NO_STATE:
             self._against_every_state(v, waveform, scalars, iso_before)
+        if v.sensor is None:  # its velocity is the machine's: a standing alarm of the run is labelled so
+            self._judged_zone = zone
         return v
 
     def _against_every_state(
@@ -496,7 +499,9 @@ class StateBaselines:
             v.sensor_kind, v.sensor = "scale", gain[0]
             if gain[2]:  # through the ADC's floor: the run neither counts nor ends; an alarm standing stands
                 self._iso_over = iso_before
-                v.iso_zone = gain[1]._judged_zone or v.iso_zone
+                # labelled with this run's last zone judged as the machine's, not the zone a state's baseline
+                # judged last, maybe hours before the tag was lost (an alarm in zone D read 'iso_zone_B')
+                v.iso_zone = self._judged_zone or v.iso_zone
             else:
                 self._iso_over = 0
             v.iso_alarm = self._iso_over >= self.s.confirm_windows
@@ -568,6 +573,7 @@ class StateBaselines:
             b = self._baseline(state, fresh=True)
             self.save()
         self._iso_over = 0  # the state's own baseline counts its ISO windows
+        self._judged_zone = None
         v = b.process(waveform, scalars, span=span)
         v.process_state = state
         if state in self.learning:

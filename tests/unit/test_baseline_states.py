@@ -306,3 +306,43 @@ def test_a_units_error_in_windows_without_a_state_is_the_sensors_and_raises_no_i
     assert all(v.sensor_kind == "scale" for v in gained), [v.sensor for v in gained]
     sick = without_state(4, unbalance=6.0)  # 9 mm/s at 1x: zone D, the shape changed (no gain)
     assert sick[-1].iso_alarm and sick[-1].iso_zone == "D" and sick[-1].sensor is None
+
+
+def test_an_iso_alarm_standing_through_a_gain_in_windows_without_a_state_keeps_that_runs_zone():
+    """An ISO zone alarm standing in windows without a state (the tag lost) stands through a sensor gain found over
+    the ADC's floor, labelled with a zone judged as the machine's. That label was the zone a state's baseline judged
+    last, before the tag was lost: an alarm standing in zone D read ``iso_zone_B`` (a PLC action on ``iso_zone_D``
+    missed it). It is the zone of the run's own last window judged (12-bit DAQ, gain x10: 6 of 6 windows)."""
+    from tests.unit.test_maintenance_scoring import _coarse_daq_machine
+
+    rng = np.random.default_rng(12)
+    fs, n, speed, window = _coarse_daq_machine(12)
+    settings = BaselineSettings(
+        windows=60,
+        speed_tag="Speed",
+        state_tag="Load",
+        states=[ProcessState(name="empty", max=0.5), ProcessState(name="loaded", min=0.5)],
+        iso_class="group1_flexible",
+        iso_alarm_zone="C",
+    )
+    clock = Clock()
+    b = StateBaselines(settings, fs, n, pipeline="compressor", clock=clock)
+
+    def run(k: int, load: float | None, **kw) -> list:
+        out = []
+        for _ in range(k):
+            clock.t += 10.0
+            out.append(b.process(window(rng, **kw), speed | ({} if load is None else {STATE_INPUT: load})))
+        return out
+
+    run(60, 1.0)
+    assert b.status()["process_states"]["loaded"]["state"] == "ready"
+    healthy = run(4, 1.0)  # the state read: its baseline judges zone B
+    assert [v.iso_zone for v in healthy] == ["B"] * 4 and not any(v.iso_alarm for v in healthy)
+    lost = run(6, None, lines=1.8)  # the tag lost, the machine's lines up: zone C-D, the alarm stands
+    assert lost[-1].iso_alarm and lost[-1].sensor is None and lost[-1].iso_zone in ("C", "D"), [
+        (v.iso_zone, v.velocity_mm_s) for v in lost
+    ]
+    gained = run(6, None, lines=1.8, gain=10.0)
+    assert all(v.sensor_kind == "scale" and v.iso_alarm for v in gained), [v.sensor for v in gained]
+    assert all(v.iso_zone == lost[-1].iso_zone for v in gained), [v.iso_zone for v in gained]  # was: B
