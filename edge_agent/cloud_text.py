@@ -88,6 +88,10 @@ class CloudText:
 
     def __init__(self, cfg: AgentConfig) -> None:
         clear = names_in_clear(cfg)
+        # the config's names, sent in clear beside every text (an event's source): held whole where they stand alone
+        # (``text``), never hidden inside: a user 'admin' on a source 'admin-plc' read '<sources.admin-plc.username>
+        # -plc' beside source: admin-plc, which told the login
+        self._names = sorted(clear, key=len, reverse=True)
         env = {k: v for k, v in cfg.env_values.items() if v not in clear}
         self._env = env_hider(env)
         logins = {k: v for k, v in login_values(cfg).items() if v not in clear}
@@ -119,6 +123,16 @@ class CloudText:
                 if shown in s:
                     s = s.replace(shown, f"\x00{chr(0xE000 + len(held))}\x00")
                     held.append(shown)
+        # a name sent in clear (the config's, the record's own) held whole where it stands alone (not inside a longer
+        # run of letters, digits, '_', '.', '-': a source 'plc' never keeps '${PLC_HOST}' = 'plc7.corp' from hiding)
+        for name in (*self._names, *clear):
+            if name and name in s:
+
+                def hold(m: re.Match[str]) -> str:
+                    held.append(m.group(0))
+                    return f"\x00{chr(0xE000 + len(held) - 1)}\x00"
+
+                s = re.sub(rf"(?<![\w.\-]){re.escape(name)}(?![\w.\-])", hold, s)
         out = self._logins(self._env(mask_logins(s)))
         for i, shown in enumerate(held):
             out = out.replace(f"\x00{chr(0xE000 + i)}\x00", shown)

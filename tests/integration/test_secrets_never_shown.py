@@ -486,6 +486,51 @@ def test_a_text_hidden_once_is_the_same_hidden_again(tmp_path, monkeypatch):
     assert cloud.payload(stored.encode()) == stored.encode()
 
 
+def test_a_name_sent_in_clear_is_never_hidden_inside_where_it_would_tell_a_login(tmp_path, monkeypatch):
+    """A login or a variable's value that is one word of a source's name was hidden inside the name in every free
+    text, beside the ``source`` field that names it whole: ``source: admin-plc`` with ``source
+    <sources.admin-plc.username>-plc has not been connected`` told the user ``admin``, and ``halle2-<$GW_USER>``
+    beside ``halle2-press`` the variable's value. Now a name standing alone is held whole; the login and the value
+    are still hidden where they stand alone, and a name inside a longer word hides nothing (a source ``plc``
+    never keeps ``plc7.corp`` from ``${GW_PLC}`` in view)."""
+    from edge_agent.cloud_text import CloudText
+
+    monkeypatch.setenv("GW_USER", "press")
+    monkeypatch.setenv("GW_PLC", "plc7.corp")
+    (tmp_path / "k.pub").write_text("a key\n")
+    node = [{"node_id": "ns=2;s=A", "tag": "a"}]
+    cfg = parse_config(
+        {
+            "agent": {"id": "a1"},
+            "trusted_keys": [str(tmp_path / "k.pub")],
+            "sources": {
+                "admin-plc": {
+                    "type": "opcua",
+                    "endpoint": "opc.tcp://10.0.0.5:4840",
+                    "username": "admin",
+                    "nodes": node,
+                },
+                "halle2-press": {
+                    "type": "opcua",
+                    "endpoint": "opc.tcp://10.0.0.6:4840",
+                    "username": "${GW_USER}",
+                    "nodes": node,
+                },
+                "plc": {"type": "opcua", "endpoint": "opc.tcp://${GW_PLC}:4840", "nodes": node},
+            },
+        }
+    )
+    cloud = CloudText(cfg)
+    evt = {
+        "kind": "source_down",
+        "source": "admin-plc",
+        "message": "source admin-plc down: user admin refused",
+    }
+    assert cloud.tree(evt)["message"] == "source admin-plc down: user <sources.admin-plc.username> refused"
+    told = cloud.text("halle2-press: user press refused; plc at opc.tcp://plc7.corp:4840")
+    assert told == ("halle2-press: user <$GW_USER> refused; plc at opc.tcp://<$GW_PLC>:4840"), told
+
+
 def _stored_outbox(data, *records: tuple[str, dict]):
     """The outbox an agent finds in ``data``, holding ``records`` (as a former version stored them)."""
     from edge_agent.outbox.settings import OutboxSettings
@@ -599,5 +644,5 @@ async def test_an_event_this_agent_hid_as_it_recorded_it_reaches_the_cloud_as_it
         lambda evts: any(e["kind"] == "source_down" for e in evts),
     )
     sent = json.dumps(events)
-    assert SECRET not in sent and "<sources.admin-plc.username>" in sent, sent
-    assert "<sources.<sources." not in sent, sent  # hidden once, as recorded
+    assert SECRET not in sent and "source admin-plc has not been connected" in sent, sent
+    assert "<sources." not in sent, sent  # hidden once, as recorded (the source's name whole, never inside)
