@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import itertools
 import json
 import math
 import re
@@ -2109,18 +2110,20 @@ def text_fields_hint(fields: list[tuple[str, str]], mapping: JsonMapping) -> str
     return f"{len(fields)} text fields, {shown}{more}, not read; {text_field_hint(*min(fields, key=rank), mapping)}"
 
 
-def _number_path(path: str, v: Any, depth: int = 0) -> str | None:
-    """The path of the first number in ``v`` (found at ``path``), looked for a few levels deep, else None."""
+def _number_path(path: str, v: Any, depth: int = 0, budget: list[int] | None = None) -> str | None:
+    """The path of the first number in ``v`` (found at ``path``), looked for a few levels deep, else None.
+    ``budget``: ``[objects and arrays left to look in]``, shared by a hint's walks and spent here."""
     if (type(v) is int or type(v) is float) and depth:
         return path
-    if depth < 8 and type(v) is dict:
-        items: Any = list(v.items())[:64]
-    elif depth < 8 and type(v) is list:
-        items = list(enumerate(v[:64]))
-    else:
+    if depth >= 8 or (type(v) is not dict and type(v) is not list):
         return None
+    if budget is not None:
+        if budget[0] <= 0:
+            return None
+        budget[0] -= 1
+    items: Any = itertools.islice(v.items() if type(v) is dict else enumerate(v), 64)
     for k, x in items:
-        found = _number_path(f"{path}.{k}", x, depth + 1)
+        found = _number_path(f"{path}.{k}", x, depth + 1, budget)
         if found is not None:
             return found
     return None
@@ -2142,15 +2145,28 @@ _RECORD_NAME_KEYS = (
     "sensor",
 )
 _RECORD_VALUE_KEYS = ("value", "v", "val", "reading")
+_TAG_NAME_KEYS = _RECORD_NAME_KEYS[:6]  # keys that name a tag, never a reading's own id ("name" ... "nodeid")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
 
 
-def _records_in(path: str, v: Any, depth: int = 0) -> tuple[str, str, str, bool] | None:
+def _records_in(
+    path: str, v: Any, depth: int = 0, budget: list[int] | None = None
+) -> tuple[str, str, str, bool] | None:
     """``(array path, name key, value key, values as text)`` of the first array of records found at ``path`` or a few
     levels in (``{"readings": [{"name": "temp", "value": 21.5}, ...]}``): objects each naming itself by text and
     holding a value, by the keys of ``_RECORD_NAME_KEYS`` and ``_RECORD_VALUE_KEYS``, one value at least a number
     or a number written as text (beside them a bool alarm, a state word, a failed sensor's null: a records mapping
     reads those too); else None. The name key is the first whose texts tell the records apart (a device's "name"
-    the same in each, its readings' "tag" not: "tag"), else the first (one tag's history)."""
+    the same in each, its readings' "tag" not: "tag"), else the first (one tag's history), never one holding each
+    record's own id (UUIDs, or an ``id``/``key`` different in every record beside a tag name key: EdgeX's readings).
+    Values as text only when none is a JSON number (``numbers_from_text`` would read a "0012" beside them as 12).
+    ``budget``: ``[objects and arrays left to look in]``, shared by a hint's walks and spent here."""
+    if type(v) is not list and type(v) is not dict:
+        return None
+    if budget is not None:
+        if budget[0] <= 0:
+            return None
+        budget[0] -= 1
     if type(v) is list:
         items = v[:64]
         if not items or not all(type(x) is dict for x in items):
@@ -2166,21 +2182,36 @@ def _records_in(path: str, v: Any, depth: int = 0) -> tuple[str, str, str, bool]
         ]
         if not texts:
             return None
-        name = next((n for n in texts if len({x[n] for x in items}) > 1), texts[0])
+        named = any(keys.get(k) in texts for k in _TAG_NAME_KEYS)
+
+        def own_id(n: str) -> bool:  # each record's own id, not a tag's name
+            ids = [x[n] for x in items]
+            return all(_UUID.fullmatch(i) for i in ids) or (
+                named and n.lower() not in _TAG_NAME_KEYS and len(set(ids)) == len(ids)
+            )
+
+        names = [n for n in texts if not own_id(n)] or texts
+        name = next((n for n in names if len({x[n] for x in items}) > 1), names[0])
         vals = [x.get(value) for x in items]
-        as_text = any(type(x) is str and _text_number(x) is not x for x in vals)  # EdgeX's "value": "21.5"
-        if not as_text and not any(type(x) is int or type(x) is float for x in vals):
+        numbers = any(type(x) is int or type(x) is float for x in vals)
+        as_text = not numbers and any(
+            type(x) is str and _text_number(x) is not x for x in vals
+        )  # EdgeX's "21.5"
+        if not as_text and not numbers:
             return None  # no number among them: nothing read for every number is lost
         return path, name, value, as_text
     if depth < 3 and type(v) is dict:
-        for k, x in list(v.items())[:64]:
-            found = _records_in(f"{path}.{k}", x, depth + 1)
+        for k, x in itertools.islice(v.items(), 64):
+            found = _records_in(f"{path}.{k}", x, depth + 1, budget)
             if found is not None:
                 return found
     return None
 
 
 SEARCHED = 64  # the fields a nested_field_unread hint looks in for a path or an array of records
+VISITED = (
+    2_000  # the objects and arrays its walks look in, together (a 7.5 MB tree in one field: 3 s, on the loop)
+)
 
 
 def nested_fields_hint(fields: list[tuple[str, Any]], numbers: Sequence[str] = ()) -> str:
@@ -2203,15 +2234,18 @@ def nested_fields_hint(fields: list[tuple[str, Any]], numbers: Sequence[str] = (
         else f"{len(fields)} fields holding objects or arrays, {shown}{more}"
     )
     # (the first SEARCHED fields looked in: a message of 100,000 fields held the loop 1.8 s looking in each)
+    # and VISITED objects and arrays within them, by both walks together: one field's tree is as large as the message
     looked = fields[:SEARCHED]
-    example = next((p for k, v in looked if (p := _number_path(k, v)) is not None), None)
+    budget = [VISITED]
+    records = next((r for k, v in looked if (r := _records_in(k, v, 0, budget)) is not None), None)
+    example = next((p for k, v in looked if (p := _number_path(k, v, 0, budget)) is not None), None)
+    stopped = f" (the search stopped after {VISITED} objects and arrays)" if budget[0] <= 0 else ""
     read = (
         f"e.g. values: {{{_as_setting(example[:80])}: {_as_setting(example[:80].replace('.', '_'))}}}"
         if example is not None
-        else "each level a key, an array's item a whole number"
+        else f"each level a key, an array's item a whole number{stopped}"
     )
     they = "it holds" if len(fields) == 1 else "they hold"
-    records = next((r for k, v in looked if (r := _records_in(k, v)) is not None), None)
     if records is not None:
         array, name, value, as_text = records
         return (

@@ -128,10 +128,8 @@ async def test_readings_of_mixed_types_are_told_the_records_mapping_too(mosquitt
             mosquitto.port, [{"topic": "#"}], [("gw/1", json.dumps(payload)), end], "end/end"
         )
         told[label] = src.notices.messages["nested_field_unread"]
-    assert (
-        "json_mapping.records: {array: readings, name: name, value: value} and numbers_from_text: true"
-        in told["mixed"]
-    ), told
+    # (a JSON number among them: numbers_from_text is not told, it would read a text "0012" beside them as 12)
+    assert "json_mapping.records: {array: readings, name: name, value: value} (a path" in told["mixed"], told
     assert (
         "json_mapping.records: {array: readings, name: resourceName, value: value} and numbers_from_text: true"
         in told["edgex"]
@@ -210,15 +208,15 @@ async def test_the_hint_of_a_message_of_many_nested_fields_is_built_once_looking
         built.append(len(fields))
         return hint(fields, *numbers)
 
-    def counted_records_in(path, v, depth=0):
+    def counted_records_in(path, v, depth=0, *budget):
         if not depth:
             looked.append(path)
-        return records_in(path, v, depth)
+        return records_in(path, v, depth, *budget)
 
-    def counted_number_path(path, v, depth=0):
+    def counted_number_path(path, v, depth=0, *budget):
         if not depth:
             looked.append(path)
-        return number_path(path, v, depth)
+        return number_path(path, v, depth, *budget)
 
     monkeypatch.setattr(json_codec, "nested_fields_hint", counted_hint)
     monkeypatch.setattr(json_codec, "_records_in", counted_records_in)
@@ -261,3 +259,100 @@ async def test_the_records_hint_says_the_top_level_numbers_a_records_mapping_wou
         "; under records, its top-level numbers read now, 'battery_pct', 'rssi_dbm', are not read (records and "
         "values do not go together)"
     ), said
+
+
+async def test_the_hint_of_one_deep_field_looks_in_a_bounded_number_of_objects(mosquitto, monkeypatch):
+    """The hint's search was bounded in top-level fields only: within one field it walked every object 64 wide and
+    up to 8 deep, so one 7.5 MB field (a 64-wide tree) took the hint 3-3.6 s and held the agent's loop 6-7 s at
+    each source start. Its walks share a budget of ``VISITED`` objects and arrays; the hint says the search
+    stopped."""
+    visited: list[str] = []
+    records_in, number_path = json_codec._records_in, json_codec._number_path
+
+    def counted_records_in(path, v, *rest):
+        if type(v) is dict or type(v) is list:
+            visited.append(path)
+        return records_in(path, v, *rest)
+
+    def counted_number_path(path, v, *rest):
+        if type(v) is dict or type(v) is list:
+            visited.append(path)
+        return number_path(path, v, *rest)
+
+    monkeypatch.setattr(json_codec, "_records_in", counted_records_in)
+    monkeypatch.setattr(json_codec, "_number_path", counted_number_path)
+    leaf = [{"name": "a", "value": "x"}]
+    tree = {f"a{i}": {f"b{j}": {f"c{k}": leaf for k in range(16)} for j in range(16)} for i in range(16)}
+    messages = [("gw/1", json.dumps({"site": tree})), ("end", json.dumps({"end": 1}))]
+    _, src = await read_published(mosquitto.port, [{"topic": "#"}], messages, "end/end")
+    said = src.notices.messages["nested_field_unread"]
+    assert "a whole number (the search stopped after 2000 objects and arrays)" in said, said
+    # (the tree holds 8,465: each counted once per walk entering it, a budget spent seen at most once a walk)
+    assert len(visited) <= 2_000 + 2 * json_codec.SEARCHED, len(visited)
+
+
+async def test_one_tags_history_whose_readings_carry_their_own_id_is_told_its_tag_name_key(mosquitto):
+    """The key that tells records apart was the first whose texts differ: one tag's history whose readings carry
+    their own id (EdgeX's UUID ``id``, or a reading number beside ``name``) was told ``name: id``; followed, each
+    reading was a tag of its own (``d/x/c10555f5-...``), without end, and ``temp`` never read. A key holding each
+    record's own id is never told; the tag name key is."""
+    uuids = [
+        "c10555f5-3b4e-4c1d-9a53-1f0e2d3c4b5a",
+        "0f9e8d7c-6b5a-4948-8776-a5b4c3d2e1f0",
+        "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d",
+    ]
+    uuid_history = {"readings": [{"name": "temp", "id": u, "value": 21.5 + i} for i, u in enumerate(uuids)]}
+    numbered = {"readings": [{"key": f"r{i}", "name": "temp", "value": 21.5 + i} for i in range(3)]}
+    end = ("end", json.dumps({"end": 1}))
+    for history in (uuid_history, numbered):
+        _, src = await read_published(
+            mosquitto.port, [{"topic": "#"}], [("d/x", json.dumps(history)), end], "end/end"
+        )
+        said = src.notices.messages["nested_field_unread"]
+        assert "json_mapping.records: {array: readings, name: name, value: value}" in said, said
+    mapping = {"records": {"array": "readings", "name": "name", "value": "value"}}
+    got, _ = await read_published(
+        mosquitto.port,
+        [{"topic": "d/#", "json_mapping": mapping}, {"topic": "end"}],
+        [("d/x", json.dumps(uuid_history)), end],
+        "end/end",
+    )
+    assert {r.tag for r in got} == {"d/x/temp", "end/end"}
+
+
+async def test_numbers_from_text_is_told_only_when_no_value_is_a_json_number(mosquitto):
+    """``numbers_from_text: true`` was told when any record's value was number-like text, beside real JSON numbers
+    too: followed, a batch "0012" read 12 and a recipe "007" read 7 (the records mapping alone reads them as text).
+    It is told only when no value is a JSON number (EdgeX: every value text)."""
+    mixed = {
+        "readings": [
+            {"name": "temp", "value": 21.5},
+            {"name": "batch", "value": "0012"},
+            {"name": "recipe", "value": "007"},
+        ]
+    }
+    texts = {"readings": [{"name": "temp", "value": "21.5"}, {"name": "hum", "value": "40"}]}
+    end = ("end", json.dumps({"end": 1}))
+    told = "json_mapping.records: {array: readings, name: name, value: value}"
+    _, src = await read_published(
+        mosquitto.port, [{"topic": "#"}], [("d/x", json.dumps(mixed)), end], "end/end"
+    )
+    said = src.notices.messages["nested_field_unread"]
+    assert told in said and "numbers_from_text" not in said, said
+    _, src = await read_published(
+        mosquitto.port, [{"topic": "#"}], [("d/x", json.dumps(texts)), end], "end/end"
+    )
+    said = src.notices.messages["nested_field_unread"]
+    assert f"{told} and numbers_from_text: true" in said, said
+    mapping = {"records": {"array": "readings", "name": "name", "value": "value"}}
+    got, _ = await read_published(
+        mosquitto.port,
+        [{"topic": "d/#", "json_mapping": mapping}, {"topic": "end"}],
+        [("d/x", json.dumps(mixed)), end],
+        "end/end",
+    )
+    assert [(r.tag, r.value) for r in got if r.tag != "end/end"] == [
+        ("d/x/temp", 21.5),
+        ("d/x/batch", "0012"),
+        ("d/x/recipe", "007"),
+    ]
