@@ -30,9 +30,12 @@ import numpy as np
 
 from edge_agent.files import atomic_write_json, why_unread
 from edge_agent.maintenance.baseline import (
+    _AMPLITUDE_INDEX,
     _FEATURE_INDEX,
+    _FREE_AMPLITUDE_INDEX,
     MIN_BAND_WINDOWS,
     SAVE_EVERY,
+    SCALE_MIN,
     Baseline,
     Verdict,
     diagnose,
@@ -451,7 +454,8 @@ class StateBaselines:
         no window is formed at all: the windower holds them back, ``scalar_missing``).
 
         A window that is a learned state but for one common factor (``scale``: the units or the sensor's gain)
-        and that no other learned state takes as healthy is the sensor's, as one baseline says it: ``v.sensor``
+        and that no other learned state takes as healthy (under its threshold, or at its level: loaded =
+        unloaded x4, a fault of the loaded machine x2.5 is no gain of x10) is the sensor's, as one baseline says it: ``v.sensor``
         (``UNSURE`` with the sensor's reason, a sensor episode), and its velocity, read through that factor, counts
         towards no ISO zone run (``iso_before``, the run before the window; kept if the scale was found through
         the ADC's floor, ``Baseline.floor_scale``, else ended). Counted, m/s2 read as g in windows without a state
@@ -463,7 +467,9 @@ class StateBaselines:
         seen: dict[tuple, dict[str, float]] = {}  # states tracking one speed share the window's features
         suspect: tuple[str, str] | None = None  # a stop, a dead sensor, the sensor's gain, against a state
         gain: tuple[str, Baseline, bool] | None = None  # the first 'scale': its message, state, floor_scale
-        healthy = False  # some learned state (not a suspect's) takes the window under its threshold
+        healthy = False  # some learned state (not a suspect's) takes the window under its threshold or level
+        # some learned state cannot judge the window (another speed): no fault over every state
+        unjudged = False
         for b in ready:
             k = (b.orders, b.speed_hz)
             if k not in seen:
@@ -471,9 +477,14 @@ class StateBaselines:
             f = seen[k]
             row = feature_vector(f)
             med, scale, extrapolated = b._band_stats(f["speed_hz"])
-            if extrapolated or not b.threshold or b._stopped(scalars):
+            if b._stopped(scalars):
                 self._unknown_over = 0
                 return
+            # a state commissioned at another speed (a VFD's modes) cannot judge the window: it takes it as
+            # nothing. Its return threw away a gain another state found (m/s2 read as g: NG iso_zone_D)
+            if extrapolated or not b.threshold:
+                unjudged = True
+                continue
             found = b._sensor_suspect(
                 row,
                 med,
@@ -489,7 +500,13 @@ class StateBaselines:
                 continue
             z = rise_z(row, med, scale, b.relative)[0]
             score = float(np.clip(z, 0, None).max())
-            healthy = healthy or score < b.threshold
+            amp = _AMPLITUDE_INDEX if b.orders else _FREE_AMPLITUDE_INDEX
+            w = 1.0 / scale[amp] ** 2
+            at_level = abs(float(np.dot(w, row[amp] - med[amp]) / w.sum())) < math.log(SCALE_MIN)
+            # a state at whose level the window is (no common factor) takes it as the machine's, over its threshold
+            # or not: states differing by level (loaded = unloaded x4) made a fault of the loud one (x2.5, zone D)
+            # a gain against the quiet one, and its ISO zone alarm was dropped
+            healthy = healthy or score < b.threshold or at_level
             if near is None or score / b.threshold < near[0]:
                 rises = {
                     fam: float(max(z[_FEATURE_INDEX[k]] for k in ks)) for fam, ks in FAULT_FEATURES.items()
@@ -505,7 +522,7 @@ class StateBaselines:
             else:
                 self._iso_over = 0
             v.iso_alarm = self._iso_over >= self.s.confirm_windows
-        if suspect is not None or near is None or near[0] < 1.0:
+        if unjudged or suspect is not None or near is None or near[0] < 1.0:
             self._unknown_over = 0
             return
         self._unknown_over += 1

@@ -346,3 +346,78 @@ def test_an_iso_alarm_standing_through_a_gain_in_windows_without_a_state_keeps_t
     gained = run(6, None, lines=1.8, gain=10.0)
     assert all(v.sensor_kind == "scale" and v.iso_alarm for v in gained), [v.sensor for v in gained]
     assert all(v.iso_zone == lost[-1].iso_zone for v in gained), [v.iso_zone for v in gained]  # was: B
+
+
+def _level_machine(rng: np.random.Generator, rpm: float = RPM, level: float = 1.0) -> np.ndarray:
+    """A machine whose vibration scales with its load (flow noise, lines and floor alike), 0.9 mm/s at 1x x level."""
+    fs, n, f0 = 10000.0, 2048, rpm / 60.0
+    t = np.arange(n) / fs
+    g_1x = 0.9e-3 * np.sqrt(2) * 2 * np.pi * f0 / 9.80665
+    x = 0.004 * rng.standard_normal(n)
+    for h, a in ((1, g_1x), (2, 0.3 * g_1x), (4, 0.4 * g_1x), (8, 0.05)):
+        a *= np.exp(0.05 * rng.standard_normal())
+        x += a * np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 6.3))
+    return level * x + 1e-4 * rng.standard_normal(n)  # the sensor's own noise does not
+
+
+def test_a_fault_of_the_loud_state_in_windows_without_a_state_is_no_gain_against_the_quiet_one():
+    """States that differ by level (loaded = unloaded x4, a pump whose flow noise rises with load). The tag lost,
+    the loaded machine rising x2.5 (9.3 mm/s, zone D) is, against 'unloaded', every amplitude x10 at once: it was
+    taken for the sensor's gain (``UNSURE`` ``scale`` in every window) and its ISO zone D alarm dropped. The window
+    is at 'loaded''s level (no common factor there): the machine's, so the ISO zone rule alarms."""
+    rng = np.random.default_rng(7)
+    clock = Clock()
+    settings = BaselineSettings(
+        windows=60,
+        speed_tag="Speed",
+        state_tag="Load",
+        states=[ProcessState(name="unloaded", max=0.5), ProcessState(name="loaded", min=0.5)],
+    )
+    b = StateBaselines(settings, 10000.0, 2048, pipeline="pump", clock=clock)
+    for i in range(60):
+        clock.t += 10.0
+        b.process(
+            _level_machine(rng, level=4.0 if i % 2 else 1.0), {"_shaft_speed": RPM, STATE_INPUT: float(i % 2)}
+        )
+    assert {k: v["state"] for k, v in b.status()["process_states"].items()} == {
+        "unloaded": "ready",
+        "loaded": "ready",
+    }
+    out = []
+    for _ in range(5):
+        clock.t += 10.0
+        out.append(b.process(_level_machine(rng, level=4.0 * 2.5), {"_shaft_speed": RPM}))
+    assert all(v.iso_zone == "D" for v in out), [v.velocity_mm_s for v in out]
+    assert not any(v.sensor for v in out), [v.sensor for v in out]  # was: 'scale' in 5 of 5
+    assert out[-1].iso_alarm, [(v.iso_zone, v.iso_alarm) for v in out]
+
+
+def test_a_units_error_without_a_state_stays_the_sensors_beside_a_state_of_another_speed():
+    """A VFD whose modes run at 1200 and 1800 rpm: m/s2 read as g at 1800 rpm with the tag lost. The 1200 rpm state
+    cannot judge a window at 1800 rpm; it ended the search, throwing away the gain the 1800 rpm state found, and the
+    windows read ``NG`` ``iso_zone_D`` (a PLC write) in 7 of 8. It is skipped: ``UNSURE`` ``scale``, whatever the
+    states' names' order."""
+    for slow, fast in (("slow", "fast"), ("a_slow", "z_fast")):
+        rng = np.random.default_rng(5)
+        clock = Clock()
+        settings = BaselineSettings(
+            windows=60,
+            speed_tag="Speed",
+            state_tag="Mode",
+            states=[ProcessState(name=slow, max=0.5), ProcessState(name=fast, min=0.5)],
+        )
+        b = StateBaselines(settings, 10000.0, 2048, pipeline="vfd", clock=clock)
+        for i in range(60):
+            clock.t += 10.0
+            rpm = 1800.0 if i % 2 else 1200.0
+            b.process(_level_machine(rng, rpm), {"_shaft_speed": rpm, STATE_INPUT: float(i % 2)})
+        assert {v["state"] for v in b.status()["process_states"].values()} == {"ready"}
+        out = []
+        for _ in range(8):
+            clock.t += 10.0
+            out.append(b.process(_level_machine(rng, 1800.0, level=9.80665), {"_shaft_speed": 1800.0}))
+        assert all(v.iso_zone == "D" for v in out), [v.velocity_mm_s for v in out]
+        assert not any(v.iso_alarm or v.alarm for v in out), [
+            (v.iso_zone, v.sensor) for v in out
+        ]  # was: 7 of 8
+        assert all(v.sensor_kind == "scale" for v in out), [v.sensor for v in out]
