@@ -27,7 +27,7 @@ The bar (issue 13): NG recall >= 0.95 at precision >= 0.90 in-contract; <= 5 % o
 under the light shift; the heat map's hottest cell on the defect in >= 0.80 of NG images. Exit 1
 when the default recipe misses it.
 
-    .venv/bin/python -m bench.vision_own_images_bench [--train 1600] [--test 600] [--epochs 20] [--no-baseline] [--cnn]
+    .venv/bin/python -m bench.vision_own_images_bench [--train 1600] [--test 600] [--epochs 40] [--no-baseline] [--cnn]
         [--defect-rate 0.5] [--size PX] [--seed 0] [--false-reject-rate 0.01]
 
 ``--size`` sets every recipe's input (default 128, the trainer's default; the images are 200 px);
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=int, default=1600)
     ap.add_argument("--test", type=int, default=600)
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=40, help="default 40: the vision family's (cloud-trainer)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the texture-feature patch recipe")
     ap.add_argument("--cnn", action="store_true", help="also build the compact CNN from scratch")
     ap.add_argument("--threads", type=int, default=2, help="training threads")
