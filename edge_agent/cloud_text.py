@@ -88,10 +88,6 @@ class CloudText:
 
     def __init__(self, cfg: AgentConfig) -> None:
         clear = names_in_clear(cfg)
-        # the config's names, sent in clear beside every text (an event's source): held whole where they stand alone
-        # (``text``), never hidden inside: a user 'admin' on a source 'admin-plc' read '<sources.admin-plc.username>
-        # -plc' beside source: admin-plc, which told the login
-        self._names = sorted(clear, key=len, reverse=True)
         env = {k: v for k, v in cfg.env_values.items() if v not in clear}
         self._env = env_hider(env)
         logins = {k: v for k, v in login_values(cfg).items() if v not in clear}
@@ -113,32 +109,44 @@ class CloudText:
             self._shown.setdefault(value, []).append(f"<${name}>")
         for place, value in logins.items():
             self._shown.setdefault(value, []).append(f"<{place}>")
+        # a name sent in clear beside every text (an event's source) as the hiders leave it when a hidden value is
+        # one of its words -> the name: put back whole after hiding (``text``). Hidden inside, 'admin-plc' read
+        # '<sources.admin-plc.username>-plc' beside source: admin-plc, which told the login. Put back, not held
+        # out before hiding: a name held out split a secret it stood in ('press' in a password 'press#2024')
+        self._values = [v for v in {*env.values(), *logins.values()} if v]
+        self._names_hidden: dict[str, str] = {}
+        for name in sorted(clear, key=len):  # a longer name's hidden form wins over a shorter one's
+            if any(v in name for v in self._values) and (shown := self._hide(name)) != name:
+                self._names_hidden[shown] = name
+
+    def _hide(self, s: str) -> str:
+        out = self._logins(self._env(mask_logins(s)))
+        for shown, name in self._login_names.items():  # a field's place, not a variable: no '$'
+            if shown in out:
+                out = out.replace(shown, name)
+        return out
 
     def text(self, s: str, clear: Iterable[str] = ()) -> str:
         """``s`` as the cloud may be told it; a value in ``clear`` (what the same record names in clear: a
         deployment's version, an event's source) stays as it is."""
+        clear = tuple(clear)
         held: list[str] = []
         if "<" in s:  # a text hidden already: its placeholders held out of the hiders' reach, as they are
             for shown in self._placeholders:
                 if shown in s:
                     s = s.replace(shown, f"\x00{chr(0xE000 + len(held))}\x00")
                     held.append(shown)
-        # a name sent in clear (the config's, the record's own) held whole where it stands alone (not inside a longer
-        # run of letters, digits, '_', '.', '-': a source 'plc' never keeps '${PLC_HOST}' = 'plc7.corp' from hiding)
-        for name in (*self._names, *clear):
-            if name and name in s:
-
-                def hold(m: re.Match[str]) -> str:
-                    held.append(m.group(0))
-                    return f"\x00{chr(0xE000 + len(held) - 1)}\x00"
-
-                s = re.sub(rf"(?<![\w.\-]){re.escape(name)}(?![\w.\-])", hold, s)
-        out = self._logins(self._env(mask_logins(s)))
+        out = self._hide(s)
         for i, shown in enumerate(held):
             out = out.replace(f"\x00{chr(0xE000 + i)}\x00", shown)
-        for shown, name in self._login_names.items():  # a field's place, not a variable: no '$'
+        # a name sent in clear (the config's, the record's own) whole again where the hiders took a word of it
+        names = dict(self._names_hidden)
+        for value in clear:
+            if value and any(v in value for v in self._values) and (shown := self._hide(value)) != value:
+                names[shown] = value
+        for shown, name in sorted(names.items(), key=lambda kv: len(kv[0]), reverse=True):
             if shown in out:
-                out = out.replace(shown, name)
+                out = re.sub(rf"(?<![\w.\-]){re.escape(shown)}(?![\w.\-])", _as_is(name), out)
         for value in clear:
             for shown in self._shown.get(value, ()):
                 if shown in out:
@@ -177,6 +185,11 @@ class CloudText:
         if shown == obj:
             return data
         return json_codec.dumps(shown, separators=(",", ":")).encode()  # as the outbox writes it
+
+
+def _as_is(text: str) -> Callable[[re.Match[str]], str]:
+    """A replacement for ``re.sub`` that is ``text`` as it is (a name may hold a backslash: no template)."""
+    return lambda _m: text
 
 
 def _named(obj: Any, free: bool, into: set[str]) -> None:

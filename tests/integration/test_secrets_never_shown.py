@@ -531,6 +531,41 @@ def test_a_name_sent_in_clear_is_never_hidden_inside_where_it_would_tell_a_login
     assert told == ("halle2-press: user <$GW_USER> refused; plc at opc.tcp://<$GW_PLC>:4840"), told
 
 
+@pytest.mark.parametrize(
+    ("source", "password", "text", "shown"),
+    [
+        ("press", "${GW_PASS}", "login refused for press#2024", "login refused for <$GW_PASS>"),
+        ("plc1", "plc1!Secret", "login refused for plc1!Secret", "login refused for <sources.plc1.password>"),
+        ("cam", "${GW_PASS}", "refused: error 42 go", "refused: <$GW_PASS>"),
+    ],
+)
+def test_a_name_sent_in_clear_never_splits_a_secret_it_stands_in(
+    tmp_path, monkeypatch, source, password, text, shown
+):
+    """Names sent in clear were first held out of the hiders' reach where they stood alone: a name inside a secret
+    (a source ``press`` in a password ``press#2024``, a record's ``severity: error`` in ``error 42 go``) split it, and
+    the whole secret was sent. A name is put back whole after hiding, only where the hiders took a word of it."""
+    from edge_agent.cloud_text import CloudText
+
+    monkeypatch.setenv("GW_PASS", "press#2024" if source == "press" else "error 42 go")
+    (tmp_path / "k.pub").write_text("a key\n")
+    src = {
+        "type": "opcua",
+        "endpoint": "opc.tcp://10.0.0.5:4840",
+        "username": "operator",
+        "password": password,
+    }
+    cfg = parse_config(
+        {
+            "agent": {"id": "a1"},
+            "trusted_keys": [str(tmp_path / "k.pub")],
+            "sources": {source: {**src, "nodes": [{"node_id": "ns=2;s=A", "tag": "a"}]}},
+        }
+    )
+    evt = {"kind": "source_down", "source": source, "severity": "error", "message": text}
+    assert CloudText(cfg).tree(evt)["message"] == shown
+
+
 def _stored_outbox(data, *records: tuple[str, dict]):
     """The outbox an agent finds in ``data``, holding ``records`` (as a former version stored them)."""
     from edge_agent.outbox.settings import OutboxSettings
