@@ -27,7 +27,7 @@ The bar (issue 13): NG recall >= 0.95 at precision >= 0.90 in-contract; <= 5 % o
 under the light shift; the heat map's hottest cell on the defect in >= 0.80 of NG images. Exit 1
 when the default recipe misses it.
 
-    .venv/bin/python -m bench.vision_own_images_bench [--train 1600] [--test 600] [--epochs 40] [--no-baseline] [--cnn]
+    .venv/bin/python -m bench.vision_own_images_bench [--train 1600] [--test 600] [--epochs N] [--no-baseline] [--cnn]
         [--defect-rate 0.5] [--size PX] [--seed 0] [--false-reject-rate 0.01]
 
 ``--size`` sets every recipe's input (default 128, the trainer's default; the images are 200 px);
@@ -129,7 +129,7 @@ def build(
     registry: Path,
     key: Path,
     size: int,
-    epochs: int,
+    epochs: int | None,
     threads: int = 2,
     recipe: str = "auto",
     seed: int = 0,
@@ -150,7 +150,8 @@ def build(
         signing_key=key,
         workdir=work,
         seed=seed,
-        epochs=epochs,
+        epochs=epochs or 20,
+        epochs_given=epochs is not None,  # else each recipe's default (the patch recipe's 40, the CNN's 20)
         size=size,
         threads=threads,
         openvino=False,
@@ -212,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=int, default=1600)
     ap.add_argument("--test", type=int, default=600)
-    ap.add_argument("--epochs", type=int, default=40, help="default 40: the vision family's (cloud-trainer)")
+    ap.add_argument(
+        "--epochs", type=int, default=None, help="default: the recipe's (cloud-trainer's: patch 40, cnn 20)"
+    )
     ap.add_argument("--no-baseline", action="store_true", help="skip the texture-feature patch recipe")
     ap.add_argument("--cnn", action="store_true", help="also build the compact CNN from scratch")
     ap.add_argument("--threads", type=int, default=2, help="training threads")
@@ -303,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     md = [
         "### Vision on independently made part images (tests/support/own_parts.py; not the simulator)",
         "",
-        f"Trained on {a.train} imported images (folder per class, seed {TRAIN_SEED}), {a.epochs} epochs, {a.threads} training thread(s), "
+        f"Trained on {a.train} imported images (folder per class, seed {TRAIN_SEED}), {a.epochs or 'the recipe default'} epochs, {a.threads} training thread(s), "
         f"build seed {a.seed}, stated false-reject rate {a.false_reject_rate:g}; "
         f"judged as the agent runs the signed INT8 package on {a.test} images of seed {TEST_SEED} (in-contract) "
         f"and {a.test} of seed {SHIFT_SEED} with shifted light ({SHIFT}); camera_setting = the in-contract images with "

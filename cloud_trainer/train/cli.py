@@ -36,6 +36,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument("--seed", type=int, default=0)
         epochs = ", ".join(
             f"{k} {load_family(k).default_epochs}"
+            + (
+                f" ({load_family(k).patch_default_epochs} for its patch recipe)"
+                if load_family(k).patch_default_epochs
+                else ""
+            )
             for k in family_names(prog)
             if load_family(k).default_epochs
         )
@@ -276,6 +281,7 @@ def _settings(a):
         workdir=a.work or Path("var/builds") / a.family,
         seed=getattr(a, "seed", 0),
         epochs=epochs,
+        epochs_given=getattr(a, "epochs", None) is not None,
         size=getattr(a, "size", 128),
         roi=getattr(a, "roi", None),
         tiles=getattr(a, "tiles", None),

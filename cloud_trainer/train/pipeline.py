@@ -59,6 +59,7 @@ class BuildSettings:
     workdir: Path
     seed: int = 0
     epochs: int = 25
+    epochs_given: bool = True  # False: the family's default (the vision family's patch recipe takes its own)
     size: int = 128  # vision: the model's input (pixels, per tile when tiled)
     roi: list[int] | None = None  # vision: [x, y, width, height] pixel box of the frame
     tiles: list[int] | None = None  # vision: [columns, rows] of tiles over the frame (or roi)

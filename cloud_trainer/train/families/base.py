@@ -42,6 +42,9 @@ class TrainerFamily:
     package_name: ClassVar[str]  # the registry name of its packages, e.g. "part-inspection"
     verbs: ClassVar[tuple[str, ...]] = STAGE_VERBS  # the `cloud-trainer` verbs that accept it
     default_epochs: ClassVar[int]  # --epochs when not given (0: the family has no epochs)
+    patch_default_epochs: ClassVar[int] = (
+        0  # a patch recipe's --epochs when not given (0: the family has none)
+    )
     default_floors: ClassVar[dict[str, float]] = {}  # the gate's floors; --floor METRIC=VALUE overrides one
     primary: ClassVar[list[str]] = []  # metrics held against FP32 (int8_margin) and the published version
     floor_hint: ClassVar[str] = ""  # appended to the list of metrics named in an unknown --floor's error
