@@ -70,6 +70,7 @@ def login_values(cfg: AgentConfig) -> dict[str, str]:
 # the fields of an event (docs/events.md), a state report's health or a result that hold free text: only these are
 # rewritten (a source_down's last_error, an outbox_corrupt's moved_to, a refusal's reason, a command's detail)
 FREE_TEXT = frozenset({"message", "last_error", "reason", "detail", "moved_to", "error"})
+CLEAR_CACHE = 4096  # the records' clear values whose hidden form is kept (a source's, a version: a few dozen)
 
 
 def names_in_clear(cfg: AgentConfig) -> set[str]:
@@ -114,6 +115,7 @@ class CloudText:
         # '<sources.admin-plc.username>-plc' beside source: admin-plc, which told the login. Put back, not held
         # out before hiding: a name held out split a secret it stood in ('press' in a password 'press#2024')
         self._values = [v for v in {*env.values(), *logins.values()} if v]
+        self._clear_hidden: dict[str, str] = {}  # a record's clear value -> as the hiders leave it
         self._names_hidden: dict[str, str] = {}
         for name in sorted(clear, key=len):  # a longer name's hidden form wins over a shorter one's
             if any(v in name for v in self._values) and (shown := self._hide(name)) != name:
@@ -142,11 +144,20 @@ class CloudText:
         # a name sent in clear (the config's, the record's own) whole again where the hiders took a word of it
         names = dict(self._names_hidden)
         for value in clear:
-            if value and any(v in value for v in self._values) and (shown := self._hide(value)) != value:
-                names[shown] = value
+            if value and any(v in value for v in self._values):
+                hidden = self._clear_hidden.get(value)
+                if hidden is None:
+                    # once per value (a tree's every free text names the same record's values: hiding each again
+                    # took a 100-field health report 0.56 s of the loop instead of 0.014)
+                    if len(self._clear_hidden) >= CLEAR_CACHE:
+                        self._clear_hidden.clear()
+                    hidden = self._clear_hidden[value] = self._hide(value)
+                if hidden != value:
+                    names[hidden] = value
         for shown, name in sorted(names.items(), key=lambda kv: len(kv[0]), reverse=True):
             if shown in out:
-                out = re.sub(rf"(?<![\w.\-]){re.escape(shown)}(?![\w.\-])", _as_is(name), out)
+                # where the hiders' bounds put it (no letter or digit beside it: 'plc-admin.factory' too)
+                out = re.sub(rf"(?<![^\W_]){re.escape(shown)}(?![^\W_])", _as_is(name), out)
         for value in clear:
             for shown in self._shown.get(value, ()):
                 if shown in out:

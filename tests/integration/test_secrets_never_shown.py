@@ -527,6 +527,13 @@ def test_a_name_sent_in_clear_is_never_hidden_inside_where_it_would_tell_a_login
         "message": "source admin-plc down: user admin refused",
     }
     assert cloud.tree(evt)["message"] == "source admin-plc down: user <sources.admin-plc.username> refused"
+    # where a host is the name with a domain (the hiders' bounds: no letter or digit beside it)
+    evt = {
+        "kind": "source_down",
+        "source": "admin-plc",
+        "message": "cannot reach opc.tcp://admin-plc.factory:4840",
+    }
+    assert cloud.tree(evt)["message"] == evt["message"]
     told = cloud.text("halle2-press: user press refused; plc at opc.tcp://plc7.corp:4840")
     assert told == ("halle2-press: user <$GW_USER> refused; plc at opc.tcp://<$GW_PLC>:4840"), told
 
