@@ -408,6 +408,12 @@ async def test_what_names_a_source_reaches_the_cloud_as_configured_and_only_free
     assert "127.0.0.7" not in json.dumps(down["press"]) and "<$GW_PLC_HOST>" in down["press"]["last_error"]
 
 
+def _offline_config(tmp_path, sections: dict):
+    """An agent config of id ``a1`` trusting a key file, with ``sections`` (its sources, models), parsed."""
+    (tmp_path / "k.pub").write_text("a key\n")
+    return parse_config({"agent": {"id": "a1"}, "trusted_keys": [str(tmp_path / "k.pub")], **sections})
+
+
 def test_a_text_naming_what_its_record_sends_in_clear_keeps_it(tmp_path, monkeypatch):
     """A deployment's reason named the version the fleet deploys as ``<$GW_BAD>`` when the config refused it by a
     variable (``refused_versions: [${GW_BAD}]``): the version is sent in clear in the same record, so it stays; the
@@ -416,11 +422,9 @@ def test_a_text_naming_what_its_record_sends_in_clear_keeps_it(tmp_path, monkeyp
 
     monkeypatch.setenv("GW_BAD", "1.3.0")
     monkeypatch.setenv("GW_PLC_HOST", "127.0.0.7")
-    (tmp_path / "k.pub").write_text("a key\n")
-    cfg = parse_config(
+    cfg = _offline_config(
+        tmp_path,
         {
-            "agent": {"id": "a1"},
-            "trusted_keys": [str(tmp_path / "k.pub")],
             "sources": {
                 "plc": {
                     "type": "opcua",
@@ -430,7 +434,7 @@ def test_a_text_naming_what_its_record_sends_in_clear_keeps_it(tmp_path, monkeyp
                 }
             },
             "models": {"m": {"name": "part-inspection", "refused_versions": ["${GW_BAD}"]}},
-        }
+        },
     )
     cloud = CloudText(cfg)
     evt = {
@@ -460,11 +464,9 @@ def test_a_text_hidden_once_is_the_same_hidden_again(tmp_path, monkeypatch):
     from edge_agent.cloud_text import CloudText
 
     monkeypatch.setenv("GW_PLC", "press7")
-    (tmp_path / "k.pub").write_text("a key\n")
-    cfg = parse_config(
+    cfg = _offline_config(
+        tmp_path,
         {
-            "agent": {"id": "a1"},
-            "trusted_keys": [str(tmp_path / "k.pub")],
             "sources": {
                 "admin-plc": {
                     "type": "opcua",
@@ -474,7 +476,7 @@ def test_a_text_hidden_once_is_the_same_hidden_again(tmp_path, monkeypatch):
                     "nodes": [{"node_id": "ns=2;s=A", "tag": "a"}],
                 }
             },
-        }
+        },
     )
     cloud = CloudText(cfg)
     once = cloud.text(f"user admin rejected on admin-plc at opc.tcp://press7:4840 ({SECRET})")
@@ -497,12 +499,10 @@ def test_a_name_sent_in_clear_is_never_hidden_inside_where_it_would_tell_a_login
 
     monkeypatch.setenv("GW_USER", "press")
     monkeypatch.setenv("GW_PLC", "plc7.corp")
-    (tmp_path / "k.pub").write_text("a key\n")
     node = [{"node_id": "ns=2;s=A", "tag": "a"}]
-    cfg = parse_config(
+    cfg = _offline_config(
+        tmp_path,
         {
-            "agent": {"id": "a1"},
-            "trusted_keys": [str(tmp_path / "k.pub")],
             "sources": {
                 "admin-plc": {
                     "type": "opcua",
@@ -518,7 +518,7 @@ def test_a_name_sent_in_clear_is_never_hidden_inside_where_it_would_tell_a_login
                 },
                 "plc": {"type": "opcua", "endpoint": "opc.tcp://${GW_PLC}:4840", "nodes": node},
             },
-        }
+        },
     )
     cloud = CloudText(cfg)
     evt = {
@@ -555,19 +555,17 @@ def test_a_name_sent_in_clear_never_splits_a_secret_it_stands_in(
     from edge_agent.cloud_text import CloudText
 
     monkeypatch.setenv("GW_PASS", "press#2024" if source == "press" else "error 42 go")
-    (tmp_path / "k.pub").write_text("a key\n")
     src = {
         "type": "opcua",
         "endpoint": "opc.tcp://10.0.0.5:4840",
         "username": "operator",
         "password": password,
     }
-    cfg = parse_config(
+    cfg = _offline_config(
+        tmp_path,
         {
-            "agent": {"id": "a1"},
-            "trusted_keys": [str(tmp_path / "k.pub")],
             "sources": {source: {**src, "nodes": [{"node_id": "ns=2;s=A", "tag": "a"}]}},
-        }
+        },
     )
     evt = {"kind": "source_down", "source": source, "severity": "error", "message": text}
     assert CloudText(cfg).tree(evt)["message"] == shown
