@@ -206,7 +206,8 @@ async def require(context, role: str, revocations: Revocations | None = None) ->
     if who.role != role or not who.name:
         await context.abort(
             grpc.StatusCode.PERMISSION_DENIED,
-            f"this method needs a {role} certificate; the client presented {who.role or 'no'} "
+            f"this method needs {'an' if role[:1] in 'aeiou' else 'a'} {role} certificate; the client presented "
+            f"{who.role or 'no'} "
             f"certificate {who.name!r}",
         )
     if role == ROLE_AGENT and not AGENT_ID_RE.fullmatch(who.name):

@@ -595,7 +595,10 @@ async def test_clients_without_a_valid_certificate_or_as_another_agent_are_refus
                     pki / "ca.pem", pki / "admins" / "alice.pem", pki / "admins" / "alice.key"
                 )
             )
-        assert ei.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert (
+            ei.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            and "needs an agent certificate" in ei.value.details()
+        )
         async with grpc.aio.secure_channel(
             f"127.0.0.1:{port}",
             channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key"),
@@ -604,7 +607,7 @@ async def test_clients_without_a_valid_certificate_or_as_another_agent_are_refus
                 await rpc.AdminStub(ch).ListAgents(pb.ListAgentsRequest(), timeout=5)
         assert (
             ei.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            and "needs a admin certificate" in ei.value.details()
+            and "needs an admin certificate" in ei.value.details()
         )
     finally:
         await srv.stop()
