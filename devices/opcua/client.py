@@ -860,7 +860,10 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
     elif ident == 24:
         vtype = ua.VariantType.Variant  # BaseDataType
     elif ident == 29:
-        vtype = ua.VariantType.Int32  # an enumeration's value
+        # an enumeration's value travels as an Int32 (Part 3, 8.14), unless the server holds it as another
+        # integer type (a PLC's enumeration held as an Int16): written as Int32, such a server refused every
+        # value (BadTypeMismatch, naming the Int32 the server does not hold); written as the type it holds
+        vtype = await _enum_held(node)
     else:
         vtype = ua.VariantType(ident)
     enum, enum_names = await _enum_values(Node(node.session, dtid)) if ident == 29 else (None, ())
@@ -905,6 +908,15 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
 
 
 _Held = tuple[ua.VariantType | None, tuple[int, ...] | None]
+
+
+async def _enum_held(node: Node) -> ua.VariantType:
+    """The integer type an enumeration node's value is held as: Int32 (the encoding Part 3 gives every
+    enumeration), or the other integer type the server holds it as; Int32 when it holds nothing, something
+    else or cannot be read."""
+    holds = await _read_held(node)
+    held = None if isinstance(holds, str) else holds[0]
+    return held if held is not None and held.name in _INT_RANGE else ua.VariantType.Int32
 
 
 async def _read_held(node: Node) -> _Held | str:
@@ -1315,7 +1327,8 @@ def _enumeration(nt: _NodeType) -> str:
     listed = ", ".join(map(str, shown[:20])) + (", ..." if len(shown) > 20 else "")
     if nt.enum_own is not None:
         return f"a multi-state node ({nt.shown}) whose {nt.enum_own} define the values {listed}"
-    return f"an enumeration (DataType {nt.data_type}) of the values {listed}"
+    held = "" if nt.vtype is ua.VariantType.Int32 else f", held by the server as {nt.shown}"
+    return f"an enumeration (DataType {nt.data_type}{held}) of the values {listed}"
 
 
 # The forms of a value write, in the order tried. Servers differ in what a write may carry besides the

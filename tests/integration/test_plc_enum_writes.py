@@ -226,3 +226,42 @@ async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_i
         reader.cancel()
         await src.stop()
         await srv.stop()
+
+
+async def test_an_enumeration_the_server_holds_as_an_int16_is_written_as_one_and_refusals_name_it():
+    """A server (a PLC's) that holds an enumeration's value as an Int16, not the Int32 of OPC UA's encoding:
+    every value was sent as an Int32 and refused by the server, the refusal naming the Int32 ("BadTypeMismatch:
+    the node is Int32"), which the server does not hold, so no state could be written. It is written as the
+    Int16 the server holds, and a value outside the enumeration is refused naming that type."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    mode_type = await new_enum(srv, idx, "MachineMode", ["Stopped", "Running", "Fault"])
+    mode = await obj.add_variable(
+        ua.NodeId("Mode", idx), "Mode", ua.Variant(0, ua.VariantType.Int16), datatype=mode_type.nodeid
+    )
+    await mode.set_writable()
+    await srv.start()
+    src = OpcUaSource(
+        "plc",
+        OpcUaSettings(
+            endpoint=f"opc.tcp://127.0.0.1:{port}/plc/", connect_timeout_s=2.0, keepalive_check_s=0.3
+        ),
+    )
+    mode_id = f"ns={idx};s=Mode"
+    try:
+        await src.start()
+        for _ in range(1500):
+            if src.state.value == "connected":
+                break
+            await asyncio.sleep(0.02)
+        await src.write(mode_id, 2)
+        held = await mode.read_data_value()
+        assert (held.Value.Value, held.Value.VariantType) == (2, ua.VariantType.Int16)
+        with pytest.raises(
+            OpcUaTypeMismatch, match=r"held by the server as Int16\) of the values 0, 1, 2; cannot write 7"
+        ):
+            await src.write(mode_id, 7)
+        assert await mode.read_value() == 2
+    finally:
+        await src.stop()
+        await srv.stop()
