@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from model_packager.errors import SignatureError
-from model_packager.key_dates import NOT_AFTER, key_not_after  # noqa: F401 - NOT_AFTER re-exported
+from model_packager.key_dates import NOT_AFTER, key_not_after, read_key_file  # noqa: F401 - NOT_AFTER re-exported
 from model_packager.perms import writable_by_anyone
 
 
@@ -74,8 +74,15 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
     path = Path(path)
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
+        data = read_key_file(path)  # a regular file only: a named pipe is never waited on
+    except OSError as exc:
+        raise SignatureError(
+            f"trusted key {path}: cannot read a PEM public key ({exc.strerror or exc}); refused",
+            code="bad_key",
+        ) from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError as exc:
         raise SignatureError(
             f"trusted key {path}: cannot read a PEM public key ({exc})", code="bad_key"
         ) from exc

@@ -6,6 +6,7 @@ every slot's package in one child started early, whose results the slots take.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -246,12 +247,12 @@ def _gone(pid: int) -> bool:
 async def test_an_install_child_ends_with_the_agent_that_started_it(tmp_path, pkgs):
     """An agent killed mid-install (kill -9, the out-of-memory killer) left its child installing: it wrote into
     the slot's store after the restarted agent had started (a .part folder of up to the package's size, which
-    only the next start removed, or a folder nothing named). The child is held in the read of its trusted key (a
+    only the next start removed, or a folder nothing named). The child is held in the read of its package (a
     named pipe the test holds open), past its start, while the process that started it is killed."""
-    key = tmp_path / "held.pub"
-    os.mkfifo(key, 0o600)
+    held = tmp_path / "part-inspection-1.1.0.edgepkg"
+    os.mkfifo(held, 0o600)  # (a trusted key made a pipe is refused unread)
     agent = subprocess.Popen(
-        [sys.executable, "-c", _STARTS_AN_INSTALL, str(tmp_path / "store"), str(pkgs["v2"]), str(key)],
+        [sys.executable, "-c", _STARTS_AN_INSTALL, str(tmp_path / "store"), str(held), str(pkgs["pub"])],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).parents[2],
@@ -259,15 +260,17 @@ async def test_an_install_child_ends_with_the_agent_that_started_it(tmp_path, pk
     child, writer = int(agent.stdout.readline()), None
     try:
 
-        def child_reads_the_key() -> bool:  # opens for writing only once the child has it open for reading
+        def child_reads_the_package() -> (
+            bool
+        ):  # opens for writing only once the child has it open for reading
             nonlocal writer
             try:
-                writer = os.open(key, os.O_WRONLY | os.O_NONBLOCK)
+                writer = os.open(held, os.O_WRONLY | os.O_NONBLOCK)
             except OSError:
                 return False
             return True
 
-        await until(child_reads_the_key, what="the install child reading its key")
+        await until(child_reads_the_package, what="the install child reading its package")
         os.kill(agent.pid, signal.SIGKILL)
         agent.wait()
         await until(
@@ -279,3 +282,30 @@ async def test_an_install_child_ends_with_the_agent_that_started_it(tmp_path, pk
         if not _gone(child):
             os.kill(child, signal.SIGKILL)
         agent.stdout.close()
+
+
+@pytest.mark.parametrize("where", ["key-file", "in-key-folder"])
+async def test_a_trusted_key_that_is_a_named_pipe_is_refused_naming_it_not_waited_on(tmp_path, pkgs, where):
+    """A trusted key file that is a named pipe (a key folder's ``*.pub`` made one, or the key file replaced after
+    the config was checked) held the install child in its read until the 600-s bound of every install: each
+    swap waited ten minutes to be refused as 'took longer than 600 s'. It is refused at once, the pipe named."""
+    if where == "key-file":
+        pipe = tmp_path / "fleet.pub"
+        keys = [pipe]
+    else:
+        folder = tmp_path / "keys"
+        folder.mkdir()
+        (folder / "fleet.pub").write_bytes(Path(pkgs["pub"]).read_bytes())
+        pipe = folder / "held.pub"
+        keys = [folder]
+    os.mkfifo(pipe, 0o600)
+    s = ModelSlot(
+        "vision", ModelConfig(name="part-inspection", engine="onnxruntime"), tmp_path / "data", keys
+    )
+    try:
+        async with asyncio.timeout(30):  # formerly 600 s: the child waited on the pipe for a writer
+            outcome = await s.swap(pkgs["v2"])
+    finally:
+        await s.stop()
+    assert not outcome.ok and outcome.stage == "verify", outcome
+    assert f"trusted key {pipe}: " in outcome.reason and "a named pipe, not a regular file" in outcome.reason
