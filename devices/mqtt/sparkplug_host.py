@@ -636,6 +636,8 @@ class SparkplugHost:
         self.unreached_forgotten = 0  # groups forgotten to make room (notice unreached_groups_forgotten)
         self.births = 0
         self.deaths = 0
+        # messages whose seq was past 255 (notice seq_out_of_range, ``_wrapped_seq``)
+        self.seq_out_of_range = 0
         self.data_before_birth = (
             0  # normal after a host restart: counted, answered by a rebirth, not an error
         )
@@ -1573,7 +1575,8 @@ class SparkplugHost:
                 return marked
             self._named[t.edge_node] = key
             node.born = True
-            node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
+            node.alive, node.aliases, node.clashes = True, {}, set()
+            node.seq = self._wrapped_seq(t, payload.seq)
             node.missed, node.dead_bd, node.budget_skipped, node.birth_skipped = False, None, False, False
             # a birth answering a rebirth this host asked of the node (asked whether it lives, after this host's
             # reconnect, for a seq gap) shows a node that listens on its NCMD: kept as one that speaks, not among
@@ -1655,7 +1658,7 @@ class SparkplugHost:
                 else "normal after this host starts"
             )
             return self._before_birth(t, node, f"{t.group}/{t.edge_node} before its NBIRTH ({why})")
-        self._check_seq(t, node, payload.seq, data=mt in _DATA)
+        self._check_seq(t, node, self._wrapped_seq(t, payload.seq), data=mt in _DATA)
         if mt in _DATA and not self.retained:
             node.talked = True  # a node that speaks: kept before those that sent births only (``_room``)
         if mt is _DDATA and t.device not in node.devices and len(node.devices) >= MAX_NODE_DEVICES:
@@ -1926,6 +1929,28 @@ class SparkplugHost:
                     f"so it matches no metric and renames nothing; keys are '{{edge_node}}/{{device}}/"
                     f"{{metric}}': write {key[len(t.group) + 1 :]!r}",
                 )
+
+    def _wrapped_seq(self, t: sp.SparkplugTopic, seq: int | None) -> int | None:
+        """A message's seq as its sequence is checked: Sparkplug's runs 0..255 and wraps (tck-id-payloads-
+        sequence-num-incrementing); one past 255 (a node counting on, an encoder writing its own 64-bit counter)
+        is counted as the ``seq_out_of_range`` notice, said once per node, and checked modulo 256: a node that
+        counts on is in sequence (its 256 follows its 255), and a message lost is still a gap. Taken as it came,
+        its 256 was a gap after its 255 and every later message one more (``seq_gap`` each message, a rebirth
+        asked at every wrap of its low byte), unsaid why."""
+        if seq is None or seq <= 255:
+            return seq
+        self.seq_out_of_range += 1
+        detail = (
+            f"sparkplug: {_shown(t.group, t.edge_node)}: seq {seq} in its {t.message_type.value} is outside 0-255 (a Sparkplug seq runs "
+            "0 to 255, then 0 again): its sequence is checked by the seq modulo 256, so a node that counts on "
+            "past 255 is in sequence and a lost message still shows as a gap; each such message counted; set "
+            "the edge node to wrap its seq at 255"
+        )
+        if self.on_notice is None:
+            self._on_error("seq_out_of_range", detail)
+        else:
+            self.on_notice("seq_out_of_range", detail, cause=f"{t.group}/{t.edge_node}")
+        return seq % 256
 
     def _check_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int | None, *, data: bool) -> None:
         """A gap in a node's seq is a lost message (Sparkplug data is QoS 0: a broker drops it for a slow

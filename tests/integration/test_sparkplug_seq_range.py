@@ -1,0 +1,78 @@
+"""A Sparkplug B node whose seq goes past 255 (Sparkplug's runs 0..255 and wraps), through a real Mosquitto:
+a node that counts on (256, 257, ...) is said once, counted, and kept in sequence by its seq modulo 256; a lost
+message is still a gap, asked one rebirth; a node whose seq is anything asks one rebirth, never a storm."""
+
+from __future__ import annotations
+
+import asyncio
+
+from protocols import sparkplug as sp
+from tests.integration.test_sparkplug_compressed import T0_MS
+from tests.integration.test_sparkplug_rebirth_requests import _host
+from tests.support.sparkplug_pb import pb_metric as _metric
+from tests.support.waits import until
+
+D = sp.DataType
+
+
+def _nbirth(seq: int = 0) -> bytes:
+    b = sp._pb().Payload()
+    b.timestamp, b.seq = T0_MS, seq
+    _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
+    _metric(b, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
+    return b.SerializeToString()
+
+
+def _ndata(seq: int, value: float) -> bytes:
+    d = sp._pb().Payload()
+    d.timestamp, d.seq = T0_MS + int(value), seq
+    _metric(d, alias=1, double_value=value)
+    return d.SerializeToString()
+
+
+async def test_a_node_counting_its_seq_on_past_255_is_said_once_and_kept_in_sequence(mosquitto):
+    """Before, its 256 after 255 was a seq gap and so was every message after it (seq_gap each one, a rebirth
+    asked at every wrap of its low byte), and nothing said the seq was outside 0-255."""
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
+        src,
+        asked,
+        pub,
+    ):
+        for node in ("a", "b"):
+            pub.publish(f"spBv1.0/g/NBIRTH/{node}", _nbirth(), qos=1)
+        for seq in range(1, 301):  # "a" counts on past 255; "b" wraps as Sparkplug says
+            pub.publish("spBv1.0/g/NDATA/a", _ndata(seq, float(seq)), qos=1)
+            pub.publish("spBv1.0/g/NDATA/b", _ndata(seq % 256, float(seq)), qos=1)
+        await until(lambda: src.stats.received >= 2 + 600, 15, "every message read")
+        await asyncio.sleep(0.3)  # a rebirth asked would be on its way
+        assert asked == [] and src.sparkplug.rebirths_requested == 0
+        assert src.stats.errors_by_reason == {}
+        notice = src.notices.status()["seq_out_of_range"]
+        assert notice["count"] == 45  # 256..300, each message counted
+        assert "'g/a': seq 256 in its NDATA is outside 0-255" in notice["message"]
+        assert "wrap its seq at 255" in notice["message"] and not notice.get("more")  # said once, of "a" only
+        # a message lost by the node counting on is a gap still: counted, one rebirth asked
+        pub.publish("spBv1.0/g/NDATA/a", _ndata(302, 302.0), qos=1)
+        await until(lambda: asked == ["a"], 10, "a rebirth asked for the gap 300 -> 302")
+    assert src.stats.errors_by_reason == {"seq_gap": 1}
+    assert src.notices.status()["seq_out_of_range"]["count"] == 46
+
+
+async def test_a_node_whose_seq_is_anything_past_255_asks_one_rebirth_not_a_storm(mosquitto):
+    """A node whose seq is no sequence at all (a broken encoder's): each message counted as out of range and as
+    a gap, one rebirth asked (its births answer it and its seq stays broken: not asked again)."""
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
+        src,
+        asked,
+        pub,
+    ):
+        pub.publish("spBv1.0/g/NBIRTH/a", _nbirth(), qos=1)
+        pub.publish("spBv1.0/g/NDATA/a", _ndata(1, 1.0), qos=1)  # in sequence: a later gap asks
+        for i in range(60):
+            pub.publish("spBv1.0/g/NDATA/a", _ndata(1000 + 7 * i * i, float(i)), qos=1)
+            if i % 20 == 19:  # the node answers the rebirth, then goes on as before
+                pub.publish("spBv1.0/g/NBIRTH/a", _nbirth(), qos=1)
+        await until(lambda: src.stats.received >= 1 + 1 + 60 + 3, 15, "every message read")
+        await asyncio.sleep(0.3)
+    assert asked == ["a"] and src.sparkplug.rebirths_requested == 1
+    assert src.notices.status()["seq_out_of_range"]["count"] == 60
