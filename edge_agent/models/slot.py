@@ -770,7 +770,7 @@ class ModelSlot:
             stage = {"loading": "load", "smoke_testing": "golden"}.get(self.state, "verify")
             reason = str(exc) if isinstance(exc, PackageError) else f"unexpected {type(exc).__name__}: {exc}"
             log.debug("slot %s: swap raised", self.name, exc_info=True)
-            return self._refused(self.version, None, stage, printable(reason, 500))
+            return self._refused(self.version, None, stage, printable(reason, 500), package=Path(pkg))
 
     async def _swap(
         self, pkg: Path, *, watch: bool = True, expect: tuple[str, str] | None = None
@@ -783,7 +783,9 @@ class ModelSlot:
             try:
                 opened = await asyncio.to_thread(self._install, Path(pkg))
             except PackageError as exc:
-                return self._refused(from_v, None, "verify", str(exc), retry=exc.code == NO_SPACE)
+                return self._refused(
+                    from_v, None, "verify", str(exc), retry=exc.code == NO_SPACE, package=Path(pkg)
+                )
             to_v = opened.manifest.version
             if expect is not None and (opened.manifest.name, to_v) != expect:
                 # the fleet named another package than the bytes it sent (its registry's index and its
@@ -961,7 +963,11 @@ class ModelSlot:
             except ImportError:  # reported with its reason when the engine is created
                 pass
 
-    def _refused(self, from_v, to_v, stage: str, reason: str, *, retry: bool = False) -> SwapOutcome:
+    def _refused(
+        self, from_v, to_v, stage: str, reason: str, *, retry: bool = False, package: Path | None = None
+    ) -> SwapOutcome:
+        """``package``: the package file refused, named where its version is unknown (refused before its
+        manifest was verified: the log said ``swap to None``, the event named nothing refused)."""
         # one line, whatever it quotes (an engine's error names the model's own operators and nodes):
         # it goes to the log, the swap_refused event, /status and the fleet
         reason = one_line(reason, 1000)
@@ -969,14 +975,24 @@ class ModelSlot:
         outcome = SwapOutcome(False, self.name, from_v, to_v, stage, reason, retry)
         self.last_outcome = outcome
         self.counters["swaps_refused"] += 1
-        self._event(EventKind.SWAP_REFUSED, stage=stage, reason=reason, from_version=from_v, to_version=to_v)
+        extra = {"package": str(package)} if package is not None else {}
+        self._event(
+            EventKind.SWAP_REFUSED, stage=stage, reason=reason, from_version=from_v, to_version=to_v, **extra
+        )
+        if to_v is not None:
+            what = f"swap to {to_v}"
+        elif package is not None:
+            what = f"package {printable(package.name, 200)} (version unknown: not verified)"
+        else:
+            what = "swap"
         log.warning(
-            "slot %s: swap to %s refused at %s: %s; %s keeps serving",
+            "slot %s: %s refused at %s: %s; %s %s",
             self.name,
-            to_v,
+            what,
             stage,
             reason,
             from_v or "nothing",
+            "keeps serving" if from_v else "serves",
         )
         return outcome
 

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -309,3 +310,37 @@ async def test_a_trusted_key_that_is_a_named_pipe_is_refused_naming_it_not_waite
         await s.stop()
     assert not outcome.ok and outcome.stage == "verify", outcome
     assert f"trusted key {pipe}: " in outcome.reason and "a named pipe, not a regular file" in outcome.reason
+
+
+async def test_a_package_refused_before_its_version_is_known_is_named_in_the_log_and_event(
+    tmp_path, pkgs, caplog
+):
+    """A package refused at verify (here signed by a key the agent does not trust) has no verified version: the
+    log said 'swap to None refused at verify', and the swap_refused event named nothing refused. Both name the
+    package file now, with why."""
+    other, _ = make_keypair(tmp_path / "other-keys")
+    untrusted = make_package(tmp_path / "untrusted", kind="vision", version="1.1.0", key=other, seed=2)
+    events: list = []
+    s = ModelSlot(
+        "vision",
+        ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime"),
+        tmp_path / "data",
+        [pkgs["pub"]],
+        on_event=events.append,
+    )
+    await s.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="edge_agent.models.slot"):
+            outcome = await s.swap(untrusted)
+    finally:
+        await s.stop()
+    assert not outcome.ok and outcome.stage == "verify" and outcome.to_version is None, outcome
+    said = [r.getMessage() for r in caplog.records if "refused at verify" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "None" not in said[0], said  # formerly "slot vision: swap to None refused at verify: ..."
+    assert said[0].startswith(
+        f"slot vision: package {untrusted.name} (version unknown: not verified) refused"
+    ), said
+    assert said[0].endswith(f"{outcome.reason}; 1.0.0 keeps serving"), said
+    refused = [e for e in events if e["kind"] == "swap_refused"]
+    assert len(refused) == 1 and refused[0]["package"] == str(untrusted), refused
