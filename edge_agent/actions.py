@@ -101,6 +101,10 @@ RAISED_FILE = "alarm-outputs.json"  # in the agent's data folder: the outputs of
 # a bound the tasks grew with every result and their polling starved the loop; past it a result is
 # dropped, counted as `dropped` and logged
 MAX_IN_FLIGHT = 64
+# a PLC write target whose writes a retry cannot fix is an episode the cloud is told of (``write_failing``):
+# its start at the first refusal, its end once the target has taken a write and refused none for this long
+# (a node that takes and refuses the value in turn is one episode, not an event per write)
+WRITE_RECOVERED_S = 10.0
 
 # a file save_sample wrote: <pipeline>-[<UTC time>-]<seq>-<verdict>.<ext> (names without the time were
 # written before it was added); nothing else in its folder is counted or removed
@@ -220,6 +224,11 @@ class ActionRunner:
         # at each refusal after a success (a node that flaps between taking and refusing the value)
         self._said_before: dict[str, set[str]] = {}
         self._pending: set[asyncio.Task] = set()
+        # (action, output) -> the episode of its PLC write target refusing its writes (``_write_refused``)
+        self._failing: dict[tuple[str, str], dict[str, Any]] = {}
+        self.write_recovered_after_s = WRITE_RECOVERED_S
+        self._recover_timer: asyncio.TimerHandle | None = None
+        self._recover_due: float | None = None  # when the timer looks (monotonic)
         self._in_flight: collections.Counter[str] = collections.Counter()  # per ordinary action
         self._level: dict[tuple[str, str], bool] = {}  # (action, pipeline) -> condition at the last result
         self._pulse_until: dict[tuple[str, str], float] = {}  # monotonic deadline of a pulse that is high
@@ -278,6 +287,8 @@ class ActionRunner:
             self._after_unlocks(result)
         if self._raised_file is not None and self._raised_saved is None:
             self._clear_orphans()
+        if self._recover_due is not None and time.monotonic() >= self._recover_due:
+            self._recovered()  # the timer's look, if the loop has not run it yet
         nan = _nan_fields(result, self._numbers_read) if self._numbers_read else None
         for name in pipeline_actions:
             action = self.cfg.actions[name]
@@ -696,6 +707,9 @@ class ActionRunner:
         if why is None:
             return False
         self.stats[name]["reset_refused"] += 1
+        self._write_refused(
+            name, action, "output", f"{action.value!r} not written: {why}; the node would keep it for good"
+        )
         self._burst.log(
             f"reset:{name}",
             "action %r: %r not written: %s; the node would keep it for good (counted reset_refused); fix "
@@ -845,12 +859,14 @@ class ActionRunner:
                     if node is not None:
                         self._written[node] = max(self._written.get(node, -1), order)
                     self._said.pop(name, None)  # a later refusal is news again
+                    self._write_taken(name, "output")
                     return True
                 except Exception as exc:
                     st["attempt_failures"] += 1
                     if not getattr(exc, "retryable", True):
                         st["failed"] += 1
                         self._cannot(name, exc)
+                        self._write_refused(name, action, "output", str(exc))
                         if key is not None and getattr(exc, "type_refused", False):
                             self._edge_refused(action, key, value)
                         elif key is not None and unlocks is not None and not moot():
@@ -930,6 +946,95 @@ class ActionRunner:
             name,
             exc,
         )
+
+    def _write_refused(self, name: str, action: Any, output: str, why: str) -> None:
+        """A write to a PLC target (an ``opcua_write`` node, an alarm's OPC UA mirror) refused for a reason a
+        retry cannot fix, or not sent since its node would refuse the reset: at the first, the target's episode
+        starts and the cloud is told (``write_failing``, active); the later ones are only counted in it, so a
+        level output refused at every result sends one event, not one a result."""
+        target = _plc_target(action, output)
+        if target is None:
+            return
+        ep = self._failing.get((name, output))
+        if ep is not None:
+            ep["failed"] += 1
+            ep["reason"] = why
+            ep["taken_at"] = None  # still refusing: the end waits for a quiet stretch after a write it takes
+            return
+        self._failing[(name, output)] = {
+            "since": time.monotonic(),
+            "failed": 1,
+            "reason": why,
+            "taken_at": None,
+        }
+        self.on_event(
+            Event(
+                EventKind.WRITE_FAILING,
+                action=name,
+                source=target[0],
+                node_id=target[1],
+                active=True,
+                reason=why,
+                failed=1,
+                failing_s=None,
+                message=f"action {name!r}: writes to {target[1]} on source {target[0]} are refused and not "
+                "retried (a retry cannot fix it): the PLC does not get this output until the node or the "
+                "config is fixed",
+            )
+        )
+
+    def _write_taken(self, name: str, output: str) -> None:
+        """A write its PLC target took: a refusing target's episode ends once none is refused for
+        ``write_recovered_after_s`` after it (``_recovered``, at a result or by a timer)."""
+        ep = self._failing.get((name, output))
+        if ep is None or ep["taken_at"] is not None:
+            return
+        ep["taken_at"] = time.monotonic()
+        self._recovered()
+
+    def _recovered(self) -> None:
+        """Ends (``write_failing``, active false) each episode whose target took a write and refused none
+        for ``write_recovered_after_s`` since; the next due one is looked at again by a timer."""
+        now = time.monotonic()
+        due: float | None = None
+        for (name, output), ep in list(self._failing.items()):
+            taken = ep["taken_at"]
+            if taken is None:
+                continue
+            if now - taken < self.write_recovered_after_s:
+                at = taken + self.write_recovered_after_s
+                due = at if due is None else min(due, at)
+                continue
+            del self._failing[(name, output)]
+            target = _plc_target(self.cfg.actions[name], output)
+            if target is None:
+                continue
+            failing_s = round(taken - ep["since"], 3)
+            self.on_event(
+                Event(
+                    EventKind.WRITE_FAILING,
+                    action=name,
+                    source=target[0],
+                    node_id=target[1],
+                    active=False,
+                    reason=ep["reason"],
+                    failed=ep["failed"],
+                    failing_s=failing_s,
+                    message=f"action {name!r}: writes to {target[1]} on source {target[0]} are taken again, "
+                    f"after {ep['failed']} refused over {failing_s:g} s",
+                )
+            )
+        if due == self._recover_due and self._recover_timer is not None:
+            return  # already looked for then (a result at 100 Hz does not set a timer each)
+        if self._recover_timer is not None:
+            self._recover_timer.cancel()
+            self._recover_timer = None
+        self._recover_due = due
+        if due is not None:
+            with contextlib.suppress(RuntimeError):  # no loop running: the next result looks
+                self._recover_timer = asyncio.get_running_loop().call_later(
+                    max(due - now, 0.0) + 0.01, self._recovered
+                )
 
     async def _do(self, name: str, action, result: Result, item, value: Any = None) -> str | None:
         return await self.impls[action.type](self, name, action, result, item, value)
@@ -1037,11 +1142,13 @@ class ActionRunner:
                         await self.impls[action.type](self, name, action, evt, key[2])
                         if attempt > action.retry.max_attempts:
                             st["resent"] += 1
+                        self._write_taken(name, key[2])
                         break
                     except Exception as exc:
                         if not getattr(exc, "retryable", True):
                             st["failed"] += 1
                             self._burst.log(name, "alarm %r: could not signal (%s)", name, exc)
+                            self._write_refused(name, action, key[2], str(exc))
                             if (
                                 unlocks is not None
                                 and not getattr(exc, "type_refused", False)
@@ -1215,6 +1322,16 @@ def _output_node(name: str, action: OutputAction) -> tuple:
     if isinstance(action, SparkplugCommandAction):
         return ("sparkplug", action.source, action.group, action.edge_node, action.device, action.metric)
     return ("action", name)
+
+
+def _plc_target(action: Any, output: str) -> tuple[str, str] | None:
+    """(source, node_id) of the PLC node an action's output writes: an ``opcua_write`` action's node, an alarm's
+    OPC UA mirror; None for the others (a broker, a Sparkplug node: no PLC node of theirs is written)."""
+    if isinstance(action, OpcUaWriteAction) and output == "output":
+        return action.source, action.node_id
+    if isinstance(action, AlarmAction) and output == "opcua" and action.node_id and action.opcua_source:
+        return action.opcua_source, action.node_id
+    return None
 
 
 def _alarm_outputs(action: AlarmAction) -> list[str]:

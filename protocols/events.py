@@ -63,6 +63,14 @@ class EventKind(enum.StrEnum):
         "(active true, at the first); none for 10 s and a fresh item judged (active false; dropped: the "
         "episode's count)",
     )
+    WRITE_FAILING = (
+        "write_failing",
+        ("action", "source", "node_id", "active", "reason", "failed", "failing_s", "message"),
+        "a PLC write target refuses the action's writes for a reason a retry cannot fix (a node not writable, "
+        "a value its type cannot hold, a reset_value it would refuse): active true at the first refusal, with "
+        "the reason; none for 10 s after a write it took (active false; failed: the writes refused in the "
+        "episode, failing_s: from the first refusal to that write); once per episode, however often it writes",
+    )
     SOURCE_DOWN = (
         "source_down",
         ("source", "active", "state", "down_s", "last_error", "flaps", "message"),
