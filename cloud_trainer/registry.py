@@ -132,10 +132,17 @@ class Registry:
     def by_digest(self, digest: str, *, withdrawn: bool = True) -> Path | None:
         """The package file of ``digest``; ``withdrawn=False``: None for a withdrawn version (what agents may
         download)."""
+        e = self.entry_by_digest(digest)
+        if e is None or (not withdrawn and e.get("status") == WITHDRAWN):
+            return None
+        return self.package_path(e)
+
+    def entry_by_digest(self, digest: str) -> dict | None:
+        """The index entry of the version whose package has ``digest`` (withdrawn or not), or None."""
         for name in self.names():
             for e in self.list(name):
                 if e.get("digest") == digest:
-                    return None if not withdrawn and e.get("status") == WITHDRAWN else self.package_path(e)
+                    return e
         return None
 
     def withdraw(self, name: str, version: str, reason: str) -> dict:

@@ -88,7 +88,7 @@ from cloud_trainer.pki import (
     Revocations,
     identity,
 )
-from cloud_trainer.registry import Registry
+from cloud_trainer.registry import WITHDRAWN, Registry
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
 from protocols.image_header import KIND_SUFFIXES, SNIFF_BYTES, image_kind
@@ -99,6 +99,9 @@ CHUNK = 256 * 1024
 # in), and one tenant's downloads use at most PACKAGE_READS_PER_TENANT of them at a time
 PACKAGE_READERS = 8
 PACKAGE_READS_PER_TENANT = 2
+# a download in progress looks again this often (and before its last chunk) at whether its package may still be
+# sent: a version withdrawn meanwhile is not delivered
+RECHECK_S = 1.0
 # one tenant's batches written at once (each in a worker thread, waiting for the store): the worker threads are
 # shared by every call of every tenant (state reports, the streams' flushes, downloads, admin calls), so a tenant
 # with many streams writing while the store is slow held them all; its further batches wait on the loop instead.
@@ -957,7 +960,18 @@ class FleetServicer(rpc.FleetServicer):
             who,
             request.digest,
         )
-        if found is None:  # the same answer whether it exists elsewhere or not at all
+        if found is None:
+            # a version withdrawn while deployed to this agent (offline through the withdrawal): it is told so, and
+            # stops; anything else (another tenant's, not deployed to it, none at all) gets the same answer
+            why = await _in_place(
+                partial(tenant_gate, self._reads, who.tenant, PACKAGE_READS_PER_TENANT),
+                self._readers,
+                self._withdrawn,
+                who,
+                request.digest,
+            )
+            if why is not None:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"no package with digest {request.digest[:16]!r} deployed to this agent",
@@ -965,7 +979,8 @@ class FleetServicer(rpc.FleetServicer):
             return  # abort raises; said for the type checker
         path, total = found
         async with self._stream(quota_key(who), context):
-            async for chunk in self._send_package(who.tenant, path, total, request, context):
+            still = partial(self._still_served, who, request.digest, context)
+            async for chunk in self._send_package(who.tenant, path, total, request, context, still):
                 yield chunk
 
     def _package_file(self, who: Identity, digest: str) -> tuple[Path, int] | None:
@@ -981,11 +996,53 @@ class FleetServicer(rpc.FleetServicer):
         except OSError:
             return None
 
-    async def _send_package(self, tenant: str, path: Path, total: int, request, context):
+    def _withdrawn(self, who: Identity, digest: str) -> str | None:
+        """Why the package ``digest``, deployed to the agent, is not sent to it: its version was withdrawn from its
+        tenant's registry (``cloud-trainer withdraw``); None when it is not deployed to the agent or not in the
+        tenant's registry (in a worker thread)."""
+        if self.registry is None or "\x00" in digest:
+            return None
+        if self.control is not None and not self.control.deployed_to(who.name, digest, tenant=who.tenant):
+            return None
+        entry = self.registry.for_tenant(who.tenant).entry_by_digest(digest)
+        if entry is None or entry.get("status") != WITHDRAWN:
+            return None
+        reason = " ".join(str(entry.get("withdrawn_reason") or "no reason given").split())[:200]
+        return (
+            f"{str(entry.get('name'))[:80]} {str(entry.get('version'))[:40]} was withdrawn from the registry "
+            f"({reason}): the fleet does not send it; do not install it"
+        )
+
+    async def _still_served(self, who: Identity, digest: str, context) -> None:
+        """Between two chunks of a download: abort it once the package may no longer be sent to the agent, its
+        version withdrawn meanwhile (``FAILED_PRECONDITION``, saying so: the agent stops and does not install it)
+        or no longer deployed to it (``PERMISSION_DENIED``, as at the start). The check at the start alone let a
+        version withdrawn while a gateway downloaded it be delivered whole, and installed."""
+        gate = partial(tenant_gate, self._reads, who.tenant, PACKAGE_READS_PER_TENANT)
+        if await _in_place(gate, self._readers, self._package_file, who, digest) is not None:
+            return
+        why = await _in_place(gate, self._readers, self._withdrawn, who, digest)
+        log.info(
+            "agent %r (tenant %s): download of package %s stopped: %s",
+            who.name[:80],
+            who.tenant,
+            digest[:16],
+            why or "no longer deployed to it",
+        )
+        if why is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"package {digest[:16]!r} is no longer deployed to this agent; the download is stopped",
+        )
+
+    async def _send_package(self, tenant: str, path: Path, total: int, request, context, still=None):
         """The package's bytes from ``request.offset``, in ``CHUNK``s read by the package readers (``PACKAGE_READERS``
         threads of their own, at most ``PACKAGE_READS_PER_TENANT`` of them reading for one tenant at a time): a
         large package or a slow disk never holds the event loop, nor the threads the store's writes run in, and one
-        tenant's downloads leave readers to the others'."""
+        tenant's downloads leave readers to the others'. ``still`` (``_still_served``), awaited before the last
+        chunk and at most every ``RECHECK_S`` before the others, aborts the download once the package may no longer
+        be sent to the agent."""
         if request.offset > total:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} beyond size {total}")
         # the tenant's gate looked up at each read, never kept across one: between two chunks (the agent's link
@@ -1000,10 +1057,16 @@ class FleetServicer(rpc.FleetServicer):
             # resumed downloads on a slow disk held 6-8 readers, bound 2)
             f = await _in_place(gate, self._readers, _open_at, path, request.offset, calls=opening)
             off = request.offset
+            checked = time.monotonic()
             while True:
                 chunk = await _in_place(gate, self._readers, f.read, CHUNK, calls=reading)
                 if not chunk:
                     break
+                if still is not None and (
+                    off + len(chunk) >= total or time.monotonic() - checked >= RECHECK_S
+                ):
+                    await still()
+                    checked = time.monotonic()
                 yield pb.Chunk(data=chunk, offset=off, total=total)
                 off += len(chunk)
         except OSError as exc:  # the server's file: its path goes to the log, never to the agent

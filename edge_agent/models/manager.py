@@ -126,6 +126,20 @@ class DigestMismatch(ValueError):
     """The downloaded bytes are not the package the fleet named (refused for good, unlike a cut link)."""
 
 
+class StoppedByFleet(Exception):
+    """The fleet stopped the download for good (``FAILED_PRECONDITION``: its version was withdrawn from the
+    registry, at the start or between two chunks): its partial file is deleted and the package is not installed."""
+
+
+def _fleet_stopped(exc: BaseException) -> str | None:
+    """The fleet's reason when ``exc`` is its refusal to send a package any more (``FAILED_PRECONDITION``), else
+    None."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and getattr(code(), "name", "") == "FAILED_PRECONDITION":
+        return printable(str(details() if callable(details) else exc), 300)
+    return None
+
+
 class ModelManager:
     def __init__(self, slots: dict, cfg, on_event=None) -> None:
         self.slots = slots
@@ -440,6 +454,12 @@ class ModelManager:
                 raise
             except Exception as exc:  # resume from what is on disk while it moves on; else back off (caller)
                 code = getattr(exc, "code", None)
+                stopped = _fleet_stopped(exc)
+                if stopped is not None:
+                    # the fleet will not send it (withdrawn, maybe mid-way): none of its bytes are kept or used
+                    got = part.stat().st_size if part.exists() else 0
+                    part.unlink(missing_ok=True)
+                    raise StoppedByFleet(f"the fleet stopped the download at {got} bytes: {stopped}") from exc
                 if offset and callable(code) and getattr(code(), "name", "") == "OUT_OF_RANGE":
                     # longer than the package (a file system's repair after a power cut): start afresh,
                     # or the same refusal comes back for ever
@@ -463,6 +483,27 @@ class ModelManager:
             )
         part.replace(final)
         return final
+
+    async def _still_sent(self, d, pkg: Path) -> str | None:
+        """As the install begins: whether the fleet still sends the package just downloaded (a request for its
+        bytes past its end, which reads none). The fleet's reason when it stopped sending it (its version withdrawn
+        after the last chunk left), else None: any other answer, a link down included, leaves the install to go on
+        (the package was whole, and served, a moment ago)."""
+        from protocols.gen import fleet_pb2 as pb
+
+        assert self.uplink is not None
+        try:
+            size = pkg.stat().st_size
+            call = self.uplink.client.stub.DownloadPackage(
+                pb.DownloadRequest(digest=d.digest, offset=size), timeout=10
+            )
+            async for _ in call:
+                pass
+        except Exception as exc:
+            stopped = _fleet_stopped(exc)
+            if stopped is not None:
+                return f"the fleet no longer sends it: {stopped}"
+        return None
 
     def _no_space(self, d, total: int, room: int | None) -> str:
         has = f"{room} bytes" if room is not None else "less"
@@ -499,6 +540,16 @@ class ModelManager:
             await self._report(d, "downloading", True)
             try:
                 pkg = await self.download(d)
+            except StoppedByFleet as exc:  # not for this deployment: never installed, nor tried again for it
+                self._download_failures.pop(d.digest, None)
+                self.retry_at.pop(d.digest, None)
+                if self._moved(d):  # the desired state moved on meanwhile: nothing of it to report
+                    log.warning("download of %s %s stopped (%s)", d.package, d.version, exc)
+                    return
+                self._decline(
+                    (d.slot, d.digest, d.deployment_id), d, f"download of {d.package} {d.version}: {exc}"
+                )
+                return
             except Exception as exc:  # the link, the server, the disk: try again later, with backoff
                 n = self._download_failures[d.digest] = self._download_failures.get(d.digest, 0) + 1
                 if isinstance(exc, DigestMismatch) and n >= 3:  # the fleet keeps serving other bytes: give up
@@ -514,6 +565,13 @@ class ModelManager:
                 return
             self._download_failures.pop(d.digest, None)
             self.retry_at.pop(d.digest, None)
+            stopped = await self._still_sent(d, pkg)
+            if stopped is not None:  # withdrawn since its last chunk: its bytes are not installed
+                pkg.unlink(missing_ok=True)
+                self._decline(
+                    (d.slot, d.digest, d.deployment_id), d, f"install of {d.package} {d.version}: {stopped}"
+                )
+                return
             await self._report(d, "verifying", True)
             try:
                 await asyncio.to_thread(self._write_pending, d)
