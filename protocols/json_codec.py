@@ -533,6 +533,48 @@ def largest_object(payload: bytes) -> int:
 _decode = json.JSONDecoder().decode
 _raw_decode = json.JSONDecoder().raw_decode
 
+# json.detect_encoding's name of a UTF-16 or UTF-32 payload -> how a message names it
+_WIDE = {
+    "utf-16": "UTF-16 (by its byte-order mark)",
+    "utf-32": "UTF-32 (by its byte-order mark)",
+    "utf-16-le": "UTF-16LE (by its NUL bytes, no byte-order mark)",
+    "utf-16-be": "UTF-16BE (by its NUL bytes, no byte-order mark)",
+    "utf-32-le": "UTF-32LE (by its NUL bytes, no byte-order mark)",
+    "utf-32-be": "UTF-32BE (by its NUL bytes, no byte-order mark)",
+}
+
+
+def wide_encoding(payload: bytes) -> str | None:
+    """How a message names the encoding of a UTF-16 or UTF-32 payload (a byte-order mark, or a NUL among its
+    first two bytes, which UTF-8 JSON and text never have: json.detect_encoding's rule), else None."""
+    if len(payload) < 2 or (payload[0] and payload[1] and payload[0] < 0xFE):
+        return None
+    return _WIDE.get(json.detect_encoding(payload))
+
+
+def utf8_payload(payload: bytes) -> bytes:
+    """``payload`` as UTF-8: UTF-16 or UTF-32 (``wide_encoding``: a Windows gateway's, .NET's Encoding.Unicode, a
+    PowerShell logger's) decoded, its byte-order mark dropped, and written as UTF-8; any other payload as it
+    came. So every way a UTF-8 payload is read reads it: JSON lines, a plain state (``ON``), the bounds counted
+    before the parse (``too_many_to_parse``), errors quoting its text. Only json.loads read such JSON (one
+    object or array); JSON lines and a plain state in it were ``malformed_json`` or ``unknown_state`` quoting
+    its bytes ('O\\x00N\\x00'), and the bounds passed it unscanned. Text whose bytes do not decode in
+    that encoding raises ``CodecError('malformed_json')`` naming it. A lone surrogate passes as json.loads
+    passes it (``surrogatepass``)."""
+    how = wide_encoding(payload)
+    if how is None:
+        return payload
+    enc = json.detect_encoding(payload)
+    try:
+        text = payload.decode(enc, "surrogatepass")
+    except UnicodeDecodeError as e:
+        raise CodecError(
+            "malformed_json",
+            f"the payload is {how} but its bytes do not decode in it ({e.reason} at byte {e.start} of "
+            f"{len(payload)}): {_show(payload)}",
+        ) from None
+    return text.removeprefix("\ufeff").encode("utf-8", "surrogatepass")
+
 
 def _loads(payload: bytes | str) -> Any:
     # Plain UTF-8 bytes go straight to the decoder (json.loads sniffs the encoding first, a cost
@@ -855,8 +897,44 @@ def compile_decoder(
     state; not the timestamp field): unread, so far silently. ``on_nested_unread(field, value)``: likewise each
     top-level field holding an object or an array that is not empty (Shelly's ``"temperature": {"tC": ...}``),
     which only a path in ``values`` reads (``nested_fields_hint``)."""
-    mapping = mapping or JsonMapping()
-    keep = on_record_error if keep_non_finite else None
+    inner = _compile_decoder(
+        mapping or JsonMapping(),
+        rates,
+        on_record_error,
+        on_record_error if keep_non_finite else None,
+        on_text_unread,
+        on_nested_unread,
+    )
+
+    def run(payload: bytes | str, now: float = 0.0) -> list[tuple]:
+        # UTF-16/32 (a byte-order mark, or a NUL among the first two bytes) read as the UTF-8 it is written
+        # as (``utf8_payload``); the test costs a plain UTF-8 payload two byte lookups
+        if (
+            type(payload) is bytes
+            and len(payload) > 1
+            and (not payload[0] or not payload[1] or payload[0] >= 0xFE)
+        ):
+            how = wide_encoding(payload)
+            if how is not None:
+                try:
+                    return inner(utf8_payload(payload), now)
+                except CodecError as e:
+                    if e.reason != "malformed_json" or e.detail.startswith("the payload is "):
+                        raise
+                    raise CodecError(e.reason, f"{e.detail}; the payload is {how}, read as such") from None
+        return inner(payload, now)
+
+    return run
+
+
+def _compile_decoder(
+    mapping: JsonMapping,
+    rates: bool,
+    on_record_error: Callable[[str, str], None] | None,
+    keep: Callable[[str, str], None] | None,
+    on_text_unread: Callable[[str, str], None] | None,
+    on_nested_unread: Callable[[str, Any], None] | None,
+) -> Callable[[bytes | str, float], list[tuple]]:
     if mapping.records is not None:
         return _records_decoder(mapping, on_record_error, keep)
     if mapping.opcua_pubsub is not None:

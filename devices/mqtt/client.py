@@ -2856,7 +2856,13 @@ def json_decoder(src: MqttSource, sub: Subscription):
         error: BaseException | None = None
         hints: list[tuple[str, str]] = []
         try:
-            too_many = json_codec.too_many_to_parse(payload) if len(payload) > _SCAN_BYTES else None
+            # UTF-16/32 counted as the UTF-8 it is written as (its strings were not found: passed unscanned); the
+            # decoder reads it so too, naming its encoding in an error
+            too_many = (
+                json_codec.too_many_to_parse(json_codec.utf8_payload(payload))
+                if len(payload) > _SCAN_BYTES
+                else None
+            )
             if too_many is not None:
                 raise too_many
             got = decode(payload, received_at)
@@ -2892,13 +2898,18 @@ def json_decoder(src: MqttSource, sub: Subscription):
             )
             return []
         topic_of[0] = topic
+        raw = payload
+        if parsed is None and (not payload[0] or payload[0] >= 0xFE or (len(payload) > 1 and not payload[1])):
+            # UTF-16/32 (a Windows gateway's): looked at for hints as the UTF-8 it is written as (the decoder
+            # reads it so too, naming its encoding in an error)
+            payload = json_codec.utf8_payload(payload)
         unnested: list[tuple[str, Any]] | None = None  # (no list made per message: the loop's hot path)
         said: str | None = None  # the nested fields' hint, once built (once per source, not per message)
         got: list = []
         try:
             if parsed is None:
                 kept[0] = False
-                got = decode(payload, received_at)
+                got = decode(raw, received_at)
             else:
                 for reason, detail in parsed.reports:
                     report(reason, detail)

@@ -22,6 +22,7 @@ from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 from edge_agent.config import ConfigError, load_config, parse_config
 from protocols.json_codec import CodecError, JsonMapping, RecordsMapping, TimestampFormat, decode
+from tests.support.waits import until
 
 
 def closed(c: paho.Client) -> None:
@@ -1003,6 +1004,68 @@ async def test_utf16_json_without_a_bom_and_a_state_after_a_bom_are_read(mosquit
         ("stat/plug/POWER", 1, None),  # the receive time
     ]
     assert src.stats.errors_by_reason == {}
+
+
+async def test_utf16_json_lines_and_plain_states_are_read_and_a_broken_one_names_its_encoding(mosquitto):
+    """A Windows gateway's UTF-16 (or UTF-32), with a byte-order mark or without: JSON lines (a PowerShell
+    logger's, Out-File writing UTF-16) were malformed_json, a plain state (a .NET device's "ON" in
+    Encoding.Unicode) malformed_json or unknown_state quoting its bytes ('O\\x00N\\x00'), and a batch past the
+    bounds counted before the parse was passed unscanned and parsed. All are read as the UTF-8 they are written
+    as now; one that is broken is malformed_json naming its encoding, and one whose bytes do not decode in it
+    says so."""
+    t0 = round(time.time()) - 60
+    subs = [
+        {"topic": "log/#"},
+        {"topic": "stat/+/POWER", "json_mapping": {"states": {"ON": 1, "OFF": 0}}},
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    got: list = []
+
+    async def consume() -> None:
+        async for r in src.items():
+            got.append(r)
+
+    task = asyncio.create_task(consume())
+    lines = "".join(json.dumps({"ts": t0 + i, "v": float(i)}) + "\r\n" for i in range(3))
+    try:
+        pub.publish("log/utf-16", lines.encode("utf-16"), qos=1)  # with its mark, as Out-File writes it
+        pub.publish("log/utf-16-le", lines.encode("utf-16-le"), qos=1)
+        pub.publish("log/utf-32-be", lines.encode("utf-32-be"), qos=1)
+        pub.publish("stat/plug/POWER", "ON".encode("utf-16-le"), qos=1)
+        pub.publish("stat/lamp/POWER", "OFF".encode("utf-16"), qos=1)
+        pub.publish("log/empty", "[]".encode("utf-16"), qos=1)  # an empty buffer: nothing unread
+        await until(lambda: len(got) == 11, 10, "the readings")
+        said = []
+        for topic, payload in (
+            ("log/broken", '{"v": oops}'.encode("utf-16")),
+            ("log/odd", '{"v": 1}'.encode("utf-16-le")[:-1]),
+            # 400,001 arrays, past the bound counted before the parse: refused unparsed, as in UTF-8
+            ("log/huge", ("[" + "[1]," * 400_000 + "[1]]").encode("utf-16")),
+        ):
+            pub.publish(topic, payload, qos=1)
+            await until(lambda n=len(said) + 1: src.stats.errors == n, 10, f"{topic} refused")
+            said.append(src.stats.last_error or "")
+    finally:
+        task.cancel()
+        closed(pub)
+        await src.stop()
+    encodings = ("utf-16", "utf-16-le", "utf-32-be")
+    assert sorted((r.tag, r.value, r.timestamp if r.tag.startswith("log/") else None) for r in got) == sorted(
+        [(f"log/{enc}/v", float(i), t0 + i) for enc in encodings for i in range(3)]
+        + [("stat/lamp/POWER", 0, None), ("stat/plug/POWER", 1, None)]
+    )
+    assert src.stats.errors_by_reason == {"malformed_json": 2, "too_many_values": 1}
+    assert "no_numeric_field" not in src.notices.counts
+    assert (
+        "'{\"v\": oops}'" in said[0]
+        and "the payload is UTF-16 (by its byte-order mark), read as such" in said[0]
+    )
+    assert (
+        "the payload is UTF-16LE (by its NUL bytes, no byte-order mark) but its bytes do not decode"
+        in said[1]
+    )
+    assert "over 400000 objects and arrays in one message" in said[2]
 
 
 async def test_a_message_of_0_bytes_is_an_empty_message_not_malformed_json(mosquitto):
