@@ -327,6 +327,62 @@ _LOOKS_TYPED = re.compile(
 )
 
 
+class _FromEnv(str):
+    """A write value given wholly by one environment variable (``value: ${RECIPE}``), with the variable's name:
+    a variable has no YAML type, so ``_from_env`` reads its number or truth value (``_substitute`` makes it)."""
+
+    var: str
+
+    def __new__(cls, text: str, var: str) -> _FromEnv:
+        obj = super().__new__(cls, text)
+        obj.var = var
+        return obj
+
+
+# the places whose value, given wholly by one ${VAR}, is read as the variable's number or truth value
+_WRITE_VALUE_PLACE = re.compile(r"actions\..+\.(value|reset_value)(\[\d+\])?")
+_ENV_INT = re.compile(r"[-+]?(0|[1-9]\d*)")
+_ENV_FLOAT = re.compile(r"[-+]?((\d+\.\d*|\.\d+)([eE][-+]?\d+)?|\d+[eE][-+]?\d+)")
+
+
+def _from_env(x: _FromEnv, what: str) -> Any:
+    """The value an environment variable gives a write value: a number when it holds one in decimal (``12``,
+    ``-3``, ``1.5``, ``1.0e3``), true or false (any case) as a boolean, else its text (for a String node). A
+    variable has no quotes to leave out: ``RECIPE=12`` was refused as quoted text, "write value: 12 without
+    quotes", which no variable can follow. Another form of a number or truth value (``010``, ``0x1F``, ``yes``,
+    ``ON``: YAML would read these otherwise than they show) is refused naming the variable and the fix."""
+    bare = x.strip()
+    low = bare.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if _ENV_INT.fullmatch(bare):
+        n = int(bare)
+        # a whole number no numeric node holds stays text, for a String node (a serial number), as quoted
+        return str(x) if _no_node_holds(n) is not None else n
+    if _ENV_FLOAT.fullmatch(bare):
+        return float(bare)
+    meant: str | None = None
+    if low in ("yes", "on", "y", "no", "off", "n"):
+        meant = "true" if low in ("yes", "on", "y") else "false"
+    elif re.fullmatch(r"[-+]?0\d+", bare):
+        meant = str(int(bare, 10))
+        if not set(bare) & {"8", "9"}:
+            meant += f" (or {int(bare, 8)}, if the octal {bare} is meant)"
+    elif re.fullmatch(r"[-+]?0[xXbBoO][0-9a-fA-F_]+", bare):
+        with contextlib.suppress(ValueError):
+            meant = str(int(bare.replace("_", ""), 0))
+    elif not _LOOKS_TYPED.match(bare):
+        return str(x)  # text: a String node gets it as it is
+    kind = "a boolean" if low in ("yes", "on", "y", "no", "off", "n") else "a number"
+    fix = f"set {x.var}={meant}" if meant is not None else f"set {x.var} to a finite decimal number"
+    raise ValueError(
+        f"environment variable {x.var} holds {bare!r}, which is not read as {kind}: a write value from a variable "
+        "is a number only in decimal without leading zeros (12, -3, 1.5, 1.0e3) and a boolean only as true or "
+        f"false; {fix} (text is only for String nodes: for a String node, state it as text: "
+        f"{what}: {{text: '${{{x.var}}}'}})"
+    )
+
+
 def _no_node_holds(x: Any) -> str | None:
     """Why no numeric node takes the integer ``x`` (None: one does, or ``x`` is no integer): it is outside
     the widest integer types, Int64 and UInt64, and no REAL or LREAL holds it exactly."""
@@ -452,6 +508,8 @@ def _check_write_value(v: Any, what: str) -> Any:
     items = v if isinstance(v, list) else [v]
     out: list[Any] = []
     for x in items:
+        if isinstance(x, _FromEnv):
+            x = _from_env(x, what)
         if isinstance(x, dict):
             # {text: '010'}: text for a String node that YAML or the check below would take for a number or a
             # truth value (a recipe code, an HMI's 'ON'); a node of another type refuses it at connect and write
@@ -1035,7 +1093,14 @@ def _substitute(
                 )  # refused all the same: said once, not again by the field's own check
             return val
 
-        return _ENV.sub(repl, node)
+        before = len(errors)
+        out = _ENV.sub(repl, node)
+        whole = _ENV.fullmatch(node)
+        if whole and type(out) is str and len(errors) == before and _WRITE_VALUE_PLACE.fullmatch(loc):
+            return _FromEnv(
+                out, whole.group(1)
+            )  # a write value wholly from a variable: ``_from_env`` types it
+        return out
     return node
 
 

@@ -1,0 +1,86 @@
+"""A write value given by an environment variable (``value: ${RECIPE}``, the recipe number set per line in the
+gateway's ``agent.env``): a variable has no YAML type and no quotes to leave out. ``RECIPE=12`` and
+``FLAG=false`` were refused at load as quoted text, "write value: 12 without quotes", which no variable can
+follow, so no number or boolean could be given through one. A variable holding a decimal number or
+true/false is that number or boolean; another form (``010``, ``yes``) is refused naming the variable and
+what to set it to. Against a real asyncua server on a free loopback port."""
+
+from __future__ import annotations
+
+import pytest
+from asyncua import ua
+
+from devices.opcua.client import OpcUaSource
+from edge_agent.actions import ActionRunner
+from edge_agent.config import ConfigError
+from tests.integration.test_plc_exact_values import _config
+from tests.support.peers import free_port, opcua_server
+from tests.support.results import result
+from tests.support.waits import until
+
+
+async def test_a_number_and_a_boolean_given_by_variables_are_written_as_such(monkeypatch):
+    monkeypatch.setenv("RECIPE", "12")
+    monkeypatch.setenv("STOP", "false")
+    monkeypatch.setenv("GAIN", "1.5")
+    monkeypatch.setenv("LABEL", "010")  # text for a String node, stated as such
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    nodes = {}
+    for name, variant in (
+        ("Recipe", ua.Variant(0, ua.VariantType.Int16)),
+        ("Stop", ua.Variant(True, ua.VariantType.Boolean)),
+        ("Gain", ua.Variant(0.0, ua.VariantType.Float)),
+        ("Label", ua.Variant("", ua.VariantType.String)),
+    ):
+        nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, variant)
+        await nodes[name].set_writable()
+    await srv.start()
+    write = {"type": "opcua_write", "source": "plc"}
+    cfg = _config(
+        port,
+        {
+            "recipe": {**write, "node_id": f"ns={idx};s=Recipe", "value": "${RECIPE}"},
+            "stop": {**write, "node_id": f"ns={idx};s=Stop", "value": "${STOP}"},
+            "gain": {**write, "node_id": f"ns={idx};s=Gain", "value": "${GAIN}", "reset_value": "${NONE:-0}"},
+            "label": {**write, "node_id": f"ns={idx};s=Label", "value": {"text": "${LABEL}"}},
+        },
+    )
+    # before: refused at load, "'12' is quoted text, not a number: ... write value: 12 without quotes"
+    assert [cfg.actions[n].value for n in ("recipe", "stop", "gain", "label")] == [12, False, 1.5, "010"]
+    assert cfg.actions["gain"].reset_value == 0
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    runner = ActionRunner(cfg, {"plc": src})
+    await src.start()
+    try:
+        await until(lambda: src.state.value == "connected", 10, "connected")
+        await runner.handle(list(cfg.actions), result("NG", 0), None)
+        await runner.flush(timeout_s=5)
+        got = {n: await node.read_value() for n, node in nodes.items()}
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert got == {"Recipe": 12, "Stop": False, "Gain": 1.5, "Label": "010"}, (got, runner.stats)
+
+
+@pytest.mark.parametrize(
+    ("held", "fix"),
+    [
+        ("010", "set RECIPE=10 (or 8, if the octal 010 is meant)"),
+        ("yes", "set RECIPE=true"),
+        ("0x1F", "set RECIPE=31"),
+    ],
+)
+def test_a_variable_holding_another_form_of_a_number_or_boolean_is_refused_naming_it_and_the_fix(
+    monkeypatch, held, fix
+):
+    monkeypatch.setenv("RECIPE", held)
+    with pytest.raises(ConfigError) as e:
+        _config(
+            4840,
+            {"recipe": {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=R", "value": "${RECIPE}"}},
+        )
+    said = str(e.value)
+    assert f"actions.recipe.value: environment variable RECIPE holds '{held}'" in said, said
+    assert fix in said and "value: {text: '${RECIPE}'}" in said, said
+    assert "without quotes" not in said, said  # before: advice no variable can follow
