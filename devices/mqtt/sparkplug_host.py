@@ -365,6 +365,25 @@ SECONDS_NEAR_S = 86_400
 _FLOAT = sp.DataType.FLOAT  # 32 bits: read as the node shows it (``float32_shown``)
 _DATETIME = sp.DataType.DATETIME  # epoch milliseconds: read as a time (``sparkplug.datetime_text``)
 _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
+# a scalar datatype -> the Python type of the value its field decodes to, and that field (Sparkplug 3.0,
+# "Datatype Details": Int8 to UInt32 a uint32, Int64 and UInt64 a uint64, Float a float, Double a double,
+# Boolean a bool, String, Text and UUID a string). The two integer fields stand for each other, and so do the
+# two floating ones: Tahu's libraries write UInt32 in one or the other, and the number is the same
+_FIELD_OF: dict[int, tuple[type, str]] = {
+    **{dt: (int, "int_value or long_value") for dt in range(sp.DataType.INT8, sp.DataType.UINT64 + 1)},
+    sp.DataType.FLOAT: (float, "float_value or double_value"),
+    sp.DataType.DOUBLE: (float, "double_value or float_value"),
+    sp.DataType.BOOLEAN: (bool, "boolean_value"),
+    sp.DataType.STRING: (str, "string_value"),
+    sp.DataType.TEXT: (str, "string_value"),
+    sp.DataType.UUID: (str, "string_value"),
+}
+_FIELD_NAME = {
+    int: "an integer field",
+    float: "a floating-point field",
+    bool: "boolean_value",
+    str: "string_value",
+}
 _DDATA = sp.MessageType.DDATA
 
 
@@ -2185,6 +2204,26 @@ class SparkplugHost:
                     continue
                 values: list[tuple[str, Any]] = [(flat, v)]
                 nf = False
+                if (
+                    (field_of := _FIELD_OF.get(leaf.datatype or node.types.get((dev, flat), 0))) is not None
+                    and type(v) is not field_of[0]
+                    and type(v) in _FIELD_NAME
+                ):
+                    # a value in another field than its datatype's (a Float carrying int_value, an Int32 a
+                    # double): Sparkplug gives each datatype one field, and a Float's 4294967291 may be -5.0 cast
+                    # to an integer as much as the number; Eclipse Tahu reads the datatype's field only (null or
+                    # 0 here). It was passed on GOOD as it came, another type than its birth's (an int for a
+                    # Float, 1 for a Boolean). Skipped, counted; no rebirth asked: it would bring the same
+                    dt = sp.DataType(leaf.datatype or node.types.get((dev, flat), 0))
+                    shown = repr(v) if type(v) is not str else shown_topic(v)
+                    self._on_error(
+                        "wrong_type",
+                        f"{t.group}/{t.edge_node}/{dev or ''}: metric {shown_topic(flat)} is a "
+                        f"{datatype_name(dt)} ({'stated in its ' + t.message_type.value if leaf.datatype else 'by its birth'}) "
+                        f"but its value {shown} came in {_FIELD_NAME[type(v)]}, not in {field_of[1]} as Sparkplug "
+                        "writes it; skipped (the edge node must write each value in its datatype's field)",
+                    )
+                    continue
                 if isinstance(v, sp.DataSet):  # a table: each column's rows as a 1-D array, {metric}/{column}
                     values = []
                     for col, arr, why in sp.dataset_arrays(v):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from protocols import sparkplug as sp
+from tests.support.sparkplug_pb import pb_metric
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).parent / "interop" / "sparkplug_codec.js"
@@ -185,4 +186,27 @@ def test_a_quality_property_encoded_by_tahu_is_read_here():
         ("a", -2147483132, "bad"),  # Ignition 8's Bad_Stale
         ("b", 192, "good"),
         ("c", None, "good"),
+    ]
+
+
+def test_tahu_reads_a_metric_by_its_datatypes_field_only():
+    """Why a value in another field than its datatype's is refused here (wrong_type,
+    test_sparkplug_value_fields.py): Tahu reads the field Sparkplug gives the datatype and nothing else, so a
+    Float carrying int_value, a Boolean int_value or a String a double has no value there (an Int32 carrying a
+    double reads 0). A UInt32 in long_value is read (Tahu writes it there; the specification says uint32)."""
+    D = sp.DataType
+    p = sp._pb().Payload()
+    p.timestamp, p.seq = 1, 0
+    pb_metric(p, "F", alias=1, datatype=D.FLOAT, int_value=21)
+    pb_metric(p, "B", alias=2, datatype=D.BOOLEAN, int_value=1)
+    pb_metric(p, "S", alias=3, datatype=D.STRING, double_value=3.5)
+    pb_metric(p, "I", alias=4, datatype=D.INT32, double_value=2.5)
+    pb_metric(p, "U", alias=5, datatype=D.UINT32, long_value=7)
+    got = tahu({"op": "decode", "b64": base64.b64encode(p.SerializeToString()).decode()})
+    assert [(m["name"], m["type"], m["value"]) for m in got["metrics"]] == [
+        ("F", "Float", None),
+        ("B", "Boolean", None),
+        ("S", "String", None),
+        ("I", "Int32", 0),
+        ("U", "UInt32", "7"),
     ]

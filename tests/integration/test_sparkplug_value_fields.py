@@ -1,0 +1,85 @@
+"""A Sparkplug B metric whose value comes in another field than its datatype's (a Float carrying int_value, an
+Int32 a double), through a real Mosquitto. Sparkplug 3.0 ("Datatype Details") gives each datatype one protobuf
+field, and Eclipse Tahu reads that field only (test_mqtt_sparkplug_interop.py): such a value is wrong_type,
+counted and skipped, the message's other metrics read, no rebirth asked. The two integer fields stand for each
+other (UInt32 in int_value or long_value: Tahu's own libraries differ), and so do float and double."""
+
+from __future__ import annotations
+
+import asyncio
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.base import Quality
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+from protocols import sparkplug as sp
+from tests.integration.test_sparkplug_compressed import T0_MS, _consume, _ready
+from tests.integration.test_sparkplug_rebirth_requests import _asker, closed
+from tests.support.sparkplug_pb import pb_metric as _metric
+from tests.support.waits import until
+
+D = sp.DataType
+
+
+async def test_a_value_in_another_field_than_its_datatypes_is_wrong_type_and_skipped(mosquitto, caplog):
+    """Before, each was passed on GOOD as it came: the Float tag took the integer 4294967291 (-5.0 cast to an
+    integer, or the number?), the Boolean 1, the Int32 2.5 (no Int32), the String a number, the Double's birth
+    value an integer."""
+    sub = {"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}
+    src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=[sub]))
+    await src.start()
+    asker, asked = _asker(mosquitto.port, "spBv1.0/g/NCMD/+")
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port, 30)
+    pub.loop_start()
+    got, task = _consume(src)
+    try:
+        await _ready(src)
+        b = sp._pb().Payload()
+        b.timestamp, b.seq = T0_MS, 0
+        _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
+        _metric(b, "Temp", alias=1, datatype=D.FLOAT, float_value=20.5)
+        _metric(b, "Running", alias=2, datatype=D.BOOLEAN, boolean_value=True)
+        _metric(b, "Count", alias=3, datatype=D.INT32, int_value=4)
+        _metric(b, "Mode", alias=4, datatype=D.STRING, string_value="auto")
+        _metric(b, "Speed", alias=5, datatype=D.DOUBLE, int_value=1500)  # in the birth too: its value skipped
+        _metric(b, "Total", alias=6, datatype=D.UINT32, long_value=7)  # the other integer field: read
+        pub.publish("spBv1.0/g/NBIRTH/n", b.SerializeToString(), qos=1)
+        d = sp._pb().Payload()
+        d.timestamp, d.seq = T0_MS + 1, 1
+        _metric(d, alias=1, int_value=4294967291)  # Float
+        _metric(d, alias=2, int_value=1)  # Boolean
+        _metric(d, alias=3, double_value=2.5)  # Int32
+        _metric(d, alias=4, double_value=3.5)  # String
+        _metric(d, alias=5, float_value=1500.0)  # Double in float_value: read
+        _metric(d, alias=6, int_value=8)  # UInt32 in int_value: read
+        pub.publish("spBv1.0/g/NDATA/n", d.SerializeToString(), qos=1)
+        await until(lambda: src.stats.errors_by_reason.get("wrong_type") == 5, 10, "the five refused")
+        await until(lambda: len(got) == 7, 10, "the values read")
+        await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+        closed(pub)
+        closed(asker)
+        await src.stop()
+    assert [(r.tag, r.value, r.quality) for r in got] == [
+        ("n/Temp", 20.5, Quality.GOOD),
+        ("n/Running", True, Quality.GOOD),
+        ("n/Count", 4, Quality.GOOD),
+        ("n/Mode", "auto", Quality.GOOD),
+        ("n/Total", 7, Quality.GOOD),
+        ("n/Speed", 1500.0, Quality.GOOD),
+        ("n/Total", 8, Quality.GOOD),
+    ]
+    assert src.stats.errors_by_reason == {"wrong_type": 5} and asked == []
+    # the first said (repeats within a burst are counted, not logged), and the last
+    assert (
+        "g/n/: metric 'Speed' is a Double (stated in its NBIRTH) but its value 1500 came in an integer field, not "
+        "in double_value or float_value as Sparkplug writes it; skipped" in caplog.text
+    )
+    assert (
+        "g/n/: metric 'Mode' is a String (by its birth) but its value 3.5 came in a floating-point field, not in "
+        "string_value" in (src.stats.last_error or "")
+    )
