@@ -2214,13 +2214,13 @@ class SparkplugHost:
                     # to an integer as much as the number; Eclipse Tahu reads the datatype's field only (null or
                     # 0 here). It was passed on GOOD as it came, another type than its birth's (an int for a
                     # Float, 1 for a Boolean). Skipped, counted; no rebirth asked: it would bring the same
-                    dt = sp.DataType(leaf.datatype or node.types.get((dev, flat), 0))
-                    shown = repr(v) if type(v) is not str else shown_topic(v)
+                    typed_as = datatype_name(sp.DataType(leaf.datatype or node.types.get((dev, flat), 0)))
+                    came = repr(v) if type(v) is not str else shown_topic(v)
                     self._on_error(
                         "wrong_type",
                         f"{t.group}/{t.edge_node}/{dev or ''}: metric {shown_topic(flat)} is a "
-                        f"{datatype_name(dt)} ({'stated in its ' + t.message_type.value if leaf.datatype else 'by its birth'}) "
-                        f"but its value {shown} came in {_FIELD_NAME[type(v)]}, not in {field_of[1]} as Sparkplug "
+                        f"{typed_as} ({'stated in its ' + t.message_type.value if leaf.datatype else 'by its birth'}) "
+                        f"but its value {came} came in {_FIELD_NAME[type(v)]}, not in {field_of[1]} as Sparkplug "
                         "writes it; skipped (the edge node must write each value in its datatype's field)",
                     )
                     continue
