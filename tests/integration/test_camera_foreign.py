@@ -75,7 +75,10 @@ async def test_an_mjpeg_streams_16_bit_parts_are_refused_by_name_or_read_by_pixe
         text = caplog.text
         assert "unsupported_frame" in text and "16-bit pixels" in text and "with pixel_bits" in text
         # the reopen says why no frame came: not a silent camera, parts it could not use
-        assert "(10 failed reads); reopening (the last read: unsupported_frame)" in text
+        # (ten failed reads, or more when a loaded machine reaches the no-frame time first)
+        assert re.search(
+            r"\((1\d|[2-9]\d|\d{3,}) failed reads\); reopening \(the last read: unsupported_frame\)", text
+        )
         frames, src = await _frames(cam.url, 4, pixel_bits=12)
     finally:
         cam.stop()

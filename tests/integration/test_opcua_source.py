@@ -954,7 +954,7 @@ async def test_a_structure_inside_a_variant_array_gives_members_by_path_never_py
                     {"Batch/0", "Batch/1/Force", "Batch/1/Axis/Pos", "Plain"} <= set(got)
                     and "structure_undecoded" in src.notices.counts
                 ),
-                timeout_s=8,
+                timeout_s=30,
             )
         await asyncio.sleep(0.2)  # a reading of Mixed, were one given, would be in by now
         # edge-agent validate --online names the tags as the source gives them
