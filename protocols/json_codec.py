@@ -15,7 +15,8 @@ A JSON integer past float64's range (also one of more digits than Python convert
 for the caller to pass on as a BAD reading, as the MQTT source does under ``non_finite: bad``.
 ISO 8601 times without a zone are in ``JsonMapping.timezone`` (UTC unless set: Tasmota's ``Time`` is the
 device's local time); a date alone (``"2026-12-04"``) is ``bad_timestamp``: no instant, which ``fromisoformat``
-reads as midnight. A timestamp field that is null is taken as absent (the receive time);
+reads as midnight, and so is the hour alone (``"2026-12-05T10"``, ``coarse_time``), which it reads as 10:00:00. A
+timestamp field that is null is taken as absent (the receive time);
 an epoch time quoted as text (``"1701388800123"``) is read as its number.
 A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz": 25600}``):
 ``JsonMapping.rate_field`` names the field (``auto``: the first of ``RATE_FIELDS`` present), and
@@ -765,6 +766,38 @@ _DATE_ONLY = re.compile(
 )
 
 
+# ISO 8601 times of reduced precision that fromisoformat misreads: the hour alone (2026-12-05T10, the whole hour
+# 10:00 to 11:00, read as 10:00:00; T10.5, the half hour, read as 10:00:00.5) and hours and minutes with a
+# fraction of a minute (T10:30.5, 10:30:30, read as 10:30:00.5); with a zone or not, any separator fromisoformat
+# takes before the time (T, t, a space)
+_DATE = r"[0-9]{4}-?(?:[0-9]{2}-?[0-9]{2}|W[0-9]{2}-?[0-9]?)"
+_ZONE = r"(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:[.,][0-9]+)?)?)?)?"
+_HOUR_ONLY = re.compile(rf"\s*{_DATE}.[0-9]{{2}}(?:[.,][0-9]+)?{_ZONE}\s*\Z")
+_MINUTE_FRACTION = re.compile(rf"\s*{_DATE}.[0-9]{{2}}:?[0-9]{{2}}[.,][0-9]+{_ZONE}\s*\Z")
+
+
+def coarse_time(s: str) -> str | None:
+    """What is wrong with ISO 8601 text ``s`` that is a time of the hour alone, or of hours and minutes with a
+    fraction of a minute (ISO 8601's reduced precision), which ``fromisoformat`` reads as another instant:
+    ``2026-12-05T10`` is the hour from 10:00 to 11:00, read as 10:00:00 (a reading stamped up to an hour off),
+    ``T10.5`` half past ten, read as 10:00:00.5; None for any other text (``T10:30`` is read as 10:30:00, a time
+    to the minute, as JavaScript's Date and HTML's datetime-local write one)."""
+    if len(s) > 48:
+        return None
+    if _HOUR_ONLY.match(s) is not None:
+        return (
+            "a time of the hour alone (ISO 8601's reduced precision: T10 is the whole hour, 10:00 to 11:00, and "
+            "T10.5 half past ten), no instant: read as the hour's start (10:00:00, 10:00:00.5) the reading would "
+            "be stamped up to an hour off"
+        )
+    if _MINUTE_FRACTION.match(s) is not None:
+        return (
+            "hours and minutes with a fraction of a minute (ISO 8601: T10:30.5 is 10:30:30), which would be read "
+            "as a fraction of a second (10:30:00.5)"
+        )
+    return None
+
+
 def date_only(s: str) -> bool:
     """Whether ``s`` (ISO 8601 text) is a date with no time of day, which ``fromisoformat`` reads as midnight (the
     rule of every time given as text: this codec's timestamps, Sparkplug's DateTime metrics)."""
@@ -804,6 +837,12 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
                 f"timestamp {name!r}={shown_topic(v)} is a date without a time of day, no instant: read as midnight the "
                 "reading would be stamped hours off; send a date and time (2026-12-04T10:15:00Z), or set "
                 "timestamp_field: null to stamp readings with the receive time",
+            )
+        if (coarse := coarse_time(s)) is not None:
+            raise CodecError(
+                "bad_timestamp",
+                f"timestamp {name!r}={shown_topic(v)} is {coarse}; send hours, minutes and seconds "
+                "(2026-12-05T10:15:00Z), or set timestamp_field: null to stamp readings with the receive time",
             )
         if dt.tzinfo is None:  # a device's local time (Tasmota's "Time"): the mapping's timezone says which
             tz = zone(mapping.timezone)
@@ -2077,7 +2116,7 @@ def _time_held(v: Any) -> tuple[TimestampFormat, str] | None:
             datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
         except ValueError:
             return None
-        if date_only(s):  # a date alone is no time to stamp readings with (refused as one)
+        if date_only(s) or coarse_time(s):  # no time to stamp readings with (refused as one)
             return None
         return TimestampFormat.ISO8601, "iso8601"
     return None
@@ -2142,7 +2181,7 @@ def text_field_hint(name: str, text: str, mapping: JsonMapping) -> str:
             "json_mapping.numbers_from_text: true to read it as the sensor's fault (a BAD reading, non_finite)"
         )
     s = text.strip()
-    if 10 <= len(s) <= 40 and not date_only(s):  # a date alone is no time to stamp readings with
+    if 10 <= len(s) <= 40 and not date_only(s) and not coarse_time(s):  # no time to stamp readings with
         try:
             datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
             return (

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols import quality_names
-from protocols.json_codec import MS_LOOKS_LIKE_S, CodecError, date_only
+from protocols.json_codec import MS_LOOKS_LIKE_S, CodecError, coarse_time, date_only
 from protocols.topics import shown_topic
 
 NAMESPACE = "spBv1.0"
@@ -326,6 +326,11 @@ def datetime_ms(value: Any) -> int:
                 "bad_timestamp",
                 f"{shown} is a date without a time of day, no instant; write a date and time with its zone, "
                 "e.g. '2026-12-03T05:17:50Z'",
+            )
+        if (coarse := coarse_time(value)) is not None:  # T10: the whole hour, read as 10:00:00
+            raise CodecError(
+                "bad_timestamp",
+                f"{shown} is {coarse}; write a date and time with its zone, e.g. '2026-12-03T05:17:50Z'",
             )
         try:
             value = _dt.datetime.fromisoformat(value.strip())

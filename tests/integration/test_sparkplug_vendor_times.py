@@ -165,6 +165,8 @@ async def test_a_datetime_metric_a_node_sends_as_text_or_a_double_is_read_by_the
     _metric(birth, "Ms", alias=5, datatype=D.DATETIME, double_value=1.7e12)
     _metric(birth, "Huge", alias=6, datatype=D.DATETIME, double_value=1e30)
     _metric(birth, "Temp", alias=7, datatype=D.DOUBLE, double_value=20.0)
+    # the hour alone (the whole hour 10:00 to 11:00): it was read as 09:00:00Z, as the JSON codec read it
+    _metric(birth, "Hour", alias=8, datatype=D.DATETIME, string_value="2026-12-04T10+01:00")
     data = _payload(now + 1, 1)  # by alias: the birth's datatype says DateTime
     _metric(data, alias=1, string_value="2026-12-05")
     _metric(data, alias=7, double_value=21.0)
@@ -175,7 +177,7 @@ async def test_a_datetime_metric_a_node_sends_as_text_or_a_double_is_read_by_the
         ("n/Temp", 20.0, G),
         ("n/Temp", 21.0, G),
     ]
-    assert src.stats.errors_by_reason == {"bad_timestamp": 4, "wrong_type": 1}, src.stats.errors_by_reason
+    assert src.stats.errors_by_reason == {"bad_timestamp": 5, "wrong_type": 1}, src.stats.errors_by_reason
     assert "metric 'Day': '2026-12-05' is a date without a time of day" in str(src.stats.last_error)
 
 
