@@ -238,6 +238,9 @@ class _Node:
     # a datatype (``_readings``): once per node, as ``scope_asked``: a node whose program sends such a metric
     # would otherwise be reborn whole at every rebirth_min_interval_s
     undeclared_asked: bool = False
+    seq_said: bool = (
+        False  # a seq of it past 255 was said (``SparkplugHost._wrapped_seq``): later ones counted
+    )
     # a rebirth was asked for data by an alias its births did not give (``_readings``), and no data message of it
     # was read whole by its aliases since; ``alias_born``: a birth of it was read after that ask. Data by an alias
     # such a birth does not declare either asks no more: a node whose NDATA use aliases its NBIRTH never declares
@@ -1595,7 +1598,7 @@ class SparkplugHost:
             self._named[t.edge_node] = key
             node.born = True
             node.alive, node.aliases, node.clashes = True, {}, set()
-            node.seq = self._wrapped_seq(t, payload.seq)
+            node.seq = self._wrapped_seq(t, node, payload.seq)
             node.missed, node.dead_bd, node.budget_skipped, node.birth_skipped = False, None, False, False
             # a birth answering a rebirth this host asked of the node (asked whether it lives, after this host's
             # reconnect, for a seq gap) shows a node that listens on its NCMD: kept as one that speaks, not among
@@ -1677,7 +1680,7 @@ class SparkplugHost:
                 else "normal after this host starts"
             )
             return self._before_birth(t, node, f"{t.group}/{t.edge_node} before its NBIRTH ({why})")
-        self._check_seq(t, node, self._wrapped_seq(t, payload.seq), data=mt in _DATA)
+        self._check_seq(t, node, self._wrapped_seq(t, node, payload.seq), data=mt in _DATA)
         if mt in _DATA and not self.retained:
             node.talked = True  # a node that speaks: kept before those that sent births only (``_room``)
         if mt is _DDATA and t.device not in node.devices and len(node.devices) >= MAX_NODE_DEVICES:
@@ -1949,7 +1952,7 @@ class SparkplugHost:
                     f"{{metric}}': write {key[len(t.group) + 1 :]!r}",
                 )
 
-    def _wrapped_seq(self, t: sp.SparkplugTopic, seq: int | None) -> int | None:
+    def _wrapped_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int | None) -> int | None:
         """A message's seq as its sequence is checked: Sparkplug's runs 0..255 and wraps (tck-id-payloads-
         sequence-num-incrementing); one past 255 (a node counting on, an encoder writing its own 64-bit counter)
         is counted as the ``seq_out_of_range`` notice, said once per node, and checked modulo 256: a node that
@@ -1959,6 +1962,11 @@ class SparkplugHost:
         if seq is None or seq <= 255:
             return seq
         self.seq_out_of_range += 1
+        cause = f"{t.group}/{t.edge_node}"
+        if node.seq_said and self.on_notice is not None:  # said: counted, its line not built again
+            self.on_notice("seq_out_of_range", "", cause=cause)
+            return seq % 256
+        node.seq_said = True
         detail = (
             f"sparkplug: {_shown(t.group, t.edge_node)}: seq {seq} in its {t.message_type.value} is outside 0-255 (a Sparkplug seq runs "
             "0 to 255, then 0 again): its sequence is checked by the seq modulo 256, so a node that counts on "
@@ -1968,7 +1976,7 @@ class SparkplugHost:
         if self.on_notice is None:
             self._on_error("seq_out_of_range", detail)
         else:
-            self.on_notice("seq_out_of_range", detail, cause=f"{t.group}/{t.edge_node}")
+            self.on_notice("seq_out_of_range", detail, cause=cause)
         return seq % 256
 
     def _check_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int | None, *, data: bool) -> None:
