@@ -285,7 +285,17 @@ class Agent:
             from edge_agent.outbox.store import SELF_RECORDED, Outbox  # (sqlite3: only with an outbox)
 
             self._self_recorded = SELF_RECORDED
-            self.outbox = Outbox(cfg.outbox or OutboxSettings(), cfg.data_dir, on_event=self._event)
+            owner = None
+            if (
+                cfg.cloud is not None
+            ):  # the tenant its records are made under: never sent to another (Outbox._own)
+                from edge_agent.uplink.tls_check import fleet_identity
+
+                cert = Path(cfg.cloud.cert_file)
+                owner = fleet_identity(cert if cert.is_absolute() else Path(cfg.base_dir) / cert)
+            self.outbox = Outbox(
+                cfg.outbox or OutboxSettings(), cfg.data_dir, on_event=self._event, owner=owner
+            )
             self.selector = SampleSelector(cfg.upload or SampleSelectionSettings())
         # (monotonic time, lag s) of the loop's timer, newest last: LOOP_LAG_SPAN_S of them
         self.loop_lags: collections.deque = collections.deque(maxlen=int(LOOP_LAG_SPAN_S / LOOP_TICK_S))

@@ -85,6 +85,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import sqlite3
 import threading
@@ -112,6 +113,7 @@ CREATE INDEX IF NOT EXISTS records_by_kind_t ON records (kind, t);
 CREATE INDEX IF NOT EXISTS records_by_sample ON records (sample_sha256) WHERE sample_sha256 IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+HELD_DIR = "outbox-held"  # beside outbox-corrupt: outboxes of a former tenant, kept whole, never sent
 EPOCH_FILE = "outbox-epoch.json"
 SENT_FILE = "outbox-sent"
 MARK_MAX_BYTES = 4096  # what the epoch and sent files are read to: they hold a number or two (~40 bytes)
@@ -171,6 +173,26 @@ class _Corrupt(Exception):
 def _is_corrupt(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and (code & 0xFF) in _CORRUPT_CODES
+
+
+def _get_owner(db: sqlite3.Connection) -> tuple[str, str] | None:
+    """The (tenant, agent id) a store's records were made under (``meta``'s ``owner_tenant``, ``owner_agent``,
+    each written ``t:<text>`` so that a name of digits stays text), or None: a store from before they were kept."""
+    got = dict(
+        db.execute("SELECT key, value FROM meta WHERE key IN ('owner_tenant', 'owner_agent')").fetchall()
+    )
+    tenant, agent = got.get("owner_tenant"), got.get("owner_agent")
+    if not (isinstance(tenant, str) and isinstance(agent, str)):
+        return None
+    return (tenant.removeprefix("t:"), agent.removeprefix("t:"))
+
+
+def _set_owner(db: sqlite3.Connection, owner: tuple[str, str], replace: bool = True) -> None:
+    verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+    db.executemany(
+        f"{verb} INTO meta (key, value) VALUES (?, ?)",
+        [("owner_tenant", "t:" + owner[0]), ("owner_agent", "t:" + owner[1])],
+    )
 
 
 def _delete_seqs(db: sqlite3.Connection, seqs: list[int]) -> list:
@@ -293,8 +315,15 @@ class Record:
 
 
 class Outbox:
-    def __init__(self, settings: OutboxSettings, data_dir: Path, on_event=None) -> None:
+    def __init__(
+        self, settings: OutboxSettings, data_dir: Path, on_event=None, owner: tuple[str, str] | None = None
+    ) -> None:
+        """``owner``: the (tenant, agent id) the fleet knows this gateway as (its client certificate's), which the
+        records appended from now on are made under; None: not known (no cloud, a certificate not read), nothing is
+        looked at. An outbox made under another tenant is held whole at ``open()``, never sent (``_own``)."""
         self.s = settings
+        self.owner = owner
+        self.held: list[dict] = []  # outboxes of a former tenant kept in <aside>/outbox-held (their notes)
         self.dir = Path(settings.dir) if settings.dir else Path(data_dir) / "outbox"
         self.path = self.dir / "outbox.db"
         self.samples_dir = self.dir / "samples"
@@ -499,6 +528,7 @@ class Outbox:
             if ok != "ok":
                 raise _Corrupt(_one_line(ok))
             db.executescript(SCHEMA)
+            db = self._own(db)
         except (sqlite3.DatabaseError, _Corrupt) as exc:
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):
@@ -525,6 +555,11 @@ class Outbox:
                 salvaged.total(),
             )
             corrupt = (str(aside), reason, time.time(), salvaged)  # the event once the epoch is in place
+        if (
+            self.owner is not None
+        ):  # (a fresh or renewed file: its records are made under this owner from now on)
+            _set_owner(db, self.owner, replace=False)
+        self.held = self._read_held()
         self._db = db
         self._hold_file()
         self._ino, self._size_seen = self._identity(), None
@@ -596,6 +631,141 @@ class Outbox:
             self._renewed(evt)
             self._drain_notices()
         return db
+
+    # ---- a gateway moved to another tenant --------------------------------------------------------
+    def _own(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        """The store opened at start, if its records were made under this owner's tenant; else the connection of a
+        fresh store in a new epoch, the former one held whole in ``<aside>/outbox-held/`` (never sent: they are
+        the former tenant's), or removed when it held no record. A gateway given a certificate of another tenant
+        sent every record its former tenant had not received yet to the new one. A new agent id in the same
+        tenant sends on: its records are that tenant's."""
+        if self.owner is None:
+            return db
+        row = _get_owner(db)
+        if row is None:  # a new store, or one from before owners were kept: made under this one
+            _set_owner(db, self.owner)
+            return db
+        tenant, agent = self.owner
+        if row[0] == tenant:
+            if row[1] != agent:
+                log.info(
+                    "outbox %s: records made as agent %r are sent on as agent %r of tenant %s",
+                    self.dir,
+                    row[1],
+                    agent,
+                    tenant,
+                )
+                _set_owner(db, self.owner)
+            return db
+        by_kind = Counter({k: n for k, n in db.execute("SELECT kind, COUNT(*) FROM records GROUP BY kind")})
+        shas = [
+            r[0]
+            for r in db.execute("SELECT DISTINCT sample_sha256 FROM records WHERE sample_sha256 IS NOT NULL")
+        ]
+        epoch = dict(db.execute("SELECT key, value FROM meta").fetchall()).get("epoch", 0)
+        db.close()  # (the last connection: its WAL is checkpointed into the file)
+        if by_kind.total():
+            kept = self._hold((str(row[0]), str(row[1])), int(epoch), by_kind, shas)
+            log.warning(
+                "outbox %s: %d records (%s) were made under tenant %s as agent %s (epoch %d); this gateway's "
+                "certificate now names tenant %s: they are not sent (another tenant's), held whole in %s; the outbox "
+                "starts afresh in a new epoch",
+                self.dir,
+                by_kind.total(),
+                ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())),
+                row[0],
+                row[1],
+                epoch,
+                tenant,
+                kept,
+            )
+        else:
+            log.warning(
+                "outbox %s: made under tenant %s; this gateway's certificate now names tenant %s: the outbox, empty, "
+                "starts afresh in a new epoch",
+                self.dir,
+                row[0],
+                tenant,
+            )
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+        db = self._connect()
+        db.executescript(SCHEMA)
+        _set_owner(db, self.owner)
+        return db
+
+    def _held_dir(self) -> Path:
+        return self.corrupt_dir.parent / HELD_DIR
+
+    def _hold(self, owner: tuple[str, str], epoch: int, by_kind: Counter, shas: list[str]) -> Path:
+        """Move the store (and the sample files its records name) into ``outbox-held/``, beside a note saying whose
+        records they are (``<name>.json``, written first: a note whose store is missing is skipped)."""
+        held = self._held_dir()
+        held.mkdir(parents=True, exist_ok=True)
+        base = f"outbox.db.{re.sub(r'[^A-Za-z0-9_.-]', '_', owner[0])[:64]}-{epoch}"
+        name, n = base, 1
+        while any((held / (name + sfx)).exists() for sfx in ("", ".json", ".samples")):
+            name, n = f"{base}.{n}", n + 1
+        dst = held / name
+        note = {
+            "tenant": owner[0],
+            "agent": owner[1],
+            "epoch": epoch,
+            "records": by_kind.total(),
+            "by_kind": dict(by_kind),
+            "held_at": time.time(),
+            "why": f"made under tenant {owner[0]}; the gateway's certificate then named tenant {self.owner[0] if self.owner else '?'}",
+            "file": str(dst),
+        }
+        from edge_agent.files import atomic_write_json
+
+        atomic_write_json(held / f"{name}.json", note)
+        if shas:
+            (held / f"{name}.samples").mkdir(exist_ok=True)
+            for sha in shas:
+                src = self.samples_dir / sha
+                if src.exists():
+                    _move_file(src, held / f"{name}.samples" / sha)
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                _move_file(src, Path(str(dst) + suffix))
+        return dst
+
+    def _read_held(self) -> list[dict]:
+        """The notes of the outboxes held in ``outbox-held/`` whose store is there (bounded reads, newest last)."""
+        from edge_agent.files import read_json_state
+
+        out = []
+        try:
+            notes = sorted(self._held_dir().glob("outbox.db.*.json"))
+        except OSError:
+            return []
+        for p in notes[:1000]:
+            try:
+                note = read_json_state(p, MARK_MAX_BYTES)
+                if not (isinstance(note, dict) and Path(str(note.get("file"))).is_file()):
+                    continue
+                kinds = note.get("by_kind")
+                kinds = kinds if isinstance(kinds, dict) else {}
+                note.update(  # (a note edited by hand: what cannot be read is counted as nothing)
+                    records=int(note.get("records", 0)),
+                    held_at=float(note.get("held_at", 0)),
+                    by_kind={str(k): int(v) for k, v in kinds.items()},
+                )
+                out.append(note)
+            except (OSError, ValueError, TypeError, OverflowError):
+                continue
+        if out:
+            log.warning(
+                "outbox: %d records made under another tenant than this gateway's are held, never sent: %s "
+                "(inspect them with sqlite3; remove the files once they are no longer needed)",
+                sum(n["records"] for n in out),
+                ", ".join(
+                    f"{n.get('file')} (tenant {n.get('tenant')}, {n.get('records')} records)" for n in out[:5]
+                ),
+            )
+        return sorted(out, key=lambda n: n["held_at"])
 
     # ---- a store that is corrupt, or goes bad under a running outbox ---------------------------
     def _identity(self) -> tuple[int, int] | None:
@@ -1846,4 +2016,13 @@ class Outbox:
             "last_renewal": self.last_renewal,
             # None while commits go through; else since when and why they fail (a full or read-only disk)
             "write_error": self._write_error,
+            # outboxes made under a former tenant of this gateway: kept whole, never sent (``_own``)
+            "held": {
+                "records": sum(n["records"] for n in self.held),
+                "by_kind": dict(sum((Counter(n["by_kind"]) for n in self.held), Counter())),
+                "files": [
+                    {k: n.get(k) for k in ("file", "tenant", "agent", "epoch", "records", "held_at")}
+                    for n in self.held
+                ],
+            },
         }

@@ -47,6 +47,24 @@ def _name(cert: dict) -> str:
     return "?"
 
 
+def fleet_identity(cert_file: Path) -> tuple[str, str] | None:
+    """(tenant, agent id) the fleet service knows the holder of ``cert_file`` as (``cloud_trainer.pki.identity``'s
+    reading: the subject's organizationIdentifier, ``default`` without one, and its CN); None when the file cannot
+    be read as a certificate, or its subject holds either more than once (the fleet refuses such a certificate)."""
+    cert = _decode(Path(cert_file))
+    if cert is None:
+        return None
+    found: dict[str, list[str]] = {"organizationIdentifier": [], "commonName": []}
+    for rdn in cert.get("subject", ()):
+        for k, v in rdn:
+            if k in found:
+                found[k].append(str(v))
+    tenants, names = found["organizationIdentifier"], found["commonName"]
+    if len(tenants) > 1 or len(names) != 1:
+        return None
+    return (tenants[0] if tenants else "default", names[0])
+
+
 def _judge(what: str, cert: dict | None, now: float) -> str | None:
     if cert is None:
         return None

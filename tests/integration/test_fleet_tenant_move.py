@@ -1,0 +1,118 @@
+"""A gateway moved to another tenant (given a new client certificate, for tenant beta, in place of acme's): what
+its outbox still held, recorded while it belonged to acme (its link down, say), is acme's. A real fleet service
+(gRPC, mTLS, SQLite) and a real agent on one data folder, started once with each certificate. Before, the agent
+sent acme's unsent records to beta on its first link: another factory's results in beta's store."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from cloud_trainer.fleet.service import FleetServer
+from cloud_trainer.pki import ROLE_AGENT, init_tenant, issue
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+from tests.support import waits
+from tests.support.fleet import make_pki
+from tests.support.peers import free_port
+
+
+def _agent(tmp_path: Path, pki: Path, cert: Path, port: int) -> Agent:
+    return Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw1", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "gw1")},
+                "http": {"enabled": False},
+                "cloud": {
+                    "endpoint": f"127.0.0.1:{port}",
+                    "ca_file": str(pki / "ca.pem"),
+                    "cert_file": str(cert),
+                    "key_file": str(cert.with_suffix(".key")),
+                    "heartbeat_s": 0.3,
+                    "backoff_initial_s": 0.1,
+                    "backoff_max_s": 0.5,
+                },
+            }
+        )
+    )
+
+
+async def test_records_made_under_one_tenant_are_held_never_sent_to_the_next(tmp_path, caplog):
+    pki = make_pki(tmp_path / "pki", agents=(), admins=())
+    certs = {}
+    for tenant in ("acme", "beta"):
+        init_tenant(pki, tenant)
+        certs[tenant] = issue(
+            pki, "gw1", ROLE_AGENT, pki / "tenants" / tenant / "agents" / "gw1", tenant=tenant
+        )[0]
+    port = free_port()
+    # acme's gateway, its link down: what it records waits in its outbox
+    acme = _agent(tmp_path, pki, certs["acme"], port)
+    await acme.start()
+    for i in range(3):
+        acme.outbox.append("result", {"part": f"acme-{i}", "verdict": "NG"})
+    acme.outbox.flush()
+    acme_epoch = acme.outbox.epoch
+    await acme.stop()
+
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    beta = _agent(tmp_path, pki, certs["beta"], port)  # the same gateway, its certificate now beta's
+    caplog.set_level(logging.WARNING, logger="edge_agent.outbox.store")
+    try:
+        await beta.start()
+        beta.outbox.append("result", {"part": "beta-0", "verdict": "OK"})
+        await waits.until(
+            lambda: any(
+                r["payload"] == {"part": "beta-0", "verdict": "OK"}
+                for r in srv.store.records("gw1", tenant="beta")
+            ),
+            what="beta's own record at beta",
+        )
+        await waits.until(lambda: beta.outbox.stats()["depth"] == 0, what="beta's outbox drained")
+        at_beta = srv.store.records("gw1", tenant="beta")
+        assert not [r for r in at_beta if "acme" in json.dumps(r["payload"])], at_beta
+        assert {r["epoch"] for r in at_beta} == {beta.outbox.epoch} != {acme_epoch}
+        # acme's records are kept, counted and said: never sent, never silently deleted
+        held = beta.outbox.stats()["held"]
+        assert held["records"] >= 3 and held["by_kind"]["result"] == 3, held
+        [kept] = held["files"]
+        assert (kept["tenant"], kept["agent"], kept["epoch"]) == ("acme", "gw1", acme_epoch)
+        assert Path(kept["file"]).is_file()
+        said = [r.getMessage() for r in caplog.records if "tenant acme" in r.getMessage()]
+        assert said and "not sent" in said[0], said
+    finally:
+        await beta.stop()
+        await srv.stop()
+
+
+def test_an_outbox_is_held_only_when_its_tenant_changes_and_stays_shown_across_restarts(tmp_path):
+    """A new agent id in the same tenant sends on (the records are that tenant's); an empty outbox of a former
+    tenant starts afresh with nothing held; what is held stays on /status at every later start."""
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+
+    def opened(owner: tuple[str, str]) -> Outbox:
+        ob = Outbox(OutboxSettings(), tmp_path / "gw", owner=owner)
+        ob.open()
+        return ob
+
+    ob = opened(("acme", "gw1"))
+    ob.append("result", {"part": 1}, sample=b"\x89PNG acme's part", sample_ext=".png")
+    ob.flush()
+    ob.close()
+    ob = opened(("acme", "gw7"))  # renamed in its tenant
+    assert [r.payload for r in ob.pending()] == [b'{"part":1}'] and ob.stats()["held"]["records"] == 0
+    ob.close()
+    ob = opened(("beta", "gw7"))
+    held = ob.stats()["held"]
+    assert ob.pending() == [] and held["records"] == 1 and held["files"][0]["tenant"] == "acme"
+    assert list(Path(held["files"][0]["file"] + ".samples").iterdir())  # its sample kept beside it
+    ob.close()
+    ob = opened(("gamma", "gw7"))  # moved again, nothing recorded at beta: nothing more held
+    assert ob.stats()["held"]["records"] == 1 and ob.pending() == []
+    ob.close()
+    ob = opened(("gamma", "gw7"))
+    assert ob.stats()["held"]["records"] == 1 and len(ob.stats()["held"]["files"]) == 1
+    ob.close()
