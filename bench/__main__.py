@@ -39,9 +39,12 @@ def _machine() -> str:
             versions.append(f"{mod} {getattr(m, '__version__', '?')}")
         except Exception:
             pass
+    from model_packager.cpu import cpu_flags
+
     return (
-        f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}; " + ", ".join(versions)
+        f"{cpu} (CPU flags: {' '.join(cpu_flags()) or 'not read'}), {os.cpu_count()} cores, {mem_gib:.0f} GiB, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}; "
+        + ", ".join(versions)
     )
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import time
@@ -36,11 +35,6 @@ OUT = Path(__file__).resolve().parent / "out"
 sys.path.insert(0, str(ROOT))
 
 W, H, SEED = 1280, 1024, 31
-
-
-def cpu_flags() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return " ".join(sorted(set(re.findall(r"avx512[a-z_]*|avx_vnni|avx2", text))))
 
 
 def configs() -> dict[str, dict]:
@@ -112,6 +106,8 @@ def judge(pkg: Path, pub: Path, frames, tmp: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from model_packager.cpu import cpu_flags
+
     ap = argparse.ArgumentParser(prog="bench.anomaly_tiles_bench")
     ap.add_argument("--good", type=int, default=60)
     ap.add_argument("--test", type=int, default=30, help="good and defective held-out frames each")
@@ -172,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     md = [
         f"### Anomaly family on {W}x{H} frames ({a.kind}): small defects, whole frame / --roi / --size / --tiles",
         "",
-        f"{time.strftime('%Y-%m-%d')}; CPU flags: {cpu_flags()}; `.venv/bin/python -m bench.anomaly_tiles_bench "
+        f"{time.strftime('%Y-%m-%d')}; CPU flags: {' '.join(cpu_flags())}; `.venv/bin/python -m bench.anomaly_tiles_bench "
         f"--kind {a.kind} --good {a.good} --test {a.test} --seed {seed}`. {a.good} good training frames "
         f"(bracket_frames {a.kind}, seed {seed}); "
         f"{a.test} good + {a.test} defective held-out frames (2-3 px scratch, few-px stain, few-px chip). Each "

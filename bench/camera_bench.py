@@ -170,6 +170,7 @@ def cpu_main(a) -> int:
     import sys
     import tempfile
 
+    from model_packager.cpu import cpu_flags
     from tests.support.models import make_keypair, make_package
     from tests.support.peers import free_port
 
@@ -214,17 +215,7 @@ def cpu_main(a) -> int:
     def med(mode: str, key: str) -> float:
         return statistics.median(x[key] for x in runs[mode])
 
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                flags = " ".join(
-                    f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in have
-                )
-                break
-    except OSError:
-        pass
+    flags = " ".join(cpu_flags())
     res = {
         "bench": "camera_cpu",
         "cameras": a.cameras,

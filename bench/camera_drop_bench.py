@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.inference_224_bench import cpu_flags
 from devices.camera.capture import _fingerprint
+from model_packager.cpu import cpu_flags
 from protocols.image_complete import cut_short
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                 }
             )
-    flags = cpu_flags()
+    flags = " ".join(cpu_flags())
     OUT.mkdir(exist_ok=True)
     (OUT / "camera_drop_bench.json").write_text(json.dumps({"cpu_flags": flags, "rows": rows}, indent=1))
     print(f"CPU flags: {flags}\n")

@@ -27,7 +27,6 @@ import contextlib
 import json
 import logging
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -298,6 +297,8 @@ async def run(a) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from model_packager.cpu import cpu_flags
+
     ap = argparse.ArgumentParser(prog="python -m bench.halfopen_bench")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", default="", help="comma-separated: mqtt,uplink,server,opcua,camera")
@@ -306,12 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("asyncua", "devices", "edge_agent", "cloud_trainer"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     rows = asyncio.run(run(a))
-    flags = subprocess.run(
-        "grep -o 'avx512[a-z_]*\\|avx_vnni\\|avx2' /proc/cpuinfo | sort -u | tr '\\n' ' '",
-        shell=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    flags = " ".join(cpu_flags())
     result = {"bench": "halfopen_bench", "runs": a.runs, "cpu_flags": flags, "rows": rows}
     OUT.mkdir(exist_ok=True)
     (OUT / "halfopen_bench.json").write_text(json.dumps(result, indent=2))

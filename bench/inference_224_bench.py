@@ -333,17 +333,9 @@ def in_inference_thread(fn, *args):
         return pool.submit(fn, *args).result()
 
 
-def cpu_flags() -> str:
-    try:
-        txt = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "?"
-    import re
-
-    return " ".join(sorted(set(re.findall(r"\bavx512[a-z_0-9]*\b|\bavx_vnni\b|\bavx2\b", txt))))
-
-
 def main(argv: list[str] | None = None) -> int:
+    from model_packager.cpu import cpu_flags
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--no-openvino", action="store_true")
@@ -398,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": "MobileNetV2 at each width, 224 px, INT8 QDQ (float32 input: onnx_tools.quantize; "
         "uint8 input: pixels_in)",
         "frame": "640x480 BGR uint8",
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": " ".join(cpu_flags()),
         "cpu_count": os.cpu_count(),
         "load_1min_before": load_before,
         "load_1min_after": load_after,

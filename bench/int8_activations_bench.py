@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=400)
     a = ap.parse_args(argv)
-    from bench.inference_224_bench import cpu_flags
     from cloud_trainer.train import onnx_tools
+    from model_packager.cpu import cpu_flags
     from model_packager.runtimes import load, ort_session
 
     ov = load("openvino")  # without its usage telemetry (model_packager.runtimes)
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()[0]
     res = {
         "bench": "int8_activations",
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": " ".join(cpu_flags()),
         "cpu_count": os.cpu_count(),
         "load_1min_before": load_before,
         "load_1min_after": load_after,

@@ -190,8 +190,9 @@ def cpu() -> str:
     except OSError:
         return platform.processor()
     model = re.search(r"model name\s*:\s*(.*)", text)
-    flags = sorted(set(re.findall(r"avx512[a-z_0-9]*|avx_vnni|avx2|amx[a-z_0-9]*", text)))
-    return f"{model.group(1) if model else '?'}; {' '.join(flags)}"
+    from model_packager.cpu import cpu_flags
+
+    return f"{model.group(1) if model else '?'}; {' '.join(cpu_flags())}"
 
 
 def table(rows: list[dict]) -> str:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.inference_224_bench import cpu_flags
+from model_packager.cpu import cpu_flags
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": " ".join(cpu_flags()),
         "load_before": load,
         "load_after": os.getloadavg()[0],
         "repeats": a.repeats,

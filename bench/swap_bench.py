@@ -157,16 +157,6 @@ async def run_case(
     }
 
 
-def cpu_flags() -> list[str]:
-    import re
-
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    return sorted(set(re.findall(r"avx512[a-z_]*|avx_vnni|avx2", text)))
-
-
 def markdown(report: dict) -> str:
     lines = [
         f"fps {report['fps']}, {report['swaps']} swaps per engine choice, load average before "
@@ -189,6 +179,8 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from model_packager.cpu import cpu_flags
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fps", type=float, default=100.0)
     ap.add_argument("--swaps", type=int, default=5)
@@ -208,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {
         "fps": args.fps,
         "swaps": args.swaps,
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": list(cpu_flags()),
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
         "cases": [],
     }

@@ -60,18 +60,17 @@ PACKAGE_BYTES = 64 * 1024 * 1024
 SLOW_RATE = 4 * 1024 * 1024  # bytes/s a slow disk gives the server
 
 
-def cpu_flags() -> str:
+def cpu() -> str:
+    from model_packager.cpu import cpu_flags
+
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return "?"
-    import re
-
+        text = ""
     model = next(
         (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?"
     )
-    flags = sorted(set(re.findall(r"\b(avx512[a-z_]*|avx_vnni|avx2)\b", text)))
-    return f"{model}; {' '.join(flags) or 'no avx2'}"
+    return f"{model}; {' '.join(cpu_flags()) or 'no flags read'}"
 
 
 def setup(tmp: Path) -> dict:
@@ -493,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "bench": "tenant_neighbour",
         "label": a.label,
-        "cpu": cpu_flags(),
+        "cpu": cpu(),
         "seconds": a.seconds,
         "rows": rows,
     }

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -53,11 +52,6 @@ sys.path.insert(0, str(ROOT))
 
 TRAIN_SEED, TEST_SEED, SHIFT_SEED, SHIFT, LIGHT_SEED, RIM_SEED = 11, 23, 37, 0.6, 53, 29
 DEFAULT = "default: patch, learned features"
-
-
-def cpu_flags() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return " ".join(sorted(set(re.findall(r"avx512[a-z_]*|avx_vnni|avx2", text))))
 
 
 def test_set(
@@ -210,6 +204,8 @@ def preprocess_speed(repeats: int = 300) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from model_packager.cpu import cpu_flags
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=int, default=1600)
     ap.add_argument("--test", type=int, default=600)
@@ -242,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "false_reject_rate": a.false_reject_rate,
         "recipes": {},
         "preprocess_640x480": preprocess_speed(),
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": " ".join(cpu_flags()),
     }
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)

@@ -1,4 +1,4 @@
-"""The CPU features that decide how INT8 (and bf16) arithmetic comes out on this machine.
+"""The CPU features that decide how INT8 (and bf16, f16) arithmetic comes out on this machine.
 
 INT8 kernels are chosen per CPU: x86 with AVX-512 VNNI or AVX-VNNI accumulates u8×s8 products in
 32 bits; x86 with only AVX2 (or AVX-512 without VNNI) uses ``vpmaddubsw``, which adds pairs of
@@ -14,7 +14,9 @@ import importlib
 import platform
 from pathlib import Path
 
-# the features that change which INT8/bf16 kernels run (x86 names first, then ARM's)
+# the features that change which INT8/bf16/f16 kernels run (x86 names first, then ARM's): AMX's tiles and AVX-512
+# FP16 (Sapphire Rapids and later) are other kernels of ONNX Runtime's and OpenVINO's than VNNI's, and another
+# reduced precision OpenVINO may run float layers at (f16, as ARM's asimdhp)
 RELEVANT = (
     "sse4_2",
     "avx",
@@ -26,11 +28,14 @@ RELEVANT = (
     "avx512_vnni",
     "avx_vnni",
     "avx512_bf16",
+    "avx512_fp16",
     "amx_tile",
     "amx_int8",
     "amx_bf16",
+    "amx_fp16",
     "asimd",
     "asimddp",
+    "asimdhp",
     "i8mm",
     "sve",
     "bf16",
@@ -49,6 +54,7 @@ _NUMPY_NAMES = {
     "AVX512VL": "avx512vl",
     "AVX512VNNI": "avx512_vnni",
     "AVX512BF16": "avx512_bf16",
+    "AVX512FP16": "avx512_fp16",
     "ASIMD": "asimd",
     "ASIMDDP": "asimddp",
     "SVE": "sve",
