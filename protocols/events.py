@@ -129,6 +129,13 @@ class EventKind(enum.StrEnum):
         ("slot", "from_version", "to_version", "reason"),
         "the previous model serves again (health gate failed, admin rollback or restart in the window)",
     )
+    ROLLBACK_UNRECORDED = (
+        "rollback_unrecorded",
+        ("slot", "package", "active", "reason", "message"),
+        "a version was rolled back or refused, but the disk refused its record (models/<slot>/.rolled-back/): a "
+        "restart before it is written may serve that version again (active true, with the disk's reason); written "
+        "at last, or its folder removed (active false)",
+    )
     INT8_DEVIATION = (
         "int8_deviation",
         ("slot", "package", "engine", "deviation", "agreement", "reason", "cpu", "cpu_flags", "serving"),

@@ -282,6 +282,8 @@ class ModelSlot:
         self.counters: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self.state = "stopped"
+        # folder -> why: rollbacks whose mark the disk refused, told in a rollback_unrecorded event (its end too)
+        self._unrecorded: dict[str, str] = {}
 
     # ---- properties ------------------------------------------------------------------------
     @property
@@ -426,6 +428,7 @@ class ModelSlot:
             if self.store.unwritten is not None or self.store.unmarked:
                 was_unwritten = self.store.unwritten is not None
                 await asyncio.to_thread(self.store.write_pending)
+                self._say_unrecorded()
                 # the folders the former file named, kept until it was replaced, go at the first moment no swap
                 # runs (a prune beside an install removes its folder): one due while a swap held the lock was
                 # dropped, and a stale folder stayed until a restart, the room a full disk's next install lacked
@@ -476,6 +479,17 @@ class ModelSlot:
         to_v = prev.manifest.version if prev else ar.previous
         reason = ar.reason or "the agent restarted inside the health window"
         self.last_outcome = SwapOutcome(False, self.name, from_v, to_v, "rolled_back", reason)
+        self._say_unrecorded()
+        if ar.told:
+            # the run before rolled it back and told the cloud; only its state.json was refused (a full disk):
+            # told again, an admin read a second rollback
+            log.warning(
+                "slot %s: %s rolled back before the restart (already told); restored %s",
+                self.name,
+                from_v,
+                to_v,
+            )
+            return None
         self.counters["rollbacks"] += 1
         self._event(
             EventKind.ROLLED_BACK,
@@ -484,6 +498,7 @@ class ModelSlot:
             reason=reason,
             digest=cand.digest if cand else None,
         )
+        await asyncio.to_thread(self.store.told, ar.candidate)
         log.warning("slot %s: %s: restored %s in place of %s", self.name, reason, to_v, from_v)
         return None
 
@@ -852,6 +867,7 @@ class ModelSlot:
                 # an admin's rollback (the only way the fleet sends a lower version): the version it rolls away
                 # from stays installed as the previous one, and a start on a lost state.json served it again
                 await asyncio.to_thread(self.store.mark_rolled_back, old.opened.root.name)
+                self._say_unrecorded()
             # the switch: one reference assignment between two inferences
             self._previous, self._active = old, new
             await asyncio.to_thread(
@@ -975,6 +991,7 @@ class ModelSlot:
         outcome = SwapOutcome(False, self.name, from_v, to_v, stage, reason, retry)
         self.last_outcome = outcome
         self.counters["swaps_refused"] += 1
+        self._say_unrecorded()  # (a refused package's mark)
         extra = {"package": str(package)} if package is not None else {}
         self._event(
             EventKind.SWAP_REFUSED, stage=stage, reason=reason, from_version=from_v, to_version=to_v, **extra
@@ -1063,12 +1080,15 @@ class ModelSlot:
             await asyncio.to_thread(self.store.mark_failed, new.opened.root, reason)
             await self._prune()
             self.state = "active"
+            self._say_unrecorded()
             self._event(
                 EventKind.ROLLED_BACK,
                 from_version=new.manifest.version,
                 to_version=old.manifest.version,
                 reason=reason,
             )
+            # told: a restart that finds this rollback unrecorded in state.json (a full disk) tells no second one
+            await asyncio.to_thread(self.store.told, new.opened.root.name)
             log.warning(
                 "slot %s: rolled back %s -> %s: %s",
                 self.name,
@@ -1095,4 +1115,33 @@ class ModelSlot:
             "p50_inference_ms": a.health.p50() if a else None,
             "counters": dict(self.counters),
             "last_swap": self.last_outcome.to_dict() if self.last_outcome else None,
+            # rolled back or refused, but the disk refused its mark: until written, a restart may serve it again
+            "unrecorded_rollbacks": dict(self._unrecorded),
         }
+
+    def _say_unrecorded(self) -> None:
+        """Tell, in a ``rollback_unrecorded`` event, each rollback (or refusal) whose mark the disk refused, and the
+        end of it (written, or its folder removed): until then a restart may serve that version again. It was
+        only a WARNING in the log, once, and /status and the fleet showed nothing."""
+        now = self.store.unrecorded()
+        for folder, why in now.items():
+            if folder not in self._unrecorded:
+                self._unrecorded[folder] = why
+                self._event(
+                    EventKind.ROLLBACK_UNRECORDED,
+                    package=folder,
+                    active=True,
+                    reason=why,
+                    message=f"slot {self.name}: {folder} was rolled back or refused, but the disk refused the "
+                    f"record of it ({why}); a restart before the disk takes it may serve that version again (free "
+                    "some space, or make the disk writable)",
+                )
+        for folder in [f for f in self._unrecorded if f not in now]:
+            del self._unrecorded[folder]
+            self._event(
+                EventKind.ROLLBACK_UNRECORDED,
+                package=folder,
+                active=False,
+                reason=None,
+                message=f"slot {self.name}: {folder} recorded as rolled back (or no longer installed)",
+            )

@@ -7,7 +7,10 @@
                                           (edited or corrupted on disk), set aside for a look
         .rolled-back/<name>-...           an empty file: that installed folder was rolled back (or
                                           refused), never what a start on a lost state.json serves (one
-                                          the disk refused is written again with the next state.json)
+                                          the disk refused is written again with the next state.json);
+                                          read-only once its rolled_back event was told (``told``)
+        .rolled-back/<name>-....armed     an empty placeholder made while the disk had room (``arm``): the
+                                          mark is made by renaming it, which needs no free space
         state.json                        {"current": dir, "previous": dir|null, "failed": {dir: reason},
                                            "probation": {"candidate": dir, "since": t} | null}
 
@@ -44,6 +47,7 @@ installs again from its configured package.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -96,6 +100,8 @@ MAX_REJECTED = 3
 # empty files named by the installed folders rolled back (by the health watch, a crash loop, an admin's rollback)
 # or refused: ``newest_installed`` passes them over (kept beside state.json, which a power cut can empty)
 ROLLED_BACK = ".rolled-back"
+# the suffix of a mark's placeholder (``arm``), made while the disk has room and renamed into the mark
+ARMED = ".armed"
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ class AfterRestart:
     unclean_ends: int  # inside this probation, this one included
     baseline: dict | None  # the previous model's health figures at the swap
     reason: str | None = None  # why the previous was restored
+    told: bool = False  # the candidate's rolled_back event was told by the run before (its mark says so)
 
 
 def no_space(exc: BaseException) -> bool:
@@ -142,9 +149,10 @@ class ModelStore:
         # the state a write of state.json the disk refused (full, read-only) left in memory only: the slot's
         # state, written once the disk takes it (write_pending)
         self.unwritten: dict | None = None
-        # folders whose rollback mark (``mark_rolled_back``) the disk refused: marked again before each write of
-        # state.json, with the slot's retries of it and at an orderly stop (``mark_pending``)
-        self.unmarked: set[str] = set()
+        # folders whose rollback mark (``mark_rolled_back``) the disk refused, and why: marked again before each
+        # write of state.json, with the slot's retries of it and at an orderly stop (``mark_pending``)
+        self.unmarked: dict[str, str] = {}
+        self._told: set[str] = set()  # of those, the ones whose rolled_back event was told (``told``)
         self._write_lock = threading.RLock()  # (write_pending holds it around _write_state)
         for leftover in self.root.glob(".*.part") if clean else ():
             shutil.rmtree(leftover, ignore_errors=True)
@@ -216,62 +224,135 @@ class ModelStore:
                 best = (key, p.name)
         return best[1] if best else None
 
+    def _marks(self, folder_name: str) -> tuple[Path, Path] | None:
+        """The mark of ``folder_name`` and its placeholder (None: not a folder name of this slot)."""
+        if not isinstance(folder_name, str) or "/" in folder_name or folder_name in ("", ".", ".."):
+            return None
+        marks = self.root / ROLLED_BACK
+        return marks / folder_name, marks / (folder_name + ARMED)
+
+    def arm(self, folder_name: str) -> None:
+        """Ready the rollback mark of an installed folder while the disk has room (at its install and switch): the
+        marks' folder and an empty placeholder ``.rolled-back/<folder>.armed``, which ``mark_rolled_back`` renames
+        into the mark. A rename needs no free block or inode, so a disk that fills up later (a sample folder, the
+        out-of-memory killer's core dumps) still takes the mark; made at the rollback only, a full disk refused it
+        and a restart served the version rolled back again. Fails nothing: without it the mark is made anew."""
+        paths = self._marks(folder_name)
+        if paths is None:
+            return
+        mark, armed = paths
+        try:
+            if not mark.parent.is_dir():
+                mark.parent.mkdir()
+                sync_folder(self.root)
+            if not mark.exists() and not armed.exists():
+                os.close(os.open(armed, os.O_WRONLY | os.O_CREAT, 0o644))
+                sync_folder(mark.parent)
+        except OSError:
+            pass  # (mark_rolled_back makes the mark itself, or says why not)
+
     def mark_rolled_back(self, folder_name: str) -> None:
         """Record, beside ``state.json`` and before it, that ``folder_name`` was rolled back or refused: an empty
         file ``.rolled-back/<folder>``, its name fsynced (no data that a power cut could lose), so that a start
-        on a lost state never serves it (``newest_installed``). Removed when the folder serves again
-        (``set_current``, ``served``) or is removed (``prune``). A disk that refuses it fails no step: said once,
-        and the mark is written again before each later write of ``state.json`` and at the slot's retries
-        (``mark_pending``) until the disk takes it. Only warned, it was never written: once the disk had room
-        a start on a lost state.json served the version rolled back (an admin's rollback keeps it installed)."""
-        if "/" in folder_name or folder_name in ("", ".", ".."):
+        on a lost state never serves it (``newest_installed``) and a start whose state.json still names it on
+        probation restores the previous model (``after_restart``). Made by renaming the folder's placeholder
+        (``arm``), which needs no free space, else created. Removed when the folder serves again (``set_current``,
+        ``served``) or is removed (``prune``). A disk that refuses it (read-only, an I/O error, a full disk without
+        a placeholder) fails no step: it is kept in ``unmarked`` with why (the slot says so in an event and on
+        /status), and written again before each later write of ``state.json`` and at the slot's retries
+        (``mark_pending``) until the disk takes it."""
+        paths = self._marks(folder_name)
+        if paths is None:
             return
-        marks = self.root / ROLLED_BACK
+        mark, armed = paths
+        with self._write_lock:
+            try:
+                if not mark.exists():
+                    try:
+                        os.rename(armed, mark)  # (no free block or inode needed)
+                    except FileNotFoundError:  # not armed: made anew
+                        if not mark.parent.is_dir():
+                            mark.parent.mkdir()
+                            sync_folder(self.root)
+                        os.close(os.open(mark, os.O_WRONLY | os.O_CREAT, 0o644))
+                    sync_folder(mark.parent)
+            except OSError as exc:
+                if folder_name not in self.unmarked:
+                    log.error(
+                        "model store: cannot record %s as rolled back in %s (%s); tried again with each write of "
+                        "state.json; until then a restart may serve it again",
+                        printable(folder_name, 200),
+                        printable(str(mark.parent)),
+                        printable(str(exc), 300),
+                    )
+                self.unmarked[folder_name] = printable(str(exc), 300)
+                return
+            if self.unmarked.pop(folder_name, None) is not None:
+                log.warning("model store: %s recorded as rolled back", printable(folder_name, 200))
+                if folder_name in self._told:  # told while its mark was refused
+                    self._told.discard(folder_name)
+                    self.told(folder_name)
+
+    def told(self, folder_name: str) -> None:
+        """The rolled_back event of ``folder_name``'s rollback was told: its mark made read-only (a change of the
+        file's mode, which needs no free space), so that a restart that finds the rollback unrecorded in state.json
+        (a full disk) restores the previous model without telling the cloud a second rollback."""
+        paths = self._marks(folder_name)
+        if paths is None:
+            return
+        with self._write_lock:
+            if folder_name in self.unmarked:  # (made read-only once written)
+                self._told.add(folder_name)
+                return
+        with contextlib.suppress(OSError):
+            os.chmod(paths[0], 0o444)
+
+    def was_told(self, folder_name: str) -> bool:
+        paths = self._marks(folder_name)
         try:
-            if not marks.is_dir():
-                marks.mkdir()
-                sync_folder(self.root)
-            os.close(os.open(marks / folder_name, os.O_WRONLY | os.O_CREAT, 0o644))
-            sync_folder(marks)
-        except OSError as exc:
-            if folder_name not in self.unmarked:
-                log.warning(
-                    "model store: cannot record %s as rolled back in %s (%s); tried again with each write of "
-                    "state.json (until then a start on a lost state.json may serve it)",
-                    printable(folder_name, 200),
-                    printable(str(marks)),
-                    printable(str(exc), 300),
-                )
-            self.unmarked.add(folder_name)
-            return
-        if folder_name in self.unmarked:
-            self.unmarked.discard(folder_name)
-            log.warning("model store: %s recorded as rolled back", printable(folder_name, 200))
+            return paths is not None and not os.stat(paths[0]).st_mode & 0o222
+        except OSError:
+            return False
+
+    def unrecorded(self) -> dict[str, str]:
+        """The folders whose rollback mark the disk refused, and why (a copy)."""
+        with self._write_lock:
+            return dict(self.unmarked)
 
     def mark_pending(self) -> bool:
         """Write the rollback marks the disk refused (``unmarked``) of the folders still installed; whether none
         is left."""
-        for name in sorted(self.unmarked):
-            if (self.root / name).is_dir():
-                self.mark_rolled_back(name)
-            else:  # removed (pruned): nothing a start could serve
-                self.unmarked.discard(name)
-        return not self.unmarked
+        with self._write_lock:
+            for name in sorted(self.unmarked):
+                if (self.root / name).is_dir():
+                    self.mark_rolled_back(name)
+                else:  # removed (pruned): nothing a start could serve
+                    self.unmarked.pop(name, None)
+                    self._told.discard(name)
+            return not self.unmarked
 
     def rolled_back(self, folder_name: str) -> bool:
-        return (self.root / ROLLED_BACK / folder_name).exists()
+        paths = self._marks(folder_name)
+        return paths is not None and paths[0].exists()
 
     def served(self, folder_name: str) -> None:
         """``folder_name`` serves (``state.json`` names it current): no longer rolled back (a rollout of the same
         version again, or a kill -9 between ``mark_rolled_back`` and the state it came before)."""
-        self.unmarked.discard(folder_name)
-        path = self.root / ROLLED_BACK / folder_name
+        with self._write_lock:
+            self.unmarked.pop(folder_name, None)
+            self._told.discard(folder_name)
+        paths = self._marks(folder_name)
+        if paths is None:
+            return
+        path, armed = paths
         try:
             if path.exists():
-                path.unlink()
+                os.chmod(path, 0o644)  # (read-only once told)
+                os.rename(path, armed)  # the placeholder again, for a later rollback
                 sync_folder(path.parent)
         except OSError as exc:
             log.warning("model store: cannot remove %s: %s", printable(str(path)), printable(str(exc), 300))
+        self.arm(folder_name)
 
     def _write_state(self, state: dict) -> None:
         """``state`` to ``state.json``. A write the disk refuses (full, read-only, an I/O error) fails no step of
@@ -500,6 +581,8 @@ class ModelStore:
         )
         self._write_state(st)
         self.served(folder.name)
+        if previous is not None:
+            self.arm(previous.name)
 
     def end_probation(self, folder: Path) -> None:
         """The candidate passed its health window: it is kept (and ``previous`` no longer needed)."""
@@ -541,9 +624,11 @@ class ModelStore:
         # mark and that state: the file still names the candidate, on probation. Resumed, it served again the model
         # its health check (or the fleet) had rejected, and ``served`` erased its mark
         rolled_back = self.rolled_back(cand)
+        told = rolled_back and self.was_told(cand)  # its rollback's event was told by the run that made it
         if unclean < UNCLEAN_ENDS_TO_ROLL_BACK and not rolled_back:
             prob.update(stopped=False, unclean_ends=unclean)  # until this run stops in order
             self._write_state(st)
+            self.arm(cand)  # (a store written before placeholders were made)
             return AfterRestart(cand, prev, True, clean, unclean, baseline)
         reason = (
             "the candidate was rolled back before the restart (the disk refused the state.json that recorded it); "
@@ -561,7 +646,7 @@ class ModelStore:
             restored={"candidate": cand, "previous": prev, "reason": reason},
         )
         self._write_state(st)
-        return AfterRestart(cand, prev, False, clean, unclean, baseline, reason)
+        return AfterRestart(cand, prev, False, clean, unclean, baseline, reason, told)
 
     def mark_failed(self, folder: Path, reason: str) -> None:
         self.mark_rolled_back(folder.name)
@@ -592,7 +677,9 @@ class ModelStore:
             gone.append(p.name)
         marks = self.root / ROLLED_BACK
         for m in marks.iterdir() if marks.is_dir() else ():
-            if not (self.root / m.name).is_dir():  # its folder is gone: nothing left to pass over
+            if not (
+                self.root / m.name.removesuffix(ARMED)
+            ).is_dir():  # its folder is gone: nothing to pass over
                 m.unlink(missing_ok=True)
         return gone
 

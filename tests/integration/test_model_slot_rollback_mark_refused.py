@@ -9,6 +9,7 @@ folder is made, as a disk refusing it would leave no folder."""
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -43,11 +44,12 @@ async def test_a_rollback_mark_the_disk_refused_is_written_once_it_takes_it_and_
     s = _slot(tmp_path, pkgs)
     assert (await s.swap(pkgs["v2"], watch=False)).ok  # the fleet's version (the slot's first)
     blocker = s.store.root / ROLLED_BACK
+    shutil.rmtree(blocker)  # (with the placeholders a full disk still takes the mark: none here)
     blocker.write_bytes(b"")  # the marks' folder cannot be made
     try:
         with caplog.at_level(logging.WARNING):
             assert (await s.swap(pkgs["v1"], watch=False)).ok  # an admin's rollback to 1.0.0
-        said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert any("cannot record part-inspection-1.1.0-" in m and "tried again" in m for m in said), said
         assert s.version == "1.0.0"
         assert s.store.state()["previous"].startswith("part-inspection-1.1.0-")  # kept installed
