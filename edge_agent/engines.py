@@ -9,9 +9,9 @@ a slot needs them, never when a config is validated.
 ``auto`` lets the slot try every installed engine (OpenVINO runs the package's IR if present,
 else its ONNX, INT8 QDQ included) and every form the package carries, and keep the first that passes
 its checks on this CPU unless another is clearly faster (``edge_agent.models.slot``). OpenVINO computes float layers at f32 (INT8
-layers stay INT8): its own default on CPUs with AVX-512 BF16 or AMX is bf16, which shifts scores by up to a
-few hundredths, enough to give an item near a threshold another verdict than the one the package was gated
-at. With ``openvino_f32: false`` (and a package not checked on OpenVINO at f32) the CPU's default is used;
+layers stay INT8): its own default on CPUs with AVX-512 BF16 or AMX is bf16 (on ARM f16), which shifts scores by
+up to a few hundredths, enough to give an item near a threshold another verdict than the one the package was
+gated at. With ``openvino_f32: false`` (and a package not checked on OpenVINO at f32) the CPU's default is used;
 a candidate that then misses its golden check is tried again at f32 (``select``), and serves there if it
 passes, its trial saying why.
 """
@@ -249,11 +249,7 @@ class OvEngine:
         # f32 (its golden tolerance was met at that precision; bf16 may not meet it). INT8 layers still run as INT8.
         checked_f32 = any(e.engine == "openvino" and e.precision == "f32" for e in opened.manifest.engines)
         f32 = cfg.openvino_f32 or checked_f32
-        self.precision = "f32" if f32 else "default"
         core = ov.Core()
-        # what "default" means on this CPU: bf16 (or f16) where it has the instructions (AVX-512 BF16, AMX), whose
-        # ~3 significant digits can miss a golden tolerance that f32 meets; the slot then tries f32 (select)
-        self.reduced_precision = not f32 and _ov_default_precision(core) != "f32"
         if cfg.openvino_cache_dir:
             core.set_property({"CACHE_DIR": cfg.openvino_cache_dir})
         props = {"PERFORMANCE_HINT": cfg.openvino_hint.value.upper(), "INFERENCE_NUM_THREADS": cfg.threads}
@@ -275,6 +271,11 @@ class OvEngine:
             )
         except Exception as exc:
             raise EngineError(f"OpenVINO cannot load {opened.manifest.package_id}: {one_line(exc)}") from exc
+        # the precision its float layers run at, as compiled: f32 when pinned, else this CPU's default (bf16 on
+        # AVX-512 BF16 and AMX CPUs, f16 on ARM), whose ~3 significant digits can miss a golden tolerance that f32
+        # meets (the slot then tries f32: select) and which the selection names
+        self.precision = "f32" if f32 else _ov_precision(self.compiled)
+        self.reduced_precision = self.precision != "f32"
         self.outputs = [(o, o.get_any_name()) for o in self.compiled.outputs]
         self._local = threading.local()
         self.timeout_s = cfg.inference_timeout_s
@@ -311,11 +312,12 @@ class OvEngine:
         self.compiled = None
 
 
-def _ov_default_precision(core: Any) -> str:
-    """The CPU plugin's default inference precision on this machine ("f32", "bf16", "f16"; "f32" if unknown)."""
+def _ov_precision(compiled: Any) -> str:
+    """The precision a compiled model runs its float layers at ("f32", "bf16", "f16"; "f32" if unknown), read
+    from the compiled model: the CPU's default is not assumed to be bf16 (ARM's is f16)."""
     try:
-        return str(core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name())
-    except Exception:  # an OpenVINO without the property, or no CPU plugin: nothing to retry at f32
+        return str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+    except Exception:  # an OpenVINO without the property: nothing to retry at f32
         return "f32"
 
 

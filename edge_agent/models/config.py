@@ -81,7 +81,7 @@ class ModelConfig(BaseModel):
     openvino_hint: OpenVinoHint = OpenVinoHint.LATENCY
     openvino_cache_dir: str | None = None
     # OpenVINO computes float layers at f32, the precision the package's thresholds and golden outputs were set at.
-    # false: at the CPU's default, bf16 on AVX-512 BF16 and AMX CPUs (faster; scores shift by up to a few
+    # false: at the CPU's default, bf16 on AVX-512 BF16 and AMX CPUs, f16 on ARM (faster; scores shift by up to a few
     # hundredths, and an item near a threshold may get another verdict than at f32: docs/agent.md)
     openvino_f32: bool = True
     # one inference, at most: a model that passed its golden set but never finishes on some live input (a

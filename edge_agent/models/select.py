@@ -40,6 +40,7 @@ chosen instead, and the slot reports it (event ``int8_deviation``, ``/status``, 
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -78,8 +79,10 @@ PREFER_MARGIN = 0.15
 # timing runs' medians by more than the margin (0.22 against 0.18 ms, the same package on two agents of one
 # demo), and 0.1 ms an item is 0.3 % of a core at 30 items a second: nothing worth a different form
 PREFER_MIN_SAVING_MS = 0.1
-# how a candidate served at f32 after its bf16 run missed the golden check starts its reason
-AT_F32 = "at f32: at this CPU's default precision (bf16) "
+# how a candidate served at f32 after its run at this CPU's reduced default precision (bf16 on AVX-512 BF16 and AMX
+# CPUs, f16 on ARM) missed the golden check starts its reason: AT_F32.format(precision)
+AT_F32 = "at f32: at this CPU's default precision ({}) "
+_AT_F32 = re.compile(r"at f32: at this CPU's default precision \((\w+)\) ")
 
 
 @dataclass
@@ -146,9 +149,14 @@ class Selection:
             for t in self.trials
             if t.loaded and not t.ok and t.form != "int8"
         ]
-        if c.reason and c.reason.startswith(AT_F32):
-            why = f" at f32 (bf16, this CPU's default, missed the golden check){why}"
-            off.insert(0, f"{c.form} on {c.engine} in bf16: {c.reason[len(AT_F32) :]}")
+        if c.reason and (at_f32 := _AT_F32.match(c.reason)):
+            reduced = at_f32.group(1)
+            why = f" at f32 ({reduced}, this CPU's default, missed the golden check){why}"
+            off.insert(0, f"{c.form} on {c.engine} in {reduced}: {c.reason[at_f32.end() :]}")
+        elif c.engine == "openvino" and getattr(self.engine, "reduced_precision", False):
+            # openvino_f32: false, and the CPU's default met the golden check: said, a verdict near a threshold
+            # may differ from the package's at f32
+            why = f" in {getattr(self.engine, 'precision', '?')} (this CPU's default: openvino_f32 is false){why}"
         if off:
             why += "; refused here: " + "; ".join(off)
         if c.notes:
@@ -307,10 +315,11 @@ def _at_f32(
     isolated: bool,
 ) -> tuple[Engine, Trial]:
     """OpenVINO ran the model's float layers at this CPU's reduced default precision (bf16 on AVX-512 BF16 and
-    AMX CPUs) and missed the golden check: the same candidate at f32, which the package's tolerance was set for.
-    Passing, it serves at f32 and its trial says why; failing, the reduced-precision outcome is kept and named."""
+    AMX CPUs, f16 on ARM) and missed the golden check: the same candidate at f32, which the package's tolerance
+    was set for. Passing, it serves at f32 and its trial says why (naming the precision that missed); failing,
+    the reduced-precision outcome is kept and named."""
     engine.close()
-    reduced = trial.reason
+    reduced, precision = trial.reason, getattr(engine, "precision", "reduced")
     try:
         engine = create_engine(
             "openvino", opened, cfg.model_copy(update={"openvino_f32": True}), form, isolated=isolated
@@ -319,9 +328,9 @@ def _at_f32(
     except Exception as exc:  # (an EngineError or a run that fails at f32: the first outcome stands)
         again = Trial("openvino", trial.form, False, f"at f32: {one_line(exc)}")
     if again.ok:
-        again.reason = f"{AT_F32}{reduced}"
+        again.reason = f"{AT_F32.format(precision)}{reduced}"
         return engine, again
-    trial.reason = f"at this CPU's default precision (bf16): {reduced}; at f32: {again.reason}"
+    trial.reason = f"at this CPU's default precision ({precision}): {reduced}; at f32: {again.reason}"
     return engine, trial
 
 

@@ -114,3 +114,87 @@ async def test_an_item_on_the_threshold_gets_the_verdict_the_package_was_gated_a
         assert got.interpretation.score == pytest.approx(f32[part], abs=1e-5)
     finally:
         await slot.stop()
+
+
+def _wide_tolerance_package(tmp_path, key) -> str:
+    """A vision package checked on ONNX Runtime only, its golden tolerance wide enough for bf16 and f16 to pass."""
+    model = make_vision_onnx(tmp_path / "m.onnx", width=SIZE, height=SIZE, seed=5)
+    spec = vision_spec(width=SIZE, height=SIZE, heatmap=True)
+    spec["golden"] = {"atol": 0.5, "rtol": 0.0}
+    return str(
+        build_package(
+            model,
+            spec,
+            tmp_path / "pkgs",
+            signing_key=key,
+            golden_inputs=golden_inputs("vision", width=SIZE, height=SIZE),
+        )
+    )
+
+
+@_F32_DEFAULT
+async def test_a_slot_serving_openvino_at_this_cpus_reduced_default_precision_says_which(tmp_path):
+    """openvino_f32: false and a package whose tolerance the CPU's default meets: the slot serves at that precision
+    (a verdict near a threshold may differ from the package's at f32) and its selection says so. Before, its
+    summary read "fp32 on openvino", as at f32."""
+    key, pub = make_keypair(tmp_path / "keys")
+    cfg = ModelConfig(package=_wide_tolerance_package(tmp_path, key), engine="openvino", openvino_f32=False)
+    slot = ModelSlot("vision", cfg, tmp_path / "data", [pub])
+    await slot.start()
+    try:
+        summary = slot.status()["selection"]["summary"]
+        default = _default_precision()
+        assert summary.startswith(
+            f"fp32 on openvino in {default} (this CPU's default: openvino_f32 is false)"
+        ), summary
+    finally:
+        await slot.stop()
+
+
+def _f16_capable() -> bool:
+    import openvino as ov
+
+    return "FP16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@pytest.mark.skipif(
+    not _f16_capable(), reason="this CPU's OpenVINO cannot run f16 (no AVX-512 FP16, not ARM)"
+)
+@pytest.mark.parametrize("tolerance", ["tight", "wide"])
+async def test_a_cpu_whose_openvino_defaults_to_f16_is_said_to_run_f16_not_bf16(
+    tmp_path, monkeypatch, tolerance
+):
+    """ARM's OpenVINO runs float layers in f16 by default, not bf16; emulated here by compiling at f16 every model
+    the agent leaves at the CPU's default. The selection names the precision that ran: f16 missing the package's
+    tolerance and served at f32, or meeting a wide one and served in f16. Before, the agent took the precision from
+    this CPU's OpenVINO (bf16 on AMX) and said bf16 where f16 had run."""
+    import edge_agent.engines as engines
+
+    compile_real = engines.ov_compile
+
+    def f16_default(src, props, **kw):
+        props = dict(props)
+        props.setdefault("INFERENCE_PRECISION_HINT", "f16")
+        return compile_real(src, props, **kw)
+
+    monkeypatch.setattr(engines, "ov_compile", f16_default)
+    key, pub = make_keypair(tmp_path / "keys")
+    pkg = (
+        str(make_package(tmp_path, kind="vision", key=key))
+        if tolerance == "tight"
+        else _wide_tolerance_package(tmp_path, key)
+    )
+    slot = ModelSlot(
+        "vision", ModelConfig(package=pkg, engine="openvino", openvino_f32=False), tmp_path / "d", [pub]
+    )
+    await slot.start()
+    try:
+        summary = slot.status()["selection"]["summary"]
+        assert "bf16" not in summary, summary
+        if tolerance == "tight":
+            assert "at f32 (f16, this CPU's default, missed the golden check)" in summary, summary
+            assert "fp32 on openvino in f16: output" in summary, summary
+        else:
+            assert summary.startswith("fp32 on openvino in f16 (this CPU's default"), summary
+    finally:
+        await slot.stop()
