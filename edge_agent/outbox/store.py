@@ -543,7 +543,17 @@ class Outbox:
             epoch = max((known or 0) + 1, int(time.time()))
             self._write_epoch_file(epoch)
             db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
-            salvaged = self._salvage(aside, db) if aside is not None else Counter()
+            former = self._former_tenant(aside) if aside is not None else None
+            if former is not None:  # the gateway moved to another tenant: its records are not this one's
+                log.warning(
+                    "outbox %s: the corrupt store moved aside to %s was made under tenant %s; this gateway's "
+                    "certificate now names tenant %s: nothing of it is salvaged into this tenant's outbox",
+                    self.dir,
+                    aside,
+                    former,
+                    self.owner[0] if self.owner else "?",
+                )
+            salvaged = self._salvage(aside, db) if aside is not None and former is None else Counter()
             log.error(
                 "outbox %s is corrupt (%s): moved aside to %s; a fresh outbox starts in epoch %d with the %d "
                 "records still readable in it; the others were not sent (inspect the file with sqlite3 if "
@@ -693,6 +703,23 @@ class Outbox:
         db.executescript(SCHEMA)
         _set_owner(db, self.owner)
         return db
+
+    def _former_tenant(self, src: Path) -> str | None:
+        """The tenant a moved-aside corrupt store was made under, when its ``meta`` still says so and names another
+        tenant than this owner's; else None (the same tenant, no owner known, or unreadable: salvaged as before)."""
+        if self.owner is None:
+            return None
+        try:
+            con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
+        except sqlite3.Error:
+            return None
+        try:
+            found = _get_owner(con)
+        except sqlite3.Error:
+            return None
+        finally:
+            con.close()
+        return found[0] if found is not None and found[0] != self.owner[0] else None
 
     def _held_dir(self) -> Path:
         return self.corrupt_dir.parent / HELD_DIR

@@ -116,3 +116,30 @@ def test_an_outbox_is_held_only_when_its_tenant_changes_and_stays_shown_across_r
     ob = opened(("gamma", "gw7"))
     assert ob.stats()["held"]["records"] == 1 and len(ob.stats()["held"]["files"]) == 1
     ob.close()
+
+
+def test_a_corrupt_outbox_of_the_former_tenant_is_not_salvaged_into_the_new_ones(tmp_path, caplog):
+    """The same start finds the store corrupt (a failing card) and the certificate another tenant's: what is still
+    readable in it was salvaged into the fresh outbox, and so sent to the new tenant."""
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+    from tests.integration.test_outbox_store_faults import scribble_pages
+
+    ob = Outbox(OutboxSettings(), tmp_path / "gw", owner=("acme", "gw1"))
+    ob.open()
+    for i in range(2000):
+        ob.append("result", {"i": i, "pad": "p" * 200})
+    ob.flush()
+    ob.close()
+    scribble_pages(ob.path, every=40)
+    caplog.set_level(logging.WARNING, logger="edge_agent.outbox.store")
+    ob = Outbox(OutboxSettings(), tmp_path / "gw", owner=("beta", "gw1"))
+    ob.open()
+    try:
+        assert ob.stats()["renewals"] == 1 and ob.salvaged == 0
+        ob.flush()
+        assert not [r for r in ob.pending() if r.kind == "result"]  # no acme result
+        assert any("made under tenant acme" in r.getMessage() for r in caplog.records)
+        assert ob.moved_aside is not None and ob.moved_aside.is_file()  # kept, as every corrupt store is
+    finally:
+        ob.close()
