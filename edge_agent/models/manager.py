@@ -30,7 +30,9 @@ the final step (healthy | rolled_back | failed) was acknowledged by the fleet. A
 pending file is settled first, from the slot's state (a restart inside the health window resumes the
 candidate for a new window, whose outcome settles it; a crash loop rolls it back: see ``ModelStore``; a
 candidate the store recorded as failed, rolled back or refused before the restart, is reported ``failed``
-with that reason and refused, not installed again from the same desired state), before any new install.
+with that reason and refused, not installed again from the same desired state), before any new install. With no
+pending file (acknowledged, or refused by a full disk), a desired state naming a version the store records as rolled
+back or refused in a run before is refused likewise (``_rolled_back_in_store``), told once.
 
 The desired state is input from the wire and is checked before it touches anything:
 ``check_desired`` accepts package names, versions, digests and deployment ids only from an
@@ -108,6 +110,31 @@ def _failed_in_store(slot, d) -> str | None:
         return None
     why = failed.get(f"{d.package}-{d.version}-{str(d.digest)[:12]}")
     return None if why is None else printable(f"{why} (before the agent restarted)", 500)
+
+
+def _rolled_back_in_store(slot, d) -> str | None:
+    """Why the slot rolled back or refused the package ``d`` names in a run before this one (its store's record:
+    ``failed`` in state.json, else the folder's rollback mark), or None. After a restart nothing in memory said
+    so (``refused``): a desired state still naming it (the fleet had not moved on, or never heard) installed the
+    version rolled back again and served it. Not: the fleet's own rollback inside the window (a later rollout may
+    try it again), a version the config refuses (said as such), the version an admin's rollback rolled away from
+    (kept as ``previous``)."""
+    store = getattr(slot, "store", None)
+    if store is None:
+        return None
+    folder = f"{d.package}-{d.version}-{str(d.digest)[:12]}"
+    st = store.state()
+    failed = st.get("failed")
+    why = failed.get(folder) if isinstance(failed, dict) else None
+    if isinstance(why, str) and (why.startswith("the fleet rolled ") or "refused_versions" in why):
+        return None
+    if why is None and store.rolled_back(folder) and folder not in (st.get("current"), st.get("previous")):
+        why = "rolled back (its mark in the slot's .rolled-back folder)"
+    if why is None:
+        return None
+    return printable(
+        f"{d.package} {d.version} was rolled back or refused here before the agent restarted: {why}", 500
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -337,6 +364,8 @@ class ModelManager:
                         )
                 except ValueError:
                     pass
+            if why is None and not is_rollback(d) and (why := _rolled_back_in_store(slot, d)) is not None:
+                self._refuse(d.digest, why)  # as a rollback in this run is: never installed again
             if why is not None:  # declined for this deployment only: an admin's rollback may ask again
                 self._decline(key, d, why)
                 continue

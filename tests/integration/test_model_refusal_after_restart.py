@@ -66,3 +66,56 @@ async def test_a_version_rolled_back_before_a_restart_is_not_installed_again(tmp
     finally:
         await mgr.stop()
         await s.stop()
+
+
+@pytest.mark.parametrize("why", ["health", "fleet"])
+async def test_a_version_rolled_back_before_a_restart_is_not_installed_again_with_no_deployment_pending(
+    tmp_path, pkgs, why
+):
+    """No pending deployment left to settle (the fleet acknowledged the rolled_back, or the full disk refused the
+    pending file): the fleet's desired state still names the version (a rollout not yet halted, or one that never
+    heard). The store's record refuses it, told once; the version the fleet itself rolled back is not (a later
+    rollout of it may try it again)."""
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    data = tmp_path / "data"
+    d = SimpleNamespace(
+        slot="vision",
+        package="part-inspection",
+        version="1.1.0",
+        digest="c0ffee" * 10 + "abcd",
+        deployment_id="dep1",
+        rollback=False,
+    )
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])  # a start: nothing in memory of the run before
+    await s.start()
+    reason = (
+        "health check failed: error rate 40.0% > 5.0%"
+        if why == "health"
+        else "the fleet rolled part-inspection 1.1.0 back (deployment dep0)"
+    )
+    s.store.mark_failed(Path(f"part-inspection-1.1.0-{d.digest[:12]}"), reason)
+    mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
+    downloads = []
+
+    async def download(dd):  # the fleet's download
+        downloads.append(dd.version)
+        raise ConnectionError("no fleet in this test")
+
+    mgr.download = download
+    try:
+        for generation in (7, 8):  # (told once, not at every heartbeat)
+            await mgr.on_desired(SimpleNamespace(desired=[d], generation=generation))
+            async with asyncio.timeout(10):
+                await asyncio.gather(*list(mgr._tasks))
+        if why == "fleet":
+            assert downloads == ["1.1.0"] and d.digest not in mgr.refused
+            return
+        # formerly downloaded and installed again: the version the health check rejected served once more
+        assert downloads == [] and s.version == "1.0.0" and d.digest in mgr.refused
+        (step,) = [x for x in mgr.steps if x["deployment"] == "dep1"]
+        assert step["step"] == "failed" and not step["ok"], step
+        assert "was rolled back or refused here before the agent restarted" in step["reason"], step
+        assert reason in step["reason"], step
+    finally:
+        await mgr.stop()
+        await s.stop()
