@@ -238,9 +238,7 @@ class _Node:
     # a datatype (``_readings``): once per node, as ``scope_asked``: a node whose program sends such a metric
     # would otherwise be reborn whole at every rebirth_min_interval_s
     undeclared_asked: bool = False
-    seq_said: bool = (
-        False  # a seq of it past 255 was said (``SparkplugHost._wrapped_seq``): later ones counted
-    )
+    seq_said: bool = False  # a seq of it past 255 was said (``SparkplugHost._seq_range``): later ones counted
     # a rebirth was asked for data by an alias its births did not give (``_readings``), and no data message of it
     # was read whole by its aliases since; ``alias_born``: a birth of it was read after that ask. Data by an alias
     # such a birth does not declare either asks no more: a node whose NDATA use aliases its NBIRTH never declares
@@ -658,7 +656,7 @@ class SparkplugHost:
         self.unreached_forgotten = 0  # groups forgotten to make room (notice unreached_groups_forgotten)
         self.births = 0
         self.deaths = 0
-        # messages whose seq was past 255 (notice seq_out_of_range, ``_wrapped_seq``)
+        # messages whose seq was past 255 (notice seq_out_of_range, ``_seq_range``)
         self.seq_out_of_range = 0
         self.data_before_birth = (
             0  # normal after a host restart: counted, answered by a rebirth, not an error
@@ -1598,7 +1596,7 @@ class SparkplugHost:
             self._named[t.edge_node] = key
             node.born = True
             node.alive, node.aliases, node.clashes = True, {}, set()
-            node.seq = self._wrapped_seq(t, node, payload.seq)
+            node.seq = self._seq_range(t, node, payload.seq)
             node.missed, node.dead_bd, node.budget_skipped, node.birth_skipped = False, None, False, False
             # a birth answering a rebirth this host asked of the node (asked whether it lives, after this host's
             # reconnect, for a seq gap) shows a node that listens on its NCMD: kept as one that speaks, not among
@@ -1680,7 +1678,7 @@ class SparkplugHost:
                 else "normal after this host starts"
             )
             return self._before_birth(t, node, f"{t.group}/{t.edge_node} before its NBIRTH ({why})")
-        self._check_seq(t, node, self._wrapped_seq(t, node, payload.seq), data=mt in _DATA)
+        self._check_seq(t, node, self._seq_range(t, node, payload.seq), data=mt in _DATA)
         if mt in _DATA and not self.retained:
             node.talked = True  # a node that speaks: kept before those that sent births only (``_room``)
         if mt is _DDATA and t.device not in node.devices and len(node.devices) >= MAX_NODE_DEVICES:
@@ -1952,24 +1950,25 @@ class SparkplugHost:
                     f"{{metric}}': write {key[len(t.group) + 1 :]!r}",
                 )
 
-    def _wrapped_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int | None) -> int | None:
-        """A message's seq as its sequence is checked: Sparkplug's runs 0..255 and wraps (tck-id-payloads-
-        sequence-num-incrementing); one past 255 (a node counting on, an encoder writing its own 64-bit counter)
-        is counted as the ``seq_out_of_range`` notice, said once per node, and checked modulo 256: a node that
-        counts on is in sequence (its 256 follows its 255), and a message lost is still a gap. Taken as it came,
-        its 256 was a gap after its 255 and every later message one more (``seq_gap`` each message, a rebirth
-        asked at every wrap of its low byte), unsaid why."""
+    def _seq_range(self, t: sp.SparkplugTopic, node: _Node, seq: int | None) -> int | None:
+        """A message's seq, as it came: Sparkplug's runs 0..255 and wraps (tck-id-payloads-sequence-num-
+        incrementing); one past 255 (a node counting on, an encoder writing its own 64-bit counter) is counted as
+        the ``seq_out_of_range`` notice, said once per node, and its sequence is checked on the whole number
+        (``_check_seq``): a node that counts on is in sequence (its 256 follows its 255), and a message lost is a
+        gap, however many were lost. Before, its 256 was a gap after its 255 and every later message one more
+        (``seq_gap`` each message, a rebirth asked at every wrap of its low byte), unsaid why; checked modulo 256,
+        the loss of 255 messages (300, then 556) was a repeat and of 256 (300, then 557) no gap at all."""
         if seq is None or seq <= 255:
             return seq
         self.seq_out_of_range += 1
         cause = f"{t.group}/{t.edge_node}"
         if node.seq_said and self.on_notice is not None:  # said: counted, its line not built again
             self.on_notice("seq_out_of_range", "", cause=cause)
-            return seq % 256
+            return seq
         node.seq_said = True
         detail = (
             f"sparkplug: {_shown(t.group, t.edge_node)}: seq {seq} in its {t.message_type.value} is outside 0-255 (a Sparkplug seq runs "
-            "0 to 255, then 0 again): its sequence is checked by the seq modulo 256, so a node that counts on "
+            "0 to 255, then 0 again): its sequence is checked on the whole number, so a node that counts on "
             "past 255 is in sequence and a lost message still shows as a gap; each such message counted; set "
             "the edge node to wrap its seq at 255"
         )
@@ -1977,7 +1976,7 @@ class SparkplugHost:
             self._on_error("seq_out_of_range", detail)
         else:
             self.on_notice("seq_out_of_range", detail, cause=cause)
-        return seq % 256
+        return seq
 
     def _check_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int | None, *, data: bool) -> None:
         """A gap in a node's seq is a lost message (Sparkplug data is QoS 0: a broker drops it for a slow
@@ -1993,9 +1992,13 @@ class SparkplugHost:
         if node.budget_skipped:  # this host skipped its messages (inflate budget): no gap of the node's
             node.budget_skipped, node.seq = False, seq
             return
-        if node.seq is not None and seq != sp.next_seq(node.seq):
-            self._on_error("seq_gap", f"{t.group}/{t.edge_node}: seq {seq} after {node.seq}")
-            if seq != node.seq:  # a repeat (seq unchanged) lost nothing
+        last = node.seq
+        # the next seq is the last plus one, or 0 after a low byte of 255: Sparkplug's wrap (255 -> 0), and a
+        # counter's past 255 (65535 -> 0, 2**64-1 -> 0). Compared whole: a node counting on past 255 that lost
+        # 255 or 256 messages (300 -> 556, 300 -> 557) was a repeat or in sequence modulo 256
+        if last is not None and seq != last + 1 and (seq or (last & 255) != 255):
+            self._on_error("seq_gap", f"{t.group}/{t.edge_node}: seq {seq} after {last}")
+            if seq != last:  # a repeat (seq unchanged) lost nothing
                 if node.run:
                     node.gap_asked = self._rebirth(t.group, t.edge_node, node) or node.gap_asked
                 node.run = 0

@@ -1,6 +1,7 @@
 """A Sparkplug B node whose seq goes past 255 (Sparkplug's runs 0..255 and wraps), through a real Mosquitto:
-a node that counts on (256, 257, ...) is said once, counted, and kept in sequence by its seq modulo 256; a lost
-message is still a gap, asked one rebirth; a node whose seq is anything asks one rebirth, never a storm."""
+a node that counts on (256, 257, ...) is said once, counted, and kept in sequence by its seq compared whole; a
+lost message is still a gap (however many were lost), asked one rebirth; a node whose seq is anything asks one
+rebirth, never a storm."""
 
 from __future__ import annotations
 
@@ -76,3 +77,61 @@ async def test_a_node_whose_seq_is_anything_past_255_asks_one_rebirth_not_a_stor
         await asyncio.sleep(0.3)
     assert asked == ["a"] and src.sparkplug.rebirths_requested == 1
     assert src.notices.status()["seq_out_of_range"]["count"] == 60
+
+
+async def test_a_node_counting_on_that_loses_255_or_256_messages_is_asked_a_rebirth_and_told_as_sent(
+    mosquitto,
+):
+    """Its seq is compared whole. Checked modulo 256, 300 then 556 (255 lost) was a repeat ('seq 44 after 44',
+    no rebirth asked) and 300 then 557 (256 lost) in sequence: nothing counted, the lost values unseen."""
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
+        src,
+        asked,
+        pub,
+    ):
+        for node in ("a", "c"):
+            pub.publish(f"spBv1.0/g/NBIRTH/{node}", _nbirth(), qos=1)
+        for seq in range(1, 301):
+            for node in ("a", "c"):
+                pub.publish(f"spBv1.0/g/NDATA/{node}", _ndata(seq, float(seq)), qos=1)
+        await until(lambda: src.stats.received >= 2 + 600, 15, "every message read")
+        assert src.stats.errors_by_reason == {} and asked == []
+        pub.publish("spBv1.0/g/NDATA/a", _ndata(556, 556.0), qos=1)  # 301..555 lost
+        await until(lambda: "a" in asked, 10, "a rebirth asked for the gap 300 -> 556")
+        assert src.stats.last_error == "seq_gap: g/a: seq 556 after 300"
+        pub.publish("spBv1.0/g/NDATA/c", _ndata(557, 557.0), qos=1)  # 301..556 lost
+        await until(lambda: "c" in asked, 10, "a rebirth asked for the gap 300 -> 557")
+        assert src.stats.last_error == "seq_gap: g/c: seq 557 after 300"
+    assert src.stats.errors_by_reason == {"seq_gap": 2}
+
+
+async def test_a_counter_that_wraps_a_rebirth_at_0_and_a_repeat_ask_nothing_when_seq_is_compared_whole(
+    mosquitto,
+):
+    """What was in sequence stays so: a 64-bit counter's 2**64-1 -> 0, a 16-bit one's 65535 -> 0, a node that
+    counted on past 255 reborn at seq 0, and a repeat (a redelivery of 556) lost nothing."""
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
+        src,
+        asked,
+        pub,
+    ):
+        sent = {
+            "u": [2**64 - 3, 2**64 - 2, 2**64 - 1, 0, 1, 2],
+            "w": [65533, 65534, 65535, 0, 1],
+            "r": list(range(254, 301)),
+            "p": [555, 556, 556, 557],
+        }
+        for node, seqs in sent.items():
+            pub.publish(f"spBv1.0/g/NBIRTH/{node}", _nbirth(seqs[0]), qos=1)
+            for seq in seqs[1:]:
+                # stamped as its birth: the data after r's rebirth (stamped as its birth too) is not older
+                pub.publish(f"spBv1.0/g/NDATA/{node}", _ndata(seq, 0.0), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/r", _nbirth(0), qos=1)  # reborn: its seq starts again at 0
+        for seq in (1, 2):
+            pub.publish("spBv1.0/g/NDATA/r", _ndata(seq, 100.0 + seq), qos=1)
+        total = sum(len(seqs) for seqs in sent.values()) + 3
+        await until(lambda: src.stats.received >= total, 15, "every message read")
+        await asyncio.sleep(0.3)  # a rebirth asked would be on its way
+        assert asked == [] and src.sparkplug.rebirths_requested == 0
+        assert src.stats.errors_by_reason == {"seq_gap": 1}  # the repeat of 556: counted, nothing asked
+        assert src.stats.last_error == "seq_gap: g/p: seq 556 after 556"
