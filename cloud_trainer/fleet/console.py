@@ -175,11 +175,16 @@ def sample_query(q: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+# the payload fields that name what an event is about: a ``write_failing`` names its action and node besides its
+# source (a PLC's several write targets are several episodes); the other kinds carry neither
+SUBJECT_FIELDS = ("source", "pipeline", "alarm", "slot", "action", "node_id")
+
+
 def event_subject(evt: dict) -> tuple:
-    """What an event is about, within its agent and kind: the source, pipeline, alarm or slot its payload names
-    (an episode's start and end name the same)."""
+    """What an event is about, within its agent and kind: the source, pipeline, alarm, slot, action or node its
+    payload names (an episode's start and end name the same)."""
     p = evt["payload"] if isinstance(evt["payload"], dict) else {}
-    return tuple(json_codec.dumps(p.get(f), default=str) for f in ("source", "pipeline", "alarm", "slot"))
+    return tuple(json_codec.dumps(p.get(f), default=str) for f in SUBJECT_FIELDS)
 
 
 class _ClientGone(ConnectionError):

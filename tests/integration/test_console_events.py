@@ -297,3 +297,56 @@ async def test_a_sample_filter_with_nul_is_a_clear_400_on_every_store(cloud):
         assert code == 400 and f"{name} holds NUL" in text, (name, code, text)
     code, body, _ = _get(cloud["acme"], "/api/samples?reason=ng")
     assert code == 200 and body == [], (code, body)
+
+
+async def test_each_write_target_of_one_plc_is_its_own_write_failing_episode(cloud):
+    """Two write targets on one PLC source refuse their writes; one is fixed and its episode ends: the other,
+    still refused, stays ongoing (before, the subject was the source only and the end of one hid the other)."""
+    await cloud["push"](
+        "acme",
+        "gw1",
+        [
+            _event(
+                300,
+                "write_failing",
+                T0 + 300,
+                action="gate",
+                source="plc1",
+                node_id="ns=2;s=Gate",
+                active=True,
+                reason="BadUserAccessDenied",
+                failed=1,
+                failing_s=None,
+            ),
+            _event(
+                301,
+                "write_failing",
+                T0 + 301,
+                action="count",
+                source="plc1",
+                node_id="ns=2;s=Count",
+                active=True,
+                reason="70000 out of Int16",
+                failed=1,
+                failing_s=None,
+            ),
+            _event(
+                302,
+                "write_failing",
+                T0 + 302,
+                action="gate",
+                source="plc1",
+                node_id="ns=2;s=Gate",
+                active=False,
+                reason="BadUserAccessDenied",
+                failed=9,
+                failing_s=2.0,
+            ),
+        ],
+    )
+    got = {e["seq"]: e for e in _all(cloud["acme"], "/api/events?kind=write_failing")}
+    assert [(s, got[s]["payload"]["action"], got[s]["ongoing"]) for s in (302, 301, 300)] == [
+        (302, "gate", False),
+        (301, "count", True),  # still refused by the PLC
+        (300, "gate", False),  # ended by 302
+    ]
