@@ -34,7 +34,7 @@ import numpy as np
 def _runners(opened, repeats: int) -> dict[str, Callable]:
     import openvino as ov
 
-    from model_packager.runtimes import ort_session
+    from model_packager.runtimes import ort_session, ov_read
 
     core = ov.Core()
     forms = {"int8": opened.model_path, "fp32": opened.fp32_model_path} if opened.fp32_model_path else {}
@@ -44,13 +44,16 @@ def _runners(opened, repeats: int) -> dict[str, Callable]:
         sess = ort_session(path, threads=1)
         names = [o.name for o in sess.get_outputs()]
         out[f"{form}/onnxruntime"] = lambda feed, s=sess, n=names: dict(zip(n, s.run(n, feed), strict=True))
-        # as the agent reads them: the INT8 form from the package's IR when it has one, the FP32 form as ONNX
-        src = opened.openvino_xml if form == "int8" and opened.openvino_xml else path
+        # as the agent reads them (model_packager.runtimes.ov_read): the INT8 form from the package's IR when it has
+        # one, else its ONNX converted as the IR is made, the FP32 form converted too. Not core.read_model of the
+        # ONNX file: on an AMX Xeon (OpenVINO 2026.4) the trainer's INT8 vision CNN read so does not compile at the
+        # CPU's default bf16 ("No suitable implementations"), which the agent never meets
+        model = ov_read(opened.openvino_xml if form == "int8" and opened.openvino_xml else path, core)
         for prec in ("f32", "cpu-default"):
             props = {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY"}
             if prec == "f32":
                 props["INFERENCE_PRECISION_HINT"] = "f32"
-            compiled = core.compile_model(str(src), "CPU", props)
+            compiled = core.compile_model(model, "CPU", props)
             req = compiled.create_infer_request()
             ports = [(p, p.get_any_name()) for p in compiled.outputs]
 
