@@ -199,3 +199,65 @@ def test_an_image_input_of_another_dtype_or_a_uint8_input_with_a_normalisation_i
         _validate_manifest(manifest("int64"), "manifest.json")
     ok = _validate_manifest(manifest("uint8", scale=1.0, mean=[0, 0, 0], std=[1, 1, 1]), "manifest.json")
     assert ok.inputs[0].dtype.value == "uint8"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+@pytest.mark.parametrize("geometry", [{}, {"tiles": [2, 2], "tile_overlap": 0.2}])
+def test_a_frames_tensor_allocates_the_tensor_and_nothing_else_per_frame(dtype, geometry):
+    # the agent makes one tensor per frame on its inference thread, right after the previous model run: every
+    # further buffer (the resized frame, its planes) was fresh, cold memory on every frame (issue 13's overhead)
+    import tracemalloc
+
+    norm = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]} if dtype == "float32" else {}
+    s = ImagePreprocessing(
+        width=224,
+        height=224,
+        color="rgb",
+        layout="NCHW",
+        interpolation="linear",
+        **({"scale": 1.0, "mean": [0.0] * 3, "std": [1.0] * 3} if dtype == "uint8" else norm),
+        **geometry,
+    )
+    frames = [np.random.default_rng(i).integers(0, 256, (480, 640, 3), dtype=np.uint8) for i in range(2)]
+    want = image_tensor(frames[1], s, dtype).copy()
+    image_tensor(frames[0], s, dtype)  # the first frame of a shape may set up what the next ones reuse
+    tracemalloc.start()
+    try:
+        got = image_tensor(frames[1], s, dtype)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(got, want)  # the same tensor, a frame made in between
+    assert peak <= got.nbytes + 16384, f"{peak - got.nbytes} bytes beside the {got.nbytes}-byte tensor"
+
+
+def test_threads_making_tensors_at_once_each_get_their_own_frames_tensor():
+    # a gateway runs a pipeline per camera, each on its own thread, all through the one image_tensor
+    import threading
+
+    s = ImagePreprocessing(
+        width=64,
+        height=48,
+        color="rgb",
+        layout="NCHW",
+        interpolation="linear",
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+    )
+    frames = [np.random.default_rng(i).integers(0, 256, (120, 160, 3), dtype=np.uint8) for i in range(4)]
+    want = [image_tensor(f, s) for f in frames]
+    start = threading.Barrier(len(frames))
+    wrong: list[int] = []
+
+    def make(i: int) -> None:
+        start.wait()
+        for _ in range(300):
+            if not np.array_equal(image_tensor(frames[i], s), want[i]):
+                wrong.append(i)
+
+    threads = [threading.Thread(target=make, args=(i,)) for i in range(len(frames))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong
