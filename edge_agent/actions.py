@@ -105,6 +105,9 @@ MAX_IN_FLIGHT = 64
 # its start at the first refusal, its end once the target has taken a write and refused none for this long
 # (a node that takes and refuses the value in turn is one episode, not an event per write)
 WRITE_RECOVERED_S = 10.0
+# in the agent's data folder: the write_failing episodes told and not yet ended, so that the next runner (a
+# restart, a config reload: the usual fix of a value the node cannot hold) tells their end
+FAILING_FILE = "write-failing.json"
 
 # a file save_sample wrote: <pipeline>-[<UTC time>-]<seq>-<verdict>.<ext> (names without the time were
 # written before it was added); nothing else in its folder is counted or removed
@@ -173,6 +176,8 @@ class ActionRunner:
         # a config reload) clears those of an alarm its config no longer has (removed, renamed, moved to
         # another node), which nothing would ever clear otherwise; read at the first result
         self._raised_file = state_dir / RAISED_FILE if state_dir is not None else None
+        self._failing_file = state_dir / FAILING_FILE if state_dir is not None else None
+        self._failing_read = False  # FAILING_FILE read (at start() or the first result)
         self._raised_saved: list[dict] | None = None  # what the file holds (None: not read yet)
         self._orphans: list[dict] = []  # outputs raised by an alarm no longer configured, until cleared
         self._carry: list[dict] = []  # outputs recorded for a configured alarm, until its state is known
@@ -287,8 +292,12 @@ class ActionRunner:
             self._after_unlocks(result)
         if self._raised_file is not None and self._raised_saved is None:
             self._clear_orphans()
-        if self._recover_due is not None and time.monotonic() >= self._recover_due:
-            self._recovered()  # the timer's look, if the loop has not run it yet
+        if not self._failing_read:
+            self._read_failing()
+        if self._recover_due is not None and (
+            self._recover_timer is None or time.monotonic() >= self._recover_due
+        ):
+            self._recovered()  # the timer's look, if the loop has not run it yet (or flush() cancelled it)
         nan = _nan_fields(result, self._numbers_read) if self._numbers_read else None
         for name in pipeline_actions:
             action = self.cfg.actions[name]
@@ -334,6 +343,8 @@ class ActionRunner:
         alarm this config no longer has (RAISED_FILE). Without it, the first result does."""
         if self._raised_file is not None and self._raised_saved is None:
             self._clear_orphans()
+        if not self._failing_read:
+            self._read_failing()
 
     def _alarm_targets(self, name: str, action: AlarmAction) -> list[dict]:
         """An alarm's outputs, as RAISED_FILE records them."""
@@ -708,7 +719,11 @@ class ActionRunner:
             return False
         self.stats[name]["reset_refused"] += 1
         self._write_refused(
-            name, action, "output", f"{action.value!r} not written: {why}; the node would keep it for good"
+            name,
+            action,
+            "output",
+            f"{action.value!r} not written: {why}; the node would keep it for good",
+            action.value,
         )
         self._burst.log(
             f"reset:{name}",
@@ -810,6 +825,14 @@ class ActionRunner:
         finally:
             self._closing = False
             self._stop_orphans.clear()
+            # the write_failing ends due are told now, while the outbox is open; no timer outlives the stop
+            # (the next result looks again), and the episodes still open are kept for the next runner
+            if self._failing or self._recover_timer is not None:
+                self._recovered()
+                if self._recover_timer is not None:
+                    self._recover_timer.cancel()
+                    self._recover_timer = None
+                self._save_failing()
 
     async def _run(
         self,
@@ -859,14 +882,20 @@ class ActionRunner:
                     if node is not None:
                         self._written[node] = max(self._written.get(node, -1), order)
                     self._said.pop(name, None)  # a later refusal is news again
-                    self._write_taken(name, "output")
+                    self._write_taken(name, "output", action_value(action, value))
                     return True
                 except Exception as exc:
                     st["attempt_failures"] += 1
                     if not getattr(exc, "retryable", True):
                         st["failed"] += 1
                         self._cannot(name, exc)
-                        self._write_refused(name, action, "output", str(exc))
+                        self._write_refused(
+                            name,
+                            action,
+                            "output",
+                            str(exc),
+                            _refused_what(exc, action_value(action, value)),
+                        )
                         if key is not None and getattr(exc, "type_refused", False):
                             self._edge_refused(action, key, value)
                         elif key is not None and unlocks is not None and not moot():
@@ -947,56 +976,72 @@ class ActionRunner:
             exc,
         )
 
-    def _write_refused(self, name: str, action: Any, output: str, why: str) -> None:
+    def _write_refused(self, name: str, action: Any, output: str, why: str, value: Any = None) -> None:
         """A write to a PLC target (an ``opcua_write`` node, an alarm's OPC UA mirror) refused for a reason a
         retry cannot fix, or not sent since its node would refuse the reset: at the first, the target's episode
         starts and the cloud is told (``write_failing``, active); the later ones are only counted in it, so a
-        level output refused at every result sends one event, not one a result."""
+        level output refused at every result sends one event, not one a result. ``value``: the value refused
+        (its type is what the node refuses: only that value taken ends it), or ``_NODE`` (a node the PLC does not
+        let the agent write: any write taken ends it)."""
         target = _plc_target(action, output)
         if target is None:
             return
         ep = self._failing.get((name, output))
-        if ep is not None:
-            ep["failed"] += 1
-            ep["reason"] = why
-            ep["taken_at"] = None  # still refusing: the end waits for a quiet stretch after a write it takes
-            return
-        self._failing[(name, output)] = {
-            "since": time.monotonic(),
-            "failed": 1,
-            "reason": why,
-            "taken_at": None,
-        }
-        self.on_event(
-            Event(
-                EventKind.WRITE_FAILING,
-                action=name,
-                source=target[0],
-                node_id=target[1],
-                active=True,
-                reason=why,
-                failed=1,
-                failing_s=None,
-                message=f"action {name!r}: writes to {target[1]} on source {target[0]} are refused and not "
-                "retried (a retry cannot fix it): the PLC does not get this output until the node or the "
-                "config is fixed",
+        if ep is None:
+            ep = self._failing[(name, output)] = {
+                "since": time.monotonic(),
+                "since_wall": time.time(),
+                "failed": 0,
+                "reason": why,
+                "taken_at": None,
+                "refused": set(),
+                "node": False,
+            }
+            self.on_event(
+                Event(
+                    EventKind.WRITE_FAILING,
+                    action=name,
+                    source=target[0],
+                    node_id=target[1],
+                    active=True,
+                    reason=why,
+                    failed=1,
+                    failing_s=None,
+                    message=f"action {name!r}: writes to {target[1]} on source {target[0]} are refused and "
+                    "not retried (a retry cannot fix it): the PLC does not get this output until the node or "
+                    "the config is fixed",
+                )
             )
-        )
+            self._save_failing()
+        ep["failed"] += 1
+        ep["reason"] = why
+        ep["taken_at"] = None  # still refusing: the end waits for a quiet stretch after a write it takes
+        if value is _NODE:
+            ep["node"] = True
+        else:
+            ep["refused"].add(repr(value))
 
-    def _write_taken(self, name: str, output: str) -> None:
-        """A write its PLC target took: a refusing target's episode ends once none is refused for
-        ``write_recovered_after_s`` after it (``_recovered``, at a result or by a timer)."""
+    def _write_taken(self, name: str, output: str, value: Any) -> None:
+        """A write its PLC target took: a refusing target's episode ends once the node has taken a write (a
+        node refused whole) and each value it refused, and none is refused for ``write_recovered_after_s``
+        after (``_recovered``, at a result or by a timer). A reset taken while the action's value is still
+        refused ends nothing."""
         ep = self._failing.get((name, output))
         if ep is None or ep["taken_at"] is not None:
+            return
+        ep["node"] = False
+        ep["refused"].discard(repr(value))
+        if ep["refused"]:
             return
         ep["taken_at"] = time.monotonic()
         self._recovered()
 
     def _recovered(self) -> None:
-        """Ends (``write_failing``, active false) each episode whose target took a write and refused none
+        """Ends (``write_failing``, active false) each episode whose target took its writes and refused none
         for ``write_recovered_after_s`` since; the next due one is looked at again by a timer."""
         now = time.monotonic()
         due: float | None = None
+        ended = False
         for (name, output), ep in list(self._failing.items()):
             taken = ep["taken_at"]
             if taken is None:
@@ -1006,24 +1051,14 @@ class ActionRunner:
                 due = at if due is None else min(due, at)
                 continue
             del self._failing[(name, output)]
+            ended = True
             target = _plc_target(self.cfg.actions[name], output)
             if target is None:
                 continue
-            failing_s = round(taken - ep["since"], 3)
-            self.on_event(
-                Event(
-                    EventKind.WRITE_FAILING,
-                    action=name,
-                    source=target[0],
-                    node_id=target[1],
-                    active=False,
-                    reason=ep["reason"],
-                    failed=ep["failed"],
-                    failing_s=failing_s,
-                    message=f"action {name!r}: writes to {target[1]} on source {target[0]} are taken again, "
-                    f"after {ep['failed']} refused over {failing_s:g} s",
-                )
-            )
+            failing_s = round(taken - ep["since"], 3) if ep["since"] is not None else None
+            self._tell_end(name, target, ep, failing_s, "are taken again")
+        if ended:
+            self._save_failing()
         if due == self._recover_due and self._recover_timer is not None:
             return  # already looked for then (a result at 100 Hz does not set a timer each)
         if self._recover_timer is not None:
@@ -1035,6 +1070,103 @@ class ActionRunner:
                 self._recover_timer = asyncio.get_running_loop().call_later(
                     max(due - now, 0.0) + 0.01, self._recovered
                 )
+
+    def _tell_end(
+        self, name: str, target: tuple[str, str], ep: dict, failing_s: float | None, what: str
+    ) -> None:
+        after = f"after {ep['failed']} refused" + (f" over {failing_s:g} s" if failing_s is not None else "")
+        self.on_event(
+            Event(
+                EventKind.WRITE_FAILING,
+                action=name,
+                source=target[0],
+                node_id=target[1],
+                active=False,
+                reason=ep["reason"],
+                failed=ep["failed"],
+                failing_s=failing_s,
+                message=f"action {name!r}: writes to {target[1]} on source {target[0]} {what}, {after}",
+            )
+        )
+
+    def _save_failing(self) -> None:
+        """FAILING_FILE: the episodes told and not ended (written at a start, an end and flush(): rarely)."""
+        if self._failing_file is None:
+            return
+        open_eps = []
+        for (name, output), ep in self._failing.items():
+            target = _plc_target(self.cfg.actions[name], output)
+            if target is None:
+                continue
+            open_eps.append(
+                {
+                    "action": name,
+                    "output": output,
+                    "source": target[0],
+                    "node_id": target[1],
+                    "reason": ep["reason"],
+                    "failed": ep["failed"],
+                    "since": ep["since_wall"],
+                    "refused": sorted(ep["refused"]),
+                    "node": ep["node"],
+                }
+            )
+        try:
+            from edge_agent.files import atomic_write_json
+
+            atomic_write_json(self._failing_file, {"failing": open_eps})
+        except OSError as exc:
+            self._burst.log(
+                "failing_file", "write_failing episodes not recorded in %s: %s", self._failing_file, exc
+            )
+
+    def _read_failing(self) -> None:
+        """At start (or the first result): the episodes an earlier runner told and did not end (FAILING_FILE).
+        One whose target this config still writes goes on here (a refusal is the same episode, no second
+        start; its end once the target takes its writes); a refused value the config no longer writes is not
+        waited for (the fix of a value the node cannot hold is a config change). One whose action or target is
+        gone is ended at once (``failing_s`` null)."""
+        self._failing_read = True
+        if self._failing_file is None:
+            return
+        from edge_agent.files import read_json_state
+
+        try:
+            saved = read_json_state(self._failing_file).get("failing", [])
+            saved = [e for e in saved if isinstance(e, dict)]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            log.warning(
+                "%s: unreadable (%s); the ends of write_failing episodes an earlier run told are not known",
+                self._failing_file,
+                exc,
+            )
+            return
+        now, wall = time.monotonic(), time.time()
+        for e in saved:
+            try:
+                name, output = str(e["action"]), str(e["output"])
+                target = (str(e["source"]), str(e["node_id"]))
+                since_wall = float(e["since"])
+                ep: dict[str, Any] = {
+                    "since": now - (wall - since_wall) if wall >= since_wall else None,
+                    "since_wall": since_wall,
+                    "failed": int(e["failed"]),
+                    "reason": str(e["reason"]),
+                    "taken_at": None,
+                    "refused": {str(r) for r in e.get("refused", [])},
+                    "node": bool(e.get("node", False)),
+                }
+            except (KeyError, TypeError, ValueError):
+                continue
+            action = self.cfg.actions.get(name)
+            if action is None or _plc_target(action, output) != target:
+                self._tell_end(name, target, ep, None, "are no longer made (not in the config)")
+                continue
+            ep["refused"] &= {repr(v) for v in _values_written(action)}
+            self._failing[(name, output)] = ep
+        self._save_failing()
 
     async def _do(self, name: str, action, result: Result, item, value: Any = None) -> str | None:
         return await self.impls[action.type](self, name, action, result, item, value)
@@ -1142,13 +1274,19 @@ class ActionRunner:
                         await self.impls[action.type](self, name, action, evt, key[2])
                         if attempt > action.retry.max_attempts:
                             st["resent"] += 1
-                        self._write_taken(name, key[2])
+                        self._write_taken(name, key[2], evt["active"])
                         break
                     except Exception as exc:
                         if not getattr(exc, "retryable", True):
                             st["failed"] += 1
                             self._burst.log(name, "alarm %r: could not signal (%s)", name, exc)
-                            self._write_refused(name, action, key[2], str(exc))
+                            self._write_refused(
+                                name,
+                                action,
+                                key[2],
+                                str(exc),
+                                _refused_what(exc, evt["active"]),
+                            )
                             if (
                                 unlocks is not None
                                 and not getattr(exc, "type_refused", False)
@@ -1322,6 +1460,40 @@ def _output_node(name: str, action: OutputAction) -> tuple:
     if isinstance(action, SparkplugCommandAction):
         return ("sparkplug", action.source, action.group, action.edge_node, action.device, action.metric)
     return ("action", name)
+
+
+# a refusal of the node itself (not writable, access denied), not of one value: any write it takes ends it
+_NODE = object()
+
+
+# the refusals of the node itself, whatever the value: any write it then takes ends the episode
+_NODE_REFUSALS = (
+    "BadNotWritable",
+    "BadUserAccessDenied",
+    "BadWriteNotSupported",
+    "BadNodeId",
+    "does not exist on the server",
+)
+
+
+def _refused_what(exc: Exception, value: Any) -> Any:
+    """What a refusal refuses: the node (``_NODE``: not writable, access denied, unknown) or ``value`` (a type
+    or range it cannot hold: only that value taken again ends the episode)."""
+    if getattr(exc, "type_refused", False):
+        return value
+    return _NODE if any(n in str(exc) for n in _NODE_REFUSALS) else value
+
+
+def action_value(action: Any, value: Any) -> Any:
+    """The value an output's write sent: the one given, else the action's ``value``."""
+    return getattr(action, "value", None) if value is None else value
+
+
+def _values_written(action: Any) -> list[Any]:
+    """The values an action may write to its PLC target (an alarm's mirror: its states)."""
+    if isinstance(action, AlarmAction):
+        return [True, False]
+    return [getattr(action, f, None) for f in ("value", "reset_value", "reset")]
 
 
 def _plc_target(action: Any, output: str) -> tuple[str, str] | None:

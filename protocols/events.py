@@ -68,8 +68,10 @@ class EventKind(enum.StrEnum):
         ("action", "source", "node_id", "active", "reason", "failed", "failing_s", "message"),
         "a PLC write target refuses the action's writes for a reason a retry cannot fix (a node not writable, "
         "a value its type cannot hold, a reset_value it would refuse): active true at the first refusal, with "
-        "the reason; none for 10 s after a write it took (active false; failed: the writes refused in the "
-        "episode, failing_s: from the first refusal to that write); once per episode, however often it writes",
+        "the reason; none for 10 s after it took what it refused: any write for a node refused whole, the value "
+        "refused for its type (active false; failed: the writes refused in the episode, failing_s: from the first "
+        "refusal to that write; null for an episode ended by a config without its action); once per episode, "
+        "however often it writes; the next agent ends one told before a restart",
     )
     SOURCE_DOWN = (
         "source_down",
@@ -116,7 +118,7 @@ class EventKind(enum.StrEnum):
     )
     SWAP_REFUSED = (
         "swap_refused",
-        ("slot", "stage", "reason", "from_version", "to_version"),
+        ("slot", "stage", "reason", "from_version", "to_version", "package"),
         "a package was refused at a stage (verify, load, smoke test ...); the old model keeps serving",
     )
     SWAP_KEPT = (
