@@ -346,8 +346,10 @@ _ENV_FLOAT = re.compile(r"[-+]?((\d+\.\d*|\.\d+)([eE][-+]?\d+)?|\d+[eE][-+]?\d+)
 
 
 def _from_env(x: _FromEnv, what: str) -> Any:
-    """The value an environment variable gives a write value: a number when it holds one in decimal (``12``,
-    ``-3``, ``1.5``, ``1.0e3``), true or false (any case) as a boolean, else its text (for a String node). A
+    """The value an environment variable gives a write value: a number when it holds one in decimal as that
+    number's own text (``12``, ``-3``, ``1.5``, ``12.0``: a String node then gets the text the variable holds;
+    ``1.50``, ``1e3``, ``+5`` are refused, never re-formatted), true or false (any case) as a boolean, else its
+    text (for a String node). A
     variable has no quotes to leave out: ``RECIPE=12`` was refused as quoted text, "write value: 12 without
     quotes", which no variable can follow. Another form of a number or truth value (``010``, ``0x1F``, ``yes``,
     ``ON``: YAML would read these otherwise than they show) is refused naming the variable and the fix."""
@@ -355,12 +357,27 @@ def _from_env(x: _FromEnv, what: str) -> Any:
     low = bare.lower()
     if low in ("true", "false"):
         return low == "true"
-    if _ENV_INT.fullmatch(bare):
-        n = int(bare)
-        # a whole number no numeric node holds stays text, for a String node (a serial number), as quoted
-        return str(x) if _no_node_holds(n) is not None else n
-    if _ENV_FLOAT.fullmatch(bare):
-        return float(bare)
+    if _ENV_INT.fullmatch(bare) or _ENV_FLOAT.fullmatch(bare):
+        num: int | float = int(bare) if _ENV_INT.fullmatch(bare) else float(bare)
+        if isinstance(num, int) and _no_node_holds(num) is not None:
+            # a whole number no numeric node holds stays text, for a String node (a serial number), as quoted
+            return str(x)
+        if str(num) == x:
+            return num
+        # 1.50, 1e3, +5, -0, ' 12 ': a String node would get the number's text (1.5, 1000.0, 5, 0, 12), not
+        # the variable's: refused, never changed without a word
+        text = f"{what}: {{text: '${{{x.var}}}'}}"
+        if not math.isfinite(num):
+            raise ValueError(
+                f"environment variable {x.var} holds {str(x)!r}, which is no finite number (it reads as "
+                f"{num}, which is never written); set {x.var} to a finite decimal number, or for a String node "
+                f"state it as text: {text}"
+            )
+        raise ValueError(
+            f"environment variable {x.var} holds {str(x)!r}, which is not the number's own text ({num}): a write "
+            "value from a variable is a number only as written so, lest a String node get other text than the "
+            f"variable holds; set {x.var}={num} for the number, or for a String node state it as text: {text}"
+        )
     meant: str | None = None
     if low in ("yes", "on", "y", "no", "off", "n"):
         meant = "true" if low in ("yes", "on", "y") else "false"
@@ -377,7 +394,7 @@ def _from_env(x: _FromEnv, what: str) -> Any:
     fix = f"set {x.var}={meant}" if meant is not None else f"set {x.var} to a finite decimal number"
     raise ValueError(
         f"environment variable {x.var} holds {bare!r}, which is not read as {kind}: a write value from a variable "
-        "is a number only in decimal without leading zeros (12, -3, 1.5, 1.0e3) and a boolean only as true or "
+        "is a number only in decimal without leading zeros (12, -3, 1.5, 1000.0) and a boolean only as true or "
         f"false; {fix} (text is only for String nodes: for a String node, state it as text: "
         f"{what}: {{text: '${{{x.var}}}'}})"
     )

@@ -84,3 +84,65 @@ def test_a_variable_holding_another_form_of_a_number_or_boolean_is_refused_namin
     assert f"actions.recipe.value: environment variable RECIPE holds '{held}'" in said, said
     assert fix in said and "value: {text: '${RECIPE}'}" in said, said
     assert "without quotes" not in said, said  # before: advice no variable can follow
+
+
+@pytest.mark.parametrize(
+    ("held", "fix"),
+    [
+        ("1.50", "set RECIPE=1.5 for the number"),
+        ("2.10", "set RECIPE=2.1 for the number"),
+        ("1e3", "set RECIPE=1000.0 for the number"),
+        ("+5", "set RECIPE=5 for the number"),
+        ("-0", "set RECIPE=0 for the number"),
+        (" 12 ", "set RECIPE=12 for the number"),
+        ("1.5e400", "set RECIPE to a finite decimal number"),
+    ],
+)
+def test_a_variable_whose_number_reads_as_other_text_is_refused_not_changed_for_a_string_node(
+    monkeypatch, held, fix
+):
+    """Before, RECIPE=2.10 loaded as the number 2.1, and a String node (a recipe version) got '2.1', maybe
+    another recipe, without a word."""
+    monkeypatch.setenv("RECIPE", held)
+    with pytest.raises(ConfigError) as e:
+        _config(
+            4840,
+            {"recipe": {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=R", "value": "${RECIPE}"}},
+        )
+    said = str(e.value)
+    assert f"actions.recipe.value: environment variable RECIPE holds '{held}', which is" in said, said
+    assert fix in said and "value: {text: '${RECIPE}'}" in said, said
+
+
+async def test_a_variable_written_as_its_number_reaches_a_string_node_as_the_variable_holds_it(monkeypatch):
+    monkeypatch.setenv("VERSION", "12.0")
+    monkeypatch.setenv("CODE", "2.10")
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    nodes = {}
+    for name in ("Version", "Code"):
+        nodes[name] = await obj.add_variable(
+            ua.NodeId(name, idx), name, ua.Variant("", ua.VariantType.String)
+        )
+        await nodes[name].set_writable()
+    await srv.start()
+    write = {"type": "opcua_write", "source": "plc"}
+    cfg = _config(
+        port,
+        {
+            "version": {**write, "node_id": f"ns={idx};s=Version", "value": "${VERSION}"},
+            "code": {**write, "node_id": f"ns={idx};s=Code", "value": {"text": "${CODE}"}},
+        },
+    )
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    runner = ActionRunner(cfg, {"plc": src})
+    await src.start()
+    try:
+        await until(lambda: src.state.value == "connected", 10, "connected")
+        await runner.handle(list(cfg.actions), result("NG", 0), None)
+        await runner.flush(timeout_s=5)
+        got = {n: await node.read_value() for n, node in nodes.items()}
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert got == {"Version": "12.0", "Code": "2.10"}, (got, runner.stats)
