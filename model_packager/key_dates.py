@@ -6,41 +6,27 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from pathlib import Path
 
 from model_packager.errors import SignatureError
+from model_packager.regular import open_regular_fd, read_upto
 
 NOT_AFTER = "not-after:"
 # a public key file: a PEM block of ~113 bytes and a not-after line; what is larger is no key file
 KEY_MAX_BYTES = 64 * 1024
-_KINDS = (
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a named pipe"),
-    (stat.S_ISCHR, "a device"),
-    (stat.S_ISBLK, "a device"),
-    (stat.S_ISSOCK, "a socket"),
-)
 
 
 def read_key_file(path: str | Path) -> bytes:
     """The bytes of a key file, a regular file of at most ``KEY_MAX_BYTES``; ``OSError`` whose ``strerror`` says
-    what it is otherwise (``a named pipe, not a regular file``). A named pipe is opened without blocking and never
-    read: a trusted key made a pipe held the install child in its read until the 600-s bound of every install."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    what it is otherwise (``a named pipe, not a regular file``). Its type is looked at before it is opened: a
+    named pipe is never waited on (a trusted key made a pipe held the install child in its read until the 600-s
+    bound of every install), a device never opened (a serial line's DTR raised, a watchdog armed), and a socket
+    is named as one."""
+    fd = open_regular_fd(path, says="not a regular file")
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            what = next((w for test, w in _KINDS if test(mode)), "not a regular file")
-            raise OSError(errno.EINVAL, f"{what}, not a regular file")
-        os.set_blocking(fd, True)
-        chunks, left = [], KEY_MAX_BYTES + 1
-        while left > 0 and (chunk := os.read(fd, left)):
-            chunks.append(chunk)
-            left -= len(chunk)
+        data = read_upto(fd, KEY_MAX_BYTES)
     finally:
         os.close(fd)
-    data = b"".join(chunks)
     if len(data) > KEY_MAX_BYTES:
         raise OSError(errno.EFBIG, f"larger than {KEY_MAX_BYTES} bytes, more than a public key file holds")
     return data

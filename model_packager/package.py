@@ -58,6 +58,8 @@ from model_packager.errors import (
     UnsafeArchiveError,
 )
 from model_packager.manifest import EngineCheck, FileEntry, FileRole, Manifest
+from model_packager.regular import kind as _kind
+from model_packager.regular import open_regular, read_upto
 from model_packager.safe_yaml import MAX_YAML_BYTES, load_bounded
 from model_packager.tarread import Member, StrictTarReader
 from model_packager.text import printable
@@ -127,46 +129,21 @@ def _sha256_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-_NOT_FILES = (
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a named pipe"),
-    (stat.S_ISCHR, "a device"),
-    (stat.S_ISBLK, "a device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def open_regular(path: str | Path) -> BinaryIO:
-    """``open(path, "rb")`` for a regular file only; ``OSError`` whose ``strerror`` says what it is otherwise
-    (``a named pipe, not a file``). A named pipe is opened without blocking, so that nothing waits on one
-    forever (``model-packager inspect``, an agent's package path, a spec); a device such as ``/dev/zero`` is
-    never read."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            what = next((w for test, w in _NOT_FILES if test(mode)), "not a regular file")
-            raise OSError(errno.EINVAL, f"{what}, not a file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def read_bounded(path: str | Path, max_bytes: int) -> bytes:
     """The bytes of a text file given on a command line (a spec, a config to deploy), at most ``max_bytes + 1``
     of them, so that the caller refuses a larger one without reading it whole. Unlike a package, such a file
     may come through a pipe that something writes to: ``<(envsubst < spec.yaml)``, ``/dev/stdin`` of a script's
     pipeline; it is read to its end, however slowly it is written. A named pipe is opened without blocking,
     so one that nothing writes to is refused at once (``a named pipe that nothing wrote to``), never waited
-    on; a folder, a device (``/dev/zero``) or a socket is ``OSError`` naming it, never read."""
+    on; a folder, a device (``/dev/zero``) or a socket is ``OSError`` naming it, never opened nor read."""
+    mode = os.stat(path).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise OSError(errno.EINVAL, f"{_kind(mode)}, not a file")
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
+        mode = os.fstat(fd).st_mode  # (replaced between the two)
         if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-            what = next((w for test, w in _NOT_FILES if test(mode)), "not a regular file")
-            raise OSError(errno.EINVAL, f"{what}, not a file")
+            raise OSError(errno.EINVAL, f"{_kind(mode)}, not a file")
         os.set_blocking(fd, True)  # a pipe with a writer is read to its end; one without reads as empty
         data = read_upto(fd, max_bytes)
     finally:
@@ -174,20 +151,6 @@ def read_bounded(path: str | Path, max_bytes: int) -> bytes:
     if not data and stat.S_ISFIFO(mode):
         raise OSError(errno.EINVAL, "a named pipe that nothing wrote to")
     return data
-
-
-def read_upto(fd: int, max_bytes: int) -> bytes:
-    """What ``fd`` gives until its end, but no more than ``max_bytes + 1`` bytes (one past a bound is enough to
-    refuse), in pieces as a pipe's writer sends them."""
-    chunks: list[bytes] = []
-    got = 0
-    while got <= max_bytes:
-        chunk = os.read(fd, min(1 << 20, max_bytes + 1 - got))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
 
 
 def _spec_dict(spec: Manifest | dict | str | Path) -> dict:
