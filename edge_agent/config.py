@@ -332,11 +332,27 @@ class _FromEnv(str):
     a variable has no YAML type, so ``_from_env`` reads its number or truth value (``_substitute`` makes it)."""
 
     var: str
+    default: bool  # the text is the default written in the config (``${VAR:-007}``, VAR unset), not VAR's
 
-    def __new__(cls, text: str, var: str) -> _FromEnv:
+    expr: str  # as the config writes it: ${VAR}, ${VAR:-007}
+
+    def __new__(cls, text: str, var: str, default: bool = False, expr: str = "") -> _FromEnv:
         obj = super().__new__(cls, text)
         obj.var = var
+        obj.default = default
+        obj.expr = expr or f"${{{var}}}"
         return obj
+
+
+def _env_said(x: _FromEnv, shown: str) -> tuple[str, str]:
+    """What gave ``x`` (``environment variable V holds '...'``, or the config's default when V is unset), and
+    the fix's verb for the value ``shown`` (``set V=7``, or ``write the default as 7``)."""
+    if x.default:
+        return (
+            f"the default {str(x)!r} of ${{{x.var}}} (the variable is not set)",
+            f"write the default as {shown}",
+        )
+    return f"environment variable {x.var} holds {str(x)!r}", f"set {x.var}={shown}"
 
 
 # the places whose value, given wholly by one ${VAR}, is read as the variable's number or truth value
@@ -366,24 +382,25 @@ def _from_env(x: _FromEnv, what: str) -> Any:
             return num
         # 1.50, 1e3, +5, -0, ' 12 ': a String node would get the number's text (1.5, 1000.0, 5, 0, 12), not
         # the variable's: refused, never changed without a word
-        text = f"{what}: {{text: '${{{x.var}}}'}}"
+        text = f"{what}: {{text: '{x.expr}'}}"
         if not math.isfinite(num):
+            said, _ = _env_said(x, "")
             raise ValueError(
-                f"environment variable {x.var} holds {str(x)!r}, which is no finite number (it reads as "
-                f"{num}, which is never written); set {x.var} to a finite decimal number, or for a String node "
-                f"state it as text: {text}"
+                f"{said}, which is no finite number (it reads as {num}, which is never written); give "
+                f"{x.var} a finite decimal number, or for a String node state it as text: {text}"
             )
+        said, fix = _env_said(x, str(num))
         raise ValueError(
-            f"environment variable {x.var} holds {str(x)!r}, which is not the number's own text ({num}): a write "
-            "value from a variable is a number only as written so, lest a String node get other text than the "
-            f"variable holds; set {x.var}={num} for the number, or for a String node state it as text: {text}"
+            f"{said}, which is not the number's own text ({num}): a write value from a variable is a number only "
+            "as written so, lest a String node get other text than the variable holds; "
+            f"{fix} for the number, or for a String node state it as text: {text}"
         )
     meant: str | None = None
     if low in ("yes", "on", "y", "no", "off", "n"):
         meant = "true" if low in ("yes", "on", "y") else "false"
     elif re.fullmatch(r"[-+]?0\d+", bare):
         meant = str(int(bare, 10))
-        if not set(bare) & {"8", "9"}:
+        if not set(bare) & {"8", "9"} and int(bare, 8) != int(bare, 10):
             meant += f" (or {int(bare, 8)}, if the octal {bare} is meant)"
     elif re.fullmatch(r"[-+]?0[xXbBoO][0-9a-fA-F_]+", bare):
         with contextlib.suppress(ValueError):
@@ -391,12 +408,14 @@ def _from_env(x: _FromEnv, what: str) -> Any:
     elif not _LOOKS_TYPED.match(bare):
         return str(x)  # text: a String node gets it as it is
     kind = "a boolean" if low in ("yes", "on", "y", "no", "off", "n") else "a number"
-    fix = f"set {x.var}={meant}" if meant is not None else f"set {x.var} to a finite decimal number"
+    said, fix = _env_said(x, meant or "")
+    if meant is None:
+        fix = f"give {x.var} a finite decimal number"
     raise ValueError(
-        f"environment variable {x.var} holds {bare!r}, which is not read as {kind}: a write value from a variable "
+        f"{said}, which is not read as {kind}: a write value from a variable "
         "is a number only in decimal without leading zeros (12, -3, 1.5, 1000.0) and a boolean only as true or "
         f"false; {fix} (text is only for String nodes: for a String node, state it as text: "
-        f"{what}: {{text: '${{{x.var}}}'}})"
+        f"{what}: {{text: '{x.expr}'}})"
     )
 
 
@@ -1072,10 +1091,13 @@ def _substitute(
     if isinstance(node, list):
         return [_substitute(v, f"{loc}[{i}]", errors, env, unset, taken) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
+        defaulted = False
 
         def repl(m: re.Match) -> str:
+            nonlocal defaulted
             val = env.get(m.group(1))
             if m.group(3) is not None and (val is None or (m.group(2) and not val)):
+                defaulted = True
                 # ${VAR:-default} takes its default when VAR is unset or empty, as a shell (and Compose) reads it:
                 # an agent.env line left blank (PLC_HOST=) gave an empty host instead, which validated
                 # (opc.tcp://:4840, an MQTT host ''), or a refusal of its port (found '') naming no variable.
@@ -1114,9 +1136,8 @@ def _substitute(
         out = _ENV.sub(repl, node)
         whole = _ENV.fullmatch(node)
         if whole and type(out) is str and len(errors) == before and _WRITE_VALUE_PLACE.fullmatch(loc):
-            return _FromEnv(
-                out, whole.group(1)
-            )  # a write value wholly from a variable: ``_from_env`` types it
+            # a write value wholly from a variable: ``_from_env`` types it
+            return _FromEnv(out, whole.group(1), defaulted, node)
         return out
     return node
 

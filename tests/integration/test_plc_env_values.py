@@ -95,7 +95,7 @@ def test_a_variable_holding_another_form_of_a_number_or_boolean_is_refused_namin
         ("+5", "set RECIPE=5 for the number"),
         ("-0", "set RECIPE=0 for the number"),
         (" 12 ", "set RECIPE=12 for the number"),
-        ("1.5e400", "set RECIPE to a finite decimal number"),
+        ("1.5e400", "give RECIPE a finite decimal number"),
     ],
 )
 def test_a_variable_whose_number_reads_as_other_text_is_refused_not_changed_for_a_string_node(
@@ -146,3 +146,26 @@ async def test_a_variable_written_as_its_number_reaches_a_string_node_as_the_var
         await src.stop()
         await srv.stop()
     assert got == {"Version": "12.0", "Code": "2.10"}, (got, runner.stats)
+
+
+@pytest.mark.parametrize(
+    ("default", "said", "fix"),
+    [
+        ("007", "the default '007' of ${RECIPE} (the variable is not set)", "write the default as 7"),
+        ("2.10", "the default '2.10' of ${RECIPE} (the variable is not set)", "write the default as 2.1"),
+    ],
+)
+def test_a_default_the_config_writes_is_named_as_such_not_as_what_the_variable_holds(
+    monkeypatch, default, said, fix
+):
+    """Before: 'environment variable RECIPE holds '007' ... set RECIPE=7 (or 7, if the octal 007 is meant)'
+    with RECIPE unset: the text to change is the default in the config file, and both readings are 7."""
+    monkeypatch.delenv("RECIPE", raising=False)
+    value = f"${{RECIPE:-{default}}}"
+    with pytest.raises(ConfigError) as e:
+        _config(
+            4840, {"recipe": {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=R", "value": value}}
+        )
+    text = str(e.value)
+    assert said in text and fix in text and f"{{text: '{value}'}}" in text, text
+    assert "RECIPE holds" not in text and "octal" not in text, text
