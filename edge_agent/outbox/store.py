@@ -59,7 +59,8 @@ The outbox records an ``outbox_corrupt`` event (with the previous epoch and what
 record of the new epoch, so the cloud learns of the loss. While running, a store found corrupt (by a commit, a
 drop, a reader) or removed, replaced or cut short under the agent is renewed the same way by the writer thread
 (readers wait at a gate meanwhile; appends wait in the hand-over queue); records not read back count as
-``corrupt:<kind>``. (Durability never degrades silently: if the fresh file cannot be created at start,
+``corrupt:<kind>``. Records the cloud acknowledged whose DELETE met the damage are at the cloud: neither sent again
+nor salvaged, nor counted as lost. (Durability never degrades silently: if the fresh file cannot be created at start,
 ``open()`` raises and the agent does not start; while running it is tried again every ``RENEW_RETRY_S``.)
 Only SQLITE_CORRUPT / SQLITE_NOTADB (or a failed quick_check) mean a corrupt file: a full or read-only disk,
 an I/O error or a folder it cannot open (FULL, IOERR, READONLY, CANTOPEN, an OSError) keeps the file where it
@@ -148,6 +149,7 @@ SALVAGE_TRIES = (
     5  # renewals failed by a disk error while salvaging; then what reads is salvaged, the rest skipped
 )
 READER_WAIT_S = 30.0  # a reader waits at most this long while the store is renewed
+HANDED_MAX = 100_000  # records handed to a sender whose kinds are kept until acknowledged (~10 MB at most)
 # only these mean the file itself is bad; FULL, IOERR, READONLY, CANTOPEN are the disk's or the folder's fault
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
@@ -394,6 +396,12 @@ class Outbox:
         self._acked_while_salvaging: set | None = (
             None  # seqs acked while a running salvage copies old records
         )
+        # seq -> kind of the records handed to a sender and not acknowledged yet (bounded): what an ack that
+        # meets a corrupt store takes out of the renewed store's count of lost records
+        self._handed: dict[int, str] = {}
+        # seq -> kind (None: not known) of records the cloud acknowledged whose DELETE met a corrupt store: they
+        # are at the cloud, so not sent again, not salvaged into the renewed store and not counted as lost
+        self._acked_unremoved: dict[int, str | None] = {}
         self._ino: tuple[int, int] | None = None  # (st_dev, st_ino) of the file the writer has open
         self._size_seen: int | None = None  # the writer's file's size at the last look, once it had a header
         self.renewals = 0  # stores moved aside or replaced by this process (at open or while running)
@@ -832,13 +840,20 @@ class Outbox:
         return moved
 
     def _salvage(
-        self, src: Path, db: sqlite3.Connection, last_seq: int = 0, between=None, limit_s: float = SALVAGE_S
+        self,
+        src: Path,
+        db: sqlite3.Connection,
+        last_seq: int = 0,
+        between=None,
+        limit_s: float = SALVAGE_S,
+        skipped: dict[int, str] | None = None,
     ) -> Counter:
         """Copy every row of ``src`` (a moved-aside file) that can still be read into ``db``, with its seq: an ack
         or a batch in flight for the old epoch then names the same record, never another. Rows are read by
         ranges of seqs; a range that cannot be read is split down to single seqs, and what stays unreadable
         is skipped. At most ``limit_s``; ``between()`` is called every ~50 ms (the writer commits what the agent
-        appended meanwhile). Returns the rows copied, by kind."""
+        appended meanwhile). Records the cloud acknowledged (an ack meanwhile, or one whose DELETE met the damage) are
+        left out, noted in ``skipped`` (seq -> kind). Returns the rows copied, by kind."""
         got: Counter = Counter()
         deadline = time.monotonic() + limit_s
         pause = time.monotonic() + 0.05
@@ -879,8 +894,16 @@ class Outbox:
                         m = (a + b) // 2
                         todo += [(m + 1, b), (a, m)]
                     continue
-                acked = self._acked_while_salvaging or ()  # sent and acknowledged meanwhile: not again
-                rows = [r for r in rows if _intact(r) and r[0] not in acked]
+                # sent and acknowledged (meanwhile, or before by an ack that met the damage): not again
+                acked = self._acked_while_salvaging or ()
+                gone = self._acked_unremoved
+                if skipped is not None:
+                    skipped.update(
+                        (r[0], gone.get(r[0]) or r[1])
+                        for r in rows
+                        if (r[0] in acked or r[0] in gone) and isinstance(r[1], str)
+                    )
+                rows = [r for r in rows if _intact(r) and r[0] not in acked and r[0] not in gone]
                 if rows:
                     db.execute("BEGIN")
                     db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?)", rows)
@@ -1035,16 +1058,20 @@ class Outbox:
         take a new store."""
         old = self._db
         previous_epoch = self.epoch
-        before: Counter = Counter()  # committed records by kind: what the old store should hold
-        with self._lock:
-            for (kind, _prio), n in self._counts.items():
-                before[kind] += max(n, 0)
         with self._gate:  # before the gate closes: an ack waiting there is kept out of the salvage
             self._acked_while_salvaging = set()
         if not self._close_gate():
             self._acked_while_salvaging = None
             self._renew_next = time.monotonic() + RENEW_RETRY_S
             return False
+        before: Counter = (
+            Counter()
+        )  # committed records by kind: what the old store should hold (no ack runs now)
+        with self._lock:
+            for (kind, _prio), n in self._counts.items():
+                before[kind] += max(n, 0)
+            # acknowledged by the cloud, but their DELETE met the damage: at the cloud, neither salvaged nor lost
+            acked_gone = dict(self._acked_unremoved)
         db: sqlite3.Connection | None = None
         try:
             try:
@@ -1111,10 +1138,16 @@ class Outbox:
             self._open_gate()
             # the new store is in place: a disk error now only ends the salvage
             self._salvage_tries = SALVAGE_TRIES
+            skipped: dict[int, str] = {}  # seq -> kind of the rows left out as acknowledged
             try:
                 got = (
                     self._salvage(
-                        aside, db, self._seq, between=self._commit_queued, limit_s=RUNNING_SALVAGE_S
+                        aside,
+                        db,
+                        self._seq,
+                        between=self._commit_queued,
+                        limit_s=RUNNING_SALVAGE_S,
+                        skipped=skipped,
                     )
                     if aside is not None
                     else Counter()
@@ -1124,10 +1157,16 @@ class Outbox:
                 got = Counter()
             self._acked_while_salvaging = None
             self._salvage_from, self._salvage_tries = None, 0
+            with self._lock:  # accounted for by this renewal (a later one must not count them again)
+                for q in (*acked_gone, *skipped):
+                    self._acked_unremoved.pop(q, None)
             self._rebuild_counts(db)
             # files of records still in hand-over are not referenced yet: counted, not removed
             self._sweep_samples(db, remove=False)
-            lost = before - got
+            # acknowledged records are at the cloud, read in the old store or not: none of them is lost
+            at_cloud = Counter(skipped.values())
+            at_cloud.update(k for q, k in acked_gone.items() if k is not None and q not in skipped)
+            lost = before - got - at_cloud
             with self._lock:
                 self.dropped_total = Counter()  # since the new epoch began
                 self.dropped.update({f"corrupt:{k}": n for k, n in lost.items()})
@@ -1888,12 +1927,13 @@ class Outbox:
         """Committed, unacknowledged records: events/alarms first, then results, then samples; by seq within.
         Empty while the store cannot be read (corrupt: renewed by the writer; removed; an I/O error): logged
         once, never raised, so that a sender polling it keeps running and resumes once the store is back."""
+        gone = self._acked_unremoved  # at the cloud already: never sent again
         try:
             with self._reading() as db:
                 rows = db.execute(
                     "SELECT seq, kind, priority, t, payload, sample_sha256, sample_ext, size FROM records "
                     "ORDER BY priority, seq LIMIT ?",
-                    (limit,),
+                    (limit + len(gone),),
                 ).fetchall()
         except (sqlite3.Error, OutboxError) as exc:
             if not self._unreadable_told:
@@ -1904,12 +1944,19 @@ class Outbox:
         out: list[Any] = []
         total = 0
         for r in rows:
-            if out and total + r[7] > max_bytes:
+            if gone and r[0] in gone:
+                continue
+            if len(out) >= limit or out and total + r[7] > max_bytes:
                 break
             out.append(Record(*r))
             total += r[7]
         if out:
             self._mark_sent(max(r.seq for r in out))
+            with self._lock:
+                handed = self._handed
+                handed.update((r.seq, r.kind) for r in out)
+                while len(handed) > HANDED_MAX:  # a sender that never acks: the oldest are forgotten
+                    del handed[next(iter(handed))]
         return out
 
     def _mark_sent(self, top: int) -> None:
@@ -1971,9 +2018,30 @@ class Outbox:
             return 0
         rows: list = []  # exactly what this DELETE removed: the counts stay exact beside a concurrent drop
         with self._reading(acking=seqs) as db:
-            rows += _delete_seqs(db, seqs)
-            db.commit()
+            try:
+                rows += _delete_seqs(db, seqs)
+                db.commit()
+            except sqlite3.DatabaseError as exc:
+                if not _is_corrupt(exc):
+                    raise
+                # the cloud has them: the renewal the damage calls for must not salvage them into the new
+                # store (sent again there, in a new epoch: twice at the cloud) nor count them as lost. Noted
+                # before this reader leaves, so before the renewal can close the gate and begin its salvage.
+                with self._lock:
+                    for q in seqs:
+                        self._acked_unremoved[q] = self._handed.pop(q, None)
+                self._want_renewal(_cause(exc))
+                log.warning(
+                    "outbox %s: the acknowledgement of %d records met a corrupt store (%s); they are not sent "
+                    "again and are left out of the renewed store",
+                    self.dir,
+                    len(seqs),
+                    _cause(exc),
+                )
+                return 0
             with self._lock:
+                for q in seqs:
+                    self._handed.pop(q, None)
                 self._bytes -= sum(r[3] for r in rows)
                 self._count_deleted(rows)
                 self.acked += len(rows)

@@ -4,6 +4,7 @@ the agent keeps appending throughout, and every record is either stored or count
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -244,6 +245,84 @@ async def test_an_outbox_turning_corrupt_while_running_is_renewed_and_the_cloud_
     finally:
         if up is not None:
             await up.stop()
+        ob.close()
+        await srv.stop()
+
+
+def damage_index(path, index: str = "records_by_kind_t") -> None:
+    """Zero the root page of one index of the records table, its page number read from ``sqlite_master`` (so
+    whatever the file's layout): every row stays readable by its seq, every change to the table meets the
+    damage (SQLITE_CORRUPT). Done after the WAL was folded into the file, as ``scribble_pages``."""
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    page = con.execute("PRAGMA page_size").fetchone()[0]
+    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (index,)).fetchone()[0]
+    con.close()
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * page)
+        f.write(bytes(page))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def test_records_acknowledged_on_a_store_turned_corrupt_are_neither_sent_again_nor_counted_as_lost(tmp_path):
+    events: list = []
+    # no retention: nothing but the acknowledgement meets the damage
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), tmp_path, on_event=events.append)
+    ob.open()
+    for i in range(300):
+        ob.append("result", {"i": i, "pad": "p" * 200})
+    ob.flush()
+    sent = [r.seq for r in ob.pending(100, 10**9)]  # a batch at the cloud
+    damage_index(ob.path)
+    with contextlib.suppress(sqlite3.DatabaseError):  # (as the uplink takes a failed ack: it sends on later)
+        ob.ack(sent)  # the cloud acknowledged them; their DELETE meets the damage
+    wait_for(lambda: ob.stats()["renewals"] == 1, what="the store to be renewed")
+    # formerly the renewal copied the 100 acknowledged records into the new store: sent again in its new epoch,
+    # where the cloud cannot tell them for the ones it has, and stored twice
+    left = [r.seq for r in ob.pending(1000, 10**9) if r.kind == "result"]
+    assert not set(left) & set(sent) and len(left) == 200
+    corrupt = [e for e in events if e["kind"] == "outbox_corrupt"]
+    assert len(corrupt) == 1 and corrupt[0]["lost"] == 0 and corrupt[0]["salvaged"] == 200
+    assert not ob.dropped and ob.stats()["by_kind"]["result"] == 200
+    ob.close()
+
+
+async def test_a_store_turning_corrupt_twice_is_renewed_each_time_and_the_cloud_gets_each_record_once(
+    tmp_path, pki
+):
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    events: list = []
+    ob = Outbox(
+        OutboxSettings(commit_interval_ms=10, retention={}), tmp_path / "agent", on_event=events.append
+    )
+    ob.open()
+    try:
+        for n in (1, 2):  # the store, then the store that renewed it
+            for i in range(1000):  # the link is down: they wait in the outbox
+                ob.append("result", {"i": (n - 1) * 1000 + i, "pad": "p" * 200})
+            ob.flush()
+            damage_index(ob.path)  # its rows all readable: nothing is lost
+            up = Uplink(cloud_settings(pki, port), ob)
+            await up.start()
+            try:
+                await until(
+                    lambda n=n: ob.stats()["renewals"] == n and ob.stats()["depth"] == 0,
+                    what=f"renewal {n} and the outbox drained",
+                )
+            finally:
+                await up.stop()
+            results = [r for r in srv.store.records("gw1", limit=5000) if r["kind"] == "result"]
+            # formerly the 500 records of the batch whose acknowledgement met the damage were salvaged and sent
+            # again in the new epoch: stored twice
+            got = sorted(r["payload"]["i"] for r in results)
+            assert got == list(range(n * 1000)), f"renewal {n}: {len(got)} results at the cloud"
+        corrupt = [e for e in events if e["kind"] == "outbox_corrupt"]
+        assert [e["lost"] for e in corrupt] == [0, 0] and not ob.dropped
+        assert srv.store.stats("gw1")["duplicates"] == 0
+    finally:
         ob.close()
         await srv.stop()
 
