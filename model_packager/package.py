@@ -61,7 +61,7 @@ from model_packager.manifest import EngineCheck, FileEntry, FileRole, Manifest
 from model_packager.regular import kind as _kind
 from model_packager.regular import open_regular, read_upto
 from model_packager.safe_yaml import MAX_YAML_BYTES, load_bounded
-from model_packager.tarread import Member, StrictTarReader
+from model_packager.tarread import BLOCK, MAX_NAME_BYTES, MAX_PAX_BYTES, Member, StrictTarReader
 from model_packager.text import printable
 
 if TYPE_CHECKING:  # imported where used: ``tarfile`` writes packages, ``keys`` brings cryptography, numpy
@@ -997,8 +997,42 @@ def package_signer(pkg: str | Path, trusted: TrustedKeys) -> str:
     return _check_signature(reader.label, head[MANIFEST], head.get(SIGNATURE), trusted, expiry=False)
 
 
-def package_digest(pkg: str | Path) -> str:
-    return _sha256_file(Path(pkg))[0]
+def archive_limit(max_bytes: int = DEFAULT_MAX_BYTES) -> int:
+    """The most bytes a package file of at most ``max_bytes`` of content takes: that content, and for each of its
+    ``MAX_ENTRIES`` entries a header, one PAX header and one GNU long name at their bounds and the padding of each
+    to a block, and the end of the archive (``tarfile`` writes it up to a 10-KiB record)."""
+    per_entry = 4 * BLOCK + MAX_PAX_BYTES + MAX_NAME_BYTES + 3 * BLOCK
+    return max_bytes + MAX_ENTRIES * per_entry + 20 * BLOCK
+
+
+def package_digest(pkg: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """The SHA-256 of the package file ``pkg``, a regular file of at most ``archive_limit(max_bytes)`` bytes.
+    ``PackageError`` naming it otherwise, at once: a package path made a named pipe waited for a writer, and one
+    linked to ``/dev/zero`` was hashed without end (an agent's install held until its 600-s bound); one larger
+    than a package can be is refused by its size, unread."""
+    pkg = Path(pkg)
+    label, limit = printable(pkg.name), archive_limit(max_bytes)
+    too_large = (
+        f"package {label}: larger than {limit} bytes, the most a package of {max_bytes} bytes takes; refused"
+    )
+    try:
+        f = open_regular(pkg)
+    except FileNotFoundError as exc:
+        raise PackageError(f"package {printable(str(pkg))} does not exist", code="not_found") from exc
+    except OSError as exc:
+        raise UnsafeArchiveError(
+            f"package {label}: cannot read it ({printable(exc.strerror or exc)})", code="unreadable"
+        ) from exc
+    with f:
+        if os.fstat(f.fileno()).st_size > limit:
+            raise UnsafeArchiveError(too_large, code="too_large")
+        h, n = hashlib.sha256(), 0
+        while n <= limit and (chunk := f.read(min(_CHUNK, limit + 1 - n))):
+            h.update(chunk)
+            n += len(chunk)
+        if n > limit:  # (grown while read)
+            raise UnsafeArchiveError(too_large, code="too_large")
+    return h.hexdigest()
 
 
 def open_package(
@@ -1030,7 +1064,7 @@ def open_package(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return opened_from(manifest, target, signer, package_digest(pkg))
+    return opened_from(manifest, target, signer, package_digest(pkg, max_bytes))
 
 
 def opened_from(manifest: Manifest, root: Path, signer: str, digest: str) -> OpenedPackage:

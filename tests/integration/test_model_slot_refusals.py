@@ -244,42 +244,50 @@ def _gone(pid: int) -> bool:
         return True
 
 
+def _has_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` holds ``path`` open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                return True
+        except OSError:  # closed meanwhile
+            pass
+    return False
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 async def test_an_install_child_ends_with_the_agent_that_started_it(tmp_path, pkgs):
     """An agent killed mid-install (kill -9, the out-of-memory killer) left its child installing: it wrote into
     the slot's store after the restarted agent had started (a .part folder of up to the package's size, which
-    only the next start removed, or a folder nothing named). The child is held in the read of its package (a
-    named pipe the test holds open), past its start, while the process that started it is killed."""
+    only the next start removed, or a folder nothing named). The child is caught mid-install, hashing a package
+    of 1 GiB (a sparse file: it takes no disk), and stopped there (SIGSTOP) so that it cannot end on its own;
+    then the process that started it is killed."""
     held = tmp_path / "part-inspection-1.1.0.edgepkg"
-    os.mkfifo(held, 0o600)  # (a trusted key made a pipe is refused unread)
+    with open(held, "wb") as f:
+        f.truncate(1 << 30)  # (within a package's bounds: hashed whole, then refused as no archive)
     agent = subprocess.Popen(
         [sys.executable, "-c", _STARTS_AN_INSTALL, str(tmp_path / "store"), str(held), str(pkgs["pub"])],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).parents[2],
     )
-    child, writer = int(agent.stdout.readline()), None
+    child = int(agent.stdout.readline())
     try:
-
-        def child_reads_the_package() -> (
-            bool
-        ):  # opens for writing only once the child has it open for reading
-            nonlocal writer
-            try:
-                writer = os.open(held, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:
-                return False
-            return True
-
-        await until(child_reads_the_package, what="the install child reading its package")
+        await until(
+            lambda: _has_open(child, held), every_s=0.005, what="the install child reading its package"
+        )
+        os.kill(child, signal.SIGSTOP)  # held mid-install for as long as the test needs
+        assert _has_open(child, held), "the child ended its read before it was stopped"
         os.kill(agent.pid, signal.SIGKILL)
         agent.wait()
         await until(
             lambda: _gone(child), what="the install child ended with its agent"
         )  # formerly held for good
     finally:
-        if writer is not None:
-            os.close(writer)
         if not _gone(child):
             os.kill(child, signal.SIGKILL)
         agent.stdout.close()
@@ -344,3 +352,27 @@ async def test_a_package_refused_before_its_version_is_known_is_named_in_the_log
     assert said[0].endswith(f"{outcome.reason}; 1.0.0 keeps serving"), said
     refused = [e for e in events if e["kind"] == "swap_refused"]
     assert len(refused) == 1 and refused[0]["package"] == str(untrusted), refused
+
+
+@pytest.mark.parametrize("made", ["named-pipe", "link-to-dev-zero"])
+async def test_a_package_that_is_a_named_pipe_or_a_device_is_refused_at_once_naming_it(tmp_path, pkgs, made):
+    """The install child hashed the package with a plain read to its end before anything else: a package path made
+    a named pipe waited for a writer, and one linked to /dev/zero was hashed without end, each install held until
+    its 600-s bound ('took longer than 600 s'). It is refused at once, naming what it is."""
+    pkg = tmp_path / "part-inspection-1.1.0.edgepkg"
+    if made == "named-pipe":
+        os.mkfifo(pkg, 0o600)
+    else:
+        pkg.symlink_to("/dev/zero")
+    s = ModelSlot(
+        "vision", ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime"), tmp_path / "data", [pkgs["pub"]]
+    )
+    await s.start()
+    try:
+        async with asyncio.timeout(30):  # formerly 600 s
+            outcome = await s.swap(pkg)
+    finally:
+        await s.stop()
+    what = "a named pipe" if made == "named-pipe" else "a device"
+    assert not outcome.ok and outcome.stage == "verify" and outcome.to_version is None, outcome
+    assert outcome.reason == f"package {pkg.name}: cannot read it ({what}, not a file)", outcome

@@ -1,4 +1,4 @@
-"""A trusted key file that is no regular file is looked at before it is opened: a socket is
+"""A trusted key file or a package path that is no regular file is looked at before it is opened: a socket is
 named as one (opening it said only 'No such device or address'), and a named pipe or a device is never opened
 (opening a device has effects of its own: a serial line's DTR raised, a watchdog armed; opening a pipe releases
 the writer waiting on it)."""
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from model_packager import SignatureError, load_trusted_keys
+from model_packager import PackageError, SignatureError, load_trusted_keys, package_digest
 
 
 @pytest.fixture
@@ -25,18 +25,21 @@ def short_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def test_a_key_file_that_is_a_socket_is_named_as_one(short_dir):
+def test_a_key_file_or_a_package_that_is_a_socket_is_named_as_one(short_dir):
     path = short_dir / "fleet.pub"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(str(path))
         with pytest.raises(SignatureError) as key_err:
             load_trusted_keys([path])
+        with pytest.raises(PackageError) as pkg_err:
+            package_digest(path)
     finally:
         sock.close()
     assert str(key_err.value) == (
         f"trusted key {path}: cannot read a PEM public key (a socket, not a regular file); refused"
     )  # formerly '(No such device or address)'
+    assert str(pkg_err.value) == "package fleet.pub: cannot read it (a socket, not a file)"
 
 
 def test_a_key_file_that_is_a_named_pipe_is_refused_without_being_opened(short_dir):
