@@ -779,16 +779,34 @@ class ModelSlot:
         Never raises for a bad package: any exception on the way (a parser bug, a malformed golden
         file, an engine raising something unexpected) is a refusal at the stage it reached, and the
         slot returns to the state it was in, the old model still serving."""
+        got: list[OpenedPackage] = []  # the package once verified: its version is known from there on
         try:
-            return await self._swap(pkg, watch=watch, expect=expect)
+            return await self._swap(pkg, watch=watch, expect=expect, got=got)
         except Exception as exc:
             stage = {"loading": "load", "smoke_testing": "golden"}.get(self.state, "verify")
             reason = str(exc) if isinstance(exc, PackageError) else f"unexpected {type(exc).__name__}: {exc}"
             log.debug("slot %s: swap raised", self.name, exc_info=True)
-            return self._refused(self.version, None, stage, printable(reason, 500), package=Path(pkg))
+            reason = printable(reason, 500)
+            if not got:
+                return self._refused(self.version, None, stage, reason, package=Path(pkg))
+            opened = got[0]
+            if self._active is None or self._active.opened.root != opened.root:
+                # verified, then refused: marked and removed as at any other stage past the install. Left installed
+                # unmarked, it was the newest a start on a lost state.json served, its golden test never passed
+                try:
+                    await asyncio.to_thread(self.store.mark_failed, opened.root, reason)
+                    await self._prune()
+                except Exception as why:  # a disk that refuses it: said, the refusal still told
+                    log.warning("slot %s: cannot mark %s refused: %s", self.name, opened.root.name, why)
+            return self._refused(self.version, opened.manifest.version, stage, reason, package=Path(pkg))
 
     async def _swap(
-        self, pkg: Path, *, watch: bool = True, expect: tuple[str, str] | None = None
+        self,
+        pkg: Path,
+        *,
+        watch: bool = True,
+        expect: tuple[str, str] | None = None,
+        got: list[OpenedPackage] | None = None,
     ) -> SwapOutcome:
         async with self._swap_lock:
             old = self._active
@@ -801,6 +819,8 @@ class ModelSlot:
                 return self._refused(
                     from_v, None, "verify", str(exc), retry=exc.code == NO_SPACE, package=Path(pkg)
                 )
+            if got is not None:
+                got.append(opened)
             to_v = opened.manifest.version
             if expect is not None and (opened.manifest.name, to_v) != expect:
                 # the fleet named another package than the bytes it sent (its registry's index and its
@@ -811,12 +831,12 @@ class ModelSlot:
                 )
                 await asyncio.to_thread(self.store.mark_failed, opened.root, why)
                 await self._prune()
-                return self._refused(from_v, to_v, "verify", why)
+                return self._refused(from_v, to_v, "verify", why, package=Path(pkg))
             if to_v in self.config.refused_versions:
                 why = self._refused_by_config(opened.manifest.package_id)
                 await asyncio.to_thread(self.store.mark_failed, opened.root, why)
                 await self._prune()
-                return self._refused(from_v, to_v, "verify", why)
+                return self._refused(from_v, to_v, "verify", why, package=Path(pkg))
             if old is not None and opened.manifest.task != old.manifest.task:
                 return self._refused(
                     from_v,
@@ -824,44 +844,47 @@ class ModelSlot:
                     "verify",
                     f"package task {opened.manifest.task.value} does not match the slot's "
                     f"{old.manifest.task.value}",
+                    package=Path(pkg),
                 )
             for check in list(self.swap_checks.values()):
                 # a pipeline's start check (a baseline's sample-rate floor): the start refuses such a package, and
                 # once swapped in it served windows whose baseline failed at each, the old model no longer kept
                 if (unfit := check(opened.manifest)) is not None:
-                    return self._refused(from_v, to_v, "verify", unfit)
+                    return self._refused(from_v, to_v, "verify", unfit, package=Path(pkg))
             self.state = "smoke_testing"  # load, golden-check and time each engine and form
             helpers = self._helpers
             try:
                 new = await in_lowered_thread(self._load, opened)
             except (EngineError, NothingPasses, _Stopped, PackageError) as exc:
                 if helpers.stopped:  # a stop mid-swap, not the package's fault: nothing marked failed
-                    return self._refused(from_v, to_v, "load", f"the slot stopped mid-swap: {exc}")
+                    return self._refused(
+                        from_v, to_v, "load", f"the slot stopped mid-swap: {exc}", package=Path(pkg)
+                    )
                 if isinstance(exc, _Stopped):
                     raise
                 if isinstance(exc, PackageError) and exc.code == GOLDEN_UNREADABLE:
                     # a passing error of this machine (EMFILE, ENOMEM) reading them: tried again, as a full disk
                     # is. Taken for the package's, it was marked failed, for good
                     await self._prune()
-                    return self._refused(from_v, to_v, "golden", str(exc), retry=True)
+                    return self._refused(from_v, to_v, "golden", str(exc), retry=True, package=Path(pkg))
                 if isinstance(exc, PackageError):
                     # its golden files refused as read (a decompression bomb, not an .npz), before any engine's
                     # check: refused as the others at this stage. Left to the catch-all, the refusal named no
                     # version and the folder stayed installed unmarked, the newest a start on a lost state took
                     await asyncio.to_thread(self.store.mark_failed, opened.root, str(exc))
                     await self._prune()
-                    return self._refused(from_v, to_v, "golden", str(exc))
+                    return self._refused(from_v, to_v, "golden", str(exc), package=Path(pkg))
                 if isinstance(exc, EngineError):
                     await asyncio.to_thread(self.store.mark_failed, opened.root, str(exc))
                     await self._prune()
-                    return self._refused(from_v, to_v, "load", str(exc))
+                    return self._refused(from_v, to_v, "load", str(exc), package=Path(pkg))
                 if exc.package_defect:  # not the gateway's: it was said to fail "on this CPU"
                     reason = f"golden test failed, a defect of the package on every CPU: {exc}"
                 else:
                     reason = f"golden test failed on this CPU ({int8_path()}): {exc}"
                 await asyncio.to_thread(self.store.mark_failed, opened.root, reason)
                 await self._prune()
-                return self._refused(from_v, to_v, "golden", reason)
+                return self._refused(from_v, to_v, "golden", reason, package=Path(pkg))
             self._report_selection(new)
             if old is not None and _below(to_v, old.manifest.version):
                 # an admin's rollback (the only way the fleet sends a lower version): the version it rolls away
@@ -980,10 +1003,11 @@ class ModelSlot:
                 pass
 
     def _refused(
-        self, from_v, to_v, stage: str, reason: str, *, retry: bool = False, package: Path | None = None
+        self, from_v, to_v, stage: str, reason: str, *, package: Path, retry: bool = False
     ) -> SwapOutcome:
-        """``package``: the package file refused, named where its version is unknown (refused before its
-        manifest was verified: the log said ``swap to None``, the event named nothing refused)."""
+        """``package``: the package file refused, in the event (as ``swap_started`` names it), and in the log line
+        where its version is unknown (refused before its manifest was verified: the log said ``swap to None``).
+        ``to_v``: the version its verified manifest gave, whatever stage refused it."""
         # one line, whatever it quotes (an engine's error names the model's own operators and nodes):
         # it goes to the log, the swap_refused event, /status and the fleet
         reason = one_line(reason, 1000)
@@ -992,16 +1016,18 @@ class ModelSlot:
         self.last_outcome = outcome
         self.counters["swaps_refused"] += 1
         self._say_unrecorded()  # (a refused package's mark)
-        extra = {"package": str(package)} if package is not None else {}
         self._event(
-            EventKind.SWAP_REFUSED, stage=stage, reason=reason, from_version=from_v, to_version=to_v, **extra
+            EventKind.SWAP_REFUSED,
+            stage=stage,
+            reason=reason,
+            from_version=from_v,
+            to_version=to_v,
+            package=str(package),
         )
         if to_v is not None:
             what = f"swap to {to_v}"
-        elif package is not None:
-            what = f"package {printable(package.name, 200)} (version unknown: not verified)"
         else:
-            what = "swap"
+            what = f"package {printable(package.name, 200)} (version unknown: not verified)"
         log.warning(
             "slot %s: %s refused at %s: %s; %s %s",
             self.name,

@@ -18,6 +18,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -320,14 +321,9 @@ async def test_a_trusted_key_that_is_a_named_pipe_is_refused_naming_it_not_waite
     assert f"trusted key {pipe}: " in outcome.reason and "a named pipe, not a regular file" in outcome.reason
 
 
-async def test_a_package_refused_before_its_version_is_known_is_named_in_the_log_and_event(
-    tmp_path, pkgs, caplog
-):
-    """A package refused at verify (here signed by a key the agent does not trust) has no verified version: the
-    log said 'swap to None refused at verify', and the swap_refused event named nothing refused. Both name the
-    package file now, with why."""
-    other, _ = make_keypair(tmp_path / "other-keys")
-    untrusted = make_package(tmp_path / "untrusted", kind="vision", version="1.1.0", key=other, seed=2)
+async def _swap_from_v1(tmp_path, pkgs, pkg, caplog, before=None) -> tuple[Any, list]:
+    """The outcome and events of a swap to ``pkg`` from 1.0.0 (``before``: called once 1.0.0 serves), the slot's
+    warnings in ``caplog``."""
     events: list = []
     s = ModelSlot(
         "vision",
@@ -338,10 +334,24 @@ async def test_a_package_refused_before_its_version_is_known_is_named_in_the_log
     )
     await s.start()
     try:
+        if before is not None:
+            before()
         with caplog.at_level(logging.WARNING, logger="edge_agent.models.slot"):
-            outcome = await s.swap(untrusted)
+            outcome = await s.swap(pkg)
     finally:
         await s.stop()
+    return outcome, events
+
+
+async def test_a_package_refused_before_its_version_is_known_is_named_in_the_log_and_event(
+    tmp_path, pkgs, caplog
+):
+    """A package refused at verify (here signed by a key the agent does not trust) has no verified version: the
+    log said 'swap to None refused at verify', and the swap_refused event named nothing refused. Both name the
+    package file now, with why."""
+    other, _ = make_keypair(tmp_path / "other-keys")
+    untrusted = make_package(tmp_path / "untrusted", kind="vision", version="1.1.0", key=other, seed=2)
+    outcome, events = await _swap_from_v1(tmp_path, pkgs, untrusted, caplog)
     assert not outcome.ok and outcome.stage == "verify" and outcome.to_version is None, outcome
     said = [r.getMessage() for r in caplog.records if "refused at verify" in r.getMessage()]
     assert len(said) == 1, said
@@ -376,3 +386,33 @@ async def test_a_package_that_is_a_named_pipe_or_a_device_is_refused_at_once_nam
     what = "a named pipe" if made == "named-pipe" else "a device"
     assert not outcome.ok and outcome.stage == "verify" and outcome.to_version is None, outcome
     assert outcome.reason == f"package {pkg.name}: cannot read it ({what}, not a file)", outcome
+
+
+async def test_a_package_refused_after_it_was_verified_is_named_by_its_version(
+    tmp_path, pkgs, caplog, monkeypatch
+):
+    """An engine raising something unexpected while the verified package loads (its smoke test) is refused by the
+    catch-all: that said 'package part-inspection-1.1.0.edgepkg (version unknown: not verified)', its event had
+    no to_version, and the folder verified stayed installed unmarked (the newest a start on a lost state.json
+    served). Its line and event name 1.1.0, and it is marked refused and removed as at the other stages."""
+
+    def bad_alloc(*a, **kw):
+        raise MemoryError("std::bad_alloc")
+
+    def engines_fail() -> None:
+        monkeypatch.setattr("edge_agent.models.slot.select", bad_alloc)
+
+    outcome, events = await _swap_from_v1(tmp_path, pkgs, pkgs["v2"], caplog, before=engines_fail)
+    monkeypatch.undo()
+    assert not outcome.ok and outcome.stage == "golden" and outcome.to_version == "1.1.0", outcome
+    said = [r.getMessage() for r in caplog.records if "refused at golden" in r.getMessage()]
+    assert said == [
+        "slot vision: swap to 1.1.0 refused at golden: unexpected MemoryError: std::bad_alloc; 1.0.0 keeps serving"
+    ], said
+    refused = [e for e in events if e["kind"] == "swap_refused"]
+    assert len(refused) == 1 and refused[0]["to_version"] == "1.1.0", refused
+    assert refused[0]["package"] == str(pkgs["v2"]), refused
+    store = tmp_path / "data" / "models" / "vision"
+    assert not list(store.glob("part-inspection-1.1.0-*")), sorted(p.name for p in store.iterdir())
+    st = json.loads((store / "state.json").read_text())
+    assert any(k.startswith("part-inspection-1.1.0-") for k in st.get("failed", {})), st
