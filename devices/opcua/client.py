@@ -811,6 +811,9 @@ class _NodeType:
     # a write without one sets the text of the invariant locale, and a multi-locale server's clients reading
     # in that locale keep seeing the old text); None: it holds none, or it could not be read
     locale: str | None = dataclasses.field(default=None, compare=False)
+    # an enumeration the server holds as a type that is no integer (a Double, a String: a gateway showing the
+    # state's name): its values are written as Int32 all the same, and a refusal names the type it holds
+    enum_held_as: str | None = None
 
     @property
     def shown(self) -> str:
@@ -855,6 +858,7 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
     ident = base.nodeid.Identifier
     assert isinstance(ident, int)  # get_base_data_type stops at ns=0;i=0..29 only
     vtype: ua.VariantType | AbstractType
+    enum_held_as: str | None = None
     if ident in (26, 27, 28):
         vtype = AbstractType(ident)
     elif ident == 24:
@@ -863,7 +867,7 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         # an enumeration's value travels as an Int32 (Part 3, 8.14), unless the server holds it as another
         # integer type (a PLC's enumeration held as an Int16): written as Int32, such a server refused every
         # value (BadTypeMismatch, naming the Int32 the server does not hold); written as the type it holds
-        vtype = await _enum_held(node)
+        vtype, enum_held_as = await _enum_held(node)
     else:
         vtype = ua.VariantType(ident)
     enum, enum_names = await _enum_values(Node(node.session, dtid)) if ident == 29 else (None, ())
@@ -904,19 +908,23 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         enum_names,
         enum_own,
         enum_prop,
+        enum_held_as=enum_held_as,
     )
 
 
 _Held = tuple[ua.VariantType | None, tuple[int, ...] | None]
 
 
-async def _enum_held(node: Node) -> ua.VariantType:
+async def _enum_held(node: Node) -> tuple[ua.VariantType, str | None]:
     """The integer type an enumeration node's value is held as: Int32 (the encoding Part 3 gives every
     enumeration), or the other integer type the server holds it as; Int32 when it holds nothing, something
-    else or cannot be read."""
+    else or cannot be read. Beside it, the type held when it is no integer (Double, String, Boolean), for a
+    refusal to name."""
     holds = await _read_held(node)
     held = None if isinstance(holds, str) else holds[0]
-    return held if held is not None and held.name in _INT_RANGE else ua.VariantType.Int32
+    if held is not None and held.name in _INT_RANGE:
+        return held, None
+    return ua.VariantType.Int32, held.name if held is not None else None
 
 
 async def _read_held(node: Node) -> _Held | str:
@@ -5346,7 +5354,13 @@ class OpcUaSource:
                         self._types.pop(node_id, None)
                         now = self._types[node_id] = await _node_type(node, node_id)
                         if again or now == nt:
-                            name = f"BadTypeMismatch: the node is {now.shown}, DataType {now.data_type}"
+                            name = (
+                                f"BadTypeMismatch: the node is an enumeration held by the server as "
+                                f"{now.enum_held_as}, DataType {now.data_type}: the agent writes an enumeration's "
+                                "values as integers; have the server hold it as an integer type"
+                                if now.enum_held_as is not None
+                                else f"BadTypeMismatch: the node is {now.shown}, DataType {now.data_type}"
+                            )
                             raise
         except OpcUaTypeMismatch as e:
             raise OpcUaTypeMismatch(f"opcua source {self.name}: {e}") from None

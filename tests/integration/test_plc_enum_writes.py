@@ -11,7 +11,7 @@ import pytest
 from asyncua import ua
 from asyncua.common.structures104 import new_enum
 
-from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
+from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch, OpcUaWriteRefused
 from devices.opcua.settings import OpcUaSettings
 from tests.support.peers import free_port, opcua_server
 
@@ -262,6 +262,45 @@ async def test_an_enumeration_the_server_holds_as_an_int16_is_written_as_one_and
         ):
             await src.write(mode_id, 7)
         assert await mode.read_value() == 2
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
+@pytest.mark.parametrize(("held", "initial"), [("Double", 0.0), ("String", "Stopped"), ("Boolean", False)])
+async def test_an_enumeration_the_server_holds_as_no_integer_is_refused_naming_the_type_it_holds(
+    held, initial
+):
+    """A server (a gateway showing the state's name) holding an enumeration's value as a Double, a String or a
+    Boolean refuses the Int32 the agent writes: the refusal said 'the node is Int32', a type the server does not
+    hold. It names the type held and that the agent writes enumerations as integers."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    mode_type = await new_enum(srv, idx, "MachineMode", ["Stopped", "Running", "Fault"])
+    vt = getattr(ua.VariantType, held)
+    mode = await obj.add_variable(
+        ua.NodeId("Mode", idx), "Mode", ua.Variant(initial, vt), datatype=mode_type.nodeid
+    )
+    await mode.set_writable()
+    await srv.start()
+    src = OpcUaSource(
+        "plc",
+        OpcUaSettings(
+            endpoint=f"opc.tcp://127.0.0.1:{port}/plc/", connect_timeout_s=2.0, keepalive_check_s=0.3
+        ),
+    )
+    try:
+        await src.start()
+        for _ in range(1500):
+            if src.state.value == "connected":
+                break
+            await asyncio.sleep(0.02)
+        with pytest.raises(OpcUaWriteRefused) as e:
+            await src.write(f"ns={idx};s=Mode", 2)
+        said = str(e.value)
+        assert f"an enumeration held by the server as {held}" in said, said
+        assert "writes an enumeration's values as integers" in said and "the node is Int32" not in said, said
+        assert (await mode.read_data_value()).Value.VariantType is vt
     finally:
         await src.stop()
         await srv.stop()
