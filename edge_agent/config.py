@@ -367,8 +367,9 @@ def _from_env(x: _FromEnv, what: str) -> Any:
     ``1.50``, ``1e3``, ``+5`` are refused, never re-formatted), true or false (any case) as a boolean, else its
     text (for a String node). A
     variable has no quotes to leave out: ``RECIPE=12`` was refused as quoted text, "write value: 12 without
-    quotes", which no variable can follow. Another form of a number or truth value (``010``, ``0x1F``, ``yes``,
-    ``ON``: YAML would read these otherwise than they show) is refused naming the variable and the fix."""
+    quotes", which no variable can follow. Another form of a number or truth value (``010``, ``yes``, ``ON``:
+    YAML would read these otherwise than they show) is refused naming the variable and the fix; ``0x1F`` and
+    ``0b101`` are text, as they were before variables were typed."""
     bare = x.strip()
     low = bare.lower()
     if low in ("true", "false"):
@@ -402,10 +403,9 @@ def _from_env(x: _FromEnv, what: str) -> Any:
         meant = str(int(bare, 10))
         if not set(bare) & {"8", "9"} and int(bare, 8) != int(bare, 10):
             meant += f" (or {int(bare, 8)}, if the octal {bare} is meant)"
-    elif re.fullmatch(r"[-+]?0[xXbBoO][0-9a-fA-F_]+", bare):
-        with contextlib.suppress(ValueError):
-            meant = str(int(bare.replace("_", ""), 0))
     elif not _LOOKS_TYPED.match(bare):
+        # text, for a String node: a code such as 0x1F or 0b101 too (as before variables were typed: a String
+        # node got it as written; a numeric node refuses it at connect, naming the node)
         return str(x)  # text: a String node gets it as it is
     kind = "a boolean" if low in ("yes", "on", "y", "no", "off", "n") else "a number"
     said, fix = _env_said(x, meant or "")

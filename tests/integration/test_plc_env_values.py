@@ -68,7 +68,6 @@ async def test_a_number_and_a_boolean_given_by_variables_are_written_as_such(mon
     [
         ("010", "set RECIPE=10 (or 8, if the octal 010 is meant)"),
         ("yes", "set RECIPE=true"),
-        ("0x1F", "set RECIPE=31"),
     ],
 )
 def test_a_variable_holding_another_form_of_a_number_or_boolean_is_refused_naming_it_and_the_fix(
@@ -169,3 +168,15 @@ def test_a_default_the_config_writes_is_named_as_such_not_as_what_the_variable_h
     text = str(e.value)
     assert said in text and fix in text and f"{{text: '{value}'}}" in text, text
     assert "RECIPE holds" not in text and "octal" not in text, text
+
+
+@pytest.mark.parametrize("held", ["0x1F", "0b101"])
+def test_a_variable_holding_a_hex_or_binary_code_is_text_as_before_variables_were_typed(monkeypatch, held):
+    """A code for a String node (RECIPE=0x1F) loaded as text before c7328d8c typed variables, which then refused
+    it at load: a gateway whose agent.env held one no longer started. It is text again."""
+    monkeypatch.setenv("RECIPE", held)
+    cfg = _config(
+        4840,
+        {"recipe": {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=R", "value": "${RECIPE}"}},
+    )
+    assert cfg.actions["recipe"].value == held and type(cfg.actions["recipe"].value) is str
