@@ -197,6 +197,14 @@ def _set_owner(db: sqlite3.Connection, owner: tuple[str, str], replace: bool = T
     )
 
 
+def _who(text: object) -> str:
+    """A tenant or agent id as logged: a certificate's text, quoted and escaped (a newline in it forged a log
+    line)."""
+    from model_packager.text import printable
+
+    return f"'{printable(text, 80)}'"
+
+
 def _delete_seqs(db: sqlite3.Connection, seqs: list[int]) -> list:
     """Delete the records of ``seqs`` (500 bound parameters a statement) and return exactly the rows this
     DELETE removed, as (seq, kind, priority, size, sample_sha256): a row acked or dropped meanwhile is not
@@ -486,11 +494,28 @@ class Outbox:
         except (OSError, ValueError):
             return 0
 
+    def _read_epoch_owner(self) -> tuple[int, str, str] | None:
+        """(epoch, tenant, agent) as ``outbox-epoch.json`` records them (the owner of that epoch's store, kept
+        outside the store: a damaged ``meta`` page loses the store's own record of it), or None."""
+        from edge_agent.files import read_json_state
+
+        try:
+            got = read_json_state(self.epoch_path, MARK_MAX_BYTES)
+            tenant, agent = got["tenant"], got["agent"]
+            if isinstance(tenant, str) and isinstance(agent, str):
+                return (int(got["epoch"]), tenant, agent)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
     def _write_epoch_file(self, epoch: int) -> None:
         self.epoch_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.epoch_path.with_suffix(".tmp")
+        mark: dict[str, Any] = {"epoch": epoch}
+        if self.owner is not None:  # whose records this epoch's store holds
+            mark.update(tenant=self.owner[0], agent=self.owner[1])
         with open(tmp, "w") as f:
-            json.dump({"epoch": epoch}, f)
+            json.dump(mark, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.epoch_path)
@@ -526,6 +551,7 @@ class Outbox:
         corrupt = None
         db: sqlite3.Connection | None = None
         known = self._read_epoch_file()
+        recorded = self._read_epoch_owner()  # (read before a corrupt store's new epoch replaces it)
         try:
             if known is not None and self.path.exists() and self.path.stat().st_size == 0:
                 # an outbox of that epoch existed: SQLite would take an empty file for a new database, and
@@ -551,16 +577,22 @@ class Outbox:
             epoch = max((known or 0) + 1, int(time.time()))
             self._write_epoch_file(epoch)
             db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
-            former = self._former_tenant(aside) if aside is not None else None
-            if former is not None:  # the gateway moved to another tenant: its records are not this one's
+            former = self._former_tenant(aside, recorded) if aside is not None else None
+            if aside is not None and former is not None:
+                # the gateway moved to another tenant, or whose records they are cannot be told: held whole
+                # (never salvaged into this tenant's outbox, never sent), not left to outbox-corrupt/'s turnover
+                kept = self._hold(former, recorded[0] if recorded else (known or 0), Counter(), [], src=aside)
                 log.warning(
-                    "outbox %s: the corrupt store moved aside to %s was made under tenant %s; this gateway's "
-                    "certificate now names tenant %s: nothing of it is salvaged into this tenant's outbox",
+                    "outbox %s: the corrupt store was made under %s; this gateway's certificate names tenant %s: "
+                    "nothing of it is salvaged into this tenant's outbox; held whole in %s",
                     self.dir,
-                    aside,
-                    former,
-                    self.owner[0] if self.owner else "?",
+                    f"tenant {_who(former[0])}"
+                    if former[0]
+                    else "a tenant that cannot be told (its owner unreadable)",
+                    _who(self.owner[0] if self.owner else "?"),
+                    kept,
                 )
+                aside = self.moved_aside = kept
             salvaged = self._salvage(aside, db) if aside is not None and former is None else Counter()
             log.error(
                 "outbox %s is corrupt (%s): moved aside to %s; a fresh outbox starts in epoch %d with the %d "
@@ -593,6 +625,12 @@ class Outbox:
         else:  # a new file: a new epoch
             self.epoch = max((known or 0) + 1, int(time.time()))
         if known is None or known < self.epoch:  # recorded outside the file before the file uses it
+            self._write_epoch_file(self.epoch)
+        elif (
+            known == self.epoch
+            and self.owner is not None
+            and self._read_epoch_owner() != (self.epoch, *self.owner)
+        ):  # an epoch file from before owners were kept in it, or of a store that just changed hands
             self._write_epoch_file(self.epoch)
         if "epoch" not in meta:
             db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (self.epoch,))
@@ -667,11 +705,11 @@ class Outbox:
         if row[0] == tenant:
             if row[1] != agent:
                 log.info(
-                    "outbox %s: records made as agent %r are sent on as agent %r of tenant %s",
+                    "outbox %s: records made as agent %s are sent on as agent %s of tenant %s",
                     self.dir,
-                    row[1],
-                    agent,
-                    tenant,
+                    _who(row[1]),
+                    _who(agent),
+                    _who(tenant),
                 )
                 _set_owner(db, self.owner)
             return db
@@ -691,10 +729,10 @@ class Outbox:
                 self.dir,
                 by_kind.total(),
                 ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())),
-                row[0],
-                row[1],
+                _who(row[0]),
+                _who(row[1]),
                 epoch,
-                tenant,
+                _who(tenant),
                 kept,
             )
         else:
@@ -702,8 +740,8 @@ class Outbox:
                 "outbox %s: made under tenant %s; this gateway's certificate now names tenant %s: the outbox, empty, "
                 "starts afresh in a new epoch",
                 self.dir,
-                row[0],
-                tenant,
+                _who(row[0]),
+                _who(tenant),
             )
             for suffix in ("", "-wal", "-shm"):
                 Path(str(self.path) + suffix).unlink(missing_ok=True)
@@ -712,32 +750,41 @@ class Outbox:
         _set_owner(db, self.owner)
         return db
 
-    def _former_tenant(self, src: Path) -> str | None:
-        """The tenant a moved-aside corrupt store was made under, when its ``meta`` still says so and names another
-        tenant than this owner's; else None (the same tenant, no owner known, or unreadable: salvaged as before)."""
+    def _former_tenant(self, src: Path, recorded: tuple[int, str, str] | None) -> tuple[str, str] | None:
+        """The (tenant, agent) a moved-aside corrupt store was made under when it is not this owner's tenant, read
+        from its ``meta``, else (that page unreadable) from ``outbox-epoch.json`` (``recorded``); ("", "") when
+        neither says: a store whose owner cannot be told is not salvaged into this owner's outbox. None: this
+        tenant's (salvaged), or no owner known for this gateway (salvaged as before)."""
         if self.owner is None:
             return None
+        found: tuple[str, str] | None = None
         try:
             con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
+            try:
+                found = _get_owner(con)
+                readable = True
+            finally:
+                con.close()
         except sqlite3.Error:
-            return None
-        try:
-            found = _get_owner(con)
-        except sqlite3.Error:
-            return None
-        finally:
-            con.close()
-        return found[0] if found is not None and found[0] != self.owner[0] else None
+            readable = False
+        if readable:  # (no owner in a readable meta: a store from before owners were kept, this one's)
+            return found if found is not None and found[0] != self.owner[0] else None
+        if recorded is not None:
+            return (recorded[1], recorded[2]) if recorded[1] != self.owner[0] else None
+        return ("", "")
 
     def _held_dir(self) -> Path:
         return self.corrupt_dir.parent / HELD_DIR
 
-    def _hold(self, owner: tuple[str, str], epoch: int, by_kind: Counter, shas: list[str]) -> Path:
-        """Move the store (and the sample files its records name) into ``outbox-held/``, beside a note saying whose
-        records they are (``<name>.json``, written first: a note whose store is missing is skipped)."""
+    def _hold(
+        self, owner: tuple[str, str], epoch: int, by_kind: Counter, shas: list[str], src: Path | None = None
+    ) -> Path:
+        """Move the store (``src``: a corrupt one moved aside; else the outbox's own) and the sample files its
+        records name into ``outbox-held/``, beside a note saying whose records they are (``<name>.json``, written
+        first: a note whose store is missing is skipped). An owner of ("", ""): it cannot be told."""
         held = self._held_dir()
         held.mkdir(parents=True, exist_ok=True)
-        base = f"outbox.db.{re.sub(r'[^A-Za-z0-9_.-]', '_', owner[0])[:64]}-{epoch}"
+        base = f"outbox.db.{re.sub(r'[^A-Za-z0-9_.-]', '_', owner[0] or 'unknown')[:64]}-{epoch}"
         name, n = base, 1
         while any((held / (name + sfx)).exists() for sfx in ("", ".json", ".samples")):
             name, n = f"{base}.{n}", n + 1
@@ -749,22 +796,25 @@ class Outbox:
             "records": by_kind.total(),
             "by_kind": dict(by_kind),
             "held_at": time.time(),
-            "why": f"made under tenant {owner[0]}; the gateway's certificate then named tenant {self.owner[0] if self.owner else '?'}",
+            "why": (f"made under tenant {owner[0]}" if owner[0] else "corrupt, its tenant cannot be told")
+            + f"; the gateway's certificate then named tenant {self.owner[0] if self.owner else '?'}",
             "file": str(dst),
         }
+        if src is not None:
+            note["corrupt"] = True
         from edge_agent.files import atomic_write_json
 
         atomic_write_json(held / f"{name}.json", note)
         if shas:
             (held / f"{name}.samples").mkdir(exist_ok=True)
             for sha in shas:
-                src = self.samples_dir / sha
-                if src.exists():
-                    _move_file(src, held / f"{name}.samples" / sha)
+                one = self.samples_dir / sha
+                if one.exists():
+                    _move_file(one, held / f"{name}.samples" / sha)
         for suffix in ("", "-wal", "-shm"):
-            src = Path(str(self.path) + suffix)
-            if src.exists():
-                _move_file(src, Path(str(dst) + suffix))
+            f = Path(str(src or self.path) + suffix)
+            if f.exists():
+                _move_file(f, Path(str(dst) + suffix))
         return dst
 
     def _read_held(self) -> list[dict]:
@@ -793,11 +843,16 @@ class Outbox:
                 continue
         if out:
             log.warning(
-                "outbox: %d records made under another tenant than this gateway's are held, never sent: %s "
-                "(inspect them with sqlite3; remove the files once they are no longer needed)",
+                "outbox: %d outbox stores (%d records counted) made under another tenant than this gateway's, or "
+                "corrupt under a tenant that cannot be told, are held, never sent: %s (inspect them with sqlite3; "
+                "remove the files once they are no longer needed)",
+                len(out),
                 sum(n["records"] for n in out),
                 ", ".join(
-                    f"{n.get('file')} (tenant {n.get('tenant')}, {n.get('records')} records)" for n in out[:5]
+                    f"{n.get('file')} (tenant {_who(n.get('tenant') or '?')}, {n.get('records')} records"
+                    + (", corrupt" if n.get("corrupt") else "")
+                    + ")"
+                    for n in out[:5]
                 ),
             )
         return sorted(out, key=lambda n: n["held_at"])

@@ -80,7 +80,7 @@ async def test_records_made_under_one_tenant_are_held_never_sent_to_the_next(tmp
         [kept] = held["files"]
         assert (kept["tenant"], kept["agent"], kept["epoch"]) == ("acme", "gw1", acme_epoch)
         assert Path(kept["file"]).is_file()
-        said = [r.getMessage() for r in caplog.records if "tenant acme" in r.getMessage()]
+        said = [r.getMessage() for r in caplog.records if "tenant 'acme'" in r.getMessage()]
         assert said and "not sent" in said[0], said
     finally:
         await beta.stop()
@@ -139,7 +139,86 @@ def test_a_corrupt_outbox_of_the_former_tenant_is_not_salvaged_into_the_new_ones
         assert ob.stats()["renewals"] == 1 and ob.salvaged == 0
         ob.flush()
         assert not [r for r in ob.pending() if r.kind == "result"]  # no acme result
-        assert any("made under tenant acme" in r.getMessage() for r in caplog.records)
+        assert any("made under tenant 'acme'" in r.getMessage() for r in caplog.records)
         assert ob.moved_aside is not None and ob.moved_aside.is_file()  # kept, as every corrupt store is
+        assert (
+            ob.stats()["held"]["files"][0]["tenant"] == "acme"
+        )  # held, not left to outbox-corrupt/'s turnover
     finally:
         ob.close()
+
+
+def _scribble_meta(db: Path) -> None:
+    """A bad block under the one small page of the ``meta`` table (the store's own record of its owner): the
+    records still read, their owner does not."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'meta'").fetchone()[0]
+    page = con.execute("PRAGMA page_size").fetchone()[0]
+    con.close()
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * page)
+        f.write(b"\xde\xad\xbe\xef" * (page // 4))
+
+
+def _store_of(tmp_path: Path, owner: tuple[str, str], n: int):
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+
+    ob = Outbox(OutboxSettings(), tmp_path / "gw", owner=owner)
+    ob.open()
+    for i in range(n):
+        ob.append("result", {"part": f"{owner[0]}-{i}", "pad": "x" * 200})
+    ob.flush()
+    ob.close()
+    return ob
+
+
+def test_a_corrupt_store_whose_owner_record_is_damaged_is_held_not_salvaged_into_the_new_tenant(tmp_path):
+    """The owner is kept in outbox-epoch.json too: with the store's meta page unreadable, the 200 records acme
+    made were salvaged into beta's outbox (and sent to beta). Now they are held whole; the same tenant salvages."""
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+
+    ob = _store_of(tmp_path, ("acme", "gw1"), 200)
+    _scribble_meta(ob.path)
+    ob = Outbox(OutboxSettings(), tmp_path / "gw", owner=("beta", "gw1"))
+    ob.open()
+    try:
+        assert not [r for r in ob.pending(10_000, 10**9) if b"acme" in r.payload]
+        held = ob.stats()["held"]["files"]
+        assert [f["tenant"] for f in held] == ["acme"] and Path(held[0]["file"]).is_file()
+    finally:
+        ob.close()
+    # the new epoch's file names beta: beta's own corrupt store, its meta unreadable, is salvaged as before
+    ob = _store_of(tmp_path, ("beta", "gw1"), 50)
+    _scribble_meta(ob.path)
+    ob = Outbox(OutboxSettings(), tmp_path / "gw", owner=("beta", "gw1"))
+    ob.open()
+    try:
+        assert len([r for r in ob.pending(10_000, 10**9) if b"beta-" in r.payload]) == 50
+    finally:
+        ob.close()
+
+
+def test_a_corrupt_store_whose_owner_cannot_be_told_is_held(tmp_path, caplog):
+    """Neither the store's meta nor outbox-epoch.json names the owner (a file from before owners were kept in
+    it): the store is held, not salvaged into the tenant the certificate now names; tenant names are logged quoted
+    (a newline in a certificate's tenant forged a log line)."""
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+
+    ob = _store_of(tmp_path, ("acme", "gw1"), 20)
+    ob.epoch_path.write_text(json.dumps({"epoch": ob.epoch}))  # as written before owners were kept in it
+    _scribble_meta(ob.path)
+    caplog.set_level(logging.INFO, logger="edge_agent.outbox.store")
+    ob = Outbox(OutboxSettings(), tmp_path / "gw", owner=("beta\nWARNING forged", "gw1"))
+    ob.open()
+    try:
+        assert ob.pending(10_000, 10**9) == [] and len(ob.stats()["held"]["files"]) == 1
+        assert json.loads(ob.epoch_path.read_text())["tenant"] == "beta\nWARNING forged"
+    finally:
+        ob.close()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "cannot be told" in text and "\nWARNING forged" not in text and "'beta\\x0aWARNING forged'" in text
