@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols import quality_names
-from protocols.json_codec import MS_LOOKS_LIKE_S, CodecError, coarse_time, date_only
+from protocols.json_codec import MS_LOOKS_LIKE_S, CodecError, coarse_time, could_be_coarse, date_only
 from protocols.topics import shown_topic
 
 NAMESPACE = "spBv1.0"
@@ -321,23 +321,25 @@ def datetime_ms(value: Any) -> int:
     before 1970 or past the year 9999 and anything else (a boolean, a fraction)."""
     shown = repr(value)
     if isinstance(value, str):
-        if date_only(value):  # the JSON codec's rule: fromisoformat reads it as midnight, hours off
-            raise CodecError(
-                "bad_timestamp",
-                f"{shown} is a date without a time of day, no instant; write a date and time with its zone, "
-                "e.g. '2026-12-03T05:17:50Z'",
-            )
-        if (coarse := coarse_time(value)) is not None:  # T10: the whole hour, read as 10:00:00
-            raise CodecError(
-                "bad_timestamp",
-                f"{shown} is {coarse}; write a date and time with its zone, e.g. '2026-12-03T05:17:50Z'",
-            )
+        text = value.strip()  # (padding says nothing of the time: the forms below are looked at without it)
         try:
-            value = _dt.datetime.fromisoformat(value.strip())
+            value = _dt.datetime.fromisoformat(text)
         except ValueError:
             raise CodecError(
                 "bad_timestamp", f"{shown} is no ISO 8601 time; write e.g. '2026-12-03T05:17:50Z' or epoch ms"
             ) from None
+        if could_be_coarse(value):
+            if date_only(text):  # the JSON codec's rule: fromisoformat reads it as midnight, hours off
+                raise CodecError(
+                    "bad_timestamp",
+                    f"{shown} is a date without a time of day, no instant; write a date and time with its zone, "
+                    "e.g. '2026-12-03T05:17:50Z'",
+                )
+            if (coarse := coarse_time(text)) is not None:  # T10: the whole hour, read as 10:00:00
+                raise CodecError(
+                    "bad_timestamp",
+                    f"{shown} is {coarse}; write a date and time with its zone, e.g. '2026-12-03T05:17:50Z'",
+                )
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
             raise CodecError(

@@ -754,3 +754,37 @@ def test_keys_records_and_pubsub_names_holding_a_slash_are_escaped_only_under_a_
     ]
     assert tags == ["p/x/p%2F0/w%2F1/a%2Fb", "p/x/p%2F0/w%2F1/c"]
     assert [t for t, *_ in decode(network, JsonMapping(opcua_pubsub=pubsub))] == ["p/0/w/1/a/b", "p/0/w/1/c"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-12-05T10." + "5" * 40 + "Z",  # half past ten, to 40 digits: was read as 10:00:00.555555
+        "2026-12-05T10:30." + "5" * 40 + "Z",  # 10:30:33.3: was read as 10:30:00.555555
+        "2026-12-05T10+01:00:00." + "0" * 30,  # the hour alone, its zone written long: was read as 09:00:00Z
+        " " * 40 + "2026-12-05T10Z",  # a fixed-width field's padding around the hour alone
+    ],
+)
+def test_an_hour_alone_or_a_minutes_fraction_is_refused_however_long_its_text(text):
+    m = JsonMapping(timestamp_field="time", timestamp_format=TimestampFormat.ISO8601)
+    with pytest.raises(CodecError) as e:
+        decode(json.dumps({"time": text, "v": 1}).encode(), m, now=5.0)
+    assert e.value.reason == "bad_timestamp"
+    assert "a time of the hour alone" in e.value.detail or "a fraction of a minute" in e.value.detail
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-05T10:30:00Z", "2026-12-05T10:30:00+00:00"),  # seconds 0, minutes 30: no regex, read
+        ("2026-12-05T10:00:00.5Z", "2026-12-05T10:00:00.500000+00:00"),  # a full time at :00, looked at, read
+        ("2026-12-05T10:30Z", "2026-12-05T10:30:00+00:00"),  # to the minute: read
+        ("  2026-12-05T10:15:07.25+01:00  ", "2026-12-05T09:15:07.250000+00:00"),
+    ],
+)
+def test_full_times_and_times_to_the_minute_are_read(text, expected):
+    from datetime import UTC, datetime
+
+    m = JsonMapping(timestamp_field="time", timestamp_format=TimestampFormat.ISO8601)
+    ((_, _, t),) = decode(json.dumps({"time": text, "v": 1}).encode(), m, now=5.0)
+    assert datetime.fromtimestamp(t, UTC).isoformat() == expected

@@ -618,3 +618,23 @@ def test_under_protobufs_pure_python_runtime_a_metric_holding_text_that_is_not_u
         [None, 4, None, "garbage_protobuf"],
         ["ok", 5, 3.0, None],
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " " * 40 + "2026-12-05T10Z",  # a fixed-width field's padding: was read as 10:00:00Z
+        "2026-12-05T10Z ",
+        "2026-12-05T10." + "5" * 40 + "Z",  # half past ten: was read as 10:00:00.555
+        " 2026-12-05 ",  # a date alone, padded
+    ],
+)
+def test_a_datetime_of_the_hour_alone_is_refused_padded_or_long(text):
+    with pytest.raises(CodecError) as e:
+        sp.datetime_ms(text)
+    assert e.value.reason == "bad_timestamp"
+    assert "hour alone" in e.value.detail or "without a time of day" in e.value.detail
+
+
+def test_a_padded_full_datetime_is_read():
+    assert sp.datetime_ms("  2026-12-05T10:00:00Z  ") == 1_796_464_800_000
