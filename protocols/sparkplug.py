@@ -97,6 +97,9 @@ class Metric:
     # a Template's reference, a DataSet column's), is not UTF-8 (``garbage_protobuf``) or over ``MAX_ID_CHARS``
     # characters (``name_too_long``); such a metric has no name and no value, the others are read
     refused: tuple[str, str] | None = None
+    # its value came in ``int_value`` (uint32) at 2**31 or above: for an Int64 or UInt64 (a uint64, written in
+    # ``long_value``) that is no one number, -5 cut to 32 bits as much as 4294967291 (the host refuses it so)
+    int_value_high: bool = field(default=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -670,6 +673,7 @@ def _read_metric(m: Any, budget: list[int], depth: int) -> Metric:
         is_historical=m.is_historical,
         is_transient=m.is_transient,
         unknown_type=m.datatype == 0 and m.HasField("datatype"),
+        int_value_high=m.int_value >= 0x80000000,  # (0 when the value is in another field)
     )
 
 

@@ -364,12 +364,14 @@ SECONDS_AS_MS = (1_000_000_000, 10_000_000_000)
 # ... when it is this near the receive time (a gateway whose own clock is set): else it is an uptime (below)
 SECONDS_NEAR_S = 86_400
 _FLOAT = sp.DataType.FLOAT  # 32 bits: read as the node shows it (``float32_shown``)
+_INT64, _UINT64 = sp.DataType.INT64, sp.DataType.UINT64  # 64 bits: written in long_value (a uint64)
 _DATETIME = sp.DataType.DATETIME  # epoch milliseconds: read as a time (``sparkplug.datetime_text``)
 _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
 # a scalar datatype -> the Python type of the value its field decodes to, and that field (Sparkplug 3.0,
 # "Datatype Details": Int8 to UInt32 a uint32, Int64 and UInt64 a uint64, Float a float, Double a double,
 # Boolean a bool, String, Text and UUID a string). The two integer fields stand for each other, and so do the
-# two floating ones: Tahu's libraries write UInt32 in one or the other, and the number is the same
+# two floating ones: Tahu's libraries write UInt32 in one or the other, and the number is the same (but an Int64 or
+# UInt64 at 2**31 or above in int_value, 32 bits, is no one number: refused, ``Metric.int_value_high``)
 _FIELD_OF: dict[int, tuple[type, str]] = {
     **{dt: (int, "int_value or long_value") for dt in range(sp.DataType.INT8, sp.DataType.UINT64 + 1)},
     sp.DataType.FLOAT: (float, "float_value or double_value"),
@@ -2233,6 +2235,22 @@ class SparkplugHost:
                         f"{typed_as} ({'stated in its ' + t.message_type.value if leaf.datatype else 'by its birth'}) "
                         f"but its value {came} came in {_FIELD_NAME[type(v)]}, not in {field_of[1]} as Sparkplug "
                         "writes it; skipped (the edge node must write each value in its datatype's field)",
+                    )
+                    continue
+                if leaf.int_value_high and (
+                    (wide := leaf.datatype or node.types.get((dev, flat), 0)) == _INT64 or wide == _UINT64
+                ):
+                    # an Int64 or UInt64 in int_value (32 bits) at 2**31 or above: -5 written by a 32-bit encoder
+                    # (4294967291) as much as the number, read as the number GOOD. Below 2**31 the number is the
+                    # same either way (read); above, skipped and counted as a Float carrying an integer is
+                    self._on_error(
+                        "wrong_type",
+                        f"{t.group}/{t.edge_node}/{dev or ''}: metric {shown_topic(flat)} is "
+                        f"{'an' if wide == _INT64 else 'a'} {datatype_name(sp.DataType(wide))} "
+                        f"({'stated in its ' + t.message_type.value if leaf.datatype else 'by its birth'}) but its "
+                        f"value {v!r} came in int_value (32 bits), not in long_value as Sparkplug writes it: "
+                        f"{v - (1 << 32)} cut to 32 bits or the number, no one value; skipped (the edge node must "
+                        "write a 64-bit integer in long_value)",
                     )
                     continue
                 if isinstance(v, sp.DataSet):  # a table: each column's rows as a 1-D array, {metric}/{column}

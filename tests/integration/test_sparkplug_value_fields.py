@@ -83,3 +83,60 @@ async def test_a_value_in_another_field_than_its_datatypes_is_wrong_type_and_ski
         "g/n/: metric 'Mode' is a String (by its birth) but its value 3.5 came in a floating-point field, not in "
         "string_value" in (src.stats.last_error or "")
     )
+
+
+async def test_a_64_bit_integer_in_int_value_is_read_below_2_31_and_refused_above(mosquitto, caplog):
+    """int_value is 32 bits: an Int64 of -5 written there by a 32-bit encoder is 4294967291, as is the number.
+    Before, it was read as 4294967291, GOOD; below 2**31 the number is the same either way, and a UInt32 (Tahu
+    Python's and SparkplugNet's int_value) is read whole."""
+    sub = {"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}
+    src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=[sub]))
+    await src.start()
+    asker, asked = _asker(mosquitto.port, "spBv1.0/g/NCMD/+")
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port, 30)
+    pub.loop_start()
+    got, task = _consume(src)
+    try:
+        await _ready(src)
+        b = sp._pb().Payload()
+        b.timestamp, b.seq = T0_MS, 0
+        _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
+        _metric(
+            b, "Offset", alias=1, datatype=D.INT64, int_value=4294967291
+        )  # -5 cut to 32 bits, or the number
+        _metric(b, "Count", alias=2, datatype=D.UINT64, int_value=7)  # below 2**31: read
+        _metric(
+            b, "Energy", alias=3, datatype=D.UINT32, int_value=4_000_000_000
+        )  # a UInt32's own field: read
+        _metric(b, "Delta", alias=4, datatype=D.INT64, long_value=(1 << 64) - 5)  # long_value: -5
+        pub.publish("spBv1.0/g/NBIRTH/n", b.SerializeToString(), qos=1)
+        d = sp._pb().Payload()
+        d.timestamp, d.seq = T0_MS + 1, 1
+        _metric(d, alias=1, int_value=5)  # Int64 by its birth, below 2**31: read
+        _metric(d, alias=2, int_value=3_000_000_000)  # UInt64 by its birth: refused
+        _metric(d, alias=3, int_value=4_000_000_001)
+        pub.publish("spBv1.0/g/NDATA/n", d.SerializeToString(), qos=1)
+        await until(lambda: src.stats.errors_by_reason.get("wrong_type") == 2, 10, "the two refused")
+        await until(lambda: len(got) == 5, 10, "the values read")
+        await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+        closed(pub)
+        closed(asker)
+        await src.stop()
+    assert [(r.tag, r.value, r.quality) for r in got] == [
+        ("n/Count", 7, Quality.GOOD),
+        ("n/Energy", 4_000_000_000, Quality.GOOD),
+        ("n/Delta", -5, Quality.GOOD),
+        ("n/Offset", 5, Quality.GOOD),
+        ("n/Energy", 4_000_000_001, Quality.GOOD),
+    ]
+    assert src.stats.errors_by_reason == {"wrong_type": 2} and asked == []
+    assert (
+        "g/n/: metric 'Offset' is an Int64 (stated in its NBIRTH) but its value 4294967291 came in int_value "
+        "(32 bits), not in long_value as Sparkplug writes it: -5 cut to 32 bits or the number" in caplog.text
+    )
+    assert "metric 'Count' is a UInt64 (by its birth) but its value 3000000000 came in int_value" in (
+        src.stats.last_error or ""
+    )
