@@ -63,6 +63,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from cloud_trainer.fleet.deployment import Deployment
@@ -328,6 +329,10 @@ class Control:
         self.store = store
         self.keys_dir = Path(keys_dir) if keys_dir else None
         self.lock = threading.RLock()
+        # per tenant, bumped at every change of one of its agents' desired state this process makes or sees in the
+        # change log (``changes_since``): an answer of ``deployed_to`` kept against it is asked again only once
+        # it moved (read without the lock: a download's re-check never waits on a long write of the control)
+        self.desired_marks: Counter[str] = Counter()
         self.clock = time.time
         # the wall clock's marks are read through this process's monotonic clock too (``_waited``): a wall clock
         # stepped forward during a step's wait does not cut the wait short
@@ -469,6 +474,7 @@ class Control:
         """A new generation (or ``gen``: one for a whole rollout step), logged as a change of (tenant, agent)'s
         desired state (what streams push)."""
         gen = self._next_generation() if gen is None else gen
+        self.desired_marks[tenant] += 1
         self.db.execute(_LOG_CHANGE, (gen, tenant, agent))
         return gen
 
@@ -498,6 +504,8 @@ class Control:
             if not rows:
                 row = self.db.execute("SELECT value FROM counters WHERE key = 'generation'").fetchone()
                 return max(generation, row[0] if row else 0), []
+        for t in {t for _, t, _ in rows}:  # (another replica's changes among them)
+            self.desired_marks[t] += 1
         return rows[-1][0], sorted({(t, a) for _, t, a in rows})
 
     def generation(self) -> int:
@@ -548,6 +556,7 @@ class Control:
         digest, size, deployment id), all in ``tenant`` and logged under one generation ``gen``. Two batched
         statements instead of two round trips per agent (a fleet-wide step on PostgreSQL: 20,000 round trips
         and ~5 s at 10,000 agents)."""
+        self.desired_marks[tenant] += 1
         self.db.executemany(_LOG_CHANGE, [(gen, tenant, r[0]) for r in rows])
         self.db.executemany(
             _UPSERT_DESIRED,

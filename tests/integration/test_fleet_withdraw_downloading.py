@@ -93,3 +93,57 @@ async def test_a_version_withdrawn_after_its_last_chunk_is_not_installed(fleet, 
     finally:
         withdrawn.set()
     await _stopped_and_said_why(srv, agents, dep, mgr)
+
+
+async def test_a_withdrawal_stops_a_download_in_its_course_and_a_recheck_reads_one_index(
+    fleet,  # noqa: F811
+    monkeypatch,
+):
+    """The per-second re-check in the middle of a download (chunks of 4 KiB, re-checked at each): a version
+    withdrawn after a few chunks is stopped before its last one. Each re-check reads the package's own index.json
+    only: it re-read every index of the tenant's registry (``names()`` and one ``list()`` per name, 449 ms at
+    20,000 versions), under the control's lock, in one of the tenant's package read places."""
+    import re
+
+    from cloud_trainer.registry import Registry
+
+    srv, agents, reg = fleet
+    mgr = agents["gw1"].manager
+    for i in range(60):  # other packages of the tenant
+        (reg.root / f"other-{i}").mkdir()
+        (reg.root / f"other-{i}" / "index.json").write_text("[]")
+    total = reg.by_digest(reg.get("part-inspection", "1.1.0")["digest"]).stat().st_size
+    monkeypatch.setattr(service, "CHUNK", 4096)
+    monkeypatch.setattr(service, "RECHECK_S", 0.0)
+    reads = {"names": 0, "list": 0}
+    per_check: list[dict] = []
+    names, listed = Registry.names, Registry.list
+
+    def counted_names(self):
+        reads["names"] += 1
+        return names(self)
+
+    def counted_list(self, name):
+        reads["list"] += 1
+        return listed(self, name)
+
+    monkeypatch.setattr(Registry, "names", counted_names)
+    monkeypatch.setattr(Registry, "list", counted_list)
+    still = service.FleetServicer._still_served
+
+    async def counted_still(self, *args):
+        if len(per_check) == 3:
+            reg.withdraw("part-inspection", "1.1.0", DEFECT)
+        before = dict(reads)
+        try:
+            await still(self, *args)
+        finally:
+            per_check.append({k: reads[k] - before[k] for k in reads})
+
+    monkeypatch.setattr(service.FleetServicer, "_still_served", counted_still)
+    dep = _deploy(srv, "gw1")
+    await _stopped_and_said_why(srv, agents, dep, mgr)
+    step = next(s for s in mgr.steps if s["step"] == "failed" and s["version"] == "1.1.0")
+    stopped_at = int(re.search(r"stopped the download at (\d+) bytes", step["reason"])[1])
+    assert 0 < stopped_at < total, (stopped_at, total)
+    assert len(per_check) == 4 and all(c == {"names": 0, "list": 1} for c in per_check), per_check
