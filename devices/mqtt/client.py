@@ -2822,6 +2822,7 @@ def json_decoder(src: MqttSource, sub: Subscription):
             keep_non_finite=keep,
             on_text_unread=text_found if every_number else None,
             on_nested_unread=nested_found if every_number else None,
+            wide=False,  # (UTF-16/32 read as UTF-8 below, once: ``parse``, ``run``)
         ),
         m.tag_prefix_topic,
     )
@@ -2855,14 +2856,14 @@ def json_decoder(src: MqttSource, sub: Subscription):
         got: list = []
         error: BaseException | None = None
         hints: list[tuple[str, str]] = []
+        how: str | None = None
         try:
-            # UTF-16/32 counted as the UTF-8 it is written as (its strings were not found: passed unscanned); the
-            # decoder reads it so too, naming its encoding in an error
-            too_many = (
-                json_codec.too_many_to_parse(json_codec.utf8_payload(payload))
-                if len(payload) > _SCAN_BYTES
-                else None
-            )
+            size = len(payload)
+            # UTF-16/32 counted and read as the UTF-8 it is written as, converted once (its strings were not
+            # found: passed unscanned); an error names its encoding
+            if (how := json_codec.wide_encoding(payload)) is not None:
+                payload = json_codec.utf8_payload(payload)
+            too_many = json_codec.too_many_to_parse(payload) if size > _SCAN_BYTES else None
             if too_many is not None:
                 raise too_many
             got = decode(payload, received_at)
@@ -2877,7 +2878,11 @@ def json_decoder(src: MqttSource, sub: Subscription):
             if len(got) > 1:
                 got = _in_time_order(got, received_at)
         except Exception as e:  # said on the loop, as the same message decoded there would be
-            error = e
+            error = (
+                e
+                if how is None or not isinstance(e, json_codec.CodecError)
+                else json_codec.wide_refused(e, how)
+            )
         finally:
             apart.own = None
         return _Parsed(got, own.reports, error, own.kept, hints, own.texts, own.nested)
@@ -2898,18 +2903,27 @@ def json_decoder(src: MqttSource, sub: Subscription):
             )
             return []
         topic_of[0] = topic
-        raw = payload
+        how: str | None = None
         if parsed is None and (not payload[0] or payload[0] >= 0xFE or (len(payload) > 1 and not payload[1])):
-            # UTF-16/32 (a Windows gateway's): looked at for hints as the UTF-8 it is written as (the decoder
-            # reads it so too, naming its encoding in an error)
-            payload = json_codec.utf8_payload(payload)
+            # UTF-16/32 (a Windows gateway's): read and looked at for hints as the UTF-8 it is written as,
+            # converted once; an error names its encoding (``wide_refused``)
+            if (how := json_codec.wide_encoding(payload)) is not None:
+                try:
+                    payload = json_codec.utf8_payload(payload)
+                except json_codec.CodecError as e:
+                    raise json_codec.wide_refused(e, how) from None
         unnested: list[tuple[str, Any]] | None = None  # (no list made per message: the loop's hot path)
         said: str | None = None  # the nested fields' hint, once built (once per source, not per message)
         got: list = []
         try:
             if parsed is None:
                 kept[0] = False
-                got = decode(raw, received_at)
+                try:
+                    got = decode(payload, received_at)
+                except json_codec.CodecError as e:
+                    if how is None:
+                        raise
+                    raise json_codec.wide_refused(e, how) from None
             else:
                 for reason, detail in parsed.reports:
                     report(reason, detail)

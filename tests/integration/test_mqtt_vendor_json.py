@@ -1090,3 +1090,49 @@ async def test_a_message_of_0_bytes_is_an_empty_message_not_malformed_json(mosqu
     assert src.stats.errors_by_reason == {}
     assert src.notices.counts["empty_message"] == 2
     assert "no_numeric_field" not in src.notices.counts
+
+
+async def test_every_refusal_of_a_utf16_payload_names_its_encoding_and_a_zeroed_buffer_names_none(mosquitto):
+    """A UTF-16 or UTF-32 payload read as UTF-8: a refusal quotes the converted text, so it names the encoding
+    it was read in whatever its reason. Before, only malformed_json did: a state no text of json_mapping.states
+    ('TOGGLE' in UTF-16) or a number where a time belongs quoted text the device never wrote so, without a
+    word of its encoding; and a zeroed buffer (1,000 NUL bytes) said "'utf-32-be' codec can't decode bytes in
+    position 248-249: truncated data", a second reading the payload never had. A large one (decoded in a worker
+    thread) says the same."""
+    subs = [
+        {"topic": "stat/+/POWER", "json_mapping": {"states": {"ON": 1, "OFF": 0}}},
+        {"topic": "iso/#", "json_mapping": {"timestamp_field": "time", "timestamp_format": "iso8601"}},
+        {"topic": "log/#"},
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    said = []
+    big = json.dumps({"pad": "x" * 70_000, "time": 5, "v": 1})  # over 64 KiB: decoded in a worker thread
+
+    async def consume() -> None:
+        async for _ in src.items():
+            pass
+
+    task = asyncio.create_task(consume())
+    try:
+        for topic, payload in (
+            ("stat/plug/POWER", "TOGGLE".encode("utf-16-le")),
+            ("iso/a", json.dumps({"time": 5, "v": 1}).encode("utf-16")),
+            ("iso/big", big.encode("utf-16")),
+            ("log/zeroed", bytes(1000)),
+        ):
+            pub.publish(topic, payload, qos=1)
+            await until(lambda n=len(said) + 1: src.stats.errors == n, 10, f"{topic} refused")
+            said.append(src.stats.last_error or "")
+    finally:
+        task.cancel()
+        closed(pub)
+        await src.stop()
+    assert src.stats.errors_by_reason == {"unknown_state": 1, "wrong_type": 2, "malformed_json": 1}
+    assert "'TOGGLE'" in said[0] and said[0].endswith(
+        "; the payload is UTF-16LE (by its NUL bytes, no byte-order mark), read as such"
+    )
+    assert said[1].endswith("; the payload is UTF-16 (by its byte-order mark), read as such")
+    assert said[2].endswith("; the payload is UTF-16 (by its byte-order mark), read as such")
+    assert "the payload begins with NUL bytes (a zeroed buffer?), no JSON or text" in said[3]
+    assert "codec" not in said[3] and "read as such" not in said[3]
