@@ -9,9 +9,11 @@ atomic switch, health watch). Each step is reported to the cloud (downloading, v
 healthy | failed | rolled_back with the reason). A fleet rollback of the version heard inside its health
 window rolls it back at once (``rolled_back_by_fleet``); a window that passed without enough inferences to
 judge is reported ``watching``, never ``healthy``; a desired version the slot already serves is reported
-``healthy`` once per deployment (nothing to install, else that deployment waits for it for good). A package that fails verification (or its health
-check) is never retried or accepted, whatever the desired state says; a download that fails is
-retried with backoff (``download_backoff_s`` doubling to ``download_backoff_max_s``), never refused
+``healthy`` once per deployment (nothing to install, else that deployment waits for it for good). A package
+that fails verification is never retried or accepted in this run, whatever the desired state says (another
+deployment of it is told why, once); one its health check rolled back is not installed again for the same
+deployment, but a new deployment of it, or an admin's rollback to it, installs and judges it again; a download that
+fails is retried with backoff (``download_backoff_s`` doubling to ``download_backoff_max_s``), never refused
 for good (except bytes that three times do not match the digest the fleet named). ``staging/`` holds
 only what installs in flight use (one partial file per digest, written by one download at a time;
 each slot's finished copy in ``staging/<slot>/``): each download first removes the rest (a partial download of a
@@ -30,9 +32,12 @@ the final step (healthy | rolled_back | failed) was acknowledged by the fleet. A
 pending file is settled first, from the slot's state (a restart inside the health window resumes the
 candidate for a new window, whose outcome settles it; a crash loop rolls it back: see ``ModelStore``; a
 candidate the store recorded as failed, rolled back or refused before the restart, is reported ``failed``
-with that reason and refused, not installed again from the same desired state), before any new install. With no
-pending file (acknowledged, or refused by a full disk), a desired state naming a version the store records as rolled
-back or refused in a run before is refused likewise (``_rolled_back_in_store``), told once.
+with that reason and refused, not installed again from the same desired state), before any new install. A version
+the slot's health check rolled back is kept in ``<data_dir>/deployments/health-rollbacks`` with its deployment: after
+a restart with no pending file (acknowledged, or refused by a full disk), that same deployment, still desired, is
+declined (told once), not installed again; a new deployment of the version, or an admin's rollback to it, installs
+and judges it again. Other refusals (a copy damaged on disk, short of memory at load, a crash loop) hold for the
+run only: the next run asks again.
 
 The desired state is input from the wire and is checked before it touches anything:
 ``check_desired`` accepts package names, versions, digests and deployment ids only from an
@@ -112,29 +117,8 @@ def _failed_in_store(slot, d) -> str | None:
     return None if why is None else printable(f"{why} (before the agent restarted)", 500)
 
 
-def _rolled_back_in_store(slot, d) -> str | None:
-    """Why the slot rolled back or refused the package ``d`` names in a run before this one (its store's record:
-    ``failed`` in state.json, else the folder's rollback mark), or None. After a restart nothing in memory said
-    so (``refused``): a desired state still naming it (the fleet had not moved on, or never heard) installed the
-    version rolled back again and served it. Not: the fleet's own rollback inside the window (a later rollout may
-    try it again), a version the config refuses (said as such), the version an admin's rollback rolled away from
-    (kept as ``previous``)."""
-    store = getattr(slot, "store", None)
-    if store is None:
-        return None
-    folder = f"{d.package}-{d.version}-{str(d.digest)[:12]}"
-    st = store.state()
-    failed = st.get("failed")
-    why = failed.get(folder) if isinstance(failed, dict) else None
-    if isinstance(why, str) and (why.startswith("the fleet rolled ") or "refused_versions" in why):
-        return None
-    if why is None and store.rolled_back(folder) and folder not in (st.get("current"), st.get("previous")):
-        why = "rolled back (its mark in the slot's .rolled-back folder)"
-    if why is None:
-        return None
-    return printable(
-        f"{d.package} {d.version} was rolled back or refused here before the agent restarted: {why}", 500
-    )
+HEALTH_VERDICT = "health check failed"  # the start of the slot's reason for its health check's rollback
+MAX_HELD = 50  # health-check rollbacks kept across restarts (the latest)
 
 
 def _sha256(path: Path) -> str:
@@ -176,6 +160,7 @@ class ModelManager:
         self.uplink: Uplink | None = None
         self.busy: dict[str, str] = {}  # slot -> digest being installed
         self.refused: dict[str, str] = {}  # digest -> reason (never retried)
+        self._refused_for: dict[str, str] = {}  # digest -> the deployment whose outcome said so
         self.declined: dict[tuple, str] = {}  # (slot, digest, deployment) -> reason: desired state refused
         self.steps: list[dict] = []
         self._tasks: set[asyncio.Task] = set()
@@ -200,12 +185,79 @@ class ModelManager:
     def _is_refused(self, digest: str) -> bool:
         return digest in self.refused
 
-    def _refuse(self, digest: str, reason: str) -> None:
-        """Refuse ``digest`` for good (never tried again), remembering at most ``MAX_REFUSED``."""
+    def _refuse(self, digest: str, reason: str, d=None) -> None:
+        """Refuse ``digest`` for good in this run (never tried again), remembering at most ``MAX_REFUSED``; ``d``:
+        the deployment whose outcome says so (a later deployment of it is told why, once)."""
         self.refused.pop(digest, None)  # the latest last
         self.refused[digest] = reason
+        if d is not None:
+            self._refused_for[digest] = d.deployment_id
         while len(self.refused) > MAX_REFUSED:
-            del self.refused[next(iter(self.refused))]
+            gone = next(iter(self.refused))
+            del self.refused[gone]
+            self._refused_for.pop(gone, None)
+
+    # ---- health-check rollbacks, across restarts ----------------------------------------------------
+    def _held_path(self) -> Path:
+        return self.pending_dir / "health-rollbacks"  # (not *.json: no pending deployment)
+
+    def _held(self) -> dict:
+        try:
+            kept = read_json_state(self._held_path())
+        except (OSError, ValueError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("model manager: %s: %s", self._held_path(), printable(why_unread(exc), 300))
+            return {}
+        return kept if isinstance(kept, dict) else {}
+
+    def _hold(self, d, reason: str) -> None:
+        """Keep, across restarts, that the slot's health check rolled back ``d``'s version for deployment ``d``
+        (only that verdict: a copy damaged on disk, a refusal short of memory, a crash loop say nothing for good
+        about the package). Written before the outcome is reported: once the fleet acknowledged it nothing else
+        on the agent said so, and that deployment, still desired, installed and served the version again."""
+        if not reason.startswith(HEALTH_VERDICT):
+            return
+        import os
+
+        held = self._held()
+        held.pop(d.digest, None)
+        held[d.digest] = {"deployment": d.deployment_id, "why": printable(reason, 400)}
+        held = dict(list(held.items())[-MAX_HELD:])
+        p = self._held_path()
+        tmp = p.with_suffix(".tmp")
+        try:
+            self.pending_dir.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as f:
+                json.dump(held, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.warning(
+                "model manager: cannot record the health check's rollback of %s %s in %s (%s): after a restart "
+                "deployment %s, still desired, installs it again",
+                printable(d.package, 80),
+                printable(d.version, 80),
+                p,
+                exc,
+                printable(d.deployment_id, 80),
+            )
+
+    def _held_why(self, d) -> str | None:
+        """Why deployment ``d`` is not installed: the slot's health check rolled its version back for this same
+        deployment in a run before (``_hold``); None otherwise. A new deployment of it, or an admin's rollback
+        to it, asks again: installed and judged again."""
+        if is_rollback(d):
+            return None
+        kept = self._held().get(d.digest)
+        if not isinstance(kept, dict) or kept.get("deployment") != d.deployment_id:
+            return None
+        return printable(
+            f"{d.package} {d.version} was rolled back by the health check here for this deployment before the agent "
+            f"restarted: {kept.get('why')}; a new deployment of it, or an admin's rollback to it, installs it again",
+            500,
+        )
 
     def _forget_retries(self, desired) -> None:
         """Backoffs and failure counts of packages no longer desired (nor installing): else one entry was
@@ -280,7 +332,8 @@ class ModelManager:
                     await self._settle(d, "healthy", True, health=self._health(d.slot))
                 continue  # still watching: the install task of this run reports
             if last is not None and last.stage == "rolled_back" and last.from_version == d.version:
-                self._refuse(d.digest, last.reason or "rolled back")
+                self._refuse(d.digest, last.reason or "rolled back", d)
+                await asyncio.to_thread(self._hold, d, last.reason or "")
                 await self._settle(d, "rolled_back", False, last.reason or "rolled back")
             elif (
                 last is not None and not last.ok and last.to_version == d.version and d.digest in self.refused
@@ -292,7 +345,8 @@ class ModelManager:
                 # after a restart nothing in memory says what became of it, but the slot's store does (state.json):
                 # it was rolled back or failed its load or golden test, and the fleet never heard (the link was
                 # down). Forgetting that installed the version again from the same desired state and served it
-                self._refuse(d.digest, why)
+                self._refuse(d.digest, why, d)
+                await asyncio.to_thread(self._hold, d, why)
                 await self._settle(d, "failed", False, why)
             else:  # interrupted before the switch: the desired state will install it again
                 p.unlink(missing_ok=True)
@@ -343,7 +397,18 @@ class ModelManager:
                 # only go up) against what the slot runs once this swap has its outcome, never beside it
                 continue
             if self._is_refused(d.digest):
-                continue
+                if self._refused_for.get(d.digest) == d.deployment_id:
+                    continue  # its outcome was reported
+                if not self.refused[d.digest].startswith(HEALTH_VERDICT):
+                    # another deployment of a version refused in this run: told why once, not left waiting
+                    self._decline(
+                        key,
+                        d,
+                        printable(f"{d.package} {d.version} was refused here: {self.refused[d.digest]}", 500),
+                    )
+                    continue
+                # a new deployment of a version the health check rolled back, or an admin's rollback to it: the
+                # fleet asks again, and it is installed and judged again
             why = check_desired(d)
             if why is None and d.version in getattr(getattr(slot, "config", None), "refused_versions", ()):
                 why = (
@@ -364,8 +429,8 @@ class ModelManager:
                         )
                 except ValueError:
                     pass
-            if why is None and not is_rollback(d) and (why := _rolled_back_in_store(slot, d)) is not None:
-                self._refuse(d.digest, why)  # as a rollback in this run is: never installed again
+            if why is None:  # (this deployment only: a new one, or an admin's rollback, asks again)
+                why = self._held_why(d)
             if why is not None:  # declined for this deployment only: an admin's rollback may ask again
                 self._decline(key, d, why)
                 continue
@@ -583,7 +648,7 @@ class ModelManager:
             except Exception as exc:  # the link, the server, the disk: try again later, with backoff
                 n = self._download_failures[d.digest] = self._download_failures.get(d.digest, 0) + 1
                 if isinstance(exc, DigestMismatch) and n >= 3:  # the fleet keeps serving other bytes: give up
-                    self._refuse(d.digest, str(exc))
+                    self._refuse(d.digest, str(exc), d)
                     await self._report(d, "failed", False, printable(f"download: {exc}", 500))
                     return
                 wait = min(self.download_backoff_max_s, self.download_backoff_s * 2 ** (n - 1))
@@ -620,7 +685,7 @@ class ModelManager:
                 # NG rate made the good one's look like a shift, and the slot went back to the bad one)
                 outcome = await slot.swap(pkg, expect=(d.package, d.version), watch=not is_rollback(d))
             except Exception as exc:  # the slot turns failures into outcomes; this is the last guard
-                self._refuse(d.digest, f"unexpected {type(exc).__name__}: {exc}")
+                self._refuse(d.digest, f"unexpected {type(exc).__name__}: {exc}", d)
                 await self._settle(d, "failed", False, printable(f"verify: {self.refused[d.digest]}", 500))
                 return
             finally:
@@ -642,11 +707,13 @@ class ModelManager:
                 return
             self._install_failures.pop(d.digest, None)
             if not outcome.ok:
-                self._refuse(d.digest, outcome.reason or outcome.stage)
+                self._refuse(d.digest, outcome.reason or outcome.stage, d)
                 await self._settle(d, "failed", False, printable(f"{outcome.stage}: {outcome.reason}", 500))
                 return
             await self._report(d, "active", True)
             if await self._watch(slot, d):
+                self.refused.pop(d.digest, None)  # (an admin's rollback asked again, and it passed)
+                self._refused_for.pop(d.digest, None)
                 self.confirmed[(d.slot, d.deployment_id, d.digest)] = None
                 await self._settle(d, "healthy", True, health=self._health(d.slot))
         finally:
@@ -667,7 +734,8 @@ class ModelManager:
             await asyncio.sleep(min(1.0, window / 4))
             if slot.version != d.version:
                 last = slot.last_outcome
-                self._refuse(d.digest, last.reason if last else "rolled back")
+                self._refuse(d.digest, last.reason if last else "rolled back", d)
+                await asyncio.to_thread(self._hold, d, last.reason if last else "")
                 await self._settle(d, "rolled_back", False, last.reason if last else "rolled back")
                 return False
             if slot.state == "active":

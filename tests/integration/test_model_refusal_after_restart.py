@@ -42,7 +42,7 @@ async def test_a_version_rolled_back_before_a_restart_is_not_installed_again(tmp
     await s.start()
     # what the run before left on disk: 1.1.0 swapped in, rolled back by the health check (the store records
     # it, the slot serves 1.0.0 again), and the rolled_back report never acknowledged (the link was down)
-    reason = "NG rate 92% in the health window against 3% before the swap; rolled back to 1.0.0"
+    reason = "health check failed: NG rate 92% in the health window against 3% before the swap"
     s.store.mark_failed(Path(f"part-inspection-1.1.0-{d.digest[:12]}"), reason)
     mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
     mgr._write_pending(d)
@@ -63,37 +63,117 @@ async def test_a_version_rolled_back_before_a_restart_is_not_installed_again(tmp
         (step,) = [x for x in mgr.steps if x["deployment"] == "dep1"]
         assert step["step"] == "failed" and not step["ok"] and reason in step["reason"], step
         assert (data / "deployments" / "vision.json").exists()  # reported again until the fleet has it
+        # the fleet acknowledged it, and the agent restarts again: the health check's verdict for dep1 still holds
+        (data / "deployments" / "vision.json").unlink()
+        await mgr.stop()
+        mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
+        mgr.download = download
+        await mgr.on_desired(SimpleNamespace(desired=[d], generation=8))
+        async with asyncio.timeout(10):
+            await asyncio.gather(*list(mgr._tasks))
+        assert downloads == [] and s.version == "1.0.0"
+        (step,) = [x for x in mgr.steps if x["deployment"] == "dep1"]
+        assert "rolled back by the health check here for this deployment" in step["reason"], step
     finally:
         await mgr.stop()
         await s.stop()
 
 
-@pytest.mark.parametrize("why", ["health", "fleet"])
-async def test_a_version_rolled_back_before_a_restart_is_not_installed_again_with_no_deployment_pending(
-    tmp_path, pkgs, why
-):
-    """No pending deployment left to settle (the fleet acknowledged the rolled_back, or the full disk refused the
-    pending file): the fleet's desired state still names the version (a rollout not yet halted, or one that never
-    heard). The store's record refuses it, told once; the version the fleet itself rolled back is not (a later
-    rollout of it may try it again)."""
-    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
-    data = tmp_path / "data"
-    d = SimpleNamespace(
+def _desired(deployment="dep1", rollback=False):
+    return SimpleNamespace(
         slot="vision",
         package="part-inspection",
         version="1.1.0",
         digest="c0ffee" * 10 + "abcd",
-        deployment_id="dep1",
-        rollback=False,
+        deployment_id=deployment,
+        rollback=rollback,
     )
-    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])  # a start: nothing in memory of the run before
+
+
+async def test_a_version_rolled_back_by_the_health_check_is_held_for_that_deployment_only(tmp_path, pkgs):
+    """No pending deployment left to settle (the fleet acknowledged the rolled_back, or the full disk refused the
+    pending file): the fleet's desired state still names the version for the same deployment (a rollout not yet
+    halted, or one that never heard). The manager's record of the health check's verdict declines that deployment,
+    told once; a new deployment of the version, or an admin's rollback to it, asks again and installs it (was:
+    skipped without a word, the deployment left assigned for good)."""
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    data = tmp_path / "data"
+    d = _desired()
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])
     await s.start()
-    reason = (
-        "health check failed: error rate 40.0% > 5.0%"
-        if why == "health"
-        else "the fleet rolled part-inspection 1.1.0 back (deployment dep0)"
-    )
+    reason = "health check failed: error rate 40.0% > 5.0%"
     s.store.mark_failed(Path(f"part-inspection-1.1.0-{d.digest[:12]}"), reason)
+    downloads = []
+
+    async def download(dd):  # the fleet's download
+        downloads.append(dd.deployment_id)
+        raise ConnectionError("no fleet in this test")
+
+    # the run before: the health check rolled it back with dep1 pending; that outcome was settled, the fleet
+    # acknowledged it (the pending file is gone)
+    before = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
+    before.download = download
+    before._write_pending(d)
+    await before.on_desired(SimpleNamespace(desired=[d], generation=6))
+    async with asyncio.timeout(10):
+        await asyncio.gather(*list(before._tasks))
+    assert downloads == [] and d.digest in before.refused
+    # in that run too, a new deployment of it asks again (was: skipped without a word, assigned for good)
+    await before.on_desired(SimpleNamespace(desired=[_desired("dep0")], generation=7))
+    async with asyncio.timeout(10):
+        await asyncio.gather(*list(before._tasks))
+    assert downloads == ["dep0"], downloads
+    downloads.clear()
+    await before.stop()
+    (data / "deployments" / "vision.json").unlink()
+    mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))  # a restart
+    mgr.download = download
+    try:
+        for generation in (7, 8):  # (told once, not at every heartbeat)
+            await mgr.on_desired(SimpleNamespace(desired=[d], generation=generation))
+            async with asyncio.timeout(10):
+                await asyncio.gather(*list(mgr._tasks))
+        assert downloads == [] and s.version == "1.0.0"
+        (step,) = [x for x in mgr.steps if x["deployment"] == "dep1"]
+        assert step["step"] == "failed" and not step["ok"], step
+        # the admin asks again: a new deployment, then an admin's rollback to it
+        for again in (_desired("dep2"), _desired("dep3:rollback", rollback=True)):
+            mgr.retry_at.clear()  # (the failed download's backoff: not what is tested)
+            await mgr.on_desired(SimpleNamespace(desired=[again], generation=9))
+            async with asyncio.timeout(10):
+                await asyncio.gather(*list(mgr._tasks))
+        assert downloads == ["dep2", "dep3:rollback"], downloads  # (were skipped without a word)
+        assert "rolled back by the health check here for this deployment" in step["reason"], step
+        assert reason in step["reason"], step
+    finally:
+        await mgr.stop()
+        await s.stop()
+
+
+@pytest.mark.parametrize("why", ["fleet", "memory", "crash loop", "damaged copy"])
+async def test_a_refusal_for_a_passing_reason_is_not_held_after_a_restart(tmp_path, pkgs, why):
+    """The store's ``failed`` also records refusals that say nothing for good about the package: the fleet's own
+    rollback, a load short of memory at that moment, a crash loop (two power cuts make one), an installed copy
+    that failed its re-check at the start (set aside). After a restart the fleet's desired state installs the
+    version again (was: refused for good, reported "rolled back or refused here before the agent restarted")."""
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    data = tmp_path / "data"
+    d = _desired()
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])
+    await s.start()
+    folder = f"part-inspection-1.1.0-{d.digest[:12]}"
+    reason = {
+        "fleet": "the fleet rolled part-inspection 1.1.0 back (deployment dep0)",
+        "memory": "the model needs 900 MB at its peak, more than the 1 MB this machine can spare now",
+        "crash loop": "the agent ended without an orderly stop 2 times inside the candidate's health window (a "
+        "crash loop, which the candidate may cause); the previous model was restored",
+        "damaged copy": f"package {folder}: model.onnx digest mismatch (expected 2af4531d2c95…, got ff50…): "
+        "altered or corrupted",
+    }[why]
+    if why == "damaged copy":
+        s.store.set_aside(folder, reason)
+    else:
+        s.store.mark_failed(Path(folder), reason)
     mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
     downloads = []
 
@@ -103,19 +183,11 @@ async def test_a_version_rolled_back_before_a_restart_is_not_installed_again_wit
 
     mgr.download = download
     try:
-        for generation in (7, 8):  # (told once, not at every heartbeat)
-            await mgr.on_desired(SimpleNamespace(desired=[d], generation=generation))
-            async with asyncio.timeout(10):
-                await asyncio.gather(*list(mgr._tasks))
-        if why == "fleet":
-            assert downloads == ["1.1.0"] and d.digest not in mgr.refused
-            return
-        # formerly downloaded and installed again: the version the health check rejected served once more
-        assert downloads == [] and s.version == "1.0.0" and d.digest in mgr.refused
-        (step,) = [x for x in mgr.steps if x["deployment"] == "dep1"]
-        assert step["step"] == "failed" and not step["ok"], step
-        assert "was rolled back or refused here before the agent restarted" in step["reason"], step
-        assert reason in step["reason"], step
+        await mgr.on_desired(SimpleNamespace(desired=[d], generation=7))
+        async with asyncio.timeout(10):
+            await asyncio.gather(*list(mgr._tasks))
+        assert downloads == ["1.1.0"] and d.digest not in mgr.refused
+        assert not [x for x in mgr.steps if x["step"] == "failed"], mgr.steps
     finally:
         await mgr.stop()
         await s.stop()

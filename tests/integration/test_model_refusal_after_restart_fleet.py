@@ -1,0 +1,119 @@
+"""What a restart holds against a version the fleet still names, against the real fleet service and a real agent
+(gRPC mTLS, registry, ONNX Runtime).
+
+Only the slot's health check's rollback of a version, for that same deployment, is kept across a restart. An
+installed copy that fails its re-check at the start (a flipped byte) is a copy to fetch again, not a verdict on the
+package: it was refused for good, the deployment the gateway had completed turned ``failed`` ("rolled back or
+refused here"), and a new deployment of the version, or an admin's rollback to it, got no answer at all (``assigned``
+for good)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from cloud_trainer.fleet.service import FleetServer
+from cloud_trainer.registry import Registry
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+from simulators.camera import write_folder
+from tests.support import waits
+from tests.support.fleet import make_pki
+from tests.support.models import make_keypair, make_package
+from tests.support.peers import free_port
+
+until = functools.partial(waits.until, timeout_s=30.0)
+
+
+@pytest.fixture
+async def fleet(tmp_path):
+    pki = make_pki(tmp_path / "pki", agents=("gw1",))
+    key, pub = make_keypair(tmp_path / "keys")
+    reg = Registry(tmp_path / "registry")
+    for i, v in enumerate(["1.0.0", "1.1.0"]):
+        p = make_package(tmp_path / "b", kind="vision", version=v, key=key, bias=6.0, seed=i)
+        reg.publish(p, [], {}, None, None)
+        if v == "1.0.0":
+            configured = p
+    port = free_port()
+    srv = FleetServer(
+        tmp_path / "cloud",
+        port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        registry=tmp_path / "registry",
+    )
+    await srv.start()
+    frames = write_folder(tmp_path / "frames", 10, seed=0, defect_rate=0.3, size=64)
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw1", "site": "plant", "line": "gw1", "data_dir": str(tmp_path / "gw1")},
+            "trusted_keys": [str(pub)],
+            "http": {"enabled": False},
+            "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 30, "loop": True}},
+            "models": {
+                "vision": {
+                    "package": str(configured),
+                    "version_policy": "follow_fleet",
+                    "engine": "onnxruntime",
+                    "health": {"window_s": 1.0, "min_items": 5, "min_latency_increase_ms": 10_000},
+                }
+            },
+            "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
+            "cloud": {
+                "endpoint": f"127.0.0.1:{port}",
+                "ca_file": str(pki / "ca.pem"),
+                "cert_file": str(pki / "agents" / "gw1.pem"),
+                "key_file": str(pki / "agents" / "gw1.key"),
+                "heartbeat_s": 0.3,
+                "backoff_initial_s": 0.1,
+                "backoff_max_s": 0.5,
+            },
+        }
+    )
+    agents = {"gw1": Agent(cfg)}
+    await agents["gw1"].start()
+    await until(lambda: len(srv.store.agents()) == 1, what="registered")
+    yield srv, agents
+    for ag in agents.values():
+        await ag.stop()
+    await srv.stop()
+
+
+async def test_a_copy_damaged_on_disk_is_fetched_again_and_the_admin_is_answered(fleet):
+    srv, agents = fleet
+    dep = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="1.1.0 on gw1")
+    gw1 = agents["gw1"]
+    store = gw1.slots["vision"].store
+    folder = store.current()
+    await gw1.stop()
+    model = next((store.root / folder).rglob("*.onnx"))
+    b = bytearray(model.read_bytes())
+    b[len(b) // 2] ^= 0xFF  # a flipped bit on disk: the folder is set aside at the start
+    model.write_bytes(bytes(b))
+    agents["gw1"] = gw1 = Agent(gw1.cfg)
+    await gw1.start()
+    assert (store.root / ".rejected" / folder).is_dir()
+    # the fleet's desired state still names 1.1.0: fetched again and served (was: refused for good, 1.0.0 served)
+    await until(lambda: gw1.slots["vision"].version == "1.1.0", what="the fleet's 1.1.0 fetched again")
+    target = srv.control._get(dep["id"])["targets"]["gw1"]
+    assert target["status"] != "failed", target  # (was: failed, "rolled back or refused here before ...")
+    assert not gw1.manager.refused
+
+    # an admin's new deployment of it, and an admin's rollback to it, are answered (were: assigned for good)
+    dep2 = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    await until(
+        lambda: srv.control._get(dep2["id"])["state"] == "completed", what="the new deployment answered"
+    )
+    back = srv.control.rollback("part-inspection", "1.1.0", "vision", ["gw1"])
+    await until(
+        lambda: srv.control._get(back["id"])["state"] == "completed", what="the admin's rollback answered"
+    )
+    assert gw1.slots["vision"].version == "1.1.0"
