@@ -67,6 +67,8 @@ DOWNS_FILE = "source-down.json"  # the same for source_down: the sources told do
 CLOCK_SET_T = 1_000_000_000.0
 
 LOCK_FILE = "agent.lock"
+# slot -> digest of the models a former tenant of this gateway left in its slots (``_models_of_former_tenant``)
+FORMER_TENANT_MODELS = "former-tenant-models.json"
 # the folders of the data folder where state files are written with edge_agent.files.atomic_write_json
 # (alarm outputs, fleet commands, fleet configs)
 STATE_FOLDERS = (".", "fleet", "fleet-config")
@@ -270,6 +272,7 @@ class Agent:
         }  # source -> tag -> last Reading
         self.http: StatusServer | None = None
         self.outbox: Outbox | None = None
+        self._former_models: dict[str, str] = {}  # not reported to this tenant (``_models_of_former_tenant``)
         self._outbox_errors: set[str] = set()  # distinct errors writing a result's record, logged once each
         self.uplink: Uplink | None = None
         self.selector: SampleSelector | None = None
@@ -389,6 +392,32 @@ class Agent:
         if self.uplink:
             self.uplink.poke()
 
+    def _models_of_former_tenant(self) -> dict[str, str]:
+        """slot -> digest of the models a former tenant of this gateway left in its slots: not reported to the
+        current tenant (``_cloud_status``) until it deploys its own. Noted in ``<data_dir>/former-tenant-models.json``
+        at the start whose certificate names another tenant than the outbox's (``Outbox.former_tenant``), read
+        back at the next starts."""
+        from edge_agent.files import atomic_write_json, read_json_state
+
+        path = Path(self.cfg.data_dir) / FORMER_TENANT_MODELS
+        former = getattr(self.outbox, "former_tenant", None)
+        if former is not None:
+            digests = {n: d for n, s in self.slots.items() if (d := s.status().get("digest"))}
+            atomic_write_json(path, {"tenant": former, "digests": digests})
+            if digests:
+                log.warning(
+                    "model slots %s hold models the gateway's former tenant left: they still serve, but are not "
+                    "reported to this tenant (no package, version or digest) until it deploys its own; clear "
+                    "them as docs/fleet-control.md says (Moving a gateway to another tenant)",
+                    ", ".join(sorted(digests)),
+                )
+            return digests
+        try:
+            got = read_json_state(path)["digests"]
+            return {str(k): str(v) for k, v in got.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+
     def _cloud_status(self) -> dict:
         from edge_agent.engines import openvino_available
         from model_packager.cpu import cpu_flags, int8_path
@@ -406,6 +435,18 @@ class Agent:
             if st.get("selection"):  # which form serves on this CPU, and why (INT8 off: the deviation)
                 labels[f"form.{st['slot']}"] = st["selection"]["summary"][:200]
             last = st.get("last_swap") or {}
+            if st["digest"] and self._former_models.get(st["slot"]) == st["digest"]:
+                slots.append(
+                    {
+                        "slot": st["slot"],
+                        "package": "",
+                        "version": "",
+                        "digest": "",
+                        "status": st["state"],
+                        "reason": "a model the gateway's former tenant left: not reported",
+                    }
+                )
+                continue
             slots.append(
                 {
                     "slot": st["slot"],
@@ -470,6 +511,7 @@ class Agent:
         for slot in self.slots.values():
             await slot.start()
             self.metrics.model(slot)
+        self._former_models = await asyncio.to_thread(self._models_of_former_tenant)
         if self._handles_images():
             # the engines and the cameras own the gateway's cores: OpenCV's worker spun beside them
             opencv_in_calling_threads()

@@ -333,6 +333,7 @@ class Outbox:
         looked at. An outbox made under another tenant is held whole at ``open()``, never sent (``_own``)."""
         self.s = settings
         self.owner = owner
+        self.former_tenant: str | None = None  # set by a start that found the store another tenant's
         self.held: list[dict] = []  # outboxes of a former tenant kept in <aside>/outbox-held (their notes)
         self.dir = Path(settings.dir) if settings.dir else Path(data_dir) / "outbox"
         self.path = self.dir / "outbox.db"
@@ -713,6 +714,7 @@ class Outbox:
                 )
                 _set_owner(db, self.owner)
             return db
+        self.former_tenant = str(row[0])
         by_kind = Counter({k: n for k, n in db.execute("SELECT kind, COUNT(*) FROM records GROUP BY kind")})
         shas = [
             r[0]

@@ -222,3 +222,69 @@ def test_a_corrupt_store_whose_owner_cannot_be_told_is_held(tmp_path, caplog):
         ob.close()
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "cannot be told" in text and "\nWARNING forged" not in text and "'beta\\x0aWARNING forged'" in text
+
+
+async def test_the_model_the_former_tenant_left_is_not_reported_to_the_new_one(tmp_path):
+    """Moved from acme to beta, the gateway still holds acme's model in its slot: beta's admins read acme's package
+    name, version and digest in ListAgents. The start that finds the tenant changed notes the slots' models; they
+    are reported with no package, version or digest (at later starts too) until beta deploys its own."""
+    from tests.support.models import make_keypair, make_package
+
+    pki = make_pki(tmp_path / "pki", agents=(), admins=())
+    certs = {}
+    for tenant in ("acme", "beta"):
+        init_tenant(pki, tenant)
+        certs[tenant] = issue(
+            pki, "gw1", ROLE_AGENT, pki / "tenants" / tenant / "agents" / "gw1", tenant=tenant
+        )[0]
+    key, pub = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path / "b", kind="vision", version="3.7.1", name="acme-secret-check", key=key)
+    port = free_port()
+
+    def agent(tenant: str) -> Agent:
+        cert = certs[tenant]
+        return Agent(
+            parse_config(
+                {
+                    "agent": {"id": "gw1", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "gw1")},
+                    "http": {"enabled": False},
+                    "trusted_keys": [str(pub)],
+                    "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+                    "cloud": {
+                        "endpoint": f"127.0.0.1:{port}",
+                        "ca_file": str(pki / "ca.pem"),
+                        "cert_file": str(cert),
+                        "key_file": str(cert.with_suffix(".key")),
+                        "heartbeat_s": 0.3,
+                        "backoff_initial_s": 0.1,
+                        "backoff_max_s": 0.5,
+                    },
+                }
+            )
+        )
+
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    try:
+        a = agent("acme")
+        await a.start()
+        await waits.until(lambda: srv.store.agents(tenant="acme"), what="acme to see gw1")
+        await waits.until(
+            lambda: "acme-secret" in json.dumps(srv.store.agents(tenant="acme")[0].get("slots")),
+            what="acme to see its model",
+        )
+        digest = a.slots["vision"].status()["digest"]
+        assert digest
+        await a.stop()
+        for _start in range(2):  # moved; then restarted once more
+            b = agent("beta")
+            await b.start()
+            await waits.until(lambda: srv.store.agents(tenant="beta"), what="beta to see gw1")
+            await waits.until(
+                lambda: srv.store.agents(tenant="beta")[0].get("slots"), what="beta to see gw1's slots"
+            )
+            seen = json.dumps(srv.store.agents(tenant="beta")[0]["slots"])
+            await b.stop()
+            assert "acme-secret" not in seen and "3.7.1" not in seen and digest not in seen
+    finally:
+        await srv.stop()
