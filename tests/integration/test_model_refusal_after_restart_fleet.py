@@ -117,3 +117,35 @@ async def test_a_copy_damaged_on_disk_is_fetched_again_and_the_admin_is_answered
         lambda: srv.control._get(back["id"])["state"] == "completed", what="the admin's rollback answered"
     )
     assert gw1.slots["vision"].version == "1.1.0"
+
+
+async def test_a_new_deployment_of_a_version_the_health_check_rolled_back_is_installed_and_judged_again(
+    fleet, tmp_path
+):
+    """The health check's rollback holds for its own deployment only (kept across a restart in
+    ``deployments/health-rollbacks``); a new deployment of that version is the admin asking again (was: skipped
+    without a word, the new deployment ``assigned`` for good)."""
+    srv, agents = fleet
+    key, _ = make_keypair(tmp_path / "keys")  # (the same key pair: make_keypair keeps the one in the folder)
+    bad = make_package(tmp_path / "b2", kind="vision", version="1.2.0", key=key, nan=True)
+    Registry(tmp_path / "registry").publish(bad, [], {}, None, None)
+    gw1 = agents["gw1"]
+    dep = srv.control.create(
+        {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    await until(
+        lambda: srv.control._get(dep["id"])["targets"]["gw1"]["status"] == "rolled_back", what="rollback"
+    )
+    assert gw1.slots["vision"].version == "1.0.0"
+
+    dep2 = srv.control.create(
+        {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    await until(
+        lambda: srv.control._get(dep2["id"])["targets"]["gw1"]["status"] == "rolled_back",
+        what="the new deployment installed and judged again",
+    )
+    steps = [s["step"] for s in gw1.manager.steps if s["deployment"] == dep2["id"]]
+    assert steps[:3] == ["downloading", "verifying", "active"], steps
+    held = (gw1.cfg.data_dir / "deployments" / "health-rollbacks").read_text()  # (what a restart holds)
+    assert dep2["id"] in held and "health check failed" in held
