@@ -288,3 +288,40 @@ async def test_the_model_the_former_tenant_left_is_not_reported_to_the_new_one(t
             assert "acme-secret" not in seen and "3.7.1" not in seen and digest not in seen
     finally:
         await srv.stop()
+
+
+def test_a_store_held_from_the_tenant_the_gateway_is_moved_back_to_is_taken_back(tmp_path):
+    """acme -> beta (a certificate put in by mistake) -> acme: acme's records were held for good, and the warning
+    still called them another tenant's. Back at acme they are acme's outbox's again (after its own, with their
+    sample), and nothing stays held."""
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+
+    def opened(owner: tuple[str, str]) -> Outbox:
+        ob = Outbox(OutboxSettings(), tmp_path / "gw", owner=owner)
+        ob.open()
+        return ob
+
+    ob = opened(("acme", "gw1"))
+    for i in range(5):
+        ob.append("result", {"part": f"acme-{i}"}, sample=f"img {i}".encode(), sample_ext=".png")
+    ob.flush()
+    ob.close()
+    ob = opened(("beta", "gw1"))
+    assert ob.stats()["held"]["records"] == 5
+    ob.close()
+    ob = opened(("acme", "gw1"))
+    try:
+        ob.append("result", {"part": "acme-new"})
+        ob.flush()
+        got = ob.pending(10_000, 10**9)
+        assert sorted(r.payload for r in got) == sorted(
+            [b'{"part":"acme-new"}', *(f'{{"part":"acme-{i}"}}'.encode() for i in range(5))]
+        )
+        assert len({r.seq for r in got}) == 6 and ob.stats()["held"]["records"] == 0
+        assert sorted(ob.sample_bytes(r) for r in got if r.sample_sha256) == [
+            f"img {i}".encode() for i in range(5)
+        ]
+        assert not list((tmp_path / "gw" / "outbox-held").iterdir())
+    finally:
+        ob.close()
