@@ -176,13 +176,16 @@ def sample_query(q: dict[str, str]) -> dict[str, Any]:
 
 
 # the payload fields that name what an event is about: a ``write_failing`` names its action and node besides its
-# source (a PLC's several write targets are several episodes); the other kinds carry neither
-SUBJECT_FIELDS = ("source", "pipeline", "alarm", "slot", "action", "node_id")
+# source (a PLC's several write targets are several episodes); a ``rollback_unrecorded`` its package folder besides
+# its slot (one episode per folder); a ``sensor_fault`` its fault besides its pipeline (the sensor check's and the
+# stale waveform's episodes run side by side, each end repeating its start's fault). No other kind with ``active``
+# carries action, node_id, package or fault
+SUBJECT_FIELDS = ("source", "pipeline", "alarm", "slot", "action", "node_id", "package", "fault")
 
 
 def event_subject(evt: dict) -> tuple:
-    """What an event is about, within its agent and kind: the source, pipeline, alarm, slot, action or node its
-    payload names (an episode's start and end name the same)."""
+    """What an event is about, within its agent and kind: the source, pipeline, alarm, slot, action, node, package
+    folder or fault its payload names (an episode's start and end name the same)."""
     p = evt["payload"] if isinstance(evt["payload"], dict) else {}
     return tuple(json_codec.dumps(p.get(f), default=str) for f in SUBJECT_FIELDS)
 

@@ -350,3 +350,41 @@ async def test_each_write_target_of_one_plc_is_its_own_write_failing_episode(clo
         (301, "count", True),  # still refused by the PLC
         (300, "gate", False),  # ended by 302
     ]
+
+
+async def test_a_sensor_faults_two_episodes_and_each_unrecorded_rollback_folder_end_on_their_own(cloud):
+    """A pipeline's sensor check (flatline) and its stale waveform are two sensor_fault episodes side by side, and
+    rollback_unrecorded is one episode per package folder of a slot: the end of one showed the other ended too
+    (the subject was the pipeline, the slot, only), a still-flat sensor hidden once the DAQ's stall ended."""
+    await cloud["push"](
+        "acme",
+        "gw1",
+        [
+            _event(
+                310, "sensor_fault", T0 + 310, pipeline="pump", fault="flatline", active=True, message="flat"
+            ),
+            _event(
+                311, "sensor_fault", T0 + 311, pipeline="pump", fault="stale", active=True, message="stalled"
+            ),
+            _event(
+                312, "sensor_fault", T0 + 312, pipeline="pump", fault="stale", active=False, message="fresh"
+            ),
+            _event(320, "rollback_unrecorded", T0 + 320, slot="vision", package="pi-1.1.0-aaaa", active=True),
+            _event(321, "rollback_unrecorded", T0 + 321, slot="vision", package="pi-1.2.0-bbbb", active=True),
+            _event(
+                322, "rollback_unrecorded", T0 + 322, slot="vision", package="pi-1.1.0-aaaa", active=False
+            ),
+        ],
+    )
+    got = {e["seq"]: e for e in _all(cloud["acme"], "/api/events?kind=sensor_fault")}
+    assert [(s, got[s]["payload"]["fault"], got[s]["ongoing"]) for s in (312, 311, 310)] == [
+        (312, "stale", False),
+        (311, "stale", False),  # ended by 312
+        (310, "flatline", True),  # the sensor still flat
+    ]
+    got = {e["seq"]: e for e in _all(cloud["acme"], "/api/events?kind=rollback_unrecorded")}
+    assert [(s, got[s]["payload"]["package"], got[s]["ongoing"]) for s in (322, 321, 320)] == [
+        (322, "pi-1.1.0-aaaa", False),
+        (321, "pi-1.2.0-bbbb", True),  # its mark still not written
+        (320, "pi-1.1.0-aaaa", False),  # ended by 322
+    ]
