@@ -23,7 +23,7 @@ from tests.support.fleet import make_pki
 from tests.support.models import make_keypair, make_package
 from tests.support.peers import free_port
 
-until = functools.partial(waits.until, timeout_s=30.0)
+until = functools.partial(waits.until, timeout_s=60.0)  # (a loaded CI machine: two installs and a restart)
 
 
 @pytest.fixture
