@@ -2041,7 +2041,12 @@ class Outbox:
     def pending(self, limit: int = 500, max_bytes: int = 1_000_000) -> list[Record]:
         """Committed, unacknowledged records: events/alarms first, then results, then samples; by seq within.
         Empty while the store cannot be read (corrupt: renewed by the writer; removed; an I/O error): logged
-        once, never raised, so that a sender polling it keeps running and resumes once the store is back."""
+        once, never raised, so that a sender polling it keeps running and resumes once the store is back.
+        Empty too while a store known to be corrupt waits for its renewal (its rows may still read): the renewal
+        sends them in the new epoch; handed out now, every ack would meet the damage and be held in memory, and
+        the batches behind grow without bound while the renewal cannot start (a full disk)."""
+        if self._renew_reason is not None:
+            return []
         gone = self._acked_unremoved  # at the cloud already: never sent again
         try:
             with self._reading() as db:

@@ -288,6 +288,45 @@ def test_records_acknowledged_on_a_store_turned_corrupt_are_neither_sent_again_n
     ob.close()
 
 
+def test_a_corrupt_store_whose_renewal_cannot_start_hands_out_nothing_until_it_is_renewed(
+    tmp_path, monkeypatch
+):
+    import errno
+
+    import edge_agent.outbox.store as store
+
+    monkeypatch.setattr(store, "RENEW_RETRY_S", 0.2)
+    events: list = []
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), tmp_path, on_event=events.append)
+    ob.open()
+    for i in range(1500):
+        ob.append("result", {"i": i, "pad": "p" * 200})
+    ob.flush()
+
+    def disk_full(self, keep=None):  # outbox-corrupt/ cannot be made: the bad store stays where it is
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.corrupt_dir))
+
+    monkeypatch.setattr(Outbox, "_move_aside", disk_full)
+    sent = [r.seq for r in ob.pending(500, 10**9)]
+    damage_index(ob.path)
+    ob.ack(sent)  # at the cloud; the DELETE meets the damage and the renewal fails on the full disk
+    wait_for(lambda: ob._renew_error is not None, what="the renewal to fail")
+    # formerly the next batches were read from the damaged store and each of their acks was held in memory: the
+    # whole backlog went so, with every poll reading more rows; now nothing leaves until the renewal
+    for _ in range(5):
+        assert ob.pending(500, 10**9) == []
+        time.sleep(0.1)
+    assert ob.stats()["depth"] == 1500 and len(ob._acked_unremoved) == 500
+    monkeypatch.undo()  # the disk has room again: the next attempt renews the store
+    monkeypatch.setattr(store, "RENEW_RETRY_S", 0.2)
+    wait_for(lambda: ob.stats()["renewals"] == 1, what="the store to be renewed")
+    left = [r.seq for r in ob.pending(2000, 10**9) if r.kind == "result"]
+    assert sorted(left) == [q for q in range(1, 1501) if q not in set(sent)]
+    corrupt = [e for e in events if e["kind"] == "outbox_corrupt"]
+    assert [e["lost"] for e in corrupt] == [0] and not ob.dropped
+    ob.close()
+
+
 async def test_a_store_turning_corrupt_twice_is_renewed_each_time_and_the_cloud_gets_each_record_once(
     tmp_path, pki
 ):
