@@ -1009,21 +1009,32 @@ class Outbox:
                         m = (a + b) // 2
                         todo += [(m + 1, b), (a, m)]
                     continue
-                # sent and acknowledged (meanwhile, or before by an ack that met the damage): not again
-                acked = self._acked_while_salvaging or ()
-                gone = self._acked_unremoved
-                if skipped is not None:
-                    skipped.update(
-                        (r[0], gone.get(r[0]) or r[1])
-                        for r in rows
-                        if (r[0] in acked or r[0] in gone) and isinstance(r[1], str)
-                    )
-                rows = [r for r in rows if _intact(r) and r[0] not in acked and r[0] not in gone]
-                if rows:
-                    db.execute("BEGIN")
-                    db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?)", rows)
+                if not rows:
+                    continue
+                # the new store's write lock first, then the acknowledged seqs: an ack noted after this look
+                # (its batch sent in the old epoch) deletes what this slice inserts, as its DELETE waits for the
+                # COMMIT; looked at before taking the lock, such an ack deleted nothing and the slice then
+                # brought its records back, sent again in the new epoch (twice at the cloud)
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    # sent and acknowledged (meanwhile, or before by an ack that met the damage): not again
+                    acked = self._acked_while_salvaging or ()
+                    gone = self._acked_unremoved
+                    if skipped is not None:
+                        skipped.update(
+                            (r[0], gone.get(r[0]) or r[1])
+                            for r in rows
+                            if (r[0] in acked or r[0] in gone) and isinstance(r[1], str)
+                        )
+                    rows = [r for r in rows if _intact(r) and r[0] not in acked and r[0] not in gone]
+                    if rows:
+                        db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?)", rows)
                     db.execute("COMMIT")
-                    got.update(r[1] for r in rows)
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+                got.update(r[1] for r in rows)
             if todo:
                 log.warning(
                     "outbox: salvage stopped after %.0f s; %d seq ranges left unread", limit_s, len(todo)

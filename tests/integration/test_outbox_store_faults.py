@@ -491,6 +491,53 @@ def test_an_ack_arriving_while_the_store_is_renewed_is_not_undone_by_the_salvage
     ob.close()
 
 
+def test_an_ack_of_a_batch_sent_in_the_old_epoch_arriving_as_a_salvage_slice_is_written_is_not_undone(
+    tmp_path,
+):
+    import threading
+
+    events: list = []
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), tmp_path, on_event=events.append)
+    ob.open()
+    for i in range(600):
+        ob.append("result", {"i": i, "pad": "p" * 200})
+    ob.flush()
+    seqs = [r.seq for r in ob.pending(600, 10**9)]
+    first, in_flight = seqs[:100], seqs[100:]  # at the cloud; the second batch's ack is on its way
+    acked: list = []
+    acker = threading.Thread(target=lambda: acked.append(ob.ack(in_flight)))
+    fired = threading.Event()
+
+    class Store:  # the renewed store's connection, as the writer uses it; the ack comes as a slice is written
+        def __init__(self, db) -> None:
+            self.db = db
+
+        def execute(self, sql, *args):
+            if sql.startswith("BEGIN") and not fired.is_set():
+                fired.set()
+                acker.start()
+                acker.join(10)
+            return self.db.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.db, name)
+
+    real_connect = ob._connect
+    ob._connect = lambda: Store(real_connect())
+    damage_index(ob.path)
+    ob.ack(first)  # its DELETE meets the damage: the store is renewed
+    wait_for(lambda: ob.stats()["renewals"] == 1, what="the store to be renewed")
+    assert fired.is_set() and acked == [0]
+    # formerly the slice being written looked at the acknowledged seqs before the ack noted its own, and wrote
+    # its rows after the ack's DELETE had found nothing: 156 records of the batch the cloud had stored in the old
+    # epoch were back, sent again in the new one (twice at the cloud)
+    left = [r.seq for r in ob.pending(1000, 10**9) if r.kind == "result"]
+    assert left == [] and ob.stats()["by_kind"].get("result", 0) == 0
+    corrupt = [e for e in events if e["kind"] == "outbox_corrupt"]
+    assert [e["lost"] for e in corrupt] == [0] and not ob.dropped
+    ob.close()
+
+
 def test_while_a_corrupt_store_is_salvaged_new_records_are_committed_and_readable(tmp_path, monkeypatch):
     import threading
 
