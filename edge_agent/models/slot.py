@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import functools
 import logging
 import math
-import re
 import shutil
 import statistics
 import threading
@@ -77,35 +75,6 @@ if TYPE_CHECKING:
     from model_packager import TrustedKeys
 
 log = logging.getLogger(__name__)
-
-
-# an exception's own errno, or its text, saying this machine lacked memory, file descriptors or disk at that moment
-_PASSING_ERRNOS = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EAGAIN})
-_SHORT_OF_MEMORY = re.compile(
-    r"bad_alloc|bad allocation|out of memory|cannot allocate memory|failed to allocate|not enough memory",
-    re.I,
-)
-
-
-def _passing_shortage(exc: BaseException) -> bool:
-    """``exc`` (or what it was raised from) is this machine short of memory, file descriptors or disk at that
-    moment: a ``MemoryError``, an ``OSError`` ENOMEM, EMFILE, ENFILE, ENOSPC or EAGAIN, or an engine's error whose
-    text is its ``std::bad_alloc`` (ONNX Runtime's own exception classes are no ``MemoryError``). A
-    ``PackageError`` is the package's verdict (a golden set too large for this gateway: ``GOLDEN_NO_MEMORY``)."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen and len(seen) < 8:
-        seen.add(id(e))
-        if isinstance(e, PackageError):
-            return False
-        if isinstance(e, MemoryError):
-            return True
-        if isinstance(e, OSError) and e.errno in _PASSING_ERRNOS:
-            return True
-        if _SHORT_OF_MEMORY.search(str(e)[:2000]):
-            return True
-        e = e.__cause__ if e.__cause__ is not None else None if e.__suppress_context__ else e.__context__
-    return False
 
 
 class SlotError(RuntimeError):
@@ -818,22 +787,9 @@ class ModelSlot:
             reason = str(exc) if isinstance(exc, PackageError) else f"unexpected {type(exc).__name__}: {exc}"
             log.debug("slot %s: swap raised", self.name, exc_info=True)
             reason = printable(reason, 500)
-            passing = _passing_shortage(exc)
             if not got:
-                return self._refused(self.version, None, stage, reason, retry=passing, package=Path(pkg))
+                return self._refused(self.version, None, stage, reason, package=Path(pkg))
             opened = got[0]
-            if passing:
-                # this machine short of memory or file descriptors at that moment (another process's peak), not a
-                # defect of the package: removed unmarked (it is named nowhere) and tried again, as a full disk
-                # is. Marked failed, the version was refused here for the run, and after a restart (state.json)
-                if (
-                    self._active is None or self._active.opened.root != opened.root
-                ) and not self._swap_lock.locked():  # (an install in flight: its own outcome prunes)
-                    async with self._swap_lock:
-                        await self._prune()
-                return self._refused(
-                    self.version, opened.manifest.version, stage, reason, retry=True, package=Path(pkg)
-                )
             if self._active is None or self._active.opened.root != opened.root:
                 # verified, then refused: marked and removed as at any other stage past the install. Left installed
                 # unmarked, it was the newest a start on a lost state.json served, its golden test never passed
