@@ -611,11 +611,6 @@ class Outbox:
         ):  # (a fresh or renewed file: its records are made under this owner from now on)
             _set_owner(db, self.owner, replace=False)
         self.held = self._read_held()
-        if self.owner is not None and any(
-            n.get("tenant") == self.owner[0] and not n.get("corrupt") for n in self.held
-        ):
-            self._take_back(db)
-            self.held = self._read_held()
         self._db = db
         self._hold_file()
         self._ino, self._size_seen = self._identity(), None
@@ -823,59 +818,6 @@ class Outbox:
             if f.exists():
                 _move_file(f, Path(str(dst) + suffix))
         return dst
-
-    def _take_back(self, db: sqlite3.Connection) -> None:
-        """The held stores made under this owner's tenant (a gateway moved back to it, as acme -> beta -> acme after
-        a certificate put in by mistake): their records are this tenant's again, copied into this outbox after its
-        last seq (with their sample files) and the held files removed. They were held for good before. A held store
-        that cannot be read whole stays held."""
-        assert self.owner is not None
-        for note in self.held:
-            if note.get("tenant") != self.owner[0] or note.get("corrupt"):
-                continue
-            src = Path(str(note.get("file")))
-            try:
-                con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
-                try:
-                    rows = con.execute(
-                        "SELECT kind, priority, t, payload, sample_sha256, sample_ext, size FROM records ORDER BY seq"
-                    ).fetchall()
-                finally:
-                    con.close()
-            except sqlite3.Error as exc:
-                log.warning(
-                    "outbox: held store %s of this tenant cannot be read (%s): it stays held", src, exc
-                )
-                continue
-            samples = Path(str(src) + ".samples")
-            for sha in {r[4] for r in rows if r[4]}:
-                one = samples / sha
-                if one.exists() and not (self.samples_dir / sha).exists():
-                    _move_file(one, self.samples_dir / sha)
-            last = max(
-                db.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0,
-                dict(db.execute("SELECT key, value FROM meta").fetchall()).get("last_seq", 0),
-            )
-            db.execute("BEGIN")
-            db.executemany(
-                "INSERT INTO records VALUES (?,?,?,?,?,?,?,?)",
-                [(last + i + 1, *r) for i, r in enumerate(rows)],
-            )
-            db.execute("COMMIT")
-            for suffix in ("", "-wal", "-shm"):
-                Path(str(src) + suffix).unlink(missing_ok=True)
-            shutil.rmtree(samples, ignore_errors=True)
-            Path(str(src) + ".json").unlink(missing_ok=True)
-            log.warning(
-                "outbox %s: %d records held from tenant %s (epoch %s) are this gateway's tenant's again: taken back "
-                "into the outbox as seqs %d-%d, to be sent",
-                self.dir,
-                len(rows),
-                _who(self.owner[0]),
-                note.get("epoch"),
-                last + 1,
-                last + len(rows),
-            )
 
     def _read_held(self) -> list[dict]:
         """The notes of the outboxes held in ``outbox-held/`` whose store is there (bounded reads, newest last)."""
