@@ -1021,7 +1021,8 @@ class FleetServicer(rpc.FleetServicer):
         """None while the package ``digest`` (of the registry's package ``name``) may still be sent to the agent;
         else the status and text to stop its download with (in a thread of the loop's executor, never a package
         reader). Reads that name's ``index.json`` only, and asks the control whether it is still deployed to the
-        agent only once the tenant's desired states changed (or ``DEPLOYED_TTL_S`` passed). It re-read every
+        agent only once the tenant's desired states changed (or ``DEPLOYED_TTL_S`` passed), and only when the
+        control's lock is free at once. It re-read every
         index of the tenant's registry under the control's lock, in one of the tenant's package read places, once
         a second per download: 449 ms at 20,000 versions, downloads 6 times slower, and one tenant's long
         control write stalled every tenant's downloads."""
@@ -1045,7 +1046,17 @@ class FleetServicer(rpc.FleetServicer):
         kept = self._deployed.get(key)
         if kept is not None and kept[0] == mark and now - kept[1] < DEPLOYED_TTL_S:
             return None
-        if not self.control.deployed_to(who.name, digest, tenant=who.tenant):
+        # never waits on the lock: a control write (a rollout step moves the mark inside it) would hold this
+        # thread of the loop's shared executor, and 6 downloads at once held every to_thread of every tenant
+        # for the write's length. While it is held the download goes on (its withdrawal was read above) and
+        # the next re-check asks again.
+        if not self.control.lock.acquire(blocking=False):
+            return None
+        try:
+            deployed = self.control.deployed_to(who.name, digest, tenant=who.tenant)
+        finally:
+            self.control.lock.release()
+        if not deployed:
             self._deployed.pop(key, None)
             return gone
         if len(self._deployed) >= DEPLOYED_CACHED:

@@ -147,3 +147,94 @@ async def test_a_withdrawal_stops_a_download_in_its_course_and_a_recheck_reads_o
     stopped_at = int(re.search(r"stopped the download at (\d+) bytes", step["reason"])[1])
     assert 0 < stopped_at < total, (stopped_at, total)
     assert len(per_check) == 4 and all(c == {"names": 0, "list": 1} for c in per_check), per_check
+
+
+async def test_download_rechecks_during_a_rollout_write_leave_the_services_threads_free(tmp_path):
+    """Review /work/notes55/review_tenant2/ item 3: 8 gateways of t1 download while t1's rollout step holds the
+    control's lock with its desired states moved inside the write (as ``_set_desired_many`` does). Each re-check
+    asked ``deployed_to`` in a thread of the loop's shared executor and waited out the write there: every
+    ``to_thread`` of the service (another tenant's record batch, an admit) waited too."""
+    import json
+    import os
+    import time
+
+    import grpc
+
+    from cloud_trainer.fleet.service import FleetServer, channel_credentials
+    from cloud_trainer.pki import ROLE_AGENT, init_tenant, issue
+    from protocols.gen import fleet_pb2 as pb
+    from protocols.gen import fleet_pb2_grpc as rpc
+    from tests.support.fleet import make_pki
+    from tests.support.peers import free_port
+
+    n, size, rate, hold = 10, 8 * 1024 * 1024, 2e6, 2.5
+    pki = make_pki(tmp_path / "pki", agents=(), admins=())
+    reg = tmp_path / "registry"
+    init_tenant(pki, "t1")
+    certs = [
+        issue(pki, f"gw{i}", ROLE_AGENT, pki / "tenants" / "t1" / "agents" / f"gw{i}", tenant="t1")[0]
+        for i in range(n)
+    ]
+    d = reg / ".tenants" / "t1" / "part"
+    (d / "1.0.0").mkdir(parents=True)
+    (d / "1.0.0" / "part-1.0.0.edgepkg").write_bytes(os.urandom(size))
+    entry = {"name": "part", "version": "1.0.0", "status": "published", "digest": "f" * 64}
+    (d / "index.json").write_text(json.dumps([{**entry, "package": "part-1.0.0.edgepkg"}]))
+    srv = FleetServer(
+        tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key", registry=reg
+    )
+    await srv.start()
+    chans = []
+    try:
+        with srv.control.lock:
+            for i in range(n):
+                srv.control._set_desired(
+                    f"gw{i}", "vision", "part", "1.0.0", "f" * 64, size, "d1", tenant="t1"
+                )
+        chans = [
+            grpc.aio.secure_channel(
+                f"127.0.0.1:{srv.port}", channel_credentials(pki / "ca.pem", c, c.with_suffix(".key"))
+            )
+            for c in certs
+        ]
+        got_all: list[int] = []
+
+        async def download(i: int) -> None:
+            t0, got = time.monotonic(), 0
+            request = pb.DownloadRequest(digest="f" * 64)
+            async for c in rpc.FleetStub(chans[i]).DownloadPackage(request, timeout=60):
+                got += len(c.data)
+                ahead = got / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            got_all.append(got)
+
+        waits: list[float] = []
+        done = asyncio.Event()
+
+        async def another_tenants_work() -> None:
+            while not done.is_set():
+                t0 = time.monotonic()
+                await asyncio.to_thread(lambda: None)
+                waits.append(time.monotonic() - t0)
+                await asyncio.sleep(0.05)
+
+        def rollout_write() -> None:
+            time.sleep(1.0)
+            with srv.control._write():
+                srv.control.desired_marks["t1"] += 1
+                time.sleep(hold)
+
+        th = threading.Thread(target=rollout_write)
+        th.start()
+        bg = asyncio.ensure_future(another_tenants_work())
+        await asyncio.gather(*(download(i) for i in range(n)))
+        done.set()
+        await bg
+        await asyncio.to_thread(th.join)
+        assert got_all == [size] * n  # the downloads went on through the write
+        assert max(waits) < 0.5, f"a to_thread of the service waited {max(waits):.2f} s for the re-checks"
+    finally:
+        for c in chans:
+            await c.close()
+        await srv.stop()
