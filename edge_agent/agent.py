@@ -379,8 +379,21 @@ class Agent:
                     exc_info=exc,
                 )
 
+    def _made_by_former_tenants_model(self, res: Result) -> bool:
+        """Whether ``res`` was made by a model the gateway's former tenant left (``_models_of_former_tenant``)."""
+        for name, digest in self._former_models.items():
+            slot = self.slots.get(name)
+            if slot is not None and slot.digest == digest and slot.version == res.model_version:
+                if slot.manifest.name == res.model:
+                    return True
+        return False
+
     async def _to_outbox(self, res: Result, item) -> None:
         body = res.to_json_dict()
+        if self._former_models and self._made_by_former_tenants_model(res):
+            # the new tenant is not told the former tenant's package nor its version (its record and sample);
+            # the line's own outputs (MQTT, OPC UA, ...) still name them
+            body["model"], body["model_version"] = "", ""
         assert self.outbox is not None  # called only when there is one
         await self.outbox.append_async("result", body)
         reason = self.selector.choose(res) if self.selector else None
@@ -396,13 +409,21 @@ class Agent:
         """slot -> digest of the models a former tenant of this gateway left in its slots: not reported to the
         current tenant (``_cloud_status``) until it deploys its own. Noted in ``<data_dir>/former-tenant-models.json``
         at the start whose certificate names another tenant than the outbox's (``Outbox.former_tenant``), read
-        back at the next starts."""
+        back at the next starts. Moved back to the tenant the note names, its models are its own again."""
         from edge_agent.files import atomic_write_json, read_json_state
 
         path = Path(self.cfg.data_dir) / FORMER_TENANT_MODELS
         former = getattr(self.outbox, "former_tenant", None)
         if former is not None:
             digests = {n: d for n, s in self.slots.items() if (d := s.status().get("digest"))}
+            owner = getattr(self.outbox, "owner", None)
+            try:
+                noted = read_json_state(path)
+                if owner is not None and noted["tenant"] == owner[0]:
+                    # moved back to the tenant the noted models were left by: they are its own again
+                    digests = {n: d for n, d in digests.items() if noted["digests"].get(n) != d}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                pass
             atomic_write_json(path, {"tenant": former, "digests": digests})
             if digests:
                 log.warning(

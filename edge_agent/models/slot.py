@@ -295,6 +295,10 @@ class ModelSlot:
         return self._active.manifest.version if self._active else None
 
     @property
+    def digest(self) -> str | None:
+        return self._active.opened.digest if self._active else None
+
+    @property
     def engine_name(self) -> str | None:
         return self._active.engine.name if self._active else None
 

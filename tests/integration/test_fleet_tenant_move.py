@@ -228,8 +228,10 @@ async def test_the_model_the_former_tenant_left_is_not_reported_to_the_new_one(t
     """Moved from acme to beta, the gateway still holds acme's model in its slot: beta's admins read acme's package
     name, version and digest in ListAgents. The start that finds the tenant changed notes the slots' models; they
     are reported with no package, version or digest (at later starts too) until beta deploys its own."""
+    from simulators.camera import write_folder
     from tests.support.models import make_keypair, make_package
 
+    frames = write_folder(tmp_path / "frames", 10, seed=0, defect_rate=0.3, size=64)
     pki = make_pki(tmp_path / "pki", agents=(), admins=())
     certs = {}
     for tenant in ("acme", "beta"):
@@ -250,6 +252,8 @@ async def test_the_model_the_former_tenant_left_is_not_reported_to_the_new_one(t
                     "http": {"enabled": False},
                     "trusted_keys": [str(pub)],
                     "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+                    "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 10, "loop": True}},
+                    "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
                     "cloud": {
                         "endpoint": f"127.0.0.1:{port}",
                         "ca_file": str(pki / "ca.pem"),
@@ -284,7 +288,25 @@ async def test_the_model_the_former_tenant_left_is_not_reported_to_the_new_one(t
                 lambda: srv.store.agents(tenant="beta")[0].get("slots"), what="beta to see gw1's slots"
             )
             seen = json.dumps(srv.store.agents(tenant="beta")[0]["slots"])
+            # nor in the results and samples it sends (review /work/notes55/review_tenant2/ item 2)
+            await waits.until(
+                lambda: (
+                    srv.store.records("gw1", kind="result", tenant="beta")
+                    and srv.store.samples(tenant="beta")
+                ),
+                what="beta to get results and samples",
+            )
             await b.stop()
             assert "acme-secret" not in seen and "3.7.1" not in seen and digest not in seen
+            sent = json.dumps([srv.store.records("gw1", tenant="beta"), srv.store.samples(tenant="beta")])
+            assert "acme-secret" not in sent and '"3.7.1"' not in sent, sent[:600]
+        # moved back to acme (review /work/notes55/review_tenant2/ item 6): its own model is reported to it again
+        back = agent("acme")
+        await back.start()
+        try:
+            mine = json.dumps(back._cloud_status()["slots"])
+        finally:
+            await back.stop()
+        assert "acme-secret" in mine and digest in mine, mine
     finally:
         await srv.stop()
