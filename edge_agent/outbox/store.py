@@ -340,6 +340,9 @@ class Outbox:
         self.samples_dir = self.dir / "samples"
         self.epoch_path = Path(data_dir) / EPOCH_FILE
         self.sent_path = Path(data_dir) / SENT_FILE  # "<epoch> <highest seq handed to a sender>"
+        # the moved-aside file a renewal is copying into the store of a new epoch (JSON), until the copy ends: a
+        # process killed meanwhile resumes the copy at the next open(), and the file is never removed before
+        self.salvaging_path = Path(data_dir) / "outbox-salvaging"
         self.corrupt_dir = Path(data_dir) / "outbox-corrupt"  # on the outbox's own disk: see _open
         self.on_event = on_event or (lambda e: None)
         self.epoch = 0
@@ -564,6 +567,7 @@ class Outbox:
                 raise _Corrupt(_one_line(ok))
             db.executescript(SCHEMA)
             db = self._own(db)
+            self._resume_salvage(db)
         except (sqlite3.DatabaseError, _Corrupt) as exc:
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):
@@ -594,7 +598,12 @@ class Outbox:
                     kept,
                 )
                 aside = self.moved_aside = kept
-            salvaged = self._salvage(aside, db) if aside is not None and former is None else Counter()
+            if aside is not None and former is None:
+                self._write_salvaging({"src": str(aside), "epoch": epoch, "last_seq": 0, "acked": []})
+                salvaged = self._salvage(aside, db)
+                self._write_salvaging(None)
+            else:
+                salvaged = Counter()
             log.error(
                 "outbox %s is corrupt (%s): moved aside to %s; a fresh outbox starts in epoch %d with the %d "
                 "records still readable in it; the others were not sent (inspect the file with sqlite3 if "
@@ -880,8 +889,12 @@ class Outbox:
         budgeted folder; only the newest is kept, so a bad disk cannot fill up with copies). None when there
         was no file to move."""
         self.corrupt_dir.mkdir(parents=True, exist_ok=True)
+        job = self._read_salvaging()
+        todo = Path(job["src"]).name if job else None  # a copy a killed process left unfinished: kept
         for old in sorted(self.corrupt_dir.glob("outbox.db.*")):
             if keep is not None and old.name.startswith(keep.name):
+                continue
+            if todo is not None and old.name.startswith(todo):
                 continue
             log.warning("outbox: removing an older corrupt file %s to keep only the newest", old)
             old.unlink(missing_ok=True)
@@ -896,6 +909,70 @@ class Outbox:
             self.moved_aside = moved
         return moved
 
+    def _read_salvaging(self) -> dict | None:
+        try:
+            job = json.loads(self.salvaging_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return job if isinstance(job, dict) and isinstance(job.get("src"), str) else None
+
+    def _write_salvaging(self, job: dict | None) -> None:
+        """Record (fsync'd, renamed into place) the copy a renewal is about to make, or remove the record."""
+        if job is None:
+            self.salvaging_path.unlink(missing_ok=True)
+            return
+        tmp = self.salvaging_path.with_name(self.salvaging_path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, json.dumps(job).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.salvaging_path)
+        dfd = os.open(self.salvaging_path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def _resume_salvage(self, db: sqlite3.Connection) -> None:
+        """At open: finish the copy a renewal began in this store's epoch and a killed process left unfinished,
+        from the slice after the last one committed (the rest of the old store is not read again: what was
+        copied may have been sent and acknowledged since), leaving out what the cloud had acknowledged."""
+        job = self._read_salvaging()
+        if job is None:
+            return
+        row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        src = Path(job["src"])
+        if row is None or row[0] != job.get("epoch") or not src.exists():
+            log.warning(
+                "outbox %s: an unfinished salvage of %s is not this store's: not resumed", self.dir, src
+            )
+            self._write_salvaging(None)
+            return
+        done = db.execute("SELECT value FROM meta WHERE key = 'salvaged_to'").fetchone()
+        for a, b in job.get("acked", []):
+            self._acked_unremoved.update(dict.fromkeys(range(a, b + 1)))
+        try:
+            got = self._salvage(src, db, int(job.get("last_seq", 0)), start=(done[0] if done else 0) + 1)
+        except (OSError, sqlite3.Error) as exc:  # a full disk: the copy is resumed at the next start
+            if isinstance(exc, sqlite3.Error) and _is_corrupt(exc):
+                raise
+            log.error("outbox %s: the salvage of %s cannot be resumed now: %s", self.dir, src, _cause(exc))
+            return
+        finally:
+            self._acked_unremoved.clear()
+        log.error(
+            "outbox %s: the salvage of %s was cut off (the agent stopped while it ran); resumed: %d more records "
+            "copied into epoch %d",
+            self.dir,
+            src,
+            got.total(),
+            job["epoch"],
+        )
+        self.salvaged += got.total()
+        self._write_salvaging(None)
+
     def _salvage(
         self,
         src: Path,
@@ -904,6 +981,7 @@ class Outbox:
         between=None,
         limit_s: float = SALVAGE_S,
         skipped: dict[int, str] | None = None,
+        start: int = 0,
     ) -> Counter:
         """Copy every row of ``src`` (a moved-aside file) that can still be read into ``db``, with its seq: an ack
         or a batch in flight for the old epoch then names the same record, never another. Rows are read by
@@ -930,7 +1008,7 @@ class Outbox:
 
             meta_last = first("SELECT value FROM meta WHERE key = 'last_seq'")
             hi = first("SELECT MAX(seq) FROM records") or max(meta_last or 0, last_seq)
-            lo = first("SELECT MIN(seq) FROM records") or 1
+            lo = max(first("SELECT MIN(seq) FROM records") or 1, start)
             todo = [(a, min(a + SALVAGE_CHUNK - 1, hi)) for a in range(lo, hi + 1, SALVAGE_CHUNK)]
             todo.reverse()  # popped from the end: the oldest first
             while todo and time.monotonic() < deadline and not self._stop.is_set():
@@ -971,6 +1049,12 @@ class Outbox:
                     rows = [r for r in rows if _intact(r) and r[0] not in acked and r[0] not in gone]
                     if rows:
                         db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?)", rows)
+                    # how far the copy went, with what it copied: a process killed now resumes after it
+                    db.execute(
+                        "INSERT INTO meta (key, value) VALUES ('salvaged_to', ?) ON CONFLICT(key) DO UPDATE SET "
+                        "value = excluded.value",
+                        (b,),
+                    )
                     db.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
@@ -1177,6 +1261,16 @@ class Outbox:
                     "value = MAX(value, excluded.value)",
                     (self._seq,),
                 )
+                if aside is not None:  # before the new store takes appends: a kill during the copy resumes it
+                    self._write_salvaging(
+                        {
+                            "src": str(aside),
+                            "epoch": epoch,
+                            "previous_epoch": previous_epoch,
+                            "last_seq": self._seq,
+                            "acked": seq_ranges(acked_gone),
+                        }
+                    )
             except (OSError, sqlite3.Error) as exc:
                 self._salvage_tries += 1
                 if db is not None:  # a half-made store: moved aside by the next attempt
@@ -1225,6 +1319,10 @@ class Outbox:
                 got = Counter()
             self._acked_while_salvaging = None
             self._salvage_from, self._salvage_tries = None, 0
+            with contextlib.suppress(
+                OSError
+            ):  # (left behind: the next open() finds no copy of its epoch to do)
+                self._write_salvaging(None)
             with self._lock:  # accounted for by this renewal (a later one must not count them again)
                 for q in (*acked_gone, *skipped):
                     self._acked_unremoved.pop(q, None)

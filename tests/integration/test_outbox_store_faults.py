@@ -607,3 +607,60 @@ def test_a_store_that_lost_its_last_commits_never_gives_a_seq_that_was_sent_agai
     # formerly the next record took seq 101 in the same epoch: the cloud took it for a replay and dropped it
     assert again.append("result", {"new": 1}) == 201
     again.close()
+
+
+KILLED_IN_SALVAGE = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+import edge_agent.outbox.store as store
+from edge_agent.outbox.settings import OutboxSettings
+from tests.integration.test_outbox_store_faults import damage_index
+
+store.SALVAGE_CHUNK = 100
+ob = store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1])
+ob.open()
+for i in range(3000):
+    ob.append("result", {"i": i, "pad": "p" * 200})
+ob.flush()
+acked = [r.seq for r in ob.pending(100, 10**9)]
+copied = [0]
+real_intact = store._intact
+
+
+def intact(row):  # the power is cut (kill -9) as the salvage has copied about 1000 records
+    copied[0] += 1
+    if copied[0] == 1000:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_intact(row)
+
+
+store._intact = intact
+damage_index(ob.path)
+ob.ack(acked)  # at the cloud; the DELETE meets the damage: the store is renewed
+import time
+time.sleep(60)
+"""
+
+
+def test_an_agent_killed_while_a_renewal_copies_the_old_records_finishes_the_copy_at_its_next_start(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    data = tmp_path / "data"
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_SALVAGE, str(data), str(root)], capture_output=True, timeout=120
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    ob.open()
+    try:
+        # formerly the next start found a healthy new store holding the ~900 records copied so far: the others
+        # were left in outbox-corrupt/ (removed by the next renewal), neither sent nor counted
+        seqs = [r.seq for r in ob.pending(5000, 10**9) if r.kind == "result"]
+        assert sorted(seqs) == list(range(101, 3001))
+        assert not (data / "outbox-salvaging").exists()
+    finally:
+        ob.close()
