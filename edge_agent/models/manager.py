@@ -10,9 +10,9 @@ healthy | failed | rolled_back with the reason). A fleet rollback of the version
 window rolls it back at once (``rolled_back_by_fleet``); a window that passed without enough inferences to
 judge is reported ``watching``, never ``healthy``; a desired version the slot already serves is reported
 ``healthy`` once per deployment (nothing to install, else that deployment waits for it for good). A package
-that fails verification is never retried or accepted in this run, whatever the desired state says (another
-deployment of it is told why, once); one its health check rolled back is not installed again for the same
-deployment, but a new deployment of it, or an admin's rollback to it, installs and judges it again; a download that
+that fails verification, or that its health check rolled back, is not installed again in this run for the same
+deployment, but a new deployment of it, or an admin's rollback to it, installs it again (golden test; a new
+deployment is health-watched, an admin's rollback is not); a download that
 fails is retried with backoff (``download_backoff_s`` doubling to ``download_backoff_max_s``), never refused
 for good (except bytes that three times do not match the digest the fleet named). ``staging/`` holds
 only what installs in flight use (one partial file per digest, written by one download at a time;
@@ -36,7 +36,7 @@ with that reason and refused, not installed again from the same desired state), 
 the slot's health check rolled back is kept in ``<data_dir>/deployments/health-rollbacks`` with its deployment: after
 a restart with no pending file (acknowledged, or refused by a full disk), that same deployment, still desired, is
 declined (told once), not installed again; a new deployment of the version, or an admin's rollback to it, installs
-and judges it again. Other refusals (a copy damaged on disk, short of memory at load, a crash loop) hold for the
+it again. Other refusals (a copy damaged on disk, short of memory at load, a crash loop) hold for the
 run only: the next run asks again.
 
 The desired state is input from the wire and is checked before it touches anything:
@@ -44,7 +44,7 @@ The desired state is input from the wire and is checked before it touches anythi
 allow-list with a length limit (they become file names in ``staging/``), and a version lower than
 the one a slot runs (same package) is refused unless the fleet marks the desired state as an
 admin's rollback (``DesiredSlot.rollback``; from a v2 fleet, a deployment id ending in ``:rollback``). Any exception while installing is a
-``failed`` report with its reason, and the digest is never tried again.
+``failed`` report with its reason, and that deployment is never tried again.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ import json
 import logging
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,19 +107,31 @@ def is_rollback(d) -> bool:
     return bool(getattr(d, "rollback", False)) or d.deployment_id.endswith(ROLLBACK_SUFFIX)
 
 
-def _failed_in_store(slot, d) -> str | None:
-    """Why the slot's store recorded the package of the pending deployment ``d`` as failed (rolled back by its
-    health check or a crash loop, refused at load or golden test: ``ModelStore.mark_failed``), or None."""
+def _store_failed(slot, d) -> str | None:
+    """The slot's store's ``failed`` entry for the folder of ``d``'s package, as it stands, or None."""
     store = getattr(slot, "store", None)
     failed = store.state().get("failed") if store is not None else None
     if not isinstance(failed, dict):
         return None
     why = failed.get(f"{d.package}-{d.version}-{str(d.digest)[:12]}")
-    return None if why is None else printable(f"{why} (before the agent restarted)", 500)
+    return why if isinstance(why, str) else None
+
+
+def _failed_in_store(slot, d) -> str | None:
+    """Why the slot's store recorded the package of the pending deployment ``d`` as failed (rolled back by its
+    health check or a crash loop, refused at load or golden test: ``ModelStore.mark_failed``), or None. An entry
+    the store held already when ``d``'s pending file was written (``failed_before``: an earlier deployment's
+    verdict on the same folder) is not ``d``'s outcome: a restart inside a new deployment's swap read it as one,
+    reported it failed with the old reason and held it."""
+    why = _store_failed(slot, d)
+    if why is None or why == getattr(d, "failed_before", None):
+        return None
+    return printable(f"{why} (before the agent restarted)", 500)
 
 
 HEALTH_VERDICT = "health check failed"  # the start of the slot's reason for its health check's rollback
 MAX_HELD = 50  # health-check rollbacks kept across restarts (the latest)
+_HELD_LOCK = threading.Lock()  # one read-change-write of a health-rollbacks file at a time (_hold)
 
 
 def _sha256(path: Path) -> str:
@@ -219,19 +232,22 @@ class ModelManager:
             return
         import os
 
-        held = self._held()
-        held.pop(d.digest, None)
-        held[d.digest] = {"deployment": d.deployment_id, "why": printable(reason, 400)}
-        held = dict(list(held.items())[-MAX_HELD:])
         p = self._held_path()
-        tmp = p.with_suffix(".tmp")
+        # one writer at a time, each through its own temporary name: two slots rolled back in the same instant
+        # (each _watch in a worker thread) both read the file before either wrote it, and one verdict was lost
+        tmp = p.with_name(f"{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            self.pending_dir.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as f:
-                json.dump(held, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
+            with _HELD_LOCK:
+                held = self._held()
+                held.pop(d.digest, None)
+                held[d.digest] = {"deployment": d.deployment_id, "why": printable(reason, 400)}
+                held = dict(list(held.items())[-MAX_HELD:])
+                self.pending_dir.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "w") as f:
+                    json.dump(held, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, p)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             log.warning(
@@ -247,7 +263,7 @@ class ModelManager:
     def _held_why(self, d) -> str | None:
         """Why deployment ``d`` is not installed: the slot's health check rolled its version back for this same
         deployment in a run before (``_hold``); None otherwise. A new deployment of it, or an admin's rollback
-        to it, asks again: installed and judged again."""
+        to it, asks again: installed again."""
         if is_rollback(d):
             return None
         kept = self._held().get(d.digest)
@@ -274,6 +290,8 @@ class ModelManager:
     def _write_pending(self, d) -> None:
         import os
 
+        # the store's verdict on this folder as it stands before the swap (an earlier deployment's): not this one's
+        failed_before = _store_failed(self.slots.get(d.slot), d)
         self.pending_dir.mkdir(parents=True, exist_ok=True)
         p = self._pending_path(d.slot)
         tmp = p.with_suffix(".tmp")
@@ -286,6 +304,7 @@ class ModelManager:
                         "version": d.version,
                         "digest": d.digest,
                         "package": d.package,
+                        "failed_before": failed_before,
                     },
                     f,
                 )
@@ -396,19 +415,11 @@ class ModelManager:
                 # one install per slot at a time: a desired state that moved mid-swap is judged (versions
                 # only go up) against what the slot runs once this swap has its outcome, never beside it
                 continue
-            if self._is_refused(d.digest):
-                if self._refused_for.get(d.digest) == d.deployment_id:
-                    continue  # its outcome was reported
-                if not self.refused[d.digest].startswith(HEALTH_VERDICT):
-                    # another deployment of a version refused in this run: told why once, not left waiting
-                    self._decline(
-                        key,
-                        d,
-                        printable(f"{d.package} {d.version} was refused here: {self.refused[d.digest]}", 500),
-                    )
-                    continue
-                # a new deployment of a version the health check rolled back, or an admin's rollback to it: the
-                # fleet asks again, and it is installed and judged again
+            if self._is_refused(d.digest) and self._refused_for.get(d.digest) == d.deployment_id:
+                continue  # its outcome was reported; that deployment is not tried again
+            # a new deployment of a version refused in this run (for any reason: its health check, a load short of
+            # memory, a damaged copy), or an admin's rollback to it: the fleet asks again, and it is installed again
+            # (was, but for the health check's verdict: declined "was refused here" until the agent restarted)
             why = check_desired(d)
             if why is None and d.version in getattr(getattr(slot, "config", None), "refused_versions", ()):
                 why = (

@@ -24,7 +24,11 @@ from tests.support.models import make_keypair, make_package
 def pkgs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("restart")
     key, pub = make_keypair(tmp / "keys")
-    return {"v1": make_package(tmp, kind="vision", version="1.0.0", key=key, seed=1), "pub": pub}
+    return {
+        "v1": make_package(tmp, kind="vision", version="1.0.0", key=key, seed=1),
+        "v2": make_package(tmp / "v2", kind="vision", version="1.1.0", key=key, seed=2),
+        "pub": pub,
+    }
 
 
 async def test_a_version_rolled_back_before_a_restart_is_not_installed_again(tmp_path, pkgs):
@@ -43,9 +47,9 @@ async def test_a_version_rolled_back_before_a_restart_is_not_installed_again(tmp
     # what the run before left on disk: 1.1.0 swapped in, rolled back by the health check (the store records
     # it, the slot serves 1.0.0 again), and the rolled_back report never acknowledged (the link was down)
     reason = "health check failed: NG rate 92% in the health window against 3% before the swap"
-    s.store.mark_failed(Path(f"part-inspection-1.1.0-{d.digest[:12]}"), reason)
     mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
-    mgr._write_pending(d)
+    mgr._write_pending(d)  # (written before the swap, which the store then records as failed)
+    s.store.mark_failed(Path(f"part-inspection-1.1.0-{d.digest[:12]}"), reason)
     downloads = []
 
     async def download(dd):  # the fleet's download: never asked for
@@ -79,12 +83,12 @@ async def test_a_version_rolled_back_before_a_restart_is_not_installed_again(tmp
         await s.stop()
 
 
-def _desired(deployment="dep1", rollback=False):
+def _desired(deployment="dep1", rollback=False, digest="c0ffee" * 10 + "abcd"):
     return SimpleNamespace(
         slot="vision",
         package="part-inspection",
         version="1.1.0",
-        digest="c0ffee" * 10 + "abcd",
+        digest=digest,
         deployment_id=deployment,
         rollback=rollback,
     )
@@ -102,7 +106,6 @@ async def test_a_version_rolled_back_by_the_health_check_is_held_for_that_deploy
     s = ModelSlot("vision", cfg, data, [pkgs["pub"]])
     await s.start()
     reason = "health check failed: error rate 40.0% > 5.0%"
-    s.store.mark_failed(Path(f"part-inspection-1.1.0-{d.digest[:12]}"), reason)
     downloads = []
 
     async def download(dd):  # the fleet's download
@@ -114,6 +117,7 @@ async def test_a_version_rolled_back_by_the_health_check_is_held_for_that_deploy
     before = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
     before.download = download
     before._write_pending(d)
+    s.store.mark_failed(Path(f"part-inspection-1.1.0-{d.digest[:12]}"), reason)
     await before.on_desired(SimpleNamespace(desired=[d], generation=6))
     async with asyncio.timeout(10):
         await asyncio.gather(*list(before._tasks))
@@ -188,6 +192,74 @@ async def test_a_refusal_for_a_passing_reason_is_not_held_after_a_restart(tmp_pa
             await asyncio.gather(*list(mgr._tasks))
         assert downloads == ["1.1.0"] and d.digest not in mgr.refused
         assert not [x for x in mgr.steps if x["step"] == "failed"], mgr.steps
+    finally:
+        await mgr.stop()
+        await s.stop()
+
+
+async def test_a_version_refused_in_the_run_is_installed_again_for_a_new_deployment_or_an_admins_rollback(
+    tmp_path, pkgs, monkeypatch
+):
+    """One std::bad_alloc at the load of 1.1.0 (another process's peak) refuses it for deployment depA: that
+    deployment is not tried again. The admin's new deployment of it, and an admin's rollback to it, ask again and
+    are installed (were: reported failed "was refused here: unexpected MemoryError" until the agent restarted)."""
+    import shutil
+
+    from edge_agent.models import slot as slot_mod
+    from model_packager import package_digest
+
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    data = tmp_path / "data"
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])
+    await s.start()
+    real, calls = slot_mod.select, []
+
+    def short_once(*a, **kw):  # short of memory once
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("std::bad_alloc")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(slot_mod, "select", short_once)
+    mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
+    downloads = []
+
+    async def download(dd):  # the fleet's download: the package's bytes
+        downloads.append(dd.deployment_id)
+        p = data / "staging" / "vision" / f"{len(downloads)}.edgepkg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(pkgs["v2"], p)
+        return p
+
+    async def run(d, swapped=False):
+        await mgr.on_desired(SimpleNamespace(desired=[d], generation=len(downloads)))
+        async with asyncio.timeout(30):
+            if not swapped:
+                await asyncio.gather(*list(mgr._tasks))
+                return
+            while not (s.version == "1.1.0" and s.state == "watching") and mgr._tasks:
+                await asyncio.sleep(0.05)
+        for t in list(mgr._tasks):  # (its health window: not what is tested)
+            t.cancel()
+        await asyncio.gather(*list(mgr._tasks), return_exceptions=True)
+
+    mgr.download = download
+    digest = package_digest(pkgs["v2"])
+    try:
+        await run(_desired("depA", digest=digest))
+        assert s.version == "1.0.0" and digest in mgr.refused
+        (step,) = [x for x in mgr.steps if x["deployment"] == "depA" and x["step"] == "failed"]
+        assert "MemoryError" in step["reason"], step
+        await run(_desired("depA", digest=digest))  # the same deployment: not tried again
+        assert downloads == ["depA"], downloads
+        await run(_desired("depB", digest=digest), swapped=True)  # memory back; the admin's new deployment
+        assert downloads == ["depA", "depB"] and s.version == "1.1.0", (downloads, mgr.steps[-3:])
+        assert not [x for x in mgr.steps if x["deployment"] == "depB" and x["step"] == "failed"], mgr.steps
+        await s.rollback("the fleet rolled part-inspection 1.1.0 back")  # (back to 1.0.0 for the next ask)
+        await run(
+            _desired("depR:rollback", rollback=True, digest=digest), swapped=True
+        )  # an admin's rollback to it
+        assert downloads[-1] == "depR:rollback" and s.version == "1.1.0", (downloads, mgr.steps[-3:])
     finally:
         await mgr.stop()
         await s.stop()

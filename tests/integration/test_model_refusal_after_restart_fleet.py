@@ -149,3 +149,51 @@ async def test_a_new_deployment_of_a_version_the_health_check_rolled_back_is_ins
     assert steps[:3] == ["downloading", "verifying", "active"], steps
     held = (gw1.cfg.data_dir / "deployments" / "health-rollbacks").read_text()  # (what a restart holds)
     assert dep2["id"] in held and "health check failed" in held
+
+
+async def test_a_restart_inside_a_new_deployments_swap_does_not_take_the_old_verdict_for_its_outcome(
+    fleet, tmp_path
+):
+    """Deployment A of a version the health check rolled back; the admin's new deployment B of it; the agent
+    restarts while B's swap runs (B's pending file written, before the switch). State.json still held A's verdict
+    on that folder: the restart read it as B's outcome, reported B failed with A's reason ("... (before the agent
+    restarted)"), the fleet halted B and the agent held it for good. Now B's swap counts as interrupted: B is
+    installed again and judged by its own health window."""
+    import asyncio
+
+    srv, agents = fleet
+    key, _ = make_keypair(tmp_path / "keys")
+    bad = make_package(tmp_path / "b2", kind="vision", version="1.2.0", key=key, nan=True)
+    Registry(tmp_path / "registry").publish(bad, [], {}, None, None)
+    gw1 = agents["gw1"]
+    new = {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
+    a = srv.control.create(dict(new))
+    await until(lambda: srv.control._get(a["id"])["targets"]["gw1"]["status"] == "rolled_back", what="A")
+    await until(lambda: gw1.slots["vision"].version == "1.0.0", what="1.0.0 again")
+
+    gate = asyncio.Event()  # (never set: the agent ends while B's swap runs)
+    slot = gw1.slots["vision"]
+    real = slot.swap
+
+    async def slow(*x, **kw):  # a verify, load and golden test that take their time
+        await gate.wait()
+        return await real(*x, **kw)
+
+    slot.swap = slow
+    b = srv.control.create(dict(new))
+    pending = gw1.cfg.data_dir / "deployments" / "vision.json"
+    await until(lambda: pending.exists() and b["id"] in pending.read_text(), what="B's swap under way")
+    await gw1.stop()
+    agents["gw1"] = gw1 = Agent(gw1.cfg)
+    await gw1.start()
+    await until(
+        lambda: srv.control._get(b["id"])["targets"]["gw1"]["status"] in ("rolled_back", "failed"),
+        what="B's outcome",
+    )
+    target = srv.control._get(b["id"])["targets"]["gw1"]
+    assert target["status"] == "rolled_back", target  # (was: failed, with A's verdict)
+    assert "before the agent restarted" not in str(target), target
+    steps = [s["step"] for s in gw1.manager.steps if s["deployment"] == b["id"]]
+    assert steps[:3] == ["downloading", "verifying", "active"], (
+        steps
+    )  # installed again, judged by its own window
