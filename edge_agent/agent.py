@@ -405,7 +405,20 @@ class Agent:
         if self.uplink:
             self.uplink.poke()
 
-    def _models_of_former_tenant(self) -> dict[str, str]:
+    def _moved(self) -> bool:
+        return getattr(self.outbox, "former_tenant", None) is not None
+
+    def _installed_folders(self) -> dict[str, set[str]]:
+        """slot -> the names of the folders its store holds now (``<name>-<version>-<digest[:12]>``)."""
+        held: dict[str, set[str]] = {}
+        for n, s in self.slots.items():
+            try:
+                held[n] = {p.name for p in s.store.root.iterdir() if p.is_dir()}
+            except OSError:
+                held[n] = set()
+        return held
+
+    def _models_of_former_tenant(self, before: dict[str, set[str]] | None = None) -> dict[str, str]:
         """slot -> digest of the models a former tenant of this gateway left in its slots: not reported to the
         current tenant (``_cloud_status``) until it deploys its own. Noted in ``<data_dir>/former-tenant-models.json``
         at the start whose certificate names another tenant than the outbox's (``Outbox.former_tenant``), read
@@ -415,7 +428,12 @@ class Agent:
         path = Path(self.cfg.data_dir) / FORMER_TENANT_MODELS
         former = getattr(self.outbox, "former_tenant", None)
         if former is not None:
-            digests = {n: d for n, s in self.slots.items() if (d := s.status().get("digest"))}
+            digests = {
+                n: d
+                for n, s in self.slots.items()
+                if (d := s.status().get("digest"))
+                and any(f.endswith(f"-{d[:12]}") for f in (before or {}).get(n, ()))
+            }
             owner = getattr(self.outbox, "owner", None)
             try:
                 noted = read_json_state(path)
@@ -529,10 +547,13 @@ class Agent:
             # what this agent records from here on is hidden as it is recorded (``_event``); the uplink hides
             # what was stored before (a former version's backlog) as it sends it
             self._recorded_hidden_from = self.outbox.last_seq + 1
+        # the folders the slots held before this start: only a model installed under the former tenant is its
+        # (one the operator gave for the new tenant after clearing models/ is installed at this start)
+        before = await asyncio.to_thread(self._installed_folders) if self._moved() else {}
         for slot in self.slots.values():
             await slot.start()
             self.metrics.model(slot)
-        self._former_models = await asyncio.to_thread(self._models_of_former_tenant)
+        self._former_models = await asyncio.to_thread(self._models_of_former_tenant, before)
         if self._handles_images():
             # the engines and the cameras own the gateway's cores: OpenCV's worker spun beside them
             opencv_in_calling_threads()

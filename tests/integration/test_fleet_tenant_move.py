@@ -310,3 +310,88 @@ async def test_the_model_the_former_tenant_left_is_not_reported_to_the_new_one(t
         assert "acme-secret" in mine and digest in mine, mine
     finally:
         await srv.stop()
+
+
+async def test_a_gateway_moved_by_the_book_names_the_new_tenants_own_model(tmp_path):
+    """Moved as docs/fleet-control.md says (models/ cleared, beta's own package in the config, beta's certificate),
+    the model the first start installs is beta's: beta is told its name and version in ListAgents, results and
+    samples. Only a model installed before the move is the former tenant's (review /work/notes55/review_tenant3/
+    item 1: beta's own model went out nameless, for good on a pinned slot)."""
+    import shutil
+
+    from simulators.camera import write_folder
+    from tests.support.models import make_keypair, make_package
+
+    frames = write_folder(tmp_path / "frames", 10, seed=0, defect_rate=0.3, size=64)
+    pki = make_pki(tmp_path / "pki", agents=(), admins=())
+    certs = {}
+    for tenant in ("acme", "beta"):
+        init_tenant(pki, tenant)
+        certs[tenant] = issue(
+            pki, "gw1", ROLE_AGENT, pki / "tenants" / tenant / "agents" / "gw1", tenant=tenant
+        )[0]
+    key, pub = make_keypair(tmp_path / "keys")
+    pkgs = {
+        "acme": make_package(
+            tmp_path / "a", kind="vision", version="3.7.1", name="acme-secret-check", key=key
+        ),
+        "beta": make_package(tmp_path / "b", kind="vision", version="2.0.0", name="beta-own-check", key=key),
+    }
+    port = free_port()
+
+    def agent(tenant: str) -> Agent:
+        cert = certs[tenant]
+        return Agent(
+            parse_config(
+                {
+                    "agent": {"id": "gw1", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "gw1")},
+                    "http": {"enabled": False},
+                    "trusted_keys": [str(pub)],
+                    "models": {"vision": {"package": str(pkgs[tenant]), "engine": "onnxruntime"}},
+                    "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 10, "loop": True}},
+                    "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
+                    "cloud": {
+                        "endpoint": f"127.0.0.1:{port}",
+                        "ca_file": str(pki / "ca.pem"),
+                        "cert_file": str(cert),
+                        "key_file": str(cert.with_suffix(".key")),
+                        "heartbeat_s": 0.3,
+                        "backoff_initial_s": 0.1,
+                        "backoff_max_s": 0.5,
+                    },
+                }
+            )
+        )
+
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    try:
+        a = agent("acme")
+        await a.start()
+        await waits.until(
+            lambda: srv.store.records("gw1", kind="result", tenant="acme"), what="acme to get results"
+        )
+        await a.stop()
+        shutil.rmtree(
+            tmp_path / "gw1" / "models"
+        )  # the move, by the book: the former tenant's models cleared
+        b = agent("beta")
+        await b.start()
+        try:
+            await waits.until(
+                lambda: (
+                    srv.store.records("gw1", kind="result", tenant="beta")
+                    and "beta-own-check"
+                    in json.dumps((srv.store.agents(tenant="beta") or [{}])[0].get("slots"))
+                ),
+                what="beta to see its own model and get results",
+            )
+        finally:
+            await b.stop()
+        sent = json.dumps(
+            [srv.store.records("gw1", kind="result", tenant="beta"), srv.store.samples(tenant="beta")]
+        )
+        assert "beta-own-check" in sent and '"model": ""' not in sent, sent[:600]
+        assert "acme-secret" not in sent
+    finally:
+        await srv.stop()
