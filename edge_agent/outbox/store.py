@@ -600,8 +600,9 @@ class Outbox:
                 aside = self.moved_aside = kept
             if aside is not None and former is None:
                 self._write_salvaging({"src": str(aside), "epoch": epoch, "last_seq": 0, "acked": []})
-                salvaged = self._salvage(aside, db)
-                self._write_salvaging(None)
+                salvaged, done = self._salvage(aside, db)
+                if done:  # (cut off: the marker stays, the next start goes on after the last slice copied)
+                    self._write_salvaging(None)
             else:
                 salvaged = Counter()
             log.error(
@@ -954,7 +955,9 @@ class Outbox:
         for a, b in job.get("acked", []):
             self._acked_unremoved.update(dict.fromkeys(range(a, b + 1)))
         try:
-            got = self._salvage(src, db, int(job.get("last_seq", 0)), start=(done[0] if done else 0) + 1)
+            got, finished = self._salvage(
+                src, db, int(job.get("last_seq", 0)), start=(done[0] if done else 0) + 1
+            )
         except (OSError, sqlite3.Error) as exc:  # a full disk: the copy is resumed at the next start
             if isinstance(exc, sqlite3.Error) and _is_corrupt(exc):
                 raise
@@ -971,7 +974,10 @@ class Outbox:
             job["epoch"],
         )
         self.salvaged += got.total()
-        self._write_salvaging(None)
+        if finished:
+            self._write_salvaging(None)
+        else:  # (the marker stays: the next start goes on after the last slice copied)
+            log.error("outbox %s: the salvage of %s goes on at the next start", self.dir, src)
 
     def _salvage(
         self,
@@ -982,13 +988,14 @@ class Outbox:
         limit_s: float = SALVAGE_S,
         skipped: dict[int, str] | None = None,
         start: int = 0,
-    ) -> Counter:
+    ) -> tuple[Counter, bool]:
         """Copy every row of ``src`` (a moved-aside file) that can still be read into ``db``, with its seq: an ack
         or a batch in flight for the old epoch then names the same record, never another. Rows are read by
         ranges of seqs; a range that cannot be read is split down to single seqs, and what stays unreadable
         is skipped. At most ``limit_s``; ``between()`` is called every ~50 ms (the writer commits what the agent
         appended meanwhile). Records the cloud acknowledged (an ack meanwhile, or one whose DELETE met the damage) are
-        left out, noted in ``skipped`` (seq -> kind). Returns the rows copied, by kind."""
+        left out, noted in ``skipped`` (seq -> kind). Returns the rows copied, by kind, and whether the copy
+        read every range (False: the time limit or close() ended it with ranges left)."""
         got: Counter = Counter()
         deadline = time.monotonic() + limit_s
         pause = time.monotonic() + 0.05
@@ -996,7 +1003,8 @@ class Outbox:
         try:
             con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
         except sqlite3.Error:
-            return got
+            return got, True
+        todo: list[tuple[int, int]] = []
         try:
 
             def first(sql: str) -> int | None:
@@ -1063,7 +1071,9 @@ class Outbox:
                 got.update(r[1] for r in rows)
             if todo:
                 log.warning(
-                    "outbox: salvage stopped after %.0f s; %d seq ranges left unread", limit_s, len(todo)
+                    "outbox: salvage %s; %d seq ranges left unread",
+                    "stopped by close()" if self._stop.is_set() else f"stopped after {limit_s:.0f} s",
+                    len(todo),
                 )
             top = max(meta_last or 0, last_seq, hi or 0)
             if top:
@@ -1074,7 +1084,7 @@ class Outbox:
                 )
         finally:
             con.close()
-        return got
+        return got, not todo
 
     def _pad_truncated(self, src: Path) -> None:
         """A file cut short (a power loss while the file system grew it, a bad copy) is unreadable to SQLite
@@ -1301,8 +1311,9 @@ class Outbox:
             # the new store is in place: a disk error now only ends the salvage
             self._salvage_tries = SALVAGE_TRIES
             skipped: dict[int, str] = {}  # seq -> kind of the rows left out as acknowledged
+            cut = False  # a stop (close(), SIGTERM) ended the copy: the next start goes on with it
             try:
-                got = (
+                got, finished = (
                     self._salvage(
                         aside,
                         db,
@@ -1312,17 +1323,19 @@ class Outbox:
                         skipped=skipped,
                     )
                     if aside is not None
-                    else Counter()
+                    else (Counter(), True)
                 )
+                cut = not finished and self._stop.is_set()
             except (OSError, sqlite3.Error) as exc:
                 log.error("outbox %s: salvage from %s stopped: %s", self.dir, aside, _cause(exc))
                 got = Counter()
             self._acked_while_salvaging = None
             self._salvage_from, self._salvage_tries = None, 0
-            with contextlib.suppress(
-                OSError
-            ):  # (left behind: the next open() finds no copy of its epoch to do)
-                self._write_salvaging(None)
+            if not cut:
+                with contextlib.suppress(
+                    OSError
+                ):  # (left behind: the next open() finds no copy of its epoch to do)
+                    self._write_salvaging(None)
             with self._lock:  # accounted for by this renewal (a later one must not count them again)
                 for q in (*acked_gone, *skipped):
                     self._acked_unremoved.pop(q, None)
@@ -1332,7 +1345,8 @@ class Outbox:
             # acknowledged records are at the cloud, read in the old store or not: none of them is lost
             at_cloud = Counter(skipped.values())
             at_cloud.update(k for q, k in acked_gone.items() if k is not None and q not in skipped)
-            lost = before - got - at_cloud
+            # cut short by a stop: nothing is lost yet (the marker stays; the next start copies the rest)
+            lost = Counter() if cut else before - got - at_cloud
             with self._lock:
                 self.dropped_total = Counter()  # since the new epoch began
                 self.dropped.update({f"corrupt:{k}": n for k, n in lost.items()})
@@ -1340,7 +1354,7 @@ class Outbox:
             self._open_gate()
         log.error(
             "outbox %s: %s (%s): moved aside to %s; the outbox goes on in epoch %d with the %d records still "
-            "readable; %d records were lost",
+            "readable; %d records were lost%s",
             self.dir,
             "the store turned corrupt"
             if corrupt
@@ -1352,6 +1366,7 @@ class Outbox:
             epoch,
             got.total(),
             lost.total(),
+            " (the agent stopped during the copy: the rest is copied at the next start)" if cut else "",
         )
         self._renewed(
             Event(

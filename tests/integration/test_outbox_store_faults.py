@@ -664,3 +664,49 @@ def test_an_agent_killed_while_a_renewal_copies_the_old_records_finishes_the_cop
         assert not (data / "outbox-salvaging").exists()
     finally:
         ob.close()
+
+
+def test_an_agent_stopped_while_a_renewal_copies_the_old_records_finishes_the_copy_at_its_next_start(
+    tmp_path, monkeypatch
+):
+    import threading
+
+    import edge_agent.outbox.store as store
+
+    monkeypatch.setattr(store, "SALVAGE_CHUNK", 100)
+    data = tmp_path / "data"
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    ob.open()
+    for i in range(3000):
+        ob.append("result", {"i": i, "pad": "p" * 200})
+    ob.flush()
+    acked = [r.seq for r in ob.pending(100, 10**9)]
+    copied = [0]
+    real_intact = store._intact
+
+    def intact(row):  # a clean stop (SIGTERM: close()) as the salvage has copied about 1000 records
+        copied[0] += 1
+        if copied[0] == 1000:
+            threading.Thread(target=ob.close).start()
+            ob._stop.wait(5)  # close() has flushed and asked the writer to stop
+        return real_intact(row)
+
+    monkeypatch.setattr(store, "_intact", intact)
+    damage_index(ob.path)
+    ob.ack(acked)  # at the cloud; the DELETE meets the damage: the store is renewed
+    deadline = time.monotonic() + 30
+    while ob._opened and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not ob._opened
+    # formerly the copy's end was taken for its completion: the rest counted as corrupt:result, the marker removed
+    assert ob.dropped.get("corrupt:result", 0) == 0
+    assert (data / "outbox-salvaging").exists()
+    monkeypatch.setattr(store, "_intact", real_intact)
+    again = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    again.open()
+    try:
+        seqs = [r.seq for r in again.pending(5000, 10**9) if r.kind == "result"]
+        assert sorted(seqs) == list(range(101, 3001))
+        assert not (data / "outbox-salvaging").exists()
+    finally:
+        again.close()
