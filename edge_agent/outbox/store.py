@@ -89,6 +89,7 @@ import queue
 import re
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 import urllib.parse
@@ -143,6 +144,7 @@ CLOSE_WAIT_S = 10.0  # close() waits at most this long for the writer
 SALVAGE_S = 30.0  # at most this long copying what is still readable out of a corrupt file at open()
 # while running: appends are committed meanwhile, so the salvage of a large outbox may take longer
 RUNNING_SALVAGE_S = 300.0
+SALVAGE_ACKED_MAX = 1_000_000  # acknowledged seqs an unfinished salvage's marker may name (a few batches)
 SALVAGE_CHUNK = 256  # seqs read at once; a chunk that cannot be read is split down to single seqs
 RENEW_RETRY_S = 5.0  # a store that could not be renewed (a full disk) is tried again this often
 SALVAGE_TRIES = (
@@ -945,9 +947,13 @@ class Outbox:
             return
         row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
         src = Path(job["src"])
-        if row is None or row[0] != job.get("epoch") or not src.exists():
+        why = self._salvage_job_refused(job, src, db)
+        if row is None or row[0] != job.get("epoch") or why:
             log.warning(
-                "outbox %s: an unfinished salvage of %s is not this store's: not resumed", self.dir, src
+                "outbox %s: an unfinished salvage of %s is not this store's (%s): not resumed",
+                self.dir,
+                src,
+                why or "another epoch",
             )
             self._write_salvaging(None)
             return
@@ -955,9 +961,7 @@ class Outbox:
         for a, b in job.get("acked", []):
             self._acked_unremoved.update(dict.fromkeys(range(a, b + 1)))
         try:
-            got, finished = self._salvage(
-                src, db, int(job.get("last_seq", 0)), start=(done[0] if done else 0) + 1
-            )
+            got, finished = self._salvage(src, db, job.get("last_seq", 0), start=(done[0] if done else 0) + 1)
         except (OSError, sqlite3.Error) as exc:  # a full disk: the copy is resumed at the next start
             if isinstance(exc, sqlite3.Error) and _is_corrupt(exc):
                 raise
@@ -978,6 +982,38 @@ class Outbox:
             self._write_salvaging(None)
         else:  # (the marker stays: the next start goes on after the last slice copied)
             log.error("outbox %s: the salvage of %s goes on at the next start", self.dir, src)
+
+    def _salvage_job_refused(self, job: dict, src: Path, db: sqlite3.Connection) -> str | None:
+        """Why the copy ``<data_dir>/outbox-salvaging`` names is not resumed, or None. Only from a regular file
+        directly in outbox-corrupt/ (a named pipe there hung open() for ever on its first read), with seqs no
+        higher than the new store's own numbering and at most SALVAGE_ACKED_MAX acknowledged seqs (the marker is
+        read before the agent starts: a garbled or planted one must not hold it up or fill its memory)."""
+        try:
+            st = src.lstat()
+        except OSError:
+            return "the file is gone"
+        if not stat.S_ISREG(st.st_mode) or src.parent.resolve() != self.corrupt_dir.resolve():
+            return "not a regular file in " + str(self.corrupt_dir)
+        top = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        top = max(top[0] if top and isinstance(top[0], int) else 0, self._max_seq(db))
+        last = job.get("last_seq", 0)
+        acked = job.get("acked", [])
+        if type(last) is not int or not 0 <= last <= top or not isinstance(acked, list):
+            return f"last_seq {last!r} outside 0..{top}"
+        n = 0
+        for r in acked:
+            if not (
+                isinstance(r, list) and len(r) == 2 and all(type(q) is int for q in r) and 1 <= r[0] <= r[1]
+            ):
+                return f"acked range {r!r} is not [first, last]"
+            n += r[1] - r[0] + 1
+            if r[1] > top or n > SALVAGE_ACKED_MAX:
+                return f"acked seqs beyond {top} or more than {SALVAGE_ACKED_MAX}"
+        return None
+
+    @staticmethod
+    def _max_seq(db: sqlite3.Connection) -> int:
+        return db.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
 
     def _salvage(
         self,

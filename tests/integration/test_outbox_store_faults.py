@@ -710,3 +710,48 @@ def test_an_agent_stopped_while_a_renewal_copies_the_old_records_finishes_the_co
         assert not (data / "outbox-salvaging").exists()
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("what", ["fifo", "outside", "huge"])
+def test_an_unfinished_salvage_marker_naming_a_pipe_or_huge_seqs_does_not_hold_up_the_start(tmp_path, what):
+    import threading
+
+    data = tmp_path / "data"
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    ob.open()
+    ob.append("result", {"i": 0})
+    ob.close()
+    epoch = sqlite3.connect(ob.path).execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
+    job: dict = {"epoch": epoch, "last_seq": 0, "acked": []}
+    if what == "fifo":  # a named pipe in outbox-corrupt/: formerly open() blocked for ever on its first read
+        (data / "outbox-corrupt").mkdir(exist_ok=True)
+        os.mkfifo(data / "outbox-corrupt" / "outbox.db.corrupt-1")
+        job["src"] = str(data / "outbox-corrupt" / "outbox.db.corrupt-1")
+    elif what == "outside":  # another store's file: formerly its records were copied into this outbox
+        other = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), tmp_path / "elsewhere")
+        other.open()
+        for i in range(3):
+            other.append("result", {"other": i})
+        other.close()
+        job["src"] = str(other.path)
+    else:  # seqs far beyond this store's numbering: formerly taken as its last_seq (the next record 10**9 + 1)
+        (data / "outbox-corrupt").mkdir(exist_ok=True)
+        job["src"] = str(shutil.copy(ob.path, data / "outbox-corrupt" / "outbox.db.corrupt-1"))
+        job["last_seq"] = 10**9
+    (data / "outbox-salvaging").write_text(json.dumps(job))
+    again = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    opener = threading.Thread(target=again.open, daemon=True)
+    opener.start()
+    opener.join(10)
+    try:
+        assert not opener.is_alive(), "open() did not return"
+        assert not (data / "outbox-salvaging").exists()
+        assert [r.seq for r in again.pending(10, 10**9)] == [1]
+        assert again.append("result", {"i": 1}) == 2
+    finally:
+        if what == "fifo" and opener.is_alive():  # (unblock the former code's reader)
+            fd = os.open(job["src"], os.O_WRONLY | os.O_NONBLOCK)
+            os.write(fd, b"x" * 100)
+            os.close(fd)
+            opener.join(10)
+        again.close()
