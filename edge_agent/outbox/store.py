@@ -558,6 +558,7 @@ class Outbox:
         db: sqlite3.Connection | None = None
         known = self._read_epoch_file()
         recorded = self._read_epoch_owner()  # (read before a corrupt store's new epoch replaces it)
+        resumed_epoch = self._renewal_cut_after_move()
         try:
             if known is not None and self.path.exists() and self.path.stat().st_size == 0:
                 # an outbox of that epoch existed: SQLite would take an empty file for a new database, and
@@ -568,6 +569,12 @@ class Outbox:
             if ok != "ok":
                 raise _Corrupt(_one_line(ok))
             db.executescript(SCHEMA)
+            if resumed_epoch is not None:  # (the numbering the renewal had reached, as it would have set it)
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (resumed_epoch,))
+                db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', ?)",
+                    ((self._read_salvaging() or {}).get("last_seq", 0),),
+                )
             db = self._own(db)
             self._resume_salvage(db)
         except (sqlite3.DatabaseError, _Corrupt) as exc:
@@ -887,7 +894,7 @@ class Outbox:
             name, n = f"outbox.db.{what}-{stamp}.{n}", n + 1
         return self.corrupt_dir / name
 
-    def _move_aside(self, keep: Path | None = None) -> Path | None:
+    def _move_aside(self, keep: Path | None = None, to: Path | None = None) -> Path | None:
         """Move the database file (and its -wal and -shm) to ``<data_dir>/outbox-corrupt/`` (outside the
         budgeted folder; only the newest is kept, so a bad disk cannot fill up with copies). None when there
         was no file to move."""
@@ -901,7 +908,7 @@ class Outbox:
                 continue
             log.warning("outbox: removing an older corrupt file %s to keep only the newest", old)
             old.unlink(missing_ok=True)
-        aside = self._aside_name("corrupt")
+        aside = to or self._aside_name("corrupt")
         moved = None
         for suffix in ("", "-wal", "-shm"):
             p = Path(str(self.path) + suffix)
@@ -911,6 +918,48 @@ class Outbox:
         if moved is not None:
             self.moved_aside = moved
         return moved
+
+    def _renewal_cut_after_move(self) -> int | None:
+        """At open, before the store is read: a renewal killed after it moved the old store aside but before the
+        new store had its epoch (a missing or half-made file at the path, never given appends) left the records in
+        the file its marker names. That half-made store is moved aside and the new one is made in the marker's
+        epoch, so the copy resumes from the first seq. Returns that epoch, or None."""
+        job = self._read_salvaging()
+        if job is None or type(job.get("epoch")) is not int or "previous_epoch" not in job:
+            return None
+        last = job.get("last_seq", 0)
+        if type(last) is not int or not 0 <= last < 2**62:
+            return None
+        src = Path(job["src"])
+        try:
+            st = src.lstat()
+        except OSError:
+            return None  # never moved (the store at the path is the old one) or gone: the resume decides
+        if not stat.S_ISREG(st.st_mode) or src.parent.resolve() != self.corrupt_dir.resolve():
+            return None
+        if self.path.exists():
+            try:
+                con = sqlite3.connect(
+                    f"file:{urllib.parse.quote(str(self.path))}?mode=ro", uri=True, timeout=5
+                )
+                try:
+                    made = con.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone() is not None
+                    made = made or con.execute("SELECT 1 FROM records LIMIT 1").fetchone() is not None
+                finally:
+                    con.close()
+            except sqlite3.Error:
+                return None  # (a damaged store: open()'s own check decides)
+            if made:
+                return None  # a store with an epoch or records (the new one, the old one): left as it is
+            self._move_aside(to=self._aside_name("half-made"))
+        log.error(
+            "outbox %s: a renewal was cut off after moving the store aside to %s: a new store is made in epoch %d "
+            "and the records are copied into it",
+            self.dir,
+            src,
+            job["epoch"],
+        )
+        return int(job["epoch"])
 
     def _read_salvaging(self) -> dict | None:
         try:
@@ -1291,23 +1340,13 @@ class Outbox:
                 # what the records are salvaged from: the copy, or the file moved aside by an attempt that
                 # failed afterwards (a full disk), kept through the next attempts until salvaged
                 keep = copy or self._salvage_from
-                aside = self._move_aside(keep=keep)  # a corrupt file, or whatever now stands at its path
-                if keep is not None:
-                    aside = self.moved_aside = keep
-                self._salvage_from = aside
-                self.dir.mkdir(parents=True, exist_ok=True)
-                self.samples_dir.mkdir(exist_ok=True)
-                db = self._connect()
-                db.executescript(SCHEMA)
+                self.corrupt_dir.mkdir(parents=True, exist_ok=True)
+                to = self._aside_name("corrupt")
+                aside = keep or (to if self.path.exists() else None)
                 epoch = max(previous_epoch + 1, (self._read_epoch_file() or 0) + 1, int(time.time()))
-                self._write_epoch_file(epoch)
-                db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
-                db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
-                    "value = MAX(value, excluded.value)",
-                    (self._seq,),
-                )
-                if aside is not None:  # before the new store takes appends: a kill during the copy resumes it
+                if aside is not None:
+                    # before the file is moved: a kill from here on finds at the next start which file holds the
+                    # records (still at the path: nothing happened; moved: copied into a store of this epoch)
                     self._write_salvaging(
                         {
                             "src": str(aside),
@@ -1317,6 +1356,25 @@ class Outbox:
                             "acked": seq_ranges(acked_gone),
                         }
                     )
+                moved = self._move_aside(
+                    keep=keep, to=to
+                )  # a corrupt file, or whatever now stands at its path
+                if keep is None:
+                    aside = moved
+                else:
+                    aside = self.moved_aside = keep
+                self._salvage_from = aside
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self.samples_dir.mkdir(exist_ok=True)
+                db = self._connect()
+                db.executescript(SCHEMA)
+                self._write_epoch_file(epoch)
+                db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
+                    "value = MAX(value, excluded.value)",
+                    (self._seq,),
+                )
             except (OSError, sqlite3.Error) as exc:
                 self._salvage_tries += 1
                 if db is not None:  # a half-made store: moved aside by the next attempt

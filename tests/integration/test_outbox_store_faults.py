@@ -303,7 +303,9 @@ def test_a_corrupt_store_whose_renewal_cannot_start_hands_out_nothing_until_it_i
         ob.append("result", {"i": i, "pad": "p" * 200})
     ob.flush()
 
-    def disk_full(self, keep=None):  # outbox-corrupt/ cannot be made: the bad store stays where it is
+    def disk_full(
+        self, keep=None, to=None
+    ):  # outbox-corrupt/ cannot be made: the bad store stays where it is
         raise OSError(errno.ENOSPC, "No space left on device", str(self.corrupt_dir))
 
     monkeypatch.setattr(Outbox, "_move_aside", disk_full)
@@ -755,3 +757,63 @@ def test_an_unfinished_salvage_marker_naming_a_pipe_or_huge_seqs_does_not_hold_u
             os.close(fd)
             opener.join(10)
         again.close()
+
+
+KILLED_IN_RENEWAL = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+import edge_agent.outbox.store as store
+from edge_agent.outbox.settings import OutboxSettings
+from tests.integration.test_outbox_store_faults import damage_index
+
+ob = store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1])
+ob.open()
+for i in range(3000):
+    ob.append("result", {"i": i, "pad": "p" * 200})
+ob.flush()
+acked = [r.seq for r in ob.pending(100, 10**9)]
+
+
+def kill(*a, **k):  # the power is cut right after the old store was moved aside
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+if sys.argv[3] == "moved":
+    ob._connect = kill  # before the new store exists
+else:
+    ob._write_epoch_file = kill  # the new store made, its epoch not yet in it
+damage_index(ob.path)
+ob.ack(acked)  # at the cloud; the DELETE meets the damage: the store is renewed
+import time
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("when", ["moved", "half-made"])
+def test_an_agent_killed_just_after_a_renewal_moved_the_store_aside_copies_it_at_its_next_start(
+    tmp_path, when
+):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    data = tmp_path / "data"
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_RENEWAL, str(data), str(root), when],
+        capture_output=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    ob.open()
+    try:
+        # formerly the marker was written only once the new store had its epoch: the next start found a healthy
+        # empty store and never went back to the moved-aside file (all 2,900 records neither sent nor counted)
+        seqs = [r.seq for r in ob.pending(5000, 10**9) if r.kind == "result"]
+        assert sorted(seqs) == list(range(101, 3001))
+        assert not (data / "outbox-salvaging").exists()
+        assert ob.append("result", {"new": 1}) == 3001
+    finally:
+        ob.close()
