@@ -224,10 +224,9 @@ def test_a_corrupt_store_whose_owner_cannot_be_told_is_held(tmp_path, caplog):
     assert "cannot be told" in text and "\nWARNING forged" not in text and "'beta\\x0aWARNING forged'" in text
 
 
-async def test_the_model_the_former_tenant_left_is_not_reported_to_the_new_one(tmp_path):
-    """Moved from acme to beta, the gateway still holds acme's model in its slot: beta's admins read acme's package
-    name, version and digest in ListAgents. The start that finds the tenant changed notes the slots' models; they
-    are reported with no package, version or digest (at later starts too) until beta deploys its own."""
+def _camera_gateway(tmp_path: Path, packages: dict[str, tuple[str, str]]):
+    """Two tenants' certificates for gw1, a folder camera, and ``agent(tenant)``: gw1 inspecting with the package
+    made for that tenant (``packages``: tenant -> (name, version)), on one data folder; and the fleet's port."""
     from simulators.camera import write_folder
     from tests.support.models import make_keypair, make_package
 
@@ -240,7 +239,11 @@ async def test_the_model_the_former_tenant_left_is_not_reported_to_the_new_one(t
             pki, "gw1", ROLE_AGENT, pki / "tenants" / tenant / "agents" / "gw1", tenant=tenant
         )[0]
     key, pub = make_keypair(tmp_path / "keys")
-    pkg = make_package(tmp_path / "b", kind="vision", version="3.7.1", name="acme-secret-check", key=key)
+    made = {
+        (n, v): make_package(tmp_path / f"pkg-{n}-{v}", kind="vision", version=v, name=n, key=key)
+        for n, v in set(packages.values())
+    }
+    pkgs = {t: made[nv] for t, nv in packages.items()}  # one file where both tenants name the same package
     port = free_port()
 
     def agent(tenant: str) -> Agent:
@@ -251,7 +254,7 @@ async def test_the_model_the_former_tenant_left_is_not_reported_to_the_new_one(t
                     "agent": {"id": "gw1", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "gw1")},
                     "http": {"enabled": False},
                     "trusted_keys": [str(pub)],
-                    "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+                    "models": {"vision": {"package": str(pkgs[tenant]), "engine": "onnxruntime"}},
                     "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 10, "loop": True}},
                     "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
                     "cloud": {
@@ -268,6 +271,16 @@ async def test_the_model_the_former_tenant_left_is_not_reported_to_the_new_one(t
         )
 
     srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    return agent, srv
+
+
+async def test_the_model_the_former_tenant_left_is_not_reported_to_the_new_one(tmp_path):
+    """Moved from acme to beta, the gateway still holds acme's model in its slot: beta's admins read acme's package
+    name, version and digest in ListAgents. The start that finds the tenant changed notes the slots' models; they
+    are reported with no package, version or digest (at later starts too) until beta deploys its own."""
+    agent, srv = _camera_gateway(
+        tmp_path, {"acme": ("acme-secret-check", "3.7.1"), "beta": ("acme-secret-check", "3.7.1")}
+    )
     await srv.start()
     try:
         a = agent("acme")
@@ -319,51 +332,9 @@ async def test_a_gateway_moved_by_the_book_names_the_new_tenants_own_model(tmp_p
     item 1: beta's own model went out nameless, for good on a pinned slot)."""
     import shutil
 
-    from simulators.camera import write_folder
-    from tests.support.models import make_keypair, make_package
-
-    frames = write_folder(tmp_path / "frames", 10, seed=0, defect_rate=0.3, size=64)
-    pki = make_pki(tmp_path / "pki", agents=(), admins=())
-    certs = {}
-    for tenant in ("acme", "beta"):
-        init_tenant(pki, tenant)
-        certs[tenant] = issue(
-            pki, "gw1", ROLE_AGENT, pki / "tenants" / tenant / "agents" / "gw1", tenant=tenant
-        )[0]
-    key, pub = make_keypair(tmp_path / "keys")
-    pkgs = {
-        "acme": make_package(
-            tmp_path / "a", kind="vision", version="3.7.1", name="acme-secret-check", key=key
-        ),
-        "beta": make_package(tmp_path / "b", kind="vision", version="2.0.0", name="beta-own-check", key=key),
-    }
-    port = free_port()
-
-    def agent(tenant: str) -> Agent:
-        cert = certs[tenant]
-        return Agent(
-            parse_config(
-                {
-                    "agent": {"id": "gw1", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "gw1")},
-                    "http": {"enabled": False},
-                    "trusted_keys": [str(pub)],
-                    "models": {"vision": {"package": str(pkgs[tenant]), "engine": "onnxruntime"}},
-                    "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 10, "loop": True}},
-                    "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
-                    "cloud": {
-                        "endpoint": f"127.0.0.1:{port}",
-                        "ca_file": str(pki / "ca.pem"),
-                        "cert_file": str(cert),
-                        "key_file": str(cert.with_suffix(".key")),
-                        "heartbeat_s": 0.3,
-                        "backoff_initial_s": 0.1,
-                        "backoff_max_s": 0.5,
-                    },
-                }
-            )
-        )
-
-    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    agent, srv = _camera_gateway(
+        tmp_path, {"acme": ("acme-secret-check", "3.7.1"), "beta": ("beta-own-check", "2.0.0")}
+    )
     await srv.start()
     try:
         a = agent("acme")
