@@ -575,7 +575,7 @@ class Outbox:
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', ?)",
                     ((self._read_salvaging() or {}).get("last_seq", 0),),
                 )
-            db = self._own(db)
+            db = self._own(db, recorded)
             self._resume_salvage(db)
         except (sqlite3.DatabaseError, _Corrupt) as exc:
             if db is not None:
@@ -709,7 +709,9 @@ class Outbox:
         return db
 
     # ---- a gateway moved to another tenant --------------------------------------------------------
-    def _own(self, db: sqlite3.Connection) -> sqlite3.Connection:
+    def _own(
+        self, db: sqlite3.Connection, recorded: tuple[int, str, str] | None = None
+    ) -> sqlite3.Connection:
         """The store opened at start, if its records were made under this owner's tenant; else the connection of a
         fresh store in a new epoch, the former one held whole in ``<aside>/outbox-held/`` (never sent: they are
         the former tenant's), or removed when it held no record. A gateway given a certificate of another tenant
@@ -718,9 +720,15 @@ class Outbox:
         if self.owner is None:
             return db
         row = _get_owner(db)
-        if row is None:  # a new store, or one from before owners were kept: made under this one
-            _set_owner(db, self.owner)
-            return db
+        if row is None:
+            # a store renewed before renewed stores were given their owner: the epoch file names it, when it is
+            # of this store's epoch (else a new store, or one from before owners were kept: made under this one)
+            epoch = dict(db.execute("SELECT key, value FROM meta").fetchall()).get("epoch")
+            if recorded is not None and epoch is not None and recorded[0] == epoch and recorded[1]:
+                row = (recorded[1], recorded[2])
+            if row is None or row[0] == self.owner[0]:
+                _set_owner(db, self.owner)
+                return db
         tenant, agent = self.owner
         if row[0] == tenant:
             if row[1] != agent:
@@ -1375,6 +1383,10 @@ class Outbox:
                     "value = MAX(value, excluded.value)",
                     (self._seq,),
                 )
+                if (
+                    self.owner is not None
+                ):  # whose records the renewed store holds (``_own`` at a later start)
+                    _set_owner(db, self.owner)
             except (OSError, sqlite3.Error) as exc:
                 self._salvage_tries += 1
                 if db is not None:  # a half-made store: moved aside by the next attempt

@@ -9,6 +9,8 @@ import json
 import logging
 from pathlib import Path
 
+import pytest
+
 from cloud_trainer.fleet.service import FleetServer
 from cloud_trainer.pki import ROLE_AGENT, init_tenant, issue
 from edge_agent.agent import Agent
@@ -366,3 +368,47 @@ async def test_a_gateway_moved_by_the_book_names_the_new_tenants_own_model(tmp_p
         assert "acme-secret" not in sent
     finally:
         await srv.stop()
+
+
+@pytest.mark.parametrize("owner_row", ["kept", "from_a_former_release"])
+def test_a_store_renewed_while_running_is_held_when_the_gateway_moves_to_another_tenant(tmp_path, owner_row):
+    """A store the outbox renewed while running (the old one turned corrupt) was made with no owner record: after
+    any renewal, a gateway moved to another tenant sent its whole renewed store to the new one (2,910 of acme's
+    records to beta; review /work/notes55/review_outbox3/ item 1b). The renewed store is acme's, and held; one
+    renewed by a former release (no owner record in it) is known as acme's by outbox-epoch.json."""
+    import time
+
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+    from tests.integration.test_outbox_store_faults import damage_index
+
+    data = tmp_path / "data"
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data, owner=("acme", "gw1"))
+    ob.open()
+    for i in range(600):
+        ob.append("result", {"tenant": "acme", "i": i})
+    ob.flush()
+    damage_index(ob.path)
+    ob.ack([r.seq for r in ob.pending(100, 10**9)])  # the ack meets the damage: the store is renewed
+    deadline = time.monotonic() + 30
+    while not ob.renewals and time.monotonic() < deadline:
+        ob.flush()
+        time.sleep(0.05)
+    assert ob.renewals, "the store was not renewed"
+    for i in range(10):
+        ob.append("result", {"tenant": "acme", "after": i})
+    ob.flush()
+    ob.close()
+    if owner_row == "from_a_former_release":
+        import sqlite3
+
+        with sqlite3.connect(data / "outbox" / "outbox.db") as con:
+            con.execute("DELETE FROM meta WHERE key IN ('owner_tenant', 'owner_agent')")
+    moved = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data, owner=("beta", "gw1"))
+    moved.open()
+    try:
+        sent = [r for r in moved.pending(10**6, 10**12) if r.kind == "result"]
+        assert sent == [], f"{len(sent)} of acme's records handed out to send to beta"
+        assert moved.former_tenant == "acme" and moved.held
+    finally:
+        moved.close()
