@@ -49,12 +49,33 @@ def generate(out_dir: Path) -> dict[str, str]:
     return files
 
 
+# the generator's own version, stamped into what it writes: a patch release of grpcio-tools (1.85.1 -> 1.85.4)
+# changes these lines only, and the stubs still say what the .proto files say
+_STAMPS = (
+    (re.compile(r"^GRPC_GENERATED_VERSION = '[^']*'$", re.M), "GRPC_GENERATED_VERSION = '*'"),
+    (re.compile(r"^# Protobuf Python Version: \S+$", re.M), "# Protobuf Python Version: *"),
+    (
+        re.compile(
+            r"(ValidateProtobufRuntimeVersion\(\s*_runtime_version\.Domain\.PUBLIC,)\s*\d+,\s*\d+,\s*\d+,"
+        ),
+        r"\1 *,",
+    ),
+)
+
+
+def unstamped(text: str) -> str:
+    """``text`` without the generator's version stamps (``_STAMPS``)."""
+    for pattern, plain in _STAMPS:
+        text = pattern.sub(plain, text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--check" in argv:
         with tempfile.TemporaryDirectory() as tmp:
-            fresh = generate(Path(tmp))
-        current = {p.name: p.read_text() for p in GEN.glob("*.py") if p.name != "__init__.py"}
+            fresh = {name: unstamped(text) for name, text in generate(Path(tmp)).items()}
+        current = {p.name: unstamped(p.read_text()) for p in GEN.glob("*.py") if p.name != "__init__.py"}
         if fresh != current:
             print("protocols/gen is stale: run `python -m protocols.generate`", file=sys.stderr)
             return 1
