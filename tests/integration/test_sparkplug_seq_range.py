@@ -135,3 +135,26 @@ async def test_a_counter_that_wraps_a_rebirth_at_0_and_a_repeat_ask_nothing_when
         assert asked == [] and src.sparkplug.rebirths_requested == 0
         assert src.stats.errors_by_reason == {"seq_gap": 1}  # the repeat of 556: counted, nothing asked
         assert src.stats.last_error == "seq_gap: g/p: seq 556 after 556"
+
+
+async def test_a_0_after_a_seq_past_255_that_tops_no_counter_is_a_gap(mosquitto):
+    """A 0 follows only the top of a counter (255, 65535, 2**32-1, 2**64-1). Before, any 0 after a seq whose
+    low byte is 255 was in sequence: 511 -> 0 (a node counting on that reset, what it sent between lost)
+    counted nothing and asked no rebirth."""
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
+        src,
+        asked,
+        pub,
+    ):
+        for node in ("a", "v"):
+            pub.publish(f"spBv1.0/g/NBIRTH/{node}", _nbirth(), qos=1)
+        for seq in range(1, 512):
+            pub.publish("spBv1.0/g/NDATA/a", _ndata(seq, 0.0), qos=1)
+        for seq in (1, 2**32 - 2, 2**32 - 1, 0, 1):  # a 32-bit counter's wrap: in sequence after the first
+            pub.publish("spBv1.0/g/NDATA/v", _ndata(seq, 0.0), qos=1)
+        await until(lambda: src.stats.received >= 2 + 511 + 5, 15, "every message read")
+        assert src.stats.errors_by_reason == {"seq_gap": 1}  # v's 1 -> 2**32-2
+        pub.publish("spBv1.0/g/NDATA/a", _ndata(0, 0.0), qos=1)
+        await until(lambda: "a" in asked, 10, "a rebirth asked for 511 -> 0")
+        assert src.stats.last_error == "seq_gap: g/a: seq 0 after 511"
+    assert src.stats.errors_by_reason == {"seq_gap": 2} and asked.count("v") == 1
