@@ -119,10 +119,11 @@ def _store_failed(slot, d) -> str | None:
 
 def _failed_in_store(slot, d) -> str | None:
     """Why the slot's store recorded the package of the pending deployment ``d`` as failed (rolled back by its
-    health check or a crash loop, refused at load or golden test: ``ModelStore.mark_failed``), or None. An entry
-    the store held already when ``d``'s pending file was written (``failed_before``: an earlier deployment's
-    verdict on the same folder) is not ``d``'s outcome: a restart inside a new deployment's swap read it as one,
-    reported it failed with the old reason and held it."""
+    health check or a crash loop, refused at load or golden test: ``ModelStore.mark_failed``), or None. An earlier
+    deployment's verdict on the same folder is dropped from the store before ``d``'s pending file is written
+    (``ModelStore.forget_failed``): a restart inside a new deployment's swap read it as that one's outcome, reported
+    it failed with the old reason and held it. Where the disk refused that change (and with a pending file of a
+    former release), the entry as it stood then (``failed_before``) is not ``d``'s outcome."""
     why = _store_failed(slot, d)
     if why is None or why == getattr(d, "failed_before", None):
         return None
@@ -290,8 +291,18 @@ class ModelManager:
     def _write_pending(self, d) -> None:
         import os
 
-        # the store's verdict on this folder as it stands before the swap (an earlier deployment's): not this one's
-        failed_before = _store_failed(self.slots.get(d.slot), d)
+        # an earlier deployment's verdict on this folder is dropped from the store before this one is recorded: an
+        # entry a restart finds is then this deployment's outcome (told apart by its text, a second rollback in the
+        # same words within the second before it was recorded read as the first one's, and the version served again)
+        slot = self.slots.get(d.slot)
+        failed_before = _store_failed(slot, d)
+        store = getattr(slot, "store", None)
+        if failed_before is not None and store is not None:
+            store.forget_failed(f"{d.package}-{d.version}-{str(d.digest)[:12]}")
+            if (
+                store.unwritten is None
+            ):  # (else the file on disk still holds it: not this deployment's outcome)
+                failed_before = None
         self.pending_dir.mkdir(parents=True, exist_ok=True)
         p = self._pending_path(d.slot)
         tmp = p.with_suffix(".tmp")

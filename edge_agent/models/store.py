@@ -648,6 +648,20 @@ class ModelStore:
         self._write_state(st)
         return AfterRestart(cand, prev, False, clean, unclean, baseline, reason, told)
 
+    def forget_failed(self, folder_name: str) -> None:
+        """A new deployment installs ``folder_name`` again (the model manager, before it records that deployment as
+        pending): its ``failed`` entry, an earlier deployment's verdict, is dropped, so that an entry a restart finds
+        for the folder is that deployment's own outcome. The verdict was told apart from an earlier one by its text,
+        and a broken model is rolled back in the same words each time: a restart within the second of a second
+        rollback (before the manager recorded it) took it for the first one's and served the version again."""
+        with self._write_lock:
+            st = self.state()
+            failed = st.get("failed")
+            if not isinstance(failed, dict) or folder_name not in failed:
+                return
+            st["failed"] = {k: v for k, v in failed.items() if k != folder_name}
+            self._write_state(st)
+
     def mark_failed(self, folder: Path, reason: str) -> None:
         self.mark_rolled_back(folder.name)
         st = self.state()

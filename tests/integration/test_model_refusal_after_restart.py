@@ -263,3 +263,85 @@ async def test_a_version_refused_in_the_run_is_installed_again_for_a_new_deploym
     finally:
         await mgr.stop()
         await s.stop()
+
+
+async def _swapped_in(s, mgr, d, generation):
+    """The manager installs ``d`` (its download hands over the package); returns once the slot watches it."""
+    await mgr.on_desired(SimpleNamespace(desired=[d], generation=generation))
+    async with asyncio.timeout(30):
+        while not (s.version == d.version and s.state == "watching"):
+            assert mgr._tasks, mgr.steps[-3:]
+            await asyncio.sleep(0.02)
+
+
+async def test_a_second_rollback_in_the_same_words_is_that_deployments_outcome_after_a_restart(
+    tmp_path, pkgs
+):
+    """Deployment A of 1.1.0 rolled back by the health check; the admin's new deployment B of it is rolled back
+    too, in the same words (a broken model fails the same way each time), and the agent dies within the second
+    before the manager records it. State.json's entry for the folder was told apart from A's by its text: equal,
+    B's swap read as cut short before its switch, and the restart installed and served 1.1.0 again for one more
+    health window. Now A's entry is dropped when B is recorded: B is reported failed, not installed again."""
+    import shutil
+
+    from model_packager import package_digest
+
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    data = tmp_path / "data"
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])
+    await s.start()
+    digest = package_digest(pkgs["v2"])
+    reason = "health check failed: NaN/Inf outputs in 100.0% of inferences > 1.0%"
+    downloads = []
+
+    async def download(dd):  # the fleet's download: the package's bytes
+        downloads.append(dd.deployment_id)
+        p = data / "staging" / "vision" / f"{len(downloads)}.edgepkg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(pkgs["v2"], p)
+        return p
+
+    mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
+    mgr.download = download
+    pending = data / "deployments" / "vision.json"
+    try:
+        await _swapped_in(s, mgr, _desired("depA", digest=digest), 1)
+        await s.rollback(reason)  # A: the health check's verdict, recorded and acknowledged
+        async with asyncio.timeout(10):
+            await asyncio.gather(*list(mgr._tasks))
+        assert [x["step"] for x in mgr.steps if x["deployment"] == "depA"][-1] == "rolled_back"
+        pending.unlink()  # (the fleet has it)
+
+        async def dies_first(slot, d):  # the agent dies before the manager sees B's rollback
+            await asyncio.Event().wait()
+
+        mgr._watch = dies_first
+        await _swapped_in(s, mgr, _desired("depB", digest=digest), 2)
+        await s.rollback(reason)  # B: rolled back in the same words
+        assert "depB" in pending.read_text()
+    finally:
+        await mgr.stop()
+        await s.stop()
+    downloads.clear()
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])  # the restart
+    await s.start()
+    mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
+
+    async def no_fleet(dd):
+        downloads.append(dd.deployment_id)
+        raise ConnectionError("no fleet in this test")
+
+    mgr.download = no_fleet
+    try:
+        await mgr.on_desired(SimpleNamespace(desired=[_desired("depB", digest=digest)], generation=3))
+        async with asyncio.timeout(10):
+            await asyncio.gather(*list(mgr._tasks))
+        assert downloads == [] and s.version == "1.0.0", (
+            downloads,
+            mgr.steps,
+        )  # (was: ['depB'], installed again)
+        (step,) = [x for x in mgr.steps if x["deployment"] == "depB"]
+        assert step["step"] == "failed" and reason in step["reason"], step
+    finally:
+        await mgr.stop()
+        await s.stop()
