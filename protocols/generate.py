@@ -1,7 +1,8 @@
 """Regenerate ``protocols/gen`` from every ``protocols/*.proto`` (needs grpcio-tools, the dev extra).
 
     python -m protocols.generate          # write
-    python -m protocols.generate --check  # exit 1 if gen/ differs from what the .proto files give
+    python -m protocols.generate --check  # exit 1 if gen/ differs from what the .proto files give, or its
+                                          # stubs need a newer grpcio/protobuf than pyproject.toml allows
 
 Generated modules import each other as ``protocols.gen.X_pb2``; nothing in gen/ is hand-edited.
 """
@@ -11,10 +12,12 @@ from __future__ import annotations
 import re
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GEN = HERE / "gen"
+PYPROJECT = HERE.parent / "pyproject.toml"
 
 
 def generate(out_dir: Path) -> dict[str, str]:
@@ -70,16 +73,110 @@ def unstamped(text: str) -> str:
     return text
 
 
+# what each stamp makes a stub need at import: the gRPC stub raises RuntimeError under a grpcio older than its
+# GRPC_GENERATED_VERSION, the message module protobuf's VersionError under a runtime older than its
+# ValidateProtobufRuntimeVersion numbers
+_NEEDS = (
+    ("grpcio", re.compile(r"^GRPC_GENERATED_VERSION = '(\d+)\.(\d+)\.(\d+)[^']*'$", re.M)),
+    (
+        "protobuf",
+        re.compile(
+            r"ValidateProtobufRuntimeVersion\(\s*_runtime_version\.Domain\.PUBLIC,\s*(\d+),\s*(\d+),\s*(\d+),"
+        ),
+    ),
+)
+
+Version = tuple[int, ...]
+
+
+def needs(text: str) -> dict[str, Version]:
+    """The grpcio and protobuf versions a generated module's stamps require at import, by distribution."""
+    found = {}
+    for dist, pattern in _NEEDS:
+        m = pattern.search(text)
+        if m:
+            found[dist] = tuple(int(g) for g in m.groups())
+    return found
+
+
+def _v(version: Version) -> str:
+    return ".".join(map(str, version))
+
+
+def _floor(spec: str) -> Version | None:
+    """The lowest version a requirement's specifier (``>=1.85.1,<2``) admits, None when it admits any."""
+    lows = [
+        tuple(int(x) for x in m.group(2).split("."))
+        for m in re.finditer(r"(>=|==|~=)\s*(\d+(?:\.\d+)*)", spec)
+    ]
+    return max(lows) if lows else None
+
+
+def floor_problems(stubs: dict[str, str], pyproject_text: str) -> list[str]:
+    """Each stub whose stamps need a newer grpcio or protobuf than pyproject.toml's dependencies allow (an
+    install at the allowed floor would fail to import it)."""
+    deps = tomllib.loads(pyproject_text).get("project", {}).get("dependencies", [])
+    allowed: dict[str, str] = {}
+    for dep in deps:
+        m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(?:\[[^\]]*\])?\s*([^;]*)", dep)
+        if m:
+            allowed[m.group(1).lower().replace("_", "-")] = m.group(2).strip()
+    problems = []
+    for name, text in sorted(stubs.items()):
+        for dist, need in needs(text).items():
+            spec = allowed.get(dist)
+            if spec is None:
+                problems.append(
+                    f"protocols/gen/{name} needs {dist}>={_v(need)} at import, and pyproject.toml's "
+                    f"dependencies do not name {dist}: add {dist}>={_v(need)}"
+                )
+                continue
+            low = _floor(spec)
+            if low is None or low < need:
+                problems.append(
+                    f"protocols/gen/{name} needs {dist}>={_v(need)} at import, but pyproject.toml allows "
+                    f"{dist}{spec or ' (any version)'}: raise its floor to {dist}>={_v(need)}, or regenerate the "
+                    "stubs with a grpcio-tools no newer than the floors"
+                )
+    return problems
+
+
+def check(gen: Path = GEN, pyproject: Path = PYPROJECT) -> list[str]:
+    """Why ``gen`` is not what the .proto files give with the installed grpcio-tools (empty: it is).
+
+    The generator's version stamps (``_STAMPS``) are passed over when the committed ones are no newer than
+    the ones it writes now: stubs of grpcio-tools 1.85.1 are current under 1.85.4. Committed stamps newer than
+    that are reported (stubs regenerated with a newer grpcio-tools import only on a grpcio and protobuf that
+    new), and so are stamps newer than pyproject.toml's floors for grpcio and protobuf."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = generate(Path(tmp))
+    current = {p.name: p.read_text() for p in gen.glob("*.py") if p.name != "__init__.py"}
+    if {n: unstamped(t) for n, t in fresh.items()} != {n: unstamped(t) for n, t in current.items()}:
+        return ["protocols/gen is stale: run `python -m protocols.generate`"]
+    problems = []
+    for name in sorted(current):
+        now = needs(fresh[name])
+        for dist, need in needs(current[name]).items():
+            if dist in now and need > now[dist]:
+                problems.append(
+                    f"protocols/gen/{name} was generated for {dist}>={_v(need)}, newer than the installed "
+                    f"grpcio-tools writes ({dist}>={_v(now[dist])}): run `python -m protocols.generate` with "
+                    "the grpcio-tools of pyproject.toml's dev extra"
+                )
+    try:
+        pyproject_text = pyproject.read_text()
+    except OSError as exc:
+        return [*problems, f"cannot read {pyproject} to check the stubs' grpcio and protobuf floors: {exc}"]
+    return problems + floor_problems(current, pyproject_text)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--check" in argv:
-        with tempfile.TemporaryDirectory() as tmp:
-            fresh = {name: unstamped(text) for name, text in generate(Path(tmp)).items()}
-        current = {p.name: unstamped(p.read_text()) for p in GEN.glob("*.py") if p.name != "__init__.py"}
-        if fresh != current:
-            print("protocols/gen is stale: run `python -m protocols.generate`", file=sys.stderr)
-            return 1
-        return 0
+        problems = check()
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1 if problems else 0
     generate(GEN)
     (GEN / "__init__.py").write_text('"""Generated by protocols/generate.py; never edit by hand."""\n')
     return 0

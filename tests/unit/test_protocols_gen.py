@@ -1,5 +1,8 @@
 """The committed protocols/gen matches what the .proto files generate."""
 
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +40,103 @@ def test_the_check_passes_over_the_generators_version_stamps_only():
             unstamped(text.replace("edge.fleet.v1", "edge.fleet.v2")) != unstamped(text)
             or "edge.fleet" not in text
         )
+
+
+def _tree(tmp_path: Path, grpcio: str = "", protobuf: str = "") -> Path:
+    """A copy of protocols/ and pyproject.toml, its stubs' stamps set to ``grpcio`` / ``protobuf`` (as a newer or
+    older grpcio-tools would write them) where given."""
+    shutil.copytree(ROOT / "protocols", tmp_path / "protocols", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    for path in (tmp_path / "protocols" / "gen").glob("*.py"):
+        text = path.read_text()
+        if grpcio:
+            text = re.sub(
+                r"^GRPC_GENERATED_VERSION = '[^']*'$",
+                f"GRPC_GENERATED_VERSION = '{grpcio}'",
+                text,
+                flags=re.M,
+            )
+        if protobuf:
+            text = re.sub(
+                r"(_runtime_version\.Domain\.PUBLIC,)\s*\d+,\s*\d+,\s*\d+,",
+                "\\1 " + ", ".join(protobuf.split(".")) + ",",
+                text,
+            )
+            text = re.sub(
+                r"^# Protobuf Python Version: \S+$",
+                f"# Protobuf Python Version: {protobuf}",
+                text,
+                flags=re.M,
+            )
+        path.write_text(text)
+    return tmp_path
+
+
+def _check(tree: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "protocols.generate", "--check"], cwd=tree, capture_output=True, text=True
+    )
+
+
+def test_stubs_from_a_newer_generator_than_the_installed_one_fail_the_check(tmp_path):
+    """Stubs regenerated with a newer grpcio-tools and committed import only on a grpcio and protobuf that new
+    (grpcio's RuntimeError, protobuf's VersionError under the versions pyproject.toml allows): the check that
+    passes over a newer generator's stamps (1.85.1 stubs under grpcio-tools 1.85.4) must not pass over these."""
+    pytest.importorskip("grpc_tools", reason="grpcio-tools (dev extra) is needed to regenerate stubs")
+    tree = _tree(tmp_path, grpcio="1.99.0", protobuf="7.99.0")
+    r = _check(tree)
+    assert r.returncode == 1, r.stderr
+    assert "fleet_pb2_grpc.py was generated for grpcio>=1.99.0" in r.stderr, r.stderr
+    assert "fleet_pb2.py was generated for protobuf>=7.99.0" in r.stderr, r.stderr
+    assert "sparkplug_b_pb2.py was generated for protobuf>=7.99.0" in r.stderr, r.stderr
+    assert "stale" not in r.stderr  # what the stubs say is still what the .proto files say
+    # what such stubs do on this install (grpcio and protobuf older than 1.99 / 7.99); the gRPC stub imports
+    # fleet_pb2 first, whose protobuf check is set aside to reach grpcio's own
+    env = {**os.environ, "TEMPORARILY_DISABLE_PROTOBUF_VERSION_CHECK": "true"}
+    for module, error, run_env in (
+        ("fleet_pb2_grpc", "RuntimeError", env),
+        ("sparkplug_b_pb2", "VersionError", None),
+    ):
+        imp = subprocess.run(
+            [sys.executable, "-c", f"import protocols.gen.{module}"],
+            cwd=tree,
+            env=run_env,
+            capture_output=True,
+            text=True,
+        )
+        assert imp.returncode != 0 and f"{error}:" in imp.stderr, (module, imp.stderr)
+
+
+def test_stubs_from_an_older_generator_than_the_installed_one_pass_the_check(tmp_path):
+    """The case the stamps are passed over for: stubs of an earlier patch release (a fresh install takes the
+    newest grpcio-tools), which every grpcio and protobuf that generator's own stubs import on imports too."""
+    pytest.importorskip("grpc_tools", reason="grpcio-tools (dev extra) is needed to regenerate stubs")
+    r = _check(_tree(tmp_path, grpcio="1.85.0", protobuf="7.35.0"))
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("dist", ["grpcio", "protobuf"])
+def test_stubs_that_need_more_than_pyproject_allows_fail_the_check(tmp_path, dist):
+    """pyproject.toml allowed grpcio>=1.66 and protobuf>=5.28 while the stubs refuse to import under grpcio 1.85.1
+    and protobuf 7.35.1: an install at the allowed floors could not start the agent. The check names the stub's
+    need and pyproject's requirement."""
+    pytest.importorskip("grpc_tools", reason="grpcio-tools (dev extra) is needed to regenerate stubs")
+    stamp = {
+        "grpcio": r"^GRPC_GENERATED_VERSION = '(\d+)\.(\d+)\.(\d+)'$",
+        "protobuf": r"_runtime_version\.Domain\.PUBLIC,\s*(\d+),\s*(\d+),\s*(\d+),",
+    }[dist]
+    found = [
+        tuple(int(g) for g in m.groups())
+        for p in (ROOT / "protocols" / "gen").glob("*.py")
+        for m in re.finditer(stamp, p.read_text(), re.M)
+    ]
+    assert found, f"no stub carries a {dist} stamp"
+    need = ".".join(map(str, max(found)))
+    tree = _tree(tmp_path)
+    pyproject = tree / "pyproject.toml"
+    text, n = re.subn(rf'"{dist}>=[^"]*"', f'"{dist}>=1.0"', pyproject.read_text())
+    assert n == 1
+    pyproject.write_text(text)
+    r = _check(tree)
+    assert r.returncode == 1
+    assert f"needs {dist}>={need} at import, but pyproject.toml allows {dist}>=1.0" in r.stderr
