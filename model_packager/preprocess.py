@@ -213,22 +213,31 @@ def _image_plan(spec: ImagePreprocessing, img: np.ndarray) -> _ImagePlan:
 
 
 _SCRATCH = threading.local()
-_MAX_SCRATCH = 8  # buffers a thread keeps (two per model input size: a few models of different sizes)
+# bytes of buffers a thread keeps: a 224-px model's take 301 kB, a 1024-px one's 6 MiB. A larger set (a model of
+# 5000x5000 px: 75 MB resized) is allocated for its call and freed after it, as is any buffer once the thread's
+# newer ones fill the budget (a swapped-out model's, one odd frame's): a thread never holds more than this
+_MAX_SCRATCH_BYTES = 8 << 20
 
 
 def _scratch(what: str, shape: tuple[int, ...]) -> list[np.ndarray]:
     """This thread's own uint8 buffers for the steps between the frame and the tensor (``what``: "resized", one
     ``shape`` array; "planes", three), reused by every ``image_tensor`` call: each is read back within the call
     and never returned. Fresh ones cost their allocation on every frame, and after a model run the new memory
-    is cold too: a 224-px split into fresh planes took 46 µs, 90 µs after a run, into these 20 and 48 µs."""
+    is cold too: a 224-px split into fresh planes took 46 µs, 90 µs after a run, into these 20 and 48 µs.
+    At most ``_MAX_SCRATCH_BYTES`` are kept, the oldest dropped first."""
     held = getattr(_SCRATCH, "held", None)
     if held is None:
         held = _SCRATCH.held = {}
     bufs = held.get((what, shape))
     if bufs is None:
-        if len(held) >= _MAX_SCRATCH:
-            held.clear()
-        bufs = held[(what, shape)] = [np.empty(shape, np.uint8) for _ in range(3 if what == "planes" else 1)]
+        n = 3 if what == "planes" else 1
+        size = n * math.prod(shape)
+        bufs = [np.empty(shape, np.uint8) for _ in range(n)]
+        if size <= _MAX_SCRATCH_BYTES:
+            kept = sum(b.nbytes for v in held.values() for b in v)
+            while held and kept + size > _MAX_SCRATCH_BYTES:
+                kept -= sum(b.nbytes for b in held.pop(next(iter(held))))
+            held[(what, shape)] = bufs
     return bufs
 
 

@@ -261,3 +261,43 @@ def test_threads_making_tensors_at_once_each_get_their_own_frames_tensor():
     for t in threads:
         t.join()
     assert not wrong
+
+
+def test_a_thread_keeps_no_more_than_a_few_mb_of_buffers_after_a_huge_models_frame_or_a_swap():
+    # the per-thread buffers were kept for as long as the thread lived, up to eight sets of any size: one frame
+    # through a 5000x5000 grey model (from a colour frame) left its 75-MB resize buffer held by the inference
+    # thread, and models of other sizes swapped in left their sets beside the new one's
+    import threading
+    import tracemalloc
+
+    def model(side: int, color: str = "rgb") -> ImagePreprocessing:
+        return ImagePreprocessing(
+            width=side,
+            height=side,
+            color=color,
+            layout="NCHW",
+            interpolation="linear",
+            mean=[0.5] * 3,
+            std=[0.25] * 3,
+        )
+
+    colour = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    held: dict[str, int] = {}
+
+    def serve() -> None:  # an inference thread: its frames, then what it holds between two frames
+        tracemalloc.start()
+        try:
+            image_tensor(colour, model(224))
+            image_tensor(colour, model(5000, "gray"))  # one odd model (or frame) of 200 MB at its peak
+            held["huge"] = tracemalloc.get_traced_memory()[0]
+            for side in (1024, 1280, 1536):  # swaps to models of other input sizes
+                image_tensor(colour, model(side))
+            held["swaps"] = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    t.join()
+    assert held["huge"] < 10 << 20, f"{held['huge'] / 1e6:.0f} MB held after a 5000x5000 model's frame"
+    assert held["swaps"] < 10 << 20, f"{held['swaps'] / 1e6:.0f} MB held after three swaps"
