@@ -1106,8 +1106,13 @@ class ModelSlot:
             # before the state that drops it (a power cut may empty state.json; a start then serves the newest
             # version installed but never one rolled back)
             await asyncio.to_thread(self.store.mark_rolled_back, new.opened.root.name)
-            await asyncio.to_thread(self.store.set_current, old.opened.root, None)
-            await asyncio.to_thread(self.store.mark_failed, new.opened.root, reason)
+            # one write: the previous model current and the verdict on the one rolled back (two, a kill between
+            # them left no verdict, and a restart installed the version rolled back again)
+            await asyncio.to_thread(
+                functools.partial(
+                    self.store.set_current, old.opened.root, None, failed=(new.opened.root, reason)
+                )
+            )
             await self._prune()
             self.state = "active"
             self._say_unrecorded()

@@ -560,12 +560,22 @@ class ModelStore:
         return dest
 
     def set_current(
-        self, folder: Path, previous: Path | None, probation: bool = False, baseline: dict | None = None
+        self,
+        folder: Path,
+        previous: Path | None,
+        probation: bool = False,
+        baseline: dict | None = None,
+        failed: tuple[Path, str] | None = None,
     ) -> None:
-        """``baseline``: the previous model's health figures (see ``after_restart``)."""
+        """``baseline``: the previous model's health figures (see ``after_restart``). ``failed``: the folder a
+        rollback leaves and why, recorded in the same write (``mark_failed``'s entry): written after the state that
+        dropped it, a kill between the two left a rollback with no verdict, and the restart took the deployment's
+        swap for one cut short before its switch and installed the version again."""
         import time
 
         st = self.state()
+        if failed is not None:
+            _note_failed(st, failed[0].name, failed[1])
         st["current"] = folder.name
         st["previous"] = previous.name if previous else None
         st["probation"] = (

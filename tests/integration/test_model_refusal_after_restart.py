@@ -345,3 +345,75 @@ async def test_a_second_rollback_in_the_same_words_is_that_deployments_outcome_a
     finally:
         await mgr.stop()
         await s.stop()
+
+
+async def test_a_rollback_cut_short_after_its_first_state_write_is_reported_failed_after_the_restart(
+    tmp_path, pkgs
+):
+    """The health check rolls 1.1.0 back and the agent dies right after the first write of state.json the rollback
+    makes (a kill -9, a power cut), before the manager recorded the rollback. The rollback wrote the previous model
+    current, then, in a second write, the verdict on 1.1.0: cut between the two, the restart found no verdict, took
+    the deployment's swap for one cut short before its switch and installed and served 1.1.0 again. Now both are one
+    write: the deployment is reported failed with the health check's reason, not installed again."""
+    import shutil
+
+    from model_packager import package_digest
+
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    data = tmp_path / "data"
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])
+    await s.start()
+    digest = package_digest(pkgs["v2"])
+    reason = "health check failed: error rate 40.0% > 5.0%"
+
+    async def download(dd):  # the fleet's download: the package's bytes
+        p = data / "staging" / "vision" / "1.edgepkg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(pkgs["v2"], p)
+        return p
+
+    async def dies_first(slot, d):  # the agent dies before the manager sees the rollback
+        await asyncio.Event().wait()
+
+    mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
+    mgr.download, mgr._watch = download, dies_first
+    written = s.store._write_state_file
+    writes: list[dict] = []
+
+    def first_only(state):  # the rollback's first write reaches the disk; the agent is dead before any other
+        writes.append(state)
+        if len(writes) == 1:
+            written(state)
+
+    try:
+        await _swapped_in(s, mgr, _desired("dep1", digest=digest), 1)
+        s.store._write_state_file = first_only
+        await s.rollback(reason)
+        assert writes and writes[0]["current"].startswith("part-inspection-1.0.0-"), writes
+    finally:
+        await mgr.stop()
+        await s.stop()
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])  # the restart
+    await s.start()
+    assert s.version == "1.0.0"
+    mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
+    downloads = []
+
+    async def no_fleet(dd):
+        downloads.append(dd.deployment_id)
+        raise ConnectionError("no fleet in this test")
+
+    mgr.download = no_fleet
+    try:
+        await mgr.on_desired(SimpleNamespace(desired=[_desired("dep1", digest=digest)], generation=2))
+        async with asyncio.timeout(10):
+            await asyncio.gather(*list(mgr._tasks))
+        assert downloads == [] and s.version == "1.0.0", (
+            downloads,
+            mgr.steps,
+        )  # (was: ['dep1'], installed again)
+        (step,) = [x for x in mgr.steps if x["deployment"] == "dep1"]
+        assert step["step"] == "failed" and reason in step["reason"], step
+    finally:
+        await mgr.stop()
+        await s.stop()
