@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{flood_median(kind, 'quiet_wait_max_ms')} | {flood_median(kind, 'received'):,.0f} | "
                 f"{flood_median(kind, 'dropped'):,.0f} ({flood_median(kind, 'dropped_quiet'):.0f}) |\n"
             )
-    md += f"\nCPU flags: {result['cpu_flags'][:120]}\n"
+    md += f"\nCPU flags: {result['cpu_flags']}\n"
     (OUT / "mqtt_bench.md").write_text(md)
     print(md)
     return 0

@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         + f"\n\nHot path: the fan-out's yield {result['fan_out_yield_ns_per_item']} ns an item; the MQTT "
         f"hand-over's push (paho's thread) {result['push_new_room_ns']} ns against {result['push_former_room_ns']} "
         f"ns before with room (x{result['push_ratio_room']}), {result['push_new_full_ns']} against "
-        f"{result['push_former_full_ns']} ns full (x{result['push_ratio_full']}). CPU: {result['cpu_flags'][:80]}\n"
+        f"{result['push_former_full_ns']} ns full (x{result['push_ratio_full']}). CPU: {result['cpu_flags']}\n"
     )
     (OUT / "overload_bench.md").write_text(md)
     print(md)

@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; `nice -n 10 .venv/bin/python -m bench.saturated_bench "
         f"{' '.join(sys.argv[1:])}`; slot.infer {result['per_frame_ms']} ms a 640x480 frame (224-px MobileNetV2 "
         f"INT8, one thread); {a.cameras} cameras x {result['fps']} fps = {result['demand_cores']} cores of "
-        f"inference; CPU: {result['cpu_flags'][:120]}\n\n"
+        f"inference; CPU: {result['cpu_flags']}\n\n"
         "| phase | trip median ms | trip max ms | trips/lost | median / unloaded | heartbeat max gap s (500 ms) | "
         "/status median / max ms | loop lag max ms | RSS MB | per pipeline: results/items (drops, p50 ms) |\n"
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"

@@ -34,3 +34,30 @@ def test_every_kernel_choosing_feature_of_this_cpu_is_recorded():
         )
     missing = [f for f in KERNEL_FEATURES if f in have and f not in recorded]
     assert not missing, f"this CPU has {missing}, the recorded flags {sorted(recorded)} do not say so"
+
+
+def test_every_bench_writes_the_whole_flag_list_read_by_the_shared_helper():
+    # the overload, MQTT and saturation benches cut the list at 80 or 120 characters in their markdown, so the
+    # features at its end (AVX-512 FP16, AMX) were missing from bench/RESULTS.md for the very CPUs they tell
+    # apart; and a bench reading /proc/cpuinfo's flags itself records other names than packages and agents do
+    import ast
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    cut, own = [], []
+    for path in sorted(bench.glob("*.py")):
+        source = path.read_text()
+        tree = ast.parse(source, str(path))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.slice, ast.Slice)
+                and "flags" in ast.unparse(node.value)
+            ):
+                cut.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value.strip().lower()
+                if (text.startswith("flags") and "/proc/cpuinfo" in source) or text == "__cpu_features__":
+                    own.append(f"{path.name}:{node.lineno}: {node.value!r}")
+    assert not cut, f"CPU flags cut short (record model_packager.cpu.cpu_flags() whole): {cut}"
+    assert not own, f"CPU flags read by the bench itself (use model_packager.cpu.cpu_flags()): {own}"
