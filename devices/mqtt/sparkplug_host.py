@@ -239,6 +239,8 @@ class _Node:
     # would otherwise be reborn whole at every rebirth_min_interval_s
     undeclared_asked: bool = False
     seq_said: bool = False  # a seq of it past 255 was said (``SparkplugHost._seq_range``): later ones counted
+    # an NBIRTH of it whose seq was not 0 was said (``SparkplugHost._birth_seq``): later ones counted
+    birth_seq_said: bool = False
     # a rebirth was asked for data by an alias its births did not give (``_readings``), and no data message of it
     # was read whole by its aliases since; ``alias_born``: a birth of it was read after that ask. Data by an alias
     # such a birth does not declare either asks no more: a node whose NDATA use aliases its NBIRTH never declares
@@ -662,6 +664,8 @@ class SparkplugHost:
         self.deaths = 0
         # messages whose seq was past 255 (notice seq_out_of_range, ``_seq_range``)
         self.seq_out_of_range = 0
+        # NBIRTHs whose seq was not 0 (notice birth_seq_not_zero, ``_birth_seq``)
+        self.birth_seq_not_zero = 0
         self.data_before_birth = (
             0  # normal after a host restart: counted, answered by a rebirth, not an error
         )
@@ -1601,6 +1605,8 @@ class SparkplugHost:
             node.born = True
             node.alive, node.aliases, node.clashes = True, {}, set()
             node.seq = self._seq_range(t, node, payload.seq)
+            if payload.seq:  # (None: no seq, said apart; 0: as Sparkplug has it)
+                self._birth_seq(t, node, payload.seq)
             node.missed, node.dead_bd, node.budget_skipped, node.birth_skipped = False, None, False, False
             # a birth answering a rebirth this host asked of the node (asked whether it lives, after this host's
             # reconnect, for a seq gap) shows a node that listens on its NCMD: kept as one that speaks, not among
@@ -1981,6 +1987,30 @@ class SparkplugHost:
         else:
             self.on_notice("seq_out_of_range", detail, cause=cause)
         return seq
+
+    def _birth_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int) -> None:
+        """An NBIRTH whose seq is not 0: Sparkplug 3.0 has an NBIRTH carry seq 0 (tck-id-payloads-nbirth-seq), its
+        data counting on from 1. Taken as it came, the start of the node's sequence (its data following it in
+        sequence is in sequence, as before): refused, the node's tags were unread until a birth it never sends;
+        answered by a rebirth, the node sends another such birth, a storm. Counted as the notice
+        ``birth_seq_not_zero``, said once per node (each later one counted, its line not built again): before,
+        nothing told the engineer that the node breaks the rule."""
+        self.birth_seq_not_zero += 1
+        cause = f"{t.group}/{t.edge_node}"
+        if node.birth_seq_said and self.on_notice is not None:  # said: counted, its line not built again
+            self.on_notice("birth_seq_not_zero", "", cause=cause)
+            return
+        node.birth_seq_said = True
+        detail = (
+            f"sparkplug: {_shown(t.group, t.edge_node)}: its NBIRTH carries seq {seq}, not 0 as Sparkplug 3.0 has "
+            "every NBIRTH carry (its data then 1, 2, ...): taken as the start of its sequence (no rebirth asked: "
+            "it would answer with another such birth); each such birth counted; set the edge node to start its "
+            "seq at 0 at every NBIRTH"
+        )
+        if self.on_notice is None:
+            self._on_error("birth_seq_not_zero", detail)
+        else:
+            self.on_notice("birth_seq_not_zero", detail, cause=cause)
 
     def _check_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int | None, *, data: bool) -> None:
         """A gap in a node's seq is a lost message (Sparkplug data is QoS 0: a broker drops it for a slow

@@ -158,3 +158,29 @@ async def test_a_0_after_a_seq_past_255_that_tops_no_counter_is_a_gap(mosquitto)
         await until(lambda: "a" in asked, 10, "a rebirth asked for 511 -> 0")
         assert src.stats.last_error == "seq_gap: g/a: seq 0 after 511"
     assert src.stats.errors_by_reason == {"seq_gap": 2} and asked.count("v") == 1
+
+
+async def test_an_nbirth_whose_seq_is_not_0_is_said_once_per_node_and_its_data_read_without_a_rebirth(
+    mosquitto,
+):
+    """Sparkplug 3.0 has every NBIRTH carry seq 0. Such a birth is taken (its data that follows it in sequence is
+    in sequence, no rebirth asked: it would answer with another such birth), counted and said once per node.
+    Before, nothing was said."""
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
+        src,
+        asked,
+        pub,
+    ):
+        pub.publish("spBv1.0/g/NBIRTH/a", _nbirth(7), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/z", _nbirth(0), qos=1)  # as Sparkplug has it: nothing said
+        for seq in (8, 9):
+            pub.publish("spBv1.0/g/NDATA/a", _ndata(seq, 0.0), qos=1)  # stamped as its births
+        pub.publish("spBv1.0/g/NBIRTH/a", _nbirth(12), qos=1)  # again: counted, not said again
+        pub.publish("spBv1.0/g/NDATA/a", _ndata(13, 13.0), qos=1)
+        await until(lambda: src.stats.received >= 6, 10, "every message read")
+        await asyncio.sleep(0.3)  # a rebirth asked would be on its way
+        assert asked == [] and src.sparkplug.rebirths_requested == 0
+        assert src.stats.errors_by_reason == {}
+        notice = src.notices.status()["birth_seq_not_zero"]
+        assert notice["count"] == 2 and src.sparkplug.birth_seq_not_zero == 2
+        assert "'g/a': its NBIRTH carries seq 7, not 0" in notice["message"] and not notice.get("more")
