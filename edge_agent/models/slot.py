@@ -841,20 +841,21 @@ class ModelSlot:
                 await asyncio.to_thread(self.store.mark_failed, opened.root, why)
                 await self._prune()
                 return self._refused(from_v, to_v, "verify", why, package=Path(pkg))
+            unfit: str | None = None
             if old is not None and opened.manifest.task != old.manifest.task:
-                return self._refused(
-                    from_v,
-                    to_v,
-                    "verify",
-                    f"package task {opened.manifest.task.value} does not match the slot's "
-                    f"{old.manifest.task.value}",
-                    package=Path(pkg),
-                )
-            for check in list(self.swap_checks.values()):
+                unfit = f"package task {opened.manifest.task.value} does not match the slot's {old.manifest.task.value}"
+            for check in list(self.swap_checks.values()) if unfit is None else ():
                 # a pipeline's start check (a baseline's sample-rate floor): the start refuses such a package, and
                 # once swapped in it served windows whose baseline failed at each, the old model no longer kept
-                if (unfit := check(opened.manifest)) is not None:
-                    return self._refused(from_v, to_v, "verify", unfit, package=Path(pkg))
+                unfit = check(opened.manifest)
+                if unfit is not None:
+                    break
+            if unfit is not None:
+                # marked and removed as at any other refusal past the install: left installed unmarked, it was the
+                # newest a start on a lost state.json served (a model of another task on the slot's pipelines)
+                await asyncio.to_thread(self.store.mark_failed, opened.root, unfit)
+                await self._prune()
+                return self._refused(from_v, to_v, "verify", unfit, package=Path(pkg))
             self.state = "smoke_testing"  # load, golden-check and time each engine and form
             helpers = self._helpers
             try:

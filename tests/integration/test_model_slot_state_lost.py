@@ -28,6 +28,8 @@ def pkgs(tmp_path_factory):
     return {
         "v1": make_package(tmp / "v1", kind="vision", version="1.0.0", key=key, seed=1),
         "v2": make_package(tmp / "v2", kind="vision", version="1.1.0", key=key, seed=2),
+        # another task under the same name (a rollout to the wrong slot)
+        "signal": make_package(tmp / "sig", kind="signal", name="part-inspection", version="2.0.0", key=key),
         "pub": pub,
     }
 
@@ -131,3 +133,33 @@ async def test_a_version_the_health_watch_rolled_back_is_not_served_after_a_kill
         assert s.version == "1.0.0"  # (was 1.1.0)
     finally:
         await s.stop()
+
+
+@pytest.mark.parametrize("why", ["task", "pipeline"])
+async def test_a_package_refused_for_its_task_or_a_pipelines_check_is_never_what_a_start_serves(
+    tmp_path, pkgs, why
+):
+    """A package refused at its swap because its task is not the slot's, or because a pipeline's check refuses it
+    (a baseline's sample-rate floor), was left installed and unmarked: the newest version in the slot's folder, so
+    that a start on a lost state.json served it (a signal model on the camera's pipeline). It is now marked and
+    removed as any other refusal past the install; the start serves the version the slot ran."""
+    s = _slot(tmp_path, pkgs)
+    await s.start()
+    pkg = pkgs["signal"]
+    if why == "pipeline":
+        pkg = pkgs["v2"]
+        s.swap_checks["inspect"] = lambda m: (
+            "pipeline inspect: its baseline needs 2000 Hz, the model takes 100 Hz"
+        )
+    outcome = await s.swap(pkg, watch=False)
+    assert not outcome.ok and outcome.stage == "verify" and s.version == "1.0.0", outcome
+    installed = [p.name for p in s.store.root.iterdir() if not p.name.startswith(".")]
+    assert [n for n in installed if not n.endswith(".json")] == [s.store.current()], installed  # (was: kept)
+    await s.stop()
+    s.store.state_path.write_bytes(b"")  # a power cut
+    again = _slot(tmp_path, pkgs)
+    await again.start()
+    try:
+        assert again.version == "1.0.0" and again.manifest.task.value == "vision_inspection"
+    finally:
+        await again.stop()
