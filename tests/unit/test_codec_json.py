@@ -788,3 +788,34 @@ def test_full_times_and_times_to_the_minute_are_read(text, expected):
     m = JsonMapping(timestamp_field="time", timestamp_format=TimestampFormat.ISO8601)
     ((_, _, t),) = decode(json.dumps({"time": text, "v": 1}).encode(), m, now=5.0)
     assert datetime.fromtimestamp(t, UTC).isoformat() == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            "2026-12-05T14Z",
+            "T14 is the whole hour, 14:00 to 15:00), no instant: read as the hour's start (14:00:00)",
+        ),
+        (
+            "2026-12-05 07,25",
+            "T07.25 is 07:15:00), which would be read as a fraction of a second (07:00:00.25)",
+        ),
+        (
+            "2026-12-05T16:45.1+01:00",
+            "T16:45.1 is 16:45:06), which would be read as a fraction of a second (16:45:00.1)",
+        ),
+        (
+            "2026-12-05T09." + "9" * 30 + "Z",
+            "T09.999999999... is 10:00:00), which would be read as a fraction",
+        ),
+    ],
+)
+def test_an_hour_alone_or_a_minutes_fraction_is_refused_naming_its_own_hour(text, said):
+    """Before, the line said 'T10 is the whole hour, 10:00 to 11:00 ... (10:00:00, 10:00:00.5)' and 'T10:30.5 is
+    10:30:30' whatever the time sent: an engineer sending 14:00 was told of 10:00."""
+    m = JsonMapping(timestamp_field="time", timestamp_format=TimestampFormat.ISO8601)
+    with pytest.raises(CodecError) as e:
+        decode(json.dumps({"time": text, "v": 1}).encode(), m, now=5.0)
+    assert e.value.reason == "bad_timestamp" and said in e.value.detail
+    assert "T10 is" not in e.value.detail and "T10:30.5" not in e.value.detail
