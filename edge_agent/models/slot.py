@@ -342,8 +342,25 @@ class ModelSlot:
                 and want_pkg is not None
                 and self.config.version_policy is VersionPolicy.PINNED
             ):
-                if want_pkg.exists() and await asyncio.to_thread(package_digest, want_pkg) != opened.digest:
-                    opened, pinned_other = None, True  # the config pins another package: install it
+                if want_pkg.exists():
+                    try:
+                        want_digest = await asyncio.to_thread(package_digest, want_pkg)
+                    except PackageError as exc:
+                        # a named pipe, a device, a file larger than a package can be: no package to pin to. Raised,
+                        # it ended the slot's start, and the agent's with it (every other slot and pipeline)
+                        self.counters["configured_package_refused"] += 1
+                        log.warning(
+                            "slot %s: the configured package %s is refused: %s; serving the installed %s (fix "
+                            "models.%s.package in the agent's config)",
+                            self.name,
+                            printable(str(want_pkg), 300),
+                            printable(str(exc), 300),
+                            opened.manifest.package_id,
+                            self.name,
+                        )
+                    else:
+                        if want_digest != opened.digest:
+                            opened, pinned_other = None, True  # the config pins another package: install it
             if not pinned_other:
                 # the folder may have been edited or corrupted on disk since install: verify it as then
                 try:

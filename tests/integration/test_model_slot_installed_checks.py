@@ -178,3 +178,38 @@ def _warned(caplog) -> list[str]:
         for r in caplog.records
         if r.levelno == logging.WARNING and "golden set cannot judge" not in (m := r.getMessage())
     ]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+async def test_a_pinned_slots_package_turned_a_pipe_or_a_device_is_refused_and_the_installed_one_serves(
+    tmp_path, pkgs, caplog, kind
+):
+    """A pinned slot compares its configured package's digest with the installed one's at each start. The package
+    path made a named pipe or a link to a device (a script's mistake, a hostile shell): the digest raised, the slot's
+    start ended with it, and the agent's (every other slot and pipeline). Now the configured package is refused with
+    one WARNING naming the file and why, and the slot serves the installed, verified package."""
+    import os
+    import shutil
+
+    pkg = tmp_path / "pkg.edgepkg"
+    shutil.copy(pkgs["v1"], pkg)
+    cfg = ModelConfig(package=str(pkg), name="part-inspection", engine="onnxruntime", version_policy="pinned")
+    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    await s.start()
+    await s.stop()
+    pkg.unlink()
+    if kind == "fifo":
+        os.mkfifo(pkg)
+    else:
+        pkg.symlink_to("/dev/zero")
+    again = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    with caplog.at_level(logging.WARNING):
+        await again.start()  # (was: UnsafeArchiveError "package pkg.edgepkg: cannot read it (...)")
+    try:
+        assert again.version == "1.0.0" and again.state == "active"
+        said = [m for m in _warned(caplog) if "configured package" in m]
+        what = "a named pipe" if kind == "fifo" else "a device"
+        assert len(said) == 1 and str(pkg) in said[0] and what in said[0] and "refused" in said[0], said
+        assert again.status()["counters"]["configured_package_refused"] == 1
+    finally:
+        await again.stop()
