@@ -2773,6 +2773,9 @@ def json_decoder(src: MqttSource, sub: Subscription):
     kept = [False]  # this message holds a kept non-finite value: _json_readings makes its reading BAD
 
     topic_of = [""]  # the topic of the message being decoded, for a notice the decoder reports
+    # the encoding of the message being decoded on the loop when UTF-16/32 (``wide_encoding``; a worker thread's:
+    # ``_Own.how``): a record's refusal quotes its converted text, so it names the encoding as the message's do
+    wide_of: list[str | None] = [None]
     # a worker thread's decode (``parse``) keeps what it finds to itself, on this thread-local: its reports (said
     # on the loop in their order by ``run``), its non-finite flag, its unread text and nested fields. A consumer
     # cancelled mid-decode and started again decodes the message again while the first decode runs on (both wrote
@@ -2781,6 +2784,8 @@ def json_decoder(src: MqttSource, sub: Subscription):
 
     def on_error(reason: str, detail: str) -> None:
         own: _Own | None = getattr(apart, "own", None)
+        if (how := wide_of[0] if own is None else own.how) is not None:
+            detail = json_codec.wide_refused(json_codec.CodecError(reason, detail), how).detail
         if own is not None:
             if reason == "non_finite":
                 own.kept = True
@@ -2863,6 +2868,7 @@ def json_decoder(src: MqttSource, sub: Subscription):
             # found: passed unscanned); an error names its encoding
             if (how := json_codec.wide_encoding(payload)) is not None:
                 payload = json_codec.utf8_payload(payload)
+                own.how = how
             too_many = json_codec.too_many_to_parse(payload) if size > _SCAN_BYTES else None
             if too_many is not None:
                 raise too_many
@@ -2912,6 +2918,7 @@ def json_decoder(src: MqttSource, sub: Subscription):
                     payload = json_codec.utf8_payload(payload)
                 except json_codec.CodecError as e:
                     raise json_codec.wide_refused(e, how) from None
+        wide_of[0] = how
         unnested: list[tuple[str, Any]] | None = None  # (no list made per message: the loop's hot path)
         said: str | None = None  # the nested fields' hint, once built (once per source, not per message)
         got: list = []
@@ -3052,6 +3059,9 @@ class _Own:
 
     reports: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     kept: bool = False
+    how: str | None = (
+        None  # the payload's encoding when UTF-16/32 (``wide_encoding``): its records' refusals name it
+    )
     texts: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
     nested: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
 

@@ -1136,3 +1136,39 @@ async def test_every_refusal_of_a_utf16_payload_names_its_encoding_and_a_zeroed_
     assert said[2].endswith("; the payload is UTF-16 (by its byte-order mark), read as such")
     assert "the payload begins with NUL bytes (a zeroed buffer?), no JSON or text" in said[3]
     assert "codec" not in said[3] and "read as such" not in said[3]
+
+
+async def test_a_record_refused_in_a_utf16_batch_names_the_encoding_as_the_batch_does(mosquitto):
+    """A records batch in UTF-16 (a Windows gateway's) whose one record is refused: the record's line quotes the
+    converted text, so it names the encoding, as a refusal of the whole batch does. Before, it did not, on the
+    loop and in a worker thread (a batch over 64 KiB) alike; the batch's other records are read."""
+    subs = [{"topic": "rec/#", "json_mapping": {"records": {"array": "values"}, "timestamp_field": None}}]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    said, got = [], []
+
+    async def consume() -> None:
+        async for r in src.items():
+            got.append((r.tag, r.value))
+
+    task = asyncio.create_task(consume())
+    records = [{"id": "a", "v": 1}, {"id": "b"}]  # b without its value: missing_field
+    pad = [{"id": f"p{i}", "v": i} for i in range(4000)]  # over 64 KiB: decoded in a worker thread
+    try:
+        for topic, batch, encoding in (
+            ("rec/small", records, "utf-16"),
+            ("rec/big", records + pad, "utf-16-le"),
+        ):
+            pub.publish(topic, json.dumps({"values": batch}).encode(encoding), qos=1)
+            await until(lambda n=len(said) + 1: src.stats.errors == n, 10, f"{topic}'s record refused")
+            said.append(src.stats.last_error or "")
+        await until(lambda: len(got) == 2 + 4000, 10, "the other records read")
+    finally:
+        task.cancel()
+        closed(pub)
+        await src.stop()
+    assert got[0] == ("rec/small/a", 1) and ("rec/big/a", 1) in got
+    assert said[0].startswith("missing_field: topic 'rec/small': record 'b'")
+    assert said[0].endswith("; the payload is UTF-16 (by its byte-order mark), read as such")
+    assert said[1].startswith("missing_field: topic 'rec/big': record 'b'")
+    assert said[1].endswith("; the payload is UTF-16LE (by its NUL bytes, no byte-order mark), read as such")
