@@ -71,6 +71,7 @@ class MessageType(enum.StrEnum):
     STATE = "STATE"
 
 
+_WIDE_INTS = (DataType.INT64, DataType.UINT64)  # their own field is long_value (64 bits)
 _SIGNED_BITS = {DataType.INT8: 8, DataType.INT16: 16, DataType.INT32: 32, DataType.INT64: 64}
 _UNSIGNED_BITS = {DataType.UINT8: 8, DataType.UINT16: 16, DataType.UINT32: 32, DataType.UINT64: 64}
 _INT_FIELD = {DataType.INT8, DataType.INT16, DataType.INT32, DataType.UINT8, DataType.UINT16, DataType.UINT32}
@@ -562,10 +563,22 @@ def _dataset(d: Any, budget: list[int]) -> DataSet:
     return DataSet(columns, types, rows)
 
 
+@dataclass(frozen=True, slots=True)
+class IntValueHigh:
+    """A DataSet cell of an Int64 or UInt64 column that came in ``int_value`` (32 bits) at 2**31 or above: -1
+    written by a 32-bit encoder (4294967295) as much as the number, no one value (``dataset_arrays`` refuses its
+    column, as the host refuses such a metric: ``Metric.int_value_high``). Eclipse Tahu reads an Int64 from
+    long_value only: 0 in Java, an error for the DataSet in JavaScript."""
+
+    value: int
+
+
 def _cell(e: Any, datatype: int) -> Any:
     which = e.WhichOneof("value")
     if which is None or which == "extension_value":
         return None
+    if which == "int_value" and e.int_value >= 0x80000000 and datatype in _WIDE_INTS:
+        return IntValueHigh(e.int_value)
     if which in ("int_value", "long_value"):
         return as_declared(getattr(e, which), datatype)
     if which == "string_value":
@@ -615,6 +628,18 @@ def dataset_arrays(ds: DataSet) -> list[tuple[str, Any, str]]:
             cells = [math.nan if c is None else c for c in cells]
         want = (bool,) if dt == DataType.BOOLEAN else (float,) if dt in _FLOAT_COLUMNS else (int,)
         bad = next((c for c in cells if type(c) not in want), _NO_CELL)
+        if type(bad) is IntValueHigh:
+            out.append(
+                (
+                    name,
+                    None,
+                    f"wrong_type: a cell {bad.value} of a column of {'an Int64' if dt == DataType.INT64 else 'a UInt64'}"
+                    f" came in int_value (32 bits), not in long_value as Sparkplug writes it: {bad.value - (1 << 32)} "
+                    "cut to 32 bits or the number, no one value; the column skipped (the edge node must write a "
+                    "64-bit integer in long_value)",
+                )
+            )
+            continue
         if bad is not _NO_CELL:
             what = "an empty cell" if bad is None else f"a cell {type(bad).__name__} {str(bad)[:40]!r}"
             out.append((name, None, f"wrong_type: {what} in a column of datatype {dt}"))

@@ -193,7 +193,8 @@ def test_tahu_reads_a_metric_by_its_datatypes_field_only():
     """Why a value in another field than its datatype's is refused here (wrong_type,
     test_sparkplug_value_fields.py): Tahu reads the field Sparkplug gives the datatype and nothing else, so a
     Float carrying int_value, a Boolean int_value or a String a double has no value there (an Int32 carrying a
-    double reads 0). A UInt32 in long_value is read (Tahu writes it there; the specification says uint32)."""
+    double reads 0), nor an Int64 carrying int_value. A UInt32 in long_value is read (Tahu writes it there; the
+    specification says uint32)."""
     D = sp.DataType
     p = sp._pb().Payload()
     p.timestamp, p.seq = 1, 0
@@ -202,6 +203,7 @@ def test_tahu_reads_a_metric_by_its_datatypes_field_only():
     pb_metric(p, "S", alias=3, datatype=D.STRING, double_value=3.5)
     pb_metric(p, "I", alias=4, datatype=D.INT32, double_value=2.5)
     pb_metric(p, "U", alias=5, datatype=D.UINT32, long_value=7)
+    pb_metric(p, "L", alias=6, datatype=D.INT64, int_value=4294967295)  # -1 cut to 32 bits, or the number
     got = tahu({"op": "decode", "b64": base64.b64encode(p.SerializeToString()).decode()})
     assert [(m["name"], m["type"], m["value"]) for m in got["metrics"]] == [
         ("F", "Float", None),
@@ -209,4 +211,5 @@ def test_tahu_reads_a_metric_by_its_datatypes_field_only():
         ("S", "String", None),
         ("I", "Int32", 0),
         ("U", "UInt32", "7"),
+        ("L", "Int64", None),  # neither -1 nor 4294967295: refused here (test_sparkplug_value_fields.py)
     ]

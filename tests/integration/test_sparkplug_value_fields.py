@@ -7,8 +7,11 @@ other (UInt32 in int_value or long_value: Tahu's own libraries differ), and so d
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.base import Quality
@@ -23,10 +26,17 @@ from tests.support.waits import until
 D = sp.DataType
 
 
-async def test_a_value_in_another_field_than_its_datatypes_is_wrong_type_and_skipped(mosquitto, caplog):
-    """Before, each was passed on GOOD as it came: the Float tag took the integer 4294967291 (-5.0 cast to an
-    integer, or the number?), the Boolean 1, the Int32 2.5 (no Int32), the String a number, the Double's birth
-    value an integer."""
+@dataclass
+class _Peers:
+    src: MqttSource
+    asked: list[str]  # the nodes asked a rebirth
+    pub: paho.Client  # the nodes' publisher
+    got: list  # the readings
+
+
+@pytest.fixture
+async def peers(mosquitto) -> AsyncIterator[_Peers]:
+    """A Sparkplug source on spBv1.0/g/# consumed, the nodes' rebirth asks heard, and a publisher for the nodes."""
     sub = {"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}
     src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=[sub]))
     await src.start()
@@ -37,33 +47,41 @@ async def test_a_value_in_another_field_than_its_datatypes_is_wrong_type_and_ski
     got, task = _consume(src)
     try:
         await _ready(src)
-        b = sp._pb().Payload()
-        b.timestamp, b.seq = T0_MS, 0
-        _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
-        _metric(b, "Temp", alias=1, datatype=D.FLOAT, float_value=20.5)
-        _metric(b, "Running", alias=2, datatype=D.BOOLEAN, boolean_value=True)
-        _metric(b, "Count", alias=3, datatype=D.INT32, int_value=4)
-        _metric(b, "Mode", alias=4, datatype=D.STRING, string_value="auto")
-        _metric(b, "Speed", alias=5, datatype=D.DOUBLE, int_value=1500)  # in the birth too: its value skipped
-        _metric(b, "Total", alias=6, datatype=D.UINT32, long_value=7)  # the other integer field: read
-        pub.publish("spBv1.0/g/NBIRTH/n", b.SerializeToString(), qos=1)
-        d = sp._pb().Payload()
-        d.timestamp, d.seq = T0_MS + 1, 1
-        _metric(d, alias=1, int_value=4294967291)  # Float
-        _metric(d, alias=2, int_value=1)  # Boolean
-        _metric(d, alias=3, double_value=2.5)  # Int32
-        _metric(d, alias=4, double_value=3.5)  # String
-        _metric(d, alias=5, float_value=1500.0)  # Double in float_value: read
-        _metric(d, alias=6, int_value=8)  # UInt32 in int_value: read
-        pub.publish("spBv1.0/g/NDATA/n", d.SerializeToString(), qos=1)
-        await until(lambda: src.stats.errors_by_reason.get("wrong_type") == 5, 10, "the five refused")
-        await until(lambda: len(got) == 7, 10, "the values read")
-        await asyncio.sleep(0.2)
+        yield _Peers(src, asked, pub, got)
     finally:
         task.cancel()
         closed(pub)
         closed(asker)
         await src.stop()
+
+
+async def test_a_value_in_another_field_than_its_datatypes_is_wrong_type_and_skipped(peers, caplog):
+    """Before, each was passed on GOOD as it came: the Float tag took the integer 4294967291 (-5.0 cast to an
+    integer, or the number?), the Boolean 1, the Int32 2.5 (no Int32), the String a number, the Double's birth
+    value an integer."""
+    src, asked, pub, got = peers.src, peers.asked, peers.pub, peers.got
+    b = sp._pb().Payload()
+    b.timestamp, b.seq = T0_MS, 0
+    _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
+    _metric(b, "Temp", alias=1, datatype=D.FLOAT, float_value=20.5)
+    _metric(b, "Running", alias=2, datatype=D.BOOLEAN, boolean_value=True)
+    _metric(b, "Count", alias=3, datatype=D.INT32, int_value=4)
+    _metric(b, "Mode", alias=4, datatype=D.STRING, string_value="auto")
+    _metric(b, "Speed", alias=5, datatype=D.DOUBLE, int_value=1500)  # in the birth too: its value skipped
+    _metric(b, "Total", alias=6, datatype=D.UINT32, long_value=7)  # the other integer field: read
+    pub.publish("spBv1.0/g/NBIRTH/n", b.SerializeToString(), qos=1)
+    d = sp._pb().Payload()
+    d.timestamp, d.seq = T0_MS + 1, 1
+    _metric(d, alias=1, int_value=4294967291)  # Float
+    _metric(d, alias=2, int_value=1)  # Boolean
+    _metric(d, alias=3, double_value=2.5)  # Int32
+    _metric(d, alias=4, double_value=3.5)  # String
+    _metric(d, alias=5, float_value=1500.0)  # Double in float_value: read
+    _metric(d, alias=6, int_value=8)  # UInt32 in int_value: read
+    pub.publish("spBv1.0/g/NDATA/n", d.SerializeToString(), qos=1)
+    await until(lambda: src.stats.errors_by_reason.get("wrong_type") == 5, 10, "the five refused")
+    await until(lambda: len(got) == 7, 10, "the values read")
+    await asyncio.sleep(0.2)
     assert [(r.tag, r.value, r.quality) for r in got] == [
         ("n/Temp", 20.5, Quality.GOOD),
         ("n/Running", True, Quality.GOOD),
@@ -85,46 +103,28 @@ async def test_a_value_in_another_field_than_its_datatypes_is_wrong_type_and_ski
     )
 
 
-async def test_a_64_bit_integer_in_int_value_is_read_below_2_31_and_refused_above(mosquitto, caplog):
+async def test_a_64_bit_integer_in_int_value_is_read_below_2_31_and_refused_above(peers, caplog):
     """int_value is 32 bits: an Int64 of -5 written there by a 32-bit encoder is 4294967291, as is the number.
     Before, it was read as 4294967291, GOOD; below 2**31 the number is the same either way, and a UInt32 (Tahu
     Python's and SparkplugNet's int_value) is read whole."""
-    sub = {"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}
-    src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=[sub]))
-    await src.start()
-    asker, asked = _asker(mosquitto.port, "spBv1.0/g/NCMD/+")
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port, 30)
-    pub.loop_start()
-    got, task = _consume(src)
-    try:
-        await _ready(src)
-        b = sp._pb().Payload()
-        b.timestamp, b.seq = T0_MS, 0
-        _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
-        _metric(
-            b, "Offset", alias=1, datatype=D.INT64, int_value=4294967291
-        )  # -5 cut to 32 bits, or the number
-        _metric(b, "Count", alias=2, datatype=D.UINT64, int_value=7)  # below 2**31: read
-        _metric(
-            b, "Energy", alias=3, datatype=D.UINT32, int_value=4_000_000_000
-        )  # a UInt32's own field: read
-        _metric(b, "Delta", alias=4, datatype=D.INT64, long_value=(1 << 64) - 5)  # long_value: -5
-        pub.publish("spBv1.0/g/NBIRTH/n", b.SerializeToString(), qos=1)
-        d = sp._pb().Payload()
-        d.timestamp, d.seq = T0_MS + 1, 1
-        _metric(d, alias=1, int_value=5)  # Int64 by its birth, below 2**31: read
-        _metric(d, alias=2, int_value=3_000_000_000)  # UInt64 by its birth: refused
-        _metric(d, alias=3, int_value=4_000_000_001)
-        pub.publish("spBv1.0/g/NDATA/n", d.SerializeToString(), qos=1)
-        await until(lambda: src.stats.errors_by_reason.get("wrong_type") == 2, 10, "the two refused")
-        await until(lambda: len(got) == 5, 10, "the values read")
-        await asyncio.sleep(0.2)
-    finally:
-        task.cancel()
-        closed(pub)
-        closed(asker)
-        await src.stop()
+    src, asked, pub, got = peers.src, peers.asked, peers.pub, peers.got
+    b = sp._pb().Payload()
+    b.timestamp, b.seq = T0_MS, 0
+    _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
+    _metric(b, "Offset", alias=1, datatype=D.INT64, int_value=4294967291)  # -5 cut to 32 bits, or the number
+    _metric(b, "Count", alias=2, datatype=D.UINT64, int_value=7)  # below 2**31: read
+    _metric(b, "Energy", alias=3, datatype=D.UINT32, int_value=4_000_000_000)  # a UInt32's own field: read
+    _metric(b, "Delta", alias=4, datatype=D.INT64, long_value=(1 << 64) - 5)  # long_value: -5
+    pub.publish("spBv1.0/g/NBIRTH/n", b.SerializeToString(), qos=1)
+    d = sp._pb().Payload()
+    d.timestamp, d.seq = T0_MS + 1, 1
+    _metric(d, alias=1, int_value=5)  # Int64 by its birth, below 2**31: read
+    _metric(d, alias=2, int_value=3_000_000_000)  # UInt64 by its birth: refused
+    _metric(d, alias=3, int_value=4_000_000_001)
+    pub.publish("spBv1.0/g/NDATA/n", d.SerializeToString(), qos=1)
+    await until(lambda: src.stats.errors_by_reason.get("wrong_type") == 2, 10, "the two refused")
+    await until(lambda: len(got) == 5, 10, "the values read")
+    await asyncio.sleep(0.2)
     assert [(r.tag, r.value, r.quality) for r in got] == [
         ("n/Count", 7, Quality.GOOD),
         ("n/Energy", 4_000_000_000, Quality.GOOD),
@@ -139,4 +139,38 @@ async def test_a_64_bit_integer_in_int_value_is_read_below_2_31_and_refused_abov
     )
     assert "metric 'Count' is a UInt64 (by its birth) but its value 3000000000 came in int_value" in (
         src.stats.last_error or ""
+    )
+
+
+async def test_a_datasets_64_bit_column_in_int_value_is_read_below_2_31_and_refused_above(peers):
+    """A DataSet cell is read as a metric's value is: an Int64 cell of -1 written in int_value by a 32-bit
+    encoder is 4294967295, as is the number, so its column is wrong_type, counted and skipped, the table's
+    other columns read (below 2**31 the number is the same either way). Before, the column was read GOOD with
+    4294967295 for -1. Eclipse Tahu reads an Int64 from long_value only (Java: 0; JavaScript: no DataSet)."""
+    src, pub, got = peers.src, peers.pub, peers.got
+    b = sp._pb().Payload()
+    b.timestamp, b.seq = T0_MS, 0
+    _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
+    ds = _metric(b, "T", alias=1, datatype=D.DATASET).dataset_value
+    ds.num_of_columns = 4
+    ds.columns.extend(["i64", "u64", "small", "long"])
+    ds.types.extend([D.INT64, D.UINT64, D.INT64, D.INT64])
+    for cells in ((4294967295, 7, 5, (1 << 64) - 1), (3, 3_000_000_000, 7, 2)):
+        row = ds.rows.add()
+        for i, v in enumerate(cells):
+            if i == 3:
+                row.elements.add().long_value = v
+            else:
+                row.elements.add().int_value = v
+    pub.publish("spBv1.0/g/NBIRTH/n", b.SerializeToString(), qos=1)
+    await until(lambda: src.stats.errors_by_reason.get("wrong_type") == 2, 10, "the two columns refused")
+    await until(lambda: len(got) == 2, 10, "the other columns read")
+    assert [(r.tag, r.value.tolist(), r.quality) for r in got] == [
+        ("n/T/small", [5, 7], Quality.GOOD),
+        ("n/T/long", [-1, 2], Quality.GOOD),
+    ]
+    assert src.stats.errors_by_reason == {"wrong_type": 2} and peers.asked == []
+    assert (
+        "g/n/: DataSet 'T' column 'u64': a cell 3000000000 of a column of a UInt64 came in int_value (32 bits), "
+        "not in long_value as Sparkplug writes it" in (src.stats.last_error or "")
     )
