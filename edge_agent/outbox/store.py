@@ -145,6 +145,9 @@ SALVAGE_S = 30.0  # at most this long copying what is still readable out of a co
 # while running: appends are committed meanwhile, so the salvage of a large outbox may take longer
 RUNNING_SALVAGE_S = 300.0
 SALVAGE_ACKED_MAX = 1_000_000  # acknowledged seqs an unfinished salvage's marker may name (a few batches)
+SALVAGE_JOBS_MAX = (
+    64  # unfinished copies one marker carries (each a later renewal's, while the one before was cut)
+)
 SALVAGE_CHUNK = 256  # seqs read at once; a chunk that cannot be read is split down to single seqs
 RENEW_RETRY_S = 5.0  # a store that could not be renewed (a full disk) is tried again this often
 SALVAGE_TRIES = (
@@ -219,6 +222,12 @@ def _delete_seqs(db: sqlite3.Connection, seqs: list[int]) -> list:
             f"DELETE FROM records WHERE seq IN ({q}) RETURNING seq, kind, priority, size, sample_sha256", part
         ).fetchall()
     return gone
+
+
+def _progress_key(src: Path) -> str:
+    """The new store's ``meta`` key of how far the copy of ``src`` has gone (one per moved-aside file: a store may
+    take the rest of an earlier renewal's copy beside its own; a former release kept one, ``salvaged_to``)."""
+    return "salvaged_to:" + src.name
 
 
 def _since_boot() -> float:
@@ -406,6 +415,8 @@ class Outbox:
         self._renew_next = 0.0  # monotonic time of the next attempt after one failed
         self._renew_failing = False
         self._salvage_from: Path | None = None  # a moved-aside store not yet salvaged (a renewal that failed)
+        # moved-aside file -> the last seq its copy into the current store has reached (as its meta says)
+        self._progress: dict[str, int] = {}
         self._salvage_tries = 0
         self._acked_while_salvaging: set | None = (
             None  # seqs acked while a running salvage copies old records
@@ -575,14 +586,16 @@ class Outbox:
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', ?)",
                     ((self._read_salvaging() or {}).get("last_seq", 0),),
                 )
+            self._renewal_cut_before_move(db)
             db = self._own(db, recorded)
-            self._resume_salvage(db)
+            self._resume_salvage(db, recorded)
         except (sqlite3.DatabaseError, _Corrupt) as exc:
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):
                     db.close()
             if isinstance(exc, sqlite3.DatabaseError) and not _is_corrupt(exc):
                 raise  # a full or read-only disk: the file may be healthy, keep it
+            existing = self._read_salvaging()  # (a copy into this store left unfinished, or its renewal's)
             aside = self._move_aside()
             reason = _one_line(exc)
             db = self._connect()
@@ -591,6 +604,7 @@ class Outbox:
             epoch = max((known or 0) + 1, int(time.time()))
             self._write_epoch_file(epoch)
             db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+            carried, acked = self._carried_at_open(existing, known, aside)
             former = self._former_tenant(aside, recorded) if aside is not None else None
             if aside is not None and former is not None:
                 # the gateway moved to another tenant, or whose records they are cannot be told: held whole
@@ -607,13 +621,24 @@ class Outbox:
                     kept,
                 )
                 aside = self.moved_aside = kept
-            if aside is not None and former is None:
-                self._write_salvaging({"src": str(aside), "epoch": epoch, "last_seq": 0, "acked": []})
-                salvaged, done = self._salvage(aside, db)
-                if done:  # (cut off: the marker stays, the next start goes on after the last slice copied)
-                    self._write_salvaging(None)
+                for j in carried:  # the copies into it that were left unfinished: that tenant's too
+                    self._hold_unfinished(Path(j["src"]), recorded)
+                self._write_salvaging(None)
+                salvaged: Counter = Counter()
             else:
+                jobs = (
+                    [{"src": str(aside), "last_seq": 0, "acked": acked, "from": 0}]
+                    if aside is not None
+                    else []
+                ) + carried
                 salvaged = Counter()
+                if jobs:
+                    self._write_salvaging(self._marker(epoch, jobs))
+                    # (cut off: the marker stays, the next start goes on after the last slice copied)
+                    salvaged, left = self._copy_jobs(
+                        db, jobs, time.monotonic() + SALVAGE_S, raise_errors=True, strict=False
+                    )
+                    self._write_salvaging(self._marker(epoch, left) if left else None)
             log.error(
                 "outbox %s is corrupt (%s): moved aside to %s; a fresh outbox starts in epoch %d with the %d "
                 "records still readable in it; the others were not sent (inspect the file with sqlite3 if "
@@ -907,12 +932,12 @@ class Outbox:
         budgeted folder; only the newest is kept, so a bad disk cannot fill up with copies). None when there
         was no file to move."""
         self.corrupt_dir.mkdir(parents=True, exist_ok=True)
-        job = self._read_salvaging()
-        todo = Path(job["src"]).name if job else None  # a copy a killed process left unfinished: kept
+        # the copies a killed or cut-off process left unfinished (the marker's file and those it carries): kept
+        todo = {Path(j["src"]).name for j in self._jobs(self._read_salvaging())}
         for old in sorted(self.corrupt_dir.glob("outbox.db.*")):
             if keep is not None and old.name.startswith(keep.name):
                 continue
-            if todo is not None and old.name.startswith(todo):
+            if any(old.name in (name, name + "-wal", name + "-shm") for name in todo):
                 continue
             log.warning("outbox: removing an older corrupt file %s to keep only the newest", old)
             old.unlink(missing_ok=True)
@@ -995,68 +1020,267 @@ class Outbox:
         finally:
             os.close(dfd)
 
-    def _resume_salvage(self, db: sqlite3.Connection) -> None:
-        """At open: finish the copy a renewal began in this store's epoch and a killed process left unfinished,
-        from the slice after the last one committed (the rest of the old store is not read again: what was
-        copied may have been sent and acknowledged since), leaving out what the cloud had acknowledged."""
+    @staticmethod
+    def _jobs(job: dict | None) -> list[dict]:
+        """The copies a marker names, its own first, then those it carries for earlier renewals (``earlier``):
+        each ``{"src", "last_seq", "acked", "from"}``, ``from`` the seq it goes on from in a store with no progress
+        of its own for it (0: the whole file). At most SALVAGE_JOBS_MAX (a garbled marker does not fill memory)."""
+        if job is None:
+            return []
+        out = []
+        earlier = job.get("earlier")
+        for j in [job, *(earlier if isinstance(earlier, list) else [])][:SALVAGE_JOBS_MAX]:
+            if isinstance(j, dict) and isinstance(j.get("src"), str):
+                out.append(
+                    {
+                        "src": j["src"],
+                        **{k: j.get(k, d) for k, d in (("last_seq", 0), ("acked", []), ("from", 0))},
+                    }
+                )
+        return out
+
+    @staticmethod
+    def _marker(epoch: int, jobs: list[dict], previous_epoch: int | None = None) -> dict:
+        """The marker of the copies ``jobs`` into the store of ``epoch`` (the first is the marker's own file)."""
+        mark: dict[str, Any] = {**jobs[0], "epoch": epoch}
+        if previous_epoch is not None:
+            mark["previous_epoch"] = previous_epoch
+        mark["earlier"] = jobs[1:]
+        return mark
+
+    def _carry(self, job: dict | None, meta: dict | None = None) -> list[dict]:
+        """The copies an unfinished marker names, each to go on after the last slice it copied (as this process
+        knows it, else as the store's ``meta`` says), for a renewal that moves their store aside: a later renewal
+        must never drop an earlier copy cut short (its file was removed and its remaining records lost)."""
+        out = []
+        for i, j in enumerate(self._jobs(job)):
+            done = self._progress.get(j["src"])
+            if done is None and meta is not None:
+                done = meta.get(_progress_key(Path(j["src"])), meta.get("salvaged_to") if i == 0 else None)
+            start = j["from"] if type(j["from"]) is int else 0
+            out.append({**j, "from": max(start, done + 1) if type(done) is int else start})
+        return out
+
+    def _carried_at_open(
+        self, job: dict | None, known: int | None, aside: Path | None
+    ) -> tuple[list[dict], list]:
+        """For a store found corrupt at open, what the marker left beside it hands on to the new store's copy: the
+        copies to go on with, and the seqs the cloud acknowledged on that store (never copied into the new one).
+        A renewal of this store killed after writing its marker but before moving it (the marker's epoch not yet
+        recorded): its acknowledged seqs and its copies; a copy into this store left unfinished (its epoch): the
+        rest of it, after the last slice copied (the store's ``meta`` read from the moved file)."""
+        if job is None or known is None:
+            return [], []
+        jobs = self._jobs(job)
+        if job.get("previous_epoch") == known and job.get("epoch") != known:
+            own = jobs[
+                0
+            ]  # a copy of a store removed under the agent exists already; a corrupt one was not moved
+            return ([own] if os.path.lexists(own["src"]) else []) + jobs[1:], own["acked"]
+        if job.get("epoch") == known:
+            meta: dict = {}
+            if aside is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    con = sqlite3.connect(
+                        f"file:{urllib.parse.quote(str(aside))}?mode=ro", uri=True, timeout=5
+                    )
+                    try:
+                        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+                    finally:
+                        con.close()
+            return self._carry(job, meta), []
+        return [], []
+
+    def _renewal_cut_before_move(self, db: sqlite3.Connection) -> None:
+        """At open: a renewal killed after it wrote its marker but before it moved the store aside (the marker's
+        file not there, the store at the path still in the epoch it renewed from). The seqs the cloud acknowledged
+        whose DELETE met the damage are deleted now (a DELETE meeting the damage again raises: the store is renewed
+        at open with them left out), and the copies the marker carried for earlier renewals go on in this store."""
+        job = self._read_salvaging()
+        if job is None or "previous_epoch" not in job or os.path.lexists(job["src"]):
+            return
+        row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        if row is None or row[0] != job["previous_epoch"]:
+            return
+        jobs = self._jobs(job)
+        if self._salvage_job_refused(jobs[0], None, db, strict=False) is None:
+            seqs = [q for a, b in jobs[0]["acked"] for q in range(a, b + 1)]
+            if seqs:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    _delete_seqs(db, seqs)
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+                log.warning(
+                    "outbox %s: a renewal was cut off before it moved the store aside; the %d records the cloud "
+                    "had acknowledged are removed now",
+                    self.dir,
+                    len(seqs),
+                )
+        self._write_salvaging(self._marker(row[0], jobs[1:]) if len(jobs) > 1 else None)
+
+    def _hold_unfinished(self, src: Path, recorded: tuple[int, str, str] | None) -> None:
+        """A moved-aside store whose copy was left unfinished, found another tenant's (the gateway moved): held whole
+        in ``outbox-held/`` as the store it was copied into, never copied into this tenant's outbox."""
+        if self._salvage_job_refused({"src": str(src)}, src, None) is not None:
+            return
+        former = self._former_tenant(src, recorded)
+        if former is None:
+            former = (self.former_tenant or "", "")
+        kept = self._hold(former, recorded[0] if recorded else 0, Counter(), [], src=src)
+        log.warning(
+            "outbox %s: the unfinished copy of %s is of records made under %s: not copied into tenant %s's "
+            "outbox; held whole in %s",
+            self.dir,
+            src,
+            f"tenant {_who(former[0])}" if former[0] else "a tenant that cannot be told",
+            _who(self.owner[0] if self.owner else "?"),
+            kept,
+        )
+
+    def _copy_jobs(
+        self,
+        db: sqlite3.Connection,
+        jobs: list[dict],
+        deadline: float,
+        between=None,
+        raise_errors: bool = False,
+        strict: bool = True,
+    ) -> tuple[Counter, list[dict]]:
+        """Copy each moved-aside file of ``jobs`` into ``db`` in turn, from its ``from`` seq, leaving out the seqs
+        the cloud acknowledged on it, until ``deadline``. Returns the rows copied by kind and the copies not done
+        (cut off by the deadline, a stop or a disk error), each to go on after the last slice it copied. A file
+        that is not a regular one in outbox-corrupt/ is skipped (logged)."""
+        got: Counter = Counter()
+        left: list[dict] = []
+        for i, j in enumerate(jobs):
+            src = Path(j["src"])
+            why = self._salvage_job_refused(j, src, db, strict=strict and i == 0)
+            if why:
+                log.warning("outbox %s: the unfinished copy of %s is not resumed: %s", self.dir, src, why)
+                continue
+            if left or time.monotonic() >= deadline or self._stop.is_set():
+                left.append(j)  # (one was cut off: those behind it wait their turn)
+                continue
+            extra = [q for a, b in j["acked"] for q in range(a, b + 1) if q not in self._acked_unremoved]
+            with self._lock:
+                self._acked_unremoved.update(dict.fromkeys(extra))
+            try:
+                one, finished = self._salvage(
+                    src,
+                    db,
+                    min(j["last_seq"], self._store_top(db)),
+                    between=between,
+                    limit_s=max(0.0, deadline - time.monotonic()),
+                    start=j["from"],
+                )
+            except (OSError, sqlite3.Error) as exc:  # a full disk: the copy goes on later
+                if raise_errors or isinstance(exc, sqlite3.Error) and _is_corrupt(exc):
+                    raise
+                log.error("outbox %s: the copy of %s cannot go on now: %s", self.dir, src, _cause(exc))
+                one, finished = Counter(), False
+            finally:
+                with self._lock:
+                    for q in extra:
+                        self._acked_unremoved.pop(q, None)
+            got.update(one)
+            if not finished:
+                done = self._progress.get(str(src))
+                left.append({**j, "from": max(j["from"], done + 1) if done is not None else j["from"]})
+        return got, left
+
+    def _resume_salvage(self, db: sqlite3.Connection, recorded: tuple[int, str, str] | None = None) -> None:
+        """At open: finish the copies a renewal began in this store's epoch and a killed or cut-off process left
+        unfinished (its own, and those it carried for earlier renewals), each from the slice after the last one
+        committed (what was copied is not read again: it may have been sent and acknowledged since), leaving out
+        what the cloud had acknowledged. A file made under another tenant than this gateway's certificate names is
+        held whole (``outbox-held/``), never copied into this tenant's outbox."""
         job = self._read_salvaging()
         if job is None:
             return
         row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-        src = Path(job["src"])
-        why = self._salvage_job_refused(job, src, db)
-        if row is None or row[0] != job.get("epoch") or why:
-            log.warning(
-                "outbox %s: an unfinished salvage of %s is not this store's (%s): not resumed",
+        jobs = self._jobs(job)
+        if row is None or row[0] != job.get("epoch"):
+            if (
+                self.former_tenant is not None
+            ):  # the store it copied into was held: these are that tenant's too
+                for j in jobs:
+                    self._hold_unfinished(Path(j["src"]), recorded)
+            else:
+                log.warning(
+                    "outbox %s: an unfinished salvage of %s is not this store's (another epoch): not resumed",
+                    self.dir,
+                    job["src"],
+                )
+            self._write_salvaging(None)
+            return
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        todo = []
+        for i, j in enumerate(self._carry(job, meta)):
+            src = Path(j["src"])
+            why = self._salvage_job_refused(j, src, db, strict=i == 0)
+            if why is None and self._former_tenant(src, recorded) is not None:
+                self._hold_unfinished(src, recorded)
+                continue
+            if why:
+                log.warning(
+                    "outbox %s: an unfinished salvage of %s is not this store's (%s): not resumed",
+                    self.dir,
+                    src,
+                    why,
+                )
+                continue
+            todo.append(j)
+        got, left = self._copy_jobs(db, todo, time.monotonic() + SALVAGE_S)
+        if todo:
+            log.error(
+                "outbox %s: the salvage of %s was cut off (the agent stopped while it ran); resumed: %d more "
+                "records copied into epoch %d",
                 self.dir,
-                src,
-                why or "another epoch",
+                ", ".join(j["src"] for j in todo),
+                got.total(),
+                job["epoch"],
             )
-            self._write_salvaging(None)
-            return
-        done = db.execute("SELECT value FROM meta WHERE key = 'salvaged_to'").fetchone()
-        for a, b in job.get("acked", []):
-            self._acked_unremoved.update(dict.fromkeys(range(a, b + 1)))
-        try:
-            got, finished = self._salvage(src, db, job.get("last_seq", 0), start=(done[0] if done else 0) + 1)
-        except (OSError, sqlite3.Error) as exc:  # a full disk: the copy is resumed at the next start
-            if isinstance(exc, sqlite3.Error) and _is_corrupt(exc):
-                raise
-            log.error("outbox %s: the salvage of %s cannot be resumed now: %s", self.dir, src, _cause(exc))
-            return
-        finally:
-            self._acked_unremoved.clear()
-        log.error(
-            "outbox %s: the salvage of %s was cut off (the agent stopped while it ran); resumed: %d more records "
-            "copied into epoch %d",
-            self.dir,
-            src,
-            got.total(),
-            job["epoch"],
-        )
         self.salvaged += got.total()
-        if finished:
+        if left:  # (the marker stays: the next start goes on after the last slice copied)
+            self._write_salvaging(self._marker(job["epoch"], left, job.get("previous_epoch")))
+            log.error("outbox %s: the salvage of %s goes on at the next start", self.dir, left[0]["src"])
+        else:
             self._write_salvaging(None)
-        else:  # (the marker stays: the next start goes on after the last slice copied)
-            log.error("outbox %s: the salvage of %s goes on at the next start", self.dir, src)
 
-    def _salvage_job_refused(self, job: dict, src: Path, db: sqlite3.Connection) -> str | None:
+    def _salvage_job_refused(
+        self, job: dict, src: Path | None, db: sqlite3.Connection | None, strict: bool = True
+    ) -> str | None:
         """Why the copy ``<data_dir>/outbox-salvaging`` names is not resumed, or None. Only from a regular file
         directly in outbox-corrupt/ (a named pipe there hung open() for ever on its first read), with seqs no
         higher than the new store's own numbering and at most SALVAGE_ACKED_MAX acknowledged seqs (the marker is
-        read before the agent starts: a garbled or planted one must not hold it up or fill its memory)."""
-        try:
-            st = src.lstat()
-        except OSError:
-            return "the file is gone"
-        if not stat.S_ISREG(st.st_mode) or src.parent.resolve() != self.corrupt_dir.resolve():
-            return "not a regular file in " + str(self.corrupt_dir)
-        top = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
-        top = max(top[0] if top and isinstance(top[0], int) else 0, self._max_seq(db))
+        read before the agent starts: a garbled or planted one must not hold it up or fill its memory). ``src``
+        None: the seqs only; ``db`` None: the file only; not ``strict`` (a copy carried for an earlier renewal, or one
+        into a store being made): seqs beyond the numbering are only not used (last_seq) or bounded in number."""
+        if src is not None:
+            try:
+                st = src.lstat()
+            except OSError:
+                return "the file is gone"
+            if not stat.S_ISREG(st.st_mode) or src.parent.resolve() != self.corrupt_dir.resolve():
+                return "not a regular file in " + str(self.corrupt_dir)
+        if db is None:
+            return None
+        top = self._store_top(db)
         last = job.get("last_seq", 0)
+        start = job.get("from", 0)
         acked = job.get("acked", [])
-        if type(last) is not int or not 0 <= last <= top or not isinstance(acked, list):
+        if (
+            type(last) is not int
+            or not 0 <= last <= (top if strict else 2**62)
+            or not isinstance(acked, list)
+        ):
             return f"last_seq {last!r} outside 0..{top}"
+        if type(start) is not int or not 0 <= start < 2**62:
+            return f"from {start!r} is not a seq"
         n = 0
         for r in acked:
             if not (
@@ -1064,9 +1288,14 @@ class Outbox:
             ):
                 return f"acked range {r!r} is not [first, last]"
             n += r[1] - r[0] + 1
-            if r[1] > top or n > SALVAGE_ACKED_MAX:
+            if strict and r[1] > top or n > SALVAGE_ACKED_MAX:
                 return f"acked seqs beyond {top} or more than {SALVAGE_ACKED_MAX}"
         return None
+
+    def _store_top(self, db: sqlite3.Connection) -> int:
+        """The store's numbering: the highest seq it gave or holds."""
+        top = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        return max(top[0] if top and isinstance(top[0], int) else 0, self._max_seq(db))
 
     @staticmethod
     def _max_seq(db: sqlite3.Connection) -> int:
@@ -1152,15 +1381,16 @@ class Outbox:
                         db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?)", rows)
                     # how far the copy went, with what it copied: a process killed now resumes after it
                     db.execute(
-                        "INSERT INTO meta (key, value) VALUES ('salvaged_to', ?) ON CONFLICT(key) DO UPDATE SET "
+                        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                         "value = excluded.value",
-                        (b,),
+                        (_progress_key(src), b),
                     )
                     db.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
                         db.execute("ROLLBACK")
                     raise
+                self._progress[str(src)] = b
                 got.update(r[1] for r in rows)
             if todo:
                 log.warning(
@@ -1352,18 +1582,23 @@ class Outbox:
                 to = self._aside_name("corrupt")
                 aside = keep or (to if self.path.exists() else None)
                 epoch = max(previous_epoch + 1, (self._read_epoch_file() or 0) + 1, int(time.time()))
-                if aside is not None:
+                # a copy into this store left unfinished (the start's, cut off by its time limit or a disk error):
+                # carried on, after the last slice it copied, never dropped with the store it was copied into
+                existing = self._read_salvaging()
+                if existing is not None and aside is not None and existing["src"] == str(aside):
+                    carried = self._jobs(existing)[
+                        1:
+                    ]  # (this renewal tried before: the same file, its carried)
+                elif existing is not None and existing.get("epoch") == previous_epoch:
+                    carried = self._carry(existing)
+                else:
+                    carried = []
+                own = [{"src": str(aside), "last_seq": self._seq, "acked": seq_ranges(acked_gone), "from": 0}]
+                jobs = (own if aside is not None else []) + carried
+                if jobs:
                     # before the file is moved: a kill from here on finds at the next start which file holds the
                     # records (still at the path: nothing happened; moved: copied into a store of this epoch)
-                    self._write_salvaging(
-                        {
-                            "src": str(aside),
-                            "epoch": epoch,
-                            "previous_epoch": previous_epoch,
-                            "last_seq": self._seq,
-                            "acked": seq_ranges(acked_gone),
-                        }
-                    )
+                    self._write_salvaging(self._marker(epoch, jobs, previous_epoch))
                 moved = self._move_aside(
                     keep=keep, to=to
                 )  # a corrupt file, or whatever now stands at its path
@@ -1418,6 +1653,7 @@ class Outbox:
             self._salvage_tries = SALVAGE_TRIES
             skipped: dict[int, str] = {}  # seq -> kind of the rows left out as acknowledged
             cut = False  # a stop (close(), SIGTERM) ended the copy: the next start goes on with it
+            deadline = time.monotonic() + RUNNING_SALVAGE_S
             try:
                 got, finished = (
                     self._salvage(
@@ -1435,13 +1671,22 @@ class Outbox:
             except (OSError, sqlite3.Error) as exc:
                 log.error("outbox %s: salvage from %s stopped: %s", self.dir, aside, _cause(exc))
                 got = Counter()
+            # then the rest of the earlier copies it carries (not in this store's counts: never counted as lost;
+            # cut off, they go on at the next start)
+            earlier: Counter = Counter()
+            left = carried
+            if not cut and carried:
+                try:
+                    earlier, left = self._copy_jobs(db, carried, deadline, between=self._commit_queued)
+                except (OSError, sqlite3.Error) as exc:
+                    log.error("outbox %s: the earlier copies stopped: %s", self.dir, _cause(exc))
             self._acked_while_salvaging = None
             self._salvage_from, self._salvage_tries = None, 0
             if not cut:
                 with contextlib.suppress(
                     OSError
                 ):  # (left behind: the next open() finds no copy of its epoch to do)
-                    self._write_salvaging(None)
+                    self._write_salvaging(self._marker(epoch, left) if left else None)
             with self._lock:  # accounted for by this renewal (a later one must not count them again)
                 for q in (*acked_gone, *skipped):
                     self._acked_unremoved.pop(q, None)
@@ -1453,6 +1698,7 @@ class Outbox:
             at_cloud.update(k for q, k in acked_gone.items() if k is not None and q not in skipped)
             # cut short by a stop: nothing is lost yet (the marker stays; the next start copies the rest)
             lost = Counter() if cut else before - got - at_cloud
+            got += earlier
             with self._lock:
                 self.dropped_total = Counter()  # since the new epoch began
                 self.dropped.update({f"corrupt:{k}": n for k, n in lost.items()})

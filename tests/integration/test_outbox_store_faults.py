@@ -817,3 +817,183 @@ def test_an_agent_killed_just_after_a_renewal_moved_the_store_aside_copies_it_at
         assert ob.append("result", {"new": 1}) == 3001
     finally:
         ob.close()
+
+
+class SlowClock:
+    """The ``time`` module as the outbox sees it, with a monotonic clock a test moves on (a copy that reaches its
+    time limit without the test waiting for it); every other function is the real one."""
+
+    def __init__(self) -> None:
+        self.ahead_s = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead_s
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@pytest.mark.parametrize("cut", ["time_limit", "disk_error", "corrupt_at_next_start"])
+def test_a_renewal_while_an_earlier_copy_is_unfinished_copies_the_rest_of_that_one_too(
+    tmp_path, monkeypatch, cut
+):
+    """A start's copy of a corrupt store's records cut off by its time limit (or, at the next start, by a disk
+    error) is left for later; the store it copies into is then renewed in turn (while running, or found corrupt at
+    the next start): the rest of the first copy is copied too, never dropped."""
+    import edge_agent.outbox.store as store
+
+    monkeypatch.setattr(store, "SALVAGE_CHUNK", 100)
+    data = tmp_path / "data"
+    fill_outbox(data, 3000).close()
+    damage_index(
+        data / "outbox" / "outbox.db"
+    )  # corrupt at the next start: renewed there, its records copied
+    clock = SlowClock()
+    monkeypatch.setattr(store, "time", clock)
+    copied = [0]
+    real_intact = store._intact
+
+    def intact(row):  # the start's copy reaches its 30-s limit after about 1000 records
+        copied[0] += 1
+        if copied[0] == 1000:
+            clock.ahead_s += store.SALVAGE_S + 1
+        return real_intact(row)
+
+    monkeypatch.setattr(store, "_intact", intact)
+    settings = OutboxSettings(commit_interval_ms=10, retention={})
+    ob = Outbox(settings, data)
+    ob.open()
+    monkeypatch.setattr(store, "_intact", real_intact)
+    assert (data / "outbox-salvaging").exists()  # the rest is for later
+    if cut == "disk_error":  # the next start cannot resume it (a disk error): left for later again
+        ob.close()
+        real_salvage = Outbox._salvage
+
+        def refused(self, *a, **k):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(Outbox, "_salvage", refused)
+        ob = Outbox(settings, data)
+        ob.open()
+        monkeypatch.setattr(Outbox, "_salvage", real_salvage)
+        assert (data / "outbox-salvaging").exists()
+    if cut == "corrupt_at_next_start":
+        ob.close()
+        damage_index(ob.path)
+        ob = Outbox(settings, data)
+        ob.open()  # formerly its marker replaced the earlier one: the ~2,000 records not yet copied were dropped
+        seqs = sorted(r.seq for r in ob.pending(5000, 10**9) if r.kind == "result")
+        assert seqs == list(range(1, 3001)) and not (data / "outbox-salvaging").exists()
+        ob.close()
+        return
+    try:
+        depth = ob.stats()["depth"]
+        assert 0 < depth < 2000
+        acked = [r.seq for r in ob.pending(100, 10**9)]
+        damage_index(ob.path)  # the store turns corrupt while running: renewed again
+        ob.ack(acked)
+        wait_for(lambda: ob.stats()["renewals"] >= 1 + (cut == "time_limit"), what="the store to be renewed")
+        # formerly this renewal's marker replaced the earlier one, and its move removed the earlier file: the
+        # ~2,000 records the first copy had not reached were neither sent nor counted
+        seqs = sorted(r.seq for r in ob.pending(5000, 10**9) if r.kind == "result")
+        assert seqs == [q for q in range(1, 3001) if q not in acked]
+        assert not ob.dropped
+    finally:
+        ob.close()
+    again = Outbox(settings, data)
+    again.open()
+    try:
+        assert sorted(r.seq for r in again.pending(5000, 10**9) if r.kind == "result") == [
+            q for q in range(1, 3001) if q not in acked
+        ]
+        assert not (data / "outbox-salvaging").exists()
+    finally:
+        again.close()
+
+
+KILLED_BEFORE_MOVE = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+import edge_agent.outbox.store as store
+from edge_agent.outbox.settings import OutboxSettings
+from tests.integration.test_outbox_store_faults import damage_index
+
+owner = tuple(sys.argv[4].split("/")) if len(sys.argv) > 4 else None
+ob = store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1], owner=owner)
+ob.open()
+for i in range(3000):
+    ob.append("result", {"i": i, "pad": "p" * 200})
+ob.flush()
+acked = [r.seq for r in ob.pending(100, 10**9)]
+real_move = store._move_file
+
+
+def kill(*a, **k):  # the power is cut: before the move ("before"), or right after it ("after")
+    if sys.argv[3] == "after":
+        real_move(*a, **k)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+store._move_file = kill
+damage_index(ob.path)
+ob.ack(acked)  # at the cloud; the DELETE meets the damage: the store is renewed
+import time
+time.sleep(60)
+"""
+
+
+def _killed_in_renewal(tmp_path, when: str, *owner: str):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    data = tmp_path / "data"
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_BEFORE_MOVE, str(data), str(root), when, *owner],
+        capture_output=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    return data
+
+
+def test_an_agent_killed_between_a_renewals_marker_and_its_move_does_not_send_acknowledged_records_again(
+    tmp_path,
+):
+    data = _killed_in_renewal(tmp_path, "before")
+    assert json.loads((data / "outbox-salvaging").read_text())["acked"] == [[1, 100]]
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    ob.open()
+    try:
+        # formerly the start renewed the store with a marker of its own, without the acknowledged seqs: 1-100,
+        # at the cloud in the old epoch, were copied into the new one and sent again (twice at the cloud)
+        seqs = [r.seq for r in ob.pending(5000, 10**9) if r.kind == "result"]
+        assert sorted(seqs) == list(range(101, 3001))
+        assert not (data / "outbox-salvaging").exists()
+    finally:
+        ob.close()
+
+
+def test_a_renewal_killed_after_its_move_is_held_when_the_gateway_starts_under_another_tenant(tmp_path):
+    data = _killed_in_renewal(tmp_path, "after", "acme/gw1")
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        # formerly the resume copied acme's 2,900 records into beta's new store, to be sent to beta
+        assert ob.pending(5000, 10**9) == []
+        held = ob.stats()["held"]
+        assert [f["tenant"] for f in held["files"]] == ["acme"]
+        kept = sqlite3.connect(held["files"][0]["file"])
+        assert kept.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 3000
+        kept.close()
+        assert not (data / "outbox-salvaging").exists()
+    finally:
+        ob.close()
+    again = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data, owner=("acme", "gw1"))
+    again.open()  # moved back: acme's records stay held (as every held store), never lost
+    try:
+        assert len(again.stats()["held"]["files"]) == 1
+    finally:
+        again.close()
