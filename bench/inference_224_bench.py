@@ -238,13 +238,14 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
         bare = lambda: sess.run(None, {name: x})  # noqa: E731
     else:  # a model compiled apart with the engine's properties (a second request on the slot's own compiled
         # model, used from the same thread, ended in heap corruption within ~1000 calls here: see RESULTS.md)
-        from model_packager.runtimes import load
+        # opened as the engine opens it (ov_compile of the same file: an ONNX file is converted, not read)
+        from edge_agent.engines import openvino_file
+        from model_packager.runtimes import ov_compile
 
-        ov = load("openvino")  # without its usage telemetry (model_packager.runtimes)
         props = {"PERFORMANCE_HINT": cfg.openvino_hint.value.upper(), "INFERENCE_NUM_THREADS": cfg.threads}
         if a.engine.precision == "f32":
             props["INFERENCE_PRECISION_HINT"] = "f32"
-        compiled = ov.Core().compile_model(str(a.opened.openvino_xml or a.opened.model_path), "CPU", props)
+        compiled = ov_compile(openvino_file(a.opened, a.engine.form), props)
         req = compiled.create_infer_request()
         bare = lambda: req.infer({name: x}, share_inputs=True, share_outputs=True)  # noqa: E731
     parts: list[tuple[float, float, float]] = []

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from cloud_trainer.train import onnx_tools
     from model_packager.cpu import cpu_flags
-    from model_packager.runtimes import load, ort_session
+    from model_packager.runtimes import load, ort_session, ov_compile
 
     ov = load("openvino")  # without its usage telemetry (model_packager.runtimes)
 
@@ -65,14 +65,16 @@ def main(argv: list[str] | None = None) -> int:
             for form, path in forms.items():
                 sess = ort_session(path, threads=1, single_stream=True)
                 calls[("onnxruntime", form)] = (lambda s: lambda x: s.run(None, {"image": x})[0])(sess)
-                compiled = core.compile_model(
-                    str(path),
-                    "CPU",
+                # opened as the agent opens a package's ONNX on OpenVINO (ov_compile: converted with convert_model,
+                # which can round an INT8 graph otherwise than Core.read_model of the path)
+                compiled = ov_compile(
+                    path,
                     {
                         "PERFORMANCE_HINT": "LATENCY",
                         "INFERENCE_NUM_THREADS": 1,
                         "INFERENCE_PRECISION_HINT": "f32",
                     },
+                    core=core,
                 )
                 req = compiled.create_infer_request()
                 calls[("openvino", form)] = (lambda r: lambda x: next(iter(r.infer({"image": x}).values())))(

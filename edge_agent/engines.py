@@ -166,6 +166,14 @@ def model_file(opened: OpenedPackage, form: str | None) -> str:
     return str(opened.model_path)
 
 
+def openvino_file(opened: OpenedPackage, form: str | None) -> str:
+    """The file OpenVINO opens (``ov_compile``) for ``form``: the package's IR, made of ``model.onnx`` (the INT8
+    form), when it carries one; the FP32 form, and a package without an IR, as ONNX."""
+    if form == "fp32" or opened.openvino_xml is None:
+        return model_file(opened, form)
+    return str(opened.openvino_xml)
+
+
 class OrtEngine:
     name = "onnxruntime"
 
@@ -255,8 +263,7 @@ class OvEngine:
         props = {"PERFORMANCE_HINT": cfg.openvino_hint.value.upper(), "INFERENCE_NUM_THREADS": cfg.threads}
         if f32:
             props["INFERENCE_PRECISION_HINT"] = "f32"
-        # the IR the package carries is of model.onnx (the INT8 form); the FP32 form is read as ONNX
-        src = model_file(opened, form) if form == "fp32" else (opened.openvino_xml or opened.model_path)
+        src = openvino_file(opened, form)
         try:
             # isolated (another model serves meanwhile): the model is first opened, compiled and run on its
             # first golden item in a low-priority helper process (memory: a graph that folds or allocates
