@@ -77,6 +77,7 @@ from edge_agent.config import (
     SaveSampleAction,
     SparkplugCommandAction,
     WriteMode,
+    write_value_note,
 )
 from edge_agent.types import Result, Window
 from protocols import json_codec, topics
@@ -163,6 +164,17 @@ def write_targets(cfg: AgentConfig) -> dict[str, list[tuple[str, str, Any]]]:
         for source, option, node_id, value in a.write_targets():  # each action type names its own
             out[source].append((f"actions.{name}.{option}", node_id, value))
     return dict(out)
+
+
+def expect_writes(cfg: AgentConfig, sources: dict[str, Any]) -> None:
+    """Tells each source that checks its write targets at connect (OPC UA) what the actions will write there,
+    with the note that says a refusal of a value a gateway variable gives (``write_value_note``)."""
+    for src_name, targets in write_targets(cfg).items():
+        src = sources.get(src_name)
+        if src is not None and hasattr(src, "expect_writes"):
+            src.expect_writes(
+                [(node_id, value, write_value_note(cfg, loc)) for loc, node_id, value in targets]
+            )
 
 
 class ActionRunner:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from devices import SOURCE_TYPES, load_object
 from devices.base import MAX_CAUSES, ConnectionState, Notices
 from edge_agent import flapping
-from edge_agent.actions import ActionRunner, write_targets
+from edge_agent.actions import ActionRunner, expect_writes
 from edge_agent.cloud_text import CloudText
 from edge_agent.config import AgentConfig
 from edge_agent.files import atomic_write_json, read_json_state, remove_stale_temps, why_unread
@@ -188,12 +188,7 @@ class Agent:
             cls = load_object(SOURCE_TYPES[settings.type][1])
             self.sources[name] = cls(name, settings)
         self.actions = ActionRunner(cfg, self.sources, on_event=self._event, state_dir=cfg.data_dir)
-        for src_name, targets in write_targets(cfg).items():
-            src = self.sources.get(src_name)
-            if src is not None and hasattr(
-                src, "expect_writes"
-            ):  # checked after each connect: bad targets named at start
-                src.expect_writes([(node_id, value) for _, node_id, value in targets])
+        expect_writes(cfg, self.sources)  # checked after each connect: bad targets named at start
         workers = sum(p.workers for p in cfg.pipelines) or 1
         from edge_agent.sizing import usable_cores
 

@@ -173,6 +173,7 @@ async def _online_errors(cfg, where) -> list[str]:
     """What the live OPC UA servers say about the config's nodes and write targets."""
     from devices.opcua.client import OpcUaError, check_server
     from edge_agent.actions import write_targets
+    from edge_agent.config import write_value_note
 
     targets = write_targets(cfg)
     errors: list[str] = []
@@ -189,7 +190,9 @@ async def _online_errors(cfg, where) -> list[str]:
                 )
             )
         try:
-            nodes, writes, tags, members = await check_server(s, [(nid, v) for _, nid, v in mine])
+            nodes, writes, tags, members = await check_server(
+                s, [(nid, v, write_value_note(cfg, loc)) for loc, nid, v in mine]
+            )
         except OpcUaError as exc:
             errors.append(f"{where}: sources.{name}.endpoint: {exc}")
             continue

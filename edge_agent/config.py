@@ -543,105 +543,114 @@ def _check_write_value(v: Any, what: str) -> Any:
         )
     items = v if isinstance(v, list) else [v]
     out: list[Any] = []
-    for x in items:
-        if isinstance(x, _FromEnv):
-            x = _from_env(x, what)
-        if isinstance(x, dict):
-            # {text: '010'}: text for a String node that YAML or the check below would take for a number or a
-            # truth value (a recipe code, an HMI's 'ON'); a node of another type refuses it at connect and write
-            stated = x.get("text") if len(x) == 1 else None
-            out.append(stated if isinstance(stated, str) else _stated_bytes(x))
-            continue
-        if isinstance(x, datetime.date):
-            out.append(_stated_time(x, what))
-            continue
-        # quoted text that reads as a time is kept as written, whatever it holds: a String node takes it as
-        # text ('2026-11-30 12:00', '0000-00-00 00:00:00' to clear an HMI field), and a DateTime node refuses a
-        # time without a zone at each write, naming the node; what is not a zoned time is a warning at load
-        # (``_time_text_warnings``), not an error: such text loaded before the DateTime checks came
-        out.append(x)
-        if x is None or isinstance(x, list):
-            raise ValueError(
-                f"{what} must be true/false, a number, text (or {{text: ...}}), a time with its zone, "
-                f"{{base64: ...}} / {{hex: ...}} bytes or a list of those (found {x!r})"
-            )
-        if isinstance(x, float) and not math.isfinite(x):
-            raise ValueError(
-                f"{x!r} is never written: no node takes NaN or infinity (a PLC's comparisons with NaN are all "
-                f"false, so a limit fed it never trips); write {what} as a finite number"
-            )
-        if isinstance(x, str) and (octal := _OCTAL_1_2.fullmatch(x.strip())):
-            # YAML 1.2's octal (0o17, the 15 of a config written for another YAML tool) is text to YAML 1.1,
-            # quoted or not: a numeric node refused it only at connect, and a String node got the text '0o17'
-            meant = int(octal[1] + octal[2], 8)
-            raise ValueError(
-                f"{x!r} is text to YAML, not a number (YAML 1.1 reads an octal such as 0o17 as text, quoted or "
-                f"not; YAML 1.2 reads it as {meant}): a Boolean or numeric node must never get a string, and a String "
-                f"node would get the text {x.strip()!r}; write {what}: {meant} (for a String node, state it as text: "
-                f"{what}: {{text: {x.strip()!r}}})"
-            )
-        if isinstance(x, str) and (upper := _UPPER_PREFIX.fullmatch(x.strip())):
-            # 0X1F is text to YAML 1.1 where 0x1F is 31: a String node got the text '0X1F' and a numeric node
-            # refused it only at connect, told to write it "without quotes" (it had none)
-            lower = f"{upper[1]}0{upper[2].lower()}{upper[3]}"
-            number: int | None = None  # None: not digits of that base (0B12), text as any other
-            with contextlib.suppress(ValueError):
-                number = int(upper[1] + upper[3].replace("_", ""), 16 if upper[2] == "X" else 2)
-            if number is not None:
-                raise ValueError(
-                    f"{x!r} is text to YAML, not a number (YAML 1.1 reads a prefix in lower case only, {lower}, "
-                    f"and {x.strip()} as text, quoted or not; it means {number}): a Boolean or numeric node must "
-                    f"never get a string, and a String node would get the text {x.strip()!r}; write {what}: "
-                    f"{number} (for a String node, state it as text: {what}: {{text: {x.strip()!r}}})"
-                )
-        if isinstance(x, str) and _LOOKS_TYPED.match(x):
-            bare = x.strip().lower()
-            if re.fullmatch(r"[-+]?\d+", bare) and _no_node_holds(int(bare)) is not None:
-                continue  # a whole number no numeric node holds: text, for a String node (a serial number)
-            words = {
-                "true": "true",
-                "yes": "true",
-                "on": "true",
-                "y": "true",
-                "false": "false",
-                "no": "false",
-                "off": "false",
-                "n": "false",
-            }
-            kind = "a boolean" if bare in words else "a number"
-            shown = words.get(bare, x.strip())
-            if bare in ("y", "n"):
-                # YAML 1.1 names y and n as booleans, PyYAML reads them as text, quoted or not: "without quotes"
-                # was said of a value that had none
-                raise ValueError(
-                    f"{x!r} is text to YAML, not a boolean (YAML 1.1 reads y and n as text, quoted or not): a "
-                    f"Boolean or numeric node must never get a string; write {what}: {shown} (text is only for "
-                    f"String nodes: for a String node, state it as text: {what}: {{text: {x!r}}})"
-                )
-            if bare not in words:
-                # the number as written, in decimal, in a form YAML 1.1 reads back as that number
-                n = float(bare) if re.search(r"[.eEnN]", bare) else int(bare, 10)
-                shown = yaml.safe_dump(n).split("\n")[0]
-                if not isinstance(yaml.safe_load(x.strip()), int | float):
-                    # a form YAML 1.1 reads as text even unquoted (1e3: no point; 08: no octal): say the
-                    # form it reads as a number, not "without quotes" (it had none)
-                    raise ValueError(
-                        f"{x!r} is text to YAML, not a number (YAML 1.1 reads a number such as 1e3 or 08 as "
-                        "text, quoted or not): a Boolean or numeric node must never get a string; "
-                        + (
-                            f"write {what}: {shown}"
-                            if math.isfinite(n)
-                            else "no node takes NaN or infinity; write a finite number"
-                            if "n" in bare
-                            else "it is out of range of a 64-bit float; write a finite number"
-                        )
-                    )
-            raise ValueError(
-                f"{x!r} is quoted text, not {kind}: a Boolean or numeric node must never get a "
-                f"string; write {what}: {shown} without quotes "
-                f"(text is only for String nodes: for a String node, state it as text: {what}: {{text: {x!r}}})"
-            )
+    for i, x in enumerate(items):
+        try:
+            out.append(_check_one_value(x, f"{what}[{i}]" if isinstance(v, list) else what))
+        except ValueError as e:
+            if not isinstance(v, list):
+                raise
+            # the element is named, not the whole field (``_pydantic_errors`` reads the index into the place)
+            raise ValueError(f"[{i}]: {e}") from None
     return out if isinstance(v, list) else out[0]
+
+
+def _check_one_value(x: Any, what: str) -> Any:
+    """One write value (or a list's element, ``what`` naming it: ``value[2]``) by ``_check_write_value``'s rules."""
+    if isinstance(x, _FromEnv):
+        x = _from_env(x, what)
+    if isinstance(x, dict):
+        # {text: '010'}: text for a String node that YAML or the check below would take for a number or a
+        # truth value (a recipe code, an HMI's 'ON'); a node of another type refuses it at connect and write
+        stated = x.get("text") if len(x) == 1 else None
+        return stated if isinstance(stated, str) else _stated_bytes(x)
+    if isinstance(x, datetime.date):
+        return _stated_time(x, what)
+    # quoted text that reads as a time is kept as written, whatever it holds: a String node takes it as
+    # text ('2026-11-30 12:00', '0000-00-00 00:00:00' to clear an HMI field), and a DateTime node refuses a
+    # time without a zone at each write, naming the node; what is not a zoned time is a warning at load
+    # (``_time_text_warnings``), not an error: such text loaded before the DateTime checks came
+    if x is None or isinstance(x, list):
+        raise ValueError(
+            f"{what} must be true/false, a number, text (or {{text: ...}}), a time with its zone, "
+            f"{{base64: ...}} / {{hex: ...}} bytes or a list of those (found {x!r})"
+        )
+    if isinstance(x, float) and not math.isfinite(x):
+        raise ValueError(
+            f"{x!r} is never written: no node takes NaN or infinity (a PLC's comparisons with NaN are all "
+            f"false, so a limit fed it never trips); write {what} as a finite number"
+        )
+    if isinstance(x, str) and (octal := _OCTAL_1_2.fullmatch(x.strip())):
+        # YAML 1.2's octal (0o17, the 15 of a config written for another YAML tool) is text to YAML 1.1,
+        # quoted or not: a numeric node refused it only at connect, and a String node got the text '0o17'
+        meant = int(octal[1] + octal[2], 8)
+        raise ValueError(
+            f"{x!r} is text to YAML, not a number (YAML 1.1 reads an octal such as 0o17 as text, quoted or "
+            f"not; YAML 1.2 reads it as {meant}): a Boolean or numeric node must never get a string, and a String "
+            f"node would get the text {x.strip()!r}; write {what}: {meant} (for a String node, state it as text: "
+            f"{what}: {{text: {x.strip()!r}}})"
+        )
+    if isinstance(x, str) and (upper := _UPPER_PREFIX.fullmatch(x.strip())):
+        # 0X1F is text to YAML 1.1 where 0x1F is 31: a String node got the text '0X1F' and a numeric node
+        # refused it only at connect, told to write it "without quotes" (it had none)
+        lower = f"{upper[1]}0{upper[2].lower()}{upper[3]}"
+        number: int | None = None  # None: not digits of that base (0B12), text as any other
+        with contextlib.suppress(ValueError):
+            number = int(upper[1] + upper[3].replace("_", ""), 16 if upper[2] == "X" else 2)
+        if number is not None:
+            raise ValueError(
+                f"{x!r} is text to YAML, not a number (YAML 1.1 reads a prefix in lower case only, {lower}, "
+                f"and {x.strip()} as text, quoted or not; it means {number}): a Boolean or numeric node must "
+                f"never get a string, and a String node would get the text {x.strip()!r}; write {what}: "
+                f"{number} (for a String node, state it as text: {what}: {{text: {x.strip()!r}}})"
+            )
+    if isinstance(x, str) and _LOOKS_TYPED.match(x):
+        bare = x.strip().lower()
+        if re.fullmatch(r"[-+]?\d+", bare) and _no_node_holds(int(bare)) is not None:
+            return x  # a whole number no numeric node holds: text, for a String node (a serial number)
+        words = {
+            "true": "true",
+            "yes": "true",
+            "on": "true",
+            "y": "true",
+            "false": "false",
+            "no": "false",
+            "off": "false",
+            "n": "false",
+        }
+        kind = "a boolean" if bare in words else "a number"
+        shown = words.get(bare, x.strip())
+        if bare in ("y", "n"):
+            # YAML 1.1 names y and n as booleans, PyYAML reads them as text, quoted or not: "without quotes"
+            # was said of a value that had none
+            raise ValueError(
+                f"{x!r} is text to YAML, not a boolean (YAML 1.1 reads y and n as text, quoted or not): a "
+                f"Boolean or numeric node must never get a string; write {what}: {shown} (text is only for "
+                f"String nodes: for a String node, state it as text: {what}: {{text: {x!r}}})"
+            )
+        if bare not in words:
+            # the number as written, in decimal, in a form YAML 1.1 reads back as that number
+            n = float(bare) if re.search(r"[.eEnN]", bare) else int(bare, 10)
+            shown = yaml.safe_dump(n).split("\n")[0]
+            if not isinstance(yaml.safe_load(x.strip()), int | float):
+                # a form YAML 1.1 reads as text even unquoted (1e3: no point; 08: no octal): say the
+                # form it reads as a number, not "without quotes" (it had none)
+                raise ValueError(
+                    f"{x!r} is text to YAML, not a number (YAML 1.1 reads a number such as 1e3 or 08 as "
+                    "text, quoted or not): a Boolean or numeric node must never get a string; "
+                    + (
+                        f"write {what}: {shown}"
+                        if math.isfinite(n)
+                        else "no node takes NaN or infinity; write a finite number"
+                        if "n" in bare
+                        else "it is out of range of a 64-bit float; write a finite number"
+                    )
+                )
+        raise ValueError(
+            f"{x!r} is quoted text, not {kind}: a Boolean or numeric node must never get a "
+            f"string; write {what}: {shown} without quotes "
+            f"(text is only for String nodes: for a String node, state it as text: {what}: {{text: {x!r}}})"
+        )
+    return x
 
 
 class OutputAction(_Action):
@@ -674,11 +683,13 @@ class OutputAction(_Action):
             return self
         for field in ("value", "reset_value"):
             v = getattr(self, field)
-            for x in v if isinstance(v, list) else [v]:
+            for i, x in enumerate(v) if isinstance(v, list) else [(None, v)]:
                 if (why := _no_node_holds(x)) is not None:
+                    at = (
+                        field if i is None else f"{field}[{i}]"
+                    )  # a list's element named, not the whole field
                     raise ValueError(
-                        f"{field}: {why}; if it is text for a String node (a serial number), quote it: "
-                        f"{field}: '{x}'"
+                        f"{at}: {why}; if it is text for a String node (a serial number), quote it: {at}: '{x}'"
                     )
         return self
 
@@ -715,9 +726,10 @@ class OpcUaWriteAction(OutputAction):
 
         for field in ("value", "reset_value"):
             v = getattr(self, field)
-            for x in [] if v is None else v if isinstance(v, list) else [v]:
+            for i, x in [] if v is None else enumerate(v) if isinstance(v, list) else [(None, v)]:
                 if isinstance(x, str) and (why := text_problem(x)) is not None:
-                    raise ValueError(f"{field}: node {self.node_id}: cannot write {x!r}: {why}")
+                    at = field if i is None else f"{field}[{i}]"
+                    raise ValueError(f"{at}: node {self.node_id}: cannot write {x!r}: {why}")
         return self
 
     def write_targets(self) -> list[tuple[str, str, str, Any]]:
@@ -1040,6 +1052,10 @@ class AgentConfig(_Model):
     base_dir: str = Field(".", description="set by load_config: the config file's folder")
     _warnings: list[str] = PrivateAttr(default_factory=list)
     _env_values: dict[str, str] = PrivateAttr(default_factory=dict)
+    # write values (``actions.<name>.value``, ``...reset_value[2]``) given wholly by a gateway variable, as the
+    # variable gave them, and the config's file: a refusal at the PLC names them (``write_value_note``)
+    _write_vars: dict[str, _FromEnv] = PrivateAttr(default_factory=dict)
+    _where: str = PrivateAttr("<config>")
 
     @property
     def warnings(self) -> list[str]:
@@ -1335,6 +1351,10 @@ def _unwrap(t: Any, part: Any) -> Any:
     return None
 
 
+# a refusal of a list's element: "[3]: why" (``_check_write_value``)
+_ELEMENT = re.compile(r"\[(\d+)\]: ")
+
+
 def _pydantic_errors(
     exc: ValidationError, model: Any, prefix: tuple, where: str, hidden: frozenset[str] = frozenset()
 ) -> list[str]:
@@ -1369,6 +1389,10 @@ def _pydantic_errors(
         else:
             msg = err["msg"].removeprefix("Value error, ")
             found = err.get("input")
+            if (element := _ELEMENT.match(msg)) is not None and isinstance(found, list):
+                # a list's element refused (``_check_write_value``): the place names it, not the whole field
+                loc, msg = (*loc, int(element[1])), msg[element.end() :]
+                found = found[int(element[1])] if int(element[1]) < len(found) else None
             shown = (
                 ""
                 if isinstance(found, dict | list)
@@ -1646,7 +1670,83 @@ def parse_config(
         raise ConfigError(report.errors)
     cfg.warnings.extend(_one_line(mask_credentials(w)) for w in report.warnings)
     cfg._env_values = found
+    cfg._where = where
+    cfg._write_vars = _write_vars(data.get("actions"))
     return cfg
+
+
+def _write_vars(actions: Any) -> dict[str, _FromEnv]:
+    """The write values given wholly by a gateway variable, by place (``actions.recipe.value``, ``...value[1]``)."""
+    out: dict[str, _FromEnv] = {}
+    for name, a in actions.items() if isinstance(actions, dict) else ():
+        for field in ("value", "reset_value"):
+            v = a.get(field) if isinstance(a, dict) else None
+            for i, x in enumerate(v) if isinstance(v, list) else [(None, v)]:
+                if isinstance(x, _FromEnv):
+                    out[f"actions.{name}.{field}" + ("" if i is None else f"[{i}]")] = x
+    return out
+
+
+def write_value_note(cfg: AgentConfig, place: str) -> Callable[[str, Any], str] | None:
+    """For a write value at ``place`` (``actions.recipe.value``) that a gateway variable gives, wholly or in a list's
+    element: ``note(why, refusal)``, the node's refusal of it (an ``OpcUaTypeMismatch``: its ``fix``, ``text_node``,
+    ``element``) said with the variable, the field and the config file, and a fix a variable can follow. A String
+    node given RECIPE=true was told "write text", and a numeric node given RECIPE=0x1F "write a number without
+    quotes", naming no variable: a variable has no quotes, and its text is in the gateway's environment, not
+    in the config. None when no variable gives it."""
+    derived = False
+    if place.endswith(".reset_value") and place not in cfg._write_vars:
+        # no reset_value given: an on_change or pulse output resets to the opposite of its boolean value, which
+        # the variable gives
+        name = place.split(".")[1]
+        derived = getattr(cfg.actions.get(name), "reset_value", 0) is None
+        place = place.removesuffix("reset_value") + "value"
+    if not any(p == place or (p.startswith(f"{place}[") and not derived) for p in cfg._write_vars):
+        return None
+    return functools.partial(_env_refusal, cfg._write_vars, place, cfg._where, derived)
+
+
+def _env_refusal(
+    given: dict[str, _FromEnv], place: str, where: str, derived: bool, why: str, refusal: Any
+) -> str:
+    element = getattr(refusal, "element", ())
+    at = place + (f"[{element[0]}]" if element else "")
+    x = given.get(at)
+    if x is None:  # the element refused is not the variable's
+        return why
+    fix = getattr(refusal, "fix", None)
+    head = why[: -len(fix)].rstrip(": ") if fix and why.endswith(fix) else why
+    field = at.rsplit(".", 1)[-1]
+    said = (
+        f"the default {str(x)!r} of {x.expr} (the variable is not set)"
+        if x.default
+        else f"environment variable {x.var}, which holds {str(x)!r}"
+    )
+    typed = _from_env(x, field)
+    if getattr(refusal, "text_node", False) and isinstance(typed, bool):
+        fix = (
+            f"a variable holding {str(x).strip()} gives the boolean {str(typed).lower()}; for a String node state "
+            f"it as text in the config: {field}: {{text: '{x.expr}'}}"
+        )
+    elif fix is not None and "without quotes" in fix and isinstance(typed, str):
+        number: int | None = None
+        with contextlib.suppress(ValueError):
+            number = int(str(x).strip().replace("_", ""), 0)
+        verb = "write the default as" if x.default else f"set {x.var}="
+        sep = " " if x.default else ""
+        fix = (
+            f"a variable gives a number only in decimal (its {str(x).strip()} is text, for a String node); "
+            f"{verb}{sep}{number} for the number"
+            if number is not None
+            else f"a variable gives a number only in decimal (12, -3, 1.5) and a boolean only as true or false; "
+            f"{'write the default as' if x.default else f'give {x.var}'} one of those"
+        )
+    which = (
+        f"the reset (its opposite) of {at} in {where}, which takes it"
+        if derived
+        else f"which {at} in {where} takes"
+    )
+    return f"{head}, {which} from {said}" + (f": {fix}" if fix else "")
 
 
 def _manifests(cfg: AgentConfig) -> dict[str, Any]:

@@ -249,8 +249,16 @@ class OpcUaNodeError(OpcUaError):
 
 
 class OpcUaTypeMismatch(OpcUaError):
+    """A value the node's type refuses. ``fix``: the advice the message ends with (None: not split out);
+    ``text_node``: the node takes text (String, LocalizedText); ``element``: the place of the refused element in
+    a list written (``(3,)``: its fourth), () for a single value. A caller that knows where the value came from
+    (a write value given by a variable: ``OpcUaSource.expect_writes``' note) says the fix in its own words."""
+
     retryable = False
     type_refused = True
+    fix: str | None = None
+    text_node = False
+    element: tuple[int, ...] = ()
 
 
 class _Silent(ConnectionError):
@@ -486,10 +494,24 @@ def convert_value(
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]  # its NumPy scalar: a float32 keeps its own precision (its text, ``_text``)
     if isinstance(value, np.ndarray):  # each element (a row of a matrix) as NumPy holds it, not as a double
-        return [convert_value(vtype, v, node_id, held) for v in value]
+        return _each(vtype, list(value), node_id, held)
     if isinstance(value, list | tuple):
-        return [convert_value(vtype, v, node_id, held) for v in np.asarray(value, dtype=object).tolist()]
+        return _each(vtype, np.asarray(value, dtype=object).tolist(), node_id, held)
     return _convert_scalar(vtype, value, node_id, held)
+
+
+def _each(
+    vtype: ua.VariantType | AbstractType, items: list, node_id: str, held: ua.VariantType | None
+) -> list:
+    """Each element by ``convert_value``'s rules; a refusal knows which element it refused (``element``)."""
+    out = []
+    for i, v in enumerate(items):
+        try:
+            out.append(convert_value(vtype, v, node_id, held))
+        except OpcUaTypeMismatch as e:
+            e.element = (i, *e.element)
+            raise
+    return out
 
 
 def to_variant(
@@ -568,9 +590,11 @@ def _convert_scalar(
                 f"; the node's type is kept: written as another, it would change under the PLC program that "
                 f"reads it as {'an' if t[0] in 'AEIX' else 'a'} {t}"
             )
-        return OpcUaTypeMismatch(
+        err = OpcUaTypeMismatch(
             f"node {node_id} is {shown}; cannot write {_shown(given)} ({type(given).__name__}): {fix}"
         )
+        err.fix, err.text_node = fix, t in ("String", "LocalizedText")
+        return err
 
     if isinstance(vtype, AbstractType):
         return _abstract(vtype, value, node_id, held, bad)
@@ -2542,6 +2566,9 @@ class OpcUaSource:
         # (when, (reason, why)) of the last endpoint-list probe
         self._probed: tuple[float, tuple[str, str] | None] = (-1e9, None)
         self._write_targets: list[tuple[str, Any]] = []
+        # (node_id, repr(value)) -> how the refusal of that value is said by the one who knows where it came from
+        # (``expect_writes``: a write value a gateway variable gives, named with its variable and place)
+        self._write_notes: dict[tuple[str, str], Callable[[str, OpcUaTypeMismatch], str]] = {}
         self.target_errors: dict[str, str] = {}  # node_id -> why writes to it will fail
         # the targets found failing at the last connect's check (or a re-check since), each with why (one per value
         # checked): one failing for the same reason at every connect is one standing condition, counted and said
@@ -4541,10 +4568,19 @@ class OpcUaSource:
             lock = self._write_locks[key] = asyncio.Lock()
         return lock
 
-    def expect_writes(self, targets: list[tuple[str, Any]]) -> None:
+    def expect_writes(self, targets: list[tuple[str, Any]] | list[tuple[str, Any, Any]]) -> None:
         """Nodes (and values) this source will be asked to write: checked after every connect, so that a
-        missing, read-only or wrongly typed target is reported at start, not at the first defect."""
-        self._write_targets = list(targets)
+        missing, read-only or wrongly typed target is reported at start, not at the first defect. A target may
+        carry a note, ``note(why, refusal)``: how a refusal of that value for the node's type is said (its
+        check's and its writes'), by the one who knows where the value came from (a gateway variable)."""
+        self._write_targets = [(t[0], t[1]) for t in targets]
+        self._write_notes = {(t[0], repr(t[1])): t[2] for t in targets if len(t) > 2 and t[2] is not None}
+
+    def _noted(self, node_id: str, value: Any, err: OpcUaTypeMismatch, why: str | None = None) -> str:
+        """``why`` (default: the refusal's text) as the note given for this value says it, if any."""
+        why = str(err) if why is None else why
+        note = self._write_notes.get((node_id, repr(value)))
+        return why if note is None else note(why, err)
 
     async def _check_targets(self, client: Client, only: str | None = None, quiet: bool = False) -> None:
         """Judge the write targets (``only``: that node id's) as the server describes them now, into
@@ -4583,6 +4619,12 @@ class OpcUaSource:
                     why = _misfit(self._types.get(node_id), top, node_id)
                     if why:
                         why += f"; a heartbeat counter counts to {top}: use an integer node, or kind: toggle"
+                whole = False
+                if why is not None:
+                    err = _misfit_error(self._types.get(node_id), value, node_id)
+                    whole = err is None or str(err) != why  # the node itself, not the value
+                    if not whole and err is not None:
+                        why = self._noted(node_id, value, err, why)
             except TimeoutError:
                 why = f"node {node_id}: no answer within {self.settings.connect_timeout_s}s"
             except Exception as e:
@@ -5363,7 +5405,9 @@ class OpcUaSource:
                             )
                             raise
         except OpcUaTypeMismatch as e:
-            raise OpcUaTypeMismatch(f"opcua source {self.name}: {e}") from None
+            err = OpcUaTypeMismatch(f"opcua source {self.name}: {self._noted(node_id, value, e)}")
+            err.element = e.element
+            raise err from None
         except OpcUaWriteRefused as e:  # too large to send (``_too_large_to_send``)
             raise OpcUaWriteRefused(f"opcua source {self.name}: {e}") from None
         except ua.UaStatusCodeError as e:
@@ -5548,17 +5592,23 @@ def _held_judges(nt: _NodeType) -> bool:
 
 def _misfit(nt: _NodeType | None, value: Any, node_id: str) -> str | None:
     """Why ``value`` cannot be written to a node of type ``nt`` (None: it can)."""
+    err = _misfit_error(nt, value, node_id)
+    return None if err is None else str(err)
+
+
+def _misfit_error(nt: _NodeType | None, value: Any, node_id: str) -> OpcUaTypeMismatch | None:
+    """The refusal of ``value`` by a node of type ``nt`` (None: it takes it, or ``nt`` is not known)."""
     if nt is None:
         return None
     try:
         _payload(nt, value, node_id)
     except OpcUaTypeMismatch as e:
-        return str(e)
+        return e
     return None
 
 
 async def check_server(
-    settings: OpcUaSettings, targets: list[tuple[str, Any]]
+    settings: OpcUaSettings, targets: list[tuple[str, Any]] | list[tuple[str, Any, Any]]
 ) -> tuple[list[str | None], list[str | None], list[str | None], dict[str, list[str] | str | None]]:
     """One-off connect for ``edge-agent validate --online``: why each subscribed node (in settings order)
     and each write target would fail (None where it is fine), the tag each node will produce (its
@@ -5602,10 +5652,13 @@ async def check_server(
             held_tag = tags[i]
             if nodes[i] is None and held_tag is not None and held_tag in held:
                 nodes[i] = await _shape_misfit(held[held_tag], ns, settings.connect_timeout_s)
-        writes = []
-        for nid, v in targets:
+        writes: list[str | None] = []
+        types: dict[str, _NodeType] = {}
+        for nid, v, *note in targets:
             try:
-                writes.append(await _check_target(client, nid, v, {}, cache, timeouts=True))
+                why = await _check_target(client, nid, v, types, cache, timeouts=True)
+                err = _misfit_error(types.get(nid), v, nid) if why and note and note[0] else None
+                writes.append(note[0](why, err) if err is not None and str(err) == why else why)
             except TimeoutError:
                 if not await _still_answers(client, settings):
                     silent = True

@@ -8,15 +8,13 @@ what to set it to. Against a real asyncua server on a free loopback port."""
 from __future__ import annotations
 
 import pytest
+import yaml
 from asyncua import ua
 
-from devices.opcua.client import OpcUaSource
-from edge_agent.actions import ActionRunner
-from edge_agent.config import ConfigError
-from tests.integration.test_plc_exact_values import _config
-from tests.support.peers import free_port, opcua_server
+from edge_agent.config import ConfigError, load_config
+from tests.integration.test_plc_exact_values import _config, _config_data
+from tests.support.plc import agent_side, plc
 from tests.support.results import result
-from tests.support.waits import until
 
 
 async def test_a_number_and_a_boolean_given_by_variables_are_written_as_such(monkeypatch):
@@ -24,42 +22,36 @@ async def test_a_number_and_a_boolean_given_by_variables_are_written_as_such(mon
     monkeypatch.setenv("STOP", "false")
     monkeypatch.setenv("GAIN", "1.5")
     monkeypatch.setenv("LABEL", "010")  # text for a String node, stated as such
-    port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    nodes = {}
-    for name, variant in (
-        ("Recipe", ua.Variant(0, ua.VariantType.Int16)),
-        ("Stop", ua.Variant(True, ua.VariantType.Boolean)),
-        ("Gain", ua.Variant(0.0, ua.VariantType.Float)),
-        ("Label", ua.Variant("", ua.VariantType.String)),
-    ):
-        nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, variant)
-        await nodes[name].set_writable()
-    await srv.start()
-    write = {"type": "opcua_write", "source": "plc"}
-    cfg = _config(
-        port,
-        {
-            "recipe": {**write, "node_id": f"ns={idx};s=Recipe", "value": "${RECIPE}"},
-            "stop": {**write, "node_id": f"ns={idx};s=Stop", "value": "${STOP}"},
-            "gain": {**write, "node_id": f"ns={idx};s=Gain", "value": "${GAIN}", "reset_value": "${NONE:-0}"},
-            "label": {**write, "node_id": f"ns={idx};s=Label", "value": {"text": "${LABEL}"}},
-        },
-    )
-    # before: refused at load, "'12' is quoted text, not a number: ... write value: 12 without quotes"
-    assert [cfg.actions[n].value for n in ("recipe", "stop", "gain", "label")] == [12, False, 1.5, "010"]
-    assert cfg.actions["gain"].reset_value == 0
-    src = OpcUaSource("plc", cfg.sources["plc"])
-    runner = ActionRunner(cfg, {"plc": src})
-    await src.start()
-    try:
-        await until(lambda: src.state.value == "connected", 10, "connected")
-        await runner.handle(list(cfg.actions), result("NG", 0), None)
-        await runner.flush(timeout_s=5)
-        got = {n: await node.read_value() for n, node in nodes.items()}
-    finally:
-        await src.stop()
-        await srv.stop()
+    variables = {
+        "Recipe": ua.Variant(0, ua.VariantType.Int16),
+        "Stop": ua.Variant(True, ua.VariantType.Boolean),
+        "Gain": ua.Variant(0.0, ua.VariantType.Float),
+        "Label": ua.Variant("", ua.VariantType.String),
+    }
+    async with plc(variables) as p:
+        write = {"type": "opcua_write", "source": "plc"}
+        cfg = _config(
+            p.port,
+            {
+                "recipe": {**write, "node_id": p.node_id("Recipe"), "value": "${RECIPE}"},
+                "stop": {**write, "node_id": p.node_id("Stop"), "value": "${STOP}"},
+                "gain": {
+                    **write,
+                    "node_id": p.node_id("Gain"),
+                    "value": "${GAIN}",
+                    "reset_value": "${NONE:-0}",
+                },
+                "label": {**write, "node_id": p.node_id("Label"), "value": {"text": "${LABEL}"}},
+            },
+        )
+        # before: refused at load, "'12' is quoted text, not a number: ... write value: 12 without quotes"
+        assert [cfg.actions[n].value for n in ("recipe", "stop", "gain", "label")] == [12, False, 1.5, "010"]
+        assert cfg.actions["gain"].reset_value == 0
+        async with agent_side(cfg) as (src, runner):
+            assert src.target_errors == {}, src.target_errors
+            await runner.handle(list(cfg.actions), result("NG", 0), None)
+            await runner.flush(timeout_s=5)
+        got = await p.read()
     assert got == {"Recipe": 12, "Stop": False, "Gain": 1.5, "Label": "010"}, (got, runner.stats)
 
 
@@ -116,34 +108,19 @@ def test_a_variable_whose_number_reads_as_other_text_is_refused_not_changed_for_
 async def test_a_variable_written_as_its_number_reaches_a_string_node_as_the_variable_holds_it(monkeypatch):
     monkeypatch.setenv("VERSION", "12.0")
     monkeypatch.setenv("CODE", "2.10")
-    port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    nodes = {}
-    for name in ("Version", "Code"):
-        nodes[name] = await obj.add_variable(
-            ua.NodeId(name, idx), name, ua.Variant("", ua.VariantType.String)
+    async with plc({n: ua.Variant("", ua.VariantType.String) for n in ("Version", "Code")}) as p:
+        write = {"type": "opcua_write", "source": "plc"}
+        cfg = _config(
+            p.port,
+            {
+                "version": {**write, "node_id": p.node_id("Version"), "value": "${VERSION}"},
+                "code": {**write, "node_id": p.node_id("Code"), "value": {"text": "${CODE}"}},
+            },
         )
-        await nodes[name].set_writable()
-    await srv.start()
-    write = {"type": "opcua_write", "source": "plc"}
-    cfg = _config(
-        port,
-        {
-            "version": {**write, "node_id": f"ns={idx};s=Version", "value": "${VERSION}"},
-            "code": {**write, "node_id": f"ns={idx};s=Code", "value": {"text": "${CODE}"}},
-        },
-    )
-    src = OpcUaSource("plc", cfg.sources["plc"])
-    runner = ActionRunner(cfg, {"plc": src})
-    await src.start()
-    try:
-        await until(lambda: src.state.value == "connected", 10, "connected")
-        await runner.handle(list(cfg.actions), result("NG", 0), None)
-        await runner.flush(timeout_s=5)
-        got = {n: await node.read_value() for n, node in nodes.items()}
-    finally:
-        await src.stop()
-        await srv.stop()
+        async with agent_side(cfg) as (_src, runner):
+            await runner.handle(list(cfg.actions), result("NG", 0), None)
+            await runner.flush(timeout_s=5)
+        got = await p.read()
     assert got == {"Version": "12.0", "Code": "2.10"}, (got, runner.stats)
 
 
@@ -180,3 +157,65 @@ def test_a_variable_holding_a_hex_or_binary_code_is_text_as_before_variables_wer
         {"recipe": {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=R", "value": "${RECIPE}"}},
     )
     assert cfg.actions["recipe"].value == held and type(cfg.actions["recipe"].value) is str
+
+
+async def test_a_variables_value_a_node_refuses_is_said_with_the_variable_its_place_and_file_and_a_fix_it_can_take(
+    monkeypatch, tmp_path
+):
+    """LABEL=true for a String node (a boolean to a variable), RECIPE=0x1F for an INT and STEP=0b101 in a list for an
+    INT array (text to a variable): each node refuses the value at connect and at every write. Before, the refusal
+    said 'write text' and 'write a number without quotes', advice no variable can follow, and named no variable,
+    field or file: the text to change is in the gateway's environment or the config's {text: ...}."""
+    monkeypatch.setenv("LABEL", "true")
+    monkeypatch.setenv("RECIPE", "0x1F")
+    monkeypatch.setenv("STEP", "0b101")
+    variables = {
+        "Label": ua.Variant("", ua.VariantType.String),
+        "Recipe": ua.Variant(0, ua.VariantType.Int16),
+        "Steps": ua.Variant([0, 0, 0, 0], ua.VariantType.Int16),
+    }
+    async with plc(variables) as p:
+        write = {"type": "opcua_write", "source": "plc"}
+        path = tmp_path / "line3.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                _config_data(
+                    p.port,
+                    {
+                        "label": {**write, "node_id": p.node_id("Label"), "value": "${LABEL}"},
+                        "recipe": {**write, "node_id": p.node_id("Recipe"), "value": "${RECIPE}"},
+                        "steps": {**write, "node_id": p.node_id("Steps"), "value": [1, 2, 3, "${STEP}"]},
+                    },
+                )
+            )
+        )
+        cfg = load_config(path)
+        events: list = []
+        async with agent_side(cfg, events) as (src, runner):
+            at_connect = dict(src.target_errors)
+            await runner.handle(list(cfg.actions), result("NG", 0), None)
+            await runner.flush(timeout_s=5)
+        assert await p.read() == {"Label": "", "Recipe": 0, "Steps": [0, 0, 0, 0]}
+    at_write = {e["node_id"]: e["reason"] for e in events if e["kind"] == "write_failing"}
+    expected = {  # the place and file, the variable and what it holds, a fix a variable can take
+        "Label": (
+            f"actions.label.value in {path}",  # its value True, or its reset False (the opposite)
+            "from environment variable LABEL, which holds 'true'",
+            "for a String node state it as text in the config: value: {text: '${LABEL}'}",
+        ),
+        "Recipe": (
+            f"which actions.recipe.value in {path} takes",
+            "from environment variable RECIPE, which holds '0x1F'",
+            "set RECIPE=31 for the number",
+        ),
+        "Steps": (
+            f"which actions.steps.value[3] in {path} takes",
+            "from environment variable STEP, which holds '0b101'",
+            "set STEP=5 for the number",
+        ),
+    }
+    for name, said_right in expected.items():
+        for when, said in (("connect", at_connect), ("write", at_write)):
+            why = said.get(p.node_id(name), "")
+            assert all(s in why for s in said_right), (when, why)
+            assert "write text" not in why and "without quotes" not in why, (when, why)

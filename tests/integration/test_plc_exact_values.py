@@ -24,20 +24,23 @@ from tests.support.waits import until
 
 def _config(port: int, actions: dict | None = None):
     """An agent with one opcua source, the server on ``port``, and ``actions``."""
-    return parse_config(
-        {
-            "agent": {"id": "gw"},
-            "sources": {
-                "plc": {
-                    "type": "opcua",
-                    "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
-                    "connect_timeout_s": 2.0,
-                    "keepalive_check_s": 0.3,
-                }
-            },
-            "actions": actions or {},
-        }
-    )
+    return parse_config(_config_data(port, actions))
+
+
+def _config_data(port: int, actions: dict | None = None) -> dict:
+    """``_config``'s mapping, as a config file holds it."""
+    return {
+        "agent": {"id": "gw"},
+        "sources": {
+            "plc": {
+                "type": "opcua",
+                "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+                "connect_timeout_s": 2.0,
+                "keepalive_check_s": 0.3,
+            }
+        },
+        "actions": actions or {},
+    }
 
 
 async def test_a_whole_number_a_real_or_lreal_cannot_hold_is_refused_before_anything_is_sent(caplog):

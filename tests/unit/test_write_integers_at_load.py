@@ -49,7 +49,7 @@ def _load(tmp_path, tail: str):
         ),
         (
             OPCUA + "    value: [1, -9223372036854775809]\n",
-            f"line3.yaml: actions.out: value: -9223372036854775809 {HELD_BY_NONE}",
+            f"line3.yaml: actions.out: value[1]: -9223372036854775809 {HELD_BY_NONE}",  # the element named
         ),
         (
             OPCUA + "    value: 1\n    mode: on_change\n    reset_value: 99999999999999999999999\n",

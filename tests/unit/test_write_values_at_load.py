@@ -41,7 +41,7 @@ def _errors(tmp_path, tail: str) -> list[str]:
             "    value: .nan\n",
             "line3.yaml: actions.out.value: nan is never written: no node takes NaN or infinity",
         ),
-        ("    value: [1, -.inf]\n", "line3.yaml: actions.out.value: -inf is never written"),
+        ("    value: [1, -.inf]\n", "line3.yaml: actions.out.value[1]: -inf is never written"),  # the element
         (
             "    value: 1\n    reset_value: .inf\n",
             "line3.yaml: actions.out.reset_value: inf is never written",
@@ -75,7 +75,7 @@ def _errors(tmp_path, tail: str) -> list[str]:
             "a string, and a String node would get the text '0o17'; write value: 15 (for a String node, state "
             "it as text: value: {text: '0o17'})",
         ),
-        ("    value: [1, -0o7]\n", "line3.yaml: actions.out.value: '-0o7' is text to YAML, not a number"),
+        ("    value: [1, -0o7]\n", "line3.yaml: actions.out.value[1]: '-0o7' is text to YAML, not a number"),
         # 0x1F is 31 to YAML 1.1, 0X1F (a prefix in upper case) text, quoted or not: it loaded, a String node got
         # the text '0X1F' and a numeric node refused it only at connect ("without quotes": it had none)
         (
@@ -188,3 +188,25 @@ def test_quoted_text_for_a_sparkplug_string_metric_is_not_warned_of(tmp_path):
     )
     cfg = load_config(path)
     assert cfg.actions["out"].value == "2026-11-30 12:00" and not cfg.warnings, cfg.warnings
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        (
+            "    value: [1, 2, 3, '4']\n",
+            "line3.yaml: actions.out.value[3]: '4' is quoted text, not a number: a Boolean or numeric node must "
+            "never get a string; write value[3]: 4 without quotes",
+        ),
+        (
+            "    value: [0, 1]\n    reset_value: [0, .nan]\n",
+            "line3.yaml: actions.out.reset_value[1]: nan is never",
+        ),
+        ("    value: [true, 0X1F, false]\n", "line3.yaml: actions.out.value[1]: '0X1F' is text to YAML"),
+    ],
+)
+def test_a_list_elements_refusal_names_the_element_not_the_whole_field(tmp_path, tail, expected):
+    """Before, 'actions.out.value: '4' is quoted text ...; write value: 4 without quotes': the place named the
+    whole list, and its fix told to write the list as one number."""
+    errs = _errors(tmp_path, tail)
+    assert any(e.startswith(expected) for e in errs), errs
