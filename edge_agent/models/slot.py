@@ -801,25 +801,41 @@ class ModelSlot:
         file, an engine raising something unexpected) is a refusal at the stage it reached, and the
         slot returns to the state it was in, the old model still serving."""
         got: list[OpenedPackage] = []  # the package once verified: its version is known from there on
-        try:
-            return await self._swap(pkg, watch=watch, expect=expect, got=got)
-        except Exception as exc:
-            stage = {"loading": "load", "smoke_testing": "golden"}.get(self.state, "verify")
-            reason = str(exc) if isinstance(exc, PackageError) else f"unexpected {type(exc).__name__}: {exc}"
-            log.debug("slot %s: swap raised", self.name, exc_info=True)
-            reason = printable(reason, 500)
-            if not got:
-                return self._refused(self.version, None, stage, reason, package=Path(pkg))
-            opened = got[0]
-            if self._active is None or self._active.opened.root != opened.root:
-                # verified, then refused: marked and removed as at any other stage past the install. Left installed
-                # unmarked, it was the newest a start on a lost state.json served, its golden test never passed
-                try:
-                    await asyncio.to_thread(self.store.mark_failed, opened.root, reason)
-                    await self._prune()
-                except Exception as why:  # a disk that refuses it: said, the refusal still told
-                    log.warning("slot %s: cannot mark %s refused: %s", self.name, opened.root.name, why)
-            return self._refused(self.version, opened.manifest.version, stage, reason, package=Path(pkg))
+        async with self._swap_lock:
+            try:
+                outcome = await self._swap(pkg, watch=watch, expect=expect, got=got)
+            except Exception as exc:
+                # under the swap's lock, as every other refusal: an install waiting for it (the next desired
+                # state) went on as the lock was let go, and this prune removed its folder, verified and
+                # renamed into place but named by no state yet, while it loaded
+                return await self._swap_raised(exc, pkg, got)
+            if outcome.ok and watch and outcome.from_version is not None and self._previous is not None:
+                new, old = self._require(), self._previous
+                self._watch = asyncio.create_task(self._watch_health(new, old), name=f"health-{self.name}")
+
+        # The replaced model is not closed explicitly: an inference that read it just before the
+        # switch may still be running on it; it is freed when the last reference goes.
+        return outcome
+
+    async def _swap_raised(self, exc: Exception, pkg: Path, got: list[OpenedPackage]) -> SwapOutcome:
+        """A swap that raised (under the swap's lock): refused at the stage it reached, its folder marked and
+        removed as at any other stage past the install."""
+        stage = {"loading": "load", "smoke_testing": "golden"}.get(self.state, "verify")
+        reason = str(exc) if isinstance(exc, PackageError) else f"unexpected {type(exc).__name__}: {exc}"
+        log.debug("slot %s: swap raised", self.name, exc_info=True)
+        reason = printable(reason, 500)
+        if not got:
+            return self._refused(self.version, None, stage, reason, package=Path(pkg))
+        opened = got[0]
+        if self._active is None or self._active.opened.root != opened.root:
+            # verified, then refused: marked and removed as at any other stage past the install. Left installed
+            # unmarked, it was the newest a start on a lost state.json served, its golden test never passed
+            try:
+                await asyncio.to_thread(self.store.mark_failed, opened.root, reason)
+                await self._prune()
+            except Exception as why:  # a disk that refuses it: said, the refusal still told
+                log.warning("slot %s: cannot mark %s refused: %s", self.name, opened.root.name, why)
+        return self._refused(self.version, opened.manifest.version, stage, reason, package=Path(pkg))
 
     async def _swap(
         self,
@@ -829,127 +845,123 @@ class ModelSlot:
         expect: tuple[str, str] | None = None,
         got: list[OpenedPackage] | None = None,
     ) -> SwapOutcome:
-        async with self._swap_lock:
-            old = self._active
-            from_v = old.manifest.version if old else None
-            self.state = "verifying"
-            self._event(EventKind.SWAP_STARTED, package=str(pkg), from_version=from_v)
-            try:
-                opened = await asyncio.to_thread(self._install, Path(pkg))
-            except PackageError as exc:
-                return self._refused(
-                    from_v, None, "verify", str(exc), retry=exc.code == NO_SPACE, package=Path(pkg)
-                )
-            if got is not None:
-                got.append(opened)
-            to_v = opened.manifest.version
-            if expect is not None and (opened.manifest.name, to_v) != expect:
-                # the fleet named another package than the bytes it sent (its registry's index and its
-                # files disagree): serving it would report one version and run another
-                why = (
-                    f"the package delivered as {printable(expect[0], 80)} {printable(expect[1], 80)} is "
-                    f"{opened.manifest.package_id} (its signed manifest); refused"
-                )
-                await asyncio.to_thread(self.store.mark_failed, opened.root, why)
-                await self._prune()
-                return self._refused(from_v, to_v, "verify", why, package=Path(pkg))
-            if to_v in self.config.refused_versions:
-                why = self._refused_by_config(opened.manifest.package_id)
-                await asyncio.to_thread(self.store.mark_failed, opened.root, why)
-                await self._prune()
-                return self._refused(from_v, to_v, "verify", why, package=Path(pkg))
-            unfit: str | None = None
-            if old is not None and opened.manifest.task != old.manifest.task:
-                unfit = f"package task {opened.manifest.task.value} does not match the slot's {old.manifest.task.value}"
-            for check in list(self.swap_checks.values()) if unfit is None else ():
-                # a pipeline's start check (a baseline's sample-rate floor): the start refuses such a package, and
-                # once swapped in it served windows whose baseline failed at each, the old model no longer kept
-                unfit = check(opened.manifest)
-                if unfit is not None:
-                    break
+        """The swap, under the swap's lock (``swap`` holds it)."""
+        old = self._active
+        from_v = old.manifest.version if old else None
+        self.state = "verifying"
+        self._event(EventKind.SWAP_STARTED, package=str(pkg), from_version=from_v)
+        try:
+            opened = await asyncio.to_thread(self._install, Path(pkg))
+        except PackageError as exc:
+            return self._refused(
+                from_v, None, "verify", str(exc), retry=exc.code == NO_SPACE, package=Path(pkg)
+            )
+        if got is not None:
+            got.append(opened)
+        to_v = opened.manifest.version
+        if expect is not None and (opened.manifest.name, to_v) != expect:
+            # the fleet named another package than the bytes it sent (its registry's index and its
+            # files disagree): serving it would report one version and run another
+            why = (
+                f"the package delivered as {printable(expect[0], 80)} {printable(expect[1], 80)} is "
+                f"{opened.manifest.package_id} (its signed manifest); refused"
+            )
+            await asyncio.to_thread(self.store.mark_failed, opened.root, why)
+            await self._prune()
+            return self._refused(from_v, to_v, "verify", why, package=Path(pkg))
+        if to_v in self.config.refused_versions:
+            why = self._refused_by_config(opened.manifest.package_id)
+            await asyncio.to_thread(self.store.mark_failed, opened.root, why)
+            await self._prune()
+            return self._refused(from_v, to_v, "verify", why, package=Path(pkg))
+        unfit: str | None = None
+        if old is not None and opened.manifest.task != old.manifest.task:
+            unfit = f"package task {opened.manifest.task.value} does not match the slot's {old.manifest.task.value}"
+        for check in list(self.swap_checks.values()) if unfit is None else ():
+            # a pipeline's start check (a baseline's sample-rate floor): the start refuses such a package, and
+            # once swapped in it served windows whose baseline failed at each, the old model no longer kept
+            unfit = check(opened.manifest)
             if unfit is not None:
-                # marked and removed as at any other refusal past the install: left installed unmarked, it was the
-                # newest a start on a lost state.json served (a model of another task on the slot's pipelines)
-                await asyncio.to_thread(self.store.mark_failed, opened.root, unfit)
-                await self._prune()
-                return self._refused(from_v, to_v, "verify", unfit, package=Path(pkg))
-            self.state = "smoke_testing"  # load, golden-check and time each engine and form
-            helpers = self._helpers
-            try:
-                new = await in_lowered_thread(self._load, opened)
-            except (EngineError, NothingPasses, _Stopped, PackageError) as exc:
-                if helpers.stopped:  # a stop mid-swap, not the package's fault: nothing marked failed
-                    return self._refused(
-                        from_v, to_v, "load", f"the slot stopped mid-swap: {exc}", package=Path(pkg)
-                    )
-                if isinstance(exc, _Stopped):
-                    raise
-                if isinstance(exc, PackageError) and exc.code == GOLDEN_UNREADABLE:
-                    # a passing error of this machine (EMFILE, ENOMEM) reading them: tried again, as a full disk
-                    # is. Taken for the package's, it was marked failed, for good
-                    await self._prune()
-                    return self._refused(from_v, to_v, "golden", str(exc), retry=True, package=Path(pkg))
-                if isinstance(exc, PackageError):
-                    # its golden files refused as read (a decompression bomb, not an .npz), before any engine's
-                    # check: refused as the others at this stage. Left to the catch-all, the refusal named no
-                    # version and the folder stayed installed unmarked, the newest a start on a lost state took
-                    await asyncio.to_thread(self.store.mark_failed, opened.root, str(exc))
-                    await self._prune()
-                    return self._refused(from_v, to_v, "golden", str(exc), package=Path(pkg))
-                if isinstance(exc, EngineError):
-                    await asyncio.to_thread(self.store.mark_failed, opened.root, str(exc))
-                    await self._prune()
-                    return self._refused(from_v, to_v, "load", str(exc), package=Path(pkg))
-                if exc.package_defect:  # not the gateway's: it was said to fail "on this CPU"
-                    reason = f"golden test failed, a defect of the package on every CPU: {exc}"
-                else:
-                    reason = f"golden test failed on this CPU ({int8_path()}): {exc}"
-                await asyncio.to_thread(self.store.mark_failed, opened.root, reason)
-                await self._prune()
-                return self._refused(from_v, to_v, "golden", reason, package=Path(pkg))
-            self._report_selection(new)
-            if old is not None and _below(to_v, old.manifest.version):
-                # an admin's rollback (the only way the fleet sends a lower version): the version it rolls away
-                # from stays installed as the previous one, and a start on a lost state.json served it again
-                await asyncio.to_thread(self.store.mark_rolled_back, old.opened.root.name)
-                self._say_unrecorded()
-            # the switch: one reference assignment between two inferences
-            self._previous, self._active = old, new
-            await asyncio.to_thread(
-                functools.partial(  # under probation until the health window passes
-                    self.store.set_current,
-                    opened.root,
-                    old.opened.root if old else None,
-                    probation=watch and old is not None,
-                    baseline=_baseline(old.health) if old else None,
+                break
+        if unfit is not None:
+            # marked and removed as at any other refusal past the install: left installed unmarked, it was the
+            # newest a start on a lost state.json served (a model of another task on the slot's pipelines)
+            await asyncio.to_thread(self.store.mark_failed, opened.root, unfit)
+            await self._prune()
+            return self._refused(from_v, to_v, "verify", unfit, package=Path(pkg))
+        self.state = "smoke_testing"  # load, golden-check and time each engine and form
+        helpers = self._helpers
+        try:
+            new = await in_lowered_thread(self._load, opened)
+        except (EngineError, NothingPasses, _Stopped, PackageError) as exc:
+            if helpers.stopped:  # a stop mid-swap, not the package's fault: nothing marked failed
+                return self._refused(
+                    from_v, to_v, "load", f"the slot stopped mid-swap: {exc}", package=Path(pkg)
                 )
-            )
-            self.state = "watching" if (watch and old is not None) else "active"
-            outcome = SwapOutcome(True, self.name, from_v, to_v, "active")
-            self.last_outcome = outcome
-            self._event(
-                EventKind.SWAPPED,
-                from_version=from_v,
-                to_version=to_v,
-                engine=new.engine.name,
-                form=new.engine.form,
-                selection=new.selection.summary() if new.selection else None,
-            )
-            log.info(
-                "slot %s: now running %s, %s (was %s)",
-                self.name,
-                opened.manifest.package_id,
-                new.selection.summary() if new.selection else new.engine.name,
-                from_v,
-            )
-            if not (watch and old is not None):
-                # its outcome is now (no health window): nothing else would remove what it replaced (a
-                # start on a new local package: every version a pinned slot was given stayed on disk)
+            if isinstance(exc, _Stopped):
+                raise
+            if isinstance(exc, PackageError) and exc.code == GOLDEN_UNREADABLE:
+                # a passing error of this machine (EMFILE, ENOMEM) reading them: tried again, as a full disk
+                # is. Taken for the package's, it was marked failed, for good
                 await self._prune()
-        if watch and old is not None:
-            self._watch = asyncio.create_task(self._watch_health(new, old), name=f"health-{self.name}")
-        # The replaced model is not closed explicitly: an inference that read it just before the
-        # switch may still be running on it; it is freed when the last reference goes.
+                return self._refused(from_v, to_v, "golden", str(exc), retry=True, package=Path(pkg))
+            if isinstance(exc, PackageError):
+                # its golden files refused as read (a decompression bomb, not an .npz), before any engine's
+                # check: refused as the others at this stage. Left to the catch-all, the refusal named no
+                # version and the folder stayed installed unmarked, the newest a start on a lost state took
+                await asyncio.to_thread(self.store.mark_failed, opened.root, str(exc))
+                await self._prune()
+                return self._refused(from_v, to_v, "golden", str(exc), package=Path(pkg))
+            if isinstance(exc, EngineError):
+                await asyncio.to_thread(self.store.mark_failed, opened.root, str(exc))
+                await self._prune()
+                return self._refused(from_v, to_v, "load", str(exc), package=Path(pkg))
+            if exc.package_defect:  # not the gateway's: it was said to fail "on this CPU"
+                reason = f"golden test failed, a defect of the package on every CPU: {exc}"
+            else:
+                reason = f"golden test failed on this CPU ({int8_path()}): {exc}"
+            await asyncio.to_thread(self.store.mark_failed, opened.root, reason)
+            await self._prune()
+            return self._refused(from_v, to_v, "golden", reason, package=Path(pkg))
+        self._report_selection(new)
+        if old is not None and _below(to_v, old.manifest.version):
+            # an admin's rollback (the only way the fleet sends a lower version): the version it rolls away
+            # from stays installed as the previous one, and a start on a lost state.json served it again
+            await asyncio.to_thread(self.store.mark_rolled_back, old.opened.root.name)
+            self._say_unrecorded()
+        # the switch: one reference assignment between two inferences
+        self._previous, self._active = old, new
+        await asyncio.to_thread(
+            functools.partial(  # under probation until the health window passes
+                self.store.set_current,
+                opened.root,
+                old.opened.root if old else None,
+                probation=watch and old is not None,
+                baseline=_baseline(old.health) if old else None,
+            )
+        )
+        self.state = "watching" if (watch and old is not None) else "active"
+        outcome = SwapOutcome(True, self.name, from_v, to_v, "active")
+        self.last_outcome = outcome
+        self._event(
+            EventKind.SWAPPED,
+            from_version=from_v,
+            to_version=to_v,
+            engine=new.engine.name,
+            form=new.engine.form,
+            selection=new.selection.summary() if new.selection else None,
+        )
+        log.info(
+            "slot %s: now running %s, %s (was %s)",
+            self.name,
+            opened.manifest.package_id,
+            new.selection.summary() if new.selection else new.engine.name,
+            from_v,
+        )
+        if not (watch and old is not None):
+            # its outcome is now (no health window): nothing else would remove what it replaced (a
+            # start on a new local package: every version a pinned slot was given stayed on disk)
+            await self._prune()
         return outcome
 
     @property

@@ -42,6 +42,7 @@ def pkgs(tmp_path_factory):
     return {
         "v1": make_package(tmp, kind="vision", version="1.0.0", key=key, bias=6.0),
         "v2": make_package(tmp, kind="vision", version="1.1.0", key=key, seed=2, bias=6.0),
+        "v3": make_package(tmp, kind="vision", version="1.2.0", key=key, seed=3, bias=6.0),
         "signal": make_package(tmp, kind="signal", key=key),
         "key": key,
         "pub": pub,
@@ -416,3 +417,59 @@ async def test_a_package_refused_after_it_was_verified_is_named_by_its_version(
     assert not list(store.glob("part-inspection-1.1.0-*")), sorted(p.name for p in store.iterdir())
     st = json.loads((store / "state.json").read_text())
     assert any(k.startswith("part-inspection-1.1.0-") for k in st.get("failed", {})), st
+
+
+async def test_a_swap_refused_by_its_catch_all_removes_nothing_of_the_install_waiting_for_it(
+    tmp_path, pkgs, monkeypatch
+):
+    """1.1.0's load raises something unexpected (refused by the swap's catch-all) while the next desired state,
+    1.2.0, waits for the slot. The catch-all marked and pruned after the swap's lock was let go: 1.2.0's install
+    went on meanwhile, and the prune removed its folder (verified and in place, named by no state yet) while it
+    loaded: 1.2.0 served from a folder no longer on disk, or failed its load. The catch-all now runs under the
+    lock: 1.2.0 installs after it, and serves from its folder."""
+    from edge_agent.models import slot as slot_mod
+    from protocols.events import EventKind
+
+    events: list = []
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime")
+    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]], on_event=events.append)
+    await s.start()
+    real, calls = slot_mod.select, []
+
+    def first_fails(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("std::bad_alloc")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(slot_mod, "select", first_fails)
+    started = sum(e.kind is EventKind.SWAP_STARTED for e in events)
+    marking = s.store.mark_failed
+
+    def slow_disk(folder, reason):  # the mark takes its time: 1.2.0's install, if let in, is in place first
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 30:
+            let_in = sum(e.kind is EventKind.SWAP_STARTED for e in events) - started >= 2
+            if let_in and list(s.store.root.glob("part-inspection-1.2.0-*")):
+                break
+            if not let_in and time.monotonic() - t0 > 0.5:  # (1.2.0 waits for the lock)
+                break
+            time.sleep(0.02)
+        marking(folder, reason)
+
+    s.store.mark_failed = slow_disk
+    try:
+        first = asyncio.create_task(s.swap(pkgs["v2"], watch=False))
+        await until(lambda: sum(e.kind is EventKind.SWAP_STARTED for e in events) > started, timeout_s=10)
+        second = asyncio.create_task(s.swap(pkgs["v3"], watch=False))
+        async with asyncio.timeout(60):
+            refused, swapped = await asyncio.gather(first, second)
+        assert not refused.ok and "MemoryError" in refused.reason, refused
+        assert swapped.ok and s.version == "1.2.0", swapped
+        current = s.store.current()
+        assert current.startswith("part-inspection-1.2.0-") and (s.store.root / current).is_dir(), sorted(
+            p.name for p in s.store.root.iterdir()
+        )
+        assert not list(s.store.root.glob("part-inspection-1.1.0-*"))
+    finally:
+        await s.stop()
