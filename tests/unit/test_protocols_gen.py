@@ -140,3 +140,15 @@ def test_stubs_that_need_more_than_pyproject_allows_fail_the_check(tmp_path, dis
     r = _check(tree)
     assert r.returncode == 1
     assert f"needs {dist}>={need} at import, but pyproject.toml allows {dist}>=1.0" in r.stderr
+
+
+def test_regenerating_stubs_that_need_more_than_pyproject_allows_says_so(tmp_path):
+    """`python -m protocols.generate` with a grpcio-tools newer than pyproject.toml's floors writes stubs that
+    refuse to import at those floors: it says which floor to raise as it writes them."""
+    pytest.importorskip("grpc_tools", reason="grpcio-tools (dev extra) is needed to regenerate stubs")
+    tree = _tree(tmp_path)
+    pyproject = tree / "pyproject.toml"
+    pyproject.write_text(re.sub(r'"grpcio>=[^"]*"', '"grpcio>=1.0"', pyproject.read_text()))
+    r = subprocess.run([sys.executable, "-m", "protocols.generate"], cwd=tree, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "fleet_pb2_grpc.py needs grpcio>=" in r.stderr and "pyproject.toml allows grpcio>=1.0" in r.stderr
