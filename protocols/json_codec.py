@@ -61,7 +61,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -2318,13 +2318,22 @@ _RECORD_NAME_KEYS = (
 )
 _RECORD_VALUE_KEYS = ("value", "v", "val", "reading")
 _TAG_NAME_KEYS = _RECORD_NAME_KEYS[:6]  # keys that name a tag, never a reading's own id ("name" ... "nodeid")
+
+
+def _numbered(ids: list[str]) -> bool:
+    """Whether ``ids`` number readings (``"17"``, ``"r1"``, ``"r2"``): each holds a digit, the same text but for its
+    digits."""
+    return all(any(c.isdigit() for c in i) for i in ids) and len({_DIGITS.sub("", i) for i in ids}) == 1
+
+
+_DIGITS = re.compile(r"[0-9]+")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
 
 
 def _records_in(
     path: str, v: Any, depth: int = 0, budget: list[int] | None = None
-) -> tuple[str, str, str, bool] | None:
-    """``(array path, name key, value key, values as text)`` of the first array of records found at ``path`` or a few
+) -> tuple[str, str, str, bool, tuple[str, bool] | None] | None:
+    """``(array path, name key, value key, values as text, (the other name key a hint names, one record alone))`` of the first array of records found at ``path`` or a few
     levels in (``{"readings": [{"name": "temp", "value": 21.5}, ...]}``): objects each naming itself by text and
     holding a value, by the keys of ``_RECORD_NAME_KEYS`` and ``_RECORD_VALUE_KEYS``, one value at least a number
     or a number written as text (beside them a bool alarm, a state word, a failed sensor's null: a records mapping
@@ -2354,16 +2363,37 @@ def _records_in(
         ]
         if not texts:
             return None
-        named = any(keys.get(k) in texts for k in _TAG_NAME_KEYS)
+        # a tag name key whose texts tell the records apart: an id unique to each record beside it is the reading's
+        # own (EdgeX's). One the same in every record (a device's "name": "plc1") names no tag, and an "id" beside
+        # it is the tag's ({"name": "plc1", "id": "temp"}) unless it numbers the readings ("17", "r1", "r2": the
+        # same text but for its digits): taken as the record's own id, every record was told to be read under
+        # "plc1", one tag
+        named = any((n := keys.get(k)) in texts and len({x[n] for x in items}) > 1 for k in _TAG_NAME_KEYS)
 
         def own_id(n: str) -> bool:  # each record's own id, not a tag's name
             ids = [x[n] for x in items]
-            return all(_UUID.fullmatch(i) for i in ids) or (
-                named and n.lower() not in _TAG_NAME_KEYS and len(set(ids)) == len(ids)
-            )
+            unique = n.lower() not in _TAG_NAME_KEYS and len(set(ids)) == len(ids)
+            return all(_UUID.fullmatch(i) for i in ids) or (unique and (named or _numbered(ids)))
 
         names = [n for n in texts if not own_id(n)] or texts
         name = next((n for n in names if len({x[n] for x in items}) > 1), names[0])
+        # the key the hint also names when the one told cannot be sure: a name the same in every record beside a
+        # key that differs (a device's "name" and each reading's number, or each tag's "id"), or one record alone
+        # (no key tells records apart): followed wrongly, every record is one tag, or each reading a tag
+        others: Iterator[str]
+        if len(items) == 1:
+            others = (n for n in texts if n != name and not _UUID.fullmatch(items[0][n]))
+        elif len({x[name] for x in items}) == 1:
+            others = (
+                n
+                for n in texts
+                if n != name
+                and len({x[n] for x in items}) > 1
+                and not all(_UUID.fullmatch(x[n]) or x[n].isdigit() for x in items)
+            )
+        else:
+            others = iter(())
+        other = next(others, None)
         vals = [x.get(value) for x in items]
         numbers = any(type(x) is int or type(x) is float for x in vals)
         as_text = not numbers and any(
@@ -2371,7 +2401,7 @@ def _records_in(
         )  # EdgeX's "21.5"
         if not as_text and not numbers:
             return None  # no number among them: nothing read for every number is lost
-        return path, name, value, as_text
+        return path, name, value, as_text, None if other is None else (other, len(items) == 1)
     if depth < 3 and type(v) is dict:
         for k, x in itertools.islice(v.items(), 64):
             found = _records_in(f"{path}.{k}", x, depth + 1, budget)
@@ -2419,7 +2449,8 @@ def nested_fields_hint(fields: list[tuple[str, Any]], numbers: Sequence[str] = (
     )
     they = "it holds" if len(fields) == 1 else "they hold"
     if records is not None:
-        array, name, value, as_text = records
+        array, name, value, as_text, also = records
+        other, first_alone = also if also is not None else ("", False)
         return (
             f"{what}, not read (unmapped, only top-level numbers are): {_as_setting(array[:80])} is an array of records "
             f"named by their {_as_setting(name[:80])}: read each by its name with json_mapping.records: "
@@ -2427,6 +2458,17 @@ def nested_fields_hint(fields: list[tuple[str, Any]], numbers: Sequence[str] = (
             + (" and numbers_from_text: true (a value is a number written as text)" if as_text else "")
             + f" (a path to an item, {_as_setting(array[:80])}.0.{_as_setting(value[:80])}, reads whichever record "
             "comes first)"
+            + (
+                (
+                    "; one record in the message, so no key is seen to tell records apart: if its "
+                    f"{_as_setting(other[:80])} names the tag, set name: {_as_setting(other[:80])}"
+                    if first_alone
+                    else f"; its {_as_setting(name[:80])} is the same in every record: if their "
+                    f"{_as_setting(other[:80])} names each one's tag, set name: {_as_setting(other[:80])}"
+                )
+                if also is not None
+                else ""
+            )
             + (
                 f"; under records, its top-level number{'s' if len(numbers) > 1 else ''} read now, "
                 + ", ".join(repr(n[:40]) for n in numbers[:TEXT_FIELDS_SHOWN])

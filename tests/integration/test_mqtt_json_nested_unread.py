@@ -356,3 +356,44 @@ async def test_numbers_from_text_is_told_only_when_no_value_is_a_json_number(mos
         ("d/x/batch", "0012"),
         ("d/x/recipe", "007"),
     ]
+
+
+async def test_records_naming_their_device_in_name_and_their_tag_in_id_are_told_the_id(mosquitto):
+    """A constant "name" (the device) beside an "id" that differs in each record (the tag): the "id" was taken as
+    each reading's own id (as EdgeX's UUIDs are) and the hint told ``name: name``; followed, every record was read
+    as one tag, ``gw/1/plc1``. The key told is "id"; a reading's own id (a number, or the same text but for its
+    digits, beside a constant name) is still passed over, the other key named; and a message of one record, where
+    no key is seen to tell records apart, is told which other key may name it (it was told "name" alone)."""
+    plc = {
+        "readings": [
+            {"name": "plc1", "id": "temp", "value": 21.5},
+            {"name": "plc1", "id": "press", "value": 2.5},
+        ]
+    }
+    numbered = {"readings": [{"name": "temp", "id": f"r{i}", "value": 21.5 + i} for i in range(2)]}
+    alone = {"readings": [{"name": "plc1", "tag": "temp", "value": 21.5}]}
+    end = ("end", json.dumps({"end": 1}))
+    told = {}
+    for key, message in (("plc", plc), ("numbered", numbered), ("alone", alone)):
+        _, src = await read_published(
+            mosquitto.port, [{"topic": "#"}], [("gw/1", json.dumps(message)), end], "end/end"
+        )
+        told[key] = src.notices.messages["nested_field_unread"]
+    assert "json_mapping.records: {array: readings, name: id, value: value}" in told["plc"], told
+    assert "same in every record" not in told["plc"], told
+    assert "json_mapping.records: {array: readings, name: name, value: value}" in told["numbered"], told
+    assert told["numbered"].endswith(
+        "; its name is the same in every record: if their id names each one's tag, set name: id"
+    ), told
+    assert told["alone"].endswith(
+        "; one record in the message, so no key is seen to tell records apart: if its tag names the tag, "
+        "set name: tag"
+    ), told
+    mapping = {"records": {"array": "readings", "name": "id", "value": "value"}}
+    got, _ = await read_published(
+        mosquitto.port,
+        [{"topic": "gw/#", "json_mapping": mapping}, {"topic": "end"}],
+        [("gw/1", json.dumps(plc)), end],
+        "end/end",
+    )
+    assert [(r.tag, r.value) for r in got] == [("gw/1/temp", 21.5), ("gw/1/press", 2.5), ("end/end", 1)]
