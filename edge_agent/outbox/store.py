@@ -150,6 +150,8 @@ SALVAGE_JOBS_MAX = (
 )
 SALVAGE_CHUNK = 256  # seqs read at once; a chunk that cannot be read is split down to single seqs
 RENEW_RETRY_S = 5.0  # a store that could not be renewed (a full disk) is tried again this often
+# a copy left unfinished at start (its time limit, a disk error) goes on while the agent runs, this long a writer round
+COPY_ROUND_S = 1.0
 SALVAGE_TRIES = (
     5  # renewals failed by a disk error while salvaging; then what reads is salvaged, the rest skipped
 )
@@ -417,6 +419,10 @@ class Outbox:
         self._salvage_from: Path | None = None  # a moved-aside store not yet salvaged (a renewal that failed)
         # moved-aside file -> the last seq its copy into the current store has reached (as its meta says)
         self._progress: dict[str, int] = {}
+        self._copy_due = False  # a copy into this store is left unfinished: the writer goes on with it
+        self._copy_next = 0.0  # monotonic time it is tried again after a disk error
+        self._copy_failures = 0
+        self._copy_failed = False  # the last _copy_jobs met a disk error
         self._salvage_tries = 0
         self._acked_while_salvaging: set | None = (
             None  # seqs acked while a running salvage copies old records
@@ -709,6 +715,9 @@ class Outbox:
         self._committed_seq = self._seq
         self._rebuild_counts(db)
         self._sweep_samples(db)
+        job = self._read_salvaging()
+        self._copy_due = job is not None and job.get("epoch") == self.epoch
+        self._copy_next, self._copy_failures = 0.0, 0
         self._stop.clear()
         self._opened = True
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
@@ -1156,6 +1165,7 @@ class Outbox:
         that is not a regular one in outbox-corrupt/ is skipped (logged)."""
         got: Counter = Counter()
         left: list[dict] = []
+        self._copy_failed = False
         for i, j in enumerate(jobs):
             src = Path(j["src"])
             why = self._salvage_job_refused(j, src, db, strict=strict and i == 0)
@@ -1182,6 +1192,7 @@ class Outbox:
                     raise
                 log.error("outbox %s: the copy of %s cannot go on now: %s", self.dir, src, _cause(exc))
                 one, finished = Counter(), False
+                self._copy_failed = True
             finally:
                 with self._lock:
                     for q in extra:
@@ -1377,7 +1388,16 @@ class Outbox:
                             if (r[0] in acked or r[0] in gone) and isinstance(r[1], str)
                         )
                     rows = [r for r in rows if _intact(r) and r[0] not in acked and r[0] not in gone]
-                    if rows:
+                    if (
+                        rows
+                    ):  # (a seq the store holds already, copied from another file, is not counted twice)
+                        have = {
+                            q
+                            for (q,) in db.execute(
+                                "SELECT seq FROM records WHERE seq BETWEEN ? AND ?", (rows[0][0], rows[-1][0])
+                            )
+                        }
+                        rows = [r for r in rows if r[0] not in have]
                         db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?)", rows)
                     # how far the copy went, with what it copied: a process killed now resumes after it
                     db.execute(
@@ -1392,6 +1412,12 @@ class Outbox:
                     raise
                 self._progress[str(src)] = b
                 got.update(r[1] for r in rows)
+                if rows:  # the counts stats() reads (a copy while the agent runs: no rebuild after it)
+                    with self._lock:
+                        for r in rows:
+                            self._counts[(r[1], r[2])] += 1
+                        self._bytes += sum(r[7] for r in rows)
+                        self._oldest_stale, self._oldest_gen = True, self._oldest_gen + 1
             if todo:
                 log.warning(
                     "outbox: salvage %s; %d seq ranges left unread",
@@ -1687,6 +1713,7 @@ class Outbox:
                     OSError
                 ):  # (left behind: the next open() finds no copy of its epoch to do)
                     self._write_salvaging(self._marker(epoch, left) if left else None)
+                self._copy_due, self._copy_next, self._copy_failures = bool(left), 0.0, 0
             with self._lock:  # accounted for by this renewal (a later one must not count them again)
                 for q in (*acked_gone, *skipped):
                     self._acked_unremoved.pop(q, None)
@@ -2091,8 +2118,49 @@ class Outbox:
             self._guarded(self._check_store)
             self._guarded(self._commit, batch)
             self._guarded(self._enforce_budget)
+            if self._copy_due:
+                self._guarded(self._go_on_copying)
             if self._notices:  # an idle outbox still reports its drops
                 self._guarded(self._drain_notices)
+
+    def _go_on_copying(self) -> None:
+        """On the writer: go on with the copies into this store left unfinished at start (its time limit, a disk
+        error) or by a renewal's time limit, COPY_ROUND_S a round, between which the writer commits what the agent
+        appended (the copy commits it too, between slices), so the records are sent while the agent runs rather
+        than after the next start. A disk error: tried again after RENEW_RETRY_S, SALVAGE_TRIES times, then at the
+        next start; a stop: at the next start (the marker and each file's progress stay on disk)."""
+        db = self._db
+        if db is None or time.monotonic() < self._copy_next or self._renew_reason is not None:
+            return
+        job = self._read_salvaging()
+        if job is None or job.get("epoch") != self.epoch:
+            self._copy_due = False
+            return
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        jobs = self._carry(job, meta)
+        try:
+            got, left = self._copy_jobs(
+                db, jobs, time.monotonic() + COPY_ROUND_S, between=self._commit_queued
+            )
+        finally:
+            self._salvage_tries = 0
+        self.salvaged += got.total()
+        if not left:
+            self._write_salvaging(None)
+            self._copy_due = False
+            log.warning(
+                "outbox %s: the copy left unfinished at start is done (%d records in the last round)",
+                self.dir,
+                got.total(),
+            )
+        elif self._copy_failed:
+            self._copy_failures += 1
+            self._copy_next = time.monotonic() + RENEW_RETRY_S
+            if self._copy_failures >= SALVAGE_TRIES:
+                self._copy_due = False
+                log.error("outbox %s: the copy of %s goes on at the next start", self.dir, left[0]["src"])
+        if left and len(left) != len(jobs):  # a file done: the marker no longer names it
+            self._write_salvaging(self._marker(self.epoch, left))
 
     def _watch_clock(self) -> None:
         """A wall clock that steps forward (NTP setting a gateway without a battery-backed clock, after days

@@ -833,13 +833,14 @@ class SlowClock:
         return getattr(time, name)
 
 
-@pytest.mark.parametrize("cut", ["time_limit", "disk_error", "corrupt_at_next_start"])
+@pytest.mark.parametrize("cut", ["time_limit", "disk_error", "corrupt_at_next_start", "background"])
 def test_a_renewal_while_an_earlier_copy_is_unfinished_copies_the_rest_of_that_one_too(
     tmp_path, monkeypatch, cut
 ):
     """A start's copy of a corrupt store's records cut off by its time limit (or, at the next start, by a disk
     error) is left for later; the store it copies into is then renewed in turn (while running, or found corrupt at
-    the next start): the rest of the first copy is copied too, never dropped."""
+    the next start): the rest of the first copy is copied too, never dropped. Left alone, the copy goes on while the
+    agent runs ("background")."""
     import edge_agent.outbox.store as store
 
     monkeypatch.setattr(store, "SALVAGE_CHUNK", 100)
@@ -860,10 +861,19 @@ def test_a_renewal_while_an_earlier_copy_is_unfinished_copies_the_rest_of_that_o
         return real_intact(row)
 
     monkeypatch.setattr(store, "_intact", intact)
+    if cut != "background":  # (not gone on with while running yet when the store turns corrupt in its turn)
+        monkeypatch.setattr(Outbox, "_go_on_copying", lambda self: None)
     settings = OutboxSettings(commit_interval_ms=10, retention={})
     ob = Outbox(settings, data)
     ob.open()
     monkeypatch.setattr(store, "_intact", real_intact)
+    if cut == "background":  # formerly the rest waited for the next start
+        wait_for(lambda: not (data / "outbox-salvaging").exists(), what="the copy to go on while running")
+        seqs = sorted(r.seq for r in ob.pending(5000, 10**9) if r.kind == "result")
+        assert seqs == list(range(1, 3001)) and ob.stats()["by_kind"]["result"] == 3000
+        assert ob.stats()["salvaged"] == 3000 and not ob.dropped
+        ob.close()
+        return
     assert (data / "outbox-salvaging").exists()  # the rest is for later
     if cut == "disk_error":  # the next start cannot resume it (a disk error): left for later again
         ob.close()
