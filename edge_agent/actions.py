@@ -292,6 +292,17 @@ class ActionRunner:
             listen = getattr(getattr(sources.get(src), "sparkplug", None), "add_birth_listener", None)
             if listen is not None:
                 listen(functools.partial(self._born, src))
+        # (source, node_id) -> the (action, output) writing it: a target the source's check at connect finds
+        # failing (a node that does not exist, a type that refuses the value) is an episode before any write
+        self._targets_at: dict[tuple[str, str], list[tuple[str, str]]] = collections.defaultdict(list)
+        for n, a in cfg.actions.items():
+            for output in ("output", "opcua"):
+                if (target := _plc_target(a, output)) is not None:
+                    self._targets_at[target].append((n, output))
+        for src in {source for source, _ in self._targets_at}:
+            listen = getattr(sources.get(src), "add_target_listener", None)
+            if listen is not None:
+                listen(functools.partial(self._target_checked, src))
 
     async def handle(self, pipeline_actions: list[str], result: Result, item: Frame | Window) -> None:
         if self._named:
@@ -919,6 +930,8 @@ class ActionRunner:
                     owed = attempt >= action.retry.max_attempts
                     if attempt == action.retry.max_attempts:
                         st["failed"] += 1
+                        # a PLC target out of retries (away, busy) is failing too, until a write is taken
+                        self._write_refused(name, action, "output", str(exc), _NODE, attempts=attempt)
                         if not owes or self._closing:
                             self._burst.log(
                                 name, "action %r failed after %d attempts: %s", name, attempt, exc
@@ -988,13 +1001,55 @@ class ActionRunner:
             exc,
         )
 
-    def _write_refused(self, name: str, action: Any, output: str, why: str, value: Any = None) -> None:
+    def _target_checked(self, source: str, node_id: str, value: Any, why: str | None, whole: bool) -> None:
+        """A verdict of the source's check of a write target (at connect, and when the node changes): a target
+        found failing is an episode from then (``write_failing``, before any write: a node that does not exist,
+        is read-only or whose type refuses the value), the same episode at the next connect's check; one whose
+        check found only that and now finds it fine ends after the quiet time, as a write taken ends one."""
+        if not self._failing_read:
+            self._read_failing()
+        for name, output in self._targets_at.get((source, node_id), ()):
+            action = self.cfg.actions[name]
+            if not whole and repr(value) not in {repr(v) for v in _values_written(action)}:
+                continue  # another action's value for the same node
+            if why is not None:
+                self._write_refused(name, action, output, why, _NODE if whole else value, checked=True)
+            else:
+                self._check_passed(name, output, value)
+
+    def _check_passed(self, name: str, output: str, value: Any) -> None:
+        """The source's check found ``value`` fits the target: an episode only its checks refused (no write was
+        refused) ends once nothing it refused is refused still, ``write_recovered_after_s`` after."""
+        ep = self._failing.get((name, output))
+        if ep is None or ep["taken_at"] is not None or ep["by_write"]:
+            return  # none, ending already, or one a write found: a write taken ends it
+        ep["checked"].discard("node")
+        ep["checked"].discard(repr(value))
+        if ep["checked"]:
+            return
+        ep["node"] = False
+        ep["refused"].clear()
+        ep["taken_at"] = time.monotonic()
+        self._recovered()
+
+    def _write_refused(
+        self,
+        name: str,
+        action: Any,
+        output: str,
+        why: str,
+        value: Any = None,
+        checked: bool = False,
+        attempts: int = 0,
+    ) -> None:
         """A write to a PLC target (an ``opcua_write`` node, an alarm's OPC UA mirror) refused for a reason a
         retry cannot fix, or not sent since its node would refuse the reset: at the first, the target's episode
         starts and the cloud is told (``write_failing``, active); the later ones are only counted in it, so a
         level output refused at every result sends one event, not one a result. ``value``: the value refused
         (its type is what the node refuses: only that value taken ends it), or ``_NODE`` (a node the PLC does not
-        let the agent write: any write taken ends it)."""
+        let the agent write: any write taken ends it). ``checked``: found by the source's check of the target (at
+        connect), not at a write: not counted in ``failed``. ``attempts``: a write that failed all its retries
+        (the PLC away, busy): the value is tried again every ``OWED_RETRY_S``, and any write taken ends it."""
         target = _plc_target(action, output)
         if target is None:
             return
@@ -1008,7 +1063,18 @@ class ActionRunner:
                 "taken_at": None,
                 "refused": set(),
                 "node": False,
+                "checked": set(),  # what the source's checks refused (``_check_passed``)
+                "by_write": False,  # a write was refused: only a write taken ends it
             }
+            on = f"action {name!r}: writes to {target[1]} on source {target[0]}"
+            if checked:
+                said = f"{on} will be refused (found by the source's check of the node)"
+            elif attempts:
+                said = (
+                    f"{on} failed after {attempts} attempts; tried again every {OWED_RETRY_S:g} s until taken"
+                )
+            else:
+                said = f"{on} are refused and not retried (a retry cannot fix it)"
             self.on_event(
                 Event(
                     EventKind.WRITE_FAILING,
@@ -1017,15 +1083,18 @@ class ActionRunner:
                     node_id=target[1],
                     active=True,
                     reason=why,
-                    failed=1,
+                    failed=0 if checked else 1,
                     failing_s=None,
-                    message=f"action {name!r}: writes to {target[1]} on source {target[0]} are refused and "
-                    "not retried (a retry cannot fix it): the PLC does not get this output until the node or "
-                    "the config is fixed",
+                    message=f"{said}: the PLC does not get this output until "
+                    + ("it answers" if attempts else "the node or the config is fixed"),
                 )
             )
             self._save_failing()
-        ep["failed"] += 1
+        if checked:
+            ep["checked"].add("node" if value is _NODE else repr(value))
+        else:
+            ep["failed"] += 1
+            ep["by_write"] = True
         ep["reason"] = why
         ep["taken_at"] = None  # still refusing: the end waits for a quiet stretch after a write it takes
         if value is _NODE:
@@ -1121,6 +1190,8 @@ class ActionRunner:
                     "since": ep["since_wall"],
                     "refused": sorted(ep["refused"]),
                     "node": ep["node"],
+                    "checked": sorted(ep["checked"]),
+                    "by_write": ep["by_write"],
                 }
             )
         try:
@@ -1169,6 +1240,8 @@ class ActionRunner:
                     "taken_at": None,
                     "refused": {str(r) for r in e.get("refused", [])},
                     "node": bool(e.get("node", False)),
+                    "checked": {str(r) for r in e.get("checked", [])},
+                    "by_write": bool(e.get("by_write", True)),  # a former release's: found at a write
                 }
             except (KeyError, TypeError, ValueError):
                 continue
@@ -1177,6 +1250,7 @@ class ActionRunner:
                 self._tell_end(name, target, ep, None, "are no longer made (not in the config)")
                 continue
             ep["refused"] &= {repr(v) for v in _values_written(action)}
+            ep["checked"] &= {"node", *ep["refused"]}
             self._failing[(name, output)] = ep
         self._save_failing()
 
@@ -1312,6 +1386,7 @@ class ActionRunner:
                             break
                         if attempt == action.retry.max_attempts:
                             st["failed"] += 1
+                            self._write_refused(name, action, key[2], str(exc), _NODE, attempts=attempt)
                             self._burst.log(
                                 name,
                                 "alarm %r: could not signal (%s); tried again every %g s until it is",

@@ -261,6 +261,15 @@ class OpcUaTypeMismatch(OpcUaError):
     element: tuple[int, ...] = ()
 
 
+# a write target's check that found the node itself failing for good (``_check_target``), not a read that failed
+_NODE_FAILS = (
+    "does not exist on the server",
+    "is read-only for this session",
+    "not a Variable",
+    "malformed node id",
+)
+
+
 class _Silent(ConnectionError):
     """The session answers but its subscription has sent nothing (no data, no keep-alive) for longer
     than the server promised: a stalled server, or one that dropped the subscription (asyncua's publish
@@ -2569,6 +2578,9 @@ class OpcUaSource:
         # (node_id, repr(value)) -> how the refusal of that value is said by the one who knows where it came from
         # (``expect_writes``: a write value a gateway variable gives, named with its variable and place)
         self._write_notes: dict[tuple[str, str], Callable[[str, OpcUaTypeMismatch], str]] = {}
+        # told each verdict of a write target's check (``add_target_listener``): node_id, value, why (None: fine),
+        # and whether the node itself fails (missing, read-only, not a variable) rather than the value
+        self._target_listeners: list[Callable[[str, Any, str | None, bool], None]] = []
         self.target_errors: dict[str, str] = {}  # node_id -> why writes to it will fail
         # the targets found failing at the last connect's check (or a re-check since), each with why (one per value
         # checked): one failing for the same reason at every connect is one standing condition, counted and said
@@ -4576,6 +4588,12 @@ class OpcUaSource:
         self._write_targets = [(t[0], t[1]) for t in targets]
         self._write_notes = {(t[0], repr(t[1])): t[2] for t in targets if len(t) > 2 and t[2] is not None}
 
+    def add_target_listener(self, listener: Callable[[str, Any, str | None, bool], None]) -> None:
+        """``listener(node_id, value, why, whole)`` at each verdict of a write target's check (at connect, and
+        when the node changes): ``why`` None when the node takes the value; ``whole`` when the node itself fails
+        (missing, read-only, not a variable), not the value. Not told of a check that got no answer."""
+        self._target_listeners.append(listener)
+
     def _noted(self, node_id: str, value: Any, err: OpcUaTypeMismatch, why: str | None = None) -> str:
         """``why`` (default: the refusal's text) as the note given for this value says it, if any."""
         why = str(err) if why is None else why
@@ -4625,6 +4643,9 @@ class OpcUaSource:
                     whole = err is None or str(err) != why  # the node itself, not the value
                     if not whole and err is not None:
                         why = self._noted(node_id, value, err, why)
+                if why is None or not whole or any(k in why for k in _NODE_FAILS):
+                    for listen in self._target_listeners:  # a verdict, not a read that failed this time
+                        listen(node_id, value, why, whole)
             except TimeoutError:
                 why = f"node {node_id}: no answer within {self.settings.connect_timeout_s}s"
             except Exception as e:

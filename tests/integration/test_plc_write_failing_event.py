@@ -14,7 +14,8 @@ from devices.opcua.client import OpcUaSource
 from edge_agent.actions import ActionRunner
 from tests.integration.test_plc_exact_values import _config
 from tests.integration.test_plc_locked_edges import _locked_gate
-from tests.support.peers import free_port, opcua_server
+from tests.support.peers import free_port
+from tests.support.plc import agent_side, plc
 from tests.support.results import result
 from tests.support.waits import until
 
@@ -77,29 +78,16 @@ async def test_a_locked_node_refusing_a_level_output_at_100_hz_is_one_event_and_
 
 
 async def test_a_real_refusing_a_whole_number_it_cannot_hold_raises_one_event_naming_node_and_reason():
-    port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    speed = await obj.add_variable(ua.NodeId("Speed", idx), "Speed", ua.Variant(0.0, ua.VariantType.Float))
-    await speed.set_writable()
-    await srv.start()
-    node_id = f"ns={idx};s=Speed"
-    cfg = _config(
-        port, {"speed": {"type": "opcua_write", "source": "plc", "node_id": node_id, "value": 16777217}}
-    )
-    src = OpcUaSource("plc", cfg.sources["plc"])
     events: list = []
-    runner = ActionRunner(cfg, {"plc": src}, on_event=events.append)
-    await src.start()
-    try:
-        await until(lambda: src.state.value == "connected", 10, "connected")
-        for i in range(30):
-            await runner.handle(["speed"], result("NG", i), None)
-            await asyncio.sleep(0.01)
-        await runner.flush(timeout_s=5)
-    finally:
-        await src.stop()
-        await srv.stop()
-    assert await speed.read_value() == 0.0
+    async with plc({"Speed": ua.Variant(0.0, ua.VariantType.Float)}) as p:
+        node_id = p.node_id("Speed")
+        out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "value": 16777217}
+        async with agent_side(_config(p.port, {"speed": out}), events) as (_src, runner):
+            for i in range(30):
+                await runner.handle(["speed"], result("NG", i), None)
+                await asyncio.sleep(0.01)
+            await runner.flush(timeout_s=5)
+        assert await p.nodes["Speed"].read_value() == 0.0
     assert runner.stats["speed"]["failed"] >= 5, dict(runner.stats["speed"])
     told = _failing(events)
     assert len(told) == 1 and told[0]["active"] is True and told[0]["node_id"] == node_id, told
@@ -131,40 +119,34 @@ async def test_an_alarm_mirror_on_a_locked_node_is_told_once_as_its_alarm_goes_a
     assert "BadUserAccessDenied" in told[0]["reason"], told
 
 
-async def _int16_plc():
-    port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    count = await obj.add_variable(ua.NodeId("Count", idx), "Count", ua.Variant(0, ua.VariantType.Int16))
-    await count.set_writable()
-    await srv.start()
-    return port, srv, count, f"ns={idx};s=Count"
+_INT16 = {"Count": ua.Variant(0, ua.VariantType.Int16)}
 
 
 async def test_a_reset_taken_while_the_value_is_still_refused_ends_nothing_however_rare_the_ng():
     """An INT given 70000 (it can never hold it) with reset_value 0 (taken): one NG now and then, the reset
     written between. Before, each taken reset ended the episode after the quiet time ('taken again') and the
     next NG started another: two events per NG for a value that never reached the PLC."""
-    port, srv, count, node_id = await _int16_plc()
-    out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "value": 70000, "reset_value": 0}
-    cfg = _config(port, {"mark": {**out, "when": {"verdict": "NG"}}})
-    src = OpcUaSource("plc", cfg.sources["plc"])
     events: list = []
-    runner = ActionRunner(cfg, {"plc": src}, on_event=events.append)
-    runner.write_recovered_after_s = 0.3
-    await src.start()
-    try:
-        await until(lambda: src.state.value == "connected", 10, "connected")
-        for i in range(60):  # results at 20 Hz, an NG every 0.75 s (at the default 10 s: one in 25 s)
-            await runner.handle(["mark"], result("NG" if i % 15 == 0 else "OK", i), None)
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.6)
-    finally:
-        await runner.flush(timeout_s=5)
-        await src.stop()
-        await srv.stop()
-    st = runner.stats["mark"]
-    assert st["ok"] >= 1 and st["failed"] + st["reset_refused"] >= 3, dict(st)
-    assert await count.read_value() == 0
+    async with plc(_INT16) as p:
+        out = {
+            "type": "opcua_write",
+            "source": "plc",
+            "node_id": p.node_id("Count"),
+            "value": 70000,
+            "reset_value": 0,
+        }
+        cfg = _config(p.port, {"mark": {**out, "when": {"verdict": "NG"}}})
+        async with agent_side(cfg, events, recovered_after_s=0.3) as (_src, runner):
+            try:
+                for i in range(60):  # results at 20 Hz, an NG every 0.75 s (at the default 10 s: one in 25 s)
+                    await runner.handle(["mark"], result("NG" if i % 15 == 0 else "OK", i), None)
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.6)
+            finally:
+                await runner.flush(timeout_s=5)
+        st = runner.stats["mark"]
+        assert st["ok"] >= 1 and st["failed"] + st["reset_refused"] >= 3, dict(st)
+        assert await p.nodes["Count"].read_value() == 0
     told = _failing(events)
     assert [e["active"] for e in told] == [True], told  # one episode, not ended while 70000 is refused
 
@@ -174,9 +156,9 @@ async def test_an_episode_is_ended_by_the_next_agent_once_its_fixed_target_takes
     the data folder; the next agent, its config fixed (7000 for the 70000 the INT could not hold), tells the end
     once the node takes its writes. A later agent whose config no longer has the action ends an episode left
     open at once. Before, the new agent never told the end: the cloud showed the target failing for ever."""
-    port, srv, count, node_id = await _int16_plc()
-    out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "when": {"verdict": "NG"}}
-    try:
+    async with plc(_INT16) as p:
+        port, count, node_id = p.port, p.nodes["Count"], p.node_id("Count")
+        out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "when": {"verdict": "NG"}}
         events: list = []
         cfg = _config(port, {"mark": {**out, "value": 70000}})
         src = OpcUaSource("plc", cfg.sources["plc"])
@@ -234,5 +216,85 @@ async def test_an_episode_is_ended_by_the_next_agent_once_its_fixed_target_takes
         assert [(e["active"], e["action"], e["failing_s"]) for e in gone] == [(False, "mark", None)], gone
         ActionRunner(_config(port, {}), {}, on_event=events4.append, state_dir=tmp_path).start()
         assert len(_failing(events4)) == 1  # told once
-    finally:
-        await srv.stop()
+
+
+async def test_targets_the_check_at_connect_finds_failing_are_episodes_before_any_write_and_end_once_fixed(
+    tmp_path,
+):
+    """A node that does not exist and an INT given 70000: the source's check at connect knows both will fail
+    (target_errors), with no result yet. Before, no event until a write was refused, and none at all for an output
+    that writes only on a rare NG or an alarm's mirror: the console showed the line's write-back healthy. Now each
+    is an episode at once (failed 0: no write refused yet), the same one at the next connect (a restart), and it
+    ends when the next agent, its config fixed, finds the target fine, with no write needed."""
+    events: list = []
+    async with plc(_INT16) as p:
+        out = {"type": "opcua_write", "source": "plc", "when": {"verdict": "NG"}}
+        cfg = _config(
+            p.port,
+            {
+                "count": {**out, "node_id": p.node_id("Count"), "value": 70000},
+                "gate": {**out, "node_id": p.node_id("Gate"), "value": True},
+                "lamp": {"type": "alarm", "opcua_source": "plc", "node_id": p.node_id("Lamp")},
+            },
+        )
+        async with agent_side(cfg, events, tmp_path) as (src, runner):
+            runner.start()
+            await until(lambda: len(_failing(events)) == 3, 5, "an episode a target")
+            assert len(src.target_errors) == 3, src.target_errors
+        started = {e["action"]: e for e in _failing(events)}
+        assert {a: (e["active"], e["failed"], e["node_id"]) for a, e in started.items()} == {
+            "count": (True, 0, p.node_id("Count")),
+            "gate": (True, 0, p.node_id("Gate")),
+            "lamp": (True, 0, p.node_id("Lamp")),
+        }, started
+        assert "70000" in started["count"]["reason"] and "does not exist" in started["gate"]["reason"], (
+            started
+        )
+        async with agent_side(cfg, events, tmp_path) as (_src, runner):  # a restart: the same episodes
+            runner.start()
+            await asyncio.sleep(0.3)
+        assert len(_failing(events)) == 3, _failing(events)
+        for name in ("Gate", "Lamp"):  # a PLC download brings the nodes
+            node = await p.server.nodes.objects.get_child([f"{p.idx}:PLC"])
+            await (await node.add_variable(ua.NodeId(name, p.idx), name, False)).set_writable()
+        fixed = _config(
+            p.port,
+            {**cfg.model_dump()["actions"], "count": {**out, "node_id": p.node_id("Count"), "value": 7000}},
+        )
+        async with agent_side(fixed, events, tmp_path, recovered_after_s=0.3) as (_src, runner):
+            runner.start()
+            await until(lambda: len(_failing(events)) == 6, 5, "the ends, no result needed")
+        assert await p.read() == {"Count": 0}  # nothing written: the checks alone
+    ended = {e["action"]: e for e in _failing(events)[3:]}
+    assert {a: (e["active"], e["failed"]) for a, e in ended.items()} == {
+        "count": (False, 0),
+        "gate": (False, 0),
+        "lamp": (False, 0),
+    }, ended
+
+
+async def test_a_write_out_of_retries_is_an_episode_until_the_plc_takes_it():
+    """The PLC away (its source not connected yet): the value fails all its retries and is tried again every
+    second. Before, that was counted on the gateway only; now it is a write_failing episode, ended once the PLC,
+    back, takes the value."""
+    events: list = []
+    async with plc({"Gate": ua.Variant(False, ua.VariantType.Boolean)}) as p:
+        out = {"type": "opcua_write", "source": "plc", "node_id": p.node_id("Gate"), "value": True}
+        cfg = _config(p.port, {"gate": {**out, "retry": {"max_attempts": 2, "backoff_s": 0.05}}})
+        src = OpcUaSource("plc", cfg.sources["plc"])
+        runner = ActionRunner(cfg, {"plc": src}, on_event=events.append)
+        runner.write_recovered_after_s = 0.3
+        try:
+            await runner.handle(["gate"], result("NG", 0), None)  # not connected: every attempt fails
+            await until(lambda: len(_failing(events)) == 1, 5, "the episode")
+            told = _failing(events)[0]
+            assert (told["active"], told["failed"], told["node_id"]) == (True, 1, p.node_id("Gate")), told
+            assert "not connected" in told["reason"] and "failed after 2 attempts" in told["message"], told
+            await src.start()  # the PLC answers: the value tried again every second lands
+            await until(lambda: len(_failing(events)) == 2, 10, "the end")
+        finally:
+            await runner.flush(timeout_s=2)
+            await src.stop()
+        assert await p.nodes["Gate"].read_value() is True
+    end = _failing(events)[1]
+    assert (end["active"], end["failed"]) == (False, 1), end
