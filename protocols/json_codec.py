@@ -1584,6 +1584,12 @@ def _records_decoder(
             ts = ts_of(raw, now)
         else:
             items, ts = _parse(payload), now
+        if (
+            type(items) is dict
+            and _get(items, rec.name) is not _MISSING
+            and _get(items, rec.value) is not _MISSING
+        ):
+            items = [items]  # a record alone (a device's one per message): an array of one
         if not isinstance(items, list):
             where = repr(rec.array) if rec.array else "the payload"
             raise CodecError(
@@ -2262,10 +2268,15 @@ _WORD = re.compile(r"\s*[A-Za-z][A-Za-z_ -]{0,30}\s*\Z")  # text that may be a s
 TEXT_FIELDS_SHOWN = 5  # the names one text_field_unread line lists
 
 
-def text_fields_hint(fields: list[tuple[str, str]], mapping: JsonMapping) -> str:
+def text_fields_hint(fields: list[tuple[str, str]], mapping: JsonMapping, numbers: Sequence[str] = ()) -> str:
     """What a message's top-level text fields left unread by every-number mode are told, in one line: their
     names (the first ``TEXT_FIELDS_SHOWN``, then a count) and the setting of the one most likely meant as a
-    value (a number written as text, then a time, then a state word; a version or an id last)."""
+    value (a number written as text, then a time, then a state word; a version or an id last). ``numbers``: the
+    names of the numbers it read: a message that is one record (``{"name": "temp", "value": 21.5}``, a device's
+    one per message) is told the records mapping that reads it by its name."""
+    alone = _record_alone(fields, numbers)
+    if alone is not None:
+        return alone
     if len(fields) == 1:
         return text_field_hint(*fields[0], mapping)
 
@@ -2280,6 +2291,28 @@ def text_fields_hint(fields: list[tuple[str, str]], mapping: JsonMapping) -> str
     shown = ", ".join(f"{k[:40]!r} ({v[:20]!r})" for k, v in fields[:TEXT_FIELDS_SHOWN])
     more = f" and {len(fields) - TEXT_FIELDS_SHOWN} more" if len(fields) > TEXT_FIELDS_SHOWN else ""
     return f"{len(fields)} text fields, {shown}{more}, not read; {text_field_hint(*min(fields, key=rank), mapping)}"
+
+
+def _record_alone(fields: list[tuple[str, str]], numbers: Sequence[str]) -> str | None:
+    """What a message that is one record is told (a text naming it by a key of ``_RECORD_NAME_KEYS``, a number read
+    under one of ``_RECORD_VALUE_KEYS``), else None. Read for every number, its value is the tag "value" whatever
+    the record's name: another record on the topic is the same tag. It was told its name was a state to map to a
+    number (``states: {'temp': 1}``)."""
+    value = next((n for n in numbers if n.lower() in _RECORD_VALUE_KEYS), None)
+    if value is None:
+        return None
+    texts = {k.lower(): (k, v) for k, v in fields}
+    named = [texts[k] for k in _RECORD_NAME_KEYS if k in texts and not _UUID.fullmatch(texts[k][1])]
+    if not named:
+        return None
+    (name, text), other = named[0], named[1][0] if len(named) > 1 else None
+    return (
+        f"the message is one record, named by its {shown_topic(name)} ({text[:40]!r}), not read by it: its "
+        f"{shown_topic(value)} is read as the tag {shown_topic(value)} whatever the record's name (another record "
+        f"on this topic is the same tag); read it by its name with json_mapping.records: {{array: '', name: "
+        f"{_as_setting(name)}, value: {_as_setting(value)}}} (a record alone is read as an array of one)"
+        + (f"; if its {shown_topic(other)} names the tag, set name: {_as_setting(other)}" if other else "")
+    )
 
 
 def _number_path(path: str, v: Any, depth: int = 0, budget: list[int] | None = None) -> str | None:

@@ -2842,11 +2842,12 @@ def json_decoder(src: MqttSource, sub: Subscription):
     # the mapping's: every record was read GOOD (or at the message's time), silently
     hinted_records: set[int] | None = set() if m.records is not None else None
 
-    def text_unread(topic: str) -> None:
+    def text_unread(topic: str, got: list) -> None:
         # the source's first such message is said, its fields in one line (a device's firmware version, serial
         # and MAC are no fault each); every field of every message is counted, never formatted again
         if "text_field_unread" not in src.notices.counts:
-            hint = json_codec.text_fields_hint(texts, mapping)
+            # (with the names of its numbers, the first 64: a message that is one record is told so)
+            hint = json_codec.text_fields_hint(texts, mapping, [r[0] for r in got[:64]])
             src._notice("text_field_unread", f"topic {shown_topic(topic)}: {hint}", n=len(texts))
         else:
             src.notices.note("text_field_unread", "", n=len(texts))
@@ -2941,7 +2942,7 @@ def json_decoder(src: MqttSource, sub: Subscription):
                 got, kept[0] = parsed.got, parsed.kept
         finally:
             if texts:
-                text_unread(topic)
+                text_unread(topic, got)
             if nested:
                 unnested = nested[:]
                 nested.clear()

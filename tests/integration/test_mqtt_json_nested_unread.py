@@ -397,3 +397,32 @@ async def test_records_naming_their_device_in_name_and_their_tag_in_id_are_told_
         "end/end",
     )
     assert [(r.tag, r.value) for r in got] == [("gw/1/temp", 21.5), ("gw/1/press", 2.5), ("end/end", 1)]
+
+
+async def test_a_device_sending_one_record_per_message_is_told_the_records_mapping_that_reads_it(mosquitto):
+    """A device publishing each reading as one record ({"name": "temp", "value": 21.5}, then {"name": "hum", ...} on
+    the same topic): read for every number, each is the tag "value" whatever its name, temperature and humidity one
+    tag. It was told that its name was a state to map to a number (``states: {'temp': 1}``), and a records mapping
+    refused a record alone ('the payload is a JSON dict; expected an array of records'). It is told the records
+    mapping, which reads a record alone as an array of one."""
+    end = ("end", json.dumps({"end": 1}))
+    messages = [
+        ("dev/1", json.dumps({"name": "temp", "value": 21.5})),
+        ("dev/1", json.dumps({"name": "hum", "value": 40})),
+        end,
+    ]
+    got, src = await read_published(mosquitto.port, [{"topic": "#"}], messages, "end/end")
+    assert [(r.tag, r.value) for r in got] == [("dev/1/value", 21.5), ("dev/1/value", 40), ("end/end", 1)]
+    said = src.notices.messages["text_field_unread"]
+    assert "topic 'dev/1': the message is one record, named by its 'name' ('temp'), not read by it" in said, (
+        said
+    )
+    assert "json_mapping.records: {array: '', name: name, value: value}" in said and "states" not in said, (
+        said
+    )
+    mapping = {"records": {"array": "", "name": "name", "value": "value"}}
+    got, src = await read_published(
+        mosquitto.port, [{"topic": "dev/#", "json_mapping": mapping}, {"topic": "end"}], messages, "end/end"
+    )
+    assert [(r.tag, r.value) for r in got] == [("dev/1/temp", 21.5), ("dev/1/hum", 40), ("end/end", 1)]
+    assert src.stats.errors_by_reason == {}
