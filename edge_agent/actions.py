@@ -1070,9 +1070,12 @@ class ActionRunner:
             if checked:
                 said = f"{on} will be refused (found by the source's check of the node)"
             elif attempts:
-                said = (
-                    f"{on} failed after {attempts} attempts; tried again every {OWED_RETRY_S:g} s until taken"
+                again = (
+                    "sent again at the edge node's next birth"
+                    if name in self._resend
+                    else f"tried again every {OWED_RETRY_S:g} s until taken"
                 )
+                said = f"{on} failed after {attempts} attempts; {again}"
             else:
                 said = f"{on} are refused and not retried (a retry cannot fix it)"
             self.on_event(
@@ -1585,9 +1588,12 @@ def _values_written(action: Any) -> list[Any]:
 
 def _plc_target(action: Any, output: str) -> tuple[str, str] | None:
     """(source, node_id) of the PLC node an action's output writes: an ``opcua_write`` action's node, an alarm's
-    OPC UA mirror; None for the others (a broker, a Sparkplug node: no PLC node of theirs is written)."""
+    OPC UA mirror, a ``sparkplug_command``'s metric (its node_id ``group/edge_node[/device]/metric``); None for
+    the others (a broker: no PLC target of theirs is written)."""
     if isinstance(action, OpcUaWriteAction) and output == "output":
         return action.source, action.node_id
+    if isinstance(action, SparkplugCommandAction) and output == "output":
+        return action.source, action.target
     if isinstance(action, AlarmAction) and output == "opcua" and action.node_id and action.opcua_source:
         return action.opcua_source, action.node_id
     return None

@@ -542,3 +542,74 @@ async def test_string_command_text_with_a_nul_or_control_character_is_refused_no
     assert "'\\x1b' (at 0)" in said[1] and "metric g/n1/other" in said[2] and "'\\x85' (at 2)" in said[3], (
         said
     )
+
+
+async def test_a_command_its_node_refuses_or_misses_is_a_write_failing_episode_like_an_opcua_targets(
+    mosquitto,
+):
+    """A command the node's birth types refuse (300 for an Int8 metric) and one a dead node misses past its retries
+    were counted on the gateway only, where an OPC UA target's are told to the cloud (write_failing): the console
+    showed the line's Sparkplug write-back healthy. Now each is an episode naming the metric; the missed one ends
+    once the node, born again, takes the command sent again at its birth."""
+    node = Node(mosquitto.port)
+    cfg = parse_config(
+        {
+            **_command_config(mosquitto.port, "x", {"metric": "m"}).model_dump(include={"agent", "sources"}),
+            "actions": {
+                name: {
+                    "type": "sparkplug_command",
+                    "source": "bus",
+                    "group": "g",
+                    "edge_node": "n1",
+                    "when": {"verdict": "NG"},
+                    "retry": {"max_attempts": 2, "backoff_s": 0.05},
+                    **action,
+                }
+                for name, action in (
+                    ("gate", {"metric": "stop", "mode": "on_change"}),
+                    ("speed", {"metric": "speed", "value": 300, "mode": "on_change", "reset_value": 0}),
+                )
+            },
+        }
+    )
+    src, pump = await _host(mosquitto.port)
+    events: list = []
+    runner = ActionRunner(cfg, {"bus": src}, on_event=events.append)
+    runner.write_recovered_after_s = 0.3
+    metrics = (sp.Metric("stop", None, D.BOOLEAN, False), sp.Metric("speed", None, D.INT8, 0))
+
+    def failing() -> list[tuple]:
+        return [(e["action"], e["node_id"], e["active"]) for e in events if e["kind"] == "write_failing"]
+
+    try:
+        node.nbirth(0, *metrics)
+        await _births(src, 1)
+        await runner.handle(["speed"], _ng_result(), None)  # 300 for an Int8: refused
+        await runner.flush()
+        node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(0))
+        for _ in range(600):
+            if not src.sparkplug.node_alive("g", "n1"):
+                break
+            await asyncio.sleep(0.05)
+        await runner.handle(["gate"], _ng_result(), None)  # the node dead: out of retries
+        await runner.flush()
+        assert failing() == [("speed", "g/n1/speed", True), ("gate", "g/n1/stop", True)], events
+        node.nbirth(1, *metrics)  # back: the missed command is sent again and taken
+        await node.wait_cmds(1)
+        for _ in range(100):
+            if len(failing()) == 3:
+                break
+            await asyncio.sleep(0.05)
+        await runner.flush()
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert failing() == [
+        ("speed", "g/n1/speed", True),
+        ("gate", "g/n1/stop", True),
+        ("gate", "g/n1/stop", False),
+    ], events
+    told = [e for e in events if e["kind"] == "write_failing"]
+    assert "300" in told[0]["reason"] and "Int8" in told[0]["reason"], told[0]
+    assert "sent again at the edge node's next birth" in told[1]["message"], told[1]
