@@ -24,7 +24,11 @@ is kept, the step ``install_retry`` says the disk is full, and it is downloaded 
 same backoff (once there is room it goes through). With the cloud down the agent keeps running what it has; a slot pinned to a local package
 is never touched. A desired state the agent will not follow (a slot it does not have, a pinned slot,
 names or versions refused below) is reported once as ``failed`` with the reason, so that the rollout
-stops saying why instead of waiting for this agent for ever.
+stops saying why instead of waiting for this agent for ever. An install the fleet could not be asked about as it
+began (whether it still sends the version: the link or the fleet down after the last chunk) goes on, noted in
+``<data_dir>/deployments/withdrawal-unasked``; once the fleet answers it is asked first, and a version withdrawn
+meanwhile is reported ``failed`` with the withdrawal's reason (rolled back at once while the slot holds its previous
+model), never confirmed healthy.
 
 The outcome of a swap reaches the fleet exactly once, across restarts: before the swap the
 deployment is written to ``<data_dir>/deployments/<slot>.json`` and the file is removed only once
@@ -59,6 +63,7 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -130,6 +135,19 @@ def _failed_in_store(slot, d) -> str | None:
     return printable(f"{why} (before the agent restarted)", 500)
 
 
+# gRPC codes after which the fleet said nothing about a package (the link, the server): ``_still_sent`` is not answered
+_UNANSWERED = {
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "CANCELLED",
+    "UNKNOWN",
+    "INTERNAL",
+    "RESOURCE_EXHAUSTED",
+    "ABORTED",
+}
+# what a withdrawal-unasked entry holds as text besides _PENDING_KEYS (``_note_unasked``)
+UNASKED = "withdrawal-unasked"  # in deployments/ (not *.json: no pending deployment)
+
 HEALTH_VERDICT = "health check failed"  # the start of the slot's reason for its health check's rollback
 MAX_HELD = 50  # health-check rollbacks kept across restarts (the latest)
 _HELD_LOCK = threading.Lock()  # one read-change-write of a health-rollbacks file at a time (_hold)
@@ -195,6 +213,8 @@ class ModelManager:
         self.health_grace_s = 60.0
         # (slot, deployment id, digest) desired states the fleet heard this agent runs (bounded, oldest first)
         self.confirmed: dict[tuple[str, str, str], None] = {}
+        # slot -> an install asked about again once the fleet answers, kept here when the disk refused its file
+        self._unasked_mem: dict[str, dict] = {}
 
     def _is_refused(self, digest: str) -> bool:
         return digest in self.refused
@@ -331,8 +351,9 @@ class ModelManager:
         if await self._report(d, step, ok, reason, health):
             self._pending_path(d.slot).unlink(missing_ok=True)
 
-    async def _settle_pending(self) -> None:
-        """Pending files left by an earlier run (or a report that did not get through): report their outcome."""
+    async def _settle_pending(self, unasked: Collection[str] = ()) -> None:
+        """Pending files left by an earlier run (or a report that did not get through): report their outcome; not
+        those of ``unasked`` slots (installed while the fleet could not be asked about them: ``_ask_again``)."""
         if not self.pending_dir.is_dir():
             return
         from types import SimpleNamespace
@@ -354,8 +375,8 @@ class ModelManager:
                 p.unlink(missing_ok=True)
                 continue
             slot = self.slots.get(d.slot)
-            if slot is None or self.busy.get(d.slot):
-                continue
+            if slot is None or self.busy.get(d.slot) or d.slot in unasked:
+                continue  # (an install the fleet could not be asked about: its outcome waits for the answer)
             last = slot.last_outcome
             if slot.status().get("digest") == d.digest:
                 if slot.state == "active":
@@ -382,7 +403,12 @@ class ModelManager:
                 p.unlink(missing_ok=True)
 
     async def on_desired(self, reply) -> None:
-        await self._settle_pending()
+        # the fleet answers: installs it could not be asked about are asked about first (a version withdrawn
+        # meanwhile is reported failed, never confirmed healthy by what follows)
+        for name in sorted(set(self._unasked()) | set(self._unasked_mem)):
+            await self._ask_again(name)
+        unasked = set(self._unasked()) | set(self._unasked_mem)
+        await self._settle_pending(unasked)
         desired = reply.desired
         if len(desired) > MAX_DESIRED:  # a fleet gone wrong: bounded work and reports per desired state
             log.log(
@@ -419,6 +445,11 @@ class ModelManager:
                         "version_policy: follow_fleet in the agent's config to let the fleet move it",
                     )
                 continue
+            if d.digest == current and (
+                (self._is_refused(d.digest) and self._refused_for.get(d.digest) == d.deployment_id)
+                or d.slot in unasked
+            ):
+                continue  # withdrawn, or not yet asked about: never confirmed healthy
             if d.digest == current and not self.busy.get(d.slot) and status.get("state") == "active":
                 self._confirm(d)  # nothing to install: the fleet hears it runs the version, once
                 continue
@@ -600,17 +631,17 @@ class ModelManager:
         part.replace(final)
         return final
 
-    async def _still_sent(self, d, pkg: Path) -> str | None:
-        """As the install begins: whether the fleet still sends the package just downloaded (a request for its
-        bytes past its end, which reads none). The fleet's reason when it stopped sending it (its version withdrawn
-        after the last chunk left), else None: any other answer, a link down included, leaves the install to go on
-        (the package was whole, and served, a moment ago)."""
+    async def _still_sent(self, d, size: int) -> tuple[bool, str | None]:
+        """Whether the fleet still sends the package of ``d`` (``size`` bytes): a request for its bytes past its end,
+        which reads none. (answered, why not): ``why not`` is the fleet's reason when it stopped sending it (its
+        version withdrawn), else None; ``answered`` is False when the fleet could not be asked (the link, the
+        server): the install goes on (the package was whole, and served, a moment ago), and is asked about again
+        once the fleet answers (``_ask_again``). No uplink (a package handed over otherwise): nothing to ask."""
         from protocols.gen import fleet_pb2 as pb
 
-        if self.uplink is None:  # no fleet to ask (a package handed over otherwise)
-            return None
+        if self.uplink is None:
+            return True, None
         try:
-            size = pkg.stat().st_size
             call = self.uplink.client.stub.DownloadPackage(
                 pb.DownloadRequest(digest=d.digest, offset=size), timeout=10
             )
@@ -619,8 +650,142 @@ class ModelManager:
         except Exception as exc:
             stopped = _fleet_stopped(exc)
             if stopped is not None:
-                return f"the fleet no longer sends it: {stopped}"
-        return None
+                return True, f"the fleet no longer sends it: {stopped}"
+            code = getattr(exc, "code", None)
+            return (callable(code) and getattr(code(), "name", "") not in _UNANSWERED), None
+        return True, None
+
+    # ---- installs the fleet could not be asked about, asked again once it answers --------------------
+    def _unasked_path(self) -> Path:
+        return self.pending_dir / UNASKED
+
+    def _unasked(self) -> dict[str, dict]:
+        """slot -> the install (its pending keys, ``size``, and ``withdrawn``: the fleet's reason once it said so)
+        whose version the fleet could not be asked about as the install began (``_note_unasked``)."""
+        try:
+            kept = read_json_state(self._unasked_path())
+        except (OSError, ValueError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("model manager: %s: %s", self._unasked_path(), printable(why_unread(exc), 300))
+            return {}
+        if not isinstance(kept, dict):
+            return {}
+        return {
+            k: v
+            for k, v in kept.items()
+            if isinstance(v, dict) and all(isinstance(v.get(n), str) for n in _PENDING_KEYS)
+        }
+
+    def _write_unasked(self, slot: str, entry: dict | None) -> None:
+        from edge_agent.files import atomic_write_json
+
+        kept = self._unasked()
+        if entry is None:
+            if kept.pop(slot, None) is None:
+                return
+        else:
+            kept[slot] = entry
+        if kept:
+            self.pending_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self._unasked_path(), kept)
+        else:
+            self._unasked_path().unlink(missing_ok=True)
+
+    def _note_unasked(self, d, size: int) -> None:
+        """Keep, across restarts, that ``d``'s version was installed while the fleet could not be asked whether it
+        still sends it (written before the swap): it is asked again once the fleet answers, and a version withdrawn
+        meanwhile does not stay in service (``_ask_again``)."""
+        try:
+            self._write_unasked(d.slot, {**{k: str(getattr(d, k)) for k in _PENDING_KEYS}, "size": size})
+        except OSError as exc:
+            log.warning(
+                "model manager: cannot record in %s that %s %s is installed unasked (%s): asked again only in this "
+                "run",
+                self._unasked_path(),
+                printable(d.package, 80),
+                printable(d.version, 80),
+                exc,
+            )
+            self._unasked_mem[d.slot] = {**{k: str(getattr(d, k)) for k in _PENDING_KEYS}, "size": size}
+
+    def _forget_unasked(self, slot: str) -> None:
+        self._unasked_mem.pop(slot, None)
+        try:
+            self._write_unasked(slot, None)
+        except OSError as exc:
+            log.warning("model manager: %s: %s", self._unasked_path(), exc)
+
+    async def _ask_again(self, slot_name: str, *, own_task: bool = False) -> bool:
+        """The fleet asked again about the version installed in ``slot_name`` while it could not be asked: True once
+        it said the version was withdrawn (then it does not stay in service: the slot rolls back to its previous
+        model when it still holds it, and the deployment is reported ``failed`` with the withdrawal's reason, which
+        halts the rollout and sends the previous version back). False while it is not withdrawn, not answered, or
+        no longer installed. ``own_task``: called by the install task itself, past its health window."""
+        from types import SimpleNamespace
+
+        entry = self._unasked_mem.get(slot_name) or self._unasked().get(slot_name)
+        slot = self.slots.get(slot_name)
+        if entry is None or slot is None:
+            return False
+        d = SimpleNamespace(**{k: entry[k] for k in _PENDING_KEYS})
+        why = entry.get("withdrawn") if isinstance(entry.get("withdrawn"), str) else None
+        serving = slot.status().get("digest") == d.digest
+        if why is None:
+            if not serving and not own_task and self.busy.get(slot_name) == d.digest:
+                return False  # its swap under way: asked once it serves
+            if not serving:
+                await asyncio.to_thread(self._forget_unasked, slot_name)  # nothing of it serves
+                return False
+            size = entry.get("size")
+            answered, stopped = await self._still_sent(d, size if isinstance(size, int) else 1 << 62)
+            if not answered:
+                return False
+            if stopped is None:
+                log.info(
+                    "slot %s: the fleet still sends %s %s, installed while it could not be asked",
+                    slot_name,
+                    d.package,
+                    d.version,
+                )
+                await asyncio.to_thread(self._forget_unasked, slot_name)
+                return False
+            why = printable(
+                f"{d.package} {d.version} was installed while the fleet could not be asked about it; asked again, "
+                f"{stopped}",
+                500,
+            )
+            self._refuse(d.digest, why, d)
+            log.warning("slot %s: %s", printable(slot_name, 80), why)
+            if serving:
+                await slot.rollback(why)  # (only inside its health window: the previous model is still held)
+            if (
+                self.busy.get(slot_name) == d.digest
+                and not own_task
+                and slot.status().get("digest") != d.digest
+            ):
+                await asyncio.to_thread(self._forget_unasked, slot_name)
+                return True  # the install task's health watch reports the rollback, with this reason
+            if slot.status().get("digest") == d.digest:
+                log.warning(
+                    "slot %s: %s %s still serves (no previous model held here): the deployment is reported failed, "
+                    "and the rollout's halt sends the previous version back",
+                    printable(slot_name, 80),
+                    printable(d.package, 80),
+                    printable(d.version, 80),
+                )
+            try:
+                await asyncio.to_thread(self._write_unasked, slot_name, {**entry, "withdrawn": why})
+            except OSError:
+                self._unasked_mem[slot_name] = {**entry, "withdrawn": why}
+        else:
+            self._refuse(d.digest, why, d)
+        if await self._report(d, "failed", False, why):
+            pending = self._pending_path(slot_name)
+            with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+                if read_json_state(pending).get("deployment_id") == d.deployment_id:
+                    pending.unlink(missing_ok=True)
+            await asyncio.to_thread(self._forget_unasked, slot_name)
+        return True
 
     def _no_space(self, d, total: int, room: int | None) -> str:
         has = f"{room} bytes" if room is not None else "less"
@@ -682,13 +847,21 @@ class ModelManager:
                 return
             self._download_failures.pop(d.digest, None)
             self.retry_at.pop(d.digest, None)
-            stopped = await self._still_sent(d, pkg)
+            answered, stopped = await self._still_sent(d, pkg.stat().st_size)
             if stopped is not None:  # withdrawn since its last chunk: its bytes are not installed
                 pkg.unlink(missing_ok=True)
                 self._decline(
                     (d.slot, d.digest, d.deployment_id), d, f"install of {d.package} {d.version}: {stopped}"
                 )
                 return
+            if not answered:  # installed all the same (the fleet sent it whole), asked again once it answers
+                log.warning(
+                    "install of %s %s: the fleet could not be asked whether it still sends it; installing, and "
+                    "asking again once it answers (a version withdrawn meanwhile does not stay in service)",
+                    d.package,
+                    d.version,
+                )
+                await asyncio.to_thread(self._note_unasked, d, pkg.stat().st_size)
             await self._report(d, "verifying", True)
             try:
                 await asyncio.to_thread(self._write_pending, d)
@@ -734,6 +907,11 @@ class ModelManager:
                 return
             await self._report(d, "active", True)
             if await self._watch(slot, d):
+                withdrawn = self._is_refused(d.digest) and self._refused_for.get(d.digest) == d.deployment_id
+                if withdrawn or await self._ask_again(d.slot, own_task=True):
+                    return  # withdrawn meanwhile: reported failed, never healthy
+                if d.slot in self._unasked_mem or d.slot in self._unasked():
+                    return  # not asked yet: its pending file reports it once the fleet answers (_settle_pending)
                 self.refused.pop(d.digest, None)  # (an admin's rollback asked again, and it passed)
                 self._refused_for.pop(d.digest, None)
                 self.confirmed[(d.slot, d.deployment_id, d.digest)] = None

@@ -238,3 +238,70 @@ async def test_download_rechecks_during_a_rollout_write_leave_the_services_threa
         for c in chans:
             await c.close()
         await srv.stop()
+
+
+async def test_a_version_withdrawn_while_the_fleet_was_unreachable_at_install_is_taken_out_once_it_answers(
+    fleet,  # noqa: F811
+    monkeypatch,
+    tmp_path,
+):
+    """The package arrives whole, then the fleet goes down (a restart, the link) before the install can ask it
+    whether it still sends the version, and the version is withdrawn meanwhile. The install goes on (the bytes were
+    whole and served a moment ago) and serves past its health window, but once the fleet answers again the agent
+    asks again: the deployment is reported failed with the withdrawal's reason (the rollout halts) and the slot goes
+    back to its previous version. Before, it was never asked again: the agent confirmed 1.1.0 healthy at the first
+    heartbeat, the rollout completed and the withdrawn model served for good."""
+    from cloud_trainer.fleet.service import FleetServer
+    from protocols.events import EventKind
+
+    srv, agents, reg = fleet
+    mgr = agents["gw1"].manager
+    downloaded, gone = threading.Event(), threading.Event()
+    digest_of = manager_module._sha256
+
+    def hashed_once_the_fleet_is_gone(path):  # the agent checks the bytes it received, every chunk sent
+        downloaded.set()
+        gone.wait(20)
+        return digest_of(path)
+
+    monkeypatch.setattr(manager_module, "_sha256", hashed_once_the_fleet_is_gone)
+    dep = _deploy(srv, "gw1")
+    try:
+        await until(downloaded.is_set, what="gw1's download to end")
+        reg.withdraw("part-inspection", "1.1.0", DEFECT)
+        await srv.stop()
+    finally:
+        gone.set()
+    # installed unasked, and kept past its health window (1 s: the previous model no longer held)
+    await until(lambda: version(agents["gw1"]) == "1.1.0", what="gw1 to install 1.1.0 unasked")
+    await until(lambda: agents["gw1"].slots["vision"].state == "active", what="1.1.0's health window to pass")
+    back = FleetServer(
+        tmp_path / "cloud",
+        srv.port,
+        tmp_path / "pki" / "ca.pem",
+        tmp_path / "pki" / "server.pem",
+        tmp_path / "pki" / "server.key",
+        registry=tmp_path / "registry",
+    )
+    await back.start()
+    try:
+        await until(
+            lambda: any(s["step"] == "failed" and s["version"] == "1.1.0" for s in mgr.steps),
+            what="gw1 to ask again and report the withdrawal",
+        )
+        step = next(s for s in mgr.steps if s["step"] == "failed" and s["version"] == "1.1.0")
+        assert "was withdrawn from the registry" in step["reason"] and DEFECT in step["reason"], step
+        assert not any(s["step"] == "healthy" and s["version"] == "1.1.0" for s in mgr.steps), mgr.steps
+        said = [
+            e
+            for e in agents["gw1"].events
+            if e.kind is EventKind.DEPLOYMENT_STEP and DEFECT in str(e.to_json_dict().get("reason"))
+        ]
+        assert said, "no event names the withdrawal"
+        await until(lambda: back.control._get(dep["id"])["state"] == "halted", what="the rollout to halt")
+        assert DEFECT in back.control._get(dep["id"])["reason"]
+        # the halt sends 1.0.0 back (an admin's rollback): the withdrawn model no longer serves
+        await until(lambda: version(agents["gw1"]) == "1.0.0", what="gw1 back on 1.0.0")
+        assert not (mgr.pending_dir / "withdrawal-unasked").exists()  # asked: nothing left to ask
+    finally:
+        await back.stop()
