@@ -69,6 +69,9 @@ CLOCK_SET_T = 1_000_000_000.0
 LOCK_FILE = "agent.lock"
 # slot -> digest of the models a former tenant of this gateway left in its slots (``_models_of_former_tenant``)
 FORMER_TENANT_MODELS = "former-tenant-models.json"
+# the move a start found, noted before the slots start (``_note_move``): a kill during their start (a long install)
+# left no trace of it, the outbox already moved, and the next start named the former tenant's models to the new one
+FORMER_TENANT_PENDING = "former-tenant-models.pending.json"
 # the folders of the data folder where state files are written with edge_agent.files.atomic_write_json
 # (alarm outputs, fleet commands, fleet configs)
 STATE_FOLDERS = (".", "fleet", "fleet-config")
@@ -268,6 +271,9 @@ class Agent:
         self.http: StatusServer | None = None
         self.outbox: Outbox | None = None
         self._former_models: dict[str, str] = {}  # not reported to this tenant (``_models_of_former_tenant``)
+        # slot -> (package, package id, version) of the model the former tenant left there, as this start found it
+        # serving: blanked in the slot's events to this tenant (``_blank_former``)
+        self._former_names: dict[str, tuple[str, str, str]] = {}
         self._outbox_errors: set[str] = set()  # distinct errors writing a result's record, logged once each
         self.uplink: Uplink | None = None
         self.selector: SampleSelector | None = None
@@ -301,15 +307,41 @@ class Agent:
         self._own_lock = data_lock is None
         self.data_lock = DataDirLock(cfg.data_dir) if data_lock is None else data_lock
 
+    def _blank_former(self, body: dict) -> dict:
+        """A slot's event as the gateway's current tenant is told it: the package and version of the model the
+        former tenant left in that slot blanked (a swap from it named its version in ``from_version``; a rollback
+        to it in ``to_version``), as in the results, samples and ListAgents."""
+        slot = body.get("slot")
+        names = self._former_names.get(slot) if isinstance(slot, str) else None
+        if names is None:
+            return body
+        package, package_id, version = names
+        out = dict(body)
+        for k in ("from_version", "to_version", "version"):
+            if version and out.get(k) == version:
+                out[k] = ""
+        for k in ("package",):
+            v = out.get(k)
+            if (
+                isinstance(v, str)
+                and v
+                and (v in (package, package_id) or Path(v).name.startswith(package_id))
+            ):
+                out[k] = ""
+        return out
+
     def _event(self, evt: Event | Mapping[str, Any]) -> None:
         evt = Event.coerce(evt)  # a plain {"kind": ...} mapping is checked against EventKind too
         self.events.append(evt)
         self.metrics.event(evt)
         # the outbox records its own events (corrupt file, drops) itself, with its epoch and the dropped seqs
         if self.outbox is not None and self.outbox.is_open and evt.kind not in self._self_recorded:
+            body = evt.to_json_dict()
+            if self._former_names:
+                body = self._blank_former(body)
             # handed to the outbox's thread: an event never waits on the outbox, nor breaks its caller
             self.outbox.append_soon(
-                "alarm" if evt.kind is EventKind.ALARM else "event", self.for_cloud.tree(evt.to_json_dict())
+                "alarm" if evt.kind is EventKind.ALARM else "event", self.for_cloud.tree(body)
             )
             if self.uplink:
                 self.uplink.poke()
@@ -413,6 +445,30 @@ class Agent:
                 held[n] = set()
         return held
 
+    def _note_move(self) -> dict[str, set[str]]:
+        """The folders the slots hold before this start (``_installed_folders``), kept with the former tenant in
+        ``<data_dir>/former-tenant-models.pending.json`` before any slot starts: a start killed before its
+        ``_models_of_former_tenant`` (a slot's long install) finishes the note at the next start, whose outbox no
+        longer says the gateway moved."""
+        from edge_agent.files import atomic_write_json
+
+        before = self._installed_folders()
+        former = getattr(self.outbox, "former_tenant", None)
+        try:
+            atomic_write_json(
+                Path(self.cfg.data_dir) / FORMER_TENANT_PENDING,
+                {"tenant": former, "before": {n: sorted(f) for n, f in before.items()}},
+            )
+        except OSError as exc:
+            log.warning(
+                "cannot note the move from tenant %r in %s (%s): a start cut short before the slots started "
+                "would not know the former tenant's models",
+                former,
+                Path(self.cfg.data_dir) / FORMER_TENANT_PENDING,
+                exc,
+            )
+        return before
+
     def _models_of_former_tenant(self, before: dict[str, set[str]] | None = None) -> dict[str, str]:
         """slot -> digest of the models a former tenant of this gateway left in its slots: not reported to the
         current tenant (``_cloud_status``) until it deploys its own. Noted in ``<data_dir>/former-tenant-models.json``
@@ -421,7 +477,20 @@ class Agent:
         from edge_agent.files import atomic_write_json, read_json_state
 
         path = Path(self.cfg.data_dir) / FORMER_TENANT_MODELS
+        pending = Path(self.cfg.data_dir) / FORMER_TENANT_PENDING
         former = getattr(self.outbox, "former_tenant", None)
+        if (
+            former is None
+        ):  # a start that found the move and was cut short before it noted the models: finish it
+            try:
+                kept = read_json_state(pending)
+                former = str(kept["tenant"])
+                before = {str(n): {str(f) for f in fs} for n, fs in kept["before"].items()}
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("%s: %s; removed", pending, exc)
+                pending.unlink(missing_ok=True)
         if former is not None:
             digests = {
                 n: d
@@ -438,6 +507,7 @@ class Agent:
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 pass
             atomic_write_json(path, {"tenant": former, "digests": digests})
+            pending.unlink(missing_ok=True)
             if digests:
                 log.warning(
                     "model slots %s hold models the gateway's former tenant left: they still serve, but are not "
@@ -544,11 +614,16 @@ class Agent:
             self._recorded_hidden_from = self.outbox.last_seq + 1
         # the folders the slots held before this start: only a model installed under the former tenant is its
         # (one the operator gave for the new tenant after clearing models/ is installed at this start)
-        before = await asyncio.to_thread(self._installed_folders) if self._moved() else {}
+        before = await asyncio.to_thread(self._note_move) if self._moved() else {}
         for slot in self.slots.values():
             await slot.start()
             self.metrics.model(slot)
         self._former_models = await asyncio.to_thread(self._models_of_former_tenant, before)
+        self._former_names = {
+            n: (s.manifest.name, s.manifest.package_id, s.version or "")
+            for n, d in self._former_models.items()
+            if (s := self.slots.get(n)) is not None and s.digest == d
+        }
         if self._handles_images():
             # the engines and the cameras own the gateway's cores: OpenCV's worker spun beside them
             opencv_in_calling_threads()

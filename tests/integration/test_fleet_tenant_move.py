@@ -412,3 +412,90 @@ def test_a_store_renewed_while_running_is_held_when_the_gateway_moves_to_another
         assert moved.former_tenant == "acme" and moved.held
     finally:
         moved.close()
+
+
+async def test_a_move_found_by_a_start_killed_before_its_slots_started_still_hides_the_former_tenants_model(
+    tmp_path, monkeypatch
+):
+    """The start that finds the gateway moved (acme -> beta) holds acme's outbox at once, but noted acme's models
+    only once every slot had started (a long install): a start killed in that window left no trace of the move, the
+    next start's outbox was beta's already, and beta was told acme's package, version and digest. The move is now
+    noted before the slots start, and the next start finishes the note."""
+    from edge_agent.models.slot import ModelSlot
+
+    agent, srv = _camera_gateway(
+        tmp_path, {"acme": ("acme-secret-check", "3.7.1"), "beta": ("acme-secret-check", "3.7.1")}
+    )
+    a = agent("acme")
+    await a.start()
+    digest = a.slots["vision"].status()["digest"]
+    await a.stop()
+    started = ModelSlot.start
+
+    async def killed_while_installing(self):
+        raise RuntimeError("killed while the slot starts")
+
+    monkeypatch.setattr(ModelSlot, "start", killed_while_installing)
+    cut = agent("beta")
+    with pytest.raises(RuntimeError, match="killed"):
+        await cut.start()
+    await cut.stop()
+    monkeypatch.setattr(ModelSlot, "start", started)
+    await srv.start()
+    try:
+        b = agent("beta")
+        await b.start()
+        try:
+            assert b.slots["vision"].status()["digest"] == digest  # acme's model serves still
+            await waits.until(
+                lambda: (srv.store.agents(tenant="beta") or [{}])[0].get("slots"),
+                what="beta to see gw1's slots",
+            )
+            seen = json.dumps(srv.store.agents(tenant="beta")[0]["slots"])
+        finally:
+            await b.stop()
+        assert "acme-secret" not in seen and "3.7.1" not in seen and digest not in seen, seen
+        assert not (tmp_path / "gw1" / "former-tenant-models.pending.json").exists()
+    finally:
+        await srv.stop()
+
+
+async def test_swap_events_to_the_new_tenant_do_not_name_the_former_tenants_version(tmp_path):
+    """Moved from acme to beta, the gateway swaps acme's model for beta's own: the swap's events went to beta naming
+    acme's version (``from_version: 3.7.1``) while its results, samples and ListAgents blank it. They are blanked
+    too; beta's own version is still named."""
+    from protocols.events import EventKind
+    from tests.support.models import make_keypair, make_package
+
+    agent, srv = _camera_gateway(
+        tmp_path, {"acme": ("acme-secret-check", "3.7.1"), "beta": ("acme-secret-check", "3.7.1")}
+    )
+    key, _ = make_keypair(tmp_path / "keys")
+    own = make_package(tmp_path / "pkg-beta", kind="vision", version="2.0.0", name="beta-own-check", key=key)
+    a = agent("acme")
+    await a.start()
+    await a.stop()
+    await srv.start()
+    try:
+        b = agent("beta")
+        await b.start()
+        try:
+            outcome = await b.slots["vision"].swap(own, watch=False)
+            assert outcome.ok, outcome
+            kinds = {EventKind.SWAP_STARTED.value, EventKind.SWAPPED.value}
+
+            def swap_events() -> list[dict]:
+                return [
+                    r
+                    for r in srv.store.records("gw1", kind="event", tenant="beta")
+                    if kinds & set(json.dumps(r).replace('"', " ").split())
+                ]
+
+            await waits.until(lambda: len(swap_events()) >= 2, what="beta to get the swap's events")
+        finally:
+            await b.stop()
+        sent = json.dumps(swap_events())
+        assert "3.7.1" not in sent and "acme-secret" not in sent, sent[:800]
+        assert '"2.0.0"' in sent, sent[:800]  # beta's own version is named
+    finally:
+        await srv.stop()
