@@ -1971,22 +1971,30 @@ class SparkplugHost:
         if seq is None or seq <= 255:
             return seq
         self.seq_out_of_range += 1
-        cause = f"{t.group}/{t.edge_node}"
-        if node.seq_said and self.on_notice is not None:  # said: counted, its line not built again
-            self.on_notice("seq_out_of_range", "", cause=cause)
-            return seq
-        node.seq_said = True
-        detail = (
-            f"sparkplug: {_shown(t.group, t.edge_node)}: seq {seq} in its {t.message_type.value} is outside 0-255 (a Sparkplug seq runs "
-            "0 to 255, then 0 again): its sequence is checked on the whole number, so a node that counts on "
-            "past 255 is in sequence and a lost message still shows as a gap; each such message counted; set "
-            "the edge node to wrap its seq at 255"
+        self._node_notice(
+            "seq_out_of_range",
+            t,
+            node.seq_said,
+            lambda: (
+                f"sparkplug: {_shown(t.group, t.edge_node)}: seq {seq} in its {t.message_type.value} is outside 0-255 "
+                "(a Sparkplug seq runs 0 to 255, then 0 again): its sequence is checked on the whole number, so a "
+                "node that counts on past 255 is in sequence and a lost message still shows as a gap; each such "
+                "message counted; set the edge node to wrap its seq at 255"
+            ),
         )
-        if self.on_notice is None:
-            self._on_error("seq_out_of_range", detail)
-        else:
-            self.on_notice("seq_out_of_range", detail, cause=cause)
+        node.seq_said = True
         return seq
+
+    def _node_notice(self, key: str, t: sp.SparkplugTopic, said: bool, detail: Callable[[], str]) -> None:
+        """The notice ``key`` of ``t``'s node, its line built (``detail``) and said once per node: ``said``, it is
+        counted, its line not formatted and escaped again (a node breaking a rule for good does at every message)."""
+        cause = f"{t.group}/{t.edge_node}"
+        if said and self.on_notice is not None:
+            self.on_notice(key, "", cause=cause)
+        elif self.on_notice is None:
+            self._on_error(key, detail())
+        else:
+            self.on_notice(key, detail(), cause=cause)
 
     def _birth_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int) -> None:
         """An NBIRTH whose seq is not 0: Sparkplug 3.0 has an NBIRTH carry seq 0 (tck-id-payloads-nbirth-seq), its
@@ -1996,21 +2004,18 @@ class SparkplugHost:
         ``birth_seq_not_zero``, said once per node (each later one counted, its line not built again): before,
         nothing told the engineer that the node breaks the rule."""
         self.birth_seq_not_zero += 1
-        cause = f"{t.group}/{t.edge_node}"
-        if node.birth_seq_said and self.on_notice is not None:  # said: counted, its line not built again
-            self.on_notice("birth_seq_not_zero", "", cause=cause)
-            return
-        node.birth_seq_said = True
-        detail = (
-            f"sparkplug: {_shown(t.group, t.edge_node)}: its NBIRTH carries seq {seq}, not 0 as Sparkplug 3.0 has "
-            "every NBIRTH carry (its data then 1, 2, ...): taken as the start of its sequence (no rebirth asked: "
-            "it would answer with another such birth); each such birth counted; set the edge node to start its "
-            "seq at 0 at every NBIRTH"
+        self._node_notice(
+            "birth_seq_not_zero",
+            t,
+            node.birth_seq_said,
+            lambda: (
+                f"sparkplug: {_shown(t.group, t.edge_node)}: its NBIRTH carries seq {seq}, not 0 as Sparkplug 3.0 "
+                "has every NBIRTH carry (its data then 1, 2, ...): taken as the start of its sequence (no rebirth "
+                "asked: it would answer with another such birth); each such birth counted; set the edge node to "
+                "start its seq at 0 at every NBIRTH"
+            ),
         )
-        if self.on_notice is None:
-            self._on_error("birth_seq_not_zero", detail)
-        else:
-            self.on_notice("birth_seq_not_zero", detail, cause=cause)
+        node.birth_seq_said = True
 
     def _check_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int | None, *, data: bool) -> None:
         """A gap in a node's seq is a lost message (Sparkplug data is QoS 0: a broker drops it for a slow
