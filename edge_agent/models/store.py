@@ -153,7 +153,10 @@ class ModelStore:
         # write of state.json, with the slot's retries of it and at an orderly stop (``mark_pending``)
         self.unmarked: dict[str, str] = {}
         self._told: set[str] = set()  # of those, the ones whose rolled_back event was told (``told``)
-        self._write_lock = threading.RLock()  # (write_pending holds it around _write_state)
+        # held over every read-change-write of state.json (and by write_pending around _write_state): taken only
+        # around the write, a writer that read before another's change wrote its stale read over it (a new
+        # deployment's forget_failed undone by a health watch's end_probation, the earlier verdict back on disk)
+        self._write_lock = threading.RLock()
         for leftover in self.root.glob(".*.part") if clean else ():
             shutil.rmtree(leftover, ignore_errors=True)
 
@@ -529,14 +532,15 @@ class ModelStore:
         """Move an installed folder that failed its checks out of use, to ``.rejected/<folder>`` (kept for
         a look; one per folder name, so repeated failures do not fill the disk), and drop it from
         ``state.json``. Returns where it went (None when it was already gone)."""
-        st = self.state()
-        for k in ("current", "previous"):
-            if st.get(k) == folder_name:
-                st[k] = None
-        if (st.get("probation") or {}).get("candidate") == folder_name:
-            st["probation"] = None
-        _note_failed(st, folder_name, reason)
-        self._write_state(st)
+        with self._write_lock:  # one read-change-write (see ``_write_lock``)
+            st = self.state()
+            for k in ("current", "previous"):
+                if st.get(k) == folder_name:
+                    st[k] = None
+            if (st.get("probation") or {}).get("candidate") == folder_name:
+                st["probation"] = None
+            _note_failed(st, folder_name, reason)
+            self._write_state(st)
         src = self.root / folder_name
         if "/" in folder_name or folder_name in ("", ".", "..") or not src.is_dir():
             return None
@@ -573,50 +577,57 @@ class ModelStore:
         swap for one cut short before its switch and installed the version again."""
         import time
 
-        st = self.state()
-        if failed is not None:
-            _note_failed(st, failed[0].name, failed[1])
-        st["current"] = folder.name
-        st["previous"] = previous.name if previous else None
-        st["probation"] = (
-            {
-                "candidate": folder.name,
-                "since": time.time(),
-                "unclean_ends": 0,
-                "stopped": False,
-                "baseline": baseline,
-            }
-            if probation and previous
-            else None
-        )
-        self._write_state(st)
+        with self._write_lock:  # one read-change-write (see ``_write_lock``)
+            st = self.state()
+            if failed is not None:
+                _note_failed(st, failed[0].name, failed[1])
+            st["current"] = folder.name
+            st["previous"] = previous.name if previous else None
+            st["probation"] = (
+                {
+                    "candidate": folder.name,
+                    "since": time.time(),
+                    "unclean_ends": 0,
+                    "stopped": False,
+                    "baseline": baseline,
+                }
+                if probation and previous
+                else None
+            )
+            self._write_state(st)
         self.served(folder.name)
         if previous is not None:
             self.arm(previous.name)
 
     def end_probation(self, folder: Path) -> None:
         """The candidate passed its health window: it is kept (and ``previous`` no longer needed)."""
-        st = self.state()
-        if (st.get("probation") or {}).get("candidate") == folder.name:
-            st["probation"] = None
-            st["previous"] = None
-            self._write_state(st)
+        with self._write_lock:  # one read-change-write (see ``_write_lock``)
+            st = self.state()
+            if (st.get("probation") or {}).get("candidate") == folder.name:
+                st["probation"] = None
+                st["previous"] = None
+                self._write_state(st)
 
     def mark_stopped(self) -> bool:
         """An orderly stop with a probation open: the next start resumes the candidate. Whether one was open."""
         self.mark_pending()  # (the disk may take them now: the next start may find state.json lost)
-        st = self.state()
-        prob = st.get("probation")
-        if not isinstance(prob, dict) or prob.get("candidate") != st.get("current"):
-            return False
-        prob["stopped"] = True
-        self._write_state(st)
-        return True
+        with self._write_lock:  # one read-change-write (see ``_write_lock``)
+            st = self.state()
+            prob = st.get("probation")
+            if not isinstance(prob, dict) or prob.get("candidate") != st.get("current"):
+                return False
+            prob["stopped"] = True
+            self._write_state(st)
+            return True
 
     def after_restart(self) -> AfterRestart | None:
         """A probation left open by the run before (see the module's rule): resume it (counted as an unclean
         end unless that run stopped in order) or, at the ``UNCLEAN_ENDS_TO_ROLL_BACK``-th unclean end, make
         ``previous`` current again and mark the candidate failed, saying why. None: no probation open."""
+        with self._write_lock:  # one read-change-write (see ``_write_lock``)
+            return self._after_restart()
+
+    def _after_restart(self) -> AfterRestart | None:
         st = self.state()
         prob, prev = st.get("probation"), st.get("previous")
         if (
@@ -674,9 +685,10 @@ class ModelStore:
 
     def mark_failed(self, folder: Path, reason: str) -> None:
         self.mark_rolled_back(folder.name)
-        st = self.state()
-        _note_failed(st, folder.name, reason)
-        self._write_state(st)
+        with self._write_lock:  # one read-change-write (see ``_write_lock``)
+            st = self.state()
+            _note_failed(st, folder.name, reason)
+            self._write_state(st)
 
     def prune(self) -> list[str]:
         """Remove installed folders nothing points to any more (``current``, ``previous`` and a probation's
