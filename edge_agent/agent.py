@@ -407,13 +407,13 @@ class Agent:
                 )
 
     def _made_by_former_tenants_model(self, res: Result) -> bool:
-        """Whether ``res`` was made by a model the gateway's former tenant left (``_models_of_former_tenant``)."""
-        for name, digest in self._former_models.items():
-            slot = self.slots.get(name)
-            if slot is not None and slot.digest == digest and slot.version == res.model_version:
-                if slot.manifest.name == res.model:
-                    return True
-        return False
+        """Whether ``res`` was made by a model the gateway's former tenant left (``_models_of_former_tenant``) in its
+        own pipeline's slot. Any noted slot serving a model of that name and version counted: the new tenant's own
+        slot of the same package (the same digest) had its results sent nameless."""
+        slot = next((p.slot for p in self.pipelines if p.name == res.pipeline), None)
+        if slot is None or (digest := self._former_models.get(slot.name)) is None:
+            return False
+        return slot.digest == digest and slot.version == res.model_version and slot.manifest.name == res.model
 
     async def _to_outbox(self, res: Result, item) -> None:
         body = res.to_json_dict()

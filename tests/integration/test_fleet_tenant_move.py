@@ -248,17 +248,23 @@ def _camera_gateway(tmp_path: Path, packages: dict[str, tuple[str, str]]):
     pkgs = {t: made[nv] for t, nv in packages.items()}  # one file where both tenants name the same package
     port = free_port()
 
-    def agent(tenant: str) -> Agent:
+    def agent(tenant: str, second_slot: bool = False) -> Agent:
+        """``second_slot``: also a slot ``vision2`` (pipeline ``inspect2``) of the same tenant's package."""
         cert = certs[tenant]
+        models = {"vision": {"package": str(pkgs[tenant]), "engine": "onnxruntime"}}
+        pipelines = [{"name": "inspect", "source": "cam", "model": "vision"}]
+        if second_slot:
+            models["vision2"] = dict(models["vision"])
+            pipelines.append({"name": "inspect2", "source": "cam", "model": "vision2"})
         return Agent(
             parse_config(
                 {
                     "agent": {"id": "gw1", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "gw1")},
                     "http": {"enabled": False},
                     "trusted_keys": [str(pub)],
-                    "models": {"vision": {"package": str(pkgs[tenant]), "engine": "onnxruntime"}},
+                    "models": models,
                     "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 10, "loop": True}},
-                    "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
+                    "pipelines": pipelines,
                     "cloud": {
                         "endpoint": f"127.0.0.1:{port}",
                         "ca_file": str(pki / "ca.pem"),
@@ -497,5 +503,38 @@ async def test_swap_events_to_the_new_tenant_do_not_name_the_former_tenants_vers
         sent = json.dumps(swap_events())
         assert "3.7.1" not in sent and "acme-secret" not in sent, sent[:800]
         assert '"2.0.0"' in sent, sent[:800]  # beta's own version is named
+    finally:
+        await srv.stop()
+
+
+async def test_the_new_tenants_own_slot_of_the_same_package_names_its_model(tmp_path):
+    """Moved from acme to beta, slot vision still holds acme's model; beta adds its own slot vision2 of the same
+    package (the same digest). vision's results go to beta nameless, vision2's name the model: a result counted as
+    the former tenant's when any noted slot served a model of its name and version, whatever slot made it."""
+    agent, srv = _camera_gateway(
+        tmp_path, {"acme": ("shared-check", "1.4.0"), "beta": ("shared-check", "1.4.0")}
+    )
+    a = agent("acme")
+    await a.start()
+    await a.stop()
+    await srv.start()
+    try:
+        b = agent("beta", second_slot=True)
+        await b.start()
+        try:
+
+            def by_pipeline() -> dict[str, set[tuple[str, str]]]:
+                seen: dict[str, set[tuple[str, str]]] = {}
+                for r in srv.store.records("gw1", kind="result", tenant="beta"):
+                    body = r["payload"]
+                    seen.setdefault(body["pipeline"], set()).add((body["model"], body["model_version"]))
+                return seen
+
+            await waits.until(lambda: len(by_pipeline()) == 2, what="beta to get both pipelines' results")
+        finally:
+            await b.stop()
+        seen = by_pipeline()
+        assert seen["inspect"] == {("", "")}, seen  # acme's model, left in vision
+        assert seen["inspect2"] == {("shared-check", "1.4.0")}, seen  # beta's own slot
     finally:
         await srv.stop()
