@@ -1108,7 +1108,9 @@ class ModelSlot:
                 return
             why = self.health_verdict(new, old)
             if why:
-                await self.rollback(f"health check failed: {why}")
+                # this candidate's verdict: a swap that holds the lock meanwhile may replace it (then its own watch
+                # judges the next model, and this one ends)
+                await self.rollback(f"health check failed: {why}", candidate=new)
                 return
             if time.monotonic() >= deadline and new.health.n >= hc.min_items:
                 await asyncio.to_thread(self.store.end_probation, new.opened.root)
@@ -1119,9 +1121,22 @@ class ModelSlot:
                 self._event(EventKind.SWAP_KEPT, version=new.manifest.version, inferences=new.health.n)
                 return
 
-    async def rollback(self, reason: str) -> SwapOutcome:
+    async def rollback(self, reason: str, candidate: _Active | None = None) -> SwapOutcome:
+        """Make the previous model active again, the one active marked failed with ``reason``. ``candidate``: the
+        model the verdict is on (a health watch's), rolled back only if it is still the active one once the swap's
+        lock is taken: a swap that held the lock as the verdict fell due switched to the next model, which was
+        rolled back in its place with the candidate's reason, and the candidate that failed served on, unwatched."""
         async with self._swap_lock:
             new, old = self._active, self._previous
+            if candidate is not None and new is not candidate:
+                return SwapOutcome(
+                    False,
+                    self.name,
+                    self.version,
+                    None,
+                    "rolled_back",
+                    f"{candidate.manifest.version} no longer serves: not rolled back",
+                )
             if old is None or new is None:
                 return SwapOutcome(
                     False, self.name, self.version, None, "rolled_back", "no previous model to roll back to"

@@ -530,3 +530,38 @@ async def test_whoever_sees_a_rollback_switch_reads_its_outcome_not_the_one_befo
         gate.set()
         await rolling
     await s.stop()
+
+
+async def test_a_health_verdict_that_waits_for_a_swap_never_rolls_back_the_model_that_swap_made_active(
+    tmp_path, pkgs
+):
+    """The health check's verdict on candidate 1.1.0 falls due while the next swap (1.3.0) holds the slot's lock:
+    its rollback waited, then rolled back whatever was active, 1.3.0, with 1.1.0's reason, and made 1.1.0 current
+    with no health window (the model that failed served on, unwatched; 1.3.0 recorded failed). The rollback is now
+    on the candidate it judged: replaced meanwhile, it does nothing, and 1.3.0 serves under its own window."""
+    s = slot(tmp_path, pkgs, window_s=60.0, min_items=10_000)
+    await s.start()
+    assert (await s.swap(pkgs["v2"])).ok and s.state == "watching"
+    y = s._active
+    real = s.health_verdict
+    judged: list[str] = []
+
+    def verdict(new, old):
+        if new is y and s._swap_lock.locked():  # due only while the next swap holds the lock
+            judged.append(new.manifest.version)
+            return "error rate 60.0% > 5.0%"
+        return real(new, old)
+
+    s.health_verdict = verdict  # type: ignore[method-assign]
+    out = await s.swap(pkgs["allng"])
+    assert out.ok and judged == ["1.1.0"]
+    await asyncio.sleep(0.5)  # the waiting rollback has run by now (it is next on the lock)
+    assert not s._swap_lock.locked()
+    assert s.version == "1.3.0" and s.state == "watching"  # formerly 1.1.0, active, unwatched
+    assert s.last_outcome is out and s.counters["rollbacks"] == 0
+    st = s.store.state()
+    assert (
+        st["current"].startswith("part-inspection-1.3.0-") and st["probation"]["candidate"] == st["current"]
+    )
+    assert not any(k.startswith("part-inspection-1.3.0-") for k in st.get("failed") or {})
+    await s.stop()
