@@ -348,6 +348,8 @@ class Outbox:
         self.owner = owner
         self.former_tenant: str | None = None  # set by a start that found the store another tenant's
         self.held: list[dict] = []  # outboxes of a former tenant kept in <aside>/outbox-held (their notes)
+        # records of held outboxes removed to keep outbox-held/ within its bound, by kind (``_bound_held``)
+        self.held_dropped: Counter = Counter()
         self.dir = Path(settings.dir) if settings.dir else Path(data_dir) / "outbox"
         self.path = self.dir / "outbox.db"
         self.samples_dir = self.dir / "samples"
@@ -878,7 +880,82 @@ class Outbox:
             f = Path(str(src or self.path) + suffix)
             if f.exists():
                 _move_file(f, Path(str(dst) + suffix))
+        self._bound_held(keep=name)
         return dst
+
+    def _bound_held(self, keep: str) -> None:
+        """Keep ``outbox-held/`` within the outbox's budget (``max_bytes``, a budget of its own beside the outbox's):
+        the oldest held stores (their note, store and samples) are removed first, never ``keep`` (the one just held),
+        each counted (``held_dropped``: records by kind) and said (a WARNING and an ``outbox_budget`` event with
+        cause ``held``). A gateway moved back and forth kept every former store: nothing bounded the folder."""
+        held = self._held_dir()
+
+        def size_of(name: str) -> int:
+            total = 0
+            for f in [held / f"{name}{sfx}" for sfx in ("", "-wal", "-shm", ".json")]:
+                with contextlib.suppress(OSError):
+                    total += f.lstat().st_size
+            with contextlib.suppress(OSError):
+                total += sum(f.lstat().st_size for f in (held / f"{name}.samples").iterdir())
+            return total
+
+        from edge_agent.files import read_json_state
+
+        stores = []
+        try:
+            notes = sorted(held.glob("outbox.db.*.json"))[:1000]
+        except OSError:
+            return
+        for p in notes:
+            name = p.name[: -len(".json")]
+            try:
+                note = read_json_state(p, MARK_MAX_BYTES)
+                at = float(note.get("held_at", 0)) if isinstance(note, dict) else 0.0
+            except (OSError, ValueError, TypeError, OverflowError):
+                note, at = {}, 0.0
+            stores.append((at, name, note if isinstance(note, dict) else {}, size_of(name)))
+        total = sum(st[3] for st in stores)
+        for _at, name, note, size in sorted(stores, key=lambda st: (st[0], st[1])):
+            if total <= self.s.max_bytes:
+                break
+            if name == keep:
+                continue
+            for sfx in ("", "-wal", "-shm"):
+                with contextlib.suppress(OSError):
+                    (held / f"{name}{sfx}").unlink()
+            shutil.rmtree(held / f"{name}.samples", ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (held / f"{name}.json").unlink()
+            total -= size
+            kinds = note.get("by_kind")
+            kinds = kinds if isinstance(kinds, dict) else {}
+            try:
+                by_kind = Counter({str(k): int(v) for k, v in kinds.items()})
+            except (TypeError, ValueError, OverflowError):
+                by_kind = Counter()
+            self.held_dropped.update(by_kind)
+            log.warning(
+                "outbox %s: outbox-held/ past its bound (%d bytes, the outbox's budget): removed the oldest held store "
+                "%s (tenant %s, epoch %s, %d records, %d bytes), never sent",
+                self.dir,
+                self.s.max_bytes,
+                name,
+                _who(str(note.get("tenant") or "?")),
+                note.get("epoch"),
+                by_kind.total(),
+                size,
+            )
+            self.on_event(
+                Event(
+                    EventKind.OUTBOX_BUDGET,
+                    cause="held",
+                    epoch=note.get("epoch") if isinstance(note.get("epoch"), int) else None,
+                    dropped=by_kind.total(),
+                    by_kind=dict(by_kind),
+                    ranges=[],
+                    budget_bytes=self.s.max_bytes,
+                )
+            )
 
     def _read_held(self) -> list[dict]:
         """The notes of the outboxes held in ``outbox-held/`` whose store is there (bounded reads, newest last)."""
@@ -2719,6 +2796,8 @@ class Outbox:
             "write_error": self._write_error,
             # outboxes made under a former tenant of this gateway: kept whole, never sent (``_own``)
             "held": {
+                # removed since the start, oldest first, to keep outbox-held/ within the budget (``_bound_held``)
+                "dropped": dict(self.held_dropped),
                 "records": sum(n["records"] for n in self.held),
                 "by_kind": dict(sum((Counter(n["by_kind"]) for n in self.held), Counter())),
                 "files": [

@@ -538,3 +538,44 @@ async def test_the_new_tenants_own_slot_of_the_same_package_names_its_model(tmp_
         assert seen["inspect2"] == {("shared-check", "1.4.0")}, seen  # beta's own slot
     finally:
         await srv.stop()
+
+
+def test_outbox_held_is_bounded_oldest_first_and_says_what_it_dropped(tmp_path, caplog):
+    """A gateway moved back and forth (acme, beta, acme, ...) held every former store in outbox-held/, outside the
+    outbox's budget: nothing bounded it. Now it stays within the budget, the oldest held stores removed first (never
+    the one just held), counted on /status (held.dropped) and said (a WARNING, an outbox_budget event, cause held)."""
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import HELD_DIR, Outbox
+    from protocols.events import EventKind
+
+    budget = 2 * 1024 * 1024
+    events: list = []
+
+    def opened(tenant: str) -> Outbox:
+        ob = Outbox(
+            OutboxSettings(max_bytes=budget), tmp_path / "gw", owner=(tenant, "gw1"), on_event=events.append
+        )
+        ob.open()
+        return ob
+
+    for i, tenant in enumerate(["acme", "beta"] * 4):
+        ob = opened(tenant)
+        for n in range(400):
+            ob.append("result", {"part": f"{tenant}-{i}-{n}", "pad": "x" * 1000})
+        ob.flush()
+        ob.close()
+    ob = opened("acme")
+    try:
+        held = ob.stats()["held"]
+    finally:
+        ob.close()
+    folder = tmp_path / "gw" / HELD_DIR
+    on_disk = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert on_disk <= budget, (on_disk, budget)
+    assert held["files"] and held["dropped"].get("result", 0) >= 400, held["dropped"]
+    # the newest held store is kept: beta's last records
+    assert held["files"][-1]["tenant"] == "beta" and held["files"][-1]["records"] == 400
+    said = [e for e in events if e.kind is EventKind.OUTBOX_BUDGET and e.get("cause") == "held"]
+    # every store held was kept or dropped and said: 8 moves of 400 records each
+    assert sum(e.get("dropped") for e in said) + sum(f["records"] for f in held["files"]) == 8 * 400
+    assert "outbox-held/ past its bound" in caplog.text
