@@ -28,7 +28,8 @@ config rollout) the slot resumes the candidate and watches a whole new health wi
 unclean end (kill -9, a power cut, the out-of-memory killer), unless it is the candidate's
 ``UNCLEAN_ENDS_TO_ROLL_BACK``-th inside one probation: a crash loop, which the candidate may be causing
 (a model that crashes its runtime on live input), restores ``previous`` and marks the candidate failed. So
-does a candidate already marked rolled back (``rolled_back``: the disk refused the state.json of its rollback).
+does a candidate already marked rolled back (``rolled_back``: the state.json of its rollback was not written, the
+disk refused it or the agent ended between the mark and that write).
 The probation also keeps the previous model's health figures at the swap (``baseline``), against which
 a resumed window compares latency and NG rate.
 
@@ -652,8 +653,8 @@ class ModelStore:
             self.arm(cand)  # (a store written before placeholders were made)
             return AfterRestart(cand, prev, True, clean, unclean, baseline)
         reason = (
-            "the candidate was rolled back before the restart (the disk refused the state.json that recorded it); "
-            "the previous model was restored"
+            "the candidate was rolled back before the restart, but the state.json that recorded it was not written "
+            "(a full or read-only disk, or the agent ended first); the previous model was restored"
             if rolled_back
             else f"the agent ended without an orderly stop {unclean} times inside the candidate's health window (a "
             "crash loop, which the candidate may cause); the previous model was restored"
