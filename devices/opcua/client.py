@@ -625,8 +625,6 @@ def _convert_scalar(
         lo, hi = _INT_RANGE[t]
         if not lo <= value <= hi:
             raise bad(f"out of range {lo}..{hi}")
-        if isinstance(given, float) and abs(value) >= _FLOAT_WHOLE_TOP:
-            raise bad(_PAST_FLOAT_WHOLE)
         return value
     if t in ("Float", "Double"):
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -712,17 +710,6 @@ def _utf8(text: str, bad) -> str:
     return text
 
 
-# a float (a number written with a point or an exponent) holds every whole number only below 2**53: past it, an
-# integer node would get the float's whole number, which may not be the one written (9.007199254740993e+15 and
-# 9007199254740993.0 are read as 9007199254740992, and an Int64 counter or ID got that without a word)
-_FLOAT_WHOLE_TOP = 2**53
-_PAST_FLOAT_WHOLE = (
-    "a number with a point or an exponent is read as a float, which past 2**53 (9007199254740992) holds only some "
-    "whole numbers (9.007199254740993e+15 is read as 9007199254740992): the node may get another whole number "
-    "than the one written; write the whole number in digits, without a point or an exponent"
-)
-
-
 def _whole_float(value: float, bad) -> int:
     """A float bound for an integer node: a whole one as its int; a fraction is never rounded or cut
     (2.5 is neither 2 nor 3 to a PLC counter or setpoint), NaN and infinity are never written."""
@@ -770,8 +757,6 @@ def _abstract(kind: AbstractType, value: Any, node_id: str, held: ua.VariantType
             return float_for_plc(value, single=False), ua.VariantType.Double
         except ValueError as e:
             raise bad(str(e)) from None
-    if isinstance(given, float) and abs(value) >= _FLOAT_WHOLE_TOP:
-        raise bad(_PAST_FLOAT_WHOLE)
     if kind is AbstractType.UInteger:
         return _whole(value, ("UInt32", "UInt64"), bad)
     return _whole(
