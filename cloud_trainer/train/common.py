@@ -18,7 +18,10 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # deterministic kernels, a warning where an operation has none: set_deterministic_debug_mode("warn") is
+    # use_deterministic_algorithms(True, warn_only=True) without its import of torch's compiler (torch._inductor,
+    # torch._dynamo: ~2 s of CPU at every training's start, for a flag only torch.compile reads; none is compiled)
+    torch.set_deterministic_debug_mode("warn")
     if threads:
         torch.set_num_threads(threads)
 
