@@ -457,6 +457,12 @@ class ModelManager:
                 # one install per slot at a time: a desired state that moved mid-swap is judged (versions
                 # only go up) against what the slot runs once this swap has its outcome, never beside it
                 continue
+            if status.get("state") == "watching" and not is_rollback(d):
+                # a health window resumed after a restart (no install task of this run): its outcome (the pending
+                # file) settles first. Installed beside it, its verdict fell due during the next swap and rolled
+                # back the new version in its place. An admin's rollback goes through (not judged by a window; a
+                # window on a stopped line never ends)
+                continue
             if self._is_refused(d.digest) and self._refused_for.get(d.digest) == d.deployment_id:
                 continue  # its outcome was reported; that deployment is not tried again
             # a new deployment of a version refused in this run (for any reason: its health check, a load short of

@@ -417,3 +417,56 @@ async def test_a_rollback_cut_short_after_its_first_state_write_is_reported_fail
     finally:
         await mgr.stop()
         await s.stop()
+
+
+async def test_no_new_deployment_installs_beside_a_health_window_resumed_after_a_restart(tmp_path, pkgs):
+    """An orderly restart inside 1.1.0's health window resumes the window, with no install task in the manager.
+    The fleet's next deployment (1.2.0) was installed beside it: the resumed window's verdict, due during that swap,
+    rolled back 1.2.0 in its place, and the deployment was reported rolled_back with 1.1.0's reason and held. The
+    slot watching is now busy for the manager: the new deployment waits for the window's outcome; an admin's
+    rollback still goes through."""
+    from edge_agent.models.config import HealthConfig
+    from model_packager import package_digest
+
+    cfg = ModelConfig(
+        package=str(pkgs["v1"]),
+        engine="onnxruntime",
+        version_policy="follow_fleet",
+        health=HealthConfig(window_s=60.0, min_items=10_000),
+    )
+    data = tmp_path / "data"
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])
+    await s.start()
+    dep_a = _desired("depA", digest=package_digest(pkgs["v2"]))
+    ModelManager({"vision": s}, SimpleNamespace(data_dir=data))._write_pending(dep_a)
+    assert (await s.swap(pkgs["v2"])).ok and s.state == "watching"
+    await s.stop()  # an orderly stop inside the window
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])  # the restart
+    await s.start()
+    mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
+    downloads = []
+
+    async def download(dd):  # the fleet's download
+        downloads.append(dd.deployment_id)
+        raise ConnectionError("no fleet in this test")
+
+    mgr.download = download
+    try:
+        assert s.version == "1.1.0" and s.state == "watching" and not mgr.busy  # resumed
+        dep_c = SimpleNamespace(
+            **{**vars(_desired("depC", digest="c0ffee" * 10 + "abcd")), "version": "1.2.0"}
+        )
+        await mgr.on_desired(SimpleNamespace(desired=[dep_c], generation=7))
+        async with asyncio.timeout(10):
+            await asyncio.gather(*list(mgr._tasks))
+        assert downloads == [], downloads  # formerly downloaded and installed beside the resumed window
+        assert (data / "deployments" / "vision.json").exists()  # depA's outcome still to settle
+        back = _desired("depR:rollback", rollback=True, digest=package_digest(pkgs["v1"]))
+        back.version = "1.0.0"
+        await mgr.on_desired(SimpleNamespace(desired=[back], generation=8))
+        async with asyncio.timeout(10):
+            await asyncio.gather(*list(mgr._tasks))
+        assert downloads == ["depR:rollback"], downloads
+    finally:
+        await mgr.stop()
+        await s.stop()
