@@ -1553,6 +1553,27 @@ def _quality_hint(q: Any, fmt: str) -> str:
     return ""
 
 
+def _record_alone_read(obj: dict, mapping: JsonMapping) -> bool:
+    """Whether an object where the records belong is a record alone (a device's one per message), read as an array of
+    one: it holds the name and the value (not an array or object of them), and no key the mapping does not read. A
+    status or heartbeat (``{"name": "gw-7", "value": 1, "type": "heartbeat"}``), an envelope or a message holding
+    other numbers is refused, as an object was before: read as a record, its other keys would be dropped unsaid. The
+    message's ``timestamp_field`` is the record's time when the record has none."""
+    rec = mapping.records
+    assert rec is not None
+    fields = [
+        k for k in (rec.name, rec.value, rec.timestamp, rec.quality, mapping.timestamp_field) if k is not None
+    ]
+    keys = {*fields, *(k.split(".", 1)[0] for k in fields)}
+    value = _get(obj, rec.value)
+    return (
+        _get(obj, rec.name) is not _MISSING
+        and value is not _MISSING
+        and not isinstance(value, list)
+        and obj.keys() <= keys
+    )
+
+
 def _records_decoder(
     mapping: JsonMapping,
     on_error: Callable[[str, str], None] | None,
@@ -1584,12 +1605,10 @@ def _records_decoder(
             ts = ts_of(raw, now)
         else:
             items, ts = _parse(payload), now
-        if (
-            type(items) is dict
-            and _get(items, rec.name) is not _MISSING
-            and _get(items, rec.value) is not _MISSING
-        ):
-            items = [items]  # a record alone (a device's one per message): an array of one
+        if type(items) is dict and _record_alone_read(items, mapping):
+            # a record alone (a device's one per message): an array of one, at the message's time when it has one
+            ts = ts if rec.array else ts_of(items, now)
+            items = [items]
         if not isinstance(items, list):
             where = repr(rec.array) if rec.array else "the payload"
             raise CodecError(
@@ -2297,7 +2316,10 @@ def _record_alone(fields: list[tuple[str, str]], numbers: Sequence[str]) -> str 
     """What a message that is one record is told (a text naming it by a key of ``_RECORD_NAME_KEYS``, a number read
     under one of ``_RECORD_VALUE_KEYS``), else None. Read for every number, its value is the tag "value" whatever
     the record's name: another record on the topic is the same tag. It was told its name was a state to map to a
-    number (``states: {'temp': 1}``)."""
+    number (``states: {'temp': 1}``). Told only when the records mapping reads the whole message: its value is its
+    one number and its name its one text, but for a field named as a time (told as the record's ``timestamp``). A
+    message holding more (``{"name": "Pump 3", "value": 21.5, "rpm": 1500}``) is refused by that mapping (it would
+    drop rpm), so it is told the every-number hint (None)."""
     value = next((n for n in numbers if n.lower() in _RECORD_VALUE_KEYS), None)
     if value is None:
         return None
@@ -2305,13 +2327,18 @@ def _record_alone(fields: list[tuple[str, str]], numbers: Sequence[str]) -> str 
     named = [texts[k] for k in _RECORD_NAME_KEYS if k in texts and not _UUID.fullmatch(texts[k][1])]
     if not named:
         return None
-    (name, text), other = named[0], named[1][0] if len(named) > 1 else None
+    name, text = named[0]
+    rest = [k for k in (*numbers, *(k for k, _ in fields)) if k not in (value, name)]
+    times = [k for k in rest if k.lower() in _TIME_NAMES or any(w in k.lower() for w in _TIME_WORDS)]
+    if len(rest) > 1 or rest != times:
+        return None  # more than the record: the mapping refuses it (its other fields would be dropped)
+    at = f", timestamp: {_as_setting(times[0])}" if times else ""
     return (
         f"the message is one record, named by its {shown_topic(name)} ({text[:40]!r}), not read by it: its "
         f"{shown_topic(value)} is read as the tag {shown_topic(value)} whatever the record's name (another record "
         f"on this topic is the same tag); read it by its name with json_mapping.records: {{array: '', name: "
-        f"{_as_setting(name)}, value: {_as_setting(value)}}} (a record alone is read as an array of one)"
-        + (f"; if its {shown_topic(other)} names the tag, set name: {_as_setting(other)}" if other else "")
+        f"{_as_setting(name)}, value: {_as_setting(value)}{at}}} (a record alone, holding no other field, is read "
+        "as an array of one)"
     )
 
 

@@ -426,3 +426,61 @@ async def test_a_device_sending_one_record_per_message_is_told_the_records_mappi
     )
     assert [(r.tag, r.value) for r in got] == [("dev/1/temp", 21.5), ("dev/1/hum", 40), ("end/end", 1)]
     assert src.stats.errors_by_reason == {}
+
+
+async def test_a_message_holding_more_than_one_record_is_not_told_a_records_mapping_that_would_drop_the_rest(
+    mosquitto,
+):
+    """A message holding a name, a value and other numbers ({"name": "Pump 3", "value": 21.5, "rpm": 1500,
+    "current": 3.2}) was told it was one record and the records mapping {array: '', name: name, value: value}:
+    followed, it read the one tag 'Pump 3' and rpm and current were never read again, nothing said; a heartbeat
+    ({"name": "gw-7", "value": 1, "type": "heartbeat"}) on a records topic was read GOOD as the tag 'gw-7'. A records
+    mapping reads an object alone only when it holds nothing else (review /work/notes56/review_mqtt M1, L2)."""
+    end = ("end", json.dumps({"end": 1}))
+    pump = ("dev/1", json.dumps({"name": "Pump 3", "value": 21.5, "rpm": 1500, "current": 3.2}))
+    got, src = await read_published(mosquitto.port, [{"topic": "#"}], [pump, end], "end/end")
+    assert [r.tag for r in got] == ["dev/1/value", "dev/1/rpm", "dev/1/current", "end/end"]
+    said = src.notices.messages["text_field_unread"]
+    assert "records" not in said and "one record" not in said, said
+
+    mapping = {"records": {"array": "", "name": "name", "value": "value"}}
+    beat = ("dev/1", json.dumps({"name": "gw-7", "value": 1, "type": "heartbeat"}))
+    batch = ("dev/1", json.dumps([{"name": "temp", "value": 21.5}]))
+    got, src = await read_published(
+        mosquitto.port,
+        [{"topic": "dev/#", "json_mapping": mapping}, {"topic": "end"}],
+        [pump, beat, batch, end],
+        "end/end",
+        errors=(errors := []),
+    )
+    assert [(r.tag, r.value) for r in got] == [("dev/1/temp", 21.5), ("end/end", 1)]
+    assert src.stats.errors_by_reason == {"wrong_type": 2}
+    assert all("the payload is a JSON dict; expected an array of records" in e for e in errors), errors
+
+    # a record's time is read: the message's timestamp_field (ts), else a field named as a time told as the record's
+    stamped = ("dev/5", json.dumps({"tag": "press", "v": 2.5, "ts": 1764500000}))
+    timed = ("dev/6", json.dumps({"tag": "press", "v": 2.5, "time": 1764500000}))
+    got, src = await read_published(
+        mosquitto.port, [{"topic": "dev/5"}, {"topic": "end"}], [stamped, end], "end/end"
+    )
+    said = src.notices.messages["text_field_unread"]
+    assert "json_mapping.records: {array: '', name: tag, value: v}" in said, said
+    got, src = await read_published(
+        mosquitto.port, [{"topic": "dev/6"}, {"topic": "end"}], [timed, end], "end/end"
+    )
+    said = src.notices.messages["text_field_unread"]
+    assert "json_mapping.records: {array: '', name: tag, value: v, timestamp: time}" in said, said
+    subs = [
+        {"topic": "dev/5", "json_mapping": {"records": {"array": "", "name": "tag", "value": "v"}}},
+        {
+            "topic": "dev/6",
+            "json_mapping": {"records": {"array": "", "name": "tag", "value": "v", "timestamp": "time"}},
+        },
+        {"topic": "end"},
+    ]
+    got, src = await read_published(mosquitto.port, subs, [stamped, timed, end], "end/end")
+    assert [(r.tag, r.value, r.timestamp) for r in got][:2] == [
+        ("dev/5/press", 2.5, 1764500000.0),
+        ("dev/6/press", 2.5, 1764500000.0),
+    ]
+    assert src.stats.errors_by_reason == {}
