@@ -604,15 +604,25 @@ class Outbox:
             if isinstance(exc, sqlite3.DatabaseError) and not _is_corrupt(exc):
                 raise  # a full or read-only disk: the file may be healthy, keep it
             existing = self._read_salvaging()  # (a copy into this store left unfinished, or its renewal's)
-            aside = self._move_aside()
             reason = _one_line(exc)
+            epoch = max((known or 0) + 1, int(time.time()))
+            carried, acked = self._carried_at_open(existing, known, self.path)
+            self.corrupt_dir.mkdir(parents=True, exist_ok=True)
+            to = self._aside_name("corrupt")
+            # before the file is moved, as a renewal while running does: a kill from here on finds at the next start
+            # which file holds the records (formerly written after the move: a kill between the two left the store
+            # in outbox-corrupt/ unnamed, an empty store at the path, and the next renewal removed the file)
+            self._write_salvaging(
+                self._marker(
+                    epoch, [{"src": str(to), "last_seq": 0, "acked": acked, "from": 0}, *carried], known or 0
+                )
+            )
+            aside = self._move_aside(to=to)
             db = self._connect()
             db.executescript(SCHEMA)
             # the new epoch is fixed (and recorded outside the file) before any salvaged row is in it
-            epoch = max((known or 0) + 1, int(time.time()))
             self._write_epoch_file(epoch)
             db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
-            carried, acked = self._carried_at_open(existing, known, aside)
             former = self._former_tenant(aside, recorded) if aside is not None else None
             if aside is not None and former is not None:
                 # the gateway moved to another tenant, or whose records they are cannot be told: held whole
@@ -647,6 +657,8 @@ class Outbox:
                         db, jobs, time.monotonic() + SALVAGE_S, raise_errors=True, strict=False
                     )
                     self._write_salvaging(self._marker(epoch, left) if left else None)
+                else:
+                    self._write_salvaging(None)
             log.error(
                 "outbox %s is corrupt (%s): moved aside to %s; a fresh outbox starts in epoch %d with the %d "
                 "records still readable in it; the others were not sent (inspect the file with sqlite3 if "
@@ -1147,33 +1159,28 @@ class Outbox:
             out.append({**j, "from": max(start, done + 1) if type(done) is int else start})
         return out
 
-    def _carried_at_open(
-        self, job: dict | None, known: int | None, aside: Path | None
-    ) -> tuple[list[dict], list]:
+    def _carried_at_open(self, job: dict | None, known: int | None, store: Path) -> tuple[list[dict], list]:
         """For a store found corrupt at open, what the marker left beside it hands on to the new store's copy: the
         copies to go on with, and the seqs the cloud acknowledged on that store (never copied into the new one).
         A renewal of this store killed after writing its marker but before moving it (the marker's epoch not yet
         recorded): its acknowledged seqs and its copies; a copy into this store left unfinished (its epoch): the
-        rest of it, after the last slice copied (the store's ``meta`` read from the moved file)."""
-        if job is None or known is None:
+        rest of it, after the last slice copied (``store``'s ``meta``, read before it is moved)."""
+        if job is None:
             return [], []
         jobs = self._jobs(job)
-        if job.get("previous_epoch") == known and job.get("epoch") != known:
+        if job.get("previous_epoch") == (known or 0) and job.get("epoch") != known:
             own = jobs[
                 0
             ]  # a copy of a store removed under the agent exists already; a corrupt one was not moved
             return ([own] if os.path.lexists(own["src"]) else []) + jobs[1:], own["acked"]
-        if job.get("epoch") == known:
+        if known is not None and job.get("epoch") == known:
             meta: dict = {}
-            if aside is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    con = sqlite3.connect(
-                        f"file:{urllib.parse.quote(str(aside))}?mode=ro", uri=True, timeout=5
-                    )
-                    try:
-                        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-                    finally:
-                        con.close()
+            with contextlib.suppress(sqlite3.Error):
+                con = sqlite3.connect(f"file:{urllib.parse.quote(str(store))}?mode=ro", uri=True, timeout=5)
+                try:
+                    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+                finally:
+                    con.close()
             return self._carry(job, meta), []
         return [], []
 
@@ -1267,7 +1274,9 @@ class Outbox:
             except (OSError, sqlite3.Error) as exc:  # a full disk: the copy goes on later
                 if raise_errors or isinstance(exc, sqlite3.Error) and _is_corrupt(exc):
                     raise
-                log.error("outbox %s: the copy of %s cannot go on now: %s", self.dir, src, _cause(exc))
+                (log.debug if self._copy_failures else log.error)(  # (while running: once a burst)
+                    "outbox %s: the copy of %s cannot go on now: %s", self.dir, src, _cause(exc)
+                )
                 one, finished = Counter(), False
                 self._copy_failed = True
             finally:
@@ -1757,6 +1766,7 @@ class Outbox:
             skipped: dict[int, str] = {}  # seq -> kind of the rows left out as acknowledged
             cut = False  # a stop (close(), SIGTERM) ended the copy: the next start goes on with it
             deadline = time.monotonic() + RUNNING_SALVAGE_S
+            failed: BaseException | None = None  # the new store failed under the copy (a disk error, corrupt)
             try:
                 got, finished = (
                     self._salvage(
@@ -1773,24 +1783,33 @@ class Outbox:
                 cut = not finished and self._stop.is_set()
             except (OSError, sqlite3.Error) as exc:
                 log.error("outbox %s: salvage from %s stopped: %s", self.dir, aside, _cause(exc))
-                got = Counter()
+                got, failed = Counter(), exc
             # then the rest of the earlier copies it carries (not in this store's counts: never counted as lost;
-            # cut off, they go on at the next start)
+            # cut off, they go on while running or at the next start)
             earlier: Counter = Counter()
             left = carried
-            if not cut and carried:
+            if not cut and failed is None and carried:
                 try:
                     earlier, left = self._copy_jobs(db, carried, deadline, between=self._commit_queued)
                 except (OSError, sqlite3.Error) as exc:
                     log.error("outbox %s: the earlier copies stopped: %s", self.dir, _cause(exc))
+            if (cut or failed is not None) and aside is not None:
+                # its own copy goes on later too (the old file is readable; the new store failed, or a stop): never
+                # counted as lost, and the acks noted meanwhile stay out of it (formerly a failing new store counted
+                # every record not copied yet as lost, and the next renewal removed the file)
+                done = self._progress.get(str(aside))
+                start = done + 1 if done is not None else 0
+                noted = {q for q in (*acked_gone, *(self._acked_while_salvaging or ())) if q >= start}
+                left = [{**own[0], "from": start, "acked": seq_ranges(noted)}, *left]
             self._acked_while_salvaging = None
             self._salvage_from, self._salvage_tries = None, 0
-            if not cut:
-                with contextlib.suppress(
-                    OSError
-                ):  # (left behind: the next open() finds no copy of its epoch to do)
-                    self._write_salvaging(self._marker(epoch, left) if left else None)
-                self._copy_due, self._copy_next, self._copy_failures = bool(left), 0.0, 0
+            with contextlib.suppress(
+                OSError
+            ):  # (left behind: the next open() finds no copy of its epoch to do)
+                self._write_salvaging(self._marker(epoch, left) if left else None)
+            self._copy_due, self._copy_next, self._copy_failures = bool(left) and not cut, 0.0, 0
+            if isinstance(failed, sqlite3.DatabaseError) and _is_corrupt(failed):
+                self._want_renewal(_cause(failed))  # (the new store in its turn: its copies are carried on)
             with self._lock:  # accounted for by this renewal (a later one must not count them again)
                 for q in (*acked_gone, *skipped):
                     self._acked_unremoved.pop(q, None)
@@ -1800,8 +1819,8 @@ class Outbox:
             # acknowledged records are at the cloud, read in the old store or not: none of them is lost
             at_cloud = Counter(skipped.values())
             at_cloud.update(k for q, k in acked_gone.items() if k is not None and q not in skipped)
-            # cut short by a stop: nothing is lost yet (the marker stays; the next start copies the rest)
-            lost = Counter() if cut else before - got - at_cloud
+            # cut short by a stop, or the new store failed under it: nothing is lost yet (the copy goes on later)
+            lost = Counter() if cut or failed is not None else before - got - at_cloud
             got += earlier
             with self._lock:
                 self.dropped_total = Counter()  # since the new epoch began
@@ -2204,8 +2223,8 @@ class Outbox:
         """On the writer: go on with the copies into this store left unfinished at start (its time limit, a disk
         error) or by a renewal's time limit, COPY_ROUND_S a round, between which the writer commits what the agent
         appended (the copy commits it too, between slices), so the records are sent while the agent runs rather
-        than after the next start. A disk error: tried again after RENEW_RETRY_S, SALVAGE_TRIES times, then at the
-        next start; a stop: at the next start (the marker and each file's progress stay on disk)."""
+        than after the next start. A disk error: tried again every RENEW_RETRY_S (logged once); a stop: at the next
+        start (the marker and each file's progress stay on disk)."""
         db = self._db
         if db is None or time.monotonic() < self._copy_next or self._renew_reason is not None:
             return
@@ -2233,9 +2252,8 @@ class Outbox:
         elif self._copy_failed:
             self._copy_failures += 1
             self._copy_next = time.monotonic() + RENEW_RETRY_S
-            if self._copy_failures >= SALVAGE_TRIES:
-                self._copy_due = False
-                log.error("outbox %s: the copy of %s goes on at the next start", self.dir, left[0]["src"])
+        else:
+            self._copy_failures = 0
         if left and len(left) != len(jobs):  # a file done: the marker no longer names it
             self._write_salvaging(self._marker(self.epoch, left))
 

@@ -372,3 +372,43 @@ def test_a_disk_filled_by_others_makes_room_by_dropping_the_oldest_samples_not_t
     in_thread(ob.close, 30)
     reported = [e for e in events if e["kind"] == "outbox_budget"]
     assert sum(e["by_kind"].get("sample", 0) for e in reported) == dropped
+
+
+def test_a_disk_filling_up_while_a_renewal_copies_into_the_new_store_loses_no_record(small_disk, monkeypatch):
+    import edge_agent.outbox.store as store
+    from tests.integration.test_outbox_store_faults import damage_index, wait_for
+
+    monkeypatch.setattr(store, "SALVAGE_CHUNK", 100)
+    monkeypatch.setattr(store, "RENEW_RETRY_S", 0.2)
+    data = small_disk / "data"
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    ob.open()
+    try:
+        for i in range(1500):
+            ob.append("result", {"i": i, "pad": "p" * 200})
+        ob.flush()
+        acked = [r.seq for r in ob.pending(100, 10**9)]
+        copied, filler = [0], []
+        real_intact = store._intact
+
+        def intact(row):  # the disk fills up as the renewal has copied about 500 records into the new store
+            copied[0] += 1
+            if copied[0] == 500:
+                filler.append(fill(small_disk))
+            return real_intact(row)
+
+        monkeypatch.setattr(store, "_intact", intact)
+        damage_index(ob.path)
+        ob.ack(acked)  # at the cloud; the DELETE meets the damage: the store is renewed
+        wait_for(lambda: ob.stats()["renewals"] == 1, what="the store to be renewed")
+        # formerly the copy's failure counted every record not copied yet as corrupt:result, for good
+        assert filler and not ob.dropped.get("corrupt:result")
+        assert (data / "outbox-salvaging").exists()
+        filler[0].unlink()  # room again: the copy goes on while the agent runs
+        wait_for(lambda: not (data / "outbox-salvaging").exists(), what="the copy to go on")
+        seqs = sorted(r.seq for r in ob.pending(5000, 10**9) if r.kind == "result")
+        assert seqs == list(range(101, 1501)) and not ob.dropped.get("corrupt:result")
+    finally:
+        for f in filler:
+            f.unlink(missing_ok=True)
+        in_thread(ob.close, 30)

@@ -1007,3 +1007,58 @@ def test_a_renewal_killed_after_its_move_is_held_when_the_gateway_starts_under_a
         assert len(again.stats()["held"]["files"]) == 1
     finally:
         again.close()
+
+
+KILLED_AT_OPEN_AFTER_MOVE = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+import edge_agent.outbox.store as store
+from edge_agent.outbox.settings import OutboxSettings
+
+real_move = store._move_file
+
+
+def kill(*a, **k):  # the power is cut right after the corrupt store was moved aside at start
+    real_move(*a, **k)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+store._move_file = kill
+store.Outbox(OutboxSettings(), sys.argv[1]).open()
+"""
+
+
+def test_an_agent_killed_just_after_its_start_moved_a_corrupt_store_aside_copies_it_at_its_next_start(
+    tmp_path,
+):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = tmp_path / "data"
+    fill_outbox(data, 3000).close()
+    damage_index(data / "outbox" / "outbox.db")
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLED_AT_OPEN_AFTER_MOVE,
+            str(data),
+            str(Path(__file__).resolve().parents[2]),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    ob.open()
+    try:
+        # formerly the start wrote its marker only after the move: the next start found no store and no marker,
+        # started an empty one, and the 3,000 records were left in outbox-corrupt/ unnamed (removed by the next
+        # renewal), neither sent nor counted
+        seqs = [r.seq for r in ob.pending(5000, 10**9) if r.kind == "result"]
+        assert sorted(seqs) == list(range(1, 3001))
+        assert not (data / "outbox-salvaging").exists()
+    finally:
+        ob.close()
