@@ -930,8 +930,10 @@ class ActionRunner:
                     owed = attempt >= action.retry.max_attempts
                     if attempt == action.retry.max_attempts:
                         st["failed"] += 1
-                        # a PLC target out of retries (away, busy) is failing too, until a write is taken
-                        self._write_refused(name, action, "output", str(exc), _NODE, attempts=attempt)
+                        # a PLC target out of retries (busy, not taking writes) is failing too, until a write is
+                        # taken; a lost connection is the source's source_down, which stays quiet for short outages
+                        if not _connection_lost(exc):
+                            self._write_refused(name, action, "output", str(exc), _NODE, attempts=attempt)
                         if not owes or self._closing:
                             self._burst.log(
                                 name, "action %r failed after %d attempts: %s", name, attempt, exc
@@ -1389,7 +1391,8 @@ class ActionRunner:
                             break
                         if attempt == action.retry.max_attempts:
                             st["failed"] += 1
-                            self._write_refused(name, action, key[2], str(exc), _NODE, attempts=attempt)
+                            if not _connection_lost(exc):
+                                self._write_refused(name, action, key[2], str(exc), _NODE, attempts=attempt)
                             self._burst.log(
                                 name,
                                 "alarm %r: could not signal (%s); tried again every %g s until it is",
@@ -1584,6 +1587,13 @@ def _values_written(action: Any) -> list[Any]:
     if isinstance(action, AlarmAction):
         return [True, False]
     return [getattr(action, f, None) for f in ("value", "reset_value", "reset")]
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether a write failed because the source is not connected (or lost its connection on the way), not
+    because the target refused or could not take it now: such a failure is the source's ``source_down`` (quiet
+    for outages shorter than ``source_down_after_s``, flapping folded), never a write target's episode."""
+    return bool(getattr(exc, "connection_lost", False)) or isinstance(exc, ConnectionError | TimeoutError)
 
 
 def _plc_target(action: Any, output: str) -> tuple[str, str] | None:

@@ -232,7 +232,9 @@ class OpcUaError(DeviceError):
 
 
 class OpcUaNotConnected(OpcUaError):
-    pass
+    """Not connected, or the connection lost during the request: the PLC away, not the node refusing."""
+
+    connection_lost = True  # a short outage is the source's ``source_down``, not a write target's episode
 
 
 class OpcUaWriteRefused(OpcUaError):

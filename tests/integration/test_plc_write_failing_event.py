@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 
 from asyncua import ua
+from asyncua.common.callback import CallbackType
+from asyncua.common.utils import ServiceError
 
 from devices.opcua.client import OpcUaSource
 from edge_agent.actions import ActionRunner
@@ -273,28 +275,50 @@ async def test_targets_the_check_at_connect_finds_failing_are_episodes_before_an
     }, ended
 
 
-async def test_a_write_out_of_retries_is_an_episode_until_the_plc_takes_it():
-    """The PLC away (its source not connected yet): the value fails all its retries and is tried again every
-    second. Before, that was counted on the gateway only; now it is a write_failing episode, ended once the PLC,
-    back, takes the value."""
+async def test_a_write_out_of_retries_is_an_episode_if_the_plc_refuses_it_not_if_the_plc_is_away():
+    """A PLC away (its source not connected: a reboot, a network blip) is the source's ``source_down``, quiet for
+    short outages: the values owed through it are no write_failing episode (before: one start and one end per
+    output and outage, 30 events for 3 outages of 6 s with 5 outputs). A connected PLC that does not take the
+    write within its retries (BadTooManyOperations: busy) is failing: an episode, ended once it takes the value."""
     events: list = []
-    async with plc({"Gate": ua.Variant(False, ua.VariantType.Boolean)}) as p:
-        out = {"type": "opcua_write", "source": "plc", "node_id": p.node_id("Gate"), "value": True}
-        cfg = _config(p.port, {"gate": {**out, "retry": {"max_attempts": 2, "backoff_s": 0.05}}})
+    busy = {"on": False}
+
+    async def too_many(event, _dispatcher) -> None:
+        if busy["on"]:
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+
+    async with plc(
+        {"Gate": ua.Variant(False, ua.VariantType.Boolean), "Lamp": ua.Variant(False, ua.VariantType.Boolean)}
+    ) as p:
+        p.server.subscribe_server_callback(CallbackType.PreWrite, too_many)
+        retry = {"max_attempts": 2, "backoff_s": 0.05}
+        out = {"type": "opcua_write", "source": "plc", "value": True, "retry": retry}
+        cfg = _config(
+            p.port,
+            {"gate": {**out, "node_id": p.node_id("Gate")}, "lamp": {**out, "node_id": p.node_id("Lamp")}},
+        )
         src = OpcUaSource("plc", cfg.sources["plc"])
         runner = ActionRunner(cfg, {"plc": src}, on_event=events.append)
         runner.write_recovered_after_s = 0.3
         try:
             await runner.handle(["gate"], result("NG", 0), None)  # not connected: every attempt fails
+            await until(lambda: runner.stats["gate"]["failed"] == 1, 5, "out of retries")
+            await src.start()  # the PLC answers: the value tried again every second lands
+            await until(lambda: runner.stats["gate"]["ok"] == 1, 10, "the owed value taken")
+            assert _failing(events) == []  # before: a start and an end for an outage of a second
+            busy["on"] = True
+            await runner.handle(["lamp"], result("NG", 1), None)
             await until(lambda: len(_failing(events)) == 1, 5, "the episode")
             told = _failing(events)[0]
-            assert (told["active"], told["failed"], told["node_id"]) == (True, 1, p.node_id("Gate")), told
-            assert "not connected" in told["reason"] and "failed after 2 attempts" in told["message"], told
-            await src.start()  # the PLC answers: the value tried again every second lands
+            assert (told["active"], told["failed"], told["node_id"]) == (True, 1, p.node_id("Lamp")), told
+            assert (
+                "BadTooManyOperations" in told["reason"] and "failed after 2 attempts" in told["message"]
+            ), told
+            busy["on"] = False
             await until(lambda: len(_failing(events)) == 2, 10, "the end")
         finally:
             await runner.flush(timeout_s=2)
             await src.stop()
-        assert await p.nodes["Gate"].read_value() is True
+        assert await p.nodes["Gate"].read_value() is True and await p.nodes["Lamp"].read_value() is True
     end = _failing(events)[1]
-    assert (end["active"], end["failed"]) == (False, 1), end
+    assert (end["active"], end["failed"], end["node_id"]) == (False, 1, p.node_id("Lamp")), end
