@@ -206,7 +206,14 @@ class _Node:
     # born by a retained birth only (the broker's copy, of unknown age), no live message since: commands wait
     unproven: bool = False
     unproven_devices: set[str] = field(default_factory=set)  # the same for devices (a retained DBIRTH)
-    gap_asked: bool = False  # a rebirth was asked for a gap and no data message came in sequence since
+    # a rebirth was asked for a gap and no birth since was followed by data in sequence: a birth answering it whose
+    # own first data is a gap again (a node whose data after a birth never follows it) asks no more
+    gap_asked: bool = False
+    # the next data message is its birth's first: in sequence, it clears ``gap_asked``
+    birth_first: bool = False
+    # after an NBIRTH whose seq is not 0, its next message may also be seq 1 (its data counting from 1 after
+    # such a birth, ``_birth_seq``): in sequence as well as the birth's seq + 1; None otherwise
+    birth_restart: int | None = None
     # a compressed message of it was skipped by the inflate budget: the next seq gap is this host's
     # doing, not counted and not answered by a rebirth (one would bring more to inflate)
     budget_skipped: bool = False
@@ -1621,6 +1628,7 @@ class SparkplugHost:
             # counts as in sequence, unless it answers a rebirth asked for a gap and no data message since was
             # in sequence: a node whose seq is broken is asked once, not after every birth (``_check_seq``)
             node.run = 0 if node.gap_asked else 1
+            node.birth_first, node.birth_restart = True, 1 if payload.seq else None
             node.alias_born = node.alias_asked
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             # a birth replaces what the last one declared: a metric retyped or gone, or a Template
@@ -1999,7 +2007,8 @@ class SparkplugHost:
     def _birth_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int) -> None:
         """An NBIRTH whose seq is not 0: Sparkplug 3.0 has an NBIRTH carry seq 0 (tck-id-payloads-nbirth-seq), its
         data counting on from 1. Taken as it came, the start of the node's sequence (its data following it in
-        sequence is in sequence, as before): refused, the node's tags were unread until a birth it never sends;
+        sequence is in sequence, as before, and so is its next message at seq 1, as the notice tells the node:
+        a gap before, a rebirth asked, answered by another such birth): refused, the node's tags were unread until a birth it never sends;
         answered by a rebirth, the node sends another such birth, a storm. Counted as the notice
         ``birth_seq_not_zero``, said once per node (each later one counted, its line not built again): before,
         nothing told the engineer that the node breaks the rule."""
@@ -2010,9 +2019,9 @@ class SparkplugHost:
             node.birth_seq_said,
             lambda: (
                 f"sparkplug: {_shown(t.group, t.edge_node)}: its NBIRTH carries seq {seq}, not 0 as Sparkplug 3.0 "
-                "has every NBIRTH carry (its data then 1, 2, ...): taken as the start of its sequence (no rebirth "
-                "asked: it would answer with another such birth); each such birth counted; set the edge node to "
-                "start its seq at 0 at every NBIRTH"
+                "has every NBIRTH carry (its data then 1, 2, ...): taken as the start of its sequence, its next "
+                f"message in sequence at {seq + 1} or at 1 (no rebirth asked: it would answer with another such "
+                "birth); each such birth counted; set the edge node to start its seq at 0 at every NBIRTH"
             ),
         )
         node.birth_seq_said = True
@@ -2024,7 +2033,9 @@ class SparkplugHost:
         Sparkplug 3.0 allows with a Reorder Timeout of zero (tck-id-operational-behavior-host-reordering-
         rebirth; one broker keeps one node's messages in order), rate-limited per node, and only after a
         data message in sequence since its birth or the last gap, so a node whose data seq is broken (goes
-        on from before its birth, never wraps) is not asked again after every birth that answers it. A
+        on from before its birth, never wraps) is not asked again after every birth that answers it: only a
+        birth whose first data is in sequence clears that (a node whose data starts at 2 after each birth was asked
+        a rebirth every rebirth_min_interval_s for ever, its data in sequence after the gap clearing it). A
         repeated seq (a redelivery) lost nothing. The data is still used."""
         if seq is None:
             return
@@ -2032,12 +2043,17 @@ class SparkplugHost:
             node.budget_skipped, node.seq = False, seq
             return
         last = node.seq
+        restart, node.birth_restart = node.birth_restart, None
+        first = data and node.birth_first
+        if data:
+            node.birth_first = False
         # the next seq is the last plus one, or 0 after the top of a counter: Sparkplug's wrap (255 -> 0), and an
         # 8-, 16-, 32- or 64-bit counter's past 255 (65535 -> 0, 2**64-1 -> 0). Compared whole: a node counting on
         # past 255 that lost 255 or 256 messages (300 -> 556, 300 -> 557) was a repeat or in sequence modulo 256,
         # and a 0 after any seq whose low byte is 255 (511 -> 0, 767 -> 0: the node reset, what it sent lost) was
         # in sequence
-        if last is not None and seq != last + 1 and (seq or last not in _SEQ_TOPS):
+        # (after an NBIRTH whose seq is not 0, seq 1 too: its data counting from 1)
+        if last is not None and seq != last + 1 and (seq or last not in _SEQ_TOPS) and seq != restart:
             self._on_error("seq_gap", f"{t.group}/{t.edge_node}: seq {seq} after {last}")
             if seq != last:  # a repeat (seq unchanged) lost nothing
                 if node.run:
@@ -2045,7 +2061,8 @@ class SparkplugHost:
                 node.run = 0
         elif data:
             node.run += 1
-            node.gap_asked = False
+            if first:  # a birth followed by data in sequence: a later gap after it asks a rebirth again
+                node.gap_asked = False
         node.seq = seq
 
     def _readings(

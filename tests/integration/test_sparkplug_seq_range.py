@@ -16,9 +16,9 @@ from tests.support.waits import until
 D = sp.DataType
 
 
-def _nbirth(seq: int = 0) -> bytes:
+def _nbirth(seq: int = 0, at_ms: int = 0) -> bytes:
     b = sp._pb().Payload()
-    b.timestamp, b.seq = T0_MS, seq
+    b.timestamp, b.seq = T0_MS + at_ms, seq
     _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
     _metric(b, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
     return b.SerializeToString()
@@ -184,3 +184,42 @@ async def test_an_nbirth_whose_seq_is_not_0_is_said_once_per_node_and_its_data_r
         notice = src.notices.status()["birth_seq_not_zero"]
         assert notice["count"] == 2 and src.sparkplug.birth_seq_not_zero == 2
         assert "'g/a': its NBIRTH carries seq 7, not 0" in notice["message"] and not notice.get("more")
+
+
+async def test_a_node_whose_data_after_each_birth_does_not_follow_it_is_asked_once_not_every_interval(
+    mosquitto,
+):
+    """A node answering each rebirth with a birth whose first data does not follow it: "b" an NBIRTH carrying its
+    running counter (40, 44, ...) and data 1, 2, 3 (as the birth_seq_not_zero notice tells it); "c" an NBIRTH at 0
+    and data from 2. Its data in sequence after the gap cleared the ask, so the birth answering it asked again:
+    a rebirth every rebirth_min_interval_s for ever, each one republishing every metric (review
+    /work/notes56/review_mqtt M2). "b" is in sequence (no gap, no ask); "c" is asked once, its every value read."""
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
+        src,
+        asked,
+        pub,
+    ):
+        births = {"b": 0, "c": 0}
+
+        def birth(node: str) -> None:
+            n = births[node]
+            births[node] += 1
+            pub.publish(f"spBv1.0/g/NBIRTH/{node}", _nbirth(40 + 4 * n if node == "b" else 0, 100 * n), qos=1)
+            for k in (1, 2, 3) if node == "b" else (2, 3, 4):
+                pub.publish(f"spBv1.0/g/NDATA/{node}", _ndata(k, 100.0 * n + k), qos=1)
+
+        birth("b")
+        birth("c")
+        answered = 0
+        for _ in range(15):  # 1.5 s: the former code asked "c" (and "b") a rebirth at every birth
+            await asyncio.sleep(0.1)
+            for node in asked[answered:]:
+                birth(node)
+            answered = len(asked)
+        await until(lambda: src.stats.received >= 4 * sum(births.values()), 10, "every message read")
+    assert asked == ["c"] and births == {"b": 1, "c": 2}
+    assert src.stats.errors_by_reason == {"seq_gap": 2}  # c's 2 after 0, at each birth
+    assert src.sparkplug.birth_seq_not_zero == 1
+    assert (
+        "its next message in sequence at 41 or at 1" in src.notices.status()["birth_seq_not_zero"]["message"]
+    )
