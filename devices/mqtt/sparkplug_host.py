@@ -406,8 +406,9 @@ def _shown(*parts: str | None) -> str:
 
 
 _TABLES = {sp.DataType.TEMPLATE, sp.DataType.DATASET}  # metrics whose tags are {metric}/{part}
-# the last seq of a counter that wraps to 0 (``_check_seq``): Sparkplug's 255, and an encoder's 16-, 32- or 64-bit
-_SEQ_TOPS = frozenset((255, 2**16 - 1, 2**32 - 1, 2**64 - 1))
+# the last seq of a counter that wraps to 0 (``_check_seq``): Sparkplug's 255, and an encoder's 16-, 32- or 64-bit,
+# unsigned or signed (a PLC's Int16 register, a Java or C# int reset to 0 at MAX_VALUE)
+_SEQ_TOPS = frozenset((255, 2**15 - 1, 2**16 - 1, 2**31 - 1, 2**32 - 1, 2**63 - 1, 2**64 - 1))
 _DATA = (sp.MessageType.NDATA, sp.MessageType.DDATA)  # the messages whose seq in order shows a sane node
 # births and deaths: inflated on a budget of their own, apart from data's (``handle``)
 _BIRTHS = (sp.MessageType.NBIRTH, sp.MessageType.DBIRTH)
@@ -2048,7 +2049,7 @@ class SparkplugHost:
         if data:
             node.birth_first = False
         # the next seq is the last plus one, or 0 after the top of a counter: Sparkplug's wrap (255 -> 0), and an
-        # 8-, 16-, 32- or 64-bit counter's past 255 (65535 -> 0, 2**64-1 -> 0). Compared whole: a node counting on
+        # 8-, 16-, 32- or 64-bit counter's past 255, unsigned or signed (65535 -> 0, 32767 -> 0, 2**64-1 -> 0). Compared whole: a node counting on
         # past 255 that lost 255 or 256 messages (300 -> 556, 300 -> 557) was a repeat or in sequence modulo 256,
         # and a 0 after any seq whose low byte is 255 (511 -> 0, 767 -> 0: the node reset, what it sent lost) was
         # in sequence

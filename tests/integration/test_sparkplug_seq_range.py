@@ -108,8 +108,10 @@ async def test_a_node_counting_on_that_loses_255_or_256_messages_is_asked_a_rebi
 async def test_a_counter_that_wraps_a_rebirth_at_0_and_a_repeat_ask_nothing_when_seq_is_compared_whole(
     mosquitto,
 ):
-    """What was in sequence stays so: a 64-bit counter's 2**64-1 -> 0, a 16-bit one's 65535 -> 0, a node that
-    counted on past 255 reborn at seq 0, and a repeat (a redelivery of 556) lost nothing."""
+    """What was in sequence stays so: a 64-bit counter's 2**64-1 -> 0, a 16-bit one's 65535 -> 0, a signed 16-, 32-
+    or 64-bit one's 32767 -> 0, 2**31-1 -> 0, 2**63-1 -> 0 (a PLC's Int16 register, a Java int reset at MAX_VALUE: a
+    seq_gap and a rebirth at every wrap, review /work/notes56/review_mqtt L1), a node that counted on past 255
+    reborn at seq 0, and a repeat (a redelivery of 556) lost nothing."""
     async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
         src,
         asked,
@@ -118,6 +120,9 @@ async def test_a_counter_that_wraps_a_rebirth_at_0_and_a_repeat_ask_nothing_when
         sent = {
             "u": [2**64 - 3, 2**64 - 2, 2**64 - 1, 0, 1, 2],
             "w": [65533, 65534, 65535, 0, 1],
+            "s": [32766, 32767, 0, 1],
+            "j": [2**31 - 2, 2**31 - 1, 0, 1],
+            "l": [2**63 - 2, 2**63 - 1, 0, 1],
             "r": list(range(254, 301)),
             "p": [555, 556, 556, 557],
         }
