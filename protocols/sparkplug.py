@@ -605,6 +605,15 @@ _COLUMN_DTYPES = {
 _FLOAT_COLUMNS = (DataType.FLOAT, DataType.DOUBLE)
 
 
+def cut_to_32(v: int, signed: bool) -> str:
+    """The other meaning of ``v`` (2**31 or above) in int_value where a 64-bit integer belongs: an Int64's negative
+    number cut to 32 bits (``-5 cut to 32 bits or the number``); a UInt64 is never negative, so a number of 2**32 or
+    more cut to its low 32 bits."""
+    if signed:
+        return f"{v - (1 << 32)} cut to 32 bits or the number"
+    return "a number of 2**32 or more cut to its low 32 bits, or the number"
+
+
 def dataset_arrays(ds: DataSet) -> list[tuple[str, Any, str]]:
     """A DataSet's columns as ``(name, 1-D NumPy array of its rows, "")``; a column that gives no array has
     ``None`` and why: ``"unsupported"`` (text, or a type no array holds) or ``"wrong_type: ..."`` (a cell
@@ -634,9 +643,9 @@ def dataset_arrays(ds: DataSet) -> list[tuple[str, Any, str]]:
                     name,
                     None,
                     f"wrong_type: a cell {bad.value} of a column of {'an Int64' if dt == DataType.INT64 else 'a UInt64'}"
-                    f" came in int_value (32 bits), not in long_value as Sparkplug writes it: {bad.value - (1 << 32)} "
-                    "cut to 32 bits or the number, no one value; the column skipped (the edge node must write a "
-                    "64-bit integer in long_value)",
+                    f" came in int_value (32 bits), not in long_value as Sparkplug writes it: "
+                    + cut_to_32(bad.value, dt == DataType.INT64)
+                    + ", no one value; the column skipped (the edge node must write a 64-bit integer in long_value)",
                 )
             )
             continue

@@ -2306,8 +2306,8 @@ class SparkplugHost:
                         f"{'an' if wide == _INT64 else 'a'} {datatype_name(sp.DataType(wide))} "
                         f"({'stated in its ' + t.message_type.value if leaf.datatype else 'by its birth'}) but its "
                         f"value {v!r} came in int_value (32 bits), not in long_value as Sparkplug writes it: "
-                        f"{v - (1 << 32)} cut to 32 bits or the number, no one value; skipped (the edge node must "
-                        "write a 64-bit integer in long_value)",
+                        f"{sp.cut_to_32(v, wide == _INT64)}, no one value; skipped (the edge node must write a "
+                        "64-bit integer in long_value)",
                     )
                     continue
                 if isinstance(v, sp.DataSet):  # a table: each column's rows as a 1-D array, {metric}/{column}

@@ -140,6 +140,9 @@ async def test_a_64_bit_integer_in_int_value_is_read_below_2_31_and_refused_abov
     assert "metric 'Count' is a UInt64 (by its birth) but its value 3000000000 came in int_value" in (
         src.stats.last_error or ""
     )
+    # a UInt64 is never negative: its other meaning is a larger number cut (it said "-1294967296 cut to 32 bits",
+    # review /work/notes56/review_mqtt L4)
+    assert "a number of 2**32 or more cut to its low 32 bits, or the number" in (src.stats.last_error or "")
 
 
 async def test_a_datasets_64_bit_column_in_int_value_is_read_below_2_31_and_refused_above(peers):
@@ -172,5 +175,6 @@ async def test_a_datasets_64_bit_column_in_int_value_is_read_below_2_31_and_refu
     assert src.stats.errors_by_reason == {"wrong_type": 2} and peers.asked == []
     assert (
         "g/n/: DataSet 'T' column 'u64': a cell 3000000000 of a column of a UInt64 came in int_value (32 bits), "
-        "not in long_value as Sparkplug writes it" in (src.stats.last_error or "")
+        "not in long_value as Sparkplug writes it: a number of 2**32 or more cut to its low 32 bits, or the number"
+        in (src.stats.last_error or "")
     )
