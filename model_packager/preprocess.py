@@ -213,10 +213,14 @@ def _image_plan(spec: ImagePreprocessing, img: np.ndarray) -> _ImagePlan:
 
 
 _SCRATCH = threading.local()
-# bytes of buffers a thread keeps: a 224-px model's take 301 kB, a 1024-px one's 6 MiB. A larger set (a model of
-# 5000x5000 px: 75 MB resized) is allocated for its call and freed after it, as is any buffer once the thread's
-# newer ones fill the budget (a swapped-out model's, one odd frame's): a thread never holds more than this
+# bytes of buffers a thread keeps: a 224-px model's take 301 kB, a 1024-px one's 6 MiB. One inference thread serves
+# every model of the gateway, so a model's pair must fit beside the others': a buffer over _MAX_SCRATCH_ONE (a
+# 1106-px RGB model's) is allocated for its call and freed after it (a 5000x5000-px model's 75 MB, a 1280-px one's
+# 4.7 MiB), and a large model's pair (7 MiB at most) always leaves a small one's in the budget. When the budget is
+# full, the buffers used least lately are dropped (a swapped-out model's, one odd frame's): a thread never holds
+# more than this
 _MAX_SCRATCH_BYTES = 8 << 20
+_MAX_SCRATCH_ONE = (_MAX_SCRATCH_BYTES - (1 << 20)) // 2
 
 
 def _scratch(what: str, shape: tuple[int, ...]) -> list[np.ndarray]:
@@ -224,20 +228,23 @@ def _scratch(what: str, shape: tuple[int, ...]) -> list[np.ndarray]:
     ``shape`` array; "planes", three), reused by every ``image_tensor`` call: each is read back within the call
     and never returned. Fresh ones cost their allocation on every frame, and after a model run the new memory
     is cold too: a 224-px split into fresh planes took 46 µs, 90 µs after a run, into these 20 and 48 µs.
-    At most ``_MAX_SCRATCH_BYTES`` are kept, the oldest dropped first."""
+    At most ``_MAX_SCRATCH_BYTES`` are kept, none over ``_MAX_SCRATCH_ONE``, the least lately used dropped first."""
     held = getattr(_SCRATCH, "held", None)
     if held is None:
         held = _SCRATCH.held = {}
-    bufs = held.get((what, shape))
-    if bufs is None:
-        n = 3 if what == "planes" else 1
-        size = n * math.prod(shape)
-        bufs = [np.empty(shape, np.uint8) for _ in range(n)]
-        if size <= _MAX_SCRATCH_BYTES:
-            kept = sum(b.nbytes for v in held.values() for b in v)
-            while held and kept + size > _MAX_SCRATCH_BYTES:
-                kept -= sum(b.nbytes for b in held.pop(next(iter(held))))
-            held[(what, shape)] = bufs
+    key = (what, shape)
+    bufs = held.pop(key, None)
+    if bufs is not None:
+        held[key] = bufs  # last used: the end of the order
+        return bufs
+    n = 3 if what == "planes" else 1
+    size = n * math.prod(shape)
+    bufs = [np.empty(shape, np.uint8) for _ in range(n)]
+    if size <= _MAX_SCRATCH_ONE:
+        kept = sum(b.nbytes for v in held.values() for b in v)
+        while held and kept + size > _MAX_SCRATCH_BYTES:
+            kept -= sum(b.nbytes for b in held.pop(next(iter(held))))
+        held[key] = bufs
     return bufs
 
 

@@ -301,3 +301,49 @@ def test_a_thread_keeps_no_more_than_a_few_mb_of_buffers_after_a_huge_models_fra
     t.join()
     assert held["huge"] < 10 << 20, f"{held['huge'] / 1e6:.0f} MB held after a 5000x5000 model's frame"
     assert held["swaps"] < 10 << 20, f"{held['swaps'] / 1e6:.0f} MB held after three swaps"
+
+
+def test_a_small_models_buffers_are_reused_beside_a_large_model_on_the_same_inference_thread():
+    # one inference thread serves every model of the gateway; the 8-MiB cap dropped the oldest-made buffers first,
+    # even the ones used every frame, and admitted a model's buffers one by one: a 224-px model beside a 1280-px one
+    # (or one of 1180 px) allocated fresh buffers on every frame, the large one too and still held one of them
+    import threading
+    import tracemalloc
+
+    def model(side: int) -> ImagePreprocessing:
+        return ImagePreprocessing(
+            width=side,
+            height=side,
+            color="rgb",
+            layout="NCHW",
+            interpolation="linear",
+            mean=[0.5] * 3,
+            std=[0.25] * 3,
+        )
+
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    small = model(224)
+    allocated: dict[int, int] = {}
+
+    def serve() -> None:  # an inference thread: frames of the two models in turn
+        for side in (1280, 1180, 1106):
+            large = model(side)
+            image_tensor(frame, small)
+            image_tensor(frame, large)
+            allocated[side] = 0
+            for _ in range(5):
+                tracemalloc.start()
+                try:
+                    got = image_tensor(frame, small)
+                    peak = tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+                allocated[side] += peak > got.nbytes + 16384  # buffers made beside the tensor
+                image_tensor(frame, large)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    t.join()
+    assert allocated == {1280: 0, 1180: 0, 1106: 0}, (
+        "224-px frames that allocated buffers, of 5, per large model"
+    )
