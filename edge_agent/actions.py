@@ -1021,10 +1021,11 @@ class ActionRunner:
 
     def _check_passed(self, name: str, output: str, value: Any) -> None:
         """The source's check found ``value`` fits the target: an episode only its checks refused (no write was
-        refused) ends once nothing it refused is refused still, ``write_recovered_after_s`` after."""
+        refused) ends once nothing it refused is refused still, ``write_recovered_after_s`` after; so does one
+        whose writes only ran out of retries (``away``: the PLC busy), the target now answering the check."""
         ep = self._failing.get((name, output))
-        if ep is None or ep["taken_at"] is not None or ep["by_write"]:
-            return  # none, ending already, or one a write found: a write taken ends it
+        if ep is None or ep["taken_at"] is not None or (ep["by_write"] and not ep["away"]):
+            return  # none, ending already, or one a write refused: a write taken ends it
         ep["checked"].discard("node")
         ep["checked"].discard(repr(value))
         if ep["checked"]:
@@ -1067,6 +1068,7 @@ class ActionRunner:
                 "node": False,
                 "checked": set(),  # what the source's checks refused (``_check_passed``)
                 "by_write": False,  # a write was refused: only a write taken ends it
+                "away": False,  # every write refusal was one out of retries: a check finding it fine ends it
             }
             on = f"action {name!r}: writes to {target[1]} on source {target[0]}"
             if checked:
@@ -1099,6 +1101,7 @@ class ActionRunner:
             ep["checked"].add("node" if value is _NODE else repr(value))
         else:
             ep["failed"] += 1
+            ep["away"] = bool(attempts) and (ep["away"] or not ep["by_write"])
             ep["by_write"] = True
         ep["reason"] = why
         ep["taken_at"] = None  # still refusing: the end waits for a quiet stretch after a write it takes
@@ -1197,6 +1200,7 @@ class ActionRunner:
                     "node": ep["node"],
                     "checked": sorted(ep["checked"]),
                     "by_write": ep["by_write"],
+                    "away": ep["away"],
                 }
             )
         try:
@@ -1247,6 +1251,7 @@ class ActionRunner:
                     "node": bool(e.get("node", False)),
                     "checked": {str(r) for r in e.get("checked", [])},
                     "by_write": bool(e.get("by_write", True)),  # a former release's: found at a write
+                    "away": bool(e.get("away", False)),
                 }
             except (KeyError, TypeError, ValueError):
                 continue
@@ -1256,6 +1261,23 @@ class ActionRunner:
                 continue
             ep["refused"] &= {repr(v) for v in _values_written(action)}
             ep["checked"] &= {"node", *ep["refused"]}
+            if ep["away"]:
+                # its writes only ran out of retries, and the value owed was given up at stop: nothing is owed
+                # now, so nothing would end it but the action's next write (days for a rare alarm)
+                if not ep["checked"]:
+                    self._tell_end(
+                        name,
+                        target,
+                        ep,
+                        None,
+                        "are owed no longer (the value not taken was given up at stop)",
+                    )
+                    continue
+                ep["by_write"] = ep["away"] = (
+                    False  # what the checks refuse stays: a check finding it fine ends it
+                )
+                ep["refused"] = {r for r in ep["refused"] if r in ep["checked"]}
+                ep["node"] = "node" in ep["checked"]
             self._failing[(name, output)] = ep
         self._save_failing()
 

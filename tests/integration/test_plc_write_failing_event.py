@@ -322,3 +322,40 @@ async def test_a_write_out_of_retries_is_an_episode_if_the_plc_refuses_it_not_if
         assert await p.nodes["Gate"].read_value() is True and await p.nodes["Lamp"].read_value() is True
     end = _failing(events)[1]
     assert (end["active"], end["failed"], end["node_id"]) == (False, 1, p.node_id("Lamp")), end
+
+
+async def test_an_out_of_retries_episode_saved_at_stop_ends_after_a_restart_that_owes_nothing(tmp_path):
+    """A value the busy PLC did not take within its retries is an episode; the agent stops, giving up the owed
+    value (``flush``). Before, after a restart with the PLC fine, that episode stayed open until the action next
+    wrote (days for a rare NG or alarm), the console showing a healthy target failing. Now nothing is owed, and it
+    ends at the restart; one the check at connect finds failing still stays (another test)."""
+    events: list = []
+    busy = {"on": True}
+
+    async def too_many(event, _dispatcher) -> None:
+        if busy["on"]:
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+
+    async with plc({"Gate": ua.Variant(False, ua.VariantType.Boolean)}) as p:
+        p.server.subscribe_server_callback(CallbackType.PreWrite, too_many)
+        retry = {"max_attempts": 2, "backoff_s": 0.05}
+        out = {
+            "type": "opcua_write",
+            "source": "plc",
+            "value": True,
+            "retry": retry,
+            "node_id": p.node_id("Gate"),
+        }
+        cfg = _config(p.port, {"gate": out})
+        async with agent_side(cfg, events, state_dir=tmp_path) as (_src, runner):
+            await runner.handle(["gate"], result("NG", 0), None)
+            await until(lambda: len(_failing(events)) == 1, 5, "the episode")
+            await runner.flush(timeout_s=0.5)  # stop: the owed value is given up
+        assert _failing(events)[0]["active"] is True
+        busy["on"] = False
+        async with agent_side(cfg, events, state_dir=tmp_path) as (src, runner):
+            await until(lambda: len(_failing(events)) == 2, 5, "the end after the restart")
+            assert src.target_errors == {}
+        end = _failing(events)[1]
+        assert (end["active"], end["node_id"], end["failed"]) == (False, p.node_id("Gate"), 1), end
+        assert "owed no longer" in end["message"], end
