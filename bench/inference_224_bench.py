@@ -212,7 +212,6 @@ def q(xs, p) -> float:
 def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5) -> dict:
     from devices.base import Frame
     from edge_agent.config import UnsureSettings
-    from edge_agent.engines import model_file
     from edge_agent.models.config import ModelConfig
     from edge_agent.models.slot import ModelSlot
     from model_packager.preprocess import image_tensor
@@ -230,7 +229,7 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
     name = m.inputs[0].name
     if a.engine.name == "onnxruntime":
         sess = ort_session(
-            model_file(a.opened, a.engine.form),
+            a.engine.source,
             threads=cfg.threads,
             single_stream=True,
             graph_optimization=cfg.graph_optimization.value,
@@ -239,13 +238,12 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
     else:  # a model compiled apart with the engine's properties (a second request on the slot's own compiled
         # model, used from the same thread, ended in heap corruption within ~1000 calls here: see RESULTS.md)
         # opened as the engine opens it (ov_compile of the same file: an ONNX file is converted, not read)
-        from edge_agent.engines import openvino_file
         from model_packager.runtimes import ov_compile
 
         props = {"PERFORMANCE_HINT": cfg.openvino_hint.value.upper(), "INFERENCE_NUM_THREADS": cfg.threads}
         if a.engine.precision == "f32":
             props["INFERENCE_PRECISION_HINT"] = "f32"
-        compiled = ov_compile(openvino_file(a.opened, a.engine.form), props)
+        compiled = ov_compile(a.engine.source, props)
         req = compiled.create_infer_request()
         bare = lambda: req.infer({name: x}, share_inputs=True, share_outputs=True)  # noqa: E731
     parts: list[tuple[float, float, float]] = []

@@ -121,6 +121,7 @@ class Engine(Protocol):
     name: str
     version: str
     form: str  # "int8" or "fp32": which of the package's forms it runs
+    source: str  # the file of the package it opened (a bench opens the same one apart)
     timeout_s: float  # one ``run``, at most (``inference_timeout_s``, raised for a slow model: see select)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
@@ -187,8 +188,9 @@ class OrtEngine:
         self.timeout_s = cfg.inference_timeout_s
         self._run_options = ort.RunOptions
         try:
+            self.source = model_file(opened, form)  # the file it serves (a bench opens it apart)
             self.session = ort_session(
-                model_file(opened, form),
+                self.source,
                 threads=cfg.threads,
                 single_stream=True,
                 graph_optimization=cfg.graph_optimization.value,
@@ -263,7 +265,7 @@ class OvEngine:
         props = {"PERFORMANCE_HINT": cfg.openvino_hint.value.upper(), "INFERENCE_NUM_THREADS": cfg.threads}
         if f32:
             props["INFERENCE_PRECISION_HINT"] = "f32"
-        src = openvino_file(opened, form)
+        src = self.source = openvino_file(opened, form)  # the file it serves (a bench opens it apart)
         try:
             # isolated (another model serves meanwhile): the model is first opened, compiled and run on its
             # first golden item in a low-priority helper process (memory: a graph that folds or allocates
