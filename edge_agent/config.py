@@ -1698,9 +1698,11 @@ def write_value_note(cfg: AgentConfig, place: str) -> Callable[[str, Any], str] 
     if place.endswith(".reset_value") and place not in cfg._write_vars:
         # no reset_value given: an on_change or pulse output resets to the opposite of its boolean value, which
         # the variable gives
-        name = place.split(".")[1]
+        # the action's name, which may hold a dot (line1.label)
+        name = place.removeprefix("actions.").rsplit(".", 1)[0]
         derived = getattr(cfg.actions.get(name), "reset_value", 0) is None
-        place = place.removesuffix("reset_value") + "value"
+        if derived:  # a literal reset_value is the config's own: not the variable behind value
+            place = place.removesuffix("reset_value") + "value"
     if not any(p == place or (p.startswith(f"{place}[") and not derived) for p in cfg._write_vars):
         return None
     return functools.partial(_env_refusal, cfg._write_vars, place, cfg._where, derived)

@@ -219,3 +219,26 @@ async def test_a_variables_value_a_node_refuses_is_said_with_the_variable_its_pl
             why = said.get(p.node_id(name), "")
             assert all(s in why for s in said_right), (when, why)
             assert "write text" not in why and "without quotes" not in why, (when, why)
+
+
+async def test_a_literal_reset_value_a_node_refuses_is_not_blamed_on_the_variable_that_gives_value(
+    monkeypatch,
+):
+    """``value: ${LABEL}`` (LABEL='Part A', text the String node takes) beside ``reset_value: false``, which the
+    node refuses. Before, the check at connect and write_failing's reason said the refused False came from
+    actions.label.value and environment variable LABEL, sending the engineer to agent.env for a value that is
+    fine; the refusal is the config's own reset_value, said as any literal value's."""
+    monkeypatch.setenv("LABEL", "Part A")
+    async with plc({"Label": ua.Variant("", ua.VariantType.String)}) as p:
+        label = {"type": "opcua_write", "source": "plc", "node_id": p.node_id("Label"), "value": "${LABEL}"}
+        cfg = _config(p.port, {"label": {**label, "reset_value": False}})
+        events: list = []
+        async with agent_side(cfg, events) as (src, runner):
+            at_connect = src.target_errors.get(p.node_id("Label"), "")
+            await runner.handle(["label"], result("NG", 0), None)
+            await runner.flush(timeout_s=5)
+    told = [e["reason"] for e in events if e["kind"] == "write_failing"]
+    assert told, events
+    for why in (at_connect, *told):
+        assert "cannot write False (bool)" in why, why
+        assert "LABEL" not in why and "actions.label.value" not in why, why
