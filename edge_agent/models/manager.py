@@ -193,6 +193,9 @@ class ModelManager:
         self.busy: dict[str, str] = {}  # slot -> digest being installed
         self.refused: dict[str, str] = {}  # digest -> reason (never retried)
         self._refused_for: dict[str, str] = {}  # digest -> the deployment whose outcome said so
+        # digest -> the fleet's reason: a version the fleet said was withdrawn (``_ask_again``), whatever the
+        # deployment that names it: never confirmed nor settled healthy in this run
+        self.withdrawn: dict[str, str] = {}
         self.declined: dict[tuple, str] = {}  # (slot, digest, deployment) -> reason: desired state refused
         self.steps: list[dict] = []
         self._tasks: set[asyncio.Task] = set()
@@ -218,6 +221,12 @@ class ModelManager:
 
     def _is_refused(self, digest: str) -> bool:
         return digest in self.refused
+
+    def _withdraw(self, digest: str, why: str) -> None:
+        self.withdrawn.pop(digest, None)  # the latest last
+        self.withdrawn[digest] = why
+        while len(self.withdrawn) > MAX_REFUSED:
+            del self.withdrawn[next(iter(self.withdrawn))]
 
     def _refuse(self, digest: str, reason: str, d=None) -> None:
         """Refuse ``digest`` for good in this run (never tried again), remembering at most ``MAX_REFUSED``; ``d``:
@@ -379,7 +388,9 @@ class ModelManager:
                 continue  # (an install the fleet could not be asked about: its outcome waits for the answer)
             last = slot.last_outcome
             if slot.status().get("digest") == d.digest:
-                if slot.state == "active":
+                if d.digest in self.withdrawn:  # (reported failed by _ask_again; never healthy)
+                    await self._settle(d, "failed", False, self.withdrawn[d.digest])
+                elif slot.state == "active":
                     await self._settle(d, "healthy", True, health=self._health(d.slot))
                 continue  # still watching: the install task of this run reports
             if last is not None and last.stage == "rolled_back" and last.from_version == d.version:
@@ -406,7 +417,7 @@ class ModelManager:
         # the fleet answers: installs it could not be asked about are asked about first (a version withdrawn
         # meanwhile is reported failed, never confirmed healthy by what follows)
         for name in sorted(set(self._unasked()) | set(self._unasked_mem)):
-            await self._ask_again(name)
+            await self._ask_again(name, desired=reply.desired)
         unasked = set(self._unasked()) | set(self._unasked_mem)
         await self._settle_pending(unasked)
         desired = reply.desired
@@ -446,10 +457,13 @@ class ModelManager:
                     )
                 continue
             if d.digest == current and (
-                (self._is_refused(d.digest) and self._refused_for.get(d.digest) == d.deployment_id)
+                d.digest in self.withdrawn
+                or (self._is_refused(d.digest) and self._refused_for.get(d.digest) == d.deployment_id)
                 or d.slot in unasked
             ):
-                continue  # withdrawn, or not yet asked about: never confirmed healthy
+                # withdrawn (whatever the deployment naming it: the same version deployed again while the fleet
+                # could not be asked was confirmed healthy and its rollout completed), or not yet asked about
+                continue
             if d.digest == current and not self.busy.get(d.slot) and status.get("state") == "active":
                 self._confirm(d)  # nothing to install: the fleet hears it runs the version, once
                 continue
@@ -721,12 +735,14 @@ class ModelManager:
         except OSError as exc:
             log.warning("model manager: %s: %s", self._unasked_path(), exc)
 
-    async def _ask_again(self, slot_name: str, *, own_task: bool = False) -> bool:
+    async def _ask_again(self, slot_name: str, *, own_task: bool = False, desired: Collection = ()) -> bool:
         """The fleet asked again about the version installed in ``slot_name`` while it could not be asked: True once
         it said the version was withdrawn (then it does not stay in service: the slot rolls back to its previous
         model when it still holds it, and the deployment is reported ``failed`` with the withdrawal's reason, which
         halts the rollout and sends the previous version back). False while it is not withdrawn, not answered, or
-        no longer installed. ``own_task``: called by the install task itself, past its health window."""
+        no longer installed. ``own_task``: called by the install task itself, past its health window. ``desired``:
+        the fleet's desired state; the failure is reported to the deployment in it naming this slot and version (the
+        same version deployed again meanwhile supersedes the one installed, which the fleet no longer hears)."""
         from types import SimpleNamespace
 
         entry = self._unasked_mem.get(slot_name) or self._unasked().get(slot_name)
@@ -736,6 +752,9 @@ class ModelManager:
         d = SimpleNamespace(**{k: entry[k] for k in _PENDING_KEYS})
         why = entry.get("withdrawn") if isinstance(entry.get("withdrawn"), str) else None
         serving = slot.status().get("digest") == d.digest
+        candidate = (
+            getattr(slot, "_active", None) if serving else None
+        )  # (rolled back only if it still serves)
         if why is None:
             if not serving and not own_task and self.busy.get(slot_name) == d.digest:
                 return False  # its swap under way: asked once it serves
@@ -747,6 +766,7 @@ class ModelManager:
             if not answered:
                 return False
             if stopped is None:
+                self.withdrawn.pop(d.digest, None)
                 log.info(
                     "slot %s: the fleet still sends %s %s, installed while it could not be asked",
                     slot_name,
@@ -761,9 +781,10 @@ class ModelManager:
                 500,
             )
             self._refuse(d.digest, why, d)
+            self._withdraw(d.digest, why)
             log.warning("slot %s: %s", printable(slot_name, 80), why)
-            if serving:
-                await slot.rollback(why)  # (only inside its health window: the previous model is still held)
+            if serving:  # (only inside its health window: the previous model is still held)
+                await slot.rollback(why, candidate=candidate)
             if (
                 self.busy.get(slot_name) == d.digest
                 and not own_task
@@ -785,10 +806,24 @@ class ModelManager:
                 self._unasked_mem[slot_name] = {**entry, "withdrawn": why}
         else:
             self._refuse(d.digest, why, d)
-        if await self._report(d, "failed", False, why):
+            self._withdraw(d.digest, why)
+        # the deployment the fleet wants now for this slot and version (a later deployment of it supersedes the
+        # installed one: a report to that one only was ignored, and the later one was confirmed healthy)
+        now = next(
+            (
+                x
+                for x in desired
+                if getattr(x, "slot", None) == slot_name and getattr(x, "digest", None) == d.digest
+            ),
+            None,
+        )
+        told = d if now is None else now
+        if told is not d:
+            self._refused_for[d.digest] = told.deployment_id
+        if await self._report(told, "failed", False, why):
             pending = self._pending_path(slot_name)
             with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-                if read_json_state(pending).get("deployment_id") == d.deployment_id:
+                if read_json_state(pending).get("deployment_id") in (d.deployment_id, told.deployment_id):
                     pending.unlink(missing_ok=True)
             await asyncio.to_thread(self._forget_unasked, slot_name)
         return True
@@ -860,6 +895,8 @@ class ModelManager:
                     (d.slot, d.digest, d.deployment_id), d, f"install of {d.package} {d.version}: {stopped}"
                 )
                 return
+            if answered:
+                self.withdrawn.pop(d.digest, None)  # the fleet sends it again (no longer withdrawn)
             if not answered:  # installed all the same (the fleet sent it whole), asked again once it answers
                 log.warning(
                     "install of %s %s: the fleet could not be asked whether it still sends it; installing, and "
@@ -913,7 +950,9 @@ class ModelManager:
                 return
             await self._report(d, "active", True)
             if await self._watch(slot, d):
-                withdrawn = self._is_refused(d.digest) and self._refused_for.get(d.digest) == d.deployment_id
+                withdrawn = d.digest in self.withdrawn or (
+                    self._is_refused(d.digest) and self._refused_for.get(d.digest) == d.deployment_id
+                )
                 if withdrawn or await self._ask_again(d.slot, own_task=True):
                     return  # withdrawn meanwhile: reported failed, never healthy
                 if d.slot in self._unasked_mem or d.slot in self._unasked():

@@ -305,3 +305,61 @@ async def test_a_version_withdrawn_while_the_fleet_was_unreachable_at_install_is
         assert not (mgr.pending_dir / "withdrawal-unasked").exists()  # asked: nothing left to ask
     finally:
         await back.stop()
+
+
+async def test_a_version_deployed_again_while_the_fleet_was_unreachable_then_withdrawn_is_not_confirmed_healthy(
+    fleet,  # noqa: F811
+    monkeypatch,
+    tmp_path,
+):
+    """As above, but while gw1 could not ask, the admin deploys 1.1.0 again (a second deployment of the same
+    version, which supersedes the first for gw1: a canary by hand, then the line), then withdraws it. Once the fleet
+    answers, the withdrawal is reported to the deployment the fleet now wants (the second) and the version is never
+    confirmed healthy. Before, the failure went to the superseded first deployment only (ignored by the fleet), the
+    second was confirmed healthy ("it runs this version"), its rollout completed and the withdrawn model served for
+    good (review /work/notes56/review_tenant H1)."""
+    from cloud_trainer.fleet.service import FleetServer
+
+    srv, agents, reg = fleet
+    mgr = agents["gw1"].manager
+    downloaded, gone = threading.Event(), threading.Event()
+    digest_of = manager_module._sha256
+
+    def hashed_once_the_fleet_is_gone(path):
+        downloaded.set()
+        gone.wait(20)
+        return digest_of(path)
+
+    monkeypatch.setattr(manager_module, "_sha256", hashed_once_the_fleet_is_gone)
+    first = _deploy(srv, "gw1")
+    try:
+        await until(downloaded.is_set, what="gw1's download to end")
+        again = _deploy(srv, "gw1")  # the same version again: another deployment id, the same digest
+        reg.withdraw("part-inspection", "1.1.0", DEFECT)
+        await srv.stop()
+    finally:
+        gone.set()
+    await until(lambda: version(agents["gw1"]) == "1.1.0", what="gw1 to install 1.1.0 unasked")
+    await until(lambda: agents["gw1"].slots["vision"].state == "active", what="1.1.0's health window to pass")
+    back = FleetServer(
+        tmp_path / "cloud",
+        srv.port,
+        tmp_path / "pki" / "ca.pem",
+        tmp_path / "pki" / "server.pem",
+        tmp_path / "pki" / "server.key",
+        registry=tmp_path / "registry",
+    )
+    await back.start()
+    try:
+        await until(
+            lambda: back.control._get(again["id"])["state"] in ("halted", "completed"),
+            what="the second deployment's outcome",
+        )
+        got = back.control._get(again["id"])
+        assert got["state"] == "halted", got
+        assert DEFECT in got["reason"], got
+        assert not any(s["step"] == "healthy" and s["version"] == "1.1.0" for s in mgr.steps), mgr.steps
+        await until(lambda: version(agents["gw1"]) == "1.0.0", what="gw1 back on 1.0.0")
+        assert back.control._get(first["id"])["state"] != "completed"
+    finally:
+        await back.stop()
