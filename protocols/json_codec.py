@@ -2444,12 +2444,19 @@ def _records_in(
         if len(items) == 1:
             others = (n for n in texts if n != name and not _UUID.fullmatch(items[0][n]))
         elif len({x[name] for x in items}) == 1:
-            others = (
-                n
-                for n in texts
-                if n != name
-                and len({x[n] for x in items}) > 1
-                and not all(_UUID.fullmatch(x[n]) or x[n].isdigit() for x in items)
+            # (a key of digits only last: a register number, 40001, 40002, names a tag as much as "temp" does;
+            # left out, records of one PLC's registers were told name: name, all read as one tag)
+            others = iter(
+                sorted(
+                    (
+                        n
+                        for n in texts
+                        if n != name
+                        and len({x[n] for x in items}) > 1
+                        and not all(_UUID.fullmatch(x[n]) for x in items)
+                    ),
+                    key=lambda n: all(x[n].isdigit() for x in items),
+                )
             )
         else:
             others = iter(())
