@@ -3,6 +3,7 @@
     python -m protocols.generate          # write
     python -m protocols.generate --check  # exit 1 if gen/ differs from what the .proto files give, or its
                                           # stubs need a newer grpcio/protobuf than pyproject.toml allows
+                                          # (or were made by a newer grpcio-tools than its dev extra allows)
 
 Generated modules import each other as ``protocols.gen.X_pb2``; nothing in gen/ is hand-edited.
 """
@@ -112,15 +113,23 @@ def _floor(spec: str) -> Version | None:
     return max(lows) if lows else None
 
 
+def _specs(requirements: list[str]) -> dict[str, str]:
+    """Requirement strings (``grpcio>=1.85.1``, ``moto[server]>=5.0; python_version>'3.9'``) -> specifier by name."""
+    specs: dict[str, str] = {}
+    for req in requirements:
+        m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(?:\[[^\]]*\])?\s*([^;]*)", req)
+        if m:
+            specs[m.group(1).lower().replace("_", "-")] = m.group(2).strip()
+    return specs
+
+
 def floor_problems(stubs: dict[str, str], pyproject_text: str) -> list[str]:
     """Each stub whose stamps need a newer grpcio or protobuf than pyproject.toml's dependencies allow (an
-    install at the allowed floor would fail to import it)."""
-    deps = tomllib.loads(pyproject_text).get("project", {}).get("dependencies", [])
-    allowed: dict[str, str] = {}
-    for dep in deps:
-        m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(?:\[[^\]]*\])?\s*([^;]*)", dep)
-        if m:
-            allowed[m.group(1).lower().replace("_", "-")] = m.group(2).strip()
+    install at the allowed floor would fail to import it), or were made by a newer grpcio-tools than the dev
+    extra allows (an environment at that floor fails ``--check`` on them and would regenerate them older)."""
+    project = tomllib.loads(pyproject_text).get("project", {})
+    allowed = _specs(project.get("dependencies", []))
+    tools = _specs(project.get("optional-dependencies", {}).get("dev", [])).get("grpcio-tools")
     problems = []
     for name, text in sorted(stubs.items()):
         for dist, need in needs(text).items():
@@ -130,15 +139,38 @@ def floor_problems(stubs: dict[str, str], pyproject_text: str) -> list[str]:
                     f"protocols/gen/{name} needs {dist}>={_v(need)} at import, and pyproject.toml's "
                     f"dependencies do not name {dist}: add {dist}>={_v(need)}"
                 )
+            else:
+                low = _floor(spec)
+                if low is None or low < need:
+                    also = f" and the dev extra's grpcio-tools>={_v(need)}" if dist == "grpcio" else ""
+                    problems.append(
+                        f"protocols/gen/{name} needs {dist}>={_v(need)} at import, but pyproject.toml allows "
+                        f"{dist}{spec or ' (any version)'}: raise its floor to {dist}>={_v(need)}{also}, or "
+                        "regenerate the stubs with a grpcio-tools no newer than the floors"
+                    )
+            if dist != "grpcio":
                 continue
-            low = _floor(spec)
-            if low is None or low < need:
+            # GRPC_GENERATED_VERSION is the version of the grpcio-tools that wrote the stub
+            tools_low = None if tools is None else _floor(tools)
+            if tools_low is None or tools_low < need:
+                allows = (
+                    "does not name grpcio-tools" if tools is None else f"allows grpcio-tools{tools or ''}"
+                )
                 problems.append(
-                    f"protocols/gen/{name} needs {dist}>={_v(need)} at import, but pyproject.toml allows "
-                    f"{dist}{spec or ' (any version)'}: raise its floor to {dist}>={_v(need)}, or regenerate the "
-                    "stubs with a grpcio-tools no newer than the floors"
+                    f"protocols/gen/{name} was made by grpcio-tools {_v(need)}, but pyproject.toml's dev extra "
+                    f"{allows}: raise it to grpcio-tools>={_v(need)} (an older one fails `python -m "
+                    "protocols.generate --check` on these stubs)"
                 )
     return problems
+
+
+def _installed_tools() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("grpcio-tools")
+    except PackageNotFoundError:
+        return "(unknown version)"
 
 
 def check(gen: Path = GEN, pyproject: Path = PYPROJECT) -> list[str]:
@@ -154,14 +186,23 @@ def check(gen: Path = GEN, pyproject: Path = PYPROJECT) -> list[str]:
     if {n: unstamped(t) for n, t in fresh.items()} != {n: unstamped(t) for n, t in current.items()}:
         return ["protocols/gen is stale: run `python -m protocols.generate`"]
     problems = []
+    # the grpcio-tools that made the committed stubs: their GRPC_GENERATED_VERSION
+    made_by = max((n["grpcio"] for n in map(needs, current.values()) if "grpcio" in n), default=None)
+    installed = max((n["grpcio"] for n in map(needs, fresh.values()) if "grpcio" in n), default=None)
     for name in sorted(current):
         now = needs(fresh[name])
         for dist, need in needs(current[name]).items():
             if dist in now and need > now[dist]:
+                # the grpcio-tools to install: the one that made the stubs (a grpcio stamp is its version)
+                tools = need if dist == "grpcio" else made_by
+                if tools is not None and (installed is None or tools > installed):
+                    upgrade = f"pip install 'grpcio-tools>={_v(tools)}'"
+                else:
+                    upgrade = "pip install --upgrade grpcio-tools"
                 problems.append(
-                    f"protocols/gen/{name} was generated for {dist}>={_v(need)}, newer than the installed "
-                    f"grpcio-tools writes ({dist}>={_v(now[dist])}): run `python -m protocols.generate` with "
-                    "the grpcio-tools of pyproject.toml's dev extra"
+                    f"protocols/gen/{name} was generated for {dist}>={_v(need)}, but the installed grpcio-tools "
+                    f"{_installed_tools()} is older than the one that made it (it writes {dist}>={_v(now[dist])}): "
+                    f"{upgrade}, then check again"
                 )
     try:
         pyproject_text = pyproject.read_text()

@@ -89,6 +89,8 @@ def test_stubs_from_a_newer_generator_than_the_installed_one_fail_the_check(tmp_
     assert "fleet_pb2_grpc.py was generated for grpcio>=1.99.0" in r.stderr, r.stderr
     assert "fleet_pb2.py was generated for protobuf>=7.99.0" in r.stderr, r.stderr
     assert "sparkplug_b_pb2.py was generated for protobuf>=7.99.0" in r.stderr, r.stderr
+    # the advice is the upgrade to the grpcio-tools that made them, not the one already installed
+    assert r.stderr.count("pip install 'grpcio-tools>=1.99.0'") == 3, r.stderr
     assert "stale" not in r.stderr  # what the stubs say is still what the .proto files say
     # what such stubs do on this install (grpcio and protobuf older than 1.99 / 7.99); the gRPC stub imports
     # fleet_pb2 first, whose protobuf check is set aside to reach grpcio's own
@@ -152,3 +154,30 @@ def test_regenerating_stubs_that_need_more_than_pyproject_allows_says_so(tmp_pat
     r = subprocess.run([sys.executable, "-m", "protocols.generate"], cwd=tree, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "fleet_pb2_grpc.py needs grpcio>=" in r.stderr and "pyproject.toml allows grpcio>=1.0" in r.stderr
+
+
+def test_stubs_made_by_a_newer_grpcio_tools_than_the_dev_extra_allows_fail_the_check():
+    """Stubs regenerated with grpcio-tools 1.85.4 and pyproject.toml raised to grpcio>=1.85.4 passed the check while
+    the dev extra still allowed grpcio-tools>=1.85.1: an existing environment keeps its 1.85.1 (nothing makes pip
+    upgrade it), fails the check on those stubs, and regenerating with it writes them older again."""
+    from protocols.generate import GEN, floor_problems
+
+    stubs = {
+        p.name: re.sub(
+            r"^GRPC_GENERATED_VERSION = '[^']*'$",
+            "GRPC_GENERATED_VERSION = '1.85.4'",
+            p.read_text(),
+            flags=re.M,
+        )
+        for p in GEN.glob("*.py")
+        if p.name != "__init__.py"
+    }
+    text = re.sub(r'"grpcio>=[^"]*"', '"grpcio>=1.85.4"', (ROOT / "pyproject.toml").read_text())
+    dev_at = re.sub(r'"grpcio-tools>=[^"]*"', '"grpcio-tools>=1.85.1"', text)
+    problems = floor_problems(stubs, dev_at)
+    assert any(
+        "was made by grpcio-tools 1.85.4, but pyproject.toml's dev extra allows grpcio-tools>=1.85.1: raise it to "
+        "grpcio-tools>=1.85.4" in p
+        for p in problems
+    ), problems
+    assert floor_problems(stubs, re.sub(r'"grpcio-tools>=[^"]*"', '"grpcio-tools>=1.85.4"', text)) == []
