@@ -780,6 +780,11 @@ def test_an_hour_alone_or_a_minutes_fraction_is_refused_however_long_its_text(te
         ("2026-12-05T10:00:00.5Z", "2026-12-05T10:00:00.500000+00:00"),  # a full time at :00, looked at, read
         ("2026-12-05T10:30Z", "2026-12-05T10:30:00+00:00"),  # to the minute: read
         ("  2026-12-05T10:15:07.25+01:00  ", "2026-12-05T09:15:07.250000+00:00"),
+        # a fraction of zeros names the instant it is read as (it was refused, "stamped up to an hour off": review
+        # /work/notes56/review_mqtt L5)
+        ("2026-12-05T14.0Z", "2026-12-05T14:00:00+00:00"),
+        ("2026-12-05T16:45,00+01:00", "2026-12-05T15:45:00+00:00"),
+        ("2026-12-05T14." + "0" * 40 + "Z", "2026-12-05T14:00:00+00:00"),
     ],
 )
 def test_full_times_and_times_to_the_minute_are_read(text, expected):
