@@ -1726,20 +1726,21 @@ def _env_refusal(
     )
     typed = _from_env(x, field)
     if getattr(refusal, "text_node", False) and isinstance(typed, bool):
+        # the fix names no form of the variable's value: this text is an event's reason the fleet is told, where
+        # the value is hidden, and a value of the gateway's environment never leaves it (the log's head says it)
         fix = (
-            f"a variable holding {str(x).strip()} gives the boolean {str(typed).lower()}; for a String node state "
+            "a variable holding a truth word (true, false) gives a boolean; for a String node state "
             f"it as text in the config: {field}: {{text: '{x.expr}'}}"
         )
     elif fix is not None and "without quotes" in fix and isinstance(typed, str):
-        number: int | None = None
+        number = False  # a code a number reads in (0x1F, 0b101): its decimal form would tell the value
         with contextlib.suppress(ValueError):
-            number = int(str(x).strip().replace("_", ""), 0)
-        verb = "write the default as" if x.default else f"set {x.var}="
-        sep = " " if x.default else ""
+            number = int(str(x).strip().replace("_", ""), 0) is not None
         fix = (
-            f"a variable gives a number only in decimal (its {str(x).strip()} is text, for a String node); "
-            f"{verb}{sep}{number} for the number"
-            if number is not None
+            "a variable gives a number only in decimal (a hexadecimal or binary code is text, for a String node); "
+            + ("write the default" if x.default else f"set {x.var}")
+            + " to the number in decimal digits"
+            if number
             else f"a variable gives a number only in decimal (12, -3, 1.5) and a boolean only as true or false; "
             f"{'write the default as' if x.default else f'give {x.var}'} one of those"
         )

@@ -206,12 +206,12 @@ async def test_a_variables_value_a_node_refuses_is_said_with_the_variable_its_pl
         "Recipe": (
             f"which actions.recipe.value in {path} takes",
             "from environment variable RECIPE, which holds '0x1F'",
-            "set RECIPE=31 for the number",
+            "set RECIPE to the number in decimal digits",
         ),
         "Steps": (
             f"which actions.steps.value[3] in {path} takes",
             "from environment variable STEP, which holds '0b101'",
-            "set STEP=5 for the number",
+            "set STEP to the number in decimal digits",
         ),
     }
     for name, said_right in expected.items():
@@ -219,6 +219,16 @@ async def test_a_variables_value_a_node_refuses_is_said_with_the_variable_its_pl
             why = said.get(p.node_id(name), "")
             assert all(s in why for s in said_right), (when, why)
             assert "write text" not in why and "without quotes" not in why, (when, why)
+    # what the fleet is told holds no form of a variable's value (the decimal of RECIPE=0x1F told what it holds)
+    from edge_agent.cloud_text import CloudText
+
+    for name, forms in (
+        ("Recipe", ("0x1F", "31")),
+        ("Steps", ("0b101", "STEP=5")),
+        ("Label", ("<$LABEL> gives",)),
+    ):
+        told = CloudText(cfg).text(at_write[p.node_id(name)])
+        assert not any(f in told for f in forms), told
 
 
 async def test_a_literal_reset_value_a_node_refuses_is_not_blamed_on_the_variable_that_gives_value(
