@@ -608,6 +608,9 @@ class Agent:
         if self._own_lock:
             self.data_lock.acquire()  # before anything writes in the folder: DataDirInUse
         if self.outbox is not None:
+            # outbox-held/ is pruned only once the move this start finds is noted (below): a kill during the
+            # prune inside open forgot the move, and the new tenant was told the former tenant's models
+            self.outbox.defer_held_bound = True
             await asyncio.to_thread(self.outbox.open)  # a store that cannot open stops start-up
             # what this agent records from here on is hidden as it is recorded (``_event``); the uplink hides
             # what was stored before (a former version's backlog) as it sends it
@@ -615,6 +618,9 @@ class Agent:
         # the folders the slots held before this start: only a model installed under the former tenant is its
         # (one the operator gave for the new tenant after clearing models/ is installed at this start)
         before = await asyncio.to_thread(self._note_move) if self._moved() else {}
+        if self.outbox is not None:
+            self.outbox.defer_held_bound = False
+            await asyncio.to_thread(self.outbox.bound_held)
         for slot in self.slots.values():
             await slot.start()
             self.metrics.model(slot)

@@ -350,6 +350,10 @@ class Outbox:
         self.held: list[dict] = []  # outboxes of a former tenant kept in <aside>/outbox-held (their notes)
         # records of held outboxes removed to keep outbox-held/ within its bound, by kind (``_bound_held``)
         self.held_dropped: Counter = Counter()
+        # set by the agent before ``open``: outbox-held/ is bounded only once it called ``bound_held`` (after it
+        # noted the move a start found: a kill during the prune forgot the move)
+        self.defer_held_bound = False
+        self._held_now: set[str] = set()  # held since the last bound: never removed by it
         self.dir = Path(settings.dir) if settings.dir else Path(data_dir) / "outbox"
         self.path = self.dir / "outbox.db"
         self.samples_dir = self.dir / "samples"
@@ -892,14 +896,25 @@ class Outbox:
             f = Path(str(src or self.path) + suffix)
             if f.exists():
                 _move_file(f, Path(str(dst) + suffix))
-        self._bound_held(keep=name)
+        self._held_now.add(name)
+        if not self.defer_held_bound:
+            self.bound_held()
         return dst
 
-    def _bound_held(self, keep: str) -> None:
+    def bound_held(self) -> None:
+        """Keep ``outbox-held/`` within its bound (``_bound_held``), never removing a store held since the last
+        call. Called by ``_hold``, or by the agent once it noted the move (``defer_held_bound``)."""
+        try:
+            self._bound_held(keep=self._held_now)
+        finally:
+            self._held_now.clear()
+
+    def _bound_held(self, keep: set[str]) -> None:
         """Keep ``outbox-held/`` within the outbox's budget (``max_bytes``, a budget of its own beside the outbox's):
-        the oldest held stores (their note, store and samples) are removed first, never ``keep`` (the one just held),
+        the oldest held stores (their note, store and samples) are removed first, never ``keep`` (those just held),
         each counted (``held_dropped``: records by kind) and said (a WARNING and an ``outbox_budget`` event with
-        cause ``held``). A gateway moved back and forth kept every former store: nothing bounded the folder."""
+        cause ``held``, sent to the cloud) before it is removed. A gateway moved back and forth kept every former
+        store: nothing bounded the folder."""
         held = self._held_dir()
 
         def size_of(name: str) -> int:
@@ -930,15 +945,8 @@ class Outbox:
         for _at, name, note, size in sorted(stores, key=lambda st: (st[0], st[1])):
             if total <= self.s.max_bytes:
                 break
-            if name == keep:
+            if name in keep:
                 continue
-            for sfx in ("", "-wal", "-shm"):
-                with contextlib.suppress(OSError):
-                    (held / f"{name}{sfx}").unlink()
-            shutil.rmtree(held / f"{name}.samples", ignore_errors=True)
-            with contextlib.suppress(OSError):
-                (held / f"{name}.json").unlink()
-            total -= size
             kinds = note.get("by_kind")
             kinds = kinds if isinstance(kinds, dict) else {}
             try:
@@ -957,17 +965,26 @@ class Outbox:
                 by_kind.total(),
                 size,
             )
-            self.on_event(
-                Event(
-                    EventKind.OUTBOX_BUDGET,
-                    cause="held",
-                    epoch=note.get("epoch") if isinstance(note.get("epoch"), int) else None,
-                    dropped=by_kind.total(),
-                    by_kind=dict(by_kind),
-                    ranges=[],
-                    budget_bytes=self.s.max_bytes,
-                )
+            evt = Event(
+                EventKind.OUTBOX_BUDGET,
+                cause="held",
+                epoch=note.get("epoch") if isinstance(note.get("epoch"), int) else None,
+                dropped=by_kind.total(),
+                by_kind=dict(by_kind),
+                ranges=[],
+                budget_bytes=self.s.max_bytes,
             )
+            with self._lock:
+                self._notices.append(evt)  # (recorded once the outbox is open: it names no tenant)
+            self.on_event(evt)
+            # said and counted first: a kill during the removal leaves no silent partial removal
+            for sfx in ("", "-wal", "-shm"):
+                with contextlib.suppress(OSError):
+                    (held / f"{name}{sfx}").unlink()
+            shutil.rmtree(held / f"{name}.samples", ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (held / f"{name}.json").unlink()
+            total -= size
 
     def _read_held(self) -> list[dict]:
         """The notes of the outboxes held in ``outbox-held/`` whose store is there (bounded reads, newest last)."""
