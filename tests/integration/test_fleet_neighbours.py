@@ -211,8 +211,8 @@ async def test_one_tenants_writes_waiting_for_the_store_leave_the_service_thread
         srv.store.lock.release()
 
     srv.store.lock.acquire()
+    # started once acme's calls all wait for the store (on a loaded machine, opening 40 calls may take seconds)
     timer = threading.Timer(8.0, let_go)
-    timer.start()
     try:
         if load == "batches":
             calls = [asyncio.create_task(_push(clients[a], seq)) for a in TENANT_A for seq in range(1, 11)]
@@ -229,6 +229,7 @@ async def test_one_tenants_writes_waiting_for_the_store_leave_the_service_thread
                 break
             await asyncio.sleep(0.01)
         assert len(read) == expected
+        timer.start()
         got = await _download(clients["b1"], entries["beta"]["digest"])
         assert not gave_up, "beta's download was answered only once acme's writes were done"
         assert got == paths["beta"].read_bytes()
