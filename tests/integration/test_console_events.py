@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -109,14 +110,26 @@ def _get(c: Console, path: str) -> tuple[int, dict | str, dict]:
         return exc.code, exc.read().decode(), dict(exc.headers)
 
 
+def _page(c: Console, path: str) -> tuple[int, dict | str, dict]:
+    """``_get``, asked again (at most 10 times, as its ``Retry-After`` says) while the console answers 503 busy:
+    its answers are computed one at a time with a rest after each, and on a loaded machine the next page's turn
+    may come after the request's wait."""
+    for _ in range(10):
+        code, page, headers = _get(c, path)
+        if code != 503:
+            break
+        time.sleep(float(headers.get("Retry-After", 1)))
+    return code, page, headers
+
+
 def _all(c: Console, path: str) -> list[dict]:
     """Every page of ``path`` (following ``next``)."""
     out, sep = [], "&" if "?" in path else "?"
-    code, page, _ = _get(c, path)
+    code, page, _ = _page(c, path)
     assert code == 200, page
     out += page["events"]
     while page["next"]:
-        code, page, _ = _get(c, f"{path}{sep}before={urllib.request.quote(page['next'])}")
+        code, page, _ = _page(c, f"{path}{sep}before={urllib.request.quote(page['next'])}")
         assert code == 200, page
         out += page["events"]
     return out
