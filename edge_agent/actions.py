@@ -1033,6 +1033,7 @@ class ActionRunner:
         ep["node"] = False
         ep["refused"].clear()
         ep["taken_at"] = time.monotonic()
+        ep["ended_by"] = "are found fine by the source's check of the node"  # no write may have been made
         self._recovered()
 
     def _write_refused(
@@ -1123,6 +1124,7 @@ class ActionRunner:
         if ep["refused"]:
             return
         ep["taken_at"] = time.monotonic()
+        ep["ended_by"] = "are taken again"
         self._recovered()
 
     def _recovered(self) -> None:
@@ -1145,7 +1147,7 @@ class ActionRunner:
             if target is None:
                 continue
             failing_s = round(taken - ep["since"], 3) if ep["since"] is not None else None
-            self._tell_end(name, target, ep, failing_s, "are taken again")
+            self._tell_end(name, target, ep, failing_s, ep.get("ended_by", "are taken again"))
         if ended:
             self._save_failing()
         if due == self._recover_due and self._recover_timer is not None:
