@@ -638,12 +638,16 @@ class Demo:
         merged = self.work / "data" / "parts-v2"
         labels_file = self.work / "data" / "upload-labels.jsonl"
         matched = 0
+        # --short: an inspector labels the first 100 matched (the agents upload every NG of a weak version 1,
+        # 300 in a minute, and fine-tuning on each of them was most of the short run's time)
+        cap = 100 if self.short else None
         with open(labels_file, "w") as labels:  # ground truth for each upload, as an inspector would give it
             for sha, agent, payload in rows:
                 body = json.loads(payload)
                 label = nearest_label(truth.get(agent.removeprefix("gw-"), []), body["captured_at"])
                 if label is not None:
-                    labels.write(json.dumps({"sha256": sha, "label": label}) + "\n")
+                    if cap is None or matched < cap:
+                        labels.write(json.dumps({"sha256": sha, "label": label}) + "\n")
                     matched += 1
         out = self.run(
             "dataset-v2",
@@ -664,6 +668,7 @@ class Demo:
         self.n.say(
             f"{len(rows)} images uploaded by the agents, {matched} matched to ground truth; "
             f"`cloud-trainer dataset` added {added} to the original ones"
+            + (f" (--short: the first {cap} labelled)" if cap is not None and matched > cap else "")
         )
         try:
             out = self.run(
