@@ -1085,6 +1085,8 @@ class Outbox:
             return None  # never moved (the store at the path is the old one) or gone: the resume decides
         if not stat.S_ISREG(st.st_mode) or src.parent.resolve() != self.corrupt_dir.resolve():
             return None
+        if not self.path.exists():
+            self._complete_move(src)
         if self.path.exists():
             try:
                 con = sqlite3.connect(
@@ -1108,6 +1110,24 @@ class Outbox:
             job["epoch"],
         )
         return int(job["epoch"])
+
+    def _complete_move(self, src: Path) -> None:
+        """A kill between the move of the store and the move of its ``-wal`` (``_move_aside``, file by file) left
+        the old store's WAL (and -shm) at the path with no database: a store made there replayed it, came up in the
+        old epoch, the copy was refused as another epoch's and a later renewal removed the file (every record
+        lost). They go beside the marker's file (which needs its WAL to show its last commits), or, were one there
+        already, to a name of their own; never into a new store."""
+        for suffix in ("-wal", "-shm"):
+            left = Path(str(self.path) + suffix)
+            if not left.exists():
+                continue
+            dst = Path(str(src) + suffix)
+            if dst.exists():
+                dst = Path(str(self._aside_name("leftover")) + suffix)
+            log.warning(
+                "outbox %s: %s was left at the path by a move cut off: moved to %s", self.dir, left.name, dst
+            )
+            _move_file(left, dst)
 
     def _read_salvaging(self) -> dict | None:
         try:

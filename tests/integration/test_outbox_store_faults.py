@@ -1062,3 +1062,69 @@ def test_an_agent_killed_just_after_its_start_moved_a_corrupt_store_aside_copies
         assert not (data / "outbox-salvaging").exists()
     finally:
         ob.close()
+
+
+KILLED_BETWEEN_STORE_AND_WAL_MOVE = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[2])
+import edge_agent.outbox.store as store
+from edge_agent.outbox.settings import OutboxSettings
+
+ob = store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1])
+ob.open()
+for i in range(3000):
+    ob.append("result", {"i": i, "pad": "p" * 200})
+ob.flush()
+assert os.path.getsize(str(ob.path) + "-wal") > 0  # the last commits are in the WAL only
+# another connection on the store (a reader): closing the writer's does not fold the WAL in and remove it
+reader = store.sqlite3.connect(ob.path)
+reader.execute("SELECT COUNT(*) FROM records").fetchall()
+real_move = store._move_file
+
+
+def kill(src, dst):  # the power is cut after the store was moved aside, before its -wal was
+    real_move(src, dst)
+    if src.name == "outbox.db":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+store._move_file = kill
+ob._want_renewal("database disk image is malformed")
+ob.append("result", {"i": 3000, "pad": "p"})
+ob.flush()
+time.sleep(30)
+"""
+
+
+def test_an_agent_killed_between_moving_a_store_aside_and_moving_its_wal_loses_no_record(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = tmp_path / "data"
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLED_BETWEEN_STORE_AND_WAL_MOVE,
+            str(data),
+            str(Path(__file__).resolve().parents[2]),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    assert (data / "outbox" / "outbox.db-wal").exists() and not (data / "outbox" / "outbox.db").exists()
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    ob.open()
+    try:
+        # formerly the new store was made beside the old store's WAL: SQLite replayed it, the store came up in the
+        # old epoch, the copy was refused as another epoch's and its marker dropped (a later renewal removed the
+        # file): records the old store committed last (in its WAL only) were neither sent nor counted
+        seqs = [r.seq for r in ob.pending(5000, 10**9) if r.kind == "result"]
+        assert sorted(seqs)[:3000] == list(range(1, 3001))
+        assert not (data / "outbox-salvaging").exists()
+        assert not ob.dropped
+    finally:
+        ob.close()
