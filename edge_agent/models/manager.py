@@ -197,6 +197,8 @@ class ModelManager:
         # deployment that names it: never confirmed nor settled healthy in this run
         self.withdrawn: dict[str, str] = {}
         self.declined: dict[tuple, str] = {}  # (slot, digest, deployment) -> reason: desired state refused
+        # (slot, digest, deployment) told it waits for a health window resumed after a restart
+        self.waiting_said: dict[tuple, bool] = {}
         self.steps: list[dict] = []
         self._tasks: set[asyncio.Task] = set()
         self.pending_dir = cfg.data_dir / "deployments"
@@ -471,12 +473,6 @@ class ModelManager:
                 # one install per slot at a time: a desired state that moved mid-swap is judged (versions
                 # only go up) against what the slot runs once this swap has its outcome, never beside it
                 continue
-            if status.get("state") == "watching" and not is_rollback(d):
-                # a health window resumed after a restart (no install task of this run): its outcome (the pending
-                # file) settles first. Installed beside it, its verdict fell due during the next swap and rolled
-                # back the new version in its place. An admin's rollback goes through (not judged by a window; a
-                # window on a stopped line never ends)
-                continue
             if self._is_refused(d.digest) and self._refused_for.get(d.digest) == d.deployment_id:
                 continue  # its outcome was reported; that deployment is not tried again
             # a new deployment of a version refused in this run (for any reason: its health check, a load short of
@@ -507,12 +503,41 @@ class ModelManager:
             if why is not None:  # declined for this deployment only: an admin's rollback may ask again
                 self._decline(key, d, why)
                 continue
+            if status.get("state") == "watching" and not is_rollback(d):
+                # a health window resumed after a restart (no install task of this run): its outcome (the pending
+                # file) settles first. Installed beside it, its verdict fell due during the next swap and rolled
+                # back the new version in its place. An admin's rollback goes through (not judged by a window; a
+                # window on a stopped line never ends). The fleet hears why it waits, once per deployment (it
+                # showed the target pending, with no reason, for as long as the line was stopped)
+                self._say_waiting(key, d, slot, status)
+                continue
             if time.monotonic() < self.retry_at.get(d.digest, 0):
                 continue  # a failed download waits for its backoff
             self.busy[d.slot] = d.digest
             t = asyncio.create_task(self._install(d))
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
+
+    def _say_waiting(self, key: tuple, d, slot, status: dict) -> None:
+        """Report ``waiting`` for a deployment held behind a health window resumed after a restart, once."""
+        if key in self.waiting_said:
+            return
+        self.waiting_said[key] = True
+        while len(self.waiting_said) > MAX_DECLINED:  # bounded, as the declined
+            del self.waiting_said[next(iter(self.waiting_said))]
+        a = getattr(slot, "_active", None)
+        n = a.health.n if a is not None else 0
+        why = (
+            f"slot {d.slot} is in the health window of {status.get('version')} resumed after a restart ({n} of "
+            f"{slot.config.health.min_items} inferences); {d.version} is installed once it has its outcome (is the "
+            "line running?)"
+        )
+        log.info(
+            "slot %s: deployment %s waits: %s", printable(d.slot, 80), printable(d.deployment_id, 80), why
+        )
+        reported = asyncio.create_task(self._report(d, "waiting", True, why))
+        self._tasks.add(reported)
+        reported.add_done_callback(self._tasks.discard)
 
     def _confirm(self, d) -> None:
         """Report ``healthy`` for a desired state the slot already serves (nothing to install), once per

@@ -456,10 +456,23 @@ async def test_no_new_deployment_installs_beside_a_health_window_resumed_after_a
         dep_c = SimpleNamespace(
             **{**vars(_desired("depC", digest="c0ffee" * 10 + "abcd")), "version": "1.2.0"}
         )
-        await mgr.on_desired(SimpleNamespace(desired=[dep_c], generation=7))
+        down = SimpleNamespace(**{**vars(_desired("depD", digest="d0d0" * 16)), "version": "1.0.0"})
+        for _ in range(2):  # two heartbeats
+            await mgr.on_desired(SimpleNamespace(desired=[dep_c], generation=7))
         async with asyncio.timeout(10):
             await asyncio.gather(*list(mgr._tasks))
         assert downloads == [], downloads  # formerly downloaded and installed beside the resumed window
+        # the fleet hears why, once (it showed the target pending, with no reason, while the line was stopped)
+        said = [(x["deployment"], x["step"], x["ok"]) for x in mgr.steps]
+        assert said == [("depC", "waiting", True)], said
+        assert (
+            "health window of 1.1.0 resumed after a restart (0 of 10000 inferences)" in mgr.steps[0]["reason"]
+        )
+        await mgr.on_desired(SimpleNamespace(desired=[down], generation=9))  # a downgrade: declined at once
+        async with asyncio.timeout(10):
+            await asyncio.gather(*list(mgr._tasks))
+        assert mgr.steps[-1]["deployment"] == "depD" and mgr.steps[-1]["step"] == "failed", mgr.steps
+        assert "downgrade from 1.1.0 to 1.0.0 refused" in mgr.steps[-1]["reason"]
         assert (data / "deployments" / "vision.json").exists()  # depA's outcome still to settle
         back = _desired("depR:rollback", rollback=True, digest=package_digest(pkgs["v1"]))
         back.version = "1.0.0"
