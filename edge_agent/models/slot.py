@@ -1114,9 +1114,13 @@ class ModelSlot:
                 return
             if time.monotonic() >= deadline and new.health.n >= hc.min_items:
                 await asyncio.to_thread(self.store.end_probation, new.opened.root)
+                if (
+                    self._active is not new
+                ):  # a swap switched during that write: its own outcome says what serves
+                    return
                 if not self._swap_lock.locked():  # (an install in flight: its own outcome prunes)
                     await self._prune()
-                self.state = "active"
+                    self.state = "active"  # (a swap under way sets its own state: it read active mid-swap)
                 self._previous = None  # freed once no in-flight inference holds it
                 self._event(EventKind.SWAP_KEPT, version=new.manifest.version, inferences=new.health.n)
                 return

@@ -483,3 +483,36 @@ async def test_no_new_deployment_installs_beside_a_health_window_resumed_after_a
     finally:
         await mgr.stop()
         await s.stop()
+
+
+async def test_a_window_kept_while_a_swap_switches_leaves_that_swap_what_serves(tmp_path, pkgs, monkeypatch):
+    """A health window that keeps its candidate while a swap (an admin's rollback) switches during the keep's
+    state.json write: the keep dropped the model the swap kept to roll back to and said swap_kept for a version that
+    no longer served. Review /work/notes56/review_slot2 LOW 3."""
+    from edge_agent.models.config import HealthConfig
+
+    cfg = ModelConfig(
+        package=str(pkgs["v1"]),
+        engine="onnxruntime",
+        version_policy="follow_fleet",
+        health=HealthConfig(window_s=0.3, min_items=1),
+    )
+    events: list = []
+    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]], on_event=events.append)
+    await s.start()
+    real = s.store.end_probation
+
+    def end_probation(root):  # the swap's switch lands inside this write
+        real(root)
+        s._active, s._previous = s._previous, s._active
+
+    monkeypatch.setattr(s.store, "end_probation", end_probation)
+    try:
+        assert (await s.swap(pkgs["v2"])).ok and s.state == "watching"
+        s._active.health.n = 1  # the window's one inference
+        async with asyncio.timeout(10):
+            await s._watch
+        assert s.version == "1.0.0" and s._previous is not None  # formerly None: nothing to roll back to
+        assert "swap_kept" not in [e["kind"] for e in events]  # formerly said of 1.1.0, no longer serving
+    finally:
+        await s.stop()
