@@ -903,7 +903,11 @@ class Outbox:
 
     def bound_held(self) -> None:
         """Keep ``outbox-held/`` within its bound (``_bound_held``), never removing a store held since the last
-        call. Called by ``_hold``, or by the agent once it noted the move (``defer_held_bound``)."""
+        call. Called by ``_hold``, or by the agent once it noted the move (``defer_held_bound``). Nothing held since
+        the last call: nothing pruned (every agent start calls it; a restart pruned the store a move held, were it
+        larger than the new budget, one reboot after the move: review /work/notes56/review_tenant2 M1')."""
+        if not self._held_now:
+            return
         try:
             self._bound_held(keep=self._held_now)
         finally:
@@ -942,10 +946,11 @@ class Outbox:
                 note, at = {}, 0.0
             stores.append((at, name, note if isinstance(note, dict) else {}, size_of(name)))
         total = sum(st[3] for st in stores)
+        newest = max(stores, key=lambda st: (st[0], st[1]))[1] if stores else None
         for _at, name, note, size in sorted(stores, key=lambda st: (st[0], st[1])):
             if total <= self.s.max_bytes:
                 break
-            if name in keep:
+            if name in keep or name == newest:  # the newest held store is never removed
                 continue
             kinds = note.get("by_kind")
             kinds = kinds if isinstance(kinds, dict) else {}

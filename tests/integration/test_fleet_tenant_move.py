@@ -628,3 +628,36 @@ async def test_a_move_found_by_a_start_killed_while_it_prunes_outbox_held_still_
         assert "acme-secret" not in seen and "3.7.1" not in seen and digest not in seen, seen
     finally:
         await srv.stop()
+
+
+def test_the_store_a_move_held_outlives_later_restarts_under_a_smaller_budget(tmp_path):
+    """Every agent start keeps outbox-held/ within its bound. Only the stores held in that start were protected, so
+    the restart after a move (acme -> beta, beta's config with a smaller outbox.max_bytes) removed acme's only held
+    store, every never-sent record in it, one reboot after the move. Now a start that holds nothing prunes nothing,
+    and the newest held store is never removed (review /work/notes56/review_tenant2 M1')."""
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+
+    def started(tenant: str, budget: int) -> Outbox:
+        ob = Outbox(
+            OutboxSettings(max_bytes=budget), tmp_path / "gw", owner=(tenant, "gw1"), on_event=lambda e: None
+        )
+        ob.defer_held_bound = True  # as the agent's start: open, note the move, then bound outbox-held/
+        ob.open()
+        ob.defer_held_bound = False
+        ob.bound_held()
+        return ob
+
+    ob = started("acme", 16 * 1024 * 1024)
+    for n in range(1500):
+        ob.append("result", {"part": f"acme-{n}", "pad": "x" * 1000})
+    ob.flush()
+    ob.close()
+    for start in ("the move", "restart 1", "restart 2"):
+        ob = started("beta", 1024 * 1024)
+        try:
+            held = ob.stats()["held"]
+        finally:
+            ob.close()
+        assert [(f["tenant"], f["records"]) for f in held["files"]] == [("acme", 1500)], (start, held)
+        assert not held["dropped"], (start, held)
