@@ -211,6 +211,10 @@ class _Node:
     gap_asked: bool = False
     # the next data message is its birth's first: in sequence, it clears ``gap_asked``
     birth_first: bool = False
+    # its last birth's first data was in sequence: its data in sequence after a gap clears ``gap_asked`` too, so
+    # a birth answering that gap whose own first data is lost is asked again (a node whose births are followed
+    # in sequence is not the broken kind); a birth whose first data is a gap unsets it
+    birth_followed: bool = False
     # after an NBIRTH whose seq is not 0, its next message may also be seq 1 (its data counting from 1 after
     # such a birth, ``_birth_seq``): in sequence as well as the birth's seq + 1; None otherwise
     birth_restart: int | None = None
@@ -1626,8 +1630,8 @@ class SparkplugHost:
             if not self.retained:
                 node.want.clear()
                 node.asked.clear()
-            # counts as in sequence, unless it answers a rebirth asked for a gap and no data message since was
-            # in sequence: a node whose seq is broken is asked once, not after every birth (``_check_seq``)
+            # counts as in sequence, unless it answers a rebirth asked for a gap not cleared since: a node whose
+            # seq is broken is asked once, not after every birth (``_check_seq``)
             node.run = 0 if node.gap_asked else 1
             node.birth_first, node.birth_restart = True, 1 if payload.seq else None
             node.alias_born = node.alias_asked
@@ -2034,10 +2038,13 @@ class SparkplugHost:
         Sparkplug 3.0 allows with a Reorder Timeout of zero (tck-id-operational-behavior-host-reordering-
         rebirth; one broker keeps one node's messages in order), rate-limited per node, and only after a
         data message in sequence since its birth or the last gap, so a node whose data seq is broken (goes
-        on from before its birth, never wraps) is not asked again after every birth that answers it: only a
-        birth whose first data is in sequence clears that (a node whose data starts at 2 after each birth was asked
-        a rebirth every rebirth_min_interval_s for ever, its data in sequence after the gap clearing it). A
-        repeated seq (a redelivery) lost nothing. The data is still used."""
+        on from before its birth, never wraps) is not asked again after every birth that answers it: a birth
+        whose first data is in sequence clears that, and so does data in sequence after the gap when the node's
+        last birth was followed in sequence, not when its first data was a gap too (a node whose data starts at 2
+        after each birth was asked a rebirth every rebirth_min_interval_s for ever, its data in sequence after the
+        gap clearing it; cleared by a birth's first data alone, a node whose data is lost after the gap and again
+        right after the birth answering it was not asked again, the value lost then unseen). A repeated seq (a
+        redelivery) lost nothing. The data is still used."""
         if seq is None:
             return
         if node.budget_skipped:  # this host skipped its messages (inflate budget): no gap of the node's
@@ -2057,12 +2064,16 @@ class SparkplugHost:
         if last is not None and seq != last + 1 and (seq or last not in _SEQ_TOPS) and seq != restart:
             self._on_error("seq_gap", f"{t.group}/{t.edge_node}: seq {seq} after {last}")
             if seq != last:  # a repeat (seq unchanged) lost nothing
+                if first:
+                    node.birth_followed = False
                 if node.run:
                     node.gap_asked = self._rebirth(t.group, t.edge_node, node) or node.gap_asked
                 node.run = 0
         elif data:
             node.run += 1
             if first:  # a birth followed by data in sequence: a later gap after it asks a rebirth again
+                node.birth_followed = True
+            if node.birth_followed:  # and so does data in sequence after a gap, the birth answering it
                 node.gap_asked = False
         node.seq = seq
 

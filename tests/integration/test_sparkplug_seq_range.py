@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import asyncio
 
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
 from protocols import sparkplug as sp
-from tests.integration.test_sparkplug_compressed import T0_MS
-from tests.integration.test_sparkplug_rebirth_requests import _host
+from tests.integration.test_sparkplug_compressed import T0_MS, _consume, _ready
+from tests.integration.test_sparkplug_rebirth_requests import _asker, _host, closed
 from tests.support.sparkplug_pb import pb_metric as _metric
 from tests.support.waits import until
 
@@ -228,3 +233,64 @@ async def test_a_node_whose_data_after_each_birth_does_not_follow_it_is_asked_on
     assert (
         "its next message in sequence at 41 or at 1" in src.notices.status()["birth_seq_not_zero"]["message"]
     )
+
+
+def _birth_press(temp: float, press: float, at_ms: int) -> bytes:
+    b = sp._pb().Payload()
+    b.timestamp, b.seq = T0_MS + at_ms, 0
+    _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
+    _metric(b, "Temp", alias=1, datatype=D.DOUBLE, double_value=temp)
+    _metric(b, "Press", alias=2, datatype=D.DOUBLE, double_value=press)
+    return b.SerializeToString()
+
+
+async def test_a_gap_right_after_the_birth_answering_a_gap_is_asked_again_its_lost_value_read(mosquitto):
+    """A node whose births are followed in sequence loses data 5 (asked a rebirth), goes on 6, 7, 8 while the ask
+    travels, and the first data of the birth answering it (Press = 100) is lost too. Since a birth's own first
+    data alone cleared the ask (review /work/notes56/review_mqtt2 M1), its data 2 was a seq_gap with no rebirth
+    asked and Press read 0.0 until it changed again. Now it is asked again, and the birth answering that carries
+    Press = 100."""
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=mosquitto.port,
+            subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
+            sparkplug={"rebirth_min_interval_s": 0},
+        ),
+    )
+    await src.start()
+    asker, asked = _asker(mosquitto.port, "spBv1.0/g/NCMD/+")
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", mosquitto.port, 30)
+    pub.loop_start()
+    got, task = _consume(src)
+
+    def send(kind: str, payload: bytes) -> None:
+        pub.publish(f"spBv1.0/g/{kind}/a", payload, qos=1)
+
+    try:
+        await _ready(src)
+        send("NBIRTH", _birth_press(0.0, 0.0, 0))
+        for seq in (1, 2, 3, 4, 6, 7, 8):  # 5 lost
+            send("NDATA", _ndata(seq, float(seq)))
+        await until(lambda: asked == ["a"], 10, "a rebirth asked for the gap 4 -> 6")
+        send("NBIRTH", _birth_press(8.0, 0.0, 100))
+        for seq in (2, 3):  # 1 (Press = 100) lost
+            send("NDATA", _ndata(seq, 100.0 + seq))
+        await until(lambda: src.stats.received >= 1 + 7 + 1 + 2, 10, "every message read")
+        await until(
+            lambda: len(asked) >= 2, 3, "a rebirth asked for the gap 0 -> 2 after the answering birth"
+        )
+        send("NBIRTH", _birth_press(103.0, 100.0, 200))
+        await until(lambda: src.stats.received >= 12, 10, "the birth answering it read")
+        await asyncio.sleep(0.3)  # a third rebirth asked would be on its way
+    finally:
+        task.cancel()
+        closed(pub)
+        closed(asker)
+        await src.stop()
+    assert asked == ["a", "a"]
+    assert src.stats.errors_by_reason == {"seq_gap": 2}
+    press = [r.value for r in got if r.tag.endswith("a/Press")]
+    assert press and press[-1] == 100.0
