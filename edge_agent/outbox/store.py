@@ -1097,13 +1097,24 @@ class Outbox:
                 con = sqlite3.connect(
                     f"file:{urllib.parse.quote(str(self.path))}?mode=ro", uri=True, timeout=5
                 )
-                try:
-                    made = con.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone() is not None
-                    made = made or con.execute("SELECT 1 FROM records LIMIT 1").fetchone() is not None
+                try:  # a file the kill left before its tables (or some of them) were made: half-made too
+                    tables = {
+                        n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                    }
+                    made = (
+                        "meta" in tables
+                        and con.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone() is not None
+                    )
+                    made = made or (
+                        "records" in tables
+                        and con.execute("SELECT 1 FROM records LIMIT 1").fetchone() is not None
+                    )
                 finally:
                     con.close()
-            except sqlite3.Error:
-                return None  # (a damaged store: open()'s own check decides)
+            except sqlite3.Error as exc:
+                if _is_corrupt(exc):
+                    return None  # (a damaged store: open()'s own check decides)
+                raise  # a disk that cannot be read now: open() says so, the marker stays
             if made:
                 return None  # a store with an epoch or records (the new one, the old one): left as it is
             self._move_aside(to=self._aside_name("half-made"))
@@ -1342,6 +1353,8 @@ class Outbox:
             return
         row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
         jobs = self._jobs(job)
+        if row is None and self.former_tenant is None and self._adopt_epoch(db, job):
+            row = (job["epoch"],)
         if row is None or row[0] != job.get("epoch"):
             if (
                 self.former_tenant is not None
@@ -1389,6 +1402,34 @@ class Outbox:
             log.error("outbox %s: the salvage of %s goes on at the next start", self.dir, left[0]["src"])
         else:
             self._write_salvaging(None)
+
+    def _adopt_epoch(self, db: sqlite3.Connection, job: dict) -> bool:
+        """A store with no epoch and no record (made at this start) under a marker whose own file is still in
+        outbox-corrupt/: the store a renewal was making when it was cut off, whatever the start could not tell
+        (formerly the marker was dropped as another epoch's and a later renewal removed the file, every record of
+        it neither sent nor counted). It takes the marker's epoch and numbering, as the renewal would have set them,
+        unless an epoch after it was recorded already; True when it did."""
+        epoch, last = job.get("epoch"), job.get("last_seq", 0)
+        if type(epoch) is not int or type(last) is not int or not 0 <= last < 2**62:
+            return False
+        if epoch < (self._read_epoch_file() or 0) or self._max_seq(db):
+            return False
+        if self._salvage_job_refused(job, Path(job["src"]), None) is not None:
+            return False  # (the file is gone: nothing to copy)
+        db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
+            "value = MAX(value, excluded.value)",
+            (last,),
+        )
+        log.error(
+            "outbox %s: a new store with no epoch beside an unfinished salvage of %s: made in its epoch %d, the "
+            "records are copied into it",
+            self.dir,
+            job["src"],
+            epoch,
+        )
+        return True
 
     def _salvage_job_refused(
         self, job: dict, src: Path | None, db: sqlite3.Connection | None, strict: bool = True

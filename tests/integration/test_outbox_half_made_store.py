@@ -1,0 +1,117 @@
+"""A kill (a power cut) in the few milliseconds after a renewal made its new store's file and before that file had
+its tables: real SQLite files, a real child process killed with SIGKILL, every record of the old store counted."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_agent.outbox.settings import OutboxSettings
+from edge_agent.outbox.store import Outbox
+from tests.integration.test_outbox_store_faults import damage_index, fill_outbox
+
+KILLED_WITH_A_HALF_MADE_STORE = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[2])
+import edge_agent.outbox.store as store
+from edge_agent.outbox.settings import OutboxSettings
+from tests.integration.test_outbox_store_faults import damage_index
+
+settings = OutboxSettings(commit_interval_ms=10, retention={})
+real_connect = store.Outbox._connect
+calls = [0]
+
+
+def connect(self):  # the power is cut right after the new store's file was made (WAL set, no table yet)
+    db = real_connect(self)
+    calls[0] += 1
+    if calls[0] == 2:  # the first opened the store; the second made the new one after the move
+        os.kill(os.getpid(), signal.SIGKILL)
+    return db
+
+
+store.Outbox._connect = connect
+ob = store.Outbox(settings, sys.argv[1])
+ob.open()  # "at-open": the store is found corrupt and renewed here
+for i in range(1000):
+    ob.append("result", {"i": i, "pad": "p" * 200})
+ob.flush()
+acked = [r.seq for r in ob.pending(100, 10**9)]
+damage_index(ob.path)
+ob.ack(acked)  # at the cloud; the DELETE meets the damage: the store is renewed while the agent runs
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("when", ["running", "at-open"])
+def test_an_agent_killed_just_after_a_renewal_made_its_new_store_file_copies_every_record_at_its_next_start(
+    tmp_path, when
+):
+    data = tmp_path / "data"
+    first = 1
+    if when == "at-open":
+        fill_outbox(data, 1000).close()
+        damage_index(data / "outbox" / "outbox.db")
+    else:
+        first = 101  # the first 100 acknowledged before the damage
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLED_WITH_A_HALF_MADE_STORE,
+            str(data),
+            str(Path(__file__).resolve().parents[2]),
+            when,
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    assert (data / "outbox-salvaging").exists() and (data / "outbox" / "outbox.db").stat().st_size <= 4096
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    ob.open()
+    try:
+        # formerly the file with no tables yet passed for a damaged store, then (its quick_check passing) for a
+        # fresh one: the marker was dropped as another epoch's and a later renewal removed the old store's file,
+        # none of the 1,000 records sent and none counted
+        seqs = [r.seq for r in ob.pending(5000, 10**9) if r.kind == "result"]
+        assert sorted(seqs) == list(range(first, 1001))
+        assert not (data / "outbox-salvaging").exists()
+        assert not ob.dropped
+        assert ob.append("result", {"new": 1}) == 1001
+    finally:
+        ob.close()
+
+
+def test_a_marker_the_start_cannot_place_beside_a_new_empty_store_is_resumed_not_dropped(tmp_path):
+    import json
+    import sqlite3
+
+    data = tmp_path / "data"
+    ob = fill_outbox(data, 300)
+    epoch = ob.epoch
+    ob.close()
+    aside = data / "outbox-corrupt" / "outbox.db.corrupt-1"
+    aside.parent.mkdir()
+    (data / "outbox" / "outbox.db").rename(aside)
+    # a marker without the epoch it renewed (one the cut-off check cannot place), the new store's file made (WAL
+    # set) but no table in it yet
+    marker = {"src": str(aside), "last_seq": 300, "acked": [[1, 10]], "epoch": epoch + 1}
+    (data / "outbox-salvaging").write_text(json.dumps(marker))
+    con = sqlite3.connect(data / "outbox" / "outbox.db")
+    con.execute("PRAGMA journal_mode=WAL").fetchall()
+    con.close()
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    ob.open()
+    try:
+        # formerly the marker was dropped as "another epoch's": none of the 290 records sent nor counted
+        assert ob.epoch == epoch + 1
+        assert sorted(r.seq for r in ob.pending(1000, 10**9)) == list(range(11, 301))
+        assert not (data / "outbox-salvaging").exists()
+        assert ob.append("result", {"new": 1}) == 301
+    finally:
+        ob.close()
