@@ -218,6 +218,8 @@ class ModelManager:
         self.health_grace_s = 60.0
         # (slot, deployment id, digest) desired states the fleet heard this agent runs (bounded, oldest first)
         self.confirmed: dict[tuple[str, str, str], None] = {}
+        # (slot, deployment id, digest) deployments of a withdrawn version told it failed (bounded, oldest first)
+        self.told_withdrawn: dict[tuple[str, str, str], None] = {}
         # slot -> an install asked about again once the fleet answers, kept here when the disk refused its file
         self._unasked_mem: dict[str, dict] = {}
 
@@ -458,6 +460,11 @@ class ModelManager:
                         "version_policy: follow_fleet in the agent's config to let the fleet move it",
                     )
                 continue
+            if d.digest == current and d.digest in self.withdrawn:
+                self._tell_withdrawn(
+                    d
+                )  # (failed, once: the rollout halts and the previous version is sent back)
+                continue
             if d.digest == current and (
                 d.digest in self.withdrawn
                 or (self._is_refused(d.digest) and self._refused_for.get(d.digest) == d.deployment_id)
@@ -538,6 +545,29 @@ class ModelManager:
         reported = asyncio.create_task(self._report(d, "waiting", True, why))
         self._tasks.add(reported)
         reported.add_done_callback(self._tasks.discard)
+
+    def _tell_withdrawn(self, d) -> None:
+        """Report ``failed`` with the withdrawal's reason, once per deployment, to a desired state naming a version
+        the fleet said is withdrawn: a deployment of it the agent's own re-check did not tell (the install task's
+        report went to the deployment it installed, superseded by a later one of the same version) stayed assigned,
+        no halt, and the withdrawn model served on (review /work/notes56/review_tenant2 H1')."""
+        key = (d.slot, d.deployment_id, d.digest)
+        if key in self.told_withdrawn or self.uplink is None:
+            return
+        self._told(key)
+
+        async def report() -> None:
+            if not await self._report(d, "failed", False, self.withdrawn.get(d.digest, "withdrawn")):
+                self.told_withdrawn.pop(key, None)  # not heard: said again at the next desired state
+
+        t = asyncio.create_task(report())
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    def _told(self, key: tuple[str, str, str]) -> None:
+        self.told_withdrawn[key] = None
+        while len(self.told_withdrawn) > MAX_DECLINED:
+            del self.told_withdrawn[next(iter(self.told_withdrawn))]
 
     def _confirm(self, d) -> None:
         """Report ``healthy`` for a desired state the slot already serves (nothing to install), once per
@@ -846,6 +876,7 @@ class ModelManager:
         if told is not d:
             self._refused_for[d.digest] = told.deployment_id
         if await self._report(told, "failed", False, why):
+            self._told((slot_name, told.deployment_id, d.digest))
             pending = self._pending_path(slot_name)
             with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
                 if read_json_state(pending).get("deployment_id") in (d.deployment_id, told.deployment_id):

@@ -363,3 +363,68 @@ async def test_a_version_deployed_again_while_the_fleet_was_unreachable_then_wit
         assert back.control._get(first["id"])["state"] != "completed"
     finally:
         await back.stop()
+
+
+async def test_a_version_deployed_again_and_withdrawn_halts_when_the_fleet_answers_the_install_first(
+    fleet,  # noqa: F811
+    monkeypatch,
+    tmp_path,
+):
+    """As above, but the fleet answers again inside 1.1.0's health window, and the window ends before the next
+    heartbeat's desired state is looked at (a heartbeat not yet due, a reconnect backoff). The install's own re-check
+    reported the withdrawal to the deployment it installed only (superseded: ignored), and every later desired state
+    naming the withdrawn version was skipped: the second deployment stayed assigned, no halt, and the withdrawn model
+    served on. Now a desired state naming a withdrawn version is told it failed, once per deployment: the rollout
+    halts (review /work/notes56/review_tenant2 H1')."""
+    from cloud_trainer.fleet.service import FleetServer
+    from tests.integration.test_fleet_control import _restart_with_health
+
+    srv, agents, reg = fleet
+    gw1 = await _restart_with_health(agents, "gw1", window_s=6.0, min_items=5, min_latency_increase_ms=10_000)
+    mgr = gw1.manager
+    gate, real = asyncio.Event(), mgr.on_desired
+
+    async def heartbeat_not_yet_due(reply):
+        if gate.is_set():
+            await real(reply)
+
+    downloaded, gone = threading.Event(), threading.Event()
+    digest_of = manager_module._sha256
+
+    def hashed_once_the_fleet_is_gone(path):
+        downloaded.set()
+        gone.wait(30)
+        return digest_of(path)
+
+    monkeypatch.setattr(manager_module, "_sha256", hashed_once_the_fleet_is_gone)
+    _deploy(srv, "gw1")
+    try:
+        await until(downloaded.is_set, what="gw1's download to end")
+        again = _deploy(srv, "gw1")
+        reg.withdraw("part-inspection", "1.1.0", DEFECT)
+        await srv.stop()
+    finally:
+        gone.set()
+    await until(lambda: gw1.slots["vision"].state == "watching", what="1.1.0's health window")
+    mgr.on_desired = heartbeat_not_yet_due
+    back = FleetServer(
+        tmp_path / "cloud",
+        srv.port,
+        tmp_path / "pki" / "ca.pem",
+        tmp_path / "pki" / "server.pem",
+        tmp_path / "pki" / "server.key",
+        registry=tmp_path / "registry",
+    )
+    await back.start()
+    try:
+        await until(lambda: not mgr.busy.get("vision"), timeout_s=40, what="the install task to end")
+        gate.set()
+        await until(
+            lambda: back.control._get(again["id"])["state"] in ("halted", "completed"),
+            what="the second deployment's outcome",
+        )
+        got = back.control._get(again["id"])
+        assert got["state"] == "halted", got
+        assert DEFECT in str(got), got  # halted for the withdrawal's reason
+    finally:
+        await back.stop()
