@@ -1588,9 +1588,11 @@ class Outbox:
                         self._bytes += sum(r[7] for r in rows)
                         self._oldest_stale, self._oldest_gen = True, self._oldest_gen + 1
             if todo:
-                log.warning(
+                (log.debug if getattr(self, "_copy_round", False) else log.warning)(
                     "outbox: salvage %s; %d seq ranges left unread",
-                    "stopped by close()" if self._stop.is_set() else f"stopped after {limit_s:.0f} s",
+                    "stopped by close()"
+                    if self._stop.is_set()
+                    else f"stopped after {time.monotonic() - deadline + limit_s:.1f} s",
                     len(todo),
                 )
             top = max(meta_last or 0, last_seq, hi or 0)
@@ -2318,11 +2320,12 @@ class Outbox:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         jobs = self._carry(job, meta)
         try:
+            self._copy_round = True  # (a round's cut is its turn ending, not a copy stopped: no warning each)
             got, left = self._copy_jobs(
                 db, jobs, time.monotonic() + COPY_ROUND_S, between=self._commit_queued
             )
         finally:
-            self._salvage_tries = 0
+            self._salvage_tries, self._copy_round = 0, False
         self.salvaged += got.total()
         if not left:
             self._write_salvaging(None)
