@@ -1026,6 +1026,8 @@ class ActionRunner:
         ep = self._failing.get((name, output))
         if ep is None or ep["taken_at"] is not None or (ep["by_write"] and not ep["away"]):
             return  # none, ending already, or one a write refused: a write taken ends it
+        if ep["by_write"] and self._owes(name, output):
+            return  # a value still owed (a PLC busy for good passes the check): only that write taken ends it
         ep["checked"].discard("node")
         ep["checked"].discard(repr(value))
         if ep["checked"]:
@@ -1035,6 +1037,12 @@ class ActionRunner:
         ep["taken_at"] = time.monotonic()
         ep["ended_by"] = "are found fine by the source's check of the node"  # no write may have been made
         self._recovered()
+
+    def _owes(self, name: str, output: str) -> bool:
+        """Whether a value for ``name``'s ``output`` failed all its retries and is still tried again."""
+        return any(
+            k[0] == name and (k[2] == output if len(k) == 3 else output == "output") for k in self._owing
+        )
 
     def _write_refused(
         self,
@@ -1615,9 +1623,10 @@ def _values_written(action: Any) -> list[Any]:
 
 def _connection_lost(exc: BaseException) -> bool:
     """Whether a write failed because the source is not connected (or lost its connection on the way), not
-    because the target refused or could not take it now: such a failure is the source's ``source_down`` (quiet
+    because the target refused or could not take it now (a timeout is neither: a PLC whose session is up but
+    that never answers writes is failing); such a failure is the source's ``source_down`` (quiet
     for outages shorter than ``source_down_after_s``, flapping folded), never a write target's episode."""
-    return bool(getattr(exc, "connection_lost", False)) or isinstance(exc, ConnectionError | TimeoutError)
+    return bool(getattr(exc, "connection_lost", False)) or isinstance(exc, ConnectionError)
 
 
 def _plc_target(action: Any, output: str) -> tuple[str, str] | None:

@@ -5347,6 +5347,14 @@ class OpcUaSource:
             )
         return self._client
 
+    def _session_up(self) -> bool:
+        """Whether the session is still up: the state connected and the client's socket open."""
+        client = self._client
+        if self.state is not ConnectionState.CONNECTED or client is None:
+            return False
+        protocol = getattr(client.uaclient, "protocol", None)
+        return protocol is not None and not protocol.is_closed
+
     async def write(self, node_id: str, value: Any) -> str | None:
         """Write ``value`` as the node's own data type and shape (read once, cached; the type a
         BaseDataType node holds read at each write); never coerced loosely. The cached type is read again
@@ -5454,7 +5462,18 @@ class OpcUaSource:
                 f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} failed "
                 f"({type(e).__name__}: {e})"
             ) from None
-        except (TimeoutError, ConnectionError, OSError) as e:
+        except TimeoutError as e:
+            if self._session_up():
+                # the session answers (keepalive reads, the state connected): the PLC, or a device behind a
+                # gateway, does not take this write; not a lost connection (source_down would never say so)
+                raise OpcUaServerBusy(
+                    f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} not answered "
+                    f"within {self.settings.connect_timeout_s:g} s while the session is up; retried"
+                ) from None
+            raise OpcUaNotConnected(
+                f"opcua source {self.name}: write to {node_id} failed, connection lost ({e!r})"
+            ) from None
+        except (ConnectionError, OSError) as e:
             raise OpcUaNotConnected(
                 f"opcua source {self.name}: write to {node_id} failed, connection lost ({e!r})"
             ) from None

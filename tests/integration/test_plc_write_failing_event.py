@@ -14,7 +14,8 @@ from asyncua.common.utils import ServiceError
 
 from devices.opcua.client import OpcUaSource
 from edge_agent.actions import ActionRunner
-from tests.integration.test_plc_exact_values import _config
+from edge_agent.config import parse_config
+from tests.integration.test_plc_exact_values import _config, _config_data
 from tests.integration.test_plc_locked_edges import _locked_gate
 from tests.support.peers import free_port
 from tests.support.plc import agent_side, plc
@@ -361,3 +362,81 @@ async def test_an_out_of_retries_episode_saved_at_stop_ends_after_a_restart_that
         end = _failing(events)[1]
         assert (end["active"], end["node_id"], end["failed"]) == (False, p.node_id("Gate"), 1), end
         assert "owed no longer" in end["message"], end
+
+
+async def test_a_connected_plc_that_never_answers_a_write_is_an_episode_not_a_lost_connection(monkeypatch):
+    """The session up (reads answered, keepalive fine) but no answer to any write: a gateway holding writes for a
+    device behind it that does not answer. Before, the timeout was taken for a lost connection: no write_failing
+    episode and, the source staying connected, no source_down either; the PLC never got the output and the fleet
+    was never told. Now it is an episode, ended once the PLC takes the owed value."""
+    from asyncua.server import uaprocessor
+
+    hang = {"on": True}
+    former = uaprocessor.UaProcessor._process_message
+
+    async def no_answer_to_writes(self, typeid, requesthdr, seqhdr, body):
+        if hang["on"] and typeid == ua.NodeId(ua.ObjectIds.WriteRequest_Encoding_DefaultBinary):
+            return True  # dropped: no answer, ever
+        return await former(self, typeid, requesthdr, seqhdr, body)
+
+    monkeypatch.setattr(uaprocessor.UaProcessor, "_process_message", no_answer_to_writes)
+    events: list = []
+    async with plc({"Gate": ua.Variant(False, ua.VariantType.Boolean)}) as p:
+        data = _config_data(p.port, {"gate": _gate(p)})
+        data["sources"]["plc"]["connect_timeout_s"] = 0.5
+        async with agent_side(parse_config(data), events, recovered_after_s=0.3) as (src, runner):
+            await runner.handle(["gate"], result("NG", 0), None)
+            await until(lambda: len(_failing(events)) == 1, 8, "the episode (before: none, for good)")
+            told = _failing(events)[0]
+            assert told["active"] is True and "not answered" in told["reason"], told
+            assert src.state.value == "connected"
+            hang["on"] = False
+            await until(lambda: len(_failing(events)) == 2, 8, "the end once the value is taken")
+            await runner.flush(timeout_s=1)
+        assert await p.nodes["Gate"].read_value() is True
+
+
+async def test_a_check_at_reconnect_does_not_end_the_episode_of_a_value_a_busy_plc_still_refuses():
+    """A PLC answering BadTooManyOperations to every write (busy for good) passes the source's check of the node
+    (it exists, is writable, its type fits). Before, the check at a reconnect after a blip ended the episode while
+    the owed value was still refused: the console showed the target fine, the node never got the value. Now the
+    episode stays until the owed value is taken."""
+    events: list = []
+    busy = {"on": True}
+
+    async def too_many(event, _dispatcher) -> None:
+        if busy["on"]:
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+
+    async with plc({"Gate": ua.Variant(False, ua.VariantType.Boolean)}) as p:
+        p.server.subscribe_server_callback(CallbackType.PreWrite, too_many)
+        async with agent_side(_config(p.port, {"gate": _gate(p)}), events, recovered_after_s=0.3) as (
+            src,
+            runner,
+        ):
+            await runner.handle(["gate"], result("NG", 0), None)
+            await until(lambda: len(_failing(events)) == 1, 5, "the episode")
+            busy["on"] = False  # (the server's own writes at its start)
+            await p.server.stop()  # a network blip: the check at reconnect finds the node fine
+            await asyncio.sleep(0.5)
+            await p.server.start()
+            busy["on"] = True
+            await until(lambda: src.state.value == "connected", 10, "reconnected")
+            await asyncio.sleep(2.5)
+            assert len(_failing(events)) == 1, _failing(events)  # before: ended by the check
+            busy["on"] = False
+            await until(lambda: len(_failing(events)) == 2, 8, "the end once the value is taken")
+            await runner.flush(timeout_s=1)
+        assert await p.nodes["Gate"].read_value() is True
+    assert "found fine by the source's check" not in _failing(events)[1]["message"], _failing(events)[1]
+
+
+def _gate(p) -> dict:
+    retry = {"max_attempts": 2, "backoff_s": 0.05}
+    return {
+        "type": "opcua_write",
+        "source": "plc",
+        "value": True,
+        "node_id": p.node_id("Gate"),
+        "retry": retry,
+    }
