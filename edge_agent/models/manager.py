@@ -128,9 +128,15 @@ def _failed_in_store(slot, d) -> str | None:
     deployment's verdict on the same folder is dropped from the store before ``d``'s pending file is written
     (``ModelStore.forget_failed``): a restart inside a new deployment's swap read it as that one's outcome, reported
     it failed with the old reason and held it. Where the disk refused that change (and with a pending file of a
-    former release), the entry as it stood then (``failed_before``) is not ``d``'s outcome."""
+    former release), the entry as it stood then (``failed_before``) is not ``d``'s outcome. Nor is a folder the slot
+    set aside at its start (``ModelStore.set_aside``: a byte altered on disk): a copy to fetch again, which the
+    desired state installs again. An agent stopped between the fleet's answer to the healthy report and the pending
+    file's removal read it as a verdict: the deployment, completed, was reported failed and the version refused for
+    good, the previous one served."""
+    from edge_agent.models.store import SET_ASIDE  # (loaded with the slots: not at the manager's import)
+
     why = _store_failed(slot, d)
-    if why is None or why == getattr(d, "failed_before", None):
+    if why is None or why == getattr(d, "failed_before", None) or why.startswith(SET_ASIDE):
         return None
     return printable(f"{why} (before the agent restarted)", 500)
 

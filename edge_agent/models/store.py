@@ -98,6 +98,10 @@ UNCLEAN_ENDS_TO_ROLL_BACK = 2
 MAX_FAILED = 50
 # folders set aside in ``.rejected`` (each a whole model): the latest this many, the oldest removed first
 MAX_REJECTED = 3
+# how a ``failed`` entry written by ``set_aside`` begins: a copy of the package that failed its checks at a start (a
+# byte altered on disk, a load this machine refused), not a verdict on the package (the model manager installs it
+# again from the fleet's desired state; read as the outcome of a deployment still pending, it was refused for good)
+SET_ASIDE = "set aside at a start: "
 # empty files named by the installed folders rolled back (by the health watch, a crash loop, an admin's rollback)
 # or refused: ``newest_installed`` passes them over (kept beside state.json, which a power cut can empty)
 ROLLED_BACK = ".rolled-back"
@@ -540,7 +544,7 @@ class ModelStore:
                     st[k] = None
             if (st.get("probation") or {}).get("candidate") == folder_name:
                 st["probation"] = None
-            _note_failed(st, folder_name, reason)
+            _note_failed(st, folder_name, SET_ASIDE + reason)
             self._write_state(st)
         src = self.root / folder_name
         if "/" in folder_name or folder_name in ("", ".", "..") or not src.is_dir():
