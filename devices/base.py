@@ -43,6 +43,24 @@ class DeviceError(Exception):
     """Root of every error raised by ``devices``."""
 
 
+class WholeFloat(float):
+    """A float read from a config's text that shows a whole number the float is not: ``9.007199254740993e+15`` is
+    9007199254740992.0 to YAML (a double holds whole numbers exactly only up to 2**53). ``whole`` is the number the
+    text shows: an integer node or metric (Int64, UInt64) gets it; a Float or Double one gets the float, as the
+    text rounds to it."""
+
+    __slots__ = ("whole",)
+    whole: int
+
+    def __new__(cls, value: float, whole: int) -> WholeFloat:
+        self = super().__new__(cls, value)
+        self.whole = whole
+        return self
+
+    def __getnewargs__(self) -> tuple[float, int]:  # type: ignore[override]  # copies and pickles keep whole
+        return (float(self), self.whole)
+
+
 FLOAT32_MAX = 3.4028234663852886e38
 # halfway from the largest REAL to 2**128: a double from here on rounds to infinity as a REAL, one below it to
 # FLOAT32_MAX (3.4028235e38, the largest REAL as PLCs print it, is such a double a hair above FLOAT32_MAX)

@@ -45,6 +45,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    InstanceOf,
     PrivateAttr,
     SecretStr,
     Strict,
@@ -55,6 +56,7 @@ from pydantic import (
 )
 
 from devices import SOURCE_TYPES, load_object
+from devices.base import WholeFloat
 from devices.opcua.settings import DATETIME_RANGE
 from devices.opcua.settings import guess_tag as _guess_tag  # noqa: F401  (its home moved; kept for imports)
 from edge_agent.action_base import ActionSettings, RetrySettings  # noqa: F401  (RetrySettings: re-exported)
@@ -311,7 +313,9 @@ class WriteMode(enum.StrEnum):
 _SCALAR = bool | int | float | str
 # what a write value may be besides text, numbers and booleans: a ByteString's bytes, stated in YAML as
 # {base64: ...} or {hex: ...} (``_check_write_value``)
-_WRITTEN = _SCALAR | Annotated[bytes, Strict()]
+# a WholeFloat first: a whole number written with an exponent that YAML reads as another keeps the number its text
+# shows (``_exact_writes``); as a float member of the union it would be made a plain float
+_WRITTEN = InstanceOf[WholeFloat] | _SCALAR | Annotated[bytes, Strict()]
 _BYTE_ENCODINGS = ("base64", "hex")
 # a text that is a whole ISO 8601 date and time (a reading's timestamp, a DateTime node's value): checked for
 # its zone and range at load, whether YAML read it as a time (unquoted) or as text (quoted)
@@ -2353,13 +2357,15 @@ _FINER_TIME = re.compile(
 )
 
 
-def _yaml_misreads(text: str) -> list[str]:
+def _yaml_misreads(text: str, exact: dict[tuple, int] | None = None) -> list[str]:
     """``path: why`` for each plain scalar value that YAML 1.1 reads as another number than the one it shows
-    (``_MISREAD``), found on the parser's events (call it on a document known to parse)."""
+    (``_MISREAD``), found on the parser's events (call it on a document known to parse). ``exact``, if given,
+    gets the place (a tuple of keys and indexes) of each whole number written with an exponent that YAML reads
+    as another whole number (``_exponent_whole``), with the number its text shows."""
     out: list[str] = []
     stack: list[
         dict
-    ] = []  # the open collections: {"map": bool, "path": str, "key?": bool, "at": key or index}
+    ] = []  # the open collections: {"map": bool, "path": str, "keys": tuple, "key?": bool, "at": key or index}
     for ev in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         if isinstance(ev, yaml.MappingEndEvent | yaml.SequenceEndEvent):
             stack.pop()
@@ -2375,7 +2381,13 @@ def _yaml_misreads(text: str) -> list[str]:
                     out.append(f"{top['path']}.{ev.value}: {why}" if top["path"] else f"{ev.value}: {why}")
                 if isinstance(ev, yaml.CollectionStartEvent):
                     stack.append(
-                        {"map": isinstance(ev, yaml.MappingStartEvent), "path": "?", "key?": True, "at": -1}
+                        {
+                            "map": isinstance(ev, yaml.MappingStartEvent),
+                            "path": "?",
+                            "keys": (None,),
+                            "key?": True,
+                            "at": -1,
+                        }
                     )
                 continue
             top["key?"] = True
@@ -2383,9 +2395,16 @@ def _yaml_misreads(text: str) -> list[str]:
         elif top is not None:
             top["at"] += 1
             path = f"{top['path']}[{top['at']}]"
+        keys = () if top is None else (*top["keys"], top["at"])
         if isinstance(ev, yaml.CollectionStartEvent):
             stack.append(
-                {"map": isinstance(ev, yaml.MappingStartEvent), "path": path, "key?": True, "at": -1}
+                {
+                    "map": isinstance(ev, yaml.MappingStartEvent),
+                    "path": path,
+                    "keys": keys,
+                    "key?": True,
+                    "at": -1,
+                }
             )
         elif isinstance(ev, yaml.ScalarEvent) and not ev.style and ev.tag is None:
             if (finer := _FINER_TIME.fullmatch(ev.value)) and finer[1].strip("0"):
@@ -2412,7 +2431,57 @@ def _yaml_misreads(text: str) -> list[str]:
                 if (why := _float_misread(ev.value)) is not None:
                     at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
                     out.append(f"{path or 'the document'}: {ev.value}{at} {why}")
+                elif exact is not None and None not in keys and (n := _exponent_whole(ev.value)) is not None:
+                    exact[keys] = n
     return out
+
+
+def _exponent_whole(text: str) -> int | None:
+    """The whole number a plain float scalar written with an exponent shows (``9.007199254740993e+15``:
+    9007199254740993), when YAML reads it as another (a double holds whole numbers exactly only up to 2**53:
+    9007199254740992.0) and a 64-bit integer node could hold it; None for any other scalar (``1.0e+16`` is read
+    exactly, ``1.5e-3`` is no whole number, ``1e30`` no integer node holds). ``_exact_writes`` keeps such a
+    write value as that integer."""
+    if "e" not in text.lower() or _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != (
+        "tag:yaml.org,2002:float"
+    ):
+        return None
+    try:
+        written = decimal.Decimal(text.replace("_", ""))
+        n = yaml.safe_load(text)
+    except Exception:  # .inf, .nan, base 60: not this
+        return None
+    if not isinstance(n, float) or not math.isfinite(n) or not written.is_finite():
+        return None
+    if written != written.to_integral_value() or decimal.Decimal(n) == written:
+        return None
+    meant = int(written)
+    return meant if -(2**63) <= meant < 2**64 else None
+
+
+def _exact_writes(doc: Any, exact: dict[tuple, int]) -> None:
+    """An action's write value (``actions.<name>.value``, ``reset_value``, or an element of either) written as a
+    whole number with an exponent that YAML reads as another whole number (``_exponent_whole``) keeps the number
+    its text shows (a ``WholeFloat``): ``value: 9.007199254740993e+15`` for an Int64 node reached the PLC as
+    9007199254740992, counted ok, nothing said; an integer node or metric now gets 9007199254740993. Every other
+    reader (a Float or Double node, a String node's text) gets the float, as before: the node's type is known
+    only online, so such a value is kept exact rather than refused at load."""
+    actions = doc.get("actions") if isinstance(doc, dict) else None
+    if not isinstance(actions, dict):
+        return
+    for keys, n in exact.items():
+        if len(keys) not in (3, 4) or keys[0] != "actions" or keys[2] not in ("value", "reset_value"):
+            continue
+        action = actions.get(keys[1])
+        if not isinstance(action, dict):
+            continue
+        v = action.get(keys[2])
+        if len(keys) == 3 and isinstance(v, float):
+            action[keys[2]] = WholeFloat(v, n)
+        elif (
+            len(keys) == 4 and isinstance(v, list) and 0 <= keys[3] < len(v) and isinstance(v[keys[3]], float)
+        ):
+            v[keys[3]] = WholeFloat(v[keys[3]], n)
 
 
 def _float_misread(text: str) -> str | None:
@@ -2520,9 +2589,12 @@ def read_yaml(text: str, where: str) -> Any:
     except Exception as exc:  # PyYAML's constructors raise more than YAMLError
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError([f"{where}: not valid YAML: {first}"]) from None
-    misread = _yaml_misreads(text)
+    exact: dict[tuple, int] = {}
+    misread = _yaml_misreads(text, exact)
     if misread:
         raise ConfigError([f"{where}: {line}" for line in misread])
+    if exact:
+        _exact_writes(doc, exact)
     return _names_as_written(doc, text)
 
 

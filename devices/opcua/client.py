@@ -102,6 +102,7 @@ from devices.base import (
     Notices,
     Quality,
     Reading,
+    WholeFloat,
     float_for_plc,
     text_problem,
     valid_text,
@@ -582,6 +583,13 @@ def _convert_scalar(
     """One value by ``convert_value``'s rules; ``any_held``: ``vtype`` is the type a node of DataType
     ``holder`` (BaseDataType, or an abstract Number / Integer / UInteger) holds, and a refusal names it and
     why it is kept."""
+    if isinstance(value, WholeFloat):
+        # a config's 9.007199254740993e+15: an integer node gets the whole number the text shows, every other
+        # type the float (a node holding a type judges it as that type, below)
+        if vtype.name in _INT_RANGE or vtype in (AbstractType.Integer, AbstractType.UInteger):
+            value = value.whole
+        elif held is None or held is ua.VariantType.Variant or vtype.name not in ("Variant", "Number"):
+            value = float(value)
     own = value  # a NumPy float32 (float16) keeps its own precision when written as text (``_text``)
     if isinstance(value, np.generic):
         value = value.item()

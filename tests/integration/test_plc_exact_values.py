@@ -16,7 +16,7 @@ from asyncua.common.callback import CallbackType
 
 from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
 from edge_agent.actions import ActionRunner, write_targets
-from edge_agent.config import parse_config
+from edge_agent.config import load_config, parse_config
 from tests.support.peers import free_port, opcua_server
 from tests.support.plc import agent_side, plc
 from tests.support.results import result
@@ -242,4 +242,47 @@ async def test_an_exact_whole_number_with_a_point_or_an_exponent_reaches_an_inte
                 await src.write(p.node_id("Total"), value)
                 assert await p.nodes["Total"].read_value() == meant
         assert runner.stats["total"]["ok"] == 1 and not runner.stats["total"].get("failed"), runner.stats
+        assert not [e for e in events if e["kind"] == "write_failing"], events
+
+
+async def test_a_whole_number_with_an_exponent_a_float_cannot_hold_reaches_an_integer_node_as_the_config_shows(
+    tmp_path,
+):
+    """``value: 9.007199254740993e+15`` in the config file for an Int64 counter is the float 9007199254740992.0 to
+    YAML, and the PLC got 9007199254740992, counted ok, nothing said. The file's text is kept: the write value is
+    the whole number it shows, so the Int64 node gets 9007199254740993 (a list's element too), an exact one
+    (``1.0e+16``) is written as before, and a Double node gets the same double as before."""
+    async with plc(
+        {
+            "Total": ua.Variant(0, ua.VariantType.Int64),
+            "Preset": ua.Variant(0, ua.VariantType.Int64),
+            "Ids": ua.Variant([0, 0], ua.VariantType.Int64),
+            "Level": ua.Variant(0.0, ua.VariantType.Double),
+        }
+    ) as p:
+        path = tmp_path / "line1.yaml"
+        path.write_text(
+            f"""agent: {{id: gw}}
+sources:
+  plc: {{type: opcua, endpoint: "opc.tcp://127.0.0.1:{p.port}/plc/", connect_timeout_s: 2.0}}
+actions:
+  total: {{type: opcua_write, source: plc, node_id: "{p.node_id("Total")}", value: 9.007199254740993e+15}}
+  preset: {{type: opcua_write, source: plc, node_id: "{p.node_id("Preset")}", value: 1.0e+16}}
+  ids: {{type: opcua_write, source: plc, node_id: "{p.node_id("Ids")}", value: [1.0e+16, -9.007199254740993e+15]}}
+  level: {{type: opcua_write, source: plc, node_id: "{p.node_id("Level")}", value: 9.007199254740993e+15}}
+"""
+        )
+        cfg = load_config(path)
+        events: list = []
+        async with agent_side(cfg, events) as (src, runner):
+            assert not src.target_errors, src.target_errors
+            await runner.handle(["total", "preset", "ids", "level"], result("NG", 0), None)
+            await runner.flush(timeout_s=5)
+            assert await p.read() == {
+                "Total": 2**53 + 1,
+                "Preset": 10**16,
+                "Ids": [10**16, -(2**53 + 1)],
+                "Level": 9007199254740992.0,
+            }
+        assert all(runner.stats[a]["ok"] == 1 for a in ("total", "preset", "ids", "level")), runner.stats
         assert not [e for e in events if e["kind"] == "write_failing"], events
