@@ -26,9 +26,10 @@ is never touched. A desired state the agent will not follow (a slot it does not 
 names or versions refused below) is reported once as ``failed`` with the reason, so that the rollout
 stops saying why instead of waiting for this agent for ever. An install the fleet could not be asked about as it
 began (whether it still sends the version: the link or the fleet down after the last chunk) goes on, noted in
-``<data_dir>/deployments/withdrawal-unasked``; once the fleet answers it is asked first, and a version withdrawn
+``<data_dir>/deployments/withdrawals``; once the fleet answers it is asked first, and a version withdrawn
 meanwhile is reported ``failed`` with the withdrawal's reason (rolled back at once while the slot holds its previous
-model), never confirmed healthy.
+model), never confirmed healthy. The fleet's word that a version is withdrawn is kept in the same file until no slot
+serves it: a start rolls back, or reports failed, a served version withdrawn, as while the agent runs.
 
 The outcome of a swap reaches the fleet exactly once, across restarts: before the swap the
 deployment is written to ``<data_dir>/deployments/<slot>.json`` and the file is removed only once
@@ -151,8 +152,13 @@ _UNANSWERED = {
     "RESOURCE_EXHAUSTED",
     "ABORTED",
 }
-# what a withdrawal-unasked entry holds as text besides _PENDING_KEYS (``_note_unasked``)
-UNASKED = "withdrawal-unasked"  # in deployments/ (not *.json: no pending deployment)
+# the withdrawal state, across restarts, in deployments/ (not *.json: no pending deployment): {"unasked": slot -> an
+# install the fleet could not be asked about (_PENDING_KEYS as text, ``size``, ``withdrawn``: the fleet's reason once
+# it said so; ``_note_unasked``), "withdrawn": digest -> the fleet's reason (``_withdraw``)}; its copy beside it
+# (WITHDRAWALS + ".copy") is read when a torn write left the file unreadable
+WITHDRAWALS = "withdrawals"
+UNASKED = "withdrawal-unasked"  # a former release's file of the unasked installs alone: read, folded into WITHDRAWALS
+_WITHDRAWALS_LOCK = threading.Lock()  # one read-change-write of the withdrawal state at a time
 
 HEALTH_VERDICT = "health check failed"  # the start of the slot's reason for its health check's rollback
 MAX_HELD = 50  # health-check rollbacks kept across restarts (the latest)
@@ -200,7 +206,9 @@ class ModelManager:
         self.refused: dict[str, str] = {}  # digest -> reason (never retried)
         self._refused_for: dict[str, str] = {}  # digest -> the deployment whose outcome said so
         # digest -> the fleet's reason: a version the fleet said was withdrawn (``_ask_again``), whatever the
-        # deployment that names it: never confirmed nor settled healthy in this run
+        # deployment that names it: never confirmed nor settled healthy, across restarts (kept in WITHDRAWALS until
+        # no slot serves it: an entry in memory only was lost by a restart before the fleet heard the failure, and
+        # the next start confirmed the withdrawn version healthy)
         self.withdrawn: dict[str, str] = {}
         self.declined: dict[tuple, str] = {}  # (slot, digest, deployment) -> reason: desired state refused
         # (slot, digest, deployment) told it waits for a health window resumed after a restart
@@ -208,6 +216,7 @@ class ModelManager:
         self.steps: list[dict] = []
         self._tasks: set[asyncio.Task] = set()
         self.pending_dir = cfg.data_dir / "deployments"
+        self.withdrawn = self._read_withdrawals()[1]  # (those of the run before: ``_take_out_withdrawn``)
         self.retry_at: dict[str, float] = {}  # digest -> monotonic time before which a failed download waits
         self._download_failures: dict[str, int] = {}
         self._install_failures: dict[str, int] = {}  # digest -> installs refused for a full disk in a row
@@ -232,11 +241,34 @@ class ModelManager:
     def _is_refused(self, digest: str) -> bool:
         return digest in self.refused
 
-    def _withdraw(self, digest: str, why: str) -> None:
-        self.withdrawn.pop(digest, None)  # the latest last
-        self.withdrawn[digest] = why
-        while len(self.withdrawn) > MAX_REFUSED:
-            del self.withdrawn[next(iter(self.withdrawn))]
+    def _withdraw(self, digest: str, why: str | None) -> None:
+        """Note (``why``: the fleet's reason) or forget (None) a withdrawn version, in memory and in WITHDRAWALS
+        (at most ``MAX_REFUSED``, the oldest forgotten first). A disk that refuses the file keeps it for this run."""
+        with _WITHDRAWALS_LOCK:
+            if why is None and digest not in self.withdrawn:
+                return
+            self.withdrawn.pop(digest, None)  # the latest last
+            if why is not None:
+                self.withdrawn[digest] = why
+            while len(self.withdrawn) > MAX_REFUSED:
+                del self.withdrawn[next(iter(self.withdrawn))]
+            try:
+                self._write_withdrawals(self._read_withdrawals()[0], self.withdrawn)
+            except OSError as exc:
+                log.warning(
+                    "model manager: cannot record in %s that %s is %s (%s): kept for this run only",
+                    self._withdrawals_path(),
+                    digest[:12],
+                    "withdrawn" if why is not None else "no longer withdrawn",
+                    exc,
+                )
+
+    def _forget_withdrawn(self) -> None:
+        """Forget the withdrawals of versions no slot serves nor installs any more (kept until then: a start
+        rolls back, or reports failed, a served digest the fleet said is withdrawn, as while it runs)."""
+        served = {s.status().get("digest") for s in self.slots.values()} | set(self.busy.values())
+        for digest in [k for k in self.withdrawn if k not in served]:
+            self._withdraw(digest, None)
 
     def _refuse(self, digest: str, reason: str, d=None) -> None:
         """Refuse ``digest`` for good in this run (never tried again), remembering at most ``MAX_REFUSED``; ``d``:
@@ -429,7 +461,9 @@ class ModelManager:
         for name in sorted(set(self._unasked()) | set(self._unasked_mem)):
             await self._ask_again(name, desired=reply.desired)
         unasked = set(self._unasked()) | set(self._unasked_mem)
+        await self._take_out_withdrawn(unasked)
         await self._settle_pending(unasked)
+        await asyncio.to_thread(self._forget_withdrawn)
         desired = reply.desired
         if len(desired) > MAX_DESIRED:  # a fleet gone wrong: bounded work and reports per desired state
             log.log(
@@ -530,6 +564,27 @@ class ModelManager:
             t = asyncio.create_task(self._install(d))
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
+
+    async def _take_out_withdrawn(self, unasked: Collection[str]) -> None:
+        """A slot that serves a version the fleet said is withdrawn (a run before said so: WITHDRAWALS) inside a
+        health window resumed after a restart (its previous model held) goes back to it at once, as ``_ask_again``
+        does while the agent runs; its pending file then reports the rollback with the withdrawal's reason. One
+        past its window serves on: the desired state naming it is told it failed (``_tell_withdrawn``) and the
+        rollout's halt sends the previous version back. Not a slot installing (its task watches it) nor one still
+        to be asked about (``_ask_again``)."""
+        for name, slot in self.slots.items():
+            status = slot.status()
+            why = self.withdrawn.get(status.get("digest") or "")
+            if why is None or self.busy.get(name) or name in unasked or status.get("state") != "watching":
+                continue
+            log.warning(
+                "slot %s: %s %s, in a health window resumed after a restart, was withdrawn: %s",
+                printable(name, 80),
+                printable(str(status.get("package")), 80),
+                printable(str(status.get("version")), 80),
+                why,
+            )
+            await slot.rollback(why, candidate=getattr(slot, "_active", None))
 
     def _say_waiting(self, key: tuple, d, slot, status: dict) -> None:
         """Report ``waiting`` for a deployment held behind a health window resumed after a restart, once."""
@@ -737,40 +792,82 @@ class ModelManager:
         return True, None
 
     # ---- installs the fleet could not be asked about, asked again once it answers --------------------
-    def _unasked_path(self) -> Path:
+    def _withdrawals_path(self) -> Path:
+        return self.pending_dir / WITHDRAWALS
+
+    def _unasked_path(self) -> Path:  # (a former release's file: read once, folded into WITHDRAWALS)
         return self.pending_dir / UNASKED
+
+    def _read_withdrawals(self) -> tuple[dict[str, dict], dict[str, str]]:
+        """(slot -> unasked install, digest -> withdrawal's reason) as WITHDRAWALS holds them; its copy when a torn
+        write left the file unreadable; a former release's ``withdrawal-unasked`` folded in."""
+        copy = self._withdrawals_path().with_name(WITHDRAWALS + ".copy")
+        kept: object = None
+        for path in (self._withdrawals_path(), copy):
+            try:
+                kept = read_json_state(path)
+                break
+            except (OSError, ValueError) as exc:
+                if not isinstance(exc, FileNotFoundError):
+                    log.warning(
+                        "model manager: %s: %s%s",
+                        path,
+                        printable(why_unread(exc), 300),
+                        "; reading its copy" if path != copy else "",
+                    )
+        kept = kept if isinstance(kept, dict) else {}
+        u, w = kept.get("unasked"), kept.get("withdrawn")
+        unasked: dict = u if isinstance(u, dict) else {}
+        withdrawn: dict = w if isinstance(w, dict) else {}
+        try:
+            former = read_json_state(self._unasked_path())
+        except (OSError, ValueError):
+            former = None
+        if isinstance(former, dict):
+            unasked = {**former, **unasked}
+        return (
+            {
+                k: v
+                for k, v in unasked.items()
+                if isinstance(v, dict) and all(isinstance(v.get(n), str) for n in _PENDING_KEYS)
+            },
+            {
+                k: v
+                for k, v in list(withdrawn.items())[-MAX_REFUSED:]
+                if isinstance(v, str) and _DIGEST_RE.fullmatch(k)
+            },
+        )
+
+    def _write_withdrawals(self, unasked: dict, withdrawn: dict) -> None:
+        """WITHDRAWALS, then its copy, each written whole or not at all (``atomic_write_json``); none when empty."""
+        from edge_agent.files import atomic_write_json
+
+        path = self._withdrawals_path()
+        copy = path.with_name(WITHDRAWALS + ".copy")
+        if unasked or withdrawn:
+            self.pending_dir.mkdir(parents=True, exist_ok=True)
+            body = {"unasked": unasked, "withdrawn": dict(list(withdrawn.items())[-MAX_REFUSED:])}
+            atomic_write_json(path, body)
+            atomic_write_json(copy, body)
+        else:
+            path.unlink(missing_ok=True)
+            copy.unlink(missing_ok=True)
+        self._unasked_path().unlink(missing_ok=True)  # (folded in)
 
     def _unasked(self) -> dict[str, dict]:
         """slot -> the install (its pending keys, ``size``, and ``withdrawn``: the fleet's reason once it said so)
         whose version the fleet could not be asked about as the install began (``_note_unasked``)."""
-        try:
-            kept = read_json_state(self._unasked_path())
-        except (OSError, ValueError) as exc:
-            if not isinstance(exc, FileNotFoundError):
-                log.warning("model manager: %s: %s", self._unasked_path(), printable(why_unread(exc), 300))
-            return {}
-        if not isinstance(kept, dict):
-            return {}
-        return {
-            k: v
-            for k, v in kept.items()
-            if isinstance(v, dict) and all(isinstance(v.get(n), str) for n in _PENDING_KEYS)
-        }
+        return self._read_withdrawals()[0]
 
     def _write_unasked(self, slot: str, entry: dict | None) -> None:
-        from edge_agent.files import atomic_write_json
-
-        kept = self._unasked()
-        if entry is None:
-            if kept.pop(slot, None) is None:
-                return
-        else:
-            kept[slot] = entry
-        if kept:
-            self.pending_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self._unasked_path(), kept)
-        else:
-            self._unasked_path().unlink(missing_ok=True)
+        with _WITHDRAWALS_LOCK:
+            kept = self._unasked()
+            if entry is None:
+                if kept.pop(slot, None) is None:
+                    return
+            else:
+                kept[slot] = entry
+            self._write_withdrawals(kept, self.withdrawn)
 
     def _note_unasked(self, d, size: int) -> None:
         """Keep, across restarts, that ``d``'s version was installed while the fleet could not be asked whether it
@@ -782,7 +879,7 @@ class ModelManager:
             log.warning(
                 "model manager: cannot record in %s that %s %s is installed unasked (%s): asked again only in this "
                 "run",
-                self._unasked_path(),
+                self._withdrawals_path(),
                 printable(d.package, 80),
                 printable(d.version, 80),
                 exc,
@@ -794,7 +891,7 @@ class ModelManager:
         try:
             self._write_unasked(slot, None)
         except OSError as exc:
-            log.warning("model manager: %s: %s", self._unasked_path(), exc)
+            log.warning("model manager: %s: %s", self._withdrawals_path(), exc)
 
     async def _ask_again(self, slot_name: str, *, own_task: bool = False, desired: Collection = ()) -> bool:
         """The fleet asked again about the version installed in ``slot_name`` while it could not be asked: True once
@@ -827,7 +924,7 @@ class ModelManager:
             if not answered:
                 return False
             if stopped is None:
-                self.withdrawn.pop(d.digest, None)
+                await asyncio.to_thread(self._withdraw, d.digest, None)
                 log.info(
                     "slot %s: the fleet still sends %s %s, installed while it could not be asked",
                     slot_name,
@@ -842,7 +939,7 @@ class ModelManager:
                 500,
             )
             self._refuse(d.digest, why, d)
-            self._withdraw(d.digest, why)
+            await asyncio.to_thread(self._withdraw, d.digest, why)  # (before the rollback: a kill keeps it)
             log.warning("slot %s: %s", printable(slot_name, 80), why)
             if serving:  # (only inside its health window: the previous model is still held)
                 await slot.rollback(why, candidate=candidate)
@@ -867,7 +964,7 @@ class ModelManager:
                 self._unasked_mem[slot_name] = {**entry, "withdrawn": why}
         else:
             self._refuse(d.digest, why, d)
-            self._withdraw(d.digest, why)
+            await asyncio.to_thread(self._withdraw, d.digest, why)
         # the deployment the fleet wants now for this slot and version (a later deployment of it supersedes the
         # installed one: a report to that one only was ignored, and the later one was confirmed healthy)
         now = next(
@@ -957,8 +1054,8 @@ class ModelManager:
                     (d.slot, d.digest, d.deployment_id), d, f"install of {d.package} {d.version}: {stopped}"
                 )
                 return
-            if answered:
-                self.withdrawn.pop(d.digest, None)  # the fleet sends it again (no longer withdrawn)
+            if answered:  # the fleet sends it again (no longer withdrawn)
+                await asyncio.to_thread(self._withdraw, d.digest, None)
             if not answered:  # installed all the same (the fleet sent it whole), asked again once it answers
                 log.warning(
                     "install of %s %s: the fleet could not be asked whether it still sends it; installing, and "

@@ -17,11 +17,11 @@ from tests.integration.test_fleet_control import fleet, until, version  # noqa: 
 DEFECT = "misreads dark castings (ticket 5120)"
 
 
-def _deploy(srv, agent: str) -> dict:
+def _deploy(srv, agent: str, version: str = "1.1.0") -> dict:
     return srv.control.create(
         {
             "package": "part-inspection",
-            "version": "1.1.0",
+            "version": version,
             "slot": "vision",
             "agents": [agent],
             "strategy": "all_at_once",
@@ -240,6 +240,46 @@ async def test_download_rechecks_during_a_rollout_write_leave_the_services_threa
         await srv.stop()
 
 
+def _fleet_again(srv, tmp_path):
+    """The fleet service started again on the same port, control state and registry (after ``srv.stop()``)."""
+    from cloud_trainer.fleet.service import FleetServer
+
+    pki = tmp_path / "pki"
+    return FleetServer(
+        tmp_path / "cloud",
+        srv.port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        registry=tmp_path / "registry",
+    )
+
+
+async def _installed_while_the_fleet_is_gone(srv, reg, monkeypatch, *, then: str | None = None):
+    """1.1.0 deployed to gw1 arrives whole, then, before the install can ask whether the fleet still sends it, the
+    version is withdrawn (``then``: after a second deployment to gw1, of that version, which supersedes the first)
+    and the fleet stops. Returns (the first deployment, the second or None); gw1 goes on installing 1.1.0 unasked."""
+    downloaded, gone = threading.Event(), threading.Event()
+    digest_of = manager_module._sha256
+
+    def hashed_once_the_fleet_is_gone(path):  # the agent checks the bytes it received, every chunk sent
+        downloaded.set()
+        gone.wait(30)
+        return digest_of(path)
+
+    monkeypatch.setattr(manager_module, "_sha256", hashed_once_the_fleet_is_gone)
+    first, second = _deploy(srv, "gw1"), None
+    try:
+        await until(downloaded.is_set, what="gw1's download to end")
+        if then is not None:  # (1.1.0 again: another deployment id, the same digest)
+            second = _deploy(srv, "gw1", then)
+        reg.withdraw("part-inspection", "1.1.0", DEFECT)
+        await srv.stop()
+    finally:
+        gone.set()
+    return first, second
+
+
 async def test_a_version_withdrawn_while_the_fleet_was_unreachable_at_install_is_taken_out_once_it_answers(
     fleet,  # noqa: F811
     monkeypatch,
@@ -251,38 +291,15 @@ async def test_a_version_withdrawn_while_the_fleet_was_unreachable_at_install_is
     asks again: the deployment is reported failed with the withdrawal's reason (the rollout halts) and the slot goes
     back to its previous version. Before, it was never asked again: the agent confirmed 1.1.0 healthy at the first
     heartbeat, the rollout completed and the withdrawn model served for good."""
-    from cloud_trainer.fleet.service import FleetServer
     from protocols.events import EventKind
 
     srv, agents, reg = fleet
     mgr = agents["gw1"].manager
-    downloaded, gone = threading.Event(), threading.Event()
-    digest_of = manager_module._sha256
-
-    def hashed_once_the_fleet_is_gone(path):  # the agent checks the bytes it received, every chunk sent
-        downloaded.set()
-        gone.wait(20)
-        return digest_of(path)
-
-    monkeypatch.setattr(manager_module, "_sha256", hashed_once_the_fleet_is_gone)
-    dep = _deploy(srv, "gw1")
-    try:
-        await until(downloaded.is_set, what="gw1's download to end")
-        reg.withdraw("part-inspection", "1.1.0", DEFECT)
-        await srv.stop()
-    finally:
-        gone.set()
+    dep, _ = await _installed_while_the_fleet_is_gone(srv, reg, monkeypatch)
     # installed unasked, and kept past its health window (1 s: the previous model no longer held)
     await until(lambda: version(agents["gw1"]) == "1.1.0", what="gw1 to install 1.1.0 unasked")
     await until(lambda: agents["gw1"].slots["vision"].state == "active", what="1.1.0's health window to pass")
-    back = FleetServer(
-        tmp_path / "cloud",
-        srv.port,
-        tmp_path / "pki" / "ca.pem",
-        tmp_path / "pki" / "server.pem",
-        tmp_path / "pki" / "server.key",
-        registry=tmp_path / "registry",
-    )
+    back = _fleet_again(srv, tmp_path)
     await back.start()
     try:
         await until(
@@ -302,7 +319,9 @@ async def test_a_version_withdrawn_while_the_fleet_was_unreachable_at_install_is
         assert DEFECT in back.control._get(dep["id"])["reason"]
         # the halt sends 1.0.0 back (an admin's rollback): the withdrawn model no longer serves
         await until(lambda: version(agents["gw1"]) == "1.0.0", what="gw1 back on 1.0.0")
-        assert not (mgr.pending_dir / "withdrawal-unasked").exists()  # asked: nothing left to ask
+        # asked, and no longer served: nothing left of the withdrawal on disk
+        await until(lambda: not mgr.withdrawn, what="the withdrawal of a version no longer served forgotten")
+        assert not list(mgr.pending_dir.glob("withdrawal*"))
     finally:
         await back.stop()
 
@@ -318,37 +337,12 @@ async def test_a_version_deployed_again_while_the_fleet_was_unreachable_then_wit
     confirmed healthy. Before, the failure went to the superseded first deployment only (ignored by the fleet), the
     second was confirmed healthy ("it runs this version"), its rollout completed and the withdrawn model served for
     good (review /work/notes56/review_tenant H1)."""
-    from cloud_trainer.fleet.service import FleetServer
-
     srv, agents, reg = fleet
     mgr = agents["gw1"].manager
-    downloaded, gone = threading.Event(), threading.Event()
-    digest_of = manager_module._sha256
-
-    def hashed_once_the_fleet_is_gone(path):
-        downloaded.set()
-        gone.wait(20)
-        return digest_of(path)
-
-    monkeypatch.setattr(manager_module, "_sha256", hashed_once_the_fleet_is_gone)
-    first = _deploy(srv, "gw1")
-    try:
-        await until(downloaded.is_set, what="gw1's download to end")
-        again = _deploy(srv, "gw1")  # the same version again: another deployment id, the same digest
-        reg.withdraw("part-inspection", "1.1.0", DEFECT)
-        await srv.stop()
-    finally:
-        gone.set()
+    first, again = await _installed_while_the_fleet_is_gone(srv, reg, monkeypatch, then="1.1.0")
     await until(lambda: version(agents["gw1"]) == "1.1.0", what="gw1 to install 1.1.0 unasked")
     await until(lambda: agents["gw1"].slots["vision"].state == "active", what="1.1.0's health window to pass")
-    back = FleetServer(
-        tmp_path / "cloud",
-        srv.port,
-        tmp_path / "pki" / "ca.pem",
-        tmp_path / "pki" / "server.pem",
-        tmp_path / "pki" / "server.key",
-        registry=tmp_path / "registry",
-    )
+    back = _fleet_again(srv, tmp_path)
     await back.start()
     try:
         await until(
@@ -365,21 +359,14 @@ async def test_a_version_deployed_again_while_the_fleet_was_unreachable_then_wit
         await back.stop()
 
 
-async def test_a_version_deployed_again_and_withdrawn_halts_when_the_fleet_answers_the_install_first(
-    fleet,  # noqa: F811
-    monkeypatch,
-    tmp_path,
-):
-    """As above, but the fleet answers again inside 1.1.0's health window, and the window ends before the next
-    heartbeat's desired state is looked at (a heartbeat not yet due, a reconnect backoff). The install's own re-check
-    reported the withdrawal to the deployment it installed only (superseded: ignored), and every later desired state
-    naming the withdrawn version was skipped: the second deployment stayed assigned, no halt, and the withdrawn model
-    served on. Now a desired state naming a withdrawn version is told it failed, once per deployment: the rollout
-    halts (review /work/notes56/review_tenant2 H1')."""
-    from cloud_trainer.fleet.service import FleetServer
+async def _told_the_install_first(agents, srv, reg, monkeypatch, tmp_path):
+    """1.1.0 installed unasked, deployed again and withdrawn (``_installed_while_the_fleet_is_gone``); the fleet
+    answers again inside 1.1.0's health window, and the window ends before the next heartbeat's desired state is
+    looked at (a heartbeat not yet due, a reconnect backoff): the install's own re-check reports the withdrawal to
+    the deployment it installed only (superseded). Returns (gw1, the second deployment, the fleet started again,
+    the gate that lets desired states through again)."""
     from tests.integration.test_fleet_control import _restart_with_health
 
-    srv, agents, reg = fleet
     gw1 = await _restart_with_health(agents, "gw1", window_s=6.0, min_items=5, min_latency_increase_ms=10_000)
     mgr = gw1.manager
     gate, real = asyncio.Event(), mgr.on_desired
@@ -388,36 +375,30 @@ async def test_a_version_deployed_again_and_withdrawn_halts_when_the_fleet_answe
         if gate.is_set():
             await real(reply)
 
-    downloaded, gone = threading.Event(), threading.Event()
-    digest_of = manager_module._sha256
-
-    def hashed_once_the_fleet_is_gone(path):
-        downloaded.set()
-        gone.wait(30)
-        return digest_of(path)
-
-    monkeypatch.setattr(manager_module, "_sha256", hashed_once_the_fleet_is_gone)
-    _deploy(srv, "gw1")
-    try:
-        await until(downloaded.is_set, what="gw1's download to end")
-        again = _deploy(srv, "gw1")
-        reg.withdraw("part-inspection", "1.1.0", DEFECT)
-        await srv.stop()
-    finally:
-        gone.set()
+    _, again = await _installed_while_the_fleet_is_gone(srv, reg, monkeypatch, then="1.1.0")
     await until(lambda: gw1.slots["vision"].state == "watching", what="1.1.0's health window")
     mgr.on_desired = heartbeat_not_yet_due
-    back = FleetServer(
-        tmp_path / "cloud",
-        srv.port,
-        tmp_path / "pki" / "ca.pem",
-        tmp_path / "pki" / "server.pem",
-        tmp_path / "pki" / "server.key",
-        registry=tmp_path / "registry",
-    )
+    back = _fleet_again(srv, tmp_path)
     await back.start()
     try:
         await until(lambda: not mgr.busy.get("vision"), timeout_s=40, what="the install task to end")
+    except BaseException:
+        await back.stop()
+        raise
+    return gw1, again, back, gate
+
+
+async def test_a_version_deployed_again_and_withdrawn_halts_when_the_fleet_answers_the_install_first(
+    fleet,  # noqa: F811
+    monkeypatch,
+    tmp_path,
+):
+    """Every later desired state naming the withdrawn version was skipped: the second deployment stayed assigned, no
+    halt, and the withdrawn model served on. Now a desired state naming a withdrawn version is told it failed, once
+    per deployment: the rollout halts (review /work/notes56/review_tenant2 H1')."""
+    srv, agents, reg = fleet
+    _, again, back, gate = await _told_the_install_first(agents, srv, reg, monkeypatch, tmp_path)
+    try:
         gate.set()
         await until(
             lambda: back.control._get(again["id"])["state"] in ("halted", "completed"),
@@ -426,5 +407,50 @@ async def test_a_version_deployed_again_and_withdrawn_halts_when_the_fleet_answe
         got = back.control._get(again["id"])
         assert got["state"] == "halted", got
         assert DEFECT in str(got), got  # halted for the withdrawal's reason
+    finally:
+        await back.stop()
+
+
+async def test_a_withdrawal_whose_failure_the_fleet_has_not_heard_holds_across_a_restart(
+    fleet,  # noqa: F811
+    monkeypatch,
+    tmp_path,
+):
+    """As above, but the fleet does not take the failure told to the second deployment (a fault at the fleet, the
+    link cut), and gw1 restarts before it is heard. The withdrawal was kept in memory only: the restarted agent, its
+    slot serving 1.1.0 past its window, confirmed the second deployment healthy ("it runs this version"), the rollout
+    completed and the withdrawn model served for good. It is kept on disk until the slot no longer serves it: the
+    restarted agent tells the second deployment it failed, and the rollout halts."""
+    from edge_agent.agent import Agent
+
+    srv, agents, reg = fleet
+    gw1, again, back, gate = await _told_the_install_first(agents, srv, reg, monkeypatch, tmp_path)
+    refused: list[str] = []
+    on_report = back.control.on_report
+
+    def not_taken(agent, dep, slot, ver, step, *a, **kw):  # the fleet does not take gw1's word on 1.1.0
+        if agent == "gw1" and ver == "1.1.0" and step in ("failed", "healthy"):
+            refused.append(step)
+            raise RuntimeError("the fleet's store is busy")
+        return on_report(agent, dep, slot, ver, step, *a, **kw)
+
+    back.control.on_report = not_taken
+    try:
+        gate.set()
+        await until(lambda: "failed" in refused, what="gw1 to tell the second deployment it failed")
+        await gw1.stop()  # before the fleet heard it
+        back.control.on_report = on_report
+        agents["gw1"] = gw1 = Agent(gw1.cfg)
+        await gw1.start()
+        assert version(gw1) == "1.1.0" and gw1.slots["vision"].state == "active"  # past its window
+        await until(
+            lambda: back.control._get(again["id"])["state"] in ("halted", "completed"),
+            what="the second deployment's outcome",
+        )
+        got = back.control._get(again["id"])
+        assert got["state"] == "halted", got
+        assert DEFECT in str(got), got
+        assert not any(s["step"] == "healthy" and s["version"] == "1.1.0" for s in gw1.manager.steps)
+        await until(lambda: version(gw1) == "1.0.0", what="gw1 back on 1.0.0")
     finally:
         await back.stop()
