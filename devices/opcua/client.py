@@ -270,6 +270,7 @@ _NODE_FAILS = (
     "is read-only for this session",
     "not a Variable",
     "malformed node id",
+    "the server has no namespace",  # nsu=<uri> the server's NamespaceArray lacks: no node of it can exist there
 )
 
 

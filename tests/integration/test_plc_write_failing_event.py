@@ -440,3 +440,27 @@ def _gate(p) -> dict:
         "node_id": p.node_id("Gate"),
         "retry": retry,
     }
+
+
+async def test_a_namespace_uri_the_server_does_not_know_is_the_targets_fault_at_connect_and_at_writes():
+    """``node_id: nsu=urn:line2;s=Gate`` on a PLC whose namespace array has no urn:line2 (a copied config, a URI
+    mistyped): the node cannot exist there, as a missing node cannot. The check at connect found it failing but
+    told no one (a read that failed, like a busy PLC's), so no write_failing episode came before a write, and a
+    rare NG output showed healthy on the console. Now it is an episode at once, naming the namespace, and a
+    write is refused, not retried."""
+    events: list = []
+    async with plc(_INT16) as p:
+        node_id = "nsu=urn:line2;s=Gate"
+        cfg = _config(p.port, {"gate": {**_gate(p), "node_id": node_id, "when": {"verdict": "NG"}}})
+        async with agent_side(cfg, events) as (src, runner):
+            runner.start()
+            await until(lambda: _failing(events), 5, "an episode at connect, before any write")
+            assert "has no namespace 'urn:line2'" in src.target_errors[node_id], src.target_errors
+            await runner.handle(["gate"], result("NG", 0), None)
+            await runner.flush(timeout_s=5)
+            assert runner.stats["gate"]["failed"] == 1 and not runner.stats["gate"].get("retried"), (
+                runner.stats
+            )
+        (started,) = _failing(events)
+        assert (started["active"], started["node_id"]) == (True, node_id), started
+        assert "has no namespace 'urn:line2'" in started["reason"], started
