@@ -140,7 +140,7 @@ from typing import Any
 
 import numpy as np
 
-from devices.base import QUALITY_BY_NAME, Quality, Reading, float_for_plc, text_problem
+from devices.base import QUALITY_BY_NAME, Quality, Reading, WholeFloat, float_for_plc, text_problem
 from devices.mqtt.settings import SparkplugHostSettings
 from protocols import sparkplug as sp
 from protocols.float32 import float32_shown
@@ -509,7 +509,11 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     fraction is never rounded, a Float/Double is finite and arrives as itself (``float_for_plc``), text is
     valid UTF-8 and never NaN or infinity. NumPy scalars count as their Python values. The one check of a
     command's value: at send time (``MqttSource.command``, against the birth's datatype) and at load (a value
-    the YAML fixes, against the action's ``datatype``)."""
+    the YAML fixes, against the action's ``datatype``). A config's whole number written with an exponent that a
+    float does not hold (``WholeFloat``: 9.007199254740993e+15) is sent to an integer metric as the number its
+    text shows, to any other as the float."""
+    if isinstance(value, WholeFloat):
+        value = value.whole if dt in _INT_RANGE else float(value)
     if isinstance(value, np.generic):
         value = value.item()
 

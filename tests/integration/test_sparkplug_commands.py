@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices.mqtt.client import MqttError, MqttSource, SparkplugTypeMismatch
 from devices.mqtt.settings import MqttSettings
 from edge_agent.actions import ActionRunner
-from edge_agent.config import parse_config
+from edge_agent.config import load_config, parse_config
 from edge_agent.types import Result
 from protocols import sparkplug as sp
 
@@ -613,3 +613,51 @@ async def test_a_command_its_node_refuses_or_misses_is_a_write_failing_episode_l
     told = [e for e in events if e["kind"] == "write_failing"]
     assert "300" in told[0]["reason"] and "Int8" in told[0]["reason"], told[0]
     assert "sent again at the edge node's next birth" in told[1]["message"], told[1]
+
+
+async def test_a_whole_number_with_an_exponent_past_2_53_reaches_an_int64_metric_as_the_config_shows(
+    mosquitto, tmp_path
+):
+    """``value: 9.007199254740993e+15`` in the config file for an Int64 metric (a counter preset) is the float
+    9007199254740992.0 to YAML; its command carried 9007199254740992, with nothing said, whether the action's
+    datatype said Int64 or the birth did. The number the text shows is sent now (9007199254740993); a Double
+    metric still gets the float, and an exact form (``1.0e+16``) is sent as before."""
+    node = Node(mosquitto.port)
+    path = tmp_path / "line1.yaml"
+    out = "{type: sparkplug_command, source: bus, group: g, edge_node: n1, when: {verdict: NG}"
+    path.write_text(
+        f"""agent: {{id: gw}}
+sources:
+  bus: {{type: mqtt, port: {mosquitto.port}, subscriptions: [{{topic: "spBv1.0/#", codec: sparkplug_b}}]}}
+actions:
+  total: {out}, metric: total, datatype: Int64, value: 9.007199254740993e+15}}
+  preset: {out}, metric: preset, value: -9.007199254740993e+15}}
+  big: {out}, metric: big, value: 1.0e+16}}
+  level: {out}, metric: level, value: 9.007199254740993e+15}}
+"""
+    )
+    cfg = load_config(path)
+    src, pump = await _host(mosquitto.port)
+    runner = ActionRunner(cfg, {"bus": src})
+    try:
+        node.nbirth(
+            0,
+            sp.Metric("total", None, D.INT64, 0),
+            sp.Metric("preset", None, D.INT64, 0),
+            sp.Metric("big", None, D.UINT64, 0),
+            sp.Metric("level", None, D.DOUBLE, 0.0),
+        )
+        await _births(src, 1)
+        await runner.handle(["total", "preset", "big", "level"], _ng_result(), None)
+        await runner.flush()
+        cmds = {c.metrics[0].name: c.metrics[0].value for _, c, _ in await node.wait_cmds(4)}
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert cmds == {
+        "total": 2**53 + 1,
+        "preset": -(2**53 + 1),
+        "big": 10**16,
+        "level": 9007199254740992.0,
+    }, cmds
