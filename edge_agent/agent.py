@@ -310,16 +310,25 @@ class Agent:
     def _blank_former(self, body: dict) -> dict:
         """A slot's event as the gateway's current tenant is told it: the package and version of the model the
         former tenant left in that slot blanked (a swap from it named its version in ``from_version``; a rollback
-        to it in ``to_version``), as in the results, samples and ListAgents."""
+        to it in ``to_version``), as in the results, samples and ListAgents. A version is the former tenant's by
+        the digest the event gives beside it (``from_digest``, ``to_digest``, ``digest``), never by its text: the
+        new tenant's own version of the same number (its own ``1.0.0``) was blanked too, and its deployment steps."""
         slot = body.get("slot")
         names = self._former_names.get(slot) if isinstance(slot, str) else None
-        if names is None:
+        former = self._former_models.get(slot) if isinstance(slot, str) else None
+        if names is None or former is None:
             return body
-        package, package_id, version = names
+        package, package_id, _ = names
         out = dict(body)
-        for k in ("from_version", "to_version", "version"):
-            if version and out.get(k) == version:
-                out[k] = ""
+        for version, digest in (
+            ("from_version", "from_digest"),
+            ("to_version", "to_digest"),
+            ("version", "digest"),
+        ):
+            if out.get(digest) == former:
+                out[digest] = ""
+                if version in out:
+                    out[version] = ""
         for k in ("package",):
             v = out.get(k)
             if (

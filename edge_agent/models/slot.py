@@ -518,6 +518,8 @@ class ModelSlot:
             to_version=to_v,
             reason=reason,
             digest=cand.digest if cand else None,
+            from_digest=cand.digest if cand else None,
+            to_digest=prev.digest if prev else None,
         )
         await asyncio.to_thread(self.store.told, ar.candidate)
         log.warning("slot %s: %s: restored %s in place of %s", self.name, reason, to_v, from_v)
@@ -849,7 +851,12 @@ class ModelSlot:
         old = self._active
         from_v = old.manifest.version if old else None
         self.state = "verifying"
-        self._event(EventKind.SWAP_STARTED, package=str(pkg), from_version=from_v)
+        self._event(
+            EventKind.SWAP_STARTED,
+            package=str(pkg),
+            from_version=from_v,
+            from_digest=old.opened.digest if old else None,
+        )
         try:
             opened = await asyncio.to_thread(self._install, Path(pkg))
         except PackageError as exc:
@@ -947,6 +954,8 @@ class ModelSlot:
             EventKind.SWAPPED,
             from_version=from_v,
             to_version=to_v,
+            from_digest=old.opened.digest if old else None,
+            to_digest=new.opened.digest,
             engine=new.engine.name,
             form=new.engine.form,
             selection=new.selection.summary() if new.selection else None,
@@ -1056,6 +1065,7 @@ class ModelSlot:
             reason=reason,
             from_version=from_v,
             to_version=to_v,
+            from_digest=self.digest,  # (the model that serves on: the refused one never switched in)
             package=str(package),
         )
         if to_v is not None:
@@ -1122,7 +1132,12 @@ class ModelSlot:
                     await self._prune()
                     self.state = "active"  # (a swap under way sets its own state: it read active mid-swap)
                 self._previous = None  # freed once no in-flight inference holds it
-                self._event(EventKind.SWAP_KEPT, version=new.manifest.version, inferences=new.health.n)
+                self._event(
+                    EventKind.SWAP_KEPT,
+                    version=new.manifest.version,
+                    inferences=new.health.n,
+                    digest=new.opened.digest,
+                )
                 return
 
     async def rollback(self, reason: str, candidate: _Active | None = None) -> SwapOutcome:
@@ -1170,6 +1185,8 @@ class ModelSlot:
                 from_version=new.manifest.version,
                 to_version=old.manifest.version,
                 reason=reason,
+                from_digest=new.opened.digest,
+                to_digest=old.opened.digest,
             )
             # told: a restart that finds this rollback unrecorded in state.json (a full disk) tells no second one
             await asyncio.to_thread(self.store.told, new.opened.root.name)

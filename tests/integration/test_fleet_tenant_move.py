@@ -661,3 +661,44 @@ def test_the_store_a_move_held_outlives_later_restarts_under_a_smaller_budget(tm
             ob.close()
         assert [(f["tenant"], f["records"]) for f in held["files"]] == [("acme", 1500)], (start, held)
         assert not held["dropped"], (start, held)
+
+
+async def test_the_new_tenants_own_version_of_the_same_number_is_named_in_swap_events(tmp_path):
+    """Moved from acme to beta, the gateway swaps acme's model (acme-secret-check 3.7.1) for beta's own package of
+    the same version number (beta-own-check 3.7.1). acme's version is blanked in the swap's events, beta's is named:
+    the blanking matched the version's text, and beta's own 3.7.1 (``to_version``) was blanked too."""
+    from protocols.events import EventKind
+    from tests.support.models import make_keypair, make_package
+
+    agent, srv = _camera_gateway(
+        tmp_path, {"acme": ("acme-secret-check", "3.7.1"), "beta": ("acme-secret-check", "3.7.1")}
+    )
+    key, _ = make_keypair(tmp_path / "keys")
+    own = make_package(tmp_path / "pkg-beta", kind="vision", version="3.7.1", name="beta-own-check", key=key)
+    a = agent("acme")
+    await a.start()
+    await a.stop()
+    await srv.start()
+    try:
+        b = agent("beta")
+        await b.start()
+        try:
+            acme_digest = b.slots["vision"].digest
+            outcome = await b.slots["vision"].swap(own, watch=False)
+            assert outcome.ok, outcome
+
+            def swapped() -> list[dict]:
+                return [
+                    r["payload"]
+                    for r in srv.store.records("gw1", kind="event", tenant="beta")
+                    if r["payload"].get("kind") == EventKind.SWAPPED.value
+                ]
+
+            await waits.until(lambda: swapped(), what="beta to get the swap's event")
+        finally:
+            await b.stop()
+        (evt,) = swapped()
+        assert evt["to_version"] == "3.7.1" and evt["from_version"] == "", evt  # beta's named, acme's blanked
+        assert acme_digest not in json.dumps(evt) and "acme-secret" not in json.dumps(evt), evt
+    finally:
+        await srv.stop()
