@@ -6,46 +6,21 @@
 
 Each ``bench/<name>.py`` runs as ``python -m bench.<name>`` in its own process (so one bench's
 imports and threads do not colour another's), writes ``bench/out/<name>.json`` and ``.md``.
-RESULTS.md records the machine it ran on; medians and ratios come from the benches themselves.
+RESULTS.md records the machine it was assembled on, and every bench's own section the machine it ran on
+(``bench/_machine.py``); medians and ratios come from the benches themselves.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
+from bench._machine import machine_line
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
-
-
-def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    versions = []
-    for mod in ("numpy", "onnxruntime", "openvino", "asyncua", "paho.mqtt", "grpc", "cv2", "torch"):
-        try:
-            m = __import__(mod, fromlist=["__version__"])
-            versions.append(f"{mod} {getattr(m, '__version__', '?')}")
-        except Exception:
-            pass
-    from model_packager.cpu import cpu_flags
-
-    return (
-        f"{cpu} (CPU flags: {' '.join(cpu_flags()) or 'not read'}), {os.cpu_count()} cores, {mem_gib:.0f} GiB, "
-        f"{platform.system()} {platform.release()}, Python {platform.python_version()}; "
-        + ", ".join(versions)
-    )
 
 
 def benches() -> list[str]:
@@ -56,7 +31,7 @@ def assemble() -> Path:
     parts = [
         "# Benchmark results",
         "",
-        f"Machine: {_machine()}",
+        machine_line(),
         f"Assembled: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} by `python -m bench`.",
         "Every figure is a median over repeated runs; every ratio is against a baseline measured in",
         "the same run (see each section). Absolute times on these shared machines vary by ~30%.",

@@ -307,9 +307,11 @@ def main(argv: list[str] | None = None) -> int:
             loop.call_soon_threadsafe(loop.stop)
             camera.stop()
             broker.stop()
+    from bench._machine import machine, machine_line
+
     OUT.mkdir(exist_ok=True)
     (OUT / "agent_footprint_bench.json").write_text(
-        json.dumps({"bench": "agent_footprint", "rows": rows}, indent=2)
+        json.dumps({"bench": "agent_footprint", "machine": machine(), "rows": rows}, indent=2)
     )
     md = [
         f"### Agent footprint per config shape: `edge-agent run` process, own VmHWM after {a.steady_s:.0f} s of "
@@ -340,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         "cores. The first-result time includes the interpreter, imports and config (from the spawn); "
         f"it scales with the machine's load (1-min load average during this run: {min(loads):.1f} to "
         f"{max(loads):.1f} on {os.cpu_count()} cores), the peak RSS hardly does.",
+        "",
+        machine_line(),
     ]
     (OUT / "agent_footprint_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

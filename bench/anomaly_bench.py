@@ -140,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
                     json.dumps({k: v for k, v in rows[-1].items() if k != "int8"}, default=float),
                     file=sys.stderr,
                 )
+    from bench._machine import machine, machine_line
+
     OUT.mkdir(exist_ok=True)
-    (OUT / "anomaly_bench.json").write_text(json.dumps(rows, indent=1, default=float))
+    (OUT / "anomaly_bench.json").write_text(
+        json.dumps({"machine": machine(), "rows": rows}, indent=1, default=float)
+    )
     kinds = sorted({k[6:] for r in rows for k in r if k.startswith("auroc_")})
     md = [
         "### Anomaly family (good images only): image AUROC and heat-map localisation, default features vs "
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['ng_recall']:.2f} | {r['ok_rejected']:.1%} | {r['map_hit_rate']:.2f} | {r['seconds']:.0f} | "
             f"{r['latency_ms_1t']:.1f} |"
         )
+    md += ["", machine_line()]
     (OUT / "anomaly_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     default = {r["dataset"]: r for r in rows if r["features"] == "texture+context"}

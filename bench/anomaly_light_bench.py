@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unsure-only", action="store_true", help="the UNSURE check alone: no model fitted")
     ap.add_argument("--tag", default="")
     a = ap.parse_args(argv)
-    from model_packager.cpu import cpu_flags
+    from bench._machine import machine, machine_line
 
     rows = []
     with tempfile.TemporaryDirectory() as td:
@@ -306,10 +306,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows += run(gen, seed, a.good, a.test, a.variants, not a.untiled, Path(td), not a.unsure_only)
     OUT.mkdir(exist_ok=True)
     name = f"anomaly_light_bench{a.tag}"
-    (OUT / f"{name}.json").write_text(json.dumps(rows, indent=1))
+    (OUT / f"{name}.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
     cols = [*LIGHTS, "native"]
     md = [
-        f"{time.strftime('%Y-%m-%d')}; CPU flags: {' '.join(cpu_flags())}; `.venv/bin/python -m "
+        f"{time.strftime('%Y-%m-%d')}; {machine_line()}; `.venv/bin/python -m "
         f"bench.anomaly_light_bench {' '.join(sys.argv[1:] if argv is None else argv)}`",
         "",
         "| frames | seed | model | variant | image AUROC | AUROC vs relit good | NG recall @thr | good rejected | "

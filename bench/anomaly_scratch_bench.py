@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "--test", type=int, default=20, help="held-out frames of each: good, shifted light, scratched"
     )
     a = ap.parse_args(argv)
-    from model_packager.cpu import cpu_flags
+    from bench._machine import machine, machine_line
 
     rows = []
     with tempfile.TemporaryDirectory() as td:
@@ -218,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
             rows += run(kind, a.seed, a.good, a.test, Path(td))
     OUT.mkdir(exist_ok=True)
     name = f"anomaly_scratch_bench-{a.seed}"
-    (OUT / f"{name}.json").write_text(json.dumps(rows, indent=1))
+    (OUT / f"{name}.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
     md = [
         "### Thin scratches on 1280x1024 machined faces, 5x4 tiles of 224 px (bench/anomaly_scratch_bench.py)",
         "",
-        f"{time.strftime('%Y-%m-%d')}; CPU flags: {' '.join(cpu_flags())}; `.venv/bin/python -m bench.anomaly_scratch_bench "
+        f"{time.strftime('%Y-%m-%d')}; {machine_line()}; `.venv/bin/python -m bench.anomaly_scratch_bench "
         f"--kinds {' '.join(a.kinds)} --seed {a.seed} --good {a.good} --test {a.test}`. Frame ms: median per frame "
         "of the fitted model's features and distances in torch (2 threads), not the agent's ONNX session.",
         "",

@@ -106,7 +106,7 @@ def judge(pkg: Path, pub: Path, frames, tmp: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model_packager.cpu import cpu_flags
+    from bench._machine import machine, machine_line
 
     ap = argparse.ArgumentParser(prog="bench.anomaly_tiles_bench")
     ap.add_argument("--good", type=int, default=60)
@@ -163,12 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(r)
             print(json.dumps(r, default=float), file=sys.stderr)
     OUT.mkdir(exist_ok=True)
-    (OUT / f"anomaly_tiles_bench-{a.kind}-{seed}.json").write_text(json.dumps(rows, indent=1, default=float))
+    (OUT / f"anomaly_tiles_bench-{a.kind}-{seed}.json").write_text(
+        json.dumps({"machine": machine(), "rows": rows}, indent=1, default=float)
+    )
     kinds = sorted({k for r in rows for k in r["per_kind"]})
     md = [
         f"### Anomaly family on {W}x{H} frames ({a.kind}): small defects, whole frame / --roi / --size / --tiles",
         "",
-        f"{time.strftime('%Y-%m-%d')}; CPU flags: {' '.join(cpu_flags())}; `.venv/bin/python -m bench.anomaly_tiles_bench "
+        f"{time.strftime('%Y-%m-%d')}; {machine_line()}; `.venv/bin/python -m bench.anomaly_tiles_bench "
         f"--kind {a.kind} --good {a.good} --test {a.test} --seed {seed}`. {a.good} good training frames "
         f"(bracket_frames {a.kind}, seed {seed}); "
         f"{a.test} good + {a.test} defective held-out frames (2-3 px scratch, few-px stain, few-px chip). Each "

@@ -170,6 +170,7 @@ def cpu_main(a) -> int:
     import sys
     import tempfile
 
+    from bench._machine import machine, machine_line
     from model_packager.cpu import cpu_flags
     from tests.support.models import make_keypair, make_package
     from tests.support.peers import free_port
@@ -226,6 +227,7 @@ def cpu_main(a) -> int:
         "runs": runs,
         "cpu": platform.processor() or platform.machine(),
         "flags": flags,
+        "machine": machine(),
         "former_cpu_median": med("former", "cpu_s_per_s"),
         "taken_cpu_median": med("taken", "cpu_s_per_s"),
     }
@@ -250,6 +252,7 @@ def cpu_main(a) -> int:
         )
     md.append("")
     md.append(f"Ratio now / former CPU: {res['taken_cpu_median'] / res['former_cpu_median']:.2f}")
+    md += ["", machine_line()]
     (OUT / "camera_cpu_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
@@ -281,8 +284,11 @@ def main(argv: list[str] | None = None) -> int:
             d.append(asyncio.run(adapter(server.url, a.frames)))
     finally:
         server.stop()
+    from bench._machine import machine, machine_line
+
     res = {
         "bench": "camera",
+        "machine": machine(),
         "frames": a.frames,
         "runs": a.runs,
         "size": a.size,
@@ -301,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|---:|",
         f"| {a.size}x{a.size} JPEG | {res['bare_fps_median']:.0f} | {res['adapter_fps_median']:.0f} | "
         f"{res['ratio']:.2f} |",
+        "",
+        machine_line(),
     ]
     (OUT / "camera_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

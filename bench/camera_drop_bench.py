@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench._machine import machine, machine_line
 from devices.camera.capture import _fingerprint
 from model_packager.cpu import cpu_flags
 from protocols.image_complete import cut_short
@@ -113,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             )
     flags = " ".join(cpu_flags())
     OUT.mkdir(exist_ok=True)
-    (OUT / "camera_drop_bench.json").write_text(json.dumps({"cpu_flags": flags, "rows": rows}, indent=1))
-    print(f"CPU flags: {flags}\n")
+    (OUT / "camera_drop_bench.json").write_text(
+        json.dumps({"cpu_flags": flags, "machine": machine(), "rows": rows}, indent=1)
+    )
+    print(f"{machine_line()}\n")
     print(
         "| image | bytes | former check µs | now check µs | now, cut in half µs | fingerprint µs "
         "| CRC-32 of all µs | read µs | decode µs | added (check + fingerprint) / decode |"

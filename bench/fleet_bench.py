@@ -168,8 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     for n in a.agents:
         with tempfile.TemporaryDirectory() as tmp:
             rows.append(asyncio.run(run_fleet(n, a.seconds, a.period, Path(tmp))))
+    from bench._machine import machine, machine_line
+
     OUT.mkdir(exist_ok=True)
-    (OUT / "fleet_bench.json").write_text(json.dumps({"bench": "fleet", "rows": rows}, indent=2))
+    (OUT / "fleet_bench.json").write_text(
+        json.dumps({"bench": "fleet", "machine": machine(), "rows": rows}, indent=2)
+    )
     md = [
         f"### Fleet service scale: one `cloud-trainer serve`, N agents heartbeating every {a.period:g} s "
         "(clients in one process on the same 2 cores)",
@@ -187,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         "First bottleneck: the server is a single Python process whose heartbeat handler writes the agent's "
         "state to SQLite with synchronous=FULL on every call; the simulated clients share the same 2 cores, so "
         "the latency above includes their own scheduling.",
+        "",
+        machine_line(),
     ]
     (OUT / "fleet_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

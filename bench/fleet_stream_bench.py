@@ -620,9 +620,11 @@ def fresh_database(server: str, name: str) -> str:
 
 def write(rows: list[dict], a) -> None:
     """JSON and the markdown table, after every row (a later size that fails keeps the earlier ones)."""
+    from bench._machine import machine, machine_line
+
     OUT.mkdir(exist_ok=True)
     (OUT / "fleet_stream_bench.json").write_text(
-        json.dumps({"bench": "fleet_stream", "rows": rows}, indent=2)
+        json.dumps({"bench": "fleet_stream", "machine": machine(), "rows": rows}, indent=2)
     )
     md = [
         f"### Fleet protocol at scale: {a.replicas} `cloud-trainer serve` process(es) on {a.store}, N agents "
@@ -652,6 +654,7 @@ def write(rows: list[dict], a) -> None:
             f"{r['server_cpu_pct']:.1f} | {r['server_cpu_ms_per_agent_per_min']:.2f} | {reach} | "
             f"{r['server_rss_mb']:.0f} | {r['load_avg'][0]}-{r['load_avg'][1]} |"
         )
+    md += ["", machine_line()]
     (OUT / "fleet_stream_bench.md").write_text("\n".join(md) + "\n")
 
 

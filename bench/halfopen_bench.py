@@ -297,6 +297,7 @@ async def run(a) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench._machine import machine, machine_line
     from model_packager.cpu import cpu_flags
 
     ap = argparse.ArgumentParser(prog="python -m bench.halfopen_bench")
@@ -308,7 +309,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     rows = asyncio.run(run(a))
     flags = " ".join(cpu_flags())
-    result = {"bench": "halfopen_bench", "runs": a.runs, "cpu_flags": flags, "rows": rows}
+    result = {
+        "bench": "halfopen_bench",
+        "runs": a.runs,
+        "cpu_flags": flags,
+        "machine": machine(),
+        "rows": rows,
+    }
     OUT.mkdir(exist_ok=True)
     (OUT / "halfopen_bench.json").write_text(json.dumps(result, indent=2))
     lines = [
@@ -322,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         former = f"{f:.1f}" if r["former_s"] else "—"
         ratio = f"{m / f:.2f}" if r["former_s"] and f == f and f else "—"
         lines.append(f"| {name} | {r['setting']} | {former} | {m:.1f} | {ratio} |")
+    lines += ["", machine_line()]
     md = "\n".join(lines) + "\n"
     (OUT / "halfopen_bench.md").write_text(md)
     print(md)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench._machine import machine, machine_line
 from model_packager.cpu import cpu_flags
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         b = bomb(Path(t))
     res = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "cpu_flags": " ".join(cpu_flags()),
         "load_before": load,
         "load_after": os.getloadavg()[0],
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(exist_ok=True)
     (OUT / "image_header.json").write_text(json.dumps(res, indent=1))
     lines = [
-        f"Measured {res['when']}, {res['machine']}, CPU flags {res['cpu_flags']}; 1-min load average "
+        f"Measured {res['when']}; 1-min load average "
         f"{load:.1f} before, {res['load_after']:.1f} after. {a.n} calls of each kind per image.",
         "",
         "| image | file bytes | bare `cv2.imdecode` p50 µs | `decode_image` p50 µs | ratio |",
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in ("bare", "checked"):
         m = b[mode]
         lines.append(f"| {mode} | {m['seconds']:.2f} | {m['peak_rss_mb']:.0f} | {m['outcome']} |")
+    lines += ["", machine_line()]
     text = "\n".join(lines)
     (OUT / "image_header.md").write_text(text + "\n")
     print(text)

@@ -333,6 +333,7 @@ def in_inference_thread(fn, *args):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench._machine import machine, machine_line
     from model_packager.cpu import cpu_flags
 
     ap = argparse.ArgumentParser()
@@ -390,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         "uint8 input: pixels_in)",
         "frame": "640x480 BGR uint8",
         "cpu_flags": " ".join(cpu_flags()),
+        "machine": machine(),
         "cpu_count": os.cpu_count(),
         "load_1min_before": load_before,
         "load_1min_after": load_after,
@@ -424,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['infer_unsure_cpu_p50_us']:.0f} | **{r['infer_cpu_ratio_p50']:.3f}** / "
             f"{r['infer_unsure_cpu_ratio_p50']:.3f} | {r['copy_p50_us']:.0f} |"
         )
+    md += ["", machine_line()]
     (OUT / "inference_224_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

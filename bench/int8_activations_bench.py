@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=400)
     a = ap.parse_args(argv)
+    from bench._machine import machine, machine_line
     from cloud_trainer.train import onnx_tools
     from model_packager.cpu import cpu_flags
     from model_packager.runtimes import load, ort_session, ov_compile
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {
         "bench": "int8_activations",
         "cpu_flags": " ".join(cpu_flags()),
+        "machine": machine(),
         "cpu_count": os.cpu_count(),
         "load_1min_before": load_before,
         "load_1min_after": load_after,
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['model']} | {r['engine']} | {r['form']} | {r['p50_ms']:.2f} | {r['vs_fp32']:.2f} | "
             f"{r['max_dev_rel']:.4f} | {r['top_differs']:.2f} |"
         )
+    md += ["", machine_line()]
     (OUT / "int8_activations_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

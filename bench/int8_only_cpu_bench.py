@@ -185,6 +185,7 @@ def main() -> None:
     if shutil.which("qemu-x86_64") is None:
         sys.exit("qemu-user is not installed (make setup installs it)")
     sys.path.insert(0, str(ROOT))
+    from bench._machine import machine, machine_line
     from model_packager.cpu import cpu_flags
     from tests.support.models import make_keypair
 
@@ -214,8 +215,10 @@ def main() -> None:
         sys.exit(proc.stderr[-3000:])
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["built_on"] = list(cpu_flags())
+    out["machine"] = machine()  # the machine the packages were built on (the judging CPU is qemu's)
     OUT.mkdir(exist_ok=True)
     (OUT / "int8_only_cpu.json").write_text(json.dumps(out, indent=1))
+    print(machine_line())
     print(
         f"built on: {' '.join(out['built_on'])}; judged under qemu -cpu {a.cpu}: {' '.join(out['cpu_flags'])}\n"
     )

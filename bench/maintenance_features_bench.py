@@ -110,8 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append(
                 f"| {fs} | {case} | {m['fault_accuracy']:.3f} | {m['anomaly_auroc']:.3f} | {m['windows']} |"
             )
+    from bench._machine import machine, machine_line
+
     report = {
         "bench": "maintenance_features",
+        "machine": machine(),
         "train_machines": train_seeds,
         "test_machines": test_seeds,
         "windows_train": int(len(train.fault)),
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"| condition / bands | {case} | {c['fault_accuracy'] / max(b['fault_accuracy'], 1e-9):.2f}x | "
             f"{c['anomaly_auroc'] / max(b['anomaly_auroc'], 1e-9):.2f}x | |"
         )
+    md += ["", machine_line()]
     (a.out / "maintenance_features.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return report

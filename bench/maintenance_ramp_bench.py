@@ -128,11 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-tag", action="store_true", help="no speed tag: the speed found in the spectrum")
     p.add_argument("--json", help="also write the runs here")
     a = p.parse_args(argv)
+    from bench._machine import machine, machine_line
+
+    print(machine_line(), flush=True)
     t0 = time.perf_counter()
     rows = [run(k, s, not a.no_tag) for k in a.kinds for s in a.seeds]
     if a.json:
         with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+            json.dump({"machine": machine(), "rows": rows}, fh, indent=1)
     print(
         f"speed tag: {not a.no_tag}; baseline takes window times: {SPANS}; {time.perf_counter() - t0:.0f} s"
     )

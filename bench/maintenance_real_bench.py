@@ -334,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         print(name, json.dumps(report["cases"][name], indent=None)[:400], flush=True)
     report["life_synthetic"] = life_synthetic()
     report["seconds"] = round(time.time() - t0, 1)
+    from bench._machine import machine, machine_line
+
+    report["machine"] = machine()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "maintenance_real_bench.json").write_text(json.dumps(report, indent=2))
@@ -371,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{m['linear']:.0f} | {m['history+trend'] / m['constant']:.3f} | | {pct(c['interval_coverage'])} / - | "
             f"{c['trend_weight']:.2f} | |"
         )
-    lines += [""] + life_lines
+    lines += [""] + life_lines + ["", machine_line()]
     (out / "maintenance_real_bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"{report['seconds']} s")

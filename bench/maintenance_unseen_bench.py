@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
-import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -35,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench._machine import machine, machine_line
 from bench._unseen_machines import FAULTS, KINDS, MACHINES, STATE_KINDS
 from edge_agent.maintenance import sensor
 from edge_agent.maintenance.settings import BaselineSettings, BearingSettings, ProcessState
@@ -184,17 +183,6 @@ def _run(args: tuple) -> dict:
     return run(kind, seed, days, commission_s, state_kinds, **extra)
 
 
-def cpu() -> str:
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return platform.processor()
-    model = re.search(r"model name\s*:\s*(.*)", text)
-    from model_packager.cpu import cpu_flags
-
-    return f"{model.group(1) if model else '?'}; {' '.join(cpu_flags())}"
-
-
 def table(rows: list[dict]) -> str:
     out = [
         "| machine | seed | speed (found) | alarms/day | NG h/day | UNSURE | why not OK (windows) | "
@@ -245,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with ProcessPoolExecutor(a.workers) as ex:
         rows = list(ex.map(_run, jobs))
-    res = {"cpu": cpu(), "seconds": round(time.perf_counter() - t0, 1), "machines": rows}
+    res = {"machine": machine(), "seconds": round(time.perf_counter() - t0, 1), "machines": rows}
     eps = [r["episodes_per_day"] for r in rows]
     res["median_alarms_per_day"] = float(np.median(eps))
     res["total_alarms_per_machine_day"] = round(sum(eps) / len(eps), 2)
@@ -264,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         [
             "### Maintenance baseline on machine kinds no generator here made (`bench/maintenance_unseen_bench.py`)",
             "",
-            f"CPU: {res['cpu']}; seeds {' '.join(map(str, a.seeds))}; {res['seconds']} s.",
+            f"Seeds {' '.join(map(str, a.seeds))}; {res['seconds']} s.",
+            "",
+            machine_line(),
             "",
             table(rows),
             "",

@@ -464,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         "--consumer-us", type=float, default=20.0, help="the flood phase's consumer's cost a reading"
     )
     a = ap.parse_args(argv)
+    from bench._machine import machine, machine_line
     from model_packager.cpu import cpu_flags
 
     bare, adapter, former, on_receipt = [], [], [], []
@@ -499,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "name": "mqtt_ingest",
         "cpu_flags": " ".join(cpu_flags()),
+        "machine": machine(),
         "messages_per_run": a.messages,
         "runs": a.runs,
         "bare_paho_msgs_per_s": bare,
@@ -560,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{flood_median(kind, 'quiet_wait_max_ms')} | {flood_median(kind, 'received'):,.0f} | "
                 f"{flood_median(kind, 'dropped'):,.0f} ({flood_median(kind, 'dropped_quiet'):.0f}) |\n"
             )
-    md += f"\nCPU flags: {result['cpu_flags']}\n"
+    md += f"\n{machine_line()}\n"
     (OUT / "mqtt_bench.md").write_text(md)
     print(md)
     return 0

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from bench._machine import machine, machine_line
 from model_packager.cpu import cpu_flags
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     res = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "cpu_flags": " ".join(cpu_flags()),
         "load_before": load,
         "load_after": os.getloadavg()[0],
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(exist_ok=True)
     (OUT / "onnx_export_bench.json").write_text(json.dumps(res, indent=1))
     lines = [
-        f"Measured {res['when']}, {res['machine']}, CPU flags {res['cpu_flags']}; 1-min load average {load:.1f} "
+        f"Measured {res['when']}; 1-min load average {load:.1f} "
         f"before, {res['load_after']:.1f} after. {a.repeats} exports of each kind per model, alternating.",
         "",
         "| model | `export` first s | `export` later (median) s | dynamo first s | dynamo later (median) s | "
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['model']} | {r['new_first_s']:.2f} | {r['new_later_median_s']:.2f} | {r['old_first_s']:.2f} | "
             f"{r['old_later_median_s']:.2f} | **{r['new_later_median_s'] / r['old_later_median_s']:.3f}** |"
         )
+    lines += ["", machine_line()]
     (OUT / "onnx_export_bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

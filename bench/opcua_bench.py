@@ -160,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     mb, mo = statistics.median(bare), statistics.median(ours)
     cb, co = statistics.median(bare_cpu), statistics.median(our_cpu)
     offered = a.vars * a.hz
+    from bench._machine import machine, machine_line
+
     result = {
         "bench": "opcua_bench",
+        "machine": machine(),
         "vars": a.vars,
         "hz": a.hz,
         "seconds": a.seconds,
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| bare asyncua subscription (count only) | {mb:,.0f} | {cb:.1f} | {a.runs} |\n"
         f"| OpcUaSource → Reading → items() | {mo:,.0f} | {co:.1f} | {a.runs} |\n\n"
         f"Throughput ratio adapter/bare: **{mo / mb:.2f}** (target ≥ 0.80); client CPU ratio: {co / cb:.2f}; "
-        f"adapter drops: {dropped}.\n"
+        f"adapter drops: {dropped}.\n\n{machine_line()}\n"
     )
     (OUT / "opcua_bench.md").write_text(md)
     print(md)

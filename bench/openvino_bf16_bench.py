@@ -124,6 +124,7 @@ def compare(name: str, opened, feeds: list[dict], repeats: int) -> list[dict]:
 def main() -> None:
     import cv2
 
+    from bench._machine import machine, machine_line
     from model_packager import load_trusted_keys, open_package
     from model_packager.cpu import cpu_flags
     from model_packager.preprocess import image_tensor, signal_features
@@ -173,6 +174,7 @@ def main() -> None:
 
     flags = " ".join(cpu_flags())
     default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    print(machine_line())
     print(
         f"{platform.machine()}, CPU flags: {flags}; OpenVINO {ov.__version__.split('-')[0]} default precision {default}"
     )
@@ -188,7 +190,11 @@ def main() -> None:
             f"{r['max_heatmap_diff']:.2g} | {r['p50_ms']:.3f} |"
         )
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"cpu_flags": flags, "openvino_default": default, "rows": rows}, indent=1))
+    a.out.write_text(
+        json.dumps(
+            {"cpu_flags": flags, "machine": machine(), "openvino_default": default, "rows": rows}, indent=1
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -236,17 +236,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outage-s", type=float, default=60.0)
     ap.add_argument("--only-outage", action="store_true", help="run only the disk-budget row")
     a = ap.parse_args(argv)
+    from bench._machine import machine, machine_line
     from tests.support.fleet import make_pki
 
     if a.only_outage:
         with tempfile.TemporaryDirectory() as tmp_s:
             o = outage_disk(Path(tmp_s), a.outage_s)
         OUT.mkdir(exist_ok=True)
-        (OUT / "outbox_outage.json").write_text(json.dumps(o, indent=2))
+        (OUT / "outbox_outage.json").write_text(json.dumps({"machine": machine(), **o}, indent=2))
         print("| measure | ours | baseline | ratio |\n|---|---:|---:|---:|\n" + outage_row(o))
+        print(f"\n{machine_line()}")
         return 0
 
-    res: dict = {"bench": "outbox", "records": a.records}
+    res: dict = {"bench": "outbox", "machine": machine(), "records": a.records}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         pki = make_pki(tmp / "pki")
@@ -304,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         "Baselines do the same JSON encoding. The bench's result records are synthetic and repetitive, so they "
         "compress better than real traffic would; the outbox's cost over raw SQLite is its writer-thread "
         "hand-over and per-record sequence bookkeeping.",
+        "",
+        machine_line(),
     ]
     (OUT / "outbox_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

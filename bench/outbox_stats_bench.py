@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         ob.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    from bench._machine import machine, machine_line
+
     res = {
+        "machine": machine(),
         "records": n,
         "stats_ms": statistics.median(stats_s) * 1e3,
         "group_by_ms": statistics.median(group_s) * 1e3,
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| stats() | {res['stats_ms']:.3f} ms | GROUP BY {res['group_by_ms']:.1f} ms | {res['ratio']:.0f}x |\n"
         f"| CPU while idle | {idle * 100:.1f}% of a core | | |\n"
         f"| CPU at ~100 appends/s | {steady * 100:.1f}% of a core | | |\n"
+        f"\n{machine_line()}\n"
     )
     (OUT / "outbox_stats_bench.md").write_text(md)
     print(md)

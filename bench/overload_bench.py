@@ -260,9 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cycles", type=int, default=6, help="trips (and resets) per rule per phase")
     ap.add_argument("--give-up-s", type=float, default=10.0)
     a = ap.parse_args(argv)
+    from bench._machine import machine, machine_line
     from model_packager.cpu import cpu_flags
 
-    result = {"name": "overload", "cpu_flags": " ".join(cpu_flags()), **asyncio.run(run(a)), **hot_path()}
+    result = {
+        "name": "overload",
+        "cpu_flags": " ".join(cpu_flags()),
+        "machine": machine(),
+        **asyncio.run(run(a)),
+        **hot_path(),
+    }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "overload_bench.json").write_text(json.dumps(result, indent=2))
     base = result["phases"][0]
@@ -283,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         + f"\n\nHot path: the fan-out's yield {result['fan_out_yield_ns_per_item']} ns an item; the MQTT "
         f"hand-over's push (paho's thread) {result['push_new_room_ns']} ns against {result['push_former_room_ns']} "
         f"ns before with room (x{result['push_ratio_room']}), {result['push_new_full_ns']} against "
-        f"{result['push_former_full_ns']} ns full (x{result['push_ratio_full']}). CPU: {result['cpu_flags']}\n"
+        f"{result['push_former_full_ns']} ns full (x{result['push_ratio_full']}).\n\n{machine_line()}\n"
     )
     (OUT / "overload_bench.md").write_text(md)
     print(md)

@@ -131,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
                     "runs": args.runs,
                 }
             )
+    from bench._machine import machine, machine_line
+
     OUT.mkdir(exist_ok=True)
-    (OUT / "packager_bench.json").write_text(json.dumps({"bench": "packager", "rows": rows}, indent=2))
+    (OUT / "packager_bench.json").write_text(
+        json.dumps({"bench": "packager", "machine": machine(), "rows": rows}, indent=2)
+    )
     md = [
         "### Model packages: build / verify / open vs plain sha256 of the same bytes (medians)",
         "",
@@ -150,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Build includes the spec check and a golden run on ONNX Runtime; verify = signature + every "
         "hash and size; the graph check parses the ONNX model against the manifest; open also extracts; ratios are to sha256 of the same file read in the same run.",
+        "",
+        machine_line(),
     ]
     (OUT / "packager_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

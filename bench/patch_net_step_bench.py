@@ -14,6 +14,7 @@ import time
 
 
 def main() -> None:
+    from bench._machine import machine, machine_line
     from cloud_trainer.train import learned_patches as L
     from cloud_trainer.train import vision
     from tests.support.products import product
@@ -22,6 +23,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--frames", type=int, default=6)
     a = ap.parse_args()
+    print(machine_line(), flush=True)
     kinds = ["cap", "leather", "pcb"]
     frames = [product(kinds[i % 3], 3, i, size=(1944, 2592))[0] for i in range(a.frames)]
     pre = vision.preprocessing(128)
@@ -37,7 +39,7 @@ def main() -> None:
     print("| synthetic defects drawn on | s a step |\n|---|---:|")
     for k, v in out.items():
         print(f"| {k} | {v:.2f} |")
-    print(json.dumps({"frames": a.frames, "steps": a.steps, "seconds_a_step": out}))
+    print(json.dumps({"machine": machine(), "frames": a.frames, "steps": a.steps, "seconds_a_step": out}))
 
 
 if __name__ == "__main__":

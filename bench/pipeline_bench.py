@@ -230,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(throughput(sig, pub, tmp, "signal", 500)),
         ]
         st = [startup(vision, sig, pub, tmp, e) for e in ("onnxruntime", "openvino")]
-    res = {"bench": "pipeline", "per_inference": per, "throughput": tp, "startup": st}
+    from bench._machine import machine, machine_line
+
+    res = {"bench": "pipeline", "machine": machine(), "per_inference": per, "throughput": tp, "startup": st}
     OUT.mkdir(exist_ok=True)
     (OUT / "pipeline_bench.json").write_text(json.dumps(res, indent=2))
     md = [
@@ -267,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "Test models are tiny (tens of µs), so fixed per-call costs dominate; for real models "
         "(≈0.5 ms INT8 CNN, FIELD-NOTES) the same absolute overhead is a few percent."
     )
+    md += ["", machine_line()]
     (OUT / "pipeline_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -414,11 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--give-up-s", type=float, default=10.0)
     ap.add_argument("--label", default="", help="a name for this run in the output files")
     a = ap.parse_args(argv)
+    from bench._machine import machine, machine_line
     from model_packager.cpu import cpu_flags
 
     result = {
         "name": "saturated",
         "cpu_flags": " ".join(cpu_flags()),
+        "machine": machine(),
         "argv": sys.argv[1:],
         **asyncio.run(run(a)),
         "hot_path": hot_path(),
@@ -448,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; `nice -n 10 .venv/bin/python -m bench.saturated_bench "
         f"{' '.join(sys.argv[1:])}`; slot.infer {result['per_frame_ms']} ms a 640x480 frame (224-px MobileNetV2 "
         f"INT8, one thread); {a.cameras} cameras x {result['fps']} fps = {result['demand_cores']} cores of "
-        f"inference; CPU: {result['cpu_flags']}\n\n"
+        f"inference.\n\n{machine_line()}\n\n"
         "| phase | trip median ms | trip max ms | trips/lost | median / unloaded | heartbeat max gap s (500 ms) | "
         "/status median / max ms | loop lag max ms | RSS MB | per pipeline: results/items (drops, p50 ms) |\n"
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"

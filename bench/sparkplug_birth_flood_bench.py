@@ -87,6 +87,9 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--former", default=FORMER)
     a = ap.parse_args()
+    from bench._machine import machine_line
+
+    print(machine_line(), flush=True)
     former = _former(a.former)
     rows = []
     for kind in ("NBIRTH", "NDATA"):

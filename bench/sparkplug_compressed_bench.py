@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--bomb-mib", type=int, default=256)
     a = ap.parse_args()
+    from bench._machine import machine, machine_line
+
     raw = _birth(a.metrics)
     kinds = {
         "plain": raw,
@@ -114,6 +116,8 @@ def main() -> None:
         f"| bounded (this host) | {refused or 'read'} | {bounded_s * 1000:.1f} | {bounded_peak / 2**20:.1f} |",
         f"| inflated whole (no bound) | {whole >> 20} MiB held | {unbounded_s * 1000:.1f} | "
         f"{unbounded_peak / 2**20:.1f} |",
+        "",
+        machine_line(),
     ]
     md = "\n".join(lines) + "\n"
     print(md)
@@ -121,6 +125,7 @@ def main() -> None:
     (OUT / "sparkplug_compressed_bench.json").write_text(
         json.dumps(
             {
+                "machine": machine(),
                 "median_ms": med,
                 "bytes": {k: len(v) for k, v in kinds.items()},
                 "runs_s": times,

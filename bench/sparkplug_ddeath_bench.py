@@ -83,6 +83,9 @@ def main() -> None:
     ap.add_argument("--devices", type=int, nargs="+", default=[1000, 3000, 10000])
     ap.add_argument("--cases", nargs="+", default=["ddeath", "null_template", "node_null_template"])
     a = ap.parse_args()
+    from bench._machine import machine_line
+
+    print(machine_line(), flush=True)
     rows = []
     now = int(time.time() * 1000)
     for case in a.cases:

@@ -57,6 +57,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--devices", type=int, nargs="+", default=[1000, 3000, 10000])
     a = ap.parse_args()
+    from bench._machine import machine_line
+
+    print(machine_line(), flush=True)
     rows = []
     for n in a.devices:
         births = _births(n, a.metrics)

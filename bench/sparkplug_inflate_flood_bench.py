@@ -103,6 +103,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--many", type=int, default=5)
     a = ap.parse_args()
+    from bench._machine import machine_line
+
+    print(machine_line(), flush=True)
     msgs = [_ndata(s, 8 * 1024 * 1024 - 64) for s in range(1, 256)]
     calm = [_ndata(s, 64) for s in range(1, 256)]
     modes = {

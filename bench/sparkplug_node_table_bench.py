@@ -48,6 +48,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--messages", type=int, default=60_000)
     a = ap.parse_args()
+    from bench._machine import machine_line
+
+    print(machine_line(), flush=True)
     rows = []
     for table in (1_000, 10_000):
         ours = min(_per_message_us(table, OrderedDict, a.messages) for _ in range(a.runs))

@@ -104,6 +104,9 @@ def main() -> None:
     if a.one is not None:
         print(json.dumps(_run(a.one, a.rate, a.calm_rate, a.seconds)))
         return
+    from bench._machine import machine_line
+
+    print(machine_line(), flush=True)
 
     def former(storms: int) -> list[float]:
         args = [f"--rate={a.rate}", f"--calm-rate={a.calm_rate}", f"--seconds={a.seconds}", f"--one={storms}"]

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import importlib.util
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -201,8 +200,11 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=15)
     ap.add_argument("--former", default=FORMER)
     args = ap.parse_args()
+    from bench._machine import machine, machine_line
+
+    print(machine_line(), flush=True)
     res = asyncio.run(main_async(args))
-    res["machine"] = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
+    res["machine"] = machine()
     OUT.mkdir(exist_ok=True)
     (OUT / "stale_bench.json").write_text(json.dumps(res, indent=2))
     print("| path | µs per frame (median) | min | ratio to former |")

@@ -157,6 +157,9 @@ def main() -> None:
     ap.add_argument("--hold", type=float, default=15.0)
     ap.add_argument("--former", action="store_true")
     a = ap.parse_args()
+    from bench._machine import machine_line
+
+    print(machine_line(), flush=True)
     asyncio.run(run(a.calls, a.mb, a.hold, a.former))
 
 

@@ -99,6 +99,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--backlogs", default=f"64,{BoundedHTTPServer.request_queue_size}")
     a = ap.parse_args()
+    from bench._machine import machine, machine_line
+
     backlogs = [int(b) for b in a.backlogs.split(",")]
     results: dict[int, list[dict[str, float]]] = {b: [] for b in backlogs}
     for _ in range(a.runs):
@@ -118,11 +120,12 @@ def main() -> None:
             f"| {b} | {m['p50_ms']:.1f} | {m['p95_ms']:.1f} | {m['max_ms']:.0f} | {m['over_900ms']:.0f} | "
             f"{m['syn_retried']:.0f} | {m['answered_200']:.0f} | {m['answered_503']:.0f} |"
         )
+    lines += ["", machine_line()]
     md = "\n".join(lines) + "\n"
     print(md)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "status_backlog_bench.json").write_text(
-        json.dumps({"medians": medians, "runs": results}, indent=1)
+        json.dumps({"machine": machine(), "medians": medians, "runs": results}, indent=1)
     )
     (OUT / "status_backlog_bench.md").write_text(md)
 

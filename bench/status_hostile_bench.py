@@ -444,7 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config-patch", default="", help="JSON merged into the agent's http settings")
     p.add_argument("--out", type=Path, default=OUT / "status_hostile_bench.json")
     a = p.parse_args(argv)
-    got = asyncio.run(run(a))
+    from bench._machine import machine, machine_line
+
+    got = {"machine": machine(), **asyncio.run(run(a))}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(got, indent=1))
     keys = ["results_per_s", "heartbeat_max_gap_s", "trip_median_ms", "loop_lag_worst_ms", "legit_ok"]
@@ -456,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         "| phase | " + " | ".join(keys) + " |",
         "|" + " --- |" * (len(keys) + 1),
         *(f"| {ph['phase']} | " + " | ".join(str(ph[k]) for k in keys) + " |" for ph in got["phases"]),
+        "",
+        machine_line(),
     ]
     md = "\n".join(lines) + "\n"
     print(md)

@@ -160,8 +160,9 @@ async def run_case(
 def markdown(report: dict) -> str:
     lines = [
         f"fps {report['fps']}, {report['swaps']} swaps per engine choice, load average before "
-        f"{report['loadavg_before']}, after {report['loadavg_after']}, {os.cpu_count()} cores, "
-        f"CPU flags {' '.join(report['cpu_flags'])}",
+        f"{report['loadavg_before']}, after {report['loadavg_after']}, {os.cpu_count()} cores",
+        "",
+        f"Machine: {report['machine']}",
         "",
         "| engine (serving) | normal results/s (median) | during a swap (median) | ratio median (min) | "
         "swap s (median) | frames | missing seqs (in swap windows) | missing/s in swaps, outside | swaps ok |",
@@ -179,6 +180,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench._machine import machine
     from model_packager.cpu import cpu_flags
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "fps": args.fps,
         "swaps": args.swaps,
         "cpu_flags": list(cpu_flags()),
+        "machine": machine(),
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
         "cases": [],
     }

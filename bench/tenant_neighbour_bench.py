@@ -60,19 +60,6 @@ PACKAGE_BYTES = 64 * 1024 * 1024
 SLOW_RATE = 4 * 1024 * 1024  # bytes/s a slow disk gives the server
 
 
-def cpu() -> str:
-    from model_packager.cpu import cpu_flags
-
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?"
-    )
-    return f"{model}; {' '.join(cpu_flags()) or 'no flags read'}"
-
-
 def setup(tmp: Path) -> dict:
     from cloud_trainer.pki import ROLE_AGENT, init_ca, init_tenant, issue
     from cloud_trainer.registry import Registry
@@ -488,18 +475,20 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 sc, {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k != "rounds"}
             )
+    from bench._machine import machine, machine_line
+
     OUT.mkdir(exist_ok=True)
     result = {
         "bench": "tenant_neighbour",
         "label": a.label,
-        "cpu": cpu(),
+        "machine": machine(),
         "seconds": a.seconds,
         "rows": rows,
     }
     (OUT / "tenant_neighbour_bench.json").write_text(json.dumps(result, indent=2))
     md = [
         f"Tenant B's round trips (ms; medians of {a.rounds} rounds of {a.seconds:g} s; ratio: loaded / the same "
-        f"round's baseline) while tenant A loads the service. CPU: {result['cpu']}. {a.label}",
+        f"round's baseline) while tenant A loads the service. {a.label}",
         "",
         "| A's load | B heartbeat p50 | p99 (baseline) | p99 ratio | B stream ack p50 | p99 (baseline) | p99 ratio "
         "| B errors | server log lines | A's counts (last round) |",
@@ -512,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['ack_p99_ms']:.1f} ({r['ack_p99_ms_base']:.1f}) | {r['ack_p99_ms_ratio']:.1f}x | {r['b_errors']} | {r.get('server_log_lines', 0)} "
             f"| {', '.join(f'{k} {v}' for k, v in sorted(r['a_counts'].items()))} |"
         )
+    md += ["", machine_line()]
     (OUT / "tenant_neighbour_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -239,14 +239,6 @@ def run_row(agents: int, streams: int, mb: int, seconds: float, baseline_s: floa
         }
 
 
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "?"
-    return next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--noisy":
@@ -269,11 +261,14 @@ def main(argv: list[str] | None = None) -> int:
         r = run_row(agents, streams, a.mb, a.seconds, a.baseline_s)
         rows.append(r)
         print(json.dumps(r), flush=True)
+    from bench._machine import cpu_model, machine, machine_line
+
     OUT.mkdir(exist_ok=True)
     result = {
         "bench": "tenant_writer",
         "label": a.label,
         "cpu": cpu_model(),
+        "machine": machine(),
         "seconds": a.seconds,
         "rows": rows,
     }
@@ -299,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{cell(lo['stream_ack'])} | {cell(b['stream_ack'])} | {r['noisy']['batches']} | "
             f"{', '.join(f'{k} {v}' for k, v in {**refused, **lo['errors']}.items()) or '-'} |"
         )
+    md += ["", machine_line()]
     (OUT / "tenant_writer_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

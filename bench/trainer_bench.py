@@ -77,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
                         "int8_bytes": rep["sizes"]["int8_bytes"],
                     }
                 )
+    from bench._machine import machine, machine_line
+
     OUT.mkdir(exist_ok=True)
-    (OUT / "trainer_bench.json").write_text(json.dumps({"bench": "trainer", "rows": rows}, indent=2))
+    (OUT / "trainer_bench.json").write_text(
+        json.dumps({"bench": "trainer", "machine": machine(), "rows": rows}, indent=2)
+    )
     md = [
         "### Models: FP32 vs INT8, batch 1 (medians of 100 calls), accuracy of each form, training time",
         "",
@@ -98,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         "parameters), so fixed per-call costs weigh heavily: INT8 pays on OpenVINO for the CNN, while on ONNX "
         "Runtime its QDQ kernels roughly break even (0.85-1.3x across runs on this machine) and lose on the "
         "maintenance network. INT8 still shrinks the models 3x and keeps their accuracy.",
+        "",
+        machine_line(),
     ]
     (OUT / "trainer_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -24,6 +24,7 @@ import numpy as np
 
 
 def main() -> None:
+    from bench._machine import machine, machine_line
     from cloud_trainer.train import maintenance, onnx_tools
     from cloud_trainer.train.data import load_vibration
     from cloud_trainer.train.families import load_family
@@ -85,6 +86,7 @@ def main() -> None:
         rows.append({"set": name, "items": len(xs), "deviation": dev, "agreement": agree})
     lim = rep["int8_parity"]["limits"]
     flags = " ".join(cpu_flags())
+    print(machine_line())
     print(f"CPU flags: {flags}; threshold {rep['threshold']:.4g}; served: former int8, now {rep['served']}")
     outs = list(gdev)
     print("| set | items | decisions agree | " + " | ".join(f"INT8 {k} deviation" for k in outs) + " |")
@@ -112,6 +114,7 @@ def main() -> None:
         json.dumps(
             {
                 "cpu_flags": flags,
+                "machine": machine(),
                 "rows": rows,
                 "former_bounds": former,
                 "limits": lim,
