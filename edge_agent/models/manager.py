@@ -142,8 +142,12 @@ def _failed_in_store(slot, d) -> str | None:
     return printable(f"{why} (before the agent restarted)", 500)
 
 
-# gRPC codes after which the fleet said nothing about a package (the link, the server): ``_still_sent`` is not answered
+# gRPC codes after which the fleet said nothing about a package (the link, the server): ``_still_sent`` is not answered.
+# PERMISSION_DENIED too: the fleet answers it for a package no longer in this agent's desired state (a deployment
+# since, the same answer as an unknown digest), withdrawn or not: read as "still sent", the install asked about it
+# was settled healthy and its unasked note dropped; unknown, it is asked again later (while the slot serves it)
 _UNANSWERED = {
+    "PERMISSION_DENIED",
     "UNAVAILABLE",
     "DEADLINE_EXCEEDED",
     "CANCELLED",

@@ -454,3 +454,30 @@ async def test_a_withdrawal_whose_failure_the_fleet_has_not_heard_holds_across_a
         await until(lambda: version(gw1) == "1.0.0", what="gw1 back on 1.0.0")
     finally:
         await back.stop()
+
+
+async def test_a_recheck_the_fleet_answers_permission_denied_is_asked_again_not_read_as_still_sent(
+    fleet,  # noqa: F811
+    monkeypatch,
+    tmp_path,
+):
+    """While gw1 could not ask about 1.1.0, the admin deployed 1.3.0 to it (signed by a key gw1 does not trust: refused
+    at verify, 1.1.0 serves on) and withdrew 1.1.0. Asked again, the fleet answers PERMISSION_DENIED (1.1.0 is no longer in gw1's desired state),
+    which says nothing about a withdrawal. It was read as "the fleet still sends it": the note was dropped and the
+    withdrawn 1.1.0 confirmed healthy. Now it is unknown: asked again later, never confirmed healthy meanwhile."""
+    srv, agents, reg = fleet
+    mgr = agents["gw1"].manager
+    await _installed_while_the_fleet_is_gone(srv, reg, monkeypatch, then="1.3.0")
+    await until(lambda: version(agents["gw1"]) == "1.1.0", what="gw1 to install 1.1.0 unasked")
+    await until(lambda: agents["gw1"].slots["vision"].state == "active", what="1.1.0's health window to pass")
+    back = _fleet_again(srv, tmp_path)
+    await back.start()
+    try:
+        await until(  # (installed after the question about 1.1.0, in the same desired state)
+            lambda: any(s["step"] == "failed" and s["version"] == "1.3.0" for s in mgr.steps),
+            what="gw1 to refuse 1.3.0",
+        )
+        assert not any(s["step"] == "healthy" and s["version"] == "1.1.0" for s in mgr.steps), mgr.steps
+        assert "vision" in mgr._unasked()  # asked again at the next desired state
+    finally:
+        await back.stop()
