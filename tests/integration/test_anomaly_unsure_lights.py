@@ -87,6 +87,12 @@ def _build(plates, light: str) -> str:
     return A.build(s, log=lambda m: None)["package"]
 
 
+@pytest.fixture(scope="module")
+def linear(plates) -> str:
+    """The default (linear) build of ``plates``, made once for the tests that judge it."""
+    return _build(plates, "linear")
+
+
 async def _verdicts(package, pub, frames: dict[str, np.ndarray], data) -> dict[str, tuple[str, str]]:
     from devices.base import Frame
     from edge_agent.models.config import ModelConfig
@@ -143,13 +149,13 @@ async def test_a_build_for_other_light_serves_good_frames_under_it_and_stays_uns
         assert v == "UNSURE" and why.startswith(reason), (kind, got[kind])
 
 
-def test_a_default_build_stores_the_statistics_of_its_good_frames_alone(plates):
+def test_a_default_build_stores_the_statistics_of_its_good_frames_alone(plates, linear):
     # the default (linear) build's input statistics are those of before, value for value: the plain
     # training frames' (``inputstats.summarize`` / ``summarize_local`` of them, nothing else)
     from model_packager import load_trusted_keys, open_package
     from model_packager.inputstats import LOCAL_FILE, summarize, summarize_local
 
-    package = _build(plates, "linear")
+    package = linear
     ds = A.load_good(plates["data"], size=SIZE)
     assert A.stats_copies(ds.stats_images, A.AnomalySettings(*[plates["tmp"]] * 4)) == []
     opened = open_package(package, plates["tmp"] / "open", load_trusted_keys([plates["pub"]]))
@@ -231,13 +237,13 @@ async def test_a_default_build_says_unsure_for_a_board_under_a_dimmer_or_brighte
 
 
 async def test_a_default_build_says_unsure_for_good_plates_under_a_lamp_of_another_colour_not_ng(
-    plates, tmp_path
+    plates, linear, tmp_path
 ):
     # the whole-frame channel ratios mix the part's colours with the light's and allow 10 % at least: a lamp
     # whose channels moved 6-8 % passed them, and the model called 20-32 % of good plates NG under casts within
     # +-8 % a channel (docs/agent.md "Colour cast"). The package's ``shading`` now holds the training frames'
     # colour against their mean view of the same scene
-    package = _build({**plates, "tmp": tmp_path}, "linear")
+    package = linear
     good = [plate(91, i, None, SIZE)[0] for i in range(4)]
     gains = ((1.06, 1.0, 0.94), (0.94, 1.0, 1.06), (1.0, 0.93, 1.0), (1.0, 1.0, 1.08))
     frames = {f"own {i}": g for i, g in enumerate(good)}
