@@ -3,24 +3,16 @@ its tables: real SQLite files, a real child process killed with SIGKILL, every r
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-from pathlib import Path
+import json
 
 import pytest
 
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
-from tests.integration.test_outbox_store_faults import damage_index, fill_outbox
+from tests.integration.test_outbox_store_faults import fill_outbox
+from tests.support.outbox_kills import damage_index, killed_child
 
 KILLED_WITH_A_HALF_MADE_STORE = """
-import os, signal, sys, time
-sys.path.insert(0, sys.argv[2])
-import edge_agent.outbox.store as store
-from edge_agent.outbox.settings import OutboxSettings
-from tests.integration.test_outbox_store_faults import damage_index
-
 settings = OutboxSettings(commit_interval_ms=10, retention={})
 real_connect = store.Outbox._connect
 calls = [0]
@@ -30,7 +22,7 @@ def connect(self):  # the power is cut right after the new store's file was made
     db = real_connect(self)
     calls[0] += 1
     if calls[0] == 2:  # the first opened the store; the second made the new one after the move
-        os.kill(os.getpid(), signal.SIGKILL)
+        power_cut()
     return db
 
 
@@ -41,9 +33,7 @@ for i in range(1000):
     ob.append("result", {"i": i, "pad": "p" * 200})
 ob.flush()
 acked = [r.seq for r in ob.pending(100, 10**9)]
-damage_index(ob.path)
-ob.ack(acked)  # at the cloud; the DELETE meets the damage: the store is renewed while the agent runs
-time.sleep(60)
+renew_by_ack(ob, acked)  # at the cloud; the DELETE meets the damage: the store is renewed while the agent runs
 """
 
 
@@ -58,19 +48,7 @@ def test_an_agent_killed_just_after_a_renewal_made_its_new_store_file_copies_eve
         damage_index(data / "outbox" / "outbox.db")
     else:
         first = 101  # the first 100 acknowledged before the damage
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            KILLED_WITH_A_HALF_MADE_STORE,
-            str(data),
-            str(Path(__file__).resolve().parents[2]),
-            when,
-        ],
-        capture_output=True,
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    killed_child(KILLED_WITH_A_HALF_MADE_STORE, data, when)
     assert (data / "outbox-salvaging").exists() and (data / "outbox" / "outbox.db").stat().st_size <= 4096
     ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
     ob.open()
@@ -88,7 +66,6 @@ def test_an_agent_killed_just_after_a_renewal_made_its_new_store_file_copies_eve
 
 
 def test_a_marker_the_start_cannot_place_beside_a_new_empty_store_is_resumed_not_dropped(tmp_path):
-    import json
     import sqlite3
 
     data = tmp_path / "data"

@@ -19,6 +19,7 @@ from edge_agent.outbox.store import Outbox
 from edge_agent.uplink.client import Uplink
 from tests.integration.test_outbox_disk_faults import in_thread
 from tests.support.fleet import cloud_settings, make_pki
+from tests.support.outbox_kills import damage_index, killed_child
 from tests.support.peers import free_port
 from tests.support.waits import until
 
@@ -247,22 +248,6 @@ async def test_an_outbox_turning_corrupt_while_running_is_renewed_and_the_cloud_
             await up.stop()
         ob.close()
         await srv.stop()
-
-
-def damage_index(path, index: str = "records_by_kind_t") -> None:
-    """Zero the root page of one index of the records table, its page number read from ``sqlite_master`` (so
-    whatever the file's layout): every row stays readable by its seq, every change to the table meets the
-    damage (SQLITE_CORRUPT). Done after the WAL was folded into the file, as ``scribble_pages``."""
-    con = sqlite3.connect(path)
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    page = con.execute("PRAGMA page_size").fetchone()[0]
-    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (index,)).fetchone()[0]
-    con.close()
-    with open(path, "r+b") as f:
-        f.seek((root - 1) * page)
-        f.write(bytes(page))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def test_records_acknowledged_on_a_store_turned_corrupt_are_neither_sent_again_nor_counted_as_lost(tmp_path):
@@ -612,19 +597,8 @@ def test_a_store_that_lost_its_last_commits_never_gives_a_seq_that_was_sent_agai
 
 
 KILLED_IN_SALVAGE = """
-import os, signal, sys
-sys.path.insert(0, sys.argv[2])
-import edge_agent.outbox.store as store
-from edge_agent.outbox.settings import OutboxSettings
-from tests.integration.test_outbox_store_faults import damage_index
-
 store.SALVAGE_CHUNK = 100
-ob = store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1])
-ob.open()
-for i in range(3000):
-    ob.append("result", {"i": i, "pad": "p" * 200})
-ob.flush()
-acked = [r.seq for r in ob.pending(100, 10**9)]
+ob, acked = filled(sys.argv[1])
 copied = [0]
 real_intact = store._intact
 
@@ -632,30 +606,17 @@ real_intact = store._intact
 def intact(row):  # the power is cut (kill -9) as the salvage has copied about 1000 records
     copied[0] += 1
     if copied[0] == 1000:
-        os.kill(os.getpid(), signal.SIGKILL)
+        power_cut()
     return real_intact(row)
 
 
 store._intact = intact
-damage_index(ob.path)
-ob.ack(acked)  # at the cloud; the DELETE meets the damage: the store is renewed
-import time
-time.sleep(60)
+renew_by_ack(ob, acked)  # at the cloud; the DELETE meets the damage: the store is renewed
 """
 
 
 def test_an_agent_killed_while_a_renewal_copies_the_old_records_finishes_the_copy_at_its_next_start(tmp_path):
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    data = tmp_path / "data"
-    child = subprocess.run(
-        [sys.executable, "-c", KILLED_IN_SALVAGE, str(data), str(root)], capture_output=True, timeout=120
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    data = killed_child(KILLED_IN_SALVAGE, tmp_path / "data")
     ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
     ob.open()
     try:
@@ -760,32 +721,18 @@ def test_an_unfinished_salvage_marker_naming_a_pipe_or_huge_seqs_does_not_hold_u
 
 
 KILLED_IN_RENEWAL = """
-import os, signal, sys
-sys.path.insert(0, sys.argv[2])
-import edge_agent.outbox.store as store
-from edge_agent.outbox.settings import OutboxSettings
-from tests.integration.test_outbox_store_faults import damage_index
-
-ob = store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1])
-ob.open()
-for i in range(3000):
-    ob.append("result", {"i": i, "pad": "p" * 200})
-ob.flush()
-acked = [r.seq for r in ob.pending(100, 10**9)]
+ob, acked = filled(sys.argv[1])
 
 
 def kill(*a, **k):  # the power is cut right after the old store was moved aside
-    os.kill(os.getpid(), signal.SIGKILL)
+    power_cut()
 
 
 if sys.argv[3] == "moved":
     ob._connect = kill  # before the new store exists
 else:
     ob._write_epoch_file = kill  # the new store made, its epoch not yet in it
-damage_index(ob.path)
-ob.ack(acked)  # at the cloud; the DELETE meets the damage: the store is renewed
-import time
-time.sleep(60)
+renew_by_ack(ob, acked)  # at the cloud; the DELETE meets the damage: the store is renewed
 """
 
 
@@ -793,19 +740,7 @@ time.sleep(60)
 def test_an_agent_killed_just_after_a_renewal_moved_the_store_aside_copies_it_at_its_next_start(
     tmp_path, when
 ):
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    data = tmp_path / "data"
-    child = subprocess.run(
-        [sys.executable, "-c", KILLED_IN_RENEWAL, str(data), str(root), when],
-        capture_output=True,
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    data = killed_child(KILLED_IN_RENEWAL, tmp_path / "data", when)
     ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
     ob.open()
     try:
@@ -922,51 +857,23 @@ def test_a_renewal_while_an_earlier_copy_is_unfinished_copies_the_rest_of_that_o
 
 
 KILLED_BEFORE_MOVE = """
-import os, signal, sys
-sys.path.insert(0, sys.argv[2])
-import edge_agent.outbox.store as store
-from edge_agent.outbox.settings import OutboxSettings
-from tests.integration.test_outbox_store_faults import damage_index
-
-owner = tuple(sys.argv[4].split("/")) if len(sys.argv) > 4 else None
-ob = store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1], owner=owner)
-ob.open()
-for i in range(3000):
-    ob.append("result", {"i": i, "pad": "p" * 200})
-ob.flush()
-acked = [r.seq for r in ob.pending(100, 10**9)]
+ob, acked = filled(sys.argv[1], owner=tuple(sys.argv[4].split("/")) if len(sys.argv) > 4 else None)
 real_move = store._move_file
 
 
 def kill(*a, **k):  # the power is cut: before the move ("before"), or right after it ("after")
     if sys.argv[3] == "after":
         real_move(*a, **k)
-    os.kill(os.getpid(), signal.SIGKILL)
+    power_cut()
 
 
 store._move_file = kill
-damage_index(ob.path)
-ob.ack(acked)  # at the cloud; the DELETE meets the damage: the store is renewed
-import time
-time.sleep(60)
+renew_by_ack(ob, acked)  # at the cloud; the DELETE meets the damage: the store is renewed
 """
 
 
 def _killed_in_renewal(tmp_path, when: str, *owner: str):
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    data = tmp_path / "data"
-    child = subprocess.run(
-        [sys.executable, "-c", KILLED_BEFORE_MOVE, str(data), str(root), when, *owner],
-        capture_output=True,
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
-    return data
+    return killed_child(KILLED_BEFORE_MOVE, tmp_path / "data", when, *owner)
 
 
 def test_an_agent_killed_between_a_renewals_marker_and_its_move_does_not_send_acknowledged_records_again(
@@ -1010,17 +917,12 @@ def test_a_renewal_killed_after_its_move_is_held_when_the_gateway_starts_under_a
 
 
 KILLED_AT_OPEN_AFTER_MOVE = """
-import os, signal, sys
-sys.path.insert(0, sys.argv[2])
-import edge_agent.outbox.store as store
-from edge_agent.outbox.settings import OutboxSettings
-
 real_move = store._move_file
 
 
 def kill(*a, **k):  # the power is cut right after the corrupt store was moved aside at start
     real_move(*a, **k)
-    os.kill(os.getpid(), signal.SIGKILL)
+    power_cut()
 
 
 store._move_file = kill
@@ -1031,26 +933,10 @@ store.Outbox(OutboxSettings(), sys.argv[1]).open()
 def test_an_agent_killed_just_after_its_start_moved_a_corrupt_store_aside_copies_it_at_its_next_start(
     tmp_path,
 ):
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
     data = tmp_path / "data"
     fill_outbox(data, 3000).close()
     damage_index(data / "outbox" / "outbox.db")
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            KILLED_AT_OPEN_AFTER_MOVE,
-            str(data),
-            str(Path(__file__).resolve().parents[2]),
-        ],
-        capture_output=True,
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    killed_child(KILLED_AT_OPEN_AFTER_MOVE, data)
     ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
     ob.open()
     try:
@@ -1065,16 +951,7 @@ def test_an_agent_killed_just_after_its_start_moved_a_corrupt_store_aside_copies
 
 
 KILLED_BETWEEN_STORE_AND_WAL_MOVE = """
-import os, signal, sys, time
-sys.path.insert(0, sys.argv[2])
-import edge_agent.outbox.store as store
-from edge_agent.outbox.settings import OutboxSettings
-
-ob = store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1])
-ob.open()
-for i in range(3000):
-    ob.append("result", {"i": i, "pad": "p" * 200})
-ob.flush()
+ob, _ = filled(sys.argv[1])
 assert os.path.getsize(str(ob.path) + "-wal") > 0  # the last commits are in the WAL only
 # another connection on the store (a reader): closing the writer's does not fold the WAL in and remove it
 reader = store.sqlite3.connect(ob.path)
@@ -1085,7 +962,7 @@ real_move = store._move_file
 def kill(src, dst):  # the power is cut after the store was moved aside, before its -wal was
     real_move(src, dst)
     if src.name == "outbox.db":
-        os.kill(os.getpid(), signal.SIGKILL)
+        power_cut()
 
 
 store._move_file = kill
@@ -1097,24 +974,7 @@ time.sleep(30)
 
 
 def test_an_agent_killed_between_moving_a_store_aside_and_moving_its_wal_loses_no_record(tmp_path):
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    data = tmp_path / "data"
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            KILLED_BETWEEN_STORE_AND_WAL_MOVE,
-            str(data),
-            str(Path(__file__).resolve().parents[2]),
-        ],
-        capture_output=True,
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    data = killed_child(KILLED_BETWEEN_STORE_AND_WAL_MOVE, tmp_path / "data")
     assert (data / "outbox" / "outbox.db-wal").exists() and not (data / "outbox" / "outbox.db").exists()
     ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
     ob.open()
