@@ -215,6 +215,14 @@ class _Node:
     # a birth answering that gap whose own first data is lost is asked again (a node whose births are followed
     # in sequence is not the broken kind); a birth whose first data is a gap unsets it
     birth_followed: bool = False
+    # a birth of it was followed by data in sequence, ever: a node whose births follow, not the broken kind whose
+    # data after each birth goes on from before it (``gap_births``)
+    ever_followed: bool = False
+    # its births in a row whose first data was a gap (a birth's first data in sequence resets it): while it is
+    # under 2, a node that ever followed its births whose birth's first data alone is lost (one message: its seq
+    # the birth's + 2) is asked again, so a lossy link's loss right after two births in a row is asked both times;
+    # a node whose data after a birth goes on from before it (another seq) is not, nor past 2 births in a row
+    gap_births: int = 0
     # after an NBIRTH whose seq is not 0, its next message may also be seq 1 (its data counting from 1 after
     # such a birth, ``_birth_seq``): in sequence as well as the birth's seq + 1; None otherwise
     birth_restart: int | None = None
@@ -1636,6 +1644,7 @@ class SparkplugHost:
                 node.asked.clear()
             # counts as in sequence, unless it answers a rebirth asked for a gap not cleared since: a node whose
             # seq is broken is asked once, not after every birth (``_check_seq``)
+            # (a node whose births follow is asked again while fewer than 2 births in a row lost their first data)
             node.run = 0 if node.gap_asked else 1
             node.birth_first, node.birth_restart = True, 1 if payload.seq else None
             node.alias_born = node.alias_asked
@@ -2047,8 +2056,10 @@ class SparkplugHost:
         last birth was followed in sequence, not when its first data was a gap too (a node whose data starts at 2
         after each birth was asked a rebirth every rebirth_min_interval_s for ever, its data in sequence after the
         gap clearing it; cleared by a birth's first data alone, a node whose data is lost after the gap and again
-        right after the birth answering it was not asked again, the value lost then unseen). A repeated seq (a
-        redelivery) lost nothing. The data is still used."""
+        right after the birth answering it was not asked again, the value lost then unseen). A node that ever
+        followed its births is asked again when a birth's first data alone is lost (its seq the birth's + 2), for
+        up to 2 births in a row: the first data lost after two births in a row was asked the first time only, its
+        value unseen. A repeated seq (a redelivery) lost nothing. The data is still used."""
         if seq is None:
             return
         if node.budget_skipped:  # this host skipped its messages (inflate budget): no gap of the node's
@@ -2068,15 +2079,19 @@ class SparkplugHost:
         if last is not None and seq != last + 1 and (seq or last not in _SEQ_TOPS) and seq != restart:
             self._on_error("seq_gap", f"{t.group}/{t.edge_node}: seq {seq} after {last}")
             if seq != last:  # a repeat (seq unchanged) lost nothing
+                lost_first = False  # the birth's first data alone lost, by a node whose births follow
                 if first:
                     node.birth_followed = False
-                if node.run:
+                    lost_first = node.ever_followed and node.gap_births < 2 and seq == last + 2
+                    node.gap_births += 1
+                if node.run or lost_first:
                     node.gap_asked = self._rebirth(t.group, t.edge_node, node) or node.gap_asked
                 node.run = 0
         elif data:
             node.run += 1
             if first:  # a birth followed by data in sequence: a later gap after it asks a rebirth again
-                node.birth_followed = True
+                node.birth_followed = node.ever_followed = True
+                node.gap_births = 0
             if node.birth_followed:  # and so does data in sequence after a gap, the birth answering it
                 node.gap_asked = False
         node.seq = seq

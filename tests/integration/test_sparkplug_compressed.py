@@ -50,9 +50,9 @@ def _compressed(inner, algorithm: str | None = "DEFLATE", body: bytes | None = N
     return out.SerializeToString()
 
 
-def _consume(src: MqttSource) -> tuple[list, asyncio.Task]:
-    """The readings the source gives, gathered by a task (cancel it when done)."""
-    got: list = []
+def _consume(src: MqttSource, got: list | None = None) -> tuple[list, asyncio.Task]:
+    """The readings the source gives, gathered (into ``got``, if given) by a task (cancel it when done)."""
+    got = [] if got is None else got
 
     async def consume() -> None:
         async for r in src.items():

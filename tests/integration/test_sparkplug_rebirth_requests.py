@@ -47,10 +47,10 @@ def _asker(port: int, topic: str) -> tuple[paho.Client, list[str]]:
 
 @contextlib.asynccontextmanager
 async def _host(
-    port: int, asked_on: str, **settings
+    port: int, asked_on: str, got: list | None = None, **settings
 ) -> AsyncIterator[tuple[MqttSource, list[str], paho.Client]]:
-    """A Sparkplug source on ``spBv1.0/g/#`` (unless ``subscriptions`` says otherwise) consumed and subscribed,
-    the nodes asked a rebirth on ``asked_on``, and a publisher for the nodes."""
+    """A Sparkplug source on ``spBv1.0/g/#`` (unless ``subscriptions`` says otherwise) consumed (its readings into
+    ``got``, if given) and subscribed, the nodes asked a rebirth on ``asked_on``, and a publisher for the nodes."""
     settings.setdefault("subscriptions", [{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}])
     src = MqttSource("mq", MqttSettings(port=port, **settings))
     await src.start()
@@ -59,7 +59,7 @@ async def _host(
     pub.max_queued_messages_set(0)
     pub.connect("127.0.0.1", port, 30)
     pub.loop_start()
-    _, task = _consume(src)
+    _, task = _consume(src, got)
     try:
         await _ready(src)
         yield src, asked, pub

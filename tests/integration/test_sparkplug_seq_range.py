@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import asyncio
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
-from devices.mqtt.client import MqttSource
-from devices.mqtt.settings import MqttSettings
 from protocols import sparkplug as sp
-from tests.integration.test_sparkplug_compressed import T0_MS, _consume, _ready
-from tests.integration.test_sparkplug_rebirth_requests import _asker, _host, closed
+from tests.integration.test_sparkplug_compressed import T0_MS
+from tests.integration.test_sparkplug_rebirth_requests import _host
 from tests.support.sparkplug_pb import pb_metric as _metric
 from tests.support.waits import until
 
 D = sp.DataType
+
+
+def _seq_host(port: int, got: list | None = None):
+    """``_host`` on ``spBv1.0/g/#``, the rebirths asked on NCMD as soon as they are wanted (no interval), its
+    readings into ``got`` if given."""
+    return _host(port, "spBv1.0/g/NCMD/+", got, sparkplug={"rebirth_min_interval_s": 0})
 
 
 def _nbirth(seq: int = 0, at_ms: int = 0) -> bytes:
@@ -39,11 +40,7 @@ def _ndata(seq: int, value: float) -> bytes:
 async def test_a_node_counting_its_seq_on_past_255_is_said_once_and_kept_in_sequence(mosquitto):
     """Before, its 256 after 255 was a seq gap and so was every message after it (seq_gap each one, a rebirth
     asked at every wrap of its low byte), and nothing said the seq was outside 0-255."""
-    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
-        src,
-        asked,
-        pub,
-    ):
+    async with _seq_host(mosquitto.port) as (src, asked, pub):
         for node in ("a", "b"):
             pub.publish(f"spBv1.0/g/NBIRTH/{node}", _nbirth(), qos=1)
         for seq in range(1, 301):  # "a" counts on past 255; "b" wraps as Sparkplug says
@@ -67,11 +64,7 @@ async def test_a_node_counting_its_seq_on_past_255_is_said_once_and_kept_in_sequ
 async def test_a_node_whose_seq_is_anything_past_255_asks_one_rebirth_not_a_storm(mosquitto):
     """A node whose seq is no sequence at all (a broken encoder's): each message counted as out of range and as
     a gap, one rebirth asked (its births answer it and its seq stays broken: not asked again)."""
-    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
-        src,
-        asked,
-        pub,
-    ):
+    async with _seq_host(mosquitto.port) as (src, asked, pub):
         pub.publish("spBv1.0/g/NBIRTH/a", _nbirth(), qos=1)
         pub.publish("spBv1.0/g/NDATA/a", _ndata(1, 1.0), qos=1)  # in sequence: a later gap asks
         for i in range(60):
@@ -89,11 +82,7 @@ async def test_a_node_counting_on_that_loses_255_or_256_messages_is_asked_a_rebi
 ):
     """Its seq is compared whole. Checked modulo 256, 300 then 556 (255 lost) was a repeat ('seq 44 after 44',
     no rebirth asked) and 300 then 557 (256 lost) in sequence: nothing counted, the lost values unseen."""
-    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
-        src,
-        asked,
-        pub,
-    ):
+    async with _seq_host(mosquitto.port) as (src, asked, pub):
         for node in ("a", "c"):
             pub.publish(f"spBv1.0/g/NBIRTH/{node}", _nbirth(), qos=1)
         for seq in range(1, 301):
@@ -117,11 +106,7 @@ async def test_a_counter_that_wraps_a_rebirth_at_0_and_a_repeat_ask_nothing_when
     or 64-bit one's 32767 -> 0, 2**31-1 -> 0, 2**63-1 -> 0 (a PLC's Int16 register, a Java int reset at MAX_VALUE: a
     seq_gap and a rebirth at every wrap, review /work/notes56/review_mqtt L1), a node that counted on past 255
     reborn at seq 0, and a repeat (a redelivery of 556) lost nothing."""
-    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
-        src,
-        asked,
-        pub,
-    ):
+    async with _seq_host(mosquitto.port) as (src, asked, pub):
         sent = {
             "u": [2**64 - 3, 2**64 - 2, 2**64 - 1, 0, 1, 2],
             "w": [65533, 65534, 65535, 0, 1],
@@ -151,11 +136,7 @@ async def test_a_0_after_a_seq_past_255_that_tops_no_counter_is_a_gap(mosquitto)
     """A 0 follows only the top of a counter (255, 65535, 2**32-1, 2**64-1). Before, any 0 after a seq whose
     low byte is 255 was in sequence: 511 -> 0 (a node counting on that reset, what it sent between lost)
     counted nothing and asked no rebirth."""
-    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
-        src,
-        asked,
-        pub,
-    ):
+    async with _seq_host(mosquitto.port) as (src, asked, pub):
         for node in ("a", "v"):
             pub.publish(f"spBv1.0/g/NBIRTH/{node}", _nbirth(), qos=1)
         for seq in range(1, 512):
@@ -176,11 +157,7 @@ async def test_an_nbirth_whose_seq_is_not_0_is_said_once_per_node_and_its_data_r
     """Sparkplug 3.0 has every NBIRTH carry seq 0. Such a birth is taken (its data that follows it in sequence is
     in sequence, no rebirth asked: it would answer with another such birth), counted and said once per node.
     Before, nothing was said."""
-    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
-        src,
-        asked,
-        pub,
-    ):
+    async with _seq_host(mosquitto.port) as (src, asked, pub):
         pub.publish("spBv1.0/g/NBIRTH/a", _nbirth(7), qos=1)
         pub.publish("spBv1.0/g/NBIRTH/z", _nbirth(0), qos=1)  # as Sparkplug has it: nothing said
         for seq in (8, 9):
@@ -204,11 +181,7 @@ async def test_a_node_whose_data_after_each_birth_does_not_follow_it_is_asked_on
     and data from 2. Its data in sequence after the gap cleared the ask, so the birth answering it asked again:
     a rebirth every rebirth_min_interval_s for ever, each one republishing every metric (review
     /work/notes56/review_mqtt M2). "b" is in sequence (no gap, no ask); "c" is asked once, its every value read."""
-    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_min_interval_s": 0}) as (
-        src,
-        asked,
-        pub,
-    ):
+    async with _seq_host(mosquitto.port) as (src, asked, pub):
         births = {"b": 0, "c": 0}
 
         def birth(node: str) -> None:
@@ -250,27 +223,12 @@ async def test_a_gap_right_after_the_birth_answering_a_gap_is_asked_again_its_lo
     data alone cleared the ask (review /work/notes56/review_mqtt2 M1), its data 2 was a seq_gap with no rebirth
     asked and Press read 0.0 until it changed again. Now it is asked again, and the birth answering that carries
     Press = 100."""
-    src = MqttSource(
-        "mq",
-        MqttSettings(
-            port=mosquitto.port,
-            subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
-            sparkplug={"rebirth_min_interval_s": 0},
-        ),
-    )
-    await src.start()
-    asker, asked = _asker(mosquitto.port, "spBv1.0/g/NCMD/+")
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.max_queued_messages_set(0)
-    pub.connect("127.0.0.1", mosquitto.port, 30)
-    pub.loop_start()
-    got, task = _consume(src)
+    got: list = []
+    async with _seq_host(mosquitto.port, got) as (src, asked, pub):
 
-    def send(kind: str, payload: bytes) -> None:
-        pub.publish(f"spBv1.0/g/{kind}/a", payload, qos=1)
+        def send(kind: str, payload: bytes) -> None:
+            pub.publish(f"spBv1.0/g/{kind}/a", payload, qos=1)
 
-    try:
-        await _ready(src)
         send("NBIRTH", _birth_press(0.0, 0.0, 0))
         for seq in (1, 2, 3, 4, 6, 7, 8):  # 5 lost
             send("NDATA", _ndata(seq, float(seq)))
@@ -285,12 +243,43 @@ async def test_a_gap_right_after_the_birth_answering_a_gap_is_asked_again_its_lo
         send("NBIRTH", _birth_press(103.0, 100.0, 200))
         await until(lambda: src.stats.received >= 12, 10, "the birth answering it read")
         await asyncio.sleep(0.3)  # a third rebirth asked would be on its way
-    finally:
-        task.cancel()
-        closed(pub)
-        closed(asker)
-        await src.stop()
     assert asked == ["a", "a"]
     assert src.stats.errors_by_reason == {"seq_gap": 2}
     press = [r.value for r in got if r.tag.endswith("a/Press")]
     assert press and press[-1] == 100.0
+
+
+async def test_the_first_data_lost_after_two_births_in_a_row_is_asked_both_times_its_lost_value_read(
+    mosquitto,
+):
+    """A node whose births are followed in sequence is born again (a restart) and its first data (Press = 100) is
+    lost: asked a rebirth. The first data of the birth answering it (Press = 200) is lost too. Since the ask stood
+    until a birth's first data came in sequence, the second gap was counted with no rebirth asked, and Press read
+    100 until it changed again. Now a node whose births follow is asked again for a second birth in a row whose
+    first data is lost (not past that: a node whose data after each birth never follows it is asked once, as
+    before), and the birth answering it carries Press = 200."""
+    got: list = []
+    async with _seq_host(mosquitto.port, got) as (src, asked, pub):
+
+        def send(kind: str, payload: bytes) -> None:
+            pub.publish(f"spBv1.0/g/{kind}/a", payload, qos=1)
+
+        send("NBIRTH", _birth_press(0.0, 0.0, 0))
+        for seq in (1, 2):
+            send("NDATA", _ndata(seq, float(seq)))
+        send("NBIRTH", _birth_press(2.0, 0.0, 100))  # born again; its data 1 (Press = 100) lost
+        send("NDATA", _ndata(2, 102.0))
+        await until(lambda: asked == ["a"], 10, "a rebirth asked for the gap 0 -> 2")
+        send("NBIRTH", _birth_press(102.0, 100.0, 200))  # the answer; its data 1 (Press = 200) lost
+        send("NDATA", _ndata(2, 202.0))
+        await until(lambda: src.stats.received >= 3 + 2 + 2, 10, "every message read")
+        await until(
+            lambda: len(asked) >= 2, 3, "a rebirth asked for the gap 0 -> 2 after the answering birth"
+        )
+        send("NBIRTH", _birth_press(202.0, 200.0, 300))
+        await until(lambda: src.stats.received >= 8, 10, "the birth answering it read")
+        await asyncio.sleep(0.3)  # a third rebirth asked would be on its way
+    assert asked == ["a", "a"]
+    assert src.stats.errors_by_reason == {"seq_gap": 2}
+    press = [r.value for r in got if r.tag.endswith("a/Press")]
+    assert press[-1] == 200.0, press
