@@ -118,6 +118,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 HELD_DIR = "outbox-held"  # beside outbox-corrupt: outboxes of a former tenant, kept whole, never sent
 EPOCH_FILE = "outbox-epoch.json"
 SENT_FILE = "outbox-sent"
+# a move of a store's files under way (``Outbox._move_store``): {"from": <database path>, "to": <database path>}
+MOVING_FILE = "outbox-moving"
+STORE_FILES = ("", "-wal", "-shm")  # a store: its database, and beside it the WAL and its index
 MARK_MAX_BYTES = 4096  # what the epoch and sent files are read to: they hold a number or two (~40 bytes)
 # events the outbox records itself (the agent must not append them again)
 SELF_RECORDED = frozenset(
@@ -284,6 +287,15 @@ def _move_file(src: Path, dst: Path) -> None:
         src.unlink()
 
 
+def _sync_dir(folder: Path) -> None:
+    """Make a rename or a removal in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _device(path: Path) -> int | None:
     """The file system of ``path``, or of its nearest folder that exists."""
     for p in (path, *path.parents):
@@ -362,6 +374,7 @@ class Outbox:
         # the moved-aside file a renewal is copying into the store of a new epoch (JSON), until the copy ends: a
         # process killed meanwhile resumes the copy at the next open(), and the file is never removed before
         self.salvaging_path = Path(data_dir) / "outbox-salvaging"
+        self.moving_path = Path(data_dir) / MOVING_FILE  # a store's files being moved (``_move_store``)
         self.corrupt_dir = Path(data_dir) / "outbox-corrupt"  # on the outbox's own disk: see _open
         self.on_event = on_event or (lambda e: None)
         self.epoch = 0
@@ -429,6 +442,14 @@ class Outbox:
         self._copy_next = 0.0  # monotonic time it is tried again after a disk error
         self._copy_failures = 0
         self._copy_failed = False  # the last _copy_jobs met a disk error
+        # a copy going on while the agent runs (``_go_on_copying``): a round's end is no stop, not warned
+        self._copy_round = False
+        # outbox_corrupt events a start owes (a renewal cut off by a kill, a WAL found alone): recorded once open
+        self._told_at_open: list[Event] = []
+        self._lone_wals: list[dict] = []  # WALs found alone at this start, moved aside (``_place_lone_wal``)
+        self._copied_by_src: dict[
+            str, Counter
+        ] = {}  # moved-aside file -> records this process copied out of it
         self._salvage_tries = 0
         self._acked_while_salvaging: set | None = (
             None  # seqs acked while a running salvage copies old records
@@ -581,6 +602,9 @@ class Outbox:
         db: sqlite3.Connection | None = None
         known = self._read_epoch_file()
         recorded = self._read_epoch_owner()  # (read before a corrupt store's new epoch replaces it)
+        self._told_at_open, self._lone_wals = [], []
+        self._finish_move()  # (a move a kill cut off: every file beside the database it came with)
+        self._place_lone_wal()
         resumed_epoch = self._renewal_cut_after_move()
         try:
             if known is not None and self.path.exists() and self.path.stat().st_size == 0:
@@ -655,7 +679,9 @@ class Outbox:
                 ) + carried
                 salvaged = Counter()
                 if jobs:
-                    self._write_salvaging(self._marker(epoch, jobs))
+                    # (its previous epoch kept until the event below is recorded: a kill during the copy leaves it to
+                    # the next start to tell, ``_resume_salvage``)
+                    self._write_salvaging(self._marker(epoch, jobs, known or 0))
                     # (cut off: the marker stays, the next start goes on after the last slice copied)
                     salvaged, left = self._copy_jobs(
                         db, jobs, time.monotonic() + SALVAGE_S, raise_errors=True, strict=False
@@ -743,6 +769,24 @@ class Outbox:
         self._executor = ThreadPoolExecutor(
             1, thread_name_prefix="outbox-append", initializer=self._mark_thread
         )
+        told, self._told_at_open = self._told_at_open, []
+        for lone in self._lone_wals:  # (with what was copied out of it by now)
+            got = self._copied_by_src.get(lone["src"], Counter())
+            told.append(
+                Event(
+                    EventKind.OUTBOX_CORRUPT,
+                    t=lone["t"],
+                    moved_to=lone["src"] + "-wal",
+                    reason=lone["reason"],
+                    epoch=self.epoch,
+                    previous_epoch=lone["previous_epoch"],
+                    salvaged=got.total(),
+                    salvaged_by_kind=dict(got),
+                )
+            )
+        self._lone_wals = []
+        for evt in told:
+            self._renewed(evt)
         if corrupt is not None:
             self.renewals += 1
             self.salvaged += corrupt[3].total()
@@ -757,6 +801,7 @@ class Outbox:
                 salvaged_by_kind=dict(corrupt[3]),
             )
             self._renewed(evt)
+        if told or corrupt is not None:
             self._drain_notices()
         return db
 
@@ -824,7 +869,8 @@ class Outbox:
                 _who(row[0]),
                 _who(tenant),
             )
-            for suffix in ("", "-wal", "-shm"):
+            # the database last: a kill between two removals leaves no WAL alone at the path
+            for suffix in reversed(STORE_FILES):
                 Path(str(self.path) + suffix).unlink(missing_ok=True)
         db = self._connect()
         db.executescript(SCHEMA)
@@ -867,7 +913,7 @@ class Outbox:
         held.mkdir(parents=True, exist_ok=True)
         base = f"outbox.db.{re.sub(r'[^A-Za-z0-9_.-]', '_', owner[0] or 'unknown')[:64]}-{epoch}"
         name, n = base, 1
-        while any((held / (name + sfx)).exists() for sfx in ("", ".json", ".samples")):
+        while any((held / (name + sfx)).exists() for sfx in (*STORE_FILES, ".json", ".samples")):
             name, n = f"{base}.{n}", n + 1
         dst = held / name
         note = {
@@ -892,10 +938,7 @@ class Outbox:
                 one = self.samples_dir / sha
                 if one.exists():
                     _move_file(one, held / f"{name}.samples" / sha)
-        for suffix in ("", "-wal", "-shm"):
-            f = Path(str(src or self.path) + suffix)
-            if f.exists():
-                _move_file(f, Path(str(dst) + suffix))
+        self._move_store(src or self.path, dst)
         self._held_now.add(name)
         if not self.defer_held_bound:
             self.bound_held()
@@ -1062,15 +1105,66 @@ class Outbox:
             log.warning("outbox: removing an older corrupt file %s to keep only the newest", old)
             old.unlink(missing_ok=True)
         aside = to or self._aside_name("corrupt")
-        moved = None
-        for suffix in ("", "-wal", "-shm"):
-            p = Path(str(self.path) + suffix)
-            if p.exists():
-                _move_file(p, Path(str(aside) + suffix))
-                moved = aside
-        if moved is not None:
-            self.moved_aside = moved
-        return moved
+        if not self._move_store(self.path, aside):
+            return None
+        self.moved_aside = aside
+        return aside
+
+    def _move_store(self, src: Path, dst: Path) -> bool:
+        """Move the store ``src`` (its database and, beside it, its ``-wal`` and ``-shm``) to ``dst``: the one way the
+        outbox moves a store (``_move_aside``, ``_hold``). The move is recorded first (``<data_dir>/outbox-moving``,
+        fsync'd: from where to where) and the record removed, durably, once the files are moved: a kill between two
+        of them leaves the record, and the next start completes the move (``_finish_move``), every WAL beside the
+        database it came with. Formerly the files were moved one by one with nothing on disk saying so: a kill between
+        a half-made store's database and its WAL left that WAL at the path, the start put it beside the file the
+        unfinished copy named, and SQLite replayed it into that store (every record gone, none counted). True when
+        anything was moved."""
+        here = [sfx for sfx in STORE_FILES if os.path.lexists(f"{src}{sfx}")]
+        if not here:
+            return False
+        self._write_mark(self.moving_path, {"from": str(src), "to": str(dst)})
+        for sfx in here:
+            _move_file(Path(f"{src}{sfx}"), Path(f"{dst}{sfx}"))
+        # (durable before anything new is made at ``src``: a record outliving the move would move that one)
+        self._write_mark(self.moving_path, None)
+        return True
+
+    def _finish_move(self) -> None:
+        """At open, before anything reads the store: a move of a store's files that a kill cut off
+        (``outbox-moving`` still there) is completed, whatever of it is still at its former place moved beside what
+        went first. Only a move between the outbox's own places is completed (its path, ``outbox-corrupt/``,
+        ``outbox-held/``); another record is logged and dropped."""
+        from edge_agent.files import read_json_state
+
+        if not os.path.lexists(self.moving_path):
+            return
+        try:
+            mark = read_json_state(self.moving_path, MARK_MAX_BYTES)
+            src, dst = Path(mark["from"]), Path(mark["to"])
+        except (OSError, ValueError, KeyError, TypeError):
+            mark = None
+        places = {self.corrupt_dir.resolve(), self._held_dir().resolve()}
+        if (
+            mark is None
+            or src == dst
+            or not (src == self.path or src.parent.resolve() in places)
+            or dst.parent.resolve() not in places
+        ):
+            log.warning(
+                "outbox %s: %s names no move of a store of this outbox: removed", self.dir, self.moving_path
+            )
+            self._write_mark(self.moving_path, None)
+            return
+        for sfx in STORE_FILES:
+            f = Path(f"{src}{sfx}")
+            with contextlib.suppress(OSError):
+                if not stat.S_ISREG(f.lstat().st_mode):
+                    continue
+                log.warning(
+                    "outbox %s: a move of %s was cut off: %s moved beside it now", self.dir, dst, f.name
+                )
+                _move_file(f, Path(f"{dst}{sfx}"))
+        self._write_mark(self.moving_path, None)
 
     def _renewal_cut_after_move(self) -> int | None:
         """At open, before the store is read: a renewal killed after it moved the old store aside but before the
@@ -1090,8 +1184,6 @@ class Outbox:
             return None  # never moved (the store at the path is the old one) or gone: the resume decides
         if not stat.S_ISREG(st.st_mode) or src.parent.resolve() != self.corrupt_dir.resolve():
             return None
-        if not self.path.exists():
-            self._complete_move(src)
         if self.path.exists():
             try:
                 con = sqlite3.connect(
@@ -1127,23 +1219,63 @@ class Outbox:
         )
         return int(job["epoch"])
 
-    def _complete_move(self, src: Path) -> None:
-        """A kill between the move of the store and the move of its ``-wal`` (``_move_aside``, file by file) left
-        the old store's WAL (and -shm) at the path with no database: a store made there replayed it, came up in the
-        old epoch, the copy was refused as another epoch's and a later renewal removed the file (every record
-        lost). They go beside the marker's file (which needs its WAL to show its last commits), or, were one there
-        already, to a name of their own; never into a new store."""
-        for suffix in ("-wal", "-shm"):
-            left = Path(str(self.path) + suffix)
-            if not left.exists():
-                continue
-            dst = Path(str(src) + suffix)
-            if dst.exists():
-                dst = Path(str(self._aside_name("leftover")) + suffix)
-            log.warning(
-                "outbox %s: %s was left at the path by a move cut off: moved to %s", self.dir, left.name, dst
-            )
-            _move_file(left, dst)
+    def _place_lone_wal(self) -> None:
+        """At open, once a recorded move is completed: a ``-wal`` at the path with no database beside it and no move
+        recorded (a former release's move cut off, a database removed by hand). A new store made there (an empty
+        file) had SQLite delete that WAL, its records gone unsaid; put beside a database it did not come with, SQLite
+        replays it into that one. It is moved aside as a store of its own (``outbox-corrupt/outbox.db.lone-<time>``)
+        over a base: a copy of the file an unfinished copy names (a renewal's move cut off between its database and
+        its WAL: the WAL reads with that file's pages), else one empty page (what the WAL holds whole reads). Its
+        records are then copied in like any moved-aside store's, a seq the store holds already never twice, and an
+        ``outbox_corrupt`` event tells it. A lone ``-shm`` holds nothing (the WAL's index): removed."""
+        wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
+        if os.path.lexists(self.path):
+            return
+        if not wal.is_file():
+            shm.unlink(missing_ok=True)
+            return
+        self.corrupt_dir.mkdir(parents=True, exist_ok=True)
+        job = self._read_salvaging()
+        jobs = self._jobs(job)
+        base = Path(jobs[0]["src"]) if jobs else None
+        if base is not None and self._salvage_job_refused(jobs[0], base, None) is not None:
+            base = None
+        lone = self._aside_name("lone")
+        if base is not None:
+            shutil.copyfile(base, lone)
+        else:
+            with open(wal, "rb") as f:
+                page = int.from_bytes(f.read(12)[8:12], "big")
+            with open(lone, "wb") as f:
+                f.truncate(page if 512 <= page <= 65536 else 4096)
+        own = {"src": str(lone), "last_seq": 0, "acked": [], "from": 0}
+        if job is not None and type(job.get("epoch")) is int:
+            mark = self._marker(job["epoch"], [*jobs, own], job.get("previous_epoch"))
+            epoch = job["epoch"]
+        else:  # a store made here now takes this epoch (``_adopt_epoch``) and copies the WAL's records in
+            epoch = max((self._read_epoch_file() or 0) + 1, int(time.time()))
+            mark = self._marker(epoch, [own])
+        self._write_salvaging(mark)
+        self._move_store(self.path, lone)
+        Path(f"{lone}-shm").unlink(missing_ok=True)  # (another WAL's index: rebuilt from this WAL)
+        reason = (
+            "a WAL with no database beside it at the outbox's path (a move cut off, or the database removed)"
+        )
+        log.error(
+            "outbox %s: %s: moved aside to %s-wal; the records it holds whole are copied into epoch %d",
+            self.dir,
+            reason,
+            lone,
+            epoch,
+        )
+        self._lone_wals.append(
+            {
+                "src": str(lone),
+                "t": time.time(),
+                "reason": reason,
+                "previous_epoch": self._read_epoch_file() or 0,
+            }
+        )
 
     def _read_salvaging(self) -> dict | None:
         try:
@@ -1154,22 +1286,25 @@ class Outbox:
 
     def _write_salvaging(self, job: dict | None) -> None:
         """Record (fsync'd, renamed into place) the copy a renewal is about to make, or remove the record."""
-        if job is None:
-            self.salvaging_path.unlink(missing_ok=True)
+        self._write_mark(self.salvaging_path, job)
+
+    @staticmethod
+    def _write_mark(path: Path, mark: dict | None) -> None:
+        """Write ``mark`` to ``path`` (fsync'd, renamed into place), or remove it (durably); never on the append path."""
+        if mark is None:
+            if os.path.lexists(path):
+                path.unlink(missing_ok=True)
+                _sync_dir(path.parent)
             return
-        tmp = self.salvaging_path.with_name(self.salvaging_path.name + ".tmp")
+        tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, json.dumps(job).encode())
+            os.write(fd, json.dumps(mark).encode())
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, self.salvaging_path)
-        dfd = os.open(self.salvaging_path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        os.replace(tmp, path)
+        _sync_dir(path.parent)
 
     @staticmethod
     def _jobs(job: dict | None) -> list[dict]:
@@ -1337,6 +1472,7 @@ class Outbox:
                     for q in extra:
                         self._acked_unremoved.pop(q, None)
             got.update(one)
+            self._copied_by_src.setdefault(str(src), Counter()).update(one)
             if not finished:
                 done = self._progress.get(str(src))
                 left.append({**j, "from": max(j["from"], done + 1) if done is not None else j["from"]})
@@ -1371,11 +1507,13 @@ class Outbox:
             return
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         todo = []
+        held = False  # a file held as another tenant's: this store's tenant is told nothing of it
         for i, j in enumerate(self._carry(job, meta)):
             src = Path(j["src"])
             why = self._salvage_job_refused(j, src, db, strict=i == 0)
             if why is None and self._former_tenant(src, recorded) is not None:
                 self._hold_unfinished(src, recorded)
+                held = True
                 continue
             if why:
                 log.warning(
@@ -1387,6 +1525,22 @@ class Outbox:
                 continue
             todo.append(j)
         got, left = self._copy_jobs(db, todo, time.monotonic() + SALVAGE_S)
+        if type(job.get("previous_epoch")) is int and not held:
+            # the renewal that wrote this marker was cut off before it recorded its event (a kill after its move,
+            # during its copy): told now, once (the marker left below no longer names the previous epoch)
+            self._told_at_open.append(
+                Event(
+                    EventKind.OUTBOX_CORRUPT,
+                    t=time.time(),
+                    moved_to=job["src"],
+                    reason="a renewal of the store was cut off (the agent killed) after it moved the store aside; "
+                    "completed at this start",
+                    epoch=job["epoch"],
+                    previous_epoch=job["previous_epoch"],
+                    salvaged=got.total(),
+                    salvaged_by_kind=dict(got),
+                )
+            )
         if todo:
             log.error(
                 "outbox %s: the salvage of %s was cut off (the agent stopped while it ran); resumed: %d more "
@@ -1398,7 +1552,7 @@ class Outbox:
             )
         self.salvaged += got.total()
         if left:  # (the marker stays: the next start goes on after the last slice copied)
-            self._write_salvaging(self._marker(job["epoch"], left, job.get("previous_epoch")))
+            self._write_salvaging(self._marker(job["epoch"], left))
             log.error("outbox %s: the salvage of %s goes on at the next start", self.dir, left[0]["src"])
         else:
             self._write_salvaging(None)
@@ -1588,7 +1742,7 @@ class Outbox:
                         self._bytes += sum(r[7] for r in rows)
                         self._oldest_stale, self._oldest_gen = True, self._oldest_gen + 1
             if todo:
-                (log.debug if getattr(self, "_copy_round", False) else log.warning)(
+                (log.debug if self._copy_round else log.warning)(
                     "outbox: salvage %s; %d seq ranges left unread",
                     "stopped by close()"
                     if self._stop.is_set()

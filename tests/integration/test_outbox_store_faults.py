@@ -625,6 +625,9 @@ def test_an_agent_killed_while_a_renewal_copies_the_old_records_finishes_the_cop
         seqs = [r.seq for r in ob.pending(5000, 10**9) if r.kind == "result"]
         assert sorted(seqs) == list(range(101, 3001))
         assert not (data / "outbox-salvaging").exists()
+        ob.flush()  # (the event is queued at open)
+        told = [json.loads(r.payload) for r in ob.pending(5000, 10**9) if r.kind == "event"]
+        assert [e["kind"] for e in told] == ["outbox_corrupt"]  # (formerly none: the kill came before it)
     finally:
         ob.close()
 
@@ -749,7 +752,11 @@ def test_an_agent_killed_just_after_a_renewal_moved_the_store_aside_copies_it_at
         seqs = [r.seq for r in ob.pending(5000, 10**9) if r.kind == "result"]
         assert sorted(seqs) == list(range(101, 3001))
         assert not (data / "outbox-salvaging").exists()
-        assert ob.append("result", {"new": 1}) == 3001
+        # the renewal the kill cut off is told by the start that completes it (formerly no outbox_corrupt event)
+        ob.flush()  # (the event is queued at open)
+        told = [json.loads(r.payload) for r in ob.pending(5000, 10**9) if r.kind == "event"]
+        assert [(e["kind"], e["salvaged"], e["epoch"]) for e in told] == [("outbox_corrupt", 2900, ob.epoch)]
+        assert ob.append("result", {"new": 1}) == 3002  # (after the event, 3001)
     finally:
         ob.close()
 

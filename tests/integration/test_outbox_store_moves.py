@@ -1,0 +1,127 @@
+"""A store's three files (the database, its -wal and -shm) moved under kills: real SQLite files, real child processes
+killed with SIGKILL between two of the files, and WALs found alone at the outbox's path. Every record is either in the
+store after the next start or told."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from edge_agent.outbox.settings import OutboxSettings
+from edge_agent.outbox.store import Outbox
+from tests.integration.test_outbox_store_faults import fill_outbox
+from tests.support.outbox_kills import damage_index, killed_child
+
+SETTINGS = OutboxSettings(commit_interval_ms=10, retention={})
+
+# first kill: the start renews the corrupt store and is cut off once the new store has its tables, before its epoch
+KILLED_BEFORE_THE_NEW_STORES_EPOCH = """
+store.Outbox._write_epoch_file = lambda self, epoch: power_cut()
+store.Outbox(OutboxSettings(), sys.argv[1]).open()
+"""
+
+# second kill: the next start moves that half-made store aside and is cut off between its database and its -wal
+KILLED_BETWEEN_A_HALF_MADE_STORE_AND_ITS_WAL = """
+real_move = store._move_file
+
+
+def move(src, dst):
+    real_move(src, dst)
+    if src.name == "outbox.db" and ".half-made-" in dst.name:
+        power_cut()
+
+
+store._move_file = move
+store.Outbox(OutboxSettings(), sys.argv[1]).open()
+"""
+
+
+def events(ob: Outbox) -> list[dict]:
+    ob.flush()  # (queued at open, committed by the writer)
+    return [json.loads(r.payload) for r in ob.pending(10_000, 10**9) if r.kind == "event"]
+
+
+def results(ob: Outbox) -> list[int]:
+    return sorted(r.seq for r in ob.pending(10_000, 10**9) if r.kind == "result")
+
+
+def test_two_kills_in_a_row_during_a_renewal_at_start_lose_no_record(tmp_path):
+    data = tmp_path / "data"
+    fill_outbox(data, 1000).close()
+    damage_index(data / "outbox" / "outbox.db")
+    killed_child(KILLED_BEFORE_THE_NEW_STORES_EPOCH, data)
+    killed_child(KILLED_BETWEEN_A_HALF_MADE_STORE_AND_ITS_WAL, data)
+    assert (data / "outbox" / "outbox.db-wal").exists() and not (data / "outbox" / "outbox.db").exists()
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    try:
+        # formerly the half-made store's WAL was put beside the old store's file (the one the unfinished copy names)
+        # and SQLite replayed it into that file: its tables came back empty, none of the 1,000 records sent or counted
+        assert results(ob) == list(range(1, 1001))
+        assert not ob.dropped and not (data / "outbox-salvaging").exists()
+        # the renewal the kills cut off is told once its move is completed
+        told = [e for e in events(ob) if e["kind"] == "outbox_corrupt"]
+        assert len(told) == 1 and told[0]["salvaged"] == 1000 and told[0]["epoch"] == ob.epoch
+    finally:
+        ob.close()
+
+
+def test_a_wal_found_alone_at_the_path_is_neither_deleted_nor_replayed_its_records_are_copied_and_told(
+    tmp_path,
+):
+    live = tmp_path / "live"
+    ob = fill_outbox(live, 300)  # open: every page of the new store is in its WAL yet
+    epoch = ob.epoch
+    data = tmp_path / "data"
+    (data / "outbox").mkdir(parents=True)
+    # the database removed (by hand, a tool, a former release's move cut off): its WAL alone at the path
+    shutil.copyfile(ob.path.with_name("outbox.db-wal"), data / "outbox" / "outbox.db-wal")
+    shutil.copyfile(live / "outbox-epoch.json", data / "outbox-epoch.json")
+    ob.close()
+    again = Outbox(SETTINGS, data)
+    again.open()
+    try:
+        # formerly a new store was made over it: SQLite deleted the WAL of a database of 0 bytes, 300 records gone
+        # and nothing said
+        assert results(again) == list(range(1, 301))
+        assert again.epoch > epoch and not (data / "outbox-salvaging").exists()
+        told = [e for e in events(again) if e["kind"] == "outbox_corrupt"]
+        assert len(told) == 1 and told[0]["moved_to"].endswith("-wal") and "WAL" in told[0]["reason"]
+        assert again.append("result", {"new": 1}) > 300
+    finally:
+        again.close()
+
+
+def test_a_wal_left_at_the_path_beside_a_moved_store_that_has_one_already_is_copied_not_set_aside(tmp_path):
+    data = tmp_path / "data"
+    ob = fill_outbox(data, 100)
+    epoch = ob.epoch
+    ob.close()  # records 1-100 folded into the file
+    aside = data / "outbox-corrupt" / "outbox.db.corrupt-1"
+    aside.parent.mkdir()
+    shutil.copyfile(ob.path, aside)
+    ob = Outbox(OutboxSettings(), data)
+    ob.open()
+    for i in range(200):  # 101-300: in the WAL only
+        ob.append("result", {"i": i, "pad": "p" * 200})
+    ob.flush()
+    wal = shutil.copyfile(ob.path.with_name("outbox.db-wal"), tmp_path / "wal")
+    ob.close()
+    # a renewal's move cut off by a former release (no record of the move): the database moved, its WAL at the path,
+    # and beside the moved file a -wal of its own already (empty)
+    ob.path.unlink()
+    ob.path.with_name("outbox.db-shm").unlink(missing_ok=True)
+    shutil.move(wal, ob.path.with_name("outbox.db-wal"))
+    (aside.parent / "outbox.db.corrupt-1-wal").write_bytes(b"")
+    marker = {"src": str(aside), "last_seq": 300, "acked": [], "from": 0, "epoch": epoch + 1}
+    (data / "outbox-salvaging").write_text(json.dumps({**marker, "previous_epoch": epoch, "earlier": []}))
+    again = Outbox(SETTINGS, data)
+    again.open()
+    try:
+        # formerly the WAL was renamed outbox.db.leftover-<time>-wal and never read: records 101-300 neither sent nor
+        # counted
+        assert results(again) == list(range(1, 301))
+        assert again.epoch == epoch + 1 and not again.dropped
+        assert not (data / "outbox-salvaging").exists()
+    finally:
+        again.close()
