@@ -142,6 +142,14 @@ def _failed_in_store(slot, d) -> str | None:
     return printable(f"{why} (before the agent restarted)", 500)
 
 
+def _watches(slot) -> bool:
+    """Whether the slot's health watch runs on the model it serves (its verdict still to come), as the slot says
+    (``ModelSlot.watches_active``), not read from its state: a swap refused beside a resumed window set the state
+    ``active`` while the watch ran on, and the candidate was reported healthy before its verdict."""
+    ask = getattr(slot, "watches_active", None)
+    return bool(ask()) if callable(ask) else getattr(slot, "state", None) == "watching"
+
+
 # gRPC codes after which the fleet said nothing about a package (the link, the server): ``_still_sent`` is not answered.
 # PERMISSION_DENIED too: the fleet answers it for a package no longer in this agent's desired state (a deployment
 # since, the same answer as an unknown digest), withdrawn or not: read as "still sent", the install asked about it
@@ -436,7 +444,7 @@ class ModelManager:
             if slot.status().get("digest") == d.digest:
                 if d.digest in self.withdrawn:  # (reported failed by _ask_again; never healthy)
                     await self._settle(d, "failed", False, self.withdrawn[d.digest])
-                elif slot.state == "active":
+                elif slot.state == "active" and not _watches(slot):
                     await self._settle(d, "healthy", True, health=self._health(d.slot))
                 continue  # still watching: the install task of this run reports
             if last is not None and last.stage == "rolled_back" and last.from_version == d.version:
@@ -517,7 +525,12 @@ class ModelManager:
                 # withdrawn (whatever the deployment naming it: the same version deployed again while the fleet
                 # could not be asked was confirmed healthy and its rollout completed), or not yet asked about
                 continue
-            if d.digest == current and not self.busy.get(d.slot) and status.get("state") == "active":
+            if (
+                d.digest == current
+                and not self.busy.get(d.slot)
+                and status.get("state") == "active"
+                and not _watches(slot)
+            ):
                 self._confirm(d)  # nothing to install: the fleet hears it runs the version, once
                 continue
             if d.digest == current or self.busy.get(d.slot):
@@ -554,7 +567,7 @@ class ModelManager:
             if why is not None:  # declined for this deployment only: an admin's rollback may ask again
                 self._decline(key, d, why)
                 continue
-            if status.get("state") == "watching" and not is_rollback(d):
+            if _watches(slot) and not is_rollback(d):
                 # a health window resumed after a restart (no install task of this run): its outcome (the pending
                 # file) settles first. Installed beside it, its verdict fell due during the next swap and rolled
                 # back the new version in its place. An admin's rollback goes through (not judged by a window; a
@@ -579,7 +592,7 @@ class ModelManager:
         for name, slot in self.slots.items():
             status = slot.status()
             why = self.withdrawn.get(status.get("digest") or "")
-            if why is None or self.busy.get(name) or name in unasked or status.get("state") != "watching":
+            if why is None or self.busy.get(name) or name in unasked or not _watches(slot):
                 continue
             log.warning(
                 "slot %s: %s %s, in a health window resumed after a restart, was withdrawn: %s",
@@ -1146,7 +1159,7 @@ class ModelManager:
                 await asyncio.to_thread(self._hold, d, last.reason if last else "")
                 await self._settle(d, "rolled_back", False, last.reason if last else "rolled back")
                 return False
-            if slot.state == "active":
+            if slot.state == "active" and not _watches(slot):
                 return True
             if self._moved(d) and self.wanted.get(d.slot, ("", False))[1]:
                 why = f"the fleet rolled {d.package} {d.version} back (deployment {d.deployment_id})"

@@ -272,6 +272,7 @@ class ModelSlot:
         self._previous: _Active | None = None
         self._swap_lock = asyncio.Lock()
         self._watch: asyncio.Task | None = None
+        self._watched: _Active | None = None  # the model the health watch (``_watch``) judges
         self._rewrite: asyncio.Task | None = None  # writes a state.json the disk refused (_write_state_again)
         self._jobs: set[InstallJob] = set()  # install children running for this slot (stopped by stop())
         self._helpers = Helpers()  # OpenVINO conversion helpers a swap's loading runs (stopped by stop())
@@ -539,6 +540,7 @@ class ModelSlot:
         log.warning(
             "slot %s: %s (%s rolls back to %s if it fails it)", self.name, why, new.manifest.version, prev_v
         )
+        self._watched = new
         self._watch = asyncio.create_task(self._resumed(new, ar), name=f"health-{self.name}")
 
     async def _resumed(self, new: _Active, ar: AfterRestart) -> None:
@@ -813,6 +815,7 @@ class ModelSlot:
                 return await self._swap_raised(exc, pkg, got)
             if outcome.ok and watch and outcome.from_version is not None and self._previous is not None:
                 new, old = self._require(), self._previous
+                self._watched = new
                 self._watch = asyncio.create_task(self._watch_health(new, old), name=f"health-{self.name}")
 
         # The replaced model is not closed explicitly: an inference that read it just before the
@@ -1054,7 +1057,9 @@ class ModelSlot:
         # one line, whatever it quotes (an engine's error names the model's own operators and nodes):
         # it goes to the log, the swap_refused event, /status and the fleet
         reason = one_line(reason, 1000)
-        self.state = "active" if self._active else "stopped"
+        # a health window resumed after a restart runs on beside a refused swap (an admin's rollback goes through
+        # beside it): still watching. Set active, its candidate was reported healthy before its verdict
+        self.state = "watching" if self.watches_active() else "active" if self._active else "stopped"
         outcome = SwapOutcome(False, self.name, from_v, to_v, stage, reason, retry)
         self.last_outcome = outcome
         self.counters["swaps_refused"] += 1
@@ -1198,6 +1203,12 @@ class ModelSlot:
                 reason,
             )
         return outcome
+
+    def watches_active(self) -> bool:
+        """Whether a health watch runs on the model that serves now: its verdict is still to come (the model
+        manager asks this before it says the model is healthy, rather than read the slot's state)."""
+        w = self._watch
+        return w is not None and not w.done() and self._watched is not None and self._watched is self._active
 
     def status(self) -> dict:
         a = self._active
