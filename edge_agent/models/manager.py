@@ -311,8 +311,12 @@ class ModelManager:
         """Keep, across restarts, that the slot's health check rolled back ``d``'s version for deployment ``d``
         (only that verdict: a copy damaged on disk, a refusal short of memory, a crash loop say nothing for good
         about the package). Written before the outcome is reported: once the fleet acknowledged it nothing else
-        on the agent said so, and that deployment, still desired, installed and served the version again."""
-        if not reason.startswith(HEALTH_VERDICT):
+        on the agent said so, and that deployment, still desired, installed and served the version again. So is a
+        rollback a start reconciles from its mark (an end between the mark and its state.json: the verdict's words
+        are lost, the mark says the candidate was rolled back, ``ModelStore.after_restart``)."""
+        from edge_agent.models.store import UNRECORDED_ROLLBACK  # (loaded with the slots)
+
+        if not reason.startswith((HEALTH_VERDICT, UNRECORDED_ROLLBACK)):
             return
         import os
 

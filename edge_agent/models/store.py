@@ -105,6 +105,9 @@ SET_ASIDE = "set aside at a start: "
 # empty files named by the installed folders rolled back (by the health watch, a crash loop, an admin's rollback)
 # or refused: ``newest_installed`` passes them over (kept beside state.json, which a power cut can empty)
 ROLLED_BACK = ".rolled-back"
+# the start of the reason a start gives for a candidate its mark says was rolled back while state.json still names it
+# (``after_restart``): the model manager holds that verdict for its deployment as it holds the health check's
+UNRECORDED_ROLLBACK = "the candidate was rolled back before the restart"
 # the suffix of a mark's placeholder (``arm``), made while the disk has room and renamed into the mark
 ARMED = ".armed"
 
@@ -657,7 +660,7 @@ class ModelStore:
             self.arm(cand)  # (a store written before placeholders were made)
             return AfterRestart(cand, prev, True, clean, unclean, baseline)
         reason = (
-            "the candidate was rolled back before the restart, but the state.json that recorded it was not written "
+            f"{UNRECORDED_ROLLBACK}, but the state.json that recorded it was not written "
             "(a full or read-only disk, or the agent ended first); the previous model was restored"
             if rolled_back
             else f"the agent ended without an orderly stop {unclean} times inside the candidate's health window (a "
