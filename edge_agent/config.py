@@ -1722,6 +1722,10 @@ def _env_refusal(
         return why
     fix = getattr(refusal, "fix", None)
     head = why[: -len(fix)].rstrip(": ") if fix and why.endswith(fix) else why
+    if (shown := re.search(r"cannot write (.+) \((\w+)\)$", head)) is not None:
+        # the type, not the value: this text is also an event's reason the fleet is told, where the variable's value
+        # is hidden as it is written ('true'), but not as Python shows it ('True', or a short number such as 12)
+        head = f"{head[: shown.start()]}cannot write the {shown[2]}"
     field = at.rsplit(".", 1)[-1]
     said = (
         f"the default {str(x)!r} of {x.expr} (the variable is not set)"

@@ -219,13 +219,14 @@ async def test_a_variables_value_a_node_refuses_is_said_with_the_variable_its_pl
             why = said.get(p.node_id(name), "")
             assert all(s in why for s in said_right), (when, why)
             assert "write text" not in why and "without quotes" not in why, (when, why)
+            assert "cannot write the " in why, (when, why)
     # what the fleet is told holds no form of a variable's value (the decimal of RECIPE=0x1F told what it holds)
     from edge_agent.cloud_text import CloudText
 
     for name, forms in (
         ("Recipe", ("0x1F", "31")),
         ("Steps", ("0b101", "STEP=5")),
-        ("Label", ("<$LABEL> gives",)),
+        ("Label", ("<$LABEL> gives", "True", "False")),  # the type is named, not the value: 'the bool'
     ):
         told = CloudText(cfg).text(at_write[p.node_id(name)])
         assert not any(f in told for f in forms), told
