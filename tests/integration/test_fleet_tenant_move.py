@@ -466,10 +466,9 @@ async def test_a_move_found_by_a_start_killed_before_its_slots_started_still_hid
         await srv.stop()
 
 
-async def test_swap_events_to_the_new_tenant_do_not_name_the_former_tenants_version(tmp_path):
-    """Moved from acme to beta, the gateway swaps acme's model for beta's own: the swap's events went to beta naming
-    acme's version (``from_version: 3.7.1``) while its results, samples and ListAgents blank it. They are blanked
-    too; beta's own version is still named."""
+async def _swap_events_to_beta(tmp_path, version: str) -> tuple[list[dict], str]:
+    """gw1 moved from acme (acme-secret-check 3.7.1 in slot vision) to beta, which swaps in its own beta-own-check
+    ``version``: the swap's events as beta's fleet got them, and the digest of acme's model."""
     from protocols.events import EventKind
     from tests.support.models import make_keypair, make_package
 
@@ -477,7 +476,7 @@ async def test_swap_events_to_the_new_tenant_do_not_name_the_former_tenants_vers
         tmp_path, {"acme": ("acme-secret-check", "3.7.1"), "beta": ("acme-secret-check", "3.7.1")}
     )
     key, _ = make_keypair(tmp_path / "keys")
-    own = make_package(tmp_path / "pkg-beta", kind="vision", version="2.0.0", name="beta-own-check", key=key)
+    own = make_package(tmp_path / "pkg-beta", kind="vision", version=version, name="beta-own-check", key=key)
     a = agent("acme")
     await a.start()
     await a.stop()
@@ -486,25 +485,34 @@ async def test_swap_events_to_the_new_tenant_do_not_name_the_former_tenants_vers
         b = agent("beta")
         await b.start()
         try:
+            acme_digest = b.slots["vision"].digest
             outcome = await b.slots["vision"].swap(own, watch=False)
             assert outcome.ok, outcome
             kinds = {EventKind.SWAP_STARTED.value, EventKind.SWAPPED.value}
 
             def swap_events() -> list[dict]:
                 return [
-                    r
+                    r["payload"]
                     for r in srv.store.records("gw1", kind="event", tenant="beta")
-                    if kinds & set(json.dumps(r).replace('"', " ").split())
+                    if r["payload"].get("kind") in kinds
                 ]
 
             await waits.until(lambda: len(swap_events()) >= 2, what="beta to get the swap's events")
         finally:
             await b.stop()
-        sent = json.dumps(swap_events())
-        assert "3.7.1" not in sent and "acme-secret" not in sent, sent[:800]
-        assert '"2.0.0"' in sent, sent[:800]  # beta's own version is named
+        return swap_events(), acme_digest
     finally:
         await srv.stop()
+
+
+async def test_swap_events_to_the_new_tenant_do_not_name_the_former_tenants_version(tmp_path):
+    """Moved from acme to beta, the gateway swaps acme's model for beta's own: the swap's events went to beta naming
+    acme's version (``from_version: 3.7.1``) while its results, samples and ListAgents blank it. They are blanked
+    too; beta's own version is still named."""
+    events, acme_digest = await _swap_events_to_beta(tmp_path, "2.0.0")
+    sent = json.dumps(events)
+    assert "3.7.1" not in sent and "acme-secret" not in sent and acme_digest not in sent, sent[:800]
+    assert '"2.0.0"' in sent, sent[:800]  # beta's own version is named
 
 
 async def test_the_new_tenants_own_slot_of_the_same_package_names_its_model(tmp_path):
@@ -664,41 +672,10 @@ def test_the_store_a_move_held_outlives_later_restarts_under_a_smaller_budget(tm
 
 
 async def test_the_new_tenants_own_version_of_the_same_number_is_named_in_swap_events(tmp_path):
-    """Moved from acme to beta, the gateway swaps acme's model (acme-secret-check 3.7.1) for beta's own package of
-    the same version number (beta-own-check 3.7.1). acme's version is blanked in the swap's events, beta's is named:
-    the blanking matched the version's text, and beta's own 3.7.1 (``to_version``) was blanked too."""
-    from protocols.events import EventKind
-    from tests.support.models import make_keypair, make_package
-
-    agent, srv = _camera_gateway(
-        tmp_path, {"acme": ("acme-secret-check", "3.7.1"), "beta": ("acme-secret-check", "3.7.1")}
-    )
-    key, _ = make_keypair(tmp_path / "keys")
-    own = make_package(tmp_path / "pkg-beta", kind="vision", version="3.7.1", name="beta-own-check", key=key)
-    a = agent("acme")
-    await a.start()
-    await a.stop()
-    await srv.start()
-    try:
-        b = agent("beta")
-        await b.start()
-        try:
-            acme_digest = b.slots["vision"].digest
-            outcome = await b.slots["vision"].swap(own, watch=False)
-            assert outcome.ok, outcome
-
-            def swapped() -> list[dict]:
-                return [
-                    r["payload"]
-                    for r in srv.store.records("gw1", kind="event", tenant="beta")
-                    if r["payload"].get("kind") == EventKind.SWAPPED.value
-                ]
-
-            await waits.until(lambda: swapped(), what="beta to get the swap's event")
-        finally:
-            await b.stop()
-        (evt,) = swapped()
-        assert evt["to_version"] == "3.7.1" and evt["from_version"] == "", evt  # beta's named, acme's blanked
-        assert acme_digest not in json.dumps(evt) and "acme-secret" not in json.dumps(evt), evt
-    finally:
-        await srv.stop()
+    """As above, but beta's own package has the version number of acme's model (beta-own-check 3.7.1 over
+    acme-secret-check 3.7.1): acme's version is blanked, beta's is named. The blanking matched the version's text,
+    and beta's own 3.7.1 (``to_version``) was blanked too."""
+    events, acme_digest = await _swap_events_to_beta(tmp_path, "3.7.1")
+    (evt,) = [e for e in events if e["kind"] == "swapped"]
+    assert evt["to_version"] == "3.7.1" and evt["from_version"] == "", evt  # beta's named, acme's blanked
+    assert acme_digest not in json.dumps(events) and "acme-secret" not in json.dumps(events), events
