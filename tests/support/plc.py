@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +35,47 @@ class Plc:
 @contextlib.asynccontextmanager
 async def plc(variables: dict[str, ua.Variant]) -> AsyncIterator[Plc]:
     """A started server with one writable variable a name (``ns=<idx>;s=<name>``), each holding its variant."""
+
+    async def build(_srv: Any, idx: int, obj: Any) -> dict[str, Any]:
+        return {name: await obj.add_variable(ua.NodeId(name, idx), name, v) for name, v in variables.items()}
+
+    async with plc_server(build) as p:
+        yield p
+
+
+@contextlib.asynccontextmanager
+async def plc_server(build: Callable[[Any, int, Any], Awaitable[dict[str, Any]]]) -> AsyncIterator[Plc]:
+    """A started server whose variables ``build(server, idx, plc_object)`` adds (name -> node: an enumeration's, a
+    multi-state node with its properties), each made writable."""
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    nodes = {}
-    for name, variant in variables.items():
-        nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, variant)
-        await nodes[name].set_writable()
+    nodes = await build(srv, idx, obj)
+    for node in nodes.values():
+        await node.set_writable()
     await srv.start()
     try:
         yield Plc(port, srv, idx, nodes)
     finally:
         await srv.stop()
+
+
+@contextlib.asynccontextmanager
+async def opcua_source(p: Plc, expect: list | None = None, **settings: Any) -> AsyncIterator[Any]:
+    """An opcua source ``plc`` on ``p`` (``settings`` beside a 2 s connect timeout and a 0.3 s keep-alive check),
+    told ``expect`` as its write targets, started and connected. Stopped on the way out."""
+    from devices.opcua.client import OpcUaSource
+    from devices.opcua.settings import OpcUaSettings
+
+    settings = {"connect_timeout_s": 2.0, "keepalive_check_s": 0.3, **settings}
+    src = OpcUaSource("plc", OpcUaSettings(endpoint=f"opc.tcp://127.0.0.1:{p.port}/plc/", **settings))
+    if expect is not None:
+        src.expect_writes(expect)
+    await src.start()
+    try:
+        await until(lambda: src.state.value == "connected", 30, "connected")
+        yield src
+    finally:
+        await src.stop()
 
 
 @contextlib.asynccontextmanager
