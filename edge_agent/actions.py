@@ -173,7 +173,7 @@ def expect_writes(cfg: AgentConfig, sources: dict[str, Any]) -> None:
         src = sources.get(src_name)
         if src is not None and hasattr(src, "expect_writes"):
             src.expect_writes(
-                [(node_id, value, write_value_note(cfg, loc)) for loc, node_id, value in targets]
+                [(node_id, value, write_value_note(cfg, loc), loc) for loc, node_id, value in targets]
             )
 
 
@@ -1003,17 +1003,23 @@ class ActionRunner:
             exc,
         )
 
-    def _target_checked(self, source: str, node_id: str, value: Any, why: str | None, whole: bool) -> None:
+    def _target_checked(
+        self, source: str, node_id: str, value: Any, why: str | None, whole: bool, at: str | None = None
+    ) -> None:
         """A verdict of the source's check of a write target (at connect, and when the node changes): a target
         found failing is an episode from then (``write_failing``, before any write: a node that does not exist,
         is read-only or whose type refuses the value), the same episode at the next connect's check; one whose
         check found only that and now finds it fine ends after the quiet time, as a write taken ends one."""
         if not self._failing_read:
             self._read_failing()
+        # the action whose value was checked (``actions.<name>.value``; a name may hold dots)
+        checked = at.removeprefix("actions.").rsplit(".", 1)[0] if at and at.startswith("actions.") else None
         for name, output in self._targets_at.get((source, node_id), ()):
             action = self.cfg.actions[name]
             if not whole and repr(value) not in {repr(v) for v in _values_written(action)}:
                 continue  # another action's value for the same node
+            if not whole and checked is not None and checked != name:
+                continue  # the same value of another action on the node: its verdict (its note) is its own
             if why is not None:
                 self._write_refused(name, action, output, why, _NODE if whole else value, checked=True)
             else:
@@ -1480,7 +1486,11 @@ async def publish_result(
 async def write_opcua(
     ctx: ActionRunner, name: str, action: OpcUaWriteAction, result: Result, item, value: Any = None
 ) -> str | None:
-    said = await ctx.sources[action.source].write(action.node_id, action.value if value is None else value)
+    # the place written (value, or the reset): a refusal is said with its own note, not another action's on the node
+    field = "value" if value is None or repr(value) == repr(action.value) else "reset_value"
+    said = await ctx.sources[action.source].write(
+        action.node_id, action.value if value is None else value, at=f"actions.{name}.{field}"
+    )
     if said:  # the PLC took it with an Uncertain status: written (never sent again), but counted and said
         ctx._burst.log(f"uncertain:{name}", "action %r: %s", name, said)
         return UNCERTAIN

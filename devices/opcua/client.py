@@ -2586,12 +2586,13 @@ class OpcUaSource:
         # (when, (reason, why)) of the last endpoint-list probe
         self._probed: tuple[float, tuple[str, str] | None] = (-1e9, None)
         self._write_targets: list[tuple[str, Any]] = []
-        # (node_id, repr(value)) -> how the refusal of that value is said by the one who knows where it came from
-        # (``expect_writes``: a write value a gateway variable gives, named with its variable and place)
-        self._write_notes: dict[tuple[str, str], Callable[[str, OpcUaTypeMismatch], str]] = {}
+        # how the refusal of a target's value is said by the one who knows where it came from (``expect_writes``: a
+        # write value a gateway variable gives, named with its variable and place): each write target's note (``expect_writes``), in the targets' order, and by the place that writes it
+        self._target_notes: list[tuple[Callable[[str, OpcUaTypeMismatch], str] | None, str | None]] = []
+        self._write_notes: dict[str, Callable[[str, OpcUaTypeMismatch], str]] = {}
         # told each verdict of a write target's check (``add_target_listener``): node_id, value, why (None: fine),
         # and whether the node itself fails (missing, read-only, not a variable) rather than the value
-        self._target_listeners: list[Callable[[str, Any, str | None, bool], None]] = []
+        self._target_listeners: list[Callable[[str, Any, str | None, bool, str | None], None]] = []
         self.target_errors: dict[str, str] = {}  # node_id -> why writes to it will fail
         # the targets found failing at the last connect's check (or a re-check since), each with why (one per value
         # checked): one failing for the same reason at every connect is one standing condition, counted and said
@@ -4591,24 +4592,34 @@ class OpcUaSource:
             lock = self._write_locks[key] = asyncio.Lock()
         return lock
 
-    def expect_writes(self, targets: list[tuple[str, Any]] | list[tuple[str, Any, Any]]) -> None:
+    def expect_writes(
+        self,
+        targets: list[tuple[str, Any]] | list[tuple[str, Any, Any]] | list[tuple[str, Any, Any, str | None]],
+    ) -> None:
         """Nodes (and values) this source will be asked to write: checked after every connect, so that a
         missing, read-only or wrongly typed target is reported at start, not at the first defect. A target may
         carry a note, ``note(why, refusal)``: how a refusal of that value for the node's type is said (its
-        check's and its writes'), by the one who knows where the value came from (a gateway variable)."""
+        check's and its writes'), by the one who knows where the value came from (a gateway variable), and the
+        place that writes it (``actions.label.value``): a write saying that place (``write(..., at=)``) gets that
+        place's note. Keyed by node and value, two actions writing one value to one node (one from a variable, one
+        the config's own) had each other's refusal said with the variable."""
         self._write_targets = [(t[0], t[1]) for t in targets]
-        self._write_notes = {(t[0], repr(t[1])): t[2] for t in targets if len(t) > 2 and t[2] is not None}
+        self._target_notes = [(t[2] if len(t) > 2 else None, t[3] if len(t) > 3 else None) for t in targets]
+        self._write_notes = {t[3]: t[2] for t in targets if len(t) > 3 and t[2] is not None}  # type: ignore[misc]
 
-    def add_target_listener(self, listener: Callable[[str, Any, str | None, bool], None]) -> None:
-        """``listener(node_id, value, why, whole)`` at each verdict of a write target's check (at connect, and
+    def add_target_listener(self, listener: Callable[[str, Any, str | None, bool, str | None], None]) -> None:
+        """``listener(node_id, value, why, whole, at)`` at each verdict of a write target's check (at connect, and
         when the node changes): ``why`` None when the node takes the value; ``whole`` when the node itself fails
-        (missing, read-only, not a variable), not the value. Not told of a check that got no answer."""
+        (missing, read-only, not a variable), not the value; ``at`` the place that writes it (``expect_writes``),
+        None when not told. Not told of a check that got no answer."""
         self._target_listeners.append(listener)
 
-    def _noted(self, node_id: str, value: Any, err: OpcUaTypeMismatch, why: str | None = None) -> str:
-        """``why`` (default: the refusal's text) as the note given for this value says it, if any."""
+    @staticmethod
+    def _noted(
+        note: Callable[[str, OpcUaTypeMismatch], str] | None, err: OpcUaTypeMismatch, why: str | None = None
+    ) -> str:
+        """``why`` (default: the refusal's text) as the note given for the value written (``note``) says it, if any."""
         why = str(err) if why is None else why
-        note = self._write_notes.get((node_id, repr(value)))
         return why if note is None else note(why, err)
 
     async def _check_targets(self, client: Client, only: str | None = None, quiet: bool = False) -> None:
@@ -4625,9 +4636,10 @@ class OpcUaSource:
         found: str | None = None  # ``only``'s verdict (the last of its values' that fails)
         hb = self.settings.heartbeat
         beat = [(hb.node_id, True if hb.kind == "toggle" else 1)] if hb else []
-        for node_id, value in self._write_targets + beat:
+        for i, (node_id, value) in enumerate(self._write_targets + beat):
             if only is not None and node_id != only:
                 continue
+            note, at = self._target_notes[i] if i < len(self._target_notes) else (None, None)
             # one target can never fail the session (and so every tag): each is judged on its own
             locked = self._target_access.get(node_id) is False
             try:
@@ -4653,10 +4665,10 @@ class OpcUaSource:
                     err = _misfit_error(self._types.get(node_id), value, node_id)
                     whole = err is None or str(err) != why  # the node itself, not the value
                     if not whole and err is not None:
-                        why = self._noted(node_id, value, err, why)
+                        why = self._noted(note, err, why)
                 if why is None or not whole or any(k in why for k in _NODE_FAILS):
                     for listen in self._target_listeners:  # a verdict, not a read that failed this time
-                        listen(node_id, value, why, whole)
+                        listen(node_id, value, why, whole, at)
             except TimeoutError:
                 why = f"node {node_id}: no answer within {self.settings.connect_timeout_s}s"
             except Exception as e:
@@ -5364,7 +5376,7 @@ class OpcUaSource:
         protocol = getattr(client.uaclient, "protocol", None)
         return protocol is not None and not protocol.is_closed
 
-    async def write(self, node_id: str, value: Any) -> str | None:
+    async def write(self, node_id: str, value: Any, at: str | None = None) -> str | None:
         """Write ``value`` as the node's own data type and shape (read once, cached; the type a
         BaseDataType node holds read at each write); never coerced loosely. The cached type is read again
         when it refuses the value, and when the server answers BadTypeMismatch (a PLC's online change may
@@ -5445,7 +5457,8 @@ class OpcUaSource:
                             )
                             raise
         except OpcUaTypeMismatch as e:
-            err = OpcUaTypeMismatch(f"opcua source {self.name}: {self._noted(node_id, value, e)}")
+            note = self._write_notes.get(at) if at is not None else None
+            err = OpcUaTypeMismatch(f"opcua source {self.name}: {self._noted(note, e)}")
             err.element = e.element
             raise err from None
         except OpcUaWriteRefused as e:  # too large to send (``_too_large_to_send``)

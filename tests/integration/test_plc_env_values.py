@@ -11,10 +11,12 @@ import pytest
 import yaml
 from asyncua import ua
 
+from devices.opcua.client import OpcUaTypeMismatch
 from edge_agent.config import ConfigError, load_config
 from tests.integration.test_plc_exact_values import _config, _config_data
 from tests.support.plc import agent_side, plc
 from tests.support.results import result
+from tests.support.waits import until
 
 
 async def test_a_number_and_a_boolean_given_by_variables_are_written_as_such(monkeypatch):
@@ -253,3 +255,33 @@ async def test_a_literal_reset_value_a_node_refuses_is_not_blamed_on_the_variabl
     for why in (at_connect, *told):
         assert "cannot write False (bool)" in why, why
         assert "LABEL" not in why and "actions.label.value" not in why, why
+
+
+async def test_two_actions_writing_one_value_to_one_node_are_each_said_with_their_own_note(
+    monkeypatch, caplog
+):
+    """``label`` writes ${LABEL} (LABEL=true: the boolean true) and ``flag`` the config's own ``true`` to one String
+    node, which refuses both. The notes were keyed by node and value, so the refusal of flag's literal true (at
+    connect and at its write) was said as LABEL's, sending the engineer to agent.env for a value the config holds;
+    each action's refusal is now said with its own place: flag's names no variable, label's names LABEL."""
+    monkeypatch.setenv("LABEL", "true")
+    async with plc({"Label": ua.Variant("", ua.VariantType.String)}) as p:
+        write = {"type": "opcua_write", "source": "plc", "node_id": p.node_id("Label"), "mode": "level"}
+        cfg = _config(p.port, {"label": {**write, "value": "${LABEL}"}, "flag": {**write, "value": True}})
+        events: list = []
+        async with agent_side(cfg, events) as (src, runner):
+            runner.start()
+            await until(lambda: len({e["action"] for e in events}) == 2, 5, "an episode an action at connect")
+            at_connect = {e["action"]: e["reason"] for e in events if e["kind"] == "write_failing"}
+            assert "LABEL" not in at_connect["flag"], at_connect
+            assert "environment variable LABEL" in at_connect["label"], at_connect
+            await runner.handle(["flag"], result("NG", 0), None)  # the runner's write of flag's value
+            await runner.flush(timeout_s=5)
+            said = [r.getMessage() for r in caplog.records if "action 'flag' failed" in r.getMessage()]
+            with pytest.raises(OpcUaTypeMismatch) as flag:
+                await src.write(p.node_id("Label"), True, at="actions.flag.value")
+            with pytest.raises(OpcUaTypeMismatch) as label:
+                await src.write(p.node_id("Label"), True, at="actions.label.value")
+    assert said and not any("LABEL" in m for m in said), said
+    assert "LABEL" not in str(flag.value), flag.value
+    assert "which actions.label.value" in str(label.value) and "LABEL" in str(label.value), label.value

@@ -222,7 +222,7 @@ async def test_a_slow_plc_gets_the_latest_output_not_a_backlog():
         def __init__(self) -> None:
             self.writes: list = []
 
-        async def write(self, node_id, value) -> None:
+        async def write(self, node_id, value, at=None) -> None:
             await asyncio.sleep(0.05)
             self.writes.append(value)
 
