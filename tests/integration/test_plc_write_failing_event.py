@@ -284,16 +284,10 @@ async def test_a_write_out_of_retries_is_an_episode_if_the_plc_refuses_it_not_if
     output and outage, 30 events for 3 outages of 6 s with 5 outputs). A connected PLC that does not take the
     write within its retries (BadTooManyOperations: busy) is failing: an episode, ended once it takes the value."""
     events: list = []
-    busy = {"on": False}
-
-    async def too_many(event, _dispatcher) -> None:
-        if busy["on"]:
-            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
-
     async with plc(
         {"Gate": ua.Variant(False, ua.VariantType.Boolean), "Lamp": ua.Variant(False, ua.VariantType.Boolean)}
     ) as p:
-        p.server.subscribe_server_callback(CallbackType.PreWrite, too_many)
+        busy = _busy(p, False)
         retry = {"max_attempts": 2, "backoff_s": 0.05}
         out = {"type": "opcua_write", "source": "plc", "value": True, "retry": retry}
         cfg = _config(
@@ -333,14 +327,8 @@ async def test_an_out_of_retries_episode_saved_at_stop_ends_after_a_restart_that
     wrote (days for a rare NG or alarm), the console showing a healthy target failing. Now nothing is owed, and it
     ends at the restart; one the check at connect finds failing still stays (another test)."""
     events: list = []
-    busy = {"on": True}
-
-    async def too_many(event, _dispatcher) -> None:
-        if busy["on"]:
-            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
-
     async with plc({"Gate": ua.Variant(False, ua.VariantType.Boolean)}) as p:
-        p.server.subscribe_server_callback(CallbackType.PreWrite, too_many)
+        busy = _busy(p, True)
         retry = {"max_attempts": 2, "backoff_s": 0.05}
         out = {
             "type": "opcua_write",
@@ -402,14 +390,8 @@ async def test_a_check_at_reconnect_does_not_end_the_episode_of_a_value_a_busy_p
     the owed value was still refused: the console showed the target fine, the node never got the value. Now the
     episode stays until the owed value is taken."""
     events: list = []
-    busy = {"on": True}
-
-    async def too_many(event, _dispatcher) -> None:
-        if busy["on"]:
-            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
-
     async with plc({"Gate": ua.Variant(False, ua.VariantType.Boolean)}) as p:
-        p.server.subscribe_server_callback(CallbackType.PreWrite, too_many)
+        busy = _busy(p, True)
         async with agent_side(_config(p.port, {"gate": _gate(p)}), events, recovered_after_s=0.3) as (
             src,
             runner,
@@ -429,6 +411,18 @@ async def test_a_check_at_reconnect_does_not_end_the_episode_of_a_value_a_busy_p
             await runner.flush(timeout_s=1)
         assert await p.nodes["Gate"].read_value() is True
     assert "found fine by the source's check" not in _failing(events)[1]["message"], _failing(events)[1]
+
+
+def _busy(p, on: bool) -> dict:
+    """The PLC ``p`` answers BadTooManyOperations (busy) to every write while the dict returned says ``on``."""
+    busy = {"on": on}
+
+    async def too_many(event, _dispatcher) -> None:
+        if busy["on"]:
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+
+    p.server.subscribe_server_callback(CallbackType.PreWrite, too_many)
+    return busy
 
 
 def _gate(p) -> dict:

@@ -6,7 +6,9 @@ sent again when it is born again; a birth datatype this host cannot write is a t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import paho.mqtt.client as paho
 import pytest
@@ -82,6 +84,23 @@ async def _births(src: MqttSource, n: int) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{src.sparkplug.births} births seen, waited for {n}")
+
+
+@contextlib.asynccontextmanager
+async def _born(port: int, cfg, *metrics: sp.Metric) -> AsyncIterator[tuple[Node, MqttSource, ActionRunner]]:
+    """(node, host, runner): the edge node ``g/n1`` born with ``metrics``, the Sparkplug host ``bus`` that read its
+    birth, and ``cfg``'s actions on it. Stopped on the way out."""
+    node = Node(port)
+    src, pump = await _host(port)
+    runner = ActionRunner(cfg, {"bus": src})
+    try:
+        node.nbirth(0, *metrics)
+        await _births(src, 1)
+        yield node, src, runner
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
 
 
 def _sent(cmd) -> tuple:
@@ -451,24 +470,20 @@ async def test_a_value_that_does_not_fit_the_births_datatype_is_refused_whatever
     one, the text "false" as a String to a Boolean one, NaN as the text "nan". Now the birth decides the
     datatype sent; a value that does not fit it (or the action's) is refused naming the metric and both types,
     not sent, not retried, and counted (``failed``) by the action; one that fits is sent typed by the birth."""
-    node = Node(mosquitto.port)
     cfg = _command_config(
         mosquitto.port,
         "level",
         {"metric": "level", "datatype": "Int16", "value": 300, "when": {"verdict": "NG"}},
     )
-    src, pump = await _host(mosquitto.port)
-    runner = ActionRunner(cfg, {"bus": src})
-    try:
-        node.nbirth(
-            0,
-            sp.Metric("level", None, D.UINT8, 0),
-            sp.Metric("speed", None, D.INT32, 0),
-            sp.Metric("temp", None, D.FLOAT, 0.0),
-            sp.Metric("open", None, D.BOOLEAN, False),
-            sp.Metric("label", None, D.STRING, ""),
-        )
-        await _births(src, 1)
+    async with _born(
+        mosquitto.port,
+        cfg,
+        sp.Metric("level", None, D.UINT8, 0),
+        sp.Metric("speed", None, D.INT32, 0),
+        sp.Metric("temp", None, D.FLOAT, 0.0),
+        sp.Metric("open", None, D.BOOLEAN, False),
+        sp.Metric("label", None, D.STRING, ""),
+    ) as (node, src, runner):
         await runner.handle(["level"], _ng_result(), None)
         await runner.flush()
         errors = []
@@ -487,10 +502,6 @@ async def test_a_value_that_does_not_fit_the_births_datatype_is_refused_whatever
         await src.command("g", "n1", None, "level", 5, "Int32")  # fits: sent as the birth's UInt8
         await src.command("g", "n1", None, "temp", 2, "Int64")  # fits: sent as the birth's Float
         cmds = [_sent(c) for c in await node.wait_cmds(2)]
-    finally:
-        pump.cancel()
-        await src.stop()
-        node.stop()
     n = "spBv1.0/g/NCMD/n1"
     assert cmds == [(n, "level", D.UINT8, 5), (n, "temp", D.FLOAT, 2.0)], cmds  # before: all seven sent
     assert runner.stats["level"]["failed"] == 1 and runner.stats["level"]["ok"] == 0, runner.stats["level"]
@@ -622,7 +633,6 @@ async def test_a_whole_number_with_an_exponent_past_2_53_reaches_an_int64_metric
     9007199254740992.0 to YAML; its command carried 9007199254740992, with nothing said, whether the action's
     datatype said Int64 or the birth did. The number the text shows is sent now (9007199254740993); a Double
     metric still gets the float, and an exact form (``1.0e+16``) is sent as before."""
-    node = Node(mosquitto.port)
     path = tmp_path / "line1.yaml"
     out = "{type: sparkplug_command, source: bus, group: g, edge_node: n1, when: {verdict: NG}"
     path.write_text(
@@ -637,24 +647,17 @@ actions:
 """
     )
     cfg = load_config(path)
-    src, pump = await _host(mosquitto.port)
-    runner = ActionRunner(cfg, {"bus": src})
-    try:
-        node.nbirth(
-            0,
-            sp.Metric("total", None, D.INT64, 0),
-            sp.Metric("preset", None, D.INT64, 0),
-            sp.Metric("big", None, D.UINT64, 0),
-            sp.Metric("level", None, D.DOUBLE, 0.0),
-        )
-        await _births(src, 1)
+    async with _born(
+        mosquitto.port,
+        cfg,
+        sp.Metric("total", None, D.INT64, 0),
+        sp.Metric("preset", None, D.INT64, 0),
+        sp.Metric("big", None, D.UINT64, 0),
+        sp.Metric("level", None, D.DOUBLE, 0.0),
+    ) as (node, _src, runner):
         await runner.handle(["total", "preset", "big", "level"], _ng_result(), None)
         await runner.flush()
         cmds = {c.metrics[0].name: c.metrics[0].value for _, c, _ in await node.wait_cmds(4)}
-    finally:
-        pump.cancel()
-        await src.stop()
-        node.stop()
     assert cmds == {
         "total": 2**53 + 1,
         "preset": -(2**53 + 1),
