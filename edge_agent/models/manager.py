@@ -279,7 +279,8 @@ class ModelManager:
         """Forget the withdrawals of versions no slot serves nor installs any more (kept until then: a start
         rolls back, or reports failed, a served digest the fleet said is withdrawn, as while it runs)."""
         served = {s.status().get("digest") for s in self.slots.values()} | set(self.busy.values())
-        for digest in [k for k in self.withdrawn if k not in served]:
+        # (a copy: an install task's thread may change it meanwhile)
+        for digest in [k for k in list(self.withdrawn) if k not in served]:
             self._withdraw(digest, None)
 
     def _refuse(self, digest: str, reason: str, d=None) -> None:

@@ -274,7 +274,8 @@ async def _installed_while_the_fleet_is_gone(srv, reg, monkeypatch, *, then: str
         if then is not None:  # (1.1.0 again: another deployment id, the same digest)
             second = _deploy(srv, "gw1", then)
         reg.withdraw("part-inspection", "1.1.0", DEFECT)
-        await srv.stop()
+        # gone at once, as a crash (a grace of 1 s waited out the agent's heartbeat stream)
+        await srv.stop(grace_s=0)
     finally:
         gone.set()
     return first, second
@@ -320,10 +321,12 @@ async def test_a_version_withdrawn_while_the_fleet_was_unreachable_at_install_is
         # the halt sends 1.0.0 back (an admin's rollback): the withdrawn model no longer serves
         await until(lambda: version(agents["gw1"]) == "1.0.0", what="gw1 back on 1.0.0")
         # asked, and no longer served: nothing left of the withdrawal on disk
-        await until(lambda: not mgr.withdrawn, what="the withdrawal of a version no longer served forgotten")
-        assert not list(mgr.pending_dir.glob("withdrawal*"))
+        await until(
+            lambda: not mgr.withdrawn and not list(mgr.pending_dir.glob("withdrawal*")),
+            what="the withdrawal of a version no longer served forgotten, on disk too",
+        )
     finally:
-        await back.stop()
+        await back.stop(grace_s=0)
 
 
 async def test_a_version_deployed_again_while_the_fleet_was_unreachable_then_withdrawn_is_not_confirmed_healthy(
@@ -356,7 +359,7 @@ async def test_a_version_deployed_again_while_the_fleet_was_unreachable_then_wit
         await until(lambda: version(agents["gw1"]) == "1.0.0", what="gw1 back on 1.0.0")
         assert back.control._get(first["id"])["state"] != "completed"
     finally:
-        await back.stop()
+        await back.stop(grace_s=0)
 
 
 async def _told_the_install_first(agents, srv, reg, monkeypatch, tmp_path):
@@ -383,7 +386,7 @@ async def _told_the_install_first(agents, srv, reg, monkeypatch, tmp_path):
     try:
         await until(lambda: not mgr.busy.get("vision"), timeout_s=40, what="the install task to end")
     except BaseException:
-        await back.stop()
+        await back.stop(grace_s=0)
         raise
     return gw1, again, back, gate
 
@@ -408,7 +411,7 @@ async def test_a_version_deployed_again_and_withdrawn_halts_when_the_fleet_answe
         assert got["state"] == "halted", got
         assert DEFECT in str(got), got  # halted for the withdrawal's reason
     finally:
-        await back.stop()
+        await back.stop(grace_s=0)
 
 
 async def test_a_withdrawal_whose_failure_the_fleet_has_not_heard_holds_across_a_restart(
@@ -453,7 +456,7 @@ async def test_a_withdrawal_whose_failure_the_fleet_has_not_heard_holds_across_a
         assert not any(s["step"] == "healthy" and s["version"] == "1.1.0" for s in gw1.manager.steps)
         await until(lambda: version(gw1) == "1.0.0", what="gw1 back on 1.0.0")
     finally:
-        await back.stop()
+        await back.stop(grace_s=0)
 
 
 async def test_a_recheck_the_fleet_answers_permission_denied_is_asked_again_not_read_as_still_sent(
@@ -480,4 +483,4 @@ async def test_a_recheck_the_fleet_answers_permission_denied_is_asked_again_not_
         assert not any(s["step"] == "healthy" and s["version"] == "1.1.0" for s in mgr.steps), mgr.steps
         assert "vision" in mgr._unasked()  # asked again at the next desired state
     finally:
-        await back.stop()
+        await back.stop(grace_s=0)
