@@ -2098,7 +2098,7 @@ def test_a_class_of_ones_own_beside_the_known_fault_it_names_is_refused_naming_b
     """'outer' beside 'bearing_outer' (two sources' labels, two people's) was imported as two classes: one fault
     under two names, the model's two outputs splitting its windows. Refused naming both and how to merge them;
     alone, the user's names are kept as given ('outer', 'inner'; grades 'outer_007', 'outer_014'; 'ball')."""
-    runs = [_csv(tmp_path / f"{run}.csv", np.sin(np.arange(20000) * 0.3 + k)) for k, run in enumerate("hab")]
+    runs = [_csv(tmp_path / f"{run}.csv", np.sin(np.arange(8192) * 0.3 + k)) for k, run in enumerate("hab")]
     labels = _labels(tmp_path / "labels.csv", ["h,healthy,,,", f"a,{real},,,", f"b,{name},,,"])
     with pytest.raises(DatasetError) as ei:
         import_vibration(runs, tmp_path / "ds", labels)
@@ -2111,7 +2111,7 @@ def test_a_class_of_ones_own_beside_the_known_fault_it_names_is_refused_naming_b
     assert not (tmp_path / "ds").exists()
     own = _labels(tmp_path / "own.csv", ["h,healthy,,,", f"a,{name},,,", "b,ball,,,"])
     res = import_vibration(runs, tmp_path / "ds", own)
-    assert res["faults"] == {"ball": 9, "healthy": 9, name: 9}
+    assert res["faults"] == {"ball": 4, "healthy": 4, name: 4}
 
 
 @pytest.mark.parametrize(
@@ -2128,10 +2128,10 @@ def test_a_combined_fault_or_another_parts_fault_beside_a_known_fault_is_importe
     ('outer_housing_loose' beside 'bearing_outer') was refused as one fault under two names: it reads as no one
     of the four, and is imported as a class of its own."""
     classes = ["healthy", *beside, name]
-    runs = [_csv(tmp_path / f"r{i}.csv", np.sin(np.arange(20000) * 0.3 + i)) for i in range(len(classes))]
+    runs = [_csv(tmp_path / f"r{i}.csv", np.sin(np.arange(8192) * 0.3 + i)) for i in range(len(classes))]
     labels = _labels(tmp_path / "labels.csv", [f"r{i},{c},,," for i, c in enumerate(classes)])
     res = import_vibration(runs, tmp_path / "ds", labels)
-    assert res["faults"] == {c: 9 for c in classes}, res
+    assert res["faults"] == {c: 4 for c in classes}, res
 
 
 def test_a_dataset_without_healthy_windows_is_refused_at_import_and_at_training(tmp_path, capsys):
@@ -2521,10 +2521,10 @@ def test_a_class_saying_a_known_fault_is_absent_is_not_told_to_merge_with_it(tmp
     """'not_misaligned' beside 'misalignment' was refused as that fault under two names, told to label its rows
     'misalignment': a machine without the fault then trains as the fault. A name saying the fault is absent or
     undone reads as none of them, and is imported as a class of its own."""
-    runs = [_csv(tmp_path / f"{run}.csv", np.sin(np.arange(20000) * 0.3 + k)) for k, run in enumerate("hab")]
+    runs = [_csv(tmp_path / f"{run}.csv", np.sin(np.arange(8192) * 0.3 + k)) for k, run in enumerate("hab")]
     labels = _labels(tmp_path / "labels.csv", ["h,healthy,,,", f"a,{real},,,", f"b,{name},,,"])
     res = import_vibration(runs, tmp_path / "ds", labels)
-    assert res["faults"] == {"healthy": 9, name: 9, real: 9}, res
+    assert res["faults"] == {"healthy": 4, name: 4, real: 4}, res
 
 
 def test_a_stray_labels_file_whose_first_row_is_a_class_of_its_own_is_refused_as_a_labels_file(
