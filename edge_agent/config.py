@@ -2446,21 +2446,26 @@ def _exponent_whole(text: str) -> int | None:
     9007199254740992.0) and a 64-bit integer node could hold it; None for any other scalar (``1.0e+16`` is read
     exactly, ``1.5e-3`` is no whole number, ``1e30`` no integer node holds). ``_exact_writes`` keeps such a
     write value as that integer."""
-    if "e" not in text.lower() or _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != (
-        "tag:yaml.org,2002:float"
-    ):
+    if "e" not in text.lower() or (got := _inexact_whole(text)) is None:
+        return None
+    return got[1] if -(2**63) <= got[1] < 2**64 else None
+
+
+def _inexact_whole(text: str) -> tuple[float, int] | None:
+    """(the float, the whole number) of a plain scalar YAML reads as a float whose text shows a whole number that
+    float is not (``9007199254740993.0``, ``9.007199254740993e+15``); None for any other scalar."""
+    if _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != "tag:yaml.org,2002:float":
         return None
     try:
         written = decimal.Decimal(text.replace("_", ""))
         n = yaml.safe_load(text)
-    except Exception:  # .inf, .nan, base 60: not this
+    except Exception:  # base 60 (1:30.5), .inf, .nan: judged elsewhere
         return None
     if not isinstance(n, float) or not math.isfinite(n) or not written.is_finite():
         return None
     if written != written.to_integral_value() or decimal.Decimal(n) == written:
         return None
-    meant = int(written)
-    return meant if -(2**63) <= meant < 2**64 else None
+    return n, int(written)
 
 
 def _exact_writes(doc: Any, exact: dict[tuple, int]) -> None:
@@ -2494,21 +2499,11 @@ def _float_misread(text: str) -> str | None:
     whole number (a double holds them exactly only up to 2**53), which an Int64 or UInt64 node would get
     without a word. None for any other scalar, and for a fraction (``0.1`` is never exact, and is no integer
     meant)."""
-    if (
-        "e" in text.lower()
-        or _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != "tag:yaml.org,2002:float"
-    ):
+    if "e" in text.lower():
         return None  # 1.0e+30 states a magnitude, not every digit (a threshold): read as the float meant
-    try:
-        written = decimal.Decimal(text.replace("_", ""))
-        n = yaml.safe_load(text)
-    except Exception:  # base 60 (1:30.5), .inf, .nan: judged elsewhere
+    if (got := _inexact_whole(text)) is None:
         return None
-    if not isinstance(n, float) or not math.isfinite(n) or not written.is_finite():
-        return None
-    if written != written.to_integral_value() or decimal.Decimal(n) == written:
-        return None
-    meant = int(written)
+    n, meant = got
     return (
         f"is read by YAML as the float {n!r} ({int(n)}), not the whole number {meant} it shows: a float holds "
         f"whole numbers exactly only up to 2**53 (9007199254740992); write {meant} without the point and "
