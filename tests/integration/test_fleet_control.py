@@ -58,7 +58,9 @@ async def fleet(tmp_path):
                 "agent": {"id": a, "site": "plant", "line": a, "data_dir": str(tmp_path / a)},
                 "trusted_keys": [str(pub)],
                 "http": {"enabled": False},
-                "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 30, "loop": True}},
+                # 10 frames a second: a health window's 5 inferences in 0.5 s (at 30, the two agents' frames
+                # alone took ~0.15 of a core for as long as a test ran)
+                "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 10, "loop": True}},
                 "models": {
                     "vision": {
                         "package": str(pk["1.0.0"]),
