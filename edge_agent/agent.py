@@ -501,6 +501,16 @@ class Agent:
                 log.warning("%s: %s; removed", pending, exc)
                 pending.unlink(missing_ok=True)
         if former is not None:
+            from edge_agent.models.manager import forget_former_tenant
+
+            # the former tenant's pending deployments and withdrawals (its deployment ids, versions, its admin's
+            # reasons) are not the new tenant's to hear: removed before the model manager starts
+            if gone := forget_former_tenant(Path(self.cfg.data_dir)):
+                log.info(
+                    "moved from tenant %r: removed its deployments' state (%s)",
+                    former,
+                    ", ".join(sorted(gone)),
+                )
             digests = {
                 n: d
                 for n, s in self.slots.items()

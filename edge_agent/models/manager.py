@@ -177,6 +177,39 @@ MAX_HELD = 50  # health-check rollbacks kept across restarts (the latest)
 _HELD_LOCK = threading.Lock()  # one read-change-write of a health-rollbacks file at a time (_hold)
 
 
+def forget_former_tenant(data_dir: Path) -> list[str]:
+    """Remove what the model manager kept in ``<data_dir>/deployments/`` for the gateway's former tenant: its pending
+    deployments (``<slot>.json``), its withdrawal state (WITHDRAWALS, its copy, a former release's UNASKED) and its
+    health-check rollbacks. Called by the start that finds the gateway moved to another tenant, before the manager
+    starts: kept, the new tenant's first desired state settled the former tenant's pending deployment to the new
+    fleet, as a ``deployment_step`` naming its deployment id, version and the withdrawal's reason its admin wrote.
+    Returns the names removed; one the disk refuses to remove is said (it would be reported to the new tenant)."""
+    folder = Path(data_dir) / "deployments"
+    if not folder.is_dir():
+        return []
+    gone: list[str] = []
+    names = [p.name for p in folder.glob("*.json")] + [
+        WITHDRAWALS,
+        WITHDRAWALS + ".copy",
+        UNASKED,
+        "health-rollbacks",
+    ]
+    for name in names:
+        try:
+            (folder / name).unlink()
+            gone.append(name)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning(
+                "model manager: cannot remove the former tenant's %s (%s): its deployment may be reported to the "
+                "new tenant",
+                folder / name,
+                exc,
+            )
+    return gone
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -679,3 +679,61 @@ async def test_the_new_tenants_own_version_of_the_same_number_is_named_in_swap_e
     (evt,) = [e for e in events if e["kind"] == "swapped"]
     assert evt["to_version"] == "3.7.1" and evt["from_version"] == "", evt  # beta's named, acme's blanked
     assert acme_digest not in json.dumps(events) and "acme-secret" not in json.dumps(events), events
+
+
+async def test_the_former_tenants_pending_deployment_and_withdrawal_are_not_reported_to_the_new_one(tmp_path):
+    """Moved from acme to beta with acme's deployment of its model pending (its failure never heard) and the fleet's
+    word that acme withdrew it (deployments/withdrawals), and a health-check rollback acme's deployment held: beta's
+    first desired state settled acme's deployment to beta, a deployment_step naming acme's deployment id, its version
+    and the reason acme's admin gave the withdrawal (review /work/notes57/review_w1 MEDIUM 2). The start that finds
+    the move removes them; beta hears none of it."""
+    agent, srv = _camera_gateway(
+        tmp_path, {"acme": ("acme-secret-check", "3.7.1"), "beta": ("acme-secret-check", "3.7.1")}
+    )
+    ticket = "misreads dark castings, ticket ACME-5120"
+    await srv.start()
+    try:
+        a = agent("acme")
+        await a.start()
+        await waits.until(lambda: srv.store.agents(tenant="acme"), what="acme to see gw1")
+        digest = a.slots["vision"].status()["digest"]
+        await a.stop()
+        # acme's run, stood for by the files its model manager writes
+        dep = tmp_path / "gw1" / "deployments"
+        dep.mkdir(exist_ok=True)
+        pending = {"deployment_id": "acmedep7", "slot": "vision", "version": "3.7.1", "digest": digest}
+        (dep / "vision.json").write_text(json.dumps({**pending, "package": "acme-secret-check"}))
+        why = f"acme-secret-check 3.7.1 was withdrawn from the registry ({ticket})"
+        for name in ("withdrawals", "withdrawals.copy"):
+            (dep / name).write_text(json.dumps({"unasked": {}, "withdrawn": {digest: why}}))
+        (dep / "health-rollbacks").write_text(
+            json.dumps({"f" * 64: {"deployment": "acmedep6", "why": f"health check failed ({ticket})"}})
+        )
+        b = agent("beta")
+        await b.start()
+        try:
+            assert b.manager is not None and b.uplink is not None
+            answered = []
+            heard = b.uplink.on_desired
+            assert heard is not None
+
+            async def counted(reply):
+                await heard(reply)
+                answered.append(reply.generation)
+
+            b.uplink.on_desired = counted
+            await waits.until(lambda: len(answered) >= 3, what="three desired states handled")
+            recorded = b.outbox.last_seq
+            await waits.until(
+                lambda: any(r["seq"] > recorded for r in srv.store.records("gw1", tenant="beta")),
+                what="beta to get what gw1 recorded after them",
+            )
+            assert not any(s["deployment"].startswith("acmedep") for s in b.manager.steps), b.manager.steps
+            assert digest not in b.manager.withdrawn
+        finally:
+            await b.stop()
+        sent = json.dumps(srv.store.records("gw1", tenant="beta"))
+        assert "ACME-5120" not in sent and "acmedep" not in sent and '"3.7.1"' not in sent, sent[:600]
+        assert sorted(p.name for p in dep.iterdir()) == []  # removed, not kept for a later start
+    finally:
+        await srv.stop()
