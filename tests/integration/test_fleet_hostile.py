@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +15,6 @@ from edge_agent.models.manager import check_desired
 from model_packager import package_digest
 from tests.integration.test_fleet_control import fleet, until, version  # noqa: F401  (the fixture)
 from tests.support import tar_craft as tc
-from tests.support.fleet import ROOT
 
 
 def _tamper(reg, name: str, version_: str, make) -> str:
@@ -118,26 +115,27 @@ async def test_agent_refuses_a_downgrade_unless_it_is_an_admin_rollback(fleet): 
     await until(lambda: version(agents["gw1"]) == "1.0.0", what="the rollback")
 
 
-async def test_fleet_refuses_a_downgrade_deployment_over_the_wire(fleet, tmp_path):  # noqa: F811
+async def test_fleet_refuses_a_downgrade_deployment_over_the_wire(fleet, tmp_path, capsys):  # noqa: F811
+    # `cloud-trainer deploy`'s entry point in a thread, over gRPC as the CLI goes (the real process:
+    # test_fleet_control's admin CLI test)
+    from cloud_trainer.cli import main
+
     srv, agents, _ = fleet
     await _upgrade_gw1(srv, agents)
     base = ["--endpoint", f"127.0.0.1:{srv.port}", "--pki", str(tmp_path / "pki"), "--admin", "alice"]
 
-    def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "cloud_trainer.cli", *args],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-        )
+    args = ["deploy", "part-inspection", "--version", "1.0.0", "--slot", "vision", "--agent", "gw1", *base]
 
-    r = await asyncio.to_thread(
-        cli, "deploy", "part-inspection", "--version", "1.0.0", "--slot", "vision", "--agent", "gw1", *base
-    )
-    assert r.returncode != 0 and "INVALID_ARGUMENT" in r.stderr and "versions only go up" in r.stderr, (
-        r.stderr
-    )
+    def deploy() -> tuple[object, str]:  # (exit code, stderr) as the process gives them
+        try:
+            return main(args), ""
+        except SystemExit as exc:  # sys.exit(message): the interpreter prints it to stderr and exits 1
+            return exc.code, str(exc.code)
+
+    capsys.readouterr()
+    code, said = await asyncio.to_thread(deploy)
+    err = capsys.readouterr().err + said
+    assert code not in (0, None) and "INVALID_ARGUMENT" in err and "versions only go up" in err, err
     assert [d for d in srv.control.list() if d["version"] == "1.0.0"] == []
 
 
