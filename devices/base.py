@@ -61,6 +61,30 @@ class WholeFloat(float):
         return (float(self), self.whole)
 
 
+class FractionFloat(float):
+    """A float read from a config's text that shows a fraction the float is not: ``9007199254740992.5`` and
+    ``1.0000000000000000001`` are the whole floats 9007199254740992.0 and 1.0 to YAML. ``text`` is what the
+    config shows, and its repr: an integer node or metric refuses it as it refuses 2.5 (``is_integer`` is
+    False: a fraction is never rounded); a Float or Double one gets the float, as the text rounds to it."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, value: float, text: str) -> FractionFloat:
+        self = super().__new__(cls, value)
+        self.text = text
+        return self
+
+    def __getnewargs__(self) -> tuple[float, str]:  # type: ignore[override]  # copies and pickles keep text
+        return (float(self), self.text)
+
+    def is_integer(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return self.text
+
+
 FLOAT32_MAX = 3.4028234663852886e38
 # halfway from the largest REAL to 2**128: a double from here on rounds to infinity as a REAL, one below it to
 # FLOAT32_MAX (3.4028235e38, the largest REAL as PLCs print it, is such a double a hair above FLOAT32_MAX)

@@ -56,7 +56,7 @@ from pydantic import (
 )
 
 from devices import SOURCE_TYPES, load_object
-from devices.base import WholeFloat
+from devices.base import FractionFloat, WholeFloat
 from devices.opcua.settings import DATETIME_RANGE
 from devices.opcua.settings import guess_tag as _guess_tag  # noqa: F401  (its home moved; kept for imports)
 from edge_agent.action_base import ActionSettings, RetrySettings  # noqa: F401  (RetrySettings: re-exported)
@@ -314,8 +314,9 @@ _SCALAR = bool | int | float | str
 # what a write value may be besides text, numbers and booleans: a ByteString's bytes, stated in YAML as
 # {base64: ...} or {hex: ...} (``_check_write_value``)
 # a WholeFloat first: a whole number written with an exponent that YAML reads as another keeps the number its text
-# shows (``_exact_writes``); as a float member of the union it would be made a plain float
-_WRITTEN = InstanceOf[WholeFloat] | _SCALAR | Annotated[bytes, Strict()]
+# shows, a FractionFloat that it is a fraction (``_exact_writes``); as a float member of the union it would be made
+# a plain float
+_WRITTEN = InstanceOf[WholeFloat] | InstanceOf[FractionFloat] | _SCALAR | Annotated[bytes, Strict()]
 _BYTE_ENCODINGS = ("base64", "hex")
 # a text that is a whole ISO 8601 date and time (a reading's timestamp, a DateTime node's value): checked for
 # its zone and range at load, whether YAML read it as a time (unquoted) or as text (quoted)
@@ -2361,11 +2362,11 @@ _FINER_TIME = re.compile(
 )
 
 
-def _yaml_misreads(text: str, exact: dict[tuple, int] | None = None) -> list[str]:
+def _yaml_misreads(text: str, exact: dict[tuple[int, int], float] | None = None) -> list[str]:
     """``path: why`` for each plain scalar value that YAML 1.1 reads as another number than the one it shows
     (``_MISREAD``), found on the parser's events (call it on a document known to parse). ``exact``, if given,
-    gets the place (a tuple of keys and indexes) of each whole number written with an exponent that YAML reads
-    as another whole number (``_exponent_whole``), with the number its text shows."""
+    gets the (line, column) of each plain float whose text shows another number than the float, with the
+    number it shows (``_exact_float``)."""
     out: list[str] = []
     stack: list[
         dict
@@ -2435,20 +2436,35 @@ def _yaml_misreads(text: str, exact: dict[tuple, int] | None = None) -> list[str
                 if (why := _float_misread(ev.value)) is not None:
                     at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
                     out.append(f"{path or 'the document'}: {ev.value}{at} {why}")
-                elif exact is not None and None not in keys and (n := _exponent_whole(ev.value)) is not None:
-                    exact[keys] = n
+                elif (
+                    exact is not None
+                    and ev.start_mark is not None
+                    and (n := _exact_float(ev.value)) is not None
+                ):
+                    exact[(ev.start_mark.line, ev.start_mark.column)] = n
     return out
 
 
-def _exponent_whole(text: str) -> int | None:
-    """The whole number a plain float scalar written with an exponent shows (``9.007199254740993e+15``:
-    9007199254740993), when YAML reads it as another (a double holds whole numbers exactly only up to 2**53:
-    9007199254740992.0) and a 64-bit integer node could hold it; None for any other scalar (``1.0e+16`` is read
-    exactly, ``1.5e-3`` is no whole number, ``1e30`` no integer node holds). ``_exact_writes`` keeps such a
-    write value as that integer."""
-    if "e" not in text.lower() or (got := _inexact_whole(text)) is None:
+def _exact_float(text: str) -> float | None:
+    """A plain float scalar as its text shows it, where YAML reads it as a number it does not show: a whole
+    number written with an exponent that is another whole number as a float (``9.007199254740993e+15``:
+    9007199254740992.0, a double holds whole numbers exactly only up to 2**53) as a ``WholeFloat`` keeping the
+    number shown, whatever its range (``-9.223372036854775809e+18`` is -2**63 as a float: an Int64 node refuses
+    the number shown); a fraction whose float is whole (``9007199254740992.5``, ``1.0000000000000000001``) as a
+    ``FractionFloat``. None for any other scalar (``1.0e+16`` and ``3.0`` are read exactly, ``2.5`` is its
+    float). ``_exact_writes`` keeps such a write value."""
+    if (got := _inexact_whole(text)) is not None:
+        return WholeFloat(*got) if "e" in text.lower() else None  # 9007199254740993.0: refused at load
+    if _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != "tag:yaml.org,2002:float":
         return None
-    return got[1] if -(2**63) <= got[1] < 2**64 else None
+    try:
+        written = decimal.Decimal(text.replace("_", ""))
+        n = yaml.safe_load(text)
+    except Exception:  # base 60 (1:30.5), .inf, .nan: judged elsewhere
+        return None
+    if not isinstance(n, float) or not math.isfinite(n) or not written.is_finite() or not n.is_integer():
+        return None
+    return FractionFloat(n, text) if written != written.to_integral_value() else None
 
 
 def _inexact_whole(text: str) -> tuple[float, int] | None:
@@ -2468,29 +2484,55 @@ def _inexact_whole(text: str) -> tuple[float, int] | None:
     return n, int(written)
 
 
-def _exact_writes(doc: Any, exact: dict[tuple, int]) -> None:
-    """An action's write value (``actions.<name>.value``, ``reset_value``, or an element of either) written as a
-    whole number with an exponent that YAML reads as another whole number (``_exponent_whole``) keeps the number
-    its text shows (a ``WholeFloat``): ``value: 9.007199254740993e+15`` for an Int64 node reached the PLC as
-    9007199254740992, counted ok, nothing said; an integer node or metric now gets 9007199254740993. Every other
-    reader (a Float or Double node, a String node's text) gets the float, as before: the node's type is known
-    only online, so such a value is kept exact rather than refused at load."""
+def _exact_writes(doc: Any, text: str, exact: dict[tuple[int, int], float]) -> None:
+    """An action's write value (``actions.<name>.value``, ``reset_value``, or an element of either) whose text
+    shows another number than YAML's float (``_exact_float``) keeps the number its text shows:
+    ``value: 9.007199254740993e+15`` for an Int64 node reached the PLC as 9007199254740992, counted ok, nothing
+    said; an integer node or metric now gets 9007199254740993 (a ``WholeFloat``), and ``9007199254740992.5`` is
+    refused by it as 2.5 is (a ``FractionFloat``). Every other reader (a Float or Double node, a String node's
+    text) gets the float, as before: the node's type is known only online, so such a value is kept exact rather
+    than refused at load. Found on the composed nodes (``text`` loaded again, each such scalar constructed as the
+    number it shows), so that a value shared by an alias (``value: *big``) or a merge key (``<<: *out``) is the
+    same exact number at every action that takes it: the place where it is written is one of them only."""
     actions = doc.get("actions") if isinstance(doc, dict) else None
     if not isinstance(actions, dict):
         return
-    for keys, n in exact.items():
-        if len(keys) not in (3, 4) or keys[0] != "actions" or keys[2] not in ("value", "reset_value"):
+    loader = _ExactLoader(text)
+    loader.exact = exact
+    try:
+        shown = loader.get_single_data()
+    finally:
+        loader.dispose()
+    shown_actions = shown.get("actions") if isinstance(shown, dict) else None
+    if not isinstance(shown_actions, dict):
+        return
+    for name, action in actions.items():
+        other = shown_actions.get(name)
+        if not isinstance(action, dict) or not isinstance(other, dict):
             continue
-        action = actions.get(keys[1])
-        if not isinstance(action, dict):
-            continue
-        v = action.get(keys[2])
-        if len(keys) == 3 and isinstance(v, float):
-            action[keys[2]] = WholeFloat(v, n)
-        elif (
-            len(keys) == 4 and isinstance(v, list) and 0 <= keys[3] < len(v) and isinstance(v[keys[3]], float)
-        ):
-            v[keys[3]] = WholeFloat(v[keys[3]], n)
+        for key in ("value", "reset_value"):
+            v, w = action.get(key), other.get(key)
+            if isinstance(w, WholeFloat | FractionFloat) and isinstance(v, float):
+                action[key] = w
+            elif isinstance(v, list) and isinstance(w, list) and len(v) == len(w):
+                for i, x in enumerate(w):
+                    if isinstance(x, WholeFloat | FractionFloat) and isinstance(v[i], float):
+                        v[i] = x
+
+
+class _ExactLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The loader ``_yaml_misreads`` parses with, constructing each plain float it found (``exact``, by line
+    and column) as the number its text shows. PyYAML constructs a node once: an alias of it, or a mapping
+    merging it, holds that same object."""
+
+    exact: dict[tuple[int, int], float]
+
+    def construct_shown_float(self, node: yaml.ScalarNode) -> Any:
+        shown = self.exact.get((node.start_mark.line, node.start_mark.column))
+        return shown if shown is not None else self.construct_yaml_float(node)
+
+
+_ExactLoader.add_constructor("tag:yaml.org,2002:float", _ExactLoader.construct_shown_float)
 
 
 def _float_misread(text: str) -> str | None:
@@ -2588,12 +2630,12 @@ def read_yaml(text: str, where: str) -> Any:
     except Exception as exc:  # PyYAML's constructors raise more than YAMLError
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError([f"{where}: not valid YAML: {first}"]) from None
-    exact: dict[tuple, int] = {}
+    exact: dict[tuple[int, int], float] = {}
     misread = _yaml_misreads(text, exact)
     if misread:
         raise ConfigError([f"{where}: {line}" for line in misread])
     if exact:
-        _exact_writes(doc, exact)
+        _exact_writes(doc, text, exact)
     return _names_as_written(doc, text)
 
 

@@ -140,7 +140,15 @@ from typing import Any
 
 import numpy as np
 
-from devices.base import QUALITY_BY_NAME, Quality, Reading, WholeFloat, float_for_plc, text_problem
+from devices.base import (
+    QUALITY_BY_NAME,
+    FractionFloat,
+    Quality,
+    Reading,
+    WholeFloat,
+    float_for_plc,
+    text_problem,
+)
 from devices.mqtt.settings import SparkplugHostSettings
 from protocols import sparkplug as sp
 from protocols.float32 import float32_shown
@@ -522,12 +530,17 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     text shows, to any other as the float."""
     if isinstance(value, WholeFloat):
         value = value.whole if dt in _INT_RANGE else float(value)
+    elif isinstance(value, FractionFloat) and dt not in _INT_RANGE:
+        value = float(
+            value
+        )  # 9007199254740992.5: a fraction to an integer metric (refused), the float to others
     if isinstance(value, np.generic):
         value = value.item()
 
     def bad(fix: str) -> ValueError:
         return ValueError(
-            f"metric {where} is {datatype_name(dt)}; cannot send {value!r} ({type(value).__name__}): {fix}"
+            f"metric {where} is {datatype_name(dt)}; cannot send {value!r} "
+            f"({'float' if isinstance(value, FractionFloat) else type(value).__name__}): {fix}"
         )
 
     if dt is sp.DataType.BOOLEAN:

@@ -99,6 +99,7 @@ from devices.base import (
     ConnectionState,
     DeviceError,
     DeviceStats,
+    FractionFloat,
     Notices,
     Quality,
     Reading,
@@ -584,11 +585,12 @@ def _convert_scalar(
     """One value by ``convert_value``'s rules; ``any_held``: ``vtype`` is the type a node of DataType
     ``holder`` (BaseDataType, or an abstract Number / Integer / UInteger) holds, and a refusal names it and
     why it is kept."""
-    if isinstance(value, WholeFloat):
+    if isinstance(value, WholeFloat | FractionFloat):
         # a config's 9.007199254740993e+15: an integer node gets the whole number the text shows, every other
-        # type the float (a node holding a type judges it as that type, below)
+        # type the float (a node holding a type judges it as that type, below); its 9007199254740992.5 is a
+        # fraction to an integer node (refused as 2.5 is), the float to every other
         if vtype.name in _INT_RANGE or vtype in (AbstractType.Integer, AbstractType.UInteger):
-            value = value.whole
+            value = value.whole if isinstance(value, WholeFloat) else value
         elif held is None or held is ua.VariantType.Variant or vtype.name not in ("Variant", "Number"):
             value = float(value)
     own = value  # a NumPy float32 (float16) keeps its own precision when written as text (``_text``)
@@ -611,7 +613,8 @@ def _convert_scalar(
                 f"reads it as {'an' if t[0] in 'AEIX' else 'a'} {t}"
             )
         err = OpcUaTypeMismatch(
-            f"node {node_id} is {shown}; cannot write {_shown(given)} ({type(given).__name__}): {fix}"
+            f"node {node_id} is {shown}; cannot write {_shown(given)} "
+            f"({'float' if isinstance(given, FractionFloat) else type(given).__name__}): {fix}"
         )
         err.fix, err.text_node = fix, t in ("String", "LocalizedText")
         return err

@@ -286,3 +286,99 @@ actions:
             }
         assert all(runner.stats[a]["ok"] == 1 for a in ("total", "preset", "ids", "level")), runner.stats
         assert not [e for e in events if e["kind"] == "write_failing"], events
+
+
+async def test_an_exact_value_shared_by_a_yaml_alias_or_merge_key_reaches_every_integer_node_it_is_given_to(
+    tmp_path,
+):
+    """A value written once and shared (``value: *big``, or an output's settings taken by ``<<: *out``) is the
+    same text for every action that takes it: each Int64 node gets 9007199254740993. The exact number was kept
+    only where the text is written; the actions sharing it wrote 9007199254740992, counted ok, nothing said."""
+    async with plc({n: ua.Variant(0, ua.VariantType.Int64) for n in ("A", "B", "C", "D")}) as p:
+        path = tmp_path / "line1.yaml"
+        path.write_text(
+            f"""agent: {{id: gw}}
+sources:
+  plc: {{type: opcua, endpoint: "opc.tcp://127.0.0.1:{p.port}/plc/", connect_timeout_s: 2.0}}
+actions:
+  a: &out {{type: opcua_write, source: plc, node_id: "{p.node_id("A")}", value: &big 9.007199254740993e+15}}
+  b: {{<<: *out, node_id: "{p.node_id("B")}"}}
+  c: {{type: opcua_write, source: plc, node_id: "{p.node_id("C")}", value: *big}}
+  d: {{<<: {{type: opcua_write, source: plc, value: -9.007199254740993e+15}}, node_id: "{p.node_id("D")}"}}
+"""
+        )
+        cfg = load_config(path)
+        events: list = []
+        async with agent_side(cfg, events) as (src, runner):
+            await runner.handle(["a", "b", "c", "d"], result("NG", 0), None)
+            await runner.flush(timeout_s=5)
+            assert await p.read() == {"A": 2**53 + 1, "B": 2**53 + 1, "C": 2**53 + 1, "D": -(2**53 + 1)}
+        assert all(runner.stats[a]["ok"] == 1 for a in "abcd"), runner.stats
+
+
+async def test_a_fraction_whose_float_is_whole_or_a_number_past_int64_is_refused_by_an_integer_node(
+    tmp_path, caplog
+):
+    """``9007199254740992.5`` and ``1.0000000000000000001`` are whole floats to YAML: an Int64 node got
+    9007199254740992 and 1, counted ok, while 2.5 is refused. ``-9.223372036854775809e+18`` is -2**63 as a float:
+    the node got -9223372036854775808. Each is now refused by its text, named at connect and at the write
+    (counted failed, nothing sent); a Double node still gets the float, and exact forms (``3.0``, ``1.0e+16``)
+    still reach an Int64 node."""
+    async with plc(
+        {
+            **{n: ua.Variant(0, ua.VariantType.Int64) for n in ("Half", "Tiny", "Low", "Three", "Big")},
+            "Level": ua.Variant(0.0, ua.VariantType.Double),
+        }
+    ) as p:
+        path = tmp_path / "line1.yaml"
+        values = {
+            "half": ("Half", "9007199254740992.5"),
+            "tiny": ("Tiny", "1.0000000000000000001"),
+            "low": ("Low", "-9.223372036854775809e+18"),
+            "three": ("Three", "3.0"),
+            "big": ("Big", "1.0e+16"),
+            "level": ("Level", "9007199254740992.5"),
+        }
+        path.write_text(
+            f"""agent: {{id: gw}}
+sources:
+  plc: {{type: opcua, endpoint: "opc.tcp://127.0.0.1:{p.port}/plc/", connect_timeout_s: 2.0}}
+actions:
+"""
+            + "".join(
+                f'  {a}: {{type: opcua_write, source: plc, node_id: "{p.node_id(n)}", value: {v}}}\n'
+                for a, (n, v) in values.items()
+            )
+        )
+        cfg = load_config(path)
+        caplog.set_level(logging.WARNING)
+        async with agent_side(cfg) as (src, runner):
+            await until(lambda: len(src.target_errors) == 3, 10, "the write targets checked at connect")
+            await runner.handle(list(values), result("NG", 0), None)
+            await runner.flush(timeout_s=5)
+            assert await p.read() == {
+                "Half": 0,
+                "Tiny": 0,
+                "Low": 0,
+                "Three": 3,
+                "Big": 10**16,
+                "Level": 9007199254740992.0,
+            }
+        errors = src.target_errors
+    fraction = "a fraction is never rounded or truncated for an integer node"
+    assert (
+        f"cannot write 9007199254740992.5 (float): write a whole number; {fraction}"
+        in errors[p.node_id("Half")]
+    )
+    assert (
+        f"cannot write 1.0000000000000000001 (float): write a whole number; {fraction}"
+        in errors[p.node_id("Tiny")]
+    )
+    assert "-9223372036854775809" in errors[p.node_id("Low")], errors
+    for action in ("half", "tiny", "low"):
+        assert runner.stats[action]["failed"] == 1 and not runner.stats[action].get("ok"), runner.stats
+    for action in ("three", "big", "level"):
+        assert runner.stats[action]["ok"] == 1, runner.stats
+    said = [r.getMessage() for r in caplog.records if r.name == "edge_agent.actions"]
+    assert any("'half'" in m and "9007199254740992.5" in m and fraction in m for m in said), said
+    assert any("'low'" in m and "-9223372036854775809" in m for m in said), said

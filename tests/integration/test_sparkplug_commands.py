@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices.mqtt.client import MqttError, MqttSource, SparkplugTypeMismatch
 from devices.mqtt.settings import MqttSettings
 from edge_agent.actions import ActionRunner
-from edge_agent.config import load_config, parse_config
+from edge_agent.config import ConfigError, load_config, parse_config
 from edge_agent.types import Result
 from protocols import sparkplug as sp
 
@@ -632,7 +632,10 @@ async def test_a_whole_number_with_an_exponent_past_2_53_reaches_an_int64_metric
     """``value: 9.007199254740993e+15`` in the config file for an Int64 metric (a counter preset) is the float
     9007199254740992.0 to YAML; its command carried 9007199254740992, with nothing said, whether the action's
     datatype said Int64 or the birth did. The number the text shows is sent now (9007199254740993); a Double
-    metric still gets the float, and an exact form (``1.0e+16``) is sent as before."""
+    metric still gets the float, and an exact form (``1.0e+16``) is sent as before. An action sharing the value
+    by a merge key (``<<: *total``) sends the same number (it sent 9007199254740992), and a fraction whose float
+    is whole (``9007199254740992.5``) is refused by the Int64 metric as 2.5 is (it was sent as 9007199254740992):
+    at load with the action's datatype, naming the field, at the send without one."""
     path = tmp_path / "line1.yaml"
     out = "{type: sparkplug_command, source: bus, group: g, edge_node: n1, when: {verdict: NG}"
     path.write_text(
@@ -640,27 +643,42 @@ async def test_a_whole_number_with_an_exponent_past_2_53_reaches_an_int64_metric
 sources:
   bus: {{type: mqtt, port: {mosquitto.port}, subscriptions: [{{topic: "spBv1.0/#", codec: sparkplug_b}}]}}
 actions:
-  total: {out}, metric: total, datatype: Int64, value: 9.007199254740993e+15}}
+  total: &total {out}, metric: total, datatype: Int64, value: 9.007199254740993e+15}}
+  total2: {{<<: *total, metric: total2}}
   preset: {out}, metric: preset, value: -9.007199254740993e+15}}
   big: {out}, metric: big, value: 1.0e+16}}
   level: {out}, metric: level, value: 9.007199254740993e+15}}
+  half: {out}, metric: half, value: 9007199254740992.5}}
 """
     )
     cfg = load_config(path)
+    typed = tmp_path / "typed.yaml"
+    typed.write_text(path.read_text().replace("metric: half,", "metric: half, datatype: Int64,"))
+    with pytest.raises(ConfigError) as refused:
+        load_config(typed)
+    assert any(
+        "actions.half: value: metric g/n1/half is Int64; cannot send 9007199254740992.5 (float)" in e
+        and "a fraction" in e
+        for e in refused.value.errors
+    ), refused.value.errors
     async with _born(
         mosquitto.port,
         cfg,
         sp.Metric("total", None, D.INT64, 0),
+        sp.Metric("total2", None, D.INT64, 0),
         sp.Metric("preset", None, D.INT64, 0),
+        sp.Metric("half", None, D.INT64, 0),
         sp.Metric("big", None, D.UINT64, 0),
         sp.Metric("level", None, D.DOUBLE, 0.0),
     ) as (node, _src, runner):
-        await runner.handle(["total", "preset", "big", "level"], _ng_result(), None)
+        await runner.handle(["total", "total2", "preset", "big", "level", "half"], _ng_result(), None)
         await runner.flush()
-        cmds = {c.metrics[0].name: c.metrics[0].value for _, c, _ in await node.wait_cmds(4)}
+        cmds = {c.metrics[0].name: c.metrics[0].value for _, c, _ in await node.wait_cmds(5)}
     assert cmds == {
         "total": 2**53 + 1,
+        "total2": 2**53 + 1,
         "preset": -(2**53 + 1),
         "big": 10**16,
         "level": 9007199254740992.0,
     }, cmds
+    assert runner.stats["half"]["failed"] == 1 and not runner.stats["half"].get("ok"), runner.stats
