@@ -32,3 +32,18 @@ def test_a_service_port_in_use_is_never_chosen():
         lo, hi = (busy + 1, 65535) if busy < 65535 else (1024, busy - 1)  # leaves only the held port outside
         with pytest.raises(RuntimeError, match="no free port"):
             service_port(ephemeral=(lo, hi), span=(busy, busy))
+
+
+def test_every_listener_of_the_demo_gets_its_own_port_outside_the_ephemeral_range(tmp_path, monkeypatch):
+    # the simulators and agents take seconds to listen on a loaded machine: a port from the ephemeral range
+    # could be handed to another process's connection meanwhile, and two of the demo's own must never meet
+    import simulators.demo as demo_mod
+
+    lo, hi = ephemeral_range()
+    demo = Demo(tmp_path, Narrator(), fast=True, short=True)
+    cloud, console = demo.cloud_ports()
+    picks = iter([cloud, console, cloud, *(service_port() for _ in range(3))])
+    monkeypatch.setattr(demo_mod, "service_port", lambda: next(picks))
+    port = demo.new_port()
+    assert port not in (cloud, console)  # the service_port() draws that are already the demo's are skipped
+    assert not lo <= port <= hi
