@@ -865,16 +865,26 @@ def test_a_renewal_while_an_earlier_copy_is_unfinished_copies_the_rest_of_that_o
 
 KILLED_BEFORE_MOVE = """
 ob, acked = filled(sys.argv[1], owner=tuple(sys.argv[4].split("/")) if len(sys.argv) > 4 else None)
+real_mark = store.Outbox._write_mark
 real_move = store._move_file
 
 
-def kill(*a, **k):  # the power is cut: before the move ("before"), or right after it ("after")
+def mark(path, m):  # the power is cut: the renewal's marker written, its move not yet recorded ("before")
+    if path.name == store.MOVING_FILE and m is not None and sys.argv[3] == "before":
+        power_cut()
+    real_mark(path, m)
+
+
+def move(*a, **k):  # or the move recorded, no file moved yet ("recorded"); or right after the first file ("after")
+    if sys.argv[3] == "recorded":
+        power_cut()
+    real_move(*a, **k)
     if sys.argv[3] == "after":
-        real_move(*a, **k)
-    power_cut()
+        power_cut()
 
 
-store._move_file = kill
+store.Outbox._write_mark = staticmethod(mark)
+store._move_file = move
 renew_by_ack(ob, acked)  # at the cloud; the DELETE meets the damage: the store is renewed
 """
 
@@ -883,11 +893,15 @@ def _killed_in_renewal(tmp_path, when: str, *owner: str):
     return killed_child(KILLED_BEFORE_MOVE, tmp_path / "data", when, *owner)
 
 
+@pytest.mark.parametrize("when", ["before", "recorded"])
 def test_an_agent_killed_between_a_renewals_marker_and_its_move_does_not_send_acknowledged_records_again(
-    tmp_path,
+    tmp_path, when
 ):
-    data = _killed_in_renewal(tmp_path, "before")
+    data = _killed_in_renewal(tmp_path, when)
     assert json.loads((data / "outbox-salvaging").read_text())["acked"] == [[1, 100]]
+    # "before": the store still at its path, no move recorded (the window the start's _carried_at_open and
+    # _renewal_cut_before_move handle); "recorded": the move recorded, the store not yet moved (_finish_move)
+    assert (data / "outbox-moving").exists() == (when == "recorded")
     ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
     ob.open()
     try:
