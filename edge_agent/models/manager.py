@@ -974,6 +974,11 @@ class ModelManager:
             if not serving:
                 await asyncio.to_thread(self._forget_unasked, slot_name)  # nothing of it serves
                 return False
+            if not own_task and not any(getattr(x, "digest", None) == d.digest for x in desired):
+                # no longer in this agent's desired state (deployed over): the fleet answers PERMISSION_DENIED
+                # (``_UNANSWERED``) whether it was withdrawn or not. Asked all the same, it was asked once a heartbeat
+                # for as long as the slot served it; it is asked again once a desired state names it
+                return False
             size = entry.get("size")
             answered, stopped = await self._still_sent(d, size if isinstance(size, int) else 1 << 62)
             if not answered:
