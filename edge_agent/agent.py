@@ -73,8 +73,8 @@ FORMER_TENANT_MODELS = "former-tenant-models.json"
 # left no trace of it, the outbox already moved, and the next start named the former tenant's models to the new one
 FORMER_TENANT_PENDING = "former-tenant-models.pending.json"
 # the folders of the data folder where state files are written with edge_agent.files.atomic_write_json
-# (alarm outputs, fleet commands, fleet configs)
-STATE_FOLDERS = (".", "fleet", "fleet-config")
+# (alarm outputs, fleet commands, fleet configs, the model manager's withdrawals)
+STATE_FOLDERS = (".", "fleet", "fleet-config", "deployments")
 # a source's fan-out gives the loop back every this many items (~1 ms of readings to rules and pipelines):
 # without it a flooded source's batch held the loop for seconds (bench/overload_bench.py)
 YIELD_EVERY = 64

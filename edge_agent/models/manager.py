@@ -312,9 +312,32 @@ class ModelManager:
         """Forget the withdrawals of versions no slot serves nor installs any more (kept until then: a start
         rolls back, or reports failed, a served digest the fleet said is withdrawn, as while it runs)."""
         served = {s.status().get("digest") for s in self.slots.values()} | set(self.busy.values())
-        # (a copy: an install task's thread may change it meanwhile)
-        for digest in [k for k in list(self.withdrawn) if k not in served]:
-            self._withdraw(digest, None)
+        # all in one write: one write per entry (the file re-read, written and copied, fsynced, each time) took 95 s
+        # for 1000 entries, in the handling of a desired state
+        with _WITHDRAWALS_LOCK:
+            gone = [
+                k for k in list(self.withdrawn) if k not in served
+            ]  # (a copy: a worker thread may change it)
+            unasked, _, damaged = self._read_withdrawals_from()
+            if not gone and not damaged:
+                return
+            for digest in gone:
+                self.withdrawn.pop(digest, None)
+            try:
+                # (a file read from its copy, damaged beside it, written again from it: else every read of it
+                # warned, twice a heartbeat, until the next withdrawal changed it)
+                self._write_withdrawals(unasked, self.withdrawn)
+            except OSError as exc:
+                log.warning(
+                    "model manager: cannot write %s (%d versions no longer withdrawn%s: %s): kept for this run only",
+                    self._withdrawals_path(),
+                    len(gone),
+                    "; damaged, read from its copy" if damaged else "",
+                    exc,
+                )
+                return
+            if damaged:
+                log.warning("model manager: %s written again from its copy", self._withdrawals_path())
 
     def _refuse(self, digest: str, reason: str, d=None) -> None:
         """Refuse ``digest`` for good in this run (never tried again), remembering at most ``MAX_REFUSED``; ``d``:
@@ -856,14 +879,33 @@ class ModelManager:
     def _read_withdrawals(self) -> tuple[dict[str, dict], dict[str, str]]:
         """(slot -> unasked install, digest -> withdrawal's reason) as WITHDRAWALS holds them; its copy when a torn
         write left the file unreadable; a former release's ``withdrawal-unasked`` folded in."""
+        unasked, withdrawn, _ = self._read_withdrawals_from()
+        return unasked, withdrawn
+
+    def _read_withdrawals_from(self) -> tuple[dict[str, dict], dict[str, str], bool]:
+        """``_read_withdrawals``, and whether it was read from the copy beside a damaged WITHDRAWALS (unreadable, or
+        JSON of another shape than the one written: read as empty, the withdrawals were lost), which the next change
+        writes again (``_forget_withdrawn``: at the next desired state; until then each read warned, twice a
+        heartbeat)."""
         copy = self._withdrawals_path().with_name(WITHDRAWALS + ".copy")
         kept: object = None
+        damaged = False
         for path in (self._withdrawals_path(), copy):
             try:
-                kept = read_json_state(path)
+                got = read_json_state(path)
+                if not (
+                    isinstance(got, dict)
+                    and isinstance(got.get("unasked"), dict)
+                    and isinstance(got.get("withdrawn"), dict)
+                ):
+                    raise ValueError(
+                        'not the withdrawal state this agent writes ({"unasked": {...}, "withdrawn": {...}})'
+                    )
+                kept = got
                 break
             except (OSError, ValueError) as exc:
                 if not isinstance(exc, FileNotFoundError):
+                    damaged = damaged or path != copy
                     log.warning(
                         "model manager: %s: %s%s",
                         path,
@@ -891,6 +933,7 @@ class ModelManager:
                 for k, v in list(withdrawn.items())[-MAX_REFUSED:]
                 if isinstance(v, str) and _DIGEST_RE.fullmatch(k)
             },
+            damaged and kept is not None,  # (the copy read: the file is written again from it)
         )
 
     def _write_withdrawals(self, unasked: dict, withdrawn: dict) -> None:

@@ -6,7 +6,10 @@ healthy) beside the installs it could not be asked about. Bounded, written whole
 from __future__ import annotations
 
 import json
+import logging
 from types import SimpleNamespace
+
+import pytest
 
 from edge_agent.models import manager as manager_module
 from edge_agent.models.manager import ModelManager
@@ -47,3 +50,82 @@ def test_the_withdrawals_kept_are_bounded_and_a_former_releases_file_is_folded_i
     assert set(kept["unasked"]) == {"vision"}
     assert not (deployments / "withdrawal-unasked").exists()  # folded into the one file
     assert _manager(tmp_path).withdrawn == kept["withdrawn"]
+
+
+def test_the_withdrawals_no_slot_serves_are_forgotten_in_one_write(tmp_path, monkeypatch):
+    """Forgotten one entry at a time, each a write of the file and its copy (fsynced): 1000 entries took 95 s, in
+    the handling of a desired state (review /work/notes57/review_w1 LOW 3). Now one write of the file and its copy."""
+    import edge_agent.files
+
+    served = "f" * 64
+    kept = {f"{i:064x}": f"withdrawn {i}" for i in range(200)} | {served: "withdrawn, still served"}
+    _manager(tmp_path)._write_withdrawals({}, kept)
+    slot = SimpleNamespace(status=lambda: {"digest": served})
+    mgr = ModelManager({"vision": slot}, SimpleNamespace(data_dir=tmp_path))
+    assert len(mgr.withdrawn) == 201
+    writes = []
+    write = edge_agent.files.atomic_write_json
+    monkeypatch.setattr(
+        edge_agent.files, "atomic_write_json", lambda p, d: (writes.append(p.name), write(p, d))
+    )
+    mgr._forget_withdrawn()
+    assert mgr.withdrawn == {served: "withdrawn, still served"}
+    assert _manager(tmp_path).withdrawn == {served: "withdrawn, still served"}  # what the next start reads
+    assert sorted(writes) == ["withdrawals", "withdrawals.copy"]
+
+
+@pytest.mark.parametrize("damage", [b"{garbage", b"[]", b'{"unasked": {}, "withdrawn": []}'])
+def test_a_damaged_withdrawals_file_is_read_from_its_copy_and_written_again_from_it_once(
+    tmp_path, caplog, damage
+):
+    """A damaged file beside a good copy was read from the copy with a WARNING at every read (twice a heartbeat) for
+    good; JSON of another shape was read as no withdrawal at all, the copy unread (review /work/notes57/review_w1
+    LOW 4). Now both are read from the copy, and the next desired state's pass writes the file again from it."""
+    served = "a" * 64
+    _manager(tmp_path)._write_withdrawals(
+        {"vision": {**UNASKED, "size": 10}}, {served: "withdrawn (ticket 5120)"}
+    )
+    path = tmp_path / "deployments" / "withdrawals"
+    path.write_bytes(damage)
+    slot = SimpleNamespace(status=lambda: {"digest": served})
+    mgr = ModelManager({"vision": slot}, SimpleNamespace(data_dir=tmp_path))
+    assert mgr.withdrawn == {served: "withdrawn (ticket 5120)"}
+    assert set(mgr._unasked()) == {"vision"}
+    mgr._forget_withdrawn()  # (each desired state: nothing to forget, the version still serves)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert mgr._read_withdrawals() == (
+                {"vision": {**UNASKED, "size": 10}},
+                {served: "withdrawn (ticket 5120)"},
+            )
+            mgr._forget_withdrawn()
+    assert not caplog.records, caplog.text
+    assert json.loads(path.read_text())["withdrawn"] == {served: "withdrawn (ticket 5120)"}
+
+
+def test_a_withdrawals_file_half_written_by_a_killed_agent_is_removed_when_the_next_one_takes_the_folder(
+    tmp_path,
+):
+    """A kill between the write of the withdrawals' temporary file and its rename left .withdrawals.<pid>.tmp in
+    deployments/ for good (review /work/notes57/review_w1, a note under LOW 5)."""
+    import subprocess
+    import sys
+
+    from edge_agent.agent import DataDirLock
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)  # a process that ended
+    deployments = tmp_path / "deployments"
+    deployments.mkdir()
+    for name in (f".withdrawals.{pid}.tmp", f".withdrawals.copy.{pid}.tmp"):
+        (deployments / name).write_text('{"unasked": {}, "withdr')
+    (deployments / "vision.json").write_text("{}")  # a pending deployment: not a temporary file
+    lock = DataDirLock(tmp_path)
+    lock.acquire()
+    try:
+        assert sorted(p.name for p in deployments.iterdir()) == ["vision.json"]
+    finally:
+        lock.release()
