@@ -226,13 +226,19 @@ class _Node:
     # a birth of it was followed by data in sequence, ever: a node whose births follow, not the broken kind whose
     # data after each birth goes on from before it (``gap_births``)
     ever_followed: bool = False
-    # its births in a row whose first data was a gap (a birth's first data in sequence resets it): while it is
-    # under 2, a node that ever followed its births whose birth's first data alone is lost (one message: its seq
-    # the birth's + 2) is asked again, so a lossy link's loss right after two births in a row is asked both times;
-    # a node whose data after a birth goes on from before it (another seq) is not, nor past 2 births in a row
+    # its births in a row whose first data was a gap (a birth's first data in sequence resets it, and so does
+    # rebirth_retry_max_s passed since ``lost_first_at``): while it is under 2, a node that ever followed its
+    # births whose birth's first data alone is lost (one message: its seq the birth's + 2, wrapped as the gap test
+    # wraps) is asked again, so a lossy link's loss right after two births in a row is asked both times; a node
+    # whose data after a birth goes on from before it (another seq) is not, nor past 2 births in a row within
+    # that time (a node whose data after each birth starts at 2 is asked at most twice per rebirth_retry_max_s)
     gap_births: int = 0
+    # when (monotonic) it was last asked a rebirth for a birth's first data alone lost: the count above decays
+    # from here, so one unlucky streak does not leave every later restart's lost first data unasked for ever
+    lost_first_at: float = -math.inf
     # after an NBIRTH whose seq is not 0, its next message may also be seq 1 (its data counting from 1 after
-    # such a birth, ``_birth_seq``): in sequence as well as the birth's seq + 1; None otherwise
+    # such a birth, ``_birth_seq``): in sequence as well as the birth's seq + 1; None otherwise, and after a
+    # birth at the top of a counter (255): its next is 0 (the wrap), a 1 then shows 0 lost
     birth_restart: int | None = None
     # a compressed message of it was skipped by the inflate budget: the next seq gap is this host's
     # doing, not counted and not answered by a rebirth (one would bring more to inflate)
@@ -429,6 +435,15 @@ _TABLES = {sp.DataType.TEMPLATE, sp.DataType.DATASET}  # metrics whose tags are 
 # the last seq of a counter that wraps to 0 (``_check_seq``): Sparkplug's 255, and an encoder's 16-, 32- or 64-bit,
 # unsigned or signed (a PLC's Int16 register, a Java or C# int reset to 0 at MAX_VALUE)
 _SEQ_TOPS = frozenset((255, 2**15 - 1, 2**16 - 1, 2**31 - 1, 2**32 - 1, 2**63 - 1, 2**64 - 1))
+
+
+def _next_seqs(last: int, restart: int | None = None) -> tuple[int, ...]:
+    """The seqs in sequence after ``last``: the last plus one, or 0 after the top of a counter (Sparkplug's wrap
+    255 -> 0, a wider counter's), and ``restart`` (1 after an NBIRTH whose seq is not 0, ``_birth_seq``)."""
+    nexts = (last + 1, 0) if last in _SEQ_TOPS else (last + 1,)
+    return nexts if restart is None else (*nexts, restart)
+
+
 _DATA = (sp.MessageType.NDATA, sp.MessageType.DDATA)  # the messages whose seq in order shows a sane node
 # births and deaths: inflated on a budget of their own, apart from data's (``handle``)
 _BIRTHS = (sp.MessageType.NBIRTH, sp.MessageType.DBIRTH)
@@ -1659,7 +1674,9 @@ class SparkplugHost:
             # seq is broken is asked once, not after every birth (``_check_seq``)
             # (a node whose births follow is asked again while fewer than 2 births in a row lost their first data)
             node.run = 0 if node.gap_asked else 1
-            node.birth_first, node.birth_restart = True, 1 if payload.seq else None
+            # after a birth at the top of a counter only the wrap (0) follows it: a 1 there is data 0 lost
+            node.birth_first = True
+            node.birth_restart = 1 if payload.seq and payload.seq not in _SEQ_TOPS else None
             node.alias_born = node.alias_asked
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             # a birth replaces what the last one declared: a metric retyped or gone, or a Template
@@ -2051,7 +2068,8 @@ class SparkplugHost:
             lambda: (
                 f"sparkplug: {_shown(t.group, t.edge_node)}: its NBIRTH carries seq {seq}, not 0 as Sparkplug 3.0 "
                 "has every NBIRTH carry (its data then 1, 2, ...): taken as the start of its sequence, its next "
-                f"message in sequence at {seq + 1} or at 1 (no rebirth asked: it would answer with another such "
+                f"message in sequence at {seq + 1} or at {0 if seq in _SEQ_TOPS else 1} (no rebirth asked: it "
+                "would answer with another such "
                 "birth); each such birth counted; set the edge node to start its seq at 0 at every NBIRTH"
             ),
         )
@@ -2070,9 +2088,12 @@ class SparkplugHost:
         after each birth was asked a rebirth every rebirth_min_interval_s for ever, its data in sequence after the
         gap clearing it; cleared by a birth's first data alone, a node whose data is lost after the gap and again
         right after the birth answering it was not asked again, the value lost then unseen). A node that ever
-        followed its births is asked again when a birth's first data alone is lost (its seq the birth's + 2), for
-        up to 2 births in a row: the first data lost after two births in a row was asked the first time only, its
-        value unseen. A repeated seq (a redelivery) lost nothing. The data is still used."""
+        followed its births is asked again when a birth's first data alone is lost (its seq the birth's + 2,
+        wrapped as the gap test wraps: 254 -> 0), for up to 2 births in a row within rebirth_retry_max_s (the count
+        forgotten once that has passed since the last such ask): the first data lost after two births in a row was
+        asked the first time only, its value unseen; after three, no later restart's lost first data was asked
+        again, however long its data had run in sequence since. A repeated seq (a redelivery) lost nothing. The
+        data is still used."""
         if seq is None:
             return
         if node.budget_skipped:  # this host skipped its messages (inflate budget): no gap of the node's
@@ -2089,14 +2110,24 @@ class SparkplugHost:
         # and a 0 after any seq whose low byte is 255 (511 -> 0, 767 -> 0: the node reset, what it sent lost) was
         # in sequence
         # (after an NBIRTH whose seq is not 0, seq 1 too: its data counting from 1)
-        if last is not None and seq != last + 1 and (seq or last not in _SEQ_TOPS) and seq != restart:
+        if last is not None and seq not in _next_seqs(last, restart):
             self._on_error("seq_gap", f"{t.group}/{t.edge_node}: seq {seq} after {last}")
             if seq != last:  # a repeat (seq unchanged) lost nothing
                 lost_first = False  # the birth's first data alone lost, by a node whose births follow
                 if first:
                     node.birth_followed = False
-                    lost_first = node.ever_followed and node.gap_births < 2 and seq == last + 2
+                    now = time.monotonic()
+                    # the streak is old: it decays with time, never with data in sequence (``gap_births``)
+                    if now - node.lost_first_at >= self._settings.rebirth_retry_max_s:
+                        node.gap_births = 0
+                    lost_first = (
+                        node.ever_followed
+                        and node.gap_births < 2
+                        and any(seq in _next_seqs(lost) for lost in _next_seqs(last, restart))
+                    )
                     node.gap_births += 1
+                    if lost_first:
+                        node.lost_first_at = now
                 if node.run or lost_first:
                     node.gap_asked = self._rebirth(t.group, t.edge_node, node) or node.gap_asked
                 node.run = 0
