@@ -604,6 +604,7 @@ class Outbox:
         recorded = self._read_epoch_owner()  # (read before a corrupt store's new epoch replaces it)
         self._told_at_open, self._lone_wals = [], []
         self._finish_move()  # (a move a kill cut off: every file beside the database it came with)
+        self._drop_notes_without_store()
         self._place_lone_wal()
         resumed_epoch = self._renewal_cut_after_move()
         try:
@@ -944,6 +945,52 @@ class Outbox:
             self.bound_held()
         return dst
 
+    def _has_store(self, name: str) -> bool:
+        held = self._held_dir()
+        return any(os.path.lexists(held / f"{name}{sfx}") for sfx in STORE_FILES)
+
+    def _drop_notes_without_store(self) -> None:
+        """At open, once a move a kill cut off is completed (``_finish_move``): a note in ``outbox-held/`` with no
+        store beside it is a hold killed after its note (and some of its samples) but before its store moved (the
+        store is still where it was: this start holds it again if it is still another tenant's), or a store removed
+        by hand. Its sample files go back to ``samples/`` (those no record names are swept as ever) and the note is
+        removed. Formerly it stayed: the hold was made again as ``<name>.1`` without the samples moved already, and
+        pruning ``outbox-held/`` counted the note's records as dropped (a WARNING, ``held_dropped`` and an
+        ``outbox_budget`` event) while they were all held, and removed those samples."""
+        held = self._held_dir()
+        try:
+            notes = sorted(held.glob("outbox.db.*.json"))[:1000]
+        except OSError:
+            return
+        for p in notes:
+            name = p.name[: -len(".json")]
+            if self._has_store(name):
+                continue
+            kept, back = held / f"{name}.samples", 0
+            try:
+                for one in sorted(kept.iterdir()) if kept.is_dir() else []:
+                    if not stat.S_ISREG(one.lstat().st_mode):
+                        continue
+                    if os.path.lexists(self.samples_dir / one.name):
+                        one.unlink()
+                    else:
+                        _move_file(one, self.samples_dir / one.name)
+                    back += 1
+            except OSError as exc:  # (left as it is, for the next start: no sample removed on the way)
+                log.warning("outbox %s: %s names no store beside it; its samples stay: %s", self.dir, p, exc)
+                continue
+            shutil.rmtree(kept, ignore_errors=True)
+            log.warning(
+                "outbox %s: %s names no store beside it (a hold cut off before its store moved, or a store removed "
+                "by hand): removed, %d sample files put back",
+                self.dir,
+                p,
+                back,
+            )
+            with contextlib.suppress(OSError):
+                p.unlink()
+                _sync_dir(held)
+
     def bound_held(self) -> None:
         """Keep ``outbox-held/`` within its bound (``_bound_held``), never removing a store held since the last
         call. Called by ``_hold``, or by the agent once it noted the move (``defer_held_bound``). Nothing held since
@@ -982,6 +1029,8 @@ class Outbox:
             return
         for p in notes:
             name = p.name[: -len(".json")]
+            if not self._has_store(name):  # (nothing held there: nothing to count as dropped or to remove)
+                continue
             try:
                 note = read_json_state(p, MARK_MAX_BYTES)
                 at = float(note.get("held_at", 0)) if isinstance(note, dict) else 0.0

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+from pathlib import Path
 
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
@@ -125,3 +127,63 @@ def test_a_wal_left_at_the_path_beside_a_moved_store_that_has_one_already_is_cop
         assert not (data / "outbox-salvaging").exists()
     finally:
         again.close()
+
+
+# a tenant move: the start finds acme's store under beta's certificate and holds it; cut off once the note and the
+# samples are in outbox-held/, before the store's move is recorded
+KILLED_BETWEEN_A_HOLDS_NOTE_AND_ITS_STORE = """
+real_move_store = store.Outbox._move_store
+
+
+def move_store(self, src, dst):
+    if dst.parent.name == "outbox-held":
+        power_cut()
+    return real_move_store(self, src, dst)
+
+
+store.Outbox._move_store = move_store
+store.Outbox(OutboxSettings(), sys.argv[1], owner=("beta", "gw1")).open()
+"""
+
+
+def test_a_hold_killed_before_its_store_moved_is_held_again_with_its_samples_and_never_counted_as_dropped(
+    tmp_path,
+):
+    data = tmp_path / "data"
+    ob = Outbox(SETTINGS, data, owner=("acme", "gw1"))
+    ob.open()
+    for i in range(300):
+        sample = bytes([i % 256]) * 4000 if i < 20 else None
+        ob.append("result", {"i": i, "pad": "p" * 200}, sample=sample, sample_ext=".png" if sample else "")
+    ob.flush()
+    shas = {p.name for p in ob.samples_dir.iterdir()}
+    ob.close()
+    assert len(shas) == 20
+    killed_child(KILLED_BETWEEN_A_HOLDS_NOTE_AND_ITS_STORE, data)
+    held = data / "outbox-held"
+    (note,) = held.glob("outbox.db.*.json")
+    assert (data / "outbox" / "outbox.db").exists() and not (held / note.name[: -len(".json")]).exists()
+    told = []
+    ob = Outbox(
+        OutboxSettings(commit_interval_ms=10, retention={}, max_bytes=131072),
+        data,
+        owner=("beta", "gw1"),
+        on_event=told.append,
+    )
+    ob.open()
+    try:
+        # formerly the note stayed with no store, the store was held again as <name>.1 without the samples moved
+        # already, and outbox-held/ past its bound removed that note: "300 records ... never sent", held_dropped
+        # {'result': 300} and an outbox_budget event, while the 300 records were held (their samples removed)
+        assert not ob.held_dropped
+        assert [e for e in told if getattr(e, "cause", None) == "held"] == []
+        (one,) = ob.stats()["held"]["files"]
+        assert one["tenant"] == "acme" and one["records"] == 300
+        kept = sqlite3.connect(one["file"])
+        assert kept.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 300
+        kept.close()
+        assert {p.name for p in Path(one["file"] + ".samples").iterdir()} == shas
+        assert [p.name for p in held.glob("*.json")] == [Path(one["file"]).name + ".json"]
+        assert ob.pending(5000, 10**9) == []
+    finally:
+        ob.close()
