@@ -1187,6 +1187,19 @@ class Outbox:
 
         if not os.path.lexists(self.moving_path):
             return
+        if self.moving_path.is_dir() and not self.moving_path.is_symlink():
+            # (no record of ours: removing it failed, "Is a directory ... free space on that disk or make the folder
+            # writable", and the agent did not start)
+            aside = self.moving_path.with_name(f"{MOVING_FILE}.bad-{int(time.time())}")
+            log.warning(
+                "outbox %s: %s is a directory, not a record of a move: renamed %s",
+                self.dir,
+                self.moving_path,
+                aside,
+            )
+            os.replace(self.moving_path, aside)
+            _sync_dir(self.moving_path.parent)
+            return
         try:
             mark = read_json_state(self.moving_path, MARK_MAX_BYTES)
             src, dst = Path(mark["from"]), Path(mark["to"])

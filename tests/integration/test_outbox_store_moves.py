@@ -187,3 +187,19 @@ def test_a_hold_killed_before_its_store_moved_is_held_again_with_its_samples_and
         assert ob.pending(5000, 10**9) == []
     finally:
         ob.close()
+
+
+def test_a_directory_where_the_move_record_goes_is_set_aside_and_the_outbox_starts(tmp_path, caplog):
+    ob = fill_outbox(tmp_path, 100)
+    ob.close()
+    (tmp_path / "outbox-moving").mkdir()
+    (tmp_path / "outbox-moving" / "left.txt").write_text("by hand")
+    ob = Outbox(SETTINGS, tmp_path)
+    ob.open()  # formerly: OutboxError "... Is a directory ...; free space on that disk or make the folder writable"
+    try:
+        assert len(ob.pending(5000, 10**9)) == 100
+        (aside,) = tmp_path.glob("outbox-moving.bad-*")
+        assert (aside / "left.txt").read_text() == "by hand" and not (tmp_path / "outbox-moving").exists()
+        assert "outbox-moving is a directory" in caplog.text
+    finally:
+        ob.close()
