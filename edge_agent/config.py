@@ -2433,33 +2433,47 @@ def _yaml_misreads(text: str, exact: dict[tuple[int, int], float] | None = None)
                     )
                     break
             else:
-                if (why := _float_misread(ev.value)) is not None:
-                    at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
-                    out.append(f"{path or 'the document'}: {ev.value}{at} {why}")
-                elif (
-                    exact is not None
-                    and ev.start_mark is not None
-                    and (n := _exact_float(ev.value)) is not None
-                ):
-                    exact[(ev.start_mark.line, ev.start_mark.column)] = n
+                _float_misreads(ev, path, out, exact)
+        elif isinstance(ev, yaml.ScalarEvent) and ev.tag == _FLOAT_TAG:
+            # ``!!float 9007199254740992.5``: the float the untagged text is, judged as it is (it skipped both: an
+            # Int64 node or metric got 9007199254740992 for it, and for ``!!float 9.007199254740993e+15``)
+            _float_misreads(ev, path, out, exact, tagged=True)
     return out
 
 
-def _exact_float(text: str) -> float | None:
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+def _float_misreads(
+    ev: Any, path: str, out: list[str], exact: dict[tuple[int, int], float] | None, *, tagged: bool = False
+) -> None:
+    """``_yaml_misreads`` for a scalar YAML reads as a float (``tagged``: by an explicit ``!!float``): refused in
+    ``out`` (``_float_misread``), or kept in ``exact`` as the number it shows (``_exact_float``)."""
+    if (why := _float_misread(ev.value, tagged=tagged)) is not None:
+        at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
+        out.append(f"{path or 'the document'}: {ev.value}{at} {why}")
+    elif (
+        exact is not None
+        and ev.start_mark is not None
+        and (n := _exact_float(ev.value, tagged=tagged)) is not None
+    ):
+        exact[(ev.start_mark.line, ev.start_mark.column)] = n
+
+
+def _exact_float(text: str, *, tagged: bool = False) -> float | None:
     """A plain float scalar as its text shows it, where YAML reads it as a number it does not show: a whole
     number written with an exponent that is another whole number as a float (``9.007199254740993e+15``:
     9007199254740992.0, a double holds whole numbers exactly only up to 2**53) as a ``WholeFloat`` keeping the
     number shown, whatever its range (``-9.223372036854775809e+18`` is -2**63 as a float: an Int64 node refuses
     the number shown); a fraction whose float is whole (``9007199254740992.5``, ``1.0000000000000000001``) as a
     ``FractionFloat``. None for any other scalar (``1.0e+16`` and ``3.0`` are read exactly, ``2.5`` is its
-    float). ``_exact_writes`` keeps such a write value."""
-    if (got := _inexact_whole(text)) is not None:
+    float). ``tagged``: the text follows an explicit ``!!float``. ``_exact_writes`` keeps such a write value."""
+    if (got := _inexact_whole(text, tagged=tagged)) is not None:
         return WholeFloat(*got) if "e" in text.lower() else None  # 9007199254740993.0: refused at load
-    if _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != "tag:yaml.org,2002:float":
+    if (n := _yaml_float(text, tagged)) is None:
         return None
     try:
         written = decimal.Decimal(text.replace("_", ""))
-        n = yaml.safe_load(text)
     except Exception:  # base 60 (1:30.5), .inf, .nan: judged elsewhere
         return None
     if not isinstance(n, float) or not math.isfinite(n) or not written.is_finite() or not n.is_integer():
@@ -2467,15 +2481,30 @@ def _exact_float(text: str) -> float | None:
     return FractionFloat(n, text) if written != written.to_integral_value() else None
 
 
-def _inexact_whole(text: str) -> tuple[float, int] | None:
+def _yaml_float(text: str, tagged: bool) -> float | None:
+    """The float YAML reads a plain scalar as (``tagged``: any scalar after an explicit ``!!float``, whose text
+    may be an integer's, ``!!float 9007199254740993``); None when it reads no float, and for base 60 (1:30.5),
+    .inf and .nan (judged elsewhere)."""
+    if not tagged and _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != _FLOAT_TAG:
+        return None
+    if ":" in text:
+        return None
+    try:
+        n = float(text.replace("_", "")) if tagged else yaml.safe_load(text)
+    except Exception:
+        return None
+    return n if isinstance(n, float) else None
+
+
+def _inexact_whole(text: str, *, tagged: bool = False) -> tuple[float, int] | None:
     """(the float, the whole number) of a plain scalar YAML reads as a float whose text shows a whole number that
-    float is not (``9007199254740993.0``, ``9.007199254740993e+15``); None for any other scalar."""
-    if _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != "tag:yaml.org,2002:float":
+    float is not (``9007199254740993.0``, ``9.007199254740993e+15``; ``tagged``: after an explicit ``!!float``,
+    ``!!float 9007199254740993`` too); None for any other scalar."""
+    if (n := _yaml_float(text, tagged)) is None:
         return None
     try:
         written = decimal.Decimal(text.replace("_", ""))
-        n = yaml.safe_load(text)
-    except Exception:  # base 60 (1:30.5), .inf, .nan: judged elsewhere
+    except Exception:  # .inf, .nan: judged elsewhere
         return None
     if not isinstance(n, float) or not math.isfinite(n) or not written.is_finite():
         return None
@@ -2535,7 +2564,7 @@ class _ExactLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: igno
 _ExactLoader.add_constructor("tag:yaml.org,2002:float", _ExactLoader.construct_shown_float)
 
 
-def _float_misread(text: str) -> str | None:
+def _float_misread(text: str, *, tagged: bool = False) -> str | None:
     """Why a plain scalar YAML reads as a float, written as a whole number with every digit
     (``9007199254740993.0``, ``18446744073709551615.0``), is refused: the float YAML makes of it is another
     whole number (a double holds them exactly only up to 2**53), which an Int64 or UInt64 node would get
@@ -2543,13 +2572,14 @@ def _float_misread(text: str) -> str | None:
     meant)."""
     if "e" in text.lower():
         return None  # 1.0e+30 states a magnitude, not every digit (a threshold): read as the float meant
-    if (got := _inexact_whole(text)) is None:
+    if (got := _inexact_whole(text, tagged=tagged)) is None:
         return None
     n, meant = got
     return (
         f"is read by YAML as the float {n!r} ({int(n)}), not the whole number {meant} it shows: a float holds "
-        f"whole numbers exactly only up to 2**53 (9007199254740992); write {meant} without the point and "
-        "exponent (an integer, as an Int64 or UInt64 node takes it), or quote it if it is text"
+        f"whole numbers exactly only up to 2**53 (9007199254740992); write {meant} without the "
+        f"{'!!float tag, ' if tagged else ''}point and exponent (an integer, as an Int64 or UInt64 node takes "
+        "it), or quote it if it is text"
     )
 
 
