@@ -545,10 +545,10 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     text shows, to any other as the float."""
     if isinstance(value, WholeFloat):
         value = value.whole if dt in _INT_RANGE else float(value)
-    elif isinstance(value, FractionFloat) and dt not in _INT_RANGE:
-        value = float(
-            value
-        )  # 9007199254740992.5: a fraction to an integer metric (refused), the float to others
+    elif isinstance(value, FractionFloat) and dt not in _INT_RANGE and dt is not sp.DataType.BOOLEAN:
+        # 9007199254740992.5: a fraction to an integer or Boolean metric (refused as 1.5 is:
+        # 1.0000000000000000001 was sent true), the float to others
+        value = float(value)
     if isinstance(value, np.generic):
         value = value.item()
 
@@ -561,7 +561,7 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     if dt is sp.DataType.BOOLEAN:
         if isinstance(value, bool):
             return value
-        if isinstance(value, int | float) and value in (0, 1):
+        if isinstance(value, int | float) and not isinstance(value, FractionFloat) and value in (0, 1):
             return bool(value)
         raise bad("write true or false without quotes")
     if dt in _INT_RANGE:

@@ -588,9 +588,12 @@ def _convert_scalar(
     if isinstance(value, WholeFloat | FractionFloat):
         # a config's 9.007199254740993e+15: an integer node gets the whole number the text shows, every other
         # type the float (a node holding a type judges it as that type, below); its 9007199254740992.5 is a
-        # fraction to an integer node (refused as 2.5 is), the float to every other
+        # fraction to an integer or Boolean node (refused as 2.5 is: 1.0000000000000000001 was written true), the
+        # float to every other
         if vtype.name in _INT_RANGE or vtype in (AbstractType.Integer, AbstractType.UInteger):
             value = value.whole if isinstance(value, WholeFloat) else value
+        elif isinstance(value, FractionFloat) and vtype.name == "Boolean":
+            pass
         elif held is None or held is ua.VariantType.Variant or vtype.name not in ("Variant", "Number"):
             value = float(value)
     own = value  # a NumPy float32 (float16) keeps its own precision when written as text (``_text``)
@@ -624,7 +627,7 @@ def _convert_scalar(
     if t == "Boolean":
         if isinstance(value, bool):
             return value
-        if isinstance(value, int | float) and value in (0, 1):
+        if isinstance(value, int | float) and not isinstance(value, FractionFloat) and value in (0, 1):
             return bool(value)
         raise bad("write true or false without quotes")
     if t in _INT_RANGE:
