@@ -49,7 +49,7 @@ from edge_agent.engines import Engine, EngineError, candidate_engines
 from edge_agent.models.config import ENGINE_TYPES, ModelConfig, VersionPolicy
 from edge_agent.models.install import InstallJob, check_isolated, install_isolated, prefetching
 from edge_agent.models.select import NothingPasses, Selection, select
-from edge_agent.models.store import NO_SPACE, AfterRestart, ModelStore
+from edge_agent.models.store import MARK_ADMIN, MARK_HEALTH, NO_SPACE, AfterRestart, ModelStore
 from edge_agent.priority import in_lowered_thread, lower_this_thread
 from edge_agent.types import Window
 from model_packager import OpenedPackage, PackageError, package_digest
@@ -937,7 +937,7 @@ class ModelSlot:
         if old is not None and _below(to_v, old.manifest.version):
             # an admin's rollback (the only way the fleet sends a lower version): the version it rolls away
             # from stays installed as the previous one, and a start on a lost state.json served it again
-            await asyncio.to_thread(self.store.mark_rolled_back, old.opened.root.name)
+            await asyncio.to_thread(self.store.mark_rolled_back, old.opened.root.name, MARK_ADMIN)
             self._say_unrecorded()
         # the switch: one reference assignment between two inferences
         self._previous, self._active = old, new
@@ -1125,7 +1125,7 @@ class ModelSlot:
             if why:
                 # this candidate's verdict: a swap that holds the lock meanwhile may replace it (then its own watch
                 # judges the next model, and this one ends)
-                await self.rollback(f"health check failed: {why}", candidate=new)
+                await self.rollback(f"health check failed: {why}", candidate=new, kind=MARK_HEALTH)
                 return
             if time.monotonic() >= deadline and new.health.n >= hc.min_items:
                 await asyncio.to_thread(self.store.end_probation, new.opened.root)
@@ -1145,8 +1145,12 @@ class ModelSlot:
                 )
                 return
 
-    async def rollback(self, reason: str, candidate: _Active | None = None) -> SwapOutcome:
-        """Make the previous model active again, the one active marked failed with ``reason``. ``candidate``: the
+    async def rollback(
+        self, reason: str, candidate: _Active | None = None, kind: str = MARK_ADMIN
+    ) -> SwapOutcome:
+        """Make the previous model active again, the one active marked failed with ``reason``; ``kind``: who rolled
+        it back, written in its mark (the health check's, else the fleet's: a withdrawal, an admin's rollback), for a
+        start that finds the mark with state.json still naming it (``ModelStore.after_restart``). ``candidate``: the
         model the verdict is on (a health watch's), rolled back only if it is still the active one once the swap's
         lock is taken: a swap that held the lock as the verdict fell due switched to the next model, which was
         rolled back in its place with the candidate's reason, and the candidate that failed served on, unwatched."""
@@ -1174,7 +1178,7 @@ class ModelSlot:
             self.counters["rollbacks"] += 1  # counted with the switch too: /status never shows one without it
             # before the state that drops it (a power cut may empty state.json; a start then serves the newest
             # version installed but never one rolled back)
-            await asyncio.to_thread(self.store.mark_rolled_back, new.opened.root.name)
+            await asyncio.to_thread(self.store.mark_rolled_back, new.opened.root.name, kind)
             # one write: the previous model current and the verdict on the one rolled back (two, a kill between
             # them left no verdict, and a restart installed the version rolled back again)
             await asyncio.to_thread(

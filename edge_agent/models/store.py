@@ -5,8 +5,9 @@
                                           into place only when every check passed)
         .rejected/<name>-...             an installed folder that failed its checks at a start
                                           (edited or corrupted on disk), set aside for a look
-        .rolled-back/<name>-...           an empty file: that installed folder was rolled back (or
-                                          refused), never what a start on a lost state.json serves (one
+        .rolled-back/<name>-...           that installed folder was rolled back (it holds by whom: health,
+                                          crash_loop, admin; empty: refused, or read as health), or
+                                          refused, never what a start on a lost state.json serves (one
                                           the disk refused is written again with the next state.json);
                                           read-only once its rolled_back event was told (``told``)
         .rolled-back/<name>-....armed     an empty placeholder made while the disk had room (``arm``): the
@@ -110,6 +111,11 @@ ROLLED_BACK = ".rolled-back"
 UNRECORDED_ROLLBACK = "the candidate was rolled back before the restart"
 # the suffix of a mark's placeholder (``arm``), made while the disk has room and renamed into the mark
 ARMED = ".armed"
+# what a rollback mark holds: who rolled the folder back (``mark_rolled_back``), so that a start that finds the mark
+# with state.json still naming the candidate gives that rollback's own reason. An empty mark (one made before kinds
+# were written, or by a disk with no block left for them) is read as the health check's
+MARK_HEALTH, MARK_CRASH_LOOP, MARK_ADMIN = "health", "crash_loop", "admin"
+MARK_KINDS = (MARK_HEALTH, MARK_CRASH_LOOP, MARK_ADMIN)
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,8 @@ class ModelStore:
         # folders whose rollback mark (``mark_rolled_back``) the disk refused, and why: marked again before each
         # write of state.json, with the slot's retries of it and at an orderly stop (``mark_pending``)
         self.unmarked: dict[str, str] = {}
+        # the kinds of the marks the disk refused (``mark_rolled_back``), written with them at the next try
+        self._kinds: dict[str, str] = {}
         self._told: set[str] = set()  # of those, the ones whose rolled_back event was told (``told``)
         # held over every read-change-write of state.json (and by write_pending around _write_state): taken only
         # around the write, a writer that read before another's change wrote its stale read over it (a new
@@ -262,9 +270,11 @@ class ModelStore:
         except OSError:
             pass  # (mark_rolled_back makes the mark itself, or says why not)
 
-    def mark_rolled_back(self, folder_name: str) -> None:
-        """Record, beside ``state.json`` and before it, that ``folder_name`` was rolled back or refused: an empty
-        file ``.rolled-back/<folder>``, its name fsynced (no data that a power cut could lose), so that a start
+    def mark_rolled_back(self, folder_name: str, kind: str = "") -> None:
+        """Record, beside ``state.json`` and before it, that ``folder_name`` was rolled back or refused: a file
+        ``.rolled-back/<folder>`` holding ``kind`` (who rolled it back, ``MARK_KINDS``; empty: refused, or read as
+        the health check's), written into its placeholder before the rename that makes the mark (a kill leaves the
+        mark whole or absent; a disk with no block for it leaves it empty), its name fsynced, so that a start
         on a lost state never serves it (``newest_installed``) and a start whose state.json still names it on
         probation restores the previous model (``after_restart``). Made by renaming the folder's placeholder
         (``arm``), which needs no free space, else created. Removed when the folder serves again (``set_current``,
@@ -277,8 +287,13 @@ class ModelStore:
             return
         mark, armed = paths
         with self._write_lock:
+            if kind:
+                self._kinds[folder_name] = kind  # (until the mark is made: ``mark_pending`` writes it again)
+            kind = self._kinds.get(folder_name, kind)
             try:
                 if not mark.exists():
+                    if kind:
+                        _fill_placeholder(armed, kind)
                     try:
                         os.rename(armed, mark)  # (no free block or inode needed)
                     except FileNotFoundError:  # not armed: made anew
@@ -298,6 +313,7 @@ class ModelStore:
                     )
                 self.unmarked[folder_name] = printable(str(exc), 300)
                 return
+            self._kinds.pop(folder_name, None)
             if self.unmarked.pop(folder_name, None) is not None:
                 log.warning("model store: %s recorded as rolled back", printable(folder_name, 200))
                 if folder_name in self._told:  # told while its mark was refused
@@ -339,6 +355,7 @@ class ModelStore:
                     self.mark_rolled_back(name)
                 else:  # removed (pruned): nothing a start could serve
                     self.unmarked.pop(name, None)
+                    self._kinds.pop(name, None)
                     self._told.discard(name)
             return not self.unmarked
 
@@ -346,11 +363,22 @@ class ModelStore:
         paths = self._marks(folder_name)
         return paths is not None and paths[0].exists()
 
+    def mark_kind(self, folder_name: str) -> str:
+        """Who rolled ``folder_name`` back, as its mark says (``MARK_KINDS``): an empty, unreadable or unknown
+        mark is the health check's (the one reading of the marks written before they held a kind)."""
+        paths = self._marks(folder_name)
+        try:
+            kind = paths[0].read_bytes()[:64].decode("ascii").strip() if paths is not None else ""
+        except (OSError, ValueError):
+            kind = ""
+        return kind if kind in MARK_KINDS else MARK_HEALTH
+
     def served(self, folder_name: str) -> None:
         """``folder_name`` serves (``state.json`` names it current): no longer rolled back (a rollout of the same
         version again, or a kill -9 between ``mark_rolled_back`` and the state it came before)."""
         with self._write_lock:
             self.unmarked.pop(folder_name, None)
+            self._kinds.pop(folder_name, None)
             self._told.discard(folder_name)
         paths = self._marks(folder_name)
         if paths is None:
@@ -659,15 +687,26 @@ class ModelStore:
             self._write_state(st)
             self.arm(cand)  # (a store written before placeholders were made)
             return AfterRestart(cand, prev, True, clean, unclean, baseline)
-        reason = (
-            f"{UNRECORDED_ROLLBACK}, but the state.json that recorded it was not written "
-            "(a full or read-only disk, or the agent ended first); the previous model was restored"
-            if rolled_back
-            else f"the agent ended without an orderly stop {unclean} times inside the candidate's health window (a "
-            "crash loop, which the candidate may cause); the previous model was restored"
-        )
+        kind = self.mark_kind(cand) if rolled_back else MARK_CRASH_LOOP
+        if kind == MARK_HEALTH:  # (the health check's verdict, its words lost: the model manager holds it)
+            reason = (
+                f"{UNRECORDED_ROLLBACK}, but the state.json that recorded it was not written "
+                "(a full or read-only disk, or the agent ended first); the previous model was restored"
+            )
+        elif kind == MARK_ADMIN:
+            reason = (
+                "the fleet's rollback or withdrawal of the candidate began before the restart, but the state.json "
+                "that recorded it was not written (the agent ended first, or a full or read-only disk); the previous "
+                "model was restored"
+            )
+        else:  # a crash loop, now or cut by an end between its mark and its state.json (counted then)
+            ends = unclean if not rolled_back else max(unclean - 1, UNCLEAN_ENDS_TO_ROLL_BACK)
+            reason = (
+                f"the agent ended without an orderly stop {ends} times inside the candidate's health window (a "
+                "crash loop, which the candidate may cause); the previous model was restored"
+            )
         _note_failed(st, cand, reason)
-        self.mark_rolled_back(cand)  # before the state that drops it: a power cut may empty that
+        self.mark_rolled_back(cand, kind)  # before the state that drops it: a power cut may empty that
         st.update(
             current=prev,
             previous=None,
@@ -729,6 +768,26 @@ class ModelStore:
 
     def current(self) -> str | None:
         return self.state().get("current")
+
+
+def _fill_placeholder(armed: Path, kind: str) -> None:
+    """Write ``kind`` into a mark's placeholder (made if missing), fsynced, before the rename that makes the mark. A
+    disk that refuses it (no block, no inode) leaves it empty or absent: the mark is then made as before, empty."""
+    try:
+        if not armed.parent.is_dir():
+            armed.parent.mkdir()
+            sync_folder(armed.parent.parent)
+        fd = os.open(armed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, kind.encode("ascii"))
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 def _note_failed(st: dict, folder_name: str, reason: str) -> None:
