@@ -369,8 +369,9 @@ class ModelManager:
         (only that verdict: a copy damaged on disk, a refusal short of memory, a crash loop say nothing for good
         about the package). Written before the outcome is reported: once the fleet acknowledged it nothing else
         on the agent said so, and that deployment, still desired, installed and served the version again. So is a
-        rollback a start reconciles from its mark (an end between the mark and its state.json: the verdict's words
-        are lost, the mark says the candidate was rolled back, ``ModelStore.after_restart``)."""
+        health check's rollback a start reconciles from its mark (an end between the mark and its state.json: the
+        verdict's words are lost, the mark says the health check rolled the candidate back, or is empty as a former
+        release left it; ``ModelStore.after_restart``). A crash loop's or the fleet's rollback cut there is not."""
         from edge_agent.models.store import UNRECORDED_ROLLBACK  # (loaded with the slots)
 
         if not reason.startswith((HEALTH_VERDICT, UNRECORDED_ROLLBACK)):
