@@ -40,9 +40,11 @@ from pathlib import Path
 from simulators.launcher import (
     Narrator,
     Supervisor,
+    ensure_running,
     service_port,
     start_mosquitto,
     table,
+    wait_listening,
     wait_port,
 )
 
@@ -459,8 +461,11 @@ class Demo:
             ],
         )
         starting.append((self.ports["cam2-line2"], p, "camera 2 of line2"))
-        for port, p, what in starting:
-            wait_port(port, START_S, p.popen, what)
+        wait_listening(
+            starting, START_S
+        )  # all watched at once: the first exit is named whatever is ahead of it
+        ensure_running(starting)
+        sims = starting
         self.sup.start(
             "sensors",
             [
@@ -517,8 +522,8 @@ class Demo:
             config = self.line2_config() if line == "line2" else AGENT_CONFIG
             p = self.sup.start(f"agent-{line}", [exe("edge-agent"), "run", str(config)], env=env)
             starting.append((self.ports["status-" + line], p, f"agent {agent}"))
-        for port, p, what in starting:
-            wait_port(port, START_S, p.popen, what)
+        wait_listening(starting, START_S)
+        ensure_running(sims + starting)  # a port another program took meanwhile answered for ours: ours died
         for line in self.lines:
             st = self.wait(
                 lambda line=line: (
@@ -537,6 +542,7 @@ class Demo:
                     f"  {m['package']}-{m['version']}: {sel.get('summary') or m['engine']}; CPU "
                     f"{sel.get('cpu', '?')}"
                 )
+        ensure_running(sims + starting)
 
     def step_results(self, seconds: float) -> None:
         self.n.step(

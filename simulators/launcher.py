@@ -81,6 +81,48 @@ def wait_port(
     raise TimeoutError(f"{name or 'process'}: nothing listens on 127.0.0.1:{port} after {timeout_s:.0f}s")
 
 
+def wait_listening(starting: list[tuple[int, Proc, str]], timeout_s: float) -> None:
+    """Wait until every process in ``starting`` (port, process, what) listens on its port, watching them all at once.
+
+    The first to exit is named at once, with its exit code and the last lines of its log, whichever is still
+    starting ahead of it; at the deadline every process not yet listening is named."""
+    deadline = time.monotonic() + timeout_s
+    waiting = list(starting)
+    while waiting:
+        for port, proc, what in waiting:
+            if proc.popen is not None and proc.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{what} exited with code {proc.popen.returncode} before listening on {port}; "
+                    f"last lines of {proc.log}:\n{proc.tail()}"
+                )
+        still = []
+        for item in waiting:
+            try:
+                with socket.create_connection(("127.0.0.1", item[0]), timeout=0.5):
+                    pass
+            except OSError:
+                still.append(item)
+        waiting = still
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            names = ", ".join(f"{what} (127.0.0.1:{port})" for port, _, what in waiting)
+            raise TimeoutError(f"nothing listens after {timeout_s:.0f}s for: {names}")
+        time.sleep(0.1)
+
+
+def ensure_running(procs: list[tuple[int, Proc, str]]) -> None:
+    """Fail naming any of these processes that is no longer running: one whose port another program took
+    while it started is seen listening (the other program answers), then it exits on "Address already in use"."""
+    for port, proc, what in procs:
+        if not proc.running:
+            code = proc.popen.returncode if proc.popen is not None else None
+            raise RuntimeError(
+                f"{what} exited with code {code} after 127.0.0.1:{port} answered (another program may hold "
+                f"that port); last lines of {proc.log}:\n{proc.tail()}"
+            )
+
+
 class Narrator:
     def __init__(self, stream=None) -> None:
         self.t0 = time.monotonic()
@@ -201,7 +243,7 @@ def ensure_mosquitto(narrator: Narrator) -> str:
 
 def start_mosquitto(sup: Supervisor, narrator: Narrator) -> int:
     binary = ensure_mosquitto(narrator)
-    port = free_port()
+    port = service_port()  # outside the ephemeral range, as every listener of the demo
     conf = sup.workdir / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from simulators.demo import Demo
-from simulators.launcher import Narrator, ephemeral_range, service_port
+from simulators.launcher import Narrator, Supervisor, ephemeral_range, service_port, start_mosquitto
 
 
 def test_the_demo_cloud_ports_lie_outside_the_kernels_ephemeral_range_and_are_kept_across_the_restart(
@@ -34,9 +34,9 @@ def test_a_service_port_in_use_is_never_chosen():
             service_port(ephemeral=(lo, hi), span=(busy, busy))
 
 
-def test_every_listener_of_the_demo_gets_its_own_port_outside_the_ephemeral_range(tmp_path, monkeypatch):
-    # the simulators and agents take seconds to listen on a loaded machine: a port from the ephemeral range
-    # could be handed to another process's connection meanwhile, and two of the demo's own must never meet
+def test_new_port_skips_the_demos_own_ports(tmp_path, monkeypatch):
+    # new_port() gives each listener of the demo its own port from service_port(): two of the demo's must never
+    # meet (the simulators and agents take seconds to listen on a loaded machine)
     import simulators.demo as demo_mod
 
     lo, hi = ephemeral_range()
@@ -47,3 +47,15 @@ def test_every_listener_of_the_demo_gets_its_own_port_outside_the_ephemeral_rang
     port = demo.new_port()
     assert port not in (cloud, console)  # the service_port() draws that are already the demo's are skipped
     assert not lo <= port <= hi
+
+
+def test_mosquitto_of_the_demo_listens_on_a_port_outside_the_ephemeral_range(tmp_path):
+    # as every other listener of the demo: no connection or port-0 bind of another process is handed its port
+    sup = Supervisor(tmp_path)
+    try:
+        port = start_mosquitto(sup, Narrator())
+        lo, hi = ephemeral_range()
+        assert not lo <= port <= hi
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        sup.close()
