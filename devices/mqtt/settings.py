@@ -383,7 +383,9 @@ class SparkplugHostSettings(_Model):
         300.0,
         gt=0,
         description="the longest wait (s) between two rebirths asked of a node that does not answer "
-        "(rebirth_retry_s doubling up to this); not below rebirth_retry_s",
+        "(rebirth_retry_s doubling up to this); not below rebirth_retry_s. Also how long a streak of births whose "
+        "first data alone was lost is remembered: a node whose data after each birth starts at 2 is asked at "
+        "most twice in this time",
     )
     rebirth_give_up_s: float = Field(
         86_400.0,
