@@ -56,6 +56,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,12 +366,24 @@ class ModelStore:
 
     def mark_kind(self, folder_name: str) -> str:
         """Who rolled ``folder_name`` back, as its mark says (``MARK_KINDS``): an empty, unreadable or unknown
-        mark is the health check's (the one reading of the marks written before they held a kind)."""
+        mark is the health check's (the one reading of the marks written before they held a kind). Only a regular
+        file is read, and only its first 64 bytes: a pipe or a huge file put at the mark's path blocked the start,
+        or filled its memory, at every restart."""
         paths = self._marks(folder_name)
-        try:
-            kind = paths[0].read_bytes()[:64].decode("ascii").strip() if paths is not None else ""
-        except (OSError, ValueError):
-            kind = ""
+        kind = ""
+        if paths is not None:
+            try:
+                fd = os.open(paths[0], os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                try:
+                    if stat.S_ISREG(os.fstat(fd).st_mode):
+                        kind = os.read(fd, 64).decode("ascii").strip()
+                except (OSError, ValueError):
+                    kind = ""
+                finally:
+                    os.close(fd)
         return kind if kind in MARK_KINDS else MARK_HEALTH
 
     def served(self, folder_name: str) -> None:

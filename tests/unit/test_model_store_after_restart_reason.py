@@ -104,3 +104,31 @@ def test_a_fleet_rollback_killed_before_its_state_names_the_fleet_and_a_health_v
     _killed(other, MARK_HEALTH, CAND, PREV)
     ar = ModelStore(other).after_restart()
     assert ar is not None and ar.reason is not None and ar.reason.startswith(UNRECORDED_ROLLBACK), ar.reason
+
+
+def test_a_pipe_or_a_huge_file_at_a_rollback_mark_is_read_as_a_health_mark_without_blocking_the_start(
+    tmp_path,
+):
+    """Formerly the mark was read whole: a named pipe at its path blocked the start for good (holding the store's
+    write lock, nothing logged), a huge file filled the agent's memory, at every restart."""
+    import os
+    import threading
+
+    for n in (PREV, CAND):
+        (tmp_path / n).mkdir()
+    store = ModelStore(tmp_path)
+    store.mark_rolled_back(CAND)
+    mark = store._marks(CAND)[0]
+    got: list[str] = []
+    for make in ("pipe", "huge"):
+        mark.unlink()
+        if make == "pipe":
+            os.mkfifo(mark)
+        else:
+            with open(mark, "wb") as f:
+                f.truncate(8 * 2**30)  # sparse: 8 GiB on no disk space
+        t = threading.Thread(target=lambda: got.append(ModelStore(tmp_path).mark_kind(CAND)), daemon=True)
+        t.start()
+        t.join(10)
+        assert not t.is_alive(), f"reading a {make} at the mark blocked"
+    assert got == ["health", "health"], got
