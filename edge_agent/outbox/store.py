@@ -604,7 +604,7 @@ class Outbox:
         recorded = self._read_epoch_owner()  # (read before a corrupt store's new epoch replaces it)
         self._told_at_open, self._lone_wals = [], []
         self._finish_move()  # (a move a kill cut off: every file beside the database it came with)
-        self._drop_notes_without_store()
+        self._drop_notes_without_store(recorded)
         self._place_lone_wal()
         resumed_epoch = self._renewal_cut_after_move()
         try:
@@ -949,14 +949,61 @@ class Outbox:
         held = self._held_dir()
         return any(os.path.lexists(held / f"{name}{sfx}") for sfx in STORE_FILES)
 
-    def _drop_notes_without_store(self) -> None:
+    def _path_store_is(self, note: dict, recorded: tuple[int, str, str] | None) -> bool:
+        """Whether the store at the outbox's path is the very store ``note`` was written for: its owner's tenant
+        (read as ``_own`` reads it: ``meta``, else ``outbox-epoch.json`` when of its epoch) and its epoch are the
+        note's (a hold killed before its store moved, which this start holds again)."""
+        if not self.path.exists():
+            return False
+        try:
+            con = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path))}?mode=ro", uri=True, timeout=5)
+            try:
+                row = _get_owner(con)
+                epoch = dict(con.execute("SELECT key, value FROM meta").fetchall()).get("epoch")
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return False
+        if (
+            row is None
+            and recorded is not None
+            and epoch is not None
+            and recorded[0] == epoch
+            and recorded[1]
+        ):
+            row = (recorded[1], recorded[2])
+        return (
+            row is not None
+            and row[0] == note.get("tenant")
+            and epoch is not None
+            and epoch == note.get("epoch")
+        )
+
+    def _held_again(self, name: str) -> str | None:
+        """A held store of the same base name as the note ``name`` (``<base>.<n>``, n >= 1; the base names the
+        tenant and epoch), other than ``name``: the store held again by a former start, or None."""
+        base = re.sub(r"\.\d+$", "", name)
+        try:
+            names = [p.name for p in self._held_dir().iterdir()]
+        except OSError:
+            return None
+        found = []
+        for one in names:
+            m = re.fullmatch(re.escape(base) + r"\.(\d+)", one)
+            if m and one != name and int(m.group(1)) >= 1 and self._has_store(one):
+                found.append((int(m.group(1)), one))
+        return min(found)[1] if found else None
+
+    def _drop_notes_without_store(self, recorded: tuple[int, str, str] | None = None) -> None:
         """At open, once a move a kill cut off is completed (``_finish_move``): a note in ``outbox-held/`` with no
-        store beside it is a hold killed after its note (and some of its samples) but before its store moved (the
-        store is still where it was: this start holds it again if it is still another tenant's), or a store removed
-        by hand. Its sample files go back to ``samples/`` (those no record names are swept as ever) and the note is
-        removed. Formerly it stayed: the hold was made again as ``<name>.1`` without the samples moved already, and
-        pruning ``outbox-held/`` counted the note's records as dropped (a WARNING, ``held_dropped`` and an
-        ``outbox_budget`` event) while they were all held, and removed those samples."""
+        store beside it. When the store at the outbox's path is the very store it was written for (its tenant and
+        epoch), it is a hold killed after its note (and some of its samples) but before its store moved: its sample
+        files go back to ``samples/`` (this start holds the store again with them) and the note is removed. Else,
+        when that store is held under another name of the same base (``<name>.<n>``: held again by a former start
+        that met that kill), its samples go into that store's ``.samples/`` and the note is removed. Else (a held
+        store moved out by hand, e.g. to export it) the note and its samples stay as they are: pruning skips a note
+        with no store. Formerly the samples always went back to ``samples/``, where those the current store does not
+        name were deleted at once (a store held again as ``<name>.1``, or moved out by hand, lost them)."""
         held = self._held_dir()
         try:
             notes = sorted(held.glob("outbox.db.*.json"))[:1000]
@@ -966,26 +1013,48 @@ class Outbox:
             name = p.name[: -len(".json")]
             if self._has_store(name):
                 continue
+            from edge_agent.files import read_json_state
+
+            try:
+                note = read_json_state(p, MARK_MAX_BYTES)
+            except (OSError, ValueError):
+                note = None
+            if not isinstance(note, dict):
+                continue
+            if self._path_store_is(note, recorded):
+                into, where = self.samples_dir, "put back into samples/ (the store is held again with them)"
+            elif (again := self._held_again(name)) is not None:
+                into, where = (
+                    held / f"{again}.samples",
+                    f"moved to {held / again}'s, the same store held again",
+                )
+            else:
+                continue  # (its store moved out by hand: the note and its samples stay; never counted, never pruned)
             kept, back = held / f"{name}.samples", 0
             try:
-                for one in sorted(kept.iterdir()) if kept.is_dir() else []:
-                    if not stat.S_ISREG(one.lstat().st_mode):
-                        continue
-                    if os.path.lexists(self.samples_dir / one.name):
-                        one.unlink()
-                    else:
-                        _move_file(one, self.samples_dir / one.name)
-                    back += 1
+                if kept.is_symlink():  # (not ours: never followed)
+                    kept.unlink()
+                elif kept.is_dir():
+                    into.mkdir(exist_ok=True)
+                    for one in sorted(kept.iterdir()):
+                        if not stat.S_ISREG(one.lstat().st_mode):
+                            continue
+                        if os.path.lexists(into / one.name):
+                            one.unlink()
+                        else:
+                            _move_file(one, into / one.name)
+                        back += 1
             except OSError as exc:  # (left as it is, for the next start: no sample removed on the way)
                 log.warning("outbox %s: %s names no store beside it; its samples stay: %s", self.dir, p, exc)
                 continue
             shutil.rmtree(kept, ignore_errors=True)
             log.warning(
-                "outbox %s: %s names no store beside it (a hold cut off before its store moved, or a store removed "
-                "by hand): removed, %d sample files put back",
+                "outbox %s: %s names no store beside it (a hold cut off before its store moved): removed, %d sample "
+                "files %s",
                 self.dir,
                 p,
                 back,
+                where,
             )
             with contextlib.suppress(OSError):
                 p.unlink()
@@ -1190,15 +1259,18 @@ class Outbox:
         if self.moving_path.is_dir() and not self.moving_path.is_symlink():
             # (no record of ours: removing it failed, "Is a directory ... free space on that disk or make the folder
             # writable", and the agent did not start)
-            aside = self.moving_path.with_name(f"{MOVING_FILE}.bad-{int(time.time())}")
+            stamp = int(time.time())
+            aside, n = self.moving_path.with_name(f"{MOVING_FILE}.bad-{stamp}"), 1
+            while os.path.lexists(aside):  # (one there already, not empty: the rename would fail)
+                aside, n = self.moving_path.with_name(f"{MOVING_FILE}.bad-{stamp}.{n}"), n + 1
+            os.replace(self.moving_path, aside)
+            _sync_dir(self.moving_path.parent)
             log.warning(
                 "outbox %s: %s is a directory, not a record of a move: renamed %s",
                 self.dir,
                 self.moving_path,
                 aside,
             )
-            os.replace(self.moving_path, aside)
-            _sync_dir(self.moving_path.parent)
             return
         try:
             mark = read_json_state(self.moving_path, MARK_MAX_BYTES)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 from edge_agent.outbox.settings import OutboxSettings
@@ -201,5 +202,113 @@ def test_a_directory_where_the_move_record_goes_is_set_aside_and_the_outbox_star
         (aside,) = tmp_path.glob("outbox-moving.bad-*")
         assert (aside / "left.txt").read_text() == "by hand" and not (tmp_path / "outbox-moving").exists()
         assert "outbox-moving is a directory" in caplog.text
+    finally:
+        ob.close()
+
+
+def acme_outbox_held_by_beta(data: Path) -> tuple[Path, set[str]]:
+    """acme's outbox (300 records, 20 of them with a sample) held whole by a start as beta: the held store and the
+    sha256 names of its samples."""
+    ob = Outbox(SETTINGS, data, owner=("acme", "gw1"))
+    ob.open()
+    for i in range(300):
+        sample = bytes([i % 256]) * 4000 if i < 20 else None
+        ob.append("result", {"i": i}, sample=sample, sample_ext=".png" if sample else "")
+    ob.flush()
+    shas = {p.name for p in ob.samples_dir.iterdir()}
+    ob.close()
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    ob.close()
+    (store,) = [
+        p
+        for p in (data / "outbox-held").iterdir()
+        if p.name.startswith("outbox.db.") and "." not in p.name[10:]
+    ]
+    assert len(shas) == 20 and {p.name for p in Path(f"{store}.samples").iterdir()} == shas
+    return store, shas
+
+
+def test_a_store_the_former_code_held_again_keeps_every_sample_at_the_first_start_after_the_upgrade(tmp_path):
+    data = tmp_path / "data"
+    store, shas = acme_outbox_held_by_beta(data)
+    # what the former code left after a hold killed before its store moved, then a start: the store held again as
+    # <name>.1 with the one sample still in samples/; the orphan note kept the other 19
+    again = store.with_name(store.name + ".1")
+    store.rename(again)
+    note = json.loads(Path(f"{store}.json").read_text())
+    Path(f"{again}.json").write_text(json.dumps({**note, "file": str(again)}))
+    Path(f"{again}.samples").mkdir()
+    one = sorted(shas)[0]
+    Path(f"{store}.samples", one).rename(Path(f"{again}.samples", one))
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        # formerly the 19 went to samples/, which the current store does not name: removed at this start
+        assert {p.name for p in Path(f"{again}.samples").iterdir()} == shas
+        assert not Path(f"{store}.json").exists() and not Path(f"{store}.samples").exists()
+        (held,) = ob.stats()["held"]["files"]
+        assert held["file"] == str(again) and held["records"] == 300 and not ob.held_dropped
+    finally:
+        ob.close()
+
+
+def test_a_held_store_moved_out_by_hand_keeps_its_note_and_samples_and_is_held_again_once_put_back(tmp_path):
+    data = tmp_path / "data"
+    store, shas = acme_outbox_held_by_beta(data)
+    store.rename(tmp_path / "exported.db")  # (to export it with sqlite3, as docs/store-and-forward.md says)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    ob.close()
+    # formerly its note was removed and its 20 samples "put back" into samples/, then removed by the same start
+    assert {p.name for p in Path(f"{store}.samples").iterdir()} == shas
+    (tmp_path / "exported.db").rename(store)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        (held,) = ob.stats()["held"]["files"]
+        assert held["file"] == str(store) and held["records"] == 300 and not ob.held_dropped
+    finally:
+        ob.close()
+
+
+def test_a_held_notes_samples_folder_that_is_a_link_is_never_followed(tmp_path):
+    data = tmp_path / "data"
+    ob = Outbox(SETTINGS, data, owner=("acme", "gw1"))
+    ob.open()
+    ob.append("result", {"i": 1})
+    ob.flush()
+    epoch = ob.epoch
+    ob.close()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("not the agent's")
+    held = data / "outbox-held"
+    held.mkdir()
+    name = f"outbox.db.acme-{epoch}"
+    (held / f"{name}.json").write_text(json.dumps({"tenant": "acme", "agent": "gw1", "epoch": epoch}))
+    (held / f"{name}.samples").symlink_to(victim)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    ob.close()
+    # formerly its files were moved into samples/ and removed there as samples no record names
+    assert [p.name for p in victim.iterdir()] == ["keep.txt"]
+
+
+def test_a_directory_where_the_move_record_goes_is_set_aside_beside_one_set_aside_in_the_same_second(
+    tmp_path,
+):
+    ob = fill_outbox(tmp_path, 10)
+    ob.close()
+    (tmp_path / "outbox-moving").mkdir()
+    now = int(time.time())
+    for t in range(now, now + 5):  # (the same second's name taken, and not empty: a rename onto it failed)
+        (tmp_path / f"outbox-moving.bad-{t}").mkdir()
+        (tmp_path / f"outbox-moving.bad-{t}" / "old.txt").write_text("before")
+    ob = Outbox(SETTINGS, tmp_path)
+    ob.open()  # formerly: OutboxError "... [Errno 39] Directory not empty ..."
+    try:
+        assert len(ob.pending(5000, 10**9)) == 10 and not (tmp_path / "outbox-moving").exists()
+        assert len(list(tmp_path.glob("outbox-moving.bad-*"))) == 6
     finally:
         ob.close()
