@@ -484,6 +484,7 @@ async def test_a_recheck_the_fleet_answers_permission_denied_is_asked_again_not_
         )
         assert not any(s["step"] == "healthy" and s["version"] == "1.1.0" for s in mgr.steps), mgr.steps
         assert "vision" in mgr._unasked()  # asked again once a desired state names it
+        unasked = mgr._unasked()["vision"]["digest"]
         gw1 = agents["gw1"]
         asked, handled = [], []
         ask, handle = gw1.uplink.client.stub.DownloadPackage, gw1.uplink.on_desired
@@ -499,9 +500,10 @@ async def test_a_recheck_the_fleet_answers_permission_denied_is_asked_again_not_
         monkeypatch.setattr(gw1.uplink.client.stub, "DownloadPackage", download)
         monkeypatch.setattr(gw1.uplink, "on_desired", desired)
         await until(lambda: len(handled) >= 4, what="four more desired states handled")
-        unasked = mgr._unasked()["vision"]["digest"]
         assert unasked not in asked, f"asked {asked.count(unasked)} times in {len(handled)} desired states"
-        assert "vision" in mgr._unasked()
+        # the note stays while 1.1.0 serves; the rollout halted by 1.3.0's refusal may send 1.0.0 back meanwhile (on
+        # a quiet machine it does within these desired states): then nothing of 1.1.0 serves and the note goes
+        assert "vision" in mgr._unasked() or version(gw1) != "1.1.0", (version(gw1), mgr._unasked())
         assert not any(s["step"] == "healthy" and s["version"] == "1.1.0" for s in mgr.steps), mgr.steps
     finally:
         await back.stop(grace_s=0)
