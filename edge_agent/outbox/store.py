@@ -273,18 +273,45 @@ def _move_file(src: Path, dst: Path) -> None:
     """``os.replace``, or a copy then a removal where ``dst`` is on another file system (a last resort: the
     folder is chosen on the outbox's own disk, ``_aside_dir``). A rename across file systems failed (EXDEV): a
     corrupt store at start stopped the agent from starting ("free space on that disk ..."), and one found bad
-    while running was never renewed (every record counted as write_failed, for good)."""
+    while running was never renewed (every record counted as write_failed, for good).
+
+    The copy goes to ``.<name>.copying`` beside ``dst``, is fsynced, then renamed to ``dst`` (and that folder
+    fsynced) before ``src`` is removed: a kill during the copy never leaves a cut-short file under ``dst``'s name.
+    Formerly the copy was made at ``dst`` itself: a kill in the middle left a cut-short ``dst``, which the next
+    start took for the moved file and removed the whole one (``_same_file``)."""
     try:
         os.replace(src, dst)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
+        part = dst.with_name(f".{dst.name}.copying")
         try:
-            shutil.copyfile(src, dst)
+            shutil.copyfile(src, part)
+            with open(part, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(part, dst)
+            _sync_dir(dst.parent)
         except OSError:
-            dst.unlink(missing_ok=True)  # no half copy left behind; the caller tries again later
+            part.unlink(missing_ok=True)  # no half copy left behind; the caller tries again later
             raise
         src.unlink()
+        with contextlib.suppress(OSError):
+            _sync_dir(src.parent)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` hold the same bytes (size, then SHA-256): a copy ``b`` proved whole before ``a`` is
+    removed in its favour."""
+    try:
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        digests = []
+        for one in (a, b):
+            with open(one, "rb") as f:
+                digests.append(hashlib.file_digest(f, "sha256").digest())
+    except OSError:
+        return False
+    return digests[0] == digests[1]
 
 
 def _sync_dir(folder: Path) -> None:
@@ -365,6 +392,9 @@ class Outbox:
         # set by the agent before ``open``: outbox-held/ is bounded only once it called ``bound_held`` (after it
         # noted the move a start found: a kill during the prune forgot the move)
         self.defer_held_bound = False
+        # set by the agent before ``open``: called with the former tenant by a start that finds the gateway moved,
+        # before the store is held and the new owner recorded (``_own``): a kill leaves no move or a noted one
+        self.on_move: Any = None
         self._held_now: set[str] = set()  # held since the last bound: never removed by it
         self.dir = Path(settings.dir) if settings.dir else Path(data_dir) / "outbox"
         self.path = self.dir / "outbox.db"
@@ -840,6 +870,8 @@ class Outbox:
                 _set_owner(db, self.owner)
             return db
         self.former_tenant = str(row[0])
+        if self.on_move is not None:
+            self.on_move(self.former_tenant)
         by_kind = Counter({k: n for k, n in db.execute("SELECT kind, COUNT(*) FROM records GROUP BY kind")})
         shas = [
             r[0]
@@ -1039,9 +1071,9 @@ class Outbox:
                     for one in sorted(kept.iterdir()):
                         if not stat.S_ISREG(one.lstat().st_mode):
                             continue
-                        if os.path.lexists(into / one.name):
+                        if os.path.lexists(into / one.name) and _same_file(one, into / one.name):
                             one.unlink()
-                        else:
+                        else:  # (a copy a kill cut short there, by a former version: made again, whole)
                             _move_file(one, into / one.name)
                         back += 1
             except OSError as exc:  # (left as it is, for the next start: no sample removed on the way)
