@@ -237,9 +237,19 @@ class _Node:
     # from here, so one unlucky streak does not leave every later restart's lost first data unasked for ever
     lost_first_at: float = -math.inf
     # after an NBIRTH whose seq is not 0, its next message may also be seq 1 (its data counting from 1 after
-    # such a birth, ``_birth_seq``): in sequence as well as the birth's seq + 1; None otherwise, and after a
-    # birth at the top of a counter (255): its next is 0 (the wrap), a 1 then shows 0 lost
+    # such a birth, as after Sparkplug's NBIRTH at 0, ``_birth_seq``): in sequence as well as the birth's seq + 1
+    # (0 after 255); None otherwise, and after a birth at the top of a counter (255) of a node known to go on
+    # from its births' seq (``goes_on``): its next is 0 (the wrap), a 1 then shows 0 lost
     birth_restart: int | None = None
+    # the seq of its last NBIRTH when not 0, until the message after it: what that message shows of the node
+    # (``goes_on``) is learnt there
+    birth_at: int | None = None
+    # how its messages follow an NBIRTH whose seq is not 0, learnt from such births: True, they go on from the
+    # birth's seq (7 -> 8, 255 -> 0); False, they count from 1 (7 -> 1); None, not shown yet. Only a 1 after a
+    # birth at 255 is both (a node that counts from 1, or one that wraps whose 0 was lost): a gap only of a node
+    # known to go on, in sequence otherwise (as the 1 after Sparkplug's NBIRTH at 0; each such birth of a node
+    # counting from 1 was a seq_gap, a rebirth asked)
+    goes_on: bool | None = None
     # a compressed message of it was skipped by the inflate budget: the next seq gap is this host's
     # doing, not counted and not answered by a rebirth (one would bring more to inflate)
     budget_skipped: bool = False
@@ -1674,9 +1684,12 @@ class SparkplugHost:
             # seq is broken is asked once, not after every birth (``_check_seq``)
             # (a node whose births follow is asked again while fewer than 2 births in a row lost their first data)
             node.run = 0 if node.gap_asked else 1
-            # after a birth at the top of a counter only the wrap (0) follows it: a 1 there is data 0 lost
+            # after a birth at the top of a counter of a node known to go on from its births' seq, only the wrap
+            # (0) follows it: a 1 there is data 0 lost (``goes_on``)
             node.birth_first = True
-            node.birth_restart = 1 if payload.seq and payload.seq not in _SEQ_TOPS else None
+            top = payload.seq in _SEQ_TOPS and node.goes_on
+            node.birth_restart = 1 if payload.seq and not top else None
+            node.birth_at = payload.seq or None
             node.alias_born = node.alias_asked
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             # a birth replaces what the last one declared: a metric retyped or gone, or a Template
@@ -2068,7 +2081,7 @@ class SparkplugHost:
             lambda: (
                 f"sparkplug: {_shown(t.group, t.edge_node)}: its NBIRTH carries seq {seq}, not 0 as Sparkplug 3.0 "
                 "has every NBIRTH carry (its data then 1, 2, ...): taken as the start of its sequence, its next "
-                f"message in sequence at {seq + 1} or at {0 if seq in _SEQ_TOPS else 1} (no rebirth asked: it "
+                f"message in sequence at {seq + 1}{', at 0' if seq in _SEQ_TOPS else ''} or at 1 (no rebirth asked: it "
                 "would answer with another such "
                 "birth); each such birth counted; set the edge node to start its seq at 0 at every NBIRTH"
             ),
@@ -2101,6 +2114,12 @@ class SparkplugHost:
             return
         last = node.seq
         restart, node.birth_restart = node.birth_restart, None
+        born_at, node.birth_at = node.birth_at, None
+        if born_at is not None and last == born_at:  # the message after an NBIRTH whose seq is not 0
+            if seq in _next_seqs(born_at):
+                node.goes_on = True
+            elif seq == 1 and born_at not in _SEQ_TOPS:  # (after 255, a 1 shows nothing: 0 may be lost)
+                node.goes_on = False
         first = data and node.birth_first
         if data:
             node.birth_first = False

@@ -358,14 +358,19 @@ async def test_a_births_first_data_alone_lost_is_asked_again_across_the_wrap_and
     assert src.stats.errors_by_reason == {"seq_gap": 4}
 
 
-async def test_the_data_0_lost_after_an_nbirth_at_255_is_a_gap_asked_its_lost_value_read(mosquitto):
-    """An NBIRTH at seq 255 is followed by 0 (the wrap). Its data 0 (Press = 100) lost, the 1 after it was taken
-    as in sequence (data counting from 1 after a birth whose seq is not 0): no seq_gap, no rebirth, Press unseen
-    until it changed (review /work/notes57/review_plc LOW 3). Now a gap, a rebirth asked; the birth answering it
-    carries Press = 100. A node born at 255 whose data wraps to 0 is in sequence, nothing asked."""
+async def test_the_data_0_lost_after_an_nbirth_at_255_of_a_node_that_wraps_is_a_gap_asked_its_lost_value_read(
+    mosquitto,
+):
+    """A node born at seq 255 whose data wraps to 0 (its first birth so shows it: its seq goes on from its
+    births'). Born at 255 again, its data 0 (Press = 100) is lost: the 1 after it was taken as in sequence (data
+    counting from 1 after a birth whose seq is not 0), no seq_gap, no rebirth, Press unseen until it changed
+    (review /work/notes57/review_plc LOW 3). It is a gap, a rebirth asked; the birth answering it carries
+    Press = 100. A node born at 255 whose data wraps to 0 each time is in sequence, nothing asked."""
     got: list = []
     async with _seq_host(mosquitto.port, got) as (src, asked, pub):
-        for node in ("a", "b"):
+        for node in ("a", "b"):  # shown: their seq goes on from their births' (255 -> 0)
+            pub.publish(f"spBv1.0/g/NBIRTH/{node}", _birth_press(0.0, 0.0, 0, 255), qos=1)
+            pub.publish(f"spBv1.0/g/NDATA/{node}", _ndata(0, 0.0), qos=1)
             pub.publish(f"spBv1.0/g/NBIRTH/{node}", _birth_press(0.0, 0.0, 0, 255), qos=1)
         pub.publish("spBv1.0/g/NDATA/a", _ndata(1, 1.0), qos=1)  # its 0 (Press = 100) lost
         for seq in (0, 1):
@@ -373,7 +378,44 @@ async def test_the_data_0_lost_after_an_nbirth_at_255_is_a_gap_asked_its_lost_va
         await until(lambda: asked == ["a"], 10, "a rebirth asked for the gap 255 -> 1")
         assert src.stats.last_error == "seq_gap: g/a: seq 1 after 255"
         pub.publish("spBv1.0/g/NBIRTH/a", _birth_press(1.0, 100.0, 100), qos=1)
-        await until(lambda: src.stats.received >= 6, 10, "the birth answering it read")
+        await until(lambda: src.stats.received >= 10, 10, "the birth answering it read")
         await until(lambda: _press(got, "a")[-1:] == [100.0], 10, "Press = 100 read")
         await asyncio.sleep(0.3)  # a rebirth asked of "b" would be on its way
     assert asked == ["a"] and src.stats.errors_by_reason == {"seq_gap": 1}
+
+
+async def test_a_node_counting_its_data_from_1_after_births_at_255_is_in_sequence_its_real_gaps_asked(
+    mosquitto,
+):
+    """A node whose NBIRTHs carry seq 255 and whose data then counts from 1 (as after Sparkplug's NBIRTH at 0),
+    restarting now and then. Each such birth was a seq_gap (its 1 taken as its data 0 lost), a rebirth asked
+    of a node that lost nothing, a false alarm to the operator at every birth. Now its 1 is in sequence, at its
+    first birth and after a birth at 7 that shows it counts from 1; a real loss is still a gap: its 1 lost after
+    a birth (2 read), and a data message lost later (4 after 2), each asked a rebirth."""
+    async with _seq_host(mosquitto.port) as (src, asked, pub):
+
+        def send(kind: str, payload: bytes) -> None:
+            pub.publish(f"spBv1.0/g/{kind}/a", payload, qos=1)
+
+        for k, at in enumerate((255, 255, 7, 255)):  # its births, each followed by its data from 1
+            send("NBIRTH", _nbirth(at, 100 * k))
+            for seq in (1, 2, 3):
+                send("NDATA", _ndata(seq, 100.0 * k + seq))
+        await until(lambda: src.stats.received >= 16, 10, "every message read")
+        await asyncio.sleep(0.3)  # a rebirth asked would be on its way
+        assert asked == [] and src.stats.errors_by_reason == {}
+        assert src.sparkplug.birth_seq_not_zero == 4
+        assert (
+            "its next message in sequence at 256, at 0 or at 1"
+            in (src.notices.status()["birth_seq_not_zero"]["message"])
+        )
+        send("NBIRTH", _nbirth(255, 400))
+        send("NDATA", _ndata(2, 402.0))  # its 1 lost
+        await until(lambda: asked == ["a"], 10, "a rebirth asked for the gap 255 -> 2")
+        assert src.stats.last_error == "seq_gap: g/a: seq 2 after 255"
+        send("NBIRTH", _nbirth(255, 500))
+        for seq in (1, 2, 4):  # 3 lost
+            send("NDATA", _ndata(seq, 500.0 + seq))
+        await until(lambda: len(asked) == 2, 10, "a rebirth asked for the gap 2 -> 4")
+        assert src.stats.last_error == "seq_gap: g/a: seq 4 after 2"
+    assert src.stats.errors_by_reason == {"seq_gap": 2}
