@@ -720,7 +720,13 @@ def _quality_property(props: Any) -> int | str | bool | None:
             continue
         which = pv.WhichOneof("value")
         if which in ("int_value", "long_value"):
-            return as_declared(getattr(pv, which), pv.type)
+            q = as_declared(getattr(pv, which), pv.type)
+            if which == "int_value" and pv.type == DataType.INT64 and q >= 1 << 31:
+                # an Int64 (signed) in the 32-bit field: its sign is bit 31, as an Int32's is (a quality code is
+                # 32 bits, Ignition's QualityCode an Int32): Bad_Stale came as 2147483652, not -2147483132 as in
+                # long_value or as an Int32 (the same low 32 bits, so the same level and name)
+                q -= 1 << 32
+            return q
         if which == "string_value":
             return _text(pv.string_value, "a metric's Quality property")
         if which == "boolean_value":  # a node imitating Ignition's property with a truth value

@@ -195,6 +195,32 @@ def test_a_quality_property_round_trips_signed():
 
 
 @pytest.mark.parametrize(
+    ("field", "datatype", "wire"),
+    [
+        ("int_value", sp.DataType.INT64, 2**32 - 2147483132),  # Bad_Stale, an Int64 in the 32-bit field
+        ("int_value", sp.DataType.INT64, 2**32 - 5),
+        ("long_value", sp.DataType.INT64, 2**64 - 2147483132),  # as Sparkplug writes an Int64
+        ("int_value", sp.DataType.INT32, 2**32 - 2147483132),  # as Ignition sends its QualityCode
+    ],
+)
+def test_an_int64_quality_property_is_read_signed_whichever_field_holds_it(field, datatype, wire):
+    """An Int64 Quality property in int_value was read unsigned (Bad_Stale as 2147483652, -5 as 4294967291) where
+    the same code as an Int32 or in long_value reads -2147483132: an Int64 is signed. Its level and name are the
+    same (its low 32 bits), and it round-trips through this codec as what it was read as."""
+    pb = sp._pb().Payload()
+    m = pb.metrics.add()
+    m.name, m.datatype, m.double_value = "t", sp.DataType.DOUBLE, 1.0
+    m.properties.keys.append("Quality")
+    pv = m.properties.values.add()
+    pv.type = datatype
+    setattr(pv, field, wire)
+    (back,) = sp.decode(pb.SerializeToString()).metrics
+    assert back.quality == wire - (1 << (64 if field == "long_value" else 32))
+    assert back.quality < 0 and sp.quality_of(back.quality) == "bad"
+    assert sp.decode(sp.encode(sp.Payload(1, 0, [back]))).metrics == [back]
+
+
+@pytest.mark.parametrize(
     "datatype, data, values",
     [  # the Sparkplug 3.0 specification's own examples (Payloads, "Array Types")
         (
