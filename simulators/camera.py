@@ -195,7 +195,12 @@ def write_folder(folder: Path, frames: int, seed: int, defect_rate: float, size:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="edge-sim camera", description="conveyor camera of generated parts")
-    ap.add_argument("--port", type=int, default=8081, help="HTTP port for /stream.mjpg (default 8081)")
+    ap.add_argument(
+        "--port", type=int, default=8081, help="HTTP port for /stream.mjpg (default 8081; 0: any free port)"
+    )
+    ap.add_argument(
+        "--port-file", type=Path, help='once listening, write {"port": N} here (the port got for --port 0)'
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -215,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     server = CameraServer(
         a.port, a.fps, a.seed, a.defect_rate, a.size, a.size, a.host, surface=a.surface
     ).start()
+    if a.port_file:
+        from simulators.launcher import write_port_file
+
+        write_port_file(a.port_file, port=server.port)
     print(f"camera: {server.url} ({a.fps} fps, defect rate {a.defect_rate}); truth at /truth", flush=True)
     try:
         while True:

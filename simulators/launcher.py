@@ -8,6 +8,7 @@ does not depend on the agent or cloud internals (it drives them through their CL
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,32 +83,111 @@ def wait_port(
     raise TimeoutError(f"{name or 'process'}: nothing listens on 127.0.0.1:{port} after {timeout_s:.0f}s")
 
 
-def wait_listening(starting: list[tuple[int, Proc, str]], timeout_s: float) -> None:
-    """Wait until every process in ``starting`` (port, process, what) listens on its port, watching them all at once.
+def write_port_file(path: Path, **ports: int) -> None:
+    """Say which ports a server got (``port=...``), once it listens on them: written whole or not at all, so that
+    whoever waits for the file never reads half of it. A server given port 0 is handed a free one by the kernel
+    as it binds: nothing can take that port between its choice and the bind, as it could a port chosen by the
+    program that starts the server."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(ports))
+    os.replace(tmp, path)
 
-    The first to exit is named at once, with its exit code and the last lines of its log, whichever is still
-    starting ahead of it; at the deadline every process not yet listening is named."""
+
+def read_port_file(path: Path) -> dict[str, int] | None:
+    """The ports in a file ``write_port_file`` wrote; None while it is not there."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _listening_inodes(port: int) -> set[str] | None:
+    """Socket inodes listening on TCP ``port`` of 127.0.0.1 or any address (from /proc/net/tcp*); None where
+    there is no /proc."""
+    found: set[str] = set()
+    seen = False
+    for table_file in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table_file).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        seen = True
+        for row in rows:
+            f = row.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                found.add(f[9])
+    return found if seen else None
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` itself holds a socket listening on ``port``: another program answering on that
+    port (one that took it before ours could bind it) is not ours. None where /proc cannot tell (then only a
+    connection can)."""
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return None
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None if not Path("/proc/self/fd").exists() else False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    return False
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_listening(starting: Sequence[tuple[int | Path, Proc, str]], timeout_s: float) -> list[int]:
+    """Wait until every process in ``starting`` (port or port file, process, what) listens, watching them all at
+    once; return their ports in that order.
+
+    A port file (``write_port_file``) is written by the process once it listens, on the port it was given or was
+    handed for port 0. A port is ready once the process itself listens on it (``listens_on``): another program
+    that took it first answers on it too, but is not ours. The first to exit is named at once, with its exit code
+    and the last lines of its log, whichever is still starting ahead of it; at the deadline every process not yet
+    listening is named."""
     deadline = time.monotonic() + timeout_s
-    waiting = list(starting)
-    while waiting:
-        for port, proc, what in waiting:
+    got: dict[int, int] = {}
+    while True:
+        for i, (where, proc, what) in enumerate(starting):
+            if i in got:
+                continue
+            if isinstance(where, Path):
+                ports = read_port_file(where)
+                if ports is not None:
+                    got[i] = int(ports["port"])
+                    continue
+            else:
+                pid = proc.popen.pid if proc.popen is not None else None
+                ours = listens_on(pid, where) if pid is not None else None
+                if ours or (ours is None and _answers(where)):
+                    got[i] = where
+                    continue
             if proc.popen is not None and proc.popen.poll() is not None:
+                on = f"listening on {where}" if isinstance(where, int) else f"writing {where}"
                 raise RuntimeError(
-                    f"{what} exited with code {proc.popen.returncode} before listening on {port}; "
+                    f"{what} exited with code {proc.popen.returncode} before {on}; "
                     f"last lines of {proc.log}:\n{proc.tail()}"
                 )
-        still = []
-        for item in waiting:
-            try:
-                with socket.create_connection(("127.0.0.1", item[0]), timeout=0.5):
-                    pass
-            except OSError:
-                still.append(item)
-        waiting = still
-        if not waiting:
-            return
+        if len(got) == len(starting):
+            return [got[i] for i in range(len(starting))]
         if time.monotonic() >= deadline:
-            names = ", ".join(f"{what} (127.0.0.1:{port})" for port, _, what in waiting)
+            names = ", ".join(
+                f"{what} ({f'127.0.0.1:{w}' if isinstance(w, int) else f'no {w}'})"
+                for i, (w, _, what) in enumerate(starting)
+                if i not in got
+            )
             raise TimeoutError(f"nothing listens after {timeout_s:.0f}s for: {names}")
         time.sleep(0.1)
 
@@ -241,15 +322,17 @@ def ensure_mosquitto(narrator: Narrator) -> str:
     return binary
 
 
-def start_mosquitto(sup: Supervisor, narrator: Narrator) -> int:
+def start_mosquitto(sup: Supervisor, narrator: Narrator, timeout_s: float = 10.0) -> int:
+    """Mosquitto on a port outside the ephemeral range (it cannot be given port 0 and say which it got); ready once
+    Mosquitto itself listens there (another program that took the port first is not taken for it)."""
     binary = ensure_mosquitto(narrator)
-    port = service_port()  # outside the ephemeral range, as every listener of the demo
+    port = service_port()
     conf = sup.workdir / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
     )
     proc = sup.start("mosquitto", [binary, "-c", str(conf)])
-    wait_port(port, 10, proc.popen, "mosquitto")
+    wait_listening([(port, proc, "mosquitto")], timeout_s)
     return port
 
 

@@ -113,6 +113,15 @@ class MachineServer:
     def endpoint(self) -> str:
         return f"opc.tcp://{self.host}:{self.port}/factory/"
 
+    def _advertise(self, server: Server) -> None:
+        """Put the bound port into the endpoint the server describes (its endpoints were made before it bound)."""
+        from urllib.parse import urlparse
+
+        server.endpoint = urlparse(self.endpoint)
+        for edp in server.iserver.endpoints:
+            edp.EndpointUrl = self.endpoint
+            edp.Server.DiscoveryUrls = [self.endpoint]
+
     def node_id(self, tag: str) -> str:
         """String form of a tag's NodeId, e.g. ``node_id('Vibration') == 'ns=2;s=Machine1.Vibration'``."""
         return f"ns=2;s={self.name}.{tag}"
@@ -185,6 +194,9 @@ class MachineServer:
         await var(truth, "Truth.TimeToFailure", -1.0, ua.VariantType.Double)
         server.subscribe_server_callback(CallbackType.PostWrite, self._on_write)
         await server.start()
+        if self.port == 0 and server.bserver is not None:  # the port the kernel handed out, advertised
+            self.port = server.bserver.port
+            self._advertise(server)
         self._server = server
         await self._publish(0.0)
         self._task = asyncio.create_task(self._run(), name=f"machine-{self.name}")
@@ -280,7 +292,10 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="edge-sim machine", description="OPC UA server of one simulated machine"
     )
-    ap.add_argument("--port", type=int, default=4840)
+    ap.add_argument("--port", type=int, default=4840, help="0: any free port (see --port-file)")
+    ap.add_argument(
+        "--port-file", type=Path, help='once listening, write {"port": N} here (the port got for --port 0)'
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--name", default="Machine1")
     ap.add_argument("--seed", type=int, default=0)
@@ -312,6 +327,10 @@ def main(argv: list[str]) -> int:
         except OSError as e:
             print(f"edge-sim machine: cannot listen on {a.host}:{a.port} ({e.strerror}); pick another --port")
             return 1
+        if a.port_file:
+            from simulators.launcher import write_port_file
+
+            write_port_file(a.port_file, port=srv.port)
         print(
             f"machine {a.name} listening on {srv.endpoint} (NodeIds {srv.node_id('Vibration')} ...)",
             flush=True,

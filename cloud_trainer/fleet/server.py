@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import math
 import os
@@ -85,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cloud-trainer serve")
     ap.add_argument("--data", type=Path, default=Path("var/cloud"))
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=7443)
+    ap.add_argument("--port", type=int, default=7443, help="0: any free port (see --port-file)")
+    ap.add_argument(
+        "--port-file",
+        type=Path,
+        default=None,
+        help='once listening, write {"port": N, "console_port": M} here (the ports got for port 0)',
+    )
     ap.add_argument("--pki", type=Path, default=Path("var/pki"))
     ap.add_argument("--registry", type=Path, default=None, help="default: <data>/registry")
     ap.add_argument(
@@ -248,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         # only now: a supervisor that stops the service as soon as it says it listens gets a clean stop
+        if a.port_file is not None:  # whole or not at all: a supervisor waiting for it never reads half
+            tmp = a.port_file.with_name(a.port_file.name + ".tmp")
+            tmp.write_text(json.dumps({"port": srv.port, "console_port": console.port if console else None}))
+            os.replace(tmp, a.port_file)
         print(
             f"fleet service listening on {a.host}:{srv.port} (data {a.data}, registry {registry})"
             + (f"; console http://{a.host}:{console.port}/" if console else ""),

@@ -1,16 +1,16 @@
-"""`edge-sim machine` as a user runs it: prints its endpoint, serves truth, stops on SIGTERM."""
+"""`edge-sim machine` as a user runs it: prints its endpoint, serves truth, stops on SIGTERM; given port 0 it
+listens on a port the kernel hands it, advertises that one and writes it to --port-file (as the demo starts it)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
-
-from tests.support.peers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,8 @@ async def test_cli_machine_serves_an_accelerated_degradation_and_stops_on_sigter
     scenario.write_text(
         yaml.safe_dump({"phases": [{"fault": "imbalance", "duration_s": 100, "degrade": True}]})
     )
-    port = free_port()
+    port_file = tmp_path / "ports" / "machine.json"
+    port_file.parent.mkdir()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -30,7 +31,9 @@ async def test_cli_machine_serves_an_accelerated_degradation_and_stops_on_sigter
             "simulators.cli",
             "machine",
             "--port",
-            str(port),
+            "0",
+            "--port-file",
+            str(port_file),
             "--scenario",
             str(scenario),
             "--period-ms",
@@ -47,8 +50,13 @@ async def test_cli_machine_serves_an_accelerated_degradation_and_stops_on_sigter
     )
     try:
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
-        assert f"opc.tcp://127.0.0.1:{port}/factory/" in line
+        port = json.loads(port_file.read_text())["port"]  # written once it listens, before it serves on
+        assert port != 0 and f"opc.tcp://127.0.0.1:{port}/factory/" in line
         async with Client(f"opc.tcp://127.0.0.1:{port}/factory/") as c:
+            # what it advertises is the port it got, not port 0 (its endpoints are made before it binds)
+            assert [e.EndpointUrl for e in await c.get_endpoints()] == [
+                f"opc.tcp://127.0.0.1:{port}/factory/"
+            ]
             assert await c.get_node("ns=2;s=PumpA.Truth.FaultType").read_value() == "imbalance"
             assert len(await c.get_node("ns=2;s=PumpA.Vibration").read_value()) == 2048
             for _ in range(600):  # 100 s of machine time at 100x: failure within ~1 s of wall time

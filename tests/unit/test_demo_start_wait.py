@@ -1,22 +1,30 @@
 """The demo starts its simulators (then its agents) at once and waits for them to listen: a process that exits at
 once is named at once with its code and log, whichever is still starting ahead of it; at the deadline every one
-not listening is named; one whose port another program answered for is named when found dead."""
+not listening is named. No port is taken for ours because another program answers on it: the simulators bind
+port 0 and write the port they got to a file; a process given a port is ready once it listens there itself."""
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import time
 
 import pytest
 
-from simulators.launcher import Supervisor, ensure_running, service_port, wait_listening
+from simulators.launcher import Supervisor, service_port, wait_listening
 
 HANG = "import time; time.sleep(60)"
+# binds port 0, says which port it got (as `edge-sim machine --port 0 --port-file F` does), then serves
+SERVE_PORT_0 = (
+    "import socket, sys, time; from pathlib import Path; from simulators.launcher import write_port_file\n"
+    "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+    "write_port_file(Path(sys.argv[1]), port=s.getsockname()[1]); time.sleep(60)"
+)
 
 
-def _start(sup: Supervisor, name: str, code: str):
-    return sup.start(name, [sys.executable, "-c", code])
+def _start(sup: Supervisor, name: str, code: str, *args: str):
+    return sup.start(name, [sys.executable, "-c", code, *args])
 
 
 def test_an_exit_is_named_at_once_with_its_code_and_log_behind_one_that_never_listens(tmp_path):
@@ -29,7 +37,8 @@ def test_an_exit_is_named_at_once_with_its_code_and_log_behind_one_that_never_li
         t0 = time.monotonic()
         with pytest.raises(RuntimeError) as err:
             wait_listening(
-                [(service_port(), hung, "machine line1"), (service_port(), bad, "camera line2")], 60
+                [(tmp_path / "machine.json", hung, "machine line1"), (service_port(), bad, "camera line2")],
+                60,
             )
         assert time.monotonic() - t0 < 20  # not after the machine's 60 s
         assert "camera line2 exited with code 3" in str(err.value)
@@ -38,38 +47,64 @@ def test_an_exit_is_named_at_once_with_its_code_and_log_behind_one_that_never_li
         sup.close()
 
 
-def test_at_the_deadline_every_process_not_listening_is_named(tmp_path):
+def test_port_files_give_the_ports_got_and_at_the_deadline_every_process_not_listening_is_named(tmp_path):
     sup = Supervisor(tmp_path)
     try:
-        a, b = _start(sup, "a", HANG), _start(sup, "b", HANG)
-        with socket.socket() as ready:
-            ready.bind(("127.0.0.1", 0))
-            ready.listen()
-            starting = [(service_port(), a, "machine line1"), (ready.getsockname()[1], b, "camera line1")]
-            starting.append((service_port(), b, "camera line2"))
-            with pytest.raises(TimeoutError) as err:
-                wait_listening(starting, 1)
+        files = [tmp_path / "cam1.json", tmp_path / "cam2.json"]
+        cams = [_start(sup, f"cam{i}", SERVE_PORT_0, str(f)) for i, f in enumerate(files)]
+        got = wait_listening(
+            [(f, c, f"camera {i}") for i, (f, c) in enumerate(zip(files, cams, strict=True))], 60
+        )
+        assert got == [json.loads(f.read_text())["port"] for f in files] and 0 not in got
+        for port in got:  # each one listens on the port it said
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        a = _start(sup, "a", HANG)
+        starting = [(tmp_path / "a.json", a, "machine line1"), (files[0], cams[0], "camera line1")]
+        starting.append((service_port(), a, "camera line2"))
+        with pytest.raises(TimeoutError) as err:
+            wait_listening(starting, 1)
         assert "machine line1" in str(err.value) and "camera line2" in str(err.value)
         assert "camera line1" not in str(err.value)  # it listens
     finally:
         sup.close()
 
 
-def test_a_process_whose_port_another_program_answers_for_is_named_when_it_has_died(tmp_path):
+def test_a_process_whose_port_another_program_answers_on_is_not_taken_for_listening(tmp_path):
+    """Another program took the port chosen for ours before ours could bind it: it answers there, but it is not
+    ours; ours is named when it exits, with its log (ours binds only when told: no race with the first look)."""
     sup = Supervisor(tmp_path)
-    with socket.socket() as other:  # another program took the port chosen for ours before ours bound it
+    with socket.socket() as other:
         other.bind(("127.0.0.1", service_port()))
         other.listen()
         port = other.getsockname()[1]
-        bind = f"import socket; socket.socket().bind(('127.0.0.1', {port}))"
+        go = tmp_path / "go"
+        bind = (
+            "import os, socket, time\n"
+            f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
+            f"socket.socket().bind(('127.0.0.1', {port}))"
+        )
         ours = _start(sup, "machine", bind)
         try:
-            starting = [(port, ours, "machine line1")]
-            wait_listening(starting, 10)  # the other program answers: it cannot be told from ours here
-            ours.popen.wait(10)
+            with pytest.raises(TimeoutError, match="machine line1"):  # the other program answers: not ours
+                wait_listening([(port, ours, "machine line1")], 1)
+            go.touch()
             with pytest.raises(
-                RuntimeError, match=r"(?s)machine line1 exited with code 1 after .*Address already"
+                RuntimeError, match=r"(?s)machine line1 exited with code 1 before .*Address already"
             ):
-                ensure_running(starting)
+                wait_listening([(port, ours, "machine line1")], 30)
         finally:
             sup.close()
+
+
+def test_a_process_that_listens_itself_on_its_given_port_is_ready(tmp_path):
+    sup = Supervisor(tmp_path)
+    port = service_port()
+    try:
+        ours = _start(
+            sup,
+            "mosquitto",
+            f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)",
+        )
+        assert wait_listening([(port, ours, "mosquitto")], 60) == [port]
+    finally:
+        sup.close()
