@@ -94,6 +94,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -977,16 +978,46 @@ class Outbox:
             self.bound_held()
         return dst
 
-    def _has_store(self, name: str) -> bool:
-        held = self._held_dir()
-        return any(os.path.lexists(held / f"{name}{sfx}") for sfx in STORE_FILES)
+    def _held_notes(self, with_store: bool) -> Iterator[tuple[str, Path, dict | None, dict[str, list[str]]]]:
+        """The notes in ``outbox-held/`` (``<name>.json``, at most 1000, by name) whose store is there (``with_store``)
+        or is not, from one listing of the folder: each as its name, its path, its content (read once, bounded; None
+        when unreadable) and the held stores of that listing by base name (``<base>`` -> ``<base>.<n>``, n >= 1, by
+        n: a store held again). Formerly each note without a store listed the folder again and opened the store at
+        the outbox's path: 1,000 such notes (a held store deleted or moved out by hand) took 7-32 s of every start."""
+        from edge_agent.files import read_json_state
 
-    def _path_store_is(self, note: dict, recorded: tuple[int, str, str] | None) -> bool:
-        """Whether the store at the outbox's path is the very store ``note`` was written for: its owner's tenant
-        (read as ``_own`` reads it: ``meta``, else ``outbox-epoch.json`` when of its epoch) and its epoch are the
-        note's (a hold killed before its store moved, which this start holds again)."""
+        held = self._held_dir()
+        try:
+            with os.scandir(held) as it:
+                names = {e.name for e in it}
+        except OSError:
+            return
+        stores = {
+            n[: -len(sfx)] if sfx else n for n in names for sfx in STORE_FILES if sfx and n.endswith(sfx)
+        }
+        stores |= {n for n in names if not n.endswith((".json", ".samples", "-wal", "-shm"))}
+        again: dict[str, list[tuple[int, str]]] = {}
+        for one in stores:
+            m = re.fullmatch(r"(.*)\.(\d+)", one)
+            if m and int(m.group(2)) >= 1:
+                again.setdefault(m.group(1), []).append((int(m.group(2)), one))
+        by_base = {base: [one for _n, one in sorted(found)] for base, found in again.items()}
+        notes = sorted(n for n in names if n.startswith("outbox.db.") and n.endswith(".json"))[:1000]
+        for note_name in notes:
+            name = note_name[: -len(".json")]
+            if (name in stores) != with_store:
+                continue
+            try:
+                note = read_json_state(held / note_name, MARK_MAX_BYTES)
+            except (OSError, ValueError):
+                note = None
+            yield name, held / note_name, note if isinstance(note, dict) else None, by_base
+
+    def _path_store(self, recorded: tuple[int, str, str] | None) -> tuple[str, int] | None:
+        """The tenant and epoch of the store at the outbox's path (its owner read as ``_own`` reads it: ``meta``, else
+        ``outbox-epoch.json`` when of its epoch), or None: no store there, unreadable, or no owner known."""
         if not self.path.exists():
-            return False
+            return None
         try:
             con = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path))}?mode=ro", uri=True, timeout=5)
             try:
@@ -995,7 +1026,7 @@ class Outbox:
             finally:
                 con.close()
         except sqlite3.Error:
-            return False
+            return None
         if (
             row is None
             and recorded is not None
@@ -1004,27 +1035,7 @@ class Outbox:
             and recorded[1]
         ):
             row = (recorded[1], recorded[2])
-        return (
-            row is not None
-            and row[0] == note.get("tenant")
-            and epoch is not None
-            and epoch == note.get("epoch")
-        )
-
-    def _held_again(self, name: str) -> str | None:
-        """A held store of the same base name as the note ``name`` (``<base>.<n>``, n >= 1; the base names the
-        tenant and epoch), other than ``name``: the store held again by a former start, or None."""
-        base = re.sub(r"\.\d+$", "", name)
-        try:
-            names = [p.name for p in self._held_dir().iterdir()]
-        except OSError:
-            return None
-        found = []
-        for one in names:
-            m = re.fullmatch(re.escape(base) + r"\.(\d+)", one)
-            if m and one != name and int(m.group(1)) >= 1 and self._has_store(one):
-                found.append((int(m.group(1)), one))
-        return min(found)[1] if found else None
+        return (row[0], epoch) if row is not None and epoch is not None else None
 
     def _drop_notes_without_store(self, recorded: tuple[int, str, str] | None = None) -> None:
         """At open, once a move a kill cut off is completed (``_finish_move``): a note in ``outbox-held/`` with no
@@ -1033,35 +1044,32 @@ class Outbox:
         files go back to ``samples/`` (this start holds the store again with them) and the note is removed. Else,
         when that store is held under another name of the same base (``<name>.<n>``: held again by a former start
         that met that kill), its samples go into that store's ``.samples/`` and the note is removed. Else (a held
-        store moved out by hand, e.g. to export it) the note and its samples stay as they are: pruning skips a note
-        with no store. Formerly the samples always went back to ``samples/``, where those the current store does not
-        name were deleted at once (a store held again as ``<name>.1``, or moved out by hand, lost them)."""
+        store moved out by hand, e.g. to export it) the note and its samples stay as they are while any sample is
+        left (pruning skips a note with no store; the store is held again once put back); a note that names nothing
+        left (no store, no sample: the store deleted by hand) is removed, with a WARNING naming it. Formerly the
+        samples always went back to ``samples/``, where those the current store does not name were deleted at once
+        (a store held again as ``<name>.1``, or moved out by hand, lost them), and a note naming nothing stayed for
+        good. The folder is listed once and the store at the path read once (``_held_notes``)."""
         held = self._held_dir()
-        try:
-            notes = sorted(held.glob("outbox.db.*.json"))[:1000]
-        except OSError:
-            return
-        for p in notes:
-            name = p.name[: -len(".json")]
-            if self._has_store(name):
+        path_store: list = []  # (read once, when a note first needs it)
+        dropped = 0  # notes naming nothing, removed (the folder synced once after them)
+        for name, p, note, by_base in self._held_notes(with_store=False):
+            if note is None:
                 continue
-            from edge_agent.files import read_json_state
-
-            try:
-                note = read_json_state(p, MARK_MAX_BYTES)
-            except (OSError, ValueError):
-                note = None
-            if not isinstance(note, dict):
-                continue
-            if self._path_store_is(note, recorded):
+            if not path_store:
+                path_store.append(self._path_store(recorded))
+            base = re.sub(r"\.\d+$", "", name)
+            again = next((one for one in by_base.get(base, []) if one != name), None)
+            if path_store[0] is not None and path_store[0] == (note.get("tenant"), note.get("epoch")):
                 into, where = self.samples_dir, "put back into samples/ (the store is held again with them)"
-            elif (again := self._held_again(name)) is not None:
+            elif again is not None:
                 into, where = (
                     held / f"{again}.samples",
                     f"moved to {held / again}'s, the same store held again",
                 )
-            else:
-                continue  # (its store moved out by hand: the note and its samples stay; never counted, never pruned)
+            else:  # (its store moved out by hand: the note and its samples stay; never counted, never pruned)
+                dropped += self._drop_note_naming_nothing(p, held / f"{name}.samples")
+                continue
             kept, back = held / f"{name}.samples", 0
             try:
                 if kept.is_symlink():  # (not ours: never followed)
@@ -1091,6 +1099,28 @@ class Outbox:
             with contextlib.suppress(OSError):
                 p.unlink()
                 _sync_dir(held)
+        if dropped:
+            with contextlib.suppress(OSError):
+                _sync_dir(held)
+
+    def _drop_note_naming_nothing(self, note: Path, samples: Path) -> bool:
+        """A held note whose store is gone, removed once no sample of it is left either (its ``.samples`` missing or
+        an empty folder): nothing it names exists any more. True when removed."""
+        try:
+            if os.path.lexists(samples):
+                if samples.is_symlink() or not samples.is_dir() or any(samples.iterdir()):
+                    return False  # (samples left: kept with them, for the store to be put back)
+                samples.rmdir()
+            note.unlink()
+        except OSError:
+            return False
+        log.warning(
+            "outbox %s: %s named a held store that is no longer there (deleted or moved out by hand) and no sample: "
+            "removed",
+            self.dir,
+            note,
+        )
+        return True
 
     def bound_held(self) -> None:
         """Keep ``outbox-held/`` within its bound (``_bound_held``), never removing a store held since the last
@@ -1121,23 +1151,14 @@ class Outbox:
                 total += sum(f.lstat().st_size for f in (held / f"{name}.samples").iterdir())
             return total
 
-        from edge_agent.files import read_json_state
-
         stores = []
-        try:
-            notes = sorted(held.glob("outbox.db.*.json"))[:1000]
-        except OSError:
-            return
-        for p in notes:
-            name = p.name[: -len(".json")]
-            if not self._has_store(name):  # (nothing held there: nothing to count as dropped or to remove)
-                continue
+        # (a note with no store: nothing held there, nothing to count as dropped or to remove)
+        for name, _p, note, _again in self._held_notes(with_store=True):
             try:
-                note = read_json_state(p, MARK_MAX_BYTES)
-                at = float(note.get("held_at", 0)) if isinstance(note, dict) else 0.0
-            except (OSError, ValueError, TypeError, OverflowError):
-                note, at = {}, 0.0
-            stores.append((at, name, note if isinstance(note, dict) else {}, size_of(name)))
+                at = float(note.get("held_at", 0)) if note is not None else 0.0
+            except (TypeError, ValueError, OverflowError):
+                at = 0.0
+            stores.append((at, name, note or {}, size_of(name)))
         total = sum(st[3] for st in stores)
         newest = max(stores, key=lambda st: (st[0], st[1]))[1] if stores else None
         for _at, name, note, size in sorted(stores, key=lambda st: (st[0], st[1])):

@@ -381,3 +381,59 @@ def test_a_kill_during_a_copy_across_disks_never_costs_the_file_copied(tmp_path)
         assert set(kept) == shas and all(name == digest for name, digest in kept.items())
     finally:
         ob.close()
+
+
+def test_stray_held_notes_cost_one_listing_and_one_read_of_the_store_at_start_and_those_naming_nothing_go(
+    tmp_path, monkeypatch, caplog
+):
+    import os
+
+    data = tmp_path / "data"
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    ob.append("result", {"i": 1})
+    ob.close()
+    held = data / "outbox-held"
+    held.mkdir()
+    # 300 notes of held stores deleted or moved out by hand: the first 150 with a sample left, the others naming
+    # nothing any more
+    for i in range(300):
+        name = f"outbox.db.acme-{1000 + i}"
+        (held / f"{name}.json").write_text(json.dumps({"tenant": "acme", "agent": "gw1", "epoch": 1000 + i}))
+        if i < 150:
+            (held / f"{name}.samples").mkdir()
+            (held / f"{name}.samples" / ("ab" * 32)).write_bytes(b"png")
+    listings, reads = [], []
+    real_scandir, real_listdir, real_connect = os.scandir, os.listdir, sqlite3.connect
+
+    def scandir(path="."):
+        listings.append(Path(path))
+        return real_scandir(path)
+
+    def listdir(path="."):
+        listings.append(Path(path))
+        return real_listdir(path)
+
+    def connect(database, *args, **kw):
+        if "mode=ro" in str(database):
+            reads.append(database)
+        return real_connect(database, *args, **kw)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        monkeypatch.undo()
+        # formerly each note listed outbox-held/ again and opened the store at the path: 300 listings and 300 reads
+        # at every start (1,000 such notes: 7-32 s on a gateway), and the 150 notes naming nothing stayed for good
+        assert len([p for p in listings if p == held]) <= 3
+        assert len(reads) <= 2
+        left = sorted(p.name for p in held.glob("*.json"))
+        assert left == sorted(f"outbox.db.acme-{1000 + i}.json" for i in range(150))
+        assert all((held / f"outbox.db.acme-{1000 + i}.samples" / ("ab" * 32)).exists() for i in range(150))
+        assert "outbox.db.acme-1299.json named a held store that is no longer there" in caplog.text
+        assert ob.stats()["held"]["files"] == [] and not ob.held_dropped
+    finally:
+        ob.close()
