@@ -274,6 +274,9 @@ class Agent:
         # slot -> (package, package id, version) of the model the former tenant left there, as this start found it
         # serving: blanked in the slot's events to this tenant (``_blank_former``)
         self._former_names: dict[str, tuple[str, str, str]] = {}
+        self._noted_before: dict[str, set[str]] | None = (
+            None  # the slots' folders noted by ``_note_move_found``
+        )
         self._outbox_errors: set[str] = set()  # distinct errors writing a result's record, logged once each
         self.uplink: Uplink | None = None
         self.selector: SampleSelector | None = None
@@ -454,6 +457,11 @@ class Agent:
                 held[n] = set()
         return held
 
+    def _note_move_found(self, former: str) -> None:
+        """``Outbox.on_move``: the gateway moved from tenant ``former``, noted (``_note_move``) before the outbox
+        holds its store and records the new owner."""
+        self._noted_before = self._note_move()
+
     def _note_move(self) -> dict[str, set[str]]:
         """The folders the slots hold before this start (``_installed_folders``), kept with the former tenant in
         ``<data_dir>/former-tenant-models.pending.json`` before any slot starts: a start killed before its
@@ -630,13 +638,19 @@ class Agent:
             # outbox-held/ is pruned only once the move this start finds is noted (below): a kill during the
             # prune inside open forgot the move, and the new tenant was told the former tenant's models
             self.outbox.defer_held_bound = True
+            # the move a start finds is noted from inside the outbox's open, before its store is held and the new
+            # owner recorded: noted after the open, a kill between the two (~20 ms) forgot the move, and the former
+            # tenant's pending deployment was settled to the new tenant
+            self.outbox.on_move = self._note_move_found
             await asyncio.to_thread(self.outbox.open)  # a store that cannot open stops start-up
             # what this agent records from here on is hidden as it is recorded (``_event``); the uplink hides
             # what was stored before (a former version's backlog) as it sends it
             self._recorded_hidden_from = self.outbox.last_seq + 1
         # the folders the slots held before this start: only a model installed under the former tenant is its
         # (one the operator gave for the new tenant after clearing models/ is installed at this start)
-        before = await asyncio.to_thread(self._note_move) if self._moved() else {}
+        before = self._noted_before if self._noted_before is not None else {}
+        if self._moved() and self._noted_before is None:
+            before = await asyncio.to_thread(self._note_move)
         if self.outbox is not None:
             self.outbox.defer_held_bound = False
             await asyncio.to_thread(self.outbox.bound_held)

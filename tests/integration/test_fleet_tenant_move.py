@@ -250,34 +250,34 @@ def _camera_gateway(tmp_path: Path, packages: dict[str, tuple[str, str]]):
 
     def agent(tenant: str, second_slot: bool = False) -> Agent:
         """``second_slot``: also a slot ``vision2`` (pipeline ``inspect2``) of the same tenant's package."""
+        return Agent(parse_config(config(tenant, second_slot)))
+
+    def config(tenant: str, second_slot: bool = False) -> dict:
         cert = certs[tenant]
         models = {"vision": {"package": str(pkgs[tenant]), "engine": "onnxruntime"}}
         pipelines = [{"name": "inspect", "source": "cam", "model": "vision"}]
         if second_slot:
             models["vision2"] = dict(models["vision"])
             pipelines.append({"name": "inspect2", "source": "cam", "model": "vision2"})
-        return Agent(
-            parse_config(
-                {
-                    "agent": {"id": "gw1", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "gw1")},
-                    "http": {"enabled": False},
-                    "trusted_keys": [str(pub)],
-                    "models": models,
-                    "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 10, "loop": True}},
-                    "pipelines": pipelines,
-                    "cloud": {
-                        "endpoint": f"127.0.0.1:{port}",
-                        "ca_file": str(pki / "ca.pem"),
-                        "cert_file": str(cert),
-                        "key_file": str(cert.with_suffix(".key")),
-                        "heartbeat_s": 0.3,
-                        "backoff_initial_s": 0.1,
-                        "backoff_max_s": 0.5,
-                    },
-                }
-            )
-        )
+        return {
+            "agent": {"id": "gw1", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "gw1")},
+            "http": {"enabled": False},
+            "trusted_keys": [str(pub)],
+            "models": models,
+            "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 10, "loop": True}},
+            "pipelines": pipelines,
+            "cloud": {
+                "endpoint": f"127.0.0.1:{port}",
+                "ca_file": str(pki / "ca.pem"),
+                "cert_file": str(cert),
+                "key_file": str(cert.with_suffix(".key")),
+                "heartbeat_s": 0.3,
+                "backoff_initial_s": 0.1,
+                "backoff_max_s": 0.5,
+            },
+        }
 
+    agent.config = config  # type: ignore[attr-defined]  # (the same gateway's config, for a child process)
     srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
     return agent, srv
 
@@ -681,6 +681,53 @@ async def test_the_new_tenants_own_version_of_the_same_number_is_named_in_swap_e
     assert acme_digest not in json.dumps(events) and "acme-secret" not in json.dumps(events), events
 
 
+def _acme_left(dep: Path, digest: str) -> None:
+    """acme's run, stood for by the files its model manager writes in ``deployments/``: its deployment of its model
+    pending (its failure never heard), the fleet's word that acme withdrew it, a health-check rollback acme's
+    deployment held."""
+    dep.mkdir(exist_ok=True)
+    pending = {"deployment_id": "acmedep7", "slot": "vision", "version": "3.7.1", "digest": digest}
+    (dep / "vision.json").write_text(json.dumps({**pending, "package": "acme-secret-check"}))
+    why = f"acme-secret-check 3.7.1 was withdrawn from the registry ({TICKET})"
+    for name in ("withdrawals", "withdrawals.copy"):
+        (dep / name).write_text(json.dumps({"unasked": {}, "withdrawn": {digest: why}}))
+    (dep / "health-rollbacks").write_text(
+        json.dumps({"f" * 64: {"deployment": "acmedep6", "why": f"health check failed ({TICKET})"}})
+    )
+
+
+async def _beta_hears_none_of_acme(agent, srv, digest: str) -> None:
+    """gw1 started under beta: three desired states handled, nothing of acme's deployments settled or sent."""
+    b = agent("beta")
+    await b.start()
+    try:
+        assert b.manager is not None and b.uplink is not None
+        answered = []
+        heard = b.uplink.on_desired
+        assert heard is not None
+
+        async def counted(reply):
+            await heard(reply)
+            answered.append(reply.generation)
+
+        b.uplink.on_desired = counted
+        await waits.until(lambda: len(answered) >= 3, what="three desired states handled")
+        recorded = b.outbox.last_seq
+        await waits.until(
+            lambda: any(r["seq"] > recorded for r in srv.store.records("gw1", tenant="beta")),
+            what="beta to get what gw1 recorded after them",
+        )
+        assert not any(s["deployment"].startswith("acmedep") for s in b.manager.steps), b.manager.steps
+        assert digest not in b.manager.withdrawn
+    finally:
+        await b.stop()
+    sent = json.dumps(srv.store.records("gw1", tenant="beta"))
+    assert "ACME-5120" not in sent and "acmedep" not in sent and '"3.7.1"' not in sent, sent[:600]
+
+
+TICKET = "misreads dark castings, ticket ACME-5120"
+
+
 async def test_the_former_tenants_pending_deployment_and_withdrawal_are_not_reported_to_the_new_one(tmp_path):
     """Moved from acme to beta with acme's deployment of its model pending (its failure never heard) and the fleet's
     word that acme withdrew it (deployments/withdrawals), and a health-check rollback acme's deployment held: beta's
@@ -690,7 +737,6 @@ async def test_the_former_tenants_pending_deployment_and_withdrawal_are_not_repo
     agent, srv = _camera_gateway(
         tmp_path, {"acme": ("acme-secret-check", "3.7.1"), "beta": ("acme-secret-check", "3.7.1")}
     )
-    ticket = "misreads dark castings, ticket ACME-5120"
     await srv.start()
     try:
         a = agent("acme")
@@ -698,42 +744,51 @@ async def test_the_former_tenants_pending_deployment_and_withdrawal_are_not_repo
         await waits.until(lambda: srv.store.agents(tenant="acme"), what="acme to see gw1")
         digest = a.slots["vision"].status()["digest"]
         await a.stop()
-        # acme's run, stood for by the files its model manager writes
         dep = tmp_path / "gw1" / "deployments"
-        dep.mkdir(exist_ok=True)
-        pending = {"deployment_id": "acmedep7", "slot": "vision", "version": "3.7.1", "digest": digest}
-        (dep / "vision.json").write_text(json.dumps({**pending, "package": "acme-secret-check"}))
-        why = f"acme-secret-check 3.7.1 was withdrawn from the registry ({ticket})"
-        for name in ("withdrawals", "withdrawals.copy"):
-            (dep / name).write_text(json.dumps({"unasked": {}, "withdrawn": {digest: why}}))
-        (dep / "health-rollbacks").write_text(
-            json.dumps({"f" * 64: {"deployment": "acmedep6", "why": f"health check failed ({ticket})"}})
-        )
-        b = agent("beta")
-        await b.start()
-        try:
-            assert b.manager is not None and b.uplink is not None
-            answered = []
-            heard = b.uplink.on_desired
-            assert heard is not None
-
-            async def counted(reply):
-                await heard(reply)
-                answered.append(reply.generation)
-
-            b.uplink.on_desired = counted
-            await waits.until(lambda: len(answered) >= 3, what="three desired states handled")
-            recorded = b.outbox.last_seq
-            await waits.until(
-                lambda: any(r["seq"] > recorded for r in srv.store.records("gw1", tenant="beta")),
-                what="beta to get what gw1 recorded after them",
-            )
-            assert not any(s["deployment"].startswith("acmedep") for s in b.manager.steps), b.manager.steps
-            assert digest not in b.manager.withdrawn
-        finally:
-            await b.stop()
-        sent = json.dumps(srv.store.records("gw1", tenant="beta"))
-        assert "ACME-5120" not in sent and "acmedep" not in sent and '"3.7.1"' not in sent, sent[:600]
+        _acme_left(dep, digest)
+        await _beta_hears_none_of_acme(agent, srv, digest)
         assert sorted(p.name for p in dep.iterdir()) == []  # removed, not kept for a later start
+    finally:
+        await srv.stop()
+
+
+# the child's start under beta, killed as the outbox records beta as its new store's owner: after acme's store was
+# held, before the start went on (argv[3]: the agent's config)
+KILLED_AS_THE_OWNER_IS_RECORDED = """
+import asyncio, json
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+recorded = store._set_owner
+def recorded_then_cut(db, owner, replace=True):
+    recorded(db, owner, replace)
+    if owner[0] == "beta":
+        power_cut()
+store._set_owner = recorded_then_cut
+asyncio.run(Agent(parse_config(json.loads(sys.argv[3]))).start())
+"""
+
+
+async def test_a_start_killed_as_the_outbox_records_the_new_tenant_still_forgets_the_former_tenants_deployment(
+    tmp_path,
+):
+    """The start that finds the gateway moved (acme -> beta) holds acme's outbox and records beta as the owner of a
+    fresh one, then notes the move. A power cut between the two (~20 ms) left no trace of the move: the next start's
+    outbox was beta's, acme's pending deployment and withdrawal stayed, and beta's first desired state settled them
+    to beta (acme's deployment id, version and its admin's reason). The move is noted from inside the outbox's open,
+    before its new owner is recorded. A real child process killed with SIGKILL there."""
+    from tests.support.outbox_kills import killed_child
+
+    agent, srv = _camera_gateway(
+        tmp_path, {"acme": ("acme-secret-check", "3.7.1"), "beta": ("acme-secret-check", "3.7.1")}
+    )
+    a = agent("acme")
+    await a.start()
+    digest = a.slots["vision"].status()["digest"]
+    await a.stop()
+    _acme_left(tmp_path / "gw1" / "deployments", digest)
+    killed_child(KILLED_AS_THE_OWNER_IS_RECORDED, tmp_path / "gw1", json.dumps(agent.config("beta")))
+    await srv.start()
+    try:
+        await _beta_hears_none_of_acme(agent, srv, digest)
     finally:
         await srv.stop()
