@@ -857,11 +857,14 @@ def date_only(s: str) -> bool:
     return _DATE_ONLY.match(s) is not None
 
 
-def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
+def _timestamp(raw: Any, mapping: JsonMapping, default: float, named: str | None = None) -> float:
+    """``raw``'s time at ``mapping.timestamp_field``; ``named``: the field as the user wrote it, named by an error in
+    its place (a record's time is looked up under an inner name)."""
     name = mapping.timestamp_field
     if name is None:
         return default
     v = _get(raw, name)
+    name = named or name
     if v is _MISSING or v is None:  # null: a device without a (synchronised) clock says so; as a record's
         return default
     fmt = mapping.timestamp_format
@@ -1641,7 +1644,10 @@ def _records_decoder(
                 v = _value(path, conv(path, r[rec.value]), keep)
                 t = ts
                 if rec.timestamp is not None and r.get(rec.timestamp) is not None:
-                    t = _timestamp({"t": r[rec.timestamp]}, at, ts)
+                    try:  # named as the mapping names it (records.timestamp), not by the inner "t"
+                        t = _timestamp({"t": r[rec.timestamp]}, at, ts, rec.timestamp)
+                    except CodecError as e:
+                        raise CodecError(e.reason, f"record {shown_topic(name)}: {e.detail}") from None
                 quality = "good"
                 if rec.quality is not None and r.get(rec.quality) is not None:
                     q = quality_of(r[rec.quality])
@@ -2298,7 +2304,7 @@ def text_fields_hint(fields: list[tuple[str, str]], mapping: JsonMapping, number
     value (a number written as text, then a time, then a state word; a version or an id last). ``numbers``: the
     names of the numbers it read: a message that is one record (``{"name": "temp", "value": 21.5}``, a device's
     one per message) is told the records mapping that reads it by its name."""
-    alone = _record_alone(fields, numbers)
+    alone = _record_alone(fields, numbers, mapping)
     if alone is not None:
         return alone
     if len(fields) == 1:
@@ -2317,14 +2323,16 @@ def text_fields_hint(fields: list[tuple[str, str]], mapping: JsonMapping, number
     return f"{len(fields)} text fields, {shown}{more}, not read; {text_field_hint(*min(fields, key=rank), mapping)}"
 
 
-def _record_alone(fields: list[tuple[str, str]], numbers: Sequence[str]) -> str | None:
+def _record_alone(fields: list[tuple[str, str]], numbers: Sequence[str], mapping: JsonMapping) -> str | None:
     """What a message that is one record is told (a text naming it by a key of ``_RECORD_NAME_KEYS``, a number read
     under one of ``_RECORD_VALUE_KEYS``), else None. Read for every number, its value is the tag "value" whatever
     the record's name: another record on the topic is the same tag. It was told its name was a state to map to a
     number (``states: {'temp': 1}``). Told only when the records mapping reads the whole message: its value is its
     one number and its name its one text, but for a field named as a time (told as the record's ``timestamp``). A
     message holding more (``{"name": "Pump 3", "value": 21.5, "rpm": 1500}``) is refused by that mapping (it would
-    drop rpm), so it is told the every-number hint (None)."""
+    drop rpm), so it is told the every-number hint (None). A time as ISO 8601 text is told with the
+    ``timestamp_format`` that reads it when the mapping's is another: told the records mapping alone, every such
+    record was refused (``wrong_type``: expected a number)."""
     value = next((n for n in numbers if n.lower() in _RECORD_VALUE_KEYS), None)
     if value is None:
         return None
@@ -2338,12 +2346,18 @@ def _record_alone(fields: list[tuple[str, str]], numbers: Sequence[str]) -> str 
     if len(rest) > 1 or rest != times:
         return None  # more than the record: the mapping refuses it (its other fields would be dropped)
     at = f", timestamp: {_as_setting(times[0])}" if times else ""
+    held = _time_held(texts[times[0].lower()][1]) if times and times[0].lower() in texts else None
+    fmt = (
+        f" and json_mapping.timestamp_format: {held[0].value}"
+        if held is not None and held[0] is not mapping.timestamp_format
+        else ""
+    )
     return (
         f"the message is one record, named by its {shown_topic(name)} ({text[:40]!r}), not read by it: its "
         f"{shown_topic(value)} is read as the tag {shown_topic(value)} whatever the record's name (another record "
         f"on this topic is the same tag); read it by its name with json_mapping.records: {{array: '', name: "
-        f"{_as_setting(name)}, value: {_as_setting(value)}{at}}} (a record alone, holding no other field, is read "
-        "as an array of one)"
+        f"{_as_setting(name)}, value: {_as_setting(value)}{at}}}{fmt} (a record alone, holding no other field, is "
+        "read as an array of one)"
     )
 
 
