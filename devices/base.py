@@ -47,18 +47,27 @@ class WholeFloat(float):
     """A float read from a config's text that shows a whole number the float is not: ``9.007199254740993e+15`` is
     9007199254740992.0 to YAML (a double holds whole numbers exactly only up to 2**53). ``whole`` is the number the
     text shows: an integer node or metric (Int64, UInt64) gets it; a Float or Double one gets the float, as the
-    text rounds to it."""
+    text rounds to it. ``text`` is what the config shows, and its repr: a Boolean or DateTime node's refusal
+    names ``9.007199254740993e+15`` as written, not 9007199254740992.0; its str stays the float's (a String
+    node's text, as before)."""
 
-    __slots__ = ("whole",)
+    __slots__ = ("text", "whole")
     whole: int
+    text: str
 
-    def __new__(cls, value: float, whole: int) -> WholeFloat:
+    def __new__(cls, value: float, whole: int, text: str | None = None) -> WholeFloat:
         self = super().__new__(cls, value)
         self.whole = whole
+        self.text = float.__repr__(self) if text is None else text
         return self
 
-    def __getnewargs__(self) -> tuple[float, int]:  # type: ignore[override]  # copies and pickles keep whole
-        return (float(self), self.whole)
+    def __getnewargs__(self) -> tuple[float, int, str]:  # type: ignore[override]  # copies and pickles keep both
+        return (float(self), self.whole, self.text)
+
+    def __repr__(self) -> str:
+        return self.text
+
+    __str__ = float.__repr__
 
 
 class FractionFloat(float):

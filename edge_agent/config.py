@@ -314,7 +314,7 @@ _SCALAR = bool | int | float | str
 # what a write value may be besides text, numbers and booleans: a ByteString's bytes, stated in YAML as
 # {base64: ...} or {hex: ...} (``_check_write_value``)
 # a WholeFloat first: a whole number written with an exponent that YAML reads as another keeps the number its text
-# shows, a FractionFloat that it is a fraction (``_exact_writes``); as a float member of the union it would be made
+# shows, a FractionFloat that it is a fraction (``_keep_exact_writes``); as a float member of the union it would be made
 # a plain float
 _WRITTEN = InstanceOf[WholeFloat] | InstanceOf[FractionFloat] | _SCALAR | Annotated[bytes, Strict()]
 _BYTE_ENCODINGS = ("base64", "hex")
@@ -2362,11 +2362,9 @@ _FINER_TIME = re.compile(
 )
 
 
-def _yaml_misreads(text: str, exact: dict[tuple[int, int], float] | None = None) -> list[str]:
+def _yaml_misreads(text: str) -> list[str]:
     """``path: why`` for each plain scalar value that YAML 1.1 reads as another number than the one it shows
-    (``_MISREAD``), found on the parser's events (call it on a document known to parse). ``exact``, if given,
-    gets the (line, column) of each plain float whose text shows another number than the float, with the
-    number it shows (``_exact_float``)."""
+    (``_MISREAD``, ``_float_misread``), found on the parser's events (call it on a document known to parse)."""
     out: list[str] = []
     stack: list[
         dict
@@ -2411,8 +2409,13 @@ def _yaml_misreads(text: str, exact: dict[tuple[int, int], float] | None = None)
                     "at": -1,
                 }
             )
-        elif isinstance(ev, yaml.ScalarEvent) and not ev.style and ev.tag is None:
-            if (finer := _FINER_TIME.fullmatch(ev.value)) and finer[1].strip("0"):
+        elif isinstance(ev, yaml.ScalarEvent) and (
+            ev.tag in _NUMBER_TAGS or (not ev.style and ev.tag is None)
+        ):
+            # ``!!float 1:30.5``, ``!!int 010`` (quoted or not): the tag does not change how YAML 1.1 reads the
+            # digits (90.5, 8), as it did not change how it reads ``!!float 9007199254740993.0``
+            tag = "" if ev.tag is None else f"!!{ev.tag.rsplit(':', 1)[1]} "
+            if not tag and (finer := _FINER_TIME.fullmatch(ev.value)) and finer[1].strip("0"):
                 at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
                 out.append(
                     f"{path or 'the document'}: {ev.value}{at} is read by YAML to the microsecond, not as it "
@@ -2420,44 +2423,37 @@ def _yaml_misreads(text: str, exact: dict[tuple[int, int], float] | None = None)
                 )
             for pattern, shown in _MISREAD:
                 if pattern.fullmatch(ev.value):
-                    n = yaml.safe_load(ev.value)
+                    try:
+                        n = yaml.safe_load(f"{tag}{ev.value}")
+                    except Exception:  # the load reported it
+                        break
                     if not isinstance(n, int | float) or (
                         shown.endswith("octal number") and n == int(ev.value.replace("_", ""), 10)
                     ):
                         break  # 00:10:20 is text to YAML too; 00, 07: the same number read either way
                     at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
                     out.append(
-                        f"{path or 'the document'}: {ev.value}{at} is read by YAML "
-                        f"as {shown} {n}, not as it shows; write {n} if that is meant, or quote it if it is "
-                        "text (YAML 1.1 reads a leading 0 as octal and 1:30 as base 60)"
+                        f"{path or 'the document'}: {tag}{ev.value}{at} is read by YAML "
+                        f"as {shown} {n}, not as it shows; write {n} if that is meant, or quote it "
+                        f"{'without the tag ' if tag else ''}if it is text (YAML 1.1 reads a leading 0 as octal "
+                        f"and 1:30 as base 60{', whatever the tag' if tag else ''})"
                     )
                     break
             else:
-                _float_misreads(ev, path, out, exact)
-        elif isinstance(ev, yaml.ScalarEvent) and ev.tag == _FLOAT_TAG:
-            # ``!!float 9007199254740992.5``: the float the untagged text is, judged as it is (it skipped both: an
-            # Int64 node or metric got 9007199254740992 for it, and for ``!!float 9.007199254740993e+15``)
-            _float_misreads(ev, path, out, exact, tagged=True)
+                if ev.tag != _NUMBER_TAGS[0]:
+                    _float_misreads(ev, path, out, tagged=bool(tag))
     return out
 
 
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 
 
-def _float_misreads(
-    ev: Any, path: str, out: list[str], exact: dict[tuple[int, int], float] | None, *, tagged: bool = False
-) -> None:
+def _float_misreads(ev: Any, path: str, out: list[str], *, tagged: bool = False) -> None:
     """``_yaml_misreads`` for a scalar YAML reads as a float (``tagged``: by an explicit ``!!float``): refused in
-    ``out`` (``_float_misread``), or kept in ``exact`` as the number it shows (``_exact_float``)."""
+    ``out`` (``_float_misread``)."""
     if (why := _float_misread(ev.value, tagged=tagged)) is not None:
         at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
         out.append(f"{path or 'the document'}: {ev.value}{at} {why}")
-    elif (
-        exact is not None
-        and ev.start_mark is not None
-        and (n := _exact_float(ev.value, tagged=tagged)) is not None
-    ):
-        exact[(ev.start_mark.line, ev.start_mark.column)] = n
 
 
 def _exact_float(text: str, *, tagged: bool = False) -> float | None:
@@ -2467,16 +2463,17 @@ def _exact_float(text: str, *, tagged: bool = False) -> float | None:
     number shown, whatever its range (``-9.223372036854775809e+18`` is -2**63 as a float: an Int64 node refuses
     the number shown); a fraction whose float is whole (``9007199254740992.5``, ``1.0000000000000000001``) as a
     ``FractionFloat``. None for any other scalar (``1.0e+16`` and ``3.0`` are read exactly, ``2.5`` is its
-    float). ``tagged``: the text follows an explicit ``!!float``. ``_exact_writes`` keeps such a write value."""
+    float). ``tagged``: the text follows an explicit ``!!float``. ``_exact_loader`` constructs such a float."""
     if (got := _inexact_whole(text, tagged=tagged)) is not None:
-        return WholeFloat(*got) if "e" in text.lower() else None  # 9007199254740993.0: refused at load
-    if (n := _yaml_float(text, tagged)) is None:
+        # 9007199254740993.0: refused at load (``_float_misread``)
+        return WholeFloat(*got, text) if "e" in text.lower() else None
+    if (n := _yaml_float(text, tagged)) is None or not math.isfinite(n) or not n.is_integer():
         return None
     try:
         written = decimal.Decimal(text.replace("_", ""))
-    except Exception:  # base 60 (1:30.5), .inf, .nan: judged elsewhere
+    except Exception:  # judged elsewhere
         return None
-    if not isinstance(n, float) or not math.isfinite(n) or not written.is_finite() or not n.is_integer():
+    if not written.is_finite():
         return None
     return FractionFloat(n, text) if written != written.to_integral_value() else None
 
@@ -2484,84 +2481,127 @@ def _exact_float(text: str, *, tagged: bool = False) -> float | None:
 def _yaml_float(text: str, tagged: bool) -> float | None:
     """The float YAML reads a plain scalar as (``tagged``: any scalar after an explicit ``!!float``, whose text
     may be an integer's, ``!!float 9007199254740993``); None when it reads no float, and for base 60 (1:30.5),
-    .inf and .nan (judged elsewhere)."""
-    if not tagged and _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != _FLOAT_TAG:
-        return None
+    .inf and .nan (judged elsewhere). Read as PyYAML's float constructor reads it (its underscores dropped), not
+    by loading the text again: that cost a YAML load per float of a config (a 24,000-float config took 89 s)."""
     if ":" in text:
         return None
-    try:
-        n = float(text.replace("_", "")) if tagged else yaml.safe_load(text)
-    except Exception:
+    if not tagged and _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != _FLOAT_TAG:
         return None
-    return n if isinstance(n, float) else None
+    try:
+        return float(text.replace("_", ""))  # .inf, .nan: ValueError (Python writes them otherwise)
+    except ValueError:
+        return None
 
 
 def _inexact_whole(text: str, *, tagged: bool = False) -> tuple[float, int] | None:
     """(the float, the whole number) of a plain scalar YAML reads as a float whose text shows a whole number that
     float is not (``9007199254740993.0``, ``9.007199254740993e+15``; ``tagged``: after an explicit ``!!float``,
     ``!!float 9007199254740993`` too); None for any other scalar."""
-    if (n := _yaml_float(text, tagged)) is None:
-        return None
+    if (n := _yaml_float(text, tagged)) is None or not math.isfinite(n) or not n.is_integer():
+        return None  # a float that is no whole number shows no whole number either
     try:
         written = decimal.Decimal(text.replace("_", ""))
-    except Exception:  # .inf, .nan: judged elsewhere
+    except Exception:  # judged elsewhere
         return None
-    if not isinstance(n, float) or not math.isfinite(n) or not written.is_finite():
+    if not written.is_finite():
         return None
     if written != written.to_integral_value() or decimal.Decimal(n) == written:
         return None
     return n, int(written)
 
 
-def _exact_writes(doc: Any, text: str, exact: dict[tuple[int, int], float]) -> None:
-    """An action's write value (``actions.<name>.value``, ``reset_value``, or an element of either) whose text
-    shows another number than YAML's float (``_exact_float``) keeps the number its text shows:
-    ``value: 9.007199254740993e+15`` for an Int64 node reached the PLC as 9007199254740992, counted ok, nothing
-    said; an integer node or metric now gets 9007199254740993 (a ``WholeFloat``), and ``9007199254740992.5`` is
-    refused by it as 2.5 is (a ``FractionFloat``). Every other reader (a Float or Double node, a String node's
-    text) gets the float, as before: the node's type is known only online, so such a value is kept exact rather
-    than refused at load. Found on the composed nodes (``text`` loaded again, each such scalar constructed as the
-    number it shows), so that a value shared by an alias (``value: *big``) or a merge key (``<<: *out``) is the
-    same exact number at every action that takes it: the place where it is written is one of them only."""
-    actions = doc.get("actions") if isinstance(doc, dict) else None
-    if not isinstance(actions, dict):
-        return
-    loader = _ExactLoader(text)
-    loader.exact = exact
-    try:
-        shown = loader.get_single_data()
-    finally:
-        loader.dispose()
-    shown_actions = shown.get("actions") if isinstance(shown, dict) else None
-    if not isinstance(shown_actions, dict):
-        return
-    for name, action in actions.items():
-        other = shown_actions.get(name)
-        if not isinstance(action, dict) or not isinstance(other, dict):
-            continue
-        for key in ("value", "reset_value"):
-            v, w = action.get(key), other.get(key)
-            if isinstance(w, WholeFloat | FractionFloat) and isinstance(v, float):
-                action[key] = w
-            elif isinstance(v, list) and isinstance(w, list) and len(v) == len(w):
-                for i, x in enumerate(w):
-                    if isinstance(x, WholeFloat | FractionFloat) and isinstance(v[i], float):
-                        v[i] = x
+def _exact_loader(made: list[float]) -> Any:
+    """A config's YAML loader (``model_packager.safe_yaml.load_document``'s) whose float constructor reads each
+    float node's text and builds the number it shows where YAML's float is another (``_exact_float``:
+    ``WholeFloat``, ``FractionFloat``), appending each to ``made``; every other float is YAML's. Built on the
+    nodes, so a value shared by an alias (``value: *big``), a merge key (``<<: *out``) or written with ``!!float``
+    is that number wherever it is taken: PyYAML constructs a node once. ``_keep_exact_writes`` then keeps such
+    numbers only where a value is written."""
+    loader_class = _exact_loader_class()
+    return lambda text: loader_class(text, made)
 
 
-class _ExactLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """The loader ``_yaml_misreads`` parses with, constructing each plain float it found (``exact``, by line
-    and column) as the number its text shows. PyYAML constructs a node once: an alias of it, or a mapping
-    merging it, holds that same object."""
+@functools.cache
+def _exact_loader_class() -> Any:
+    """``_exact_loader``'s class, built at the first load (``model_packager.safe_yaml`` imported then)."""
+    from model_packager.safe_yaml import safe_loader
 
-    exact: dict[tuple[int, int], float]
+    base = safe_loader()
+    as_yaml_reads = base.yaml_constructors[_FLOAT_TAG]  # errors at the value's line
 
-    def construct_shown_float(self, node: yaml.ScalarNode) -> Any:
-        shown = self.exact.get((node.start_mark.line, node.start_mark.column))
-        return shown if shown is not None else self.construct_yaml_float(node)
+    class Loader(base):  # type: ignore[misc,valid-type]
+        def __init__(self, stream: str, made: list[float]) -> None:
+            super().__init__(stream)
+            self.made = made
+
+        def construct_shown_float(self, node: yaml.ScalarNode) -> Any:
+            n = as_yaml_reads(self, node)
+            if not isinstance(n, float) or not n.is_integer():  # 2.5, .nan: the text shows that float
+                return n
+            tagged = node.style is not None or (  # !!float "9007199254740993", !!float 9007199254740993
+                _RESOLVER.resolve(yaml.ScalarNode, node.value, (True, False)) != _FLOAT_TAG
+            )
+            shown = _exact_float(node.value, tagged=tagged)
+            if shown is None:
+                return n
+            self.made.append(shown)
+            return shown
+
+    Loader.add_constructor(_FLOAT_TAG, Loader.construct_shown_float)
+    return Loader
 
 
-_ExactLoader.add_constructor("tag:yaml.org,2002:float", _ExactLoader.construct_shown_float)
+_WRITE_FIELDS = ("value", "reset_value")
+
+
+def _keep_exact_writes(doc: Any) -> Any:
+    """``doc`` with each number ``_exact_loader`` kept as its text shows (``WholeFloat``, ``FractionFloat``) made
+    YAML's float again, except in an action's write value (``actions.<name>.value``, ``reset_value``, or an
+    element of either): ``value: 9.007199254740993e+15`` for an Int64 node reached the PLC as 9007199254740992,
+    counted ok, nothing said; an integer node or metric now gets 9007199254740993 (a ``WholeFloat``), and
+    ``9007199254740992.5`` is refused by it as 2.5 is (a ``FractionFloat``). Every other reader (a Float or Double
+    node, a String node's text) gets the float, as before: the node's type is known only online, so such a value
+    is kept exact rather than refused at load. Elsewhere (a threshold, a rule's limit) the float, as before. A
+    mapping or list is copied where it changes, never changed in place: an alias may share it with a write
+    value."""
+    memo: dict[int, Any] = {}
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, WholeFloat | FractionFloat):
+            return float(x)
+        if not isinstance(x, dict | list):
+            return x
+        if id(x) in memo:
+            return memo[id(x)]
+        out: Any = x
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if (p := plain(v)) is not v:
+                    out = dict(x) if out is x else out
+                    out[k] = p
+        else:
+            for i, v in enumerate(x):
+                if (p := plain(v)) is not v:
+                    out = list(x) if out is x else out
+                    out[i] = p
+        memo[id(x)] = out
+        return out
+
+    def written(v: Any) -> Any:
+        if isinstance(v, list):
+            return [x if isinstance(x, WholeFloat | FractionFloat) else plain(x) for x in v]
+        return v if isinstance(v, WholeFloat | FractionFloat) else plain(v)
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("actions"), dict):
+        return plain(doc)
+    out = {k: plain(v) for k, v in doc.items() if k != "actions"}
+    out["actions"] = {
+        name: {k: written(v) if k in _WRITE_FIELDS else plain(v) for k, v in action.items()}
+        if isinstance(action, dict)
+        else plain(action)
+        for name, action in doc["actions"].items()
+    }
+    return {k: out[k] for k in doc}  # the file's order
 
 
 def _float_misread(text: str, *, tagged: bool = False) -> str | None:
@@ -2637,7 +2677,8 @@ def read_yaml(text: str, where: str) -> Any:
         )
         raise ConfigError([f"{where}: YAML {problem}; refused{why}"])
     try:  # libyaml's loader where PyYAML has it (~10x the pure-Python one: part of every start)
-        doc = load_document(text)
+        made: list[float] = []  # the numbers kept as their text shows (``_exact_loader``)
+        doc = load_document(text, _exact_loader(made))
     except DuplicateKeyError as exc:
         raise ConfigError([f"{where}: {line}" for line in exc.lines()]) from None
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow: its line, not a 2nd line
@@ -2660,12 +2701,11 @@ def read_yaml(text: str, where: str) -> Any:
     except Exception as exc:  # PyYAML's constructors raise more than YAMLError
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError([f"{where}: not valid YAML: {first}"]) from None
-    exact: dict[tuple[int, int], float] = {}
-    misread = _yaml_misreads(text, exact)
+    misread = _yaml_misreads(text)
     if misread:
         raise ConfigError([f"{where}: {line}" for line in misread])
-    if exact:
-        _exact_writes(doc, text, exact)
+    if made:
+        doc = _keep_exact_writes(doc)
     return _names_as_written(doc, text)
 
 

@@ -521,12 +521,19 @@ def _single_unique(loader) -> Any:
     return data
 
 
-def load_document(text: str) -> Any:
-    """One YAML document with the safe loader (libyaml's where PyYAML has it), a key given twice in one
-    mapping refused (``DuplicateKeyError``). No limits: check them first with ``check_limits``. PyYAML's
-    constructors raise more than ``yaml.YAMLError`` (``ValueError`` for ``2024-13-45``, ...): callers catch
-    ``Exception``."""
-    loader = (_CLoader or _PyLoader)(text)
+def safe_loader() -> Any:
+    """The loader class ``load_document`` uses (libyaml's safe loader where PyYAML has it, each scalar's bad
+    value refused at its line): subclass it to construct a tag otherwise, and give the subclass to
+    ``load_document``."""
+    return _CLoader or _PyLoader
+
+
+def load_document(text: str, loader_class: Any = None) -> Any:
+    """One YAML document with the safe loader (libyaml's where PyYAML has it; ``loader_class``, a subclass of
+    ``safe_loader()``, where given), a key given twice in one mapping refused (``DuplicateKeyError``). No
+    limits: check them first with ``check_limits``. PyYAML's constructors raise more than ``yaml.YAMLError``
+    (``ValueError`` for ``2024-13-45``, ...): callers catch ``Exception``."""
+    loader = (loader_class or _CLoader or _PyLoader)(text)
     try:
         return _single_unique(loader)
     finally:

@@ -553,6 +553,8 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     the YAML fixes, against the action's ``datatype``). A config's whole number written with an exponent that a
     float does not hold (``WholeFloat``: 9.007199254740993e+15) is sent to an integer metric as the number its
     text shows, to any other as the float."""
+    # a refusal names a config's 9.007199254740993e+15 as written, not as 9007199254740992.0
+    written = value if isinstance(value, WholeFloat) else None
     if isinstance(value, WholeFloat):
         value = value.whole if dt in _INT_RANGE else float(value)
     elif isinstance(value, FractionFloat) and dt not in _INT_RANGE and dt is not sp.DataType.BOOLEAN:
@@ -564,7 +566,8 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
 
     def bad(fix: str) -> ValueError:
         return ValueError(
-            f"metric {where} is {datatype_name(dt)}; cannot send {value!r} "
+            f"metric {where} is {datatype_name(dt)}; cannot send "
+            f"{repr(written) if written is not None and type(value) is float else repr(value)} "
             f"({'float' if isinstance(value, FractionFloat) else type(value).__name__}): {fix}"
         )
 

@@ -585,6 +585,8 @@ def _convert_scalar(
     """One value by ``convert_value``'s rules; ``any_held``: ``vtype`` is the type a node of DataType
     ``holder`` (BaseDataType, or an abstract Number / Integer / UInteger) holds, and a refusal names it and
     why it is kept."""
+    # a refusal names a config's 9.007199254740993e+15 as written, not as 9007199254740992.0
+    written = value if isinstance(value, WholeFloat) else None
     if isinstance(value, WholeFloat | FractionFloat):
         # a config's 9.007199254740993e+15: an integer node gets the whole number the text shows, every other
         # type the float (a node holding a type judges it as that type, below); its 9007199254740992.5 is a
@@ -616,7 +618,8 @@ def _convert_scalar(
                 f"reads it as {'an' if t[0] in 'AEIX' else 'a'} {t}"
             )
         err = OpcUaTypeMismatch(
-            f"node {node_id} is {shown}; cannot write {_shown(given)} "
+            f"node {node_id} is {shown}; cannot write "
+            f"{repr(written) if written is not None and type(given) is float else _shown(given)} "
             f"({'float' if isinstance(given, FractionFloat) else type(given).__name__}): {fix}"
         )
         err.fix, err.text_node = fix, t in ("String", "LocalizedText")
