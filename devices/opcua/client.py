@@ -2004,6 +2004,7 @@ def _bound_messages(client: Client, limit: int, on_oversize: Callable[[int], Non
         client._message_size = size  # type: ignore[attr-defined]  # the size of each answer (``_measure``)
 
         def data_received(data: bytes) -> None:
+            client._heard_at = time.monotonic()  # type: ignore[attr-defined]  # ``OpcUaSource._answers_since``
             over = size.feed(data)
             if over:
                 transport = getattr(proto, "transport", None)
@@ -5385,6 +5386,29 @@ class OpcUaSource:
         protocol = getattr(client.uaclient, "protocol", None)
         return protocol is not None and not protocol.is_closed
 
+    async def _answers_since(self, began: float) -> bool:
+        """Whether the server has said anything on this connection since ``began`` (a keepalive's answer, a
+        publish), or answers a read of its state now (within connect_timeout_s): a write left unanswered on a
+        session that answers is the PLC's (busy, a device behind a gateway away); one on a connection that
+        stays silent, its socket still open, is a link cut without a word (a NAT's or firewall's flow gone, a
+        cable pulled beyond a switch), which was counted as a busy PLC until the keepalive noticed it."""
+        client = self._client
+        if client is None:
+            return False
+        heard = getattr(client, "_heard_at", None)
+        if heard is None or heard >= began:  # (None: an asyncua whose reads are not seen; as before)
+            return True
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                await client.uaclient.read_attributes(
+                    [client.get_node(ua.ObjectIds.Server_ServerStatus_State).nodeid], ua.AttributeIds.Value
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # no answer, or the connection gone: silent
+            return False
+        return True
+
     async def write(self, node_id: str, value: Any, at: str | None = None) -> str | None:
         """Write ``value`` as the node's own data type and shape (read once, cached; the type a
         BaseDataType node holds read at each write); never coerced loosely. The cached type is read again
@@ -5395,6 +5419,7 @@ class OpcUaSource:
         kind); writes to different nodes are not held up. None when the server answered Good; when it answered
         Uncertain (it took the write, but not wholly as asked), what it said, one line naming the node, the
         value and the status: not an error (the value is not sent again), for the caller to count and say."""
+        sent = time.monotonic()  # the last request of this write sent (its own Write, once it goes out)
         node = await self._target_node(node_id, f"write to {node_id}")
         name = ""
         lock = self._write_lock(node)
@@ -5444,6 +5469,7 @@ class OpcUaSource:
                         raise
                     try:
                         room = _request_room(self._client, self.settings.max_message_bytes)
+                        sent = time.monotonic()
                         uncertain = await _write_value(node, payload, self._forms, node_id, room, value)
                         if uncertain is None:
                             return None
@@ -5494,12 +5520,19 @@ class OpcUaSource:
                 f"({type(e).__name__}: {e})"
             ) from None
         except TimeoutError as e:
-            if self._session_up():
+            if self._session_up() and await self._answers_since(sent):
                 # the session answers (keepalive reads, the state connected): the PLC, or a device behind a
                 # gateway, does not take this write; not a lost connection (source_down would never say so)
                 raise OpcUaServerBusy(
                     f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} not answered "
                     f"within {self.settings.connect_timeout_s:g} s while the session is up; retried"
+                ) from None
+            if self._session_up():  # the socket open, the server silent: a link cut without a word
+                raise OpcUaNotConnected(
+                    f"opcua source {self.name}: write to {node_id} not answered within "
+                    f"{self.settings.connect_timeout_s:g} s, and the server said nothing else since it was sent "
+                    "nor answered a read of its state: the connection is silent (the link to the PLC cut "
+                    "without a word, or its OPC UA stack hung), not a busy PLC"
                 ) from None
             raise OpcUaNotConnected(
                 f"opcua source {self.name}: write to {node_id} failed, connection lost ({e!r})"
