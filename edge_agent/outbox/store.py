@@ -121,6 +121,9 @@ EPOCH_FILE = "outbox-epoch.json"
 SENT_FILE = "outbox-sent"
 # a move of a store's files under way (``Outbox._move_store``): {"from": <database path>, "to": <database path>}
 MOVING_FILE = "outbox-moving"
+# outbox_corrupt events a start owes, recorded before the marker that would tell them is dropped
+# (``Outbox._keep_untold``): {"events": [{"id", "event": {...}, "src"?, "salvaged_by_kind"}]}
+UNTOLD_FILE = "outbox-untold"
 STORE_FILES = ("", "-wal", "-shm")  # a store: its database, and beside it the WAL and its index
 MARK_MAX_BYTES = 4096  # what the epoch and sent files are read to: they hold a number or two (~40 bytes)
 # events the outbox records itself (the agent must not append them again)
@@ -405,6 +408,7 @@ class Outbox:
         # the moved-aside file a renewal is copying into the store of a new epoch (JSON), until the copy ends: a
         # process killed meanwhile resumes the copy at the next open(), and the file is never removed before
         self.salvaging_path = Path(data_dir) / "outbox-salvaging"
+        self.untold_path = Path(data_dir) / UNTOLD_FILE
         self.moving_path = Path(data_dir) / MOVING_FILE  # a store's files being moved (``_move_store``)
         self.corrupt_dir = Path(data_dir) / "outbox-corrupt"  # on the outbox's own disk: see _open
         self.on_event = on_event or (lambda e: None)
@@ -475,9 +479,10 @@ class Outbox:
         self._copy_failed = False  # the last _copy_jobs met a disk error
         # a copy going on while the agent runs (``_go_on_copying``): a round's end is no stop, not warned
         self._copy_round = False
-        # outbox_corrupt events a start owes (a renewal cut off by a kill, a WAL found alone): recorded once open
-        self._told_at_open: list[Event] = []
-        self._lone_wals: list[dict] = []  # WALs found alone at this start, moved aside (``_place_lone_wal``)
+        # outbox_corrupt events a start owes (a renewal at open, one cut off by a kill, a WAL found alone), as kept in
+        # ``outbox-untold`` until they are committed (``_keep_untold``, ``_tell_untold``)
+        self._untold: list[dict] = []
+        self._told: list[Event] = []  # (committed at open, said once the writer runs)
         self._copied_by_src: dict[
             str, Counter
         ] = {}  # moved-aside file -> records this process copied out of it
@@ -633,8 +638,8 @@ class Outbox:
         db: sqlite3.Connection | None = None
         known = self._read_epoch_file()
         recorded = self._read_epoch_owner()  # (read before a corrupt store's new epoch replaces it)
-        self._told_at_open, self._lone_wals = [], []
         self._finish_move()  # (a move a kill cut off: every file beside the database it came with)
+        self._untold = self._read_untold()  # (events a start killed before it committed them owes)
         self._drop_notes_without_store(recorded)
         self._place_lone_wal()
         resumed_epoch = self._renewal_cut_after_move()
@@ -701,8 +706,9 @@ class Outbox:
                 aside = self.moved_aside = kept
                 for j in carried:  # the copies into it that were left unfinished: that tenant's too
                     self._hold_unfinished(Path(j["src"]), recorded)
-                self._write_salvaging(None)
                 salvaged: Counter = Counter()
+                self._keep_untold(self._untold_entry(str(aside), reason, epoch, known or 0, salvaged))
+                self._write_salvaging(None)
             else:
                 jobs = (
                     [{"src": str(aside), "last_seq": 0, "acked": acked, "from": 0}]
@@ -710,6 +716,7 @@ class Outbox:
                     else []
                 ) + carried
                 salvaged = Counter()
+                left: list[dict] = []
                 if jobs:
                     # (its previous epoch kept until the event below is recorded: a kill during the copy leaves it to
                     # the next start to tell, ``_resume_salvage``)
@@ -718,9 +725,10 @@ class Outbox:
                     salvaged, left = self._copy_jobs(
                         db, jobs, time.monotonic() + SALVAGE_S, raise_errors=True, strict=False
                     )
-                    self._write_salvaging(self._marker(epoch, left) if left else None)
-                else:
-                    self._write_salvaging(None)
+                # (recorded before the marker stops naming the previous epoch: a kill from here on tells it at the
+                # next start; before, a kill once the copy was done and before the event's commit lost it)
+                self._keep_untold(self._untold_entry(str(aside), reason, epoch, known or 0, salvaged))
+                self._write_salvaging(self._marker(epoch, left) if left else None)
             log.error(
                 "outbox %s is corrupt (%s): moved aside to %s; a fresh outbox starts in epoch %d with the %d "
                 "records still readable in it; the others were not sent (inspect the file with sqlite3 if "
@@ -731,7 +739,7 @@ class Outbox:
                 epoch,
                 salvaged.total(),
             )
-            corrupt = (str(aside), reason, time.time(), salvaged)  # the event once the epoch is in place
+            corrupt = (str(aside), reason, time.time(), salvaged)  # (its event kept in outbox-untold)
         if (
             self.owner is not None
         ):  # (a fresh or renewed file: its records are made under this owner from now on)
@@ -744,7 +752,7 @@ class Outbox:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         last_row = db.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
         self._seq = max(meta.get("last_seq", 0), last_row)
-        previous, known = known, self._read_epoch_file()
+        known = self._read_epoch_file()
         if "epoch" in meta:
             self.epoch = meta["epoch"]
         elif self._seq:  # a v1 outbox: its records keep epoch 0
@@ -788,6 +796,7 @@ class Outbox:
         ):  # a file from before INCREMENTAL: convert once
             db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("VACUUM")
+        self._told = self._tell_untold(db)
         self._committed_seq = self._seq
         self._rebuild_counts(db)
         self._sweep_samples(db)
@@ -801,40 +810,12 @@ class Outbox:
         self._executor = ThreadPoolExecutor(
             1, thread_name_prefix="outbox-append", initializer=self._mark_thread
         )
-        told, self._told_at_open = self._told_at_open, []
-        for lone in self._lone_wals:  # (with what was copied out of it by now)
-            got = self._copied_by_src.get(lone["src"], Counter())
-            told.append(
-                Event(
-                    EventKind.OUTBOX_CORRUPT,
-                    t=lone["t"],
-                    moved_to=lone["src"] + "-wal",
-                    reason=lone["reason"],
-                    epoch=self.epoch,
-                    previous_epoch=lone["previous_epoch"],
-                    salvaged=got.total(),
-                    salvaged_by_kind=dict(got),
-                )
-            )
-        self._lone_wals = []
-        for evt in told:
-            self._renewed(evt)
         if corrupt is not None:
             self.renewals += 1
             self.salvaged += corrupt[3].total()
-            evt = Event(
-                EventKind.OUTBOX_CORRUPT,
-                t=corrupt[2],
-                moved_to=corrupt[0],
-                reason=corrupt[1],
-                epoch=self.epoch,
-                previous_epoch=previous if previous is not None else 0,
-                salvaged=corrupt[3].total(),
-                salvaged_by_kind=dict(corrupt[3]),
-            )
-            self._renewed(evt)
-        if told or corrupt is not None:
-            self._drain_notices()
+        for evt in self._told:
+            self._renewed(evt, queue_it=False)  # (committed already, by ``_tell_untold``)
+        self._told = []
         return db
 
     # ---- a gateway moved to another tenant --------------------------------------------------------
@@ -1421,6 +1402,8 @@ class Outbox:
         if not wal.is_file():
             shm.unlink(missing_ok=True)
             return
+        # (a placement cut off before its move: the WAL is still here, placed again below under another name)
+        self._untold = [e for e in self._untold if "src" not in e or os.path.lexists(e["src"] + "-wal")]
         self.corrupt_dir.mkdir(parents=True, exist_ok=True)
         job = self._read_salvaging()
         jobs = self._jobs(job)
@@ -1443,25 +1426,23 @@ class Outbox:
             epoch = max((self._read_epoch_file() or 0) + 1, int(time.time()))
             mark = self._marker(epoch, [own])
         self._write_salvaging(mark)
-        self._move_store(self.path, lone)
-        Path(f"{lone}-shm").unlink(missing_ok=True)  # (another WAL's index: rebuilt from this WAL)
         reason = (
             "a WAL with no database beside it at the outbox's path (a move cut off, or the database removed)"
         )
+        # (before the move: a kill from here on tells it at the next start; before, a kill in here lost it)
+        self._keep_untold(
+            self._untold_entry(
+                str(lone) + "-wal", reason, epoch, self._read_epoch_file() or 0, Counter(), src=str(lone)
+            )
+        )
+        self._move_store(self.path, lone)
+        Path(f"{lone}-shm").unlink(missing_ok=True)  # (another WAL's index: rebuilt from this WAL)
         log.error(
             "outbox %s: %s: moved aside to %s-wal; the records it holds whole are copied into epoch %d",
             self.dir,
             reason,
             lone,
             epoch,
-        )
-        self._lone_wals.append(
-            {
-                "src": str(lone),
-                "t": time.time(),
-                "reason": reason,
-                "previous_epoch": self._read_epoch_file() or 0,
-            }
         )
 
     def _read_salvaging(self) -> dict | None:
@@ -1714,20 +1695,26 @@ class Outbox:
         got, left = self._copy_jobs(db, todo, time.monotonic() + SALVAGE_S)
         if type(job.get("previous_epoch")) is int and not held:
             # the renewal that wrote this marker was cut off before it recorded its event (a kill after its move,
-            # during its copy): told now, once (the marker left below no longer names the previous epoch)
-            self._told_at_open.append(
-                Event(
-                    EventKind.OUTBOX_CORRUPT,
-                    t=time.time(),
-                    moved_to=job["src"],
-                    reason="a renewal of the store was cut off (the agent killed) after it moved the store aside; "
-                    "completed at this start",
-                    epoch=job["epoch"],
-                    previous_epoch=job["previous_epoch"],
-                    salvaged=got.total(),
-                    salvaged_by_kind=dict(got),
+            # during its copy): told now, once (the marker left below no longer names the previous epoch); kept in
+            # outbox-untold first (a kill before its commit tells it at the next start). One kept already for that
+            # renewal (a kill between keeping it and dropping the marker) takes this copy's counts: one event
+            same = [e for e in self._untold if e["event"].get("moved_to") == job["src"] and "src" not in e]
+            if same:
+                same[0]["salvaged_by_kind"] = dict(Counter(same[0]["salvaged_by_kind"]) + got)
+                self._keep_untold()
+            else:
+                self._keep_untold(
+                    self._untold_entry(
+                        job["src"],
+                        "a renewal of the store was cut off (the agent killed) after it moved the store aside; "
+                        "completed at this start",
+                        job["epoch"],
+                        job["previous_epoch"],
+                        got,
+                    )
                 )
-            )
+        elif any("src" in e for e in self._untold):
+            self._keep_untold()  # (a WAL found alone: with what was copied out of it, before the marker goes)
         if todo:
             log.error(
                 "outbox %s: the salvage of %s was cut off (the agent stopped while it ran); resumed: %d more "
@@ -1974,7 +1961,7 @@ class Outbox:
         except OSError:
             return
 
-    def _renewed(self, evt: Event) -> None:
+    def _renewed(self, evt: Event, queue_it: bool = True) -> None:
         with self._lock:
             self.last_renewal = {
                 "t": evt.t,
@@ -1983,8 +1970,128 @@ class Outbox:
                     for k in ("reason", "moved_to", "previous_epoch", "epoch", "salvaged", "lost")
                 },
             }
-            self._notices.append(evt)
+            if queue_it:
+                self._notices.append(evt)
         self.on_event(evt)
+
+    # ---- outbox_corrupt events owed at open, kept on disk until committed -------------------------
+    @staticmethod
+    def _untold_entry(
+        moved_to: str,
+        reason: str,
+        epoch: int | None,
+        previous_epoch: int,
+        salvaged: Counter,
+        src: str | None = None,
+    ) -> dict:
+        """An ``outbox_corrupt`` event a start owes, as ``outbox-untold`` keeps it; with ``src`` (a WAL found alone)
+        its counts are what was copied out of that file by now, refreshed at each record."""
+        entry: dict[str, Any] = {
+            "id": os.urandom(8).hex(),
+            "event": {
+                "t": time.time(),
+                "moved_to": moved_to,
+                "reason": reason,
+                "epoch": epoch,
+                "previous_epoch": previous_epoch,
+            },
+            "salvaged_by_kind": dict(salvaged),
+        }
+        if src is not None:
+            entry["src"], entry["base"] = src, {}
+        return entry
+
+    def _read_untold(self) -> list[dict]:
+        """The events ``outbox-untold`` keeps (read bounded; what does not parse counts as nothing)."""
+        from edge_agent.files import read_json_state
+
+        try:
+            mark = read_json_state(self.untold_path, 1 << 16)
+        except (OSError, ValueError):
+            return []
+        events = mark.get("events") if isinstance(mark, dict) else None
+        out = []
+        for e in events[:SALVAGE_JOBS_MAX] if isinstance(events, list) else []:
+            if not (
+                isinstance(e, dict) and isinstance(e.get("id"), str) and isinstance(e.get("event"), dict)
+            ):
+                continue
+            kinds = e.get("salvaged_by_kind")
+            try:
+                counts = {str(k): int(v) for k, v in kinds.items()} if isinstance(kinds, dict) else {}
+            except (TypeError, ValueError, OverflowError):
+                counts = {}
+            e["salvaged_by_kind"] = counts
+            if isinstance(e.get("src"), str):
+                e["base"] = dict(counts)  # (copied by the starts before this one)
+            out.append(e)
+        return out
+
+    def _keep_untold(self, entry: dict | None = None) -> None:
+        """Record (fsync'd, renamed into place) the events this start owes, with ``entry``, before anything that would
+        tell them otherwise (a marker naming the previous epoch) is dropped: a kill before ``_tell_untold`` commits
+        them leaves them to the next start. Before, a kill in ``_place_lone_wal``, or once a copy at open was done
+        and before its event was committed, lost that ``outbox_corrupt`` event (the records kept)."""
+        if entry is not None:
+            self._untold.append(entry)
+        for e in self._untold:
+            if isinstance(e.get("src"), str):
+                e["salvaged_by_kind"] = dict(
+                    Counter(e["base"]) + self._copied_by_src.get(e["src"], Counter())
+                )
+        self._write_mark(self.untold_path, {"events": self._untold} if self._untold else None)
+
+    def _tell_untold(self, db: sqlite3.Connection) -> list[Event]:
+        """At open, before the writer starts: the ``outbox_corrupt`` events this start owes committed into the store,
+        each with a ``meta`` key ``told:<id>`` in the same transaction (a kill before ``outbox-untold`` is removed
+        never tells one twice), then the file and those keys removed. Returns the events committed."""
+        if not self._untold:
+            return []
+        self._keep_untold()  # (a WAL found alone: with what was copied out of it by now)
+        meta = {k for (k,) in db.execute("SELECT key FROM meta WHERE key LIKE 'told:%'")}
+        told, rows = [], []
+        for e in self._untold:
+            if "told:" + e["id"] in meta:
+                continue
+            ev, got = e["event"], Counter(e["salvaged_by_kind"])
+            epoch = ev.get("epoch")
+            evt = Event(
+                EventKind.OUTBOX_CORRUPT,
+                t=float(ev.get("t") or time.time()),
+                moved_to=str(ev.get("moved_to")),
+                reason=str(ev.get("reason")),
+                epoch=epoch if type(epoch) is int else self.epoch,
+                previous_epoch=ev.get("previous_epoch") if type(ev.get("previous_epoch")) is int else 0,
+                salvaged=got.total(),
+                salvaged_by_kind=dict(got),
+            )
+            body = json_codec.dumps(evt.to_json_dict(), separators=(",", ":")).encode()
+            self._seq += 1
+            rows.append(
+                (self._seq, "event", PRIORITY["event"], time.time(), body, None, "", len(body), e["id"])
+            )
+            told.append(evt)
+        if rows:
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO records (seq, kind, priority, t, payload, sample_sha256, sample_ext, size) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [r[:8] for r in rows],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, 1)", [("told:" + r[8],) for r in rows]
+            )
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
+                "value = MAX(value, excluded.value)",
+                (self._seq,),
+            )
+            db.execute("COMMIT")
+            self.appended += len(rows)
+        self._untold = []
+        self._write_mark(self.untold_path, None)
+        db.execute("DELETE FROM meta WHERE key LIKE 'told:%'")
+        return told
 
     def _commit_queued(self) -> None:
         """During a long salvage on the writer: commit what the agent appended meanwhile, so it never waits."""

@@ -437,3 +437,81 @@ def test_stray_held_notes_cost_one_listing_and_one_read_of_the_store_at_start_an
         assert ob.stats()["held"]["files"] == [] and not ob.held_dropped
     finally:
         ob.close()
+
+
+# a WAL found alone at the path is moved aside, and the start is killed right after that move
+KILLED_AFTER_A_LONE_WALS_MOVE = """
+real_move_store = store.Outbox._move_store
+
+
+def move_store(self, src, dst):
+    moved = real_move_store(self, src, dst)
+    if ".lone-" in dst.name:
+        power_cut()
+    return moved
+
+
+store.Outbox._move_store = move_store
+store.Outbox(OutboxSettings(), sys.argv[1]).open()
+"""
+
+
+def test_a_kill_right_after_a_lone_wal_is_moved_aside_still_tells_it(tmp_path):
+    live = tmp_path / "live"
+    ob = fill_outbox(live, 300)
+    data = tmp_path / "data"
+    (data / "outbox").mkdir(parents=True)
+    shutil.copyfile(ob.path.with_name("outbox.db-wal"), data / "outbox" / "outbox.db-wal")
+    shutil.copyfile(live / "outbox-epoch.json", data / "outbox-epoch.json")
+    ob.close()
+    killed_child(KILLED_AFTER_A_LONE_WALS_MOVE, data)
+    again = Outbox(SETTINGS, data)
+    again.open()
+    try:
+        assert results(again) == list(range(1, 301))
+        # formerly the records were copied at this start and nothing told them: no outbox_corrupt event
+        told = [e for e in events(again) if e["kind"] == "outbox_corrupt"]
+        assert len(told) == 1 and told[0]["moved_to"].endswith("-wal") and told[0]["salvaged"] == 300
+        assert not (data / "outbox-untold").exists()
+    finally:
+        again.close()
+
+
+# a store found corrupt at start is moved aside and copied whole; the start is killed once the copy's marker is gone,
+# before its outbox_corrupt event is committed
+KILLED_ONCE_A_COPY_AT_START_IS_DONE = """
+real_write = store.Outbox._write_salvaging
+
+
+def write(self, job):
+    real_write(self, job)
+    if job is None:
+        power_cut()
+
+
+store.Outbox._write_salvaging = write
+store.Outbox(OutboxSettings(), sys.argv[1]).open()
+"""
+
+
+def test_a_kill_once_a_copy_at_start_is_done_still_tells_its_renewal_once(tmp_path):
+    data = tmp_path / "data"
+    fill_outbox(data, 1000).close()
+    damage_index(data / "outbox" / "outbox.db")
+    killed_child(KILLED_ONCE_A_COPY_AT_START_IS_DONE, data)
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    try:
+        assert results(ob) == list(range(1, 1001))
+        # formerly the event was lost with the process: the cloud saw a new epoch and no cause
+        told = [e for e in events(ob) if e["kind"] == "outbox_corrupt"]
+        assert len(told) == 1 and told[0]["salvaged"] == 1000 and told[0]["epoch"] == ob.epoch
+        assert not (data / "outbox-untold").exists()
+    finally:
+        ob.close()
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    try:  # told once: a later start tells nothing again
+        assert len([e for e in events(ob) if e["kind"] == "outbox_corrupt"]) == 1
+    finally:
+        ob.close()
