@@ -24,7 +24,7 @@ import pytest
 from cloud_trainer.train import onnx_tools
 from edge_agent.models.config import ModelConfig
 from edge_agent.models.slot import ModelSlot, SlotError
-from model_packager import GoldenError, build_package
+from model_packager import GoldenError, build_package, load_trusted_keys
 from model_packager.golden import INT8_AUX_MOVED, aux_scale, run_engine
 from tests.integration.test_int8_parity import SIZE, _started_status
 from tests.support.models import (
@@ -93,9 +93,10 @@ def _package(kit, tmp_path: Path, kind: str, version: str, expected: dict | None
 
 
 def _start(kit, tmp_path: Path, pkg: Path, **cfg) -> dict:
-    return _started_status(
-        ModelSlot("m", ModelConfig(package=str(pkg), **cfg), tmp_path / "agent", [kit["pub"]])
-    )
+    # the key loaded here: the slot installs in this process, with no install child (a new interpreter, ~0.5 CPU s
+    # a start); what is judged here is the check of the forms, not the install (test_model_slot's)
+    keys = load_trusted_keys([kit["pub"]])
+    return _started_status(ModelSlot("m", ModelConfig(package=str(pkg), **cfg), tmp_path / "agent", keys))
 
 
 def _refused(kit, tmp_path: Path, pkg: Path, **cfg) -> str:

@@ -29,7 +29,7 @@ import pytest
 from cloud_trainer.train import onnx_tools
 from edge_agent.models.config import ModelConfig
 from edge_agent.models.slot import ModelSlot, SlotError
-from model_packager import GoldenError, build_package
+from model_packager import GoldenError, build_package, load_trusted_keys
 from model_packager.cpu import cpu_flags
 from model_packager.golden import run_engine
 from tests.integration.test_int8_parity import (
@@ -99,7 +99,10 @@ def _built_with(kit, tmp_path: Path, version: str, expected: dict) -> Path:
 
 
 def _slot(kit, tmp_path: Path, pkg: Path, **cfg) -> ModelSlot:
-    return ModelSlot("health", ModelConfig(package=str(pkg), **cfg), tmp_path / "agent", [kit["pub"]])
+    # the key loaded here: the slot installs in this process, with no install child (a new interpreter, ~0.5 CPU s
+    # a start); what is judged here is the check of the forms, not the install (test_model_slot's)
+    keys = load_trusted_keys([kit["pub"]])
+    return ModelSlot("health", ModelConfig(package=str(pkg), **cfg), tmp_path / "agent", keys)
 
 
 def test_an_int8_only_package_whose_item_near_the_threshold_flips_on_another_cpu_serves_one_far_from_it_does_not(

@@ -29,7 +29,7 @@ from cloud_trainer.train import onnx_tools
 from edge_agent.models.config import ModelConfig
 from edge_agent.models.select import PREFER_MARGIN, PREFER_MIN_SAVING_MS
 from edge_agent.models.slot import ModelSlot, SlotError
-from model_packager import GoldenError, build_package, read_manifest
+from model_packager import GoldenError, build_package, load_trusted_keys, read_manifest
 from model_packager.cpu import cpu_flags
 from tests.support.models import golden_inputs, make_keypair, make_vision_onnx, vision_spec
 from tests.support.once import built_once
@@ -106,11 +106,13 @@ def _two_form_packages(out: Path, forms: dict) -> dict:
 
 
 def _slot(tmp_path, forms, pkg, events=None, **cfg) -> ModelSlot:
+    # the key loaded here: the slot installs in this process, with no install child (a new interpreter, ~0.5 CPU s
+    # a start); what is judged here is the check of the forms, not the install (test_model_slot's)
     return ModelSlot(
         "vision",
         ModelConfig(package=str(pkg), **cfg),
         tmp_path / "agent",
-        [forms["pub"]],
+        load_trusted_keys([forms["pub"]]),
         on_event=(events.append if events is not None else None),
     )
 
