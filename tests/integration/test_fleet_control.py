@@ -96,6 +96,26 @@ def version(agent) -> str:
     return agent.slots["vision"].version
 
 
+def desired_heard(agent):
+    """A count of the desired states ``agent`` acts on from now on (one a heartbeat): "several heartbeats later"
+    waited as that many heard, not as a fixed sleep a loaded machine may fill with fewer of them."""
+    heard = [0]
+    on_desired = agent.manager.on_desired
+
+    async def noted(reply):
+        await on_desired(reply)
+        heard[0] += 1
+
+    agent.manager.on_desired = noted
+    return lambda: heard[0]
+
+
+async def heartbeats(*agents, n: int = 3) -> None:
+    """Until each of ``agents`` has acted on ``n`` more desired states."""
+    counts = [desired_heard(a) for a in agents]
+    await until(lambda: all(c() >= n for c in counts), what=f"{n} more desired states heard by each agent")
+
+
 async def test_canary_rollout_completes_then_a_failing_candidate_is_halted_and_rolled_back(fleet):
     srv, agents, reg = fleet
     dep = srv.control.create(
@@ -128,7 +148,7 @@ async def test_canary_rollout_completes_then_a_failing_candidate_is_halted_and_r
     d = srv.control._get(bad["id"])
     assert "NaN/Inf" in d["reason"] and d["targets"]["gw1"]["status"] == "rolled_back"
     assert d["targets"]["gw2"]["status"] == "waiting"  # never received it
-    await asyncio.sleep(1.0)
+    await heartbeats(agents["gw1"], agents["gw2"])
     assert version(agents["gw1"]) == "1.1.0" and version(agents["gw2"]) == "1.1.0"
 
 
@@ -346,7 +366,9 @@ async def test_agent_restarted_inside_the_health_window_resumes_it_and_reports_t
     d = srv.control._get(dep["id"])
     assert d["targets"]["gw1"]["status"] == "rolled_back" and "NaN/Inf" in d["reason"], d
     assert d["targets"]["gw2"]["status"] == "waiting"
-    await asyncio.sleep(1.5)  # several heartbeats later: still reported once, and never installed again
+    await heartbeats(
+        agents["gw1"]
+    )  # several heartbeats later: still reported once, and never installed again
     finals = [  # (of 1.2.0: the agent's word that it runs 1.0.0 again, after the halt, is another report)
         r
         for r in reports

@@ -13,7 +13,7 @@ import pytest
 
 from edge_agent.models.manager import check_desired
 from model_packager import package_digest
-from tests.integration.test_fleet_control import fleet, until, version  # noqa: F401  (the fixture)
+from tests.integration.test_fleet_control import fleet, heartbeats, until, version  # noqa: F401  (the fixture)
 from tests.support import tar_craft as tc
 
 
@@ -67,7 +67,7 @@ async def test_crafted_package_is_refused_reported_and_halts_the_rollout(fleet, 
     assert slot.last_outcome.stage == "verify" and not slot.last_outcome.ok
     mgr = agents["gw1"].manager
     assert digest in mgr.refused
-    await asyncio.sleep(1.5)  # several heartbeats: the refused digest is never downloaded again
+    await heartbeats(agents["gw1"])  # several heartbeats: the refused digest is never downloaded again
     downloads = [s for s in mgr.steps if s["step"] == "downloading" and s["version"] == "1.1.0"]
     assert len(downloads) == 1 and not mgr.busy
     assert slot.infer is not None and version(agents["gw1"]) == "1.0.0"
@@ -103,7 +103,7 @@ async def test_agent_refuses_a_downgrade_unless_it_is_an_admin_rollback(fleet): 
     mgr = agents["gw1"].manager
     await until(lambda: mgr.declined, timeout_s=10, what="the agent to decline the downgrade")
     assert "downgrade from 1.1.0 to 1.0.0 refused" in next(iter(mgr.declined.values()))
-    await asyncio.sleep(1.0)
+    await heartbeats(agents["gw1"])
     assert version(agents["gw1"]) == "1.1.0"
     # the fleet refuses a plain deployment of an older version ...
     with pytest.raises(ValueError, match="versions only go up: use rollback"):
@@ -152,7 +152,7 @@ async def test_names_from_the_wire_never_become_paths_outside_staging(fleet, tmp
             "gw1", "vision", "part-inspection", "1.1.0/../../x", entry["digest"], 1, "evil2"
         )
     await until(lambda: len(mgr.declined) == 2, timeout_s=10, what="the second refusal")
-    await asyncio.sleep(0.5)
+    await heartbeats(agents["gw1"], n=2)
     assert not list(tmp_path.rglob("planted*")) and not list(tmp_path.rglob("x.edgepkg"))
     assert version(agents["gw1"]) == "1.0.0"
 
@@ -236,7 +236,7 @@ async def test_a_deployment_to_a_slot_the_agent_does_not_have_fails_with_the_rea
     await until(lambda: srv.control._get(dep["id"])["state"] == "halted", timeout_s=10, what="the halt")
     reason = srv.control._get(dep["id"])["reason"]
     assert "this agent has no model slot 'vison' (its slots: vision)" in reason, reason
-    await asyncio.sleep(1.0)  # several desired states later: reported once
+    await heartbeats(agents["gw1"])  # several desired states later: reported once
     mgr = agents["gw1"].manager
     assert [s["step"] for s in mgr.steps if s["deployment"] == dep["id"]] == ["failed"]
     assert version(agents["gw1"]) == "1.0.0"
