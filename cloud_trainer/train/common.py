@@ -6,6 +6,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,81 @@ def device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+_EAGER_CLASSES: dict[type, type | None] = {}
+
+
+def optimizer(cls: type, params, **kwargs):
+    """``cls(params, **kwargs)`` (``torch.optim.Adam``, ``AdamW``, ``LBFGS``...) whose methods run as torch
+    runs them outside ``torch.compile``, without importing torch's compiler: torch wraps ``add_param_group``,
+    ``zero_grad``, ``state_dict``... in ``torch._disable_dynamo`` and Adam's ``step`` in
+    ``_use_grad_for_differentiable``, and each wrapper imports ``torch._dynamo`` at its first call (~2 s of
+    CPU at every training's first optimizer) only to tell the compiler to leave the method alone; nothing
+    is compiled here. The same update arithmetic runs (the methods' own bodies), so the weights are the same
+    bit for bit. A torch whose wrappers are not the ones recognised here gets ``cls`` itself."""
+    if cls not in _EAGER_CLASSES:
+        try:
+            _EAGER_CLASSES[cls] = _eager_class(cls)
+        except Exception:  # another torch's internals: today's class, compiler import and all
+            _EAGER_CLASSES[cls] = None
+    return (_EAGER_CLASSES[cls] or cls)(params, **kwargs)
+
+
+def _closure_var(fn, name: str):
+    return fn.__closure__[fn.__code__.co_freevars.index(name)].cell_contents
+
+
+def _eager_class(cls: type) -> type | None:
+    """A subclass of ``cls`` of the same name whose methods wrapped by torch to keep the compiler out are
+    their bodies; None when there is none to unwrap."""
+    import functools
+
+    import torch
+    from torch._compile import _disable_dynamo
+    from torch.optim.optimizer import Optimizer, _use_grad_for_differentiable
+
+    def probe():
+        pass
+
+    # the wrappers' code objects, from torch itself: a method is unwrapped only when it is exactly one of them
+    disabled = _disable_dynamo(probe).__code__
+    use_grad = _use_grad_for_differentiable(probe).__code__
+    hooked = Optimizer.profile_hook_step(probe).__code__
+    if (
+        not issubclass(cls, Optimizer)
+        or "fn" not in disabled.co_freevars
+        or "func" not in use_grad.co_freevars
+    ):
+        return None
+    body: dict[str, object] = {}
+    for name in dir(cls):
+        attr = getattr(cls, name, None)
+        if getattr(attr, "__code__", None) is disabled:
+            body[name] = _closure_var(attr, "fn")
+    step: Any = cls.step
+    if getattr(step, "__code__", None) is hooked:  # Optimizer.__init__ of an earlier instance wrapped it
+        step = _closure_var(step, "func")
+    if getattr(step, "__code__", None) is use_grad:
+        inner = _closure_var(step, "func")
+
+        @functools.wraps(inner)
+        def eager_step(self, *args, **kwargs):
+            # what _use_grad_for_differentiable does outside the compiler (its graph breaks do nothing there)
+            prev = torch.is_grad_enabled()
+            try:
+                torch.set_grad_enabled(self.defaults["differentiable"])
+                return inner(self, *args, **kwargs)
+            finally:
+                torch.set_grad_enabled(prev)
+
+        body["step"] = eager_step
+    if not body:
+        return None
+    # the same name: the profiler's "Optimizer.step#Adam.step" and the repr stay the same
+    return type(
+        cls.__name__, (cls,), {**body, "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    )
+
+
 def fit(
     model,
     train_step: Callable,
@@ -50,7 +126,7 @@ def fit(
 
     import torch
 
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = optimizer(torch.optim.Adam, model.parameters(), lr=lr)
     # cosine decay: the last epochs are small steps, so the chosen weights are not a lucky spike
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     best, best_state, bad = math.inf, None, 0

@@ -337,7 +337,7 @@ def fit_net(
         net.load_state_dict(got[0])
         start = f"the shipped weights ({got[1]})"
     log(f"vision (patch, learned): the net starts from {start}")
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    opt = common.optimizer(torch.optim.AdamW, net.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=max(1, steps), pct_start=0.15)
     regions = [working_image(image_region(im, pre), pre) for im in images]
     side = min(CROP, pre.height, pre.width) // 4 * 4

@@ -180,7 +180,7 @@ def _head(z: np.ndarray, y: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, 
     yt = torch.from_numpy((y - 1).astype(np.int64))
     torch.manual_seed(seed)
     lin = torch.nn.Linear(d, k - 1)
-    opt = torch.optim.LBFGS(lin.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+    opt = common.optimizer(torch.optim.LBFGS, lin.parameters(), max_iter=200, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
@@ -210,7 +210,7 @@ def _fit_scorer(z, ng: np.ndarray, seed: int, steps: int = 150, top: int = 8, ro
     y = torch.from_numpy(ng.astype(np.float32))
     pos = float(max(1, ng.sum()))
     weight = torch.where(y > 0, (len(ng) - pos) / pos, torch.ones_like(y))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-4)
+    opt = common.optimizer(torch.optim.Adam, net.parameters(), lr=1e-2, weight_decay=1e-4)
     blur = holder.blur.reshape(-1)
     n, d, h, w = z.shape
     zp = torch.nn.functional.pad(z, (1, 1, 1, 1), mode="replicate")
