@@ -1692,7 +1692,12 @@ class Outbox:
                 )
                 continue
             todo.append(j)
-        got, left = self._copy_jobs(db, todo, time.monotonic() + SALVAGE_S)
+        lone = {e["src"] for e in self._untold if isinstance(e.get("src"), str)}
+        before = {src: Counter(self._copied_by_src.get(src, Counter())) for src in lone}
+        copied, left = self._copy_jobs(db, todo, time.monotonic() + SALVAGE_S)
+        got = Counter(copied)  # (a WAL found alone is told by its own event: never counted in two)
+        for src in lone:
+            got -= self._copied_by_src.get(src, Counter()) - before[src]
         if type(job.get("previous_epoch")) is int and not held:
             # the renewal that wrote this marker was cut off before it recorded its event (a kill after its move,
             # during its copy): told now, once (the marker left below no longer names the previous epoch); kept in
@@ -1721,10 +1726,10 @@ class Outbox:
                 "records copied into epoch %d",
                 self.dir,
                 ", ".join(j["src"] for j in todo),
-                got.total(),
+                copied.total(),
                 job["epoch"],
             )
-        self.salvaged += got.total()
+        self.salvaged += copied.total()
         if left:  # (the marker stays: the next start goes on after the last slice copied)
             self._write_salvaging(self._marker(job["epoch"], left))
             log.error("outbox %s: the salvage of %s goes on at the next start", self.dir, left[0]["src"])

@@ -126,6 +126,10 @@ def test_a_wal_left_at_the_path_beside_a_moved_store_that_has_one_already_is_cop
         assert results(again) == list(range(1, 301))
         assert again.epoch == epoch + 1 and not again.dropped
         assert not (data / "outbox-salvaging").exists()
+        # the renewal completed and the WAL found alone are told each with its own records: 300 in all (formerly
+        # the resumed renewal's event counted the WAL's 200 too, 500 told for 300)
+        told = [e for e in events(again) if e["kind"] == "outbox_corrupt"]
+        assert len(told) == 2 and sum(e["salvaged"] for e in told) == 300
     finally:
         again.close()
 
