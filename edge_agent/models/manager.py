@@ -172,6 +172,9 @@ WITHDRAWALS = "withdrawals"
 UNASKED = "withdrawal-unasked"  # a former release's file of the unasked installs alone: read, folded into WITHDRAWALS
 _WITHDRAWALS_LOCK = threading.Lock()  # one read-change-write of the withdrawal state at a time
 
+# who rolled a model back, as its mark says (``edge_agent.models.store.MARK_ADMIN``, not imported with the manager):
+# every rollback the manager asks for is the fleet's (a withdrawal, an admin's rollback)
+_MARK_ADMIN = "admin"
 HEALTH_VERDICT = "health check failed"  # the start of the slot's reason for its health check's rollback
 MAX_HELD = 50  # health-check rollbacks kept across restarts (the latest)
 _HELD_LOCK = threading.Lock()  # one read-change-write of a health-rollbacks file at a time (_hold)
@@ -207,6 +210,37 @@ def forget_former_tenant(data_dir: Path) -> list[str]:
                 folder / name,
                 exc,
             )
+    return gone
+
+
+def sweep_temps(folder: Path) -> list[str]:
+    """Remove the temporary files the model manager left in ``deployments/`` when its process was killed between
+    writing one and renaming it (``health-rollbacks.<pid>.<thread>.tmp``, ``<slot>.<pid>.tmp``, a former release's
+    ``<slot>.tmp``): each named by its writer, no later write replaced them, and a gateway killed mid-write now and
+    then for months piled them up. Those of this process are kept (another agent of it may be writing one). Called
+    by the manager as it is made, before it writes any. Returns the names removed; each is said."""
+    import os
+
+    gone: list[str] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return gone
+    mine = str(os.getpid())
+    for e in entries:
+        parts = e.name.split(".")
+        if len(parts) < 2 or parts[-1] != "tmp" or mine in parts[1:-1] or e.name.startswith("."):
+            continue  # (``.<name>.<pid>.tmp``: atomic_write_json's, swept with the data folder's lock)
+        try:
+            if not e.is_file(follow_symlinks=False):
+                continue
+            os.unlink(e.path)
+        except OSError:
+            continue
+        gone.append(e.name)
+        log.info(
+            "model manager: removed %s, left half-written by an agent that was killed", Path(folder) / e.name
+        )
     return gone
 
 
@@ -261,6 +295,7 @@ class ModelManager:
         self.steps: list[dict] = []
         self._tasks: set[asyncio.Task] = set()
         self.pending_dir = cfg.data_dir / "deployments"
+        sweep_temps(self.pending_dir)  # (before this manager writes any)
         self.withdrawn = self._read_withdrawals()[1]  # (those of the run before: ``_take_out_withdrawn``)
         self.retry_at: dict[str, float] = {}  # digest -> monotonic time before which a failed download waits
         self._download_failures: dict[str, int] = {}
@@ -450,7 +485,7 @@ class ModelManager:
                 failed_before = None
         self.pending_dir.mkdir(parents=True, exist_ok=True)
         p = self._pending_path(d.slot)
-        tmp = p.with_suffix(".tmp")
+        tmp = p.with_name(f"{d.slot}.{os.getpid()}.tmp")  # (its writer's: ``sweep_temps``)
         try:
             with open(tmp, "w") as f:
                 json.dump(
@@ -663,7 +698,7 @@ class ModelManager:
                 printable(str(status.get("version")), 80),
                 why,
             )
-            await slot.rollback(why, candidate=getattr(slot, "_active", None))
+            await slot.rollback(why, candidate=getattr(slot, "_active", None), kind=_MARK_ADMIN)
 
     def _say_waiting(self, key: tuple, d, slot, status: dict) -> None:
         """Report ``waiting`` for a deployment held behind a health window resumed after a restart, once."""
@@ -1046,7 +1081,7 @@ class ModelManager:
             await asyncio.to_thread(self._withdraw, d.digest, why)  # (before the rollback: a kill keeps it)
             log.warning("slot %s: %s", printable(slot_name, 80), why)
             if serving:  # (only inside its health window: the previous model is still held)
-                await slot.rollback(why, candidate=candidate)
+                await slot.rollback(why, candidate=candidate, kind=_MARK_ADMIN)
             if (
                 self.busy.get(slot_name) == d.digest
                 and not own_task
@@ -1250,7 +1285,7 @@ class ModelManager:
                 return True
             if self._moved(d) and self.wanted.get(d.slot, ("", False))[1]:
                 why = f"the fleet rolled {d.package} {d.version} back (deployment {d.deployment_id})"
-                outcome = await slot.rollback(why)
+                outcome = await slot.rollback(why, kind=_MARK_ADMIN)
                 if slot.last_outcome is outcome and slot.version != d.version:
                     # not the package's fault on this agent: a later rollout of the same version may try it again
                     await self._settle(d, "rolled_back_by_fleet", True, why)

@@ -1145,11 +1145,10 @@ class ModelSlot:
                 )
                 return
 
-    async def rollback(
-        self, reason: str, candidate: _Active | None = None, kind: str = MARK_ADMIN
-    ) -> SwapOutcome:
+    async def rollback(self, reason: str, candidate: _Active | None = None, *, kind: str) -> SwapOutcome:
         """Make the previous model active again, the one active marked failed with ``reason``; ``kind``: who rolled
-        it back, written in its mark (the health check's, else the fleet's: a withdrawal, an admin's rollback), for a
+        it back, written in its mark (``MARK_HEALTH``: the health check's; ``MARK_ADMIN``: the fleet's, a withdrawal, an
+        admin's rollback; no default: a caller that forgot it wrote ``admin`` for a health verdict), for a
         start that finds the mark with state.json still naming it (``ModelStore.after_restart``). ``candidate``: the
         model the verdict is on (a health watch's), rolled back only if it is still the active one once the swap's
         lock is taken: a swap that held the lock as the verdict fell due switched to the next model, which was

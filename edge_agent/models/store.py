@@ -114,9 +114,14 @@ UNRECORDED_ROLLBACK = "the candidate was rolled back before the restart"
 ARMED = ".armed"
 # what a rollback mark holds: who rolled the folder back (``mark_rolled_back``), so that a start that finds the mark
 # with state.json still naming the candidate gives that rollback's own reason. An empty mark (one made before kinds
-# were written, or by a disk with no block left for them) is read as the health check's
+# were written) is read as the health check's
 MARK_HEALTH, MARK_CRASH_LOOP, MARK_ADMIN = "health", "crash_loop", "admin"
 MARK_KINDS = (MARK_HEALTH, MARK_CRASH_LOOP, MARK_ADMIN)
+# what a placeholder holds from ``arm`` (written while the disk has room) until its kind is written over it in place:
+# a disk with no block left for the kind leaves it, read as a rollback of no known kind (a full disk made the mark
+# empty, read as the health check's verdict, and the model manager held the version, an admin's rollback or a crash
+# loop's included, for its deployment)
+MARK_UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -266,7 +271,12 @@ class ModelStore:
                 mark.parent.mkdir()
                 sync_folder(self.root)
             if not mark.exists() and not armed.exists():
-                os.close(os.open(armed, os.O_WRONLY | os.O_CREAT, 0o644))
+                fd = os.open(armed, os.O_WRONLY | os.O_CREAT, 0o644)
+                try:
+                    os.write(fd, MARK_UNKNOWN.encode("ascii"))  # (its block, taken while there is room)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
                 sync_folder(mark.parent)
         except OSError:
             pass  # (mark_rolled_back makes the mark itself, or says why not)
@@ -384,6 +394,8 @@ class ModelStore:
                     kind = ""
                 finally:
                     os.close(fd)
+        if kind == MARK_UNKNOWN:
+            return MARK_UNKNOWN
         return kind if kind in MARK_KINDS else MARK_HEALTH
 
     def served(self, folder_name: str) -> None:
@@ -706,6 +718,11 @@ class ModelStore:
                 f"{UNRECORDED_ROLLBACK}, but the state.json that recorded it was not written "
                 "(a full or read-only disk, or the agent ended first); the previous model was restored"
             )
+        elif kind == MARK_UNKNOWN:  # (a disk with no room for the kind: no verdict to hold)
+            reason = (
+                "a rollback of the candidate began before the restart (by whom is not recorded: the disk had no "
+                "room for it), but the state.json that recorded it was not written; the previous model was restored"
+            )
         elif kind == MARK_ADMIN:
             reason = (
                 "the fleet's rollback or withdrawal of the candidate began before the restart, but the state.json "
@@ -784,19 +801,23 @@ class ModelStore:
 
 
 def _fill_placeholder(armed: Path, kind: str) -> None:
-    """Write ``kind`` into a mark's placeholder (made if missing), fsynced, before the rename that makes the mark. A
-    disk that refuses it (no block, no inode) leaves it empty or absent: the mark is then made as before, empty."""
+    """Write ``kind`` into a mark's placeholder (made if missing), fsynced, before the rename that makes the mark:
+    over what ``arm`` wrote in it, in place (the block it took while the disk had room; truncated first, a full disk
+    refused the kind and the mark was made empty, read as the health check's verdict), then cut to its length. A
+    disk that refuses it leaves the placeholder's ``MARK_UNKNOWN`` (a placeholder made here: empty or absent, the
+    mark then made as before, empty)."""
     try:
         if not armed.parent.is_dir():
             armed.parent.mkdir()
             sync_folder(armed.parent.parent)
-        fd = os.open(armed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(armed, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            os.write(fd, kind.encode("ascii"))
+            data = kind.encode("ascii")
+            if os.pwrite(fd, data, 0) == len(data):
+                os.ftruncate(fd, len(data))  # (a shorter kind than what it held: no block needed)
             os.fsync(fd)
         except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+            pass
         finally:
             os.close(fd)
     except OSError:

@@ -255,7 +255,7 @@ async def test_a_version_refused_in_the_run_is_installed_again_for_a_new_deploym
         await run(_desired("depB", digest=digest), swapped=True)  # memory back; the admin's new deployment
         assert downloads == ["depA", "depB"] and s.version == "1.1.0", (downloads, mgr.steps[-3:])
         assert not [x for x in mgr.steps if x["deployment"] == "depB" and x["step"] == "failed"], mgr.steps
-        await s.rollback("the fleet rolled part-inspection 1.1.0 back")  # (back to 1.0.0 for the next ask)
+        await s.rollback("the fleet rolled part-inspection 1.1.0 back", kind="admin")  # (back to 1.0.0 for the next ask)
         await run(
             _desired("depR:rollback", rollback=True, digest=digest), swapped=True
         )  # an admin's rollback to it
@@ -306,7 +306,7 @@ async def test_a_second_rollback_in_the_same_words_is_that_deployments_outcome_a
     pending = data / "deployments" / "vision.json"
     try:
         await _swapped_in(s, mgr, _desired("depA", digest=digest), 1)
-        await s.rollback(reason)  # A: the health check's verdict, recorded and acknowledged
+        await s.rollback(reason, kind="health")  # A: the health check's verdict, recorded and acknowledged
         async with asyncio.timeout(10):
             await asyncio.gather(*list(mgr._tasks))
         assert [x["step"] for x in mgr.steps if x["deployment"] == "depA"][-1] == "rolled_back"
@@ -317,7 +317,7 @@ async def test_a_second_rollback_in_the_same_words_is_that_deployments_outcome_a
 
         mgr._watch = dies_first
         await _swapped_in(s, mgr, _desired("depB", digest=digest), 2)
-        await s.rollback(reason)  # B: rolled back in the same words
+        await s.rollback(reason, kind="health")  # B: rolled back in the same words
         assert "depB" in pending.read_text()
     finally:
         await mgr.stop()
@@ -388,7 +388,7 @@ async def test_a_rollback_cut_short_after_its_first_state_write_is_reported_fail
     try:
         await _swapped_in(s, mgr, _desired("dep1", digest=digest), 1)
         s.store._write_state_file = first_only
-        await s.rollback(reason)
+        await s.rollback(reason, kind="health")
         assert writes and writes[0]["current"].startswith("part-inspection-1.0.0-"), writes
     finally:
         await mgr.stop()

@@ -518,7 +518,7 @@ async def test_whoever_sees_a_rollback_switch_reads_its_outcome_not_the_one_befo
         return write(*a, **kw)
 
     monkeypatch.setattr(s.store, "set_current", slow_disk)
-    rolling = asyncio.ensure_future(s.rollback("health check failed: test"))
+    rolling = asyncio.ensure_future(s.rollback("health check failed: test", kind="health"))
     for _ in range(3000):
         if s.version == "1.0.0":
             break

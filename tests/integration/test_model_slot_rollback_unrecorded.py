@@ -72,7 +72,7 @@ async def test_a_rollback_on_a_full_disk_is_not_served_again_after_a_restart_nor
         try:
             assert (await s.swap(pkgs["v2"])).ok and s.state == "watching"
             _fill(root, inodes=full == "inodes")
-            await s.rollback("health check failed: asked by the test")
+            await s.rollback("health check failed: asked by the test", kind="health")
             assert s.version == "1.0.0" and s.store.unwritten is not None  # state.json refused
         finally:
             await s.stop()
@@ -106,7 +106,7 @@ async def test_a_rollback_mark_no_disk_takes_is_said_in_an_event_and_on_status_u
             assert (await s.swap(pkgs["v2"])).ok
             subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True)  # a disk gone read-only
             try:
-                await s.rollback("health check failed: asked by the test")
+                await s.rollback("health check failed: asked by the test", kind="health")
                 assert s.version == "1.0.0"
                 said = [e for e in events if e["kind"] == "rollback_unrecorded"]
                 assert len(said) == 1 and said[0]["active"] is True, said

@@ -95,7 +95,7 @@ async def main():
     await s.start()
     assert (await s.swap(v2)).ok
     store.ModelStore.prune = killed_here
-    await s.rollback("health check failed: error rate 100.0% > 5.0%")  # what the slot's health watch calls
+    await s.rollback("health check failed: error rate 100.0% > 5.0%", kind="health")  # what the slot's health watch calls
 asyncio.run(main())
 """
 

@@ -1,0 +1,129 @@
+"""Who rolled a model back, as its mark (``<slot>/.rolled-back/<folder>``) says: a start that finds state.json still
+naming the candidate on probation restores the previous model and gives that rollback's own reason; the model
+manager holds (declines the same deployment for good) only a health check's. A real slot on ONNX Runtime for the
+health watch's mark; a real store's files for a full disk's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from devices.base import Frame
+from edge_agent.models.config import HealthConfig, ModelConfig
+from edge_agent.models.manager import ModelManager
+from edge_agent.models.slot import InferenceError, ModelSlot
+from edge_agent.models.store import MARK_ADMIN, MARK_HEALTH, UNRECORDED_ROLLBACK, ModelStore
+from tests.support.models import make_keypair, make_package
+
+
+@pytest.fixture(scope="module")
+def pkgs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pkgs")
+    key, pub = make_keypair(tmp / "keys")
+    return {
+        "v1": make_package(tmp, kind="vision", version="1.0.0", key=key, seed=1, bias=6.0),
+        "nan": make_package(tmp, kind="vision", version="1.2.0", key=key, nan=True),
+        "pub": pub,
+    }
+
+
+def _frame(seq: int) -> Frame:
+    img = np.random.default_rng(seq).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    return Frame("cam", seq, time.time(), img)
+
+
+async def test_the_health_watchs_rollback_marks_the_candidate_as_the_health_checks(tmp_path, pkgs):
+    """A model whose outputs are NaN passes its golden test and is rolled back by the slot's health watch: its mark
+    says ``health`` (what a start that finds state.json still naming it reads as the verdict the model manager
+    holds). ``ModelSlot.rollback``'s kind defaulted to ``admin``: a watch that stopped passing it marked its own
+    verdict as the fleet's, and no test said so."""
+    cfg = ModelConfig(package=str(pkgs["v1"]), health=HealthConfig(window_s=1.0, min_items=5))
+    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    marked: list[tuple[str, str]] = []  # (its kind as the mark holds it once made, as ModelStore reads it)
+    mark = s.store.mark_rolled_back
+
+    def read_back(folder_name: str, kind: str) -> None:  # (the rollback prunes the folder and its mark after)
+        mark(folder_name, kind)
+        marked.append(
+            (s.store._marks(folder_name)[0].read_text(), ModelStore(s.store.root).mark_kind(folder_name))
+        )
+
+    await s.start()
+    try:
+        s.store.mark_rolled_back = read_back  # type: ignore[method-assign]
+        for i in range(10):
+            s.infer(_frame(i))
+        out = await s.swap(pkgs["nan"])
+        assert out.ok and s.version == "1.2.0", out
+        for i in range(300):
+            if marked:
+                break
+            with contextlib.suppress(InferenceError):
+                s.infer(_frame(i))
+            await asyncio.sleep(0.01)
+        assert s.version == "1.0.0" and "health check failed" in s.last_outcome.reason
+        assert marked == [(MARK_HEALTH, MARK_HEALTH)], marked
+    finally:
+        await s.stop()
+
+
+PREV, CAND = "part-inspection-1.0.0-000000000000", "part-inspection-1.1.0-aaaaaaaaaaaa"
+
+
+def test_a_rollback_marked_on_a_full_disk_is_not_read_as_the_health_checks_verdict(tmp_path, monkeypatch):
+    """The fleet rolls the candidate back on a disk with no block left (its placeholder made at the install, while
+    there was room), and the agent ends before the state.json after the mark. The kind could not be written: the
+    mark was left empty, read as the health check's verdict, and the model manager held the version for that
+    deployment for good (an admin's rollback, or a crash loop, taken for a health verdict). The placeholder now holds
+    its block from the install and the kind is written over it in place; where even that is refused, the mark says
+    its kind is unknown: the previous model is restored, nothing is held."""
+    for n in (PREV, CAND):
+        (tmp_path / n).mkdir()
+    store = ModelStore(tmp_path)
+    store._write_state_file(
+        {
+            "current": CAND,
+            "previous": PREV,
+            "probation": {"candidate": CAND, "since": 0, "unclean_ends": 1, "stopped": False},
+        }
+    )
+    store.arm(CAND)  # at its install, the disk not full yet
+
+    def no_block(*a, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:  # the disk full: no write finds a block
+        m.setattr(os, "write", no_block)
+        m.setattr(os, "pwrite", no_block)
+        store.mark_rolled_back(CAND, MARK_ADMIN)  # the fleet's rollback; the end comes before its state.json
+    assert store.rolled_back(CAND)
+    restarted = ModelStore(tmp_path)
+    assert restarted.mark_kind(CAND) != MARK_HEALTH
+    ar = restarted.after_restart()
+    assert ar is not None and not ar.resume and ar.previous == PREV and ar.reason is not None
+    # what the model manager holds as the health check's verdict (``ModelManager._hold``)
+    assert not ar.reason.startswith(UNRECORDED_ROLLBACK), ar.reason
+
+
+def test_temporary_files_a_killed_agent_left_in_deployments_are_removed_at_start(tmp_path):
+    """The model manager writes its health-check rollbacks through ``health-rollbacks.<pid>.<thread>.tmp`` and its
+    pending deployments through ``<slot>.tmp``: an agent killed between the write and the rename left them, and
+    nothing removed them (a gateway killed mid-write now and then for months piled them up in deployments/). The
+    manager removes them as it starts; the state files beside them are kept."""
+    dep = tmp_path / "deployments"
+    dep.mkdir()
+    other = os.getpid() + 1
+    left = [f"health-rollbacks.{other}.139872451.tmp", "vision.tmp", f"vision.{other}.tmp"]
+    for name in left:
+        (dep / name).write_text('{"half": ')
+    (dep / "health-rollbacks").write_text("{}")
+    (dep / "vision.json").write_text("{}")
+    ModelManager({}, SimpleNamespace(data_dir=tmp_path))
+    assert sorted(p.name for p in dep.iterdir()) == ["health-rollbacks", "vision.json"]
