@@ -513,7 +513,7 @@ class Agent:
 
             # the former tenant's pending deployments and withdrawals (its deployment ids, versions, its admin's
             # reasons) are not the new tenant's to hear: removed before the model manager starts
-            if gone := forget_former_tenant(Path(self.cfg.data_dir)):
+            if gone := forget_former_tenant(Path(self.cfg.data_dir), former):
                 log.info(
                     "moved from tenant %r: removed its deployments' state (%s)",
                     former,
@@ -718,7 +718,10 @@ class Agent:
             from edge_agent.uplink.commands import CommandRunner
 
             assert self.outbox is not None  # a cloud section always opens one (__init__)
-            manager = self.manager = ModelManager(self.slots, self.cfg, on_event=self._event)
+            owner = getattr(self.outbox, "owner", None)
+            manager = self.manager = ModelManager(
+                self.slots, self.cfg, on_event=self._event, tenant=owner[0] if owner else None
+            )
             uplink = self.uplink = Uplink(
                 self.cfg.cloud,
                 self.outbox,

@@ -176,26 +176,31 @@ _WITHDRAWALS_LOCK = threading.Lock()  # one read-change-write of the withdrawal 
 # every rollback the manager asks for is the fleet's (a withdrawal, an admin's rollback)
 _MARK_ADMIN = "admin"
 HEALTH_VERDICT = "health check failed"  # the start of the slot's reason for its health check's rollback
+# health-check rollbacks kept across restarts in deployments/ (not *.json: no pending deployment): digest ->
+# {"deployment", "why", "tenant": whose deployment it was (none: the tenant the gateway serves)} (``_hold``)
+HEALTH_ROLLBACKS = "health-rollbacks"
 MAX_HELD = 50  # health-check rollbacks kept across restarts (the latest)
 _HELD_LOCK = threading.Lock()  # one read-change-write of a health-rollbacks file at a time (_hold)
 
 
-def forget_former_tenant(data_dir: Path) -> list[str]:
-    """Remove what the model manager kept in ``<data_dir>/deployments/`` for the gateway's former tenant: its pending
-    deployments (``<slot>.json``), its withdrawal state (WITHDRAWALS, its copy, a former release's UNASKED) and its
-    health-check rollbacks. Called by the start that finds the gateway moved to another tenant, before the manager
-    starts: kept, the new tenant's first desired state settled the former tenant's pending deployment to the new
-    fleet, as a ``deployment_step`` naming its deployment id, version and the withdrawal's reason its admin wrote.
-    Returns the names removed; one the disk refuses to remove is said (it would be reported to the new tenant)."""
+def forget_former_tenant(data_dir: Path, former: str) -> list[str]:
+    """Remove what the model manager kept in ``<data_dir>/deployments/`` for the gateway's former tenant ``former``:
+    its pending deployments (``<slot>.json``) and its withdrawal state (WITHDRAWALS, its copy, a former release's
+    UNASKED); its health-check rollbacks are set aside as its own (``_set_aside_held``): a manager reads only its
+    tenant's, and a move back finds them again. Called by the start that finds the gateway moved to another tenant,
+    before the manager starts: kept, the new tenant's first desired state settled the former tenant's pending
+    deployment to the new fleet, as a ``deployment_step`` naming its deployment id, version and the withdrawal's
+    reason its admin wrote. Returns the names removed; one the disk refuses to remove is said (it would be reported
+    to the new tenant)."""
     folder = Path(data_dir) / "deployments"
     if not folder.is_dir():
         return []
+    _set_aside_held(folder / HEALTH_ROLLBACKS, former)
     gone: list[str] = []
     names = [p.name for p in folder.glob("*.json")] + [
         WITHDRAWALS,
         WITHDRAWALS + ".copy",
         UNASKED,
-        "health-rollbacks",
     ]
     for name in names:
         try:
@@ -211,6 +216,36 @@ def forget_former_tenant(data_dir: Path) -> list[str]:
                 exc,
             )
     return gone
+
+
+def _set_aside_held(path: Path, former: str) -> None:
+    """The health-check rollbacks in ``path`` kept by no tenant's name (written before a manager knew its tenant, or
+    with none) named ``former``'s: read by its managers only, after a move back to it too (removed, a move back
+    installed again, for the same deployment, a version its health check had rolled back). Those named already are
+    left as they are, so a start killed after this and done again names nothing twice. A disk that refuses the
+    change removes the file (else the new tenant's manager would read them as its own)."""
+    try:
+        held = read_json_state(path)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        held = None
+    if isinstance(held, dict):
+        named = {
+            k: (v if not isinstance(v, dict) or "tenant" in v else {**v, "tenant": former})
+            for k, v in held.items()
+        }
+        if named == held:
+            return
+        try:
+            from edge_agent.files import atomic_write_json
+
+            atomic_write_json(path, named)
+            return
+        except OSError as exc:
+            log.warning("model manager: cannot set aside the former tenant's %s (%s): removed", path, exc)
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 def sweep_temps(folder: Path) -> list[str]:
@@ -275,8 +310,11 @@ def _fleet_stopped(exc: BaseException) -> str | None:
 
 
 class ModelManager:
-    def __init__(self, slots: dict, cfg, on_event=None) -> None:
+    def __init__(self, slots: dict, cfg, on_event=None, tenant: str | None = None) -> None:
+        """``tenant``: the tenant the gateway serves (its client certificate's), named in the health-check rollbacks
+        it keeps; it reads only its own (``_held_why``)."""
         self.slots = slots
+        self.tenant = tenant
         self.cfg = cfg
         self.staging = cfg.data_dir / "staging"
         self.on_event = on_event or (lambda e: None)
@@ -388,7 +426,7 @@ class ModelManager:
 
     # ---- health-check rollbacks, across restarts ----------------------------------------------------
     def _held_path(self) -> Path:
-        return self.pending_dir / "health-rollbacks"  # (not *.json: no pending deployment)
+        return self.pending_dir / HEALTH_ROLLBACKS
 
     def _held(self) -> dict:
         try:
@@ -422,6 +460,8 @@ class ModelManager:
                 held = self._held()
                 held.pop(d.digest, None)
                 held[d.digest] = {"deployment": d.deployment_id, "why": printable(reason, 400)}
+                if self.tenant is not None:
+                    held[d.digest]["tenant"] = self.tenant
                 held = dict(list(held.items())[-MAX_HELD:])
                 self.pending_dir.mkdir(parents=True, exist_ok=True)
                 with open(tmp, "w") as f:
@@ -449,6 +489,8 @@ class ModelManager:
             return None
         kept = self._held().get(d.digest)
         if not isinstance(kept, dict) or kept.get("deployment") != d.deployment_id:
+            return None
+        if kept.get("tenant", self.tenant) != self.tenant:  # a former tenant's (``_set_aside_held``)
             return None
         return printable(
             f"{d.package} {d.version} was rolled back by the health check here for this deployment before the agent "

@@ -747,7 +747,9 @@ async def test_the_former_tenants_pending_deployment_and_withdrawal_are_not_repo
         dep = tmp_path / "gw1" / "deployments"
         _acme_left(dep, digest)
         await _beta_hears_none_of_acme(agent, srv, digest)
-        assert sorted(p.name for p in dep.iterdir()) == []  # removed, not kept for a later start
+        # removed, not kept for a later start; acme's health-check rollback set aside as acme's
+        assert sorted(p.name for p in dep.iterdir()) == ["health-rollbacks"]
+        assert json.loads((dep / "health-rollbacks").read_text())["f" * 64]["tenant"] == "acme"
     finally:
         await srv.stop()
 
@@ -792,3 +794,49 @@ async def test_a_start_killed_as_the_outbox_records_the_new_tenant_still_forgets
         await _beta_hears_none_of_acme(agent, srv, digest)
     finally:
         await srv.stop()
+
+
+async def test_a_move_back_finds_the_health_check_rollbacks_of_the_tenant_it_comes_back_to(tmp_path):
+    """acme's health check rolled back a version for deployment acmedep6 (deployments/health-rollbacks): that same
+    deployment, still desired, is declined, not installed again. Moved to beta and back to acme, the move to beta had
+    removed the record, and acme's deployment installed the version its health check had rolled back again. It is
+    set aside as acme's at the move (beta's manager does not read it) and read again once the gateway is acme's."""
+    from types import SimpleNamespace
+
+    pki = make_pki(tmp_path / "pki", agents=(), admins=())
+    certs = {}
+    for tenant in ("acme", "beta"):
+        init_tenant(pki, tenant)
+        certs[tenant] = issue(
+            pki, "gw1", ROLE_AGENT, pki / "tenants" / tenant / "agents" / "gw1", tenant=tenant
+        )[0]
+    port = free_port()  # (no fleet: the link stays down)
+    acmedep6 = SimpleNamespace(
+        digest="f" * 64, deployment_id="acmedep6", package="acme-check", version="2.0.0", rollback=False
+    )
+
+    async def started(tenant: str):
+        a = _agent(tmp_path, pki, certs[tenant], port)
+        await a.start()
+        assert a.outbox is not None  # (the record of the move, then held)
+        a.outbox.append("result", {"part": tenant})
+        a.outbox.flush()
+        return a
+
+    async def run() -> list[str | None]:
+        whys = []
+        for tenant in ("acme", "beta", "acme"):
+            a = await started(tenant)
+            try:
+                assert a.manager is not None
+                if not whys:  # acme's health check rolls back acmedep6's version
+                    a.manager._hold(acmedep6, "health check failed: error rate 40.0% > 5.0%")
+                whys.append(a.manager._held_why(acmedep6))
+            finally:
+                await a.stop()
+        return whys
+
+    acme, beta, back = await run()
+    assert acme is not None and "rolled back by the health check" in acme
+    assert beta is None  # acme's, not beta's
+    assert back is not None and "error rate 40.0%" in back, back
