@@ -1,6 +1,8 @@
-"""A training's optimizers (Adam, AdamW, L-BFGS) run without loading torch's compiler, which torch's own optimizer
-classes import at their first use (~2 s of CPU in every `cloud-trainer build`), and give the weights torch's classes
-give, bit for bit; a torch whose internals are not the ones recognised gets torch's classes themselves."""
+"""A training's seeding and optimizers run without loading torch's compiler, which nothing the trainer runs uses
+(~2 s of CPU each at the start of every `cloud-trainer build`): the seeding turns torch's deterministic kernels on (a
+warning where an operation has none); the optimizers (Adam, AdamW, L-BFGS), which torch's own classes import it at
+their first use, give the weights torch's classes give, bit for bit; a torch whose internals are not the ones
+recognised gets torch's classes themselves. One process for both: each new interpreter costs ~2.5 s of torch import."""
 
 from __future__ import annotations
 
@@ -14,7 +16,11 @@ PROBE = """
 import sys
 import torch
 from cloud_trainer.train import common
+from cloud_trainer.train.common import seed_everything
 
+seed_everything(0, threads=1)
+print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+      torch.get_num_threads(), sorted(m for m in ("torch._inductor", "torch._dynamo") if m in sys.modules))
 
 def net():
     torch.manual_seed(3)
@@ -87,10 +93,13 @@ print("loaded", loaded, "kinds", kinds, "same", same, "trained", all(moved), "fa
 """
 
 
-def test_training_optimizers_give_torchs_weights_without_loading_torchs_compiler():
+def test_seeding_and_optimizers_of_a_training_give_torchs_results_without_loading_torchs_compiler():
     # its own process: another test of this worker may have loaded the compiler already
     r = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
+    seeding, optimizers = r.stdout.strip().split("\n")
+    # before 8cd902f4: True True 1 ['torch._dynamo', 'torch._inductor'] (use_deterministic_algorithms)
+    assert seeding == "True True 1 []", r.stdout
     # before: torch._dynamo and torch._inductor loaded by the first Adam of fit()
     want = "loaded [] kinds ['Adam', 'AdamW'] same [True, True, True] trained True fallback True"
-    assert r.stdout.strip() == want, r.stdout
+    assert optimizers == want, r.stdout
