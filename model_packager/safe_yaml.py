@@ -359,6 +359,10 @@ def _built_alike(a, b) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, float):
+        # a float kept with the text it was read from (a loader's exact number: 1.8014398509481985e+16 and
+        # 1.8014398509481986e+16 are one double) is alike only with the same text
+        if getattr(a, "text", None) != getattr(b, "text", None):
+            return False
         return a == b or (a != a and b != b)  # .nan written twice
     if isinstance(a, list):
         return len(a) == len(b) and all(_built_alike(x, y) for x, y in zip(a, b, strict=True))

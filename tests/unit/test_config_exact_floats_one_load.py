@@ -109,3 +109,19 @@ def test_a_tagged_number_yaml_11_reads_as_another_is_refused_as_the_untagged_one
     assert (
         read_yaml("actions:\n  a: {value: !!float 010}\n", "x")["actions"]["a"]["value"] == 10.0
     )  # 10 either way
+
+
+def test_two_merged_mappings_giving_one_double_as_two_whole_numbers_are_refused_as_a_clash():
+    """``<<: [*a, *b]`` where a gives 1.8014398509481985e+16 and b 1.8014398509481986e+16 (one double, 2**54):
+    the merge spec takes a's, PyYAML b's, and the two were judged alike by their double: the action wrote
+    18014398509481986, a's number nowhere. Refused now as any value the merged mappings give differently."""
+    text = (
+        "actions:\n"
+        "  a: &a {value: 1.8014398509481985e+16}\n"
+        "  b: &b {value: 1.8014398509481986e+16}\n"
+        "  c: {<<: [*a, *b]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"actions\.c\.value: given differently in the mappings it merges"):
+        read_yaml(text, "line3.yaml")
+    same = read_yaml(text.replace("1.8014398509481986e+16", "1.8014398509481985e+16"), "line3.yaml")
+    assert same["actions"]["c"]["value"].whole == 2**54 + 1
