@@ -57,22 +57,32 @@ def pkgs(tmp_path_factory):
 
 
 def slot(
-    tmp_path, pkgs, engine="onnxruntime", package="v1", openvino_cache_dir: str | None = None, **health
+    tmp_path,
+    pkgs,
+    engine="onnxruntime",
+    package="v1",
+    openvino_cache_dir: str | None = None,
+    in_process: bool = False,
+    **health,
 ) -> ModelSlot:
+    """``in_process``: the key loaded, so that each install runs in this process (``store.install``), for the
+    tests whose subject is not the install (engines, the switch, health windows); else in a ``python -m
+    edge_agent.models.install`` child, as an agent's (~0.55 CPU s a start or swap)."""
     cfg = ModelConfig(
         package=str(pkgs[package]),
         engine=engine,
         openvino_cache_dir=openvino_cache_dir,
         health=HealthConfig(**{"window_s": 1.0, "min_items": 20, **health}),
     )
-    return ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    keys = load_trusted_keys([pkgs["pub"]]) if in_process else [pkgs["pub"]]
+    return ModelSlot("vision", cfg, tmp_path / "data", keys)
 
 
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
 async def test_golden_verdicts_agree_on_both_engines(tmp_path, pkgs, engine):
     """(On OpenVINO with ``openvino_cache_dir``: see ``_the_cache_of_a_version_no_longer_installed_is_removed``.)"""
     cache = str(tmp_path / "ov-cache") if engine == "openvino" else None
-    s = slot(tmp_path, pkgs, engine=engine, openvino_cache_dir=cache)
+    s = slot(tmp_path, pkgs, engine=engine, openvino_cache_dir=cache, in_process=True)
     await s.start()
     assert s.engine_name == engine
     opened = open_package(pkgs["v1"], tmp_path / "ref", load_trusted_keys([pkgs["pub"]]))
@@ -128,7 +138,7 @@ async def test_signal_package_infers_windows_and_rejects_wrong_length(tmp_path, 
 
 
 async def test_swap_under_load_processes_every_item_exactly_once(tmp_path, pkgs):
-    s = slot(tmp_path, pkgs)
+    s = slot(tmp_path, pkgs, in_process=True)
     await s.start()
     done: list[tuple[int, str]] = []
     served = [0, 0]  # items each feeder has had answered
@@ -187,7 +197,7 @@ async def test_bad_signature_is_refused_and_the_old_model_keeps_serving(tmp_path
 
 
 async def test_nan_model_passes_golden_but_is_rolled_back_by_health(tmp_path, pkgs):
-    s = slot(tmp_path, pkgs)
+    s = slot(tmp_path, pkgs, in_process=True)
     events = []
     s.on_event = events.append
     await s.start()
@@ -216,7 +226,7 @@ async def test_nan_model_passes_golden_but_is_rolled_back_by_health(tmp_path, pk
 
 
 async def test_verdict_rate_shift_rolls_back(tmp_path, pkgs):
-    s = slot(tmp_path, pkgs, max_verdict_rate_shift=0.3)
+    s = slot(tmp_path, pkgs, max_verdict_rate_shift=0.3, in_process=True)
     await s.start()
     for i in range(40):
         s.infer(frame(i))
@@ -539,7 +549,7 @@ async def test_a_health_verdict_that_waits_for_a_swap_never_rolls_back_the_model
     its rollback waited, then rolled back whatever was active, 1.3.0, with 1.1.0's reason, and made 1.1.0 current
     with no health window (the model that failed served on, unwatched; 1.3.0 recorded failed). The rollback is now
     on the candidate it judged: replaced meanwhile, it does nothing, and 1.3.0 serves under its own window."""
-    s = slot(tmp_path, pkgs, window_s=60.0, min_items=10_000)
+    s = slot(tmp_path, pkgs, window_s=60.0, min_items=10_000, in_process=True)
     await s.start()
     assert (await s.swap(pkgs["v2"])).ok and s.state == "watching"
     y = s._active
