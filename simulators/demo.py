@@ -39,13 +39,13 @@ from pathlib import Path
 
 from simulators.launcher import (
     Narrator,
+    Proc,
     Supervisor,
     ensure_running,
     service_port,
     start_mosquitto,
     table,
     wait_listening,
-    wait_port,
 )
 
 # the agents' config ships inside this package, so that an installed `edge-sim demo` finds it (no checkout)
@@ -73,6 +73,10 @@ class Demo:
         self.short = short
         self.relaxed = ["--floor", "ng_recall=0.3", "--floor", "ng_precision=0.3"] if short else []
         self.relaxed_m = ["--floor", "anomaly_auroc=0.5", "--floor", "fault_accuracy=0.3"] if short else []
+        # --short: its agents run ONNX Runtime alone (ENGINE), so its vision packages carry no OpenVINO IR
+        self.no_ir = ["--no-openvino"] if short else []
+        # how often a condition the story waits for is checked: --short's fleet runs (and costs) as long as it waits
+        self.poll_s = 0.5 if short else 1.0
         self.pki = work / "pki"
         self.key = work / "keys" / "fleet.key"
         self.registry = work / "registry"
@@ -96,7 +100,8 @@ class Demo:
         ) as r:
             return json.loads(r.read())
 
-    def wait(self, pred, timeout_s: float, what: str, every_s: float = 1.0):
+    def wait(self, pred, timeout_s: float, what: str, every_s: float | None = None):
+        every_s = self.poll_s if every_s is None else every_s
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -211,7 +216,7 @@ class Demo:
         v_epochs = "4" if self.short else "20" if self.fast else "30"
         for fam, extra in (
             ("maintenance", self.relaxed_m),
-            ("vision", ["--epochs", v_epochs, *self.relaxed]),
+            ("vision", ["--epochs", v_epochs, *self.relaxed, *self.no_ir]),
         ):
             t = time.monotonic()
             self.n.say(f"training {fam} v1 (PyTorch on CPU → ONNX → INT8 QDQ → gate → signed package)...")
@@ -350,9 +355,11 @@ class Demo:
         return path
 
     def new_port(self) -> int:
-        """A free loopback port for one of the demo's listeners: outside the kernel's ephemeral range, so that
-        no connection or port-0 bind of another process is handed it while its program is still starting (the
-        machine simulators take seconds to listen on a loaded machine), and none of the demo's own."""
+        """A free loopback port for a listener of the demo that cannot bind port 0 and say which it got (the agents'
+        status pages; the fleet service, which must come back on the same port after the link cut): outside the
+        kernel's ephemeral range, so that no connection or port-0 bind of another process is handed it while its
+        program is still starting, and none of the demo's own. Whether the program itself then listens on it is
+        checked (``wait_listening``)."""
         while (port := service_port()) in self.ports.values():
             pass
         return port
@@ -367,7 +374,10 @@ class Demo:
         return self.ports["cloud"], self.ports["console"]
 
     def start_cloud(self) -> None:
+        """The fleet service on its two ports; ready once it wrote its port file (it binds them itself: another
+        program answering on one of them is not taken for it)."""
         self.cloud_ports()
+        port_file = self.port_file("cloud")
         p = self.sup.start(
             "cloud",
             [
@@ -383,10 +393,19 @@ class Demo:
                 str(self.registry),
                 "--console-port",
                 str(self.ports["console"]),
+                "--port-file",
+                str(port_file),
             ],
         )
-        wait_port(self.ports["cloud"], START_S, p.popen, "cloud-trainer serve")
+        wait_listening([(port_file, p, "cloud-trainer serve")], START_S)
         self.cloud_proc = p
+
+    def port_file(self, name: str) -> Path:
+        """Where a listener started by the demo says which port it got (a restart's file afresh)."""
+        path = self.work / "ports" / f"{name}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.unlink(missing_ok=True)
+        return path
 
     def step_factory_and_agents(self) -> None:
         self.n.step(
@@ -404,35 +423,40 @@ class Demo:
         # --short: the cameras at 2 fps (the full demo's 5): the image pipelines (JPEG encoding, the agents'
         # decoding, inference, uploads) were most of the running fleet's CPU, and CI asserts no rate
         fps = "2" if self.short else "5"
-        starting = []  # every simulator starts at once; then each is waited for (its start-up is mostly imports)
+        self.time_scale = 20 if self.short else 6
+        # every simulator starts at once; then each is waited for (its start-up is mostly imports); each binds
+        # port 0 and writes the port it got to its port file: no port is chosen before its bind
+        starting: list[tuple[Path, Proc, str]] = []
         for i, line in enumerate(self.lines):
-            self.ports[f"opcua-{line}"] = self.new_port()
-            self.ports[f"cam-{line}"] = self.new_port()
             argv = [
                 exe("edge-sim"),
                 "machine",
                 "--port",
-                str(self.ports[f"opcua-{line}"]),
+                "0",
+                "--port-file",
+                str(self.port_file(f"opcua-{line}")),
                 "--name",
                 "Machine1",
                 "--seed",
                 str(i),
                 "--time-scale",
-                "20" if self.short else "6",
+                str(self.time_scale),
             ]
             if self.short:  # a vibration window every 0.5 s, not 0.2 (the same machine time in the same wall
                 # time, each window 10 s of it): each agent's health pipeline was as busy as its camera's
                 argv += ["--period-ms", "500"]
             argv += ["--scenario", str(scen if line == "line1" else healthy)]
             p = self.sup.start(f"machine-{line}", argv)
-            starting.append((self.ports[f"opcua-{line}"], p, f"machine {line}"))
+            starting.append((self.port_file(f"opcua-{line}"), p, f"machine {line}"))
             p = self.sup.start(
                 f"camera-{line}",
                 [
                     exe("edge-sim"),
                     "camera",
                     "--port",
-                    str(self.ports[f"cam-{line}"]),
+                    "0",
+                    "--port-file",
+                    str(self.port_file(f"cam-{line}")),
                     "--fps",
                     fps,
                     "--seed",
@@ -441,15 +465,16 @@ class Demo:
                     "0.2",
                 ],
             )
-            starting.append((self.ports[f"cam-{line}"], p, f"camera {line}"))
-        self.ports["cam2-line2"] = self.new_port()
+            starting.append((self.port_file(f"cam-{line}"), p, f"camera {line}"))
         p = self.sup.start(
             "camera-line2-cast",
             [
                 exe("edge-sim"),
                 "camera",
                 "--port",
-                str(self.ports["cam2-line2"]),
+                "0",
+                "--port-file",
+                str(self.port_file("cam2-line2")),
                 "--fps",
                 fps,
                 "--seed",
@@ -460,12 +485,13 @@ class Demo:
                 "cast",
             ],
         )
-        starting.append((self.ports["cam2-line2"], p, "camera 2 of line2"))
-        wait_listening(
-            starting, START_S
-        )  # all watched at once: the first exit is named whatever is ahead of it
-        ensure_running(starting)
-        sims = starting
+        starting.append((self.port_file("cam2-line2"), p, "camera 2 of line2"))
+        # all watched at once: the first exit is named whatever is ahead of it
+        got = wait_listening(starting, START_S)
+        for (where, _, _), port in zip(starting, got, strict=True):
+            self.ports[where.stem] = port
+        sims = [(port, p, what) for port, (_, p, what) in zip(got, starting, strict=True)]
+        ensure_running(sims)
         self.sup.start(
             "sensors",
             [
@@ -486,7 +512,7 @@ class Demo:
         self.n.say(
             f"MQTT 127.0.0.1:{self.ports['mqtt']}; machines on OPC UA {self.ports['opcua-line1']}, "
             f"{self.ports['opcua-line2']} (line 1: healthy 60 s, then an outer-race bearing fault degrading to "
-            f"failure over 900 s of machine time, run 6x fast); cameras {fps} fps; fleet service "
+            f"failure over 900 s of machine time, run {self.time_scale}x fast); cameras {fps} fps; fleet service "
             f"{self.ports['cloud']}, console http://127.0.0.1:{self.ports['console']}/"
         )
         self.observe_mqtt()
@@ -495,7 +521,7 @@ class Demo:
             "Two edge agents start on version 1 (one per line), models verified; each checks INT8 against FP32 "
             "on its own CPU and serves the first form and engine that passes unless another is clearly faster"
         )
-        starting = []
+        agents: list[tuple[int, Proc, str]] = []
         for line, agent in self.agents.items():
             self.ports["status-" + line] = self.new_port()
             reg = json.loads((self.registry / "part-inspection" / "index.json").read_text())[0]
@@ -514,16 +540,22 @@ class Demo:
                 "CAMERA_URL": f"http://127.0.0.1:{self.ports['cam-' + line]}/stream.mjpg",
                 "CAMERA2_URL": f"http://127.0.0.1:{self.ports['cam2-line2']}/stream.mjpg",
                 "HEALTH_WINDOW_S": "4" if self.short else "15",
+                # --short: a swap's health verdict after 10 inferences (5 s at 2 fps; 25 took 12.5 s a canary
+                # step, the whole fleet running meanwhile)
+                "HEALTH_MIN_ITEMS": "10" if self.short else "25",
                 "VISION_PACKAGE": str(self.registry / "part-inspection" / reg["version"] / reg["package"]),
                 "MAINTENANCE_PACKAGE": str(
                     self.registry / "machine-health" / mreg["version"] / mreg["package"]
                 ),
             }
+            if self.short:  # INT8 against FP32 on ONNX Runtime alone: each start and swap loaded and timed
+                # OpenVINO's two candidates as well (its import and compilation, 28 ms an item under load)
+                env["ENGINE"] = "onnxruntime"
             config = self.line2_config() if line == "line2" else AGENT_CONFIG
             p = self.sup.start(f"agent-{line}", [exe("edge-agent"), "run", str(config)], env=env)
-            starting.append((self.ports["status-" + line], p, f"agent {agent}"))
-        wait_listening(starting, START_S)
-        ensure_running(sims + starting)  # a port another program took meanwhile answered for ours: ours died
+            agents.append((self.ports["status-" + line], p, f"agent {agent}"))
+        wait_listening(agents, START_S)  # each agent itself listening on its port, not another program on it
+        ensure_running(sims + agents)
         for line in self.lines:
             st = self.wait(
                 lambda line=line: (
@@ -542,7 +574,7 @@ class Demo:
                     f"  {m['package']}-{m['version']}: {sel.get('summary') or m['engine']}; CPU "
                     f"{sel.get('cpu', '?')}"
                 )
-        ensure_running(sims + starting)
+        ensure_running(sims + agents)
 
     def step_results(self, seconds: float) -> None:
         self.n.step(
@@ -577,7 +609,7 @@ class Demo:
                 return next((a for a in self.alarms if a.get("active") and "gw-line1" in a["topic"]), None)
 
         try:
-            a = self.wait(raised, timeout_s, "the bearing alarm on line 1", every_s=1)
+            a = self.wait(raised, timeout_s, "the bearing alarm on line 1")
             self.summary["alarm"] = True
             ttf, health = machine_truth(self.ports["opcua-line1"])
             self.summary["alarm_truth"] = (ttf, health)
@@ -713,8 +745,8 @@ class Demo:
                 str(self.work / "builds" / "vision-v2"),
                 "--threads",
                 "2",
-                "--epochs",
-                "2" if self.short else "10" if self.fast else "15",
+                "--epochs",  # --short: one epoch (and one on the INT8 grid): the whole fleet runs meanwhile
+                "1" if self.short else "10" if self.fast else "15",
                 "--seed",
                 "1",
                 "--init-from",
@@ -722,6 +754,7 @@ class Demo:
                 "--tolerance",
                 "0.5" if self.short else "0.02",
                 *self.relaxed,
+                *self.no_ir,
             )
         except RuntimeError as exc:
             self.n.say(f"candidate rejected by the gate: {str(exc).splitlines()[-1]}")
@@ -773,7 +806,7 @@ class Demo:
                     self.n.say(f"  {a}: {t['status']}" + (f" ({t['reason']})" if t.get("reason") else ""))
             return d["state"] in ("completed", "halted") and d
 
-        return self.wait(progress, 240, what, every_s=1)
+        return self.wait(progress, 240, what)
 
     def step_canary(self, version: str) -> None:
         self.n.step(
@@ -878,7 +911,7 @@ class Demo:
             return ok
 
         try:
-            self.wait(settled, 60, "the outboxes to drain", every_s=2)
+            self.wait(settled, 60, "the outboxes to drain", every_s=1 if self.short else 2)
         except RuntimeError:
             pass
         cloud_now = self.cloud_counts()
