@@ -41,8 +41,9 @@ with that reason and refused, not installed again from the same desired state), 
 the slot's health check rolled back is kept in ``<data_dir>/deployments/health-rollbacks`` with its deployment: after
 a restart with no pending file (acknowledged, or refused by a full disk), that same deployment, still desired, is
 declined (told once), not installed again; a new deployment of the version, or an admin's rollback to it, installs
-it again. Other refusals (a copy damaged on disk, short of memory at load, a crash loop) hold for the
-run only: the next run asks again.
+it again. So is a package refused at verification (its signature, its files' hashes: a download of the same digest
+only repeats it; kept in memory only, it was downloaded and refused again at every start). Other refusals (a copy
+damaged on disk, short of memory at load, a crash loop) hold for the run only: the next run asks again.
 
 The desired state is input from the wire and is checked before it touches anything:
 ``check_desired`` accepts package names, versions, digests and deployment ids only from an
@@ -437,7 +438,7 @@ class ModelManager:
             return {}
         return kept if isinstance(kept, dict) else {}
 
-    def _hold(self, d, reason: str) -> None:
+    def _hold(self, d, reason: str, kind: str = "health") -> None:
         """Keep, across restarts, that the slot's health check rolled back ``d``'s version for deployment ``d``
         (only that verdict: a copy damaged on disk, a refusal short of memory, a crash loop say nothing for good
         about the package). Written before the outcome is reported: once the fleet acknowledged it nothing else
@@ -447,7 +448,10 @@ class ModelManager:
         release left it; ``ModelStore.after_restart``). A crash loop's or the fleet's rollback cut there is not."""
         from edge_agent.models.store import UNRECORDED_ROLLBACK  # (loaded with the slots)
 
-        if not reason.startswith((HEALTH_VERDICT, UNRECORDED_ROLLBACK)):
+        # ``kind`` "verify": the package refused at verification (its signature, its files' hashes), which a download
+        # of the same digest can only repeat: kept too (in memory only, a start downloaded it and refused it again
+        # at every restart, for as long as the fleet asked)
+        if kind == "health" and not reason.startswith((HEALTH_VERDICT, UNRECORDED_ROLLBACK)):
             return
         import os
 
@@ -462,6 +466,8 @@ class ModelManager:
                 held[d.digest] = {"deployment": d.deployment_id, "why": printable(reason, 400)}
                 if self.tenant is not None:
                     held[d.digest]["tenant"] = self.tenant
+                if kind != "health":
+                    held[d.digest]["kind"] = kind
                 held = dict(list(held.items())[-MAX_HELD:])
                 self.pending_dir.mkdir(parents=True, exist_ok=True)
                 with open(tmp, "w") as f:
@@ -492,9 +498,12 @@ class ModelManager:
             return None
         if kept.get("tenant", self.tenant) != self.tenant:  # a former tenant's (``_set_aside_held``)
             return None
+        what = (
+            "refused at verification" if kept.get("kind") == "verify" else "rolled back by the health check"
+        )
         return printable(
-            f"{d.package} {d.version} was rolled back by the health check here for this deployment before the agent "
-            f"restarted: {kept.get('why')}; a new deployment of it, or an admin's rollback to it, installs it again",
+            f"{d.package} {d.version} was {what} here for this deployment before the agent restarted: "
+            f"{kept.get('why')}; a new deployment of it, or an admin's rollback to it, installs it again",
             500,
         )
 
@@ -1286,6 +1295,8 @@ class ModelManager:
             self._install_failures.pop(d.digest, None)
             if not outcome.ok:
                 self._refuse(d.digest, outcome.reason or outcome.stage, d)
+                if outcome.stage == "verify":  # (before its outcome is reported: kept across restarts)
+                    await asyncio.to_thread(self._hold, d, f"{outcome.stage}: {outcome.reason}", "verify")
                 await self._settle(d, "failed", False, printable(f"{outcome.stage}: {outcome.reason}", 500))
                 return
             await self._report(d, "active", True)

@@ -507,3 +507,36 @@ async def test_a_recheck_the_fleet_answers_permission_denied_is_asked_again_not_
         assert not any(s["step"] == "healthy" and s["version"] == "1.1.0" for s in mgr.steps), mgr.steps
     finally:
         await back.stop(grace_s=0)
+
+
+async def test_a_package_refused_at_verification_is_not_downloaded_again_at_the_next_start(fleet):  # noqa: F811
+    """The fleet keeps asking gw1 for 1.3.0 (signed by a key gw1 does not trust) under one deployment: gw1 downloads
+    it, refuses it at verification and reports it failed. The refusal was kept in memory only: every start downloaded
+    the package again and refused it again, for as long as the fleet asked. It is kept on disk (by digest, with its
+    deployment, bounded): the next start declines that deployment without a download."""
+    from edge_agent.agent import Agent
+
+    srv, agents, reg = fleet
+    entry = reg.get("part-inspection", "1.3.0")
+    size = reg.package_path(entry).stat().st_size
+    with srv.control.lock:  # (a desired state no halt takes back: the fleet asks on)
+        srv.control._set_desired("gw1", "vision", "part-inspection", "1.3.0", entry["digest"], size, "dep13")
+    gw1 = agents["gw1"]
+    await until(
+        lambda: any(s["step"] == "failed" and s["version"] == "1.3.0" for s in gw1.manager.steps),
+        what="gw1 to refuse 1.3.0",
+    )
+    assert "not among the trusted keys" in next(
+        s["reason"] for s in gw1.manager.steps if s["step"] == "failed"
+    )
+    await gw1.stop()
+    agents["gw1"] = gw1 = Agent(gw1.cfg)
+    await gw1.start()
+    await until(
+        lambda: any(s["version"] == "1.3.0" for s in gw1.manager.steps), what="gw1 to handle 1.3.0 again"
+    )
+    await asyncio.sleep(1.0)  # (several heartbeats)
+    steps = [s for s in gw1.manager.steps if s["version"] == "1.3.0"]
+    assert [s["step"] for s in steps] == ["failed"], steps
+    assert "refused at verification here" in steps[0]["reason"], steps
+    assert version(gw1) == "1.0.0"
