@@ -1003,10 +1003,15 @@ class ModelManager:
         u, w = kept.get("unasked"), kept.get("withdrawn")
         unasked: dict = u if isinstance(u, dict) else {}
         withdrawn: dict = w if isinstance(w, dict) else {}
-        try:
-            former = read_json_state(self._unasked_path())
-        except (OSError, ValueError):
-            former = None
+        # a former release's file, folded in only while no WITHDRAWALS of this release was read: beside one it is
+        # what a kill between the first write and its removal left (``_write_withdrawals``), and read again it
+        # brought back a slot that write had forgotten (an install asked about again, a withdrawn version)
+        former = None
+        if not isinstance(kept.get("unasked"), dict):
+            try:
+                former = read_json_state(self._unasked_path())
+            except (OSError, ValueError):
+                former = None
         if isinstance(former, dict):
             unasked = {**former, **unasked}
         return (
@@ -1029,15 +1034,18 @@ class ModelManager:
 
         path = self._withdrawals_path()
         copy = path.with_name(WITHDRAWALS + ".copy")
-        if unasked or withdrawn:
+        # a former release's file folded in: written (empty too) before it goes, so a kill between the two leaves
+        # a WITHDRAWALS that makes it read no more (``_read_withdrawals_from``)
+        folding = self._unasked_path().exists()
+        if unasked or withdrawn or folding:
             self.pending_dir.mkdir(parents=True, exist_ok=True)
             body = {"unasked": unasked, "withdrawn": dict(list(withdrawn.items())[-MAX_REFUSED:])}
             atomic_write_json(path, body)
             atomic_write_json(copy, body)
-        else:
+        self._unasked_path().unlink(missing_ok=True)  # (folded in)
+        if not (unasked or withdrawn):
             path.unlink(missing_ok=True)
             copy.unlink(missing_ok=True)
-        self._unasked_path().unlink(missing_ok=True)  # (folded in)
 
     def _unasked(self) -> dict[str, dict]:
         """slot -> the install (its pending keys, ``size``, and ``withdrawn``: the fleet's reason once it said so)

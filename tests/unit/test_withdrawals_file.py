@@ -129,3 +129,54 @@ def test_a_withdrawals_file_half_written_by_a_killed_agent_is_removed_when_the_n
         assert sorted(p.name for p in deployments.iterdir()) == ["vision.json"]
     finally:
         lock.release()
+
+
+# the child: the first write of the withdrawal state after an upgrade (the slot's unasked install forgotten: asked
+# about and answered), killed as it removes the former release's file it folded in
+_KILLED_AT_THE_FOLD = """
+import os, signal, sys
+from types import SimpleNamespace
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from edge_agent.models.manager import ModelManager
+removed = Path.unlink
+def killed(self, *a, **kw):
+    if self.name == "withdrawal-unasked":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return removed(self, *a, **kw)
+Path.unlink = killed
+ModelManager({}, SimpleNamespace(data_dir=Path(sys.argv[1])))._write_unasked("vision", None)
+"""
+
+
+def test_a_slot_forgotten_by_the_first_write_after_an_upgrade_stays_forgotten_after_a_kill(tmp_path):
+    """A former release kept the installs it could not ask the fleet about in ``withdrawal-unasked``; this one folds
+    that file into ``withdrawals`` at its first write, then removes it. Killed between the two, the next start read
+    both, and the slot that first write had forgotten (asked about, answered) came back from the former file: asked
+    about again, its install's outcome held back. A real child process killed with SIGKILL there."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    deployments = tmp_path / "deployments"
+    deployments.mkdir()
+    other = {**UNASKED, "slot": "vision2", "digest": "b" * 64, "size": 10}
+    former = {"vision": {**UNASKED, "size": 10}, "vision2": other}
+    (deployments / "withdrawal-unasked").write_text(json.dumps(former))
+    root = str(Path(__file__).resolve().parents[2])
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_AT_THE_FOLD, str(tmp_path), root], capture_output=True, timeout=60
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    assert (deployments / "withdrawal-unasked").exists()  # (the kill came before its removal)
+    assert set(_manager(tmp_path)._unasked()) == {"vision2"}
+    # the last slot forgotten the same way: the file of no unasked install is written before the former one goes
+    (deployments / "withdrawals").unlink()
+    (deployments / "withdrawals.copy").unlink()
+    (deployments / "withdrawal-unasked").write_text(json.dumps({"vision": {**UNASKED, "size": 10}}))
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_AT_THE_FOLD, str(tmp_path), root], capture_output=True, timeout=60
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    assert _manager(tmp_path)._unasked() == {}
