@@ -17,6 +17,7 @@ from cloud_trainer.fleet.service import FleetServer
 from cloud_trainer.registry import Registry
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
+from model_packager import load_trusted_keys
 from simulators.camera import write_folder
 from tests.support import waits
 from tests.support.fleet import make_pki
@@ -25,9 +26,29 @@ from tests.support.peers import free_port, small_tmpfs
 
 until = functools.partial(waits.until, timeout_s=60.0)  # a rollout over real agents: a longer default
 
+# This file's agents install in the test's process, the key loaded (read by the ``fleet`` fixture, and the default
+# of ``new_agent``), not in a ``python -m edge_agent.models.install`` child at each start and swap (~0.55 CPU s
+# each): what these tests judge is the rollout, not the install. The fixture's other users (test_fleet_hostile's
+# crafted packages, test_fleet_withdraw_downloading) do not set it: their agents keep the child, an agent's own.
+INSTALLS_IN_PROCESS = True
+
+
+def new_agent(cfg, in_process: bool = INSTALLS_IN_PROCESS) -> Agent:
+    """``Agent(cfg)``, not started; ``in_process``: its slots given the trusted keys loaded, so that each install
+    and installed check runs in this process (``ModelStore.install``/``verify``), not in a child process."""
+    agent = Agent(cfg)
+    if in_process:
+        keys = load_trusted_keys([cfg.path(k) for k in cfg.trusted_keys])
+        for s in agent.slots.values():
+            s.trusted = keys
+    return agent
+
 
 @pytest.fixture
-async def fleet(tmp_path):
+async def fleet(request, tmp_path):
+    """A fleet service and two started agents, gw1 and gw2, on 1.0.0. Their installs run in the test's process
+    if the requesting test's module sets ``INSTALLS_IN_PROCESS`` (this one), else in the agents' child."""
+    in_process = getattr(request.module, "INSTALLS_IN_PROCESS", False)
     pki = make_pki(tmp_path / "pki", agents=("gw1", "gw2"))
     key, pub = make_keypair(tmp_path / "keys")
     reg = Registry(tmp_path / "registry")
@@ -83,7 +104,7 @@ async def fleet(tmp_path):
                 },
             }
         )
-        agents[a] = Agent(cfg)
+        agents[a] = new_agent(cfg, in_process)
         await agents[a].start()
     await until(lambda: len(srv.store.agents()) == 2, what="both agents registered")
     yield srv, agents, reg
@@ -318,7 +339,7 @@ async def test_agent_offline_during_a_rollout_converges_when_it_returns(fleet):
         lambda: srv.control._get(dep["id"])["targets"]["gw2"]["status"] == "assigned", what="gw2's step"
     )
     assert srv.control._get(dep["id"])["state"] == "running"
-    agents["gw2"] = Agent(cfg)  # restarted: same config and data folder
+    agents["gw2"] = new_agent(cfg)  # restarted: same config and data folder
     await agents["gw2"].start()
     await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="convergence after restart")
     assert version(agents["gw2"]) == "1.1.0"
@@ -338,7 +359,7 @@ async def test_agent_restarted_inside_the_health_window_resumes_it_and_reports_t
         update={"health": HealthConfig(window_s=120.0, min_items=100_000)}
     )
     cfg = base.model_copy(update={"models": {"vision": vision}})
-    agents["gw1"] = Agent(cfg)
+    agents["gw1"] = new_agent(cfg)
     await agents["gw1"].start()
     reports = []
     on_report = srv.control.on_report
@@ -359,7 +380,7 @@ async def test_agent_restarted_inside_the_health_window_resumes_it_and_reports_t
     await until(lambda: srv.control._get(dep["id"])["targets"]["gw1"]["status"] == "active", what="the swap")
     assert version(agents["gw1"]) == "1.2.0"
     await agents["gw1"].stop()  # orderly, inside the health window
-    agents["gw1"] = Agent(base)  # restarted on the same data folder, with a window that ends in the test
+    agents["gw1"] = new_agent(base)  # restarted on the same data folder, with a window that ends in the test
     await agents["gw1"].start()
     assert version(agents["gw1"]) == "1.2.0"  # resumed (was: rolled back by the restart itself)
     await until(lambda: srv.control._get(dep["id"])["state"] == "halted", what="the rollout to halt")
@@ -464,9 +485,10 @@ async def _restart_with_health(agents, name: str, **health):
     from edge_agent.models.config import HealthConfig
 
     base = agents[name].cfg
+    in_process = agents[name].slots["vision"].trusted is not None  # as it installed (other files: the child)
     await agents[name].stop()
     vision = base.models["vision"].model_copy(update={"health": HealthConfig(**health)})
-    agents[name] = Agent(base.model_copy(update={"models": {"vision": vision}}))
+    agents[name] = new_agent(base.model_copy(update={"models": {"vision": vision}}), in_process)
     await agents[name].start()
     return agents[name]
 
@@ -533,7 +555,7 @@ async def test_an_admins_rollback_is_not_undone_by_a_health_check_against_the_ve
     fresh = base.agent.model_copy(
         update={"data_dir": tmp_path / "gw1-again"}
     )  # (a new gateway's first start)
-    agents["gw1"] = gw1 = Agent(base.model_copy(update={"models": {"vision": vision}, "agent": fresh}))
+    agents["gw1"] = gw1 = new_agent(base.model_copy(update={"models": {"vision": vision}, "agent": fresh}))
     await gw1.start()
     assert version(gw1) == "1.4.0"
     await until(lambda: gw1.slots["vision"].counters.get("inferences", 0) >= 10, what="1.4.0 serving")
@@ -560,7 +582,8 @@ async def test_a_version_an_admin_rolled_back_is_not_what_a_start_on_a_lost_slot
     assert version(gw1) == "1.0.0" and store.state()["previous"].startswith("part-inspection-1.1.0-")
     await gw1.stop()
     store.state_path.write_bytes(b"")  # what the power cut left
-    agents["gw1"] = again = Agent(gw1.cfg.model_copy(update={"cloud": None}))  # and no cloud to correct it
+    # and no cloud to correct it
+    agents["gw1"] = again = new_agent(gw1.cfg.model_copy(update={"cloud": None}))
     await again.start()
     assert version(again) == "1.0.0"  # (was 1.1.0)
 
@@ -602,7 +625,7 @@ async def test_an_agent_offline_through_a_superseded_rollout_comes_back_to_the_n
         lambda: srv.control._get(newer["id"])["state"] == "halted", what="the canary's NaN to halt it"
     )
     assert srv.control._get(newer["id"])["targets"]["gw2"]["status"] == "waiting"
-    agents["gw2"] = back = Agent(cfg)  # back: same config and data folder
+    agents["gw2"] = back = new_agent(cfg)  # back: same config and data folder
     await back.start()
     heard: list[list[str]] = []  # the desired states gw2 acts on from now on
     on_desired = back.manager.on_desired
