@@ -483,6 +483,10 @@ class Outbox:
         # ``outbox-untold`` until they are committed (``_keep_untold``, ``_tell_untold``)
         self._untold: list[dict] = []
         self._told: list[Event] = []  # (committed at open, said once the writer runs)
+        # a renewal's event while the agent runs, kept in ``outbox-untold`` until its commit: id(event) -> (event,
+        # its id there) until it is queued, then its seq -> that id (``_commit`` adds ``meta told:<id>``)
+        self._told_ids: dict[int, tuple[Event, str]] = {}
+        self._told_seqs: dict[int, str] = {}
         self._copied_by_src: dict[
             str, Counter
         ] = {}  # moved-aside file -> records this process copied out of it
@@ -1966,8 +1970,12 @@ class Outbox:
         except OSError:
             return
 
-    def _renewed(self, evt: Event, queue_it: bool = True) -> None:
+    def _renewed(self, evt: Event, queue_it: bool = True, untold: str | None = None) -> None:
+        """``evt`` (an ``outbox_corrupt`` event) said and, with ``queue_it``, queued; with ``untold`` (its id in
+        ``outbox-untold``), its commit carries ``meta told:<id>`` and then takes it out of that file."""
         with self._lock:
+            if queue_it and untold is not None:
+                self._told_ids[id(evt)] = (evt, untold)
             self.last_renewal = {
                 "t": evt.t,
                 **{
@@ -1982,15 +1990,17 @@ class Outbox:
     # ---- outbox_corrupt events owed at open, kept on disk until committed -------------------------
     @staticmethod
     def _untold_entry(
-        moved_to: str,
+        moved_to: str | None,
         reason: str,
         epoch: int | None,
         previous_epoch: int,
         salvaged: Counter,
         src: str | None = None,
+        lost: Counter | None = None,
     ) -> dict:
         """An ``outbox_corrupt`` event a start owes, as ``outbox-untold`` keeps it; with ``src`` (a WAL found alone)
-        its counts are what was copied out of that file by now, refreshed at each record."""
+        its counts are what was copied out of that file by now, refreshed at each record; with ``lost`` (a renewal
+        while the agent ran, ``_renew``), the records it counted as lost."""
         entry: dict[str, Any] = {
             "id": os.urandom(8).hex(),
             "event": {
@@ -2002,6 +2012,8 @@ class Outbox:
             },
             "salvaged_by_kind": dict(salvaged),
         }
+        if lost is not None:
+            entry["lost_by_kind"] = dict(lost)
         if src is not None:
             entry["src"], entry["base"] = src, {}
         return entry
@@ -2027,6 +2039,14 @@ class Outbox:
             except (TypeError, ValueError, OverflowError):
                 counts = {}
             e["salvaged_by_kind"] = counts
+            if "lost_by_kind" in e:
+                lost = e["lost_by_kind"]
+                try:
+                    e["lost_by_kind"] = (
+                        {str(k): int(v) for k, v in lost.items()} if isinstance(lost, dict) else {}
+                    )
+                except (TypeError, ValueError, OverflowError):
+                    e["lost_by_kind"] = {}
             if isinstance(e.get("src"), str):
                 e["base"] = dict(counts)  # (copied by the starts before this one)
             out.append(e)
@@ -2060,15 +2080,21 @@ class Outbox:
                 continue
             ev, got = e["event"], Counter(e["salvaged_by_kind"])
             epoch = ev.get("epoch")
+            lost = (
+                {"lost": sum(e["lost_by_kind"].values()), "lost_by_kind": e["lost_by_kind"]}
+                if "lost_by_kind" in e
+                else {}
+            )
             evt = Event(
                 EventKind.OUTBOX_CORRUPT,
                 t=float(ev.get("t") or time.time()),
-                moved_to=str(ev.get("moved_to")),
+                moved_to=str(ev["moved_to"]) if ev.get("moved_to") is not None else None,
                 reason=str(ev.get("reason")),
                 epoch=epoch if type(epoch) is int else self.epoch,
                 previous_epoch=ev.get("previous_epoch") if type(ev.get("previous_epoch")) is int else 0,
                 salvaged=got.total(),
                 salvaged_by_kind=dict(got),
+                **lost,
             )
             body = json_codec.dumps(evt.to_json_dict(), separators=(",", ":")).encode()
             self._seq += 1
@@ -2097,6 +2123,19 @@ class Outbox:
         self._write_mark(self.untold_path, None)
         db.execute("DELETE FROM meta WHERE key LIKE 'told:%'")
         return told
+
+    def _forget_told(self, db: sqlite3.Connection, ids: set[str]) -> None:
+        """On the writer, once a commit carried the events kept in ``outbox-untold`` as ``ids`` (with their ``meta
+        told:<id>`` keys): out of that file, then the keys removed (a kill in between: the next start sees the keys
+        and tells none of them again). A disk error leaves both: the next start tells nothing twice."""
+        self._untold = [e for e in self._untold if e["id"] not in ids]
+        try:
+            self._keep_untold()
+        except OSError as exc:
+            log.warning("outbox %s: %s could not be updated: %s", self.dir, self.untold_path, exc)
+            return
+        with contextlib.suppress(sqlite3.Error):
+            db.executemany("DELETE FROM meta WHERE key = ?", [("told:" + u,) for u in ids])
 
     def _commit_queued(self) -> None:
         """During a long salvage on the writer: commit what the agent appended meanwhile, so it never waits."""
@@ -2341,9 +2380,21 @@ class Outbox:
                 left = [{**own[0], "from": start, "acked": seq_ranges(noted)}, *left]
             self._acked_while_salvaging = None
             self._salvage_from, self._salvage_tries = None, 0
+            # acknowledged records are at the cloud, read in the old store or not: none of them is lost
+            at_cloud = Counter(skipped.values())
+            at_cloud.update(k for q, k in acked_gone.items() if k is not None and q not in skipped)
+            # cut short by a stop, or the new store failed under it: nothing is lost yet (the copy goes on later)
+            lost = Counter() if cut or failed is not None else before - got - at_cloud
+            got += earlier
+            # its event kept in outbox-untold before the marker stops naming the previous epoch: a kill from here on
+            # tells it at the next start (before, a kill between this marker and the event's commit lost it)
+            kept = self._untold_entry(
+                str(aside) if aside is not None else None, reason, epoch, previous_epoch, got, lost=lost
+            )
             with contextlib.suppress(
                 OSError
             ):  # (left behind: the next open() finds no copy of its epoch to do)
+                self._keep_untold(kept)
                 self._write_salvaging(self._marker(epoch, left) if left else None)
             self._copy_due, self._copy_next, self._copy_failures = bool(left) and not cut, 0.0, 0
             if isinstance(failed, sqlite3.DatabaseError) and _is_corrupt(failed):
@@ -2354,12 +2405,6 @@ class Outbox:
             self._rebuild_counts(db)
             # files of records still in hand-over are not referenced yet: counted, not removed
             self._sweep_samples(db, remove=False)
-            # acknowledged records are at the cloud, read in the old store or not: none of them is lost
-            at_cloud = Counter(skipped.values())
-            at_cloud.update(k for q, k in acked_gone.items() if k is not None and q not in skipped)
-            # cut short by a stop, or the new store failed under it: nothing is lost yet (the copy goes on later)
-            lost = Counter() if cut or failed is not None else before - got - at_cloud
-            got += earlier
             with self._lock:
                 self.dropped_total = Counter()  # since the new epoch began
                 self.dropped.update({f"corrupt:{k}": n for k, n in lost.items()})
@@ -2384,6 +2429,7 @@ class Outbox:
         self._renewed(
             Event(
                 EventKind.OUTBOX_CORRUPT,
+                t=kept["event"]["t"],
                 moved_to=str(aside) if aside is not None else None,
                 reason=reason,
                 epoch=epoch,
@@ -2392,7 +2438,8 @@ class Outbox:
                 salvaged_by_kind=dict(got),
                 lost=lost.total(),
                 lost_by_kind=dict(lost),
-            )
+            ),
+            untold=kept["id"],
         )
         self.salvaged += got.total()
         self.renewals += 1  # last: whoever sees it sees the event and last_renewal too
@@ -2673,20 +2720,22 @@ class Outbox:
                 with self._append_lock if not writer else _NO_LOCK:
                     seq = self._seq + 1
                     item = (seq, "event", PRIORITY["event"], time.time(), body, None, "", len(body))
-                    if writer:
-                        try:
+                    # (noted before the writer can take it: the commit that carries it marks it told)
+                    kept = self._told_ids.get(id(evt))
+                    if kept is not None and kept[0] is evt:
+                        self._told_seqs[seq] = kept[1]
+                    try:
+                        if writer:
                             self._q.put_nowait(item)
-                        except queue.Full:
-                            with self._lock:  # the next round tries again
-                                self._notices[:0] = notices[i:]
-                            return
-                    else:
-                        try:
+                        else:
                             self._q.put(item, timeout=APPEND_WAIT_S if self._writer_alive() else 0)
-                        except queue.Full:
-                            with self._lock:  # the next append or flush tries again
-                                self._notices[:0] = notices[i:]
-                            return
+                    except queue.Full:
+                        self._told_seqs.pop(seq, None)
+                        with self._lock:  # the next round (append, flush) tries again
+                            self._notices[:0] = notices[i:]
+                        return
+                    if kept is not None and kept[0] is evt:
+                        self._told_ids.pop(id(evt), None)
                     self._seq = seq
                 with self._lock:
                     self._bytes += len(body)
@@ -2889,6 +2938,18 @@ class Outbox:
                     "value = MAX(value, excluded.value)",
                     (batch[-1][0],),
                 )
+                # a renewal's event kept in outbox-untold: committed with its told:<id> (a kill before that file is
+                # updated never tells it twice, ``_tell_untold``)
+                told = (
+                    {self._told_seqs[b[0]] for b in batch if b[0] in self._told_seqs}
+                    if self._told_seqs
+                    else None
+                )
+                if told:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, 1)",
+                        [("told:" + u,) for u in told],
+                    )
                 for key, n in persisted.items():  # counts of earlier failed writes, durable from now on
                     db.execute(
                         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
@@ -2918,11 +2979,18 @@ class Outbox:
                         _cause(exc),
                     )
                 self._count_failed([(b[0], b[1]) for b in batch], _cause(exc))
+                # (an event kept in outbox-untold lost here: told by the next start)
+                for b in batch if self._told_seqs else ():
+                    self._told_seqs.pop(b[0], None)
                 for sha in {b[5] for b in batch if b[5]} if db is not None else ():  # give the room back
                     with contextlib.suppress(sqlite3.Error, OSError):
                         self._maybe_remove_sample(db, sha)
             else:
                 self._write_error = None
+                if told:
+                    for b in batch:
+                        self._told_seqs.pop(b[0], None)
+                    self._forget_told(db, told)
                 with self._lock:
                     self._unpersisted.subtract(persisted)
                     self._unpersisted = +self._unpersisted

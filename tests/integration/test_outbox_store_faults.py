@@ -270,6 +270,14 @@ def test_records_acknowledged_on_a_store_turned_corrupt_are_neither_sent_again_n
     corrupt = [e for e in events if e["kind"] == "outbox_corrupt"]
     assert len(corrupt) == 1 and corrupt[0]["lost"] == 0 and corrupt[0]["salvaged"] == 200
     assert not ob.dropped and ob.stats()["by_kind"]["result"] == 200
+    ob.flush()  # its event committed once; outbox-untold, which kept it until then, is gone with its told: key
+    stored = [json.loads(r.payload) for r in ob.pending(1000, 10**9) if r.kind == "event"]
+    assert [e["kind"] for e in stored] == ["outbox_corrupt"] and not (tmp_path / "outbox-untold").exists()
+    con = sqlite3.connect(ob.path)
+    try:
+        assert con.execute("SELECT key FROM meta WHERE key LIKE 'told:%'").fetchall() == []
+    finally:
+        con.close()
     ob.close()
 
 
@@ -759,6 +767,47 @@ def test_an_agent_killed_just_after_a_renewal_moved_the_store_aside_copies_it_at
         assert ob.append("result", {"new": 1}) == 3002  # (after the event, 3001)
     finally:
         ob.close()
+
+
+# the store turns corrupt while the agent runs; its renewal copies every readable record and the power is cut right
+# after it drops its marker (the copy done), before the writer commits its outbox_corrupt event
+KILLED_ONCE_A_RENEWALS_COPY_IS_DONE = """
+ob, acked = filled(sys.argv[1], 500)
+real_write = store.Outbox._write_salvaging
+
+
+def write(self, job):
+    real_write(self, job)
+    if job is None:
+        power_cut()
+
+
+store.Outbox._write_salvaging = write  # (after the open: the renewal's last marker write is the first with None)
+renew_by_ack(ob, acked)  # at the cloud; the DELETE meets the damage: the store is renewed
+"""
+
+
+def test_an_agent_killed_once_a_renewals_copy_is_done_still_tells_that_renewal_once(tmp_path):
+    data = killed_child(KILLED_ONCE_A_RENEWALS_COPY_IS_DONE, tmp_path / "data")
+    assert not (data / "outbox-salvaging").exists()  # (the kill came after the marker was dropped)
+    for start in range(2):
+        ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+        ob.open()
+        try:
+            assert sorted(r.seq for r in ob.pending(5000, 10**9) if r.kind == "result") == list(
+                range(101, 501)
+            )
+            ob.flush()  # (the event is committed at open)
+            told = [json.loads(r.payload) for r in ob.pending(5000, 10**9) if r.kind == "event"]
+            # formerly none: the kill came before the writer committed it, and nothing on disk said it was owed;
+            # the renewal's counts as it made them (the 100 acknowledged records at the cloud, none lost)
+            assert [(e["kind"], e["salvaged"], e["lost"]) for e in told] == [("outbox_corrupt", 400, 0)], (
+                start
+            )
+            assert told[0]["epoch"] == ob.epoch and told[0]["previous_epoch"] < ob.epoch
+            assert not (data / "outbox-untold").exists() and not ob.dropped
+        finally:
+            ob.close()
 
 
 class SlowClock:
