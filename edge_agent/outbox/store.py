@@ -711,7 +711,8 @@ class Outbox:
                 for j in carried:  # the copies into it that were left unfinished: that tenant's too
                     self._hold_unfinished(Path(j["src"]), recorded)
                 salvaged: Counter = Counter()
-                self._keep_untold(self._untold_entry(str(aside), reason, epoch, known or 0, salvaged))
+                # no outbox_corrupt event: it would name and count another tenant's store in this tenant's outbox
+                # (and be sent to its cloud); the WARNING above and the held note say it on this gateway
                 self._write_salvaging(None)
             else:
                 jobs = (

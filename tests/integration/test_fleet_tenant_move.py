@@ -188,6 +188,7 @@ def test_a_corrupt_store_whose_owner_record_is_damaged_is_held_not_salvaged_into
     ob = Outbox(OutboxSettings(), tmp_path / "gw", owner=("beta", "gw1"))
     ob.open()
     try:
+        ob.flush()  # (an event the open queued is committed: nothing of acme's store, not even its outbox_corrupt)
         assert not [r for r in ob.pending(10_000, 10**9) if b"acme" in r.payload]
         held = ob.stats()["held"]["files"]
         assert [f["tenant"] for f in held] == ["acme"] and Path(held[0]["file"]).is_file()
@@ -218,6 +219,7 @@ def test_a_corrupt_store_whose_owner_cannot_be_told_is_held(tmp_path, caplog):
     ob = Outbox(OutboxSettings(), tmp_path / "gw", owner=("beta\nWARNING forged", "gw1"))
     ob.open()
     try:
+        ob.flush()  # (an event the open queued is committed: no outbox_corrupt naming the held store)
         assert ob.pending(10_000, 10**9) == [] and len(ob.stats()["held"]["files"]) == 1
         assert json.loads(ob.epoch_path.read_text())["tenant"] == "beta\nWARNING forged"
     finally:
