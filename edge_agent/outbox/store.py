@@ -687,12 +687,19 @@ class Outbox:
                 )
             )
             aside = self._move_aside(to=to)
+            former = self._former_tenant(aside, recorded) if aside is not None else None
+            if former is not None and former[0]:
+                # the gateway moved from that tenant: noted (``on_move``) before the new owner is recorded, as a
+                # healthy store's start does (``_own``); before, a corrupt store of the former tenant was held but the
+                # move never noted, and that tenant's pending deployments and withdrawals stayed
+                self.former_tenant = former[0]
+                if self.on_move is not None:
+                    self.on_move(self.former_tenant)
             db = self._connect()
             db.executescript(SCHEMA)
             # the new epoch is fixed (and recorded outside the file) before any salvaged row is in it
             self._write_epoch_file(epoch)
             db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
-            former = self._former_tenant(aside, recorded) if aside is not None else None
             if aside is not None and former is not None:
                 # the gateway moved to another tenant, or whose records they are cannot be told: held whole
                 # (never salvaged into this tenant's outbox, never sent), not left to outbox-corrupt/'s turnover

@@ -186,10 +186,14 @@ def test_a_corrupt_store_whose_owner_record_is_damaged_is_held_not_salvaged_into
     ob = _store_of(tmp_path, ("acme", "gw1"), 200)
     _scribble_meta(ob.path)
     ob = Outbox(OutboxSettings(), tmp_path / "gw", owner=("beta", "gw1"))
+    moves: list[str] = []
+    ob.on_move = moves.append
     ob.open()
     try:
         ob.flush()  # (an event the open queued is committed: nothing of acme's store, not even its outbox_corrupt)
         assert not [r for r in ob.pending(10_000, 10**9) if b"acme" in r.payload]
+        # the move is noted as for a healthy store: the agent forgets acme's pending deployments and withdrawals
+        assert moves == ["acme"] and ob.former_tenant == "acme"
         held = ob.stats()["held"]["files"]
         assert [f["tenant"] for f in held] == ["acme"] and Path(held[0]["file"]).is_file()
     finally:
