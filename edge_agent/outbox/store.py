@@ -2066,6 +2066,8 @@ class Outbox:
         them leaves them to the next start. Before, a kill in ``_place_lone_wal``, or once a copy at open was done
         and before its event was committed, lost that ``outbox_corrupt`` event (the records kept)."""
         if entry is not None:
+            # (the tenant the start that owes it runs under: told only into that tenant's outbox, ``_tell_untold``)
+            entry.setdefault("tenant", self.owner[0] if self.owner is not None else None)
             self._untold.append(entry)
         for e in self._untold:
             if isinstance(e.get("src"), str):
@@ -2085,6 +2087,18 @@ class Outbox:
         told, rows = [], []
         for e in self._untold:
             if "told:" + e["id"] in meta:
+                continue
+            if self.owner is not None and e.get("tenant") not in (None, self.owner[0]):
+                # kept by a start under another tenant, killed before it told it (the gateway moved since): it names
+                # and counts that tenant's store, never put into this tenant's outbox
+                log.warning(
+                    "outbox %s: an outbox_corrupt event of tenant %s's store (%s) was never told (the agent killed) "
+                    "and is not told to tenant %s",
+                    self.dir,
+                    _who(str(e["tenant"])),
+                    e["event"].get("moved_to"),
+                    _who(self.owner[0]),
+                )
                 continue
             ev, got = e["event"], Counter(e["salvaged_by_kind"])
             epoch = ev.get("epoch")

@@ -232,6 +232,38 @@ def test_a_corrupt_store_whose_owner_cannot_be_told_is_held(tmp_path, caplog):
     assert "cannot be told" in text and "\nWARNING forged" not in text and "'beta\\x0aWARNING forged'" in text
 
 
+def test_an_untold_corrupt_event_of_the_former_tenant_is_not_told_to_the_new_one(tmp_path, monkeypatch):
+    """A start under acme renews its corrupt store and keeps the outbox_corrupt event it owes in outbox-untold; killed
+    before it commits it, the next start, under beta's certificate, put that event (acme's store, its epochs and
+    counts) into beta's outbox. Now only a start of the same tenant tells it."""
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+
+    class Killed(BaseException):
+        pass
+
+    def killed(self, db):  # (the kill: after the event is kept, before it is committed)
+        raise Killed
+
+    for gw, tenant, told in (("gw", "beta", 0), ("gw-same", "acme", 1)):
+        ob = _store_of(tmp_path / gw, ("acme", "gw1"), 30)
+        _scribble_meta(ob.path)
+        with monkeypatch.context() as m:
+            m.setattr(Outbox, "_tell_untold", killed)
+            with pytest.raises(Killed):
+                Outbox(OutboxSettings(), tmp_path / gw / "gw", owner=("acme", "gw1")).open()
+        assert ob.untold_path.is_file()
+        ob = Outbox(OutboxSettings(), tmp_path / gw / "gw", owner=(tenant, "gw1"))
+        ob.open()
+        try:
+            ob.flush()
+            events = [r for r in ob.pending(10_000, 10**9) if b'"outbox_corrupt"' in r.payload]
+            assert len(events) == told, (tenant, events)
+            assert not ob.untold_path.exists()
+        finally:
+            ob.close()
+
+
 def _camera_gateway(tmp_path: Path, packages: dict[str, tuple[str, str]]):
     """Two tenants' certificates for gw1, a folder camera, and ``agent(tenant)``: gw1 inspecting with the package
     made for that tenant (``packages``: tenant -> (name, version)), on one data folder; and the fleet's port."""
