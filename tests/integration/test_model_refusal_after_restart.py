@@ -255,7 +255,9 @@ async def test_a_version_refused_in_the_run_is_installed_again_for_a_new_deploym
         await run(_desired("depB", digest=digest), swapped=True)  # memory back; the admin's new deployment
         assert downloads == ["depA", "depB"] and s.version == "1.1.0", (downloads, mgr.steps[-3:])
         assert not [x for x in mgr.steps if x["deployment"] == "depB" and x["step"] == "failed"], mgr.steps
-        await s.rollback("the fleet rolled part-inspection 1.1.0 back", kind="admin")  # (back to 1.0.0 for the next ask)
+        await s.rollback(
+            "the fleet rolled part-inspection 1.1.0 back", kind="admin"
+        )  # (back to 1.0.0 for the next ask)
         await run(
             _desired("depR:rollback", rollback=True, digest=digest), swapped=True
         )  # an admin's rollback to it

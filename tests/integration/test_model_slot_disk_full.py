@@ -232,7 +232,9 @@ async def test_a_rollback_on_a_full_disk_is_recorded_once_there_is_room_and_a_re
     events: list = []
     s, filler = await _candidate_on_a_full_disk(tmp_path, pkgs, root, events)
     try:
-        out = await s.rollback("health check failed: asked by the test", kind="health")  # raised OSError after the switch
+        out = await s.rollback(
+            "health check failed: asked by the test", kind="health"
+        )  # raised OSError after the switch
         assert out.stage == "rolled_back" and s.version == "1.0.0" and s.state == "active"
         assert "rolled_back" in [e["kind"] for e in events]
         filler.unlink()

@@ -66,7 +66,9 @@ async def test_a_rollback_cut_between_its_mark_and_its_state_is_held_after_the_f
     store = gw1.slots["vision"].store
     candidate = store.state()["current"]
     await gw1.stop()
-    store.mark_rolled_back(candidate, "health")  # (the health check's) the mark made, the state.json after it not: the end came between them
+    store.mark_rolled_back(
+        candidate, "health"
+    )  # (the health check's) the mark made, the state.json after it not: the end came between them
     heard: list[str] = []
     on_report = srv.control.on_report
 
