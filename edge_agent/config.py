@@ -636,6 +636,8 @@ def _check_one_value(x: Any, what: str) -> Any:
             # the number as written, in decimal, in a form YAML 1.1 reads back as that number
             n = float(bare) if re.search(r"[.eEnN]", bare) else int(bare, 10)
             shown = yaml.safe_dump(n).split("\n")[0]
+            if isinstance(n, float) and (exact := _exact_shown(x.strip(), n)) is not None:
+                shown = exact  # '9.007199254740993e+15' is 9007199254740993, never the float's ...992.0
             if not isinstance(yaml.safe_load(x.strip()), int | float):
                 # a form YAML 1.1 reads as text even unquoted (1e3: no point; 08: no octal): say the
                 # form it reads as a number, not "without quotes" (it had none)
@@ -656,6 +658,22 @@ def _check_one_value(x: Any, what: str) -> Any:
             f"(text is only for String nodes: for a String node, state it as text: {what}: {{text: {x!r}}})"
         )
     return x
+
+
+def _exact_shown(text: str, n: float) -> str | None:
+    """The number a quoted ``text`` shows, unquoted, when its float ``n`` is another number: the whole number's
+    digits (``'9.007199254740993e+15'``: 9007199254740993, not 9007199254740992.0, one less on an Int64 node),
+    a fraction as written when YAML reads it as a number (``'9007199254740992.5'``: the loader keeps it exact, an
+    integer node refuses it as it refuses 2.5), else its exact decimal digits. None when ``n`` is the number."""
+    try:
+        written = decimal.Decimal(text.replace("_", ""))
+    except decimal.InvalidOperation:
+        return None
+    if not written.is_finite() or not math.isfinite(n) or written == decimal.Decimal(n):
+        return None
+    if written == written.to_integral_value():
+        return str(int(written))
+    return text if _yaml_float(text, False) is not None else format(written, "f")
 
 
 class OutputAction(_Action):
