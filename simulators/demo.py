@@ -427,14 +427,17 @@ class Demo:
         # every simulator starts at once; then each is waited for (its start-up is mostly imports); each binds
         # port 0 and writes the port it got to its port file: no port is chosen before its bind
         starting: list[tuple[Path, Proc, str]] = []
+        # each port file is taken (and a former run's deleted) once, before its start: taken again after the
+        # start, a file the simulator had already written would be deleted and never seen
         for i, line in enumerate(self.lines):
+            machine_file = self.port_file(f"opcua-{line}")
             argv = [
                 exe("edge-sim"),
                 "machine",
                 "--port",
                 "0",
                 "--port-file",
-                str(self.port_file(f"opcua-{line}")),
+                str(machine_file),
                 "--name",
                 "Machine1",
                 "--seed",
@@ -447,7 +450,8 @@ class Demo:
                 argv += ["--period-ms", "500"]
             argv += ["--scenario", str(scen if line == "line1" else healthy)]
             p = self.sup.start(f"machine-{line}", argv)
-            starting.append((self.port_file(f"opcua-{line}"), p, f"machine {line}"))
+            starting.append((machine_file, p, f"machine {line}"))
+            cam_file = self.port_file(f"cam-{line}")
             p = self.sup.start(
                 f"camera-{line}",
                 [
@@ -456,7 +460,7 @@ class Demo:
                     "--port",
                     "0",
                     "--port-file",
-                    str(self.port_file(f"cam-{line}")),
+                    str(cam_file),
                     "--fps",
                     fps,
                     "--seed",
@@ -465,7 +469,8 @@ class Demo:
                     "0.2",
                 ],
             )
-            starting.append((self.port_file(f"cam-{line}"), p, f"camera {line}"))
+            starting.append((cam_file, p, f"camera {line}"))
+        cam2_file = self.port_file("cam2-line2")
         p = self.sup.start(
             "camera-line2-cast",
             [
@@ -474,7 +479,7 @@ class Demo:
                 "--port",
                 "0",
                 "--port-file",
-                str(self.port_file("cam2-line2")),
+                str(cam2_file),
                 "--fps",
                 fps,
                 "--seed",
@@ -485,7 +490,7 @@ class Demo:
                 "cast",
             ],
         )
-        starting.append((self.port_file("cam2-line2"), p, "camera 2 of line2"))
+        starting.append((cam2_file, p, "camera 2 of line2"))
         # all watched at once: the first exit is named whatever is ahead of it
         got = wait_listening(starting, START_S)
         for (where, _, _), port in zip(starting, got, strict=True):

@@ -5,14 +5,17 @@ port 0 and write the port they got to a file; a process given a port is ready on
 
 from __future__ import annotations
 
+import io
 import json
 import socket
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from simulators.launcher import Supervisor, service_port, wait_listening
+from simulators.launcher import Supervisor, service_port, wait_listening, write_port_file
 
 HANG = "import time; time.sleep(60)"
 # binds port 0, says which port it got (as `edge-sim machine --port 0 --port-file F` does), then serves
@@ -108,3 +111,48 @@ def test_a_process_that_listens_itself_on_its_given_port_is_ready(tmp_path):
         assert wait_listening([(port, ours, "mosquitto")], 60) == [port]
     finally:
         sup.close()
+
+
+class _Started(Exception):
+    """The demo went on past its simulators' wait (to start the MQTT sensors)."""
+
+
+def test_the_demo_keeps_a_port_file_its_simulator_wrote_before_the_demo_took_up_its_wait(
+    tmp_path, monkeypatch
+):
+    """Each simulator here writes its port file as soon as it is started, before the demo's next statement (as one
+    does when the demo is descheduled for a moment right after its start on a loaded machine): the demo reads every
+    port at once, not after its whole start-up bound for a file it deleted under the simulator."""
+    from simulators import demo as demo_mod
+    from simulators.launcher import Narrator, Proc
+
+    monkeypatch.setattr(demo_mod, "START_S", 1)
+    monkeypatch.setattr(demo_mod, "start_mosquitto", lambda sup, n: 1883)
+    demo = demo_mod.Demo(tmp_path, Narrator(stream=io.StringIO()), fast=False, short=True)
+    written: dict[str, int] = {}
+    children: list[subprocess.Popen] = []
+
+    def start(name, argv, env=None):
+        if name == "sensors":
+            raise _Started
+        path = Path(argv[argv.index("--port-file") + 1])
+        written[path.stem] = 40000 + len(written)
+        write_port_file(path, port=written[path.stem])
+        proc = Proc(name, argv, tmp_path / f"{name}.log")
+        proc.popen = subprocess.Popen([sys.executable, "-c", HANG])
+        children.append(proc.popen)
+        return proc
+
+    monkeypatch.setattr(demo.sup, "start", start)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(_Started):
+            demo.step_factory_and_agents()
+        assert time.monotonic() - t0 < 1  # not the start-up bound
+        assert {k: demo.ports[k] for k in written} == written
+        assert sorted(written) == ["cam-line1", "cam-line2", "cam2-line2", "opcua-line1", "opcua-line2"]
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+        demo.sup.close()
