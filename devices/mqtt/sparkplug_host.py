@@ -606,7 +606,8 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
         return text
     if dt is sp.DataType.DATETIME:  # ISO 8601 text with its zone (as readings give it) or epoch ms
         try:
-            return sp.datetime_ms(value)
+            # a config's 9.007199254740993e+15 is named as written (its repr), not as 9007199254740992.0
+            return sp.datetime_ms(value if written is None else written)
         except CodecError as e:
             raise bad(e.detail) from None
     raise bad("only Boolean, integer, Float, Double, String and DateTime metrics can be written")
