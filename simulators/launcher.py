@@ -193,14 +193,15 @@ def wait_listening(starting: Sequence[tuple[int | Path, Proc, str]], timeout_s: 
 
 
 def ensure_running(procs: list[tuple[int, Proc, str]]) -> None:
-    """Fail naming any of these processes that is no longer running: one whose port another program took
-    while it started is seen listening (the other program answers), then it exits on "Address already in use"."""
+    """Fail naming any of these processes that is no longer running, though it listened on its port itself
+    (``wait_listening``): it exited (crashed, was killed) since; its exit code and the last lines of its log say
+    why."""
     for port, proc, what in procs:
         if not proc.running:
             code = proc.popen.returncode if proc.popen is not None else None
             raise RuntimeError(
-                f"{what} exited with code {code} after 127.0.0.1:{port} answered (another program may hold "
-                f"that port); last lines of {proc.log}:\n{proc.tail()}"
+                f"{what} exited with code {code} after it listened on 127.0.0.1:{port}; "
+                f"last lines of {proc.log}:\n{proc.tail()}"
             )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from simulators.launcher import Supervisor, service_port, wait_listening, write_port_file
+from simulators.launcher import Supervisor, ensure_running, service_port, wait_listening, write_port_file
 
 HANG = "import time; time.sleep(60)"
 # binds port 0, says which port it got (as `edge-sim machine --port 0 --port-file F` does), then serves
@@ -156,3 +156,28 @@ def test_the_demo_keeps_a_port_file_its_simulator_wrote_before_the_demo_took_up_
             child.kill()
             child.wait()
         demo.sup.close()
+
+
+def test_a_process_that_exits_after_it_listened_is_named_with_its_code_and_log_not_a_port_held_by_another(
+    tmp_path,
+):
+    sup = Supervisor(tmp_path)
+    try:
+        # listens and says so, then dies (crashed, killed) once told
+        dies = SERVE_PORT_0.replace("time.sleep(60)", "import os") + (
+            "\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.02)"
+            "\nprint('MemoryError: camera frame'); raise SystemExit(4)"
+        )
+        go = tmp_path / "go"
+        cam = _start(sup, "camera", dies, str(tmp_path / "cam.json"), str(go))
+        (port,) = wait_listening([(tmp_path / "cam.json", cam, "camera line1")], 60)
+        ensure_running([(port, cam, "camera line1")])  # listening: running
+        go.touch()
+        assert cam.popen is not None and cam.popen.wait(30) == 4
+        with pytest.raises(RuntimeError) as err:
+            ensure_running([(port, cam, "camera line1")])
+        assert f"camera line1 exited with code 4 after it listened on 127.0.0.1:{port}" in str(err.value)
+        assert "MemoryError: camera frame" in str(err.value)  # the log's last lines say why
+        assert "another program" not in str(err.value)  # it did listen itself: no port was taken from it
+    finally:
+        sup.close()
