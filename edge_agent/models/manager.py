@@ -42,8 +42,10 @@ the slot's health check rolled back is kept in ``<data_dir>/deployments/health-r
 a restart with no pending file (acknowledged, or refused by a full disk), that same deployment, still desired, is
 declined (told once), not installed again; a new deployment of the version, or an admin's rollback to it, installs
 it again. So is a package refused at verification (its signature, its files' hashes: a download of the same digest
-only repeats it; kept in memory only, it was downloaded and refused again at every start). Other refusals (a copy
-damaged on disk, short of memory at load, a crash loop) hold for the run only: the next run asks again.
+only repeats it; kept in memory only, it was downloaded and refused again at every start), while the trusted keys,
+the configuration and the model the slot serves are those it was judged against (a key added, as the refusal
+advises, then a restart: verified again). Other refusals (a copy damaged on disk, short of memory at load, a crash
+loop) hold for the run only: the next run asks again.
 
 The desired state is input from the wire and is checked before it touches anything:
 ``check_desired`` accepts package names, versions, digests and deployment ids only from an
@@ -356,6 +358,7 @@ class ModelManager:
         self.told_withdrawn: dict[tuple[str, str, str], None] = {}
         # slot -> an install asked about again once the fleet answers, kept here when the disk refused its file
         self._unasked_mem: dict[str, dict] = {}
+        self._cfg_basis: str | None = None  # (``_verify_basis``: the configuration does not change in a run)
 
     def _is_refused(self, digest: str) -> bool:
         return digest in self.refused
@@ -455,6 +458,7 @@ class ModelManager:
             return
         import os
 
+        basis = self._verify_basis(d) if kind == "verify" else None
         p = self._held_path()
         # one writer at a time, each through its own temporary name: two slots rolled back in the same instant
         # (each _watch in a worker thread) both read the file before either wrote it, and one verdict was lost
@@ -468,6 +472,7 @@ class ModelManager:
                     held[d.digest]["tenant"] = self.tenant
                 if kind != "health":
                     held[d.digest]["kind"] = kind
+                    held[d.digest]["basis"] = basis
                 held = dict(list(held.items())[-MAX_HELD:])
                 self.pending_dir.mkdir(parents=True, exist_ok=True)
                 with open(tmp, "w") as f:
@@ -487,6 +492,35 @@ class ModelManager:
                 printable(d.deployment_id, 80),
             )
 
+    def _verify_basis(self, d) -> str:
+        """A digest of what a verification of ``d`` here depends on besides the package's bytes: the trusted keys
+        (each file's bytes, each folder's files), the agent's configuration (the slot's refused versions, its
+        pipelines' checks) and the model the slot serves (a package of another task is refused). A refusal at
+        verification kept with another basis is not kept for this start (``_held_why``)."""
+        h = hashlib.sha256()
+        if self._cfg_basis is None:
+            try:
+                dumped = json.dumps(self.cfg.model_dump(mode="json"), sort_keys=True, default=str)
+            except Exception:  # (not a pydantic config: its repr)
+                dumped = repr(self.cfg)
+            self._cfg_basis = hashlib.sha256(dumped.encode()).hexdigest()
+        h.update(self._cfg_basis.encode())
+        for k in getattr(self.cfg, "trusted_keys", ()):
+            path = Path(self.cfg.path(k)) if hasattr(self.cfg, "path") else Path(k)
+            try:
+                files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
+            except OSError:
+                files = []
+            h.update(b"\0key:" + str(path).encode())
+            for f in files:
+                try:
+                    h.update(b"\0" + f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+                except OSError as exc:
+                    h.update(b"\0" + f.name.encode() + b"\0unread:" + type(exc).__name__.encode())
+        slot = self.slots.get(d.slot)
+        h.update(b"\0serving:" + str(getattr(slot, "digest", None)).encode())
+        return h.hexdigest()[:32]
+
     def _held_why(self, d) -> str | None:
         """Why deployment ``d`` is not installed: the slot's health check rolled its version back for this same
         deployment in a run before (``_hold``); None otherwise. A new deployment of it, or an admin's rollback
@@ -497,6 +531,10 @@ class ModelManager:
         if not isinstance(kept, dict) or kept.get("deployment") != d.deployment_id:
             return None
         if kept.get("tenant", self.tenant) != self.tenant:  # a former tenant's (``_set_aside_held``)
+            return None
+        if kept.get("kind") == "verify" and kept.get("basis") != self._verify_basis(d):
+            # judged against other trusted keys or another configuration (the refusal's advice followed: the key
+            # added, then a restart): verified again. Kept regardless, the deployment was declined for good
             return None
         what = (
             "refused at verification" if kept.get("kind") == "verify" else "rolled back by the health check"

@@ -540,3 +540,33 @@ async def test_a_package_refused_at_verification_is_not_downloaded_again_at_the_
     assert [s["step"] for s in steps] == ["failed"], steps
     assert "refused at verification here" in steps[0]["reason"], steps
     assert version(gw1) == "1.0.0"
+
+
+async def test_a_refusal_at_verification_is_judged_again_once_the_key_it_asked_for_is_trusted(fleet):  # noqa: F811
+    """gw1 refuses 1.3.0 (signed by a key it does not trust: "add its .pub to the trusted keys if you trust it"). The
+    operator does so and restarts gw1, the fleet still asking for 1.3.0 under the same deployment. The refusal was kept
+    on disk for good: the restart declined the deployment again, quoting the former trusted keys. It is kept with what
+    it was judged against: with the key added, the package is downloaded, verified again and served."""
+    from pathlib import Path
+
+    from edge_agent.agent import Agent
+
+    srv, agents, reg = fleet
+    entry = reg.get("part-inspection", "1.3.0")
+    size = reg.package_path(entry).stat().st_size
+    with srv.control.lock:
+        srv.control._set_desired("gw1", "vision", "part-inspection", "1.3.0", entry["digest"], size, "dep13")
+    gw1 = agents["gw1"]
+    await until(
+        lambda: any(s["step"] == "failed" and s["version"] == "1.3.0" for s in gw1.manager.steps),
+        what="gw1 to refuse 1.3.0",
+    )
+    await gw1.stop()
+    rogue = sorted((Path(gw1.cfg.trusted_keys[0]).parent.parent / "rogue").glob("*.pub"))
+    assert rogue
+    cfg = gw1.cfg.model_copy(update={"trusted_keys": [*gw1.cfg.trusted_keys, *map(str, rogue)]})
+    agents["gw1"] = gw1 = Agent(cfg)
+    await gw1.start()
+    await until(lambda: version(gw1) == "1.3.0", what="gw1 to serve 1.3.0 once its signing key is trusted")
+    steps = [s for s in gw1.manager.steps if s["version"] == "1.3.0"]
+    assert not any("refused at verification here" in s.get("reason", "") for s in steps), steps
