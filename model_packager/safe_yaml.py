@@ -27,6 +27,7 @@ In ``load_bounded`` every failure becomes ``ManifestError`` with one line naming
 
 from __future__ import annotations
 
+import decimal
 from typing import Any
 
 import yaml
@@ -351,6 +352,14 @@ def _offered(loader, node, memo: dict[int, _Offered]) -> _Offered:
     return out
 
 
+def _exact_number(text: str) -> object:
+    """The exact number a float's text shows (``Decimal``), the text itself when it shows none."""
+    try:
+        return decimal.Decimal(text.strip().replace("_", ""))
+    except decimal.InvalidOperation:
+        return text
+
+
 def _built_alike(a, b) -> bool:
     """Whether two built values are the same value of the same type (``yes`` and ``true`` are, ``1`` and
     ``true`` are not), lists and mappings item by item."""
@@ -360,9 +369,13 @@ def _built_alike(a, b) -> bool:
         return False
     if isinstance(a, float):
         # a float kept with the text it was read from (a loader's exact number: 1.8014398509481985e+16 and
-        # 1.8014398509481986e+16 are one double) is alike only with the same text
-        if getattr(a, "text", None) != getattr(b, "text", None):
-            return False
+        # 1.8014398509481986e+16 are one double) is alike only with a text of the same exact number
+        # (1.8014398509481985e+16 and 18014398509481.985e+3 are one number, written two ways)
+        text_a, text_b = getattr(a, "text", None), getattr(b, "text", None)
+        if text_a != text_b:
+            return (
+                text_a is not None and text_b is not None and _exact_number(text_a) == _exact_number(text_b)
+            )
         return a == b or (a != a and b != b)  # .nan written twice
     if isinstance(a, list):
         return len(a) == len(b) and all(_built_alike(x, y) for x, y in zip(a, b, strict=True))

@@ -125,3 +125,18 @@ def test_two_merged_mappings_giving_one_double_as_two_whole_numbers_are_refused_
         read_yaml(text, "line3.yaml")
     same = read_yaml(text.replace("1.8014398509481986e+16", "1.8014398509481985e+16"), "line3.yaml")
     assert same["actions"]["c"]["value"].whole == 2**54 + 1
+
+
+def test_two_merged_mappings_giving_one_whole_number_written_two_ways_are_no_clash():
+    """``<<: [*a, *b]`` where a gives 1.8014398509481985e+16 and b 18014398509481.985e+3: one whole number, the
+    same in either mapping. The former check compared the texts and refused it as given differently (review
+    /work/notes58/review_proto/findings.md L7); a fraction written two ways is alike too."""
+    text = (
+        "actions:\n"
+        "  a: &a {value: 1.8014398509481985e+16, reset_value: 9007199254740992.5}\n"
+        "  b: &b {value: 18014398509481.985e+3, reset_value: 9007199254740992.50}\n"
+        "  c: {<<: [*a, *b]}\n"
+    )
+    merged = read_yaml(text, "line3.yaml")["actions"]["c"]
+    assert merged["value"].whole == 2**54 + 1
+    assert repr(merged["reset_value"]) in ("9007199254740992.5", "9007199254740992.50")
