@@ -678,6 +678,19 @@ class Outbox:
             carried, acked = self._carried_at_open(existing, known, self.path)
             self.corrupt_dir.mkdir(parents=True, exist_ok=True)
             to = self._aside_name("corrupt")
+            # whose records they are, read while the store is still at the path: a former tenant's move is noted
+            # (``on_move``) before anything is moved, as a healthy store's start does (``_own``); formerly noted after
+            # the move aside, and a kill between the two left the next start to hold the store (``_hold_unfinished``)
+            # with the move never noted: the former tenant's pending deployment was settled to the new one
+            former = (
+                self._former_tenant(self.path, recorded)
+                if any(os.path.lexists(f"{self.path}{sfx}") for sfx in STORE_FILES)
+                else None
+            )
+            if former is not None and former[0]:
+                self.former_tenant = former[0]
+                if self.on_move is not None:
+                    self.on_move(self.former_tenant)
             # before the file is moved, as a renewal while running does: a kill from here on finds at the next start
             # which file holds the records (formerly written after the move: a kill between the two left the store
             # in outbox-corrupt/ unnamed, an empty store at the path, and the next renewal removed the file)
@@ -687,14 +700,8 @@ class Outbox:
                 )
             )
             aside = self._move_aside(to=to)
-            former = self._former_tenant(aside, recorded) if aside is not None else None
-            if former is not None and former[0]:
-                # the gateway moved from that tenant: noted (``on_move``) before the new owner is recorded, as a
-                # healthy store's start does (``_own``); before, a corrupt store of the former tenant was held but the
-                # move never noted, and that tenant's pending deployments and withdrawals stayed
-                self.former_tenant = former[0]
-                if self.on_move is not None:
-                    self.on_move(self.former_tenant)
+            if aside is None:
+                former = None
             db = self._connect()
             db.executescript(SCHEMA)
             # the new epoch is fixed (and recorded outside the file) before any salvaged row is in it
@@ -1591,6 +1598,12 @@ class Outbox:
         former = self._former_tenant(src, recorded)
         if former is None:
             former = (self.former_tenant or "", "")
+        elif former[0] and self.former_tenant is None:
+            # the gateway moved from that tenant and no start noted it yet (a kill between the move aside and the
+            # note, by a version that noted it after): noted now, before that tenant's deployments are heard
+            self.former_tenant = former[0]
+            if self.on_move is not None:
+                self.on_move(self.former_tenant)
         kept = self._hold(former, recorded[0] if recorded else 0, Counter(), [], src=src)
         log.warning(
             "outbox %s: the unfinished copy of %s is of records made under %s: not copied into tenant %s's "

@@ -878,3 +878,51 @@ async def test_a_move_back_finds_the_health_check_rollbacks_of_the_tenant_it_com
     assert acme is not None and "rolled back by the health check" in acme
     assert beta is None  # acme's, not beta's
     assert back is not None and "error rate 40.0%" in back, back
+
+
+# the child's start under beta, killed right after the outbox moved acme's corrupt store aside (argv[3]: the config)
+KILLED_AFTER_THE_CORRUPT_STORE_IS_MOVED_ASIDE = """
+import asyncio, json
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+moved = store.Outbox._move_aside
+def moved_then_cut(self, *a, **k):
+    moved(self, *a, **k)
+    power_cut()
+store.Outbox._move_aside = moved_then_cut
+asyncio.run(Agent(parse_config(json.loads(sys.argv[3]))).start())
+"""
+
+
+async def test_a_start_killed_after_moving_the_former_tenants_corrupt_store_aside_still_forgets_its_deployment(
+    tmp_path,
+):
+    """acme's outbox found corrupt at the first start under beta: the move was noted only after the store was moved
+    aside, and a power cut between the two left the next start to hold acme's store (its unfinished copy) with the
+    move never noted: acme's pending deployment was settled to beta, a deployment_step naming acme's deployment id
+    (review /work/notes58/review_data MEDIUM 2). The move is noted before the store is moved. A real child process
+    killed with SIGKILL there."""
+    from tests.support.outbox_kills import damage_index, killed_child
+
+    agent, srv = _camera_gateway(
+        tmp_path, {"acme": ("acme-secret-check", "3.7.1"), "beta": ("acme-secret-check", "3.7.1")}
+    )
+    a = agent("acme")
+    await a.start()
+    for i in range(50):
+        a.outbox.append("result", {"part": f"acme-{i}"})
+    a.outbox.flush()
+    digest = a.slots["vision"].status()["digest"]
+    await a.stop()
+    _acme_left(tmp_path / "gw1" / "deployments", digest)
+    damage_index(tmp_path / "gw1" / "outbox" / "outbox.db")
+    killed_child(
+        KILLED_AFTER_THE_CORRUPT_STORE_IS_MOVED_ASIDE, tmp_path / "gw1", json.dumps(agent.config("beta"))
+    )
+    await srv.start()
+    try:
+        await _beta_hears_none_of_acme(agent, srv, digest)
+    finally:
+        await srv.stop()
+    held = [json.loads(p.read_text()) for p in (tmp_path / "gw1" / "outbox-held").glob("*.json")]
+    assert [(n["tenant"], n.get("corrupt")) for n in held] == [("acme", True)], held
