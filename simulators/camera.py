@@ -217,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.folder:
         print(f"wrote {write_folder(a.folder, a.frames, a.seed, a.defect_rate, a.size)}")
         return 0
+    if a.port_file:
+        from simulators.launcher import port_file_unwritable
+
+        if why := port_file_unwritable(a.port_file):
+            print(f"edge-sim camera: cannot write --port-file {a.port_file} ({why})", file=sys.stderr)
+            return 2
     server = CameraServer(
         a.port, a.fps, a.seed, a.defect_rate, a.size, a.size, a.host, surface=a.surface
     ).start()

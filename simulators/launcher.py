@@ -93,6 +93,18 @@ def write_port_file(path: Path, **ports: int) -> None:
     os.replace(tmp, path)
 
 
+def port_file_unwritable(path: Path) -> str | None:
+    """Why ``write_port_file`` could not write ``path`` (e.g. its folder is missing); None if it can: checked before
+    the server binds, so that a wrong ``--port-file`` is one line, not a traceback after the server listens."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.touch()
+        tmp.unlink()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
 def read_port_file(path: Path) -> dict[str, int] | None:
     """The ports in a file ``write_port_file`` wrote; None while it is not there."""
     try:

@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,6 +308,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--period-ms", type=int, default=200)
     ap.add_argument("--time-scale", type=float, default=1.0, help="machine seconds per wall second")
     a = ap.parse_args(argv)
+    if a.port_file:
+        from simulators.launcher import port_file_unwritable
+
+        if why := port_file_unwritable(a.port_file):
+            print(f"edge-sim machine: cannot write --port-file {a.port_file} ({why})", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("asyncua", "asyncua.server"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -71,3 +71,12 @@ async def test_cli_machine_serves_an_accelerated_degradation_and_stops_on_sigter
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_port_file_that_cannot_be_written_is_refused_in_one_line_naming_it(tmp_path, capsys) -> None:
+    from simulators.machine import main
+
+    where = tmp_path / "no-such-folder" / "machine.json"
+    assert main(["--port", "0", "--port-file", str(where)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"edge-sim machine: cannot write --port-file {where} (No such file or directory)\n"

@@ -181,3 +181,12 @@ def test_a_process_that_exits_after_it_listened_is_named_with_its_code_and_log_n
         assert "another program" not in str(err.value)  # it did listen itself: no port was taken from it
     finally:
         sup.close()
+
+
+def test_a_camera_port_file_that_cannot_be_written_is_refused_in_one_line_naming_it(tmp_path, capsys):
+    from simulators.camera import main
+
+    where = tmp_path / "no-such-folder" / "cam.json"
+    assert main(["--port", "0", "--port-file", str(where)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"edge-sim camera: cannot write --port-file {where} (No such file or directory)\n"
