@@ -471,10 +471,18 @@ class Agent:
 
         before = self._installed_folders()
         former = getattr(self.outbox, "former_tenant", None)
+        owner = getattr(self.outbox, "owner", None)
         try:
+            # with the tenant moved to ("to"): the note is written before the outbox holds the former store and
+            # records the new owner, so a start cut short there and followed by a start as the former tenant (the
+            # move given up) finds it too; only a start as "to" finishes it (``_models_of_former_tenant``)
             atomic_write_json(
                 Path(self.cfg.data_dir) / FORMER_TENANT_PENDING,
-                {"tenant": former, "before": {n: sorted(f) for n, f in before.items()}},
+                {
+                    "tenant": former,
+                    "to": owner[0] if owner else None,
+                    "before": {n: sorted(f) for n, f in before.items()},
+                },
             )
         except OSError as exc:
             log.warning(
@@ -496,18 +504,36 @@ class Agent:
         path = Path(self.cfg.data_dir) / FORMER_TENANT_MODELS
         pending = Path(self.cfg.data_dir) / FORMER_TENANT_PENDING
         former = getattr(self.outbox, "former_tenant", None)
+        owner = getattr(self.outbox, "owner", None)
         if (
             former is None
         ):  # a start that found the move and was cut short before it noted the models: finish it
             try:
                 kept = read_json_state(pending)
-                former = str(kept["tenant"])
-                before = {str(n): {str(f) for f in fs} for n, fs in kept["before"].items()}
+                noted_former = str(kept["tenant"])
+                noted_to = kept.get("to")
+                noted_before = {str(n): {str(f) for f in fs} for n, fs in kept["before"].items()}
             except FileNotFoundError:
                 pass
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 log.warning("%s: %s; removed", pending, exc)
                 pending.unlink(missing_ok=True)
+            else:
+                current = owner[0] if owner else None
+                if current is not None and current != noted_former and noted_to in (None, current):
+                    former, before = noted_former, noted_before
+                else:
+                    # the start that noted the move was cut short before the outbox recorded the new owner, and
+                    # this start is not that tenant's (the former tenant's again: the move given up): acted on, it
+                    # removed this tenant's own pending deployments and withdrawals and hid its own models from it
+                    log.info(
+                        "%s: the move from tenant %r to %r was not completed (this start is tenant %r's): removed",
+                        pending,
+                        noted_former,
+                        noted_to,
+                        current,
+                    )
+                    pending.unlink(missing_ok=True)
         if former is not None:
             from edge_agent.models.manager import forget_former_tenant
 
@@ -525,7 +551,6 @@ class Agent:
                 if (d := s.status().get("digest"))
                 and any(f.endswith(f"-{d[:12]}") for f in (before or {}).get(n, ()))
             }
-            owner = getattr(self.outbox, "owner", None)
             try:
                 noted = read_json_state(path)
                 if owner is not None and noted["tenant"] == owner[0]:

@@ -834,6 +834,57 @@ async def test_a_start_killed_as_the_outbox_records_the_new_tenant_still_forgets
         await srv.stop()
 
 
+# the child's start under beta, killed right after the move is noted (``on_move``), before acme's store is held and
+# beta recorded as the owner (argv[3]: the agent's config)
+KILLED_AFTER_THE_MOVE_IS_NOTED = """
+import asyncio, json
+import edge_agent.agent as agentmod
+from edge_agent.config import parse_config
+noted = agentmod.Agent._note_move_found
+def noted_then_cut(self, former):
+    noted(self, former)
+    power_cut()
+agentmod.Agent._note_move_found = noted_then_cut
+asyncio.run(agentmod.Agent(parse_config(json.loads(sys.argv[3]))).start())
+"""
+
+
+async def test_a_move_given_up_after_a_start_killed_as_it_noted_the_move_keeps_the_tenants_own_state(
+    tmp_path, caplog
+):
+    """The start as beta notes the move (former-tenant-models.pending.json) before acme's store is held, and is killed
+    there; the move is given up and the gateway starts as acme again, its outbox still acme's. That start took the note
+    for its own move: it removed acme's own pending deployment and withdrawals and hid acme's own model from acme. The
+    note names the tenant moved to; a start as another tenant drops it (INFO) and touches nothing. A real child process
+    killed with SIGKILL there."""
+    from tests.support.outbox_kills import killed_child
+
+    agent, _srv = _camera_gateway(
+        tmp_path, {"acme": ("acme-secret-check", "3.7.1"), "beta": ("acme-secret-check", "3.7.1")}
+    )
+    a = agent("acme")
+    await a.start()
+    digest = a.slots["vision"].status()["digest"]
+    await a.stop()
+    dep = tmp_path / "gw1" / "deployments"
+    _acme_left(dep, digest)
+    killed_child(KILLED_AFTER_THE_MOVE_IS_NOTED, tmp_path / "gw1", json.dumps(agent.config("beta")))
+    pending = tmp_path / "gw1" / "former-tenant-models.pending.json"
+    assert json.loads(pending.read_text())["to"] == "beta"
+    a = agent("acme")  # the move given up: acme's certificate again
+    with caplog.at_level(logging.INFO, logger="edge_agent.agent"):
+        await a.start()
+    try:
+        assert a.outbox is not None and a.outbox.former_tenant is None
+        assert not a._former_models, "acme's own model hidden from acme"
+        assert (dep / "vision.json").exists(), "acme's own pending deployment forgotten"
+        assert "withdrawn" in json.loads((dep / "withdrawals").read_text())
+        assert not pending.exists()
+        assert "the move from tenant 'acme' to 'beta' was not completed" in caplog.text
+    finally:
+        await a.stop()
+
+
 async def test_a_move_back_finds_the_health_check_rollbacks_of_the_tenant_it_comes_back_to(tmp_path):
     """acme's health check rolled back a version for deployment acmedep6 (deployments/health-rollbacks): that same
     deployment, still desired, is declined, not installed again. Moved to beta and back to acme, the move to beta had
