@@ -643,6 +643,7 @@ class Outbox:
         known = self._read_epoch_file()
         recorded = self._read_epoch_owner()  # (read before a corrupt store's new epoch replaces it)
         self._finish_move()  # (a move a kill cut off: every file beside the database it came with)
+        self._finish_drops()  # (a held store's removal a kill cut off: counted and told once)
         self._untold = self._read_untold()  # (events a start killed before it committed them owes)
         self._drop_notes_without_store(recorded)
         self._place_lone_wal()
@@ -1056,6 +1057,11 @@ class Outbox:
         for name, p, note, by_base in self._held_notes(with_store=False):
             if note is None:
                 continue
+            if (
+                note.get("dropping") is True
+            ):  # (removed by the bound, cut off after its store: ``_finish_drops``)
+                self._drop_held(name, note, None)
+                continue
             if not path_store:
                 path_store.append(self._path_store(recorded))
             base = re.sub(r"\.\d+$", "", name)
@@ -1166,16 +1172,51 @@ class Outbox:
                 break
             if name in keep or name == newest:  # the newest held store is never removed
                 continue
-            kinds = note.get("by_kind")
-            kinds = kinds if isinstance(kinds, dict) else {}
-            try:
-                by_kind = Counter({str(k): int(v) for k, v in kinds.items()})
-            except (TypeError, ValueError, OverflowError):
-                by_kind = Counter()
-            self.held_dropped.update(by_kind)
+            from edge_agent.files import atomic_write_json
+
+            try:  # marked first, durably: a kill during the removal is finished, counted and told at the next start
+                atomic_write_json(held / f"{name}.json", {**note, "dropping": True})
+            except OSError as exc:
+                log.warning("outbox %s: cannot remove the held store %s now: %s", self.dir, name, exc)
+                continue
+            self._drop_held(name, note, size)
+            total -= size
+
+    def _finish_drops(self) -> None:
+        """At open, once a move a kill cut off is completed: a held store whose removal by ``_bound_held`` a kill cut
+        off (its note marked ``dropping``) is removed now, counted and told once (a note whose store was removed
+        already: ``_drop_notes_without_store``). Formerly the drop was lost: its
+        records never counted, no ``outbox_budget`` event, and the note removed as a store deleted by hand."""
+        for name, _p, note, _again in list(self._held_notes(with_store=True)):  # (those without: see below)
+            if note is not None and note.get("dropping") is True:
+                self._drop_held(name, note, None)
+
+    def _drop_held(self, name: str, note: dict, size: int | None) -> None:
+        """Remove the held store ``name`` (its store, samples, then its note), counted (``held_dropped``) and said (a
+        WARNING and an ``outbox_budget`` event with cause ``held``) first. ``size`` None: a removal a kill cut off."""
+        held = self._held_dir()
+        kinds = note.get("by_kind")
+        kinds = kinds if isinstance(kinds, dict) else {}
+        try:
+            by_kind = Counter({str(k): int(v) for k, v in kinds.items()})
+        except (TypeError, ValueError, OverflowError):
+            by_kind = Counter()
+        self.held_dropped.update(by_kind)
+        if size is None:
             log.warning(
-                "outbox %s: outbox-held/ past its bound (%d bytes, the outbox's budget): removed the oldest held store "
-                "%s (tenant %s, epoch %s, %d records, %d bytes), never sent",
+                "outbox %s: the removal of the held store %s (tenant %s, epoch %s, %d records) to keep "
+                "outbox-held/ within its bound (%d bytes, the outbox's budget) was cut off: finished, never sent",
+                self.dir,
+                name,
+                _who(str(note.get("tenant") or "?")),
+                note.get("epoch"),
+                by_kind.total(),
+                self.s.max_bytes,
+            )
+        else:
+            log.warning(
+                "outbox %s: outbox-held/ past its bound (%d bytes, the outbox's budget): removed the oldest held "
+                "store %s (tenant %s, epoch %s, %d records, %d bytes), never sent",
                 self.dir,
                 self.s.max_bytes,
                 name,
@@ -1184,26 +1225,25 @@ class Outbox:
                 by_kind.total(),
                 size,
             )
-            evt = Event(
-                EventKind.OUTBOX_BUDGET,
-                cause="held",
-                epoch=note.get("epoch") if isinstance(note.get("epoch"), int) else None,
-                dropped=by_kind.total(),
-                by_kind=dict(by_kind),
-                ranges=[],
-                budget_bytes=self.s.max_bytes,
-            )
-            with self._lock:
-                self._notices.append(evt)  # (recorded once the outbox is open: it names no tenant)
-            self.on_event(evt)
-            # said and counted first: a kill during the removal leaves no silent partial removal
-            for sfx in ("", "-wal", "-shm"):
-                with contextlib.suppress(OSError):
-                    (held / f"{name}{sfx}").unlink()
-            shutil.rmtree(held / f"{name}.samples", ignore_errors=True)
+        evt = Event(
+            EventKind.OUTBOX_BUDGET,
+            cause="held",
+            epoch=note.get("epoch") if isinstance(note.get("epoch"), int) else None,
+            dropped=by_kind.total(),
+            by_kind=dict(by_kind),
+            ranges=[],
+            budget_bytes=self.s.max_bytes,
+        )
+        with self._lock:
+            self._notices.append(evt)  # (recorded once the outbox is open: it names no tenant)
+        self.on_event(evt)
+        # said and counted first: a kill during the removal leaves no silent partial removal
+        for sfx in ("", "-wal", "-shm"):
             with contextlib.suppress(OSError):
-                (held / f"{name}.json").unlink()
-            total -= size
+                (held / f"{name}{sfx}").unlink()
+        shutil.rmtree(held / f"{name}.samples", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (held / f"{name}.json").unlink()
 
     def _read_held(self) -> list[dict]:
         """The notes of the outboxes held in ``outbox-held/`` whose store is there (bounded reads, newest last)."""
