@@ -61,7 +61,10 @@ def main() -> None:
         bare = _median_s(lambda: yaml.load(text, Loader=yaml.CSafeLoader), args.runs)
         read = _median_s(lambda: read_yaml(text, str(path)), args.runs)
         whole = _median_s(lambda: load_config(path), args.runs)
+    from bench._machine import machine, machine_line
+
     out = {
+        "machine": machine(),
         "floats": args.actions * args.floats + 1,
         "bytes": len(text.encode()),
         "bare_safe_load_s": round(bare, 4),
@@ -70,6 +73,7 @@ def main() -> None:
         "read_yaml_vs_bare": round(read / bare, 2),
     }
     print(json.dumps(out))
+    print(machine_line())
     print("| floats | bytes | bare libyaml load | read_yaml | load_config | read_yaml / bare |")
     print("| --- | --- | --- | --- | --- | --- |")
     print(
