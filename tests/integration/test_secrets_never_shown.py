@@ -571,12 +571,13 @@ def test_a_name_sent_in_clear_never_splits_a_secret_it_stands_in(
     assert CloudText(cfg).tree(evt)["message"] == shown
 
 
-def _stored_outbox(data, *records: tuple[str, dict]):
-    """The outbox an agent finds in ``data``, holding ``records`` (as a former version stored them)."""
+def _stored_outbox(data, *records: tuple[str, dict], owner: tuple[str, str] | None = None):
+    """The outbox an agent finds in ``data``, holding ``records`` (as a former version stored them), made under
+    ``owner`` (tenant, agent id) when given."""
     from edge_agent.outbox.settings import OutboxSettings
     from edge_agent.outbox.store import Outbox
 
-    ob = Outbox(OutboxSettings(), data)
+    ob = Outbox(OutboxSettings(), data, owner=owner)
     ob.open()
     for kind, payload in records:
         ob.append(kind, payload)
@@ -636,7 +637,9 @@ async def test_the_outboxs_own_events_reach_the_cloud_without_a_gateway_variable
 
     data = tmp_path / "plant7-gateway-data"
     monkeypatch.setenv("GW_DATA", str(data))
-    ob = _stored_outbox(data, ("result", {"i": 1}))
+    # made under this agent's own tenant (its certificate's: ``default``, gw1), as outbox-epoch.json records it: a
+    # store whose owner cannot be told, or another tenant's, is held at start without an event to this tenant
+    ob = _stored_outbox(data, ("result", {"i": 1}), owner=("default", "gw1"))
     os.truncate(ob.path, 0)  # an outbox of a known epoch left empty: moved aside at start, outbox_corrupt
     dead = free_port()
     sources = {
