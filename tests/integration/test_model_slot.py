@@ -549,7 +549,8 @@ async def test_a_health_verdict_that_waits_for_a_swap_never_rolls_back_the_model
     its rollback waited, then rolled back whatever was active, 1.3.0, with 1.1.0's reason, and made 1.1.0 current
     with no health window (the model that failed served on, unwatched; 1.3.0 recorded failed). The rollback is now
     on the candidate it judged: replaced meanwhile, it does nothing, and 1.3.0 serves under its own window."""
-    s = slot(tmp_path, pkgs, window_s=60.0, min_items=10_000, in_process=True)
+    # through the install child: its ~0.5 s holds the lock across a health tick (in process the swap can end before one)
+    s = slot(tmp_path, pkgs, window_s=60.0, min_items=10_000)
     await s.start()
     assert (await s.swap(pkgs["v2"])).ok and s.state == "watching"
     y = s._active
