@@ -211,6 +211,16 @@ def _set_owner(db: sqlite3.Connection, owner: tuple[str, str], replace: bool = T
     )
 
 
+def _note_kinds(note: dict) -> Counter:
+    """A held store's note's records by kind (what does not parse counts as none)."""
+    kinds = note.get("by_kind")
+    kinds = kinds if isinstance(kinds, dict) else {}
+    try:
+        return Counter({str(k): int(v) for k, v in kinds.items()})
+    except (TypeError, ValueError, OverflowError):
+        return Counter()
+
+
 def _who(text: object) -> str:
     """A tenant or agent id as logged: a certificate's text, quoted and escaped (a newline in it forged a log
     line)."""
@@ -482,6 +492,8 @@ class Outbox:
         # outbox_corrupt events a start owes (a renewal at open, one cut off by a kill, a WAL found alone), as kept in
         # ``outbox-untold`` until they are committed (``_keep_untold``, ``_tell_untold``)
         self._untold: list[dict] = []
+        # (kept by the writer and by the agent's ``bound_held`` while the writer runs: one update at a time)
+        self._untold_lock = threading.RLock()
         self._told: list[Event] = []  # (committed at open, said once the writer runs)
         # a renewal's event while the agent runs, kept in ``outbox-untold`` until its commit: id(event) -> (event,
         # its id there) until it is queued, then its seq -> that id (``_commit`` adds ``meta told:<id>``)
@@ -643,8 +655,8 @@ class Outbox:
         known = self._read_epoch_file()
         recorded = self._read_epoch_owner()  # (read before a corrupt store's new epoch replaces it)
         self._finish_move()  # (a move a kill cut off: every file beside the database it came with)
-        self._finish_drops()  # (a held store's removal a kill cut off: counted and told once)
         self._untold = self._read_untold()  # (events a start killed before it committed them owes)
+        self._finish_drops()  # (a held store's removal a kill cut off: counted; its event told once, as kept)
         self._drop_notes_without_store(recorded)
         self._place_lone_wal()
         resumed_epoch = self._renewal_cut_after_move()
@@ -833,8 +845,11 @@ class Outbox:
         if corrupt is not None:
             self.renewals += 1
             self.salvaged += corrupt[3].total()
-        for evt in self._told:
-            self._renewed(evt, queue_it=False)  # (committed already, by ``_tell_untold``)
+        for evt in self._told:  # (committed already, by ``_tell_untold``)
+            if evt.kind is EventKind.OUTBOX_BUDGET:
+                self.on_event(evt)  # (a held store removed by the bound: ``_drop_held``)
+            else:
+                self._renewed(evt, queue_it=False)
         self._told = []
         return db
 
@@ -1174,12 +1189,23 @@ class Outbox:
                 continue
             from edge_agent.files import atomic_write_json
 
-            try:  # marked first, durably: a kill during the removal is finished, counted and told at the next start
-                atomic_write_json(held / f"{name}.json", {**note, "dropping": True})
+            # its event kept in outbox-untold (committed with its told:<id>), then the note marked, both durably and
+            # before anything is removed: a kill from here on finishes the removal at the next start and tells the
+            # event once (a kill before its commit: told then; after it: never again)
+            evt, entry = self._held_event(name, note)
+            try:
+                self._keep_untold(entry)
+                try:
+                    atomic_write_json(held / f"{name}.json", {**note, "dropping": True, "told": entry["id"]})
+                except OSError:
+                    with self._untold_lock, contextlib.suppress(OSError):
+                        self._untold = [e for e in self._untold if e is not entry]
+                        self._keep_untold()
+                    raise
             except OSError as exc:
                 log.warning("outbox %s: cannot remove the held store %s now: %s", self.dir, name, exc)
                 continue
-            self._drop_held(name, note, size)
+            self._drop_held(name, note, size, (evt, entry["id"]))
             total -= size
 
     def _finish_drops(self) -> None:
@@ -1187,20 +1213,47 @@ class Outbox:
         off (its note marked ``dropping``) is removed now, counted and told once (a note whose store was removed
         already: ``_drop_notes_without_store``). Formerly the drop was lost: its
         records never counted, no ``outbox_budget`` event, and the note removed as a store deleted by hand."""
+        # (an event kept for a store whose note a kill left unmarked: the removal was decided, finished now)
+        owed = {
+            (e.get("held"), e.get("held_at"))
+            for e in self._untold
+            if e.get("kind") == EventKind.OUTBOX_BUDGET.value
+        }
         for name, _p, note, _again in list(self._held_notes(with_store=True)):  # (those without: see below)
-            if note is not None and note.get("dropping") is True:
+            if note is not None and (note.get("dropping") is True or (name, note.get("held_at")) in owed):
                 self._drop_held(name, note, None)
 
-    def _drop_held(self, name: str, note: dict, size: int | None) -> None:
+    def _held_event(self, name: str, note: dict) -> tuple[Event, dict]:
+        """The ``outbox_budget`` event (cause ``held``) of the held store ``name`` removed by the bound, and its entry
+        for ``outbox-untold`` (``_keep_untold``; told by ``_tell_untold`` or committed with its ``told:<id>``)."""
+        by_kind = _note_kinds(note)
+        evt = Event(
+            EventKind.OUTBOX_BUDGET,
+            cause="held",
+            epoch=note.get("epoch") if isinstance(note.get("epoch"), int) else None,
+            dropped=by_kind.total(),
+            by_kind=dict(by_kind),
+            ranges=[],
+            budget_bytes=self.s.max_bytes,
+        )
+        entry = {
+            "id": os.urandom(8).hex(),
+            "kind": EventKind.OUTBOX_BUDGET.value,
+            "event": {"t": evt.t, **evt.data},
+            "salvaged_by_kind": {},
+            "held": name,
+            "held_at": note.get("held_at"),
+        }
+        return evt, entry
+
+    def _drop_held(
+        self, name: str, note: dict, size: int | None, told: tuple[Event, str] | None = None
+    ) -> None:
         """Remove the held store ``name`` (its store, samples, then its note), counted (``held_dropped``) and said (a
-        WARNING and an ``outbox_budget`` event with cause ``held``) first. ``size`` None: a removal a kill cut off."""
+        WARNING and, with ``told``, its ``outbox_budget`` event, kept in ``outbox-untold`` under that id) first.
+        ``size`` None: a removal a kill cut off, its event told by ``_tell_untold`` if its commit never came."""
         held = self._held_dir()
-        kinds = note.get("by_kind")
-        kinds = kinds if isinstance(kinds, dict) else {}
-        try:
-            by_kind = Counter({str(k): int(v) for k, v in kinds.items()})
-        except (TypeError, ValueError, OverflowError):
-            by_kind = Counter()
+        by_kind = _note_kinds(note)
         self.held_dropped.update(by_kind)
         if size is None:
             log.warning(
@@ -1225,18 +1278,22 @@ class Outbox:
                 by_kind.total(),
                 size,
             )
-        evt = Event(
-            EventKind.OUTBOX_BUDGET,
-            cause="held",
-            epoch=note.get("epoch") if isinstance(note.get("epoch"), int) else None,
-            dropped=by_kind.total(),
-            by_kind=dict(by_kind),
-            ranges=[],
-            budget_bytes=self.s.max_bytes,
-        )
-        with self._lock:
-            self._notices.append(evt)  # (recorded once the outbox is open: it names no tenant)
-        self.on_event(evt)
+        if (
+            told is None
+            and "told" not in note
+            and not any(
+                e.get("held") == name and e.get("held_at") == note.get("held_at") for e in self._untold
+            )
+        ):  # (a note marked before its event was kept with it: kept now, told once by ``_tell_untold``)
+            with contextlib.suppress(OSError):
+                self._keep_untold(self._held_event(name, note)[1])
+        if told is not None and self._opened:
+            # (the outbox running: committed with its told:<id>; at open, ``_tell_untold`` commits it and says it)
+            evt, uid = told
+            with self._lock:
+                self._told_ids[id(evt)] = (evt, uid)
+                self._notices.append(evt)
+            self.on_event(evt)
         # said and counted first: a kill during the removal leaves no silent partial removal
         for sfx in ("", "-wal", "-shm"):
             with contextlib.suppress(OSError):
@@ -2118,16 +2175,17 @@ class Outbox:
         tell them otherwise (a marker naming the previous epoch) is dropped: a kill before ``_tell_untold`` commits
         them leaves them to the next start. Before, a kill in ``_place_lone_wal``, or once a copy at open was done
         and before its event was committed, lost that ``outbox_corrupt`` event (the records kept)."""
-        if entry is not None:
-            # (the tenant the start that owes it runs under: told only into that tenant's outbox, ``_tell_untold``)
-            entry.setdefault("tenant", self.owner[0] if self.owner is not None else None)
-            self._untold.append(entry)
-        for e in self._untold:
-            if isinstance(e.get("src"), str):
-                e["salvaged_by_kind"] = dict(
-                    Counter(e["base"]) + self._copied_by_src.get(e["src"], Counter())
-                )
-        self._write_mark(self.untold_path, {"events": self._untold} if self._untold else None)
+        with self._untold_lock:
+            if entry is not None:
+                # (the tenant the start that owes it runs under: told only into that tenant's outbox, ``_tell_untold``)
+                entry.setdefault("tenant", self.owner[0] if self.owner is not None else None)
+                self._untold.append(entry)
+            for e in self._untold:
+                if isinstance(e.get("src"), str):
+                    e["salvaged_by_kind"] = dict(
+                        Counter(e["base"]) + self._copied_by_src.get(e["src"], Counter())
+                    )
+            self._write_mark(self.untold_path, {"events": self._untold} if self._untold else None)
 
     def _tell_untold(self, db: sqlite3.Connection) -> list[Event]:
         """At open, before the writer starts: the ``outbox_corrupt`` events this start owes committed into the store,
@@ -2141,15 +2199,17 @@ class Outbox:
         for e in self._untold:
             if "told:" + e["id"] in meta:
                 continue
+            budget = e.get("kind") == EventKind.OUTBOX_BUDGET.value  # (a held store the bound removed)
             if self.owner is not None and e.get("tenant") not in (None, self.owner[0]):
                 # kept by a start under another tenant, killed before it told it (the gateway moved since): it names
                 # and counts that tenant's store, never put into this tenant's outbox
                 log.warning(
-                    "outbox %s: an outbox_corrupt event of tenant %s's store (%s) was never told (the agent killed) "
+                    "outbox %s: an %s event of tenant %s's store (%s) was never told (the agent killed) "
                     "and is not told to tenant %s",
                     self.dir,
+                    e.get("kind") if budget else "outbox_corrupt",
                     _who(str(e["tenant"])),
-                    e["event"].get("moved_to"),
+                    e.get("held") if budget else e["event"].get("moved_to"),
                     _who(self.owner[0]),
                 )
                 continue
@@ -2160,17 +2220,27 @@ class Outbox:
                 if "lost_by_kind" in e
                 else {}
             )
-            evt = Event(
-                EventKind.OUTBOX_CORRUPT,
-                t=float(ev.get("t") or time.time()),
-                moved_to=str(ev["moved_to"]) if ev.get("moved_to") is not None else None,
-                reason=str(ev.get("reason")),
-                epoch=epoch if type(epoch) is int else self.epoch,
-                previous_epoch=ev.get("previous_epoch") if type(ev.get("previous_epoch")) is int else 0,
-                salvaged=got.total(),
-                salvaged_by_kind=dict(got),
-                **lost,
-            )
+            if budget:
+                try:
+                    evt = Event(
+                        EventKind.OUTBOX_BUDGET,
+                        t=float(ev.get("t") or time.time()),
+                        **{k: v for k, v in ev.items() if k not in ("t", "kind")},
+                    )
+                except (TypeError, ValueError):  # (what does not parse counts as nothing)
+                    continue
+            else:
+                evt = Event(
+                    EventKind.OUTBOX_CORRUPT,
+                    t=float(ev.get("t") or time.time()),
+                    moved_to=str(ev["moved_to"]) if ev.get("moved_to") is not None else None,
+                    reason=str(ev.get("reason")),
+                    epoch=epoch if type(epoch) is int else self.epoch,
+                    previous_epoch=ev.get("previous_epoch") if type(ev.get("previous_epoch")) is int else 0,
+                    salvaged=got.total(),
+                    salvaged_by_kind=dict(got),
+                    **lost,
+                )
             body = json_codec.dumps(evt.to_json_dict(), separators=(",", ":")).encode()
             self._seq += 1
             rows.append(
@@ -2203,9 +2273,10 @@ class Outbox:
         """On the writer, once a commit carried the events kept in ``outbox-untold`` as ``ids`` (with their ``meta
         told:<id>`` keys): out of that file, then the keys removed (a kill in between: the next start sees the keys
         and tells none of them again). A disk error leaves both: the next start tells nothing twice."""
-        self._untold = [e for e in self._untold if e["id"] not in ids]
         try:
-            self._keep_untold()
+            with self._untold_lock:
+                self._untold = [e for e in self._untold if e["id"] not in ids]
+                self._keep_untold()
         except OSError as exc:
             log.warning("outbox %s: %s could not be updated: %s", self.dir, self.untold_path, exc)
             return

@@ -1035,3 +1035,93 @@ def test_a_held_store_whose_removal_by_the_bound_a_kill_cut_off_is_counted_and_t
     assert held["dropped"] == {"result": 1500}, held
     assert [(e["cause"], e["dropped"]) for e in told] == [("held", 1500)], told
     assert not list((data / HELD_DIR).glob("outbox.db.acme-*"))
+
+
+# gamma's start (1 MB budget) killed right after the bound removed acme's held store (its note, store and samples
+# gone), before the writer committed the outbox_budget event (argv[1]: the data folder)
+KILLED_AFTER_THE_BOUND_REMOVED_A_HELD_STORE = """
+real = store.Outbox._drop_held
+def drop(self, *a, **k):
+    real(self, *a, **k)
+    power_cut()
+store.Outbox._drop_held = drop
+ob = store.Outbox(OutboxSettings(max_bytes=1 << 20), sys.argv[1], owner=("gamma", "gw1"))
+ob.open()
+"""
+
+# gamma's start as the agent runs it (the bound after the open, the writer running): killed while the held store's
+# samples are removed, once the writer committed the outbox_budget event and before the note went
+KILLED_AFTER_THE_HELD_DROP_WAS_COMMITTED = """
+import shutil, sqlite3, time
+real = shutil.rmtree
+def rmtree(p, *a, **k):
+    if "outbox-held" in str(p):
+        db = sqlite3.connect(f"file:{ob.path}?mode=ro", uri=True)
+        until = time.monotonic() + 5
+        while time.monotonic() < until and not db.execute(
+            "SELECT 1 FROM records WHERE kind = 'event' AND CAST(payload AS TEXT) LIKE '%outbox_budget%'"
+        ).fetchone():
+            time.sleep(0.01)
+        power_cut()
+    return real(p, *a, **k)
+shutil.rmtree = rmtree
+ob = store.Outbox(OutboxSettings(max_bytes=1 << 20, commit_interval_ms=10), sys.argv[1], owner=("gamma", "gw1"))
+ob.defer_held_bound = True
+ob.open()
+ob.defer_held_bound = False
+ob.bound_held()
+"""
+
+
+def _held_drop_told_after(tmp_path: Path, child: str) -> tuple[dict, list[dict]]:
+    """acme's 1500 results held at beta's start, then ``child`` (gamma's start, 1 MB budget) killed in the bound's
+    removal of acme's store; gamma's next start: its held stats and the outbox_budget events in its store."""
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import HELD_DIR, Outbox
+    from tests.support.outbox_kills import killed_child
+
+    data = tmp_path / "gw"
+
+    def opened(tenant: str, budget: int, fill: int = 0) -> Outbox:
+        ob = Outbox(OutboxSettings(max_bytes=budget), data, owner=(tenant, "gw1"))
+        ob.open()
+        for n in range(fill):
+            ob.append("result", {"part": f"{tenant}-{n}", "pad": "x" * 1000})
+        ob.flush()
+        return ob
+
+    opened("acme", 16 << 20, 1500).close()
+    opened("beta", 16 << 20, 1500).close()  # acme's held
+    killed_child(child, data)
+    ob = opened("gamma", 1 << 20)
+    try:
+        held = ob.stats()["held"]
+        told = [
+            json.loads(bytes(p))
+            for (p,) in ob._db.execute("SELECT payload FROM records WHERE kind = 'event'")
+            if b"outbox_budget" in bytes(p)
+        ]
+    finally:
+        ob.close()
+    assert not list((data / HELD_DIR).glob("outbox.db.acme-*"))
+    return held, told
+
+
+def test_a_held_store_removed_by_the_bound_is_told_after_a_kill_before_its_event_was_committed(tmp_path):
+    """A kill after the bound removed acme's held store (note, store and samples), before the writer committed its
+    outbox_budget event: the next start found nothing, and the 1500 records were removed untold (review
+    /work/notes58/review_mends M1 a). The event is kept in outbox-untold before anything is removed: told once."""
+    held, told = _held_drop_told_after(tmp_path, KILLED_AFTER_THE_BOUND_REMOVED_A_HELD_STORE)
+    assert [(f["tenant"], f["records"]) for f in held["files"]] == [("beta", 1500)], held["files"]
+    assert [(e["cause"], e["dropped"], e["by_kind"]) for e in told] == [("held", 1500, {"result": 1500})], (
+        told
+    )
+
+
+def test_a_held_store_removed_by_the_bound_is_told_once_after_a_kill_once_its_event_was_committed(tmp_path):
+    """The bound run after the open (as the agent does): the writer committed acme's outbox_budget event while the
+    samples were being removed, then a kill before the note went: the next start told the drop again, 3000
+    records dropped for 1500 (review /work/notes58/review_mends M1 b). Committed with its told:<id>: told once."""
+    held, told = _held_drop_told_after(tmp_path, KILLED_AFTER_THE_HELD_DROP_WAS_COMMITTED)
+    assert [(f["tenant"], f["records"]) for f in held["files"]] == [("beta", 1500)], held["files"]
+    assert [(e["cause"], e["dropped"]) for e in told] == [("held", 1500)], told
