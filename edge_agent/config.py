@@ -661,19 +661,25 @@ def _check_one_value(x: Any, what: str) -> Any:
 
 
 def _exact_shown(text: str, n: float) -> str | None:
-    """The number a quoted ``text`` shows, unquoted, when its float ``n`` is another number: the whole number's
-    digits (``'9.007199254740993e+15'``: 9007199254740993, not 9007199254740992.0, one less on an Int64 node),
-    a fraction as written when YAML reads it as a number (``'9007199254740992.5'``: the loader keeps it exact, an
-    integer node refuses it as it refuses 2.5), else its exact decimal digits. None when ``n`` is the number."""
+    """The number a quoted ``text`` shows, unquoted, when its float ``n`` is another number: the text itself when
+    the loader keeps that text's number unquoted (``'9.007199254740993e+15'``: a ``WholeFloat``, so an Int64 node
+    gets 9007199254740993 and a Double node the float it rounds to; ``'9007199254740992.5'``: a ``FractionFloat``,
+    refused by an integer node as 2.5 is), else the whole number's digits (``'9007199254740993.0'``, which YAML
+    refuses with a point: an integer node's number), else its exact decimal digits. None when ``n`` is the
+    number. The digits were hinted for an exponent's whole number too: right for an Int64 node, but a Double node
+    refuses 9007199254740993 at every write (no double holds it), and past 2**64 (``'1.8446744073709551617e+19'``)
+    no node holds the digits: refused at load."""
     try:
         written = decimal.Decimal(text.replace("_", ""))
     except decimal.InvalidOperation:
         return None
     if not written.is_finite() or not math.isfinite(n) or written == decimal.Decimal(n):
         return None
+    if _exact_float(text) is not None:
+        return text
     if written == written.to_integral_value():
         return str(int(written))
-    return text if _yaml_float(text, False) is not None else format(written, "f")
+    return format(written, "f")
 
 
 class OutputAction(_Action):
@@ -2481,19 +2487,16 @@ def _exact_float(text: str, *, tagged: bool = False) -> float | None:
     number shown, whatever its range (``-9.223372036854775809e+18`` is -2**63 as a float: an Int64 node refuses
     the number shown); a fraction whose float is whole (``9007199254740992.5``, ``1.0000000000000000001``) as a
     ``FractionFloat``. None for any other scalar (``1.0e+16`` and ``3.0`` are read exactly, ``2.5`` is its
-    float). ``tagged``: the text follows an explicit ``!!float``. ``_exact_loader`` constructs such a float."""
-    if (got := _inexact_whole(text, tagged=tagged)) is not None:
-        # 9007199254740993.0: refused at load (``_float_misread``)
-        return WholeFloat(*got, text) if "e" in text.lower() else None
-    if (n := _yaml_float(text, tagged)) is None or not math.isfinite(n) or not n.is_integer():
+    float, ``9007199254740993.0`` is refused at load by ``_float_misread``). ``tagged``: the text follows an
+    explicit ``!!float``. ``_exact_loader`` constructs such a float."""
+    if (got := _whole_float_read(text, tagged)) is None:
         return None
-    try:
-        written = decimal.Decimal(text.replace("_", ""))
-    except Exception:  # judged elsewhere
+    n, written = got
+    if written != written.to_integral_value():
+        return FractionFloat(n, text)
+    if decimal.Decimal(n) == written or "e" not in text.lower():
         return None
-    if not written.is_finite():
-        return None
-    return FractionFloat(n, text) if written != written.to_integral_value() else None
+    return WholeFloat(n, int(written), text)
 
 
 def _yaml_float(text: str, tagged: bool) -> float | None:
@@ -2515,17 +2518,26 @@ def _inexact_whole(text: str, *, tagged: bool = False) -> tuple[float, int] | No
     """(the float, the whole number) of a plain scalar YAML reads as a float whose text shows a whole number that
     float is not (``9007199254740993.0``, ``9.007199254740993e+15``; ``tagged``: after an explicit ``!!float``,
     ``!!float 9007199254740993`` too); None for any other scalar."""
+    if (got := _whole_float_read(text, tagged)) is None:
+        return None
+    n, written = got
+    if written != written.to_integral_value() or decimal.Decimal(n) == written:
+        return None
+    return n, int(written)
+
+
+def _whole_float_read(text: str, tagged: bool) -> tuple[float, decimal.Decimal] | None:
+    """(the float YAML reads a plain scalar as, the number its text shows) when that float is finite and whole (a
+    float that is no whole number shows no whole number, and its text is that float's); None for any other
+    scalar. The one reading of a float's text that ``_exact_float`` and ``_inexact_whole`` judge: each read it
+    again, the text parsed twice, twice per float of a config's write values."""
     if (n := _yaml_float(text, tagged)) is None or not math.isfinite(n) or not n.is_integer():
-        return None  # a float that is no whole number shows no whole number either
+        return None
     try:
         written = decimal.Decimal(text.replace("_", ""))
     except Exception:  # judged elsewhere
         return None
-    if not written.is_finite():
-        return None
-    if written != written.to_integral_value() or decimal.Decimal(n) == written:
-        return None
-    return n, int(written)
+    return (n, written) if written.is_finite() else None
 
 
 def _exact_loader(made: list[float]) -> Any:

@@ -140,3 +140,22 @@ def test_two_merged_mappings_giving_one_whole_number_written_two_ways_are_no_cla
     merged = read_yaml(text, "line3.yaml")["actions"]["c"]
     assert merged["value"].whole == 2**54 + 1
     assert repr(merged["reset_value"]) in ("9007199254740992.5", "9007199254740992.50")
+
+
+def test_each_float_text_of_a_write_value_is_read_once(monkeypatch):
+    """``_exact_float`` read a float's text twice (``_inexact_whole`` first, then again for a fraction): each float
+    of a config's write values was parsed twice at load (review /work/notes59 D4). One reading now serves both."""
+    import edge_agent.config as config
+
+    read: list[str] = []
+    own = config._yaml_float
+
+    def counted(text: str, tagged: bool):
+        read.append(text)
+        return own(text, tagged)
+
+    monkeypatch.setattr(config, "_yaml_float", counted)
+    # exponents: the pass that looks for YAML's misreads leaves them (a magnitude, not every digit)
+    doc = read_yaml("actions:\n  a: {value: [9.007199254740993e+15, 1.0e+16, 3.0e+0]}\n", "line3.yaml")
+    assert type(doc["actions"]["a"]["value"][0]) is WholeFloat
+    assert sorted(read) == ["1.0e+16", "3.0e+0", "9.007199254740993e+15"], read  # an exact one was read twice

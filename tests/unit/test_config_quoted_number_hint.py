@@ -46,3 +46,25 @@ def test_the_hint_for_a_quoted_number_loads_as_the_number_written(tmp_path, writ
     assert hint is not None, str(refused.value)
     followed = load_config(_config(tmp_path, hint.group(1))).actions["preset"].value
     assert _exact(followed) == decimal.Decimal(written), (hint.group(1), followed)
+
+
+@pytest.mark.parametrize(
+    "written", ["9.007199254740993e+15", "1.8446744073709551617e+19", "-9.007199254740993e+15"]
+)
+def test_the_hint_for_a_quoted_whole_number_past_a_doubles_range_is_its_text_a_double_node_takes(
+    tmp_path, written
+):
+    """An exponent's whole number a double does not hold was hinted as its digits (9007199254740993): right for an
+    Int64 node, but a Double node refuses those digits at every write (no double holds them), and past 2**64 the
+    digits were refused at load (no node holds them). The text itself, unquoted, is kept exact: an integer node
+    gets the number shown, a Double node the float the text rounds to."""
+    from asyncua import ua
+
+    from devices.opcua.client import convert_value
+
+    with pytest.raises(ConfigError) as refused:
+        load_config(_config(tmp_path, f"'{written}'"))
+    assert f"write value: {written} without quotes" in str(refused.value), str(refused.value)
+    followed = load_config(_config(tmp_path, written)).actions["preset"].value
+    assert _exact(followed) == decimal.Decimal(written)
+    assert convert_value(ua.VariantType.Double, followed, "ns=2;s=Level") == float(written)
