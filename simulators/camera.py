@@ -226,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     server = CameraServer(
         a.port, a.fps, a.seed, a.defect_rate, a.size, a.size, a.host, surface=a.surface
     ).start()
+    import signal
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # a supervisor's stop is a clean stop, as Ctrl-C is
     if a.port_file:
         from simulators.launcher import write_port_file
 
@@ -238,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.stop()
+        if a.port_file:  # nothing listens on the port it names any more
+            from simulators.launcher import remove_port_file
+
+            remove_port_file(a.port_file, port=server.port)
     return 0
 
 

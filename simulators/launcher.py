@@ -93,6 +93,14 @@ def write_port_file(path: Path, **ports: int) -> None:
     os.replace(tmp, path)
 
 
+def remove_port_file(path: Path, **ports: int) -> None:
+    """At a clean stop, remove the port file ``write_port_file(path, **ports)`` wrote: a file left behind names a
+    port nothing listens on any more (or, later, another program's). Left alone when it names other ports (a
+    restart of the same server wrote its own since)."""
+    if read_port_file(path) == ports:
+        path.unlink(missing_ok=True)
+
+
 def port_file_unwritable(path: Path) -> str | None:
     """Why ``write_port_file`` could not write ``path`` (e.g. its folder is missing); None if it can: checked before
     the server binds, so that a wrong ``--port-file`` is one line, not a traceback after the server listens."""

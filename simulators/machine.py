@@ -334,6 +334,15 @@ def main(argv: list[str]) -> int:
         except OSError as e:
             print(f"edge-sim machine: cannot listen on {a.host}:{a.port} ({e.strerror}); pick another --port")
             return 1
+        if srv.port == 0:  # port 0 on a name of several addresses: the kernel gave each its own port
+            await srv.stop()
+            print(
+                f"edge-sim machine: --port 0 on --host {a.host} listens on several addresses, each on a port of "
+                "its own, so no one port can be advertised or written; give one address (e.g. --host 127.0.0.1) "
+                "or a --port",
+                file=sys.stderr,
+            )
+            return 2
         if a.port_file:
             from simulators.launcher import write_port_file
 
@@ -344,6 +353,10 @@ def main(argv: list[str]) -> int:
         )
         await stop.wait()
         await srv.stop()
+        if a.port_file:  # stopped cleanly: nothing listens on the port it names any more
+            from simulators.launcher import remove_port_file
+
+            remove_port_file(a.port_file, port=srv.port)
         return 0
 
     return asyncio.run(run())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -80,6 +81,17 @@ def quiet_grpc_log() -> None:
     cores (bench/tenant_neighbour_bench.py), the service's log disk, every tenant's, filled by someone who has no
     certificate at all. ``GRPC_VERBOSITY=INFO`` shows them again when looking for a client that cannot connect."""
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why a file could not be created at ``path`` (e.g. its folder is missing); None if it can."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.touch()
+        tmp.unlink()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None and not (math.isfinite(v) and v > 0):  # 0 or less: every batch refused; NaN: none
             print(f"cloud-trainer serve: {opt} {v} must be a number above 0", file=sys.stderr)
             return 2
+    if a.port_file is not None and (why := _unwritable(a.port_file)):  # one line now, not a traceback once up
+        print(f"cloud-trainer serve: cannot write --port-file {a.port_file} ({why})", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for f in ("ca.pem", "server.pem", "server.key"):
         if not (a.pki / f).exists():
@@ -255,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         # only now: a supervisor that stops the service as soon as it says it listens gets a clean stop
+        said = json.dumps({"port": srv.port, "console_port": console.port if console else None})
         if a.port_file is not None:  # whole or not at all: a supervisor waiting for it never reads half
             tmp = a.port_file.with_name(a.port_file.name + ".tmp")
-            tmp.write_text(json.dumps({"port": srv.port, "console_port": console.port if console else None}))
+            tmp.write_text(said)
             os.replace(tmp, a.port_file)
         print(
             f"fleet service listening on {a.host}:{srv.port} (data {a.data}, registry {registry})"
@@ -268,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         if console:
             console.stop()
         await srv.stop()
+        if a.port_file is not None:  # stopped cleanly: nothing listens on its ports any more (a file that
+            # names other ports is a later start's)
+            with contextlib.suppress(OSError):
+                if a.port_file.read_text() == said:
+                    a.port_file.unlink()
 
     try:
         asyncio.run(run())

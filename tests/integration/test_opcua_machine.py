@@ -67,6 +67,7 @@ async def test_cli_machine_serves_an_accelerated_degradation_and_stops_on_sigter
             assert await c.get_node("ns=2;s=PumpA.Truth.HealthIndex").read_value() == 0.0
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 10) == 0
+        assert not port_file.exists()  # stopped cleanly: it names a port nothing listens on any more
     finally:
         if proc.poll() is None:
             proc.kill()
