@@ -48,8 +48,8 @@ class WholeFloat(float):
     9007199254740992.0 to YAML (a double holds whole numbers exactly only up to 2**53). ``whole`` is the number the
     text shows: an integer node or metric (Int64, UInt64) gets it; a Float or Double one gets the float, as the
     text rounds to it. ``text`` is what the config shows, and its repr: a Boolean or DateTime node's refusal
-    names ``9.007199254740993e+15`` as written, not 9007199254740992.0; its str stays the float's (a String
-    node's text, as before)."""
+    names ``9.007199254740993e+15`` as written, not 9007199254740992.0, and a String node or metric gets that
+    text (YAML's ``_`` dropped), the number written; its str stays the float's."""
 
     __slots__ = ("text", "whole")
     whole: int

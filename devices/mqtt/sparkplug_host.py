@@ -555,6 +555,9 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     text shows, to any other as the float."""
     # a refusal names a config's 9.007199254740993e+15 as written, not as 9007199254740992.0
     written = value if isinstance(value, WholeFloat) else None
+    # a String metric gets the number the config's text shows (9.007199254740993e+15), not its float's
+    # 9007199254740992.0; YAML's digit separators dropped
+    shown_text = value.text.replace("_", "") if isinstance(value, WholeFloat | FractionFloat) else None
     if isinstance(value, WholeFloat):
         value = value.whole if dt in _INT_RANGE else float(value)
     elif isinstance(value, FractionFloat) and dt not in _INT_RANGE and dt is not sp.DataType.BOOLEAN:
@@ -600,7 +603,7 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
             raise bad("write text")
         if isinstance(value, float) and not math.isfinite(value):
             raise bad("NaN and infinity are never sent as text; write text or a finite number")
-        text = str(value)
+        text = str(value) if shown_text is None else shown_text
         if (why := text_problem(text)) is not None:
             raise bad(why)
         return text

@@ -587,6 +587,8 @@ def _convert_scalar(
     why it is kept."""
     # a refusal names a config's 9.007199254740993e+15 as written, not as 9007199254740992.0
     written = value if isinstance(value, WholeFloat) else None
+    # the number a config's text shows, for a String node: 9.007199254740993e+15 was sent as '9007199254740992.0'
+    shown_text = _number_as_written(value)
     if isinstance(value, WholeFloat | FractionFloat):
         # a config's 9.007199254740993e+15: an integer node gets the whole number the text shows, every other
         # type the float (a node holding a type judges it as that type, below); its 9007199254740992.5 is a
@@ -657,7 +659,13 @@ def _convert_scalar(
         if isinstance(value, float) and not math.isfinite(value):
             raise bad("NaN and infinity are never written as text; write text or a finite number")
         if isinstance(value, str | int | float) and not isinstance(value, bool):
-            text = _utf8(value, bad) if isinstance(value, str) else _text(own, value)
+            text = (
+                _utf8(value, bad)
+                if isinstance(value, str)
+                else shown_text
+                if shown_text is not None
+                else _text(own, value)
+            )
             return text if t == "String" else ua.LocalizedText(text)
         raise bad("write text")
     if t == "DateTime":
@@ -693,6 +701,14 @@ def _convert_scalar(
     if any_held:
         raise bad(f"the agent writes only {_WRITABLE_VALUES} values; write to a node that holds one of them")
     raise bad(f"the agent writes only {_WRITABLE} nodes; write to a node of one of those types")
+
+
+def _number_as_written(value: Any) -> str | None:
+    """A config's number whose float is another number (``WholeFloat``, ``FractionFloat``) as its text shows it,
+    YAML's digit separators (``_``) dropped: what a String node gets, the number the line engineer wrote (an HMI
+    or a recipe record reading ``9.007199254740993e+15`` gets that number, not 9007199254740992.0, one less); None
+    for any other value (a float's text is its ``repr``, as before)."""
+    return value.text.replace("_", "") if isinstance(value, WholeFloat | FractionFloat) else None
 
 
 def _a_number(value: Any) -> str:

@@ -382,3 +382,47 @@ actions:
     said = [r.getMessage() for r in caplog.records if r.name == "edge_agent.actions"]
     assert any("'half'" in m and "9007199254740992.5" in m and fraction in m for m in said), said
     assert any("'low'" in m and "-9223372036854775809" in m for m in said), said
+
+
+async def test_a_string_node_gets_a_number_a_float_does_not_hold_as_the_config_writes_it(tmp_path):
+    """``value: 9.007199254740993e+15`` to a String node (an HMI's recipe field, a record a MES reads) arrived as
+    '9007199254740992.0', another number, counted ok, nothing said; ``9007199254740992.5`` as '9007199254740992.0'
+    too, its fraction gone. The text is the number the line engineer wrote: a String node gets it as written
+    (an array's element too), a plain float its text as before (``2.5``), an Int64 node still the whole number."""
+    async with plc(
+        {
+            "Label": ua.Variant("", ua.VariantType.String),
+            "Half": ua.Variant("", ua.VariantType.String),
+            "Plain": ua.Variant("", ua.VariantType.String),
+            "Codes": ua.Variant(["", ""], ua.VariantType.String),
+            "Total": ua.Variant(0, ua.VariantType.Int64),
+        }
+    ) as p:
+        path = tmp_path / "line1.yaml"
+        path.write_text(
+            f"""agent: {{id: gw}}
+sources:
+  plc: {{type: opcua, endpoint: "opc.tcp://127.0.0.1:{p.port}/plc/", connect_timeout_s: 2.0}}
+actions:
+  label: {{type: opcua_write, source: plc, node_id: "{p.node_id("Label")}", value: 9.007199254740993e+15}}
+  half: {{type: opcua_write, source: plc, node_id: "{p.node_id("Half")}", value: 9007199254740992.5}}
+  plain: {{type: opcua_write, source: plc, node_id: "{p.node_id("Plain")}", value: 2.5}}
+  codes: {{type: opcua_write, source: plc, node_id: "{p.node_id("Codes")}", value: [-9.007_199_254_740_993e+15, 1.0e+16]}}
+  total: {{type: opcua_write, source: plc, node_id: "{p.node_id("Total")}", value: 9.007199254740993e+15}}
+"""
+        )
+        cfg = load_config(path)
+        async with agent_side(cfg) as (src, runner):
+            assert not src.target_errors, src.target_errors
+            await runner.handle(["label", "half", "plain", "codes", "total"], result("NG", 0), None)
+            await runner.flush(timeout_s=5)
+            assert await p.read() == {
+                "Label": "9.007199254740993e+15",  # was '9007199254740992.0'
+                "Half": "9007199254740992.5",  # was '9007199254740992.0'
+                "Plain": "2.5",
+                "Codes": ["-9.007199254740993e+15", "1e+16"],  # 1.0e+16 is its float: its text as before
+                "Total": 2**53 + 1,
+            }
+        assert all(runner.stats[a]["ok"] == 1 for a in ("label", "half", "plain", "codes", "total")), (
+            runner.stats
+        )

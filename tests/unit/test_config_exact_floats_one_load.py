@@ -75,7 +75,8 @@ def test_a_refusal_of_a_whole_number_written_with_an_exponent_names_it_as_writte
         with pytest.raises(ValueError, match=r"cannot send 9\.007199254740993e\+15 \(float\)"):
             command_value(dtype, value, "flag")
     assert command_value(sp.DataType.INT64, value, "total") == 2**53 + 1
-    assert convert_value(ua.VariantType.String, value, "ns=2;s=S") == "9007199254740992.0"  # as before
+    # a String node gets the number the text shows, as written (was the float's '9007199254740992.0', another number)
+    assert convert_value(ua.VariantType.String, value, "ns=2;s=S") == "9.007199254740993e+15"
     path = tmp_path / "line1.yaml"
     path.write_text(
         "agent: {id: gw}\nsources:\n  bus: {type: mqtt, port: 1883}\nactions:\n"

@@ -18,3 +18,25 @@ def test_a_datetime_metrics_refusal_names_the_configs_text_not_its_float():
         command_value(sp.DataType.DATETIME, written, "Due")
     assert "9.007199254740993e+15 is no time" in str(refused.value)
     assert "9007199254740992" not in str(refused.value)
+
+
+def test_a_string_metric_gets_a_number_a_float_does_not_hold_as_the_config_writes_it():
+    """``value: 9.007199254740993e+15`` in a command to a String metric was sent as '9007199254740992.0', another
+    number, and ``9007199254740992.5`` as the same, its fraction gone (review /work/notes58/review_proto L3): the
+    metric gets the text the config writes (YAML's ``_`` dropped), an integer metric the number it shows."""
+    from edge_agent.config import read_yaml
+
+    doc = read_yaml(
+        "actions:\n  a: {value: [9.007199254740993e+15, 9007199254740992.5, 1.000_000_000_000_000_000_1, 2.5]}\n",
+        "line3.yaml",
+    )
+    big, half, tiny, plain = doc["actions"]["a"]["value"]
+    assert (
+        command_value(sp.DataType.STRING, big, "Label") == "9.007199254740993e+15"
+    )  # was '9007199254740992.0'
+    assert (
+        command_value(sp.DataType.STRING, half, "Label") == "9007199254740992.5"
+    )  # was '9007199254740992.0'
+    assert command_value(sp.DataType.STRING, tiny, "Label") == "1.0000000000000000001"  # was '1.0'
+    assert command_value(sp.DataType.STRING, plain, "Label") == "2.5"
+    assert command_value(sp.DataType.INT64, big, "Total") == 2**53 + 1
