@@ -57,3 +57,21 @@ def test_a_corrupt_store_made_before_the_gateway_had_a_certificate_is_salvaged_a
         assert told["salvaged"] == 300 and told["previous_epoch"] == epoch and told["epoch"] == ob.epoch
     finally:
         ob.close()
+
+
+def test_a_former_tenants_corrupt_store_is_held_with_its_readable_records_counted(tmp_path):
+    data = tmp_path / "data"
+    ob = filled(data, 300, owner=("acme", "gw1"))
+    ob.close()
+    damage_index(ob.path)  # (every row still readable by its seq; any change meets the damage)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        # formerly its note said 0 records: /status, the start's WARNING and a later drop by the bound counted none
+        (one,) = ob.held  # (its note)
+        assert one["tenant"] == "acme" and one["corrupt"] is True
+        assert one["records"] == 300 and one["by_kind"] == {"result": 300}
+        assert ob.stats()["held"]["records"] == 300
+        assert results(ob) == [] and events(ob) == []  # (nothing of it told to beta)
+    finally:
+        ob.close()
