@@ -1766,6 +1766,13 @@ class Outbox:
             self.former_tenant = former[0]
             if self.on_move is not None:
                 self.on_move(self.former_tenant)
+        if any(e.get("src") == str(src) for e in self._untold):
+            # a WAL found alone that was that tenant's store: its outbox_corrupt event (kept by ``_place_lone_wal``)
+            # names and counts that tenant's records, never told to this one, as a corrupt former store is not.
+            # Dropped before the hold: a kill between tells nothing (the next start holds the file again)
+            with self._untold_lock:
+                self._untold = [e for e in self._untold if e.get("src") != str(src)]
+            self._keep_untold()
         kept = self._hold(former, recorded[0] if recorded else 0, _readable_kinds(src), [], src=src)
         log.warning(
             "outbox %s: the unfinished copy of %s is of records made under %s: not copied into tenant %s's "

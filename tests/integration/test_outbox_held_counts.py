@@ -6,6 +6,7 @@ never told of another's store."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from edge_agent.outbox.settings import OutboxSettings
@@ -75,3 +76,30 @@ def test_a_former_tenants_corrupt_store_is_held_with_its_readable_records_counte
         assert results(ob) == [] and events(ob) == []  # (nothing of it told to beta)
     finally:
         ob.close()
+
+
+def test_a_wal_found_alone_of_the_former_tenant_is_held_and_never_told_to_the_new_one(tmp_path):
+    live = tmp_path / "live"
+    ob = filled(live, 300, owner=("acme", "gw1"))  # open: every page of acme's store is in its WAL yet
+    data = tmp_path / "data"
+    (data / "outbox").mkdir(parents=True)
+    # acme's database removed (by hand, a former release's move cut off): its WAL alone at the path
+    shutil.copyfile(ob.path.with_name("outbox.db-wal"), data / "outbox" / "outbox.db-wal")
+    shutil.copyfile(live / "outbox-epoch.json", data / "outbox-epoch.json")
+    ob.close()
+    again = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    again.open()
+    try:
+        # formerly beta was told an outbox_corrupt event of it (previous_epoch acme's, no tenant named, 0 records)
+        assert events(again) == [] and results(again) == []
+        (one,) = again.held
+        assert one["tenant"] == "acme" and one["records"] == 300
+        assert not (data / "outbox-untold").exists()
+    finally:
+        again.close()
+    again = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    again.open()
+    try:  # nor at a later start
+        assert events(again) == [] and len(again.held) == 1
+    finally:
+        again.close()
