@@ -28,8 +28,10 @@ until = functools.partial(waits.until, timeout_s=60.0)  # a rollout over real ag
 
 # This file's agents install in the test's process, the key loaded (read by the ``fleet`` fixture, and the default
 # of ``new_agent``), not in a ``python -m edge_agent.models.install`` child at each start and swap (~0.55 CPU s
-# each): what these tests judge is the rollout, not the install. The fixture's other users (test_fleet_hostile's
-# crafted packages, test_fleet_withdraw_downloading) do not set it: their agents keep the child, an agent's own.
+# each): what these tests judge is the rollout, not the install. A module of the fixture's other users sets it too
+# where its tests judge the fleet and the manager (test_fleet_withdraw_downloading), and names in
+# ``INSTALLS_IN_CHILD`` the tests whose subject is the install itself (test_fleet_hostile's crafted packages): their
+# agents keep the child, an agent's own. A module that sets neither keeps the child for every test.
 INSTALLS_IN_PROCESS = True
 
 
@@ -47,8 +49,11 @@ def new_agent(cfg, in_process: bool = INSTALLS_IN_PROCESS) -> Agent:
 @pytest.fixture
 async def fleet(request, tmp_path):
     """A fleet service and two started agents, gw1 and gw2, on 1.0.0. Their installs run in the test's process
-    if the requesting test's module sets ``INSTALLS_IN_PROCESS`` (this one), else in the agents' child."""
-    in_process = getattr(request.module, "INSTALLS_IN_PROCESS", False)
+    if the requesting test's module sets ``INSTALLS_IN_PROCESS`` (this one) and does not name the test in its
+    ``INSTALLS_IN_CHILD``, else in the agents' child."""
+    in_process = getattr(
+        request.module, "INSTALLS_IN_PROCESS", False
+    ) and request.function.__name__ not in getattr(request.module, "INSTALLS_IN_CHILD", ())
     pki = make_pki(tmp_path / "pki", agents=("gw1", "gw2"))
     key, pub = make_keypair(tmp_path / "keys")
     reg = Registry(tmp_path / "registry")
@@ -245,11 +250,17 @@ async def test_admin_cli_shows_the_fleet_and_deploys_and_agent_certificates_cann
 
     def in_process(*args):  # the same entry point, without a new interpreter's imports (~1 CPU s each)
         capsys.readouterr()
-        code = main(list(args))
+        said = ""
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # sys.exit(message): the interpreter prints it to stderr and exits 1
+            code, said = (exc.code, "") if isinstance(exc.code, int) else (1, str(exc.code))
         out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err + said)
 
-    r = await asyncio.to_thread(cli, "agents", *base)
+    # one real `cloud-trainer deploy` process (its exit code and output as a user gets them); the other verbs
+    # through the same entry point in this process
+    r = await asyncio.to_thread(in_process, "agents", *base)
     assert r.returncode == 0 and "gw1" in r.stdout and "vision=part-inspection-1.0.0" in r.stdout
     r = await asyncio.to_thread(
         cli,
@@ -278,9 +289,9 @@ async def test_admin_cli_shows_the_fleet_and_deploys_and_agent_certificates_cann
     (pki / "admins" / "gw1.pem").write_bytes((pki / "agents" / "gw1.pem").read_bytes())
     (pki / "admins" / "gw1.key").write_bytes((pki / "agents" / "gw1.key").read_bytes())
     r = await asyncio.to_thread(
-        cli, "agents", "--endpoint", f"127.0.0.1:{srv.port}", "--pki", str(pki), "--admin", "gw1"
+        in_process, "agents", "--endpoint", f"127.0.0.1:{srv.port}", "--pki", str(pki), "--admin", "gw1"
     )
-    assert r.returncode != 0 and "PERMISSION_DENIED" in r.stderr
+    assert r.returncode not in (0, None) and "PERMISSION_DENIED" in r.stderr, (r.returncode, r.stderr)
 
 
 async def test_cloud_restarted_mid_rollout_resumes_from_persisted_state(fleet, tmp_path):

@@ -16,6 +16,17 @@ from model_packager import package_digest
 from tests.integration.test_fleet_control import fleet, heartbeats, until, version  # noqa: F401  (the fixture)
 from tests.support import tar_craft as tc
 
+# the fixture's agents install in this process (no install child at each start and swap) where a test judges the
+# fleet, the manager or the desired state; the tests whose subject is what the install refuses (crafted archives, a
+# package that is not the version named) or that need a swap as long as an agent's own (a desired state changed
+# mid-swap) keep the agents' install child
+INSTALLS_IN_PROCESS = True
+INSTALLS_IN_CHILD = {
+    "test_crafted_package_is_refused_reported_and_halts_the_rollout",
+    "test_a_desired_state_changed_mid_swap_waits_for_the_swap_and_is_never_a_silent_downgrade",
+    "test_a_package_that_is_not_the_version_the_fleet_named_is_refused_not_served",
+}
+
 
 def _tamper(reg, name: str, version_: str, make) -> str:
     """Replace a published package's bytes (someone on the path); returns the new digest."""
