@@ -699,6 +699,8 @@ class Outbox:
         recorded = self._read_epoch_owner()  # (read before a corrupt store's new epoch replaces it)
         self._ownerless_epoch = recorded is None and self._epoch_file_ownerless()  # (as ``recorded``)
         self._finish_move()  # (a move a kill cut off: every file beside the database it came with)
+        # (copies across disks a kill cut short, none in flight now; outbox-held/'s: ``_read_held``)
+        self._sweep_copies(self.corrupt_dir)
         self._untold = self._read_untold()  # (events a start killed before it committed them owes)
         self._finish_drops()  # (a held store's removal a kill cut off: counted; its event told once, as kept)
         self._drop_notes_without_store(recorded)
@@ -1372,10 +1374,14 @@ class Outbox:
         from edge_agent.files import read_json_state
 
         out = []
-        try:
-            notes = sorted(self._held_dir().glob("outbox.db.*.json"))
+        held = self._held_dir()
+        try:  # (one listing: a start lists outbox-held/ a set number of times, whatever it holds)
+            with os.scandir(held) as it:
+                entries = {e.name: e.is_file(follow_symlinks=False) for e in it}
         except OSError:
             return []
+        self._sweep_copies(held, [n for n in entries if n.startswith(".") and n.endswith(".copying")])
+        notes = sorted(held / n for n in entries if n.startswith("outbox.db.") and n.endswith(".json"))
         for p in notes[:1000]:
             try:
                 note = read_json_state(p, MARK_MAX_BYTES)
@@ -1514,6 +1520,37 @@ class Outbox:
                 )
                 _move_file(f, Path(f"{dst}{sfx}"))
         self._write_mark(self.moving_path, None)
+
+    def _sweep_copies(self, folder: Path, names: list[str] | None = None) -> None:
+        """At open, once every move a kill cut off is completed (``_finish_move``, which makes a copy it redoes whole)
+        and no move is in flight: the ``.<name>.copying`` files in ``folder`` (``outbox-corrupt/``; ``outbox-held/``
+        from the listing ``_read_held`` makes, ``names``) are removed, each named in a WARNING: copies across disks a
+        kill cut short (``_move_file``), the file each was for whole where it was. Nothing else there is touched.
+        Formerly only a redo of that very move went over one: with the move completed otherwise (the same disk by
+        then, a rename) it stayed for good, outside outbox-held/'s bound."""
+        if names is None:
+            try:
+                with os.scandir(folder) as it:
+                    names = [e.name for e in it if e.name.startswith(".") and e.name.endswith(".copying")]
+            except OSError:
+                return
+        for part in sorted(folder / n for n in names):
+            try:
+                if not stat.S_ISREG(part.lstat().st_mode):
+                    continue  # (not a copy of ours)
+                part.unlink()
+            except OSError as exc:
+                log.warning("outbox %s: %s, a copy cut short, cannot be removed: %s", self.dir, part, exc)
+                continue
+            log.warning(
+                "outbox %s: %s, a copy across disks a kill cut short (the file it was for is whole where it was): "
+                "removed",
+                self.dir,
+                part,
+            )
+        if names:
+            with contextlib.suppress(OSError):
+                _sync_dir(folder)
 
     def _renewal_cut_after_move(self) -> int | None:
         """At open, before the store is read: a renewal killed after it moved the old store aside but before the

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
-from tests.support.outbox_kills import damage_index
+from tests.support.outbox_kills import damage_index, killed_child
 
 SETTINGS = OutboxSettings(commit_interval_ms=10, retention={})
 
@@ -56,6 +57,56 @@ def test_a_corrupt_store_made_before_the_gateway_had_a_certificate_is_salvaged_a
         assert ob.stats()["held"]["files"] == [] and not (data / "outbox-held").exists()
         (told,) = [e for e in events(ob) if e["kind"] == "outbox_corrupt"]
         assert told["salvaged"] == 300 and told["previous_epoch"] == epoch and told["epoch"] == ob.epoch
+    finally:
+        ob.close()
+
+
+# outbox-held/ on another file system than the outbox: a move into it is a copy then a removal (a rename fails with
+# EXDEV); a start as beta holds acme's store and is killed halfway through the copy of the store's database
+KILLED_HALFWAY_THROUGH_A_HELD_STORES_COPY = """
+import errno, shutil
+held = os.path.join(sys.argv[1], "outbox-held")
+real_replace, real_copy = os.replace, shutil.copyfile
+
+
+def replace(src, dst, *args, **kw):
+    if str(src).startswith(held) != str(dst).startswith(held):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+    return real_replace(src, dst, *args, **kw)
+
+
+def copyfile(src, dst, *args, **kw):
+    if os.path.basename(dst).startswith(".outbox.db.") and os.path.basename(dst).endswith(".copying"):
+        body = open(src, "rb").read()
+        with open(dst, "wb") as f:
+            f.write(body[: len(body) // 2])
+        power_cut()
+    return real_copy(src, dst, *args, **kw)
+
+
+os.replace, shutil.copyfile = replace, copyfile
+store.Outbox(OutboxSettings(), sys.argv[1], owner=("beta", "gw1")).open()
+"""
+
+
+def test_a_copy_into_outbox_held_cut_by_a_kill_is_swept_at_the_next_start(tmp_path, caplog):
+    data = tmp_path / "data"
+    filled(data, 300, owner=("acme", "gw1")).close()
+    killed_child(KILLED_HALFWAY_THROUGH_A_HELD_STORES_COPY, data)
+    held = data / "outbox-held"
+    (part,) = held.glob(".*.copying")
+    # the next start finds outbox-held/ on the outbox's disk (mounted back): the move completes by a rename
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        (one,) = ob.stats()["held"]["files"]
+        assert one["tenant"] == "acme" and one["records"] == 300
+        kept = sqlite3.connect(one["file"])
+        assert kept.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 300
+        kept.close()
+        # formerly the cut-short copy stayed in outbox-held/ for good: outside the folder's bound, never removed
+        assert list(held.glob(".*.copying")) == []
+        assert f"{part}" in caplog.text and "removed" in caplog.text
     finally:
         ob.close()
 
