@@ -41,9 +41,11 @@ def parts(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def maintenance_v1(tmp_path_factory, vib):
-    """Version 1.0.0 of machine-health built and published once (40 epochs on ``vib``): (folder, build
-    output). Its registry, keys and work folder are read, or copied before a test changes them; built once per
-    run (every xdist worker running a test of it gets the same)."""
+    """Version 1.0.0 of machine-health built and published once (10 epochs on ``vib``: INT8 fault accuracy 0.72,
+    anomaly AUROC 0.90, where 40 gave 0.93 and 0.98 for ~3 CPU s more): (folder, build output). Its registry,
+    keys and work folder are read, or copied before a test changes them; built once per run (every xdist worker
+    running a test of it gets the same). The degraded candidate is trained as it is (same seed, same epochs):
+    only its damage makes it worse than 1.0.0."""
     return built_once(
         tmp_path_factory,
         "trainer-maintenance-v1",
@@ -59,7 +61,7 @@ def settings(tmp_path, family, dataset, **kw) -> BuildSettings:
         registry=tmp_path / "registry",
         signing_key=key,
         workdir=tmp_path / f"work-{family}",
-        epochs=40 if family == "maintenance" else 10,
+        epochs=10,
         size=48,
         threads=2,
         floors={"anomaly_auroc": 0.0, "fault_accuracy": 0.0}
@@ -330,7 +332,7 @@ def test_stage_verbs_run_one_stage_each_on_a_shared_work_folder(tmp_path, vib, c
     r = cli("quantize", "maintenance", "--work", str(work))  # out of order: nothing trained yet
     assert r.returncode == 2 and "train.json is missing: run `cloud-trainer train`" in r.stderr
     r = cli(
-        "train", "maintenance", "--dataset", str(vib), "--work", str(work), "--epochs", "40", "--threads", "2"
+        "train", "maintenance", "--dataset", str(vib), "--work", str(work), "--epochs", "10", "--threads", "2"
     )
     assert r.returncode == 0, r.stderr
     assert (work / "model.fp32.onnx").exists() and not (work / "model.int8.onnx").exists()
@@ -346,6 +348,8 @@ def test_stage_verbs_run_one_stage_each_on_a_shared_work_folder(tmp_path, vib, c
         str(work),
         "--registry",
         str(reg),
+        "--floor",
+        "anomaly_auroc=0",  # (10 epochs: its AUROC ~0.90 is under the family's 0.95; only this floor is missed)
         "--floor",
         "fault_accuracy=1.01",
     )
