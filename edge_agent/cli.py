@@ -199,9 +199,16 @@ async def _online_errors(cfg, where) -> list[str]:
         errors += [f"{where}: sources.{name}.nodes[{i}].node_id: {why}" for i, why in enumerate(nodes) if why]
         errors += _tag_errors(cfg, where, name, {t for t in tags if t}, members)
         seen = set()
+        refused = {loc for (loc, _nid, _v), why in zip(mine, writes, strict=True) if why}
         for (loc, _nid, _v), why in zip(mine, writes, strict=True):
             if not why:
                 continue
+            if loc.endswith(".reset_value") and loc.removesuffix("reset_value") + "value" in refused:
+                name = loc.removeprefix("actions.").rsplit(".", 1)[0]
+                if getattr(cfg.actions.get(name), "reset_value", 0) is None:
+                    # the implied reset (the opposite of a boolean value) of a value refused already: its
+                    # "cannot write True" named a reset_value the config nowhere holds, for a value: false
+                    continue
             if "cannot write" not in why:  # the node itself is wrong, not the value
                 loc = loc.rsplit(".", 1)[0] + ".node_id"
             if (loc, why) not in seen:

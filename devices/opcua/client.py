@@ -4659,7 +4659,7 @@ class OpcUaSource:
         now: dict[str, set[str]] = {}  # the targets this check finds failing, each with why
         if only is None:
             self.target_errors.clear()
-        found: str | None = None  # ``only``'s verdict (the last of its values' that fails)
+        found: str | None = None  # ``only``'s verdict (the first of its values' that fails)
         hb = self.settings.heartbeat
         beat = [(hb.node_id, True if hb.kind == "toggle" else 1)] if hb else []
         for i, (node_id, value) in enumerate(self._write_targets + beat):
@@ -4668,6 +4668,7 @@ class OpcUaSource:
             note, at = self._target_notes[i] if i < len(self._target_notes) else (None, None)
             # one target can never fail the session (and so every tag): each is judged on its own
             locked = self._target_access.get(node_id) is False
+            whole = True
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     why = await _check_target(
@@ -4702,9 +4703,16 @@ class OpcUaSource:
             if locked and self._target_access.get(node_id) is True:  # seen here before the watch says it
                 self.writable_again[node_id] = self.writable_again.get(node_id, 0) + 1
             if why:
+                if not whole and at is not None and note is None:
+                    # the place that writes the value refused: "cannot write True" named no field, and for an
+                    # output's value false it was the implied reset's (its opposite), a value the config nowhere
+                    # holds (a note, a gateway variable's, names the place itself)
+                    why = f"{at}: {why}"
+                # a node's first value refused is said (its value before its reset): the last one was kept, so
+                # value: false to a String node was shown as "cannot write True", the reset no one wrote
                 if only is None:
-                    self.target_errors[node_id] = why
-                found = why
+                    self.target_errors.setdefault(node_id, why)
+                found = found or why
                 # the same reason as at the last check, or a value of a target this check counted already
                 standing = only is None and (why in before.get(node_id, ()) or node_id in now)
                 now.setdefault(node_id, set()).add(why)
