@@ -1381,6 +1381,18 @@ class Outbox:
         except OSError:
             return []
         self._sweep_copies(held, [n for n in entries if n.startswith(".") and n.endswith(".copying")])
+        bare = [
+            n
+            for n, regular in entries.items()
+            if regular
+            and n.startswith("outbox.db.")
+            and not n.endswith((".json", "-wal", "-shm"))
+            and f"{n}.json" not in entries
+        ]
+        for name in sorted(bare)[:1000]:
+            with contextlib.suppress(OSError):
+                self._note_put_back(held, name)
+                entries[f"{name}.json"] = True
         notes = sorted(held / n for n in entries if n.startswith("outbox.db.") and n.endswith(".json"))
         for p in notes[:1000]:
             try:
@@ -1551,6 +1563,53 @@ class Outbox:
         if names:
             with contextlib.suppress(OSError):
                 _sync_dir(folder)
+
+    def _note_put_back(self, held: Path, name: str) -> None:
+        """A store in ``outbox-held/`` with no note (``<name>.json``): one held, taken out by hand across a start (its
+        note, naming nothing then, removed) and put back. Noted again from the store itself (its owner and epoch from
+        ``meta``, else from its name; its readable records counted), with a WARNING, so that it is listed, counted
+        and bounded as before. Formerly one with no sample was never listed again: outside ``/status``, the bound
+        and the start's WARNING, for good."""
+        from edge_agent.files import atomic_write_json
+
+        src = held / name
+        owner, epoch, corrupt = None, None, False
+        try:
+            con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
+            try:
+                owner = _get_owner(con)
+                epoch = dict(con.execute("SELECT key, value FROM meta").fetchall()).get("epoch")
+            finally:
+                con.close()
+        except sqlite3.Error:
+            corrupt = True
+        m = re.fullmatch(r"outbox\.db\.(.*)-(\d+)(?:\.\d+)?", name)
+        if owner is None:
+            tenant = m.group(1) if m and m.group(1) != "unknown" else ""
+            owner = (tenant, "")
+        if type(epoch) is not int:
+            epoch = int(m.group(2)) if m else 0
+        by_kind = _readable_kinds(src)
+        note: dict[str, Any] = {
+            "tenant": owner[0],
+            "agent": owner[1],
+            "epoch": epoch,
+            "records": by_kind.total(),
+            "by_kind": dict(by_kind),
+            "held_at": time.time(),
+            "why": "found in outbox-held/ without its note (a held store put back by hand): noted again",
+            "file": str(src),
+        }
+        if corrupt:
+            note["corrupt"] = True
+        atomic_write_json(held / f"{name}.json", note)
+        log.warning(
+            "outbox %s: %s, a held store with no note (put back by hand), is held again: tenant %s, %d records",
+            self.dir,
+            src,
+            _who(owner[0] or "?"),
+            by_kind.total(),
+        )
 
     def _renewal_cut_after_move(self) -> int | None:
         """At open, before the store is read: a renewal killed after it moved the old store aside but before the

@@ -129,6 +129,31 @@ def test_a_former_tenants_corrupt_store_is_held_with_its_readable_records_counte
         ob.close()
 
 
+def test_a_held_store_with_no_sample_taken_out_across_a_start_and_put_back_is_held_again(tmp_path):
+    data = tmp_path / "data"
+    filled(data, 300, owner=("acme", "gw1")).close()
+    Outbox(SETTINGS, data, owner=("beta", "gw1")).open()  # (acme's store held, then the outbox closed below)
+    held = data / "outbox-held"
+    (store,) = [p for p in held.iterdir() if not p.name.endswith(".json")]
+    store.rename(tmp_path / "exported.db")  # (taken out to export it with sqlite3)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    ob.close()
+    (tmp_path / "exported.db").rename(store)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        # formerly its note was gone with it (naming nothing at that start) and it was never listed again: not in
+        # /status, outside outbox-held/'s bound
+        (one,) = ob.stats()["held"]["files"]
+        assert one["file"] == str(store) and one["tenant"] == "acme" and one["records"] == 300
+        assert one["epoch"] == int(store.name.rsplit("-", 1)[1]) and ob.stats()["held"]["by_kind"] == {
+            "result": 300
+        }
+    finally:
+        ob.close()
+
+
 def test_a_wal_found_alone_of_the_former_tenant_is_held_and_never_told_to_the_new_one(tmp_path):
     live = tmp_path / "live"
     ob = filled(live, 300, owner=("acme", "gw1"))  # open: every page of acme's store is in its WAL yet
