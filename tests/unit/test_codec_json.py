@@ -3,6 +3,7 @@
 import json
 import re
 import urllib.parse
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -465,6 +466,19 @@ def _kepware_records(n: int) -> bytes:
     return json.dumps({"timestamp": t, "values": records}).encode()
 
 
+def _small_bounds(monkeypatch) -> ModuleType:
+    """``protocols.json_codec`` with the count's bounds at a hundredth of the product's, in their ratios (keys 6,
+    objects and arrays 4, strings 8 to an object's keys 1): a payload over one of them takes the same branch of
+    ``too_many_to_parse`` as one over the product's, counted in a hundredth of the time (walked string by string,
+    0.3-1.2 s each at full size). The product's own bounds are held by the cases each test keeps at full size."""
+    from protocols import json_codec
+
+    for name, bound in (("MAX_KEYS", 6_000), ("MAX_CONTAINERS", 4_000), ("MAX_STRINGS", 8_000)):
+        monkeypatch.setattr(json_codec, name, bound)
+    monkeypatch.setattr(json_codec, "MAX_OBJECT_KEYS", 1_000)
+    return json_codec
+
+
 def _pubsub_fields(n: int, value=lambda i: i + 0.5) -> bytes:
     """An OPC UA PubSub NetworkMessage of one DataSetMessage of ``n`` fields, each a DataValue."""
     ts = "2026-12-03T06:29:59.5Z"
@@ -482,24 +496,32 @@ def test_a_payload_too_large_to_parse_is_told_by_a_count_that_skips_strings():
     among them a batch of up to 100,000 records or fields (MAX_VALUES, refused only past it, once parsed) of the
     widest shapes read: Kepware records {id, v, q, t} and PubSub DataValues, a Variant's too (at twice
     MAX_VALUES keys, 50,000 Kepware records and 70,000 PubSub fields were refused whole)."""
-    from protocols.json_codec import MAX_CONTAINERS, MAX_KEYS, MAX_OBJECT_KEYS, MAX_STRINGS, too_many_to_parse
+    from protocols.json_codec import MAX_KEYS, MAX_OBJECT_KEYS, too_many_to_parse
 
-    refused = {
-        "keys": "{" + ",".join(f'"k{i}":1' for i in range(MAX_KEYS + 1)) + "}",
-        "keys spread over objects": "[" + ",".join('{"a":1,"b":2}' for _ in range(MAX_KEYS // 2 + 1)) + "]",
-        "arrays": "[" + ",".join("[1]" for _ in range(MAX_CONTAINERS + 1)) + "]",
-        "strings": "[" + ",".join('"a:"' for _ in range(MAX_STRINGS + 1)) + "]",
-        # within MAX_KEYS, but more keys than MAX_OBJECT_KEYS in one object (text keys and values: no call back into
-        # Python as it is parsed, the GIL held throughout)
-        "an object of text": "{" + ",".join(f'"k{i}":"x"' for i in range(MAX_OBJECT_KEYS + 1)) + "}",
-        # (told when its keys outnumber MAX_OBJECT_KEYS times the objects: one of them holds more)
-        "an object beside another": '[{"a": 1}, {'
-        + ",".join(f'"k{i}":"x:y"' for i in range(3 * MAX_OBJECT_KEYS))
-        + "}]",
-    }
-    for name, text in refused.items():
-        err = too_many_to_parse(text.encode())
-        assert err is not None and err.reason == "too_many_values", name
+    # over the product's own bound of keys; each bound's branch at a hundredth of the product's (_small_bounds)
+    over_keys = "{" + ",".join(f'"k{i}":1' for i in range(MAX_KEYS + 1)) + "}"
+    err = too_many_to_parse(over_keys.encode())
+    assert err is not None and err.reason == "too_many_values"
+    with pytest.MonkeyPatch.context() as m:
+        c = _small_bounds(m)
+        refused = {
+            "keys": "{" + ",".join(f'"k{i}":1' for i in range(c.MAX_KEYS + 1)) + "}",
+            "keys spread over objects": "["
+            + ",".join('{"a":1,"b":2}' for _ in range(c.MAX_KEYS // 2 + 1))
+            + "]",
+            "arrays": "[" + ",".join("[1]" for _ in range(c.MAX_CONTAINERS + 1)) + "]",
+            "strings": "[" + ",".join('"a:"' for _ in range(c.MAX_STRINGS + 1)) + "]",
+            # within MAX_KEYS, but more keys than MAX_OBJECT_KEYS in one object (text keys and values: no call back
+            # into Python as it is parsed, the GIL held throughout)
+            "an object of text": "{" + ",".join(f'"k{i}":"x"' for i in range(c.MAX_OBJECT_KEYS + 1)) + "}",
+            # (told when its keys outnumber MAX_OBJECT_KEYS times the objects: one of them holds more)
+            "an object beside another": '[{"a": 1}, {'
+            + ",".join(f'"k{i}":"x:y"' for i in range(3 * c.MAX_OBJECT_KEYS))
+            + "}]",
+        }
+        for name, text in refused.items():
+            err = c.too_many_to_parse(text.encode())
+            assert err is not None and err.reason == "too_many_values", name
     passed = {
         "waveform": json.dumps({"v": [0.5] * 1_000_000}).encode(),
         "a text of colons and brackets": json.dumps({"log": ':{["\\' * 300_000, "t": 1}).encode(),
@@ -513,7 +535,7 @@ def test_a_payload_too_large_to_parse_is_told_by_a_count_that_skips_strings():
         "PubSub fields": _pubsub_fields(99_999),
         "PubSub fields of Variants": _pubsub_fields(99_000, lambda i: {"Type": 11, "Body": i + 0.5}),
         # UTF-16 JSON (.NET's Encoding.Unicode), whose strings the count does not find: parsed as before
-        "UTF-16": refused["keys"].encode("utf-16-le"),
+        "UTF-16": over_keys.encode("utf-16-le"),
     }
     for name, payload in passed.items():
         assert too_many_to_parse(payload) is None, name
@@ -529,10 +551,10 @@ def test_the_count_does_not_walk_a_payload_whose_colons_are_in_strings_nor_passe
     the objects were bounded by the '{' bytes, strings' included (599,999 keys beside five '{}' held the agent's
     loop 0.22-0.3 s, 0.7-1.3 s on a busier machine, against Mosquitto). The keys of each object are counted now
     (``largest_object``, in NumPy), and it is refused unparsed."""
-    from protocols import json_codec
-    from protocols.json_codec import MAX_OBJECT_KEYS, too_many_to_parse
+    json_codec = _small_bounds(monkeypatch)  # 1,500 times here are 150,000 at the product's bounds
+    MAX_OBJECT_KEYS, too_many_to_parse = json_codec.MAX_OBJECT_KEYS, json_codec.too_many_to_parse
 
-    n = 150_000
+    n = 15 * MAX_OBJECT_KEYS // 10
     few_objects = {
         "columns": json.dumps(
             {
@@ -565,14 +587,15 @@ def test_the_count_does_not_walk_a_payload_whose_colons_are_in_strings_nor_passe
         assert err is not None and "an object of over" in err.detail, beside[:40]
 
 
-def test_the_keys_of_the_largest_object_are_counted_by_its_structure_strings_and_escapes_skipped():
+def test_the_keys_of_the_largest_object_are_counted_by_its_structure_strings_and_escapes_skipped(monkeypatch):
     """``largest_object`` counts each object's keys by the ':' outside strings within it (a string told by its
     quotes, one after an odd run of backslashes escaped), as the parse would find them: checked against the parse
     on nested, pretty-printed and escaped JSON holding ':' '{' '[' '"' and backslashes in its text. Payloads of many
-    small objects (Kepware records, PubSub fields) pass the count; one large object among them does not."""
+    small objects (Kepware records, PubSub fields) pass the count (at full size: the first test of the count); one
+    large object among them does not."""
     import random
 
-    from protocols.json_codec import MAX_OBJECT_KEYS, largest_object, too_many_to_parse
+    from protocols.json_codec import largest_object
 
     rng = random.Random(3)
     alphabet = ["a", "{", "}", "[", "]", ":", '"', "\\", ",", " ", "\n", "é", '\\"']
@@ -600,8 +623,9 @@ def test_the_keys_of_the_largest_object_are_counted_by_its_structure_strings_and
             json.loads(doc, object_pairs_hook=pairs)
             assert largest_object(doc.encode()) == most[0], doc
     assert largest_object(_kepware_records(1000)) == 4
-    assert too_many_to_parse(_kepware_records(99_999)) is None
-    assert too_many_to_parse(_pubsub_fields(99_999)) is None
+    json_codec = _small_bounds(monkeypatch)
+    MAX_OBJECT_KEYS, too_many_to_parse = json_codec.MAX_OBJECT_KEYS, json_codec.too_many_to_parse
+    assert too_many_to_parse(_kepware_records(MAX_OBJECT_KEYS)) is None  # 4 times its keys, counted by object
     big = "{" + ",".join(f'"k{i}":{{}}' for i in range(MAX_OBJECT_KEYS + 1)) + "}"  # values of empty objects
     err = too_many_to_parse(("[" + big + "," + ",".join(['{"id":"t","v":1}'] * 1000) + "]").encode())
     assert err is not None and "an object of over" in err.detail
@@ -647,7 +671,7 @@ def test_the_largest_object_is_counted_in_windows_its_memory_bounded_by_the_payl
             return {text() + str(i): value(depth + 1) for i in range(rng.randint(0, 8))}
         return [value(depth + 1) for _ in range(rng.randint(0, 6))]
 
-    for _ in range(60):
+    for n in range(60):
         v = value(0)
         most = [0]
 
@@ -657,41 +681,46 @@ def test_the_largest_object_is_counted_in_windows_its_memory_bounded_by_the_payl
 
         doc = json.dumps(v, ensure_ascii=False)
         json.loads(doc, object_pairs_hook=pairs)
-        for window in (1, 2, 5):
-            monkeypatch.setattr(json_codec, "_WINDOW", window)
-            assert largest_object(doc.encode()) == most[0], (window, doc)
+        # each document at one window of a few bytes (at all three, 1 byte's cost two thirds of the test's CPU; each
+        # carry across a window's edge, put out of use in turn, is found at any one of them)
+        window = (1, 2, 5)[n % 3]
+        monkeypatch.setattr(json_codec, "_WINDOW", window)
+        assert largest_object(doc.encode()) == most[0], (window, doc)
 
 
-def test_an_object_of_too_many_keys_is_refused_whatever_whitespace_comes_before_its_colons():
+def test_an_object_of_too_many_keys_is_refused_whatever_whitespace_comes_before_its_colons(monkeypatch):
     """JSON allows any whitespace between a key and its ':' (a tab, a line break, several spaces): an object of
     more keys than MAX_OBJECT_KEYS written so is refused unparsed as written compact; counting '":' and '" :' alone
     passed it (480,000 keys parsed, 0.56-0.83 s of the GIL). A payload whose ':' lie in strings is still not
-    walked."""
-    from protocols.json_codec import MAX_OBJECT_KEYS, too_many_to_parse
+    walked. (At a hundredth of the product's bounds, _small_bounds.)"""
+    json_codec = _small_bounds(monkeypatch)
+    MAX_OBJECT_KEYS, too_many_to_parse = json_codec.MAX_OBJECT_KEYS, json_codec.too_many_to_parse
 
     for sep in ("\t:", "\n:", "\r\n:", "  :", " \t :"):
         payload = ("{" + ",".join(f'"k{i}"{sep}"x"' for i in range(MAX_OBJECT_KEYS + 1)) + "}").encode()
         err = too_many_to_parse(payload)
         assert err is not None and err.reason == "too_many_values", repr(sep)
         assert "an object of over" in err.detail, repr(sep)
-    n = 150_000
+    n = 15 * MAX_OBJECT_KEYS // 10
     times = json.dumps(
         {"ts": [f"2026-12-05T10:{i // 60 % 60:02d}:{i % 60:02d}Z" for i in range(n)]}, indent=1
     )
     assert too_many_to_parse(times.encode()) is None
 
 
-def test_a_utf8_payload_holding_a_nul_is_counted_up_to_it_and_utf16_json_is_still_read():
+def test_a_utf8_payload_holding_a_nul_is_counted_up_to_it_and_utf16_json_is_still_read(monkeypatch):
     """A NUL byte is never in UTF-8 JSON (in a string or out) and no parse reads past it: what is before it is
     counted, and past the bounds the payload is malformed_json, refused unparsed (any payload holding a NUL was
     passed unscanned: 2,000,000 [1] arrays and a NUL held the GIL 2 s parsed). JSON lines before a NUL are within
     the bounds and passed, their objects read as before; UTF-16 JSON (a NUL in every ASCII character) is passed
-    unscanned and read."""
-    from protocols import json_codec
-    from protocols.json_codec import MAX_CONTAINERS, MAX_OBJECT_KEYS, too_many_to_parse
+    unscanned and read. (At a hundredth of the product's bounds, _small_bounds.)"""
+    json_codec = _small_bounds(monkeypatch)
+    MAX_CONTAINERS, MAX_OBJECT_KEYS = json_codec.MAX_CONTAINERS, json_codec.MAX_OBJECT_KEYS
+    too_many_to_parse = json_codec.too_many_to_parse
 
     for name, payload in {
-        "2,000,000 [1] arrays": ("[" + ",".join(["[1]"] * 2_000_000) + "]").encode() + b"\0",
+        "5 times MAX_CONTAINERS [1] arrays": ("[" + ",".join(["[1]"] * 5 * MAX_CONTAINERS) + "]").encode()
+        + b"\0",
         "an object of too many keys": (
             "{" + ",".join(f'"k{i}":"x"' for i in range(MAX_OBJECT_KEYS + 1)) + ',"z":"\0"}'
         ).encode(),
@@ -703,11 +732,12 @@ def test_a_utf8_payload_holding_a_nul_is_counted_up_to_it_and_utf16_json_is_stil
             err = too_many_to_parse(bom + payload)
             assert err is not None and err.reason == "malformed_json", (name, bom)
             assert "NUL" in err.detail, (name, bom)
-    lines = "".join(f'{{"t":{i},"v":{i}.5}}\n' for i in range(30_000)).encode() + b"\0\n"
+    n = MAX_OBJECT_KEYS  # lines of 2 keys each: within the bounds
+    lines = "".join(f'{{"t":{i},"v":{i}.5}}\n' for i in range(n)).encode() + b"\0\n"
     assert too_many_to_parse(lines) is None
     reported: list[str] = []
     got = compile_decoder(on_record_error=lambda reason, detail: reported.append(reason))(lines, 0.0)
-    assert len(got) == 2 * 30_000 and reported == ["malformed_json"]
+    assert len(got) == 2 * n and reported == ["malformed_json"]
     arrays = "[" + ",".join(["[1]"] * (MAX_CONTAINERS + 1)) + "]"
     for encoding in ("utf-16-le", "utf-16", "utf-32"):
         payload = arrays.encode(encoding)
