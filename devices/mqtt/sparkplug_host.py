@@ -250,6 +250,10 @@ class _Node:
     # known to go on, in sequence otherwise (as the 1 after Sparkplug's NBIRTH at 0; each such birth of a node
     # counting from 1 was a seq_gap, a rebirth asked)
     goes_on: bool | None = None
+    # a rebirth was asked while ``goes_on`` was None for a 1 after a birth at the top of a counter (255), which is
+    # data counting from 1 or a node going on whose 0 was lost: asked once, the birth answering it carries every
+    # current value (and a birth at another seq shows the node's kind)
+    kind_asked: bool = False
     # a compressed message of it was skipped by the inflate budget: the next seq gap is this host's
     # doing, not counted and not answered by a rebirth (one would bring more to inflate)
     budget_skipped: bool = False
@@ -2122,11 +2126,15 @@ class SparkplugHost:
         last = node.seq
         restart, node.birth_restart = node.birth_restart, None
         born_at, node.birth_at = node.birth_at, None
+        unsure = False  # a 1 after a birth at 255 of a node whose kind is not known: its 0 may be lost
         if born_at is not None and last == born_at:  # the message after an NBIRTH whose seq is not 0
-            if seq in _next_seqs(born_at):
+            # learnt from a birth at 2 or more only: after one at 1, a 2 is a node going on as well as one counting
+            # from 1 whose 1 was lost (learnt so, each of its later births at 255 followed by 1 was a false gap)
+            if born_at >= 2 and seq in _next_seqs(born_at):
                 node.goes_on = True
-            elif seq == 1 and born_at not in _SEQ_TOPS:  # (after 255, a 1 shows nothing: 0 may be lost)
+            elif born_at >= 2 and seq == 1 and born_at not in _SEQ_TOPS:  # (after 255, a 1 shows nothing)
                 node.goes_on = False
+            unsure = seq == 1 and born_at in _SEQ_TOPS and node.goes_on is None and not node.kind_asked
         first = data and node.birth_first
         if data:
             node.birth_first = False
@@ -2165,6 +2173,30 @@ class SparkplugHost:
             if node.birth_followed:  # and so does data in sequence after a gap, the birth answering it
                 node.gap_asked = False
         node.seq = seq
+        if unsure:
+            self._unsure_birth(t, node, born_at)
+
+    def _unsure_birth(self, t: sp.SparkplugTopic, node: _Node, born_at: int | None) -> None:
+        """A 1 after an NBIRTH at the top of a counter (255) of a node that has not shown its kind (``goes_on``):
+        its data counting from 1 (in sequence), or its seq going on from its births' and its 0 lost. Taken as in
+        sequence, a lost 0 went unseen until the metric changed again; a gap, each birth of a node counting from
+        1 was a false alarm. Neither: one rebirth asked (its birth carries every current value, and a birth at
+        another seq shows the node's kind), once per node while its kind is unknown, not counted as a seq_gap;
+        the notice ``birth_seq_unsure`` said once."""
+        node.kind_asked = True
+        if not self._rebirth(t.group, t.edge_node, node):
+            return
+        self._node_notice(
+            "birth_seq_unsure",
+            t,
+            False,
+            lambda: (
+                f"sparkplug: {_shown(t.group, t.edge_node)}: seq 1 after its NBIRTH at {born_at}: its data counting "
+                "from 1, or its seq going on from its births' with its 0 lost; no birth of it has shown which yet: "
+                "taken as in sequence, one rebirth asked (its birth carries every current value); set the edge "
+                "node to start its seq at 0 at every NBIRTH"
+            ),
+        )
 
     def _readings(
         self,

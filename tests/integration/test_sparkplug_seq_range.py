@@ -403,7 +403,8 @@ async def test_a_node_counting_its_data_from_1_after_births_at_255_is_in_sequenc
                 send("NDATA", _ndata(seq, 100.0 * k + seq))
         await until(lambda: src.stats.received >= 16, 10, "every message read")
         await asyncio.sleep(0.3)  # a rebirth asked would be on its way
-        assert asked == [] and src.stats.errors_by_reason == {}
+        # one rebirth, at its first birth (its kind not shown yet: its 0 may be lost), no gap counted
+        assert asked == ["a"] and src.stats.errors_by_reason == {}
         assert src.sparkplug.birth_seq_not_zero == 4
         assert (
             "its next message in sequence at 256, at 0 or at 1"
@@ -411,11 +412,62 @@ async def test_a_node_counting_its_data_from_1_after_births_at_255_is_in_sequenc
         )
         send("NBIRTH", _nbirth(255, 400))
         send("NDATA", _ndata(2, 402.0))  # its 1 lost
-        await until(lambda: asked == ["a"], 10, "a rebirth asked for the gap 255 -> 2")
+        await until(lambda: len(asked) == 2, 10, "a rebirth asked for the gap 255 -> 2")
         assert src.stats.last_error == "seq_gap: g/a: seq 2 after 255"
         send("NBIRTH", _nbirth(255, 500))
         for seq in (1, 2, 4):  # 3 lost
             send("NDATA", _ndata(seq, 500.0 + seq))
-        await until(lambda: len(asked) == 2, 10, "a rebirth asked for the gap 2 -> 4")
+        await until(lambda: len(asked) == 3, 10, "a rebirth asked for the gap 2 -> 4")
         assert src.stats.last_error == "seq_gap: g/a: seq 4 after 2"
     assert src.stats.errors_by_reason == {"seq_gap": 2}
+
+
+async def test_a_nodes_first_birth_at_255_whose_data_0_is_lost_is_asked_a_rebirth_its_lost_value_read(
+    mosquitto,
+):
+    """A node born at seq 255 whose seq goes on from its births' (255 -> 0), its kind not shown yet (the host's
+    first birth of it), whose data 0 (Press = 100) is lost: its 1 was taken as data counting from 1, in sequence,
+    nothing asked, Press unseen until it changed (review /work/notes58/review_proto L1). Its kind cannot be told
+    from the seq: one rebirth is asked (not counted as a gap), whose birth carries Press = 100; that birth at
+    another seq (2, its 3 next) shows the node goes on, so its next birth at 255 followed by 1 is a gap."""
+    got: list = []
+    async with _seq_host(mosquitto.port, got) as (src, asked, pub):
+
+        def send(kind: str, payload: bytes) -> None:
+            pub.publish(f"spBv1.0/g/{kind}/a", payload, qos=1)
+
+        send("NBIRTH", _birth_press(0.0, 0.0, 0, 255))
+        send("NDATA", _ndata(1, 1.0))  # its 0 (Press = 100) lost
+        await until(lambda: asked == ["a"], 10, "a rebirth asked for the 1 after its first birth at 255")
+        assert src.stats.errors_by_reason == {}
+        assert "seq 1 after its NBIRTH at 255" in src.notices.status()["birth_seq_unsure"]["message"]
+        send("NBIRTH", _birth_press(1.0, 100.0, 100, 2))  # the answer: Press = 100
+        send("NDATA", _ndata(3, 103.0))  # its seq goes on from its birth's
+        await until(lambda: _press(got, "a")[-1:] == [100.0], 10, "Press = 100 read")
+        send("NBIRTH", _birth_press(3.0, 100.0, 200, 255))
+        send("NDATA", _ndata(1, 201.0))  # its 0 lost again
+        await until(lambda: len(asked) == 2, 10, "a rebirth asked for the gap 255 -> 1")
+        assert src.stats.last_error == "seq_gap: g/a: seq 1 after 255"
+    assert src.stats.errors_by_reason == {"seq_gap": 1}
+
+
+async def test_a_node_counting_from_1_born_at_1_whose_1_is_lost_is_not_learnt_to_go_on(mosquitto):
+    """A node whose data counts from 1 after each birth, born at seq 1 with its 1 lost: its 2 is also what a node
+    going on from its births' sends, and was learnt so; each of its later births at 255 followed by its 1 was then
+    a seq_gap and a rebirth asked of a node that lost nothing (review /work/notes58/review_proto L1). Its kind is
+    learnt from births at 2 or more only: at most the one rebirth a node of unknown kind is asked, no gap."""
+    async with _seq_host(mosquitto.port) as (src, asked, pub):
+
+        def send(kind: str, payload: bytes) -> None:
+            pub.publish(f"spBv1.0/g/{kind}/a", payload, qos=1)
+
+        send("NBIRTH", _nbirth(1, 0))
+        send("NDATA", _ndata(2, 2.0))  # its 1 lost
+        for k in (1, 2, 3):
+            send("NBIRTH", _nbirth(255, 100 * k))
+            for seq in (1, 2, 3):
+                send("NDATA", _ndata(seq, 100.0 * k + seq))
+        await until(lambda: src.stats.received >= 14, 10, "every message read")
+        await asyncio.sleep(0.3)  # a rebirth asked would be on its way
+    assert src.stats.errors_by_reason == {}  # was 3 seq_gaps
+    assert len(asked) <= 1, asked  # was 3
