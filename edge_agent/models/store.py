@@ -803,7 +803,7 @@ class ModelStore:
 def _fill_placeholder(armed: Path, kind: str) -> None:
     """Write ``kind`` into a mark's placeholder (made if missing), fsynced, before the rename that makes the mark:
     over what ``arm`` wrote in it, in place (the block it took while the disk had room; truncated first, a full disk
-    refused the kind and the mark was made empty, read as the health check's verdict), then cut to its length. A
+    refused the kind and the mark was made empty, read as the health check's verdict), padded to its length. A
     disk that refuses it leaves the placeholder's ``MARK_UNKNOWN`` (a placeholder made here: empty or absent, the
     mark then made as before, empty)."""
     try:
@@ -812,9 +812,11 @@ def _fill_placeholder(armed: Path, kind: str) -> None:
             sync_folder(armed.parent.parent)
         fd = os.open(armed, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            data = kind.encode("ascii")
-            if os.pwrite(fd, data, 0) == len(data):
-                os.ftruncate(fd, len(data))  # (a shorter kind than what it held: no block needed)
+            # padded with spaces over the whole of what it held (``mark_kind`` strips them), in one write: no cut
+            # after it. Formerly the kind was written then the file cut to its length, and a kill between the two
+            # left e.g. ``adminwn`` (``admin`` over ``unknown``), read as the health check's verdict
+            data = kind.encode("ascii").ljust(os.fstat(fd).st_size, b" ")
+            os.pwrite(fd, data, 0)
             os.fsync(fd)
         except OSError:
             pass

@@ -19,7 +19,7 @@ from devices.base import Frame
 from edge_agent.models.config import HealthConfig, ModelConfig
 from edge_agent.models.manager import ModelManager
 from edge_agent.models.slot import InferenceError, ModelSlot
-from edge_agent.models.store import MARK_ADMIN, MARK_HEALTH, UNRECORDED_ROLLBACK, ModelStore
+from edge_agent.models.store import MARK_ADMIN, MARK_CRASH_LOOP, MARK_HEALTH, UNRECORDED_ROLLBACK, ModelStore
 from tests.support.models import make_keypair, make_package
 
 
@@ -52,7 +52,10 @@ async def test_the_health_watchs_rollback_marks_the_candidate_as_the_health_chec
     def read_back(folder_name: str, kind: str) -> None:  # (the rollback prunes the folder and its mark after)
         mark(folder_name, kind)
         marked.append(
-            (s.store._marks(folder_name)[0].read_text(), ModelStore(s.store.root).mark_kind(folder_name))
+            (
+                s.store._marks(folder_name)[0].read_text().strip(),
+                ModelStore(s.store.root).mark_kind(folder_name),
+            )
         )
 
     await s.start()
@@ -110,6 +113,44 @@ def test_a_rollback_marked_on_a_full_disk_is_not_read_as_the_health_checks_verdi
     assert ar is not None and not ar.resume and ar.previous == PREV and ar.reason is not None
     # what the model manager holds as the health check's verdict (``ModelManager._hold``)
     assert not ar.reason.startswith(UNRECORDED_ROLLBACK), ar.reason
+
+
+# an admin's rollback writes its kind into the placeholder; the agent is killed right after that write, before the
+# rename that makes the mark
+KILLED_ONCE_THE_KIND_IS_WRITTEN = """
+import edge_agent.models.store as ms
+from pathlib import Path
+real_pwrite = os.pwrite
+
+
+def pwrite(fd, data, offset):
+    real_pwrite(fd, data, offset)
+    power_cut()
+
+
+os.pwrite = pwrite
+ms.ModelStore(Path(sys.argv[1])).mark_rolled_back(sys.argv[3], "admin")
+"""
+
+
+def test_a_kill_right_after_a_marks_kind_is_written_never_leaves_it_read_as_the_health_checks(tmp_path):
+    from tests.support.outbox_kills import killed_child
+
+    fresh, again = CAND, "part-inspection-1.2.0-bbbbbbbbbbbb"
+    store = ModelStore(tmp_path)
+    for n in (fresh, again):
+        (tmp_path / n).mkdir()
+        store.arm(n)  # (its placeholder holds "unknown")
+    store.mark_rolled_back(again, MARK_CRASH_LOOP)
+    store.served(again)  # (served again later: its placeholder holds "crash_loop")
+    for n in (fresh, again):
+        killed_child(KILLED_ONCE_THE_KIND_IS_WRITTEN, tmp_path, n, timeout_s=30)
+        restarted = ModelStore(tmp_path)
+        # a later mark with no kind (``mark_failed``) made from that placeholder
+        restarted.mark_rolled_back(n)
+        # formerly the kind was written, then the file cut to its length: the kill between left "adminwn" (or
+        # "admin_loop"), read as the health check's verdict
+        assert restarted.mark_kind(n) == MARK_ADMIN
 
 
 def test_temporary_files_a_killed_agent_left_in_deployments_are_removed_at_start(tmp_path):
