@@ -558,7 +558,7 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     float does not hold (``WholeFloat``: 9.007199254740993e+15) is sent to an integer metric as the number its
     text shows, to any other as the float."""
     # a refusal names a config's 9.007199254740993e+15 as written, not as 9007199254740992.0
-    written = value if isinstance(value, WholeFloat) else None
+    written = value if isinstance(value, WholeFloat | FractionFloat) else None
     # a String metric gets the number the config's text shows (9.007199254740993e+15), not its float's
     # 9007199254740992.0; YAML's digit separators dropped
     shown_text = value.text.replace("_", "") if isinstance(value, WholeFloat | FractionFloat) else None

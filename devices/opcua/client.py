@@ -586,7 +586,7 @@ def _convert_scalar(
     ``holder`` (BaseDataType, or an abstract Number / Integer / UInteger) holds, and a refusal names it and
     why it is kept."""
     # a refusal names a config's 9.007199254740993e+15 as written, not as 9007199254740992.0
-    written = value if isinstance(value, WholeFloat) else None
+    written = value if isinstance(value, WholeFloat | FractionFloat) else None
     # the number a config's text shows, for a String node: 9.007199254740993e+15 was sent as '9007199254740992.0'
     shown_text = _number_as_written(value)
     if isinstance(value, WholeFloat | FractionFloat):

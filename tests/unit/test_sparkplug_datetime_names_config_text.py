@@ -40,3 +40,23 @@ def test_a_string_metric_gets_a_number_a_float_does_not_hold_as_the_config_write
     assert command_value(sp.DataType.STRING, tiny, "Label") == "1.0000000000000000001"  # was '1.0'
     assert command_value(sp.DataType.STRING, plain, "Label") == "2.5"
     assert command_value(sp.DataType.INT64, big, "Total") == 2**53 + 1
+
+
+def test_a_fraction_whose_float_is_whole_is_no_time_and_is_named_as_the_config_writes_it():
+    """``1700000000000.00000000001`` and ``9007199254740992.5`` (``FractionFloat``: whole floats to YAML) to a
+    DateTime metric or node were refused as "1700000000000.0 is no time", "9007199254740992.0": numbers the config
+    does not show, its fraction gone from the message. Each is refused, named as written."""
+    from asyncua import ua
+
+    from devices.opcua.client import OpcUaTypeMismatch, convert_value
+    from edge_agent.config import read_yaml
+
+    doc = read_yaml("actions:\n  a: {value: [1700000000000.00000000001, 9007199254740992.5]}\n", "line3.yaml")
+    for value in doc["actions"]["a"]["value"]:
+        text = value.text
+        with pytest.raises(ValueError) as refused:
+            command_value(sp.DataType.DATETIME, value, "Due")
+        assert f"cannot send {text} (float): {text} is no time" in str(refused.value), str(refused.value)
+        with pytest.raises(OpcUaTypeMismatch) as refused_node:
+            convert_value(ua.VariantType.DateTime, value, "ns=2;s=Due")
+        assert f"cannot write {text} (float)" in str(refused_node.value), str(refused_node.value)
