@@ -12,7 +12,7 @@ import threading
 
 from cloud_trainer.fleet import service
 from edge_agent.models import manager as manager_module
-from tests.integration.test_fleet_control import fleet, until, version  # noqa: F401
+from tests.integration.test_fleet_control import fleet, new_agent, until, version  # noqa: F401
 
 DEFECT = "misreads dark castings (ticket 5120)"
 
@@ -428,8 +428,6 @@ async def test_a_withdrawal_whose_failure_the_fleet_has_not_heard_holds_across_a
     slot serving 1.1.0 past its window, confirmed the second deployment healthy ("it runs this version"), the rollout
     completed and the withdrawn model served for good. It is kept on disk until the slot no longer serves it: the
     restarted agent tells the second deployment it failed, and the rollout halts."""
-    from edge_agent.agent import Agent
-
     srv, agents, reg = fleet
     gw1, again, back, gate = await _told_the_install_first(agents, srv, reg, monkeypatch, tmp_path)
     refused: list[str] = []
@@ -447,7 +445,7 @@ async def test_a_withdrawal_whose_failure_the_fleet_has_not_heard_holds_across_a
         await until(lambda: "failed" in refused, what="gw1 to tell the second deployment it failed")
         await gw1.stop()  # before the fleet heard it
         back.control.on_report = on_report
-        agents["gw1"] = gw1 = Agent(gw1.cfg)
+        agents["gw1"] = gw1 = new_agent(gw1.cfg)  # (its installed check in this process, as the fixture's)
         await gw1.start()
         assert version(gw1) == "1.1.0" and gw1.slots["vision"].state == "active"  # past its window
         await until(

@@ -126,7 +126,8 @@ async def _the_cache_of_a_version_no_longer_installed_is_removed(tmp_path, pkgs,
 
 async def test_signal_package_infers_windows_and_rejects_wrong_length(tmp_path, pkgs):
     cfg = ModelConfig(package=str(pkgs["sig"]), engine="onnxruntime")
-    s = ModelSlot("health", cfg, tmp_path / "data", [pkgs["pub"]])
+    # the key loaded: installed in this process (the subject is the signal engine's windows, not the install)
+    s = ModelSlot("health", cfg, tmp_path / "data", load_trusted_keys([pkgs["pub"]]))
     await s.start()
     inf = s.infer(window(1))
     assert inf.interpretation.anomaly_score is not None and inf.interpretation.remaining_life is not None
@@ -517,7 +518,7 @@ async def test_whoever_sees_a_rollback_switch_reads_its_outcome_not_the_one_befo
     outcome as the reason. The rollback switched the model first and set its outcome only after writing
     state.json and pruning folders: a manager looking in between read the swap's "active" outcome, and after
     a restart took the rollback for an interrupted swap and dropped its report to the fleet."""
-    s = slot(tmp_path, pkgs, window_s=60.0, min_items=10_000)
+    s = slot(tmp_path, pkgs, window_s=60.0, min_items=10_000, in_process=True)
     await s.start()
     assert (await s.swap(pkgs["v2"])).ok and s.version == "1.1.0"
     gate = threading.Event()
