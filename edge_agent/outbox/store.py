@@ -116,6 +116,9 @@ CREATE INDEX IF NOT EXISTS records_by_kind_t ON records (kind, t);
 CREATE INDEX IF NOT EXISTS records_by_sample ON records (sample_sha256) WHERE sample_sha256 IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+_SHA = re.compile(
+    r"[0-9a-f]{64}"
+)  # a sample file's name (its SHA-256): what a damaged row names otherwise is no file
 HELD_DIR = "outbox-held"  # beside outbox-corrupt: outboxes of a former tenant, kept whole, never sent
 EPOCH_FILE = "outbox-epoch.json"
 SENT_FILE = "outbox-sent"
@@ -211,17 +214,19 @@ def _set_owner(db: sqlite3.Connection, owner: tuple[str, str], replace: bool = T
     )
 
 
-def _readable_kinds(src: Path, limit_s: float = 10.0) -> Counter:
-    """The records of the store ``src`` (a corrupt one, held) that can still be read, by kind: read by ranges of seqs
-    as a salvage reads them (a range that cannot be read split down to single seqs), within ``limit_s``. What its
-    held note counts: formerly a corrupt store was held with "0 records", its readable rows never counted (in
-    ``/status``, the start's WARNING, nor a later drop by outbox-held/'s bound)."""
+def _readable(src: Path, limit_s: float = 10.0) -> tuple[Counter, set[str]]:
+    """The records of the store ``src`` (a corrupt one, held) that can still be read, by kind, and the sample files
+    they name: read by ranges of seqs as a salvage reads them (a range that cannot be read split down to single
+    seqs), within ``limit_s``. What its held note counts: formerly a corrupt store was held with "0 records", its
+    readable rows never counted (in ``/status``, the start's WARNING, nor a later drop by outbox-held/'s bound), and
+    its samples were left in ``samples/``, where the start removed them as named by no record."""
     got: Counter = Counter()
+    shas: set[str] = set()
     deadline = time.monotonic() + limit_s
     try:
         con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error:
-        return got
+        return got, shas
     try:
 
         def first(sql: str) -> int | None:
@@ -241,16 +246,19 @@ def _readable_kinds(src: Path, limit_s: float = 10.0) -> Counter:
         while todo and time.monotonic() < deadline:
             a, b = todo.pop()
             try:
-                kinds = con.execute("SELECT kind FROM records WHERE seq BETWEEN ? AND ?", (a, b)).fetchall()
+                rows = con.execute(
+                    "SELECT kind, sample_sha256 FROM records WHERE seq BETWEEN ? AND ?", (a, b)
+                ).fetchall()
             except sqlite3.Error:
                 if a < b:
                     m = (a + b) // 2
                     todo += [(m + 1, b), (a, m)]
                 continue
-            got.update(k for (k,) in kinds if isinstance(k, str))
+            got.update(k for k, _sha in rows if isinstance(k, str))
+            shas.update(sha for k, sha in rows if isinstance(k, str) and _SHA.fullmatch(str(sha)))
     finally:
         con.close()
-    return got
+    return got, shas
 
 
 def _note_kinds(note: dict) -> Counter:
@@ -769,8 +777,10 @@ class Outbox:
             if aside is not None and former is not None:
                 # the gateway moved to another tenant, or whose records they are cannot be told: held whole
                 # (never salvaged into this tenant's outbox, never sent), not left to outbox-corrupt/'s turnover
+                # (with the sample files its readable records name: the new store names none of them)
+                kinds, shas = _readable(aside)
                 kept = self._hold(
-                    former, recorded[0] if recorded else (known or 0), _readable_kinds(aside), [], src=aside
+                    former, recorded[0] if recorded else (known or 0), kinds, sorted(shas), src=aside
                 )
                 log.warning(
                     "outbox %s: the corrupt store was made under %s; this gateway's certificate names tenant %s: "
@@ -1589,7 +1599,7 @@ class Outbox:
             owner = (tenant, "")
         if type(epoch) is not int:
             epoch = int(m.group(2)) if m else 0
-        by_kind = _readable_kinds(src)
+        by_kind = _readable(src)[0]
         note: dict[str, Any] = {
             "tenant": owner[0],
             "agent": owner[1],
@@ -1848,9 +1858,12 @@ class Outbox:
                 )
         self._write_salvaging(self._marker(row[0], jobs[1:]) if len(jobs) > 1 else None)
 
-    def _hold_unfinished(self, src: Path, recorded: tuple[int, str, str] | None) -> None:
+    def _hold_unfinished(
+        self, src: Path, recorded: tuple[int, str, str] | None, db: sqlite3.Connection | None = None
+    ) -> None:
         """A moved-aside store whose copy was left unfinished, found another tenant's (the gateway moved): held whole
-        in ``outbox-held/`` as the store it was copied into, never copied into this tenant's outbox."""
+        in ``outbox-held/`` as the store it was copied into, with the sample files its readable records name (but
+        those ``db``, this tenant's store, names too), never copied into this tenant's outbox."""
         if self._salvage_job_refused({"src": str(src)}, src, None) is not None:
             return
         former = self._former_tenant(src, recorded)
@@ -1869,7 +1882,15 @@ class Outbox:
             with self._untold_lock:
                 self._untold = [e for e in self._untold if e.get("src") != str(src)]
             self._keep_untold()
-        kept = self._hold(former, recorded[0] if recorded else 0, _readable_kinds(src), [], src=src)
+        kinds, shas = _readable(src)
+        if db is not None:  # (a sample this tenant's store names too, the same bytes: left to it)
+            shas -= {
+                r[0]
+                for r in db.execute(
+                    "SELECT DISTINCT sample_sha256 FROM records WHERE sample_sha256 IS NOT NULL"
+                )
+            }
+        kept = self._hold(former, recorded[0] if recorded else 0, kinds, sorted(shas), src=src)
         log.warning(
             "outbox %s: the unfinished copy of %s is of records made under %s: not copied into tenant %s's "
             "outbox; held whole in %s",
@@ -1954,7 +1975,7 @@ class Outbox:
                 self.former_tenant is not None
             ):  # the store it copied into was held: these are that tenant's too
                 for j in jobs:
-                    self._hold_unfinished(Path(j["src"]), recorded)
+                    self._hold_unfinished(Path(j["src"]), recorded, db)
             else:
                 log.warning(
                     "outbox %s: an unfinished salvage of %s is not this store's (another epoch): not resumed",
@@ -1970,7 +1991,7 @@ class Outbox:
             src = Path(j["src"])
             why = self._salvage_job_refused(j, src, db, strict=i == 0)
             if why is None and self._former_tenant(src, recorded) is not None:
-                self._hold_unfinished(src, recorded)
+                self._hold_unfinished(src, recorded, db)
                 held = True
                 continue
             if why:

@@ -111,9 +111,10 @@ def test_a_copy_into_outbox_held_cut_by_a_kill_is_swept_at_the_next_start(tmp_pa
         ob.close()
 
 
-def test_a_former_tenants_corrupt_store_is_held_with_its_readable_records_counted(tmp_path):
+def test_a_former_tenants_corrupt_store_is_held_with_its_readable_records_counted_and_its_samples(tmp_path):
     data = tmp_path / "data"
-    ob = filled(data, 300, owner=("acme", "gw1"))
+    ob = filled(data, 300, owner=("acme", "gw1"), samples=20)
+    shas = {p.name for p in ob.samples_dir.iterdir()}
     ob.close()
     damage_index(ob.path)  # (every row still readable by its seq; any change meets the damage)
     ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
@@ -125,6 +126,9 @@ def test_a_former_tenants_corrupt_store_is_held_with_its_readable_records_counte
         assert one["records"] == 300 and one["by_kind"] == {"result": 300}
         assert ob.stats()["held"]["records"] == 300
         assert results(ob) == [] and events(ob) == []  # (nothing of it told to beta)
+        # formerly its samples stayed in samples/, where the same start removed them as named by no record
+        assert len(shas) == 20 and {p.name for p in Path(one["file"] + ".samples").iterdir()} == shas
+        assert list(ob.samples_dir.iterdir()) == []
     finally:
         ob.close()
 
