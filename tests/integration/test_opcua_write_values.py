@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import pytest
+import pytest_asyncio
 from asyncua import ua
 from asyncua.common.callback import CallbackType
 
@@ -22,6 +23,10 @@ from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch, OpcUaWriteRefus
 from edge_agent.config import parse_config
 from tests.support.peers import free_port, node_ids_written, opcua_server
 from tests.support.waits import until
+
+# one event loop for the file: the PLC of the ``plc`` fixture serves every test that takes it (started once, its nodes
+# set back before each test)
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @contextlib.asynccontextmanager
@@ -71,9 +76,11 @@ _ANY = {
 }
 
 
-@pytest.fixture
-async def plc():
-    """(source, nodes by name, names of the nodes a write request reached) on a started server."""
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def plc_server():
+    """(server, source, nodes by name, names of the nodes a write request reached, each node's first value, a
+    function making AnyNull anew) on a server started once for the file (its start and the source's connect were
+    most of each test's CPU)."""
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
     assert idx == 2
@@ -103,13 +110,39 @@ async def plc():
     # null, of a vendor's subtype of BaseDataType (a PLC's ANY): asyncua's server takes the first value of any
     # type for it, then holds that type (a null value of BaseDataType itself it takes only as a Variant)
     anyvalue = await srv.nodes.base_data_type.add_data_type(ua.NodeId("AnyValue", idx), "AnyValue")
-    nodes["AnyNull"] = await obj.add_variable(
-        ua.NodeId("AnyNull", idx), "AnyNull", ua.Variant(), None, anyvalue.nodeid
-    )
-    await nodes["AnyNull"].set_writable()
+
+    async def any_null():
+        """The node AnyNull made anew, holding nothing (a null value is refused when written, even in the address
+        space, to a node that holds a type)."""
+        with contextlib.suppress(KeyError):
+            await srv.delete_nodes([nodes.pop("AnyNull")])
+        nodes["AnyNull"] = await obj.add_variable(
+            ua.NodeId("AnyNull", idx), "AnyNull", ua.Variant(), None, anyvalue.nodeid
+        )
+        await nodes["AnyNull"].set_writable()
+
+    await any_null()
     sent = node_ids_written(srv, idx)
+    first = {name: await node.read_data_value() for name, node in nodes.items() if name != "AnyNull"}
     async with _serving(srv, port) as src:
-        yield src, nodes, sent
+        yield srv, src, nodes, sent, first, any_null
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def plc(plc_server):
+    """(source, nodes by name, names of the nodes a write request reached) on a started server, each node holding
+    its first value and type again (a BaseDataType node's type is the last value's, a null one's none), nothing
+    written yet."""
+    srv, src, nodes, sent, first, any_null = plc_server
+    # set in the address space (what the source writes is checked against it)
+    for name, held in first.items():
+        await srv.write_attribute_value(nodes[name].nodeid, held)
+        now = await nodes[name].read_data_value()
+        assert (now.Value, now.StatusCode) == (held.Value, held.StatusCode), name
+    await any_null()
+    assert (await nodes["AnyNull"].read_data_value()).Value.VariantType is VT.Null
+    sent.clear()
+    yield src, nodes, sent
 
 
 _WRITTEN = [
@@ -675,7 +708,7 @@ _SHAPED = {
 }
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def shaped():
     """(source, nodes by name, names of the nodes a write request reached) for the ``_SHAPED`` nodes."""
     port = free_port()
