@@ -36,7 +36,7 @@ def vib(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    return write_parts(tmp_path_factory.mktemp("parts") / "ds", count=400, seed=2, size=48, defect_rate=0.5)
+    return write_parts(tmp_path_factory.mktemp("parts") / "ds", count=400, seed=2, size=32, defect_rate=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def settings(tmp_path, family, dataset, **kw) -> BuildSettings:
         signing_key=key,
         workdir=tmp_path / f"work-{family}",
         epochs=10,
-        size=48,
+        size=32,
         threads=2,
         floors={"anomaly_auroc": 0.0, "fault_accuracy": 0.0}
         if family == "maintenance"
