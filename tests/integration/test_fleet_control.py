@@ -10,6 +10,7 @@ import asyncio
 import functools
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ from simulators.camera import write_folder
 from tests.support import waits
 from tests.support.fleet import make_pki
 from tests.support.models import make_keypair, make_package
+from tests.support.once import built_once, run_root
 from tests.support.peers import free_port, small_tmpfs
 
 until = functools.partial(waits.until, timeout_s=60.0)  # a rollout over real agents: a longer default
@@ -46,24 +48,37 @@ def new_agent(cfg, in_process: bool = INSTALLS_IN_PROCESS) -> Agent:
     return agent
 
 
+def _fleet_packages(d: Path) -> dict[str, str]:
+    """The fleet's four packages of part-inspection (1.0.0, 1.1.0, 1.2.0 with NaN outputs, 1.3.0 signed by the
+    ``rogue`` key no agent trusts), signed by ``keys/signing.key``: version -> path relative to ``d``."""
+    key, _ = make_keypair(d / "keys")
+    pk = {
+        v: make_package(d / "b", kind="vision", version=v, key=key, bias=6.0, seed=i)
+        for i, v in enumerate(["1.0.0", "1.1.0"])
+    }
+    pk["1.2.0"] = make_package(d / "b", kind="vision", version="1.2.0", key=key, nan=True)
+    rogue_key, _ = make_keypair(d / "rogue")
+    pk["1.3.0"] = make_package(d / "b", kind="vision", version="1.3.0", key=rogue_key, bias=6.0)
+    return {v: str(p.relative_to(d)) for v, p in pk.items()}
+
+
 @pytest.fixture
-async def fleet(request, tmp_path):
+async def fleet(request, tmp_path, tmp_path_factory):
     """A fleet service and two started agents, gw1 and gw2, on 1.0.0. Their installs run in the test's process
     if the requesting test's module sets ``INSTALLS_IN_PROCESS`` (this one) and does not name the test in its
-    ``INSTALLS_IN_CHILD``, else in the agents' child."""
+    ``INSTALLS_IN_CHILD``, else in the agents' child. The keys and packages are built once per run and copied
+    into the test's folder (``keys``, ``rogue``, ``b/packages``), where a test may change them."""
     in_process = getattr(
         request.module, "INSTALLS_IN_PROCESS", False
     ) and request.function.__name__ not in getattr(request.module, "INSTALLS_IN_CHILD", ())
     pki = make_pki(tmp_path / "pki", agents=("gw1", "gw2"))
-    key, pub = make_keypair(tmp_path / "keys")
+    built = built_once(tmp_path_factory, "fleet-packages", _fleet_packages)
+    once = run_root(tmp_path_factory) / "once-fleet-packages"
+    for part in ("keys", "rogue", "b/packages"):
+        shutil.copytree(once / part, tmp_path / part)
+    pub = tmp_path / "keys" / "signing.pub"
     reg = Registry(tmp_path / "registry")
-    pk = {
-        v: make_package(tmp_path / "b", kind="vision", version=v, key=key, bias=6.0, seed=i)
-        for i, v in enumerate(["1.0.0", "1.1.0"])
-    }
-    pk["1.2.0"] = make_package(tmp_path / "b", kind="vision", version="1.2.0", key=key, nan=True)
-    rogue_key, _ = make_keypair(tmp_path / "rogue")
-    pk["1.3.0"] = make_package(tmp_path / "b", kind="vision", version="1.3.0", key=rogue_key, bias=6.0)
+    pk = {v: tmp_path / rel for v, rel in built.items()}
     for p in pk.values():
         reg.publish(p, [], {}, None, None)
     port = free_port()
