@@ -413,6 +413,10 @@ class ModelStore:
             if path.exists():
                 os.chmod(path, 0o644)  # (read-only once told)
                 os.rename(path, armed)  # the placeholder again, for a later rollback
+                # its kind said ``unknown`` again, as ``arm`` made it (in place over its block, one write): it kept
+                # the kind of the rollback just undone, and a later mark made without a kind (``mark_failed``) read
+                # that one, e.g. a refusal or a full disk's mark told as a crash loop
+                _fill_placeholder(armed, MARK_UNKNOWN)
                 sync_folder(path.parent)
         except OSError as exc:
             log.warning("model store: cannot remove %s: %s", printable(str(path)), printable(str(exc), 300))

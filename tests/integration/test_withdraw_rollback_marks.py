@@ -19,7 +19,14 @@ from devices.base import Frame
 from edge_agent.models.config import HealthConfig, ModelConfig
 from edge_agent.models.manager import ModelManager
 from edge_agent.models.slot import InferenceError, ModelSlot
-from edge_agent.models.store import MARK_ADMIN, MARK_CRASH_LOOP, MARK_HEALTH, UNRECORDED_ROLLBACK, ModelStore
+from edge_agent.models.store import (
+    MARK_ADMIN,
+    MARK_CRASH_LOOP,
+    MARK_HEALTH,
+    MARK_UNKNOWN,
+    UNRECORDED_ROLLBACK,
+    ModelStore,
+)
 from tests.support.models import make_keypair, make_package
 
 
@@ -151,6 +158,46 @@ def test_a_kill_right_after_a_marks_kind_is_written_never_leaves_it_read_as_the_
         # formerly the kind was written, then the file cut to its length: the kill between left "adminwn" (or
         # "admin_loop"), read as the health check's verdict
         assert restarted.mark_kind(n) == MARK_ADMIN
+
+
+def test_a_mark_without_a_kind_after_the_version_served_again_reads_unknown_not_the_rollbacks_undone(
+    tmp_path, monkeypatch
+):
+    """A crash loop rolled the candidate back; the same version was rolled out again and served (``served`` renames
+    its mark back into the placeholder), then refused (``mark_failed``: a mark made without a kind) and the agent
+    ended before the state.json after the mark. The placeholder still held "crash_loop": the restart told a crash loop
+    that never happened. It says ``unknown`` again once served, and a rename still needs no free block."""
+    for n in (PREV, CAND):
+        (tmp_path / n).mkdir()
+    store = ModelStore(tmp_path)
+    store.arm(CAND)
+    store.mark_rolled_back(CAND, MARK_CRASH_LOOP)
+    store.served(CAND)  # rolled out again
+    store.mark_failed(tmp_path / CAND, "refused at load")
+    assert store.rolled_back(CAND)
+    restarted = ModelStore(tmp_path)
+    assert restarted.mark_kind(CAND) == MARK_UNKNOWN
+    restarted._write_state_file(
+        {
+            "current": CAND,
+            "previous": PREV,
+            "probation": {"candidate": CAND, "since": 0, "unclean_ends": 0, "stopped": False},
+        }
+    )
+    ar = restarted.after_restart()
+    assert ar is not None and not ar.resume and ar.reason is not None
+    assert "crash loop" not in ar.reason, ar.reason
+
+    def no_block(*a, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:  # a full disk: served and a later mark are renames, no block needed
+        m.setattr(os, "write", no_block)
+        m.setattr(os, "pwrite", no_block)
+        restarted.served(CAND)
+        assert not restarted.rolled_back(CAND)
+        restarted.mark_rolled_back(CAND, MARK_ADMIN)
+        assert restarted.rolled_back(CAND) and not restarted.unrecorded()
 
 
 def test_temporary_files_a_killed_agent_left_in_deployments_are_removed_at_start(tmp_path):
