@@ -8,7 +8,9 @@ from __future__ import annotations
 import pytest
 
 from devices.opcua.client import AbstractType, OpcUaTypeMismatch, convert_value
-from tests.integration.test_opcua_write_values import plc  # noqa: F401  (the fixture: a started server)
+from tests.integration.test_opcua_write_values import plc, plc_server  # noqa: F401  (the fixtures: a started server)
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest.mark.parametrize(
