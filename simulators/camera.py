@@ -232,12 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)  # a supervisor's stop is a clean stop, as Ctrl-C is
-    if a.port_file:
-        from simulators.launcher import write_port_file
+    try:  # from here: a stop while the port file is written or the line printed still stops the server
+        if a.port_file:
+            from simulators.launcher import write_port_file
 
-        write_port_file(a.port_file, port=server.port)
-    print(f"camera: {server.url} ({a.fps} fps, defect rate {a.defect_rate}); truth at /truth", flush=True)
-    try:
+            write_port_file(a.port_file, port=server.port)
+        print(f"camera: {server.url} ({a.fps} fps, defect rate {a.defect_rate}); truth at /truth", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -289,6 +289,24 @@ class MachineServer:
                 log.exception("machine %s: update failed", self.name)
 
 
+_SEVERAL = (
+    "edge-sim machine: --port 0 on --host {host} listens on several addresses, each on a port of its own, so no one "
+    "port can be advertised or written; give one address (e.g. --host 127.0.0.1) or a --port"
+)
+
+
+def _addresses(host: str) -> int:
+    """How many addresses a server bound to ``host`` listens on (as asyncio's ``create_server`` resolves it); 1 when
+    the name does not resolve (the start then says why)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return 1
+    return len({info[4][0] for info in infos})
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="edge-sim machine", description="OPC UA server of one simulated machine"
@@ -314,6 +332,9 @@ def main(argv: list[str]) -> int:
         if why := port_file_unwritable(a.port_file):
             print(f"edge-sim machine: cannot write --port-file {a.port_file} ({why})", file=sys.stderr)
             return 2
+    if a.port == 0 and _addresses(a.host) > 1:  # told at once, before the server starts
+        print(_SEVERAL.format(host=a.host), file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("asyncua", "asyncua.server"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -336,12 +357,7 @@ def main(argv: list[str]) -> int:
             return 1
         if srv.port == 0:  # port 0 on a name of several addresses: the kernel gave each its own port
             await srv.stop()
-            print(
-                f"edge-sim machine: --port 0 on --host {a.host} listens on several addresses, each on a port of "
-                "its own, so no one port can be advertised or written; give one address (e.g. --host 127.0.0.1) "
-                "or a --port",
-                file=sys.stderr,
-            )
+            print(_SEVERAL.format(host=a.host), file=sys.stderr)
             return 2
         if a.port_file:
             from simulators.launcher import write_port_file
