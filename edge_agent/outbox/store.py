@@ -461,6 +461,13 @@ class Outbox:
         self.on_move: Any = None
         self._held_now: set[str] = set()  # held since the last bound: never removed by it
         self._ownerless_epoch = False  # outbox-epoch.json named no owner at all at open (``_former_tenant``)
+        # with no certificate (``owner`` None): the owner the store had (its meta's, else outbox-epoch.json's), carried
+        # into a renewed store's meta and the epoch file; formerly none was written, and a salvage at a start with no
+        # certificate gave the former tenant's records to the next tenant as this gateway's
+        self._carried_owner: tuple[str, str] | None = None
+        self._unowned = (
+            False  # no owner was ever recorded for this store's lineage (written ``"unowned": true``)
+        )
         self.dir = Path(settings.dir) if settings.dir else Path(data_dir) / "outbox"
         self.path = self.dir / "outbox.db"
         self.samples_dir = self.dir / "samples"
@@ -665,8 +672,13 @@ class Outbox:
         self.epoch_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.epoch_path.with_suffix(".tmp")
         mark: dict[str, Any] = {"epoch": epoch}
-        if self.owner is not None:  # whose records this epoch's store holds
-            mark.update(tenant=self.owner[0], agent=self.owner[1])
+        owner = self.owner or self._carried_owner
+        if owner is not None:  # whose records this epoch's store holds
+            mark.update(tenant=owner[0], agent=owner[1])
+        elif (
+            self._unowned
+        ):  # (only then is a store with no owner of its own this gateway's: ``_former_tenant``)
+            mark.update(unowned=True)
         with open(tmp, "w") as f:
             json.dump(mark, f)
             f.flush()
@@ -706,6 +718,13 @@ class Outbox:
         known = self._read_epoch_file()
         recorded = self._read_epoch_owner()  # (read before a corrupt store's new epoch replaces it)
         self._ownerless_epoch = recorded is None and self._epoch_file_ownerless()  # (as ``recorded``)
+        self._carried_owner = (
+            (recorded[1], recorded[2]) if self.owner is None and recorded is not None else None
+        )
+        # (a first start: nothing before it, or an epoch file written when no owner had ever been recorded)
+        self._unowned = self._ownerless_epoch or (
+            known is None and not any(os.path.lexists(f"{self.path}{sfx}") for sfx in STORE_FILES)
+        )
         self._finish_move()  # (a move a kill cut off: every file beside the database it came with)
         # (copies across disks a kill cut short, none in flight now; outbox-held/'s: ``_read_held``)
         self._sweep_copies(self.corrupt_dir)
@@ -754,6 +773,8 @@ class Outbox:
                 if any(os.path.lexists(f"{self.path}{sfx}") for sfx in STORE_FILES)
                 else None
             )
+            if self.owner is None and any(os.path.lexists(f"{self.path}{sfx}") for sfx in STORE_FILES):
+                self._carried_owner = self._store_owner(self.path)[1] or self._carried_owner
             if former is not None and former[0]:
                 self.former_tenant = former[0]
                 if self.on_move is not None:
@@ -831,9 +852,13 @@ class Outbox:
             )
             corrupt = (str(aside), reason, time.time(), salvaged)  # (its event kept in outbox-untold)
         if (
-            self.owner is not None
-        ):  # (a fresh or renewed file: its records are made under this owner from now on)
-            _set_owner(db, self.owner, replace=False)
+            self.owner is None and corrupt is None
+        ):  # (the store kept: whose it is, for a renewal and the epoch file)
+            self._carried_owner = _get_owner(db) or self._carried_owner
+        if (
+            self.owner or self._carried_owner
+        ) is not None:  # (a fresh or renewed file: its records are made under this owner from now on)
+            _set_owner(db, self.owner or self._carried_owner, replace=False)  # type: ignore[arg-type]
         self.held = self._read_held()
         self._db = db
         self._hold_file()
@@ -853,8 +878,8 @@ class Outbox:
             self._write_epoch_file(self.epoch)
         elif (
             known == self.epoch
-            and self.owner is not None
-            and self._read_epoch_owner() != (self.epoch, *self.owner)
+            and (self.owner or self._carried_owner) is not None
+            and self._read_epoch_owner() != (self.epoch, *(self.owner or self._carried_owner))  # type: ignore[misc]
         ):  # an epoch file from before owners were kept in it, or of a store that just changed hands
             self._write_epoch_file(self.epoch)
         if "epoch" not in meta:
@@ -993,16 +1018,7 @@ class Outbox:
         (salvaged as before)."""
         if self.owner is None:
             return None
-        found: tuple[str, str] | None = None
-        try:
-            con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
-            try:
-                found = _get_owner(con)
-                readable = True
-            finally:
-                con.close()
-        except sqlite3.Error:
-            readable = False
+        readable, found = self._store_owner(src)
         if readable:  # (no owner in a readable meta: a store from before owners were kept, this one's)
             return found if found is not None and found[0] != self.owner[0] else None
         if recorded is not None:
@@ -1014,15 +1030,32 @@ class Outbox:
             return None
         return ("", "")
 
+    @staticmethod
+    def _store_owner(src: Path) -> tuple[bool, tuple[str, str] | None]:
+        """(whether its meta could be read, the owner it names) of the store ``src``, opened read-only."""
+        try:
+            con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
+            try:
+                return True, _get_owner(con)
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return False, None
+
     def _epoch_file_ownerless(self) -> bool:
-        """Whether ``outbox-epoch.json`` records an epoch and no owner at all (no ``tenant``, no ``agent``: written by a
-        start without a certificate, or before owners were kept in it)."""
+        """Whether ``outbox-epoch.json`` records an epoch, no owner, and that no owner was ever recorded for its store's
+        lineage (``"unowned": true``: written by a start with no certificate and none carried from a store before it).
+        One with no owner and no such word (written before owners were carried) does not say: its store may have been
+        a tenant's, and one whose meta is unreadable is held as one whose owner cannot be told."""
         from edge_agent.files import read_json_state
 
         try:
             got = read_json_state(self.epoch_path, MARK_MAX_BYTES)
             return (
-                isinstance(got, dict) and type(got.get("epoch")) is int and not {"tenant", "agent"} & set(got)
+                isinstance(got, dict)
+                and type(got.get("epoch")) is int
+                and not {"tenant", "agent"} & set(got)
+                and got.get("unowned") is True
             )
         except (OSError, ValueError, TypeError):
             return False
@@ -2643,9 +2676,9 @@ class Outbox:
                     (self._seq,),
                 )
                 if (
-                    self.owner is not None
-                ):  # whose records the renewed store holds (``_own`` at a later start)
-                    _set_owner(db, self.owner)
+                    self.owner or self._carried_owner
+                ) is not None:  # whose records the renewed store holds (``_own`` at a later start)
+                    _set_owner(db, self.owner or self._carried_owner)  # type: ignore[arg-type]
             except (OSError, sqlite3.Error) as exc:
                 self._salvage_tries += 1
                 if db is not None:  # a half-made store: moved aside by the next attempt

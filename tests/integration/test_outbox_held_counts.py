@@ -61,6 +61,50 @@ def test_a_corrupt_store_made_before_the_gateway_had_a_certificate_is_salvaged_a
         ob.close()
 
 
+def test_records_salvaged_at_a_start_with_no_certificate_stay_the_former_tenants(tmp_path):
+    # acme's store turns corrupt; the gateway starts once with no certificate (re-provisioning): its records are
+    # salvaged into a new store; enrolled into beta, that store is corrupt too (meta readable, or not)
+    for damage in ("records_by_kind_t", "meta"):
+        data = tmp_path / damage
+        ob = filled(data, 300, owner=("acme", "gw1"))
+        ob.close()
+        damage_index(ob.path)
+        ob = Outbox(SETTINGS, data, owner=None)
+        ob.open()
+        assert len(results(ob)) == 300
+        ob.close()
+        # formerly neither the new store's meta nor outbox-epoch.json named an owner: beta got acme's records
+        assert json.loads((data / "outbox-epoch.json").read_text())["tenant"] == "acme"
+        for page in ("records_by_kind_t",) if damage != "meta" else ("meta", "sqlite_autoindex_meta_1"):
+            damage_index(ob.path, page)
+        ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+        ob.open()
+        try:
+            assert results(ob) == [] and [e for e in events(ob) if e["kind"] == "outbox_corrupt"] == []
+            assert [(h["tenant"], h["records"]) for h in ob.held] == [("acme", 301)]  # (and acme's event)
+        finally:
+            ob.close()
+
+
+def test_a_corrupt_store_whose_epoch_file_names_no_owner_from_before_owners_were_carried_is_held(tmp_path):
+    # an epoch file with no owner written before a start with no certificate carried the owner it had: the store may
+    # be a tenant's (acme's, salvaged at such a start); with its meta unreadable, whose it is cannot be told
+    data = tmp_path / "data"
+    ob = filled(data, 300, owner=None)
+    ob.close()
+    epoch_file = data / "outbox-epoch.json"
+    epoch_file.write_text(json.dumps({"epoch": json.loads(epoch_file.read_text())["epoch"]}))
+    for page in ("meta", "sqlite_autoindex_meta_1"):
+        damage_index(ob.path, page)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        assert results(ob) == []  # (formerly salvaged into beta's outbox as this gateway's)
+        assert [(h["tenant"], h["records"]) for h in ob.held] == [("", 300)]
+    finally:
+        ob.close()
+
+
 # outbox-held/ on another file system than the outbox: a move into it is a copy then a removal (a rename fails with
 # EXDEV); a start as beta holds acme's store and is killed halfway through the copy of the store's database
 KILLED_HALFWAY_THROUGH_A_HELD_STORES_COPY = """
