@@ -238,8 +238,8 @@ class _Node:
     lost_first_at: float = -math.inf
     # after an NBIRTH whose seq is not 0, its next message may also be seq 1 (its data counting from 1 after
     # such a birth, as after Sparkplug's NBIRTH at 0, ``_birth_seq``): in sequence as well as the birth's seq + 1
-    # (0 after 255); None otherwise, and after a birth at the top of a counter (255) of a node known to go on
-    # from its births' seq (``goes_on``): its next is 0 (the wrap), a 1 then shows 0 lost
+    # (0 after 255); None otherwise, and after a birth of a node known to go on from its births' seq
+    # (``goes_on``): its next is the birth's seq + 1 (0 after 255), a 1 then a gap
     birth_restart: int | None = None
     # the seq of its last NBIRTH when not 0, until the message after it: what that message shows of the node
     # (``goes_on``) is learnt there
@@ -248,7 +248,8 @@ class _Node:
     # birth's seq (7 -> 8, 255 -> 0); False, they count from 1 (7 -> 1); None, not shown yet. Only a 1 after a
     # birth at 255 is both (a node that counts from 1, or one that wraps whose 0 was lost): a gap only of a node
     # known to go on, in sequence otherwise (as the 1 after Sparkplug's NBIRTH at 0; each such birth of a node
-    # counting from 1 was a seq_gap, a rebirth asked)
+    # counting from 1 was a seq_gap, a rebirth asked), and so is a 2 after a birth at 1. Of a node known to
+    # count from 1, only its 1 follows a birth (the birth's seq + 1, or the birth's seq again, is its 1 lost)
     goes_on: bool | None = None
     # a rebirth was asked while ``goes_on`` was None for a 1 after a birth at the top of a counter (255), which is
     # data counting from 1 or a node going on whose 0 was lost: asked once, the birth answering it carries every
@@ -599,6 +600,7 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
         if not isinstance(value, int | float):
             raise bad("write a number without quotes" if isinstance(value, str) else "write a number")
         try:
+            # a config's number as its text shows it: 1.0e-400 is 0.0 to YAML, which the metric would get
             return float_for_plc(value, single=dt is sp.DataType.FLOAT)
         except ValueError as e:
             raise bad(str(e)) from None
@@ -1695,11 +1697,10 @@ class SparkplugHost:
             # seq is broken is asked once, not after every birth (``_check_seq``)
             # (a node whose births follow is asked again while fewer than 2 births in a row lost their first data)
             node.run = 0 if node.gap_asked else 1
-            # after a birth at the top of a counter of a node known to go on from its births' seq, only the wrap
-            # (0) follows it: a 1 there is data 0 lost (``goes_on``)
+            # after a birth whose seq is not 0 of a node known to go on from its births' seq, only that seq + 1
+            # (or the wrap, 0) follows it: a 1 there is data lost (``goes_on``)
             node.birth_first = True
-            top = payload.seq in _SEQ_TOPS and node.goes_on
-            node.birth_restart = 1 if payload.seq and not top else None
+            node.birth_restart = 1 if payload.seq and node.goes_on is not True else None
             node.birth_at = payload.seq or None
             node.alias_born = node.alias_asked
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
@@ -2126,15 +2127,24 @@ class SparkplugHost:
         last = node.seq
         restart, node.birth_restart = node.birth_restart, None
         born_at, node.birth_at = node.birth_at, None
-        unsure = False  # a 1 after a birth at 255 of a node whose kind is not known: its 0 may be lost
+        unsure = False  # a 1 after a birth at 255 (a 2 after one at 1) of a node whose kind is not known
+        nexts = _next_seqs(last, restart) if last is not None else ()
+        counts_from_1 = False  # the message after a birth whose seq is not 0 of a node known to count from 1
         if born_at is not None and last == born_at:  # the message after an NBIRTH whose seq is not 0
+            # a node known to count from 1 after its births: only its 1 follows (the birth's seq + 1, its wrap,
+            # or the birth's seq again, is its 1 lost: a gap, not a repeat)
+            if node.goes_on is False:
+                counts_from_1, nexts = True, (1,)
             # learnt from a birth at 2 or more only: after one at 1, a 2 is a node going on as well as one counting
             # from 1 whose 1 was lost (learnt so, each of its later births at 255 followed by 1 was a false gap)
             if born_at >= 2 and seq in _next_seqs(born_at):
                 node.goes_on = True
             elif born_at >= 2 and seq == 1 and born_at not in _SEQ_TOPS:  # (after 255, a 1 shows nothing)
                 node.goes_on = False
-            unsure = seq == 1 and born_at in _SEQ_TOPS and node.goes_on is None and not node.kind_asked
+            # a 1 after a birth at 255 (its data counting from 1, or its 0 lost) and a 2 after one at 1 (its seq
+            # going on, or its data counting from 1 with its 1 lost) of a node whose kind is not shown: both at once
+            both = (seq == 1 and born_at in _SEQ_TOPS) or (seq == 2 and born_at == 1)
+            unsure = both and node.goes_on is None and not node.kind_asked
         first = data and node.birth_first
         if data:
             node.birth_first = False
@@ -2144,9 +2154,9 @@ class SparkplugHost:
         # and a 0 after any seq whose low byte is 255 (511 -> 0, 767 -> 0: the node reset, what it sent lost) was
         # in sequence
         # (after an NBIRTH whose seq is not 0, seq 1 too: its data counting from 1)
-        if last is not None and seq not in _next_seqs(last, restart):
+        if last is not None and seq not in nexts:
             self._on_error("seq_gap", f"{t.group}/{t.edge_node}: seq {seq} after {last}")
-            if seq != last:  # a repeat (seq unchanged) lost nothing
+            if seq != last or counts_from_1:  # a repeat (seq unchanged) lost nothing
                 lost_first = False  # the birth's first data alone lost, by a node whose births follow
                 if first:
                     node.birth_followed = False
@@ -2157,7 +2167,7 @@ class SparkplugHost:
                     lost_first = (
                         node.ever_followed
                         and node.gap_births < 2
-                        and any(seq in _next_seqs(lost) for lost in _next_seqs(last, restart))
+                        and any(seq in _next_seqs(lost) for lost in nexts)
                     )
                     node.gap_births += 1
                     if lost_first:
@@ -2174,15 +2184,16 @@ class SparkplugHost:
                 node.gap_asked = False
         node.seq = seq
         if unsure:
-            self._unsure_birth(t, node, born_at)
+            self._unsure_birth(t, node, born_at, seq)
 
-    def _unsure_birth(self, t: sp.SparkplugTopic, node: _Node, born_at: int | None) -> None:
+    def _unsure_birth(self, t: sp.SparkplugTopic, node: _Node, born_at: int | None, seq: int) -> None:
         """A 1 after an NBIRTH at the top of a counter (255) of a node that has not shown its kind (``goes_on``):
-        its data counting from 1 (in sequence), or its seq going on from its births' and its 0 lost. Taken as in
-        sequence, a lost 0 went unseen until the metric changed again; a gap, each birth of a node counting from
-        1 was a false alarm. Neither: one rebirth asked (its birth carries every current value, and a birth at
-        another seq shows the node's kind), once per node while its kind is unknown, not counted as a seq_gap;
-        the notice ``birth_seq_unsure`` said once."""
+        its data counting from 1 (in sequence), or its seq going on from its births' and its 0 lost; or a 2 after
+        an NBIRTH at 1: its seq going on (in sequence), or its data counting from 1 and its 1 lost. Taken as in
+        sequence, a lost value went unseen until the metric changed again; a gap, each birth of a node of the
+        other kind was a false alarm. Neither: one rebirth asked (its birth carries every current value, and a
+        birth at another seq shows the node's kind), once per node while its kind is unknown, not counted as a
+        seq_gap; the notice ``birth_seq_unsure`` said once."""
         node.kind_asked = True
         if not self._rebirth(t.group, t.edge_node, node):
             return
@@ -2191,8 +2202,13 @@ class SparkplugHost:
             t,
             False,
             lambda: (
-                f"sparkplug: {_shown(t.group, t.edge_node)}: seq 1 after its NBIRTH at {born_at}: its data counting "
-                "from 1, or its seq going on from its births' with its 0 lost; no birth of it has shown which yet: "
+                f"sparkplug: {_shown(t.group, t.edge_node)}: seq {seq} after its NBIRTH at {born_at}: "
+                + (
+                    "its data counting from 1, or its seq going on from its births' with its 0 lost"
+                    if seq == 1
+                    else "its seq going on from its births', or its data counting from 1 with its 1 lost"
+                )
+                + "; no birth of it has shown which yet: "
                 "taken as in sequence, one rebirth asked (its birth carries every current value); set the edge "
                 "node to start its seq at 0 at every NBIRTH"
             ),
