@@ -1089,6 +1089,8 @@ class Outbox:
         }
         if src is not None:
             note["corrupt"] = True
+            # (the salvage marker's file: ``_resume_salvage`` tells nothing of it once held)
+            note["moved_from"] = str(src)
         from edge_agent.files import atomic_write_json
 
         atomic_write_json(held / f"{name}.json", note)
@@ -2042,6 +2044,13 @@ class Outbox:
         got = Counter(copied)  # (a WAL found alone is told by its own event: never counted in two)
         for src in lone:
             got -= self._copied_by_src.get(src, Counter()) - before[src]
+        if not held and not os.path.lexists(job["src"]):
+            # its file held already as another tenant's (a kill after the hold, before the marker was dropped):
+            # formerly told to this tenant as an outbox_corrupt event, "salvaged 0", naming the former tenant's epoch
+            held = any(
+                note is not None and note.get("moved_from") == job["src"]
+                for _name, _path, note, _by_base in self._held_notes(with_store=True)
+            )
         if type(job.get("previous_epoch")) is int and not held:
             # the renewal that wrote this marker was cut off before it recorded its event (a kill after its move,
             # during its copy): told now, once (the marker left below no longer names the previous epoch); kept in

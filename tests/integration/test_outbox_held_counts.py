@@ -105,6 +105,38 @@ def test_a_corrupt_store_whose_epoch_file_names_no_owner_from_before_owners_were
         ob.close()
 
 
+# a start as beta holds acme's corrupt store and is killed right after the hold, before its salvage marker is dropped
+KILLED_AFTER_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD = """
+real_hold = store.Outbox._hold
+
+
+def hold(self, *args, **kw):
+    real_hold(self, *args, **kw)
+    power_cut()
+
+
+store.Outbox._hold = hold
+store.Outbox(OutboxSettings(), sys.argv[1], owner=("beta", "gw1")).open()
+"""
+
+
+def test_a_kill_after_a_former_tenants_corrupt_store_is_held_tells_the_new_tenant_nothing(tmp_path):
+    data = tmp_path / "data"
+    ob = filled(data, 300, owner=("acme", "gw1"))
+    ob.close()
+    damage_index(ob.path)
+    killed_child(KILLED_AFTER_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD, data)
+    for _start in range(2):
+        ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+        ob.open()
+        try:
+            # formerly an outbox_corrupt event, "salvaged 0", naming acme's epoch, in beta's outbox (to its cloud)
+            assert events(ob) == [] and results(ob) == []
+            assert [(h["tenant"], h["records"]) for h in ob.held] == [("acme", 300)]
+        finally:
+            ob.close()
+
+
 # outbox-held/ on another file system than the outbox: a move into it is a copy then a removal (a rename fails with
 # EXDEV); a start as beta holds acme's store and is killed halfway through the copy of the store's database
 KILLED_HALFWAY_THROUGH_A_HELD_STORES_COPY = """
