@@ -120,7 +120,9 @@ def float_for_plc(value: int | float, single: bool) -> float:
     rarely has an exact binary value at all, and a REAL's ~7 digits are its precision, not another number.
     A non-zero number too small for a REAL (below about 1.2e-38), which would arrive as 0 or with its digits
     gone, is refused, and so is one a REAL would round to infinity (``FLOAT32_OVERFLOW``: 3.4028236e38 is
-    refused). A NumPy float32 (a REAL already) arrives as itself."""
+    refused). A NumPy float32 (a REAL already) arrives as itself. A config's number too small for a double
+    (``FractionFloat``: ``1.0e-400``, ``1.0e-330``), which YAML reads as 0.0, is refused by both, as it would
+    arrive as 0 (it was written as 0.0, counted ok)."""
     try:
         f = float(value)
     except OverflowError:
@@ -130,6 +132,11 @@ def float_for_plc(value: int | float, single: bool) -> float:
     if single and abs(f) >= FLOAT32_OVERFLOW:
         raise ValueError("out of range of a 32-bit Float (about +-3.4e38)")
     kind, top = ("a 32-bit Float (REAL)", 2**24) if single else ("a 64-bit Double (LREAL)", 2**53)
+    if not f and isinstance(value, FractionFloat):  # a fraction as written (a zero is none), 0 as a float
+        raise ValueError(
+            f"too small for {kind} (below about {'1.2e-38' if single else '4.9e-324, its smallest'}): it would "
+            f"arrive as {f:.9g}; write 0"
+        )
     integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
     if integer or (f.is_integer() and abs(f) < 2**53):
         arrives = float(np.float32(f)) if single else f

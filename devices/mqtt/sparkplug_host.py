@@ -601,7 +601,7 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
             raise bad("write a number without quotes" if isinstance(value, str) else "write a number")
         try:
             # a config's number as its text shows it: 1.0e-400 is 0.0 to YAML, which the metric would get
-            return float_for_plc(value, single=dt is sp.DataType.FLOAT)
+            return float_for_plc(value if written is None else written, single=dt is sp.DataType.FLOAT)
         except ValueError as e:
             raise bad(str(e)) from None
     if dt in (sp.DataType.STRING, sp.DataType.TEXT):

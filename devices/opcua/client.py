@@ -628,7 +628,7 @@ def _convert_scalar(
         return err
 
     if isinstance(vtype, AbstractType):
-        return _abstract(vtype, value, node_id, held, bad)
+        return _abstract(vtype, value, node_id, held, bad, written)
     if t == "Boolean":
         if isinstance(value, bool):
             return value
@@ -652,7 +652,8 @@ def _convert_scalar(
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad(_a_number(value))
         try:
-            return float_for_plc(value, single=t == "Float")
+            # a config's number as its text shows it: 1.0e-400 is 0.0 to YAML, which the node would get
+            return float_for_plc(value if written is None else written, single=t == "Float")
         except ValueError as e:
             raise bad(str(e)) from None
     if t in ("String", "LocalizedText"):
@@ -692,7 +693,9 @@ def _convert_scalar(
             return _whole(value, ("Int32", "Int64"), bad)
         if isinstance(value, float):
             try:
-                return float_for_plc(value, single=False), ua.VariantType.Double
+                return float_for_plc(
+                    value if written is None else written, single=False
+                ), ua.VariantType.Double
             except ValueError as e:
                 raise bad(str(e)) from None
         if isinstance(value, str):
@@ -766,7 +769,14 @@ def _whole(value: int, kinds: tuple[str, ...], bad) -> tuple[int, ua.VariantType
     raise bad(f"out of range of a{'n' if kinds[-1][0] == 'I' else ''} {kinds[-1]} {lo}..{hi}")
 
 
-def _abstract(kind: AbstractType, value: Any, node_id: str, held: ua.VariantType | None, bad) -> tuple:
+def _abstract(
+    kind: AbstractType,
+    value: Any,
+    node_id: str,
+    held: ua.VariantType | None,
+    bad,
+    written: float | None = None,
+) -> tuple:
     """(value, concrete VariantType) for a node of an abstract numeric DataType: the type it holds, by that
     type's rules (a value that does not fit it is refused naming it: sent as another type, it was refused by a
     strict server only once it had gone out, and a lenient one took it and changed the node's type under the
@@ -774,7 +784,8 @@ def _abstract(kind: AbstractType, value: Any, node_id: str, held: ua.VariantType
     holds nothing (a null value), the narrowest standard type that fits. True and false are 1 and 0 to an
     Integer or UInteger node, as to every concrete integer type (an action's default ``value: true`` on a PLC's
     INT flag), and to a Number node holding an integer type; a Number node holding none refuses them, as Float
-    and Double do."""
+    and Double do. ``written``: the config's number ``value`` is the float of (``WholeFloat``, ``FractionFloat``),
+    judged by its text as a Double (``1.0e-400`` is refused, not written as 0.0)."""
     given = value
     if isinstance(value, bool) and (
         kind is not AbstractType.Number or (held is not None and held.name in _INT_RANGE)
@@ -790,7 +801,7 @@ def _abstract(kind: AbstractType, value: Any, node_id: str, held: ua.VariantType
         return _convert_scalar(held, given, node_id, any_held=True, holder=kind.name), held
     if isinstance(value, float):
         try:
-            return float_for_plc(value, single=False), ua.VariantType.Double
+            return float_for_plc(value if written is None else written, single=False), ua.VariantType.Double
         except ValueError as e:
             raise bad(str(e)) from None
     if kind is AbstractType.UInteger:

@@ -426,3 +426,79 @@ actions:
         assert all(runner.stats[a]["ok"] == 1 for a in ("label", "half", "plain", "codes", "total")), (
             runner.stats
         )
+
+
+async def test_a_number_too_small_for_a_double_is_refused_by_a_float_or_double_node_not_written_as_0(
+    tmp_path, caplog
+):
+    """``value: 1.0e-400`` (a limit, a gain written in a unit too coarse) is 0.0 to YAML, past a double's smallest
+    (4.9e-324), as ``1.0e-330`` is: a REAL and an LREAL node got 0.0 (``-1.0e-400``: -0.0), counted ok, nothing
+    said, while ``1.0e-50`` to a REAL is refused as it would arrive as 0. Each is now refused by its text, named
+    at connect and at the write (counted failed, nothing sent); a String node still gets the text, and a REAL
+    the smallest it holds."""
+    async with plc(
+        {
+            "Gain": ua.Variant(5.0, ua.VariantType.Float),  # TwinCAT REAL
+            "Limit": ua.Variant(5.0, ua.VariantType.Double),  # TwinCAT LREAL
+            "Low": ua.Variant(5.0, ua.VariantType.Double),
+            "Neg": ua.Variant(5.0, ua.VariantType.Double),
+            "Label": ua.Variant("", ua.VariantType.String),
+            "Small": ua.Variant(5.0, ua.VariantType.Float),
+        }
+    ) as p:
+        path = tmp_path / "line1.yaml"
+        values = {
+            "gain": ("Gain", "1.0e-400"),
+            "limit": ("Limit", "1.0e-400"),
+            "low": ("Low", "1.0e-330"),
+            "neg": ("Neg", "-1.0e-400"),
+            "label": ("Label", "1.0e-400"),
+            "small": ("Small", "1.2e-38"),
+        }
+        path.write_text(
+            f"""agent: {{id: gw}}
+sources:
+  plc: {{type: opcua, endpoint: "opc.tcp://127.0.0.1:{p.port}/plc/", connect_timeout_s: 2.0}}
+actions:
+"""
+            + "".join(
+                f'  {a}: {{type: opcua_write, source: plc, node_id: "{p.node_id(n)}", value: {v}}}\n'
+                for a, (n, v) in values.items()
+            )
+        )
+        cfg = load_config(path)
+        caplog.set_level(logging.WARNING)
+        async with agent_side(cfg) as (src, runner):
+            await until(lambda: len(src.target_errors) == 4, 10, "the write targets checked at connect")
+            await runner.handle(list(values), result("NG", 0), None)
+            await runner.flush(timeout_s=5)
+            # before: Gain, Limit and Low held 0.0, Neg -0.0
+            assert await p.read() == {
+                "Gain": 5.0,
+                "Limit": 5.0,
+                "Low": 5.0,
+                "Neg": 5.0,
+                "Label": "1.0e-400",
+                "Small": float(np.float32(1.2e-38)),
+            }
+        errors = src.target_errors
+    for node, text, kind in (
+        ("Gain", "1.0e-400", "Float"),
+        ("Limit", "1.0e-400", "Double"),
+        ("Low", "1.0e-330", "Double"),
+        ("Neg", "-1.0e-400", "Double"),
+    ):
+        error = errors[p.node_id(node)]
+        assert f"is {kind}; cannot write {text} (float): too small for a " in error, error
+        assert error.endswith("; write 0"), error
+    assert (
+        "a 64-bit Double (LREAL)" in errors[p.node_id("Limit")]
+        and "would arrive as 0;" in errors[p.node_id("Limit")]
+    )
+    assert "would arrive as -0;" in errors[p.node_id("Neg")], errors
+    for action in ("gain", "limit", "low", "neg"):
+        assert runner.stats[action]["failed"] == 1 and not runner.stats[action].get("ok"), runner.stats
+    for action in ("label", "small"):
+        assert runner.stats[action]["ok"] == 1, runner.stats
+    said = [r.getMessage() for r in caplog.records if r.name == "edge_agent.actions"]
+    assert any("'low'" in m and "1.0e-330" in m and "would arrive as 0" in m for m in said), said

@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from devices.base import float_for_plc
+from devices.base import FractionFloat, float_for_plc
 from devices.mqtt.client import SparkplugTypeMismatch, _sparkplug_value
+from devices.mqtt.sparkplug_host import command_value, datatype_name
 from protocols import sparkplug as sp
 
 
@@ -78,3 +79,29 @@ def test_a_whole_number_with_a_point_a_real_cannot_hold_is_refused_naming_what_i
     with pytest.raises(SparkplugTypeMismatch, match=rf"would arrive as {arrives};"):
         _sparkplug_value(sp.DataType.FLOAT, value, "g/n/m")
     assert float_for_plc(value, single=False) == value  # an LREAL holds it
+
+
+def test_a_config_number_too_small_for_a_double_is_refused_by_a_float_or_double_metric_naming_its_text():
+    """``value: 1.0e-400`` (``1.0e-330``) is 0.0 to YAML (the loader keeps its text: a ``FractionFloat``): a Float or
+    Double metric was sent 0.0 (-0.0 for ``-1.0e-400``), as 1.0e-50 to a Float is refused. Refused as that is, by
+    the command's one check (``command_value``: at load against a ``datatype``, at send against the birth's);
+    a String metric still gets the text, and a zero written is 0."""
+    for text, shown in (("1.0e-400", "0"), ("-1.0e-400", "-0"), ("1.0e-330", "0")):
+        value = FractionFloat(float(text), text)
+        for dt, kind in (
+            (sp.DataType.FLOAT, "a 32-bit Float (REAL)"),
+            (sp.DataType.DOUBLE, "a 64-bit Double"),
+        ):
+            with pytest.raises(ValueError) as ei:
+                command_value(dt, value, "g/n/limit")
+            said = str(ei.value)
+            assert said.startswith(
+                f"metric g/n/limit is {datatype_name(dt)}; cannot send {text} (float): "
+            ), said
+            assert f"too small for {kind}" in said and said.endswith(f"would arrive as {shown}; write 0"), (
+                said
+            )
+        assert command_value(sp.DataType.STRING, value, "g/n/limit") == text
+    for zero in (0.0, -0.0, 0):
+        assert command_value(sp.DataType.DOUBLE, zero, "g/n/limit") == 0.0
+    assert command_value(sp.DataType.DOUBLE, FractionFloat(5e-324, "4.9e-324"), "g/n/limit") == 5e-324

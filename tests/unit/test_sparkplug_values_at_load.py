@@ -28,6 +28,7 @@ FITS = {
     "Int32": "    value: 3.0\n",  # a whole number written with a point
     "Boolean": "    value: true\n",
     "Float": "    value: 2.5\n",
+    "Double": "    value: 0.0\n",
 }
 
 
@@ -55,6 +56,19 @@ FITS = {
             "is Float; cannot send True (bool): write a number; true and false are a Boolean metric's values",
         ),
         ("Float", "    value: 16777217\n", "value", "would arrive as 16777216"),
+        # 0.0 to YAML, past a double's smallest: the metric got 0.0 (-0.0), as 1.0e-50 to a Float is refused
+        (
+            "Float",
+            "    value: 1.0e-400\n",
+            "value",
+            "is Float; cannot send 1.0e-400 (float): too small for a 32-bit Float (REAL)",
+        ),
+        (
+            "Double",
+            "    value: -1.0e-330\n",
+            "value",
+            "cannot send -1.0e-330 (float): too small for a 64-bit Double",
+        ),
         (
             "UInt8",
             "    value: 1\n    mode: pulse\n    reset_value: -1\n",
