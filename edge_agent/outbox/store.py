@@ -158,6 +158,8 @@ SALVAGE_ACKED_MAX = 1_000_000  # acknowledged seqs an unfinished salvage's marke
 SALVAGE_JOBS_MAX = (
     64  # unfinished copies one marker carries (each a later renewal's, while the one before was cut)
 )
+# at most this long counting a held corrupt store's readable records; a count it cuts is told as "at least N"
+HELD_COUNT_S = 10.0
 SALVAGE_CHUNK = 256  # seqs read at once; a chunk that cannot be read is split down to single seqs
 RENEW_RETRY_S = 5.0  # a store that could not be renewed (a full disk) is tried again this often
 # a copy left unfinished at start (its time limit, a disk error) goes on while the agent runs, this long a writer round
@@ -214,19 +216,21 @@ def _set_owner(db: sqlite3.Connection, owner: tuple[str, str], replace: bool = T
     )
 
 
-def _readable(src: Path, limit_s: float = 10.0) -> tuple[Counter, set[str]]:
+def _readable(src: Path, limit_s: float | None = None) -> tuple[Counter, set[str], bool]:
     """The records of the store ``src`` (a corrupt one, held) that can still be read, by kind, and the sample files
     they name: read by ranges of seqs as a salvage reads them (a range that cannot be read split down to single
     seqs), within ``limit_s``. What its held note counts: formerly a corrupt store was held with "0 records", its
     readable rows never counted (in ``/status``, the start's WARNING, nor a later drop by outbox-held/'s bound), and
-    its samples were left in ``samples/``, where the start removed them as named by no record."""
+    its samples were left in ``samples/``, where the start removed them as named by no record. The third value: the
+    time limit cut the read (ranges left unread: the count is a lower bound; formerly told as the true count)."""
     got: Counter = Counter()
     shas: set[str] = set()
-    deadline = time.monotonic() + limit_s
+    deadline = time.monotonic() + (HELD_COUNT_S if limit_s is None else limit_s)
+    todo: list[tuple[int, int]] = []
     try:
         con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error:
-        return got, shas
+        return got, shas, False
     try:
 
         def first(sql: str) -> int | None:
@@ -258,7 +262,7 @@ def _readable(src: Path, limit_s: float = 10.0) -> tuple[Counter, set[str]]:
             shas.update(sha for k, sha in rows if isinstance(k, str) and _SHA.fullmatch(str(sha)))
     finally:
         con.close()
-    return got, shas
+    return got, shas, bool(todo)
 
 
 def _note_kinds(note: dict) -> Counter:
@@ -799,9 +803,14 @@ class Outbox:
                 # the gateway moved to another tenant, or whose records they are cannot be told: held whole
                 # (never salvaged into this tenant's outbox, never sent), not left to outbox-corrupt/'s turnover
                 # (with the sample files its readable records name: the new store names none of them)
-                kinds, shas = _readable(aside)
+                kinds, shas, partly = _readable(aside)
                 kept = self._hold(
-                    former, recorded[0] if recorded else (known or 0), kinds, sorted(shas), src=aside
+                    former,
+                    recorded[0] if recorded else (known or 0),
+                    kinds,
+                    sorted(shas),
+                    src=aside,
+                    partly=partly,
                 )
                 log.warning(
                     "outbox %s: the corrupt store was made under %s; this gateway's certificate names tenant %s: "
@@ -1064,7 +1073,13 @@ class Outbox:
         return self.corrupt_dir.parent / HELD_DIR
 
     def _hold(
-        self, owner: tuple[str, str], epoch: int, by_kind: Counter, shas: list[str], src: Path | None = None
+        self,
+        owner: tuple[str, str],
+        epoch: int,
+        by_kind: Counter,
+        shas: list[str],
+        src: Path | None = None,
+        partly: bool = False,
     ) -> Path:
         """Move the store (``src``: a corrupt one moved aside; else the outbox's own) and the sample files its
         records name into ``outbox-held/``, beside a note saying whose records they are (``<name>.json``, written
@@ -1091,6 +1106,8 @@ class Outbox:
             note["corrupt"] = True
             # (the salvage marker's file: ``_resume_salvage`` tells nothing of it once held)
             note["moved_from"] = str(src)
+        if partly:  # (its count cut by the time limit: at least this many, ``_readable``)
+            note["records_at_least"] = True
         from edge_agent.files import atomic_write_json
 
         atomic_write_json(held / f"{name}.json", note)
@@ -1456,13 +1473,16 @@ class Outbox:
                 continue
         if out:
             log.warning(
-                "outbox: %d outbox stores (%d records counted) made under another tenant than this gateway's, or "
+                "outbox: %d outbox stores (%s%d records counted) made under another tenant than this gateway's, or "
                 "corrupt under a tenant that cannot be told, are held, never sent: %s (inspect them with sqlite3; "
                 "remove the files once they are no longer needed)",
                 len(out),
+                "at least " if any(n.get("records_at_least") is True for n in out) else "",
                 sum(n["records"] for n in out),
                 ", ".join(
-                    f"{n.get('file')} (tenant {_who(n.get('tenant') or '?')}, {n.get('records')} records"
+                    f"{n.get('file')} (tenant {_who(n.get('tenant') or '?')}, "
+                    + ("at least " if n.get("records_at_least") is True else "")
+                    + f"{n.get('records')} records"
                     + (", corrupt" if n.get("corrupt") else "")
                     + ")"
                     for n in out[:5]
@@ -1634,7 +1654,7 @@ class Outbox:
             owner = (tenant, "")
         if type(epoch) is not int:
             epoch = int(m.group(2)) if m else 0
-        by_kind = _readable(src)[0]
+        by_kind, _shas, partly = _readable(src)
         note: dict[str, Any] = {
             "tenant": owner[0],
             "agent": owner[1],
@@ -1647,12 +1667,15 @@ class Outbox:
         }
         if corrupt:
             note["corrupt"] = True
+        if partly:
+            note["records_at_least"] = True
         atomic_write_json(held / f"{name}.json", note)
         log.warning(
-            "outbox %s: %s, a held store with no note (put back by hand), is held again: tenant %s, %d records",
+            "outbox %s: %s, a held store with no note (put back by hand), is held again: tenant %s, %s%d records",
             self.dir,
             src,
             _who(owner[0] or "?"),
+            "at least " if partly else "",
             by_kind.total(),
         )
 
@@ -1917,7 +1940,7 @@ class Outbox:
             with self._untold_lock:
                 self._untold = [e for e in self._untold if e.get("src") != str(src)]
             self._keep_untold()
-        kinds, shas = _readable(src)
+        kinds, shas, partly = _readable(src)
         if db is not None:  # (a sample this tenant's store names too, the same bytes: left to it)
             shas -= {
                 r[0]
@@ -1925,7 +1948,7 @@ class Outbox:
                     "SELECT DISTINCT sample_sha256 FROM records WHERE sample_sha256 IS NOT NULL"
                 )
             }
-        kept = self._hold(former, recorded[0] if recorded else 0, kinds, sorted(shas), src=src)
+        kept = self._hold(former, recorded[0] if recorded else 0, kinds, sorted(shas), src=src, partly=partly)
         log.warning(
             "outbox %s: the unfinished copy of %s is of records made under %s: not copied into tenant %s's "
             "outbox; held whole in %s",
@@ -3801,9 +3824,14 @@ class Outbox:
                 # removed since the start, oldest first, to keep outbox-held/ within the budget (``_bound_held``)
                 "dropped": dict(self.held_dropped),
                 "records": sum(n["records"] for n in self.held),
+                # true when a held corrupt store's count was cut by its time limit: "records" is at least that many
+                "records_at_least": any(n.get("records_at_least") is True for n in self.held),
                 "by_kind": dict(sum((Counter(n["by_kind"]) for n in self.held), Counter())),
                 "files": [
-                    {k: n.get(k) for k in ("file", "tenant", "agent", "epoch", "records", "held_at")}
+                    {
+                        **{k: n.get(k) for k in ("file", "tenant", "agent", "epoch", "records", "held_at")},
+                        "records_at_least": n.get("records_at_least") is True,
+                    }
                     for n in self.held
                 ],
             },

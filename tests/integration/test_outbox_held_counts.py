@@ -137,6 +137,46 @@ def test_a_kill_after_a_former_tenants_corrupt_store_is_held_tells_the_new_tenan
             ob.close()
 
 
+def test_a_held_corrupt_stores_count_cut_by_its_time_limit_is_told_as_at_least(tmp_path, monkeypatch, caplog):
+    # acme's corrupt store held at beta's start; counting its readable records takes longer than the limit (a store
+    # of millions of records on a busy gateway): here the limit is 0 s, so nothing of it is read in time
+    from edge_agent.outbox import store
+
+    data = tmp_path / "data"
+    ob = filled(data, 300, owner=("acme", "gw1"))
+    ob.close()
+    damage_index(ob.path)
+    monkeypatch.setattr(store, "HELD_COUNT_S", 0.0, raising=False)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    caplog.set_level("WARNING", logger=store.log.name)
+    ob.open()
+    try:
+        # formerly the partial number was told as the store's count: here "0 records", for 300 readable
+        held = ob.stats()["held"]
+        (one,) = held["files"]
+        assert (
+            one["tenant"] == "acme" and one["records_at_least"] is True and held["records_at_least"] is True
+        )
+        note = json.loads(Path(one["file"] + ".json").read_text())
+        assert note["records_at_least"] is True
+        assert f"at least {one['records']} records" in caplog.text
+    finally:
+        ob.close()
+    # counted in full: nothing says "at least"
+    monkeypatch.setattr(store, "HELD_COUNT_S", 10.0, raising=False)
+    data = tmp_path / "whole"
+    ob = filled(data, 300, owner=("acme", "gw1"))
+    ob.close()
+    damage_index(ob.path)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        (one,) = ob.stats()["held"]["files"]
+        assert (one["records"], one["records_at_least"]) == (300, False)
+    finally:
+        ob.close()
+
+
 # outbox-held/ on another file system than the outbox: a move into it is a copy then a removal (a rename fails with
 # EXDEV); a start as beta holds acme's store and is killed halfway through the copy of the store's database
 KILLED_HALFWAY_THROUGH_A_HELD_STORES_COPY = """
