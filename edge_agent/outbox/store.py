@@ -1210,7 +1210,14 @@ class Outbox:
                 path_store.append(self._path_store(recorded))
             base = re.sub(r"\.\d+$", "", name)
             again = next((one for one in by_base.get(base, []) if one != name), None)
-            if path_store[0] is not None and path_store[0] == (note.get("tenant"), note.get("epoch")):
+            moved_from = note.get("moved_from")
+            if (path_store[0] is not None and path_store[0] == (note.get("tenant"), note.get("epoch"))) or (
+                # a corrupt store's hold killed before its store moved: still in outbox-corrupt/, held again by this
+                # start with them (formerly the note and part of its samples stayed apart from it, for good)
+                isinstance(moved_from, str)
+                and os.path.isfile(moved_from)
+                and Path(moved_from).parent.resolve() == self.corrupt_dir.resolve()
+            ):
                 into, where = self.samples_dir, "put back into samples/ (the store is held again with them)"
             elif again is not None:
                 into, where = (

@@ -177,6 +177,44 @@ def test_a_held_corrupt_stores_count_cut_by_its_time_limit_is_told_as_at_least(t
         ob.close()
 
 
+# a start as beta holds acme's corrupt store and is killed while the store's sample files move (3 of 6 moved)
+KILLED_WHILE_A_CORRUPT_STORES_SAMPLES_MOVE = """
+real_move, moved = store._move_file, [0]
+
+
+def move(*args, **kw):
+    moved[0] += 1
+    if moved[0] == 7:  # (the first 3: the store moved aside into outbox-corrupt/)
+        power_cut()
+    return real_move(*args, **kw)
+
+
+store._move_file = move
+store.Outbox(OutboxSettings(), sys.argv[1], owner=("beta", "gw1")).open()
+"""
+
+
+def test_a_kill_while_a_former_tenants_corrupt_stores_samples_move_keeps_them_with_the_store(tmp_path):
+    data = tmp_path / "data"
+    ob = filled(data, 60, owner=("acme", "gw1"), samples=6)
+    ob.close()
+    damage_index(ob.path)
+    killed_child(KILLED_WHILE_A_CORRUPT_STORES_SAMPLES_MOVE, data)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        # formerly two notes, each "acme, 60 records": one with no store and 3 samples kept for good, one with the
+        # store and the other 3
+        held = data / "outbox-held"
+        (one,) = ob.stats()["held"]["files"]
+        assert (one["tenant"], one["records"]) == ("acme", 60)
+        assert sorted(p.name for p in held.glob("*.json")) == [Path(one["file"]).name + ".json"]
+        assert len(list(Path(one["file"] + ".samples").iterdir())) == 6
+        assert results(ob) == [] and events(ob) == []
+    finally:
+        ob.close()
+
+
 # outbox-held/ on another file system than the outbox: a move into it is a copy then a removal (a rename fails with
 # EXDEV); a start as beta holds acme's store and is killed halfway through the copy of the store's database
 KILLED_HALFWAY_THROUGH_A_HELD_STORES_COPY = """
