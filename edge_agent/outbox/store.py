@@ -2438,8 +2438,10 @@ class Outbox:
         and before its event was committed, lost that ``outbox_corrupt`` event (the records kept)."""
         with self._untold_lock:
             if entry is not None:
-                # (the tenant the start that owes it runs under: told only into that tenant's outbox, ``_tell_untold``)
-                entry.setdefault("tenant", self.owner[0] if self.owner is not None else None)
+                # (the tenant the start that owes it runs under, or with no certificate the one whose store it is and
+                # whose owner the start carries: told only into that tenant's outbox, ``_tell_untold``)
+                owner = self.owner or self._carried_owner
+                entry.setdefault("tenant", owner[0] if owner is not None else None)
                 self._untold.append(entry)
             for e in self._untold:
                 if isinstance(e.get("src"), str):

@@ -105,6 +105,39 @@ def test_a_corrupt_store_whose_epoch_file_names_no_owner_from_before_owners_were
         ob.close()
 
 
+# a start with no certificate salvages acme's corrupt store and is killed once it kept the event it owes, before
+# committing it
+KILLED_AFTER_A_START_WITH_NO_CERTIFICATE_KEPT_ITS_EVENT = """
+real_keep = store.Outbox._keep_untold
+
+
+def keep(self, *args, **kw):
+    real_keep(self, *args, **kw)
+    power_cut()
+
+
+store.Outbox._keep_untold = keep
+store.Outbox(OutboxSettings(), sys.argv[1], owner=None).open()
+"""
+
+
+def test_the_event_a_start_with_no_certificate_owes_for_a_tenants_store_is_never_told_to_the_next_tenant(
+    tmp_path,
+):
+    data = tmp_path / "data"
+    ob = filled(data, 300, owner=("acme", "gw1"))
+    ob.close()
+    damage_index(ob.path)
+    killed_child(KILLED_AFTER_A_START_WITH_NO_CERTIFICATE_KEPT_ITS_EVENT, data)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))  # enrolled into beta
+    ob.open()
+    try:
+        # formerly the kept event named no tenant and went into beta's outbox: "salvaged 300", acme's epoch
+        assert [e for e in events(ob) if e["kind"] == "outbox_corrupt"] == [] and results(ob) == []
+    finally:
+        ob.close()
+
+
 # a start as beta holds acme's corrupt store and is killed right after the hold, before its salvage marker is dropped
 KILLED_AFTER_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD = """
 real_hold = store.Outbox._hold
