@@ -251,6 +251,11 @@ class _Node:
     # counting from 1 was a seq_gap, a rebirth asked), and so is a 2 after a birth at 1. Of a node known to
     # count from 1, only its 1 follows a birth (the birth's seq + 1, or the birth's seq again, is its 1 lost)
     goes_on: bool | None = None
+    # the other kind than ``goes_on`` shown by the message after its last NBIRTH whose seq is not 0 (a 1 after a
+    # birth at 7 of a node known to go on, an 8 of one known to count from 1): that message is a gap of the known
+    # kind (a rebirth asked), and learnt only when the message after the next such birth shows the same again
+    # (``_after_birth``); None when its last such birth showed its known kind, or nothing
+    kind_doubt: bool | None = None
     # a rebirth was asked while ``goes_on`` was None for a 1 after a birth at the top of a counter (255), which is
     # data counting from 1 or a node going on whose 0 was lost: asked once, the birth answering it carries every
     # current value (and a birth at another seq shows the node's kind)
@@ -2129,22 +2134,12 @@ class SparkplugHost:
         born_at, node.birth_at = node.birth_at, None
         unsure = False  # a 1 after a birth at 255 (a 2 after one at 1) of a node whose kind is not known
         nexts = _next_seqs(last, restart) if last is not None else ()
-        counts_from_1 = False  # the message after a birth whose seq is not 0 of a node known to count from 1
-        if born_at is not None and last == born_at:  # the message after an NBIRTH whose seq is not 0
-            # a node known to count from 1 after its births: only its 1 follows (the birth's seq + 1, its wrap,
-            # or the birth's seq again, is its 1 lost: a gap, not a repeat)
-            if node.goes_on is False:
-                counts_from_1, nexts = True, (1,)
-            # learnt from a birth at 2 or more only: after one at 1, a 2 is a node going on as well as one counting
-            # from 1 whose 1 was lost (learnt so, each of its later births at 255 followed by 1 was a false gap)
-            if born_at >= 2 and seq in _next_seqs(born_at):
-                node.goes_on = True
-            elif born_at >= 2 and seq == 1 and born_at not in _SEQ_TOPS:  # (after 255, a 1 shows nothing)
-                node.goes_on = False
-            # a 1 after a birth at 255 (its data counting from 1, or its 0 lost) and a 2 after one at 1 (its seq
-            # going on, or its data counting from 1 with its 1 lost) of a node whose kind is not shown: both at once
-            both = (seq == 1 and born_at in _SEQ_TOPS) or (seq == 2 and born_at == 1)
-            unsure = both and node.goes_on is None and not node.kind_asked
+        # the message after an NBIRTH whose seq is not 0: what follows it is set by the node's kind (``_after_birth``),
+        # and its data at the birth's seq is no repeat (a birth is no data message it could be sent again of)
+        after_birth = False
+        if born_at is not None and last == born_at:
+            after_birth = True
+            nexts, unsure = self._after_birth(node, born_at, seq)
         first = data and node.birth_first
         if data:
             node.birth_first = False
@@ -2156,7 +2151,9 @@ class SparkplugHost:
         # (after an NBIRTH whose seq is not 0, seq 1 too: its data counting from 1)
         if last is not None and seq not in nexts:
             self._on_error("seq_gap", f"{t.group}/{t.edge_node}: seq {seq} after {last}")
-            if seq != last or counts_from_1:  # a repeat (seq unchanged) lost nothing
+            # a repeat (seq unchanged) lost nothing; data at the seq of the NBIRTH before it is no repeat (a node
+            # counting from 1 whose 1..seq-1 were lost: born at 7, its 7 was taken as a repeat, nothing asked)
+            if seq != last or (after_birth and data):
                 lost_first = False  # the birth's first data alone lost, by a node whose births follow
                 if first:
                     node.birth_followed = False
@@ -2185,6 +2182,42 @@ class SparkplugHost:
         node.seq = seq
         if unsure:
             self._unsure_birth(t, node, born_at, seq)
+
+    @staticmethod
+    def _after_birth(node: _Node, born_at: int, seq: int) -> tuple[tuple[int, ...], bool]:
+        """(the seqs in sequence, a rebirth to ask as ``birth_seq_unsure``) for ``seq``, the message after an NBIRTH
+        at ``born_at`` (not 0), by the node's kind (``goes_on``), which this message may show:
+
+        =========================  ===========================  =================================================
+        kind                       in sequence after a birth b  shown by
+        =========================  ===========================  =================================================
+        goes on from its births'   b + 1 (0 after 255)          b + 1 (or 0) after a birth b >= 2
+        counts from 1              1                            1 after a birth b >= 2 that tops no counter
+        not known yet              either                       (a 1 after 255 and a 2 after 1 show nothing: both
+                                                                kinds at once, one rebirth asked, ``unsure``)
+        =========================  ===========================  =================================================
+
+        A kind is learnt from a message that is in sequence for it. A node of known kind whose message shows the
+        other is judged by its known kind (a gap, a rebirth asked: a 1 after a birth at 7 of a node going on is 8..0
+        lost), and relearnt only when the message after its next such birth shows the other kind again
+        (``kind_doubt``): learnt at once, a node counting from 1 whose 1..7 were lost (born at 7, its 8 read) was
+        taken to go on, and its next birth at 1 whose 1 was lost (its 2 read) went unseen."""
+        shown = (
+            True
+            if born_at >= 2 and seq in _next_seqs(born_at)
+            else False
+            if born_at >= 2 and seq == 1 and born_at not in _SEQ_TOPS
+            else None
+        )
+        if shown is not None:
+            if node.goes_on is None or shown is node.goes_on or node.kind_doubt is shown:
+                node.goes_on, node.kind_doubt = shown, None
+            else:
+                node.kind_doubt = shown
+        kind = node.goes_on
+        nexts = _next_seqs(born_at) if kind else (1,) if kind is False else _next_seqs(born_at, 1)
+        both = (seq == 1 and born_at in _SEQ_TOPS) or (seq == 2 and born_at == 1)
+        return nexts, both and kind is None and not node.kind_asked
 
     def _unsure_birth(self, t: sp.SparkplugTopic, node: _Node, born_at: int | None, seq: int) -> None:
         """A 1 after an NBIRTH at the top of a counter (255) of a node that has not shown its kind (``goes_on``):

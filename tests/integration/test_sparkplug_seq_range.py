@@ -532,3 +532,64 @@ async def test_a_node_known_to_go_on_from_its_births_seq_whose_data_1_follows_a_
         await until(lambda: src.stats.received >= 7, 10, "every message read")
         await asyncio.sleep(0.3)  # a rebirth asked would be on its way
     assert asked == ["a"] and src.stats.errors_by_reason == {"seq_gap": 1}
+
+
+async def test_a_nodes_first_data_at_its_nbirths_seq_is_a_gap_asked_not_a_repeat(mosquitto):
+    """A node of unknown kind born at seq 7 whose first data is 7: no data message came before it since the birth,
+    so it repeats nothing; a node counting from 1 lost its 1..6 (Press = 100 among them). It was counted a seq_gap
+    and taken as a repeat, no rebirth asked, Press unseen until it changed. It is a gap, a rebirth asked, whose
+    birth carries Press = 100. Data repeated later (7 again after 7) still asks nothing."""
+    got: list = []
+    async with _seq_host(mosquitto.port, got) as (src, asked, pub):
+
+        def send(kind: str, payload: bytes) -> None:
+            pub.publish(f"spBv1.0/g/{kind}/a", payload, qos=1)
+
+        send("NBIRTH", _birth_press(0.0, 0.0, 0, 7))
+        send("NDATA", _ndata(7, 7.0))  # its 1..6 (Press = 100) lost
+        await until(lambda: asked == ["a"], 10, "a rebirth asked for the 7 after its birth at 7")
+        assert src.stats.last_error == "seq_gap: g/a: seq 7 after 7"
+        send("NBIRTH", _birth_press(1.0, 100.0, 100, 5))  # the answer: Press = 100
+        send("NDATA", _ndata(1, 101.0))
+        send("NDATA", _ndata(1, 101.0))  # a redelivery: a repeat, nothing lost
+        await until(lambda: _press(got, "a")[-1:] == [100.0], 10, "Press = 100 read")
+        await until(lambda: src.stats.received >= 5, 10, "every message read")
+        await asyncio.sleep(0.3)  # a rebirth asked would be on its way
+    assert asked == ["a"] and src.stats.errors_by_reason == {"seq_gap": 2}
+
+
+async def test_a_node_known_to_count_from_1_is_not_relearnt_to_go_on_from_one_birth_whose_1_to_7_were_lost(
+    mosquitto,
+):
+    """A node whose data counts from 1 after its births, shown at a birth at 5. Born at 7 with its 1..7 lost, its 8
+    is what a node going on from its births' sends: it was relearnt so on that one message, and at its next birth
+    at 1 whose 1 (Press = 100) was lost, its 2 was taken as in sequence, nothing asked, Press unseen. The 8 is a gap
+    (asked) and teaches nothing; the 2 after the birth at 1 is a gap asked, whose birth carries Press = 100. Shown
+    twice in a row (births at 7 followed by 8), the node is learnt to go on: its second 8 is in sequence."""
+    got: list = []
+    async with _seq_host(mosquitto.port, got) as (src, asked, pub):
+
+        def send(kind: str, payload: bytes) -> None:
+            pub.publish(f"spBv1.0/g/{kind}/a", payload, qos=1)
+
+        send("NBIRTH", _birth_press(0.0, 0.0, 0, 5))
+        send("NDATA", _ndata(1, 1.0))
+        send("NDATA", _ndata(2, 2.0))
+        send("NBIRTH", _birth_press(2.0, 0.0, 100, 7))
+        send("NDATA", _ndata(8, 108.0))  # its 1..7 lost
+        await until(lambda: asked == ["a"], 10, "a rebirth asked for the 8 after its birth at 7")
+        send("NBIRTH", _birth_press(3.0, 100.0, 200, 1))
+        send("NDATA", _ndata(2, 202.0))  # its 1 (Press = 100) lost
+        await until(lambda: len(asked) == 2, 10, "a rebirth asked for the 2 after its birth at 1")
+        assert src.stats.last_error == "seq_gap: g/a: seq 2 after 1"
+        send("NBIRTH", _birth_press(4.0, 100.0, 300, 5))  # the answer: Press = 100, its data from 1 as before
+        send("NDATA", _ndata(1, 301.0))
+        await until(lambda: _press(got, "a")[-1:] == [100.0], 10, "Press = 100 read")
+        for k in (5, 6):  # now it goes on from its births' twice in a row
+            send("NBIRTH", _birth_press(float(k), 100.0, 100 * k, 7))
+            send("NDATA", _ndata(8, 100.0 * k + 8))
+        await until(lambda: src.stats.received >= 13, 10, "every message read")
+        await asyncio.sleep(0.3)  # a rebirth asked would be on its way
+    assert src.stats.errors_by_reason == {
+        "seq_gap": 3
+    }  # the second 8 after a birth at 7 is learnt in sequence
