@@ -303,6 +303,19 @@ def _progress_key(src: Path) -> str:
     return "salvaged_to:" + src.name
 
 
+def _copied_key(src: Path, kind: str) -> str:
+    """The new store's ``meta`` key of the records of ``kind`` copied into it out of ``src``, kept in each slice's own
+    transaction: a start killed after a slice (or once the copy was done) and before its event was kept tells the
+    whole copy's count at the next start (formerly what that start copied: "salvaged 0" for a copy that was done)."""
+    return f"copied:{src.name}:{kind}"
+
+
+def _copied(meta: dict, src: Path) -> Counter:
+    """The records copied out of ``src`` into the store whose ``meta`` this is, by kind (``_copied_key``)."""
+    head = f"copied:{src.name}:"
+    return Counter({k[len(head) :]: v for k, v in meta.items() if k.startswith(head) and type(v) is int})
+
+
 def _since_boot() -> float:
     """Seconds since boot, suspend included (CLOCK_BOOTTIME on Linux; the monotonic clock elsewhere)."""
     boottime = getattr(time, "CLOCK_BOOTTIME", None)
@@ -2074,6 +2087,13 @@ class Outbox:
         got = Counter(copied)  # (a WAL found alone is told by its own event: never counted in two)
         for src in lone:
             got -= self._copied_by_src.get(src, Counter()) - before[src]
+        # the whole copy into this store, as its slices recorded it (a kill after a slice or once the copy was done,
+        # before the event was kept: the start that copied them never told them); formerly only ``got``
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        whole: Counter = Counter()
+        for j in todo:
+            if j["src"] not in lone:
+                whole += _copied(meta, Path(j["src"]))
         if not held and not os.path.lexists(job["src"]):
             # its file held already as another tenant's (a kill after the hold, before the marker was dropped):
             # formerly told to this tenant as an outbox_corrupt event, "salvaged 0", naming the former tenant's epoch
@@ -2098,7 +2118,7 @@ class Outbox:
                         "completed at this start",
                         job["epoch"],
                         job["previous_epoch"],
-                        got,
+                        whole | got,  # (``got`` alone: a copy by a release that kept no counts)
                     )
                 )
         elif any("src" in e for e in self._untold):
@@ -2284,11 +2304,17 @@ class Outbox:
                         }
                         rows = [r for r in rows if r[0] not in have]
                         db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?)", rows)
-                    # how far the copy went, with what it copied: a process killed now resumes after it
+                    # how far the copy went, with what it copied: a process killed now resumes after it, and
+                    # tells the count by kind of the whole copy (``_copied``); formerly only what that start copied
                     db.execute(
                         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                         "value = excluded.value",
                         (_progress_key(src), b),
+                    )
+                    db.executemany(
+                        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                        "value = value + excluded.value",
+                        [(_copied_key(src, k), n) for k, n in Counter(r[1] for r in rows).items()],
                     )
                     db.execute("COMMIT")
                 except BaseException:

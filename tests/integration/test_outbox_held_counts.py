@@ -10,6 +10,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
 from tests.support.outbox_kills import damage_index, killed_child
@@ -370,3 +372,51 @@ def test_a_wal_found_alone_of_the_former_tenant_is_held_and_never_told_to_the_ne
         assert events(again) == [] and len(again.held) == 1
     finally:
         again.close()
+
+
+# a start finds acme's own store corrupt and copies its readable records into the new epoch; the power is cut once the
+# copy is done and before its outbox_corrupt event is kept ("done"), or as the copy has read 150 of them ("midway")
+KILLED_IN_A_SALVAGE_AT_START = """
+store.SALVAGE_CHUNK = 50
+if sys.argv[3] == "done":
+    real_copy = store.Outbox._copy_jobs
+
+    def copy(self, *args, **kw):
+        real_copy(self, *args, **kw)
+        power_cut()
+
+    store.Outbox._copy_jobs = copy
+else:
+    real_intact, read = store._intact, [0]
+
+    def intact(row):
+        read[0] += 1
+        if read[0] == 150:
+            power_cut()
+        return real_intact(row)
+
+    store._intact = intact
+store.Outbox(OutboxSettings(), sys.argv[1], owner=("acme", "gw1")).open()
+"""
+
+
+@pytest.mark.parametrize("when", ["done", "midway"])
+def test_a_kill_during_a_salvage_at_start_tells_every_record_salvaged(tmp_path, when):
+    data = tmp_path / "data"
+    ob = filled(data, 300, owner=("acme", "gw1"))
+    epoch = ob.epoch
+    ob.close()
+    damage_index(ob.path)
+    killed_child(KILLED_IN_A_SALVAGE_AT_START, data, when)
+    for start in range(2):
+        ob = Outbox(SETTINGS, data, owner=("acme", "gw1"))
+        ob.open()
+        try:
+            assert results(ob) == list(range(1, 301))
+            # formerly "salvaged 0" ("done") or 150 ("midway"): the count of what this start copied, not of the copy
+            told = [
+                (e["kind"], e["salvaged"], e["salvaged_by_kind"], e["previous_epoch"]) for e in events(ob)
+            ]
+            assert told == [("outbox_corrupt", 300, {"result": 300}, epoch)], start
+        finally:
+            ob.close()

@@ -636,6 +636,7 @@ def test_an_agent_killed_while_a_renewal_copies_the_old_records_finishes_the_cop
         ob.flush()  # (the event is queued at open)
         told = [json.loads(r.payload) for r in ob.pending(5000, 10**9) if r.kind == "event"]
         assert [e["kind"] for e in told] == ["outbox_corrupt"]  # (formerly none: the kill came before it)
+        assert told[0]["salvaged"] == 2900  # (formerly what this start copied: ~1900)
     finally:
         ob.close()
 
