@@ -28,6 +28,7 @@ import enum
 import logging
 import random
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -105,6 +106,11 @@ FLOAT32_TINY = (
 )
 
 
+DOUBLE_TINY = (
+    sys.float_info.min
+)  # 2.2250738585072014e-308, the smallest normal double: below it, digits are lost
+
+
 def float_for_plc(value: int | float, single: bool) -> float:
     """``value`` as a float for a PLC's REAL (``single``, 32-bit) or LREAL; ``ValueError`` with the fix
     for NaN, infinity and numbers the type cannot hold. A PLC's comparisons with NaN are all false, so a
@@ -122,7 +128,9 @@ def float_for_plc(value: int | float, single: bool) -> float:
     gone, is refused, and so is one a REAL would round to infinity (``FLOAT32_OVERFLOW``: 3.4028236e38 is
     refused). A NumPy float32 (a REAL already) arrives as itself. A config's number too small for a double
     (``FractionFloat``: ``1.0e-400``, ``1.0e-330``), which YAML reads as 0.0, is refused by both, as it would
-    arrive as 0 (it was written as 0.0, counted ok)."""
+    arrive as 0 (it was written as 0.0, counted ok), and so is a non-zero number an LREAL holds only as a subnormal
+    (below about 2.2e-308, ``DOUBLE_TINY``), as a REAL's below 1.2e-38 is: ``1.0e-320`` arrived as
+    9.99988867182683e-321, its digits lost (none past 4.9e-324), counted ok."""
     try:
         f = float(value)
     except OverflowError:
@@ -132,10 +140,12 @@ def float_for_plc(value: int | float, single: bool) -> float:
     if single and abs(f) >= FLOAT32_OVERFLOW:
         raise ValueError("out of range of a 32-bit Float (about +-3.4e38)")
     kind, top = ("a 32-bit Float (REAL)", 2**24) if single else ("a 64-bit Double (LREAL)", 2**53)
-    if not f and isinstance(value, FractionFloat):  # a fraction as written (a zero is none), 0 as a float
+    # a fraction as written (a zero is none) that is 0 as a float, or a non-zero number below the type's smallest
+    # normal number, where it holds ever fewer digits (a Double's 1.0e-320 is 9.99988867182683e-321)
+    if (not f and isinstance(value, FractionFloat)) or (not single and f and abs(f) < DOUBLE_TINY):
         raise ValueError(
-            f"too small for {kind} (below about {'1.2e-38' if single else '4.9e-324, its smallest'}): it would "
-            f"arrive as {f:.9g}; write 0"
+            f"too small for {kind} (below about {'1.2e-38' if single else '2.2e-308'}): it would arrive as "
+            f"{f:.9g}{', its digits lost' if f else ''}; write 0"
         )
     integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
     if integer or (f.is_integer() and abs(f) < 2**53):

@@ -435,13 +435,15 @@ async def test_a_number_too_small_for_a_double_is_refused_by_a_float_or_double_n
     (4.9e-324), as ``1.0e-330`` is: a REAL and an LREAL node got 0.0 (``-1.0e-400``: -0.0), counted ok, nothing
     said, while ``1.0e-50`` to a REAL is refused as it would arrive as 0. Each is now refused by its text, named
     at connect and at the write (counted failed, nothing sent); a String node still gets the text, and a REAL
-    the smallest it holds."""
+    the smallest it holds. ``1.0e-320``, which an LREAL holds only as a subnormal (below about 2.2e-308, its digits
+    going), arrived as 9.99988867182683e-321, counted ok: refused as a REAL's below 1.2e-38 is."""
     async with plc(
         {
             "Gain": ua.Variant(5.0, ua.VariantType.Float),  # TwinCAT REAL
             "Limit": ua.Variant(5.0, ua.VariantType.Double),  # TwinCAT LREAL
             "Low": ua.Variant(5.0, ua.VariantType.Double),
             "Neg": ua.Variant(5.0, ua.VariantType.Double),
+            "Sub": ua.Variant(5.0, ua.VariantType.Double),
             "Label": ua.Variant("", ua.VariantType.String),
             "Small": ua.Variant(5.0, ua.VariantType.Float),
         }
@@ -452,6 +454,7 @@ async def test_a_number_too_small_for_a_double_is_refused_by_a_float_or_double_n
             "limit": ("Limit", "1.0e-400"),
             "low": ("Low", "1.0e-330"),
             "neg": ("Neg", "-1.0e-400"),
+            "sub": ("Sub", "1.0e-320"),
             "label": ("Label", "1.0e-400"),
             "small": ("Small", "1.2e-38"),
         }
@@ -469,7 +472,7 @@ actions:
         cfg = load_config(path)
         caplog.set_level(logging.WARNING)
         async with agent_side(cfg) as (src, runner):
-            await until(lambda: len(src.target_errors) == 4, 10, "the write targets checked at connect")
+            await until(lambda: len(src.target_errors) == 5, 10, "the write targets checked at connect")
             await runner.handle(list(values), result("NG", 0), None)
             await runner.flush(timeout_s=5)
             # before: Gain, Limit and Low held 0.0, Neg -0.0
@@ -478,6 +481,7 @@ actions:
                 "Limit": 5.0,
                 "Low": 5.0,
                 "Neg": 5.0,
+                "Sub": 5.0,
                 "Label": "1.0e-400",
                 "Small": float(np.float32(1.2e-38)),
             }
@@ -496,7 +500,11 @@ actions:
         and "would arrive as 0;" in errors[p.node_id("Limit")]
     )
     assert "would arrive as -0;" in errors[p.node_id("Neg")], errors
-    for action in ("gain", "limit", "low", "neg"):
+    assert errors[p.node_id("Sub")].endswith(
+        "cannot write 1e-320 (float): too small for a 64-bit Double (LREAL) (below about 2.2e-308): it would arrive "
+        "as 9.99988867e-321, its digits lost; write 0"
+    ), errors
+    for action in ("gain", "limit", "low", "neg", "sub"):
         assert runner.stats[action]["failed"] == 1 and not runner.stats[action].get("ok"), runner.stats
     for action in ("label", "small"):
         assert runner.stats[action]["ok"] == 1, runner.stats

@@ -104,4 +104,23 @@ def test_a_config_number_too_small_for_a_double_is_refused_by_a_float_or_double_
         assert command_value(sp.DataType.STRING, value, "g/n/limit") == text
     for zero in (0.0, -0.0, 0):
         assert command_value(sp.DataType.DOUBLE, zero, "g/n/limit") == 0.0
-    assert command_value(sp.DataType.DOUBLE, FractionFloat(5e-324, "4.9e-324"), "g/n/limit") == 5e-324
+    assert command_value(sp.DataType.DOUBLE, 2.2250738585072014e-308, "g/n/limit") == 2.2250738585072014e-308
+
+
+def test_a_number_an_lreal_holds_only_as_a_subnormal_is_refused_as_a_real_one_below_its_smallest_is():
+    """``1.0e-320`` to an LREAL arrived as 9.99988867182683e-321 (a double below about 2.2e-308 holds ever fewer
+    digits, none past 4.9e-324), counted ok, while a REAL refuses a number below its smallest normal one (1.2e-38)
+    as it would arrive with its digits gone. Refused as that is, for an OPC UA node's and a Sparkplug metric's one
+    check (``float_for_plc``), naming what it would arrive as; the smallest normal double arrives as itself."""
+    for value in (1.0e-320, -1.0e-320, 5e-324, 2.2e-308, np.float64(1.0e-310)):
+        with pytest.raises(ValueError) as ei:
+            float_for_plc(value, single=False)
+        said = str(ei.value)
+        assert said.startswith("too small for a 64-bit Double (LREAL) (below about 2.2e-308)"), said
+        assert said.endswith(f"would arrive as {float(value):.9g}, its digits lost; write 0"), said
+        with pytest.raises(ValueError, match="cannot send .*too small for a 64-bit Double"):
+            command_value(sp.DataType.DOUBLE, value, "g/n/limit")
+    with pytest.raises(ValueError, match=r"would arrive as 9\.99988867e-321, its digits lost; write 0"):
+        float_for_plc(1.0e-320, single=False)
+    for ok in (2.2250738585072014e-308, -2.2250738585072014e-308, 1.0e-300, 0.0, -0.0):
+        assert float_for_plc(ok, single=False) == ok
