@@ -261,25 +261,36 @@ class ModelStore:
         marks' folder and an empty placeholder ``.rolled-back/<folder>.armed``, which ``mark_rolled_back`` renames
         into the mark. A rename needs no free block or inode, so a disk that fills up later (a sample folder, the
         out-of-memory killer's core dumps) still takes the mark; made at the rollback only, a full disk refused it
-        and a restart served the version rolled back again. Fails nothing: without it the mark is made anew."""
+        and a restart served the version rolled back again. Fails nothing: without it the mark is made anew. A
+        placeholder that does not say ``unknown`` is made to (one made on a full disk, left empty, or a kill between
+        a mark's kind written and its rename): formerly kept as it was, and a later mark made without a kind
+        (``mark_failed``) was read as the health check's verdict, or as that kind."""
         paths = self._marks(folder_name)
         if paths is None:
             return
         mark, armed = paths
-        try:
-            if not mark.parent.is_dir():
-                mark.parent.mkdir()
-                sync_folder(self.root)
-            if not mark.exists() and not armed.exists():
-                fd = os.open(armed, os.O_WRONLY | os.O_CREAT, 0o644)
-                try:
-                    os.write(fd, MARK_UNKNOWN.encode("ascii"))  # (its block, taken while there is room)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                sync_folder(mark.parent)
-        except OSError:
-            pass  # (mark_rolled_back makes the mark itself, or says why not)
+        with self._write_lock:  # (not between a mark's kind and its rename, ``mark_rolled_back``)
+            try:
+                if not mark.parent.is_dir():
+                    mark.parent.mkdir()
+                    sync_folder(self.root)
+                if mark.exists():
+                    return
+                if not armed.exists():
+                    fd = os.open(armed, os.O_WRONLY | os.O_CREAT, 0o644)
+                    try:
+                        os.write(fd, MARK_UNKNOWN.encode("ascii"))  # (its block, taken while there is room)
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    sync_folder(mark.parent)
+                elif _read_kind(armed) not in (
+                    None,
+                    MARK_UNKNOWN,
+                ):  # (a regular file only: never a pipe opened)
+                    _fill_placeholder(armed, MARK_UNKNOWN)
+            except OSError:
+                pass  # (mark_rolled_back makes the mark itself, or says why not)
 
     def mark_rolled_back(self, folder_name: str, kind: str = "") -> None:
         """Record, beside ``state.json`` and before it, that ``folder_name`` was rolled back or refused: a file
@@ -380,20 +391,7 @@ class ModelStore:
         file is read, and only its first 64 bytes: a pipe or a huge file put at the mark's path blocked the start,
         or filled its memory, at every restart."""
         paths = self._marks(folder_name)
-        kind = ""
-        if paths is not None:
-            try:
-                fd = os.open(paths[0], os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-            except OSError:
-                fd = -1
-            if fd >= 0:
-                try:
-                    if stat.S_ISREG(os.fstat(fd).st_mode):
-                        kind = os.read(fd, 64).decode("ascii").strip()
-                except (OSError, ValueError):
-                    kind = ""
-                finally:
-                    os.close(fd)
+        kind = (_read_kind(paths[0]) if paths is not None else None) or ""
         if kind == MARK_UNKNOWN:
             return MARK_UNKNOWN
         return kind if kind in MARK_KINDS else MARK_HEALTH
@@ -412,11 +410,13 @@ class ModelStore:
         try:
             if path.exists():
                 os.chmod(path, 0o644)  # (read-only once told)
-                os.rename(path, armed)  # the placeholder again, for a later rollback
                 # its kind said ``unknown`` again, as ``arm`` made it (in place over its block, one write): it kept
                 # the kind of the rollback just undone, and a later mark made without a kind (``mark_failed``) read
-                # that one, e.g. a refusal or a full disk's mark told as a crash loop
-                _fill_placeholder(armed, MARK_UNKNOWN)
+                # that one, e.g. a refusal or a full disk's mark told as a crash loop. Written before the rename: a
+                # kill between the two leaves a mark of no known kind, which the next ``served`` withdraws again
+                # (written after it, a kill between left the placeholder with the kind undone)
+                _fill_placeholder(path, MARK_UNKNOWN)
+                os.rename(path, armed)  # the placeholder again, for a later rollback
                 sync_folder(path.parent)
         except OSError as exc:
             log.warning("model store: cannot remove %s: %s", printable(str(path)), printable(str(exc), 300))
@@ -802,6 +802,23 @@ class ModelStore:
 
     def current(self) -> str | None:
         return self.state().get("current")
+
+
+def _read_kind(path: Path) -> str | None:
+    """What a mark or placeholder holds (its first 64 bytes, stripped), or None: missing, not a regular file (a pipe
+    or a huge file put there blocked a start, or filled its memory), unreadable or not ASCII."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, 64).decode("ascii").strip()
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def _fill_placeholder(armed: Path, kind: str) -> None:

@@ -200,6 +200,58 @@ def test_a_mark_without_a_kind_after_the_version_served_again_reads_unknown_not_
         assert restarted.rolled_back(CAND) and not restarted.unrecorded()
 
 
+# a crash loop's mark is withdrawn as the version serves again (``served``: the mark renamed back into its
+# placeholder); the agent is killed right after that rename
+KILLED_ONCE_A_MARK_IS_RENAMED_BACK = """
+import edge_agent.models.store as ms
+from pathlib import Path
+real_rename = os.rename
+
+
+def rename(src, dst):
+    real_rename(src, dst)
+    if str(dst).endswith(ms.ARMED):
+        power_cut()
+
+
+os.rename = rename
+ms.ModelStore(Path(sys.argv[1])).served(sys.argv[3])
+"""
+
+
+def test_a_kill_as_a_mark_is_withdrawn_never_leaves_the_kind_of_the_rollback_undone(tmp_path):
+    from tests.support.outbox_kills import killed_child
+
+    (tmp_path / CAND).mkdir()
+    store = ModelStore(tmp_path)
+    store.arm(CAND)
+    store.mark_rolled_back(CAND, MARK_CRASH_LOOP)
+    killed_child(KILLED_ONCE_A_MARK_IS_RENAMED_BACK, tmp_path, CAND, timeout_s=30)
+    assert not store.rolled_back(CAND)  # (withdrawn: the version serves)
+    restarted = ModelStore(tmp_path)
+    restarted.mark_failed(tmp_path / CAND, "refused at load")  # a later mark made without a kind
+    # formerly the kill came before "unknown" was written over the placeholder: read as a crash loop
+    assert restarted.mark_kind(CAND) == MARK_UNKNOWN
+
+
+def test_a_placeholder_a_full_disk_left_empty_says_unknown_once_the_disk_has_room(tmp_path, monkeypatch):
+    (tmp_path / CAND).mkdir()
+    store = ModelStore(tmp_path)
+
+    def no_block(*a, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:  # its install on a full disk: an inode for the placeholder, no block
+        m.setattr(os, "write", no_block)
+        store.arm(CAND)
+    assert (tmp_path / ".rolled-back" / (CAND + ".armed")).stat().st_size == 0
+    store.arm(CAND)  # armed again (a switch, a start) once the disk has room
+    store.mark_failed(tmp_path / CAND, "refused at load")  # a mark made without a kind
+    # formerly the placeholder stayed empty for good: the mark read as the health check's verdict (held for its
+    # deployment)
+    assert ModelStore(tmp_path).mark_kind(CAND) == MARK_UNKNOWN
+
+
 def test_temporary_files_a_killed_agent_left_in_deployments_are_removed_at_start(tmp_path):
     """The model manager writes its health-check rollbacks through ``health-rollbacks.<pid>.<thread>.tmp`` and its
     pending deployments through ``<slot>.tmp``: an agent killed between the write and the rename left them, and
