@@ -26,6 +26,27 @@ from tests.support.peers import free_port
 until = functools.partial(waits.until, timeout_s=60.0)  # (a loaded CI machine: two installs and a restart)
 
 
+def _where(agent: Agent) -> str:
+    """What the agent shows of a swap and its judgement, for a wait's timeout: its install steps, the slot's state,
+    the inferences its candidate has counted, and whether the camera and the pipeline fed it meanwhile."""
+    slot = agent.slots["vision"]
+    st, a = slot.status(), slot._active
+    p = agent.pipelines[0].status()
+    cam = agent.sources["cam"]
+    steps = (
+        [(s["step"], s["version"], s["deployment"][-8:]) for s in agent.manager.steps]
+        if agent.manager
+        else []
+    )
+    return (
+        f"steps {steps[-8:]}; busy {agent.manager.busy if agent.manager else None}; slot {st['state']} "
+        f"{st['version']}, health watch on it {slot.watches_active()}, its inferences {a.health.n if a else None}, "
+        f"counters {st['counters']}, last swap {st['last_swap']}; pipeline items {p['items']} results "
+        f"{p['results']} queued {p['queue_depth']} errors {p['errors']}; camera {cam.state} received "
+        f"{cam.stats.received} errors {dict(cam.stats.errors_by_reason)}; loop lag {agent.loop_lag_ms()}"
+    )
+
+
 @pytest.fixture
 async def fleet(tmp_path):
     pki = make_pki(tmp_path / "pki", agents=("gw1",))
@@ -186,10 +207,15 @@ async def test_a_restart_inside_a_new_deployments_swap_does_not_take_the_old_ver
     await gw1.stop()
     agents["gw1"] = gw1 = Agent(gw1.cfg)
     await gw1.start()
-    await until(
-        lambda: srv.control._get(b["id"])["targets"]["gw1"]["status"] in ("rolled_back", "failed"),
-        what="B's outcome",
-    )
+    try:
+        await until(
+            lambda: srv.control._get(b["id"])["targets"]["gw1"]["status"] in ("rolled_back", "failed"),
+            what="B's outcome",
+        )
+    except AssertionError as exc:  # which step it stopped at, and whether the line fed the slot meanwhile
+        raise AssertionError(
+            f"{exc}; fleet: {srv.control._get(b['id'])['targets']['gw1']}; {_where(gw1)}"
+        ) from None
     target = srv.control._get(b["id"])["targets"]["gw1"]
     assert target["status"] == "rolled_back", target  # (was: failed, with A's verdict)
     assert "before the agent restarted" not in str(target), target
