@@ -817,6 +817,10 @@ class Outbox:
                 # (never salvaged into this tenant's outbox, never sent), not left to outbox-corrupt/'s turnover
                 # (with the sample files its readable records name: the new store names none of them)
                 kinds, shas, partly = _readable(aside)
+                readable = (
+                    f"; {'at least ' if partly else ''}{kinds.total()} records still readable in it are held, "
+                    "not salvaged"
+                )
                 kept = self._hold(
                     former,
                     recorded[0] if recorded else (known or 0),
@@ -837,7 +841,7 @@ class Outbox:
                 )
                 aside = self.moved_aside = kept
                 for j in carried:  # the copies into it that were left unfinished: that tenant's too
-                    self._hold_unfinished(Path(j["src"]), recorded)
+                    self._hold_unfinished(Path(j["src"]), recorded, epoch=recorded[0] if recorded else None)
                 salvaged: Counter = Counter()
                 # no outbox_corrupt event: it would name and count another tenant's store in this tenant's outbox
                 # (and be sent to its cloud); the WARNING above and the held note say it on this gateway
@@ -862,15 +866,17 @@ class Outbox:
                 # next start; before, a kill once the copy was done and before the event's commit lost it)
                 self._keep_untold(self._untold_entry(str(aside), reason, epoch, known or 0, salvaged))
                 self._write_salvaging(self._marker(epoch, left) if left else None)
+                readable = f" with the {salvaged.total()} records still readable in it"
+            # (a held store: the count of its note; formerly "with the 0 records still readable in it" for a store
+            # held with 300 readable records)
             log.error(
-                "outbox %s is corrupt (%s): moved aside to %s; a fresh outbox starts in epoch %d with the %d "
-                "records still readable in it; the others were not sent (inspect the file with sqlite3 if "
-                "they matter)",
+                "outbox %s is corrupt (%s): moved aside to %s; a fresh outbox starts in epoch %d%s; the others "
+                "were not sent (inspect the file with sqlite3 if they matter)",
                 self.path,
                 reason,
                 aside,
                 epoch,
-                salvaged.total(),
+                readable,
             )
             corrupt = (str(aside), reason, time.time(), salvaged)  # (its event kept in outbox-untold)
         if (
@@ -1063,6 +1069,19 @@ class Outbox:
                 con.close()
         except sqlite3.Error:
             return False, None
+
+    @staticmethod
+    def _store_epoch(src: Path) -> int | None:
+        """The epoch the store ``src`` names in its ``meta`` (opened read-only), or None (unreadable, none)."""
+        try:
+            con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
+            try:
+                row = con.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return None
+        return row[0] if row is not None and type(row[0]) is int else None
 
     def _epoch_file_ownerless(self) -> bool:
         """Whether ``outbox-epoch.json`` records an epoch, no owner, and that no owner was ever recorded for its store's
@@ -1471,9 +1490,12 @@ class Outbox:
             and not n.endswith((".json", "-wal", "-shm"))
             and f"{n}.json" not in entries
         ]
+        # one time limit for them all: formerly each store's count had its own 10 s, and 1000 large stores put back
+        # could hold up a start for hours (a count the limit cuts says "at least")
+        deadline = time.monotonic() + HELD_COUNT_S
         for name in sorted(bare)[:1000]:
             with contextlib.suppress(OSError):
-                self._note_put_back(held, name)
+                self._note_put_back(held, name, deadline)
                 entries[f"{name}.json"] = True
         notes = sorted(held / n for n in entries if n.startswith("outbox.db.") and n.endswith(".json"))
         for p in notes[:1000]:
@@ -1649,12 +1671,13 @@ class Outbox:
             with contextlib.suppress(OSError):
                 _sync_dir(folder)
 
-    def _note_put_back(self, held: Path, name: str) -> None:
+    def _note_put_back(self, held: Path, name: str, deadline: float | None = None) -> None:
         """A store in ``outbox-held/`` with no note (``<name>.json``): one held, taken out by hand across a start (its
         note, naming nothing then, removed) and put back. Noted again from the store itself (its owner and epoch from
         ``meta``, else from its name; its readable records counted), with a WARNING, so that it is listed, counted
         and bounded as before. Formerly one with no sample was never listed again: outside ``/status``, the bound
-        and the start's WARNING, for good."""
+        and the start's WARNING, for good. Its records are counted until ``deadline`` (monotonic; shared by the stores
+        a start notes again)."""
         from edge_agent.files import atomic_write_json
 
         src = held / name
@@ -1674,7 +1697,9 @@ class Outbox:
             owner = (tenant, "")
         if type(epoch) is not int:
             epoch = int(m.group(2)) if m else 0
-        by_kind, _shas, partly = _readable(src)
+        by_kind, _shas, partly = _readable(
+            src, None if deadline is None else max(0.0, deadline - time.monotonic())
+        )
         note: dict[str, Any] = {
             "tenant": owner[0],
             "agent": owner[1],
@@ -1767,39 +1792,70 @@ class Outbox:
         if not wal.is_file():
             shm.unlink(missing_ok=True)
             return
-        # (a placement cut off before its move: the WAL is still here, placed again below under another name)
-        self._untold = [e for e in self._untold if "src" not in e or os.path.lexists(e["src"] + "-wal")]
         self.corrupt_dir.mkdir(parents=True, exist_ok=True)
         job = self._read_salvaging()
         jobs = self._jobs(job)
-        base = Path(jobs[0]["src"]) if jobs else None
-        if base is not None and self._salvage_job_refused(jobs[0], base, None) is not None:
-            base = None
-        lone = self._aside_name("lone")
-        if base is not None:
-            shutil.copyfile(base, lone)
-        else:
-            with open(wal, "rb") as f:
-                page = int.from_bytes(f.read(12)[8:12], "big")
-            with open(lone, "wb") as f:
-                f.truncate(page if 512 <= page <= 65536 else 4096)
-        own = {"src": str(lone), "last_seq": 0, "acked": [], "from": 0}
-        if job is not None and type(job.get("epoch")) is int:
-            mark = self._marker(job["epoch"], [*jobs, own], job.get("previous_epoch"))
-            epoch = job["epoch"]
-        else:  # a store made here now takes this epoch (``_adopt_epoch``) and copies the WAL's records in
-            epoch = max((self._read_epoch_file() or 0) + 1, int(time.time()))
-            mark = self._marker(epoch, [own])
-        self._write_salvaging(mark)
+        # a placement cut off before its move (its base made and named by the marker, the WAL still here): the WAL
+        # goes beside that base, under its name, with its kept event; formerly a second base was made, and the
+        # first, empty, was copied (nothing) or held (as an empty store of the former tenant's) beside it
+        cut = next(
+            (
+                Path(j["src"])
+                for j in jobs
+                if Path(j["src"]).name.startswith("outbox.db.lone-")
+                and not os.path.lexists(j["src"] + "-wal")
+                and self._salvage_job_refused(j, Path(j["src"]), None) is None
+            ),
+            None,
+        )
+        # (a placement cut off before its move, under a former version: the WAL is placed again below)
+        self._untold = [
+            e
+            for e in self._untold
+            if "src" not in e or os.path.lexists(e["src"] + "-wal") or e["src"] == str(cut)
+        ]
         reason = (
             "a WAL with no database beside it at the outbox's path (a move cut off, or the database removed)"
         )
-        # (before the move: a kill from here on tells it at the next start; before, a kill in here lost it)
-        self._keep_untold(
-            self._untold_entry(
-                str(lone) + "-wal", reason, epoch, self._read_epoch_file() or 0, Counter(), src=str(lone)
+        if cut is not None:
+            lone, epoch = cut, job["epoch"] if job is not None and type(job.get("epoch")) is int else 0
+            if not any(e.get("src") == str(lone) for e in self._untold):
+                self._keep_untold(
+                    self._untold_entry(
+                        str(lone) + "-wal",
+                        reason,
+                        epoch,
+                        self._read_epoch_file() or 0,
+                        Counter(),
+                        src=str(lone),
+                    )
+                )
+        else:
+            base = Path(jobs[0]["src"]) if jobs else None
+            if base is not None and self._salvage_job_refused(jobs[0], base, None) is not None:
+                base = None
+            lone = self._aside_name("lone")
+            if base is not None:
+                shutil.copyfile(base, lone)
+            else:
+                with open(wal, "rb") as f:
+                    page = int.from_bytes(f.read(12)[8:12], "big")
+                with open(lone, "wb") as f:
+                    f.truncate(page if 512 <= page <= 65536 else 4096)
+            own = {"src": str(lone), "last_seq": 0, "acked": [], "from": 0}
+            if job is not None and type(job.get("epoch")) is int:
+                mark = self._marker(job["epoch"], [*jobs, own], job.get("previous_epoch"))
+                epoch = job["epoch"]
+            else:  # a store made here now takes this epoch (``_adopt_epoch``) and copies the WAL's records in
+                epoch = max((self._read_epoch_file() or 0) + 1, int(time.time()))
+                mark = self._marker(epoch, [own])
+            self._write_salvaging(mark)
+            # (before the move: a kill from here on tells it at the next start; before, a kill in here lost it)
+            self._keep_untold(
+                self._untold_entry(
+                    str(lone) + "-wal", reason, epoch, self._read_epoch_file() or 0, Counter(), src=str(lone)
+                )
             )
-        )
         self._move_store(self.path, lone)
         Path(f"{lone}-shm").unlink(missing_ok=True)  # (another WAL's index: rebuilt from this WAL)
         log.error(
@@ -1937,11 +1993,17 @@ class Outbox:
         self._write_salvaging(self._marker(row[0], jobs[1:]) if len(jobs) > 1 else None)
 
     def _hold_unfinished(
-        self, src: Path, recorded: tuple[int, str, str] | None, db: sqlite3.Connection | None = None
+        self,
+        src: Path,
+        recorded: tuple[int, str, str] | None,
+        db: sqlite3.Connection | None = None,
+        epoch: int | None = None,
     ) -> None:
         """A moved-aside store whose copy was left unfinished, found another tenant's (the gateway moved): held whole
         in ``outbox-held/`` as the store it was copied into, with the sample files its readable records name (but
-        those ``db``, this tenant's store, names too), never copied into this tenant's outbox."""
+        those ``db``, this tenant's store, names too), never copied into this tenant's outbox. Its note names the
+        store's own epoch (its ``meta``'s; unreadable: ``epoch``, its marker's ``previous_epoch``; else the epoch
+        file's when that names the same tenant): formerly the epoch file's, by then the new tenant's."""
         if self._salvage_job_refused({"src": str(src)}, src, None) is not None:
             return
         former = self._former_tenant(src, recorded)
@@ -1968,7 +2030,16 @@ class Outbox:
                     "SELECT DISTINCT sample_sha256 FROM records WHERE sample_sha256 IS NOT NULL"
                 )
             }
-        kept = self._hold(former, recorded[0] if recorded else 0, kinds, sorted(shas), src=src, partly=partly)
+        own = self._store_epoch(src)
+        if own is None:
+            own = (
+                epoch
+                if epoch is not None
+                else recorded[0]
+                if recorded is not None and former[0] and recorded[1] == former[0]
+                else 0
+            )
+        kept = self._hold(former, own, kinds, sorted(shas), src=src, partly=partly)
         log.warning(
             "outbox %s: the unfinished copy of %s is of records made under %s: not copied into tenant %s's "
             "outbox; held whole in %s",
@@ -1978,6 +2049,13 @@ class Outbox:
             _who(self.owner[0] if self.owner else "?"),
             kept,
         )
+
+    @staticmethod
+    def _epoch_of(job: dict, one: dict) -> int | None:
+        """The epoch of the records of ``one``, a copy the marker ``job`` names: its own file's is the store it renewed
+        (``previous_epoch``); None for one it carries (not recorded)."""
+        previous = job.get("previous_epoch")
+        return previous if one["src"] == job["src"] and type(previous) is int else None
 
     def _copy_jobs(
         self,
@@ -2053,7 +2131,7 @@ class Outbox:
                 self.former_tenant is not None
             ):  # the store it copied into was held: these are that tenant's too
                 for j in jobs:
-                    self._hold_unfinished(Path(j["src"]), recorded, db)
+                    self._hold_unfinished(Path(j["src"]), recorded, db, self._epoch_of(job, j))
             else:
                 log.warning(
                     "outbox %s: an unfinished salvage of %s is not this store's (another epoch): not resumed",
@@ -2069,7 +2147,7 @@ class Outbox:
             src = Path(j["src"])
             why = self._salvage_job_refused(j, src, db, strict=i == 0)
             if why is None and self._former_tenant(src, recorded) is not None:
-                self._hold_unfinished(src, recorded, db)
+                self._hold_unfinished(src, recorded, db, self._epoch_of(job, j))
                 held = True
                 continue
             if why:

@@ -31,6 +31,19 @@ def filled(data: Path, n: int, owner: tuple[str, str] | None, samples: int = 0) 
     return ob
 
 
+def wal_alone(tmp_path: Path) -> Path:
+    """A data folder whose outbox's path holds acme's WAL alone, with its 300 results (acme's database removed by hand,
+    or a former release's move cut off), and acme's epoch file."""
+    live = tmp_path / "live"
+    ob = filled(live, 300, owner=("acme", "gw1"))  # open: every page of acme's store is in its WAL yet
+    data = tmp_path / "data"
+    (data / "outbox").mkdir(parents=True)
+    shutil.copyfile(ob.path.with_name("outbox.db-wal"), data / "outbox" / "outbox.db-wal")
+    shutil.copyfile(live / "outbox-epoch.json", data / "outbox-epoch.json")
+    ob.close()
+    return data
+
+
 def events(ob: Outbox) -> list[dict]:
     ob.flush()  # (queued at open, committed by the writer)
     return [json.loads(r.payload) for r in ob.pending(10_000, 10**9) if r.kind == "event"]
@@ -232,6 +245,7 @@ store.Outbox(OutboxSettings(), sys.argv[1], owner=("beta", "gw1")).open()
 def test_a_kill_while_a_former_tenants_corrupt_stores_samples_move_keeps_them_with_the_store(tmp_path):
     data = tmp_path / "data"
     ob = filled(data, 60, owner=("acme", "gw1"), samples=6)
+    epoch = ob.epoch
     ob.close()
     damage_index(ob.path)
     killed_child(KILLED_WHILE_A_CORRUPT_STORES_SAMPLES_MOVE, data)
@@ -243,6 +257,8 @@ def test_a_kill_while_a_former_tenants_corrupt_stores_samples_move_keeps_them_wi
         held = data / "outbox-held"
         (one,) = ob.stats()["held"]["files"]
         assert (one["tenant"], one["records"]) == ("acme", 60)
+        # formerly held again under beta's epoch (the epoch file's at that start): "outbox.db.acme-<beta's epoch>"
+        assert one["epoch"] == epoch and Path(one["file"]).name == f"outbox.db.acme-{epoch}"
         assert sorted(p.name for p in held.glob("*.json")) == [Path(one["file"]).name + ".json"]
         assert len(list(Path(one["file"] + ".samples").iterdir())) == 6
         assert results(ob) == [] and events(ob) == []
@@ -300,15 +316,23 @@ def test_a_copy_into_outbox_held_cut_by_a_kill_is_swept_at_the_next_start(tmp_pa
         ob.close()
 
 
-def test_a_former_tenants_corrupt_store_is_held_with_its_readable_records_counted_and_its_samples(tmp_path):
+def test_a_former_tenants_corrupt_store_is_held_with_its_readable_records_counted_and_its_samples(
+    tmp_path, caplog
+):
     data = tmp_path / "data"
     ob = filled(data, 300, owner=("acme", "gw1"), samples=20)
     shas = {p.name for p in ob.samples_dir.iterdir()}
     ob.close()
     damage_index(ob.path)  # (every row still readable by its seq; any change meets the damage)
     ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    caplog.set_level("ERROR", logger="edge_agent.outbox.store")
     ob.open()
     try:
+        # formerly its ERROR line said "a fresh outbox starts ... with the 0 records still readable in it"
+        (said,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert (
+            "; 300 records still readable in it are held, not salvaged" in said and " 0 records" not in said
+        )
         # formerly its note said 0 records: /status, the start's WARNING and a later drop by the bound counted none
         (one,) = ob.held  # (its note)
         assert one["tenant"] == "acme" and one["corrupt"] is True
@@ -348,14 +372,7 @@ def test_a_held_store_with_no_sample_taken_out_across_a_start_and_put_back_is_he
 
 
 def test_a_wal_found_alone_of_the_former_tenant_is_held_and_never_told_to_the_new_one(tmp_path):
-    live = tmp_path / "live"
-    ob = filled(live, 300, owner=("acme", "gw1"))  # open: every page of acme's store is in its WAL yet
-    data = tmp_path / "data"
-    (data / "outbox").mkdir(parents=True)
-    # acme's database removed (by hand, a former release's move cut off): its WAL alone at the path
-    shutil.copyfile(ob.path.with_name("outbox.db-wal"), data / "outbox" / "outbox.db-wal")
-    shutil.copyfile(live / "outbox-epoch.json", data / "outbox-epoch.json")
-    ob.close()
+    data = wal_alone(tmp_path)
     again = Outbox(SETTINGS, data, owner=("beta", "gw1"))
     again.open()
     try:
@@ -420,3 +437,94 @@ def test_a_kill_during_a_salvage_at_start_tells_every_record_salvaged(tmp_path, 
             assert told == [("outbox_corrupt", 300, {"result": 300}, epoch)], start
         finally:
             ob.close()
+
+
+# a start finds acme's WAL alone at the outbox's path and is killed as it moves it aside (its base and marker made, the
+# WAL not moved yet); the gateway is enrolled into beta since, or still acme's
+KILLED_AS_A_WAL_FOUND_ALONE_MOVES_ASIDE = """
+real_move = store.Outbox._move_store
+
+
+def move(self, src, dst):
+    if str(dst).split("/")[-1].startswith("outbox.db.lone-"):
+        power_cut()
+    return real_move(self, src, dst)
+
+
+store.Outbox._move_store = move
+store.Outbox(OutboxSettings(), sys.argv[1], owner=(sys.argv[3], "gw1")).open()
+"""
+
+
+@pytest.mark.parametrize("tenant", ["beta", "acme"])
+def test_a_kill_as_a_wal_found_alone_moves_aside_places_it_once(tmp_path, tenant):
+    data = wal_alone(tmp_path)
+    killed_child(KILLED_AS_A_WAL_FOUND_ALONE_MOVES_ASIDE, data, tenant)
+    for start in range(2):
+        again = Outbox(SETTINGS, data, owner=(tenant, "gw1"))
+        again.open()
+        try:
+            if tenant == "beta":
+                # formerly the start made a second base for the WAL and held both: acme's 300 records and an empty
+                # store, also as acme's (two files in /status and the bound, one of them nothing)
+                assert [(h["tenant"], h["records"]) for h in again.held] == [("acme", 300)], start
+                assert events(again) == [] and results(again) == []
+            else:
+                assert results(again) == list(range(1, 301)) and again.held == []
+                told = [(e["kind"], e["salvaged"]) for e in events(again)]
+                assert told == [("outbox_corrupt", 300)], start
+        finally:
+            again.close()
+
+
+def test_held_stores_put_back_by_hand_are_counted_within_one_time_limit_for_the_start(tmp_path, monkeypatch):
+    import time
+
+    from edge_agent.outbox import store
+
+    live = tmp_path / "live"
+    ob = filled(live, 20, owner=("acme", "gw1"))
+    epoch = ob.epoch
+    ob.close()
+    held = tmp_path / "data" / "outbox-held"
+    held.mkdir(parents=True)
+    for i in range(
+        1, 6
+    ):  # five held stores taken out by hand across a start and put back: no note beside them
+        shutil.copyfile(ob.path, held / f"outbox.db.acme-{epoch}.{i}")
+
+    class Clock:  # (``time`` as the outbox sees it; counting one store's records takes 4 s of it)
+        ahead_s = 0.0
+
+        def monotonic(self) -> float:
+            return time.monotonic() + self.ahead_s
+
+        def __getattr__(self, name: str):
+            return getattr(time, name)
+
+    clock, real = Clock(), store._readable
+
+    def readable(src, limit_s=None):
+        got = real(src, limit_s)
+        clock.ahead_s += 4.0
+        return got
+
+    monkeypatch.setattr(store, "time", clock)
+    monkeypatch.setattr(store, "_readable", readable)
+    ob = Outbox(SETTINGS, tmp_path / "data", owner=("beta", "gw1"))
+    ob.open()
+    try:
+        notes = {
+            Path(h["file"]).name: (h["records"], h["records_at_least"]) for h in ob.stats()["held"]["files"]
+        }
+        # formerly each store had 10 s of its own (1000 stores put back: hours of a start); now 10 s for them all,
+        # and a count the limit cut says "at least"
+        assert [notes[f"outbox.db.acme-{epoch}.{i}"] for i in range(1, 6)] == [
+            (20, False),
+            (20, False),
+            (20, False),
+            (0, True),
+            (0, True),
+        ]
+    finally:
+        ob.close()
