@@ -94,7 +94,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +216,50 @@ def _set_owner(db: sqlite3.Connection, owner: tuple[str, str], replace: bool = T
     )
 
 
+def _first_int(con: sqlite3.Connection, sql: str) -> int | None:
+    """The integer the query ``sql`` gives first, or None (none, not an integer, or unreadable)."""
+    try:
+        v = con.execute(sql).fetchone()
+    except sqlite3.Error:
+        return None
+    return v[0] if v and isinstance(v[0], int) else None
+
+
+class _SeqRanges:
+    """The rows of a store (a corrupt one: moved aside, or held) read by ranges of SALVAGE_CHUNK seqs from ``lo`` to
+    ``hi``, the oldest first; a range that cannot be read is split down to single seqs, and what stays unreadable is
+    skipped. What a salvage copies and a held store's count read alike; ``todo``: the ranges not read yet (one
+    list, updated in place)."""
+
+    def __init__(
+        self, con: sqlite3.Connection, columns: str, lo: int, hi: int, ordered: bool = False
+    ) -> None:
+        self.con = con
+        self.sql = f"SELECT {columns} FROM records WHERE seq BETWEEN ? AND ?" + (
+            " ORDER BY seq" if ordered else ""
+        )
+        self.todo = [(a, min(a + SALVAGE_CHUNK - 1, hi)) for a in range(lo, hi + 1, SALVAGE_CHUNK)]
+        self.todo.reverse()  # popped from the end: the oldest first
+
+    def rows(
+        self, go_on: Callable[[], bool], fatal: Callable[[sqlite3.Error], bool] | None = None
+    ) -> Iterator[tuple[int, int, list]]:
+        """Each range read, as (first seq, last seq, its rows), while ``go_on()`` says so (asked before each range);
+        an error ``fatal`` says so is raised (the range is not read again)."""
+        while self.todo and go_on():
+            a, b = self.todo.pop()
+            try:
+                rows = self.con.execute(self.sql, (a, b)).fetchall()
+            except sqlite3.Error as exc:
+                if fatal is not None and fatal(exc):
+                    raise
+                if a < b:  # narrow it down: the rows around a bad page are still worth having
+                    m = (a + b) // 2
+                    self.todo += [(m + 1, b), (a, m)]
+                continue
+            yield a, b, rows
+
+
 def _readable(src: Path, limit_s: float | None = None) -> tuple[Counter, set[str], bool]:
     """The records of the store ``src`` (a corrupt one, held) that can still be read, by kind, and the sample files
     they name: read by ranges of seqs as a salvage reads them (a range that cannot be read split down to single
@@ -226,43 +270,25 @@ def _readable(src: Path, limit_s: float | None = None) -> tuple[Counter, set[str
     got: Counter = Counter()
     shas: set[str] = set()
     deadline = time.monotonic() + (HELD_COUNT_S if limit_s is None else limit_s)
-    todo: list[tuple[int, int]] = []
     try:
         con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error:
         return got, shas, False
     try:
-
-        def first(sql: str) -> int | None:
-            try:
-                v = con.execute(sql).fetchone()
-            except sqlite3.Error:
-                return None
-            return v[0] if v and isinstance(v[0], int) else None
-
         hi = (
-            first("SELECT MAX(seq) FROM records")
-            or first("SELECT value FROM meta WHERE key = 'last_seq'")
+            _first_int(con, "SELECT MAX(seq) FROM records")
+            or _first_int(con, "SELECT value FROM meta WHERE key = 'last_seq'")
             or 0
         )
-        lo = first("SELECT MIN(seq) FROM records") or 1
-        todo = [(a, min(a + SALVAGE_CHUNK - 1, hi)) for a in range(lo, hi + 1, SALVAGE_CHUNK)][::-1]
-        while todo and time.monotonic() < deadline:
-            a, b = todo.pop()
-            try:
-                rows = con.execute(
-                    "SELECT kind, sample_sha256 FROM records WHERE seq BETWEEN ? AND ?", (a, b)
-                ).fetchall()
-            except sqlite3.Error:
-                if a < b:
-                    m = (a + b) // 2
-                    todo += [(m + 1, b), (a, m)]
-                continue
+        ranges = _SeqRanges(
+            con, "kind, sample_sha256", _first_int(con, "SELECT MIN(seq) FROM records") or 1, hi
+        )
+        for _a, _b, rows in ranges.rows(lambda: time.monotonic() < deadline):
             got.update(k for k, _sha in rows if isinstance(k, str))
             shas.update(sha for k, sha in rows if isinstance(k, str) and _SHA.fullmatch(str(sha)))
     finally:
         con.close()
-    return got, shas, bool(todo)
+    return got, shas, bool(ranges.todo)
 
 
 def _note_kinds(note: dict) -> Counter:
@@ -2322,37 +2348,28 @@ class Outbox:
             return got, True
         todo: list[tuple[int, int]] = []
         try:
+            meta_last = _first_int(con, "SELECT value FROM meta WHERE key = 'last_seq'")
+            hi = _first_int(con, "SELECT MAX(seq) FROM records") or max(meta_last or 0, last_seq)
+            lo = max(_first_int(con, "SELECT MIN(seq) FROM records") or 1, start)
+            ranges = _SeqRanges(
+                con, "seq, kind, priority, t, payload, sample_sha256, sample_ext, size", lo, hi, ordered=True
+            )
+            todo = ranges.todo  # (the ranges not read yet, as the reader leaves them)
 
-            def first(sql: str) -> int | None:
-                try:
-                    v = con.execute(sql).fetchone()
-                except sqlite3.Error:
-                    return None
-                return v[0] if v and isinstance(v[0], int) else None
-
-            meta_last = first("SELECT value FROM meta WHERE key = 'last_seq'")
-            hi = first("SELECT MAX(seq) FROM records") or max(meta_last or 0, last_seq)
-            lo = max(first("SELECT MIN(seq) FROM records") or 1, start)
-            todo = [(a, min(a + SALVAGE_CHUNK - 1, hi)) for a in range(lo, hi + 1, SALVAGE_CHUNK)]
-            todo.reverse()  # popped from the end: the oldest first
-            while todo and time.monotonic() < deadline and not self._stop.is_set():
+            def go_on() -> bool:
+                nonlocal pause
+                if time.monotonic() >= deadline or self._stop.is_set():
+                    return False
                 if between is not None and time.monotonic() >= pause:
                     between()
                     pause = time.monotonic() + 0.05
-                a, b = todo.pop()
-                try:
-                    rows = con.execute(
-                        "SELECT seq, kind, priority, t, payload, sample_sha256, sample_ext, size FROM records "
-                        "WHERE seq BETWEEN ? AND ? ORDER BY seq",
-                        (a, b),
-                    ).fetchall()
-                except sqlite3.Error as exc:
-                    if not _is_corrupt(exc) and self._salvage_tries < SALVAGE_TRIES:
-                        raise  # a full disk (the -shm cannot grow) or an I/O error: the renewal is tried again
-                    if a < b:  # narrow it down: the rows around a bad page are still worth having
-                        m = (a + b) // 2
-                        todo += [(m + 1, b), (a, m)]
-                    continue
+                return True
+
+            def fatal(exc: sqlite3.Error) -> bool:
+                # a full disk (the -shm cannot grow) or an I/O error: the renewal is tried again
+                return not _is_corrupt(exc) and self._salvage_tries < SALVAGE_TRIES
+
+            for _a, b, rows in ranges.rows(go_on, fatal):
                 if not rows:
                     continue
                 # the new store's write lock first, then the acknowledged seqs: an ack noted after this look
