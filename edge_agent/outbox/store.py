@@ -2198,6 +2198,13 @@ class Outbox:
         for j in todo:
             if j["src"] not in lone:
                 whole += _copied(meta, Path(j["src"]))
+        with (
+            self._untold_lock
+        ):  # a WAL found alone: its event counts the whole copy of it too (``_keep_untold``)
+            for e in self._untold:
+                if e.get("src") in lone and any(j["src"] == e["src"] for j in todo):
+                    mine = self._copied_by_src.get(e["src"], Counter())
+                    e["base"] = dict(Counter(e["base"]) | (_copied(meta, Path(e["src"])) - mine))
         if not held and not os.path.lexists(job["src"]):
             # its file held already as another tenant's (a kill after the hold, before the marker was dropped):
             # formerly told to this tenant as an outbox_corrupt event, "salvaged 0", naming the former tenant's epoch

@@ -528,3 +528,18 @@ def test_held_stores_put_back_by_hand_are_counted_within_one_time_limit_for_the_
         ]
     finally:
         ob.close()
+
+
+def test_a_kill_once_a_wal_found_alone_is_copied_tells_every_record_copied(tmp_path):
+    data = wal_alone(tmp_path)
+    killed_child(KILLED_IN_A_SALVAGE_AT_START, data, "done")  # (the WAL's records copied, then the kill)
+    for start in range(2):
+        again = Outbox(SETTINGS, data, owner=("acme", "gw1"))
+        again.open()
+        try:
+            assert results(again) == list(range(1, 301))
+            # formerly "salvaged 0": the count kept before the copy, and nothing copied at this start
+            told = [(e["kind"], e["salvaged"], e["moved_to"].endswith("-wal")) for e in events(again)]
+            assert told == [("outbox_corrupt", 300, True)], start
+        finally:
+            again.close()
