@@ -95,6 +95,31 @@ class FractionFloat(float):
         return self.text
 
 
+class ShownFloat(float):
+    """A float read from a config's text that shows it in another form than its repr (``1.50``, ``1.0e+3``,
+    ``9.007199254740992e+15``: 1.5, 1000.0, 9007199254740992.0 to YAML): ``text`` is what the config shows, and
+    what a String node or metric gets (``number_as_written``), the number as the line engineer wrote it; every
+    other reader gets the float (its repr and str are the float's)."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, value: float, text: str) -> ShownFloat:
+        self = super().__new__(cls, value)
+        self.text = text
+        return self
+
+    def __getnewargs__(self) -> tuple[float, str]:  # type: ignore[override]  # copies and pickles keep text
+        return (float(self), self.text)
+
+
+def number_as_written(value: Any) -> str | None:
+    """A config's number kept with its text (``WholeFloat``, ``FractionFloat``, ``ShownFloat``) as that text shows
+    it, YAML's digit separators (``_``) dropped: what a String node or metric gets, the number the line engineer
+    wrote (``9.007199254740992e+15``, not 9007199254740992.0; ``1.50``, not 1.5); None for any other value."""
+    return value.text.replace("_", "") if isinstance(value, WholeFloat | FractionFloat | ShownFloat) else None
+
+
 FLOAT32_MAX = 3.4028234663852886e38
 # halfway from the largest REAL to 2**128: a double from here on rounds to infinity as a REAL, one below it to
 # FLOAT32_MAX (3.4028235e38, the largest REAL as PLCs print it, is such a double a hair above FLOAT32_MAX)

@@ -56,7 +56,7 @@ from pydantic import (
 )
 
 from devices import SOURCE_TYPES, load_object
-from devices.base import FractionFloat, WholeFloat
+from devices.base import FractionFloat, ShownFloat, WholeFloat
 from devices.opcua.settings import DATETIME_RANGE
 from devices.opcua.settings import guess_tag as _guess_tag  # noqa: F401  (its home moved; kept for imports)
 from edge_agent.action_base import ActionSettings, RetrySettings  # noqa: F401  (RetrySettings: re-exported)
@@ -315,8 +315,14 @@ _SCALAR = bool | int | float | str
 # {base64: ...} or {hex: ...} (``_check_write_value``)
 # a WholeFloat first: a whole number written with an exponent that YAML reads as another keeps the number its text
 # shows, a FractionFloat that it is a fraction (``_keep_exact_writes``); as a float member of the union it would be made
-# a plain float
-_WRITTEN = InstanceOf[WholeFloat] | InstanceOf[FractionFloat] | _SCALAR | Annotated[bytes, Strict()]
+# a plain float (and so a ShownFloat, whose text a String node gets)
+_WRITTEN = (
+    InstanceOf[WholeFloat]
+    | InstanceOf[FractionFloat]
+    | InstanceOf[ShownFloat]
+    | _SCALAR
+    | Annotated[bytes, Strict()]
+)
 _BYTE_ENCODINGS = ("base64", "hex")
 # a text that is a whole ISO 8601 date and time (a reading's timestamp, a DateTime node's value): checked for
 # its zone and range at load, whether YAML read it as a time (unquoted) or as text (quoted)
@@ -2566,19 +2572,45 @@ def _exact_loader_class() -> Any:
 
         def construct_shown_float(self, node: yaml.ScalarNode) -> Any:
             n = as_yaml_reads(self, node)
-            if not isinstance(n, float) or not n.is_integer():  # 2.5, .nan: the text shows that float
+            if not isinstance(n, float):
                 return n
+            if (
+                not n.is_integer()
+            ):  # 2.5, .nan: the text shows that float, 2.50 its text too (``_shown_form``)
+                return self.shown_form(n, node.value)
             tagged = node.style is not None or (  # !!float "9007199254740993", !!float 9007199254740993
                 _RESOLVER.resolve(yaml.ScalarNode, node.value, (True, False)) != _FLOAT_TAG
             )
             shown = _exact_float(node.value, tagged=tagged)
             if shown is None:
+                return self.shown_form(n, node.value)
+            self.made.append(shown)
+            return shown
+
+        def shown_form(self, n: float, text: str) -> float:
+            if (shown := _shown_form(n, text)) is None:
                 return n
             self.made.append(shown)
             return shown
 
     Loader.add_constructor(_FLOAT_TAG, Loader.construct_shown_float)
     return Loader
+
+
+def _shown_form(n: float, text: str) -> ShownFloat | None:
+    """A finite float YAML read from a decimal ``text`` that shows it in another form than its repr (``1.50``,
+    ``1.0e+3``, ``9.007199254740992e+15``) as a ``ShownFloat``, so that a String node or metric gets the number
+    as written (it got '1.5', '1000.0', '9007199254740992.0'); None when the text is the repr (YAML's ``_``
+    dropped), for NaN, infinity and base 60 (``1:30.5``), and for a text that is not this float's own."""
+    plain = text.replace("_", "")
+    if plain == float.__repr__(n) or not math.isfinite(n) or ":" in plain:
+        return None
+    try:
+        if float(plain) != n:
+            return None
+    except ValueError:
+        return None
+    return ShownFloat(n, text)
 
 
 _WRITE_FIELDS = ("value", "reset_value")
@@ -2597,7 +2629,7 @@ def _keep_exact_writes(doc: Any) -> Any:
     memo: dict[int, Any] = {}
 
     def plain(x: Any) -> Any:
-        if isinstance(x, WholeFloat | FractionFloat):
+        if isinstance(x, WholeFloat | FractionFloat | ShownFloat):
             return float(x)
         if not isinstance(x, dict | list):
             return x
@@ -2619,8 +2651,8 @@ def _keep_exact_writes(doc: Any) -> Any:
 
     def written(v: Any) -> Any:
         if isinstance(v, list):
-            return [x if isinstance(x, WholeFloat | FractionFloat) else plain(x) for x in v]
-        return v if isinstance(v, WholeFloat | FractionFloat) else plain(v)
+            return [x if isinstance(x, WholeFloat | FractionFloat | ShownFloat) else plain(x) for x in v]
+        return v if isinstance(v, WholeFloat | FractionFloat | ShownFloat) else plain(v)
 
     if not isinstance(doc, dict) or not isinstance(doc.get("actions"), dict):
         return plain(doc)

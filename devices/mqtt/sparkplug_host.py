@@ -145,8 +145,10 @@ from devices.base import (
     FractionFloat,
     Quality,
     Reading,
+    ShownFloat,
     WholeFloat,
     float_for_plc,
+    number_as_written,
     text_problem,
 )
 from devices.mqtt.settings import SparkplugHostSettings
@@ -567,8 +569,10 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     written = value if isinstance(value, WholeFloat | FractionFloat) else None
     # a String metric gets the number the config's text shows (9.007199254740993e+15), not its float's
     # 9007199254740992.0; YAML's digit separators dropped
-    shown_text = value.text.replace("_", "") if isinstance(value, WholeFloat | FractionFloat) else None
-    if isinstance(value, WholeFloat):
+    shown_text = number_as_written(value)
+    if isinstance(value, ShownFloat):  # its text is for a String metric only: the float to every other
+        value = float(value)
+    elif isinstance(value, WholeFloat):
         value = value.whole if dt in _INT_RANGE else float(value)
     elif isinstance(value, FractionFloat) and dt not in _INT_RANGE and dt is not sp.DataType.BOOLEAN:
         # 9007199254740992.5: a fraction to an integer or Boolean metric (refused as 1.5 is:

@@ -103,8 +103,10 @@ from devices.base import (
     Notices,
     Quality,
     Reading,
+    ShownFloat,
     WholeFloat,
     float_for_plc,
+    number_as_written,
     text_problem,
     valid_text,
     wall_since,
@@ -588,7 +590,9 @@ def _convert_scalar(
     # a refusal names a config's 9.007199254740993e+15 as written, not as 9007199254740992.0
     written = value if isinstance(value, WholeFloat | FractionFloat) else None
     # the number a config's text shows, for a String node: 9.007199254740993e+15 was sent as '9007199254740992.0'
-    shown_text = _number_as_written(value)
+    shown_text = number_as_written(value)
+    if isinstance(value, ShownFloat):  # its text is for a String node only: the float to every other
+        value = float(value)
     if isinstance(value, WholeFloat | FractionFloat):
         # a config's 9.007199254740993e+15: an integer node gets the whole number the text shows, every other
         # type the float (a node holding a type judges it as that type, below); its 9007199254740992.5 is a
@@ -704,14 +708,6 @@ def _convert_scalar(
     if any_held:
         raise bad(f"the agent writes only {_WRITABLE_VALUES} values; write to a node that holds one of them")
     raise bad(f"the agent writes only {_WRITABLE} nodes; write to a node of one of those types")
-
-
-def _number_as_written(value: Any) -> str | None:
-    """A config's number whose float is another number (``WholeFloat``, ``FractionFloat``) as its text shows it,
-    YAML's digit separators (``_``) dropped: what a String node gets, the number the line engineer wrote (an HMI
-    or a recipe record reading ``9.007199254740993e+15`` gets that number, not 9007199254740992.0, one less); None
-    for any other value (a float's text is its ``repr``, as before)."""
-    return value.text.replace("_", "") if isinstance(value, WholeFloat | FractionFloat) else None
 
 
 def _a_number(value: Any) -> str:

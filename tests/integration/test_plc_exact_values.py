@@ -260,17 +260,14 @@ async def test_a_whole_number_with_an_exponent_a_float_cannot_hold_reaches_an_in
             "Level": ua.Variant(0.0, ua.VariantType.Double),
         }
     ) as p:
-        path = tmp_path / "line1.yaml"
-        path.write_text(
-            f"""agent: {{id: gw}}
-sources:
-  plc: {{type: opcua, endpoint: "opc.tcp://127.0.0.1:{p.port}/plc/", connect_timeout_s: 2.0}}
-actions:
-  total: {{type: opcua_write, source: plc, node_id: "{p.node_id("Total")}", value: 9.007199254740993e+15}}
-  preset: {{type: opcua_write, source: plc, node_id: "{p.node_id("Preset")}", value: 1.0e+16}}
-  ids: {{type: opcua_write, source: plc, node_id: "{p.node_id("Ids")}", value: [1.0e+16, -9.007199254740993e+15]}}
-  level: {{type: opcua_write, source: plc, node_id: "{p.node_id("Level")}", value: 9.007199254740993e+15}}
-"""
+        path = p.config_file(
+            tmp_path,
+            {
+                "total": ("Total", "9.007199254740993e+15"),
+                "preset": ("Preset", "1.0e+16"),
+                "ids": ("Ids", "[1.0e+16, -9.007199254740993e+15]"),
+                "level": ("Level", "9.007199254740993e+15"),
+            },
         )
         cfg = load_config(path)
         events: list = []
@@ -295,17 +292,13 @@ async def test_an_exact_value_shared_by_a_yaml_alias_or_merge_key_reaches_every_
     same text for every action that takes it: each Int64 node gets 9007199254740993. The exact number was kept
     only where the text is written; the actions sharing it wrote 9007199254740992, counted ok, nothing said."""
     async with plc({n: ua.Variant(0, ua.VariantType.Int64) for n in ("A", "B", "C", "D")}) as p:
-        path = tmp_path / "line1.yaml"
-        path.write_text(
-            f"""agent: {{id: gw}}
-sources:
-  plc: {{type: opcua, endpoint: "opc.tcp://127.0.0.1:{p.port}/plc/", connect_timeout_s: 2.0}}
-actions:
-  a: &out {{type: opcua_write, source: plc, node_id: "{p.node_id("A")}", value: &big 9.007199254740993e+15}}
+        path = p.config_file(
+            tmp_path,
+            more=f"""  a: &out {{type: opcua_write, source: plc, node_id: "{p.node_id("A")}", value: &big 9.007199254740993e+15}}
   b: {{<<: *out, node_id: "{p.node_id("B")}"}}
   c: {{type: opcua_write, source: plc, node_id: "{p.node_id("C")}", value: *big}}
   d: {{<<: {{type: opcua_write, source: plc, value: -9.007199254740993e+15}}, node_id: "{p.node_id("D")}"}}
-"""
+""",
         )
         cfg = load_config(path)
         events: list = []
@@ -330,7 +323,6 @@ async def test_a_fraction_whose_float_is_whole_or_a_number_past_int64_is_refused
             "Level": ua.Variant(0.0, ua.VariantType.Double),
         }
     ) as p:
-        path = tmp_path / "line1.yaml"
         values = {
             "half": ("Half", "9007199254740992.5"),
             "tiny": ("Tiny", "1.0000000000000000001"),
@@ -339,17 +331,7 @@ async def test_a_fraction_whose_float_is_whole_or_a_number_past_int64_is_refused
             "big": ("Big", "1.0e+16"),
             "level": ("Level", "9007199254740992.5"),
         }
-        path.write_text(
-            f"""agent: {{id: gw}}
-sources:
-  plc: {{type: opcua, endpoint: "opc.tcp://127.0.0.1:{p.port}/plc/", connect_timeout_s: 2.0}}
-actions:
-"""
-            + "".join(
-                f'  {a}: {{type: opcua_write, source: plc, node_id: "{p.node_id(n)}", value: {v}}}\n'
-                for a, (n, v) in values.items()
-            )
-        )
+        path = p.config_file(tmp_path, values)
         cfg = load_config(path)
         caplog.set_level(logging.WARNING)
         async with agent_side(cfg) as (src, runner):
@@ -388,7 +370,9 @@ async def test_a_string_node_gets_a_number_a_float_does_not_hold_as_the_config_w
     """``value: 9.007199254740993e+15`` to a String node (an HMI's recipe field, a record a MES reads) arrived as
     '9007199254740992.0', another number, counted ok, nothing said; ``9007199254740992.5`` as '9007199254740992.0'
     too, its fraction gone. The text is the number the line engineer wrote: a String node gets it as written
-    (an array's element too), a plain float its text as before (``2.5``), an Int64 node still the whole number."""
+    (an array's element too), a plain float its text as before (``2.5``), an Int64 node still the whole number.
+    So is every number: ``9.007199254740992e+15``, which a float holds, arrived as '9007199254740992.0', ``1.50`` as
+    '1.5', ``1.0e+3`` as '1000.0', ``1.0e+16`` as '1e+16'; a Double and an Int32 node still get their numbers."""
     async with plc(
         {
             "Label": ua.Variant("", ua.VariantType.String),
@@ -396,36 +380,47 @@ async def test_a_string_node_gets_a_number_a_float_does_not_hold_as_the_config_w
             "Plain": ua.Variant("", ua.VariantType.String),
             "Codes": ua.Variant(["", ""], ua.VariantType.String),
             "Total": ua.Variant(0, ua.VariantType.Int64),
+            "Even": ua.Variant("", ua.VariantType.String),
+            "Tenth": ua.Variant("", ua.VariantType.String),
+            "Kilo": ua.Variant("", ua.VariantType.String),
+            "Gain": ua.Variant(0.0, ua.VariantType.Double),
+            "Count": ua.Variant(0, ua.VariantType.Int32),
         }
     ) as p:
-        path = tmp_path / "line1.yaml"
-        path.write_text(
-            f"""agent: {{id: gw}}
-sources:
-  plc: {{type: opcua, endpoint: "opc.tcp://127.0.0.1:{p.port}/plc/", connect_timeout_s: 2.0}}
-actions:
-  label: {{type: opcua_write, source: plc, node_id: "{p.node_id("Label")}", value: 9.007199254740993e+15}}
-  half: {{type: opcua_write, source: plc, node_id: "{p.node_id("Half")}", value: 9007199254740992.5}}
-  plain: {{type: opcua_write, source: plc, node_id: "{p.node_id("Plain")}", value: 2.5}}
-  codes: {{type: opcua_write, source: plc, node_id: "{p.node_id("Codes")}", value: [-9.007_199_254_740_993e+15, 1.0e+16]}}
-  total: {{type: opcua_write, source: plc, node_id: "{p.node_id("Total")}", value: 9.007199254740993e+15}}
-"""
+        path = p.config_file(
+            tmp_path,
+            {
+                "label": ("Label", "9.007199254740993e+15"),
+                "half": ("Half", "9007199254740992.5"),
+                "plain": ("Plain", "2.5"),
+                "codes": ("Codes", "[-9.007_199_254_740_993e+15, 1.0e+16]"),
+                "total": ("Total", "9.007199254740993e+15"),
+                "even": ("Even", "9.007199254740992e+15"),
+                "tenth": ("Tenth", "1.50"),
+                "kilo": ("Kilo", "1.0e+3"),
+                "gain": ("Gain", "1.50"),
+                "count": ("Count", "1.0e+3"),
+            },
         )
         cfg = load_config(path)
+        actions = list(cfg.actions)
         async with agent_side(cfg) as (src, runner):
             assert not src.target_errors, src.target_errors
-            await runner.handle(["label", "half", "plain", "codes", "total"], result("NG", 0), None)
+            await runner.handle(list(actions), result("NG", 0), None)
             await runner.flush(timeout_s=5)
             assert await p.read() == {
                 "Label": "9.007199254740993e+15",  # was '9007199254740992.0'
                 "Half": "9007199254740992.5",  # was '9007199254740992.0'
                 "Plain": "2.5",
-                "Codes": ["-9.007199254740993e+15", "1e+16"],  # 1.0e+16 is its float: its text as before
+                "Codes": ["-9.007199254740993e+15", "1.0e+16"],  # was '1e+16'
                 "Total": 2**53 + 1,
+                "Even": "9.007199254740992e+15",  # was '9007199254740992.0'
+                "Tenth": "1.50",  # was '1.5'
+                "Kilo": "1.0e+3",  # was '1000.0'
+                "Gain": 1.5,
+                "Count": 1000,
             }
-        assert all(runner.stats[a]["ok"] == 1 for a in ("label", "half", "plain", "codes", "total")), (
-            runner.stats
-        )
+        assert all(runner.stats[a]["ok"] == 1 for a in actions), runner.stats
 
 
 async def test_a_number_too_small_for_a_double_is_refused_by_a_float_or_double_node_not_written_as_0(
@@ -448,7 +443,6 @@ async def test_a_number_too_small_for_a_double_is_refused_by_a_float_or_double_n
             "Small": ua.Variant(5.0, ua.VariantType.Float),
         }
     ) as p:
-        path = tmp_path / "line1.yaml"
         values = {
             "gain": ("Gain", "1.0e-400"),
             "limit": ("Limit", "1.0e-400"),
@@ -458,17 +452,7 @@ async def test_a_number_too_small_for_a_double_is_refused_by_a_float_or_double_n
             "label": ("Label", "1.0e-400"),
             "small": ("Small", "1.2e-38"),
         }
-        path.write_text(
-            f"""agent: {{id: gw}}
-sources:
-  plc: {{type: opcua, endpoint: "opc.tcp://127.0.0.1:{p.port}/plc/", connect_timeout_s: 2.0}}
-actions:
-"""
-            + "".join(
-                f'  {a}: {{type: opcua_write, source: plc, node_id: "{p.node_id(n)}", value: {v}}}\n'
-                for a, (n, v) in values.items()
-            )
-        )
+        path = p.config_file(tmp_path, values)
         cfg = load_config(path)
         caplog.set_level(logging.WARNING)
         async with agent_side(cfg) as (src, runner):

@@ -31,6 +31,26 @@ class Plc:
         """What each node holds now."""
         return {n: await node.read_value() for n, node in self.nodes.items()}
 
+    def config_file(
+        self, folder: Path, writes: dict[str, tuple[str, str]] | None = None, more: str = ""
+    ) -> Path:
+        """``line1.yaml`` in ``folder``: an agent whose one opcua source ``plc`` is this PLC, with an opcua_write
+        action per ``writes`` entry (action -> (node, its value as the YAML writes it, with any further options
+        after it: ``"false, mode: on_change"``)), then ``more`` (action lines as written, indented)."""
+        path = folder / "line1.yaml"
+        path.write_text(
+            "agent: {id: gw}\n"
+            "sources:\n"
+            f'  plc: {{type: opcua, endpoint: "opc.tcp://127.0.0.1:{self.port}/plc/", connect_timeout_s: 2.0}}\n'
+            "actions:\n"
+            + "".join(
+                f'  {a}: {{type: opcua_write, source: plc, node_id: "{self.node_id(n)}", value: {v}}}\n'
+                for a, (n, v) in (writes or {}).items()
+            )
+            + more
+        )
+        return path
+
 
 @contextlib.asynccontextmanager
 async def plc(variables: dict[str, ua.Variant]) -> AsyncIterator[Plc]:

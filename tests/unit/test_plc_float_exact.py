@@ -124,3 +124,42 @@ def test_a_number_an_lreal_holds_only_as_a_subnormal_is_refused_as_a_real_one_be
         float_for_plc(1.0e-320, single=False)
     for ok in (2.2250738585072014e-308, -2.2250738585072014e-308, 1.0e-300, 0.0, -0.0):
         assert float_for_plc(ok, single=False) == ok
+
+
+def test_a_string_metric_gets_every_config_number_as_written(tmp_path):
+    """A String metric got a config's number as its float's text: ``9.007199254740992e+15`` as
+    '9007199254740992.0', ``1.50`` as '1.5', ``1.0e+3`` as '1000.0'. It gets the text the config holds (YAML's
+    ``_`` dropped), every other metric the number; a number elsewhere in the config stays a plain float."""
+    from edge_agent.config import load_config
+
+    path = tmp_path / "line1.yaml"
+    texts = ["9.007199254740992e+15", "1.50", "1.0e+3", "1_000.5", "2.5", "-0.0"]
+    path.write_text(
+        "agent: {id: gw}\n"
+        "sources:\n  plc: {type: opcua, endpoint: 'opc.tcp://127.0.0.1:4840/', connect_timeout_s: 2.50}\n"
+        "actions:\n"
+        + "".join(
+            f"  a{i}: {{type: opcua_write, source: plc, node_id: 'ns=2;s=X', value: {t}}}\n"
+            for i, t in enumerate(texts)
+        )
+    )
+    cfg = load_config(path)
+    values = [cfg.actions[f"a{i}"].value for i in range(len(texts))]
+    assert [command_value(sp.DataType.STRING, v, "g/n/label") for v in values] == [
+        "9.007199254740992e+15",
+        "1.50",
+        "1.0e+3",
+        "1000.5",
+        "2.5",
+        "-0.0",
+    ]
+    assert [command_value(sp.DataType.DOUBLE, v, "g/n/limit") for v in values] == [
+        9007199254740992.0,
+        1.5,
+        1000.0,
+        1000.5,
+        2.5,
+        -0.0,
+    ]
+    assert command_value(sp.DataType.INT64, values[2], "g/n/count") == 1000
+    assert type(cfg.sources["plc"].connect_timeout_s) is float
