@@ -173,7 +173,8 @@ def expect_writes(cfg: AgentConfig, sources: dict[str, Any]) -> None:
         src = sources.get(src_name)
         if src is not None and hasattr(src, "expect_writes"):
             src.expect_writes(
-                [(node_id, value, write_value_note(cfg, loc), loc) for loc, node_id, value in targets]
+                [(node_id, value, write_value_note(cfg, loc), loc) for loc, node_id, value in targets],
+                where=cfg.where,
             )
 
 

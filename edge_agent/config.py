@@ -1103,6 +1103,11 @@ class AgentConfig(_Model):
         texts for the cloud never carry (``edge_agent.cloud_text``)."""
         return self._env_values
 
+    @property
+    def where(self) -> str:
+        """The config's file as its errors name it (``<config>`` for one given as a mapping)."""
+        return self._where
+
     def path(self, p: str) -> Path:
         q = Path(p)
         return q if q.is_absolute() else Path(self.base_dir) / q

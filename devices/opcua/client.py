@@ -2627,6 +2627,7 @@ class OpcUaSource:
         # and whether the node itself fails (missing, read-only, not a variable) rather than the value
         self._target_listeners: list[Callable[[str, Any, str | None, bool, str | None], None]] = []
         self.target_errors: dict[str, str] = {}  # node_id -> why writes to it will fail
+        self._targets_where: str | None = None  # the file of the places that write (``expect_writes``)
         # the targets found failing at the last connect's check (or a re-check since), each with why (one per value
         # checked): one failing for the same reason at every connect is one standing condition, counted and said
         # once, not again at each reconnect; a new reason is said and counted (``_check_targets``)
@@ -4628,6 +4629,7 @@ class OpcUaSource:
     def expect_writes(
         self,
         targets: list[tuple[str, Any]] | list[tuple[str, Any, Any]] | list[tuple[str, Any, Any, str | None]],
+        where: str | None = None,
     ) -> None:
         """Nodes (and values) this source will be asked to write: checked after every connect, so that a
         missing, read-only or wrongly typed target is reported at start, not at the first defect. A target may
@@ -4635,7 +4637,10 @@ class OpcUaSource:
         check's and its writes'), by the one who knows where the value came from (a gateway variable), and the
         place that writes it (``actions.label.value``): a write saying that place (``write(..., at=)``) gets that
         place's note. Keyed by node and value, two actions writing one value to one node (one from a variable, one
-        the config's own) had each other's refusal said with the variable."""
+        the config's own) had each other's refusal said with the variable. ``where``: the file that holds those
+        places (the config's path), named before the place in a refusal at connect (``actions.label.value`` named
+        no file)."""
+        self._targets_where = where
         self._write_targets = [(t[0], t[1]) for t in targets]
         self._target_notes = [(t[2] if len(t) > 2 else None, t[3] if len(t) > 3 else None) for t in targets]
         self._write_notes = {t[3]: t[2] for t in targets if len(t) > 3 and t[2] is not None}  # type: ignore[misc]
@@ -4714,7 +4719,11 @@ class OpcUaSource:
                     # the place that writes the value refused: "cannot write True" named no field, and for an
                     # output's value false it was the implied reset's (its opposite), a value the config nowhere
                     # holds (a note, a gateway variable's, names the place itself)
-                    why = f"{at}: {why}"
+                    why = (
+                        f"{at}: {why}"
+                        if self._targets_where is None
+                        else f"{self._targets_where}: {at}: {why}"
+                    )
                 # a node's first value refused is said (its value before its reset): the last one was kept, so
                 # value: false to a String node was shown as "cannot write True", the reset no one wrote
                 if only is None:

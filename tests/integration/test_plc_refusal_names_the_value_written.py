@@ -23,32 +23,29 @@ async def test_a_value_refused_at_connect_is_named_as_written_with_its_field_not
             "Mode": ua.Variant("", ua.VariantType.String),
         }
     ) as p:
-        path = tmp_path / "line1.yaml"
-        path.write_text(
-            f"""agent: {{id: gw}}
-sources:
-  plc: {{type: opcua, endpoint: "opc.tcp://127.0.0.1:{p.port}/plc/", connect_timeout_s: 2.0}}
-actions:
-  label: {{type: opcua_write, source: plc, node_id: "{p.node_id("Label")}", value: false, mode: on_change}}
-  level: {{type: opcua_write, source: plc, node_id: "{p.node_id("Level")}", value: true}}
-  mode: {{type: opcua_write, source: plc, node_id: "{p.node_id("Mode")}", value: AUTO, reset_value: true,
-          mode: on_change}}
-"""
+        path = p.config_file(
+            tmp_path,
+            {
+                "label": ("Label", "false, mode: on_change"),
+                "level": ("Level", "true"),
+                "mode": ("Mode", "AUTO, reset_value: true, mode: on_change"),
+            },
         )
         cfg = load_config(path)
         async with agent_side(cfg) as (src, _runner):
             said = dict(src.target_errors)
         label, level, mode = (said[p.node_id(n)] for n in ("Label", "Level", "Mode"))
-        # was: "node ... is String; cannot write True (bool): write text", the implied reset's
+        # was: "node ... is String; cannot write True (bool): write text", the implied reset's; then
+        # "actions.label.value: node ...", naming the field but not the file
         assert label.startswith(
-            f"actions.label.value: node {p.node_id('Label')} is String; cannot write False"
+            f"{path}: actions.label.value: node {p.node_id('Label')} is String; cannot write False"
         ), said
         assert level.startswith(
-            f"actions.level.value: node {p.node_id('Level')} is Double; cannot write True"
+            f"{path}: actions.level.value: node {p.node_id('Level')} is Double; cannot write True"
         ), said
         # a reset_value written and refused is named as such (the value AUTO fits the node): its True as written
         assert mode.startswith(
-            f"actions.mode.reset_value: node {p.node_id('Mode')} is String; cannot write True"
+            f"{path}: actions.mode.reset_value: node {p.node_id('Mode')} is String; cannot write True"
         ), said
         errors = await _online_errors(cfg, str(path))
     assert not [e for e in errors if "actions.label.reset_value" in e or "actions.level.reset_value" in e], (
