@@ -1445,6 +1445,12 @@ class Control:
         for a in agents:
             prev = dep["previous"].get(a)
             t = dep["targets"][a]
+            if prev and not config and prev.get("digest") == dep["digest"]:
+                # the agent said it ran this very version as the rollout began: an earlier rollout's candidate its
+                # health check had just rolled back, its state report a heartbeat behind. No way back: sent as
+                # the previous version (an admin's rollback, no health window), the version the halt is about was
+                # installed again and served for good, and this target turned from rolled_back to healthy
+                prev = None
             if prev and not config:
                 k = (prev["package"], prev["version"])
                 if k not in withdrawn:

@@ -452,3 +452,22 @@ def test_an_agent_taken_over_before_it_installed_the_older_rollouts_version_is_n
     c.on_report("gw1", newer["id"], "vision", "1.2.0", "healthy", True, "", {})
     c.tick()
     assert [d["version"] for d in c.desired_state("gw2")[1]] == ["1.2.0"]
+
+
+def test_a_halt_never_sends_back_as_previous_the_version_it_halts_on(registry_control):
+    """A new rollout of a version the agent's health check had just rolled back, created before the agent's next
+    state report: the fleet took the candidate it still reported running for its previous version. The agent
+    rolled the new rollout back too, and the halt sent it that same version "back" as an admin's rollback (no
+    health window): installed again and served for good, its target turned from rolled_back to healthy."""
+    c, e = registry_control
+    _runs(c, "gw1", e["1.0.0"])
+    a = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]})
+    c.on_report("gw1", a["id"], "vision", "1.1.0", "active", True, "", {})
+    _runs(c, "gw1", e["1.1.0"])  # its state report with the candidate serving, the last before the verdict
+    c.on_report("gw1", a["id"], "vision", "1.1.0", "rolled_back", False, "health check failed: NaN", {})
+    b = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]})
+    c.on_report("gw1", b["id"], "vision", "1.1.0", "rolled_back", False, "health check failed: NaN", {})
+    assert c.get(b["id"])["state"] == "halted"
+    sent = [(s["version"], s["deployment_id"]) for s in c.desired_state("gw1")[1]]
+    assert ("1.1.0", b["id"] + ":rollback") not in sent, sent  # was: 1.1.0 sent back as B's rollback
+    assert c.get(b["id"])["targets"]["gw1"]["status"] == "rolled_back"
