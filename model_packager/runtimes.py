@@ -234,13 +234,11 @@ _THREAD = threading.local()  # .helpers: the Helpers of this thread's loading (`
 HELPER_NICE = 5
 HELPER_TIMEOUT_S = 300.0
 # How both helpers (the OpenVINO one here, ONNX Runtime's preflight below) begin, before the interpreter does
-# anything heavy: their lower priority, first in line for the out-of-memory killer, and ``peak()``, their peak
-# resident memory in KiB (VmHWM is this image's own: ru_maxrss keeps the forking parent's peak across exec).
-_HELPER_PRELUDE = f"""try:
-    os.nice({HELPER_NICE})
-except OSError:
-    pass
-try:
+# anything heavy: first in line for the out-of-memory killer, and ``peak()``, their peak resident memory in KiB
+# (VmHWM is this image's own: ru_maxrss keeps the forking parent's peak across exec). Their priority is set by
+# the process that starts them (``_lower_priority``), once: a helper that also lowered itself by HELPER_NICE
+# ran 10 steps below the agent (110 against 1024), a third of the share HELPER_NICE was chosen for.
+_HELPER_PRELUDE = """try:
     with open("/proc/self/oom_score_adj", "w") as f:
         f.write("1000")
 except OSError:
@@ -252,8 +250,8 @@ def peak():
     except (OSError, StopIteration, ValueError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 """
-# The helper: its priority first (before the interpreter does anything heavy), first in line for the
-# out-of-memory killer, then only openvino is imported (none of our packages: nothing to find on the path,
+# The helper (at its priority from its start: ``_lower_priority``): first in line for the out-of-memory
+# killer before the interpreter does anything heavy, then only openvino is imported (none of our packages: nothing to find on the path,
 # nothing more to load). It prints its peak resident memory above what it had with openvino imported
 # after each step (open, compile, first golden item); a run that does not end in time is left (the exit
 # ends it: OpenVINO cannot stop a run).
@@ -290,12 +288,19 @@ if len(sys.argv) > 5:  # then the first golden input, as the smoke test runs it,
 
 
 def _lower_priority(pid: int, nice: int = HELPER_NICE) -> None:
-    """The helper at its lower priority from its first instant (it does the same itself once running).
+    """The helper ``nice`` steps below this process's main thread (an agent's event loop), at most 19, whichever
+    thread started it: a helper begins at the niceness of the thread that started it, which in an agent is a
+    model's loading thread, already lowered (``edge_agent.priority``). Never above that thread's priority
+    either. Set here, right after the start, and only here: set to ``nice`` itself (not a step relative to
+    anything) and then lowered by the helper's own ``os.nice(nice)``, it ended 10 steps below the agent
+    (or, where the start ran as root in a process already nice, above its own loading thread's priority).
     Never SCHED_IDLE: see HELPER_NICE."""
     import os
 
     try:
-        os.setpriority(os.PRIO_PROCESS, pid, nice)
+        want = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + nice)  # (the main thread's id: the pid)
+        if os.getpriority(os.PRIO_PROCESS, pid) < want:
+            os.setpriority(os.PRIO_PROCESS, pid, want)
     except (OSError, AttributeError):
         pass
 
