@@ -113,11 +113,31 @@ class ShownFloat(float):
         return (float(self), self.text)
 
 
+class ShownInt(int):
+    """An integer read from a config's text that shows it in another form than its digits (``0x7FFF``, ``+1``,
+    ``1_000``: 32767, 1, 1000 to YAML): ``text`` is what the config shows, and what a String node or metric gets
+    (``number_as_written``); every other reader gets the integer (its repr and str are the integer's). (An int
+    subclass cannot have slots: ``text`` lives in its ``__dict__``.)"""
+
+    text: str
+
+    def __new__(cls, value: int, text: str) -> ShownInt:
+        self = super().__new__(cls, value)
+        self.text = text
+        return self
+
+    def __getnewargs__(self) -> tuple[int, str]:  # type: ignore[override]  # copies and pickles keep text
+        return (int(self), self.text)
+
+
 def number_as_written(value: Any) -> str | None:
     """A config's number kept with its text (``WholeFloat``, ``FractionFloat``, ``ShownFloat``) as that text shows
     it, YAML's digit separators (``_``) dropped: what a String node or metric gets, the number the line engineer
-    wrote (``9.007199254740992e+15``, not 9007199254740992.0; ``1.50``, not 1.5); None for any other value."""
-    return value.text.replace("_", "") if isinstance(value, WholeFloat | FractionFloat | ShownFloat) else None
+    wrote (``9.007199254740992e+15``, not 9007199254740992.0; ``1.50``, not 1.5; ``0x7FFF``, not 32767); None for
+    any other value."""
+    if isinstance(value, WholeFloat | FractionFloat | ShownFloat | ShownInt):
+        return value.text.replace("_", "")
+    return None
 
 
 FLOAT32_MAX = 3.4028234663852886e38

@@ -56,7 +56,7 @@ from pydantic import (
 )
 
 from devices import SOURCE_TYPES, load_object
-from devices.base import FractionFloat, ShownFloat, WholeFloat
+from devices.base import FractionFloat, ShownFloat, ShownInt, WholeFloat
 from devices.opcua.settings import DATETIME_RANGE
 from devices.opcua.settings import guess_tag as _guess_tag  # noqa: F401  (its home moved; kept for imports)
 from edge_agent.action_base import ActionSettings, RetrySettings  # noqa: F401  (RetrySettings: re-exported)
@@ -320,6 +320,7 @@ _WRITTEN = (
     InstanceOf[WholeFloat]
     | InstanceOf[FractionFloat]
     | InstanceOf[ShownFloat]
+    | InstanceOf[ShownInt]
     | _SCALAR
     | Annotated[bytes, Strict()]
 )
@@ -2481,6 +2482,7 @@ def _yaml_misreads(text: str) -> list[str]:
 
 
 _FLOAT_TAG = "tag:yaml.org,2002:float"
+_INT_TAG = "tag:yaml.org,2002:int"
 
 
 def _float_misreads(ev: Any, path: str, out: list[str], *, tagged: bool = False) -> None:
@@ -2598,7 +2600,18 @@ def _exact_loader_class() -> Any:
             self.made.append(shown)
             return shown
 
+    as_yaml_reads_int = base.yaml_constructors[_INT_TAG]
+
+    def construct_shown_int(self: Any, node: yaml.ScalarNode) -> Any:
+        n = as_yaml_reads_int(self, node)
+        if type(n) is int and node.value != str(n):  # 0x7FFF, +1, 1_000: a String node gets it as written
+            shown = ShownInt(n, node.value)
+            self.made.append(shown)
+            return shown
+        return n
+
     Loader.add_constructor(_FLOAT_TAG, Loader.construct_shown_float)
+    Loader.add_constructor(_INT_TAG, construct_shown_int)
     return Loader
 
 
@@ -2634,6 +2647,8 @@ def _keep_exact_writes(doc: Any) -> Any:
     memo: dict[int, Any] = {}
 
     def plain(x: Any) -> Any:
+        if isinstance(x, ShownInt):
+            return int(x)
         if isinstance(x, WholeFloat | FractionFloat | ShownFloat):
             return float(x)
         if not isinstance(x, dict | list):
@@ -2656,8 +2671,11 @@ def _keep_exact_writes(doc: Any) -> Any:
 
     def written(v: Any) -> Any:
         if isinstance(v, list):
-            return [x if isinstance(x, WholeFloat | FractionFloat | ShownFloat) else plain(x) for x in v]
-        return v if isinstance(v, WholeFloat | FractionFloat | ShownFloat) else plain(v)
+            return [
+                x if isinstance(x, WholeFloat | FractionFloat | ShownFloat | ShownInt) else plain(x)
+                for x in v
+            ]
+        return v if isinstance(v, WholeFloat | FractionFloat | ShownFloat | ShownInt) else plain(v)
 
     if not isinstance(doc, dict) or not isinstance(doc.get("actions"), dict):
         return plain(doc)

@@ -360,22 +360,28 @@ def _exact_number(text: str) -> object:
         return text
 
 
+def _kind(x: Any) -> type:
+    """The type of a built value, a loader's number kept with its text (an int or float subclass) as its number's."""
+    if isinstance(x, bool):
+        return bool
+    return int if isinstance(x, int) else float if isinstance(x, float) else type(x)
+
+
 def _built_alike(a, b) -> bool:
     """Whether two built values are the same value of the same type (``yes`` and ``true`` are, ``1`` and
     ``true`` are not), lists and mappings item by item."""
     if a is b:
         return True
-    if type(a) is not type(b):
+    if _kind(a) is not _kind(b):
         return False
     if isinstance(a, float):
         # a float kept with the text it was read from (a loader's exact number: 1.8014398509481985e+16 and
         # 1.8014398509481986e+16 are one double) is alike only with a text of the same exact number
-        # (1.8014398509481985e+16 and 18014398509481.985e+3 are one number, written two ways)
+        # (1.8014398509481985e+16 and 18014398509481.985e+3 are one number, written two ways); a float kept
+        # without one, by its shortest text (1.50 kept as written and 1.5 are one number)
         text_a, text_b = getattr(a, "text", None), getattr(b, "text", None)
         if text_a != text_b:
-            return (
-                text_a is not None and text_b is not None and _exact_number(text_a) == _exact_number(text_b)
-            )
+            return _exact_number(text_a or float.__repr__(a)) == _exact_number(text_b or float.__repr__(b))
         return a == b or (a != a and b != b)  # .nan written twice
     if isinstance(a, list):
         return len(a) == len(b) and all(_built_alike(x, y) for x, y in zip(a, b, strict=True))

@@ -146,6 +146,7 @@ from devices.base import (
     Quality,
     Reading,
     ShownFloat,
+    ShownInt,
     WholeFloat,
     float_for_plc,
     number_as_written,
@@ -570,8 +571,10 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     # a String metric gets the number the config's text shows (9.007199254740993e+15), not its float's
     # 9007199254740992.0; YAML's digit separators dropped
     shown_text = number_as_written(value)
-    if isinstance(value, ShownFloat):  # its text is for a String metric only: the float to every other
+    if isinstance(value, ShownFloat):  # its text is for a String metric only: the number to every other
         value = float(value)
+    elif isinstance(value, ShownInt):
+        value = int(value)
     elif isinstance(value, WholeFloat):
         value = value.whole if dt in _INT_RANGE else float(value)
     elif isinstance(value, FractionFloat) and dt not in _INT_RANGE and dt is not sp.DataType.BOOLEAN:

@@ -104,6 +104,7 @@ from devices.base import (
     Quality,
     Reading,
     ShownFloat,
+    ShownInt,
     WholeFloat,
     float_for_plc,
     number_as_written,
@@ -591,8 +592,10 @@ def _convert_scalar(
     written = value if isinstance(value, WholeFloat | FractionFloat) else None
     # the number a config's text shows, for a String node: 9.007199254740993e+15 was sent as '9007199254740992.0'
     shown_text = number_as_written(value)
-    if isinstance(value, ShownFloat):  # its text is for a String node only: the float to every other
+    if isinstance(value, ShownFloat):  # its text is for a String node only: the number to every other
         value = float(value)
+    elif isinstance(value, ShownInt):
+        value = int(value)
     if isinstance(value, WholeFloat | FractionFloat):
         # a config's 9.007199254740993e+15: an integer node gets the whole number the text shows, every other
         # type the float (a node holding a type judges it as that type, below); its 9007199254740992.5 is a

@@ -372,7 +372,8 @@ async def test_a_string_node_gets_a_number_a_float_does_not_hold_as_the_config_w
     too, its fraction gone. The text is the number the line engineer wrote: a String node gets it as written
     (an array's element too), a plain float its text as before (``2.5``), an Int64 node still the whole number.
     So is every number: ``9.007199254740992e+15``, which a float holds, arrived as '9007199254740992.0', ``1.50`` as
-    '1.5', ``1.0e+3`` as '1000.0', ``1.0e+16`` as '1e+16'; a Double and an Int32 node still get their numbers."""
+    '1.5', ``1.0e+3`` as '1000.0', ``1.0e+16`` as '1e+16', ``0x7FFF`` as '32767'; a Double and an integer node still
+    get their numbers."""
     async with plc(
         {
             "Label": ua.Variant("", ua.VariantType.String),
@@ -385,6 +386,8 @@ async def test_a_string_node_gets_a_number_a_float_does_not_hold_as_the_config_w
             "Kilo": ua.Variant("", ua.VariantType.String),
             "Gain": ua.Variant(0.0, ua.VariantType.Double),
             "Count": ua.Variant(0, ua.VariantType.Int32),
+            "Code": ua.Variant("", ua.VariantType.String),
+            "Mask": ua.Variant(0, ua.VariantType.UInt16),
         }
     ) as p:
         path = p.config_file(
@@ -400,6 +403,8 @@ async def test_a_string_node_gets_a_number_a_float_does_not_hold_as_the_config_w
                 "kilo": ("Kilo", "1.0e+3"),
                 "gain": ("Gain", "1.50"),
                 "count": ("Count", "1.0e+3"),
+                "code": ("Code", "0x7FFF"),
+                "mask": ("Mask", "0x7FFF"),
             },
         )
         cfg = load_config(path)
@@ -419,6 +424,8 @@ async def test_a_string_node_gets_a_number_a_float_does_not_hold_as_the_config_w
                 "Kilo": "1.0e+3",  # was '1000.0'
                 "Gain": 1.5,
                 "Count": 1000,
+                "Code": "0x7FFF",  # was '32767'
+                "Mask": 32767,
             }
         assert all(runner.stats[a]["ok"] == 1 for a in actions), runner.stats
 

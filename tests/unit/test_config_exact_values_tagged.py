@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from devices.base import FractionFloat, WholeFloat
 from devices.mqtt.sparkplug_host import command_value
 from edge_agent.config import ConfigError, load_config
 from protocols import sparkplug as sp
@@ -47,4 +48,6 @@ def test_a_tagged_whole_number_with_an_exponent_reaches_an_integer_metric_as_the
     assert command_value(sp.DataType.INT64, value, "total") == 2**53 + 1  # was 9007199254740992
     for plain in ("!!float 2.5", "!!float 10", "!!float 1.0e+16"):  # exact: the float, as before
         value = load_config(_sparkplug_config(tmp_path, plain, "Double")).actions["total"].value
-        assert type(value) is float and value == float(plain.split()[1])
+        # the float (a String metric gets its text, ``ShownFloat``), not a number the text shows apart from it
+        assert not isinstance(value, WholeFloat | FractionFloat) and value == float(plain.split()[1])
+        assert command_value(sp.DataType.DOUBLE, value, "total") == float(plain.split()[1])

@@ -263,12 +263,22 @@ def test_merged_mappings_that_agree_or_a_key_the_mapping_gives_itself_are_read_a
         ("a: &a {enabled: yes}\nb: &b {enabled: true}\n", {"enabled": True}),
         ("a: &a {unit: ~}\nb: &b {unit: null}\n", {"unit": None}),
         ("a: &a {qos: 0x10}\nb: &b {qos: 16}\n", {"qos": 16}),
+        ("a: &a {gain: 1.50}\nb: &b {gain: 1.5}\n", {"gain": 1.5}),
+        ("a: &a {gain: 1.0e+3}\nb: &b {gain: 1000.0}\n", {"gain": 1000.0}),
         (  # a preset that overrides the base both merge: the merge spec and PyYAML both give qos 2
             "base: &base {qos: 1, retain: false}\na: &a {<<: *base, qos: 2}\nb: &b {<<: *base, topic: t}\n",
             {"qos": 2, "retain": False, "topic": "t"},
         ),
     ],
-    ids=["equal-lists", "yes-true", "tilde-null", "hex-decimal", "override-of-a-shared-base"],
+    ids=[
+        "equal-lists",
+        "yes-true",
+        "tilde-null",
+        "hex-decimal",
+        "float-spelt-twice",
+        "exponent-point",
+        "override-of-a-shared-base",
+    ],
 )
 def test_merged_mappings_that_agree_however_spelt_are_read_as_written(presets, expected):
     """c302631e refused these (``given differently by two merged mappings``): the mappings agree, and a

@@ -129,11 +129,23 @@ def test_a_number_an_lreal_holds_only_as_a_subnormal_is_refused_as_a_real_one_be
 def test_a_string_metric_gets_every_config_number_as_written(tmp_path):
     """A String metric got a config's number as its float's text: ``9.007199254740992e+15`` as
     '9007199254740992.0', ``1.50`` as '1.5', ``1.0e+3`` as '1000.0'. It gets the text the config holds (YAML's
-    ``_`` dropped), every other metric the number; a number elsewhere in the config stays a plain float."""
+    ``_`` dropped), every other metric the number; a number elsewhere in the config stays a plain float. So does an
+    integer written in another form than its digits: ``0x7FFF`` was sent as '32767', ``+1`` as '1'."""
     from edge_agent.config import load_config
 
     path = tmp_path / "line1.yaml"
-    texts = ["9.007199254740992e+15", "1.50", "1.0e+3", "1_000.5", "2.5", "-0.0"]
+    texts = [
+        "9.007199254740992e+15",
+        "1.50",
+        "1.0e+3",
+        "1_000.5",
+        "2.5",
+        "-0.0",
+        "0x7FFF",
+        "+1",
+        "1_000",
+        "7",
+    ]
     path.write_text(
         "agent: {id: gw}\n"
         "sources:\n  plc: {type: opcua, endpoint: 'opc.tcp://127.0.0.1:4840/', connect_timeout_s: 2.50}\n"
@@ -152,6 +164,10 @@ def test_a_string_metric_gets_every_config_number_as_written(tmp_path):
         "1000.5",
         "2.5",
         "-0.0",
+        "0x7FFF",
+        "+1",
+        "1000",
+        "7",
     ]
     assert [command_value(sp.DataType.DOUBLE, v, "g/n/limit") for v in values] == [
         9007199254740992.0,
@@ -160,6 +176,13 @@ def test_a_string_metric_gets_every_config_number_as_written(tmp_path):
         1000.5,
         2.5,
         -0.0,
+        32767.0,
+        1.0,
+        1000.0,
+        7.0,
     ]
+    assert [command_value(sp.DataType.INT16, v, "g/n/count") for v in values[6:]] == [32767, 1, 1000, 7]
+    assert command_value(sp.DataType.BOOLEAN, values[7], "g/n/flag") is True
     assert command_value(sp.DataType.INT64, values[2], "g/n/count") == 1000
     assert type(cfg.sources["plc"].connect_timeout_s) is float
+    assert [type(v).__name__ for v in values[6:]] == ["ShownInt", "ShownInt", "ShownInt", "int"]
