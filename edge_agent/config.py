@@ -2639,8 +2639,9 @@ def _keep_exact_writes(doc: Any) -> Any:
     YAML's float again, except in an action's write value (``actions.<name>.value``, ``reset_value``, or an
     element of either): ``value: 9.007199254740993e+15`` for an Int64 node reached the PLC as 9007199254740992,
     counted ok, nothing said; an integer node or metric now gets 9007199254740993 (a ``WholeFloat``), and
-    ``9007199254740992.5`` is refused by it as 2.5 is (a ``FractionFloat``). Every other reader (a Float or Double
-    node, a String node's text) gets the float, as before: the node's type is known only online, so such a value
+    ``9007199254740992.5`` is refused by it as 2.5 is (a ``FractionFloat``); a String node gets the text of every
+    number written in another form than Python prints it (a ``ShownFloat``, ``ShownInt``: ``1.50``, ``0x7FFF``).
+    Every other reader (a Float or Double node) gets the float, as before: the node's type is known only online, so such a value
     is kept exact rather than refused at load. Elsewhere (a threshold, a rule's limit) the float, as before. A
     mapping or list is copied where it changes, never changed in place: an alias may share it with a write
     value."""
