@@ -80,6 +80,7 @@ def package(tmp_path_factory):
                 int8_min_agreement=0.0,
                 int8_max_deviation=1e3,
                 calibration=16,
+                openvino=False,  # served on ONNX Runtime here: no OpenVINO form built
             ),
             log=lambda msg: None,
         )
