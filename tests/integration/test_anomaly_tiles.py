@@ -15,6 +15,7 @@ import pytest
 
 from cloud_trainer.cli import main as trainer
 from cloud_trainer.train import anomaly as A
+from model_packager import load_trusted_keys
 from tests.support.bracket_frames import frame, write_good_folder
 from tests.support.models import make_keypair
 
@@ -65,7 +66,8 @@ async def _judge(pkg: str, pub: Path, data: Path, frames: list[np.ndarray]):
     from edge_agent.models.config import ModelConfig
     from edge_agent.models.slot import ModelSlot
 
-    s = ModelSlot("cam", ModelConfig(package=pkg, engine="onnxruntime"), data, [pub])
+    # the key loaded: the slot installs in this process, no install child (the install is not judged here)
+    s = ModelSlot("cam", ModelConfig(package=pkg, engine="onnxruntime"), data, load_trusted_keys([pub]))
     await s.start()
     try:
         return s.manifest, [

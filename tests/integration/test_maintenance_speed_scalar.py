@@ -18,6 +18,7 @@ from edge_agent.maintenance.settings import BaselineSettings
 from edge_agent.models.config import ModelConfig
 from edge_agent.models.slot import ModelSlot
 from edge_agent.pipelines import Pipeline
+from model_packager import load_trusted_keys
 from tests.support.models import make_keypair
 from tests.support.once import built_once
 
@@ -97,7 +98,10 @@ async def _pump(
     results and the pipeline's status at the end."""
     pkg, pub, _ = package
     slot = ModelSlot(
-        "health", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [str(pub)]
+        "health",
+        ModelConfig(package=str(pkg), engine="onnxruntime"),
+        tmp_path / "data",
+        load_trusted_keys([pub]),  # loaded: installed in this process, no install child (not judged here)
     )
     await slot.start()
     results: list = []

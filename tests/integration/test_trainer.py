@@ -117,9 +117,10 @@ def test_maintenance_build_learns_publishes_and_loads_in_an_agent_slot(tmp_path,
     )
     assert {e.engine for e in man.engines} >= {"onnxruntime"}
     assert man.provenance.onnx_opset == rep["export"]["onnx_opset"] >= 17 and man.provenance.dynamic_batch
-    slot = ModelSlot(
-        "health", ModelConfig(package=out["package"]), tmp_path / "agent", [v1 / "keys" / "signing.pub"]
-    )
+    from model_packager import load_trusted_keys
+
+    keys = load_trusted_keys([v1 / "keys" / "signing.pub"])  # installed in this process: no install child
+    slot = ModelSlot("health", ModelConfig(package=out["package"]), tmp_path / "agent", keys)
 
     async def infer():
         await slot.start()

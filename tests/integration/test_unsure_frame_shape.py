@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from cloud_trainer.train import anomaly as A
+from model_packager import load_trusted_keys
 from tests.support.models import make_keypair
 from tests.support.once import built_once
 from tests.support.plates import DEFECTS, plate
@@ -99,7 +100,9 @@ async def _verdicts(builds, data: Path, name: str, engine: str, frames: dict[str
         "vision",
         ModelConfig(package=builds[name], engine=engine),
         data / f"d-{name}",
-        [builds["pub"]],
+        load_trusted_keys(
+            [builds["pub"]]
+        ),  # loaded: installed in this process (the install is not judged here)
     )
     await s.start()
     try:
@@ -169,7 +172,7 @@ async def test_a_frame_of_other_than_8_bit_pixels_is_refused_named_never_judged(
         "vision",
         ModelConfig(package=builds["whole"], engine="onnxruntime"),
         tmp_path / "d-bits",
-        [builds["pub"]],
+        load_trusted_keys([builds["pub"]]),
     )
     await s.start()
     try:
