@@ -59,7 +59,9 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from operator import contains
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -410,6 +412,7 @@ def read_csv(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Rec
     first = next((ln.strip() for ln in head.splitlines() if ln.strip()), "")
     skip = 1 if _EXCEL_SEP.fullmatch(first) else 0
     index = _pandas_index(head, delimiter, skip)
+    del head  # (up to CSV_SNIFF_LINES lines of text: not held while the file is read)
     try:
         return _read_csv(path, rate_hz, delimiter, comma_ok, decimal_comma, skip, pick, index)
     except _CommaLater:
@@ -544,12 +547,15 @@ def _read_csv(
         parts: dict[int, list[np.ndarray]] = {k: [] for k in chans}
         tparts: list[np.ndarray] = []
         line_parts: list[np.ndarray] = []
-        rows: list[list[str]] = []
+        read = chans if tcol is None else [*chans, tcol]  # the columns parsed: the rest is dropped
+        cols: dict[int, list[str]] = {
+            k: [] for k in read
+        }  # their cells of the rows held, parsed a chunk at a time
         lines: list[int] = []
 
         def flush() -> None:
-            for k in chans if tcol is None else [*chans, tcol]:
-                cells = [r[keep[k]] for r in rows]
+            for k in read:
+                cells = cols[k]
                 if (
                     comma_ok
                     and not decimal_comma
@@ -561,53 +567,132 @@ def _read_csv(
                 else:
                     parts[k].append(_csv_numbers(path, cells, lines, header[k], decimal_comma))
             line_parts.append(np.asarray(lines, dtype=np.int64))
-            rows.clear()
+            for k in read:
+                cols[k].clear()
             lines.clear()
 
         n_rows = 0
         first_time = ""  # the time column's first cell, as written
-        try:
-            for r in reader:
-                if len(r) != width or unnamed or not r[0].strip():  # else: a plain row, checked below
-                    if not "".join(r).strip():
-                        continue  # a blank line
-                    n = reader.line_num
-                    if len(r) > width and "".join(r[width:]).strip():
-                        raise DatasetError(
-                            f"{path}: line {n} has {len(r)} fields but the header {width} ({delimiter!r} "
-                            f"between fields{', a comma in the numbers' if comma_ok else ''}); fix the row "
-                            "or the header"
-                        )
-                    if len(r) < need:
-                        raise DatasetError(
-                            f"{path}: line {n} has {len(r)} fields but the header {width}; fix the row"
-                        )
-                    held = next((i for i in unnamed if i < len(r) and r[i].strip()), None)
-                    if held is not None:
-                        raise DatasetError(
-                            f"{path}: column {held + 1} has no name in the header but holds values (line "
-                            f"{n}); name it"
-                        )
-                rows.append(r)
-                lines.append(reader.line_num)  # the line in the file, blank lines counted
-                n_rows += 1
-                if n_rows == 1 and tcol is not None:
-                    first_time = r[keep[tcol]]
-                if n_rows == 2:
+        firsts: list[tuple[list[str], int]] = []  # the first two rows and their lines
+
+        def check(r: list[str], n: int) -> bool:
+            """A row that is not plain (another width, an unnamed column, no first cell) at line ``n``:
+            False for a blank line, a DatasetError for a row that cannot be read, else True."""
+            if not "".join(r).strip():
+                return False
+            if len(r) > width and "".join(r[width:]).strip():
+                raise DatasetError(
+                    f"{path}: line {n} has {len(r)} fields but the header {width} ({delimiter!r} "
+                    f"between fields{', a comma in the numbers' if comma_ok else ''}); fix the row "
+                    "or the header"
+                )
+            if len(r) < need:
+                raise DatasetError(
+                    f"{path}: line {n} has {len(r)} fields but the header {width}; fix the row"
+                )
+            held = next((i for i in unnamed if i < len(r) and r[i].strip()), None)
+            if held is not None:
+                raise DatasetError(
+                    f"{path}: column {held + 1} has no name in the header but holds values (line {n}); name it"
+                )
+            return True
+
+        def take(got: list[str], at: list[int], span: int) -> None:
+            """Rows read, their cells one after another (``span`` a row; at these lines of the file), in
+            order: the second is checked against a row of units under the header, and every ``chunk``
+            rows are parsed as numbers."""
+            nonlocal n_rows, first_time
+            if n_rows < 2 and at:
+                if n_rows == 0 and tcol is not None:
+                    first_time = got[keep[tcol]]
+                firsts.extend(
+                    (got[j * span : (j + 1) * span], at[j]) for j in range(min(2 - n_rows, len(at)))
+                )
+                if len(firsts) == 2:
                     _not_a_unit_row(
                         path,
-                        [[r[i] for i in keep] for r in rows],
-                        lines,
+                        [[r[i] for i in keep] for r, _ in firsts],
+                        [n for _, n in firsts],
                         header,
                         chans,
                         delimiter,
                         decimal_comma,
                     )
-                if len(rows) >= chunk:
+                    firsts.clear()
+            n_rows += len(at)
+            i = 0
+            while i < len(at):
+                room = chunk - len(lines)
+                for k in read:
+                    cols[k].extend(got[i * span + keep[k] : (i + room) * span : span])
+                lines.extend(at[i : i + room])
+                i += room
+                if len(lines) >= chunk:
                     flush()
+
+        # Read a block of lines at a time. Without a quote in it, each line is one row (its line in the
+        # file known without asking a reader row by row) and its cells are the text between delimiters: a
+        # block whose lines all hold the header's fields is split at once, and each column taken whole.
+        # From a block with a quote in it (a value may run over lines), the rest is read row by row.
+        base = top_line  # lines of the file read so far
+        slow: Any = None
+        limit = csv.field_size_limit()
+        repeat = itertools.repeat
+        buf: list[str] = []
+        buf_at: list[int] = []
+        try:
+            while True:
+                block = list(itertools.islice(fh, max(1, min(chunk - len(lines), chunk // 2))))
+                if not block:
+                    break
+                if any(map(contains, block, repeat('"'))) or max(map(len, block)) > limit:
+                    slow = csv.reader(itertools.chain(block, fh), delimiter=delimiter)
+                    break
+                at = list(range(base + 1, base + 1 + len(block)))
+                base += len(block)
+                bare = list(map(str.rstrip, block, repeat("\r\n")))
+                del block
+                if not unnamed and set(map(str.count, bare, repeat(delimiter))) == {width - 1}:
+                    got = delimiter.join(bare).split(delimiter)
+                    if all(map(str.strip, got[::width])):  # every row has its first cell
+                        del bare
+                        take(got, at, width)
+                        del got
+                        continue
+                    del got
+                for ln, n in zip(bare, at, strict=True):
+                    r = ln.split(delimiter) if ln else []
+                    if (len(r) != width or unnamed or not r[0].strip()) and not check(r, n):
+                        continue
+                    take(r, [n], len(r))
+                del bare
+            if slow is not None:  # plain rows taken a batch at a time, in order with the others
+                for r in slow:
+                    if len(r) == width and not unnamed and r[0].strip():
+                        buf += r
+                        buf_at.append(base + slow.line_num)
+                        if len(buf_at) >= 1024:
+                            take(buf, buf_at, width)
+                            buf, buf_at = [], []
+                        continue
+                    take(buf, buf_at, width)
+                    buf, buf_at = [], []
+                    n = base + slow.line_num
+                    if check(r, n):
+                        take(r, [n], len(r))
+                take(buf, buf_at, width)
         except (csv.Error, UnicodeDecodeError) as exc:
-            last = lines[-1] if lines else int(line_parts[-1][-1]) if line_parts else top_line
-            raise _csv_damage(path, reader, exc, last) from None
+            last = (
+                buf_at[-1]
+                if buf_at
+                else lines[-1]
+                if lines
+                else int(line_parts[-1][-1])
+                if line_parts
+                else top_line
+            )
+            where = SimpleNamespace(line_num=base + (slow.line_num if slow is not None else 0))
+            raise _csv_damage(path, where, exc, last) from None
         if n_rows < 2:
             raise DatasetError(f"{path}: needs a header and at least two rows")
         flush()
@@ -679,11 +764,13 @@ def _csv_times(
 ) -> np.ndarray:
     """A chunk of the time column in seconds: numbers at once where the file's numbers are plain,
     else (ISO 8601, decimal commas) cell by cell."""
-    if not decimal_comma:
-        try:
+    try:
+        if not decimal_comma:
             return np.array(cells, dtype=np.float64) * scale
-        except ValueError:
-            pass
+        if not any("." in c for c in cells):  # seconds with a decimal comma, no thousands point
+            return np.array([c.replace(",", ".") for c in cells], dtype=np.float64) * scale
+    except ValueError:
+        pass
     return np.asarray(
         [
             _csv_time(v, f"{path}: line {n}", scale, comma_ok, decimal_comma)

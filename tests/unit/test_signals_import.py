@@ -744,6 +744,43 @@ def test_a_csv_is_read_in_about_the_memory_of_its_numbers_not_held_whole_as_text
     assert peak < 2 * path.stat().st_size, (peak, path.stat().st_size)
 
 
+def test_a_csv_read_a_block_of_lines_at_a_time_keeps_every_row_and_its_line(tmp_path, monkeypatch):
+    """The reader splits a block of plain lines at once and reads a block with a quote row by row: a
+    quoted value running over a block's end, blank lines, a row with a trailing empty field and a
+    sparse cell still read as before, and a bad row after them is named by its line in the file."""
+    from cloud_trainer.train import signals
+
+    monkeypatch.setattr(signals, "CSV_CHUNK_ROWS", 8, raising=False)  # blocks of 4 lines
+    x = np.arange(40) * 0.25
+    rows = [f"{i / RATE:.6f},{v:.6f}" for i, v in enumerate(x)]
+    rows[5] += ","  # a trailing empty field
+    rows[9] += "\n"  # a blank line (line 12): not a row
+    rows[20] = f"{20 / RATE:.6f},"  # a sparse cell: no value
+    rows[33] += ",1"  # line 36: a field more than the header
+    path = tmp_path / "run.csv"
+    path.write_text("time,a\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DatasetError, match=r"line 36 has 3 fields but the header 2"):
+        signals.read_csv(path, None)
+    rows[33] = rows[33][:-2]
+    rows[12] = f'{12 / RATE:.6f},"{x[12]:.6f}'  # a quote opened on line 15 ...
+    rows[13] = f'{x[13]:.6f}"'  # ... closed on line 16: one value, not a number
+    path.write_text("time,a\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DatasetError) as ei:
+        signals.read_csv(path, None)
+    assert str(ei.value).startswith(f"{path}: line 15: column 'a': a quote (\") opened there"), ei.value
+    rows[12], rows[13] = f'"{12 / RATE:.6f}","{x[12]:.6f}"', f"{13 / RATE:.6f},{x[13]:.6f}"
+    rows[30] += ",1"  # line 33, read row by row after the quotes
+    path.write_text("time,a\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DatasetError, match=r"line 33 has 3 fields but the header 2"):
+        signals.read_csv(path, None)
+    rows[30] = rows[30][:-2]
+    path.write_text("time,a\n" + "\n".join(rows) + "\n")
+    a = signals.read_csv(path, RATE).channels["a"]
+    want = x.copy()
+    want[20] = np.nan
+    assert np.array_equal(a, want, equal_nan=True)
+
+
 def test_csv_files_the_csv_module_chokes_on_are_refused_or_read_not_a_traceback(tmp_path):
     """Lines ended by CR alone (Excel's 'CSV (Macintosh)') raised the csv module's 'new-line character
     seen in unquoted field' and an unclosed quote running past 128 KiB its 'field larger than field
