@@ -48,20 +48,20 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m mypy
 
-# three workers on two cores: the suite waits on peers (brokers, servers, subprocesses, fsync) much of the
-# time, and the CPUs stay ~35 % idle with three. `--dist worksteal`: xdist's default hands each worker its
-# share of the tests up front, and the worker that runs the short demo (~200-300 s) kept ~100 tests queued
-# behind it while the others sat idle (one run: 696 s, the workers' busy times 298, 673 and 404 s); an idle
-# worker now takes queued tests from a busy one (489 s with the short demo no longer building the drill
-# candidate it does not roll out, busy times 466, 470 and 461 s; 2-core AMD EPYC
-# without AVX-512, 2026-12-01). The 15 slowest are listed at the end: the suite's budget in CI is 10 minutes.
+# four workers on two cores: the suite waits on peers (brokers, servers, subprocesses, fsync) much of the
+# time; with three the CPUs stayed ~35 % idle and the project's CI took 810 s (2026-12-06), with four the 1-min
+# load sits at ~2.5-2.8 and a quiet run took 573 s (bench/RESULTS.md, "Test suite time"). `--dist worksteal`:
+# xdist's default hands each worker its share of the tests up front, and the worker that runs the short demo
+# (~200-300 s) kept ~100 tests queued behind it while the others sat idle; an idle worker now takes queued tests
+# from a busy one (the four workers' summed test times within 1.5 % of each other in one run, 2026-12-06).
+# The 15 slowest are listed at the end: the suite's budget in CI is 10 minutes.
 # tests.support.warm_caches first: where PYTHONDONTWRITEBYTECODE is set (the CI machine sets it) no process
 # wrote bytecode, so each worker rewrote the asserts of every test module itself (~10 s of CPU each, before
 # any test starts: xdist waits for every worker's collection) and every Python process compiled the project's
 # modules it imported; it makes both once (see its docstring). pytest's own command is unchanged.
 test: setup lint
 	$(BIN)/python -m tests.support.warm_caches
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist worksteal --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 4 --dist worksteal --durations=15
 
 demo: setup
 	$(BIN)/edge-sim demo
