@@ -24,6 +24,19 @@ from tests.support.once import built_once
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def onnx_runtime_only():
+    """This module's builds evaluate, time and package on ONNX Runtime only, as on a machine without
+    OpenVINO (an optional extra): an evaluation's OpenVINO runs (INT8 on the test split, four latency
+    timings, the packaged INT8 form's run) were a fifth of the module's CPU, and no test here judges
+    OpenVINO (test_trainer_int8_parity and the INT8 files do)."""
+    from cloud_trainer.train import pipeline
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "_engines", lambda: ["onnxruntime"])
+        yield
+
+
 @pytest.fixture(scope="module")
 def vib(tmp_path_factory):
     """The vibration dataset, written once per run (``maintenance_v1`` is trained on it)."""
@@ -120,7 +133,9 @@ def test_maintenance_build_learns_publishes_and_loads_in_an_agent_slot(tmp_path,
     from model_packager import load_trusted_keys
 
     keys = load_trusted_keys([v1 / "keys" / "signing.pub"])  # installed in this process: no install child
-    slot = ModelSlot("health", ModelConfig(package=out["package"]), tmp_path / "agent", keys)
+    slot = ModelSlot(
+        "health", ModelConfig(package=out["package"], engine="onnxruntime"), tmp_path / "agent", keys
+    )
 
     async def infer():
         await slot.start()
