@@ -99,9 +99,10 @@ async def fleet(request, tmp_path, tmp_path_factory):
                 "agent": {"id": a, "site": "plant", "line": a, "data_dir": str(tmp_path / a)},
                 "trusted_keys": [str(pub)],
                 "http": {"enabled": False},
-                # 10 frames a second: a health window's 5 inferences in 0.5 s (at 30, the two agents' frames
-                # alone took ~0.15 of a core for as long as a test ran)
-                "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 10, "loop": True}},
+                # 5 frames a second: a health window's 5 inferences in its 1 s (at 10, the two agents' frames,
+                # results and their uplink to the fleet took ~0.04 of a core more for as long as a test ran:
+                # test_fleet_control 40.3 -> 32.6 CPU s; at 30, ~0.15 more)
+                "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 5, "loop": True}},
                 "models": {
                     "vision": {
                         "package": str(pk["1.0.0"]),
