@@ -19,7 +19,12 @@ RATE = 10000.0
 
 def _csv(path: Path, x: np.ndarray, t: np.ndarray | None = None, rate: float = RATE) -> Path:
     t = np.arange(len(x)) / rate + 1_700_000_000.0 if t is None else t
-    lines = ["timestamp,accel_x,accel_y"] + [f"{a:.6f},{b:.6f},{-b:.6f}" for a, b in zip(t, x, strict=True)]
+    t, x = np.asarray(t), np.asarray(x)
+    assert len(t) == len(x)
+    lines = [
+        "timestamp,accel_x,accel_y",
+        *map("{:.6f},{:.6f},{:.6f}".format, t.tolist(), x.tolist(), (-x).tolist()),
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -2262,7 +2267,7 @@ def _class_folders(
         for i in range(2):
             x, run = _machine(fault, 10 * c + i, n), f"{c}_{i}"
             if suffix == "csv":
-                lines = [f"{k / _FS:.5f},{v:.6f}" for k, v in enumerate(x)]
+                lines = list(map("{:.5f},{:.6f}".format, (np.arange(len(x)) / _FS).tolist(), x.tolist()))
                 (root / name / f"{run}.csv").write_text("time [s],accel [g]\n" + "\n".join(lines) + "\n")
             else:
                 with wave.open(str(root / name / f"{run}.wav"), "wb") as w:
