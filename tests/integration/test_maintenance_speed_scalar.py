@@ -41,6 +41,18 @@ def machine_window(rng: np.random.Generator, t0: float, n: int, fault: str) -> n
     return x + rng.normal(0, 0.006, n)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def onnx_runtime_only():
+    """The build evaluates, times and packages on ONNX Runtime only, as on a machine without OpenVINO (an
+    optional extra): served on ONNX Runtime here, and each OpenVINO run of its evaluation opened the model in
+    a helper process."""
+    from cloud_trainer.train import pipeline
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "_engines", lambda: ["onnxruntime"])
+        yield
+
+
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
     """A maintenance package trained on historian CSVs (time, accel [g], speed [rpm]) with --speed-tag."""
