@@ -100,9 +100,8 @@ async def _verdicts(builds, data: Path, name: str, engine: str, frames: dict[str
         "vision",
         ModelConfig(package=builds[name], engine=engine),
         data / f"d-{name}",
-        load_trusted_keys(
-            [builds["pub"]]
-        ),  # loaded: installed in this process (the install is not judged here)
+        # the key loaded: installed in this process, no install child (the install is not judged here)
+        load_trusted_keys([builds["pub"]]),
     )
     await s.start()
     try:
