@@ -709,6 +709,19 @@ class Control:
                     t.update(status=step, reason=reason or t.get("reason", ""), updated=self.clock())
                 self._put(dep)
                 return True
+            if (
+                dep["state"] in ("halted", "aborted")
+                and t.get("status") in ("rolled_back", "failed")
+                and version == dep["version"]
+                and ok
+                and step != "rolled_back_by_fleet"
+            ):
+                # a later step of the version this agent rolled back or failed, once the rollout ended (a late
+                # report, or the version installed again by other means): the verdict stays, as the record a
+                # newer rollout reads to choose the agent's previous version (``_ways_back``)
+                t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
+                self._put(dep)
+                return True
             if version != dep["version"] and step != "rolled_back_by_fleet":
                 t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
                 prev = dep["previous"].get(agent) or {}
@@ -954,17 +967,18 @@ class Control:
                 self._check_not_a_downgrade(entry, slot, targets, tenant, known)
             steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
             wait_s = _check_rollout(steps, req.get("wait_s"), len(targets))
-            previous = {}
+            current = {}
             wanted = set(targets)
             for a in known:
                 if a["id"] in wanted:
                     cur = next((s for s in a["slots"] if s["slot"] == slot), None)
                     if cur and cur.get("digest"):
-                        previous[a["id"]] = {
+                        current[a["id"]] = {
                             "version": cur["version"],
                             "digest": cur["digest"],
                             "package": cur["package"],
                         }
+            previous = self._ways_back(tenant, slot, current)
             dep = Deployment(
                 id=uuid.uuid4().hex[:10],
                 tenant=tenant,
@@ -1387,7 +1401,18 @@ class Control:
             return changed
         if done and dep.get("kind") != "config" and self._not_sendable(dep, tenant) is not None:
             return changed  # withdrawn since, or its key gone: never sent to a newcomer
-        for a, cur, row in eligible:
+        ways_back = {}
+        if dep.get("kind") != "config":
+            ways_back = self._ways_back(
+                tenant,
+                slot,
+                {
+                    a["id"]: {"version": cur["version"], "digest": cur["digest"], "package": cur["package"]}
+                    for a, cur, _ in eligible
+                    if cur and cur.get("digest")
+                },
+            )
+        for a, _cur, row in eligible:
             if dep.get("kind") == "config":
                 if row:
                     dep["previous"][a["id"]] = {
@@ -1396,12 +1421,8 @@ class Control:
                         "digest": row[2],
                         "deployment_id": row[3].removesuffix(ROLLBACK_SUFFIX),
                     }
-            elif cur and cur.get("digest"):
-                dep["previous"][a["id"]] = {
-                    "version": cur["version"],
-                    "digest": cur["digest"],
-                    "package": cur["package"],
-                }
+            elif a["id"] in ways_back:
+                dep["previous"][a["id"]] = ways_back[a["id"]]
             dep["targets"][a["id"]] = _joined_target(now)
             if done:  # the group's version: given at once
                 self._set_desired(
@@ -1425,6 +1446,47 @@ class Control:
                 else "it gets the version with the last step",
             )
         return True
+
+    def _ways_back(self, tenant: str, slot: str, current: dict[str, dict]) -> dict[str, dict]:
+        """agent -> its previous version for a new rollout of a model ``slot`` (what a halt sends it back to): what
+        its last state report shows it runs (``current``: agent -> version, digest, package), unless the newest
+        rollout of that very version to this agent says the agent rolled it back or failed it (its target's status):
+        its state report a heartbeat behind its health check's verdict, the version a halt would have sent it as an
+        admin's rollback (no health window) and it would have served for good. Then what it ran before that rollout
+        (the rollout's own previous, looked at alike), or none: it keeps what it runs."""
+        if not current:
+            return {}
+        verdicts: dict[tuple[str, str], dict] = {}  # (agent, digest) -> the newest rollout of it to the agent
+        for (doc,) in self.db.execute(
+            "SELECT doc FROM deployments WHERE tenant = ? AND slot = ? ORDER BY created DESC, id DESC",
+            (tenant, slot),
+        ).fetchall():
+            try:
+                d = json.loads(doc)
+                targets, digest = d["targets"], d["digest"]
+                for a in current.keys() & targets.keys():
+                    status = (targets[a] or {}).get("status")
+                    if status not in (None, "waiting", *_NOT_OURS):
+                        verdicts.setdefault((a, digest), d)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue  # a document this code cannot read tells nothing here
+        out = {}
+        for a, cur in current.items():
+            prev: dict | None = cur
+            seen: set[str] = set()
+            while isinstance(prev, dict) and prev.get("digest"):
+                digest = str(prev["digest"])
+                if digest in seen:  # (rollouts that name each other's versions: none trusted)
+                    prev = None
+                    break
+                seen.add(digest)
+                d = verdicts.get((a, digest))
+                if d is None or d["targets"][a].get("status") not in ("rolled_back", "failed"):
+                    break
+                prev = (d.get("previous") or {}).get(a)
+            if isinstance(prev, dict) and prev.get("digest"):
+                out[a] = {"version": prev["version"], "digest": prev["digest"], "package": prev["package"]}
+        return out
 
     def _roll_back(self, dep: dict, agents: list[str]) -> None:
         """Give ``agents`` their previous version back. A model slot's target says ``rolling_back`` until the

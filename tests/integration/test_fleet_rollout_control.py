@@ -471,3 +471,33 @@ def test_a_halt_never_sends_back_as_previous_the_version_it_halts_on(registry_co
     sent = [(s["version"], s["deployment_id"]) for s in c.desired_state("gw1")[1]]
     assert ("1.1.0", b["id"] + ":rollback") not in sent, sent  # was: 1.1.0 sent back as B's rollback
     assert c.get(b["id"])["targets"]["gw1"]["status"] == "rolled_back"
+
+
+def test_a_halt_never_sends_back_as_previous_a_version_the_agent_rolled_back_in_an_earlier_rollout(
+    registry_control, tmp_path
+):
+    """A rollout of 1.2.0 created after the agent's health check rolled 1.1.0 back, before its next state report
+    (which still named 1.1.0): the fleet took 1.1.0 for its previous version, and when the agent rolled 1.2.0 back
+    too, the halt sent it 1.1.0 as an admin's rollback (no health window): the version its own check rejected,
+    served for good. It goes back to what it ran before 1.1.0; a late report of 1.2.0 then keeps the verdict."""
+    c, e = registry_control
+    key, _ = make_keypair(tmp_path / "keys")
+    c.registry.publish(make_package(tmp_path / "b", version="1.2.0", key=key, seed=2), [], {}, None, None)
+    _runs(c, "gw1", e["1.0.0"])
+    a = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]})
+    c.on_report("gw1", a["id"], "vision", "1.1.0", "active", True, "", {})
+    _runs(c, "gw1", e["1.1.0"])  # its state report with the candidate serving, the last before the verdict
+    c.on_report("gw1", a["id"], "vision", "1.1.0", "rolled_back", False, "health check failed: NaN", {})
+    assert c.get(a["id"])["state"] == "halted"
+    b = c.create({"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]})
+    assert c.get(b["id"])["previous"]["gw1"]["version"] == "1.0.0"  # was 1.1.0
+    c.on_report("gw1", b["id"], "vision", "1.2.0", "rolled_back", False, "health check failed: NaN", {})
+    assert c.get(b["id"])["state"] == "halted"
+    sent = [(s["version"], s["deployment_id"]) for s in c.desired_state("gw1")[1]]
+    assert sent == [("1.0.0", b["id"] + ":rollback")], sent  # was: 1.1.0, rejected by the agent's own check
+    # a late step of 1.2.0 (or the version installed again by other means) does not turn the verdict to healthy
+    for step in ("active", "healthy"):
+        c.on_report("gw1", b["id"], "vision", "1.2.0", step, True, "", {})
+    t = c.get(b["id"])["targets"]["gw1"]
+    assert t["status"] == "rolled_back" and t["last_report"]["step"] == "healthy"
+    assert c.get(a["id"])["targets"]["gw1"]["status"] == "rolled_back"
