@@ -816,7 +816,11 @@ class Outbox:
                 if any(os.path.lexists(f"{self.path}{sfx}") for sfx in STORE_FILES)
                 else None
             )
-            if self.owner is None and any(os.path.lexists(f"{self.path}{sfx}") for sfx in STORE_FILES):
+            if (
+                self.owner is None
+                and former is None  # (a former tenant's store: held, never the owner this start carries)
+                and any(os.path.lexists(f"{self.path}{sfx}") for sfx in STORE_FILES)
+            ):
                 self._carried_owner = self._store_owner(self.path)[1] or self._carried_owner
             if former is not None and former[0]:
                 self.former_tenant = former[0]
@@ -862,7 +866,7 @@ class Outbox:
                     f"tenant {_who(former[0])}"
                     if former[0]
                     else "a tenant that cannot be told (its owner unreadable)",
-                    _who(self.owner[0] if self.owner else "?"),
+                    _who((self.owner or self._carried_owner or ("?",))[0]),
                     kept,
                 )
                 aside = self.moved_aside = kept
@@ -1069,14 +1073,18 @@ class Outbox:
         from its ``meta``, else (that page unreadable) from ``outbox-epoch.json`` (``recorded``; one with no owner at
         all: this gateway's, as a meta without one); ("", "") when neither says: a store whose owner cannot be told is
         not salvaged into this owner's outbox. None: this tenant's (salvaged), or no owner known for this gateway
-        (salvaged as before)."""
-        if self.owner is None:
+        (salvaged as before). A start with no certificate (no ``cloud:`` section) is judged as the owner its store
+        carries (``outbox-epoch.json``'s): formerly never, and after a start of another tenant killed before it held
+        the former tenant's corrupt store, such a start copied that tenant's records (and its ``outbox_corrupt``
+        event) into the new tenant's store, which the new tenant's next start sent to its cloud."""
+        ref = self.owner or self._carried_owner
+        if ref is None:
             return None
         readable, found = self._store_owner(src)
         if readable:  # (no owner in a readable meta: a store from before owners were kept, this one's)
-            return found if found is not None and found[0] != self.owner[0] else None
+            return found if found is not None and found[0] != ref[0] else None
         if recorded is not None:
-            return (recorded[1], recorded[2]) if recorded[1] != self.owner[0] else None
+            return (recorded[1], recorded[2]) if recorded[1] != ref[0] else None
         if self._ownerless_epoch:
             # written by a start with no certificate (no owner then): its store was made under none, this gateway's,
             # as a readable meta without an owner is. Formerly held as outbox.db.unknown-<epoch> with "0 records",
@@ -2072,7 +2080,7 @@ class Outbox:
             self.dir,
             src,
             f"tenant {_who(former[0])}" if former[0] else "a tenant that cannot be told",
-            _who(self.owner[0] if self.owner else "?"),
+            _who((self.owner or self._carried_owner or ("?",))[0]),
             kept,
         )
 

@@ -185,6 +185,38 @@ def test_a_kill_after_a_former_tenants_corrupt_store_is_held_tells_the_new_tenan
             ob.close()
 
 
+# a start as beta finds acme's store corrupt, moves it aside, makes beta's store (the epoch file now beta's) and is
+# killed before it holds acme's
+KILLED_BEFORE_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD = """
+store.Outbox._hold = lambda self, *args, **kw: power_cut()
+store.Outbox(OutboxSettings(), sys.argv[1], owner=("beta", "gw1")).open()
+"""
+
+
+def test_a_start_with_no_certificate_after_a_killed_tenant_move_holds_the_former_tenants_store(tmp_path):
+    data = tmp_path / "data"
+    ob = filled(data, 300, owner=("acme", "gw1"), samples=5)
+    ob.close()
+    damage_index(ob.path)
+    killed_child(KILLED_BEFORE_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD, data)
+    for owner in (
+        None,
+        ("beta", "gw1"),
+        ("beta", "gw1"),
+    ):  # (no cloud: section, then beta's certificate again)
+        ob = Outbox(SETTINGS, data, owner=owner)
+        ob.open()
+        try:
+            # formerly the start with no certificate copied acme's 300 records and its outbox_corrupt event into
+            # beta's store (the owner it carries), and beta's next start sent them to beta's cloud
+            assert events(ob) == [] and results(ob) == []
+            (one,) = ob.held
+            assert (one["tenant"], one["records"]) == ("acme", 300)
+            assert len(list(Path(one["file"] + ".samples").iterdir())) == 5
+        finally:
+            ob.close()
+
+
 def test_a_held_corrupt_stores_count_cut_by_its_time_limit_is_told_as_at_least(tmp_path, monkeypatch, caplog):
     # acme's corrupt store held at beta's start; counting its readable records takes longer than the limit (a store
     # of millions of records on a busy gateway): here the limit is 0 s, so nothing of it is read in time
