@@ -133,6 +133,8 @@ FORGET_EVERY_S = 60.0
 # stop() waits this long for a rollout tick under way (its thread cannot be cancelled) before it closes the control
 # database; a tick still running then keeps it open (a warning says so) rather than failing under a closed one
 TICK_STOP_S = 10.0
+# how often the rollout tick advances the rollouts in progress (FleetServer's ``tick_s``)
+TICK_S = 1.0
 
 
 # the receive window of a stream (grpc's bandwidth-delay probe is off): what grpc reads of a batch not asked for
@@ -1594,8 +1596,10 @@ class FleetServer:
         keepalive_s: float = KEEPALIVE_S,
         keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_S,
         replicas: bool = False,
+        tick_s: float = TICK_S,
     ) -> None:
         self.data = Path(data)
+        self.tick_s = tick_s
         given_control = control
         # before anything is opened or bound: a port that a fleet service of another store serves is refused;
         # a replica of the same store goes on (portguard). Port 0: the kernel's choice, announced once bound.
@@ -1783,7 +1787,7 @@ class FleetServer:
 
     async def _ticker(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self.tick_s)
             # shielded: stop() cancels this loop, and then waits for the tick under way (its thread runs on)
             self._ticking = ticking = asyncio.ensure_future(asyncio.to_thread(self.control.tick))
             ticking.add_done_callback(partial(_tick_done, self._tick_failures))

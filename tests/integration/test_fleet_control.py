@@ -35,6 +35,9 @@ until = functools.partial(waits.until, timeout_s=60.0)  # a rollout over real ag
 # ``INSTALLS_IN_CHILD`` the tests whose subject is the install itself (test_fleet_hostile's crafted packages): their
 # agents keep the child, an agent's own. A module that sets neither keeps the child for every test.
 INSTALLS_IN_PROCESS = True
+# the fleet service advances rollouts 5 times a second, not once (its default): each step of a rollout waited up to
+# a tick, and the running fleet's agents cost ~0.1 CPU s a second for as long as a test waited
+TICK_S = 0.2
 
 
 def new_agent(cfg, in_process: bool = INSTALLS_IN_PROCESS) -> Agent:
@@ -89,6 +92,7 @@ async def fleet(request, tmp_path, tmp_path_factory):
         pki / "server.pem",
         pki / "server.key",
         registry=tmp_path / "registry",
+        tick_s=TICK_S,
     )
     await srv.start()
     frames = write_folder(tmp_path / "frames", 10, seed=0, defect_rate=0.3, size=64)
@@ -336,6 +340,7 @@ async def test_cloud_restarted_mid_rollout_resumes_from_persisted_state(fleet, t
         pki / "server.pem",
         pki / "server.key",
         registry=tmp_path / "registry",
+        tick_s=TICK_S,
     )
     await srv2.start()
     try:

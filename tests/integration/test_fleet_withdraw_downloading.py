@@ -12,7 +12,7 @@ import threading
 
 from cloud_trainer.fleet import service
 from edge_agent.models import manager as manager_module
-from tests.integration.test_fleet_control import fleet, new_agent, until, version  # noqa: F401
+from tests.integration.test_fleet_control import TICK_S, fleet, new_agent, until, version  # noqa: F401
 
 DEFECT = "misreads dark castings (ticket 5120)"
 
@@ -256,6 +256,7 @@ def _fleet_again(srv, tmp_path):
         pki / "server.pem",
         pki / "server.key",
         registry=tmp_path / "registry",
+        tick_s=TICK_S,
     )
 
 
