@@ -266,20 +266,26 @@ def _readable(src: Path, limit_s: float | None = None) -> tuple[Counter, set[str
     seqs), within ``limit_s``. What its held note counts: formerly a corrupt store was held with "0 records", its
     readable rows never counted (in ``/status``, the start's WARNING, nor a later drop by outbox-held/'s bound), and
     its samples were left in ``samples/``, where the start removed them as named by no record. The third value: the
-    time limit cut the read (ranges left unread: the count is a lower bound; formerly told as the true count)."""
+    time limit cut the read (ranges left unread: the count is a lower bound; formerly told as the true count), or
+    the store's last seq could not be read at all (neither ``MAX(seq)`` nor ``meta``'s ``last_seq``: how many it
+    holds is unknown, formerly told as an exact 0). A file cut short is read once padded (``Outbox._pad_truncated``),
+    as a salvage reads it."""
     got: Counter = Counter()
     shas: set[str] = set()
     deadline = time.monotonic() + (HELD_COUNT_S if limit_s is None else limit_s)
     try:
         con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error:
-        return got, shas, False
+        return got, shas, True
     try:
-        hi = (
-            _first_int(con, "SELECT MAX(seq) FROM records")
-            or _first_int(con, "SELECT value FROM meta WHERE key = 'last_seq'")
-            or 0
-        )
+        try:
+            top = con.execute("SELECT MAX(seq) FROM records").fetchone()
+        except sqlite3.Error:
+            top = None  # (unreadable; a readable store with no record gives (None,))
+        last = _first_int(con, "SELECT value FROM meta WHERE key = 'last_seq'")
+        if top is None and not last:
+            return got, shas, True
+        hi = (top[0] if top is not None and isinstance(top[0], int) else None) or last or 0
         ranges = _SeqRanges(
             con, "kind, sample_sha256", _first_int(con, "SELECT MIN(seq) FROM records") or 1, hi
         )
@@ -846,7 +852,11 @@ class Outbox:
                 # the gateway moved to another tenant, or whose records they are cannot be told: held whole
                 # (never salvaged into this tenant's outbox, never sent), not left to outbox-corrupt/'s turnover
                 # (with the sample files its readable records name: the new store names none of them)
+                # (read as a salvage reads it: formerly a file cut short counted 0 records)
+                self._pad_truncated(aside)
                 kinds, shas, partly = _readable(aside)
+                if partly:  # (not a true reading: every sample file goes with it, the fresh store names none)
+                    shas |= self._sample_names()
                 readable = (
                     f"; {'at least ' if partly else ''}{kinds.total()} records still readable in it are held, "
                     "not salvaged"
@@ -1731,6 +1741,7 @@ class Outbox:
             owner = (tenant, "")
         if type(epoch) is not int:
             epoch = int(m.group(2)) if m else 0
+        self._pad_truncated(src)
         by_kind, _shas, partly = _readable(
             src, None if deadline is None else max(0.0, deadline - time.monotonic())
         )
@@ -2056,7 +2067,10 @@ class Outbox:
             with self._untold_lock:
                 self._untold = [e for e in self._untold if e.get("src") != str(src)]
             self._keep_untold()
+        self._pad_truncated(src)  # (as a salvage reads it: formerly a file cut short counted 0 records)
         kinds, shas, partly = _readable(src)
+        if partly:  # (not a true reading: every sample file goes with it but those this tenant's store names)
+            shas |= self._sample_names()
         if db is not None:  # (a sample this tenant's store names too, the same bytes: left to it)
             shas -= {
                 r[0]
@@ -2457,6 +2471,15 @@ class Outbox:
         finally:
             con.close()
         return got, not todo
+
+    def _sample_names(self) -> set[str]:
+        """The sample files in ``samples/`` (by name, a sha256): those a held store whose records could not all be read
+        takes with it (it may name any of them), rather than leaving them to ``_sweep_samples``, which removes those
+        no record of this store names."""
+        try:
+            return {p.name for p in self.samples_dir.iterdir() if _SHA.fullmatch(p.name)}
+        except OSError:
+            return set()
 
     def _pad_truncated(self, src: Path) -> None:
         """A file cut short (a power loss while the file system grew it, a bad copy) is unreadable to SQLite

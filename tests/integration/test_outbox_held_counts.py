@@ -378,6 +378,58 @@ def test_a_former_tenants_corrupt_store_is_held_with_its_readable_records_counte
         ob.close()
 
 
+def test_a_former_tenants_corrupt_store_cut_short_is_held_with_its_readable_records_counted_and_its_samples(
+    tmp_path, caplog
+):
+    data = tmp_path / "data"
+    ob = filled(data, 3000, owner=("acme", "gw1"), samples=20)
+    shas = {p.name for p in ob.samples_dir.iterdir()}
+    ob.close()
+    con = sqlite3.connect(ob.path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    with open(ob.path, "r+b") as f:  # (a power loss while the file grew, a bad copy: cut to 2/3 of its size)
+        f.truncate(ob.path.stat().st_size * 2 // 3)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    caplog.set_level("ERROR", logger="edge_agent.outbox.store")
+    ob.open()
+    try:
+        # formerly "0 records still readable in it are held" (the file read as it was cut, unlike a salvage, which
+        # pads it and reads ~1,970 of them), and the same start removed acme's 20 samples as named by no record
+        (one,) = ob.held
+        assert one["tenant"] == "acme" and one["records"] >= 1900
+        (said,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert f"; {one['records']} records still readable in it are held" in said
+        assert {p.name for p in Path(one["file"] + ".samples").iterdir()} == shas
+        assert list(ob.samples_dir.iterdir()) == [] and results(ob) == [] and events(ob) == []
+    finally:
+        ob.close()
+
+
+def test_a_former_tenants_store_none_of_whose_records_can_be_read_is_held_as_at_least_0_with_every_sample(
+    tmp_path,
+):
+    data = tmp_path / "data"
+    ob = filled(data, 300, owner=("acme", "gw1"), samples=20)
+    shas = {p.name for p in ob.samples_dir.iterdir()}
+    ob.close()
+    con = sqlite3.connect(ob.path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    with open(ob.path, "r+b") as f:  # (its first page, the schema's, overwritten: nothing of it can be read)
+        f.write(b"\0" * 4096)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))  # (whose it is: acme's, as outbox-epoch.json records)
+    ob.open()
+    try:
+        # formerly held as exactly "0 records" and the same start removed acme's 20 samples as named by no record
+        (one,) = ob.held
+        assert (one["tenant"], one["records"], one.get("records_at_least")) == ("acme", 0, True)
+        assert {p.name for p in Path(one["file"] + ".samples").iterdir()} == shas
+        assert list(ob.samples_dir.iterdir()) == [] and results(ob) == [] and events(ob) == []
+    finally:
+        ob.close()
+
+
 def test_a_held_store_with_no_sample_taken_out_across_a_start_and_put_back_is_held_again(tmp_path):
     data = tmp_path / "data"
     filled(data, 300, owner=("acme", "gw1")).close()
