@@ -2604,7 +2604,8 @@ def _exact_loader_class() -> Any:
 
     def construct_shown_int(self: Any, node: yaml.ScalarNode) -> Any:
         n = as_yaml_reads_int(self, node)
-        if type(n) is int and node.value != str(n):  # 0x7FFF, +1, 1_000: a String node gets it as written
+        # 0x7FFF, +1, 1_000: a String node gets it as written
+        if type(n) is int and not _is_decimal_text(n, node.value):
             shown = ShownInt(n, node.value)
             self.made.append(shown)
             return shown
@@ -2613,6 +2614,16 @@ def _exact_loader_class() -> Any:
     Loader.add_constructor(_FLOAT_TAG, Loader.construct_shown_float)
     Loader.add_constructor(_INT_TAG, construct_shown_int)
     return Loader
+
+
+def _is_decimal_text(n: int, text: str) -> bool:
+    """Whether ``text`` is how Python writes ``n``; False without converting when ``n`` has more digits than
+    Python turns into a decimal text (``sys.get_int_max_str_digits``: a hex literal of 4000 digits), as such a
+    text cannot be the decimal one YAML read (that int() refuses)."""
+    try:
+        return text == str(n)
+    except ValueError:
+        return False
 
 
 def _shown_form(n: float, text: str) -> ShownFloat | None:
