@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import pytest_asyncio
 
 from devices.base import ConnectionState, Quality, Reading
 from devices.opcua.client import OpcUaNodeError, OpcUaNotConnected, OpcUaSource, OpcUaWriteRefused
@@ -898,6 +899,27 @@ async def _press1_server(port: int) -> tuple:
     return srv, idx, obj
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def press1_plc():
+    """One started server for the tests that only read it (nothing they do changes its nodes): Press1 (a
+    TestPressUDT), Opaque (a structure no type definition describes) and Speed (a single Double 12.5).
+    Building an asyncua server's address space is most of such a test's CPU: (endpoint, namespace index)."""
+    from asyncua import ua
+
+    port = free_port()
+    srv, idx, obj = await _press1_server(port)
+    await obj.add_variable(
+        ua.NodeId("Opaque", idx),
+        "Opaque",
+        ua.Variant(ua.ExtensionObject(ua.NodeId(99999, idx), b"\x01\x02")),
+        datatype=ua.NodeId(ua.ObjectIds.Structure),
+    )
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 12.5)
+    await srv.start()
+    yield f"opc.tcp://127.0.0.1:{port}/plc/", idx
+    await srv.stop()
+
+
 async def test_a_structure_inside_a_variant_array_gives_members_by_path_never_pythons_picture(
     ua_types,
 ) -> None:
@@ -1024,8 +1046,9 @@ async def test_a_server_answering_late_within_connect_timeout_keeps_its_session(
     assert src.stats.reconnects == 0 and not src.stats.errors_by_reason, src.stats.errors_by_reason
 
 
+@pytest.mark.asyncio(loop_scope="module")  # press1_plc's loop
 async def test_structure_types_the_server_sent_late_are_read_again_not_called_undescribed(
-    ua_types, monkeypatch
+    ua_types, monkeypatch, press1_plc
 ) -> None:
     """A PLC busy when the session first reads its structure types (the read times out) does not leave
     its structures undecodable for the whole session, called "not described by the server's type
@@ -1049,13 +1072,11 @@ async def test_structure_types_the_server_sent_late_are_read_again_not_called_un
         return await read(self, params)
 
     monkeypatch.setattr(InternalSession, "read", busy_read)
-    port = free_port()
-    srv, idx, obj = await _press1_server(port)
-    await srv.start()
+    endpoint, idx = press1_plc
     src = OpcUaSource(
         "plc",
         _settings(
-            f"opc.tcp://127.0.0.1:{port}/plc/",
+            endpoint,
             [{"node_id": f"ns={idx};s=Press1"}],
             connect_timeout_s=0.5,  # the types' read is bounded at 4x: 2 s
             keepalive_check_s=30.0,
@@ -1066,7 +1087,6 @@ async def test_structure_types_the_server_sent_late_are_read_again_not_called_un
         got = await _collect(src, {"Press1/Force", "Press1/Axis/Pos"}, timeout_s=30.0)
     finally:
         await src.stop()
-        await srv.stop()
     assert late.is_set()  # the server did answer late once
     assert got["Press1/Force"].value == 812.5 and got["Press1/Axis/Pos"].value == 3.25
     unread = src.notices.status()["structure_types_unread"]
@@ -1074,7 +1094,10 @@ async def test_structure_types_the_server_sent_late_are_read_again_not_called_un
     assert "structure_undecoded" not in src.notices.counts  # it was never called undescribed
 
 
-async def test_validate_online_reads_a_structures_members_from_the_server(ua_types, tmp_path) -> None:
+@pytest.mark.asyncio(loop_scope="module")  # press1_plc's loop
+async def test_validate_online_reads_a_structures_members_from_the_server(
+    ua_types, tmp_path, press1_plc
+) -> None:
     """Offline, ``edge-agent validate`` cannot know a structure's members and lets any ``{tag}/{member}``
     pass. ``--online`` reads the node's value by the server's type definitions, as the agent will, and
     names a member the structure does not have (with the nearest one), a member of a structure the server
@@ -1083,25 +1106,15 @@ async def test_validate_online_reads_a_structures_members_from_the_server(ua_typ
     from pathlib import Path
 
     import yaml
-    from asyncua import ua
 
-    port = free_port()
-    srv, idx, obj = await _press1_server(port)
-    await obj.add_variable(
-        ua.NodeId("Opaque", idx),
-        "Opaque",
-        ua.Variant(ua.ExtensionObject(ua.NodeId(99999, idx), b"\x01\x02")),
-        datatype=ua.NodeId(ua.ObjectIds.Structure),
-    )
-    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 12.5)
-    await srv.start()
+    endpoint, idx = press1_plc  # Press1, Opaque (not described) and Speed
     wanted = ["Press1/Force", "Press1/Axis/Pos", "Press1/Forse", "Opaque/Level", "Speed/Value"]
     cfg = {
         "agent": {"id": "gw1"},
         "sources": {
             "plc": {
                 "type": "opcua",
-                "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+                "endpoint": endpoint,
                 "nodes": [{"node_id": f"ns={idx};s={n}", "tag": n} for n in ("Press1", "Opaque", "Speed")],
             }
         },
@@ -1109,24 +1122,21 @@ async def test_validate_online_reads_a_structures_members_from_the_server(ua_typ
     }
     p = tmp_path / "line.yaml"
     p.write_text(yaml.safe_dump(cfg))
-    try:
-        runs = []
-        for online in ([], ["--online"]):
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "edge_agent.cli",
-                "validate",
-                *online,
-                str(p),
-                cwd=Path(__file__).resolve().parents[2],
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await asyncio.wait_for(proc.communicate(), 60)
-            runs.append((proc.returncode, err.decode().splitlines()))
-    finally:
-        await srv.stop()
+    runs = []
+    for online in ([], ["--online"]):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "validate",
+            *online,
+            str(p),
+            cwd=Path(__file__).resolve().parents[2],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        runs.append((proc.returncode, err.decode().splitlines()))
     assert runs[0][0] == 0, runs[0]  # offline: the members are the server's to know
     code, lines = runs[1]
     assert code == 1, lines
@@ -1733,8 +1743,9 @@ async def test_a_server_that_stops_answering_with_the_connection_open_is_named_s
         await srv.stop()
 
 
+@pytest.mark.asyncio(loop_scope="module")  # press1_plc's loop
 async def test_an_error_reading_the_structure_types_is_counted_and_read_again_not_the_end_of_the_worker(
-    ua_types, monkeypatch
+    ua_types, monkeypatch, press1_plc
 ) -> None:
     """An error out of the source's read of the structure types (a stand-in: no server found to make asyncua's
     loaders raise past their guard) ended the worker that reads them, without a word: the structure's values
@@ -1744,15 +1755,8 @@ async def test_an_error_reading_the_structure_types_is_counted_and_read_again_no
     import devices.opcua.client as client_mod
 
     monkeypatch.setattr(client_mod, "TYPES_RETRY_S", 0.2)
-    port = free_port()
-    srv, idx, obj = await _press1_server(port)
-    await srv.start()
-    src = OpcUaSource(
-        "plc",
-        _settings(
-            f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Press1"}], keepalive_check_s=30.0
-        ),
-    )
+    endpoint, idx = press1_plc
+    src = OpcUaSource("plc", _settings(endpoint, [{"node_id": f"ns={idx};s=Press1"}], keepalive_check_s=30.0))
     load, calls = src._load_types, []
 
     async def breaks_once(client, tries=0):
@@ -1767,11 +1771,50 @@ async def test_an_error_reading_the_structure_types_is_counted_and_read_again_no
         got = await _collect(src, {"Press1/Force", "Press1/Axis/Pos"}, timeout_s=15.0)
     finally:
         await src.stop()
-        await srv.stop()
     assert got["Press1/Force"].value == 812.5 and got["Press1/Axis/Pos"].value == 3.25
     assert len(calls) >= 2 and src.stats.errors_by_reason.get("structure_types") == 1, (
         src.stats.errors_by_reason
     )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def plain_plc():
+    """One started server for the tests that only read it, each its own namespace of plain values: "nan"
+    (Variant[] and Double[] holding NaN or infinity), "text" (texts whose bytes are not valid UTF-8) and "name"
+    (a node whose browse name is not). Building an asyncua server's address space is most of such a test's
+    CPU: (port, {namespace: index})."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, nan, obj = await opcua_server(port, "plc", "urn:test:nan", "Line")
+    V = ua.VariantType
+    values = {
+        "Mixed": ua.Variant([ua.Variant(float("nan"), V.Double), ua.Variant(1.0, V.Double)], V.Variant),
+        "Nested": ua.Variant(
+            [ua.Variant([1.0, float("inf")], V.Double), ua.Variant("a", V.String)], V.Variant
+        ),
+        "Doubles": ua.Variant([float("nan"), 1.0], V.Double),
+        "Fine": ua.Variant([ua.Variant(2.0, V.Double), ua.Variant("a", V.String)], V.Variant),
+    }
+    for name, value in values.items():
+        bdt = ua.NodeId(ua.ObjectIds.BaseDataType) if value.VariantType is V.Variant else None
+        await obj.add_variable(ua.NodeId(name, nan), name, value, datatype=bdt)
+    text = await srv.register_namespace("urn:test:text")
+    values = {  # asyncua writes a surrogate-escaped text as the bytes it stands for: 0xff 0xfe on the wire
+        "Text": ua.Variant("ok\udcff\udcfe", V.String),
+        "Texts": ua.Variant(["a", "b\udcc3"], V.String),
+        "Label": ua.Variant(ua.LocalizedText("x\udcc3"), V.LocalizedText),
+        "Fine": ua.Variant("Grüße", V.String),
+    }
+    for name, value in values.items():
+        await obj.add_variable(ua.NodeId(name, text), name, value)
+    name = await srv.register_namespace("urn:test:name")
+    await obj.add_variable(ua.NodeId("T1", name), "T\udcffemp", 21.5, ua.VariantType.Double)
+    await srv.start()
+    yield port, {"nan": nan, "text": text, "name": name}
+    await srv.stop()
 
 
 async def _first_readings(
@@ -1788,46 +1831,29 @@ async def _first_readings(
         await src.stop()
 
 
-async def test_a_variant_array_holding_nan_is_bad_and_counted_as_a_double_array_is() -> None:
+@pytest.mark.asyncio(loop_scope="module")  # plain_plc's loop
+async def test_a_variant_array_holding_nan_is_bad_and_counted_as_a_double_array_is(plain_plc) -> None:
     """A BaseDataType node's Variant[] holding NaN or infinity (a gateway's generic array of measurements) is
     passed as BAD with reason non_finite and counted, as a Double[] holding one is (docs: non-finite numbers are
     passed BAD, or dropped under non_finite: skip, and counted either way). Before, it went on GOOD and
     uncounted, its NaN written as JSON null to MQTT, the outbox and the cloud."""
-    from asyncua import ua
-
-    from tests.support.peers import opcua_server
-
-    port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:test:nan", "Line")
-    V = ua.VariantType
-    values = {
-        "Mixed": ua.Variant([ua.Variant(float("nan"), V.Double), ua.Variant(1.0, V.Double)], V.Variant),
-        "Nested": ua.Variant(
-            [ua.Variant([1.0, float("inf")], V.Double), ua.Variant("a", V.String)], V.Variant
-        ),
-        "Doubles": ua.Variant([float("nan"), 1.0], V.Double),
-        "Fine": ua.Variant([ua.Variant(2.0, V.Double), ua.Variant("a", V.String)], V.Variant),
-    }
-    for name, value in values.items():
-        bdt = ua.NodeId(ua.ObjectIds.BaseDataType) if value.VariantType is V.Variant else None
-        await obj.add_variable(ua.NodeId(name, idx), name, value, datatype=bdt)
-    await srv.start()
-    try:
-        src, got = await _first_readings(port, idx, list(values))
-        assert [(t, got[t].quality, got[t].reason) for t in values] == [
-            ("Mixed", Quality.BAD, "non_finite"),
-            ("Nested", Quality.BAD, "non_finite"),
-            ("Doubles", Quality.BAD, "non_finite"),
-            ("Fine", Quality.GOOD, None),
-        ]
-        assert src.stats.errors_by_reason["non_finite"] == 3
-        _, skipped = await _first_readings(port, idx, ["Fine"], non_finite="skip")
-        assert list(skipped) == ["Fine"]
-    finally:
-        await srv.stop()
+    port, namespaces = plain_plc
+    idx = namespaces["nan"]  # Mixed, Nested, Doubles, Fine
+    names = ["Mixed", "Nested", "Doubles", "Fine"]
+    src, got = await _first_readings(port, idx, names)
+    assert [(t, got[t].quality, got[t].reason) for t in names] == [
+        ("Mixed", Quality.BAD, "non_finite"),
+        ("Nested", Quality.BAD, "non_finite"),
+        ("Doubles", Quality.BAD, "non_finite"),
+        ("Fine", Quality.GOOD, None),
+    ]
+    assert src.stats.errors_by_reason["non_finite"] == 3
+    _, skipped = await _first_readings(port, idx, ["Fine"], non_finite="skip")
+    assert list(skipped) == ["Fine"]
 
 
-async def test_text_that_is_not_valid_utf8_goes_on_as_valid_text_and_is_counted() -> None:
+@pytest.mark.asyncio(loop_scope="module")  # plain_plc's loop
+async def test_text_that_is_not_valid_utf8_goes_on_as_valid_text_and_is_counted(plain_plc) -> None:
     """An OPC UA String (or LocalizedText, or an item of a String[]) whose bytes are not valid UTF-8 (a PLC's
     Latin-1 text, a buffer read past its end) arrives from asyncua as lone surrogates. It is passed on as valid
     text, each such byte as U+FFFD, and counted (invalid_text). Before, the surrogates went on: written as
@@ -1835,26 +1861,9 @@ async def test_text_that_is_not_valid_utf8_goes_on_as_valid_text_and_is_counted(
     refuse with the whole message, and UTF-8 cannot encode."""
     import json
 
-    from asyncua import ua
-
-    from tests.support.peers import opcua_server
-
-    port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:test:text", "Line")
-    V = ua.VariantType
-    values = {  # asyncua writes a surrogate-escaped text as the bytes it stands for: 0xff 0xfe on the wire
-        "Text": ua.Variant("ok\udcff\udcfe", V.String),
-        "Texts": ua.Variant(["a", "b\udcc3"], V.String),
-        "Label": ua.Variant(ua.LocalizedText("x\udcc3"), V.LocalizedText),
-        "Fine": ua.Variant("Grüße", V.String),
-    }
-    for name, value in values.items():
-        await obj.add_variable(ua.NodeId(name, idx), name, value)
-    await srv.start()
-    try:
-        src, got = await _first_readings(port, idx, list(values))
-    finally:
-        await srv.stop()
+    port, namespaces = plain_plc
+    values = ["Text", "Texts", "Label", "Fine"]  # the bytes on the wire: plain_plc's "text" namespace
+    src, got = await _first_readings(port, namespaces["text"], values)
     assert {t: got[t].value for t in values} == {
         "Text": "ok\ufffd\ufffd",
         "Texts": ["a", "b\ufffd"],
@@ -1867,27 +1876,17 @@ async def test_text_that_is_not_valid_utf8_goes_on_as_valid_text_and_is_counted(
     assert src.stats.errors_by_reason["invalid_text"] == 3
 
 
-async def test_a_browse_name_that_is_not_valid_utf8_names_its_tag_as_valid_text() -> None:
+@pytest.mark.asyncio(loop_scope="module")  # plain_plc's loop
+async def test_a_browse_name_that_is_not_valid_utf8_names_its_tag_as_valid_text(plain_plc) -> None:
     """A node configured without ``tag`` is tagged by its browse name; one whose bytes are not valid UTF-8 (asyncua
     hands it over as lone surrogates) names its tag with U+FFFD for each invalid byte, as a text value is read:
     before, forwards wrote the tag as a "\\udcff" escape that strict JSON parsers refuse with the message."""
-    from asyncua import ua
-
-    from tests.support.peers import opcua_server
-
-    port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:test:name", "Line")
-    await obj.add_variable(ua.NodeId("T1", idx), "T\udcffemp", 21.5, ua.VariantType.Double)
-    await srv.start()
+    port, namespaces = plain_plc
+    idx = namespaces["name"]  # T1, browse name "T\udcffemp"
+    src = OpcUaSource("plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=T1"}]))
+    await src.start()
     try:
-        src = OpcUaSource(
-            "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=T1"}])
-        )
-        await src.start()
-        try:
-            r = await asyncio.wait_for(src.items().__anext__(), 8)
-        finally:
-            await src.stop()
+        r = await asyncio.wait_for(src.items().__anext__(), 8)
     finally:
-        await srv.stop()
+        await src.stop()
     assert (r.tag, r.value) == ("T\ufffdemp", 21.5)
