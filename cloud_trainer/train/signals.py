@@ -426,7 +426,10 @@ def _pandas_index(head: str, delimiter: str, skip: int) -> str | None:
     """What a first column without a name holds, as pandas' ``DataFrame.to_csv()`` writes its index
     there: ``"time"`` (dates, and no column named as a time), ``"rows"`` (row labels, dropped), or None
     (the first column has a name)."""
-    rows = [r for r in csv.reader(head.splitlines()[:64], delimiter=delimiter) if "".join(r).strip()]
+    try:
+        rows = [r for r in csv.reader(head.splitlines()[:64], delimiter=delimiter) if "".join(r).strip()]
+    except csv.Error:  # (a value over the field limit: the read itself says so, with its line)
+        return None
     rows = rows[skip:]
     if len(rows) < 2 or len(rows[0]) < 2 or rows[0][0].strip() or not rows[1][0].strip():
         return None

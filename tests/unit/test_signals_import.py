@@ -814,6 +814,22 @@ def test_csv_files_the_csv_module_chokes_on_are_refused_or_read_not_a_traceback(
     assert str(ei.value).startswith(f"{tmp_path / 'quote.csv'}: line 11: column 'a': a quote"), ei.value
     assert "closed only at line 101" in str(ei.value) and len(str(ei.value)) < 400
 
+
+def test_a_csv_value_over_128_kib_in_the_first_lines_is_one_line_naming_its_line(tmp_path):
+    """A value over the csv module's 128 KiB field limit within the first 64 lines (the lines read
+    to see whether the first column is a pandas index) raised '_csv.Error: field larger than field
+    limit' as a traceback; now it is the same one-line error as further down, naming the line."""
+    from cloud_trainer.train.signals import read_recording
+
+    rows = [f"{i / RATE:.6f},{i % 7}.25" for i in range(200)]
+    rows[1] += "7" * 140_000  # line 3
+    path = tmp_path / "long.csv"
+    path.write_text("time,a\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DatasetError) as ei:
+        read_recording(path)
+    assert str(ei.value).startswith(f"{path}: line 3: not readable as CSV"), ei.value
+    assert "field limit" in str(ei.value) and len(str(ei.value)) < 400
+
     (tmp_path / "latin1.csv").write_bytes("time;a\n0;1\n0,1;2\n0,2;Größe\n".encode("latin-1"))
     with pytest.raises(
         DatasetError, match=r"latin1.csv: not UTF-8 text \(invalid start byte in line 4 at byte"
