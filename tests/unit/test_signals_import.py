@@ -814,6 +814,12 @@ def test_csv_files_the_csv_module_chokes_on_are_refused_or_read_not_a_traceback(
     assert str(ei.value).startswith(f"{tmp_path / 'quote.csv'}: line 11: column 'a': a quote"), ei.value
     assert "closed only at line 101" in str(ei.value) and len(str(ei.value)) < 400
 
+    (tmp_path / "latin1.csv").write_bytes("time;a\n0;1\n0,1;2\n0,2;Größe\n".encode("latin-1"))
+    with pytest.raises(
+        DatasetError, match=r"latin1.csv: not UTF-8 text \(invalid start byte in line 4 at byte"
+    ):
+        read_recording(tmp_path / "latin1.csv")
+
 
 def test_a_csv_value_over_128_kib_in_the_first_lines_is_one_line_naming_its_line(tmp_path):
     """A value over the csv module's 128 KiB field limit within the first 64 lines (the lines read
@@ -829,12 +835,6 @@ def test_a_csv_value_over_128_kib_in_the_first_lines_is_one_line_naming_its_line
         read_recording(path)
     assert str(ei.value).startswith(f"{path}: line 3: not readable as CSV"), ei.value
     assert "field limit" in str(ei.value) and len(str(ei.value)) < 400
-
-    (tmp_path / "latin1.csv").write_bytes("time;a\n0;1\n0,1;2\n0,2;Größe\n".encode("latin-1"))
-    with pytest.raises(
-        DatasetError, match=r"latin1.csv: not UTF-8 text \(invalid start byte in line 4 at byte"
-    ):
-        read_recording(tmp_path / "latin1.csv")
 
 
 def test_iso_times_without_a_zone_read_the_same_on_a_trainer_in_any_time_zone(tmp_path, monkeypatch):
