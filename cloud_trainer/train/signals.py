@@ -643,13 +643,21 @@ def _read_csv(
         repeat = itertools.repeat
         buf: list[str] = []
         buf_at: list[int] = []
+        bad: UnicodeDecodeError | None = None  # text further on that is not UTF-8
         try:
             while True:
-                block = list(itertools.islice(fh, max(1, min(chunk - len(lines), chunk // 2))))
+                block: list[str] = []
+                try:  # (the lines read before it are kept: their rows' errors come first)
+                    block.extend(itertools.islice(fh, max(1, min(chunk - len(lines), chunk // 2))))
+                except UnicodeDecodeError as exc:
+                    bad = exc
                 if not block:
+                    if bad is not None:
+                        raise bad
                     break
                 if any(map(contains, block, repeat('"'))) or max(map(len, block)) > limit:
-                    slow = csv.reader(itertools.chain(block, fh), delimiter=delimiter)
+                    rest = fh if bad is None else _raising(bad)
+                    slow = csv.reader(itertools.chain(block, rest), delimiter=delimiter)
                     break
                 at = list(range(base + 1, base + 1 + len(block)))
                 base += len(block)
@@ -669,12 +677,14 @@ def _read_csv(
                         continue
                     take(r, [n], len(r))
                 del bare
+                if bad is not None:
+                    raise bad
             if slow is not None:  # plain rows taken a batch at a time, in order with the others
                 for r in slow:
                     if len(r) == width and not unnamed and r[0].strip():
                         buf += r
                         buf_at.append(base + slow.line_num)
-                        if len(buf_at) >= 1024:
+                        if len(buf_at) >= 1024 or n_rows < 2:  # (the units row checked at once)
                             take(buf, buf_at, width)
                             buf, buf_at = [], []
                         continue
@@ -685,15 +695,10 @@ def _read_csv(
                         take(r, [n], len(r))
                 take(buf, buf_at, width)
         except (csv.Error, UnicodeDecodeError) as exc:
-            last = (
-                buf_at[-1]
-                if buf_at
-                else lines[-1]
-                if lines
-                else int(line_parts[-1][-1])
-                if line_parts
-                else top_line
-            )
+            # the rows read before the damage first: a row, a units row or a value there is the first error
+            take(buf, buf_at, width)
+            buf, buf_at = [], []
+            last = lines[-1] if lines else int(line_parts[-1][-1]) if line_parts else top_line
             where = SimpleNamespace(line_num=base + (slow.line_num if slow is not None else 0))
             raise _csv_damage(path, where, exc, last) from None
         if n_rows < 2:
@@ -710,6 +715,12 @@ def _read_csv(
     rec.available = available
     rec.units = {header[k]: units[k] for k in chans}
     return rec
+
+
+def _raising(exc: Exception) -> Iterator[str]:
+    """No lines, but ``exc`` raised when the next one is asked for."""
+    raise exc
+    yield ""
 
 
 def _not_a_unit_row(

@@ -837,6 +837,39 @@ def test_a_csv_value_over_128_kib_in_the_first_lines_is_one_line_naming_its_line
     assert "field limit" in str(ei.value) and len(str(ei.value)) < 400
 
 
+def test_a_csv_with_two_defects_is_refused_for_the_first_one(tmp_path):
+    """A row's error (a field too many or too few, a units row under the header) was named before a
+    damage further on (text that is not UTF-8, an unclosed quote past 128 KiB), as the csv module
+    reaches them; reading blocks of lines named the later damage (line 20002) instead. Now the first."""
+    from cloud_trainer.train.signals import read_recording
+
+    rows = [f"{i / 25600:.6f},{i % 7}.25,{i % 5}.5" for i in range(21000)]
+    rows[20000] += "\xb5"  # line 20002 (20003 under a units row): Latin-1, not UTF-8
+    cases = {
+        "extra.csv": (
+            ["timestamp,ax,ay"] + rows[:100] + [rows[100] + ",5"] + rows[101:],
+            "line 102 has 4 fields",
+        ),
+        "units.csv": (["timestamp,ax,ay", "s,g,g"] + rows, "line 2 ('s,g,g') looks like units"),
+        "short.csv": (
+            ["timestamp,ax,ay"] + rows[:5000] + ["", "5.0,1"] + rows[5002:],
+            "line 5003 has 2 fields",
+        ),
+    }
+    for name, (lines, want) in cases.items():
+        (tmp_path / name).write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+        with pytest.raises(DatasetError) as ei:
+            read_recording(tmp_path / name)
+        assert str(ei.value).startswith(f"{tmp_path / name}: {want}"), ei.value
+    # quoted (read row by row): a units row, then a value over 128 KiB at line 81
+    q = ['"timestamp","ax","ay"', '"s","g","g"'] + ['"' + r.replace(",", '","') + '"' for r in rows[:200]]
+    q[80] = q[80][:-1] + "7" * 140_000 + '"'
+    (tmp_path / "quoted.csv").write_text("\n".join(q) + "\n")
+    with pytest.raises(DatasetError) as ei:
+        read_recording(tmp_path / "quoted.csv")
+    assert str(ei.value).startswith(f"{tmp_path / 'quoted.csv'}: line 2 ('s,g,g') looks like units"), ei.value
+
+
 def test_iso_times_without_a_zone_read_the_same_on_a_trainer_in_any_time_zone(tmp_path, monkeypatch):
     """ISO times without a zone were read in the trainer's local time: on a computer in Europe/Berlin a
     logger's run across 03:00 on 25 Oct 2026 (when clocks there fall back) was refused as a 3600 s
