@@ -1438,7 +1438,7 @@ def _pydantic_errors(
                 ""
                 if isinstance(found, dict | list)
                 or found is None
-                or repr(found) in msg
+                or _repr(found) in msg
                 or _is_secret(model, tuple(err["loc"]))
                 or any(_fmt_loc(loc) == h or _fmt_loc(loc).startswith((f"{h}.", f"{h}[")) for h in hidden)
                 else f" (found {_short_repr(found)})"
@@ -1480,9 +1480,21 @@ def _is_secret(model: Any, loc: tuple) -> bool:
     return _unwrap(t, None) is SecretStr
 
 
+def _repr(value: Any) -> str:
+    """``repr(value)``; for an integer of more digits than Python writes in decimal (``sys.get_int_max_str_digits``:
+    a hex literal of 4000 digits where text was expected, a pasted key) its size, where repr raised ValueError (a
+    traceback from the message refusing it, naming neither file nor field)."""
+    try:
+        return repr(value)
+    except ValueError:
+        if isinstance(value, int):
+            return f"a whole number of {value.bit_length()} bits"
+        raise
+
+
 def _short_repr(value: Any) -> str:
     """``repr(value)``, cut to one readable line for a long value (a 5,000-character topic)."""
-    r = repr(value)
+    r = _repr(value)
     if len(r) <= 120:
         return r
     size = f"{len(value)} characters" if isinstance(value, str) else f"{len(r)} characters shown"

@@ -181,6 +181,17 @@ def test_a_value_yaml_reads_as_a_boolean_or_null_where_text_is_wanted_says_quote
     assert f"{cfg}: pipelines[0].model: Input should be a valid string{shown}" in errors, errors
 
 
+def test_a_hex_literal_too_long_for_a_decimal_text_where_text_is_wanted_is_refused_naming_it(tmp_path):
+    """``model: 0xFFFF...`` of 4000 digits (a pasted key or hash, unquoted): YAML reads an integer Python cannot
+    write in decimal, and the message refusing it ended in a ValueError traceback from quoting it (no file, no
+    field) instead of the refusal."""
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(AGENT + "pipelines:\n  - {name: p, source: cam, model: 0x" + "F" * 4000 + "}\n")
+    errors = _errors(cfg)
+    shown = f"{cfg}: pipelines[0].model: Input should be a valid string (found a whole number of 16000 bits)"
+    assert any(e.startswith(shown) for e in errors), errors
+
+
 @pytest.mark.parametrize(
     "written, alias",
     [
