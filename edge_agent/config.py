@@ -2475,11 +2475,20 @@ def _yaml_misreads(text: str) -> list[str]:
                         n = yaml.safe_load(f"{tag}{ev.value}")
                     except Exception:  # the load reported it
                         break
-                    if not isinstance(n, int | float) or (
-                        shown.endswith("octal number") and n == int(ev.value.replace("_", ""), 10)
-                    ):
-                        break  # 00:10:20 is text to YAML too; 00, 07: the same number read either way
+                    if not isinstance(n, int | float):
+                        break  # 00:10:20 is text to YAML too
                     at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
+                    try:  # (ValueError: more digits than Python reads or writes in decimal, an octal of 6000)
+                        same = shown.endswith("octal number") and n == int(ev.value.replace("_", ""), 10)
+                        f"{n}"
+                    except ValueError:
+                        out.append(
+                            f"{path or 'the document'}: {tag}{ev.value[:20]}... ({len(ev.value)} characters){at}: "
+                            "a number of more digits than can be read or shown; quote it if it is text"
+                        )
+                        break
+                    if same:
+                        break  # 00, 07: the same number read either way
                     out.append(
                         f"{path or 'the document'}: {tag}{ev.value}{at} is read by YAML "
                         f"as {shown} {n}, not as it shows; write {n} if that is meant, or quote it "

@@ -457,6 +457,9 @@ def _merged_built_apart(
                 continue
             spec, built = objects[value_node], data[key]
             if _built_alike(spec, built):
+                # alike as numbers, but a String node gets the spelling: the one the merge spec gives
+                if spec is not built and getattr(spec, "text", None) != getattr(built, "text", None):
+                    data[key] = spec
                 continue
             told.add((id(value_node), key))
             where = (

@@ -192,6 +192,35 @@ def test_a_hex_literal_too_long_for_a_decimal_text_where_text_is_wanted_is_refus
     assert any(e.startswith(shown) for e in errors), errors
 
 
+def test_an_octal_literal_too_long_to_read_in_decimal_is_refused_naming_its_line(tmp_path):
+    """``value: 0777...`` of 6001 digits: the check of YAML 1.1's octal misread read it as a decimal too, and
+    Python's digit limit ended ``validate`` in a ValueError traceback (no file, no field)."""
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(AGENT + "pipelines:\n  - {name: p, source: cam, model: 0" + "7" * 6000 + "}\n")
+    errors = _errors(cfg)
+    assert any(
+        e.startswith(f"{cfg}: pipelines[0].model: 07777777777777777777... (6001 characters) (line ")
+        and e.endswith(": a number of more digits than can be read or shown; quote it if it is text")
+        for e in errors
+    ), errors
+
+
+def test_two_merged_spellings_of_one_number_give_the_merge_specs_spelling():
+    """``<<: [*a1, *a2]`` with ``value: 0x10`` in a1 and ``16`` in a2: one number, so not refused, but YAML's merge
+    rule takes the first mapping's and PyYAML kept the last's spelling: a String node got '16' for the 0x10 the
+    spec reads (review of b614885a)."""
+    from devices.base import number_as_written
+    from edge_agent.config import read_yaml
+
+    for first, last in (("0x10", "16"), ("16", "0x10"), ("1.50", "1.5")):
+        doc = read_yaml(
+            f"a1: &a1 {{value: {first}}}\na2: &a2 {{value: {last}}}\nactions:\n  s: {{<<: [*a1, *a2]}}\n",
+            "agent.yaml",
+        )
+        value = doc["actions"]["s"]["value"]
+        assert (number_as_written(value) or str(value)) == first, (first, last, value)
+
+
 @pytest.mark.parametrize(
     "written, alias",
     [
