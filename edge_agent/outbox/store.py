@@ -198,21 +198,25 @@ def _is_corrupt(exc: sqlite3.Error) -> bool:
 
 def _get_owner(db: sqlite3.Connection) -> tuple[str, str] | None:
     """The (tenant, agent id) a store's records were made under (``meta``'s ``owner_tenant``, ``owner_agent``,
-    each written ``t:<text>`` so that a name of digits stays text), or None: a store from before they were kept."""
+    each written ``t:<text>`` so that a name of digits stays text), or None: a store from before they were kept.
+    A tenant with no agent id (a start killed between the two rows, before they were written in one statement) is
+    that tenant's, agent "": formerly "no owner", this gateway's, and a start with no certificate copied another
+    tenant's records into it."""
     got = dict(
         db.execute("SELECT key, value FROM meta WHERE key IN ('owner_tenant', 'owner_agent')").fetchall()
     )
     tenant, agent = got.get("owner_tenant"), got.get("owner_agent")
-    if not (isinstance(tenant, str) and isinstance(agent, str)):
+    if not isinstance(tenant, str):
         return None
-    return (tenant.removeprefix("t:"), agent.removeprefix("t:"))
+    return (tenant.removeprefix("t:"), agent.removeprefix("t:") if isinstance(agent, str) else "")
 
 
 def _set_owner(db: sqlite3.Connection, owner: tuple[str, str], replace: bool = True) -> None:
+    """Both rows in one statement (one transaction): formerly two, and a kill between them left a tenant alone."""
     verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-    db.executemany(
-        f"{verb} INTO meta (key, value) VALUES (?, ?)",
-        [("owner_tenant", "t:" + owner[0]), ("owner_agent", "t:" + owner[1])],
+    db.execute(
+        f"{verb} INTO meta (key, value) VALUES (?, ?), (?, ?)",
+        ("owner_tenant", "t:" + owner[0], "owner_agent", "t:" + owner[1]),
     )
 
 
@@ -800,6 +804,12 @@ class Outbox:
                 )
             self._renewal_cut_before_move(db)
             db = self._own(db, recorded)
+            if self.owner is None:
+                # a start with no certificate judges a copy into this store by the owner this store carries:
+                # formerly by outbox-epoch.json's, and after a tenant move killed before that file was rewritten
+                # (it still named the former tenant, the store at the path was already the new one's) it copied the
+                # former tenant's records (and its outbox_corrupt event) into the new tenant's store
+                self._carried_owner = _get_owner(db) or self._carried_owner
             self._resume_salvage(db, recorded)
         except (sqlite3.DatabaseError, _Corrupt) as exc:
             if db is not None:

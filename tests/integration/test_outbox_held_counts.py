@@ -627,3 +627,40 @@ def test_a_kill_once_a_wal_found_alone_is_copied_tells_every_record_copied(tmp_p
             assert told == [("outbox_corrupt", 300, True)], start
         finally:
             again.close()
+
+
+# a start as beta finds acme's WAL alone, places it aside, makes beta's store (its meta: owner beta, the new epoch;
+# the epoch file still acme's) and is killed before it holds acme's file
+KILLED_BEFORE_A_FORMER_TENANTS_LONE_WAL_IS_HELD = """
+store.Outbox._hold_unfinished = lambda self, *args, **kw: power_cut()
+store.Outbox(OutboxSettings(), sys.argv[1], owner=("beta", "gw1")).open()
+"""
+
+
+@pytest.mark.parametrize("half_owner", [False, True])
+def test_a_start_with_no_certificate_after_a_killed_tenant_move_holds_the_former_tenants_lone_wal(
+    tmp_path, half_owner
+):
+    data = wal_alone(tmp_path)
+    killed_child(KILLED_BEFORE_A_FORMER_TENANTS_LONE_WAL_IS_HELD, data)
+    # the epoch file still acme's, the store at the path beta's
+    assert json.loads((data / "outbox-epoch.json").read_text())["tenant"] == "acme"
+    if (
+        half_owner
+    ):  # (as a former release left it when killed between the two owner rows: beta's tenant alone)
+        con = sqlite3.connect(data / "outbox" / "outbox.db")
+        con.execute("DELETE FROM meta WHERE key = 'owner_agent'")
+        con.commit()
+        con.close()
+    # no cloud: section, then beta's certificate again
+    for owner in (None, ("beta", "gw1"), ("beta", "gw1")):
+        ob = Outbox(SETTINGS, data, owner=owner)
+        ob.open()
+        try:
+            # formerly the start with no certificate judged the copy by the epoch file's tenant (acme) (or read a
+            # tenant with no agent id as no owner, this gateway's) and copied acme's 300 records into the store at
+            # the path, beta's, and beta's next start sent them to its cloud
+            assert events(ob) == [] and results(ob) == [], owner
+            assert [(h["tenant"], h["records"]) for h in ob.held] == [("acme", 300)], owner
+        finally:
+            ob.close()
