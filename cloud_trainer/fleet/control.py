@@ -163,6 +163,9 @@ STALL_REFRESH_S = (
 SUPERSEDED = "superseded"  # a target status: a newer rollout of the same slot took the agent over
 LEFT = "left_group"  # a target status: moved out of a selector rollout's group before the rollout reached it
 _NOT_OURS = (SUPERSEDED, LEFT)  # targets a rollout no longer assigns, waits for or rolls back
+# a target's status saying the agent left (or is being taken off) the rollout's version for its previous one: rolled
+# back or failed by the agent, or taken back by the fleet's halt (``_ways_back``)
+_WAYS_BACK = ("rolled_back", "failed", "rolling_back", "rolled_back_by_fleet")
 _LOG_CHANGE = "INSERT INTO changes (generation, tenant, agent) VALUES (?, ?, ?)"
 _UPSERT_DESIRED = (
     "INSERT INTO desired VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(tenant, agent, slot) DO UPDATE "
@@ -977,6 +980,7 @@ class Control:
                             "version": cur["version"],
                             "digest": cur["digest"],
                             "package": cur["package"],
+                            "seen": a.get("last_seen"),
                         }
             previous = self._ways_back(tenant, slot, current)
             dep = Deployment(
@@ -1407,7 +1411,12 @@ class Control:
                 tenant,
                 slot,
                 {
-                    a["id"]: {"version": cur["version"], "digest": cur["digest"], "package": cur["package"]}
+                    a["id"]: {
+                        "version": cur["version"],
+                        "digest": cur["digest"],
+                        "package": cur["package"],
+                        "seen": a.get("last_seen"),
+                    }
                     for a, cur, _ in eligible
                     if cur and cur.get("digest")
                 },
@@ -1449,14 +1458,19 @@ class Control:
 
     def _ways_back(self, tenant: str, slot: str, current: dict[str, dict]) -> dict[str, dict]:
         """agent -> its previous version for a new rollout of a model ``slot`` (what a halt sends it back to): what
-        its last state report shows it runs (``current``: agent -> version, digest, package), unless the newest
-        rollout of that very version to this agent says the agent rolled it back or failed it (its target's status):
-        its state report a heartbeat behind its health check's verdict, the version a halt would have sent it as an
-        admin's rollback (no health window) and it would have served for good. Then what it ran before that rollout
-        (the rollout's own previous, looked at alike), or none: it keeps what it runs."""
+        its last state report shows it runs (``current``: agent -> version, digest, package, and ``seen``, the
+        report's time), unless the fleet's own record is newer: the newest rollout of the slot that reached this
+        agent ended for it (its target's status, healthy or a way back, ``updated`` after the report) on another
+        version: that rollout's version is the start (a report behind a completed rollout named the version before
+        it: a halt would have sent the agent down to a version nobody asked for). Then, unless the newest rollout
+        of that very version to this agent says the agent rolled it back or failed it, or the fleet took it back
+        (``rolling_back``, ``rolled_back_by_fleet``): a report a heartbeat behind that verdict, the version a halt
+        would have sent it as an admin's rollback (no health window) and it would have served for good. Then what
+        it ran before that rollout (the rollout's own previous, looked at alike), or none: it keeps what it runs."""
         if not current:
             return {}
         verdicts: dict[tuple[str, str], dict] = {}  # (agent, digest) -> the newest rollout of it to the agent
+        newest: dict[str, dict] = {}  # agent -> the newest rollout of the slot that reached it
         for (doc,) in self.db.execute(
             "SELECT doc FROM deployments WHERE tenant = ? AND slot = ? ORDER BY created DESC, id DESC",
             (tenant, slot),
@@ -1468,11 +1482,22 @@ class Control:
                     status = (targets[a] or {}).get("status")
                     if status not in (None, "waiting", *_NOT_OURS):
                         verdicts.setdefault((a, digest), d)
+                        newest.setdefault(a, d)
             except (ValueError, TypeError, KeyError, AttributeError):
                 continue  # a document this code cannot read tells nothing here
         out = {}
         for a, cur in current.items():
             prev: dict | None = cur
+            d = newest.get(a)
+            if d is not None and d["digest"] != cur["digest"]:
+                t = d["targets"][a]
+                reported, updated = cur.get("seen"), t.get("updated")
+                if (
+                    t.get("status") in ("healthy", *_WAYS_BACK)
+                    and isinstance(updated, (int, float))
+                    and (not isinstance(reported, (int, float)) or updated > reported)
+                ):  # the fleet's record of this agent is newer than its state report
+                    prev = {"version": d.get("version"), "digest": d["digest"], "package": d.get("package")}
             seen: set[str] = set()
             while isinstance(prev, dict) and prev.get("digest"):
                 digest = str(prev["digest"])
@@ -1481,7 +1506,7 @@ class Control:
                     break
                 seen.add(digest)
                 d = verdicts.get((a, digest))
-                if d is None or d["targets"][a].get("status") not in ("rolled_back", "failed"):
+                if d is None or d["targets"][a].get("status") not in _WAYS_BACK:
                     break
                 prev = (d.get("previous") or {}).get(a)
             if isinstance(prev, dict) and prev.get("digest"):

@@ -501,3 +501,61 @@ def test_a_halt_never_sends_back_as_previous_a_version_the_agent_rolled_back_in_
     t = c.get(b["id"])["targets"]["gw1"]
     assert t["status"] == "rolled_back" and t["last_report"]["step"] == "healthy"
     assert c.get(a["id"])["targets"]["gw1"]["status"] == "rolled_back"
+
+
+def test_a_halt_never_sends_an_agent_below_the_version_a_rollout_completed_on_it(registry_control, tmp_path):
+    """A rollout of 1.2.0 created after a rollout of 1.1.0 completed on the agent, before its next state report
+    (which still named 1.0.0): the fleet took 1.0.0 for its previous version, and when the agent's health check
+    rolled 1.2.0 back (to 1.1.0), the halt sent it 1.0.0 as an admin's rollback: a downgrade nobody asked for,
+    installed with no health window. The fleet's own record (1.1.0 healthy, newer than the report) is the start."""
+    c, e = registry_control
+    key, _ = make_keypair(tmp_path / "keys")
+    c.registry.publish(make_package(tmp_path / "b", version="1.2.0", key=key, seed=2), [], {}, None, None)
+    _runs(c, "gw1", e["1.0.0"])
+    a = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]})
+    c.on_report("gw1", a["id"], "vision", "1.1.0", "active", True, "", {})
+    c.on_report("gw1", a["id"], "vision", "1.1.0", "healthy", True, "", {})
+    assert c.get(a["id"])["state"] == "completed"
+    b = c.create({"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]})
+    assert c.get(b["id"])["previous"]["gw1"]["version"] == "1.1.0"  # was 1.0.0, the stale report's
+    c.on_report("gw1", b["id"], "vision", "1.2.0", "rolled_back", False, "health check failed: NaN", {})
+    assert c.get(b["id"])["state"] == "halted"
+    sent = [(s["version"], s["deployment_id"]) for s in c.desired_state("gw1")[1]]
+    assert sent == [("1.1.0", b["id"] + ":rollback")], sent  # was: 1.0.0, below what A completed with
+    # a state report newer than the fleet's record is what the agent runs (here 1.0.0, by other means): the start
+    _runs(c, "gw1", e["1.0.0"])
+    d = c.create({"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]})
+    assert c.get(d["id"])["previous"]["gw1"]["version"] == "1.0.0"
+
+
+def test_a_halt_never_sends_back_as_previous_a_version_the_fleet_took_the_agent_off(
+    registry_control, tmp_path
+):
+    """A rollout of 1.1.0 halted (another agent's health check rolled it back) and sent gw1 back to 1.0.0, which gw1
+    confirmed; a rollout of 1.2.0 created before gw1's next state report (still 1.1.0) took 1.1.0 for its previous
+    version, and its halt sent gw1 the version the fleet had just halted and taken it off, as an admin's rollback."""
+    c, e = registry_control
+    key, _ = make_keypair(tmp_path / "keys")
+    c.registry.publish(make_package(tmp_path / "b", version="1.2.0", key=key, seed=2), [], {}, None, None)
+    for agent in ("gw1", "gw2"):
+        _runs(c, agent, e["1.0.0"])
+    a = c.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "agents": ["gw1", "gw2"],
+            "steps": ["100%"],
+        }
+    )
+    c.on_report("gw1", a["id"], "vision", "1.1.0", "active", True, "", {})
+    _runs(c, "gw1", e["1.1.0"])  # its state report with the candidate serving, the last before the halt
+    c.on_report("gw2", a["id"], "vision", "1.1.0", "rolled_back", False, "health check failed: NaN", {})
+    assert c.get(a["id"])["state"] == "halted"
+    c.on_report("gw1", a["id"], "vision", "1.0.0", "healthy", True, "", {})  # back on 1.0.0, as the halt said
+    assert c.get(a["id"])["targets"]["gw1"]["status"] == "rolled_back_by_fleet"
+    b = c.create({"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]})
+    assert c.get(b["id"])["previous"]["gw1"]["version"] == "1.0.0"  # was 1.1.0
+    c.on_report("gw1", b["id"], "vision", "1.2.0", "rolled_back", False, "health check failed: NaN", {})
+    sent = [(s["version"], s["deployment_id"]) for s in c.desired_state("gw1")[1]]
+    assert sent == [("1.0.0", b["id"] + ":rollback")], sent  # was: 1.1.0, the version the fleet halted
