@@ -413,7 +413,8 @@ class ModelStore:
                 # its kind said ``unknown`` again, as ``arm`` made it (in place over its block, one write): it kept
                 # the kind of the rollback just undone, and a later mark made without a kind (``mark_failed``) read
                 # that one, e.g. a refusal or a full disk's mark told as a crash loop. Written before the rename: a
-                # kill between the two leaves a mark of no known kind, which the next ``served`` withdraws again
+                # kill between the two leaves a mark of no known kind on a version state.json does not yet name
+                # (``set_current`` withdraws it before that write), which its next ``served`` withdraws again
                 # (written after it, a kill between left the placeholder with the kind undone)
                 _fill_placeholder(path, MARK_UNKNOWN)
                 os.rename(path, armed)  # the placeholder again, for a later rollback
@@ -659,8 +660,12 @@ class ModelStore:
                 if probation and previous
                 else None
             )
+            # its rollback mark withdrawn before the state that names it current: written after, a kill between the
+            # two left a new deployment of a version rolled back before named current, on probation, and marked,
+            # and the next start rolled it back with the earlier rollback's verdict (a health check's held for the
+            # new deployment for good). A kill between now leaves it unmarked and not current: its swap cut short
+            self.served(folder.name)
             self._write_state(st)
-        self.served(folder.name)
         if previous is not None:
             self.arm(previous.name)
 

@@ -267,3 +267,48 @@ def test_temporary_files_a_killed_agent_left_in_deployments_are_removed_at_start
     (dep / "vision.json").write_text("{}")
     ModelManager({}, SimpleNamespace(data_dir=tmp_path))
     assert sorted(p.name for p in dep.iterdir()) == ["health-rollbacks", "vision.json"]
+
+
+# a new deployment installs again a version an earlier deployment rolled back (its mark kept: the kill came before
+# the prune, or an admin's rollback left it installed as ``previous``): ``set_current`` names it current, on
+# probation; the agent is killed right after that state.json is written
+KILLED_ONCE_STATE_NAMES_THE_VERSION_AGAIN = """
+import edge_agent.models.store as ms
+from pathlib import Path
+store = ms.ModelStore(Path(sys.argv[1]))
+real_write = store._write_state_file
+
+
+def write(state):
+    real_write(state)
+    if state.get("current") == sys.argv[3]:
+        power_cut()
+
+
+store._write_state_file = write
+store.forget_failed(sys.argv[3])
+store.set_current(Path(sys.argv[1]) / sys.argv[3], Path(sys.argv[1]) / sys.argv[4], probation=True)
+"""
+
+
+@pytest.mark.parametrize("kind", [MARK_HEALTH, MARK_ADMIN])
+def test_a_kill_as_a_version_rolled_back_before_is_switched_to_again_keeps_the_new_deployments_candidate(
+    tmp_path, kind
+):
+    from tests.support.outbox_kills import killed_child
+
+    for name in (PREV, CAND):
+        (tmp_path / name).mkdir()
+    store = ModelStore(tmp_path)
+    store.arm(CAND)
+    store.mark_rolled_back(CAND, kind)  # the earlier deployment's rollback
+    store._write_state_file({"current": PREV, "previous": None, "failed": {CAND: "rolled back"}})
+    killed_child(KILLED_ONCE_STATE_NAMES_THE_VERSION_AGAIN, tmp_path, CAND, PREV, timeout_s=30)
+    restarted = ModelStore(tmp_path)
+    assert restarted.state()["current"] == CAND
+    ar = restarted.after_restart()
+    # formerly the mark was withdrawn only after that write: the start rolled the new deployment back with the
+    # earlier rollback's reason (a health check's, which the model manager holds for the new deployment for good)
+    assert ar is not None and ar.resume and ar.reason is None, ar
+    assert restarted.state()["current"] == CAND and CAND not in (restarted.state().get("failed") or {})
+    assert not restarted.rolled_back(CAND)
