@@ -897,11 +897,25 @@ class Outbox:
                 # (and be sent to its cloud); the WARNING above and the held note say it on this gateway
                 self._write_salvaging(None)
             else:
+                # a copy carried from the marker left beside the store is judged by whose its file is, as
+                # ``_resume_salvage`` judges each one: another tenant's is held whole, never copied (formerly copied
+                # with no check: a start of beta killed before it held acme's corrupt store, then beta's own store
+                # found corrupt, copied acme's records and an outbox_corrupt event "salvaged" into beta's outbox)
+                mine = []
+                for j in carried:
+                    src = Path(j["src"])
+                    if (
+                        self._salvage_job_refused(j, src, None, strict=False) is None
+                        and self._former_tenant(src, recorded) is not None
+                    ):
+                        self._hold_unfinished(src, recorded, db)
+                    else:
+                        mine.append(j)
                 jobs = (
                     [{"src": str(aside), "last_seq": 0, "acked": acked, "from": 0}]
                     if aside is not None
                     else []
-                ) + carried
+                ) + mine
                 salvaged = Counter()
                 left: list[dict] = []
                 if jobs:

@@ -217,6 +217,32 @@ def test_a_start_with_no_certificate_after_a_killed_tenant_move_holds_the_former
             ob.close()
 
 
+@pytest.mark.parametrize("first", [("beta", "gw1"), None], ids=["beta", "no-certificate"])
+def test_a_former_tenants_store_carried_into_a_renewal_at_start_is_held_not_copied(tmp_path, first):
+    # beta's start is killed before it holds acme's corrupt store (its marker names acme's file, moved aside); beta's
+    # own fresh store is then found corrupt too (the same failing card): the renewal at the next start carries acme's
+    # file from the marker
+    data = tmp_path / "data"
+    ob = filled(data, 300, owner=("acme", "gw1"), samples=5)
+    ob.close()
+    damage_index(ob.path)
+    killed_child(KILLED_BEFORE_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD, data)
+    damage_index(data / "outbox" / "outbox.db")
+    for owner in (first, ("beta", "gw1")):
+        ob = Outbox(SETTINGS, data, owner=owner)
+        ob.open()
+        try:
+            # formerly acme's 300 results and its 5 samples were copied into beta's renewed store, told by an
+            # outbox_corrupt event "salvaged 300", and beta sent them all to its cloud
+            assert results(ob) == []
+            assert [e.get("salvaged") for e in events(ob) if e["kind"] == "outbox_corrupt"] in ([], [0])
+            (one,) = ob.held
+            assert (one["tenant"], one["records"]) == ("acme", 300)
+            assert len(list(Path(one["file"] + ".samples").iterdir())) == 5
+        finally:
+            ob.close()
+
+
 def test_a_held_corrupt_stores_count_cut_by_its_time_limit_is_told_as_at_least(tmp_path, monkeypatch, caplog):
     # acme's corrupt store held at beta's start; counting its readable records takes longer than the limit (a store
     # of millions of records on a busy gateway): here the limit is 0 s, so nothing of it is read in time
