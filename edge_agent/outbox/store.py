@@ -1006,8 +1006,11 @@ class Outbox:
         self._told = self._tell_untold(db)
         self._committed_seq = self._seq
         self._rebuild_counts(db)
-        self._sweep_samples(db)
         job = self._read_salvaging()
+        # a copy left unfinished (cut by its time limit, to go on while running): the sample files of the records it
+        # has still to copy are named by no row yet, and are kept (counted) until a start finds no copy left; formerly
+        # removed here, and the records copied later named files that were gone
+        self._sweep_samples(db, remove=job is None)
         self._copy_due = job is not None and job.get("epoch") == self.epoch
         self._copy_next, self._copy_failures = 0.0, 0
         self._stop.clear()
