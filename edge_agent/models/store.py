@@ -294,10 +294,10 @@ class ModelStore:
 
     def mark_rolled_back(self, folder_name: str, kind: str = "") -> None:
         """Record, beside ``state.json`` and before it, that ``folder_name`` was rolled back or refused: a file
-        ``.rolled-back/<folder>`` holding ``kind`` (who rolled it back, ``MARK_KINDS``; empty: refused, or read as
-        the health check's), written into its placeholder before the rename that makes the mark (a kill leaves the
-        mark whole or absent; a disk with no block for it leaves it empty), its name fsynced, so that a start
-        on a lost state never serves it (``newest_installed``) and a start whose state.json still names it on
+        ``.rolled-back/<folder>`` holding ``kind`` (who rolled it back, ``MARK_KINDS``; none: ``MARK_UNKNOWN``, a
+        refusal), written into its placeholder before the rename that makes the mark (a kill leaves the mark whole or
+        absent; a disk with no block for it leaves it empty, read as ``MARK_UNKNOWN``), its name fsynced, so that a
+        start on a lost state never serves it (``newest_installed``) and a start whose state.json still names it on
         probation restores the previous model (``after_restart``). Made by renaming the folder's placeholder
         (``arm``), which needs no free space, else created. Removed when the folder serves again (``set_current``,
         ``served``) or is removed (``prune``). A disk that refuses it (read-only, an I/O error, a full disk without
@@ -314,8 +314,11 @@ class ModelStore:
             kind = self._kinds.get(folder_name, kind)
             try:
                 if not mark.exists():
-                    if kind:
-                        _fill_placeholder(armed, kind)
+                    # ``unknown`` when it was given no kind (a refusal, ``mark_failed``), over a placeholder that
+                    # says otherwise (left empty by a full disk, a kind a kill left before its rename), if no
+                    # ``arm`` came between: formerly the mark read as the health check's verdict, or as that kind
+                    if kind or _read_kind(armed) not in (None, MARK_UNKNOWN):
+                        _fill_placeholder(armed, kind or MARK_UNKNOWN)
                     try:
                         os.rename(armed, mark)  # (no free block or inode needed)
                     except FileNotFoundError:  # not armed: made anew
@@ -386,13 +389,14 @@ class ModelStore:
         return paths is not None and paths[0].exists()
 
     def mark_kind(self, folder_name: str) -> str:
-        """Who rolled ``folder_name`` back, as its mark says (``MARK_KINDS``): an empty, unreadable or unknown
-        mark is the health check's (the one reading of the marks written before they held a kind). Only a regular
-        file is read, and only its first 64 bytes: a pipe or a huge file put at the mark's path blocked the start,
-        or filled its memory, at every restart."""
+        """Who rolled ``folder_name`` back, as its mark says (``MARK_KINDS``): an empty mark is of no known kind
+        (``MARK_UNKNOWN``: a disk with no block for its kind; formerly read as the health check's verdict, which the
+        model manager holds for the deployment for good); an unreadable or unknown one is the health check's. Only a
+        regular file is read, and only its first 64 bytes: a pipe or a huge file put at the mark's path blocked the
+        start, or filled its memory, at every restart."""
         paths = self._marks(folder_name)
-        kind = (_read_kind(paths[0]) if paths is not None else None) or ""
-        if kind == MARK_UNKNOWN:
+        kind = _read_kind(paths[0]) if paths is not None else None
+        if kind in ("", MARK_UNKNOWN):
             return MARK_UNKNOWN
         return kind if kind in MARK_KINDS else MARK_HEALTH
 
@@ -727,10 +731,12 @@ class ModelStore:
                 f"{UNRECORDED_ROLLBACK}, but the state.json that recorded it was not written "
                 "(a full or read-only disk, or the agent ended first); the previous model was restored"
             )
-        elif kind == MARK_UNKNOWN:  # (a disk with no room for the kind: no verdict to hold)
+        elif kind == MARK_UNKNOWN:  # (a refusal's mark, or a disk with no room for its kind: no verdict held)
+            # (formerly "the disk had no room for it", also said of a refusal's mark on a disk with room)
             reason = (
-                "a rollback of the candidate began before the restart (by whom is not recorded: the disk had no "
-                "room for it), but the state.json that recorded it was not written; the previous model was restored"
+                "a rollback or refusal of the candidate began before the restart (by whom is not recorded), but the "
+                "state.json that recorded it was not written (the agent ended first, or a full or read-only disk); "
+                "the previous model was restored"
             )
         elif kind == MARK_ADMIN:
             reason = (

@@ -156,8 +156,9 @@ def test_a_kill_right_after_a_marks_kind_is_written_never_leaves_it_read_as_the_
         # a later mark with no kind (``mark_failed``) made from that placeholder
         restarted.mark_rolled_back(n)
         # formerly the kind was written, then the file cut to its length: the kill between left "adminwn" (or
-        # "admin_loop"), read as the health check's verdict
-        assert restarted.mark_kind(n) == MARK_ADMIN
+        # "admin_loop"), read as the health check's verdict. The kind of the rollback the kill cut short is not
+        # this mark's: it says none
+        assert restarted.mark_kind(n) == MARK_UNKNOWN
 
 
 def test_a_mark_without_a_kind_after_the_version_served_again_reads_unknown_not_the_rollbacks_undone(
@@ -312,3 +313,63 @@ def test_a_kill_as_a_version_rolled_back_before_is_switched_to_again_keeps_the_n
     assert ar is not None and ar.resume and ar.reason is None, ar
     assert restarted.state()["current"] == CAND and CAND not in (restarted.state().get("failed") or {})
     assert not restarted.rolled_back(CAND)
+
+
+# the candidate's placeholder was made on a full disk (an inode, no block: left empty) and no ``arm`` ran since; it is
+# refused (``mark_failed``: a mark made without a kind), the disk full again or not; the agent is killed right after
+# the rename that makes the mark, before the state.json that drops the candidate
+KILLED_ONCE_A_MARK_WITHOUT_A_KIND_IS_MADE = """
+import errno
+import edge_agent.models.store as ms
+from pathlib import Path
+real_rename = os.rename
+
+
+def rename(src, dst):
+    real_rename(src, dst)
+    if str(src).endswith(ms.ARMED):
+        power_cut()
+
+
+def no_block(*a, **kw):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+os.rename = rename
+if sys.argv[4] == "full":
+    os.write = os.pwrite = no_block
+ms.ModelStore(Path(sys.argv[1])).mark_failed(Path(sys.argv[1]) / sys.argv[3], "refused at load")
+"""
+
+
+@pytest.mark.parametrize("disk", ["room", "full"])
+def test_a_mark_without_a_kind_over_a_placeholder_left_empty_reads_unknown_not_the_health_checks(
+    tmp_path, disk
+):
+    from tests.support.outbox_kills import killed_child
+
+    _on_probation(tmp_path)
+    armed = tmp_path / ".rolled-back" / (CAND + ".armed")
+    armed.parent.mkdir()
+    armed.write_bytes(b"")  # what ``arm`` on a full disk leaves
+    killed_child(KILLED_ONCE_A_MARK_WITHOUT_A_KIND_IS_MADE, tmp_path, CAND, disk, timeout_s=30)
+    restarted = ModelStore(tmp_path)
+    assert restarted.rolled_back(CAND)
+    # formerly the empty mark read as the health check's verdict: the reason the model manager holds for the
+    # deployment for good, for a rollback no health check made
+    assert restarted.mark_kind(CAND) == MARK_UNKNOWN
+    ar = restarted.after_restart()
+    assert ar is not None and not ar.resume and ar.previous == PREV and ar.reason is not None
+    assert not ar.reason.startswith(UNRECORDED_ROLLBACK), ar.reason
+
+
+def _on_probation(root) -> None:
+    for n in (PREV, CAND):
+        (root / n).mkdir()
+    ModelStore(root)._write_state_file(
+        {
+            "current": CAND,
+            "previous": PREV,
+            "probation": {"candidate": CAND, "since": 0, "unclean_ends": 0, "stopped": False},
+        }
+    )
