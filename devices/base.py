@@ -140,6 +140,29 @@ def number_as_written(value: Any) -> str | None:
     return None
 
 
+def config_text(value: Any, limit: int = 80) -> str | None:
+    """How a refusal names a config's number kept with its text (``WholeFloat``, ``FractionFloat``,
+    ``ShownFloat``, ``ShownInt``): the text as the config writes it (``4.9e-324``, ``0x8000``, ``2.50``), not the
+    number YAML read it as (5e-324, 32768, 2.5); bounded to ``limit`` characters (a long literal is named by
+    its two ends); None for any other value."""
+    if not isinstance(value, WholeFloat | FractionFloat | ShownFloat | ShownInt):
+        return None
+    text = value.text
+    if len(text) > limit:
+        text = f"{text[: limit // 2 - 2]}...{text[-(limit // 2 - 2) :]}"
+    return text
+
+
+def named_as_written(detail: str, value: Any) -> str:
+    """``detail``, a refusal that begins with ``repr(value)`` (``sparkplug.datetime_ms``'s "1.5 is no time"),
+    beginning instead with the config's text of ``value`` (``config_text``): "1.50 is no time"."""
+    text = config_text(value)
+    head = repr(value)
+    if text is None or not detail.startswith(head):
+        return detail
+    return text + detail[len(head) :]
+
+
 FLOAT32_MAX = 3.4028234663852886e38
 # halfway from the largest REAL to 2**128: a double from here on rounds to infinity as a REAL, one below it to
 # FLOAT32_MAX (3.4028235e38, the largest REAL as PLCs print it, is such a double a hair above FLOAT32_MAX)

@@ -56,7 +56,7 @@ from pydantic import (
 )
 
 from devices import SOURCE_TYPES, load_object
-from devices.base import FractionFloat, ShownFloat, ShownInt, WholeFloat
+from devices.base import FractionFloat, ShownFloat, ShownInt, WholeFloat, named_as_written
 from devices.opcua.settings import DATETIME_RANGE
 from devices.opcua.settings import guess_tag as _guess_tag  # noqa: F401  (its home moved; kept for imports)
 from edge_agent.action_base import ActionSettings, RetrySettings  # noqa: F401  (RetrySettings: re-exported)
@@ -818,7 +818,9 @@ def _sparkplug_values(action: SparkplugCommandAction) -> None:
                 try:
                     sp.datetime_ms(x)
                 except CodecError as e:
-                    raise ValueError(f"{field}: a DateTime metric takes a time; {e.detail}") from None
+                    # a config's 1.50 is named as written, not as 1.5
+                    detail = named_as_written(e.detail, x)
+                    raise ValueError(f"{field}: a DateTime metric takes a time; {detail}") from None
                 continue
             from devices.mqtt.sparkplug_host import command_value
 

@@ -148,7 +148,9 @@ from devices.base import (
     ShownFloat,
     ShownInt,
     WholeFloat,
+    config_text,
     float_for_plc,
+    named_as_written,
     number_as_written,
     text_problem,
 )
@@ -568,6 +570,9 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     text shows, to any other as the float."""
     # a refusal names a config's 9.007199254740993e+15 as written, not as 9007199254740992.0
     written = value if isinstance(value, WholeFloat | FractionFloat) else None
+    # and any number kept with its text as the config writes it: 4.9e-324, 0x8000, 2.50, not 5e-324, 32768, 2.5
+    as_written = config_text(value)
+    config_value = value
     # a String metric gets the number the config's text shows (9.007199254740993e+15), not its float's
     # 9007199254740992.0; YAML's digit separators dropped
     shown_text = number_as_written(value)
@@ -576,7 +581,10 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     elif isinstance(value, ShownInt):
         value = int(value)
     elif isinstance(value, WholeFloat):
-        value = value.whole if dt in _INT_RANGE else float(value)
+        if dt in _INT_RANGE:  # named by the whole number its text shows: -9223372036854775809
+            value, as_written = value.whole, None
+        else:
+            value = float(value)
     elif isinstance(value, FractionFloat) and dt not in _INT_RANGE and dt is not sp.DataType.BOOLEAN:
         # 9007199254740992.5: a fraction to an integer or Boolean metric (refused as 1.5 is:
         # 1.0000000000000000001 was sent true), the float to others
@@ -587,7 +595,7 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     def bad(fix: str) -> ValueError:
         return ValueError(
             f"metric {where} is {datatype_name(dt)}; cannot send "
-            f"{repr(written) if written is not None and type(value) is float else repr(value)} "
+            f"{as_written if as_written is not None and type(value) in (int, float) else repr(value)} "
             f"({'float' if isinstance(value, FractionFloat) else type(value).__name__}): {fix}"
         )
 
@@ -630,7 +638,7 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
             # a config's 9.007199254740993e+15 is named as written (its repr), not as 9007199254740992.0
             return sp.datetime_ms(value if written is None else written)
         except CodecError as e:
-            raise bad(e.detail) from None
+            raise bad(named_as_written(e.detail, config_value)) from None
     raise bad("only Boolean, integer, Float, Double, String and DateTime metrics can be written")
 
 

@@ -106,6 +106,7 @@ from devices.base import (
     ShownFloat,
     ShownInt,
     WholeFloat,
+    config_text,
     float_for_plc,
     number_as_written,
     text_problem,
@@ -584,12 +585,16 @@ def _convert_scalar(
     held: ua.VariantType | None = None,
     any_held: bool = False,
     holder: str = "BaseDataType",
+    as_written: str | None = None,
 ) -> Any:
     """One value by ``convert_value``'s rules; ``any_held``: ``vtype`` is the type a node of DataType
     ``holder`` (BaseDataType, or an abstract Number / Integer / UInteger) holds, and a refusal names it and
-    why it is kept."""
+    why it is kept; ``as_written``: the config's text of the value (``config_text``) a holder was given."""
     # a refusal names a config's 9.007199254740993e+15 as written, not as 9007199254740992.0
     written = value if isinstance(value, WholeFloat | FractionFloat) else None
+    # and any number kept with its text as the config writes it: 4.9e-324, 0x8000, 2.50, not 5e-324, 32768, 2.5
+    if (text := config_text(value)) is not None:
+        as_written = text
     # the number a config's text shows, for a String node: 9.007199254740993e+15 was sent as '9007199254740992.0'
     shown_text = number_as_written(value)
     if isinstance(value, ShownFloat):  # its text is for a String node only: the number to every other
@@ -602,7 +607,9 @@ def _convert_scalar(
         # fraction to an integer or Boolean node (refused as 2.5 is: 1.0000000000000000001 was written true), the
         # float to every other
         if vtype.name in _INT_RANGE or vtype in (AbstractType.Integer, AbstractType.UInteger):
-            value = value.whole if isinstance(value, WholeFloat) else value
+            # named by the whole number its text shows: -9223372036854775809
+            if isinstance(value, WholeFloat):
+                value, as_written = value.whole, None
         elif isinstance(value, FractionFloat) and vtype.name == "Boolean":
             pass
         elif held is None or held is ua.VariantType.Variant or vtype.name not in ("Variant", "Number"):
@@ -628,14 +635,14 @@ def _convert_scalar(
             )
         err = OpcUaTypeMismatch(
             f"node {node_id} is {shown}; cannot write "
-            f"{repr(written) if written is not None and type(given) is float else _shown(given)} "
+            f"{as_written if as_written is not None and type(given) in (int, float) else _shown(given)} "
             f"({'float' if isinstance(given, FractionFloat) else type(given).__name__}): {fix}"
         )
         err.fix, err.text_node = fix, t in ("String", "LocalizedText")
         return err
 
     if isinstance(vtype, AbstractType):
-        return _abstract(vtype, value, node_id, held, bad, written)
+        return _abstract(vtype, value, node_id, held, bad, written, as_written)
     if t == "Boolean":
         if isinstance(value, bool):
             return value
@@ -693,7 +700,7 @@ def _convert_scalar(
         raise bad("write a GUID such as 72962b91-fa75-4ae6-8d28-b404dc7daf63")
     if t == "Variant":  # BaseDataType: the type the node holds, else (a null value) the value's own kind
         if held is not None and held is not ua.VariantType.Variant:  # Variant: a Variant[]'s elements, any
-            return _convert_scalar(held, own, node_id, any_held=True), held
+            return _convert_scalar(held, own, node_id, any_held=True, as_written=as_written), held
         if isinstance(value, bool):
             return value, ua.VariantType.Boolean
         if isinstance(value, int):
@@ -775,6 +782,7 @@ def _abstract(
     held: ua.VariantType | None,
     bad,
     written: float | None = None,
+    as_written: str | None = None,
 ) -> tuple:
     """(value, concrete VariantType) for a node of an abstract numeric DataType: the type it holds, by that
     type's rules (a value that does not fit it is refused naming it: sent as another type, it was refused by a
@@ -797,7 +805,10 @@ def _abstract(
     if kind is AbstractType.UInteger and value < 0:
         raise bad("a UInteger node takes whole numbers >= 0")
     if held is not None and held.name in _SUBTYPES[kind]:
-        return _convert_scalar(held, given, node_id, any_held=True, holder=kind.name), held
+        return (
+            _convert_scalar(held, given, node_id, any_held=True, holder=kind.name, as_written=as_written),
+            held,
+        )
     if isinstance(value, float):
         try:
             return float_for_plc(value if written is None else written, single=False), ua.VariantType.Double
@@ -1254,8 +1265,11 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
     ndim = _ndim(value)
 
     def bad(what: str, fix: str) -> OpcUaTypeMismatch:
+        # a config's number as written (0x8000, 2.50), of its kind (int, float)
+        text = config_text(value)
+        kind = type(value).__name__ if text is None else "int" if isinstance(value, int) else "float"
         return OpcUaTypeMismatch(
-            f"node {node_id} is {what}; cannot write {reprlib.repr(value)} ({type(value).__name__}): {fix}"
+            f"node {node_id} is {what}; cannot write {reprlib.repr(value) if text is None else text} ({kind}): {fix}"
         )
 
     if nt.max_len is not None and ndim and (n := _elements(value)) > nt.max_len:

@@ -492,7 +492,7 @@ async def test_a_number_too_small_for_a_double_is_refused_by_a_float_or_double_n
     )
     assert "would arrive as -0;" in errors[p.node_id("Neg")], errors
     assert errors[p.node_id("Sub")].endswith(
-        "cannot write 1e-320 (float): too small for a 64-bit Double (LREAL) (below about 2.2e-308): it would arrive "
+        "cannot write 1.0e-320 (float): too small for a 64-bit Double (LREAL) (below about 2.2e-308): it would arrive "
         "as 9.99988867e-321, its digits lost; write 0"
     ), errors
     for action in ("gain", "limit", "low", "neg", "sub"):
