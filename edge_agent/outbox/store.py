@@ -2204,9 +2204,32 @@ class Outbox:
         if row is None or row[0] != job.get("epoch"):
             if (
                 self.former_tenant is not None
-            ):  # the store it copied into was held: these are that tenant's too
+            ):  # the store it copied into was held: each file judged by whose it is, as below
+                own_jobs = []
                 for j in jobs:
-                    self._hold_unfinished(Path(j["src"]), recorded, db, self._epoch_of(job, j))
+                    src = Path(j["src"])
+                    if (
+                        row is None  # (a store made at this start, after the former tenant's was held)
+                        and self._salvage_job_refused(j, src, None, strict=False) is None
+                        and self._former_tenant(src, recorded) is None
+                    ):
+                        # this tenant's own (the gateway back to it after a killed start of another tenant): copied
+                        # into this store; formerly held under the former tenant's name and never sent
+                        own_jobs.append({**j, "from": 0})
+                    else:
+                        self._hold_unfinished(src, recorded, db, self._epoch_of(job, j))
+                if own_jobs:  # (this store's epoch fixed before any row is copied into it)
+                    last = job.get("epoch")
+                    epoch = max(
+                        (self._read_epoch_file() or 0) + 1,
+                        int(time.time()),
+                        last + 1 if type(last) is int else 0,
+                    )
+                    # (the marker first: a kill before the store has its epoch adopts it, ``_adopt_epoch``)
+                    self._write_salvaging(self._marker(epoch, own_jobs))
+                    self._write_epoch_file(epoch)
+                    db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+                    return self._resume_salvage(db, recorded)
             else:
                 log.warning(
                     "outbox %s: an unfinished salvage of %s is not this store's (another epoch): not resumed",

@@ -587,6 +587,23 @@ def test_a_kill_as_a_wal_found_alone_moves_aside_places_it_once(tmp_path, tenant
             again.close()
 
 
+def test_the_gateway_back_to_its_tenant_after_a_killed_tenant_move_sends_its_own_records(tmp_path):
+    # a start as beta finds acme's WAL alone at the outbox's path, places it aside, makes beta's store (its meta
+    # beta's, the marker naming acme's file) and is killed before it holds acme's
+    data = wal_alone(tmp_path)
+    killed_child(KILLED_BEFORE_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD, data)
+    for start in range(2):  # (the certificate names acme again: a swap reverted)
+        ob = Outbox(SETTINGS, data, owner=("acme", "gw1"))
+        ob.open()
+        try:
+            # formerly acme's 300 records were held as tenant 'beta''s store, never sent to acme (and named beta
+            # in /status, its WARNING and its held note)
+            assert results(ob) == list(range(1, 301)), start
+            assert [h["tenant"] for h in ob.held if h["records"]] == [], start
+        finally:
+            ob.close()
+
+
 def test_held_stores_put_back_by_hand_are_counted_within_one_time_limit_for_the_start(tmp_path, monkeypatch):
     import time
 
