@@ -845,11 +845,13 @@ class Outbox:
             # before the file is moved, as a renewal while running does: a kill from here on finds at the next start
             # which file holds the records (formerly written after the move: a kill between the two left the store
             # in outbox-corrupt/ unnamed, an empty store at the path, and the next renewal removed the file)
-            self._write_salvaging(
-                self._marker(
-                    epoch, [{"src": str(to), "last_seq": 0, "acked": acked, "from": 0}, *carried], known or 0
-                )
-            )
+            # (with the owner judged here when it is another tenant's: a kill before the hold leaves the epoch file
+            # naming this tenant's new store, and a file whose meta cannot be read was then judged by it as this
+            # tenant's: the next start copied the former tenant's records into this tenant's outbox)
+            own_job: dict[str, Any] = {"src": str(to), "last_seq": 0, "acked": acked, "from": 0}
+            if former is not None and former[0]:
+                own_job["owner"] = list(former)
+            self._write_salvaging(self._marker(epoch, [own_job, *carried], known or 0))
             aside = self._move_aside(to=to)
             if aside is None:
                 former = None
@@ -891,7 +893,12 @@ class Outbox:
                 )
                 aside = self.moved_aside = kept
                 for j in carried:  # the copies into it that were left unfinished: that tenant's too
-                    self._hold_unfinished(Path(j["src"]), recorded, epoch=recorded[0] if recorded else None)
+                    self._hold_unfinished(
+                        Path(j["src"]),
+                        recorded,
+                        epoch=recorded[0] if recorded else None,
+                        owner=self._other_owner(j),
+                    )
                 salvaged: Counter = Counter()
                 # no outbox_corrupt event: it would name and count another tenant's store in this tenant's outbox
                 # (and be sent to its cloud); the WARNING above and the held note say it on this gateway
@@ -904,11 +911,10 @@ class Outbox:
                 mine = []
                 for j in carried:
                     src = Path(j["src"])
-                    if (
-                        self._salvage_job_refused(j, src, None, strict=False) is None
-                        and self._former_tenant(src, recorded) is not None
+                    if self._salvage_job_refused(j, src, None, strict=False) is None and (
+                        self._former_tenant(src, recorded) is not None or self._other_owner(j) is not None
                     ):
-                        self._hold_unfinished(src, recorded, db)
+                        self._hold_unfinished(src, recorded, db, owner=self._other_owner(j))
                     else:
                         mine.append(j)
                 jobs = (
@@ -1128,6 +1134,16 @@ class Outbox:
             # nothing of it salvaged and (since no event names an untold owner) nothing told to the cloud
             return None
         return ("", "")
+
+    def _other_owner(self, j: dict) -> tuple[str, str] | None:
+        """The (tenant, agent) the marker's job ``j`` records as its file's owner when that is another tenant than
+        this one (written by the start that judged it so, before the epoch file was rewritten for its own store);
+        None: no such owner recorded."""
+        ref = self.owner or self._carried_owner
+        o = j.get("owner")
+        if ref is None or not (isinstance(o, list) and len(o) == 2 and all(isinstance(x, str) for x in o)):
+            return None
+        return (o[0], o[1]) if o[0] and o[0] != ref[0] else None
 
     @staticmethod
     def _store_owner(src: Path) -> tuple[bool, tuple[str, str] | None]:
@@ -1982,6 +1998,7 @@ class Outbox:
                     {
                         "src": j["src"],
                         **{k: j.get(k, d) for k, d in (("last_seq", 0), ("acked", []), ("from", 0))},
+                        **({"owner": j["owner"]} if isinstance(j.get("owner"), list) else {}),
                     }
                 )
         return out
@@ -2070,6 +2087,7 @@ class Outbox:
         recorded: tuple[int, str, str] | None,
         db: sqlite3.Connection | None = None,
         epoch: int | None = None,
+        owner: tuple[str, str] | None = None,
     ) -> None:
         """A moved-aside store whose copy was left unfinished, found another tenant's (the gateway moved): held whole
         in ``outbox-held/`` as the store it was copied into, with the sample files its readable records name (but
@@ -2079,6 +2097,8 @@ class Outbox:
         if self._salvage_job_refused({"src": str(src)}, src, None) is not None:
             return
         former = self._former_tenant(src, recorded)
+        if owner is not None and (former is None or not former[0]):
+            former = owner  # (the owner its marker recorded: its meta unreadable, the epoch file then this tenant's)
         if former is None:
             former = (self.former_tenant or "", "")
         elif former[0] and self.former_tenant is None:
@@ -2244,8 +2264,10 @@ class Outbox:
         for i, j in enumerate(self._carry(job, meta)):
             src = Path(j["src"])
             why = self._salvage_job_refused(j, src, db, strict=i == 0)
-            if why is None and self._former_tenant(src, recorded) is not None:
-                self._hold_unfinished(src, recorded, db, self._epoch_of(job, j))
+            if why is None and (
+                self._former_tenant(src, recorded) is not None or self._other_owner(j) is not None
+            ):
+                self._hold_unfinished(src, recorded, db, self._epoch_of(job, j), owner=self._other_owner(j))
                 held = True
                 continue
             if why:

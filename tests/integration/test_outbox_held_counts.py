@@ -243,6 +243,32 @@ def test_a_former_tenants_store_carried_into_a_renewal_at_start_is_held_not_copi
             ob.close()
 
 
+@pytest.mark.parametrize("beta_damaged", [True, False], ids=["beta-store-corrupt", "beta-store-healthy"])
+def test_a_former_tenants_store_whose_meta_is_unreadable_stays_held_after_a_killed_tenant_move(
+    tmp_path, beta_damaged
+):
+    # acme's corrupt store has its meta page among the damaged ones: its owner is known only from the epoch file, which
+    # beta's start killed before the hold has already rewritten for beta's new store
+    data = tmp_path / "data"
+    ob = filled(data, 300, owner=("acme", "gw1"))
+    ob.close()
+    damage_index(ob.path, "meta")
+    killed_child(KILLED_BEFORE_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD, data)
+    if beta_damaged:
+        damage_index(data / "outbox" / "outbox.db")
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        # formerly acme's file was judged beta's by that epoch file: its 300 results and an outbox_corrupt event
+        # "salvaged 300" were copied into beta's outbox and sent to beta's cloud
+        assert results(ob) == []
+        assert [e.get("salvaged") for e in events(ob) if e["kind"] == "outbox_corrupt"] in ([], [0])
+        (one,) = ob.held
+        assert (one["tenant"], one["records"]) == ("acme", 300)
+    finally:
+        ob.close()
+
+
 def test_a_held_corrupt_stores_count_cut_by_its_time_limit_is_told_as_at_least(tmp_path, monkeypatch, caplog):
     # acme's corrupt store held at beta's start; counting its readable records takes longer than the limit (a store
     # of millions of records on a busy gateway): here the limit is 0 s, so nothing of it is read in time
