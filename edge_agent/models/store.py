@@ -296,7 +296,7 @@ class ModelStore:
         """Record, beside ``state.json`` and before it, that ``folder_name`` was rolled back or refused: a file
         ``.rolled-back/<folder>`` holding ``kind`` (who rolled it back, ``MARK_KINDS``; none: ``MARK_UNKNOWN``, a
         refusal), written into its placeholder before the rename that makes the mark (a kill leaves the mark whole or
-        absent; a disk with no block for it leaves it empty, read as ``MARK_UNKNOWN``), its name fsynced, so that a
+        absent; a disk with no block for it leaves it empty, read as the health check's), its name fsynced, so that a
         start on a lost state never serves it (``newest_installed``) and a start whose state.json still names it on
         probation restores the previous model (``after_restart``). Made by renaming the folder's placeholder
         (``arm``), which needs no free space, else created. Removed when the folder serves again (``set_current``,
@@ -389,14 +389,14 @@ class ModelStore:
         return paths is not None and paths[0].exists()
 
     def mark_kind(self, folder_name: str) -> str:
-        """Who rolled ``folder_name`` back, as its mark says (``MARK_KINDS``): an empty mark is of no known kind
-        (``MARK_UNKNOWN``: a disk with no block for its kind; formerly read as the health check's verdict, which the
-        model manager holds for the deployment for good); an unreadable or unknown one is the health check's. Only a
+        """Who rolled ``folder_name`` back, as its mark says (``MARK_KINDS``): an empty, unreadable or unknown
+        mark is the health check's (the one reading of the marks written before they held a kind, and of a health
+        check's rollback on a disk with no block for its kind: a verdict the model manager must still hold). Only a
         regular file is read, and only its first 64 bytes: a pipe or a huge file put at the mark's path blocked the
         start, or filled its memory, at every restart."""
         paths = self._marks(folder_name)
-        kind = _read_kind(paths[0]) if paths is not None else None
-        if kind in ("", MARK_UNKNOWN):
+        kind = (_read_kind(paths[0]) if paths is not None else None) or ""
+        if kind == MARK_UNKNOWN:
             return MARK_UNKNOWN
         return kind if kind in MARK_KINDS else MARK_HEALTH
 
