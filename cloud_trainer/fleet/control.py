@@ -970,18 +970,12 @@ class Control:
                 self._check_not_a_downgrade(entry, slot, targets, tenant, known)
             steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
             wait_s = _check_rollout(steps, req.get("wait_s"), len(targets))
-            current = {}
             wanted = set(targets)
-            for a in known:
-                if a["id"] in wanted:
-                    cur = next((s for s in a["slots"] if s["slot"] == slot), None)
-                    if cur and cur.get("digest"):
-                        current[a["id"]] = {
-                            "version": cur["version"],
-                            "digest": cur["digest"],
-                            "package": cur["package"],
-                            "seen": a.get("last_seen"),
-                        }
+            current = {
+                a["id"]: _reported(a, next((s for s in a["slots"] if s["slot"] == slot), None))
+                for a in known
+                if a["id"] in wanted
+            }
             previous = self._ways_back(tenant, slot, current)
             dep = Deployment(
                 id=uuid.uuid4().hex[:10],
@@ -1407,20 +1401,7 @@ class Control:
             return changed  # withdrawn since, or its key gone: never sent to a newcomer
         ways_back = {}
         if dep.get("kind") != "config":
-            ways_back = self._ways_back(
-                tenant,
-                slot,
-                {
-                    a["id"]: {
-                        "version": cur["version"],
-                        "digest": cur["digest"],
-                        "package": cur["package"],
-                        "seen": a.get("last_seen"),
-                    }
-                    for a, cur, _ in eligible
-                    if cur and cur.get("digest")
-                },
-            )
+            ways_back = self._ways_back(tenant, slot, {a["id"]: _reported(a, cur) for a, cur, _ in eligible})
         for a, _cur, row in eligible:
             if dep.get("kind") == "config":
                 if row:
@@ -1459,7 +1440,7 @@ class Control:
     def _ways_back(self, tenant: str, slot: str, current: dict[str, dict]) -> dict[str, dict]:
         """agent -> its previous version for a new rollout of a model ``slot`` (what a halt sends it back to): what
         its last state report shows it runs (``current``: agent -> version, digest, package, and ``seen``, the
-        report's time), unless the fleet's own record is newer: the newest rollout of the slot that reached this
+        report's time; no digest: the report shows the slot empty), unless the fleet's own record is newer: the newest rollout of the slot that reached this
         agent ended for it (its target's status, healthy or a way back, ``updated`` after the report) on another
         version: that rollout's version is the start (a report behind a completed rollout named the version before
         it: a halt would have sent the agent down to a version nobody asked for). Then, unless the newest rollout
@@ -1489,7 +1470,7 @@ class Control:
         for a, cur in current.items():
             prev: dict | None = cur
             d = newest.get(a)
-            if d is not None and d["digest"] != cur["digest"]:
+            if d is not None and d["digest"] != cur.get("digest"):
                 t = d["targets"][a]
                 reported, updated = cur.get("seen"), t.get("updated")
                 if (
@@ -1798,6 +1779,20 @@ def _shown(selector: dict) -> str:
     of the refusal."""
     text = repr(selector)
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "...}"
+
+
+def _reported(agent: dict, cur: dict | None) -> dict:
+    """What an agent's last state report says of a model slot (``cur``, None or no digest: nothing installed), and
+    when it came (``seen``), as ``Control._ways_back`` reads it: an empty slot in a report behind a rollout that
+    completed on the agent is corrected by the fleet's record like any other version."""
+    if not cur or not cur.get("digest"):
+        return {"version": None, "digest": None, "package": None, "seen": agent.get("last_seen")}
+    return {
+        "version": cur["version"],
+        "digest": cur["digest"],
+        "package": cur["package"],
+        "seen": agent.get("last_seen"),
+    }
 
 
 def _joined_target(joined: float) -> dict:

@@ -4,6 +4,8 @@ halted rollout says about agents that have not gone back yet (offline, or their 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cloud_trainer.fleet.control import Control
@@ -88,10 +90,10 @@ def registry_control(tmp_path, control):
     return control, entries
 
 
-def _runs(c, agent, entry):
+def _runs(c, agent, entry, site="plant"):
     c.store.heartbeat(
         agent,
-        {"site": "plant"},
+        {"site": site},
         [
             {
                 "slot": "vision",
@@ -559,3 +561,78 @@ def test_a_halt_never_sends_back_as_previous_a_version_the_fleet_took_the_agent_
     c.on_report("gw1", b["id"], "vision", "1.2.0", "rolled_back", False, "health check failed: NaN", {})
     sent = [(s["version"], s["deployment_id"]) for s in c.desired_state("gw1")[1]]
     assert sent == [("1.0.0", b["id"] + ":rollback")], sent  # was: 1.1.0, the version the fleet halted
+
+
+def test_a_halt_sends_back_the_version_a_rollout_completed_on_an_agent_whose_report_showed_the_slot_empty(
+    registry_control, tmp_path
+):
+    """A gateway whose last state report showed the slot empty (enrolled before any model) got 1.1.0 from a rollout
+    that completed on it; a rollout of 1.2.0 created before its next state report took no previous version for it,
+    and when the rollout halted (another gateway's health check) it was not sent back: it kept serving the halted
+    1.2.0. The fleet's own record (1.1.0 healthy, newer than the report) is its previous version."""
+    c, e = registry_control
+    key, _ = make_keypair(tmp_path / "keys")
+    c.registry.publish(make_package(tmp_path / "b", version="1.2.0", key=key, seed=2), [], {}, None, None)
+    _runs(c, "gw2", e["1.1.0"])  # gw1's report (the fixture's) shows no model in the slot
+    a = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]})
+    c.on_report("gw1", a["id"], "vision", "1.1.0", "healthy", True, "", {})
+    assert c.get(a["id"])["state"] == "completed"
+    b = c.create(
+        {
+            "package": "part-inspection",
+            "version": "1.2.0",
+            "slot": "vision",
+            "agents": ["gw1", "gw2"],
+            "steps": ["100%"],
+        }
+    )
+    assert c.get(b["id"])["previous"].get("gw1", {}).get("version") == "1.1.0"  # was none
+    c.on_report("gw1", b["id"], "vision", "1.2.0", "healthy", True, "", {})
+    c.on_report("gw2", b["id"], "vision", "1.2.0", "rolled_back", False, "health check failed: NaN", {})
+    assert c.get(b["id"])["state"] == "halted"
+    sent = [(s["version"], s["deployment_id"]) for s in c.desired_state("gw1")[1]]
+    assert sent == [("1.1.0", b["id"] + ":rollback")], sent  # was: nothing, gw1 kept the halted 1.2.0
+
+
+def test_a_gateway_joining_a_rollouts_group_never_gets_as_previous_a_version_it_rolled_back(
+    registry_control, tmp_path
+):
+    """A gateway labelled into a selector rollout's group (1.2.0) with a state report still naming 1.1.0, whose
+    health check then rolled 1.1.0 back (an earlier rollout's verdict, after that report): the rollout it joins
+    takes what it ran before 1.1.0 for its previous version, never 1.1.0, which a halt would send it as an
+    admin's rollback; likewise one whose report showed the slot empty takes the version a rollout completed."""
+    c, e = registry_control
+    key, _ = make_keypair(tmp_path / "keys")
+    c.registry.publish(make_package(tmp_path / "b", version="1.2.0", key=key, seed=2), [], {}, None, None)
+    now = [time.time()]
+    c.clock = c.monotonic = lambda: now[0]
+    for agent in ("gw1", "gw2"):
+        _runs(c, agent, e["1.0.0"])
+    _runs(c, "gw3", e["1.0.0"], site="elsewhere")
+    c.store.heartbeat("gw0", {"site": "elsewhere"}, [], {}, 0, {})
+    a = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw3"]})
+    c.on_report("gw3", a["id"], "vision", "1.1.0", "active", True, "", {})
+    g = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw0"]})
+    c.on_report("gw0", g["id"], "vision", "1.1.0", "active", True, "", {})
+    b = c.create(
+        {
+            "package": "part-inspection",
+            "version": "1.2.0",
+            "slot": "vision",
+            "selector": {"site": "plant"},
+            "steps": ["1", "100%"],
+            "wait_s": 0,
+        }
+    )
+    # both labelled into the group: gw3's report names 1.1.0 (serving, before its verdict), gw0's shows no model
+    _runs(c, "gw3", e["1.1.0"])
+    c.store.heartbeat("gw0", {"site": "plant"}, [], {}, 0, {})
+    now[0] += 1
+    c.on_report("gw3", a["id"], "vision", "1.1.0", "rolled_back", False, "health check failed: NaN", {})
+    c.on_report("gw0", g["id"], "vision", "1.1.0", "healthy", True, "", {})
+    now[0] += 31  # (joins are looked for every 30 s)
+    c.tick()
+    d = c.get(b["id"])
+    assert d["targets"]["gw3"]["status"] == "waiting" and d["targets"]["gw0"]["status"] == "waiting"
+    assert d["previous"]["gw3"]["version"] == "1.0.0"  # not 1.1.0, which gw3's own check rolled back
+    assert d["previous"]["gw0"]["version"] == "1.1.0"  # was none: its report showed the slot empty
