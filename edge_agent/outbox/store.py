@@ -911,8 +911,9 @@ class Outbox:
                 mine = []
                 for j in carried:
                     src = Path(j["src"])
-                    if self._salvage_job_refused(j, src, None, strict=False) is None and (
-                        self._former_tenant(src, recorded) is not None or self._other_owner(j) is not None
+                    if (
+                        self._salvage_job_refused(j, src, None, strict=False) is None
+                        and self._job_former(j, src, recorded) is not None
                     ):
                         self._hold_unfinished(src, recorded, db, owner=self._other_owner(j))
                     else:
@@ -1134,6 +1135,27 @@ class Outbox:
             # nothing of it salvaged and (since no event names an untold owner) nothing told to the cloud
             return None
         return ("", "")
+
+    def _job_former(
+        self, j: dict, src: Path, recorded: tuple[int, str, str] | None
+    ) -> tuple[str, str] | None:
+        """``_former_tenant`` of ``src``, the file of the marker's job ``j``: when its meta cannot be read, the owner
+        the start that wrote the marker judged it to have (recorded in the job) comes before the epoch file, which
+        that start may have rewritten for its own new store. Formerly the epoch file's: after a start of beta killed
+        before it held acme's corrupt store (meta unreadable), the gateway back to acme held acme's own records as
+        tenant 'beta''s, never sent."""
+        ref = self.owner or self._carried_owner
+        o = j.get("owner")
+        if (
+            ref is not None
+            and isinstance(o, list)
+            and len(o) == 2
+            and all(isinstance(x, str) for x in o)
+            and o[0]
+            and not self._store_owner(src)[0]
+        ):
+            return (o[0], o[1]) if o[0] != ref[0] else None
+        return self._former_tenant(src, recorded)
 
     def _other_owner(self, j: dict) -> tuple[str, str] | None:
         """The (tenant, agent) the marker's job ``j`` records as its file's owner when that is another tenant than
@@ -2231,7 +2253,7 @@ class Outbox:
                     if (
                         row is None  # (a store made at this start, after the former tenant's was held)
                         and self._salvage_job_refused(j, src, None, strict=False) is None
-                        and self._former_tenant(src, recorded) is None
+                        and self._job_former(j, src, recorded) is None
                     ):
                         # this tenant's own (the gateway back to it after a killed start of another tenant): copied
                         # into this store; formerly held under the former tenant's name and never sent
@@ -2264,9 +2286,7 @@ class Outbox:
         for i, j in enumerate(self._carry(job, meta)):
             src = Path(j["src"])
             why = self._salvage_job_refused(j, src, db, strict=i == 0)
-            if why is None and (
-                self._former_tenant(src, recorded) is not None or self._other_owner(j) is not None
-            ):
+            if why is None and self._job_former(j, src, recorded) is not None:
                 self._hold_unfinished(src, recorded, db, self._epoch_of(job, j), owner=self._other_owner(j))
                 held = True
                 continue

@@ -630,6 +630,31 @@ def test_the_gateway_back_to_its_tenant_after_a_killed_tenant_move_sends_its_own
             ob.close()
 
 
+@pytest.mark.parametrize("beta_damaged", [False, True], ids=["beta-store-healthy", "beta-store-corrupt"])
+def test_the_gateway_back_to_its_tenant_after_a_killed_tenant_move_sends_its_own_corrupt_stores_records(
+    tmp_path, beta_damaged
+):
+    # acme's store is corrupt with its meta page among the damaged ones; beta's start is killed before it holds it (the
+    # epoch file already names beta's new store); then the certificate names acme again (a swap reverted)
+    data = tmp_path / "data"
+    ob = filled(data, 300, owner=("acme", "gw1"))
+    ob.close()
+    damage_index(ob.path, "meta")
+    killed_child(KILLED_BEFORE_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD, data)
+    if beta_damaged:
+        damage_index(data / "outbox" / "outbox.db")
+    for start in range(2):
+        ob = Outbox(SETTINGS, data, owner=("acme", "gw1"))
+        ob.open()
+        try:
+            # formerly acme's 300 records were held as tenant 'beta''s store (its owner read from the epoch file,
+            # by then beta's), never sent to acme
+            assert len(results(ob)) == 300, start
+            assert [(h["tenant"], h["records"]) for h in ob.held if h["records"]] == [], start
+        finally:
+            ob.close()
+
+
 def test_held_stores_put_back_by_hand_are_counted_within_one_time_limit_for_the_start(tmp_path, monkeypatch):
     import time
 
