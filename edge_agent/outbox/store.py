@@ -1512,6 +1512,8 @@ class Outbox:
             by_kind=dict(by_kind),
             ranges=[],
             budget_bytes=self.s.max_bytes,
+            # (its count cut by a time limit: at least that many; formerly told as the true count, "dropped 0")
+            **({"dropped_at_least": True} if note.get("records_at_least") is True else {}),
         )
         entry = {
             "id": os.urandom(8).hex(),
@@ -1534,24 +1536,26 @@ class Outbox:
         self.held_dropped.update(by_kind)
         if size is None:
             log.warning(
-                "outbox %s: the removal of the held store %s (tenant %s, epoch %s, %d records) to keep "
+                "outbox %s: the removal of the held store %s (tenant %s, epoch %s, %s%d records) to keep "
                 "outbox-held/ within its bound (%d bytes, the outbox's budget) was cut off: finished, never sent",
                 self.dir,
                 name,
                 _who(str(note.get("tenant") or "?")),
                 note.get("epoch"),
+                "at least " if note.get("records_at_least") is True else "",
                 by_kind.total(),
                 self.s.max_bytes,
             )
         else:
             log.warning(
                 "outbox %s: outbox-held/ past its bound (%d bytes, the outbox's budget): removed the oldest held "
-                "store %s (tenant %s, epoch %s, %d records, %d bytes), never sent",
+                "store %s (tenant %s, epoch %s, %s%d records, %d bytes), never sent",
                 self.dir,
                 self.s.max_bytes,
                 name,
                 _who(str(note.get("tenant") or "?")),
                 note.get("epoch"),
+                "at least " if note.get("records_at_least") is True else "",
                 by_kind.total(),
                 size,
             )
@@ -1619,6 +1623,8 @@ class Outbox:
                     held_at=float(note.get("held_at", 0)),
                     by_kind={str(k): int(v) for k, v in kinds.items()},
                 )
+                if note.get("records_at_least") is True and note.get("dropping") is not True:
+                    self._recount_held(p, note, deadline)
                 out.append(note)
             except (OSError, ValueError, TypeError, OverflowError):
                 continue
@@ -1640,6 +1646,22 @@ class Outbox:
                 ),
             )
         return sorted(out, key=lambda n: n["held_at"])
+
+    def _recount_held(self, p: Path, note: dict, deadline: float) -> None:
+        """The held store of ``note`` (at ``p``) whose count a time limit cut ("at least N") counted again, within
+        ``deadline`` (monotonic; shared by the stores a start counts): a count now complete, or higher, is kept in
+        its note. Formerly never counted again: "at least 0" for good, and its removal by outbox-held/'s bound told
+        "dropped 0" for a store of 300 readable records."""
+        from edge_agent.files import atomic_write_json
+
+        by_kind, _shas, partly = _readable(Path(str(note["file"])), max(0.0, deadline - time.monotonic()))
+        if partly and by_kind.total() <= note["records"]:
+            return
+        note.update(records=by_kind.total(), by_kind=dict(by_kind))
+        if not partly:
+            note.pop("records_at_least", None)
+        with contextlib.suppress(OSError):
+            atomic_write_json(p, dict(note))
 
     # ---- a store that is corrupt, or goes bad under a running outbox ---------------------------
     def _identity(self) -> tuple[int, int] | None:

@@ -294,6 +294,16 @@ def test_a_held_corrupt_stores_count_cut_by_its_time_limit_is_told_as_at_least(t
         assert f"at least {one['records']} records" in caplog.text
     finally:
         ob.close()
+    # the next start has the time to count it: counted again, in full (formerly "at least 0" for good)
+    monkeypatch.setattr(store, "HELD_COUNT_S", 10.0, raising=False)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        (one,) = ob.stats()["held"]["files"]
+        assert (one["records"], one["records_at_least"]) == (300, False)
+        assert "records_at_least" not in json.loads(Path(one["file"] + ".json").read_text())
+    finally:
+        ob.close()
     # counted in full: nothing says "at least"
     monkeypatch.setattr(store, "HELD_COUNT_S", 10.0, raising=False)
     data = tmp_path / "whole"
@@ -305,6 +315,34 @@ def test_a_held_corrupt_stores_count_cut_by_its_time_limit_is_told_as_at_least(t
     try:
         (one,) = ob.stats()["held"]["files"]
         assert (one["records"], one["records_at_least"]) == (300, False)
+    finally:
+        ob.close()
+
+
+def test_a_held_store_whose_count_stays_cut_is_dropped_for_space_as_at_least(tmp_path, monkeypatch):
+    # acme's corrupt store held at beta's start, its count cut by the time limit at every start (here 0 s); then the
+    # gateway moves to gamma with a small budget: holding beta's store puts outbox-held/ past its bound, and acme's,
+    # the oldest, is removed
+    from edge_agent.outbox import store
+
+    data = tmp_path / "data"
+    ob = filled(data, 1000, owner=("acme", "gw1"))
+    ob.close()
+    damage_index(ob.path)
+    monkeypatch.setattr(store, "HELD_COUNT_S", 0.0, raising=False)
+    ob = filled(data, 10, owner=("beta", "gw1"))
+    ob.close()
+    ob = Outbox(
+        OutboxSettings(commit_interval_ms=10, retention={}, max_bytes=128 * 1024),
+        data,
+        owner=("gamma", "gw1"),
+    )
+    ob.open()
+    try:
+        (drop,) = [e for e in events(ob) if e["kind"] == "outbox_budget" and e.get("cause") == "held"]
+        # formerly told as an exact "dropped 0" of a store of 1000 readable records
+        assert (drop["dropped"], drop.get("dropped_at_least")) == (0, True)
+        assert [h["tenant"] for h in ob.held] == ["beta"]
     finally:
         ob.close()
 
