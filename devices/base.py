@@ -44,7 +44,29 @@ class DeviceError(Exception):
     """Root of every error raised by ``devices``."""
 
 
-class WholeFloat(float):
+class WrittenNumber:
+    """A config's number kept with the text the config writes it in (``text``): the one shape of ``WholeFloat``,
+    ``FractionFloat``, ``ShownFloat`` and ``ShownInt``, each of which is also the float or int YAML read. Built as
+    ``Kind(number, text)`` (a ``WholeFloat`` also with its whole number); copies and pickles keep the text. Only
+    ``written_number`` and the readers of a config's text (``number_as_written``, ``config_text``) ask for this
+    class; the converters ask for the kinds, in their own order."""
+
+    __slots__ = ()
+    text: str
+
+    def __new__(cls, value: Any, text: str) -> Any:
+        self = super().__new__(cls, value)  # type: ignore[call-arg]  # the float or int the class also is
+        self.text = text  # type: ignore[misc]  # each kind's own slot (ShownInt: its __dict__)
+        return self
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (self._number(), self.text)
+
+    def _number(self) -> float | int:
+        return float(self)  # type: ignore[arg-type]  # a float's kinds; ShownInt's is its int
+
+
+class WholeFloat(WrittenNumber, float):
     """A float read from a config's text that shows a whole number the float is not: ``9.007199254740993e+15`` is
     9007199254740992.0 to YAML (a double holds whole numbers exactly only up to 2**53). ``whole`` is the number the
     text shows: an integer node or metric (Int64, UInt64) gets it; a Float or Double one gets the float, as the
@@ -54,10 +76,9 @@ class WholeFloat(float):
 
     __slots__ = ("text", "whole")
     whole: int
-    text: str
 
     def __new__(cls, value: float, whole: int, text: str | None = None) -> WholeFloat:
-        self = super().__new__(cls, value)
+        self = float.__new__(cls, value)
         self.whole = whole
         self.text = float.__repr__(self) if text is None else text
         return self
@@ -71,22 +92,16 @@ class WholeFloat(float):
     __str__ = float.__repr__
 
 
-class FractionFloat(float):
+class FractionFloat(WrittenNumber, float):
     """A float read from a config's text that shows a fraction the float is not: ``9007199254740992.5`` and
     ``1.0000000000000000001`` are the whole floats 9007199254740992.0 and 1.0 to YAML. ``text`` is what the
     config shows, and its repr: an integer node or metric refuses it as it refuses 2.5 (``is_integer`` is
     False: a fraction is never rounded); a Float or Double one gets the float, as the text rounds to it."""
 
     __slots__ = ("text",)
-    text: str
 
     def __new__(cls, value: float, text: str) -> FractionFloat:
-        self = super().__new__(cls, value)
-        self.text = text
-        return self
-
-    def __getnewargs__(self) -> tuple[float, str]:  # type: ignore[override]  # copies and pickles keep text
-        return (float(self), self.text)
+        return super().__new__(cls, value, text)
 
     def is_integer(self) -> bool:
         return False
@@ -95,62 +110,70 @@ class FractionFloat(float):
         return self.text
 
 
-class ShownFloat(float):
+class ShownFloat(WrittenNumber, float):
     """A float read from a config's text that shows it in another form than its repr (``1.50``, ``1.0e+3``,
     ``9.007199254740992e+15``: 1.5, 1000.0, 9007199254740992.0 to YAML): ``text`` is what the config shows, and
     what a String node or metric gets (``number_as_written``), the number as the line engineer wrote it; every
     other reader gets the float (its repr and str are the float's)."""
 
     __slots__ = ("text",)
-    text: str
 
     def __new__(cls, value: float, text: str) -> ShownFloat:
-        self = super().__new__(cls, value)
-        self.text = text
-        return self
-
-    def __getnewargs__(self) -> tuple[float, str]:  # type: ignore[override]  # copies and pickles keep text
-        return (float(self), self.text)
+        return super().__new__(cls, value, text)
 
 
-class ShownInt(int):
+class ShownInt(WrittenNumber, int):
     """An integer read from a config's text that shows it in another form than its digits (``0x7FFF``, ``+1``,
     ``1_000``: 32767, 1, 1000 to YAML): ``text`` is what the config shows, and what a String node or metric gets
     (``number_as_written``); every other reader gets the integer (its repr and str are the integer's). (An int
     subclass cannot have slots: ``text`` lives in its ``__dict__``.)"""
 
-    text: str
-
     def __new__(cls, value: int, text: str) -> ShownInt:
-        self = super().__new__(cls, value)
-        self.text = text
-        return self
+        return super().__new__(cls, value, text)
 
-    def __getnewargs__(self) -> tuple[int, str]:  # type: ignore[override]  # copies and pickles keep text
-        return (int(self), self.text)
+    def _number(self) -> int:
+        return int(self)
 
 
 def number_as_written(value: Any) -> str | None:
-    """A config's number kept with its text (``WholeFloat``, ``FractionFloat``, ``ShownFloat``) as that text shows
-    it, YAML's digit separators (``_``) dropped: what a String node or metric gets, the number the line engineer
-    wrote (``9.007199254740992e+15``, not 9007199254740992.0; ``1.50``, not 1.5; ``0x7FFF``, not 32767); None for
-    any other value."""
-    if isinstance(value, WholeFloat | FractionFloat | ShownFloat | ShownInt):
+    """A config's number kept with its text (``WrittenNumber``: ``WholeFloat``, ``FractionFloat``, ``ShownFloat``,
+    ``ShownInt``) as that text shows it, YAML's digit separators (``_``) dropped: what a String node or metric gets,
+    the number the line engineer wrote (``9.007199254740992e+15``, not 9007199254740992.0; ``1.50``, not 1.5;
+    ``0x7FFF``, not 32767); None for any other value."""
+    if isinstance(value, WrittenNumber):
         return value.text.replace("_", "")
     return None
 
 
 def config_text(value: Any, limit: int = 80) -> str | None:
-    """How a refusal names a config's number kept with its text (``WholeFloat``, ``FractionFloat``,
-    ``ShownFloat``, ``ShownInt``): the text as the config writes it (``4.9e-324``, ``0x8000``, ``2.50``), not the
-    number YAML read it as (5e-324, 32768, 2.5); bounded to ``limit`` characters (a long literal is named by
-    its two ends); None for any other value."""
-    if not isinstance(value, WholeFloat | FractionFloat | ShownFloat | ShownInt):
+    """How a refusal names a config's number kept with its text (``WrittenNumber``): the text as the config writes
+    it (``4.9e-324``, ``0x8000``, ``2.50``), not the number YAML read it as (5e-324, 32768, 2.5); bounded to
+    ``limit`` characters (a long literal is named by its two ends); None for any other value."""
+    if not isinstance(value, WrittenNumber):
         return None
     text = value.text
     if len(text) > limit:
         text = f"{text[: limit // 2 - 2]}...{text[-(limit // 2 - 2) :]}"
     return text
+
+
+def written_number(value: Any) -> tuple[Any, WholeFloat | FractionFloat | None, str | None, str | None]:
+    """A value bound for a node or metric, as both converters (an OPC UA write's, a Sparkplug command's) take it:
+    (the value, ``written``, ``as_written``, ``shown_text``). The value: a ``ShownFloat`` as its float and a
+    ``ShownInt`` as its int (their text is for a String node or metric only: every other gets the number), any
+    other value as it is. ``written``: the value when it is a ``WholeFloat`` or ``FractionFloat`` (a number its
+    float is not: a Float or Double judges its text, ``1.0e-400`` is refused, not sent as 0.0), else None.
+    ``as_written``: how a refusal names it (``config_text``: ``0x8000``, ``2.50``, not 32768, 2.5). ``shown_text``:
+    what a String node or metric gets (``number_as_written``: ``9.007199254740993e+15``, not 9007199254740992.0)."""
+    if not isinstance(value, WrittenNumber):
+        return value, None, None, None
+    written = value if isinstance(value, WholeFloat | FractionFloat) else None
+    as_written, shown_text = config_text(value), number_as_written(value)
+    if isinstance(value, ShownFloat):
+        value = float(value)
+    elif isinstance(value, ShownInt):
+        value = int(value)
+    return value, written, as_written, shown_text
 
 
 def named_as_written(detail: str, value: Any) -> str:

@@ -56,7 +56,14 @@ from pydantic import (
 )
 
 from devices import SOURCE_TYPES, load_object
-from devices.base import FractionFloat, ShownFloat, ShownInt, WholeFloat, named_as_written
+from devices.base import (
+    FractionFloat,
+    ShownFloat,
+    ShownInt,
+    WholeFloat,
+    WrittenNumber,
+    named_as_written,
+)
 from devices.opcua.settings import DATETIME_RANGE
 from devices.opcua.settings import guess_tag as _guess_tag  # noqa: F401  (its home moved; kept for imports)
 from edge_agent.action_base import ActionSettings, RetrySettings  # noqa: F401  (RetrySettings: re-exported)
@@ -2706,11 +2713,8 @@ def _keep_exact_writes(doc: Any) -> Any:
 
     def written(v: Any) -> Any:
         if isinstance(v, list):
-            return [
-                x if isinstance(x, WholeFloat | FractionFloat | ShownFloat | ShownInt) else plain(x)
-                for x in v
-            ]
-        return v if isinstance(v, WholeFloat | FractionFloat | ShownFloat | ShownInt) else plain(v)
+            return [x if isinstance(x, WrittenNumber) else plain(x) for x in v]
+        return v if isinstance(v, WrittenNumber) else plain(v)
 
     if not isinstance(doc, dict) or not isinstance(doc.get("actions"), dict):
         return plain(doc)

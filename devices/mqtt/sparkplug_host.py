@@ -145,14 +145,11 @@ from devices.base import (
     FractionFloat,
     Quality,
     Reading,
-    ShownFloat,
-    ShownInt,
     WholeFloat,
-    config_text,
     float_for_plc,
     named_as_written,
-    number_as_written,
     text_problem,
+    written_number,
 )
 from devices.mqtt.settings import SparkplugHostSettings
 from protocols import sparkplug as sp
@@ -568,19 +565,11 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     the YAML fixes, against the action's ``datatype``). A config's whole number written with an exponent that a
     float does not hold (``WholeFloat``: 9.007199254740993e+15) is sent to an integer metric as the number its
     text shows, to any other as the float."""
-    # a refusal names a config's 9.007199254740993e+15 as written, not as 9007199254740992.0
-    written = value if isinstance(value, WholeFloat | FractionFloat) else None
-    # and any number kept with its text as the config writes it: 4.9e-324, 0x8000, 2.50, not 5e-324, 32768, 2.5
-    as_written = config_text(value)
     config_value = value
-    # a String metric gets the number the config's text shows (9.007199254740993e+15), not its float's
-    # 9007199254740992.0; YAML's digit separators dropped
-    shown_text = number_as_written(value)
-    if isinstance(value, ShownFloat):  # its text is for a String metric only: the number to every other
-        value = float(value)
-    elif isinstance(value, ShownInt):
-        value = int(value)
-    elif isinstance(value, WholeFloat):
+    # a config's number kept with its text: a refusal names it as written (9.007199254740993e+15, 0x8000, 2.50),
+    # a String metric gets that text, every other metric the number (``written_number``)
+    value, written, as_written, shown_text = written_number(value)
+    if isinstance(value, WholeFloat):
         if dt in _INT_RANGE:  # named by the whole number its text shows: -9223372036854775809
             value, as_written = value.whole, None
         else:

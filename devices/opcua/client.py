@@ -103,15 +103,13 @@ from devices.base import (
     Notices,
     Quality,
     Reading,
-    ShownFloat,
-    ShownInt,
     WholeFloat,
     config_text,
     float_for_plc,
-    number_as_written,
     text_problem,
     valid_text,
     wall_since,
+    written_number,
 )
 from devices.opcua.rates import RateError, StatedRates
 from devices.opcua.settings import (
@@ -590,17 +588,11 @@ def _convert_scalar(
     """One value by ``convert_value``'s rules; ``any_held``: ``vtype`` is the type a node of DataType
     ``holder`` (BaseDataType, or an abstract Number / Integer / UInteger) holds, and a refusal names it and
     why it is kept; ``as_written``: the config's text of the value (``config_text``) a holder was given."""
-    # a refusal names a config's 9.007199254740993e+15 as written, not as 9007199254740992.0
-    written = value if isinstance(value, WholeFloat | FractionFloat) else None
-    # and any number kept with its text as the config writes it: 4.9e-324, 0x8000, 2.50, not 5e-324, 32768, 2.5
-    if (text := config_text(value)) is not None:
+    # a config's number kept with its text: a refusal names it as written (9.007199254740993e+15, 0x8000, 2.50),
+    # a String node gets that text, every other node the number (``written_number``)
+    value, written, text, shown_text = written_number(value)
+    if text is not None:
         as_written = text
-    # the number a config's text shows, for a String node: 9.007199254740993e+15 was sent as '9007199254740992.0'
-    shown_text = number_as_written(value)
-    if isinstance(value, ShownFloat):  # its text is for a String node only: the number to every other
-        value = float(value)
-    elif isinstance(value, ShownInt):
-        value = int(value)
     if isinstance(value, WholeFloat | FractionFloat):
         # a config's 9.007199254740993e+15: an integer node gets the whole number the text shows, every other
         # type the float (a node holding a type judges it as that type, below); its 9007199254740992.5 is a
