@@ -570,8 +570,8 @@ def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
     # a String metric gets that text, every other metric the number (``written_number``)
     value, written, as_written, shown_text = written_number(value)
     if isinstance(value, WholeFloat):
-        if dt in _INT_RANGE:  # named by the whole number its text shows: -9223372036854775809
-            value, as_written = value.whole, None
+        if dt in _INT_RANGE:  # the whole number its text shows, named as written (-9.223372036854775809e+18)
+            value = value.whole
         else:
             value = float(value)
     elif isinstance(value, FractionFloat) and dt not in _INT_RANGE and dt is not sp.DataType.BOOLEAN:

@@ -599,9 +599,9 @@ def _convert_scalar(
         # fraction to an integer or Boolean node (refused as 2.5 is: 1.0000000000000000001 was written true), the
         # float to every other
         if vtype.name in _INT_RANGE or vtype in (AbstractType.Integer, AbstractType.UInteger):
-            # named by the whole number its text shows: -9223372036854775809
+            # the whole number its text shows, named as written (-9.223372036854775809e+18, as every refusal)
             if isinstance(value, WholeFloat):
-                value, as_written = value.whole, None
+                value = value.whole
         elif isinstance(value, FractionFloat) and vtype.name == "Boolean":
             pass
         elif held is None or held is ua.VariantType.Variant or vtype.name not in ("Variant", "Number"):

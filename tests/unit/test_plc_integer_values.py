@@ -3,6 +3,8 @@ says what was given and why it is refused; a fraction is never rounded, NaN and 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from asyncua import ua
@@ -36,3 +38,25 @@ def test_an_out_of_range_float_is_named_as_the_float_it_was():
         OpcUaTypeMismatch, match=r"cannot write 70000\.0 \(float\): out of range -32768\.\.32767"
     ):
         convert_value(V.Int16, 70000.0, "ns=2;s=Speed")
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [("-9.223372036854775809e+18", "Int64"), ("1.8446744073709551617e+19", "UInt64"), ("-1.0e+0", "UInt64")],
+)
+def test_a_whole_number_with_an_exponent_an_integer_node_refuses_is_named_as_written(text, kind):
+    """``value: -9.223372036854775809e+18`` (-2**63 as a float, a WholeFloat keeping the number it shows) to an
+    Int64 node or metric (2**64 + 1 to a UInt64): refused naming the text as the config writes it, as every other refusal of a config's
+    number; it was named by its digits (-9223372036854775809), which the file does not hold."""
+    from devices.mqtt.sparkplug_host import command_value
+    from edge_agent.config import read_yaml
+    from protocols import sparkplug as sp
+
+    v = read_yaml(f"actions:\n  a:\n    value: {text}\n", "f.yaml")["actions"]["a"]["value"]
+    dt = sp.DataType[kind.upper()]
+    with pytest.raises(
+        OpcUaTypeMismatch, match=rf"cannot write {re.escape(text)} \((int|float)\): out of range"
+    ):
+        convert_value(ua.VariantType[kind], v)
+    with pytest.raises(ValueError, match=rf"cannot send {re.escape(text)} \((int|float)\): out of range"):
+        command_value(dt, v, "g/n/m")
