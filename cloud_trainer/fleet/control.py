@@ -683,9 +683,12 @@ class Control:
         health: dict,
         *,
         tenant: str = T,
+        report: tuple[str, int] | None = None,
     ) -> bool:
         """Record an agent's step; False (nothing recorded) for a deployment that is not the agent's: unknown, of
-        another tenant, or not targeting it (the service refuses those alike)."""
+        another tenant, or not targeting it (the service refuses those alike). ``report``: the step's (boot id,
+        number) among its agent's reports (v4 agents), kept with a verdict it records (``_ways_back``)."""
+        mark = {"report": {"boot": report[0], "seq": report[1]}} if report and report[0] else {}
         with self._write():
             try:
                 dep = self._get(dep_id)
@@ -707,9 +710,11 @@ class Control:
                 # admin nothing about going back, unless the agent rolled it back itself
                 t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
                 if not ok and step in ("rolled_back", "failed"):
-                    t.update(status=step, reason=reason or t.get("reason", ""), updated=self.clock())
+                    t.pop("report", None)
+                    t.update(status=step, reason=reason or t.get("reason", ""), updated=self.clock(), **mark)
                 elif ok and step == "rolled_back_by_fleet":
-                    t.update(status=step, reason=reason or t.get("reason", ""), updated=self.clock())
+                    t.pop("report", None)
+                    t.update(status=step, reason=reason or t.get("reason", ""), updated=self.clock(), **mark)
                 self._put(dep)
                 return True
             if (
@@ -731,17 +736,22 @@ class Control:
                 if t.get("status") == "rolling_back" and version == prev.get("version"):
                     # the agent's account of going back to its previous version, after a halt or an abort
                     if ok and step in ("active", "healthy"):
-                        t.update(status="rolled_back_by_fleet", reason=f"rollout halted; it runs {version}")
+                        t.pop("report", None)
+                        t.update(
+                            status="rolled_back_by_fleet", reason=f"rollout halted; it runs {version}", **mark
+                        )
                     elif not ok or step.endswith("_retry"):
                         t["reason"] = f"rollout halted; going back to {version}: {step}: {reason}"[:2000]
                     t["updated"] = self.clock()
                 self._put(dep)
                 return True
+            t.pop("report", None)
             t.update(
                 status=step if ok else ("rolled_back" if step == "rolled_back" else "failed"),
                 reason=reason or t.get("reason", ""),
                 updated=self.clock(),
                 health=health,
+                **mark,
             )
             err = health.get("error_rate") if isinstance(health, dict) else None
             max_err = dep["gate"].get("max_error_rate")
@@ -1439,15 +1449,17 @@ class Control:
 
     def _ways_back(self, tenant: str, slot: str, current: dict[str, dict]) -> dict[str, dict]:
         """agent -> its previous version for a new rollout of a model ``slot`` (what a halt sends it back to): what
-        its last state report shows it runs (``current``: agent -> version, digest, package, and ``seen``, the
-        report's time; no digest: the report shows the slot empty), unless the fleet's own record is newer: the newest rollout of the slot that reached this
-        agent ended for it (its target's status, healthy or a way back, ``updated`` after the report) on another
-        version: that rollout's version is the start (a report behind a completed rollout named the version before
-        it: a halt would have sent the agent down to a version nobody asked for). Then, unless the newest rollout
-        of that very version to this agent says the agent rolled it back or failed it, or the fleet took it back
-        (``rolling_back``, ``rolled_back_by_fleet``): a report a heartbeat behind that verdict, the version a halt
-        would have sent it as an admin's rollback (no health window) and it would have served for good. Then what
-        it ran before that rollout (the rollout's own previous, looked at alike), or none: it keeps what it runs."""
+        its last state report shows it runs (``current``: agent -> version, digest, package, ``seen``, the
+        report's time, and ``report``, its number among the agent's reports; no digest: the report shows the slot
+        empty), unless the fleet's own record is newer (``_record_newer``: by the agent's numbers, else by
+        times): the newest rollout of the slot that reached this agent, when it ended for it (its target's
+        status, healthy or a way back) on another version, gives that version. A report
+        behind a completed rollout named the version before it: a halt would have sent the agent down to a
+        version nobody asked for. Then, unless the newest rollout of that very version to this agent says the
+        agent rolled it back or failed it, or the fleet took it back (``rolling_back``, ``rolled_back_by_fleet``):
+        a report a heartbeat behind that verdict, the version a halt would have sent it as an admin's rollback
+        (no health window) and it would have served for good. Then what it ran before that rollout (the
+        rollout's own previous, looked at alike), or none: it keeps what it runs."""
         if not current:
             return {}
         verdicts: dict[tuple[str, str], dict] = {}  # (agent, digest) -> the newest rollout of it to the agent
@@ -1470,15 +1482,18 @@ class Control:
         for a, cur in current.items():
             prev: dict | None = cur
             d = newest.get(a)
-            if d is not None and d["digest"] != cur.get("digest"):
+            if d is not None:
                 t = d["targets"][a]
-                reported, updated = cur.get("seen"), t.get("updated")
+                rec: dict | None = None
+                if t.get("status") in ("healthy", *_WAYS_BACK):  # it ended on the agent: its version
+                    rec = {"version": d.get("version"), "digest": d["digest"], "package": d.get("package")}
                 if (
-                    t.get("status") in ("healthy", *_WAYS_BACK)
-                    and isinstance(updated, (int, float))
-                    and (not isinstance(reported, (int, float)) or updated > reported)
+                    isinstance(rec, dict)
+                    and rec.get("digest")
+                    and rec["digest"] != cur.get("digest")
+                    and _record_newer(t, cur)
                 ):  # the fleet's record of this agent is newer than its state report
-                    prev = {"version": d.get("version"), "digest": d["digest"], "package": d.get("package")}
+                    prev = rec
             seen: set[str] = set()
             while isinstance(prev, dict) and prev.get("digest"):
                 digest = str(prev["digest"])
@@ -1782,17 +1797,30 @@ def _shown(selector: dict) -> str:
 
 
 def _reported(agent: dict, cur: dict | None) -> dict:
-    """What an agent's last state report says of a model slot (``cur``, None or no digest: nothing installed), and
-    when it came (``seen``), as ``Control._ways_back`` reads it: an empty slot in a report behind a rollout that
-    completed on the agent is corrected by the fleet's record like any other version."""
+    """What an agent's last state report says of a model slot (``cur``, None or no digest: nothing installed), when
+    it came (``seen``) and its number among the agent's reports (``report``: v4 agents), as ``Control._ways_back``
+    reads it: an empty slot in a report behind a rollout that completed on the agent is corrected by the fleet's
+    record like any other version."""
+    when = {"seen": agent.get("last_seen"), "report": (agent.get("outbox") or {}).get("report")}
     if not cur or not cur.get("digest"):
-        return {"version": None, "digest": None, "package": None, "seen": agent.get("last_seen")}
-    return {
-        "version": cur["version"],
-        "digest": cur["digest"],
-        "package": cur["package"],
-        "seen": agent.get("last_seen"),
-    }
+        return {"version": None, "digest": None, "package": None, **when}
+    return {"version": cur["version"], "digest": cur["digest"], "package": cur["package"], **when}
+
+
+def _record_newer(target: dict, cur: dict) -> bool:
+    """Whether a rollout's verdict on an agent (its ``target``) is newer than the agent's last state report
+    (``cur``): by the numbers the agent gave both (the same ``boot``: one count of its reports, taken as each was
+    made), else by when the fleet received them (an older agent; or the verdict and the report from two runs of
+    it). Received times alone let a report made before the verdict but held on the way win over it."""
+    mine, theirs = target.get("report"), cur.get("report")
+    if isinstance(mine, dict) and isinstance(theirs, dict) and mine.get("boot") == theirs.get("boot"):
+        a, b = mine.get("seq"), theirs.get("seq")
+        if isinstance(a, int) and isinstance(b, int):
+            return a > b
+    reported, updated = cur.get("seen"), target.get("updated")
+    return isinstance(updated, (int, float)) and (
+        not isinstance(reported, (int, float)) or updated > reported
+    )
 
 
 def _joined_target(joined: float) -> dict:

@@ -425,9 +425,35 @@ class FleetServicer(rpc.FleetServicer):
         ] = {}  # agent -> (damaged not logged, when)
         self._misnamed_log: dict[tuple[str, str], tuple[int, float]] = {}  # the same, for misnamed samples
         self._faults = FaultLog(log)  # the store's failures of every agent's calls, logged by reason (faults)
+        # agent -> (boot id, number, when: time.monotonic) of the newest numbered state report taken (``_fresh``)
+        self._applied: dict[tuple[str, str], tuple[str, int, float]] = {}
 
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
+
+    def _fresh(self, key: tuple[str, str], r) -> bool:
+        """Whether the state report ``r`` of agent ``key`` is to be written: False for one its agent numbered
+        before a report this process already took (the same ``boot_id``, a lower or equal ``report_seq``): it was
+        held on the way (a stream's queue, a link being re-made, a retried call) and would write the agent's
+        older slots over newer ones. A report without a number (an older agent), or from another run of the
+        agent (a new ``boot_id``: a restart is never taken as older), is written as it comes, as before."""
+        boot, seq = r.boot_id[:64], int(r.report_seq)
+        if not boot or not seq:
+            return True
+        had = self._applied.get(key)
+        if had is not None and had[0] == boot and had[1] >= seq:
+            return False
+        self._applied[key] = (boot, seq, time.monotonic())
+        return True
+
+    def forget_reports(self, idle_s: float) -> int:
+        """Forget the report numbers of agents that sent none for ``idle_s`` (a report after that is written as
+        it comes: the one before it was taken long ago). Returns how many were dropped."""
+        cut = time.monotonic() - idle_s
+        old = [k for k, (_b, _s, at) in self._applied.items() if at <= cut]
+        for k in old:
+            del self._applied[k]
+        return len(old)
 
     def _results_write(self, who: Identity, results) -> Callable[[], Any] | None:
         """The store's call recording the agent's command results, or None when there are none to record."""
@@ -494,6 +520,7 @@ class FleetServicer(rpc.FleetServicer):
                             (dict(r.labels), slots, health, r.outbox_depth, _outbox_state(r), time.time()),
                             r.generation_seen,
                             msg.report_id,
+                            stale=not self._fresh(key, r),
                         )
                 finally:
                     offer(outbox, None)  # the agent closed its side (or sent garbage): end the stream
@@ -524,6 +551,7 @@ class FleetServicer(rpc.FleetServicer):
         # tenant's queue at each call, and under a backlog (200 queued) none was answered within its deadline
         results = self._results_write(who, request.command_results)
         key = (tenant, agent)
+        fresh = self._fresh(key, request)  # an older report than one taken: answered, never written
         cut = threading.Event()  # the call was cut (its deadline, its link): no one reads the reply's parts
 
         def calls() -> tuple[str, BaseException | None, Any]:
@@ -533,15 +561,16 @@ class FleetServicer(rpc.FleetServicer):
             if results is not None:
                 results()  # its failure ends the call as before
             try:
-                self.store.heartbeat(
-                    agent,
-                    dict(request.labels),
-                    slots,
-                    health,
-                    request.outbox_depth,
-                    _outbox_state(request),
-                    tenant=tenant,
-                )
+                if fresh:
+                    self.store.heartbeat(
+                        agent,
+                        dict(request.labels),
+                        slots,
+                        health,
+                        request.outbox_depth,
+                        _outbox_state(request),
+                        tenant=tenant,
+                    )
             except Exception as exc:  # the store failed (down, disk full): the agent heartbeats again
                 return "write", exc, None
             if cut.is_set():
@@ -1155,6 +1184,7 @@ class FleetServicer(rpc.FleetServicer):
                     request.reason[:DEPLOYMENT_REASON_CHARS],
                     health,
                     tenant=who.tenant,
+                    report=(request.boot_id[:64], int(request.report_seq)) if request.boot_id else None,
                 )
             )
             if not known:  # unknown, another tenant's, or not targeting this agent: the same answer
@@ -1533,6 +1563,9 @@ def _outbox_state(r) -> dict:
     """What a state report says of the agent's outbox (epoch, drops) and, from v3 agents, the agent
     configuration it runs: kept with the agent's row."""
     out = {"epoch": r.epoch, "dropped": dict(r.dropped)}
+    # (v4) the report's number among its agent's reports, which ``Control._ways_back`` orders verdicts against
+    if r.boot_id and r.report_seq:
+        out["report"] = {"boot": r.boot_id[:64], "seq": int(r.report_seq)}
     if r.HasField("config"):
         c = r.config
         out["config"] = {
@@ -1775,6 +1808,7 @@ class FleetServer:
             + free_gates(f._reads, PACKAGE_READS_PER_TENANT)
             + free_gates(self.admin._gates, ADMIN_CALLS_PER_TENANT)
             + free_gates(self.guard._receiving, limits.tenant_receiving_batches)
+            + f.forget_reports(IDLE_FORGET_S if idle_s is None else idle_s)
         )
 
     async def _forgetter(self) -> None:

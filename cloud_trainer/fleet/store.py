@@ -554,8 +554,9 @@ class Store(abc.ABC):
     def agents(self, *, tenant: str = T) -> list[dict]: ...
 
     def agent_groups(self, *, tenant: str = T) -> list[dict]:
-        """The tenant's agents with their ``id``, ``labels``, ``slots`` and ``last_seen`` only: what a rollout's
-        group and a stalled step are read from (without each agent's health and outbox figures)."""
+        """The tenant's agents with their ``id``, ``labels``, ``slots``, ``last_seen`` and, of the outbox figures,
+        only the report's number (``outbox["report"]``, v4 agents): what a rollout's group and a stalled step are
+        read from (without each agent's health and outbox figures)."""
         return self.agents(tenant=tenant)
 
     @abc.abstractmethod
@@ -1482,9 +1483,18 @@ class SQLStore(Store):
 
     def agent_groups(self, *, tenant: str = T) -> list[dict]:
         return [
-            {"id": i, "labels": json.loads(lab), "slots": json.loads(sl), "last_seen": ls}
-            for i, lab, sl, ls in self._rows(
-                self.q("SELECT id, labels, slots, last_seen FROM agents WHERE tenant = ? ORDER BY id"),
+            {
+                "id": i,
+                "labels": json.loads(lab),
+                "slots": json.loads(sl),
+                "last_seen": ls,
+                # the report's number among its agent's (v4 agents), all of the outbox figures a rollout reads
+                "outbox": {"report": json.loads(ob).get("report")} if ob and '"report"' in ob else {},
+            }
+            for i, lab, sl, ls, ob in self._rows(
+                self.q(
+                    "SELECT id, labels, slots, last_seen, outbox FROM agents WHERE tenant = ? ORDER BY id"
+                ),
                 (tenant,),
             )
         ]

@@ -142,12 +142,21 @@ class StreamHub:
                 self._read_at.pop(key, None)
 
     async def report(
-        self, key: tuple[str, str], args: tuple, generation_seen: int, report_id: int = 0
+        self,
+        key: tuple[str, str],
+        args: tuple,
+        generation_seen: int,
+        report_id: int = 0,
+        *,
+        stale: bool = False,
     ) -> None:
         """A state report: kept for the next flush; the desired state goes out now if the agent has not got it
-        yet on this stream or reports an older generation than the one last sent. ``report_id``: acknowledged."""
-        self.pending[key] = args
-        self._again.discard(key)
+        yet on this stream or reports an older generation than the one last sent. ``report_id``: acknowledged.
+        ``stale``: numbered by its agent before a report already taken (``FleetServicer._fresh``): acknowledged
+        and answered alike, never written."""
+        if not stale:
+            self.pending[key] = args
+            self._again.discard(key)
         self.reports += 1
         if report_id and (q := self.streams.get(key)) is not None:
             from protocols.gen import fleet_pb2 as pb

@@ -359,6 +359,7 @@ class Uplink:
         from protocols import json_codec
         from protocols.gen import fleet_pb2 as pb
 
+        boot, seq = self.client.next_report()  # numbered before it is read: a step after it is numbered after
         st = self.status_fn()
         ob = await asyncio.to_thread(self.outbox.stats)
         req = pb.HeartbeatRequest(
@@ -371,6 +372,8 @@ class Uplink:
             epoch=ob.get("epoch", 0),
             dropped=ob.get("dropped_total", {}),
             command_results=self._command_results(pb),
+            report_seq=seq,
+            boot_id=boot,
         )
         if st.get("config"):
             req.config.CopyFrom(pb.ConfigState(**st["config"]))

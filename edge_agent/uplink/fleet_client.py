@@ -6,6 +6,10 @@ agent-configuration host (config reports). Nothing else builds a channel or reac
 
 ``backoff(n)``: the wait before attempt ``n + 1`` (exponential from ``backoff_initial_s`` to
 ``backoff_max_s``, with jitter), the same schedule the uplink's streams use.
+``next_report()``: the (boot id, number) a state or deployment report takes as it is made: one count for both
+kinds, counting up for as long as the process runs, under an id drawn at start. The cloud orders a state report
+against a deployment step by them (a report made before a verdict but received after it no longer wins) and drops
+a state report older than one it applied.
 ``report_deployment(...)``: one step of a deployment, ``True`` once the fleet has it (or refused it for
 good: ``PERMISSION_DENIED``, a deployment it does not know for this agent), ``False`` when it could not be
 sent (the caller keeps it and tries again later).
@@ -13,9 +17,11 @@ sent (the caller keeps it and tries again later).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,12 @@ class FleetClient:
         self.for_cloud = for_cloud or (lambda text, clear=(): text)
         self.channel: Any = None
         self._stub: Any = None
+        self.boot_id = uuid.uuid4().hex  # this process's reports (a restart starts a new count)
+        self._reports = itertools.count(1)
+
+    def next_report(self) -> tuple[str, int]:
+        """(boot id, number) for a report made now: state reports and deployment steps share one count."""
+        return self.boot_id, next(self._reports)
 
     def _path(self, p: str) -> Path:
         q = Path(p)
@@ -112,6 +124,9 @@ class FleetClient:
     ) -> bool:
         from protocols.gen import fleet_pb2 as pb
 
+        # taken as the step is sent (again at each retry): the step is in effect by then, so a state report
+        # numbered after it shows what the step left
+        boot, seq = self.next_report()
         try:
             await self.stub.ReportDeployment(
                 pb.DeploymentReport(
@@ -123,6 +138,8 @@ class FleetClient:
                     reason=self.for_cloud(reason, (version, slot)),  # the version it names stays
                     health_json=json.dumps(health or {}),
                     kind=kind,
+                    report_seq=seq,
+                    boot_id=boot,
                 ),
                 timeout=10,
             )

@@ -109,6 +109,12 @@ async def test_a_copy_damaged_on_disk_is_fetched_again_and_the_admin_is_answered
         {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
     )
     await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="1.1.0 on gw1")
+    # the agent numbers its state reports and deployment steps in one count of its run, which the fleet keeps
+    # (it orders a verdict against a state report by them); a restart starts a new count, whose reports are
+    # written though their numbers are lower
+    run = srv.store.agents()[0]["outbox"]["report"]
+    verdict = srv.control._get(dep["id"])["targets"]["gw1"]["report"]
+    assert verdict["boot"] == run["boot"] and verdict["seq"] > 0 and run["seq"] > 0, (verdict, run)
     gw1 = agents["gw1"]
     store = gw1.slots["vision"].store
     folder = store.current()
@@ -124,6 +130,10 @@ async def test_a_copy_damaged_on_disk_is_fetched_again_and_the_admin_is_answered
     await until(lambda: gw1.slots["vision"].version == "1.1.0", what="the fleet's 1.1.0 fetched again")
     target = srv.control._get(dep["id"])["targets"]["gw1"]
     assert target["status"] != "failed", target  # (was: failed, "rolled back or refused here before ...")
+    await until(
+        lambda: srv.store.agents()[0]["outbox"]["report"]["boot"] != run["boot"],
+        what="the restarted agent's state reports written",
+    )
     assert not gw1.manager.refused
 
     # an admin's new deployment of it, and an admin's rollback to it, are answered (were: assigned for good)
