@@ -62,7 +62,9 @@ from devices.base import (
     ShownInt,
     WholeFloat,
     WrittenNumber,
+    config_text,
     named_as_written,
+    number_as_written,
 )
 from devices.opcua.settings import DATETIME_RANGE
 from devices.opcua.settings import guess_tag as _guess_tag  # noqa: F401  (its home moved; kept for imports)
@@ -450,10 +452,43 @@ def _no_node_holds(x: Any) -> str | None:
     if near == x:
         return None  # 2**70: an LREAL holds it exactly
     return (
-        f"{x} is held by no integer node (the widest, Int64 and UInt64, hold "
-        f"-9223372036854775808..18446744073709551615) and by no REAL or LREAL exactly (it would arrive as "
-        f"{near:.17g})"
+        f"{_number_named(x)} is held by no integer node (the widest, Int64 and UInt64, hold "
+        f"-9223372036854775808..18446744073709551615) and by no REAL or LREAL exactly ("
+        + (f"it would arrive as {near:.17g})" if math.isfinite(near) else "past a 64-bit float's range)")
     )
+
+
+def _number_named(x: int) -> str:
+    """How a refusal names a config's whole number: as written (``0x10000000000000000``, a ``ShownInt``'s text),
+    else its digits; one too long to quote (more than 80 characters, a pasted key) by its two ends and how many
+    digits it has: Python writes no decimal text past ``sys.get_int_max_str_digits`` (4300) digits, and said so in
+    its own words ("Exceeds the limit (4300 digits) for integer string conversion") where the number was named."""
+    text = x.text if isinstance(x, ShownInt) else _decimal_text(x)
+    if text is not None and len(text) <= 80:
+        return text
+    if text is None:
+        return f"too long a number ({_decimal_digits(x)} digits)"
+    body = text.lstrip("+-").replace("_", "")
+    kind = {"0x": " hex", "0b": " binary"}.get(body[:2], " octal" if body[:1] == "0" else "")
+    digits = len(body) - (2 if kind in (" hex", " binary") else 1 if kind else 0)
+    return f"too long a number ({config_text(x) or f'{text[:38]}...{text[-38:]}'}: {digits}{kind} digits)"
+
+
+def _decimal_text(x: int) -> str | None:
+    """``str(x)``; None past Python's limit of digits (``sys.get_int_max_str_digits``)."""
+    try:
+        return str(x)
+    except ValueError:
+        return None
+
+
+def _decimal_digits(x: int) -> int:
+    """How many decimal digits ``x`` has, without writing them (past Python's limit they cannot be)."""
+    n = abs(x)
+    d = max(1, int(n.bit_length() * 0.30102999566398120))  # log10(2): one short at most, never over
+    while n >= 10**d:
+        d += 1
+    return d
 
 
 def _stated_bytes(x: Any) -> bytes:
@@ -731,8 +766,10 @@ class OutputAction(_Action):
                     at = (
                         field if i is None else f"{field}[{i}]"
                     )  # a list's element named, not the whole field
+                    quoted = number_as_written(x) if isinstance(x, ShownInt) else _decimal_text(x)
                     raise ValueError(
-                        f"{at}: {why}; if it is text for a String node (a serial number), quote it: {at}: '{x}'"
+                        f"{at}: {why}; if it is text for a String node (a serial number), quote it"
+                        + (f": {at}: '{quoted}'" if quoted is not None and len(quoted) <= 80 else "")
                     )
         return self
 

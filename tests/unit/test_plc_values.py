@@ -151,3 +151,47 @@ def test_opcua_times_outside_a_datetimes_range_and_non_finite_text_are_refused()
         with pytest.raises(OpcUaTypeMismatch, match="node n is String; cannot write .*NaN and infinity"):
             to_variant(V.String, bad, "n")
     assert to_variant(V.String, 12, "n").Value == "12" and to_variant(V.String, 2.5, "n").Value == "2.5"
+
+
+@pytest.mark.parametrize(
+    ("written", "named"),
+    [
+        ("0x" + "F" * 4000, "too long a number (0xFFFF"),
+        ("-0x" + "F" * 4000, "too long a number (-0xFFF"),
+        ("0b1" + "0" * 14000, "too long a number (0b1000"),
+        ("0x10000000000000001", "0x10000000000000001 is held by no integer node"),
+    ],
+)
+@pytest.mark.parametrize(
+    "target", ["opcua_write, source: plc, node_id: 'ns=2;s=Serial'", "sparkplug_command"]
+)
+def test_a_whole_number_no_node_holds_is_refused_naming_it_as_written_and_how_many_digits_it_has(
+    tmp_path, written, named, target
+):
+    """A pasted key of 4000 hex digits as a write value was refused naming the file and field, but in Python's
+    words ("Exceeds the limit (4300 digits) for integer string conversion; use sys.set_int_max_str_digits()"):
+    a fix for the interpreter, not the config. It is said in the config's: too long a number, its two ends and
+    how many digits it has; a shorter one no node holds (2**64 + 1) is named as written, not by its digits."""
+    from edge_agent.config import ConfigError, load_config
+
+    if target == "sparkplug_command":
+        target = "sparkplug_command, source: broker, group: g, edge_node: e, metric: Serial"
+    path = tmp_path / "line3.yaml"
+    path.write_text(
+        "agent: {id: gw}\n"
+        "sources:\n"
+        "  plc: {type: opcua, endpoint: 'opc.tcp://127.0.0.1:4840/plc/'}\n"
+        "  broker: {type: mqtt, host: 127.0.0.1, sparkplug: {}}\n"
+        f"actions:\n  out: {{type: {target}, value: {written}}}\n"
+    )
+    with pytest.raises(ConfigError) as ei:
+        load_config(path)
+    (error,) = ei.value.errors
+    assert error.startswith(f"{path}: actions.out: value: {named}"), error
+    assert "Exceeds the limit" not in error and "set_int_max_str_digits" not in error, error
+    if written.startswith(("0x", "-0x", "0b")) and len(written) > 80:
+        digits = len(written.lstrip("-")) - 2
+        assert f"{digits} {'hex' if 'x' in written else 'binary'} digits)" in error, error
+        assert "quote it" in error and "quote it:" not in error, error  # no 4000-digit quote
+    else:
+        assert error.endswith(f"quote it: value: '{written}'"), error
