@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from devices.base import ConnectionState
@@ -17,13 +18,43 @@ from devices.opcua.client import OpcUaError, OpcUaNotConnected, OpcUaSource, bro
 from devices.opcua.settings import OpcUaSettings, SecurityMode
 from simulators.machine import MachineSecurity, MachineServer
 from tests.support.certs import dated_certificate, locked_key
+from tests.support.once import built_once
 from tests.support.peers import free_port
 
+# One RSA-2048 key per role, made once per test run: making one takes ~0.05-0.1 s of CPU, and this file made
+# ten, one per certificate. Each certificate is still made here, with its own name, dates and extensions; only
+# certificates of different roles must differ in key (the stranger's and the renewed server's are not the
+# client's or the server's: the tests below rely on that). Read back here without cryptography's check of the
+# key's numbers (~0.04 s of CPU a read): they are this run's own keys, as made. The source and the simulated
+# PLC read them as they read any key (asyncua's loader, every check).
+KEY_ROLES = ("server", "client", "stranger", "renewed", "own")
 
-def _cert(tmp: Path, stem: str, uri: str, server: bool) -> tuple[Path, Path]:
-    from asyncua.crypto.cert_gen import generate_private_key, generate_self_signed_app_certificate
 
-    key = generate_private_key()
+def _make_keys(folder: Path) -> dict[str, Path]:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    keys = {}
+    for role in KEY_ROLES:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        keys[role] = folder / f"{role}.pem"
+        keys[role].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return keys
+
+
+@pytest.fixture(scope="session")
+def rsa_keys(tmp_path_factory) -> dict[str, Path]:
+    return built_once(tmp_path_factory, "opcua-security-rsa-keys", _make_keys)
+
+
+def _cert(tmp: Path, stem: str, uri: str, server: bool, key_file: Path) -> tuple[Path, Path]:
+    from asyncua.crypto.cert_gen import generate_self_signed_app_certificate
+
+    key = serialization.load_pem_private_key(key_file.read_bytes(), None, unsafe_skip_rsa_key_validation=True)
+    assert isinstance(key, rsa.RSAPrivateKey)
     sans = [
         x509.UniformResourceIdentifier(uri),
         x509.DNSName(socket.gethostname()),
@@ -45,12 +76,12 @@ def _cert(tmp: Path, stem: str, uri: str, server: bool) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+def certs(tmp_path_factory, rsa_keys) -> dict[str, tuple[Path, Path]]:
     tmp = tmp_path_factory.mktemp("opcua-pki")
     return {
-        "server": _cert(tmp, "server", "urn:freeopcua:python:server", server=True),
-        "client": _cert(tmp, "client", "urn:factory-edge:agent", server=False),
-        "stranger": _cert(tmp, "stranger", "urn:factory-edge:stranger", server=False),
+        "server": _cert(tmp, "server", "urn:freeopcua:python:server", True, rsa_keys["server"]),
+        "client": _cert(tmp, "client", "urn:factory-edge:agent", False, rsa_keys["client"]),
+        "stranger": _cert(tmp, "stranger", "urn:factory-edge:stranger", False, rsa_keys["stranger"]),
     }
 
 
@@ -219,7 +250,7 @@ def _thumbprint(cert_file: Path) -> str:
 
 
 async def test_a_server_presenting_another_certificate_than_the_pinned_one_is_named_with_both_thumbprints(
-    certs, tmp_path
+    certs, tmp_path, rsa_keys
 ) -> None:
     """A server at the PLC's address presenting another certificate than the pinned ``server_certificate_file``
     (a machine in the middle, or the PLC after its certificate was renewed) cannot read the channel the agent
@@ -227,7 +258,7 @@ async def test_a_server_presenting_another_certificate_than_the_pinned_one_is_na
     BadSecurityChecksFailed). The error was "timeout: no answer within 3.0s; check the endpoint and the
     server", which hid both the attack and the fix. It names the file, both certificates' thumbprints and the
     fix now; nothing is read or written, and the agent's other sources go on."""
-    renewed = _cert(tmp_path, "renewed", "urn:freeopcua:python:server", server=True)
+    renewed = _cert(tmp_path, "renewed", "urn:freeopcua:python:server", True, rsa_keys["renewed"])
     sec = MachineSecurity(
         cert_path=renewed[0],
         key_path=renewed[1],
@@ -273,10 +304,12 @@ async def test_a_server_presenting_another_certificate_than_the_pinned_one_is_na
         await other.stop()
 
 
-def _own_cert(tmp: Path, stem: str, uri: str | None, days: tuple[int, int]) -> tuple[Path, Path]:
+def _own_cert(
+    tmp: Path, stem: str, uri: str | None, days: tuple[int, int], key_file: Path
+) -> tuple[Path, Path]:
     """A client certificate valid from ``days[0]`` to ``days[1]`` days from now, with ``uri`` in its
     subjectAltName (None: only host names, as a certificate made for a web server has)."""
-    return dated_certificate(tmp, stem, days, uri)
+    return dated_certificate(tmp, stem, days, uri, key_file=key_file)
 
 
 @pytest.mark.parametrize(
@@ -294,7 +327,7 @@ def _own_cert(tmp: Path, stem: str, uri: str | None, days: tuple[int, int]) -> t
     ],
 )
 async def test_a_refused_agent_certificate_is_named_with_its_thumbprint_and_what_to_do_on_the_plc(
-    certs, tmp_path, case, uri, days, said
+    certs, tmp_path, rsa_keys, case, uri, days, said
 ) -> None:
     """The agent's own certificate refused by the PLC: not yet trusted there (the first connect to a Siemens
     or Beckhoff PLC: BadCertificateUntrusted), expired or not yet valid (BadCertificateTimeInvalid), or naming
@@ -304,7 +337,7 @@ async def test_a_refused_agent_certificate_is_named_with_its_thumbprint_and_what
     fix; the source retries with its backoff, nothing read."""
     from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 
-    own = _own_cert(tmp_path, case, uri, days)
+    own = _own_cert(tmp_path, case, uri, days, rsa_keys["own"])
     sec = MachineSecurity(cert_path=certs["server"][0], key_path=certs["server"][1], users={"op": "s3cret"})
     srv = MachineServer(free_port(), period_ms=50, window_samples=128, security=sec)
     await srv.start()
@@ -446,13 +479,13 @@ async def test_a_key_with_a_passphrase_or_a_file_that_is_no_certificate_is_a_cer
 
 
 async def test_browse_and_validate_online_say_a_downgrade_a_foreign_certificate_and_a_wrong_key_in_one_line(
-    certs, tmp_path
+    certs, tmp_path, rsa_keys
 ) -> None:
     """``edge-agent browse`` and ``validate --online`` (one-off clients, which take ``OpcUaError`` as the
     answer): a server offering only None where SignAndEncrypt is set, without a pinned certificate, ended them
     in asyncua's ``UaError: No matching endpoints`` traceback; a server presenting another certificate than
     the pinned one was "no answer". Each is one OpcUaError naming what the source's error names."""
-    renewed = _cert(tmp_path, "renewed", "urn:freeopcua:python:server", server=True)
+    renewed = _cert(tmp_path, "renewed", "urn:freeopcua:python:server", True, rsa_keys["renewed"])
     plain = MachineServer(free_port(), period_ms=50, window_samples=128)
     other = MachineServer(
         free_port(),
@@ -484,14 +517,16 @@ async def test_browse_and_validate_online_say_a_downgrade_a_foreign_certificate_
 
 
 async def test_asyncuas_note_on_the_agents_certificate_is_logged_once_not_at_every_reconnect(
-    certs, tmp_path, caplog
+    certs, tmp_path, rsa_keys, caplog
 ) -> None:
     """asyncua checks the agent's certificate at every connect attempt and warns, each time, that it lacks
     the gateway's host name: a PLC away for a day (a reconnect every reconnect_max_s) gave thousands of
     such lines. It is logged once."""
     import logging
 
-    own = _own_cert(tmp_path, "nohost", "urn:factory-edge:agent", (-1, 2))  # "localhost" only
+    own = _own_cert(
+        tmp_path, "nohost", "urn:factory-edge:agent", (-1, 2), rsa_keys["own"]
+    )  # "localhost" only
     settings = OpcUaSettings(
         endpoint=f"opc.tcp://127.0.0.1:{free_port()}/factory/",  # nothing listening: the PLC away
         security_mode="SignAndEncrypt",
