@@ -2289,8 +2289,19 @@ class Outbox:
                         int(time.time()),
                         last + 1 if type(last) is int else 0,
                     )
+                    # its outbox_corrupt event told at the end of the copy (the marker naming the store's own epoch as
+                    # the previous one), unless one is kept for it (a WAL found alone, ``_place_lone_wal``): formerly
+                    # none, and the cloud was never told this tenant's outbox was renewed
+                    srcs = {j["src"] for j in own_jobs}
+                    previous = (
+                        None
+                        if any(e.get("src") in srcs for e in self._untold)
+                        else self._store_epoch(Path(own_jobs[0]["src"]))
+                        or self._epoch_of(job, own_jobs[0])
+                        or 0
+                    )
                     # (the marker first: a kill before the store has its epoch adopts it, ``_adopt_epoch``)
-                    self._write_salvaging(self._marker(epoch, own_jobs))
+                    self._write_salvaging(self._marker(epoch, own_jobs, previous))
                     self._write_epoch_file(epoch)
                     db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
                     return self._resume_salvage(db, recorded)
@@ -2723,6 +2734,16 @@ class Outbox:
                     )
             self._write_mark(self.untold_path, {"events": self._untold} if self._untold else None)
 
+    def _lone_wal_of(self, e: dict, tenant: str) -> bool:
+        """Whether the kept event ``e`` is of a WAL found alone (``src``) whose records its own ``meta`` says were made
+        under ``tenant``: kept by a start of another tenant killed before it judged whose the WAL was, it names and
+        counts this tenant's store (copied into it at this start). Formerly never told: the gateway back to acme after
+        beta's killed start had acme's 300 records again, and no ``outbox_corrupt`` event said its store was renewed."""
+        if not isinstance(e.get("src"), str):
+            return False
+        readable, found = self._store_owner(Path(e["src"]))
+        return readable and found is not None and found[0] == tenant
+
     def _tell_untold(self, db: sqlite3.Connection) -> list[Event]:
         """At open, before the writer starts: the ``outbox_corrupt`` events this start owes committed into the store,
         each with a ``meta`` key ``told:<id>`` in the same transaction (a kill before ``outbox-untold`` is removed
@@ -2736,7 +2757,11 @@ class Outbox:
             if "told:" + e["id"] in meta:
                 continue
             budget = e.get("kind") == EventKind.OUTBOX_BUDGET.value  # (a held store the bound removed)
-            if self.owner is not None and e.get("tenant") not in (None, self.owner[0]):
+            if (
+                self.owner is not None
+                and e.get("tenant") not in (None, self.owner[0])
+                and not self._lone_wal_of(e, self.owner[0])
+            ):
                 # kept by a start under another tenant, killed before it told it (the gateway moved since): it names
                 # and counts that tenant's store, never put into this tenant's outbox
                 log.warning(

@@ -664,6 +664,10 @@ def test_the_gateway_back_to_its_tenant_after_a_killed_tenant_move_sends_its_own
             # in /status, its WARNING and its held note)
             assert results(ob) == list(range(1, 301)), start
             assert [h["tenant"] for h in ob.held if h["records"]] == [], start
+            # its outbox_corrupt event (kept by beta's start before it judged whose the WAL was) told once: formerly
+            # never, as another tenant's
+            told = [(e["kind"], e["salvaged"]) for e in events(ob) if e["kind"] == "outbox_corrupt"]
+            assert told == [("outbox_corrupt", 300)], start
         finally:
             ob.close()
 
@@ -689,6 +693,8 @@ def test_the_gateway_back_to_its_tenant_after_a_killed_tenant_move_sends_its_own
             # by then beta's), never sent to acme
             assert len(results(ob)) == 300, start
             assert [(h["tenant"], h["records"]) for h in ob.held if h["records"]] == [], start
+            told = [e["salvaged"] for e in events(ob) if e["kind"] == "outbox_corrupt"]
+            assert told == [300], (start, told)
         finally:
             ob.close()
 
