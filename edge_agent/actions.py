@@ -912,7 +912,7 @@ class ActionRunner:
                     st["attempt_failures"] += 1
                     if not getattr(exc, "retryable", True):
                         st["failed"] += 1
-                        self._cannot(name, exc)
+                        self._cannot(name, exc, self._place(name, action, value, exc))
                         self._write_refused(
                             name,
                             action,
@@ -972,7 +972,27 @@ class ActionRunner:
             if key is not None:
                 self._owing.discard(key)
 
-    def _cannot(self, name: str, exc: Exception) -> None:
+    def _place(self, name: str, action: Any, value: Any, exc: Exception) -> str:
+        """Where the config gives what a write refused (``_cannot``): the file and the action's field, as a
+        refusal at load or connect names it: its ``value`` (or ``reset_value``) for a value the target cannot
+        take, its target (``node_id``, ``metric``) for a target that takes no write (not writable, access
+        denied, unknown)."""
+        field: str | None
+        if _refused_what(exc, value) is _NODE:
+            field = (
+                "node_id"
+                if isinstance(action, OpcUaWriteAction)
+                else "metric"
+                if isinstance(action, SparkplugCommandAction)
+                else None
+            )
+        elif isinstance(action, OpcUaWriteAction | SparkplugCommandAction):
+            field = "value" if value is None or repr(value) == repr(action.value) else "reset_value"
+        else:
+            field = None
+        return f"{self.cfg.where}: actions.{name}" + (f".{field}" if field else "")
+
+    def _cannot(self, name: str, exc: Exception, place: str) -> None:
         """An error a retry cannot fix (a read-only node, BadUserAccessDenied, a value the node's type
         refuses): logged once per action and error until the action succeeds again, counted as ``failed``
         every time. Past a few distinct errors (a value that changes with each result), once per burst; so is
@@ -983,23 +1003,27 @@ class ActionRunner:
         if msg in said:
             return
         if len(said) >= 8:
-            self._burst.log(name, "action %r failed (not retried: a retry cannot fix it): %s", name, exc)
+            self._burst.log(
+                name, "%s: action %r failed (not retried: a retry cannot fix it): %s", place, name, exc
+            )
             return
         said.add(msg)
         before = self._said_before.setdefault(name, set())
         if msg in before or len(before) >= 8:  # said before a success: a node taking it, then not, in turn
             self._burst.log(
                 f"cannot:{name}",
-                "action %r failed again after succeeding (not retried: a retry cannot fix it): %s; said once "
+                "%s: action %r failed again after succeeding (not retried: a retry cannot fix it): %s; said once "
                 "per burst while it keeps succeeding and failing so, counted (failed) each time",
+                place,
                 name,
                 exc,
             )
             return
         before.add(msg)
         log.warning(
-            "action %r failed (not retried: a retry cannot fix it): %s; said once: each further failure "
+            "%s: action %r failed (not retried: a retry cannot fix it): %s; said once: each further failure "
             "like it is only counted (failed) until the action succeeds",
+            place,
             name,
             exc,
         )

@@ -383,3 +383,53 @@ async def test_a_heartbeat_the_server_answers_uncertain_is_counted_written_and_s
     assert isinstance(held, bool)
     said = [r.getMessage() for r in caplog.records if "heartbeat" in r.getMessage()]
     assert len(said) == 1 and "Uncertain" in said[0] and "taken by the server" in said[0], said
+
+
+async def test_a_value_the_node_refuses_at_the_write_is_said_naming_the_config_file_and_the_field(caplog):
+    """A value refused at the write (here with no check at connect: a node retyped since, a target not checked)
+    is said naming the file and the action's field, as a refusal at load or connect names it; before, the line
+    named the action only ("action 'setpoint' failed ..."), and the one for a node that takes no write its target
+    field neither."""
+    from edge_agent.config import read_yaml
+
+    async def add(srv, obj, idx):
+        await obj.add_variable(ua.NodeId("Setpoint", idx), "Setpoint", ua.Variant(0, ua.VariantType.Int16))
+        await (
+            await obj.add_variable(ua.NodeId("Ok", idx), "Ok", ua.Variant(0, ua.VariantType.Int16))
+        ).set_writable()
+        await obj.add_variable(ua.NodeId("Locked", idx), "Locked", False)  # not writable: BadUserAccessDenied
+        await (srv.get_node(ua.NodeId("Setpoint", idx))).set_writable()
+
+    srv, idx, endpoint, _writes = await _plc(add)
+    where = "/etc/edge/line1.yaml"
+    text = (
+        "agent: {id: gw}\n"
+        f"sources:\n  plc: {{type: opcua, endpoint: '{endpoint}', connect_timeout_s: 2.0, keepalive_check_s: 0.3}}\n"
+        "actions:\n"
+        f"  setpoint: {{type: opcua_write, source: plc, node_id: 'ns={idx};s=Setpoint', value: 0x8000,"
+        " when: {verdict: NG}}\n"
+        f"  reset: {{type: opcua_write, source: plc, node_id: 'ns={idx};s=Ok', value: 1, reset_value: 1.0e+5,"
+        " mode: on_change, when: {verdict: NG}}\n"
+        f"  locked: {{type: opcua_write, source: plc, node_id: 'ns={idx};s=Locked', when: {{verdict: NG}}}}\n"
+    )
+    cfg = parse_config(read_yaml(text, where), where)
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    caplog.set_level(logging.WARNING, logger="edge_agent.actions")
+    try:
+        await _connected(src)
+        await runner.handle(["setpoint", "reset", "locked"], _result("NG", 0), None)
+        await runner.handle(["setpoint", "reset", "locked"], _result("OK", 1), None)
+        await runner.flush(timeout_s=5)
+    finally:
+        await src.stop()
+        await srv.stop()
+    said = [r.getMessage() for r in caplog.records if r.name == "edge_agent.actions"]
+    for place, value in (
+        ("actions.setpoint.value", "cannot write 0x8000 (int): out of range -32768..32767"),
+        ("actions.reset.reset_value", "cannot write 1.0e+5 (float): out of range -32768..32767"),
+        ("actions.locked.node_id", "BadUserAccessDenied"),
+    ):
+        line = [s for s in said if s.startswith(f"{where}: {place}: action ")]
+        assert len(line) == 1 and value in line[0], (place, said)
