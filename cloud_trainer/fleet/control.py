@@ -1453,7 +1453,8 @@ class Control:
         report's time, and ``report``, its number among the agent's reports; no digest: the report shows the slot
         empty), unless the fleet's own record is newer (``_record_newer``: by the agent's numbers, else by
         times): the newest rollout of the slot that reached this agent, when it ended for it (its target's
-        status, healthy or a way back) on another version, gives that version. A report
+        status, healthy or a way back) on another version, gives that version; when still under way on it
+        (not a rollback), the version the fleet took the agent to run as it began (its own previous). A report
         behind a completed rollout named the version before it: a halt would have sent the agent down to a
         version nobody asked for. Then, unless the newest rollout of that very version to this agent says the
         agent rolled it back or failed it, or the fleet took it back (``rolling_back``, ``rolled_back_by_fleet``):
@@ -1487,6 +1488,10 @@ class Control:
                 rec: dict | None = None
                 if t.get("status") in ("healthy", *_WAYS_BACK):  # it ended on the agent: its version
                     rec = {"version": d.get("version"), "digest": d["digest"], "package": d.get("package")}
+                elif not d.get("rollback"):
+                    # still under way on the agent: what the fleet took it to run as that rollout began (that
+                    # rollout's own previous version, chosen alike); a rollback's is the version rolled away from
+                    rec = (d.get("previous") or {}).get(a)
                 if (
                     isinstance(rec, dict)
                     and rec.get("digest")

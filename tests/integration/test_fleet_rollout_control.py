@@ -636,3 +636,26 @@ def test_a_gateway_joining_a_rollouts_group_never_gets_as_previous_a_version_it_
     assert d["targets"]["gw3"]["status"] == "waiting" and d["targets"]["gw0"]["status"] == "waiting"
     assert d["previous"]["gw3"]["version"] == "1.0.0"  # not 1.1.0, which gw3's own check rolled back
     assert d["previous"]["gw0"]["version"] == "1.1.0"  # was none: its report showed the slot empty
+
+
+def test_a_halt_never_sends_an_agent_below_a_completed_version_while_a_newer_rollout_is_under_way_on_it(
+    registry_control, tmp_path
+):
+    """A rollout of 1.1.0 completed on gw1 (its state report still named 1.0.0); a rollout of 1.2.0 began there
+    (downloading); a rollout of 1.3.0 created then took the stale 1.0.0 for gw1's previous version (the newest
+    rollout to gw1 had not ended, so the fleet's record was not looked at), and its abort sent gw1 1.0.0 as an
+    admin's rollback: below the version a rollout had completed on it, which nobody asked for."""
+    c, e = registry_control
+    key, _ = make_keypair(tmp_path / "keys")
+    for i, v in enumerate(["1.2.0", "1.3.0"], start=2):
+        c.registry.publish(make_package(tmp_path / "b", version=v, key=key, seed=i), [], {}, None, None)
+    _runs(c, "gw1", e["1.0.0"])
+    a = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]})
+    c.on_report("gw1", a["id"], "vision", "1.1.0", "healthy", True, "", {})
+    b = c.create({"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]})
+    c.on_report("gw1", b["id"], "vision", "1.2.0", "downloading", True, "", {})
+    d = c.create({"package": "part-inspection", "version": "1.3.0", "slot": "vision", "agents": ["gw1"]})
+    assert c.get(d["id"])["previous"]["gw1"]["version"] == "1.1.0"  # was 1.0.0
+    c.command(d["id"], "abort")
+    sent = [(s["version"], s["deployment_id"]) for s in c.desired_state("gw1")[1]]
+    assert sent == [("1.1.0", d["id"] + ":rollback")], sent  # was: 1.0.0
