@@ -518,6 +518,9 @@ class Outbox:
         # into a renewed store's meta and the epoch file; formerly none was written, and a salvage at a start with no
         # certificate gave the former tenant's records to the next tenant as this gateway's
         self._carried_owner: tuple[str, str] | None = None
+        # a copy at open of this tenant's store that another tenant's killed start had begun to take over: not a
+        # resumed copy (nothing of it was copied into this store before), told as such (``_resume_salvage``)
+        self._copy_home = False
         self._unowned = (
             False  # no owner was ever recorded for this store's lineage (written ``"unowned": true``)
         )
@@ -1240,7 +1243,14 @@ class Outbox:
             "by_kind": dict(by_kind),
             "held_at": time.time(),
             "why": (f"made under tenant {owner[0]}" if owner[0] else "corrupt, its tenant cannot be told")
-            + f"; the gateway's certificate then named tenant {self.owner[0] if self.owner else '?'}",
+            + (
+                f"; the gateway's certificate then named tenant {self.owner[0]}"
+                if self.owner
+                # (formerly "named tenant ?": a start with no certificate judges by the owner its outbox carries)
+                else f"; the gateway had no certificate, its outbox carried tenant {self._carried_owner[0]}"
+                if self._carried_owner
+                else "; the gateway had no certificate"
+            ),
             "file": str(dst),
         }
         if src is not None:
@@ -2304,6 +2314,7 @@ class Outbox:
                     self._write_salvaging(self._marker(epoch, own_jobs, previous))
                     self._write_epoch_file(epoch)
                     db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+                    self._copy_home = True
                     return self._resume_salvage(db, recorded)
             else:
                 log.warning(
@@ -2381,7 +2392,17 @@ class Outbox:
                 )
         elif any("src" in e for e in self._untold):
             self._keep_untold()  # (a WAL found alone: with what was copied out of it, before the marker goes)
-        if todo:
+        if todo and self._copy_home:
+            # (formerly "the salvage ... was cut off; resumed: 300 more records copied": nothing had been copied)
+            log.error(
+                "outbox %s: %s, this tenant's store, was being taken over by another tenant's start that was cut off "
+                "(the agent killed): %d records copied into epoch %d",
+                self.dir,
+                ", ".join(j["src"] for j in todo),
+                copied.total(),
+                job["epoch"],
+            )
+        elif todo:
             log.error(
                 "outbox %s: the salvage of %s was cut off (the agent stopped while it ran); resumed: %d more "
                 "records copied into epoch %d",

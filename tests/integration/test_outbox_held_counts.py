@@ -213,6 +213,9 @@ def test_a_start_with_no_certificate_after_a_killed_tenant_move_holds_the_former
             (one,) = ob.held
             assert (one["tenant"], one["records"]) == ("acme", 300)
             assert len(list(Path(one["file"] + ".samples").iterdir())) == 5
+            # held by the start with no certificate: its note says by which owner it was judged (formerly "the
+            # gateway's certificate then named tenant ?")
+            assert one["why"].endswith("; the gateway had no certificate, its outbox carried tenant beta")
         finally:
             ob.close()
 
@@ -651,11 +654,12 @@ def test_a_kill_as_a_wal_found_alone_moves_aside_places_it_once(tmp_path, tenant
             again.close()
 
 
-def test_the_gateway_back_to_its_tenant_after_a_killed_tenant_move_sends_its_own_records(tmp_path):
+def test_the_gateway_back_to_its_tenant_after_a_killed_tenant_move_sends_its_own_records(tmp_path, caplog):
     # a start as beta finds acme's WAL alone at the outbox's path, places it aside, makes beta's store (its meta
     # beta's, the marker naming acme's file) and is killed before it holds acme's
     data = wal_alone(tmp_path)
     killed_child(KILLED_BEFORE_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD, data)
+    caplog.set_level("ERROR", logger="edge_agent.outbox.store")
     for start in range(2):  # (the certificate names acme again: a swap reverted)
         ob = Outbox(SETTINGS, data, owner=("acme", "gw1"))
         ob.open()
@@ -670,6 +674,13 @@ def test_the_gateway_back_to_its_tenant_after_a_killed_tenant_move_sends_its_own
             assert told == [("outbox_corrupt", 300)], start
         finally:
             ob.close()
+    # said as what it was (formerly "the salvage ... was cut off ...; resumed: 300 more records copied": no record of
+    # it had been copied into acme's store before)
+    assert "resumed:" not in caplog.text
+    assert (
+        "was being taken over by another tenant's start that was cut off (the agent killed): 300 records"
+        in (caplog.text)
+    )
 
 
 @pytest.mark.parametrize("beta_damaged", [False, True], ids=["beta-store-healthy", "beta-store-corrupt"])
