@@ -327,6 +327,13 @@ class ModelStore:
                             sync_folder(self.root)
                         os.close(os.open(mark, os.O_WRONLY | os.O_CREAT, 0o644))
                     sync_folder(mark.parent)
+                elif _read_kind(mark) != (kind or MARK_UNKNOWN):
+                    # a mark an earlier rollback left (a kill inside ``served`` before it said ``unknown`` again,
+                    # on a version never made current since): this verdict's kind over it, in place, and not told
+                    # yet. Formerly kept, and a refusal of the version read as that rollback's kind (a health
+                    # check's verdict, or a crash loop)
+                    os.chmod(mark, 0o644)
+                    _fill_placeholder(mark, kind or MARK_UNKNOWN)
             except OSError as exc:
                 if folder_name not in self.unmarked:
                     log.error(
