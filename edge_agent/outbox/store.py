@@ -242,6 +242,9 @@ class _SeqRanges:
         self.sql = f"SELECT {columns} FROM records WHERE seq BETWEEN ? AND ?" + (
             " ORDER BY seq" if ordered else ""
         )
+        # a single seq looked up by its rowid: ``BETWEEN q AND q`` steps past the row, into the damaged page after
+        # the last row readable before it (formerly that row was never counted nor salvaged: 1946 of 1947)
+        self.one = f"SELECT {columns} FROM records WHERE seq = ?"
         self.todo = [(a, min(a + SALVAGE_CHUNK - 1, hi)) for a in range(lo, hi + 1, SALVAGE_CHUNK)]
         self.todo.reverse()  # popped from the end: the oldest first
 
@@ -253,7 +256,9 @@ class _SeqRanges:
         while self.todo and go_on():
             a, b = self.todo.pop()
             try:
-                rows = self.con.execute(self.sql, (a, b)).fetchall()
+                rows = (
+                    self.con.execute(self.one, (a,)) if a == b else self.con.execute(self.sql, (a, b))
+                ).fetchall()
             except sqlite3.Error as exc:
                 if fatal is not None and fatal(exc):
                     raise
