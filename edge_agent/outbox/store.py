@@ -1843,10 +1843,18 @@ class Outbox:
             owner = (tenant, "")
         if type(epoch) is not int:
             epoch = int(m.group(2)) if m else 0
+        # read as a salvage reads it (a file cut short padded), then given back its size: the admin's file as it was
+        # put back (formerly left extended with zeros, its checksum changed)
+        size = src.stat().st_size
         self._pad_truncated(src)
-        by_kind, _shas, partly = _readable(
-            src, None if deadline is None else max(0.0, deadline - time.monotonic())
-        )
+        try:
+            by_kind, _shas, partly = _readable(
+                src, None if deadline is None else max(0.0, deadline - time.monotonic())
+            )
+        finally:
+            if src.stat().st_size > size:
+                with open(src, "r+b") as f:
+                    f.truncate(size)
         note: dict[str, Any] = {
             "tenant": owner[0],
             "agent": owner[1],

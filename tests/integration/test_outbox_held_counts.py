@@ -558,6 +558,35 @@ def test_a_held_store_with_no_sample_taken_out_across_a_start_and_put_back_is_he
         ob.close()
 
 
+def test_a_held_store_cut_short_and_put_back_is_counted_without_changing_the_file_put_back(tmp_path):
+    import hashlib
+
+    data = tmp_path / "data"
+    filled(data, 3000, owner=("acme", "gw1")).close()
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()  # (acme's store held)
+    ob.close()
+    held = data / "outbox-held"
+    (store,) = [p for p in held.iterdir() if p.name.startswith("outbox.db.") and "." not in p.name[10:]]
+    for (
+        extra
+    ) in held.iterdir():  # (taken out to export it, and its note with it; the copy put back is cut short)
+        if extra != store:
+            shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
+    with open(store, "r+b") as f:
+        f.truncate(store.stat().st_size * 2 // 3)
+    put_back = hashlib.sha256(store.read_bytes()).hexdigest()
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        (one,) = ob.stats()["held"]["files"]
+        assert one["file"] == str(store) and one["records"] >= 1900  # (read as a salvage reads it: padded)
+        # the admin's file as it was put back: formerly left extended with zeros to the size its header states
+        assert hashlib.sha256(store.read_bytes()).hexdigest() == put_back
+    finally:
+        ob.close()
+
+
 def test_a_wal_found_alone_of_the_former_tenant_is_held_and_never_told_to_the_new_one(tmp_path):
     data = wal_alone(tmp_path)
     again = Outbox(SETTINGS, data, owner=("beta", "gw1"))
