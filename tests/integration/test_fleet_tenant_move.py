@@ -303,7 +303,7 @@ def _camera_gateway(tmp_path: Path, packages: dict[str, tuple[str, str]]):
             "http": {"enabled": False},
             "trusted_keys": [str(pub)],
             "models": models,
-            "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 10, "loop": True}},
+            "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 5, "loop": True}},
             "pipelines": pipelines,
             "cloud": {
                 "endpoint": f"127.0.0.1:{port}",
@@ -799,12 +799,7 @@ KILLED_AS_THE_OWNER_IS_RECORDED = """
 import asyncio, json
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
-recorded = store._set_owner
-def recorded_then_cut(db, owner, replace=True):
-    recorded(db, owner, replace)
-    if owner[0] == "beta":
-        power_cut()
-store._set_owner = recorded_then_cut
+cut_after(store, "_set_owner", lambda db, owner, *a, **k: owner[0] == "beta")
 asyncio.run(Agent(parse_config(json.loads(sys.argv[3]))).start())
 """
 
@@ -841,11 +836,7 @@ KILLED_AFTER_THE_MOVE_IS_NOTED = """
 import asyncio, json
 import edge_agent.agent as agentmod
 from edge_agent.config import parse_config
-noted = agentmod.Agent._note_move_found
-def noted_then_cut(self, former):
-    noted(self, former)
-    power_cut()
-agentmod.Agent._note_move_found = noted_then_cut
+cut_after(agentmod.Agent, "_note_move_found")
 asyncio.run(agentmod.Agent(parse_config(json.loads(sys.argv[3]))).start())
 """
 
@@ -937,11 +928,7 @@ KILLED_AFTER_THE_CORRUPT_STORE_IS_MOVED_ASIDE = """
 import asyncio, json
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
-moved = store.Outbox._move_aside
-def moved_then_cut(self, *a, **k):
-    moved(self, *a, **k)
-    power_cut()
-store.Outbox._move_aside = moved_then_cut
+cut_after(store.Outbox, "_move_aside")
 asyncio.run(Agent(parse_config(json.loads(sys.argv[3]))).start())
 """
 
@@ -984,12 +971,7 @@ async def test_a_start_killed_after_moving_the_former_tenants_corrupt_store_asid
 # samples: after its store file is removed, before its note is (argv[1]: the data folder)
 KILLED_WHILE_THE_BOUND_REMOVES_A_HELD_STORE = """
 import shutil
-real = shutil.rmtree
-def rmtree(p, *a, **k):
-    if "outbox-held" in str(p):
-        power_cut()
-    return real(p, *a, **k)
-shutil.rmtree = rmtree
+cut_before(shutil, "rmtree", lambda p, *a, **k: "outbox-held" in str(p))
 ob = store.Outbox(OutboxSettings(max_bytes=1 << 20), sys.argv[1], owner=("gamma", "gw1"))
 ob.open()
 """
@@ -1041,11 +1023,7 @@ def test_a_held_store_whose_removal_by_the_bound_a_kill_cut_off_is_counted_and_t
 # gamma's start (1 MB budget) killed right after the bound removed acme's held store (its note, store and samples
 # gone), before the writer committed the outbox_budget event (argv[1]: the data folder)
 KILLED_AFTER_THE_BOUND_REMOVED_A_HELD_STORE = """
-real = store.Outbox._drop_held
-def drop(self, *a, **k):
-    real(self, *a, **k)
-    power_cut()
-store.Outbox._drop_held = drop
+cut_after(store.Outbox, "_drop_held")
 ob = store.Outbox(OutboxSettings(max_bytes=1 << 20), sys.argv[1], owner=("gamma", "gw1"))
 ob.open()
 """

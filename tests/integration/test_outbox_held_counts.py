@@ -123,15 +123,7 @@ def test_a_corrupt_store_whose_epoch_file_names_no_owner_from_before_owners_were
 # a start with no certificate salvages acme's corrupt store and is killed once it kept the event it owes, before
 # committing it
 KILLED_AFTER_A_START_WITH_NO_CERTIFICATE_KEPT_ITS_EVENT = """
-real_keep = store.Outbox._keep_untold
-
-
-def keep(self, *args, **kw):
-    real_keep(self, *args, **kw)
-    power_cut()
-
-
-store.Outbox._keep_untold = keep
+cut_after(store.Outbox, "_keep_untold")
 store.Outbox(OutboxSettings(), sys.argv[1], owner=None).open()
 """
 
@@ -155,15 +147,7 @@ def test_the_event_a_start_with_no_certificate_owes_for_a_tenants_store_is_never
 
 # a start as beta holds acme's corrupt store and is killed right after the hold, before its salvage marker is dropped
 KILLED_AFTER_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD = """
-real_hold = store.Outbox._hold
-
-
-def hold(self, *args, **kw):
-    real_hold(self, *args, **kw)
-    power_cut()
-
-
-store.Outbox._hold = hold
+cut_after(store.Outbox, "_hold")
 store.Outbox(OutboxSettings(), sys.argv[1], owner=("beta", "gw1")).open()
 """
 
@@ -188,7 +172,7 @@ def test_a_kill_after_a_former_tenants_corrupt_store_is_held_tells_the_new_tenan
 # a start as beta finds acme's store corrupt, moves it aside, makes beta's store (the epoch file now beta's) and is
 # killed before it holds acme's
 KILLED_BEFORE_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD = """
-store.Outbox._hold = lambda self, *args, **kw: power_cut()
+cut_before(store.Outbox, "_hold")
 store.Outbox(OutboxSettings(), sys.argv[1], owner=("beta", "gw1")).open()
 """
 
@@ -658,16 +642,7 @@ def test_a_kill_during_a_salvage_at_start_tells_every_record_salvaged(tmp_path, 
 # a start finds acme's WAL alone at the outbox's path and is killed as it moves it aside (its base and marker made, the
 # WAL not moved yet); the gateway is enrolled into beta since, or still acme's
 KILLED_AS_A_WAL_FOUND_ALONE_MOVES_ASIDE = """
-real_move = store.Outbox._move_store
-
-
-def move(self, src, dst):
-    if str(dst).split("/")[-1].startswith("outbox.db.lone-"):
-        power_cut()
-    return real_move(self, src, dst)
-
-
-store.Outbox._move_store = move
+cut_before(store.Outbox, "_move_store", lambda self, src, dst, *a: str(dst).split("/")[-1].startswith("outbox.db.lone-"))
 store.Outbox(OutboxSettings(), sys.argv[1], owner=(sys.argv[3], "gw1")).open()
 """
 
@@ -820,7 +795,7 @@ def test_a_kill_once_a_wal_found_alone_is_copied_tells_every_record_copied(tmp_p
 # a start as beta finds acme's WAL alone, places it aside, makes beta's store (its meta: owner beta, the new epoch;
 # the epoch file still acme's) and is killed before it holds acme's file
 KILLED_BEFORE_A_FORMER_TENANTS_LONE_WAL_IS_HELD = """
-store.Outbox._hold_unfinished = lambda self, *args, **kw: power_cut()
+cut_before(store.Outbox, "_hold_unfinished")
 store.Outbox(OutboxSettings(), sys.argv[1], owner=("beta", "gw1")).open()
 """
 

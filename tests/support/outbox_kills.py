@@ -19,7 +19,7 @@ import os, signal, sys, time
 sys.path.insert(0, sys.argv[2])
 import edge_agent.outbox.store as store
 from edge_agent.outbox.settings import OutboxSettings
-from tests.support.outbox_kills import filled, power_cut, renew_by_ack
+from tests.support.outbox_kills import cut_after, cut_before, filled, power_cut, renew_by_ack
 """
 
 
@@ -38,6 +38,33 @@ def killed_child(script: str, data: Path, *args: str, timeout_s: float = 120) ->
 def power_cut() -> None:
     """In the child: the power is cut here."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def cut_after(where, name: str, when=None) -> None:
+    """In the child: the power is cut right after ``where.name`` (a class's method, a module's function) returns,
+    at its first call ``when(*args, **kw)`` says so (None: its first call)."""
+    real = getattr(where, name)
+
+    def cut(*args, **kw):
+        result = real(*args, **kw)
+        if when is None or when(*args, **kw):
+            power_cut()
+        return result
+
+    setattr(where, name, cut)
+
+
+def cut_before(where, name: str, when=None) -> None:
+    """In the child: the power is cut as ``where.name`` is called, at its first call ``when(*args, **kw)`` says so
+    (None: its first call), before it runs."""
+    real = getattr(where, name)
+
+    def cut(*args, **kw):
+        if when is None or when(*args, **kw):
+            power_cut()
+        return real(*args, **kw)
+
+    setattr(where, name, cut)
 
 
 def filled(data: str, n: int = 3000, owner: tuple[str, str] | None = None):
