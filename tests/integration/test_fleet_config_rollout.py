@@ -141,7 +141,9 @@ async def world(tmp_path, mosquitto):
     pki = make_pki(tmp_path / "pki", agents=("gw1", "gw2"), admins=("alice",))
     issue(pki, "bob", ROLE_ADMIN, pki / "tenants" / "acme" / "admins" / "bob", tenant="acme")
     port = free_port()
-    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    srv = FleetServer(
+        tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key", tick_s=0.2
+    )
     await srv.start()
     agents = {a: AgentProc(tmp_path, a, pki, port, mosquitto.port).start() for a in ("gw1", "gw2")}
     chans = []
@@ -331,7 +333,7 @@ async def test_config_rollout_canary_failure_rollback_crash_and_removal(world):
     assert gw2.sources() == {"plant", "extra"} and gw2.config()["status"] == "healthy"
 
     # the fleet back (same data): removing the config sends its agents back to their local file
-    srv2 = FleetServer(srv.data, port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    srv2 = FleetServer(srv.data, port, pki / "ca.pem", pki / "server.pem", pki / "server.key", tick_s=0.2)
     await srv2.start()
     try:
         removed = await admin().ControlDeployment(
