@@ -3,8 +3,9 @@ reader in the same process (``--former``: a git revision whose ``cloud_trainer/t
 beside the current one; default 8166e55a's parent, the reader that took the file row by row in Python).
 
 The files: ``--rows`` rows of a time column and ``--channels`` vibration channels, written as a historian
-exports them: plain (comma, points), German (semicolon, decimal commas), and plain with every value quoted (the
-former path, row by row, kept for quoted values which may span lines). Medians of ``--runs`` reads, each
+exports them: plain (comma, points), German (semicolon, decimal commas), plain with every value quoted (the
+former path, row by row, kept for quoted values which may span lines), plain with a blank line every 1000 rows, and
+plain with a delimiter ending every row (a spreadsheet's export). Medians of ``--runs`` reads, each
 read's result checked equal to the former reader's.
 
     .venv/bin/python -m bench.csv_read_bench [--rows 1000000] [--channels 3] [--runs 5] [--former REV]
@@ -63,6 +64,10 @@ def write_csv(path: Path, rows: int, channels: int, kind: str) -> None:
                 lines = [ln.replace(".", ",") for ln in lines]
             elif kind == "quoted":
                 lines = [",".join(f'"{c}"' for c in ln.split(",")) for ln in lines]
+            elif kind == "blanks":  # a blank line every 1000 rows (a historian's export in parts)
+                lines = [ln + "\n" if (i + j) % 1000 == 999 else ln for j, ln in enumerate(lines)]
+            elif kind == "trailing":  # every row ends in a delimiter (a spreadsheet's export)
+                lines = [ln + "," for ln in lines]
             fh.write("\n".join(lines) + "\n")
 
 
@@ -89,7 +94,7 @@ def main() -> None:
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("plain", "german", "quoted"):
+        for kind in ("plain", "german", "quoted", "blanks", "trailing"):
             path = Path(tmp) / f"{kind}.csv"
             write_csv(path, args.rows, args.channels, kind)
             old_s, old = _median_s(lambda p=path: former.read_csv(p, None), args.runs)

@@ -663,14 +663,20 @@ def _read_csv(
                 base += len(block)
                 bare = list(map(str.rstrip, block, repeat("\r\n")))
                 del block
-                if not unnamed and set(map(str.count, bare, repeat(delimiter))) == {width - 1}:
-                    got = delimiter.join(bare).split(delimiter)
-                    if all(map(str.strip, got[::width])):  # every row has its first cell
-                        del bare
-                        take(got, at, width)
+                plain, plain_at = _plain_rows(bare, at, delimiter, width)
+                if plain is not None:
+                    got = delimiter.join(plain).split(delimiter)
+                    # every row has its first cell, and a column the header leaves unnamed holds nothing
+                    if all(map(str.strip, got[::width])) and not any(
+                        map(str.strip, itertools.chain.from_iterable(got[u::width] for u in unnamed))
+                    ):
+                        del bare, plain
+                        take(got, plain_at, width)
                         del got
+                        if bad is not None:  # not read on past it: the lines after it are cut where it was
+                            raise bad
                         continue
-                    del got
+                    del got, plain
                 for ln, n in zip(bare, at, strict=True):
                     r = ln.split(delimiter) if ln else []
                     if (len(r) != width or unnamed or not r[0].strip()) and not check(r, n):
@@ -715,6 +721,36 @@ def _read_csv(
     rec.available = available
     rec.units = {header[k]: units[k] for k in chans}
     return rec
+
+
+def _plain_rows(
+    bare: list[str], at: list[int], delimiter: str, width: int
+) -> tuple[list[str] | None, list[int]]:
+    """(the lines of a block without quotes, their line numbers) when each is one plain row of ``width`` fields, as
+    ``read_csv`` splits a block at once: a blank line dropped (a row of none, skipped row by row too) and a row
+    ending in one delimiter too many (a spreadsheet's trailing delimiter: its last field empty, which the row's
+    check lets by) taken without it; (None, ``at``) when any line is another shape, and the block is read row by
+    row. Such a block (one blank line in it, or every row with a trailing delimiter) went row by row, 0.7-0.8x the
+    former reader."""
+    counts = set(map(str.count, bare, itertools.repeat(delimiter)))
+    if counts == {width - 1}:
+        return bare, at
+    if not counts <= {0, width - 1, width}:
+        return None, at
+    rows: list[str] = []
+    rows_at: list[int] = []
+    for ln, n in zip(bare, at, strict=True):
+        c = ln.count(delimiter)
+        if c == width - 1:
+            rows.append(ln)
+        elif c == width and ln.endswith(delimiter):
+            rows.append(ln[: -len(delimiter)])
+        elif not ln.strip():
+            continue
+        else:
+            return None, at
+        rows_at.append(n)
+    return (rows, rows_at) if rows else (None, at)
 
 
 def _raising(exc: Exception) -> Iterator[str]:
