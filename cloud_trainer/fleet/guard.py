@@ -56,6 +56,12 @@ EXPECTED_BATCH_BYTES = 1024 * 1024
 # a read of a batch not in within this gives back its place among its tenant's tenant_receiving_batches and the
 # bytes set aside for it (an idle stream on a dead path, a slow link): its bytes are counted once they are in
 RECEIVE_SLOT_S = 5.0
+# the same for a stream's later messages: an agent's uplink keeps its PushRecords stream open while idle (a few
+# records a second go up as batches on one stream), so a read of its next batch mostly waits for records that are
+# not there yet; held 5 s, 40 idle agents of a tenant held its places and their batches waited up to 3 s for one
+# (more agents: past in_flight_wait_s, refused). An agent draining a backlog sends its next batch within this of
+# its ack: read within a place as before
+NEXT_SLOT_S = 0.25
 # the state of a tenant or agent idle this long is forgotten (``Quotas.forget_idle``, ``free_gates``): rate buckets
 # full again, day budgets of days past, per-tenant gates no call holds. Kept, it grew with every tenant and agent the
 # process ever saw (~1.4 KB each, measured), on a shared platform with agents replaced over months
@@ -190,10 +196,12 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
             gate = partial(tenant_gate, self._receiving, key[0], self.quotas.limits.tenant_receiving_batches)
             messages = _taken(requests)
             wait_s = self.quotas.limits.in_flight_wait_s
+            slot_s = RECEIVE_SLOT_S  # the first message: sent as the stream opens
             while True:
                 reserved, roomy, data = await _read_gated(
-                    gate, messages, partial(self._reserve, key), partial(self._give_back, key), wait_s
+                    gate, messages, partial(self._reserve, key), partial(self._give_back, key), wait_s, slot_s
                 )
+                slot_s = NEXT_SLOT_S
                 if data is None:  # the agent closed its side
                     self._give_back(key, reserved)
                     return
@@ -343,19 +351,20 @@ async def _read_gated(
     reserve: Callable[[float], Awaitable[tuple[int, bool]]],
     give_back: Callable[[int], None],
     wait_s: float,
+    slot_s: float = RECEIVE_SLOT_S,
 ) -> tuple[int, bool, bytes | None]:
     """(bytes set aside for it, whether it found a place and room, the stream's next message or None at its end),
     asked of grpc within a place in its tenant's gate (``gate_now()``, looked up when taken) once ``reserve()`` set
     bytes aside for it within its tenant's bounds: grpc reads a message whole once asked for it, so at most
     ``tenant_receiving_batches`` of a tenant's are asked for at once, and none past its bytes; the others wait here,
-    unread (HTTP/2 flow control holds their agents' writes). A read not done within ``RECEIVE_SLOT_S`` gives its
-    place and its bytes back and goes on: a stream left idle on a dead path (until the keepalive ends it) or a batch
-    crossing a slow link (whose bytes arrive as slowly) does not hold up the tenant's other streams for longer. The
-    caller gives the bytes back (``give_back``), unless the read failed (the call ended): then this does. The wait
-    for a place and for room together last ``wait_s``; a stream that found neither by then is read all the same
-    (within a place) and said so, for the caller to refuse (the wait for a place had no bound: behind a queue of its
-    tenant's streams a batch waited up to 7 times ``in_flight_wait_s``, past the agent's 60 s for an
-    acknowledgement)."""
+    unread (HTTP/2 flow control holds their agents' writes). A read not done within ``slot_s`` (``RECEIVE_SLOT_S``;
+    ``NEXT_SLOT_S`` for a stream's later messages) gives its place and its bytes back and goes on: a stream idle
+    between batches, or left idle on a dead path (until the keepalive ends it), or a batch crossing a slow link
+    (whose bytes arrive as slowly) does not hold up the tenant's other streams for longer. The caller gives the
+    bytes back (``give_back``), unless the read failed (the call ended): then this does. The wait for a place and
+    for room together last ``wait_s``; a stream that found neither by then is read all the same (within a place) and
+    said so, for the caller to refuse (the wait for a place had no bound: behind a queue of its tenant's streams a
+    batch waited up to 7 times ``in_flight_wait_s``, past the agent's 60 s for an acknowledgement)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     late = False
@@ -378,7 +387,7 @@ async def _read_gated(
     read = asyncio.ensure_future(anext(messages, None))
     try:
         try:
-            await asyncio.wait({read}, timeout=RECEIVE_SLOT_S)
+            await asyncio.wait({read}, timeout=slot_s)
         finally:
             gate.release()
         if not read.done():  # idle or slow: its bytes are counted when they are in, not set aside meanwhile

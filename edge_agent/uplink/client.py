@@ -2,7 +2,10 @@
 
 One long-lived ``PushRecords`` stream: batches (bounded by records, bytes and ``max_delay_ms``,
 gzip-compressed) go up in priority order, acks come back by sequence number, and only acked rows
-are deleted from the outbox. At most one batch is in flight, so after any disconnect the stream
+are deleted from the outbox. Once a record arrives after the outbox was drained, the uplink waits up to
+``max_delay_ms`` for more to fill the batch (unless ``batch_max_records`` arrive sooner); the stream stays
+open while idle, up to ``stream_idle_s``, so that records arriving a few a second go up as batches on one
+stream, not one stream each. At most one batch is in flight, so after any disconnect the stream
 resumes from the oldest unacknowledged record; the cloud stores a replayed record once. Failures
 back off exponentially with jitter; a successful heartbeat ends the wait and resets the backoff, so
 sending resumes within one heartbeat of the cloud answering again, except after a refusal on purpose (a quota's
@@ -121,6 +124,7 @@ class Uplink:
         self.batches = 0
         self.bytes_sent = 0
         self.reconnects = 0
+        self.streams = 0  # PushRecords streams opened
         self.refused = 0  # records the cloud refused for good, dropped from the outbox (``_refused``)
         self._sent_batch: list[int] = []  # the seqs of the batch awaiting its acknowledgement
         # their bytes (payloads and samples), said when the cloud refuses one as too large
@@ -136,6 +140,10 @@ class Uplink:
         # the channel and stubs, shared with the model manager
         self.client = FleetClient(settings, self.base, self.for_cloud)
         self._wake = asyncio.Event()
+        # when the first record poked since the last read of the outbox arrived (time.monotonic), and how many
+        # were poked since: a batch waits for more until max_delay_ms after the first, or until it is full
+        self._first_poke: float | None = None
+        self._pokes = 0
         self._link_up = asyncio.Event()  # set by a successful heartbeat: ends a backoff wait early
         self._tls_hint: tuple[float, str | None] = (-1e9, None)  # (when, certificate dates vs the clock)
 
@@ -148,6 +156,9 @@ class Uplink:
 
     def poke(self) -> None:
         """New records were appended: wake the sender early."""
+        if self._first_poke is None:
+            self._first_poke = time.monotonic()
+        self._pokes += 1
         self._wake.set()
 
     async def stop(self) -> None:
@@ -216,17 +227,14 @@ class Uplink:
 
         delay = self.s.backoff_initial_s
         while True:
+            self._first_poke, self._pokes = None, 0  # records poked from now on: gathered below
             pending = await asyncio.to_thread(
                 self.outbox.pending, self.s.batch_max_records, self.s.batch_max_bytes
             )
             if not pending:
                 self.state = "idle" if self.state != "backoff" else self.state
-                self._wake.clear()
-                try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
-                    async with asyncio.timeout(self.s.max_delay_ms / 1000 or 0.2):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+                # the first record, then up to max_delay_ms for more to fill the batch
+                await self._gather(None, None)
                 continue
             try:
                 await self._stream(self.client.stub, pb)
@@ -289,8 +297,63 @@ class Uplink:
         )
         return True
 
+    def _poll_s(self) -> float:
+        """How often an idle uplink looks at the outbox for records appended without a poke (the outbox's own
+        events; a poke that came before its record was committed)."""
+        return self.s.max_delay_ms / 1000 or 0.2
+
+    async def _woken(self, reading: asyncio.Future | None, timeout: float) -> None:
+        """Wait for a poke, the stream's end (``reading`` done) or ``timeout`` s, whichever comes first."""
+        if timeout <= 0:
+            return
+        woke = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({woke} if reading is None else {woke, reading}, timeout=timeout)
+        finally:
+            woke.cancel()
+
+    async def _gather(self, reading: asyncio.Future | None, idle_s: float | None) -> bool:
+        """Wait for a record (at most ``idle_s`` s; None: as long as it takes), then up to ``max_delay_ms`` after
+        the first one poked for more to fill the batch (unless ``batch_max_records`` were poked sooner). True:
+        there are records to read; False: none came within ``idle_s``, or the stream ended (``reading``)."""
+        deadline = None if idle_s is None else time.monotonic() + idle_s
+        while self._first_poke is None:
+            if reading is not None and reading.done():
+                return False
+            left = self._poll_s() if deadline is None else min(self._poll_s(), deadline - time.monotonic())
+            if left <= 0:
+                return False
+            self._wake.clear()
+            if self._first_poke is not None:
+                break
+            await self._woken(reading, left)
+            if self._first_poke is None and (reading is None or not reading.done()):
+                # appended without a poke: sent at once (nothing says more are coming)
+                if await asyncio.to_thread(self.outbox.pending, 1, self.s.batch_max_bytes):
+                    return True
+        end = self._first_poke + self.s.max_delay_ms / 1000
+        while self._pokes < self.s.batch_max_records and (left := end - time.monotonic()) > 0:
+            if reading is not None and reading.done():
+                return False
+            self._wake.clear()
+            await self._woken(reading, left)
+        return reading is None or not reading.done()
+
+    def _ended_idle(self, reading: asyncio.Future) -> None:
+        """The server ended the stream while no batch was in flight (it restarted; the keepalive found the path
+        dead): nothing is lost, the next record opens a new stream (whose failure, if the cloud is still away,
+        is a failure like any other, with its backoff)."""
+        import grpc
+
+        exc = None if reading.cancelled() else reading.exception()
+        if exc is None and not reading.cancelled() and reading.result() not in (None, grpc.aio.EOF):
+            log.warning("uplink to %s: an ack for no batch on an idle stream; stream ended", self.s.endpoint)
+        log.debug("uplink to %s: the idle PushRecords stream ended (%r)", self.s.endpoint, exc)
+
     async def _stream(self, stub, pb) -> None:
-        """One stream; returns when the outbox is drained, raises on any failure."""
+        """One stream: batches go up one at a time, each once gathered (``_gather``); the stream stays open
+        while idle up to ``stream_idle_s`` and returns then, or when the server ends it while idle (nothing in
+        flight: the next record opens a new one); raises on any failure with a batch in flight."""
         import grpc
 
         outq: asyncio.Queue = asyncio.Queue(maxsize=1)
@@ -303,13 +366,29 @@ class Uplink:
                 yield item
 
         call = stub.PushRecords(requests())
+        self.streams += 1
         self.state = "sending"
+        # the stream's next message: the ack of the batch in flight, or, while idle, the stream's end
+        reading: asyncio.Future | None = None
+        gathered = True  # the push loop gathered the first batch before the stream opened
         try:
             while True:
                 limit = 1 if self._one_by_one else self.s.batch_max_records
+                if not gathered and not self._one_by_one:
+                    if reading is None:
+                        reading = asyncio.ensure_future(call.read())
+                    self.state = "idle"
+                    if not await self._gather(reading, self.s.stream_idle_s):
+                        if reading.done():  # the server ended the idle stream (a restart, a dead path)
+                            self._ended_idle(reading)
+                        break
+                gathered = False
+                self._first_poke, self._pokes = None, 0  # records poked from now on fill the next batch
                 recs = await asyncio.to_thread(self._pending, limit)
-                if not recs:
-                    break
+                if not recs:  # (none left to send one by one either: dropped meanwhile)
+                    self._one_by_one = 0
+                    continue
+                self.state = "sending"
                 self._sent_batch = [r.seq for r in recs]
                 self._sent_bytes = sum(r.size for r in recs)
                 batch = pb.RecordBatch()
@@ -326,9 +405,15 @@ class Uplink:
                             pr.sample_ext = r.sample_ext or ""
                     nbytes += r.size
                 await self._pace(nbytes)
+                if reading is not None and reading.done():  # ended while idle: sent on a new stream
+                    self._ended_idle(reading)
+                    break
                 await outq.put(batch)
+                if reading is None:
+                    reading = asyncio.ensure_future(call.read())
                 async with asyncio.timeout(60):
-                    ack = await call.read()
+                    ack = await asyncio.shield(reading)
+                reading = None
                 if ack is None or ack is grpc.aio.EOF:
                     raise ConnectionError("the server closed the stream")
                 n = await asyncio.to_thread(self.outbox.ack, list(ack.seqs))
@@ -338,8 +423,11 @@ class Uplink:
                 self.batches += 1
                 self.bytes_sent += nbytes
                 self.last_ack_at = time.time()
-                self.state = "sending"
+                # more behind (a full batch: a backlog): read at once; else the next batch is gathered
+                gathered = len(recs) >= limit or 2 * nbytes >= self.s.batch_max_bytes
         finally:
+            if reading is not None:
+                reading.cancel()
             # never block here (this also runs on cancellation): end the request stream if there is
             # room, and cancel the call either way
             try:
@@ -535,6 +623,7 @@ class Uplink:
             "batches": self.batches,
             "bytes_sent": self.bytes_sent,
             "reconnects": self.reconnects,
+            "streams": self.streams,
             "refused": self.refused,
             "last_error": self.last_error,
             "last_ack_at": self.last_ack_at,

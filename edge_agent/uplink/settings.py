@@ -15,7 +15,19 @@ class CloudSettings(BaseModel):
     server_name: str | None = Field(None, description="TLS name to check (default: the endpoint host)")
     batch_max_records: int = Field(500, ge=1)
     batch_max_bytes: int = Field(1_000_000, ge=1024)
-    max_delay_ms: float = Field(200.0, ge=0, description="wait this long to fill a batch")
+    max_delay_ms: float = Field(
+        200.0,
+        ge=0,
+        description="once a record arrives after the outbox was drained, wait this long for more to fill its "
+        "batch (unless batch_max_records arrive sooner); a backlog goes in full batches without waiting",
+    )
+    stream_idle_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="keep the PushRecords stream open this long without records, so that records arriving a "
+        "few a second go up as batches on one stream; 0: end it as soon as the outbox is drained",
+    )
     compression: bool = True
     bandwidth_cap_bytes_per_s: int | None = Field(None, ge=1024)
     keepalive_s: float = Field(

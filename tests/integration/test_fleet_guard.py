@@ -607,6 +607,7 @@ async def test_a_stream_opened_before_a_sweep_and_one_after_share_their_tenants_
     from cloud_trainer.pki import issue
 
     monkeypatch.setattr(guard, "RECEIVE_SLOT_S", 120.0)  # an idle read keeps its place until its batch comes
+    monkeypatch.setattr(guard, "NEXT_SLOT_S", 120.0)
     pki = make_pki(tmp_path / "pki", agents=())
     for a in ("a1", "a2"):
         issue(pki, a, "agent", pki / "agents" / a, tenant="t1")

@@ -1,0 +1,216 @@
+"""The uplink's records path at a trickle, against a real fleet service (gRPC, mTLS): records arriving a few a
+second go up as batches on one long-lived PushRecords stream. Before, the uplink ended its stream as soon as the
+outbox was drained and sent whatever one wake found: one stream and one batch per record or two (~11,000 stream
+opens and closes in a 200-s fleet run), and ``max_delay_ms`` ("wait this long to fill a batch") filled none."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from cloud_trainer.fleet.guard import QuotaLimits, Quotas
+from cloud_trainer.fleet.service import FleetServer
+from edge_agent.outbox.settings import OutboxSettings
+from edge_agent.outbox.store import Outbox
+from edge_agent.uplink.client import Uplink
+from tests.support.fleet import cloud_settings, make_pki
+from tests.support.peers import free_port
+from tests.support.waits import until
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"), agents=("gw1", "gw2"))
+
+
+def _server(tmp_path, pki, port: int, **kw) -> FleetServer:
+    return FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key", **kw)
+
+
+def _counting(up: Uplink) -> list[int]:
+    """The PushRecords streams the uplink opens, counted at its stub."""
+    opened = [0]
+    push = up.client.stub.PushRecords
+
+    def counted(*a, **kw):
+        opened[0] += 1
+        return push(*a, **kw)
+
+    up.client.stub.PushRecords = counted
+    return opened
+
+
+async def test_records_arriving_a_few_a_second_go_up_in_batches_on_one_stream(tmp_path, pki) -> None:
+    """16 results at 10 a second (a camera's pace), each poked as the agent does: they go up on one stream, in
+    batches of several records, each acked within max_delay_ms and a bound; and an alarm recorded while a
+    batch of results waits to fill goes first in that batch."""
+    port = free_port()
+    srv = _server(tmp_path, pki, port)
+    await srv.start()
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    up = Uplink(cloud_settings(pki, port, max_delay_ms=300), ob)
+    acked: dict[int, float] = {}
+    ack = ob.ack
+
+    def timed_ack(seqs):
+        t = time.monotonic()
+        for s in seqs:
+            acked.setdefault(s, t)
+        return ack(seqs)
+
+    ob.ack = timed_ack  # type: ignore[method-assign]
+    sent: list[list[str]] = []
+    pending = up._pending
+
+    def seen(limit):
+        recs = pending(limit)
+        if recs:
+            sent.append([r.kind for r in recs])
+        return recs
+
+    up._pending = seen  # type: ignore[method-assign]
+    try:
+        await up.start()
+        opened = _counting(up)
+        put: dict[int, float] = {}
+        for i in range(16):
+            at = time.monotonic()
+            put[await ob.append_async("result", {"i": i})] = at
+            up.poke()
+            if i == 12:  # results waiting to fill their batch; then an alarm
+                await asyncio.sleep(0.05)
+                put[await ob.append_async("alarm", {"what": "overtemp"})] = time.monotonic()
+                up.poke()
+            await asyncio.sleep(0.1)
+        await until(lambda: ob.stats()["acked"] == 17, timeout_s=10, what="every record acked")
+        got = [r["payload"].get("i") for r in srv.store.records("gw1", limit=100) if r["kind"] == "result"]
+        assert sorted(got) == list(range(16))
+        # the former uplink: ~1 record a batch, a stream each one or two
+        assert up.batches <= 8, (up.batches, sent)
+        assert opened[0] == 1, opened[0]
+        late = max(acked[s] - put[s] for s in put)
+        assert late < 0.3 + 0.7, f"a record waited {late:.2f} s for its ack (max_delay_ms 300)"
+        with_alarm = next(b for b in sent if "alarm" in b)
+        assert with_alarm[0] == "alarm" and "result" in with_alarm, sent
+    finally:
+        await up.stop()
+        ob.close()
+        await srv.stop()
+
+
+async def test_a_server_restart_while_the_stream_idles_loses_nothing(tmp_path, pki) -> None:
+    """The fleet service restarts while the agent's PushRecords stream is open and idle: the records put after
+    it go up on a new stream, none lost, none stored twice; the uplink does not wait for a batch's 60-s ack
+    timeout nor count the idle stream's end as a failure."""
+    port = free_port()
+    srv = _server(tmp_path, pki, port)
+    await srv.start()
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    up = Uplink(cloud_settings(pki, port, max_delay_ms=50, stream_idle_s=30), ob)
+    try:
+        await up.start()
+        opened = _counting(up)
+        for i in range(5):
+            await ob.append_async("result", {"i": i})
+            up.poke()
+        await until(lambda: ob.stats()["acked"] == 5, timeout_s=10, what="the first records acked")
+        await asyncio.sleep(0.2)
+        assert opened[0] == 1 and up.state == "idle"  # the stream is open, waiting for records
+        await srv.stop()
+        srv = _server(tmp_path, pki, port)
+        await srv.start()
+        for i in range(5, 10):
+            await ob.append_async("result", {"i": i})
+            up.poke()
+        await until(lambda: ob.stats()["acked"] == 10, timeout_s=10, what="the records put after the restart")
+        got = [r["payload"]["i"] for r in srv.store.records("gw1", limit=100)]
+        assert sorted(got) == list(range(10))
+        assert opened[0] == 2
+        assert up.reconnects == 0, up.last_error
+    finally:
+        await up.stop()
+        ob.close()
+        await srv.stop()
+
+
+async def test_an_idle_stream_does_not_hold_up_another_agents_batch(tmp_path, pki) -> None:
+    """An agent's stream that idles waits for its next batch at the service; it must not keep its tenant's place
+    among ``tenant_receiving_batches`` meanwhile: with one place, gw1's idle stream held it 5 s after each batch
+    (``RECEIVE_SLOT_S``) and gw2's batch waited that long (many idle agents of a tenant: past
+    ``in_flight_wait_s``, refused)."""
+    port = free_port()
+    srv = _server(tmp_path, pki, port, quotas=Quotas(QuotaLimits(tenant_receiving_batches=1)))
+    await srv.start()
+    obs, ups = [], []
+    try:
+        for name in ("gw1", "gw2"):
+            ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / name)
+            ob.open()
+            up = Uplink(cloud_settings(pki, port, agent=name, max_delay_ms=20), ob)
+            await up.start()
+            obs.append(ob)
+            ups.append(up)
+        await obs[0].append_async("result", {"i": 0})
+        ups[0].poke()
+        await until(lambda: obs[0].stats()["acked"] == 1, timeout_s=10, what="gw1's record acked")
+        await asyncio.sleep(0.5)  # gw1's stream idles, its next batch asked for
+        t0 = time.monotonic()
+        await obs[1].append_async("result", {"i": 1})
+        ups[1].poke()
+        await until(lambda: obs[1].stats()["acked"] == 1, timeout_s=10, what="gw2's record acked")
+        took = time.monotonic() - t0
+        assert took < 1.5, f"gw2's record waited {took:.1f} s behind gw1's idle stream"
+    finally:
+        for up in ups:
+            await up.stop()
+        for ob in obs:
+            ob.close()
+        await srv.stop()
+
+
+async def test_a_certificate_revoked_while_the_stream_idles_is_refused_at_its_next_batch(
+    tmp_path, pki
+) -> None:
+    """A gateway's certificate is revoked while its PushRecords stream is open and idle: its next batch on that
+    stream is refused (PERMISSION_DENIED), nothing of it is stored, and the record stays in the outbox."""
+    from cloud_trainer.pki import issue
+    from cloud_trainer.pki import main as pki_main
+
+    issue(pki, "gw3", "agent", pki / "agents" / "gw3")
+    port = free_port()
+    srv = _server(tmp_path, pki, port)
+    await srv.start()
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    up = Uplink(cloud_settings(pki, port, agent="gw3", stream=False, heartbeat_s=30), ob)
+    try:
+        await up.start()
+        opened = _counting(up)
+        await ob.append_async("result", {"i": 0})
+        up.poke()
+        await until(lambda: ob.stats()["acked"] == 1, timeout_s=10, what="the first record acked")
+        revoke = [
+            "revoke",
+            "--dir",
+            str(pki),
+            "--cert",
+            str(pki / "agents" / "gw3.pem"),
+            "--reason",
+            "stolen",
+        ]
+        assert pki_main(revoke) == 0
+        await asyncio.sleep(1.5)  # the service reads the revocations again (within a second)
+        await ob.append_async("result", {"i": 1})
+        up.poke()
+        await until(lambda: "PERMISSION_DENIED" in (up.last_error or ""), timeout_s=10, what="the refusal")
+        assert opened[0] == 1  # refused on the stream that idled, not on a new one
+        assert ob.stats()["depth"] == 1
+        assert [r["payload"]["i"] for r in srv.store.records("gw3", limit=10)] == [0]
+    finally:
+        await up.stop()
+        ob.close()
+        await srv.stop()
