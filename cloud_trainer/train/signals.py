@@ -446,18 +446,42 @@ def _pandas_index(head: str, delimiter: str, skip: int) -> str | None:
     return "time"
 
 
-def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DatasetError:
-    """The line and byte where a text file stops being UTF-8 (an export in Latin-1 or UTF-16)."""
-    where, offset = "", 0
+def _not_utf8(path: Path, exc: UnicodeDecodeError, block: int = 1 << 20) -> DatasetError:
+    """The line and byte where a text file stops being UTF-8 (an export in Latin-1 or UTF-16). Lines end as the
+    reader ends them, at LF, CRLF or a lone CR: a file whose lines end in CR only was named "line 1" whatever its
+    line; read ``block`` bytes at a time (such a file is one line to a byte reader, held whole)."""
+    import codecs
+
+    where = ""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, offset, cr_end = 1, 0, False  # the line at ``offset``; the bytes before ended in CR
     with path.open("rb") as fh:
-        for n, ln in enumerate(fh, 1):
+        while True:
+            data = fh.read(block)
+            held = len(decoder.getstate()[0])  # bytes of a character begun before ``data``
             try:
-                ln.decode("utf-8")
+                decoder.decode(data, final=not data)
             except UnicodeDecodeError as bad:
-                where = f" in line {n} at byte {offset + bad.start}"
+                at = offset - held + bad.start
+                line += _line_ends(data[: max(0, at - offset)], cr_end)
+                where = f" in line {line} at byte {at}"
                 break
-            offset += len(ln)
+            if not data:
+                break
+            line += _line_ends(data, cr_end)
+            cr_end, offset = data.endswith(b"\r"), offset + len(data)
     return DatasetError(f"{path}: not UTF-8 text ({exc.reason}{where}); export it as UTF-8")
+
+
+def _line_ends(data: bytes, cr_end: bool) -> int:
+    """How many lines end in ``data`` (LF, CRLF, a lone CR); ``cr_end``: the bytes before it ended in CR (an LF
+    first here ends no further line: that CRLF was counted)."""
+    return (
+        data.count(b"\n")
+        + data.count(b"\r")
+        - data.count(b"\r\n")
+        - (1 if cr_end and data.startswith(b"\n") else 0)
+    )
 
 
 def _csv_damage(path: Path, reader: Any, exc: Exception, last: int) -> DatasetError:

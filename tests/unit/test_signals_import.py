@@ -2843,3 +2843,38 @@ def test_blank_lines_and_a_trailing_delimiter_are_read_as_the_plain_rows_they_ar
         at = 1 + 30 + 1 + (sum(1 for i in range(30) if i % 3 == 1) if name == "blanks" else 0)
         with pytest.raises(DatasetError, match=rf"line {at}\b"):
             signals.read_csv(path, None)
+
+
+@pytest.mark.parametrize("eol", ["\r", "\n", "\r\n"])
+def test_text_that_is_not_utf8_is_named_at_its_line_whatever_ends_the_lines(tmp_path, eol):
+    """A CSV whose lines end in CR only (an old Mac export) with a Latin-1 byte at line 5 was refused naming line 1:
+    the line was counted at LF only. Lines are counted as the reader ends them (LF, CRLF, a lone CR), also across
+    the blocks the file is read in (a CRLF split between two), and the byte is the file's."""
+    import random
+    import re
+
+    from cloud_trainer.train import signals
+
+    rows = ["timestamp,ax", *(f"{1700000000 + i / 100:.2f},{i % 7 / 10:.4f}" for i in range(8))]
+    rows[4] += "\xb5"
+    path = tmp_path / "old_mac.csv"
+    path.write_bytes(eol.join(rows).encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"not UTF-8 text \(invalid start byte in line 5 at byte"):
+        signals.read_csv(path, None)
+    rng = random.Random(eol)
+    EOLS = re.compile(rb"\r\n|\r|\n")
+    for _ in range(40):  # line and byte against a whole-file count, for every block size
+        text = "".join(
+            rng.choice(["a", "é", "\r", "\n", "\r\n", ",", "1"]) for _ in range(rng.randrange(1, 60))
+        )
+        raw = bytearray(text.encode())
+        raw.insert(rng.randrange(len(raw) + 1), rng.choice([0xB5, 0xFF, 0xC3]))
+        path.write_bytes(bytes(raw))
+        try:
+            bytes(raw).decode("utf-8")
+            continue
+        except UnicodeDecodeError as exc:
+            at = exc.start
+            expected = f"line {len(re.split(EOLS, bytes(raw[:at])))} at byte {at}"
+            for block in (1, 2, 3, 7, 1 << 20):
+                assert expected in str(signals._not_utf8(path, exc, block)), (bytes(raw), block, at)
