@@ -881,9 +881,14 @@ class Outbox:
                     f"; {'at least ' if partly else ''}{kinds.total()} records still readable in it are held, "
                     "not salvaged"
                 )
+                # the store's own epoch (its meta's), else the epoch file's: formerly the epoch file's alone, and
+                # with that file lost (a data folder restored without it) held as outbox.db.acme-0, epoch 0
+                own_epoch = self._store_epoch(aside)
+                if own_epoch is None:
+                    own_epoch = recorded[0] if recorded else (known or 0)
                 kept = self._hold(
                     former,
-                    recorded[0] if recorded else (known or 0),
+                    own_epoch,
                     kinds,
                     sorted(shas),
                     src=aside,

@@ -256,6 +256,24 @@ def test_a_former_tenants_store_whose_meta_is_unreadable_stays_held_after_a_kill
         ob.close()
 
 
+def test_a_former_tenants_corrupt_store_held_with_the_epoch_file_lost_names_its_own_epoch(tmp_path):
+    data = tmp_path / "data"
+    ob = filled(data, 300, owner=("acme", "gw1"))
+    epoch = ob.epoch
+    ob.close()
+    damage_index(ob.path)
+    (data / "outbox-epoch.json").unlink()  # (a data folder restored without it)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        # formerly held as outbox.db.acme-0, epoch 0: the epoch file's epoch, not the store's own
+        (one,) = ob.held
+        assert (one["tenant"], one["epoch"], one["records"]) == ("acme", epoch, 300)
+        assert Path(one["file"]).name == f"outbox.db.acme-{epoch}"
+    finally:
+        ob.close()
+
+
 def test_a_held_corrupt_stores_count_cut_by_its_time_limit_is_told_as_at_least(tmp_path, monkeypatch, caplog):
     # acme's corrupt store held at beta's start; counting its readable records takes longer than the limit (a store
     # of millions of records on a busy gateway): here the limit is 0 s, so nothing of it is read in time
