@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import sys
 from pathlib import Path
 
 import pytest
 
-import cloud_trainer.train  # noqa: F401  (first: PyTorch's threads wait passively, see its docstring)
-from tests.support.peers import Mosquitto, mosquitto_binary
+# OpenVINO's usage telemetry off in every test process, whatever imports openvino first: the project's code
+# turns it off before it opens a model (model_packager.runtimes._no_telemetry), but a test that reads OpenVINO
+# itself (``import openvino``: test_golden_verdicts does when it is collected, so in every worker) imported its
+# conversion API with the telemetry on, and from then on each conversion in that process forked a child that
+# looked up www.google-analytics.com: ~1,700 children and ~70 CPU s a run, and calls outside 127.0.0.1.
+sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+
+import cloud_trainer.train  # noqa: E402, F401  (first of ours: PyTorch's threads wait passively, see its docstring)
+from tests.support.peers import Mosquitto, mosquitto_binary  # noqa: E402
 
 # The longest test first: the short demo (~210 s of one worker) starts as the run starts, not after the
 # tests collected before it, so the other workers' share can always be fitted beside it (a slower CI

@@ -87,3 +87,19 @@ def test_converting_a_model_never_imports_openvino_usage_telemetry(tmp_path):
     pids = mark.read_text().split() if mark.exists() else []
     assert pids == [], f"the telemetry package was imported by {len(pids)} process(es)"
     assert not (home / "intel").exists()
+
+
+def test_the_test_processes_never_import_openvino_usage_telemetry():
+    """A test that reads OpenVINO itself (``import openvino``, not through model_packager.runtimes; as
+    test_golden_verdicts does when it is collected, in every worker) imported OpenVINO's conversion API with its
+    usage telemetry on: every conversion after it in that process forked a child that looked up
+    www.google-analytics.com (the tests' processes call nothing outside 127.0.0.1). tests/conftest.py keeps it
+    off in every test process."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino not installed")
+    import tests.integration.test_golden_verdicts  # noqa: F401  (imports openvino when it is imported)
+
+    assert "openvino" in sys.modules
+    assert sys.modules.get("openvino_telemetry") is None, sys.modules["openvino_telemetry"]
