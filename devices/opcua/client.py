@@ -104,6 +104,7 @@ from devices.base import (
     Quality,
     Reading,
     WholeFloat,
+    WrittenNumber,
     config_text,
     float_for_plc,
     text_problem,
@@ -590,6 +591,7 @@ def _convert_scalar(
     why it is kept; ``as_written``: the config's text of the value (``config_text``) a holder was given."""
     # a config's number kept with its text: a refusal names it as written (9.007199254740993e+15, 0x8000, 2.50),
     # a String node gets that text, every other node the number (``written_number``)
+    config_value = value  # as the config gave it: a BaseDataType node holding a String gets its text too
     value, written, text, shown_text = written_number(value)
     if text is not None:
         as_written = text
@@ -692,7 +694,9 @@ def _convert_scalar(
         raise bad("write a GUID such as 72962b91-fa75-4ae6-8d28-b404dc7daf63")
     if t == "Variant":  # BaseDataType: the type the node holds, else (a null value) the value's own kind
         if held is not None and held is not ua.VariantType.Variant:  # Variant: a Variant[]'s elements, any
-            return _convert_scalar(held, own, node_id, any_held=True, as_written=as_written), held
+            # the config's number as given (0x7FFF: its text to a String held, the number to any other)
+            held_value = config_value if isinstance(config_value, WrittenNumber) else own
+            return _convert_scalar(held, held_value, node_id, any_held=True, as_written=as_written), held
         if isinstance(value, bool):
             return value, ua.VariantType.Boolean
         if isinstance(value, int):

@@ -60,3 +60,18 @@ def test_a_whole_number_with_an_exponent_an_integer_node_refuses_is_named_as_wri
         convert_value(ua.VariantType[kind], v)
     with pytest.raises(ValueError, match=rf"cannot send {re.escape(text)} \((int|float)\): out of range"):
         command_value(dt, v, "g/n/m")
+
+
+@pytest.mark.parametrize("text", ["0x7FFF", "1.50", "1.0e+3", "+1", "9.007199254740993e+15"])
+def test_a_basedatatype_node_holding_text_gets_a_config_number_as_written_as_a_string_node_does(text):
+    """``value: 0x7FFF`` to a BaseDataType node holding a String (a PLC's Variant HMI field) arrived as '32767'
+    ('1.5' for ``1.50``, '1000.0' for ``1.0e+3``) while a String node got the text as written; it gets it as
+    written now, and a BaseDataType node holding an integer still gets the number."""
+    from edge_agent.config import read_yaml
+
+    v = read_yaml(f"actions:\n  a:\n    value: {text}\n", "f.yaml")["actions"]["a"]["value"]
+    assert convert_value(V.String, v) == text.replace("_", "")
+    assert convert_value(V.Variant, v, "ns=2;s=X", V.String) == (text, V.String)
+    whole = {"0x7FFF": 32767, "1.0e+3": 1000, "+1": 1, "9.007199254740993e+15": 9007199254740993}
+    if text in whole:  # the number its text shows
+        assert convert_value(V.Variant, v, "ns=2;s=X", V.Int64) == (whole[text], V.Int64)
