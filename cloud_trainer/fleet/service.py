@@ -647,9 +647,9 @@ class FleetServicer(rpc.FleetServicer):
 
     async def _reclaim(self, agent: tuple[str, str], peer: str) -> bool:
         """The agent is at its concurrent_streams limit: end its PushRecords that has waited longest for a next
-        batch, if that is ``IDLE_PUSH_S`` or more, and say whether one ended. The agent's uplink sends one batch
-        at a time and ends its stream once the outbox is drained, so such a stream was left on a path that died
-        without a word (a NAT that dropped the flow, a switch rebooting) and the agent is back on a new
+        batch, if that is ``IDLE_PUSH_S`` or more, and say whether one ended. The agent's uplink keeps one stream
+        open (idle up to its ``stream_idle_s``) on the one connection it shares with its model manager, so such a
+        stream on another connection was left on a path that died without a word (a NAT that dropped the flow, a switch rebooting) and the agent is back on a new
         connection: until the keepalive reaped it (80 s) it counted against the quota, and a link that dropped
         silently a few times within that had the agent's streams refused (RESOURCE_EXHAUSTED).
 
