@@ -32,11 +32,11 @@ import numpy as np
 
 
 def _runners(opened, repeats: int) -> dict[str, Callable]:
-    import openvino as ov
+    # OpenVINO as the project loads it (model_packager.runtimes.load): an ``import openvino`` of its own loaded
+    # OpenVINO's conversion API with its usage telemetry on, which then posted from this process
+    from model_packager.runtimes import load, ort_session, ov_read
 
-    from model_packager.runtimes import ort_session, ov_read
-
-    core = ov.Core()
+    core = load("openvino").Core()
     forms = {"int8": opened.model_path, "fp32": opened.fp32_model_path} if opened.fp32_model_path else {}
     forms = forms or {"fp32": opened.model_path}
     out: dict[str, Callable] = {}
@@ -170,8 +170,9 @@ def main() -> None:
     ]
     rows += compare("machine-health", health, feeds, a.repeats)
 
-    import openvino as ov
+    from model_packager.runtimes import load
 
+    ov = load("openvino")  # without its usage telemetry (see _runners)
     flags = " ".join(cpu_flags())
     default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
     print(machine_line())

@@ -89,6 +89,32 @@ def test_converting_a_model_never_imports_openvino_usage_telemetry(tmp_path):
     assert not (home / "intel").exists()
 
 
+BENCH_RUNNERS = """import sys
+from pathlib import Path
+from types import SimpleNamespace
+from bench.openvino_bf16_bench import _runners
+_runners(SimpleNamespace(model_path=Path(sys.argv[1]), fp32_model_path=None, openvino_xml=None), 1)
+"""
+
+
+def test_the_openvino_bench_never_imports_openvino_usage_telemetry(tmp_path):
+    """bench/openvino_bf16_bench.py imported openvino itself, before the project's code had turned its usage
+    telemetry off: a user's run of the bench posted OpenVINO's usage data (on the import of its conversion API
+    and at each conversion)."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino not installed")
+    shadow = tmp_path / "shadow"
+    (shadow / "openvino_telemetry").mkdir(parents=True)
+    (shadow / "openvino_telemetry" / "__init__.py").write_text(SENTINEL)
+    mark = tmp_path / "imported"
+    model = make_vision_onnx(tmp_path / "m.onnx", width=32, height=32)
+    _run(tmp_path, BENCH_RUNNERS, str(model), pythonpath=[shadow], TELEMETRY_MARK=str(mark))
+    pids = mark.read_text().split() if mark.exists() else []
+    assert pids == [], f"the telemetry package was imported by {len(pids)} process(es)"
+
+
 def test_the_test_processes_never_import_openvino_usage_telemetry():
     """A test that reads OpenVINO itself (``import openvino``, not through model_packager.runtimes; as
     test_golden_verdicts does when it is collected, in every worker) imported OpenVINO's conversion API with its
