@@ -78,6 +78,10 @@ def _at_its_line(construct, kind: str):
             shown = repr(value) if len(value) <= 40 else f"{value[:20]!r}... ({len(value)} characters)"
             # ValueError says why (month must be in 1..12); KeyError and AttributeError say nothing useful
             why = f" ({str(exc).split(';')[0]})" if isinstance(exc, ValueError) else ""
+            if isinstance(exc, ValueError) and str(exc).startswith("Exceeds the limit"):
+                # Python's own words name its setting (sys.set_int_max_str_digits), not the file's value
+                digits = sum(c.isdigit() for c in value)
+                why = f" (too long a number: {digits} digits, more than any integer a config takes)"
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read {shown} as {kind}{why}; quote it if it is text", node.start_mark
             ) from None

@@ -933,7 +933,8 @@ def test_merge_keys_still_override_without_being_repeats(tmp_path):
         ("!!timestamp x", "at line 2, column 13: cannot read 'x' as a date or time; quote it if it is text"),
         (
             "9" * 5000,
-            "at line 2, column 13: cannot read '99999999999999999999'... (5000 characters) as an integer",
+            "at line 2, column 13: cannot read '99999999999999999999'... (5000 characters) as an integer "
+            "(too long a number: 5000 digits, more than any integer a config takes); quote it if it is text",
         ),
         ("!!bool maybe", "at line 2, column 13: cannot read 'maybe' as a boolean"),
     ],
