@@ -17,6 +17,8 @@ from __future__ import annotations
 import enum
 import math
 import re
+import types
+import typing
 import unicodedata
 from typing import Annotated, Any, Literal
 
@@ -89,6 +91,57 @@ class _Model(BaseModel):
     # so a NaN threshold never says NG and a NaN tolerance passes every golden test. Numbers that are
     # only on record (``Informative``) may be NaN, meaning undefined (an AUROC on one class).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_truth_value_for_a_number(cls, data: Any) -> Any:
+        # pydantic's lax mode reads true as 1 and false as 0: ``threshold: true`` (a YAML 1.1 "yes" in a
+        # hand-written spec) was a threshold of 1.0, a classifier that never says NG, and ``atol: true`` a
+        # golden check of 1.0
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                v = data.get(field.alias or name)
+                if _holds_truth_value(v) and _numbers_only(field.annotation):
+                    raise ValueError(
+                        f"has {name}: {_truth_text(v)}, a truth value where a number is expected"
+                    )
+        return data
+
+
+def _holds_truth_value(v: Any) -> bool:
+    if isinstance(v, bool):
+        return True
+    if isinstance(v, list | tuple):
+        return any(_holds_truth_value(x) for x in v)
+    if isinstance(v, dict):
+        return any(_holds_truth_value(x) for x in v.values())
+    return False
+
+
+def _truth_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "a list or mapping holding true or false"
+
+
+def _numbers_only(annotation: Any) -> bool:
+    """Whether every value the annotation takes is a number (int or float, in lists, tuples, mappings or
+    ``None``): a field that takes a truth value, text or a model of its own is left to its own validation."""
+    if annotation in (int, float):
+        return True
+    if annotation is type(None):
+        return True
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Annotated:  # an ``Informative`` number is on record only, never compared: left as it was
+        marks = [x for a in args[1:] for x in (a, *getattr(a, "metadata", ()))]
+        return _numbers_only(args[0]) and not any(getattr(x, "allow_inf_nan", None) for x in marks)
+    if origin is dict:
+        return len(args) == 2 and _numbers_only(args[1])
+    if origin in (list, tuple, typing.Union, types.UnionType):
+        leaves = [a for a in args if a is not Ellipsis]
+        return bool(leaves) and all(_numbers_only(a) for a in leaves)
+    return False
 
 
 def _non_negative(v: float) -> float:
