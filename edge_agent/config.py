@@ -77,6 +77,7 @@ from edge_agent.uplink.settings import CloudSettings
 from model_packager.text import printable, undecoded_bytes
 from protocols.ids import AGENT_ID_PATTERN
 from protocols.redact import mask_credentials
+from protocols.topics import shown_topic
 
 
 class ConfigError(ValueError):
@@ -311,6 +312,25 @@ class MqttPublishAction(_Action):
     def cross_check(self, name: str, cfg: AgentConfig, report: Findings) -> None:
         if (w := _placeholder_warning(self.topic)) is not None:
             report.warning(f"actions.{name}.topic", w)
+        if self.qos == 1 and (w := _subscribing_publisher_warning(cfg, self.source)) is not None:
+            report.warning(f"actions.{name}.source", w)
+
+
+def _subscribing_publisher_warning(cfg: AgentConfig, source: str | None) -> str | None:
+    """A QoS 1 publish through an mqtt source that also subscribes is done when its PUBACK comes back, on the
+    connection that carries what the source reads: a flood on a subscription puts the PUBACKs behind its backlog
+    (results 11 s late during a 20 s flood, 32 s after it; docs/mqtt.md, "A flood")."""
+    settings = cfg.sources.get(source) if source is not None else None
+    subs = getattr(settings, "subscriptions", None) if getattr(settings, "type", None) == "mqtt" else None
+    if not subs:
+        return None
+    shown = ", ".join(shown_topic(s.topic) for s in subs[:3]) + (" ..." if len(subs) > 3 else "")
+    return (
+        f"QoS 1 through mqtt source {source!r}, which also subscribes ({shown}): each publish waits for its "
+        "PUBACK on the connection that carries what the source reads, so a flood on a subscription holds "
+        "these messages back for tens of seconds (docs/mqtt.md, 'A flood'); publish through an mqtt source "
+        "of its own with no subscriptions (same broker, another client_id)"
+    )
 
 
 class WriteMode(enum.StrEnum):
@@ -932,6 +952,8 @@ class AlarmAction(_Action):
     def cross_check(self, name: str, cfg: AgentConfig, report: Findings) -> None:
         if self.publish_to is None:
             return
+        if (w := _subscribing_publisher_warning(cfg, self.publish_to)) is not None:
+            report.warning(f"actions.{name}.publish_to", w)
         try:  # the alarm's name is the last level of its topic: .../alarms/<name>
             _topic_level(name)
         except ValueError as exc:

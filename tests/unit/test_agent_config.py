@@ -1194,3 +1194,34 @@ def test_a_persistent_session_with_a_sparkplug_subscription_is_refused_at_load_n
     assert not parse_config(d, "line3.yaml").warnings
     d["sources"]["broker"].update(persistent_session=True, subscriptions=[json_sub])
     assert not parse_config(d, "line3.yaml").warnings
+
+
+def test_a_qos1_publish_through_a_subscribing_mqtt_source_is_a_warning_naming_the_field(
+    env, tmp_path, capsys
+):
+    """A QoS 1 publish waits for its PUBACK on the connection that carries what the source reads: a flood on a
+    subscription held such results back 11-32 s (docs/mqtt.md, "A flood"). validate and load warn, naming the
+    file and the field, for an ``mqtt_publish`` at QoS 1 and an alarm's ``publish_to``; QoS 0, or a source
+    with no subscriptions, is no warning."""
+    d = good(env)
+    d["actions"]["pub"]["qos"] = 1
+    d["actions"]["alarm"] = {"type": "alarm", "publish_to": "broker", "when": {"verdict": "NG"}}
+    d["pipelines"][0]["actions"].append("alarm")
+    assert parse_config(d, "line3.yaml").warnings == []  # the source subscribes to nothing
+    d["sources"]["broker"]["subscriptions"] = [{"topic": "plant/line1/#"}]
+    cfg = parse_config(d, "line3.yaml")
+    assert [w.split(": ")[:2] for w in cfg.warnings] == [
+        ["line3.yaml", "actions.pub.source"],
+        ["line3.yaml", "actions.alarm.publish_to"],
+    ], cfg.warnings
+    assert all("'plant/line1/#'" in w and "no subscriptions" in w for w in cfg.warnings)
+    d["actions"]["pub"]["qos"] = 0  # no PUBACK to wait for
+    assert [w.split(": ")[1] for w in parse_config(d, "line3.yaml").warnings] == ["actions.alarm.publish_to"]
+    d["actions"]["pub"]["qos"] = 1
+    path = tmp_path / "line3.yaml"
+    path.write_text(yaml.safe_dump(d))
+    code, out, err = validate(path, capsys)  # a warning, not a refusal
+    assert code == 0 and f"{path}: actions.pub.source: QoS 1 through mqtt source 'broker'" in out + err, (
+        out,
+        err,
+    )
