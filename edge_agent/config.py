@@ -322,14 +322,14 @@ def _subscribing_publisher_warning(cfg: AgentConfig, source: str | None) -> str 
     (results 11 s late during a 20 s flood, 32 s after it; docs/mqtt.md, "A flood")."""
     settings = cfg.sources.get(source) if source is not None else None
     subs = getattr(settings, "subscriptions", None) if getattr(settings, "type", None) == "mqtt" else None
-    if not subs:
+    if not subs or getattr(settings, "publish_connection", "shared") == "separate":
         return None
     shown = ", ".join(shown_topic(s.topic) for s in subs[:3]) + (" ..." if len(subs) > 3 else "")
     return (
         f"QoS 1 through mqtt source {source!r}, which also subscribes ({shown}): each publish waits for its "
         "PUBACK on the connection that carries what the source reads, so a flood on a subscription holds "
-        "these messages back for tens of seconds (docs/mqtt.md, 'A flood'); publish through an mqtt source "
-        "of its own with no subscriptions (same broker, another client_id)"
+        "these messages back for tens of seconds (docs/mqtt.md, 'A flood'); set publish_connection: separate "
+        "on the source, or publish through an mqtt source of its own with no subscriptions"
     )
 
 

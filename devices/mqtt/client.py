@@ -942,11 +942,33 @@ class MqttSource:
         self.subscribed = (
             asyncio.Event()
         )  # set when the broker has acknowledged this connection's subscriptions
+        # publish_connection: separate: what this source publishes goes over a second connection of its own
+        # (no subscriptions): a QoS 1 message's PUBACK then never waits behind a flood on a subscription, which
+        # comes to the agent on the subscriptions' connection (docs/mqtt.md, "A flood")
+        self._pub: MqttSource | None = None
+        if settings.publish_connection == "separate":
+            pub_id = settings.publish_client_id or (f"{settings.client_id}-pub" if settings.client_id else "")
+            self._pub = MqttSource(
+                f"{name}-pub",
+                settings.model_copy(
+                    update={
+                        "client_id": pub_id,
+                        "subscriptions": [],
+                        "will": None,  # the source's will and Sparkplug STATE stay on its own connection
+                        "sparkplug": type(settings.sparkplug)(),
+                        "publish_connection": "shared",
+                        "publish_client_id": "",
+                    }
+                ),
+            )
+            self.published = self._pub.published  # one count of what the source published
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         if self._client is not None:
             return
+        if self._pub is not None:
+            await self._pub.start()
         self._loop = asyncio.get_running_loop()
         self._channel.bind(self._loop)
         self._stopping = False
@@ -1146,6 +1168,16 @@ class MqttSource:
         (the agent stops its readers first), and those that come until the connection is closed, are counted
         and said once (``_count_unread``). With ``persistent_session`` their QoS 1 ones are not acknowledged
         (``_Unacked``; every message taken before is, now): the broker delivers them at the next start."""
+        if self._pub is not None:  # what was published drains over its own connection meanwhile
+            pub_stop = asyncio.ensure_future(self._pub.stop(timeout_s))
+            try:
+                await self._stop(timeout_s)
+            finally:
+                await pub_stop
+            return
+        await self._stop(timeout_s)
+
+    async def _stop(self, timeout_s: float) -> None:
         self._stopping = True
         self._handing = False
         start = time.monotonic()
@@ -2603,7 +2635,11 @@ class MqttSource:
         counted ok (over MQTT 3.1.1 a broker refuses by closing the connection: ``"queued"``, then
         ``publish_dropped``). Unconfirmed (a forward's stream, which one round trip per message would slow to the
         broker's latency), a refusal is counted ``publish_refused`` and logged by the source.
+
+        With ``publish_connection: separate`` the message goes over the source's publish connection.
         """
+        if self._pub is not None:
+            return await self._pub.publish(topic, payload, qos=qos, retain=retain, confirm=confirm)
         c = self._client
         if c is None:
             raise MqttError(

@@ -501,6 +501,16 @@ class MqttSettings(_Model):
     publish_timeout_s: float = Field(
         10.0, gt=0, description="how long publish() waits for room in a full queue"
     )
+    publish_connection: Literal["shared", "separate"] = Field(
+        "shared",
+        description="shared: what the source publishes goes over the connection that carries its subscriptions; "
+        "separate: over a second connection of its own (same broker, TLS and login, no subscriptions, no will, "
+        "its own reconnect), so that a QoS 1 publish's PUBACK never waits behind a flood on a subscription "
+        "(docs/mqtt.md, 'A flood')",
+    )
+    publish_client_id: str = Field(
+        "", description="the separate publish connection's client id; empty: <client_id>-pub, or a random one"
+    )
     will: WillSettings | None = None
     sparkplug: SparkplugHostSettings = Field(default_factory=SparkplugHostSettings)
     out_of_order: Literal["drop", "keep"] = Field(
@@ -546,6 +556,11 @@ class MqttSettings(_Model):
             raise ValueError("reconnect_max_s must be >= reconnect_min_s")
         if self.persistent_session and not self.client_id:
             raise ValueError("persistent_session needs a fixed client_id; set client_id")
+        if self.publish_client_id and self.publish_client_id == self.client_id:
+            raise ValueError(
+                "publish_client_id is the client_id: the broker would drop each connection as the other "
+                "connects; give the publish connection another id, or leave it empty (<client_id>-pub)"
+            )
         if self.password is not None and self.username is None:
             raise ValueError("password given without username; add username")
         if self.sparkplug.host_id is not None and self.will is not None:

@@ -1201,8 +1201,8 @@ def test_a_qos1_publish_through_a_subscribing_mqtt_source_is_a_warning_naming_th
 ):
     """A QoS 1 publish waits for its PUBACK on the connection that carries what the source reads: a flood on a
     subscription held such results back 11-32 s (docs/mqtt.md, "A flood"). validate and load warn, naming the
-    file and the field, for an ``mqtt_publish`` at QoS 1 and an alarm's ``publish_to``; QoS 0, or a source
-    with no subscriptions, is no warning."""
+    file and the field, for an ``mqtt_publish`` at QoS 1 and an alarm's ``publish_to``; QoS 0, a source
+    with no subscriptions or one with ``publish_connection: separate`` is no warning."""
     d = good(env)
     d["actions"]["pub"]["qos"] = 1
     d["actions"]["alarm"] = {"type": "alarm", "publish_to": "broker", "when": {"verdict": "NG"}}
@@ -1214,7 +1214,7 @@ def test_a_qos1_publish_through_a_subscribing_mqtt_source_is_a_warning_naming_th
         ["line3.yaml", "actions.pub.source"],
         ["line3.yaml", "actions.alarm.publish_to"],
     ], cfg.warnings
-    assert all("'plant/line1/#'" in w and "no subscriptions" in w for w in cfg.warnings)
+    assert all("'plant/line1/#'" in w and "publish_connection: separate" in w for w in cfg.warnings)
     d["actions"]["pub"]["qos"] = 0  # no PUBACK to wait for
     assert [w.split(": ")[1] for w in parse_config(d, "line3.yaml").warnings] == ["actions.alarm.publish_to"]
     d["actions"]["pub"]["qos"] = 1
@@ -1225,3 +1225,6 @@ def test_a_qos1_publish_through_a_subscribing_mqtt_source_is_a_warning_naming_th
         out,
         err,
     )
+    # the source publishes over a connection of its own: no PUBACK waits behind what it reads
+    d["sources"]["broker"]["publish_connection"] = "separate"
+    assert parse_config(d, "line3.yaml").warnings == []
