@@ -962,6 +962,10 @@ class MqttSource:
                 ),
             )
             self.published = self._pub.published  # one count of what the source published
+            # ... and one of its errors and notices: a publish refused, failed or downgraded, and the publish
+            # connection's own failures, are the source's on /status (each log line names '<name>-pub')
+            self._pub.stats = self.stats
+            self._pub.notices = self.notices
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:

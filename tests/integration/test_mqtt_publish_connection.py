@@ -16,7 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
-from devices.mqtt.client import MqttSource
+from devices.mqtt.client import MqttBadTopic, MqttSource
 from devices.mqtt.settings import MqttSettings
 from tests.support.waits import until
 
@@ -104,3 +104,19 @@ def test_a_publish_client_id_that_is_the_client_id_is_refused():
     """Two connections with one client id: the broker drops each as the other connects."""
     with pytest.raises(ValidationError, match="publish_client_id is the client_id"):
         MqttSettings(client_id="gw1", publish_connection="separate", publish_client_id="gw1")
+
+
+async def test_what_the_separate_publish_connection_fails_is_counted_on_the_source(mosquitto):
+    """A publish refused over the publish connection is the source's error on /status, as over a shared one."""
+    src = MqttSource("mq", MqttSettings(port=mosquitto.port, publish_connection="separate"))
+    await src.start()
+    try:
+        with pytest.raises(MqttBadTopic):
+            await src.publish("factory/+/results", b"{}", qos=1, confirm=True)
+        assert src.stats.errors_by_reason == {"publish_failed": 1}
+        assert src.stats.last_error is not None and "factory/+/results" in src.stats.last_error
+        await asyncio.wait_for(src._pub.connected.wait(), 10)  # its CONNACK: "sent", not "queued"
+        assert await src.publish("factory/s/l/gw/results/r", b"{}", qos=1, confirm=True) == "sent"
+        assert src.published["sent"] == 1
+    finally:
+        await src.stop(timeout_s=1.0)
