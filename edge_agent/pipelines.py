@@ -88,6 +88,18 @@ STALE_QUIET_S = 10.0  # a stale episode ends after this long without a stale ite
 CLOCK_STEP_S = 1.0
 STEP_GRACE_S = 30.0
 
+# the failures of the model on an item it was given (a frame decoded, a window made): the item's result is UNSURE,
+# naming the failure, never dropped (a part the reject gate let by); bad_input (the item does not fit the model:
+# a camera at another resolution or bit depth, a window lacking a scalar) and no_model stay drops
+MODEL_FAILURES = frozenset({"nonfinite_output", "engine_error", "preprocess_error", "model_error"})
+# the model failing on more than FAIL_SHARE of a pipeline's last FAIL_WINDOW items (FAIL_MIN_ITEMS at least) is an
+# episode: a WARNING and a model_failing event, the WARNING again every FAIL_REPEAT_S while it lasts; it ends when a
+# quarter or fewer fail
+FAIL_WINDOW = 20
+FAIL_MIN_ITEMS = 6
+FAIL_SHARE = 0.5
+FAIL_REPEAT_S = 60.0
+
 _FIXES = {
     "bad_input": "the input does not fit the model: for a camera, its frame size against the model's roi or "
     "tiles (a camera set to another resolution); for signals, the pipeline's window (waveform, scalars, "
@@ -835,6 +847,123 @@ class UnsureWatch:
         return None
 
 
+class ModelFailureWatch:
+    """The model's failures (``MODEL_FAILURES``) over a pipeline's last ``FAIL_WINDOW`` items it ran the model on.
+    ``add(reason or None)`` once per such item (on the loop): the first failure of each reason is logged once (a
+    WARNING with its fix); more than ``FAIL_SHARE`` failing (``FAIL_MIN_ITEMS`` items at least) starts an episode
+    (a WARNING and a ``model_failing`` event), said again every ``FAIL_REPEAT_S`` while it lasts (a WARNING, at a
+    failure), ended when a quarter or fewer fail (an INFO and the event, ``active`` false). Before, one WARNING
+    at the first failure was all: a model giving NaN on every frame of a run said nothing more."""
+
+    def __init__(self, pipeline: str, on_event: Callable[[Event], None], baseline: bool = False) -> None:
+        self.pipeline = pipeline
+        self.on_event = on_event
+        # with a baseline, a window the model fails on is judged by the baseline alone (NG when it alarms)
+        self.judged_as = (
+            "judged by the baseline alone (NG when it alarms, else UNSURE)"
+            if baseline
+            else "UNSURE, not judged"
+        )
+        self.recent: collections.deque[str | None] = collections.deque(maxlen=FAIL_WINDOW)
+        self.active = False
+        self.since: float | None = None  # wall clock, for /status
+        self.failed = 0  # in the episode under way
+        self.total = 0
+        self.message: str | None = None
+        self.first: dict[str, str] = {}  # reason -> its first message
+        self._said = 0.0  # monotonic time of the last WARNING of the episode
+
+    def _counts(self) -> tuple[int, collections.Counter]:
+        snap = list(self.recent)  # (read from the HTTP thread too)
+        return len(snap), collections.Counter(r for r in snap if r)
+
+    def add(self, reason: str | None, slot: str, version: str, detail: str = "") -> None:
+        self.recent.append(reason)
+        if reason is not None:
+            self.total += 1
+            if reason not in self.first:
+                self.first[reason] = (
+                    f"pipeline {self.pipeline}: the model failed on an item ({reason}): {detail}; such an item is "
+                    f"{self.judged_as} (each failure counted under errors.{reason}); "
+                    f"{_FIXES.get(reason, 'see the model slot status')}"
+                )
+                log.warning("%s", self.first[reason])
+        n, by = self._counts()
+        share = sum(by.values()) / n if n else 0.0
+        now = time.monotonic()
+        if self.active:
+            if reason is not None:
+                self.failed += 1
+                if now - self._said >= FAIL_REPEAT_S:
+                    self._said = now
+                    log.warning(
+                        "pipeline %s: the model (slot %s, %s) still fails on %d of its last %d items %s; %d failed "
+                        "since it began (those items %s)",
+                        self.pipeline,
+                        slot,
+                        version,
+                        sum(by.values()),
+                        n,
+                        dict(by),
+                        self.failed,
+                        self.judged_as,
+                    )
+            elif share <= FAIL_SHARE / 2:
+                self.active = False
+                msg = (
+                    f"pipeline {self.pipeline}: the model (slot {slot}, {version}) judges its items again "
+                    f"({share:.0%} of the last {n} failed); {self.failed} failed in the episode"
+                )
+                log.info("%s", msg)
+                self.message, self.since = None, None
+                self._tell(False, slot, version, share, n, by, msg)
+            return
+        if reason is not None and n >= FAIL_MIN_ITEMS and share > FAIL_SHARE:
+            self.active, self.since, self._said = True, time.time(), now
+            self.failed = sum(by.values())
+            top, k = by.most_common(1)[0]
+            msg = (
+                f"pipeline {self.pipeline}: the model (slot {slot}, {version}) fails on {self.failed} of its last "
+                f"{n} items, most ({k}) {top}: those items are {self.judged_as}, never OK or NG by the model (a "
+                f"reject gate acts on them only through an action on UNSURE); {_FIXES.get(top, 'see the model slot status')}"
+            )
+            self.message = msg
+            log.warning("%s", msg)
+            self._tell(True, slot, version, share, n, by, msg)
+
+    def _tell(
+        self, active: bool, slot: str, version: str, share: float, n: int, by: collections.Counter, msg: str
+    ) -> None:
+        evt = Event(
+            EventKind.MODEL_FAILING,
+            pipeline=self.pipeline,
+            slot=slot,
+            model_version=version,
+            active=active,
+            share=round(share, 4),
+            items=n,
+            reasons=dict(by),
+            failed=self.failed,
+            message=msg,
+        )
+        try:
+            self.on_event(evt)
+        except Exception:
+            log.exception("model_failing event could not be recorded")
+
+    def status(self) -> dict:
+        n, by = self._counts()
+        return {
+            "active": self.active,
+            "share": round(sum(by.values()) / n, 4) if n else 0.0,
+            "items": n,
+            "reasons": dict(by),
+            "failed_total": self.total,
+            "since": self.since,
+            "message": self.message,
+        }
+
+
 class PipelineStats:
     def __init__(self) -> None:
         self.items = 0
@@ -1053,6 +1182,10 @@ class Pipeline:
         u = settings.unsure
         self.unsure_tolerance = u.tolerance if u.enabled else None
         self.unsure_watch = UnsureWatch(self.name, u.window, u.max_share)
+        # on_event read when called: the agent may set it after this pipeline is made
+        self.failures = ModelFailureWatch(
+            self.name, lambda evt: self.on_event(evt), baseline=settings.baseline is not None
+        )
 
     @property
     def kind(self) -> str:
@@ -1264,6 +1397,15 @@ class Pipeline:
         except (InferenceError, SlotError) as exc:
             reason = getattr(exc, "reason", "no_model")
             self.stats.errors[reason] += 1
+            if reason in MODEL_FAILURES:
+                # the model failed on an item it was given: UNSURE, naming the failure (with a baseline, a
+                # window is judged by the baseline alone), never dropped unjudged
+                self.failures.add(reason, self.slot.name, self._version(), str(exc))
+                if self.baseline is not None and isinstance(item, Window):
+                    await self._baseline_alone(item, reason)
+                else:
+                    await self._model_failed(item, reason, enq_t, start)
+                return
             if reason not in self.notices.counts:
                 self.notices.note(
                     reason,
@@ -1288,6 +1430,7 @@ class Pipeline:
             assert isinstance(item, Window)
             await self._sensor_result(item, inf, enq_t, start)
             return
+        self.failures.add(None, self.slot.name, inf.version)
         if self.baseline is not None and isinstance(item, Window):
             try:
                 verdict = await loop.run_in_executor(self.executor, self.baseline.process, item)
@@ -1375,6 +1518,41 @@ class Pipeline:
         except Exception:
             self.stats.errors["action_dispatch"] += 1
             log.exception("pipeline %s: acting on a result failed", self.name)
+
+    def _version(self) -> str:
+        try:
+            return self.slot.manifest.version
+        except SlotError:
+            return ""
+
+    async def _model_failed(self, item: Frame | Window, reason: str, enq_t: float, start: float) -> None:
+        """The model failed on this item (``MODEL_FAILURES``: NaN/Inf out, the engine's error, its preprocessing's
+        or its outputs' that its manifest cannot read): a result ``UNSURE`` naming the failure in ``reason``
+        (``outputs.model_error``: the reason alone), no label, handed on like any UNSURE (actions whose condition
+        names UNSURE, MQTT, the outbox). Before, the item was dropped, counted, said once: a model giving NaN on
+        every frame let every part by the reject gate, unjudged and untold."""
+        try:
+            m = self.slot.manifest
+            model, version = m.name, m.version
+        except SlotError:
+            model, version = "", ""
+        what = "frame" if isinstance(item, Frame) else "window"
+        res = Result(
+            pipeline=self.name,
+            source=item.source,
+            item_seq=item.seq,
+            captured_at=item.captured_at if isinstance(item, Frame) else item.end_ts,
+            model=model,
+            model_version=version,
+            engine=self.slot.engine_name or "",
+            verdict="UNSURE",
+            score=0.0,
+            outputs={"model_error": reason},
+            latency=Latency((start - enq_t) * 1000, (time.perf_counter() - start) * 1000, 0.0, 0.0),
+            finished_at=time.time(),
+            reason=f"the model failed on this {what} ({reason}): not judged",
+        )
+        await self._hand_on(res, item)
 
     async def _baseline_alone(self, item: Window, reason: str) -> None:
         """The model failed on this window (NaN out, an engine error, no model): the baseline, which judges the
@@ -1550,6 +1728,9 @@ class Pipeline:
             "windows": self.windower.seq if self.windower else None,
             **({"sample_rate": self.windower.rate_status()} if self.windower else {}),
             "silent_drops": self.notices.status(),
+            # the model failing on its items (their results UNSURE): an episode under way, and the first of each
+            "model_failing": self.failures.status(),
+            "model_failures": dict(self.failures.first),
             **({"baseline": self.baseline.status()} if self.baseline is not None else {}),
             **(
                 {"sensor": {**self.sensor.status(), "stale": self.windower.stale if self.windower else None}}

@@ -56,6 +56,14 @@ class EventKind(enum.StrEnum):
         ("pipeline", "share", "window", "max_share", "reasons", "message"),
         "a share of the last frames far outside the model's training inputs (UNSURE) reached max_share",
     )
+    MODEL_FAILING = (
+        "model_failing",
+        ("pipeline", "slot", "model_version", "active", "share", "items", "reasons", "failed", "message"),
+        "the model failed (NaN/Inf out, an engine, preprocessing or output error) on more than half of a "
+        "pipeline's last items (at least 6 of up to 20): each such item's result is UNSURE, never OK nor NG by the "
+        "model (with a baseline, a window is judged by it alone) (active true, once); a quarter or fewer of them "
+        "fail (active false; failed: the items failed in the episode)",
+    )
     ITEMS_STALE = (
         "items_stale",
         ("pipeline", "active", "max_age_ms", "age_ms", "dropped", "message"),

@@ -1,0 +1,225 @@
+"""A model that fails on the line's frames (NaN/Inf out) gives UNSURE results, acted on and told, not drops.
+
+A signed package whose golden items are finite installs and serves, but its logits are NaN on frames unlike
+them (an INT8 overflow on over-exposed frames, a product it never saw). Each such frame was dropped as
+``nonfinite_output``: no result on MQTT nor in the outbox, no action (a ``when: {verdict: UNSURE}`` divert to
+manual check never ran), one WARNING for the whole run, the pipeline's status silent. Now each is a result
+``UNSURE`` naming the failure, handed on like any UNSURE, and a sustained failure is an episode: a
+``model_failing`` event (start and end), ``model_failing`` on the pipeline's ``/status``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.request
+
+import cv2
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from tests.integration.test_agent_runtime import Subscriber, wait_for
+from tests.support.models import (
+    build_package_for_tests,
+    golden_inputs,
+    make_keypair,
+    make_vision_onnx,
+    vision_spec,
+)
+
+GOOD, BAD, AFTER = 4, 10, 16  # frames: judged, then NaN, then judged again (the episode ends)
+
+
+def _nan_when_bright(tmp_path):
+    """The test vision model plus ``0 * sqrt(0.05 - |mean(image)|)`` on its logits: finite on the golden
+    inputs (their mean ~0), NaN on a frame whose mean is far from mid-grey (a bright one)."""
+    src = make_vision_onnx(tmp_path / "src.onnx", heatmap=False)
+    m = onnx.load(str(src))
+    g = m.graph
+    for n in g.node:
+        n.output[:] = ["logits_pre" if o == "logits" else o for o in n.output]
+    g.initializer.extend(
+        numpy_helper.from_array(np.array([v], np.float32), name) for name, v in (("thr", 0.05), ("zero", 0.0))
+    )
+    g.node.extend(
+        [
+            helper.make_node("ReduceMean", ["image"], ["mean"], keepdims=0),
+            helper.make_node("Abs", ["mean"], ["amean"]),
+            helper.make_node("Sub", ["thr", "amean"], ["d"]),
+            helper.make_node("Sqrt", ["d"], ["sq"]),
+            helper.make_node("Mul", ["sq", "zero"], ["z"]),
+            helper.make_node("Add", ["logits_pre", "z"], ["logits"]),
+        ]
+    )
+    onnx.checker.check_model(m)
+    onnx.save(m, str(tmp_path / "model.onnx"))
+    key, pub = make_keypair(tmp_path / "keys")
+    pkg = build_package_for_tests(
+        tmp_path / "model.onnx",
+        vision_spec(heatmap=False),
+        tmp_path / "pkg",
+        key,
+        golden_inputs("vision"),
+        False,
+    )
+    return pkg, pub
+
+
+def _frames(folder) -> list[bool]:
+    """Mid-grey noisy frames (mean ~0 once normalised), then bright ones (NaN), then mid-grey again."""
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    bright = [False] * GOOD + [True] * BAD + [False] * AFTER
+    for i, b in enumerate(bright):
+        img = (
+            rng.integers(215, 235, (64, 64, 3), np.uint8)
+            if b
+            else rng.integers(0, 256, (64, 64, 3), np.uint8)
+        )
+        cv2.imwrite(str(folder / f"{i:03d}.png"), img)
+    return bright
+
+
+async def test_frames_the_model_fails_on_are_unsure_acted_on_and_a_sustained_failure_is_told(
+    tmp_path, mosquitto, caplog
+):
+    from edge_agent.agent import Agent
+    from edge_agent.config import parse_config
+
+    pkg, pub = _nan_when_bright(tmp_path)
+    bright = _frames(tmp_path / "frames")
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw1", "site": "plant", "line": "line2", "data_dir": str(tmp_path / "data")},
+            "trusted_keys": [str(pub)],
+            "http": {"port": 0},
+            "sources": {
+                "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 60},
+                "broker": {"type": "mqtt", "port": mosquitto.port},
+            },
+            "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+            "pipelines": [
+                {
+                    "name": "inspect",
+                    "source": "cam",
+                    "model": "vision",
+                    "actions": ["publish", "manual_check"],
+                    "queue": {"policy": "block"},
+                }
+            ],
+            "actions": {
+                "publish": {"type": "mqtt_publish", "source": "broker", "qos": 1},
+                "manual_check": {  # a divert-to-manual-check gate
+                    "type": "mqtt_publish",
+                    "source": "broker",
+                    "qos": 1,
+                    "topic": "gate/manual",
+                    "when": {"verdict": "UNSURE"},
+                },
+            },
+            "outbox": {},
+        }
+    )
+    sub = Subscriber(mosquitto.port, "#")
+    agent = Agent(cfg)
+    try:
+        with caplog.at_level(logging.INFO, logger="edge_agent.pipelines"):
+            await agent.start()
+            pipe = agent.pipelines[0]
+            # the former code: no result for a NaN frame, so never as many results as frames
+            await wait_for(
+                lambda: pipe.stats.results >= len(bright), what="a result for every frame", timeout_s=20
+            )
+            with urllib.request.urlopen(f"http://127.0.0.1:{agent.http.port}/status", timeout=5) as r:
+                status = json.loads(r.read())
+            await asyncio.sleep(0.3)  # the last publishes
+    finally:
+        await agent.stop()
+        sub.stop()
+    agent.outbox.open()
+    recs = agent.outbox.pending(limit=500, max_bytes=50_000_000)
+    results = sorted((json.loads(r.payload) for r in recs if r.kind == "result"), key=lambda r: r["seq"])
+    assert [r["seq"] for r in results] == list(range(len(bright)))
+    failed = [r for r in results if bright[r["seq"]]]
+    for r in failed:
+        assert r["verdict"] == "UNSURE" and r["label"] is None, r
+        assert r["reason"] == "the model failed on this frame (nonfinite_output): not judged", r
+        assert r["outputs"]["model_error"] == "nonfinite_output", r
+    assert all("model_error" not in r["outputs"] for r in results if not bright[r["seq"]])
+    # the UNSURE gate acted on each failed frame; the plain publish, as for any UNSURE, did not
+    gate = [
+        m
+        for t, m in sub.messages
+        if t == "gate/manual" and m.get("reason", "").startswith("the model failed")
+    ]
+    assert sorted(m["seq"] for m in gate) == [i for i, b in enumerate(bright) if b], gate
+    # told: the pipeline's errors as before, one episode (start, end) as events, and on /status
+    assert pipe.stats.errors["nonfinite_output"] == BAD
+    events = [json.loads(r.payload) for r in recs if r.kind == "event"]
+    failing = [e for e in events if e["kind"] == "model_failing"]
+    assert [e["active"] for e in failing] == [True, False], failing
+    assert failing[0]["pipeline"] == "inspect" and failing[0]["slot"] == "vision"
+    assert failing[0]["reasons"] == {"nonfinite_output": failing[0]["failed"]} and failing[1]["failed"] == BAD
+    shown = next(p for p in status["pipelines"] if p["pipeline"] == "inspect")
+    assert shown["model_failing"]["failed_total"] == BAD and shown["model_failing"]["active"] is False
+    assert "nonfinite_output" in shown["model_failures"]
+    warned = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "model" in r.getMessage()
+    ]
+    assert any("fails on" in w and "nonfinite_output" in w for w in warned), warned
+
+
+async def test_windows_a_maintenance_model_fails_on_without_a_baseline_are_unsure_naming_the_failure(
+    tmp_path,
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from devices.base import Quality, Reading
+    from edge_agent.config import PipelineSettings, WindowSettings
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import ModelSlot
+    from edge_agent.pipelines import Pipeline
+    from tests.support.models import SIGNAL_RATE_HZ, SIGNAL_WINDOW, make_package
+
+    key, pub = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path, kind="signal", key=key, nan=True)  # NaN on every window (its golden NaN too)
+    slot = ModelSlot(
+        "health", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [str(pub)]
+    )
+    await slot.start()
+    results, events = [], []
+
+    async def on_result(res, item):
+        results.append(res)
+
+    pipe = Pipeline(
+        PipelineSettings(
+            name="pump",
+            source="plc",
+            model="health",
+            window=WindowSettings(waveform="Vibration", sample_rate_hz=SIGNAL_RATE_HZ, scalars={}),
+            queue={"policy": "block"},
+        ),
+        slot,
+        ThreadPoolExecutor(1),
+        on_result,
+        on_event=events.append,
+    )
+    pipe.prepare()
+    pipe.start()
+    rng = np.random.default_rng(0)
+    try:
+        for i in range(8):
+            x = rng.normal(0, 1, SIGNAL_WINDOW)
+            await pipe.offer(Reading("plc", "Vibration", x, float(i), float(i), Quality.GOOD))
+        await wait_for(lambda: len(results) >= 8, what="a result for every window", timeout_s=20)
+    finally:
+        await pipe.stop()
+        await slot.stop()
+    assert pipe.stats.errors["nonfinite_output"] == 8  # counted as before
+    for r in results:  # none on the former code: every window dropped
+        assert r.verdict == "UNSURE" and r.label is None and r.remaining_life is None, r
+        assert r.reason == "the model failed on this window (nonfinite_output): not judged", r
+    assert [(e["kind"], e["active"]) for e in events] == [("model_failing", True)], events
+    assert pipe.status()["model_failing"]["active"] is True
