@@ -29,8 +29,6 @@ import argparse
 import asyncio
 import importlib.util
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -268,18 +266,10 @@ def one(mode: str, rate: float, seconds: float, before: str) -> dict:
     return row
 
 
-def cpu_flags() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            name = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            keep = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
-            return f"{name}; {os.cpu_count()} cores; {' '.join(keep)}"
-    return platform.processor()
-
-
 def main() -> None:
+    from bench._machine import machine, machine_line
+
+    print(machine_line(), flush=True)
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", type=float, nargs="+", default=[5, 20, 100])
     ap.add_argument("--seconds", type=float, default=30)
@@ -325,14 +315,16 @@ def main() -> None:
     meta = {
         "seconds": args.seconds,
         "before": args.before,
-        "cpu": cpu_flags(),
+        "machine": machine(),
         "python": sys.version.split()[0],
     }
     (OUT / "uplink_batching.json").write_text(
         json.dumps({"meta": meta, "rows": rows, "ratios": ratios, "many": crowd}, indent=1)
     )
     lines = [
-        f"Uplink at a steady trickle, {args.seconds:g} s a row; before = {args.before}; {meta['cpu']}",
+        machine_line(),
+        "",
+        f"Uplink at a steady trickle, {args.seconds:g} s a row; before = {args.before}",
         "",
         "| rate/s | uplink | streams | batches | rec/batch | agent CPU s/1000 | cloud CPU s/1000 | p50 ms | p99 ms |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
