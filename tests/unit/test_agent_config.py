@@ -609,7 +609,9 @@ EXAMPLE_CONFIGS = [*sorted((ROOT / "configs").glob("*.yaml")), ROOT / "simulator
 @pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=lambda p: p.name)
 def test_example_configs_are_valid(env, monkeypatch, path):
     example_env(env, monkeypatch)
-    load_config(path)
+    cfg = load_config(path)
+    # their results and alarms are not held back by a flood on what the same source reads (docs/mqtt.md)
+    assert not [w for w in cfg.warnings if "QoS 1 through mqtt source" in w], cfg.warnings
 
 
 def validate(path: Path, capsys) -> tuple[int, str, str]:
