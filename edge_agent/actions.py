@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 
 from devices import load_object
-from devices.base import BurstLogger, Frame
+from devices.base import BurstLogger, Frame, config_text
 from edge_agent.conditions import compile_condition, labels_named, numbers_named
 from edge_agent.config import (
     ACTION_PLUGINS,
@@ -264,7 +264,11 @@ class ActionRunner:
         self._closing = False
         # one writer per output: the value still waiting is replaced by a newer one (counted as
         # superseded), so a PLC that is away never builds up a backlog of stale writes
-        self._desired: dict[tuple[str, str], tuple[Any, Result, int]] = {}  # (value, result, its order)
+        # (value, result, its order, the action's field it is: ``_set_output``)
+        self._desired: dict[tuple[str, str], tuple[Any, Result, int, str]] = {}
+        self._writing: dict[
+            tuple[str, str], str
+        ] = {}  # an output's field being written now (``write_opcua``)
         self._writers: set[tuple[str, str]] = set()
         # set when a newer value is decided: a failed write's backoff ends then, and the failed (older)
         # value is dropped as superseded instead of retried (it would reach the PLC before the newer one)
@@ -283,7 +287,7 @@ class ActionRunner:
         self._signal_wake: dict[tuple[str, str, str], asyncio.Event] = {}
         # a level / on_change Sparkplug command whose last value did not reach its node (dead, say) is
         # kept and sent again when the node's (or device's) next birth arrives
-        self._owed: dict[tuple[str, str], tuple[Any, Result, int]] = {}
+        self._owed: dict[tuple[str, str], tuple[Any, Result, int, str]] = {}
         self._resend: dict[str, SparkplugCommandAction] = {
             n: a
             for n, a in cfg.actions.items()
@@ -540,7 +544,9 @@ class ActionRunner:
                         value = action.value if level else action.reset
                         if key[0] == name and key not in self._desired and value is not None:
                             self.stats[name]["resent"] += 1
-                            self._set_output(name, action, res, value)
+                            self._set_output(
+                                name, action, res, value, "value" if level else _reset_field(action)
+                            )
                     continue
                 assert isinstance(action, AlarmAction)
                 for (alarm, pipeline), evt in list(self._last_signal.items()):
@@ -594,7 +600,13 @@ class ActionRunner:
             value = None if level is None else action.value if level else action.reset
             if value is not None and out not in self._desired:
                 self.stats[out[0]]["resent"] += 1
-                self._set_output(out[0], action, self._last_write.get(out, result), value)
+                self._set_output(
+                    out[0],
+                    action,
+                    self._last_write.get(out, result),
+                    value,
+                    "value" if level else _reset_field(action),
+                )
 
     def _model_changed(
         self, pipeline_actions: list[str], result: Result, last: tuple[str, str, frozenset[str]] | None
@@ -644,7 +656,7 @@ class ActionRunner:
             # level resets only when told to (reset_value): without it, it writes what it always did
             value = action.value if now else action.reset_value
             if value is not None and not (now and self._reset_refused(name, action)):
-                self._set_output(name, action, result, value)
+                self._set_output(name, action, result, value, "value" if now else "reset_value")
         elif action.mode is WriteMode.ON_CHANGE:
             value = action.value if now else reset
             if now != before and value is not None:
@@ -652,7 +664,7 @@ class ActionRunner:
                     self._unjudged(key, before)
                 else:
                     self._last_write[key] = result
-                    self._set_output(name, action, result, value)
+                    self._set_output(name, action, result, value, "value" if now else _reset_field(action))
         elif now and not before:  # pulse: a rising edge
             if self._reset_refused(name, action):
                 self._unjudged(key, before)
@@ -673,7 +685,7 @@ class ActionRunner:
             self._reconciled.add(node)
             if reset is not None and not any(k in self._pulse_until for k in self._node_keys.get(node, ())):
                 self.stats[name]["reconciled"] += 1
-                self._set_output(name, action, result, reset)
+                self._set_output(name, action, result, reset, _reset_field(action))
 
     def _unjudged(self, key: tuple[str, str], before: bool | None) -> None:
         """An edge whose value was not written (``_reset_refused``) is judged again at the next result: the
@@ -742,19 +754,24 @@ class ActionRunner:
         if why is None:
             return False
         self.stats[name]["reset_refused"] += 1
+        shown = config_text(action.value) or repr(action.value)  # 0x7FFF as the file writes it, not 32767
         self._write_refused(
             name,
             action,
             "output",
-            f"{action.value!r} not written: {why}; the node would keep it for good",
+            f"{shown} not written: {why}; the node would keep it for good",
             action.value,
         )
+        field = "reset_value" if action.reset_value is not None else "value (its reset)"
         self._burst.log(
             f"reset:{name}",
-            "action %r: %r not written: %s; the node would keep it for good (counted reset_refused); fix "
-            "reset_value or the node's type",
+            "%s: actions.%s.%s: action %r: %s not written: %s; the node would keep it for good (counted "
+            "reset_refused); fix reset_value or the node's type",
+            self.cfg.where,
             name,
-            action.value,
+            field,
+            name,
+            shown,
             why,
         )
         return True
@@ -773,16 +790,20 @@ class ActionRunner:
             self._pulse_wake.pop(key, None)
             self._pulse_refused.discard(key)
             if action.reset is not None:
-                self._set_output(name, action, result, action.reset)
+                self._set_output(name, action, result, action.reset, _reset_field(action))
 
-    def _set_output(self, name: str, action: OutputAction, result: Result, value: Any) -> None:
+    def _set_output(
+        self, name: str, action: OutputAction, result: Result, value: Any, field: str = "value"
+    ) -> None:
+        """``field``: the action's field ``value`` is (``value``, ``reset_value``, or ``reset``: the reset of a
+        boolean ``value`` with no reset_value line), named by a refusal at the write (``_place``)."""
         key = (name, result.pipeline)
         self._refused_levels.pop(key, None)  # this value is the one owed now
         node = _output_node(name, action)
         if key in self._desired:
             self.stats[name]["superseded"] += 1
         order = self._newest[node] = next(self._order)
-        self._desired[key] = (value, result, order)
+        self._desired[key] = (value, result, order, field)
         keys = self._node_keys.setdefault(node, set())
         keys.add(key)
         for k in keys:  # a retry waiting with an older value for this node gives up at once
@@ -798,20 +819,22 @@ class ActionRunner:
         try:
             node = _output_node(name, action)
             while key in self._desired:  # no await between this check and the discard below: no lost value
-                value, result, order = self._desired.pop(key)
+                value, result, order, field = self._desired.pop(key)
                 wake.clear()
-                delivered = await self._run(name, action, result, None, value=value, key=key, order=order)
+                delivered = await self._run(
+                    name, action, result, None, value=value, key=key, order=order, field=field
+                )
                 if name in self._resend:  # no await from the command's failure to here: no birth missed
                     if delivered or self._newest.get(node, -1) > order:  # a newer value is the one owed
                         self._owed.pop(key, None)
                     else:
-                        self._owed[key] = (value, result, order)
+                        self._owed[key] = (value, result, order, field)
         finally:
             self._writers.discard(key)
 
     def _born(self, source: str, group: str, edge_node: str, device: str | None) -> None:
         """A Sparkplug birth: the commands its node (or device) missed while away are sent again."""
-        for key, (value, result, order) in list(self._owed.items()):
+        for key, (value, result, order, field) in list(self._owed.items()):
             a = self._resend[key[0]]
             if (a.source, a.group, a.edge_node, a.device) != (source, group, edge_node, device):
                 continue
@@ -819,7 +842,7 @@ class ActionRunner:
             # else a newer value (this output's or another writer's for the same metric) is on its way
             if key not in self._desired and self._newest.get(_output_node(key[0], a), -1) <= order:
                 self.stats[key[0]]["resent"] += 1
-                self._set_output(key[0], a, result, value)
+                self._set_output(key[0], a, result, value, field)
 
     async def flush(self, timeout_s: float = 10.0) -> None:
         """At stop: waits (at most ``timeout_s``) for what is being acted on. A pulse that would still be
@@ -867,6 +890,7 @@ class ActionRunner:
         value: Any = None,
         key: tuple[str, str] | None = None,
         order: int = 0,
+        field: str = "value",
     ) -> bool:
         """Acts with the action's retries; True when done (or queued for the broker). For an output's
         writer (``key``, the value's ``order``), a failed value is not retried once a newer one is decided
@@ -898,6 +922,8 @@ class ActionRunner:
                     await self._judgeable(action, key, value)
                     if self._refused_now(name, action, key, value):
                         return False
+                    if key is not None:
+                        self._writing[key] = field
                     outcome = await self._do(name, action, result, item, value)
                     # queued: held until the broker is back; uncertain: a PLC's Uncertain answer to a write
                     st[outcome if outcome in ("queued", UNCERTAIN) else "ok"] += 1
@@ -912,7 +938,7 @@ class ActionRunner:
                     st["attempt_failures"] += 1
                     if not getattr(exc, "retryable", True):
                         st["failed"] += 1
-                        self._cannot(name, exc, self._place(name, action, value, exc))
+                        self._cannot(name, exc, self._place(name, action, field, exc))
                         self._write_refused(
                             name,
                             action,
@@ -972,25 +998,19 @@ class ActionRunner:
             if key is not None:
                 self._owing.discard(key)
 
-    def _place(self, name: str, action: Any, value: Any, exc: Exception) -> str:
+    def _place(self, name: str, action: Any, field: str, exc: Exception) -> str:
         """Where the config gives what a write refused (``_cannot``): the file and the action's field, as a
-        refusal at load or connect names it: its ``value`` (or ``reset_value``) for a value the target cannot
-        take, its target (``node_id``, ``metric``) for a target that takes no write (not writable, access
-        denied, unknown)."""
-        field: str | None
-        if _refused_what(exc, value) is _NODE:
-            field = (
-                "node_id"
-                if isinstance(action, OpcUaWriteAction)
-                else "metric"
-                if isinstance(action, SparkplugCommandAction)
-                else None
-            )
-        elif isinstance(action, OpcUaWriteAction | SparkplugCommandAction):
-            field = "value" if value is None or repr(value) == repr(action.value) else "reset_value"
-        else:
-            field = None
-        return f"{self.cfg.where}: actions.{name}" + (f".{field}" if field else "")
+        refusal at load or connect names it. The field at fault is the one its raise site gave the error
+        (``exc.field``: ``node_id`` for a node the server does not have or lets no one write, ``metric`` or
+        ``datatype`` for a Sparkplug metric's type); else the field written (``field``, from the caller:
+        ``value``, ``reset_value``, or ``reset``, the reset of a boolean ``value`` with no reset_value line)."""
+        at = f"{self.cfg.where}: actions.{name}"
+        if not isinstance(action, OpcUaWriteAction | SparkplugCommandAction):
+            return at
+        target = getattr(exc, "field", None)
+        if isinstance(target, str):
+            return f"{at}.{target}"
+        return f"{at}.value (its reset)" if field == "reset" else f"{at}.{field}"
 
     def _cannot(self, name: str, exc: Exception, place: str) -> None:
         """An error a retry cannot fix (a read-only node, BadUserAccessDenied, a value the node's type
@@ -1512,7 +1532,8 @@ async def write_opcua(
     ctx: ActionRunner, name: str, action: OpcUaWriteAction, result: Result, item, value: Any = None
 ) -> str | None:
     # the place written (value, or the reset): a refusal is said with its own note, not another action's on the node
-    field = "value" if value is None or repr(value) == repr(action.value) else "reset_value"
+    field = ctx._writing.get((name, result.pipeline), "value")
+    field = "reset_value" if field == "reset" else field
     said = await ctx.sources[action.source].write(
         action.node_id, action.value if value is None else value, at=f"actions.{name}.{field}"
     )
@@ -1634,6 +1655,12 @@ _NODE_REFUSALS = (
     "BadNodeId",
     "does not exist on the server",
 )
+
+
+def _reset_field(action: Any) -> str:
+    """The field of an output's reset: ``reset_value`` when the config has one, else ``reset`` (the opposite
+    of a boolean ``value``)."""
+    return "reset_value" if getattr(action, "reset_value", None) is not None else "reset"
 
 
 def _refused_what(exc: Exception, value: Any) -> Any:

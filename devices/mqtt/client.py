@@ -210,7 +210,15 @@ class MqttError(DeviceError):
 
 
 class SparkplugTypeMismatch(MqttError):
+    """A command value refused for the metric's type. ``field``: the command's config field at fault
+    (``metric``: the birth gives it a type this host cannot write; ``datatype``: the action's, which the birth
+    contradicts); None: the value."""
+
     retryable = False
+
+    def __init__(self, msg: str, field: str | None = None) -> None:
+        super().__init__(msg)
+        self.field = field
 
 
 class MqttPublishRefused(MqttError):
@@ -2583,7 +2591,8 @@ class MqttSource:
                     raise SparkplugTypeMismatch(
                         f"mqtt source {self.name!r}: command to {where} not sent: the action's datatype is "
                         f"{sparkplug_host.datatype_name(given)}, and the birth gives "
-                        f"{shown}; set the datatype the birth gives, or leave it out"
+                        f"{shown}; set the datatype the birth gives, or leave it out",
+                        "datatype",
                     )
                 try:
                     _sparkplug_value(given, value, where)
@@ -2602,7 +2611,8 @@ class MqttSource:
                 f"mqtt source {self.name!r}: command to {where} not sent: the birth gives metric "
                 f"{metric!r} datatype {known}, which this host cannot write (0 is Unknown; UUID, Bytes, File, "
                 "DataSet, Template and Sparkplug 3.0 array types are not supported); set the action's "
-                "datatype, or write another metric"
+                "datatype, or write another metric",
+                "metric",
             )
         ts = int(time.time() * 1000)
         member = self.sparkplug.template_member(group, edge_node, device, metric)

@@ -234,6 +234,9 @@ class OpcUaError(DeviceError):
 
     retryable = True
     type_refused = False  # the value was refused for the node's type, here or by the server
+    # the write target's config field at fault, for a caller to name (``node_id``: the node itself, whatever the
+    # value); None: the value written
+    field: str | None = None
 
 
 class OpcUaNotConnected(OpcUaError):
@@ -252,7 +255,10 @@ class OpcUaServerBusy(OpcUaError):
 
 
 class OpcUaNodeError(OpcUaError):
+    """The node id names no node this server has (its namespace missing or changed, malformed, unknown)."""
+
     retryable = False
+    field = "node_id"
 
 
 class OpcUaTypeMismatch(OpcUaError):
@@ -429,6 +435,11 @@ _REFUSED = {
     "not retried",
 }
 
+
+# a write refused for the node itself, whatever the value: the config's node_id is at fault
+_NODE_STATUSES = frozenset(
+    {"BadUserAccessDenied", "BadNotWritable", "BadWriteNotSupported", "BadNodeIdInvalid", "BadNodeIdUnknown"}
+)
 
 # a write target's attributes watched for a PLC download or mode change (``OpcUaSource._watch_targets``)
 _WATCHED = (ua.AttributeIds.DataType, ua.AttributeIds.ArrayDimensions, ua.AttributeIds.UserAccessLevel)
@@ -5566,6 +5577,8 @@ class OpcUaSource:
                 f"server ({name})" + (f": {hint}" if hint else "")
             )
             refused.type_refused = name.startswith("BadTypeMismatch")
+            if name.split(":")[0] in _NODE_STATUSES:
+                refused.field = "node_id"
             raise refused from None
         except ua.UaError as e:  # asyncua's own, without a status: still this adapter's error, named
             raise OpcUaError(

@@ -399,6 +399,9 @@ async def test_a_value_the_node_refuses_at_the_write_is_said_naming_the_config_f
         ).set_writable()
         await obj.add_variable(ua.NodeId("Locked", idx), "Locked", False)  # not writable: BadUserAccessDenied
         await (srv.get_node(ua.NodeId("Setpoint", idx))).set_writable()
+        await (
+            await obj.add_variable(ua.NodeId("Same", idx), "Same", ua.Variant(0, ua.VariantType.Int16))
+        ).set_writable()
 
     srv, idx, endpoint, _writes = await _plc(add)
     where = "/etc/edge/line1.yaml"
@@ -411,6 +414,12 @@ async def test_a_value_the_node_refuses_at_the_write_is_said_naming_the_config_f
         f"  reset: {{type: opcua_write, source: plc, node_id: 'ns={idx};s=Ok', value: 1, reset_value: 1.0e+5,"
         " mode: on_change, when: {verdict: NG}}\n"
         f"  locked: {{type: opcua_write, source: plc, node_id: 'ns={idx};s=Locked', when: {{verdict: NG}}}}\n"
+        # a namespace this server does not have: the node_id is at fault, not the value
+        "  nons: {type: opcua_write, source: plc, node_id: 'nsu=urn:not-on-this-plc;s=A', value: 1,"
+        " when: {verdict: NG}}\n"
+        # 0x7FFF held back (the node would keep it: its reset 0x8000 is out of Int16), named as written
+        f"  same: {{type: opcua_write, source: plc, node_id: 'ns={idx};s=Same', value: 0x7FFF, reset_value: 0x8000,"
+        " mode: on_change, when: {verdict: NG}}\n"
     )
     cfg = parse_config(read_yaml(text, where), where)
     src = OpcUaSource("plc", cfg.sources["plc"])
@@ -419,8 +428,10 @@ async def test_a_value_the_node_refuses_at_the_write_is_said_naming_the_config_f
     caplog.set_level(logging.WARNING, logger="edge_agent.actions")
     try:
         await _connected(src)
-        await runner.handle(["setpoint", "reset", "locked"], _result("NG", 0), None)
-        await runner.handle(["setpoint", "reset", "locked"], _result("OK", 1), None)
+        names = ["setpoint", "reset", "locked", "nons", "same"]
+        await runner.handle(names, _result("NG", 0), None)
+        await runner.flush(timeout_s=5)
+        await runner.handle(names, _result("OK", 1), None)
         await runner.flush(timeout_s=5)
     finally:
         await src.stop()
@@ -430,6 +441,12 @@ async def test_a_value_the_node_refuses_at_the_write_is_said_naming_the_config_f
         ("actions.setpoint.value", "cannot write 0x8000 (int): out of range -32768..32767"),
         ("actions.reset.reset_value", "cannot write 1.0e+5 (float): out of range -32768..32767"),
         ("actions.locked.node_id", "BadUserAccessDenied"),
+        ("actions.nons.node_id", "the server has no namespace 'urn:not-on-this-plc'"),
+        ("actions.same.reset_value", "0x7FFF not written: "),
     ):
-        line = [s for s in said if s.startswith(f"{where}: {place}: action ")]
+        name = place.split(".")[1]
+        head = f"{where}: {place}: action {name!r}" + (" failed" if name != "same" else ":")
+        line = [s for s in said if s.startswith(head)]
         assert len(line) == 1 and value in line[0], (place, said)
+    assert not any(s.startswith(f"{where}: actions.nons.value") for s in said), said
+    assert not any("action 'same': 32767 not written" in s for s in said), said

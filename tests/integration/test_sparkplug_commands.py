@@ -682,3 +682,72 @@ actions:
         "level": 9007199254740992.0,
     }, cmds
     assert runner.stats["half"]["failed"] == 1 and not runner.stats["half"].get("ok"), runner.stats
+
+
+async def test_a_command_refused_at_the_send_names_the_field_at_fault_metric_datatype_or_value(
+    mosquitto, caplog
+):
+    """A command refused at the send is said naming the config file and the field at fault: ``metric`` when the
+    birth gives the metric a type this host cannot write, ``datatype`` when the action's contradicts the birth's
+    (a count to a DateTime metric), ``value`` when the value does not fit. Before, each was named at ``value``."""
+    import logging
+
+    actions = {
+        "arr": {"metric": "arr", "value": 1},
+        "stamp": {"metric": "stamp", "datatype": "Int32", "value": 1},
+        "level": {"metric": "level", "value": 300},
+    }
+    where = "/etc/edge/bus.yaml"
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {
+                "bus": {
+                    "type": "mqtt",
+                    "port": mosquitto.port,
+                    "subscriptions": [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}],
+                }
+            },
+            "actions": {
+                name: {
+                    "type": "sparkplug_command",
+                    "source": "bus",
+                    "group": "g",
+                    "edge_node": "n1",
+                    "when": {"verdict": "NG"},
+                    **a,
+                }
+                for name, a in actions.items()
+            },
+        },
+        where,
+    )
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    runner = ActionRunner(cfg, {"bus": src})
+    caplog.set_level(logging.WARNING, logger="edge_agent.actions")
+    try:
+        nb = sp._pb().Payload()
+        nb.timestamp, nb.seq = int(time.time() * 1000), 0
+        for name, datatype in (("bdSeq", D.INT64), ("stamp", D.DATETIME), ("level", D.UINT8)):
+            m = nb.metrics.add()
+            m.name, m.datatype, m.long_value = name, datatype, 0
+        m = nb.metrics.add()
+        m.name, m.datatype, m.bytes_value = "arr", 24, b"\x01\x00\x00\x00"  # Sparkplug 3.0 Int32Array
+        node.publish("spBv1.0/g/NBIRTH/n1", nb.SerializeToString())
+        await _births(src, 1)
+        await runner.handle(list(actions), _ng_result(), None)
+        await runner.flush()
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    said = [r.getMessage() for r in caplog.records if r.name == "edge_agent.actions"]
+    for place, why in (
+        ("actions.arr.metric", "datatype 24, which this host cannot write"),
+        ("actions.stamp.datatype", "the action's datatype is Int32, and the birth gives metric 'stamp'"),
+        ("actions.level.value", "cannot send 300 (int): out of range 0..255"),
+    ):
+        name = place.split(".")[1]
+        line = [s for s in said if s.startswith(f"{where}: {place}: action {name!r} failed")]
+        assert len(line) == 1 and why in line[0], (place, said)
