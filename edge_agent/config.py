@@ -650,7 +650,7 @@ def _check_one_value(x: Any, what: str) -> Any:
         )
     if isinstance(x, float) and not math.isfinite(x):
         raise ValueError(
-            f"{x!r} is never written: no node takes NaN or infinity (a PLC's comparisons with NaN are all "
+            f"{config_text(x) or repr(x)} is never written: no node takes NaN or infinity (a PLC's comparisons with NaN are all "
             f"false, so a limit fed it never trips); write {what} as a finite number"
         )
     if isinstance(x, str) and (octal := _OCTAL_1_2.fullmatch(x.strip())):
@@ -2719,9 +2719,15 @@ def _shown_form(n: float, text: str) -> ShownFloat | None:
     """A finite float YAML read from a decimal ``text`` that shows it in another form than its repr (``1.50``,
     ``1.0e+3``, ``9.007199254740992e+15``) as a ``ShownFloat``, so that a String node or metric gets the number
     as written (it got '1.5', '1000.0', '9007199254740992.0'); None when the text is the repr (YAML's ``_``
-    dropped), for NaN, infinity and base 60 (``1:30.5``), and for a text that is not this float's own."""
+    dropped), for base 60 (``1:30.5``), and for a text that is not this float's own. NaN and infinity (``.inf``,
+    ``-.Inf``, ``.nan``, ``1.0e+400``) are kept with their text too, so that their refusal at load names them as
+    written (no node is ever written one)."""
     plain = text.replace("_", "")
-    if plain == float.__repr__(n) or not math.isfinite(n) or ":" in plain:
+    if ":" in plain:
+        return None
+    if not math.isfinite(n):
+        return ShownFloat(n, text)
+    if plain == float.__repr__(n):
         return None
     try:
         if float(plain) != n:

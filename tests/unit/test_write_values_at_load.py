@@ -37,15 +37,20 @@ def _errors(tmp_path, tail: str) -> list[str]:
 @pytest.mark.parametrize(
     ("tail", "expected"),
     [
+        # named as the file writes them (.nan, -.Inf, 1.0e+400), not as Python prints the float (nan, -inf, inf)
         (
             "    value: .nan\n",
-            "line3.yaml: actions.out.value: nan is never written: no node takes NaN or infinity",
+            "line3.yaml: actions.out.value: .nan is never written: no node takes NaN or infinity",
         ),
-        ("    value: [1, -.inf]\n", "line3.yaml: actions.out.value[1]: -inf is never written"),  # the element
+        (
+            "    value: [1, -.Inf]\n",
+            "line3.yaml: actions.out.value[1]: -.Inf is never written",
+        ),  # the element
         (
             "    value: 1\n    reset_value: .inf\n",
-            "line3.yaml: actions.out.reset_value: inf is never written",
+            "line3.yaml: actions.out.reset_value: .inf is never written",
         ),
+        ("    value: 1.0e+400\n", "line3.yaml: actions.out.value: 1.0e+400 is never written"),
         # a time with its zone is taken, quoted or not (tests/integration/test_opcua_bytes_times_and_halts.py);
         # one without, YAML's or quoted, is refused: a PLC in another zone would take it as another instant
         (
@@ -200,7 +205,7 @@ def test_quoted_text_for_a_sparkplug_string_metric_is_not_warned_of(tmp_path):
         ),
         (
             "    value: [0, 1]\n    reset_value: [0, .nan]\n",
-            "line3.yaml: actions.out.reset_value[1]: nan is never",
+            "line3.yaml: actions.out.reset_value[1]: .nan is never",
         ),
         ("    value: [true, 0X1F, false]\n", "line3.yaml: actions.out.value[1]: '0X1F' is text to YAML"),
     ],
