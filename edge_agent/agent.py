@@ -621,6 +621,11 @@ class Agent:
                 "rate": p.stats.rate(),
                 "results": p.stats.results,
                 "ng": p.stats.ng,
+                # UNSURE results, and those of them the model failed on (not judged): a blind model is not a
+                # line without defects
+                "unsure": p.stats.unsure,
+                "model_failed": p.stats.model_failed,
+                "model_failing": p.failures.active,
                 "errors": sum(p.stats.errors.values()),
                 "p50_ms": p.stats.percentiles()["p50"],
             }

@@ -527,7 +527,10 @@ class AgentHost:
 
 
 def _pipeline_health(agent) -> dict:
-    """What the fleet's gate reads from a healthy report: the pipelines' error rate since the start."""
-    results = sum(p.stats.results for p in agent.pipelines)
+    """What the fleet's gate reads from a healthy report: the pipelines' error rate since the start. An item the
+    model failed on is an UNSURE result and an error: counted once, as an error (``results`` are the items
+    judged), so a model failing on every item reads 1.0, as when such items were dropped (not 0.5)."""
+    failed = sum(p.stats.model_failed for p in agent.pipelines)
+    results = sum(p.stats.results for p in agent.pipelines) - failed
     errors = sum(sum(p.stats.errors.values()) for p in agent.pipelines)
-    return {"error_rate": errors / max(1, results + errors), "results": results}
+    return {"error_rate": errors / max(1, results + errors), "results": results, "model_failed": failed}

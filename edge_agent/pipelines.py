@@ -970,6 +970,9 @@ class PipelineStats:
         self.results = 0
         self.ng = 0
         self.unsure = 0
+        # results UNSURE because the model failed on the item (also counted under errors): not judged, so the
+        # fleet's error rate and health read them as failures, not as results
+        self.model_failed = 0
         self.errors: collections.Counter = collections.Counter()
         self.latencies: collections.deque = collections.deque(maxlen=2000)  # total ms
         self.times: collections.deque = collections.deque(maxlen=2000)  # monotonic finish times, for rates
@@ -1552,6 +1555,7 @@ class Pipeline:
             finished_at=time.time(),
             reason=f"the model failed on this {what} ({reason}): not judged",
         )
+        self.stats.model_failed += 1
         await self._hand_on(res, item)
 
     async def _baseline_alone(self, item: Window, reason: str) -> None:

@@ -223,3 +223,13 @@ async def test_windows_a_maintenance_model_fails_on_without_a_baseline_are_unsur
         assert r.reason == "the model failed on this window (nonfinite_output): not judged", r
     assert [(e["kind"], e["active"]) for e in events] == [("model_failing", True)], events
     assert pipe.status()["model_failing"]["active"] is True
+    # the fleet config gate's error rate for a model failing on every window: 1.0, as when such windows were
+    # dropped (the former code counted each failed window as an error and a result: 0.5, so a max_error_rate
+    # of 0.5 passed a config under which nothing was judged)
+    from types import SimpleNamespace
+
+    from edge_agent.fleet_config import _pipeline_health
+
+    health = _pipeline_health(SimpleNamespace(pipelines=[pipe]))
+    assert (health["error_rate"], health["results"]) == (1.0, 0), health
+    assert health["model_failed"] == 8, health
