@@ -1062,3 +1062,85 @@ async def test_a_unary_heartbeat_cut_during_its_write_reads_nothing_more_in_its_
         call.cancel()
         await asyncio.gather(call, return_exceptions=True)
         await srv.stop()
+
+
+async def test_idle_streams_next_batches_sent_at_once_are_held_within_their_tenants_bytes(tmp_path):
+    """Real uplinks keep their PushRecords streams open while idle: the read of a stream's next batch gives its
+    place and bytes back after ``NEXT_SLOT_S``, and the batch read afterwards was passed on with no look at
+    ``tenant_in_flight_bytes``: 6 agents' 1.2-MB batches, sent at once while the tenant's store is slow, were
+    all held at once (7.2 MB against a 3-MB bound). Now a batch that comes in past its tenant's bytes is refused
+    unparsed (RESOURCE_EXHAUSTED) and sent again by its agent: the tenant's bytes held never pass the bound, and
+    every record is stored, once."""
+    import base64
+    import os
+
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+    from edge_agent.uplink.client import Uplink
+    from tests.support.fleet import cloud_settings
+
+    n, bound = 6, 3 * 1024 * 1024
+    pki = make_pki(tmp_path / "pki", agents=tuple(f"gw{i}" for i in range(n)))
+    peak = [0]
+
+    class Watched(Quotas):  # the tenant's bytes held or set aside, after every change that adds to them
+        def reserve(self, caller, force=False):
+            got = super().reserve(caller, force)
+            peak[0] = max(peak[0], self._held.get(caller[0], 0))
+            return got
+
+        def hold(self, caller, reserved, nbytes):
+            super().hold(caller, reserved, nbytes)
+            peak[0] = max(peak[0], self._held.get(caller[0], 0))
+
+        def hold_late(self, caller, nbytes):
+            got = super().hold_late(caller, nbytes)
+            peak[0] = max(peak[0], self._held.get(caller[0], 0))
+            return got
+
+    quotas = Watched(
+        QuotaLimits(tenant_in_flight_bytes=bound, tenant_receiving_batches=2, in_flight_wait_s=30)
+    )
+    srv = FleetServer(
+        tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key", quotas=quotas
+    )
+    await srv.start()
+    obs, ups = [], []
+    try:
+        for i in range(n):
+            ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / f"gw{i}")
+            ob.open()
+            obs.append(ob)
+            up = Uplink(cloud_settings(pki, srv.port, agent=f"gw{i}", batch_max_bytes=4_000_000), ob)
+            ups.append(up)
+            await up.start()
+            await ob.append_async("result", {"i": 0})
+            up.poke()
+        await until(
+            lambda: all(o.stats()["acked"] == 1 for o in obs), timeout_s=20, what="first records acked"
+        )
+        await asyncio.sleep(
+            0.5
+        )  # every stream idles: the read of its next batch gave its place and bytes back
+        orig = srv.fleet._ingest
+
+        async def slow_ingest(*a, **kw):
+            await asyncio.sleep(0.5)  # the tenant's store is slow (a busy disk)
+            return await orig(*a, **kw)
+
+        srv.fleet._ingest = slow_ingest
+        peak[0] = 0
+        for ob, up in zip(obs, ups, strict=True):
+            for _ in range(2):
+                await ob.append_async("result", {"blob": base64.b64encode(os.urandom(450_000)).decode()})
+            up.poke()
+        await until(lambda: all(o.stats()["acked"] == 3 for o in obs), timeout_s=60, what="all acked")
+        assert 2_000_000 < peak[0] <= bound  # was 7.2 MB: every agent's batch held at once
+        for i in range(n):
+            assert srv.store.stats(f"gw{i}")["records"] == 3
+    finally:
+        for up in ups:
+            await up.stop()
+        for ob in obs:
+            ob.close()
+        await srv.stop()
