@@ -2383,6 +2383,18 @@ _NUMERIC = frozenset(
     for t in ("SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float", "Double")
 )  # tags one structure may give: a PLC's array of UDTs can be large
 
+_NULL = ua.VariantType.Null  # a null Variant (passed on BAD, ``null_value``) says nothing of the type
+# a source tag's Variant types by family: a change within one (Int32 <-> Int64, Float <-> Double) keeps the
+# value's meaning and is not said; any other change is (``_retyped``); a type not listed is its own family
+_FAMILY: dict[ua.VariantType, str] = {
+    **{t: "integer" for t in _NUMERIC if t not in (ua.VariantType.Float, ua.VariantType.Double)},
+    ua.VariantType.Float: "float",
+    ua.VariantType.Double: "float",
+    ua.VariantType.Boolean: "bool",
+    ua.VariantType.String: "string",
+    ua.VariantType.LocalizedText: "string",
+}
+
 
 def _is_structure(v: Any) -> bool:
     """A decoded OPC UA structure (asyncua makes a dataclass of each), not one of the built-in types that
@@ -2669,6 +2681,11 @@ class OpcUaSource:
         self._held_at: dict[str, float] = {}
         # ... -> (monotonic time of the last change of what it holds seen by a re-read, changes not said since)
         self._held_changes: dict[str, tuple[float, int]] = {}
+        # a source tag -> the Variant type its last value came in (kept across connects: a PLC download that
+        # retypes a node also drops the session), and -> (monotonic time of its last change of family, changes
+        # not said since) (``_retyped``, notice ``type_changed``)
+        self._vtypes: dict[str, ua.VariantType] = {}
+        self._type_changes: dict[str, tuple[float, int]] = {}
         self.targets_watched = 0  # monitored items watching the write targets (3 a node the server took)
         self._items_full = False  # a tag was refused a monitored item for want of room (``_server_full``)
         self.heartbeats = 0
@@ -3372,6 +3389,9 @@ class OpcUaSource:
             self._node_gone(nodeid, tag, status)
         elif self._gone and nodeid in self._gone and (status is None or status.value < 0x40000000):
             self._back.add(nodeid)  # good again on the old item: it need not be made again
+        vt = dv.Value.VariantType if dv.Value is not None else None
+        if vt is not self._vtypes.get(tag) and vt is not None and vt is not _NULL:
+            self._retyped(nodeid, tag, vt)
         null = "a null Variant"  # what a value of None is, as said when it is passed as BAD
         if isinstance(val, list):
             if not val:  # an empty array of numbers is an empty float64 array, as a full one is
@@ -3414,6 +3434,40 @@ class OpcUaSource:
             reason,
             null,
         )
+
+    def _retyped(self, nodeid: ua.NodeId, tag: str, vt: ua.VariantType) -> None:
+        """A source tag's value came in another Variant type than the one before (``vt``). Another family
+        (a REAL in °C made an INT in tenths by a PLC download: Double -> Int16; a number made a text or a
+        Boolean) is said as a WARNING naming the tag, the node and both types, once per spell: a tag that
+        changes again within ``HELD_QUIET_S`` of its last change is counted (notice ``type_changed``), not
+        said, as a write target's ``held_type_changes`` are. The value is passed on either way: the server
+        sends what the node now holds, and dropping it would blind every rule on the tag. A change within a
+        family (Int32 <-> Int64, Float <-> Double: a server or gateway widening on its own) keeps the value's
+        meaning and scale, so it is kept quietly."""
+        former = self._vtypes.get(tag)
+        self._vtypes[tag] = vt
+        if former is None or _FAMILY.get(former, former.name) == _FAMILY.get(vt, vt.name):
+            return
+        now = time.monotonic()
+        last, unsaid = self._type_changes.get(tag, (-math.inf, 0))
+        spell = now - last >= HELD_QUIET_S  # the first change after holding one type this long: said
+        self._type_changes[tag] = (now, 0 if spell else unsaid + 1)
+        msg = (
+            f"opcua source {self.name}: tag {tag} (node {nodeid.to_string()}) changed type: its values now come "
+            f"as {vt.name}, before as {former.name} (a PLC download retyping the node: a REAL in degrees made "
+            "an INT in tenths); they are passed on as they come, so a rule or model made for the former type's "
+            "unit or scaling may misjudge them: check the node (edge-agent browse) and what uses the tag"
+            + (
+                f" (after {unsaid} change(s) within {HELD_QUIET_S:.0f}s of each other, counted in notice "
+                "type_changed, not said)"
+                if spell and unsaid
+                else f"; further changes within {HELD_QUIET_S:.0f}s are counted (notice type_changed), not said"
+            )
+        )
+        first = "type_changed" not in self.notices.counts
+        self.notices.note("type_changed", "%s", msg)  # logs the first one
+        if spell and not first:  # the first change of a later spell (or of another tag) is said too
+            log.warning("%s", msg)
 
     def _matrix(self, nodeid: ua.NodeId, tag: str, val: np.ndarray, dims: Any, dv: Any) -> None:
         """A numeric array with more than one dimension (a tri-axial sensor's [3, 1024], an image-like

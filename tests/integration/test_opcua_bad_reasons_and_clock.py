@@ -272,3 +272,50 @@ async def test_a_value_the_server_flags_with_semantics_changed_is_passed_on_and_
     assert src.notices.counts.get("semantics_changed") == 1, src.notices.counts
     said = src.notices.messages["semantics_changed"]
     assert "tag Temp" in said and "SemanticsChanged" in said, said
+
+
+async def test_a_tag_whose_values_change_type_is_said_once_naming_both_types_and_passed_on(caplog) -> None:
+    """A PLC download turns a temperature REAL in °C into an INT in tenths (Double -> Int16) without the
+    SemanticsChanged bit, as most PLCs do: each value is still passed on, and the change is said once as a
+    WARNING naming the tag, the node and both types (notice ``type_changed`` on ``/status``), the changes that
+    follow within the spell counted, not said. A server widening a value within its family (Int16 -> Int64)
+    is not a change. Before, rules and models judged numbers ten times too large without one line."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    # a node of BaseDataType (a soft PLC's or gateway's ANY): the server takes a value of any type for it
+    # (asyncua's own server keeps a node to the type of its first value: made lenient, as such a server is)
+    srv.iserver.aspace._is_expected_variant_type = lambda *_: True
+    await obj.add_variable(
+        ua.NodeId("Temp", idx),
+        "Temp",
+        ua.Variant(20.5, ua.VariantType.Double),
+        None,
+        ua.NodeId(ua.ObjectIds.BaseDataType),
+    )
+    await srv.start()
+    src = OpcUaSource("plc", _settings(port, nodes=_nodes(idx, "Temp")))
+    out = None
+    try:
+        await src.start()
+        out = _Collect(src)
+        await until(lambda: out.got, 10, "the first value")
+        for v, vt in (
+            (205, ua.VariantType.Int16),
+            (206, ua.VariantType.Int64),
+            (20.7, ua.VariantType.Double),
+        ):
+            await srv.write_attribute_value(ua.NodeId("Temp", idx), ua.DataValue(ua.Variant(v, vt)))
+            await until(lambda v=v: any(r.value == v for r in out.got), 10, f"the value {v}")
+    finally:
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        await srv.stop()
+    assert [r.value for r in out.got if r.quality is Quality.GOOD][-3:] == [205, 206, 20.7], out.got
+    assert src.notices.counts.get("type_changed") == 2, src.notices.counts  # Int16, then Double again
+    said = [r.getMessage() for r in caplog.records if "changed type" in r.getMessage()]
+    assert len(said) == 1 and all(
+        r.levelname == "WARNING" for r in caplog.records if "changed type" in r.getMessage()
+    )
+    assert f"tag Temp (node ns={idx};s=Temp)" in said[0] and "as Int16, before as Double" in said[0], said
+    assert src.notices.status()["type_changed"] == {"count": 2, "message": said[0]}  # as /status shows it
