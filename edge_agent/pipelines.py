@@ -49,6 +49,7 @@ from edge_agent.maintenance.sensor import check as sensor_check
 from edge_agent.models.slot import Inference, InferenceError, ModelSlot, SlotError
 from edge_agent.types import Latency, Result, Window
 from model_packager.condition import RateError, input_samples, resample, resample_plan, waveform_rate_floor_hz
+from model_packager.text import printable
 from protocols.events import Event, EventKind
 
 if TYPE_CHECKING:
@@ -89,8 +90,9 @@ CLOCK_STEP_S = 1.0
 STEP_GRACE_S = 30.0
 
 # the failures of the model on an item it was given (a frame decoded, a window made): the item's result is UNSURE,
-# naming the failure, never dropped (a part the reject gate let by); bad_input (the item does not fit the model:
-# a camera at another resolution or bit depth, a window lacking a scalar) and no_model stay drops
+# naming the failure, never dropped (a part the reject gate let by); so is a camera's frame that does not fit the
+# model (bad_input: a camera at another resolution or bit depth); a window's bad_input (held at the windower, a
+# wrong length refused at config) and no_model stay drops
 MODEL_FAILURES = frozenset({"nonfinite_output", "engine_error", "preprocess_error", "model_error"})
 # the model failing on more than FAIL_SHARE of a pipeline's last FAIL_WINDOW items (FAIL_MIN_ITEMS at least) is an
 # episode: a WARNING and a model_failing event, the WARNING again every FAIL_REPEAT_S while it lasts; it ends when a
@@ -1400,14 +1402,15 @@ class Pipeline:
         except (InferenceError, SlotError) as exc:
             reason = getattr(exc, "reason", "no_model")
             self.stats.errors[reason] += 1
-            if reason in MODEL_FAILURES:
-                # the model failed on an item it was given: UNSURE, naming the failure (with a baseline, a
-                # window is judged by the baseline alone), never dropped unjudged
+            if reason in MODEL_FAILURES or (reason == "bad_input" and isinstance(item, Frame)):
+                # the model failed on an item it was given, or a camera's frame does not fit it (a camera set to
+                # another resolution against a roi): UNSURE, naming the failure (with a baseline, a window is
+                # judged by the baseline alone), never dropped unjudged
                 self.failures.add(reason, self.slot.name, self._version(), str(exc))
                 if self.baseline is not None and isinstance(item, Window):
                     await self._baseline_alone(item, reason)
                 else:
-                    await self._model_failed(item, reason, enq_t, start)
+                    await self._model_failed(item, reason, enq_t, start, str(exc))
                 return
             if reason not in self.notices.counts:
                 self.notices.note(
@@ -1528,12 +1531,16 @@ class Pipeline:
         except SlotError:
             return ""
 
-    async def _model_failed(self, item: Frame | Window, reason: str, enq_t: float, start: float) -> None:
+    async def _model_failed(
+        self, item: Frame | Window, reason: str, enq_t: float, start: float, detail: str = ""
+    ) -> None:
         """The model failed on this item (``MODEL_FAILURES``: NaN/Inf out, the engine's error, its preprocessing's
         or its outputs' that its manifest cannot read): a result ``UNSURE`` naming the failure in ``reason``
         (``outputs.model_error``: the reason alone), no label, handed on like any UNSURE (actions whose condition
         names UNSURE, MQTT, the outbox). Before, the item was dropped, counted, said once: a model giving NaN on
-        every frame let every part by the reject gate, unjudged and untold."""
+        every frame let every part by the reject gate, unjudged and untold. A camera's frame that does not fit the
+        model (``bad_input``: its roi or tiles outside the frame, pixels not 8-bit) is UNSURE the same way, the
+        reason naming why (``detail``): it was dropped, one WARNING for the whole run."""
         try:
             m = self.slot.manifest
             model, version = m.name, m.version
@@ -1553,7 +1560,11 @@ class Pipeline:
             outputs={"model_error": reason},
             latency=Latency((start - enq_t) * 1000, (time.perf_counter() - start) * 1000, 0.0, 0.0),
             finished_at=time.time(),
-            reason=f"the model failed on this {what} ({reason}): not judged",
+            reason=(
+                f"the frame does not fit the model (bad_input): {printable(detail, 300)}; not judged"
+                if reason == "bad_input"
+                else f"the model failed on this {what} ({reason}): not judged"
+            ),
         )
         self.stats.model_failed += 1
         await self._hand_on(res, item)
