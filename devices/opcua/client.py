@@ -1756,8 +1756,32 @@ def _certificate_read(option: str, file: str):
         raise _Refused("certificate", f"{option} {file!r} is not an X.509 certificate (PEM or DER)") from None
 
 
-def _key_of_certificate(settings: OpcUaSettings) -> None:
-    """Refuses (``certificate``) a ``private_key_file`` that is not ``certificate_file``'s key (a key of an
+# (certificate_file, private_key_file, server_certificate_file) -> (the files' stat signature, the certificate,
+# the key, the pinned server certificate) as read and checked at a connect (``_key_of_certificate``): a
+# source's reconnects (every reconnect_max_s while a PLC is away) read the key again only when a file changed
+_CREDENTIALS: dict[tuple[str, str, str | None], tuple[tuple, Any, Any, Any]] = {}
+
+
+def _signature(files: tuple[str, str, str | None]) -> tuple | None:
+    """The files' identity and version (device, inode, size, modification and change times, mode), None when
+    one cannot be stat'ed (read it then, for the refusal that names it)."""
+    out: list[tuple[int, ...] | None] = []
+    for f in files:
+        if f is None:
+            out.append(None)
+            continue
+        try:
+            st = Path(f).stat()
+        except OSError:
+            return None
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode))
+    return tuple(out)
+
+
+def _key_of_certificate(settings: OpcUaSettings) -> tuple[Any, Any, Any]:
+    """The agent's certificate, its private key and the pinned server certificate (None without one), read
+    and checked once per version of the files (``_CREDENTIALS``): each read of an RSA key checks its numbers
+    (~0.04 s of CPU), and it was read twice at every reconnect attempt. Refuses (``certificate``) a ``private_key_file`` that is not ``certificate_file``'s key (a key of an
     earlier certificate, or of another gateway's): the server cannot read the channel signed and encrypted
     with it, and just does not answer, which was said as "timeout: no answer". A certificate (its own or the
     pinned ``server_certificate_file``) or key that cannot be read, or a key with a passphrase (which the source takes no setting for), is refused the same
@@ -1765,9 +1789,16 @@ def _key_of_certificate(settings: OpcUaSettings) -> None:
     username/password"), the server ("is the server running?") or the ASN.1 parser."""
     assert settings.certificate_file and settings.private_key_file
     cert_file, key_file = settings.certificate_file, settings.private_key_file
+    files = (cert_file, key_file, settings.server_certificate_file)
+    signature = _signature(files)
+    kept = _CREDENTIALS.get(files)
+    if kept is not None and signature is not None and kept[0] == signature:
+        return kept[1:]
+    _CREDENTIALS.pop(files, None)
     cert = _certificate_read("certificate_file", cert_file)
+    server_cert = None
     if settings.server_certificate_file:
-        _certificate_read("server_certificate_file", settings.server_certificate_file)
+        server_cert = _certificate_read("server_certificate_file", settings.server_certificate_file)
     try:
         key = read_private_key(key_file)
     except OSError as exc:
@@ -1792,6 +1823,27 @@ def _key_of_certificate(settings: OpcUaSettings) -> None:
             f"{settings.certificate_file!r} ({cert.subject.rfc4514_string() or 'no subject'}): the server "
             "could not read the channel; give the key made with that certificate",
         )
+    if signature is not None:
+        _CREDENTIALS[files] = (signature, cert, key, server_cert)
+    return cert, key, server_cert
+
+
+def _secured_by(client: Client, cert: Any, key: Any, server_cert: Any) -> None:
+    """Has asyncua's ``set_security`` take the certificates and key read here (``_key_of_certificate``)
+    instead of reading the files again (its ``load_private_key`` checked the key's numbers once more at each
+    connect): its endpoint look-up for a server certificate not pinned is kept."""
+    from asyncua.crypto import uacrypto
+
+    async def secure(policy, certificate, private_key, server, mode, certificate_chain=None) -> None:
+        peer = server_cert if isinstance(server, uacrypto.CertProperties) or server is None else server
+        chain = await asyncio.gather(
+            *(uacrypto.load_certificate(c.path_or_content, c.extension) for c in certificate_chain or [])
+        )
+        uacrypto.check_certificate(cert, client.application_uri, socket.gethostname())
+        client.security_policy = policy(peer, cert, key, mode, host_cert_chain=chain)
+        client.uaclient.set_security(client.security_policy)
+
+    client._set_security = secure  # type: ignore[method-assign, assignment]
 
 
 def _no_clear_password(client: Client, settings: OpcUaSettings) -> None:
@@ -2335,7 +2387,7 @@ async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], Non
             client.set_password(settings.password.get_secret_value())
     if settings.security_mode is not SecurityMode.NONE:
         assert settings.certificate_file and settings.private_key_file
-        _key_of_certificate(settings)
+        _secured_by(client, *_key_of_certificate(settings))
         uri = _app_uri_of(settings.certificate_file)
         if uri:
             client.application_uri = uri

@@ -551,3 +551,48 @@ async def test_asyncuas_note_on_the_agents_certificate_is_logged_once_not_at_eve
         await src.stop()
     notes = [r for r in caplog.records if "certificate does not contain the hostname" in r.getMessage()]
     assert len(notes) <= 1, [r.getMessage() for r in notes]
+
+
+async def test_the_private_key_is_read_once_per_version_of_its_file_not_twice_at_every_connect(
+    secure_machine, certs, tmp_path, monkeypatch
+) -> None:
+    """Each connect of a SignAndEncrypt source read its private key twice, each read checking the RSA key's
+    numbers (~0.04 s of CPU): the source's own check that it is the certificate's key, then asyncua's
+    ``load_private_key``, at every reconnect attempt while a PLC is away. It is read once per version of the
+    file: connects read it no more, and a key file replaced (a renewed key) is read again."""
+    from asyncua.crypto import uacrypto
+
+    from devices.opcua import client as client_module
+
+    reads: list[str] = []
+    ours, theirs = client_module.read_private_key, uacrypto.load_private_key
+
+    def counted(path):
+        reads.append("ours")
+        return ours(path)
+
+    async def counted_theirs(*a, **k):
+        reads.append("asyncua")
+        return await theirs(*a, **k)
+
+    monkeypatch.setattr(client_module, "read_private_key", counted)
+    monkeypatch.setattr(uacrypto, "load_private_key", counted_theirs)
+    key = tmp_path / "agent.pem"
+    key.write_bytes(certs["client"][1].read_bytes())
+    settings = _settings(secure_machine, certs).model_copy(update={"private_key_file": str(key)})
+    for _ in range(2):
+        src = OpcUaSource("secure", settings)
+        await src.start()
+        try:
+            await _wait_state(src, {ConnectionState.CONNECTED})
+        finally:
+            await src.stop()
+    assert reads == ["ours"], reads
+    key.write_bytes(certs["client"][1].read_bytes() + b"\n")  # the key file rewritten
+    src = OpcUaSource("secure", settings)
+    await src.start()
+    try:
+        await _wait_state(src, {ConnectionState.CONNECTED})
+    finally:
+        await src.stop()
+    assert reads == ["ours", "ours"], reads
