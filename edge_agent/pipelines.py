@@ -96,11 +96,14 @@ STEP_GRACE_S = 30.0
 MODEL_FAILURES = frozenset({"nonfinite_output", "engine_error", "preprocess_error", "model_error"})
 # the model failing on more than FAIL_SHARE of a pipeline's last FAIL_WINDOW items (FAIL_MIN_ITEMS at least) is an
 # episode: a WARNING and a model_failing event, the WARNING again every FAIL_REPEAT_S while it lasts; it ends when a
-# quarter or fewer fail
+# quarter or fewer have failed for FAIL_QUIET_S (a model failing at random on 30-50 % of its items swings the
+# window's share across both bounds every few dozen items: ended at once, the episode began and ended over and
+# over, 50-150 events per 10,000 items)
 FAIL_WINDOW = 20
 FAIL_MIN_ITEMS = 6
 FAIL_SHARE = 0.5
 FAIL_REPEAT_S = 60.0
+FAIL_QUIET_S = 60.0
 
 _FIXES = {
     "bad_input": "the input does not fit the model: for a camera, its frame size against the model's roi or "
@@ -854,8 +857,9 @@ class ModelFailureWatch:
     ``add(reason or None)`` once per such item (on the loop): the first failure of each reason is logged once (a
     WARNING with its fix); more than ``FAIL_SHARE`` failing (``FAIL_MIN_ITEMS`` items at least) starts an episode
     (a WARNING and a ``model_failing`` event), said again every ``FAIL_REPEAT_S`` while it lasts (a WARNING, at a
-    failure), ended when a quarter or fewer fail (an INFO and the event, ``active`` false). Before, one WARNING
-    at the first failure was all: a model giving NaN on every frame of a run said nothing more."""
+    failure), ended when a quarter or fewer have failed for ``FAIL_QUIET_S`` (an INFO and the event, ``active``
+    false). Before, one WARNING at the first failure was all: a model giving NaN on every frame of a run said
+    nothing more."""
 
     def __init__(self, pipeline: str, on_event: Callable[[Event], None], baseline: bool = False) -> None:
         self.pipeline = pipeline
@@ -874,6 +878,7 @@ class ModelFailureWatch:
         self.message: str | None = None
         self.first: dict[str, str] = {}  # reason -> its first message
         self._said = 0.0  # monotonic time of the last WARNING of the episode
+        self._quiet: float | None = None  # monotonic time since when a quarter or fewer fail, in an episode
 
     def _counts(self) -> tuple[int, collections.Counter]:
         snap = list(self.recent)  # (read from the HTTP thread too)
@@ -894,6 +899,10 @@ class ModelFailureWatch:
         share = sum(by.values()) / n if n else 0.0
         now = time.monotonic()
         if self.active:
+            if share > FAIL_SHARE / 2:
+                self._quiet = None
+            elif self._quiet is None:
+                self._quiet = now
             if reason is not None:
                 self.failed += 1
                 if now - self._said >= FAIL_REPEAT_S:
@@ -910,8 +919,8 @@ class ModelFailureWatch:
                         self.failed,
                         self.judged_as,
                     )
-            elif share <= FAIL_SHARE / 2:
-                self.active = False
+            elif self._quiet is not None and now - self._quiet >= FAIL_QUIET_S:
+                self.active, self._quiet = False, None
                 msg = (
                     f"pipeline {self.pipeline}: the model (slot {slot}, {version}) judges its items again "
                     f"({share:.0%} of the last {n} failed); {self.failed} failed in the episode"

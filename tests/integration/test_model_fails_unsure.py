@@ -82,9 +82,14 @@ def _frames(folder) -> list[bool]:
 
 
 async def test_frames_the_model_fails_on_are_unsure_acted_on_and_a_sustained_failure_is_told(
-    tmp_path, mosquitto, caplog
+    tmp_path, mosquitto, caplog, monkeypatch
 ):
+    from edge_agent import pipelines
     from edge_agent.agent import Agent
+
+    monkeypatch.setattr(
+        pipelines, "FAIL_QUIET_S", 0.0
+    )  # the episode ends at the first item of a quiet window
     from edge_agent.config import parse_config
 
     pkg, pub = _nan_when_bright(tmp_path)

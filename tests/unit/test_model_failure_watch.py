@@ -1,0 +1,40 @@
+"""The ``model_failing`` episode of a model that fails at random on a steady share of its items is one episode.
+
+A model failing on 30-50 % of its items (an engine error under memory pressure, NaN on one product of
+several) swings the share over its last 20 items across both bounds (more than half starts an episode, a
+quarter or fewer ended it) every few dozen items: 56-148 events (each with a WARNING or an INFO) per 10,000
+items, hundreds an hour on a line. An episode now ends only after a quarter or fewer have failed for
+``FAIL_QUIET_S``. The real ``ModelFailureWatch`` on a clock stepping as items come (4 a second)."""
+
+from __future__ import annotations
+
+import random
+import time
+from types import SimpleNamespace
+
+from edge_agent import pipelines
+
+
+def test_a_model_failing_on_45_percent_of_its_items_is_one_episode_ended_after_a_quiet_minute(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(pipelines, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    events = []
+    watch = pipelines.ModelFailureWatch("inspect", events.append)
+    rng = random.Random(7)
+
+    def add(failing: bool) -> None:
+        clock[0] += 0.25
+        watch.add("engine_error" if failing else None, "vision", "1.0.0", "engine failed")
+
+    for _ in range(2000):
+        add(rng.random() < 0.45)
+    assert [e["active"] for e in events] == [True], [(e["active"], e["share"]) for e in events][:10]
+    # the model judges again: not ended within the first 55 s of good items; ended a quiet minute after the
+    # window fell to a quarter (at the 15th good item at the latest)
+    for _ in range(220):
+        add(False)
+        assert watch.active, "ended before a quiet minute"
+    for _ in range(35):
+        add(False)
+    assert [e["active"] for e in events] == [True, False]
+    assert events[1]["failed"] == watch.failed and not watch.status()["active"]
