@@ -1781,12 +1781,15 @@ def _signature(files: tuple[str, str, str | None]) -> tuple | None:
 def _key_of_certificate(settings: OpcUaSettings) -> tuple[Any, Any, Any]:
     """The agent's certificate, its private key and the pinned server certificate (None without one), read
     and checked once per version of the files (``_CREDENTIALS``): each read of an RSA key checks its numbers
-    (~0.04 s of CPU), and it was read twice at every reconnect attempt. Refuses (``certificate``) a ``private_key_file`` that is not ``certificate_file``'s key (a key of an
+    (~0.04 s of CPU), and it was read twice at every reconnect attempt.
+
+    Refuses (``certificate``) a ``private_key_file`` that is not ``certificate_file``'s key (a key of an
     earlier certificate, or of another gateway's): the server cannot read the channel signed and encrypted
     with it, and just does not answer, which was said as "timeout: no answer". A certificate (its own or the
-    pinned ``server_certificate_file``) or key that cannot be read, or a key with a passphrase (which the source takes no setting for), is refused the same
-    way, naming the file: asyncua's own failures named none and blamed the login ("check
-    username/password"), the server ("is the server running?") or the ASN.1 parser."""
+    pinned ``server_certificate_file``) or key that cannot be read, or a key with a passphrase (which the
+    source takes no setting for), is refused the same way, naming the file: asyncua's own failures named
+    none and blamed the login ("check username/password"), the server ("is the server running?") or the
+    ASN.1 parser."""
     assert settings.certificate_file and settings.private_key_file
     cert_file, key_file = settings.certificate_file, settings.private_key_file
     files = (cert_file, key_file, settings.server_certificate_file)
