@@ -338,6 +338,19 @@ def _status(args) -> int:
             print(f"  {where:<20} {k:<22} {d['count']:<8} {d['message']}")
             for more in d.get("more") or ():  # the first message of each other cause (devices.base.Notices)
                 print(f"  {'':<20} {'':<22} {'':<8} {more}")
+    # the model failing on items (each an UNSURE result, counted under errors): an episode under way, and the
+    # first message of each failure, with its count
+    failing = [
+        p for p in st["pipelines"] if p.get("model_failures") or (p.get("model_failing") or {}).get("active")
+    ]
+    if failing:
+        print("\nmodel failures (those items UNSURE, not judged):")
+        for p in failing:
+            where = f"pipeline {p['pipeline']}"
+            if (f := p.get("model_failing") or {}).get("active"):
+                print(f"  {where:<20} {'FAILING':<31} {f.get('message')}")
+            for k, msg in (p.get("model_failures") or {}).items():
+                print(f"  {where:<20} {k:<22} {p['errors'].get(k, 0):<8} {msg}")
     if st.get("rules") or st.get("forward"):
         print("\ntags without a model:")
     for r in st.get("rules") or []:

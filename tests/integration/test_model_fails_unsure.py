@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import urllib.request
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -82,10 +83,11 @@ def _frames(folder) -> list[bool]:
 
 
 async def test_frames_the_model_fails_on_are_unsure_acted_on_and_a_sustained_failure_is_told(
-    tmp_path, mosquitto, caplog, monkeypatch
+    tmp_path, mosquitto, caplog, monkeypatch, capsys
 ):
     from edge_agent import pipelines
     from edge_agent.agent import Agent
+    from edge_agent.cli import _status
 
     monkeypatch.setattr(
         pipelines, "FAIL_QUIET_S", 0.0
@@ -138,6 +140,10 @@ async def test_frames_the_model_fails_on_are_unsure_acted_on_and_a_sustained_fai
             )
             with urllib.request.urlopen(f"http://127.0.0.1:{agent.http.port}/status", timeout=5) as r:
                 status = json.loads(r.read())
+            # `edge-agent status` names the failure (the former code printed only the pipeline's error count)
+            capsys.readouterr()
+            assert _status(SimpleNamespace(url=f"http://127.0.0.1:{agent.http.port}", json=False)) == 0
+            printed = capsys.readouterr().out
             await asyncio.sleep(0.3)  # the last publishes
     finally:
         await agent.stop()
@@ -169,6 +175,13 @@ async def test_frames_the_model_fails_on_are_unsure_acted_on_and_a_sustained_fai
     shown = next(p for p in status["pipelines"] if p["pipeline"] == "inspect")
     assert shown["model_failing"]["failed_total"] == BAD and shown["model_failing"]["active"] is False
     assert "nonfinite_output" in shown["model_failures"]
+    assert "model failures (those items UNSURE, not judged):" in printed, printed
+    assert any(
+        "pipeline inspect" in line
+        and f"nonfinite_output       {BAD:<8}" in line
+        and "produced NaN/Inf" in line
+        for line in printed.splitlines()
+    ), printed
     warned = [
         r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "model" in r.getMessage()
     ]
