@@ -4,8 +4,8 @@ NG is a score at or above the threshold, so -1e30 (or float32's lowest, -3.4e38)
 the machine: built, signed and served, each item published as a healthy one. A score below -1e6 times the
 larger of 1 and the threshold's magnitude is now not read, like the remaining_life precedent: refused at build
 (and by the agent's smoke test) naming the output and the value, and a live item giving one is the model's
-error (``model_error``, no verdict). The trainer's scores are distances (never below 0); a score far above the
-threshold (a loud defect, a saturated sensor) stays NG."""
+error (``model_error``: an UNSURE result naming it, never OK). The trainer's scores are distances (never
+below 0); a score far above the threshold (a loud defect, a saturated sensor) stays NG."""
 
 from __future__ import annotations
 

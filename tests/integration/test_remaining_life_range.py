@@ -5,7 +5,7 @@ negative remaining life on MQTT, in the outbox and to PLCs (an unsigned register
 now published as 0 (due now), the model's own value kept in ``outputs`` (its output, and
 ``remaining_life_below_zero``, the flag). A broken model's -1e30 (or a life past a century either way) is
 not a remaining life: refused at build like the class_probs precedent, and a live item giving one is the
-model's error (``model_error``, no result)."""
+model's error (``model_error``: an UNSURE result naming it)."""
 
 from __future__ import annotations
 
