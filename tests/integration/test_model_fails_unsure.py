@@ -140,6 +140,9 @@ async def test_frames_the_model_fails_on_are_unsure_acted_on_and_a_sustained_fai
             )
             with urllib.request.urlopen(f"http://127.0.0.1:{agent.http.port}/status", timeout=5) as r:
                 status = json.loads(r.read())
+            # the pipeline health the fleet sees in the heartbeat: the failed frames as such, not a line without
+            # defects at full rate
+            health = agent._cloud_status()["health"]["inspect"]
             # `edge-agent status` names the failure (the former code printed only the pipeline's error count)
             capsys.readouterr()
             assert _status(SimpleNamespace(url=f"http://127.0.0.1:{agent.http.port}", json=False)) == 0
@@ -175,6 +178,7 @@ async def test_frames_the_model_fails_on_are_unsure_acted_on_and_a_sustained_fai
     shown = next(p for p in status["pipelines"] if p["pipeline"] == "inspect")
     assert shown["model_failing"]["failed_total"] == BAD and shown["model_failing"]["active"] is False
     assert "nonfinite_output" in shown["model_failures"]
+    assert (health["model_failed"], health["unsure"], health["errors"]) == (BAD, BAD, BAD), health
     assert "model failures (those items UNSURE, not judged):" in printed, printed
     assert any(
         "pipeline inspect" in line
