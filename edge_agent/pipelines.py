@@ -890,7 +890,13 @@ class ModelFailureWatch:
             self.total += 1
             if reason not in self.first:
                 self.first[reason] = (
-                    f"pipeline {self.pipeline}: the model failed on an item ({reason}): {detail}; such an item is "
+                    f"pipeline {self.pipeline}: "
+                    + (
+                        "a frame does not fit the model"
+                        if reason == "bad_input"
+                        else "the model failed on an item"
+                    )
+                    + f" ({reason}): {detail}; such an item is "
                     f"{self.judged_as} (each failure counted under errors.{reason}); "
                     f"{_FIXES.get(reason, 'see the model slot status')}"
                 )

@@ -72,6 +72,10 @@ async def test_a_camera_at_another_resolution_than_the_models_roi_gives_unsure_n
         ), r
         assert r.reason.endswith("; not judged") and r.outputs["model_error"] == "bad_input", r
     assert pipe.stats.errors["bad_input"] == 8 and pipe.status()["silent_drops"] == {}
+    said = pipe.status()["model_failures"]["bad_input"]
+    assert (
+        said.startswith("pipeline inspect: a frame does not fit the model (bad_input): ") and "48x48" in said
+    )
     # told as a sustained failure, and read by the fleet as failing on every frame
     assert [(e["kind"], e["active"]) for e in events] == [("model_failing", True)], events
     assert _pipeline_health(SimpleNamespace(pipelines=[pipe]))["error_rate"] == 1.0
