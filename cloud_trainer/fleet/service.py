@@ -436,12 +436,21 @@ class FleetServicer(rpc.FleetServicer):
         before a report this process already took (the same ``boot_id``, a lower or equal ``report_seq``): it was
         held on the way (a stream's queue, a link being re-made, a retried call) and would write the agent's
         older slots over newer ones. A report without a number (an older agent), or from another run of the
-        agent (a new ``boot_id``: a restart is never taken as older), is written as it comes, as before."""
+        agent (a new ``boot_id``: a restart is never taken as older), is written as it comes, as before. So is a
+        lower number more than ``STALE_REPORT_S`` after the last report taken: a report held on the way arrives
+        within seconds, while an agent whose count went back under the same run (a gateway's VM restored from a
+        snapshot of its memory) would otherwise have its state frozen at the cloud until the numbers were forgotten
+        (``IDLE_FORGET_S``, 10 min), its next rollout taking that frozen state for what it runs."""
         boot, seq = r.boot_id[:64], int(r.report_seq)
         if not boot or not seq:
             return True
         had = self._applied.get(key)
-        if had is not None and had[0] == boot and had[1] >= seq:
+        if (
+            had is not None
+            and had[0] == boot
+            and had[1] >= seq
+            and time.monotonic() - had[2] < STALE_REPORT_S
+        ):
             return False
         self._applied[key] = (boot, seq, time.monotonic())
         return True
@@ -1557,6 +1566,11 @@ def _slot_states(r) -> list[dict]:
         }
         for s in r.slots
     ]
+
+
+# a state report numbered below one already taken from the same run is dropped only this long after that one (a
+# report held on the way, in a stream's queue or a retried call, arrives within seconds; ``FleetServicer._fresh``)
+STALE_REPORT_S = 60.0
 
 
 def _outbox_state(r) -> dict:

@@ -159,3 +159,23 @@ async def test_a_state_report_older_than_one_written_is_dropped_on_either_path_b
     finally:
         out.put_nowait(None)
         call.cancel()
+
+
+async def test_a_lower_number_long_after_the_last_report_is_written_a_restored_gateway_is_not_frozen(
+    fleet, monkeypatch
+):
+    """A gateway whose count went back under the same run (its VM restored from a memory snapshot) had every report
+    dropped until the service forgot its numbers (10 min): its state at the cloud frozen, and the next rollout took
+    the frozen version for what it runs. A lower number is dropped only within STALE_REPORT_S of the last one."""
+    from cloud_trainer.fleet import service
+
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 50, "run3"))
+    await stub.Heartbeat(_report(e["1.1.0"], 10, "run3"))  # within the window: held on the way
+    assert _runs(srv)[0] == "1.0.0"
+    monkeypatch.setattr(service, "STALE_REPORT_S", 0.0, raising=False)  # the window passed
+    await stub.Heartbeat(_report(e["1.1.0"], 11, "run3"))
+    assert _runs(srv)[0] == "1.1.0"  # was: 1.0.0 for 10 min
+    monkeypatch.setattr(service, "STALE_REPORT_S", 60.0, raising=False)
+    await stub.Heartbeat(_report(e["1.0.0"], 10, "run3"))  # below the one now taken: dropped again
+    assert _runs(srv)[0] == "1.1.0"
