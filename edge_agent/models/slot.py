@@ -685,14 +685,15 @@ class ModelSlot:
                 # rather than wait for a turn
                 reason = check(*check_args) if pending.cancel() else pending.result()
             except Exception as exc:
-                # the model judged the frame, but whether the frame is like its training inputs is unknown: UNSURE
-                # naming the check's failure (the package asks for its frames to be checked; a reject gate takes
-                # an UNSURE through its own action), the model's guess kept in its outputs as for any UNSURE.
-                # Before, the model's result was thrown away (bad_input): no result at all
-                reason = (
-                    f"the frame could not be checked against the model's training inputs: "
-                    f"{type(exc).__name__}: {printable(str(exc), 200)}"
-                )
+                # whether the frame is like the model's training inputs is unknown: an error the health watch and
+                # the fleet's canary count (a package whose check fails on every frame is rolled back), and the
+                # pipeline's UNSURE result naming it (bad_input: ``edge_agent.pipelines.MODEL_FAILURES``)
+                self._count(a, error=True, latency=(t2 - t1) * 1000)
+                raise InferenceError(
+                    f"slot {self.name}: the frame cannot be measured against {m.package_id}'s training "
+                    f"inputs: {type(exc).__name__}: {exc}",
+                    "bad_input",
+                ) from exc
             if reason is not None:
                 # naming no fault: the classifier's top class on a frame it is not trusted on read as a defect
                 # found (its guess stays in probabilities and the heat map)

@@ -21,7 +21,7 @@ from edge_agent.models.config import ModelConfig
 from edge_agent.models.slot import ModelSlot
 from edge_agent.pipelines import Pipeline
 from model_packager import build_package
-from tests.support.models import VISION_LABELS, golden_inputs, make_keypair, make_vision_onnx, vision_spec
+from tests.support.models import golden_inputs, make_keypair, make_vision_onnx, vision_spec
 
 
 async def _run(tmp_path, pkg, pub, frames) -> tuple[Pipeline, list, list]:
@@ -84,9 +84,10 @@ async def test_a_camera_at_another_resolution_than_the_models_roi_gives_unsure_n
 async def test_a_frame_whose_check_against_the_training_inputs_fails_is_unsure_naming_the_check(
     tmp_path, monkeypatch
 ):
-    """The model judged the frame, but whether the frame is like its training inputs is unknown: UNSURE (the
-    package asks for its frames to be checked), naming the check's failure, the model's guess kept in its
-    probabilities; the former code threw the model's result away (``bad_input``, no result)."""
+    """Whether the frame is like the model's training inputs is unknown: UNSURE (the package asks for its frames
+    to be checked), naming the check's failure, and counted as the slot's error (so a package whose check fails on
+    every frame is rolled back, and the fleet's canary reads its error rate); the former code dropped the frame
+    (``bad_input``, no result)."""
     import model_packager.inputstats
 
     key, pub = make_keypair(tmp_path / "keys")
@@ -109,9 +110,9 @@ async def test_a_frame_whose_check_against_the_training_inputs_fails_is_unsure_n
     assert [r.item_seq for r in results] == [0, 1, 2]
     for r in results:
         assert r.verdict == "UNSURE" and r.label is None, r
-        assert r.reason == (
-            "the frame could not be checked against the model's training inputs: ValueError: local statistics "
-            "of another layout"
+        assert r.reason.startswith("the frame does not fit the model (bad_input): "), r
+        assert (
+            "cannot be measured against part-inspection-1.0.0's training inputs: ValueError: local statistics "
+            "of another layout" in r.reason
         ), r
-        assert set(r.probabilities) == set(VISION_LABELS)  # the model's guess kept
-    assert "bad_input" not in pipe.stats.errors
+    assert pipe.stats.errors.get("bad_input") == 3
