@@ -269,7 +269,9 @@ class _SeqRanges:
             yield a, b, rows
 
 
-def _readable(src: Path, limit_s: float | None = None) -> tuple[Counter, set[str], bool]:
+def _readable(
+    src: Path, limit_s: float | None = None, lo: int | None = None, reach: dict | None = None
+) -> tuple[Counter, set[str], bool]:
     """The records of the store ``src`` (a corrupt one, held) that can still be read, by kind, and the sample files
     they name: read by ranges of seqs as a salvage reads them (a range that cannot be read split down to single
     seqs), within ``limit_s``. What its held note counts: formerly a corrupt store was held with "0 records", its
@@ -278,7 +280,8 @@ def _readable(src: Path, limit_s: float | None = None) -> tuple[Counter, set[str
     time limit cut the read (ranges left unread: the count is a lower bound; formerly told as the true count), or
     the store's last seq could not be read at all (neither ``MAX(seq)`` nor ``meta``'s ``last_seq``: how many it
     holds is unknown, formerly told as an exact 0). A file cut short is read once padded (``Outbox._pad_truncated``),
-    as a salvage reads it."""
+    as a salvage reads it. From seq ``lo`` on when given (a count a time limit cut, gone on with); ``reach``, when
+    given, is told how far the count got (``"counted_to"``: every seq up to it read)."""
     got: Counter = Counter()
     shas: set[str] = set()
     deadline = time.monotonic() + (HELD_COUNT_S if limit_s is None else limit_s)
@@ -295,12 +298,15 @@ def _readable(src: Path, limit_s: float | None = None) -> tuple[Counter, set[str
         if top is None and not last:
             return got, shas, True
         hi = (top[0] if top is not None and isinstance(top[0], int) else None) or last or 0
-        ranges = _SeqRanges(
-            con, "kind, sample_sha256", _first_int(con, "SELECT MIN(seq) FROM records") or 1, hi
-        )
+        start = lo if lo is not None else _first_int(con, "SELECT MIN(seq) FROM records") or 1
+        ranges = _SeqRanges(con, "kind, sample_sha256", start, hi)
         for _a, _b, rows in ranges.rows(lambda: time.monotonic() < deadline):
             got.update(k for k, _sha in rows if isinstance(k, str))
             shas.update(sha for k, sha in rows if isinstance(k, str) and _SHA.fullmatch(str(sha)))
+        if (
+            reach is not None
+        ):  # (the ranges left are the newest; the last one popped first is the oldest of them)
+            reach["counted_to"] = ranges.todo[-1][0] - 1 if ranges.todo else max(hi, start - 1)
     finally:
         con.close()
     return got, shas, bool(ranges.todo)
@@ -511,6 +517,12 @@ class Outbox:
         self.held: list[dict] = []  # outboxes of a former tenant kept in <aside>/outbox-held (their notes)
         # records of held outboxes removed to keep outbox-held/ within its bound, by kind (``_bound_held``)
         self.held_dropped: Counter = Counter()
+        self.held_dropped_at_least = (
+            False  # (a store removed whose count was cut: "dropped" is at least that)
+        )
+        # held stores counted by this process (held, or noted again): not counted again by ``_read_held`` (formerly
+        # the start that held a store whose count was cut counted it twice, 10 s each)
+        self._counted_now: set[str] = set()
         # set by the agent before ``open``: outbox-held/ is bounded only once it called ``bound_held`` (after it
         # noted the move a start found: a kill during the prune forgot the move)
         self.defer_held_bound = False
@@ -874,7 +886,8 @@ class Outbox:
                 # (with the sample files its readable records name: the new store names none of them)
                 # (read as a salvage reads it: formerly a file cut short counted 0 records)
                 self._pad_truncated(aside)
-                kinds, shas, partly = _readable(aside)
+                reach: dict = {}
+                kinds, shas, partly = _readable(aside, reach=reach)
                 if partly:  # (not a true reading: every sample file goes with it, the fresh store names none)
                     shas |= self._sample_names()
                 readable = (
@@ -893,6 +906,7 @@ class Outbox:
                     sorted(shas),
                     src=aside,
                     partly=partly,
+                    counted_to=reach.get("counted_to"),
                 )
                 log.warning(
                     "outbox %s: the corrupt store was made under %s; this gateway's certificate names tenant %s: "
@@ -1234,6 +1248,7 @@ class Outbox:
         shas: list[str],
         src: Path | None = None,
         partly: bool = False,
+        counted_to: int | None = None,
     ) -> Path:
         """Move the store (``src``: a corrupt one moved aside; else the outbox's own) and the sample files its
         records name into ``outbox-held/``, beside a note saying whose records they are (``<name>.json``, written
@@ -1269,6 +1284,10 @@ class Outbox:
             note["moved_from"] = str(src)
         if partly:  # (its count cut by the time limit: at least this many, ``_readable``)
             note["records_at_least"] = True
+            if (
+                counted_to is not None
+            ):  # (how far it got: a later start goes on from there, ``_recount_held``)
+                note["counted_to"] = counted_to
         from edge_agent.files import atomic_write_json
 
         atomic_write_json(held / f"{name}.json", note)
@@ -1280,6 +1299,7 @@ class Outbox:
                     _move_file(one, held / f"{name}.samples" / sha)
         self._move_store(src or self.path, dst)
         self._held_now.add(name)
+        self._counted_now.add(name)
         if not self.defer_held_bound:
             self.bound_held()
         return dst
@@ -1554,6 +1574,10 @@ class Outbox:
         held = self._held_dir()
         by_kind = _note_kinds(note)
         self.held_dropped.update(by_kind)
+        if (
+            note.get("records_at_least") is True
+        ):  # (``/status``: formerly "dropped: {}" for 1000 readable records)
+            self.held_dropped_at_least = True
         if size is None:
             log.warning(
                 "outbox %s: the removal of the held store %s (tenant %s, epoch %s, %s%d records) to keep "
@@ -1643,7 +1667,11 @@ class Outbox:
                     held_at=float(note.get("held_at", 0)),
                     by_kind={str(k): int(v) for k, v in kinds.items()},
                 )
-                if note.get("records_at_least") is True and note.get("dropping") is not True:
+                if (
+                    note.get("records_at_least") is True
+                    and note.get("dropping") is not True
+                    and p.name[: -len(".json")] not in self._counted_now
+                ):
                     self._recount_held(p, note, deadline)
                 out.append(note)
             except (OSError, ValueError, TypeError, OverflowError):
@@ -1671,15 +1699,31 @@ class Outbox:
         """The held store of ``note`` (at ``p``) whose count a time limit cut ("at least N") counted again, within
         ``deadline`` (monotonic; shared by the stores a start counts): a count now complete, or higher, is kept in
         its note. Formerly never counted again: "at least 0" for good, and its removal by outbox-held/'s bound told
-        "dropped 0" for a store of 300 readable records."""
+        "dropped 0" for a store of 300 readable records. Gone on with from where the last count got (the note's
+        ``counted_to``), adding to its counts: formerly counted again from the first seq at each start, so a store
+        too big to count within the time limit never completed and cost every start the whole limit."""
         from edge_agent.files import atomic_write_json
 
-        by_kind, _shas, partly = _readable(Path(str(note["file"])), max(0.0, deadline - time.monotonic()))
-        if partly and by_kind.total() <= note["records"]:
+        done = note.get("counted_to")
+        done = done if type(done) is int and done >= 0 else None
+        reach: dict = {}
+        try:  # (a store gone since it was listed: its note as it is)
+            by_kind, partly = self._count_held(
+                Path(str(note["file"])), deadline, None if done is None else done + 1, reach
+            )
+        except OSError:
+            return
+        if done is not None:  # (gone on with: what this start read adds to what the former ones did)
+            by_kind = _note_kinds(note) + by_kind
+        elif partly and by_kind.total() <= note["records"]:
             return
         note.update(records=by_kind.total(), by_kind=dict(by_kind))
-        if not partly:
+        if partly:
+            if "counted_to" in reach:
+                note["counted_to"] = reach["counted_to"]
+        else:
             note.pop("records_at_least", None)
+            note.pop("counted_to", None)
         with contextlib.suppress(OSError):
             atomic_write_json(p, dict(note))
 
@@ -1822,6 +1866,25 @@ class Outbox:
             with contextlib.suppress(OSError):
                 _sync_dir(folder)
 
+    def _count_held(
+        self, src: Path, deadline: float | None, lo: int | None = None, reach: dict | None = None
+    ) -> tuple[Counter, bool]:
+        """The records of the held store ``src`` by kind, read as a salvage reads it (a file cut short padded), then
+        the file given back its size (the admin's file as it was put back: formerly left extended with zeros, its
+        checksum changed); within ``deadline`` (monotonic), from seq ``lo`` (``_readable``). Formerly a recount read
+        a file put back cut short unpadded: "0 records, partly", and "at least N" for good."""
+        size = src.stat().st_size
+        self._pad_truncated(src)
+        try:
+            by_kind, _shas, partly = _readable(
+                src, None if deadline is None else max(0.0, deadline - time.monotonic()), lo, reach
+            )
+        finally:
+            if src.stat().st_size > size:
+                with open(src, "r+b") as f:
+                    f.truncate(size)
+        return by_kind, partly
+
     def _note_put_back(self, held: Path, name: str, deadline: float | None = None) -> None:
         """A store in ``outbox-held/`` with no note (``<name>.json``): one held, taken out by hand across a start (its
         note, naming nothing then, removed) and put back. Noted again from the store itself (its owner and epoch from
@@ -1848,18 +1911,9 @@ class Outbox:
             owner = (tenant, "")
         if type(epoch) is not int:
             epoch = int(m.group(2)) if m else 0
-        # read as a salvage reads it (a file cut short padded), then given back its size: the admin's file as it was
-        # put back (formerly left extended with zeros, its checksum changed)
-        size = src.stat().st_size
-        self._pad_truncated(src)
-        try:
-            by_kind, _shas, partly = _readable(
-                src, None if deadline is None else max(0.0, deadline - time.monotonic())
-            )
-        finally:
-            if src.stat().st_size > size:
-                with open(src, "r+b") as f:
-                    f.truncate(size)
+        # read as a salvage reads it (a file cut short padded), then given back its size
+        reach: dict = {}
+        by_kind, partly = self._count_held(src, deadline, reach=reach)
         note: dict[str, Any] = {
             "tenant": owner[0],
             "agent": owner[1],
@@ -1874,7 +1928,10 @@ class Outbox:
             note["corrupt"] = True
         if partly:
             note["records_at_least"] = True
+            if "counted_to" in reach:
+                note["counted_to"] = reach["counted_to"]
         atomic_write_json(held / f"{name}.json", note)
+        self._counted_now.add(name)
         log.warning(
             "outbox %s: %s, a held store with no note (put back by hand), is held again: tenant %s, %s%d records",
             self.dir,
@@ -2187,7 +2244,8 @@ class Outbox:
                 self._untold = [e for e in self._untold if e.get("src") != str(src)]
             self._keep_untold()
         self._pad_truncated(src)  # (as a salvage reads it: formerly a file cut short counted 0 records)
-        kinds, shas, partly = _readable(src)
+        reach: dict = {}
+        kinds, shas, partly = _readable(src, reach=reach)
         if partly:  # (not a true reading: every sample file goes with it but those this tenant's store names)
             shas |= self._sample_names()
         if db is not None:  # (a sample this tenant's store names too, the same bytes: left to it)
@@ -2206,7 +2264,9 @@ class Outbox:
                 if recorded is not None and former[0] and recorded[1] == former[0]
                 else 0
             )
-        kept = self._hold(former, own, kinds, sorted(shas), src=src, partly=partly)
+        kept = self._hold(
+            former, own, kinds, sorted(shas), src=src, partly=partly, counted_to=reach.get("counted_to")
+        )
         log.warning(
             "outbox %s: the unfinished copy of %s is of records made under %s: not copied into tenant %s's "
             "outbox; held whole in %s",
@@ -4169,6 +4229,8 @@ class Outbox:
             "held": {
                 # removed since the start, oldest first, to keep outbox-held/ within the budget (``_bound_held``)
                 "dropped": dict(self.held_dropped),
+                # true when a store removed had its count cut by its time limit: "dropped" is at least that many
+                "dropped_at_least": self.held_dropped_at_least,
                 "records": sum(n["records"] for n in self.held),
                 # true when a held corrupt store's count was cut by its time limit: "records" is at least that many
                 "records_at_least": any(n.get("records_at_least") is True for n in self.held),

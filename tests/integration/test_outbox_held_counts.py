@@ -348,6 +348,108 @@ def test_a_held_store_whose_count_stays_cut_is_dropped_for_space_as_at_least(tmp
         # formerly told as an exact "dropped 0" of a store of 1000 readable records
         assert (drop["dropped"], drop.get("dropped_at_least")) == (0, True)
         assert [h["tenant"] for h in ob.held] == ["beta"]
+        # /status says so too: formerly "dropped: {}" alone, as if nothing had been removed
+        assert ob.stats()["held"]["dropped_at_least"] is True
+    finally:
+        ob.close()
+
+
+def count_cut_after(monkeypatch, n: int) -> list[list[tuple[int, int]]]:
+    """Each count of a held store's records cut by its time limit after ``n`` ranges of seqs (a store too big to
+    count in 10 s); returns the ranges each count read, a list per count."""
+    from edge_agent.outbox import store
+
+    counts: list[list[tuple[int, int]]] = []
+    real = store._SeqRanges.rows
+
+    def rows(self, go_on, fatal=None):
+        if not self.sql.startswith("SELECT kind, sample_sha256 "):  # (a salvage's read: not a count)
+            yield from real(self, go_on, fatal)
+            return
+        read: list[tuple[int, int]] = []
+        counts.append(read)
+        for a, b, got in real(self, lambda: len(read) < n and go_on(), fatal):
+            read.append((a, b))
+            yield a, b, got
+
+    monkeypatch.setattr(store._SeqRanges, "rows", rows)
+    return counts
+
+
+def test_a_held_stores_count_cut_by_its_time_limit_goes_on_at_the_next_starts_from_where_it_got(
+    tmp_path, monkeypatch
+):
+    # acme's corrupt store of 3000 records held at beta's start, each count of it cut after 5 ranges of 256 seqs
+    data = tmp_path / "data"
+    ob = filled(data, 3000, owner=("acme", "gw1"))
+    ob.close()
+    damage_index(ob.path)
+    counts = count_cut_after(monkeypatch, 5)
+    seen: list[tuple[int, int]] = []
+    for start in (1, 2, 3):
+        counts.clear()
+        ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+        ob.open()
+        try:
+            (one,) = ob.stats()["held"]["files"]
+        finally:
+            ob.close()
+        # one count a start, each going on from where the last one got: formerly the start that held it counted
+        # it twice (the hold's count, then the recount of every cut count), and each later start counted it again
+        # from its first seq, cut at the same place (a store too big for 10 s: "at least N" for good, and 10 s
+        # more at every start)
+        (read,) = counts
+        assert read and not set(read) & set(seen), (start, read, seen)
+        assert read[0][0] == (seen[-1][1] + 1 if seen else 1)
+        seen += read
+        if start < 3:
+            assert (one["records"], one["records_at_least"]) == (256 * 5 * start, True)
+    assert (one["records"], one["records_at_least"]) == (3000, False)
+    note = json.loads(Path(one["file"] + ".json").read_text())
+    assert note["by_kind"] == {"result": 3000} and "records_at_least" not in note and "counted_to" not in note
+    # counted in full: the next start counts it no more
+    counts.clear()
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    ob.close()
+    assert counts == []
+
+
+def test_a_held_store_cut_short_put_back_whose_count_was_cut_is_counted_in_full_at_the_next_start(
+    tmp_path, monkeypatch
+):
+    data = tmp_path / "data"
+    filled(data, 3000, owner=("acme", "gw1")).close()
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()  # (acme's store held)
+    ob.close()
+    held = data / "outbox-held"
+    (store,) = [p for p in held.iterdir() if p.name.startswith("outbox.db.") and "." not in p.name[10:]]
+    for extra in held.iterdir():  # (taken out with its note; the copy put back is cut short)
+        if extra != store:
+            shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
+    with open(store, "r+b") as f:
+        f.truncate(store.stat().st_size * 2 // 3)
+    size = store.stat().st_size
+    from edge_agent.outbox import store as store_mod
+
+    real = store_mod._SeqRanges.rows
+    count_cut_after(monkeypatch, 4)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()  # (noted again, its count cut)
+    try:
+        (one,) = ob.stats()["held"]["files"]
+        assert (one["records"], one["records_at_least"]) == (1024, True)
+    finally:
+        ob.close()
+    monkeypatch.setattr(store_mod._SeqRanges, "rows", real)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        # formerly the recount read the file as put back, unpadded: "0 records, partly", and "at least 1024" for good
+        (one,) = ob.stats()["held"]["files"]
+        assert one["records"] >= 1900 and one["records_at_least"] is False
+        assert store.stat().st_size == size  # (given back the size it was put back with)
     finally:
         ob.close()
 
@@ -769,8 +871,8 @@ def test_held_stores_put_back_by_hand_are_counted_within_one_time_limit_for_the_
 
     clock, real = Clock(), store._readable
 
-    def readable(src, limit_s=None):
-        got = real(src, limit_s)
+    def readable(src, limit_s=None, *more):
+        got = real(src, limit_s, *more)
         clock.ahead_s += 4.0
         return got
 
