@@ -69,6 +69,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import logging
 import math
 import re
@@ -1831,11 +1832,34 @@ def _key_of_certificate(settings: OpcUaSettings) -> tuple[Any, Any, Any]:
     return cert, key, server_cert
 
 
+@functools.cache
+def _set_security_replaceable() -> bool:
+    """Whether asyncua's ``Client._set_security`` takes the arguments ``_secured_by``'s stand-in does and its
+    security policies a ``host_cert_chain`` (asyncua 2.x)."""
+    import inspect
+
+    from asyncua import Client as AsyncuaClient
+    from asyncua.crypto.security_policies import SecurityPolicy
+
+    try:
+        names = list(inspect.signature(AsyncuaClient._set_security).parameters)
+        policy = inspect.signature(SecurityPolicy.__init__).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+    want = ["self", "policy", "certificate", "private_key", "server_cert", "mode", "certificate_chain"]
+    return names == want and "host_cert_chain" in policy
+
+
 def _secured_by(client: Client, cert: Any, key: Any, server_cert: Any) -> None:
     """Has asyncua's ``set_security`` take the certificates and key read here (``_key_of_certificate``)
     instead of reading the files again (its ``load_private_key`` checked the key's numbers once more at each
-    connect): its endpoint look-up for a server certificate not pinned is kept."""
+    connect): its endpoint look-up for a server certificate not pinned is kept. Only where asyncua's private
+    ``Client._set_security`` and its policies' ``host_cert_chain`` are as this replaces them (asyncua 2.x; the
+    project takes asyncua 1.1 up): elsewhere asyncua reads the files itself, as before."""
     from asyncua.crypto import uacrypto
+
+    if not _set_security_replaceable():
+        return
 
     async def secure(policy, certificate, private_key, server, mode, certificate_chain=None) -> None:
         peer = server_cert if isinstance(server, uacrypto.CertProperties) or server is None else server
