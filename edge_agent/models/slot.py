@@ -687,7 +687,7 @@ class ModelSlot:
             except Exception as exc:
                 # whether the frame is like the model's training inputs is unknown: an error the health watch and
                 # the fleet's canary count (a package whose check fails on every frame is rolled back), and the
-                # pipeline's UNSURE result naming it (bad_input: ``edge_agent.pipelines.MODEL_FAILURES``)
+                # pipeline's UNSURE result naming it (a camera frame's bad_input: ``Pipeline._process``)
                 self._count(a, error=True, latency=(t2 - t1) * 1000)
                 raise InferenceError(
                     f"slot {self.name}: the frame cannot be measured against {m.package_id}'s training "
