@@ -1318,6 +1318,13 @@ class Agent:
                 # a camera: images decoded (an MJPEG part only once a pipeline takes it), frames skipped for fps
                 **({"decoded": s.decoded, "skipped": s.skipped} if hasattr(s, "decoded") else {}),
                 "last_error": st.last_error,
+                # an mqtt source's publish connection (publish_connection: separate): its own state, client id and
+                # last error (the source's state is its subscriptions' connection's)
+                **(
+                    {"publish_connection": pc}
+                    if (pc := getattr(s, "publish_connection", None)) is not None
+                    else {}
+                ),
                 # an OPC UA server halted (not Running, clock frozen, stalled) for as long as it lasts
                 **({"halted": s.halted} if getattr(s, "halted", None) is not None else {}),
                 # a camera whose image has not changed for frozen_after_s, for as long as it lasts

@@ -293,6 +293,11 @@ def _status(args) -> int:
             f"  {n:<12} {s['type']:<7} {s['state']:<11} received {s['received']:<8} dropped {s['dropped']:<6} "
             f"errors {s['errors']}" + (f"  last: {s['last_error']}" if s["last_error"] else "")
         )
+        if pc := s.get("publish_connection"):  # publish_connection: separate: its own state
+            print(
+                f"  {'':<12} publish connection (client id {pc['client_id']}): {pc['state']}"
+                + (f"  last: {pc['last_error']}" if pc["last_error"] else "")
+            )
         if h := s.get("halted"):  # said until the server shows it is healthy, not once
             print(
                 f"  {'':<12} halted: {h['reason']} since {h['since']} ({h['for_s']:.0f} s, "

@@ -954,6 +954,10 @@ class MqttSource:
         # (no subscriptions): a QoS 1 message's PUBACK then never waits behind a flood on a subscription, which
         # comes to the agent on the subscriptions' connection (docs/mqtt.md, "A flood")
         self._pub: MqttSource | None = None
+        # on the publish connection of a source with publish_connection: separate: its client id; its own last
+        # error (the source's stats are shared: their last_error may be the other connection's)
+        self._pub_id: str | None = None
+        self._own_last_error: str | None = None
         if settings.publish_connection == "separate":
             pub_id = settings.publish_client_id or (f"{settings.client_id}-pub" if settings.client_id else "")
             self._pub = MqttSource(
@@ -974,6 +978,16 @@ class MqttSource:
             # connection's own failures, are the source's on /status (each log line names '<name>-pub')
             self._pub.stats = self.stats
             self._pub.notices = self.notices
+            self._pub._pub_id = pub_id  # until it connects: then the id it connects with (a random one)
+
+    @property
+    def publish_connection(self) -> dict | None:
+        """The state of the publish connection of ``publish_connection: separate`` (None: none), for /status:
+        the source's own state is its subscriptions' connection's."""
+        p = self._pub
+        if p is None:
+            return None
+        return {"state": p.state.value, "client_id": p._pub_id, "last_error": p._own_last_error}
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -986,6 +1000,8 @@ class MqttSource:
         self._stopping = False
         s = self.settings
         client_id = s.client_id or f"edge-{self.name}-{uuid.uuid4().hex[:8]}"
+        if self._pub_id is not None:  # the publish connection: the id it connects with, for /status
+            self._pub_id = client_id
         proto = paho.MQTTv5 if s.protocol is Protocol.MQTT5 else paho.MQTTv311
         clean = None if proto == paho.MQTTv5 else not s.persistent_session
         c = paho.Client(
@@ -1572,6 +1588,14 @@ class MqttSource:
 
     def _refusal_hint(self, code: int) -> str:
         """The fix for a CONNACK refusal (MQTT 5 reason codes; paho gives MQTT 3.1.1's as their equivalents)."""
+        if self._pub_id is not None and code not in (0x86, 0x95):
+            # the same login as the subscriptions' connection: the broker refuses this client id or a second
+            # connection
+            return (
+                "the broker refuses the publish connection's client id or a second connection of this login "
+                "(its per-client-id ACL, its connection limit): set publish_client_id to an id the broker lets "
+                "in, or publish_connection: shared"
+            )
         if code == 0x9A:  # Retain not supported
             return "the broker keeps no retained messages; " + self._will_text()
         if code == 0x9B:  # QoS not supported
@@ -1885,7 +1909,11 @@ class MqttSource:
         )
 
     def _error(self, reason: str, detail: str) -> None:
+        if self._pub_id is not None:  # the publish connection's: say so, with its client id
+            detail = f"publish connection (client id {self._pub_id}): {detail}"
         self.stats.error(reason, detail)
+        if self._pub_id is not None:
+            self._own_last_error = self.stats.last_error  # as the source's: "<reason>: <detail>", masked
         self._burst.log(reason, "mqtt source %r: %s: %s", self.name, reason, detail)
 
     def _notice_threadsafe(self, key: str, msg: str) -> None:

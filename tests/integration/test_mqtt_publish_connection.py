@@ -6,10 +6,14 @@ they come: results 11-32 s late under a 10,000 msg/s flood)."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import shutil
 import subprocess
 import threading
 import time
+import urllib.request
+from types import SimpleNamespace
 
 import paho.mqtt.client as paho
 import pytest
@@ -18,6 +22,10 @@ from pydantic import ValidationError
 
 from devices.mqtt.client import MqttBadTopic, MqttSource
 from devices.mqtt.settings import MqttSettings
+from edge_agent.agent import Agent
+from edge_agent.cli import _status
+from edge_agent.config import parse_config
+from tests.support.peers import Mosquitto, mosquitto_binary
 from tests.support.waits import until
 
 RESULTS = 40  # QoS 1 results published at once during the flood: twice paho's 20 in flight
@@ -120,3 +128,64 @@ async def test_what_the_separate_publish_connection_fails_is_counted_on_the_sour
         assert src.published["sent"] == 1
     finally:
         await src.stop(timeout_s=1.0)
+
+
+async def test_a_broker_refusing_the_publish_client_id_is_named_on_the_source_status(
+    tmp_path, monkeypatch, capsys
+):
+    """A broker that lets in the subscriptions' client id but not the publish connection's (here Mosquitto's
+    ``clientid_prefixes``; elsewhere a per-client-id ACL or a connection limit per login): the source's status
+    shows the publish connection down with its client id, and its refusal names that connection and the fix
+    (``publish_client_id``), not the login."""
+    if mosquitto_binary() is None:
+        pytest.fail("mosquitto is not installed; `make setup` installs it with apt-get")
+    broker = Mosquitto(tmp_path / "mosquitto", extra_conf="clientid_prefixes gw1-").start()
+    agent = Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+                "http": {"enabled": False},
+                "sources": {
+                    "mq": {
+                        "type": "mqtt",
+                        "port": broker.port,
+                        "client_id": "gw1-line",
+                        "publish_connection": "separate",
+                        "publish_client_id": "pub-gw1",
+                        "subscriptions": [{"topic": "plant/#"}],
+                        "reconnect_min_s": 5.0,
+                        "reconnect_max_s": 5.0,
+                    }
+                },
+            }
+        )
+    )
+    src = agent.sources["mq"]
+    await src.start()
+    try:
+        await asyncio.wait_for(src.subscribed.wait(), 10)
+        await until(
+            lambda: src.stats.errors_by_reason.get("connect_refused"), timeout_s=5, what="the refusal"
+        )
+        assert src.state.value == "connected"  # the subscriptions' connection is in
+        pc = src.publish_connection
+        assert pc is not None and pc["state"] == "backoff" and pc["client_id"] == "pub-gw1"
+        for err in (pc["last_error"], src.stats.last_error):
+            assert err is not None and err.startswith(
+                "connect_refused: publish connection (client id pub-gw1): "
+            )
+            assert "refused the connection" in err and "publish_client_id" in err, err
+        # /status (the status page reads it) and `edge-agent status` show it where the source's state shows
+        st = agent.status()
+        assert st["sources"]["mq"]["state"] == "connected"
+        assert st["sources"]["mq"]["publish_connection"] == pc
+        monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: io.BytesIO(json.dumps(st).encode()))
+        assert _status(SimpleNamespace(url="http://127.0.0.1:1", json=False)) == 0
+        out = capsys.readouterr().out
+        assert (
+            "publish connection (client id pub-gw1): backoff  last: connect_refused: publish connection"
+            in out
+        )
+    finally:
+        await src.stop(timeout_s=1.0)
+        broker.stop()
