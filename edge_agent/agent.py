@@ -352,11 +352,12 @@ class Agent:
             if self._former_names:
                 body = self._blank_former(body)
             # handed to the outbox's thread: an event never waits on the outbox, nor breaks its caller
-            self.outbox.append_soon(
+            fut = self.outbox.append_soon(
                 "alarm" if evt.kind is EventKind.ALARM else "event", self.for_cloud.tree(body)
             )
             if self.uplink:
-                self.uplink.poke()
+                # once committed, it ends a batch's fill (max_delay_ms): an alarm does not wait it out
+                self.uplink.poke(urgent=fut)
 
     def _outbox_append(self, kind: str, body: dict) -> None:
         if self.outbox is not None and self.outbox.is_open:

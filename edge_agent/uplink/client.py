@@ -3,7 +3,8 @@
 One long-lived ``PushRecords`` stream: batches (bounded by records, bytes and ``max_delay_ms``,
 gzip-compressed) go up in priority order, acks come back by sequence number, and only acked rows
 are deleted from the outbox. Once a record arrives after the outbox was drained, the uplink waits up to
-``max_delay_ms`` for more to fill the batch (unless ``batch_max_records`` arrive sooner); the stream stays
+``max_delay_ms`` for more to fill the batch (unless ``batch_max_records`` arrive sooner, or an alarm or event
+is recorded: it goes at once, first in the batch); the stream stays
 open while idle, up to ``stream_idle_s``, so that records arriving a few a second go up as batches on one
 stream, not one stream each. At most one batch is in flight, so after any disconnect the stream
 resumes from the oldest unacknowledged record; the cloud stores a replayed record once. Failures
@@ -33,6 +34,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 from devices.base import BurstLogger
@@ -144,21 +146,40 @@ class Uplink:
         # were poked since: a batch waits for more until max_delay_ms after the first, or until it is full
         self._first_poke: float | None = None
         self._pokes = 0
+        self._urgent = False  # an alarm or event was recorded since: the fill ends at once
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._link_up = asyncio.Event()  # set by a successful heartbeat: ends a backoff wait early
         self._tls_hint: tuple[float, str | None] = (-1e9, None)  # (when, certificate dates vs the clock)
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.client.open()
         self._tasks = [
             asyncio.create_task(self._push_loop(), name="uplink-push"),
             asyncio.create_task(self._heartbeat_loop(), name="uplink-heartbeat"),
         ]
 
-    def poke(self) -> None:
-        """New records were appended: wake the sender early."""
+    def poke(self, urgent: Future | None = None) -> None:
+        """New records were appended: wake the sender early. ``urgent``: the outbox's future of an alarm or event
+        handed to its thread (``append_soon``); once that thread has taken it, a batch filling for ``max_delay_ms``
+        is committed and sent at once, the alarm first in it (it does not wait out the fill)."""
         if self._first_poke is None:
             self._first_poke = time.monotonic()
         self._pokes += 1
+        self._wake.set()
+        if urgent is not None and self._loop is not None:
+            loop = self._loop
+
+            def taken(_f) -> None:  # on the outbox's thread
+                try:
+                    loop.call_soon_threadsafe(self._urgent_now)
+                except RuntimeError:  # the loop is closed: the agent stopped
+                    pass
+
+            urgent.add_done_callback(taken)
+
+    def _urgent_now(self) -> None:
+        self._urgent = True
         self._wake.set()
 
     async def stop(self) -> None:
@@ -227,7 +248,7 @@ class Uplink:
 
         delay = self.s.backoff_initial_s
         while True:
-            self._first_poke, self._pokes = None, 0  # records poked from now on: gathered below
+            self._first_poke, self._pokes, self._urgent = None, 0, False  # poked from now on: gathered below
             pending = await asyncio.to_thread(
                 self.outbox.pending, self.s.batch_max_records, self.s.batch_max_bytes
             )
@@ -314,7 +335,8 @@ class Uplink:
 
     async def _gather(self, reading: asyncio.Future | None, idle_s: float | None) -> bool:
         """Wait for a record (at most ``idle_s`` s; None: as long as it takes), then up to ``max_delay_ms`` after
-        the first one poked for more to fill the batch (unless ``batch_max_records`` were poked sooner). True:
+        the first one poked for more to fill the batch (unless ``batch_max_records`` were poked sooner, or an
+        alarm or event was recorded: ``poke(urgent=)``). True:
         there are records to read; False: none came within ``idle_s``, or the stream ended (``reading``)."""
         deadline = None if idle_s is None else time.monotonic() + idle_s
         while self._first_poke is None:
@@ -335,6 +357,11 @@ class Uplink:
         while self._pokes < self.s.batch_max_records and (left := end - time.monotonic()) > 0:
             if reading is not None and reading.done():
                 return False
+            if self._urgent:
+                # an alarm or event handed to the outbox: committed now (not at the writer's next interval), so
+                # that the batch read next holds it, first
+                await asyncio.to_thread(self.outbox.flush, max(left, 0.05))
+                break
             self._wake.clear()
             await self._woken(reading, left)
         return reading is None or not reading.done()
@@ -383,7 +410,7 @@ class Uplink:
                             self._ended_idle(reading)
                         break
                 gathered = False
-                self._first_poke, self._pokes = None, 0  # records poked from now on fill the next batch
+                self._first_poke, self._pokes, self._urgent = None, 0, False  # poked from now on: next batch
                 recs = await asyncio.to_thread(self._pending, limit)
                 if not recs:  # (none left to send one by one either: dropped meanwhile)
                     self._one_by_one = 0

@@ -18,8 +18,11 @@ class CloudSettings(BaseModel):
     max_delay_ms: float = Field(
         200.0,
         ge=0,
+        le=5000,
         description="once a record arrives after the outbox was drained, wait this long for more to fill its "
-        "batch (unless batch_max_records arrive sooner); a backlog goes in full batches without waiting",
+        "batch (unless batch_max_records arrive sooner, or an alarm or event is recorded: it goes at once); "
+        "a backlog goes in full batches without waiting; at a trickle every record's ack waits about this "
+        "long (at most 5000)",
     )
     stream_idle_s: float = Field(
         30.0,

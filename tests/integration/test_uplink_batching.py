@@ -214,3 +214,44 @@ async def test_a_certificate_revoked_while_the_stream_idles_is_refused_at_its_ne
         await up.stop()
         ob.close()
         await srv.stop()
+
+
+async def test_an_alarm_recorded_while_results_fill_their_batch_goes_at_once(tmp_path, pki) -> None:
+    """max_delay_ms 2000 (a site saving bandwidth): a result starts a batch's fill, then an alarm is recorded as
+    the agent records it (handed to the outbox's thread, poked with its future). The alarm reaches the cloud
+    well before the 2 s, first in its batch. Before, it waited out the whole fill."""
+    port = free_port()
+    srv = _server(tmp_path, pki, port)
+    await srv.start()
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    up = Uplink(cloud_settings(pki, port, max_delay_ms=2000), ob)
+    sent: list[list[str]] = []
+    pending = up._pending
+
+    def seen(limit):
+        recs = pending(limit)
+        if recs:
+            sent.append([r.kind for r in recs])
+        return recs
+
+    up._pending = seen  # type: ignore[method-assign]
+    try:
+        await up.start()
+        await ob.append_async("result", {"i": 0})
+        up.poke()
+        await asyncio.sleep(0.1)  # the result's batch fills
+        t0 = time.monotonic()
+        up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
+
+        def stored() -> bool:
+            return any(r["kind"] == "alarm" for r in srv.store.records("gw1", limit=10))
+
+        await until(stored, timeout_s=5, what="the alarm stored in the cloud")
+        took = time.monotonic() - t0
+        assert took < 1.0, f"the alarm reached the cloud after {took:.2f} s (max_delay_ms 2000)"
+        assert sent[0] == ["alarm", "result"], sent
+    finally:
+        await up.stop()
+        ob.close()
+        await srv.stop()
