@@ -2,7 +2,8 @@
 
 edge-agent validate CONFIG      all errors at once, one per line; exit 1 if any, 0 with a summary
     --online                    also ask the live OPC UA servers: every subscribed node exists, every
-                                write target exists, is writable and its DataType takes the value
+                                write target exists, is writable and its DataType takes the value;
+                                and the MQTT brokers: each client id a source connects with is let in
 edge-agent run CONFIG           run until SIGTERM/SIGINT (graceful stop); --log-json for JSON logs; with
                                 cloud: set, the fleet may give it a config (docs/fleet-control.md)
 edge-agent validate --fleet F   a fleet config (no agent:, cloud:, http:), as the cloud checks it
@@ -170,7 +171,20 @@ def _member_error(tag: str, node: str, members: object) -> str | None:
 
 
 async def _online_errors(cfg, where) -> list[str]:
-    """What the live OPC UA servers say about the config's nodes and write targets."""
+    """What the live OPC UA servers say about the config's nodes and write targets, and the MQTT brokers about
+    each client id a source connects with."""
+    errors: list[str] = []
+    for name, s in cfg.sources.items():
+        if s.type == "mqtt":
+            from devices.mqtt.client import check_connections
+
+            errors += [f"{where}: sources.{name}.{f}: {why}" for f, why in await check_connections(name, s)]
+    if any(s.type == "opcua" for s in cfg.sources.values()):
+        errors += await _opcua_online_errors(cfg, where)
+    return errors
+
+
+async def _opcua_online_errors(cfg, where) -> list[str]:
     from devices.opcua.client import OpcUaError, check_server
     from edge_agent.actions import write_targets
     from edge_agent.config import write_value_note
@@ -552,7 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("validate", help="check a config file; print every error")
     v.add_argument("config")
     v.add_argument(
-        "--online", action="store_true", help="also check nodes and write targets on the live servers"
+        "--online",
+        action="store_true",
+        help="also check nodes and write targets on the live servers, and the MQTT brokers' logins",
     )
     v.add_argument(
         "--fleet",

@@ -1002,23 +1002,10 @@ class MqttSource:
         client_id = s.client_id or f"edge-{self.name}-{uuid.uuid4().hex[:8]}"
         if self._pub_id is not None:  # the publish connection: the id it connects with, for /status
             self._pub_id = client_id
-        proto = paho.MQTTv5 if s.protocol is Protocol.MQTT5 else paho.MQTTv311
-        clean = None if proto == paho.MQTTv5 else not s.persistent_session
-        c = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=proto,
-            clean_session=clean,
-            manual_ack=self._manual_ack,
-        )
+        c = _paho_client(s, client_id, self._manual_ack)
         self._unacked = _Unacked(c) if self._manual_ack else None
         self._handing = True
         self._stop_left = self._stop_lost = 0
-        if s.tls is not None:
-            c.tls_set(ca_certs=s.tls.ca_file, certfile=s.tls.cert_file, keyfile=s.tls.key_file)
-            c.tls_insecure_set(s.tls.insecure)
-        if s.username is not None:
-            c.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
         if s.will is not None:
             c.will_set(s.will.topic, s.will.payload, s.will.qos, s.will.retain)
         if s.sparkplug.host_id is not None:  # the broker says "offline" for us if the connection dies
@@ -1048,17 +1035,7 @@ class MqttSource:
         backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
         s, c = self.settings, self._client
         assert c is not None and self._loop is not None
-        kwargs: dict[str, Any] = {}
-        if s.protocol is Protocol.MQTT5:
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            kwargs["clean_start"] = not s.persistent_session
-            if s.persistent_session:
-                props = Properties(PacketTypes.CONNECT)
-                props.SessionExpiryInterval = 24 * 3600
-                kwargs["properties"] = props
-        connect = functools.partial(c.connect, s.host, s.port, s.keepalive_s, **kwargs)
+        connect = functools.partial(c.connect, s.host, s.port, s.keepalive_s, **_connect_kwargs(s))
         while not self._stopping:
             try:
                 await self._loop.run_in_executor(None, connect)
@@ -1385,11 +1362,7 @@ class MqttSource:
         self._connack_seen = True
         if reason_code.is_failure:
             self.state = ConnectionState.BACKOFF
-            self._error_threadsafe(
-                "connect_refused",
-                f"broker {self.settings.host}:{self.settings.port} "
-                f"refused the connection: {reason_code} (0x{reason_code.value:02X}); {self._refusal_hint(reason_code.value)}",
-            )
+            self._error_threadsafe("connect_refused", self._refused_text(reason_code))
             return
         self._connected_at = time.monotonic()
         if self.settings.protocol is Protocol.MQTT5:
@@ -1585,6 +1558,12 @@ class MqttSource:
                 "false or will.qos 0 as the broker takes"
             )
         return "check the broker's limits and its log"
+
+    def _refused_text(self, reason_code: Any) -> str:
+        return (
+            f"broker {self.settings.host}:{self.settings.port} refused the connection: {reason_code} "
+            f"(0x{reason_code.value:02X}); {self._refusal_hint(reason_code.value)}"
+        )
 
     def _refusal_hint(self, code: int) -> str:
         """The fix for a CONNACK refusal (MQTT 5 reason codes; paho gives MQTT 3.1.1's as their equivalents)."""
@@ -2787,6 +2766,89 @@ class MqttSource:
             f"{topic!r}: PUBACK {rc} (0x{rc.value:02X}): {hint}; not delivered",
             rc.value,
         )
+
+
+def _paho_client(s: MqttSettings, client_id: str, manual_ack: bool) -> paho.Client:
+    """A paho client for ``s``: its protocol, session, TLS and login (no will, no callbacks)."""
+    proto = paho.MQTTv5 if s.protocol is Protocol.MQTT5 else paho.MQTTv311
+    c = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=proto,
+        clean_session=None if proto == paho.MQTTv5 else not s.persistent_session,
+        manual_ack=manual_ack,
+    )
+    if s.tls is not None:
+        c.tls_set(ca_certs=s.tls.ca_file, certfile=s.tls.cert_file, keyfile=s.tls.key_file)
+        c.tls_insecure_set(s.tls.insecure)
+    if s.username is not None:
+        c.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
+    return c
+
+
+def _connect_kwargs(s: MqttSettings) -> dict[str, Any]:
+    """``connect()``'s MQTT 5 session arguments: a persistent session kept 24 h after a drop."""
+    kwargs: dict[str, Any] = {}
+    if s.protocol is Protocol.MQTT5:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        kwargs["clean_start"] = not s.persistent_session
+        if s.persistent_session:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 24 * 3600
+            kwargs["properties"] = props
+    return kwargs
+
+
+async def check_connections(
+    name: str, settings: MqttSettings, timeout_s: float = 5.0
+) -> list[tuple[str, str]]:
+    """``edge-agent validate --online``: connect once with each client id the source connects with (its own;
+    with ``publish_connection: separate`` its publish connection's too) and say why the broker will not have
+    one: ``(field, message)`` per failure (``client_id`` or ``publish_client_id`` for a refusal, ``host`` for a
+    broker not reached, ``tls`` for a failed handshake), the message as the running source would count it (a
+    refusal of the publish connection names it, its client id and the fix). Nothing is subscribed or published
+    and there is no will; with a persistent session nothing the broker delivers is acknowledged, so it keeps
+    it for the agent. A broker drops a running agent's connection that has the same client id (the agent
+    reconnects): check before starting it."""
+    src = MqttSource(name, settings)  # builds, no I/O: its own wording of each failure
+    conns = [(src, "client_id")] + ([(src._pub, "publish_client_id")] if src._pub is not None else [])
+    out = []
+    loop = asyncio.get_running_loop()
+    for conn, field in conns:
+        s = conn.settings
+        client_id = s.client_id or f"edge-{conn.name}-{uuid.uuid4().hex[:8]}"
+        label = f"publish connection (client id {client_id}): " if conn._pub_id is not None else ""
+        answered: asyncio.Future = loop.create_future()
+
+        def on_connect(_c, _u, _f, rc, _p, fut=answered) -> None:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(rc))
+
+        try:
+            c = _paho_client(s, client_id, manual_ack=True)  # reads the TLS files
+            c.on_connect = on_connect
+            await loop.run_in_executor(
+                None, functools.partial(c.connect, s.host, s.port, s.keepalive_s, **_connect_kwargs(s))
+            )
+        except ssl.SSLError as e:
+            out.append(("tls", f"{label}TLS handshake with {s.host}:{s.port} failed: {e}"))
+            continue
+        except (OSError, ValueError) as e:
+            out.append(("host", f"{label}cannot reach broker {s.host}:{s.port}: {e}"))
+            continue
+        c.loop_start()
+        try:
+            rc = await asyncio.wait_for(answered, timeout_s)
+        except TimeoutError:
+            out.append(("host", f"{label}broker {s.host}:{s.port} sent no CONNACK within {timeout_s:g} s"))
+            continue
+        finally:
+            c.disconnect()
+            await loop.run_in_executor(None, c.loop_stop)
+        if rc.is_failure:
+            out.append((field, label + conn._refused_text(rc)))
+    return out
 
 
 def _packet_size(topic_bytes: int, payload_bytes: int, qos: int, v5: bool) -> int:

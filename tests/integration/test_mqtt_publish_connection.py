@@ -130,6 +130,25 @@ async def test_what_the_separate_publish_connection_fails_is_counted_on_the_sour
         await src.stop(timeout_s=1.0)
 
 
+def _gw1_config(tmp_path, port: int, pub_id: str, **source) -> dict:
+    """An agent whose mqtt source ``mq`` (client id gw1-line) publishes over a connection of its own, ``pub_id``."""
+    return {
+        "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+        "http": {"enabled": False},
+        "sources": {
+            "mq": {
+                "type": "mqtt",
+                "port": port,
+                "client_id": "gw1-line",
+                "publish_connection": "separate",
+                "publish_client_id": pub_id,
+                "subscriptions": [{"topic": "plant/#"}],
+                **source,
+            }
+        },
+    }
+
+
 async def test_a_broker_refusing_the_publish_client_id_is_named_on_the_source_status(
     tmp_path, monkeypatch, capsys
 ):
@@ -141,24 +160,7 @@ async def test_a_broker_refusing_the_publish_client_id_is_named_on_the_source_st
         pytest.fail("mosquitto is not installed; `make setup` installs it with apt-get")
     broker = Mosquitto(tmp_path / "mosquitto", extra_conf="clientid_prefixes gw1-").start()
     agent = Agent(
-        parse_config(
-            {
-                "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
-                "http": {"enabled": False},
-                "sources": {
-                    "mq": {
-                        "type": "mqtt",
-                        "port": broker.port,
-                        "client_id": "gw1-line",
-                        "publish_connection": "separate",
-                        "publish_client_id": "pub-gw1",
-                        "subscriptions": [{"topic": "plant/#"}],
-                        "reconnect_min_s": 5.0,
-                        "reconnect_max_s": 5.0,
-                    }
-                },
-            }
-        )
+        parse_config(_gw1_config(tmp_path, broker.port, "pub-gw1", reconnect_min_s=5.0, reconnect_max_s=5.0))
     )
     src = agent.sources["mq"]
     await src.start()
@@ -188,4 +190,32 @@ async def test_a_broker_refusing_the_publish_client_id_is_named_on_the_source_st
         )
     finally:
         await src.stop(timeout_s=1.0)
+        broker.stop()
+
+
+def test_validate_online_tries_the_publish_client_id_and_names_it_when_refused(tmp_path, capsys):
+    """``edge-agent validate --online`` connects with each client id a source connects with: a broker that lets
+    in the source's client id but not its publish connection's (here Mosquitto's ``clientid_prefixes``) fails
+    the check, the line naming ``publish_client_id``, the publish connection and its id; an id the broker takes
+    passes. Before, ``--online`` asked only OPC UA servers: the refusal showed first in the running agent."""
+    from edge_agent.cli import main
+
+    if mosquitto_binary() is None:
+        pytest.fail("mosquitto is not installed; `make setup` installs it with apt-get")
+    broker = Mosquitto(tmp_path / "mosquitto", extra_conf="clientid_prefixes gw1-").start()
+    try:
+        for pub_id, rc in (("pub-gw1", 1), ("gw1-pub", 0)):
+            path = tmp_path / f"{pub_id}.yaml"
+            path.write_text(json.dumps(_gw1_config(tmp_path, broker.port, pub_id)))
+            assert main(["validate", "--online", str(path)]) == rc, pub_id
+            err = capsys.readouterr().err
+            if rc:
+                (line,) = [x for x in err.splitlines() if "sources.mq" in x]
+                assert line.startswith(
+                    f"{path}: sources.mq.publish_client_id: publish connection (client id pub-gw1): "
+                )
+                assert "refused the connection" in line and "set publish_client_id" in line, line
+            else:
+                assert "sources.mq" not in err, err
+    finally:
         broker.stop()
