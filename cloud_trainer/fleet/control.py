@@ -160,6 +160,12 @@ MAX_SEEN_MARKS = 10_000  # step marks whose monotonic reading a service keeps (`
 STALL_REFRESH_S = (
     60.0  # a stalled step's text (how long it waited, when its agents were last seen) is renewed
 )
+# a state report numbered below one already taken from the same run of its agent is dropped only this long after that
+# one (``FleetServicer._fresh``), and a deployment step's number orders it against a state report only when the two
+# arrived within this of each other (``_record_newer``): a report held on the way (a stream's queue, a retried call)
+# arrives within seconds, while a gateway whose count went back under the same run (its VM restored from a memory
+# snapshot) would otherwise be ordered by numbers of the run it left, its state frozen at the fleet
+STALE_REPORT_S = 60.0
 SUPERSEDED = "superseded"  # a target status: a newer rollout of the same slot took the agent over
 LEFT = "left_group"  # a target status: moved out of a selector rollout's group before the rollout reached it
 _NOT_OURS = (SUPERSEDED, LEFT)  # targets a rollout no longer assigns, waits for or rolls back
@@ -1453,8 +1459,10 @@ class Control:
         report's time, and ``report``, its number among the agent's reports; no digest: the report shows the slot
         empty), unless the fleet's own record is newer (``_record_newer``: by the agent's numbers, else by
         times): the newest rollout of the slot that reached this agent, when it ended for it (its target's
-        status, healthy or a way back) on another version, gives that version; when still under way on it
-        (not a rollback), the version the fleet took the agent to run as it began (its own previous). A report
+        status, healthy or a way back) on another version, gives that version; when still under way on it, the
+        version the fleet took the agent to run as it began (its own previous), but an admin's rollback under way
+        (or taken over by a rollout that has not reached the agent) gives the version the admin chose, whatever
+        the report says (an offline gateway's rollback was undone by the next rollout's halt). A report
         behind a completed rollout named the version before it: a halt would have sent the agent down to a
         version nobody asked for. Then, unless the newest rollout of that very version to this agent says the
         agent rolled it back or failed it, or the fleet took it back (``rolling_back``, ``rolled_back_by_fleet``):
@@ -1465,6 +1473,7 @@ class Control:
             return {}
         verdicts: dict[tuple[str, str], dict] = {}  # (agent, digest) -> the newest rollout of it to the agent
         newest: dict[str, dict] = {}  # agent -> the newest rollout of the slot that reached it
+        rows = self._slot_rows(tenant, slot)
         for (doc,) in self.db.execute(
             "SELECT doc FROM deployments WHERE tenant = ? AND slot = ? ORDER BY created DESC, id DESC",
             (tenant, slot),
@@ -1477,6 +1486,14 @@ class Control:
                     if status not in (None, "waiting", *_NOT_OURS):
                         verdicts.setdefault((a, digest), d)
                         newest.setdefault(a, d)
+                    elif (
+                        d.get("rollback")
+                        and status == SUPERSEDED
+                        and (rows.get(a) or ("",) * 4)[3] == (d["id"] + ROLLBACK_SUFFIX)
+                    ):
+                        # an admin's rollback taken over by a rollout whose step has not reached the agent: its
+                        # version is still the agent's desired state (``_supersede`` keeps it)
+                        newest.setdefault(a, d)
             except (ValueError, TypeError, KeyError, AttributeError):
                 continue  # a document this code cannot read tells nothing here
         out = {}
@@ -1486,17 +1503,23 @@ class Control:
             if d is not None:
                 t = d["targets"][a]
                 rec: dict | None = None
-                if t.get("status") in ("healthy", *_WAYS_BACK):  # it ended on the agent: its version
+                ended = t.get("status") in ("healthy", *_WAYS_BACK)
+                # an admin's rollback not yet ended on the agent (offline, installing): the admin's choice wins
+                # over any state report (one made after the rollback but before the agent installed it names the
+                # version rolled away from), until the admin says otherwise (a newer rollback, or a rollout that
+                # reached the agent); a later rollout's halt sends the agent the version the admin chose
+                chosen = bool(d.get("rollback")) and not ended
+                if ended or chosen:  # it ended on the agent: its version; or the admin's choice for it
                     rec = {"version": d.get("version"), "digest": d["digest"], "package": d.get("package")}
-                elif not d.get("rollback"):
+                else:
                     # still under way on the agent: what the fleet took it to run as that rollout began (that
-                    # rollout's own previous version, chosen alike); a rollback's is the version rolled away from
+                    # rollout's own previous version, chosen alike)
                     rec = (d.get("previous") or {}).get(a)
                 if (
                     isinstance(rec, dict)
                     and rec.get("digest")
                     and rec["digest"] != cur.get("digest")
-                    and _record_newer(t, cur)
+                    and (chosen or _record_newer(t, cur))
                 ):  # the fleet's record of this agent is newer than its state report
                     prev = rec
             seen: set[str] = set()
@@ -1816,13 +1839,24 @@ def _record_newer(target: dict, cur: dict) -> bool:
     """Whether a rollout's verdict on an agent (its ``target``) is newer than the agent's last state report
     (``cur``): by the numbers the agent gave both (the same ``boot``: one count of its reports, taken as each was
     made), else by when the fleet received them (an older agent; or the verdict and the report from two runs of
-    it). Received times alone let a report made before the verdict but held on the way win over it."""
+    it). Received times alone let a report made before the verdict but held on the way win over it. The numbers
+    count only when the two arrived within ``STALE_REPORT_S`` of each other, as the service drops a lower-numbered
+    state report only within that of the last one: a gateway restored from a VM memory snapshot counts again from
+    where the snapshot was, and its verdict numbered before the restore won over every state report after it (its
+    record frozen at the fleet until it restarted)."""
     mine, theirs = target.get("report"), cur.get("report")
-    if isinstance(mine, dict) and isinstance(theirs, dict) and mine.get("boot") == theirs.get("boot"):
+    reported, updated = cur.get("seen"), target.get("updated")
+    if (
+        isinstance(mine, dict)
+        and isinstance(theirs, dict)
+        and mine.get("boot") == theirs.get("boot")
+        and isinstance(reported, (int, float))
+        and isinstance(updated, (int, float))
+        and abs(updated - reported) < STALE_REPORT_S
+    ):
         a, b = mine.get("seq"), theirs.get("seq")
         if isinstance(a, int) and isinstance(b, int):
             return a > b
-    reported, updated = cur.get("seen"), target.get("updated")
     return isinstance(updated, (int, float)) and (
         not isinstance(reported, (int, float)) or updated > reported
     )

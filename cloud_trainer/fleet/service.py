@@ -44,7 +44,7 @@ import grpc
 
 from cloud_trainer.blobs import BlobStore, LocalBlobStore, open_blobs
 from cloud_trainer.fleet.commands import Commands, add_commands
-from cloud_trainer.fleet.control import NotInTenant, TooManyRollouts
+from cloud_trainer.fleet.control import STALE_REPORT_S, NotInTenant, TooManyRollouts
 from cloud_trainer.fleet.deployment import Deployment, gate_from_request
 from cloud_trainer.fleet.failures import RepeatedFailure
 from cloud_trainer.fleet.faults import FaultLog, Faults, told
@@ -1566,11 +1566,6 @@ def _slot_states(r) -> list[dict]:
         }
         for s in r.slots
     ]
-
-
-# a state report numbered below one already taken from the same run is dropped only this long after that one (a
-# report held on the way, in a stream's queue or a retried call, arrives within seconds; ``FleetServicer._fresh``)
-STALE_REPORT_S = 60.0
 
 
 def _outbox_state(r) -> dict:

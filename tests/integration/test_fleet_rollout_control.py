@@ -12,6 +12,7 @@ from cloud_trainer.fleet.control import Control
 from cloud_trainer.fleet.store import open_store
 from cloud_trainer.registry import Registry
 from tests.support.models import make_keypair, make_package
+from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 AGENTS = ("gw1", "gw2", "gw3")
 
@@ -659,3 +660,68 @@ def test_a_halt_never_sends_an_agent_below_a_completed_version_while_a_newer_rol
     c.command(d["id"], "abort")
     sent = [(s["version"], s["deployment_id"]) for s in c.desired_state("gw1")[1]]
     assert sent == [("1.1.0", d["id"] + ":rollback")], sent  # was: 1.0.0
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def either_control(request, tmp_path):
+    """The control state on SQLite and on PostgreSQL, gw1 to gw3 registered, 1.0.0 to 1.2.0 published."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    store = open_store(url, tmp_path)
+    for agent in AGENTS:
+        store.heartbeat(agent, {"site": "plant"}, [], {}, 0, {})
+    c = Control(
+        url or tmp_path / "control.db",
+        Registry(tmp_path / "registry"),
+        store,
+        config_validator=lambda b, n: None,
+    )
+    key, _ = make_keypair(tmp_path / "keys")
+    entries = {}
+    for i, v in enumerate(["1.0.0", "1.1.0", "1.2.0"]):
+        c.registry.publish(make_package(tmp_path / "b", version=v, key=key, seed=i), [], {}, None, None)
+        entries[v] = c.registry.get("part-inspection", v)
+    yield c, entries
+    c.close()
+    store.close()
+
+
+def test_an_admins_rollback_not_yet_reached_is_what_a_later_rollouts_halt_sends_back(either_control):
+    """gw1 ran 1.1.0 (a rollout completed); the admin rolled it back to 1.0.0 (`cloud-trainer rollback`) while it
+    was offline, so the rollback had not reached it; a rollout of 1.2.0 created then took gw1's last state report
+    (1.1.0) for its previous version, and its halt (gw2's health check) sent gw1 1.1.0: the admin's choice undone
+    by an automatic step. The rollback under way is the fleet's newest word on gw1: the halt sends 1.0.0. Likewise
+    a rollout that never reached gw1 leaves the rollback its desired state, and the next one starts from it."""
+    c, e = either_control
+    _rolled_out_to_two(c, e)
+    r = c.rollback("part-inspection", "1.0.0", "vision", ["gw1"])  # gw1 offline: never heard of it
+    assert c.get(r["id"])["targets"]["gw1"]["status"] == "assigned"
+    _runs(c, "gw1", e["1.1.0"])  # back, its first state report made before it installs the rollback
+    b = c.create(_rollout("1.2.0", ["gw1", "gw2"], ["100%"]))
+    assert c.get(b["id"])["previous"]["gw1"]["version"] == "1.0.0"  # was 1.1.0, the report's
+    assert c.get(b["id"])["previous"]["gw2"]["version"] == "1.1.0"
+    c.on_report("gw2", b["id"], "vision", "1.2.0", "rolled_back", False, "health check failed: NaN", {})
+    assert c.get(b["id"])["state"] == "halted"
+    sent = [(s["version"], s["deployment_id"]) for s in c.desired_state("gw1")[1]]
+    assert sent == [("1.0.0", b["id"] + ":rollback")], sent  # was: 1.1.0, the admin's rollback undone
+
+    # a rollout halted before its step reached gw3: the admin's rollback stays gw3's desired state, the next start
+    _runs(c, "gw3", e["1.1.0"])
+    r2 = c.rollback("part-inspection", "1.0.0", "vision", ["gw3"])
+    d = c.create(_rollout("1.2.0", ["gw2", "gw3"], ["1", "100%"]))
+    assert c.get(r2["id"])["targets"]["gw3"]["status"] == "superseded"
+    c.on_report("gw2", d["id"], "vision", "1.2.0", "rolled_back", False, "health check failed: NaN", {})
+    assert c.get(d["id"])["state"] == "halted"
+    sent = [(s["version"], s["deployment_id"]) for s in c.desired_state("gw3")[1]]
+    assert sent == [("1.0.0", r2["id"] + ":rollback")], sent
+    f = c.create(_rollout("1.2.0", ["gw3"], ["100%"]))
+    assert c.get(f["id"])["previous"]["gw3"]["version"] == "1.0.0"  # was 1.1.0
+
+
+def _rollout(version: str, agents: list[str], steps: list[str]) -> dict:
+    return {
+        "package": "part-inspection",
+        "version": version,
+        "slot": "vision",
+        "agents": agents,
+        "steps": steps,
+    }

@@ -75,6 +75,20 @@ def _report(entry, seq: int = 0, boot: str = "", **labels) -> pb.HeartbeatReques
     )
 
 
+def _healthy(dep_id: str, version: str, seq: int, boot: str) -> pb.DeploymentReport:
+    """gw1's step ``healthy`` of ``version`` on deployment ``dep_id``, numbered ``seq`` of run ``boot``."""
+    return pb.DeploymentReport(
+        deployment_id=dep_id,
+        slot="vision",
+        version=version,
+        step="healthy",
+        ok=True,
+        health_json="{}",
+        report_seq=seq,
+        boot_id=boot,
+    )
+
+
 def _runs(srv) -> tuple[str, dict]:
     a = srv.store.agents()[0]
     return a["slots"][0]["version"], a["labels"]
@@ -91,18 +105,7 @@ async def test_a_state_report_made_before_a_verdict_but_received_after_it_does_n
         {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
     )
     held = _report(e["1.0.0"], 2, "run1")  # made now, before the step: sent after it
-    await stub.ReportDeployment(
-        pb.DeploymentReport(
-            deployment_id=a["id"],
-            slot="vision",
-            version="1.1.0",
-            step="healthy",
-            ok=True,
-            health_json="{}",
-            report_seq=3,
-            boot_id="run1",
-        )
-    )
+    await stub.ReportDeployment(_healthy(a["id"], "1.1.0", 3, "run1"))
     assert srv.control.get(a["id"])["state"] == "completed"
     await stub.Heartbeat(held)
     assert _runs(srv)[0] == "1.0.0"  # (the fleet's last word from gw1's state reports)
@@ -179,3 +182,30 @@ async def test_a_lower_number_long_after_the_last_report_is_written_a_restored_g
     monkeypatch.setattr(service, "STALE_REPORT_S", 60.0, raising=False)
     await stub.Heartbeat(_report(e["1.0.0"], 10, "run3"))  # below the one now taken: dropped again
     assert _runs(srv)[0] == "1.1.0"
+
+
+async def test_a_verdict_numbered_before_a_snapshot_restore_does_not_outrank_the_reports_after_it(
+    fleet, monkeypatch
+):
+    """A rollout of 1.1.0 completed on gw1 (its verdict numbered 50); gw1's VM was then restored from a memory
+    snapshot (1.0.0 serving, its count back at 10 under the same run) and, past the window, its reports written
+    again (e5de6179). The verdict's number still outranked them: a rollout of 1.2.0 took 1.1.0 for gw1's previous
+    version whatever gw1 reported, its record frozen at the fleet. Numbers order a verdict and a report only when
+    they arrived within STALE_REPORT_S of each other; past it, by arrival."""
+    from cloud_trainer.fleet import control, service
+
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 9, "run4"))
+    a = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    await stub.ReportDeployment(_healthy(a["id"], "1.1.0", 50, "run4"))
+    assert srv.control.get(a["id"])["state"] == "completed"
+    for module in (service, control):
+        monkeypatch.setattr(module, "STALE_REPORT_S", 0.0)  # the window passed: gw1 restored meanwhile
+    await stub.Heartbeat(_report(e["1.0.0"], 11, "run4"))
+    assert _runs(srv)[0] == "1.0.0"
+    b = srv.control.create(
+        {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    assert srv.control.get(b["id"])["previous"]["gw1"]["version"] == "1.0.0"  # was 1.1.0, the record's
