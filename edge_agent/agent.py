@@ -61,6 +61,7 @@ SOURCE_DOWN_AFTER_S = 30.0
 # no longer configured: nothing else would ever end it at the cloud
 HALTS_FILE = "source-halts.json"
 DOWNS_FILE = "source-down.json"  # the same for source_down: the sources told down and not yet connected again
+PUBLISH_DOWNS_FILE = "publish-down.json"  # the same for publish_down: publish connections told down
 # a wall-clock time before this (2001-09-09) is a clock never set: a gateway without a battery-backed clock boots
 # in 1970 and gets the time from NTP later. A duration reckoned across a restart from such a time, or one that
 # comes out negative (the clock stepped back), is unknown (null), not 56 years or -3 s
@@ -237,12 +238,11 @@ class Agent:
         # an episode; one that flapped ends once good for flap_clear_s without a break, or bad 5% of it at most
         self.flap_window_s = flapping.WINDOW_S
         self.flap_clear_s = flapping.CLEAR_S
-        self._down_watch: dict[str, flapping.FlapWatch] = {}  # source -> its not-connected stretches
-        # sources whose source_down (active) was sent -> since when (ISO 8601 and epoch s), kept in DOWNS_FILE;
-        # those an agent before this one told of and not the end of, until this one knows their fate
-        self._down_reported: dict[str, dict[str, Any]] = {}
-        self._downs_file = cfg.data_dir / DOWNS_FILE
-        self._down_carried = _read_told(self._downs_file)
+        # sources not connected (source_down), and mqtt sources' publish connections not connected
+        # (publish_down: what the source publishes, alarms too, cannot reach the broker meanwhile)
+        self._downs = _Outages(EventKind.SOURCE_DOWN, cfg.data_dir / DOWNS_FILE)
+        self._publish_downs = _Outages(EventKind.PUBLISH_DOWN, cfg.data_dir / PUBLISH_DOWNS_FILE)
+        self._down_watch = self._downs.watch  # source -> its not-connected stretches
         # source -> its halted stretches (an OPC UA server halted while its connection may stay up, or coming
         # back at each reconnect: ``_source_halt``), and the last ``halted`` seen of it
         self._halt_watch: dict[str, flapping.FlapWatch] = {}
@@ -927,7 +927,7 @@ class Agent:
         while True:
             await asyncio.sleep(period_s)
             now = time.monotonic()
-            if self._halt_carried or self._down_carried:
+            if self._halt_carried or self._downs.carried or self._publish_downs.carried:
                 self._told_unconfigured(now)
             for name, src in self.sources.items():
                 self._source_liveness(name, src, now)
@@ -1016,29 +1016,46 @@ class Agent:
         source too) raises ``source_down`` (active), once; connected again, the same kind with active false and
         how long it was down (at once after one clean outage, after ``flap_clear_s`` connected without a break,
         or down for at most 5% of it, after a flapping one: edge_agent.flapping). A camera, PLC or broker lost
-        for good was only a metric, a count and a log line on the gateway: nothing reached the cloud."""
+        for good was only a metric, a count and a log line on the gateway: nothing reached the cloud.
+        An mqtt source's publish connection (``publish_connection: separate``) raises ``publish_down`` by the
+        same rule: its source may stay connected while the broker refuses or drops it, and what the source
+        publishes (results, alarms) then waits; that was on /status only."""
         state = getattr(src.state, "value", "")
         if state == "stopped":
             return
-        w = self._watch(self._down_watch, name)
+        self._liveness(self._downs, name, state, src.stats.last_error, now)
+        pc = getattr(src, "publish_connection", None)
+        if pc is not None and pc["state"] != "stopped":
+            self._liveness(self._publish_downs, name, pc["state"], pc["last_error"], now, pc["client_id"])
+
+    @staticmethod
+    def _outage_of(o: _Outages, name: str, client_id: Any) -> str:
+        if o.kind is EventKind.PUBLISH_DOWN:
+            return f"source {name}'s publish connection (client id {client_id})"
+        return f"source {name}"
+
+    def _liveness(
+        self, o: _Outages, name: str, state: str, last: Any, now: float, client_id: Any = None
+    ) -> None:
+        w = self._watch(o.watch, name)
         verdict = w.observe(now, state != "connected", state == "connected")
-        if state == "connected" and name in self._down_carried:
+        if state == "connected" and name in o.carried:
             # one an agent before this one told of (a restart, a config reload) ends here; a flapping one is
             # carried on (adopted) until steadily connected: connected at this moment, it may be down again
             # in a minute, and ending it here gave the spell a second start and end
-            told = self._down_carried.pop(name)
+            told = o.carried.pop(name)
             flaps = _told_flaps(told)
             if flaps is not None and flaps > 1 and not w.active:
-                self._down_reported[name] = told
+                o.reported[name] = told
                 w.adopt(now, flaps, bad=False)
                 return
-            self._save_told(self._downs_file, self._down_carried, self._down_reported)
-            self._down_ended(name, state, told, "connected again after {} s without a connection", now=now)
+            o.save()
+            self._down_ended(o, name, state, told, "connected again after {} s without a connection", now=now)
             return
         if verdict == "end":
-            if name in self._down_reported:
-                told = self._down_reported.pop(name)
-                self._save_told(self._downs_file, self._down_carried, self._down_reported)
+            if name in o.reported:
+                told = o.reported.pop(name)
+                o.save()
                 what = "connected again after {} s without a connection"
                 if not w.clean_end:
                     bad = w.bad_s(now, self.flap_clear_s)
@@ -1046,34 +1063,41 @@ class Agent:
                         f"connected steadily (down {bad:.0f} s of the last {self.flap_clear_s:.0f} s) after "
                         f"{w.flaps} outages in {{}} s"
                     )
-                self._down_ended(name, state, told, what, w.flaps, now)
+                self._down_ended(o, name, state, told, what, w.flaps, now)
             return
         if verdict != "start":
             return
         # still down since before a restart: the same outage, not a second start; a flapping one's flaps are
         # carried on (adopted), as when found connected: taken for a clean outage of this watch's own, it ended
         # at the first connected pass and the next flaps started another
-        if name in self._down_carried:
-            told = self._down_reported[name] = self._down_carried.pop(name)
+        if name in o.carried:
+            told = o.reported[name] = o.carried.pop(name)
             flaps = _told_flaps(told)
             if flaps is not None and flaps > w.flaps:
                 w.adopt(now, flaps)
             return
-        self._down_reported[name] = rec = self._since(w, now)
-        self._save_told(self._downs_file, self._down_carried, self._down_reported)
-        last = src.stats.last_error
+        o.reported[name] = rec = self._since(w, now)
+        if client_id is not None:
+            rec["client_id"] = client_id
+        o.save()
         bad_s = w.bad_s(now)
         how = (
             f"has not been connected for {bad_s:.0f} s"
             if w.flaps <= 1
             else f"has been down {w.flaps} times since {rec['since']}, {bad_s:.0f} s in all (flapping)"
         )
+        cost = (
+            "what the source publishes (results, alarms, events) cannot reach the broker: QoS 1 waits in the "
+            "connection's queue until it is back"
+            if o.kind is EventKind.PUBLISH_DOWN
+            else "its pipelines get no items"
+        )
         msg = (
-            f"source {name} {how} ({state}; last error: {last or 'none'}): its pipelines get no items; the agent "
-            "keeps trying it and serves its other sources"
+            f"{self._outage_of(o, name, client_id)} {how} ({state}; last error: {last or 'none'}): {cost}; the "
+            "agent keeps trying it and serves its other sources"
         )
         log.warning("%s", msg)
-        self._down_event(name, True, state, round(bad_s, 1), last, msg, w.flaps)
+        self._down_event(o, name, True, state, round(bad_s, 1), last, msg, w.flaps, client_id)
 
     def _source_halt(self, name: str, src, now: float) -> None:
         """An OPC UA server halted (``halted``: not Running, its clock frozen, its subscription stalled, no
@@ -1155,6 +1179,7 @@ class Agent:
 
     def _down_ended(
         self,
+        o: _Outages,
         name: str,
         state: str | None,
         told: dict[str, Any],
@@ -1163,14 +1188,19 @@ class Agent:
         now: float | None = None,
     ) -> None:
         down_s = self._elapsed(told, time.monotonic() if now is None else now)
-        msg = f"source {name}: " + what.format("an unknown number of" if down_s is None else down_s)
+        client_id = told.get("client_id")
+        msg = f"{self._outage_of(o, name, client_id)}: " + what.format(
+            "an unknown number of" if down_s is None else down_s
+        )
         if down_s is None:
             msg += _UNKNOWN
         log.info("%s", msg)
-        self._down_event(name, False, state, down_s, None, msg, _told_flaps(told) if flaps is None else flaps)
+        flaps = _told_flaps(told) if flaps is None else flaps
+        self._down_event(o, name, False, state, down_s, None, msg, flaps, client_id)
 
     def _down_event(
         self,
+        o: _Outages,
         name: str,
         active: bool,
         state: str | None,
@@ -1178,19 +1208,20 @@ class Agent:
         last_error: Any,
         msg: str,
         flaps: Any = None,
+        client_id: Any = None,
     ) -> None:
-        self._event(
-            Event(
-                EventKind.SOURCE_DOWN,
-                source=name,
-                active=active,
-                state=state,
-                down_s=down_s,
-                last_error=last_error,
-                flaps=flaps,
-                message=msg,
-            )
-        )
+        data: dict[str, Any] = {
+            "source": name,
+            "active": active,
+            "state": state,
+            "down_s": down_s,
+            "last_error": last_error,
+            "flaps": flaps,
+            "message": msg,
+        }
+        if o.kind is EventKind.PUBLISH_DOWN:  # a told file's may be anything: only text reaches the cloud
+            data["client_id"] = client_id if isinstance(client_id, str) else None
+        self._event(Event(o.kind, **data))
 
     def _told_unconfigured(self, now: float | None = None) -> None:
         """The end of each carried halt or outage whose source this agent's configuration no longer has (removed
@@ -1200,10 +1231,18 @@ class Agent:
         for name in [n for n in self._halt_carried if n not in self.sources]:
             rec = self._halt_reported[name] = self._halt_carried.pop(name)
             self._halt_ended(name, rec.get("reason"), rec.get("checks"), gone, now=now)
-        for name in [n for n in self._down_carried if n not in self.sources]:
-            told = self._down_carried.pop(name)
-            self._save_told(self._downs_file, self._down_carried, self._down_reported)
-            self._down_ended(name, None, told, gone + "; it was not connected for {} s", now=now)
+        for name in [n for n in self._downs.carried if n not in self.sources]:
+            told = self._downs.carried.pop(name)
+            self._downs.save()
+            self._down_ended(self._downs, name, None, told, gone + "; it was not connected for {} s", now=now)
+        pubs = self._publish_downs
+        for name in [
+            n for n in pubs.carried if getattr(self.sources.get(n), "publish_connection", None) is None
+        ]:
+            told = pubs.carried.pop(name)
+            pubs.save()
+            why = "it is no longer in the agent's configuration with a publish connection of its own"
+            self._down_ended(pubs, name, None, told, why + "; it was not connected for {} s", now=now)
 
     def _halt_ended(
         self, name: str, reason: Any, checks: Any, why: str, flaps: Any = None, now: float | None = None
@@ -1513,6 +1552,27 @@ def _boot_id() -> str:
     except OSError:
         boot = ""
     return boot or f"process-{os.getpid()}-{time.monotonic_ns()}"
+
+
+@dataclasses.dataclass
+class _Outages:
+    """The outages of one kind the source watch tells the cloud of (``source_down``: a source not connected;
+    ``publish_down``: an mqtt source's publish connection not connected), by source: their not-connected
+    stretches (``watch``), those told (active) and not yet ended, since when (``reported``, kept in ``file``),
+    and those an agent before this one told of and not the end of (``carried``), until this one knows their
+    fate."""
+
+    kind: EventKind
+    file: Path
+    watch: dict[str, flapping.FlapWatch] = dataclasses.field(default_factory=dict)
+    reported: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    carried: dict[str, dict[str, Any]] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.carried = _read_told(self.file)
+
+    def save(self) -> None:
+        Agent._save_told(self.file, self.carried, self.reported)
 
 
 def _told_flaps(told: dict[str, Any]) -> int | None:

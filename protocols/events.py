@@ -88,6 +88,15 @@ class EventKind(enum.StrEnum):
         "true, with its state and last error); connected again (active false; down_s: how long it was down, null when that cannot be known); a flapping source counts once it was down for "
         "30 s in total within 2 minutes, and ends once connected for 2 minutes without a break, or bad for at most 5% of them (flaps: its outages)",
     )
+    PUBLISH_DOWN = (
+        "publish_down",
+        ("source", "client_id", "active", "state", "down_s", "last_error", "flaps", "message"),
+        "an mqtt source's publish connection (publish_connection: separate) has not been connected for 30 s, "
+        "its source connected or not: what the source publishes (results, alarms, events) cannot reach the "
+        "broker (active true, with its client id, state and last error); connected again (active false; "
+        "down_s: how long it was down, null when that cannot be known); flapping as source_down (flaps: its "
+        "outages)",
+    )
     SOURCE_HALTED = (
         "source_halted",
         ("source", "active", "reason", "since", "halted_s", "checks", "flaps", "message"),

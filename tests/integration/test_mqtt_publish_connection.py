@@ -26,6 +26,7 @@ from edge_agent.agent import Agent
 from edge_agent.cli import _status
 from edge_agent.config import parse_config
 from tests.support.peers import Mosquitto, mosquitto_binary
+from tests.support.recorded import recorded_events
 from tests.support.waits import until
 
 RESULTS = 40  # QoS 1 results published at once during the flood: twice paho's 20 in flight
@@ -219,3 +220,57 @@ def test_validate_online_tries_the_publish_client_id_and_names_it_when_refused(t
                 assert "sources.mq" not in err, err
     finally:
         broker.stop()
+
+
+async def test_a_publish_connection_down_for_long_raises_publish_down_and_what_waited_is_delivered(tmp_path):
+    """The broker lets the source in but refuses its publish connection's client id (``clientid_prefixes``):
+    after ``source_down_after_s`` the agent raises ``publish_down`` (active, naming the source and the client
+    id, with the refusal), and no ``source_down`` (the source is connected). A QoS 1 alarm published meanwhile
+    is queued. The broker restarts on the same port letting it in: the end (active false, how long) follows,
+    and the alarm reaches the broker. Before, only /status showed it: nothing told the line that alarms
+    could not reach the broker."""
+    from tests.integration.test_source_down import quick_watch
+
+    if mosquitto_binary() is None:
+        pytest.fail("mosquitto is not installed; `make setup` installs it with apt-get")
+    broker = Mosquitto(tmp_path / "mosquitto", extra_conf="clientid_prefixes gw1-").start()
+    config = _gw1_config(tmp_path, broker.port, "pub-gw1", reconnect_min_s=0.5, reconnect_max_s=1.0)
+    agent = quick_watch(Agent(parse_config({**config, "outbox": {}})))
+    agent.source_down_after_s = 1.0  # 30 s in service
+    src = agent.sources["mq"]
+
+    def downs(kind: str) -> list[dict]:
+        return [dict(e) for e in agent.events if e["kind"] == kind]
+
+    await agent.start()
+    watch = None
+    try:
+        await until(lambda: downs("publish_down"), 15, "publish_down")
+        (down,) = downs("publish_down")
+        assert down["source"] == "mq" and down["client_id"] == "pub-gw1" and down["active"] is True, down
+        assert down["state"] != "connected" and down["down_s"] >= 1.0, down
+        assert down["last_error"].startswith("connect_refused: publish connection (client id pub-gw1): "), (
+            down
+        )
+        assert "pub-gw1" in down["message"] and "alarms" in down["message"], down
+        assert src.state.value == "connected" and not downs("source_down")
+        alarm = "factory/s/l/gw1/alarms/a"
+        assert await src.publish(alarm, b'{"active": true}', qos=1, retain=True) == "queued"
+        broker.stop()
+        broker.extra_conf = ""  # the broker now lets the publish connection in
+        broker.start()
+        await until(lambda: len(downs("publish_down")) >= 2, 15, "publish_down's end")
+        up = downs("publish_down")[1]
+        assert up["source"] == "mq" and up["active"] is False and up["down_s"] >= 1.0, up
+        assert up["client_id"] == "pub-gw1", up
+        arrived: dict[str, float] = {}
+        watch = _watch(broker.port, arrived)  # the alarm was retained: it reached the broker
+        await until(lambda: alarm in arrived, 5, "the queued alarm at the broker")
+        rows = recorded_events(agent, "publish_down")
+    finally:
+        if watch is not None:
+            watch.disconnect()
+            watch.loop_stop()
+        await agent.stop()
+        broker.stop()
+    assert [r["active"] for r in rows] == [True, False], rows  # recorded for the cloud, in order
