@@ -47,6 +47,10 @@ _OUTBOX_OWN = b'"kind":"outbox_'
 
 log = logging.getLogger(__name__)
 
+# the longest a batch waits for the outbox to commit an alarm or event recorded while it filled (its thread is
+# slow: a sample being written, a full hand-over); past it the batch goes without, and the alarm in the next
+URGENT_FLUSH_S = 1.0
+
 
 def reconnect_delay(previous: float, lasted_s: float, s, refused: bool = False) -> float:
     """The ceiling of the next Connect attempt's random wait (the wait is uniform in [0, ceiling]).
@@ -248,7 +252,7 @@ class Uplink:
 
         delay = self.s.backoff_initial_s
         while True:
-            self._first_poke, self._pokes, self._urgent = None, 0, False  # poked from now on: gathered below
+            await self._new_batch()  # records poked from now on: gathered below
             pending = await asyncio.to_thread(
                 self.outbox.pending, self.s.batch_max_records, self.s.batch_max_bytes
             )
@@ -329,7 +333,14 @@ class Uplink:
             return
         woke = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait({woke} if reading is None else {woke, reading}, timeout=timeout)
+            # FIRST_COMPLETED: asyncio.wait's default waits for all, and an idle stream's read is done only when the
+            # stream ends: a poke on an open stream woke nothing, its batch waited a poll and then its fill (up to
+            # twice max_delay_ms), and an alarm the whole of both
+            await asyncio.wait(
+                {woke} if reading is None else {woke, reading},
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             woke.cancel()
 
@@ -342,6 +353,8 @@ class Uplink:
         while self._first_poke is None:
             if reading is not None and reading.done():
                 return False
+            if self._urgent:  # an alarm poked before the last read, taken by the outbox's thread after it
+                return True
             left = self._poll_s() if deadline is None else min(self._poll_s(), deadline - time.monotonic())
             if left <= 0:
                 return False
@@ -357,14 +370,22 @@ class Uplink:
         while self._pokes < self.s.batch_max_records and (left := end - time.monotonic()) > 0:
             if reading is not None and reading.done():
                 return False
-            if self._urgent:
-                # an alarm or event handed to the outbox: committed now (not at the writer's next interval), so
-                # that the batch read next holds it, first
-                await asyncio.to_thread(self.outbox.flush, max(left, 0.05))
+            if self._urgent:  # an alarm or event handed to the outbox: the batch goes now (``_new_batch``)
                 break
             self._wake.clear()
             await self._woken(reading, left)
         return reading is None or not reading.done()
+
+    async def _new_batch(self) -> None:
+        """Before a read of the outbox: records poked from now on fill the next batch. An alarm or event that the
+        outbox's thread took since the last read (``poke(urgent=)``) is committed first (not at the writer's next
+        interval), so that the read holds it, first; one it takes during this read keeps ``_urgent`` set, and the
+        next ``_gather`` returns at once for it: its poke came before this read and is not counted again, so that
+        flag is what wakes the uplink for it (before, it waited for the next poll, max_delay_ms)."""
+        urgent = self._urgent
+        self._first_poke, self._pokes, self._urgent = None, 0, False
+        if urgent:
+            await asyncio.to_thread(self.outbox.flush, URGENT_FLUSH_S)
 
     def _ended_idle(self, reading: asyncio.Future) -> None:
         """The server ended the stream while no batch was in flight (it restarted; the keepalive found the path
@@ -410,7 +431,7 @@ class Uplink:
                             self._ended_idle(reading)
                         break
                 gathered = False
-                self._first_poke, self._pokes, self._urgent = None, 0, False  # poked from now on: next batch
+                await self._new_batch()  # records poked from now on fill the next batch
                 recs = await asyncio.to_thread(self._pending, limit)
                 if not recs:  # (none left to send one by one either: dropped meanwhile)
                     self._one_by_one = 0

@@ -6,6 +6,7 @@ opens and closes in a 200-s fleet run), and ``max_delay_ms`` ("wait this long to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -42,6 +43,41 @@ def _counting(up: Uplink) -> list[int]:
     return opened
 
 
+def _kinds_read(up: Uplink) -> list[list[str]]:
+    """The kinds of each batch the uplink reads from its outbox, in order."""
+    sent: list[list[str]] = []
+    pending = up._pending
+
+    def seen(limit):
+        recs = pending(limit)
+        if recs:
+            sent.append([r.kind for r in recs])
+        return recs
+
+    up._pending = seen  # type: ignore[method-assign]
+    return sent
+
+
+@contextlib.asynccontextmanager
+async def _alarm_peers(tmp_path, pki, max_delay_ms: float, commit_interval_ms: float = 5):
+    """A real fleet service, an outbox and its uplink started (max_delay_ms), the kinds of each batch it reads,
+    and a check that an alarm is stored in the cloud; all stopped at the end."""
+    port = free_port()
+    srv = _server(tmp_path, pki, port)
+    await srv.start()
+    ob = Outbox(OutboxSettings(commit_interval_ms=commit_interval_ms), tmp_path / "agent")
+    ob.open()
+    up = Uplink(cloud_settings(pki, port, max_delay_ms=max_delay_ms), ob)
+    sent = _kinds_read(up)
+    try:
+        await up.start()
+        yield ob, up, sent, lambda: any(r["kind"] == "alarm" for r in srv.store.records("gw1", limit=10))
+    finally:
+        await up.stop()
+        ob.close()
+        await srv.stop()
+
+
 async def test_records_arriving_a_few_a_second_go_up_in_batches_on_one_stream(tmp_path, pki) -> None:
     """16 results at 10 a second (a camera's pace), each poked as the agent does: they go up on one stream, in
     batches of several records, each acked within max_delay_ms and a bound; and an alarm recorded while a
@@ -62,16 +98,7 @@ async def test_records_arriving_a_few_a_second_go_up_in_batches_on_one_stream(tm
         return ack(seqs)
 
     ob.ack = timed_ack  # type: ignore[method-assign]
-    sent: list[list[str]] = []
-    pending = up._pending
-
-    def seen(limit):
-        recs = pending(limit)
-        if recs:
-            sent.append([r.kind for r in recs])
-        return recs
-
-    up._pending = seen  # type: ignore[method-assign]
+    sent = _kinds_read(up)
     try:
         await up.start()
         opened = _counting(up)
@@ -220,38 +247,58 @@ async def test_an_alarm_recorded_while_results_fill_their_batch_goes_at_once(tmp
     """max_delay_ms 2000 (a site saving bandwidth): a result starts a batch's fill, then an alarm is recorded as
     the agent records it (handed to the outbox's thread, poked with its future). The alarm reaches the cloud
     well before the 2 s, first in its batch. Before, it waited out the whole fill."""
-    port = free_port()
-    srv = _server(tmp_path, pki, port)
-    await srv.start()
-    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
-    ob.open()
-    up = Uplink(cloud_settings(pki, port, max_delay_ms=2000), ob)
-    sent: list[list[str]] = []
-    pending = up._pending
-
-    def seen(limit):
-        recs = pending(limit)
-        if recs:
-            sent.append([r.kind for r in recs])
-        return recs
-
-    up._pending = seen  # type: ignore[method-assign]
-    try:
-        await up.start()
+    async with _alarm_peers(tmp_path, pki, 2000) as (ob, up, sent, alarm_stored):
         await ob.append_async("result", {"i": 0})
         up.poke()
         await asyncio.sleep(0.1)  # the result's batch fills
         t0 = time.monotonic()
         up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
-
-        def stored() -> bool:
-            return any(r["kind"] == "alarm" for r in srv.store.records("gw1", limit=10))
-
-        await until(stored, timeout_s=5, what="the alarm stored in the cloud")
+        await until(alarm_stored, timeout_s=5, what="the alarm stored in the cloud")
         took = time.monotonic() - t0
         assert took < 1.0, f"the alarm reached the cloud after {took:.2f} s (max_delay_ms 2000)"
         assert sent[0] == ["alarm", "result"], sent
-    finally:
-        await up.stop()
-        ob.close()
-        await srv.stop()
+
+
+async def test_an_alarm_the_outbox_takes_just_after_the_fill_ended_goes_at_once(tmp_path, pki) -> None:
+    """max_delay_ms 2000: an alarm is recorded while results fill their batch, but the outbox's thread is busy (a
+    sample being written, a slow disk) and takes it only after the fill ended and the batch was read. It goes up
+    as soon as that batch is acked, not a poll (max_delay_ms) later: before, its poke was forgotten with the
+    batch's and nothing woke the uplink, which looked at the outbox again only after max_delay_ms."""
+    async with _alarm_peers(tmp_path, pki, 2000, commit_interval_ms=50) as (ob, up, _, alarm_stored):
+        await ob.append_async("result", {"i": 0})
+        up.poke()
+        await asyncio.sleep(1.7)  # the result's batch fills (until 2 s)
+        busy = ob._executor.submit(time.sleep, 0.6)  # the outbox's thread busy past the fill's end
+        up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
+        await asyncio.wrap_future(busy)
+        t0 = time.monotonic()
+        await until(alarm_stored, timeout_s=5, what="the alarm stored in the cloud")
+        took = time.monotonic() - t0
+        assert took < 1.0, (
+            f"the alarm reached the cloud {took:.2f} s after the outbox took it (max_delay_ms 2000)"
+        )
+        await until(lambda: ob.stats()["acked"] == 2, timeout_s=5, what="both records acked")
+
+
+async def test_an_alarm_recorded_while_results_fill_a_batch_on_the_open_stream_goes_at_once(
+    tmp_path, pki
+) -> None:
+    """max_delay_ms 1000: after a first batch the stream stays open, idle; a result starts the next batch's fill
+    and an alarm is recorded 0.1 s later. The alarm reaches the cloud within half a second, first in its batch.
+    Before, a poke woke nothing while the stream was open (the wait was for the poke and the stream's end, both),
+    so the alarm waited out the fill: only a stream's first batch ended its fill for an alarm."""
+    async with _alarm_peers(tmp_path, pki, 1000) as (ob, up, sent, alarm_stored):
+        opened = _counting(up)
+        await ob.append_async("result", {"i": 0})
+        up.poke()
+        await until(lambda: ob.stats()["acked"] == 1, timeout_s=5, what="the first batch acked")
+        await ob.append_async("result", {"i": 1})
+        up.poke()
+        await asyncio.sleep(0.1)  # the next batch fills, on the stream left open
+        t0 = time.monotonic()
+        up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
+        await until(alarm_stored, timeout_s=5, what="the alarm stored in the cloud")
+        took = time.monotonic() - t0
+        assert took < 0.5, f"the alarm reached the cloud after {took:.2f} s (max_delay_ms 1000)"
+        assert sent[1] == ["alarm", "result"], sent
+        assert opened[0] == 1  # both batches on one stream
