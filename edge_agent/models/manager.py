@@ -1411,12 +1411,17 @@ class ModelManager:
             await asyncio.wait(tasks, timeout=timeout_s)
 
     def _health(self, slot: str) -> dict:
-        s = self.slots[slot]
-        c = s.counters
-        n = max(1, c.get("inferences", 0))
+        """What a deployment step says of the slot's health (the fleet's gate judges ``error_rate``): the figures of
+        the model it serves, since it was made active, and that model's version. They were the slot's counters
+        since the agent started: just after a swap mostly the previous version's inferences, so a candidate failing
+        every item after 1,000 good ones of the version before read 2% and passed a 5% gate, and the count a
+        ``watching`` step gives as the candidate's was the previous version's."""
+        h = self.slots[slot].serving_health()
+        n = h["inferences"]
         return {
-            "error_rate": (c.get("errors", 0) + c.get("nonfinite", 0)) / n,
-            "inferences": c.get("inferences", 0),
+            "error_rate": (h["errors"] + h["nonfinite"]) / max(1, n),
+            "inferences": n,
+            "version": h["version"],
         }
 
     def status(self) -> dict:

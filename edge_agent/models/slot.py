@@ -1210,6 +1210,24 @@ class ModelSlot:
             )
         return outcome
 
+    def serving_health(self) -> dict:
+        """The health figures of the model the slot serves now, its own since it was made active (its health
+        window's included), with its version and digest: what a deployment of that version is judged and shown
+        by. ``counters`` count every model the slot served since the start (mostly the previous version's, just
+        after a swap)."""
+        with self._lock:
+            a = self._active
+            if a is None:
+                return {"version": None, "digest": None, "inferences": 0, "errors": 0, "nonfinite": 0}
+            h = a.health
+            return {
+                "version": a.manifest.version,
+                "digest": a.opened.digest,
+                "inferences": h.n,
+                "errors": h.errors,
+                "nonfinite": h.nonfinite,
+            }
+
     def watches_active(self) -> bool:
         """Whether a health watch runs on the model that serves now: its verdict is still to come (the model
         manager asks this before it says the model is healthy, rather than read the slot's state)."""
