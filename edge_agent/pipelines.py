@@ -111,7 +111,8 @@ _FIXES = {
     "size); check with `edge-agent validate`",
     "engine_error": "the engine failed on this input; check the model package (model_packager inspect)",
     "nonfinite_output": "the model produced NaN/Inf; check the inputs' range or roll the model back",
-    "no_model": "the model slot has no model loaded; see models on the status page",
+    "no_model": "no result until a package is installed in the slot (models.<slot>.package, or the fleet's); see "
+    "models on the status page",
     "preprocess_error": "the package's preprocessing fails on this input (frame size, colour, region): check "
     "the camera against the package's manifest (model_packager inspect); a hot-swapped model is rolled back",
     "model_error": "the model's outputs do not read as its manifest declares (labels, output names): the "
@@ -805,31 +806,70 @@ class Windower:
             anchors.popleft()
 
 
+class KindWindow:
+    """The kinds of a pipeline's last ``size`` items (a kind, or None for an item of none) with a running count of
+    each: ``add`` and ``share`` cost the same whatever the size, on every item (``UnsureWatch`` summed its window
+    for the share, ``ModelFailureWatch`` copied and counted its window, at every item). ``snapshot`` is safe from
+    the HTTP thread."""
+
+    __slots__ = ("by", "marked", "recent")
+
+    def __init__(self, size: int) -> None:
+        self.recent: collections.deque[str | None] = collections.deque(maxlen=size)
+        self.by: collections.Counter = (
+            collections.Counter()
+        )  # kind -> items in the window, those above 0 only
+        self.marked = 0  # items in the window with a kind
+
+    def __len__(self) -> int:
+        return len(self.recent)
+
+    @property
+    def full(self) -> bool:
+        return len(self.recent) == self.recent.maxlen
+
+    @property
+    def share(self) -> float:
+        n = len(self.recent)
+        return self.marked / n if n else 0.0
+
+    def add(self, kind: str | None) -> None:
+        r = self.recent
+        if len(r) == r.maxlen and (old := r[0]) is not None:
+            self.marked -= 1
+            if (k := self.by[old] - 1) > 0:
+                self.by[old] = k
+            else:
+                del self.by[old]
+        r.append(kind)
+        if kind is not None:
+            self.marked += 1
+            self.by[kind] += 1
+
+    def snapshot(self) -> tuple[int, dict[str, int]]:
+        return len(self.recent), dict(self.by)  # (dict(): one C call under the GIL, as the loop may add)
+
+
 class UnsureWatch:
     """The share of UNSURE results over the last ``window`` results; ``add`` returns an
     ``input_drift`` event when the share reaches ``max_share`` (re-armed below half of it)."""
 
     def __init__(self, pipeline: str, window: int, max_share: float) -> None:
         self.pipeline, self.window, self.max_share = pipeline, window, max_share
-        self.recent: collections.deque = collections.deque(maxlen=window)
-        self.reasons: collections.Counter = collections.Counter()  # over the window, by kind
+        self.kinds = KindWindow(window)
         self.raised = False
 
     @property
     def share(self) -> float:
-        return sum(1 for r in self.recent if r) / len(self.recent) if self.recent else 0.0
+        return self.kinds.share
 
     def add(self, reason: str | None) -> Event | None:
-        kind = reason.split(":")[0] if reason else None
-        if len(self.recent) == self.window and self.recent[0]:
-            self.reasons[self.recent[0]] -= 1
-        self.recent.append(kind)
-        if kind:
-            self.reasons[kind] += 1
-        share = self.share
-        if not self.raised and len(self.recent) == self.window and share >= self.max_share:
+        self.kinds.add(reason.split(":")[0] or None if reason else None)
+        if not self.raised:
+            if not self.kinds.full or (share := self.kinds.share) < self.max_share:
+                return None
             self.raised = True
-            reasons = {k: v for k, v in self.reasons.items() if v > 0}
+            reasons = dict(self.kinds.by)
             top, n = max(reasons.items(), key=lambda kv: kv[1]) if reasons else ("", 0)
             what = (
                 "the camera's image has not changed (frozen camera?); check it (a power cycle)"
@@ -847,7 +887,7 @@ class UnsureWatch:
                 message=f"pipeline {self.pipeline}: {share:.0%} of the last {self.window} frames are UNSURE, "
                 f"most ({n}) for '{top}': {what}",
             )
-        if self.raised and share < self.max_share / 2:
+        if self.kinds.share < self.max_share / 2:
             self.raised = False
         return None
 
@@ -858,8 +898,12 @@ class ModelFailureWatch:
     WARNING with its fix); more than ``FAIL_SHARE`` failing (``FAIL_MIN_ITEMS`` items at least) starts an episode
     (a WARNING and a ``model_failing`` event), said again every ``FAIL_REPEAT_S`` while it lasts (a WARNING, at a
     failure), ended when a quarter or fewer have failed for ``FAIL_QUIET_S`` (an INFO and the event, ``active``
-    false). Before, one WARNING at the first failure was all: a model giving NaN on every frame of a run said
-    nothing more."""
+    false), or on time when no item has come for ``FAIL_QUIET_S`` (three of the items' last interval when that is
+    longer: a slow source's next item is not awaited as a stop): a camera that stopped ended no episode, which
+    stood on ``/status`` and in the heartbeat until the next item, for ever if none came. The timer runs only
+    during an episode, on the loop ``add`` is called on (none without a running loop: then only items end it).
+    Before, one WARNING at the first failure was all: a model giving NaN on every frame of a run said nothing
+    more."""
 
     def __init__(self, pipeline: str, on_event: Callable[[Event], None], baseline: bool = False) -> None:
         self.pipeline = pipeline
@@ -870,7 +914,7 @@ class ModelFailureWatch:
             if baseline
             else "UNSURE, not judged"
         )
-        self.recent: collections.deque[str | None] = collections.deque(maxlen=FAIL_WINDOW)
+        self.kinds = KindWindow(FAIL_WINDOW)
         self.active = False
         self.since: float | None = None  # wall clock, for /status
         self.failed = 0  # in the episode under way
@@ -879,13 +923,18 @@ class ModelFailureWatch:
         self.first: dict[str, str] = {}  # reason -> its first message
         self._said = 0.0  # monotonic time of the last WARNING of the episode
         self._quiet: float | None = None  # monotonic time since when a quarter or fewer fail, in an episode
-
-    def _counts(self) -> tuple[int, collections.Counter]:
-        snap = list(self.recent)  # (read from the HTTP thread too)
-        return len(snap), collections.Counter(r for r in snap if r)
+        self._last_item = 0.0  # monotonic time of the last item, and the interval before it
+        self._gap = 0.0
+        self._model = ("", "")  # (slot, version) of the last item, for an episode ended on time
+        self._timer: asyncio.TimerHandle | None = None
 
     def add(self, reason: str | None, slot: str, version: str, detail: str = "") -> None:
-        self.recent.append(reason)
+        now = time.monotonic()
+        self._gap, self._last_item = now - self._last_item, now
+        self.kinds.add(reason)
+        if reason is None and not self.active:
+            return  # the usual item: nothing to tell
+        self._model = (slot, version)
         if reason is not None:
             self.total += 1
             if reason not in self.first:
@@ -901,9 +950,8 @@ class ModelFailureWatch:
                     f"{_FIXES.get(reason, 'see the model slot status')}"
                 )
                 log.warning("%s", self.first[reason])
-        n, by = self._counts()
-        share = sum(by.values()) / n if n else 0.0
-        now = time.monotonic()
+        n, by = len(self.kinds), self.kinds.by
+        share = self.kinds.share
         if self.active:
             if share > FAIL_SHARE / 2:
                 self._quiet = None
@@ -919,25 +967,21 @@ class ModelFailureWatch:
                         self.pipeline,
                         slot,
                         version,
-                        sum(by.values()),
+                        self.kinds.marked,
                         n,
                         dict(by),
                         self.failed,
                         self.judged_as,
                     )
             elif self._quiet is not None and now - self._quiet >= FAIL_QUIET_S:
-                self.active, self._quiet = False, None
-                msg = (
+                self._end(
                     f"pipeline {self.pipeline}: the model (slot {slot}, {version}) judges its items again "
                     f"({share:.0%} of the last {n} failed); {self.failed} failed in the episode"
                 )
-                log.info("%s", msg)
-                self.message, self.since = None, None
-                self._tell(False, slot, version, share, n, by, msg)
             return
-        if reason is not None and n >= FAIL_MIN_ITEMS and share > FAIL_SHARE:
+        if n >= FAIL_MIN_ITEMS and share > FAIL_SHARE:
             self.active, self.since, self._said = True, time.time(), now
-            self.failed = sum(by.values())
+            self.failed = self.kinds.marked
             top, k = by.most_common(1)[0]
             msg = (
                 f"pipeline {self.pipeline}: the model (slot {slot}, {version}) fails on {self.failed} of its last "
@@ -946,20 +990,64 @@ class ModelFailureWatch:
             )
             self.message = msg
             log.warning("%s", msg)
-            self._tell(True, slot, version, share, n, by, msg)
+            self._tell(True, msg)
+            self._arm(self._idle_limit())
 
-    def _tell(
-        self, active: bool, slot: str, version: str, share: float, n: int, by: collections.Counter, msg: str
-    ) -> None:
+    def _idle_limit(self) -> float:
+        """No item for this long ends an episode on time: FAIL_QUIET_S, or three of the items' last interval."""
+        return max(FAIL_QUIET_S, 3 * self._gap)
+
+    def _arm(self, delay_s: float) -> None:
+        if self._timer is not None:
+            return  # (the one pending arms itself again as needed)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven without a loop (a unit test): items alone end an episode
+            return
+        self._timer = loop.call_later(delay_s, self._on_time)
+
+    def _on_time(self) -> None:
+        self._timer = None
+        if not self.active:
+            return
+        idle, limit = time.monotonic() - self._last_item, self._idle_limit()
+        if idle < limit:
+            self._arm(limit - idle)
+            return
+        slot, version = self._model
+        self._end(
+            f"pipeline {self.pipeline}: no item has reached the model (slot {slot}, {version}) for {idle:.0f} s (its "
+            f"source stopped, or its items are dropped before the model: see the source's status): the episode is "
+            f"ended; {self.failed} failed in it; a failure of the next items starts another"
+        )
+
+    def _end(self, msg: str) -> None:
+        self.active, self._quiet = False, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        log.info("%s", msg)
+        self.message, self.since = None, None
+        self._tell(False, msg)
+
+    def close(self) -> None:
+        """The pipeline stops: its timer with it."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tell(self, active: bool, msg: str) -> None:
+        slot, version = self._model
+        n, by = self.kinds.snapshot()
         evt = Event(
             EventKind.MODEL_FAILING,
             pipeline=self.pipeline,
             slot=slot,
             model_version=version,
             active=active,
-            share=round(share, 4),
+            share=round(sum(by.values()) / n, 4) if n else 0.0,
             items=n,
-            reasons=dict(by),
+            reasons=by,
             failed=self.failed,
             message=msg,
         )
@@ -969,12 +1057,12 @@ class ModelFailureWatch:
             log.exception("model_failing event could not be recorded")
 
     def status(self) -> dict:
-        n, by = self._counts()
+        n, by = self.kinds.snapshot()
         return {
             "active": self.active,
             "share": round(sum(by.values()) / n, 4) if n else 0.0,
             "items": n,
-            "reasons": dict(by),
+            "reasons": by,
             "failed_total": self.total,
             "since": self.since,
             "message": self.message,
@@ -1356,6 +1444,7 @@ class Pipeline:
             _done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
             for t in pending:
                 t.cancel()
+        self.failures.close()  # (after the items in flight: one of them may start an episode)
 
     async def _worker(self) -> None:
         while True:
@@ -1421,7 +1510,7 @@ class Pipeline:
                 # the model failed on an item it was given, or a camera's frame does not fit it (a camera set to
                 # another resolution against a roi): UNSURE, naming the failure (with a baseline, a window is
                 # judged by the baseline alone), never dropped unjudged
-                self.failures.add(reason, self.slot.name, self._version(), str(exc))
+                self.failures.add(reason, self.slot.name, self._model_names()[1], str(exc))
                 if self.baseline is not None and isinstance(item, Window):
                     await self._baseline_alone(item, reason)
                 else:
@@ -1540,11 +1629,14 @@ class Pipeline:
             self.stats.errors["action_dispatch"] += 1
             log.exception("pipeline %s: acting on a result failed", self.name)
 
-    def _version(self) -> str:
+    def _model_names(self) -> tuple[str, str]:
+        """(package name, version) of the slot's model, ("", "") when it has none: a failed item's result names
+        them."""
         try:
-            return self.slot.manifest.version
+            m = self.slot.manifest
         except SlotError:
-            return ""
+            return "", ""
+        return m.name, m.version
 
     async def _model_failed(
         self, item: Frame | Window, reason: str, enq_t: float, start: float, detail: str = ""
@@ -1556,11 +1648,7 @@ class Pipeline:
         every frame let every part by the reject gate, unjudged and untold. A camera's frame that does not fit the
         model (``bad_input``: its roi or tiles outside the frame, pixels not 8-bit) is UNSURE the same way, the
         reason naming why (``detail``): it was dropped, one WARNING for the whole run."""
-        try:
-            m = self.slot.manifest
-            model, version = m.name, m.version
-        except SlotError:
-            model, version = "", ""
+        model, version = self._model_names()
         what = "frame" if isinstance(item, Frame) else "window"
         res = Result(
             pipeline=self.name,
@@ -1571,7 +1659,7 @@ class Pipeline:
             model_version=version,
             engine=self.slot.engine_name or "",
             verdict="UNSURE",
-            score=0.0,
+            score=None,  # not judged: no number a dashboard reads as a good part's (0.0 was)
             outputs={"model_error": reason},
             latency=Latency((start - enq_t) * 1000, (time.perf_counter() - start) * 1000, 0.0, 0.0),
             finished_at=time.time(),
@@ -1600,11 +1688,7 @@ class Pipeline:
                     "baseline", "pipeline %s: the baseline could not score a window: %s", self.name, exc
                 )
             return
-        try:
-            m = self.slot.manifest
-            model, version = m.name, m.version
-        except SlotError:
-            model, version = "", ""
+        model, version = self._model_names()
         why = f"the model failed on this window ({reason}): judged by the baseline alone"
         res = Result(
             pipeline=self.name,
@@ -1615,7 +1699,7 @@ class Pipeline:
             model_version=version,
             engine="",
             verdict="UNSURE",
-            score=0.0,
+            score=None,  # the baseline's, when it scores the window (Monitor.apply)
             finished_at=time.time(),
             reason=why,
         )

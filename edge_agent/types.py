@@ -52,7 +52,8 @@ class Result:
     model_version: str
     engine: str  # "onnxruntime" | "openvino"
     verdict: str  # "OK" | "NG" | "UNSURE"
-    score: float
+    # None: not judged (the model failed on the item: its reason in ``reason`` and ``outputs.model_error``)
+    score: float | None
     label: str | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
     margin: float | None = None
@@ -69,8 +70,10 @@ class Result:
     @property
     def score_text(self) -> str:
         """The score as a log line writes it: to 3 decimals, a whole number (a rule's Int64 counter past 2**53)
-        with every digit (``%.3f`` wrote 9007199254740993 as 9007199254740992.000)."""
+        with every digit (``%.3f`` wrote 9007199254740993 as 9007199254740992.000); ``none`` when not judged."""
         s = self.score
+        if s is None:
+            return "none"
         return str(s) if isinstance(s, int) and not isinstance(s, bool) else f"{s:.3f}"
 
     @property

@@ -126,6 +126,8 @@ async def test_frames_the_model_fails_on_are_unsure_acted_on_and_a_sustained_fai
                 },
             },
             "outbox": {},
+            # every UNSURE one uploaded as a sample, no other
+            "upload": {"unsure_fraction": 1.0, "ok_fraction": 0.0, "uncertain_margin": 0.0},
         }
     )
     sub = Subscriber(mosquitto.port, "#")
@@ -160,7 +162,17 @@ async def test_frames_the_model_fails_on_are_unsure_acted_on_and_a_sustained_fai
         assert r["verdict"] == "UNSURE" and r["label"] is None, r
         assert r["reason"] == "the model failed on this frame (nonfinite_output): not judged", r
         assert r["outputs"]["model_error"] == "nonfinite_output", r
+        # not judged: no score (0.0 read as a good part's on a dashboard)
+        assert r["score"] is None, r
     assert all("model_error" not in r["outputs"] for r in results if not bright[r["seq"]])
+    assert all(isinstance(r["score"], float) for r in results if not bright[r["seq"]])
+    # each failed frame's sample names the failure ('unsure' before: a frame the model judged far from its training)
+    samples = {
+        json.loads(r.payload)["seq"]: json.loads(r.payload)["reason"] for r in recs if r.kind == "sample"
+    }
+    assert {seq: why for seq, why in samples.items() if bright[seq]} == {
+        i: "nonfinite_output" for i, b in enumerate(bright) if b
+    }, samples
     # the UNSURE gate acted on each failed frame; the plain publish, as for any UNSURE, did not
     gate = [
         m
@@ -193,11 +205,14 @@ async def test_frames_the_model_fails_on_are_unsure_acted_on_and_a_sustained_fai
 
 
 async def test_windows_a_maintenance_model_fails_on_without_a_baseline_are_unsure_naming_the_failure(
-    tmp_path,
+    tmp_path, monkeypatch
 ):
+    """... and the episode ends on time when its source stops: it ended only at an item, so a stopped source's
+    stood on /status and in the heartbeat for ever."""
     from concurrent.futures import ThreadPoolExecutor
 
     from devices.base import Quality, Reading
+    from edge_agent import pipelines
     from edge_agent.config import PipelineSettings, WindowSettings
     from edge_agent.models.config import ModelConfig
     from edge_agent.models.slot import ModelSlot
@@ -231,11 +246,17 @@ async def test_windows_a_maintenance_model_fails_on_without_a_baseline_are_unsur
     pipe.prepare()
     pipe.start()
     rng = np.random.default_rng(0)
+    # no item for this long ends the episode (60 s in service); longer than the 8 windows' run on a busy machine
+    monkeypatch.setattr(pipelines, "FAIL_QUIET_S", 3.0)
     try:
         for i in range(8):
             x = rng.normal(0, 1, SIGNAL_WINDOW)
             await pipe.offer(Reading("plc", "Vibration", x, float(i), float(i), Quality.GOOD))
         await wait_for(lambda: len(results) >= 8, what="a result for every window", timeout_s=20)
+        assert [(e["kind"], e["active"]) for e in events] == [("model_failing", True)], events
+        during = pipe.status()["model_failing"]
+        # the source stops: no item comes; the episode ends on time
+        await wait_for(lambda: len(events) >= 2, what="the episode's end", timeout_s=10)
     finally:
         await pipe.stop()
         await slot.stop()
@@ -243,8 +264,11 @@ async def test_windows_a_maintenance_model_fails_on_without_a_baseline_are_unsur
     for r in results:  # none on the former code: every window dropped
         assert r.verdict == "UNSURE" and r.label is None and r.remaining_life is None, r
         assert r.reason == "the model failed on this window (nonfinite_output): not judged", r
-    assert [(e["kind"], e["active"]) for e in events] == [("model_failing", True)], events
-    assert pipe.status()["model_failing"]["active"] is True
+        assert r.score is None and r.to_json_dict()["score"] is None, r  # not judged: no score (0.0 before)
+    assert during["active"] is True
+    assert [(e["kind"], e["active"]) for e in events] == [("model_failing", True), ("model_failing", False)]
+    assert events[1]["failed"] == 8 and "no item has reached the model" in events[1]["message"], events[1]
+    assert pipe.status()["model_failing"]["active"] is False
     # the fleet config gate's error rate for a model failing on every window: 1.0, as when such windows were
     # dropped (the former code counted each failed window as an error and a result: 0.5, so a max_error_rate
     # of 0.5 passed a config under which nothing was judged)
