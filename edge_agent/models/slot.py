@@ -424,12 +424,13 @@ class ModelSlot:
             if rejected is not None:
                 raise SlotError(
                     f"model slot {self.name!r}: the installed package {current} cannot be used ({rejected}) "
-                    "and no local 'package' is configured to install again; configure one, or let the "
-                    "fleet deliver one"
+                    f"and no local 'package' is configured to install again; configure models.{self.name}.package "
+                    "(the agent does not start without a model in each slot)"
                 )
             raise SlotError(
-                f"model slot {self.name!r}: no package installed yet and no local 'package' configured; "
-                "it waits for the fleet to deliver one"
+                f"model slot {self.name!r}: no package installed yet and no local 'package' configured: the agent "
+                f"does not start without a model in each slot; configure models.{self.name}.package (a fleet "
+                "rollout replaces it later)"
             )
         outcome = await self.swap(want_pkg, watch=False)
         if not outcome.ok:

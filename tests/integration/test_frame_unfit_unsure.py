@@ -24,10 +24,18 @@ from model_packager import build_package
 from tests.support.models import golden_inputs, make_keypair, make_vision_onnx, vision_spec
 
 
-async def _run(tmp_path, pkg, pub, frames) -> tuple[Pipeline, list, list]:
-    slot = ModelSlot("vision", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [pub])
-    await slot.start()
-    results, events = [], []
+async def _run(tmp_path, pkg, pub, frames, done=None) -> tuple[Pipeline, list, list]:
+    """``frames`` through a pipeline on a slot of ``pkg`` (None: a slot never given a model), until ``done(pipe)``
+    (by default: a result for each frame)."""
+    if pkg is None:
+        slot = ModelSlot("vision", ModelConfig(name="part-inspection"), tmp_path / "data", [])
+    else:
+        slot = ModelSlot(
+            "vision", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [pub]
+        )
+        await slot.start()
+    results: list = []
+    events: list = []
 
     async def on_result(res, item):
         results.append(res)
@@ -45,7 +53,7 @@ async def _run(tmp_path, pkg, pub, frames) -> tuple[Pipeline, list, list]:
         for i, img in enumerate(frames):
             await pipe.offer(Frame("cam", i, time.time(), img))
         async with asyncio.timeout(30):  # a guard, not a measure
-            while len(results) < len(frames):  # the former code: no result for an unfit frame
+            while not (done(pipe) if done else len(results) >= len(frames)):
                 await asyncio.sleep(0.01)
     finally:
         await pipe.stop()
@@ -116,3 +124,20 @@ async def test_a_frame_whose_check_against_the_training_inputs_fails_is_unsure_n
             "of another layout" in r.reason
         ), r
     assert pipe.stats.errors.get("bad_input") == 3
+
+
+async def test_frames_reaching_a_slot_without_a_model_are_dropped_counted_and_named_on_status(
+    tmp_path, caplog
+):
+    """Counted under the pipeline's errors and silent drops on /status (``no_model``), the first said in a WARNING
+    naming the slot; no result. (An agent does not start a slot without a package: ``ModelSlot.start``.)"""
+    import logging
+
+    frames = [np.zeros((8, 8, 3), np.uint8)] * 3
+    with caplog.at_level(logging.WARNING, logger="edge_agent.pipelines"):
+        pipe, results, _ = await _run(tmp_path, None, None, frames, lambda p: p.stats.errors["no_model"] == 3)
+    status = pipe.status()
+    assert results == [] and status["items"] == 3 and status["errors"] == {"no_model": 3}, status
+    drop = status["silent_drops"]["no_model"]
+    assert drop["count"] == 3 and "model slot 'vision' has no model loaded" in drop["message"], drop
+    assert [r.getMessage() for r in caplog.records if "no_model" in r.getMessage()] == [drop["message"]]
