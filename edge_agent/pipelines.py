@@ -1803,7 +1803,7 @@ class Pipeline:
             model_version=m.version,
             engine=self.slot.engine_name or "",
             verdict="UNSURE",
-            score=0.0,
+            score=None,  # not inferred nor scored: no number a dashboard reads as a good part's (0.0 was)
             outputs={"sensor": fault.to_dict()},
             latency=Latency((start - enq_t) * 1000, (time.perf_counter() - start) * 1000, 0.0, 0.0),
             finished_at=time.time(),

@@ -98,6 +98,7 @@ async def test_a_clipping_or_dead_sensor_is_unsure_and_never_learned_nor_alarmed
     assert [r.verdict for r in faulty] == ["UNSURE"] * 6
     assert all(r.reason.startswith("sensor: clipped at ") and "49.9" in r.reason for r in faulty[:3])
     assert faulty[0].outputs["sensor"]["fault"] == "clipped" and "baseline" not in faulty[0].outputs
+    assert all(r.score is None for r in faulty[:5])  # not scored: no 0.0 a dashboard reads as a good part's
     assert all(r.reason.startswith("sensor: flat at 0.12") for r in faulty[3:5])
     assert (
         faulty[5].reason.startswith("sensor: every amplitude 9.") and "(m/s2 read as g?)" in faulty[5].reason

@@ -38,3 +38,25 @@ def test_a_model_failing_on_45_percent_of_its_items_is_one_episode_ended_after_a
         add(False)
     assert [e["active"] for e in events] == [True, False]
     assert events[1]["failed"] == watch.failed and not watch.status()["active"]
+
+
+def test_an_episode_ends_on_time_when_items_stop_coming_but_a_slow_sources_next_item_is_awaited(monkeypatch):
+    """No item for FAIL_QUIET_S ends an episode (the timer's call, ``_on_time``, here on the stepped clock): a
+    camera that stopped left it standing on /status until the next item. A source slower than that (a window
+    every 2 min) is given three of its intervals: ended between two items, its episode began again at each."""
+    clock = [1000.0]
+    monkeypatch.setattr(pipelines, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    for interval, quiet_s, ends_by in ((0.25, 61, 61), (120.0, 70, 361)):
+        events = []
+        watch = pipelines.ModelFailureWatch("inspect", events.append)
+        for _ in range(8):
+            clock[0] += interval
+            watch.add("nonfinite_output", "vision", "1.0.0", "NaN")
+        assert watch.active and [e["active"] for e in events] == [True]
+        clock[0] += quiet_s
+        watch._on_time()
+        assert watch.active is (quiet_s < ends_by), interval
+        clock[0] += ends_by - quiet_s
+        watch._on_time()
+        assert not watch.active and [e["active"] for e in events] == [True, False], interval
+        assert "no item has reached the model" in events[1]["message"] and events[1]["failed"] == 8
