@@ -707,6 +707,14 @@ class Control:
             t = dep["targets"].get(agent)
             if t is None:
                 return False
+            if _held_on_the_way(t, mark.get("report"), self.clock()):
+                # made before the step already recorded (a call taken late, a retry), received after it: kept as
+                # the last report only. Taken, a late ``active`` turned a healthy target back to under way: a step
+                # waited for a healthy report that never came again, and a newer rollout read the completed one
+                # as under way on the agent (its previous version: a halt sent the agent below it)
+                t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
+                self._put(dep)
+                return True
             if t.get("status") in _NOT_OURS:  # a newer rollout of the slot owns this agent now (or it left)
                 t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
                 self._put(dep)
@@ -1859,6 +1867,22 @@ def _record_newer(target: dict, cur: dict) -> bool:
             return a > b
     return isinstance(updated, (int, float)) and (
         not isinstance(reported, (int, float)) or updated > reported
+    )
+
+
+def _held_on_the_way(target: dict, report: dict | None, now: float) -> bool:
+    """Whether a deployment step numbered ``report`` (boot, seq) was made before the step its ``target`` recorded
+    last from the same run of the agent, within ``STALE_REPORT_S`` of it (the service's rule for state reports)."""
+    had = target.get("report")
+    if not (isinstance(report, dict) and isinstance(had, dict) and had.get("boot") == report.get("boot")):
+        return False
+    mine, theirs, when = had.get("seq"), report.get("seq"), target.get("updated")
+    return (
+        isinstance(mine, int)
+        and isinstance(theirs, int)
+        and theirs < mine
+        and isinstance(when, (int, float))
+        and abs(now - when) < STALE_REPORT_S
     )
 
 

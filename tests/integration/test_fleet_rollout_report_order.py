@@ -209,3 +209,31 @@ async def test_a_verdict_numbered_before_a_snapshot_restore_does_not_outrank_the
         {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
     )
     assert srv.control.get(b["id"])["previous"]["gw1"]["version"] == "1.0.0"  # was 1.1.0, the record's
+
+
+async def test_a_deployment_step_made_before_the_verdict_but_received_after_it_does_not_undo_it(fleet):
+    """gw1's step ``active`` of 1.1.0, held on the way (a call the service's pool took late), reached the fleet
+    after its ``healthy``: the target went back to ``active``. A rollout still waiting for gw1 waited for a healthy
+    report that never came again; here, one that had completed read as still under way on gw1, so a rollout of
+    1.2.0 took that rollout's own previous version (1.0.0) for gw1's, and its halt would have sent gw1 down to it.
+    A step numbered below the verdict from the same run is kept as the last report only."""
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "run5"))
+    a = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    await stub.ReportDeployment(_healthy(a["id"], "1.1.0", 5, "run5"))
+    late = _healthy(a["id"], "1.1.0", 3, "run5")
+    late.step = "active"
+    await stub.ReportDeployment(late)
+    t = srv.control.get(a["id"])["targets"]["gw1"]
+    assert t["status"] == "healthy" and t["last_report"]["step"] == "active", t  # was: active
+    b = srv.control.create(
+        {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    assert srv.control.get(b["id"])["previous"]["gw1"]["version"] == "1.1.0"  # was 1.0.0
+    # a step of a new run of the agent (a restart counts from 1) is taken as it comes
+    again = _healthy(b["id"], "1.2.0", 1, "run6")
+    again.step = "downloading"
+    await stub.ReportDeployment(again)
+    assert srv.control.get(b["id"])["targets"]["gw1"]["status"] == "downloading"
