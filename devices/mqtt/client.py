@@ -28,7 +28,8 @@ or the source's total of 4 times it, is spent: not inflated; a compressed birth 
 as large, or theirs together is spent: not inflated, its node stale; deaths always are),
 ``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``, ``publish_refused`` (MQTT 5:
 a PUBACK with a failure reason, e.g. 0x87 from the broker's ACL; ``MqttPublishRefused``),
-``publish_too_large`` (over the Maximum Packet Size of the broker's CONNACK; ``MqttTooLarge``),
+``publish_lost`` (QoS 1 messages still held at a stop: queued while the broker was away or refused the
+connection, or not acknowledged in time; said once with their number), ``publish_too_large`` (over the Maximum Packet Size of the broker's CONNACK; ``MqttTooLarge``),
 ``publish_dropped`` (a QoS 1 message at which the broker closed the connection ``POISON_DROPS`` times in a
 row: taken out of paho's queue instead of sent after every reconnect). A JSON message's bad
 field (null, missing, an array holding text) or record is counted and skipped; its other fields or
@@ -1204,6 +1205,11 @@ class MqttSource:
         if c is not None:
             if self.state is ConnectionState.CONNECTED:
                 await self._drain(c, start + timeout_s * STOP_DRAIN_SHARE)
+            else:  # what paho holds for a connection that never came is lost with it
+                with c._out_message_mutex:
+                    held = len(c._out_messages)
+                if held:
+                    self._lost_at_stop(held, False)
             if self.settings.sparkplug.host_id is not None and self.state is ConnectionState.CONNECTED:
                 try:  # a clean disconnect sends no will: say "offline" ourselves, before it
                     info = c.publish(self._state_topic, self._state(False), qos=1, retain=True)
@@ -1315,13 +1321,17 @@ class MqttSource:
             if time.monotonic() >= until or self.state is not ConnectionState.CONNECTED:
                 break
             await asyncio.sleep(STOP_POLL_S)
-        log.warning(
-            "mqtt source %r: stopping with %d QoS 1 message(s) not acknowledged%s by broker %s:%d; not sent",
-            self.name,
-            unacked,
-            " and packets not yet written" if unwritten else "",
-            self.settings.host,
-            self.settings.port,
+        self._lost_at_stop(unacked, unwritten)
+
+    def _lost_at_stop(self, unacked: int, unwritten: bool) -> None:
+        """Counted (``publish_lost``) and said: paho's QoS 1 messages not acknowledged when the source stops
+        (queued while the broker was away or refused this connection, or not drained in time) are lost."""
+        away = "" if self.state is ConnectionState.CONNECTED else f" (not connected: {self.state.value})"
+        self._error(
+            "publish_lost",
+            f"stopping with {unacked} QoS 1 message(s) not acknowledged"
+            f"{' and packets not yet written' if unwritten else ''} by broker {self.settings.host}:"
+            f"{self.settings.port}{away}: not sent, lost",
         )
 
     def _on_socket_close(self, client, userdata, sock) -> None:
@@ -2719,6 +2729,14 @@ class MqttSource:
                     raise MqttError(f"mqtt source {self.name!r}: outgoing queue full; broker slow or away")
                 await asyncio.sleep(0.005)
                 continue
+            if info.rc == paho.MQTT_ERR_SUCCESS and (
+                self._refused or (qos and self.state is not ConnectionState.CONNECTED)
+            ):
+                # paho writes to any socket it has, the broker's answer to its CONNECT aside: the one whose
+                # CONNACK refused it (the broker closes it, and a QoS 0 message with it), or one still waiting for
+                # it. Counted "sent", a QoS 1 message that paho then held until a connection came, or lost at a
+                # stop, was never said to be waiting
+                info.rc = paho.MQTT_ERR_NO_CONN
             if info.rc == paho.MQTT_ERR_NO_CONN:
                 if qos == 0:
                     self._error("publish_failed", f"topic {topic!r}: not connected, QoS 0 message dropped")

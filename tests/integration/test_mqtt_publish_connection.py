@@ -274,3 +274,32 @@ async def test_a_publish_connection_down_for_long_raises_publish_down_and_what_w
         await agent.stop()
         broker.stop()
     assert [r["active"] for r in rows] == [True, False], rows  # recorded for the cloud, in order
+
+
+async def test_what_waits_for_a_refused_publish_connection_is_queued_and_counted_lost_at_stop(tmp_path):
+    """The broker refuses the publish connection's client id: a QoS 1 alarm published right after its refusal
+    is ``queued`` (paho holds it for a connection to come), not ``sent``; the source stopping before any came
+    counts it lost (``publish_lost``, naming the publish connection and how many). Before, paho took it on the
+    socket the broker had just refused: "sent", and at the stop it was gone without a word."""
+    if mosquitto_binary() is None:
+        pytest.fail("mosquitto is not installed; `make setup` installs it with apt-get")
+    broker = Mosquitto(tmp_path / "mosquitto", extra_conf="clientid_prefixes gw1-").start()
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=broker.port, client_id="gw1-line", publish_connection="separate", publish_client_id="p1"
+        ),
+    )
+    await src.start()
+    try:
+        await until(lambda: src.stats.errors_by_reason.get("connect_refused"), 5, "the refusal")
+        assert await src.publish("factory/s/l/gw1/alarms/a", b"{}", qos=1) == "queued"
+        assert src.published == {"sent": 0, "queued": 1}
+    finally:
+        await src.stop(timeout_s=1.0)
+        broker.stop()
+    assert src.stats.errors_by_reason.get("publish_lost") == 1, src.stats.errors_by_reason
+    lost = src.publish_connection["last_error"]
+    assert lost.startswith(
+        "publish_lost: publish connection (client id p1): stopping with 1 QoS 1 message"
+    ), lost
