@@ -68,8 +68,9 @@ def login_values(cfg: AgentConfig) -> dict[str, str]:
 
 
 # the fields of an event (docs/events.md), a state report's health or a result that hold free text: only these are
-# rewritten (a source_down's last_error, an outbox_corrupt's moved_to, a refusal's reason, a command's detail)
-FREE_TEXT = frozenset({"message", "last_error", "reason", "detail", "moved_to", "error"})
+# rewritten (a source_down's last_error, an outbox_corrupt's moved_to, a refusal's reason, a command's detail); and a
+# publish_down's client_id: a config's value (``${GW_ID}-pub``), which named in clear would also unhide it in the text
+FREE_TEXT = frozenset({"message", "last_error", "reason", "detail", "moved_to", "error", "client_id"})
 CLEAR_CACHE = 4096  # the records' clear values whose hidden form is kept (a source's, a version: a few dozen)
 
 

@@ -75,3 +75,24 @@ def test_one_told_before_a_restart_ends_once_connected_or_with_the_publish_conne
     (gone,) = _downs(shared)
     assert gone["active"] is False and gone["state"] is None and "publish connection" in gone["message"], gone
     assert json.loads((tmp_path / "data" / PUBLISH_DOWNS_FILE).read_text()) == {}
+
+
+def test_a_client_id_from_the_gateways_environment_never_reaches_the_cloud(tmp_path, monkeypatch) -> None:
+    """A publish client id taken from the gateway's environment is hidden in the event the cloud gets, in its
+    ``client_id`` as in its message (named in clear, it unhid the message's too), as every gateway variable is."""
+    monkeypatch.setenv("GW_PUB", "plant7-press3-pub")
+    mq = {
+        "type": "mqtt",
+        "client_id": "gw1",
+        "publish_connection": "separate",
+        "publish_client_id": "${GW_PUB}",
+    }
+    agent = _agent_with(tmp_path, {"mq": mq})
+    pc = {"state": "backoff", "client_id": "plant7-press3-pub", "last_error": "refused"}
+    for t in range(0, 34, 2):
+        agent._source_liveness(
+            "mq", SimpleNamespace(**{**vars(_mq("backoff")), "publish_connection": pc}), float(t)
+        )
+    (down,) = _downs(agent)
+    told = agent.for_cloud.tree(down)
+    assert told["client_id"] == "<$GW_PUB>" and "plant7-press3-pub" not in json.dumps(told), told
