@@ -1481,7 +1481,8 @@ class Control:
             return {}
         verdicts: dict[tuple[str, str], dict] = {}  # (agent, digest) -> the newest rollout of it to the agent
         newest: dict[str, dict] = {}  # agent -> the newest rollout of the slot that reached it
-        rows = self._slot_rows(tenant, slot)
+        # the slot's desired rows: read once, only if a rollback was taken over
+        rows: dict[str, tuple] | None = None
         for (doc,) in self.db.execute(
             "SELECT doc FROM deployments WHERE tenant = ? AND slot = ? ORDER BY created DESC, id DESC",
             (tenant, slot),
@@ -1494,11 +1495,11 @@ class Control:
                     if status not in (None, "waiting", *_NOT_OURS):
                         verdicts.setdefault((a, digest), d)
                         newest.setdefault(a, d)
-                    elif (
-                        d.get("rollback")
-                        and status == SUPERSEDED
-                        and (rows.get(a) or ("",) * 4)[3] == (d["id"] + ROLLBACK_SUFFIX)
-                    ):
+                    elif d.get("rollback") and status == SUPERSEDED:
+                        if rows is None:
+                            rows = self._slot_rows(tenant, slot)
+                        if (rows.get(a) or ("",) * 4)[3] != d["id"] + ROLLBACK_SUFFIX:
+                            continue
                         # an admin's rollback taken over by a rollout whose step has not reached the agent: its
                         # version is still the agent's desired state (``_supersede`` keeps it)
                         newest.setdefault(a, d)
