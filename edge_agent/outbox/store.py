@@ -108,6 +108,9 @@ from protocols.events import Event, EventKind
 log = logging.getLogger(__name__)
 
 PRIORITY = {"event": 0, "alarm": 0, "result": 1, "telemetry": 1, "sample": 2}
+# a row read out of a damaged store whose kind is none of PRIORITY's (NUL bytes, garbage, not text): no record of any
+# kind, never copied nor counted as one (a copy at start counts it as ``corrupt:damaged``), said in a WARNING
+DAMAGED = "damaged"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, priority INTEGER NOT NULL,
   t REAL NOT NULL, payload BLOB NOT NULL, sample_sha256 TEXT, sample_ext TEXT, size INTEGER NOT NULL);
@@ -300,9 +303,12 @@ def _readable(
         hi = (top[0] if top is not None and isinstance(top[0], int) else None) or last or 0
         start = lo if lo is not None else _first_int(con, "SELECT MIN(seq) FROM records") or 1
         ranges = _SeqRanges(con, "kind, sample_sha256", start, hi)
+        damaged: list = []
         for _a, _b, rows in ranges.rows(lambda: time.monotonic() < deadline):
-            got.update(k for k, _sha in rows if isinstance(k, str))
-            shas.update(sha for k, sha in rows if isinstance(k, str) and _SHA.fullmatch(str(sha)))
+            got.update(k for k, _sha in rows if _kind_read(k) != DAMAGED)
+            damaged += [k for k, _sha in rows if _kind_read(k) == DAMAGED]
+            shas.update(sha for k, sha in rows if _kind_read(k) != DAMAGED and _SHA.fullmatch(str(sha)))
+        _damaged_said(src, damaged, "not counted as records")
         if (
             reach is not None
         ):  # (the ranges left are the newest; the last one popped first is the oldest of them)
@@ -375,12 +381,37 @@ def _one_line(text: object, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def _kind_read(kind: object) -> str:
+    """A kind read out of a damaged store: one of the record kinds, else ``DAMAGED``. Formerly any text was taken for
+    a kind of its own: a kind zeroed by the damage ("\\x00\\x00\\x00\\x00\\x00\\x00") was counted in a held store, and
+    salvaged, counted and sent as a record of that kind."""
+    return kind if isinstance(kind, str) and kind in PRIORITY else DAMAGED
+
+
+def _damaged_said(src: Path, kinds: list, what: str) -> None:
+    """One WARNING for the rows of ``src`` read with no record kind (``_kind_read``), naming up to 5 kinds as read."""
+    if not kinds:
+        return
+    from model_packager.text import printable
+
+    seen = list(dict.fromkeys(printable(repr(k), 40) for k in kinds))
+    log.warning(
+        "outbox: %s: %d rows read with no record kind (%s%s): damaged, %s",
+        src,
+        len(kinds),
+        ", ".join(seen[:5]),
+        ", ..." if len(seen) > 5 else "",
+        what,
+    )
+
+
 def _intact(row: tuple) -> bool:
     """A row read out of a damaged file, as ``append`` wrote it: a cell cut by the damage reads back with
-    zeros (a wrong size, a body that is no longer JSON) and is not passed on as a record."""
+    zeros (a wrong size, a body that is no longer JSON, a kind that is none of the record kinds) and is not passed
+    on as a record."""
     _seq, kind, prio, t, body, sha, ext, size = row
     if not (
-        isinstance(kind, str)
+        _kind_read(kind) != DAMAGED
         and isinstance(prio, int)
         and isinstance(t, (int, float))
         and isinstance(body, bytes)
@@ -868,7 +899,14 @@ class Outbox:
             # (with the owner judged here when it is another tenant's: a kill before the hold leaves the epoch file
             # naming this tenant's new store, and a file whose meta cannot be read was then judged by it as this
             # tenant's: the next start copied the former tenant's records into this tenant's outbox)
-            own_job: dict[str, Any] = {"src": str(to), "last_seq": 0, "acked": acked, "from": 0}
+            # (numbering up to the highest seq acknowledged on it at least: a start killed after the move resumes this
+            # copy with the store made at the marker's last_seq, and acked seqs beyond that numbering refuse it;
+            # formerly 0 there: after a renewal killed before its move, then this start killed after it, the next
+            # start dropped the copy, "acked seqs beyond 0", and every record was left in outbox-corrupt/ uncounted)
+            top_acked = max(
+                (r[1] for r in acked if isinstance(r, list) and len(r) == 2 and type(r[1]) is int), default=0
+            )
+            own_job: dict[str, Any] = {"src": str(to), "last_seq": top_acked, "acked": acked, "from": 0}
             if former is not None and former[0]:
                 own_job["owner"] = list(former)
             self._write_salvaging(self._marker(epoch, [own_job, *carried], known or 0))
@@ -2583,14 +2621,17 @@ class Outbox:
         limit_s: float = SALVAGE_S,
         skipped: dict[int, str] | None = None,
         start: int = 0,
+        count_damaged: bool = True,
     ) -> tuple[Counter, bool]:
         """Copy every row of ``src`` (a moved-aside file) that can still be read into ``db``, with its seq: an ack
         or a batch in flight for the old epoch then names the same record, never another. Rows are read by
         ranges of seqs; a range that cannot be read is split down to single seqs, and what stays unreadable
         is skipped. At most ``limit_s``; ``between()`` is called every ~50 ms (the writer commits what the agent
         appended meanwhile). Records the cloud acknowledged (an ack meanwhile, or one whose DELETE met the damage) are
-        left out, noted in ``skipped`` (seq -> kind). Returns the rows copied, by kind, and whether the copy
-        read every range (False: the time limit or close() ended it with ranges left)."""
+        left out, noted in ``skipped`` (seq -> kind). A row read back damaged (``_intact``: a kind none of the record
+        kinds, a cut cell) is not copied, said in one WARNING and, with ``count_damaged``, counted as
+        ``corrupt:damaged`` (a renewal while running counts it as lost by its kind instead). Returns the rows copied,
+        by kind, and whether the copy read every range (False: the time limit or close() ended it with ranges left)."""
         got: Counter = Counter()
         deadline = time.monotonic() + limit_s
         pause = time.monotonic() + 0.05
@@ -2600,6 +2641,7 @@ class Outbox:
         except sqlite3.Error:
             return got, True
         todo: list[tuple[int, int]] = []
+        damaged: list = []  # the kinds of the rows read back damaged (not copied)
         try:
             meta_last = _first_int(con, "SELECT value FROM meta WHERE key = 'last_seq'")
             hi = _first_int(con, "SELECT MAX(seq) FROM records") or max(meta_last or 0, last_seq)
@@ -2640,7 +2682,9 @@ class Outbox:
                             for r in rows
                             if (r[0] in acked or r[0] in gone) and isinstance(r[1], str)
                         )
-                    rows = [r for r in rows if _intact(r) and r[0] not in acked and r[0] not in gone]
+                    rows = [r for r in rows if r[0] not in acked and r[0] not in gone]
+                    damaged += [r[1] for r in rows if not _intact(r)]
+                    rows = [r for r in rows if _intact(r)]
                     if (
                         rows
                     ):  # (a seq the store holds already, copied from another file, is not counted twice)
@@ -2685,6 +2729,14 @@ class Outbox:
                     else f"stopped after {time.monotonic() - deadline + limit_s:.1f} s",
                     len(todo),
                 )
+            if damaged:
+                # (a renewal while running counts the records it did not copy as lost, by the kind it kept of each)
+                _damaged_said(
+                    src, damaged, "not copied" + (f", counted as corrupt:{DAMAGED}" if count_damaged else "")
+                )
+                if count_damaged:
+                    with self._lock:
+                        self.dropped[f"corrupt:{DAMAGED}"] += len(damaged)
             top = max(meta_last or 0, last_seq, hi or 0)
             if top:
                 db.execute(
@@ -3159,6 +3211,7 @@ class Outbox:
                         between=self._commit_queued,
                         limit_s=RUNNING_SALVAGE_S,
                         skipped=skipped,
+                        count_damaged=False,
                     )
                     if aside is not None
                     else (Counter(), True)

@@ -1,0 +1,73 @@
+"""Rows read back damaged out of a corrupt store: a kind zeroed or garbled by the damage is no record of any kind. Real
+SQLite files; the store's rows rewritten in place as a damaged page reads them back, then its index damaged."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from edge_agent.outbox.settings import OutboxSettings
+from edge_agent.outbox.store import Outbox
+from tests.support.outbox_kills import damage_index
+
+SETTINGS = OutboxSettings(commit_interval_ms=10, retention={})
+# kinds as a damaged cell reads them back: zeroed, garbled, not text at all
+GARBLED = {7: "\x00" * 6, 8: "r\x00s\x01lt", 9: b"\x00\xffresult"}
+
+
+def damaged_store(data: Path, owner: tuple[str, str] | None = None) -> Path:
+    """An outbox of ``data`` with 300 results, three of whose kinds read back as ``GARBLED``, the store corrupt."""
+    ob = Outbox(SETTINGS, data, owner=owner)
+    ob.open()
+    for i in range(300):
+        ob.append("result", {"i": i})
+    ob.flush()
+    ob.close()
+    con = sqlite3.connect(ob.path)
+    con.executemany("UPDATE records SET kind = ? WHERE seq = ?", [(k, q) for q, k in GARBLED.items()])
+    con.commit()
+    con.close()
+    damage_index(ob.path)
+    return ob.path
+
+
+def test_rows_whose_kind_the_damage_garbled_are_counted_as_damaged_not_salvaged_as_records(tmp_path, caplog):
+    damaged_store(tmp_path / "data")
+    ob = Outbox(SETTINGS, tmp_path / "data")
+    caplog.set_level("WARNING", logger="edge_agent.outbox.store")
+    ob.open()
+    try:
+        ob.flush()
+        recs = ob.pending(10_000, 10**9)
+        # formerly the three were copied as records of kinds "\x00\x00\x00\x00\x00\x00" and "r\x00s\x01lt", counted
+        # in stats and the event's salvaged_by_kind, and sent to the cloud as such
+        assert {r.kind for r in recs} == {"result", "event"}
+        assert sorted(r.seq for r in recs if r.kind == "result") == [
+            q for q in range(1, 301) if q not in GARBLED
+        ]
+        (told,) = [json.loads(r.payload) for r in recs if r.kind == "event"]
+        assert told["salvaged_by_kind"] == {"result": 297}
+        assert ob.stats()["by_kind"] == {"result": 297, "event": 1}
+        assert ob.dropped == {"corrupt:damaged": 3}
+        (said,) = [r.getMessage() for r in caplog.records if "no record kind" in r.getMessage()]
+        assert "3 rows" in said and r"'\x00\x00\x00\x00\x00\x00'" in said and "corrupt:damaged" in said
+    finally:
+        ob.close()
+
+
+def test_a_held_corrupt_stores_rows_whose_kind_the_damage_garbled_are_not_counted_as_records(
+    tmp_path, caplog
+):
+    damaged_store(tmp_path / "data", owner=("acme", "gw1"))
+    ob = Outbox(SETTINGS, tmp_path / "data", owner=("beta", "gw1"))
+    caplog.set_level("WARNING", logger="edge_agent.outbox.store")
+    ob.open()
+    try:
+        (one,) = ob.held
+        # formerly by_kind {"result": 297, "\x00\x00\x00\x00\x00\x00": 1, "r\x00s\x01lt": 1}, 299 records
+        assert one["by_kind"] == {"result": 297} and one["records"] == 297
+        (said,) = [r.getMessage() for r in caplog.records if "no record kind" in r.getMessage()]
+        assert "3 rows" in said and r"'r\x00s\x01lt'" in said and "not counted as records" in said
+    finally:
+        ob.close()

@@ -1,0 +1,45 @@
+"""Kills that come again before the outbox recovered from the last one: real SQLite files, real child processes killed
+with SIGKILL, one start after the other on the same data folder. Every record is in the store after the last start or
+counted, and each ``outbox_corrupt`` event the gateway owes is told exactly once."""
+
+from __future__ import annotations
+
+import json
+
+from edge_agent.outbox.settings import OutboxSettings
+from edge_agent.outbox.store import Outbox
+from tests.integration.test_outbox_store_faults import KILLED_AT_OPEN_AFTER_MOVE, _killed_in_renewal
+from tests.support.outbox_kills import killed_child
+
+SETTINGS = OutboxSettings(commit_interval_ms=10, retention={})
+
+
+def _told(ob: Outbox) -> tuple[list[int], list[dict]]:
+    """The results' seqs in the store and its ``outbox_corrupt`` events."""
+    ob.flush()
+    recs = ob.pending(10_000, 10**9)
+    events = [json.loads(r.payload) for r in recs if r.kind == "event"]
+    return sorted(r.seq for r in recs if r.kind == "result"), [
+        e for e in events if e["kind"] == "outbox_corrupt"
+    ]
+
+
+def test_a_start_killed_after_moving_aside_a_store_whose_renewal_was_killed_before_its_move_loses_no_record(
+    tmp_path,
+):
+    # a renewal while running (an ack met the damage) killed once its marker was written, before its move; the next
+    # start finds the store corrupt, moves it aside and is killed in turn before its copy
+    data = _killed_in_renewal(tmp_path, "before")
+    killed_child(KILLED_AT_OPEN_AFTER_MOVE, data)
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    try:
+        seqs, told = _told(ob)
+        # formerly the second start's marker named the acknowledged seqs 1-100 with "last_seq" 0: the third start
+        # refused it ("acked seqs beyond 0") and dropped it, and the 2,900 records stayed in outbox-corrupt/, neither
+        # sent nor counted, under an outbox_corrupt event saying "salvaged 0"
+        assert seqs == list(range(101, 3001))
+        assert [e["salvaged"] for e in told] == [2900]
+        assert not (data / "outbox-salvaging").exists()
+    finally:
+        ob.close()
