@@ -4,7 +4,8 @@ Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histogram
 ``edge_pipeline_results_total{pipeline,verdict}``, ``edge_pipeline_latency_seconds{pipeline,stage}``,
 ``edge_pipeline_dropped_total{pipeline}`` (all reasons), ``edge_pipeline_dropped_by_reason_total{pipeline,reason}``
 (reason: queue, stale, bad_samples, windows_capped), ``edge_pipeline_errors_total{pipeline}``,
-``edge_source_up{source}``, ``edge_source_halted{source}`` (1 while an OPC UA server says, or shows, its values
+``edge_source_up{source}``, ``edge_source_publish_up{source}`` (an mqtt source's publish connection of its own),
+``edge_source_halted{source}`` (1 while an OPC UA server says, or shows, its values
 are not current: its tags BAD, its readings held), ``edge_source_received_total{source}``, ``edge_source_dropped_total{source}``,
 ``edge_source_errors_total{source}``, ``edge_camera_decoded_total{source}`` (images a camera decoded),
 ``edge_camera_skipped_total{source}`` (frames skipped undecoded for fps), ``edge_silent_drops_total{component,name,reason}``,
@@ -41,6 +42,12 @@ class Metrics:
             registry=r,
         )
         self.source_up = Gauge("edge_source_up", "1 when the source is connected", ["source"], registry=r)
+        self.source_publish_up = Gauge(
+            "edge_source_publish_up",
+            "1 while an mqtt source's publish connection (publish_connection: separate) is connected",
+            ["source"],
+            registry=r,
+        )
         self.source_halted = Gauge(
             "edge_source_halted",
             "1 while the source's server is halted (its values not current: not Running, clock frozen, stalled)",
@@ -88,6 +95,8 @@ class Metrics:
 
     def source(self, name: str, src) -> None:
         self.source_up.labels(name).set(1 if getattr(src.state, "value", "") == "connected" else 0)
+        if (pc := getattr(src, "publish_connection", None)) is not None:  # its source may be up without it
+            self.source_publish_up.labels(name).set(1 if pc["state"] == "connected" else 0)
         if hasattr(src, "halted"):  # OPC UA: for as long as the halt lasts (``OpcUaSource.halted``)
             self.source_halted.labels(name).set(0 if src.halted is None else 1)
 

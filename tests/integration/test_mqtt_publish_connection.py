@@ -254,6 +254,12 @@ async def test_a_publish_connection_down_for_long_raises_publish_down_and_what_w
         )
         assert "pub-gw1" in down["message"] and "alarms" in down["message"], down
         assert src.state.value == "connected" and not downs("source_down")
+        agent.metrics.refresh(agent)  # a scrape: the source is up, its publish connection is not
+        scraped = agent.metrics.exposition().decode()
+        assert (
+            'edge_source_up{source="mq"} 1.0' in scraped
+            and 'edge_source_publish_up{source="mq"} 0.0' in scraped
+        )
         alarm = "factory/s/l/gw1/alarms/a"
         assert await src.publish(alarm, b'{"active": true}', qos=1, retain=True) == "queued"
         broker.stop()
