@@ -151,6 +151,10 @@ HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within 
 # gives way to the new stream (_reclaim), waited for at most RECLAIM_WAIT_S
 IDLE_PUSH_S = 5.0
 RECLAIM_WAIT_S = 2.0
+# a PushRecords of the agent on the new stream's own connection that has waited this long for its next batch gives
+# way too, ended as if the agent had ended it (status OK): its uplink keeps it open while idle, and it sends its
+# next batch within a few ms of an ack when it has one ready (a backlog)
+GIVE_WAY_S = 0.5
 # the server pings each connection this often and ends one whose ping goes unanswered this long: a gateway
 # whose path died without a word (lost power, a NAT that dropped the flow) has its streams (and their
 # per-agent stream quota) released within the sum
@@ -419,6 +423,8 @@ class FleetServicer(rpc.FleetServicer):
         # agent -> its open PushRecords' tasks -> (the connection's peer, since when it waits for its next batch;
         # None: in a batch)
         self._pushes: dict[tuple[str, str], dict[asyncio.Task, tuple[str, float | None]]] = {}
+        # an open PushRecords' task -> set to end it between two batches, with status OK (``_reclaim``)
+        self._give_way: dict[asyncio.Task, asyncio.Event] = {}
         self._heartbeats: dict[str, asyncio.Semaphore] = {}  # tenant -> its unary heartbeats being written
         self._damaged_log: dict[
             tuple[str, str], tuple[int, float]
@@ -632,27 +638,45 @@ class FleetServicer(rpc.FleetServicer):
         marks = self._pushes.setdefault(agent, {})
         try:
             async with self._stream(agent, context):
-                batches = (
-                    self._watched(marks, me, context.peer(), request_iterator)
-                    if me is not None
-                    else request_iterator
-                )
+                batches = request_iterator
+                if me is not None:
+                    self._give_way[me] = asyncio.Event()
+                    batches = self._watched(marks, me, context.peer(), request_iterator, self._give_way[me])
                 async for ack in self._push(who, batches, context):
                     yield ack
         finally:
             marks.pop(me, None)  # type: ignore[arg-type]
+            self._give_way.pop(me, None)  # type: ignore[arg-type]
             if not marks and self._pushes.get(agent) is marks:
                 del self._pushes[agent]
 
     @staticmethod
-    async def _watched(marks: dict, me: asyncio.Task, peer: str, batches):
-        """The stream's batches, noting while it waits for the next one (``_reclaim``)."""
+    async def _watched(marks: dict, me: asyncio.Task, peer: str, batches, give_way: asyncio.Event):
+        """The stream's batches, noting while it waits for the next one (``_reclaim``); they end, and so the call
+        (status OK), when ``give_way`` is set while it waits."""
         marks[me] = (peer, time.monotonic())
-        async for batch in batches:
-            marks[me] = (peer, None)
-            yield batch
-            del batch  # not kept while the next one is received
-            marks[me] = (peer, time.monotonic())
+        it = aiter(batches)
+        gave = asyncio.ensure_future(give_way.wait())
+        try:
+            while True:
+                nxt = asyncio.ensure_future(anext(it, None))
+                await asyncio.wait({nxt, gave}, return_when=asyncio.FIRST_COMPLETED)
+                if (
+                    not nxt.done()
+                ):  # gives way: the batch not read yet is sent again on the agent's next stream
+                    nxt.cancel()
+                    with contextlib.suppress(BaseException):
+                        await nxt
+                    return
+                if (batch := nxt.result()) is None:
+                    return
+                del nxt
+                marks[me] = (peer, None)
+                yield batch
+                del batch  # not kept while the next one is received
+                marks[me] = (peer, time.monotonic())
+        finally:
+            gave.cancel()
 
     async def _reclaim(self, agent: tuple[str, str], peer: str) -> bool:
         """The agent is at its concurrent_streams limit: end its PushRecords that has waited longest for a next
@@ -663,21 +687,20 @@ class FleetServicer(rpc.FleetServicer):
         silently a few times within that had the agent's streams refused (RESOURCE_EXHAUSTED).
 
         Only a push on another connection than the new stream's (``peer``, the client's address and port) is
-        ended: the connection that has just carried the new stream is alive, and so is a push on it that merely
-        waits (its uplink paces a batch to a bandwidth cap, a large batch crosses a slow link). Such a push was
-        ended too, and without a status reaching its agent (a cancelled handler sends none): the uplink waited
-        for its ack 60 s before sending the batch again."""
+        cancelled: the connection that has just carried the new stream is alive, and so is a push on it that
+        merely waits (its uplink paces a batch to a bandwidth cap, a large batch crosses a slow link, or it idles).
+        Cancelled, its agent heard no status (a cancelled handler sends none) and waited for its ack 60 s before
+        sending the batch again; such a push gives way instead, between two batches (``_give_way_idle``)."""
         now = time.monotonic()
-        idle = [
-            (t0, task)
-            for task, (where, t0) in self._pushes.get(agent, {}).items()
-            if t0 is not None and where != peer and not task.done()
+        pushes = [
+            (t0, where, task) for task, (where, t0) in self._pushes.get(agent, {}).items() if not task.done()
         ]
-        if not idle:
-            return False
+        idle = [(t0, task) for t0, where, task in pushes if t0 is not None and where != peer]
+        if not idle or now - min(idle, key=lambda x: x[0])[0] < IDLE_PUSH_S:
+            return await self._give_way_idle(
+                agent, [(t0, task) for t0, where, task in pushes if where == peer]
+            )
         since, task = min(idle, key=lambda x: x[0])
-        if now - since < IDLE_PUSH_S:
-            return False
         log.info(
             "agent %s (tenant %s): a PushRecords idle for %.0f s ended for its new stream (left on a dead path)",
             agent[1],
@@ -685,6 +708,24 @@ class FleetServicer(rpc.FleetServicer):
             now - since,
         )
         task.cancel()
+        await asyncio.wait({task}, timeout=RECLAIM_WAIT_S)  # its count released before the new one's is taken
+        return True
+
+    async def _give_way_idle(
+        self, agent: tuple[str, str], pushes: list[tuple[float | None, asyncio.Task]]
+    ) -> bool:
+        """At the agent's concurrent_streams limit, a PushRecords of it on the new stream's connection that has
+        waited ``GIVE_WAY_S`` or more for its next batch is ended between two batches with status OK, as its uplink
+        would end it: the uplink keeps that stream open while idle (``cloud.stream_idle_s``; for good while a record
+        comes every few seconds), and the agent's other streams (a rollout's package download) were refused for it.
+        Its uplink sees the end (before sending a batch it prepared meanwhile, e.g. paced to its bandwidth cap) and
+        sends its next batch on a new stream; nothing it sent is lost (an unread batch is not acknowledged)."""
+        now = time.monotonic()
+        idle = [(t0, task) for t0, task in pushes if t0 is not None and now - t0 >= GIVE_WAY_S]
+        if not idle or (gate := self._give_way.get(task := min(idle, key=lambda x: x[0])[1])) is None:
+            return False
+        log.debug("agent %s (tenant %s): an idle PushRecords gave way to its new stream", agent[1], agent[0])
+        gate.set()
         await asyncio.wait({task}, timeout=RECLAIM_WAIT_S)  # its count released before the new one's is taken
         return True
 

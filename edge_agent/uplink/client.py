@@ -461,9 +461,13 @@ class Uplink:
                     reading = asyncio.ensure_future(call.read())
                 async with asyncio.timeout(60):
                     ack = await asyncio.shield(reading)
-                reading = None
                 if ack is None or ack is grpc.aio.EOF:
+                    reading = None
                     raise ConnectionError("the server closed the stream")
+                # the stream's next message read from now on: an end of the stream by the server while this side
+                # gathers or paces its next batch (the fleet service's at its concurrent_streams limit, to take
+                # another stream of this agent's) is seen before that batch is sent into it
+                reading = asyncio.ensure_future(call.read())
                 n = await asyncio.to_thread(self.outbox.ack, list(ack.seqs))
                 self._one_by_one = max(0, self._one_by_one - 1)
                 self.sent += len(recs)
