@@ -104,6 +104,8 @@ FAIL_MIN_ITEMS = 6
 FAIL_SHARE = 0.5
 FAIL_REPEAT_S = 60.0
 FAIL_QUIET_S = 60.0
+# ... or when no item has reached the model for FAIL_IDLE_S (3 of the items' last interval, when longer), on time
+FAIL_IDLE_S = 60.0
 
 _FIXES = {
     "bad_input": "the input does not fit the model: for a camera, its frame size against the model's roi or "
@@ -898,7 +900,7 @@ class ModelFailureWatch:
     WARNING with its fix); more than ``FAIL_SHARE`` failing (``FAIL_MIN_ITEMS`` items at least) starts an episode
     (a WARNING and a ``model_failing`` event), said again every ``FAIL_REPEAT_S`` while it lasts (a WARNING, at a
     failure), ended when a quarter or fewer have failed for ``FAIL_QUIET_S`` (an INFO and the event, ``active``
-    false), or on time when no item has come for ``FAIL_QUIET_S`` (three of the items' last interval when that is
+    false), or on time when no item has come for ``FAIL_IDLE_S`` (three of the items' last interval when that is
     longer: a slow source's next item is not awaited as a stop): a camera that stopped ended no episode, which
     stood on ``/status`` and in the heartbeat until the next item, for ever if none came. The timer runs only
     during an episode, on the loop ``add`` is called on (none without a running loop: then only items end it).
@@ -994,8 +996,8 @@ class ModelFailureWatch:
             self._arm(self._idle_limit())
 
     def _idle_limit(self) -> float:
-        """No item for this long ends an episode on time: FAIL_QUIET_S, or three of the items' last interval."""
-        return max(FAIL_QUIET_S, 3 * self._gap)
+        """No item for this long ends an episode on time: FAIL_IDLE_S, or three of the items' last interval."""
+        return max(FAIL_IDLE_S, 3 * self._gap)
 
     def _arm(self, delay_s: float) -> None:
         if self._timer is not None:

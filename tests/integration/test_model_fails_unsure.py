@@ -247,7 +247,7 @@ async def test_windows_a_maintenance_model_fails_on_without_a_baseline_are_unsur
     pipe.start()
     rng = np.random.default_rng(0)
     # no item for this long ends the episode (60 s in service); longer than the 8 windows' run on a busy machine
-    monkeypatch.setattr(pipelines, "FAIL_QUIET_S", 3.0)
+    monkeypatch.setattr(pipelines, "FAIL_IDLE_S", 3.0)
     try:
         for i in range(8):
             x = rng.normal(0, 1, SIGNAL_WINDOW)

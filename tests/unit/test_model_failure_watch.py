@@ -41,7 +41,7 @@ def test_a_model_failing_on_45_percent_of_its_items_is_one_episode_ended_after_a
 
 
 def test_an_episode_ends_on_time_when_items_stop_coming_but_a_slow_sources_next_item_is_awaited(monkeypatch):
-    """No item for FAIL_QUIET_S ends an episode (the timer's call, ``_on_time``, here on the stepped clock): a
+    """No item for FAIL_IDLE_S (60 s) ends an episode (the timer's call, ``_on_time``, here on the stepped clock): a
     camera that stopped left it standing on /status until the next item. A source slower than that (a window
     every 2 min) is given three of its intervals: ended between two items, its episode began again at each."""
     clock = [1000.0]
