@@ -1898,12 +1898,17 @@ class MqttSource:
         )
 
     def _error(self, reason: str, detail: str) -> None:
-        if self._pub_id is not None:  # the publish connection's: say so, with its client id
+        detail = self._count_error(reason, detail)
+        self._burst.log(reason, "mqtt source %r: %s: %s", self.name, reason, detail)
+
+    def _count_error(self, reason: str, detail: str) -> str:
+        """Count an error (the detail as counted: the publish connection's names it, with its client id)."""
+        if self._pub_id is not None:
             detail = f"publish connection (client id {self._pub_id}): {detail}"
         self.stats.error(reason, detail)
         if self._pub_id is not None:
             self._own_last_error = self.stats.last_error  # as the source's: "<reason>: <detail>", masked
-        self._burst.log(reason, "mqtt source %r: %s: %s", self.name, reason, detail)
+        return detail
 
     def _notice_threadsafe(self, key: str, msg: str) -> None:
         loop = self._loop
@@ -2776,9 +2781,13 @@ class MqttSource:
             0x97: "the broker's quota for this client is spent for now",
             0x99: "the broker refuses the payload's format",
         }.get(rc.value, "the broker's log says why")
-        self.stats.error(
-            "publish_refused", f"topic {topic!r}: PUBACK {rc} (0x{rc.value:02X})"
-        )  # counted; the caller names it
+        if self._pub_id is not None and rc.value == 0x87:
+            hint += (
+                f" (the publish connection's client id {self._pub_id}: an ACL by client id must let it publish "
+                "there, as it lets the source's)"
+            )
+        # counted; the caller names it
+        self._count_error("publish_refused", f"topic {topic!r}: PUBACK {rc} (0x{rc.value:02X})")
         raise MqttPublishRefused(
             f"mqtt source {self.name!r}: broker {self.settings.host}:{self.settings.port} refused the message to "
             f"{topic!r}: PUBACK {rc} (0x{rc.value:02X}): {hint}; not delivered",

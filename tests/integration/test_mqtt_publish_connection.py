@@ -20,11 +20,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
-from devices.mqtt.client import MqttBadTopic, MqttSource
+from devices.mqtt.client import MqttBadTopic, MqttPublishRefused, MqttSource
 from devices.mqtt.settings import MqttSettings
 from edge_agent.agent import Agent
 from edge_agent.cli import _status
 from edge_agent.config import parse_config
+from tests.integration.test_mqtt_security import KEEP_USER
 from tests.support.peers import Mosquitto, mosquitto_binary
 from tests.support.recorded import recorded_events
 from tests.support.waits import until
@@ -309,3 +310,38 @@ async def test_what_waits_for_a_refused_publish_connection_is_queued_and_counted
     assert lost.startswith(
         "publish_lost: publish connection (client id p1): stopping with 1 QoS 1 message"
     ), lost
+
+
+async def test_a_publish_an_acl_by_client_id_refuses_names_the_publish_connection(tmp_path):
+    """Mosquitto's ACL by client id (``pattern write factory/%c/#``) lets the source's client id publish under
+    its own branch, not the publish connection's: over MQTT 5 the refusal (PUBACK 0x87) is counted with the
+    publish connection and its client id named, in the source's last error and the publish connection's own on
+    /status, and the exception says which client id the ACL must let publish. Before, it named neither: the
+    publish connection's last_error stayed None, and the ACL looked to be the source's."""
+    if mosquitto_binary() is None:
+        pytest.fail("mosquitto is not installed; `make setup` installs it with apt-get")
+    acl = tmp_path / "acl"
+    acl.write_text("pattern write factory/%c/#\n")
+    broker = Mosquitto(tmp_path / "mosquitto", extra_conf=f"acl_file {acl}\n{KEEP_USER}").start()
+    settings = MqttSettings(
+        port=broker.port,
+        client_id="gw1",
+        protocol="mqtt5",
+        publish_connection="separate",
+        publish_client_id="p1",
+    )
+    src = MqttSource("mq", settings)
+    await src.start()
+    try:
+        await asyncio.wait_for(src._pub.connected.wait(), 10)
+        assert await src.publish("factory/p1/alarms/a", b"{}", qos=1, confirm=True) == "sent"
+        with pytest.raises(
+            MqttPublishRefused, match=r"client id p1: an ACL by client id must let it publish"
+        ):
+            await src.publish("factory/gw1/alarms/a", b"{}", qos=1, confirm=True)
+    finally:
+        await src.stop(timeout_s=1.0)
+        broker.stop()
+    expected = "publish_refused: publish connection (client id p1): topic 'factory/gw1/alarms/a': PUBACK"
+    for err in (src.stats.last_error, src.publish_connection["last_error"]):
+        assert err is not None and err.startswith(expected), err
