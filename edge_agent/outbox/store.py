@@ -163,6 +163,10 @@ SALVAGE_JOBS_MAX = (
 )
 # at most this long counting a held corrupt store's readable records; a count it cuts is told as "at least N"
 HELD_COUNT_S = 10.0
+# One deadline for the slow steps of a start together (copying what a damaged store still holds, counting held stores),
+# each also within its own limit above: what it leaves goes on while the agent runs (a copy) or at the next start (a
+# count), said in one WARNING. Formerly each step had its own limit only: a start holding a damaged store took ~20 s.
+START_S = 10.0
 SALVAGE_CHUNK = 256  # seqs read at once; a chunk that cannot be read is split down to single seqs
 RENEW_RETRY_S = 5.0  # a store that could not be renewed (a full disk) is tried again this often
 # a copy left unfinished at start (its time limit, a disk error) goes on while the agent runs, this long a writer round
@@ -554,6 +558,9 @@ class Outbox:
         # held stores counted by this process (held, or noted again): not counted again by ``_read_held`` (formerly
         # the start that held a store whose count was cut counted it twice, 10 s each)
         self._counted_now: set[str] = set()
+        # the start's one deadline (monotonic) while ``open()`` runs (``_start_limit``), and what it left for later
+        self._start_deadline: float | None = None
+        self._left_for_later: list[str] = []
         # set by the agent before ``open``: outbox-held/ is bounded only once it called ``bound_held`` (after it
         # noted the move a start found: a kill during the prune forgot the move)
         self.defer_held_bound = False
@@ -813,7 +820,26 @@ class Outbox:
                 "the folder writable, then start again"
             ) from exc
 
+    def _start_limit(self, cap: float) -> float:
+        """Seconds one slow step of ``open()`` may take: at most ``cap``, within what is left of the start's one deadline
+        (``START_S`` for its slow steps together); ``cap`` outside ``open()``."""
+        if self._start_deadline is None:
+            return cap
+        return max(0.0, min(cap, self._start_deadline - time.monotonic()))
+
+    def _later(self, what: str) -> None:
+        """At open: ``what`` a time limit left for later, said once the start is done (``_open``)."""
+        if self._start_deadline is not None:
+            self._left_for_later.append(what)
+
     def _open(self) -> sqlite3.Connection:
+        self._start_deadline, self._left_for_later = time.monotonic() + START_S, []
+        try:
+            return self._open_within_deadline()
+        finally:
+            self._start_deadline = None
+
+    def _open_within_deadline(self) -> sqlite3.Connection:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.samples_dir.mkdir(exist_ok=True)
         self.corrupt_dir = _aside_dir(self.dir, self.epoch_path.parent)
@@ -925,7 +951,7 @@ class Outbox:
                 # (read as a salvage reads it: formerly a file cut short counted 0 records)
                 self._pad_truncated(aside)
                 reach: dict = {}
-                kinds, shas, partly = _readable(aside, reach=reach)
+                kinds, shas, partly = _readable(aside, self._start_limit(HELD_COUNT_S), reach=reach)
                 if partly:  # (not a true reading: every sample file goes with it, the fresh store names none)
                     shas |= self._sample_names()
                 readable = (
@@ -996,7 +1022,11 @@ class Outbox:
                     self._write_salvaging(self._marker(epoch, jobs, known or 0))
                     # (cut off: the marker stays, the next start goes on after the last slice copied)
                     salvaged, left = self._copy_jobs(
-                        db, jobs, time.monotonic() + SALVAGE_S, raise_errors=True, strict=False
+                        db,
+                        jobs,
+                        time.monotonic() + self._start_limit(SALVAGE_S),
+                        raise_errors=True,
+                        strict=False,
                     )
                 # (recorded before the marker stops naming the previous epoch: a kill from here on tells it at the
                 # next start; before, a kill once the copy was done and before the event's commit lost it)
@@ -1101,6 +1131,14 @@ class Outbox:
             else:
                 self._renewed(evt, queue_it=False)
         self._told = []
+        if self._left_for_later:
+            log.warning(
+                "outbox %s: the start's time for damaged and held stores (at most %g s) ran out; left for later: %s",
+                self.dir,
+                START_S,
+                "; ".join(self._left_for_later[:10])
+                + (f"; and {len(self._left_for_later) - 10} more" if len(self._left_for_later) > 10 else ""),
+            )
         return db
 
     # ---- a gateway moved to another tenant --------------------------------------------------------
@@ -1322,6 +1360,7 @@ class Outbox:
             note["moved_from"] = str(src)
         if partly:  # (its count cut by the time limit: at least this many, ``_readable``)
             note["records_at_least"] = True
+            self._later(f"the count of {dst} (at least {by_kind.total()} records; goes on at the next start)")
             if (
                 counted_to is not None
             ):  # (how far it got: a later start goes on from there, ``_recount_held``)
@@ -1687,7 +1726,7 @@ class Outbox:
         ]
         # one time limit for them all: formerly each store's count had its own 10 s, and 1000 large stores put back
         # could hold up a start for hours (a count the limit cuts says "at least")
-        deadline = time.monotonic() + HELD_COUNT_S
+        deadline = time.monotonic() + self._start_limit(HELD_COUNT_S)
         for name in sorted(bare)[:1000]:
             with contextlib.suppress(OSError):
                 self._note_put_back(held, name, deadline)
@@ -1917,6 +1956,10 @@ class Outbox:
             by_kind, _shas, partly = _readable(
                 src, None if deadline is None else max(0.0, deadline - time.monotonic()), lo, reach
             )
+            if partly:
+                self._later(
+                    f"the count of {src} (at least {by_kind.total()} more records; goes on at the next start)"
+                )
         finally:
             if src.stat().st_size > size:
                 with open(src, "r+b") as f:
@@ -2283,7 +2326,7 @@ class Outbox:
             self._keep_untold()
         self._pad_truncated(src)  # (as a salvage reads it: formerly a file cut short counted 0 records)
         reach: dict = {}
-        kinds, shas, partly = _readable(src, reach=reach)
+        kinds, shas, partly = _readable(src, self._start_limit(HELD_COUNT_S), reach=reach)
         if partly:  # (not a true reading: every sample file goes with it but those this tenant's store names)
             shas |= self._sample_names()
         if db is not None:  # (a sample this tenant's store names too, the same bytes: left to it)
@@ -2376,6 +2419,8 @@ class Outbox:
             if not finished:
                 done = self._progress.get(str(src))
                 left.append({**j, "from": max(j["from"], done + 1) if done is not None else j["from"]})
+        for j in left:
+            self._later(f"the copy of {j['src']} from seq {j['from']} (goes on while the agent runs)")
         return got, left
 
     def _resume_salvage(self, db: sqlite3.Connection, recorded: tuple[int, str, str] | None = None) -> None:
@@ -2461,7 +2506,7 @@ class Outbox:
             todo.append(j)
         lone = {e["src"] for e in self._untold if isinstance(e.get("src"), str)}
         before = {src: Counter(self._copied_by_src.get(src, Counter())) for src in lone}
-        copied, left = self._copy_jobs(db, todo, time.monotonic() + SALVAGE_S)
+        copied, left = self._copy_jobs(db, todo, time.monotonic() + self._start_limit(SALVAGE_S))
         got = Counter(copied)  # (a WAL found alone is told by its own event: never counted in two)
         for src in lone:
             got -= self._copied_by_src.get(src, Counter()) - before[src]

@@ -1,0 +1,76 @@
+"""One deadline for the slow steps of a start: copying what a damaged store still holds and counting held stores share
+it, so an agent comes up serving within a bounded time; what it leaves goes on while the agent runs (a copy) or at the
+next start (a count), said in one WARNING. Real SQLite files; the outbox's monotonic clock moved on by the test (no
+test waits out a limit)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from edge_agent.outbox import store
+from edge_agent.outbox.settings import OutboxSettings
+from edge_agent.outbox.store import Outbox
+from tests.integration.test_outbox_held_counts import filled
+from tests.integration.test_outbox_store_faults import SlowClock, wait_for
+from tests.support.outbox_kills import damage_index
+
+SETTINGS = OutboxSettings(commit_interval_ms=10, retention={})
+
+
+def test_a_start_copying_a_damaged_store_and_counting_held_ones_keeps_to_one_deadline(
+    tmp_path, monkeypatch, caplog
+):
+    live = tmp_path / "live"
+    acme = filled(live, 20, owner=("acme", "gw1"))
+    epoch = acme.epoch
+    acme.close()
+    data = tmp_path / "data"
+    filled(data, 1000, owner=("beta", "gw1")).close()
+    damage_index(data / "outbox" / "outbox.db")  # beta's own store, corrupt: copied at the start
+    held = data / "outbox-held"
+    held.mkdir(parents=True)
+    for i in (1, 2):  # two of acme's stores held before, taken out by hand and put back: counted at the start
+        shutil.copyfile(acme.path, held / f"outbox.db.acme-{epoch}.{i}")
+    monkeypatch.setattr(store, "SALVAGE_CHUNK", 100)
+    clock, real_intact, rows = SlowClock(), store._intact, [0]
+
+    def intact(row):  # the copy takes 12 s of the outbox's clock by its 300th record
+        rows[0] += 1
+        if rows[0] == 300:
+            clock.ahead_s += 12.0
+        return real_intact(row)
+
+    monkeypatch.setattr(store, "time", clock)
+    monkeypatch.setattr(store, "_intact", intact)
+    caplog.set_level("WARNING", logger="edge_agent.outbox.store")
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        # formerly the copy had 30 s of its own and the held stores' counts 10 s more: both done within the start
+        counts = {
+            Path(h["file"]).name: (h["records"], h["records_at_least"]) for h in ob.stats()["held"]["files"]
+        }
+        assert counts == {f"outbox.db.acme-{epoch}.{i}": (0, True) for i in (1, 2)}
+        assert ob.stats()["by_kind"]["result"] < 1000
+        (said,) = [r.getMessage() for r in caplog.records if "left for later" in r.getMessage()]
+        assert "outbox.db.corrupt-" in said and "goes on while the agent runs" in said
+        assert f"outbox.db.acme-{epoch}.1 (at least 0 more records; goes on at the next start)" in said
+        ob.append("result", {"i": "new"})  # the agent serves meanwhile; the copy goes on behind it
+        wait_for(lambda: ob.stats()["by_kind"].get("result") == 1001, what="the copy to go on while running")
+        assert sorted(r.seq for r in ob.pending(5000, 10**9) if r.kind == "result")[:1000] == list(
+            range(1, 1001)
+        )
+    finally:
+        ob.close()
+    monkeypatch.setattr(store, "_intact", real_intact)
+    again = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    again.open()  # the counts cut by the start's deadline go on at the next start
+    try:
+        counts = {
+            Path(h["file"]).name: (h["records"], h["records_at_least"])
+            for h in again.stats()["held"]["files"]
+        }
+        assert counts == {f"outbox.db.acme-{epoch}.{i}": (20, False) for i in (1, 2)}
+    finally:
+        again.close()
