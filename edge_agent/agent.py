@@ -441,13 +441,17 @@ class Agent:
             # the model failed on it (nonfinite_output, engine_error, bad_input, ...): the sample says so, as its
             # result does; 'unsure' is a frame the model judged far outside its training inputs
             reason = failed
+        nbytes = 0
         if reason:
             data, ext = await asyncio.to_thread(_encode_sample, item)
             await self.outbox.append_async(
                 "sample", {**body, "reason": reason, "agent": self.cfg.agent.id}, sample=data, sample_ext=ext
             )
+            nbytes = len(data)
         if self.uplink:
-            self.uplink.poke()
+            self.uplink.poke(
+                nbytes=nbytes
+            )  # images: a batch full by its bytes goes without waiting out its fill
 
     def _moved(self) -> bool:
         return getattr(self.outbox, "former_tenant", None) is not None

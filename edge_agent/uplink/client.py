@@ -150,6 +150,7 @@ class Uplink:
         # were poked since: a batch waits for more until max_delay_ms after the first, or until it is full
         self._first_poke: float | None = None
         self._pokes = 0
+        self._poked_bytes = 0
         self._urgent = False  # an alarm or event was recorded since: the fill ends at once
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link_up = asyncio.Event()  # set by a successful heartbeat: ends a backoff wait early
@@ -163,13 +164,16 @@ class Uplink:
             asyncio.create_task(self._heartbeat_loop(), name="uplink-heartbeat"),
         ]
 
-    def poke(self, urgent: Future | None = None) -> None:
+    def poke(self, urgent: Future | None = None, nbytes: int = 0) -> None:
         """New records were appended: wake the sender early. ``urgent``: the outbox's future of an alarm or event
         handed to its thread (``append_soon``); once that thread has taken it, a batch filling for ``max_delay_ms``
-        is committed and sent at once, the alarm first in it (it does not wait out the fill)."""
+        is committed and sent at once, the alarm first in it (it does not wait out the fill). ``nbytes``: the bytes
+        appended, as far as the caller knows them (a sample's image): a fill ends once ``batch_max_bytes`` were
+        poked, as it does at ``batch_max_records``."""
         if self._first_poke is None:
             self._first_poke = time.monotonic()
         self._pokes += 1
+        self._poked_bytes += nbytes
         self._wake.set()
         if urgent is not None and self._loop is not None:
             loop = self._loop
@@ -367,7 +371,11 @@ class Uplink:
                 if await asyncio.to_thread(self.outbox.pending, 1, self.s.batch_max_bytes):
                     return True
         end = self._first_poke + self.s.max_delay_ms / 1000
-        while self._pokes < self.s.batch_max_records and (left := end - time.monotonic()) > 0:
+        while (
+            self._pokes < self.s.batch_max_records
+            and self._poked_bytes < self.s.batch_max_bytes
+            and (left := end - time.monotonic()) > 0
+        ):
             if reading is not None and reading.done():
                 return False
             if self._urgent:  # an alarm or event handed to the outbox: the batch goes now (``_new_batch``)
@@ -378,12 +386,18 @@ class Uplink:
 
     async def _new_batch(self) -> None:
         """Before a read of the outbox: records poked from now on fill the next batch. An alarm or event that the
-        outbox's thread took since the last read (``poke(urgent=)``) is committed first (not at the writer's next
-        interval), so that the read holds it, first; one it takes during this read keeps ``_urgent`` set, and the
+        outbox's thread took since the last read (``poke(urgent=)``), or a batch poked full, is committed first (not
+        at the writer's next interval), so that the read holds it; one it takes during this read keeps ``_urgent`` set, and the
         next ``_gather`` returns at once for it: its poke came before this read and is not counted again, so that
         flag is what wakes the uplink for it (before, it waited for the next poll, max_delay_ms)."""
-        urgent = self._urgent
-        self._first_poke, self._pokes, self._urgent = None, 0, False
+        # a fill that ended full (records or bytes) ends within moments of the last append: committed first too,
+        # or the read missed what was not committed yet and it waited for the next poll (max_delay_ms)
+        urgent = (
+            self._urgent
+            or self._pokes >= self.s.batch_max_records
+            or self._poked_bytes >= self.s.batch_max_bytes
+        )
+        self._first_poke, self._pokes, self._poked_bytes, self._urgent = None, 0, 0, False
         if urgent:
             await asyncio.to_thread(self.outbox.flush, URGENT_FLUSH_S)
 

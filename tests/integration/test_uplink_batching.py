@@ -59,15 +59,15 @@ def _kinds_read(up: Uplink) -> list[list[str]]:
 
 
 @contextlib.asynccontextmanager
-async def _alarm_peers(tmp_path, pki, max_delay_ms: float, commit_interval_ms: float = 5):
-    """A real fleet service, an outbox and its uplink started (max_delay_ms), the kinds of each batch it reads,
-    and a check that an alarm is stored in the cloud; all stopped at the end."""
+async def _peers(tmp_path, pki, commit_interval_ms: float = 5, **cloud):
+    """A real fleet service, an outbox and its uplink started (``cloud``: its settings), the kinds of each batch
+    it reads, and a check that an alarm is stored in the cloud; all stopped at the end."""
     port = free_port()
     srv = _server(tmp_path, pki, port)
     await srv.start()
     ob = Outbox(OutboxSettings(commit_interval_ms=commit_interval_ms), tmp_path / "agent")
     ob.open()
-    up = Uplink(cloud_settings(pki, port, max_delay_ms=max_delay_ms), ob)
+    up = Uplink(cloud_settings(pki, port, **cloud), ob)
     sent = _kinds_read(up)
     try:
         await up.start()
@@ -247,7 +247,7 @@ async def test_an_alarm_recorded_while_results_fill_their_batch_goes_at_once(tmp
     """max_delay_ms 2000 (a site saving bandwidth): a result starts a batch's fill, then an alarm is recorded as
     the agent records it (handed to the outbox's thread, poked with its future). The alarm reaches the cloud
     well before the 2 s, first in its batch. Before, it waited out the whole fill."""
-    async with _alarm_peers(tmp_path, pki, 2000) as (ob, up, sent, alarm_stored):
+    async with _peers(tmp_path, pki, max_delay_ms=2000) as (ob, up, sent, alarm_stored):
         await ob.append_async("result", {"i": 0})
         up.poke()
         await asyncio.sleep(0.1)  # the result's batch fills
@@ -264,7 +264,7 @@ async def test_an_alarm_the_outbox_takes_just_after_the_fill_ended_goes_at_once(
     sample being written, a slow disk) and takes it only after the fill ended and the batch was read. It goes up
     as soon as that batch is acked, not a poll (max_delay_ms) later: before, its poke was forgotten with the
     batch's and nothing woke the uplink, which looked at the outbox again only after max_delay_ms."""
-    async with _alarm_peers(tmp_path, pki, 2000, commit_interval_ms=50) as (ob, up, _, alarm_stored):
+    async with _peers(tmp_path, pki, commit_interval_ms=50, max_delay_ms=2000) as (ob, up, _, alarm_stored):
         await ob.append_async("result", {"i": 0})
         up.poke()
         await asyncio.sleep(1.7)  # the result's batch fills (until 2 s)
@@ -287,7 +287,7 @@ async def test_an_alarm_recorded_while_results_fill_a_batch_on_the_open_stream_g
     and an alarm is recorded 0.1 s later. The alarm reaches the cloud within half a second, first in its batch.
     Before, a poke woke nothing while the stream was open (the wait was for the poke and the stream's end, both),
     so the alarm waited out the fill: only a stream's first batch ended its fill for an alarm."""
-    async with _alarm_peers(tmp_path, pki, 1000) as (ob, up, sent, alarm_stored):
+    async with _peers(tmp_path, pki, max_delay_ms=1000) as (ob, up, sent, alarm_stored):
         opened = _counting(up)
         await ob.append_async("result", {"i": 0})
         up.poke()
@@ -302,3 +302,20 @@ async def test_an_alarm_recorded_while_results_fill_a_batch_on_the_open_stream_g
         assert took < 0.5, f"the alarm reached the cloud after {took:.2f} s (max_delay_ms 1000)"
         assert sent[1] == ["alarm", "result"], sent
         assert opened[0] == 1  # both batches on one stream
+
+
+async def test_a_batch_full_by_its_bytes_goes_without_waiting_out_its_fill(tmp_path, pki) -> None:
+    """max_delay_ms 2000, batch_max_bytes 100 kB: two samples of 60 kB are recorded (poked with their bytes, as the
+    agent does) and the batch is full by bytes at the second: the first goes at once, well before the 2 s, and the
+    second right after it (a batch holds one). Before, only batch_max_records ended a fill: a site's images waited
+    out max_delay_ms with a full batch ready."""
+    async with _peers(tmp_path, pki, max_delay_ms=2000, batch_max_bytes=100_000) as (ob, up, _, _):
+        t0 = time.monotonic()
+        for i in range(2):
+            image = bytes([i]) * 60_000
+            await ob.append_async("sample", {"i": i}, sample=image, sample_ext=".png")
+            up.poke(nbytes=len(image))
+        await until(lambda: ob.stats()["acked"] == 2, timeout_s=5, what="both samples acked")
+        took = time.monotonic() - t0
+        assert took < 1.0, f"a full batch waited {took:.2f} s (max_delay_ms 2000)"
+        assert up.batches == 2  # one sample a batch: 120 kB do not fit in 100 kB
