@@ -203,6 +203,31 @@ class RequestStream:
         await self._context.abort(code, details)
 
 
+class _Refusal(Exception):
+    """A refusal found by a ``Connect`` stream's reader task (``_ReaderContext``), raised to the stream's own task."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, details)
+        self.code, self.details = code, details
+
+
+class _ReaderContext:
+    """The call's context as a ``Connect`` stream's reader task sees it: its ``abort`` raises ``_Refusal`` instead
+    of ending the call. The call is ended by the task that sends on it, between two messages: grpc takes no status
+    while a message is being sent (``GRPC_CALL_ERROR_TOO_MANY_OPERATIONS``), and a refusal the reader sent beside an
+    acknowledgement under way reached the agent as ``INTERNAL: Internal error from Core`` (it reconnected at once,
+    not saying why), or never: the call left open without a status, the agent's stream silent for good."""
+
+    def __init__(self, context) -> None:
+        self._context = context
+
+    def __getattr__(self, name: str):
+        return getattr(self._context, name)
+
+    async def abort(self, code, details: str = ""):
+        raise _Refusal(code, details)
+
+
 def peer_identity(context) -> Identity:
     ac = context.auth_context()
     pem = (ac.get("x509_pem_cert") or [b""])[0]
@@ -519,16 +544,18 @@ class FleetServicer(rpc.FleetServicer):
         await self._admit(who, context)
         key = (who.tenant, who.name)
         async with self._stream(quota_key(who), context), hub.attach(key) as outbox:
+            # a refusal of a report ends the call from this task, not the reader's (``_ReaderContext``)
+            refuse = _ReaderContext(context)
 
             async def read() -> None:
                 try:
                     async for msg in request_iterator:
                         r = msg.report
-                        await refuse_revoked(context, who, self.revocations)  # revoked while connected
-                        await self._take_report(who, context, msg, "report")
-                        await report_fields(context, r, "report")
+                        await refuse_revoked(refuse, who, self.revocations)  # revoked while connected
+                        await self._take_report(who, refuse, msg, "report")
+                        await report_fields(refuse, r, "report")
                         slots = _slot_states(r)
-                        health = await json_field(context, r.health_json, "report.health_json")
+                        health = await json_field(refuse, r.health_json, "report.health_json")
                         await self._command_results(who, r.command_results)
                         await hub.report(
                             key,
@@ -548,6 +575,8 @@ class FleetServicer(rpc.FleetServicer):
                     await refuse_revoked(context, who, self.revocations)
                     yield msg
                 if reader.done() and not reader.cancelled() and (failed := reader.exception()) is not None:
+                    if isinstance(failed, _Refusal):
+                        await context.abort(failed.code, failed.details)
                     raise failed
             finally:
                 reader.cancel()
