@@ -102,7 +102,9 @@ async def test_frames_the_model_fails_on_are_unsure_acted_on_and_a_sustained_fai
             "trusted_keys": [str(pub)],
             "http": {"port": 0},
             "sources": {
-                "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 60},
+                # every frame held for the pipeline (4 by default: a loaded machine dropped one, and no result came
+                # for it)
+                "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 60, "queue_max_items": 64},
                 "broker": {"type": "mqtt", "port": mosquitto.port},
             },
             "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
