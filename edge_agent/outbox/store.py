@@ -2389,6 +2389,9 @@ class Outbox:
                 continue
             if left or time.monotonic() >= deadline or self._stop.is_set():
                 left.append(j)  # (one was cut off: those behind it wait their turn)
+                # (numbering on after its records all the same: nothing given a seq meanwhile takes one of theirs)
+                with contextlib.suppress(OSError, sqlite3.Error):  # (a disk error: the commits say it)
+                    self._number_after(src, db, min(j["last_seq"], self._store_top(db)))
                 continue
             extra = [q for a, b in j["acked"] for q in range(a, b + 1) if q not in self._acked_unremoved]
             with self._lock:
@@ -2688,8 +2691,7 @@ class Outbox:
         todo: list[tuple[int, int]] = []
         damaged: list = []  # the kinds of the rows read back damaged (not copied)
         try:
-            meta_last = _first_int(con, "SELECT value FROM meta WHERE key = 'last_seq'")
-            hi = _first_int(con, "SELECT MAX(seq) FROM records") or max(meta_last or 0, last_seq)
+            meta_last, hi = self._number_after(src, db, last_seq, con)
             lo = max(_first_int(con, "SELECT MIN(seq) FROM records") or 1, start)
             ranges = _SeqRanges(
                 con, "seq, kind, priority, t, payload, sample_sha256, sample_ext, size", lo, hi, ordered=True
@@ -2782,16 +2784,40 @@ class Outbox:
                 if count_damaged:
                     with self._lock:
                         self.dropped[f"corrupt:{DAMAGED}"] += len(damaged)
-            top = max(meta_last or 0, last_seq, hi or 0)
-            if top:
-                db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
-                    "value = MAX(value, excluded.value)",
-                    (top,),
-                )
         finally:
             con.close()
         return got, not todo
+
+    def _number_after(
+        self, src: Path, db: sqlite3.Connection, last_seq: int, con: sqlite3.Connection | None = None
+    ) -> tuple[int | None, int]:
+        """``db``, the store the records of the moved-aside ``src`` are copied into, numbers on after ``src``'s last
+        seq (its ``meta``'s, its highest row's, else ``last_seq``): set before any row is copied, and for a copy a time
+        limit cut before it began (``_copy_jobs``). Formerly set after the copy only: a copy at start cut before it
+        read the file left the new store numbering from 1, and the start's ``outbox_corrupt`` event took seq 1, an old
+        record's, which the copy going on later skipped as held already. Returns ``src``'s ``meta`` last_seq and
+        highest seq (read through ``con``, else a read-only connection of its own)."""
+        meta_last, hi = None, last_seq
+        try:
+            if con is None:
+                self._pad_truncated(src)
+                own = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
+                try:
+                    return self._number_after(src, db, last_seq, own)
+                finally:
+                    own.close()
+            meta_last = _first_int(con, "SELECT value FROM meta WHERE key = 'last_seq'")
+            hi = _first_int(con, "SELECT MAX(seq) FROM records") or max(meta_last or 0, last_seq)
+        except sqlite3.Error:
+            pass  # (unreadable now: the copy reads what it can)
+        top = max(meta_last or 0, last_seq, hi or 0)
+        if top:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
+                "value = MAX(value, excluded.value)",
+                (top,),
+            )
+        return meta_last, hi
 
     def _sample_names(self) -> set[str]:
         """The sample files in ``samples/`` (by name, a sha256): those a held store whose records could not all be read

@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from edge_agent.outbox import store
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
@@ -74,3 +76,28 @@ def test_a_start_copying_a_damaged_store_and_counting_held_ones_keeps_to_one_dea
         assert counts == {f"outbox.db.acme-{epoch}.{i}": (20, False) for i in (1, 2)}
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("limit", ["SALVAGE_S", "START_S"])
+def test_a_copy_at_start_cut_before_it_read_the_damaged_store_numbers_on_after_that_store(
+    tmp_path, monkeypatch, limit
+):
+    data = tmp_path / "data"
+    filled(data, 1000, owner=None).close()
+    damage_index(data / "outbox" / "outbox.db")
+    monkeypatch.setattr(
+        store, limit, 0.0, raising=False
+    )  # (the start's time spent before the copy could begin)
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    try:
+        ob.flush()
+        (told,) = [r.seq for r in ob.pending(5000, 10**9) if r.kind == "event"]
+        # formerly the start's outbox_corrupt event took seq 1, the old store's first record's: the copy going on
+        # while running then skipped that record as held already (neither sent nor counted), and an ack in flight
+        # for seq 1 of the old epoch would have removed the event
+        assert told == 1001
+        wait_for(lambda: not (data / "outbox-salvaging").exists(), what="the copy to go on while running")
+        assert sorted(r.seq for r in ob.pending(5000, 10**9) if r.kind == "result") == list(range(1, 1001))
+    finally:
+        ob.close()
