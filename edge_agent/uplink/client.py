@@ -151,6 +151,7 @@ class Uplink:
         self._first_poke: float | None = None
         self._pokes = 0
         self._poked_bytes = 0
+        self._filled = False  # the last fill ended full (records or bytes poked)
         self._urgent = False  # an alarm or event was recorded since: the fill ends at once
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link_up = asyncio.Event()  # set by a successful heartbeat: ends a backoff wait early
@@ -382,22 +383,26 @@ class Uplink:
                 break
             self._wake.clear()
             await self._woken(reading, left)
+        # a fill that ended full: committed before the read (``_new_batch``); a backlog's reads wait for no fill
+        self._filled = self._pokes >= self.s.batch_max_records or self._poked_bytes >= self.s.batch_max_bytes
         return reading is None or not reading.done()
 
     async def _new_batch(self) -> None:
         """Before a read of the outbox: records poked from now on fill the next batch. An alarm or event that the
-        outbox's thread took since the last read (``poke(urgent=)``), or a batch poked full, is committed first (not
-        at the writer's next interval), so that the read holds it; one it takes during this read keeps ``_urgent`` set, and the
+        outbox's thread took since the last read (``poke(urgent=)``) is committed first (not at the writer's next
+        interval), so that the read holds it, first; one it takes during this read keeps ``_urgent`` set, and the
         next ``_gather`` returns at once for it: its poke came before this read and is not counted again, so that
-        flag is what wakes the uplink for it (before, it waited for the next poll, max_delay_ms)."""
-        # a fill that ended full (records or bytes) ends within moments of the last append: committed first too,
-        # or the read missed what was not committed yet and it waited for the next poll (max_delay_ms)
-        urgent = (
-            self._urgent
-            or self._pokes >= self.s.batch_max_records
-            or self._poked_bytes >= self.s.batch_max_bytes
+        flag is what wakes the uplink for it (before, it waited for the next poll, max_delay_ms). So is a fill
+        that ended full (``_filled``): it ends within moments of the last append, and a read before its commit
+        missed it until the next poll."""
+        urgent = self._urgent or self._filled
+        self._first_poke, self._pokes, self._poked_bytes, self._urgent, self._filled = (
+            None,
+            0,
+            0,
+            False,
+            False,
         )
-        self._first_poke, self._pokes, self._poked_bytes, self._urgent = None, 0, 0, False
         if urgent:
             await asyncio.to_thread(self.outbox.flush, URGENT_FLUSH_S)
 
