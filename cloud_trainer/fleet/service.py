@@ -686,26 +686,29 @@ class FleetServicer(rpc.FleetServicer):
         marks[me] = (peer, time.monotonic())
         it = aiter(batches)
         gave = asyncio.ensure_future(give_way.wait())
+        nxt: asyncio.Future | None = None
         try:
             while True:
                 nxt = asyncio.ensure_future(anext(it, None))
                 await asyncio.wait({nxt, gave}, return_when=asyncio.FIRST_COMPLETED)
-                if (
-                    not nxt.done()
-                ):  # gives way: the batch not read yet is sent again on the agent's next stream
+                if not nxt.done():
+                    # gives way: a batch not read yet is not acknowledged, and the agent sends it on a new stream
                     nxt.cancel()
                     with contextlib.suppress(BaseException):
                         await nxt
                     return
-                if (batch := nxt.result()) is None:
+                batch, nxt = nxt.result(), None
+                if batch is None:
                     return
-                del nxt
                 marks[me] = (peer, None)
                 yield batch
                 del batch  # not kept while the next one is received
                 marks[me] = (peer, time.monotonic())
         finally:
             gave.cancel()
+            # the call ended (cancelled) while its next batch was awaited
+            if nxt is not None and not nxt.done():
+                nxt.cancel()
 
     async def _reclaim(self, agent: tuple[str, str], peer: str) -> bool:
         """The agent is at its concurrent_streams limit: end its PushRecords that has waited longest for a next
