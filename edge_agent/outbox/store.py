@@ -1030,9 +1030,16 @@ class Outbox:
                     )
                 # (recorded before the marker stops naming the previous epoch: a kill from here on tells it at the
                 # next start; before, a kill once the copy was done and before the event's commit lost it)
-                self._keep_untold(self._untold_entry(str(aside), reason, epoch, known or 0, salvaged))
+                owed = self._untold_entry(str(aside), reason, epoch, known or 0, salvaged)
+                if left:  # (cut by the time limit: the rest is copied while the agent runs, not told again)
+                    owed["event"]["salvaged_at_least"] = True
+                self._keep_untold(owed)
                 self._write_salvaging(self._marker(epoch, left) if left else None)
-                readable = f" with the {salvaged.total()} records still readable in it"
+                readable = (
+                    f" with the {salvaged.total()} records copied by now (the rest goes on while the agent runs)"
+                    if left
+                    else f" with the {salvaged.total()} records still readable in it"
+                )
             # (a held store: the count of its note; formerly "with the 0 records still readable in it" for a store
             # held with 300 readable records)
             log.error(
@@ -2544,16 +2551,17 @@ class Outbox:
                 same[0]["salvaged_by_kind"] = dict(Counter(same[0]["salvaged_by_kind"]) + got)
                 self._keep_untold()
             else:
-                self._keep_untold(
-                    self._untold_entry(
-                        job["src"],
-                        "a renewal of the store was cut off (the agent killed) after it moved the store aside; "
-                        "completed at this start",
-                        job["epoch"],
-                        job["previous_epoch"],
-                        whole | got,  # (``got`` alone: a copy by a release that kept no counts)
-                    )
+                owed = self._untold_entry(
+                    job["src"],
+                    "a renewal of the store was cut off (the agent killed) after it moved the store aside; "
+                    "completed at this start",
+                    job["epoch"],
+                    job["previous_epoch"],
+                    whole | got,  # (``got`` alone: a copy by a release that kept no counts)
                 )
+                if left:  # (cut by the time limit: the rest is copied while the agent runs, not told again)
+                    owed["event"]["salvaged_at_least"] = True
+                self._keep_untold(owed)
         elif any("src" in e for e in self._untold):
             self._keep_untold()  # (a WAL found alone: with what was copied out of it, before the marker goes)
         if todo and self._copy_home:
@@ -3023,6 +3031,9 @@ class Outbox:
                     salvaged=got.total(),
                     salvaged_by_kind=dict(got),
                     **lost,
+                    # (a copy at start its time limit cut: the records copied after it are not told; formerly the
+                    # partial count read as the whole, "salvaged 0" for 3,000 records that arrived while running)
+                    **({"salvaged_at_least": True} if ev.get("salvaged_at_least") is True else {}),
                 )
             body = json_codec.dumps(evt.to_json_dict(), separators=(",", ":")).encode()
             self._seq += 1
