@@ -396,13 +396,8 @@ class Uplink:
         that ended full (``_filled``): it ends within moments of the last append, and a read before its commit
         missed it until the next poll."""
         urgent = self._urgent or self._filled
-        self._first_poke, self._pokes, self._poked_bytes, self._urgent, self._filled = (
-            None,
-            0,
-            0,
-            False,
-            False,
-        )
+        self._urgent = self._filled = False
+        self._first_poke, self._pokes, self._poked_bytes = None, 0, 0
         if urgent:
             await asyncio.to_thread(self.outbox.flush, URGENT_FLUSH_S)
 
