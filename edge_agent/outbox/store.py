@@ -2396,9 +2396,11 @@ class Outbox:
                 continue
             if left or time.monotonic() >= deadline or self._stop.is_set():
                 left.append(j)  # (one was cut off: those behind it wait their turn)
-                # (numbering on after its records all the same: nothing given a seq meanwhile takes one of theirs)
-                with contextlib.suppress(OSError, sqlite3.Error):  # (a disk error: the commits say it)
-                    self._number_after(src, db, min(j["last_seq"], self._store_top(db)))
+                # (at open, numbering on after its records all the same: nothing given a seq meanwhile takes one of
+                # theirs; while running, the store numbers on after the one renewed, which numbered after them)
+                if self._start_deadline is not None:
+                    with contextlib.suppress(OSError, sqlite3.Error):  # (a disk error: the commits say it)
+                        self._number_after(src, db, min(j["last_seq"], self._store_top(db)))
                 continue
             extra = [q for a, b in j["acked"] for q in range(a, b + 1) if q not in self._acked_unremoved]
             with self._lock:
