@@ -174,6 +174,16 @@ class FaultLog:
         return eid
 
 
+class Refusal(Exception):
+    """A refusal (a status and its text) raised where the call may not be ended: a task reading a stream's requests
+    while another sends on it (grpc takes no status beside a message under way). The handler's own task ends the
+    call with it (``context.abort``), once no message is being sent; ``Faults`` passes it on as it is."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, details)
+        self.code, self.details = code, details
+
+
 class Faults(grpc.aio.ServerInterceptor):
     """An exception a servicer method did not handle is answered ``UNAVAILABLE`` (a store's failure: the caller
     tries again) or ``INTERNAL``, naming the method, the failure's kind and its id, and logged by reason
@@ -201,7 +211,11 @@ class Faults(grpc.aio.ServerInterceptor):
             async def answered(request, context):
                 try:
                     return await unary(request, context)
-                except (grpc.aio.AbortError, NotImplementedError):  # a refusal; a method not implemented
+                except (
+                    grpc.aio.AbortError,
+                    Refusal,
+                    NotImplementedError,
+                ):  # a refusal; a method not implemented
                     raise
                 except Exception as exc:
                     await self._abort(method, exc, context)
@@ -214,7 +228,7 @@ class Faults(grpc.aio.ServerInterceptor):
             try:
                 async for reply in streaming(request, context):
                     yield reply
-            except (grpc.aio.AbortError, NotImplementedError):
+            except (grpc.aio.AbortError, Refusal, NotImplementedError):
                 raise
             except Exception as exc:
                 await self._abort(method, exc, context)

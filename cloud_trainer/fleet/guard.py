@@ -45,6 +45,8 @@ from functools import partial
 
 import grpc
 
+from cloud_trainer.fleet.faults import Refusal
+
 log = logging.getLogger(__name__)
 
 REFUSAL_LOG_S = 60.0  # a caller's refusals of one limit are logged at most this often (with the count since)
@@ -177,8 +179,11 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
             return _Held(safe(raw))
 
         async def checked(requests, context):
+            """The request stream's messages; a malformed one is a ``Refusal`` raised to whoever reads the stream (a
+            ``Connect`` stream's reader task, which may not end the call: ``faults.Refusal``)."""
             async for r in _taken(requests):
-                await check(r, context)
+                if isinstance(r, _Malformed):
+                    raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, r.why)
                 yield r
                 del r  # not held while the next message is received
 
@@ -290,6 +295,8 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
             async def stream_unary(requests, context):
                 try:
                     return await inner_su(checked(requests, context), context)
+                except Refusal as exc:
+                    await context.abort(exc.code, exc.details)
                 except grpc.aio.AbortError as exc:
                     _forget_frames(exc)
                     raise
@@ -315,6 +322,8 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
             try:
                 async for reply in inner_ss(checked(requests, context), context):
                     yield reply
+            except Refusal as exc:
+                await context.abort(exc.code, exc.details)
             except grpc.aio.AbortError as exc:
                 _forget_frames(exc)
                 raise

@@ -47,7 +47,7 @@ from cloud_trainer.fleet.commands import Commands, add_commands
 from cloud_trainer.fleet.control import STALE_REPORT_S, NotInTenant, TooManyRollouts
 from cloud_trainer.fleet.deployment import Deployment, gate_from_request
 from cloud_trainer.fleet.failures import RepeatedFailure
-from cloud_trainer.fleet.faults import FaultLog, Faults, told
+from cloud_trainer.fleet.faults import FaultLog, Faults, Refusal, told
 from cloud_trainer.fleet.guard import (
     IDLE_FORGET_S,
     MalformedRequests,
@@ -203,16 +203,8 @@ class RequestStream:
         await self._context.abort(code, details)
 
 
-class _Refusal(Exception):
-    """A refusal found by a ``Connect`` stream's reader task (``_ReaderContext``), raised to the stream's own task."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(code, details)
-        self.code, self.details = code, details
-
-
 class _ReaderContext:
-    """The call's context as a ``Connect`` stream's reader task sees it: its ``abort`` raises ``_Refusal`` instead
+    """The call's context as a ``Connect`` stream's reader task sees it: its ``abort`` raises ``Refusal`` instead
     of ending the call. The call is ended by the task that sends on it, between two messages: grpc takes no status
     while a message is being sent (``GRPC_CALL_ERROR_TOO_MANY_OPERATIONS``), and a refusal the reader sent beside an
     acknowledgement under way reached the agent as ``INTERNAL: Internal error from Core`` (it reconnected at once,
@@ -225,7 +217,7 @@ class _ReaderContext:
         return getattr(self._context, name)
 
     async def abort(self, code, details: str = ""):
-        raise _Refusal(code, details)
+        raise Refusal(code, details)
 
 
 def peer_identity(context) -> Identity:
@@ -575,7 +567,7 @@ class FleetServicer(rpc.FleetServicer):
                     await refuse_revoked(context, who, self.revocations)
                     yield msg
                 if reader.done() and not reader.cancelled() and (failed := reader.exception()) is not None:
-                    if isinstance(failed, _Refusal):
+                    if isinstance(failed, Refusal):  # (a malformed message too: ``guard`` raises it)
                         await context.abort(failed.code, failed.details)
                     raise failed
             finally:
