@@ -1485,7 +1485,12 @@ def _shown(item: Any) -> Any:
 
 
 def _connected(source: Any) -> bool:
-    """Whether ``source`` (an mqtt source a forward publishes through) is connected to its broker."""
+    """Whether ``source`` (an mqtt source a forward publishes through) is connected to its broker: over its
+    publish connection where it has one of its own (``publish_connection: separate``), which may be down while its
+    subscriptions' connection is up: the forward's messages the client holds wait for that one."""
+    pc = source.publish_connection
+    if pc is not None:
+        return pc["state"] == ConnectionState.CONNECTED.value
     return source.state is ConnectionState.CONNECTED
 
 

@@ -345,3 +345,44 @@ async def test_a_publish_an_acl_by_client_id_refuses_names_the_publish_connectio
     expected = "publish_refused: publish connection (client id p1): topic 'factory/gw1/alarms/a': PUBACK"
     for err in (src.stats.last_error, src.publish_connection["last_error"]):
         assert err is not None and err.startswith(expected), err
+
+
+async def test_a_forward_holds_its_byte_bound_while_the_publish_connection_alone_is_down(
+    tmp_path, monkeypatch
+):
+    """A forward's messages handed to the MQTT client for the broker's return are held to MAX_PENDING_BYTES: with
+    ``publish_connection: separate`` that is the publish connection's return, not the subscriptions' connection's.
+    Here the broker refuses only the publish connection's client id: the source stays connected, and the forward
+    took it as connected, so what it handed the client was never weighed (12 values of 1 MB: 12 MB held against
+    a 4 MiB bound; up to publish_max_queued, 10,000 by default, of them: the agent's memory)."""
+    from devices.base import Reading
+    from edge_agent import tags as tags_mod
+
+    if mosquitto_binary() is None:
+        pytest.fail("mosquitto is not installed; `make setup` installs it with apt-get")
+    bound = 4 * 2**20
+    monkeypatch.setattr(tags_mod, "MAX_PENDING_BYTES", bound)
+    broker = Mosquitto(tmp_path / "mosquitto", extra_conf="clientid_prefixes gw1-").start()
+    config = _gw1_config(tmp_path, broker.port, "pub-gw1")
+    config["forward"] = [{"name": "blobs", "source": "mq", "tags": ["blob"], "to": "mq", "qos": 1}]
+    agent = Agent(parse_config(config))
+    src, fwd = agent.sources["mq"], agent.forwarders[0]
+    await src.start()
+    fwd.start()
+    try:
+        await asyncio.wait_for(src.subscribed.wait(), 10)
+        await until(lambda: src.stats.errors_by_reason.get("connect_refused"), 5, "the refusal")
+        assert src.state.value == "connected" and src.publish_connection["state"] != "connected"
+        for i in range(12):
+            fwd.offer(Reading("mq", "blob", f"{i:02d}" * 2**19, time.time(), time.time()))
+            await asyncio.sleep(0)
+        await until(lambda: fwd.stats["queued"] >= 2, 5, "the forward's first values handed to the client")
+        await asyncio.sleep(0.3)  # its sender's turns: it hands the client nothing more past the bound
+        out = src._pub._client._out_messages.values()
+        held = sum(map(len, fwd._queue)) + sum(len(m.payload) for m in list(out))
+        assert held <= bound + 2**20 + 100, held  # the bound and the one message over it
+        assert fwd.stats["dropped"] > 0, dict(fwd.stats)
+    finally:
+        await fwd.stop(timeout_s=0.1)
+        await src.stop(timeout_s=1.0)
+        broker.stop()
