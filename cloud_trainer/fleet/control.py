@@ -1501,7 +1501,9 @@ class Control:
                         if (rows.get(a) or ("",) * 4)[3] != d["id"] + ROLLBACK_SUFFIX:
                             continue
                         # an admin's rollback taken over by a rollout whose step has not reached the agent: its
-                        # version is still the agent's desired state (``_supersede`` keeps it)
+                        # version is still the agent's desired state (``_supersede`` keeps it), and it is the newest
+                        # rollout of that version to the agent (an older one the agent rolled back does not pass it)
+                        verdicts.setdefault((a, digest), d)
                         newest.setdefault(a, d)
             except (ValueError, TypeError, KeyError, AttributeError):
                 continue  # a document this code cannot read tells nothing here

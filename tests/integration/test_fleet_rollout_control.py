@@ -725,3 +725,25 @@ def _rollout(version: str, agents: list[str], steps: list[str]) -> dict:
         "agents": agents,
         "steps": steps,
     }
+
+
+@pytest.mark.parametrize("either_control", ["sqlite"], indirect=True)
+def test_an_admins_rollback_taken_over_is_not_passed_by_an_older_rollback_of_its_version(either_control):
+    """gw3's health check rolled 1.1.0 back (a rollout halted); the admin then rolled gw3 to 1.1.0 on purpose while
+    it was offline, and a rollout of 1.2.0 took gw3 over but halted before reaching it (gw3's desired state still
+    the admin's 1.1.0). The next rollout of 1.2.0 followed the old verdict past the admin's choice: its previous
+    for gw3 was 1.0.0, and its halt sent gw3 1.0.0, a version nobody asked for."""
+    c, e = either_control
+    for agent in ("gw2", "gw3"):
+        _runs(c, agent, e["1.0.0"])
+    r0 = c.create(_rollout("1.1.0", ["gw3"], ["100%"]))
+    c.on_report("gw3", r0["id"], "vision", "1.1.0", "rolled_back", False, "health check failed: NaN", {})
+    _runs(c, "gw3", e["1.0.0"])
+    c.rollback("part-inspection", "1.1.0", "vision", ["gw3"])  # gw3 offline: never heard of it
+    d = c.create(_rollout("1.2.0", ["gw2", "gw3"], ["1", "100%"]))
+    c.on_report("gw2", d["id"], "vision", "1.2.0", "rolled_back", False, "health check failed: NaN", {})
+    assert c.get(d["id"])["state"] == "halted"
+    f = c.create(_rollout("1.2.0", ["gw3"], ["100%"]))
+    assert c.get(f["id"])["previous"]["gw3"]["version"] == "1.1.0"  # was 1.0.0
+    c.on_report("gw3", f["id"], "vision", "1.2.0", "failed", False, "verify: bad signature", {})
+    assert [s["version"] for s in c.desired_state("gw3")[1]] == ["1.1.0"]  # was 1.0.0
