@@ -150,6 +150,24 @@ class DataDirLock:
             for name in remove_stale_temps(self.path.parent / folder):
                 log.info("data folder: removed %s, left half-written by an agent that was killed", name)
 
+    @staticmethod
+    def holder(data_dir: Path) -> int | None:
+        """The pid of the agent that holds ``data_dir`` now, None when none does (or where it cannot be known:
+        no /proc/locks). Read from the kernel's list of locks: taking the lock, even for a moment, could refuse
+        an agent starting then; nothing is created."""
+        try:
+            st = os.stat(Path(data_dir) / LOCK_FILE)
+            with open("/proc/locks") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return None
+        file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for line in lines:  # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2179396 0 EOF" ("->" marks a waiter)
+            parts = line.split()
+            if len(parts) >= 6 and parts[1:4] == ["FLOCK", "ADVISORY", "WRITE"] and parts[5] == file_id:
+                return int(parts[4]) if parts[4].isdigit() else None
+        return None
+
     def release(self) -> None:
         if self._f is not None:
             fcntl.flock(self._f, fcntl.LOCK_UN)

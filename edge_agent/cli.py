@@ -4,6 +4,7 @@ edge-agent validate CONFIG      all errors at once, one per line; exit 1 if any,
     --online                    also ask the live OPC UA servers: every subscribed node exists, every
                                 write target exists, is writable and its DataType takes the value;
                                 and the MQTT brokers: each client id a source connects with is let in
+                                (not while this config's agent runs: the broker would publish its will)
 edge-agent run CONFIG           run until SIGTERM/SIGINT (graceful stop); --log-json for JSON logs; with
                                 cloud: set, the fleet may give it a config (docs/fleet-control.md)
 edge-agent validate --fleet F   a fleet config (no agent:, cloud:, http:), as the cloud checks it
@@ -174,11 +175,26 @@ async def _online_errors(cfg, where) -> list[str]:
     """What the live OPC UA servers say about the config's nodes and write targets, and the MQTT brokers about
     each client id a source connects with."""
     errors: list[str] = []
-    for name, s in cfg.sources.items():
-        if s.type == "mqtt":
-            from devices.mqtt.client import check_connections
+    mqtt = [name for name, s in cfg.sources.items() if s.type == "mqtt"]
+    if mqtt:
+        from edge_agent.agent import DataDirLock
 
-            errors += [f"{where}: sources.{name}.{f}: {why}" for f, why in await check_connections(name, s)]
+        if (pid := DataDirLock.holder(cfg.data_dir)) is not None:
+            # a connect with a client id the agent is connected with takes that connection over: the broker
+            # publishes the agent's will (a retained "offline", a Sparkplug STATE offline) while it runs
+            print(
+                f"warning: {where}: sources {', '.join(mqtt)}: the MQTT client ids were not tried: this config's "
+                f"agent runs (pid {pid}, {cfg.data_dir}), and a connect with its client ids would take its "
+                "connections over and make the broker publish its will; its /status shows each connection "
+                "(publish_connection); stop it to try them",
+                file=sys.stderr,
+            )
+            mqtt = []
+    for name in mqtt:
+        from devices.mqtt.client import check_connections
+
+        checked = await check_connections(name, cfg.sources[name])
+        errors += [f"{where}: sources.{name}.{f}: {why}" for f, why in checked]
     if any(s.type == "opcua" for s in cfg.sources.values()):
         errors += await _opcua_online_errors(cfg, where)
     return errors

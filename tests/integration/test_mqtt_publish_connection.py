@@ -223,6 +223,40 @@ def test_validate_online_tries_the_publish_client_id_and_names_it_when_refused(t
         broker.stop()
 
 
+async def test_validate_online_leaves_the_client_ids_of_its_running_agent_untried(
+    mosquitto, tmp_path, capsys
+):
+    """``validate --online`` run while this config's agent runs (it holds the data folder): a connect with the
+    agent's client ids would take its connections over, and the broker would publish its will (here a retained
+    ``offline`` on its status topic, left there while it runs). They are not tried, and a warning says why."""
+    from edge_agent.agent import DataDirLock
+    from edge_agent.cli import main
+
+    will = {"topic": "factory/s/l/gw1/status", "payload": "offline"}
+    config = _gw1_config(tmp_path, mosquitto.port, "gw1-pub", will=will)
+    path = tmp_path / "gw1.yaml"
+    path.write_text(json.dumps(config))
+    src = MqttSource("mq", parse_config(config).sources["mq"])
+    lock = DataDirLock(tmp_path / "data")
+    lock.acquire()
+    arrived: dict[str, float] = {}
+    await src.start()
+    watch = None
+    try:
+        await asyncio.wait_for(src.subscribed.wait(), 10)
+        watch = _watch(mosquitto.port, arrived)
+        assert await asyncio.to_thread(main, ["validate", "--online", str(path)]) == 0
+        await asyncio.sleep(0.3)
+        assert will["topic"] not in arrived and src.stats.reconnects == 0, arrived
+        assert "the MQTT client ids were not tried: this config's agent runs" in capsys.readouterr().err
+    finally:
+        if watch is not None:
+            watch.disconnect()
+            watch.loop_stop()
+        await src.stop(timeout_s=1.0)
+        lock.release()
+
+
 async def test_a_publish_connection_down_for_long_raises_publish_down_and_what_waited_is_delivered(tmp_path):
     """The broker lets the source in but refuses its publish connection's client id (``clientid_prefixes``):
     after ``source_down_after_s`` the agent raises ``publish_down`` (active, naming the source and the client
