@@ -81,6 +81,14 @@ def pkgs(tmp_path_factory):
     }
 
 
+def _trusted(pkgs) -> list:
+    """The key loaded, so that a slot's starts and swaps install and check in this process (``store.install``,
+    the same code as the ``python -m edge_agent.models.install`` child an agent starts, ~0.3 CPU s each), for
+    the tests whose subject is the golden stage or a start's choice of version, not the install: the golden
+    files are read by the slot, in this process, either way."""
+    return load_trusted_keys([pkgs["pub"]])
+
+
 async def test_a_model_that_never_finishes_its_golden_run_is_refused_and_the_old_one_serves(
     tmp_path, pkgs, monkeypatch
 ):
@@ -227,7 +235,7 @@ async def test_a_package_whose_golden_file_is_refused_unread_is_not_kept_and_a_l
     (tmp_path / "bad").mkdir()
     bad = _resigned(pkgs["v2"], pkgs["key"], {"golden/inputs.npz": bomb}, tmp_path / "bad" / pkgs["v2"].name)
     cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
-    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    s = ModelSlot("vision", cfg, tmp_path / "data", _trusted(pkgs))
     await s.start()
     try:
         outcome = await s.swap(bad)
@@ -238,7 +246,7 @@ async def test_a_package_whose_golden_file_is_refused_unread_is_not_kept_and_a_l
     finally:
         await s.stop()
     s.store.state_path.write_text("")  # a power cut emptied it
-    again = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    again = ModelSlot("vision", cfg, tmp_path / "data", _trusted(pkgs))
     await again.start()  # formerly GoldenError: the refused 1.1.0 taken for the newest installed
     try:
         assert again.version == "1.0.0"
@@ -248,7 +256,7 @@ async def test_a_package_whose_golden_file_is_refused_unread_is_not_kept_and_a_l
     # failing its golden test, and the configured package serves; formerly the GoldenError ended the start
     installed = again.store.install(bad, load_trusted_keys([pkgs["pub"]]))
     again.store.set_current(installed.root, None)
-    third = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    third = ModelSlot("vision", cfg, tmp_path / "data", _trusted(pkgs))
     await third.start()
     try:
         assert third.version == "1.0.0"
@@ -283,7 +291,7 @@ async def test_a_passing_error_reading_golden_files_is_tried_again_not_taken_for
     import errno
 
     cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
-    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    s = ModelSlot("vision", cfg, tmp_path / "data", _trusted(pkgs))
     await s.start()
     try:
         failed = _golden_read_fails_once(monkeypatch, OSError(errno.EMFILE, "Too many open files"))
@@ -302,13 +310,13 @@ async def test_a_passing_error_reading_golden_files_is_tried_again_not_taken_for
                 t.cancel()
     folder = s.store.state()["current"]
     _golden_read_fails_once(monkeypatch, OSError(errno.EIO, "Input/output error"))
-    again = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    again = ModelSlot("vision", cfg, tmp_path / "data", _trusted(pkgs))
     # formerly the start set 1.1.0 aside (.rejected, 'failed') and served the configured 1.0.0; the agent calls no
     # stop() after a start that failed (nor does this test)
     with pytest.raises(SlotError, match="cannot be read now"):
         await again.start()
     assert (s.store.root / folder).is_dir() and not (s.store.root / ".rejected").exists()
-    third = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    third = ModelSlot("vision", cfg, tmp_path / "data", _trusted(pkgs))
     await third.start()
     try:
         # formerly 1.0.0: the failed start counted as a second unclean end, 1.1.0 rolled back as a crash loop
@@ -325,7 +333,7 @@ async def test_a_golden_set_larger_than_the_gateways_free_memory_is_refused_not_
     fetched and installed it again every minute, the deployment never failing. Now refused, as a model too large
     for the gateway is."""
     cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
-    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    s = ModelSlot("vision", cfg, tmp_path / "data", _trusted(pkgs))
     await s.start()
     try:
         _golden_read_fails_once(monkeypatch, MemoryError())
@@ -339,10 +347,10 @@ async def test_a_golden_set_larger_than_the_gateways_free_memory_is_refused_not_
     # at a start, of a version that loaded here before: memory short at boot, the start fails and the folder is
     # kept (set aside as a package defect, the fleet's version was gone for the configured, older, one)
     _golden_read_fails_once(monkeypatch, MemoryError())
-    again = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    again = ModelSlot("vision", cfg, tmp_path / "data", _trusted(pkgs))
     with pytest.raises(SlotError, match="more memory than this gateway has free"):
         await again.start()
-    third = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    third = ModelSlot("vision", cfg, tmp_path / "data", _trusted(pkgs))
     await third.start()
     try:
         assert third.version == "1.1.0" and not (third.store.root / ".rejected").exists(), third.store.state()
