@@ -152,9 +152,11 @@ HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within 
 IDLE_PUSH_S = 5.0
 RECLAIM_WAIT_S = 2.0
 # a PushRecords of the agent on the new stream's own connection that has waited this long for its next batch gives
-# way too, ended as if the agent had ended it (status OK): its uplink keeps it open while idle, and it sends its
-# next batch within a few ms of an ack when it has one ready (a backlog)
-GIVE_WAY_S = 0.5
+# way too, ended as if the agent had ended it (status OK): its uplink keeps it open while idle, fills a batch for
+# max_delay_ms (200 ms by default) and sends a backlog's next batch within a few ms of an ack; the new stream waits
+# up to GIVE_WAY_WAIT_S for such a wait (a line's steady records: at 0.5 s, a push never waited that long)
+GIVE_WAY_S = 0.05
+GIVE_WAY_WAIT_S = 1.0
 # the server pings each connection this often and ends one whose ping goes unanswered this long: a gateway
 # whose path died without a word (lost power, a NAT that dropped the flow) has its streams (and their
 # per-agent stream quota) released within the sum
@@ -658,7 +660,7 @@ class FleetServicer(rpc.FleetServicer):
         me = asyncio.current_task()
         marks = self._pushes.setdefault(agent, {})
         try:
-            async with self._stream(agent, context):
+            async with self._stream(agent, context, push=True):
                 batches = request_iterator
                 if me is not None:
                     self._give_way[me] = asyncio.Event()
@@ -702,7 +704,7 @@ class FleetServicer(rpc.FleetServicer):
             if nxt is not None and not nxt.done():
                 nxt.cancel()
 
-    async def _reclaim(self, agent: tuple[str, str], peer: str) -> bool:
+    async def _reclaim(self, agent: tuple[str, str], peer: str, push: bool = False) -> bool:
         """The agent is at its concurrent_streams limit: end its PushRecords that has waited longest for a next
         batch, if that is ``IDLE_PUSH_S`` or more, and say whether one ended. The agent's uplink keeps one stream
         open (idle up to its ``stream_idle_s``) on the one connection it shares with its model manager, so such a
@@ -714,16 +716,17 @@ class FleetServicer(rpc.FleetServicer):
         cancelled: the connection that has just carried the new stream is alive, and so is a push on it that
         merely waits (its uplink paces a batch to a bandwidth cap, a large batch crosses a slow link, or it idles).
         Cancelled, its agent heard no status (a cancelled handler sends none) and waited for its ack 60 s before
-        sending the batch again; such a push gives way instead, between two batches (``_give_way_idle``)."""
+        sending the batch again; such a push gives way instead, between two batches (``_give_way_idle``), to
+        another kind of stream (``push`` False: a package download, Connect). A second PushRecords on the same
+        connection is refused as beyond the quota: an uplink has one, so that one is not its (each would end the
+        one before it)."""
         now = time.monotonic()
         pushes = [
             (t0, where, task) for task, (where, t0) in self._pushes.get(agent, {}).items() if not task.done()
         ]
         idle = [(t0, task) for t0, where, task in pushes if t0 is not None and where != peer]
         if not idle or now - min(idle, key=lambda x: x[0])[0] < IDLE_PUSH_S:
-            return await self._give_way_idle(
-                agent, [(t0, task) for t0, where, task in pushes if where == peer]
-            )
+            return not push and await self._give_way_idle(agent, peer)
         since, task = min(idle, key=lambda x: x[0])
         log.info(
             "agent %s (tenant %s): a PushRecords idle for %.0f s ended for its new stream (left on a dead path)",
@@ -735,18 +738,30 @@ class FleetServicer(rpc.FleetServicer):
         await asyncio.wait({task}, timeout=RECLAIM_WAIT_S)  # its count released before the new one's is taken
         return True
 
-    async def _give_way_idle(
-        self, agent: tuple[str, str], pushes: list[tuple[float | None, asyncio.Task]]
-    ) -> bool:
+    async def _give_way_idle(self, agent: tuple[str, str], peer: str) -> bool:
         """At the agent's concurrent_streams limit, a PushRecords of it on the new stream's connection that has
-        waited ``GIVE_WAY_S`` or more for its next batch is ended between two batches with status OK, as its uplink
-        would end it: the uplink keeps that stream open while idle (``cloud.stream_idle_s``; for good while a record
-        comes every few seconds), and the agent's other streams (a rollout's package download) were refused for it.
-        Its uplink sees the end (before sending a batch it prepared meanwhile, e.g. paced to its bandwidth cap) and
-        sends its next batch on a new stream; nothing it sent is lost (an unread batch is not acknowledged)."""
-        now = time.monotonic()
-        idle = [(t0, task) for t0, task in pushes if t0 is not None and now - t0 >= GIVE_WAY_S]
-        if not idle or (gate := self._give_way.get(task := min(idle, key=lambda x: x[0])[1])) is None:
+        waited ``GIVE_WAY_S`` or more for its next batch (within ``GIVE_WAY_WAIT_S``) is ended between two batches
+        with status OK, as its uplink would end it: the uplink keeps that stream open while idle
+        (``cloud.stream_idle_s``; for good while records keep coming), and the agent's other streams (a rollout's
+        package download) were refused for it. Its uplink sees the end (before sending a batch it prepared
+        meanwhile, e.g. paced to its bandwidth cap) and sends its next batch on a new stream; nothing it sent is
+        lost (an unread batch is not acknowledged)."""
+        deadline = time.monotonic() + GIVE_WAY_WAIT_S
+        while True:
+            now = time.monotonic()
+            mine = [(t0, task) for task, (where, t0) in self._pushes.get(agent, {}).items() if where == peer]
+            idle = [
+                (t0, task)
+                for t0, task in mine
+                if t0 is not None and now - t0 >= GIVE_WAY_S and not task.done()
+            ]
+            if idle:
+                break
+            if not mine or now >= deadline:
+                return False
+            await asyncio.sleep(GIVE_WAY_S)
+        task = min(idle, key=lambda x: x[0])[1]
+        if (gate := self._give_way.get(task)) is None:
             return False
         log.debug("agent %s (tenant %s): an idle PushRecords gave way to its new stream", agent[1], agent[0])
         gate.set()
@@ -817,10 +832,11 @@ class FleetServicer(rpc.FleetServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
 
     @contextlib.asynccontextmanager
-    async def _stream(self, agent: tuple[str, str], context):
-        """One of the agent's concurrent streams, within its quota (RESOURCE_EXHAUSTED beyond it)."""
+    async def _stream(self, agent: tuple[str, str], context, push: bool = False):
+        """One of the agent's concurrent streams, within its quota (RESOURCE_EXHAUSTED beyond it). ``push``: a
+        PushRecords, for which a push on its own connection does not give way (``_reclaim``)."""
         if self.quotas.streams_full(agent):
-            await self._reclaim(agent, context.peer())
+            await self._reclaim(agent, context.peer(), push)
         try:
             self.quotas.open_stream(agent)
         except QuotaExceeded as exc:

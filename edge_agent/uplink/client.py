@@ -433,6 +433,7 @@ class Uplink:
         # the stream's next message: the ack of the batch in flight, or, while idle, the stream's end
         reading: asyncio.Future | None = None
         gathered = True  # the push loop gathered the first batch before the stream opened
+        carried = 0  # batches acked on this stream
         try:
             while True:
                 limit = 1 if self._one_by_one else self.s.batch_max_records
@@ -477,7 +478,14 @@ class Uplink:
                     ack = await asyncio.shield(reading)
                 if ack is None or ack is grpc.aio.EOF:
                     reading = None
+                    if carried:
+                        # ended cleanly (status OK) as this batch went: the fleet service gave the stream to another
+                        # of this agent's (its concurrent_streams limit) before reading it; sent again on a new stream,
+                        # no failure (each stream carried a batch at least: a server ending every stream goes slow)
+                        log.debug("uplink to %s: the stream ended before its batch was read", self.s.endpoint)
+                        break
                     raise ConnectionError("the server closed the stream")
+                carried += 1
                 # the stream's next message read from now on: an end of the stream by the server while this side
                 # gathers or paces its next batch (the fleet service's at its concurrent_streams limit, to take
                 # another stream of this agent's) is seen before that batch is sent into it
