@@ -960,7 +960,7 @@ class MqttSource:
         self._pub_id: str | None = None
         self._own_last_error: str | None = None
         if settings.publish_connection == "separate":
-            pub_id = settings.publish_client_id or (f"{settings.client_id}-pub" if settings.client_id else "")
+            pub_id = settings.publish_id
             self._pub = MqttSource(
                 f"{name}-pub",
                 settings.model_copy(

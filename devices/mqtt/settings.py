@@ -613,6 +613,41 @@ class MqttSettings(_Model):
                 tags.update(sub.json_mapping.values.values())
         return tags, False
 
+    @property
+    def publish_id(self) -> str:
+        """The client id of ``publish_connection: separate`` (empty: a random one)."""
+        return self.publish_client_id or (f"{self.client_id}-pub" if self.client_id else "")
+
+    def client_ids(self) -> dict[str, str]:
+        """Field -> the fixed client id each of this source's connections connects with (random ones left out)."""
+        ids = {"client_id": self.client_id}
+        if self.publish_connection == "separate":
+            ids["publish_client_id"] = self.publish_id
+        return {field: cid for field, cid in ids.items() if cid}
+
+    def _same_client_id(self, name: str, cfg: Any, report: Any) -> None:
+        """An error where a connection of this source has the client id of an earlier mqtt source's on the same
+        broker (a publish connection's default ``<client_id>-pub`` included): the broker would drop each as the
+        other connects, for good. The ids are not shown: a gateway's variable may give them."""
+        mine = self.client_ids()
+        for other_name, other in cfg.sources.items():
+            if other_name == name:
+                return
+            if not isinstance(other, MqttSettings) or (other.host, other.port) != (self.host, self.port):
+                continue
+            theirs = other.client_ids()
+            for field, cid in mine.items():
+                clash = next((f for f, c in theirs.items() if c == cid), None)
+                if clash is not None:
+                    pub = "publish_client_id" in (field, clash)  # perhaps its default: say what that is
+                    report.error(
+                        f"sources.{name}.{field}",
+                        f"the client id of sources.{other_name}.{clash}"
+                        f"{' (a publish connection has <client_id>-pub unless it is set)' if pub else ''} on the "
+                        "same broker: the broker drops each connection as the other connects, for good; give "
+                        "each connection its own client id",
+                    )
+
     def cross_check(self, name: str, cfg: Any, report: Any) -> None:
         """Checks against the rest of the agent's config (``edge-agent validate``), as warnings: a password
         sent to a broker on another host without TLS; a Sparkplug tag_map key that starts with the group
@@ -655,6 +690,7 @@ class MqttSettings(_Model):
                         f"tag {other!r} of a device on topic T/{head}, which a device publishing on T alone so "
                         f"sets; name it without '/' (e.g. {tag.replace('/', '_')!r})",
                     )
+        self._same_client_id(name, cfg, report)
         if not self.sparkplug.tag_map:
             return
         groups = {

@@ -24,7 +24,7 @@ from devices.mqtt.client import MqttBadTopic, MqttPublishRefused, MqttSource
 from devices.mqtt.settings import MqttSettings
 from edge_agent.agent import Agent
 from edge_agent.cli import _status
-from edge_agent.config import parse_config
+from edge_agent.config import ConfigError, parse_config
 from tests.integration.test_mqtt_security import KEEP_USER
 from tests.support.peers import Mosquitto, mosquitto_binary
 from tests.support.recorded import recorded_events
@@ -114,6 +114,25 @@ def test_a_publish_client_id_that_is_the_client_id_is_refused():
     """Two connections with one client id: the broker drops each as the other connects."""
     with pytest.raises(ValidationError, match="publish_client_id is the client_id"):
         MqttSettings(client_id="gw1", publish_connection="separate", publish_client_id="gw1")
+
+
+def test_two_connections_of_a_config_with_one_client_id_on_one_broker_are_refused():
+    """A publish connection's default client id ``<client_id>-pub`` (or one set twice) that another mqtt source
+    of the config connects with to the same broker: each connect would end the other's for good (the agent
+    said only "a gateway cloned from this one's disk image?"). Refused by validate, naming both fields and no
+    id (a gateway's variable may give it); another broker's or a random id is fine."""
+    a = {"type": "mqtt", "client_id": "gw1", "publish_connection": "separate"}
+    for b, field, clash in (
+        ({"type": "mqtt", "client_id": "gw1-pub"}, "client_id", "publish_client_id"),
+        ({**a, "client_id": "gw2", "publish_client_id": "gw1-pub"}, "publish_client_id", "publish_client_id"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_config({"agent": {"id": "gw1"}, "sources": {"a": a, "b": b}})
+        (line,) = caught.value.errors
+        assert line.startswith(f"<config>: sources.b.{field}: the client id of sources.a.{clash} "), line
+        assert "gw1-pub" not in line, line
+    for b in ({"type": "mqtt", "client_id": "gw1-pub", "port": 1884}, {"type": "mqtt"}):
+        parse_config({"agent": {"id": "gw1"}, "sources": {"a": a, "b": b}})
 
 
 async def test_what_the_separate_publish_connection_fails_is_counted_on_the_source(mosquitto):
