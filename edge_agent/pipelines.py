@@ -104,7 +104,7 @@ FAIL_MIN_ITEMS = 6
 FAIL_SHARE = 0.5
 FAIL_REPEAT_S = 60.0
 FAIL_QUIET_S = 60.0
-# ... or when no item has reached the model for FAIL_IDLE_S (3 of the items' last interval, when longer), on time
+# ... or when no item has reached the model for FAIL_IDLE_S (3 of the episode's longest interval, when longer), on time
 FAIL_IDLE_S = 60.0
 
 _FIXES = {
@@ -900,8 +900,9 @@ class ModelFailureWatch:
     WARNING with its fix); more than ``FAIL_SHARE`` failing (``FAIL_MIN_ITEMS`` items at least) starts an episode
     (a WARNING and a ``model_failing`` event), said again every ``FAIL_REPEAT_S`` while it lasts (a WARNING, at a
     failure), ended when a quarter or fewer have failed for ``FAIL_QUIET_S`` (an INFO and the event, ``active``
-    false), or on time when no item has come for ``FAIL_IDLE_S`` (three of the items' last interval when that is
-    longer: a slow source's next item is not awaited as a stop): a camera that stopped ended no episode, which
+    false), or on time when no item has come for ``FAIL_IDLE_S`` (three of the longest interval between the
+    episode's items when that is longer: a slow source's next item, or a bursty source's next burst, is not
+    awaited as a stop): a camera that stopped ended no episode, which
     stood on ``/status`` and in the heartbeat until the next item, for ever if none came. The timer runs only
     during an episode, on the loop ``add`` is called on (none without a running loop: then only items end it).
     Before, one WARNING at the first failure was all: a model giving NaN on every frame of a run said nothing
@@ -927,6 +928,10 @@ class ModelFailureWatch:
         self._quiet: float | None = None  # monotonic time since when a quarter or fewer fail, in an episode
         self._last_item = 0.0  # monotonic time of the last item, and the interval before it
         self._gap = 0.0
+        # the longest interval between items in the episode under way, the one before its first item included: a
+        # source pausing between bursts (a tray of parts, a line stopping for minutes) is not taken as stopped at
+        # each pause (its last interval, within a burst, is short)
+        self._gap_max = 0.0
         self._model = ("", "")  # (slot, version) of the last item, for an episode ended on time
         self._timer: asyncio.TimerHandle | None = None
 
@@ -936,6 +941,8 @@ class ModelFailureWatch:
         self.kinds.add(reason)
         if reason is None and not self.active:
             return  # the usual item: nothing to tell
+        if self._gap > self._gap_max:  # (in an episode, or the item that starts one: reset there)
+            self._gap_max = self._gap
         self._model = (slot, version)
         if reason is not None:
             self.total += 1
@@ -982,7 +989,7 @@ class ModelFailureWatch:
                 )
             return
         if n >= FAIL_MIN_ITEMS and share > FAIL_SHARE:
-            self.active, self.since, self._said = True, time.time(), now
+            self.active, self.since, self._said, self._gap_max = True, time.time(), now, self._gap
             self.failed = self.kinds.marked
             top, k = by.most_common(1)[0]
             msg = (
@@ -996,8 +1003,11 @@ class ModelFailureWatch:
             self._arm(self._idle_limit())
 
     def _idle_limit(self) -> float:
-        """No item for this long ends an episode on time: FAIL_IDLE_S, or three of the items' last interval."""
-        return max(FAIL_IDLE_S, 3 * self._gap)
+        """No item for this long ends an episode on time: FAIL_IDLE_S, or three of the longest interval between
+        the episode's items (the one before its first item included) when that is longer. Three of the last
+        interval ended the episode of a source pausing between bursts at each pause, and the next failure started
+        another: two events and a WARNING per pause of one failure."""
+        return max(FAIL_IDLE_S, 3 * self._gap_max)
 
     def _arm(self, delay_s: float) -> None:
         if self._timer is not None:

@@ -60,3 +60,30 @@ def test_an_episode_ends_on_time_when_items_stop_coming_but_a_slow_sources_next_
         watch._on_time()
         assert not watch.active and [e["active"] for e in events] == [True, False], interval
         assert "no item has reached the model" in events[1]["message"] and events[1]["failed"] == 8
+
+
+def test_a_source_pausing_between_bursts_keeps_one_episode_while_the_model_fails_on_every_item(monkeypatch):
+    """Bursts of 8 items 0.25 s apart, then 90 s without any (a tray of parts, a line stopping for minutes), the
+    model failing on every item: the first pause may end the episode (nothing said yet that the source pauses), the
+    episode begun at the next burst is given three of its longest interval and stands through the later pauses.
+    Three of the last interval (short, within a burst) ended it at every pause, and the next failure began another:
+    a WARNING and two events per pause. The timer's calls (``_on_time``) at 61 and 89 s into each pause."""
+    clock = [1000.0]
+    monkeypatch.setattr(pipelines, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    events = []
+    watch = pipelines.ModelFailureWatch("inspect", events.append)
+    for _ in range(5):
+        for _ in range(8):
+            clock[0] += 0.25
+            watch.add("nonfinite_output", "vision", "1.0.0", "NaN")
+        clock[0] += 61.0
+        watch._on_time()
+        clock[0] += 28.0
+        watch._on_time()
+        clock[0] += 1.0 - 0.25  # the next burst's first item 90 s after the last one
+    assert [e["active"] for e in events] == [True, False, True], [e["message"][:80] for e in events]
+    assert watch.active
+    # a stop is still seen: no item for three of the longest interval (90 s) ends it
+    clock[0] += 3 * 90.0 + 1
+    watch._on_time()
+    assert not watch.active and [e["active"] for e in events] == [True, False, True, False]
