@@ -161,11 +161,17 @@ STALL_REFRESH_S = (
     60.0  # a stalled step's text (how long it waited, when its agents were last seen) is renewed
 )
 # a state report numbered below one already taken from the same run of its agent is dropped only this long after that
-# one (``FleetServicer._fresh``), and a deployment step's number orders it against a state report only when the two
-# arrived within this of each other (``_record_newer``): a report held on the way (a stream's queue, a retried call)
-# arrives within seconds, while a gateway whose count went back under the same run (its VM restored from a memory
-# snapshot) would otherwise be ordered by numbers of the run it left, its state frozen at the fleet
+# one (``FleetServicer._fresh``), as is a deployment step numbered below the one its target recorded
+# (``_held_on_the_way``): a report held on the way (a stream's queue, a retried call) arrives within seconds, while a
+# gateway whose count went back under the same run (its VM restored from a memory snapshot) would otherwise be
+# ordered by numbers its count had already passed, its state frozen at the fleet
 STALE_REPORT_S = 60.0
+# a deployment step's number stops ordering it against a state report of the same run only when the report arrived
+# this long after it (``_record_newer``; a restored gateway is ordered by arrival after that). One-sided and minutes
+# long: the two times are the clocks of the replicas that took them, and a window of STALE_REPORT_S both ways turned
+# the numbers off between replicas a minute apart, so a report held on the way won over the verdict made after it
+# (the next rollout's halt sent the agent below a completed version)
+RECORD_ORDER_S = 600.0
 SUPERSEDED = "superseded"  # a target status: a newer rollout of the same slot took the agent over
 LEFT = "left_group"  # a target status: moved out of a selector rollout's group before the rollout reached it
 _NOT_OURS = (SUPERSEDED, LEFT)  # targets a rollout no longer assigns, waits for or rolls back
@@ -1851,19 +1857,23 @@ def _record_newer(target: dict, cur: dict) -> bool:
     (``cur``): by the numbers the agent gave both (the same ``boot``: one count of its reports, taken as each was
     made), else by when the fleet received them (an older agent; or the verdict and the report from two runs of
     it). Received times alone let a report made before the verdict but held on the way win over it. The numbers
-    count only when the two arrived within ``STALE_REPORT_S`` of each other, as the service drops a lower-numbered
-    state report only within that of the last one: a gateway restored from a VM memory snapshot counts again from
-    where the snapshot was, and its verdict numbered before the restore won over every state report after it (its
-    record frozen at the fleet until it restarted)."""
+    count unless the report arrived ``RECORD_ORDER_S`` or more after the verdict: a gateway restored from a VM memory
+    snapshot counts again from where the snapshot was, and its verdict numbered before the restore won over every
+    state report after it (its record frozen at the fleet until its count passed the verdict's). One-sided and
+    minutes long, since the two times come from the clocks of the replicas that took them: a window of
+    ``STALE_REPORT_S`` both ways turned the numbers off between replicas a minute apart."""
     mine, theirs = target.get("report"), cur.get("report")
     reported, updated = cur.get("seen"), target.get("updated")
+    long_after = (
+        isinstance(reported, (int, float))
+        and isinstance(updated, (int, float))
+        and reported - updated >= RECORD_ORDER_S
+    )
     if (
         isinstance(mine, dict)
         and isinstance(theirs, dict)
         and mine.get("boot") == theirs.get("boot")
-        and isinstance(reported, (int, float))
-        and isinstance(updated, (int, float))
-        and abs(updated - reported) < STALE_REPORT_S
+        and not long_after
     ):
         a, b = mine.get("seq"), theirs.get("seq")
         if isinstance(a, int) and isinstance(b, int):

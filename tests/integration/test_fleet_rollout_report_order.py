@@ -191,7 +191,7 @@ async def test_a_verdict_numbered_before_a_snapshot_restore_does_not_outrank_the
     snapshot (1.0.0 serving, its count back at 10 under the same run) and, past the window, its reports written
     again (e5de6179). The verdict's number still outranked them: a rollout of 1.2.0 took 1.1.0 for gw1's previous
     version whatever gw1 reported, its record frozen at the fleet. Numbers order a verdict and a report only when
-    they arrived within STALE_REPORT_S of each other; past it, by arrival."""
+    the report arrived less than RECORD_ORDER_S after the verdict; past it, by arrival."""
     from cloud_trainer.fleet import control, service
 
     srv, stub, e = fleet
@@ -201,8 +201,8 @@ async def test_a_verdict_numbered_before_a_snapshot_restore_does_not_outrank_the
     )
     await stub.ReportDeployment(_healthy(a["id"], "1.1.0", 50, "run4"))
     assert srv.control.get(a["id"])["state"] == "completed"
-    for module in (service, control):
-        monkeypatch.setattr(module, "STALE_REPORT_S", 0.0)  # the window passed: gw1 restored meanwhile
+    monkeypatch.setattr(service, "STALE_REPORT_S", 0.0)  # the windows passed: gw1 restored meanwhile
+    monkeypatch.setattr(control, "RECORD_ORDER_S", 0.0)
     await stub.Heartbeat(_report(e["1.0.0"], 11, "run4"))
     assert _runs(srv)[0] == "1.0.0"
     b = srv.control.create(
@@ -237,3 +237,28 @@ async def test_a_deployment_step_made_before_the_verdict_but_received_after_it_d
     again.step = "downloading"
     await stub.ReportDeployment(again)
     assert srv.control.get(b["id"])["targets"]["gw1"]["status"] == "downloading"
+
+
+async def test_a_verdict_taken_by_a_replica_whose_clock_runs_behind_still_outranks_a_report_made_before_it(
+    fleet,
+):
+    """gw1's verdict (numbered 12) was taken by a replica whose clock ran 2 minutes behind the one that took gw1's
+    state report numbered 11 (made before the verdict, held on the way) a moment later. The numbers counted only
+    within 60 s of the two replicas' times: off, the report won by those times, and a rollout of 1.2.0 took 1.0.0
+    for gw1's previous version, below the 1.1.0 a rollout had completed on it."""
+    import time
+
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "run7"))
+    a = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    srv.control.clock = lambda: time.time() - 120.0  # the replica that takes the verdict
+    await stub.ReportDeployment(_healthy(a["id"], "1.1.0", 12, "run7"))
+    srv.control.clock = time.time
+    assert srv.control.get(a["id"])["state"] == "completed"
+    await stub.Heartbeat(_report(e["1.0.0"], 11, "run7"))  # the other replica's clock
+    b = srv.control.create(
+        {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    assert srv.control.get(b["id"])["previous"]["gw1"]["version"] == "1.1.0"  # was 1.0.0
