@@ -1010,10 +1010,15 @@ class Outbox:
                     else:
                         mine.append(j)
                 jobs = (
-                    [{"src": str(aside), "last_seq": 0, "acked": acked, "from": 0}]
+                    [{"src": str(aside), "last_seq": top_acked, "acked": acked, "from": 0}]
                     if aside is not None
                     else []
                 ) + mine
+                if aside is not None:
+                    # the new store numbers on after the old one before its marker names the copy: a kill before the
+                    # copy leaves a store whose numbering covers the marker's (formerly 0: the next start refused the
+                    # copy, "last_seq 100 outside 0..0", and the records were left in outbox-corrupt/ uncounted)
+                    self._number_after(aside, db, top_acked)
                 salvaged = Counter()
                 left: list[dict] = []
                 if jobs:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
 from tests.integration.test_outbox_store_faults import KILLED_AT_OPEN_AFTER_MOVE, _killed_in_renewal
@@ -24,13 +26,23 @@ def _told(ob: Outbox) -> tuple[list[int], list[dict]]:
     ]
 
 
+# the start is killed once the corrupt store was moved aside and its new store has its epoch, before the copy began
+KILLED_AT_OPEN_BEFORE_THE_COPY = """
+cut_before(store.Outbox, "_salvage")
+store.Outbox(OutboxSettings(), sys.argv[1]).open()
+"""
+
+
+@pytest.mark.parametrize(
+    "second", [KILLED_AT_OPEN_AFTER_MOVE, KILLED_AT_OPEN_BEFORE_THE_COPY], ids=["move", "copy"]
+)
 def test_a_start_killed_after_moving_aside_a_store_whose_renewal_was_killed_before_its_move_loses_no_record(
-    tmp_path,
+    tmp_path, second
 ):
     # a renewal while running (an ack met the damage) killed once its marker was written, before its move; the next
-    # start finds the store corrupt, moves it aside and is killed in turn before its copy
+    # start finds the store corrupt, moves it aside and is killed in turn (right after the move, or before its copy)
     data = _killed_in_renewal(tmp_path, "before")
-    killed_child(KILLED_AT_OPEN_AFTER_MOVE, data)
+    killed_child(second, data)
     ob = Outbox(SETTINGS, data)
     ob.open()
     try:
