@@ -14,10 +14,16 @@ read. Without this step:
   (``__pycache__/*-pytest-<version>.pyc``, checked against the source's hash) but writes it only where Python
   may write bytecode, and even then the workers of a fresh clone rewrite the same modules at the same time.
   Here each module is rewritten once, by pytest's own rewriter, on every core.
+- each worker reads every module of the project it has imported for Hypothesis's "local constants" (its
+  ``pytest_collection_modifyitems``, then again as tests import more): it parses each module and keeps what
+  it found in ``.hypothesis/constants/<source hash>``, but a fresh clone has none, and the workers parse the
+  same modules at the same time (~1.8 CPU s of each worker's collection). Here every module of the project's
+  packages is read once, by Hypothesis's own function, on every core, into the same cache.
 
-Best effort: the rewrite uses pytest internals (``_pytest.assertion.rewrite``); if they are not as expected,
-it says so and the workers rewrite as before. A cached rewrite pytest cannot use (a changed source, another
-pytest) is one pytest rewrites as if it were absent."""
+Best effort: the rewrite uses pytest internals (``_pytest.assertion.rewrite``), the constants Hypothesis's
+(``constants_from_module``); if they are not as expected, it says so and the workers do it as before. A cached
+rewrite pytest cannot use (a changed source, another pytest) is one pytest rewrites as if it were absent; a
+changed module has another hash."""
 
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ import multiprocessing
 import os
 import sys
 import tomllib
+import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +91,30 @@ def rewrite_test_modules() -> int:
     return len(files)
 
 
+def _constants(path: str) -> None:
+    from hypothesis.internal.constants_ast import constants_from_module
+
+    module = types.ModuleType("_warm_caches")  # read from its file, as Hypothesis reads an imported module's
+    module.__file__ = path
+    with warnings.catch_warnings():  # (pytest's config, read for the rewrite, left Hypothesis "initializing")
+        warnings.filterwarnings("ignore", message="Slow code in plugin")
+        constants_from_module(module)  # kept in the cache under the source's hash; a failure keeps nothing
+
+
+def hypothesis_constants() -> int:
+    """Read the local constants of every module of the project's packages into Hypothesis's cache (the
+    modules its pytest plugin and providers read: not the tests' own, see ``is_local_module_file``); the
+    number of modules."""
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:  # no property tests to serve
+        return 0
+    files = sorted(str(f) for p in packages() if p.name != "support" for f in p.rglob("*.py"))
+    with multiprocessing.get_context("fork").Pool(len(os.sched_getaffinity(0))) as pool:
+        pool.map(_constants, files, chunksize=4)
+    return len(files)
+
+
 def main() -> int:
     os.chdir(ROOT)
     if not compile_packages():
@@ -94,6 +126,12 @@ def main() -> int:
         rewrite_test_modules()
     except Exception as e:  # pytest internals not as expected: the workers rewrite as before
         print(f"warm_caches: test modules not rewritten ahead ({type(e).__name__}: {e})", file=sys.stderr)
+    try:
+        hypothesis_constants()
+    except Exception as e:  # Hypothesis's internals not as expected: the workers read the modules as before
+        print(
+            f"warm_caches: Hypothesis's constants not read ahead ({type(e).__name__}: {e})", file=sys.stderr
+        )
     return 0
 
 

@@ -69,3 +69,39 @@ def test_the_test_modules_rewritten_ahead_are_what_a_run_without_bytecode_writin
     )
     assert run.returncode == 1, run.stdout[-3000:]  # one test failed; no collection error
     assert "1 failed" in run.stdout and "assert 2 == 3" in run.stdout, run.stdout[-3000:]
+
+
+def test_hypothesis_finds_the_constants_read_ahead_in_its_cache_and_parses_no_module_again(
+    tmp_path, monkeypatch
+):
+    """The workers of a fresh clone each parsed every module of the project they imported for Hypothesis's local
+    constants; warm_caches reads them once into Hypothesis's cache, where a worker's read of the module finds them."""
+    import importlib.util
+
+    from hypothesis import configuration
+    from hypothesis.internal import constants_ast
+
+    from tests.support import warm_caches
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "limits.py").write_text("LIMIT = 987654321\nNAME = 'warmed-ahead'\n")
+    monkeypatch.setattr(warm_caches, "packages", lambda: [tmp_path / "pkg", tmp_path / "support"])
+    configuration.set_hypothesis_home_dir(tmp_path / "hyp")
+    try:
+        assert warm_caches.hypothesis_constants() == 1
+        cached = list((tmp_path / "hyp" / "constants").iterdir())
+        assert len(cached) == 1 and "987654321" in cached[0].read_text(), cached
+        spec = importlib.util.spec_from_file_location("limits_warmed", tmp_path / "pkg" / "limits.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        parsed = []
+        real = constants_ast._constants_from_source
+        monkeypatch.setattr(
+            constants_ast, "_constants_from_source", lambda src, **k: parsed.append(src) or real(src, **k)
+        )
+        found = constants_ast.constants_from_module(module)
+        assert 987654321 in found and "warmed-ahead" in found, found
+        assert parsed == [cached[0].read_bytes()]  # the cache's file, not the module's source
+        assert list((tmp_path / "hyp" / "constants").iterdir()) == cached
+    finally:
+        configuration.set_hypothesis_home_dir(None)
