@@ -481,7 +481,8 @@ class Uplink:
                     if carried:
                         # ended cleanly (status OK) as this batch went: the fleet service gave the stream to another
                         # of this agent's (its concurrent_streams limit) before reading it; sent again on a new stream,
-                        # no failure (each stream carried a batch at least: a server ending every stream goes slow)
+                        # no failure; a stream that carried none fails as before, with its backoff (no loop without
+                        # a batch acknowledged on each stream)
                         log.debug("uplink to %s: the stream ended before its batch was read", self.s.endpoint)
                         break
                     raise ConnectionError("the server closed the stream")

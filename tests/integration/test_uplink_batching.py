@@ -283,11 +283,11 @@ async def test_an_alarm_the_outbox_takes_just_after_the_fill_ended_goes_at_once(
 async def test_an_alarm_recorded_while_results_fill_a_batch_on_the_open_stream_goes_at_once(
     tmp_path, pki
 ) -> None:
-    """max_delay_ms 1000: after a first batch the stream stays open, idle; a result starts the next batch's fill
-    and an alarm is recorded 0.1 s later. The alarm reaches the cloud within half a second, first in its batch.
+    """max_delay_ms 2000: after a first batch the stream stays open, idle; a result starts the next batch's fill
+    and an alarm is recorded 0.1 s later. The alarm reaches the cloud within a second, first in its batch.
     Before, a poke woke nothing while the stream was open (the wait was for the poke and the stream's end, both),
     so the alarm waited out the fill: only a stream's first batch ended its fill for an alarm."""
-    async with _peers(tmp_path, pki, max_delay_ms=1000) as (ob, up, sent, alarm_stored):
+    async with _peers(tmp_path, pki, max_delay_ms=2000) as (ob, up, sent, alarm_stored):
         opened = _counting(up)
         await ob.append_async("result", {"i": 0})
         up.poke()
@@ -299,7 +299,7 @@ async def test_an_alarm_recorded_while_results_fill_a_batch_on_the_open_stream_g
         up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
         await until(alarm_stored, timeout_s=5, what="the alarm stored in the cloud")
         took = time.monotonic() - t0
-        assert took < 0.5, f"the alarm reached the cloud after {took:.2f} s (max_delay_ms 1000)"
+        assert took < 1.0, f"the alarm reached the cloud after {took:.2f} s (max_delay_ms 2000)"
         assert sent[1] == ["alarm", "result"], sent
         assert opened[0] == 1  # both batches on one stream
 
