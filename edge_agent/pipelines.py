@@ -1043,7 +1043,16 @@ class ModelFailureWatch:
         self._tell(False, msg)
 
     def close(self) -> None:
-        """The pipeline stops: its timer with it."""
+        """The pipeline stops: its timer with it, and an episode under way is ended (its event told while the outbox
+        is open: the pipelines stop first). Left standing, the episode's last word to the cloud and a dashboard was
+        its start, for good when the model judged its items after the restart (a package installed meanwhile)."""
+        if self.active:
+            slot, version = self._model
+            self._end(
+                f"pipeline {self.pipeline}: stopped (the agent stops, or its config is reloaded) while the model "
+                f"(slot {slot}, {version}) failed on its items: the episode is ended; {self.failed} failed in it; "
+                "if the model fails again after the restart, another begins"
+            )
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

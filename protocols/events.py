@@ -62,7 +62,8 @@ class EventKind(enum.StrEnum):
         "the model failed (NaN/Inf out, an engine, preprocessing or output error) on more than half of a "
         "pipeline's last items (at least 6 of up to 20): each such item's result is UNSURE, never OK nor NG by the "
         "model (with a baseline, a window is judged by it alone) (active true, once); a quarter or fewer of them "
-        "fail, or no item reaches the model for 60 s (active false; failed: the items failed in the episode)",
+        "fail, no item reaches the model for 60 s, or the pipeline stops (active false; failed: the items failed in "
+        "the episode)",
     )
     ITEMS_STALE = (
         "items_stale",

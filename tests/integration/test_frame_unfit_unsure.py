@@ -84,8 +84,12 @@ async def test_a_camera_at_another_resolution_than_the_models_roi_gives_unsure_n
     assert (
         said.startswith("pipeline inspect: a frame does not fit the model (bad_input): ") and "48x48" in said
     )
-    # told as a sustained failure, and read by the fleet as failing on every frame
-    assert [(e["kind"], e["active"]) for e in events] == [("model_failing", True)], events
+    # told as a sustained failure (ended when the pipeline stopped), and read by the fleet as failing on every frame
+    assert [(e["kind"], e["active"]) for e in events] == [
+        ("model_failing", True),
+        ("model_failing", False),
+    ], events
+    assert "stopped" in events[1]["message"] and events[1]["failed"] == 8, events[1]
     assert _pipeline_health(SimpleNamespace(pipelines=[pipe]))["error_rate"] == 1.0
 
 

@@ -87,3 +87,20 @@ def test_a_source_pausing_between_bursts_keeps_one_episode_while_the_model_fails
     clock[0] += 3 * 90.0 + 1
     watch._on_time()
     assert not watch.active and [e["active"] for e in events] == [True, False, True, False]
+
+
+def test_an_episode_under_way_when_its_pipeline_stops_is_ended_and_told(monkeypatch):
+    """A stop (the agent's, a config reload) ends the episode with its event: left standing, the cloud's last word
+    on it was its start, for good when the model judged its items after the restart."""
+    clock = [1000.0]
+    monkeypatch.setattr(pipelines, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    events = []
+    watch = pipelines.ModelFailureWatch("inspect", events.append)
+    for _ in range(8):
+        clock[0] += 0.25
+        watch.add("engine_error", "vision", "1.0.0", "engine failed")
+    watch.close()
+    assert [e["active"] for e in events] == [True, False] and not watch.status()["active"]
+    assert events[1]["failed"] == 8 and "stopped" in events[1]["message"], events[1]
+    watch.close()  # once only
+    assert len(events) == 2
