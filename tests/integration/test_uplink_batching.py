@@ -310,6 +310,9 @@ async def test_a_batch_full_by_its_bytes_goes_without_waiting_out_its_fill(tmp_p
     second right after it (a batch holds one). Before, only batch_max_records ended a fill: a site's images waited
     out max_delay_ms with a full batch ready."""
     async with _peers(tmp_path, pki, max_delay_ms=2000, batch_max_bytes=100_000) as (ob, up, _, _):
+        # the uplink waiting for a first record (appended before its first look at the outbox and committed after
+        # it, they would wait for its next look: a race of its own, not this test's)
+        await until(lambda: up.state == "idle", what="the uplink waiting for records")
         t0 = time.monotonic()
         for i in range(2):
             image = bytes([i]) * 60_000
