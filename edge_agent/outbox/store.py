@@ -943,7 +943,12 @@ class Outbox:
             db.executescript(SCHEMA)
             # the new epoch is fixed (and recorded outside the file) before any salvaged row is in it
             self._write_epoch_file(epoch)
-            db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+            # with the numbering up to the seqs the marker names as acknowledged, in one commit: the next start checks
+            # the marker against the store of its epoch (a kill between the two left it numbering from 0, the copy was
+            # refused, "last_seq 100 outside 0..0", and every record was left in outbox-corrupt/ uncounted)
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('epoch', ?), ('last_seq', ?)", (epoch, top_acked)
+            )
             if aside is not None and former is not None:
                 # the gateway moved to another tenant, or whose records they are cannot be told: held whole
                 # (never salvaged into this tenant's outbox, never sent), not left to outbox-corrupt/'s turnover

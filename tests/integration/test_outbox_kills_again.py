@@ -33,8 +33,17 @@ store.Outbox(OutboxSettings(), sys.argv[1]).open()
 """
 
 
+# killed once the new store's epoch is committed, before it numbers on after the old store
+KILLED_AT_OPEN_BEFORE_THE_NUMBERING = """
+cut_before(store.Outbox, "_number_after")
+store.Outbox(OutboxSettings(), sys.argv[1]).open()
+"""
+
+
 @pytest.mark.parametrize(
-    "second", [KILLED_AT_OPEN_AFTER_MOVE, KILLED_AT_OPEN_BEFORE_THE_COPY], ids=["move", "copy"]
+    "second",
+    [KILLED_AT_OPEN_AFTER_MOVE, KILLED_AT_OPEN_BEFORE_THE_NUMBERING, KILLED_AT_OPEN_BEFORE_THE_COPY],
+    ids=["move", "numbering", "copy"],
 )
 def test_a_start_killed_after_moving_aside_a_store_whose_renewal_was_killed_before_its_move_loses_no_record(
     tmp_path, second
