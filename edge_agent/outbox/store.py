@@ -3195,7 +3195,9 @@ class Outbox:
         )  # committed records by kind: what the old store should hold (no ack runs now)
         with self._lock:
             for (kind, _prio), n in self._counts.items():
-                before[kind] += max(n, 0)
+                # (a kind the damage garbled in a store still sound at start, as read: damaged, as at a start's copy;
+                # formerly a blob stopped the renewal, a TypeError writing its event, and text went out as a kind)
+                before[_kind_read(kind)] += max(n, 0)
             # acknowledged by the cloud, but their DELETE met the damage: at the cloud, neither salvaged nor lost
             acked_gone = dict(self._acked_unremoved)
         db: sqlite3.Connection | None = None
@@ -3334,8 +3336,10 @@ class Outbox:
             self._acked_while_salvaging = None
             self._salvage_from, self._salvage_tries = None, 0
             # acknowledged records are at the cloud, read in the old store or not: none of them is lost
-            at_cloud = Counter(skipped.values())
-            at_cloud.update(k for q, k in acked_gone.items() if k is not None and q not in skipped)
+            at_cloud = Counter(_kind_read(k) for k in skipped.values())
+            at_cloud.update(
+                _kind_read(k) for q, k in acked_gone.items() if k is not None and q not in skipped
+            )
             # cut short by a stop, or the new store failed under it: nothing is lost yet (the copy goes on later)
             lost = Counter() if cut or failed is not None else before - got - at_cloud
             got += earlier
