@@ -152,6 +152,9 @@ class Uplink:
         self._pokes = 0
         self._poked_bytes = 0
         self._filled = False  # the last fill ended full (records or bytes poked)
+        self._seq_at_read = 0  # the outbox's last seq at the last read (``_missed``)
+        self._flagged_seq = 0  # the highest such seq flagged as missed
+        self._poked_before_read = False  # pokes were reset by the last read (``_missed``)
         self._urgent = False  # an alarm or event was recorded since: the fill ends at once
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link_up = asyncio.Event()  # set by a successful heartbeat: ends a backoff wait early
@@ -261,6 +264,7 @@ class Uplink:
             pending = await asyncio.to_thread(
                 self.outbox.pending, self.s.batch_max_records, self.s.batch_max_bytes
             )
+            self._missed(pending, self.s.batch_max_records)
             if not pending:
                 self.state = "idle" if self.state != "backoff" else self.state
                 # the first record, then up to max_delay_ms for more to fill the batch
@@ -397,9 +401,28 @@ class Uplink:
         missed it until the next poll."""
         urgent = self._urgent or self._filled
         self._urgent = self._filled = False
+        self._poked_before_read = (
+            self._pokes > 0
+        )  # (``_missed``: a poke after the read starts a fill of its own)
         self._first_poke, self._pokes, self._poked_bytes = None, 0, 0
         if urgent:
             await asyncio.to_thread(self.outbox.flush, URGENT_FLUSH_S)
+        self._seq_at_read = self.outbox.last_seq  # appended by now, committed or not (``_missed``)
+
+    def _missed(self, recs: list, limit: int) -> None:
+        """After a read that was not full: records appended before it and not committed by it (poked in the last
+        moments of a fill, committed at the writer's next interval) had their pokes reset with the read; the flag of
+        an alarm's wakes the uplink for them (the next gather returns at once, ``_new_batch`` commits first). Each
+        seq is flagged once: a record the outbox lost or refused keeps its seq and never commits. Before, they
+        waited for the uplink's next look at the outbox, max_delay_ms."""
+        top = self._seq_at_read
+        if not self._poked_before_read or top <= self._flagged_seq or len(recs) >= limit:
+            return
+        if 2 * sum(r.size for r in recs) >= self.s.batch_max_bytes:  # full by bytes: the rest is read next
+            return
+        if not recs or max(r.seq for r in recs) < top:
+            self._flagged_seq = top
+            self._urgent = True
 
     def _ended_idle(self, reading: asyncio.Future) -> None:
         """The server ended the stream while no batch was in flight (it restarted; the keepalive found the path
@@ -448,6 +471,7 @@ class Uplink:
                 gathered = False
                 await self._new_batch()  # records poked from now on fill the next batch
                 recs = await asyncio.to_thread(self._pending, limit)
+                self._missed(recs, limit)
                 if not recs:  # (none left to send one by one either: dropped meanwhile)
                     self._one_by_one = 0
                     continue

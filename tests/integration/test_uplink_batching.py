@@ -310,8 +310,7 @@ async def test_a_batch_full_by_its_bytes_goes_without_waiting_out_its_fill(tmp_p
     second right after it (a batch holds one). Before, only batch_max_records ended a fill: a site's images waited
     out max_delay_ms with a full batch ready."""
     async with _peers(tmp_path, pki, max_delay_ms=2000, batch_max_bytes=100_000) as (ob, up, _, _):
-        # the uplink waiting for a first record (appended before its first look at the outbox and committed after
-        # it, they would wait for its next look: a race of its own, not this test's)
+        # the uplink waiting for a first record: the fill is what this test is about, not its first look at the outbox
         await until(lambda: up.state == "idle", what="the uplink waiting for records")
         t0 = time.monotonic()
         for i in range(2):
@@ -322,3 +321,23 @@ async def test_a_batch_full_by_its_bytes_goes_without_waiting_out_its_fill(tmp_p
         took = time.monotonic() - t0
         assert took < 1.0, f"a full batch waited {took:.2f} s (max_delay_ms 2000)"
         assert up.batches == 2  # one sample a batch: 120 kB do not fit in 100 kB
+
+
+async def test_a_record_committed_just_after_its_batch_was_read_goes_right_after_it(tmp_path, pki) -> None:
+    """max_delay_ms 2000, the outbox committing every 300 ms: a result starts a fill on the open stream, and a
+    second is recorded 10 ms before the fill ends; the batch is read before the second is committed. The second goes
+    up right after the first batch, not a poll (max_delay_ms) later: its poke was reset with that read, and nothing
+    else woke the uplink for it."""
+    async with _peers(tmp_path, pki, commit_interval_ms=300, max_delay_ms=2000) as (ob, up, _, _):
+        await ob.append_async("result", {"i": 0})
+        up.poke()
+        await until(lambda: ob.stats()["acked"] == 1, timeout_s=10, what="the first record acked")
+        t0 = time.monotonic()
+        await ob.append_async("result", {"i": 1})
+        up.poke()  # the fill ends 2 s from now
+        await asyncio.sleep(max(0.0, 1.99 - (time.monotonic() - t0)))
+        await ob.append_async("result", {"i": 2})
+        up.poke()
+        await until(lambda: ob.stats()["acked"] == 3, timeout_s=10, what="every record acked")
+        took = time.monotonic() - t0
+        assert took < 3.0, f"the last record was acked {took:.2f} s after the fill began (max_delay_ms 2000)"
