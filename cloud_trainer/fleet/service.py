@@ -700,9 +700,14 @@ class FleetServicer(rpc.FleetServicer):
                 marks[me] = (peer, time.monotonic())
         finally:
             gave.cancel()
-            # the call ended (cancelled) while its next batch was awaited
+            # the call ended (cancelled) while its next batch was awaited: that read ends before the request stream
+            # is closed (the guard's ``held_stream``); closed with the read still in it, the stream raised "already
+            # running" and grpc logged an error with two tracebacks for each agent gone while its push waited
             if nxt is not None and not nxt.done():
                 nxt.cancel()
+                await asyncio.wait({nxt})
+                if not nxt.cancelled():
+                    nxt.exception()  # (retrieved: the call has ended anyway)
 
     async def _reclaim(self, agent: tuple[str, str], peer: str, push: bool = False) -> bool:
         """The agent is at its concurrent_streams limit: end its PushRecords that has waited longest for a next

@@ -6,6 +6,7 @@ rollout) must not be refused for it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -96,4 +97,42 @@ async def test_a_rollouts_download_is_not_refused_while_the_uplink_idles_at_its_
     finally:
         await up.stop()
         ob.close()
+        await srv.stop()
+
+
+async def test_an_agent_gone_while_its_push_waits_for_a_batch_logs_no_error(tmp_path, pki, caplog) -> None:
+    """The service reads a push's next batch in a task of its own (so that the push can give way while it waits).
+    An agent gone meanwhile (its call cancelled, its channel closed: a restart, a lost link) had the request stream
+    closed while that read was still in it: "aclose(): asynchronous generator is already running", logged by grpc as
+    an unexpected error of the method, then "Failed sending error status" (two ERROR tracebacks per agent gone
+    within NEXT_SLOT_S of an ack). The read ends first now; the call ends quietly, its stream given back."""
+    import grpc
+
+    from cloud_trainer.fleet.service import channel_credentials
+    from protocols.gen import fleet_pb2 as pb
+    from protocols.gen import fleet_pb2_grpc as rpc
+
+    port = free_port()
+    srv = _server(tmp_path, pki, port)
+    await srv.start()
+    c = pki / "agents" / "gw1"
+    creds = channel_credentials(pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key"))
+    try:
+        for seq, gone in ((1, "cancel"), (2, "close")):
+            ch = grpc.aio.secure_channel(f"127.0.0.1:{port}", creds)
+            call = rpc.FleetStub(ch).PushRecords()
+            await call.write(
+                pb.RecordBatch(records=[pb.Record(seq=seq, epoch=1, kind="result", t=1.0, payload=b"{}")])
+            )
+            assert list((await call.read()).seqs) == [seq]
+            await asyncio.sleep(0.05)  # the push waits for its next batch
+            if gone == "cancel":
+                call.cancel()
+            await ch.close()
+            await until(lambda: not srv.quotas._streams.get(("default", "gw1")), what="the push ended")
+        await asyncio.sleep(0.1)  # (grpc's own error lines came just after the handler ended)
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == []
+        assert len(srv.store.records("gw1", limit=10)) == 2
+    finally:
         await srv.stop()
