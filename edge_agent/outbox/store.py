@@ -4137,7 +4137,9 @@ class Outbox:
         if rows:
             self._delete(db, rows, reason)
 
-    def _delete(self, db, rows: list, reason: str) -> None:
+    def _delete(self, db, rows: list, reason: str, report: bool = True) -> None:
+        """Drop ``rows`` (by their seq), counted durably as ``<reason>:<kind>`` (a kind that is none of the record
+        kinds as ``damaged``) and, with ``report``, told in a drop event."""
         if not rows:
             return
         seqs = [r[0] for r in rows]
@@ -4146,7 +4148,7 @@ class Outbox:
             db.execute("BEGIN IMMEDIATE")
             try:
                 gone += _delete_seqs(db, seqs)
-                by_kind = Counter(f"{reason}:{r[1]}" for r in gone)
+                by_kind = Counter(f"{reason}:{_kind_read(r[1])}" for r in gone)
                 for key, n in by_kind.items():  # the counts are durable with the drop itself
                     db.execute(
                         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
@@ -4163,7 +4165,7 @@ class Outbox:
             self._count_deleted(gone)
             self.dropped.update(by_kind)
             self.dropped_total.update(by_kind)
-            if gone:
+            if gone and report:
                 self._drops.setdefault(reason, []).extend((r[0], r[1]) for r in gone)
         for sha in {r[4] for r in gone if r[4]}:
             self._maybe_remove_sample(db, sha)
@@ -4200,6 +4202,21 @@ class Outbox:
                     "ORDER BY priority, seq LIMIT ?",
                     (limit + len(gone),),
                 ).fetchall()
+                damaged = [r for r in rows if _kind_read(r[1]) == DAMAGED]
+                if damaged:
+                    # a kind garbled in place in a store still sound (no record: the uplink could not send it, and
+                    # every batch failed on it, the records behind it never sent): removed, counted as
+                    # corrupt:damaged, as a salvage counts such a row
+                    rows = [r for r in rows if _kind_read(r[1]) != DAMAGED]
+                    try:
+                        self._delete(db, damaged, "corrupt", report=False)
+                    except sqlite3.Error as exc:  # (a full disk: removed at a later read, never handed out)
+                        if _is_corrupt(exc):
+                            raise
+                    else:
+                        _damaged_said(
+                            self.path, [r[1] for r in damaged], f"not sent, counted as corrupt:{DAMAGED}"
+                        )
         except (sqlite3.Error, OutboxError) as exc:
             if not self._unreadable_told:
                 self._unreadable_told = True
