@@ -2866,7 +2866,8 @@ async def check_connections(
             continue
         c.loop_start()
         try:
-            rc = await asyncio.wait_for(answered, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                rc = await answered
         except TimeoutError:
             out.append(("host", f"{label}broker {s.host}:{s.port} sent no CONNACK within {timeout_s:g} s"))
             continue
