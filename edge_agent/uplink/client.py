@@ -411,7 +411,13 @@ class Uplink:
         )  # (``_missed``: a poke after the read starts a fill of its own)
         self._first_poke, self._pokes, self._poked_bytes = None, 0, 0
         if urgent:
-            await asyncio.to_thread(self.outbox.flush, URGENT_FLUSH_S)
+            try:
+                await asyncio.to_thread(self.outbox.flush, URGENT_FLUSH_S)
+            except Exception as exc:
+                # the outbox's thread busy past URGENT_FLUSH_S (a large sample on a slow disk, an append waiting for
+                # room): its wait raises TimeoutError. The read goes without what was not committed, as the bound
+                # says; raised here it ended the push loop for good (no stream open) and no record went up again
+                log.debug("uplink: the outbox did not commit before the read (%r); read without", exc)
         self._seq_at_read = self.outbox.last_seq  # appended by now, committed or not (``_missed``)
 
     def _missed(self, recs: list, limit: int) -> None:
