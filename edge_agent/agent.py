@@ -1113,7 +1113,7 @@ class Agent:
             else f"has been down {w.flaps} times since {rec['since']}, {bad_s:.0f} s in all (flapping)"
         )
         cost = (
-            "what the source publishes (results, alarms, events) cannot reach the broker: QoS 1 waits in the "
+            "what the source publishes (results, alarms) cannot reach the broker: QoS 1 waits in the "
             "connection's queue until it is back"
             if o.kind is EventKind.PUBLISH_DOWN
             else "its pipelines get no items"

@@ -93,7 +93,7 @@ class EventKind(enum.StrEnum):
         "publish_down",
         ("source", "client_id", "active", "state", "down_s", "last_error", "flaps", "message"),
         "an mqtt source's publish connection (publish_connection: separate) has not been connected for 30 s, "
-        "its source connected or not: what the source publishes (results, alarms, events) cannot reach the "
+        "its source connected or not: what the source publishes (results, alarms) cannot reach the "
         "broker (active true, with its client id, state and last error); connected again (active false; "
         "down_s: how long it was down, null when that cannot be known); flapping as source_down (flaps: its "
         "outages)",
@@ -237,7 +237,8 @@ class EventKind(enum.StrEnum):
         ),
         "the outbox file was unreadable at start, or turned corrupt or was removed while running: moved "
         "aside when it still existed, a fresh outbox starts a new epoch holding every readable record "
-        "with its seq (salvaged, per kind); when it went bad while running, also lost and lost_by_kind",
+        "with its seq (salvaged, per kind); when it went bad while running, also lost and lost_by_kind; when "
+        "a start's time limit cut the copy, salvaged_at_least true (the rest is copied while the agent runs)",
     )
     OUTBOX_WRITE_FAILED = (
         "outbox_write_failed",
