@@ -209,8 +209,9 @@ class _ReaderContext:
     """The call's context as a ``Connect`` stream's reader task sees it: its ``abort`` raises ``Refusal`` instead
     of ending the call. The call is ended by the task that sends on it, between two messages: grpc takes no status
     while a message is being sent (``GRPC_CALL_ERROR_TOO_MANY_OPERATIONS``), and a refusal the reader sent beside an
-    acknowledgement under way reached the agent as ``INTERNAL: Internal error from Core`` (it reconnected at once,
-    not saying why), or never: the call left open without a status, the agent's stream silent for good."""
+    acknowledgement or the desired state under way mostly never reached the agent: the call left open without a
+    status, the agent's stream silent until it restarted (the ``INTERNAL`` a client sometimes sees on a refused call
+    comes from grpc's own client, grpc#36066)."""
 
     def __init__(self, context) -> None:
         self._context = context
