@@ -558,7 +558,7 @@ def _stated_time(x: datetime.date | str, what: str) -> str:
             f"write {what} as a time with its zone: {x.isoformat()}T00:00:00Z"
         )
     else:
-        shown = x.isoformat()
+        shown = _time_as_written(x)
     if x.tzinfo is None:
         raise ValueError(
             f"{shown} has no zone: a DateTime node (or a PLC in another time zone) would take it as another "
@@ -576,6 +576,22 @@ def _stated_time(x: datetime.date | str, what: str) -> str:
             f"sent as the null time or the maximum; write {what} within it"
         )
     return shown
+
+
+def _time_as_written(x: datetime.datetime) -> str:
+    """A YAML time's text as the config writes it (``2026-11-30T12:00:00Z``, ``2026-11-30 12:00:00.5Z``) when the
+    agent's ISO reading of that text (a DateTime node's, a Sparkplug DateTime metric's) gives this very time and
+    offset, so that a String node gets the text the file shows; else its ISO text (a form YAML reads but ISO
+    does not, ``2026-11-30T12:00:00 +01:00``). Before, every such time reached a String node as its ISO text
+    (``2026-11-30T12:00:00+00:00`` for ``...Z``)."""
+    text = getattr(x, "text", "").strip()
+    try:
+        back = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return x.isoformat()
+    if back != x or back.utcoffset() != x.utcoffset() or back.tzinfo is None:
+        return x.isoformat()
+    return text
 
 
 def _time_text_warnings(action: Any) -> list[tuple[str, str]]:
@@ -2700,9 +2716,35 @@ def _exact_loader_class() -> Any:
             return shown
         return n
 
+    as_yaml_reads_time = base.yaml_constructors[_TIME_TAG]
+
+    def construct_shown_time(self: Any, node: yaml.ScalarNode) -> Any:
+        t = as_yaml_reads_time(self, node)
+        # 2026-11-30T12:00:00Z: a String node gets it as written (``_stated_time``), not as its isoformat
+        if type(t) is datetime.datetime:
+            shown = _ShownTime.combine(t.date(), t.timetz())
+            shown.text = node.value
+            return shown
+        return t
+
     Loader.add_constructor(_FLOAT_TAG, Loader.construct_shown_float)
     Loader.add_constructor(_INT_TAG, construct_shown_int)
+    Loader.add_constructor(_TIME_TAG, construct_shown_time)
     return Loader
+
+
+_TIME_TAG = "tag:yaml.org,2002:timestamp"
+
+
+class _ShownTime(datetime.datetime):
+    """A time YAML read from a config's plain text (``2026-11-30T12:00:00Z``), with that ``text``: what a String
+    node or metric gets when it reads back as this very time (``_stated_time``); every other reader gets the
+    time."""
+
+    text: str
+
+    def __repr__(self) -> str:  # named in errors as YAML's time: datetime.datetime(2026, 11, 30, 12, 0)
+        return repr(datetime.datetime.combine(self.date(), self.timetz()))
 
 
 def _is_decimal_text(n: int, text: str) -> bool:

@@ -7,6 +7,7 @@ agent's other outputs are written on."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import numpy as np
@@ -429,6 +430,49 @@ async def test_a_string_node_gets_a_number_a_float_does_not_hold_as_the_config_w
                 "Mask": 32767,
             }
         assert all(runner.stats[a]["ok"] == 1 for a in actions), runner.stats
+
+
+async def test_a_string_node_gets_a_time_as_the_config_writes_it(tmp_path):
+    """``value: 2026-11-30T12:00:00Z`` (unquoted: a time YAML reads) to a String node (an HMI's shift start, a
+    record a MES reads) arrived as '2026-11-30T12:00:00+00:00', ``.5Z`` as '.500000+00:00', text the file does not
+    hold, while quoted it arrived as written. It arrives as written, as a number does; a DateTime node gets the
+    same instant as before, and a form the agent's ISO reading does not take (several spaces before the time)
+    reaches a String node as its ISO text, as before."""
+    async with plc(
+        {
+            "Start": ua.Variant("", ua.VariantType.String),
+            "Half": ua.Variant("", ua.VariantType.String),
+            "Shifts": ua.Variant(["", ""], ua.VariantType.String),
+            "Spaced": ua.Variant("", ua.VariantType.String),
+            "When": ua.Variant(dt.datetime(2000, 1, 1, tzinfo=dt.UTC), ua.VariantType.DateTime),
+        }
+    ) as p:
+        path = p.config_file(
+            tmp_path,
+            {
+                "start": ("Start", "2026-11-30T12:00:00Z"),
+                "half": ("Half", "2026-11-30 12:00:00.5Z"),
+                "shifts": ("Shifts", "[2026-11-30T06:00:00+01:00, 2026-11-30T14:00:00-00:00]"),
+                "spaced": ("Spaced", "2026-11-30   12:00:00Z"),
+                "when": ("When", "2026-11-30 12:00:00.5Z"),
+            },
+        )
+        cfg = load_config(path)
+        async with agent_side(cfg) as (src, runner):
+            assert not src.target_errors, src.target_errors
+            await runner.handle(list(cfg.actions), result("NG", 0), None)
+            await runner.flush(timeout_s=5)
+            got = await p.read()
+        assert {k: v for k, v in got.items() if k != "When"} == {
+            "Start": "2026-11-30T12:00:00Z",  # was '2026-11-30T12:00:00+00:00'
+            "Half": "2026-11-30 12:00:00.5Z",  # was '2026-11-30T12:00:00.500000+00:00'
+            "Shifts": ["2026-11-30T06:00:00+01:00", "2026-11-30T14:00:00-00:00"],  # the second was '+00:00'
+            "Spaced": "2026-11-30T12:00:00+00:00",
+        }
+        assert got["When"].replace(tzinfo=dt.UTC) == dt.datetime(
+            2026, 11, 30, 12, 0, 0, 500000, tzinfo=dt.UTC
+        )
+        assert all(runner.stats[a]["ok"] == 1 for a in cfg.actions), runner.stats
 
 
 async def test_a_number_too_small_for_a_double_is_refused_by_a_float_or_double_node_not_written_as_0(
