@@ -62,6 +62,11 @@ SOURCE_DOWN_AFTER_S = 30.0
 HALTS_FILE = "source-halts.json"
 DOWNS_FILE = "source-down.json"  # the same for source_down: the sources told down and not yet connected again
 PUBLISH_DOWNS_FILE = "publish-down.json"  # the same for publish_down: publish connections told down
+# the same for the pipelines' episodes (model_failing, items_stale): told begun and not yet ended. A stop ends them
+# (Pipeline.stop); one still here at a start was left by an agent killed (or a power loss) during it: its end is
+# told then, once, or the cloud's last word on it was its start, for good
+EPISODES_FILE = "pipeline-episodes.json"
+EPISODE_KINDS = (EventKind.MODEL_FAILING, EventKind.ITEMS_STALE)
 # a wall-clock time before this (2001-09-09) is a clock never set: a gateway without a battery-backed clock boots
 # in 1970 and gets the time from NTP later. A duration reckoned across a restart from such a time, or one that
 # comes out negative (the clock stepped back), is unknown (null), not 56 years or -3 s
@@ -271,6 +276,9 @@ class Agent:
         self._halt_reported: dict[str, dict[str, Any]] = {}
         self._halts_file = cfg.data_dir / HALTS_FILE
         self._halt_carried = _read_told(self._halts_file)
+        # "kind:pipeline" -> the start of a pipeline episode told and not yet ended, kept in EPISODES_FILE
+        self._episodes_file = cfg.data_dir / EPISODES_FILE
+        self._episodes = _read_told(self._episodes_file)
         # source of a carried halt -> monotonic time it was first seen connected and not halted
         self._halt_healthy: dict[str, float] = {}
         # this boot (Linux's boot_id): a told file's monotonic start (``mono``) is good for a duration only in the
@@ -363,6 +371,8 @@ class Agent:
     def _event(self, evt: Event | Mapping[str, Any]) -> None:
         evt = Event.coerce(evt)  # a plain {"kind": ...} mapping is checked against EventKind too
         self.events.append(evt)
+        if evt.kind in EPISODE_KINDS:
+            self._note_episode(evt)
         self.metrics.event(evt)
         # the outbox records its own events (corrupt file, drops) itself, with its epoch and the dropped seqs
         if self.outbox is not None and self.outbox.is_open and evt.kind not in self._self_recorded:
@@ -376,6 +386,58 @@ class Agent:
             if self.uplink:
                 # once committed, it ends a batch's fill (max_delay_ms): an alarm does not wait it out
                 self.uplink.poke(urgent=fut)
+
+    def _note_episode(self, evt: Event) -> None:
+        """A pipeline episode begun or ended, kept in EPISODES_FILE (episodes are rare: one write each)."""
+        key = f"{evt.kind.value}:{evt['pipeline']}"
+        if evt.get("active"):
+            self._episodes[key] = {**evt.to_json_dict(), "since": _utc(evt.t)}
+        elif self._episodes.pop(key, None) is None:
+            return
+        self._save_told(self._episodes_file, {}, self._episodes)
+
+    async def _end_carried_episodes(self) -> None:
+        """The pipeline episodes an agent before this one told begun and not ended (it was killed, or the
+        gateway lost power, during them): each ended here, told once (its end recorded before the file forgets
+        it), whether or not its pipeline is still configured. What the pipeline knew of it went with that
+        agent: if the fault goes on, the new agent's pipeline begins another episode."""
+        if not self._episodes:
+            return
+        carried, self._episodes = self._episodes, {}
+        for key, told in carried.items():
+            kind = next((k for k in EPISODE_KINDS if key.startswith(f"{k.value}:")), None)
+            if kind is None:
+                continue  # (an altered file)
+            pipeline = _told_text(told.get("pipeline")) or _told_text(key.partition(":")[2])
+            msg = (
+                f"pipeline {pipeline}: the agent restarted during this episode (begun {_told_text(told['since'])}; "
+                "the agent before was killed, or the gateway lost power, before it could end it): the episode is "
+                "ended; if it goes on, the pipeline begins another"
+            )
+            log.info("%s", msg)
+            # what the start told (a told file's may be anything: only text and numbers reach the cloud)
+            if kind is EventKind.MODEL_FAILING:
+                reasons = told.get("reasons")
+                fields: dict[str, Any] = {
+                    "slot": _told_text(told.get("slot")),
+                    "model_version": _told_text(told.get("model_version")),
+                    "share": _num(told.get("share")),
+                    "items": _told_count(told.get("items")),
+                    "reasons": {
+                        _told_text(k): n
+                        for k, v in list(reasons.items())[:20]
+                        if (n := _told_count(v)) is not None
+                    }
+                    if isinstance(reasons, dict)
+                    else {},
+                    "failed": _told_count(told.get("failed")),  # (those told at its start)
+                }
+            else:
+                fields = {"max_age_ms": _num(told.get("max_age_ms")), "age_ms": None, "dropped": None}
+            self._event(Event(kind, pipeline=pipeline, active=False, message=msg, **fields))
+        if self.outbox is not None and self.outbox.is_open:
+            await asyncio.to_thread(self.outbox.flush)  # the ends recorded before the file forgets them
+        self._save_told(self._episodes_file, {}, self._episodes)
 
     def _outbox_append(self, kind: str, body: dict) -> None:
         if self.outbox is not None and self.outbox.is_open:
@@ -764,6 +826,7 @@ class Agent:
             )
         self._source_tasks.append(asyncio.create_task(self._watch_sources(), name="watch-sources"))
         self._source_tasks.append(asyncio.create_task(self._watch_loop(), name="watch-loop"))
+        await self._end_carried_episodes()
         for p in self.pipelines:
             p.start()
         for f in self.forwarders:
@@ -1606,11 +1669,20 @@ class _Outages:
         Agent._save_told(self.file, self.carried, self.reported)
 
 
+def _told_text(v: Any) -> str | None:
+    """A told file's name or version: its text, bounded and printable, or None (not a string)."""
+    return printable(v, 200) if isinstance(v, str) else None
+
+
+def _told_count(v: Any) -> int | None:
+    """A told file's count: a whole number not below 0, or None."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
 def _told_flaps(told: dict[str, Any]) -> int | None:
     """The ``flaps`` of an episode a told file holds: a count, or None (a file written before it existed, or
     altered: whatever else it holds must not reach the cloud as the event's typed field)."""
-    f = told.get("flaps")
-    return f if isinstance(f, int) and not isinstance(f, bool) and f >= 1 else None
+    return _told_count(told.get("flaps")) or None
 
 
 def _read_told(path: Path) -> dict[str, dict[str, Any]]:

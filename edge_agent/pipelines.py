@@ -1245,21 +1245,30 @@ class AgeGate:
     def fresh(self, age_ms: float) -> Event | None:
         if not self.active or time.monotonic() - self.last_stale < STALE_QUIET_S:
             return None
+        return self._ended(age_ms, "items are judged within queue.max_age_ms again")
+
+    def _ended(self, age_ms: float | None, why: str) -> Event | None:
+        if not self.active:
+            return None
         self.active = False
         n, self.episode = self.episode, 0
-        msg = (
-            f"pipeline {self.pipeline}: items are judged within queue.max_age_ms again; {n} were dropped as "
-            "stale in this episode"
-        )
+        msg = f"pipeline {self.pipeline}: {why}; {n} were dropped as stale in this episode"
         log.info("%s", msg)
         return Event(
             EventKind.ITEMS_STALE,
             pipeline=self.pipeline,
             active=False,
             max_age_ms=None if self.max_s is None else round(self.max_s * 1000, 1),
-            age_ms=round(age_ms, 1),
+            age_ms=None if age_ms is None else round(age_ms, 1),
             dropped=n,
             message=msg,
+        )
+
+    def close(self) -> Event | None:
+        """The pipeline stops: the end of an episode under way (left standing, its start was the cloud's last
+        word on it, for good)."""
+        return self._ended(
+            None, "stopped (the agent stops, or its config is reloaded) while inference was behind"
         )
 
     def status(self) -> dict:
@@ -1459,13 +1468,20 @@ class Pipeline:
         ]
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Finish what is queued and in flight, then stop."""
-        await self.queue.close()
-        if self._tasks:
-            _done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
-            for t in pending:
-                t.cancel()
-        self.failures.close()  # (after the items in flight: one of them may start an episode)
+        """Finish what is queued and in flight, then stop: the workers, and the episodes under way ended (their
+        ends told while the outbox is open). Cut from outside (a caller's bound shorter than the wait, a cancel),
+        it stops them all the same: the workers went on with the queued items, the watch's timer stayed armed,
+        and a "stopped" pipeline told an episode's end, then another's start."""
+        try:
+            await self.queue.close()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=timeout_s)
+        finally:
+            for t in self._tasks:
+                t.cancel()  # (a no-op on those done)
+            self.failures.close()  # (after the items in flight: one of them may start an episode)
+            if (evt := self.age.close()) is not None:
+                self._emit(evt)
 
     async def _worker(self) -> None:
         while True:

@@ -62,15 +62,15 @@ class EventKind(enum.StrEnum):
         "the model failed (NaN/Inf out, an engine, preprocessing or output error) on more than half of a "
         "pipeline's last items (at least 6 of up to 20): each such item's result is UNSURE, never OK nor NG by the "
         "model (with a baseline, a window is judged by it alone) (active true, once); a quarter or fewer of them "
-        "fail, no item reaches the model for 60 s, or the pipeline stops (active false; failed: the items failed in "
-        "the episode)",
+        "fail, no item reaches the model for 60 s, the pipeline stops, or the next start finds it not ended (an agent "
+        "killed during it) (active false; failed: the items failed in the episode)",
     )
     ITEMS_STALE = (
         "items_stale",
         ("pipeline", "active", "max_age_ms", "age_ms", "dropped", "message"),
         "inference fell behind: items older than the pipeline's queue.max_age_ms are dropped unjudged "
-        "(active true, at the first); none for 10 s and a fresh item judged (active false; dropped: the "
-        "episode's count)",
+        "(active true, at the first); none for 10 s and a fresh item judged, the pipeline stops, or the next start "
+        "finds it not ended (active false; dropped: the episode's count)",
     )
     WRITE_FAILING = (
         "write_failing",

@@ -10,6 +10,7 @@ manual check never ran), one WARNING for the whole run, the pipeline's status si
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import urllib.request
@@ -28,6 +29,7 @@ from tests.support.models import (
     make_vision_onnx,
     vision_spec,
 )
+from tests.support.recorded import recorded_events
 
 GOOD, BAD, AFTER = 4, 10, 16  # frames: judged, then NaN, then judged again (the episode ends)
 
@@ -211,40 +213,16 @@ async def test_windows_a_maintenance_model_fails_on_without_a_baseline_are_unsur
 ):
     """... and the episode ends on time when its source stops: it ended only at an item, so a stopped source's
     stood on /status and in the heartbeat for ever."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from devices.base import Quality, Reading
     from edge_agent import pipelines
-    from edge_agent.config import PipelineSettings, WindowSettings
-    from edge_agent.models.config import ModelConfig
-    from edge_agent.models.slot import ModelSlot
-    from edge_agent.pipelines import Pipeline
-    from tests.support.models import SIGNAL_RATE_HZ, SIGNAL_WINDOW, make_package
+    from tests.support.models import SIGNAL_WINDOW
 
-    key, pub = make_keypair(tmp_path / "keys")
-    pkg = make_package(tmp_path, kind="signal", key=key, nan=True)  # NaN on every window (its golden NaN too)
-    slot = ModelSlot(
-        "health", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [str(pub)]
-    )
-    await slot.start()
     results, events = [], []
 
     async def on_result(res, item):
         results.append(res)
 
-    pipe = Pipeline(
-        PipelineSettings(
-            name="pump",
-            source="plc",
-            model="health",
-            window=WindowSettings(waveform="Vibration", sample_rate_hz=SIGNAL_RATE_HZ, scalars={}),
-            queue={"policy": "block"},
-        ),
-        slot,
-        ThreadPoolExecutor(1),
-        on_result,
-        on_event=events.append,
-    )
+    pipe, slot = await _nan_window_pipeline(tmp_path, on_result, events.append)
     pipe.prepare()
     pipe.start()
     rng = np.random.default_rng(0)
@@ -281,3 +259,138 @@ async def test_windows_a_maintenance_model_fails_on_without_a_baseline_are_unsur
     health = _pipeline_health(SimpleNamespace(pipelines=[pipe]))
     assert (health["error_rate"], health["results"]) == (1.0, 0), health
     assert health["model_failed"] == 8, health
+
+
+async def _nan_window_pipeline(tmp_path, on_result, on_event):
+    """A maintenance pipeline (no baseline) whose model gives NaN on every window, prepared, and its slot."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge_agent.config import PipelineSettings, WindowSettings
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import ModelSlot
+    from edge_agent.pipelines import Pipeline
+    from tests.support.models import SIGNAL_RATE_HZ, make_package
+
+    key, pub = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path, kind="signal", key=key, nan=True)  # NaN on every window (its golden NaN too)
+    slot = ModelSlot(
+        "health", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [str(pub)]
+    )
+    await slot.start()
+    pipe = Pipeline(
+        PipelineSettings(
+            name="pump",
+            source="plc",
+            model="health",
+            window=WindowSettings(waveform="Vibration", sample_rate_hz=SIGNAL_RATE_HZ, scalars={}),
+            queue={"policy": "block"},
+        ),
+        slot,
+        ThreadPoolExecutor(1),
+        on_result,
+        on_event=on_event,
+    )
+    pipe.prepare()
+    return pipe, slot
+
+
+async def test_a_pipeline_stop_cut_from_outside_still_stops_its_workers_and_ends_its_episode(tmp_path):
+    """A stop cut short by its caller (a bound shorter than its own wait, a cancel): its workers went on with the
+    queued items and the episode's timer stayed armed, so a "stopped" pipeline told an episode's end, then another's
+    start. Now the workers are cancelled and the episode ended, at the cut."""
+    from devices.base import Quality, Reading
+    from tests.support.models import SIGNAL_WINDOW
+
+    results, events, gate = [], [], asyncio.Event()
+
+    async def on_result(res, item):  # an action that hangs from the 8th result on
+        results.append(res)
+        if len(results) >= 8:
+            await gate.wait()
+
+    pipe, slot = await _nan_window_pipeline(tmp_path, on_result, events.append)
+    pipe.start()
+    rng = np.random.default_rng(0)
+    try:
+        for i in range(12):
+            await pipe.offer(
+                Reading("plc", "Vibration", rng.normal(0, 1, SIGNAL_WINDOW), float(i), float(i), Quality.GOOD)
+            )
+        await wait_for(lambda: len(results) >= 8, what="8 results", timeout_s=20)
+        assert [e["active"] for e in events] == [True], events
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await pipe.stop()  # its own wait is 10 s
+        await asyncio.sleep(0)
+        assert all(t.done() for t in pipe._tasks) and pipe.failures._timer is None
+        gate.set()
+        await asyncio.sleep(0.3)  # (the queued windows would have been run by now)
+    finally:
+        await pipe.stop()
+        await slot.stop()
+    assert len(results) == 8, len(results)
+    assert [e["active"] for e in events] == [True, False] and "stopped" in events[1]["message"], events
+
+
+# a child agent: started on the config in argv[3], killed (SIGKILL: a power cut) once its model_failing episode has
+# begun and been recorded ("begun"), or as soon as it has started ("started")
+_KILLED_AGENT = """
+import asyncio, json
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+
+async def main():
+    agent = Agent(parse_config(json.loads(open(sys.argv[3]).read())))
+    await agent.start()
+    while sys.argv[4] == "begun" and not any(e["kind"] == "model_failing" for e in agent.events):
+        await asyncio.sleep(0.02)
+    agent.outbox.flush()
+    power_cut()
+
+asyncio.run(main())
+"""
+
+
+async def test_an_episode_under_way_when_the_agent_is_killed_is_ended_once_by_the_next_agent(tmp_path):
+    """An agent killed (a power cut) during a model_failing episode: its start was the cloud's last word on it, for
+    good. The next agent ends it, even with the pipeline no longer configured, and tells it once: killed again
+    right after its start, the agent after it tells nothing more."""
+    from edge_agent.agent import EPISODES_FILE, Agent
+    from edge_agent.config import parse_config
+    from tests.support.outbox_kills import killed_child
+
+    pkg, pub = _nan_when_bright(tmp_path)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(8):  # bright: the model gives NaN on each
+        cv2.imwrite(str(folder / f"{i:03d}.png"), rng.integers(215, 235, (64, 64, 3), np.uint8))
+    data = tmp_path / "data"
+    bare = {
+        "agent": {"id": "gw1", "site": "plant", "line": "line2", "data_dir": str(data)},
+        "http": {"enabled": False},
+        "outbox": {},
+    }
+    failing = {
+        **bare,
+        "trusted_keys": [str(pub)],
+        "sources": {"cam": {"type": "camera", "url": str(folder), "fps": 60, "queue_max_items": 64}},
+        "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+        "pipelines": [{"name": "inspect", "source": "cam", "model": "vision", "queue": {"policy": "block"}}],
+    }
+    (tmp_path / "failing.json").write_text(json.dumps(failing))
+    (tmp_path / "bare.json").write_text(json.dumps(bare))
+    killed_child(_KILLED_AGENT, data, str(tmp_path / "failing.json"), "begun")
+    assert list(json.loads((data / EPISODES_FILE).read_text())) == ["model_failing:inspect"]
+    killed_child(_KILLED_AGENT, data, str(tmp_path / "bare.json"), "started")  # ends it, then killed
+    agent = Agent(parse_config(bare))
+    await agent.start()
+    try:
+        rows = recorded_events(agent, "model_failing")
+    finally:
+        await agent.stop()
+    assert [r["active"] for r in rows] == [True, False], rows
+    start, end = rows
+    assert end["pipeline"] == "inspect" and end["model_version"] == start["model_version"], end
+    assert "the agent restarted during this episode" in end["message"], end["message"]
+    assert json.loads((data / EPISODES_FILE).read_text()) == {}

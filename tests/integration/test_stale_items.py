@@ -189,7 +189,8 @@ async def test_an_item_that_went_stale_waiting_for_a_thread_is_not_inferred(tmp_
         pool.shutdown()
         await slot.stop()
     assert inferred == [2] and [r.item_seq for r in results] == [2]
-    assert [e["active"] for e in events] == [True]  # ends only after 10 s without a stale item
+    # ends only after 10 s without a stale item, or at the stop
+    assert [e["active"] for e in events] == [True, False] and "stopped" in events[1]["message"], events
 
 
 async def test_a_signal_pipeline_bounds_its_windows_age_only_when_told(tmp_path, tmp_path_factory):
@@ -238,8 +239,9 @@ async def test_a_signal_pipeline_bounds_its_windows_age_only_when_told(tmp_path,
     assert [r.item_seq for r in got["auto"]] == [0, 1] and auto["dropped_stale"] == 0
     assert auto["max_age_ms"] is None and "signal windows" in auto["max_age"]
     assert got["auto"][0].age_ms > 59_000  # judged, and its record says how old it was
-    (evt,) = events
+    evt, end = events  # (its end at the stop)
     assert evt["pipeline"] == "bounded" and "source's clock" in evt["message"]
+    assert end["pipeline"] == "bounded" and end["active"] is False, end
 
 
 def test_the_agent_bounds_a_live_cameras_pipeline_and_not_a_replayed_folders(tmp_path, package):

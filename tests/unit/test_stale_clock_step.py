@@ -55,3 +55,17 @@ def test_without_a_step_an_item_is_as_old_as_the_clock_says(clock):
     assert gate.stale(_frame(1, clock.wall)) is None
     clock.wall, clock.mono = clock.wall + 0.6, clock.mono + 0.6
     assert gate.stale(_frame(2, clock.wall - 0.6)) == pytest.approx(0.6)
+
+
+def test_an_items_stale_episode_under_way_when_its_pipeline_stops_is_ended_once(clock):
+    """A stop (the agent's, a config reload) ends the episode with its event: left standing, the cloud's last word
+    on it was its start, for good."""
+    gate = _gate()
+    assert gate.close() is None  # no episode: nothing to end
+    late = _frame(1, clock.wall - 2.0)
+    start = gate.drop(late, gate.stale(late))
+    gate.drop(_frame(2, clock.wall - 2.0), 2.0)
+    end = gate.close()
+    assert start is not None and start["active"] and end is not None, (start, end)
+    assert (end["active"], end["dropped"], end["age_ms"]) == (False, 2, None) and "stopped" in end["message"]
+    assert gate.close() is None and not gate.status()["stale_now"]  # once only
