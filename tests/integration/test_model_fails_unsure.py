@@ -394,3 +394,51 @@ async def test_an_episode_under_way_when_the_agent_is_killed_is_ended_once_by_th
     assert end["pipeline"] == "inspect" and end["model_version"] == start["model_version"], end
     assert "the agent restarted during this episode" in end["message"], end["message"]
     assert json.loads((data / EPISODES_FILE).read_text()) == {}
+
+
+async def test_an_altered_episodes_file_reaches_the_cloud_only_as_bounded_text_and_numbers(tmp_path):
+    """The data folder is anyone's with the gateway's shell: what pipeline-episodes.json holds is ended as the
+    episodes it names, its values kept only where they are what the event's fields are."""
+    from edge_agent.agent import EPISODES_FILE, Agent
+    from edge_agent.config import parse_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    told = {
+        "model_failing:inspect": {
+            "since": "2026-01-01T00:00:00+00:00",
+            "pipeline": {"deep": [1, 2]},
+            "slot": 5,
+            "model_version": "1.0\x1b[31m" + "x" * 5000,
+            "reasons": {"nonfinite_output": 7, "bad": True, "worse": "y"},
+            "failed": -1,
+        },
+        "no_such_kind:inspect": {"since": "s"},
+        "items_stale:line": {"since": "s", "max_age_ms": "500"},
+    }
+    (data / EPISODES_FILE).write_text(json.dumps(told))
+    agent = Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(data)},
+                "http": {"enabled": False},
+                "outbox": {},
+            }
+        )
+    )
+    await agent.start()
+    try:
+        failing, stale = recorded_events(agent, "model_failing"), recorded_events(agent, "items_stale")
+    finally:
+        await agent.stop()
+    (end,) = failing
+    assert (end["pipeline"], end["slot"], end["reasons"], end["failed"]) == (
+        "inspect",
+        None,
+        {"nonfinite_output": 7},
+        None,
+    )
+    assert end["model_version"].startswith("1.0") and "\x1b" not in end["model_version"]
+    assert len(end["model_version"]) < 300, len(end["model_version"])  # (5,000 characters written)
+    assert [(e["pipeline"], e["active"], e["max_age_ms"]) for e in stale] == [("line", False, None)]
+    assert json.loads((data / EPISODES_FILE).read_text()) == {}
