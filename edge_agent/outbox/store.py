@@ -3717,6 +3717,19 @@ class Outbox:
             return
         self._wait_committed(self._seq, timeout_s)
 
+    def wait_committed(self, seq: int, timeout_s: float) -> bool:
+        """Wait, without asking the writer for a commit (``flush`` forces one, with its fsync), until the records up
+        to ``seq`` are committed by the writer's own round (every ``commit_interval_ms``), at most ``timeout_s``.
+        True if they are (a record the outbox lost or refused keeps its seq and never commits: False at the bound).
+        For a reader that would rather wait a moment than read just before the commit of what it was told of."""
+        with self._committed:
+            return self._committed.wait_for(lambda: self._committed_seq >= seq, max(0.0, timeout_s))
+
+    @property
+    def committed_seq(self) -> int:
+        """The highest seq the writer has committed in this epoch (every record up to it is on disk)."""
+        return self._committed_seq
+
     def _wait_committed(self, seq: int, timeout_s: float = 10.0) -> None:
         with self._committed:
             self._committed.wait_for(lambda: self._committed_seq >= seq or self._stop.is_set(), timeout_s)

@@ -55,6 +55,10 @@ URGENT_FLUSH_S = 1.0
 # every millisecond (~300 reads a second, a quarter of a core on a quiet line); a poked record does not wait for it
 POLL_MIN_S = 0.2
 
+# beyond two of the outbox's commit rounds, what a read after a fill ended by time waits for its commit (the
+# writer's round takes its own time: a checkpoint, retention)
+COMMIT_WAIT_SLACK_S = 0.1
+
 
 def reconnect_delay(previous: float, lasted_s: float, s, refused: bool = False) -> float:
     """The ceiling of the next Connect attempt's random wait (the wait is uniform in [0, ceiling]).
@@ -156,7 +160,9 @@ class Uplink:
         self._pokes = 0
         self._poked_bytes = 0
         self._filled = False  # the last fill ended full (records or bytes poked)
-        self._seq_at_read = 0  # the outbox's last seq at the last read (``_missed``)
+        self._seq_at_read = (
+            0  # the outbox's last seq at the last read, if not committed before it (``_missed``)
+        )
         self._flagged_seq = 0  # the highest such seq flagged as missed
         self._poked_before_read = False  # pokes were reset by the last read (``_missed``)
         self._urgent = False  # an alarm or event was recorded since: the fill ends at once
@@ -410,7 +416,16 @@ class Uplink:
             self._pokes > 0
         )  # (``_missed``: a poke after the read starts a fill of its own)
         self._first_poke, self._pokes, self._poked_bytes = None, 0, 0
-        if urgent:
+        # appended by now, committed or not (``_missed``): the agent pokes once its append is done, so every record
+        # poked so far is at or below it; one appended during the wait below is poked into the next fill
+        top = self.outbox.last_seq
+        if not urgent and self._poked_before_read and top > self.outbox.committed_seq:
+            # a fill that ended by time: its last records were appended in its last moments and the writer commits
+            # them at its next round (commit_interval_ms). Waited for, not forced (no fsync, no drop report): read
+            # before it, they went alone right after (``_missed``'s flush), nearly every fill of a steady line
+            # split in two; ``_missed`` stays for a commit later than the bound
+            await asyncio.to_thread(self.outbox.wait_committed, top, self._commit_wait_s())
+        elif urgent:
             try:
                 await asyncio.to_thread(self.outbox.flush, URGENT_FLUSH_S)
             except Exception as exc:
@@ -418,7 +433,15 @@ class Uplink:
                 # room): its wait raises TimeoutError. The read goes without what was not committed, as the bound
                 # says; raised here it ended the push loop for good (no stream open) and no record went up again
                 log.debug("uplink: the outbox did not commit before the read (%r); read without", exc)
-        self._seq_at_read = self.outbox.last_seq  # appended by now, committed or not (``_missed``)
+            top = self.outbox.last_seq  # with what its thread took meanwhile
+        # (``_missed``) 0: everything appended by now was committed before the read, which misses none of it (a read
+        # of records a poke during the wait above already took along finds nothing, and flags nothing)
+        self._seq_at_read = top if self.outbox.committed_seq < top else 0
+
+    def _commit_wait_s(self) -> float:
+        """How long a read after a fill ended by time waits for the outbox's own commit: its writer's round
+        (commit_interval_ms; the commit comes within about two), never more than URGENT_FLUSH_S."""
+        return min(URGENT_FLUSH_S, 2 * self.outbox.s.commit_interval_ms / 1000 + COMMIT_WAIT_SLACK_S)
 
     def _missed(self, recs: list, limit: int) -> None:
         """After a read that was not full: records appended before it and not committed by it (poked in the last

@@ -344,3 +344,34 @@ async def test_a_record_committed_just_after_its_batch_was_read_goes_right_after
         took = time.monotonic() - t0
         # flagged: ~2.1 s; left to the next look at the outbox: 4 s or more
         assert took < 3.2, f"the last record was acked {took:.2f} s after the fill began (max_delay_ms 2000)"
+
+
+async def test_a_steady_line_fills_whole_batches(tmp_path, pki) -> None:
+    """A result every 50 ms (a camera's line), max_delay_ms 400, the outbox committing every 50 ms (its default):
+    each fill ends by time with its last result appended moments before, not yet committed. The batches are whole
+    fills of several records: the read waits for the writer's own commit of what was poked, so no fill leaves its
+    last records to a batch of their own right after it (before: nearly every fill was followed by a batch of 1-2
+    records and a commit forced for it, a third more batches and commits than ``max_delay_ms`` says)."""
+    async with _peers(tmp_path, pki, commit_interval_ms=50, max_delay_ms=400) as (ob, up, sent, _):
+        await until(lambda: up.state == "idle", what="the uplink waiting for records")
+        flushes = [0]
+        flush = ob.flush
+
+        def counted(*a, **kw):
+            flushes[0] += 1
+            return flush(*a, **kw)
+
+        ob.flush = counted  # type: ignore[method-assign]
+        n = 0
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            await ob.append_async("result", {"i": n})
+            up.poke()
+            n += 1
+            await asyncio.sleep(0.05)
+        await until(lambda: ob.stats()["acked"] == n, timeout_s=10, what="every record acked")
+        sizes = [len(b) for b in sent]
+        # ~5 fills of ~8 results; a tail batch after each would make ~10, most of 1-2 records
+        tails = sum(1 for s in sizes[:-1] if s <= 2)
+        assert tails <= 1, f"batches of {sizes} for {n} results (max_delay_ms 400)"
+        assert flushes[0] <= 1, f"{flushes[0]} commits forced for {len(sizes)} batches of a steady line"
