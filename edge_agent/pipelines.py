@@ -106,6 +106,10 @@ FAIL_REPEAT_S = 60.0
 FAIL_QUIET_S = 60.0
 # ... or when no item has reached the model for FAIL_IDLE_S (3 of the episode's longest interval, when longer), on time
 FAIL_IDLE_S = 60.0
+# ... at most this long: a pause of hours before the episode's first item (a line stopped for the night) is a stop,
+# not the source's rhythm; taken whole, it held the episode on /status for three times the night after the source
+# stopped
+FAIL_IDLE_MAX_S = 900.0
 
 _FIXES = {
     "bad_input": "the input does not fit the model: for a camera, its frame size against the model's roi or "
@@ -1006,8 +1010,9 @@ class ModelFailureWatch:
         """No item for this long ends an episode on time: FAIL_IDLE_S, or three of the longest interval between
         the episode's items (the one before its first item included) when that is longer. Three of the last
         interval ended the episode of a source pausing between bursts at each pause, and the next failure started
-        another: two events and a WARNING per pause of one failure."""
-        return max(FAIL_IDLE_S, 3 * self._gap_max)
+        another: two events and a WARNING per pause of one failure. At most FAIL_IDLE_MAX_S: a night's pause before
+        the first item is no rhythm."""
+        return max(FAIL_IDLE_S, min(3 * self._gap_max, FAIL_IDLE_MAX_S))
 
     def _arm(self, delay_s: float) -> None:
         if self._timer is not None:

@@ -89,6 +89,23 @@ def test_a_source_pausing_between_bursts_keeps_one_episode_while_the_model_fails
     assert not watch.active and [e["active"] for e in events] == [True, False, True, False]
 
 
+def test_a_night_s_pause_before_an_episode_s_first_item_does_not_hold_the_episode_for_days(monkeypatch):
+    """Five failing items in the evening, the line stopped for the night, the first item of the morning fails and
+    begins the episode, the line runs: taken as the source's rhythm, the night's 12 h held the episode 36 h after
+    the camera then stopped, on /status and in the heartbeat. The limit is bounded (FAIL_IDLE_MAX_S)."""
+    clock = [1000.0]
+    monkeypatch.setattr(pipelines, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    events = []
+    watch = pipelines.ModelFailureWatch("inspect", events.append)
+    for gap in [0.25] * 5 + [12 * 3600.0] + [0.25] * 20:
+        clock[0] += gap
+        watch.add("nonfinite_output", "vision", "1.0.0", "NaN")
+    assert watch.active and [e["active"] for e in events] == [True]
+    clock[0] += pipelines.FAIL_IDLE_MAX_S + 1  # the camera stopped
+    watch._on_time()
+    assert not watch.active and [e["active"] for e in events] == [True, False]
+
+
 def test_an_episode_under_way_when_its_pipeline_stops_is_ended_and_told(monkeypatch):
     """A stop (the agent's, a config reload) ends the episode with its event: left standing, the cloud's last word
     on it was its start, for good when the model judged its items after the restart."""
