@@ -624,6 +624,13 @@ def _check_write_value(v: Any, what: str) -> Any:
     ByteString's stated bytes (``{base64: ...}``, ``{hex: ...}``) decoded, text stated as such (``{text: '010'}``:
     for a String node, however it reads) as that text, and a YAML timestamp as its ISO text, once
     ``_stated_time`` found its zone and range (quoted text is kept as written)."""
+    if isinstance(v, set | frozenset):
+        # YAML's !!set: a list to the model (pydantic takes a set for a list), in the order of the text's hashes,
+        # another at each start: ['L2', 'L3', 'L1'] for {L1, L2, L3} to a String array node
+        raise ValueError(
+            f"a set (!!set, {len(v)} members) has no order, so an array node would get its members in another "
+            f"order at each start; write {what} as a list in the order the node holds them: [a, b, c]"
+        )
     if isinstance(v, list) and any(isinstance(x, list) for x in v):
         # said as such: the item check below told of one row, "(found [1, 2])", which read as a wrong number
         raise ValueError(

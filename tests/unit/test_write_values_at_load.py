@@ -98,6 +98,14 @@ def _errors(tmp_path, tail: str) -> list[str]:
             "line3.yaml: actions.out.reset_value: 'n' is text to YAML, not a boolean (YAML 1.1 reads y and n as "
             "text, quoted or not): a Boolean or numeric node must never get a string; write reset_value: false",
         ),
+        # YAML's !!set loaded as a list in the order of its members' hashes, another at each start: a String
+        # array node got ['L2', 'L3', 'L1'] for {L1, L2, L3}, then ['L3', 'L2', 'L1']
+        (
+            "    value: !!set {L1, L2, L3}\n",
+            "line3.yaml: actions.out.value: a set (!!set, 3 members) has no order, so an array node would get its "
+            "members in another order at each start; write value as a list in the order the node holds them",
+        ),
+        ("    value: 1\n    reset_value: !!set {}\n", "actions.out.reset_value: a set (!!set, 0 members)"),
         # the former fix, "write value: 010 without quotes", loads as the octal 8
         (
             "    value: '010'\n",
