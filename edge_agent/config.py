@@ -666,7 +666,7 @@ def _check_one_value(x: Any, what: str) -> Any:
     # text ('2026-11-30 12:00', '0000-00-00 00:00:00' to clear an HMI field), and a DateTime node refuses a
     # time without a zone at each write, naming the node; what is not a zoned time is a warning at load
     # (``_time_text_warnings``), not an error: such text loaded before the DateTime checks came
-    if x is None or isinstance(x, list):
+    if x is None or not isinstance(x, bool | int | float | str | bytes):  # a list in a list, !!omap's pairs
         raise ValueError(
             f"{what} must be true/false, a number, text (or {{text: ...}}), a time with its zone, "
             f"{{base64: ...}} / {{hex: ...}} bytes or a list of those (found {x!r})"

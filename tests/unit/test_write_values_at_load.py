@@ -206,6 +206,13 @@ def test_quoted_text_for_a_sparkplug_string_metric_is_not_warned_of(tmp_path):
 @pytest.mark.parametrize(
     ("tail", "expected"),
     [
+        # !!omap's pairs were refused in pydantic's words, "value.is-instance[WholeFloat]: Input should be an
+        # instance of WholeFloat"
+        (
+            "    value: !!omap [{a: 1}, {b: 2}]\n",
+            "line3.yaml: actions.out.value[0]: value[0] must be true/false, a number, text (or {text: ...}), a "
+            "time with its zone, {base64: ...} / {hex: ...} bytes or a list of those (found ('a', 1))",
+        ),
         (
             "    value: [1, 2, 3, '4']\n",
             "line3.yaml: actions.out.value[3]: '4' is quoted text, not a number: a Boolean or numeric node must "
