@@ -3727,7 +3727,8 @@ class Outbox:
 
     @property
     def committed_seq(self) -> int:
-        """The highest seq the writer has committed in this epoch (every record up to it is on disk)."""
+        """The highest seq the writer's commits have reached in this epoch (the records up to it that the outbox kept
+        are on disk; after ``open()``, ``last_seq``)."""
         return self._committed_seq
 
     def _wait_committed(self, seq: int, timeout_s: float = 10.0) -> None:
