@@ -109,7 +109,7 @@ FAIL_IDLE_S = 60.0
 # ... at most this long: a pause of hours before the episode's first item (a line stopped for the night) is a stop,
 # not the source's rhythm; taken whole, it held the episode on /status for three times the night after the source
 # stopped
-FAIL_IDLE_MAX_S = 900.0
+FAIL_IDLE_MAX_S = 3600.0
 
 _FIXES = {
     "bad_input": "the input does not fit the model: for a camera, its frame size against the model's roi or "
