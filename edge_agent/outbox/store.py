@@ -3723,7 +3723,13 @@ class Outbox:
         True if they are (a record the outbox lost or refused keeps its seq and never commits: False at the bound).
         For a reader that would rather wait a moment than read just before the commit of what it was told of."""
         with self._committed:
-            return self._committed.wait_for(lambda: self._committed_seq >= seq, max(0.0, timeout_s))
+            # (an outbox closing: not waited for)
+            return (
+                self._committed.wait_for(
+                    lambda: self._committed_seq >= seq or self._stop.is_set(), max(0.0, timeout_s)
+                )
+                and self._committed_seq >= seq
+            )
 
     @property
     def committed_seq(self) -> int:
