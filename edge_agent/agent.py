@@ -279,6 +279,10 @@ class Agent:
         # "kind:pipeline" -> the start of a pipeline episode told and not yet ended, kept in EPISODES_FILE
         self._episodes_file = cfg.data_dir / EPISODES_FILE
         self._episodes = _read_told(self._episodes_file)
+        # those ended and not yet committed to the outbox: kept in the file until then (a kill between the file's
+        # write and the outbox's commit lost the end for good), with the tasks that wait for their commits
+        self._episodes_ending: dict[str, dict[str, Any]] = {}
+        self._episode_waits: set[asyncio.Task] = set()
         # source of a carried halt -> monotonic time it was first seen connected and not halted
         self._halt_healthy: dict[str, float] = {}
         # this boot (Linux's boot_id): a told file's monotonic start (``mono``) is good for a duration only in the
@@ -371,6 +375,7 @@ class Agent:
     def _event(self, evt: Event | Mapping[str, Any]) -> None:
         evt = Event.coerce(evt)  # a plain {"kind": ...} mapping is checked against EventKind too
         self.events.append(evt)
+        fut = None
         if evt.kind in EPISODE_KINDS:
             self._note_episode(evt)
         self.metrics.event(evt)
@@ -386,15 +391,49 @@ class Agent:
             if self.uplink:
                 # once committed, it ends a batch's fill (max_delay_ms): an alarm does not wait it out
                 self.uplink.poke(urgent=fut)
+        if evt.kind in EPISODE_KINDS and not evt.get("active"):
+            self._forget_episode_when_committed(evt, fut)  # (at once without an outbox)
 
     def _note_episode(self, evt: Event) -> None:
         """A pipeline episode begun or ended, kept in EPISODES_FILE (episodes are rare: one write each)."""
         key = f"{evt.kind.value}:{evt['pipeline']}"
         if evt.get("active"):
             self._episodes[key] = {**evt.to_json_dict(), "since": _utc(evt.t)}
-        elif self._episodes.pop(key, None) is None:
+            self._save_told(self._episodes_file, self._episodes_ending, self._episodes)
+        elif (told := self._episodes.pop(key, None)) is not None:
+            # forgotten by the file once its end is committed (_forget_episode_when_committed); until then a kill
+            # leaves it there and the next start tells the end
+            self._episodes_ending[key] = told
+
+    def _forget_episode_when_committed(self, evt: Event, fut: Any) -> None:
+        key = f"{evt.kind.value}:{evt['pipeline']}"
+        told = self._episodes_ending.get(key)
+        if told is None:
             return
-        self._save_told(self._episodes_file, {}, self._episodes)
+        outbox = self.outbox
+
+        async def wait() -> None:
+            try:
+                seq = await asyncio.wrap_future(fut)
+            except Exception:  # not recorded (logged by the outbox): kept, the next start tells the end
+                return
+            if outbox is not None and await asyncio.to_thread(outbox.wait_committed, seq, 30.0):
+                self._episode_forgotten(key, told)
+
+        try:
+            task = asyncio.get_running_loop().create_task(wait()) if fut is not None else None
+        except RuntimeError:  # (no loop)
+            task = None
+        if task is None:
+            self._episode_forgotten(key, told)
+            return
+        self._episode_waits.add(task)
+        task.add_done_callback(self._episode_waits.discard)
+
+    def _episode_forgotten(self, key: str, told: dict[str, Any]) -> None:
+        if self._episodes_ending.get(key) is told:
+            del self._episodes_ending[key]
+            self._save_told(self._episodes_file, self._episodes_ending, self._episodes)
 
     async def _end_carried_episodes(self) -> None:
         """The pipeline episodes an agent before this one told begun and not ended (it was killed, or the
@@ -1394,6 +1433,8 @@ class Agent:
             await self._bounded(self.uplink.stop(), "uplink", 15)
         if self.outbox is not None:
             await self._bounded(asyncio.to_thread(self.outbox.close), "outbox", 30)
+        if self._episode_waits:  # the episodes ended at the stop: forgotten once their ends are committed
+            await self._bounded(asyncio.gather(*self._episode_waits), "episodes' ends", 5)
         # all at once: each may wait out its own peer (an MQTT broker that takes nothing more: up to ~9 s), and
         # one after another a few dead peers passed the service manager's stop timeout (systemd: 30 s)
         await asyncio.gather(

@@ -333,18 +333,24 @@ async def test_a_pipeline_stop_cut_from_outside_still_stops_its_workers_and_ends
 
 
 # a child agent: started on the config in argv[3], killed (SIGKILL: a power cut) once its model_failing episode has
-# begun and been recorded ("begun"), or as soon as it has started ("started")
+# begun and been recorded ("begun"), right after its pipeline's stop has told that episode's end ("ended": before
+# the outbox's commit), or as soon as it has started ("started")
 _KILLED_AGENT = """
 import asyncio, json
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 
+if sys.argv[4] == "ended":
+    cut_after(Agent, "_event", lambda self, e: e["kind"] == "model_failing" and "stopped" in e["message"])
+
 async def main():
     agent = Agent(parse_config(json.loads(open(sys.argv[3]).read())))
     await agent.start()
-    while sys.argv[4] == "begun" and not any(e["kind"] == "model_failing" for e in agent.events):
+    while sys.argv[4] != "started" and not any(e["kind"] == "model_failing" and e["active"] for e in agent.events):
         await asyncio.sleep(0.02)
     agent.outbox.flush()
+    if sys.argv[4] == "ended":
+        await agent.pipelines[0].stop()
     power_cut()
 
 asyncio.run(main())
@@ -354,7 +360,8 @@ asyncio.run(main())
 async def test_an_episode_under_way_when_the_agent_is_killed_is_ended_once_by_the_next_agent(tmp_path):
     """An agent killed (a power cut) during a model_failing episode: its start was the cloud's last word on it, for
     good. The next agent ends it, even with the pipeline no longer configured, and tells it once: killed again
-    right after its start, the agent after it tells nothing more."""
+    right after its start, the agent after it tells nothing more. Killed right after an episode's end is told
+    (before the outbox commits it), the end is not lost: the file forgets the episode once its end is committed."""
     from edge_agent.agent import EPISODES_FILE, Agent
     from edge_agent.config import parse_config
     from tests.support.outbox_kills import killed_child
@@ -382,15 +389,19 @@ async def test_an_episode_under_way_when_the_agent_is_killed_is_ended_once_by_th
     (tmp_path / "bare.json").write_text(json.dumps(bare))
     killed_child(_KILLED_AGENT, data, str(tmp_path / "failing.json"), "begun")
     assert list(json.loads((data / EPISODES_FILE).read_text())) == ["model_failing:inspect"]
-    killed_child(_KILLED_AGENT, data, str(tmp_path / "bare.json"), "started")  # ends it, then killed
+    # ends it at its start, begins another, killed as its stop tells that one's end
+    killed_child(_KILLED_AGENT, data, str(tmp_path / "failing.json"), "ended")
+    killed_child(
+        _KILLED_AGENT, data, str(tmp_path / "bare.json"), "started"
+    )  # ends what is left, then killed
     agent = Agent(parse_config(bare))
     await agent.start()
     try:
         rows = recorded_events(agent, "model_failing")
     finally:
         await agent.stop()
-    assert [r["active"] for r in rows] == [True, False], rows
-    start, end = rows
+    assert [r["active"] for r in rows] == [True, False, True, False], rows
+    start, end = rows[:2]
     assert end["pipeline"] == "inspect" and end["model_version"] == start["model_version"], end
     assert "the agent restarted during this episode" in end["message"], end["message"]
     assert json.loads((data / EPISODES_FILE).read_text()) == {}
