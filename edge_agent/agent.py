@@ -283,6 +283,7 @@ class Agent:
         # write and the outbox's commit lost the end for good), with the tasks that wait for their commits
         self._episodes_ending: dict[str, dict[str, Any]] = {}
         self._episode_waits: set[asyncio.Task] = set()
+        self._episodes_unconfirmed: list[tuple[str, dict[str, Any], int]] = []
         # source of a carried halt -> monotonic time it was first seen connected and not halted
         self._halt_healthy: dict[str, float] = {}
         # this boot (Linux's boot_id): a told file's monotonic start (``mono``) is good for a duration only in the
@@ -419,6 +420,8 @@ class Agent:
                 return
             if outbox is not None and await asyncio.to_thread(outbox.wait_committed, seq, 30.0):
                 self._episode_forgotten(key, told)
+            else:  # (the outbox closing: looked at again once it is closed, in stop)
+                self._episodes_unconfirmed.append((key, told, seq))
 
         try:
             task = asyncio.get_running_loop().create_task(wait()) if fut is not None else None
@@ -1435,6 +1438,13 @@ class Agent:
             await self._bounded(asyncio.to_thread(self.outbox.close), "outbox", 30)
         if self._episode_waits:  # the episodes ended at the stop: forgotten once their ends are committed
             await self._bounded(asyncio.gather(*self._episode_waits), "episodes' ends", 5)
+        for (
+            key,
+            told,
+            seq,
+        ) in self._episodes_unconfirmed:  # (its wait ended by the close: its last commit now done)
+            if self.outbox is not None and self.outbox.committed_seq >= seq:
+                self._episode_forgotten(key, told)
         # all at once: each may wait out its own peer (an MQTT broker that takes nothing more: up to ~9 s), and
         # one after another a few dead peers passed the service manager's stop timeout (systemd: 30 s)
         await asyncio.gather(
