@@ -424,8 +424,14 @@ class Uplink:
             # them at its next round (commit_interval_ms). Waited for, not forced (no fsync, no drop report): read
             # before it, they went alone right after (``_missed``'s flush), nearly every fill of a steady line
             # split in two; ``_missed`` stays for a commit later than the bound
-            await asyncio.to_thread(self.outbox.wait_committed, top, self._commit_wait_s())
-        elif urgent:
+            waited = asyncio.ensure_future(
+                asyncio.to_thread(self.outbox.wait_committed, top, self._commit_wait_s())
+            )
+            while not waited.done() and not self._urgent:  # an alarm poked meanwhile is not held up by it
+                self._wake.clear()
+                await self._woken(waited, URGENT_FLUSH_S)
+            urgent, self._urgent = self._urgent, False
+        if urgent:
             try:
                 await asyncio.to_thread(self.outbox.flush, URGENT_FLUSH_S)
             except Exception as exc:

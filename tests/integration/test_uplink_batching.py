@@ -304,6 +304,29 @@ async def test_an_alarm_recorded_while_results_fill_a_batch_on_the_open_stream_g
         assert opened[0] == 1  # both batches on one stream
 
 
+async def test_an_alarm_recorded_while_the_uplink_waits_for_the_outbox_commit_goes_at_once(
+    tmp_path, pki
+) -> None:
+    """commit_interval_ms 1000 (a site sparing its SD card), max_delay_ms 200: a result's fill ends by time and the
+    uplink waits for the outbox's own commit of it before the read; an alarm recorded during that wait goes at once,
+    not at the outbox's next commit round (~0.75 s later before)."""
+    async with _peers(tmp_path, pki, commit_interval_ms=1000, max_delay_ms=200) as (
+        ob,
+        up,
+        sent,
+        alarm_stored,
+    ):
+        await until(lambda: up.state == "idle", what="the uplink waiting for records")
+        await ob.append_async("result", {"i": 0})
+        up.poke()
+        await asyncio.sleep(0.25)  # the fill ended by time (0.2 s): the uplink waits for the outbox's commit
+        t0 = time.monotonic()
+        up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
+        await until(alarm_stored, timeout_s=5, what="the alarm stored in the cloud")
+        took = time.monotonic() - t0
+        assert took < 0.5, f"the alarm reached the cloud after {took:.2f} s (commit_interval_ms 1000)"
+
+
 async def test_a_batch_full_by_its_bytes_goes_without_waiting_out_its_fill(tmp_path, pki) -> None:
     """max_delay_ms 2000, batch_max_bytes 100 kB: two samples of 60 kB are recorded (poked with their bytes, as the
     agent does) and the batch is full by bytes at the second: the first goes at once, well before the 2 s, and the
