@@ -3467,6 +3467,8 @@ class Outbox:
             self._executor = None
         self.flush()
         self._stop.set()
+        with self._committed:  # a ``wait_committed`` under way returns now (no commit may come to wake it)
+            self._committed.notify_all()
         with contextlib.suppress(queue.Full):  # a writer that cannot take it is not waited for below either
             self._q.put(None, timeout=CLOSE_WAIT_S if self._writer_alive() else 0)
         if self._writer:
