@@ -628,7 +628,12 @@ class MqttSettings(_Model):
     def _same_client_id(self, name: str, cfg: Any, report: Any) -> None:
         """An error where a connection of this source has the client id of an earlier mqtt source's on the same
         broker (a publish connection's default ``<client_id>-pub`` included): the broker would drop each as the
-        other connects, for good. The ids are not shown: a gateway's variable may give them."""
+        other connects, for good. The ids are not shown: a gateway's variable may give them. Not in the cloud's
+        check of a fleet config (``report.local_checks`` False): it reads no environment, so hosts and ids a
+        gateway's variables give are all '' or their defaults there (two brokers ``${BROKER_A}``, ``${BROKER_B}``
+        compared as one); the agent checks the config it is given, with its own values, and tells the fleet."""
+        if not getattr(report, "local_checks", True):
+            return
         mine = self.client_ids()
         for other_name, other in cfg.sources.items():
             if other_name == name:

@@ -133,6 +133,10 @@ def test_two_connections_of_a_config_with_one_client_id_on_one_broker_are_refuse
         assert "gw1-pub" not in line, line
     for b in ({"type": "mqtt", "client_id": "gw1-pub", "port": 1884}, {"type": "mqtt"}):
         parse_config({"agent": {"id": "gw1"}, "sources": {"a": a, "b": b}})
+    # the cloud's check of a fleet config reads no environment: two brokers a gateway's variables give, with one
+    # client id on each, are both '' there, not one broker
+    two = {n: {"type": "mqtt", "host": f"${{BROKER_{n}}}", "client_id": "line1-gw"} for n in "AB"}
+    parse_config({"agent": {"id": "gw1"}, "sources": two}, local_checks=False)
 
 
 async def test_what_the_separate_publish_connection_fails_is_counted_on_the_source(mosquitto):
