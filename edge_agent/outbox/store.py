@@ -392,6 +392,14 @@ def _kind_read(kind: object) -> str:
     return kind if isinstance(kind, str) and kind in PRIORITY else DAMAGED
 
 
+def _text(raw: bytes) -> str:
+    """A TEXT cell as read by the outbox's connections: a cell garbled in place keeps its type and may no longer be
+    UTF-8; read with U+FFFD where it is not (a kind that is then none of the record kinds is ``DAMAGED``). With
+    sqlite3's own decoding such a cell failed the fetch itself: the start (its counts) and every read of the uplink,
+    so that the agent did not start, or sent nothing any more. Sound text is UTF-8 and reads as before."""
+    return raw.decode("utf-8", "replace")
+
+
 def _damaged_said(src: Path, kinds: list, what: str) -> None:
     """One WARNING for the rows of ``src`` read with no record kind (``_kind_read``), naming up to 5 kinds as read."""
     if not kinds:
@@ -730,6 +738,7 @@ class Outbox:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        db.text_factory = _text
         # before any table exists: a fresh file gives freed pages back (incremental_vacuum)
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
@@ -4304,6 +4313,7 @@ class Outbox:
                 self._acked_while_salvaging.update(acking)
         try:
             db = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path))}?mode=rw", uri=True, timeout=30)
+            db.text_factory = _text
             try:
                 yield db
             finally:

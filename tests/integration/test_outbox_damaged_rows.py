@@ -119,3 +119,21 @@ def test_rows_whose_kind_was_garbled_in_a_sound_store_are_not_handed_to_the_upli
         assert again.dropped_total["corrupt:damaged"] == 3 and again.stats()["depth"] == 297
     finally:
         again.close()
+
+
+def test_a_kind_garbled_in_place_into_text_that_is_not_utf8_is_removed_and_counted(tmp_path):
+    damaged_store(tmp_path / "data", corrupt=False)
+    con = sqlite3.connect(tmp_path / "data" / "outbox" / "outbox.db")
+    # the cell keeps its type (TEXT), its bytes garbled: formerly the fetch itself failed ("Could not decode to
+    # UTF-8"), the start's counts (the agent did not start) and every read of the uplink (nothing sent any more)
+    con.execute("UPDATE records SET kind = CAST(X'72ff73fe6c74' AS TEXT) WHERE seq = 20")
+    con.commit()
+    con.close()
+    ob = Outbox(SETTINGS, tmp_path / "data")
+    ob.open()
+    try:
+        recs = ob.pending(10_000, 10**9)
+        assert [r.seq for r in recs] == [q for q in range(1, 301) if q not in GARBLED and q != 20]
+        assert ob.dropped == {"corrupt:damaged": 4} and ob.stats()["by_kind"] == {"result": 296}
+    finally:
+        ob.close()
