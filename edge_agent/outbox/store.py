@@ -293,7 +293,7 @@ def _readable(
     shas: set[str] = set()
     deadline = time.monotonic() + (HELD_COUNT_S if limit_s is None else limit_s)
     try:
-        con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
+        con = _read_only(src)
     except sqlite3.Error:
         return got, shas, True
     try:
@@ -398,6 +398,14 @@ def _text(raw: bytes) -> str:
     sqlite3's own decoding such a cell failed the fetch itself: the start (its counts) and every read of the uplink,
     so that the agent did not start, or sent nothing any more. Sound text is UTF-8 and reads as before."""
     return raw.decode("utf-8", "replace")
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the store at ``path`` (never creating it), its text read as ``_text`` reads it: a
+    copy out of a damaged store meets non-UTF-8 text too (formerly "Could not decode to UTF-8" stopped the start)."""
+    con = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=5)
+    con.text_factory = _text
+    return con
 
 
 def _damaged_said(src: Path, kinds: list, what: str) -> None:
@@ -1300,7 +1308,7 @@ class Outbox:
     def _store_owner(src: Path) -> tuple[bool, tuple[str, str] | None]:
         """(whether its meta could be read, the owner it names) of the store ``src``, opened read-only."""
         try:
-            con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
+            con = _read_only(src)
             try:
                 return True, _get_owner(con)
             finally:
@@ -1312,7 +1320,7 @@ class Outbox:
     def _store_epoch(src: Path) -> int | None:
         """The epoch the store ``src`` names in its ``meta`` (opened read-only), or None (unreadable, none)."""
         try:
-            con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
+            con = _read_only(src)
             try:
                 row = con.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
             finally:
@@ -1448,7 +1456,7 @@ class Outbox:
         if not self.path.exists():
             return None
         try:
-            con = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path))}?mode=ro", uri=True, timeout=5)
+            con = _read_only(self.path)
             try:
                 row = _get_owner(con)
                 epoch = dict(con.execute("SELECT key, value FROM meta").fetchall()).get("epoch")
@@ -2004,7 +2012,7 @@ class Outbox:
         src = held / name
         owner, epoch, corrupt = None, None, False
         try:
-            con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
+            con = _read_only(src)
             try:
                 owner = _get_owner(con)
                 epoch = dict(con.execute("SELECT key, value FROM meta").fetchall()).get("epoch")
@@ -2068,9 +2076,7 @@ class Outbox:
             return None
         if self.path.exists():
             try:
-                con = sqlite3.connect(
-                    f"file:{urllib.parse.quote(str(self.path))}?mode=ro", uri=True, timeout=5
-                )
+                con = _read_only(self.path)
                 try:  # a file the kill left before its tables (or some of them) were made: half-made too
                     tables = {
                         n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -2278,7 +2284,7 @@ class Outbox:
         if known is not None and job.get("epoch") == known:
             meta: dict = {}
             with contextlib.suppress(sqlite3.Error):
-                con = sqlite3.connect(f"file:{urllib.parse.quote(str(store))}?mode=ro", uri=True, timeout=5)
+                con = _read_only(store)
                 try:
                     meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
                 finally:
@@ -2714,7 +2720,7 @@ class Outbox:
         pause = time.monotonic() + 0.05
         self._pad_truncated(src)
         try:
-            con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
+            con = _read_only(src)
         except sqlite3.Error:
             return got, True
         todo: list[tuple[int, int]] = []
@@ -2830,7 +2836,7 @@ class Outbox:
         try:
             if con is None:
                 self._pad_truncated(src)
-                own = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
+                own = _read_only(src)
                 try:
                     return self._number_after(src, db, last_seq, own)
                 finally:
@@ -3731,7 +3737,8 @@ class Outbox:
     def wait_committed(self, seq: int, timeout_s: float) -> bool:
         """Wait, without asking the writer for a commit (``flush`` forces one, with its fsync), until the records up
         to ``seq`` are committed by the writer's own round (every ``commit_interval_ms``), at most ``timeout_s``.
-        True if they are (a record the outbox lost or refused keeps its seq and never commits: False at the bound).
+        True if they are (a record the outbox lost or refused keeps its seq and never commits: False at the bound;
+        a commit that failed, a full disk, counts as reached: its records are dropped, counted ``write_failed``).
         For a reader that would rather wait a moment than read just before the commit of what it was told of."""
         with self._committed:
             # (an outbox closing: not waited for)
