@@ -2837,8 +2837,9 @@ async def check_connections(
     broker not reached, ``tls`` for a failed handshake), the message as the running source would count it (a
     refusal of the publish connection names it, its client id and the fix). Nothing is subscribed or published
     and there is no will; with a persistent session nothing the broker delivers is acknowledged, so it keeps
-    it for the agent. A broker drops a running agent's connection that has the same client id (the agent
-    reconnects): check before starting it."""
+    it for the agent. A connect with a client id a running agent is connected with takes that connection over
+    and the broker publishes the agent's will: ``edge-agent validate`` does not call this while the config's
+    agent holds its data folder; check before starting it."""
     src = MqttSource(name, settings)  # builds, no I/O: its own wording of each failure
     conns = [(src, "client_id")] + ([(src._pub, "publish_client_id")] if src._pub is not None else [])
     out = []
