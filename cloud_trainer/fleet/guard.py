@@ -11,6 +11,10 @@ read, are within ``tenant_in_flight_bytes`` and every tenant's within ``in_fligh
 ``tenant_receiving_batches`` of a tenant's read at once; the others wait unread (grpc reads a message whole once
 asked for it), and one that found no room for ``in_flight_wait_s`` is ``RESOURCE_EXHAUSTED`` unparsed.
 
+**Calls open** (``Quotas.open_call``, ``MalformedRequests._counted``): a caller's calls of every method open at
+once, on however many connections, are at most ``concurrent_calls``; the one past it is ``RESOURCE_EXHAUSTED`` at
+once, nothing of it read (grpc's Python server has no hook per connection: a call is what it sees).
+
 **Per-agent quotas** (``Quotas``), each refused with ``RESOURCE_EXHAUSTED`` and a one-line reason:
 concurrent streaming calls per agent, record bytes per second and records per second (token buckets
 with one second of burst), and sample bytes per UTC day; and one message is at most
@@ -154,9 +158,62 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or handler.request_deserializer is None:
+        if handler is None:
             return handler
-        method = details.method
+        if handler.request_deserializer is not None:
+            handler = self._guarded(handler, details.method)
+        if self.quotas is None or self.caller is None:
+            return handler
+        return self._counted(handler, details.method)
+
+    async def _open_call(self, method: str, context) -> AgentKey:
+        """The caller's key, its call counted (``Quotas.open_call``), or ``RESOURCE_EXHAUSTED`` at once past its
+        ``concurrent_calls``: nothing of the call is read, and it is not waited for (the refusal of one stream
+        past ``concurrent_streams`` waits up to 5 s for its first message, ``RequestStream``: with no bound on
+        such calls, each held up to a stream window, 1 MiB, in grpc meanwhile)."""
+        assert self.quotas is not None and self.caller is not None
+        key, who = self.caller(context)
+        try:
+            self.quotas.open_call(key, who)
+        except QuotaExceeded as exc:
+            try:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: {exc}")
+            except grpc.aio.AbortError as abort:
+                _forget_frames(abort)
+                raise
+        return key
+
+    def _counted(self, handler, method: str):
+        """``handler`` with each call counted against its caller's ``concurrent_calls`` while it runs."""
+        assert self.quotas is not None
+        quotas, open_call = self.quotas, partial(self._open_call, method)
+        if handler.unary_unary is not None or handler.stream_unary is not None:
+            inner = handler.unary_unary or handler.stream_unary
+
+            async def one_reply(request, context):
+                key = await open_call(context)
+                try:
+                    return await inner(request, context)
+                finally:
+                    quotas.close_call(key)
+
+            kind = "unary_unary" if handler.unary_unary is not None else "stream_unary"
+            return handler._replace(**{kind: one_reply})
+        inner_s = handler.unary_stream or handler.stream_stream
+
+        async def replies(request, context):
+            key = await open_call(context)
+            try:
+                async for reply in inner_s(request, context):
+                    yield reply
+            finally:
+                quotas.close_call(key)
+
+        kind = "unary_stream" if handler.unary_stream is not None else "stream_stream"
+        return handler._replace(**{kind: replies})
+
+    def _guarded(self, handler, method: str):
+        """``handler`` with its requests checked (size, protobuf) and, with ``quotas``, counted while received."""
         deserialize = handler.request_deserializer
         most = self.max_bytes.get(method)
 
@@ -493,6 +550,12 @@ class QuotaLimits:
     # to max_message_bytes, before a handler runs; an agent sends a heartbeat, a deployment report and a
     # download's request at most at once, an admin one call at a time
     concurrent_requests: int = 4
+    # calls of one caller (agent, admin) open at once, every method together, refused at once past it, nothing of
+    # them read: grpc holds up to a stream window (1 MiB) of each call's request before it is read, and one agent
+    # certificate opening 600 connections, each a PushRecords refused past concurrent_streams, took the service
+    # from 69 to 328 MB (the refusal waits for the first message: RequestStream). An agent holds a few (Connect,
+    # PushRecords, a heartbeat, a report, a download), an admin one at a time
+    concurrent_calls: int = 32
     # state reports (Heartbeat, Connect) and deployment reports, together: an agent reports at most once per
     # heartbeat_s (5 s by default, 0.2 s in the tests) plus a few steps per deployment, in a few KB each; one
     # report at most 128 KB, refused before it is parsed (a 128-KB map of labels parses in ~1 ms of the loop)
@@ -541,6 +604,7 @@ class Quotas:
         self._lock = threading.Lock()
         self._streams: dict[AgentKey, int] = defaultdict(int)  # (an agent with none open is no key)
         self._receiving: dict[AgentKey, int] = {}  # callers' requests being received (MalformedRequests)
+        self._calls: dict[AgentKey, int] = {}  # callers' calls open, every method (MalformedRequests)
         self._held: dict[str, int] = {}  # tenant -> bytes of its batches received, not yet answered
         self._held_total = 0
         self._expect: dict[str, int] = {}  # tenant -> the bytes its next batch is expected to take (reserve)
@@ -659,7 +723,7 @@ class Quotas:
         Returns the entries dropped."""
         now, day, dropped = time.monotonic(), self.day(), 0
         with self._lock:
-            busy = {a for a, n in self._streams.items() if n} | set(self._receiving)
+            busy = {a for a, n in self._streams.items() if n} | set(self._receiving) | set(self._calls)
             for table in (self._bytes, self._records, self._reports, self._report_bytes):
                 for agent in [a for a, b in table.items() if a not in busy and now - b.t >= idle_s]:
                     del table[agent]
@@ -677,21 +741,60 @@ class Quotas:
         """One more call of ``caller`` (``who``: its role and name, for the refusal) whose request is being
         received, or ``QuotaExceeded`` past ``concurrent_requests``; ``close_request`` once it is received or the
         call ended."""
-        with self._lock:
-            n = self._receiving.get(caller, 0)
-            if n >= self.limits.concurrent_requests:
-                self.refusals[(*caller, "requests")] += 1
-                why = f"{n} requests of its are being received (limit {self.limits.concurrent_requests} at once)"
-                self._say_refused(caller, "requests", who, why)
-                raise QuotaExceeded(f"{who}: {why}; nothing of this one was read: retry once they are in")
-            self._receiving[caller] = n + 1
+        lim = self.limits.concurrent_requests
+        self._open(
+            self._receiving, caller, who, "requests", lim, "requests of its are being received", "they are in"
+        )
 
     def close_request(self, caller: AgentKey) -> None:
+        self._close(self._receiving, caller)
+
+    def open_call(self, caller: AgentKey, who: str) -> None:
+        """One more call of ``caller`` open (``who``: its role and name, for the refusal), or ``QuotaExceeded``
+        past ``concurrent_calls``; ``close_call`` once it ended."""
+        lim = self.limits.concurrent_calls
+        self._open(
+            self._calls,
+            caller,
+            who,
+            "calls",
+            lim,
+            "calls of its are open",
+            "some have ended",
+            ", every method",
+        )
+
+    def close_call(self, caller: AgentKey) -> None:
+        self._close(self._calls, caller)
+
+    def _open(
+        self,
+        table: dict,
+        caller: AgentKey,
+        who: str,
+        kind: str,
+        limit: int,
+        what: str,
+        until: str,
+        of: str = "",
+    ) -> None:
+        """One more of ``caller``'s in ``table`` (a count per caller, none kept at 0), or ``QuotaExceeded`` (counted
+        and logged as ``kind``) at ``limit``."""
         with self._lock:
-            if (n := self._receiving.get(caller, 0)) > 1:
-                self._receiving[caller] = n - 1
+            n = table.get(caller, 0)
+            if n >= limit:
+                self.refusals[(*caller, kind)] += 1
+                why = f"{n} {what} (limit {limit} at once{of})"
+                self._say_refused(caller, kind, who, why)
+                raise QuotaExceeded(f"{who}: {why}; nothing of this one was read: retry once {until}")
+            table[caller] = n + 1
+
+    def _close(self, table: dict, caller: AgentKey) -> None:
+        with self._lock:
+            if (n := table.get(caller, 0)) > 1:
+                table[caller] = n - 1
             else:
-                self._receiving.pop(caller, None)
+                table.pop(caller, None)
 
     def reserve(self, caller: AgentKey, force: bool = False) -> int | None:
         """Room for the caller's next batch, before grpc is asked to read it: the bytes set aside for it (its
@@ -904,6 +1007,7 @@ class Quotas:
             return {
                 "limits": dataclasses.asdict(self.limits),
                 "streams": view(self._streams),
+                "calls": view(self._calls),  # calls open, every method (concurrent_calls)
                 "sample_bytes_today": view(self._samples, lambda v: v[1]),
                 "record_bytes_today": view(self._payloads, lambda v: v[1]),
                 "refusals": {
