@@ -2599,6 +2599,13 @@ class MqttSource:
                 f"{device} is not alive (DDEATH, or no DBIRTH seen since its node's birth, or only a retained "
                 "one and no live message since)"
             )
+        if (clash := self.sparkplug.ambiguity(group, edge_node, device, metric)) is not None:
+            # two points its births name alike: sent to either, the other may be the one meant
+            raise SparkplugTypeMismatch(
+                f"mqtt source {self.name!r}: command to {where} not sent: its node's births name two points so "
+                f"({clash}); have the node name them apart",
+                "metric",
+            )
         given = sp.DataType[datatype.upper()] if datatype else None
         known = self.sparkplug.datatype(group, edge_node, device, metric)
         if known in sparkplug_host.COMMAND_TYPES:

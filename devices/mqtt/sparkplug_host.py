@@ -206,6 +206,10 @@ class _Node:
         default_factory=dict
     )  # (device, "Motor1/Speed") -> ((("Motor1", "Motor"),), "Speed"): the templates it sits in, from the top
     devices: set[str] = field(default_factory=set)  # devices born (DBIRTH) and not dead since
+    # tag paths two points of its births name (a plain metric ``M1/Speed`` and Template instance ``M1``'s member
+    # ``Speed``; the node's metric ``d1/level`` and device ``d1``'s ``level``) -> (the two, the device whose
+    # DBIRTH named it: its next one judges it again): neither is read into the tag nor commanded (``_learn``)
+    ambiguous: dict[tuple[str | None, str], tuple[str, str | None]] = field(default_factory=dict)
     # per device, the metric names its last DBIRTH put in types and members, and the aliases it gave: its next
     # DBIRTH forgets them at the cost of its own, not of the node's every metric (a node's rebirth of 10,000
     # devices read each DBIRTH over all the node's metrics: 34 s of CPU)
@@ -1680,6 +1684,7 @@ class SparkplugHost:
                 else:
                     marked = []
                 node.aliases, node.clashes, node.types, node.members, node.owned = {}, set(), {}, {}, {}
+                node.ambiguous = {}
                 node.last, node.last_keys, node.last_sorted, node.templates = {}, {}, {}, {}
                 node.transient = set()
                 node.types_cut = False
@@ -1717,6 +1722,7 @@ class SparkplugHost:
             # member now a plain metric, must not keep the old datatype for a command. Its devices too:
             # they re-DBIRTH after a node's NBIRTH, as the specification requires
             node.templates, node.types, node.members, node.devices, node.owned = {}, {}, {}, set(), {}
+            node.ambiguous = {}
             node.transient = set()
             node.types_cut = False
             node.unproven_devices = set()
@@ -1819,6 +1825,9 @@ class SparkplugHost:
             for a in aliases:
                 if (had := node.aliases.get(a)) is not None and had[0] == t.device:
                     del node.aliases[a]
+            if node.ambiguous:
+                for k in [k for k, (_, by) in node.ambiguous.items() if by == t.device]:
+                    del node.ambiguous[k]
             self._check_tag_map(t, t.device, payload)
             retained = self.retained
 
@@ -1871,6 +1880,9 @@ class SparkplugHost:
         # node's own are forgotten whole at its NBIRTH
         names, aliases = node.owned.setdefault(device, (set(), set())) if device else (set(), set())
         declared: dict[str, tuple[int, int | None]] = {}  # this birth's names: (datatype, alias) of the first
+        points: dict[
+            str, str | None
+        ] = {}  # this birth's tag paths -> the Template instance naming it (None: a metric)
         for i, m in enumerate(payload.metrics):
             if i == pause:
                 pause += step
@@ -1913,6 +1925,8 @@ class SparkplugHost:
                 node.types_cut = True
                 break
             node.types[(device, m.name)] = _stated(m)
+            if not isinstance(m.value, sp.Template):
+                self._point(node, device, m.name, points)
             if m.is_transient:
                 node.transient.add((device, m.name))
             names.add(m.name)
@@ -1962,6 +1976,7 @@ class SparkplugHost:
                     node.transient.add((device, flat))
                 node.members[(device, flat)] = (chain, leaf.name or "")
                 names.add(flat)
+                self._point(node, device, flat, points, m.name)
         # a device of no metrics keeps no entry: ever new names, each born and dead, would grow them
         if device and not names and not aliases:
             node.owned.pop(device, None)
@@ -1970,6 +1985,45 @@ class SparkplugHost:
             # program) would ask again at every rebirth_min_interval_s for ever
             node.clash_asked = True
             self._rebirth(t.group, t.edge_node, node)
+
+    def _point(
+        self,
+        node: _Node,
+        device: str | None,
+        path: str,
+        points: dict[str, str | None],
+        instance: str | None = None,
+    ) -> None:
+        """A birth's metric (or Template member, of ``instance``) whose tag path is ``path``: one that another point
+        names too, in this birth (a metric ``M1/Speed`` beside Template ``M1``'s member ``Speed``) or as the node's
+        metric a device's is named like (``d1/level`` and device ``d1``'s ``level``), is ambiguous: both points are
+        left unread (``tag_name_clash``, counted at each of their values) and a command to it is refused, until a birth
+        names them apart. Kept, the tag took both points' values in turn, each data typed by the other's birth, and
+        a command to the metric went to the member."""
+
+        def what(dev: str | None, name: str, inst: str | None) -> str:
+            at = f" of device {shown_topic(dev)}" if dev else ""
+            if inst:
+                return f"member {shown_topic(name[len(inst) + 1 :])} of Template {shown_topic(inst)}{at}"
+            return f"metric {shown_topic(name)}{at}"
+
+        if path in points:
+            other = what(device, path, points[path])
+            keys: list[tuple[str | None, str]] = [(device, path)]
+        elif device and (None, f"{device}/{path}") in node.types:
+            other = f"the node's metric {shown_topic(f'{device}/{path}')}"
+            keys = [(device, path), (None, f"{device}/{path}")]
+        else:
+            points[path] = instance
+            return
+        for k in keys:  # said, and counted, at each value skipped (``_readings``)
+            node.ambiguous.setdefault(k, (f"{other} and {what(device, path, instance)}", device))
+
+    def ambiguity(self, group: str, edge_node: str, device: str | None, metric: str) -> str | None:
+        """The two points a metric's name stands for in its node's births (``_point``), or None."""
+        n = self._nodes.get((group, edge_node))
+        had = n.ambiguous.get((device, metric)) if n and n.ambiguous else None
+        return had[0] if had else None
 
     def _too_many(self, t: sp.SparkplugTopic) -> None:
         if self.on_notice is not None:
@@ -2400,6 +2454,14 @@ class SparkplugHost:
                 )
                 continue
             for flat, leaf, ts_ms, _ in _leaves(name, name, m, None):
+                if node.ambiguous and (clash := node.ambiguous.get((dev, flat))) is not None:
+                    # two points of one tag (``_point``): which one this value is of, the tag cannot say
+                    self._on_error(
+                        "tag_name_clash",
+                        f"{t.group}/{t.edge_node}: {_shown(t.edge_node, dev, flat)} names two points ({clash[0]}): "
+                        "its value is skipped until a birth names them apart",
+                    )
+                    continue
                 v = leaf.value
                 # not to be historized (Sparkplug 3.0): read live, kept out of the outbox (``Reading.transient``)
                 transient = m.is_transient or leaf.is_transient or (dev, name) in node.transient

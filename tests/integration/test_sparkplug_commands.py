@@ -20,6 +20,7 @@ from edge_agent.actions import ActionRunner
 from edge_agent.config import ConfigError, load_config, parse_config
 from edge_agent.types import Result
 from protocols import sparkplug as sp
+from tests.support.sparkplug_pb import pb_metric
 
 D = sp.DataType
 
@@ -751,3 +752,69 @@ async def test_a_command_refused_at_the_send_names_the_field_at_fault_metric_dat
         name = place.split(".")[1]
         line = [s for s in said if s.startswith(f"{where}: {place}: action {name!r} failed")]
         assert len(line) == 1 and why in line[0], (place, said)
+
+
+async def test_two_points_a_nodes_births_name_as_one_tag_are_neither_read_into_it_nor_commanded(mosquitto):
+    """A plain metric named ``M1/Speed`` beside a Template instance ``M1`` whose member ``Speed`` is tagged the
+    same, and a node metric ``d1/level`` beside device ``d1``'s ``level``: each pair names one tag. The tag took
+    both points' values in turn (5, then 1.5; 0.25, 300, 0.75), data by the plain metric's alias was judged by the
+    member's type (7 skipped as a Float's value in an integer field), and a command to ``M1/Speed`` went to the
+    member. Now neither point of a pair is read into the tag (``tag_name_clash``, counted) nor commanded, and the
+    node's other metrics are read on."""
+    node = Node(mosquitto.port)
+    src = MqttSource(
+        "bus",
+        MqttSettings(port=mosquitto.port, subscriptions=[{"topic": "spBv1.0/#", "codec": "sparkplug_b"}]),
+    )
+    got: list = []
+
+    async def pump():
+        async for r in src.items():
+            got.append((r.tag, r.value))
+
+    await src.start()
+    task = asyncio.create_task(pump())
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        nb = sp._pb().Payload()
+        nb.timestamp, nb.seq = int(time.time() * 1000), 0
+        pb_metric(nb, "bdSeq", None, D.INT64, long_value=0)
+        pb_metric(nb, "M1/Speed", 1, D.INT32, int_value=5)
+        pb_metric(nb, "d1/level", 3, D.FLOAT, float_value=0.25)
+        pb_metric(nb, "rate", 5, D.DOUBLE, double_value=1.0)
+        motor = pb_metric(nb, "M1", 2, D.TEMPLATE).template_value
+        motor.template_ref = "Motor"
+        pb_metric(motor, "Speed", None, D.FLOAT, float_value=1.5)
+        node.publish("spBv1.0/g/NBIRTH/n1", nb.SerializeToString())
+        node.publish(
+            "spBv1.0/g/DBIRTH/n1/d1",
+            sp.encode(sp.Payload(int(time.time() * 1000), 1, [sp.Metric("level", 4, D.INT16, 300)])),
+        )
+        nd = sp._pb().Payload()
+        nd.timestamp, nd.seq = int(time.time() * 1000), 2
+        pb_metric(nd, alias=1, int_value=7)
+        pb_metric(nd, alias=3, float_value=0.75)
+        pb_metric(nd, alias=5, double_value=2.0)
+        node.publish("spBv1.0/g/NDATA/n1", nd.SerializeToString())
+        async with asyncio.timeout(5):
+            while ("n1/rate", 2.0) not in got:
+                await asyncio.sleep(0.02)
+        refused = []
+        for device, metric in ((None, "M1/Speed"), (None, "d1/level"), ("d1", "level")):
+            with pytest.raises(SparkplugTypeMismatch, match="name two points") as e:
+                await src.command("g", "n1", device, metric, 2)
+            refused.append(str(e.value))
+        await src.command("g", "n1", None, "rate", 3.0)  # the node's other metrics are commanded as ever
+        cmds = [_sent(c) for c in await node.wait_cmds(1)]
+    finally:
+        task.cancel()
+        await src.stop()
+        node.stop()
+    # the node metric d1/level's birth value came before d1's birth showed the clash; none after it
+    assert got == [("n1/d1/level", 0.25), ("n1/rate", 1.0), ("n1/rate", 2.0)], got
+    assert src.stats.errors_by_reason == {"tag_name_clash": 5}, src.stats.errors_by_reason
+    assert "(metric 'M1/Speed' and member 'Speed' of Template 'M1')" in refused[0], refused
+    assert "(the node's metric 'd1/level' and metric 'level' of device 'd1')" in refused[2], refused
+    assert cmds == [("spBv1.0/g/NCMD/n1", "rate", D.DOUBLE, 3.0)], cmds
