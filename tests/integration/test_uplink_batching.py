@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 
 import pytest
@@ -308,23 +309,34 @@ async def test_an_alarm_recorded_while_the_uplink_waits_for_the_outbox_commit_go
     tmp_path, pki
 ) -> None:
     """commit_interval_ms 1000 (a site sparing its SD card), max_delay_ms 200: a result's fill ends by time and the
-    uplink waits for the outbox's own commit of it before the read; an alarm recorded during that wait goes at once,
-    not at the outbox's next commit round (~0.75 s later before)."""
+    uplink waits for the outbox's own commit of it before the read. An alarm recorded during that wait goes at once,
+    in the result's batch and first: it is stored in the cloud while that wait is still under way (held here until
+    the alarm is stored). Before, the uplink waited for the outbox's next commit round (~0.75 s)."""
     async with _peers(tmp_path, pki, commit_interval_ms=1000, max_delay_ms=200) as (
         ob,
         up,
         sent,
         alarm_stored,
     ):
-        await until(lambda: up.state == "idle", what="the uplink waiting for records")
-        await ob.append_async("result", {"i": 0})
-        up.poke()
-        await asyncio.sleep(0.25)  # the fill ended by time (0.2 s): the uplink waits for the outbox's commit
-        t0 = time.monotonic()
-        up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
-        await until(alarm_stored, timeout_s=5, what="the alarm stored in the cloud")
-        took = time.monotonic() - t0
-        assert took < 0.5, f"the alarm reached the cloud after {took:.2f} s (commit_interval_ms 1000)"
+        entered, released = threading.Event(), threading.Event()
+        wait_committed = ob.wait_committed
+
+        def held(seq: int, timeout_s: float):  # the outbox's commit round, held back by the test
+            entered.set()
+            released.wait(10)
+            return wait_committed(seq, timeout_s)
+
+        ob.wait_committed = held  # type: ignore[method-assign]
+        try:
+            await until(lambda: up.state == "idle", what="the uplink waiting for records")
+            await ob.append_async("result", {"i": 0})
+            up.poke()
+            await until(entered.is_set, what="the uplink waiting for the outbox's commit")
+            up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
+            await until(alarm_stored, timeout_s=5, what="the alarm stored while the wait is held")
+        finally:
+            released.set()
+        assert sent == [["alarm", "result"]], sent
 
 
 async def test_a_batch_full_by_its_bytes_goes_without_waiting_out_its_fill(tmp_path, pki) -> None:
