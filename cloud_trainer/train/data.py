@@ -12,6 +12,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import reprlib
@@ -972,6 +973,48 @@ def npz_arrays(
     return out
 
 
+# the highest rate a vibration dataset may state, as `dataset import --kind vibration` bounds a WAV header's and
+# --rate-hz (signals.MAX_WAV_RATE_HZ)
+MAX_SAMPLE_RATE_HZ = 10_000_000
+
+
+def _vibration_meta(meta: Any, meta_file: Path, samples: int, stated: bool) -> tuple[int, float]:
+    """``dataset.yaml``'s ``window_samples`` (``samples`` when absent or not ``stated``: the caller's or the
+    windows' own) and ``sample_rate_hz``, each refused in one line naming the file when it is not a number
+    that can be: the rate was taken as 10 kHz when missing (a model trained and declared at a rate its signal
+    never had) and ended in a traceback when written as text (``25.6 kHz``)."""
+    meta = meta if isinstance(meta, dict) else {}
+    ws = meta.get("window_samples", samples) if stated else samples
+    if (
+        isinstance(ws, bool)
+        or not isinstance(ws, int | float)
+        or not math.isfinite(ws)
+        or ws != int(ws)
+        or ws < 8
+    ):
+        raise DatasetError(
+            f"{meta_file}: window_samples is {_SHORT.repr(ws)}; it is the samples in each window, a whole number "
+            "of 8 or more"
+        )
+    if "sample_rate_hz" not in meta:
+        raise DatasetError(
+            f"{meta_file}: no sample_rate_hz; give the rate the windows were sampled at, in Hz "
+            "(sample_rate_hz: 25600): the model's features and the agent's windows depend on it"
+        )
+    rate = meta["sample_rate_hz"]
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, int | float)
+        or not math.isfinite(rate)
+        or not 0 < rate <= MAX_SAMPLE_RATE_HZ
+    ):
+        raise DatasetError(
+            f"{meta_file}: sample_rate_hz is {_SHORT.repr(rate)}; it is the windows' sample rate, a number of Hz "
+            f"above 0 and at most {MAX_SAMPLE_RATE_HZ:,} (sample_rate_hz: 25600)"
+        )
+    return int(ws), float(rate)
+
+
 def load_vibration(folder: str | Path, window_samples: int | None = None) -> VibrationData:
     folder = Path(folder)
     npz, meta_file = folder / "windows.npz", folder / "dataset.yaml"
@@ -1034,7 +1077,15 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
                 f"{len(wf)} windows; write it again"
             )
     speed = None if speed is None else speed.astype(np.float64)
-    expect = window_samples or int(meta.get("window_samples", wf.shape[1]))
+    for name, a in {"waveform": wf, "health": health, "t_s": t_s, "speed_rpm": speed}.items():
+        if a is not None and a.dtype.kind == "f" and not (finite := np.isfinite(a)).all():
+            at = np.unravel_index(int(np.argmin(finite)), a.shape)
+            raise DatasetError(
+                f"{npz}: array {name!r} holds {a.size - int(finite.sum())} value(s) that are not finite (NaN or "
+                f"Inf), the first in window {int(at[0])}; write it again without them (a gap in a recording "
+                "is a cut between runs)"
+            )
+    expect, rate = _vibration_meta(meta, meta_file, window_samples or wf.shape[1], window_samples is None)
     if wf.shape[1] != expect:
         raise DatasetError(
             f"{npz}: windows have {wf.shape[1]} samples, expected {expect} "
@@ -1066,8 +1117,8 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
         rul.astype(np.float64),
         run.astype(np.int64),
         t_s.astype(np.float64),
-        int(expect),
-        float(meta.get("sample_rate_hz", 10000.0)),
+        expect,
+        rate,
         "sha256:" + h,
         speed,
         meta if isinstance(meta, dict) else {},

@@ -31,7 +31,9 @@ Splits are by machine run, so test machines are unseen.
 
 from __future__ import annotations
 
+import math
 import re
+import reprlib
 from typing import Literal
 
 import numpy as np
@@ -101,6 +103,28 @@ def acceleration_units(data: VibrationData) -> Literal["g", "m/s2"]:
     )
 
 
+def _speed_range(data: VibrationData) -> list[float] | None:
+    """The dataset's ``speed_range_rpm`` (None when absent): two numbers of rpm, the lower above 0 and below the
+    higher, else refused naming ``dataset.yaml`` (written as text, ``600-3000``, it ended in a validation
+    traceback; reversed, it was declared in the package as it stood)."""
+    rng = data.meta.get("speed_range_rpm")
+    if rng is None:
+        return None
+    ok = (
+        isinstance(rng, list)
+        and len(rng) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in rng)
+        and 0 < rng[0] < rng[1]
+    )
+    if not ok:
+        raise DatasetError(
+            f"{data.source or 'the dataset'}/dataset.yaml: speed_range_rpm is {reprlib.repr(rng)}; it is the slowest and the "
+            "fastest shaft speed in rpm, two numbers, the first above 0 and below the second (speed_range_rpm: "
+            "[600, 3000])"
+        )
+    return [float(v) for v in rng]
+
+
 def raw_preprocessing(
     data: VibrationData,
     waveform_tag: str = "Vibration",
@@ -136,7 +160,7 @@ def raw_preprocessing(
             "'speed_rpm' array; add the speed (rpm) of each window, or drop --speed-tag to estimate "
             "the speed from the spectrum"
         )
-    rng = data.meta.get("speed_range_rpm")
+    rng = _speed_range(data)
     cond = ConditionFeatures(
         names=list(CONDITION_FEATURES),
         speed_scalar=speed_tag,

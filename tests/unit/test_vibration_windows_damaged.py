@@ -80,3 +80,65 @@ def test_a_windows_file_as_the_tools_write_it_is_read(tmp_path):
     ds = _folder(tmp_path)
     np.savez_compressed(ds / "windows.npz", **_arrays(), speed_rpm=np.full(4, 1500.0))
     assert load_vibration(ds).waveforms.shape == (4, 8)
+
+
+@pytest.mark.parametrize(
+    "array, value, said",
+    [
+        (
+            "waveform",
+            np.nan,
+            r"array 'waveform' holds 1 value\(s\) that are not finite \(NaN or Inf\), the first in ",
+        ),
+        ("waveform", np.inf, r"array 'waveform' holds 1 value\(s\) that are not finite"),
+        ("health", np.nan, r"array 'health' holds 1 value\(s\) that are not finite"),
+    ],
+)
+def test_a_windows_array_holding_nan_or_inf_is_refused_naming_it_and_the_window(tmp_path, array, value, said):
+    # a NaN sample stopped `train maintenance` in the features with PreprocessError's traceback ("window of
+    # 'Vibration' holds NaN or Inf", no file, no window); a NaN health trained the remaining-life head on NaN
+    ds = _folder(tmp_path)
+    arrays = _arrays()
+    arrays[array] = arrays[array].astype(np.float64)
+    arrays[array].reshape(len(arrays["waveform"]), -1)[2, -1] = value
+    np.savez_compressed(ds / "windows.npz", **arrays)
+    with pytest.raises(DatasetError, match=rf"^{ds / 'windows.npz'}: {said}.*window 2"):
+        load_vibration(ds)
+
+
+@pytest.mark.parametrize(
+    "meta, said",
+    [
+        ("window_samples: 8\n", "no sample_rate_hz; give the rate the windows were sampled at"),
+        ("window_samples: 8\nsample_rate_hz: 25.6 kHz\n", "sample_rate_hz is '25.6 kHz'; it is the windows'"),
+        ("window_samples: 8\nsample_rate_hz: 0\n", "sample_rate_hz is 0; it is"),
+        ("window_samples: 8\nsample_rate_hz: .nan\n", "sample_rate_hz is nan; it is"),
+        (
+            "window_samples: 8 samples\nsample_rate_hz: 1000\n",
+            "window_samples is '8 samples'; it is the samples",
+        ),
+    ],
+    ids=["missing", "text", "zero", "nan", "samples-text"],
+)
+def test_a_sample_rate_or_window_length_that_is_no_number_of_hz_is_refused_naming_dataset_yaml(
+    tmp_path, meta, said
+):
+    # a dataset.yaml without sample_rate_hz (the user's own tool wrote windows.npz) trained and declared a
+    # package at 10 kHz whatever the signal's rate; one written as text ended in float()'s traceback
+    ds = _folder(tmp_path)
+    (ds / "dataset.yaml").write_text(meta)
+    np.savez_compressed(ds / "windows.npz", **_arrays())
+    with pytest.raises(DatasetError, match=rf"^{ds / 'dataset.yaml'}: {said}"):
+        load_vibration(ds)
+
+
+@pytest.mark.parametrize("rng", ["[3000, 600]", "600-3000", "[0, 600]"])
+def test_a_dataset_speed_range_that_is_not_two_rising_rpm_is_refused_naming_dataset_yaml(tmp_path, rng):
+    # written as text it ended in pydantic's ValidationError traceback; reversed, it went into the package
+    from cloud_trainer.train.maintenance import raw_preprocessing
+
+    ds = _folder(tmp_path)
+    (ds / "dataset.yaml").write_text(f"window_samples: 8\nsample_rate_hz: 1000\nspeed_range_rpm: {rng}\n")
+    np.savez_compressed(ds / "windows.npz", **_arrays())
+    with pytest.raises(DatasetError, match=rf"^{ds}/dataset.yaml: speed_range_rpm is .*; it is the slowest"):
+        raw_preprocessing(load_vibration(ds))
