@@ -10,8 +10,10 @@ stream, not one stream each. At most one batch is in flight, so after any discon
 resumes from the oldest unacknowledged record; the cloud stores a replayed record once. Failures
 back off exponentially with jitter; a successful heartbeat ends the wait and resets the backoff, so
 sending resumes within one heartbeat of the cloud answering again, except after a refusal on purpose (a quota's
-RESOURCE_EXHAUSTED), which the cloud answering does not mend: that wait is kept. An optional bandwidth cap
-paces the bytes sent. Every record carries the outbox's epoch: its identity at the cloud is
+RESOURCE_EXHAUSTED), which the cloud answering does not mend: that wait is kept. A stream refused as beyond the
+agent's ``concurrent_streams`` (a package download holds the place) is tried again every ``STREAMS_FULL_RETRY_S``
+instead, an alarm at once. An optional bandwidth cap paces the bytes sent; a stream opens once its first batch is
+paced, and that batch goes as it opens. Every record carries the outbox's epoch: its identity at the cloud is
 ``(agent, epoch, seq)``. A link that fails because a certificate is outside its dates (a gateway clock
 stepped far back or forward, an expired certificate) says which certificate, its dates and this
 gateway's clock (``edge_agent.uplink.tls_check``), in ``last_error`` and the log.
@@ -22,7 +24,9 @@ them changes, looked at every ``heartbeat_s``, and at least every ``report_s`` (
 the server pushes the desired state when the stream opens and whenever it changes. Against a server
 without ``Connect`` (``UNIMPLEMENTED``) the agent falls back to a unary ``Heartbeat`` every
 ``heartbeat_s``, as before. Either way the latest desired state is handed to ``on_desired`` (the
-model manager) every ``heartbeat_s``, so that its retries keep their pace.
+model manager) every ``heartbeat_s``, so that its retries keep their pace. Each report on the stream asks for the
+service's acknowledgement (``report_id``): a stream on which the service says nothing for ``keepalive_timeout_s``
+after a report is ended and opened again (a service hung, a middlebox holding the connection).
 """
 
 from __future__ import annotations
@@ -54,6 +58,12 @@ URGENT_FLUSH_S = 1.0
 # the most often an idle uplink looks at the outbox for records appended without a poke: at max_delay_ms 1 it looked
 # every millisecond (~300 reads a second, a quarter of a core on a quiet line); a poked record does not wait for it
 POLL_MIN_S = 0.2
+
+# the fleet service's refusal of a stream beyond the agent's ``concurrent_streams`` (its guard's words, "(limit N
+# concurrent streams)"): another of this agent's streams holds the place, a rollout's package download mostly, and
+# gives it back once done; the push tries again this often (with jitter), not at its doubling backoff, and an alarm
+# recorded meanwhile at once. Each try's first batch is one record (the service reads it whole before refusing)
+STREAMS_FULL_RETRY_S = 0.25
 
 # beyond two of the outbox's commit rounds, what a read after a fill ended by time waits for its commit (the
 # writer's round takes its own time: a checkpoint, retention)
@@ -88,6 +98,18 @@ def _refused_on_purpose(exc: Exception) -> bool:
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.PERMISSION_DENIED,
         grpc.StatusCode.UNAUTHENTICATED,
+    )
+
+
+def _streams_full(exc: Exception) -> bool:
+    """The fleet service refused the stream as beyond the agent's ``concurrent_streams``: a place another of this
+    agent's streams gives back (a download), not a quota of the day or a rate that a long wait mends."""
+    import grpc
+
+    return (
+        isinstance(exc, grpc.aio.AioRpcError)
+        and exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        and "concurrent streams)" in (exc.details() or "")
     )
 
 
@@ -140,6 +162,10 @@ class Uplink:
         self.reconnects = 0
         self.streams = 0  # PushRecords streams opened
         self.refused = 0  # records the cloud refused for good, dropped from the outbox (``_refused``)
+        # pushes refused as beyond the agent's concurrent_streams (``_streams_full_wait``), and whether the next
+        # stream's first batch is one record, so that a try refused again costs the link little
+        self.streams_refused = 0
+        self._probe = False
         self._sent_batch: list[int] = []  # the seqs of the batch awaiting its acknowledgement
         # their bytes (payloads and samples), said when the cloud refuses one as too large
         self._sent_bytes = 0
@@ -291,6 +317,9 @@ class Uplink:
                         continue
                 except Exception as why:  # the outbox could not drop it: retried below, like any failure
                     log.warning("uplink: a refused record could not be dropped: %r", why)
+                if _streams_full(exc):  # a download holds the place: it comes back within moments of its end
+                    await self._streams_full_wait(exc)
+                    continue
                 self.state = "backoff"
                 self.reconnects += 1
                 await self._failed("PushRecords", exc)
@@ -307,6 +336,31 @@ class Uplink:
                     delay = self.s.backoff_initial_s
                 except TimeoutError:
                     pass
+
+    async def _streams_full_wait(self, exc: Exception) -> None:
+        """The push was refused as beyond the agent's ``concurrent_streams`` (``_streams_full``): wait
+        ``STREAMS_FULL_RETRY_S`` (uniform in half to one and a half of it), ended at once by an alarm or event
+        recorded meanwhile, and try again, the first batch one record (the highest in priority: an alarm first).
+        The push's doubling backoff is neither waited nor doubled: at ``concurrent_streams`` 2 a rollout's download
+        held the place for its whole length and the uplink's retries then doubled past it (an alarm waited ~5 s
+        behind a 4-s download)."""
+        self.state = "backoff"
+        self.streams_refused += 1
+        self._probe = True
+        self.last_error = f"PushRecords: RESOURCE_EXHAUSTED: {exc.details()}"  # type: ignore[attr-defined]
+        self._burst.log(
+            "streams_full",
+            "uplink to %s: PushRecords refused while another stream of this agent's holds its place (%s); the "
+            "records wait, tried again every %g s (alarms at once)",
+            self.s.endpoint,
+            exc.details(),  # type: ignore[attr-defined]
+            STREAMS_FULL_RETRY_S,
+        )
+        end = time.monotonic() + random.uniform(0.5, 1.5) * STREAMS_FULL_RETRY_S
+        # woken by an alarm alone: a line's results poked meanwhile would each make a try refused again
+        while not self._urgent and (left := end - time.monotonic()) > 0:
+            self._wake.clear()
+            await self._woken(None, left)
 
     async def _refused(self, exc: Exception) -> bool:
         """The cloud refused a batch as no store can hold it (INVALID_ARGUMENT: a record of another agent
@@ -490,8 +544,10 @@ class Uplink:
                     return
                 yield item
 
-        call = stub.PushRecords(requests())
-        self.streams += 1
+        # opened once its first batch is built and paced (``_pace``), so that the batch goes as the stream opens: a
+        # stream opened before waited meanwhile, and the fleet service at its concurrent_streams limit ended it for
+        # another of the agent's streams before its first batch, a failure with its backoff
+        call: grpc.aio.StreamStreamCall | None = None
         self.state = "sending"
         # the stream's next message: the ack of the batch in flight, or, while idle, the stream's end
         reading: asyncio.Future | None = None
@@ -499,8 +555,9 @@ class Uplink:
         carried = 0  # batches acked on this stream
         try:
             while True:
-                limit = 1 if self._one_by_one else self.s.batch_max_records
+                limit = 1 if self._one_by_one or self._probe else self.s.batch_max_records
                 if not gathered and not self._one_by_one:
+                    assert call is not None  # (a stream is open once a batch went: gathered is True before)
                     if reading is None:
                         reading = asyncio.ensure_future(call.read())
                     self.state = "idle"
@@ -514,6 +571,8 @@ class Uplink:
                 self._missed(recs, limit)
                 if not recs:  # (none left to send one by one either: dropped meanwhile)
                     self._one_by_one = 0
+                    if call is None:  # nothing to open a stream for
+                        break
                     continue
                 self.state = "sending"
                 self._sent_batch = [r.seq for r in recs]
@@ -532,7 +591,10 @@ class Uplink:
                             pr.sample_ext = r.sample_ext or ""
                     nbytes += r.size
                 await self._pace(nbytes)
-                if reading is not None and reading.done():  # ended while idle: sent on a new stream
+                if call is None:
+                    call = stub.PushRecords(requests())
+                    self.streams += 1
+                elif reading is not None and reading.done():  # ended while idle: sent on a new stream
                     self._ended_idle(reading)
                     break
                 await outq.put(batch)
@@ -551,6 +613,7 @@ class Uplink:
                         break
                     raise ConnectionError("the server closed the stream")
                 carried += 1
+                self._probe = False  # the stream is this agent's: its next batches are whole
                 # the stream's next message read from now on: an end of the stream by the server while this side
                 # gathers or paces its next batch (the fleet service's at its concurrent_streams limit, to take
                 # another stream of this agent's) is seen before that batch is sent into it
@@ -573,7 +636,8 @@ class Uplink:
                 outq.put_nowait(None)
             except asyncio.QueueFull:
                 pass
-            call.cancel()
+            if call is not None:
+                call.cancel()
         self.state = "idle"
 
     async def _pace(self, nbytes: int) -> None:
@@ -709,15 +773,30 @@ class Uplink:
         call = self.client.stub.Connect(requests())
         latest: list = [None]
         arrived = asyncio.Event()
+        # since when a report has gone unanswered (None: the service said something since the last one sent). Each
+        # report carries a report_id, which the service acknowledges as it receives it: a stream left open and
+        # silent (a service hung, or a middlebox between that holds the connection and answers its pings) is ended
+        # after keepalive_timeout_s without a word, as a dead path is by the keepalive; it waited for ever (no
+        # desired state, no rollout, no configuration until the agent restarted)
+        unanswered: list[float | None] = [None]
+        answer_s = self.s.keepalive_timeout_s
 
         async def read() -> None:
             async for msg in call:
+                unanswered[0] = None
                 if msg.HasField("desired"):
                     latest[0] = msg.desired
                     arrived.set()
 
+        def silent() -> TimeoutError:
+            return TimeoutError(
+                f"no answer from the fleet service on the Connect stream for {answer_s:g} s (keepalive_timeout_s) "
+                "after a state report: the stream is open but silent; reconnecting"
+            )
+
         reader = asyncio.create_task(read(), name="uplink-connect-read")
         last_key, last_sent = None, 0.0
+        report_id = 0
         try:
             while not reader.done():
                 req = await self._report()
@@ -732,15 +811,27 @@ class Uplink:
                 )
                 now = time.monotonic()
                 if key != last_key or now - last_sent >= self.s.report_s:
-                    await outq.put(pb.AgentMessage(report=req))
+                    report_id += 1
+                    try:  # a service that reads nothing leaves grpc's send (and so this queue) full
+                        async with asyncio.timeout(answer_s):
+                            await outq.put(pb.AgentMessage(report=req, report_id=report_id))
+                    except TimeoutError:
+                        raise silent() from None
+                    if unanswered[0] is None:
+                        unanswered[0] = now
                     last_key, last_sent = key, now
                     self.mode = "stream"
+                wait = self.s.heartbeat_s
+                if unanswered[0] is not None:
+                    wait = min(wait, max(0.0, unanswered[0] + answer_s - time.monotonic()))
                 try:  # wake at once when the desired state arrives, else after heartbeat_s
-                    async with asyncio.timeout(self.s.heartbeat_s):
+                    async with asyncio.timeout(wait):
                         await arrived.wait()
                 except TimeoutError:
                     pass
                 arrived.clear()
+                if (asked := unanswered[0]) is not None and time.monotonic() - asked >= answer_s:
+                    raise silent()
                 if latest[0] is not None:
                     await self._desired(latest[0])
             await reader  # raises what ended the stream
@@ -763,6 +854,7 @@ class Uplink:
             "bytes_sent": self.bytes_sent,
             "reconnects": self.reconnects,
             "streams": self.streams,
+            "streams_refused": self.streams_refused,
             "refused": self.refused,
             "last_error": self.last_error,
             "last_ack_at": self.last_ack_at,

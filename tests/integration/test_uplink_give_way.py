@@ -29,10 +29,11 @@ def pki(tmp_path_factory):
 
 
 @contextlib.asynccontextmanager
-async def _backlog(tmp_path, pki):
+async def _backlog(tmp_path, pki, streams: int = 2):
     """A real fleet service at concurrent_streams 2, and an uplink with three ~1-kB results in its outbox, sent one a
     batch, each paced ~0.5 s to its bandwidth cap (its push waits for its next batch meanwhile, as a capped
-    link's does); yields the service's FleetServicer, the outbox and the uplink (not started)."""
+    link's does); yields the service's FleetServicer, the outbox and the uplink (not started). At the end: every
+    record stored, no failure counted, and ``streams`` PushRecords streams opened."""
     port = free_port()
     srv = _server(tmp_path, pki, port, quotas=Quotas(QuotaLimits(concurrent_streams=2)))
     await srv.start()
@@ -46,7 +47,7 @@ async def _backlog(tmp_path, pki):
         yield srv, ob, up
         await until(lambda: ob.stats()["acked"] == 3, timeout_s=10, what="every record acked")
         assert up.reconnects == 0 and up.last_error is None, (up.reconnects, up.last_error)
-        assert up.streams == 2  # the first, ended by the give-way, and the one after it
+        assert up.streams == streams  # (2: the first, ended by the give-way, and the one after it)
         assert sorted(r["payload"]["i"] for r in srv.store.records("gw1", limit=10)) == [0, 1, 2]
     finally:
         await up.stop()
@@ -93,3 +94,26 @@ async def test_a_push_ended_just_as_a_batch_went_sends_it_again_on_a_new_stream(
         await up.start()
         await until(lambda: bool(asked) and asked[0].done(), timeout_s=10, what="the give-way asked")
         assert asked[0].result()
+
+
+async def test_a_stream_is_opened_only_once_its_first_batch_is_paced(tmp_path, pki) -> None:
+    """The first batch is paced to the bandwidth cap (~0.5 s) before its stream opens, and goes as it opens: no push
+    of the agent's waits for a first batch meanwhile, that the service (at concurrent_streams, for a download) would
+    end before its first batch. Before, the stream opened first and waited out the pace; so ended, it had carried no
+    batch: "the server closed the stream", a failure with its backoff."""
+    async with _backlog(tmp_path, pki, streams=1) as (srv, _ob, up):
+        pace, waiting = up._pace, []
+
+        async def seen_while_paced(nbytes: int) -> None:
+            await pace(nbytes)
+            waiting.append(_waiting_push(srv.fleet))
+            if (
+                len(waiting) == 1 and waiting[0] is not None
+            ):  # what a download would do now: the push gives way
+                assert await srv.fleet._give_way_idle(AGENT, waiting[0])
+
+        up._pace = seen_while_paced  # type: ignore[method-assign]
+        await up.start()
+        await until(lambda: len(waiting) == 3, timeout_s=10, what="three batches paced")
+        assert waiting[0] is None  # the first batch's stream was not open yet
+        assert waiting[1:] == [waiting[1]] * 2 and waiting[1] is not None  # the next two: on that one stream

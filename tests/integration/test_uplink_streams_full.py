@@ -1,0 +1,92 @@
+"""The uplink at the fleet service's ``concurrent_streams`` 2 (the agent's Connect and one more) while a rollout's
+package download holds the second place: its pushes are refused (``RESOURCE_EXHAUSTED``, "... concurrent streams)")
+for as long as the download runs. A real FleetServer (gRPC, mTLS) and a real download on the uplink's own channel,
+as the model manager's is."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cloud_trainer.fleet.guard import QuotaLimits, Quotas
+from edge_agent.outbox.settings import OutboxSettings
+from edge_agent.outbox.store import Outbox
+from edge_agent.uplink.client import Uplink
+from protocols.gen import fleet_pb2 as pb
+from tests.integration.test_uplink_batching import _kinds_read, _server
+from tests.support.fleet import cloud_settings, make_pki
+from tests.support.peers import free_port
+from tests.support.waits import until
+
+DIGEST = "f" * 64
+# larger than what grpc's windows take ahead of the reader: the download holds its place until it is read or cut
+SIZE = 64 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"), agents=("gw1",))
+
+
+def _registry(root) -> None:
+    """A published package of SIZE bytes (a sparse file: its bytes are not the test's business)."""
+    d = root / "part" / "1.0.0"
+    d.mkdir(parents=True)
+    with open(d / "part-1.0.0.edgepkg", "wb") as f:
+        f.truncate(SIZE)
+    entry = {"name": "part", "version": "1.0.0", "status": "published", "digest": DIGEST}
+    (root / "part" / "index.json").write_text(json.dumps([{**entry, "package": "part-1.0.0.edgepkg"}]))
+
+
+async def test_records_refused_while_a_download_holds_the_place_go_once_it_ends_an_alarm_first(
+    tmp_path, pki
+) -> None:
+    """Three results, then an alarm, recorded while a download holds the agent's second stream: each push is refused
+    and tried again at the uplink's short pace, not its doubling backoff (30 s here: the records would still wait
+    when the test gives up). Once the download ends the records go, the alarm first and alone in its batch (each try
+    sends one record: the service reads a refused stream's first batch whole), then the results; no failure
+    counted."""
+    _registry(tmp_path / "registry")
+    port = free_port()
+    srv = _server(
+        tmp_path,
+        pki,
+        port,
+        quotas=Quotas(QuotaLimits(concurrent_streams=2)),
+        registry=tmp_path / "registry",
+    )
+    await srv.start()
+    with srv.control.lock:
+        srv.control._set_desired("gw1", "vision", "part", "1.0.0", DIGEST, SIZE, "d1")
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    settings = cloud_settings(pki, port, backoff_initial_s=30, backoff_max_s=60, heartbeat_s=5)
+    up = Uplink(settings, ob)
+    read = _kinds_read(up)
+    download = None
+    try:
+        await up.start()
+        await until(lambda: up.mode == "stream", what="the uplink's Connect stream open")
+        download = up.client.stub.DownloadPackage(pb.DownloadRequest(digest=DIGEST))
+        assert (await download.read()).total == SIZE  # the download holds the second place from now on
+        for i in range(3):
+            await ob.append_async("result", {"i": i})
+            up.poke()
+        await until(lambda: up.streams_refused >= 2, timeout_s=10, what="pushes refused for the download")
+        up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
+        await until(lambda: ["alarm"] in read, timeout_s=10, what="the alarm tried alone")
+        assert ob.stats()["acked"] == 0  # nothing went while the download held the place
+        download.cancel()  # the download ends: its place is given back
+        await until(lambda: ob.stats()["acked"] == 4, timeout_s=10, what="every record acked")
+        assert read[-2:] == [["alarm"], ["result"] * 3], read
+        assert up.reconnects == 0, (up.reconnects, up.last_error)
+        assert "concurrent streams" in (up.last_error or "")
+        kinds = sorted(r["kind"] for r in srv.store.records("gw1", limit=10))
+        assert kinds == ["alarm", "result", "result", "result"]
+    finally:
+        if download is not None:
+            download.cancel()
+        await up.stop()
+        ob.close()
+        await srv.stop()
