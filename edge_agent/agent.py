@@ -67,6 +67,11 @@ PUBLISH_DOWNS_FILE = "publish-down.json"  # the same for publish_down: publish c
 # told then, once, or the cloud's last word on it was its start, for good
 EPISODES_FILE = "pipeline-episodes.json"
 EPISODE_KINDS = (EventKind.MODEL_FAILING, EventKind.ITEMS_STALE)
+# an episode's end that the outbox dropped (its commit failed: a full disk) is recorded again once the outbox writes
+# again, looked at this often, or after EPISODE_RETELL_S at the latest (an idle agent commits nothing meanwhile)
+EPISODE_RETELL_POLL_S = 1.0
+EPISODE_RETELL_S = 30.0
+CARRIED_FORGET_S = 2.0  # a start waits at most this long for the commits of the ends it owed (flushed: ~ms)
 # a wall-clock time before this (2001-09-09) is a clock never set: a gateway without a battery-backed clock boots
 # in 1970 and gets the time from NTP later. A duration reckoned across a restart from such a time, or one that
 # comes out negative (the clock stepped back), is unknown (null), not 56 years or -3 s
@@ -380,20 +385,26 @@ class Agent:
         if evt.kind in EPISODE_KINDS:
             self._note_episode(evt)
         self.metrics.event(evt)
-        # the outbox records its own events (corrupt file, drops) itself, with its epoch and the dropped seqs
-        if self.outbox is not None and self.outbox.is_open and evt.kind not in self._self_recorded:
-            body = evt.to_json_dict()
-            if self._former_names:
-                body = self._blank_former(body)
-            # handed to the outbox's thread: an event never waits on the outbox, nor breaks its caller
-            fut = self.outbox.append_soon(
-                "alarm" if evt.kind is EventKind.ALARM else "event", self.for_cloud.tree(body)
-            )
-            if self.uplink:
-                # once committed, it ends a batch's fill (max_delay_ms): an alarm does not wait it out
-                self.uplink.poke(urgent=fut)
+        fut = self._record_event(evt)
         if evt.kind in EPISODE_KINDS and not evt.get("active"):
             self._forget_episode_when_committed(evt, fut)  # (at once without an outbox)
+
+    def _record_event(self, evt: Event) -> Any:
+        """``evt`` handed to the outbox (the future of its append), or None: no outbox open, or an event the outbox
+        records itself (corrupt file, drops: with its epoch and the dropped seqs)."""
+        if self.outbox is None or not self.outbox.is_open or evt.kind in self._self_recorded:
+            return None
+        body = evt.to_json_dict()
+        if self._former_names:
+            body = self._blank_former(body)
+        # handed to the outbox's thread: an event never waits on the outbox, nor breaks its caller
+        fut = self.outbox.append_soon(
+            "alarm" if evt.kind is EventKind.ALARM else "event", self.for_cloud.tree(body)
+        )
+        if self.uplink:
+            # once committed, it ends a batch's fill (max_delay_ms): an alarm does not wait it out
+            self.uplink.poke(urgent=fut)
+        return fut
 
     def _note_episode(self, evt: Event) -> None:
         """A pipeline episode begun or ended, kept in EPISODES_FILE (episodes are rare: one write each)."""
@@ -414,14 +425,23 @@ class Agent:
         outbox = self.outbox
 
         async def wait() -> None:
-            try:
-                seq = await asyncio.wrap_future(fut)
-            except Exception:  # not recorded (logged by the outbox): kept, the next start tells the end
-                return
-            if outbox is not None and await asyncio.to_thread(outbox.wait_committed, seq, 30.0):
-                self._episode_forgotten(key, told)
-            else:  # (the outbox closing: looked at again once it is closed, in stop)
-                self._episodes_unconfirmed.append((key, told, seq))
+            appended = fut
+            while outbox is not None:
+                try:
+                    seq = await asyncio.wrap_future(appended)
+                except Exception:  # not recorded (logged by the outbox): kept, the next start tells the end
+                    return
+                if await asyncio.to_thread(outbox.wait_committed, seq, 30.0):
+                    self._episode_forgotten(key, told)
+                    return
+                if not outbox.lost(seq):  # (the outbox closing: looked at again once it is closed, in stop)
+                    self._episodes_unconfirmed.append((key, told, seq))
+                    return
+                # dropped by its commit (a full disk: counted write_failed): the file keeps the end owed, and it is
+                # recorded again once the outbox writes again (before, the file forgot it all the same: lost)
+                appended = await self._retell_when_writing(evt)
+                if appended is None:  # (the outbox closed meanwhile: the next start tells the end)
+                    return
 
         try:
             task = asyncio.get_running_loop().create_task(wait()) if fut is not None else None
@@ -432,6 +452,22 @@ class Agent:
             return
         self._episode_waits.add(task)
         task.add_done_callback(self._episode_waits.discard)
+
+    async def _retell_when_writing(self, evt: Event) -> Any:
+        """``evt`` recorded again once the outbox writes again (its last commit went through), or after
+        EPISODE_RETELL_S; None if the outbox closed meanwhile."""
+        outbox = self.outbox
+        until = time.monotonic() + EPISODE_RETELL_S
+        while outbox is not None and outbox.is_open and outbox.write_failing and time.monotonic() < until:
+            await asyncio.sleep(EPISODE_RETELL_POLL_S)
+        if outbox is None or not outbox.is_open:
+            return None
+        log.info(
+            "%s %s: its end was dropped by the outbox (a failed commit); recorded again",
+            evt.kind.value,
+            evt.get("pipeline"),
+        )
+        return self._record_event(evt)
 
     def _episode_forgotten(self, key: str, told: dict[str, Any]) -> None:
         if self._episodes_ending.get(key) is told:
@@ -446,6 +482,7 @@ class Agent:
         if not self._episodes:
             return
         carried, self._episodes = self._episodes, {}
+        waits = set(self._episode_waits)
         for key, told in carried.items():
             kind = next((k for k in EPISODE_KINDS if key.startswith(f"{k.value}:")), None)
             if kind is None:
@@ -476,10 +513,16 @@ class Agent:
                 }
             else:
                 fields = {"max_age_ms": _num(told.get("max_age_ms")), "age_ms": None, "dropped": None}
+            # forgotten by the file once its end is committed, as a pipeline's own end (``_note_episode``)
+            self._episodes_ending[f"{kind.value}:{pipeline}"] = told
             self._event(Event(kind, pipeline=pipeline, active=False, message=msg, **fields))
         if self.outbox is not None and self.outbox.is_open:
             await asyncio.to_thread(self.outbox.flush)  # the ends recorded before the file forgets them
-        self._save_told(self._episodes_file, {}, self._episodes)
+            # their waits end at once (committed): forgotten before the start goes on. One whose commit failed (a full
+            # disk) stays owed, recorded again once the outbox writes; before, the file forgot it all the same
+            if ends := self._episode_waits - waits:
+                await asyncio.wait(ends, timeout=CARRIED_FORGET_S)
+        self._save_told(self._episodes_file, self._episodes_ending, self._episodes)
 
     def _outbox_append(self, kind: str, body: dict) -> None:
         if self.outbox is not None and self.outbox.is_open:
@@ -1443,7 +1486,7 @@ class Agent:
             told,
             seq,
         ) in self._episodes_unconfirmed:  # (its wait ended by the close: its last commit now done)
-            if self.outbox is not None and self.outbox.committed_seq >= seq:
+            if self.outbox is not None and self.outbox.committed_seq >= seq and not self.outbox.lost(seq):
                 self._episode_forgotten(key, told)
         # all at once: each may wait out its own peer (an MQTT broker that takes nothing more: up to ~9 s), and
         # one after another a few dead peers passed the service manager's stop timeout (systemd: 30 s)

@@ -260,6 +260,12 @@ class EventKind(enum.StrEnum):
         ("cause", "epoch", "dropped", "by_kind", "ranges", "budget_bytes"),
         "records the cloud refused for good (INVALID_ARGUMENT) were dropped, so the ones behind them are sent",
     )
+    OUTBOX_DAMAGED = (
+        "outbox_damaged",
+        ("cause", "epoch", "dropped", "by_kind", "ranges", "budget_bytes"),
+        "rows of a sound store whose kind damage garbled (no record of any kind) were removed unsent, "
+        "counted as corrupt:damaged; their seqs listed",
+    )
 
 
 _BY_VALUE: dict[str, EventKind] = {k.value: k for k in EventKind}

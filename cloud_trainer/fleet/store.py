@@ -15,8 +15,8 @@ platform operator per-tenant counts, never rows. Files from before tenants had t
 opening one moves them to the default tenant.
 
 Gaps are queryable per agent, each with its cause when the store knows it: the agent reports the
-seqs it dropped (``outbox_budget`` / ``outbox_retention`` / ``outbox_write_failed`` / ``outbox_refused`` events with
-seq ranges), and an epoch change records the end of the previous epoch (after its last stored seq)
+seqs it dropped (``outbox_budget`` / ``outbox_retention`` / ``outbox_write_failed`` / ``outbox_refused`` /
+``outbox_damaged`` events with seq ranges), and an epoch change records the end of the previous epoch (after its last stored seq)
 as an open-ended gap, ``epoch_change``, or ``outbox_corrupt`` once the agent's event says why.
 Missing seqs nobody explained are ``unknown`` (possibly still on their way). Counts, last seqs and gaps come
 from ``record_counts`` (per agent, epoch and kind: records stored, lowest and highest seq, kept by ``ingest``), so
@@ -206,6 +206,7 @@ DROP_CAUSES = {
     EventKind.OUTBOX_RETENTION: "retention",
     EventKind.OUTBOX_WRITE_FAILED: "write_failed",
     EventKind.OUTBOX_REFUSED: "refused",
+    EventKind.OUTBOX_DAMAGED: "damaged",
 }
 
 

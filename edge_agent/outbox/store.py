@@ -139,6 +139,8 @@ SELF_RECORDED = frozenset(
         EventKind.OUTBOX_BUDGET,
         EventKind.OUTBOX_RETENTION,
         EventKind.OUTBOX_WRITE_FAILED,
+        EventKind.OUTBOX_REFUSED,
+        EventKind.OUTBOX_DAMAGED,
     }
 )
 # Past ACT_AT of the budget, drop down to DROP_TO of it: the margins absorb what arrives between two
@@ -149,6 +151,9 @@ CLOCK_STEP_S = 60.0  # a wall clock moving this much more than the time since bo
 RETENTION_EVERY_S = 1.0  # retention is looked at this often (on its index: rows past their age only)
 DROP_EVENT_S = 5.0  # at most one drop event per cause this often (the counts are kept at once)
 MAX_RANGES = 2000  # seq ranges carried by one drop event; beyond, the cloud records the rest as unknown
+# seqs dropped before any commit kept them (a failed commit, an append the writer did not take, an oversize record)
+# that ``lost()`` still knows: a caller asks within moments of its append's commit round
+LOST_SEQS_MAX = 100_000
 # How long append() waits for room in the hand-over queue before it drops the record (counted as
 # write_failed): the writer never stops, so this bounds a stall, and an agent's pipeline never hangs on it.
 APPEND_WAIT_S = 5.0
@@ -612,6 +617,8 @@ class Outbox:
         self.dropped_total: Counter = Counter()  # the same, since the epoch began (kept in the database)
         self._notices: list[Event] = []  # events the outbox records itself, queued by the next append/flush
         self._drops: dict[str, list] = {}  # cause -> [(seq, kind)] dropped since the last drop event
+        # seqs dropped before a commit kept them (``lost``), the newest LOST_SEQS_MAX, in the order dropped
+        self._lost: dict[int, None] = {}
         self._drops_reported_at = time.monotonic()
         self._sample_bytes = 0
         self._pending_sample_bytes = 0  # sample bytes whose rows are not committed yet
@@ -3512,6 +3519,12 @@ class Outbox:
     ) -> int:
         if not self._opened:
             raise OutboxError("outbox is not open")
+        if kind not in PRIORITY:
+            # refused before it takes a seq: stored, a read would remove it as damaged (no record of any kind), a gap
+            # at the cloud; before, it was taken and never sent
+            raise ValueError(
+                f"outbox: {kind!r} is no record kind (one of {', '.join(PRIORITY)}); nothing appended"
+            )
         body = (
             payload
             if isinstance(payload, bytes)
@@ -3542,7 +3555,7 @@ class Outbox:
             size += len(sample)
         with self._lock:
             self._pending_bytes += size
-        prio = PRIORITY.get(kind, 1) if priority is None else priority
+        prio = PRIORITY[kind] if priority is None else priority
         if self._notices:
             self._drain_notices()
         # back-pressure in bytes too: bounds what is on disk (sample files) or in memory before its commit;
@@ -3590,6 +3603,7 @@ class Outbox:
             self.dropped_total[key] += 1
             self._unpersisted[key] += 1  # durable with the next commit
             self._drops.setdefault("budget", []).append((seq, kind))
+            self._note_lost([seq])
             now = time.monotonic()
             tell = now - self._oversize_told >= 60
             if tell:
@@ -3737,17 +3751,24 @@ class Outbox:
     def wait_committed(self, seq: int, timeout_s: float) -> bool:
         """Wait, without asking the writer for a commit (``flush`` forces one, with its fsync), until the records up
         to ``seq`` are committed by the writer's own round (every ``commit_interval_ms``), at most ``timeout_s``.
-        True if they are (a record the outbox lost or refused keeps its seq and never commits: False at the bound;
-        a commit that failed, a full disk, counts as reached: its records are dropped, counted ``write_failed``).
-        For a reader that would rather wait a moment than read just before the commit of what it was told of."""
+        True if they are and the record ``seq`` is kept; False at the bound, on an outbox closing, or when the record
+        ``seq`` was dropped (``lost``: its commit failed, a full disk, counted ``write_failed``; the wait ends at
+        that commit all the same). For a reader that would rather wait a moment than read just before the commit of
+        what it was told of."""
         with self._committed:
             # (an outbox closing: not waited for)
-            return (
+            reached = (
                 self._committed.wait_for(
                     lambda: self._committed_seq >= seq or self._stop.is_set(), max(0.0, timeout_s)
                 )
                 and self._committed_seq >= seq
             )
+        return reached and not self.lost(seq)
+
+    @property
+    def write_failing(self) -> bool:
+        """True from a commit that failed (a full disk, an I/O error) until one goes through again."""
+        return self._write_error is not None
 
     @property
     def committed_seq(self) -> int:
@@ -3902,8 +3923,24 @@ class Outbox:
             self.dropped_total.update(by_kind)
             self._unpersisted.update(by_kind)
             self._drops.setdefault("write_failed", []).extend(rows)
+            self._note_lost(r[0] for r in rows)
             self._fail_reason = reason
         self._failed_in_burst += len(rows)
+
+    def _note_lost(self, seqs) -> None:
+        """Keep ``seqs`` (dropped before a commit kept them) for ``lost``, the newest LOST_SEQS_MAX. Under ``_lock``."""
+        lost = self._lost
+        lost.update(dict.fromkeys(seqs))
+        while len(lost) > LOST_SEQS_MAX:
+            del lost[next(iter(lost))]
+
+    def lost(self, seq: int) -> bool:
+        """True when the record numbered ``seq`` was dropped before any commit kept it: its commit failed (a full
+        disk, an I/O error: counted ``write_failed``), the writer did not take it in time, or it was larger than
+        ``max_record_bytes`` (counted ``budget``). Such a seq still counts as reached for ``committed_seq``; a caller
+        that must know its record is on disk asks this too (the newest LOST_SEQS_MAX such seqs are known)."""
+        with self._lock:
+            return seq in self._lost
 
     def _commit(self, batch: list, retried: bool = False) -> None:
         db = self._db
@@ -4175,9 +4212,9 @@ class Outbox:
         if rows:
             self._delete(db, rows, reason)
 
-    def _delete(self, db, rows: list, reason: str, report: bool = True) -> None:
+    def _delete(self, db, rows: list, reason: str, tell_as: str | None = None) -> None:
         """Drop ``rows`` (by their seq), counted durably as ``<reason>:<kind>`` (a kind that is none of the record
-        kinds as ``damaged``) and, with ``report``, told in a drop event."""
+        kinds as ``damaged``) and told in a drop event, ``outbox_<tell_as>`` (by default ``outbox_<reason>``)."""
         if not rows:
             return
         seqs = [r[0] for r in rows]
@@ -4203,8 +4240,8 @@ class Outbox:
             self._count_deleted(gone)
             self.dropped.update(by_kind)
             self.dropped_total.update(by_kind)
-            if gone and report:
-                self._drops.setdefault(reason, []).extend((r[0], r[1]) for r in gone)
+            if gone:
+                self._drops.setdefault(tell_as or reason, []).extend((r[0], _kind_read(r[1])) for r in gone)
         for sha in {r[4] for r in gone if r[4]}:
             self._maybe_remove_sample(db, sha)
 
@@ -4233,6 +4270,7 @@ class Outbox:
         if self._renew_reason is not None:
             return []
         gone = self._acked_unremoved  # at the cloud already: never sent again
+        removed = False  # rows removed as damaged by this read
         try:
             with self._reading() as db:
                 rows = db.execute(
@@ -4244,10 +4282,11 @@ class Outbox:
                 if damaged:
                     # a kind garbled in place in a store still sound (no record: the uplink could not send it, and
                     # every batch failed on it, the records behind it never sent): removed, counted as
-                    # corrupt:damaged, as a salvage counts such a row
+                    # corrupt:damaged, as a salvage counts such a row, and told in an outbox_damaged event with its
+                    # seqs (before, untold: the cloud showed their gap as unknown, possibly still on its way, for good)
                     rows = [r for r in rows if _kind_read(r[1]) != DAMAGED]
                     try:
-                        self._delete(db, damaged, "corrupt", report=False)
+                        self._delete(db, damaged, "corrupt", tell_as="damaged")
                     except sqlite3.Error as exc:  # (a full disk: removed at a later read, never handed out)
                         if _is_corrupt(exc):
                             raise
@@ -4255,12 +4294,15 @@ class Outbox:
                         _damaged_said(
                             self.path, [r[1] for r in damaged], f"not sent, counted as corrupt:{DAMAGED}"
                         )
+                        removed = True
         except (sqlite3.Error, OutboxError) as exc:
             if not self._unreadable_told:
                 self._unreadable_told = True
                 log.error("outbox %s: cannot read the store: %s; nothing is sent until it can", self.dir, exc)
             return []
         self._unreadable_told = False
+        if removed:  # told at once, not at the writer's next drop report (up to DROP_EVENT_S): rare, and the
+            self._report_drops(force=True)  # cloud's gap view has them unexplained until then
         out: list[Any] = []
         total = 0
         for r in rows:

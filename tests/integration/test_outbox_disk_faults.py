@@ -113,6 +113,80 @@ def test_a_full_disk_drops_counted_records_without_hanging_and_the_outbox_writes
     again.close()
 
 
+def test_wait_committed_tells_a_record_its_failed_commit_dropped_from_one_it_kept(small_disk):
+    ob = Outbox(OutboxSettings(commit_interval_ms=10), small_disk / "data")
+    ob.open()
+    kept = ob.append("event", {"i": 0})
+    assert ob.wait_committed(kept, 10) and not ob.lost(kept)
+    filler = fill(small_disk)
+    dropped = ob.append("event", {"i": 1, "pad": "x" * 300_000})  # the WAL must grow by it: no room
+    # formerly True: a failed commit counted as reached, and a caller forgot what it owed (an episode's end)
+    assert not in_thread(lambda: ob.wait_committed(dropped, 10), 30)
+    assert ob.lost(dropped) and ob.committed_seq >= dropped and ob.write_failing
+    assert ob.dropped == {"write_failed:event": 1}
+    filler.unlink()
+    again = ob.append("event", {"i": 2})
+    assert ob.wait_committed(again, 10) and not ob.lost(again) and not ob.write_failing
+    assert not ob.lost(kept)
+    in_thread(ob.close, 30)
+
+
+async def test_an_episodes_end_dropped_by_its_commit_on_a_full_disk_stays_owed_and_is_recorded_again(
+    small_disk, monkeypatch
+):
+    import edge_agent.agent as agent_module
+    from edge_agent.agent import EPISODES_FILE, Agent
+    from edge_agent.config import parse_config
+    from protocols.events import Event, EventKind
+    from tests.support.recorded import recorded_events
+    from tests.support.waits import until
+
+    monkeypatch.setattr(agent_module, "EPISODE_RETELL_POLL_S", 0.05)
+    data = small_disk / "data"
+    agent = Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw1", "site": "plant", "line": "line2", "data_dir": str(data)},
+                "http": {"enabled": False},
+                "outbox": {"commit_interval_ms": 1000},  # the end and the record before it: one commit
+            }
+        )
+    )
+    await agent.start()
+    fields = {
+        "pipeline": "inspect",
+        "slot": "vision",
+        "model_version": "1.0.0",
+        "share": 0.9,
+        "items": 20,
+        "reasons": {"nonfinite_output": 18},
+        "failed": 18,
+    }
+
+    def owed() -> list:
+        return list(json.loads((data / EPISODES_FILE).read_text()))
+
+    try:
+        agent._event(Event(EventKind.MODEL_FAILING, active=True, message="failing", **fields))
+        await asyncio.to_thread(agent.outbox.flush)
+        filler = fill(small_disk)
+        # a record the WAL must grow for (no room), then the end, in the writer's same round: the commit fails
+        await asyncio.to_thread(agent.outbox.append, "result", {"pad": "x" * 300_000})
+        agent._event(Event(EventKind.MODEL_FAILING, active=False, message="ended", **fields))
+        await until(lambda: agent.outbox.dropped["write_failed:event"] == 1, what="the end dropped")
+        await asyncio.sleep(0.3)
+        assert owed() == ["model_failing:inspect"]  # owed until its end is on disk
+        filler.unlink()
+        await asyncio.to_thread(agent.outbox.append, "result", {"after": 1})  # the outbox writes again
+        # formerly the agent forgot the end at its failed commit (the file kept it only while the full disk failed
+        # the file's own write too): never recorded again, the cloud's last word on the episode was its start
+        await until(lambda: owed() == [], what="the end recorded again, then forgotten")
+        rows = recorded_events(agent, "model_failing")
+        assert [(r["active"], r["message"]) for r in rows] == [(True, "failing"), (False, "ended")]
+    finally:
+        await agent.stop()
+
+
 def test_status_says_why_the_outbox_cannot_write_while_the_disk_refuses_and_no_more_once_it_writes(
     small_disk,
 ):

@@ -5,6 +5,7 @@ outbox, and clients that may not write (no valid certificate, or another agent's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -35,6 +36,23 @@ from tests.support.waits import until
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@contextlib.asynccontextmanager
+async def drained_to_a_fleet_service(tmp_path: Path, pki: Path, ob: Outbox):
+    """A fleet service on a free port (data in ``tmp_path / "cloud"``) and an uplink draining ``ob`` to it, as gw1:
+    (server, uplink); both stopped and ``ob`` closed after."""
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    up = Uplink(cloud_settings(pki, port), ob)
+    await up.start()
+    try:
+        yield srv, up
+    finally:
+        await up.stop()
+        ob.close()
+        await srv.stop()
 
 
 def cloud_seqs(db: Path, agent: str = "gw1") -> list[int]:
@@ -184,19 +202,10 @@ async def test_agent_sigkilled_while_writing_reopens_cleanly_and_every_committed
     committed = [r[0] for r in sqlite3.connect(ob.path).execute("SELECT seq FROM records ORDER BY seq")]
     # what was committed is a gap-free prefix, and no more than the bounded uncommitted window was lost
     assert committed == list(range(1, len(committed) + 1)) and len(committed) >= 2000 - 3 * 500
-    port = free_port()
-    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
-    await srv.start()
-    up = Uplink(cloud_settings(pki, port), ob)
-    await up.start()
-    try:
+    async with drained_to_a_fleet_service(tmp_path, pki, ob):
         nxt = ob.append("event", {"after": "restart"})
         assert nxt == committed[-1] + 1  # sequence continues, never reused
         await until(lambda: ob.stats()["depth"] == 0, timeout_s=60, what="drain")
-    finally:
-        await up.stop()
-        ob.close()
-        await srv.stop()
     assert cloud_seqs(tmp_path / "cloud" / "fleet.db") == committed + [nxt]
 
 
@@ -431,7 +440,6 @@ async def test_a_record_the_cloud_refuses_for_good_is_dropped_counted_and_the_re
     outbox and blocked every record behind it for good. The batch is sent again one record at a time,
     the refused record is dropped and counted (``refused``), the cloud sees the gap with its cause, and
     every other record arrives."""
-    port = free_port()
     ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
     ob.open()
     for i in range(5):
@@ -440,11 +448,7 @@ async def test_a_record_the_cloud_refuses_for_good_is_dropped_counted_and_the_re
     for i in range(5, 10):
         ob.append("result", {"i": i})
     ob.flush()
-    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
-    await srv.start()
-    up = Uplink(cloud_settings(pki, port), ob)
-    await up.start()
-    try:
+    async with drained_to_a_fleet_service(tmp_path, pki, ob) as (srv, up):
         # the uplink counts the refusal after the outbox dropped the record: depth 0 alone can come first
         await until(
             lambda: ob.stats()["depth"] == 0 and up.refused > 0,
@@ -461,10 +465,28 @@ async def test_a_record_the_cloud_refuses_for_good_is_dropped_counted_and_the_re
         recs = srv.store.records("gw1", limit=100)
         assert sorted(r["payload"]["i"] for r in recs if r["kind"] == "result") == list(range(10))
         assert up.refused == 1 and dict(ob.dropped_total) == {"refused:sample": 1}
-    finally:
-        await up.stop()
-        ob.close()
-        await srv.stop()
+
+
+async def test_rows_removed_as_damaged_reach_the_cloud_as_a_gap_named_damaged(tmp_path, pki):
+    """Rows of a sound store whose kind the disk's damage garbled are no record: the outbox's read removes them
+    (counted corrupt:damaged). Their seqs were told to nobody: the cloud's gap view showed them as ``unknown``
+    ("possibly still on their way") for good. Now an ``outbox_damaged`` event names them."""
+    from tests.integration.test_outbox_damaged_rows import GARBLED, damaged_store
+
+    damaged_store(tmp_path / "agent", corrupt=False)
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    async with drained_to_a_fleet_service(tmp_path, pki, ob) as (srv, _up):
+        await until(
+            lambda: (
+                [(g["first"], g["last"], g["cause"]) for g in srv.store.gaps("gw1")]
+                == [(min(GARBLED), max(GARBLED), "damaged")]
+            ),
+            what="the damaged rows' gap named",
+        )
+        await until(lambda: ob.stats()["depth"] == 0, what="the outbox drained")
+        assert srv.store.stats("gw1")["by_kind"] == {"result": 297, "event": 1}
+        assert dict(ob.dropped_total) == {"corrupt:damaged": 3}
 
 
 async def test_a_record_larger_than_the_clouds_message_limit_is_dropped_counted_and_the_rest_arrive(
