@@ -64,6 +64,8 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from cloud_trainer.fleet.deployment import Deployment
@@ -89,6 +91,8 @@ CREATE TABLE IF NOT EXISTS changes (generation INTEGER NOT NULL, tenant TEXT NOT
   PRIMARY KEY (generation, tenant, agent));
 CREATE TABLE IF NOT EXISTS following (tenant TEXT NOT NULL, slot TEXT NOT NULL, deployment_id TEXT NOT NULL,
   PRIMARY KEY (tenant, slot));
+CREATE TABLE IF NOT EXISTS report_runs (tenant TEXT NOT NULL, agent TEXT NOT NULL, boot TEXT NOT NULL,
+  run INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (tenant, agent, boot));
 """
 # the desired-state change log keeps the changes of the last hour (generations are times in microseconds:
 # ``_next_generation``); replicas read it every fraction of a second. A cut found through the index at once: keeping
@@ -160,18 +164,12 @@ MAX_SEEN_MARKS = 10_000  # step marks whose monotonic reading a service keeps (`
 STALL_REFRESH_S = (
     60.0  # a stalled step's text (how long it waited, when its agents were last seen) is renewed
 )
-# a state report numbered below one already taken from the same run of its agent is dropped only this long after that
-# one (``FleetServicer._fresh``), as is a deployment step numbered below the one its target recorded
-# (``_held_on_the_way``): a report held on the way (a stream's queue, a retried call) arrives within seconds, while a
-# gateway whose count went back under the same run (its VM restored from a memory snapshot) would otherwise be
-# ordered by numbers its count had already passed, its state frozen at the fleet
-STALE_REPORT_S = 60.0
-# a deployment step's number stops ordering it against a state report of the same run only when the report arrived
-# this long after it (``_record_newer``; a restored gateway is ordered by arrival after that). One-sided and minutes
-# long: the two times are the clocks of the replicas that took them, and a window of STALE_REPORT_S both ways turned
-# the numbers off between replicas a minute apart, so a report held on the way won over the verdict made after it
-# (the next rollout's halt sent the agent below a completed version)
-RECORD_ORDER_S = 600.0
+# the runs of an agent's reports (a run: one ``boot_id``, numbered 1, 2, ... as the agent made them) the control state
+# remembers per agent (``report_runs``: the order runs began in and each one's highest number taken). A report of a run
+# that a newer run followed is late (made before the agent restarted, or before its link was re-made: ``Control.
+# _take_run``) and is never taken over the newer run's; a run older than the newest RUNS_KEPT is forgotten
+RUNS_KEPT = 8
+MAX_SEQ = 2**63 - 1  # a report number as the databases keep it (the wire's is 64 bits unsigned)
 SUPERSEDED = "superseded"  # a target status: a newer rollout of the same slot took the agent over
 LEFT = "left_group"  # a target status: moved out of a selector rollout's group before the rollout reached it
 _NOT_OURS = (SUPERSEDED, LEFT)  # targets a rollout no longer assigns, waits for or rolls back
@@ -683,6 +681,60 @@ class Control:
                 is not None
             )
 
+    def _take_run(self, tenant: str, agent: str, boot: str, seq: int) -> tuple[bool, bool]:
+        """(Inside a write.) Where the report ``seq`` of run ``boot`` stands among the agent's runs: (whether its run
+        is the agent's newest, whether it is numbered above every report taken from that run). A run not seen yet
+        is a new run of the agent (a restart, or its link re-made: ``FleetClient.new_run``) and becomes its newest;
+        a run that a newer one followed is the previous run's late report. Runs are ordered by when the control
+        state first took a report of theirs (one transaction at a time, every replica alike), never by a clock."""
+        seq = min(int(seq), MAX_SEQ)
+        rows = self._runs_of(tenant, agent)
+        newest = max((r[1] for r in rows), default=0)
+        mine = next((r for r in rows if r[0] == boot), None)
+        if mine is None:
+            self.db.execute(
+                "INSERT INTO report_runs (tenant, agent, boot, run, seq) VALUES (?, ?, ?, ?, ?)",
+                (tenant, agent, boot, newest + 1, seq),
+            )
+            self.db.execute(
+                "DELETE FROM report_runs WHERE tenant = ? AND agent = ? AND run <= ?",
+                (tenant, agent, newest + 1 - RUNS_KEPT),
+            )
+            return True, True
+        if seq <= mine[2]:
+            return mine[1] == newest, False
+        self.db.execute(
+            "UPDATE report_runs SET seq = ? WHERE tenant = ? AND agent = ? AND boot = ?",
+            (seq, tenant, agent, boot),
+        )
+        return mine[1] == newest, True
+
+    def note_run(self, agent: str, boot: str, seq: int, *, tenant: str = T) -> bool:
+        """Whether a state report numbered ``seq`` of run ``boot`` is to be written: False for one of a run that a
+        newer run of the agent followed, or numbered at or below a report already taken from its run (a step's,
+        or the first state report of the run another replica took). The service asks only for a run it has taken
+        no report of (``FleetServicer._fresh``): the reports of one run it orders itself. A run already known is
+        only read (a service restarted: every agent's first report again, none a write); a new one is written."""
+        boot, seq = boot[:64], min(int(seq), MAX_SEQ)
+        with self.lock:
+            rows = self._runs_of(tenant, agent)
+            mine = next((r for r in rows if r[0] == boot), None)
+            if mine is not None:
+                return mine[1] == max(r[1] for r in rows) and seq > mine[2]
+            with self._write():
+                return all(self._take_run(tenant, agent, boot, seq))
+
+    def _runs_of(self, tenant: str, agent: str) -> list[tuple[str, int, int]]:
+        """The agent's runs remembered: (boot id, its place in the order the runs began: 1, 2, ..., highest number
+        taken)."""
+        return self.db.execute(
+            "SELECT boot, run, seq FROM report_runs WHERE tenant = ? AND agent = ?", (tenant, agent)
+        ).fetchall()
+
+    def _run_order(self, tenant: str, agent: str) -> dict[str, int]:
+        """boot id -> its place among the agent's runs remembered (``_record_newer``)."""
+        return {boot: run for boot, run, _seq in self._runs_of(tenant, agent)}
+
     def on_report(
         self,
         agent: str,
@@ -699,8 +751,9 @@ class Control:
     ) -> bool:
         """Record an agent's step; False (nothing recorded) for a deployment that is not the agent's: unknown, of
         another tenant, or not targeting it (the service refuses those alike). ``report``: the step's (boot id,
-        number) among its agent's reports (v4 agents), kept with a verdict it records (``_ways_back``)."""
-        mark = {"report": {"boot": report[0], "seq": report[1]}} if report and report[0] else {}
+        number) among its agent's reports (v4 agents; a number from 1), kept with a verdict it records
+        (``_ways_back``)."""
+        mark = {"report": {"boot": report[0], "seq": report[1]}} if report and report[0] and report[1] else {}
         with self._write():
             try:
                 dep = self._get(dep_id)
@@ -713,7 +766,10 @@ class Control:
             t = dep["targets"].get(agent)
             if t is None:
                 return False
-            if _held_on_the_way(t, mark.get("report"), self.clock()):
+            # a step of a run that a newer run of the agent followed (``_take_run``), or made before the step its
+            # target recorded last from its run
+            late = report is not None and bool(mark) and not self._take_run(tenant, agent, *report)[0]
+            if late or _held_on_the_way(t, mark.get("report")):
                 # made before the step already recorded (a call taken late, a retry), received after it: kept as
                 # the last report only. Taken, a late ``active`` turned a healthy target back to under way: a step
                 # waited for a healthy report that never came again, and a newer rollout read the completed one
@@ -1536,7 +1592,7 @@ class Control:
                     isinstance(rec, dict)
                     and rec.get("digest")
                     and rec["digest"] != cur.get("digest")
-                    and (chosen or _record_newer(t, cur))
+                    and (chosen or _record_newer(t, cur, partial(self._run_order, tenant, a)))
                 ):  # the fleet's record of this agent is newer than its state report
                     prev = rec
             seen: set[str] = set()
@@ -1852,51 +1908,38 @@ def _reported(agent: dict, cur: dict | None) -> dict:
     return {"version": cur["version"], "digest": cur["digest"], "package": cur["package"], **when}
 
 
-def _record_newer(target: dict, cur: dict) -> bool:
+def _record_newer(target: dict, cur: dict, runs: Callable[[], dict[str, int]] = dict) -> bool:
     """Whether a rollout's verdict on an agent (its ``target``) is newer than the agent's last state report
-    (``cur``): by the numbers the agent gave both (the same ``boot``: one count of its reports, taken as each was
-    made), else by when the fleet received them (an older agent; or the verdict and the report from two runs of
-    it). Received times alone let a report made before the verdict but held on the way win over it. The numbers
-    count unless the report arrived ``RECORD_ORDER_S`` or more after the verdict: a gateway restored from a VM memory
-    snapshot counts again from where the snapshot was, and its verdict numbered before the restore won over every
-    state report after it (its record frozen at the fleet until its count passed the verdict's). One-sided and
-    minutes long, since the two times come from the clocks of the replicas that took them: a window of
-    ``STALE_REPORT_S`` both ways turned the numbers off between replicas a minute apart."""
+    (``cur``): by the numbers the agent gave both, (run, number): within one run (one ``boot``) by the number, taken as
+    each report was made; across two runs by which began later (``runs()``: boot -> its place among the agent's
+    runs, ``Control._run_order``). Else (an older agent without numbers, or a run forgotten) by when the fleet
+    received them. Received times alone let a report made before the verdict but held on the way win over it, and
+    they are the clocks of the replicas that took them (minutes apart: a window on them turned the numbers off). A
+    gateway restored from a VM memory snapshot starts a new run (``FleetClient.new_run``: its link was re-made), so
+    its reports after the restore outrank a verdict numbered before it."""
     mine, theirs = target.get("report"), cur.get("report")
     reported, updated = cur.get("seen"), target.get("updated")
-    long_after = (
-        isinstance(reported, (int, float))
-        and isinstance(updated, (int, float))
-        and reported - updated >= RECORD_ORDER_S
-    )
-    if (
-        isinstance(mine, dict)
-        and isinstance(theirs, dict)
-        and mine.get("boot") == theirs.get("boot")
-        and not long_after
-    ):
+    if isinstance(mine, dict) and isinstance(theirs, dict):
         a, b = mine.get("seq"), theirs.get("seq")
-        if isinstance(a, int) and isinstance(b, int):
+        if mine.get("boot") == theirs.get("boot") and isinstance(a, int) and isinstance(b, int):
             return a > b
+        order = runs()
+        ra, rb = order.get(str(mine.get("boot"))), order.get(str(theirs.get("boot")))
+        if ra is not None and rb is not None and ra != rb:
+            return ra > rb
     return isinstance(updated, (int, float)) and (
         not isinstance(reported, (int, float)) or updated > reported
     )
 
 
-def _held_on_the_way(target: dict, report: dict | None, now: float) -> bool:
+def _held_on_the_way(target: dict, report: dict | None) -> bool:
     """Whether a deployment step numbered ``report`` (boot, seq) was made before the step its ``target`` recorded
-    last from the same run of the agent, within ``STALE_REPORT_S`` of it (the service's rule for state reports)."""
+    last from the same run of the agent (a call taken late, a retry), whenever it arrives."""
     had = target.get("report")
     if not (isinstance(report, dict) and isinstance(had, dict) and had.get("boot") == report.get("boot")):
         return False
-    mine, theirs, when = had.get("seq"), report.get("seq"), target.get("updated")
-    return (
-        isinstance(mine, int)
-        and isinstance(theirs, int)
-        and theirs < mine
-        and isinstance(when, (int, float))
-        and abs(now - when) < STALE_REPORT_S
-    )
+    mine, theirs = had.get("seq"), report.get("seq")
+    return isinstance(mine, int) and isinstance(theirs, int) and theirs < mine
 
 
 def _joined_target(joined: float) -> dict:

@@ -44,7 +44,7 @@ import grpc
 
 from cloud_trainer.blobs import BlobStore, LocalBlobStore, open_blobs
 from cloud_trainer.fleet.commands import Commands, add_commands
-from cloud_trainer.fleet.control import STALE_REPORT_S, NotInTenant, TooManyRollouts
+from cloud_trainer.fleet.control import NotInTenant, TooManyRollouts
 from cloud_trainer.fleet.deployment import Deployment, gate_from_request
 from cloud_trainer.fleet.failures import RepeatedFailure
 from cloud_trainer.fleet.faults import FaultLog, Faults, Refusal, told
@@ -162,6 +162,12 @@ GIVE_WAY_WAIT_S = 1.0
 # per-agent stream quota) released within the sum
 KEEPALIVE_S = 60.0
 KEEPALIVE_TIMEOUT_S = 20.0
+# a connection with no call open this long is closed (GOAWAY; a client's next call connects again, unseen): one
+# whose calls were all refused (a caller past its concurrent_calls) held ~80 KB of the service's memory for good
+CONNECTION_IDLE_S = 120.0
+# streams open at once on one connection (HTTP/2 SETTINGS; a client queues its calls past it): an agent's uplink
+# and model manager share one connection and use a few (Connect, PushRecords, a heartbeat, a report, a download)
+STREAMS_PER_CONNECTION = 64
 # a deployment report is kept in the deployment's document, which every rollout tick reads: its health (the
 # gate reads error_rate; agents send ~50 B) and its reason (a validator's lines) are bounded
 DEPLOYMENT_HEALTH_BYTES = 16 * 1024
@@ -457,25 +463,24 @@ class FleetServicer(rpc.FleetServicer):
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
 
-    def _fresh(self, key: tuple[str, str], r) -> bool:
-        """Whether the state report ``r`` of agent ``key`` is to be written: False for one its agent numbered
-        before a report this process already took (the same ``boot_id``, a lower or equal ``report_seq``): it was
-        held on the way (a stream's queue, a link being re-made, a retried call) and would write the agent's
-        older slots over newer ones. A report without a number (an older agent), or from another run of the
-        agent (a new ``boot_id``: a restart is never taken as older), is written as it comes, as before. So is a
-        lower number more than ``STALE_REPORT_S`` after the last report taken: a report held on the way arrives
-        within seconds, while an agent whose count went back under the same run (a gateway's VM restored from a
-        snapshot of its memory) would otherwise have its state frozen at the cloud until the numbers were forgotten
-        (``IDLE_FORGET_S``, 10 min), its next rollout taking that frozen state for what it runs."""
+    async def _fresh(self, key: tuple[str, str], r) -> bool:
+        """Whether the state report ``r`` of agent ``key`` is to be written: False for one its agent made before a
+        report already taken: the same run (``boot_id``) and a lower or equal ``report_seq`` (held on the way: a
+        stream's queue, a link being re-made, a retried call; it would write the agent's older slots over newer
+        ones), or a run that a newer run of the agent followed (``Control.note_run``: its late report). Ordered by
+        those numbers alone, whenever it arrives: no clock. A report without a number (an older agent) is written as
+        it comes, as before; a run this process has taken no report of is asked of the control state (one write, at
+        the run's first report here), so a new run (a restart, a gateway restored from a VM snapshot: a new
+        ``boot_id``) is written, a late one of a previous run not."""
         boot, seq = r.boot_id[:64], int(r.report_seq)
         if not boot or not seq:
             return True
         had = self._applied.get(key)
-        if (
-            had is not None
-            and had[0] == boot
-            and had[1] >= seq
-            and time.monotonic() - had[2] < STALE_REPORT_S
+        if had is not None and had[0] == boot:
+            if had[1] >= seq:
+                return False
+        elif self.control is not None and not await asyncio.to_thread(
+            partial(self.control.note_run, key[1], boot, seq, tenant=key[0])
         ):
             return False
         self._applied[key] = (boot, seq, time.monotonic())
@@ -557,7 +562,7 @@ class FleetServicer(rpc.FleetServicer):
                             (dict(r.labels), slots, health, r.outbox_depth, _outbox_state(r), time.time()),
                             r.generation_seen,
                             msg.report_id,
-                            stale=not self._fresh(key, r),
+                            stale=not await self._fresh(key, r),
                         )
                 finally:
                     offer(outbox, None)  # the agent closed its side (or sent garbage): end the stream
@@ -590,7 +595,7 @@ class FleetServicer(rpc.FleetServicer):
         # tenant's queue at each call, and under a backlog (200 queued) none was answered within its deadline
         results = self._results_write(who, request.command_results)
         key = (tenant, agent)
-        fresh = self._fresh(key, request)  # an older report than one taken: answered, never written
+        fresh = await self._fresh(key, request)  # an older report than one taken: answered, never written
         cut = threading.Event()  # the call was cut (its deadline, its link): no one reads the reply's parts
 
         def calls() -> tuple[str, BaseException | None, Any]:
@@ -1280,7 +1285,9 @@ class FleetServicer(rpc.FleetServicer):
                     request.reason[:DEPLOYMENT_REASON_CHARS],
                     health,
                     tenant=who.tenant,
-                    report=(request.boot_id[:64], int(request.report_seq)) if request.boot_id else None,
+                    report=(request.boot_id[:64], int(request.report_seq))
+                    if request.boot_id and request.report_seq
+                    else None,
                 )
             )
             if not known:  # unknown, another tenant's, or not targeting this agent: the same answer
@@ -1724,6 +1731,7 @@ class FleetServer:
         keep_rollouts: int | None = None,
         keepalive_s: float = KEEPALIVE_S,
         keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_S,
+        connection_idle_s: float = CONNECTION_IDLE_S,
         replicas: bool = False,
         tick_s: float = TICK_S,
     ) -> None:
@@ -1805,6 +1813,10 @@ class FleetServer:
                     # dead agent's streams were held ~120 s, and each silent drop of a flapping link left one more
                     # PushRecords stream counted against the agent's concurrent_streams until it was reaped
                     ("grpc.http2.ping_timeout_ms", round(keepalive_timeout_s * 1000)),
+                    # what one certificate's connections cost beyond its calls (Quotas' concurrent_calls): a
+                    # connection left with no call is closed, and one carries at most so many streams at once
+                    ("grpc.max_connection_idle_ms", round(connection_idle_s * 1000)),
+                    ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
                     # a connection that has not finished its TLS handshake (no certificate checked yet) holds a
                     # descriptor: grpc's default 120 s let anyone, without a certificate, hold every descriptor the
                     # process has (20,000 here) with ~170 idle connections a second, and no agent could connect

@@ -7,9 +7,12 @@ agent-configuration host (config reports). Nothing else builds a channel or reac
 ``backoff(n)``: the wait before attempt ``n + 1`` (exponential from ``backoff_initial_s`` to
 ``backoff_max_s``, with jitter), the same schedule the uplink's streams use.
 ``next_report()``: the (boot id, number) a state or deployment report takes as it is made: one count for both
-kinds, counting up for as long as the process runs, under an id drawn at start. The cloud orders a state report
-against a deployment step by them (a report made before a verdict but received after it no longer wins) and drops
-a state report older than one it applied.
+kinds, counting up for as long as the process runs, under an id (a run) drawn at start and drawn again whenever the
+channel's link was lost (``new_run``). The cloud orders a state report against a deployment step by them (a report
+made before a verdict but received after it no longer wins) and drops a report older than one it took: a lower
+number of the same run, or any report of a run that a newer run followed. A gateway whose VM was restored from a
+memory snapshot resumes with the snapshot's count, below numbers the cloud took since; its link is lost at the
+restore (its connections' state went back too), so its reports go under a new run the cloud takes as newer.
 ``report_deployment(...)``: one step of a deployment, ``True`` once the fleet has it (or refused it for
 good: ``PERMISSION_DENIED``, a deployment it does not know for this agent), ``False`` when it could not be
 sent (the caller keeps it and tries again later).
@@ -17,6 +20,7 @@ sent (the caller keeps it and tries again later).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -45,12 +49,52 @@ class FleetClient:
         self.for_cloud = for_cloud or (lambda text, clear=(): text)
         self.channel: Any = None
         self._stub: Any = None
-        self.boot_id = uuid.uuid4().hex  # this process's reports (a restart starts a new count)
+        self.boot_id = uuid.uuid4().hex  # this process's reports (a restart starts a new run)
         self._reports = itertools.count(1)
+        self._link_lost = False  # the channel left READY since the last report was numbered (``_watch_link``)
+        self._watcher: Any = None
+        self._was_ready = False  # the channel was READY as the last report was numbered
 
     def next_report(self) -> tuple[str, int]:
-        """(boot id, number) for a report made now: state reports and deployment steps share one count."""
+        """(boot id, number) for a report made now: state reports and deployment steps share one count. A new run
+        once the link was lost since the last one (``new_run``)."""
+        if self.channel is not None:
+            import grpc
+
+            if self._watcher is None:
+                try:
+                    self._watcher = asyncio.get_running_loop().create_task(self._watch_link(self.channel))
+                except RuntimeError:  # (no loop: numbered outside the agent's loop, as by a test)
+                    pass
+            ready = self.channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY
+            # (a loss the watcher has not been woken for yet)
+            self._link_lost |= self._was_ready and not ready
+            self._was_ready = ready
+        if self._link_lost:
+            self.new_run()
         return self.boot_id, next(self._reports)
+
+    def new_run(self) -> None:
+        """Number the next reports under a new boot id: the cloud takes the new run as newer than every report of
+        the one before, and drops a report of the one before that arrives after the new run's (a call held on the
+        way across a lost link). The count goes on."""
+        self.boot_id = uuid.uuid4().hex
+        self._link_lost = False
+
+    async def _watch_link(self, channel) -> None:
+        """Mark the link lost whenever the channel leaves READY (its connection failed, was closed or went idle): a
+        report numbered after that starts a new run. This is also how a gateway restored from a VM memory snapshot
+        starts one: the restored connection fails, and its count, back at the snapshot's, is not taken for late."""
+        import grpc
+
+        ready = grpc.ChannelConnectivity.READY
+        state = channel.get_state(try_to_connect=False)
+        while True:
+            await channel.wait_for_state_change(state)
+            new = channel.get_state(try_to_connect=False)
+            if state == ready and new != ready:
+                self._link_lost = True
+            state = new
 
     def _path(self, p: str) -> Path:
         q = Path(p)
@@ -94,8 +138,10 @@ class FleetClient:
         return self._stub
 
     async def close(self, timeout_s: float = 5.0) -> None:
-        import asyncio
-
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        self._link_lost = True  # a channel opened again starts a new run
         if self.channel is None:
             return
         try:  # never let an unreachable cloud hold up the agent's shutdown

@@ -747,3 +747,58 @@ def test_an_admins_rollback_taken_over_is_not_passed_by_an_older_rollback_of_its
     assert c.get(f["id"])["previous"]["gw3"]["version"] == "1.1.0"  # was 1.0.0
     c.on_report("gw3", f["id"], "vision", "1.2.0", "failed", False, "verify: bad signature", {})
     assert [s["version"] for s in c.desired_state("gw3")[1]] == ["1.1.0"]  # was 1.0.0
+
+
+def _reported(c, agent: str, entry: dict, boot: str, seq: int) -> bool:
+    """``agent``'s state report of ``entry``, numbered ``seq`` of run ``boot``, as the service takes one of a run it
+    has not taken a report of (``Control.note_run``, then the store's write); whether it was written."""
+    if not c.note_run(agent, boot, seq):
+        return False
+    slots = [
+        {"slot": "vision", "package": entry["name"], "version": entry["version"], "digest": entry["digest"]}
+    ]
+    c.store.heartbeat(agent, {"site": "plant"}, slots, {}, 0, {"report": {"boot": boot, "seq": seq}})
+    return True
+
+
+def test_replicas_with_clocks_minutes_apart_order_an_agents_steps_by_its_runs_and_numbers(
+    either_control, tmp_path
+):
+    """Two replicas on one control database, one's clock 2 minutes behind the other's. gw1's ``active`` (numbered 11),
+    held on the way, reached the replica behind after its ``healthy`` (12) reached the other: a step numbered below
+    the target's was dropped only within 60 s of the replicas' times, so it was taken and the completed target went
+    back to under way. gw1's VM is then restored from a snapshot (a new run, its count back at 3): its reports are
+    taken at once and outrank the verdict of the run before; a late step of that run is dropped on either replica."""
+    c, e = either_control
+    other = Control(
+        getattr(c.db, "url", tmp_path / "control.db"), c.registry, c.store, config_validator=lambda b, n: None
+    )
+    try:
+        behind = other
+        behind.clock = lambda: time.time() - 120.0
+        assert _reported(c, "gw1", e["1.0.0"], "run1", 1)
+        a = c.create(_rollout("1.1.0", ["gw1"], ["100%"]))
+        c.on_report("gw1", a["id"], "vision", "1.1.0", "healthy", True, "", {}, report=("run1", 12))
+        assert c.get(a["id"])["state"] == "completed"
+        behind.on_report("gw1", a["id"], "vision", "1.1.0", "active", True, "", {}, report=("run1", 11))
+        t = c.get(a["id"])["targets"]["gw1"]
+        assert t["status"] == "healthy" and t["last_report"]["step"] == "active", t  # was: active
+        assert not _reported(behind, "gw1", e["1.0.0"], "run1", 10)  # made before the verdict: dropped
+        b = behind.create(_rollout("1.2.0", ["gw1"], ["100%"]))
+        assert behind.get(b["id"])["previous"]["gw1"]["version"] == "1.1.0"
+
+        assert _reported(behind, "gw1", e["1.0.0"], "run2", 3)  # restored: a new run, its numbers back
+        d = c.create(_rollout("1.2.0", ["gw1"], ["100%"]))
+        assert (
+            c.get(d["id"])["previous"]["gw1"]["version"] == "1.0.0"
+        )  # the new run's report, not the verdict
+        for replica, seq in ((c, 13), (behind, 14)):  # the run before's, made before the restore
+            replica.on_report(
+                "gw1", d["id"], "vision", "1.2.0", "healthy", True, "", {}, report=("run1", seq)
+            )
+            assert c.get(d["id"])["targets"]["gw1"]["status"] == "assigned"
+        assert not _reported(c, "gw1", e["1.1.0"], "run1", 15)
+        behind.on_report("gw1", d["id"], "vision", "1.2.0", "healthy", True, "", {}, report=("run2", 4))
+        assert c.get(d["id"])["state"] == "completed"
+    finally:
+        other.close()

@@ -5,6 +5,7 @@ report held on the way (a stream's queue, a link being re-made) arrives after a 
 from __future__ import annotations
 
 import asyncio
+import copy
 
 import grpc
 import pytest
@@ -39,6 +40,17 @@ async def fleet(tmp_path, built):
         entry = reg.publish(p, [], {}, None, None)
         entries[entry["version"]] = entry
     port = free_port()
+    srv = await _serve(tmp_path, pki, port)
+    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+            yield srv, rpc.FleetStub(ch), entries
+    finally:
+        await srv.stop()
+
+
+async def _serve(tmp_path, pki, port: int) -> FleetServer:
+    """The fleet service on ``port``, its data in ``tmp_path`` (started again on the same data: a restart)."""
     srv = FleetServer(
         tmp_path / "cloud",
         port,
@@ -49,12 +61,7 @@ async def fleet(tmp_path, built):
         tick_s=0.2,
     )
     await srv.start()
-    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
-    try:
-        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
-            yield srv, rpc.FleetStub(ch), entries
-    finally:
-        await srv.stop()
+    return srv
 
 
 def _report(entry, seq: int = 0, boot: str = "", **labels) -> pb.HeartbeatRequest:
@@ -164,36 +171,33 @@ async def test_a_state_report_older_than_one_written_is_dropped_on_either_path_b
         call.cancel()
 
 
-async def test_a_lower_number_long_after_the_last_report_is_written_a_restored_gateway_is_not_frozen(
-    fleet, monkeypatch
+async def test_a_restored_gateways_new_run_is_written_at_once_and_its_previous_runs_late_report_is_dropped(
+    fleet,
 ):
-    """A gateway whose count went back under the same run (its VM restored from a memory snapshot) had every report
-    dropped until the service forgot its numbers (10 min): its state at the cloud frozen, and the next rollout took
-    the frozen version for what it runs. A lower number is dropped only within STALE_REPORT_S of the last one."""
-    from cloud_trainer.fleet import service
-
+    """A gateway whose VM was restored from a memory snapshot counts again from the snapshot's number; it reports
+    under a new run (its link was lost at the restore: ``FleetClient.new_run``). Its reports were dropped for 60 s
+    after the last one taken (STALE_REPORT_S, a clock window), its state frozen at the fleet meanwhile. The new run
+    is written at once, its numbers going back; a report of the previous run held on the way and received after
+    the new run's is dropped, whatever its number, as is a lower number of the new run."""
     srv, stub, e = fleet
     await stub.Heartbeat(_report(e["1.0.0"], 50, "run3"))
-    await stub.Heartbeat(_report(e["1.1.0"], 10, "run3"))  # within the window: held on the way
+    await stub.Heartbeat(_report(e["1.1.0"], 10, "run3"))  # held on the way: dropped, however long after
     assert _runs(srv)[0] == "1.0.0"
-    monkeypatch.setattr(service, "STALE_REPORT_S", 0.0, raising=False)  # the window passed
-    await stub.Heartbeat(_report(e["1.1.0"], 11, "run3"))
-    assert _runs(srv)[0] == "1.1.0"  # was: 1.0.0 for 10 min
-    monkeypatch.setattr(service, "STALE_REPORT_S", 60.0, raising=False)
-    await stub.Heartbeat(_report(e["1.0.0"], 10, "run3"))  # below the one now taken: dropped again
+    await stub.Heartbeat(_report(e["1.1.0"], 11, "run3b"))  # restored: the snapshot's count, a new run
+    assert _runs(srv)[0] == "1.1.0"  # was: 1.0.0 for 60 s
+    await stub.Heartbeat(_report(e["1.0.0"], 51, "run3"))  # the previous run's, made before the restore
     assert _runs(srv)[0] == "1.1.0"
+    await stub.Heartbeat(_report(e["1.0.0"], 10, "run3b"))  # below the one taken from the new run
+    assert _runs(srv)[0] == "1.1.0"
+    await stub.Heartbeat(_report(e["1.2.0"], 12, "run3b"))
+    assert _runs(srv)[0] == "1.2.0"
 
 
-async def test_a_verdict_numbered_before_a_snapshot_restore_does_not_outrank_the_reports_after_it(
-    fleet, monkeypatch
-):
+async def test_a_verdict_numbered_before_a_snapshot_restore_does_not_outrank_the_reports_after_it(fleet):
     """A rollout of 1.1.0 completed on gw1 (its verdict numbered 50); gw1's VM was then restored from a memory
-    snapshot (1.0.0 serving, its count back at 10 under the same run) and, past the window, its reports written
-    again (e5de6179). The verdict's number still outranked them: a rollout of 1.2.0 took 1.1.0 for gw1's previous
-    version whatever gw1 reported, its record frozen at the fleet. Numbers order a verdict and a report only when
-    the report arrived less than RECORD_ORDER_S after the verdict; past it, by arrival."""
-    from cloud_trainer.fleet import control, service
-
+    snapshot (1.0.0 serving, its count back at 11) and reports under a new run. The verdict's number outranked the
+    reports of the same run (and a clock window of 10 min between the replicas' times decided when it stopped):
+    the report of the newer run outranks the verdict of the older one, at once, by no clock."""
     srv, stub, e = fleet
     await stub.Heartbeat(_report(e["1.0.0"], 9, "run4"))
     a = srv.control.create(
@@ -201,9 +205,7 @@ async def test_a_verdict_numbered_before_a_snapshot_restore_does_not_outrank_the
     )
     await stub.ReportDeployment(_healthy(a["id"], "1.1.0", 50, "run4"))
     assert srv.control.get(a["id"])["state"] == "completed"
-    monkeypatch.setattr(service, "STALE_REPORT_S", 0.0)  # the windows passed: gw1 restored meanwhile
-    monkeypatch.setattr(control, "RECORD_ORDER_S", 0.0)
-    await stub.Heartbeat(_report(e["1.0.0"], 11, "run4"))
+    await stub.Heartbeat(_report(e["1.0.0"], 11, "run4b"))  # restored: a new run
     assert _runs(srv)[0] == "1.0.0"
     b = srv.control.create(
         {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
@@ -239,6 +241,44 @@ async def test_a_deployment_step_made_before_the_verdict_but_received_after_it_d
     assert srv.control.get(b["id"])["targets"]["gw1"]["status"] == "downloading"
 
 
+async def test_a_late_step_of_the_agents_previous_run_does_not_undo_the_new_runs(fleet):
+    """gw1 sent its step ``downloading`` (numbered 40), the call held on the way (a pool that took it late, a
+    retry across a lost link); gw1 went on under a new run (its link re-made, or restarted) and reported 1.1.0
+    healthy (numbered 2). The late step then arrived: a step of another run was taken as it came, so the completed
+    target went back to under way. It is kept as the target's last report only, as is any later step of that run;
+    the new run's steps and a step without a number are taken."""
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 39, "run8"))
+    a = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    late = _healthy(a["id"], "1.1.0", 40, "run8")
+    late.step = "downloading"
+    await stub.ReportDeployment(_healthy(a["id"], "1.1.0", 2, "run9"))
+    assert srv.control.get(a["id"])["state"] == "completed"
+    await stub.ReportDeployment(late)
+    t = srv.control.get(a["id"])["targets"]["gw1"]
+    assert t["status"] == "healthy" and t["last_report"]["step"] == "downloading", t  # was: downloading
+    late.report_seq, late.step = 41, "active"  # any number of the run the new one followed
+    await stub.ReportDeployment(late)
+    assert srv.control.get(a["id"])["targets"]["gw1"]["status"] == "healthy"
+    b = srv.control.create(
+        {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    assert srv.control.get(b["id"])["previous"]["gw1"]["version"] == "1.1.0"
+    step = _healthy(b["id"], "1.2.0", 3, "run9")
+    step.step = "downloading"
+    await stub.ReportDeployment(step)
+    assert srv.control.get(b["id"])["targets"]["gw1"]["status"] == "downloading"
+    step.report_seq, step.boot_id, step.step = 0, "", "active"  # an older agent's: as it comes
+    await stub.ReportDeployment(step)
+    assert srv.control.get(b["id"])["targets"]["gw1"]["status"] == "active"
+    step.report_seq, step.boot_id, step.step = 2**64 - 1, "run9", "healthy"  # past what the databases keep
+    await stub.ReportDeployment(step)
+    await stub.Heartbeat(_report(e["1.2.0"], 2**64 - 1, "run10"))
+    assert srv.control.get(b["id"])["targets"]["gw1"]["status"] == "healthy" and _runs(srv)[0] == "1.2.0"
+
+
 async def test_a_verdict_taken_by_a_replica_whose_clock_runs_behind_still_outranks_a_report_made_before_it(
     fleet,
 ):
@@ -262,3 +302,38 @@ async def test_a_verdict_taken_by_a_replica_whose_clock_runs_behind_still_outran
         {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
     )
     assert srv.control.get(b["id"])["previous"]["gw1"]["version"] == "1.1.0"  # was 1.0.0
+
+
+async def test_an_agent_restored_from_a_memory_snapshot_reports_under_a_new_run_once_its_link_is_lost(
+    fleet, built, tmp_path
+):
+    """The agent's side, its own fleet client against the real service: gw1's VM is restored from a memory snapshot
+    (its run and count back at the snapshot's, below numbers the fleet took since) and its connection does not
+    survive the restore (the service restarted here). The reports it makes once its channel left READY go under a
+    new run, which the fleet writes at once; numbered under the snapshot's run they were dropped (frozen state)."""
+    from edge_agent.uplink.fleet_client import FleetClient
+    from tests.support.fleet import cloud_settings
+
+    srv, _stub, e = fleet
+    client = FleetClient(cloud_settings(built[0], srv.port))
+    client.open()
+    try:
+        snapshot = (client.boot_id, copy.copy(client._reports))  # the VM's memory as the snapshot keeps it
+        for _ in range(5):
+            boot, seq = client.next_report()
+            await client.stub.Heartbeat(_report(e["1.1.0"], seq, boot), timeout=10)
+        assert _runs(srv)[0] == "1.1.0"
+        client.boot_id, client._reports = snapshot  # restored: it runs 1.0.0 again, counts from 1 again
+        await srv.stop()  # its connection is gone with the restore
+        again = await _serve(tmp_path, built[0], srv.port)
+        try:
+            ready = grpc.ChannelConnectivity.READY
+            await until(lambda: client.channel.get_state() != ready, what="the channel to leave READY")
+            boot, seq = client.next_report()
+            assert boot != snapshot[0] and seq == 1, (boot, seq)  # the snapshot's count, a new run
+            await client.stub.Heartbeat(_report(e["1.0.0"], seq, boot), timeout=10)
+            assert _runs(again)[0] == "1.0.0"  # written: the fleet's state is what gw1 runs
+        finally:
+            await again.stop()
+    finally:
+        await client.close()
