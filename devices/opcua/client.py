@@ -4474,7 +4474,7 @@ class OpcUaSource:
         subscriptions, its link cut a few times, refused the source's (or its HMI's) next one for that long.
         This source never takes a left one back: it lives as long as its session (the session timeout asked,
         or granted if shorter), and at least 3 keep-alives (Part 4's floor)."""
-        keepalive = max(1, math.ceil(self.settings.keepalive_check_s * 1000.0 / interval_ms))
+        keepalive = max(1, math.ceil(self._check_s(client) * 1000.0 / interval_ms))
         granted_s = (client.session_timeout or 0) / 1000.0 or self.settings.session_timeout
         life_s = min(self.settings.session_timeout, granted_s)
         return keepalive, max(math.ceil(life_s * 1000.0 / interval_ms), keepalive * 3)
@@ -5199,9 +5199,22 @@ class OpcUaSource:
             )
         self._nodes_unsaid = self._nodes_logged = 0
 
+    def _check_s(self, client: Client | None = None) -> float:
+        """How often the session is checked (a read of the server state; a subscription's keep-alive):
+        ``keepalive_check_s``, or a third of the session timeout the server granted when that is shorter than two
+        checks. A PLC granting 1 s whatever was asked (an embedded server's fixed timeout) closed the session of
+        an agent whose tags stood still for a second, since no request came within it: the source reconnected
+        every 2.5 s, each time counted unreachable, its writes in the gap failed."""
+        client = client if client is not None else self._client
+        granted = (client.session_timeout or 0) / 1000.0 if client is not None else 0.0
+        if 0 < granted < 2 * self.settings.keepalive_check_s:
+            return max(granted / 3.0, 0.05)
+        return self.settings.keepalive_check_s
+
     async def _watch(self) -> None:
         """Return when the connection is gone: probe the server state now and then."""
         assert self._client is not None
+        every = self._check_s()
         status_nodes = [
             self._client.get_node(ua.ObjectIds.Server_ServerStatus_State).nodeid,
             self._client.get_node(ua.ObjectIds.Server_ServerStatus_CurrentTime).nodeid,
@@ -5212,13 +5225,13 @@ class OpcUaSource:
             # with the awaited result, and this loop would then never stop
             slept = time.monotonic()
             try:
-                async with asyncio.timeout(self.settings.keepalive_check_s):
+                async with asyncio.timeout(every):
                     await self._lost.wait()
                 return
             except TimeoutError:
                 pass
             woke = time.monotonic()
-            if woke - slept > self.settings.keepalive_check_s * 1.5 + 0.5:
+            if woke - slept > every * 1.5 + 0.5:
                 # this process was too busy to read the socket (a long type load, a loaded CPU): the
                 # silence may be its own, so the server is given its full time again
                 self._sub_since = woke

@@ -109,7 +109,12 @@ class OpcUaSettings(_Model):
     reconnect_initial_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
-    keepalive_check_s: float = Field(2.0, gt=0, description="how often the connection is checked")
+    keepalive_check_s: float = Field(
+        2.0,
+        gt=0,
+        description="how often the connection is checked (a read of the server state; the subscription's "
+        "keep-alive): every third of the session timeout the server granted when that is under two checks",
+    )
     session_timeout_s: float = Field(
         60.0,
         gt=0,

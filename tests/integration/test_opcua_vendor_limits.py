@@ -190,6 +190,30 @@ async def test_a_plc_full_of_monitored_items_names_its_limit_once_and_refuses_an
     assert len(said) == 1 and "3 node(s) get no values" in said[0], said
 
 
+async def _speeds_until_3(src, srv, speed, meanwhile) -> list[float]:
+    """The values ``src`` gives (the PLC's Speed) from its start, through ``meanwhile(values so far)``, up to the
+    3.0 written after it; the source and the server stopped on the way out."""
+    values: list[float] = []
+
+    async def collect() -> None:
+        async for r in src.items():
+            values.append(r.value)
+            if r.value == 3.0:
+                return
+
+    try:
+        await src.start()
+        reader = asyncio.create_task(collect())
+        await meanwhile(values)
+        await speed.write_value(3.0)
+        await asyncio.wait([reader], timeout=20.0)
+        reader.cancel()
+    finally:
+        await src.stop()
+        await srv.stop()
+    return values
+
+
 async def test_a_plc_refusing_a_read_of_its_server_state_keeps_the_session() -> None:
     """A PLC whose user role may not read the Server object answers the source's check of its state
     (ServerStatus.State) with BadUserAccessDenied. An answer shows the session is up: the source stays
@@ -210,31 +234,44 @@ async def test_a_plc_refusing_a_read_of_its_server_state_keeps_the_session() -> 
     speed = await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
     await srv.start()
     src = OpcUaSource("plc", _settings(port, [{"node_id": f"ns={idx};s=Speed"}], keepalive_check_s=0.2))
-    values: list[float] = []
 
-    async def collect() -> None:
-        async for r in src.items():
-            values.append(r.value)
-            if r.value == 3.0:
-                return
-
-    try:
-        await src.start()
-        reader = asyncio.create_task(collect())
+    async def refused_thrice(_values: list[float]) -> None:
         for _ in range(1000):  # three checks of the server's state, answered with the refusal
             if src.notices.counts.get("server_state_refused", 0) >= 3 or src.stats.reconnects:
                 break
             await asyncio.sleep(0.02)
-        await speed.write_value(3.0)
-        await asyncio.wait([reader], timeout=20.0)
-        reader.cancel()
-    finally:
-        await src.stop()
-        await srv.stop()
+
+    values = await _speeds_until_3(src, srv, speed, refused_thrice)
     assert src.stats.reconnects == 0 and not src.stats.errors_by_reason, src.stats.last_error
     assert src.notices.counts.get("server_state_refused", 0) >= 3, src.notices.status()
     assert "BadUserAccessDenied" in src.notices.status()["server_state_refused"]["message"]
     assert values[0] == 1.0 and values[-1] == 3.0, values
+
+
+async def test_a_plc_granting_a_session_timeout_shorter_than_the_checks_keeps_the_session_while_tags_stand_still() -> (
+    None
+):
+    """An embedded server grants a short session timeout whatever is asked (here 0.5 s; the source checks every
+    1 s). With its tags standing still, no request reached it within the timeout: it closed the session, and
+    the source reconnected every 1.5 s (counted unreachable). The source now checks the session, and asks the
+    subscription's keep-alives, within the timeout granted."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    srv.iserver.min_session_timeout_ms = srv.iserver.max_session_timeout_ms = 500
+    speed = await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    src = OpcUaSource("plc", _settings(port, [{"node_id": f"ns={idx};s=Speed"}], keepalive_check_s=1.0))
+
+    async def standing_still(values: list[float]) -> None:
+        for _ in range(500):
+            if values:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(2.5)  # the tag stands still: five session timeouts
+
+    values = await _speeds_until_3(src, srv, speed, standing_still)
+    assert src.stats.reconnects == 0 and not src.stats.errors_by_reason, src.stats.last_error
+    assert values == [1.0, 3.0], values
 
 
 async def test_a_node_a_plc_download_took_away_and_made_again_gives_values_again() -> None:
