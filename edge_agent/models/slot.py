@@ -629,7 +629,11 @@ class ModelSlot:
                         "frames are brought to 8 bits by its pixel_bits; a plugin source hands over BGR uint8 "
                         "frames"
                     )
-                x = image_tensor(item.image, m.preprocessing, a.input_dtype)
+                if img.dtype != np.uint8:
+                    # integers within 0-255 (checked above) are exactly these 8-bit pixels, which OpenCV resizes
+                    # (int32 and int64 it does not: an assertion on every frame)
+                    img = img.astype(np.uint8)
+                x = image_tensor(img, m.preprocessing, a.input_dtype)
             else:
                 if not isinstance(item, Window):
                     raise PreprocessError(
@@ -650,7 +654,7 @@ class ModelSlot:
         if unsure_tolerance is not None and m.input_stats is not None and isinstance(item, Frame):
             from model_packager.inputstats import check
 
-            check_args = (m.input_stats, item.image, unsure_tolerance, a.local_stats)
+            check_args = (m.input_stats, img, unsure_tolerance, a.local_stats)
             pending = _unsure_checks().submit(check, *check_args)
         t1 = time.perf_counter()
         try:

@@ -117,9 +117,22 @@ async def test_a_first_start_on_labels_that_do_not_fit_the_model_fails_with_the_
     assert s.version is None
 
 
-async def test_preprocessing_that_raises_on_every_frame_is_counted_and_rolled_back(tmp_path, pkgs):
-    # frames of 32-bit integers at 64x64: the 64x64 model scales them without a resize; the 32x32 one must
-    # resize them, which OpenCV cannot do for int32 (cv2.error, not a PreprocessError)
+async def test_preprocessing_that_raises_on_every_frame_is_counted_and_rolled_back(
+    tmp_path, pkgs, monkeypatch
+):
+    # the 32x32 model's preprocessing fails on every frame with an error of the library's own (an OpenCV
+    # error, not a PreprocessError); the 64x64 one's does not. (Frames of 32-bit integers did this: OpenCV
+    # resizes no int32 image. The slot now reads them as the 8-bit pixels they hold.)
+    import edge_agent.models.slot as slot_module
+
+    real = slot_module.image_tensor
+
+    def failing(img, spec, dtype="float32"):
+        if spec.width == 32:
+            raise RuntimeError("OpenCV: (-215:Assertion failed) func != 0 && cn <= 4 in function 'resize'")
+        return real(img, spec, dtype)
+
+    monkeypatch.setattr(slot_module, "image_tensor", failing)
     s = _slot(tmp_path, pkgs, pkgs["v1"])
     await s.start()
     for i in range(15):
@@ -146,7 +159,7 @@ async def test_preprocessing_that_raises_on_every_frame_is_counted_and_rolled_ba
     await s.stop()
 
 
-async def test_a_frame_the_input_statistics_cannot_measure_is_a_counted_error(tmp_path, pkgs):
+async def test_a_frame_the_input_statistics_cannot_measure_is_a_counted_error(tmp_path, pkgs, monkeypatch):
     tmp = tmp_path / "stats"
     model = make_vision_onnx(tmp / "model.onnx", seed=1)
     frames = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(8)]
@@ -161,8 +174,14 @@ async def test_a_frame_the_input_statistics_cannot_measure_is_a_counted_error(tm
     s = _slot(tmp_path, pkgs, pkg)
     await s.start()
     assert s.infer(_frame(1), unsure_tolerance=1.0).version == "1.0.0"
+    import model_packager.inputstats as inputstats
+
+    def failing(*args):  # as OpenCV failed on an int32 frame, which the slot now reads as its 8-bit pixels
+        raise RuntimeError("OpenCV: (-215:Assertion failed) in function 'cvtColor'")
+
+    monkeypatch.setattr(inputstats, "check", failing)
     with pytest.raises(InferenceError, match="cannot be measured against part-inspection-1.0.0") as ei:
-        s.infer(_frame(2, np.int32), unsure_tolerance=1.0)  # OpenCV converts no int32 image to grey
+        s.infer(_frame(2), unsure_tolerance=1.0)
     assert ei.value.reason == "bad_input"
     h = s._active.health
     assert (h.n, h.errors, s.counters["errors"]) == (2, 1, 1)

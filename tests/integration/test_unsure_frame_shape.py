@@ -157,22 +157,29 @@ async def test_the_shape_checked_is_the_cameras_not_the_builds_shrunk_frames(bui
     assert not got["good"][1].startswith("frame shape"), got
 
 
+def _whole_slot(builds, data: Path):
+    """A real slot serving the whole-frame build on ONNX Runtime, its data in ``data``."""
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import ModelSlot
+
+    return ModelSlot(
+        "vision",
+        ModelConfig(package=builds["whole"], engine="onnxruntime"),
+        data,
+        load_trusted_keys([builds["pub"]]),
+    )
+
+
 @pytest.mark.parametrize("tolerance", [1.0, None])
 async def test_a_frame_of_other_than_8_bit_pixels_is_refused_named_never_judged(builds, tolerance, tmp_path):
     """A plugin source's 16-bit frame (a Mono12 camera's values in uint16) or float one was scaled as 8-bit
     pixels: without the UNSURE check (``unsure.enabled: false``, a package without statistics) a good part
     was NG, with it the reason was 'overexposed'. It is ``bad_input``, counted, naming the pixels' type."""
     from devices.base import Frame
-    from edge_agent.models.config import ModelConfig
-    from edge_agent.models.slot import InferenceError, ModelSlot
+    from edge_agent.models.slot import InferenceError
 
     good = frame(91, 1)[0]
-    s = ModelSlot(
-        "vision",
-        ModelConfig(package=builds["whole"], engine="onnxruntime"),
-        tmp_path / "d-bits",
-        load_trusted_keys([builds["pub"]]),
-    )
+    s = _whole_slot(builds, tmp_path / "d-bits")
     await s.start()
     try:
         assert (
@@ -186,5 +193,25 @@ async def test_a_frame_of_other_than_8_bit_pixels_is_refused_named_never_judged(
             ) as e:
                 s.infer(Frame("cam", 2, time.time(), img), unsure_tolerance=tolerance)
             assert e.value.reason == "bad_input"
+    finally:
+        await s.stop()
+
+
+async def test_a_frame_of_8_bit_values_in_a_wider_integer_type_is_judged_as_its_uint8_form(builds, tmp_path):
+    """A plugin source's frame of integers 0-255 in int32 or int64 (``np.array`` of a list of pixels) is read as
+    8-bit pixels, as the slot says; at any size other than the model's it failed on every frame with OpenCV's
+    resize assertion (``func != 0 && cn <= 4``) as ``preprocess_error``, never judged."""
+    from devices.base import Frame
+
+    good = frame(91, 1)[0]
+    s = _whole_slot(builds, tmp_path / "d-wide-ints")
+    await s.start()
+    try:
+        want = s.infer(Frame("cam", 1, time.time(), good), unsure_tolerance=1.0).interpretation
+        for k, dtype in enumerate((np.int32, np.int64), start=2):
+            got = s.infer(
+                Frame("cam", k, time.time(), good.astype(dtype)), unsure_tolerance=1.0
+            ).interpretation
+            assert (got.verdict, got.score) == (want.verdict, want.score)
     finally:
         await s.stop()
