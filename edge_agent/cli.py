@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
@@ -171,22 +172,63 @@ def _member_error(tag: str, node: str, members: object) -> str | None:
     return f"structure {node!r} has no member {tag[len(node) + 1 :]!r} (read from the server); {hint}"
 
 
+def _agent_holds(data_dir) -> str | None:
+    """Why ``validate --online`` must not connect with the config's MQTT client ids: its agent runs (it holds
+    ``data_dir``), or whether it runs cannot be told; None when no agent holds the folder. First a shared lock
+    tried on the folder's lock file and released at once (``flock(LOCK_SH | LOCK_NB)``): refused while an agent
+    holds it, in any container or pid namespace that shares the folder (an flock belongs to the open file).
+    The kernel's list of locks (``/proc/locks``, ``DataDirLock.holder``) shows only the agents of this pid
+    namespace; it is read where the lock file cannot be opened. No lock file: no agent has run on the folder.
+    The lock is held for a moment: an agent starting in that very moment is refused its folder (and says so)."""
+    from pathlib import Path
+
+    from edge_agent.agent import LOCK_FILE, DataDirLock
+
+    lock = Path(data_dir) / LOCK_FILE
+    tail = (
+        ", and a connect with its client ids would take its connections over and make the broker publish its "
+        "will; its /status shows each connection (publish_connection); stop it to try them"
+    )
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if (pid := DataDirLock.holder(data_dir)) is not None:
+            return f"this config's agent runs (pid {pid}, {data_dir}){tail}"
+        return (
+            f"whether this config's agent runs cannot be told ({lock}: {exc.strerror or exc}), and a connect with "
+            "its client ids would take the connections of a running agent over; run validate as the agent's "
+            "user (in its container), or stop the agent first"
+        )
+    try:
+        import fcntl
+
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # an agent holds it: the pid it wrote, as its own pid namespace numbers it
+            written = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            return f"this config's agent runs (pid {written}, {data_dir}){tail}"
+        except OSError:  # (a file system without flock: the kernel's list)
+            pid = DataDirLock.holder(data_dir)
+            return None if pid is None else f"this config's agent runs (pid {pid}, {data_dir}){tail}"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 async def _online_errors(cfg, where) -> list[str]:
     """What the live OPC UA servers say about the config's nodes and write targets, and the MQTT brokers about
     each client id a source connects with."""
     errors: list[str] = []
     mqtt = [name for name, s in cfg.sources.items() if s.type == "mqtt"]
     if mqtt:
-        from edge_agent.agent import DataDirLock
-
-        if (pid := DataDirLock.holder(cfg.data_dir)) is not None:
-            # a connect with a client id the agent is connected with takes that connection over: the broker
-            # publishes the agent's will (a retained "offline", a Sparkplug STATE offline) while it runs
+        # a connect with a client id the agent is connected with takes that connection over: the broker
+        # publishes the agent's will (a retained "offline", a Sparkplug STATE offline) while it runs
+        if (why := _agent_holds(cfg.data_dir)) is not None:
             print(
-                f"warning: {where}: sources {', '.join(mqtt)}: the MQTT client ids were not tried: this config's "
-                f"agent runs (pid {pid}, {cfg.data_dir}), and a connect with its client ids would take its "
-                "connections over and make the broker publish its will; its /status shows each connection "
-                "(publish_connection); stop it to try them",
+                f"warning: {where}: sources {', '.join(mqtt)}: the MQTT client ids were not tried: {why}",
                 file=sys.stderr,
             )
             mqtt = []
