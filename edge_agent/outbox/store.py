@@ -293,7 +293,8 @@ def _readable(
     the store's last seq could not be read at all (neither ``MAX(seq)`` nor ``meta``'s ``last_seq``: how many it
     holds is unknown, formerly told as an exact 0). A file cut short is read once padded (``Outbox._pad_truncated``),
     as a salvage reads it. From seq ``lo`` on when given (a count a time limit cut, gone on with); ``reach``, when
-    given, is told how far the count got (``"counted_to"``: every seq up to it read)."""
+    given, is told how far the count got (``"counted_to"``: every seq up to it read) and how many rows it read back
+    damaged (``"damaged"``: no record of any kind, not counted in the first value)."""
     got: Counter = Counter()
     shas: set[str] = set()
     deadline = time.monotonic() + (HELD_COUNT_S if limit_s is None else limit_s)
@@ -322,6 +323,7 @@ def _readable(
             reach is not None
         ):  # (the ranges left are the newest; the last one popped first is the oldest of them)
             reach["counted_to"] = ranges.todo[-1][0] - 1 if ranges.todo else max(hi, start - 1)
+            reach["damaged"] = len(damaged)
     finally:
         con.close()
     return got, shas, bool(ranges.todo)
@@ -999,7 +1001,7 @@ class Outbox:
                     sorted(shas),
                     src=aside,
                     partly=partly,
-                    counted_to=reach.get("counted_to"),
+                    reach=reach,
                 )
                 log.warning(
                     "outbox %s: the corrupt store was made under %s; this gateway's certificate names tenant %s: "
@@ -1218,22 +1220,28 @@ class Outbox:
         self.former_tenant = str(row[0])
         if self.on_move is not None:
             self.on_move(self.former_tenant)
-        by_kind = Counter({k: n for k, n in db.execute("SELECT kind, COUNT(*) FROM records GROUP BY kind")})
+        by_kind: Counter = Counter()
+        for k, n in db.execute("SELECT kind, COUNT(*) FROM records GROUP BY kind"):
+            by_kind[_kind_read(k)] += n  # (a kind the damage garbled in place: no record, noted apart)
+        damaged = by_kind.pop(DAMAGED, 0)
         shas = [
             r[0]
             for r in db.execute("SELECT DISTINCT sample_sha256 FROM records WHERE sample_sha256 IS NOT NULL")
         ]
         epoch = dict(db.execute("SELECT key, value FROM meta").fetchall()).get("epoch", 0)
         db.close()  # (the last connection: its WAL is checkpointed into the file)
-        if by_kind.total():
-            kept = self._hold((str(row[0]), str(row[1])), int(epoch), by_kind, shas)
+        if by_kind.total() or damaged:
+            kept = self._hold(
+                (str(row[0]), str(row[1])), int(epoch), by_kind, shas, reach={"damaged": damaged}
+            )
             log.warning(
                 "outbox %s: %d records (%s) were made under tenant %s as agent %s (epoch %d); this gateway's "
                 "certificate now names tenant %s: they are not sent (another tenant's), held whole in %s; the outbox "
                 "starts afresh in a new epoch",
                 self.dir,
                 by_kind.total(),
-                ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())),
+                ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items()))
+                + (f"; and {damaged} damaged rows, no record of any kind" if damaged else ""),
                 _who(row[0]),
                 _who(row[1]),
                 epoch,
@@ -1365,11 +1373,15 @@ class Outbox:
         shas: list[str],
         src: Path | None = None,
         partly: bool = False,
-        counted_to: int | None = None,
+        reach: dict | None = None,
     ) -> Path:
         """Move the store (``src``: a corrupt one moved aside; else the outbox's own) and the sample files its
         records name into ``outbox-held/``, beside a note saying whose records they are (``<name>.json``, written
-        first: a note whose store is missing is skipped). An owner of ("", ""): it cannot be told."""
+        first: a note whose store is missing is skipped). An owner of ("", ""): it cannot be told. ``reach``: what the
+        count told (``_readable``): how far it got, and the rows read back with no record kind (``damaged``: noted beside
+        the records, never as one of their kinds)."""
+        reach = reach or {}
+        counted_to, damaged = reach.get("counted_to"), reach.get("damaged", 0)
         held = self._held_dir()
         held.mkdir(parents=True, exist_ok=True)
         base = f"outbox.db.{re.sub(r'[^A-Za-z0-9_.-]', '_', owner[0] or 'unknown')[:64]}-{epoch}"
@@ -1395,6 +1407,10 @@ class Outbox:
             ),
             "file": str(dst),
         }
+        if (
+            damaged
+        ):  # (formerly counted nowhere; a sound store's garbled kind was a kind of its own, a blob one
+            note["damaged"] = damaged  # failed the note's write and the start)
         if src is not None:
             note["corrupt"] = True
             # (the salvage marker's file: ``_resume_salvage`` tells nothing of it once held)
@@ -1785,6 +1801,8 @@ class Outbox:
                     held_at=float(note.get("held_at", 0)),
                     by_kind={str(k): int(v) for k, v in kinds.items()},
                 )
+                if "damaged" in note:
+                    note["damaged"] = int(note["damaged"])
                 if (
                     note.get("records_at_least") is True
                     and note.get("dropping") is not True
@@ -1806,6 +1824,7 @@ class Outbox:
                     f"{n.get('file')} (tenant {_who(n.get('tenant') or '?')}, "
                     + ("at least " if n.get("records_at_least") is True else "")
                     + f"{n.get('records')} records"
+                    + (f", {n['damaged']} damaged rows" if n.get("damaged") else "")
                     + (", corrupt" if n.get("corrupt") else "")
                     + ")"
                     for n in out[:5]
@@ -1831,11 +1850,15 @@ class Outbox:
             )
         except OSError:
             return
+        damaged = reach.get("damaged", 0)
         if done is not None:  # (gone on with: what this start read adds to what the former ones did)
             by_kind = _note_kinds(note) + by_kind
+            damaged += note.get("damaged", 0)
         elif partly and by_kind.total() <= note["records"]:
             return
         note.update(records=by_kind.total(), by_kind=dict(by_kind))
+        if damaged:
+            note["damaged"] = damaged
         if partly:
             if "counted_to" in reach:
                 note["counted_to"] = reach["counted_to"]
@@ -2046,6 +2069,8 @@ class Outbox:
             "why": "found in outbox-held/ without its note (a held store put back by hand): noted again",
             "file": str(src),
         }
+        if reach.get("damaged"):
+            note["damaged"] = reach["damaged"]
         if corrupt:
             note["corrupt"] = True
         if partly:
@@ -2384,9 +2409,7 @@ class Outbox:
                 if recorded is not None and former[0] and recorded[1] == former[0]
                 else 0
             )
-        kept = self._hold(
-            former, own, kinds, sorted(shas), src=src, partly=partly, counted_to=reach.get("counted_to")
-        )
+        kept = self._hold(former, own, kinds, sorted(shas), src=src, partly=partly, reach=reach)
         log.warning(
             "outbox %s: the unfinished copy of %s is of records made under %s: not copied into tenant %s's "
             "outbox; held whole in %s",
@@ -3746,7 +3769,8 @@ class Outbox:
             self._q.put("flush", timeout=timeout_s if self._writer_alive() else 0)
         except queue.Full:
             return
-        self._wait_committed(self._seq, timeout_s)
+        if self._writer_alive():  # (a writer that ended commits nothing: not waited for, formerly timeout_s)
+            self._wait_committed(self._seq, timeout_s)
 
     def wait_committed(self, seq: int, timeout_s: float) -> bool:
         """Wait, without asking the writer for a commit (``flush`` forces one, with its fsync), until the records up

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -1063,3 +1064,20 @@ def test_an_agent_killed_between_moving_a_store_aside_and_moving_its_wal_loses_n
         assert not ob.dropped
     finally:
         ob.close()
+
+
+def test_close_wakes_a_wait_for_a_commit_that_an_ended_writer_never_makes(tmp_path):
+    ob = Outbox(OutboxSettings(commit_interval_ms=10), tmp_path / "data")
+    ob.open()
+    ob.append("result", {"i": 0})
+    ob._q.put(None)  # the writer commits what it holds and ends, as one that died would
+    ob._writer.join(10)
+    seq = ob.append("result", {"i": 1})  # taken into the hand-over queue; no writer commits it
+    out: dict = {}
+    waiter = threading.Thread(target=lambda: out.update(kept=ob.wait_committed(seq, 60)), daemon=True)
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # (waiting)
+    ob.close()  # formerly its flush waited 10 s for the commit, and the waiter its own bound (the uplink's ~1 s)
+    waiter.join(10)
+    assert not waiter.is_alive() and out == {"kept": False}
