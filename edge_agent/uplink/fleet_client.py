@@ -88,13 +88,16 @@ class FleetClient:
         import grpc
 
         ready = grpc.ChannelConnectivity.READY
-        state = channel.get_state(try_to_connect=False)
-        while True:
-            await channel.wait_for_state_change(state)
-            new = channel.get_state(try_to_connect=False)
-            if state == ready and new != ready:
-                self._link_lost = True
-            state = new
+        try:
+            state = channel.get_state(try_to_connect=False)
+            while True:
+                await channel.wait_for_state_change(state)
+                new = channel.get_state(try_to_connect=False)
+                if state == ready and new != ready:
+                    self._link_lost = True
+                state = new
+        except Exception:  # the channel closed under it: the next report's own reading of the state decides
+            self._link_lost = True
 
     def _path(self, p: str) -> Path:
         q = Path(p)
@@ -102,6 +105,10 @@ class FleetClient:
 
     def open(self) -> None:
         import grpc
+
+        if self._watcher is not None:  # (a channel opened again without a close: watched anew)
+            self._watcher.cancel()
+            self._watcher = None
 
         from protocols.gen import fleet_pb2_grpc as rpc
 
