@@ -162,9 +162,10 @@ GIVE_WAY_WAIT_S = 1.0
 # per-agent stream quota) released within the sum
 KEEPALIVE_S = 60.0
 KEEPALIVE_TIMEOUT_S = 20.0
-# a connection with no call open this long is closed (GOAWAY; a client's next call connects again, unseen): one
-# whose calls were all refused (a caller past its concurrent_calls) held ~80 KB of the service's memory for good
-CONNECTION_IDLE_S = 120.0
+# a connection with no call open this long (up to twice it: grpc looks once a period) is closed (GOAWAY; a client's
+# next call connects again, unseen): one whose calls were all refused (a caller past its concurrent_calls) held
+# ~80 KB of the service's memory for good
+CONNECTION_IDLE_S = 60.0
 # streams open at once on one connection (HTTP/2 SETTINGS; a client queues its calls past it): an agent's uplink
 # and model manager share one connection and use a few (Connect, PushRecords, a heartbeat, a report, a download)
 STREAMS_PER_CONNECTION = 64
