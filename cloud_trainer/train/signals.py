@@ -316,7 +316,9 @@ _TIME_HINT = "/".join(("timestamp", "time", "t", "zeit", "datetime", "elapsed", 
 
 # A number written with a decimal comma, "0,0125", "-1,5E-03", "1.234,5" (German grouping).
 _COMMA_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*),\d+(?:[eE][+-]?\d+)?")
-_GROUPED = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+(?:,\d+)?(?:[eE][+-]?\d+)?")  # "1.500", "12.345,6"
+# "1.500", "12.345,6"; never "0.179": a number grouped in thousands does not begin with 0 (read so, a cell pasted
+# with a decimal point among decimal commas was a thousand times its neighbours)
+_GROUPED = re.compile(r"[+-]?[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?(?:[eE][+-]?\d+)?")
 
 
 _EXCEL_SEP = re.compile(r'"?sep=(.)"?', re.IGNORECASE)  # "sep=;": Excel's delimiter line

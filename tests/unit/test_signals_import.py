@@ -563,6 +563,23 @@ def test_in_a_decimal_comma_file_a_point_groups_thousands_or_is_refused(tmp_path
     ) and "decimal point in a file written with decimal commas" in str(ei.value)
 
 
+@pytest.mark.parametrize("value", ["0.179", "-0.500", "+0.125,5", "00.125"])
+def test_in_a_decimal_comma_file_a_point_after_a_leading_zero_is_refused_not_read_1000_times_off(
+    tmp_path, value
+):
+    """A thousands group never begins with 0: '0.179' among '0,179's (a cell pasted with a point) was read as
+    179, a thousand times the samples around it, without a word."""
+    from cloud_trainer.train.signals import read_csv
+
+    t = np.arange(6) / RATE
+    (tmp_path / "de.csv").write_text(
+        "time;accel_x\n" + "".join(f"{_de(a)};{value if i == 3 else '0,179'}\n" for i, a in enumerate(t))
+    )
+    with pytest.raises(DatasetError) as ei:
+        read_csv(tmp_path / "de.csv", None)
+    assert f"line 5: column 'accel_x' holds a value that is not a number ('{value}'" in str(ei.value)
+
+
 def test_empty_trailing_columns_from_spreadsheet_exports_are_dropped(tmp_path):
     """'time;accel_x;' was refused: "column '' holds a value that is not a number"."""
     from cloud_trainer.train.signals import read_csv
