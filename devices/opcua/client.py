@@ -1124,6 +1124,26 @@ _SERVER_MAX_BYTES = {
 }
 
 
+async def _property(node: Node, prop: str) -> Node:
+    """A node's Property ``prop`` (``0:EnumStrings``): by TranslateBrowsePathsToNodeIds, else by a Browse of its
+    HasProperty references. A server without that service (OPC UA Part 7's Nano and Micro embedded profiles
+    leave it out: BadServiceUnsupported) or answering a namespace-0 path BadNoMatch left a write target's
+    enumeration values and length limits unread, so nothing was checked: 7 went to an enumeration of 0..2, ten
+    characters to a String of at most 5. Raises the first error when the Browse finds none either."""
+    try:
+        return await node.get_child(prop)
+    except ua.UaError as e:
+        name = ua.QualifiedName.from_string(prop)
+        try:
+            refs = await node.get_references(ua.ObjectIds.HasProperty, ua.BrowseDirection.Forward)
+        except ua.UaError:
+            raise e from None
+        for ref in refs:
+            if ref.BrowseName == name:
+                return Node(node.session, ref.NodeId)
+        raise
+
+
 def _positive(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
@@ -1135,7 +1155,7 @@ async def _stated_limit(node: Node, prop: str, server_id: int) -> tuple[int | No
     takes 100), and a node stating none is held to the server's; (None, False) when neither is stated (or 0:
     no limit)."""
     try:
-        if (own := _positive(await (await node.get_child(prop)).read_value())) is not None:
+        if (own := _positive(await (await _property(node, prop)).read_value())) is not None:
             return own, False
     except (ua.UaError, TypeError, ValueError):
         pass  # most servers state none (BadNoMatch)
@@ -1178,7 +1198,7 @@ async def _enum_properties(node: Node) -> tuple[str | None, _EnumValues, str | N
     None): neither."""
     for prop in ("0:EnumValues", "0:EnumStrings"):
         try:
-            child = await node.get_child(prop)
+            child = await _property(node, prop)
             v = await child.read_value()
         except (ua.UaError, TypeError, ValueError):
             continue

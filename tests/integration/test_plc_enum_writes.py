@@ -231,3 +231,51 @@ async def test_an_enumeration_the_server_holds_as_no_integer_is_refused_naming_t
         assert f"an enumeration held by the server as {held}" in said, said
         assert "writes an enumeration's values as integers" in said and "the node is Int32" not in said, said
         assert (await p.nodes["Mode"].read_data_value()).Value.VariantType is vt
+
+
+@pytest.mark.parametrize("answer", ["BadServiceUnsupported", "BadNoMatch"])
+async def test_a_plc_without_translate_browse_paths_still_has_its_enumerations_and_string_lengths_checked(
+    monkeypatch, answer
+):
+    """An embedded server without the TranslateBrowsePathsToNodeIds service (Part 7's Nano and Micro profiles
+    leave it out), or one answering a namespace-0 path BadNoMatch: the enumeration's EnumStrings and the String
+    node's MaxStringLength were read by that service only, so nothing was checked and the PLC took 7 for an
+    enumeration of 0..2 and ten characters for a String of 5. They are found by a Browse of the node's
+    properties and checked as on any server."""
+    from asyncua.server.internal_session import InternalSession
+
+    async def translate(self, params):
+        if answer == "BadServiceUnsupported":
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadServiceUnsupported)
+        return [ua.BrowsePathResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadNoMatch)) for _ in params]
+
+    monkeypatch.setattr(InternalSession, "translate_browsepaths_to_nodeids", translate)
+
+    async def build(srv, idx: int, obj) -> dict:
+        state = await srv.nodes.enum_data_type.add_data_type(idx, "State")
+        await state.add_property(
+            ua.NodeId("State.EnumStrings", idx),
+            ua.QualifiedName("EnumStrings", 0),
+            [ua.LocalizedText(t) for t in ("Off", "On", "Auto")],
+        )
+        label = await obj.add_variable(
+            ua.NodeId("Label", idx), "Label", ua.Variant("", ua.VariantType.String)
+        )
+        await label.add_property(
+            ua.NodeId("Label.MaxStringLength", idx),
+            ua.QualifiedName("MaxStringLength", 0),
+            ua.Variant(5, ua.VariantType.UInt32),
+        )
+        mode = await obj.add_variable(
+            ua.NodeId("Mode", idx), "Mode", ua.Variant(0, ua.VariantType.Int32), datatype=state.nodeid
+        )
+        return {"Mode": mode, "Label": label}
+
+    async with plc_server(build) as p, opcua_source(p) as src:
+        with pytest.raises(OpcUaTypeMismatch, match=r"of the values 0, 1, 2; cannot write 7"):
+            await src.write(p.node_id("Mode"), 7)
+        with pytest.raises(OpcUaTypeMismatch, match="5"):
+            await src.write(p.node_id("Label"), "abcdefghij")
+        await src.write(p.node_id("Mode"), 2)
+        await src.write(p.node_id("Label"), "abcde")
+        assert await p.read() == {"Mode": 2, "Label": "abcde"}
