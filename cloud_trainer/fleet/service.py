@@ -480,10 +480,21 @@ class FleetServicer(rpc.FleetServicer):
         if had is not None and had[0] == boot:
             if had[1] >= seq:
                 return False
-        elif self.control is not None and not await asyncio.to_thread(
-            partial(self.control.note_run, key[1], boot, seq, tenant=key[0])
-        ):
-            return False
+        elif self.control is not None:
+            try:
+                taken = await asyncio.to_thread(
+                    partial(self.control.note_run, key[1], boot, seq, tenant=key[0])
+                )
+            except Exception as exc:  # the control database unreachable: the report is written as it comes
+                log.warning(
+                    "agent %s: the order of its report runs could not be read (%s); its report is written as it "
+                    "comes",
+                    key[1],
+                    str(exc)[:200],
+                )
+                return True
+            if not taken:
+                return False
         self._applied[key] = (boot, seq, time.monotonic())
         return True
 

@@ -337,3 +337,21 @@ async def test_an_agent_restored_from_a_memory_snapshot_reports_under_a_new_run_
             await again.stop()
     finally:
         await client.close()
+
+
+async def test_a_new_runs_state_report_is_written_as_it_comes_when_the_control_state_cannot_answer(
+    fleet, caplog
+):
+    """The order of an agent's runs is kept in the control state; with its database gone (here: closed under the
+    service), a report of a run this process has not taken is written as it comes and said in a warning, not
+    failed: the agent's state at the fleet is kept current."""
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 5, "run11"))
+    srv.control.db.close()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # (its desired state cannot be read either)
+        await stub.Heartbeat(_report(e["1.1.0"], 1, "run12"))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE and "desired state" in str(
+        refused.value.details()
+    )
+    assert _runs(srv)[0] == "1.1.0"
+    assert "the order of its report runs could not be read" in caplog.text
