@@ -54,6 +54,7 @@ from typing import Any, Generic, NoReturn, Protocol, TypeVar
 from cloud_trainer.train.data import (
     CAMERA_MAX_MEGAPIXELS,
     DatasetError,
+    decode_checked,
     link_out,
     not_a,
     path_text,
@@ -996,6 +997,7 @@ def _write(
     image's (source, height, width), the images of one colour, the images of another kind than their
     extension says: (source, kind), stored under their kind's extension, the JPEG masks with faint pixels:
     (source, faint pixels, marked pixels))."""
+    import numpy as np
     import yaml
 
     (dst / "images").mkdir()
@@ -1053,6 +1055,17 @@ def _write(
             if it.mask is not None:
                 mdata, mask, _ = _decode(it.mask, max_megapixels, mask=True, src=src)
                 refuse_mask_beneath_clear(it.mask, mdata)
+                if mask.ndim == 3:
+                    # judged as grey, as training reads it: counted in colour, a class-index mask's (0, 0, 1)
+                    # was a defect pixel here and good (grey 0) in training, an empty mask on a defect image
+                    coloured = int(np.count_nonzero(mask.any(axis=2)))
+                    mask = _grey_mask(it.mask, mdata, max_megapixels)
+                    if coloured and not np.count_nonzero(mask):
+                        raise DatasetError(
+                            f"{it.mask}: its {coloured} marked pixels are all 0 once read as grey, as masks are "
+                            "read (0 good, anything else defect): their colours are too dark; save the mask as a "
+                            "grey image with the defect's pixels 255"
+                        )
                 if mask.shape[:2] != img.shape[:2]:
                     raise DatasetError(
                         f"{it.mask}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {it.path} is "
@@ -1298,6 +1311,18 @@ def _check_mask(it: _Item, mask, good: str) -> None:
             f"{it.mask}: {marked} defect pixels on a good image ({it.path}); a good image's mask is empty: "
             "move the image to its defect's folder, or remove the mask"
         )
+
+
+def _grey_mask(path: Path, data: bytes, max_megapixels: float):
+    """A colour mask's bytes decoded as training decodes a mask (``data._mask``: grey, any depth)."""
+    import cv2
+
+    from protocols.image_header import ImageRejected
+
+    try:
+        return decode_checked(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH, max_megapixels)
+    except ImageRejected as exc:
+        raise DatasetError(f"{path}: {exc}") from None
 
 
 def _png(mask, path: Path) -> None:

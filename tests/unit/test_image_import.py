@@ -85,6 +85,34 @@ def test_mvtec_layout_with_masks(tmp_path):
     assert sum('"split": "train"' in r for r in rows) == 20 and sum('"split": "test"' in r for r in rows) == 3
 
 
+@pytest.mark.parametrize("marked", [(0, 0, 1), (0, 0, 200)], ids=["dim", "red"])
+def test_a_colour_mask_is_judged_by_the_grey_pixels_training_reads(tmp_path, marked):
+    """A class-index mask saved in colour, its defect (0, 0, 1) in BGR, was counted as marked in colour at import
+    and read by training as grey: 0, an empty mask on a defect image, whose tiles a tiled model learns as good.
+    A red overlay's pixels stay marked in grey and import."""
+    src = tmp_path / "bottle"
+    for i in range(20):
+        img(src / "train" / "good" / f"{i:03d}.png", i)
+    img(src / "test" / "good" / "000.png", 50)
+    (src / "ground_truth" / "dent").mkdir(parents=True)
+    for i in range(2):
+        img(src / "test" / "dent" / f"{i:03d}.png", 60 + i)
+        m = np.zeros((10, 12, 3), np.uint8)
+        m[2:5, 3:6] = marked
+        assert cv2.imwrite(str(src / "ground_truth" / "dent" / f"{i:03d}_mask.png"), m)
+    if marked == (0, 0, 1):
+        with pytest.raises(
+            DatasetError,
+            match=r"000_mask.png: its 9 marked pixels are all 0 once read as grey, as masks are read",
+        ):
+            import_images(src, tmp_path / "ds")
+        assert not (tmp_path / "ds").exists()
+        return
+    import_images(src, tmp_path / "ds")
+    masks = [m for m in load_parts(tmp_path / "ds", masks=True).masks if m is not None]
+    assert len(masks) == 2 and all(np.count_nonzero(m) == 9 for m in masks)
+
+
 def _jpeg_turned_by_exif(path: Path, seed: int) -> None:
     """A 40x20 JPEG whose EXIF orientation (6: turn 90 degrees clockwise) makes it a 20x40 portrait, as a
     phone or some cameras write it; viewers and labelling tools show the portrait."""
