@@ -1880,9 +1880,8 @@ class SparkplugHost:
         # node's own are forgotten whole at its NBIRTH
         names, aliases = node.owned.setdefault(device, (set(), set())) if device else (set(), set())
         declared: dict[str, tuple[int, int | None]] = {}  # this birth's names: (datatype, alias) of the first
-        points: dict[
-            str, str | None
-        ] = {}  # this birth's tag paths -> the Template instance naming it (None: a metric)
+        # this birth's tag paths -> the Template instance (or DataSet) naming it, and which it is; None: a metric
+        points: dict[str, tuple[str, str] | None] = {}
         for i, m in enumerate(payload.metrics):
             if i == pause:
                 pause += step
@@ -1925,7 +1924,10 @@ class SparkplugHost:
                 node.types_cut = True
                 break
             node.types[(device, m.name)] = _stated(m)
-            if not isinstance(m.value, sp.Template):
+            if isinstance(m.value, sp.DataSet):  # its tags are its columns'
+                for col in m.value.columns:
+                    self._point(node, device, f"{m.name}/{col}", points, (m.name, "DataSet"))
+            elif not isinstance(m.value, sp.Template):
                 self._point(node, device, m.name, points)
             if m.is_transient:
                 node.transient.add((device, m.name))
@@ -1976,7 +1978,7 @@ class SparkplugHost:
                     node.transient.add((device, flat))
                 node.members[(device, flat)] = (chain, leaf.name or "")
                 names.add(flat)
-                self._point(node, device, flat, points, m.name)
+                self._point(node, device, flat, points, (m.name, "Template"))
         # a device of no metrics keeps no entry: ever new names, each born and dead, would grow them
         if device and not names and not aliases:
             node.owned.pop(device, None)
@@ -1991,20 +1993,24 @@ class SparkplugHost:
         node: _Node,
         device: str | None,
         path: str,
-        points: dict[str, str | None],
-        instance: str | None = None,
+        points: dict[str, tuple[str, str] | None],
+        instance: tuple[str, str] | None = None,
     ) -> None:
-        """A birth's metric (or Template member, of ``instance``) whose tag path is ``path``: one that another point
+        """A birth's metric (or Template member, or DataSet column: of ``instance``, (its name, ``"Template"`` or
+        ``"DataSet"``)) whose tag path is ``path``: one that another point
         names too, in this birth (a metric ``M1/Speed`` beside Template ``M1``'s member ``Speed``) or as the node's
         metric a device's is named like (``d1/level`` and device ``d1``'s ``level``), is ambiguous: both points are
         left unread (``tag_name_clash``, counted at each of their values) and a command to it is refused, until a birth
         names them apart. Kept, the tag took both points' values in turn, each data typed by the other's birth, and
         a command to the metric went to the member."""
 
-        def what(dev: str | None, name: str, inst: str | None) -> str:
+        def what(dev: str | None, name: str, inst: tuple[str, str] | None) -> str:
             at = f" of device {shown_topic(dev)}" if dev else ""
             if inst:
-                return f"member {shown_topic(name[len(inst) + 1 :])} of Template {shown_topic(inst)}{at}"
+                part = "member" if inst[1] == "Template" else "column"
+                return (
+                    f"{part} {shown_topic(name[len(inst[0]) + 1 :])} of {inst[1]} {shown_topic(inst[0])}{at}"
+                )
             return f"metric {shown_topic(name)}{at}"
 
         if path in points:
@@ -2560,7 +2566,16 @@ class SparkplugHost:
                 if isinstance(v, sp.DataSet):  # a table: each column's rows as a 1-D array, {metric}/{column}
                     values = []
                     for col, arr, why in sp.dataset_arrays(v):
-                        if arr is not None:
+                        if (
+                            node.ambiguous
+                            and (clash := node.ambiguous.get((dev, f"{flat}/{col}"))) is not None
+                        ):
+                            self._on_error(
+                                "tag_name_clash",
+                                f"{t.group}/{t.edge_node}: {_shown(t.edge_node, dev, f'{flat}/{col}')} names two "
+                                f"points ({clash[0]}): its value is skipped until a birth names them apart",
+                            )
+                        elif arr is not None:
                             values.append((f"{flat}/{col}", arr))
                         elif why == "unsupported":  # text: no reading to make
                             unsupported = unsupported or f"{flat}/{col}"

@@ -12,6 +12,7 @@ from devices.base import Quality
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 from protocols import sparkplug as sp
+from tests.support.mqtt_read import read_published
 from tests.support.sparkplug_pb import pb_metric as _metric
 
 D = sp.DataType
@@ -131,3 +132,27 @@ async def test_sparkplug_dataset_columns_are_read_as_arrays(mosquitto):
     )
     assert src.stats.errors_by_reason == {"wrong_type": 2}
     assert "'Strokes/Label'" in src.notices.status()["unsupported_metric"]["message"]
+
+
+async def test_a_dataset_column_named_as_a_plain_metric_of_the_node_is_neither_read_into_that_tag(mosquitto):
+    """A DataSet ``T`` whose column ``Force`` is tagged ``T/Force``, beside a plain metric named ``T/Force``: the
+    tag took the metric's 5.0 and the column's [1.5] in turn. Both are now skipped (``tag_name_clash``), the
+    DataSet's other columns read."""
+    birth = sp._pb().Payload()
+    birth.timestamp, birth.seq = T0_MS, 0
+    _metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
+    _metric(birth, "T/Force", alias=1, datatype=D.FLOAT, float_value=5.0)
+    _table(_metric(birth, "T", alias=2, datatype=D.DATASET), [(1, 1.5, True, None, T0_MS)])
+    got, src = await read_published(
+        mosquitto.port,
+        [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}, {"topic": "end"}],
+        [("spBv1.0/G/NBIRTH/E", birth.SerializeToString()), ("end", b'{"v": 1}')],
+        "end/v",
+    )
+    assert [(r.tag, _shown(r.value)) for r in got] == [
+        ("E/T/Pos", "[1]"),
+        ("E/T/Ok", "[True]"),
+        ("E/T/At", f"[{T0_MS}]"),
+        ("end/v", 1),
+    ], got
+    assert src.stats.errors_by_reason == {"tag_name_clash": 2}, src.stats.errors_by_reason
