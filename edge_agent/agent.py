@@ -109,6 +109,25 @@ class DataDirInUse(SlotError):
     that is the start-up refusal ``edge-agent run`` reports in one line and exits 1 on."""
 
 
+# a shared lock held a moment on a data folder's lock file (``edge-agent validate --online`` looking whether the
+# folder's agent runs) is waited out: the exclusive lock is tried this many times, LOCK_RETRY_S apart, before the
+# folder is taken for another agent's (one that holds it is refused LOCK_RETRY_S * 3 = 0.15 s later)
+LOCK_TRIES = 4
+LOCK_RETRY_S = 0.05
+
+
+def _lock_exclusive(f) -> None:
+    """``flock(LOCK_EX | LOCK_NB)`` on ``f``, tried again while another holds it for a moment (``LOCK_TRIES``)."""
+    for attempt in range(LOCK_TRIES):
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == LOCK_TRIES - 1:
+                raise
+            time.sleep(LOCK_RETRY_S)
+
+
 class DataDirLock:
     """An exclusive ``flock`` on ``<data_dir>/agent.lock`` held for the agent's lifetime, with the holder's
     pid written in it. Two agents on one folder would write one outbox with the same sequence numbers and
@@ -134,7 +153,7 @@ class DataDirLock:
             )
             return
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusive(f)
         except OSError as exc:
             f.seek(0)
             pid = f.read().strip() or "?"

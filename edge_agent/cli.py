@@ -179,7 +179,7 @@ def _agent_holds(data_dir) -> str | None:
     holds it, in any container or pid namespace that shares the folder (an flock belongs to the open file).
     The kernel's list of locks (``/proc/locks``, ``DataDirLock.holder``) shows only the agents of this pid
     namespace; it is read where the lock file cannot be opened. No lock file: no agent has run on the folder.
-    The lock is held for a moment: an agent starting in that very moment is refused its folder (and says so)."""
+    The lock is held for a moment, which an agent starting then waits out (``agent.LOCK_TRIES``)."""
     from pathlib import Path
 
     from edge_agent.agent import LOCK_FILE, DataDirLock

@@ -83,3 +83,27 @@ def test_no_agent_on_the_folder_lets_validate_try_the_client_ids(tmp_path):
     again = DataDirLock(tmp_path / "data")
     again.acquire()  # not refused
     again.release()
+
+
+def test_an_agent_starting_while_validate_looks_at_its_folder_waits_the_moment_out(tmp_path):
+    """validate's probe holds a shared lock on the folder's lock file for a moment; an agent starting in that moment
+    was refused its folder ("in use by another agent"). It tries again for a moment; one that holds the folder is
+    still refused."""
+    import fcntl
+    import threading
+
+    from edge_agent.agent import DataDirInUse
+
+    data = tmp_path / "data"
+    data.mkdir()
+    probe = os.open(data / "agent.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(0.06, fcntl.flock, (probe, fcntl.LOCK_UN)).start()
+    lock = DataDirLock(data)
+    try:
+        lock.acquire()  # was: DataDirInUse
+        with pytest.raises(DataDirInUse, match="in use by another agent"):
+            DataDirLock(data).acquire()
+    finally:
+        lock.release()
+        os.close(probe)
