@@ -263,8 +263,8 @@ class EventKind(enum.StrEnum):
     OUTBOX_DAMAGED = (
         "outbox_damaged",
         ("cause", "epoch", "dropped", "by_kind", "ranges", "budget_bytes"),
-        "rows of a sound store whose kind damage garbled (no record of any kind) were removed unsent, "
-        "counted as corrupt:damaged; their seqs listed",
+        "rows whose kind damage garbled (no record of any kind) were removed unsent from a sound store, or left "
+        "out of the copy of a corrupt one into a new epoch, counted as corrupt:damaged; their seqs listed",
     )
 
 

@@ -2755,6 +2755,7 @@ class Outbox:
             return got, True
         todo: list[tuple[int, int]] = []
         damaged: list = []  # the kinds of the rows read back damaged (not copied)
+        holes: list[int] = []  # and their seqs: holes in the new epoch, told in an outbox_damaged event
         try:
             meta_last, hi = self._number_after(src, db, last_seq, con)
             lo = max(_first_int(con, "SELECT MIN(seq) FROM records") or 1, start)
@@ -2796,6 +2797,7 @@ class Outbox:
                         )
                     rows = [r for r in rows if r[0] not in acked and r[0] not in gone]
                     damaged += [r[1] for r in rows if not _intact(r)]
+                    holes += [r[0] for r in rows if not _intact(r) and isinstance(r[0], int)]
                     rows = [r for r in rows if _intact(r)]
                     if (
                         rows
@@ -2846,9 +2848,12 @@ class Outbox:
                 _damaged_said(
                     src, damaged, "not copied" + (f", counted as corrupt:{DAMAGED}" if count_damaged else "")
                 )
-                if count_damaged:
-                    with self._lock:
+                with self._lock:
+                    if count_damaged:
                         self.dropped[f"corrupt:{DAMAGED}"] += len(damaged)
+                    # their seqs, holes in the new epoch the records are copied into: told as a read's removals are
+                    # (before, the cloud showed them as unknown, possibly still on their way, for good)
+                    self._drops.setdefault("damaged", []).extend((q, DAMAGED) for q in holes)
         finally:
             con.close()
         return got, not todo
