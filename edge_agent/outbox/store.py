@@ -3968,8 +3968,9 @@ class Outbox:
         disk, an I/O error: counted ``write_failed``), the writer did not take it in time, or it was larger than
         ``max_record_bytes`` (counted ``budget``). Such a seq still counts as reached for ``committed_seq``; a caller
         that must know its record is on disk asks this too (the newest LOST_SEQS_MAX such seqs are known)."""
-        with self._lock:
-            return seq in self._lost
+        # (no lock: asked from the event loop, and the writer holds ``_lock`` through a DELETE; a dict's membership
+        # test is atomic)
+        return seq in self._lost
 
     def _commit(self, batch: list, retried: bool = False) -> None:
         db = self._db
