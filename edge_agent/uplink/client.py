@@ -64,6 +64,14 @@ POLL_MIN_S = 0.2
 # gives it back once done; the push tries again this often (with jitter), not at its doubling backoff, and an alarm
 # recorded meanwhile at once. Each try's first batch is one record (the service reads it whole before refusing)
 STREAMS_FULL_RETRY_S = 0.25
+# a streak of such refusals (no batch acked since the first) longer than STREAMS_FULL_FAST_S (a download that long, or
+# a place never given back: concurrent_streams 1, a stream the service keeps, another implementation's words) is tried
+# ever less often: the pace doubles every STREAMS_FULL_DOUBLE_S up to STREAMS_FULL_MAX_S. Kept at 0.25 s, a refusal
+# for good cost 4 streams a second for ever (the doubling backoff's was one per backoff_max_s). An alarm or event ends
+# a wait at once at most once per STREAMS_FULL_RETRY_S: a storm of them tried once per round trip (15-20 a second)
+STREAMS_FULL_FAST_S = 30.0
+STREAMS_FULL_DOUBLE_S = 10.0
+STREAMS_FULL_MAX_S = 5.0
 
 # beyond two of the outbox's commit rounds, what a read after a fill ended by time waits for its commit (the
 # writer's round takes its own time: a checkpoint, retention)
@@ -111,6 +119,14 @@ def _streams_full(exc: Exception) -> bool:
         and exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         and "concurrent streams)" in (exc.details() or "")
     )
+
+
+def _streams_full_pace(streak_s: float) -> float:
+    """The push's wait after a refusal at ``concurrent_streams``, ``streak_s`` into a streak of them (before jitter):
+    ``STREAMS_FULL_RETRY_S`` for ``STREAMS_FULL_FAST_S``, then doubling every ``STREAMS_FULL_DOUBLE_S`` up to
+    ``STREAMS_FULL_MAX_S``."""
+    over = max(0.0, streak_s - STREAMS_FULL_FAST_S)
+    return min(STREAMS_FULL_MAX_S, STREAMS_FULL_RETRY_S * 2 ** min(over / STREAMS_FULL_DOUBLE_S, 64.0))
 
 
 def _too_large(exc: Exception) -> bool:
@@ -166,6 +182,10 @@ class Uplink:
         # stream's first batch is one record, so that a try refused again costs the link little
         self.streams_refused = 0
         self._probe = False
+        # since when the pushes are refused so (None: a batch was acked since), and when an alarm last ended such a
+        # wait early (``_streams_full_wait``)
+        self._full_since: float | None = None
+        self._full_early_at = float("-inf")
         self._sent_batch: list[int] = []  # the seqs of the batch awaiting its acknowledgement
         # their bytes (payloads and samples), said when the cloud refuses one as too large
         self._sent_bytes = 0
@@ -339,11 +359,12 @@ class Uplink:
 
     async def _streams_full_wait(self, exc: Exception) -> None:
         """The push was refused as beyond the agent's ``concurrent_streams`` (``_streams_full``): wait
-        ``STREAMS_FULL_RETRY_S`` (uniform in half to one and a half of it), ended at once by an alarm or event
-        recorded meanwhile, and try again, the first batch one record (the highest in priority: an alarm first).
-        The push's doubling backoff is neither waited nor doubled: at ``concurrent_streams`` 2 a rollout's download
-        held the place for its whole length and the uplink's retries then doubled past it (an alarm waited ~5 s
-        behind a 4-s download)."""
+        ``STREAMS_FULL_RETRY_S`` (uniform in half to one and a half of it; longer once the refusals have lasted
+        ``STREAMS_FULL_FAST_S``, ``_streams_full_pace``), ended at once by an alarm or event recorded meanwhile (at
+        most once per ``STREAMS_FULL_RETRY_S``), and try again, the first batch one record (the highest in priority:
+        an alarm first). The push's doubling backoff is neither waited nor doubled: at ``concurrent_streams`` 2 a
+        rollout's download held the place for its whole length and the uplink's retries then doubled past it (an
+        alarm waited ~5 s behind a 4-s download)."""
         self.state = "backoff"
         self.streams_refused += 1
         self._probe = True
@@ -351,14 +372,25 @@ class Uplink:
         self._burst.log(
             "streams_full",
             "uplink to %s: PushRecords refused while another stream of this agent's holds its place (%s); the "
-            "records wait, tried again every %g s (alarms at once)",
+            "records wait, tried again every %g s (alarms at once), less often after %g s (up to every %g s)",
             self.s.endpoint,
             exc.details(),  # type: ignore[attr-defined]
             STREAMS_FULL_RETRY_S,
+            STREAMS_FULL_FAST_S,
+            STREAMS_FULL_MAX_S,
         )
-        end = time.monotonic() + random.uniform(0.5, 1.5) * STREAMS_FULL_RETRY_S
-        # woken by an alarm alone: a line's results poked meanwhile would each make a try refused again
-        while not self._urgent and (left := end - time.monotonic()) > 0:
+        now = time.monotonic()
+        if self._full_since is None:
+            self._full_since = now
+        end = now + random.uniform(0.5, 1.5) * _streams_full_pace(now - self._full_since)
+        # woken by an alarm alone (a line's results poked meanwhile would each make a try refused again), and by one
+        # at most once per STREAMS_FULL_RETRY_S (an alarm or event storm tried once per round trip)
+        while (left := end - time.monotonic()) > 0:
+            if self._urgent:
+                if (t := time.monotonic()) - self._full_early_at >= STREAMS_FULL_RETRY_S:
+                    self._full_early_at = t
+                    return
+                left = min(left, self._full_early_at + STREAMS_FULL_RETRY_S - t)
             self._wake.clear()
             await self._woken(None, left)
 
@@ -614,6 +646,7 @@ class Uplink:
                     raise ConnectionError("the server closed the stream")
                 carried += 1
                 self._probe = False  # the stream is this agent's: its next batches are whole
+                self._full_since = None  # (a refusal at concurrent_streams after this starts a streak afresh)
                 # the stream's next message read from now on: an end of the stream by the server while this side
                 # gathers or paces its next batch (the fleet service's at its concurrent_streams limit, to take
                 # another stream of this agent's) is seen before that batch is sent into it

@@ -47,7 +47,8 @@ class CloudSettings(BaseModel):
         le=600,
         description="a ping unanswered this long ends the connection and the agent reconnects (a dead path "
         "is noticed within keepalive_s + keepalive_timeout_s); a ping waits behind the batch being sent, so "
-        "keep it above batch_max_bytes / the link's bytes per second on a slow link",
+        "keep it above batch_max_bytes / the link's bytes per second on a slow link. A Connect stream on which "
+        "the fleet service says nothing this long after a state report is ended and opened again too",
     )
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)

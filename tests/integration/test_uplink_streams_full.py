@@ -12,6 +12,7 @@ import pytest
 from cloud_trainer.fleet.guard import QuotaLimits, Quotas
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
+from edge_agent.uplink import client
 from edge_agent.uplink.client import Uplink
 from protocols.gen import fleet_pb2 as pb
 from tests.integration.test_uplink_batching import _kinds_read, _server
@@ -87,6 +88,65 @@ async def test_records_refused_while_a_download_holds_the_place_go_once_it_ends_
     finally:
         if download is not None:
             download.cancel()
+        await up.stop()
+        ob.close()
+        await srv.stop()
+
+
+async def test_a_refusal_that_lasts_is_tried_ever_less_often_and_an_alarm_storm_does_not_set_the_pace(
+    tmp_path, pki, monkeypatch
+) -> None:
+    """concurrent_streams 1: the agent's Connect holds the only place for good and every push is refused as beyond
+    it. The waits between tries grow once the refusals have lasted STREAMS_FULL_FAST_S, up to STREAMS_FULL_MAX_S
+    (scaled down here); before, 4 tries a second for ever. Then a storm of alarms, each poked once the uplink waits
+    again: an alarm ends a wait at once at most once per STREAMS_FULL_RETRY_S (30 s here), so the storm does not
+    make a try each (before: one per alarm, a try per round trip)."""
+    monkeypatch.setattr(client, "STREAMS_FULL_RETRY_S", 0.02)
+    monkeypatch.setattr(client, "STREAMS_FULL_FAST_S", 0.1)
+    monkeypatch.setattr(client, "STREAMS_FULL_DOUBLE_S", 0.05)
+    monkeypatch.setattr(client, "STREAMS_FULL_MAX_S", 0.3)
+    port = free_port()
+    srv = _server(tmp_path, pki, port, quotas=Quotas(QuotaLimits(concurrent_streams=1)))
+    await srv.start()
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    up = Uplink(cloud_settings(pki, port, heartbeat_s=5), ob)
+    waits: dict[int, float] = {}  # refusal number -> the first wait drawn after it
+    held = [0]  # waits begun with an alarm's wake pending: the alarm did not end the wait
+    wait = up._woken
+
+    async def spied(reading, timeout):
+        if reading is None and up.state == "backoff":
+            waits.setdefault(up.streams_refused, timeout)
+            held[0] += up._urgent
+        await wait(reading, timeout)
+
+    up._woken = spied  # type: ignore[method-assign]
+    try:
+        await up.start()
+        await until(
+            lambda: up.mode == "stream", what="the uplink's Connect stream open: the only place taken"
+        )
+        await ob.append_async("result", {"i": 0})
+        up.poke()
+        await until(lambda: any(w >= 0.15 for w in waits.values()), timeout_s=10, what="the waits grown")
+        assert waits[1] <= 0.03, waits  # 0.02 s, jitter up to 1.5x: the streak's first wait
+        assert max(waits.values()) <= 0.45, waits  # STREAMS_FULL_MAX_S, jitter up to 1.5x
+        monkeypatch.setattr(client, "STREAMS_FULL_RETRY_S", 30.0)
+        tried = up.streams_refused
+        for i in range(20):
+            seen = (held[0], up.streams_refused)
+            up.poke(urgent=ob.append_soon("alarm", {"i": i}))
+            await until(
+                lambda seen=seen: (held[0], up.streams_refused) != seen,
+                timeout_s=10,
+                what="the alarm seen",
+                every_s=0.005,
+            )
+        # one early try for the first alarm, and the tries at the grown pace (0.15-0.45 s) while the storm lasted
+        assert up.streams_refused - tried <= 10, up.streams_refused - tried
+        assert ob.stats()["acked"] == 0 and up.reconnects == 0, (ob.stats(), up.reconnects)
+    finally:
         await up.stop()
         ob.close()
         await srv.stop()
