@@ -241,9 +241,12 @@ def train(
         try:
             model.load_state_dict(init_state)
         except RuntimeError as exc:
+            said = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][
+                :2
+            ]  # the heading and the first why
             raise ValueError(
-                f"the weights to start from do not fit this model ({len(data.classes)} classes): "
-                f"{str(exc).splitlines()[0]}"
+                f"the weights to start from do not fit this model ({len(data.classes)} classes, "
+                f"{x.shape[1]} input channel(s)): {' '.join(said)[:400]}"
             ) from None
     model = model.to(dev)
     xt, yt = torch.from_numpy(x[tr]).to(dev), torch.from_numpy(y[tr]).to(dev)

@@ -236,9 +236,34 @@ def _init_state(path: Path) -> dict:
             "version's folder in the registry)"
         )
     try:
-        return torch.load(pt, map_location="cpu", weights_only=True)
+        state = torch.load(pt, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise StageError(f"--init-from {pt}: not a weights file ({type(exc).__name__}: {exc})") from None
+    # the user's file: a tensor or a list ended in load_state_dict's TypeError traceback, a checkpoint of
+    # another tool ({"epoch": ..., "state_dict": ...}) was said not to fit without saying why, and a NaN weight
+    # trained (every loss NaN) and exported a model answering NaN
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        inner = [
+            k for k in ("state_dict", "model_state_dict", "model") if isinstance(state, dict) and k in state
+        ]
+        what = (
+            type(state).__name__
+            if not isinstance(state, dict)
+            else "a dict of other things than named tensors"
+        )
+        raise StageError(
+            f"--init-from {pt}: holds {what}, not a model's weights (its state_dict: names to tensors, as `train` "
+            "writes model.pt)" + (f"; a training checkpoint: save its {inner[0]!r} alone" if inner else "")
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise StageError(
+            f"--init-from {pt}: {len(bad)} of its weights hold NaN or Inf (the first: {bad[0]!r}); start from a "
+            "version that trained well, or from scratch"
+        )
+    return state
 
 
 def _perturbed_metrics(ds, meta: dict, fp32: Path, int8: Path, te, y, threshold: float) -> dict:
