@@ -5,17 +5,8 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import gc
-import os
 import sys
 from pathlib import Path
-
-# NumPy's BLAS (OpenBLAS) with one thread in every test process and the processes they start (inherited), unless
-# the environment chose: its default starts a thread per core in each process that imports NumPy, and those
-# threads spin while they wait for work, at the import (~0.045 CPU s a process: `import numpy` 0.13 CPU s against
-# 0.085) and after every BLAS call that used them. Four workers on two cores already use every core: 200 products
-# of two 200x200 matrices 2 ms apart took 0.7-3.3 CPU s with the second thread and 0.06 without (2026-12-06, the
-# 2-core AMD EPYC, shared). PyTorch's own threads are not OpenBLAS's (their count and results are unchanged).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import pytest
 
