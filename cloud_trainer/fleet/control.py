@@ -766,9 +766,17 @@ class Control:
             t = dep["targets"].get(agent)
             if t is None:
                 return False
-            # a step of a run that a newer run of the agent followed (``_take_run``), or made before the step its
-            # target recorded last from its run
-            late = report is not None and bool(mark) and not self._take_run(tenant, agent, *report)[0]
+            # made before the step its target recorded last: of a run that a newer run of the agent followed
+            # (``_take_run``) and the target's step of a newer run, or of the same run and numbered lower. A step
+            # of a previous run is taken when the target recorded none of a newer run: only a state report of the
+            # newer run was taken (a step in flight on a replica stopping gracefully, or across the agent's
+            # restart; the agent says healthy once per deployment, so dropping it stalled the rollout)
+            late = (
+                report is not None
+                and bool(mark)
+                and not self._take_run(tenant, agent, *report)[0]
+                and _recorded_by_a_later_run(t, report[0], self._run_order(tenant, agent))
+            )
             if late or _held_on_the_way(t, mark.get("report")):
                 # made before the step already recorded (a call taken late, a retry), received after it: kept as
                 # the last report only. Taken, a late ``active`` turned a healthy target back to under way: a step
@@ -1930,6 +1938,15 @@ def _record_newer(target: dict, cur: dict, runs: Callable[[], dict[str, int]] = 
     return isinstance(updated, (int, float)) and (
         not isinstance(reported, (int, float)) or updated > reported
     )
+
+
+def _recorded_by_a_later_run(target: dict, boot: str, runs: dict[str, int]) -> bool:
+    """Whether the step ``target`` recorded last came from a run of the agent that began after run ``boot`` (``runs``:
+    boot -> its place among the agent's runs, ``Control._run_order``); False when either run is not remembered."""
+    had = target.get("report")
+    mine = runs.get(str(had.get("boot"))) if isinstance(had, dict) else None
+    theirs = runs.get(boot)
+    return mine is not None and theirs is not None and mine > theirs
 
 
 def _held_on_the_way(target: dict, report: dict | None) -> bool:

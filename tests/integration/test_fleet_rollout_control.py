@@ -768,7 +768,8 @@ def test_replicas_with_clocks_minutes_apart_order_an_agents_steps_by_its_runs_an
     held on the way, reached the replica behind after its ``healthy`` (12) reached the other: a step numbered below
     the target's was dropped only within 60 s of the replicas' times, so it was taken and the completed target went
     back to under way. gw1's VM is then restored from a snapshot (a new run, its count back at 3): its reports are
-    taken at once and outrank the verdict of the run before; a late step of that run is dropped on either replica."""
+    taken at once and outrank the verdict of the run before; a late step of that run, once the new run's
+    step was recorded on the target, is dropped on either replica."""
     c, e = either_control
     other = Control(
         getattr(c.db, "url", tmp_path / "control.db"), c.registry, c.store, config_validator=lambda b, n: None
@@ -792,13 +793,14 @@ def test_replicas_with_clocks_minutes_apart_order_an_agents_steps_by_its_runs_an
         assert (
             c.get(d["id"])["previous"]["gw1"]["version"] == "1.0.0"
         )  # the new run's report, not the verdict
+        behind.on_report("gw1", d["id"], "vision", "1.2.0", "downloading", True, "", {}, report=("run2", 4))
         for replica, seq in ((c, 13), (behind, 14)):  # the run before's, made before the restore
             replica.on_report(
                 "gw1", d["id"], "vision", "1.2.0", "healthy", True, "", {}, report=("run1", seq)
             )
-            assert c.get(d["id"])["targets"]["gw1"]["status"] == "assigned"
+            assert c.get(d["id"])["targets"]["gw1"]["status"] == "downloading"
         assert not _reported(c, "gw1", e["1.1.0"], "run1", 15)
-        behind.on_report("gw1", d["id"], "vision", "1.2.0", "healthy", True, "", {}, report=("run2", 4))
+        behind.on_report("gw1", d["id"], "vision", "1.2.0", "healthy", True, "", {}, report=("run2", 5))
         assert c.get(d["id"])["state"] == "completed"
     finally:
         other.close()

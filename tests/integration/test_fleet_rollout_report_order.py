@@ -279,6 +279,23 @@ async def test_a_late_step_of_the_agents_previous_run_does_not_undo_the_new_runs
     assert srv.control.get(b["id"])["targets"]["gw1"]["status"] == "healthy" and _runs(srv)[0] == "1.2.0"
 
 
+async def test_a_step_of_the_previous_run_is_taken_when_the_new_run_has_sent_only_state_reports(fleet):
+    """gw1's ``healthy`` (run8) was in flight on a replica stopping gracefully (its calls finish, the agent's channel
+    leaves READY): gw1's next state report, a new run (run9), reached another replica first. The step was dropped as
+    a previous run's while the call answered OK: the agent says healthy once, so the rollout waited for good. Only a
+    step of a newer run recorded on the target makes it late (the test above)."""
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "run8"))
+    a = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    await stub.Heartbeat(_report(e["1.1.0"], 3, "run9"))
+    await stub.ReportDeployment(_healthy(a["id"], "1.1.0", 2, "run8"))
+    assert (
+        srv.control.get(a["id"])["state"] == "completed"
+    )  # was: gw1 assigned, the step its last report only
+
+
 async def test_a_verdict_taken_by_a_replica_whose_clock_runs_behind_still_outranks_a_report_made_before_it(
     fleet,
 ):
