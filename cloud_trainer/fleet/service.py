@@ -278,10 +278,17 @@ async def refuse_revoked(context, who: Identity, revocations: Revocations | None
         )
 
 
-def _caller(context) -> tuple[tuple[str, str], str]:
-    """The caller's quota key and how a refusal names it (``MalformedRequests``: requests being received)."""
+def _caller(context, revoked: Callable[[str], bool] | None = None) -> tuple[tuple[str, str], str]:
+    """The caller's quota key and how a refusal names it (``MalformedRequests``: requests being received, calls
+    open). A certificate ``revoked`` is counted apart from its agent id (its serial in the key): its calls, open
+    until the servicer refuses them (a stream's refusal waits up to 5 s for its first message), took the places of
+    the gateway's new certificate of the same id, and the thief of the old one kept the gateway out of the fleet."""
     who = peer_identity(context)
-    return quota_key(who), f"{who.role or 'client'} {who.name[:80]!r}"
+    name = f"{who.role or 'client'} {who.name[:80]!r}"
+    if revoked is not None and revoked(who.serial):
+        key = (who.tenant, f"{who.name} (revoked {who.serial})")
+        return key, f"{name} (revoked certificate {who.serial[:40]})"
+    return quota_key(who), name
 
 
 def quota_key(who: Identity) -> tuple[str, str]:
@@ -1799,8 +1806,13 @@ class FleetServer:
             self._owns_control = control is not given_control  # a control passed in is the caller's to close
             self.commands = Commands(control) if getattr(control, "db", None) is not None else None
             self.quotas = quotas or Quotas()
+            # certificates revoked with `cloud-trainer pki revoke`, in the PKI folder beside the CA
+            self.revocations = Revocations(Path(ca).parent / REVOKED_FILE)
             self.guard = MalformedRequests(
-                report_limits(self.quotas), self.quotas, _caller, held=HELD_METHODS
+                report_limits(self.quotas),
+                self.quotas,
+                partial(_caller, revoked=self.revocations.revoked),
+                held=HELD_METHODS,
             )
             self.server = grpc.aio.server(
                 # the guard outermost; Faults answers what a servicer method did not handle (faults)
@@ -1848,8 +1860,6 @@ class FleetServer:
                 maximum_concurrent_rpcs=100_000,
             )  # one long-lived Connect per agent
             self.hub = StreamHub(self.store, self.control, commands=self.commands) if streams else None
-            # certificates revoked with `cloud-trainer pki revoke`, in the PKI folder beside the CA
-            self.revocations = Revocations(Path(ca).parent / REVOKED_FILE)
             self.fleet = fleet = FleetServicer(
                 self.store,
                 self.blobs,

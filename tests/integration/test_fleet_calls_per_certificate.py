@@ -10,13 +10,14 @@ nothing of it read, and the other agents, of its tenant and of another, are serv
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 import grpc
 import pytest
 
 from cloud_trainer.fleet.guard import QuotaLimits, Quotas
 from cloud_trainer.fleet.service import FleetServer, channel_credentials
-from cloud_trainer.pki import ROLE_AGENT, init_tenant, issue
+from cloud_trainer.pki import ROLE_AGENT, init_tenant, issue, revoke
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
 from tests.support.fleet import make_pki
@@ -125,3 +126,26 @@ async def test_a_connection_left_with_no_call_is_closed_and_its_client_connects_
         lambda: ch.get_state() == grpc.ChannelConnectivity.IDLE, 10, "the server to close the connection"
     )
     await rpc.FleetStub(ch).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+
+
+async def test_a_revoked_certificates_calls_take_no_place_of_its_gateways_new_certificate(serve, pki):
+    """A stolen gateway's certificate revoked, the gateway issued a new one of the same agent id (docs/fleet-control.md):
+    the revoked one's streams, each open until its refusal (which waits for a first message), were counted as the
+    agent's calls, and the thief kept the gateway's new certificate out of the fleet with a few streams every 5 s."""
+    issue(pki, "gw-r", ROLE_AGENT, pki / "agents/gw-r")
+    (pki / "stolen").mkdir()
+    for suffix in (".pem", ".key"):
+        shutil.copy(pki / f"agents/gw-r{suffix}", pki / f"stolen/gw-r{suffix}")
+    revoke(pki, cert=pki / "stolen/gw-r.pem", reason="stolen")
+    issue(pki, "gw-r", ROLE_AGENT, pki / "agents/gw-r")  # the gateway's new certificate (a new serial)
+    srv, channel = await serve(quotas=Quotas(QuotaLimits(concurrent_calls=LIMIT)))
+    for n in range(LIMIT):
+        rpc.FleetStub(channel("stolen/gw-r", n)).PushRecords()
+    await until(
+        lambda: sum(srv.quotas.snapshot("default")["calls"].values()) == LIMIT, 10, "the thief's calls"
+    )
+    await rpc.FleetStub(channel("agents/gw-r", 99)).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+    # the revoked certificate's own calls are still bounded (refused at once past the limit)
+    more = rpc.FleetStub(channel("stolen/gw-r", LIMIT)).PushRecords()
+    assert await asyncio.wait_for(more.code(), 4) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "revoked certificate" in await more.details()
