@@ -458,8 +458,9 @@ class Agent:
                     return
                 # dropped by its commit (a full disk: counted write_failed): the file keeps the end owed, and it is
                 # recorded again once the outbox writes again (before, the file forgot it all the same: lost)
-                appended = await self._retell_when_writing(evt)
-                if appended is None:  # (the outbox closed meanwhile: the next start tells the end)
+                appended = await self._retell_when_writing(evt, key, told)
+                # (None: the outbox closed meanwhile, the next start tells the end; or a newer episode superseded it)
+                if appended is None:
                     return
 
         try:
@@ -472,14 +473,20 @@ class Agent:
         self._episode_waits.add(task)
         task.add_done_callback(self._episode_waits.discard)
 
-    async def _retell_when_writing(self, evt: Event) -> Any:
+    async def _retell_when_writing(self, evt: Event, key: str, told: dict[str, Any]) -> Any:
         """``evt`` recorded again once the outbox writes again (its last commit went through), or after
-        EPISODE_RETELL_S; None if the outbox closed meanwhile."""
+        EPISODE_RETELL_S; None if the outbox closed meanwhile, or if the pipeline began a newer episode (or ended
+        one after this end): that one's start is recorded, so this end is no longer owed."""
         outbox = self.outbox
         until = time.monotonic() + EPISODE_RETELL_S
         while outbox is not None and outbox.is_open and outbox.write_failing and time.monotonic() < until:
             await asyncio.sleep(EPISODE_RETELL_POLL_S)
         if outbox is None or not outbox.is_open:
+            return None
+        if key in self._episodes or self._episodes_ending.get(key) is not told:
+            # retold now, this end would come after the newer start (the cloud's newest word on the pipeline:
+            # ended, while it is failing again)
+            self._episode_forgotten(key, told)
             return None
         log.info(
             "%s %s: its end was dropped by the outbox (a failed commit); recorded again",

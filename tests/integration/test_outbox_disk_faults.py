@@ -166,14 +166,22 @@ async def test_an_episodes_end_dropped_by_its_commit_on_a_full_disk_stays_owed_a
     def owed() -> list:
         return list(json.loads((data / EPISODES_FILE).read_text()))
 
-    try:
-        agent._event(Event(EventKind.MODEL_FAILING, active=True, message="failing", **fields))
+    async def episode_whose_end_is_dropped(n: int) -> Path:
+        """An episode begun (committed), then its end dropped by a commit on the filled disk; the filler returned."""
+        agent._event(Event(EventKind.MODEL_FAILING, active=True, message=f"failing {n}", **fields))
         await asyncio.to_thread(agent.outbox.flush)
         filler = fill(small_disk)
         # a record the WAL must grow for (no room), then the end, in the writer's same round: the commit fails
         await asyncio.to_thread(agent.outbox.append, "result", {"pad": "x" * 300_000})
-        agent._event(Event(EventKind.MODEL_FAILING, active=False, message="ended", **fields))
-        await until(lambda: agent.outbox.dropped["write_failed:event"] == 1, what="the end dropped")
+        agent._event(Event(EventKind.MODEL_FAILING, active=False, message=f"ended {n}", **fields))
+        await until(lambda: agent.outbox.dropped["write_failed:event"] == n, what=f"end {n} dropped")
+        return filler
+
+    def told() -> list:
+        return [(r["active"], r["message"]) for r in recorded_events(agent, "model_failing")]
+
+    try:
+        filler = await episode_whose_end_is_dropped(1)
         await asyncio.sleep(0.3)
         assert owed() == ["model_failing:inspect"]  # owed until its end is on disk
         filler.unlink()
@@ -181,8 +189,14 @@ async def test_an_episodes_end_dropped_by_its_commit_on_a_full_disk_stays_owed_a
         # formerly the agent forgot the end at its failed commit (the file kept it only while the full disk failed
         # the file's own write too): never recorded again, the cloud's last word on the episode was its start
         await until(lambda: owed() == [], what="the end recorded again, then forgotten")
-        rows = recorded_events(agent, "model_failing")
-        assert [(r["active"], r["message"]) for r in rows] == [(True, "failing"), (False, "ended")]
+        assert told() == [(True, "failing 1"), (False, "ended 1")]
+        # again, but the pipeline fails anew as the disk frees, before the end is retold: the newer start stands
+        (await episode_whose_end_is_dropped(2)).unlink()
+        agent._event(Event(EventKind.MODEL_FAILING, active=True, message="failing 3", **fields))
+        await until(lambda: not agent._episode_waits, what="the second end's wait over")
+        # formerly the dropped end was retold after the newer start: the cloud's newest word, ended, while failing
+        assert told()[2:] == [(True, "failing 2"), (True, "failing 3")]
+        assert owed() == ["model_failing:inspect"]
     finally:
         await agent.stop()
 
