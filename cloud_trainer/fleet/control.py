@@ -149,9 +149,11 @@ JOIN_CHECK_S = 30.0
 # rollouts of a tenant in progress (running or paused) at once: the rollout tick reads and advances every one of
 # every tenant each second, under the lock every tenant's deployment calls wait for; one tenant's 1,000 rollouts
 # of slots no agent has (never healthy, never ending) made another tenant's admin calls take 0.3-1 s instead of
-# 10-20 ms (0.03 s beside 200). A rollback is never refused; a newer rollout of a slot takes the older one's
-# agents over
+# 10-20 ms (0.03 s beside 200). A newer rollout of a slot takes the older one's agents over. A rollback is taken past
+# it, up to MAX_ROLLBACKS_PAST_LIMIT more (one rollback of a slot takes every agent of the slot over: an emergency
+# needs a few); without that bound a tenant's admin made rollbacks of slots its agents do not have, unbounded
 MAX_ROLLOUTS_PER_TENANT = 200
+MAX_ROLLBACKS_PAST_LIMIT = 200
 SHOWN_CHARS = 200  # of a label selector in a refusal (``_shown``)
 # the free texts of a new rollout that its document keeps (``_check_texts``): a slot's name as an agent reports it
 # on a deployment (``ReportDeployment``: its first 128 characters), a selector's labels, a step ("1", "50%")
@@ -1053,8 +1055,7 @@ class Control:
                     f"slot {slot[:64]!r}: names starting with '@' are the fleet's own (@config: the "
                     "agent configuration); use the model slot name of the agents' configs"
                 )
-            if not rollback:
-                self._check_rollouts_in_progress(tenant)
+            self._check_rollouts_in_progress(tenant, rollback)
             entry = self._resolve(req["package"], req.get("version") or "", tenant)
             known = self.store.agents(tenant=tenant)  # read once: 10,000 agents' labels and slots
             targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant, known)
@@ -1095,14 +1096,17 @@ class Control:
         self.tick()
         return self._get(dep["id"])
 
-    def _check_rollouts_in_progress(self, tenant: str) -> None:
+    def _check_rollouts_in_progress(self, tenant: str, rollback: bool = False) -> None:
+        """``TooManyRollouts`` when the tenant has ``MAX_ROLLOUTS_PER_TENANT`` rollouts in progress (model or
+        configuration), or, for a rollback, ``MAX_ROLLBACKS_PAST_LIMIT`` more."""
         n = self.db.execute(
             "SELECT COUNT(*) FROM deployments WHERE tenant = ? AND state IN ('running', 'paused')", (tenant,)
         ).fetchone()[0]
-        if n >= MAX_ROLLOUTS_PER_TENANT:
+        if n >= MAX_ROLLOUTS_PER_TENANT + (MAX_ROLLBACKS_PAST_LIMIT if rollback else 0):
+            past = f" (a rollback: {MAX_ROLLBACKS_PAST_LIMIT} more)" if rollback else ""
             raise TooManyRollouts(
                 f"tenant {tenant}: {n} rollouts in progress (running or paused), the most a tenant may have at "
-                f"once is {MAX_ROLLOUTS_PER_TENANT}; nothing was stored: abort the ones no longer wanted "
+                f"once is {MAX_ROLLOUTS_PER_TENANT}{past}; nothing was stored: abort the ones no longer wanted "
                 "(`cloud-trainer deploy --abort ID`) or wait for them to end"
             )
 
@@ -1119,10 +1123,13 @@ class Control:
         name = req.get("config_name") or "agent-config"
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name):
             raise ValueError(f"config name {name[:80]!r}: use letters, digits, '.', '_' and '-' (at most 63)")
-        self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)  # refused before any work
+        with self.lock:  # refused before any work (and again in the write below, for a race)
+            self._check_rollouts_in_progress(tenant, rollback)
+        self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)
         self.config_validator(raw, name)  # outside the lock: it runs the agent's validator (a subprocess)
         digest = hashlib.sha256(raw).hexdigest()
         with self._write():
+            self._check_rollouts_in_progress(tenant, rollback)
             targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)
             previous = {}
             current = self._slot_rows(tenant, CONFIG_SLOT)

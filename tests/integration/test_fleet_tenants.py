@@ -609,10 +609,13 @@ async def test_a_tenants_rollouts_in_progress_are_bounded_and_a_rollback_is_neve
     reads and advances every running rollout of every tenant each second, under the lock every tenant's deployment
     calls wait for, and one tenant's 1,000 such rollouts made another's admin calls take 0.3-1 s instead of
     10-20 ms. Past ``MAX_ROLLOUTS_PER_TENANT`` (here 3) the next is ``RESOURCE_EXHAUSTED`` naming the limit, with
-    nothing stored; acme's rollouts and beta's rollback are taken; an aborted one makes room."""
+    nothing stored, a configuration rollout too; acme's rollouts and beta's rollbacks are taken, up to
+    ``MAX_ROLLBACKS_PAST_LIMIT`` (here 2) more: rollbacks of slots its agent does not have were taken without end,
+    and never ended; an aborted one makes room."""
     from cloud_trainer.fleet import control
 
     monkeypatch.setattr(control, "MAX_ROLLOUTS_PER_TENANT", 3)
+    monkeypatch.setattr(control, "MAX_ROLLBACKS_PAST_LIMIT", 2)
     _, ch, _, _ = cloud
     carol, bob = admin(ch, "beta", "carol"), admin(ch, "acme", "bob")
 
@@ -631,12 +634,26 @@ async def test_a_tenants_rollouts_in_progress_are_bounded_and_a_rollback_is_neve
     deps = (await carol.ListDeployments(pb.ListDeploymentsRequest(), timeout=10)).deployments
     assert sorted(d.id for d in deps) == sorted(ids)  # nothing of the refused one
     await bob.CreateDeployment(rollout("part-inspection", "vision", "gw1"), timeout=10)  # another tenant's
-    rollback = await carol.Rollback(
-        pb.RollbackRequest(package="beta-secret", version="1.0.0", slot="s0", agents=["gw-b"]), timeout=10
+    code, why = await _code(
+        carol.CreateDeployment(
+            pb.CreateDeploymentRequest(kind="config", config_yaml=b"x: 1\n", agents=["gw-b"]), timeout=10
+        )
     )
-    assert rollback.id
-    await carol.ControlDeployment(pb.ControlRequest(deployment_id=ids[1], action="abort"), timeout=10)
-    await carol.ControlDeployment(pb.ControlRequest(deployment_id=ids[2], action="abort"), timeout=10)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "at once is 3" in why, (code, why)
+
+    def rollback(slot: str):
+        return carol.Rollback(
+            pb.RollbackRequest(package="beta-secret", version="1.0.0", slot=slot, agents=["gw-b"]), timeout=10
+        )
+
+    assert (await rollback("s0")).id  # takes s0's agent over: s0's rollout is aborted, one in progress less
+    more = [(await rollback("r1")).id, (await rollback("r2")).id]
+    code, why = await _code(rollback("r3"))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "(a rollback: 2 more)" in why, (code, why)
+    deps = (await carol.ListDeployments(pb.ListDeploymentsRequest(), timeout=10)).deployments
+    assert sum(d.state in ("running", "paused") for d in deps) == 5 and "r3" not in {d.slot for d in deps}
+    for dep_id in (ids[1], ids[2], *more):
+        await carol.ControlDeployment(pb.ControlRequest(deployment_id=dep_id, action="abort"), timeout=10)
     assert (await carol.CreateDeployment(rollout("beta-secret", "s3", "gw-b"), timeout=10)).id
 
 
