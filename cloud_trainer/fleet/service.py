@@ -566,6 +566,17 @@ class FleetServicer(rpc.FleetServicer):
             # a refusal of a report ends the call from this task, not the reader's (``_ReaderContext``)
             refuse = _ReaderContext(context)
 
+            # A report is acknowledged as it is taken (read, checked, parsed): its store calls (the command
+            # results' write, a new run's order check under the control lock) run in ``write``, which keeps only
+            # the newest report not yet written (each is the agent's whole state; its command results are sent
+            # again until recorded). The ack came after those calls: a store or control lock stalled for the
+            # agent's keepalive_timeout_s (20 s) made every agent reporting meanwhile end its stream as silent,
+            # and wait out its doubled reconnect delay after the stall.
+            taken: list = [None]  # the newest report taken and not yet written: (report, slots, health, when)
+            more = asyncio.Event()
+            # set as the reader ends: ``write`` writes what it took, then ends the stream
+            read_all = asyncio.Event()
+
             async def read() -> None:
                 try:
                     async for msg in request_iterator:
@@ -575,30 +586,51 @@ class FleetServicer(rpc.FleetServicer):
                         await report_fields(refuse, r, "report")
                         slots = _slot_states(r)
                         health = await json_field(refuse, r.health_json, "report.health_json")
+                        hub.ack(key, msg.report_id)
+                        taken[0] = (r, slots, health, time.time())
+                        more.set()
+                finally:
+                    read_all.set()  # the agent closed its side (or sent garbage): end the stream
+                    more.set()
+
+            async def write() -> None:
+                try:
+                    while True:
+                        await more.wait()
+                        more.clear()
+                        if (got := taken[0]) is None:
+                            if read_all.is_set():
+                                return
+                            continue
+                        taken[0] = None
+                        r, slots, health, at = got
                         await self._command_results(who, r.command_results)
                         await hub.report(
                             key,
-                            (dict(r.labels), slots, health, r.outbox_depth, _outbox_state(r), time.time()),
+                            (dict(r.labels), slots, health, r.outbox_depth, _outbox_state(r), at),
                             r.generation_seen,
-                            msg.report_id,
                             stale=not await self._fresh(key, r),
                         )
+                        more.set()  # look again: taken meanwhile, or the reader ended meanwhile
                 finally:
-                    offer(outbox, None)  # the agent closed its side (or sent garbage): end the stream
+                    offer(outbox, None)
 
             reader = asyncio.create_task(read())
+            writer = asyncio.create_task(write())
             try:
                 while (msg := await outbox.get()) is not None:
                     # revoked while connected and silent since: nothing more of the tenant's (desired state,
                     # configuration, commands) goes to it; checked before each message sent, not only received
                     await refuse_revoked(context, who, self.revocations)
                     yield msg
-                if reader.done() and not reader.cancelled() and (failed := reader.exception()) is not None:
-                    if isinstance(failed, Refusal):  # (a malformed message too: ``guard`` raises it)
-                        await context.abort(failed.code, failed.details)
-                    raise failed
+                for task in (reader, writer):
+                    if task.done() and not task.cancelled() and (failed := task.exception()) is not None:
+                        if isinstance(failed, Refusal):  # (a malformed message too: ``guard`` raises it)
+                            await context.abort(failed.code, failed.details)
+                        raise failed
             finally:
                 reader.cancel()
+                writer.cancel()
 
     async def Heartbeat(self, request, context):
         who = await self.require(context, ROLE_AGENT)

@@ -151,21 +151,26 @@ class StreamHub:
         stale: bool = False,
     ) -> None:
         """A state report: kept for the next flush; the desired state goes out now if the agent has not got it
-        yet on this stream or reports an older generation than the one last sent. ``report_id``: acknowledged.
+        yet on this stream or reports an older generation than the one last sent. ``report_id``: acknowledged
+        (``ack``; the Connect stream acknowledges a report as it takes it, before its store calls, and passes none).
         ``stale``: numbered by its agent before a report already taken (``FleetServicer._fresh``): acknowledged
         and answered alike, never written."""
         if not stale:
             self.pending[key] = args
             self._again.discard(key)
         self.reports += 1
-        if report_id and (q := self.streams.get(key)) is not None:
-            from protocols.gen import fleet_pb2 as pb
-
-            self.dropped += offer(q, pb.ServerMessage(acked=report_id))
+        self.ack(key, report_id)
         sent = self.sent.get(key)
         if (sent is None or generation_seen < sent) and self.control is not None:
             self._to_push.add(key)
             self._push_wanted.set()
+
+    def ack(self, key: tuple[str, str], report_id: int) -> None:
+        """Acknowledge the agent's report ``report_id`` (0: none asked) on its stream: the report was received."""
+        if report_id and (q := self.streams.get(key)) is not None:
+            from protocols.gen import fleet_pb2 as pb
+
+            self.dropped += offer(q, pb.ServerMessage(acked=report_id))
 
     async def push(self, keys: list[tuple[str, str]]) -> None:
         keys = [k for k in keys if k in self.streams]

@@ -7,6 +7,7 @@ server."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import grpc
@@ -137,6 +138,56 @@ async def test_a_second_stream_of_the_same_agent_replaces_the_first(pki, tmp_pat
                     pass
             assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
+        await srv.stop()
+
+
+async def test_reports_are_acknowledged_on_receipt_while_the_control_lock_is_held(pki, tmp_path):
+    """A report is acknowledged as it is taken, not after its store calls: with the control lock held (a
+    rollout tick, an admin's write, a control database on a dead path) for longer than the agent's
+    keepalive_timeout_s, its stream stays open, and the newest report of that time is written once the lock is
+    free. The ack came after the new run's order check (``Control.note_run``, under the lock): the agent ended
+    its stream as silent and waited out its reconnect delay after the stall."""
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    checks: list[str] = []
+    note_run = srv.control.note_run
+
+    def counted(agent, *a, **kw):
+        checks.append(agent)
+        return note_run(agent, *a, **kw)
+
+    srv.control.note_run = counted
+    held, free = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with srv.control.lock:
+            held.set()
+            free.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    held.wait(5)
+    # a report every ~0.4 s (report_s), each to be answered within 1 s (keepalive_timeout_s)
+    ag = Agent(pki, port, tmp_path, heartbeat_s=0.2, report_s=0.3, keepalive_timeout_s=1)
+    await ag.up.start()
+    try:
+        # the agent's first report starts a run the service has not seen: its order check waits for the lock
+        await until(lambda: checks == ["gw1"], what="the first report's order check waiting for the lock")
+        ag.slots = [{**ag.slots[0], "version": "1.1.0", "digest": "d2"}]
+        await asyncio.sleep(2.5)  # the lock held 2.5 keepalive_timeout_s more, the agent reporting meanwhile
+        assert ag.up.status()["last_error"] is None and ag.up.mode == "stream"  # not ended as silent
+        assert srv.hub.snapshot()["streams"] == 1 and srv.store.agents() == []  # nothing written yet
+        free.set()
+        await until(
+            lambda: [a["slots"][0]["version"] for a in srv.store.agents()] == ["1.1.0"],
+            what="the newest report written once the lock is free",
+        )
+        await until(lambda: ag.received, what="the desired state")
+        assert ag.up.status()["last_error"] is None and checks == ["gw1"]  # the same stream throughout
+    finally:
+        free.set()
+        await ag.stop()
         await srv.stop()
 
 
