@@ -92,6 +92,7 @@ from cloud_trainer.registry import WITHDRAWN, Registry
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
 from protocols.image_header import KIND_SUFFIXES, SNIFF_BYTES, image_kind
+from protocols.refusals import REFUSAL_KEY, STREAMS_FULL
 
 log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
@@ -902,6 +903,8 @@ class FleetServicer(rpc.FleetServicer):
         try:
             self.quotas.open_stream(agent)
         except QuotaExceeded as exc:
+            # the kind marked for the agent (protocols.refusals), which told it by the details' words alone
+            context.set_trailing_metadata(((REFUSAL_KEY, STREAMS_FULL),))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         try:
             yield

@@ -45,6 +45,7 @@ from devices.base import BurstLogger
 from edge_agent.outbox.store import Outbox
 from edge_agent.uplink.fleet_client import FleetClient
 from edge_agent.uplink.settings import CloudSettings
+from protocols.refusals import REFUSAL_KEY, STREAMS_FULL
 
 # the outbox's own events (``outbox_corrupt``, drops) are recorded by the outbox, never hidden as they are
 _OUTBOX_OWN = b'"kind":"outbox_'
@@ -111,14 +112,16 @@ def _refused_on_purpose(exc: Exception) -> bool:
 
 def _streams_full(exc: Exception) -> bool:
     """The fleet service refused the stream as beyond the agent's ``concurrent_streams``: a place another of this
-    agent's streams gives back (a download), not a quota of the day or a rate that a long wait mends."""
+    agent's streams gives back (a download), not a quota of the day or a rate that a long wait mends. Told by the
+    refusal's mark in the trailing metadata (``protocols.refusals``); a service of before the mark by its words."""
     import grpc
 
-    return (
-        isinstance(exc, grpc.aio.AioRpcError)
-        and exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        and "concurrent streams)" in (exc.details() or "")
-    )
+    if not isinstance(exc, grpc.aio.AioRpcError) or exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    marks = [v for k, v in (exc.trailing_metadata() or ()) if k == REFUSAL_KEY]
+    if marks:
+        return marks[0] == STREAMS_FULL
+    return "concurrent streams)" in (exc.details() or "")
 
 
 def _streams_full_pace(streak_s: float) -> float:

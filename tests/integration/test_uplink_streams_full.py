@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import pytest
 
-from cloud_trainer.fleet.guard import QuotaLimits, Quotas
+from cloud_trainer.fleet.guard import QuotaExceeded, QuotaLimits, Quotas
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
 from edge_agent.uplink import client
 from edge_agent.uplink.client import Uplink
 from protocols.gen import fleet_pb2 as pb
+from protocols.refusals import REFUSAL_KEY, STREAMS_FULL
 from tests.integration.test_uplink_batching import _kinds_read, _server
 from tests.support.fleet import cloud_settings, make_pki
 from tests.support.peers import free_port
@@ -100,13 +102,23 @@ async def test_a_refusal_that_lasts_is_tried_ever_less_often_and_an_alarm_storm_
     it. The waits between tries grow once the refusals have lasted STREAMS_FULL_FAST_S, up to STREAMS_FULL_MAX_S
     (scaled down here); before, 4 tries a second for ever. Then a storm of alarms, each poked once the uplink waits
     again: an alarm ends a wait at once at most once per STREAMS_FULL_RETRY_S (30 s here), so the storm does not
-    make a try each (before: one per alarm, a try per round trip)."""
+    make a try each (before: one per alarm, a try per round trip). The refusal's details are reworded: the agent
+    tells it by its mark in the trailing metadata (protocols.refusals)."""
     monkeypatch.setattr(client, "STREAMS_FULL_RETRY_S", 0.02)
     monkeypatch.setattr(client, "STREAMS_FULL_FAST_S", 0.1)
     monkeypatch.setattr(client, "STREAMS_FULL_DOUBLE_S", 0.05)
     monkeypatch.setattr(client, "STREAMS_FULL_MAX_S", 0.3)
     port = free_port()
     srv = _server(tmp_path, pki, port, quotas=Quotas(QuotaLimits(concurrent_streams=1)))
+    opened = srv.quotas.open_stream
+
+    def reworded(agent) -> None:  # the refusal told in other words: the agent goes by its mark
+        try:
+            opened(agent)
+        except QuotaExceeded:
+            raise QuotaExceeded("no room for another stream of this agent") from None
+
+    srv.quotas.open_stream = reworded  # type: ignore[method-assign]
     await srv.start()
     ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
     ob.open()
@@ -150,3 +162,18 @@ async def test_a_refusal_that_lasts_is_tried_ever_less_often_and_an_alarm_storm_
         await up.stop()
         ob.close()
         await srv.stop()
+
+
+def test_a_refusal_at_concurrent_streams_is_told_by_its_mark_else_by_its_words() -> None:
+    """The mark decides when the service sent one; a service of before the mark is told by its words."""
+
+    def refused(details: str, *marks: tuple[str, str]) -> grpc.aio.AioRpcError:
+        return grpc.aio.AioRpcError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.aio.Metadata(), grpc.aio.Metadata(*marks), details
+        )
+
+    words = "agent gw1: 2 streams already open (limit 2 concurrent streams); slow down and retry later"
+    assert client._streams_full(refused("other words", (REFUSAL_KEY, STREAMS_FULL)))
+    assert client._streams_full(refused(words))  # a service of before the mark
+    assert not client._streams_full(refused(words, (REFUSAL_KEY, "records-per-day")))  # the mark decides
+    assert not client._streams_full(refused("agent gw1: 1000 records a day (limit)"))

@@ -1,0 +1,12 @@
+"""Machine-readable marks of the fleet service's refusals, sent in a refused call's trailing metadata beside its
+status, so that an agent tells a refusal's kind by a key rather than by the words of its details (which stay for
+people, and for agents of before the mark). Both sides import these; no I/O.
+
+``REFUSAL_KEY`` holds the kind: ``STREAMS_FULL`` for a stream refused as beyond the agent's ``concurrent_streams``
+(``RESOURCE_EXHAUSTED``): a place another of its streams gives back (a package download), worth trying again soon,
+unlike a quota of the day or a rate."""
+
+from __future__ import annotations
+
+REFUSAL_KEY = "fleet-refusal"  # gRPC metadata keys are lower case ASCII
+STREAMS_FULL = "concurrent-streams"
