@@ -144,8 +144,9 @@ async def test_a_revoked_certificates_calls_take_no_place_of_its_gateways_new_ce
     await until(
         lambda: sum(srv.quotas.snapshot("default")["calls"].values()) == LIMIT, 10, "the thief's calls"
     )
-    await rpc.FleetStub(channel("agents/gw-r", 99)).Heartbeat(pb.HeartbeatRequest(), timeout=10)
-    # the revoked certificate's own calls are still bounded (refused at once past the limit)
+    # the revoked certificate's own calls are still bounded (refused at once past the limit; the thief's calls
+    # above stay open for the 5 s their refusal waits for a first message)
     more = rpc.FleetStub(channel("stolen/gw-r", LIMIT)).PushRecords()
     assert await asyncio.wait_for(more.code(), 4) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "revoked certificate" in await more.details()
+    await rpc.FleetStub(channel("agents/gw-r", 99)).Heartbeat(pb.HeartbeatRequest(), timeout=10)
