@@ -717,7 +717,7 @@ class Control:
         or the first state report of the run another replica took). The service asks only for a run it has taken
         no report of (``FleetServicer._fresh``): the reports of one run it orders itself. A run already known is
         only read (a service restarted: every agent's first report again, none a write); a new one is written."""
-        boot, seq = boot[:64], min(int(seq), MAX_SEQ)
+        boot, seq = _run_key(boot), min(int(seq), MAX_SEQ)
         with self.lock:
             rows = self._runs_of(tenant, agent)
             mine = next((r for r in rows if r[0] == boot), None)
@@ -755,6 +755,7 @@ class Control:
         another tenant, or not targeting it (the service refuses those alike). ``report``: the step's (boot id,
         number) among its agent's reports (v4 agents; a number from 1), kept with a verdict it records
         (``_ways_back``)."""
+        report = (_run_key(report[0]), report[1]) if report else None
         mark = {"report": {"boot": report[0], "seq": report[1]}} if report and report[0] and report[1] else {}
         with self._write():
             try:
@@ -1945,6 +1946,12 @@ def _record_newer(target: dict, cur: dict, runs: Callable[[], dict[str, int]] = 
     return isinstance(updated, (int, float)) and (
         not isinstance(reported, (int, float)) or updated > reported
     )
+
+
+def _run_key(boot: str) -> str:
+    """A run's boot id as the control state keeps it: its first 64 characters, a NUL replaced (PostgreSQL's text
+    refuses one: an agent sending it failed each of its deployment steps)."""
+    return boot[:64].replace("\x00", "\ufffd")
 
 
 def _recorded_by_a_later_run(target: dict, boot: str, runs: dict[str, int]) -> bool:

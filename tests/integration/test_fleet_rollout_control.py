@@ -778,6 +778,9 @@ def test_replicas_with_clocks_minutes_apart_order_an_agents_steps_by_its_runs_an
         behind = other
         behind.clock = lambda: time.time() - 120.0
         assert _reported(c, "gw1", e["1.0.0"], "run1", 1)
+        assert c.note_run("gw2", "a\x00b", 2) and not behind.note_run(
+            "gw2", "a\x00b", 1
+        )  # (PostgreSQL: refused)
         a = c.create(_rollout("1.1.0", ["gw1"], ["100%"]))
         c.on_report("gw1", a["id"], "vision", "1.1.0", "healthy", True, "", {}, report=("run1", 12))
         assert c.get(a["id"])["state"] == "completed"
