@@ -978,6 +978,18 @@ def npz_arrays(
 MAX_SAMPLE_RATE_HZ = 10_000_000
 
 
+def yaml_number(value: Any) -> float | None:
+    """A ``dataset.yaml`` number as the file gives it (None when it is none): a YAML number, or text that reads
+    as one, as these values were read before they were checked (``float()``): PyYAML reads ``1e4`` (YAML 1.1:
+    an exponent without its sign) and a quoted ``'25600'`` as text. NaN, Inf and bounds are the caller's."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except (ValueError, OverflowError):  # text that is no number; an integer past float's range
+        return None
+
+
 def _vibration_meta(meta: Any, meta_file: Path, samples: int, stated: bool) -> tuple[int, float]:
     """``dataset.yaml``'s ``window_samples`` (``samples`` when absent or not ``stated``: the caller's or the
     windows' own) and ``sample_rate_hz``, each refused in one line naming the file when it is not a number
@@ -985,13 +997,8 @@ def _vibration_meta(meta: Any, meta_file: Path, samples: int, stated: bool) -> t
     never had) and ended in a traceback when written as text (``25.6 kHz``)."""
     meta = meta if isinstance(meta, dict) else {}
     ws = meta.get("window_samples", samples) if stated else samples
-    if (
-        isinstance(ws, bool)
-        or not isinstance(ws, int | float)
-        or not math.isfinite(ws)
-        or ws != int(ws)
-        or ws < 8
-    ):
+    n = yaml_number(ws)
+    if n is None or not math.isfinite(n) or n != int(n) or n < 8:
         raise DatasetError(
             f"{meta_file}: window_samples is {_SHORT.repr(ws)}; it is the samples in each window, a whole number "
             "of 8 or more"
@@ -1002,17 +1009,13 @@ def _vibration_meta(meta: Any, meta_file: Path, samples: int, stated: bool) -> t
             "(sample_rate_hz: 25600): the model's features and the agent's windows depend on it"
         )
     rate = meta["sample_rate_hz"]
-    if (
-        isinstance(rate, bool)
-        or not isinstance(rate, int | float)
-        or not math.isfinite(rate)
-        or not 0 < rate <= MAX_SAMPLE_RATE_HZ
-    ):
+    hz = yaml_number(rate)
+    if hz is None or not math.isfinite(hz) or not 0 < hz <= MAX_SAMPLE_RATE_HZ:
         raise DatasetError(
             f"{meta_file}: sample_rate_hz is {_SHORT.repr(rate)}; it is the windows' sample rate, a number of Hz "
             f"above 0 and at most {MAX_SAMPLE_RATE_HZ:,} (sample_rate_hz: 25600)"
         )
-    return int(ws), float(rate)
+    return int(n), hz
 
 
 def load_vibration(folder: str | Path, window_samples: int | None = None) -> VibrationData:

@@ -39,7 +39,7 @@ from typing import Literal
 import numpy as np
 
 from cloud_trainer.train import common
-from cloud_trainer.train.data import FAULTS, DatasetError, VibrationData, split_runs
+from cloud_trainer.train.data import FAULTS, DatasetError, VibrationData, split_runs, yaml_number
 from model_packager.condition import FEATURES as CONDITION_FEATURES
 from model_packager.condition import waveform_rate_floor_hz
 from model_packager.manifest import ConditionFeatures, SignalPreprocessing
@@ -110,19 +110,16 @@ def _speed_range(data: VibrationData) -> list[float] | None:
     rng = data.meta.get("speed_range_rpm")
     if rng is None:
         return None
-    ok = (
-        isinstance(rng, list)
-        and len(rng) == 2
-        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in rng)
-        and 0 < rng[0] < rng[1]
-    )
-    if not ok:
+    # '600' and 6e2 (text to PyYAML) are read as the numbers they are, as the package's settings read them
+    given = [yaml_number(v) for v in rng] if isinstance(rng, list) and len(rng) == 2 else []
+    rpm = [v for v in given if v is not None and math.isfinite(v)]
+    if len(rpm) != 2 or not 0 < rpm[0] < rpm[1]:
         raise DatasetError(
             f"{data.source or 'the dataset'}/dataset.yaml: speed_range_rpm is {reprlib.repr(rng)}; it is the slowest and the "
             "fastest shaft speed in rpm, two numbers, the first above 0 and below the second (speed_range_rpm: "
             "[600, 3000])"
         )
-    return [float(v) for v in rng]
+    return rpm
 
 
 def raw_preprocessing(

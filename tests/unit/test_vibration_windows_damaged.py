@@ -142,3 +142,25 @@ def test_a_dataset_speed_range_that_is_not_two_rising_rpm_is_refused_naming_data
     np.savez_compressed(ds / "windows.npz", **_arrays())
     with pytest.raises(DatasetError, match=rf"^{ds}/dataset.yaml: speed_range_rpm is .*; it is the slowest"):
         raw_preprocessing(load_vibration(ds))
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        "window_samples: 8\nsample_rate_hz: '1000'\nspeed_range_rpm: ['600', '3000']\n",
+        "window_samples: '8'\nsample_rate_hz: 1e3\nspeed_range_rpm: [6e2, 3e3]\n",
+    ],
+    ids=["quoted", "exponent-without-sign"],
+)
+def test_numbers_that_yaml_reads_as_text_are_read_as_the_numbers_they_are(tmp_path, meta):
+    # PyYAML reads 1e3 (YAML 1.1: the exponent's sign missing) and a quoted '1000' as text; they were read as
+    # their numbers before the values were checked, and a dataset so written must still train at its rate
+    from cloud_trainer.train.maintenance import raw_preprocessing
+
+    ds = _folder(tmp_path)
+    (ds / "dataset.yaml").write_text(meta)
+    np.savez_compressed(ds / "windows.npz", **_arrays())
+    data = load_vibration(ds)
+    assert (data.window_samples, data.sample_rate_hz) == (8, 1000.0)
+    pre = raw_preprocessing(data)
+    assert pre.condition is not None and pre.condition.speed_range_rpm == (600.0, 3000.0)
