@@ -345,6 +345,9 @@ class Uplink:
                     continue
                 self.state = "backoff"
                 self.reconnects += 1
+                # another failure ends a streak of refusals at concurrent_streams: the next such refusal (a new
+                # download after a service restart, say) is tried again at the fast pace, not the streak's grown one
+                self._full_since = None
                 await self._failed("PushRecords", exc)
                 self._link_up.clear()
                 wait = _push_wait(delay)

@@ -103,7 +103,8 @@ async def test_a_refusal_that_lasts_is_tried_ever_less_often_and_an_alarm_storm_
     (scaled down here); before, 4 tries a second for ever. Then a storm of alarms, each poked once the uplink waits
     again: an alarm ends a wait at once at most once per STREAMS_FULL_RETRY_S (30 s here), so the storm does not
     make a try each (before: one per alarm, a try per round trip). The refusal's details are reworded: the agent
-    tells it by its mark in the trailing metadata (protocols.refusals)."""
+    tells it by its mark in the trailing metadata (protocols.refusals). Another failure in between ends the streak:
+    the next refusal is tried again at the fast pace."""
     monkeypatch.setattr(client, "STREAMS_FULL_RETRY_S", 0.02)
     monkeypatch.setattr(client, "STREAMS_FULL_FAST_S", 0.1)
     monkeypatch.setattr(client, "STREAMS_FULL_DOUBLE_S", 0.05)
@@ -112,7 +113,12 @@ async def test_a_refusal_that_lasts_is_tried_ever_less_often_and_an_alarm_storm_
     srv = _server(tmp_path, pki, port, quotas=Quotas(QuotaLimits(concurrent_streams=1)))
     opened = srv.quotas.open_stream
 
+    fail_once = [False]
+
     def reworded(agent) -> None:  # the refusal told in other words: the agent goes by its mark
+        if fail_once[0]:  # another failure (the service's store, say): INTERNAL
+            fail_once[0] = False
+            raise RuntimeError("the store failed")
         try:
             opened(agent)
         except QuotaExceeded:
@@ -124,12 +130,14 @@ async def test_a_refusal_that_lasts_is_tried_ever_less_often_and_an_alarm_storm_
     ob.open()
     up = Uplink(cloud_settings(pki, port, heartbeat_s=5), ob)
     waits: dict[int, float] = {}  # refusal number -> the first wait drawn after it
+    failed: dict[int, int] = {}  # refusal number -> the uplink's other failures before it
     held = [0]  # waits begun with an alarm's wake pending: the alarm did not end the wait
     wait = up._woken
 
     async def spied(reading, timeout):
         if reading is None and up.state == "backoff":
             waits.setdefault(up.streams_refused, timeout)
+            failed.setdefault(up.streams_refused, up.reconnects)
             held[0] += up._urgent
         await wait(reading, timeout)
 
@@ -158,6 +166,15 @@ async def test_a_refusal_that_lasts_is_tried_ever_less_often_and_an_alarm_storm_
         # one early try for the first alarm, and the tries at the grown pace (0.15-0.45 s) while the storm lasted
         assert up.streams_refused - tried <= 10, up.streams_refused - tried
         assert ob.stats()["acked"] == 0 and up.reconnects == 0, (ob.stats(), up.reconnects)
+        # another failure between two refusals ends the streak: the next refusal is tried again at the fast pace
+        monkeypatch.setattr(client, "STREAMS_FULL_RETRY_S", 0.02)
+        fail_once[0] = True
+        await until(lambda: 1 in failed.values(), timeout_s=10, what="a refusal after the other failure")
+        first = min(n for n, f in failed.items() if f == 1)
+        assert waits[first] <= 0.03, (
+            first,
+            waits[first],
+        )  # a new streak's first wait, not the grown 0.15-0.45
     finally:
         await up.stop()
         ob.close()
