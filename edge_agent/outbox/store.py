@@ -4070,6 +4070,7 @@ class Outbox:
                         self._failed_in_burst,
                     )
                     self._failed_in_burst = 0
+                    self._report_drops(force=True)  # held while it could not (a report then was lost with it)
         if batch:
             with self._lock:  # (seq, kind, prio, t, body, sha, ext, size): a sample's size includes its body
                 self._pending_sample_bytes -= sum(b[7] - len(b[4]) for b in batch if b[5])
@@ -4094,7 +4095,10 @@ class Outbox:
         with self._lock:
             if not self._drops or (not force and time.monotonic() - self._drops_reported_at < DROP_EVENT_S):
                 return
-            if self._failing and not force:  # the event would be lost too: it waits for a good commit
+            if self._failing and (self._opened or not force):
+                # the event would be lost too: it waits for a good commit, a forced report too (flush, a read's removal,
+                # a refusal; before, its commit failed with it and the cloud showed its ranges as unknown for good).
+                # At close it is told here (on_event) all the same
                 return
             drops, self._drops = self._drops, {}
             self._drops_reported_at = time.monotonic()
