@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -43,6 +44,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from model_packager.durable import sync_file, sync_folder, write_atomically
@@ -145,8 +147,27 @@ class Registry:
                     return e
         return None
 
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        """Held while a change of package ``name`` reads and writes its index and folders (``.<name>.lock`` beside
+        its folder, an ``flock``: other processes, and other threads of this one, wait). Two builds that published
+        at once (both taking the same ``next_version``, or two versions of one model) made the index list a version
+        whose folder the other had removed, list one version twice with the other's package in its folder (its
+        digest not the file's), or lose a version it had said was published."""
+        import fcntl
+
+        self._index_path(name)  # a valid package name (else RegistryError): the lock's file name is safe
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f".{name}.lock", "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
     def withdraw(self, name: str, version: str, reason: str) -> dict:
         """Mark a version ``withdrawn`` (see the module's docstring); its entry, with the reason and when."""
+        with self._locked(name):
+            return self._withdraw(name, version, reason)
+
+    def _withdraw(self, name: str, version: str, reason: str) -> dict:
         entries = self.list(name)
         entry = next((e for e in entries if e.get("version") == version), None)
         if entry is None:
@@ -208,10 +229,16 @@ class Registry:
         dataset_digest: str | None,
         parent_version: str | None,
     ) -> dict:
-        from model_packager import package_digest, read_manifest
+        from model_packager import read_manifest
 
         m = read_manifest(pkg)
         self.sweep_parts()  # what publishes killed while copying left
+        with self._locked(m.name):  # another publish of the model waits (``_locked``)
+            return self._publish(m, pkg, report_files, metrics, dataset_digest, parent_version)
+
+    def _publish(self, m, pkg, report_files, metrics, dataset_digest, parent_version) -> dict:
+        from model_packager import package_digest
+
         if self.get(m.name, m.version):
             raise RegistryError(f"{m.name} {m.version} is already in the registry; versions are immutable")
         folder = self.root / m.name / m.version
@@ -259,11 +286,12 @@ class Registry:
         return entry
 
     def set_status(self, name: str, version: str, status: str) -> None:
-        entries = self.list(name)
-        for e in entries:
-            if e["version"] == version:
-                e["status"] = status
-        self._write(name, entries)
+        with self._locked(name):
+            entries = self.list(name)
+            for e in entries:
+                if e["version"] == version:
+                    e["status"] = status
+            self._write(name, entries)
 
     def _write(self, name: str, entries: builtins.list[dict]) -> None:
         p = self._index_path(name)

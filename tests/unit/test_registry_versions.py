@@ -4,7 +4,7 @@ version rolls out, and what a build is compared with) gave the candidate."""
 
 from __future__ import annotations
 
-from cloud_trainer.registry import Registry
+from cloud_trainer.registry import Registry, RegistryError
 from tests.support.models import make_keypair, make_package
 
 
@@ -19,3 +19,41 @@ def test_latest_is_the_release_not_its_candidate_published_before_it(tmp_path):
     assert reg.latest("machine-health")["version"] == "1.1.0"
     assert reg.next_version("machine-health") == "1.3.0"
     assert reg.next_version("machine-health", "major") == "2.0.0"
+
+
+def test_publishes_of_one_model_at_once_each_leave_the_index_naming_the_files_it_lists(tmp_path):
+    """Two builds publishing one model at the same moment (both took the same ``next_version``, or two versions):
+    the index listed a version whose folder the other publish had removed, listed one version twice with the
+    other's package in its folder (an agent downloaded bytes of another digest), or lost a version whose publish
+    had returned. Now one of the same version is refused as already published; both of two versions are listed."""
+    import threading
+
+    from model_packager import package_digest
+
+    key, _ = make_keypair(tmp_path / "keys")
+    pkgs = [
+        make_package(tmp_path, kind="signal", version=v, key=key, out_dir=tmp_path / v)
+        for v in ("1.1.0", "1.2.0")
+    ]
+    for attempt in range(3):
+        for pair, published in (((0, 0), 1), ((0, 1), 2)):
+            reg = Registry(tmp_path / f"registry-{attempt}-{pair[1]}")
+            start, refused = threading.Barrier(2), []
+
+            def publish(pkg, start=start, reg=reg, refused=refused):
+                start.wait()
+                try:
+                    reg.publish(pkg, [], {}, None, None)
+                except RegistryError as exc:
+                    refused.append(str(exc))
+
+            threads = [threading.Thread(target=publish, args=(pkgs[i],)) for i in pair]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            entries = reg.list("machine-health")
+            assert len(entries) == published == 2 - len(refused), (entries, refused)
+            assert all("already in the registry" in r for r in refused)
+            for e in entries:
+                assert package_digest(reg.package_path(e)) == e["digest"]
