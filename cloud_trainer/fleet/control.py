@@ -169,8 +169,9 @@ STALL_REFRESH_S = (
 # the runs of an agent's reports (a run: one ``boot_id``, numbered 1, 2, ... as the agent made them) the control state
 # remembers per agent (``report_runs``: the order runs began in and each one's highest number taken). A report of a run
 # that a newer run followed is late (made before the agent restarted, or before its link was re-made: ``Control.
-# _take_run``) and is never taken over the newer run's; a run older than the newest RUNS_KEPT is forgotten
-RUNS_KEPT = 8
+# _take_run``) and is never taken over the newer run's; a run older than the newest RUNS_KEPT is forgotten, and a
+# report of it still held on the way would be taken as a new run (rows of ~100 bytes, read at a new run or a step)
+RUNS_KEPT = 64
 MAX_SEQ = 2**63 - 1  # a report number as the databases keep it (the wire's is 64 bits unsigned)
 SUPERSEDED = "superseded"  # a target status: a newer rollout of the same slot took the agent over
 LEFT = "left_group"  # a target status: moved out of a selector rollout's group before the rollout reached it
