@@ -1057,10 +1057,15 @@ def _write(
                 refuse_mask_beneath_clear(it.mask, mdata)
                 if mask.ndim == 3:
                     # judged as grey, as training reads it: counted in colour, a class-index mask's (0, 0, 1)
-                    # was a defect pixel here and good (grey 0) in training, an empty mask on a defect image
-                    coloured = int(np.count_nonzero(mask.any(axis=2)))
-                    mask = _grey_mask(it.mask, mdata, max_megapixels)
-                    if coloured and not np.count_nonzero(mask):
+                    # was a defect pixel here and good (grey 0) in training, an empty mask on a defect image;
+                    # on a good image grey 0 is what it should read. The colour pixels are counted only for
+                    # the refusal (for every mask, that count cost more than its grey decode)
+                    colour, mask = mask, _grey_mask(it.mask, mdata, max_megapixels)
+                    if (
+                        it.label != found.good
+                        and not np.count_nonzero(mask)
+                        and (coloured := int(np.count_nonzero(colour.any(axis=2))))
+                    ):
                         raise DatasetError(
                             f"{it.mask}: its {coloured} marked pixels are all 0 once read as grey, as masks are "
                             "read (0 good, anything else defect): their colours are too dark; save the mask as a "

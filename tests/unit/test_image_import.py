@@ -89,11 +89,16 @@ def test_mvtec_layout_with_masks(tmp_path):
 def test_a_colour_mask_is_judged_by_the_grey_pixels_training_reads(tmp_path, marked):
     """A class-index mask saved in colour, its defect (0, 0, 1) in BGR, was counted as marked in colour at import
     and read by training as grey: 0, an empty mask on a defect image, whose tiles a tiled model learns as good.
-    A red overlay's pixels stay marked in grey and import."""
+    A red overlay's pixels stay marked in grey and import; a good image's dim colour mask reads empty, as a good
+    image's mask is: it imports (it was refused as marking its pixels too dark to count as a defect)."""
     src = tmp_path / "bottle"
     for i in range(20):
         img(src / "train" / "good" / f"{i:03d}.png", i)
     img(src / "test" / "good" / "000.png", 50)
+    (src / "ground_truth" / "good").mkdir(parents=True)
+    dim = np.zeros((10, 12, 3), np.uint8)
+    dim[2:5, 3:6] = (0, 0, 1)
+    assert cv2.imwrite(str(src / "ground_truth" / "good" / "000_mask.png"), dim)
     (src / "ground_truth" / "dent").mkdir(parents=True)
     for i in range(2):
         img(src / "test" / "dent" / f"{i:03d}.png", 60 + i)
@@ -103,14 +108,14 @@ def test_a_colour_mask_is_judged_by_the_grey_pixels_training_reads(tmp_path, mar
     if marked == (0, 0, 1):
         with pytest.raises(
             DatasetError,
-            match=r"000_mask.png: its 9 marked pixels are all 0 once read as grey, as masks are read",
+            match=r"dent/000_mask.png: its 9 marked pixels are all 0 once read as grey, as masks are read",
         ):
             import_images(src, tmp_path / "ds")
         assert not (tmp_path / "ds").exists()
         return
     import_images(src, tmp_path / "ds")
     masks = [m for m in load_parts(tmp_path / "ds", masks=True).masks if m is not None]
-    assert len(masks) == 2 and all(np.count_nonzero(m) == 9 for m in masks)
+    assert sorted(np.count_nonzero(m) for m in masks) == [0, 9, 9]  # the good image's, the two dents'
 
 
 def _jpeg_turned_by_exif(path: Path, seed: int) -> None:
