@@ -138,6 +138,23 @@ def test_wait_committed_tells_a_record_its_failed_commit_dropped_from_one_it_kep
     in_thread(ob.close, 30)
 
 
+def test_lost_knows_at_least_the_newest_seqs_its_bound_keeps_after_many_failed_commits(tmp_path):
+    from edge_agent.outbox.store import LOST_SEQS_MAX
+
+    ob = Outbox(OutboxSettings(), tmp_path / "data")
+    ob.open()
+    try:
+        rounds = 3 * LOST_SEQS_MAX // 500
+        with ob._lock:  # as the writer notes a failed commit's seqs (a full disk for a long while)
+            for r in range(rounds):
+                ob._note_lost(range(r * 500 + 1, (r + 1) * 500 + 1))
+        newest = rounds * 500
+        assert all(ob.lost(q) for q in range(newest - LOST_SEQS_MAX + 1, newest + 1))
+        assert not ob.lost(1) and not ob.lost(newest + 1)
+    finally:
+        ob.close()
+
+
 async def test_an_episodes_end_dropped_by_its_commit_on_a_full_disk_stays_owed_and_is_recorded_again(
     small_disk, monkeypatch
 ):
