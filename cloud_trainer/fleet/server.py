@@ -3,7 +3,8 @@
     cloud-trainer serve --data var/cloud --port 7443 --pki var/pki [--registry var/registry]
                         [--store postgresql://fleet@db/fleet]
                         [--blobs s3://bucket/prefix [--s3-endpoint http://minio:9000]]
-                        [--console-port 8088 [--console-tenant T] [--console-allowed-host NAME ...]]
+                        [--console-port 8088 [--console-host 127.0.0.1] [--console-tenant T]
+                         [--console-allowed-host NAME ...]]
                         [--step-timeout-s 900] [--keep-rollouts 20] [--replicas]
                         [--in-flight-bytes 268435456] [--tenant-in-flight-bytes 67108864] [--in-flight-wait-s 20]
                         [--record-bytes-per-day 17179869184]
@@ -20,6 +21,11 @@ The port is this process's alone unless ``--replicas``: then other `serve` proce
 SQLite file, or the same PostgreSQL database) started with ``--replicas`` listen on it too and the kernel spreads
 the agents over them (SO_REUSEPORT). A start on a port that a service of another store serves is refused with
 one line naming that store and process, exit code 2 (``portguard``; docs/fleet-scale.md).
+The console has no login: it listens on ``--console-host`` (127.0.0.1 by default, whatever ``--host`` the agents
+reach), and one on any other address must be pinned to a tenant (``--console-tenant``), else the start is refused
+(exit code 2): its ``?tenant=`` shows any tenant, which is for the platform operator on loopback. Before, it listened
+on ``--host``: a service on 0.0.0.0 for its gateways showed every tenant's agents, events, sample images and
+packages to anyone who reached the port.
 Prints one line when it listens; stops cleanly on SIGTERM/SIGINT.
 """
 
@@ -94,6 +100,18 @@ def _unwritable(path: Path) -> str | None:
     return None
 
 
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only."""
+    import ipaddress
+
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name: whatever it resolves to, not known to be loopback
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cloud-trainer serve")
     ap.add_argument("--data", type=Path, default=Path("var/cloud"))
@@ -129,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--console-port", type=int, default=None, help="serve the fleet console on this HTTP port"
+    )
+    ap.add_argument(
+        "--console-host",
+        default="127.0.0.1",
+        help="the address the console listens on (default 127.0.0.1, not --host: it has no login; put a reverse "
+        "proxy with authentication in front); any other address needs --console-tenant",
     )
     ap.add_argument(
         "--console-tenant",
@@ -209,6 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None and not (math.isfinite(v) and v > 0):  # 0 or less: every batch refused; NaN: none
             print(f"cloud-trainer serve: {opt} {v} must be a number above 0", file=sys.stderr)
             return 2
+    if a.console_port is not None and a.console_tenant is None and not _loopback(a.console_host):
+        print(
+            f"cloud-trainer serve: --console-host {a.console_host} without --console-tenant: the console has no "
+            "login and shows any tenant its URL names (?tenant=); bind it to 127.0.0.1 (a reverse proxy with "
+            "authentication in front) or pin it to one tenant with --console-tenant T",
+            file=sys.stderr,
+        )
+        return 2
     if a.port_file is not None and (why := _unwritable(a.port_file)):  # one line now, not a traceback once up
         print(f"cloud-trainer serve: cannot write --port-file {a.port_file} ({why})", file=sys.stderr)
         return 2
@@ -262,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
             from cloud_trainer.fleet.console import Console
 
             console = Console(
-                srv, a.host, a.console_port, tenant=a.console_tenant, allowed_hosts=a.console_allowed_host
+                srv,
+                a.console_host,
+                a.console_port,
+                tenant=a.console_tenant,
+                allowed_hosts=a.console_allowed_host,
             )
             console.start()
         stop = asyncio.Event()
@@ -277,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(tmp, a.port_file)
         print(
             f"fleet service listening on {a.host}:{srv.port} (data {a.data}, registry {registry})"
-            + (f"; console http://{a.host}:{console.port}/" if console else ""),
+            + (f"; console http://{a.console_host}:{console.port}/" if console else ""),
             flush=True,
         )
         await stop.wait()
