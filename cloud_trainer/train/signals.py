@@ -531,8 +531,10 @@ def _read_csv(
         if index is not None:  # pandas' index in the first column: the time, or row labels
             top = ["timestamp" if index == "time" else _INDEX, *top[1:]]
         width = len(top)
-        # a first line of measurements (not whole numbers, which may be numbered channels: 1, 2, 3)
-        if all(_is_number(c, comma_ok) for c in top if c.strip()) and any(
+        # a first line of measurements (not whole numbers, which may be numbered channels: 1, 2, 3), in either
+        # decimal form: a ';' or tab file may be written with decimal points, where '0.038' is no decimal-comma
+        # number (its first row was taken as the channels' names, its first samples lost)
+        if all(_is_number(c, comma_ok) or _is_number(c, False) for c in top if c.strip()) and any(
             not c.strip().isdigit() for c in top if c.strip()
         ):
             raise DatasetError(

@@ -1298,6 +1298,22 @@ def test_a_csv_without_a_header_is_refused_not_read_with_its_first_samples_as_na
     assert list(rec.channels) == ["1", "2"] and np.allclose(rec.channels["1"], x, atol=1e-6)
 
 
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_semicolon_or_tab_csv_of_decimal_points_without_a_header_is_refused_too(tmp_path, sep):
+    """A ';' or tab file may hold decimal commas, so its first line was judged in that form only: '0.148123' was
+    no number there and such a file without a header had its first row taken as the channels' names (the first
+    samples lost, a channel called '0.148123'); '0.148' was caught only as a thousands group."""
+    from cloud_trainer.train.signals import read_recording
+
+    x = np.sin(np.arange(1, 3000) * 0.3) * 0.5
+    for places in (3, 6):
+        (tmp_path / "raw.csv").write_text("".join(f"{v:.{places}f}{sep}{-v:.{places}f}\n" for v in x))
+        first = f"{x[0]:.{places}f}{sep}{-x[0]:.{places}f}"
+        with pytest.raises(DatasetError) as ei:
+            read_recording(tmp_path / "raw.csv", RATE)
+        assert f"raw.csv: line 1 ({first!r}) holds numbers, not column names" in str(ei.value)
+
+
 def test_a_file_that_cannot_be_read_or_an_out_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
     """An I/O error reading a run (a failing disk or share; here /proc/self/mem, whose reads fail) and a
     dataset folder that cannot be created ended the import with an OSError traceback; each is now one
