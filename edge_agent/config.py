@@ -2501,6 +2501,21 @@ _FINER_TIME = re.compile(
 )
 
 
+_TIME_TAG = "tag:yaml.org,2002:timestamp"
+
+
+def _finer_time(ev: Any, path: str, out: list[str], tag: str) -> None:
+    """A time YAML reads from ``ev`` with digits past the microsecond, which it drops without a word: the
+    agent writes the time as the file shows it or not at all (Python's times, and asyncua's, hold
+    microseconds; an OPC UA DateTime's 100 ns ticks cannot be reached from YAML)."""
+    if (finer := _FINER_TIME.fullmatch(ev.value.strip())) and finer[1].strip("0"):
+        at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
+        out.append(
+            f"{path or 'the document'}: {tag}{ev.value}{at} is read by YAML to the microsecond, not as it "
+            "shows: the digits past the sixth after the point are dropped; write at most 6 of them"
+        )
+
+
 def _yaml_misreads(text: str) -> list[str]:
     """``path: why`` for each plain scalar value that YAML 1.1 reads as another number than the one it shows
     (``_MISREAD``, ``_float_misread``), found on the parser's events (call it on a document known to parse)."""
@@ -2548,18 +2563,17 @@ def _yaml_misreads(text: str) -> list[str]:
                     "at": -1,
                 }
             )
+        elif isinstance(ev, yaml.ScalarEvent) and ev.tag == _TIME_TAG:
+            # ``!!timestamp 12:00:00.1234567Z`` (quoted or not) is read as a time too, just as rounded
+            _finer_time(ev, path, out, "!!timestamp ")
         elif isinstance(ev, yaml.ScalarEvent) and (
             ev.tag in _NUMBER_TAGS or (not ev.style and ev.tag is None)
         ):
             # ``!!float 1:30.5``, ``!!int 010`` (quoted or not): the tag does not change how YAML 1.1 reads the
             # digits (90.5, 8), as it did not change how it reads ``!!float 9007199254740993.0``
             tag = "" if ev.tag is None else f"!!{ev.tag.rsplit(':', 1)[1]} "
-            if not tag and (finer := _FINER_TIME.fullmatch(ev.value)) and finer[1].strip("0"):
-                at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
-                out.append(
-                    f"{path or 'the document'}: {ev.value}{at} is read by YAML to the microsecond, not as it "
-                    "shows: the digits past the sixth after the point are dropped; write at most 6 of them"
-                )
+            if not tag:
+                _finer_time(ev, path, out, "")
             for pattern, shown in _MISREAD:
                 if pattern.fullmatch(ev.value):
                     try:

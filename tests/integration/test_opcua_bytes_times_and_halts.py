@@ -127,6 +127,15 @@ async def test_bytes_and_a_time_from_a_yaml_file_reach_their_nodes_and_bytes_ove
             "2026-11-30T12:00:00.1234567Z",
             "2026-11-30T12:00:00.1234567Z (line 3) is read by YAML to the microsecond, not as it shows",
         ),
+        # tagged (quoted or not) it was read the same way, rounded without a word
+        (
+            "!!timestamp 2026-11-30T12:00:00.1234567Z",
+            "!!timestamp 2026-11-30T12:00:00.1234567Z (line 3) is read by YAML to the microsecond",
+        ),
+        (
+            "!!timestamp '2026-11-30 12:00:00.000000500+01:00'",
+            "!!timestamp 2026-11-30 12:00:00.000000500+01:00 (line 3) is read by YAML to the microsecond",
+        ),
         # before: "... or a list of those (found [1, 2])", its first row, read as a wrong number
         (
             "[[1, 2], [3, 4]]",
@@ -140,6 +149,8 @@ async def test_bytes_and_a_time_from_a_yaml_file_reach_their_nodes_and_bytes_ove
         "naive_time",
         "year_1600",
         "finer_than_a_microsecond",
+        "finer_than_a_microsecond_tagged",
+        "finer_than_a_microsecond_tagged_quoted",
         "matrix",
     ],
 )
