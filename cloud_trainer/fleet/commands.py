@@ -26,7 +26,7 @@ import re
 import time
 import uuid
 
-from cloud_trainer.fleet.control import DEFAULT_TENANT, NotInTenant
+from cloud_trainer.fleet.control import DEFAULT_TENANT, NotInTenant, TooManyRollouts
 
 # kind -> what it asks (the admin CLI's help); the agent has the matching table (edge_agent.uplink.commands)
 KINDS = {"baseline_relearn": "learn the pipeline's per-asset baseline anew (commissioning starts again)"}
@@ -57,6 +57,17 @@ COLS = [
     "process_state",
 ]
 MAX_TEXT = 300
+# an agent's commands pending at once: its desired state lists every one (``HeartbeatReply.commands``), and an
+# admin's script sending in a loop made it grow without end (1,500 commands: a 540-KB reply at each look; past
+# 4 MB, what a gateway's channel takes, the agent got no desired state at all: no command, no rollout step)
+MAX_PENDING = 100
+
+
+class TooManyCommands(TooManyRollouts):
+    """The agent has ``MAX_PENDING`` commands pending: a new one is refused (the service's ``RESOURCE_EXHAUSTED``),
+    nothing stored."""
+
+
 T = DEFAULT_TENANT
 
 
@@ -109,6 +120,16 @@ class Commands:
             "process_state": process_state,
         }
         with self.c._write():
+            n = self.c.db.execute(
+                "SELECT COUNT(*) FROM commands WHERE tenant = ? AND agent = ? AND state = 'pending'",
+                (tenant, agent),
+            ).fetchone()[0]
+            if n >= MAX_PENDING:
+                raise TooManyCommands(
+                    f"agent {agent}: {n} commands pending, the most an agent may have at once is {MAX_PENDING}; "
+                    "nothing was stored: they wait for the agent's next state report "
+                    f"(`cloud-trainer baseline status {agent}`)"
+                )
             cmd["generation"] = self.c._changed(tenant, agent)
             self.c.db.execute(
                 "INSERT INTO commands (tenant, " + ", ".join(COLS) + ") VALUES (?" + ",?" * len(COLS) + ")",

@@ -695,3 +695,31 @@ async def test_an_agent_id_no_agent_can_have_is_answered_as_one_that_does_not_ex
                 assert list(reply.commands) == [], agent
     finally:
         await srv.stop()
+
+
+async def test_an_agents_pending_commands_are_bounded_and_another_agents_are_not_counted(cloud, monkeypatch):
+    """Every pending command of an agent is listed in its desired state: an admin's script sending them in a loop
+    made each reply grow without end (past a gateway's 4 MB the agent got no desired state at all). Past
+    ``MAX_PENDING`` (here 2) a command is ``RESOURCE_EXHAUSTED`` naming the limit, nothing stored; another agent's,
+    of this tenant or another with the same id, are taken."""
+    from cloud_trainer.fleet import commands
+
+    monkeypatch.setattr(commands, "MAX_PENDING", 2)
+    _, ch, _, _ = cloud
+    bob, alice = admin(ch, "acme", "bob"), admin(ch, "default", "alice")
+
+    def send(who, agent: str):
+        return who.SendCommand(
+            pb.SendCommandRequest(agent=agent, kind="baseline_relearn", pipeline="press"), timeout=10
+        )
+
+    for _ in range(2):
+        await send(bob, "gw1")
+    code, why = await _code(send(bob, "gw1"))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "at once is 2" in why, (code, why)
+    listed = (await bob.ListCommands(pb.ListCommandsRequest(agent="gw1"), timeout=10)).commands
+    assert len(listed) == 2  # nothing of the refused one
+    reply = await rpc.FleetStub(ch("acme", "gw1")).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+    assert len(reply.commands) == 2
+    await send(bob, "gw-a")  # another agent of the tenant
+    await send(alice, "gw1")  # the same id in another tenant
