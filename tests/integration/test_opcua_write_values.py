@@ -728,6 +728,7 @@ _RESHAPED = [
     ("AnyArrayOr1", 5, "an array of 3 Int32", "write a list of values, not a single one"),
     ("AnyVariants", 5, "an array of 2 Variant", "write a list of values, not a single one"),
     ("AnyScalar", [1.0, 2.0], "a single Double", "write one value, not an array"),
+    ("AnyScalar", [], "a single Double", "write one value, not an array"),  # an empty list clears no scalar
     ("DoublesOneOrMore", 5.0, "ValueRank 0", "write a list of values, not a single one"),
 ]
 
