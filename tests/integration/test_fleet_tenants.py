@@ -604,7 +604,9 @@ async def test_a_refused_agent_reads_why_even_when_its_first_write_crosses_the_r
     }
 
 
-async def test_a_tenants_rollouts_in_progress_are_bounded_and_a_rollback_is_never_refused(cloud, monkeypatch):
+async def test_a_tenants_rollouts_in_progress_are_bounded_and_a_rollback_is_taken_past_the_limit_up_to_its_own(
+    cloud, monkeypatch
+):
     """beta starts rollouts of slots its agent does not have (never healthy: they stay running): the rollout tick
     reads and advances every running rollout of every tenant each second, under the lock every tenant's deployment
     calls wait for, and one tenant's 1,000 such rollouts made another's admin calls take 0.3-1 s instead of
