@@ -44,6 +44,22 @@ def test_conditions_match_structured_expressions():
     assert not missing(result())  # a vision result has no anomaly score: false, not an error
 
 
+def test_a_missing_value_matches_neither_a_comparison_nor_its_not():
+    """A frame without a score (its inference failed) is no low score: before, ``not`` turned the missing
+    comparison's false into a match, so a "not a low score" output or alarm acted on every failed frame."""
+    not_low = compile_condition({"not": {"score": {"lt": 0.5}}})
+    assert not_low(result(score=0.9)) and not not_low(result(score=0.2))
+    assert not not_low(result(score=None))
+    not_scratch = compile_condition({"not": {"label": "scratch"}})
+    assert not_scratch(result(label="ok")) and not not_scratch(result(label=None))
+    # all/any as SQL with NULL: a known false or true decides whatever is unknown
+    either = compile_condition({"any": [{"verdict": "NG"}, {"not": {"score": {"lt": 0.5}}}]})
+    assert either(result(verdict="NG", score=None)) and not either(result(score=None))
+    both = compile_condition({"not": {"all": [{"verdict": "NG"}, {"score": {"gte": 0.5}}]}})
+    assert both(result(verdict="OK", score=None))  # not (false and unknown) = true
+    assert not both(result(verdict="NG", score=None))  # not (true and unknown): unknown
+
+
 @pytest.mark.parametrize(
     "spec, msg",
     [
