@@ -164,3 +164,12 @@ def test_numbers_that_yaml_reads_as_text_are_read_as_the_numbers_they_are(tmp_pa
     assert (data.window_samples, data.sample_rate_hz) == (8, 1000.0)
     pre = raw_preprocessing(data)
     assert pre.condition is not None and pre.condition.speed_range_rpm == (600.0, 3000.0)
+
+
+def test_a_dataset_imported_at_20_mhz_from_its_timestamps_is_read_at_its_rate(tmp_path):
+    # `dataset import` takes an NPZ run's own rate or its nanosecond timestamps' (an acoustic-emission capture);
+    # bounded at 10 MHz, training refused the dataset the import had just written
+    ds = _folder(tmp_path)
+    (ds / "dataset.yaml").write_text("window_samples: 8\nsample_rate_hz: 20000000.0\n")
+    np.savez_compressed(ds / "windows.npz", **_arrays())
+    assert load_vibration(ds).sample_rate_hz == 2e7
