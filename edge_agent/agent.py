@@ -289,6 +289,12 @@ class Agent:
         # (publish_down: what the source publishes, alarms too, cannot reach the broker meanwhile)
         self._downs = _Outages(EventKind.SOURCE_DOWN, cfg.data_dir / DOWNS_FILE)
         self._publish_downs = _Outages(EventKind.PUBLISH_DOWN, cfg.data_dir / PUBLISH_DOWNS_FILE)
+        for told in self._publish_downs.carried.values():
+            # the client id as the cloud was told it at the start: one from a ``${VAR}`` that changed since
+            # (or was dropped) is no value of this config's, so this agent's hiders would let it out in clear.
+            # A file from before the hidden form was kept names none.
+            shown = told.pop("client_id_told", None)
+            told["client_id"] = shown if isinstance(shown, str) else None
         self._down_watch = self._downs.watch  # source -> its not-connected stretches
         # source -> its halted stretches (an OPC UA server halted while its connection may stay up, or coming
         # back at each reconnect: ``_source_halt``), and the last ``halted`` seen of it
@@ -1231,7 +1237,9 @@ class Agent:
     @staticmethod
     def _outage_of(o: _Outages, name: str, client_id: Any) -> str:
         if o.kind is EventKind.PUBLISH_DOWN:
-            return f"source {name}'s publish connection (client id {client_id})"
+            return f"source {name}'s publish connection" + (
+                "" if client_id is None else f" (client id {client_id})"
+            )
         return f"source {name}"
 
     def _liveness(
@@ -1279,6 +1287,7 @@ class Agent:
         o.reported[name] = rec = self._since(w, now)
         if client_id is not None:
             rec["client_id"] = client_id
+            rec["client_id_told"] = self.for_cloud.text(str(client_id))  # for the next agent (``__init__``)
         o.save()
         bad_s = w.bad_s(now)
         how = (

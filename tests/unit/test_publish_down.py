@@ -96,3 +96,30 @@ def test_a_client_id_from_the_gateways_environment_never_reaches_the_cloud(tmp_p
     (down,) = _downs(agent)
     told = agent.for_cloud.tree(down)
     assert told["client_id"] == "<$GW_PUB>" and "plant7-press3-pub" not in json.dumps(told), told
+
+
+def test_the_end_after_a_restart_names_the_client_id_as_the_cloud_was_told_it(tmp_path, monkeypatch) -> None:
+    """A publish client id from ``${GW_PUB}`` whose value changed across a restart: the next agent's hiders know
+    only the new value, so the end it said named the old one in clear (in ``client_id`` and the message). It is
+    named now as the start told the cloud, hidden."""
+    mq = {
+        "type": "mqtt",
+        "client_id": "gw1",
+        "publish_connection": "separate",
+        "publish_client_id": "${GW_PUB}",
+    }
+    monkeypatch.setenv("GW_PUB", "plant7-press3-pub")
+    first = _agent_with(tmp_path, {"mq": mq})
+    pc = {"state": "backoff", "client_id": "plant7-press3-pub", "last_error": "refused"}
+    for t in range(0, 34, 2):
+        first._source_liveness(
+            "mq", SimpleNamespace(**{**vars(_mq("backoff")), "publish_connection": pc}), float(t)
+        )
+    assert [e["active"] for e in _downs(first)] == [True]
+    monkeypatch.setenv("GW_PUB", "plant7-press4-pub")
+    second = _agent_with(tmp_path, {"mq": mq})
+    second._source_liveness("mq", _mq("connected"), 0.0)
+    (end,) = _downs(second)
+    told = second.for_cloud.tree(end)
+    assert end["active"] is False and told["client_id"] == "<$GW_PUB>", told
+    assert "plant7-press3-pub" not in json.dumps(told), told
