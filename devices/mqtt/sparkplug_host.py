@@ -1238,6 +1238,8 @@ class SparkplugHost:
                 del self._learning[key]
             done.set()
         then()
+        if clashed := self._clashed(t.edge_node, node, device, received_at):
+            yield clashed
         yield from self._reading_steps(
             t, node, device, payload, received_at, by_birth=True, step=STEP_METRICS
         )
@@ -1843,7 +1845,9 @@ class SparkplugHost:
                 return self._birth_steps(t, node, t.device, payload, received_at, born)
             self._learn(t, node, t.device, payload)
             born()
-            return self._readings(t, node, t.device, payload, received_at, by_birth=True)
+            return self._clashed(t.edge_node, node, t.device, received_at) + self._readings(
+                t, node, t.device, payload, received_at, by_birth=True
+            )
         if mt is sp.MessageType.DDEATH:
             self.deaths += 1
             node.devices.discard(t.device or "")
@@ -2024,6 +2028,31 @@ class SparkplugHost:
             return
         for k in keys:  # said, and counted, at each value skipped (``_readings``)
             node.ambiguous.setdefault(k, (f"{other} and {what(device, path, instance)}", device))
+
+    def _clashed(self, edge_node: str, node: _Node, device: str | None, received_at: float) -> list[Reading]:
+        """BAD readings (``tag_name_clash``) of the tags this birth (``device``'s; None: the node's) found two
+        points naming (``_point``) that hold a value read before: the node's metric ``d1/level`` read until device
+        ``d1``'s birth showed the clash. Left GOOD, the tag stood at that value for as long as the clash did, its
+        new values skipped, and a rule or window on it read it as current."""
+        if not node.ambiguous:
+            return []
+        # stamped never before the value it replaces (a node's clock ahead of this one's)
+        return [
+            Reading(
+                self._source,
+                self._tag(edge_node, *k),
+                node.last[k][0],
+                max(received_at, node.last[k][1]),
+                received_at,
+                Quality.BAD,
+                None,
+                "tag_name_clash",
+                None,
+                k in node.transient,
+            )
+            for k, (_, by) in node.ambiguous.items()
+            if by == device and k in node.last
+        ]
 
     def ambiguity(self, group: str, edge_node: str, device: str | None, metric: str) -> str | None:
         """The two points a metric's name stands for in its node's births (``_point``), or None."""

@@ -770,7 +770,7 @@ async def test_two_points_a_nodes_births_name_as_one_tag_are_neither_read_into_i
 
     async def pump():
         async for r in src.items():
-            got.append((r.tag, r.value))
+            got.append((r.tag, r.value, r.quality.name, r.reason))
 
     await src.start()
     task = asyncio.create_task(pump())
@@ -799,7 +799,7 @@ async def test_two_points_a_nodes_births_name_as_one_tag_are_neither_read_into_i
         pb_metric(nd, alias=5, double_value=2.0)
         node.publish("spBv1.0/g/NDATA/n1", nd.SerializeToString())
         async with asyncio.timeout(5):
-            while ("n1/rate", 2.0) not in got:
+            while ("n1/rate", 2.0, "GOOD", None) not in got:
                 await asyncio.sleep(0.02)
         refused = []
         for device, metric in ((None, "M1/Speed"), (None, "d1/level"), ("d1", "level")):
@@ -812,8 +812,14 @@ async def test_two_points_a_nodes_births_name_as_one_tag_are_neither_read_into_i
         task.cancel()
         await src.stop()
         node.stop()
-    # the node metric d1/level's birth value came before d1's birth showed the clash; none after it
-    assert got == [("n1/d1/level", 0.25), ("n1/rate", 1.0), ("n1/rate", 2.0)], got
+    # the node metric d1/level's birth value came before d1's birth showed the clash: made BAD by that birth (it
+    # stood GOOD at 0.25 while its new values were skipped), none after it
+    assert got == [
+        ("n1/d1/level", 0.25, "GOOD", None),
+        ("n1/rate", 1.0, "GOOD", None),
+        ("n1/d1/level", 0.25, "BAD", "tag_name_clash"),
+        ("n1/rate", 2.0, "GOOD", None),
+    ], got
     assert src.stats.errors_by_reason == {"tag_name_clash": 5}, src.stats.errors_by_reason
     assert "(metric 'M1/Speed' and member 'Speed' of Template 'M1')" in refused[0], refused
     assert "(the node's metric 'd1/level' and metric 'level' of device 'd1')" in refused[2], refused
