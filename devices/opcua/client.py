@@ -1671,20 +1671,37 @@ def _claim_tag(node_id: str, browse: str, explicit: set[str], owners: dict[str, 
     return browse if owners.setdefault(browse, node_id) == node_id else node_id
 
 
+_IDENTIFIER = re.compile(r"^[isgb]=")
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
 async def _resolve_node_id(client: Client, node_id: str) -> str:
-    """``nsu=<uri>;<rest>`` → ``ns=<index>;<rest>`` using the server's namespace array."""
+    """``nsu=<uri>;<rest>`` → ``ns=<index>;<rest>`` using the server's namespace array.
+
+    The URI ends at the first ``;``: one that holds a ``;`` is written ``%3B`` and a ``%`` ``%25`` (OPC UA
+    Part 6, the NodeId's string form: "Any ';' in the URI shall be percent encoded"), decoded here. A raw
+    ``;`` left the rest of the URI in the identifier and was refused as a namespace the server lacks. A URI
+    written with a ``%`` of its own, not encoded (``urn:a%20b`` for the namespace ``urn:a%20b``), is tried as
+    written when its decoded form is no namespace of the server's."""
     m = _NSU.match(node_id.strip())
     if m is None:
         return node_id
     uri, rest = m.group(1), m.group(2)
-    try:
-        idx = await client.get_namespace_index(uri)
-    except ValueError:
+    if not _IDENTIFIER.match(rest):
         raise OpcUaNodeError(
-            f"node {node_id!r}: the server has no namespace {uri!r}; "
-            "check the URI (browse the server's NamespaceArray)"
-        ) from None
-    return f"ns={idx};{rest}"
+            f"node {node_id!r}: {rest!r} after the namespace URI {uri!r} is no identifier (i=, s=, g= or b=); "
+            "a ';' inside a namespace URI is written %3B (and a '%' %25), as OPC UA's NodeId text form says"
+        )
+    decoded = _PERCENT.sub(lambda d: chr(int(d[1], 16)), uri)
+    for tried in dict.fromkeys((decoded, uri)):
+        try:
+            return f"ns={await client.get_namespace_index(tried)};{rest}"
+        except ValueError:
+            continue
+    raise OpcUaNodeError(
+        f"node {node_id!r}: the server has no namespace {decoded!r}; "
+        "check the URI (browse the server's NamespaceArray)"
+    )
 
 
 _GOOD: tuple[Quality, str | None] = (Quality.GOOD, None)
