@@ -405,6 +405,7 @@ def read_csv(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Rec
     value), not the text, so a file of several GB reads in about the memory of its values. The
     dialect is read from the first ``CSV_SNIFF_LINES`` lines; a decimal-comma number further down
     reads the file again as a decimal-comma file."""
+    _refuse_utf16_without_bom(path)
     try:
         with _csv_open(path) as fh:
             head = "".join(itertools.islice(fh, CSV_SNIFF_LINES))
@@ -446,6 +447,30 @@ def _pandas_index(head: str, delimiter: str, skip: int) -> str | None:
     except DatasetError:
         return "rows"
     return "time"
+
+
+def _refuse_utf16_without_bom(path: Path, probe: int = 4096) -> None:
+    """UTF-16 without a byte-order mark (a historian's or a script's export) is valid UTF-8 to a reader: each
+    ASCII character a byte and a 0, so it was refused as a row of 1 field, or a value that is not a number,
+    which sent the engineer to fix rows that are right. Told by its first ``probe`` bytes: a 0 in (nearly)
+    every other byte and (nearly) none between. With its byte-order mark it is named UTF-16 too (it was
+    "not UTF-8 text (invalid start byte ...)")."""
+    with path.open("rb") as fh:
+        data = fh.read(probe)
+    data = data[: len(data) // 2 * 2]
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DatasetError(
+            f"{path}: UTF-16 text (it starts with UTF-16's byte-order mark), not UTF-8; export it as UTF-8"
+        )
+    if len(data) < 8:
+        return
+    half = len(data) // 2
+    for order, zeros, others in (("little", data[1::2], data[0::2]), ("big", data[0::2], data[1::2])):
+        if zeros.count(0) >= 0.9 * half and others.count(0) <= 0.1 * half:
+            raise DatasetError(
+                f"{path}: reads as UTF-16 text without a byte-order mark ({order}-endian: every other byte is "
+                "0), not as UTF-8; export it as UTF-8"
+            )
 
 
 def _not_utf8(path: Path, exc: UnicodeDecodeError, block: int = 1 << 20) -> DatasetError:

@@ -838,6 +838,27 @@ def test_csv_files_the_csv_module_chokes_on_are_refused_or_read_not_a_traceback(
         read_recording(tmp_path / "latin1.csv")
 
 
+@pytest.mark.parametrize(
+    ("encoding", "said"),
+    [
+        # before: "line 52 has 1 fields but the header 2; fix the row" (LE), "column '\x00t\x00i...' holds a
+        # value that is not a number" (BE): rows that are right to fix
+        ("utf-16-le", "reads as UTF-16 text without a byte-order mark (little-endian"),
+        ("utf-16-be", "reads as UTF-16 text without a byte-order mark (big-endian"),
+        ("utf-16", "UTF-16 text (it starts with UTF-16's byte-order mark)"),
+    ],
+)
+def test_a_utf16_csv_is_named_utf16_with_its_byte_order_mark_or_without(tmp_path, encoding, said):
+    from cloud_trainer.train.signals import read_recording
+
+    text = "time;accel_x\n" + "".join(f"{i / 1000};{i % 7}.5\n" for i in range(50))
+    (tmp_path / "u16.csv").write_bytes(text.encode(encoding))
+    with pytest.raises(DatasetError) as ei:
+        read_recording(tmp_path / "u16.csv")
+    assert str(ei.value).startswith(f"{tmp_path / 'u16.csv'}: ") and said in str(ei.value), ei.value
+    assert str(ei.value).endswith("export it as UTF-8"), ei.value
+
+
 def test_a_csv_value_over_128_kib_in_the_first_lines_is_one_line_naming_its_line(tmp_path):
     """A value over the csv module's 128 KiB field limit within the first 64 lines (the lines read
     to see whether the first column is a pandas index) raised '_csv.Error: field larger than field
