@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -504,21 +505,40 @@ def main_tenants(argv: list[str]) -> int:
 
 
 def _when(t) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
+    if not t:
+        return "-"
+    if not _is_number(t):  # a gateway's report is not to be trusted: show what it said
+        return f"{t!r} (invalid)"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+    except (OverflowError, OSError, ValueError):
+        return f"{t!r} (invalid)"
 
 
-def _baseline_line(pipeline: str, b: dict) -> str:
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _num(v, spec: str, scale: float = 1.0) -> str:
+    """A number a gateway reported, formatted; anything else (text, a list, NaN) shown as it came, marked
+    invalid, so a hostile or broken report cannot end the command in a traceback."""
+    return format(v * scale, spec) if _is_number(v) else f"{v!r} (invalid)"
+
+
+def _baseline_line(pipeline: str, b) -> str:
+    if not isinstance(b, dict):
+        return f"{pipeline}: {b!r} (invalid)"
     if b.get("state") == "learning":
         return (
             f"{pipeline}: learning since {_when(b.get('started_at'))}: {b.get('windows', 0)}/"
-            f"{b.get('target_windows', '?')} windows ({100 * float(b.get('progress') or 0):.0f} %)"
+            f"{b.get('target_windows', '?')} windows ({_num(b.get('progress') or 0, '.0f', 100)} %)"
             + (f"; reason: {b['reason']}" if b.get("reason") else "")
         )
     if b.get("state") == "ready":
         thr = b.get("threshold")
         return (
             f"{pipeline}: ready, learned {_when(b.get('learned_at'))} on {b.get('windows', 0)} windows; threshold "
-            f"{thr:.3f} at a false-alarm rate of {b.get('false_alarm_rate')} per window"
+            f"{_num(thr, '.3f')} at a false-alarm rate of {b.get('false_alarm_rate')} per window"
             if thr is not None
             else f"{pipeline}: ready, learned {_when(b.get('learned_at'))}"
         )

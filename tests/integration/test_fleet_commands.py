@@ -290,3 +290,34 @@ async def test_admin_text_holding_a_byte_that_is_not_utf8_is_refused_in_one_line
         assert srv.commands.list("gw1") == [] and srv.control.list() == []
     finally:
         await srv.stop()
+
+
+async def test_baseline_status_shows_a_gateways_non_numbers_as_invalid_not_a_traceback(tmp_path, capsys):
+    """A gateway's state report is its own word: a broken or hostile one reporting a threshold, a progress or a
+    time that is no number ended ``baseline status`` in a ValueError traceback. Each is shown as it came,
+    marked invalid, and the other pipelines' lines still print."""
+    from cloud_trainer.fleet.service import channel_credentials
+
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=("alice",))
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    health = {
+        "pump": {"baseline": {"state": "ready", "threshold": "x", "learned_at": "soon", "windows": 20}},
+        "fan": {"baseline": {"state": "learning", "progress": "abc", "started_at": 1e300}},
+        "mill": {"baseline": "broken"},
+        "press": {"baseline": {"state": "ready", "threshold": 0.25, "learned_at": 0, "windows": 20}},
+    }
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+            await rpc.FleetStub(ch).Heartbeat(pb.HeartbeatRequest(health_json=json.dumps(health)), timeout=10)
+        args = ["status", "gw1", "--endpoint", f"127.0.0.1:{port}", "--pki", str(pki), "--admin", "alice"]
+        code, out = await asyncio.to_thread(cli, capsys, *args)
+    finally:
+        await srv.stop()
+    assert code == 0, out
+    assert "pump: ready, learned 'soon' (invalid) on 20 windows; threshold 'x' (invalid)" in out
+    assert "fan: learning since 1e+300 (invalid)" in out and "('abc' (invalid) %)" in out
+    assert "mill: 'broken' (invalid)" in out
+    assert "press: ready, learned - on 20 windows; threshold 0.250" in out
