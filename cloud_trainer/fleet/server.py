@@ -23,7 +23,9 @@ the agents over them (SO_REUSEPORT). A start on a port that a service of another
 one line naming that store and process, exit code 2 (``portguard``; docs/fleet-scale.md).
 The console has no login: it listens on ``--console-host`` (127.0.0.1 by default, whatever ``--host`` the agents
 reach), and one on any other address must be pinned to a tenant (``--console-tenant``), else the start is refused
-(exit code 2): its ``?tenant=`` shows any tenant, which is for the platform operator on loopback. Before, it listened
+(exit code 2): its ``?tenant=`` shows any tenant, which is for the platform operator on loopback. A
+``--console-tenant`` that is no tenant id (an empty one pinned none) and an IPv6 console host (its HTTP server is
+IPv4) are refused too. Before, it listened
 on ``--host``: a service on 0.0.0.0 for its gateways showed every tenant's agents, events, sample images and
 packages to anyone who reached the port.
 Prints one line when it listens; stops cleanly on SIGTERM/SIGINT.
@@ -233,6 +235,24 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None and not (math.isfinite(v) and v > 0):  # 0 or less: every batch refused; NaN: none
             print(f"cloud-trainer serve: {opt} {v} must be a number above 0", file=sys.stderr)
             return 2
+    if a.console_tenant is not None:
+        from cloud_trainer.pki import TENANT_RE
+
+        if not TENANT_RE.fullmatch(a.console_tenant):  # "" (an unset variable's) pinned none: ?tenant= chose
+            print(
+                f"cloud-trainer serve: --console-tenant {a.console_tenant[:80]!r} is not a tenant id (1-63 "
+                "lowercase letters, digits and '-', not starting with '-')",
+                file=sys.stderr,
+            )
+            return 2
+    # the console's HTTP server is IPv4: ::1 (loopback) died at the bind with a traceback
+    if a.console_port is not None and ":" in a.console_host:
+        print(
+            f"cloud-trainer serve: --console-host {a.console_host}: the console listens on an IPv4 address or a "
+            "name (127.0.0.1, the default)",
+            file=sys.stderr,
+        )
+        return 2
     if a.console_port is not None and a.console_tenant is None and not _loopback(a.console_host):
         print(
             f"cloud-trainer serve: --console-host {a.console_host} without --console-tenant: the console has no "
