@@ -340,6 +340,43 @@ async def test_a_publish_connection_down_for_long_raises_publish_down_and_what_w
     assert [r["active"] for r in rows] == [True, False], rows  # recorded for the cloud, in order
 
 
+async def test_the_end_after_a_restart_hides_a_client_id_whose_variable_changed_meanwhile(
+    tmp_path, monkeypatch
+):
+    """The publish client id comes from ``${GW_PUB}``; the broker refuses it, publish_down is told, and the agent
+    restarts with GW_PUB changed and a broker letting it in. The new agent says the end: before, it named the old
+    client id, no value of its config any more, in clear to the cloud (``client_id`` and message)."""
+    from tests.integration.test_source_down import quick_watch
+
+    if mosquitto_binary() is None:
+        pytest.fail("mosquitto is not installed; `make setup` installs it with apt-get")
+    broker = Mosquitto(tmp_path / "mosquitto", extra_conf="clientid_prefixes gw1-").start()
+    config = _gw1_config(tmp_path, broker.port, "${GW_PUB}", reconnect_min_s=0.5, reconnect_max_s=1.0)
+    monkeypatch.setenv("GW_PUB", "pub-press3-old")
+    agent = quick_watch(Agent(parse_config({**config, "outbox": {}})))
+    agent.source_down_after_s = 1.0  # 30 s in service
+    downs = lambda a: [dict(e) for e in a.events if e["kind"] == "publish_down"]  # noqa: E731
+    try:
+        await agent.start()
+        await until(lambda: downs(agent), 15, "publish_down")
+        assert agent.for_cloud.tree(downs(agent)[0])["client_id"] == "<$GW_PUB>"
+        await agent.stop()
+        broker.stop()
+        broker.extra_conf = ""
+        broker.start()
+        monkeypatch.setenv("GW_PUB", "pub-press3-new")
+        agent = quick_watch(Agent(parse_config({**config, "outbox": {}})))
+        await agent.start()
+        await until(lambda: downs(agent), 15, "publish_down's end")
+    finally:
+        await agent.stop()
+        broker.stop()
+    (end,) = downs(agent)
+    told = agent.for_cloud.tree(end)
+    assert end["active"] is False and told["client_id"] == "<$GW_PUB>", told
+    assert "pub-press3-old" not in json.dumps(told), told
+
+
 async def test_what_waits_for_a_refused_publish_connection_is_queued_and_counted_lost_at_stop(tmp_path):
     """The broker refuses the publish connection's client id: a QoS 1 alarm published right after its refusal
     is ``queued`` (paho holds it for a connection to come), not ``sent``; the source stopping before any came
