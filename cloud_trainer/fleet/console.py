@@ -18,8 +18,9 @@ reach. A blob (sample image) is served only if the tenant holds a sample with th
 are (``blob_type``, ``protocols.image_header.image_kind``), whatever extension the gateway gave it: an image of a
 kind browsers show as that image (``/api/samples`` lists it ``view: image``), a TIFF or PNM as a download named by
 its kind, anything else (a ``.npy`` window, bytes of no image kind) as ``application/octet-stream`` to save; every answer with
-``X-Content-Type-Options: nosniff`` (``BoundedHandler``), a blob or registry file with a CSP that sandboxes it
-(``BLOB_CSP``: a page a gateway uploaded, opened on its own, runs no script in the console's origin). A registry
+``X-Content-Type-Options: nosniff`` (``BoundedHandler``) and ``Cross-Origin-Resource-Policy: same-origin`` (a page
+of another site cannot load a blob to learn whether a tenant holds it), a blob or registry file with a CSP that
+sandboxes it (``BLOB_CSP``: a page a gateway uploaded, opened on its own, runs no script in the console's origin). A registry
 URL is ``/registry/<package>/<file>`` or ``/registry/<package>/<version>/<file>``, each part
 percent-decoded once and then checked (no '/', NUL, '..' or leading '.'): nothing else of the folder
 (another tenant's ``.tenants/``, a publish's temporary ``.part`` folder) is reachable, whatever the
@@ -216,6 +217,13 @@ class Console:
 
         class Handler(BoundedHandler):
             timeout = DEADLINE_S
+
+            def end_headers(self) -> None:
+                # every answer, the stdlib's error pages too: a page of another site open in the operator's
+                # browser cannot load one (an <img> of /blob/<digest>?tenant=T), so cannot learn from its
+                # load or error whether a tenant holds a known image or package
+                self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+                super().end_headers()
 
             def do_GET(self) -> None:
                 if not host_allowed(self.headers.get("Host"), names):

@@ -112,6 +112,7 @@ async def test_the_console_serves_each_sample_as_its_kind_and_none_as_a_page_of_
         for k, (status, headers, body) in got.items():
             assert (status, body) == (200, uploads[k][0]), k
             assert headers["X-Content-Type-Options"] == "nosniff", k
+            assert headers["Cross-Origin-Resource-Policy"] == "same-origin", k  # no probe from another site
             assert "sandbox" in headers["Content-Security-Policy"], k
             assert "default-src 'none'" in headers["Content-Security-Policy"], k
         assert got["png"][1]["Content-Type"] == "image/png" and "Content-Disposition" not in got["png"][1]

@@ -209,7 +209,9 @@ def _console() -> tuple[Console, SQLiteStore]:
 
 def test_every_answer_is_nosniff_and_names_no_python_on_both_servers():
     """Before: no answer carried ``X-Content-Type-Options: nosniff`` (the console's 404 echoes the URL in plain
-    text: ``/blob/<script>...``), and every one named the exact Python version in its ``Server`` header."""
+    text: ``/blob/<script>...``), and every one named the exact Python version in its ``Server`` header. Every
+    console answer is also ``Cross-Origin-Resource-Policy: same-origin`` (a page of another site cannot load one
+    to tell a 200 from a 404)."""
     agent = _CostlyAgent(cost_s=0.0)
     s = StatusServer(agent, "127.0.0.1", 0)
     s.start()
@@ -219,6 +221,8 @@ def test_every_answer_is_nosniff_and_names_no_python_on_both_servers():
             for path in ("/", "/status", "/api/agents", "/nowhere", "/blob/<script>alert(1)</script>"):
                 code, headers, _ = _get(port, path)
                 assert headers.get("x-content-type-options") == "nosniff", (port, path, code, headers)
+                if port == console.port:
+                    assert headers.get("cross-origin-resource-policy") == "same-origin", (path, code, headers)
                 assert "python" not in headers.get("server", "").lower(), headers
             for request in (  # the stdlib's own error pages: 414, 431, 501
                 b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
@@ -228,6 +232,7 @@ def test_every_answer_is_nosniff_and_names_no_python_on_both_servers():
                 head = _raw(port, request).split(b"\r\n\r\n", 1)[0].decode()
                 assert head.split()[1] in ("414", "431", "501"), head
                 assert "X-Content-Type-Options: nosniff" in head and "Python" not in head, head
+                assert port != console.port or "Cross-Origin-Resource-Policy: same-origin" in head, head
         assert _get(s.port, "/status")[0] == 200  # and both still serve
         assert _get(console.port, "/api/agents")[0] == 200
     finally:
@@ -375,6 +380,7 @@ def test_a_large_registry_file_goes_out_in_pieces_not_read_whole_into_memory(tmp
         console.stop()
         store.close()
     assert (r.status, r.getheader("Content-Type"), got) == (200, "application/octet-stream", size)
+    assert r.getheader("Cross-Origin-Resource-Policy") == "same-origin"
     assert peak < size // 4, peak
 
 
