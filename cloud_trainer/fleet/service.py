@@ -494,11 +494,10 @@ class FleetServicer(rpc.FleetServicer):
                     partial(self.control.note_run, key[1], boot, seq, tenant=key[0])
                 )
             except Exception as exc:  # the control database unreachable: the report is written as it comes
-                log.warning(
-                    "agent %s: the order of its report runs could not be read (%s); its report is written as it "
-                    "comes",
-                    key[1],
-                    str(exc)[:200],
+                # logged by reason at most every LOG_EVERY_S (a line per report was every agent's every heartbeat)
+                self._faults.failed(
+                    "the control state's read of the order of an agent's report runs (its report written as it comes)",
+                    exc,
                 )
                 return True
             if not taken:
