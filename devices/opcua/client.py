@@ -970,16 +970,17 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         vtype = ua.VariantType(ident)
     enum, enum_names = await _enum_values(Node(node.session, dtid)) if ident == 29 else (None, ())
     enum_own, enum_prop = None, None
+    props = _Properties(node)  # one Browse answers every property read below
     if enum is None and (
         vtype in (AbstractType.Integer, AbstractType.UInteger)
         or (isinstance(vtype, ua.VariantType) and vtype.name in _INT_RANGE)
     ):
         # a multi-state node (Part 8): its states are its own property's, not its DataType's
-        enum_own, (enum, enum_names), enum_prop = await _enum_properties(node)
-    max_bytes, server_bytes = await _max_bytes(node, vtype)
+        enum_own, (enum, enum_names), enum_prop = await _enum_properties(node, props)
+    max_bytes, server_bytes = await _max_bytes(node, vtype, props)
     rank = rank if isinstance(rank, int) else -2
     dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
-    max_len, whole, server_len = await _array_bounds(node, rank, dims)
+    max_len, whole, server_len = await _array_bounds(node, rank, dims, props)
     held, held_shape, held_unread = None, None, None
     if isinstance(vtype, AbstractType) or vtype is ua.VariantType.Variant:
         holds = await _read_held(node)
@@ -1086,7 +1087,9 @@ def _held_of(v: ua.Variant | None) -> _Held:
     return v.VariantType, ()
 
 
-async def _array_bounds(node: Node, rank: int, dims: tuple[int, ...]) -> tuple[int | None, bool, bool]:
+async def _array_bounds(
+    node: Node, rank: int, dims: tuple[int, ...], props: _Properties | None = None
+) -> tuple[int | None, bool, bool]:
     """(MaxArrayLength, whole, whether that length is the server's) of a node that may hold an array
     (``_NodeType``). The most elements: the node's MaxArrayLength Property, or the server's
     ServerCapabilities.MaxArrayLength (Part 5, 6.3.2: every array of its Variables, a matrix by its element
@@ -1100,7 +1103,7 @@ async def _array_bounds(node: Node, rank: int, dims: tuple[int, ...]) -> tuple[i
     if rank == -1:
         return None, False, False
     max_len, server_len = await _stated_limit(
-        node, "0:MaxArrayLength", ua.ObjectIds.Server_ServerCapabilities_MaxArrayLength
+        node, "0:MaxArrayLength", ua.ObjectIds.Server_ServerCapabilities_MaxArrayLength, props
     )
     whole = False
     if rank >= 1 and len(dims) == rank and all(d > 0 for d in dims):
@@ -1124,38 +1127,53 @@ _SERVER_MAX_BYTES = {
 }
 
 
-async def _property(node: Node, prop: str) -> Node:
-    """A node's Property ``prop`` (``0:EnumStrings``): by TranslateBrowsePathsToNodeIds, else by a Browse of its
-    HasProperty references. A server without that service (OPC UA Part 7's Nano and Micro embedded profiles
-    leave it out: BadServiceUnsupported) or answering a namespace-0 path BadNoMatch left a write target's
-    enumeration values and length limits unread, so nothing was checked: 7 went to an enumeration of 0..2, ten
-    characters to a String of at most 5. Raises the first error when the Browse finds none either."""
-    try:
-        return await node.get_child(prop)
-    except ua.UaError as e:
+class _Properties:
+    """A node's Properties (``0:EnumStrings``), found by one Browse of its hierarchical references whatever the
+    number read (EnumValues, EnumStrings, MaxStringLength, MaxArrayLength). They were asked by
+    TranslateBrowsePathsToNodeIds one by one, which a server without that service (Part 7's Nano and Micro
+    embedded profiles: BadServiceUnsupported) or answering a namespace-0 path BadNoMatch does not answer, so
+    nothing was checked (7 went to an enumeration of 0..2); then by a Browse after each failed translate too,
+    a request more per property a node does not state (most), at every connect. Translated, as before, only
+    when the Browse fails. A property the node does not have raises BadNoMatch."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._named: dict[tuple[int, str], ua.NodeId] | None = None
+        self._translate = False
+
+    async def get(self, prop: str) -> Node:
+        if self._named is None and not self._translate:
+            try:
+                refs = await self.node.get_references(
+                    ua.ObjectIds.HierarchicalReferences,
+                    ua.BrowseDirection.Forward,
+                    result_mask=ua.BrowseResultMask.BrowseName,
+                )
+                self._named = {(r.BrowseName.NamespaceIndex, r.BrowseName.Name): r.NodeId for r in refs}
+            except ua.UaError:
+                self._translate = True
+        if self._named is None:
+            return await self.node.get_child(prop)
         name = ua.QualifiedName.from_string(prop)
-        try:
-            refs = await node.get_references(ua.ObjectIds.HasProperty, ua.BrowseDirection.Forward)
-        except ua.UaError:
-            raise e from None
-        for ref in refs:
-            if ref.BrowseName == name:
-                return Node(node.session, ref.NodeId)
-        raise
+        if (found := self._named.get((name.NamespaceIndex, name.Name))) is None:
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
+        return Node(self.node.session, found)
 
 
 def _positive(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
-async def _stated_limit(node: Node, prop: str, server_id: int) -> tuple[int | None, bool]:
+async def _stated_limit(
+    node: Node, prop: str, server_id: int, props: _Properties | None = None
+) -> tuple[int | None, bool]:
     """(the node's own limit Property ``prop``, else the server's ServerCapabilities limit ``server_id``;
     whether it is the server's): Part 5 (6.3.2) lets a Variable's own Property be larger or smaller than the
     server's, so the node's holds when it states one (a PLC's Array[0..99] on a server whose default is 64
     takes 100), and a node stating none is held to the server's; (None, False) when neither is stated (or 0:
     no limit)."""
     try:
-        if (own := _positive(await (await _property(node, prop)).read_value())) is not None:
+        if (own := _positive(await (await (props or _Properties(node)).get(prop)).read_value())) is not None:
             return own, False
     except (ua.UaError, TypeError, ValueError):
         pass  # most servers state none (BadNoMatch)
@@ -1166,13 +1184,15 @@ async def _stated_limit(node: Node, prop: str, server_id: int) -> tuple[int | No
     return server, server is not None
 
 
-async def _max_bytes(node: Node, vtype: ua.VariantType | AbstractType) -> tuple[int | None, bool]:
+async def _max_bytes(
+    node: Node, vtype: ua.VariantType | AbstractType, props: _Properties | None = None
+) -> tuple[int | None, bool]:
     """(the most bytes a value of the node may hold, whether that is the server's limit): the node's
     MaxStringLength (MaxByteStringLength for a ByteString), or the server's ServerCapabilities limit when the
     node states none (``_stated_limit``); (None, False) when neither is stated (or 0: no limit)."""
     if not isinstance(vtype, ua.VariantType) or vtype not in _MAX_BYTES:
         return None, False
-    return await _stated_limit(node, _MAX_BYTES[vtype], _SERVER_MAX_BYTES[vtype])
+    return await _stated_limit(node, _MAX_BYTES[vtype], _SERVER_MAX_BYTES[vtype], props)
 
 
 _EnumValues = tuple[frozenset[int] | None, tuple[tuple[int, str], ...]]
@@ -1192,13 +1212,16 @@ async def _enum_values(dtype: Node) -> _EnumValues:
     return (await _enum_properties(dtype))[1]
 
 
-async def _enum_properties(node: Node) -> tuple[str | None, _EnumValues, str | None]:
+async def _enum_properties(
+    node: Node, props: _Properties | None = None
+) -> tuple[str | None, _EnumValues, str | None]:
     """The values a node's EnumValues property states, else its EnumStrings (0..n-1), with the property's
     name and NodeId: an enumeration DataType's, or a multi-state Variable's own (Part 8). (None, (None, ()),
     None): neither."""
+    props = props or _Properties(node)
     for prop in ("0:EnumValues", "0:EnumStrings"):
         try:
-            child = await _property(node, prop)
+            child = await props.get(prop)
             v = await child.read_value()
         except (ua.UaError, TypeError, ValueError):
             continue

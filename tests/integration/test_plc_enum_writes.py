@@ -279,3 +279,54 @@ async def test_a_plc_without_translate_browse_paths_still_has_its_enumerations_a
         await src.write(p.node_id("Mode"), 2)
         await src.write(p.node_id("Label"), "abcde")
         assert await p.read() == {"Mode": 2, "Label": "abcde"}
+
+
+async def test_a_write_targets_properties_cost_one_browse_a_node_at_connect(monkeypatch):
+    """EnumValues, EnumStrings, MaxStringLength and MaxArrayLength were each asked by TranslateBrowsePaths, and
+    each one a node does not state (most) by a Browse as well: two requests more per integer target at every
+    connect and re-check. One Browse of the node's references answers them all, and the checks still hold."""
+    from asyncua.server.internal_session import InternalSession
+
+    asked: list[str] = []
+    browse, translate = InternalSession.browse, InternalSession.translate_browsepaths_to_nodeids
+
+    async def counted_browse(self, params):
+        asked.extend(f"browse {d.NodeId.Identifier}" for d in params.NodesToBrowse)
+        return await browse(self, params)
+
+    async def counted_translate(self, params):
+        asked.extend(f"translate {p.StartingNode.Identifier}" for p in params)
+        return await translate(self, params)
+
+    monkeypatch.setattr(InternalSession, "browse", counted_browse)
+    monkeypatch.setattr(InternalSession, "translate_browsepaths_to_nodeids", counted_translate)
+
+    async def build(_srv, idx: int, obj) -> dict:
+        nodes = {}
+        for name, v in (
+            ("Mode", ua.Variant(0, ua.VariantType.UInt32)),
+            ("Count", ua.Variant(0, ua.VariantType.Int16)),
+        ):
+            nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, v)
+        for name in ("Label", "Note"):
+            nodes[name] = await obj.add_variable(
+                ua.NodeId(name, idx), name, ua.Variant("", ua.VariantType.String)
+            )
+        await nodes["Mode"].add_property(
+            0,
+            "EnumStrings",
+            ua.Variant([ua.LocalizedText(t) for t in ("Off", "On")], ua.VariantType.LocalizedText),
+        )
+        await nodes["Label"].add_property(0, "MaxStringLength", ua.Variant(5, ua.VariantType.UInt32))
+        return nodes
+
+    async with plc_server(build) as p, opcua_source(p) as src:
+        asked.clear()
+        for name, value in (("Mode", 1), ("Count", 3), ("Label", "abcde"), ("Note", "text")):
+            await src.write(p.node_id(name), value)
+        assert sorted(asked) == ["browse Count", "browse Label", "browse Mode", "browse Note"], asked
+        with pytest.raises(OpcUaTypeMismatch, match=r"define the values 0, 1; cannot write 2"):
+            await src.write(p.node_id("Mode"), 2)
+        with pytest.raises(OpcUaTypeMismatch, match="MaxStringLength"):
+            await src.write(p.node_id("Label"), "abcdefghij")
+        assert await p.read() == {"Mode": 1, "Count": 3, "Label": "abcde", "Note": "text"}
