@@ -114,17 +114,43 @@ class DataDirInUse(SlotError):
 # folder is taken for another agent's (one that holds it is refused LOCK_RETRY_S * 3 = 0.15 s later)
 LOCK_TRIES = 4
 LOCK_RETRY_S = 0.05
+# then, while only shared locks are on it (readers: a stuck validate probe, a backup tool; an agent holds its
+# lock exclusive), the agent waits up to this long more before it refuses, saying a reader holds the file
+READER_WAIT_S = 5.0
+
+
+class _ReadersOnly(BlockingIOError):
+    """The exclusive lock was refused while no agent holds the file: only shared locks (readers) are on it."""
+
+
+def _only_readers(f) -> bool:
+    """Whether only shared locks hold ``f``'s file: a shared lock of our own is granted (and dropped at once)."""
+    try:
+        fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    fcntl.flock(f, fcntl.LOCK_UN)
+    return True
 
 
 def _lock_exclusive(f) -> None:
-    """``flock(LOCK_EX | LOCK_NB)`` on ``f``, tried again while another holds it for a moment (``LOCK_TRIES``)."""
-    for attempt in range(LOCK_TRIES):
+    """``flock(LOCK_EX | LOCK_NB)`` on ``f``, tried again while another holds it for a moment (``LOCK_TRIES``),
+    and up to ``READER_WAIT_S`` more while only readers hold it (``_ReadersOnly`` once that is over)."""
+    readers_until = None
+    attempt = 0
+    while True:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            if attempt == LOCK_TRIES - 1:
-                raise
+            attempt += 1
+            if attempt >= LOCK_TRIES:
+                if not _only_readers(f):
+                    raise  # an agent holds it
+                now = time.monotonic()
+                readers_until = readers_until or now + READER_WAIT_S
+                if now >= readers_until:
+                    raise _ReadersOnly(errno.EWOULDBLOCK, "held by readers") from None
             time.sleep(LOCK_RETRY_S)
 
 
@@ -154,6 +180,13 @@ class DataDirLock:
             return
         try:
             _lock_exclusive(f)
+        except _ReadersOnly:
+            f.close()
+            raise DataDirInUse(
+                f"data folder {self.path.parent}: its lock file {self.path} is held by a reader (a shared lock: "
+                f"edge-agent validate --online, a backup tool), not by an agent, still after {READER_WAIT_S:g} s; "
+                "start the agent again once that process is done (fuser -v on the file names it)"
+            ) from None
         except OSError as exc:
             f.seek(0)
             pid = f.read().strip() or "?"
@@ -182,8 +215,9 @@ class DataDirLock:
     @staticmethod
     def holder(data_dir: Path) -> int | None:
         """The pid of the agent that holds ``data_dir`` now, None when none does (or where it cannot be known:
-        no /proc/locks). Read from the kernel's list of locks: taking the lock, even for a moment, could refuse
-        an agent starting then; nothing is created."""
+        no /proc/locks). Read from the kernel's list of locks: nothing is created and no lock taken (a shared
+        lock held a moment is what ``edge-agent validate --online`` takes instead, where it can open the file:
+        an agent starting then waits it out)."""
         try:
             st = os.stat(Path(data_dir) / LOCK_FILE)
             with open("/proc/locks") as f:

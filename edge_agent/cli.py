@@ -196,10 +196,21 @@ def _agent_holds(data_dir) -> str | None:
     except OSError as exc:
         if (pid := DataDirLock.holder(data_dir)) is not None:
             return f"this config's agent runs (pid {pid}, {data_dir}){tail}"
+        import errno
+
+        if exc.errno == errno.ELOOP:  # the agent follows it; validate opens no link (it may run as root)
+            why, advice = (
+                "a symbolic link, which validate does not follow",
+                "stop the agent first, or make it a file",
+            )
+        elif exc.errno == errno.ENOTDIR:  # no agent can keep its outbox there either
+            why, advice = f"{data_dir} is no folder", "set agent.data_dir to a folder"
+        else:
+            why = exc.strerror or str(exc)
+            advice = "run validate as the agent's user (in its container), or stop the agent first"
         return (
-            f"whether this config's agent runs cannot be told ({lock}: {exc.strerror or exc}), and a connect with "
-            "its client ids would take the connections of a running agent over; run validate as the agent's "
-            "user (in its container), or stop the agent first"
+            f"whether this config's agent runs cannot be told ({lock}: {why}), and a connect with its client ids "
+            f"would take the connections of a running agent over; {advice}"
         )
     try:
         import fcntl

@@ -107,3 +107,90 @@ def test_an_agent_starting_while_validate_looks_at_its_folder_waits_the_moment_o
     finally:
         lock.release()
         os.close(probe)
+
+
+READER = (
+    "import fcntl, os, sys\n"
+    "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+    "fcntl.flock(fd, fcntl.LOCK_SH)\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def _reader(lock_file):
+    """A real second process holding a shared lock on ``lock_file`` (a stuck validate probe, a backup tool) until
+    its stdin is closed."""
+    p = subprocess.Popen(
+        [sys.executable, "-S", "-c", READER, str(lock_file)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout.readline() == "held\n"
+    return p
+
+
+def _stopped_agent(data):
+    """A folder an agent ran on and stopped: its pid stays written in the lock file."""
+    data.mkdir()
+    (data / "agent.lock").write_text("999999\n")
+
+
+def test_an_agent_waits_out_a_reader_that_holds_the_lock_longer_than_a_moment(tmp_path):
+    """A reader holding a shared lock past the 0.15-s retries made the agent refuse its folder "in use by another
+    agent (pid 999999)", the pid of the agent that stopped: no agent held it. While only readers hold the file,
+    the agent waits (``READER_WAIT_S``) and starts once they are done."""
+    import threading
+
+    data = tmp_path / "data"
+    _stopped_agent(data)
+    reader = _reader(data / "agent.lock")
+    threading.Timer(0.4, reader.stdin.close).start()
+    lock = DataDirLock(data)
+    try:
+        lock.acquire()  # was: DataDirInUse naming pid 999999
+        assert (data / "agent.lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        lock.release()
+        reader.wait(10)
+
+
+def test_a_reader_that_stays_is_named_a_reader_not_the_stopped_agents_pid(tmp_path, monkeypatch):
+    """A reader that stays past the wait: the refusal says a reader holds the lock file, not an agent (nor the pid
+    left by the stopped one). An agent holding the folder is still refused as an agent at once."""
+    from edge_agent import agent as agent_mod
+
+    monkeypatch.setattr(agent_mod, "READER_WAIT_S", 0.2)
+    data = tmp_path / "data"
+    _stopped_agent(data)
+    reader = _reader(data / "agent.lock")
+    try:
+        with pytest.raises(agent_mod.DataDirInUse) as ei:
+            DataDirLock(data).acquire()
+    finally:
+        reader.stdin.close()
+        reader.wait(10)
+    said = str(ei.value)
+    assert f"its lock file {data / 'agent.lock'} is held by a reader" in said and "not by an agent" in said, (
+        said
+    )
+    assert "999999" not in said and "in use by another agent" not in said, said
+
+
+def test_validate_says_what_a_linked_lock_file_or_a_data_dir_that_is_a_file_is(tmp_path):
+    """An agent.lock that is a symbolic link (which validate does not follow) or an agent.data_dir that is a file
+    was told "cannot be told ... run validate as the agent's user", advice that does not fit either."""
+    from edge_agent.cli import _agent_holds
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "elsewhere.lock").write_text("")
+    (data / "agent.lock").symlink_to(tmp_path / "elsewhere.lock")
+    why = _agent_holds(data)
+    assert (
+        "agent.lock: a symbolic link, which validate does not follow" in why and "agent's user" not in why
+    ), why
+    (tmp_path / "file").write_text("")
+    why = _agent_holds(tmp_path / "file")
+    assert f"{tmp_path / 'file'} is no folder" in why and "set agent.data_dir to a folder" in why, why
