@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
+from cloud_trainer.fleet.guard import QuotaLimits, Quotas
 from cloud_trainer.fleet.store import SQLiteStore
 
 
@@ -80,7 +81,12 @@ async def test_one_tenants_admin_calls_never_hold_every_worker_thread(tmp_path, 
     issue(pki, "gw-a", ROLE_AGENT, pki / "a" / "gw-a", tenant="acme")
     issue(pki, "gw-b", ROLE_AGENT, pki / "b" / "gw-b", tenant="beta")
     issue(pki, "carol", ROLE_ADMIN, pki / "b" / "carol", tenant="beta")
-    srv = FleetServer(tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    # one caller's 40 calls past the worker threads: its calls open at once are bounded too (concurrent_calls, 32,
+    # refused past it); raised here so that the threads' own bound is what the test asserts
+    quotas = Quotas(QuotaLimits(concurrent_calls=64))
+    srv = FleetServer(
+        tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key", quotas=quotas
+    )
     await srv.start()
 
     def channel(cert):
@@ -148,6 +154,9 @@ async def test_one_tenants_package_lookups_never_hold_every_worker_thread(tmp_pa
         pki / "server.pem",
         pki / "server.key",
         registry=tmp_path / "registry",
+        quotas=Quotas(
+            QuotaLimits(concurrent_calls=64)
+        ),  # 40 calls of one agent: the threads' bound is the test's
     )
     await srv.start()
 
