@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--console-host",
-        default="127.0.0.1",
+        default=None,
         help="the address the console listens on (default 127.0.0.1, not --host: it has no login; put a reverse "
         "proxy with authentication in front); any other address needs --console-tenant",
     )
@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         "default: 20",
     )
     a = ap.parse_args(argv)
+    console_moved = a.console_host is None and not _loopback(a.host)  # said once it listens (below)
+    a.console_host = "127.0.0.1" if a.console_host is None else a.console_host
     for opt, v in (
         ("--in-flight-bytes", a.in_flight_bytes),
         ("--tenant-in-flight-bytes", a.tenant_in_flight_bytes),
@@ -321,6 +323,13 @@ def main(argv: list[str] | None = None) -> int:
                 allowed_hosts=a.console_allowed_host,
             )
             console.start()
+            if console_moved:  # a proxy elsewhere that reached it on --host before this release: told why not
+                log.warning(
+                    "the console listens on 127.0.0.1:%d only, not on --host %s (it has no login): a reverse proxy "
+                    "on this machine reaches it there; for one elsewhere, --console-host ADDR --console-tenant T",
+                    console.port,
+                    a.host,
+                )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

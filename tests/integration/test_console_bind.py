@@ -34,15 +34,23 @@ def listening(port: int) -> set[str]:
 
 def test_a_service_for_every_address_keeps_its_console_on_loopback(pki, tmp_path):
     console = free_port()
-    srv = ServerProcess(
-        tmp_path / "cloud", pki, args=["--host", "0.0.0.0", "--console-port", str(console)]
-    ).start()
-    try:
-        assert listening(console) == {"0100007F"}  # 127.0.0.1 alone, not 00000000 (every address)
-        with urllib.request.urlopen(f"http://127.0.0.1:{console}/api/agents?tenant=beta", timeout=10) as r:
-            assert r.status == 200  # the operator's loopback console, as before
-    finally:
-        srv.stop()
+    with open(tmp_path / "stderr", "w+") as err:
+        srv = ServerProcess(
+            tmp_path / "cloud", pki, args=["--host", "0.0.0.0", "--console-port", str(console)], stderr=err
+        ).start()
+        try:
+            assert listening(console) == {"0100007F"}  # 127.0.0.1 alone, not 00000000 (every address)
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{console}/api/agents?tenant=beta", timeout=10
+            ) as r:
+                assert r.status == 200  # the operator's loopback console, as before
+        finally:
+            srv.stop()
+    # said: a proxy on another host that reached the console on --host before now finds nothing there
+    assert (
+        f"the console listens on 127.0.0.1:{console} only, not on --host 0.0.0.0"
+        in (tmp_path / "stderr").read_text()
+    )
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "fleet.example"])
