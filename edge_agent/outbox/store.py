@@ -693,6 +693,10 @@ class Outbox:
         # its id there) until it is queued, then its seq -> that id (``_commit`` adds ``meta told:<id>``)
         self._told_ids: dict[int, tuple[Event, str]] = {}
         self._told_seqs: dict[int, str] = {}
+        # a drop report's rows (cause -> (seq, kind)s) while it is not committed: id(event) -> (event, rows) until
+        # it is queued, then its seq -> rows; a commit that fails with it gives them back to ``_drops``
+        self._report_ids: dict[int, tuple[Event, dict[str, list]]] = {}
+        self._report_seqs: dict[int, dict[str, list]] = {}
         self._copied_by_src: dict[
             str, Counter
         ] = {}  # moved-aside file -> records this process copied out of it
@@ -3740,6 +3744,11 @@ class Outbox:
                     kept = self._told_ids.get(id(evt))
                     if kept is not None and kept[0] is evt:
                         self._told_seqs[seq] = kept[1]
+                    report = self._report_ids.get(
+                        id(evt)
+                    )  # (a drop report: its rows, should its commit fail)
+                    if report is not None and report[0] is evt:
+                        self._report_seqs[seq] = report[1]
                     try:
                         if writer:
                             self._q.put_nowait(item)
@@ -3747,11 +3756,14 @@ class Outbox:
                             self._q.put(item, timeout=APPEND_WAIT_S if self._writer_alive() else 0)
                     except queue.Full:
                         self._told_seqs.pop(seq, None)
+                        self._report_seqs.pop(seq, None)
                         with self._lock:  # the next round (append, flush) tries again
                             self._notices[:0] = notices[i:]
                         return
                     if kept is not None and kept[0] is evt:
                         self._told_ids.pop(id(evt), None)
+                    if report is not None and report[0] is evt:
+                        self._report_ids.pop(id(evt), None)
                     self._seq = seq
                 with self._lock:
                     self._bytes += len(body)
@@ -4044,6 +4056,7 @@ class Outbox:
                         _cause(exc),
                     )
                 self._count_failed([(b[0], b[1]) for b in batch], _cause(exc))
+                self._drops_back(batch)
                 # (an event kept in outbox-untold lost here: told by the next start)
                 for b in batch if self._told_seqs else ():
                     self._told_seqs.pop(b[0], None)
@@ -4056,6 +4069,8 @@ class Outbox:
                     for b in batch:
                         self._told_seqs.pop(b[0], None)
                     self._forget_told(db, told)
+                for b in batch if self._report_seqs else ():
+                    self._report_seqs.pop(b[0], None)
                 with self._lock:
                     self._unpersisted.subtract(persisted)
                     self._unpersisted = +self._unpersisted
@@ -4092,6 +4107,16 @@ class Outbox:
         finally:
             self._report_drops()
 
+    def _drops_back(self, batch) -> None:
+        """The rows of the drop reports a failed commit dropped, held again for the next report: on a nearly full
+        disk (a small commit going through, the next round with a sample failing) the report told at the first good
+        commit was lost with its round, and the seqs it carried were told by no report."""
+        for b in batch if self._report_seqs else ():
+            rows = self._report_seqs.pop(b[0], None)
+            with self._lock if rows else _NO_LOCK:
+                for reason, got in (rows or {}).items():
+                    self._drops.setdefault(reason, []).extend(got)
+
     def _report_drops(self, force: bool = False) -> None:
         """One drop event per cause every DROP_EVENT_S at most: merged, the ranges stay few (samples dropped
         first and results after them join up), and drop events do not crowd out what they report on."""
@@ -4123,6 +4148,8 @@ class Outbox:
             )
             with self._lock:
                 self._notices.append(evt)
+                if self._opened:
+                    self._report_ids[id(evt)] = (evt, {reason: rows})
             self.on_event(evt)
 
     def _enforce(self, db) -> None:

@@ -138,6 +138,31 @@ def test_wait_committed_tells_a_record_its_failed_commit_dropped_from_one_it_kep
     in_thread(ob.close, 30)
 
 
+def test_a_drop_report_lost_with_its_commit_on_a_nearly_full_disk_gives_its_seqs_to_the_next_report(
+    small_disk,
+):
+    """A nearly full disk: a small commit goes through, the next round, with a big record, fails. The drop report
+    told at the first good commit went in that round: formerly lost with it, and the seqs it carried were told by
+    no report (the cloud showed their gap as unknown for good)."""
+    ob = Outbox(OutboxSettings(commit_interval_ms=300), small_disk / "data")
+    ob.open()
+    filler = fill(small_disk)
+    dropped = ob.append("event", {"i": 1, "pad": "x" * 300_000})
+    assert not in_thread(lambda: ob.wait_committed(dropped, 10), 30) and ob.lost(dropped)
+    filler.unlink()
+    assert ob.wait_committed(ob.append("event", {"i": 2}), 10)  # the first good commit: the report is queued
+    filler = fill(small_disk)
+    big = ob.append("result", {"pad": "y" * 300_000})  # in the report's round: it fails
+    assert not in_thread(lambda: ob.wait_committed(big, 10), 30)
+    filler.unlink()
+    assert ob.wait_committed(ob.append("event", {"i": 3}), 10)
+    in_thread(ob.flush, 30)
+    told = [json.loads(r.payload) for r in ob.pending(100, 1 << 30) if r.kind == "event"]
+    ranges = [q for t in told if t.get("kind") == "outbox_write_failed" for q in t["ranges"]]
+    assert any(a <= dropped <= b for a, b in ranges) and any(a <= big <= b for a, b in ranges), told
+    in_thread(ob.close, 30)
+
+
 def test_lost_knows_at_least_the_newest_seqs_its_bound_keeps_after_many_failed_commits(tmp_path):
     from edge_agent.outbox.store import LOST_SEQS_MAX
 
