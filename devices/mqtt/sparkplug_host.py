@@ -1747,7 +1747,11 @@ class SparkplugHost:
                 )
             self._learn(t, node, None, payload)
             self._born(t.group, t.edge_node, None)
-            return self._readings(t, node, None, payload, received_at, by_birth=True)
+            # a clash this birth shows within the node (a rebirth adding Template M1 beside the metric M1/Speed)
+            # makes the value read before BAD, as the stepped path and a device's birth do
+            return self._clashed(t.edge_node, node, None, received_at) + self._readings(
+                t, node, None, payload, received_at, by_birth=True
+            )
         if mt is sp.MessageType.NDEATH:
             bd = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             if bd is not None and node.bd_seq is not None and bd != node.bd_seq:

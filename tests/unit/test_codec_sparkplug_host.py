@@ -411,3 +411,26 @@ def test_every_way_a_node_is_unknown_asks_one_rebirth_per_interval_the_later_one
     assert h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(3), 3.0) != []
     assert h.tick(now + 400) == 0 and len(sent) == 2  # a dead node is asked nothing
     assert errors.count("seq_gap") == 1 and errors.count("unknown_alias") == 2
+
+
+def test_a_node_rebirth_that_names_two_points_as_one_tag_makes_its_value_read_before_bad():
+    # the metric M1/Speed read GOOD at 5; the node's next birth adds Template M1 whose member Speed names the same
+    # tag: neither point is read from then on, and the 5 stood GOOD (a rule or window read it as current)
+    h, _, errors = host()
+    nb = sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("M1/Speed", 1, D.INT32, 5)])
+    assert [(r.tag, r.value, r.quality) for r in h.handle("spBv1.0/g/NBIRTH/n", sp.encode(nb), 1.0)] == [
+        ("n/M1/Speed", 5, Quality.GOOD)
+    ]
+    member = sp.Template([sp.Metric("Speed", None, D.FLOAT, 1.5)], ref="Motor")
+    nb = sp.Payload(
+        2000,
+        0,
+        [
+            sp.Metric("bdSeq", None, D.INT64, 1),
+            sp.Metric("M1/Speed", 1, D.INT32, 6),
+            sp.Metric("M1", 2, D.TEMPLATE, member),
+        ],
+    )
+    got = [(r.tag, r.value, r.quality, r.reason) for r in h.handle("spBv1.0/g/NBIRTH/n", sp.encode(nb), 2.0)]
+    assert got == [("n/M1/Speed", 5, Quality.BAD, "tag_name_clash")], got
+    assert "tag_name_clash" in errors
