@@ -51,3 +51,24 @@ def test_weights_holding_nan_are_refused_naming_the_first(tmp_path):
         StageError, match=rf"^--init-from {path}: 1 of its weights hold NaN or Inf \(the first: '{first}'\)"
     ):
         _init_state(path)
+
+
+def test_weights_that_do_not_fit_are_refused_saying_why_and_the_models_input_channels():
+    # a grey model's weights for a colour dataset were said not to fit with torch's heading alone
+    # ('Error(s) in loading state_dict for VisionNet:'), no reason; refused before any training
+    import numpy as np
+
+    from cloud_trainer.train.data import PartsData
+    from cloud_trainer.train.vision import train
+
+    rng = np.random.default_rng(0)
+    data = PartsData(
+        images=[rng.integers(0, 255, (16, 16, 3), np.uint8) for _ in range(12)],
+        labels=np.array([0, 1] * 6),
+        ids=[f"{i:02d}" for i in range(12)],
+        classes=["good", "scratch"],
+        digest="sha256:0",
+    )
+    with pytest.raises(ValueError, match=r"do not fit this model \(2 classes, 3 input channel\(s\)\): ") as e:
+        train(data, 16, 0, 1, log=lambda *a: None, init_state=build_model(2, channels=1).state_dict())
+    assert "size mismatch for" in str(e.value) and "\n" not in str(e.value), e.value
