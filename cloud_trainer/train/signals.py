@@ -73,6 +73,7 @@ from cloud_trainer.train.data import (
     FAULT_WORDS,
     FAULTS,
     LABELS_MAX_BYTES,
+    MAX_SAMPLE_RATE_HZ,
     NPZ_MAX_BYTES,
     VIBRATION_ARRAYS,
     DatasetError,
@@ -1627,6 +1628,13 @@ def import_vibration(
         listing = ", ".join(f"{r.source.name} {r.rate_hz:.8g} Hz" for r in recs)
         raise DatasetError(f"mixed rates: {listing}; import each rate separately or give --resample-to HZ")
     target = resample_to or rates[0]
+    if target > MAX_SAMPLE_RATE_HZ:
+        # an NPZ's stated rate or float-second timestamps are bounded by nothing else: written, the dataset
+        # was refused by training, which reads at most the finest a nanosecond timestamp states
+        raise DatasetError(
+            f"{recs[0].source}: sampled at {target:.8g} Hz, above the {MAX_SAMPLE_RATE_HZ:,} Hz a vibration "
+            "dataset may be trained at; give --resample-to HZ"
+        )
     labels = read_labels(labels_file, healthy or (), faults or ())
     _healthy_names(labels, labels_file, healthy or [], faults or [])
     _one_class_per_fault(labels, labels_file)

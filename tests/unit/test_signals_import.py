@@ -2932,3 +2932,17 @@ def test_text_that_is_not_utf8_is_named_at_its_line_whatever_ends_the_lines(tmp_
             expected = f"line {len(re.split(EOLS, bytes(raw[:at])))} at byte {at}"
             for block in (1, 2, 3, 7, 1 << 20):
                 assert expected in str(signals._not_utf8(path, exc, block)), (bytes(raw), block, at)
+
+
+def test_runs_sampled_past_the_rate_training_takes_are_refused_at_import(tmp_path):
+    # an oscilloscope's NPZ at 2.5 GHz imported, and training refused the dataset just written
+    rng = np.random.default_rng(0)
+    for run in ("r1", "r2"):
+        np.savez(tmp_path / f"{run}.npz", accel_x=rng.normal(0, 0.1, 4096), sample_rate_hz=2.5e9)
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy", "r2,imbalance"])
+    runs = [tmp_path / "r1.npz", tmp_path / "r2.npz"]
+    with pytest.raises(
+        DatasetError, match=r"r1.npz: sampled at 2.5e\+09 Hz, above the 1,000,000,000 Hz .*--resample-to"
+    ):
+        import_vibration(runs, tmp_path / "ds", labels, window_samples=1024)
+    assert not (tmp_path / "ds").exists() or not any((tmp_path / "ds").iterdir())
