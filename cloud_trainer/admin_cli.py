@@ -516,13 +516,18 @@ def _when(t) -> str:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer past a float's range: JSON bounds no number's digits
+        return False
 
 
 def _num(v, spec: str, scale: float = 1.0) -> str:
-    """A number a gateway reported, formatted; anything else (text, a list, NaN) shown as it came, marked
-    invalid, so a hostile or broken report cannot end the command in a traceback."""
-    return format(v * scale, spec) if _is_number(v) else f"{v!r} (invalid)"
+    """A number a gateway reported, formatted; anything else (text, a list, NaN, an integer of 400 digits) shown
+    as it came, marked invalid, so a hostile or broken report cannot end the command in a traceback."""
+    return format(v * scale, spec) if _is_number(v) and _is_number(v * scale) else f"{v!r} (invalid)"
 
 
 def _baseline_line(pipeline: str, b) -> str:

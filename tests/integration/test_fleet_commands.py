@@ -308,6 +308,8 @@ async def test_baseline_status_shows_a_gateways_non_numbers_as_invalid_not_a_tra
         "fan": {"baseline": {"state": "learning", "progress": "abc", "started_at": 1e300}},
         "mill": {"baseline": "broken"},
         "press": {"baseline": {"state": "ready", "threshold": 0.25, "learned_at": 0, "windows": 20}},
+        # an integer past a float's range (JSON bounds no number's digits): OverflowError in math.isfinite
+        "drill": {"baseline": {"state": "ready", "threshold": 10**400, "learned_at": 10**400, "windows": 20}},
     }
     try:
         async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
@@ -321,3 +323,5 @@ async def test_baseline_status_shows_a_gateways_non_numbers_as_invalid_not_a_tra
     assert "fan: learning since 1e+300 (invalid)" in out and "('abc' (invalid) %)" in out
     assert "mill: 'broken' (invalid)" in out
     assert "press: ready, learned - on 20 windows; threshold 0.250" in out
+    big = str(10**400)
+    assert f"drill: ready, learned {big} (invalid) on 20 windows; threshold {big} (invalid)" in out
