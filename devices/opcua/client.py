@@ -1694,7 +1694,9 @@ def _claim_tag(node_id: str, browse: str, explicit: set[str], owners: dict[str, 
     return browse if owners.setdefault(browse, node_id) == node_id else node_id
 
 
-_IDENTIFIER = re.compile(r"^[isgb]=")
+# the identifier after the URI, spaces around its key allowed as asyncua's NodeId.from_string allows them
+# (``nsu=urn:plc; s=Speed`` resolved and served before the URI was percent-decoded)
+_IDENTIFIER = re.compile(r"\s*[isgb]\s*=")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 
 

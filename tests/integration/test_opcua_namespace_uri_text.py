@@ -21,6 +21,8 @@ async def test_a_semicolon_in_a_namespace_uri_is_taken_percent_encoded_and_named
     try:
         assert await _resolve_node_id(client, "nsu=urn:plc%3Bline=2;s=Speed") == f"ns={idx};s=Speed"
         assert await _resolve_node_id(client, "nsu=urn:plc%3bline=2;i=7") == f"ns={idx};i=7"
+        # spaces around the identifier's key, as asyncua reads a node id: taken as before the decoding
+        assert await _resolve_node_id(client, "nsu=urn:plc%3Bline=2; s=Speed") == f"ns={idx}; s=Speed"
         with pytest.raises(OpcUaNodeError) as e:
             await _resolve_node_id(client, "nsu=urn:plc;line=2;s=Speed")
         said = str(e.value)
