@@ -36,7 +36,17 @@ CREATE TABLE IF NOT EXISTS commands (tenant TEXT NOT NULL, id TEXT NOT NULL, age
   state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', done_at REAL, generation INTEGER NOT NULL,
   process_state TEXT NOT NULL DEFAULT '', PRIMARY KEY (tenant, id));
 CREATE INDEX IF NOT EXISTS commands_by_agent ON commands (tenant, agent, state);
+CREATE INDEX IF NOT EXISTS commands_by_generation ON commands (tenant, agent, generation);
 """
+# ``commands_by_generation`` (PostgreSQL: migration 0016; a control.db made before it gets it when opened): an agent's
+# finished commands are kept (who asked for what, ``list``), and each of its heartbeats read all of them under the
+# lock every tenant's control calls share (100,000 finished: 186 ms a heartbeat); now it reads its pending commands
+# (``commands_by_agent``) and its latest generation (this index), whatever the history
+LATEST_GENERATION = "SELECT MAX(generation) FROM commands WHERE tenant = ? AND agent = ?"
+PENDING = (
+    "SELECT id, kind, pipeline, issued_at, issued_by, reason, process_state FROM commands "
+    "WHERE tenant = ? AND agent = ? AND state = 'pending' ORDER BY issued_at"
+)
 # a control.db made before commands had a process state (PostgreSQL: migration 0010)
 ADD_PROCESS_STATE = "ALTER TABLE commands ADD COLUMN process_state TEXT NOT NULL DEFAULT ''"
 # a process state's name as the agent's config gives it (``baseline.states[].name``, or a whole value)
@@ -197,18 +207,16 @@ class Commands:
         out = {}
         with self.c.lock:
             for tenant, agent in keys:
-                rows = self.c.db.execute(
-                    "SELECT id, kind, pipeline, issued_at, issued_by, reason, state, generation, process_state "
-                    "FROM commands WHERE tenant = ? AND agent = ? ORDER BY issued_at",
-                    (tenant, agent),
-                ).fetchall()
+                # the newest change of any of its commands, a finished one's too (a recorded result takes its command
+                # out of the desired state: a change the agent must see), through the index, not by reading them all
+                gen = self.c.db.execute(LATEST_GENERATION, (tenant, agent)).fetchone()[0]
+                rows = self.c.db.execute(PENDING, (tenant, agent)).fetchall()
                 out[(tenant, agent)] = (
-                    max((r[7] for r in rows), default=0),
+                    gen or 0,
                     [
                         {"id": i, "kind": k, "pipeline": p, "issued_at": t, "issued_by": b, "reason": r}
                         | ({"process_state": ps} if ps else {})
-                        for i, k, p, t, b, r, state, _, ps in rows
-                        if state == "pending"
+                        for i, k, p, t, b, r, ps in rows
                     ],
                 )
         return out
