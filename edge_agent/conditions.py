@@ -8,9 +8,10 @@
 Fields: verdict, score, label, anomaly_score, remaining_life, margin, model, model_version,
 pipeline, source, engine, age_ms (the item's age at the verdict: ``{age_ms: {lte: 300}}`` keeps a reject
 gate from acting on a part that has moved on). ``compile_condition`` checks the structure once (at config time) and
-returns a predicate over ``edge_agent.types.Result``; a comparison with a missing value (e.g.
+returns a predicate over ``edge_agent.types.Result``; a comparison with a missing number (e.g.
 ``anomaly_score`` of a vision result, the score of a frame that failed) is unknown: it does not match, and
-neither does its ``not`` (``all``/``any`` combine unknowns as SQL does with NULL). A field is compared
+neither does its ``not`` (``all``/``any`` combine unknowns as SQL does with NULL). A missing text (an anomaly
+model's label) is no such text: ``{label: cosmetic}`` is false for it, so ``{not: {label: cosmetic}}`` matches. A field is compared
 with its own type: a number field (score, anomaly_score, remaining_life, margin, age_ms) with a number (text such as ``"0.8"``, from quotes or a
 ``${VAR}``, is read as the number; other text, true/false and NaN are refused), the other fields with
 text (``label: 1`` is refused: quote it).
@@ -169,9 +170,10 @@ def compile_condition(spec: Any, labels: set[str] | None = None) -> Callable[[An
     return lambda r: tri(r) is True
 
 
-# A comparison with a missing value (a failed frame's score, a vision result's anomaly_score) is neither true
+# A comparison with a missing number (a failed frame's score, a vision result's anomaly_score) is neither true
 # nor false but unknown (None), and stays so under ``not``: read as false, ``not: {score: {lt: 0.5}}`` matched
-# every frame without a score as if it were a high one. ``all`` and ``any`` combine as in SQL (Kleene's logic):
+# every frame without a score as if it were a high one. A missing text stays false (an anomaly model's NG has
+# no label: ``{all: [{verdict: NG}, {not: {label: cosmetic}}]}`` rejects it, as a line engineer reads it). ``all`` and ``any`` combine as in SQL (Kleene's logic):
 # any false makes ``all`` false and any true makes ``any`` true, whatever is unknown; a condition matches only
 # when it is true.
 _Tri = Callable[[Any], bool | None]
@@ -231,7 +233,9 @@ def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> _Tri:
         def pred(r, key=key, checks=checks) -> bool | None:
             v = getattr(r, _attr(key), None)
             if v is None:
-                return None  # unknown: no match, and none under ``not`` either
+                # a number the result lacks is unknown (no match, none under ``not``); a text field it lacks
+                # (an anomaly model's label) is no such text: ``not: {label: cosmetic}`` matches it
+                return None if key in NUMERIC else False
             try:
                 return all(f(v, arg) for f, arg in checks)
             except TypeError:
@@ -243,7 +247,9 @@ def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> _Tri:
 
     def equals(r, key: str = key, val: Any = val) -> bool | None:
         v = getattr(r, _attr(key), None)
-        return None if v is None else v == val
+        if v is None:
+            return None if key in NUMERIC else False
+        return bool(v == val)
 
     return equals
 
