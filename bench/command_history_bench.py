@@ -23,9 +23,14 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the former reads, through the index they had (its (tenant, agent) prefix: commands_pending's is the same)
 FORMER = (
     "SELECT id, kind, pipeline, issued_at, issued_by, reason, state, generation, process_state "
-    "FROM commands WHERE tenant = ? AND agent = ? ORDER BY issued_at"
+    "FROM commands INDEXED BY commands_pending WHERE tenant = ? AND agent = ? ORDER BY issued_at"
+)
+FORMER_LIST = (
+    "SELECT * FROM commands INDEXED BY commands_pending WHERE tenant = ? AND agent = ? "
+    "ORDER BY issued_at DESC LIMIT 500"
 )
 HEAVY, LIGHT = ("beta", "gw-b"), ("acme", "gw-a")
 
@@ -118,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             assert len(cmds.pending_many([HEAVY])[HEAVY][1]) == 5
             new = timed(lambda: cmds.pending_many([HEAVY]), args.rounds)
             old = timed(lambda: former_read(cmds, [HEAVY]), args.rounds)
+            listed = timed(lambda: cmds.list(HEAVY[1], tenant=HEAVY[0]), args.rounds)
+            old_listed = timed(lambda: cmds.c.db.execute(FORMER_LIST, HEAVY).fetchall(), args.rounds)
             nb_new = neighbour(lambda c, k: c.pending_many(k), cmds, args.rounds * 2)
             nb_old = neighbour(former_read, cmds, args.rounds * 2)
             rows_out.append(
@@ -125,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                     "finished": n,
                     "heartbeat_ms": statistics.median(new) * 1e3,
                     "former_heartbeat_ms": statistics.median(old) * 1e3,
+                    "admin_list_ms": statistics.median(listed) * 1e3,
+                    "former_admin_list_ms": statistics.median(old_listed) * 1e3,
                     "other_agent_ms": statistics.median(nb_new) * 1e3,
                     "other_agent_p95_ms": statistics.quantiles(nb_new, n=20)[-1] * 1e3,
                     "former_other_agent_ms": statistics.median(nb_old) * 1e3,
@@ -143,11 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     md = (
         "## Fleet commands: a heartbeat's read against a long history of finished commands (SQLite control.db)\n\n"
         "| finished commands of the agent | its heartbeat read (former) | another agent's read meanwhile, median / "
-        "p95 (former) | ratio (heartbeat) |\n| ---: | ---: | ---: | ---: |\n"
+        "p95 (former) | ratio (heartbeat) | the agent's list, newest 500 (former) |\n| ---: | ---: | ---: | ---: | ---: |\n"
         + "".join(
             f"| {r['finished']:,} | {r['heartbeat_ms']:.3f} ms ({r['former_heartbeat_ms']:.1f} ms) | "
             f"{r['other_agent_ms']:.3f} / {r['other_agent_p95_ms']:.3f} ms ({r['former_other_agent_ms']:.1f} / "
-            f"{r['former_other_agent_p95_ms']:.1f} ms) | {r['former_heartbeat_ms'] / r['heartbeat_ms']:.0f}x |\n"
+            f"{r['former_other_agent_p95_ms']:.1f} ms) | {r['former_heartbeat_ms'] / r['heartbeat_ms']:.0f}x | "
+            f"{r['admin_list_ms']:.2f} ms ({r['former_admin_list_ms']:.1f} ms) |\n"
             for r in rows_out
         )
         + f"\n{machine_line()}\n"

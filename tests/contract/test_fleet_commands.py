@@ -257,39 +257,65 @@ def test_a_long_history_of_finished_commands_leaves_the_pending_list_and_generat
     assert sum(1 for x in commands.list("gw1") if x["state"] == "failed") == 1
 
 
+NEW_INDEXES = {
+    "commands_by_generation": "(tenant, agent, generation)",
+    "commands_by_agent_time": "(tenant, agent, issued_at)",
+    "commands_by_time": "(tenant, issued_at)",
+    "commands_pending": "(tenant, agent, state, issued_at)",
+}
+# the pending read's index before, replaced by commands_pending (in order of issue: this one left them to be sorted)
+OLD_INDEX = "CREATE INDEX commands_by_agent ON commands (tenant, agent, state)"
+
+
 def test_the_heartbeat_read_goes_through_the_indexes_of_an_upgraded_control_state(commands, tmp_path):
-    """A control.db or PostgreSQL database made before ``commands_by_generation`` gets it when opened, and the
-    heartbeat's two reads use an index (never a scan of the agent's history)."""
-    from cloud_trainer.fleet.commands import LATEST_GENERATION, PENDING
+    """A control.db or PostgreSQL database made before ``commands_by_generation`` (and the list's indexes) gets
+    them when opened, and the heartbeat's two reads and an admin's lists use an index (never a scan or a sort of
+    the agent's whole history)."""
+    from cloud_trainer.fleet.commands import LATEST_GENERATION, LIST_AGENT, LIST_TENANT, PENDING
 
     db = commands.c.db
     if hasattr(db, "executescript"):
-        db.execute("DROP INDEX commands_by_generation")
+        for index in NEW_INDEXES:
+            db.execute(f"DROP INDEX {index}")
+        db.execute(OLD_INDEX)
         db.close()
         control = Control(tmp_path / "control.db", Registry(tmp_path / "registry"), commands.c.store)
         upgraded = Commands(control)
         plans = [
-            " ".join(r[-1] for r in control.db.execute("EXPLAIN QUERY PLAN " + sql, ("default", "gw1")))
-            for sql in (LATEST_GENERATION, PENDING)
+            " ".join(r[-1] for r in control.db.execute("EXPLAIN QUERY PLAN " + sql, args))
+            for sql, args in (
+                (LATEST_GENERATION, ("default", "gw1")),
+                (PENDING, ("default", "gw1")),
+                (LIST_AGENT, ("default", "gw1")),
+                (LIST_TENANT, ("default",)),
+            )
         ]
-        assert "USING COVERING INDEX commands_by_generation" in plans[0], plans
-        assert "USING INDEX commands_by_agent" in plans[1] and "SCAN" not in " ".join(plans), plans
+        assert "USING COVERING INDEX commands_by_generation (" in plans[0], plans
+        assert "USING INDEX commands_pending (tenant=? AND agent=? AND state=?)" in plans[1], plans
+        assert "USING INDEX commands_by_agent_time (" in plans[2], plans
+        assert "USING INDEX commands_by_time (" in plans[3], plans
+        assert "SCAN" not in " ".join(plans) and "TEMP B-TREE" not in " ".join(plans), plans
+        assert (
+            control.db.execute("SELECT name FROM sqlite_master WHERE name = 'commands_by_agent'").fetchall()
+            == []
+        )
     else:
         import psycopg
 
         with psycopg.connect(db.url, autocommit=True) as conn:  # a database from before migration 0016
-            conn.execute("DROP INDEX commands_by_generation")
+            for index in NEW_INDEXES:
+                conn.execute(f"DROP INDEX {index}")
+            conn.execute(OLD_INDEX)
             conn.execute("DELETE FROM schema_version WHERE version >= 16")
         db.close()
         control = Control(db.url, Registry(tmp_path / "registry"), commands.c.store)
         upgraded = Commands(control)
         with psycopg.connect(db.url, autocommit=True) as conn:
-            assert conn.execute(
-                "SELECT indexdef FROM pg_indexes WHERE indexname = 'commands_by_generation'"
-            ).fetchone() == (
-                "CREATE INDEX commands_by_generation ON public.commands USING btree (tenant, agent, "
-                "generation)",
-            )
+            got = conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE indexname = ANY(%s) ORDER BY indexname",
+                ([*NEW_INDEXES, "commands_by_agent"],),
+            ).fetchall()
+        assert [(n, d.split(" USING btree ")[1]) for n, d in got] == sorted(NEW_INDEXES.items())
     try:
         commands.c.store.heartbeat("gw1", {}, [], HEALTH, 0)
         cmd = upgraded.send("gw1", "baseline_relearn", "pump")
