@@ -8,11 +8,10 @@
 Fields: verdict, score, label, anomaly_score, remaining_life, margin, model, model_version,
 pipeline, source, engine, age_ms (the item's age at the verdict: ``{age_ms: {lte: 300}}`` keeps a reject
 gate from acting on a part that has moved on). ``compile_condition`` checks the structure once (at config time) and
-returns a predicate over ``edge_agent.types.Result``; a comparison with a missing number (e.g.
-``anomaly_score`` of a vision result, the score of a frame that failed) is unknown: it does not match, and
-neither does its ``not`` (``all``/``any`` combine unknowns as SQL does with NULL). A missing text (an anomaly
-model's label) is no such text: ``{label: cosmetic}`` is false for it, so ``{not: {label: cosmetic}}`` matches. A field is compared
-with its own type: a number field (score, anomaly_score, remaining_life, margin, age_ms) with a number (text such as ``"0.8"``, from quotes or a
+returns a predicate over ``edge_agent.types.Result``; a comparison with a missing value (e.g.
+``anomaly_score`` of a vision result, the score of a frame that failed) is false, so its ``not`` is true: a reject
+gate written with ``not`` takes what it cannot judge (fails safe). A field is compared with its own type: a number field
+(score, anomaly_score, remaining_life, margin, age_ms) with a number (text such as ``"0.8"``, from quotes or a
 ``${VAR}``, is read as the number; other text, true/false and NaN are refused), the other fields with
 text (``label: 1`` is refused: quote it).
 
@@ -166,56 +165,23 @@ def _hint(name: str, known) -> str:
 def compile_condition(spec: Any, labels: set[str] | None = None) -> Callable[[Any], bool]:
     if spec is None:
         return lambda r: True
-    tri = _compile(spec, labels)
-    return lambda r: tri(r) is True
-
-
-# A comparison with a missing number (a failed frame's score, a vision result's anomaly_score) is neither true
-# nor false but unknown (None), and stays so under ``not``: read as false, ``not: {score: {lt: 0.5}}`` matched
-# every frame without a score as if it were a high one. A missing text stays false (an anomaly model's NG has
-# no label: ``{all: [{verdict: NG}, {not: {label: cosmetic}}]}`` rejects it, as a line engineer reads it). ``all`` and ``any`` combine as in SQL (Kleene's logic):
-# any false makes ``all`` false and any true makes ``any`` true, whatever is unknown; a condition matches only
-# when it is true.
-_Tri = Callable[[Any], bool | None]
-
-
-def _all(subs: list[_Tri]) -> _Tri:
-    def f(r: Any) -> bool | None:
-        got = [p(r) for p in subs]
-        return False if False in got else None if None in got else True
-
-    return f
-
-
-def _any(subs: list[_Tri]) -> _Tri:
-    def f(r: Any) -> bool | None:
-        got = [p(r) for p in subs]
-        return True if True in got else None if None in got else False
-
-    return f
-
-
-def _compile(spec: Any, labels: set[str] | None) -> _Tri:
     if not isinstance(spec, dict) or not spec:
         raise ConditionError(f"a condition is a mapping such as {{verdict: NG}}, got {spec!r}")
     preds = [_compile_item(k, v, labels) for k, v in spec.items()]
-    return preds[0] if len(preds) == 1 else _all(preds)
+    if len(preds) == 1:
+        return preds[0]
+    return lambda r: all(p(r) for p in preds)
 
 
-def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> _Tri:
+def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> Callable[[Any], bool]:
     if key in ("all", "any"):
         if not isinstance(val, list) or not val:
             raise ConditionError(f"'{key}' takes a non-empty list of conditions")
-        subs = [_compile(v, labels) for v in val]
-        return _all(subs) if key == "all" else _any(subs)
+        subs = [compile_condition(v, labels) for v in val]
+        return (lambda r: all(p(r) for p in subs)) if key == "all" else (lambda r: any(p(r) for p in subs))
     if key == "not":
-        sub = _compile(val, labels)
-
-        def negated(r: Any) -> bool | None:
-            got = sub(r)
-            return None if got is None else not got
-
-        return negated
+        sub = compile_condition(val, labels)
+        return lambda r: not sub(r)
     if key not in FIELDS:
         raise ConditionError(f"unknown field {key!r}{_hint(key, FIELDS)}")
     if isinstance(val, dict):
@@ -230,12 +196,10 @@ def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> _Tri:
                 _check_value(key, arg, labels)
             checks.append((_OPS[op], arg))
 
-        def pred(r, key=key, checks=checks) -> bool | None:
+        def pred(r, key=key, checks=checks) -> bool:
             v = getattr(r, _attr(key), None)
             if v is None:
-                # a number the result lacks is unknown (no match, none under ``not``); a text field it lacks
-                # (an anomaly model's label) is no such text: ``not: {label: cosmetic}`` matches it
-                return None if key in NUMERIC else False
+                return False
             try:
                 return all(f(v, arg) for f, arg in checks)
             except TypeError:
@@ -245,11 +209,8 @@ def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> _Tri:
     val = _operand(key, "", val)
     _check_value(key, val, labels)
 
-    def equals(r, key: str = key, val: Any = val) -> bool | None:
-        v = getattr(r, _attr(key), None)
-        if v is None:
-            return None if key in NUMERIC else False
-        return bool(v == val)
+    def equals(r, key: str = key, val: Any = val) -> bool:
+        return bool(getattr(r, _attr(key), None) == val)  # (a numpy value compares as its number)
 
     return equals
 
