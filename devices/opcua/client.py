@@ -1128,13 +1128,14 @@ _SERVER_MAX_BYTES = {
 
 
 class _Properties:
-    """A node's Properties (``0:EnumStrings``), found by one Browse of its hierarchical references whatever the
+    """A node's Properties (``0:EnumStrings``), found by one Browse of its forward references whatever the
     number read (EnumValues, EnumStrings, MaxStringLength, MaxArrayLength). They were asked by
     TranslateBrowsePathsToNodeIds one by one, which a server without that service (Part 7's Nano and Micro
     embedded profiles: BadServiceUnsupported) or answering a namespace-0 path BadNoMatch does not answer, so
     nothing was checked (7 went to an enumeration of 0..2); then by a Browse after each failed translate too,
     a request more per property a node does not state (most), at every connect. Translated, as before, only
-    when the Browse fails. A property the node does not have raises BadNoMatch."""
+    when the Browse fails, for the service or for this node. A property the node does not have raises
+    BadNoMatch."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -1144,20 +1145,44 @@ class _Properties:
     async def get(self, prop: str) -> Node:
         if self._named is None and not self._translate:
             try:
-                refs = await self.node.get_references(
-                    ua.ObjectIds.HierarchicalReferences,
-                    ua.BrowseDirection.Forward,
-                    result_mask=ua.BrowseResultMask.BrowseName,
-                )
-                self._named = {(r.BrowseName.NamespaceIndex, r.BrowseName.Name): r.NodeId for r in refs}
+                self._named = await self._browse()
             except ua.UaError:
-                self._translate = True
+                pass
+            self._translate = self._named is None
         if self._named is None:
             return await self.node.get_child(prop)
         name = ua.QualifiedName.from_string(prop)
         if (found := self._named.get((name.NamespaceIndex, name.Name))) is None:
             raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
         return Node(self.node.session, found)
+
+    async def _browse(self) -> dict[tuple[int, str], ua.NodeId] | None:
+        """The targets of the node's forward references by BrowseName, every page read; None when a result is
+        not Good. asyncua's ``get_references`` checks neither a node's result nor a BrowseNext's: a server
+        answering BadNoContinuationPoints (its continuation points used up), BadReferenceTypeIdInvalid or, for
+        a later page, BadContinuationPointInvalid gave no or part of the references, and a property it did not
+        list went unchecked (7 written to an enumeration of 0..2). All reference types (a null ReferenceTypeId,
+        Part 4 5.8.2): a server that does not follow IncludeSubtypes still lists a HasProperty."""
+        desc = ua.BrowseDescription()
+        desc.NodeId = self.node.nodeid
+        desc.BrowseDirection = ua.BrowseDirection.Forward
+        desc.ReferenceTypeId = ua.NodeId()
+        desc.ResultMask = ua.BrowseResultMask.BrowseName
+        params = ua.BrowseParameters()
+        params.NodesToBrowse.append(desc)
+        results = await self.node.session.browse(params)
+        named: dict[tuple[int, str], ua.NodeId] = {}
+        while True:
+            if len(results) != 1 or not results[0].StatusCode.is_good():
+                return None
+            for r in results[0].References:
+                named.setdefault((r.BrowseName.NamespaceIndex, r.BrowseName.Name), r.NodeId)
+            if not results[0].ContinuationPoint:
+                return named
+            more = ua.BrowseNextParameters()  # ReleaseContinuationPoints is True by default: the next page
+            more.ReleaseContinuationPoints = False
+            more.ContinuationPoints = [results[0].ContinuationPoint]
+            results = await self.node.session.browse_next(more)
 
 
 def _positive(v: Any) -> int | None:

@@ -272,13 +272,7 @@ async def test_a_plc_without_translate_browse_paths_still_has_its_enumerations_a
         return {"Mode": mode, "Label": label}
 
     async with plc_server(build) as p, opcua_source(p) as src:
-        with pytest.raises(OpcUaTypeMismatch, match=r"of the values 0, 1, 2; cannot write 7"):
-            await src.write(p.node_id("Mode"), 7)
-        with pytest.raises(OpcUaTypeMismatch, match="5"):
-            await src.write(p.node_id("Label"), "abcdefghij")
-        await src.write(p.node_id("Mode"), 2)
-        await src.write(p.node_id("Label"), "abcde")
-        assert await p.read() == {"Mode": 2, "Label": "abcde"}
+        await _three_states_and_five_characters_are_held_to(p, src)
 
 
 async def test_a_write_targets_properties_cost_one_browse_a_node_at_connect(monkeypatch):
@@ -330,3 +324,71 @@ async def test_a_write_targets_properties_cost_one_browse_a_node_at_connect(monk
         with pytest.raises(OpcUaTypeMismatch, match="MaxStringLength"):
             await src.write(p.node_id("Label"), "abcdefghij")
         assert await p.read() == {"Mode": 1, "Count": 3, "Label": "abcde", "Note": "text"}
+
+
+async def test_properties_are_read_through_every_browse_page_and_translated_when_a_browse_fails_for_the_node(
+    monkeypatch,
+):
+    """A server pages a Browse (one reference at a time, the rest by BrowseNext) or, its continuation points used
+    up, answers the node BadNoContinuationPoints: asyncua's get_references checks neither, and the checks were
+    skipped (7 went to a three-state node, ten characters to a String of at most 5)."""
+    from asyncua.server.internal_session import InternalSession
+    from asyncua.server.uaprocessor import UaProcessor
+    from asyncua.ua.ua_binary import struct_from_binary
+
+    pages: dict[bytes, list] = {}
+    browse, process = InternalSession.browse, UaProcessor._process_message
+
+    async def vendor_browse(self, params):
+        results = await browse(self, params)
+        for d, r in zip(params.NodesToBrowse, results, strict=True):
+            if d.NodeId.Identifier == "Label":
+                r.StatusCode, r.References = ua.StatusCode(ua.StatusCodes.BadNoContinuationPoints), []
+            elif len(r.References) > 1:
+                cp = b"cp%d" % len(pages)
+                pages[cp], r.References, r.ContinuationPoint = r.References[1:], r.References[:1], cp
+        return results
+
+    async def with_browse_next(self, typeid, requesthdr, seqhdr, body):
+        if typeid != ua.NodeId(ua.ObjectIds.BrowseNextRequest_Encoding_DefaultBinary):
+            return await process(self, typeid, requesthdr, seqhdr, body)
+        params, response = struct_from_binary(ua.BrowseNextParameters, body), ua.BrowseNextResponse()
+        for cp in params.ContinuationPoints:
+            rest, r = pages.pop(cp, []), ua.BrowseResult()
+            if not params.ReleaseContinuationPoints:
+                r.References = rest[:1]
+                if rest[1:]:
+                    r.ContinuationPoint = cp + b"+"
+                    pages[r.ContinuationPoint] = rest[1:]
+            response.Parameters.Results.append(r)
+        self.send_response(requesthdr.RequestHandle, seqhdr, response)
+        return True
+
+    monkeypatch.setattr(InternalSession, "browse", vendor_browse)
+    monkeypatch.setattr(UaProcessor, "_process_message", with_browse_next)
+
+    async def build(_srv, idx: int, obj) -> dict:
+        mode = await obj.add_variable(ua.NodeId("Mode", idx), "Mode", ua.Variant(0, ua.VariantType.UInt32))
+        label = await obj.add_variable(
+            ua.NodeId("Label", idx), "Label", ua.Variant("", ua.VariantType.String)
+        )
+        for node in (mode, label):  # the property sought last of the node's references
+            await node.add_property(0, "ValuePrecision", ua.Variant(0.0, ua.VariantType.Double))
+        states = [ua.LocalizedText(t) for t in ("Stopped", "Running", "Fault")]
+        await mode.add_property(0, "EnumStrings", ua.Variant(states, ua.VariantType.LocalizedText))
+        await label.add_property(0, "MaxStringLength", ua.Variant(5, ua.VariantType.UInt32))
+        return {"Mode": mode, "Label": label}
+
+    async with plc_server(build) as p, opcua_source(p) as src:
+        await _three_states_and_five_characters_are_held_to(p, src)
+
+
+async def _three_states_and_five_characters_are_held_to(p, src) -> None:
+    """7 is refused for the three-state Mode and ten characters for the Label of at most 5; 2 and five are written."""
+    with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
+        await src.write(p.node_id("Mode"), 7)
+    with pytest.raises(OpcUaTypeMismatch, match="MaxStringLength"):
+        await src.write(p.node_id("Label"), "abcdefghij")
+    await src.write(p.node_id("Mode"), 2)
+    await src.write(p.node_id("Label"), "abcde")
+    assert await p.read() == {"Mode": 2, "Label": "abcde"}
