@@ -619,7 +619,7 @@ class Outbox:
         self.dropped_total: Counter = Counter()  # the same, since the epoch began (kept in the database)
         self._notices: list[Event] = []  # events the outbox records itself, queued by the next append/flush
         self._drops: dict[str, list] = {}  # cause -> [(seq, kind)] dropped since the last drop event
-        # seqs dropped before a commit kept them (``lost``), the newest LOST_SEQS_MAX, in the order dropped
+        # seqs dropped before a commit kept them (``lost``), at least the newest LOST_SEQS_MAX, in the order dropped
         self._lost: dict[int, None] = {}
         self._drops_reported_at = time.monotonic()
         self._sample_bytes = 0
