@@ -1127,6 +1127,10 @@ _SERVER_MAX_BYTES = {
 }
 
 
+# the pages of a node's property Browse read; a node needing more has its properties translated
+_BROWSE_PAGES = 100
+
+
 class _Properties:
     """A node's Properties (``0:EnumStrings``), found by one Browse of its forward references whatever the
     number read (EnumValues, EnumStrings, MaxStringLength, MaxArrayLength). They were asked by
@@ -1162,7 +1166,9 @@ class _Properties:
         answering BadNoContinuationPoints (its continuation points used up), BadReferenceTypeIdInvalid or, for
         a later page, BadContinuationPointInvalid gave no or part of the references, and a property it did not
         list went unchecked (7 written to an enumeration of 0..2). All reference types (a null ReferenceTypeId,
-        Part 4 5.8.2): a server that does not follow IncludeSubtypes still lists a HasProperty."""
+        Part 4 5.8.2): a server that does not follow IncludeSubtypes still lists a HasProperty. At most
+        ``_BROWSE_PAGES`` pages (the rest released, None): a server handing a continuation point for ever held
+        the write at its type lookup while its BrowseNext requests ran back to back."""
         desc = ua.BrowseDescription()
         desc.NodeId = self.node.nodeid
         desc.BrowseDirection = ua.BrowseDirection.Forward
@@ -1172,7 +1178,7 @@ class _Properties:
         params.NodesToBrowse.append(desc)
         results = await self.node.session.browse(params)
         named: dict[tuple[int, str], ua.NodeId] = {}
-        while True:
+        for page in range(1, _BROWSE_PAGES + 1):
             if len(results) != 1 or not results[0].StatusCode.is_good():
                 return None
             for r in results[0].References:
@@ -1180,9 +1186,10 @@ class _Properties:
             if not results[0].ContinuationPoint:
                 return named
             more = ua.BrowseNextParameters()  # ReleaseContinuationPoints is True by default: the next page
-            more.ReleaseContinuationPoints = False
+            more.ReleaseContinuationPoints = page == _BROWSE_PAGES  # the last: released, not read
             more.ContinuationPoints = [results[0].ContinuationPoint]
             results = await self.node.session.browse_next(more)
+        return None
 
 
 def _positive(v: Any) -> int | None:

@@ -331,12 +331,15 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
 ):
     """A server pages a Browse (one reference at a time, the rest by BrowseNext) or, its continuation points used
     up, answers the node BadNoContinuationPoints: asyncua's get_references checks neither, and the checks were
-    skipped (7 went to a three-state node, ten characters to a String of at most 5)."""
+    skipped (7 went to a three-state node, ten characters to a String of at most 5). One hands a continuation
+    point for ever (Step): the write waited while BrowseNext requests ran back to back; its pages are bounded
+    and the rest released, its properties translated."""
     from asyncua.server.internal_session import InternalSession
     from asyncua.server.uaprocessor import UaProcessor
     from asyncua.ua.ua_binary import struct_from_binary
 
     pages: dict[bytes, list] = {}
+    endless: list[bool] = []  # the ReleaseContinuationPoints of each BrowseNext of Step's endless point
     browse, process = InternalSession.browse, UaProcessor._process_message
 
     async def vendor_browse(self, params):
@@ -344,6 +347,8 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
         for d, r in zip(params.NodesToBrowse, results, strict=True):
             if d.NodeId.Identifier == "Label":
                 r.StatusCode, r.References = ua.StatusCode(ua.StatusCodes.BadNoContinuationPoints), []
+            elif d.NodeId.Identifier == "Step":
+                r.References, r.ContinuationPoint = r.References[:1], b"endless"
             elif len(r.References) > 1:
                 cp = b"cp%d" % len(pages)
                 pages[cp], r.References, r.ContinuationPoint = r.References[1:], r.References[:1], cp
@@ -355,7 +360,11 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
         params, response = struct_from_binary(ua.BrowseNextParameters, body), ua.BrowseNextResponse()
         for cp in params.ContinuationPoints:
             rest, r = pages.pop(cp, []), ua.BrowseResult()
-            if not params.ReleaseContinuationPoints:
+            if cp == b"endless":
+                endless.append(params.ReleaseContinuationPoints)
+                if not params.ReleaseContinuationPoints and len(endless) < 1000:
+                    r.ContinuationPoint = cp
+            elif not params.ReleaseContinuationPoints:
                 r.References = rest[:1]
                 if rest[1:]:
                     r.ContinuationPoint = cp + b"+"
@@ -372,23 +381,31 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
         label = await obj.add_variable(
             ua.NodeId("Label", idx), "Label", ua.Variant("", ua.VariantType.String)
         )
+        step = await obj.add_variable(ua.NodeId("Step", idx), "Step", ua.Variant(0, ua.VariantType.UInt32))
         for node in (mode, label):  # the property sought last of the node's references
             await node.add_property(0, "ValuePrecision", ua.Variant(0.0, ua.VariantType.Double))
         states = [ua.LocalizedText(t) for t in ("Stopped", "Running", "Fault")]
-        await mode.add_property(0, "EnumStrings", ua.Variant(states, ua.VariantType.LocalizedText))
+        for node in (mode, step):
+            await node.add_property(0, "EnumStrings", ua.Variant(states, ua.VariantType.LocalizedText))
         await label.add_property(0, "MaxStringLength", ua.Variant(5, ua.VariantType.UInt32))
-        return {"Mode": mode, "Label": label}
+        return {"Mode": mode, "Label": label, "Step": step}
 
     async with plc_server(build) as p, opcua_source(p) as src:
-        await _three_states_and_five_characters_are_held_to(p, src)
+        await _three_states_and_five_characters_are_held_to(p, src, Step=1)
+        with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
+            await src.write(p.node_id("Step"), 7)
+        assert endless[-1] and len(endless) < 1000, len(endless)  # released, not read for ever
 
 
-async def _three_states_and_five_characters_are_held_to(p, src) -> None:
-    """7 is refused for the three-state Mode and ten characters for the Label of at most 5; 2 and five are written."""
+async def _three_states_and_five_characters_are_held_to(p, src, **others: int) -> None:
+    """7 is refused for the three-state Mode and ten characters for the Label of at most 5; 2 and five are written
+    (and ``others`` to the nodes they name)."""
     with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
         await src.write(p.node_id("Mode"), 7)
     with pytest.raises(OpcUaTypeMismatch, match="MaxStringLength"):
         await src.write(p.node_id("Label"), "abcdefghij")
     await src.write(p.node_id("Mode"), 2)
     await src.write(p.node_id("Label"), "abcde")
-    assert await p.read() == {"Mode": 2, "Label": "abcde"}
+    for name, value in others.items():
+        await src.write(p.node_id(name), value)
+    assert await p.read() == {"Mode": 2, "Label": "abcde", **others}
