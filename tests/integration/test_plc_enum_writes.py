@@ -331,7 +331,8 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
 ):
     """A server pages a Browse (one reference at a time, the rest by BrowseNext) or, its continuation points used
     up, answers the node BadNoContinuationPoints: asyncua's get_references checks neither, and the checks were
-    skipped (7 went to a three-state node, ten characters to a String of at most 5). One hands a continuation
+    skipped (7 went to a three-state node, ten characters to a String of at most 5); a later page of Phase
+    answers BadContinuationPointInvalid. One hands a continuation
     point for ever (Step): the write waited while BrowseNext requests ran back to back; its pages are bounded
     and the rest released, its properties translated."""
     from asyncua.server.internal_session import InternalSession
@@ -349,6 +350,8 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
                 r.StatusCode, r.References = ua.StatusCode(ua.StatusCodes.BadNoContinuationPoints), []
             elif d.NodeId.Identifier == "Step":
                 r.References, r.ContinuationPoint = r.References[:1], b"endless"
+            elif d.NodeId.Identifier == "Phase":  # its next page answered BadContinuationPointInvalid
+                r.References, r.ContinuationPoint = r.References[:1], b"invalid"
             elif len(r.References) > 1:
                 cp = b"cp%d" % len(pages)
                 pages[cp], r.References, r.ContinuationPoint = r.References[1:], r.References[:1], cp
@@ -360,7 +363,9 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
         params, response = struct_from_binary(ua.BrowseNextParameters, body), ua.BrowseNextResponse()
         for cp in params.ContinuationPoints:
             rest, r = pages.pop(cp, []), ua.BrowseResult()
-            if cp == b"endless":
+            if cp == b"invalid":
+                r.StatusCode = ua.StatusCode(ua.StatusCodes.BadContinuationPointInvalid)
+            elif cp == b"endless":
                 endless.append(params.ReleaseContinuationPoints)
                 if not params.ReleaseContinuationPoints and len(endless) < 1000:
                     r.ContinuationPoint = cp
@@ -382,18 +387,20 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
             ua.NodeId("Label", idx), "Label", ua.Variant("", ua.VariantType.String)
         )
         step = await obj.add_variable(ua.NodeId("Step", idx), "Step", ua.Variant(0, ua.VariantType.UInt32))
+        phase = await obj.add_variable(ua.NodeId("Phase", idx), "Phase", ua.Variant(0, ua.VariantType.UInt32))
         for node in (mode, label):  # the property sought last of the node's references
             await node.add_property(0, "ValuePrecision", ua.Variant(0.0, ua.VariantType.Double))
         states = [ua.LocalizedText(t) for t in ("Stopped", "Running", "Fault")]
-        for node in (mode, step):
+        for node in (mode, step, phase):
             await node.add_property(0, "EnumStrings", ua.Variant(states, ua.VariantType.LocalizedText))
         await label.add_property(0, "MaxStringLength", ua.Variant(5, ua.VariantType.UInt32))
-        return {"Mode": mode, "Label": label, "Step": step}
+        return {"Mode": mode, "Label": label, "Step": step, "Phase": phase}
 
     async with plc_server(build) as p, opcua_source(p) as src:
-        await _three_states_and_five_characters_are_held_to(p, src, Step=1)
-        with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
-            await src.write(p.node_id("Step"), 7)
+        await _three_states_and_five_characters_are_held_to(p, src, Step=1, Phase=2)
+        for name in ("Step", "Phase"):
+            with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
+                await src.write(p.node_id(name), 7)
         assert endless[-1] and len(endless) < 1000, len(endless)  # released, not read for ever
 
 
