@@ -1175,6 +1175,9 @@ class _Properties:
         desc.ReferenceTypeId = ua.NodeId()
         desc.ResultMask = ua.BrowseResultMask.BrowseName
         params = ua.BrowseParameters()
+        # the current view: a null Timestamp (asyncua's default is now, which an OPC Foundation .NET server
+        # answers BadViewIdUnknown for the whole Browse: every target translated)
+        params.View.Timestamp = ua.get_win_epoch()
         params.NodesToBrowse.append(desc)
         results = await self.node.session.browse(params)
         named: dict[tuple[int, str], ua.NodeId] = {}

@@ -278,7 +278,8 @@ async def test_a_plc_without_translate_browse_paths_still_has_its_enumerations_a
 async def test_a_write_targets_properties_cost_one_browse_a_node_at_connect(monkeypatch):
     """EnumValues, EnumStrings, MaxStringLength and MaxArrayLength were each asked by TranslateBrowsePaths, and
     each one a node does not state (most) by a Browse as well: two requests more per integer target at every
-    connect and re-check. One Browse of the node's references answers them all, and the checks still hold."""
+    connect and re-check. One Browse of the node's references answers them all, and the checks still hold. The
+    Browse asks the current view (a null View Timestamp): a .NET server refused one at another time."""
     from asyncua.server.internal_session import InternalSession
 
     asked: list[str] = []
@@ -286,6 +287,8 @@ async def test_a_write_targets_properties_cost_one_browse_a_node_at_connect(monk
 
     async def counted_browse(self, params):
         asked.extend(f"browse {d.NodeId.Identifier}" for d in params.NodesToBrowse)
+        if params.View.Timestamp != ua.get_win_epoch():  # an OPC Foundation .NET server: not the current view
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadViewIdUnknown)
         return await browse(self, params)
 
     async def counted_translate(self, params):
