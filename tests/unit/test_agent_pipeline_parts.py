@@ -57,6 +57,12 @@ def test_a_missing_value_is_false_and_its_not_true_so_a_reject_gate_written_with
     )
     held = compile_condition({"all": [{"score": {"gte": 0}}, {"not": {"score": {"lt": 0.5}}}]})
     assert not held(result(score=None)) and held(result(score=0.9))
+    # docs/actions.md's "holds a number" idiom covers negative scores too (a rule's temperature)
+    low_held = compile_condition(
+        {"all": [{"any": [{"score": {"gte": 0}}, {"score": {"lt": 0}}]}, {"not": {"score": {"gt": 0.5}}}]}
+    )
+    assert low_held(result(score=-0.3)) and low_held(result(score=0.2))
+    assert not low_held(result(score=None)) and not low_held(result(score=0.9))
     # a numpy value compares as its number
     assert compile_condition({"score": 0.5})(result(score=np.float32(0.5)))
 
