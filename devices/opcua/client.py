@@ -1127,8 +1127,10 @@ _SERVER_MAX_BYTES = {
 }
 
 
-# the pages of a node's property Browse read; a node needing more has its properties translated
-_BROWSE_PAGES = 100
+# a node's property Browse: the pages in a row listing no reference not listed before (an endless continuation
+# point's empty or repeated pages), and the references listed in all, before the rest is released and translated
+_BROWSE_IDLE_PAGES = 100
+_BROWSE_REFERENCES = 10_000
 
 
 class _Properties:
@@ -1166,9 +1168,11 @@ class _Properties:
         answering BadNoContinuationPoints (its continuation points used up), BadReferenceTypeIdInvalid or, for
         a later page, BadContinuationPointInvalid gave no or part of the references, and a property it did not
         list went unchecked (7 written to an enumeration of 0..2). All reference types (a null ReferenceTypeId,
-        Part 4 5.8.2): a server that does not follow IncludeSubtypes still lists a HasProperty. At most
-        ``_BROWSE_PAGES`` pages (the rest released, None): a server handing a continuation point for ever held
-        the write at its type lookup while its BrowseNext requests ran back to back."""
+        Part 4 5.8.2): a server that does not follow IncludeSubtypes still lists a HasProperty. Released, None,
+        after ``_BROWSE_IDLE_PAGES`` pages in a row listing nothing new or ``_BROWSE_REFERENCES`` references: a
+        server handing a continuation point for ever held the write at its type lookup while its BrowseNext
+        requests ran back to back. Not after a number of pages: a node of many references paged small was then
+        translated, and on a server without that service (Nano, Micro) nothing was checked."""
         desc = ua.BrowseDescription()
         desc.NodeId = self.node.nodeid
         desc.BrowseDirection = ua.BrowseDirection.Forward
@@ -1181,18 +1185,23 @@ class _Properties:
         params.NodesToBrowse.append(desc)
         results = await self.node.session.browse(params)
         named: dict[tuple[int, str], ua.NodeId] = {}
-        for page in range(1, _BROWSE_PAGES + 1):
+        idle = 0  # pages in a row listing nothing new
+        while True:
             if len(results) != 1 or not results[0].StatusCode.is_good():
                 return None
+            listed = len(named)
             for r in results[0].References:
                 named.setdefault((r.BrowseName.NamespaceIndex, r.BrowseName.Name), r.NodeId)
             if not results[0].ContinuationPoint:
                 return named
-            more = ua.BrowseNextParameters()  # ReleaseContinuationPoints is True by default: the next page
-            more.ReleaseContinuationPoints = page == _BROWSE_PAGES  # the last: released, not read
+            idle = 0 if len(named) > listed else idle + 1
+            release = idle >= _BROWSE_IDLE_PAGES or len(named) >= _BROWSE_REFERENCES
+            more = ua.BrowseNextParameters()
+            more.ReleaseContinuationPoints = release  # False: the next page; True: the point freed, no page
             more.ContinuationPoints = [results[0].ContinuationPoint]
             results = await self.node.session.browse_next(more)
-        return None
+            if release:
+                return None
 
 
 def _positive(v: Any) -> int | None:

@@ -336,8 +336,9 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
     up, answers the node BadNoContinuationPoints: asyncua's get_references checks neither, and the checks were
     skipped (7 went to a three-state node, ten characters to a String of at most 5); a later page of Phase
     answers BadContinuationPointInvalid. One hands a continuation
-    point for ever (Step): the write waited while BrowseNext requests ran back to back; its pages are bounded
-    and the rest released, its properties translated."""
+    point for ever (Step): the write waited while BrowseNext requests ran back to back; its pages listing
+    nothing new are bounded and the rest released, its properties translated. Wide's 120 properties take more
+    pages than that bound, its translate refused (Nano, Micro): every page is read, not only the first 100."""
     from asyncua.server.internal_session import InternalSession
     from asyncua.server.uaprocessor import UaProcessor
     from asyncua.ua.ua_binary import struct_from_binary
@@ -345,6 +346,7 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
     pages: dict[bytes, list] = {}
     endless: list[bool] = []  # the ReleaseContinuationPoints of each BrowseNext of Step's endless point
     browse, process = InternalSession.browse, UaProcessor._process_message
+    translate = InternalSession.translate_browsepaths_to_nodeids
 
     async def vendor_browse(self, params):
         results = await browse(self, params)
@@ -381,7 +383,13 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
         self.send_response(requesthdr.RequestHandle, seqhdr, response)
         return True
 
+    async def no_translate_for_wide(self, params):
+        if any(path.StartingNode.Identifier == "Wide" for path in params):
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadServiceUnsupported)
+        return await translate(self, params)
+
     monkeypatch.setattr(InternalSession, "browse", vendor_browse)
+    monkeypatch.setattr(InternalSession, "translate_browsepaths_to_nodeids", no_translate_for_wide)
     monkeypatch.setattr(UaProcessor, "_process_message", with_browse_next)
 
     async def build(_srv, idx: int, obj) -> dict:
@@ -391,17 +399,20 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
         )
         step = await obj.add_variable(ua.NodeId("Step", idx), "Step", ua.Variant(0, ua.VariantType.UInt32))
         phase = await obj.add_variable(ua.NodeId("Phase", idx), "Phase", ua.Variant(0, ua.VariantType.UInt32))
+        wide = await obj.add_variable(ua.NodeId("Wide", idx), "Wide", ua.Variant(0, ua.VariantType.UInt32))
+        for k in range(120):
+            await wide.add_property(idx, f"P{k}", ua.Variant(k, ua.VariantType.Int32))
         for node in (mode, label):  # the property sought last of the node's references
             await node.add_property(0, "ValuePrecision", ua.Variant(0.0, ua.VariantType.Double))
         states = [ua.LocalizedText(t) for t in ("Stopped", "Running", "Fault")]
-        for node in (mode, step, phase):
+        for node in (mode, step, phase, wide):
             await node.add_property(0, "EnumStrings", ua.Variant(states, ua.VariantType.LocalizedText))
         await label.add_property(0, "MaxStringLength", ua.Variant(5, ua.VariantType.UInt32))
-        return {"Mode": mode, "Label": label, "Step": step, "Phase": phase}
+        return {"Mode": mode, "Label": label, "Step": step, "Phase": phase, "Wide": wide}
 
     async with plc_server(build) as p, opcua_source(p) as src:
-        await _three_states_and_five_characters_are_held_to(p, src, Step=1, Phase=2)
-        for name in ("Step", "Phase"):
+        await _three_states_and_five_characters_are_held_to(p, src, Step=1, Phase=2, Wide=1)
+        for name in ("Step", "Phase", "Wide"):
             with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
                 await src.write(p.node_id(name), 7)
         assert endless[-1] and len(endless) < 1000, len(endless)  # released, not read for ever
