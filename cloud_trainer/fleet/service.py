@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -167,6 +168,9 @@ KEEPALIVE_TIMEOUT_S = 20.0
 # next call connects again, unseen): one whose calls were all refused (a caller past its concurrent_calls) held
 # ~80 KB of the service's memory for good
 CONNECTION_IDLE_S = 60.0
+# a report's run id (``boot_id``): what the stores key an agent's runs by, as given (an agent draws 32 hex digits)
+RUN_ID_CHARS = 64
+RUN_ID = re.compile(rf"[\x20-\x7e]{{1,{RUN_ID_CHARS}}}")
 # streams open at once on one connection (HTTP/2 SETTINGS; a client queues its calls past it): an agent's uplink
 # and model manager share one connection and use a few (Connect, PushRecords, a heartbeat, a report, a download)
 STREAMS_PER_CONNECTION = 64
@@ -465,6 +469,9 @@ class FleetServicer(rpc.FleetServicer):
             tuple[str, str], tuple[int, float]
         ] = {}  # agent -> (damaged not logged, when)
         self._misnamed_log: dict[tuple[str, str], tuple[int, float]] = {}  # the same, for misnamed samples
+        self._bad_runs_log: dict[
+            tuple[str, str], tuple[int, float]
+        ] = {}  # the same, for reports' bad run ids
         self._faults = FaultLog(log)  # the store's failures of every agent's calls, logged by reason (faults)
         # agent -> (boot id, number, when: time.monotonic) of the newest numbered state report taken (``_fresh``)
         self._applied: dict[tuple[str, str], tuple[str, int, float]] = {}
@@ -582,7 +589,7 @@ class FleetServicer(rpc.FleetServicer):
                     async for msg in request_iterator:
                         r = msg.report
                         await refuse_revoked(refuse, who, self.revocations)  # revoked while connected
-                        await self._take_report(who, refuse, msg, "report")
+                        await self._take_report(who, refuse, msg, "report", msg.report)
                         await report_fields(refuse, r, "report")
                         slots = _slot_states(r)
                         health = await json_field(refuse, r.health_json, "report.health_json")
@@ -877,10 +884,14 @@ class FleetServicer(rpc.FleetServicer):
             seqs[0],
         )
 
-    async def _take_report(self, who: Identity, context, msg, what: str) -> None:
+    async def _take_report(self, who: Identity, context, msg, what: str, report=None) -> None:
         """The agent's state or deployment report within its quotas: one report at most ``max_report_bytes``
         (``INVALID_ARGUMENT``: it never could pass), reports and their bytes per second
-        (``RESOURCE_EXHAUSTED``). Checked before anything of it is parsed further or written."""
+        (``RESOURCE_EXHAUSTED``), and its run id (``boot_id``) 1-64 printable ASCII characters or none
+        (``INVALID_ARGUMENT``, counted as ``boot_id`` at ``/api/quotas``, logged once per ``DAMAGED_LOG_S`` per agent):
+        a NUL was stored as U+FFFD, so two crafted ids were one run, and an id of any length was taken. Checked
+        before anything of it is parsed further or written. ``report``: the report ``msg`` carries (a ``Connect``
+        message), else ``msg`` itself."""
         n = msg.ByteSize()
         if n > (most := self.quotas.limits.max_report_bytes):
             await context.abort(
@@ -892,6 +903,23 @@ class FleetServicer(rpc.FleetServicer):
             self.quotas.take_report(quota_key(who), n)
         except QuotaExceeded as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        boot = (msg if report is None else report).boot_id
+        if boot and not RUN_ID.fullmatch(boot):
+            why = (
+                f"{what}.boot_id {boot[:80]!r} ({len(boot)} characters) is not a run id: 1-{RUN_ID_CHARS} printable "
+                "ASCII characters (an agent draws 32 hex digits); nothing of it was stored"
+            )
+            key = quota_key(who)
+            self.quotas.count(key, "boot_id")
+            if since := _due(self._bad_runs_log, key, 1):
+                log.warning(
+                    "agent %s (tenant %s): %d report(s) refused since this was last logged: %s",
+                    who.name,
+                    who.tenant,
+                    since,
+                    why,
+                )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
 
     @contextlib.asynccontextmanager
     async def _stream(self, agent: tuple[str, str], context, push: bool = False):

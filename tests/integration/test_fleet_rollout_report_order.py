@@ -377,3 +377,52 @@ async def test_a_new_runs_state_report_is_written_as_it_comes_when_the_control_s
     assert _runs(srv)[0] == "1.0.0"
     said = [r for r in caplog.records if "report runs" in r.getMessage()]
     assert len(said) == 1, said  # logged by reason, at most every LOG_EVERY_S: formerly a line per report
+
+
+async def test_a_report_whose_run_id_is_not_printable_ascii_of_1_to_64_characters_is_refused_and_counted(
+    fleet, built, caplog
+):
+    """A run id (``boot_id``) was stored as given: a NUL became U+FFFD, so two crafted ids were one run, and any
+    length was taken. One that is not 1-64 printable ASCII characters is refused (INVALID_ARGUMENT naming the
+    field), nothing of the report written, counted and logged; the id the agent's own fleet client draws passes,
+    on every path a report takes (Heartbeat, Connect, ReportDeployment)."""
+    from edge_agent.uplink.fleet_client import FleetClient
+    from tests.support.fleet import cloud_settings
+
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "run1"))
+    a = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    for bad in ("run\x001", "run\ufffd1", "r" * 65, "run 1\n"):
+        for call, msg, what in (
+            (stub.Heartbeat, _report(e["1.1.0"], 9, bad), "HeartbeatRequest"),
+            (stub.ReportDeployment, _healthy(a["id"], "1.1.0", 9, bad), "DeploymentReport"),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call(msg)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+            assert (
+                f"{what}.boot_id" in refused.value.details() and "printable ASCII" in refused.value.details()
+            )
+    connect = stub.Connect()
+    await connect.write(pb.AgentMessage(report=_report(e["1.1.0"], 9, "run\x001"), report_id=1))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async for _ in connect:
+            pass
+    assert (
+        refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and "report.boot_id" in refused.value.details()
+    )
+    assert _runs(srv)[0] == "1.0.0" and srv.control.get(a["id"])["targets"]["gw1"]["status"] != "healthy"
+    assert srv.quotas.refusals[("default", "gw1", "boot_id")] == 9
+    assert sum("report(s) refused" in r.getMessage() for r in caplog.records) == 1  # once a minute, counted
+    client = FleetClient(cloud_settings(built[0], srv.port))  # the agent's own draw
+    client.open()
+    try:
+        boot, seq = client.next_report()
+        await client.stub.Heartbeat(_report(e["1.1.0"], seq, boot), timeout=10)
+        await client.stub.ReportDeployment(_healthy(a["id"], "1.1.0", 2, boot), timeout=10)
+    finally:
+        await client.close()
+    assert _runs(srv)[0] == "1.1.0" and srv.control.get(a["id"])["state"] == "completed"
