@@ -119,6 +119,11 @@ LOCK_RETRY_S = 0.05
 READER_WAIT_S = 5.0
 
 
+class StoppedBeforeStart(Exception):
+    """A stop (SIGTERM, SIGINT, SIGHUP) came while the start waited for the data folder's lock: nothing was
+    started, so nothing is stopped; ``run_until_signalled`` ends cleanly (``edge-agent run`` exits 0)."""
+
+
 class _ReadersOnly(BlockingIOError):
     """The exclusive lock was refused while no agent holds the file: only shared locks (readers) are on it."""
 
@@ -133,25 +138,58 @@ def _only_readers(f) -> bool:
     return True
 
 
+def _try_exclusive(f, attempt: int, readers_until: float | None) -> float | None:
+    """One try of ``flock(LOCK_EX | LOCK_NB)`` on ``f`` (the ``attempt``-th, from 1): None once the lock is taken;
+    else the time (monotonic) until which to go on trying, after ``LOCK_RETRY_S``: while another holds it for a
+    moment (``LOCK_TRIES``), then up to ``READER_WAIT_S`` more while only readers hold it. Raises the refusal when an
+    agent holds it (``BlockingIOError``) or readers still do after that (``_ReadersOnly``)."""
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        now = time.monotonic()
+        if attempt < LOCK_TRIES:
+            return now + LOCK_RETRY_S
+        if not _only_readers(f):
+            raise  # an agent holds it
+        if readers_until is None:
+            readers_until = now + READER_WAIT_S
+            log.info(
+                "lock file %s is held by a reader (a shared lock), not by an agent: waiting up to %g s for it",
+                getattr(f, "name", f),
+                READER_WAIT_S,
+            )
+        if now >= readers_until:
+            raise _ReadersOnly(errno.EWOULDBLOCK, "held by readers") from None
+        return readers_until
+
+
 def _lock_exclusive(f) -> None:
-    """``flock(LOCK_EX | LOCK_NB)`` on ``f``, tried again while another holds it for a moment (``LOCK_TRIES``),
-    and up to ``READER_WAIT_S`` more while only readers hold it (``_ReadersOnly`` once that is over)."""
-    readers_until = None
-    attempt = 0
-    while True:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            attempt += 1
-            if attempt >= LOCK_TRIES:
-                if not _only_readers(f):
-                    raise  # an agent holds it
-                now = time.monotonic()
-                readers_until = readers_until or now + READER_WAIT_S
-                if now >= readers_until:
-                    raise _ReadersOnly(errno.EWOULDBLOCK, "held by readers") from None
-            time.sleep(LOCK_RETRY_S)
+    """``flock(LOCK_EX | LOCK_NB)`` on ``f``, tried again as ``_try_exclusive`` says (a blocking wait: for a caller
+    with no event loop; the agent's start waits with ``DataDirLock.acquire_async``)."""
+    attempt, until = 1, _try_exclusive(f, 1, None)
+    while until is not None:
+        time.sleep(LOCK_RETRY_S)
+        attempt += 1
+        until = _try_exclusive(f, attempt, until if attempt > LOCK_TRIES else None)
+
+
+async def _lock_exclusive_async(f, stopping: asyncio.Event | None) -> bool:
+    """``_lock_exclusive`` without blocking the event loop: False (the lock not taken) once ``stopping`` is set
+    meanwhile (a SIGTERM while a reader holds the file: the start ends at once, not after ``READER_WAIT_S``)."""
+    attempt, until = 1, _try_exclusive(f, 1, None)
+    while until is not None:
+        if stopping is not None:
+            try:
+                await asyncio.wait_for(stopping.wait(), LOCK_RETRY_S)
+                return False
+            except TimeoutError:
+                pass
+        else:
+            await asyncio.sleep(LOCK_RETRY_S)
+        attempt += 1
+        until = _try_exclusive(f, attempt, until if attempt > LOCK_TRIES else None)
+    return True
 
 
 class DataDirLock:
@@ -166,9 +204,35 @@ class DataDirLock:
         self._f: Any = None
 
     def acquire(self) -> None:
+        """Take the lock, waiting (blocking) as ``_lock_exclusive`` says; ``DataDirInUse`` when it is held."""
+        if (f := self._open()) is None:
+            return
+        try:
+            _lock_exclusive(f)
+        except OSError as exc:
+            self._refused(f, exc)
+            return
+        self._took(f)
+
+    async def acquire_async(self, stopping: asyncio.Event | None = None) -> bool:
+        """``acquire`` waiting on the event loop; False, the lock not taken, when ``stopping`` is set during a wait
+        for readers (the agent asked to stop while it waits: nothing was started)."""
+        if (f := self._open()) is None:
+            return True
+        try:
+            if not await _lock_exclusive_async(f, stopping):
+                f.close()
+                return False
+        except OSError as exc:
+            self._refused(f, exc)
+            return True
+        self._took(f)
+        return True
+
+    def _open(self) -> Any:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            f = open(self.path, "a+")  # held open until release()
+            return open(self.path, "a+")  # held open until release()
         except OSError as exc:
             # e.g. a read-only folder: what then fails to open (the outbox, a model store) says so
             log.warning(
@@ -177,32 +241,34 @@ class DataDirLock:
                 LOCK_FILE,
                 exc.strerror or exc,
             )
-            return
-        try:
-            _lock_exclusive(f)
-        except _ReadersOnly:
+            return None
+
+    def _refused(self, f, exc: OSError) -> None:
+        """``DataDirInUse`` for a lock held by another (an agent, or readers past the wait); any other failure
+        to lock is a warning and the agent goes on without the lock."""
+        if isinstance(exc, _ReadersOnly):
             f.close()
             raise DataDirInUse(
                 f"data folder {self.path.parent}: its lock file {self.path} is held by a reader (a shared lock: "
                 f"edge-agent validate --online, a backup tool), not by an agent, still after {READER_WAIT_S:g} s; "
                 "start the agent again once that process is done (fuser -v on the file names it)"
             ) from None
-        except OSError as exc:
-            f.seek(0)
-            pid = f.read().strip() or "?"
-            f.close()
-            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-                raise DataDirInUse(
-                    f"data folder {self.path.parent} is in use by another agent (pid {pid}); "
-                    "give each agent its own agent.data_dir"
-                ) from None
-            log.warning(
-                "data folder %s: cannot lock %s (%s); a second agent on this folder would not be refused",
-                self.path.parent,
-                LOCK_FILE,
-                exc.strerror or exc,
-            )
-            return
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        if exc.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+            raise DataDirInUse(
+                f"data folder {self.path.parent} is in use by another agent (pid {pid}); "
+                "give each agent its own agent.data_dir"
+            ) from None
+        log.warning(
+            "data folder %s: cannot lock %s (%s); a second agent on this folder would not be refused",
+            self.path.parent,
+            LOCK_FILE,
+            exc.strerror or exc,
+        )
+
+    def _took(self, f) -> None:
         f.truncate(0)  # "a+": writes go to the end, which is now 0
         f.write(f"{os.getpid()}\n")
         f.flush()
@@ -404,6 +470,7 @@ class Agent:
         self._stopped = asyncio.Event()
         self._own_lock = data_lock is None
         self.data_lock = DataDirLock(cfg.data_dir) if data_lock is None else data_lock
+        self.stop_asked = asyncio.Event()  # set by ``run``'s signal handlers: a wait at start ends at once
 
     def _blank_former(self, body: dict) -> dict:
         """A slot's event as the gateway's current tenant is told it: the package and version of the model the
@@ -902,8 +969,10 @@ class Agent:
         )
 
     async def start(self) -> None:
-        if self._own_lock:
-            self.data_lock.acquire()  # before anything writes in the folder: DataDirInUse
+        # before anything writes in the folder: DataDirInUse; a wait for readers of the lock file is given up
+        # when a stop is asked meanwhile
+        if self._own_lock and not await self.data_lock.acquire_async(self.stop_asked):
+            raise StoppedBeforeStart(self.data_lock.path)
         if self.outbox is not None:
             # outbox-held/ is pruned only once the move this start finds is noted (below): a kill during the
             # prune inside open forgot the move, and the new tenant was told the former tenant's models
@@ -1585,7 +1654,7 @@ class Agent:
 
     async def run(self) -> None:
         """Start, then serve until SIGTERM/SIGINT/SIGHUP, then stop gracefully."""
-        await run_until_signalled(self.start, self.stop)
+        await run_until_signalled(self.start, self.stop, self.stop_asked)
 
     @property
     def recent(self):
@@ -1664,20 +1733,25 @@ class Agent:
         }
 
 
-async def run_until_signalled(start, stop) -> None:
+async def run_until_signalled(start, stop, asked: asyncio.Event | None = None) -> None:
     """``await start()``, serve until SIGTERM/SIGINT/SIGHUP, then ``await stop()`` (also on any error).
     SIGHUP is a stop too: systemd and terminals send it when the session ends, and its default kills the
-    process at once (no flush, outbox not closed)."""
+    process at once (no flush, outbox not closed). ``asked`` is the event the signals set (the start watches it
+    while it waits for its data folder's lock, and raises ``StoppedBeforeStart``: nothing to stop, a clean end)."""
     import signal
 
     loop = asyncio.get_running_loop()
-    done = asyncio.Event()
+    done = asked if asked is not None else asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         try:
             loop.add_signal_handler(sig, done.set)
         except (NotImplementedError, RuntimeError):
             pass
-    await start()
+    try:
+        await start()
+    except StoppedBeforeStart as exc:
+        log.info("stopped while waiting for the lock on %s (held by a reader); nothing was started", exc)
+        return
     try:
         await done.wait()
     finally:

@@ -224,6 +224,7 @@ class AgentHost:
         self.agent: Agent | None = None
         self._wanted: Any = None
         self._kick = asyncio.Event()
+        self.stop_asked = asyncio.Event()  # set by ``run``'s signal handlers: a wait at start ends at once
         self._task: asyncio.Task | None = None
         self._failing: str | None = None  # the last reconciling failure said (with its traceback)
 
@@ -301,12 +302,15 @@ class AgentHost:
             raise
 
     async def start(self) -> None:
-        from edge_agent.agent import DataDirLock
+        from edge_agent.agent import DataDirLock, StoppedBeforeStart
 
         # the folder first: a second agent started on it by mistake must not read or write the first
-        # one's config state (it would refuse the candidate the first is trying: DataDirInUse instead)
+        # one's config state (it would refuse the candidate the first is trying: DataDirInUse instead); a wait
+        # for readers of its lock file is given up when a stop is asked meanwhile
         self._lock = DataDirLock(self.local_cfg.data_dir)
-        self._lock.acquire()
+        if not await self._lock.acquire_async(self.stop_asked):
+            self._lock = None
+            raise StoppedBeforeStart(self.local_cfg.data_dir / "agent.lock")
         try:
             await self._start_on_the_folder()
         except BaseException:
@@ -356,7 +360,7 @@ class AgentHost:
         """Start, serve until SIGTERM/SIGINT, stop gracefully."""
         from edge_agent.agent import run_until_signalled
 
-        await run_until_signalled(self.start, self.stop)
+        await run_until_signalled(self.start, self.stop, self.stop_asked)
 
     def _on_desired(self, config) -> None:
         """The desired agent configuration (``DesiredConfig`` or None), at every desired state."""

@@ -37,6 +37,11 @@ def start(cfg: Path) -> subprocess.Popen:
 
 def wait_started(proc: subprocess.Popen, timeout_s: float = 60) -> list[str]:
     """The agent's log lines up to its 'started' line."""
+    return wait_for(proc, " started: ", timeout_s)
+
+
+def wait_for(proc: subprocess.Popen, text: str, timeout_s: float = 60) -> list[str]:
+    """The agent's log lines up to the first holding ``text``."""
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + timeout_s
@@ -45,9 +50,22 @@ def wait_started(proc: subprocess.Popen, timeout_s: float = 60) -> list[str]:
         if not line:
             break
         lines.append(line)
-        if " started: " in line:
+        if text in line:
             return lines
-    raise AssertionError(f"the agent did not start: {''.join(lines)}")
+    raise AssertionError(f"the agent never said {text!r}: {''.join(lines)}")
+
+
+def signalled(proc: subprocess.Popen, sig: int, after: str) -> str:
+    """The agent's whole log, ``sig`` sent to it once it said ``after``."""
+    try:
+        lines = wait_for(proc, after)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return "".join(lines) + out
 
 
 def test_a_second_agent_on_the_same_data_folder_is_refused_in_one_line(tmp_path):
@@ -89,13 +107,44 @@ def test_a_second_agent_on_the_same_data_folder_is_refused_in_one_line(tmp_path)
 
 def test_sighup_stops_the_agent_gracefully(tmp_path):
     proc = start(write_config(tmp_path, "hup", tmp_path / "data"))
-    try:
-        wait_started(proc)
-        proc.send_signal(signal.SIGHUP)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    out = signalled(proc, signal.SIGHUP, after=" started: ")
     assert proc.returncode == 0, out
     assert "agent hup stopped" in out
+
+
+def test_sigterm_while_a_reader_holds_the_lock_file_ends_the_start_cleanly(tmp_path):
+    """A reader (a stuck `validate --online` probe, a backup tool) holds a shared lock on agent.lock, which the
+    start waits out for up to 5 s. A SIGTERM meanwhile ends the start at once with exit 0 (systemd's stop is a clean
+    stop). Before, the wait slept on the event loop: the signal was seen only when it ended, then the start was
+    refused (exit 1, the unit "failed") with "held by a reader ... still after 5 s"."""
+    data = tmp_path / "data"
+    data.mkdir()
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            "import fcntl, os, sys\n"
+            "fd = os.open(sys.argv[1], os.O_RDONLY | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_SH)\n"
+            "print('held', flush=True)\n"
+            "sys.stdin.read()\n",
+            str(data / "agent.lock"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "held\n"
+        proc = start(write_config(tmp_path, "waits", data))
+        out = signalled(
+            proc, signal.SIGTERM, after="held by a reader (a shared lock), not by an agent: waiting"
+        )
+    finally:
+        assert reader.stdin is not None
+        reader.stdin.close()
+        reader.wait(10)
+    assert proc.returncode == 0, out
+    assert "stopped while waiting for the lock on" in out and "nothing was started" in out, out
+    assert "still after" not in out and "Traceback" not in out, out
