@@ -57,7 +57,7 @@ from model_packager.errors import (
     SignatureError,
     UnsafeArchiveError,
 )
-from model_packager.manifest import EngineCheck, FileEntry, FileRole, Manifest
+from model_packager.manifest import BUILD_CONTEXT, EngineCheck, FileEntry, FileRole, Manifest
 from model_packager.regular import kind as _kind
 from model_packager.regular import open_regular, read_upto
 from model_packager.safe_yaml import MAX_YAML_BYTES, load_bounded
@@ -169,9 +169,10 @@ def _spec_dict(spec: Manifest | dict | str | Path) -> dict:
     return dict(spec)
 
 
-def _validate_manifest(data: dict, where: str) -> Manifest:
+def _validate_manifest(data: dict, where: str, *, building: bool = False) -> Manifest:
+    """``building``: checks only a build makes (``manifest.BUILD_CONTEXT``), never where a package is read."""
     try:
-        return Manifest.model_validate(data)
+        return Manifest.model_validate(data, context=BUILD_CONTEXT if building else None)
     except ValidationError as exc:
         lines = [printable(_field_error(err)) for err in exc.errors()]
         code = "unknown_schema" if any(e["loc"][:1] == ("schema_version",) for e in exc.errors()) else None
@@ -328,7 +329,7 @@ def build_package(
         data.setdefault("parity", {"output_atol": {}})  # filled in below from measurements
     data.setdefault("created_at", dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat())
     where = f"spec for {data.get('name', '?')}-{data.get('version', '?')}"
-    manifest = _validate_manifest(data, where)
+    manifest = _validate_manifest(data, where, building=True)
     if not model.is_file():
         raise PackageError(f"{where}: model file {model} does not exist", code="missing_model")
     _golden.check_spec(model, manifest, where)

@@ -133,9 +133,23 @@ CONTRADICTIONS = {
 }
 
 
-@pytest.mark.parametrize("case", CONTRADICTIONS, ids=str)
+# A tolerance so wide that the golden check could never fail (1e30 passes every output; an rtol of 1 passes an
+# output of 0 for any expected value) is refused where a package is built, by the trainer or `model-packager
+# build`. A package signed before that bound, already on gateways, is read and installed as it was: the bound is
+# no manifest contract change (checked at read time, it moved such packages to .rejected/ at an agent upgrade).
+TOO_WIDE = {
+    "atol-1e30": (_golden(atol=1e30), "manifest golden.atol is 1e+30: at most 1000 where a package is built"),
+    "output-atol-1e30": (
+        _golden(output_atol={"heatmap": 1e30}),
+        "manifest golden.output_atol.heatmap is 1e+30",
+    ),
+    "rtol-1": (_golden(rtol=1.0), "manifest golden.rtol is 1: must be below 1 where a package is built"),
+}
+
+
+@pytest.mark.parametrize("case", [*CONTRADICTIONS, *TOO_WIDE], ids=str)
 def test_build_refuses_a_manifest_that_contradicts_itself_naming_the_field(kit, tmp_path, case):
-    edit, words = CONTRADICTIONS[case]
+    edit, words = {**CONTRADICTIONS, **TOO_WIDE}[case]
     with pytest.raises(ManifestError) as ei:
         _build(kit, tmp_path, edit)
     msg = str(ei.value)
@@ -386,3 +400,13 @@ def test_a_model_of_two_inputs_is_refused_where_it_is_built_and_read(kit, tmp_pa
     pkg = _with(pkg, tmp_path / "x" / "machine-health-1.0.0.edgepkg", manifest=man, sig=_sig(man, kit["key"]))
     err = refused_everywhere(pkg, kit["trusted"], tmp_path, SpecMismatchError, "spec_mismatch")
     assert "model.onnx takes 2 inputs ['aux', 'features']" in str(err), err
+
+
+def test_a_package_signed_with_a_wide_golden_tolerance_before_the_bound_still_installs(kit, tmp_path):
+    from edge_agent.models.store import ModelStore
+
+    pkg = _resigned(kit, tmp_path, _golden(atol=1e30, rtol=1.0, output_atol={"heatmap": 5000.0}))
+    assert verify_package(pkg, kit["trusted"]).golden.atol == 1e30
+    installed = ModelStore(tmp_path / "store").install(pkg, kit["trusted"])
+    golden = installed.manifest.golden
+    assert (golden.atol, golden.rtol, golden.output_atol) == (1e30, 1.0, {"heatmap": 5000.0})
