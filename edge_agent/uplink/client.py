@@ -74,6 +74,14 @@ STREAMS_FULL_FAST_S = 30.0
 STREAMS_FULL_DOUBLE_S = 10.0
 STREAMS_FULL_MAX_S = 5.0
 
+# the fleet service's time to store a batch and answer once its bytes are in: a batch's acknowledgement is waited for
+# this plus ``keepalive_timeout_s``, the time its bytes may take on the link (on a slow one keep keepalive_timeout_s
+# above batch_max_bytes / the link's bytes per second: the keepalive's ping waits behind them too). A service that
+# takes batches and never answers is left after that, said in ``last_error``. The wait was 60 s flat, counted from
+# the batch's hand-over to gRPC: a batch longer on the link (1 MB at 16 KB/s, samples on a cellular modem) was cut
+# before its end and sent again from its start, for ever, nothing acknowledged, the outbox filling to its drops
+ACK_WAIT_S = 60.0
+
 # beyond two of the outbox's commit rounds, what a read after a fill ended by time waits for its commit (the
 # writer's round takes its own time: a checkpoint, retention)
 COMMIT_WAIT_SLACK_S = 0.1
@@ -638,8 +646,16 @@ class Uplink:
                 await outq.put(batch)
                 if reading is None:
                     reading = asyncio.ensure_future(call.read())
-                async with asyncio.timeout(60):
-                    ack = await asyncio.shield(reading)
+                wait = ACK_WAIT_S + self.s.keepalive_timeout_s
+                try:
+                    async with asyncio.timeout(wait):
+                        ack = await asyncio.shield(reading)
+                except TimeoutError:
+                    raise TimeoutError(
+                        f"no acknowledgement of a batch of {len(recs)} records ({nbytes} bytes) within {wait:g} s "
+                        f"({ACK_WAIT_S:g} s for the fleet service, keepalive_timeout_s {self.s.keepalive_timeout_s:g} s "
+                        "for the link); a service hung, or a link too slow for batch_max_bytes in keepalive_timeout_s"
+                    ) from None
                 if ack is None or ack is grpc.aio.EOF:
                     reading = None
                     if carried:

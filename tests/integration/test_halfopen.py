@@ -7,7 +7,10 @@ keepalives so that each takes seconds (detection times are measured in ``bench/h
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
+import os
 import time
 
 import grpc
@@ -326,3 +329,84 @@ async def test_an_mqtt_source_sending_a_large_result_over_a_slow_uplink_keeps_it
     # connection for dead
     assert got == [1], (got, src.stats.reconnects, src.stats.last_error)
     assert src.stats.reconnects == 0 and src.stats.last_error is None, src.stats.last_error
+
+
+@contextlib.asynccontextmanager
+async def _uplink_to_fleet(tmp_path, pki, up_bytes_per_s: int | None = None, **settings):
+    """A started fleet service, an open outbox and a started uplink to the service, through a relay limited to
+    ``up_bytes_per_s`` when given: (service, outbox, uplink); all stopped at the end."""
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    relay = FreezeRelay(port, up_bytes_per_s=up_bytes_per_s) if up_bytes_per_s else None
+    ob = Outbox(OutboxSettings(), tmp_path / "agent")
+    ob.open()
+    up = Uplink(cloud_settings(pki, relay.port if relay else port, **settings), ob)
+    try:
+        await up.start()
+        yield srv, ob, up
+    finally:
+        await up.stop()
+        ob.close()
+        if relay:
+            relay.close()
+        await srv.stop()
+
+
+async def test_a_batch_longer_on_a_slow_link_than_the_services_answer_time_is_acknowledged_once(
+    tmp_path, pki, monkeypatch
+) -> None:
+    """A gateway on a slow uplink sends a batch whose bytes take longer on the wire than the fleet service's time
+    to answer (``ACK_WAIT_S``, 60 s; here 0.5 s, the link's time scaled down with it): 1 MB of samples at 16 KB/s
+    takes 62 s. Its acknowledgement is waited for that time plus ``keepalive_timeout_s`` (the docs' bound for a
+    batch's bytes on the link), so the batch goes once. Before, the wait was 60 s flat from the hand-over to gRPC:
+    the batch was cut before its end and sent again from its start every minute, for ever, nothing acknowledged."""
+    from edge_agent.uplink import client
+
+    monkeypatch.setattr(client, "ACK_WAIT_S", 0.5)
+    async with _uplink_to_fleet(
+        tmp_path, pki, up_bytes_per_s=40_000, keepalive_s=5, keepalive_timeout_s=8
+    ) as (srv, ob, up):
+        # ~75 KB once compressed (random bytes in base64): ~2 s on this link, four times the service's time
+        ob.append("result", {"i": 0, "blob": base64.b64encode(os.urandom(75_000)).decode()})
+        up.poke()
+        await until(lambda: up.acked == 1, timeout_s=20, what="the slow batch acknowledged")
+        assert up.reconnects == 0, up.last_error
+        assert [r["payload"]["i"] for r in srv.store.records("gw1", limit=10)] == [0]
+
+
+async def test_a_fleet_service_that_takes_batches_and_never_answers_is_left_said_and_drained_once_back(
+    tmp_path, pki, monkeypatch
+) -> None:
+    """The fleet service takes the PushRecords stream and its batches and never acknowledges one (hung behind its
+    store; its connection alive, answering keepalive pings). The agent leaves the stream after ``ACK_WAIT_S`` +
+    ``keepalive_timeout_s`` (60 + 20 s by default; scaled down here), says so in ``last_error`` and, once the
+    service answers again, every record arrives once. Before, ``last_error`` read "PushRecords: TimeoutError: "."""
+    from cloud_trainer.fleet.service import FleetServicer
+    from edge_agent.uplink import client
+
+    monkeypatch.setattr(client, "ACK_WAIT_S", 0.3)
+    hung = {"on": True}
+    serve = FleetServicer.PushRecords
+
+    async def push_records(self, request_iterator, context):
+        if hung["on"]:
+            async for _ in request_iterator:  # read, never answered
+                pass
+            return
+        async for ack in serve(self, request_iterator, context):
+            yield ack
+
+    monkeypatch.setattr(FleetServicer, "PushRecords", push_records)
+    async with _uplink_to_fleet(tmp_path, pki, keepalive_s=5, keepalive_timeout_s=1) as (srv, ob, up):
+        for i in range(3):
+            ob.append("result", {"i": i})
+        up.poke()
+        await until(lambda: up.reconnects >= 1, timeout_s=10, what="the unanswered stream left")
+        assert "PushRecords: TimeoutError: no acknowledgement of a batch of 3 records" in up.last_error, (
+            up.last_error
+        )
+        assert "within 1.3 s" in up.last_error, up.last_error
+        hung["on"] = False
+        await until(lambda: ob.stats()["depth"] == 0, timeout_s=20, what="the outbox drained once answered")
+        assert [r["payload"]["i"] for r in srv.store.records("gw1", limit=10)] == [0, 1, 2]
