@@ -4,9 +4,15 @@ people, and for agents of before the mark). Both sides import these; no I/O.
 
 ``REFUSAL_KEY`` holds the kind: ``STREAMS_FULL`` for a stream refused as beyond the agent's ``concurrent_streams``
 (``RESOURCE_EXHAUSTED``): a place another of its streams gives back (a package download), worth trying again soon,
-unlike a quota of the day or a rate."""
+unlike a quota of the day or a rate.
+
+``REPORT_KEY: REPORT_LATE`` (trailing metadata of an answered ``Heartbeat``): the state report was older than one the
+fleet took (a lower number of its run, or of a run a newer one followed; not written). An agent then numbers its next reports under a new run: a gateway restored
+from a VM memory snapshot counts again from the snapshot's number, below the fleet's."""
 
 from __future__ import annotations
 
 REFUSAL_KEY = "fleet-refusal"  # gRPC metadata keys are lower case ASCII
 STREAMS_FULL = "concurrent-streams"
+REPORT_KEY = "fleet-report"
+REPORT_LATE = "late"

@@ -93,7 +93,7 @@ from cloud_trainer.registry import WITHDRAWN, Registry
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
 from protocols.image_header import KIND_SUFFIXES, SNIFF_BYTES, image_kind
-from protocols.refusals import REFUSAL_KEY, STREAMS_FULL
+from protocols.refusals import REFUSAL_KEY, REPORT_KEY, REPORT_LATE, STREAMS_FULL
 
 log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
@@ -654,6 +654,8 @@ class FleetServicer(rpc.FleetServicer):
         results = self._results_write(who, request.command_results)
         key = (tenant, agent)
         fresh = await self._fresh(key, request)  # an older report than one taken: answered, never written
+        if not fresh:  # and the agent told: its next reports go under a new run (a VM snapshot restored)
+            context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
         cut = threading.Event()  # the call was cut (its deadline, its link): no one reads the reply's parts
 
         def calls() -> tuple[str, BaseException | None, Any]:

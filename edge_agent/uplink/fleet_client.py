@@ -7,12 +7,17 @@ agent-configuration host (config reports). Nothing else builds a channel or reac
 ``backoff(n)``: the wait before attempt ``n + 1`` (exponential from ``backoff_initial_s`` to
 ``backoff_max_s``, with jitter), the same schedule the uplink's streams use.
 ``next_report()``: the (boot id, number) a state or deployment report takes as it is made: one count for both
-kinds, counting up for as long as the process runs, under an id (a run) drawn at start and drawn again whenever the
-channel's link was lost (``new_run``). The cloud orders a state report against a deployment step by them (a report
-made before a verdict but received after it no longer wins) and drops a report older than one it took: a lower
-number of the same run, or any report of a run that a newer run followed. A gateway whose VM was restored from a
-memory snapshot resumes with the snapshot's count, below numbers the cloud took since; its link is lost at the
-restore (its connections' state went back too), so its reports go under a new run the cloud takes as newer.
+kinds, counting up for as long as the process runs, under an id (a run) drawn at start and drawn again after a link
+loss (``new_run``): a call of the fleet's failed ``UNAVAILABLE`` (its connection reset or closed under it; the
+uplink's Connect stream too), or the fleet answered a state report as late (trailing metadata
+``REPORT_KEY: REPORT_LATE``). The cloud orders a state report against a deployment step by them (a report made
+before a verdict but received after it no longer wins) and drops a report older than one it took: a lower number of
+the same run, or any report of a run that a newer run followed. A gateway whose VM was restored from a memory
+snapshot resumes with the snapshot's count, below numbers the cloud took since: its first call on the restored
+connection fails (a new run), or, its channel idle at the snapshot, its first state report is answered late (a new
+run for the next one). A connection the fleet closed for want of calls (``CONNECTION_IDLE_S``, 60 s: between two
+heartbeats of ``heartbeat_s`` >= 60 with ``stream: false``) is no loss: within one run the numbers order every
+report, and a new run at each heartbeat was a control-state write each and churned the fleet's 64 kept runs.
 ``report_deployment(...)``: one step of a deployment, ``True`` once the fleet has it (or refused it for
 good: ``PERMISSION_DENIED``, a deployment it does not know for this agent), ``False`` when it could not be
 sent (the caller keeps it and tries again later).
@@ -51,25 +56,12 @@ class FleetClient:
         self._stub: Any = None
         self.boot_id = uuid.uuid4().hex  # this process's reports (a restart starts a new run)
         self._reports = itertools.count(1)
-        self._link_lost = False  # the channel left READY since the last report was numbered (``_watch_link``)
-        self._watcher: Any = None
-        self._was_ready = False  # the channel was READY as the last report was numbered
+        self._link_lost = False  # lost since the last report was numbered (``link_lost``)
+        self._telling: set[asyncio.Future] = set()  # the Connect streams' ends being read (``_stream_ended``)
 
     def next_report(self) -> tuple[str, int]:
         """(boot id, number) for a report made now: state reports and deployment steps share one count. A new run
-        once the link was lost since the last one (``new_run``)."""
-        if self.channel is not None:
-            import grpc
-
-            if self._watcher is None:
-                try:
-                    self._watcher = asyncio.get_running_loop().create_task(self._watch_link(self.channel))
-                except RuntimeError:  # (no loop: numbered outside the agent's loop, as by a test)
-                    pass
-            ready = self.channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY
-            # (a loss the watcher has not been woken for yet)
-            self._link_lost |= self._was_ready and not ready
-            self._was_ready = ready
+        once the link was lost since the last one (``link_lost``)."""
         if self._link_lost:
             self.new_run()
         return self.boot_id, next(self._reports)
@@ -81,23 +73,30 @@ class FleetClient:
         self.boot_id = uuid.uuid4().hex
         self._link_lost = False
 
-    async def _watch_link(self, channel) -> None:
-        """Mark the link lost whenever the channel leaves READY (its connection failed, was closed or went idle): a
-        report numbered after that starts a new run. This is also how a gateway restored from a VM memory snapshot
-        starts one: the restored connection fails, and its count, back at the snapshot's, is not taken for late."""
+    def link_lost(self) -> None:
+        """The link was lost (a call failed ``UNAVAILABLE``; the fleet took a report for late): the next report
+        starts a new run. Never for a connection closed idle (the fleet's ``CONNECTION_IDLE_S``), which no call
+        sees."""
+        self._link_lost = True
+
+    def _ended(self, code, trailing) -> None:
+        """A unary call's end (``_call_ends``)."""
         import grpc
 
-        ready = grpc.ChannelConnectivity.READY
-        try:
-            state = channel.get_state(try_to_connect=False)
-            while True:
-                await channel.wait_for_state_change(state)
-                new = channel.get_state(try_to_connect=False)
-                if state == ready and new != ready:
-                    self._link_lost = True
-                state = new
-        except Exception:  # the channel closed under it: the next report's own reading of the state decides
-            self._link_lost = True
+        from protocols.refusals import REPORT_KEY, REPORT_LATE
+
+        if code == grpc.StatusCode.UNAVAILABLE or (REPORT_KEY, REPORT_LATE) in tuple(trailing or ()):
+            self.link_lost()
+
+    def _stream_ended(self, call) -> None:
+        if call.cancelled():  # ended by the uplink (stopping, a silent stream): no word of the link
+            return
+        told = asyncio.ensure_future(self._stream_told(call))
+        self._telling.add(told)
+        told.add_done_callback(self._telling.discard)
+
+    async def _stream_told(self, call) -> None:
+        self._ended(await call.code(), await call.trailing_metadata())
 
     def _path(self, p: str) -> Path:
         q = Path(p)
@@ -105,10 +104,6 @@ class FleetClient:
 
     def open(self) -> None:
         import grpc
-
-        if self._watcher is not None:  # (a channel opened again without a close: watched anew)
-            self._watcher.cancel()
-            self._watcher = None
 
         from protocols.gen import fleet_pb2_grpc as rpc
 
@@ -134,8 +129,18 @@ class FleetClient:
             creds,
             options=opts,
             compression=grpc.Compression.Gzip if self.s.compression else None,
+            interceptors=[_call_ends(self._ended)],
         )
         self._stub = rpc.FleetStub(self.channel)
+        connect = self._stub.Connect
+
+        def watched(*args, **kwargs):
+            """The uplink's Connect stream, its end told like a unary call's (``_ended``)."""
+            call = connect(*args, **kwargs)
+            call.add_done_callback(self._stream_ended)
+            return call
+
+        self._stub.Connect = watched
 
     @property
     def stub(self):
@@ -145,9 +150,6 @@ class FleetClient:
         return self._stub
 
     async def close(self, timeout_s: float = 5.0) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
         self._link_lost = True  # a channel opened again starts a new run
         if self.channel is None:
             return
@@ -205,3 +207,23 @@ class FleetClient:
                 return True
             log.warning("could not report deployment step %s (%s): %s", step, kind, exc)
             return False
+
+
+def _call_ends(ended: Callable[[Any, Any], None]):
+    """A client interceptor telling ``ended(code, trailing_metadata)`` at the end of every unary call (heartbeats,
+    deployment reports; the Connect stream's end is told by ``open``'s wrapper): a link loss is seen by the call it broke, not by the
+    channel's state, which leaves READY alike when the fleet closes a connection left without calls."""
+    import grpc
+
+    class CallEnds(grpc.aio.UnaryUnaryClientInterceptor):
+        async def intercept_unary_unary(self, continuation, client_call_details, request):
+            call = await continuation(client_call_details, request)
+            try:
+                await call
+            except grpc.aio.AioRpcError as exc:
+                ended(exc.code(), exc.trailing_metadata())
+            else:
+                ended(await call.code(), await call.trailing_metadata())
+            return call
+
+    return CallEnds()

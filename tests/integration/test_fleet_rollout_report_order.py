@@ -321,13 +321,14 @@ async def test_a_verdict_taken_by_a_replica_whose_clock_runs_behind_still_outran
     assert srv.control.get(b["id"])["previous"]["gw1"]["version"] == "1.1.0"  # was 1.0.0
 
 
-async def test_an_agent_restored_from_a_memory_snapshot_reports_under_a_new_run_once_its_link_is_lost(
+async def test_an_agent_restored_from_a_memory_snapshot_reports_under_a_new_run_once_told_its_report_is_late(
     fleet, built, tmp_path
 ):
     """The agent's side, its own fleet client against the real service: gw1's VM is restored from a memory snapshot
-    (its run and count back at the snapshot's, below numbers the fleet took since) and its connection does not
-    survive the restore (the service restarted here). The reports it makes once its channel left READY go under a
-    new run, which the fleet writes at once; numbered under the snapshot's run they were dropped (frozen state)."""
+    (its run and count back at the snapshot's, below numbers the fleet took since), its channel idle (the service
+    restarted here: no call of the agent's saw the connection go). Its first report under the snapshot's run is
+    answered as late, not written; the reports it makes after that go under a new run, which the fleet writes at
+    once. Numbered under the snapshot's run they were all dropped until the count passed the fleet's."""
     from edge_agent.uplink.fleet_client import FleetClient
     from tests.support.fleet import cloud_settings
 
@@ -344,16 +345,83 @@ async def test_an_agent_restored_from_a_memory_snapshot_reports_under_a_new_run_
         await srv.stop()  # its connection is gone with the restore
         again = await _serve(tmp_path, built[0], srv.port)
         try:
-            ready = grpc.ChannelConnectivity.READY
-            await until(lambda: client.channel.get_state() != ready, what="the channel to leave READY")
             boot, seq = client.next_report()
-            assert boot != snapshot[0] and seq == 1, (boot, seq)  # the snapshot's count, a new run
+            assert (boot, seq) == (snapshot[0], 1)  # nothing told it yet
+            await client.stub.Heartbeat(_report(e["1.0.0"], seq, boot), timeout=10)
+            assert _runs(again)[0] == "1.1.0"  # late: answered, not written, and the agent told so
+            boot, seq = client.next_report()
+            assert boot != snapshot[0] and seq == 2, (boot, seq)  # the count goes on under a new run
             await client.stub.Heartbeat(_report(e["1.0.0"], seq, boot), timeout=10)
             assert _runs(again)[0] == "1.0.0"  # written: the fleet's state is what gw1 runs
         finally:
             await again.stop()
     finally:
         await client.close()
+
+
+async def test_a_connection_closed_idle_between_heartbeats_keeps_the_run_and_a_broken_call_starts_one(
+    built, tmp_path
+):
+    """With ``stream: false`` and heartbeats a minute or more apart, the fleet closes the agent's connection between
+    two of them (no call on it for ``connection_idle_s``) and the channel leaves READY: every heartbeat was a new
+    run, one control-state write each, and the agent's 64 kept runs churned. A connection closed idle is no link
+    loss: the run stays. A call broken by its connection's loss (here: the path cut while a heartbeat waits) is:
+    the next report goes under a new run."""
+    from edge_agent.uplink.fleet_client import FleetClient
+    from tests.support.fleet import cloud_settings
+    from tests.support.tcp_cut import CutRelay
+
+    pki = built[0]
+    port = free_port()
+    srv = FleetServer(
+        tmp_path / "cloud",
+        port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        connection_idle_s=0.5,
+    )
+    await srv.start()
+    relay = CutRelay(port)
+    client = FleetClient(cloud_settings(pki, relay.port))
+    client.open()
+    ready = grpc.ChannelConnectivity.READY
+    try:
+        boots = []
+        for _ in range(3):
+            boot, seq = client.next_report()
+            boots.append(boot)
+            await client.stub.Heartbeat(pb.HeartbeatRequest(report_seq=seq, boot_id=boot), timeout=10)
+            await until(lambda: client.channel.get_state() != ready, what="the connection closed idle")
+        assert len(set(boots)) == 1, boots  # was: a new run at each heartbeat
+        assert list(srv.control._run_order("default", "gw1")) == boots[:1]
+        client.channel.get_state(try_to_connect=True)
+        await until(lambda: client.channel.get_state() == ready, what="a new connection")
+        relay.hold_upstream()  # the path dies under a heartbeat in flight (before the connection idles out)
+        boot, seq = client.next_report()
+        waiting = asyncio.ensure_future(
+            client.stub.Heartbeat(pb.HeartbeatRequest(report_seq=seq, boot_id=boot), timeout=10)
+        )
+        await asyncio.sleep(0.05)
+        relay.cut()
+        with pytest.raises(grpc.aio.AioRpcError) as broken:
+            await waiting
+        assert broken.value.code() == grpc.StatusCode.UNAVAILABLE
+        boot = client.next_report()[0]
+        assert boot != boots[0]
+        stream = client.stub.Connect()  # the uplink's stream (stream: true), its connection lost the same way
+        await stream.write(
+            pb.AgentMessage(report=pb.HeartbeatRequest(report_seq=9, boot_id=boot), report_id=1)
+        )
+        await stream.read()  # (acknowledged: open)
+        relay.cut()
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stream.read()
+        await until(lambda: client.next_report()[0] != boot, what="a new run after the stream's loss")
+    finally:
+        await client.close()
+        relay.close()
+        await srv.stop()
 
 
 async def test_a_new_runs_state_report_is_written_as_it_comes_when_the_control_state_cannot_answer(
