@@ -341,8 +341,11 @@ def _csv_dialect(text: str) -> tuple[str, bool, bool]:
         return delimiter, True, any(_COMMA_NUMBER.fullmatch(c.strip().strip('"')) for c in cells)
     header, body = (lines[0], lines[1:]) if lines else ("", [])
     counts = {d: header.count(d) for d in (",", ";", "\t")}
-    if counts[";"] > counts[","] or counts["\t"] > counts[","]:
-        delimiter = ";" if counts[";"] >= counts["\t"] else "\t"
+    # a first line of decimal-comma numbers between ';' or tabs (a file without a header): its commas are
+    # decimal, not delimiters ("0,147760;-0,147760" was split at its commas and refused for '147760;-0')
+    numbers_in = next((d for d in (";", "\t") if counts[d] and _comma_numbers(header.split(d))), None)
+    if numbers_in or counts[";"] > counts[","] or counts["\t"] > counts[","]:
+        delimiter = numbers_in or (";" if counts[";"] >= counts["\t"] else "\t")
         cells = (c for ln in body for c in ln.split(delimiter))
         return delimiter, True, any(_COMMA_NUMBER.fullmatch(c.strip().strip('"')) for c in cells)
     if (
@@ -353,6 +356,14 @@ def _csv_dialect(text: str) -> tuple[str, bool, bool]:
     ):
         return ";", True, True  # one column: no ';' in it, so every row stays one field
     return ",", False, False
+
+
+def _comma_numbers(cells: list[str]) -> bool:
+    """Whether every cell is a number and at least one is written with a decimal comma."""
+    cells = [c.strip().strip('"') for c in cells]
+    return all(_is_number(c, True) or _is_number(c, False) for c in cells if c) and any(
+        _COMMA_NUMBER.fullmatch(c) for c in cells
+    )
 
 
 def _number(v: str, decimal_comma: bool) -> float:
@@ -406,7 +417,7 @@ def read_csv(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Rec
     value), not the text, so a file of several GB reads in about the memory of its values. The
     dialect is read from the first ``CSV_SNIFF_LINES`` lines; a decimal-comma number further down
     reads the file again as a decimal-comma file."""
-    _refuse_utf16_without_bom(path)
+    refuse_wide_text(path)
     try:
         with _csv_open(path) as fh:
             head = "".join(itertools.islice(fh, CSV_SNIFF_LINES))
@@ -450,28 +461,40 @@ def _pandas_index(head: str, delimiter: str, skip: int) -> str | None:
     return "time"
 
 
-def _refuse_utf16_without_bom(path: Path, probe: int = 4096) -> None:
-    """UTF-16 without a byte-order mark (a historian's or a script's export) is valid UTF-8 to a reader: each
-    ASCII character a byte and a 0, so it was refused as a row of 1 field, or a value that is not a number,
-    which sent the engineer to fix rows that are right. Told by its first ``probe`` bytes: a 0 in (nearly)
-    every other byte and (nearly) none between. With its byte-order mark it is named UTF-16 too (it was
-    "not UTF-8 text (invalid start byte ...)")."""
-    with path.open("rb") as fh:
-        data = fh.read(probe)
-    data = data[: len(data) // 2 * 2]
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DatasetError(
-            f"{path}: UTF-16 text (it starts with UTF-16's byte-order mark), not UTF-8; export it as UTF-8"
-        )
-    if len(data) < 8:
-        return
-    half = len(data) // 2
-    for order, zeros, others in (("little", data[1::2], data[0::2]), ("big", data[0::2], data[1::2])):
-        if zeros.count(0) >= 0.9 * half and others.count(0) <= 0.1 * half:
+WIDE_TEXT_PROBE = 4096  # the bytes a text file's encoding is told from (``refuse_wide_text``)
+
+
+def refuse_wide_text(path: Path, data: bytes | None = None) -> None:
+    """UTF-32 or UTF-16 text (a historian's, a script's or PowerShell's export) is refused naming its
+    encoding, read from the first ``WIDE_TEXT_PROBE`` bytes (``data``, else read from ``path``). Without a
+    byte-order mark it is valid UTF-8 to a reader: each ASCII character a byte and zeros, so it was refused
+    as a row of 1 field, a value that is not a number or a NUL byte, which sent the engineer to fix rows that
+    are right. Told by where its zeros are: UTF-16, (nearly) every other byte and (nearly) none between;
+    UTF-32, three bytes of (nearly) every four. UTF-32's byte-order marks are tested first: the
+    little-endian one opens with UTF-16's (a UTF-32 file was called UTF-16)."""
+    if data is None:
+        with path.open("rb") as fh:
+            data = fh.read(WIDE_TEXT_PROBE)
+    data = data[:WIDE_TEXT_PROBE]
+    for bits, boms in ((32, (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")), (16, (b"\xff\xfe", b"\xfe\xff"))):
+        if data.startswith(boms):
             raise DatasetError(
-                f"{path}: reads as UTF-16 text without a byte-order mark ({order}-endian: every other byte is "
-                "0), not as UTF-8; export it as UTF-8"
+                f"{path}: UTF-{bits} text (it starts with UTF-{bits}'s byte-order mark), not UTF-8; export it "
+                "as UTF-8"
             )
+    for bits, width in ((32, 4), (16, 2)):
+        units = len(data) // width
+        if units < 4:
+            continue
+        lanes = [data[i : units * width : width] for i in range(width)]  # byte i of each code unit
+        for order, text in (("little", 0), ("big", width - 1)):
+            zeros = [lane.count(0) for i, lane in enumerate(lanes) if i != text]
+            if min(zeros) >= 0.9 * units and lanes[text].count(0) <= 0.1 * units:
+                raise DatasetError(
+                    f"{path}: reads as UTF-{bits} text without a byte-order mark ({order}-endian: "
+                    f"{'three bytes of every four are' if bits == 32 else 'every other byte is'} 0), not as "
+                    "UTF-8; export it as UTF-8"
+                )
 
 
 def _not_utf8(path: Path, exc: UnicodeDecodeError, block: int = 1 << 20) -> DatasetError:
@@ -532,6 +555,14 @@ def _csv_damage(path: Path, reader: Any, exc: Exception, last: int) -> DatasetEr
     return DatasetError(f"{path}: line {reader.line_num}: not readable as CSV ({exc})")
 
 
+def _numbering(cells: list[str]) -> bool:
+    """Whether a header's cells number the columns: whole numbers counting up by one from 0 or 1."""
+    if not cells or not all(c.isascii() and c.isdigit() for c in cells):
+        return False
+    first = int(cells[0])
+    return first in (0, 1) and [int(c) for c in cells] == list(range(first, first + len(cells)))
+
+
 def _read_csv(
     path: Path,
     rate_hz: float | None,
@@ -557,15 +588,21 @@ def _read_csv(
         if index is not None:  # pandas' index in the first column: the time, or row labels
             top = ["timestamp" if index == "time" else _INDEX, *top[1:]]
         width = len(top)
-        # a first line of measurements (not whole numbers, which may be numbered channels: 1, 2, 3), in either
-        # decimal form: a ';' or tab file may be written with decimal points, where '0.038' is no decimal-comma
-        # number (its first row was taken as the channels' names, its first samples lost)
-        if all(_is_number(c, comma_ok) or _is_number(c, False) for c in top if c.strip()) and any(
-            not c.strip().isdigit() for c in top if c.strip()
-        ):
+        # a first line of measurements, in either decimal form: a ';' or tab file may be written with decimal
+        # points, where '0.038' is no decimal-comma number (its first row was taken as the channels' names, its
+        # first samples lost). Whole numbers are names only where they number the columns from 0 or 1
+        # (1;2;3): a first row of counts (512;498) was read as channels called '512' and '498'.
+        cells = [c.strip() for c in top if c.strip()]
+        if all(_is_number(c, comma_ok) or _is_number(c, False) for c in cells) and not _numbering(cells):
+            whole = all(c.isdigit() for c in cells)
             raise DatasetError(
                 f"{path}: line {top_line} ({delimiter.join(top)[:60]!r}) holds numbers, not column names: the "
                 "file has no header; add one (a time column, then a name per channel)"
+                + (
+                    "; whole numbers are names only where they number the columns 1, 2, 3 or 0, 1, 2"
+                    if whole
+                    else ""
+                )
             )
         # a column without a name: a spreadsheet's trailing delimiter, as long as it holds no value
         keep = [i for i in range(width) if top[i].strip()]
@@ -1386,8 +1423,10 @@ class LabelRow:
 
 
 def read_labels(path: Path, healthy: Collection[str] = (), faults: Collection[str] = ()) -> list[LabelRow]:
-    """The labels CSV as a spreadsheet saves it too: a byte-order mark, ``;`` or tab between fields
-    with decimal commas, header names in any case. A time that is not a finite number, a start not
+    """The labels CSV as a spreadsheet saves it too: a byte-order mark, Excel's ``sep=;`` line, ``;`` or tab
+    between fields with decimal commas (numbers read as a run's CSV reads them: in a file with decimal commas
+    a point groups thousands, ``3.600`` is 3600 and ``3.6`` is refused), header names in any case; UTF-16 or
+    UTF-32 text is refused naming it. A time that is not a finite number, a start not
     before its end, and a failure before the labelled span's end are refused naming the line. It is bounded
     as a dataset's labels are (``LABELS_MAX_BYTES``): a file of gigabytes (a recording given in its place) was
     read whole into memory. A fault ``healthy`` names (``--healthy nominal``, as the file writes it) is
@@ -1402,11 +1441,12 @@ def read_labels(path: Path, healthy: Collection[str] = (), faults: Collection[st
             f"labels file {path}: {size} bytes, more than the {LABELS_MAX_BYTES} a labels file may take; refused "
             "unread (a row is a run, its fault and times: is this the labels file?)"
         )
+    refuse_wide_text(Path(path), data)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise _not_utf8(Path(path), exc) from None
-    delimiter, comma_ok, _ = _csv_dialect(text)
+    delimiter, _, decimal_comma = _csv_dialect(text)
     reader = csv.reader(text.splitlines(), delimiter=delimiter)
     rows: list[tuple[int, list[str]]] = []
     last = 0  # the line of the last row read whole
@@ -1417,6 +1457,9 @@ def read_labels(path: Path, healthy: Collection[str] = (), faults: Collection[st
             last = reader.line_num
     except csv.Error as exc:  # an unclosed quote running past the field size limit: one line, not a traceback
         raise _csv_damage(Path(path), reader, exc, last) from None
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if rows and _EXCEL_SEP.fullmatch(first):  # Excel's "sep=;" line, before the header
+        rows = rows[1:]
     head = [c.strip().lower() for c in rows[0][1]] if rows else []
     if "run" not in head or "fault" not in head:
         raise DatasetError(
@@ -1432,10 +1475,11 @@ def read_labels(path: Path, healthy: Collection[str] = (), faults: Collection[st
         times: list[float | None] = []
         for k in ("start_s", "end_s", "failure_s"):
             v = r.get(k) or ""
-            try:
-                t = (_number(v, True) if comma_ok and "," in v else float(v)) if v else None
-            except ValueError:
-                raise DatasetError(f"{path}:{n}: {k} {v!r} is not a number of seconds") from None
+            try:  # as a run's CSV reads it: in a file of decimal commas, "3.600" is 3600 (a thousands point)
+                t = _number(v, decimal_comma) if v else None
+            except ValueError as exc:
+                why = f" ({exc})" if decimal_comma and "decimal" in str(exc) else ""
+                raise DatasetError(f"{path}:{n}: {k} {v!r} is not a number of seconds{why}") from None
             if t is not None and not np.isfinite(t):
                 raise DatasetError(f"{path}:{n}: {k} is {v!r}; leave it empty or give a number of seconds")
             times.append(t)

@@ -846,17 +846,33 @@ def test_csv_files_the_csv_module_chokes_on_are_refused_or_read_not_a_traceback(
         ("utf-16-le", "reads as UTF-16 text without a byte-order mark (little-endian"),
         ("utf-16-be", "reads as UTF-16 text without a byte-order mark (big-endian"),
         ("utf-16", "UTF-16 text (it starts with UTF-16's byte-order mark)"),
+        # before: "UTF-16 text (it starts with UTF-16's byte-order mark)" (its mark opens with UTF-16's), and
+        # without a mark "line 1: not readable as CSV (line contains NUL)"
+        ("utf-32", "UTF-32 text (it starts with UTF-32's byte-order mark)"),
+        (
+            "utf-32-le",
+            "reads as UTF-32 text without a byte-order mark (little-endian: three bytes of every four",
+        ),
+        (
+            "utf-32-be",
+            "reads as UTF-32 text without a byte-order mark (big-endian: three bytes of every four",
+        ),
     ],
 )
 def test_a_utf16_csv_is_named_utf16_with_its_byte_order_mark_or_without(tmp_path, encoding, said):
-    from cloud_trainer.train.signals import read_recording
+    """A run's CSV, and the labels CSV as well (it had no such check: UTF-16 without a mark was 'needs a
+    header with run,fault', UTF-32 'not UTF-8 text')."""
+    from cloud_trainer.train.signals import read_labels, read_recording
 
     text = "time;accel_x\n" + "".join(f"{i / 1000};{i % 7}.5\n" for i in range(50))
     (tmp_path / "u16.csv").write_bytes(text.encode(encoding))
-    with pytest.raises(DatasetError) as ei:
-        read_recording(tmp_path / "u16.csv")
-    assert str(ei.value).startswith(f"{tmp_path / 'u16.csv'}: ") and said in str(ei.value), ei.value
-    assert str(ei.value).endswith("export it as UTF-8"), ei.value
+    labels = "run,fault,start_s,end_s,failure_s\n" + "".join(f"r{i},healthy,,,\n" for i in range(9))
+    (tmp_path / "labels.csv").write_bytes(labels.encode(encoding))
+    for path, read in ((tmp_path / "u16.csv", read_recording), (tmp_path / "labels.csv", read_labels)):
+        with pytest.raises(DatasetError) as ei:
+            read(path)
+        assert str(ei.value).startswith(f"{path}: ") and said in str(ei.value), ei.value
+        assert str(ei.value).endswith("export it as UTF-8"), ei.value
 
 
 def test_a_csv_value_over_128_kib_in_the_first_lines_is_one_line_naming_its_line(tmp_path):
@@ -984,6 +1000,28 @@ def test_a_labels_file_saved_by_a_spreadsheet_reads(tmp_path, name, text, faults
     labels.write_text(text, encoding="utf-8")
     res = import_vibration(_two_runs(tmp_path), tmp_path / "ds", labels)
     assert (res["faults"]["healthy"], res["faults"]["imbalance"]) == faults
+
+
+def test_a_labels_file_of_decimal_commas_reads_its_numbers_as_a_run_file_does(tmp_path):
+    """In a file written with decimal commas a point groups thousands: a run's CSV reads 3.600 as 3600, the
+    labels file read it as 3.6 (its numbers were read one by one, a comma's only where it had one). Now both
+    read 3600 and refuse 3.6 naming why; Excel's sep= line is read as in a run's CSV (it was 'needs a
+    header')."""
+    from cloud_trainer.train.signals import read_labels, read_recording
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("sep=;\nrun;fault;start_s;end_s;failure_s\nr1;imbalance;0,5;3.600;\n")
+    (row,) = read_labels(labels)
+    assert (row.start_s, row.end_s) == (0.5, 3600.0)
+    run = tmp_path / "run.csv"  # the same cells in a run's CSV
+    run.write_text("a;b\n0,5;1\n3.600;2\n")
+    assert list(read_recording(run, RATE).channels["a"]) == [0.5, 3600.0]
+    labels.write_text("run;fault;start_s;end_s;failure_s\nr1;imbalance;0,5;3.6;\n")
+    with pytest.raises(DatasetError) as ei:
+        read_labels(labels)
+    assert str(ei.value) == (
+        f"{labels}:2: end_s '3.6' is not a number of seconds (a decimal point in a file written with decimal commas)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -1333,6 +1371,40 @@ def test_a_semicolon_or_tab_csv_of_decimal_points_without_a_header_is_refused_to
         with pytest.raises(DatasetError) as ei:
             read_recording(tmp_path / "raw.csv", RATE)
         assert f"raw.csv: line 1 ({first!r}) holds numbers, not column names" in str(ei.value)
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_semicolon_or_tab_csv_of_decimal_commas_without_a_header_is_refused_as_headerless(tmp_path, sep):
+    """Its first line's commas outnumbered its delimiters, so it was split at the decimal commas and refused for
+    a value that is no number ("column '147760;-0' holds a value that is not a number"), sending the engineer
+    to rows that are right."""
+    from cloud_trainer.train.signals import read_recording
+
+    x = np.sin(np.arange(1, 3000) * 0.3) * 0.5
+    rows = [f"{v:.6f}{sep}{-v:.6f}".replace(".", ",") for v in x]
+    (tmp_path / "raw.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DatasetError) as ei:
+        read_recording(tmp_path / "raw.csv", RATE)
+    assert f"raw.csv: line 1 ({rows[0]!r}) holds numbers, not column names" in str(ei.value), ei.value
+
+
+@pytest.mark.parametrize("sep", [",", ";", "\t"])
+def test_a_first_row_of_whole_numbers_is_read_as_names_only_where_it_numbers_the_columns(tmp_path, sep):
+    """A logger's counts (an ADC's 512;498) without a header had their first row read as channels called
+    '512' and '498', the first samples lost without a word; 1;2 and 0;1 number the channels and stay names."""
+    from cloud_trainer.train.signals import read_recording
+
+    x = (np.sin(np.arange(3000) * 0.3) * 400 + 512).astype(int)
+    rows = [f"{v}{sep}{1023 - v}" for v in x]
+    (tmp_path / "counts.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DatasetError) as ei:
+        read_recording(tmp_path / "counts.csv", RATE)
+    assert f"counts.csv: line 1 ({rows[0]!r}) holds numbers, not column names" in str(ei.value), ei.value
+    assert "whole numbers are names only where they number the columns" in str(ei.value)
+    for names in (f"1{sep}2", f"0{sep}1"):
+        (tmp_path / "numbered.csv").write_text(names + "\n" + "\n".join(rows) + "\n")
+        rec = read_recording(tmp_path / "numbered.csv", RATE)
+        assert list(rec.channels) == names.split(sep) and np.array_equal(rec.channels[names[0]], x)
 
 
 def test_a_file_that_cannot_be_read_or_an_out_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
