@@ -49,8 +49,9 @@ async def fleet(tmp_path, built):
         await srv.stop()
 
 
-async def _serve(tmp_path, pki, port: int) -> FleetServer:
-    """The fleet service on ``port``, its data in ``tmp_path`` (started again on the same data: a restart)."""
+async def _serve(tmp_path, pki, port: int, **options) -> FleetServer:
+    """The fleet service on ``port``, its data in ``tmp_path`` (started again on the same data: a restart);
+    ``options``: FleetServer's."""
     srv = FleetServer(
         tmp_path / "cloud",
         port,
@@ -59,6 +60,7 @@ async def _serve(tmp_path, pki, port: int) -> FleetServer:
         pki / "server.key",
         registry=tmp_path / "registry",
         tick_s=0.2,
+        **options,
     )
     await srv.start()
     return srv
@@ -373,15 +375,7 @@ async def test_a_connection_closed_idle_between_heartbeats_keeps_the_run_and_a_b
 
     pki = built[0]
     port = free_port()
-    srv = FleetServer(
-        tmp_path / "cloud",
-        port,
-        pki / "ca.pem",
-        pki / "server.pem",
-        pki / "server.key",
-        connection_idle_s=0.5,
-    )
-    await srv.start()
+    srv = await _serve(tmp_path, pki, port, connection_idle_s=0.5)
     relay = CutRelay(port)
     client = FleetClient(cloud_settings(pki, relay.port))
     client.open()
