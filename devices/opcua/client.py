@@ -113,6 +113,7 @@ from devices.base import (
     wall_since,
     written_number,
 )
+from devices.opcua.properties import Properties, PropertiesUnread
 from devices.opcua.rates import RateError, StatedRates
 from devices.opcua.settings import (
     DATETIME_RANGE,
@@ -968,19 +969,28 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         vtype, enum_held_as = await _enum_held(node)
     else:
         vtype = ua.VariantType(ident)
-    enum, enum_names = await _enum_values(Node(node.session, dtid)) if ident == 29 else (None, ())
-    enum_own, enum_prop = None, None
-    props = _Properties(node)  # one Browse answers every property read below
-    if enum is None and (
-        vtype in (AbstractType.Integer, AbstractType.UInteger)
-        or (isinstance(vtype, ua.VariantType) and vtype.name in _INT_RANGE)
-    ):
-        # a multi-state node (Part 8): its states are its own property's, not its DataType's
-        enum_own, (enum, enum_names), enum_prop = await _enum_properties(node, props)
-    max_bytes, server_bytes = await _max_bytes(node, vtype, props)
     rank = rank if isinstance(rank, int) else -2
     dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
-    max_len, whole, server_len = await _array_bounds(node, rank, dims, props)
+    try:  # only the properties the DataType needs checked are asked (none for a Double scalar)
+        enum, enum_names = await _enum_values(Node(node.session, dtid)) if ident == 29 else (None, ())
+        enum_own, enum_prop = None, None
+        props = Properties(node)  # one Browse answers every property read below
+        if enum is None and (
+            vtype in (AbstractType.Integer, AbstractType.UInteger)
+            or (isinstance(vtype, ua.VariantType) and vtype.name in _INT_RANGE)
+        ):
+            # a multi-state node (Part 8): its states are its own property's, not its DataType's
+            enum_own, (enum, enum_names), enum_prop = await _enum_properties(node, props)
+        max_bytes, server_bytes = await _max_bytes(node, vtype, props)
+        max_len, whole, server_len = await _array_bounds(node, rank, dims, props)
+    except PropertiesUnread as e:
+        # taken as absent, nothing was checked: 7 went to a three-state node whose Browse listed more than
+        # 10,000 references on a server without the translate service (Nano, Micro)
+        raise OpcUaTypeMismatch(
+            f"node {node_id}: its properties could not be read ({e}), so a value cannot be checked against "
+            "the states or lengths they state; nothing is written to it until the server lists them (its "
+            "Browse of the node) or answers TranslateBrowsePathsToNodeIds"
+        ) from None
     held, held_shape, held_unread = None, None, None
     if isinstance(vtype, AbstractType) or vtype is ua.VariantType.Variant:
         holds = await _read_held(node)
@@ -1088,7 +1098,7 @@ def _held_of(v: ua.Variant | None) -> _Held:
 
 
 async def _array_bounds(
-    node: Node, rank: int, dims: tuple[int, ...], props: _Properties | None = None
+    node: Node, rank: int, dims: tuple[int, ...], props: Properties | None = None
 ) -> tuple[int | None, bool, bool]:
     """(MaxArrayLength, whole, whether that length is the server's) of a node that may hold an array
     (``_NodeType``). The most elements: the node's MaxArrayLength Property, or the server's
@@ -1127,89 +1137,12 @@ _SERVER_MAX_BYTES = {
 }
 
 
-# a node's property Browse: the pages in a row listing no reference not listed before (an endless continuation
-# point's empty or repeated pages), and the references listed in all, before the rest is released and translated
-_BROWSE_IDLE_PAGES = 100
-_BROWSE_REFERENCES = 10_000
-
-
-class _Properties:
-    """A node's Properties (``0:EnumStrings``), found by one Browse of its forward references whatever the
-    number read (EnumValues, EnumStrings, MaxStringLength, MaxArrayLength). They were asked by
-    TranslateBrowsePathsToNodeIds one by one, which a server without that service (Part 7's Nano and Micro
-    embedded profiles: BadServiceUnsupported) or answering a namespace-0 path BadNoMatch does not answer, so
-    nothing was checked (7 went to an enumeration of 0..2); then by a Browse after each failed translate too,
-    a request more per property a node does not state (most), at every connect. Translated, as before, only
-    when the Browse fails, for the service or for this node. A property the node does not have raises
-    BadNoMatch."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self._named: dict[tuple[int, str], ua.NodeId] | None = None
-        self._translate = False
-
-    async def get(self, prop: str) -> Node:
-        if self._named is None and not self._translate:
-            try:
-                self._named = await self._browse()
-            except ua.UaError:
-                pass
-            self._translate = self._named is None
-        if self._named is None:
-            return await self.node.get_child(prop)
-        name = ua.QualifiedName.from_string(prop)
-        if (found := self._named.get((name.NamespaceIndex, name.Name))) is None:
-            raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
-        return Node(self.node.session, found)
-
-    async def _browse(self) -> dict[tuple[int, str], ua.NodeId] | None:
-        """The targets of the node's forward references by BrowseName, every page read; None when a result is
-        not Good. asyncua's ``get_references`` checks neither a node's result nor a BrowseNext's: a server
-        answering BadNoContinuationPoints (its continuation points used up), BadReferenceTypeIdInvalid or, for
-        a later page, BadContinuationPointInvalid gave no or part of the references, and a property it did not
-        list went unchecked (7 written to an enumeration of 0..2). All reference types (a null ReferenceTypeId,
-        Part 4 5.8.2): a server that does not follow IncludeSubtypes still lists a HasProperty. Released, None,
-        after ``_BROWSE_IDLE_PAGES`` pages in a row listing nothing new or ``_BROWSE_REFERENCES`` references: a
-        server handing a continuation point for ever held the write at its type lookup while its BrowseNext
-        requests ran back to back. Not after a number of pages: a node of many references paged small was then
-        translated, and on a server without that service (Nano, Micro) nothing was checked."""
-        desc = ua.BrowseDescription()
-        desc.NodeId = self.node.nodeid
-        desc.BrowseDirection = ua.BrowseDirection.Forward
-        desc.ReferenceTypeId = ua.NodeId()
-        desc.ResultMask = ua.BrowseResultMask.BrowseName
-        params = ua.BrowseParameters()
-        # the current view: a null Timestamp (asyncua's default is now, which an OPC Foundation .NET server
-        # answers BadViewIdUnknown for the whole Browse: every target translated)
-        params.View.Timestamp = ua.get_win_epoch()
-        params.NodesToBrowse.append(desc)
-        results = await self.node.session.browse(params)
-        named: dict[tuple[int, str], ua.NodeId] = {}
-        idle = 0  # pages in a row listing nothing new
-        while True:
-            if len(results) != 1 or not results[0].StatusCode.is_good():
-                return None
-            listed = len(named)
-            for r in results[0].References:
-                named.setdefault((r.BrowseName.NamespaceIndex, r.BrowseName.Name), r.NodeId)
-            if not results[0].ContinuationPoint:
-                return named
-            idle = 0 if len(named) > listed else idle + 1
-            release = idle >= _BROWSE_IDLE_PAGES or len(named) >= _BROWSE_REFERENCES
-            more = ua.BrowseNextParameters()
-            more.ReleaseContinuationPoints = release  # False: the next page; True: the point freed, no page
-            more.ContinuationPoints = [results[0].ContinuationPoint]
-            results = await self.node.session.browse_next(more)
-            if release:
-                return None
-
-
 def _positive(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 async def _stated_limit(
-    node: Node, prop: str, server_id: int, props: _Properties | None = None
+    node: Node, prop: str, server_id: int, props: Properties | None = None
 ) -> tuple[int | None, bool]:
     """(the node's own limit Property ``prop``, else the server's ServerCapabilities limit ``server_id``;
     whether it is the server's): Part 5 (6.3.2) lets a Variable's own Property be larger or smaller than the
@@ -1217,7 +1150,7 @@ async def _stated_limit(
     takes 100), and a node stating none is held to the server's; (None, False) when neither is stated (or 0:
     no limit)."""
     try:
-        if (own := _positive(await (await (props or _Properties(node)).get(prop)).read_value())) is not None:
+        if (own := _positive(await (await (props or Properties(node)).get(prop)).read_value())) is not None:
             return own, False
     except (ua.UaError, TypeError, ValueError):
         pass  # most servers state none (BadNoMatch)
@@ -1229,7 +1162,7 @@ async def _stated_limit(
 
 
 async def _max_bytes(
-    node: Node, vtype: ua.VariantType | AbstractType, props: _Properties | None = None
+    node: Node, vtype: ua.VariantType | AbstractType, props: Properties | None = None
 ) -> tuple[int | None, bool]:
     """(the most bytes a value of the node may hold, whether that is the server's limit): the node's
     MaxStringLength (MaxByteStringLength for a ByteString), or the server's ServerCapabilities limit when the
@@ -1257,12 +1190,12 @@ async def _enum_values(dtype: Node) -> _EnumValues:
 
 
 async def _enum_properties(
-    node: Node, props: _Properties | None = None
+    node: Node, props: Properties | None = None
 ) -> tuple[str | None, _EnumValues, str | None]:
     """The values a node's EnumValues property states, else its EnumStrings (0..n-1), with the property's
     name and NodeId: an enumeration DataType's, or a multi-state Variable's own (Part 8). (None, (None, ()),
     None): neither."""
-    props = props or _Properties(node)
+    props = props or Properties(node)
     for prop in ("0:EnumValues", "0:EnumStrings"):
         try:
             child = await props.get(prop)

@@ -26,6 +26,8 @@ from typing import Any
 
 from asyncua import Client, Node, ua
 
+from devices.opcua.properties import Properties, PropertiesUnread
+
 # x axis units (EUInformation display name or UNECE code) -> seconds
 _SECONDS = {
     "s": 1.0,
@@ -90,8 +92,12 @@ class StatedRates:
     async def setup(self, client: Client, where: str, tag: str, node: Node, resolve) -> Node | None:
         """Read what ``where`` states for ``tag``; the rate node to subscribe too (None for x_axis)."""
         if where == "x_axis":
+            # found as the write path finds a node's properties: by a Browse, translated only when that fails
+            # (asked by TranslateBrowsePaths alone, a server without that service, Nano or Micro, stated none)
             try:
-                axis = await (await node.get_child("0:XAxisDefinition")).read_value()
+                axis = await (await Properties(node).get("0:XAxisDefinition")).read_value()
+            except PropertiesUnread as exc:
+                raise RateError(f"its properties could not be read ({exc})") from None
             except ua.UaError as exc:
                 raise RateError(
                     "it has no XAxisDefinition property (not a YArrayItemType); give the node id of "

@@ -430,3 +430,92 @@ async def _three_states_and_five_characters_are_held_to(p, src, **others: int) -
     for name, value in others.items():
         await src.write(p.node_id(name), value)
     assert await p.read() == {"Mode": 2, "Label": "abcde", **others}
+
+
+async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_reference_of_that_name():
+    """A vendor's node lists a component named EnumStrings (ten states of a diagnostic table) before its
+    EnumStrings property (three states): the first reference of the name was read as the node's states, and 7
+    went to a three-state node. Only a HasProperty reference (or one of a subtype: a vendor's, judged by the
+    server along a HasProperty path) names a property."""
+
+    async def build(srv, idx: int, obj) -> dict:
+        vendor_property = await srv.get_node(ua.ObjectIds.HasProperty).add_reference_type(
+            ua.NodeId("HasVendorProperty", idx), ua.QualifiedName("HasVendorProperty", idx), symmetric=False
+        )
+        ten = ua.Variant([ua.LocalizedText(f"S{k}") for k in range(10)], ua.VariantType.LocalizedText)
+        three = ua.Variant(
+            [ua.LocalizedText(t) for t in ("Stopped", "Running", "Fault")], ua.VariantType.LocalizedText
+        )
+        nodes = {}
+        for name in ("Mode", "Grade"):
+            node = nodes[name] = await obj.add_variable(
+                ua.NodeId(name, idx), name, ua.Variant(0, ua.VariantType.UInt32)
+            )
+            await node.add_variable(ua.NodeId(f"{name}.Table", idx), ua.QualifiedName("EnumStrings", 0), ten)
+            states = await node.add_property(
+                ua.NodeId(f"{name}.EnumStrings", idx), ua.QualifiedName("EnumStrings", 0), three
+            )
+        # Grade's states hang on the vendor's subtype of HasProperty
+        await nodes["Grade"].delete_reference(states, ua.ObjectIds.HasProperty)
+        await nodes["Grade"].add_reference(states, vendor_property.nodeid)
+        return nodes
+
+    async with plc_server(build) as p, opcua_source(p) as src:
+        for name in ("Mode", "Grade"):
+            with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
+                await src.write(p.node_id(name), 7)
+            await src.write(p.node_id(name), 2)
+        assert await p.read() == {"Mode": 2, "Grade": 2}
+
+
+async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type_needs_none(monkeypatch):
+    """A node listing more than 10,000 references (a page of them, a continuation point for more) on a server
+    without TranslateBrowsePaths (Nano, Micro): its Browse is released and its properties were then taken as
+    absent, so nothing was checked (7 went to a three-state node). Its writes are refused, naming why; a Double
+    node's are written, its DataType needing no property."""
+    from asyncua.server.internal_session import InternalSession
+
+    from devices.opcua import properties
+
+    # the limit made small, a cheap crowd over it: a server's 10,001 references cost seconds on a busy machine
+    monkeypatch.setattr(properties, "BROWSE_REFERENCES", 50)
+    browse = InternalSession.browse
+    crowd = [
+        ua.ReferenceDescription(
+            ReferenceTypeId=ua.NodeId(ua.ObjectIds.HasComponent),
+            NodeId=ua.NodeId(k, 1),
+            BrowseName=ua.QualifiedName(f"C{k}", 1),
+        )
+        for k in range(51)
+    ]
+
+    async def crowded_browse(self, params):
+        results = await browse(self, params)
+        for d, r in zip(params.NodesToBrowse, results, strict=True):
+            if d.NodeId.Identifier in ("Mode", "Speed"):  # the first page of many, its states on a later one
+                r.References, r.ContinuationPoint = crowd, b"more"
+        return results
+
+    async def no_translate(self, params):
+        raise ua.UaStatusCodeError(ua.StatusCodes.BadServiceUnsupported)
+
+    monkeypatch.setattr(InternalSession, "browse", crowded_browse)
+    monkeypatch.setattr(InternalSession, "translate_browsepaths_to_nodeids", no_translate)
+
+    async def build(_srv, idx: int, obj) -> dict:
+        mode = await obj.add_variable(ua.NodeId("Mode", idx), "Mode", ua.Variant(0, ua.VariantType.UInt32))
+        states = [ua.LocalizedText(t) for t in ("Stopped", "Running", "Fault")]
+        await mode.add_property(0, "EnumStrings", ua.Variant(states, ua.VariantType.LocalizedText))
+        speed = await obj.add_variable(
+            ua.NodeId("Speed", idx), "Speed", ua.Variant(0.0, ua.VariantType.Double)
+        )
+        return {"Mode": mode, "Speed": speed}
+
+    async with plc_server(build) as p, opcua_source(p) as src:
+        for value in (7, 2):
+            with pytest.raises(OpcUaTypeMismatch, match=r"its properties could not be read") as e:
+                await src.write(p.node_id("Mode"), value)
+        said = str(e.value)
+        assert "released after listing 51 references" in said and "BadServiceUnsupported" in said, said
+        await src.write(p.node_id("Speed"), 1.5)
+        assert await p.read() == {"Mode": 0, "Speed": 1.5}

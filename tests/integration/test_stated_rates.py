@@ -185,3 +185,36 @@ async def test_mqtt_json_waveforms_carry_the_rate_of_their_payload(mosquitto):
     assert (
         src.stats.errors_by_reason.get("wrong_type") == 1
     )  # the unreadable rate: the message is refused, counted
+
+
+async def test_an_x_axis_is_found_by_browse_on_a_server_without_translate_browse_paths(monkeypatch):
+    """``sample_rate_from: x_axis`` asked the XAxisDefinition by TranslateBrowsePaths only: a server without that
+    service (Part 7's Nano and Micro profiles) stated no rate. It is found as the write path finds a node's
+    properties, by one Browse of the node, a HasProperty reference (a component of that name is no axis)."""
+    from asyncua.server.internal_session import InternalSession
+
+    from tests.support.plc import opcua_source, plc_server
+
+    async def no_translate(self, params):
+        raise ua.UaStatusCodeError(ua.StatusCodes.BadServiceUnsupported)
+
+    monkeypatch.setattr(InternalSession, "translate_browsepaths_to_nodeids", no_translate)
+
+    def axis(high_ms: float) -> ua.AxisInformation:
+        eu = ua.EUInformation(UnitId=4403766, DisplayName=ua.LocalizedText("ms"))
+        return ua.AxisInformation(EngineeringUnits=eu, EURange=ua.Range(Low=0.0, High=high_ms))
+
+    async def build(_srv, idx: int, obj) -> dict:
+        x = await obj.add_variable(
+            ua.NodeId("VibX", idx), "VibX", np.zeros(N).tolist(), ua.VariantType.Double
+        )
+        name = ua.QualifiedName("XAxisDefinition", 0)
+        await x.add_variable(ua.NodeId("VibX.Other", idx), name, axis((N - 1) / 10.0))  # listed first
+        await x.add_property(ua.NodeId("VibX.XAxisDefinition", idx), name, axis((N - 1) / 25.6))
+        return {"VibX": x}
+
+    async with plc_server(build) as p:
+        nodes = [{"node_id": p.node_id("VibX"), "sample_rate_from": "x_axis"}]
+        async with opcua_source(p, nodes=nodes, publishing_interval_ms=20) as src:
+            reading = await asyncio.wait_for(anext(src.items()), 10)
+            assert reading.tag == "VibX" and reading.rate_hz == 25600.0, (reading.rate_hz, src.node_errors)

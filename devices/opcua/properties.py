@@ -1,0 +1,152 @@
+"""A node's Properties (Part 3, 5.6.2 and Part 8: ``0:EnumStrings``, ``0:MaxStringLength``,
+``0:XAxisDefinition``...), found for the write path's checks and a waveform's sample rate
+(``sample_rate_from: x_axis``).
+
+A Property is the target of a HasProperty reference (or of a subtype of it). One Browse of the node's forward
+references, every page read, answers every property asked of a node; only a reference of type HasProperty is
+taken: a vendor's other reference of the same name (a component ``EnumStrings`` listed before the property)
+is not the node's states. A name listed only by a reference of a vendor's type (which may be a HasProperty
+subtype) or of no stated type, and every name when the Browse fails, is asked by TranslateBrowsePathsToNodeIds
+along a HasProperty path with its subtypes (the server judges them). A property the node does not have raises
+BadNoMatch; one that could not be found out (the Browse failed or was released, and the translate too: Part 7's
+Nano and Micro profiles leave that service out) raises ``PropertiesUnread``, for the caller to refuse what it
+cannot check rather than take the property as absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from asyncua import Node, ua
+
+# a node's property Browse: the pages in a row listing no reference not listed before (an endless continuation
+# point's empty or repeated pages), and the references listed in all, before the rest is released and translated
+BROWSE_IDLE_PAGES = 100
+BROWSE_REFERENCES = 10_000
+
+_HAS_PROPERTY = ua.NodeId(ua.Int32(ua.ObjectIds.HasProperty))
+
+_Key = tuple[int, str]
+
+
+class PropertiesUnread(Exception):
+    """Whether the node has a property could not be found out; the message says why. Not a ``ua.UaError``:
+    callers taking a missing property as "not stated" must not take this one so."""
+
+
+class Properties:
+    """A node's Properties by BrowseName (``get("0:EnumStrings")``), one Browse for them all."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._props: dict[_Key, ua.NodeId] | None = None  # HasProperty targets; None: not browsed, or failed
+        self._unsure: set[_Key] = set()  # names listed only by a reference that may be a HasProperty subtype
+        self._browse_failed: str | None = None  # why the Browse gave no answer, once asked
+
+    async def get(self, prop: str) -> Node:
+        if self._props is None and self._browse_failed is None:
+            try:
+                self._props = await self._browse()
+            except ua.UaError as e:
+                self._browse_failed = _why(e)
+        name = ua.QualifiedName.from_string(prop)
+        key = (name.NamespaceIndex, name.Name)
+        if self._props is not None:
+            if (found := self._props.get(key)) is not None:
+                return Node(self.node.session, found)
+            if key not in self._unsure:
+                raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
+        return await self._translate(prop)
+
+    async def _translate(self, prop: str) -> Node:
+        """``prop`` along a HasProperty reference (or a subtype) of the node, asked of the server."""
+        path = ua.BrowsePath()
+        path.StartingNode = self.node.nodeid
+        path.RelativePath = ua.RelativePath.from_string(f"<HasProperty>{prop}")  # and its subtypes
+        browsed = (
+            f"its Browse {self._browse_failed}"
+            if self._browse_failed
+            else "its Browse listed it by a reference of a vendor's type or none"
+        )
+        try:
+            result = (await self.node.session.translate_browsepaths_to_nodeids([path]))[0]
+        except ua.UaError as e:
+            raise PropertiesUnread(
+                f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds {_why(e)}"
+            ) from None
+        status = result.StatusCode
+        if status.is_good() and result.Targets:
+            return Node(self.node.session, result.Targets[0].TargetId)
+        if status.is_good() or status.value == ua.StatusCodes.BadNoMatch:
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
+        raise PropertiesUnread(f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds answered {status.name}")
+
+    async def _browse(self) -> dict[_Key, ua.NodeId] | None:
+        """The targets of the node's forward HasProperty references by BrowseName, every page read (names of
+        references of a vendor's type or none stated into ``_unsure``); None, the reason in ``_browse_failed``,
+        when a result is not Good. asyncua's ``get_references`` checks neither a node's result nor a
+        BrowseNext's: a server answering BadNoContinuationPoints (its continuation points used up),
+        BadReferenceTypeIdInvalid or, for a later page, BadContinuationPointInvalid gave no or part of the
+        references, and a property it did not list went unchecked (7 written to an enumeration of 0..2). All
+        reference types (a null ReferenceTypeId, Part 4 5.8.2): a server that does not follow IncludeSubtypes
+        still lists a HasProperty. Released, None, after ``BROWSE_IDLE_PAGES`` pages in a row listing nothing
+        new or ``BROWSE_REFERENCES`` references: a server handing a continuation point for ever held the write
+        at its type lookup while its BrowseNext requests ran back to back. Not after a number of pages: a node
+        of many references paged small was then translated, and on a server without that service (Nano,
+        Micro) nothing was checked."""
+        desc = ua.BrowseDescription()
+        desc.NodeId = self.node.nodeid
+        desc.BrowseDirection = ua.BrowseDirection.Forward
+        desc.ReferenceTypeId = ua.NodeId()
+        desc.ResultMask = ua.BrowseResultMask.BrowseName | ua.BrowseResultMask.ReferenceTypeId
+        params = ua.BrowseParameters()
+        # the current view: a null Timestamp (asyncua's default is now, which an OPC Foundation .NET server
+        # answers BadViewIdUnknown for the whole Browse: every target translated)
+        params.View.Timestamp = ua.get_win_epoch()
+        params.NodesToBrowse.append(desc)
+        results = await self.node.session.browse(params)
+        props: dict[_Key, ua.NodeId] = {}
+        listed: set[_Key] = set()
+        idle = 0  # pages in a row listing nothing new
+        while True:
+            if len(results) != 1 or not results[0].StatusCode.is_good():
+                status = results[0].StatusCode.name if len(results) == 1 else f"{len(results)} results"
+                self._browse_failed = f"answered {status}"
+                return None
+            before = len(listed)
+            for r in results[0].References:
+                key = (r.BrowseName.NamespaceIndex, r.BrowseName.Name)
+                listed.add(key)
+                kind = r.ReferenceTypeId
+                if kind == _HAS_PROPERTY:
+                    props.setdefault(key, r.NodeId)
+                elif kind is None or kind.is_null() or kind.NamespaceIndex != 0:
+                    # a vendor's reference type (a HasProperty subtype, or not), or one the server did not
+                    # state: the translate along HasProperty decides, when this name is asked; a standard
+                    # type other than HasProperty (HasComponent, Organizes...) names no property
+                    self._unsure.add(key)
+            if not results[0].ContinuationPoint:
+                self._unsure -= props.keys()
+                return props
+            idle = 0 if len(listed) > before else idle + 1
+            release = idle >= BROWSE_IDLE_PAGES or len(listed) >= BROWSE_REFERENCES
+            more = ua.BrowseNextParameters()
+            more.ReleaseContinuationPoints = release  # False: the next page; True: the point freed, no page
+            more.ContinuationPoints = [results[0].ContinuationPoint]
+            if not release:
+                results = await self.node.session.browse_next(more)
+                continue
+            self._browse_failed = (
+                f"was released after listing {len(listed)} references"
+                if len(listed) >= BROWSE_REFERENCES
+                else f"was released after {BROWSE_IDLE_PAGES} pages in a row listing nothing new"
+            )
+            with contextlib.suppress(ua.UaError):  # the point freed or not, there is nothing more to ask
+                await self.node.session.browse_next(more)
+            return None
+
+
+def _why(e: ua.UaError) -> str:
+    if isinstance(e, ua.UaStatusCodeError):
+        return f"answered {ua.StatusCode(e.code).name}"
+    return f"failed ({type(e).__name__}: {e})" if str(e) else f"failed ({type(e).__name__})"
