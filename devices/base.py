@@ -389,12 +389,13 @@ class DeviceStats:
     # the hand-over's drops by tag (``Channel``; "": items without a tag), at most MAX_KEYS_COUNTED names
     dropped_by_key: dict[str, int] = field(default_factory=dict)
 
-    def error(self, reason: str, detail: str | None = None) -> None:
-        """Count one error; ``last_error`` (shown on ``/status``, ``edge-agent status``, in metrics) is its
-        text with the password of any URL in it masked: every source's errors pass here, and a library's
-        text may quote the URL it was given with its login (``mqtts://user:pass@broker``)."""
-        self.errors += 1
-        self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + 1
+    def error(self, reason: str, detail: str | None = None, n: int = 1) -> None:
+        """Count an error, ``n`` times when one event stands for several (``n`` messages lost at once);
+        ``last_error`` (shown on ``/status``, ``edge-agent status``, in metrics) is its text with the password
+        of any URL in it masked: every source's errors pass here, and a library's text may quote the URL it was
+        given with its login (``mqtts://user:pass@broker``)."""
+        self.errors += n
+        self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + n
         self.last_error = mask_credentials(f"{reason}: {detail}" if detail else reason)
 
 

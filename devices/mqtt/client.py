@@ -29,7 +29,7 @@ as large, or theirs together is spent: not inflated, its node stale; deaths alwa
 ``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``, ``publish_refused`` (MQTT 5:
 a PUBACK with a failure reason, e.g. 0x87 from the broker's ACL; ``MqttPublishRefused``),
 ``publish_lost`` (QoS 1 messages still held at a stop: queued while the broker was away or refused the
-connection, or not acknowledged in time; said once with their number), ``publish_too_large`` (over the Maximum Packet Size of the broker's CONNACK; ``MqttTooLarge``),
+connection, or not acknowledged in time; said once with their number, counted once per message), ``publish_too_large`` (over the Maximum Packet Size of the broker's CONNACK; ``MqttTooLarge``),
 ``publish_dropped`` (a QoS 1 message at which the broker closed the connection ``POISON_DROPS`` times in a
 row: taken out of paho's queue instead of sent after every reconnect). A JSON message's bad
 field (null, missing, an array holding text) or record is counted and skipped; its other fields or
@@ -1325,13 +1325,15 @@ class MqttSource:
 
     def _lost_at_stop(self, unacked: int, unwritten: bool) -> None:
         """Counted (``publish_lost``) and said: paho's QoS 1 messages not acknowledged when the source stops
-        (queued while the broker was away or refused this connection, or not drained in time) are lost."""
+        (queued while the broker was away or refused this connection, or not drained in time) are lost: said once,
+        counted once per message (once when only packets not yet written are left)."""
         away = "" if self.state is ConnectionState.CONNECTED else f" (not connected: {self.state.value})"
         self._error(
             "publish_lost",
             f"stopping with {unacked} QoS 1 message(s) not acknowledged"
             f"{' and packets not yet written' if unwritten else ''} by broker {self.settings.host}:"
             f"{self.settings.port}{away}: not sent, lost",
+            max(1, unacked),
         )
 
     def _on_socket_close(self, client, userdata, sock) -> None:
@@ -1423,7 +1425,15 @@ class MqttSource:
             self._channel.wake_threadsafe()  # the rebirths are asked even if no message comes
         self.state = ConnectionState.CONNECTED
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self.connected.set)
+            self._loop.call_soon_threadsafe(self._now_connected)
+
+    def _now_connected(self) -> None:
+        """On the loop, after the errors paho's thread handed it before this connect (so that none comes after):
+        ``connected`` set, and a publish connection's own ``last_error`` cleared: it shows on /status beside
+        its state while it is not connected, and stood there after it recovered (the source's errors by reason
+        still count it)."""
+        self._own_last_error = None
+        self.connected.set()
 
     def _connack_limits(self, client, props) -> None:
         """MQTT 5 (paho's thread, before paho sends again what it holds): the broker's limits from its
@@ -1897,15 +1907,16 @@ class MqttSource:
             else logging.WARNING,
         )
 
-    def _error(self, reason: str, detail: str) -> None:
-        detail = self._count_error(reason, detail)
+    def _error(self, reason: str, detail: str, n: int = 1) -> None:
+        detail = self._count_error(reason, detail, n)
         self._burst.log(reason, "mqtt source %r: %s: %s", self.name, reason, detail)
 
-    def _count_error(self, reason: str, detail: str) -> str:
-        """Count an error (the detail as counted: the publish connection's names it, with its client id)."""
+    def _count_error(self, reason: str, detail: str, n: int = 1) -> str:
+        """Count an error, ``n`` times for one that stands for ``n`` messages (the detail as counted: the publish
+        connection's names it, with its client id)."""
         if self._pub_id is not None:
             detail = f"publish connection (client id {self._pub_id}): {detail}"
-        self.stats.error(reason, detail)
+        self.stats.error(reason, detail, n)
         if self._pub_id is not None:
             self._own_last_error = self.stats.last_error  # as the source's: "<reason>: <detail>", masked
         return detail
@@ -2842,16 +2853,20 @@ async def check_connections(
     with ``publish_connection: separate`` its publish connection's too) and say why the broker will not have
     one: ``(field, message)`` per failure (``client_id`` or ``publish_client_id`` for a refusal, ``host`` for a
     broker not reached, ``tls`` for a failed handshake), the message as the running source would count it (a
-    refusal of the publish connection names it, its client id and the fix). Nothing is subscribed or published
+    refusal of the publish connection names it, its client id and the fix). A broker not reached (or its TLS
+    handshake failed) is said once, not once more for the publish connection: the same broker, TLS and login
+    would fail it the same way. Nothing is subscribed or published
     and there is no will; with a persistent session nothing the broker delivers is acknowledged, so it keeps
     it for the agent. A connect with a client id a running agent is connected with takes that connection over
     and the broker publishes the agent's will: ``edge-agent validate`` does not call this while the config's
     agent holds its data folder; check before starting it."""
     src = MqttSource(name, settings)  # builds, no I/O: its own wording of each failure
     conns = [(src, "client_id")] + ([(src._pub, "publish_client_id")] if src._pub is not None else [])
-    out = []
+    out: list[tuple[str, str]] = []
     loop = asyncio.get_running_loop()
     for conn, field in conns:
+        if out and out[-1][0] in ("host", "tls"):
+            break  # the broker was not reached: the publish connection's try would say it again
         s = conn.settings
         client_id = s.client_id or f"edge-{conn.name}-{uuid.uuid4().hex[:8]}"
         label = f"publish connection (client id {client_id}): " if conn._pub_id is not None else ""

@@ -26,7 +26,7 @@ from edge_agent.agent import Agent
 from edge_agent.cli import _status
 from edge_agent.config import ConfigError, parse_config
 from tests.integration.test_mqtt_security import KEEP_USER
-from tests.support.peers import Mosquitto, mosquitto_binary
+from tests.support.peers import Mosquitto, free_port, mosquitto_binary
 from tests.support.recorded import recorded_events
 from tests.support.waits import until
 
@@ -246,6 +246,19 @@ def test_validate_online_tries_the_publish_client_id_and_names_it_when_refused(t
         broker.stop()
 
 
+def test_validate_online_says_a_broker_not_reached_once_not_once_per_client_id(tmp_path, capsys):
+    """``validate --online`` with nothing listening on the broker's port: one line for the source's ``host``,
+    none more for its publish connection, which the same broker cannot take either. Before, the same broker was
+    said unreachable twice, once per client id."""
+    from edge_agent.cli import main
+
+    path = tmp_path / "gw1.yaml"
+    path.write_text(json.dumps(_gw1_config(tmp_path, free_port(), "gw1-pub")))
+    assert main(["validate", "--online", str(path)]) == 1
+    lines = [x for x in capsys.readouterr().err.splitlines() if "sources.mq" in x]
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: sources.mq.host: cannot reach broker "), lines
+
+
 async def test_validate_online_leaves_the_client_ids_of_its_running_agent_untried(
     mosquitto, tmp_path, capsys
 ):
@@ -285,8 +298,9 @@ async def test_a_publish_connection_down_for_long_raises_publish_down_and_what_w
     after ``source_down_after_s`` the agent raises ``publish_down`` (active, naming the source and the client
     id, with the refusal), and no ``source_down`` (the source is connected). A QoS 1 alarm published meanwhile
     is queued. The broker restarts on the same port letting it in: the end (active false, how long) follows,
-    and the alarm reaches the broker. Before, only /status showed it: nothing told the line that alarms
-    could not reach the broker."""
+    and the alarm reaches the broker, and /status shows the publish connection without its last error. Before,
+    only /status showed it: nothing told the line that alarms could not reach the broker; and once connected
+    again, the refusal stood beside its state on /status."""
     from tests.integration.test_source_down import quick_watch
 
     if mosquitto_binary() is None:
@@ -327,6 +341,10 @@ async def test_a_publish_connection_down_for_long_raises_publish_down_and_what_w
         up = downs("publish_down")[1]
         assert up["source"] == "mq" and up["active"] is False and up["down_s"] >= 1.0, up
         assert up["client_id"] == "pub-gw1", up
+        # connected again: /status shows no last error beside its state (the refusal stood there); counted still
+        pc = agent.status()["sources"]["mq"]["publish_connection"]
+        assert pc["state"] == "connected" and pc["last_error"] is None, pc
+        assert src.stats.errors_by_reason.get("connect_refused"), src.stats.errors_by_reason
         arrived: dict[str, float] = {}
         watch = _watch(broker.port, arrived)  # the alarm was retained: it reached the broker
         await until(lambda: alarm in arrived, 5, "the queued alarm at the broker")
@@ -378,10 +396,11 @@ async def test_the_end_after_a_restart_hides_a_client_id_whose_variable_changed_
 
 
 async def test_what_waits_for_a_refused_publish_connection_is_queued_and_counted_lost_at_stop(tmp_path):
-    """The broker refuses the publish connection's client id: a QoS 1 alarm published right after its refusal
-    is ``queued`` (paho holds it for a connection to come), not ``sent``; the source stopping before any came
-    counts it lost (``publish_lost``, naming the publish connection and how many). Before, paho took it on the
-    socket the broker had just refused: "sent", and at the stop it was gone without a word."""
+    """The broker refuses the publish connection's client id: QoS 1 alarms published right after its refusal
+    are ``queued`` (paho holds them for a connection to come), not ``sent``; the source stopping before any came
+    counts them lost (``publish_lost``, once per message, said once naming the publish connection and how many).
+    Before, paho took them on the socket the broker had just refused: "sent", and at the stop they were gone
+    without a word; then the stop counted one ``publish_lost`` however many were lost."""
     if mosquitto_binary() is None:
         pytest.fail("mosquitto is not installed; `make setup` installs it with apt-get")
     broker = Mosquitto(tmp_path / "mosquitto", extra_conf="clientid_prefixes gw1-").start()
@@ -394,15 +413,16 @@ async def test_what_waits_for_a_refused_publish_connection_is_queued_and_counted
     await src.start()
     try:
         await until(lambda: src.stats.errors_by_reason.get("connect_refused"), 5, "the refusal")
-        assert await src.publish("factory/s/l/gw1/alarms/a", b"{}", qos=1) == "queued"
-        assert src.published == {"sent": 0, "queued": 1}
+        for i in range(3):
+            assert await src.publish(f"factory/s/l/gw1/alarms/a{i}", b"{}", qos=1) == "queued"
+        assert src.published == {"sent": 0, "queued": 3}
     finally:
         await src.stop(timeout_s=1.0)
         broker.stop()
-    assert src.stats.errors_by_reason.get("publish_lost") == 1, src.stats.errors_by_reason
+    assert src.stats.errors_by_reason.get("publish_lost") == 3, src.stats.errors_by_reason
     lost = src.publish_connection["last_error"]
     assert lost.startswith(
-        "publish_lost: publish connection (client id p1): stopping with 1 QoS 1 message"
+        "publish_lost: publish connection (client id p1): stopping with 3 QoS 1 message"
     ), lost
 
 
