@@ -936,7 +936,10 @@ class ModelFailureWatch:
         # source pausing between bursts (a tray of parts, a line stopping for minutes) is not taken as stopped at
         # each pause (its last interval, within a burst, is short)
         self._gap_max = 0.0
-        self._model = ("", "")  # (slot, version) of the last item, for an episode ended on time
+        self._model = ("", "")  # (slot, version) of the last item
+        # (slot, version) whose failures began the episode under way: its start and its end name it, though a
+        # hot swap (a package installed, a rollback) put another version in the slot meanwhile
+        self._episode_model = ("", "")
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, reason: str | None, slot: str, version: str, detail: str = "") -> None:
@@ -988,12 +991,13 @@ class ModelFailureWatch:
                     )
             elif self._quiet is not None and now - self._quiet >= FAIL_QUIET_S:
                 self._end(
-                    f"pipeline {self.pipeline}: the model (slot {slot}, {version}) judges its items again "
+                    f"pipeline {self.pipeline}: the model (slot {self._episode_of()}) judges its items again "
                     f"({share:.0%} of the last {n} failed); {self.failed} failed in the episode"
                 )
             return
         if n >= FAIL_MIN_ITEMS and share > FAIL_SHARE:
             self.active, self.since, self._said, self._gap_max = True, time.time(), now, self._gap
+            self._episode_model = (slot, version)
             self.failed = self.kinds.marked
             top, k = by.most_common(1)[0]
             msg = (
@@ -1031,9 +1035,8 @@ class ModelFailureWatch:
         if idle < limit:
             self._arm(limit - idle)
             return
-        slot, version = self._model
         self._end(
-            f"pipeline {self.pipeline}: no item has reached the model (slot {slot}, {version}) for {idle:.0f} s (its "
+            f"pipeline {self.pipeline}: no item has reached the model (slot {self._episode_of()}) for {idle:.0f} s (its "
             f"source stopped, or its items are dropped before the model: see the source's status): the episode is "
             f"ended; {self.failed} failed in it; a failure of the next items starts another"
         )
@@ -1052,18 +1055,24 @@ class ModelFailureWatch:
         is open: the pipelines stop first). Left standing, the episode's last word to the cloud and a dashboard was
         its start, for good when the model judged its items after the restart (a package installed meanwhile)."""
         if self.active:
-            slot, version = self._model
             self._end(
                 f"pipeline {self.pipeline}: stopped (the agent stops, or its config is reloaded) while the model "
-                f"(slot {slot}, {version}) failed on its items: the episode is ended; {self.failed} failed in it; "
+                f"(slot {self._episode_of()}) failed on its items: the episode is ended; {self.failed} failed in it; "
                 "if the model fails again after the restart, another begins"
             )
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
+    def _episode_of(self) -> str:
+        """The slot and the version whose failures began the episode, for its end messages, with the version
+        serving now where a hot swap put another in the slot meanwhile."""
+        slot, version = self._episode_model
+        now = self._model[1]
+        return f"{slot}, {version}" + ("" if now == version else f"; {now} serves now")
+
     def _tell(self, active: bool, msg: str) -> None:
-        slot, version = self._model
+        slot, version = self._episode_model  # its start's, at its end too
         n, by = self.kinds.snapshot()
         evt = Event(
             EventKind.MODEL_FAILING,

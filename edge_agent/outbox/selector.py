@@ -2,8 +2,9 @@
 
 Every NG result (``all_ng``), a seeded random fraction of OK ones (``ok_fraction``), the
 uncertain ones (a low margin between the top two classes) and a fraction of the UNSURE ones.
-``choose(result)`` returns the reason ("ng", "uncertain", "ok_random") or None; the reason and
-the model version travel with the sample.
+``choose(result)`` returns the reason ("ng", "uncertain", "ok_random", "unsure", or for an item the
+model failed on its failure, ``outputs.model_error``: "nonfinite_output", "bad_input", ...) or None;
+the reason and the model version travel with the sample, and ``chosen`` counts each reason.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ class SampleSelector:
     def choose(self, r: Result) -> str | None:
         reason = None
         if r.verdict == "UNSURE":  # far outside the training inputs: a few of them teach the most
-            reason = "unsure" if self.rng.random() < self.s.unsure_fraction else None
+            if self.rng.random() < self.s.unsure_fraction:
+                # the model failed on it (nonfinite_output, engine_error, bad_input, ...): the sample says so, as
+                # its result does, and is counted so; 'unsure' is a frame the model judged far outside its
+                # training inputs
+                failed = r.outputs.get("model_error") if r.outputs else None
+                reason = failed if isinstance(failed, str) and failed else "unsure"
         elif r.verdict == "NG" and self.s.all_ng:
             reason = "ng"
         elif r.margin is not None and r.margin < self.s.uncertain_margin:

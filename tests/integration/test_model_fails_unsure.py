@@ -10,6 +10,7 @@ manual check never ran), one WARNING for the whole run, the pipeline's status si
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -177,6 +178,8 @@ async def test_frames_the_model_fails_on_are_unsure_acted_on_and_a_sustained_fai
     assert {seq: why for seq, why in samples.items() if bright[seq]} == {
         i: "nonfinite_output" for i, b in enumerate(bright) if b
     }, samples
+    # and counted so by the selector (it counted them 'unsure' while the agent rewrote the sample's reason)
+    assert agent.selector is not None and agent.selector.chosen == collections.Counter(samples.values())
     # the UNSURE gate acted on each failed frame; the plain publish, as for any UNSURE, did not
     gate = [
         m

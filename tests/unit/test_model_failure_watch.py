@@ -106,18 +106,39 @@ def test_a_night_s_pause_before_an_episode_s_first_item_does_not_hold_the_episod
     assert not watch.active and [e["active"] for e in events] == [True, False]
 
 
-def test_an_episode_under_way_when_its_pipeline_stops_is_ended_and_told(monkeypatch):
-    """A stop (the agent's, a config reload) ends the episode with its event: left standing, the cloud's last word
-    on it was its start, for good when the model judged its items after the restart."""
+def _failing_on_8_items(monkeypatch) -> tuple[list[float], list, pipelines.ModelFailureWatch]:
+    """(the stepped clock, the events told, the watch) after the model (slot vision, 1.0.0) failed on 8 items, 4 a
+    second: an episode under way."""
     clock = [1000.0]
     monkeypatch.setattr(pipelines, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
-    events = []
+    events: list = []
     watch = pipelines.ModelFailureWatch("inspect", events.append)
     for _ in range(8):
         clock[0] += 0.25
         watch.add("engine_error", "vision", "1.0.0", "engine failed")
+    assert watch.active
+    return clock, events, watch
+
+
+def test_an_episode_under_way_when_its_pipeline_stops_is_ended_and_told(monkeypatch):
+    """A stop (the agent's, a config reload) ends the episode with its event: left standing, the cloud's last word
+    on it was its start, for good when the model judged its items after the restart."""
+    _, events, watch = _failing_on_8_items(monkeypatch)
     watch.close()
     assert [e["active"] for e in events] == [True, False] and not watch.status()["active"]
     assert events[1]["failed"] == 8 and "stopped" in events[1]["message"], events[1]
     watch.close()  # once only
     assert len(events) == 2
+
+
+def test_an_episode_ended_after_a_hot_swap_names_the_version_that_failed(monkeypatch):
+    """A model failing on every item, then a package swapped in (a hot swap, a rollback) that judges them: the
+    episode's end names the version whose failures began it (its event's ``model_version``, as its start's) and the
+    version serving now. Before, it named the new version alone: the cloud read that 1.1.0's episode had ended, and
+    1.0.0's was never told ended."""
+    clock, events, watch = _failing_on_8_items(monkeypatch)
+    for _ in range(300):  # 1.1.0 swapped in: a quiet minute ends the episode
+        clock[0] += 0.25
+        watch.add(None, "vision", "1.1.0")
+    assert [(e["active"], e["model_version"]) for e in events] == [(True, "1.0.0"), (False, "1.0.0")], events
+    assert "(slot vision, 1.0.0; 1.1.0 serves now)" in events[1]["message"], events[1]["message"]

@@ -23,6 +23,28 @@ def test_ng_low_margin_and_nothing_else_are_chosen_when_random_fractions_are_zer
     assert sel.chosen == {"ng": 1, "uncertain": 1}
 
 
+def test_a_failed_item_is_chosen_and_counted_under_its_failure_not_unsure():
+    """An item the model failed on is UNSURE with its failure in ``outputs.model_error``: its sample's reason is the
+    failure, and the selector counts it so. Before, the agent rewrote the reason it was given while the selector
+    counted the sample ``unsure``, a frame judged far outside the training inputs."""
+    sel = SampleSelector(SampleSelectionSettings(ok_fraction=0.0, unsure_fraction=1.0))
+    failed = Result(
+        "p",
+        "cam",
+        1,
+        0.0,
+        "part",
+        "1.0.0",
+        "onnxruntime",
+        "UNSURE",
+        None,
+        outputs={"model_error": "bad_input"},
+    )
+    assert sel.choose(failed) == "bad_input"
+    assert sel.choose(result("UNSURE")) == "unsure"
+    assert sel.chosen == {"bad_input": 1, "unsure": 1}
+
+
 def test_the_hourly_budget_caps_the_uploads_and_counts_what_it_refused():
     sel = SampleSelector(SampleSelectionSettings(max_per_hour=2))
     assert [sel.choose(result("NG")) for _ in range(4)] == ["ng", "ng", None, None]
