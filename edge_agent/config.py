@@ -855,17 +855,10 @@ class OpcUaWriteAction(OutputAction):
                     raise ValueError(f"{at}: node {self.node_id}: cannot write {x!r}: {why}")
         return self
 
-    def cross_check(self, name: str, cfg: AgentConfig, report: Findings) -> None:
-        super().cross_check(name, cfg, report)
-        # an empty list written on purpose clears an array node; to a scalar node it is a mistake, which only
-        # the node's ValueRank, read online, tells: said here, so the file's reader knows which it will be
-        for field in ("value", "reset_value"):
-            if getattr(self, field) == []:
-                report.warning(
-                    f"actions.{name}.{field}",
-                    f"[] is an empty list: node {self.node_id}, if an array node, is cleared (written with no "
-                    "elements); a single-value node (ValueRank -1) refuses it at connect and at each write",
-                )
+    # ``value: []`` loads without a word: written on purpose it clears a variable-length array node; a node that
+    # cannot take it (a single value, a fixed-length array, a BaseDataType one holding a single value) is named
+    # by the source's check at connect (``target_errors``, a ``write_failing`` event), by ``validate --online``,
+    # and refused at each write. A warning at load said it at every start of a config that was right.
 
     def write_targets(self) -> list[tuple[str, str, str, Any]]:
         out = [(self.source, "value", self.node_id, self.value)]

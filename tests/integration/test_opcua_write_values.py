@@ -145,6 +145,43 @@ async def plc(plc_server):
     yield src, nodes, sent
 
 
+async def test_an_empty_list_loads_quietly_and_only_a_target_that_cannot_take_it_is_named(
+    plc, tmp_path
+) -> None:
+    """``value: []`` clears a variable-length array node (``Texts``): the config loads without a warning (one was
+    said at every start of a config that was right) and the source's check of its write targets (at connect,
+    here run again on the connected source) names no error for it; the same value to a single-value node
+    (``Double``) and to a fixed-length array (``Arr3``, ArrayDimensions [3], an S7-1500 Array[0..2]) is named
+    there, before any write, and refused at a write."""
+    from edge_agent.actions import write_targets
+    from edge_agent.config import load_config
+
+    src, nodes, _ = plc
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "agent: {id: gw}\nsources:\n  plc: {type: opcua, endpoint: 'opc.tcp://127.0.0.1:4840/plc/'}\nactions:\n"
+        + "".join(
+            f"  {n.lower()}: {{type: opcua_write, source: plc, node_id: 'ns=2;s={n}', value: []}}\n"
+            for n in ("Texts", "Double", "Arr3")
+        )
+    )
+    cfg = load_config(path)
+    assert cfg.warnings == [], cfg.warnings
+    src.expect_writes([(node_id, value) for _, node_id, value in write_targets(cfg)["plc"]])
+    try:
+        assert src._client is not None
+        await src._check_targets(src._client, quiet=True)  # as at connect
+        assert set(src.target_errors) == {"ns=2;s=Double", "ns=2;s=Arr3"}, src.target_errors
+        assert "write one value, not an array" in src.target_errors["ns=2;s=Double"], src.target_errors
+        await src.write("ns=2;s=Texts", [])
+        assert await nodes["Texts"].read_value() == []
+        with pytest.raises(OpcUaTypeMismatch):
+            await src.write("ns=2;s=Double", [])
+    finally:
+        src.expect_writes([])
+        src.target_errors.clear()
+
+
 _WRITTEN = [
     ("Bool", True, True),
     ("Bool", 0, False),
