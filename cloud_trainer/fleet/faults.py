@@ -184,16 +184,29 @@ class Refusal(Exception):
         self.code, self.details = code, details
 
 
+def _client_gone(exc: Exception) -> bool:
+    """Whether ``exc`` is grpc's own failure to send on a call whose client has gone: a refusal
+    (``context.abort``) or a reply on a call the client cancelled just before (its cancel not yet delivered to the
+    handler as one) fails in grpc's core with ``ExecuteBatchError``. grpc takes it as the cancel it is (it logs
+    it only when the client has not closed the call); taken as the service's failure, it was logged as "an
+    internal error of the service" with a traceback, and the abort tried again raised grpc's ``UsageError``, a
+    second ERROR."""
+    return isinstance(exc, grpc.aio.InternalError) and type(exc).__name__ == "ExecuteBatchError"
+
+
 class Faults(grpc.aio.ServerInterceptor):
     """An exception a servicer method did not handle is answered ``UNAVAILABLE`` (a store's failure: the caller
     tries again) or ``INTERNAL``, naming the method, the failure's kind and its id, and logged by reason
     (``FaultLog``); grpc answered ``UNKNOWN`` with the exception's type and whole text, and logged a traceback at
-    every call. A refusal (``context.abort``) and a cancelled call pass as they are."""
+    every call. A refusal (``context.abort``) and a cancelled call pass as they are, a refusal or reply grpc could
+    not send to a client that had cancelled the call too (``_client_gone``)."""
 
     def __init__(self, faults: FaultLog | None = None) -> None:
         self.faults = faults or FaultLog()
 
     async def _abort(self, method: str, exc: Exception, context) -> None:
+        if _client_gone(exc):
+            raise exc  # grpc's: the call is over
         self.faults.failed(method, exc)
         code = grpc.StatusCode.UNAVAILABLE if retryable(exc) else grpc.StatusCode.INTERNAL
         await context.abort(
