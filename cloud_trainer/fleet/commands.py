@@ -84,6 +84,18 @@ MAX_TEXT = 300
 # admin's script sending in a loop made it grow without end (1,500 commands: a 540-KB reply at each look; past
 # 4 MB, what a gateway's channel takes, the agent got no desired state at all: no command, no rollout step)
 MAX_PENDING = 100
+# an agent's finished commands kept (its newest by generation, the last change of each: ``list`` shows the newest
+# LISTED of them); the older ones are deleted as a command finishes (``record_results``), pending ones never. The
+# history grew on disk without bound: an admin's script relearning a baseline every minute left 525,600 rows a year
+# per agent. The newest finished one, which carries the agent's latest command generation, is always kept.
+KEEP_FINISHED = 1000
+# the agent's finished commands older than its KEEP_FINISHED newest (generation below the KEEP_FINISHED-th newest's;
+# ties at it kept): read down ``commands_by_generation`` from the newest, deleted through the same index
+PRUNE_FINISHED = (
+    "DELETE FROM commands WHERE tenant = ? AND agent = ? AND state <> 'pending' AND generation < ("
+    "SELECT generation FROM commands WHERE tenant = ? AND agent = ? AND state <> 'pending' "
+    "ORDER BY generation DESC LIMIT 1 OFFSET ?)"
+)
 
 
 class TooManyCommands(TooManyRollouts):
@@ -97,8 +109,9 @@ T = DEFAULT_TENANT
 class Commands:
     """Commands on a ``Control``'s database (its lock, transactions and change log)."""
 
-    def __init__(self, control) -> None:
+    def __init__(self, control, keep_finished: int = KEEP_FINISHED) -> None:
         self.c = control
+        self.keep_finished = max(1, int(keep_finished))
         if hasattr(control.db, "executescript"):  # SQLite; PostgreSQL has the table from its migrations
             control.db.executescript(SCHEMA)
             if "process_state" not in [r[1] for r in control.db.execute("PRAGMA table_info(commands)")]:
@@ -236,7 +249,9 @@ class Commands:
 
     def record_results(self, agent: str, results: list[dict], *, tenant: str = T) -> int:
         """The agent's results (``CommandResult`` fields); only pending commands of this agent change. Each
-        change is a new generation, so the next desired state no longer lists the command."""
+        change is a new generation, so the next desired state no longer lists the command. When one finished, the
+        agent's finished commands beyond its newest ``keep_finished`` are deleted in the same transaction (a
+        report that changes nothing, its results already recorded, reads nothing more)."""
         changed = []
         with self.c._write():
             for r in results:
@@ -268,6 +283,7 @@ class Commands:
                     self.c.db.execute(
                         "UPDATE commands SET generation = ? WHERE tenant = ? AND id = ?", (gen, tenant, cid)
                     )
+                self.c.db.execute(PRUNE_FINISHED, (tenant, agent, tenant, agent, self.keep_finished - 1))
         return len(changed)
 
     def list(self, agent: str | None = None, *, tenant: str = T) -> list[dict]:

@@ -209,7 +209,7 @@ def test_generations_are_times_that_only_go_up_and_the_newest_are_kept(commands,
     assert control.changes_since(gens[0]) == (gens[-1], [("default", "gw1")])
 
 
-def _history(commands, n: int, tenant: str = "default", agent: str = "gw1") -> None:
+def _history(commands, n: int, tenant: str = "default", agent: str = "gw1", prefix: str = "old") -> None:
     """``n`` finished commands of the agent, as an admin's script of sends and acks leaves them (kept: the audit)."""
     from cloud_trainer.fleet.commands import COLS
 
@@ -217,7 +217,18 @@ def _history(commands, n: int, tenant: str = "default", agent: str = "gw1") -> N
         commands.c.db.executemany(
             "INSERT INTO commands (tenant, " + ", ".join(COLS) + ") VALUES (?" + ",?" * len(COLS) + ")",
             [
-                (tenant, f"old{i}", agent, "baseline_relearn", "pump", "", 1.0 + i, "script", "done", "ok")
+                (
+                    tenant,
+                    f"{prefix}{i}",
+                    agent,
+                    "baseline_relearn",
+                    "pump",
+                    "",
+                    1.0 + i,
+                    "script",
+                    "done",
+                    "ok",
+                )
                 + (2.0 + i, 1 + i, "")
                 for i in range(n)
             ],
@@ -253,8 +264,45 @@ def test_a_long_history_of_finished_commands_leaves_the_pending_list_and_generat
         [{k: again[k] for k in ("id", "kind", "pipeline", "issued_at", "issued_by", "reason")}],
     )
     assert [x["id"] for x in both[("default", "gw2")][1]] == [other["id"]]
-    assert len(commands.list("gw1")) == 500  # the history is kept; the list shows the newest 500
+    assert (
+        len(commands.list("gw1")) == 500
+    )  # the newest 1000 finished are kept; the list shows the newest 500
     assert sum(1 for x in commands.list("gw1") if x["state"] == "failed") == 1
+
+
+def test_an_agents_finished_commands_beyond_its_newest_kept_are_deleted_as_one_finishes(commands):
+    """The finished-command history grew on disk without bound. As a command finishes, its agent's finished commands
+    beyond the newest ``keep_finished`` (by generation) are deleted; pending ones, other agents' and other tenants'
+    are not, and the agent's latest generation stays (the finished one just recorded carries it)."""
+    from cloud_trainer.fleet.commands import KEEP_FINISHED, Commands
+
+    assert commands.keep_finished == KEEP_FINISHED == 1000
+    kept = Commands(commands.c, keep_finished=5)
+    store = commands.c.store
+    for agent, tenant in (("gw1", "default"), ("gw2", "default"), ("gw1", "acme")):
+        store.heartbeat(agent, {}, [], HEALTH, 0, tenant=tenant)
+        _history(commands, 12, tenant, agent, prefix="old" if agent == "gw1" else agent)
+    a, b = (kept.send("gw1", "baseline_relearn", "pump", str(i)) for i in range(2))
+    key = ("default", "gw1")
+    assert kept.record_results("gw1", [{"id": a["id"], "ok": True}]) == 1
+    gen, cmds = kept.pending_many([key])[key]
+
+    def ids(agent: str, tenant: str = "default") -> list[str]:
+        return [c["id"] for c in kept.list(agent, tenant=tenant) if c["state"] != "pending"]
+
+    assert ids("gw1") == [a["id"], "old11", "old10", "old9", "old8"]  # was: all 13 kept
+    assert [c["id"] for c in cmds] == [b["id"]] and gen > b[
+        "generation"
+    ]  # pending kept, the generation right
+    assert len(ids("gw2")) == 12 and len(ids("gw1", "acme")) == 12
+    assert (
+        kept.record_results("gw1", [{"id": "old8", "ok": True}]) == 0
+    )  # a replay: nothing changes, none read
+    assert len(ids("gw1")) == 5
+    assert kept.record_results("gw1", [{"id": b["id"], "ok": False}]) == 1
+    assert (
+        ids("gw1") == [b["id"], a["id"], "old11", "old10", "old9"] and kept.pending_many([key])[key][1] == []
+    )
 
 
 NEW_INDEXES = {
