@@ -68,9 +68,8 @@ PUBLISH_DOWNS_FILE = "publish-down.json"  # the same for publish_down: publish c
 EPISODES_FILE = "pipeline-episodes.json"
 EPISODE_KINDS = (EventKind.MODEL_FAILING, EventKind.ITEMS_STALE)
 # an episode's end that the outbox dropped (its commit failed: a full disk) is recorded again once the outbox writes
-# again, looked at this often, or after EPISODE_RETELL_S at the latest (an idle agent commits nothing meanwhile)
+# again, looked at this often (an idle outbox finds that out by itself: outbox.store.WRITE_PROBE_S)
 EPISODE_RETELL_POLL_S = 1.0
-EPISODE_RETELL_S = 30.0
 CARRIED_FORGET_S = 2.0  # a start waits at most this long for the commits of the ends it owed (flushed: ~ms)
 # a wall-clock time before this (2001-09-09) is a clock never set: a gateway without a battery-backed clock boots
 # in 1970 and gets the time from NTP later. A duration reckoned across a restart from such a time, or one that
@@ -581,12 +580,21 @@ class Agent:
         task.add_done_callback(self._episode_waits.discard)
 
     async def _retell_when_writing(self, evt: Event, key: str, told: dict[str, Any]) -> Any:
-        """``evt`` recorded again once the outbox writes again (its last commit went through), or after
-        EPISODE_RETELL_S; None if the outbox closed meanwhile, or if the pipeline began a newer episode (or ended
-        one after this end): that one's start is recorded, so this end is no longer owed."""
+        """``evt`` recorded again once the outbox writes again (a commit went through since), never while it still
+        fails: a retry then was dropped too, one more ``write_failed`` gap for each (every 30 s, before, while the
+        disk stayed full). None if the outbox closed meanwhile (the end stays owed: the next start tells it), or
+        if the pipeline began a newer episode (or ended one after this end): that one's start is recorded, so this
+        end is no longer owed."""
         outbox = self.outbox
-        until = time.monotonic() + EPISODE_RETELL_S
-        while outbox is not None and outbox.is_open and outbox.write_failing and time.monotonic() < until:
+        if outbox is not None and outbox.is_open and outbox.write_failing:
+            log.info(
+                "%s %s: its end was dropped by the outbox (a failed commit); owed (%s), recorded once the outbox "
+                "writes again",
+                evt.kind.value,
+                evt.get("pipeline"),
+                EPISODES_FILE,
+            )
+        while outbox is not None and outbox.is_open and outbox.write_failing:
             await asyncio.sleep(EPISODE_RETELL_POLL_S)
         if outbox is None or not outbox.is_open:
             return None
@@ -596,7 +604,7 @@ class Agent:
             self._episode_forgotten(key, told)
             return None
         log.info(
-            "%s %s: its end was dropped by the outbox (a failed commit); recorded again",
+            "%s %s: the outbox writes again; its end, dropped by a failed commit, is recorded again",
             evt.kind.value,
             evt.get("pipeline"),
         )

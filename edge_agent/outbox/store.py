@@ -174,6 +174,9 @@ HELD_COUNT_S = 10.0
 START_S = 10.0
 SALVAGE_CHUNK = 256  # seqs read at once; a chunk that cannot be read is split down to single seqs
 RENEW_RETRY_S = 5.0  # a store that could not be renewed (a full disk) is tried again this often
+# while commits fail and nothing is appended (an idle agent), a write of no record is tried this often: the outbox
+# learns that its disk takes writes again without a record's commit (which would take a seq, a gap when it fails)
+WRITE_PROBE_S = 5.0
 # a copy left unfinished at start (its time limit, a disk error) goes on while the agent runs, this long a writer round
 COPY_ROUND_S = 1.0
 SALVAGE_TRIES = (
@@ -259,6 +262,8 @@ class _SeqRanges:
         self.one = f"SELECT {columns} FROM records WHERE seq = ?"
         self.todo = [(a, min(a + SALVAGE_CHUNK - 1, hi)) for a in range(lo, hi + 1, SALVAGE_CHUNK)]
         self.todo.reverse()  # popped from the end: the oldest first
+        # the single seqs that stayed unreadable (a record each, or a seq no row held any more: the damage hides which)
+        self.unreadable: list[int] = []
 
     def rows(
         self, go_on: Callable[[], bool], fatal: Callable[[sqlite3.Error], bool] | None = None
@@ -277,6 +282,8 @@ class _SeqRanges:
                 if a < b:  # narrow it down: the rows around a bad page are still worth having
                     m = (a + b) // 2
                     self.todo += [(m + 1, b), (a, m)]
+                else:
+                    self.unreadable.append(a)
                 continue
             yield a, b, rows
 
@@ -657,6 +664,9 @@ class Outbox:
         self._fail_reason = ""
         # while commits fail: since when and why (``stats()["write_error"]``); /status showed only the counts grow
         self._write_error: dict | None = None
+        self._probe_next = (
+            0.0  # monotonic time a write of no record is next tried while commits fail and none come
+        )
         self._renew_error: str | None = None  # why the last renewal could not start a new store
         self._unpersisted: Counter = Counter()  # drop counts (write_failed, oversize) not yet in the meta
         self._oversize_told = -1e9  # when an oversize record was last logged
@@ -2760,6 +2770,29 @@ class Outbox:
         todo: list[tuple[int, int]] = []
         damaged: list = []  # the kinds of the rows read back damaged (not copied)
         holes: list[int] = []  # and their seqs: holes in the new epoch, told in an outbox_damaged event
+        unread: list[
+            int
+        ] = []  # the seqs that could not be read at all (and were not acknowledged): holes too
+        ranges: _SeqRanges | None = None
+        counted = 0  # how many of ``ranges.unreadable`` a slice's transaction has taken into account
+
+        def slice_unreadable() -> list[int]:
+            """The seqs found unreadable since the last slice, less those the cloud acknowledged."""
+            assert ranges is not None
+            acked, gone = self._acked_while_salvaging or (), self._acked_unremoved
+            return [q for q in ranges.unreadable[counted:] if q not in acked and q not in gone]
+
+        def count_durably(n: int) -> None:
+            """In the slice's transaction: a copy at start (or one going on while the agent runs) counts the rows it
+            leaves out as damaged in ``dropped_total`` (the meta), once, with the slice that met them; before, only
+            this process's ``dropped`` counted them (a renewal while running counts them as lost instead)."""
+            if count_damaged and n:
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                    "value = value + excluded.value",
+                    (f"dropped:corrupt:{DAMAGED}", n),
+                )
+
         try:
             meta_last, hi = self._number_after(src, db, last_seq, con)
             lo = max(_first_int(con, "SELECT MIN(seq) FROM records") or 1, start)
@@ -2782,7 +2815,7 @@ class Outbox:
                 return not _is_corrupt(exc) and self._salvage_tries < SALVAGE_TRIES
 
             for _a, b, rows in ranges.rows(go_on, fatal):
-                if not rows:
+                if not rows and len(ranges.unreadable) == counted:
                     continue
                 # the new store's write lock first, then the acknowledged seqs: an ack noted after this look
                 # (its batch sent in the old epoch) deletes what this slice inserts, as its DELETE waits for the
@@ -2800,8 +2833,9 @@ class Outbox:
                             if (r[0] in acked or r[0] in gone) and isinstance(r[1], str)
                         )
                     rows = [r for r in rows if r[0] not in acked and r[0] not in gone]
-                    damaged += [r[1] for r in rows if not _intact(r)]
-                    holes += [r[0] for r in rows if not _intact(r) and isinstance(r[0], int)]
+                    bad = [r for r in rows if not _intact(r)]
+                    unreadable = slice_unreadable()
+                    count_durably(len(bad) + len(unreadable))
                     rows = [r for r in rows if _intact(r)]
                     if (
                         rows
@@ -2832,6 +2866,10 @@ class Outbox:
                         db.execute("ROLLBACK")
                     raise
                 self._progress[str(src)] = b
+                damaged += [r[1] for r in bad]
+                holes += [r[0] for r in bad if isinstance(r[0], int)]
+                unread += unreadable
+                counted = len(ranges.unreadable)
                 got.update(r[1] for r in rows)
                 if rows:  # the counts stats() reads (a copy while the agent runs: no rebuild after it)
                     with self._lock:
@@ -2839,6 +2877,26 @@ class Outbox:
                             self._counts[(r[1], r[2])] += 1
                         self._bytes += sum(r[7] for r in rows)
                         self._oldest_stale, self._oldest_gen = True, self._oldest_gen + 1
+            if (
+                len(ranges.unreadable) > counted
+            ):  # met after the last slice: counted, and the copy marked past them
+                unreadable = slice_unreadable()
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    count_durably(len(unreadable))
+                    db.execute(
+                        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                        "value = MAX(value, excluded.value)",
+                        (_progress_key(src), ranges.unreadable[-1]),
+                    )
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+                self._progress[str(src)] = max(self._progress.get(str(src), 0), ranges.unreadable[-1])
+                unread += unreadable
+                counted = len(ranges.unreadable)
             if todo:
                 (log.debug if self._copy_round else log.warning)(
                     "outbox: salvage %s; %d seq ranges left unread",
@@ -2847,17 +2905,31 @@ class Outbox:
                     else f"stopped after {time.monotonic() - deadline + limit_s:.1f} s",
                     len(todo),
                 )
+            counted_as = f", counted as corrupt:{DAMAGED}" if count_damaged else ""
             if damaged:
                 # (a renewal while running counts the records it did not copy as lost, by the kind it kept of each)
-                _damaged_said(
-                    src, damaged, "not copied" + (f", counted as corrupt:{DAMAGED}" if count_damaged else "")
+                _damaged_said(src, damaged, "not copied" + counted_as)
+            if unread:
+                spans = seq_ranges(unread)
+                log.warning(
+                    "outbox: %s: %d seqs could not be read at all (%s): not copied%s, told as damaged (a seq whose "
+                    "record was acknowledged before the damage cannot be told apart: counted too)",
+                    src,
+                    len(unread),
+                    ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans[:5])
+                    + (", ..." if len(spans) > 5 else ""),
+                    counted_as,
                 )
+            if damaged or unread:
                 with self._lock:
                     if count_damaged:
-                        self.dropped[f"corrupt:{DAMAGED}"] += len(damaged)
+                        self.dropped[f"corrupt:{DAMAGED}"] += len(damaged) + len(unread)
+                        if self._opened:  # (at open, ``dropped_total`` is read from the meta after the copy)
+                            self.dropped_total[f"corrupt:{DAMAGED}"] += len(damaged) + len(unread)
                     # their seqs, holes in the new epoch the records are copied into: told as a read's removals are
-                    # (before, the cloud showed them as unknown, possibly still on their way, for good)
-                    self._drops.setdefault("damaged", []).extend((q, DAMAGED) for q in holes)
+                    # (before, the cloud showed them as unknown, possibly still on their way, for good; and the seqs
+                    # that could not be read at all were told to nobody)
+                    self._drops.setdefault("damaged", []).extend((q, DAMAGED) for q in holes + unread)
         finally:
             con.close()
         return got, not todo
@@ -3416,8 +3488,17 @@ class Outbox:
             self._rebuild_counts(db)
             # files of records still in hand-over are not referenced yet: counted, not removed
             self._sweep_samples(db, remove=False)
+            # since the new epoch began: what the copies into it counted as damaged (its meta) and no more
+            since_epoch: Counter = Counter()
+            with contextlib.suppress(sqlite3.Error):
+                since_epoch.update(
+                    {
+                        k[len("dropped:") :]: v
+                        for k, v in db.execute("SELECT key, value FROM meta WHERE key LIKE 'dropped:%'")
+                    }
+                )
             with self._lock:
-                self.dropped_total = Counter()  # since the new epoch began
+                self.dropped_total = since_epoch
                 self.dropped.update({f"corrupt:{k}": n for k, n in lost.items()})
         finally:
             self._open_gate()
@@ -3857,6 +3938,8 @@ class Outbox:
             # whose checkpoint would write the pages a cut file lost back over it and hide the cut
             self._guarded(self._check_store)
             self._guarded(self._commit, batch)
+            if not batch and self._write_error is not None and time.monotonic() >= self._probe_next:
+                self._guarded(self._probe_write)
             self._guarded(self._enforce_budget)
             if self._copy_due:
                 self._guarded(self._go_on_copying)
@@ -4046,6 +4129,7 @@ class Outbox:
                 # the cause of now (a full disk remounted read-only, a store that cannot be renewed), since the first
                 since = self._write_error["since"] if self._write_error is not None else time.time()
                 self._write_error = {"since": since, "cause": _cause(exc)}
+                self._probe_next = time.monotonic() + WRITE_PROBE_S
                 if not self._failing:
                     self._failing = True
                     log.error(
@@ -4065,6 +4149,7 @@ class Outbox:
                         self._maybe_remove_sample(db, sha)
             else:
                 self._write_error = None
+                self._probe_next = time.monotonic() + WRITE_PROBE_S
                 if told:
                     for b in batch:
                         self._told_seqs.pop(b[0], None)
@@ -4079,16 +4164,7 @@ class Outbox:
                     self._oldest_gen += 1
                     if self._oldest is None and not self._oldest_stale:  # seqs only grow: the rest are older
                         self._oldest = batch[0][0]
-                if self._failing:
-                    self._failing = False
-                    log.warning(
-                        "outbox %s: writing again; %d records were lost while it could not (counted as "
-                        "write_failed)",
-                        self.dir,
-                        self._failed_in_burst,
-                    )
-                    self._failed_in_burst = 0
-                    self._report_drops(force=True)  # held while it could not (a report then was lost with it)
+                self._writing_again()
         if batch:
             with self._lock:  # (seq, kind, prio, t, body, sha, ext, size): a sample's size includes its body
                 self._pending_sample_bytes -= sum(b[7] - len(b[4]) for b in batch if b[5])
@@ -4098,6 +4174,46 @@ class Outbox:
         with self._committed:
             self._committed_seq = max(self._committed_seq, batch[-1][0] if batch else 0, idle_seq)
             self._committed.notify_all()
+
+    def _writing_again(self) -> None:
+        """After a commit that went through: the end of a burst of failed ones is logged and its drops reported."""
+        if self._failing:
+            self._failing = False
+            log.warning(
+                "outbox %s: writing again; %d records were lost while it could not (counted as write_failed)",
+                self.dir,
+                self._failed_in_burst,
+            )
+            self._failed_in_burst = 0
+            self._report_drops(force=True)  # held while it could not (a report then was lost with it)
+
+    def _probe_write(self) -> None:
+        """While commits fail and no record comes (an idle agent: nothing else would commit), whether the disk takes
+        writes again: a write of no record (a ``meta`` row; no seq taken, so one that fails is no gap), every
+        WRITE_PROBE_S. One that goes through ends the failure as a record's commit does: ``write_failing`` False,
+        ``write_error`` None, the held drop report goes, and what waits for the outbox to write (an episode's end
+        owed, docs/agent.md) is recorded. Before, the failure lasted until the next record's commit."""
+        self._probe_next = time.monotonic() + WRITE_PROBE_S
+        db = self._db
+        if db is None:  # no usable store: its renewal is tried again instead (RENEW_RETRY_S)
+            return
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('write_probe', ?) ON CONFLICT(key) DO UPDATE SET "
+                "value = excluded.value",
+                (int(time.time()),),
+            )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if self._write_error is not None:
+                self._write_error = {"since": self._write_error["since"], "cause": _cause(exc)}
+            return
+        self._write_error = None
+        self._writing_again()
 
     # ---- budget and retention ----------------------------------------------------------------
     def _enforce_budget(self) -> None:

@@ -181,9 +181,12 @@ def test_lost_knows_at_least_the_newest_seqs_its_bound_keeps_after_many_failed_c
 
 
 async def test_an_episodes_end_dropped_by_its_commit_on_a_full_disk_stays_owed_and_is_recorded_again(
-    small_disk, monkeypatch
+    small_disk, monkeypatch, caplog
 ):
+    import sqlite3
+
     import edge_agent.agent as agent_module
+    import edge_agent.outbox.store as store_module
     from edge_agent.agent import EPISODES_FILE, Agent
     from edge_agent.config import parse_config
     from protocols.events import Event, EventKind
@@ -191,6 +194,9 @@ async def test_an_episodes_end_dropped_by_its_commit_on_a_full_disk_stays_owed_a
     from tests.support.waits import until
 
     monkeypatch.setattr(agent_module, "EPISODE_RETELL_POLL_S", 0.05)
+    # (the retry the former code made every 30 s while the disk stayed full, scaled down)
+    monkeypatch.setattr(agent_module, "EPISODE_RETELL_S", 0.1, raising=False)
+    monkeypatch.setattr(store_module, "WRITE_PROBE_S", 0.1)
     data = small_disk / "data"
     agent = Agent(
         parse_config(
@@ -230,15 +236,27 @@ async def test_an_episodes_end_dropped_by_its_commit_on_a_full_disk_stays_owed_a
         return [(r["active"], r["message"]) for r in recorded_events(agent, "model_failing")]
 
     try:
+        caplog.set_level("INFO", logger="edge_agent")
+        # a reader's snapshot (a backup script) keeps SQLite from writing the WAL over from its start: every write,
+        # the smallest too, needs room the full disk does not have, as long as the disk stays full
+        reader = sqlite3.connect(data / "outbox" / "outbox.db")
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM records").fetchone()
         filler = await episode_whose_end_is_dropped(1)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1.5)  # the disk stays full over the writer's next rounds (1 s each)
         assert owed() == ["model_failing:inspect"]  # owed until its end is on disk
+        # formerly tried again every 30 s while the disk stayed full, each try dropped too: one more write_failed
+        # gap at the cloud each time, and an INFO line "recorded again" that was not true
+        assert agent.outbox.dropped["write_failed:event"] == 1 and agent.outbox.write_failing
+        assert "recorded again" not in caplog.text and "recorded once the outbox writes again" in caplog.text
+        reader.close()
         filler.unlink()
-        await asyncio.to_thread(agent.outbox.append, "result", {"after": 1})  # the outbox writes again
+        # nothing appended from here on (an idle agent): the outbox finds out by itself that it writes again
         # formerly the agent forgot the end at its failed commit (the file kept it only while the full disk failed
         # the file's own write too): never recorded again, the cloud's last word on the episode was its start
         await until(lambda: owed() == [], what="the end recorded again, then forgotten")
         assert told() == [(True, "failing 1"), (False, "ended 1")]
+        assert agent.outbox.dropped["write_failed:event"] == 1
         # again, but the pipeline fails anew as the disk frees, before the end is retold: the newer start stands
         (await episode_whose_end_is_dropped(2)).unlink()
         agent._event(Event(EventKind.MODEL_FAILING, active=True, message="failing 3", **fields))
