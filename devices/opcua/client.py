@@ -117,10 +117,12 @@ from devices.opcua.properties import Properties, PropertiesUnread
 from devices.opcua.rates import RateError, StatedRates
 from devices.opcua.settings import (
     DATETIME_RANGE,
+    NSU,
     NonFinitePolicy,
     OpcUaSettings,
     SecurityMode,
     is_key_of,
+    namespace_uri,
     read_certificate,
     read_private_key,
 )
@@ -1629,7 +1631,6 @@ def _types_failure(exc: BaseException, bound_s: float) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-_NSU = re.compile(r"^nsu=([^;]+);(.+)$")
 _NS = re.compile(r"^ns=(\d+);(.+)$")
 
 
@@ -1674,18 +1675,18 @@ def _claim_tag(node_id: str, browse: str, explicit: set[str], owners: dict[str, 
 # the identifier after the URI, spaces around its key allowed as asyncua's NodeId.from_string allows them
 # (``nsu=urn:plc; s=Speed`` resolved and served before the URI was percent-decoded)
 _IDENTIFIER = re.compile(r"\s*[isgb]\s*=")
-_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 
 
 async def _resolve_node_id(client: Client, node_id: str) -> str:
     """``nsu=<uri>;<rest>`` → ``ns=<index>;<rest>`` using the server's namespace array.
 
     The URI ends at the first ``;``: one that holds a ``;`` is written ``%3B`` and a ``%`` ``%25`` (OPC UA
-    Part 6, the NodeId's string form: "Any ';' in the URI shall be percent encoded"), decoded here. A raw
+    Part 6, the NodeId's string form: "Any ';' in the URI shall be percent encoded"), decoded here, the escapes
+    as UTF-8 bytes (``namespace_uri``: escapes that are no UTF-8 are refused, as the config's check does). A raw
     ``;`` left the rest of the URI in the identifier and was refused as a namespace the server lacks. A URI
     written with a ``%`` of its own, not encoded (``urn:a%20b`` for the namespace ``urn:a%20b``), is tried as
     written when its decoded form is no namespace of the server's."""
-    m = _NSU.match(node_id.strip())
+    m = NSU.match(node_id.strip())
     if m is None:
         return node_id
     uri, rest = m.group(1), m.group(2)
@@ -1694,7 +1695,10 @@ async def _resolve_node_id(client: Client, node_id: str) -> str:
             f"node {node_id!r}: {rest!r} after the namespace URI {uri!r} is no identifier (i=, s=, g= or b=); "
             "a ';' inside a namespace URI is written %3B (and a '%' %25), as OPC UA's NodeId text form says"
         )
-    decoded = _PERCENT.sub(lambda d: chr(int(d[1], 16)), uri)
+    try:
+        decoded = namespace_uri(node_id) or uri
+    except ValueError as e:
+        raise OpcUaNodeError(str(e)) from None
     for tried in dict.fromkeys((decoded, uri)):
         try:
             return f"ns={await client.get_namespace_index(tried)};{rest}"

@@ -11,9 +11,10 @@ import collections
 import datetime as dt
 import enum
 import re
+import urllib.parse
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 # the range of an OPC UA DateTime (Part 6, 5.2.2.5): earlier is sent as the null time, later as its maximum
 # (the source's writes, and the config's write values at load)
@@ -21,6 +22,33 @@ DATETIME_RANGE = (
     dt.datetime(1601, 1, 1, tzinfo=dt.UTC),
     dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC),
 )
+
+
+NSU = re.compile(r"^nsu=([^;]+);(.+)$")
+
+
+def namespace_uri(node_id: str) -> str | None:
+    """The namespace URI an ``nsu=<uri>;...`` node id names, its percent-escapes decoded as UTF-8 bytes (OPC UA
+    Part 6's text form, RFC 3986: ``urn:f%C3%A9`` is ``urn:fé``; each byte was taken as a character, ``urn:fÃ©``,
+    a namespace no server has); None for another node id. ``ValueError`` naming the escapes when they are not
+    UTF-8 (``%E9`` alone, Latin-1's é)."""
+    m = NSU.match(node_id.strip())
+    if m is None:
+        return None
+    try:
+        return urllib.parse.unquote(m.group(1), errors="strict")
+    except UnicodeDecodeError as e:
+        bad = "".join(f"%{b:02X}" for b in e.object[e.start : e.end])
+        raise ValueError(
+            f"node {node_id!r}: the namespace URI's percent-escapes {bad} are no UTF-8 text; a URI's characters "
+            "are written as their UTF-8 bytes (é is %C3%A9)"
+        ) from None
+
+
+def _node_id_text(node_id: str | None) -> str | None:
+    if node_id is not None:
+        namespace_uri(node_id)
+    return node_id
 
 
 class SecurityMode(enum.StrEnum):
@@ -59,6 +87,8 @@ class NodeSettings(_Model):
         "for each other row",
     )
 
+    _node_ids_ok = field_validator("node_id", "sample_rate_from")(_node_id_text)
+
     @model_validator(mode="after")
     def _index_ok(self) -> NodeSettings:
         idx = [self.index] if isinstance(self.index, int) else (self.index or [])
@@ -74,6 +104,8 @@ class HeartbeatSettings(_Model):
     PLC can tell a live agent from a dead one (and stop trusting its reject/alarm outputs)."""
 
     node_id: str = Field(min_length=3, description="a writable Boolean (toggle) or integer (counter) node")
+
+    _node_id_ok = field_validator("node_id")(_node_id_text)
     period_ms: int = Field(1000, ge=100, le=3_600_000)
     kind: Literal["toggle", "counter"] = Field(
         "toggle",

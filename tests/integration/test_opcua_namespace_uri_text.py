@@ -15,6 +15,7 @@ from tests.support.peers import free_port, opcua_server
 async def test_a_semicolon_in_a_namespace_uri_is_taken_percent_encoded_and_named_when_raw() -> None:
     port = free_port()
     srv, idx, _ = await opcua_server(port, "plc", "urn:plc;line=2", "PLC")
+    accented = await srv.register_namespace("urn:usine:régleur")
     await srv.start()
     client = Client(f"opc.tcp://127.0.0.1:{port}/plc/")
     await client.connect()
@@ -30,6 +31,12 @@ async def test_a_semicolon_in_a_namespace_uri_is_taken_percent_encoded_and_named
         assert "written %3B" in said and "has no namespace" not in said, said
         with pytest.raises(OpcUaNodeError, match="the server has no namespace 'urn:plc;line=3'"):
             await _resolve_node_id(client, "nsu=urn:plc%3Bline=3;s=Speed")
+        # escapes are UTF-8 bytes (RFC 3986): each was taken as a character, 'urn:usine:rÃ©gleur', no namespace
+        assert (
+            await _resolve_node_id(client, "nsu=urn:usine:r%C3%A9gleur;s=Speed") == f"ns={accented};s=Speed"
+        )
+        with pytest.raises(OpcUaNodeError, match=r"percent-escapes %E9 are no UTF-8 text"):
+            await _resolve_node_id(client, "nsu=urn:usine:r%E9gleur;s=Speed")
     finally:
         await client.disconnect()
         await srv.stop()

@@ -52,3 +52,29 @@ def test_sample_config_validates() -> None:
     sample = Path(__file__).resolve().parents[2] / "devices" / "opcua" / "sample.yaml"
     s = OpcUaSettings.model_validate(yaml.safe_load(sample.read_text()))
     assert [n.tag for n in s.nodes] == [None, None, "speed"]
+
+
+def test_a_namespace_uri_whose_percent_escapes_are_no_utf8_is_refused_naming_the_field_and_file(
+    tmp_path,
+) -> None:
+    """``nsu=`` escapes are UTF-8 bytes (``%C3%A9`` is é); ``%E9`` alone (Latin-1) is no text: refused at load,
+    naming the file, the field and the escapes, not found missing on the server at run time."""
+    from devices.opcua.settings import namespace_uri
+    from edge_agent.config import ConfigError, load_config
+
+    assert namespace_uri("nsu=urn:usine:r%C3%A9gleur;s=Speed") == "urn:usine:régleur"
+    assert namespace_uri("nsu=urn:plc%3Bline=2;i=7") == "urn:plc;line=2" and namespace_uri("ns=2;i=7") is None
+    path = tmp_path / "line1.yaml"
+    for field, node in (
+        ("nodes[0].node_id", "nodes: [{node_id: 'X'}]"),
+        ("heartbeat.node_id", "heartbeat: {node_id: 'X'}"),
+    ):
+        path.write_text(
+            "agent: {id: gw}\nsources:\n"
+            f"  plc: {{type: opcua, endpoint: 'opc.tcp://127.0.0.1:4840/', "
+            f"{node.replace('X', 'nsu=urn:usine:r%E9gleur;s=Speed')}}}\n"
+        )
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        said = str(e.value)
+        assert str(path) in said and f"sources.plc.{field}" in said and "%E9 are no UTF-8" in said, said
