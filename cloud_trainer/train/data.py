@@ -3,7 +3,7 @@
 ``load_parts(folder)`` reads ``labels.jsonl`` + images; ``load_vibration(folder)`` reads
 ``windows.npz`` + ``dataset.yaml``. Both raise ``DatasetError`` with a clear message for an empty
 or single-class dataset, a corrupt image, a labels file naming missing samples, or windows of the
-wrong length. ``split`` is seeded and fixed; ``digest`` identifies the exact data a model saw.
+wrong length. ``split`` is seeded and fixed; ``digest`` identifies the data (images, labels, masks).
 """
 
 from __future__ import annotations
@@ -376,10 +376,34 @@ def read_image_file(
     (folder, what it is: "the source"), the folder the file was checked to lie in (``link_out``,
     ``dataset_file``); the file is checked again where it lies once opened, so that one replaced by a link out
     after the check (the folder is the user's, written meanwhile) is refused, not read."""
-    from protocols.image_header import ImageRejected, max_file_bytes
+    from protocols.image_header import ImageRejected
+
+    # one limit for all reads: `build anomaly --good DIR`'s folder, a dataset that records none
+    if max_megapixels is None:
+        max_megapixels = CAMERA_MAX_MEGAPIXELS
+    data = read_image_bytes(path, max_megapixels, named_by, raise_limit, inside)
+    where = f" ({named_by})" if named_by else ""
+    try:
+        return data, decode_checked(data, flags, max_megapixels)
+    except ImageRejected as exc:
+        fix = f"shrink or crop it, or {raise_limit}" if exc.oversize else "replace or remove it"
+        if exc.unsupported:  # its reason says what to do (a TIFF of several pages: save each on its own)
+            raise DatasetError(f"{path}{where}: {exc}") from None
+        raise DatasetError(f"{path}{where}: {exc}; {fix}") from None
+
+
+def read_image_bytes(
+    path: Path,
+    max_megapixels: float | None = None,
+    named_by: str = "",
+    raise_limit: str = IMPORT_RAISE,
+    inside: tuple[Path, str] | None = None,
+) -> bytes:
+    """The bytes of an image file, read as ``read_image_file`` reads them (where it lies checked once open, its
+    size bounded by ``max_megapixels``), not decoded."""
+    from protocols.image_header import max_file_bytes
 
     where = f" ({named_by})" if named_by else ""
-    # one limit for all reads: `build anomaly --good DIR`'s folder, a dataset that records none
     if max_megapixels is None:
         max_megapixels = CAMERA_MAX_MEGAPIXELS
     try:
@@ -397,18 +421,23 @@ def read_image_file(
                     f"{path}{where}: {size} bytes, more than an image of the "
                     f"{max_megapixels:g}-Mpx limit needs; remove it, or {raise_limit}"
                 )
-            data = fh.read()
+            return fh.read()
     except OSError as exc:
         raise DatasetError(
             f"{path}{where}: unreadable ({exc.strerror}); fix its permissions or remove it"
         ) from None
-    try:
-        return data, decode_checked(data, flags, max_megapixels)
-    except ImageRejected as exc:
-        fix = f"shrink or crop it, or {raise_limit}" if exc.oversize else "replace or remove it"
-        if exc.unsupported:  # its reason says what to do (a TIFF of several pages: save each on its own)
-            raise DatasetError(f"{path}{where}: {exc}") from None
-        raise DatasetError(f"{path}{where}: {exc}; {fix}") from None
+
+
+def digest_part(h: Any, image: bytes, label: str, mask: bytes | None = None) -> None:
+    """One labelled image's share of a parts dataset's ``digest`` (``load_parts``; ``dataset import`` and a fleet
+    export record the same): its bytes' sha256, its label and, where its row names one, its mask's sha256. The
+    mask was left out, so a mask changed after ``train`` (which a tiled model learns its tiles' labels from) gave
+    the same digest, and ``build`` took the dataset as the one trained on."""
+    h.update(hashlib.sha256(image).digest())
+    h.update(label.encode())
+    if mask is not None:  # (a dataset without masks keeps the digest it had)
+        h.update(b"\x00mask")
+        h.update(hashlib.sha256(mask).digest())
 
 
 def _eight_bit_only(img: Any, path: Path, named_by: str, mask: bool = False) -> None:
@@ -733,7 +762,13 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
     import cv2
 
     folder = Path(folder)
-    classes = classes or dataset_classes(folder) or VISION_CLASSES
+    # classes the caller or dataset.yaml names must each have an image; the simulator's six, taken where
+    # neither names any, need not
+    declared = "the classes given" if classes else ""
+    if not classes:
+        classes = dataset_classes(folder)
+        declared = "dataset.yaml" if classes else ""
+    classes = classes or VISION_CLASSES
     labels_file = folder / "labels.jsonl"
     if missing(labels_file):
         raise DatasetError(
@@ -762,8 +797,8 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
             inside=(folder, "the dataset folder"),
         )
         _eight_bit_only(img, path, f"{labels_file.name} line {n}")
-        h.update(hashlib.sha256(data).digest())
-        h.update(label.encode())
+        mdata, mask = _mask(folder, row.get("mask"), img.shape[:2], labels_file, n, max_mp, masks)
+        digest_part(h, data, label, mdata)
         # a tiled build (masks) copies each image's tiles beside it and holds its grey mask: 2 1/3 times
         memory.add(img, img.nbytes * 4 // 3 if masks else 0)
         images.append(img)
@@ -771,7 +806,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         ids.append(str(row.get("id", file)))
         splits.append(row.get("split") if row.get("split") in ("train", "test") else None)
         if masks:
-            mask_list.append(_mask(folder, row.get("mask"), img.shape[:2], labels_file, n, max_mp))
+            mask_list.append(mask)
     if not images:
         raise DatasetError(f"{folder}: the dataset is empty")
     lab = np.asarray(labels)
@@ -784,6 +819,18 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
     if classes[0] not in present:
         raise DatasetError(
             f"{folder}: no image of the good class {classes[0]!r}; a classifier needs good parts too"
+        )
+    absent = [c for c in classes if c not in present]
+    if absent and declared:
+        # the model gets an output for each class: one that no image taught answered at random on every part
+        more = (
+            f" (nor {', '.join(map(repr, absent[1:4]))}{', ...' if len(absent) > 4 else ''})"
+            if absent[1:]
+            else ""
+        )
+        raise DatasetError(
+            f"{folder}: {declared} names class {absent[0]!r}, which no image in labels.jsonl has{more}: the model "
+            "would get an output for it that no image trained; add its images, or remove it from the classes"
         )
     return PartsData(
         images,
@@ -868,17 +915,27 @@ def memory_available_bytes(meminfo: str = "/proc/meminfo", cgroups=CGROUP_MEMORY
 
 
 def _mask(
-    folder: Path, file: str | None, shape: tuple[int, int], labels_file: Path, n: int, max_mp: float | None
-) -> np.ndarray | None:
+    folder: Path,
+    file: str | None,
+    shape: tuple[int, int],
+    labels_file: Path,
+    n: int,
+    max_mp: float | None,
+    decode: bool = True,
+) -> tuple[bytes | None, np.ndarray | None]:
+    """(its bytes, the grey mask, or None unless ``decode``) of a row's mask; (None, None) for a row without one.
+    Its bytes are read whether or not it is decoded: they are part of the dataset's digest."""
     import cv2
 
     if not file:
-        return None
+        return None, None
     path = dataset_file(folder, file, f"{labels_file}:{n} (its mask)")
     if not path.is_file():
         raise DatasetError(f"{labels_file}:{n}: mask {file} is missing; fix or drop the row's 'mask'")
     named_by = f"the mask of {labels_file.name} line {n}"
-    _, m = read_image_file(
+    if not decode:
+        return read_image_bytes(path, max_mp, named_by, inside=(folder, "the dataset folder")), None
+    data, m = read_image_file(
         path,
         cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH,
         max_mp,
@@ -888,7 +945,7 @@ def _mask(
     _eight_bit_only(m, path, named_by, mask=True)  # a 16-bit mask's defect value 1 would be read as 0 (good)
     if m.shape != shape:
         raise DatasetError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, its image {shape[1]}x{shape[0]}")
-    return m
+    return data, m
 
 
 # An NPZ (``windows.npz``, a run the vibration import reads) is a zip of ``.npy`` members, the user's file:

@@ -386,7 +386,7 @@ def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: li
     reads, and ``fleet_export``, which says how to raise it."""
     import yaml
 
-    from cloud_trainer.train.data import read_dataset_yaml
+    from cloud_trainer.train.data import digest_part, read_dataset_yaml
 
     meta_file = dst / "dataset.yaml"
     meta = read_dataset_yaml(meta_file) if meta_file.is_file() else None
@@ -394,15 +394,16 @@ def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: li
     if not meta.get("classes"):  # no base (or one without them): the classes the samples were labelled in
         meta.update(classes=classes, good=classes[0])
     # the base's count, counts and digest describe the base alone: the merged dataset's are written, the
-    # digest as ``data.load_parts`` computes it (each file's sha256 and its label, in labels.jsonl's order)
+    # digest as ``data.load_parts`` computes it (``digest_part``: each file's sha256, its label and its mask's
+    # sha256, in labels.jsonl's order)
     h, counts, k = hashlib.sha256(), dict.fromkeys(meta["classes"], 0), 0
     lines = label_lines(dst / "labels.jsonl")  # the base's checked (check_base) before it was copied
     for n, line in lines:
         try:
             row = json.loads(line)
             data = (dst / row["file"]).read_bytes()
-            h.update(hashlib.sha256(data).digest())
-            h.update(row["label"].encode())
+            mask = (dst / row["mask"]).read_bytes() if row.get("mask") else None
+            digest_part(h, data, row["label"], mask)
         except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
             # the base's row (the samples' are written here): training would refuse it the same way
             raise DatasetError(

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def cloud(tmp_path):
     """A cloud data folder as `cloud-trainer serve` keeps it, with 12 uploaded part images from gw1
     (stored through the same ingest path the fleet service uses) and one vibration sample."""
-    parts = write_dataset(tmp_path / "parts", count=12, seed=3, size=32, defect_rate=0.5)
+    # seed 17: each of the six classes dataset.yaml names has an image (training refuses a class without one)
+    parts = write_dataset(tmp_path / "parts", count=12, seed=17, size=32, defect_rate=0.5)
     rows = [json.loads(x) for x in (parts / "labels.jsonl").read_text().splitlines()]
     data = tmp_path / "cloud"
     store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")

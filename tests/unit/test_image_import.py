@@ -85,13 +85,10 @@ def test_mvtec_layout_with_masks(tmp_path):
     assert sum('"split": "train"' in r for r in rows) == 20 and sum('"split": "test"' in r for r in rows) == 3
 
 
-@pytest.mark.parametrize("marked", [(0, 0, 1), (0, 0, 200)], ids=["dim", "red"])
-def test_a_colour_mask_is_judged_by_the_grey_pixels_training_reads(tmp_path, marked):
-    """A class-index mask saved in colour, its defect (0, 0, 1) in BGR, was counted as marked in colour at import
-    and read by training as grey: 0, an empty mask on a defect image, whose tiles a tiled model learns as good.
-    A red overlay's pixels stay marked in grey and import; a good image's dim colour mask reads empty, as a good
-    image's mask is: it imports (it was refused as marking its pixels too dark to count as a defect)."""
-    src = tmp_path / "bottle"
+def _mvtec_with_colour_masks(src: Path, dim_rows: int) -> Path:
+    """An MVTec folder of 20 good training images, a good test image with a dim colour mask, and two dents whose
+    colour masks mark a 3x3 square: red (0, 0, 200) in BGR, its first ``dim_rows`` rows (0, 0, 1) (a class-index
+    mask's defect, grey 0)."""
     for i in range(20):
         img(src / "train" / "good" / f"{i:03d}.png", i)
     img(src / "test" / "good" / "000.png", 50)
@@ -103,19 +100,69 @@ def test_a_colour_mask_is_judged_by_the_grey_pixels_training_reads(tmp_path, mar
     for i in range(2):
         img(src / "test" / "dent" / f"{i:03d}.png", 60 + i)
         m = np.zeros((10, 12, 3), np.uint8)
-        m[2:5, 3:6] = marked
+        m[2:5, 3:6] = (0, 0, 200)
+        m[2 : 2 + dim_rows, 3:6] = (0, 0, 1)
         assert cv2.imwrite(str(src / "ground_truth" / "dent" / f"{i:03d}_mask.png"), m)
-    if marked == (0, 0, 1):
-        with pytest.raises(
-            DatasetError,
-            match=r"dent/000_mask.png: its 9 marked pixels are all 0 once read as grey, as masks are read",
-        ):
+    return src
+
+
+@pytest.mark.parametrize(
+    ("dim_rows", "refused"),
+    [
+        (3, "its 9 marked pixels are all 0 once read as grey, as masks are read"),
+        # some only: imported, and trained, with 6 defect pixels of the 9 drawn
+        (1, "3 of its 9 marked pixels are 0 once read as grey, as masks are read"),
+        (0, None),
+    ],
+    ids=["dim", "partly-dim", "red"],
+)
+def test_a_colour_mask_is_judged_by_the_grey_pixels_training_reads(tmp_path, dim_rows, refused):
+    """A class-index mask saved in colour, its defect (0, 0, 1) in BGR, was counted as marked in colour at import
+    and read by training as grey: 0, an empty mask on a defect image, whose tiles a tiled model learns as good.
+    One whose marked pixels vanish in grey only in part is refused too (it imported with fewer defect pixels
+    than drawn). A red overlay's pixels stay marked in grey and import; a good image's dim colour mask reads
+    empty, as a good image's mask is: it imports (it was refused as marking its pixels too dark to count as a
+    defect)."""
+    src = _mvtec_with_colour_masks(tmp_path / "bottle", dim_rows)
+    if refused:
+        with pytest.raises(DatasetError, match=rf"dent/000_mask.png: {refused}"):
             import_images(src, tmp_path / "ds")
         assert not (tmp_path / "ds").exists()
         return
     import_images(src, tmp_path / "ds")
     masks = [m for m in load_parts(tmp_path / "ds", masks=True).masks if m is not None]
     assert sorted(np.count_nonzero(m) for m in masks) == [0, 9, 9]  # the good image's, the two dents'
+
+
+def test_the_dataset_digest_covers_the_masks(tmp_path):
+    """A mask changed after `train` (a tiled model learns its tiles' labels from it) gave the same digest, so
+    `build` took the dataset as the one trained on. The import records the digest training computes, whether
+    or not training reads the masks."""
+    out = tmp_path / "ds"
+    import_images(_mvtec_with_colour_masks(tmp_path / "bottle", 0), out)
+    recorded = yaml.safe_load((out / "dataset.yaml").read_text())["digest"]
+    assert load_parts(out).digest == load_parts(out, masks=True).digest == recorded
+    mask = next((out / "masks").iterdir())
+    m = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
+    m[0, 0] = 255
+    assert cv2.imwrite(str(mask), m)
+    assert load_parts(out).digest == load_parts(out, masks=True).digest != recorded
+
+
+def test_a_class_the_dataset_names_without_an_image_is_refused_naming_it(tmp_path):
+    """dataset.yaml's classes became the model's outputs: one no image has was trained on nothing, an output
+    that answered at random on every part."""
+    out = tmp_path / "ds"
+    import_images(per_class(tmp_path / "src", {"pass": 20, "burr": 3}), out)
+    meta = yaml.safe_load((out / "dataset.yaml").read_text())
+    meta["classes"] = [*meta["classes"], "chipped_edge", "crack"]
+    (out / "dataset.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(DatasetError) as ei:
+        load_parts(out)
+    assert str(ei.value) == (
+        f"{out}: dataset.yaml names class 'chipped_edge', which no image in labels.jsonl has (nor 'crack'): the "
+        "model would get an output for it that no image trained; add its images, or remove it from the classes"
+    )
 
 
 def _jpeg_turned_by_exif(path: Path, seed: int) -> None:
