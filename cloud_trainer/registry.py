@@ -163,7 +163,14 @@ class Registry:
             yield
 
     def withdraw(self, name: str, version: str, reason: str) -> dict:
-        """Mark a version ``withdrawn`` (see the module's docstring); its entry, with the reason and when."""
+        """Mark a version ``withdrawn`` (see the module's docstring); its entry, with the reason and when. A package
+        the registry does not have is ``RegistryError`` before anything is written: taking the lock made its lock
+        file (and the registry's folder), so a mistyped name or registry path left them behind."""
+        if not self._index_path(name).is_file():
+            raise RegistryError(
+                f"{name[:80]} {version[:64]} is not in the registry {self.root}: it has no package {name[:80]!r}; "
+                "nothing was withdrawn or created"
+            )
         with self._locked(name):
             return self._withdraw(name, version, reason)
 
@@ -312,6 +319,13 @@ def main_withdraw(argv: list[str]) -> int:
     ap.add_argument("version")
     ap.add_argument("--reason", required=True, help="why, shown where the version is refused")
     a = ap.parse_args(argv)
+    if not Path(a.registry).is_dir():  # a mistyped path: Registry() would make it, and the lock a file in it
+        print(
+            f"cloud-trainer withdraw: --registry {a.registry}: no such folder; nothing was withdrawn or created "
+            "(give the registry's folder, as `cloud-trainer serve --registry` has it; a tenant's: <registry>/.tenants/T)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         e = Registry(a.registry).withdraw(a.name, a.version, a.reason)
     except RegistryError as exc:

@@ -26,7 +26,7 @@ import re
 import time
 import uuid
 
-from cloud_trainer.fleet.control import DEFAULT_TENANT, NotInTenant, TooManyRollouts
+from cloud_trainer.fleet.control import DEFAULT_TENANT, NotInTenant
 
 # kind -> what it asks (the admin CLI's help); the agent has the matching table (edge_agent.uplink.commands)
 KINDS = {"baseline_relearn": "learn the pipeline's per-asset baseline anew (commissioning starts again)"}
@@ -98,9 +98,10 @@ PRUNE_FINISHED = (
 )
 
 
-class TooManyCommands(TooManyRollouts):
+class TooManyCommands(Exception):
     """The agent has ``MAX_PENDING`` commands pending: a new one is refused (the service's ``RESOURCE_EXHAUSTED``),
-    nothing stored."""
+    nothing stored. A sibling of ``control.TooManyRollouts``, not its subclass (a handler of a tenant's full
+    rollouts took a full command queue for one); the Admin service answers both ``RESOURCE_EXHAUSTED``."""
 
 
 T = DEFAULT_TENANT

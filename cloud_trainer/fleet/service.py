@@ -44,7 +44,7 @@ from typing import Any
 import grpc
 
 from cloud_trainer.blobs import BlobStore, LocalBlobStore, open_blobs
-from cloud_trainer.fleet.commands import Commands, add_commands
+from cloud_trainer.fleet.commands import Commands, TooManyCommands, add_commands
 from cloud_trainer.fleet.control import NotInTenant, TooManyRollouts
 from cloud_trainer.fleet.deployment import Deployment, gate_from_request
 from cloud_trainer.fleet.failures import RepeatedFailure
@@ -1468,7 +1468,7 @@ class AdminServicer(rpc.AdminServicer):
 
     async def _control(self, context, fn, *args, **kw):
         """``fn(*args, tenant=<the admin's tenant>, **kw)`` in a thread; ``NotInTenant`` is PERMISSION_DENIED,
-        ``TooManyRollouts`` RESOURCE_EXHAUSTED."""
+        ``TooManyRollouts`` and ``TooManyCommands`` RESOURCE_EXHAUSTED."""
         doc = await self._in_tenant(context, self.control, "deployments", fn, *args, **kw)
         return Deployment.from_doc(doc).to_proto(pb)
 
@@ -1482,7 +1482,7 @@ class AdminServicer(rpc.AdminServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except TooManyRollouts as exc:
+        except (TooManyRollouts, TooManyCommands) as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except OSError as exc:  # a file of the server's: logged with its path, never sent to the client
             log.warning("%s of tenant %s: %s failed: %s", what, who.tenant, getattr(fn, "__name__", fn), exc)

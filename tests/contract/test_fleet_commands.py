@@ -401,3 +401,14 @@ def test_migration_0017_lets_an_older_replica_read_commands_while_its_indexes_bu
                 replica.execute("SELECT count(*) FROM commands WHERE tenant = 'default' AND agent = 'gw1'")
                 replica.commit()
             assert statements[-1] == "DROP INDEX IF EXISTS commands_by_agent"
+
+
+def test_a_full_command_queue_is_not_a_full_tenant_of_rollouts():
+    """``TooManyCommands`` subclassed ``TooManyRollouts``: a handler of a tenant's full rollouts took an agent's full
+    command queue for one. Siblings now (the Admin service answers each ``RESOURCE_EXHAUSTED``: test_fleet_tenants)."""
+    from cloud_trainer.fleet.commands import TooManyCommands
+    from cloud_trainer.fleet.control import TooManyRollouts
+
+    assert not issubclass(TooManyCommands, TooManyRollouts) and not issubclass(
+        TooManyRollouts, TooManyCommands
+    )

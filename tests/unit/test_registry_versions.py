@@ -57,3 +57,23 @@ def test_publishes_of_one_model_at_once_each_leave_the_index_naming_the_files_it
             assert all("already in the registry" in r for r in refused)
             for e in entries:
                 assert package_digest(reg.package_path(e)) == e["digest"]
+
+
+def test_a_withdrawal_on_a_mistyped_registry_path_or_package_name_creates_nothing(tmp_path, capsys):
+    """The publish lock made the registry's folder and a lock file before the package was looked up: a withdrawal
+    on a mistyped ``--registry`` created that path (and ``.<name>.lock`` in it), one of a mistyped name left its lock
+    file. Refused with a line naming the path or the package; nothing made."""
+    from cloud_trainer.registry import main_withdraw
+
+    typo = tmp_path / "registy"
+    assert main_withdraw(["--registry", str(typo), "part-inspection", "1.0.0", "--reason", "a defect"]) == 2
+    err = capsys.readouterr().err
+    assert f"--registry {typo}: no such folder; nothing was withdrawn or created" in err, err
+    assert not typo.exists()
+    root = Registry(tmp_path / "registry").root
+    assert main_withdraw(["--registry", str(root), "part-inspction", "1.0.0", "--reason", "a defect"]) == 2
+    err = capsys.readouterr().err
+    assert f"part-inspction 1.0.0 is not in the registry {root}: it has no package 'part-inspction'" in err, (
+        err
+    )
+    assert list(root.iterdir()) == []
