@@ -15,7 +15,8 @@ A JSON integer past float64's range (also one of more digits than Python convert
 for the caller to pass on as a BAD reading, as the MQTT source does under ``non_finite: bad``.
 ISO 8601 times without a zone are in ``JsonMapping.timezone`` (UTC unless set: Tasmota's ``Time`` is the
 device's local time); a date alone (``"2026-12-04"``) is ``bad_timestamp``: no instant, which ``fromisoformat``
-reads as midnight, and so is the hour alone (``"2026-12-05T10"``, ``coarse_time``), which it reads as 10:00:00. A
+reads as midnight, and so is the hour alone (``"2026-12-05T10"``, ``coarse_time``), which it reads as 10:00:00, and a
+UTC offset no time zone has (``+15:00``, outside -12:00..+14:00, or with seconds: ``offset_problem``). A
 timestamp field that is null is taken as absent (the receive time);
 an epoch time quoted as text (``"1701388800123"``) is read as its number.
 A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz": 25600}``):
@@ -63,7 +64,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -851,6 +852,30 @@ def could_be_coarse(dt: datetime) -> bool:
     return not dt.second and (not dt.minute or dt.microsecond != 0)
 
 
+# the UTC offsets of time zones: UTC-12:00 (Baker Island) to UTC+14:00 (Line Islands), in whole minutes (Part 1 of
+# ISO 8601 writes none with seconds); fromisoformat takes any under 24 hours, with seconds and microseconds
+_OFFSETS = (timedelta(hours=-12), timedelta(hours=14))
+
+
+def offset_problem(dt: datetime) -> str | None:
+    """Why the UTC offset ``fromisoformat`` read in a time is no time zone's (``+15:00``, ``+05:30:15``: a typo or a
+    garbled field; taken as stated, the reading was stamped up to a day off), None when it is one (or there is
+    none). The rule of every time given as text, as ``date_only`` is."""
+    off = dt.utcoffset()
+    if off is None or (not off and dt.tzinfo is UTC):
+        return None
+    sign, left = ("-", -off) if off < timedelta(0) else ("+", off)
+    minutes, rest = divmod(left, timedelta(minutes=1))
+    shown = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    if rest:
+        secs = rest.total_seconds()
+        shown += f":{secs:02.0f}" if secs == int(secs) else f":{secs:09.6f}".rstrip("0")
+        return f"its UTC offset {shown} is no time zone's (they are whole minutes)"
+    if not _OFFSETS[0] <= off <= _OFFSETS[1]:
+        return f"its UTC offset {shown} is no time zone's (they are -12:00..+14:00)"
+    return None
+
+
 def date_only(s: str) -> bool:
     """Whether ``s`` (ISO 8601 text) is a date with no time of day, which ``fromisoformat`` reads as midnight (the
     rule of every time given as text: this codec's timestamps, Sparkplug's DateTime metrics)."""
@@ -901,6 +926,12 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float, named: str | None
                 "bad_timestamp",
                 f"timestamp {name!r}={shown_topic(v)} is {coarse}; send hours, minutes and seconds "
                 "(2026-12-05T10:15:00Z), or set timestamp_field: null to stamp readings with the receive time",
+            )
+        if dt.tzinfo is not None and (odd := offset_problem(dt)) is not None:
+            raise CodecError(
+                "bad_timestamp",
+                f"timestamp {name!r}={shown_topic(v)}: {odd}; send Z (UTC) or the device's offset "
+                "(2026-12-05T10:15:00+01:00), or set timestamp_field: null to stamp readings with the receive time",
             )
         if dt.tzinfo is None:  # a device's local time (Tasmota's "Time"): the mapping's timezone says which
             tz = zone(mapping.timezone)

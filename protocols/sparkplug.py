@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols import quality_names
-from protocols.json_codec import MS_LOOKS_LIKE_S, CodecError, coarse_time, could_be_coarse, date_only
+from protocols.json_codec import (
+    MS_LOOKS_LIKE_S,
+    CodecError,
+    coarse_time,
+    could_be_coarse,
+    date_only,
+    offset_problem,
+)
 from protocols.topics import shown_topic
 
 NAMESPACE = "spBv1.0"
@@ -351,6 +358,8 @@ def datetime_ms(value: Any) -> int:
                 f"{shown} has no zone: the node would take it as another instant; add Z (UTC) or an offset, "
                 "e.g. '2026-12-03T05:17:50Z' or '2026-12-03T06:17:50+01:00'",
             )
+        if (odd := offset_problem(value)) is not None:
+            raise CodecError("bad_timestamp", f"{shown}: {odd}; write e.g. '2026-12-03T06:17:50+01:00'")
         try:
             ms = (value - _EPOCH) // _dt.timedelta(milliseconds=1)
         except OverflowError:

@@ -664,3 +664,16 @@ def test_a_datetime_of_the_hour_alone_is_refused_padded_or_long(text):
 
 def test_a_padded_full_datetime_is_read():
     assert sp.datetime_ms("  2026-12-05T10:00:00Z  ") == 1_796_464_800_000
+
+
+def test_a_datetime_with_a_utc_offset_no_time_zone_has_is_refused_and_the_zones_extremes_are_read():
+    """A DateTime metric given as text (a node's string_value, a command's value) with an offset outside
+    -12:00..+14:00 or with seconds was taken as stated, up to a day off; the JSON codec's rule refuses it."""
+    for text, said in (
+        ("2026-12-05T10:00:00+15:00", "+15:00"),
+        ("2026-12-05T10:00:00+05:30:15", "+05:30:15"),
+    ):
+        with pytest.raises(CodecError) as e:
+            sp.datetime_ms(text)
+        assert e.value.reason == "bad_timestamp" and f"UTC offset {said} is no time zone's" in e.value.detail
+    assert sp.datetime_ms("2026-12-06T00:00:00+14:00") == sp.datetime_ms("2026-12-04T22:00:00-12:00")
