@@ -567,3 +567,44 @@ def test_a_disk_filling_up_while_a_renewal_copies_into_the_new_store_loses_no_re
         for f in filler:
             f.unlink(missing_ok=True)
         in_thread(ob.close, 30)
+
+
+async def test_an_acknowledgement_the_full_disk_cannot_record_is_recorded_once_there_is_room_not_sent_again(
+    small_disk, tmp_path
+) -> None:
+    """The cloud acknowledges a batch and the outbox cannot record it (its disk full): the uplink keeps the
+    acknowledgement and records it at its backoff once there is room; nothing is sent again meanwhile. Before, the
+    failure was taken for the link's: the batch went again, and the Connect stream's reports, proving the link up,
+    ended each backoff at once: the same batch uploaded about every second for as long as the disk stayed full
+    (45 times in 30 s on a running agent), each a duplicate at the cloud."""
+    from cloud_trainer.fleet.service import FleetServer
+    from edge_agent.uplink.client import Uplink
+    from tests.support.fleet import cloud_settings, make_pki
+    from tests.support.peers import free_port
+    from tests.support.waits import until
+
+    pki = make_pki(tmp_path / "pki", agents=("gw1",))
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    ob = Outbox(OutboxSettings(), small_disk / "data")
+    ob.open()
+    for i in range(3):
+        ob.append("result", {"i": i, "pad": "x" * 2000})
+    ob.flush()
+    filler = fill(small_disk)
+    up = Uplink(cloud_settings(pki, port, heartbeat_s=0.2), ob)
+    try:
+        await up.start()
+        await until(lambda: srv.store.stats("gw1")["records"] == 3, what="the batch stored at the cloud")
+        await until(lambda: up.last_error, what="the acknowledgement's failure said")
+        await asyncio.sleep(1.5)  # ~7 of the stream's reports, each proving the link up
+        assert srv.store.stats("gw1")["duplicates"] == 0
+        assert ob.stats()["depth"] == 3 and "recording an acknowledgement" in up.last_error, up.last_error
+        filler.unlink()  # room again
+        await until(lambda: ob.stats()["depth"] == 0, what="the acknowledgement recorded")
+        assert srv.store.stats("gw1")["duplicates"] == 0 and up.acked == 3
+    finally:
+        await up.stop()
+        in_thread(ob.close, 30)
+        await srv.stop()
