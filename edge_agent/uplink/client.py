@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -132,6 +133,13 @@ def _streams_full(exc: Exception) -> bool:
     return "concurrent streams)" in (exc.details() or "")
 
 
+def _streams_limit(exc: Exception) -> int | None:
+    """The agent's ``concurrent_streams`` as the fleet service's refusal words it ("(limit N concurrent streams)"),
+    None where they do not."""
+    m = re.search(r"\(limit (\d+) concurrent streams\)", getattr(exc, "details", lambda: "")() or "")
+    return int(m.group(1)) if m else None
+
+
 def _streams_full_pace(streak_s: float) -> float:
     """The push's wait after a refusal at ``concurrent_streams``, ``streak_s`` into a streak of them (before jitter):
     ``STREAMS_FULL_RETRY_S`` for ``STREAMS_FULL_FAST_S``, then doubling every ``STREAMS_FULL_DOUBLE_S`` up to
@@ -197,11 +205,14 @@ class Uplink:
         # wait early (``_streams_full_wait``)
         self._full_since: float | None = None
         self._full_early_at = float("-inf")
+        # the state channel: Connect (``cloud.stream``) until a refusal shows that the service allows this agent one
+        # stream, which Connect holds for good (``_streams_full_wait``); then unary Heartbeat, and why (``mode_why``)
+        self._streaming = settings.stream
+        self.mode_why: str | None = None
+        self._connect_wake: asyncio.Event | None = None  # wakes the Connect stream's wait (``_connected``)
         self._sent_batch: list[int] = []  # the seqs of the batch awaiting its acknowledgement
         # their bytes (payloads and samples), said when the cloud refuses one as too large
         self._sent_bytes = 0
-        # seqs the cloud acknowledged that the outbox could not record (``_record_acks``)
-        self._unrecorded: list[int] = []
         self._one_by_one = 0  # batches still to send one record each, to find a refused record
         self.last_error: str | None = None
         self.last_ack_at: float | None = None
@@ -329,8 +340,6 @@ class Uplink:
 
         delay = self.s.backoff_initial_s
         while True:
-            if self._unrecorded:
-                await self._record_acks()
             await self._new_batch()  # records poked from now on: gathered below
             pending = await asyncio.to_thread(
                 self.outbox.pending, self.s.batch_max_records, self.s.batch_max_bytes
@@ -375,30 +384,6 @@ class Uplink:
                 except TimeoutError:
                     pass
 
-    async def _record_acks(self) -> None:
-        """Record in the outbox the acknowledgement it could not take (``_unrecorded``: its disk full or read-only),
-        tried again at the doubling backoff until it does; nothing is sent meanwhile. Before, the failure was taken
-        for the link's: the batch was sent again, the stream's heartbeat proving the link up ended each backoff at
-        once, and a full disk had the same batch (up to ``batch_max_bytes``) uploaded about every second for as long
-        as it stayed full, each a duplicate at the cloud (measured: 45 in 30 s)."""
-        delay = self.s.backoff_initial_s
-        while self._unrecorded:
-            try:
-                n = await asyncio.to_thread(self.outbox.ack, self._unrecorded)
-            except Exception as exc:
-                self.state = "backoff"
-                self._error("recording an acknowledgement", exc)
-                await asyncio.sleep(_push_wait(delay))
-                delay = min(self.s.backoff_max_s, delay * 2)
-                continue
-            log.info(
-                "uplink to %s: the outbox recorded the acknowledgement of %d records it could not before",
-                self.s.endpoint,
-                len(self._unrecorded),
-            )
-            self.acked += n
-            self._unrecorded = []
-
     async def _streams_full_wait(self, exc: Exception) -> None:
         """The push was refused as beyond the agent's ``concurrent_streams`` (``_streams_full``): wait
         ``STREAMS_FULL_RETRY_S`` (uniform in half to one and a half of it; longer once the refusals have lasted
@@ -411,6 +396,9 @@ class Uplink:
         self.streams_refused += 1
         self._probe = True
         self.last_error = f"PushRecords: RESOURCE_EXHAUSTED: {exc.details()}"  # type: ignore[attr-defined]
+        if _streams_limit(exc) == 1 and self.mode == "stream" and self._streaming:
+            self._yield_connect()
+            return  # tried again at once: the place is given back as the Connect stream ends
         self._burst.log(
             "streams_full",
             "uplink to %s: PushRecords refused while another stream of this agent's holds its place (%s); the "
@@ -435,6 +423,23 @@ class Uplink:
                 left = min(left, self._full_early_at + STREAMS_FULL_RETRY_S - t)
             self._wake.clear()
             await self._woken(None, left)
+
+    def _yield_connect(self) -> None:
+        """The fleet service allows this agent one stream at once (``concurrent_streams`` 1), which the agent's own
+        Connect stream holds for as long as it is open: no push could ever be taken (before, tried every 5-7.5 s for
+        ever, nothing delivered). The Connect stream is ended and the state goes by unary Heartbeat every
+        ``heartbeat_s`` (as with ``cloud.stream: false``), so that the records go; said in one WARNING and in
+        ``/status`` (``uplink.mode`` ``heartbeat``, ``mode_why``) until the agent restarts."""
+        self._streaming = False
+        self.mode_why = (
+            "the fleet service allows this agent 1 stream at once (concurrent_streams 1), which its Connect stream "
+            "held: no record could be sent; the state goes by unary Heartbeat every heartbeat_s instead (as with "
+            "cloud.stream: false) until the agent restarts; give the agent concurrent_streams 3 or more on the "
+            "service to have the Connect stream (and records sent during a rollout's download)"
+        )
+        log.warning("uplink to %s: %s", self.s.endpoint, self.mode_why)
+        if self._connect_wake is not None:
+            self._connect_wake.set()
 
     async def _refused(self, exc: Exception) -> bool:
         """The cloud refused a batch as no store can hold it (INVALID_ARGUMENT: a record of another agent
@@ -701,20 +706,13 @@ class Uplink:
                 # gathers or paces its next batch (the fleet service's at its concurrent_streams limit, to take
                 # another stream of this agent's) is seen before that batch is sent into it
                 reading = asyncio.ensure_future(call.read())
-                # the outbox's disk full or read-only: the acknowledgement is recorded later, the batch not sent again
-                try:
-                    n = await asyncio.to_thread(self.outbox.ack, list(ack.seqs))
-                except Exception as exc:
-                    self._unrecorded, n = list(ack.seqs), 0
-                    self._error("recording an acknowledgement", exc)
+                n = await asyncio.to_thread(self.outbox.ack, list(ack.seqs))
                 self._one_by_one = max(0, self._one_by_one - 1)
                 self.sent += len(recs)
                 self.acked += n
                 self.batches += 1
                 self.bytes_sent += nbytes
                 self.last_ack_at = time.time()
-                if self._unrecorded:
-                    break
                 # more behind (a full batch: a backlog): read at once; else the next batch is gathered
                 gathered = len(recs) >= limit or 2 * nbytes >= self.s.batch_max_bytes
         finally:
@@ -816,20 +814,21 @@ class Uplink:
     async def _heartbeat_loop(self) -> None:
         import grpc
 
-        streaming = self.s.stream
         delay = self.s.heartbeat_s
         while True:
-            if streaming:
+            if self._streaming:
                 opened = time.monotonic()
                 slow = False
                 try:
                     await self._connected()
+                    if not self._streaming:  # ended to give its place to the records (``_yield_connect``)
+                        continue
                 except asyncio.CancelledError:
                     raise
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                         log.info("uplink: %s has no Connect stream; using unary heartbeats", self.s.endpoint)
-                        streaming = False
+                        self._streaming = False
                         continue
                     # refused on purpose (a quota, a certificate): asking again soon will not change the answer
                     slow = _refused_on_purpose(exc)
@@ -862,7 +861,7 @@ class Uplink:
 
         call = self.client.stub.Connect(requests())
         latest: list = [None]
-        arrived = asyncio.Event()
+        arrived = self._connect_wake = asyncio.Event()
         # since when a report has gone unanswered (None: the service said something since the last one sent). Each
         # report carries a report_id, which the service acknowledges as it receives it: a stream left open and
         # silent (a service hung, or a middlebox between that holds the connection and answers its pings) is ended
@@ -889,6 +888,8 @@ class Uplink:
         report_id = 0
         try:
             while not reader.done():
+                if not self._streaming:  # its place given to the records (``_yield_connect``)
+                    return
                 req = await self._report()
                 key = (
                     sorted(req.labels.items()),
@@ -950,6 +951,7 @@ class Uplink:
             "last_ack_at": self.last_ack_at,
             "generation": self.generation,
             "mode": self.mode,
+            "mode_why": self.mode_why,
         }
 
 

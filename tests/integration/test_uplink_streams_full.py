@@ -194,3 +194,40 @@ def test_a_refusal_at_concurrent_streams_is_told_by_its_mark_else_by_its_words()
     assert client._streams_full(refused(words))  # a service of before the mark
     assert not client._streams_full(refused(words, (REFUSAL_KEY, "records-per-day")))  # the mark decides
     assert not client._streams_full(refused("agent gw1: 1000 records a day (limit)"))
+
+
+async def test_at_concurrent_streams_1_the_connect_stream_gives_its_place_to_the_records(
+    tmp_path, pki, caplog
+) -> None:
+    """concurrent_streams 1 and the agent's Connect stream open: the one place is Connect's for as long as it is
+    open, and every push is refused as beyond it. Before, the push was tried again every 5-7.5 s for ever and no
+    record was ever delivered. The agent ends its Connect stream and reports its state by unary Heartbeat (as with
+    cloud.stream: false), says why in one WARNING and on /status, and the records go."""
+    port = free_port()
+    srv = _server(tmp_path, pki, port, quotas=Quotas(QuotaLimits(concurrent_streams=1)))
+    await srv.start()
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    up = Uplink(cloud_settings(pki, port, heartbeat_s=0.2), ob)
+    caplog.set_level("WARNING", logger="edge_agent.uplink.client")
+    try:
+        await up.start()
+        await until(
+            lambda: up.mode == "stream", what="the uplink's Connect stream open: the only place taken"
+        )
+        for i in range(3):
+            await ob.append_async("result", {"i": i})
+        up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
+        await until(lambda: ob.stats()["acked"] == 4, timeout_s=10, what="every record acked")
+        kinds = sorted(r["kind"] for r in srv.store.records("gw1", limit=10))
+        assert kinds == ["alarm", "result", "result", "result"]
+        status = up.status()
+        assert status["mode"] == "heartbeat" and "concurrent_streams 1" in status["mode_why"], status
+        heartbeat = up.last_heartbeat_at
+        await until(lambda: up.last_heartbeat_at != heartbeat, timeout_s=10, what="a heartbeat answered")
+        said = [r.getMessage() for r in caplog.records if "concurrent_streams 1" in r.getMessage()]
+        assert len(said) == 1 and "unary Heartbeat" in said[0], said
+    finally:
+        await up.stop()
+        ob.close()
+        await srv.stop()
