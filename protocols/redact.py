@@ -7,7 +7,9 @@ engineer find the device: ``rtsp://admin:***@192.168.1.10/stream``; a password g
 (``?usr=admin&pwd=***``, ``/user=admin&password=***&channel=1``) is masked the same way. It is meant for
 messages, status, logs and errors, including texts a library wrote (OpenCV, FFmpeg, urllib put the URL in
 theirs). ``mask_logins`` masks the user name too (``rtsp://***@192.168.1.10/stream``, ``?usr=***&pwd=***``): for
-texts that leave the gateway for the cloud, which a login never does.
+texts that leave the gateway for the cloud, which a login never does. ``escaped`` writes each character of a text
+that is not printable as its escape (``\\n``, ``\\x1b``, ``\\u202e``): a name that came from outside (a file
+in a camera's drop folder) holding a line feed forged a line of the log, an ANSI escape drove the terminal.
 """
 
 from __future__ import annotations
@@ -54,3 +56,13 @@ def mask_logins(text: str) -> str:
         return text
     text = _LOGIN.sub(lambda m: f"{m.group('head')}{MASK}@", mask_credentials(text))
     return _USER_PARAM.sub(lambda m: f"{m.group('head')}{MASK}", text)
+
+
+def escaped(text: str) -> str:
+    """``text`` on one line that says what it is: each character ``str.isprintable`` refuses (a line feed, a
+    carriage return, an ANSI escape, a bidirectional override, a byte of another code page) as its escape."""
+    if text.isprintable():  # the common case, at C speed
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in text
+    )

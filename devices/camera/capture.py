@@ -107,7 +107,7 @@ from protocols.image_header import (
     max_file_bytes,
     transparent_pixels,
 )
-from protocols.redact import mask_credentials
+from protocols.redact import escaped, mask_credentials
 
 log = logging.getLogger(__name__)
 _FFMPEG_OPTIONS_VAR = "OPENCV_FFMPEG_CAPTURE_OPTIONS"  # FFmpeg's options for OpenCV's next open
@@ -613,8 +613,9 @@ class CameraSource:
     # ---- reader thread ---------------------------------------------------------------------
     def _error(self, reason: str, detail: str) -> None:
         # every camera error reaches the status, the log and the fleet through here; a library's own text
-        # (OpenCV, FFmpeg, urllib) may name the URL with its password, masked here like ours
-        detail = mask_credentials(detail)
+        # (OpenCV, FFmpeg, urllib) may name the URL with its password, masked here like ours; a drop folder's file
+        # name (whoever uploads chooses it) escaped, so that a line feed in it forges no line of the log
+        detail = escaped(mask_credentials(detail))
         self.stats.error(reason, detail)
         self._burst.log(reason, "camera %r: %s: %s", self.name, reason, detail)
 
@@ -801,7 +802,7 @@ class CameraSource:
             self.name,
             s.shown_url,
             len(new),
-            ", ".join(new[:3]) + (", ..." if len(new) > 3 else ""),
+            escaped(", ".join(new[:3])) + (", ..." if len(new) > 3 else ""),
             "read again at each pass (loop: true)" if s.loop else "read once",
             n=len(new),
         )
@@ -1028,9 +1029,9 @@ class CameraSource:
             "file_skipped",
             "camera %r: watch: %s skipped: %s; other %s files like it are skipped without a word",
             self.name,
-            str(f),
+            escaped(str(f)),
             detail,
-            f"'{f.suffix}'" if f.suffix else "extension-less",
+            f"'{escaped(f.suffix)}'" if f.suffix else "extension-less",
             cause=f"{why} {f.suffix.lower()}",
         )
 
