@@ -264,7 +264,9 @@ class EventKind(enum.StrEnum):
         "outbox_damaged",
         ("cause", "epoch", "dropped", "by_kind", "ranges", "budget_bytes"),
         "rows whose kind damage garbled (no record of any kind) were removed unsent from a sound store, or left "
-        "out of the copy of a corrupt one into a new epoch, counted as corrupt:damaged; their seqs listed",
+        "out of the copy of a corrupt one into a new epoch, counted as corrupt:damaged (a row of such a copy whose "
+        "kind reads right and whose other cells were damaged: by its kind; a seq the copy could not read at all: "
+        "as damaged); their seqs listed",
     )
 
 

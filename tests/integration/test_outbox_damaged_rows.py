@@ -74,6 +74,35 @@ def test_rows_whose_kind_the_damage_garbled_are_counted_as_damaged_not_salvaged_
         again.close()
 
 
+def test_a_row_whose_kind_is_sound_and_whose_body_was_damaged_is_counted_and_told_by_its_kind(
+    tmp_path, caplog
+):
+    """A copy at start leaves out a row whose body the damage cut (zeros where JSON was), its kind still read right:
+    it is counted as corrupt:result and told as a result in the outbox_damaged event. Formerly counted and told as
+    corrupt:damaged, as a row with no record kind is: the cloud and /status lost which kind of record it was."""
+    path = damaged_store(tmp_path / "data", corrupt=False)
+    con = sqlite3.connect(path)
+    con.execute("UPDATE records SET payload = ? WHERE seq = 20", (b"{" + bytes(9),))
+    con.commit()
+    con.close()
+    damage_index(path)
+    caplog.set_level("WARNING", logger="edge_agent.outbox.store")
+    ob = Outbox(SETTINGS, tmp_path / "data")
+    ob.open()
+    try:
+        ob.flush()
+        recs = ob.pending(10_000, 10**9)
+        assert 20 not in {r.seq for r in recs}
+        told = {e["kind"]: e for e in (json.loads(r.payload) for r in recs if r.kind == "event")}
+        damaged = told["outbox_damaged"]
+        assert damaged["ranges"] == [[7, 9], [20, 20]] and damaged["by_kind"] == {"damaged": 3, "result": 1}
+        assert ob.dropped == ob.dropped_total == {"corrupt:damaged": 3, "corrupt:result": 1}
+        (said,) = [r.getMessage() for r in caplog.records if "other cells damaged" in r.getMessage()]
+        assert "1 rows" in said and "result 1" in said and "corrupt:<kind>" in said, said
+    finally:
+        ob.close()
+
+
 def damage_leaf(path: Path) -> None:
     """Zero one leaf page of the records table in the middle of the file (the WAL folded in first): every row on it
     unreadable, whether read by a range of seqs or by its own seq."""
