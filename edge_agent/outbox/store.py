@@ -86,6 +86,7 @@ import json
 import logging
 import os
 import queue
+import random
 import re
 import shutil
 import sqlite3
@@ -158,6 +159,10 @@ LOST_SEQS_MAX = 100_000
 # write_failed): the writer never stops, so this bounds a stall, and an agent's pipeline never hangs on it.
 APPEND_WAIT_S = 5.0
 APPEND_SOON_MAX = 10_000  # append_soon's appends waiting for the outbox's thread; then dropped (not alarms)
+# a wall clock before this (2024-01-01) was never set: a gateway without a battery-backed clock, started before NTP
+# set it. An epoch taken from it was the seconds since boot, alike at each start of a wiped data folder (a re-flashed
+# SD card boots the same way), and the cloud took the second one's records for duplicates of the first's: lost
+CLOCK_SET_AFTER = 1_704_067_200
 CLOSE_WAIT_S = 10.0  # close() waits at most this long for the writer
 SALVAGE_S = 30.0  # at most this long copying what is still readable out of a corrupt file at open()
 # while running: appends are committed meanwhile, so the salvage of a large outbox may take longer
@@ -189,6 +194,16 @@ _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
 _NO_LOCK = contextlib.nullcontext()
+
+
+def _clock_epoch() -> int:
+    """The epoch a new outbox takes from the wall clock (``max(last epoch + 1, this)``): the unix time, or, with a clock
+    never set (before ``CLOCK_SET_AFTER``), a random number in [2**20, 10**9): below any a set clock gives, so an
+    outbox started once the clock is set is newer, and no two wiped starts alike (one chance in ~10**9)."""
+    now = int(time.time())
+    if now >= CLOCK_SET_AFTER:
+        return now
+    return random.SystemRandom().randrange(1 << 20, 1_000_000_000)
 
 
 def seq_ranges(seqs) -> list[list[int]]:
@@ -936,7 +951,7 @@ class Outbox:
                 raise  # a full or read-only disk: the file may be healthy, keep it
             existing = self._read_salvaging()  # (a copy into this store left unfinished, or its renewal's)
             reason = _one_line(exc)
-            epoch = max((known or 0) + 1, int(time.time()))
+            epoch = max((known or 0) + 1, _clock_epoch())
             carried, acked = self._carried_at_open(existing, known, self.path)
             self.corrupt_dir.mkdir(parents=True, exist_ok=True)
             to = self._aside_name("corrupt")
@@ -1124,7 +1139,7 @@ class Outbox:
         elif self._seq:  # a v1 outbox: its records keep epoch 0
             self.epoch = 0
         else:  # a new file: a new epoch
-            self.epoch = max((known or 0) + 1, int(time.time()))
+            self.epoch = max((known or 0) + 1, _clock_epoch())
         if known is None or known < self.epoch:  # recorded outside the file before the file uses it
             self._write_epoch_file(self.epoch)
         elif (
@@ -2223,7 +2238,7 @@ class Outbox:
                 mark = self._marker(job["epoch"], [*jobs, own], job.get("previous_epoch"))
                 epoch = job["epoch"]
             else:  # a store made here now takes this epoch (``_adopt_epoch``) and copies the WAL's records in
-                epoch = max((self._read_epoch_file() or 0) + 1, int(time.time()))
+                epoch = max((self._read_epoch_file() or 0) + 1, _clock_epoch())
                 mark = self._marker(epoch, [own])
             self._write_salvaging(mark)
             # (before the move: a kill from here on tells it at the next start; before, a kill in here lost it)
@@ -2538,7 +2553,7 @@ class Outbox:
                     last = job.get("epoch")
                     epoch = max(
                         (self._read_epoch_file() or 0) + 1,
-                        int(time.time()),
+                        _clock_epoch(),
                         last + 1 if type(last) is int else 0,
                     )
                     # its outbox_corrupt event told at the end of the copy (the marker naming the store's own epoch as
@@ -2768,13 +2783,11 @@ class Outbox:
         except sqlite3.Error:
             return got, True
         todo: list[tuple[int, int]] = []
-        damaged: list = []  # the kinds of the rows read back with no record kind (not copied)
-        # the kinds of the rows of a record kind whose other cells were damaged (not copied)
-        cut: list[str] = []
-        # the seqs and kinds of both: holes in the new epoch, told in an outbox_damaged event
-        holes: list[tuple[int, str]] = []
-        # the seqs that could not be read at all (and were not acknowledged): holes too
-        unread: list[int] = []
+        damaged: list = []  # the kinds of the rows read back damaged (not copied)
+        holes: list[int] = []  # and their seqs: holes in the new epoch, told in an outbox_damaged event
+        unread: list[
+            int
+        ] = []  # the seqs that could not be read at all (and were not acknowledged): holes too
         ranges: _SeqRanges | None = None
         counted = 0  # how many of ``ranges.unreadable`` a slice's transaction has taken into account
 
@@ -2784,16 +2797,15 @@ class Outbox:
             acked, gone = self._acked_while_salvaging or (), self._acked_unremoved
             return [q for q in ranges.unreadable[counted:] if q not in acked and q not in gone]
 
-        def count_durably(kinds: Counter) -> None:
+        def count_durably(n: int) -> None:
             """In the slice's transaction: a copy at start (or one going on while the agent runs) counts the rows it
-            leaves out as damaged in ``dropped_total`` (the meta), once, with the slice that met them, by kind
-            (``corrupt:<kind>``; ``corrupt:damaged`` for a kind garbled or a seq unreadable); before, only this
-            process's ``dropped`` counted them (a renewal while running counts them as lost instead)."""
-            if count_damaged and kinds:
-                db.executemany(
+            leaves out as damaged in ``dropped_total`` (the meta), once, with the slice that met them; before, only
+            this process's ``dropped`` counted them (a renewal while running counts them as lost instead)."""
+            if count_damaged and n:
+                db.execute(
                     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                     "value = value + excluded.value",
-                    [(f"dropped:corrupt:{k}", n) for k, n in kinds.items() if n],
+                    (f"dropped:corrupt:{DAMAGED}", n),
                 )
 
         try:
@@ -2838,9 +2850,7 @@ class Outbox:
                     rows = [r for r in rows if r[0] not in acked and r[0] not in gone]
                     bad = [r for r in rows if not _intact(r)]
                     unreadable = slice_unreadable()
-                    count_durably(
-                        Counter(_kind_read(r[1]) for r in bad) + Counter({DAMAGED: len(unreadable)})
-                    )
+                    count_durably(len(bad) + len(unreadable))
                     rows = [r for r in rows if _intact(r)]
                     if (
                         rows
@@ -2871,9 +2881,8 @@ class Outbox:
                         db.execute("ROLLBACK")
                     raise
                 self._progress[str(src)] = b
-                damaged += [r[1] for r in bad if _kind_read(r[1]) == DAMAGED]
-                cut += [r[1] for r in bad if _kind_read(r[1]) != DAMAGED]
-                holes += [(r[0], _kind_read(r[1])) for r in bad if isinstance(r[0], int)]
+                damaged += [r[1] for r in bad]
+                holes += [r[0] for r in bad if isinstance(r[0], int)]
                 unread += unreadable
                 counted = len(ranges.unreadable)
                 got.update(r[1] for r in rows)
@@ -2889,7 +2898,7 @@ class Outbox:
                 unreadable = slice_unreadable()
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    count_durably(Counter({DAMAGED: len(unreadable)}))
+                    count_durably(len(unreadable))
                     db.execute(
                         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                         "value = MAX(value, excluded.value)",
@@ -2915,14 +2924,6 @@ class Outbox:
             if damaged:
                 # (a renewal while running counts the records it did not copy as lost, by the kind it kept of each)
                 _damaged_said(src, damaged, "not copied" + counted_as)
-            if cut:
-                log.warning(
-                    "outbox: %s: %d rows of a record kind read back with other cells damaged (%s): not copied%s",
-                    src,
-                    len(cut),
-                    ", ".join(f"{k} {n}" for k, n in sorted(Counter(cut).items())),
-                    ", counted as corrupt:<kind>" if count_damaged else "",
-                )
             if unread:
                 spans = seq_ranges(unread)
                 log.warning(
@@ -2934,21 +2935,16 @@ class Outbox:
                     + (", ..." if len(spans) > 5 else ""),
                     counted_as,
                 )
-            if holes or unread:
-                left_out = Counter(k for _q, k in holes) + Counter({DAMAGED: len(unread)})
+            if damaged or unread:
                 with self._lock:
                     if count_damaged:
-                        for k, n in left_out.items():
-                            self.dropped[f"corrupt:{k}"] += n
-                            if (
-                                self._opened
-                            ):  # (at open, ``dropped_total`` is read from the meta after the copy)
-                                self.dropped_total[f"corrupt:{k}"] += n
+                        self.dropped[f"corrupt:{DAMAGED}"] += len(damaged) + len(unread)
+                        if self._opened:  # (at open, ``dropped_total`` is read from the meta after the copy)
+                            self.dropped_total[f"corrupt:{DAMAGED}"] += len(damaged) + len(unread)
                     # their seqs, holes in the new epoch the records are copied into: told as a read's removals are
                     # (before, the cloud showed them as unknown, possibly still on their way, for good; and the seqs
-                    # that could not be read at all were told to nobody), a row of a record kind by its kind (before,
-                    # counted and told as damaged)
-                    self._drops.setdefault("damaged", []).extend([*holes, *((q, DAMAGED) for q in unread)])
+                    # that could not be read at all were told to nobody)
+                    self._drops.setdefault("damaged", []).extend((q, DAMAGED) for q in holes + unread)
         finally:
             con.close()
         return got, not todo
@@ -3369,7 +3365,7 @@ class Outbox:
                 self.corrupt_dir.mkdir(parents=True, exist_ok=True)
                 to = self._aside_name("corrupt")
                 aside = keep or (to if self.path.exists() else None)
-                epoch = max(previous_epoch + 1, (self._read_epoch_file() or 0) + 1, int(time.time()))
+                epoch = max(previous_epoch + 1, (self._read_epoch_file() or 0) + 1, _clock_epoch())
                 # a copy into this store left unfinished (the start's, cut off by its time limit or a disk error):
                 # carried on, after the last slice it copied, never dropped with the store it was copied into
                 existing = self._read_salvaging()

@@ -1081,3 +1081,38 @@ def test_close_wakes_a_wait_for_a_commit_that_an_ended_writer_never_makes(tmp_pa
     ob.close()  # formerly its flush waited 10 s for the commit, and the waiter its own bound (the uplink's ~1 s)
     waiter.join(10)
     assert not waiter.is_alive() and out == {"kept": False}
+
+
+def test_a_wiped_data_folder_started_twice_before_the_clock_was_set_takes_two_epochs_the_cloud_keeps_apart(
+    tmp_path, monkeypatch
+) -> None:
+    """A gateway without a battery-backed clock starts the agent before NTP sets the clock (1970, 40 s after boot),
+    on a wiped data folder (a re-flashed SD card), twice: each outbox is new, with no last epoch to follow. The epoch
+    came from the clock: 40 both times, the second gateway's records (epoch 40, seq 1...) the first's identities,
+    stored by the cloud as duplicates of them, i.e. lost. Now a clock before CLOCK_SET_AFTER gives a random epoch
+    below any a set clock gives: the two differ, the cloud keeps both, and an outbox started once the clock is set
+    is newer."""
+    from cloud_trainer.fleet.store import SQLiteStore
+    from edge_agent.outbox import store as outbox_store
+
+    real = time.time
+    monkeypatch.setattr(outbox_store.time, "time", lambda: 40.0)
+    epochs, cloud = [], SQLiteStore(tmp_path / "fleet.db")
+    for n in range(2):
+        ob = Outbox(OutboxSettings(), tmp_path / f"flash{n}")
+        ob.open()
+        ob.append("result", {"flash": n})
+        ob.flush()
+        recs = [
+            {"epoch": ob.epoch, "seq": r.seq, "kind": r.kind, "t": r.t, "payload": r.payload.decode()}
+            for r in ob.pending()
+        ]
+        assert cloud.ingest("gw1", recs)[1:] == (1, 0)  # stored, not a duplicate
+        epochs.append(ob.epoch)
+        ob.close()
+    assert epochs[0] != epochs[1] and max(epochs) < real()
+    monkeypatch.setattr(outbox_store.time, "time", real)  # NTP set the clock
+    ob = Outbox(OutboxSettings(), tmp_path / "flash2")
+    ob.open()
+    assert ob.epoch > max(epochs)
+    ob.close()
