@@ -2783,11 +2783,13 @@ class Outbox:
         except sqlite3.Error:
             return got, True
         todo: list[tuple[int, int]] = []
-        damaged: list = []  # the kinds of the rows read back damaged (not copied)
-        holes: list[int] = []  # and their seqs: holes in the new epoch, told in an outbox_damaged event
-        unread: list[
-            int
-        ] = []  # the seqs that could not be read at all (and were not acknowledged): holes too
+        damaged: list = []  # the kinds of the rows read back with no record kind (not copied)
+        # the kinds of the rows of a record kind whose other cells were damaged (not copied)
+        cut: list[str] = []
+        # the seqs and kinds of both: holes in the new epoch, told in an outbox_damaged event
+        holes: list[tuple[int, str]] = []
+        # the seqs that could not be read at all (and were not acknowledged): holes too
+        unread: list[int] = []
         ranges: _SeqRanges | None = None
         counted = 0  # how many of ``ranges.unreadable`` a slice's transaction has taken into account
 
@@ -2797,15 +2799,16 @@ class Outbox:
             acked, gone = self._acked_while_salvaging or (), self._acked_unremoved
             return [q for q in ranges.unreadable[counted:] if q not in acked and q not in gone]
 
-        def count_durably(n: int) -> None:
+        def count_durably(kinds: Counter) -> None:
             """In the slice's transaction: a copy at start (or one going on while the agent runs) counts the rows it
-            leaves out as damaged in ``dropped_total`` (the meta), once, with the slice that met them; before, only
-            this process's ``dropped`` counted them (a renewal while running counts them as lost instead)."""
-            if count_damaged and n:
-                db.execute(
+            leaves out as damaged in ``dropped_total`` (the meta), once, with the slice that met them, by kind
+            (``corrupt:<kind>``; ``corrupt:damaged`` for a kind garbled or a seq unreadable); before, only this
+            process's ``dropped`` counted them (a renewal while running counts them as lost instead)."""
+            if count_damaged and kinds:
+                db.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                     "value = value + excluded.value",
-                    (f"dropped:corrupt:{DAMAGED}", n),
+                    [(f"dropped:corrupt:{k}", n) for k, n in kinds.items() if n],
                 )
 
         try:
@@ -2850,7 +2853,9 @@ class Outbox:
                     rows = [r for r in rows if r[0] not in acked and r[0] not in gone]
                     bad = [r for r in rows if not _intact(r)]
                     unreadable = slice_unreadable()
-                    count_durably(len(bad) + len(unreadable))
+                    count_durably(
+                        Counter(_kind_read(r[1]) for r in bad) + Counter({DAMAGED: len(unreadable)})
+                    )
                     rows = [r for r in rows if _intact(r)]
                     if (
                         rows
@@ -2881,8 +2886,9 @@ class Outbox:
                         db.execute("ROLLBACK")
                     raise
                 self._progress[str(src)] = b
-                damaged += [r[1] for r in bad]
-                holes += [r[0] for r in bad if isinstance(r[0], int)]
+                damaged += [r[1] for r in bad if _kind_read(r[1]) == DAMAGED]
+                cut += [r[1] for r in bad if _kind_read(r[1]) != DAMAGED]
+                holes += [(r[0], _kind_read(r[1])) for r in bad if isinstance(r[0], int)]
                 unread += unreadable
                 counted = len(ranges.unreadable)
                 got.update(r[1] for r in rows)
@@ -2898,7 +2904,7 @@ class Outbox:
                 unreadable = slice_unreadable()
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    count_durably(len(unreadable))
+                    count_durably(Counter({DAMAGED: len(unreadable)}))
                     db.execute(
                         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                         "value = MAX(value, excluded.value)",
@@ -2924,6 +2930,14 @@ class Outbox:
             if damaged:
                 # (a renewal while running counts the records it did not copy as lost, by the kind it kept of each)
                 _damaged_said(src, damaged, "not copied" + counted_as)
+            if cut:
+                log.warning(
+                    "outbox: %s: %d rows of a record kind read back with other cells damaged (%s): not copied%s",
+                    src,
+                    len(cut),
+                    ", ".join(f"{k} {n}" for k, n in sorted(Counter(cut).items())),
+                    ", counted as corrupt:<kind>" if count_damaged else "",
+                )
             if unread:
                 spans = seq_ranges(unread)
                 log.warning(
@@ -2935,16 +2949,21 @@ class Outbox:
                     + (", ..." if len(spans) > 5 else ""),
                     counted_as,
                 )
-            if damaged or unread:
+            if holes or unread:
+                left_out = Counter(k for _q, k in holes) + Counter({DAMAGED: len(unread)})
                 with self._lock:
                     if count_damaged:
-                        self.dropped[f"corrupt:{DAMAGED}"] += len(damaged) + len(unread)
-                        if self._opened:  # (at open, ``dropped_total`` is read from the meta after the copy)
-                            self.dropped_total[f"corrupt:{DAMAGED}"] += len(damaged) + len(unread)
+                        for k, n in left_out.items():
+                            self.dropped[f"corrupt:{k}"] += n
+                            if (
+                                self._opened
+                            ):  # (at open, ``dropped_total`` is read from the meta after the copy)
+                                self.dropped_total[f"corrupt:{k}"] += n
                     # their seqs, holes in the new epoch the records are copied into: told as a read's removals are
                     # (before, the cloud showed them as unknown, possibly still on their way, for good; and the seqs
-                    # that could not be read at all were told to nobody)
-                    self._drops.setdefault("damaged", []).extend((q, DAMAGED) for q in holes + unread)
+                    # that could not be read at all were told to nobody), a row of a record kind by its kind (before,
+                    # counted and told as damaged)
+                    self._drops.setdefault("damaged", []).extend([*holes, *((q, DAMAGED) for q in unread)])
         finally:
             con.close()
         return got, not todo
