@@ -16,6 +16,10 @@ copies) when a publish starts and when ``cloud-trainer serve`` starts, logging e
 the first one as a WARNING, which a build prints; they held their space until the same version was published
 again.
 
+Versions a build chooses itself (no ``--version``) are reserved as it chooses them (``reserve_version``, under the
+package's lock): two builds at once get two versions, where both took the same one and the one publishing second
+failed after its whole training.
+
 Tenants: the default tenant's registry is ``<root>`` itself (the layout above, unchanged); tenant
 ``acme``'s is ``<root>/.tenants/acme/`` with the same layout (a package name never starts with '.', so
 the two never meet). ``for_tenant()`` gives the registry a tenant's admins and agents see: a name or
@@ -79,6 +83,9 @@ log = logging.getLogger(__name__)
 # a ``.VERSION.part`` folder not touched for this long was left by a publish killed while copying (a live one is
 # written to as it copies, seconds to minutes); ``Registry.sweep_parts`` removes it
 STALE_PART_S = 3600.0
+RESERVED = (
+    ".reserved"  # <name>/.<version>.reserved: a version a build chose and has not published (reserve_version)
+)
 
 
 class Registry:
@@ -188,12 +195,34 @@ class Registry:
         return entry
 
     def next_version(self, name: str, bump: str = "minor") -> str:
-        entries = self.list(name)
-        if not entries:
+        """The version after every one of ``name`` published or reserved (``reserve_version``)."""
+        taken = [e["version"] for e in self.list(name)] + self._reserved(name)
+        if not taken:
             return "1.0.0"
-        cores = [version_key(e["version"])[:3] for e in entries if _vkey(e["version"])[0]]
+        cores = [version_key(v)[:3] for v in taken if _vkey(v)[0]]
         major, minor, patch = max(cores, default=(0, 0, 0))
         return f"{major + 1}.0.0" if bump == "major" else f"{major}.{minor + 1}.0"
+
+    def reserve_version(self, name: str, bump: str = "minor") -> str:
+        """``next_version``, taken for one build under the package's lock (``_locked``): a build choosing one
+        meanwhile gets the one after. Two builds that chose the same ``next_version`` both trained, evaluated and
+        packaged it, and the one that published second failed then (``versions are immutable``). The reservation
+        (``<name>/.<version>.reserved``) goes when the version is published; a build that never publishes it (its
+        gate failed after all, it was stopped) leaves its number unused: versions only go up."""
+        with self._locked(name):
+            version = self.next_version(name, bump)
+            folder = self.root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f".{version}{RESERVED}").write_text(
+                f"reserved by process {os.getpid()} at {dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()}\n"
+            )
+            return version
+
+    def _reserved(self, name: str) -> builtins.list[str]:
+        """The versions of ``name`` reserved and not yet published (``reserve_version``)."""
+        if not valid_package_name(name):
+            return []
+        return [p.name[1 : -len(RESERVED)] for p in (self.root / name).glob(f".*{RESERVED}")]
 
     def sweep_parts(self, older_than_s: float = STALE_PART_S) -> builtins.list[Path]:
         """Remove the ``<name>/.<version>.part`` folders (this registry's and its tenants') whose folder and files
@@ -290,6 +319,9 @@ class Registry:
         except BaseException:  # not published (the index does not name it): its space is the disk's again
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        (folder.parent / f".{m.version}{RESERVED}").unlink(
+            missing_ok=True
+        )  # (published: listed in the index)
         return entry
 
     def set_status(self, name: str, version: str, status: str) -> None:

@@ -1869,7 +1869,10 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
     if s.require_int8 and not int8_ok:
         reasons.append(f"--require-int8: {note}")
     reg = Registry(s.registry)
-    version = s.version or reg.next_version(s.name)
+    # reserved when the gate passed (or is forced): another build choosing now gets the next one (registry)
+    version = s.version or (
+        reg.reserve_version(s.name) if not reasons or s.force else reg.next_version(s.name)
+    )
     clean = lambda m: {k: float(v) for k, v in m.items() if isinstance(v, int | float)}  # noqa: E731
     report = {
         "name": s.name,

@@ -294,7 +294,9 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
                     f"({inc_metrics[k]:.4f}) on the same test set"
                 )
 
-    version = s.version or reg.next_version(name)
+    # chosen here, for a candidate the gate passed (or forced past it), is reserved: another build choosing now gets
+    # the next one (both took one version, and the second to publish failed after its whole training)
+    version = s.version or (reg.reserve_version(name) if not reasons or s.force else reg.next_version(name))
     speed = {}
     for eng in _engines():
         for thr in (1, 2):

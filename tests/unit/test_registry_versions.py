@@ -77,3 +77,27 @@ def test_a_withdrawal_on_a_mistyped_registry_path_or_package_name_creates_nothin
         err
     )
     assert list(root.iterdir()) == []
+
+
+def test_builds_choosing_a_version_at_once_each_get_their_own_and_both_publish(tmp_path):
+    """Two builds without ``--version`` both took ``next_version`` (1.1.0) when they evaluated; the one that
+    published second failed then (``versions are immutable``), after its whole training. The version a build
+    chooses is reserved under the package's lock as it is chosen: the other build gets the next one, both publish
+    in either order, and nothing of the reservations is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key, _ = make_keypair(tmp_path / "keys")
+    reg = Registry(tmp_path / "registry")
+    pkg = make_package(tmp_path, kind="signal", version="1.0.0", key=key, out_dir=tmp_path / "1.0.0")
+    reg.publish(pkg, [], {}, None, None)
+    with ThreadPoolExecutor(3) as pool:  # three builds' evaluations at once
+        chosen = sorted(pool.map(lambda _: reg.reserve_version("machine-health"), range(3)))
+    assert chosen == ["1.1.0", "1.2.0", "1.3.0"]  # was: 1.1.0 for each
+    assert reg.next_version("machine-health") == "1.4.0"  # a reserved number is not chosen again
+    for version in reversed(chosen):  # published in another order than chosen
+        pkg = make_package(tmp_path, kind="signal", version=version, key=key, out_dir=tmp_path / version)
+        assert reg.publish(pkg, [], {}, None, None)["version"] == version
+    assert sorted(e["version"] for e in reg.list("machine-health")) == ["1.0.0", *chosen]
+    assert (
+        not list((reg.root / "machine-health").glob(".*")) and reg.next_version("machine-health") == "1.4.0"
+    )
