@@ -453,13 +453,16 @@ class Notices:
     A key with several causes that need different fixes (a Sparkplug node's Bytes metric and its
     PropertySet, both ``unsupported_metric``) is noted with ``cause``: the first message of each distinct
     cause is logged and kept (up to ``MAX_CAUSES`` per key, the rest counted under the key), and
-    ``status()`` lists the later causes' messages under ``"more"``; the first one stays ``"message"``."""
+    ``status()`` lists the later causes' messages under ``"more"``; the first one stays ``"message"``. A caller
+    that knows how many distinct causes it has seen passes ``causes``: ``status()`` says it (``"causes"``), so
+    that causes past the kept ones are at least counted. ``level`` None: nothing is logged (the caller says it)."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self._log = logger
         self.counts: dict[str, int] = {}
         self.messages: dict[str, str] = {}
         self._causes: dict[str, dict[str, str]] = {}  # key -> cause -> that cause's first message
+        self._cause_counts: dict[str, int] = {}  # key -> how many distinct causes its caller has seen
 
     def note(
         self,
@@ -467,20 +470,25 @@ class Notices:
         msg: str,
         *args: Any,
         n: int = 1,
-        level: int = logging.WARNING,
+        level: int | None = logging.WARNING,
         cause: str | None = None,
+        causes: int | None = None,
     ) -> None:
         if key not in self.counts:
             self.counts[key] = 0
             self.messages[key] = mask_credentials(msg % args if args else msg)
-            self._log.log(level, "%s", self.messages[key])
+            if level is not None:
+                self._log.log(level, "%s", self.messages[key])
             if cause is not None:
                 self._causes[key] = {cause: self.messages[key]}
         elif cause is not None:
-            causes = self._causes.setdefault(key, {})
-            if cause not in causes and len(causes) < MAX_CAUSES:
-                causes[cause] = mask_credentials(msg % args if args else msg)
-                self._log.log(level, "%s", causes[cause])
+            kept = self._causes.setdefault(key, {})
+            if cause not in kept and len(kept) < MAX_CAUSES:
+                kept[cause] = mask_credentials(msg % args if args else msg)
+                if level is not None:
+                    self._log.log(level, "%s", kept[cause])
+        if causes is not None:
+            self._cause_counts[key] = causes
         self.counts[key] += n
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -490,6 +498,8 @@ class Notices:
             more = [m for m in self._causes.get(k, {}).values() if m != self.messages[k]]
             if more:
                 out[k]["more"] = more
+            if k in self._cause_counts:
+                out[k]["causes"] = self._cause_counts[k]
         return out
 
 

@@ -426,6 +426,11 @@ def _status(args) -> int:
             print(f"  {where:<20} {k:<22} {d['count']:<8} {d['message']}")
             for more in d.get("more") or ():  # the first message of each other cause (devices.base.Notices)
                 print(f"  {'':<20} {'':<22} {'':<8} {more}")
+            kept = 1 + len(d.get("more") or ())
+            if isinstance(d.get("causes"), int) and d["causes"] > kept:  # past the kept ones: how many
+                print(
+                    f"  {'':<20} {'':<22} {'':<8} ... {d['causes'] - kept} more not shown ({d['causes']} in all)"
+                )
     # the model failing on items (each an UNSURE result, counted under errors): an episode under way, and the
     # first message of each failure, with its count
     failing = [

@@ -3586,9 +3586,10 @@ class OpcUaSource:
                 else f"; further changes within {HELD_QUIET_S:.0f}s are counted (notice type_changed), not said"
             )
         )
-        first = "type_changed" not in self.notices.counts
-        self.notices.note("type_changed", "%s", msg)  # logs the first one
-        if spell and not first:  # the first change of a later spell (or of another tag) is said too
+        # each tag's first message is kept for /status (the first MAX_CAUSES tags), with how many tags changed type:
+        # the notice showed the first tag's alone, whatever the download had retyped
+        self.notices.note("type_changed", "%s", msg, level=None, cause=tag, causes=len(self._type_changes))
+        if spell:  # the first change of a spell, of each tag, is said
             log.warning("%s", msg)
 
     def _matrix(self, nodeid: ua.NodeId, tag: str, val: np.ndarray, dims: Any, dv: Any) -> None:

@@ -285,37 +285,49 @@ async def test_a_tag_whose_values_change_type_is_said_once_naming_both_types_and
     # a node of BaseDataType (a soft PLC's or gateway's ANY): the server takes a value of any type for it
     # (asyncua's own server keeps a node to the type of its first value: made lenient, as such a server is)
     srv.iserver.aspace._is_expected_variant_type = lambda *_: True
-    await obj.add_variable(
-        ua.NodeId("Temp", idx),
-        "Temp",
-        ua.Variant(20.5, ua.VariantType.Double),
-        None,
-        ua.NodeId(ua.ObjectIds.BaseDataType),
-    )
+    for name, first in (("Temp", 20.5), ("Press", 1.25)):
+        await obj.add_variable(
+            ua.NodeId(name, idx),
+            name,
+            ua.Variant(first, ua.VariantType.Double),
+            None,
+            ua.NodeId(ua.ObjectIds.BaseDataType),
+        )
     await srv.start()
-    src = OpcUaSource("plc", _settings(port, nodes=_nodes(idx, "Temp")))
+    src = OpcUaSource("plc", _settings(port, nodes=_nodes(idx, "Temp", "Press")))
     out = None
     try:
         await src.start()
         out = _Collect(src)
-        await until(lambda: out.got, 10, "the first value")
-        for v, vt in (
-            (205, ua.VariantType.Int16),
-            (206, ua.VariantType.Int64),
-            (20.7, ua.VariantType.Double),
+        await until(lambda: len(out.got) >= 2, 10, "the first values")
+        for name, v, vt in (
+            ("Temp", 205, ua.VariantType.Int16),
+            ("Temp", 206, ua.VariantType.Int64),
+            ("Temp", 20.7, ua.VariantType.Double),
+            ("Press", 125, ua.VariantType.Int32),  # the same download retyped a second tag
         ):
-            await srv.write_attribute_value(ua.NodeId("Temp", idx), ua.DataValue(ua.Variant(v, vt)))
+            await srv.write_attribute_value(ua.NodeId(name, idx), ua.DataValue(ua.Variant(v, vt)))
             await until(lambda v=v: any(r.value == v for r in out.got), 10, f"the value {v}")
     finally:
         if out is not None:
             out.cancel()
         await src.stop()
         await srv.stop()
-    assert [r.value for r in out.got if r.quality is Quality.GOOD][-3:] == [205, 206, 20.7], out.got
-    assert src.notices.counts.get("type_changed") == 2, src.notices.counts  # Int16, then Double again
+    temp = [r.value for r in out.got if r.quality is Quality.GOOD and r.tag == "Temp"]
+    assert temp[-3:] == [205, 206, 20.7], out.got
+    # Int16, then Double again; Press's Int32
+    assert src.notices.counts.get("type_changed") == 3, src.notices.counts
     said = [r.getMessage() for r in caplog.records if "changed type" in r.getMessage()]
-    assert len(said) == 1 and all(
+    assert len(said) == 2 and all(
         r.levelname == "WARNING" for r in caplog.records if "changed type" in r.getMessage()
-    )
+    )  # once per tag
     assert f"tag Temp (node ns={idx};s=Temp)" in said[0] and "as Int16, before as Double" in said[0], said
-    assert src.notices.status()["type_changed"] == {"count": 2, "message": said[0]}  # as /status shows it
+    assert f"tag Press (node ns={idx};s=Press)" in said[1] and "as Int32, before as Double" in said[1], said
+    # as /status shows it: each tag's first message (the first 8 tags), and how many tags changed type. Before,
+    # the first tag's alone: a download that retyped several tags showed one
+    assert src.notices.status()["type_changed"] == {
+        "count": 3,
+        "message": said[0],
+        "more": [said[1]],
+        "causes": 2,
+    }
