@@ -365,6 +365,9 @@ class Control:
         # every tenant's package keys, for a keyless tenant's check (``_package_keys``): (the folders' marks, keys)
         self._keys_cache: tuple | None = None
         self._bad_keys: list[Path] = []  # key files skipped at the last read (watched for a mend)
+        # a package's index.json -> (its file's mark, {withdrawn version: the withdrawal's reason}), read again only
+        # when the file changed (``_withdrawn``): the tick runs every second and after every report
+        self._withdrawals: dict[Path, tuple[tuple, dict[str, str]]] = {}
         self._fill_columns()
         self._drop_stale_following()
 
@@ -1332,6 +1335,21 @@ class Control:
             for a in current
             if dep["targets"][a]["status"] == "waiting"
         ]
+        if assign and (withdrawn := self._withdrawn(dep)) is not None:
+            # the fleet gives a withdrawn version to no one more: the step that would halts the rollout, naming the
+            # withdrawal, and the agents given it go back as at any halt. The step's agents still on their way
+            # to it are not taken off it here: their downloads are refused, and each reports the withdrawal
+            # (which halts the rollout). Before, the next step's agents were given it, each download refused in
+            # turn, and the halt named an agent's failure
+            dep["stalled"] = None
+            dep["state"] = "halted"
+            dep["reason"] = (
+                f"{dep['package']} {dep['version']} was withdrawn from the registry ({withdrawn[:200]}): the fleet "
+                "gives it to no more agents"
+            )
+            given = [a for a in current if dep["targets"][a]["status"] not in (*_NOT_OURS, "waiting")]
+            self._roll_back(dep, given)
+            return
         if assign:
             # one generation for the step's agents: a fleet-wide step is one counter update, not 10,000
             self._set_desired_many(assign, dep.get("tenant", T), self._next_generation())
@@ -1708,6 +1726,35 @@ class Control:
                     "DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?", (tenant, a, _slot(dep))
                 )
                 self._changed(tenant, a)
+
+    def _withdrawn(self, dep: dict) -> str | None:
+        """The withdrawal's reason when the version ``dep`` rolls out was withdrawn from its tenant's registry
+        (``cloud-trainer withdraw``) since the rollout began, else None (a configuration rollout: None). Its
+        package's ``index.json`` is read again only when the file changed: a package of 20,000 versions takes
+        ~0.4 s to read, and the tick runs under the control's lock every second and after every report."""
+        if dep.get("kind") == "config" or not dep.get("package"):
+            return None
+        try:
+            path = self.registry.for_tenant(dep.get("tenant", T))._index_path(dep["package"])
+            st = path.stat()
+        except (OSError, ValueError):  # (RegistryError is a ValueError) gone or unreadable: said elsewhere
+            return None
+        mark = (st.st_ino, st.st_mtime_ns, st.st_size)
+        seen = self._withdrawals.get(path)
+        if seen is None or seen[0] != mark:
+            try:
+                entries = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return None
+            gone = {
+                str(e.get("version")): str(e.get("withdrawn_reason") or "no reason given")
+                for e in entries
+                if isinstance(e, dict) and e.get("status") == WITHDRAWN
+            }
+            if len(self._withdrawals) >= 1000:  # (the packages of the rollouts under way, far fewer)
+                self._withdrawals.clear()
+            seen = self._withdrawals[path] = (mark, gone)
+        return seen[1].get(dep["version"])
 
     def _not_sendable(self, prev: dict, tenant: str) -> str | None:
         """Why the version ``prev`` names may no longer be sent to an agent: withdrawn from the tenant's registry

@@ -57,3 +57,42 @@ def test_an_agent_cannot_download_a_withdrawn_version_its_desired_state_still_na
     assert (
         main_withdraw(["--registry", str(c.registry.root), "part-inspection", "9.9.9", "--reason", "x"]) == 2
     )
+
+
+def test_a_rollout_of_a_version_withdrawn_meanwhile_gives_it_to_no_more_agents_and_halts_naming_it(
+    registry_control,  # noqa: F811
+):
+    """The canary was given 1.1.0; then 1.1.0 is withdrawn. The canary, on its way to it, is left to meet the
+    refused download (it reports the withdrawal itself: test_fleet_withdraw_downloading.py); once the rollout would
+    give the version to its next step's agents, it halts instead, naming the withdrawal, and the canary (which
+    installed it before the withdrawal and reported it healthy) is sent its previous version back, as at any halt.
+    Before, the next step's agents were given it (each download refused in turn) and the halt named an agent's
+    failure, not the withdrawal."""
+    c, e = registry_control
+    for agent in ("gw1", "gw2", "gw3"):
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "steps": ["1", "100%"],
+            "wait_s": 0,
+        }
+    )
+    canary = next(a for a, t in c.get(dep["id"])["targets"].items() if t["status"] == "assigned")
+    c.registry.withdraw("part-inspection", "1.1.0", DEFECT)
+    c.tick()
+    assert c.get(dep["id"])["state"] == "running"  # the canary on its way is not taken off it here
+    _runs(c, canary, e["1.1.0"])
+    c.on_report(canary, dep["id"], "vision", "1.1.0", "healthy", True, "", {})  # the next step is due
+    d = c.get(dep["id"])
+    assert d["state"] == "halted", d
+    assert d["reason"] == (
+        f"part-inspection 1.1.0 was withdrawn from the registry ({DEFECT}): the fleet gives it to no more agents"
+    ), d["reason"]
+    assert [s["version"] for s in c.desired_state(canary)[1]] == ["1.0.0"]  # sent back
+    assert d["targets"][canary]["status"] == "rolling_back", d["targets"][canary]
+    for agent in {"gw1", "gw2", "gw3"} - {canary}:  # never given it
+        assert d["targets"][agent]["status"] == "waiting", d["targets"][agent]
+        assert c.desired_state(agent)[1] == [], agent
