@@ -742,11 +742,8 @@ class Agent:
             body["model"], body["model_version"] = "", ""
         assert self.outbox is not None  # called only when there is one
         await self.outbox.append_async("result", body)
+        # (an item the model failed on: its failure, ``outputs.model_error``, as the selector counts it)
         reason = self.selector.choose(res) if self.selector else None
-        if reason == "unsure" and (failed := res.outputs.get("model_error")):
-            # the model failed on it (nonfinite_output, engine_error, bad_input, ...): the sample says so, as its
-            # result does; 'unsure' is a frame the model judged far outside its training inputs
-            reason = failed
         nbytes = 0
         if reason:
             data, ext = await asyncio.to_thread(_encode_sample, item)
