@@ -1,5 +1,5 @@
 """`edge-agent status` against a real HTTP server on 127.0.0.1 serving a /status answer: a notice's later
-causes (``devices.base.Notices``' "more") are printed under its first message."""
+causes (``devices.base.Notices``' "more") are printed under its first message, and how many are not shown."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ STATUS = {
                     "count": 2,
                     "message": "metric 'Blob' is a Bytes or File metric",
                     "more": ["metric 'Props' is a PropertySet"],
+                    "causes": 5,  # how many causes its source saw: 3 past the kept ones
                 }
             },
         }
@@ -61,6 +62,7 @@ def test_status_prints_each_cause_of_a_notice_not_only_the_first(capsys):
     out = capsys.readouterr().out
     assert "metric 'Blob' is a Bytes or File metric" in out
     assert "metric 'Props' is a PropertySet" in out
+    assert "... 3 more not shown (5 in all)" in out, out  # (an OPC UA type_changed's tags past the first 8)
 
 
 def test_status_prints_the_nodes_of_a_source_that_get_no_values_with_why(capsys):
