@@ -66,7 +66,7 @@ from devices.base import (
     named_as_written,
     number_as_written,
 )
-from devices.opcua.settings import DATETIME_RANGE
+from devices.opcua.settings import DATETIME_RANGE, node_id_checked
 from devices.opcua.settings import guess_tag as _guess_tag  # noqa: F401  (its home moved; kept for imports)
 from edge_agent.action_base import ActionSettings, RetrySettings  # noqa: F401  (RetrySettings: re-exported)
 from edge_agent.conditions import ConditionError, compile_condition, shown_text, text_number
@@ -841,6 +841,8 @@ class OpcUaWriteAction(OutputAction):
     type: Literal["opcua_write"]
     source: str = Field(description="an opcua source whose server receives the write")
     node_id: str = Field(min_length=3, description="e.g. 'ns=2;s=Line1.Reject' or 'nsu=urn:plc;i=1001'")
+
+    _node_id_ok = field_validator("node_id")(node_id_checked)
 
     @model_validator(mode="after")
     def _text_a_plc_takes(self) -> OpcUaWriteAction:

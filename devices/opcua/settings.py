@@ -45,7 +45,8 @@ def namespace_uri(node_id: str) -> str | None:
         ) from None
 
 
-def _node_id_text(node_id: str | None) -> str | None:
+def node_id_checked(node_id: str | None) -> str | None:
+    """``node_id`` as the config gives it, its ``nsu=`` escapes checked (``namespace_uri``): a field validator."""
     if node_id is not None:
         namespace_uri(node_id)
     return node_id
@@ -87,7 +88,7 @@ class NodeSettings(_Model):
         "for each other row",
     )
 
-    _node_ids_ok = field_validator("node_id", "sample_rate_from")(_node_id_text)
+    _node_ids_ok = field_validator("node_id", "sample_rate_from")(node_id_checked)
 
     @model_validator(mode="after")
     def _index_ok(self) -> NodeSettings:
@@ -105,7 +106,7 @@ class HeartbeatSettings(_Model):
 
     node_id: str = Field(min_length=3, description="a writable Boolean (toggle) or integer (counter) node")
 
-    _node_id_ok = field_validator("node_id")(_node_id_text)
+    _node_id_ok = field_validator("node_id")(node_id_checked)
     period_ms: int = Field(1000, ge=100, le=3_600_000)
     kind: Literal["toggle", "counter"] = Field(
         "toggle",

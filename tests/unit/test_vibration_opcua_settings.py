@@ -64,17 +64,18 @@ def test_a_namespace_uri_whose_percent_escapes_are_no_utf8_is_refused_naming_the
 
     assert namespace_uri("nsu=urn:usine:r%C3%A9gleur;s=Speed") == "urn:usine:régleur"
     assert namespace_uri("nsu=urn:plc%3Bline=2;i=7") == "urn:plc;line=2" and namespace_uri("ns=2;i=7") is None
-    path = tmp_path / "line1.yaml"
-    for field, node in (
-        ("nodes[0].node_id", "nodes: [{node_id: 'X'}]"),
-        ("heartbeat.node_id", "heartbeat: {node_id: 'X'}"),
+    path, bad = tmp_path / "line1.yaml", "nsu=urn:usine:r%E9gleur;s=Speed"
+    plc = "  plc: {type: opcua, endpoint: 'opc.tcp://127.0.0.1:4840/'"
+    for field, text in (
+        ("sources.plc.nodes[0].node_id", f"{plc}, nodes: [{{node_id: '{bad}'}}]}}\n"),
+        ("sources.plc.heartbeat.node_id", f"{plc}, heartbeat: {{node_id: '{bad}'}}}}\n"),
+        (
+            "actions.reject.node_id",
+            f"{plc}}}\nactions:\n  reject: {{type: opcua_write, source: plc, node_id: '{bad}', value: true}}\n",
+        ),
     ):
-        path.write_text(
-            "agent: {id: gw}\nsources:\n"
-            f"  plc: {{type: opcua, endpoint: 'opc.tcp://127.0.0.1:4840/', "
-            f"{node.replace('X', 'nsu=urn:usine:r%E9gleur;s=Speed')}}}\n"
-        )
+        path.write_text("agent: {id: gw}\nsources:\n" + text)
         with pytest.raises(ConfigError) as e:
             load_config(path)
         said = str(e.value)
-        assert str(path) in said and f"sources.plc.{field}" in said and "%E9 are no UTF-8" in said, said
+        assert str(path) in said and f"{field}: node '{bad}'" in said and "%E9 are no UTF-8" in said, said
