@@ -240,6 +240,12 @@ class EventKind(enum.StrEnum):
         "with its seq (salvaged, per kind); when it went bad while running, also lost and lost_by_kind; when "
         "a start's time limit cut the copy, salvaged_at_least true (the rest is copied while the agent runs)",
     )
+    OUTBOX_SALVAGED = (
+        "outbox_salvaged",
+        ("moved_to", "epoch", "previous_epoch", "salvaged", "salvaged_by_kind"),
+        "a copy of a moved-aside store that a start's time limit (or a renewal's) cut, its outbox_corrupt event "
+        "saying salvaged_at_least, is done while the agent ran: the whole copy's count (salvaged, per kind)",
+    )
     OUTBOX_WRITE_FAILED = (
         "outbox_write_failed",
         ("records", "reason", "epoch", "cause", "dropped", "by_kind", "ranges"),

@@ -137,6 +137,7 @@ MARK_MAX_BYTES = 4096  # what the epoch and sent files are read to: they hold a 
 SELF_RECORDED = frozenset(
     {
         EventKind.OUTBOX_CORRUPT,
+        EventKind.OUTBOX_SALVAGED,
         EventKind.OUTBOX_BUDGET,
         EventKind.OUTBOX_RETENTION,
         EventKind.OUTBOX_WRITE_FAILED,
@@ -4004,13 +4005,41 @@ class Outbox:
             self._salvage_tries, self._copy_round = 0, False
         self.salvaged += got.total()
         if not left:
+            # the whole copy, as its slices recorded it: the outbox_corrupt event said only "at least" what was
+            # copied by then (before, the rest was told in no event)
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            whole: Counter = Counter()
+            for j in jobs:
+                whole += _copied(meta, Path(j["src"]))
             self._write_salvaging(None)
             self._copy_due = False
             log.warning(
-                "outbox %s: the copy left unfinished at start is done (%d records in the last round)",
+                "outbox %s: the copy left unfinished at start is done: %d records copied in all (%d in the last "
+                "round)",
                 self.dir,
+                whole.total(),
                 got.total(),
             )
+            previous = (
+                None  # the epoch of the store copied: its own meta's (the marker keeps it only until told)
+            )
+            with contextlib.suppress(sqlite3.Error, OSError, IndexError):
+                con = _read_only(Path(jobs[0]["src"]))
+                try:
+                    previous = _first_int(con, "SELECT value FROM meta WHERE key = 'epoch'")
+                finally:
+                    con.close()
+            evt = Event(
+                EventKind.OUTBOX_SALVAGED,
+                moved_to=str(jobs[0]["src"]) if jobs else None,
+                epoch=self.epoch,
+                previous_epoch=previous,
+                salvaged=whole.total(),
+                salvaged_by_kind=dict(whole),
+            )
+            with self._lock:
+                self._notices.append(evt)
+            self.on_event(evt)
         elif self._copy_failed:
             self._copy_failures += 1
             self._copy_next = time.monotonic() + RENEW_RETRY_S

@@ -103,5 +103,17 @@ def test_a_copy_at_start_cut_before_it_read_the_damaged_store_numbers_on_after_t
         assert event["salvaged"] == 0 and event["salvaged_at_least"] is True
         wait_for(lambda: not (data / "outbox-salvaging").exists(), what="the copy to go on while running")
         assert sorted(r.seq for r in ob.pending(5000, 10**9) if r.kind == "result") == list(range(1, 1001))
+
+        # the whole copy, once done, is told: formerly the records copied after the start were told in no event
+        def told_done() -> list:
+            ob.flush()
+            events = [json.loads(r.payload) for r in ob.pending(5000, 10**9) if r.kind == "event"]
+            return [e for e in events if e["kind"] == "outbox_salvaged"]
+
+        wait_for(told_done, what="the copy's end told")
+        (salvaged,) = told_done()
+        assert salvaged["salvaged"] == 1000 and salvaged["salvaged_by_kind"] == {"result": 1000}
+        assert salvaged["epoch"] == ob.epoch and salvaged["previous_epoch"] == event["previous_epoch"]
+        assert salvaged["moved_to"] == event["moved_to"]
     finally:
         ob.close()
