@@ -393,6 +393,26 @@ def compare(
 # Golden files are written uncompressed (``np.savez``): their arrays are about their size.
 MAX_GOLDEN_EXPANSION = 16
 MAX_GOLDEN_EXPANDED_FLOOR = 64 * 1024 * 1024
+# A golden file holds one array per model input, or per output (a graph has at most MAX_OUTPUTS), yet its zip
+# directory was read whole and every array in it loaded: a 69-MB file of 300,000 one-value arrays took 30 s of CPU
+# and 283 MB in the serving agent (the golden check of a swap runs there), a package of 2 GiB of them enough to get
+# it killed for memory. Its directory is bounded before zipfile reads it, and then the count of its arrays.
+MAX_GOLDEN_ARRAYS = 1024
+MAX_GOLDEN_DIRECTORY_BYTES = 512 * 1024  # (about 11,000 entries of the shortest names: read in ~0.06 s)
+
+
+def _directory_bytes(path: Path) -> int | None:
+    """The size of an .npz's zip directory, from its end record as ``zipfile`` itself finds it (its own finder: no
+    second reader of the format to disagree with it), or None: no end record (``np.load`` says what the file is), or
+    a Python whose ``zipfile`` no longer has the finder (the count of arrays is still bounded, once read)."""
+    import zipfile
+
+    find = getattr(zipfile, "_EndRecData", None)
+    if find is None:
+        return None
+    with open(path, "rb") as f:
+        end = find(f)
+    return None if end is None else int(end[getattr(zipfile, "_ECD_SIZE", 5)])
 
 
 def _declared_bytes(z) -> int:
@@ -431,7 +451,21 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 
     name = printable(Path(path).name)
     try:
+        directory = _directory_bytes(Path(path))
+        if directory is not None and directory > MAX_GOLDEN_DIRECTORY_BYTES:
+            raise GoldenError(
+                f"golden file {name}: its zip directory is {directory:,} bytes (at most "
+                f"{MAX_GOLDEN_DIRECTORY_BYTES:,}: it lists far more than the {MAX_GOLDEN_ARRAYS} arrays a golden file "
+                "may hold, one per model input or output); refused unread",
+                code="golden_too_large",
+            )
         with np.load(path, allow_pickle=False) as z:
+            if len(z.files) > MAX_GOLDEN_ARRAYS:
+                raise GoldenError(
+                    f"golden file {name}: {len(z.files):,} arrays, at most {MAX_GOLDEN_ARRAYS} (one per model input "
+                    "or output); refused unread",
+                    code="golden_too_large",
+                )
             size = Path(path).stat().st_size
             declared = _declared_bytes(z)
             if declared > max(MAX_GOLDEN_EXPANDED_FLOOR, MAX_GOLDEN_EXPANSION * size):

@@ -10,7 +10,9 @@ on and a good package still swaps in."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -199,6 +201,37 @@ async def test_golden_inputs_that_expand_to_far_more_than_their_size_are_refused
         compressed, image=np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype(np.float32)
     )
     assert load_npz(compressed)["image"].shape == (4, 3, 64, 64)
+
+
+def _npz_of_arrays(path, n: int, name=lambda i: f"x{i}") -> None:
+    """An uncompressed golden file of an image and ``n`` more arrays of one value each."""
+    one, img = io.BytesIO(), io.BytesIO()
+    np.save(one, np.zeros(1, np.float32))
+    np.save(img, np.zeros((4, 3, 64, 64), np.float32))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("image.npy", img.getvalue())
+        for i in range(n):
+            z.writestr(f"{name(i)}.npy", one.getvalue())
+
+
+def test_a_golden_file_of_thousands_of_arrays_is_refused_before_they_are_read(tmp_path):
+    """A golden file holds an array per model input or output, but its zip directory was read whole and every array
+    in it loaded, in the serving agent (a swap's golden check runs there): 300,000 arrays of one value (69 MB) took
+    30 s of CPU and 283 MB, the 2 GiB a package may hold enough to get the agent killed for memory. Now a directory
+    over 512 KiB is refused before zipfile reads it, and more than 1,024 arrays before any is loaded."""
+    from model_packager.errors import GoldenError
+    from model_packager.golden import load_npz
+
+    _npz_of_arrays(tmp_path / "many.npz", 2_000, name=lambda i: f"{i:0250d}")  # a directory of 600 KB
+    with pytest.raises(GoldenError) as ei:
+        load_npz(tmp_path / "many.npz")
+    assert ei.value.code == "golden_too_large" and "its zip directory is 60" in str(ei.value), ei.value
+    _npz_of_arrays(tmp_path / "some.npz", 1_100, name=str)  # a small directory, past the count of arrays
+    with pytest.raises(GoldenError) as ei:
+        load_npz(tmp_path / "some.npz")
+    assert ei.value.code == "golden_too_large" and "1,101 arrays, at most 1024" in str(ei.value), ei.value
+    _npz_of_arrays(tmp_path / "fine.npz", 63)  # a model of 64 outputs: read
+    assert len(load_npz(tmp_path / "fine.npz")) == 64
 
 
 def _npz_damaged(path, raised: str) -> bytes:
