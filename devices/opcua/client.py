@@ -921,10 +921,18 @@ class _NodeType:
         return "BaseDataType" if self.vtype is ua.VariantType.Variant else self.vtype.name
 
 
-async def _node_type(node: Node, node_id: str) -> _NodeType:
+# how long a node whose properties could not be found out after its Browse was released (10,000 references, or
+# 100 idle pages; no translate) is refused without asking again: each lookup costs thousands of requests
+_PROPS_UNREAD_HOLD_S = 600.0
+
+
+async def _node_type(
+    node: Node, node_id: str, unread: dict[str, tuple[float, str]] | None = None
+) -> _NodeType:
     """The node's ``_NodeType``: one read of DataType, ValueRank and ArrayDimensions, then the DataType's
     supertypes up to the built-in one (and an abstract numeric or BaseDataType node's value, for the type it
-    holds).
+    holds). ``unread`` (node id -> (when, why)): the nodes whose properties could not be found out after their
+    Browse was released, refused for ``_PROPS_UNREAD_HOLD_S`` without their Browse asked again.
     ``OpcUaTypeMismatch`` naming node and DataType when that chain does not reach a built-in type (a
     vendor's DataType without a HasSubtype reference to ns=0, or a DataType node the server does not
     expose): the agent cannot tell how to encode a value for it. A Bad status is raised as asyncua's."""
@@ -973,7 +981,10 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         vtype = ua.VariantType(ident)
     rank = rank if isinstance(rank, int) else -2
     dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
+    said = unread.get(node_id) if unread is not None else None
     try:  # only the properties the DataType needs checked are asked (none for a Double scalar)
+        if said is not None and time.monotonic() - said[0] < _PROPS_UNREAD_HOLD_S:
+            raise PropertiesUnread(said[1])
         enum, enum_names = await _enum_values(Node(node.session, dtid)) if ident == 29 else (None, ())
         enum_own, enum_prop = None, None
         props = Properties(node)  # one Browse answers every property read below
@@ -988,6 +999,8 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
     except PropertiesUnread as e:
         # taken as absent, nothing was checked: 7 went to a three-state node whose Browse listed more than
         # 10,000 references on a server without the translate service (Nano, Micro)
+        if e.released and unread is not None:
+            unread[node_id] = (time.monotonic(), str(e))
         raise OpcUaTypeMismatch(
             f"node {node_id}: its properties could not be read ({e}), so a value cannot be checked against "
             "the states or lengths they state; nothing is written to it until the server lists them (its "
@@ -2768,6 +2781,8 @@ class OpcUaSource:
         self._last_wave: dict[str, tuple[np.ndarray, Quality]] = {}
         self._changed: set[str] = set()  # tags past their first notification since subscribing
         self._types: dict[str, _NodeType] = {}  # node_id -> its type, read at the first write
+        # node_id -> (when, why) its properties could not be found out after its Browse was released (_node_type)
+        self._props_unread: dict[str, tuple[float, str]] = {}
         self._forms: dict[str, int] = {}  # node_id -> the form of write its server takes (_FORMS)
         # a node (its NodeId as resolved, so one lock however the config writes it) -> the lock its writes take,
         # from the type decision to the server's answer: two writes at once to a node that holds nothing yet
@@ -3230,6 +3245,7 @@ class OpcUaSource:
         self._dims.clear()
         self._rates.clear()
         self._types.clear()
+        self._props_unread.clear()
         self._forms.clear()
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s):
@@ -4679,12 +4695,12 @@ class OpcUaSource:
                             node, node_id, known
                         )
                         if changed:
-                            self._types[node_id] = await _node_type(node, node_id)
+                            self._types[node_id] = await _node_type(node, node_id, self._props_unread)
                     if changed:
                         self._recheck(node_id)
                     return
                 async with asyncio.timeout(self.settings.connect_timeout_s):
-                    nt = await _node_type(node, node_id)
+                    nt = await _node_type(node, node_id, self._props_unread)
                 self._types[node_id] = nt
                 if nt.vtype is ua.VariantType.Variant:
                     self._held_at[node_id] = time.monotonic()
@@ -4892,6 +4908,7 @@ class OpcUaSource:
                         self._resolved,
                         self._resolve,
                         self._target_access,
+                        unread=self._props_unread,
                     )
                 if (nt := self._types.get(node_id)) is not None and nt.vtype is ua.VariantType.Variant:
                     self._held_at[node_id] = time.monotonic()  # read with its type (``write_misfit``)
@@ -5685,7 +5702,7 @@ class OpcUaSource:
                     nt = self._types.get(node_id)
                     cached = nt is not None
                     if nt is None:
-                        nt = self._types[node_id] = await _node_type(node, node_id)
+                        nt = self._types[node_id] = await _node_type(node, node_id, self._props_unread)
                     elif nt.vtype is ua.VariantType.Variant and (
                         isinstance(held := await _read_held(node), tuple)
                         and (held != (nt.held, nt.held_shape) or nt.held_unread is not None)
@@ -5702,7 +5719,7 @@ class OpcUaSource:
                     elif (
                         cached and nt.enum_prop is not None and await self._states_changed(node, node_id, nt)
                     ):
-                        nt = self._types[node_id] = await _node_type(node, node_id)
+                        nt = self._types[node_id] = await _node_type(node, node_id, self._props_unread)
                         self._recheck(node_id)
                     if (
                         ua.VariantType.LocalizedText in (nt.vtype, nt.held)
@@ -5735,7 +5752,7 @@ class OpcUaSource:
                         )
                     except uaerrors.BadTypeMismatch:
                         self._types.pop(node_id, None)
-                        now = self._types[node_id] = await _node_type(node, node_id)
+                        now = self._types[node_id] = await _node_type(node, node_id, self._props_unread)
                         if again or now == nt:
                             name = (
                                 f"BadTypeMismatch: the node is an enumeration held by the server as "
@@ -5874,9 +5891,11 @@ async def _check_target(
     resolve=None,
     access: dict[str, bool] | None = None,
     timeouts: bool = False,
+    unread: dict[str, tuple[float, str]] | None = None,
 ) -> str | None:
     """Why writing ``value`` to ``node_id`` would fail (None: it would not): node exists, is a
-    Variable the session may write (into ``access``: whether it may), and its DataType takes the value.
+    Variable the session may write (into ``access``: whether it may), and its DataType takes the value
+    (``unread``: as ``_node_type`` takes it).
     ``timeouts``: a read the server does not answer in time raises ``TimeoutError``, not a reason."""
     try:
         node = await _node(client, node_id, cache, resolve)
@@ -5910,7 +5929,7 @@ async def _check_target(
     if ua.AccessLevel.CurrentWrite not in levels:
         return f"node {node_id} is read-only for this session (access level {sorted(a.name for a in levels)})"
     try:
-        nt = types[node_id] = await _node_type(node, node_id)
+        nt = types[node_id] = await _node_type(node, node_id, unread)
     except OpcUaTypeMismatch as e:
         return str(e)
     except ua.UaStatusCodeError as e:

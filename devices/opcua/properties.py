@@ -31,7 +31,12 @@ _Key = tuple[int, str]
 
 class PropertiesUnread(Exception):
     """Whether the node has a property could not be found out; the message says why. Not a ``ua.UaError``:
-    callers taking a missing property as "not stated" must not take this one so."""
+    callers taking a missing property as "not stated" must not take this one so. ``released``: its Browse was
+    released at the page bound (thousands of requests to find that out again)."""
+
+    def __init__(self, msg: str, released: bool = False) -> None:
+        super().__init__(msg)
+        self.released = released
 
 
 class Properties:
@@ -42,6 +47,7 @@ class Properties:
         self._props: dict[_Key, ua.NodeId] | None = None  # HasProperty targets; None: not browsed, or failed
         self._unsure: set[_Key] = set()  # names listed only by a reference that may be a HasProperty subtype
         self._browse_failed: str | None = None  # why the Browse gave no answer, once asked
+        self._released = False  # the Browse was released at its bound of pages or references
 
     async def get(self, prop: str) -> Node:
         if self._props is None and self._browse_failed is None:
@@ -72,14 +78,16 @@ class Properties:
             result = (await self.node.session.translate_browsepaths_to_nodeids([path]))[0]
         except ua.UaError as e:
             raise PropertiesUnread(
-                f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds {_why(e)}"
+                f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds {_why(e)}", self._released
             ) from None
         status = result.StatusCode
         if status.is_good() and result.Targets:
             return Node(self.node.session, result.Targets[0].TargetId)
         if status.is_good() or status.value == ua.StatusCodes.BadNoMatch:
             raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
-        raise PropertiesUnread(f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds answered {status.name}")
+        raise PropertiesUnread(
+            f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds answered {status.name}", self._released
+        )
 
     async def _browse(self) -> dict[_Key, ua.NodeId] | None:
         """The targets of the node's forward HasProperty references by BrowseName, every page read (names of
@@ -136,6 +144,7 @@ class Properties:
             if not release:
                 results = await self.node.session.browse_next(more)
                 continue
+            self._released = True
             self._browse_failed = (
                 f"was released after listing {len(listed)} references"
                 if len(listed) >= BROWSE_REFERENCES
