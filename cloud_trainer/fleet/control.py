@@ -1730,8 +1730,9 @@ class Control:
     def _withdrawn(self, dep: dict) -> str | None:
         """The withdrawal's reason when the version ``dep`` rolls out was withdrawn from its tenant's registry
         (``cloud-trainer withdraw``) since the rollout began, else None (a configuration rollout: None). Its
-        package's ``index.json`` is read again only when the file changed: a package of 20,000 versions takes
-        ~0.4 s to read, and the tick runs under the control's lock every second and after every report."""
+        package's ``index.json`` is read again only when the file changed: an index of 20,000 versions (8 MB)
+        took ~70 ms to read here, and the tick runs under the control's lock every second and after every
+        report."""
         if dep.get("kind") == "config" or not dep.get("package"):
             return None
         try:
