@@ -621,6 +621,40 @@ async def test_a_plc_clock_far_off_the_gateways_is_not_taken_for_the_readings_ti
     assert "clock_skew" not in rcv.stats.errors_by_reason
 
 
+async def test_a_step_of_the_gateways_clock_back_is_not_taken_for_readings_out_of_order(monkeypatch) -> None:
+    """NTP steps the gateway's clock back an hour while the PLC's is right: the PLC's times are then over
+    max_clock_skew_s off, and the receive time stamps the readings, an hour before the last one passed on. Before,
+    each such reading was counted ``out_of_order`` ("source timestamp went backwards", blaming the PLC) until the
+    hour had passed; now the step is said once and the readings go on in order on the gateway's new time."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:step", "Press")
+    node = await obj.add_variable(ua.NodeId("Force", idx), "Force", 1.0, ua.VariantType.Double)
+    await srv.start()
+    src = OpcUaSource(
+        "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Force"}])
+    )
+    await src.start()
+    try:
+        it = src.items()
+        await asyncio.wait_for(it.__anext__(), 8)
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() - 3600)  # NTP steps the gateway's clock back an hour
+        got = []
+        for value in (2.0, 3.0, 4.0):
+            await node.write_value(value)
+            got.append(await asyncio.wait_for(it.__anext__(), 8))
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert [r.value for r in got] == [2.0, 3.0, 4.0]
+    assert "out_of_order" not in src.stats.errors_by_reason, src.stats.errors_by_reason
+    assert [r.timestamp for r in got] == sorted(r.timestamp for r in got)
+
+
 async def _counted(src: OpcUaSource, reason: str, timeout_s: float = 10.0) -> None:
     """Until the source has counted an error of ``reason`` (or the timeout: the caller asserts)."""
     deadline = time.monotonic() + timeout_s
