@@ -540,18 +540,16 @@ async def test_non_finite_skip_policy_drops_nan_but_keeps_counting() -> None:
         await srv.stop()
 
 
-async def test_a_null_source_timestamp_from_a_plc_without_a_clock_is_not_taken_as_1601() -> None:
-    """OPC UA's null DateTime (0, which asyncua hands out as 1601-01-01) is what some PLCs send as the
-    source timestamp. Taken at face value every reading was stamped 1601 (epoch -11644473600) in windows,
-    results and the cloud's records; now the server's timestamp, else the receive time, is used."""
-    import datetime as dt
-
+@contextlib.asynccontextmanager
+async def _one_force_node(namespace: str):
+    """A bare asyncua server with one Double node `Force` (1.0) and a started source on it whose first reading is
+    taken: (node, source, the source's items); both stopped at the end."""
     from asyncua import ua
 
     from tests.support.peers import opcua_server
 
     port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:test:clockless", "Press")
+    srv, idx, obj = await opcua_server(port, "plc", namespace, "Press")
     node = await obj.add_variable(ua.NodeId("Force", idx), "Force", 1.0, ua.VariantType.Double)
     await srv.start()
     src = OpcUaSource(
@@ -561,12 +559,24 @@ async def test_a_null_source_timestamp_from_a_plc_without_a_clock_is_not_taken_a
     try:
         it = src.items()
         await asyncio.wait_for(it.__anext__(), 8)
-        null = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
-        await node.write_value(ua.DataValue(ua.Variant(2.5, ua.VariantType.Double), SourceTimestamp=null))
-        r = await asyncio.wait_for(it.__anext__(), 8)
+        yield node, src, it
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_a_null_source_timestamp_from_a_plc_without_a_clock_is_not_taken_as_1601() -> None:
+    """OPC UA's null DateTime (0, which asyncua hands out as 1601-01-01) is what some PLCs send as the
+    source timestamp. Taken at face value every reading was stamped 1601 (epoch -11644473600) in windows,
+    results and the cloud's records; now the server's timestamp, else the receive time, is used."""
+    import datetime as dt
+
+    from asyncua import ua
+
+    async with _one_force_node("urn:test:clockless") as (node, src, it):
+        null = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
+        await node.write_value(ua.DataValue(ua.Variant(2.5, ua.VariantType.Double), SourceTimestamp=null))
+        r = await asyncio.wait_for(it.__anext__(), 8)
     assert r.value == 2.5 and abs(r.timestamp - time.time()) < 60, r.timestamp
 
 
@@ -626,30 +636,13 @@ async def test_a_step_of_the_gateways_clock_back_is_not_taken_for_readings_out_o
     max_clock_skew_s off, and the receive time stamps the readings, an hour before the last one passed on. Before,
     each such reading was counted ``out_of_order`` ("source timestamp went backwards", blaming the PLC) until the
     hour had passed; now the step is said once and the readings go on in order on the gateway's new time."""
-    from asyncua import ua
-
-    from tests.support.peers import opcua_server
-
-    port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:test:step", "Press")
-    node = await obj.add_variable(ua.NodeId("Force", idx), "Force", 1.0, ua.VariantType.Double)
-    await srv.start()
-    src = OpcUaSource(
-        "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Force"}])
-    )
-    await src.start()
-    try:
-        it = src.items()
-        await asyncio.wait_for(it.__anext__(), 8)
+    async with _one_force_node("urn:test:step") as (node, src, it):
         real = time.time
         monkeypatch.setattr(time, "time", lambda: real() - 3600)  # NTP steps the gateway's clock back an hour
         got = []
         for value in (2.0, 3.0, 4.0):
             await node.write_value(value)
             got.append(await asyncio.wait_for(it.__anext__(), 8))
-    finally:
-        await src.stop()
-        await srv.stop()
     assert [r.value for r in got] == [2.0, 3.0, 4.0]
     assert "out_of_order" not in src.stats.errors_by_reason, src.stats.errors_by_reason
     assert [r.timestamp for r in got] == sorted(r.timestamp for r in got)
