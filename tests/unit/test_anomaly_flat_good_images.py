@@ -85,3 +85,38 @@ def test_a_floor_within_the_good_images_own_scores_raises_the_threshold_without_
     )
     assert "below a camera's noise" not in fitted["threshold_rule"]  # was said
     assert not any("vary less than a camera's noise" in m for m in said), said  # was said
+
+
+def test_a_threshold_of_a_million_gets_a_golden_tolerance_a_build_takes(tmp_path, monkeypatch):
+    """Near-black frames cut in 3x3 tiles (one pixel at 1 each: the tile positions' reference maps near 0) set a
+    threshold of 1.07e6; the golden atol, 2e-3 of it (2138), was refused where a package is built (at most 1000)
+    and `build anomaly` ended in a traceback. It is capped; rtol holds the scores near the threshold."""
+    import model_packager
+    from model_packager.manifest import BUILD_CONTEXT, MAX_GOLDEN_ATOL, Golden
+
+    specs: list[dict] = []
+    monkeypatch.setattr(model_packager, "build_package", lambda model, spec, *a, **k: specs.append(spec))
+    s = A.AnomalySettings(Path("."), Path("."), Path("."), tmp_path, size=32, tiles=[3, 3])
+    dark = [np.zeros((96, 96, 3), np.uint8) for _ in range(2)]
+    metrics = {"image_auroc": None}
+    report = {
+        "version": "1.0.0",
+        "threshold": 1068879.875,
+        "form": "fp32",
+        "metrics": {"fp32": metrics, "int8": metrics},
+        "sizes": {"fp32_bytes": 1, "int8_bytes": None},
+        "int8": {"note": ""},
+        "backbone": "none",
+    }
+    A._package(
+        s,
+        report,
+        tmp_path / "m.onnx",
+        None,
+        np.zeros((1, 3, 32, 32), np.float32),
+        None,
+        A.AnomalyData(dark, ["a", "b"]),
+    )
+    golden = Golden.model_validate(specs[0]["golden"], context=BUILD_CONTEXT)  # was refused: atol 2137.76
+    assert (golden.atol, golden.rtol) == (MAX_GOLDEN_ATOL, 2e-2)
+    assert A.golden_tolerance(40.0)["atol"] == 2e-3 * 40.0  # an ordinary threshold's, as before
