@@ -391,7 +391,8 @@ def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: li
     meta_file = dst / "dataset.yaml"
     meta = read_dataset_yaml(meta_file) if meta_file.is_file() else None
     meta = meta if isinstance(meta, dict) else {}
-    if not meta.get("classes"):  # no base (or one without them): the classes the samples were labelled in
+    own = not meta.get("classes")
+    if own:  # no base (or one without them): the classes the samples were labelled in
         meta.update(classes=classes, good=classes[0])
     # the base's count, counts and digest describe the base alone: the merged dataset's are written, the
     # digest as ``data.load_parts`` computes it (``digest_part``: each file's sha256, its label and its mask's
@@ -412,6 +413,11 @@ def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: li
             ) from None
         counts[row["label"]] = counts.get(row["label"], 0) + 1
         k += 1
+    if own:
+        # of those, the good one and the ones a sample has: the default six, each written, were each a class
+        # training refuses as named by dataset.yaml without an image (an output nothing would train)
+        meta["classes"] = [c for c in meta["classes"] if c == meta["good"] or counts.get(c)]
+        counts = {c: counts.get(c, 0) for c in meta["classes"]}
     meta.update(count=k, counts=counts, digest="sha256:" + h.hexdigest())
     meta["max_megapixels"] = limit
     meta["fleet_export"] = {"model": model, "tenant": tenant}

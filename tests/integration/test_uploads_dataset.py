@@ -88,6 +88,17 @@ def test_uploaded_samples_become_a_dataset_with_ground_truth_labels(tmp_path, cl
         assert (
             hashlib.sha256((tmp_path / "ds1" / r["file"]).read_bytes()).hexdigest() == r["source"]["sha256"]
         )
+    # without a base, dataset.yaml names the classes the samples were labelled in, the good one first: the default
+    # six it named were refused by training, 'scratch' and 'stain' named without an image
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "ds1" / "dataset.yaml").read_text())["classes"] == [
+        "ok",
+        "dent",
+        "crack",
+        "missing_hole",
+    ]
+    assert len(load_parts(tmp_path / "ds1").images) == 6
     # labels accumulate in the store: a later export with the other half brings all twelve, on top of a base
     rest = dict(list(truth.items())[6:])
     res = export(
