@@ -355,9 +355,17 @@ def check_base(base: Path) -> None:
                 )
     for n, line in label_lines(labels_file):
         row = label_row(line, f"{labels_file}:{n}")
-        dataset_file(base, row["file"], f"{labels_file}:{n}")
-        if isinstance(row.get("mask"), str) and row["mask"]:
-            dataset_file(base, row["mask"], f"{labels_file}:{n} (its mask)")
+        if not dataset_file(base, row["file"], f"{labels_file}:{n}").is_file():
+            raise DatasetError(f"{labels_file}:{n}: names {row['file']}, which does not exist in {base}")
+        # said as training says it: a missing mask was "not a label row with a readable 'file' and a 'label'"
+        # (its bytes are in the digest, ``data.digest_part``)
+        mask = row.get("mask")
+        if (
+            isinstance(mask, str)
+            and mask
+            and not dataset_file(base, mask, f"{labels_file}:{n} (its mask)").is_file()
+        ):
+            raise DatasetError(f"{labels_file}:{n}: mask {mask} is missing; fix or drop the row's 'mask'")
 
 
 def _copy_inside(src: Path, dst: Path, base: Path, root: str) -> None:

@@ -317,6 +317,21 @@ def test_an_export_on_a_base_records_the_merged_datasets_count_classes_and_diges
     assert meta["digest"] == load_parts(tmp_path / "ds").digest != base["digest"]
 
 
+def test_a_base_row_whose_mask_is_missing_is_refused_as_training_refuses_it(tmp_path, cloud):
+    """A mask's bytes are in the dataset's digest, which the export writes: a base row naming a mask that is not
+    there was refused as "not a label row with a readable 'file' and a 'label' (FileNotFoundError...)"."""
+    data, parts, truth = cloud
+    rows = [json.loads(x) for x in (parts / "labels.jsonl").read_text().splitlines()]
+    n, row = next((n, r) for n, r in enumerate(rows, 1) if r.get("mask"))
+    (parts / row["mask"]).unlink()
+    said = f"{parts / 'labels.jsonl'}:{n}: mask {row['mask']} is missing; fix or drop the row's 'mask'"
+    with pytest.raises(DatasetError) as ei:
+        export(data, "part-inspection", tmp_path / "ds", base=parts)
+    assert str(ei.value) == said and not (tmp_path / "ds").exists()
+    with pytest.raises(DatasetError, match="is missing; fix or drop"):
+        load_parts(parts)
+
+
 def test_an_export_on_a_base_whose_last_label_row_has_no_newline_takes_the_base_whole(tmp_path):
     """A base's labels.jsonl written with "\\n".join (no newline after its last row), which training reads, had
     the first sample's row appended to its last line: the export refused the good base as having a broken
