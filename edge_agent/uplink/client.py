@@ -913,6 +913,10 @@ class Uplink:
                     arrived.set()
 
         def silent() -> TimeoutError:
+            # a link loss (the stream is cancelled, which tells the fleet client nothing): a gateway restored from a
+            # VM memory snapshot whose old connection died without a word ends it this way, and its next stream may
+            # go over a fresh connection; under the snapshot's run and count, its reports were dropped as late
+            self.client.link_lost()
             return TimeoutError(
                 f"no answer from the fleet service on the Connect stream for {answer_s:g} s (keepalive_timeout_s) "
                 "after a state report: the stream is open but silent; reconnecting"

@@ -29,24 +29,31 @@ class SilentFirst(rpc.FleetServicer):
     def __init__(self) -> None:
         self.calls = 0
         self.reports: list[int] = []  # per call, the reports it received
+        self.runs: list[set[str]] = []  # per call, the runs (boot ids) its reports were numbered under
 
     async def Connect(self, request_iterator, context):
         self.calls += 1
         me = len(self.reports)
         self.reports.append(0)
+        self.runs.append(set())
         if self.calls == 1:
-            async for _ in request_iterator:
+            async for msg in request_iterator:
                 self.reports[me] += 1
+                self.runs[me].add(msg.report.boot_id)
             return
         async for msg in request_iterator:
             self.reports[me] += 1
+            self.runs[me].add(msg.report.boot_id)
             yield pb.ServerMessage(acked=msg.report_id)
             yield pb.ServerMessage(desired=pb.HeartbeatReply(generation=7))
 
 
 async def test_a_connect_stream_left_open_and_silent_is_ended_and_opened_again(tmp_path, pki) -> None:
     """keepalive_timeout_s 1: the report unanswered for 1 s on the silent stream ends it, and the agent connects
-    again and gets its desired state (generation 7) there. Before, it waited on the silent stream for ever."""
+    again and gets its desired state (generation 7) there. Before, it waited on the silent stream for ever. A silent
+    stream is a lost link: the reports after it go under a new run (a gateway restored from a VM memory snapshot,
+    its old connection dead without a word and its count back at the snapshot's, had its reports on the next
+    stream dropped by the fleet as late until the count passed the fleet's)."""
     server = grpc.aio.server()
     rpc.add_FleetServicer_to_server(fleet := SilentFirst(), server)
     creds = grpc.ssl_server_credentials(
@@ -70,6 +77,7 @@ async def test_a_connect_stream_left_open_and_silent_is_ended_and_opened_again(t
         await until(lambda: 7 in got, timeout_s=10, what="the desired state from the second Connect")
         assert fleet.calls == 2 and fleet.reports[0] >= 1, (fleet.calls, fleet.reports)
         assert "no answer from the fleet service on the Connect stream" in (up.last_error or "")
+        assert fleet.runs[1] and fleet.runs[0].isdisjoint(fleet.runs[1]), fleet.runs  # was: the same run
     finally:
         await up.stop()
         ob.close()
