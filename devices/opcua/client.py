@@ -113,7 +113,7 @@ from devices.base import (
     wall_since,
     written_number,
 )
-from devices.opcua.properties import Properties, PropertiesUnread
+from devices.opcua.properties import UNTIL_READ, Properties, PropertiesUnread
 from devices.opcua.rates import RateError, StatedRates
 from devices.opcua.settings import (
     DATETIME_RANGE,
@@ -951,6 +951,7 @@ async def _node_type(
     rank, dims = (
         dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None for dv in got[1:]
     )
+    dims_status = got[2].StatusCode
     try:
         base = await get_base_data_type(Node(node.session, dtid))
     except ua.UaStatusCodeError as e:
@@ -987,6 +988,9 @@ async def _node_type(
     try:  # only the properties the DataType needs checked are asked (none for a Double scalar)
         if said is not None and time.monotonic() - said[0] < _PROPS_UNREAD_HOLD_S:
             raise PropertiesUnread(said[1])
+        if rank >= 0 and dims_status is not None and dims_status.value in _NOT_GIVEN:
+            # an array node's lengths the server has but does not give this session: [9, 9] went to an Array[0..2]
+            raise PropertiesUnread(f"its ArrayDimensions answered {dims_status.name}", until=UNTIL_READ)
         enum, enum_names = await _enum_values(Node(node.session, dtid)) if ident == 29 else (None, ())
         enum_own, enum_prop = None, None
         props = Properties(node)  # one Browse answers every property read below
@@ -1000,13 +1004,17 @@ async def _node_type(
         max_len, whole, server_len = await _array_bounds(node, rank, dims, props)
     except PropertiesUnread as e:
         # taken as absent, nothing was checked: 7 went to a three-state node whose Browse listed more than
-        # 10,000 references on a server without the translate service (Nano, Micro)
+        # 10,000 references on a server without the translate service (Nano, Micro), or whose EnumStrings
+        # this session may not read
+        if e.status is not None and ua.StatusCode(ua.UInt32(e.status)).name in _BUSY:
+            raise ua.UaStatusCodeError(e.status) from None  # busy now: the write is retried, nothing kept
+        why = str(e)
         if e.released and unread is not None:
-            unread[node_id] = (time.monotonic(), str(e))
+            why += f"; not asked again for {_PROPS_UNREAD_HOLD_S / 60:g} minutes or until a reconnect"
+            unread[node_id] = (time.monotonic(), why)
         raise OpcUaTypeMismatch(
-            f"node {node_id}: its properties could not be read ({e}), so a value cannot be checked against "
-            "the states or lengths they state; nothing is written to it until the server lists them (its "
-            "Browse of the node) or answers TranslateBrowsePathsToNodeIds"
+            f"node {node_id}: its properties could not be read ({why}), so a value cannot be checked against "
+            f"the states or lengths they state; nothing is written to it until {e.until}"
         ) from None
     held, held_shape, held_unread = None, None, None
     if isinstance(vtype, AbstractType) or vtype is ua.VariantType.Variant:
@@ -1166,10 +1174,10 @@ async def _stated_limit(
     server's, so the node's holds when it states one (a PLC's Array[0..99] on a server whose default is 64
     takes 100), and a node stating none is held to the server's; (None, False) when neither is stated (or 0:
     no limit)."""
-    try:
-        if (own := _positive(await (await (props or Properties(node)).get(prop)).read_value())) is not None:
+    try:  # a property the node has but whose value is not given raises PropertiesUnread
+        if (own := _positive((await (props or Properties(node)).read(prop))[1])) is not None:
             return own, False
-    except (ua.UaError, TypeError, ValueError):
+    except ua.UaError:
         pass  # most servers state none (BadNoMatch)
     try:
         server = _positive(await Node(node.session, server_id).read_value())
@@ -1191,6 +1199,16 @@ async def _max_bytes(
 
 _EnumValues = tuple[frozenset[int] | None, tuple[tuple[int, str], ...]]
 
+# an attribute the server has but does not give this session (an enumeration's DataTypeDefinition, an array's
+# ArrayDimensions): what it states is unknown, not absent (BadAttributeIdInvalid: the server has none)
+_NOT_GIVEN = frozenset(
+    {
+        ua.StatusCodes.BadNotReadable,
+        ua.StatusCodes.BadUserAccessDenied,
+        ua.StatusCodes.BadSecurityModeInsufficient,
+    }
+)
+
 
 async def _enum_values(dtype: Node) -> _EnumValues:
     """The values an enumeration DataType defines, and those with their names: its DataTypeDefinition's
@@ -1202,7 +1220,12 @@ async def _enum_values(dtype: Node) -> _EnumValues:
         if isinstance(d, ua.EnumDefinition) and d.Fields:
             return _named((int(f.Value), f.Name) for f in d.Fields)
     except (ua.UaError, TypeError, ValueError):
-        pass
+        dv = None
+    if dv is not None and dv.StatusCode is not None and dv.StatusCode.value in _NOT_GIVEN:
+        # a server without the attribute (before OPC UA 1.04) answers BadAttributeIdInvalid: then the properties
+        raise PropertiesUnread(
+            f"its DataType's DataTypeDefinition answered {dv.StatusCode.name}", until=UNTIL_READ
+        )
     return (await _enum_properties(dtype))[1]
 
 
@@ -1214,11 +1237,10 @@ async def _enum_properties(
     None): neither."""
     props = props or Properties(node)
     for prop in ("0:EnumValues", "0:EnumStrings"):
-        try:
-            child = await props.get(prop)
-            v = await child.read_value()
-        except (ua.UaError, TypeError, ValueError):
-            continue
+        try:  # one the node has whose value is not given raises PropertiesUnread
+            child, v = await props.read(prop)
+        except ua.UaError:
+            continue  # not stated (BadNoMatch)
         if (got := _states(prop[2:], v)) is not None:
             return prop[2:], got, child.nodeid.to_string()
     return None, (None, ()), None

@@ -16,6 +16,7 @@ cannot check rather than take the property as absent.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from asyncua import Node, ua
 
@@ -30,13 +31,27 @@ _Key = tuple[int, str]
 
 
 class PropertiesUnread(Exception):
-    """Whether the node has a property could not be found out; the message says why. Not a ``ua.UaError``:
-    callers taking a missing property as "not stated" must not take this one so. ``released``: its Browse was
-    released at the page bound (thousands of requests to find that out again)."""
+    """Whether the node has a property, or what it states, could not be found out; the message says why. Not a
+    ``ua.UaError``: callers taking a missing property as "not stated" must not take this one so. ``released``: its
+    Browse was released at the page bound (thousands of requests to find that out again); ``status``: the Bad
+    status the server answered, when one did (a busy server's is the caller's to retry); ``until``: what the
+    server must do for it to be found out."""
 
-    def __init__(self, msg: str, released: bool = False) -> None:
+    def __init__(
+        self,
+        msg: str,
+        released: bool = False,
+        status: int | None = None,
+        until: str = "the server lists them (its Browse of the node) or answers TranslateBrowsePathsToNodeIds",
+    ) -> None:
         super().__init__(msg)
         self.released = released
+        self.status = status
+        self.until = until
+
+
+# what a property the node has, or one of its attributes, whose value the server does not give needs
+UNTIL_READ = "the server lets this session read them (the access rights of the agent's user)"
 
 
 class Properties:
@@ -64,6 +79,20 @@ class Properties:
                 raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
         return await self._translate(prop)
 
+    async def read(self, prop: str) -> tuple[Node, Any]:
+        """(the node's property ``prop``, its value). BadNoMatch when the node has none; ``PropertiesUnread`` when
+        it has one whose value the server does not give (BadNotReadable, BadUserAccessDenied): taken as absent,
+        nothing was checked (7 went to a three-state node whose EnumStrings this session may not read)."""
+        found = await self.get(prop)
+        try:
+            return found, await found.read_value()
+        except (ua.UaError, TypeError, ValueError) as e:
+            raise PropertiesUnread(
+                f"{prop}: the node has it, and its Read {_why(e)}",
+                status=getattr(e, "code", None),
+                until=UNTIL_READ,
+            ) from None
+
     async def _translate(self, prop: str) -> Node:
         """``prop`` along a HasProperty reference (or a subtype) of the node, asked of the server."""
         path = ua.BrowsePath()
@@ -78,7 +107,9 @@ class Properties:
             result = (await self.node.session.translate_browsepaths_to_nodeids([path]))[0]
         except ua.UaError as e:
             raise PropertiesUnread(
-                f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds {_why(e)}", self._released
+                f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds {_why(e)}",
+                self._released,
+                getattr(e, "code", None),
             ) from None
         status = result.StatusCode
         if status.is_good() and result.Targets:
@@ -86,7 +117,9 @@ class Properties:
         if status.is_good() or status.value == ua.StatusCodes.BadNoMatch:
             raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
         raise PropertiesUnread(
-            f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds answered {status.name}", self._released
+            f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds answered {status.name}",
+            self._released,
+            status.value,
         )
 
     async def _browse(self) -> dict[_Key, ua.NodeId] | None:
@@ -155,7 +188,7 @@ class Properties:
             return None
 
 
-def _why(e: ua.UaError) -> str:
+def _why(e: Exception) -> str:
     if isinstance(e, ua.UaStatusCodeError):
         return f"answered {ua.StatusCode(e.code).name}"
     return f"failed ({type(e).__name__}: {e})" if str(e) else f"failed ({type(e).__name__})"

@@ -11,7 +11,7 @@ import pytest
 from asyncua import ua
 from asyncua.common.structures104 import new_enum
 
-from devices.opcua.client import OpcUaTypeMismatch, OpcUaWriteRefused
+from devices.opcua.client import OpcUaServerBusy, OpcUaTypeMismatch, OpcUaWriteRefused
 from tests.support.plc import opcua_source, plc_server
 from tests.support.waits import until
 
@@ -472,7 +472,9 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
     """A node listing more than 10,000 references (a page of them, a continuation point for more) on a server
     without TranslateBrowsePaths (Nano, Micro): its Browse is released and its properties were then taken as
     absent, so nothing was checked (7 went to a three-state node). Its writes are refused, naming why (its Browse
-    not asked again at each write); a Double node's are written, its DataType needing no property."""
+    not asked again at each write, and the refusal saying so); a Double node's are written, its DataType needing
+    no property. A translate answered busy (BadServerTooBusy) is retried, not kept: it locked the node out of
+    writes for 10 minutes."""
     from asyncua.server.internal_session import InternalSession
 
     from devices.opcua import properties
@@ -500,7 +502,10 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
         return results
 
     async def no_translate(self, params):
-        raise ua.UaStatusCodeError(ua.StatusCodes.BadServiceUnsupported)
+        busy = not crowded[1:]  # a hiccup the first time
+        raise ua.UaStatusCodeError(
+            ua.StatusCodes.BadServerTooBusy if busy else ua.StatusCodes.BadServiceUnsupported
+        )
 
     monkeypatch.setattr(InternalSession, "browse", crowded_browse)
     monkeypatch.setattr(InternalSession, "translate_browsepaths_to_nodeids", no_translate)
@@ -515,12 +520,82 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
         return {"Mode": mode, "Speed": speed}
 
     async with plc_server(build) as p, opcua_source(p) as src:
+        with pytest.raises(OpcUaServerBusy, match=r"BadServerTooBusy"):
+            await src.write(p.node_id("Mode"), 2)
         for value in (7, 2):
             with pytest.raises(OpcUaTypeMismatch, match=r"its properties could not be read") as e:
                 await src.write(p.node_id("Mode"), value)
         said = str(e.value)
         assert "released after listing 51 references" in said and "BadServiceUnsupported" in said, said
-        # the second write refused as the first was, without thousands of requests to find that out again
-        assert crowded == ["Mode"], crowded
+        assert "not asked again for 10 minutes or until a reconnect" in said, said
+        # the third write refused as the second was, without thousands of requests to find that out again
+        assert crowded == ["Mode", "Mode"], crowded
         await src.write(p.node_id("Speed"), 1.5)
         assert await p.read() == {"Mode": 0, "Speed": 1.5}
+
+
+async def test_a_node_whose_stated_states_or_lengths_the_server_does_not_give_is_refused_until_it_does():
+    """The node has its EnumStrings (or its enumeration DataType its DataTypeDefinition, its array its
+    ArrayDimensions, its text its MaxStringLength), but the server answers their reads BadNotReadable or
+    BadUserAccessDenied (the agent's user not allowed them): they were taken as absent, nothing was checked, and
+    7 went to a three-state node, [9, 9] to an Array[0..2], ten characters to a STRING[5]. Each write is refused
+    naming what could not be read; once the server gives them, the values are judged by them."""
+    from asyncua.common.callback import CallbackType
+
+    withheld: dict[ua.NodeId, tuple[ua.AttributeIds, int]] = {}
+
+    async def build(srv, idx: int, obj) -> dict:
+        mode = await obj.add_variable(ua.NodeId("Mode", idx), "Mode", ua.Variant(0, ua.VariantType.UInt32))
+        states = [ua.LocalizedText(t) for t in ("Stopped", "Running", "Fault")]
+        es = await mode.add_property(0, "EnumStrings", ua.Variant(states, ua.VariantType.LocalizedText))
+        mm_type = await new_enum(srv, idx, "MachineMode", ["Stopped", "Running", "Fault"])
+        mm = await obj.add_variable(
+            ua.NodeId("MM", idx), "MM", ua.Variant(0, ua.VariantType.Int32), datatype=mm_type.nodeid
+        )
+        fixed = await obj.add_variable(
+            ua.NodeId("Fixed", idx), "Fixed", ua.Variant([1, 2, 3], ua.VariantType.Int16)
+        )
+        await fixed.write_value_rank(1)
+        await fixed.write_array_dimensions([3])
+        label = await obj.add_variable(
+            ua.NodeId("Label", idx), "Label", ua.Variant("", ua.VariantType.String)
+        )
+        most = await label.add_property(0, "MaxStringLength", ua.Variant(5, ua.VariantType.UInt32))
+        denied, unreadable = ua.StatusCodes.BadUserAccessDenied, ua.StatusCodes.BadNotReadable
+        withheld.update(
+            {
+                es.nodeid: (ua.AttributeIds.Value, denied),
+                mm_type.nodeid: (ua.AttributeIds.DataTypeDefinition, unreadable),
+                fixed.nodeid: (ua.AttributeIds.ArrayDimensions, unreadable),
+                most.nodeid: (ua.AttributeIds.Value, unreadable),
+            }
+        )
+
+        async def on_read(event, _dispatcher) -> None:
+            for i, rv in enumerate(event.request_params.NodesToRead):
+                if event.is_external and withheld.get(rv.NodeId, (None,))[0] == rv.AttributeId:
+                    status = ua.StatusCode(withheld[rv.NodeId][1])
+                    event.response_params[i] = ua.DataValue(StatusCode=status)
+
+        srv.subscribe_server_callback(CallbackType.PostRead, on_read)
+        return {"Mode": mode, "MM": mm, "Fixed": fixed, "Label": label}
+
+    bad = {"Mode": 7, "MM": 7, "Fixed": [9, 9], "Label": "abcdefghij"}
+    said = {
+        "Mode": "0:EnumStrings: the node has it, and its Read answered BadUserAccessDenied",
+        "MM": "its DataType's DataTypeDefinition answered BadNotReadable",
+        "Fixed": "its ArrayDimensions answered BadNotReadable",
+        "Label": "0:MaxStringLength: the node has it, and its Read answered BadNotReadable",
+    }
+    async with plc_server(build) as p, opcua_source(p) as src:
+        for name, value in bad.items():
+            with pytest.raises(OpcUaTypeMismatch, match=r"its properties could not be read") as e:
+                await src.write(p.node_id(name), value)
+            assert said[name] in str(e.value) and "access rights" in str(e.value), str(e.value)
+        withheld.clear()
+        for name, value in bad.items():
+            with pytest.raises(OpcUaTypeMismatch, match=r"cannot write"):
+                await src.write(p.node_id(name), value)
+        for name, value in {"Mode": 2, "MM": 2, "Fixed": [4, 5, 6], "Label": "abcde"}.items():
+            await src.write(p.node_id(name), value)
+        assert await p.read() == {"Mode": 2, "MM": 2, "Fixed": [4, 5, 6], "Label": "abcde"}
