@@ -49,6 +49,10 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   time. A corrupt or empty frame (undecodable image, zero-size or blank read) is counted in
   ``stats.errors_by_reason`` (``corrupt_frame``, ``empty_frame``) and skipped; failures to open
   are ``open_failed``, a lost stream ``stream_lost``, each logged once per burst.
+- A video file's or OpenCV stream's frame that FFmpeg's decoder reported errors for (and concealed) is
+  ``corrupt_frame`` and skipped (``devices.camera.ffmpeg_log``: FFmpeg's log read, never printed raw; one decoding
+  thread per capture, so that a frame's errors come on its reader's thread); a file's pass that ends short of the
+  frames it declares is ``cut_short``, once a pass.
 - A folder's image is decoded only after its header's size is checked against ``max_megapixels``:
   a file declaring more (a "decompression bomb", or a camera set far above what the model needs) is
   skipped as ``oversize_frame`` without being decoded. A device, stream or video file whose declared
@@ -90,6 +94,7 @@ from devices.base import (
     Notices,
     wall_since,
 )
+from devices.camera import ffmpeg_log
 from devices.camera.settings import CameraKind, CameraSettings
 from protocols.image_complete import cut_short, png_damaged
 from protocols.image_header import (
@@ -1124,18 +1129,28 @@ class CameraSource:
 
         s = self.settings
         ms = int(s.open_timeout_s * 1000)
+        # FFmpeg's decoder errors read (ffmpeg_log): one decoding thread, so that a frame's errors are logged on
+        # this reader's thread, in the grab() that returns it (FFmpeg's frame threads log a frame's errors on their
+        # own threads, frames later)
+        one_thread = [cv2.CAP_PROP_N_THREADS, 1] if ffmpeg_log.install() else []
         if s.kind is CameraKind.USB:
             cap = cv2.VideoCapture(int(s.url.split(":", 1)[1]))
         elif s.kind is CameraKind.PATH:
             if not Path(s.url).exists():
                 raise CameraError(f"video file {s.shown_url} does not exist")
-            cap = cv2.VideoCapture(s.url)
+            cap = (
+                cv2.VideoCapture(s.url, cv2.CAP_FFMPEG, one_thread) if one_thread else cv2.VideoCapture(s.url)
+            )
+            if one_thread and not cap.isOpened():  # a kind only another of OpenCV's readers opens
+                cap.release()
+                cap = cv2.VideoCapture(s.url)
         else:
             params = [
                 cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
                 ms,
                 cv2.CAP_PROP_READ_TIMEOUT_MSEC,
                 int(s.read_timeout_s * 1000),
+                *one_thread,
             ]
             if s.url.lower().startswith("rtsps://"):
                 cap = self._open_rtsps(params)
@@ -1279,6 +1294,10 @@ class CameraSource:
         return read
 
     def _read_capture(self, backoff: Backoff) -> None:
+        with ffmpeg_log.watching() as errors:  # FFmpeg's errors logged on this thread: damaged frames
+            self._read_opened(backoff, errors)
+
+    def _read_opened(self, backoff: Backoff, errors: ffmpeg_log.DecoderErrors) -> None:
         s = self.settings
         cap = None
         try:
@@ -1331,25 +1350,51 @@ class CameraSource:
             live = s.kind in (CameraKind.USB, CameraKind.STREAM)
 
             def read() -> np.ndarray | None:
+                before = errors.count
                 if not self.decode_when_taken:  # the former path: every frame converted
                     ok, img = cap.read()
                     self.decoded += ok
-                    return img if ok else None
-                if not cap.grab():
-                    return None
-                if live and time.monotonic() < self._skip_until:
-                    # fps would skip it: grabbed (the stream moves on; FFmpeg has decoded an H.264 frame,
-                    # which the next ones need) but not retrieved, so neither converted to BGR nor copied,
-                    # nor for an MJPEG USB device or stream decoded at all
-                    raise _Skip
-                ok, img = cap.retrieve()
-                self.decoded += ok
+                else:
+                    if not cap.grab():
+                        return None
+                    if live and time.monotonic() < self._skip_until:
+                        # fps would skip it: grabbed (the stream moves on; FFmpeg has decoded an H.264 frame,
+                        # which the next ones need) but not retrieved, so neither converted to BGR nor copied,
+                        # nor for an MJPEG USB device or stream decoded at all
+                        raise _Skip
+                    ok, img = cap.retrieve()
+                    self.decoded += ok
+                if ok and errors.count != before:  # FFmpeg concealed it (its missing part filled in)
+                    n = errors.count - before
+                    raise _BadFrame(
+                        "corrupt_frame",
+                        f"{s.shown_url}: frame {cap.get(1):.0f} is damaged: FFmpeg's decoder reported "
+                        f"{n} error{'s' * (n > 1)} decoding it (the last: {errors.last!r}) and filled in what it "
+                        "could not read; skipped",
+                    )
                 return img if ok else None
 
             def rewind() -> None:
                 cap.set(1, 0)  # 1 = CAP_PROP_POS_FRAMES
 
-            self._session(read, backoff, file_fps=cap.get(5), rewind=rewind)  # 5 = CAP_PROP_FPS
+            def at_end() -> None:
+                # a file damaged midway, or cut short, ends without an error from OpenCV: said once per pass
+                total, read_to = cap.get(7), cap.get(1)  # CAP_PROP_FRAME_COUNT, CAP_PROP_POS_FRAMES
+                # the count may be estimated (from the duration and the rate, for a container that keeps none):
+                # a file that ends within 5 % of it is not said
+                if total > 0 and total - read_to > max(1.0, total * 0.05):
+                    last = f" (FFmpeg's last error: {errors.last!r})" if errors.last else ""
+                    self._error(
+                        "cut_short",
+                        f"{s.shown_url}: ended after {read_to:.0f} of the {total:.0f} frames its header "
+                        f"declares: damaged or cut short{last}; "
+                        + ("replayed from its start" if s.loop else "the rest is never read"),
+                    )
+                errors.last = ""  # each pass's own
+
+            self._session(
+                read, backoff, file_fps=cap.get(5), rewind=rewind, at_end=at_end
+            )  # 5 = CAP_PROP_FPS
         finally:
             cap.release()
 
@@ -1360,6 +1405,7 @@ class CameraSource:
         file_fps: float | None,
         rewind: Callable[[], None] | None = None,
         paced: bool = False,
+        at_end: Callable[[], None] | None = None,
     ) -> None:
         """Frames from one open device, stream or file until it fails, ends or the source stops. The
         backoff starts again only after a good frame: a stream that opens and gives nothing usable is
@@ -1433,8 +1479,13 @@ class CameraSource:
                     f"({self._late_failures} failed reads); reopening (the last read: {self._late_reason})",
                 )
                 return
+            if img is None and bad is not None and not live:  # a file's frame refused: the file goes on
+                self._error(bad.reason, bad.detail)
+                continue
             if img is None:
                 if not live:
+                    if at_end is not None:
+                        at_end()
                     if s.loop and self._seq > 0 and rewind is not None:
                         rewind()
                         failures += 1

@@ -1,0 +1,165 @@
+"""FFmpeg's decoder errors, read from the libavutil that OpenCV's FFmpeg reader uses (``av_log_set_callback``).
+
+OpenCV hands back a frame that FFmpeg's decoder concealed (a damaged MJPEG frame of a video file, an MPEG-4 or
+H.264 frame with lost slices: grey or smeared blocks) as a good one, and reports no error for it; FFmpeg says so
+only in its log, which it printed raw on the agent's standard error (no camera, no time; it broke ``--log-json``).
+With the callback installed, FFmpeg's error-level lines (``AV_LOG_ERROR`` and worse) are counted on the reader
+thread that decoded them (``watching()``: a camera's reader opens its capture with one decoding thread, so that
+a frame's errors are logged on that thread, in the ``grab()`` that returns it) and nothing of FFmpeg's is printed;
+the camera skips the frame (``corrupt_frame``). Lines below error level (warnings, information) are dropped, as
+OpenCV's own setting (``AV_LOG_ERROR``) dropped them.
+
+Only the format string and the logging context's name (the codec's) are read, never the ``va_list``: nothing
+depends on how a CPU passes one. When the callback cannot be installed (no libavutil of OpenCV's found: a wheel
+that links FFmpeg statically, as on Windows; or ``OPENCV_FFMPEG_LOGLEVEL`` / ``OPENCV_FFMPEG_DEBUG`` set, which
+ask for FFmpeg's own log), that is said once and FFmpeg's log is set quiet (unless those variables are set);
+damaged frames are then not told from whole ones, but a file that ends short of the frames its header declares
+still is (``cut_short``, the camera's end-of-pass check)."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_AV_LOG_ERROR = 16  # libavutil/log.h: PANIC 0, FATAL 8, ERROR 16, WARNING 24
+_OWN_LOG_VARS = ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_FFMPEG_DEBUG")  # OpenCV then prints FFmpeg's log itself
+_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_ITEM_NAME = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_void_p)
+_CONVERSION = re.compile(rb"%[-+ #0]*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|h|ll|l|L|z|j|t)?([diouxXeEfgGcsp%])")
+_SHOWN = 160  # characters of a message kept
+
+
+class DecoderErrors:
+    """FFmpeg's error-level lines logged on one thread: how many, and the last one (its text)."""
+
+    __slots__ = ("count", "last")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = ""
+
+
+_by_thread: dict[int, DecoderErrors] = {}
+_elsewhere = DecoderErrors()  # logged on a thread no camera reads on (said, rate-limited)
+_said_elsewhere = [0.0]
+_installed: list[object] = []  # the callback, kept alive for the life of the process
+_tried = threading.Lock()
+_outcome: list[str] = []  # "" installed, else why not (once per process)
+
+
+def _text(avcl: int | None, fmt: bytes | None) -> str:
+    """``"mjpeg: error count: <n>"``: the format string with its conversions named, not filled (the values are in
+    the ``va_list``, which is not read), after the logging context's name (``AVClass.item_name``)."""
+    what = _CONVERSION.sub(
+        lambda m: b"%" if m.group(1) == b"%" else b"<s>" if m.group(1) == b"s" else b"<n>", fmt or b""
+    )
+    text = what.decode("utf-8", "replace").strip()
+    name = ""
+    try:
+        cls = (
+            ctypes.c_void_p.from_address(avcl).value if avcl else None
+        )  # av_log's context: an AVClass * first
+        fn = ctypes.c_void_p.from_address(cls + ctypes.sizeof(ctypes.c_void_p)).value if cls else None
+        got = _ITEM_NAME(fn)(avcl) if fn else None  # AVClass: class_name, then item_name
+        name = got.decode("ascii", "replace") if got else ""
+    except (ValueError, OSError):
+        name = ""
+    text = "".join(c if c.isprintable() else "?" for c in text)[:_SHOWN]
+    return f"{name}: {text}" if name else text
+
+
+def _on_log(avcl: int | None, level: int, fmt: bytes | None, _args: int | None) -> None:
+    if level > _AV_LOG_ERROR:
+        return
+    try:
+        errors = _by_thread.get(threading.get_ident(), _elsewhere)
+        errors.count += 1
+        errors.last = _text(avcl, fmt)
+        if errors is _elsewhere:
+            now = time.monotonic()
+            if now - _said_elsewhere[0] >= 30.0:
+                _said_elsewhere[0] = now
+                log.warning("FFmpeg (on no camera's reader thread): %s", errors.last)
+    except Exception:  # never raise into FFmpeg
+        pass
+
+
+def _libavutil() -> str | None:
+    """The path of the libavutil OpenCV's FFmpeg reader uses: the one loaded in this process (Linux), else the one
+    bundled in OpenCV's wheel beside ``cv2`` (``opencv_python*.libs``, ``cv2/.dylibs``); None when there is not
+    exactly one."""
+    import cv2
+
+    found: set[str] = set()
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.rsplit(None, 1)[-1] if "/" in line else ""
+                if Path(path).name.startswith("libavutil"):
+                    found.add(path)
+    except OSError:
+        pass
+    if not found:
+        here = Path(cv2.__file__).resolve().parent
+        for pattern in ("../opencv*.libs/libavutil*", ".dylibs/libavutil*"):
+            found.update(str(p) for p in here.glob(pattern))
+    if len(found) > 1:  # another FFmpeg beside OpenCV's (PyAV's): keep the one in OpenCV's wheel, if one
+        found = {p for p in found if "opencv" in p.lower() or "/cv2/" in p}
+    return found.pop() if len(found) == 1 else None
+
+
+def install() -> bool:
+    """Install the callback (once per process; before OpenCV's first FFmpeg open, so that OpenCV's own setting
+    does not replace it); False, said once, when it cannot be, FFmpeg's log then set quiet."""
+    with _tried:
+        if not _outcome:
+            _outcome.append(_install())
+            if _outcome[0]:
+                log.warning(
+                    "FFmpeg's decoder errors cannot be read (%s): a video file's or stream's frame that FFmpeg "
+                    "reports damaged (and fills in) is not told from a whole one and may be judged; a file "
+                    "that ends short of the frames it declares is still said (cut_short)",
+                    _outcome[0],
+                )
+        return not _outcome[0]
+
+
+def _install() -> str:
+    own = [v for v in _OWN_LOG_VARS if v in os.environ]
+    if own:
+        return f"{' and '.join(own)} set: FFmpeg's own log is printed as asked"
+    try:
+        path = _libavutil()
+        if path is None:
+            raise OSError("no libavutil of OpenCV's found: its FFmpeg may be linked in statically")
+        lib = ctypes.CDLL(path)
+        callback = _CALLBACK(_on_log)
+        lib.av_log_set_callback.argtypes = [_CALLBACK]
+        lib.av_log_set_callback.restype = None
+        lib.av_log_set_callback(callback)
+    except (OSError, AttributeError) as exc:
+        os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"  # AV_LOG_QUIET: no raw line on the agent's stderr
+        return f"{exc}; FFmpeg's log set quiet"
+    _installed.append(callback)
+    return ""
+
+
+@contextmanager
+def watching() -> Iterator[DecoderErrors]:
+    """FFmpeg's errors logged on this thread while in the block (none counted when the callback is not installed)."""
+    errors = DecoderErrors()
+    me = threading.get_ident()
+    _by_thread[me] = errors
+    try:
+        yield errors
+    finally:
+        _by_thread.pop(me, None)
