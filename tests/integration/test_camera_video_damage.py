@@ -7,7 +7,11 @@ ends early (damaged midway, or cut short) ended, or looped, without a word. Now 
 
 from __future__ import annotations
 
+import functools
+import http.server
 import logging
+import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -47,14 +51,19 @@ def hooked() -> None:
         pytest.skip("FFmpeg's log callback cannot be installed with this OpenCV (said in the log)")
 
 
-async def test_a_frame_ffmpeg_conceals_is_counted_and_never_passed_on(tmp_path, capfd, caplog, hooked):
+def _damaged_video(tmp_path) -> Path:
+    """The levels video with 40 bytes of frame 4's JPEG data (after its scan header) overwritten."""
     data = bytearray(_levels_video(tmp_path / "whole.avi"))
-    chunks = _frame_chunks(bytes(data))
-    at = chunks[4] + 8  # frame 4's JPEG
+    at = _frame_chunks(bytes(data))[4] + 8  # frame 4's JPEG
     sos = data.find(b"\xff\xda", at)
     data[sos + 14 : sos + 54] = np.random.default_rng(1).integers(0, 255, 40, dtype=np.uint8).tobytes()
     video = tmp_path / "damaged.avi"
     video.write_bytes(bytes(data))
+    return video
+
+
+async def test_a_frame_ffmpeg_conceals_is_counted_and_never_passed_on(tmp_path, capfd, caplog, hooked):
+    video = _damaged_video(tmp_path)
     capfd.readouterr()
     src = CameraSource("line", CameraSettings(url=str(video), fps=200, loop=False))
     caplog.set_level(logging.WARNING, "devices.camera.capture")
@@ -71,6 +80,28 @@ async def test_a_frame_ffmpeg_conceals_is_counted_and_never_passed_on(tmp_path, 
     assert len(said) == 1 and "frame 5 is damaged" in said[0] and "mjpeg" in said[0], said
     err = capfd.readouterr().err
     assert "mjpeg" not in err and "error" not in err.lower(), err  # nothing of FFmpeg's raw
+
+
+async def test_a_streams_frame_ffmpeg_conceals_is_skipped_too(tmp_path, caplog, hooked):
+    """The same file served over HTTP as a video (not MJPEG parts): read by OpenCV's FFmpeg as a live stream, as
+    an RTSP camera's is (its frames grabbed and retrieved on the reader thread)."""
+    video = _damaged_video(tmp_path)
+    files = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{video.name}"
+    src = CameraSource("line", CameraSettings(url=url, fps=None, frozen_after_s=None, queue_max_items=64))
+    caplog.set_level(logging.WARNING, "devices.camera.capture")
+    await src.start()
+    try:
+        frames = await take(src, FRAMES - 1)
+    finally:
+        await src.stop()
+        server.shutdown()
+        server.server_close()
+    assert [_level(f.image) for f in frames] == [i for i in range(FRAMES) if i != 4]
+    said = [r.getMessage() for r in caplog.records if "corrupt_frame" in r.getMessage()]
+    assert said and "frame 5 is damaged" in said[0], said
 
 
 async def test_a_file_cut_short_is_said_at_each_pass_and_the_camera_goes_on(tmp_path, caplog, hooked):
