@@ -25,27 +25,39 @@ import os
 import sys
 import time
 
+from protocols.redact import escaped
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, r: logging.LogRecord) -> str:
+        d = {"t": round(r.created, 3), "level": r.levelname.lower(), "logger": r.name, "msg": r.getMessage()}
+        if r.exc_info:
+            d["exc"] = self.formatException(r.exc_info)
+        return json.dumps(d)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """The text log's: each record's line with every character that is not printable written as its escape
+    (``protocols.redact.escaped``), its traceback (ours) appended as it is. Messages quote text peers choose (an
+    OPC UA server's browse names, which tag its nodes; a drop folder's file names; a library's message quoting a
+    server): one holding a line feed forged a whole line of its own (time, level, logger), an ANSI escape drove the
+    terminal of whoever tailed the log. The JSON log (``--log-json``) escapes them as JSON does."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escaped(super().formatMessage(record))
+
+
+def log_handler(json_logs: bool) -> logging.Handler:
+    """The handler ``edge-agent`` logs through: to standard error, in JSON lines or text lines."""
+    h = logging.StreamHandler()
+    h.setFormatter(_JsonFormatter() if json_logs else _OneLineFormatter(LOG_FORMAT))
+    return h
+
 
 def _setup_logging(json_logs: bool, level: str) -> None:
-    if json_logs:
-
-        class JsonFormatter(logging.Formatter):
-            def format(self, r: logging.LogRecord) -> str:
-                d = {
-                    "t": round(r.created, 3),
-                    "level": r.levelname.lower(),
-                    "logger": r.name,
-                    "msg": r.getMessage(),
-                }
-                if r.exc_info:
-                    d["exc"] = self.formatException(r.exc_info)
-                return json.dumps(d)
-
-        h = logging.StreamHandler()
-        h.setFormatter(JsonFormatter())
-        logging.basicConfig(level=level, handlers=[h])
-    else:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, handlers=[log_handler(json_logs)])
     for noisy in ("asyncua", "opcua"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -347,6 +359,19 @@ def _ms(v) -> str:
     return f"{v:.1f}" if v is not None else "-"
 
 
+def _escaped_texts(v):
+    """``v`` (the /status answer) with each text, key or value at any depth, on one line that says what it is
+    (``escaped``): its messages quote names a peer chose (an OPC UA server's browse name as a tag, a drop folder's
+    file name); printed raw, a line feed in one began a line of its own making, an ANSI escape drove the terminal."""
+    if isinstance(v, str):
+        return escaped(v)
+    if isinstance(v, dict):
+        return {_escaped_texts(k): _escaped_texts(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_escaped_texts(x) for x in v]
+    return v
+
+
 def _status(args) -> int:
     import urllib.request
 
@@ -359,6 +384,7 @@ def _status(args) -> int:
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
+    st = _escaped_texts(st)  # printed to a terminal: its texts quote names peers chose (tags, file names)
     a = st["agent"]
     print(
         f"agent {a['id']} ({a['site']}/{a['line']}), up {a['uptime_s']:.0f} s, max RSS {a['max_rss_mb']} MB"
