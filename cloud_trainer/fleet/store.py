@@ -18,7 +18,10 @@ Gaps are queryable per agent, each with its cause when the store knows it: the a
 seqs it dropped (``outbox_budget`` / ``outbox_retention`` / ``outbox_write_failed`` / ``outbox_refused`` /
 ``outbox_damaged`` events with seq ranges), and an epoch change records the end of the previous epoch (after its last stored seq)
 as an open-ended gap, ``epoch_change``, or ``outbox_corrupt`` once the agent's event says why.
-Missing seqs nobody explained are ``unknown`` (possibly still on their way). Counts, last seqs and gaps come
+Missing seqs nobody explained are ``unknown`` (possibly still on their way). An agent's account is bounded, as
+the agent's outbox bounds it: at most ``LOSS_RANGES_PER_EVENT`` ranges of one event, ``LOSS_ROWS_PER_WRITE`` of
+one write and ``LOSS_ROWS_PER_AGENT`` rows in all; past them its ranges are not kept (their seqs, when missing,
+show as ``unknown``). Counts, last seqs and gaps come
 from ``record_counts`` (per agent, epoch and kind: records stored, lowest and highest seq, kept by ``ingest``), so
 that the console's polling reads no record rows except those of an epoch that has holes. Samples are
 content-addressed files through ``cloud_trainer.blobs`` (the tenant's blob store, given to ``ingest``).
@@ -46,6 +49,7 @@ that record instead of sending the batch again forever.
 from __future__ import annotations
 
 import abc
+import bisect
 import contextlib
 import json
 import logging
@@ -211,6 +215,15 @@ DROP_CAUSES = {
 
 
 INT64_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL (BIGINT) hold
+# An agent's own account of its losses (``_note_loss``) is one ``gaps`` row per seq range, a row the quotas do not
+# count: one 6.4-MB event of 200,000 ranges wrote 47 MB of rows and held the store's writer for 6 s, every tenant's
+# batches waiting behind it. So: the ranges of one event its outbox sends at most (edge_agent's MAX_RANGES), of one
+# write, and of one agent in all (~25 MB of rows at most); past them, ranges are not kept and a missing seq among
+# them shows as ``unknown``
+LOSS_RANGES_PER_EVENT = 2000
+LOSS_ROWS_PER_WRITE = 10_000
+LOSS_ROWS_PER_AGENT = 100_000
+LOSS_CUT_LOG_S = 60.0  # a cut account is logged at most this often (naming the agent)
 # what a record costs a write besides its payload (its key, columns, index entries), for INGEST_CHUNK_BYTES
 INGEST_RECORD_BYTES = 256
 
@@ -365,12 +378,28 @@ def event_dict(t, agent, epoch, seq, record_kind, payload) -> dict:
     }
 
 
-def _subtract(first: int, last: int, known: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-    """Split the missing range [first, last] into pieces explained by ``known`` (sorted) and ``unknown`` ones."""
+def _disjoint(known: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """``known`` losses sorted and made disjoint: a range overlapping an earlier one keeps only its part past the
+    earlier ones' end (the earlier range's cause holds where they overlap, as ``_subtract`` always took it)."""
+    out: list[tuple[int, int, str]] = []
+    end = -1
+    for a, b, cause in sorted(known):
+        if (a := max(a, end + 1)) <= b:
+            out.append((a, b, cause))
+            end = b
+    return out
+
+
+def _subtract(
+    first: int, last: int, known: list[tuple[int, int, str]], ends: list[int]
+) -> list[tuple[int, int, str]]:
+    """Split the missing range [first, last] into pieces explained by ``known`` (``_disjoint``; ``ends``: their
+    last seqs) and ``unknown`` ones. From the first known range reaching ``first`` (a bisection): walking every known
+    range for each hole cost holes x known, 6.8 s of CPU for one agent's 1,000 holes beside 200,000 known ranges."""
     out, at = [], first
-    for a, b, cause in known:
-        if b < at or a > last:
-            continue
+    for a, b, cause in known[bisect.bisect_left(ends, first) :]:
+        if a > last:
+            break
         if a > at:
             out.append((at, a - 1, "unknown"))
         out.append((max(a, at), min(b, last), cause))
@@ -383,6 +412,24 @@ def _subtract(first: int, last: int, known: list[tuple[int, int, str]]) -> list[
 
 
 T = DEFAULT_TENANT
+_loss_cut_logged = [float("-inf")]
+
+
+def _loss_cut(tenant: str, agent: str, cut: int) -> None:
+    """Log (at most every ``LOSS_CUT_LOG_S``) that an agent's loss event had ranges past the store's bounds."""
+    if (now := time.monotonic()) - _loss_cut_logged[0] >= LOSS_CUT_LOG_S:
+        _loss_cut_logged[0] = now
+        log.warning(
+            "agent %s (tenant %s): %d seq ranges of an outbox loss event were not kept (at most %d an event, %d a "
+            "write, %d an agent); missing seqs among them show as unknown (logged at most every %g s)",
+            agent,
+            tenant,
+            cut,
+            LOSS_RANGES_PER_EVENT,
+            LOSS_ROWS_PER_WRITE,
+            LOSS_ROWS_PER_AGENT,
+            LOSS_CUT_LOG_S,
+        )
 
 
 class Reports(list):
@@ -858,6 +905,7 @@ class SQLStore(Store):
         prune = False
         q = self.q
         new_samples: list[dict] = []  # records stored now whose bytes go to the blob store
+        loss_room: list[int] = []  # the agent's loss ranges this write may still keep (``_note_loss``)
         counts: dict[
             tuple[int, str], list[int]
         ] = {}  # (epoch, kind) -> [records, first seq, last seq] stored now
@@ -913,7 +961,7 @@ class SQLStore(Store):
                                 ),
                             )
                         elif r["kind"] in ("event", "alarm"):
-                            self._note_loss(ex, tenant, agent, epoch, r["payload"], now)
+                            self._note_loss(ex, tenant, agent, epoch, r["payload"], now, loss_room)
                     else:
                         dup += 1
                 except Exception as exc:
@@ -1188,8 +1236,12 @@ class SQLStore(Store):
             (tenant, agent, epoch, last + 1, cause, now),
         )
 
-    def _note_loss(self, ex, tenant: str, agent: str, epoch: int, payload: str, now: float) -> None:
-        """An agent's own account of a loss: dropped seq ranges, or a corrupt outbox (the previous epoch ended)."""
+    def _note_loss(
+        self, ex, tenant: str, agent: str, epoch: int, payload: str, now: float, room: list[int] | None = None
+    ) -> None:
+        """An agent's own account of a loss: dropped seq ranges, or a corrupt outbox (the previous epoch ended).
+        Ranges within ``LOSS_RANGES_PER_EVENT`` of the event and ``room`` (the write's: counted at its first
+        ranges, from ``LOSS_ROWS_PER_WRITE`` and the agent's rows against ``LOSS_ROWS_PER_AGENT``)."""
         if "outbox_" not in payload:
             return
         try:
@@ -1207,7 +1259,17 @@ class SQLStore(Store):
                 self._end_epoch(ex, tenant, agent, prev, "outbox_corrupt", now, replace=True)
         elif kind in DROP_CAUSES and (e := _int64(evt.get("epoch", epoch))) is not None:
             ranges = evt.get("ranges")
-            for pair in ranges if isinstance(ranges, list) else []:
+            if not isinstance(ranges, list) or not ranges:
+                return
+            if room is None:
+                room = []
+            if not room:
+                held = ex(
+                    self.q("SELECT COUNT(*) FROM gaps WHERE tenant = ? AND agent = ?"), (tenant, agent)
+                ).fetchone()[0]
+                room.append(max(0, min(LOSS_ROWS_PER_WRITE, LOSS_ROWS_PER_AGENT - int(held))))
+            kept, taken = 0, ranges[: min(LOSS_RANGES_PER_EVENT, room[0])]
+            for pair in taken:
                 a, b = (
                     (_int64(v) for v in pair) if isinstance(pair, list) and len(pair) == 2 else (None, None)
                 )
@@ -1220,6 +1282,10 @@ class SQLStore(Store):
                     ),
                     (tenant, agent, e, a, b, DROP_CAUSES[kind], now),
                 )
+                kept += 1
+            room[0] -= kept
+            if len(taken) < len(ranges):
+                _loss_cut(tenant, agent, len(ranges) - len(taken))
 
     def gaps(self, agent: str, *, tenant: str = T) -> list[dict]:
         q, args = self.q, (tenant, agent)
@@ -1839,11 +1905,13 @@ def gaps_from(missing, firsts, known) -> list[dict]:
     for e, a, b, cause in known:
         if b:
             by_epoch.setdefault(e, []).append((a, b, cause))
+    disjoint = {e: _disjoint(k) for e, k in by_epoch.items()}
+    ends = {e: [b for _, b, _ in k] for e, k in disjoint.items()}
     out = []
     for e, a, b in sorted(ranges):
         out += [
             {"epoch": e, "first": x, "last": y, "cause": c}
-            for x, y, c in _subtract(a, b, by_epoch.get(e, []))
+            for x, y, c in _subtract(a, b, disjoint.get(e, []), ends.get(e, []))
         ]
     out += [{"epoch": e, "first": a, "last": 0, "cause": cause} for e, a, b, cause in known if not b]
     return sorted(out, key=lambda g: (g["epoch"], g["first"]))

@@ -136,10 +136,10 @@ def test_a_large_batch_whose_write_failed_midway_is_stored_once_when_sent_again(
     batch += [rec(s, epoch=1, payload=big) for s in (5, 6)]
     note_loss = store._note_loss
 
-    def disk_fails(ex, tenant, agent, epoch, payload, now):  # inside the transaction writing record 4
+    def disk_fails(ex, tenant, agent, epoch, payload, now, *room):  # inside the transaction writing record 4
         if "disk_fails_here" in payload:
             raise OSError("the disk failed")
-        return note_loss(ex, tenant, agent, epoch, payload, now)
+        return note_loss(ex, tenant, agent, epoch, payload, now, *room)
 
     store._note_loss = disk_fails
     with pytest.raises(OSError) as failed:

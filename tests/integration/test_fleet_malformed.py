@@ -16,6 +16,7 @@ import time
 
 import grpc
 
+from cloud_trainer.fleet import store as store_module
 from cloud_trainer.fleet import stream as fleet_stream
 from cloud_trainer.fleet.store import SQLiteStore
 from protocols.gen import fleet_pb2 as pb
@@ -177,6 +178,47 @@ async def test_a_loss_event_with_values_out_of_range_is_stored_without_its_bad_r
     gaps = srv.store.gaps("gw-a", tenant="acme")
     assert {"epoch": 0, "first": 2, "last": 3, "cause": "budget"} in gaps
     assert all(g["last"] < 2**63 and g["epoch"] < 2**63 for g in gaps)
+
+
+async def test_one_agents_account_of_its_losses_is_bounded_and_its_holes_still_show(cloud, monkeypatch):
+    """An agent's loss events are one gaps row per range, rows no quota counts: one 6.4-MB event of 200,000 ranges
+    held the store's one writer for 6 s (every tenant's batches behind it) and wrote 47 MB. The store keeps at most
+    2,000 ranges of an event (the agent's outbox sends no more), a write's and an agent's bounds (lowered here), and
+    the seqs of the ranges it did not keep still show as missing, cause unknown."""
+    monkeypatch.setattr(store_module, "LOSS_ROWS_PER_WRITE", 3000)
+    monkeypatch.setattr(store_module, "LOSS_ROWS_PER_AGENT", 4001)
+    srv, ch, _, _ = cloud
+    gw = rpc.FleetStub(ch("acme", "gw-a"))
+
+    def loss(seq: int, first: int) -> pb.Record:  # 5,000 one-seq ranges every other seq from ``first``
+        evt = {"kind": "outbox_budget", "epoch": 7, "ranges": [[first + 2 * i] * 2 for i in range(5000)]}
+        return pb.Record(seq=seq, epoch=7, kind="event", t=time.time(), payload=json.dumps(evt).encode())
+
+    def held() -> int:
+        with sqlite3.connect(srv.store.path) as db:
+            return db.execute(
+                "SELECT COUNT(*) FROM gaps WHERE tenant = 'acme' AND agent = 'gw-a'"
+            ).fetchone()[0]
+
+    # seqs 1 and 40,000 of epoch 7 stored: the losses the events tell lie in the hole between
+    batches = [[loss(1, 2), loss(40_000, 10_002)], [loss(40_001, 20_002)], [loss(40_002, 30_002)]]
+    kept = []
+    for records in batches:
+        acks = [a async for a in gw.PushRecords(iter([pb.RecordBatch(records=records)]), timeout=20)]
+        assert acks[0].stored == len(records)  # the events themselves are stored whole
+        kept.append(held())
+    # one row is epoch 0's end; 2,000 of the first event, 1,000 of the second (the write's 3,000); 1,000 more (the
+    # agent's 4,001); none
+    assert kept == [3001, 4001, 4001]
+    gaps = [g for g in srv.store.gaps("gw-a", tenant="acme") if g["epoch"] == 7]
+    assert sum(g["last"] - g["first"] + 1 for g in gaps if g["last"]) == 39_998  # every missing seq, once
+    budget = {g["first"] for g in gaps if g["cause"] == "budget"}
+    assert (
+        len(budget) == 4000 and 2 in budget and 10_002 + 2 * 999 in budget and 10_002 + 2 * 1000 not in budget
+    )
+    # after the second event's last kept range, its and the third event's ranges are one unknown run
+    assert {"epoch": 7, "first": 12_001, "last": 20_001, "cause": "unknown"} in gaps
+    assert srv.store.gaps("gw1", tenant="acme") == []  # nothing of another agent's account
 
 
 async def test_state_reports_the_stores_cannot_hold_are_invalid_argument(cloud):
