@@ -51,7 +51,8 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   are ``open_failed``, a lost stream ``stream_lost``, each logged once per burst.
 - A video file's or OpenCV stream's frame that FFmpeg's decoder reported errors for (and concealed) is
   ``corrupt_frame`` and skipped (``devices.camera.ffmpeg_log``: FFmpeg's log read, never printed raw; one decoding
-  thread per capture, so that a frame's errors come on its reader's thread); a file's pass that ends short of the
+  thread per capture, so that a frame's errors come on its reader's thread), and so are the P and B frames after
+  it up to the next key frame (``_Predicted``: they carry its damage on); a file's pass that ends short of the
   frames it declares is ``cut_short``, once a pass.
 - A folder's image is decoded only after its header's size is checked against ``max_megapixels``:
   a file declaring more (a "decompression bomb", or a camera set far above what the model needs) is
@@ -144,6 +145,15 @@ class _BadFrame(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason, self.detail = reason, detail
+
+
+class _Predicted(_BadFrame):
+    """A frame decoded from a damaged one (a P or B frame before the next key frame): skipped and counted, but
+    the stream delivers (no failed read towards its reopening)."""
+
+
+# CAP_PROP_FRAME_TYPE's answers (FFmpeg's picture type as an ASCII code): frames predicted from others
+_PREDICTED_TYPES = frozenset((ord("P"), ord("B"), ord("S"), ord("b")))
 
 
 class UnusableFrame(ValueError):
@@ -1298,6 +1308,8 @@ class CameraSource:
             self._read_opened(backoff, errors)
 
     def _read_opened(self, backoff: Backoff, errors: ffmpeg_log.DecoderErrors) -> None:
+        import cv2
+
         s = self.settings
         cap = None
         try:
@@ -1349,29 +1361,53 @@ class CameraSource:
 
             live = s.kind in (CameraKind.USB, CameraKind.STREAM)
 
-            def read() -> np.ndarray | None:
-                before = errors.count
-                if not self.decode_when_taken:  # the former path: every frame converted
-                    ok, img = cap.read()
-                    self.decoded += ok
-                else:
-                    if not cap.grab():
-                        return None
-                    if live and time.monotonic() < self._skip_until:
-                        # fps would skip it: grabbed (the stream moves on; FFmpeg has decoded an H.264 frame,
-                        # which the next ones need) but not retrieved, so neither converted to BGR nor copied,
-                        # nor for an MJPEG USB device or stream decoded at all
-                        raise _Skip
-                    ok, img = cap.retrieve()
-                    self.decoded += ok
-                if ok and errors.count != before:  # FFmpeg concealed it (its missing part filled in)
-                    n = errors.count - before
+            frame_type = getattr(cv2, "CAP_PROP_FRAME_TYPE", None)  # OpenCV 4.9 and later
+            damaged_at = [
+                0
+            ]  # the last frame decoded with errors, while the frames after it are predicted from it
+
+            def judged() -> None:
+                """The frame just decoded refused when FFmpeg reported errors decoding it (it concealed them: its
+                missing part filled in), or when it is predicted from such a frame (a P or B frame before the
+                next key frame: the damage is carried on without an error of its own)."""
+                at = cap.get(1)  # CAP_PROP_POS_FRAMES: this frame's number, from 1
+                if errors.count != before[0]:
+                    n = errors.count - before[0]
+                    damaged_at[0] = int(at)
                     raise _BadFrame(
                         "corrupt_frame",
-                        f"{s.shown_url}: frame {cap.get(1):.0f} is damaged: FFmpeg's decoder reported "
+                        f"{s.shown_url}: frame {at:.0f} is damaged: FFmpeg's decoder reported "
                         f"{n} error{'s' * (n > 1)} decoding it (the last: {errors.last!r}) and filled in what it "
                         "could not read; skipped",
                     )
+                if damaged_at[0] and frame_type is not None and cap.get(frame_type) in _PREDICTED_TYPES:
+                    raise _Predicted(
+                        "corrupt_frame",
+                        f"{s.shown_url}: frame {at:.0f} is predicted from the damaged frame {damaged_at[0]}; "
+                        "skipped until the next key frame",
+                    )
+                damaged_at[0] = 0
+
+            before = [0]
+
+            def read() -> np.ndarray | None:
+                before[0] = errors.count
+                if not self.decode_when_taken:  # the former path: every frame converted
+                    ok, img = cap.read()
+                    self.decoded += ok
+                    if ok:
+                        judged()
+                    return img if ok else None
+                if not cap.grab():
+                    return None
+                judged()
+                if live and time.monotonic() < self._skip_until:
+                    # fps would skip it: grabbed (the stream moves on; FFmpeg has decoded an H.264 frame,
+                    # which the next ones need) but not retrieved, so neither converted to BGR nor copied,
+                    # nor for an MJPEG USB device or stream decoded at all
+                    raise _Skip
+                ok, img = cap.retrieve()
+                self.decoded += ok
                 return img if ok else None
 
             def rewind() -> None:
@@ -1443,6 +1479,10 @@ class CameraSource:
             except _Skip:
                 self.skipped += 1
                 last_ok = time.monotonic()  # the camera sends: not silent
+                continue
+            except _Predicted as exc:
+                self._error(exc.reason, exc.detail)
+                last_ok = time.monotonic()
                 continue
             except _BadFrame as exc:
                 img, bad = None, exc

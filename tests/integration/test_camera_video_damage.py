@@ -41,6 +41,15 @@ def _frame_chunks(data: bytes) -> list[int]:
     return [i for i in range(movi, len(data) - 4) if data[i : i + 4] == b"00dc"]
 
 
+async def _read(src: CameraSource, n: int) -> list:
+    """The camera's first ``n`` frames, then stopped."""
+    await src.start()
+    try:
+        return await take(src, n)
+    finally:
+        await src.stop()
+
+
 def _level(img: np.ndarray) -> int:
     return round((float(img.mean()) - 10) / 20)
 
@@ -67,19 +76,37 @@ async def test_a_frame_ffmpeg_conceals_is_counted_and_never_passed_on(tmp_path, 
     capfd.readouterr()
     src = CameraSource("line", CameraSettings(url=str(video), fps=200, loop=False))
     caplog.set_level(logging.WARNING, "devices.camera.capture")
-    await src.start()
-    try:
-        frames = await take(src, FRAMES - 1)
-    finally:
-        await src.stop()
+    frames = await _read(src, FRAMES - 1)
     assert [_level(f.image) for f in frames] == [i for i in range(FRAMES) if i != 4]
-    assert src.stats.errors_by_reason == {
-        "corrupt_frame": 1
-    }  # and no cut_short: the file was read to its end
+    # and no cut_short: the file was read to its end
+    assert src.stats.errors_by_reason == {"corrupt_frame": 1}
     said = [r.getMessage() for r in caplog.records if "corrupt_frame" in r.getMessage()]
     assert len(said) == 1 and "frame 5 is damaged" in said[0] and "mjpeg" in said[0], said
     err = capfd.readouterr().err
     assert "mjpeg" not in err and "error" not in err.lower(), err  # nothing of FFmpeg's raw
+
+
+async def test_frames_predicted_from_a_damaged_one_are_skipped_until_the_next_key_frame(tmp_path, hooked):
+    """MPEG-4 (OpenCV's 'FMP4': a key frame every 12): a P frame's damage is carried into the frames predicted from
+    it, without an error of their own; they are skipped too, up to the next key frame, and the stream goes on."""
+    if not hasattr(cv2, "CAP_PROP_FRAME_TYPE"):
+        pytest.skip("this OpenCV does not say a frame's type")
+    path = tmp_path / "line.avi"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FMP4"), 10, (64, 48))
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 64, (48, 64, 3), dtype=np.uint8)
+    for i in range(24):
+        out.write(base + np.uint8(8 * i))
+    out.release()
+    data = bytearray(path.read_bytes())
+    at = _frame_chunks(bytes(data))[3]  # frame 3, a P frame
+    size = int.from_bytes(data[at + 4 : at + 8], "little")
+    data[at + 8 + size // 3 : at + 8 + size // 3 + 12] = rng.integers(0, 255, 12, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    src = CameraSource("line", CameraSettings(url=str(path), fps=200, loop=False))
+    frames = await _read(src, 24 - 9)
+    assert [round((float(f.image.mean()) - 31.5) / 8) for f in frames] == [0, 1, 2, *range(12, 24)]
+    assert src.stats.errors_by_reason == {"corrupt_frame": 9}  # frame 3, and 4-11 predicted from it
 
 
 async def test_a_streams_frame_ffmpeg_conceals_is_skipped_too(tmp_path, caplog, hooked):
@@ -92,11 +119,9 @@ async def test_a_streams_frame_ffmpeg_conceals_is_skipped_too(tmp_path, caplog, 
     url = f"http://127.0.0.1:{server.server_address[1]}/{video.name}"
     src = CameraSource("line", CameraSettings(url=url, fps=None, frozen_after_s=None, queue_max_items=64))
     caplog.set_level(logging.WARNING, "devices.camera.capture")
-    await src.start()
     try:
-        frames = await take(src, FRAMES - 1)
+        frames = await _read(src, FRAMES - 1)
     finally:
-        await src.stop()
         server.shutdown()
         server.server_close()
     assert [_level(f.image) for f in frames] == [i for i in range(FRAMES) if i != 4]
@@ -111,11 +136,7 @@ async def test_a_file_cut_short_is_said_at_each_pass_and_the_camera_goes_on(tmp_
     video.write_bytes(data[: chunks[7]])  # frames 0-6 whole, then nothing: its header declares FRAMES
     src = CameraSource("line", CameraSettings(url=str(video), fps=200, loop=True))
     caplog.set_level(logging.WARNING, "devices.camera.capture")
-    await src.start()
-    try:
-        frames = await take(src, 7 * 2 + 1)  # two passes, and into the third
-    finally:
-        await src.stop()
+    frames = await _read(src, 7 * 2 + 1)  # two passes, and into the third
     assert [_level(f.image) for f in frames] == [*range(7), *range(7), 0]
     assert src.stats.errors_by_reason.get("cut_short", 0) >= 2, src.stats.errors_by_reason  # once a pass
     assert set(src.stats.errors_by_reason) == {"cut_short"}
