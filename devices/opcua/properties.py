@@ -63,6 +63,7 @@ class Properties:
         self._unsure: set[_Key] = set()  # names listed only by a reference that may be a HasProperty subtype
         self._browse_failed: str | None = None  # why the Browse gave no answer, once asked
         self._released = False  # the Browse was released at its bound of pages or references
+        self._twice: set[_Key] = set()  # names of two HasProperty targets or more, different nodes
 
     async def get(self, prop: str) -> Node:
         if self._props is None and self._browse_failed is None:
@@ -72,6 +73,14 @@ class Properties:
                 self._browse_failed = _why(e)
         name = ua.QualifiedName.from_string(prop)
         key = (name.NamespaceIndex, name.Name)
+        if key in self._twice:
+            # a node's properties have unique names (Part 3, 5.6.3): the first was taken, 10 states where the node
+            # has 3, and 7 written; which one is the node's cannot be told
+            raise PropertiesUnread(
+                f"{prop}: the node lists two or more properties of that name, different nodes, and which one "
+                "states its values cannot be told",
+                until="the server lists one",
+            )
         if self._props is not None:
             if (found := self._props.get(key)) is not None:
                 return Node(self.node.session, found)
@@ -112,8 +121,17 @@ class Properties:
                 getattr(e, "code", None),
             ) from None
         status = result.StatusCode
-        if status.is_good() and result.Targets:
-            return Node(self.node.session, result.Targets[0].TargetId)
+        targets = list(dict.fromkeys(t.TargetId for t in result.Targets))
+        if status.is_good() and len(targets) > 1:
+            # a server whose translate goes by the name alone (a component EnumStrings of 10 states beside the
+            # property of 3): the first target was taken, and 7 written
+            raise PropertiesUnread(
+                f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds answered {len(targets)} nodes for it, "
+                "which one is the node's property cannot be told",
+                until="the server answers one",
+            )
+        if status.is_good() and targets:
+            return Node(self.node.session, targets[0])
         if status.is_good() or status.value == ua.StatusCodes.BadNoMatch:
             raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
         raise PropertiesUnread(
@@ -160,7 +178,8 @@ class Properties:
                 listed.add(key)
                 kind = r.ReferenceTypeId
                 if kind == _HAS_PROPERTY:
-                    props.setdefault(key, r.NodeId)
+                    if props.setdefault(key, r.NodeId) != r.NodeId:
+                        self._twice.add(key)
                 elif kind is None or kind.is_null() or kind.NamespaceIndex != 0:
                     # a vendor's reference type (a HasProperty subtype, or not), or one the server did not
                     # state: the translate along HasProperty decides, when this name is asked; a standard

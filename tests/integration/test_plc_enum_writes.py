@@ -432,11 +432,30 @@ async def _three_states_and_five_characters_are_held_to(p, src, **others: int) -
     assert await p.read() == {"Mode": 2, "Label": "abcde", **others}
 
 
-async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_reference_of_that_name():
+async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_reference_of_that_name(
+    monkeypatch,
+):
     """A vendor's node lists a component named EnumStrings (ten states of a diagnostic table) before its
     EnumStrings property (three states): the first reference of the name was read as the node's states, and 7
     went to a three-state node. Only a HasProperty reference (or one of a subtype: a vendor's, judged by the
-    server along a HasProperty path) names a property."""
+    server along a HasProperty path) names a property. A node listing two properties of the name (ten states
+    first), or a server whose translate answers both the component and the property (going by the name alone),
+    cannot say which states are the node's: its writes are refused (the first was taken, and 7 written)."""
+    from asyncua.server.internal_session import InternalSession
+
+    translate = InternalSession.translate_browsepaths_to_nodeids
+
+    async def by_name_alone(self, params):
+        results = await translate(self, params)
+        for path, r in zip(params, results, strict=True):
+            if path.StartingNode.Identifier == "Loose":
+                table = ua.NodeId("Loose.Table", path.StartingNode.NamespaceIndex)
+                r.Targets.insert(
+                    0, ua.BrowsePathTarget(TargetId=table, RemainingPathIndex=ua.Index(0xFFFFFFFF))
+                )
+        return results
+
+    monkeypatch.setattr(InternalSession, "translate_browsepaths_to_nodeids", by_name_alone)
 
     async def build(srv, idx: int, obj) -> dict:
         vendor_property = await srv.get_node(ua.ObjectIds.HasProperty).add_reference_type(
@@ -447,17 +466,27 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
             [ua.LocalizedText(t) for t in ("Stopped", "Running", "Fault")], ua.VariantType.LocalizedText
         )
         nodes = {}
-        for name in ("Mode", "Grade"):
+        for name in ("Mode", "Grade", "Loose", "Twice"):
             node = nodes[name] = await obj.add_variable(
                 ua.NodeId(name, idx), name, ua.Variant(0, ua.VariantType.UInt32)
             )
+            if name == "Twice":  # two properties of the name, the ten states listed first
+                await node.add_property(ua.NodeId("Twice.Ten", idx), ua.QualifiedName("EnumStrings", 0), ten)
+                states = await obj.add_property(
+                    ua.NodeId("Twice.Three", idx), ua.QualifiedName("Three", 0), three
+                )
+                await states.write_attribute(
+                    ua.AttributeIds.BrowseName, ua.DataValue(ua.Variant(ua.QualifiedName("EnumStrings", 0)))
+                )
+                await node.add_reference(states, ua.ObjectIds.HasProperty)
+                continue
             await node.add_variable(ua.NodeId(f"{name}.Table", idx), ua.QualifiedName("EnumStrings", 0), ten)
             states = await node.add_property(
                 ua.NodeId(f"{name}.EnumStrings", idx), ua.QualifiedName("EnumStrings", 0), three
             )
-        # Grade's states hang on the vendor's subtype of HasProperty
-        await nodes["Grade"].delete_reference(states, ua.ObjectIds.HasProperty)
-        await nodes["Grade"].add_reference(states, vendor_property.nodeid)
+            if name != "Mode":  # Grade's and Loose's states hang on the vendor's subtype of HasProperty
+                await node.delete_reference(states, ua.ObjectIds.HasProperty)
+                await node.add_reference(states, vendor_property.nodeid)
         return nodes
 
     async with plc_server(build) as p, opcua_source(p) as src:
@@ -465,7 +494,11 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
             with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
                 await src.write(p.node_id(name), 7)
             await src.write(p.node_id(name), 2)
-        assert await p.read() == {"Mode": 2, "Grade": 2}
+        for name in ("Loose", "Twice"):
+            for value in (7, 2):
+                with pytest.raises(OpcUaTypeMismatch, match=r"0:EnumStrings: .*which one .* cannot be told"):
+                    await src.write(p.node_id(name), value)
+        assert await p.read() == {"Mode": 2, "Grade": 2, "Loose": 0, "Twice": 0}
 
 
 async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type_needs_none(monkeypatch):
