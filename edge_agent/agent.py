@@ -180,7 +180,8 @@ async def _lock_exclusive_async(f, stopping: asyncio.Event | None) -> bool:
     while until is not None:
         if stopping is not None:
             try:
-                await asyncio.wait_for(stopping.wait(), LOCK_RETRY_S)
+                async with asyncio.timeout(LOCK_RETRY_S):
+                    await stopping.wait()
                 return False
             except TimeoutError:
                 pass
