@@ -1335,12 +1335,15 @@ class Control:
             for a in current
             if dep["targets"][a]["status"] == "waiting"
         ]
-        if assign and (withdrawn := self._withdrawn(dep)) is not None:
+        # every agent of the step healthy (the canaries' wait, ``wait_s``): nobody is on the way to the version
+        proven = not assign and all(dep["targets"][a]["status"] in ("healthy", *_NOT_OURS) for a in current)
+        if (assign or proven) and (withdrawn := self._withdrawn(dep)) is not None:
             # the fleet gives a withdrawn version to no one more: the step that would halts the rollout, naming the
-            # withdrawal, and the agents given it go back as at any halt. The step's agents still on their way
-            # to it are not taken off it here: their downloads are refused, and each reports the withdrawal
-            # (which halts the rollout). Before, the next step's agents were given it, each download refused in
-            # turn, and the halt named an agent's failure
+            # withdrawal, and the agents given it go back as at any halt; a step whose agents are all healthy
+            # halts at once (its wait was sat out on the withdrawn version, the rollout said running and no word
+            # of the withdrawal). The step's agents still on their way to it are not taken off it here: their
+            # downloads are refused, and each reports the withdrawal (which halts the rollout). Before, the next
+            # step's agents were given it, each download refused in turn, and the halt named an agent's failure
             dep["stalled"] = None
             dep["state"] = "halted"
             dep["reason"] = (

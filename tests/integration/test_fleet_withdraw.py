@@ -63,11 +63,11 @@ def test_a_rollout_of_a_version_withdrawn_meanwhile_gives_it_to_no_more_agents_a
     registry_control,  # noqa: F811
 ):
     """The canary was given 1.1.0; then 1.1.0 is withdrawn. The canary, on its way to it, is left to meet the
-    refused download (it reports the withdrawal itself: test_fleet_withdraw_downloading.py); once the rollout would
-    give the version to its next step's agents, it halts instead, naming the withdrawal, and the canary (which
-    installed it before the withdrawal and reported it healthy) is sent its previous version back, as at any halt.
-    Before, the next step's agents were given it (each download refused in turn) and the halt named an agent's
-    failure, not the withdrawal."""
+    refused download (it reports the withdrawal itself: test_fleet_withdraw_downloading.py); once it reports the
+    version healthy (installed before the withdrawal), the rollout halts at once, naming the withdrawal, not after
+    the canary's hour of wait (it said running, with no word of the withdrawal, the canary on the withdrawn version
+    all along), and the canary is sent its previous version back, as at any halt. Before, the next step's agents
+    were given it (each download refused in turn) and the halt named an agent's failure, not the withdrawal."""
     c, e = registry_control
     for agent in ("gw1", "gw2", "gw3"):
         _runs(c, agent, e["1.0.0"])
@@ -77,7 +77,7 @@ def test_a_rollout_of_a_version_withdrawn_meanwhile_gives_it_to_no_more_agents_a
             "version": "1.1.0",
             "slot": "vision",
             "steps": ["1", "100%"],
-            "wait_s": 0,
+            "wait_s": 3600,
         }
     )
     canary = next(a for a, t in c.get(dep["id"])["targets"].items() if t["status"] == "assigned")
@@ -85,7 +85,7 @@ def test_a_rollout_of_a_version_withdrawn_meanwhile_gives_it_to_no_more_agents_a
     c.tick()
     assert c.get(dep["id"])["state"] == "running"  # the canary on its way is not taken off it here
     _runs(c, canary, e["1.1.0"])
-    c.on_report(canary, dep["id"], "vision", "1.1.0", "healthy", True, "", {})  # the next step is due
+    c.on_report(canary, dep["id"], "vision", "1.1.0", "healthy", True, "", {})  # its hour of wait begins
     d = c.get(dep["id"])
     assert d["state"] == "halted", d
     assert d["reason"] == (
