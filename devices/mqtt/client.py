@@ -1651,7 +1651,9 @@ class MqttSource:
         if self._kicked(client, reason_code):  # counted; the pattern is said once, not each drop
             loop = self._loop
             if loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(self.stats.error, "broker_unreachable", detail)
+                # as every error of this connection's: a publish connection's names it and is its last_error (its
+                # drop read as the subscriptions' connection's, and /status showed it in backoff with no error)
+                loop.call_soon_threadsafe(self._count_error, "broker_unreachable", detail)
             return
         self._error_threadsafe("broker_unreachable", detail)
 

@@ -20,6 +20,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
+from devices.mqtt import client as mqtt_client
 from devices.mqtt.client import MqttBadTopic, MqttPublishRefused, MqttSource
 from devices.mqtt.settings import MqttSettings
 from edge_agent.agent import Agent
@@ -153,6 +154,36 @@ async def test_what_the_separate_publish_connection_fails_is_counted_on_the_sour
         assert src.published["sent"] == 1
     finally:
         await src.stop(timeout_s=1.0)
+
+
+async def test_a_publish_connection_taken_over_by_a_clone_says_the_drop_as_its_own(mosquitto, monkeypatch):
+    """Two gateways cloned from one image share a publish_client_id: each publish connection's connect drops the
+    other's. The drop (told apart as a takeover, said once) is the publish connection's: its ``last_error`` on
+    /status and the source's error name it. It was counted as the source's own drop ('lost broker ...', no
+    publish connection named) and /status showed the publish connection in backoff with no error."""
+    monkeypatch.setattr(mqtt_client, "SHORT_SESSIONS", 1)  # the first short session is enough here
+
+    def clone(name: str) -> MqttSource:
+        settings = MqttSettings(
+            port=mosquitto.port,
+            client_id=f"gw-{name}",
+            publish_client_id="clone-pub",
+            publish_connection="separate",
+            reconnect_min_s=5,  # the takeover's backoff (twice that): nothing reconnects within the test
+        )
+        return MqttSource(name, settings)
+
+    a, b = clone("a"), clone("b")
+    try:
+        await a.start()
+        await asyncio.wait_for(a._pub.connected.wait(), 10)
+        await b.start()  # takes clone-pub over: a's publish connection is dropped right after its connect
+        await until(lambda: a.stats.errors_by_reason.get("broker_unreachable"), 10, "a's drop counted")
+        said = "broker_unreachable: publish connection (client id clone-pub): lost broker"
+        assert ((a.publish_connection or {}).get("last_error") or "").startswith(said), a.publish_connection
+        assert (a.stats.last_error or "").startswith(said), a.stats.last_error
+    finally:
+        await asyncio.gather(a.stop(timeout_s=1.0), b.stop(timeout_s=1.0))
 
 
 def _gw1_config(tmp_path, port: int, pub_id: str, **source) -> dict:
