@@ -612,12 +612,23 @@ class FleetServicer(rpc.FleetServicer):
                         taken[0] = None
                         r, slots, health, at = got
                         await self._command_results(who, r.command_results)
+                        had = self._applied.get(key)  # (before ``_fresh`` takes this report's number)
+                        fresh = await self._fresh(key, r)
                         await hub.report(
                             key,
                             (dict(r.labels), slots, health, r.outbox_depth, _outbox_state(r), at),
                             r.generation_seen,
-                            stale=not await self._fresh(key, r),
+                            stale=not fresh,
                         )
+                        if not fresh and (had is None or had[0] != r.boot_id[:64]):
+                            # late, and of another run than the one last taken here: a run a newer one of the
+                            # agent followed (its process paused while another of its identity reported; a gateway
+                            # restored whose stream opened on a fresh connection). Acknowledged like any report, it
+                            # was dropped for good, untold: the stream ends marked late (as Heartbeat's answer is)
+                            # and the agent reports under a new run. A report of the same run overtaken by a later
+                            # one (a deployment step's) is only dropped: the stream goes on
+                            context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
+                            return
                         more.set()  # look again: taken meanwhile, or the reader ended meanwhile
                 finally:
                     offer(outbox, None)

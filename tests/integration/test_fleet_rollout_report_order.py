@@ -361,6 +361,59 @@ async def test_an_agent_restored_from_a_memory_snapshot_reports_under_a_new_run_
         await client.close()
 
 
+async def test_a_stream_report_of_a_run_a_newer_one_followed_ends_the_stream_marked_late_and_a_new_run_is_written(
+    fleet, built
+):
+    """gw1's process was paused (SIGSTOP) with its Connect stream open while another process of its identity reported
+    under a newer run; resumed, its reports on the stream were acknowledged and dropped as late for good, untold
+    (only Heartbeat's answer carried the mark): the fleet kept the other's state for as long as the stream lived.
+    The stream now ends marked late and the agent's next report, under a new run, is written. A report of the same
+    run overtaken by a later one is only dropped: the stream goes on."""
+    from edge_agent.uplink.fleet_client import FleetClient
+    from protocols.refusals import REPORT_KEY, REPORT_LATE
+    from tests.support.fleet import cloud_settings
+
+    srv, stub, e = fleet
+    client = FleetClient(cloud_settings(built[0], srv.port))
+    client.open()
+    out: asyncio.Queue = asyncio.Queue()
+
+    async def requests():
+        while (m := await out.get()) is not None:
+            yield m
+
+    call = client.stub.Connect(requests())  # the uplink's stream, as the agent opens it
+    boot = client.next_report()[0]
+    try:
+        base = srv.hub.reports
+        for rid, seq, labels in ((1, 5, {}), (2, 4, {"older": "yes"}), (3, 6, {"after": "yes"})):
+            out.put_nowait(pb.AgentMessage(report=_report(e["1.0.0"], seq, boot, **labels), report_id=rid))
+            while (await asyncio.wait_for(call.read(), 10)).acked != rid:
+                pass
+            await until(lambda: srv.hub.reports == base + rid, what="the report taken")  # noqa: B023
+        srv.hub.flush()
+        assert _runs(srv) == (
+            "1.0.0",
+            {"site": "plant", "after": "yes"},
+        )  # 4, overtaken by 5: dropped, no end
+        await stub.Heartbeat(_report(e["1.1.0"], 1, "other"))  # the other process: a newer run
+        assert _runs(srv)[0] == "1.1.0"
+        out.put_nowait(pb.AgentMessage(report=_report(e["1.0.0"], 7, boot), report_id=4))  # gw1 resumed
+        while (await asyncio.wait_for(call.read(), 5)) is not grpc.aio.EOF:  # was: open, the report dropped
+            pass
+        assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())
+        srv.hub.flush()
+        assert _runs(srv)[0] == "1.1.0"
+        await until(lambda: client.next_report()[0] != boot, what="a new run")
+        now, seq = client.next_report()
+        await client.stub.Heartbeat(_report(e["1.0.0"], seq, now), timeout=10)
+        assert _runs(srv)[0] == "1.0.0"  # the new run written: the fleet shows what gw1 runs
+    finally:
+        out.put_nowait(None)
+        call.cancel()
+        await client.close()
+
+
 async def test_a_connection_closed_idle_between_heartbeats_keeps_the_run_and_a_broken_call_starts_one(
     built, tmp_path
 ):
