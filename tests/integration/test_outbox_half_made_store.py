@@ -116,11 +116,19 @@ def test_a_long_copy_going_on_while_the_agent_runs_warns_once_not_at_every_round
         end = time.monotonic() + 60
         while (data / "outbox-salvaging").exists() and time.monotonic() < end:
             time.sleep(0.05)
-        recs = ob.pending(2000, 10**9)
+        while time.monotonic() < end:  # the copy's outbox_salvaged event, queued just after its marker goes
+            ob.flush()
+            recs = ob.pending(2000, 10**9)
+            if any(b'"outbox_salvaged"' in r.payload for r in recs if r.kind == "event"):
+                break
+            time.sleep(0.05)
         # (its outbox_corrupt event after the old store's numbering: formerly at seq 1, the first record's, which the
         # copy then skipped as held already)
         assert sorted(r.seq for r in recs if r.kind == "result") == list(range(1, 1001))
-        assert [r.seq for r in recs if r.kind == "event"] == [1001]
+        assert [(r.seq, json.loads(r.payload)["kind"]) for r in recs if r.kind == "event"] == [
+            (1001, "outbox_corrupt"),
+            (1002, "outbox_salvaged"),
+        ]
     finally:
         ob.close()
     cut = [r.getMessage() for r in caplog.records if "salvage stopped after" in r.getMessage()]
