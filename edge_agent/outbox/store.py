@@ -278,8 +278,49 @@ class _SeqRanges:
         self.one = f"SELECT {columns} FROM records WHERE seq = ?"
         self.todo = [(a, min(a + SALVAGE_CHUNK - 1, hi)) for a in range(lo, hi + 1, SALVAGE_CHUNK)]
         self.todo.reverse()  # popped from the end: the oldest first
-        # the single seqs that stayed unreadable (a record each, or a seq no row held any more: the damage hides which)
+        # the single seqs that stayed unreadable and held a row, as far as the priority index tells (``_listed``)
         self.unreadable: list[int] = []
+        self._prios: list | None = None  # the priorities the index holds (None: not looked at yet)
+        self._no_index = False  # the index could not be read: every seq of a range that cannot be read counts
+        # the last range the index was asked about, and its seqs
+        self._seen: tuple[int, int, list[int]] = (1, 0, [])
+
+    def _listed(self, a: int, b: int) -> list[int] | None:
+        """The seqs from ``a`` to ``b`` that held a row, read from the ``records_by_priority`` index (its own pages,
+        which a table page's damage leaves readable: a seek per priority, the table never read), or None when the
+        index cannot be read. Formerly every seq of a range that could not be read was counted and told as damaged:
+        on a store whose numbering had grown far past its rows (records acknowledged and removed over months), a
+        lost root page had millions of seqs told for the few records it held, each tried one by one."""
+        lo, hi, seqs = self._seen
+        if self._no_index:
+            return None
+        if lo <= a and b <= hi:  # a part of the range asked about last (a bad range is split down within it)
+            return [q for q in seqs if a <= q <= b]
+        with contextlib.suppress(sqlite3.Error):
+            if self._prios is None:
+                prios: list = []
+                q = "SELECT MIN(priority) FROM records INDEXED BY records_by_priority WHERE priority > ?"
+                p = self.con.execute(
+                    "SELECT MIN(priority) FROM records INDEXED BY records_by_priority WHERE priority IS NOT NULL"
+                ).fetchone()[0]
+                while p is not None and len(prios) < 1000:
+                    prios.append(p)
+                    p = self.con.execute(q, (p,)).fetchone()[0]
+                if p is not None:  # (more than a store gives: not its index)
+                    raise sqlite3.DatabaseError("priorities beyond 1000")
+                self._prios = prios
+            seqs = sorted(
+                q
+                for p in self._prios
+                for (q,) in self.con.execute(
+                    "SELECT seq FROM records INDEXED BY records_by_priority WHERE priority = ? AND seq BETWEEN ? AND ?",
+                    (p, a, b),
+                )
+            )
+            self._seen = (a, b, seqs)
+            return seqs
+        self._no_index = True
+        return None
 
     def rows(
         self, go_on: Callable[[], bool], fatal: Callable[[sqlite3.Error], bool] | None = None
@@ -295,6 +336,13 @@ class _SeqRanges:
             except sqlite3.Error as exc:
                 if fatal is not None and fatal(exc):
                     raise
+                listed = self._listed(a, b)
+                if listed is not None:  # only the seqs that held a row: none there, nothing lost
+                    if not listed:
+                        continue
+                    if (listed[0], listed[-1]) != (a, b):  # read again from its first to its last row
+                        self.todo.append((listed[0], listed[-1]))
+                        continue
                 if a < b:  # narrow it down: the rows around a bad page are still worth having
                     m = (a + b) // 2
                     self.todo += [(m + 1, b), (a, m)]
@@ -2942,8 +2990,7 @@ class Outbox:
             if unread:
                 spans = seq_ranges(unread)
                 log.warning(
-                    "outbox: %s: %d seqs could not be read at all (%s): not copied%s, told as damaged (a seq whose "
-                    "record was acknowledged before the damage cannot be told apart: counted too)",
+                    "outbox: %s: %d seqs could not be read at all (%s): not copied%s, told as damaged",
                     src,
                     len(unread),
                     ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans[:5])

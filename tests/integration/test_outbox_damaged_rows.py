@@ -103,18 +103,20 @@ def test_a_row_whose_kind_is_sound_and_whose_body_was_damaged_is_counted_and_tol
         ob.close()
 
 
-def damage_leaf(path: Path) -> None:
+def damage_leaf(path: Path, root: bool = False) -> None:
     """Zero one leaf page of the records table in the middle of the file (the WAL folded in first): every row on it
-    unreadable, whether read by a range of seqs or by its own seq."""
+    unreadable, whether read by a range of seqs or by its own seq. ``root``: the table's root page instead (no row
+    can be read; its indexes are left whole)."""
     con = sqlite3.connect(path)
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     page = con.execute("PRAGMA page_size").fetchone()[0]
     leaves = [
         n for (n,) in con.execute("SELECT pageno FROM dbstat WHERE name = 'records' AND pagetype = 'leaf'")
     ]
+    (top,) = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'records'").fetchone()
     con.close()
     with open(path, "r+b") as f:
-        f.seek((sorted(leaves)[len(leaves) // 2] - 1) * page)
+        f.seek(((top if root else sorted(leaves)[len(leaves) // 2]) - 1) * page)
         f.write(bytes(page))
 
 
@@ -152,6 +154,35 @@ def test_seqs_a_copy_at_start_cannot_read_at_all_are_told_as_damaged_and_counted
         assert again.stats()["dropped_total"] == {"corrupt:damaged": len(lost)}
     finally:
         again.close()
+
+
+def test_only_the_seqs_that_held_a_row_are_told_as_damaged_when_no_seq_can_be_read(tmp_path):
+    """A store numbered far past its rows (the records before acknowledged and removed, over months) whose table lost
+    its root page: no seq can be read. The seqs its priority index lists are told and counted as damaged, no more;
+    formerly every seq from the first to the store's last (20,050 for 50 records), each tried on its own."""
+    data = tmp_path / "data"
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    for i in range(50):
+        ob.append("result", {"i": i})
+    ob.flush()
+    ob.close()
+    con = sqlite3.connect(ob.path)
+    with con:
+        con.execute("UPDATE records SET seq = seq + 20000")
+        con.execute("UPDATE meta SET value = value + 20000 WHERE key = 'last_seq'")
+    con.close()
+    damage_leaf(ob.path, root=True)
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    try:
+        ob.flush()
+        told = [json.loads(r.payload) for r in ob.pending(10_000, 10**9) if r.kind == "event"]
+        (damaged,) = [e for e in told if e["kind"] == "outbox_damaged"]
+        assert damaged["ranges"] == [[20001, 20050]] and damaged["dropped"] == 50, damaged
+        assert ob.dropped == ob.dropped_total == {"corrupt:damaged": 50}
+    finally:
+        ob.close()
 
 
 @pytest.mark.parametrize("corrupt", [True, False], ids=["corrupt", "sound"])
