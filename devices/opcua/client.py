@@ -1719,7 +1719,8 @@ async def _resolve_node_id(client: Client, node_id: str) -> str:
 
     The URI ends at the first ``;``: one that holds a ``;`` is written ``%3B`` and a ``%`` ``%25`` (OPC UA
     Part 6, the NodeId's string form: "Any ';' in the URI shall be percent encoded"), decoded here, the escapes
-    as UTF-8 bytes (``namespace_uri``: escapes that are no UTF-8 are refused, as the config's check does). A raw
+    as UTF-8 bytes (``namespace_uri``: escapes that are no UTF-8 are refused, as the config's check does, unless the
+    server has the URI as written). A raw
     ``;`` left the rest of the URI in the identifier and was refused as a namespace the server lacks. A URI
     written with a ``%`` of its own, not encoded (``urn:a%20b`` for the namespace ``urn:a%20b``), is tried as
     written when its decoded form is no namespace of the server's."""
@@ -1733,14 +1734,17 @@ async def _resolve_node_id(client: Client, node_id: str) -> str:
             "a ';' inside a namespace URI is written %3B (and a '%' %25), as OPC UA's NodeId text form says"
         )
     try:
+        no_text: str | None = None
         decoded = namespace_uri(node_id) or uri
     except ValueError as e:
-        raise OpcUaNodeError(str(e)) from None
+        decoded, no_text = uri, str(e)
     for tried in dict.fromkeys((decoded, uri)):
         try:
             return f"ns={await client.get_namespace_index(tried)};{rest}"
         except ValueError:
             continue
+    if no_text is not None:  # not a namespace as written either (urn:a%E9b, a '%' of its own, is found so)
+        raise OpcUaNodeError(no_text)
     raise OpcUaNodeError(
         f"node {node_id!r}: the server has no namespace {decoded!r}; "
         "check the URI (browse the server's NamespaceArray)"

@@ -39,9 +39,12 @@ def namespace_uri(node_id: str) -> str | None:
         return urllib.parse.unquote(m.group(1), errors="strict")
     except UnicodeDecodeError as e:
         bad = "".join(f"%{b:02X}" for b in e.object[e.start : e.end])
+        # a namespace whose URI holds a '%' of its own (urn:a%E9b) was found as written before the escapes were
+        # decoded: Part 6 writes that '%' as %25, which this says too
         raise ValueError(
             f"node {node_id!r}: the namespace URI's percent-escapes {bad} are no UTF-8 text; a URI's characters "
-            "are written as their UTF-8 bytes (é is %C3%A9)"
+            f"are written as their UTF-8 bytes (é is %C3%A9), and a '%' of the URI itself as %25 (the namespace "
+            f"{m.group(1)} is written nsu={m.group(1).replace('%', '%25')};...)"
         ) from None
 
 

@@ -16,6 +16,7 @@ async def test_a_semicolon_in_a_namespace_uri_is_taken_percent_encoded_and_named
     port = free_port()
     srv, idx, _ = await opcua_server(port, "plc", "urn:plc;line=2", "PLC")
     accented = await srv.register_namespace("urn:usine:régleur")
+    own_percent = await srv.register_namespace("urn:plc%E9")
     await srv.start()
     client = Client(f"opc.tcp://127.0.0.1:{port}/plc/")
     await client.connect()
@@ -35,8 +36,11 @@ async def test_a_semicolon_in_a_namespace_uri_is_taken_percent_encoded_and_named
         assert (
             await _resolve_node_id(client, "nsu=urn:usine:r%C3%A9gleur;s=Speed") == f"ns={accented};s=Speed"
         )
-        with pytest.raises(OpcUaNodeError, match=r"percent-escapes %E9 are no UTF-8 text"):
+        with pytest.raises(OpcUaNodeError, match=r"percent-escapes %E9 are no UTF-8 text.* as %25"):
             await _resolve_node_id(client, "nsu=urn:usine:r%E9gleur;s=Speed")
+        # a namespace whose URI holds a '%' of its own is found as written, as before the escapes were decoded
+        assert await _resolve_node_id(client, "nsu=urn:plc%E9;i=7") == f"ns={own_percent};i=7"
+        assert await _resolve_node_id(client, "nsu=urn:plc%25E9;i=7") == f"ns={own_percent};i=7"
     finally:
         await client.disconnect()
         await srv.stop()

@@ -79,3 +79,5 @@ def test_a_namespace_uri_whose_percent_escapes_are_no_utf8_is_refused_naming_the
             load_config(path)
         said = str(e.value)
         assert str(path) in said and f"{field}: node '{bad}'" in said and "%E9 are no UTF-8" in said, said
+        # the URI's own '%' (a namespace urn:usine:r%E9gleur, found as written before escapes were decoded)
+        assert "is written nsu=urn:usine:r%25E9gleur;..." in said, said
