@@ -3858,6 +3858,11 @@ class OpcUaSource:
         if prev is not None and off - prev < -_CLOCK_STEP_S:
             for tag in self._last_ts:
                 self._last_ts[tag] += off - prev
+            # and the BADs a halt or a lost connection gave (dated on the old clock): each later reading of such a
+            # tag the new clock dates before its BAD was stamped 1 ms after the one before, from the BAD on, for as
+            # long as the step (its times an hour ahead of the source's other tags, their spacing lost)
+            for tag, (at, stamped) in self._bad_at.items():
+                self._bad_at[tag] = (at + off - prev, stamped)
             log.warning(
                 "opcua source %s: this gateway's clock stepped back by %.0f s (NTP, or set by hand); its readings' "
                 "times are compared on its new time",

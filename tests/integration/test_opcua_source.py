@@ -16,6 +16,7 @@ from devices.opcua.client import OpcUaNodeError, OpcUaNotConnected, OpcUaSource,
 from devices.opcua.settings import OpcUaSettings
 from simulators.machine import MachineServer
 from tests.support.peers import free_port
+from tests.support.tcp_cut import CutRelay
 from tests.support.waits import until
 
 N = 256  # short windows keep the tests fast
@@ -541,9 +542,10 @@ async def test_non_finite_skip_policy_drops_nan_but_keeps_counting() -> None:
 
 
 @contextlib.asynccontextmanager
-async def _one_force_node(namespace: str):
-    """A bare asyncua server with one Double node `Force` (1.0) and a started source on it whose first reading is
-    taken: (node, source, the source's items); both stopped at the end."""
+async def _one_force_node(namespace: str, relay: bool = False):
+    """A bare asyncua server with one Double node `Force` (1.0) and a started source on it (``relay``: through a
+    CutRelay to the server's port) whose first reading is taken: (node, source, the source's items, the relay or
+    None); all stopped at the end."""
     from asyncua import ua
 
     from tests.support.peers import opcua_server
@@ -552,16 +554,22 @@ async def _one_force_node(namespace: str):
     srv, idx, obj = await opcua_server(port, "plc", namespace, "Press")
     node = await obj.add_variable(ua.NodeId("Force", idx), "Force", 1.0, ua.VariantType.Double)
     await srv.start()
+    cut = CutRelay(port) if relay else None
     src = OpcUaSource(
-        "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Force"}])
+        "plc",
+        _settings(
+            f"opc.tcp://127.0.0.1:{cut.port if cut else port}/plc/", [{"node_id": f"ns={idx};s=Force"}]
+        ),
     )
     await src.start()
     try:
         it = src.items()
         await asyncio.wait_for(it.__anext__(), 8)
-        yield node, src, it
+        yield node, src, it, cut
     finally:
         await src.stop()
+        if cut:
+            cut.close()
         await srv.stop()
 
 
@@ -573,7 +581,7 @@ async def test_a_null_source_timestamp_from_a_plc_without_a_clock_is_not_taken_a
 
     from asyncua import ua
 
-    async with _one_force_node("urn:test:clockless") as (node, src, it):
+    async with _one_force_node("urn:test:clockless") as (node, src, it, _):
         null = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
         await node.write_value(ua.DataValue(ua.Variant(2.5, ua.VariantType.Double), SourceTimestamp=null))
         r = await asyncio.wait_for(it.__anext__(), 8)
@@ -636,7 +644,7 @@ async def test_a_step_of_the_gateways_clock_back_is_not_taken_for_readings_out_o
     max_clock_skew_s off, and the receive time stamps the readings, an hour before the last one passed on. Before,
     each such reading was counted ``out_of_order`` ("source timestamp went backwards", blaming the PLC) until the
     hour had passed; now the step is said once and the readings go on in order on the gateway's new time."""
-    async with _one_force_node("urn:test:step") as (node, src, it):
+    async with _one_force_node("urn:test:step") as (node, src, it, _):
         real = time.time
         monkeypatch.setattr(time, "time", lambda: real() - 3600)  # NTP steps the gateway's clock back an hour
         got = []
@@ -646,6 +654,26 @@ async def test_a_step_of_the_gateways_clock_back_is_not_taken_for_readings_out_o
     assert [r.value for r in got] == [2.0, 3.0, 4.0]
     assert "out_of_order" not in src.stats.errors_by_reason, src.stats.errors_by_reason
     assert [r.timestamp for r in got] == sorted(r.timestamp for r in got)
+
+
+async def test_a_tag_made_bad_before_a_step_of_the_gateways_clock_back_goes_on_at_the_new_time(
+    monkeypatch,
+) -> None:
+    """The PLC's connection is lost (its tag BAD, dated on the gateway's clock), then NTP steps that clock back an
+    hour (the PLC's right), then the PLC is back: its readings are stamped on the gateway's new time, as the other
+    tags' are. Before, each was stamped 1 ms after the one before, from the BAD's time (the old clock) on, for the
+    hour: the tag's readings an hour ahead of the source's others, their spacing lost."""
+    async with _one_force_node("urn:test:stepbad", relay=True) as (node, src, it, cut):
+        assert cut is not None
+        cut.cut()
+        bad = await asyncio.wait_for(it.__anext__(), 8)
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() - 3600)  # the reconnect comes after at least 0.1 s
+        got = [await asyncio.wait_for(it.__anext__(), 8)]  # the reconnect's first value
+        await node.write_value(2.0)
+        got.append(await asyncio.wait_for(it.__anext__(), 8))
+    assert bad.quality is Quality.BAD and [r.value for r in got] == [1.0, 2.0], (bad, got)
+    assert all(abs(r.timestamp - time.time()) < 60 for r in got), [r.timestamp - time.time() for r in got]
 
 
 async def _counted(src: OpcUaSource, reason: str, timeout_s: float = 10.0) -> None:
