@@ -76,6 +76,7 @@ from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
 from edge_agent.uplink.settings import CloudSettings
 from model_packager.text import printable, undecoded_bytes
 from protocols.ids import AGENT_ID_PATTERN
+from protocols.json_codec import offset_problem
 from protocols.redact import mask_credentials
 from protocols.topics import shown_topic
 
@@ -565,6 +566,8 @@ def _stated_time(x: datetime.date | str, what: str) -> str:
             f"instant; write {what} with Z (UTC) or an offset: {x.isoformat()}Z or {x.isoformat()}+01:00 (text "
             "for a String node too)"
         )
+    if (odd := offset_problem(x)) is not None:  # +15:00, +05:30:15: refused at the write, as on MQTT
+        raise ValueError(f"{shown}: {odd}; write {what} with Z (UTC) or the zone's offset, e.g. +01:00")
     lo, hi = DATETIME_RANGE
     try:
         utc = x.astimezone(datetime.UTC)

@@ -127,6 +127,7 @@ from devices.opcua.settings import (
     read_private_key,
 )
 from protocols.float32 import float32_shown
+from protocols.json_codec import offset_problem
 from protocols.redact import mask_credentials
 
 log = logging.getLogger("devices.opcua")
@@ -860,6 +861,9 @@ def _datetime(value: Any, bad) -> dt.datetime:
         raise bad("write an ISO 8601 time with its zone, e.g. 2026-11-30T12:00:00Z")
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
+    elif (odd := offset_problem(value)) is not None:
+        # +15:00, +05:30:15: a typo or a garbled field (refused so on MQTT and Sparkplug), a PLC's time a day off
+        raise bad(f"{odd}; write Z (UTC) or the zone's offset, e.g. 2026-11-30T12:00:00+01:00")
     try:
         value = value.astimezone(dt.UTC)
     except OverflowError:

@@ -267,6 +267,8 @@ _REFUSED = [
     ("String", True, "write text"),
     ("Time", 1.7e9, "write an ISO 8601 time with its zone"),
     ("Time", "2026-11-30T12:00:00", "the time has no zone"),
+    # an offset no time zone has (a typo, a garbled field; refused so on MQTT): the PLC's time was a day off
+    ("Time", "2026-11-30T12:00:00+15:00", "its UTC offset +15:00 is no time zone's"),
     ("Bytes", "abc", "a ByteString node takes bytes"),
     ("Arr3", 1.0, "write a list of values, not a single one"),
     ("Arr3", [1.0, 2.0], "it holds exactly 3"),

@@ -59,6 +59,10 @@ def _errors(tmp_path, tail: str) -> list[str]:
             "time zone) would take it as another instant; write value with Z (UTC) or an offset",
         ),
         (
+            "    value: 2026-11-30T12:00:00+15:00\n",
+            "line3.yaml: actions.out.value: 2026-11-30T12:00:00+15:00: its UTC offset +15:00 is no time zone's",
+        ),
+        (
             "    value: 2026-11-30\n",
             "line3.yaml: actions.out.value: 2026-11-30 was read by YAML as a date, which no node takes as such; "
             "for a DateTime node write value as a time with its zone: 2026-11-30T00:00:00Z",
