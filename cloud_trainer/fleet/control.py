@@ -1362,6 +1362,13 @@ class Control:
             dep["step_started"] = now
         # agents a newer rollout of the same slot took over are no longer this one's to wait for or roll back
         live = [a for a in current if dep["targets"][a]["status"] not in _NOT_OURS]
+        if current and not live:
+            # every agent of the step was taken back (an admin's rollback or a newer rollout took it over, or it
+            # left the group): nobody proved the version, so no later step may give it to more agents. Before,
+            # "all healthy" over no agent was true and the next step went on at once, just after the admin rolled
+            # the canaries off the version
+            self._halt_unproven(dep, current, k)
+            return
         bad = [
             (a, dep["targets"][a]) for a in live if dep["targets"][a]["status"] in ("failed", "rolled_back")
         ]
@@ -1395,6 +1402,20 @@ class Control:
         late = [a for a in live if dep["targets"][a]["status"] != "healthy"]
         if self.step_timeout_s and self._waited(dep, "step_started", now) >= self.step_timeout_s:
             self._stall(dep, late, now)
+
+    def _halt_unproven(self, dep: dict, current: list[str], k: int) -> None:
+        """Step ``k`` has no agent of its own left (``current`` all superseded or gone from the group): halted,
+        naming why. None of them is this rollout's to send back, and the agents of later steps keep what they
+        run."""
+        first = dep["targets"][current[0]]
+        dep["stalled"] = None
+        dep["state"] = "halted"
+        dep["reason"] = (
+            f"step {k + 1}/{len(dep['steps'])} has no agent left to prove {Deployment.from_doc(dep).what()}: "
+            f"each of its {len(current)} agent(s) was taken back ({current[0]}: {first['reason']}); the rollout "
+            "gives the version to no more agents: create a new rollout to try it again"
+        )[:2000]
+        log.warning("deployment %s halted: %s", dep["id"], dep["reason"])
 
     def _waited(self, dep: dict, key: str, now: float) -> float:
         """Seconds since ``dep[key]`` (a wall-clock mark: it is stored, so that a restarted service or another

@@ -807,3 +807,30 @@ def test_replicas_with_clocks_minutes_apart_order_an_agents_steps_by_its_runs_an
         assert c.get(d["id"])["state"] == "completed"
     finally:
         other.close()
+
+
+def test_a_step_whose_agents_were_all_taken_back_halts_instead_of_giving_the_version_to_the_next(
+    registry_control,
+):
+    """An admin rolled the canary back (a rollback takes it over from the rollout): the canary step had no agent
+    of its own left, "all healthy" over none was true, and the next step gave 1.1.0 to gw2 and gw3 at once, with
+    no agent having proved it. The rollout halts, naming why; the later steps' agents keep what they run."""
+    c, e = registry_control
+    for agent in AGENTS:
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": list(AGENTS)}
+        | {"strategy": "canary", "steps": ["1", "100%"], "wait_s": 0}
+    )
+    canary = next(a for a, t in c.get(dep["id"])["targets"].items() if t["status"] == "assigned")
+    back = c.rollback("part-inspection", "1.0.0", "vision", [canary])
+    c.tick()
+    d = c.get(dep["id"])
+    assert d["state"] == "halted", d["reason"]
+    assert "step 1/2 has no agent left to prove part-inspection-1.1.0" in d["reason"]
+    assert canary in d["reason"] and back["id"] in d["reason"]
+    later = [a for a in AGENTS if a != canary]
+    assert {d["targets"][a]["status"] for a in later} == {"waiting"}
+    for agent in later:
+        assert c.desired_state(agent)[1] == [], agent  # were given 1.1.0
+    assert [s["version"] for s in c.desired_state(canary)[1]] == ["1.0.0"]  # the admin's rollback stands
