@@ -183,6 +183,9 @@ RENEW_RETRY_S = 5.0  # a store that could not be renewed (a full disk) is tried 
 # while commits fail and nothing is appended (an idle agent), a write of no record is tried this often: the outbox
 # learns that its disk takes writes again without a record's commit (which would take a seq, a gap when it fails)
 WRITE_PROBE_S = 5.0
+# the room that write proves: as many bytes as the batch whose commit failed last, at most this many (a write of one
+# page went through on a disk with room for a page, not for the batch: the failure ended, the next commit failed)
+WRITE_PROBE_MAX = 1 << 20
 # a copy left unfinished at start (its time limit, a disk error) goes on while the agent runs, this long a writer round
 COPY_ROUND_S = 1.0
 SALVAGE_TRIES = (
@@ -731,6 +734,7 @@ class Outbox:
         self._probe_next = (
             0.0  # monotonic time a write of no record is next tried while commits fail and none come
         )
+        self._probe_bytes = 0  # the bytes of the last batch whose commit failed (the room the probe asks for)
         self._renew_error: str | None = None  # why the last renewal could not start a new store
         self._unpersisted: Counter = Counter()  # drop counts (write_failed, oversize) not yet in the meta
         self._oversize_told = -1e9  # when an oversize record was last logged
@@ -4240,6 +4244,8 @@ class Outbox:
                 since = self._write_error["since"] if self._write_error is not None else time.time()
                 self._write_error = {"since": since, "cause": _cause(exc)}
                 self._probe_next = time.monotonic() + WRITE_PROBE_S
+                if batch:
+                    self._probe_bytes = min(sum(len(b[4]) for b in batch), WRITE_PROBE_MAX)
                 if not self._failing:
                     self._failing = True
                     log.error(
@@ -4300,21 +4306,25 @@ class Outbox:
     def _probe_write(self) -> None:
         """While commits fail and no record comes (an idle agent: nothing else would commit), whether the disk takes
         writes again: a write of no record (a ``meta`` row; no seq taken, so one that fails is no gap), every
-        WRITE_PROBE_S. One that goes through ends the failure as a record's commit does: ``write_failing`` False,
-        ``write_error`` None, the held drop report goes, and what waits for the outbox to write (an episode's end
-        owed, docs/agent.md) is recorded. Before, the failure lasted until the next record's commit."""
+        WRITE_PROBE_S, of as many bytes as the batch that failed last (``WRITE_PROBE_MAX`` at most). One that goes
+        through ends the failure as a record's commit does: ``write_failing`` False, ``write_error`` None, the held
+        drop report goes, and what waits for the outbox to write (an episode's end owed, docs/agent.md) is
+        recorded. Before, the failure lasted until the next record's commit."""
         self._probe_next = time.monotonic() + WRITE_PROBE_S
         db = self._db
         if db is None:  # no usable store: its renewal is tried again instead (RENEW_RETRY_S)
             return
         try:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES ('write_probe', ?) ON CONFLICT(key) DO UPDATE SET "
-                "value = excluded.value",
-                (int(time.time()),),
-            )
-            db.execute("COMMIT")
+            # as many bytes as the batch that failed (zeros, given back at once): a page alone went through on a
+            # disk with room for a page and not for the batch, the failure ended for a moment and each such end
+            # had an episode's end owed recorded again and dropped again (one more write_failed gap each)
+            for value in (f"zeroblob({self._probe_bytes})", str(int(time.time()))):
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(
+                    f"INSERT INTO meta (key, value) VALUES ('write_probe', {value}) ON CONFLICT(key) DO UPDATE SET "
+                    "value = excluded.value"
+                )
+                db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):

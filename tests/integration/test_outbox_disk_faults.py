@@ -268,6 +268,34 @@ async def test_an_episodes_end_dropped_by_its_commit_on_a_full_disk_stays_owed_a
         await agent.stop()
 
 
+def test_an_idle_outbox_ends_a_write_failure_only_once_there_is_room_for_what_failed(small_disk, monkeypatch):
+    """The write an idle outbox tries while its commits fail proves room for the batch that failed, not for a page:
+    on a disk with room for a page and not for that batch, the failure ended for a moment at each try ("writing
+    again"): the drop report (and an episode's end owed) recorded then was dropped again, one more gap each time."""
+    import edge_agent.outbox.store as store_module
+    from tests.integration.test_outbox_store_faults import wait_for
+
+    monkeypatch.setattr(store_module, "WRITE_PROBE_S", 0.05)
+    ob = Outbox(OutboxSettings(commit_interval_ms=10), small_disk / "data")
+    ob.open()
+    try:
+        ob.append("result", {"i": 0})
+        ob.flush()
+        filler = fill(small_disk)
+        ob.append("result", {"pad": "x" * 40_000})
+        ob.flush()
+        assert ob.write_failing
+        os.truncate(filler, filler.stat().st_size - 16384)  # room for a few pages, not for the record
+        time.sleep(0.5)  # about ten tries
+        # formerly each try ended the failure ("writing again"), and the drop report that then went was dropped by
+        # its own commit: one more outbox_write_failed event lost at each try (every 5 s for as long as it lasted)
+        assert ob.dropped["write_failed:event"] == 0 and ob.write_failing
+        filler.unlink()
+        wait_for(lambda: not ob.write_failing, 10, "the failure ended once there is room")
+    finally:
+        in_thread(ob.close, 30)
+
+
 def test_status_says_why_the_outbox_cannot_write_while_the_disk_refuses_and_no_more_once_it_writes(
     small_disk,
 ):
