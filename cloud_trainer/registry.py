@@ -105,7 +105,10 @@ class Registry:
         """Tenants (other than the default one) that have a registry folder."""
         return sorted(p.name for p in (self.root / ".tenants").glob("*") if p.is_dir())
 
-    def _index_path(self, name: str) -> Path:
+    def index_path(self, name: str) -> Path:
+        """Package ``name``'s index (``<root>/<name>/index.json``; ``RegistryError`` for a name that is not a valid
+        package name). Every change replaces the file whole (a new inode), so a reader may stat it to learn
+        whether the package's versions changed since it last read them."""
         if not valid_package_name(name):
             raise RegistryError(
                 f"package name {name[:80]!r}: use 1-63 lowercase letters, digits, '_' or '-', starting with a "
@@ -117,11 +120,26 @@ class Registry:
         """The entries of package ``name``; [] for a name not in the registry, or not a valid package name."""
         if not valid_package_name(name):
             return []
-        p = self._index_path(name)
+        p = self.index_path(name)
         try:
             return json.loads(p.read_text())
         except FileNotFoundError:
             return []
+
+    def withdrawals(self, name: str) -> dict[str, str]:
+        """version -> its withdrawal's reason, for package ``name``'s versions withdrawn (``withdraw``); {} for a
+        package not in the registry. ``RegistryError`` for an index that is not a list of versions (edited by
+        hand), ``OSError`` or ``ValueError`` for one that cannot be read."""
+        entries = self.list(name)
+        if not isinstance(entries, list):
+            raise RegistryError(
+                f"{self.index_path(name)}: not a list of versions (a JSON {type(entries).__name__})"
+            )
+        return {
+            str(e.get("version")): str(e.get("withdrawn_reason") or "no reason given")
+            for e in entries
+            if isinstance(e, dict) and e.get("status") == WITHDRAWN
+        }
 
     def names(self) -> builtins.list[str]:
         return sorted(
@@ -163,7 +181,7 @@ class Registry:
         digest not the file's), or lose a version it had said was published."""
         import fcntl
 
-        self._index_path(name)  # a valid package name (else RegistryError): the lock's file name is safe
+        self.index_path(name)  # a valid package name (else RegistryError): the lock's file name is safe
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / f".{name}.lock", "a+b") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
@@ -173,7 +191,7 @@ class Registry:
         """Mark a version ``withdrawn`` (see the module's docstring); its entry, with the reason and when. A package
         the registry does not have is ``RegistryError`` before anything is written: taking the lock made its lock
         file (and the registry's folder), so a mistyped name or registry path left them behind."""
-        if not self._index_path(name).is_file():
+        if not self.index_path(name).is_file():
             raise RegistryError(
                 f"{name[:80]} {version[:64]} is not in the registry {self.root}: it has no package {name[:80]!r}; "
                 "nothing was withdrawn or created"
@@ -333,7 +351,7 @@ class Registry:
             self._write(name, entries)
 
     def _write(self, name: str, entries: builtins.list[dict]) -> None:
-        p = self._index_path(name)
+        p = self.index_path(name)
         write_atomically(p, json.dumps(entries, indent=1).encode(), p.with_suffix(".tmp"))
 
 

@@ -1344,14 +1344,7 @@ class Control:
             # of the withdrawal). The step's agents still on their way to it are not taken off it here: their
             # downloads are refused, and each reports the withdrawal (which halts the rollout). Before, the next
             # step's agents were given it, each download refused in turn, and the halt named an agent's failure
-            dep["stalled"] = None
-            dep["state"] = "halted"
-            dep["reason"] = (
-                f"{dep['package']} {dep['version']} was withdrawn from the registry ({withdrawn[:200]}): the fleet "
-                "gives it to no more agents"
-            )
-            given = [a for a in current if dep["targets"][a]["status"] not in (*_NOT_OURS, "waiting")]
-            self._roll_back(dep, given)
+            self._halt_withdrawn(dep, current, withdrawn)
             return
         if assign:
             # one generation for the step's agents: a fleet-wide step is one counter update, not 10,000
@@ -1401,7 +1394,26 @@ class Control:
             return
         late = [a for a in live if dep["targets"][a]["status"] != "healthy"]
         if self.step_timeout_s and self._waited(dep, "step_started", now) >= self.step_timeout_s:
+            if (withdrawn := self._withdrawn(dep)) is not None:
+                # stalled on its way to a withdrawn version (an agent offline): nobody it waits for may install it
+                # any more, so no report will come to halt it. Before, it stalled for good, its reason silent about
+                # the withdrawal, the canaries that proved it keeping it
+                self._halt_withdrawn(dep, current, withdrawn)
+                return
             self._stall(dep, late, now)
+
+    def _halt_withdrawn(self, dep: dict, current: list[str], withdrawn: str) -> None:
+        """The version ``dep`` rolls out was withdrawn (``withdrawn``: the reason): halted, naming it; the agents of
+        the step given it get their previous version back, as at any halt."""
+        dep["stalled"] = None
+        dep["state"] = "halted"
+        dep["reason"] = (
+            f"{dep['package']} {dep['version']} was withdrawn from the registry ({withdrawn[:200]}): the fleet "
+            "gives it to no more agents"
+        )
+        self._roll_back(
+            dep, [a for a in current if dep["targets"][a]["status"] not in (*_NOT_OURS, "waiting")]
+        )
 
     def _halt_unproven(self, dep: dict, current: list[str], k: int) -> None:
         """Step ``k`` has no agent of its own left (``current`` all superseded or gone from the group): halted,
@@ -1760,7 +1772,8 @@ class Control:
         if dep.get("kind") == "config" or not dep.get("package"):
             return None
         try:
-            path = self.registry.for_tenant(dep.get("tenant", T))._index_path(dep["package"])
+            reg = self.registry.for_tenant(dep.get("tenant", T))
+            path = reg.index_path(dep["package"])
             st = path.stat()
         except (OSError, ValueError):  # (RegistryError is a ValueError) gone or unreadable: said elsewhere
             return None
@@ -1768,14 +1781,9 @@ class Control:
         seen = self._withdrawals.get(path)
         if seen is None or seen[0] != mark:
             try:
-                entries = json.loads(path.read_text())
-            except (OSError, ValueError):
+                gone = reg.withdrawals(dep["package"])
+            except (OSError, ValueError):  # (an index that is not a list of versions too: said elsewhere)
                 return None
-            gone = {
-                str(e.get("version")): str(e.get("withdrawn_reason") or "no reason given")
-                for e in entries
-                if isinstance(e, dict) and e.get("status") == WITHDRAWN
-            }
             if len(self._withdrawals) >= 1000:  # (the packages of the rollouts under way, far fewer)
                 self._withdrawals.clear()
             seen = self._withdrawals[path] = (mark, gone)

@@ -96,3 +96,57 @@ def test_a_rollout_of_a_version_withdrawn_meanwhile_gives_it_to_no_more_agents_a
     for agent in {"gw1", "gw2", "gw3"} - {canary}:  # never given it
         assert d["targets"][agent]["status"] == "waiting", d["targets"][agent]
         assert c.desired_state(agent)[1] == [], agent
+
+
+def test_a_step_stalled_on_a_withdrawn_version_halts_naming_the_withdrawal(registry_control):  # noqa: F811
+    """One canary healthy on 1.1.0, the other offline (never reports); 1.1.0 is withdrawn. The step stalled for
+    good (the offline canary cannot install it any more, so no report of it would ever halt the rollout), its
+    reason silent about the withdrawal, the healthy canary kept on the withdrawn version. At its step timeout it
+    halts naming the withdrawal, and the canary given it is sent its previous version back."""
+    c, e = registry_control
+    c.step_timeout_s = 10
+    for agent in ("gw1", "gw2", "gw3"):
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "steps": ["2", "100%"]}
+    )
+    canaries = sorted(a for a, t in c.get(dep["id"])["targets"].items() if t["status"] == "assigned")
+    healthy, offline = canaries
+    _runs(c, healthy, e["1.1.0"])
+    c.on_report(healthy, dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    c.registry.withdraw("part-inspection", "1.1.0", DEFECT)
+    c.tick()
+    assert c.get(dep["id"])["state"] == "running"  # within the step timeout: the offline canary may report
+    t0, m0 = c.clock(), c.monotonic()
+    c.clock, c.monotonic = (lambda: t0 + 3600), (lambda: m0 + 3600)
+    c.tick()
+    d = c.get(dep["id"])
+    assert d["state"] == "halted" and d["reason"].startswith("part-inspection 1.1.0 was withdrawn"), d[
+        "reason"
+    ]
+    assert DEFECT in d["reason"] and not d.get("stalled")
+    for agent in canaries:
+        assert [s["version"] for s in c.desired_state(agent)[1]] == ["1.0.0"], agent
+    (later,) = {"gw1", "gw2", "gw3"} - set(canaries)
+    assert c.desired_state(later)[1] == []  # never given it
+
+
+def test_an_index_that_is_not_a_list_is_refused_by_name_and_halts_no_rollout(registry_control):  # noqa: F811
+    """A hand-edited ``index.json`` holding valid JSON that is not a list of versions halted every rollout of the
+    package with ``the rollout cannot advance: TypeError: 'int' object is not iterable``; the registry's reader
+    says what is wrong with which file, and the rollout goes on as with an index it cannot read at all."""
+    c, e = registry_control
+    for agent in ("gw1", "gw2", "gw3"):
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "steps": ["1", "100%"]}
+    )
+    canary = next(a for a, t in c.get(dep["id"])["targets"].items() if t["status"] == "assigned")
+    (c.registry.root / "part-inspection" / "index.json").write_text("7")
+    _runs(c, canary, e["1.1.0"])
+    c.on_report(canary, dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    d = c.get(dep["id"])
+    assert d["state"] == "running" and "cannot advance" not in d["reason"], d["reason"]
+    assert {t["status"] for t in d["targets"].values()} == {"healthy", "assigned"}
+    with pytest.raises(ValueError, match=r"index\.json: not a list of versions \(a JSON int\)"):
+        c.registry.withdrawals("part-inspection")
