@@ -7,7 +7,8 @@ references, every page read, answers every property asked of a node; only a refe
 taken: a vendor's other reference of the same name (a component ``EnumStrings`` listed before the property)
 is not the node's states. A name listed only by a reference of a vendor's type (which may be a HasProperty
 subtype) or of no stated type, and every name when the Browse fails, is asked by TranslateBrowsePathsToNodeIds
-along a HasProperty path with its subtypes (the server judges them). A property the node does not have raises
+along a HasProperty path with its subtypes (the server judges them); a server without that service (or answering
+two nodes) has the listed reference's type judged by its supertypes, browsed. A property the node does not have raises
 BadNoMatch; one that could not be found out (the Browse failed or was released, and the translate too: Part 7's
 Nano and Micro profiles leave that service out) raises ``PropertiesUnread``, for the caller to refuse what it
 cannot check rather than take the property as absent.
@@ -26,6 +27,10 @@ BROWSE_IDLE_PAGES = 100
 BROWSE_REFERENCES = 10_000
 
 _HAS_PROPERTY = ua.NodeId(ua.Int32(ua.ObjectIds.HasProperty))
+_HAS_SUBTYPE = ua.NodeId(ua.Int32(ua.ObjectIds.HasSubtype))
+# a vendor reference type's supertypes browsed at most, to a standard one; and "no such property" (``_by_supertypes``)
+_SUPERTYPES = 8
+_NONE = ua.NodeId()
 
 _Key = tuple[int, str]
 
@@ -60,7 +65,8 @@ class Properties:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._props: dict[_Key, ua.NodeId] | None = None  # HasProperty targets; None: not browsed, or failed
-        self._unsure: set[_Key] = set()  # names listed only by a reference that may be a HasProperty subtype
+        # names listed only by references that may be of a HasProperty subtype: (their type, their target) each
+        self._unsure: dict[_Key, list[tuple[ua.NodeId | None, ua.NodeId]]] = {}
         self._browse_failed: str | None = None  # why the Browse gave no answer, once asked
         self._released = False  # the Browse was released at its bound of pages or references
         self._twice: set[_Key] = set()  # names of two HasProperty targets or more, different nodes
@@ -86,7 +92,44 @@ class Properties:
                 return Node(self.node.session, found)
             if key not in self._unsure:
                 raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
-        return await self._translate(prop)
+        try:
+            return await self._translate(prop)
+        except PropertiesUnread:
+            # no translate (Nano, Micro), or two targets: the listed references' own types decide, when their
+            # supertypes can be browsed to a standard one (a vendor's HasProperty subtype was refused)
+            if self._props is None or (found := await self._by_supertypes(key)) is None:
+                raise  # (a Browse that failed or was released listed only some of the references)
+            if found is _NONE:
+                raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch) from None
+            return Node(self.node.session, found)
+
+    async def _by_supertypes(self, key: _Key) -> ua.NodeId | None:
+        """The one target of the references listing ``key`` whose type is HasProperty or a subtype of it, found by
+        browsing each type's supertypes (HasSubtype, inverse) to a standard one; ``_NONE`` when none is; None when
+        that cannot be told (a type not stated or not browsed to a standard one, two such targets)."""
+        hits = []
+        for kind, target in self._unsure.get(key, ()):
+            if kind is None or kind.is_null():
+                return None
+            for _ in range(_SUPERTYPES):
+                if kind.NamespaceIndex == 0:
+                    break
+                try:
+                    results = await self.node.session.browse(
+                        _browse_of(kind, ua.BrowseDirection.Inverse, _HAS_SUBTYPE)
+                    )
+                except ua.UaError:
+                    return None
+                refs = results[0].References if len(results) == 1 and results[0].StatusCode.is_good() else []
+                if len(refs) != 1:
+                    return None
+                kind = refs[0].NodeId
+            if kind.NamespaceIndex != 0:
+                return None
+            if kind == _HAS_PROPERTY:
+                hits.append(target)
+        hits = list(dict.fromkeys(hits))
+        return None if len(hits) > 1 else hits[0] if hits else _NONE
 
     async def read(self, prop: str) -> tuple[Node, Any]:
         """(the node's property ``prop``, its value). BadNoMatch when the node has none; ``PropertiesUnread`` when
@@ -153,17 +196,9 @@ class Properties:
         at its type lookup while its BrowseNext requests ran back to back. Not after a number of pages: a node
         of many references paged small was then translated, and on a server without that service (Nano,
         Micro) nothing was checked."""
-        desc = ua.BrowseDescription()
-        desc.NodeId = self.node.nodeid
-        desc.BrowseDirection = ua.BrowseDirection.Forward
-        desc.ReferenceTypeId = ua.NodeId()
-        desc.ResultMask = ua.BrowseResultMask.BrowseName | ua.BrowseResultMask.ReferenceTypeId
-        params = ua.BrowseParameters()
-        # the current view: a null Timestamp (asyncua's default is now, which an OPC Foundation .NET server
-        # answers BadViewIdUnknown for the whole Browse: every target translated)
-        params.View.Timestamp = ua.get_win_epoch()
-        params.NodesToBrowse.append(desc)
-        results = await self.node.session.browse(params)
+        results = await self.node.session.browse(
+            _browse_of(self.node.nodeid, ua.BrowseDirection.Forward, ua.NodeId())
+        )
         props: dict[_Key, ua.NodeId] = {}
         listed: set[_Key] = set()
         idle = 0  # pages in a row listing nothing new
@@ -182,11 +217,12 @@ class Properties:
                         self._twice.add(key)
                 elif kind is None or kind.is_null() or kind.NamespaceIndex != 0:
                     # a vendor's reference type (a HasProperty subtype, or not), or one the server did not
-                    # state: the translate along HasProperty decides, when this name is asked; a standard
-                    # type other than HasProperty (HasComponent, Organizes...) names no property
-                    self._unsure.add(key)
+                    # state: the translate along HasProperty decides, when this name is asked, else the type's
+                    # supertypes; a standard type other than HasProperty (HasComponent, Organizes...) names none
+                    self._unsure.setdefault(key, []).append((kind, r.NodeId))
             if not results[0].ContinuationPoint:
-                self._unsure -= props.keys()
+                for key in props.keys() & self._unsure.keys():
+                    del self._unsure[key]
                 return props
             idle = 0 if len(listed) > before else idle + 1
             release = idle >= BROWSE_IDLE_PAGES or len(listed) >= BROWSE_REFERENCES
@@ -205,6 +241,21 @@ class Properties:
             with contextlib.suppress(ua.UaError):  # the point freed or not, there is nothing more to ask
                 await self.node.session.browse_next(more)
             return None
+
+
+def _browse_of(node_id: ua.NodeId, direction: ua.BrowseDirection, kind: ua.NodeId) -> ua.BrowseParameters:
+    """A Browse of ``node_id``'s references of type ``kind`` (null: all) and its subtypes, their BrowseName and
+    type, in the current view: a null Timestamp (asyncua's default is now, which an OPC Foundation .NET server
+    answers BadViewIdUnknown for the whole Browse: every target translated)."""
+    desc = ua.BrowseDescription()
+    desc.NodeId = node_id
+    desc.BrowseDirection = direction
+    desc.ReferenceTypeId = kind
+    desc.ResultMask = ua.BrowseResultMask.BrowseName | ua.BrowseResultMask.ReferenceTypeId
+    params = ua.BrowseParameters()
+    params.View.Timestamp = ua.get_win_epoch()
+    params.NodesToBrowse.append(desc)
+    return params
 
 
 def _why(e: Exception) -> str:

@@ -439,11 +439,18 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
     EnumStrings property (three states): the first reference of the name was read as the node's states, and 7
     went to a three-state node. Only a HasProperty reference (or one of a subtype: a vendor's, judged by the
     server along a HasProperty path) names a property. A node listing two properties of the name (ten states
-    first), or a server whose translate answers both the component and the property (going by the name alone),
-    cannot say which states are the node's: its writes are refused (the first was taken, and 7 written)."""
+    first), or, its Browse failing, a translate answering both the component and the property (going by the name
+    alone), cannot say which states are the node's: its writes are refused (the first was taken, and 7 written)."""
     from asyncua.server.internal_session import InternalSession
 
-    translate = InternalSession.translate_browsepaths_to_nodeids
+    translate, browse = InternalSession.translate_browsepaths_to_nodeids, InternalSession.browse
+
+    async def failing_for_loose(self, params):
+        results = await browse(self, params)
+        for d, r in zip(params.NodesToBrowse, results, strict=True):
+            if d.NodeId.Identifier == "Loose" and d.ReferenceTypeId.is_null():  # the property Browse
+                r.StatusCode, r.References = ua.StatusCode(ua.StatusCodes.BadNoContinuationPoints), []
+        return results
 
     async def by_name_alone(self, params):
         results = await translate(self, params)
@@ -456,6 +463,7 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
         return results
 
     monkeypatch.setattr(InternalSession, "translate_browsepaths_to_nodeids", by_name_alone)
+    monkeypatch.setattr(InternalSession, "browse", failing_for_loose)
 
     async def build(srv, idx: int, obj) -> dict:
         vendor_property = await srv.get_node(ua.ObjectIds.HasProperty).add_reference_type(
@@ -507,7 +515,8 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
     absent, so nothing was checked (7 went to a three-state node). Its writes are refused, naming why (its Browse
     not asked again at each write, and the refusal saying so); a Double node's are written, its DataType needing
     no property. A translate answered busy (BadServerTooBusy) is retried, not kept: it locked the node out of
-    writes for 10 minutes."""
+    writes for 10 minutes. A node whose states hang on a vendor's subtype of HasProperty was refused on such a
+    server: the reference type's supertypes, browsed, say it is a property."""
     from asyncua.server.internal_session import InternalSession
 
     from devices.opcua import properties
@@ -543,14 +552,27 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
     monkeypatch.setattr(InternalSession, "browse", crowded_browse)
     monkeypatch.setattr(InternalSession, "translate_browsepaths_to_nodeids", no_translate)
 
-    async def build(_srv, idx: int, obj) -> dict:
+    async def build(srv, idx: int, obj) -> dict:
         mode = await obj.add_variable(ua.NodeId("Mode", idx), "Mode", ua.Variant(0, ua.VariantType.UInt32))
-        states = [ua.LocalizedText(t) for t in ("Stopped", "Running", "Fault")]
-        await mode.add_property(0, "EnumStrings", ua.Variant(states, ua.VariantType.LocalizedText))
+        states = ua.Variant(
+            [ua.LocalizedText(t) for t in ("Stopped", "Running", "Fault")], ua.VariantType.LocalizedText
+        )
+        await mode.add_property(0, "EnumStrings", states)
         speed = await obj.add_variable(
             ua.NodeId("Speed", idx), "Speed", ua.Variant(0.0, ua.VariantType.Double)
         )
-        return {"Mode": mode, "Speed": speed}
+        vendor = await obj.add_variable(
+            ua.NodeId("Vendor", idx), "Vendor", ua.Variant(0, ua.VariantType.UInt32)
+        )
+        own = await vendor.add_property(
+            ua.NodeId("Vendor.EnumStrings", idx), ua.QualifiedName("EnumStrings", 0), states
+        )
+        vendor_property = await srv.get_node(ua.ObjectIds.HasProperty).add_reference_type(
+            ua.NodeId("HasVendorProperty", idx), ua.QualifiedName("HasVendorProperty", idx), symmetric=False
+        )
+        await vendor.delete_reference(own, ua.ObjectIds.HasProperty)
+        await vendor.add_reference(own, vendor_property.nodeid)
+        return {"Mode": mode, "Speed": speed, "Vendor": vendor}
 
     async with plc_server(build) as p, opcua_source(p) as src:
         with pytest.raises(OpcUaServerBusy, match=r"BadServerTooBusy"):
@@ -564,7 +586,10 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
         # the third write refused as the second was, without thousands of requests to find that out again
         assert crowded == ["Mode", "Mode"], crowded
         await src.write(p.node_id("Speed"), 1.5)
-        assert await p.read() == {"Mode": 0, "Speed": 1.5}
+        with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
+            await src.write(p.node_id("Vendor"), 7)
+        await src.write(p.node_id("Vendor"), 2)
+        assert await p.read() == {"Mode": 0, "Speed": 1.5, "Vendor": 2}
 
 
 async def test_a_node_whose_stated_states_or_lengths_the_server_does_not_give_is_refused_until_it_does():
