@@ -216,6 +216,11 @@ class Uplink:
         # seqs the cloud acknowledged that the outbox could not record (``_record_acks``)
         self._unrecorded: list[int] = []
         self._one_by_one = 0  # batches still to send one record each, to find a refused record
+        # a batch's bytes at most (``_fit_link``): batch_max_bytes, halved after a batch of several records failed in
+        # flight, grown back as acked batches show the link carries more; and the batch in flight (records, bytes,
+        # when handed to gRPC), None once acknowledged
+        self._batch_bytes = settings.batch_max_bytes
+        self._in_flight: tuple[int, int, float] | None = None
         self.last_error: str | None = None
         self.last_ack_at: float | None = None
         self.last_heartbeat_at: float | None = None
@@ -360,6 +365,7 @@ class Uplink:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                flight, self._in_flight = self._in_flight, None
                 try:
                     if await self._refused(exc):
                         continue
@@ -370,6 +376,7 @@ class Uplink:
                     continue
                 self.state = "backoff"
                 self.reconnects += 1
+                self._fit_link(flight)
                 # another failure ends a streak of refusals at concurrent_streams: the next such refusal (a new
                 # download after a service restart, say) is tried again at the fast pace, not the streak's grown one
                 self._full_since = None
@@ -387,6 +394,32 @@ class Uplink:
                     delay = self.s.backoff_initial_s
                 except TimeoutError:
                     pass
+
+    def _fit_link(self, flight: tuple[int, int, float] | None, acked: bool = False) -> None:
+        """A batch's bytes at most, to what the link carries. A batch of several records that failed in flight halves
+        it (floor: one record, the outbox's reads always give one); an acknowledged one's rate (its bytes over the
+        time to its ack) grows it to what the link carries in half of ``keepalive_timeout_s``, at most
+        ``batch_max_bytes``. A keepalive ping waits behind the batch being sent: on a link too slow for a whole
+        ``batch_max_bytes`` within ``keepalive_timeout_s`` (1 MB at 6 KB/s, 20 s) the ping timed out, and the batch
+        went again from its start, for ever, nothing acknowledged, the outbox filling to its drops."""
+        if flight is None:
+            return
+        n, nbytes, sent_at = flight
+        if acked:
+            rate = nbytes / max(time.monotonic() - sent_at, 1e-3)
+            fits = min(self.s.batch_max_bytes, int(rate * self.s.keepalive_timeout_s / 2))
+            if fits > self._batch_bytes:
+                self._batch_bytes = fits
+        elif n > 1 and nbytes // 2 < self._batch_bytes:
+            self._batch_bytes = max(1, nbytes // 2)
+            log.info(
+                "uplink to %s: a batch of %d records (%d bytes) failed on its way; the next take at most %d bytes "
+                "until acknowledged ones show the link carries more",
+                self.s.endpoint,
+                n,
+                nbytes,
+                self._batch_bytes,
+            )
 
     async def _record_acks(self) -> None:
         """Record in the outbox the acknowledgement it could not take (``_unrecorded``: its disk full or read-only),
@@ -619,7 +652,7 @@ class Uplink:
         top = self._seq_at_read
         if not self._poked_before_read or top <= self._flagged_seq or len(recs) >= limit:
             return
-        if 2 * sum(r.size for r in recs) >= self.s.batch_max_bytes:  # full by bytes: the rest is read next
+        if 2 * sum(r.size for r in recs) >= self._batch_bytes:  # full by bytes: the rest is read next
             return
         if not recs or max(r.seq for r in recs) < top:
             self._flagged_seq = top
@@ -704,6 +737,7 @@ class Uplink:
                 elif reading is not None and reading.done():  # ended while idle: sent on a new stream
                     self._ended_idle(reading)
                     break
+                self._in_flight = (len(recs), nbytes, time.monotonic())
                 await outq.put(batch)
                 if reading is None:
                     reading = asyncio.ensure_future(call.read())
@@ -720,6 +754,7 @@ class Uplink:
                 if ack is None or ack is grpc.aio.EOF:
                     reading = None
                     if carried:
+                        self._in_flight = None  # (not the link's failure)
                         # ended cleanly (status OK) as this batch went: the fleet service gave the stream to another
                         # of this agent's (its concurrent_streams limit) before reading it; sent again on a new stream,
                         # no failure; a stream that carried none fails as before, with its backoff (no loop without
@@ -728,6 +763,8 @@ class Uplink:
                         break
                     raise ConnectionError("the server closed the stream")
                 carried += 1
+                flight, self._in_flight = self._in_flight, None
+                self._fit_link(flight, acked=True)
                 self._probe = False  # the stream is this agent's: its next batches are whole
                 self._full_since = None  # (a refusal at concurrent_streams after this starts a streak afresh)
                 # the stream's next message read from now on: an end of the stream by the server while this side
@@ -749,7 +786,7 @@ class Uplink:
                 if self._unrecorded:
                     break
                 # more behind (a full batch: a backlog): read at once; else the next batch is gathered
-                gathered = len(recs) >= limit or 2 * nbytes >= self.s.batch_max_bytes
+                gathered = len(recs) >= limit or 2 * nbytes >= self._batch_bytes
         finally:
             if reading is not None:
                 reading.cancel()
@@ -796,7 +833,7 @@ class Uplink:
     def _pending(self, limit: int) -> list:
         """The outbox's next records, the free text of an event or alarm this agent did not hide as it recorded it
         hidden as the cloud may be told it (off the loop: a JSON read per such event)."""
-        recs = self.outbox.pending(limit, self.s.batch_max_bytes)
+        recs = self.outbox.pending(limit, self._batch_bytes)
         hide = self.event_for_cloud
         if hide is None:
             return recs

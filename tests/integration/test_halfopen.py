@@ -410,3 +410,25 @@ async def test_a_fleet_service_that_takes_batches_and_never_answers_is_left_said
         hung["on"] = False
         await until(lambda: ob.stats()["depth"] == 0, timeout_s=20, what="the outbox drained once answered")
         assert [r["payload"]["i"] for r in srv.store.records("gw1", limit=10)] == [0, 1, 2]
+
+
+async def test_a_link_too_slow_for_a_whole_batch_in_its_timeouts_gets_smaller_batches_and_delivers_everything(
+    tmp_path, pki, monkeypatch
+) -> None:
+    """A backlog whose batch takes longer on the link than the agent waits for its acknowledgement (``ACK_WAIT_S`` +
+    ``keepalive_timeout_s``; scaled down here: 1.8 s) or than a keepalive ping waits behind it (keepalive_timeout_s:
+    at the defaults, 1 MB on a 6 KB/s link). The failed batch halves the next ones' bytes until a batch goes through;
+    every record arrives once, in order. Before, the same whole batch was sent again from its start for ever."""
+    from edge_agent.uplink import client
+
+    monkeypatch.setattr(client, "ACK_WAIT_S", 0.8)
+    async with _uplink_to_fleet(
+        tmp_path, pki, up_bytes_per_s=20_000, keepalive_s=30, keepalive_timeout_s=1
+    ) as (srv, ob, up):
+        # ~15 KB each once compressed (random bytes in base64): 2.3 s on this link together
+        for i in range(3):
+            ob.append("result", {"i": i, "blob": base64.b64encode(os.urandom(15_000)).decode()})
+        up.poke()
+        await until(lambda: up.acked == 3, timeout_s=15, what="the backlog acknowledged")
+        assert up.reconnects >= 1 and up._batch_bytes < up.s.batch_max_bytes, (up.reconnects, up.last_error)
+        assert [r["payload"]["i"] for r in srv.store.records("gw1", limit=10)] == [0, 1, 2]
