@@ -396,9 +396,10 @@ class Uplink:
                     pass
 
     def _fit_link(self, flight: tuple[int, int, float] | None, acked: bool = False) -> None:
-        """A batch's bytes at most, to what the link carries. A batch of several records that failed in flight halves
-        it (floor: one record, the outbox's reads always give one); an acknowledged one's rate (its bytes over the
-        time to its ack) grows it to what the link carries in half of ``keepalive_timeout_s``, at most
+        """A batch's bytes at most, to what the link carries. A batch of several records that failed in flight after
+        half of ``keepalive_timeout_s`` or more halves it (floor: one record, the outbox's reads always give one; a
+        failure sooner, a refused connection, says nothing of the batch's size); an acknowledged one's rate (its
+        bytes over the time to its ack) grows it to what the link carries in half of ``keepalive_timeout_s``, at most
         ``batch_max_bytes``. A keepalive ping waits behind the batch being sent: on a link too slow for a whole
         ``batch_max_bytes`` within ``keepalive_timeout_s`` (1 MB at 6 KB/s, 20 s) the ping timed out, and the batch
         went again from its start, for ever, nothing acknowledged, the outbox filling to its drops."""
@@ -410,7 +411,11 @@ class Uplink:
             fits = min(self.s.batch_max_bytes, int(rate * self.s.keepalive_timeout_s / 2))
             if fits > self._batch_bytes:
                 self._batch_bytes = fits
-        elif n > 1 and nbytes // 2 < self._batch_bytes:
+        elif (
+            n > 1
+            and nbytes // 2 < self._batch_bytes
+            and time.monotonic() - sent_at >= self.s.keepalive_timeout_s / 2
+        ):
             self._batch_bytes = max(1, nbytes // 2)
             log.info(
                 "uplink to %s: a batch of %d records (%d bytes) failed on its way; the next take at most %d bytes "
