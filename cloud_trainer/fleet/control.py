@@ -848,9 +848,38 @@ class Control:
             max_err = dep["gate"].get("max_error_rate")
             if ok and err is not None and max_err is not None and err > max_err:
                 t.update(status="failed", reason=f"error rate {err:.1%} above the gate's {max_err:.1%}")
+            if dep.get("rollback") and t["status"] in ("active", "healthy") and dep.get("kind") != "config":
+                self._gone_back(dep, agent, version)
             self._put(dep)
         self.tick()
         return True
+
+    def _gone_back(self, rollback: dict, agent: str, version: str) -> None:
+        """An admin's ``rollback`` runs on ``agent`` (it reported ``version`` active or healthy): a halted or
+        aborted rollout of the slot created before it, still waiting for the agent to go back (``rolling_back``),
+        is told it did. Before, that target said ``rolling_back`` for good: the agent reported its way back to
+        the rollback's deployment, never to the halted one."""
+        tenant, slot, now = rollback.get("tenant", T), _slot(rollback), self.clock()
+        for (doc,) in self.db.execute(
+            "SELECT doc FROM deployments WHERE tenant = ? AND slot = ? AND state IN ('halted', 'aborted') "
+            "AND created <= ?",
+            (tenant, slot, rollback["created"]),
+        ).fetchall():
+            d = json.loads(doc)
+            t = d["targets"].get(agent)
+            if (
+                d["id"] == rollback["id"]
+                or not t
+                or t.get("status") != "rolling_back"
+                or d["version"] == version
+            ):
+                continue
+            t.update(
+                status="rolled_back_by_fleet",
+                reason=f"rollout halted; it runs {version} (the rollback {rollback['id']})",
+                updated=now,
+            )
+            self._put(d)
 
     # ---- admin side ----------------------------------------------------------------------------
     def _resolve(self, package: str, version: str, tenant: str = T) -> dict:

@@ -834,3 +834,30 @@ def test_a_step_whose_agents_were_all_taken_back_halts_instead_of_giving_the_ver
     for agent in later:
         assert c.desired_state(agent)[1] == [], agent  # were given 1.1.0
     assert [s["version"] for s in c.desired_state(canary)[1]] == ["1.0.0"]  # the admin's rollback stands
+
+
+def test_a_halted_rollouts_agent_that_an_admins_rollback_took_back_is_not_left_rolling_back(registry_control):
+    """After a halt, the admin rolled the slot back: the agent went back under the rollback's deployment id and
+    reported there, never to the halted rollout, whose target said ``rolling_back ... not yet confirmed running``
+    for good. The rollback's report that the agent runs 1.0.0 closes it; an agent the rollback has not reached
+    yet still says ``rolling_back``."""
+    c, e = registry_control
+    for agent in AGENTS:
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "steps": ["100%"]})
+    for agent in ("gw1", "gw3"):
+        c.on_report(agent, dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+        _runs(c, agent, e["1.1.0"])
+    c.on_report("gw2", dep["id"], "vision", "1.1.0", "rolled_back", False, "health check failed: NaN", {})
+    assert {a: t["status"] for a, t in c.get(dep["id"])["targets"].items()} == {
+        "gw1": "rolling_back",
+        "gw2": "rolled_back",
+        "gw3": "rolling_back",
+    }
+    back = c.rollback("part-inspection", "1.0.0", "vision", ["gw1", "gw3"])
+    c.on_report("gw1", back["id"], "vision", "1.0.0", "healthy", True, "", {})
+    t = c.get(dep["id"])["targets"]
+    assert t["gw1"]["status"] == "rolled_back_by_fleet", t["gw1"]
+    assert back["id"] in t["gw1"]["reason"] and "1.0.0" in t["gw1"]["reason"]
+    assert t["gw3"]["status"] == "rolling_back"  # not yet back
+    assert t["gw2"]["status"] == "rolled_back"  # its own verdict stays
