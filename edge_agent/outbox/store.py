@@ -2583,7 +2583,8 @@ class Outbox:
             return
         row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
         jobs = self._jobs(job)
-        if row is None and self.former_tenant is None and self._adopt_epoch(db, job):
+        adopted = row is None and self.former_tenant is None and self._adopt_epoch(db, job)
+        if adopted:
             row = (job["epoch"],)
         if row is None or row[0] != job.get("epoch"):
             if (
@@ -2703,6 +2704,11 @@ class Outbox:
                 self._keep_untold(owed)
         elif any("src" in e for e in self._untold):
             self._keep_untold()  # (a WAL found alone: with what was copied out of it, before the marker goes)
+        elif todo and not left and not held and not adopted:
+            # its outbox_corrupt event was told by an earlier start, "at least" what was copied by then: the copy done
+            # now (a restart while it went on) is told as one done while running is (formerly in no event). (Not a
+            # store a cut-off renewal was making, which took the marker's epoch here: nothing was told of that copy.)
+            self._tell_salvaged(todo, job["epoch"], whole)
         if todo and self._copy_home:
             # (formerly "the salvage ... was cut off; resumed: 300 more records copied": nothing had been copied)
             log.error(
@@ -4071,26 +4077,7 @@ class Outbox:
                 whole.total(),
                 got.total(),
             )
-            previous = (
-                None  # the epoch of the store copied: its own meta's (the marker keeps it only until told)
-            )
-            with contextlib.suppress(sqlite3.Error, OSError, IndexError):
-                con = _read_only(Path(jobs[0]["src"]))
-                try:
-                    previous = _first_int(con, "SELECT value FROM meta WHERE key = 'epoch'")
-                finally:
-                    con.close()
-            evt = Event(
-                EventKind.OUTBOX_SALVAGED,
-                moved_to=str(jobs[0]["src"]) if jobs else None,
-                epoch=self.epoch,
-                previous_epoch=previous,
-                salvaged=whole.total(),
-                salvaged_by_kind=dict(whole),
-            )
-            with self._lock:
-                self._notices.append(evt)
-            self.on_event(evt)
+            self._tell_salvaged(jobs, self.epoch, whole)
         elif self._copy_failed:
             self._copy_failures += 1
             self._copy_next = time.monotonic() + RENEW_RETRY_S
@@ -4098,6 +4085,25 @@ class Outbox:
             self._copy_failures = 0
         if left and len(left) != len(jobs):  # a file done: the marker no longer names it
             self._write_salvaging(self._marker(self.epoch, left))
+
+    def _tell_salvaged(self, jobs: list[dict], epoch: int, whole: Counter) -> None:
+        """A copy its outbox_corrupt event told as "at least" (a time limit cut it) is done, while running or at a
+        later start: its whole count (``whole``, what its slices recorded) in an outbox_salvaged event, queued as the
+        drop reports are; the copied store's own epoch read from its meta (the marker keeps it only until told)."""
+        previous = None
+        with contextlib.suppress(sqlite3.Error, OSError, IndexError):
+            previous = self._store_epoch(Path(jobs[0]["src"]))
+        evt = Event(
+            EventKind.OUTBOX_SALVAGED,
+            moved_to=str(jobs[0]["src"]) if jobs else None,
+            epoch=epoch,
+            previous_epoch=previous,
+            salvaged=whole.total(),
+            salvaged_by_kind=dict(whole),
+        )
+        with self._lock:
+            self._notices.append(evt)
+        self.on_event(evt)
 
     def _watch_clock(self) -> None:
         """A wall clock that steps forward (NTP setting a gateway without a battery-backed clock, after days

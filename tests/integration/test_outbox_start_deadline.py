@@ -117,3 +117,33 @@ def test_a_copy_at_start_cut_before_it_read_the_damaged_store_numbers_on_after_t
         assert salvaged["moved_to"] == event["moved_to"]
     finally:
         ob.close()
+
+
+def test_a_cut_copy_done_at_a_later_start_tells_its_whole_count(tmp_path, monkeypatch):
+    """A copy cut by the start's time limit goes on while the agent runs; the agent stops before it is done and the
+    next start finishes it. Formerly that start told nothing: the cloud's last word was the first start's
+    outbox_corrupt event, "at least" 0 salvaged (an outbox_salvaged event came only for a copy done while running)."""
+    data = tmp_path / "data"
+    filled(data, 1000, owner=None).close()
+    damage_index(data / "outbox" / "outbox.db")
+    monkeypatch.setattr(store, "SALVAGE_S", 0.0)
+    # a slice or two a round: the copy outlasts the wait below
+    monkeypatch.setattr(store, "SALVAGE_CHUNK", 8)
+    monkeypatch.setattr(store, "COPY_ROUND_S", 0.005)
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    wait_for(lambda: ob.salvaged > 0, what="the copy going on while running")
+    ob.close()
+    assert (data / "outbox-salvaging").exists()  # stopped before it was done
+    monkeypatch.setattr(store, "SALVAGE_S", 30.0)
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    try:
+        ob.flush()
+        events = [json.loads(r.payload) for r in ob.pending(5000, 10**9) if r.kind == "event"]
+        corrupt, salvaged = events
+        assert corrupt["kind"] == "outbox_corrupt" and corrupt["salvaged_at_least"] is True
+        assert salvaged["kind"] == "outbox_salvaged" and salvaged["salvaged_by_kind"] == {"result": 1000}
+        assert salvaged["epoch"] == ob.epoch and salvaged["previous_epoch"] == corrupt["previous_epoch"]
+    finally:
+        ob.close()
