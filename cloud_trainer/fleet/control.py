@@ -1364,8 +1364,15 @@ class Control:
             for a in current
             if dep["targets"][a]["status"] == "waiting"
         ]
-        # every agent of the step healthy (the canaries' wait, ``wait_s``): nobody is on the way to the version
-        proven = not assign and all(dep["targets"][a]["status"] in ("healthy", *_NOT_OURS) for a in current)
+        # every agent of the step healthy (the canaries' wait, ``wait_s``): nobody is on the way to the version.
+        # Only a step a later one follows: the last step's agents all run it already, and a halt there would send
+        # the whole fleet back for a registry command (a withdrawal a moment after completion sends nobody back)
+        last = upto >= len(agents) or k + 1 >= len(dep["steps"])
+        proven = (
+            not assign
+            and not last
+            and all(dep["targets"][a]["status"] in ("healthy", *_NOT_OURS) for a in current)
+        )
         if (assign or proven) and (withdrawn := self._withdrawn(dep)) is not None:
             # the fleet gives a withdrawn version to no one more: the step that would halts the rollout, naming the
             # withdrawal, and the agents given it go back as at any halt; a step whose agents are all healthy

@@ -98,6 +98,46 @@ def test_a_rollout_of_a_version_withdrawn_meanwhile_gives_it_to_no_more_agents_a
         assert c.desired_state(agent)[1] == [], agent
 
 
+def test_a_withdrawal_in_the_last_steps_wait_sends_nobody_back(registry_control):  # noqa: F811
+    """1.1.0 withdrawn while every agent runs it healthy in the last step's wait: the rollout completes as it would
+    a moment later, nobody sent back (a halt there sent the whole fleet back for a registry command, where a
+    withdrawal just after completion sends nobody back); no more agents exist to give it to."""
+    c, e = registry_control
+    now = [1_000_000.0]
+    c.clock = c.monotonic = lambda: now[0]
+    agents = ("gw1", "gw2", "gw3")
+    for agent in agents:
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "steps": ["1", "100%"],
+            "wait_s": 600,
+        }
+    )
+    canary = next(a for a, t in c.get(dep["id"])["targets"].items() if t["status"] == "assigned")
+    _runs(c, canary, e["1.1.0"])
+    c.on_report(canary, dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    now[0] += 700
+    c.tick()
+    assert c.get(dep["id"])["step"] == 1
+    for agent in set(agents) - {canary}:
+        _runs(c, agent, e["1.1.0"])
+        c.on_report(agent, dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    c.registry.withdraw("part-inspection", "1.1.0", DEFECT)
+    c.tick()
+    d = c.get(dep["id"])
+    assert d["state"] == "running", d  # its wait goes on
+    now[0] += 700
+    c.tick()
+    d = c.get(dep["id"])
+    assert d["state"] == "completed", d
+    for agent in agents:
+        assert [s["version"] for s in c.desired_state(agent)[1]] == ["1.1.0"], agent
+
+
 def test_a_step_stalled_on_a_withdrawn_version_halts_naming_the_withdrawal(registry_control):  # noqa: F811
     """One canary healthy on 1.1.0, the other offline (never reports); 1.1.0 is withdrawn. The step stalled for
     good (the offline canary cannot install it any more, so no report of it would ever halt the rollout), its
