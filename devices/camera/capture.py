@@ -52,8 +52,9 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
 - A video file's or OpenCV stream's frame that FFmpeg's decoder reported errors for (and concealed) is
   ``corrupt_frame`` and skipped (``devices.camera.ffmpeg_log``: FFmpeg's log read, never printed raw; one decoding
   thread per capture, so that a frame's errors come on its reader's thread), and so are the P and B frames after
-  it up to the next key frame (``_Predicted``: they carry its damage on); a file's pass that ends short of the
-  frames it declares is ``cut_short``, once a pass.
+  it up to the next key frame (``_Predicted``: they carry its damage on), for at most the last key-frame interval
+  seen or ``_PREDICTED_MAX_S`` of frames (intra refresh sends no key frame); a file's pass that ends short of the
+  frames it declares, in count and in time, is ``cut_short``, once a pass.
 - A folder's image is decoded only after its header's size is checked against ``max_megapixels``:
   a file declaring more (a "decompression bomb", or a camera set far above what the model needs) is
   skipped as ``oversize_frame`` without being decoded. A device, stream or video file whose declared
@@ -154,6 +155,11 @@ class _Predicted(_BadFrame):
 
 # CAP_PROP_FRAME_TYPE's answers (FFmpeg's picture type as an ASCII code): frames predicted from others
 _PREDICTED_TYPES = frozenset((ord("P"), ord("B"), ord("S"), ord("b")))
+_KEY_TYPE = ord("I")
+# frames predicted from a damaged one are skipped up to the next key frame, but for no longer than the last key-frame
+# interval seen, or this long of frames when none is known: a camera that refreshes its picture by intra refresh
+# sends no key frame after its first, and its picture heals within a refresh period
+_PREDICTED_MAX_S = 5.0
 
 
 class UnusableFrame(ValueError):
@@ -1365,12 +1371,21 @@ class CameraSource:
             damaged_at = [
                 0
             ]  # the last frame decoded with errors, while the frames after it are predicted from it
+            rate = cap.get(5)  # CAP_PROP_FPS (a stream may say 0, or its clock's 90000)
+            rate = rate if 1.0 <= rate <= 120.0 else DEFAULT_FILE_FPS
+            keys = [0, 0]  # the last key frame's number, and the frames from the one before to it
+            shown_ms = [0.0]  # the last frame's time in the file (CAP_PROP_POS_MSEC reads 0 after the end)
 
             def judged() -> None:
                 """The frame just decoded refused when FFmpeg reported errors decoding it (it concealed them: its
                 missing part filled in), or when it is predicted from such a frame (a P or B frame before the
-                next key frame: the damage is carried on without an error of its own)."""
+                next key frame: the damage is carried on without an error of its own), for at most the last
+                key-frame interval seen or ``_PREDICTED_MAX_S`` of frames."""
                 at = cap.get(1)  # CAP_PROP_POS_FRAMES: this frame's number, from 1
+                shown_ms[0] = cap.get(0)  # CAP_PROP_POS_MSEC
+                kind = cap.get(frame_type) if frame_type is not None else None
+                if kind == _KEY_TYPE:
+                    keys[:] = [int(at), int(at) - keys[0] if 0 < keys[0] < at else keys[1]]
                 if errors.count != before[0]:
                     n = errors.count - before[0]
                     damaged_at[0] = int(at)
@@ -1380,11 +1395,24 @@ class CameraSource:
                         f"{n} error{'s' * (n > 1)} decoding it (the last: {errors.last!r}) and filled in what it "
                         "could not read; skipped",
                     )
-                if damaged_at[0] and frame_type is not None and cap.get(frame_type) in _PREDICTED_TYPES:
-                    raise _Predicted(
-                        "corrupt_frame",
-                        f"{s.shown_url}: frame {at:.0f} is predicted from the damaged frame {damaged_at[0]}; "
-                        "skipped until the next key frame",
+                if damaged_at[0] and kind in _PREDICTED_TYPES:
+                    most = max(keys[1], round(_PREDICTED_MAX_S * rate))
+                    if at - damaged_at[0] <= most:
+                        raise _Predicted(
+                            "corrupt_frame",
+                            f"{s.shown_url}: frame {at:.0f} is predicted from the damaged frame {damaged_at[0]}; "
+                            "skipped until the next key frame",
+                        )
+                    self._burst.log(
+                        "no_key_frame",
+                        "camera %r: %s: no key frame in the %d frames after the damaged frame %d (a camera "
+                        "refreshing its picture by intra refresh sends none): frames are passed on again from "
+                        "frame %d",
+                        self.name,
+                        s.shown_url,
+                        most,
+                        damaged_at[0],
+                        int(at),
                     )
                 damaged_at[0] = 0
 
@@ -1417,8 +1445,15 @@ class CameraSource:
                 # a file damaged midway, or cut short, ends without an error from OpenCV: said once per pass
                 total, read_to = cap.get(7), cap.get(1)  # CAP_PROP_FRAME_COUNT, CAP_PROP_POS_FRAMES
                 # the count may be estimated (from the duration and the rate, for a container that keeps none):
-                # a file that ends within 5 % of it is not said
-                if total > 0 and total - read_to > max(1.0, total * 0.05):
+                # a file that ends within 5 % of it is not said; nor one whose last frame's time reaches the
+                # length the count gives (a variable-rate file's count is estimated at its base rate, not its
+                # average: a whole 20 s Matroska file of 240 frames declared 596)
+                short = total > 0 and total - read_to > max(1.0, total * 0.05)
+                if short and shown_ms[0] > 0:
+                    declared_s, reached_s = total / rate, shown_ms[0] / 1000 + 1 / rate
+                    short = declared_s - reached_s > max(1 / rate, declared_s * 0.05)
+                shown_ms[0] = 0.0
+                if short:
                     last = f" (FFmpeg's last error: {errors.last!r})" if errors.last else ""
                     self._error(
                         "cut_short",

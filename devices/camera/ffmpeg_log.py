@@ -18,6 +18,7 @@ still is (``cut_short``, the camera's end-of-pass check)."""
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import os
@@ -150,7 +151,16 @@ def _install() -> str:
         os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"  # AV_LOG_QUIET: no raw line on the agent's stderr
         return f"{exc}; FFmpeg's log set quiet"
     _installed.append(callback)
+    atexit.register(_put_back, lib)
     return ""
+
+
+def _put_back(lib: ctypes.CDLL) -> None:
+    """At exit, before the interpreter's teardown frees the callback, FFmpeg's own callback put back, quiet: a
+    capture the teardown releases logs as FFmpeg closes it, and that call into the freed callback was a
+    segmentation fault."""
+    lib.av_log_set_level(-8)  # AV_LOG_QUIET
+    lib.av_log_set_callback(ctypes.cast(lib.av_log_default_callback, _CALLBACK))
 
 
 @contextmanager

@@ -10,6 +10,9 @@ from __future__ import annotations
 import functools
 import http.server
 import logging
+import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -89,24 +92,52 @@ async def test_a_frame_ffmpeg_conceals_is_counted_and_never_passed_on(tmp_path, 
 async def test_frames_predicted_from_a_damaged_one_are_skipped_until_the_next_key_frame(tmp_path, hooked):
     """MPEG-4 (OpenCV's 'FMP4': a key frame every 12): a P frame's damage is carried into the frames predicted from
     it, without an error of their own; they are skipped too, up to the next key frame, and the stream goes on."""
-    if not hasattr(cv2, "CAP_PROP_FRAME_TYPE"):
-        pytest.skip("this OpenCV does not say a frame's type")
-    path = tmp_path / "line.avi"
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FMP4"), 10, (64, 48))
-    rng = np.random.default_rng(5)
-    base = rng.integers(0, 64, (48, 64, 3), dtype=np.uint8)
-    for i in range(24):
-        out.write(base + np.uint8(8 * i))
-    out.release()
-    data = bytearray(path.read_bytes())
-    at = _frame_chunks(bytes(data))[3]  # frame 3, a P frame
-    size = int.from_bytes(data[at + 4 : at + 8], "little")
-    data[at + 8 + size // 3 : at + 8 + size // 3 + 12] = rng.integers(0, 255, 12, dtype=np.uint8).tobytes()
-    path.write_bytes(bytes(data))
+    path = _mpeg4_damaged_at_3(tmp_path, 24, 8)
     src = CameraSource("line", CameraSettings(url=str(path), fps=200, loop=False))
     frames = await _read(src, 24 - 9)
     assert [round((float(f.image.mean()) - 31.5) / 8) for f in frames] == [0, 1, 2, *range(12, 24)]
     assert src.stats.errors_by_reason == {"corrupt_frame": 9}  # frame 3, and 4-11 predicted from it
+
+
+def _mpeg4_damaged_at_3(tmp_path, n: int, step: int, gop: int | None = None) -> Path:
+    """An MPEG-4 AVI (OpenCV's 'FMP4', 10 fps; a key frame every 12, or every ``gop``) of ``n`` frames, frame i
+    a noise pattern brightened by ``step`` * i, its P frame 3 damaged."""
+    if not hasattr(cv2, "CAP_PROP_FRAME_TYPE"):
+        pytest.skip("this OpenCV does not say a frame's type")
+    path = tmp_path / "line.avi"
+    params = [] if gop is None else [getattr(cv2, "VIDEOWRITER_PROP_GOP_SIZE", -1), gop]
+    out = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"FMP4"), 10, (64, 48), params)
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 64, (48, 64, 3), dtype=np.uint8)
+    for i in range(n):
+        out.write(base + np.uint8(step * i))
+    out.release()
+    data = bytearray(path.read_bytes())
+    chunks = _frame_chunks(bytes(data))
+    if gop is not None and any(
+        data[c + 8 : c + 12] == b"\x00\x00\x01\xb6" and data[c + 12] >> 6 == 0 for c in chunks[1:]
+    ):
+        pytest.skip("this OpenCV's writer does not take a GOP size")
+    at = chunks[3]  # frame 3, a P frame
+    size = int.from_bytes(data[at + 4 : at + 8], "little")
+    data[at + 8 + size // 3 : at + 8 + size // 3 + 12] = rng.integers(0, 255, 12, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+async def test_a_stream_without_key_frames_is_passed_on_again_after_a_bounded_skip(tmp_path, hooked, caplog):
+    """A camera refreshing its picture by intra refresh sends no key frame after its first: the frames after a
+    damaged one were skipped for as long as it sent (the camera delivered nothing, and was never reopened). The
+    skip ends after 5 s of frames (50 at 10 fps) when no key frame comes, and that is said."""
+    path = _mpeg4_damaged_at_3(tmp_path, 64, 3, gop=1000)
+    src = CameraSource("line", CameraSettings(url=str(path), fps=200, loop=False))
+    caplog.set_level(logging.WARNING, "devices.camera.capture")
+    frames = await _read(src, 3 + 10)  # frames 0-2, then 54-63 (still carrying some of the damage)
+    levels = [round((float(f.image.mean()) - float(frames[0].image.mean())) / 3) for f in frames]
+    assert levels[:3] == [0, 1, 2] and min(levels[3:]) > 40, levels
+    assert src.stats.errors_by_reason == {"corrupt_frame": 51}  # frame 3, and the 50 after it
+    said = [r.getMessage() for r in caplog.records if "no key frame" in r.getMessage()]
+    assert said and "frames are passed on again from frame 55" in said[0], said
 
 
 async def test_a_streams_frame_ffmpeg_conceals_is_skipped_too(tmp_path, caplog, hooked):
@@ -143,6 +174,70 @@ async def test_a_file_cut_short_is_said_at_each_pass_and_the_camera_goes_on(tmp_
     said = [r.getMessage() for r in caplog.records if "cut_short" in r.getMessage()]
     assert said and f"ended after 7 of the {FRAMES} frames its header declares" in said[0], said
     assert "replayed from its start" in said[0]
+
+
+def _slowed(data: bytearray, times: int) -> None:
+    """Every time of a Matroska file (its duration, its clusters', its frames') multiplied by ``times``: its frames
+    come less often than the rate its track declares, as a variable-rate recording's do."""
+
+    def vint(i: int, marker: bool) -> tuple[int, int]:
+        n = 9 - data[i].bit_length()
+        v = int.from_bytes(data[i : i + n], "big")
+        return (v if marker else v & ((1 << (7 * n)) - 1)), i + n
+
+    def walk(i: int, end: int) -> None:
+        while i < end:
+            eid, j = vint(i, True)
+            size, k = vint(j, False)
+            if eid in (0x18538067, 0x1F43B675, 0x1549A966):  # Segment, Cluster, Info
+                walk(k, min(end, k + size))
+            elif eid == 0x4489:  # Duration, a float
+                f = ">f" if size == 4 else ">d"
+                data[k : k + size] = struct.pack(f, struct.unpack(f, data[k : k + size])[0] * times)
+            elif eid == 0xE7:  # a cluster's time
+                data[k : k + size] = (int.from_bytes(data[k : k + size], "big") * times).to_bytes(size, "big")
+            elif eid == 0xA3:  # SimpleBlock: its track, then its time from its cluster's
+                _, t = vint(k, False)
+                data[t : t + 2] = struct.pack(">h", struct.unpack(">h", data[t : t + 2])[0] * times)
+            i = k + size
+
+    walk(0, len(data))
+
+
+async def test_a_whole_variable_rate_file_whose_count_is_estimated_is_not_cut_short(tmp_path):
+    """Matroska keeps no frame count: OpenCV declares its duration times its track's rate, which for a
+    variable-rate recording is the base rate, not the average (a whole 20 s file of 240 frames declared 596). Its
+    last frame reaches the declared length in time, as a cut file's does not: no cut_short."""
+    path = tmp_path / "vfr.mkv"
+    out = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"MJPG"), 30, (32, 24))
+    for i in range(24):
+        out.write(np.full((24, 32, 3), 10 * i + 10, np.uint8))
+    out.release()
+    data = bytearray(path.read_bytes())
+    _slowed(data, 3)  # 24 frames over 2.4 s: 72 declared at 30 fps
+    path.write_bytes(bytes(data))
+    src = CameraSource("line", CameraSettings(url=str(path), fps=200, loop=True))
+    frames = await _read(src, 24 + 1)  # a whole pass, and into the next
+    assert [round(float(f.image.mean()) / 10) - 1 for f in frames] == [*range(24), 0]
+    assert src.stats.errors_by_reason == {}
+
+
+def test_ffmpeg_never_calls_the_callback_after_the_interpreter_frees_it(tmp_path):
+    """A capture released by the interpreter's teardown (here kept in ``sys``, cleared after the module that held
+    the callback): FFmpeg's log calls on closing it went to the freed callback, a segmentation fault at exit."""
+    video = tmp_path / "v.avi"
+    _levels_video(video)
+    code = (
+        "import sys, cv2\n"
+        "from devices.camera import ffmpeg_log\n"
+        "if not ffmpeg_log.install(): sys.exit(3)\n"
+        "sys.caps = [cv2.VideoCapture(sys.argv[1], cv2.CAP_FFMPEG) for _ in range(2)]\n"
+        "[c.grab() for c in sys.caps]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(video)], capture_output=True, timeout=60)
+    if done.returncode == 3:
+        pytest.skip("FFmpeg's log callback cannot be installed with this OpenCV")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-500:]
 
 
 def test_without_the_callback_ffmpegs_log_is_set_quiet_and_the_reason_given(monkeypatch):
