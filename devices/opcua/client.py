@@ -955,7 +955,7 @@ async def _node_type(
     rank, dims = (
         dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None for dv in got[1:]
     )
-    dims_status = got[2].StatusCode
+    rank_status, dims_status = got[1].StatusCode, got[2].StatusCode
     try:
         base = await get_base_data_type(Node(node.session, dtid))
     except ua.UaStatusCodeError as e:
@@ -992,9 +992,13 @@ async def _node_type(
     try:  # only the properties the DataType needs checked are asked (none for a Double scalar)
         if said is not None and time.monotonic() - said[0] < _PROPS_UNREAD_HOLD_S:
             raise PropertiesUnread(said[1])
-        if rank >= 0 and dims_status is not None and dims_status.value in _NOT_GIVEN:
-            # an array node's lengths the server has but does not give this session: [9, 9] went to an Array[0..2]
-            raise PropertiesUnread(f"its ArrayDimensions answered {dims_status.name}", until=UNTIL_READ)
+        for attr, status in (("ValueRank", rank_status), ("ArrayDimensions", dims_status)):
+            if status is not None and _not_given(status) and (attr == "ValueRank" or rank >= 0):
+                # an array node's shape or lengths the server has but does not give now or to this session
+                # (BadUserAccessDenied, BadInternalError; busy: retried): [9, 9] went to an Array[0..2]
+                raise PropertiesUnread(
+                    f"its {attr} answered {status.name}", status=status.value, until=UNTIL_READ
+                )
         enum, enum_names = await _enum_values(Node(node.session, dtid)) if ident == 29 else (None, ())
         enum_own, enum_prop = None, None
         props = Properties(node)  # one Browse answers every property read below
@@ -1203,15 +1207,18 @@ async def _max_bytes(
 
 _EnumValues = tuple[frozenset[int] | None, tuple[tuple[int, str], ...]]
 
-# an attribute the server has but does not give this session (an enumeration's DataTypeDefinition, an array's
-# ArrayDimensions): what it states is unknown, not absent (BadAttributeIdInvalid: the server has none)
-_NOT_GIVEN = frozenset(
-    {
-        ua.StatusCodes.BadNotReadable,
-        ua.StatusCodes.BadUserAccessDenied,
-        ua.StatusCodes.BadSecurityModeInsufficient,
-    }
+# the answers saying a server has no such attribute (an enumeration's DataTypeDefinition before OPC UA 1.04)
+_NO_ATTRIBUTE = frozenset(
+    {ua.StatusCodes.BadAttributeIdInvalid, ua.StatusCodes.BadNotSupported, ua.StatusCodes.BadNotImplemented}
 )
+
+
+def _not_given(status: ua.StatusCode | None) -> bool:
+    """Whether an attribute's answer leaves what it states unknown, not absent: any Bad or Uncertain status but
+    one saying the server has no such attribute (BadNotReadable, BadUserAccessDenied: not to this session;
+    BadTimeout, BadServerTooBusy: not now, the caller's to retry). Taken as absent, 7 went to a three-state
+    enumeration whose DataTypeDefinition answered BadTimeout, and its type so judged was kept."""
+    return status is not None and not status.is_good() and status.value not in _NO_ATTRIBUTE
 
 
 async def _enum_values(dtype: Node) -> _EnumValues:
@@ -1220,16 +1227,24 @@ async def _enum_values(dtype: Node) -> _EnumValues:
     states none (nothing is checked)."""
     try:
         dv = await dtype.read_attribute(ua.AttributeIds.DataTypeDefinition, raise_on_bad_status=False)
-        d = dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None
+    except ua.UaStatusCodeError as e:  # the whole Read answered so (BadTooManyOperations)
+        dv = ua.DataValue(StatusCode=ua.StatusCode(e.code))
+    except ua.UaError:
+        dv = None
+    if dv is not None and _not_given(dv.StatusCode):
+        # a server without the attribute (before OPC UA 1.04) answers BadAttributeIdInvalid: then the properties
+        assert dv.StatusCode is not None
+        raise PropertiesUnread(
+            f"its DataType's DataTypeDefinition answered {dv.StatusCode.name}",
+            status=dv.StatusCode.value,
+            until=UNTIL_READ,
+        )
+    try:
+        d = dv.Value.Value if dv is not None and dv.Value is not None and _is_good(dv.StatusCode) else None
         if isinstance(d, ua.EnumDefinition) and d.Fields:
             return _named((int(f.Value), f.Name) for f in d.Fields)
-    except (ua.UaError, TypeError, ValueError):
-        dv = None
-    if dv is not None and dv.StatusCode is not None and dv.StatusCode.value in _NOT_GIVEN:
-        # a server without the attribute (before OPC UA 1.04) answers BadAttributeIdInvalid: then the properties
-        raise PropertiesUnread(
-            f"its DataType's DataTypeDefinition answered {dv.StatusCode.name}", until=UNTIL_READ
-        )
+    except (TypeError, ValueError):
+        pass
     return (await _enum_properties(dtype))[1]
 
 

@@ -598,18 +598,19 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
         denied, unreadable = ua.StatusCodes.BadUserAccessDenied, ua.StatusCodes.BadNotReadable
         withheld.update(
             {
-                es.nodeid: (ua.AttributeIds.Value, denied),
-                mm_type.nodeid: (ua.AttributeIds.DataTypeDefinition, unreadable),
-                fixed.nodeid: (ua.AttributeIds.ArrayDimensions, unreadable),
-                most.nodeid: (ua.AttributeIds.Value, unreadable),
+                (es.nodeid, ua.AttributeIds.Value): denied,
+                (mm_type.nodeid, ua.AttributeIds.DataTypeDefinition): unreadable,
+                (fixed.nodeid, ua.AttributeIds.ArrayDimensions): unreadable,
+                (most.nodeid, ua.AttributeIds.Value): unreadable,
             }
         )
+        kept.update(withheld)
+        nodes.update({"MM": mm_type.nodeid, "Fixed": fixed.nodeid})
 
         async def on_read(event, _dispatcher) -> None:
             for i, rv in enumerate(event.request_params.NodesToRead):
-                if event.is_external and withheld.get(rv.NodeId, (None,))[0] == rv.AttributeId:
-                    status = ua.StatusCode(withheld[rv.NodeId][1])
-                    event.response_params[i] = ua.DataValue(StatusCode=status)
+                if event.is_external and (status := withheld.get((rv.NodeId, rv.AttributeId))) is not None:
+                    event.response_params[i] = ua.DataValue(StatusCode=ua.StatusCode(status))
 
         srv.subscribe_server_callback(CallbackType.PostRead, on_read)
         return {
@@ -622,7 +623,9 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
             "Label": label,
         }
 
-    withheld: dict[ua.NodeId, tuple[ua.AttributeIds, int]] = {}
+    withheld: dict[tuple[ua.NodeId, int], int] = {}
+    kept: dict[tuple[ua.NodeId, int], int] = {}
+    nodes: dict[str, ua.NodeId] = {}
     bad = {"Gate": 7, "MM": 7, "Fixed": [9, 9], "Label": "abcdefghij"}
     said_of = {
         "Gate": "0:EnumStrings: the node has it, and its Read answered BadUserAccessDenied",
@@ -646,6 +649,21 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
         with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
             await src.write(p.node_id("Vendor"), 7)
         await src.write(p.node_id("Vendor"), 2)
+        # any other answer but "no such attribute" leaves them unknown too: busy is retried, the others refused
+        # (taken as absent, 7 went to MM and [9, 9] to Fixed, and the type so judged was kept for the session)
+        withheld.clear()
+        withheld[nodes["MM"], ua.AttributeIds.DataTypeDefinition] = ua.StatusCodes.BadTimeout
+        withheld[nodes["Fixed"], ua.AttributeIds.ArrayDimensions] = ua.StatusCodes.BadInternalError
+        withheld[nodes["Fixed"], ua.AttributeIds.ValueRank] = ua.StatusCodes.BadUserAccessDenied
+        with pytest.raises(OpcUaServerBusy, match=r"BadTimeout"):
+            await src.write(p.node_id("MM"), 7)
+        with pytest.raises(OpcUaTypeMismatch, match=r"its ValueRank answered BadUserAccessDenied"):
+            await src.write(p.node_id("Fixed"), [9, 9])
+        del withheld[nodes["Fixed"], ua.AttributeIds.ValueRank]
+        with pytest.raises(OpcUaTypeMismatch, match=r"its ArrayDimensions answered BadInternalError"):
+            await src.write(p.node_id("Fixed"), [9, 9])
+        withheld.clear()
+        withheld.update(kept)
         for name, value in bad.items():
             with pytest.raises(OpcUaTypeMismatch, match=r"its properties could not be read") as e:
                 await src.write(p.node_id(name), value)
