@@ -117,28 +117,33 @@ class Registry:
         return self.root / name / "index.json"
 
     def list(self, name: str) -> list[dict]:
-        """The entries of package ``name``; [] for a name not in the registry, or not a valid package name."""
+        """The entries of package ``name``; [] for a name not in the registry, or not a valid package name.
+        ``RegistryError`` for an index that is not a list of versions (edited by hand), ``ValueError`` for one
+        that is not JSON: its readers failed with a ``TypeError`` or ``AttributeError`` each."""
         if not valid_package_name(name):
             return []
         p = self.index_path(name)
         try:
-            return json.loads(p.read_text())
+            entries = json.loads(p.read_text())
         except FileNotFoundError:
             return []
+        if not isinstance(entries, builtins.list) or not all(isinstance(e, dict) for e in entries):
+            what = (
+                type(entries).__name__
+                if not isinstance(entries, builtins.list)
+                else "list holding a non-object"
+            )
+            raise RegistryError(f"{p}: not a list of versions (a JSON {what})")
+        return entries
 
     def withdrawals(self, name: str) -> dict[str, str]:
         """version -> its withdrawal's reason, for package ``name``'s versions withdrawn (``withdraw``); {} for a
         package not in the registry. ``RegistryError`` for an index that is not a list of versions (edited by
         hand), ``OSError`` or ``ValueError`` for one that cannot be read."""
-        entries = self.list(name)
-        if not isinstance(entries, list):
-            raise RegistryError(
-                f"{self.index_path(name)}: not a list of versions (a JSON {type(entries).__name__})"
-            )
         return {
             str(e.get("version")): str(e.get("withdrawn_reason") or "no reason given")
-            for e in entries
-            if isinstance(e, dict) and e.get("status") == WITHDRAWN
+            for e in self.list(name)
+            if e.get("status") == WITHDRAWN
         }
 
     def names(self) -> builtins.list[str]:
@@ -165,9 +170,17 @@ class Registry:
         return self.package_path(e)
 
     def entry_by_digest(self, digest: str) -> dict | None:
-        """The index entry of the version whose package has ``digest`` (withdrawn or not), or None."""
+        """The index entry of the version whose package has ``digest`` (withdrawn or not), or None. A package whose
+        index cannot be read (edited by hand into something else than a list of versions) is skipped, logged:
+        every download of the tenant (the fleet looks each one up here) failed as an internal error of the
+        service while one package's index was so."""
         for name in self.names():
-            for e in self.list(name):
+            try:
+                entries = self.list(name)
+            except (OSError, ValueError) as exc:  # (RegistryError is a ValueError)
+                log.warning("registry %s: package %s skipped: %s", self.root, name, str(exc)[:300])
+                continue
+            for e in entries:
                 if e.get("digest") == digest:
                     return e
         return None

@@ -4,6 +4,10 @@ version rolls out, and what a build is compared with) gave the candidate."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from cloud_trainer.registry import Registry, RegistryError
 from tests.support.models import make_keypair, make_package
 
@@ -101,3 +105,33 @@ def test_builds_choosing_a_version_at_once_each_get_their_own_and_both_publish(t
     assert (
         not list((reg.root / "machine-health").glob(".*")) and reg.next_version("machine-health") == "1.4.0"
     )
+
+
+def test_a_package_whose_index_was_edited_into_no_list_leaves_the_others_found_by_digest(tmp_path, caplog):
+    """The fleet service finds each package an agent downloads by its digest across the tenant's registry
+    (``by_digest``). One package's ``index.json`` edited by hand into valid JSON that is not a list of versions
+    (or a list holding a non-object, or no JSON at all) made every download of the tenant whose package sorts
+    after it fail as an internal error of the service (``TypeError: 'int' object is not iterable``). That package
+    is skipped, logged; its own readers are told which file is wrong."""
+    reg = Registry(tmp_path / "registry")
+    entry = {
+        "name": "part",
+        "version": "1.0.0",
+        "status": "published",
+        "digest": "f" * 64,
+        "package": "p.edgepkg",
+    }
+    (reg.root / "part").mkdir()
+    (reg.root / "part" / "index.json").write_text(json.dumps([entry]))
+    (reg.root / "aa-other").mkdir()
+    for damaged, what in (
+        ("7", "a JSON int"),
+        ('{"versions": []}', "a JSON dict"),
+        ("[1]", "a JSON list"),
+        ("[{", "Expecting"),
+    ):
+        (reg.root / "aa-other" / "index.json").write_text(damaged)
+        assert reg.by_digest("f" * 64, withdrawn=False) == reg.root / "part" / "1.0.0" / "p.edgepkg", damaged
+        assert "package aa-other skipped" in caplog.text
+        with pytest.raises(ValueError, match=what):
+            reg.latest("aa-other")
