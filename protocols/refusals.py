@@ -6,9 +6,10 @@ people, and for agents of before the mark). Both sides import these; no I/O.
 (``RESOURCE_EXHAUSTED``): a place another of its streams gives back (a package download), worth trying again soon,
 unlike a quota of the day or a rate.
 
-``REPORT_KEY: REPORT_LATE`` (trailing metadata of an answered ``Heartbeat``, or of a ``Connect`` stream the fleet ended
-after a report of another run than the one it last took): the state report was older than one the
-fleet took (a lower number of its run, or of a run a newer one followed; not written). An agent then numbers its next reports under a new run: a gateway restored
+``REPORT_KEY: REPORT_LATE`` (trailing metadata of an answered ``Heartbeat`` or ``ReportDeployment``, or of a
+``Connect`` stream the fleet ended after a report of another run than the one it last took): the state report was older than one the
+fleet took (a lower number of its run, or of a run a newer one followed; not written; a deployment step kept as its
+target's last report only). An agent then numbers its next reports under a new run: a gateway restored
 from a VM memory snapshot counts again from the snapshot's number, below the fleet's."""
 
 from __future__ import annotations

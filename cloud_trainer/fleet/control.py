@@ -75,6 +75,8 @@ from model_packager.manifest import version_key
 log = logging.getLogger(__name__)
 DEFAULT_TENANT = "default"
 
+# ``on_report``'s answer for a step kept only as its target's last report: made before a step taken
+KEPT_LATE = "late"
 ROLLBACK_SUFFIX = ":rollback"  # v2 mark on a desired slot's deployment id (v3: the explicit rollback field)
 CONFIG_SLOT = (
     "@config"  # the desired-state row of an agent configuration (create refuses model slots named @...)
@@ -754,11 +756,13 @@ class Control:
         *,
         tenant: str = T,
         report: tuple[str, int] | None = None,
-    ) -> bool:
+    ) -> bool | str:
         """Record an agent's step; False (nothing recorded) for a deployment that is not the agent's: unknown, of
-        another tenant, or not targeting it (the service refuses those alike). ``report``: the step's (boot id,
-        number) among its agent's reports (v4 agents; a number from 1), kept with a verdict it records
-        (``_ways_back``)."""
+        another tenant, or not targeting it (the service refuses those alike); ``KEPT_LATE`` (truthy) for a step
+        kept as the target's last report only because it was made before one taken (the service tells the agent,
+        which resends it under a new run unless it made a later step of the deployment since: a restored VM's
+        memory, not a reorder). ``report``: the step's (boot id, number) among its agent's reports (v4 agents; a
+        number from 1), kept with a verdict it records (``_ways_back``)."""
         report = (_run_key(report[0]), report[1]) if report else None
         mark = {"report": {"boot": report[0], "seq": report[1]}} if report and report[0] and report[1] else {}
         with self._write():
@@ -791,7 +795,7 @@ class Control:
                 # as under way on the agent (its previous version: a halt sent the agent below it)
                 t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
                 self._put(dep)
-                return True
+                return KEPT_LATE
             if t.get("status") in _NOT_OURS:  # a newer rollout of the slot owns this agent now (or it left)
                 t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
                 self._put(dep)

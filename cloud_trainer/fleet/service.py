@@ -45,7 +45,7 @@ import grpc
 
 from cloud_trainer.blobs import BlobStore, LocalBlobStore, open_blobs
 from cloud_trainer.fleet.commands import Commands, TooManyCommands, add_commands
-from cloud_trainer.fleet.control import NotInTenant, TooManyRollouts
+from cloud_trainer.fleet.control import KEPT_LATE, NotInTenant, TooManyRollouts
 from cloud_trainer.fleet.deployment import Deployment, gate_from_request
 from cloud_trainer.fleet.failures import RepeatedFailure
 from cloud_trainer.fleet.faults import FaultLog, Faults, Refusal, told
@@ -1389,6 +1389,8 @@ class FleetServicer(rpc.FleetServicer):
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"no deployment {request.deployment_id[:64]!r} for this agent",
                 )
+            if known == KEPT_LATE:  # made before a step taken: the agent is told, as for a late heartbeat
+                context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
         return pb.ReportReply()
 
 

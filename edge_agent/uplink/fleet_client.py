@@ -20,7 +20,8 @@ heartbeats of ``heartbeat_s`` >= 60 with ``stream: false``) is no loss: within o
 report, and a new run at each heartbeat was a control-state write each and churned the fleet's 64 kept runs.
 ``report_deployment(...)``: one step of a deployment, ``True`` once the fleet has it (or refused it for
 good: ``PERMISSION_DENIED``, a deployment it does not know for this agent), ``False`` when it could not be
-sent (the caller keeps it and tries again later).
+sent (the caller keeps it and tries again later). A step the fleet answered late (made before a step it took) is
+sent once more under the new run when this process made no later step of that deployment (``_resend``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class FleetClient:
         self._reports = itertools.count(1)
         self._link_lost = False  # lost since the last report was numbered (``link_lost``)
         self._telling: set[asyncio.Future] = set()  # the Connect streams' ends being read (``_stream_ended``)
+        self._steps: dict[
+            str, int
+        ] = {}  # deployment id -> the number of the last step made of it (``_resend``)
 
     def next_report(self) -> tuple[str, int]:
         """(boot id, number) for a report made now: state reports and deployment steps share one count. A new run
@@ -178,35 +182,56 @@ class FleetClient:
         kind: str = "model",
     ) -> bool:
         from protocols.gen import fleet_pb2 as pb
+        from protocols.refusals import REPORT_KEY, REPORT_LATE
 
-        # taken as the step is sent (again at each retry): the step is in effect by then, so a state report
-        # numbered after it shows what the step left
-        boot, seq = self.next_report()
-        try:
-            await self.stub.ReportDeployment(
-                pb.DeploymentReport(
-                    deployment_id=deployment_id,
-                    slot=slot,
-                    version=version,
-                    step=step,
-                    ok=ok,
-                    reason=self.for_cloud(reason, (version, slot)),  # the version it names stays
-                    health_json=json.dumps(health or {}),
-                    kind=kind,
-                    report_seq=seq,
-                    boot_id=boot,
-                ),
-                timeout=10,
-            )
-            return True
-        except Exception as exc:
-            code, details = getattr(exc, "code", None), getattr(exc, "details", None)  # a grpc.RpcError
-            if callable(code) and callable(details) and code().name == "PERMISSION_DENIED":
-                # the fleet does not know this deployment for this agent (gone, or never ours): final
-                log.warning("deployment step %s (%s) not accepted by the fleet: %s", step, kind, details())
+        for _ in range(2):  # once more, under a new run, for a step the fleet kept only as late (``_resend``)
+            # taken as the step is sent (again at each retry): the step is in effect by then, so a state report
+            # numbered after it shows what the step left
+            boot, seq = self.next_report()
+            self._steps.pop(deployment_id, None)
+            self._steps[deployment_id] = seq
+            if len(self._steps) > 64:  # the oldest deployment's
+                del self._steps[next(iter(self._steps))]
+            try:
+                call = self.stub.ReportDeployment(
+                    pb.DeploymentReport(
+                        deployment_id=deployment_id,
+                        slot=slot,
+                        version=version,
+                        step=step,
+                        ok=ok,
+                        reason=self.for_cloud(reason, (version, slot)),  # the version it names stays
+                        health_json=json.dumps(health or {}),
+                        kind=kind,
+                        report_seq=seq,
+                        boot_id=boot,
+                    ),
+                    timeout=10,
+                )
+                await call
+                late = (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata() or ())
+            except Exception as exc:
+                code, details = getattr(exc, "code", None), getattr(exc, "details", None)  # a grpc.RpcError
+                if callable(code) and callable(details) and code().name == "PERMISSION_DENIED":
+                    # the fleet does not know this deployment for this agent (gone, or never ours): final
+                    log.warning(
+                        "deployment step %s (%s) not accepted by the fleet: %s", step, kind, details()
+                    )
+                    return True
+                log.warning("could not report deployment step %s (%s): %s", step, kind, exc)
+                return False
+            if not (late and self._resend(deployment_id, seq)):
                 return True
-            log.warning("could not report deployment step %s (%s): %s", step, kind, exc)
-            return False
+            log.info("deployment step %s (%s) was late at the fleet: sent again under a new run", step, kind)
+        return True
+
+    def _resend(self, deployment_id: str, seq: int) -> bool:
+        """A step answered late (kept by the fleet only as its target's last report): send it again (under the
+        new run the mark drew) when it is still the last step made of its deployment: the fleet took a later one
+        this process never made (a VM restored from a memory snapshot, its memory older than the fleet's). After a
+        later step of this process the step was only overtaken on the way (a reorder): sent again, it would be
+        taken under the new run and undo the later one (a healthy target back to under way)."""
+        return self._steps.get(deployment_id) == seq
 
 
 def _call_ends(ended: Callable[[Any, Any], None]):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from functools import partial
 
 import grpc
 import pytest
@@ -241,6 +242,73 @@ async def test_a_deployment_step_made_before_the_verdict_but_received_after_it_d
     again.step = "downloading"
     await stub.ReportDeployment(again)
     assert srv.control.get(b["id"])["targets"]["gw1"]["status"] == "downloading"
+
+
+async def test_a_restored_agents_step_answered_late_is_sent_again_under_a_new_run_but_a_reordered_one_is_not(
+    fleet, built
+):
+    """The agent's own fleet client: gw1's VM, restored from a memory snapshot taken after its step ``downloading``
+    of 1.1.0 (the original went on to ``healthy``, the rollout completed), fails the activation and reports
+    ``failed`` under the snapshot's run before any heartbeat told it the run is late. The step was answered OK and
+    kept only as the target's last report: the failure was masked, the target stayed healthy. The fleet now marks the
+    answer late and the client sends the step again under a new run. A step only overtaken on the way (``active``
+    made before ``healthy``, received after it) is marked late too, but is not sent again: this process made a later
+    step of the deployment, and the step resent would undo the verdict."""
+    from edge_agent.uplink.fleet_client import FleetClient
+    from tests.support.fleet import cloud_settings
+
+    srv, _stub, e = fleet
+    client = FleetClient(cloud_settings(built[0], srv.port))
+    client.open()
+    try:
+        boot, seq = client.next_report()
+        await client.stub.Heartbeat(_report(e["1.0.0"], seq, boot), timeout=10)
+        a = srv.control.create(
+            {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+        )
+        step = partial(client.report_deployment, a["id"], slot="vision", version="1.1.0")
+        assert await step("downloading", True)
+        snapshot = (client.boot_id, copy.copy(client._reports), dict(client._steps))
+        real = client.stub.ReportDeployment
+
+        def held(request, **kw):  # ``active`` held on the way until ``healthy`` was made and taken
+            client.stub.ReportDeployment = real
+
+            async def later():
+                await step("healthy", True)
+                call = real(request, **kw)
+                await call
+                return call
+
+            return _Call(later())
+
+        client.stub.ReportDeployment = held
+        assert await step("active", True)
+        t = srv.control.get(a["id"])["targets"]["gw1"]
+        assert (t["status"], t["last_report"]["step"]) == ("healthy", "active"), t  # not sent again
+        assert srv.control.get(a["id"])["state"] == "completed"
+        client.boot_id, client._reports, client._steps = snapshot  # restored
+        assert await step("failed", False, reason="activation failed")
+        t = srv.control.get(a["id"])["targets"]["gw1"]
+        assert t["status"] == "failed" and t["report"]["boot"] != snapshot[0], (
+            t
+        )  # was: healthy, under the snapshot's
+    finally:
+        await client.close()
+
+
+class _Call:
+    """A unary call made once ``sent`` (a coroutine giving the real call, answered) has run."""
+
+    def __init__(self, sent) -> None:
+        self.sent, self.call = sent, None
+
+    def __await__(self):
+        self.call = yield from self.sent.__await__()
+        return (yield from self.call.__await__())
+
+    async def trailing_metadata(self):
+        return await self.call.trailing_metadata()
 
 
 async def test_a_late_step_of_the_agents_previous_run_does_not_undo_the_new_runs(fleet):
