@@ -153,6 +153,10 @@ CLOCK_STEP_S = 60.0  # a wall clock moving this much more than the time since bo
 RETENTION_EVERY_S = 1.0  # retention is looked at this often (on its index: rows past their age only)
 DROP_EVENT_S = 5.0  # at most one drop event per cause this often (the counts are kept at once)
 MAX_RANGES = 2000  # seq ranges carried by one drop event; beyond, the cloud records the rest as unknown
+# ``meta`` key of the seqs a copy of a damaged store left out (``[[first, last, kind], ...]``, at most MAX_RANGES),
+# written in the slice's transaction that counted them, taken out in the commit of the drop event that tells them:
+# a start re-queues what a kill left there (``Outbox._requeue_damaged``)
+UNTOLD_DAMAGED = "untold:damaged"
 # seqs dropped before any commit kept them (a failed commit, an append the writer did not take, an oversize record)
 # that ``lost()`` still knows: a caller asks within moments of its append's commit round
 LOST_SEQS_MAX = 100_000
@@ -219,6 +223,63 @@ def seq_ranges(seqs) -> list[list[int]]:
         else:
             out.append([q, q])
     return out
+
+
+def _merge_kind_ranges(ranges: list[list]) -> list[list]:
+    """[[5, 5, "damaged"], [1, 2, "result"], [3, 4, "result"]] -> [[1, 4, "result"], [5, 5, "damaged"]]"""
+    out: list[list] = []
+    for a, b, k in sorted(ranges, key=lambda r: r[0]):
+        if out and a == out[-1][1] + 1 and k == out[-1][2]:
+            out[-1][1] = b
+        else:
+            out.append([a, b, k])
+    return out
+
+
+def _less_seqs(ranges: list[list], told: list[list[int]]) -> list[list]:
+    """``ranges`` ([first, last, kind]) less the seqs of ``told`` (sorted, disjoint [first, last] ranges)."""
+    out: list[list] = []
+    for a, b, k in ranges:
+        for c, d in told:
+            if d < a or c > b:
+                continue
+            if c > a:
+                out.append([a, c - 1, k])
+            a = d + 1
+            if a > b:
+                break
+        if a <= b:
+            out.append([a, b, k])
+    return out
+
+
+def _read_untold_damaged(db: sqlite3.Connection) -> list[list]:
+    """The ranges ``UNTOLD_DAMAGED`` keeps (what does not parse counts as nothing)."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (UNTOLD_DAMAGED,)).fetchone()
+    try:
+        got = json.loads(row[0]) if row is not None and isinstance(row[0], str) else []
+    except ValueError:
+        return []
+    return [
+        r
+        for r in (got if isinstance(got, list) else [])
+        if isinstance(r, list)
+        and len(r) == 3
+        and type(r[0]) is int
+        and type(r[1]) is int
+        and 0 < r[0] <= r[1]
+        and isinstance(r[2], str)
+    ]
+
+
+def _write_untold_damaged(db: sqlite3.Connection, ranges: list[list]) -> None:
+    if ranges:
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            (UNTOLD_DAMAGED, json.dumps(ranges[:MAX_RANGES], separators=(",", ":"))),
+        )
+    else:
+        db.execute("DELETE FROM meta WHERE key = ?", (UNTOLD_DAMAGED,))
 
 
 class _Corrupt(Exception):
@@ -775,6 +836,9 @@ class Outbox:
         # it is queued, then its seq -> rows; a commit that fails with it gives them back to ``_drops``
         self._report_ids: dict[int, tuple[Event, dict[str, list]]] = {}
         self._report_seqs: dict[int, dict[str, list]] = {}
+        self._damaged_kept = (
+            False  # the store's meta may hold ``UNTOLD_DAMAGED`` ranges (a commit takes its out)
+        )
         self._copied_by_src: dict[
             str, Counter
         ] = {}  # moved-aside file -> records this process copied out of it
@@ -1231,6 +1295,7 @@ class Outbox:
             db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("VACUUM")
         self._told = self._tell_untold(db)
+        self._requeue_damaged(db)
         self._committed_seq = self._seq
         self._rebuild_counts(db)
         job = self._read_salvaging()
@@ -2915,6 +2980,14 @@ class Outbox:
                     count_durably(
                         Counter(_kind_read(r[1]) for r in bad) + Counter({DAMAGED: len(unreadable)})
                     )
+                    if count_damaged:  # their seqs too, until their event is committed
+                        self._keep_damaged(
+                            db,
+                            [
+                                *((r[0], _kind_read(r[1])) for r in bad if isinstance(r[0], int)),
+                                *((q, DAMAGED) for q in unreadable),
+                            ],
+                        )
                     rows = [r for r in rows if _intact(r)]
                     if (
                         rows
@@ -2964,6 +3037,8 @@ class Outbox:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     count_durably(Counter({DAMAGED: len(unreadable)}))
+                    if count_damaged:
+                        self._keep_damaged(db, [(q, DAMAGED) for q in unreadable])
                     db.execute(
                         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                         "value = MAX(value, excluded.value)",
@@ -3025,6 +3100,27 @@ class Outbox:
         finally:
             con.close()
         return got, not todo
+
+    def _keep_damaged(self, db: sqlite3.Connection, rows: list[tuple[int, str]]) -> None:
+        """In a copy slice's transaction: the seqs (and kinds) it left out and counted, kept in the meta
+        (``UNTOLD_DAMAGED``) until the drop event that tells them is committed (``_commit``). Formerly held only in
+        memory: a kill before that event's commit left them counted in ``dropped_total`` and told in no event (the
+        next start resumes after the copy's mark), the cloud showing them as unknown for good."""
+        if rows:
+            kept = _read_untold_damaged(db)
+            _write_untold_damaged(db, _merge_kind_ranges(kept + [[q, q, k] for q, k in rows]))
+            self._damaged_kept = True
+
+    def _requeue_damaged(self, db: sqlite3.Connection) -> None:
+        """At open: the seqs a copy left out whose drop event was never committed (a kill, a close before its commit)
+        queued again for the next drop report, once (not counted again: ``dropped_total`` has them)."""
+        kept = _read_untold_damaged(db)
+        self._damaged_kept = bool(kept)
+        if kept:
+            with self._lock:
+                rows = self._drops.setdefault(DAMAGED, [])
+                have = {q for q, _k in rows}
+                rows.extend((q, k) for a, b, k in kept for q in range(a, b + 1) if q not in have)
 
     def _number_after(
         self, src: Path, db: sqlite3.Connection, last_seq: int, con: sqlite3.Connection | None = None
@@ -4230,6 +4326,13 @@ class Outbox:
                         "INSERT OR REPLACE INTO meta (key, value) VALUES (?, 1)",
                         [("told:" + u,) for u in told],
                     )
+                if self._damaged_kept and self._report_seqs:  # a drop report telling seqs a copy left out
+                    reported = [
+                        q for b in batch for q, _k in (self._report_seqs.get(b[0]) or {}).get(DAMAGED, ())
+                    ]
+                    kept = _read_untold_damaged(db) if reported else []
+                    if kept:
+                        _write_untold_damaged(db, _less_seqs(kept, seq_ranges(reported)))
                 for key, n in persisted.items():  # counts of earlier failed writes, durable from now on
                     db.execute(
                         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "

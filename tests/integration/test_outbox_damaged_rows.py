@@ -13,7 +13,7 @@ from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
 from protocols.events import EventKind
 from tests.integration.test_outbox_store_faults import wait_for
-from tests.support.outbox_kills import damage_index
+from tests.support.outbox_kills import damage_index, killed_child
 
 SETTINGS = OutboxSettings(commit_interval_ms=10, retention={})
 # kinds as a damaged cell reads them back: zeroed, garbled, not text at all
@@ -120,24 +120,40 @@ def damage_leaf(path: Path, root: bool = False) -> None:
         f.write(bytes(page))
 
 
-def test_seqs_a_copy_at_start_cannot_read_at_all_are_told_as_damaged_and_counted_durably(tmp_path, caplog):
-    """A corrupt store whose table lost a page: the seqs on it cannot be read even one by one. Formerly they were
-    told to nobody (the cloud showed their gap as unknown, possibly still on its way, for good) and counted nowhere."""
-    data = tmp_path / "data"
+def leaf_lost_store(data: Path, garbled: bool = False) -> None:
+    """An outbox of ``data`` with 300 results, one leaf page of its table lost (``damage_leaf``); with ``garbled``,
+    the kinds of ``GARBLED`` too."""
     ob = Outbox(SETTINGS, data)
     ob.open()
     for i in range(300):
         ob.append("result", {"i": i, "pad": "x" * 200})
     ob.flush()
     ob.close()
+    if garbled:
+        con = sqlite3.connect(ob.path)
+        con.executemany("UPDATE records SET kind = ? WHERE seq = ?", [(k, q) for q, k in GARBLED.items()])
+        con.commit()
+        con.close()
     damage_leaf(ob.path)
-    caplog.set_level("WARNING", logger="edge_agent.outbox.store")
+
+
+def reopened(data: Path) -> tuple[Outbox, list, set[int]]:
+    """The outbox of ``data`` opened again and flushed: it, its pending records, the seqs of the results among them."""
     ob = Outbox(SETTINGS, data)
     ob.open()
+    ob.flush()
+    recs = ob.pending(10_000, 10**9)
+    return ob, recs, {r.seq for r in recs if r.kind == "result"}
+
+
+def test_seqs_a_copy_at_start_cannot_read_at_all_are_told_as_damaged_and_counted_durably(tmp_path, caplog):
+    """A corrupt store whose table lost a page: the seqs on it cannot be read even one by one. Formerly they were
+    told to nobody (the cloud showed their gap as unknown, possibly still on its way, for good) and counted nowhere."""
+    data = tmp_path / "data"
+    leaf_lost_store(data)
+    caplog.set_level("WARNING", logger="edge_agent.outbox.store")
+    ob, recs, copied = reopened(data)
     try:
-        ob.flush()
-        recs = ob.pending(10_000, 10**9)
-        copied = {r.seq for r in recs if r.kind == "result"}
         told = {e["kind"]: e for e in (json.loads(r.payload) for r in recs if r.kind == "event")}
         lost = {q for a, b in told["outbox_damaged"]["ranges"] for q in range(a, b + 1)}
         # every seq is either copied or told, never both
@@ -183,6 +199,45 @@ def test_only_the_seqs_that_held_a_row_are_told_as_damaged_when_no_seq_can_be_re
         assert ob.dropped == ob.dropped_total == {"corrupt:damaged": 50}
     finally:
         ob.close()
+
+
+# the child: the copy at start of the damaged store done (its slices committed, the rows left out counted), then the
+# power cut before the outbox_damaged event that tells their seqs is committed
+KILLED_AFTER_THE_COPY = """
+cut_after(store.Outbox, "_salvage")
+store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1]).open()
+"""
+
+
+def test_seqs_a_copy_at_start_left_out_are_told_after_a_kill_before_their_event(tmp_path):
+    """A kill -9 after the copy at start counted the rows it left out (unreadable seqs, kinds garbled) but before
+    their outbox_damaged event was committed: the next start resumes after the copy's mark and tells them still.
+    Formerly their seqs were held only in memory: counted in dropped_total, told in no event (the cloud showed them
+    as unknown for good, the count and the events disagreed)."""
+    data = tmp_path / "data"
+    leaf_lost_store(data, garbled=True)
+    killed_child(KILLED_AFTER_THE_COPY, data)
+    ob, recs, copied = reopened(data)
+    try:
+        (at, told) = next(
+            (r.seq, e)
+            for r in recs
+            if r.kind == "event" and (e := json.loads(r.payload))["kind"] == "outbox_damaged"
+        )
+        lost = {q for a, b in told["ranges"] for q in range(a, b + 1)}
+        # every seq copied or told, never both; the count told as the count kept
+        assert set(GARBLED) <= lost and copied | lost == set(range(1, 301)), (copied, lost)
+        assert not copied & lost, copied & lost
+        assert told["dropped"] == len(lost) == ob.stats()["dropped_total"]["corrupt:damaged"], told
+    finally:
+        ob.close()
+    again = Outbox(SETTINGS, data)  # told once: not again at the next start
+    again.open()
+    try:
+        again.flush()
+        assert [r.seq for r in again.pending(10_000, 10**9) if b'"outbox_damaged"' in r.payload] == [at]
+    finally:
+        again.close()
 
 
 @pytest.mark.parametrize("corrupt", [True, False], ids=["corrupt", "sound"])
