@@ -909,12 +909,15 @@ class SQLStore(Store):
         counts: dict[
             tuple[int, str], list[int]
         ] = {}  # (epoch, kind) -> [records, first seq, last seq] stored now
+        seen: set[int] = set()  # epochs of the agent found stored before (``_new_epoch``)
         with self._ingest_tx(synced) as ex:
             known_epoch = self._lock_agent(ex, tenant, agent)
             for i, (r, meta) in enumerate(zip(records, metas, strict=True)):
                 try:  # a record the database refuses all the same: a ValueError naming it (nothing stored)
                     epoch = int(r.get("epoch") or 0)
-                    if known_epoch is None or epoch > known_epoch:
+                    if known_epoch is None or (
+                        epoch != known_epoch and self._new_epoch(ex, tenant, agent, epoch, counts, seen)
+                    ):
                         if known_epoch is not None:
                             self._end_epoch(ex, tenant, agent, known_epoch, "epoch_change", now)
                         known_epoch = epoch
@@ -1028,6 +1031,22 @@ class SQLStore(Store):
         if fresh is not None:
             fresh.extend(new_idx)
         return [r["seq"] for r in records], stored, dup
+
+    def _new_epoch(self, ex, tenant: str, agent: str, epoch: int, counts: dict, seen: set[int]) -> bool:
+        """Whether ``epoch``, not the agent's current one, is its newer outbox: one never stored for the agent,
+        whatever its value (the outbox sends only its current epoch, so an epoch not seen before is the one that
+        follows). A gateway whose clock was never set takes a random epoch below any a set clock gave: before, only
+        a higher epoch was taken, the old epoch's end was never a gap and the stats kept naming it. An epoch
+        already stored (``seen`` caches them for the batch) is a replay of an older outbox: it changes nothing."""
+        if epoch in seen or any(e == epoch for e, _kind in counts):
+            return False
+        if ex(
+            self.q("SELECT 1 FROM record_counts WHERE tenant = ? AND agent = ? AND epoch = ? LIMIT 1"),
+            (tenant, agent, epoch),
+        ).fetchone():
+            seen.add(epoch)
+            return False
+        return True
 
     def _lock_agent(self, ex, tenant: str, agent: str) -> int | None:
         """Create and lock the agent's ``ingest`` row for the batch's transaction (``FOR_UPDATE``); its epoch."""
@@ -1323,12 +1342,23 @@ class SQLStore(Store):
         args = (tenant, agent) if agent else (tenant,)
         q = self.q
         with self._tx(write=False) as ex:  # records: from their counts (``record_counts``), not the rows
-            epoch, last = ex(
-                q(
-                    f"SELECT epoch, MAX(last_seq) FROM record_counts {w} GROUP BY epoch ORDER BY epoch DESC LIMIT 1"
-                ),
-                args,
-            ).fetchone() or (0, 0)
+            # an agent's: its current epoch (``ingest``; a new one is current whatever its value), else the highest
+            current = None
+            if agent:
+                current = ex(q("SELECT epoch FROM ingest WHERE tenant = ? AND agent = ?"), args).fetchone()
+            if current and current[0] is not None:
+                epoch = current[0]
+                last = ex(
+                    q(f"SELECT MAX(last_seq) FROM record_counts {w} AND epoch = ?"), (*args, epoch)
+                ).fetchone()[0]
+            else:
+                epoch, last = ex(
+                    q(
+                        f"SELECT epoch, MAX(last_seq) FROM record_counts {w} GROUP BY epoch ORDER BY epoch DESC "
+                        "LIMIT 1"
+                    ),
+                    args,
+                ).fetchone() or (0, 0)
             s = ex(q(f"SELECT COUNT(*) FROM samples {w}"), args).fetchone()[0]
             d = ex(q(f"SELECT COALESCE(SUM(duplicates), 0) FROM ingest {w}"), args).fetchone()[0]
             kinds = {

@@ -900,3 +900,19 @@ def test_a_sample_is_stored_under_a_known_kind_only_and_read_back_per_tenant(sto
         store.sample_ext("a1" * 32, tenant="beta") is None
         and store.sample_ext("ff" * 32, tenant="acme") is None
     )
+
+
+def test_a_new_epoch_below_the_agents_current_one_ends_it_and_becomes_current(store):
+    """A re-flashed gateway whose clock was never set takes a random epoch below the one its old card had from a
+    set clock. Before, only a higher epoch was taken as current: the old epoch's end (the records the dead card
+    held) was never a gap and the stats kept naming it. An epoch never stored for the agent is its newer outbox,
+    whatever its value; a replay of an epoch already stored changes nothing."""
+    old, new = 1_796_600_000, 500_000_000
+    store.ingest("gw1", [rec(s, epoch=old) for s in range(1, 11)])  # 11.. died with the card
+    assert store.ingest("gw1", [rec(s, epoch=new) for s in (1, 2, 3)])[1:] == (3, 0)
+    ended = [{"epoch": old, "first": 11, "last": 0, "cause": "epoch_change"}]
+    assert store.gaps("gw1") == ended
+    assert (store.stats("gw1")["epoch"], store.stats("gw1")["last_seq"]) == (new, 3)
+    assert store.ingest("gw1", [rec(10, epoch=old), rec(4, epoch=new)])[1:] == (1, 1)  # the old one a replay
+    assert store.gaps("gw1") == ended
+    assert (store.stats("gw1")["epoch"], store.stats("gw1")["last_seq"]) == (new, 4)
