@@ -205,12 +205,16 @@ _NO_LOCK = contextlib.nullcontext()
 
 
 def _clock_epoch() -> int:
-    """The epoch a new outbox takes from the wall clock (``max(last epoch + 1, this)``): the unix time, or, with a clock
-    never set (before ``CLOCK_SET_AFTER``), a random number in [2**20, 10**9): below any a set clock gives, so an
-    outbox started once the clock is set is newer, and no two wiped starts alike (one chance in ~10**9)."""
-    now = int(time.time())
+    """The epoch a new outbox takes from the wall clock (``max(last epoch + 1, this)``): the unix time in
+    microseconds, or, with a clock never set (before ``CLOCK_SET_AFTER``), a random number in [2**20, 10**9): below
+    any a set clock gives, so an outbox started once the clock is set is newer, and no two wiped starts alike (one
+    chance in ~10**9). Microseconds (above every epoch of seconds an older agent took): a gateway without a
+    battery-backed clock boots at its image's date (systemd's clock-epoch, timesyncd's or fake-hwclock's saved time),
+    so two re-flashes of one image could start their outboxes in the same second, and the cloud stored the second's
+    records as duplicates of the first's."""
+    now = time.time()
     if now >= CLOCK_SET_AFTER:
-        return now
+        return int(now * 1_000_000)
     return random.SystemRandom().randrange(1 << 20, 1_000_000_000)
 
 

@@ -1083,22 +1083,15 @@ def test_close_wakes_a_wait_for_a_commit_that_an_ended_writer_never_makes(tmp_pa
     assert not waiter.is_alive() and out == {"kept": False}
 
 
-def test_a_wiped_data_folder_started_twice_before_the_clock_was_set_takes_two_epochs_the_cloud_keeps_apart(
-    tmp_path, monkeypatch
-) -> None:
-    """A gateway without a battery-backed clock starts the agent before NTP sets the clock (1970, 40 s after boot),
-    on a wiped data folder (a re-flashed SD card), twice: each outbox is new, with no last epoch to follow. The epoch
-    came from the clock: 40 both times, the second gateway's records (epoch 40, seq 1...) the first's identities,
-    stored by the cloud as duplicates of them, i.e. lost. Now a clock before CLOCK_SET_AFTER gives a random epoch
-    below any a set clock gives: the two differ, the cloud keeps both, and an outbox started once the clock is set
-    is newer."""
+def _wiped_starts_ingested(tmp_path, monkeypatch, clocks) -> list[int]:
+    """A new outbox (a wiped data folder) started at each wall clock of ``clocks``, one record appended and ingested
+    by one cloud store as agent gw1's (each must be stored, not taken for a duplicate); the outboxes' epochs."""
     from cloud_trainer.fleet.store import SQLiteStore
     from edge_agent.outbox import store as outbox_store
 
-    real = time.time
-    monkeypatch.setattr(outbox_store.time, "time", lambda: 40.0)
     epochs, cloud = [], SQLiteStore(tmp_path / "fleet.db")
-    for n in range(2):
+    for n, clock in enumerate(clocks):
+        monkeypatch.setattr(outbox_store.time, "time", lambda c=clock: c)
         ob = Outbox(OutboxSettings(), tmp_path / f"flash{n}")
         ob.open()
         ob.append("result", {"flash": n})
@@ -1110,9 +1103,38 @@ def test_a_wiped_data_folder_started_twice_before_the_clock_was_set_takes_two_ep
         assert cloud.ingest("gw1", recs)[1:] == (1, 0)  # stored, not a duplicate
         epochs.append(ob.epoch)
         ob.close()
+    return epochs
+
+
+def test_a_wiped_data_folder_started_twice_before_the_clock_was_set_takes_two_epochs_the_cloud_keeps_apart(
+    tmp_path, monkeypatch
+) -> None:
+    """A gateway without a battery-backed clock starts the agent before NTP sets the clock (1970, 40 s after boot),
+    on a wiped data folder (a re-flashed SD card), twice: each outbox is new, with no last epoch to follow. The epoch
+    came from the clock: 40 both times, the second gateway's records (epoch 40, seq 1...) the first's identities,
+    stored by the cloud as duplicates of them, i.e. lost. Now a clock before CLOCK_SET_AFTER gives a random epoch
+    below any a set clock gives: the two differ, the cloud keeps both, and an outbox started once the clock is set
+    is newer."""
+    from edge_agent.outbox import store as outbox_store
+
+    real = time.time
+    epochs = _wiped_starts_ingested(tmp_path, monkeypatch, (40.0, 40.0))
     assert epochs[0] != epochs[1] and max(epochs) < real()
     monkeypatch.setattr(outbox_store.time, "time", real)  # NTP set the clock
     ob = Outbox(OutboxSettings(), tmp_path / "flash2")
     ob.open()
     assert ob.epoch > max(epochs)
     ob.close()
+
+
+def test_two_reflashes_of_one_image_started_in_the_same_second_take_two_epochs_the_cloud_keeps_apart(
+    tmp_path, monkeypatch
+) -> None:
+    """A gateway without a battery-backed clock boots at its image's date, not 1970 (systemd's build date or
+    /usr/lib/clock-epoch, timesyncd's or fake-hwclock's saved time): two re-flashed cards of one image (2025-01-01)
+    start the agent on a wiped data folder 40 s after boot, within the same second. The epoch was the unix time in
+    seconds: 1735689640 both times, the second card's records (epoch, seq 1...) the first's identities, stored by
+    the cloud as duplicates of them, i.e. lost. Now it is in microseconds: the two differ, above any epoch of
+    seconds, and the cloud keeps both."""
+    epochs = _wiped_starts_ingested(tmp_path, monkeypatch, (1_735_689_640.25, 1_735_689_640.75))
+    assert epochs[0] != epochs[1] and min(epochs) > 2_000_000_000  # above any epoch in seconds (until 2033)
