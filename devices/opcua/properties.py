@@ -70,6 +70,8 @@ class Properties:
         self._browse_failed: str | None = None  # why the Browse gave no answer, once asked
         self._released = False  # the Browse was released at its bound of pages or references
         self._twice: set[_Key] = set()  # names of two HasProperty targets or more, different nodes
+        # names of a HasProperty target listed by references of a vendor's type or none too, to other nodes
+        self._beside: dict[_Key, list[tuple[ua.NodeId | None, ua.NodeId]]] = {}
 
     async def get(self, prop: str) -> Node:
         if self._props is None and self._browse_failed is None:
@@ -89,11 +91,23 @@ class Properties:
             )
         if self._props is not None:
             if (found := self._props.get(key)) is not None:
+                for kind, target in self._beside.get(key, ()):
+                    if target != found and await self._is_property(kind):
+                        # a second property of the name on a vendor's HasProperty subtype: the first was taken
+                        self._twice.add(key)
+                        return await self.get(prop)
                 return Node(self.node.session, found)
             if key not in self._unsure:
                 raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
         try:
             return await self._translate(prop)
+        except ua.UaStatusCodeError:
+            # BadNoMatch from a server whose translate ignores IncludeSubtypes: a vendor's HasProperty subtype
+            # listed by the Browse was taken as no property, and 7 went to a three-state node
+            if self._props is not None and (found := await self._by_supertypes(key)) not in (None, _NONE):
+                assert found is not None
+                return Node(self.node.session, found)
+            raise
         except PropertiesUnread:
             # no translate (Nano, Micro), or two targets: the listed references' own types decide, when their
             # supertypes can be browsed to a standard one (a vendor's HasProperty subtype was refused)
@@ -109,27 +123,35 @@ class Properties:
         that cannot be told (a type not stated or not browsed to a standard one, two such targets)."""
         hits = []
         for kind, target in self._unsure.get(key, ()):
-            if kind is None or kind.is_null():
+            if (is_property := await self._is_property(kind)) is None:
                 return None
-            for _ in range(_SUPERTYPES):
-                if kind.NamespaceIndex == 0:
-                    break
-                try:
-                    results = await self.node.session.browse(
-                        _browse_of(kind, ua.BrowseDirection.Inverse, _HAS_SUBTYPE)
-                    )
-                except ua.UaError:
-                    return None
-                refs = results[0].References if len(results) == 1 and results[0].StatusCode.is_good() else []
-                if len(refs) != 1:
-                    return None
-                kind = refs[0].NodeId
-            if kind.NamespaceIndex != 0:
-                return None
-            if kind == _HAS_PROPERTY:
+            if is_property:
                 hits.append(target)
         hits = list(dict.fromkeys(hits))
         return None if len(hits) > 1 else hits[0] if hits else _NONE
+
+    async def _is_property(self, kind: ua.NodeId | None) -> bool | None:
+        """Whether reference type ``kind`` is HasProperty or a subtype of it, by its supertypes browsed (HasSubtype,
+        inverse) to a standard type; None when that cannot be told (not stated, not browsed to a standard one)."""
+        if kind is None or kind.is_null():
+            return None
+        for _ in range(_SUPERTYPES):
+            if kind.NamespaceIndex == 0:
+                break
+            try:
+                results = await self.node.session.browse(
+                    _browse_of(kind, ua.BrowseDirection.Inverse, _HAS_SUBTYPE)
+                )
+            except ua.UaError:
+                return None
+            refs = results[0].References if len(results) == 1 and results[0].StatusCode.is_good() else []
+            # only the inverse HasSubtype names the supertype: a server ignoring the filter lists an Organizes
+            # from a standard folder too, taken as the supertype (no property, and 7 written)
+            refs = [r for r in refs if r.ReferenceTypeId == _HAS_SUBTYPE and not r.IsForward]
+            if len(refs) != 1:
+                return None
+            kind = refs[0].NodeId
+        return kind == _HAS_PROPERTY if kind.NamespaceIndex == 0 else None
 
     async def read(self, prop: str) -> tuple[Node, Any]:
         """(the node's property ``prop``, its value). BadNoMatch when the node has none; ``PropertiesUnread`` when
@@ -222,7 +244,7 @@ class Properties:
                     self._unsure.setdefault(key, []).append((kind, r.NodeId))
             if not results[0].ContinuationPoint:
                 for key in props.keys() & self._unsure.keys():
-                    del self._unsure[key]
+                    self._beside[key] = self._unsure.pop(key)
                 return props
             idle = 0 if len(listed) > before else idle + 1
             release = idle >= BROWSE_IDLE_PAGES or len(listed) >= BROWSE_REFERENCES
@@ -251,7 +273,9 @@ def _browse_of(node_id: ua.NodeId, direction: ua.BrowseDirection, kind: ua.NodeI
     desc.NodeId = node_id
     desc.BrowseDirection = direction
     desc.ReferenceTypeId = kind
-    desc.ResultMask = ua.BrowseResultMask.BrowseName | ua.BrowseResultMask.ReferenceTypeId
+    desc.ResultMask = (
+        ua.BrowseResultMask.BrowseName | ua.BrowseResultMask.ReferenceTypeId | ua.BrowseResultMask.IsForward
+    )
     params = ua.BrowseParameters()
     params.View.Timestamp = ua.get_win_epoch()
     params.NodesToBrowse.append(desc)

@@ -440,7 +440,11 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
     went to a three-state node. Only a HasProperty reference (or one of a subtype: a vendor's, judged by the
     server along a HasProperty path) names a property. A node listing two properties of the name (ten states
     first), or, its Browse failing, a translate answering both the component and the property (going by the name
-    alone), cannot say which states are the node's: its writes are refused (the first was taken, and 7 written)."""
+    alone), cannot say which states are the node's: its writes are refused (the first was taken, and 7 written).
+    So does a node listing a HasProperty EnumStrings and another on a vendor's subtype of it. A translate ignoring
+    IncludeSubtypes (BadNoMatch for a vendor's subtype) has the reference type's supertypes browsed; a server
+    answering that Browse with another reference (an Organizes from a folder) says nothing of them (7 went to
+    each, its states taken as absent)."""
     from asyncua.server.internal_session import InternalSession
 
     translate, browse = InternalSession.translate_browsepaths_to_nodeids, InternalSession.browse
@@ -450,11 +454,21 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
         for d, r in zip(params.NodesToBrowse, results, strict=True):
             if d.NodeId.Identifier == "Loose" and d.ReferenceTypeId.is_null():  # the property Browse
                 r.StatusCode, r.References = ua.StatusCode(ua.StatusCodes.BadNoContinuationPoints), []
+            if d.NodeId.Identifier == "HasSloppyProperty":  # its filter ignored, its supertype not exposed
+                folder = ua.NodeId(ua.ObjectIds.ReferenceTypesFolder)
+                organizes = ua.NodeId(ua.ObjectIds.Organizes)
+                r.References = [
+                    ua.ReferenceDescription(ReferenceTypeId=organizes, IsForward=False, NodeId=folder)
+                ]
         return results
 
     async def by_name_alone(self, params):
         results = await translate(self, params)
         for path, r in zip(params, results, strict=True):
+            if path.StartingNode.Identifier in ("Exact", "Sloppy"):  # no subtypes; no such service
+                r.Targets = []
+                no = "BadNoMatch" if path.StartingNode.Identifier == "Exact" else "BadServiceUnsupported"
+                r.StatusCode = ua.StatusCode(getattr(ua.StatusCodes, no))
             if path.StartingNode.Identifier == "Loose":
                 table = ua.NodeId("Loose.Table", path.StartingNode.NamespaceIndex)
                 r.Targets.insert(
@@ -473,40 +487,59 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
         three = ua.Variant(
             [ua.LocalizedText(t) for t in ("Stopped", "Running", "Fault")], ua.VariantType.LocalizedText
         )
+        sloppy_property = await srv.get_node(ua.ObjectIds.HasProperty).add_reference_type(
+            ua.NodeId("HasSloppyProperty", idx), ua.QualifiedName("HasSloppyProperty", idx), symmetric=False
+        )
         nodes = {}
-        for name in ("Mode", "Grade", "Loose", "Twice"):
+        for name in ("Mode", "Grade", "Loose", "Twice", "Exact", "Sloppy", "Both"):
             node = nodes[name] = await obj.add_variable(
                 ua.NodeId(name, idx), name, ua.Variant(0, ua.VariantType.UInt32)
             )
-            if name == "Twice":  # two properties of the name, the ten states listed first
-                await node.add_property(ua.NodeId("Twice.Ten", idx), ua.QualifiedName("EnumStrings", 0), ten)
+            if name in ("Twice", "Both"):  # two properties of the name, the ten states listed first
+                await node.add_property(
+                    ua.NodeId(f"{name}.Ten", idx), ua.QualifiedName("EnumStrings", 0), ten
+                )
                 states = await obj.add_property(
-                    ua.NodeId("Twice.Three", idx), ua.QualifiedName("Three", 0), three
+                    ua.NodeId(f"{name}.Three", idx), ua.QualifiedName("Three", 0), three
                 )
                 await states.write_attribute(
                     ua.AttributeIds.BrowseName, ua.DataValue(ua.Variant(ua.QualifiedName("EnumStrings", 0)))
                 )
-                await node.add_reference(states, ua.ObjectIds.HasProperty)
+                await node.add_reference(
+                    states, ua.ObjectIds.HasProperty if name == "Twice" else vendor_property
+                )
                 continue
             await node.add_variable(ua.NodeId(f"{name}.Table", idx), ua.QualifiedName("EnumStrings", 0), ten)
             states = await node.add_property(
                 ua.NodeId(f"{name}.EnumStrings", idx), ua.QualifiedName("EnumStrings", 0), three
             )
-            if name != "Mode":  # Grade's and Loose's states hang on the vendor's subtype of HasProperty
+            if name != "Mode":  # the others' states hang on the vendor's subtype of HasProperty
                 await node.delete_reference(states, ua.ObjectIds.HasProperty)
-                await node.add_reference(states, vendor_property.nodeid)
+                await node.add_reference(
+                    states, (sloppy_property if name == "Sloppy" else vendor_property).nodeid
+                )
         return nodes
 
     async with plc_server(build) as p, opcua_source(p) as src:
-        for name in ("Mode", "Grade"):
+        for name in ("Mode", "Grade", "Exact"):
             with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
                 await src.write(p.node_id(name), 7)
             await src.write(p.node_id(name), 2)
-        for name in ("Loose", "Twice"):
+        for name in ("Loose", "Twice", "Both"):
             for value in (7, 2):
                 with pytest.raises(OpcUaTypeMismatch, match=r"0:EnumStrings: .*which one .* cannot be told"):
                     await src.write(p.node_id(name), value)
-        assert await p.read() == {"Mode": 2, "Grade": 2, "Loose": 0, "Twice": 0}
+        with pytest.raises(OpcUaTypeMismatch, match=r"answered BadServiceUnsupported"):
+            await src.write(p.node_id("Sloppy"), 7)
+        assert await p.read() == {
+            "Mode": 2,
+            "Grade": 2,
+            "Loose": 0,
+            "Twice": 0,
+            "Exact": 2,
+            "Sloppy": 0,
+            "Both": 0,
+        }
 
 
 async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type_needs_none(monkeypatch):
