@@ -14,7 +14,13 @@ depends on how a CPU passes one. When the callback cannot be installed (no libav
 that links FFmpeg statically, as on Windows; or ``OPENCV_FFMPEG_LOGLEVEL`` / ``OPENCV_FFMPEG_DEBUG`` set, which
 ask for FFmpeg's own log), that is said once and FFmpeg's log is set quiet (unless those variables are set);
 damaged frames are then not told from whole ones, but a file that ends short of the frames its header declares
-still is (``cut_short``, the camera's end-of-pass check)."""
+still is (``cut_short``, the camera's end-of-pass check).
+
+The callback is FFmpeg's for the whole process, and FFmpeg calls it at every level (it filters by level only in its
+own callback), on whichever thread logs, taking the GIL. So any other FFmpeg capture in a process where a camera
+has opened one must be opened with one decoding thread (``CAP_PROP_N_THREADS`` 1, as the cameras' are) or closed
+with ``release()``: a capture with FFmpeg's frame threads dropped without it hangs the process (OpenCV's dealloc
+holds the GIL while FFmpeg waits for its worker threads, one of them waiting for the GIL in the callback)."""
 
 from __future__ import annotations
 
