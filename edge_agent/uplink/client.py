@@ -82,6 +82,12 @@ STREAMS_FULL_MAX_S = 5.0
 # the batch's hand-over to gRPC: a batch longer on the link (1 MB at 16 KB/s, samples on a cellular modem) was cut
 # before its end and sent again from its start, for ever, nothing acknowledged, the outbox filling to its drops
 ACK_WAIT_S = 60.0
+# the fewest bytes a failed batch halves the next batches' to (``Uplink._fit_link``; batch_max_bytes if smaller): a
+# batch this small that failed says nothing of the link's size (a path that died with a record or two in flight); 16 KB
+# take 2.7 s at 6 KB/s. Formerly the halving went down to half the failed batch's bytes: a silent cut with two small
+# records in flight left 7 bytes, one record per batch, and acks taking keepalive_timeout_s / 2 or more (a slow fleet
+# service, a long round trip) never grew it back: one record per round trip until a restart
+FIT_FLOOR = 16384
 
 # beyond two of the outbox's commit rounds, what a read after a fill ended by time waits for its commit (the
 # writer's round takes its own time: a checkpoint, retention)
@@ -397,26 +403,23 @@ class Uplink:
 
     def _fit_link(self, flight: tuple[int, int, float] | None, acked: bool = False) -> None:
         """A batch's bytes at most, to what the link carries. A batch of several records that failed in flight after
-        half of ``keepalive_timeout_s`` or more halves it (floor: one record, the outbox's reads always give one; a
-        failure sooner, a refused connection, says nothing of the batch's size); an acknowledged one's rate (its
-        bytes over the time to its ack) grows it to what the link carries in half of ``keepalive_timeout_s``, at most
+        half of ``keepalive_timeout_s`` or more halves it, down to ``FIT_FLOOR`` (a batch that small, or a failure
+        sooner, a refused connection, says nothing of the batch's size); an acknowledged one's rate (its bytes over
+        the time to its ack) grows it to what the link carries in half of ``keepalive_timeout_s``, at most
         ``batch_max_bytes``. A keepalive ping waits behind the batch being sent: on a link too slow for a whole
         ``batch_max_bytes`` within ``keepalive_timeout_s`` (1 MB at 6 KB/s, 20 s) the ping timed out, and the batch
         went again from its start, for ever, nothing acknowledged, the outbox filling to its drops."""
         if flight is None:
             return
         n, nbytes, sent_at = flight
+        took = max(time.monotonic() - sent_at, 1e-3)
+        half = self.s.keepalive_timeout_s / 2
         if acked:
-            rate = nbytes / max(time.monotonic() - sent_at, 1e-3)
-            fits = min(self.s.batch_max_bytes, int(rate * self.s.keepalive_timeout_s / 2))
+            fits = min(self.s.batch_max_bytes, int(nbytes / took * half))
             if fits > self._batch_bytes:
                 self._batch_bytes = fits
-        elif (
-            n > 1
-            and nbytes // 2 < self._batch_bytes
-            and time.monotonic() - sent_at >= self.s.keepalive_timeout_s / 2
-        ):
-            self._batch_bytes = max(1, nbytes // 2)
+        elif n > 1 and nbytes > FIT_FLOOR and nbytes // 2 < self._batch_bytes and took >= half:
+            self._batch_bytes = max(min(FIT_FLOOR, self.s.batch_max_bytes), nbytes // 2)
             log.info(
                 "uplink to %s: a batch of %d records (%d bytes) failed on its way; the next take at most %d bytes "
                 "until acknowledged ones show the link carries more",

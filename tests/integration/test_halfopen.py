@@ -375,13 +375,9 @@ async def test_a_batch_longer_on_a_slow_link_than_the_services_answer_time_is_ac
         assert [r["payload"]["i"] for r in srv.store.records("gw1", limit=10)] == [0]
 
 
-async def test_a_fleet_service_that_takes_batches_and_never_answers_is_left_said_and_drained_once_back(
-    tmp_path, pki, monkeypatch
-) -> None:
-    """The fleet service takes the PushRecords stream and its batches and never acknowledges one (hung behind its
-    store; its connection alive, answering keepalive pings). The agent leaves the stream after ``ACK_WAIT_S`` +
-    ``keepalive_timeout_s`` (60 + 20 s by default; scaled down here), says so in ``last_error`` and, once the
-    service answers again, every record arrives once. Before, ``last_error`` read "PushRecords: TimeoutError: "."""
+def _hung_service(monkeypatch, answer_after_s: float = 0.0) -> dict:
+    """The fleet service's PushRecords reads batches and never answers while the returned ``{"on": True}`` says so,
+    then answers each ``answer_after_s`` after storing it; the agent's ack wait (``ACK_WAIT_S``) scaled down to 0.3 s."""
     from cloud_trainer.fleet.service import FleetServicer
     from edge_agent.uplink import client
 
@@ -395,9 +391,21 @@ async def test_a_fleet_service_that_takes_batches_and_never_answers_is_left_said
                 pass
             return
         async for ack in serve(self, request_iterator, context):
+            await asyncio.sleep(answer_after_s)
             yield ack
 
     monkeypatch.setattr(FleetServicer, "PushRecords", push_records)
+    return hung
+
+
+async def test_a_fleet_service_that_takes_batches_and_never_answers_is_left_said_and_drained_once_back(
+    tmp_path, pki, monkeypatch
+) -> None:
+    """The fleet service takes the PushRecords stream and its batches and never acknowledges one (hung behind its
+    store; its connection alive, answering keepalive pings). The agent leaves the stream after ``ACK_WAIT_S`` +
+    ``keepalive_timeout_s`` (60 + 20 s by default; scaled down here), says so in ``last_error`` and, once the
+    service answers again, every record arrives once. Before, ``last_error`` read "PushRecords: TimeoutError: "."""
+    hung = _hung_service(monkeypatch)
     async with _uplink_to_fleet(tmp_path, pki, keepalive_s=5, keepalive_timeout_s=1) as (srv, ob, up):
         for i in range(3):
             ob.append("result", {"i": i})
@@ -432,3 +440,29 @@ async def test_a_link_too_slow_for_a_whole_batch_in_its_timeouts_gets_smaller_ba
         await until(lambda: up.acked == 3, timeout_s=15, what="the backlog acknowledged")
         assert up.reconnects >= 1 and up._batch_bytes < up.s.batch_max_bytes, (up.reconnects, up.last_error)
         assert [r["payload"]["i"] for r in srv.store.records("gw1", limit=10)] == [0, 1, 2]
+
+
+async def test_a_small_batch_lost_on_its_way_does_not_shrink_the_next_batches_below_a_useful_size(
+    tmp_path, pki, monkeypatch
+) -> None:
+    """Two small records in flight when their stream fails after keepalive_timeout_s / 2 or more (a silent path
+    death, a service hung: here one that never answers), then a service that answers each batch in that half or
+    more (loaded; ``keepalive_timeout_s`` 1 s here, 20 s by default): a backlog goes in batches of many records.
+    Formerly the failed 2-record batch halved the next batches' bytes to half its own (a few bytes): one record per
+    batch, never grown back while acks took that long (30 records: 30 batches, one per answer)."""
+    # once answering: each batch in keepalive_timeout_s / 2 or more
+    hung = _hung_service(monkeypatch, answer_after_s=0.6)
+    async with _uplink_to_fleet(tmp_path, pki, keepalive_s=5, keepalive_timeout_s=1) as (srv, ob, up):
+        ob.append("result", {"i": 0})
+        ob.append("result", {"i": 1})
+        up.poke()
+        await until(lambda: up.reconnects >= 1, timeout_s=10, what="the unanswered stream left")
+        hung["on"] = False
+        await until(lambda: up.acked == 2, timeout_s=10, what="the two records acknowledged")
+        before = up.batches
+        for i in range(2, 32):
+            ob.append("result", {"i": i, "blob": base64.b64encode(os.urandom(1000)).decode()})
+        up.poke()
+        await until(lambda: up.acked == 32, timeout_s=10, what="the backlog acknowledged")
+        assert up.batches - before <= 4, (up.batches - before, up._batch_bytes)
+        assert [r["payload"]["i"] for r in srv.store.records("gw1", limit=100)] == list(range(32))
