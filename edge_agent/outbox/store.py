@@ -352,6 +352,21 @@ class _SeqRanges:
         self._no_index = False  # the index could not be read: every seq of a range that cannot be read counts
         # the last range the index was asked about, and its seqs
         self._seen: tuple[int, int, list[int]] = (1, 0, [])
+        self._lost: bool | None = None  # no row of the table readable (None: not asked yet)
+
+    def _table_lost(self) -> bool:
+        """No row of the table can be read: its first and its last row both fail (its root page lost). Only then
+        may the index say which ranges to skip: otherwise the table decides what is copied, the index only which
+        unreadable seqs held a row (a damaged store's index may list fewer rows than its table: a page of it older
+        than the table's after a power cut; the rows it does not list were skipped, readable or not)."""
+        if self._lost is None:
+            self._lost = True
+            for order in ("", " DESC"):
+                with contextlib.suppress(sqlite3.Error):
+                    self.con.execute(f"SELECT seq FROM records ORDER BY seq{order} LIMIT 1").fetchall()
+                    self._lost = False
+                    break
+        return self._lost
 
     def _listed(self, a: int, b: int) -> list[int] | None:
         """The seqs from ``a`` to ``b`` that held a row, read from the ``records_by_priority`` index (its own pages,
@@ -405,7 +420,8 @@ class _SeqRanges:
                 if fatal is not None and fatal(exc):
                     raise
                 listed = self._listed(a, b)
-                if listed is not None:  # only the seqs that held a row: none there, nothing lost
+                # the table unreadable as a whole: only the seqs that held a row (none there: nothing lost)
+                if listed is not None and self._table_lost():
                     if not listed:
                         continue
                     if (listed[0], listed[-1]) != (a, b):  # read again from its first to its last row
@@ -414,7 +430,7 @@ class _SeqRanges:
                 if a < b:  # narrow it down: the rows around a bad page are still worth having
                     m = (a + b) // 2
                     self.todo += [(m + 1, b), (a, m)]
-                else:
+                elif listed is None or listed:  # (a seq the index lists, or every seq when it cannot be read)
                     self.unreadable.append(a)
                 continue
             yield a, b, rows

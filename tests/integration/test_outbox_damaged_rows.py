@@ -3,6 +3,7 @@ SQLite files; the store's rows rewritten in place as a damaged page reads them b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -120,9 +121,10 @@ def damage_leaf(path: Path, root: bool = False) -> None:
         f.write(bytes(page))
 
 
-def leaf_lost_store(data: Path, garbled: bool = False) -> None:
+def leaf_lost_store(data: Path, garbled: bool = False, index_to: int | None = None) -> None:
     """An outbox of ``data`` with 300 results, one leaf page of its table lost (``damage_leaf``); with ``garbled``,
-    the kinds of ``GARBLED`` too."""
+    the kinds of ``GARBLED`` too; with ``index_to``, its priority index listing seqs up to that one only, its schema
+    saying all (index pages older than the table's, as a power cut with fsync off leaves them)."""
     ob = Outbox(SETTINGS, data)
     ob.open()
     for i in range(300):
@@ -133,6 +135,17 @@ def leaf_lost_store(data: Path, garbled: bool = False) -> None:
         con = sqlite3.connect(ob.path)
         con.executemany("UPDATE records SET kind = ? WHERE seq = ?", [(k, q) for q, k in GARBLED.items()])
         con.commit()
+        con.close()
+    if index_to is not None:
+        con = sqlite3.connect(ob.path, isolation_level=None)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        con.execute("DROP INDEX records_by_priority")
+        con.execute(f"CREATE INDEX records_by_priority ON records (priority, seq) WHERE seq <= {index_to}")
+        con.execute("PRAGMA writable_schema=ON")
+        con.execute(
+            "UPDATE sqlite_master SET sql = 'CREATE INDEX records_by_priority ON records (priority, seq)' "
+            "WHERE name = 'records_by_priority'"
+        )
         con.close()
     damage_leaf(ob.path)
 
@@ -371,3 +384,27 @@ def test_every_event_the_outbox_records_itself_is_one_the_agent_does_not_record_
 
     # outbox_refused was missing: the agent recorded each such event a second time
     assert {k for k in EventKind if k.value.startswith("outbox_")} == SELF_RECORDED
+
+
+def test_rows_the_priority_index_does_not_list_are_still_copied_from_a_damaged_table(tmp_path):
+    """A damaged store whose priority index lists fewer rows than its table holds (index pages older than the table's,
+    as a power cut with fsync off leaves them): a range that cannot be read is still narrowed down by the table, every
+    row it can give copied. Formerly the range was narrowed to the index's rows and the rest never read: 120 of the
+    284 rows still readable here were neither copied, counted nor told."""
+    data = tmp_path / "data"
+    leaf_lost_store(data, index_to=120)
+    path = data / "outbox" / "outbox.db"
+    con = sqlite3.connect(path)
+    readable = set()
+    for q in range(1, 301):
+        with contextlib.suppress(sqlite3.DatabaseError):
+            readable |= {s for (s,) in con.execute("SELECT seq FROM records WHERE seq = ?", (q,))}
+    con.close()
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    try:
+        ob.flush()
+        got = {json.loads(r.payload)["i"] + 1 for r in ob.pending(10_000, 10**9) if r.kind == "result"}
+        assert 120 < len(readable) < 300 and got == readable, sorted(readable - got)
+    finally:
+        ob.close()
