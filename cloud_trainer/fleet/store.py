@@ -20,8 +20,9 @@ seqs it dropped (``outbox_budget`` / ``outbox_retention`` / ``outbox_write_faile
 as an open-ended gap, ``epoch_change``, or ``outbox_corrupt`` once the agent's event says why.
 Missing seqs nobody explained are ``unknown`` (possibly still on their way). An agent's account is bounded, as
 the agent's outbox bounds it: at most ``LOSS_RANGES_PER_EVENT`` ranges of one event, ``LOSS_ROWS_PER_WRITE`` of
-one write and ``LOSS_ROWS_PER_AGENT`` rows in all; past them its ranges are not kept (their seqs, when missing,
-show as ``unknown``). Counts, last seqs and gaps come
+one write and ``LOSS_ROWS_PER_AGENT`` rows in all, the newest: past the agent's bound its oldest ranges told make
+room (their seqs, when missing, show as ``unknown``), past the others the event's further ranges are not kept.
+Counts, last seqs and gaps come
 from ``record_counts`` (per agent, epoch and kind: records stored, lowest and highest seq, kept by ``ingest``), so
 that the console's polling reads no record rows except those of an epoch that has holes. Samples are
 content-addressed files through ``cloud_trainer.blobs`` (the tenant's blob store, given to ``ingest``).
@@ -218,12 +219,18 @@ INT64_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL (BIGINT) hold
 # An agent's own account of its losses (``_note_loss``) is one ``gaps`` row per seq range, a row the quotas do not
 # count: one 6.4-MB event of 200,000 ranges wrote 47 MB of rows and held the store's writer for 6 s, every tenant's
 # batches waiting behind it. So: the ranges of one event its outbox sends at most (edge_agent's MAX_RANGES), of one
-# write, and of one agent in all (~25 MB of rows at most); past them, ranges are not kept and a missing seq among
-# them shows as ``unknown``
+# write, and of one agent in all (~25 MB of rows at most); past the first two, ranges are not kept and a missing seq
+# among them shows as ``unknown``; past the agent's, its oldest ranges told make room (rows are never deleted
+# otherwise: a lifetime bound took nothing more from a gateway whose drops, one range per dropped record between
+# kept ones, reached it in hours of one outage, and showed every later loss it told as ``unknown``)
 LOSS_RANGES_PER_EVENT = 2000
 LOSS_ROWS_PER_WRITE = 10_000
 LOSS_ROWS_PER_AGENT = 100_000
 LOSS_CUT_LOG_S = 60.0  # a cut account is logged at most this often (naming the agent)
+# an event longer than this is not read for an account of losses (the outbox's, of 2,000 ranges, is ~50 KB): parsed in
+# the write transaction, 14-MB events of 7 million values from one agent held every tenant's writes (another tenant's
+# one-record batch: median 1.4 s, against 0.06 s beside 14-MB events that are not read)
+LOSS_EVENT_MAX_CHARS = 256 * 1024
 # what a record costs a write besides its payload (its key, columns, index entries), for INGEST_CHUNK_BYTES
 INGEST_RECORD_BYTES = 256
 
@@ -415,19 +422,21 @@ T = DEFAULT_TENANT
 _loss_cut_logged = [float("-inf")]
 
 
-def _loss_cut(tenant: str, agent: str, cut: int) -> None:
-    """Log (at most every ``LOSS_CUT_LOG_S``) that an agent's loss event had ranges past the store's bounds."""
+def _loss_cut(tenant: str, agent: str, cut: int, what: str) -> None:
+    """Log (at most every ``LOSS_CUT_LOG_S``) that an agent's loss event went past the store's bounds: ``cut`` of its
+    ranges not kept, or ``what`` of it was not read."""
     if (now := time.monotonic()) - _loss_cut_logged[0] >= LOSS_CUT_LOG_S:
         _loss_cut_logged[0] = now
         log.warning(
-            "agent %s (tenant %s): %d seq ranges of an outbox loss event were not kept (at most %d an event, %d a "
-            "write, %d an agent); missing seqs among them show as unknown (logged at most every %g s)",
+            "agent %s (tenant %s): %s (at most %d ranges an event, %d a write, %d an agent, %d characters an event); "
+            "missing seqs it names show as unknown (logged at most every %g s)",
             agent,
             tenant,
-            cut,
+            what or f"{cut} seq ranges of an outbox loss event were not kept",
             LOSS_RANGES_PER_EVENT,
             LOSS_ROWS_PER_WRITE,
             LOSS_ROWS_PER_AGENT,
+            LOSS_EVENT_MAX_CHARS,
             LOSS_CUT_LOG_S,
         )
 
@@ -1259,9 +1268,13 @@ class SQLStore(Store):
         self, ex, tenant: str, agent: str, epoch: int, payload: str, now: float, room: list[int] | None = None
     ) -> None:
         """An agent's own account of a loss: dropped seq ranges, or a corrupt outbox (the previous epoch ended).
-        Ranges within ``LOSS_RANGES_PER_EVENT`` of the event and ``room`` (the write's: counted at its first
-        ranges, from ``LOSS_ROWS_PER_WRITE`` and the agent's rows against ``LOSS_ROWS_PER_AGENT``)."""
+        Ranges within ``LOSS_RANGES_PER_EVENT`` of the event and ``room`` (the write's: [ranges it may still keep, of
+        ``LOSS_ROWS_PER_WRITE``; rows the agent may still add, of ``LOSS_ROWS_PER_AGENT``], counted at its first
+        ranges); past the agent's bound its oldest ranges told (not an epoch's end) are deleted to make room."""
         if "outbox_" not in payload:
+            return
+        if len(payload) > LOSS_EVENT_MAX_CHARS:
+            _loss_cut(tenant, agent, 0, f"an outbox event of {len(payload)} characters was not read")
             return
         try:
             evt = json.loads(payload)
@@ -1286,25 +1299,37 @@ class SQLStore(Store):
                 held = ex(
                     self.q("SELECT COUNT(*) FROM gaps WHERE tenant = ? AND agent = ?"), (tenant, agent)
                 ).fetchone()[0]
-                room.append(max(0, min(LOSS_ROWS_PER_WRITE, LOSS_ROWS_PER_AGENT - int(held))))
-            kept, taken = 0, ranges[: min(LOSS_RANGES_PER_EVENT, room[0])]
+                room += [LOSS_ROWS_PER_WRITE, LOSS_ROWS_PER_AGENT - int(held)]
+            # (nothing while the agent stays past its bound: only epochs' ends left, which make no room)
+            kept, added, taken = 0, 0, ranges[: min(LOSS_RANGES_PER_EVENT, room[0]) if room[1] >= 0 else 0]
             for pair in taken:
                 a, b = (
                     (_int64(v) for v in pair) if isinstance(pair, list) and len(pair) == 2 else (None, None)
                 )
                 if a is None or b is None:
                     continue
-                ex(
+                added += ex(
                     self.q(
                         "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,?,?,?) "
                         "ON CONFLICT DO NOTHING"
                     ),
                     (tenant, agent, e, a, b, DROP_CAUSES[kind], now),
-                )
+                ).rowcount
                 kept += 1
             room[0] -= kept
+            room[1] -= max(0, added)
+            if room[1] < 0:
+                # past the agent's bound: its oldest ranges told make room (the newest are the ones looked at)
+                room[1] += ex(
+                    self.q(
+                        "DELETE FROM gaps WHERE tenant = ? AND agent = ? AND (epoch, first, last) IN (SELECT epoch, "
+                        "first, last FROM gaps WHERE tenant = ? AND agent = ? AND last <> 0 ORDER BY t, epoch, "
+                        "first LIMIT ?)"
+                    ),
+                    (tenant, agent, tenant, agent, -room[1]),
+                ).rowcount
             if len(taken) < len(ranges):
-                _loss_cut(tenant, agent, len(ranges) - len(taken))
+                _loss_cut(tenant, agent, len(ranges) - len(taken), "")
 
     def gaps(self, agent: str, *, tenant: str = T) -> list[dict]:
         q, args = self.q, (tenant, agent)

@@ -184,7 +184,9 @@ async def test_one_agents_account_of_its_losses_is_bounded_and_its_holes_still_s
     """An agent's loss events are one gaps row per range, rows no quota counts: one 6.4-MB event of 200,000 ranges
     held the store's one writer for 6 s (every tenant's batches behind it) and wrote 47 MB. The store keeps at most
     2,000 ranges of an event (the agent's outbox sends no more), a write's and an agent's bounds (lowered here), and
-    the seqs of the ranges it did not keep still show as missing, cause unknown."""
+    the seqs of the ranges it did not keep still show as missing, cause unknown. Past the agent's bound its oldest
+    ranges make room: a lifetime bound showed every loss a gateway told after it (hours of one outage whose drops
+    are one range per record between kept ones) as unknown."""
     monkeypatch.setattr(store_module, "LOSS_ROWS_PER_WRITE", 3000)
     monkeypatch.setattr(store_module, "LOSS_ROWS_PER_AGENT", 4001)
     srv, ch, _, _ = cloud
@@ -207,18 +209,27 @@ async def test_one_agents_account_of_its_losses_is_bounded_and_its_holes_still_s
         acks = [a async for a in gw.PushRecords(iter([pb.RecordBatch(records=records)]), timeout=20)]
         assert acks[0].stored == len(records)  # the events themselves are stored whole
         kept.append(held())
-    # one row is epoch 0's end; 2,000 of the first event, 1,000 of the second (the write's 3,000); 1,000 more (the
-    # agent's 4,001); none
+    # one row is epoch 0's end (never deleted for room); 2,000 of the first event, 1,000 of the second (the write's
+    # 3,000); then 2,000 of each later event, the agent's oldest making room (its bound 4,001)
     assert kept == [3001, 4001, 4001]
     gaps = [g for g in srv.store.gaps("gw-a", tenant="acme") if g["epoch"] == 7]
     assert sum(g["last"] - g["first"] + 1 for g in gaps if g["last"]) == 39_998  # every missing seq, once
     budget = {g["first"] for g in gaps if g["cause"] == "budget"}
-    assert (
-        len(budget) == 4000 and 2 in budget and 10_002 + 2 * 999 in budget and 10_002 + 2 * 1000 not in budget
-    )
-    # after the second event's last kept range, its and the third event's ranges are one unknown run
-    assert {"epoch": 7, "first": 12_001, "last": 20_001, "cause": "unknown"} in gaps
+    assert budget == {20_002 + 2 * i for i in range(2000)} | {30_002 + 2 * i for i in range(2000)}
+    # the first write's ranges made room: their seqs are one unknown run, as are the later events' cut ones
+    assert {"epoch": 7, "first": 2, "last": 20_001, "cause": "unknown"} in gaps
+    assert {"epoch": 7, "first": 24_001, "last": 30_001, "cause": "unknown"} in gaps
     assert srv.store.gaps("gw1", tenant="acme") == []  # nothing of another agent's account
+    # an event longer than the outbox ever sends is stored, not read (parsed in the write every tenant waits for)
+    padded = {"kind": "outbox_budget", "epoch": 0, "ranges": [[5, 5]], "pad": "x" * (256 * 1024)}
+    record = pb.Record(seq=2, kind="event", t=time.time(), payload=json.dumps(padded).encode())
+    other = rpc.FleetStub(ch("acme", "gw1"))
+    acks = [a async for a in other.PushRecords(iter([pb.RecordBatch(records=[record])]), timeout=20)]
+    assert acks[0].stored == 1
+    with sqlite3.connect(srv.store.path) as db:
+        assert (
+            db.execute("SELECT COUNT(*) FROM gaps WHERE tenant = 'acme' AND agent = 'gw1'").fetchone()[0] == 0
+        )
 
 
 async def test_state_reports_the_stores_cannot_hold_are_invalid_argument(cloud):
