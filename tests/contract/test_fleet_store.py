@@ -34,6 +34,27 @@ def rec(seq, epoch=0, kind="result", payload="{}", **kw):
     return {"epoch": epoch, "seq": seq, "kind": kind, "t": float(seq), "payload": payload, **kw}
 
 
+def test_past_an_agents_bound_its_oldest_losses_make_room_for_the_newest_told(store, monkeypatch):
+    """An agent's loss rows are bounded (``LOSS_ROWS_PER_AGENT``, lowered here) and never deleted otherwise: a
+    lifetime bound showed every loss a gateway told once it was reached (hours of one outage whose drops are a range
+    per record) as ``unknown``. Past it the oldest ranges told go, never an epoch's end; a range told twice adds
+    nothing and takes no room."""
+    monkeypatch.setattr(store_module, "LOSS_ROWS_PER_AGENT", 4)
+
+    def told(seq, *ranges, epoch=1):
+        drop = {"kind": "outbox_budget", "epoch": epoch, "ranges": [list(r) for r in ranges]}
+        return rec(seq, epoch=epoch, kind="event", payload=json.dumps(drop))
+
+    store.ingest("gw9", [rec(1), rec(9)])  # epoch 0 ends (its gap row stays) when epoch 1 opens
+    store.ingest("gw9", [rec(1, epoch=1), rec(100, epoch=1), told(101, (2, 2), (4, 4))])
+    store.ingest("gw9", [told(102, (6, 6), (4, 4))])  # (4, 4) again: no room taken
+    store.ingest("gw9", [told(103, (8, 8), (10, 10))])
+    known = [(g["first"], g["last"], g["cause"]) for g in store.gaps("gw9") if g["epoch"] == 1]
+    assert [k for k in known if k[2] == "budget"] == [(6, 6, "budget"), (8, 8, "budget"), (10, 10, "budget")]
+    assert (2, 5, "unknown") in known  # made room: missing still, cause unknown
+    assert {"epoch": 0, "first": 10, "last": 0, "cause": "epoch_change"} in store.gaps("gw9")
+
+
 def test_ingest_is_idempotent_and_gaps_carry_their_cause(store):
     recs = [rec(s) for s in (1, 2, 3, 7, 8, 12)]
     assert store.ingest("gw9", recs) == ([1, 2, 3, 7, 8, 12], 6, 0)
