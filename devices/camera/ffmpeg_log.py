@@ -6,7 +6,8 @@ only in its log, which it printed raw on the agent's standard error (no camera, 
 With the callback installed, FFmpeg's error-level lines (``AV_LOG_ERROR`` and worse) are counted on the reader
 thread that decoded them (``watching()``: a camera's reader opens its capture with one decoding thread, so that
 a frame's errors are logged on that thread, in the ``grab()`` that returns it) and nothing of FFmpeg's is printed;
-the camera skips the frame (``corrupt_frame``). Lines below error level (warnings, information) are dropped, as
+the camera skips the frame (``corrupt_frame``); but for the few error-level lines after which FFmpeg decodes the
+picture whole (``_NOT_DAMAGE``). Lines below error level (warnings, information) are dropped, as
 OpenCV's own setting (``AV_LOG_ERROR``) dropped them.
 
 Only the format string and the logging context's name (the codec's) are read, never the ``va_list``: nothing
@@ -43,6 +44,10 @@ _CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_
 _ITEM_NAME = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_void_p)
 _CONVERSION = re.compile(rb"%[-+ #0]*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|h|ll|l|L|z|j|t)?([diouxXeEfgGcsp%])")
 _SHOWN = 160  # characters of a message kept
+# error-level lines after which FFmpeg decodes the picture whole: not a damaged frame (h264_refs.c: a
+# reference-marking command naming a picture no longer held is skipped, the line some IP cameras' H.264 streams log
+# over and over; h2645_sei.c: a supplemental message running past its unit is dropped)
+_NOT_DAMAGE = frozenset((b"mmco: unref short failure\n", b"SEI type %d size %d truncated at %d\n"))
 
 
 class DecoderErrors:
@@ -85,7 +90,7 @@ def _text(avcl: int | None, fmt: bytes | None) -> str:
 
 
 def _on_log(avcl: int | None, level: int, fmt: bytes | None, _args: int | None) -> None:
-    if level > _AV_LOG_ERROR:
+    if level > _AV_LOG_ERROR or fmt in _NOT_DAMAGE:
         return
     try:
         errors = _by_thread.get(threading.get_ident(), _elsewhere)

@@ -7,6 +7,7 @@ ends early (damaged midway, or cut short) ended, or looped, without a word. Now 
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import http.server
 import logging
@@ -249,3 +250,23 @@ def test_without_the_callback_ffmpegs_log_is_set_quiet_and_the_reason_given(monk
     assert ffmpeg_log.os.environ["OPENCV_FFMPEG_LOGLEVEL"] == "-8"
     monkeypatch.setenv("OPENCV_FFMPEG_DEBUG", "1")  # the user asks for FFmpeg's own log: left as asked
     assert "OPENCV_FFMPEG_DEBUG set" in ffmpeg_log._install()
+
+
+def test_error_lines_after_which_ffmpeg_decodes_the_picture_whole_are_not_damage(hooked):
+    """'mmco: unref short failure' (some IP cameras' H.264 streams log it over and over, on frames FFmpeg decodes
+    whole) refused every frame of such a camera, and the frames predicted from it. Logged through the libavutil of
+    OpenCV's wheel, with its libavcodec's own format strings: those lines are not counted, a concealment is."""
+    path = ffmpeg_log._libavutil()
+    assert path is not None
+    lib = ctypes.CDLL(path)
+    whole = (b"mmco: unref short failure\n", b"SEI type %d size %d truncated at %d\n")
+    codec = next(Path(path).parent.glob("libavcodec*"), None)
+    if codec is not None:  # the lines are FFmpeg's own, word for word
+        data = codec.read_bytes()
+        assert all(fmt + b"\0" in data for fmt in whole)
+    with ffmpeg_log.watching() as errors:
+        for fmt in whole:
+            lib.av_log(None, 16, fmt, 1, 2, 3)  # AV_LOG_ERROR
+        assert errors.count == 0
+        lib.av_log(None, 16, b"error while decoding MB %d %d, bytestream %td\n", 1, 2, 3)
+    assert errors.count == 1 and errors.last == "error while decoding MB <n> <n>, bytestream <n>"
