@@ -296,6 +296,40 @@ def test_an_idle_outbox_ends_a_write_failure_only_once_there_is_room_for_what_fa
         in_thread(ob.close, 30)
 
 
+def test_an_idle_outbox_on_a_full_disk_does_not_write_its_wal_again_at_every_try(small_disk, monkeypatch):
+    """While the disk stays full, the write an idle outbox tries (as many bytes as the batch that failed) is not
+    made while the file system says it has no room for it: each try wrote the WAL's free part again before it met
+    the full disk (here ~700 KB a try; formerly 12 GB a day at the 5-s try, on a gateway's flash)."""
+    import sqlite3
+
+    import edge_agent.outbox.store as store_module
+
+    def written() -> int:  # bytes this process handed to write(2) so far
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("wchar"))
+
+    monkeypatch.setattr(store_module, "WRITE_PROBE_S", 0.05)
+    ob = Outbox(OutboxSettings(commit_interval_ms=10), small_disk / "data")
+    ob.open()
+    try:
+        ob.append("result", {"pad": "y" * 300_000})
+        ob.flush()
+        con = sqlite3.connect(ob.path)
+        con.execute("PRAGMA wal_checkpoint(FULL)").fetchall()
+        con.close()
+        ob.append("result", {"i": 1})  # the WAL written again from its start: its free part ~700 KB
+        ob.flush()
+        fill(small_disk)
+        ob.append("result", {"pad": "x" * 900_000})
+        ob.flush()
+        assert ob.write_failing
+        before = written()
+        time.sleep(0.5)  # about ten tries
+        assert written() - before < 100_000 and ob.write_failing
+    finally:
+        in_thread(ob.close, 30)
+
+
 def test_status_says_why_the_outbox_cannot_write_while_the_disk_refuses_and_no_more_once_it_writes(
     small_disk,
 ):
