@@ -1253,7 +1253,9 @@ async def _enum_properties(
 ) -> tuple[str | None, _EnumValues, str | None]:
     """The values a node's EnumValues property states, else its EnumStrings (0..n-1), with the property's
     name and NodeId: an enumeration DataType's, or a multi-state Variable's own (Part 8). (None, (None, ()),
-    None): neither."""
+    None): neither, or each null or an empty list (asyncua's MultiStateDiscreteType instance holds null).
+    ``PropertiesUnread`` for one holding something else (a single text, a list of no EnumValueType): taken as
+    no states, 7 went to a node whose EnumStrings read "Stopped,Running,Fault"."""
     props = props or Properties(node)
     for prop in ("0:EnumValues", "0:EnumStrings"):
         try:  # one the node has whose value is not given raises PropertiesUnread
@@ -1262,7 +1264,25 @@ async def _enum_properties(
             continue  # not stated (BadNoMatch)
         if (got := _states(prop[2:], v)) is not None:
             return prop[2:], got, child.nodeid.to_string()
+        if v is not None and v != []:
+            raise PropertiesUnread(
+                f"{prop}: the node has it, holding {_held_text(v)}, not a list of "
+                f"{'EnumValueType' if prop == '0:EnumValues' else 'LocalizedText'}: which states it names "
+                "cannot be told",
+                until=f"the server states its {prop[2:]} as such a list",
+            )
     return None, (None, ()), None
+
+
+def _held_text(v: Any) -> str:
+    """What a property's value holds, for a refusal: "one LocalizedText 'Stopped,Running,Fault'", "a list of
+    integer"."""
+    name = {bool: "Boolean", int: "integer", float: "Double", str: "String"}
+    if isinstance(v, list):
+        return "a list of " + ", ".join(sorted({name.get(type(x), type(x).__name__) for x in v}))
+    text = getattr(v, "Text", v)
+    shown = f" {str(text)[:60]!r}" if isinstance(text, str | int | float) else ""
+    return f"one {name.get(type(v), type(v).__name__)}{shown}"
 
 
 def _states(prop: str, v: Any) -> _EnumValues | None:

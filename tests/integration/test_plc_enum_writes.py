@@ -74,7 +74,22 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
             ua.EnumValueType(Value=v, DisplayName=ua.LocalizedText(n)) for v, n in ((10, "A"), (20, "B"))
         ]
         await grade.add_property(0, "EnumValues", ua.Variant(values, ua.VariantType.ExtensionObject))
-        return {"Mode": mode, "Grade": grade}
+        # states stated malformed (one text, a list of no EnumValueType) or not at all (an empty list)
+        odd = {}
+        for name, prop, v in (
+            (
+                "Text",
+                "EnumStrings",
+                ua.Variant(ua.LocalizedText("Stopped,Running,Fault"), ua.VariantType.LocalizedText),
+            ),
+            ("Listed", "EnumValues", ua.Variant([ua.LocalizedText("A")], ua.VariantType.LocalizedText)),
+            ("Blank", "EnumStrings", ua.Variant([], ua.VariantType.LocalizedText)),
+        ):
+            odd[name] = await obj.add_variable(
+                ua.NodeId(name, idx), name, ua.Variant(0, ua.VariantType.UInt32)
+            )
+            await odd[name].add_property(0, prop, v)
+        return {"Mode": mode, "Grade": grade, **odd}
 
     async with plc_server(build) as p:
         mode_id, grade_id = p.node_id("Mode"), p.node_id("Grade")
@@ -94,7 +109,15 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
                 OpcUaTypeMismatch, match=r"\(Int16\) whose EnumValues define the values 10, 20;"
             ):
                 await src.write(grade_id, 15)
-            assert await p.read() == {"Mode": 2, "Grade": 20}
+            # taken as no states, 7 was written to a node whose EnumStrings read "Stopped,Running,Fault"
+            for name, held in (
+                ("Text", "one LocalizedText 'Stopped,Running,Fault'"),
+                ("Listed", "a list of LocalizedText, not a list of EnumValueType"),
+            ):
+                with pytest.raises(OpcUaTypeMismatch, match=f"{name}: .*: the node has it, holding {held}"):
+                    await src.write(p.node_id(name), 1)
+            await src.write(p.node_id("Blank"), 7)  # an empty list states no states: nothing to check
+            assert await p.read() == {"Mode": 2, "Grade": 20, "Text": 0, "Listed": 0, "Blank": 7}
 
 
 async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_its_new_states():
