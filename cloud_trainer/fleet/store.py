@@ -1046,13 +1046,26 @@ class SQLStore(Store):
         whatever its value (the outbox sends only its current epoch, so an epoch not seen before is the one that
         follows). A gateway whose clock was never set takes a random epoch below any a set clock gave: before, only
         a higher epoch was taken, the old epoch's end was never a gap and the stats kept naming it. An epoch
-        already stored (``seen`` caches them for the batch) is a replay of an older outbox: it changes nothing."""
+        already stored (``seen`` caches them for the batch) is a replay of an older outbox: it changes nothing; so is
+        one an ``outbox_corrupt`` event of the agent already ended (the renewed outbox's first batch names it): the
+        late first batch of the old outbox, stored after the new one's (its ack timed out, the service still held it),
+        was taken as current for good, the live epoch shown lost after its last seq."""
         if epoch in seen or any(e == epoch for e, _kind in counts):
             return False
-        if ex(
-            self.q("SELECT 1 FROM record_counts WHERE tenant = ? AND agent = ? AND epoch = ? LIMIT 1"),
-            (tenant, agent, epoch),
-        ).fetchone():
+        args = (tenant, agent, epoch)
+        if (
+            ex(
+                self.q("SELECT 1 FROM record_counts WHERE tenant = ? AND agent = ? AND epoch = ? LIMIT 1"),
+                args,
+            ).fetchone()
+            or ex(
+                self.q(
+                    "SELECT 1 FROM gaps WHERE tenant = ? AND agent = ? AND epoch = ? AND last = 0 "
+                    "AND cause = 'outbox_corrupt' LIMIT 1"
+                ),
+                args,
+            ).fetchone()
+        ):
             seen.add(epoch)
             return False
         return True

@@ -937,3 +937,17 @@ def test_a_new_epoch_below_the_agents_current_one_ends_it_and_becomes_current(st
     assert store.ingest("gw1", [rec(10, epoch=old), rec(4, epoch=new)])[1:] == (1, 1)  # the old one a replay
     assert store.gaps("gw1") == ended
     assert (store.stats("gw1")["epoch"], store.stats("gw1")["last_seq"]) == (new, 4)
+
+
+def test_the_late_first_batch_of_an_outbox_a_renewal_ended_stays_a_replay(store):
+    """An outbox renewed while running (a corrupt file) after its first batch's ack timed out, while the service
+    still held that batch: the renewed outbox's first batch, its outbox_corrupt event naming the old epoch, stored
+    before it. The old epoch, never stored, was taken as the agent's current one for good, and the live epoch shown
+    lost after its last seq although its next records were stored."""
+    old, new = 1_796_600_000_000_000, 1_796_600_000_500_000
+    corrupt = json.dumps({"kind": "outbox_corrupt", "previous_epoch": old})
+    store.ingest("gw1", [rec(1, epoch=new, kind="event", payload=corrupt), rec(2, epoch=new)])
+    assert store.ingest("gw1", [rec(1, epoch=old), rec(2, epoch=old)])[1:] == (2, 0)  # the late one
+    store.ingest("gw1", [rec(3, epoch=new)])
+    assert (store.stats("gw1")["epoch"], store.stats("gw1")["last_seq"]) == (new, 3)
+    assert [g for g in store.gaps("gw1") if g["epoch"] == new] == []
