@@ -1378,6 +1378,14 @@ class Control:
             and all(dep["targets"][a]["status"] in ("healthy", *_NOT_OURS) for a in current)
         )
         if (assign or proven) and (withdrawn := self._withdrawn(dep)) is not None:
+            if last and dep["step_started"] is not None:
+                # the last step under way: a gateway that joined the group (or came back to it) in its wait is left
+                # on what it runs, as one joining after completion is (``_join``), no reason to halt. Before, it
+                # halted the rollout and sent the whole group back for a registry command and an enrolment
+                for a, *_ in assign:
+                    del dep["targets"][a]
+                self._advance(dep)
+                return
             # the fleet gives a withdrawn version to no one more: the step that would halts the rollout, naming the
             # withdrawal, and the agents given it go back as at any halt; a step whose agents are all healthy
             # halts at once (its wait was sat out on the withdrawn version, the rollout said running and no word

@@ -101,7 +101,8 @@ def test_a_rollout_of_a_version_withdrawn_meanwhile_gives_it_to_no_more_agents_a
 def test_a_withdrawal_in_the_last_steps_wait_sends_nobody_back(registry_control):  # noqa: F811
     """1.1.0 withdrawn while every agent runs it healthy in the last step's wait: the rollout completes as it would
     a moment later, nobody sent back (a halt there sent the whole fleet back for a registry command, where a
-    withdrawal just after completion sends nobody back); no more agents exist to give it to."""
+    withdrawal just after completion sends nobody back); no more agents exist to give it to. A gateway that joins the
+    group in that wait is left on what it runs, as one joining after completion is: it halted the rollout too."""
     c, e = registry_control
     now = [1_000_000.0]
     c.clock = c.monotonic = lambda: now[0]
@@ -115,6 +116,7 @@ def test_a_withdrawal_in_the_last_steps_wait_sends_nobody_back(registry_control)
             "slot": "vision",
             "steps": ["1", "100%"],
             "wait_s": 600,
+            "selector": {"site": "plant"},
         }
     )
     canary = next(a for a, t in c.get(dep["id"])["targets"].items() if t["status"] == "assigned")
@@ -130,12 +132,17 @@ def test_a_withdrawal_in_the_last_steps_wait_sends_nobody_back(registry_control)
     c.tick()
     d = c.get(dep["id"])
     assert d["state"] == "running", d  # its wait goes on
+    _runs(c, "gw4", e["1.0.0"])  # joins the group in the wait
+    now[0] += 60
+    c.tick()
+    assert c.get(dep["id"])["state"] == "running"
     now[0] += 700
     c.tick()
     d = c.get(dep["id"])
     assert d["state"] == "completed", d
     for agent in agents:
         assert [s["version"] for s in c.desired_state(agent)[1]] == ["1.1.0"], agent
+    assert c.desired_state("gw4")[1] == []  # not given the withdrawn version
 
 
 def test_a_step_stalled_on_a_withdrawn_version_halts_naming_the_withdrawal(registry_control):  # noqa: F811
