@@ -1371,8 +1371,8 @@ class CameraSource:
             damaged_at = [
                 0
             ]  # the last frame decoded with errors, while the frames after it are predicted from it
-            rate = cap.get(5)  # CAP_PROP_FPS (a stream may say 0, or its clock's 90000)
-            rate = rate if 1.0 <= rate <= 120.0 else DEFAULT_FILE_FPS
+            declared_fps = cap.get(5)  # CAP_PROP_FPS (a stream may say 0, or its clock's 90000)
+            rate = declared_fps if 1.0 <= declared_fps <= 120.0 else DEFAULT_FILE_FPS
             keys = [0, 0]  # the last key frame's number, and the frames from the one before to it
             shown_ms = [0.0]  # the last frame's time in the file (CAP_PROP_POS_MSEC reads 0 after the end)
 
@@ -1450,8 +1450,10 @@ class CameraSource:
                 # average: a whole 20 s Matroska file of 240 frames declared 596)
                 short = total > 0 and total - read_to > max(1.0, total * 0.05)
                 if short and shown_ms[0] > 0:
-                    declared_s, reached_s = total / rate, shown_ms[0] / 1000 + 1 / rate
-                    short = declared_s - reached_s > max(1 / rate, declared_s * 0.05)
+                    # at the rate the count was estimated at: a timelapse's 0.5 fps, not the clamped ``rate``
+                    fps = declared_fps if 0 < declared_fps < 1e6 else rate
+                    declared_s, reached_s = total / fps, shown_ms[0] / 1000 + 1 / fps
+                    short = declared_s - reached_s > max(1 / fps, declared_s * 0.05)
                 shown_ms[0] = 0.0
                 if short:
                     last = f" (FFmpeg's last error: {errors.last!r})" if errors.last else ""

@@ -29,9 +29,9 @@ from tests.integration.test_camera_source import take
 FRAMES = 12
 
 
-def _levels_video(path) -> bytes:
+def _levels_video(path, fps: float = 10) -> bytes:
     """A 32x24 MJPEG AVI of FRAMES frames, frame i grey at 20*i+10 with noise (told apart by its mean)."""
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (32, 24))
     rng = np.random.default_rng(5)
     for i in range(FRAMES):
         out.write(np.clip(rng.normal(20 * i + 10, 6, (24, 32, 3)), 0, 255).astype(np.uint8))
@@ -158,8 +158,10 @@ async def test_a_streams_frame_ffmpeg_conceals_is_skipped_too(tmp_path, caplog, 
     assert said and "frame 5 is damaged" in said[0], said
 
 
-async def test_a_file_cut_short_is_said_at_each_pass_and_the_camera_goes_on(tmp_path, caplog, hooked):
-    data = _levels_video(tmp_path / "whole.avi")
+@pytest.mark.parametrize("fps", [10, 0.5], ids=["10fps", "timelapse"])
+async def test_a_file_cut_short_is_said_at_each_pass_and_the_camera_goes_on(tmp_path, caplog, hooked, fps):
+    """At 0.5 fps too: its pass's time was measured against its count at 10 fps, and a cut timelapse was not said."""
+    data = _levels_video(tmp_path / "whole.avi", fps)
     chunks = _frame_chunks(bytes(data))
     video = tmp_path / "cut.avi"
     video.write_bytes(data[: chunks[7]])  # frames 0-6 whole, then nothing: its header declares FRAMES
