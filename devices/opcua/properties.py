@@ -92,7 +92,7 @@ class Properties:
         if self._props is not None:
             if (found := self._props.get(key)) is not None:
                 for kind, target in self._beside.get(key, ()):
-                    if target != found and await self._is_property(kind):
+                    if target != found and await self._beside_property(prop, kind, found):
                         # a second property of the name on a vendor's HasProperty subtype: the first was taken
                         self._twice.add(key)
                         return await self.get(prop)
@@ -130,9 +130,24 @@ class Properties:
         hits = list(dict.fromkeys(hits))
         return None if len(hits) > 1 else hits[0] if hits else _NONE
 
+    async def _beside_property(self, prop: str, kind: ua.NodeId | None, found: ua.NodeId) -> bool:
+        """Whether a reference of vendor type ``kind`` (or none) listing ``prop`` beside the HasProperty one to
+        ``found`` names a property too: by its supertypes, else by the translate (following subtypes) answering
+        another node too; False when neither tells (the HasProperty one is the node's, as before)."""
+        if (is_property := await self._is_property(kind)) is not None:
+            return is_property
+        # its supertypes not given: 10 states were taken from the HasProperty one where the vendor's had 3
+        try:
+            result = (await self.node.session.translate_browsepaths_to_nodeids([self._path(prop)]))[0]
+        except ua.UaError:
+            return False
+        return result.StatusCode.is_good() and any(t.TargetId != found for t in result.Targets)
+
     async def _is_property(self, kind: ua.NodeId | None) -> bool | None:
         """Whether reference type ``kind`` is HasProperty or a subtype of it, by its supertypes browsed (HasSubtype,
-        inverse) to a standard type; None when that cannot be told (not stated, not browsed to a standard one)."""
+        inverse) to a standard type; None when that cannot be told (not stated, not browsed to a standard one).
+        ``PropertiesUnread`` with the status when that Browse answers a Bad one (busy: the caller's to retry; it was
+        taken as "cannot be told", the HasProperty one beside it taken, and 7 written)."""
         if kind is None or kind.is_null():
             return None
         for _ in range(_SUPERTYPES):
@@ -142,9 +157,17 @@ class Properties:
                 results = await self.node.session.browse(
                     _browse_of(kind, ua.BrowseDirection.Inverse, _HAS_SUBTYPE)
                 )
+            except ua.UaStatusCodeError as e:
+                results = [ua.BrowseResult(StatusCode=ua.StatusCode(e.code))]
             except ua.UaError:
                 return None
-            refs = results[0].References if len(results) == 1 and results[0].StatusCode.is_good() else []
+            if len(results) == 1 and not results[0].StatusCode.is_good():
+                raise PropertiesUnread(
+                    f"the Browse of reference type {kind.to_string()}'s supertypes answered "
+                    f"{results[0].StatusCode.name}",
+                    status=results[0].StatusCode.value,
+                )
+            refs = results[0].References if len(results) == 1 else []
             # only the inverse HasSubtype names the supertype: a server ignoring the filter lists an Organizes
             # from a standard folder too, taken as the supertype (no property, and 7 written)
             refs = [r for r in refs if r.ReferenceTypeId == _HAS_SUBTYPE and not r.IsForward]
@@ -167,11 +190,15 @@ class Properties:
                 until=UNTIL_READ,
             ) from None
 
-    async def _translate(self, prop: str) -> Node:
-        """``prop`` along a HasProperty reference (or a subtype) of the node, asked of the server."""
+    def _path(self, prop: str) -> ua.BrowsePath:
         path = ua.BrowsePath()
         path.StartingNode = self.node.nodeid
         path.RelativePath = ua.RelativePath.from_string(f"<HasProperty>{prop}")  # and its subtypes
+        return path
+
+    async def _translate(self, prop: str) -> Node:
+        """``prop`` along a HasProperty reference (or a subtype) of the node, asked of the server."""
+        path = self._path(prop)
         browsed = (
             f"its Browse {self._browse_failed}"
             if self._browse_failed
