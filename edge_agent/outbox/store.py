@@ -7,7 +7,7 @@ and hands the row to a writer thread that commits in batches. A record's identit
 ``(epoch, seq)``: the epoch is fixed when an outbox file is created and changes whenever the
 outbox starts afresh (first start, a corrupt file moved aside, a wiped folder), so a fresh outbox
 numbering from 1 again is never taken for a replay at the cloud. Epoch rule: a new file takes
-``max(last epoch + 1, unix time in seconds)``; the last epoch is kept outside the database
+``max(last epoch + 1, unix time in microseconds)``; the last epoch is kept outside the database
 (``<data_dir>/outbox-epoch.json``, written before the new file is used), and the clock covers a
 wiped data folder. A file written by a v1 agent (rows but no epoch) keeps epoch 0. The highest seq handed to a
 sender is recorded in ``<data_dir>/outbox-sent`` before it leaves: a store that lost its last commits to the
@@ -160,6 +160,10 @@ UNTOLD_DAMAGED = "untold:damaged"
 # seqs dropped before any commit kept them (a failed commit, an append the writer did not take, an oversize record)
 # that ``lost()`` still knows: a caller asks within moments of its append's commit round
 LOST_SEQS_MAX = 100_000
+# a start re-queues at most this many of the seqs ``UNTOLD_DAMAGED`` keeps, the next ones once the drop event telling
+# them is committed (``Outbox._next_damaged``): a long run of unreadable seqs is one range there, and formerly a start
+# expanded every seq of it into memory (~100 MB a million seqs, more with each kill during a start's copy)
+REQUEUE_DAMAGED_MAX = 100_000
 # How long append() waits for room in the hand-over queue before it drops the record (counted as
 # write_failed): the writer never stops, so this bounds a stall, and an agent's pipeline never hangs on it.
 APPEND_WAIT_S = 5.0
@@ -246,20 +250,36 @@ def _merge_kind_ranges(ranges: list[list]) -> list[list]:
 
 
 def _less_seqs(ranges: list[list], told: list[list[int]]) -> list[list]:
-    """``ranges`` ([first, last, kind]) less the seqs of ``told`` (sorted, disjoint [first, last] ranges)."""
+    """``ranges`` ([first, last, kind], sorted by first) less the seqs of ``told`` (sorted, disjoint [first, last]
+    ranges), in one pass over both (a start subtracts the seqs its own copy queued from a kept range)."""
     out: list[list] = []
+    j = 0
     for a, b, k in ranges:
-        for c, d in told:
-            if d < a or c > b:
-                continue
+        while j < len(told) and told[j][1] < a:
+            j += 1
+        i = j
+        while i < len(told) and told[i][0] <= b and a <= b:
+            c, d = told[i]
             if c > a:
                 out.append([a, c - 1, k])
-            a = d + 1
-            if a > b:
-                break
+            a = max(a, d + 1)
+            i += 1
         if a <= b:
             out.append([a, b, k])
     return out
+
+
+def _take_seqs(ranges: list[list], n: int) -> tuple[list[tuple[int, str]], list[list]]:
+    """The first ``n`` seqs of ``ranges`` ([first, last, kind]) as (seq, kind), and the ranges left."""
+    out: list[tuple[int, str]] = []
+    for i, (a, b, k) in enumerate(ranges):
+        if len(out) >= n:
+            return out, ranges[i:]
+        c = min(b, a + n - len(out) - 1)
+        out.extend((q, k) for q in range(a, c + 1))
+        if c < b:
+            return out, [[c + 1, b, k], *ranges[i + 1 :]]
+    return out, []
 
 
 def _read_untold_damaged(db: sqlite3.Connection) -> list[list]:
@@ -865,6 +885,7 @@ class Outbox:
         self._damaged_kept = (
             False  # the store's meta may hold ``UNTOLD_DAMAGED`` ranges (a commit takes its out)
         )
+        self._damaged_left: list[list] = []  # those ranges a start has not queued yet (``_next_damaged``)
         self._copied_by_src: dict[
             str, Counter
         ] = {}  # moved-aside file -> records this process copied out of it
@@ -1342,8 +1363,8 @@ class Outbox:
             self.renewals += 1
             self.salvaged += corrupt[3].total()
         for evt in self._told:  # (committed already, by ``_tell_untold``)
-            if evt.kind is EventKind.OUTBOX_BUDGET:
-                self.on_event(evt)  # (a held store removed by the bound: ``_drop_held``)
+            if evt.kind in (EventKind.OUTBOX_BUDGET, EventKind.OUTBOX_SALVAGED):
+                self.on_event(evt)  # (a held store removed by the bound: ``_drop_held``; a copy finished)
             else:
                 self._renewed(evt, queue_it=False)
         self._told = []
@@ -2799,7 +2820,24 @@ class Outbox:
             # its outbox_corrupt event was told by an earlier start, "at least" what was copied by then: the copy done
             # now (a restart while it went on) is told as one done while running is (formerly in no event). (Not a
             # store a cut-off renewal was making, which took the marker's epoch here: nothing was told of that copy.)
-            self._tell_salvaged(todo, job["epoch"], whole)
+            # kept in outbox-untold before the marker goes, told by ``_tell_untold`` at this start: queued in memory,
+            # a kill between the marker's removal and the writer's first commit lost it for good (one kept by a start
+            # killed before the marker went is replaced, not told twice)
+            evt = self._salvaged_event(todo, job["epoch"], whole)
+            salvaged = EventKind.OUTBOX_SALVAGED.value
+            self._untold = [
+                e
+                for e in self._untold
+                if not (e.get("kind") == salvaged and e["event"].get("moved_to") == evt.data["moved_to"])
+            ]
+            self._keep_untold(
+                {
+                    "id": os.urandom(8).hex(),
+                    "kind": salvaged,
+                    "event": {"t": evt.t, **evt.data},
+                    "salvaged_by_kind": {},
+                }
+            )
         if todo and self._copy_home:
             # (formerly "the salvage ... was cut off; resumed: 300 more records copied": nothing had been copied)
             log.error(
@@ -3139,14 +3177,28 @@ class Outbox:
 
     def _requeue_damaged(self, db: sqlite3.Connection) -> None:
         """At open: the seqs a copy left out whose drop event was never committed (a kill, a close before its commit)
-        queued again for the next drop report, once (not counted again: ``dropped_total`` has them)."""
+        queued again for the drop reports, once (not counted again: ``dropped_total`` has them), REQUEUE_DAMAGED_MAX
+        at a time (``_next_damaged``; the rest stay in the meta). Formerly all at once, one entry a seq: a kept range
+        of millions of seqs took hundreds of MB at every start."""
         kept = _read_untold_damaged(db)
         self._damaged_kept = bool(kept)
-        if kept:
-            with self._lock:
-                rows = self._drops.setdefault(DAMAGED, [])
-                have = {q for q, _k in rows}
-                rows.extend((q, k) for a, b, k in kept for q in range(a, b + 1) if q not in have)
+        with self._lock:
+            # (less what this start's copy queued already: its slices kept those too)
+            self._damaged_left = _less_seqs(kept, seq_ranges(q for q, _k in self._drops.get(DAMAGED, ())))
+            self._next_damaged()
+
+    def _next_damaged(self) -> None:
+        """Under the lock: the next REQUEUE_DAMAGED_MAX seqs ``_requeue_damaged`` left, queued for the next drop
+        report once no report of damaged seqs is on its way (queued, not yet appended, not yet committed; a failed
+        commit gives its rows back to ``_drops``): one such piece in memory at a time."""
+        if (
+            not self._damaged_left
+            or self._drops.get(DAMAGED)
+            or any(DAMAGED in rows for _e, rows in list(self._report_ids.values()))
+            or any(DAMAGED in rows for rows in list(self._report_seqs.values()))
+        ):
+            return
+        self._drops[DAMAGED], self._damaged_left = _take_seqs(self._damaged_left, REQUEUE_DAMAGED_MAX)
 
     def _number_after(
         self, src: Path, db: sqlite3.Connection, last_seq: int, con: sqlite3.Connection | None = None
@@ -3338,7 +3390,8 @@ class Outbox:
         for e in self._untold:
             if "told:" + e["id"] in meta:
                 continue
-            budget = e.get("kind") == EventKind.OUTBOX_BUDGET.value  # (a held store the bound removed)
+            # (a held store the bound removed; a copy a later start finished: ``_resume_salvage``)
+            budget = e.get("kind") in (EventKind.OUTBOX_BUDGET.value, EventKind.OUTBOX_SALVAGED.value)
             if (
                 self.owner is not None
                 and e.get("tenant") not in (None, self.owner[0])
@@ -3352,7 +3405,7 @@ class Outbox:
                     self.dir,
                     e.get("kind") if budget else "outbox_corrupt",
                     _who(str(e["tenant"])),
-                    e.get("held") if budget else e["event"].get("moved_to"),
+                    e.get("held") or e["event"].get("moved_to"),
                     _who(self.owner[0]),
                 )
                 continue
@@ -3366,7 +3419,9 @@ class Outbox:
             if budget:
                 try:
                     evt = Event(
-                        EventKind.OUTBOX_BUDGET,
+                        EventKind.OUTBOX_SALVAGED
+                        if e["kind"] == EventKind.OUTBOX_SALVAGED.value
+                        else EventKind.OUTBOX_BUDGET,
                         t=float(ev.get("t") or time.time()),
                         **{k: v for k, v in ev.items() if k not in ("t", "kind")},
                     )
@@ -4208,14 +4263,14 @@ class Outbox:
         if left and len(left) != len(jobs):  # a file done: the marker no longer names it
             self._write_salvaging(self._marker(self.epoch, left))
 
-    def _tell_salvaged(self, jobs: list[dict], epoch: int, whole: Counter) -> None:
+    def _salvaged_event(self, jobs: list[dict], epoch: int, whole: Counter) -> Event:
         """A copy its outbox_corrupt event told as "at least" (a time limit cut it) is done, while running or at a
-        later start: its whole count (``whole``, what its slices recorded) in an outbox_salvaged event, queued as the
-        drop reports are; the copied store's own epoch read from its meta (the marker keeps it only until told)."""
+        later start: its whole count (``whole``, what its slices recorded) in an outbox_salvaged event; the copied
+        store's own epoch read from its meta (the marker keeps it only until told)."""
         previous = None
         with contextlib.suppress(sqlite3.Error, OSError, IndexError):
             previous = self._store_epoch(Path(jobs[0]["src"]))
-        evt = Event(
+        return Event(
             EventKind.OUTBOX_SALVAGED,
             moved_to=str(jobs[0]["src"]) if jobs else None,
             epoch=epoch,
@@ -4223,6 +4278,10 @@ class Outbox:
             salvaged=whole.total(),
             salvaged_by_kind=dict(whole),
         )
+
+    def _tell_salvaged(self, jobs: list[dict], epoch: int, whole: Counter) -> None:
+        """That event of a copy done while running, queued as the drop reports are."""
+        evt = self._salvaged_event(jobs, epoch, whole)
         with self._lock:
             self._notices.append(evt)
         self.on_event(evt)
@@ -4506,6 +4565,7 @@ class Outbox:
         """One drop event per cause every DROP_EVENT_S at most: merged, the ranges stay few (samples dropped
         first and results after them join up), and drop events do not crowd out what they report on."""
         with self._lock:
+            self._next_damaged()
             if not self._drops or (not force and time.monotonic() - self._drops_reported_at < DROP_EVENT_S):
                 return
             if self._failing and (self._opened or not force):

@@ -16,7 +16,7 @@ from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
 from tests.integration.test_outbox_held_counts import filled
 from tests.integration.test_outbox_store_faults import SlowClock, wait_for
-from tests.support.outbox_kills import damage_index
+from tests.support.outbox_kills import damage_index, killed_child
 
 SETTINGS = OutboxSettings(commit_interval_ms=10, retention={})
 
@@ -119,10 +119,9 @@ def test_a_copy_at_start_cut_before_it_read_the_damaged_store_numbers_on_after_t
         ob.close()
 
 
-def test_a_cut_copy_done_at_a_later_start_tells_its_whole_count(tmp_path, monkeypatch):
-    """A copy cut by the start's time limit goes on while the agent runs; the agent stops before it is done and the
-    next start finishes it. Formerly that start told nothing: the cloud's last word was the first start's
-    outbox_corrupt event, "at least" 0 salvaged (an outbox_salvaged event came only for a copy done while running)."""
+def copy_cut_and_stopped(tmp_path: Path, monkeypatch) -> Path:
+    """A data folder whose damaged store of 1,000 records a start's time limit cut the copy of; the agent stopped
+    while the copy went on (its marker left for the next start)."""
     data = tmp_path / "data"
     filled(data, 1000, owner=None).close()
     damage_index(data / "outbox" / "outbox.db")
@@ -135,6 +134,14 @@ def test_a_cut_copy_done_at_a_later_start_tells_its_whole_count(tmp_path, monkey
     wait_for(lambda: ob.salvaged > 0, what="the copy going on while running")
     ob.close()
     assert (data / "outbox-salvaging").exists()  # stopped before it was done
+    return data
+
+
+def test_a_cut_copy_done_at_a_later_start_tells_its_whole_count(tmp_path, monkeypatch):
+    """A copy cut by the start's time limit goes on while the agent runs; the agent stops before it is done and the
+    next start finishes it. Formerly that start told nothing: the cloud's last word was the first start's
+    outbox_corrupt event, "at least" 0 salvaged (an outbox_salvaged event came only for a copy done while running)."""
+    data = copy_cut_and_stopped(tmp_path, monkeypatch)
     monkeypatch.setattr(store, "SALVAGE_S", 30.0)
     ob = Outbox(SETTINGS, data)
     ob.open()
@@ -147,3 +154,30 @@ def test_a_cut_copy_done_at_a_later_start_tells_its_whole_count(tmp_path, monkey
         assert salvaged["epoch"] == ob.epoch and salvaged["previous_epoch"] == corrupt["previous_epoch"]
     finally:
         ob.close()
+
+
+def test_a_cut_copy_done_at_a_later_start_killed_before_its_first_commit_is_told_at_the_next(
+    tmp_path, monkeypatch
+):
+    """The start that finished a cut copy is killed right after (its marker removed, the writer's first commit not
+    made): the outbox_salvaged event is told at the next start still. Formerly it was only queued in memory, the
+    marker gone: told by no start, the cloud's last word the first start's "at least" count."""
+    data = copy_cut_and_stopped(tmp_path, monkeypatch)
+    killed_child(FINISHED_THEN_KILLED, data)
+    assert not (data / "outbox-salvaging").exists()  # (the copy finished)
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    try:
+        ob.flush()
+        events = [json.loads(r.payload) for r in ob.pending(5000, 10**9) if r.kind == "event"]
+        assert [e["kind"] for e in events] == ["outbox_corrupt", "outbox_salvaged"]
+        assert events[1]["salvaged_by_kind"] == {"result": 1000}
+    finally:
+        ob.close()
+
+
+# the child: the start that finishes the copy, killed once it is done (before the writer's first commit)
+FINISHED_THEN_KILLED = """
+cut_after(store.Outbox, "_resume_salvage")
+store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1]).open()
+"""
