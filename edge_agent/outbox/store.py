@@ -4565,7 +4565,8 @@ class Outbox:
         """One drop event per cause every DROP_EVENT_S at most: merged, the ranges stay few (samples dropped
         first and results after them join up), and drop events do not crowd out what they report on."""
         with self._lock:
-            self._next_damaged()
+            if self._opened:  # (at close a new piece could not be committed: the next start tells it)
+                self._next_damaged()
             if not self._drops or (not force and time.monotonic() - self._drops_reported_at < DROP_EVENT_S):
                 return
             if self._failing and (self._opened or not force):

@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from edge_agent.outbox.settings import OutboxSettings
-from edge_agent.outbox.store import Outbox
+from edge_agent.outbox.store import REQUEUE_DAMAGED_MAX, Outbox
 from protocols.events import EventKind
 from tests.integration.test_outbox_store_faults import wait_for
 from tests.support.outbox_kills import damage_index, killed_child
@@ -251,6 +252,57 @@ def test_seqs_a_copy_at_start_left_out_are_told_after_a_kill_before_their_event(
         assert [r.seq for r in again.pending(10_000, 10**9) if b'"outbox_damaged"' in r.payload] == [at]
     finally:
         again.close()
+
+
+def test_a_kept_run_of_a_million_damaged_seqs_is_told_in_pieces_and_bounds_the_memory_of_a_start(tmp_path):
+    """The seqs a copy left out are kept as ranges until told (``untold:damaged``); a long run of unreadable seqs is
+    one range, and kills during the copy at start make it longer. A start queues them REQUEUE_DAMAGED_MAX at a time,
+    the next piece once the event telling the one before is committed: every seq told once, the rest kept until told.
+    Formerly a start expanded every kept seq into memory at once (~100 MB a million seqs, at every start)."""
+    data = tmp_path / "data"
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    ob.close()
+    run = 1_000_000
+    con = sqlite3.connect(ob.path)
+    with con:  # as a start killed after its copy's slices left it: the store numbered past the run
+        con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_seq', ?)", (run,))
+        con.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('untold:damaged', ?)",
+            (json.dumps([[1, run, "damaged"]]),),
+        )
+    con.close()
+    ob = Outbox(SETTINGS, data)
+    tracemalloc.start()
+    try:
+        ob.open()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    try:
+        assert peak < 30 << 20, f"{peak >> 20} MB at open"
+        for _ in range(run // REQUEUE_DAMAGED_MAX + 1):
+            ob.flush()
+        told = [
+            e
+            for e in (json.loads(r.payload) for r in ob.pending(10_000, 10**9) if r.kind == "event")
+            if e["kind"] == "outbox_damaged"
+        ]
+        assert len(told) == run // REQUEUE_DAMAGED_MAX and all(
+            e["dropped"] <= REQUEUE_DAMAGED_MAX for e in told
+        )
+        ranges = sorted(r for e in told for r in e["ranges"])
+        assert ranges == [[q, q + REQUEUE_DAMAGED_MAX - 1] for q in range(1, run, REQUEUE_DAMAGED_MAX)], (
+            ranges[:3]
+        )
+        assert sum(e["dropped"] for e in told) == run
+    finally:
+        ob.close()
+    con = sqlite3.connect(ob.path)
+    try:  # all told: nothing kept for the next start to tell again
+        assert con.execute("SELECT value FROM meta WHERE key = 'untold:damaged'").fetchone() is None
+    finally:
+        con.close()
 
 
 @pytest.mark.parametrize("corrupt", [True, False], ids=["corrupt", "sound"])
