@@ -5923,6 +5923,8 @@ class OpcUaSource:
         except (ua.UaError, TypeError, ValueError):
             return False
         got = _states(nt.enum_own or "", v)
+        if got is None and v is not None and v != []:
+            return True  # now holding no list (one text): read again, refused naming it (2 was written)
         if got is None or got == (nt.enum, nt.enum_names):
             return False
         log.info(

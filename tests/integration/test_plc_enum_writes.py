@@ -195,6 +195,15 @@ async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_i
                     await src.write(step_id, 2)  # before: written, judged by the states read at connect
                 await src.write(step_id, 1)
                 assert await step.read_value() == 1
+                # a download leaving one text: judged by the states read before, 0 and 1 were still written
+                await strings["Step"].write_value(
+                    ua.Variant(ua.LocalizedText("Load,Press"), ua.VariantType.LocalizedText)
+                )
+                with pytest.raises(
+                    OpcUaTypeMismatch, match=r"EnumStrings: the node has it, holding one Local"
+                ):
+                    await src.write(step_id, 0)
+                assert await step.read_value() == 1
                 assert src.notices.counts.get("target_semantics_changed") == 2, src.notices.counts
                 assert (
                     f"write target {mode_id}: the server flagged"
