@@ -368,7 +368,9 @@ def test_rows_whose_kind_was_garbled_in_a_sound_store_are_not_handed_to_the_upli
         # record behind it was ever sent (nor the alarms before it: they go in the same batch)
         recs = ob.pending(10_000, 10**9)
         assert [r.seq for r in recs] == [q for q in range(1, 301) if q not in GARBLED]
-        assert ob.dropped == {"corrupt:damaged": 3} and ob.stats()["by_kind"] == {"result": 297}
+        assert ob.dropped == {"corrupt:damaged": 3}
+        # (the writer may have committed the event telling them already: its commit interval runs meanwhile)
+        assert {k: n for k, n in ob.stats()["by_kind"].items() if k != "event"} == {"result": 297}
         # told with their seqs, as the outbox's other drops are: formerly untold, the cloud showed their gap as
         # unknown ("possibly still on its way") for good
         (told,) = [e.data for e in events if e.kind is EventKind.OUTBOX_DAMAGED]
