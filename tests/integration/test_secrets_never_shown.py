@@ -657,9 +657,8 @@ async def test_the_outboxs_own_events_reach_the_cloud_without_a_gateway_variable
     )
     (corrupt,) = [e for e in events if e["kind"] == "outbox_corrupt"]
     assert str(data) not in json.dumps(corrupt) and corrupt["moved_to"].startswith("<$GW_DATA>/"), corrupt
-    assert corrupt["epoch"] > corrupt["previous_epoch"], (
-        corrupt
-    )  # (max(previous + 1, the clock in microseconds))
+    # (max(previous + 1, the clock in microseconds))
+    assert corrupt["epoch"] > corrupt["previous_epoch"], corrupt
 
 
 async def test_an_event_this_agent_hid_as_it_recorded_it_reaches_the_cloud_as_it_was_stored(
