@@ -110,7 +110,7 @@ def _validate(args) -> int:
 
         errors = asyncio.run(_online_errors(cfg, args.config))
         for line in errors:
-            print(_shown(line), file=sys.stderr)  # names the server gave may hold control characters
+            print(escaped(line), file=sys.stderr)  # names the server gave may hold control characters
         if errors:
             print(
                 f"{len(errors)} error(s) in {args.config} (checked against the live servers)", file=sys.stderr
@@ -557,13 +557,15 @@ def _tags(args) -> int:
         st = src.stats
         print(
             f"{name} ({src.settings.type}): received {st.received}, errors {st.errors}"
-            + (f", last error: {_shown(st.last_error)}" if st.last_error else "")
+            + (f", last error: {escaped(st.last_error)}" if st.last_error else "")
         )
         if name in frames:
             f = frames[name]
             print(f"  frames {f.image.shape if hasattr(f, 'image') else '?'} (seq {f.seq})")
         # tag names (browse names) and texts come from the device: control characters shown escaped
-        rows = [{**r, "tag": _shown(str(r["tag"])), "value": _cell(r["value"], r["type"])} for r in out[name]]
+        rows = [
+            {**r, "tag": escaped(str(r["tag"])), "value": _cell(r["value"], r["type"])} for r in out[name]
+        ]
         if rows:
             w = max(len(r["tag"]) for r in rows)
             for r in rows:
@@ -579,25 +581,10 @@ def _cell(value: object, typ: str) -> str:
     """A tag's value in the table: a number, or an array's summary, whole; text cut at 40 characters with `…`. It
     was cut so silently, a number too: 10**45 was shown as 10**39, an Int64 array's last item without its last
     digit (``[100000 values, last 922337203685477580``)."""
-    text = _shown(str(value))
+    text = escaped(str(value))
     if len(text) <= 40 or typ in ("int", "float") or typ.startswith("array<"):
         return text
     return text[:39] + "…"
-
-
-def _shown(text: str) -> str:
-    """``text`` safe for a terminal: control and format characters (ESC, CR, LF, BEL, bidi overrides)
-    as ``\\x1b``-style escapes; letters of any script stay as they are."""
-    import unicodedata
-
-    if text.isprintable():
-        return text
-    return "".join(
-        c
-        if c == " " or not unicodedata.category(c).startswith(("C", "Z"))
-        else c.encode("unicode_escape").decode("ascii")
-        for c in text
-    )
 
 
 def _browse(args) -> int:
@@ -633,10 +620,10 @@ def _browse(args) -> int:
     try:
         rows = asyncio.run(browse_server(settings, args.node, args.depth, skipped))
     except OpcUaError as exc:
-        print(f"edge-agent browse: {_shown(str(exc))}", file=sys.stderr)
+        print(f"edge-agent browse: {escaped(str(exc))}", file=sys.stderr)
         return 1
     for why in skipped[:20]:
-        print(f"edge-agent browse: left out, cannot be read: {_shown(why)}", file=sys.stderr)
+        print(f"edge-agent browse: left out, cannot be read: {escaped(why)}", file=sys.stderr)
     if len(skipped) > 20:
         print(f"edge-agent browse: ... and {len(skipped) - 20} more left out", file=sys.stderr)
     if args.json:
@@ -644,7 +631,7 @@ def _browse(args) -> int:
         return 0
     # names come from the server: a control character (an escape sequence, a carriage return) would
     # drive the terminal or forge lines, so each is shown escaped
-    rows = [{**r, "node_id": _shown(r["node_id"]), "path": _shown(r["path"])} for r in rows]
+    rows = [{**r, "node_id": escaped(r["node_id"]), "path": escaped(r["path"])} for r in rows]
     if not rows:
         print(
             f"no variables under {args.node or 'Objects'} (depth {args.depth}); try --depth or another NODE"
