@@ -2658,9 +2658,16 @@ class MqttSource:
             )
         ts = int(time.time() * 1000)
         member = self.sparkplug.template_member(group, edge_node, device, metric)
-        m = sp.Metric(member[1] if member else metric, None, dt, _sparkplug_value(dt, value, where))
-        for name, ref in reversed(member[0] if member else ()):
-            m = sp.Metric(name, None, sp.DataType.TEMPLATE, sp.Template([m], ref=ref))
+        chain = member[0] if member else ()
+        # the alias of the metric its births gave one (a Template instance's own), beside its name: Sparkplug 3.0
+        # commands an aliased metric by its alias, and a node that looks commands up so found none by name alone,
+        # or took the alias left out as 0, another metric's; nodes that look up by name still find the name
+        alias = self.sparkplug.alias(group, edge_node, device, chain[0][0] if chain else metric)
+        leaf = member[1] if member else metric
+        m = sp.Metric(leaf, None if chain else alias, dt, _sparkplug_value(dt, value, where))
+        for i in range(len(chain) - 1, -1, -1):
+            name, ref = chain[i]
+            m = sp.Metric(name, alias if i == 0 else None, sp.DataType.TEMPLATE, sp.Template([m], ref=ref))
         payload = sp.Payload(ts, None, [m])
         kind = sp.MessageType.DCMD if device else sp.MessageType.NCMD
         return await self.publish(sp.topic(group, kind, edge_node, device), sp.encode(payload), qos=0)

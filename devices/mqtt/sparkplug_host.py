@@ -2108,6 +2108,18 @@ class SparkplugHost:
         dt = n.types.get((device, metric)) if n else None
         return 0 if dt == _UNKNOWN else dt  # Unknown stated: 0, as the node sent it
 
+    def alias(self, group: str, edge_node: str, device: str | None, metric: str) -> int | None:
+        """The alias the node's (or device's) births gave ``metric`` (a Template instance's own name, not a
+        member's), for a command to carry (Sparkplug 3.0 commands an aliased metric by its alias); None when they
+        gave it none, or gave its alias to two metrics. A scan of the device's aliases (the node's, for its own
+        metrics): commands are few."""
+        n = self._nodes.get((group, edge_node))
+        if n is None:
+            return None
+        want = (device, metric)
+        pool = n.owned.get(device, ((), ()))[1] if device else n.aliases
+        return next((a for a in pool if n.aliases.get(a) == want and a not in n.clashes), None)
+
     def template_member(
         self, group: str, edge_node: str, device: str | None, metric: str
     ) -> tuple[tuple[tuple[str, str | None], ...], str] | None:

@@ -824,3 +824,59 @@ async def test_two_points_a_nodes_births_name_as_one_tag_are_neither_read_into_i
     assert "(metric 'M1/Speed' and member 'Speed' of Template 'M1')" in refused[0], refused
     assert "(the node's metric 'd1/level' and metric 'level' of device 'd1')" in refused[2], refused
     assert cmds == [("spBv1.0/g/NCMD/n1", "rate", D.DOUBLE, 3.0)], cmds
+
+
+async def test_a_command_carries_the_alias_the_births_gave_its_metric_beside_its_name(mosquitto):
+    """Sparkplug 3.0 has a host command an aliased metric by its alias (tck-id-payloads-alias-data-cmd-requirement):
+    a node that looks its commands up by alias found none in a command by name alone, or (reading an alias not
+    sent as 0) took it for the metric of alias 0 and set that one. The alias goes on the metric the birth gave it
+    (a Template instance's, not its member's); the name stays beside it for nodes that look up by name; a metric
+    without an alias, or one whose alias its births gave two metrics, is sent by name alone."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    try:
+        nb = sp._pb().Payload()
+        nb.timestamp, nb.seq = int(time.time() * 1000), 0
+        pb_metric(nb, "bdSeq", datatype=D.INT64, long_value=0)
+        pb_metric(nb, "zero", alias=0, datatype=D.INT32, int_value=0)
+        pb_metric(nb, "speed", alias=7, datatype=D.INT32, int_value=5)
+        pb_metric(nb, "plain", datatype=D.INT32, int_value=1)
+        pb_metric(nb, "a", alias=4, datatype=D.INT32, int_value=1)
+        pb_metric(nb, "b", alias=4, datatype=D.INT32, int_value=2)  # one alias for two: neither has it
+        m = pb_metric(nb, "M1", alias=9, datatype=D.TEMPLATE)
+        m.template_value.template_ref = "Motor"
+        pb_metric(m.template_value, "Speed", datatype=D.FLOAT, float_value=1.0)
+        node.publish("spBv1.0/g/NBIRTH/n1", nb.SerializeToString())
+        db = sp._pb().Payload()
+        db.timestamp, db.seq = int(time.time() * 1000), 1
+        pb_metric(db, "level", alias=3, datatype=D.FLOAT, float_value=0.5)
+        node.publish("spBv1.0/g/DBIRTH/n1/d1", db.SerializeToString())
+        await _births(src, 2)
+        await src.command("g", "n1", None, "speed", 1)
+        await src.command("g", "n1", "d1", "level", 2)
+        await src.command("g", "n1", None, "M1/Speed", 3)
+        await src.command("g", "n1", None, "plain", 4)
+        await src.command("g", "n1", None, "a", 5)
+        await src.command("g", "n1", None, "zero", 6)
+        cmds = await node.wait_cmds(7)  # and the rebirth the clash of alias 4 asks
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+
+    def alias(pb) -> int | None:
+        return pb.alias if pb.HasField("alias") else None
+
+    sent = [
+        (m.name, alias(m), [(x.name, alias(x)) for x in m.template_value.metrics])
+        for m in (pb.metrics[0] for _, _, pb in cmds)
+        if m.name != "Node Control/Rebirth"
+    ]
+    assert sent == [
+        ("speed", 7, []),
+        ("level", 3, []),
+        ("M1", 9, [("Speed", None)]),
+        ("plain", None, []),
+        ("a", None, []),
+        ("zero", 0, []),
+    ], sent
