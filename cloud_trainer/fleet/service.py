@@ -72,6 +72,7 @@ from cloud_trainer.fleet.store import (
     AgentRowsLocked,
     Store,
     TenantQuotaExceeded,
+    TooManyEpochs,
     meta_problem,
     open_store,
     record_problem,
@@ -168,6 +169,9 @@ KEEPALIVE_TIMEOUT_S = 20.0
 # next call connects again, unseen): one whose calls were all refused (a caller past its concurrent_calls) held
 # ~80 KB of the service's memory for good
 CONNECTION_IDLE_S = 60.0
+# IngestStats of one agent answers its newest gaps, at most this many (~300 KB; an agent's 20,000 epochs made
+# 40,000, and past ~4 MB the admin CLI's default receive limit failed the call)
+INGEST_STATS_GAPS = 10_000
 # a report's run id (``boot_id``): what the stores key an agent's runs by, as given (an agent draws 32 hex digits)
 RUN_ID_CHARS = 64
 RUN_ID = re.compile(rf"[\x20-\x7e]{{1,{RUN_ID_CHARS}}}")
@@ -1092,6 +1096,10 @@ class FleetServicer(rpc.FleetServicer):
             self._give_unstored(agent, records, newly, payloads, samples, day)  # not stored: not spent
             self.quotas.refused(agent, "tenant_day", str(exc))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except TooManyEpochs as exc:  # the agent opened EPOCHS_PER_WINDOW epochs within the window
+            self._give_unstored(agent, records, newly, payloads, samples, day)
+            self.quotas.refused(agent, "epochs", str(exc))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except AgentRowsLocked as exc:  # another transaction holds the agent's rows (PostgreSQL)
             self._give_unstored(agent, records, newly, payloads, samples, day)
             self.quotas.refused(agent, "store_locked", str(exc), per_tenant=True)
@@ -1135,6 +1143,8 @@ class FleetServicer(rpc.FleetServicer):
             self.quotas.refused(agent, "tenant_day", str(exc))
         elif isinstance(exc, AgentRowsLocked):
             self.quotas.refused(agent, "store_locked", str(exc), per_tenant=True)
+        elif isinstance(exc, TooManyEpochs):
+            self.quotas.refused(agent, "epochs", str(exc))
         elif isinstance(exc, Exception) and not isinstance(exc, ValueError):
             self._store_failed("batches", exc)
         self._give_unstored(agent, records, newly, payloads, samples, day)
@@ -1475,7 +1485,7 @@ class AdminServicer(rpc.AdminServicer):
             records=st["records"],
             samples=st["samples"],
             duplicates=st["duplicates"],
-            gaps=[pb.Gap(**g) for g in gaps],
+            gaps=[pb.Gap(**g) for g in gaps[-INGEST_STATS_GAPS:]],  # the newest
             dropped=dropped,
         )
 

@@ -127,11 +127,29 @@ QUOTA_FIELDS = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day",
 # per agent, epoch and kind: how many records are stored and their lowest and highest seq, kept by ``ingest`` in
 # the batch's transaction, so that stats and gaps (the console's agents, every few seconds) need not read every
 # record row; filled from the records once, when the table is created (an older file or database)
-RECORD_COUNTS = """CREATE TABLE IF NOT EXISTS record_counts (tenant TEXT NOT NULL, agent TEXT NOT NULL,
+# The record kinds agents send (``Record.kind`` in protocols/fleet.proto; the agent's outbox holds no other). A record
+# of any other kind is stored as sent (its row keeps its kind) and counted under OTHER_KIND, a kind no agent sends:
+# one gateway sending 100,000 kinds of its own made 100,000 bookkeeping rows that every console refresh of its
+# tenant's agents listed (6.9 MB, 6.1 s). Counted, not refused: a newer agent's new kind at an older service is
+# kept, not dropped by the agent as a refused record.
+RECORD_KINDS = ("event", "alarm", "result", "telemetry", "sample")
+OTHER_KIND = "other"
+_COUNTED_KIND = (
+    f"CASE WHEN kind IN ({', '.join(repr(k) for k in RECORD_KINDS)}) THEN kind ELSE '{OTHER_KIND}' END"
+)
+
+
+def counted_kind(kind: str) -> str:
+    """The kind a record is counted under in ``record_counts`` (stats' ``by_kind``): its own, or ``OTHER_KIND``."""
+    return kind if kind in RECORD_KINDS else OTHER_KIND
+
+
+RECORD_COUNTS = f"""CREATE TABLE IF NOT EXISTS record_counts (tenant TEXT NOT NULL, agent TEXT NOT NULL,
   epoch BIGINT NOT NULL, kind TEXT NOT NULL, records BIGINT NOT NULL, first_seq BIGINT NOT NULL,
   last_seq BIGINT NOT NULL, PRIMARY KEY (tenant, agent, epoch, kind));
 INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq)
-  SELECT tenant, agent, epoch, kind, COUNT(*), MIN(seq), MAX(seq) FROM records GROUP BY tenant, agent, epoch, kind;
+  SELECT tenant, agent, epoch, {_COUNTED_KIND}, COUNT(*), MIN(seq), MAX(seq) FROM records
+  GROUP BY tenant, agent, epoch, {_COUNTED_KIND};
 """
 # v1 files: records and samples keyed by (agent, seq); their rows become epoch 0 of tenant ''
 MIGRATIONS = [
@@ -231,6 +249,16 @@ LOSS_CUT_LOG_S = 60.0  # a cut account is logged at most this often (naming the 
 # the write transaction, 14-MB events of 7 million values from one agent held every tenant's writes (another tenant's
 # one-record batch: median 1.4 s, against 0.06 s beside 14-MB events that are not read)
 LOSS_EVENT_MAX_CHARS = 256 * 1024
+# An agent opens a new epoch only when its outbox starts afresh (a corrupt file, a new disk): each one is an epoch's
+# end (a ``gaps`` row) and its own ``record_counts`` rows, read by every gap list. 20,000 epochs of one record each
+# (one batch, 1.6 s to push) made 40,000 rows and an IngestStats of 40,000 gaps. So an agent may open at most
+# EPOCHS_PER_WINDOW new epochs within EPOCH_WINDOW_S (counted by the epochs' ends the store wrote then: an
+# ``epoch_change``, or an ``outbox_corrupt`` event naming an epoch): a batch opening one more is refused
+# (``TooManyEpochs``, RESOURCE_EXHAUSTED: the agent keeps it and sends it again later), an ``outbox_corrupt`` event
+# naming one more epoch is stored without ending it. A rate, not a lifetime bound: a gateway whose disk fails
+# now and then is never shut out for good.
+EPOCHS_PER_WINDOW = 24
+EPOCH_WINDOW_S = 86400.0
 # what a record costs a write besides its payload (its key, columns, index entries), for INGEST_CHUNK_BYTES
 INGEST_RECORD_BYTES = 256
 
@@ -452,6 +480,11 @@ class Reports(list):
 
 class TenantQuotaExceeded(Exception):
     """A tenant's quota (set by the platform operator) would be passed; nothing of the request was stored."""
+
+
+class TooManyEpochs(Exception):
+    """The agent opened ``EPOCHS_PER_WINDOW`` epochs within ``EPOCH_WINDOW_S``: its batch opening another is refused
+    (nothing of that range stored); the service answers RESOURCE_EXHAUSTED and counts it."""
 
 
 class AgentRowsLocked(Exception):
@@ -928,6 +961,14 @@ class SQLStore(Store):
                         epoch != known_epoch and self._new_epoch(ex, tenant, agent, epoch, counts, seen)
                     ):
                         if known_epoch is not None:
+                            if (n := self._epochs_ended(ex, tenant, agent, now)) >= EPOCHS_PER_WINDOW:
+                                raise TooManyEpochs(
+                                    f"agent {agent} (tenant {tenant}): {n} epochs opened within "
+                                    f"{EPOCH_WINDOW_S / 3600:g} h, at most {EPOCHS_PER_WINDOW} (an epoch is an outbox "
+                                    f"started afresh); the batch opening epoch {epoch} is refused, nothing of it "
+                                    "stored: send it again later (an outbox restarting that often is a failing "
+                                    "disk, or no gateway of ours; docs/quotas.md)"
+                                )
                             self._end_epoch(ex, tenant, agent, known_epoch, "epoch_change", now)
                         known_epoch = epoch
                         ex(
@@ -944,7 +985,7 @@ class SQLStore(Store):
                     if cur.rowcount:
                         stored += 1
                         new_idx.append(i)
-                        c = counts.setdefault((epoch, r["kind"]), [0, r["seq"], r["seq"]])
+                        c = counts.setdefault((epoch, counted_kind(r["kind"])), [0, r["seq"], r["seq"]])
                         c[0], c[1], c[2] = c[0] + 1, min(c[1], r["seq"]), max(c[2], r["seq"])
                         sample_bytes += int(r.get("sample_bytes") or 0)
                         payload_bytes += _payload_bytes(r)
@@ -1069,6 +1110,17 @@ class SQLStore(Store):
             seen.add(epoch)
             return False
         return True
+
+    def _epochs_ended(self, ex, tenant: str, agent: str, now: float) -> int:
+        """How many of the agent's epochs the store ended within ``EPOCH_WINDOW_S`` before ``now`` (the epochs it
+        opened then: each new one ends the one before). A range of the agent's own ``gaps`` rows (at most
+        ``LOSS_ROWS_PER_AGENT`` and its epochs' ends), read only when a batch opens an epoch."""
+        return int(
+            ex(
+                self.q("SELECT COUNT(*) FROM gaps WHERE tenant = ? AND agent = ? AND last = 0 AND t > ?"),
+                (tenant, agent, now - EPOCH_WINDOW_S),
+            ).fetchone()[0]
+        )
 
     def _lock_agent(self, ex, tenant: str, agent: str) -> int | None:
         """Create and lock the agent's ``ingest`` row for the batch's transaction (``FOR_UPDATE``); its epoch."""
@@ -1300,8 +1352,28 @@ class SQLStore(Store):
         # record itself is stored), never an error that would make the agent send the record again forever
         kind = evt.get("kind") if isinstance(evt, dict) else None
         if kind == EventKind.OUTBOX_CORRUPT and (prev := _int64(evt.get("previous_epoch"))) is not None:
-            if prev != epoch:
+            if prev == epoch:
+                return
+            # an epoch's end already written (the new epoch's ``epoch_change``) takes its cause; a new one only
+            # within the agent's epochs of the window (any previous_epoch would otherwise be a row)
+            if (
+                ex(
+                    self.q(
+                        "SELECT 1 FROM gaps WHERE tenant = ? AND agent = ? AND epoch = ? AND last = 0 LIMIT 1"
+                    ),
+                    (tenant, agent, prev),
+                ).fetchone()
+                or self._epochs_ended(ex, tenant, agent, now) < EPOCHS_PER_WINDOW
+            ):
                 self._end_epoch(ex, tenant, agent, prev, "outbox_corrupt", now, replace=True)
+            else:
+                _loss_cut(
+                    tenant,
+                    agent,
+                    0,
+                    f"an outbox_corrupt event naming epoch {prev} did not end it: {EPOCHS_PER_WINDOW} epochs "
+                    f"ended within {EPOCH_WINDOW_S / 3600:g} h",
+                )
         elif kind in DROP_CAUSES and (e := _int64(evt.get("epoch", epoch))) is not None:
             ranges = evt.get("ranges")
             if not isinstance(ranges, list) or not ranges:

@@ -16,6 +16,7 @@ import time
 
 import grpc
 
+from cloud_trainer.fleet import service as service_module
 from cloud_trainer.fleet import store as store_module
 from cloud_trainer.fleet import stream as fleet_stream
 from cloud_trainer.fleet.store import SQLiteStore
@@ -366,3 +367,36 @@ def test_reports_that_failed_to_be_written_wait_for_the_next_flush(tmp_path):
         assert [a["labels"] for a in store.agents(tenant="beta")] == [{"v": f"3.{n}"}]
     assert hub.pending == {} and hub.refused == 1
     store.close()
+
+
+def _epoch_batch(epoch: int, *seqs: int, kind: str = "result") -> pb.RecordBatch:
+    return pb.RecordBatch(
+        records=[pb.Record(seq=s, epoch=epoch, kind=kind, t=time.time(), payload=b"{}") for s in seqs]
+    )
+
+
+async def test_an_agent_opening_epochs_past_the_rate_is_refused_and_counted(cloud, monkeypatch):
+    """20,000 epochs of one record each (one batch) made 40,000 bookkeeping rows and an IngestStats of 40,000 gaps:
+    an agent opens at most ``EPOCHS_PER_WINDOW`` epochs a day (lowered here); the batch opening one more is
+    RESOURCE_EXHAUSTED (its agent sends it again later), counted as its ``epochs`` refusal."""
+    monkeypatch.setattr(store_module, "EPOCHS_PER_WINDOW", 2)
+    srv, ch, _, _ = cloud
+    gw = rpc.FleetStub(ch("acme", "gw-a"))
+    for e in (11, 12):  # the fixture's push opened the agent's first epoch: two more
+        acks = [a async for a in gw.PushRecords(iter([_epoch_batch(e, 1, 2)]), timeout=20)]
+        assert acks[0].stored == 2
+    code, details = await _code(gw.PushRecords(iter([_epoch_batch(13, 1, 2)]), timeout=20).read())
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
+    assert "2 epochs opened within 24 h, at most 2" in details and "epoch 13 is refused" in details
+    assert srv.quotas.refusals[("acme", "gw-a", "epochs")] == 1
+    assert srv.store.stats("gw-a", tenant="acme")["epoch"] == 12
+    # its current epoch goes on; another tenant's agent opens its own
+    acks = [a async for a in gw.PushRecords(iter([_epoch_batch(12, 3)]), timeout=20)]
+    assert acks[0].stored == 1
+    beta = rpc.FleetStub(ch("beta", "gw-b"))
+    acks = [a async for a in beta.PushRecords(iter([_epoch_batch(21, 1)]), timeout=20)]
+    assert acks[0].stored == 1
+    # IngestStats answers the agent's newest gaps, at most INGEST_STATS_GAPS (lowered here): epoch 11's end
+    monkeypatch.setattr(service_module, "INGEST_STATS_GAPS", 1)
+    st = await admin(ch, "acme", "bob").IngestStats(pb.IngestStatsRequest(agent="gw-a"), timeout=10)
+    assert [(g.epoch, g.first, g.last, g.cause) for g in st.gaps] == [(11, 3, 0, "epoch_change")]

@@ -1,0 +1,82 @@
+# ruff: noqa: F811  (the store fixture imported from test_fleet_store is a parameter here)
+"""What one agent can make the shared store keep for it, on both stores (SQLite, PostgreSQL): its bookkeeping rows
+do not grow with kinds it makes up (a kind no agent sends is counted as ``other``), and the epochs it may open are a
+rate (``EPOCHS_PER_WINDOW`` within ``EPOCH_WINDOW_S``): a batch opening one more is refused, nothing of it stored,
+and an ``outbox_corrupt`` event naming one more epoch ends none."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cloud_trainer.fleet import store as store_module
+from cloud_trainer.fleet.store import TooManyEpochs
+from tests.contract.test_fleet_store import postgres_server, postgres_url, rec, store  # noqa: F401  (fixtures)
+
+
+def _rows(store, table: str, agent: str) -> int:
+    with store._tx(write=False) as ex:
+        return int(
+            ex(
+                store.q(f"SELECT COUNT(*) FROM {table} WHERE tenant = ? AND agent = ?"), ("default", agent)
+            ).fetchone()[0]
+        )
+
+
+def test_kinds_no_agent_sends_are_counted_as_other_and_keep_their_own_kind(store):
+    """1,000 kinds of its own: one bookkeeping row, not 1,000 (100,000 made the tenant's agents view 6.9 MB)."""
+    made_up = [rec(s, kind=f"k{s}") for s in range(1, 1001)]
+    store.ingest("gwk", [*made_up, rec(1001, kind="event"), rec(1002)])
+    st = store.stats("gwk")
+    assert st["by_kind"] == {"other": 1000, "event": 1, "result": 1}
+    assert st["records"] == 1002 and st["last_seq"] == 1002
+    assert _rows(store, "record_counts", "gwk") == 3
+    assert store.records("gwk", kind="k7")[0]["seq"] == 7  # stored as sent
+    assert store.gaps("gwk") == []
+
+
+def test_an_agent_opens_a_bounded_number_of_epochs_per_window(store, monkeypatch):
+    monkeypatch.setattr(store_module, "EPOCHS_PER_WINDOW", 3)
+    store.ingest("gwe", [rec(1, epoch=1)])  # the first epoch ends nothing
+    for e in (2, 3, 4):
+        store.ingest("gwe", [rec(1, epoch=e)])
+    with pytest.raises(
+        TooManyEpochs, match=r"gwe .*3 epochs opened within 24 h, at most 3.*epoch 5 is refused"
+    ):
+        store.ingest("gwe", [rec(1, epoch=5), rec(2, epoch=5)])
+    # nothing of the refused batch: no record, no epoch end, epoch 4 still current
+    assert store.stats("gwe")["epoch"] == 4 and store.stats("gwe")["records"] == 4
+    assert [g["epoch"] for g in store.gaps("gwe")] == [1, 2, 3]
+    store.ingest("gwe", [rec(2, epoch=4), rec(1, epoch=2)])  # the current epoch and a replay of an older one
+    assert store.stats("gwe")["records"] == 5
+    # an outbox_corrupt event naming epochs never seen ends none past the bound (each was a row)
+    for prev in (100, 101, 102):
+        store.ingest(
+            "gwe",
+            [
+                rec(
+                    prev - 97,
+                    epoch=4,
+                    kind="event",
+                    payload=json.dumps({"kind": "outbox_corrupt", "previous_epoch": prev}),
+                )
+            ],
+        )
+    assert [g["epoch"] for g in store.gaps("gwe")] == [1, 2, 3]
+    # the window passed (the ends' times moved back a day): the agent opens epochs again
+    with store._tx() as ex:
+        ex(store.q("UPDATE gaps SET t = t - ? WHERE agent = 'gwe'"), (store_module.EPOCH_WINDOW_S,))
+    store.ingest("gwe", [rec(1, epoch=5)])
+    assert store.stats("gwe")["epoch"] == 5
+    assert {"epoch": 4, "first": 6, "last": 0, "cause": "epoch_change"} in store.gaps("gwe")
+
+
+def test_an_outbox_corrupt_event_still_names_the_cause_of_the_epoch_its_batch_ended(store, monkeypatch):
+    """At the bound, the renewed outbox's own event gives the previous epoch's end (written by its batch) its
+    cause: no new row."""
+    monkeypatch.setattr(store_module, "EPOCHS_PER_WINDOW", 1)
+    store.ingest("gwc", [rec(1, epoch=1), rec(2, epoch=1)])
+    corrupt = json.dumps({"kind": "outbox_corrupt", "previous_epoch": 1})
+    store.ingest("gwc", [rec(1, epoch=2, kind="event", payload=corrupt)])
+    assert store.gaps("gwc") == [{"epoch": 1, "first": 3, "last": 0, "cause": "outbox_corrupt"}]
