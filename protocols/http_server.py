@@ -42,6 +42,12 @@ of its key if it is at most ``wait_s`` old; only a request with nothing to share
 ``wait_s``, then ``AnswerBusy``: answer 503). What is kept is bounded (``max_keys`` answers,
 ``max_bytes`` in all; the least recently computed go first), whatever keys clients make up. Every answer
 is computed on one thread of its own (one memory arena's peak, not one per request thread).
+A server that answers for several parties (the fleet console: tenants) gives each answer its ``group``: answers of
+one group are computed one at a time and rest after each as above, those of different groups on ``workers``
+threads at once, so one tenant's costly answer (an agent with a thousand epochs) neither waits behind another's
+nor makes another's wait: with one thread for all, one tenant's 6-s answer and its rest made every other tenant's
+console answer 503. A group then spends at most ``cpu_share`` of a core, and at most ``workers`` answers are
+computed at once; a request that finds no thread free within ``wait_s`` is ``AnswerBusy``.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, TypeVar
 
@@ -355,9 +362,12 @@ class BoundedHandler(BaseHTTPRequestHandler):
 
 
 def _serve_jobs(jobs: queue.SimpleQueue) -> None:
-    """The computing thread of an ``Answers``: runs each (compute, future) put, until None."""
+    """A computing thread of an ``Answers``: runs each (compute, future) put, until None; a job whose request gave
+    up waiting for a thread (its future cancelled) is skipped."""
     while (job := jobs.get()) is not None:
         compute, done = job
+        if not done.set_running_or_notify_cancel():
+            continue
         try:
             done.set_result(compute())
         except BaseException as exc:  # handed to the request that waits, raised there
@@ -395,8 +405,18 @@ class _Kept(Generic[T]):
         self.size = len(value) if isinstance(value, bytes | bytearray) else sys.getsizeof(value)
 
 
+class _Group:
+    """The answers of one group (``Answers.get``'s ``group``): one computed at a time, then its rest."""
+
+    __slots__ = ("lock", "free_at")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.free_at = 0.0  # the rest after the group's last computation ends here
+
+
 class Answers(Generic[T]):
-    """Answers computed one at a time, with a rest after each, and shared by key (see the module text)."""
+    """Answers computed one at a time per group, with a rest after each, and shared by key (see the module text)."""
 
     def __init__(
         self,
@@ -406,14 +426,26 @@ class Answers(Generic[T]):
         wait_s: float = 5.0,
         max_keys: int = 64,
         max_bytes: int = 32 * 1024 * 1024,
+        workers: int = 1,
+        max_groups: int = 1024,
     ) -> None:
         if not 0 < cpu_share <= 1:
             raise ValueError(f"cpu_share {cpu_share}: expected a share of one core in (0, 1]")
+        if workers < 1:
+            raise ValueError(f"workers {workers}: expected at least 1 computing thread")
         self.min_age_s, self.wait_s, self.max_keys, self.max_bytes = min_age_s, wait_s, max_keys, max_bytes
+        self.workers, self.max_groups = workers, max_groups
         self.kept_bytes = 0  # the size of the answers kept (bytes answers; others count by sys.getsizeof)
         self._rest_factor = 1 / cpu_share - 1
-        self._compute = threading.Lock()  # one computation at a time
-        self._jobs: queue.SimpleQueue | None = None  # ... on one thread (see _run)
+        self._default = (
+            _Group()
+        )  # group None: every answer of a single-group server (the agent's status page)
+        self._compute = self._default.lock  # one computation at a time (of the group)
+        self._groups: OrderedDict[Any, _Group] = OrderedDict()  # the others, least recently used first
+        self._groups_lock = threading.Lock()
+        self._jobs: queue.SimpleQueue | None = None  # ... on ``workers`` threads (see _run)
+        self._in_jobs = 0  # jobs put and not ended (given up or done)
+        self._threads = 0  # computing threads started (on demand, up to ``workers``)
         self._kept_lock = threading.Lock()
         self._kept: OrderedDict[Any, _Kept[T]] = OrderedDict()
         self._free_at = 0.0  # the rest after the last computation ends here
@@ -431,36 +463,79 @@ class Answers(Generic[T]):
             self.shared += 1
         return kept.value
 
-    def _run(self, compute: Callable[[], T]) -> T:
-        """``compute()`` on the one thread that computes (under ``_compute``: never more than one waits there).
-        Costly answers allocate large buffers (a 1080p frame's heat map: ~40 MB of arrays for a PNG); glibc
-        gives each thread that allocates its own arena, which keeps its peak, so rendering on each request's
-        own thread (a new one per connection) grew the agent's memory by ~200 MB under a client asking for heat
-        maps in a loop (``bench/status_hostile_bench.py``); on one thread it is one arena's peak. A daemon
-        thread, as the request threads are: a computation stuck at exit does not hold the process."""
-        if self._jobs is None:
-            self._jobs = queue.SimpleQueue()
-            threading.Thread(target=_serve_jobs, args=(self._jobs,), name="http-answers", daemon=True).start()
+    def _group(self, group: Any) -> _Group:
+        """The state of ``group`` (made on first use). At most ``max_groups`` are kept: past it, the least recently
+        used ones that are neither computing nor resting are forgotten (whatever groups clients make up)."""
+        if group is None:
+            return self._default
+        with self._groups_lock:
+            g = self._groups.get(group)
+            if g is None:
+                g = self._groups[group] = _Group()
+                if len(self._groups) > self.max_groups:
+                    now = time.monotonic()
+                    for k in [k for k, v in self._groups.items() if not v.lock.locked() and v.free_at <= now]:
+                        if len(self._groups) <= self.max_groups:
+                            break
+                        del self._groups[k]
+            self._groups.move_to_end(group)
+            return g
+
+    def _run(self, compute: Callable[[], T], wait_s: float) -> T:
+        """``compute()`` on one of the ``workers`` threads that compute (never more than one job of a group waits
+        for them: its lock). Costly answers allocate large buffers (a 1080p frame's heat map: ~40 MB of arrays for a
+        PNG); glibc gives each thread that allocates its own arena, which keeps its peak, so rendering on each
+        request's own thread (a new one per connection) grew the agent's memory by ~200 MB under a client asking
+        for heat maps in a loop (``bench/status_hostile_bench.py``); on a few threads it is a few arenas' peaks.
+        Daemon threads, as the request threads are: a computation stuck at exit does not hold the process. A job
+        that no thread took within ``wait_s`` (every thread computing other groups' answers) is ``AnswerBusy``."""
         done: Future[T] = Future()
-        self._jobs.put((compute, done))
-        return done.result()
+        with self._kept_lock:
+            if self._jobs is None:
+                self._jobs, self._threads = queue.SimpleQueue(), 0
+            # a thread is free: the job starts at once (one group: always); one is started for it when none is
+            free = self._in_jobs < self.workers
+            start = self._in_jobs >= self._threads and self._threads < self.workers
+            self._in_jobs += 1
+            self._threads += start
+            jobs = self._jobs
+        if start:
+            threading.Thread(target=_serve_jobs, args=(jobs,), name="http-answers", daemon=True).start()
+        try:
+            jobs.put((compute, done))
+            try:
+                return done.result(timeout=None if free else max(wait_s, 0.0))
+            except FutureTimeout:
+                if done.cancel():  # not taken by a thread yet: never will be
+                    with self._kept_lock:
+                        self.busy += 1
+                    raise AnswerBusy(f"no thread free to compute within {self.wait_s:g} s") from None
+                return done.result()  # under way: its result (its group's lock bounds what waits so)
+        finally:
+            with self._kept_lock:
+                self._in_jobs -= 1
 
     def close(self) -> None:
-        """Ends the computing thread (after the computation under way, if any); ``get`` starts it again."""
-        jobs, self._jobs = self._jobs, None
+        """Ends the computing threads (after the computations under way, if any); ``get`` starts them again."""
+        with self._kept_lock:
+            jobs, self._jobs, threads = self._jobs, None, self._threads
         if jobs is not None:
-            jobs.put(None)
+            for _ in range(threads):
+                jobs.put(None)
 
-    def get(self, key: Any, compute: Callable[[], T]) -> T:
+    def get(self, key: Any, compute: Callable[[], T], group: Any = None) -> T:
         """The answer for ``key``: a kept one if it is fresh enough, else ``compute()`` (whose exceptions
         propagate and are not kept). Raises ``AnswerBusy`` when there is nothing to share and no turn
-        to compute came within ``wait_s``."""
+        to compute came within ``wait_s``. ``group`` (a tenant): answers of one group are computed one at a time
+        and rest after each, those of different groups on ``workers`` threads, so that one group's costly answer
+        neither waits behind nor makes wait another group's (give each key one group)."""
         kept = self._get_kept(key)
         now = time.monotonic()
         if kept is not None and now - kept.at < kept.keep:
             return self._share(kept)
         usable = kept if kept is not None and now - kept.at <= self.wait_s else None
-        if not self._compute.acquire(timeout=0 if usable is not None else self.wait_s):
+        g = self._group(group)
+        if not g.lock.acquire(timeout=0 if usable is not None else self.wait_s):
             if usable is not None:  # another answer is being computed: this one's last is recent enough
                 return self._share(usable)
             with self._kept_lock:
@@ -470,7 +545,7 @@ class Answers(Generic[T]):
             latest = self._get_kept(key)
             if latest is not None and latest is not kept and time.monotonic() - latest.at < latest.keep:
                 return self._share(latest)  # computed by the request this one waited behind
-            rest = self._free_at - time.monotonic()
+            rest = g.free_at - time.monotonic()
             if rest > 0:
                 if usable is not None:
                     return self._share(usable)
@@ -481,10 +556,10 @@ class Answers(Generic[T]):
                 time.sleep(rest)
             t0 = time.monotonic()
             try:
-                value = self._run(compute)
+                value = self._run(compute, self.wait_s - (t0 - now))
             finally:
                 t1 = time.monotonic()
-                self._free_at = t1 + (t1 - t0) * self._rest_factor
+                g.free_at = t1 + (t1 - t0) * self._rest_factor
                 self.computed += 1
                 self.compute_s += t1 - t0
             with self._kept_lock:
@@ -498,4 +573,4 @@ class Answers(Generic[T]):
                     self.kept_bytes -= self._kept.popitem(last=False)[1].size
             return value
         finally:
-            self._compute.release()
+            g.lock.release()

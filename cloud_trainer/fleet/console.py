@@ -27,10 +27,13 @@ percent-decoded once and then checked (no '/', NUL, '..' or leading '.'): nothin
 spelling, and a refusal never names a server path. A file goes out in 64-KB pieces, never read whole into
 memory (a version folder holds the package itself).
 
-The ``/api`` answers read the store that every tenant's agents write to (one lock for SQLite): they are
-computed one at a time, with a rest of 4x their cost after each (``protocols.http_server.Answers``), and
-shared by tenant and URL for at least ``ANSWER_MIN_AGE_S``, so a script polling them in a loop holds the
-store at most a fifth of the time; a request with nothing to share waits at most 5 s, then ``503``.
+The ``/api`` answers read the store that every tenant's agents write to (one lock for SQLite): a tenant's are
+computed one at a time, with a rest of 4x their cost after each (``protocols.http_server.Answers``, the tenant
+its group), at most ``ANSWER_WORKERS`` tenants' at once, and shared by tenant and URL for at least
+``ANSWER_MIN_AGE_S``, so a script polling them in a loop holds the store at most a fifth of the time per tenant,
+and one tenant's costly answer never makes another tenant's wait (with one computation at a time for all, one
+agent's 6-s agents view made every tenant's console answer 503); a request with nothing to share waits at most
+5 s, then ``503``.
 
 Host names: a request is answered only under an IP address, ``localhost``, this machine's name, the bound host
 or a name given in ``allowed_hosts`` (``cloud-trainer serve --console-allowed-host``, for a reverse proxy that
@@ -82,7 +85,11 @@ FILE_PIECE_BYTES = 64 * 1024  # a registry file goes out in pieces of this size,
 BLOB_WHOLE_BYTES = 1024 * 1024
 BLOB_PIECE_BYTES = 1024 * 1024
 ANSWER_MIN_AGE_S = 1.0  # /api answers are shared for at least this long (the page polls every 3 s)
-CPU_SHARE = 0.2  # of one core (and of the store's time), at most, spent computing /api answers
+CPU_SHARE = 0.2  # of one core (and of the store's time), at most, spent computing one tenant's /api answers
+ANSWER_WORKERS = 2  # tenants' /api answers computed at once, at most (one at a time per tenant)
+# /api/agents: an agent's newest gaps listed, at most (the rest counted in ``gaps_left_out``): 40,000 gaps of one
+# agent's 20,000 epochs made its tenant's agents view megabytes, polled every 3 s
+GAPS_SHOWN = 1000
 
 
 # sent with every sample blob and registry file: whatever a (compromised) gateway uploaded, opened on its own it
@@ -212,7 +219,9 @@ class Console:
         self._reading: dict[tuple[str, str], Future[None]] = {}  # views being read (``views``)
         self._reads: queue.SimpleQueue | None = None  # for the reader threads, started on the first read
         names = known_host_names(host, allowed_hosts)
-        self.answers: Answers[bytes] = Answers(min_age_s=ANSWER_MIN_AGE_S, cpu_share=CPU_SHARE, wait_s=5.0)
+        self.answers: Answers[bytes] = Answers(
+            min_age_s=ANSWER_MIN_AGE_S, cpu_share=CPU_SHARE, wait_s=5.0, workers=ANSWER_WORKERS
+        )
         outer = self
 
         class Handler(BoundedHandler):
@@ -389,7 +398,9 @@ class Console:
             def _json(self, tenant: str, compute: Callable[[], Any]) -> None:
                 """The JSON of ``compute()``, shared by the requests for the same tenant and URL (``Answers``)."""
                 body = outer.answers.get(
-                    (tenant, self.path), lambda: json_codec.dumps(compute(), default=str).encode()
+                    (tenant, self.path),
+                    lambda: json_codec.dumps(compute(), default=str).encode(),
+                    group=tenant,
                 )
                 self._send(200, "application/json", body)
 
@@ -474,11 +485,21 @@ class Console:
             done.set_result(None)
 
     def agents(self, tenant: str = "default") -> list[dict]:
+        """The tenant's agents with their ingest counts and gaps: the newest ``GAPS_SHOWN`` of an agent's gaps, and
+        how many older ones were left out (``gaps_left_out``)."""
         st = self.srv.store
-        return [
-            {**a, "ingest": st.stats(a["id"], tenant=tenant), "gaps": st.gaps(a["id"], tenant=tenant)}
-            for a in st.agents(tenant=tenant)
-        ]
+        out = []
+        for a in st.agents(tenant=tenant):
+            gaps = st.gaps(a["id"], tenant=tenant)
+            out.append(
+                {
+                    **a,
+                    "ingest": st.stats(a["id"], tenant=tenant),
+                    "gaps": gaps[-GAPS_SHOWN:],
+                    "gaps_left_out": max(0, len(gaps) - GAPS_SHOWN),
+                }
+            )
+        return out
 
     def events(self, tenant: str, **query: Any) -> dict:
         """A page of the tenant's events, newest first: ``{"events", "next", "limit"}`` (``next``: ``before`` for the
