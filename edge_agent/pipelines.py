@@ -502,6 +502,20 @@ class Windower:
                 sorted(self.tags_seen)[:20],
             )
 
+    def _scalar_gone(self, tag: str) -> bool:
+        """Forget the scalar input ``tag`` feeds (and the model's, where it feeds both); whether it had a value."""
+        if tag in self.also:
+            self.scalars.pop(self.also[tag][0], None)
+        return self.scalars.pop(self.inputs[tag], None) is not None
+
+    def _without(self, tag: str) -> str:
+        """What the windows do while the scalar input ``tag`` feeds has no value."""
+        if tag in self.model_inputs:
+            return "windows wait"
+        if self.inputs[tag] == STATE_INPUT:
+            return "windows have no process state: UNSURE, NG only when over every learned state's threshold"
+        return "windows are judged without it (the baseline's own estimate)"
+
     def add(self, r: Reading) -> Window | None:
         """The newest window ``r`` completes, or None: for callers that take at most one window per
         reading. A reading longer than the hop completes several; ``add_all`` returns every one."""
@@ -521,11 +535,9 @@ class Windower:
                     self.scalars[name] = float(r.value) * factor
             elif r.quality is not Quality.GOOD:
                 self.not_good[r.tag] = r.quality.value
-                if r.tag in self.also:
-                    self.scalars.pop(self.also[r.tag][0], None)
                 # its last good value is no longer the machine's: a model input's windows wait for a good
                 # one, the baseline's speed or temperature goes without (speed tracked from the spectrum)
-                if self.scalars.pop(self.inputs[r.tag], None) is not None:
+                if self._scalar_gone(r.tag):
                     self.notices.note(
                         "scalar_not_good",
                         "pipeline %s: scalar tag %r of source %s reads %s; %s until it reads GOOD again",
@@ -533,22 +545,22 @@ class Windower:
                         r.tag,
                         self.source,
                         r.quality.value,
-                        "windows wait"
-                        if r.tag in self.model_inputs
-                        else "windows have no process state: UNSURE, NG only when over every learned state's "
-                        "threshold"
-                        if self.inputs[r.tag] == STATE_INPUT
-                        else "windows are judged without it (the baseline's own estimate)",
+                        self._without(r.tag),
                     )
             else:
+                # a GOOD value that is no number (a JSON device's "---" or "ERR" on a sensor fault, a node a
+                # download retyped to text): its last number is no longer the machine's either (it rode on with
+                # every window, the model judging the machine at a speed it may no longer run at)
+                self._scalar_gone(r.tag)
                 self.notices.note(
                     "scalar_not_a_number",
-                    "pipeline %s: scalar tag %r of source %s holds %s, not a "
-                    "number; it is ignored; map a numeric tag in window.scalars",
+                    "pipeline %s: scalar tag %r of source %s holds %s, not a number; %s until it holds one "
+                    "again; map a numeric tag in window.scalars",
                     self.pipeline,
                     r.tag,
                     self.source,
                     _held(r.value),
+                    self._without(r.tag),
                 )
             return NO_WINDOWS
         if r.tag != self.s.waveform:
