@@ -301,11 +301,15 @@ def _read_untold_damaged(db: sqlite3.Connection) -> list[list]:
     ]
 
 
+def _untold_damaged_value(ranges: list[list]) -> str:
+    return json.dumps(ranges[:MAX_RANGES], separators=(",", ":"))
+
+
 def _write_untold_damaged(db: sqlite3.Connection, ranges: list[list]) -> None:
     if ranges:
         db.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            (UNTOLD_DAMAGED, json.dumps(ranges[:MAX_RANGES], separators=(",", ":"))),
+            (UNTOLD_DAMAGED, _untold_damaged_value(ranges)),
         )
     else:
         db.execute("DELETE FROM meta WHERE key = ?", (UNTOLD_DAMAGED,))
@@ -1336,6 +1340,8 @@ class Outbox:
         self.dropped_total = Counter(
             {k[len("dropped:") :]: v for k, v in meta.items() if k.startswith("dropped:")}
         )
+        if "write_probe" in meta:  # an idle write's zeros a kill left (up to WRITE_PROBE_MAX): given back
+            db.execute("DELETE FROM meta WHERE key = 'write_probe'")
         if (
             db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2
         ):  # a file from before INCREMENTAL: convert once
@@ -2823,21 +2829,7 @@ class Outbox:
             # kept in outbox-untold before the marker goes, told by ``_tell_untold`` at this start: queued in memory,
             # a kill between the marker's removal and the writer's first commit lost it for good (one kept by a start
             # killed before the marker went is replaced, not told twice)
-            evt = self._salvaged_event(todo, job["epoch"], whole)
-            salvaged = EventKind.OUTBOX_SALVAGED.value
-            self._untold = [
-                e
-                for e in self._untold
-                if not (e.get("kind") == salvaged and e["event"].get("moved_to") == evt.data["moved_to"])
-            ]
-            self._keep_untold(
-                {
-                    "id": os.urandom(8).hex(),
-                    "kind": salvaged,
-                    "event": {"t": evt.t, **evt.data},
-                    "salvaged_by_kind": {},
-                }
-            )
+            self._keep_salvaged(self._salvaged_event(todo, job["epoch"], whole))
         if todo and self._copy_home:
             # (formerly "the salvage ... was cut off; resumed: 300 more records copied": nothing had been copied)
             log.error(
@@ -3181,11 +3173,35 @@ class Outbox:
         at a time (``_next_damaged``; the rest stay in the meta). Formerly all at once, one entry a seq: a kept range
         of millions of seqs took hundreds of MB at every start."""
         kept = _read_untold_damaged(db)
+        # a copy leaves out only seqs the store numbered past already: a range past its last seq (a key garbled or
+        # edited by hand: [[1, 10**15, "damaged"]]) was told 100,000 seqs every DROP_EVENT_S for ever
+        past = [r for r in kept if r[1] > self._seq]
+        if past:
+            kept = [[a, min(b, self._seq), k] for a, b, k in kept if a <= self._seq]
+            log.warning(
+                "outbox %s: the damaged seqs kept untold name seqs past the store's last seq %d (%s): not told",
+                self.dir,
+                self._seq,
+                ", ".join(f"{max(a, self._seq + 1)}-{b}" for a, b, _k in past[:5])
+                + (", ..." if len(past) > 5 else ""),
+            )
+            _write_untold_damaged(db, kept)
         self._damaged_kept = bool(kept)
         with self._lock:
             # (less what this start's copy queued already: its slices kept those too)
             self._damaged_left = _less_seqs(kept, seq_ranges(q for q, _k in self._drops.get(DAMAGED, ())))
             self._next_damaged()
+
+    def _untold_damaged(self) -> list[list]:
+        """The damaged seqs a report has not told yet, as ``UNTOLD_DAMAGED`` keeps them: those a start has not queued
+        (``_damaged_left``), the piece queued for the next report and those of reports not committed yet."""
+        with self._lock:
+            rows = list(self._drops.get(DAMAGED, ()))
+            rows += [r for _e, got in list(self._report_ids.values()) for r in got.get(DAMAGED, ())]
+            rows += [r for got in list(self._report_seqs.values()) for r in got.get(DAMAGED, ())]
+            left = list(self._damaged_left)
+        # (a report both made and queued is in both: each seq once)
+        return _merge_kind_ranges(left + [[q, q, k] for q, k in dict(rows).items()])
 
     def _next_damaged(self) -> None:
         """Under the lock: the next REQUEUE_DAMAGED_MAX seqs ``_requeue_damaged`` left, queued for the next drop
@@ -3650,7 +3666,15 @@ class Outbox:
                 db = self._connect()
                 db.executescript(SCHEMA)
                 self._write_epoch_file(epoch)
-                db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+                # with the epoch (one statement: one transaction), the damaged seqs not told yet (a kept run told in
+                # pieces), kept in the new store as they were in the old one (which the copy does not read for them):
+                # formerly in memory only, a kill lost them
+                untold = self._untold_damaged()
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('epoch', ?)" + (", (?, ?)" if untold else ""),
+                    (epoch, UNTOLD_DAMAGED, _untold_damaged_value(untold)) if untold else (epoch,),
+                )
+                self._damaged_kept = self._damaged_kept or bool(untold)
                 db.execute(
                     "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
                     "value = MAX(value, excluded.value)",
@@ -4245,6 +4269,10 @@ class Outbox:
             whole: Counter = Counter()
             for j in jobs:
                 whole += _copied(meta, Path(j["src"]))
+            # kept in outbox-untold before the marker goes, its commit taking it out: formerly queued in memory
+            # only, a kill between the marker's removal and that commit lost it for good
+            evt = self._salvaged_event(jobs, self.epoch, whole)
+            kept = self._keep_salvaged(evt)
             self._write_salvaging(None)
             self._copy_due = False
             log.warning(
@@ -4254,7 +4282,10 @@ class Outbox:
                 whole.total(),
                 got.total(),
             )
-            self._tell_salvaged(jobs, self.epoch, whole)
+            with self._lock:  # queued as the drop reports are; its commit carries ``meta told:<id>``
+                self._told_ids[id(evt)] = (evt, kept)
+                self._notices.append(evt)
+            self.on_event(evt)
         elif self._copy_failed:
             self._copy_failures += 1
             self._copy_next = time.monotonic() + RENEW_RETRY_S
@@ -4279,12 +4310,22 @@ class Outbox:
             salvaged_by_kind=dict(whole),
         )
 
-    def _tell_salvaged(self, jobs: list[dict], epoch: int, whole: Counter) -> None:
-        """That event of a copy done while running, queued as the drop reports are."""
-        evt = self._salvaged_event(jobs, epoch, whole)
-        with self._lock:
-            self._notices.append(evt)
-        self.on_event(evt)
+    def _keep_salvaged(self, evt: Event) -> str:
+        """That event kept in ``outbox-untold`` (told by ``_tell_untold`` at the next start unless a commit carried
+        it) before the copy's marker goes; one kept for the same store before (a start or a round killed before the
+        marker went) is replaced, not told twice. Its id."""
+        salvaged = EventKind.OUTBOX_SALVAGED.value
+        with self._untold_lock:
+            self._untold = [
+                e
+                for e in self._untold
+                if not (e.get("kind") == salvaged and e["event"].get("moved_to") == evt.data["moved_to"])
+            ]
+            uid = os.urandom(8).hex()
+            self._keep_untold(
+                {"id": uid, "kind": salvaged, "event": {"t": evt.t, **evt.data}, "salvaged_by_kind": {}}
+            )
+        return uid
 
     def _watch_clock(self) -> None:
         """A wall clock that steps forward (NTP setting a gateway without a battery-backed clock, after days

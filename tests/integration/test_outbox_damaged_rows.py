@@ -254,24 +254,39 @@ def test_seqs_a_copy_at_start_left_out_are_told_after_a_kill_before_their_event(
         again.close()
 
 
+def keeping(data: Path, last_seq: int, kept: list) -> Path:
+    """A fresh outbox of ``data`` as a start killed after its copy's slices left it: numbered past ``last_seq``, the
+    seqs ``kept`` (``[[first, last, kind], ...]``) in its ``untold:damaged`` key. Its store's path."""
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    ob.close()
+    con = sqlite3.connect(ob.path)
+    with con:
+        con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_seq', ?)", (last_seq,))
+        con.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('untold:damaged', ?)", (json.dumps(kept),)
+        )
+    con.close()
+    return ob.path
+
+
+def assert_all_told(path: Path) -> None:
+    """Nothing kept in the store for the next start to tell again."""
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("SELECT value FROM meta WHERE key = 'untold:damaged'").fetchone() is None
+    finally:
+        con.close()
+
+
 def test_a_kept_run_of_a_million_damaged_seqs_is_told_in_pieces_and_bounds_the_memory_of_a_start(tmp_path):
     """The seqs a copy left out are kept as ranges until told (``untold:damaged``); a long run of unreadable seqs is
     one range, and kills during the copy at start make it longer. A start queues them REQUEUE_DAMAGED_MAX at a time,
     the next piece once the event telling the one before is committed: every seq told once, the rest kept until told.
     Formerly a start expanded every kept seq into memory at once (~100 MB a million seqs, at every start)."""
     data = tmp_path / "data"
-    ob = Outbox(SETTINGS, data)
-    ob.open()
-    ob.close()
     run = 1_000_000
-    con = sqlite3.connect(ob.path)
-    with con:  # as a start killed after its copy's slices left it: the store numbered past the run
-        con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_seq', ?)", (run,))
-        con.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('untold:damaged', ?)",
-            (json.dumps([[1, run, "damaged"]]),),
-        )
-    con.close()
+    keeping(data, run, [[1, run, "damaged"]])
     ob = Outbox(SETTINGS, data)
     tracemalloc.start()
     try:
@@ -298,11 +313,62 @@ def test_a_kept_run_of_a_million_damaged_seqs_is_told_in_pieces_and_bounds_the_m
         assert sum(e["dropped"] for e in told) == run
     finally:
         ob.close()
-    con = sqlite3.connect(ob.path)
-    try:  # all told: nothing kept for the next start to tell again
-        assert con.execute("SELECT value FROM meta WHERE key = 'untold:damaged'").fetchone() is None
+    assert_all_told(ob.path)
+
+
+KILLED_AFTER_A_RENEWAL_BETWEEN_PIECES = """
+store.REQUEUE_DAMAGED_MAX = 10
+ob = store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1])
+ob.open()
+ob.flush()  # the first piece told, its event committed
+os.replace(ob.path, ob.path.with_name("moved.db"))  # the file replaced under the agent: the store renewed
+t0 = time.monotonic()
+while ob.renewals < 1 and time.monotonic() - t0 < 30:
+    time.sleep(0.02)
+ob.flush()  # the second piece told in the new epoch
+power_cut()
+"""
+
+
+def test_a_kept_run_told_in_pieces_is_told_whole_after_a_renewal_and_a_kill(tmp_path):
+    """A renewal while a kept run of damaged seqs is told in pieces, then a kill -9: the pieces not told yet were kept
+    in the old store's key only (and in memory), the renewed store had none, so the next start told nothing of them:
+    counted, told by no event, shown as unknown at the cloud for good. Now the renewal keeps them in the new store."""
+    data = tmp_path / "data"
+    keeping(data, 40, [[1, 30, "damaged"]])  # three pieces of 10 in the child
+    killed_child(KILLED_AFTER_A_RENEWAL_BETWEEN_PIECES, data)
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    try:
+        ob.flush()
+        told = [
+            e
+            for e in (json.loads(r.payload) for r in ob.pending(10_000, 10**9) if r.kind == "event")
+            if e["kind"] == "outbox_damaged"
+        ]
+        # each seq told once: the first piece (copied into the new epoch), the second, and the third after the kill
+        assert sorted(r for e in told for r in e["ranges"]) == [[1, 10], [11, 20], [21, 30]], told
     finally:
-        con.close()
+        ob.close()
+    assert_all_told(ob.path)
+
+
+def test_kept_damaged_seqs_past_the_stores_last_seq_are_not_told(tmp_path, caplog):
+    """A copy leaves out only seqs its store numbered past already: a garbled or hand-edited key naming seqs past the
+    store's last seq was told 100,000 seqs every 5 s for ever, each event claiming 100,000 dropped."""
+    data = tmp_path / "data"
+    keeping(data, 40, [[1, 10**15, "damaged"], [10**16, 10**16 + 5, "result"]])
+    caplog.set_level("WARNING", logger="edge_agent.outbox.store")
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    try:
+        ob.flush()
+        told = [json.loads(r.payload) for r in ob.pending(10_000, 10**9) if b'"outbox_damaged"' in r.payload]
+        assert [(e["ranges"], e["dropped"]) for e in told] == [([[1, 40]], 40)], told
+        assert "past the store's last seq 40 (41-1000000000000000, 10000000000000000-" in caplog.text
+    finally:
+        ob.close()
+    assert_all_told(ob.path)
 
 
 @pytest.mark.parametrize("corrupt", [True, False], ids=["corrupt", "sound"])

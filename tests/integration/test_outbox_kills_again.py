@@ -5,6 +5,7 @@ counted, and each ``outbox_corrupt`` event the gateway owes is told exactly once
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 
@@ -64,3 +65,41 @@ def test_a_start_killed_after_moving_aside_a_store_whose_renewal_was_killed_befo
         assert not (data / "outbox-salvaging").exists()
     finally:
         ob.close()
+
+
+KILLED_IN_AN_IDLE_WRITE = """
+class CutAfterTheZeros:  # the store's connection: the power cut once the idle write's zeros are committed
+    def __init__(self, db):
+        self.db, self.zeros = db, False
+
+    def execute(self, sql, *args):
+        got = self.db.execute(sql, *args)
+        if "zeroblob" in sql:
+            self.zeros = True
+        elif self.zeros and sql == "COMMIT":
+            power_cut()
+        return got
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+ob = store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1])
+ob.open()
+ob._db, ob._probe_bytes = CutAfterTheZeros(ob._db), store.WRITE_PROBE_MAX
+ob._probe_write()
+"""
+
+
+def test_the_zeros_of_an_idle_write_a_kill_left_are_given_back_at_the_next_start(tmp_path):
+    """The idle write that learns whether the disk takes writes again (``WRITE_PROBE_MAX`` bytes of zeros in a meta
+    row, then a small value) killed between its two commits: the zeros stayed in the store for good (1 MiB)."""
+    data = killed_child(KILLED_IN_AN_IDLE_WRITE, tmp_path / "data")
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    ob.close()
+    con = sqlite3.connect(ob.path)
+    try:
+        assert con.execute("SELECT value FROM meta WHERE key = 'write_probe'").fetchall() == []
+    finally:
+        con.close()

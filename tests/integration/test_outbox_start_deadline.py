@@ -164,16 +164,23 @@ def test_a_cut_copy_done_at_a_later_start_killed_before_its_first_commit_is_told
     marker gone: told by no start, the cloud's last word the first start's "at least" count."""
     data = copy_cut_and_stopped(tmp_path, monkeypatch)
     killed_child(FINISHED_THEN_KILLED, data)
+    assert_both_told_once(data)
+
+
+def assert_both_told_once(data: Path) -> None:
+    """After a kill once the copy was done: the next start has the outbox_corrupt event and the outbox_salvaged one
+    with the whole count, each once (a start after it tells neither again)."""
     assert not (data / "outbox-salvaging").exists()  # (the copy finished)
-    ob = Outbox(SETTINGS, data)
-    ob.open()
-    try:
-        ob.flush()
-        events = [json.loads(r.payload) for r in ob.pending(5000, 10**9) if r.kind == "event"]
-        assert [e["kind"] for e in events] == ["outbox_corrupt", "outbox_salvaged"]
-        assert events[1]["salvaged_by_kind"] == {"result": 1000}
-    finally:
-        ob.close()
+    for _start in range(2):
+        ob = Outbox(SETTINGS, data)
+        ob.open()
+        try:
+            ob.flush()
+            events = [json.loads(r.payload) for r in ob.pending(5000, 10**9) if r.kind == "event"]
+            assert [e["kind"] for e in events] == ["outbox_corrupt", "outbox_salvaged"], events
+            assert events[1]["salvaged_by_kind"] == {"result": 1000}
+        finally:
+            ob.close()
 
 
 # the child: the start that finishes the copy, killed once it is done (before the writer's first commit)
@@ -181,3 +188,26 @@ FINISHED_THEN_KILLED = """
 cut_after(store.Outbox, "_resume_salvage")
 store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1]).open()
 """
+
+
+# the child: a start whose copy its time limit cut goes on while running; killed once the copy is done and its marker
+# removed (the outbox_salvaged event queued, not committed yet)
+DONE_WHILE_RUNNING_THEN_KILLED = """
+store.SALVAGE_S = 0.0
+cut_after(store.Outbox, "_write_salvaging", when=lambda self, job: job is None)
+store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1]).open()
+time.sleep(60)
+"""
+
+
+def test_a_cut_copy_done_while_running_and_killed_before_its_event_is_committed_is_told_at_the_next_start(
+    tmp_path,
+):
+    """A copy cut by the start's time limit is done while the agent runs, its marker removed, and the agent is killed
+    before the outbox_salvaged event is committed: the next start tells it. Formerly it was queued in memory only: the
+    cloud's last word stayed the outbox_corrupt event's "at least" count."""
+    data = tmp_path / "data"
+    filled(data, 1000, owner=None).close()
+    damage_index(data / "outbox" / "outbox.db")
+    killed_child(DONE_WHILE_RUNNING_THEN_KILLED, data)
+    assert_both_told_once(data)
