@@ -861,3 +861,31 @@ def test_a_halted_rollouts_agent_that_an_admins_rollback_took_back_is_not_left_r
     assert back["id"] in t["gw1"]["reason"] and "1.0.0" in t["gw1"]["reason"]
     assert t["gw3"]["status"] == "rolling_back"  # not yet back
     assert t["gw2"]["status"] == "rolled_back"  # its own verdict stays
+
+
+def test_a_halted_rollouts_agent_a_newer_rollout_took_over_is_closed_on_either_store_and_after_an_upgrade(
+    either_control,
+):
+    """After a halt, a rollout of 1.2.0 took gw1 over before it went back; once it runs there, the halted rollout's
+    target is ``rolled_back_by_fleet`` (it said ``rolling_back`` for good). The agents each halted rollout waits for
+    are kept beside it (``going_back``): a control state written before that table has it filled at open, once."""
+    c, e = either_control
+    for agent in AGENTS:
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create(_rollout("1.1.0", list(AGENTS), ["100%"]))
+    for agent in ("gw1", "gw3"):
+        c.on_report(agent, dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    c.on_report("gw2", dep["id"], "vision", "1.1.0", "rolled_back", False, "health check failed: NaN", {})
+    assert c.get(dep["id"])["targets"]["gw1"]["status"] == "rolling_back"
+    # as written before the table: its rows and its mark gone; the next open fills it from the documents
+    c.db.execute("DELETE FROM going_back")
+    c.db.execute("DELETE FROM counters WHERE key = 'going_back'")
+    c._fill_going_back()
+    newer = c.create(_rollout("1.2.0", ["gw1"], ["100%"]))
+    c.on_report("gw1", newer["id"], "vision", "1.2.0", "healthy", True, "", {})
+    t = c.get(dep["id"])["targets"]
+    assert t["gw1"]["status"] == "rolled_back_by_fleet", t["gw1"]
+    assert f"taken over by deployment {newer['id']}" in t["gw1"]["reason"], t["gw1"]["reason"]
+    assert t["gw3"]["status"] == "rolling_back"
+    rows = c.db.execute("SELECT agent, deployment_id FROM going_back").fetchall()
+    assert [tuple(r) for r in rows] == [("gw3", dep["id"])]

@@ -35,11 +35,7 @@ def built(tmp_path_factory):
 @pytest.fixture
 async def fleet(tmp_path, built):
     pki, packages = built
-    reg = Registry(tmp_path / "registry")
-    entries = {}
-    for p in packages:
-        entry = reg.publish(p, [], {}, None, None)
-        entries[entry["version"]] = entry
+    entries = published(tmp_path, packages)
     port = free_port()
     srv = await _serve(tmp_path, pki, port)
     creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
@@ -48,6 +44,12 @@ async def fleet(tmp_path, built):
             yield srv, rpc.FleetStub(ch), entries
     finally:
         await srv.stop()
+
+
+def published(tmp_path, packages) -> dict[str, dict]:
+    """``packages`` published in the registry of the fleet service on ``tmp_path``: version -> its entry."""
+    reg = Registry(tmp_path / "registry")
+    return {(entry := reg.publish(p, [], {}, None, None))["version"]: entry for p in packages}
 
 
 async def _serve(tmp_path, pki, port: int, **options) -> FleetServer:

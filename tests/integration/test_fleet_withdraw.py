@@ -66,8 +66,9 @@ def test_a_rollout_of_a_version_withdrawn_meanwhile_gives_it_to_no_more_agents_a
     refused download (it reports the withdrawal itself: test_fleet_withdraw_downloading.py); once it reports the
     version healthy (installed before the withdrawal), the rollout halts at once, naming the withdrawal, not after
     the canary's hour of wait (it said running, with no word of the withdrawal, the canary on the withdrawn version
-    all along), and the canary is sent its previous version back, as at any halt. Before, the next step's agents
-    were given it (each download refused in turn) and the halt named an agent's failure, not the withdrawal."""
+    all along); the canary keeps what it runs (a withdrawal is not a rollback, as after completion). Before, the next
+    step's agents were given it (each download refused in turn) and the halt named an agent's failure, not the
+    withdrawal."""
     c, e = registry_control
     for agent in ("gw1", "gw2", "gw3"):
         _runs(c, agent, e["1.0.0"])
@@ -89,10 +90,12 @@ def test_a_rollout_of_a_version_withdrawn_meanwhile_gives_it_to_no_more_agents_a
     d = c.get(dep["id"])
     assert d["state"] == "halted", d
     assert d["reason"] == (
-        f"part-inspection 1.1.0 was withdrawn from the registry ({DEFECT}): the fleet gives it to no more agents"
+        f"part-inspection 1.1.0 was withdrawn from the registry ({DEFECT}): the fleet gives it to no more agents; "
+        "the 1 agent(s) that run it keep it (a withdrawal is not a rollback: `cloud-trainer rollback` takes it off "
+        "them)"
     ), d["reason"]
-    assert [s["version"] for s in c.desired_state(canary)[1]] == ["1.0.0"]  # sent back
-    assert d["targets"][canary]["status"] == "rolling_back", d["targets"][canary]
+    assert [s["version"] for s in c.desired_state(canary)[1]] == ["1.1.0"]  # kept
+    assert d["targets"][canary]["status"] == "healthy", d["targets"][canary]
     for agent in {"gw1", "gw2", "gw3"} - {canary}:  # never given it
         assert d["targets"][agent]["status"] == "waiting", d["targets"][agent]
         assert c.desired_state(agent)[1] == [], agent
@@ -148,8 +151,8 @@ def test_a_withdrawal_in_the_last_steps_wait_sends_nobody_back(registry_control)
 def test_a_step_stalled_on_a_withdrawn_version_halts_naming_the_withdrawal(registry_control):  # noqa: F811
     """One canary healthy on 1.1.0, the other offline (never reports); 1.1.0 is withdrawn. The step stalled for
     good (the offline canary cannot install it any more, so no report of it would ever halt the rollout), its
-    reason silent about the withdrawal, the healthy canary kept on the withdrawn version. At its step timeout it
-    halts naming the withdrawal, and the canary given it is sent its previous version back."""
+    reason silent about the withdrawal. At its step timeout it halts naming the withdrawal; the offline canary,
+    never on it, is given its previous version back, and the healthy one keeps what it runs."""
     c, e = registry_control
     c.step_timeout_s = 10
     for agent in ("gw1", "gw2", "gw3"):
@@ -172,8 +175,11 @@ def test_a_step_stalled_on_a_withdrawn_version_halts_naming_the_withdrawal(regis
         "reason"
     ]
     assert DEFECT in d["reason"] and not d.get("stalled")
-    for agent in canaries:
-        assert [s["version"] for s in c.desired_state(agent)[1]] == ["1.0.0"], agent
+    assert [s["version"] for s in c.desired_state(healthy)[1]] == ["1.1.0"]
+    assert [s["version"] for s in c.desired_state(offline)[1]] == ["1.0.0"]
+    assert d["targets"][offline]["status"] == "rolled_back_by_fleet", d["targets"][
+        offline
+    ]  # it reports 1.0.0
     (later,) = {"gw1", "gw2", "gw3"} - set(canaries)
     assert c.desired_state(later)[1] == []  # never given it
 
