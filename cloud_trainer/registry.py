@@ -86,6 +86,11 @@ STALE_PART_S = 3600.0
 RESERVED = (
     ".reserved"  # <name>/.<version>.reserved: a version a build chose and has not published (reserve_version)
 )
+# a reservation older than this was left by a build that never published it (its gate failed after all, it was
+# killed, its work folder deleted): ``reserve_version`` removes it, so its number is chosen again. Far longer than any
+# build between ``evaluate`` and ``publish`` (hours; a stage-by-stage build waiting on a person, days): a live one is
+# never freed. Before, nothing removed them and every such number stayed unused for good
+STALE_RESERVATION_S = 14 * 86400.0
 
 
 class Registry:
@@ -239,8 +244,10 @@ class Registry:
         meanwhile gets the one after. Two builds that chose the same ``next_version`` both trained, evaluated and
         packaged it, and the one that published second failed then (``versions are immutable``). The reservation
         (``<name>/.<version>.reserved``) goes when the version is published; a build that never publishes it (its
-        gate failed after all, it was stopped) leaves its number unused: versions only go up."""
+        gate failed after all, it was stopped) leaves its number unused until its reservation is
+        ``STALE_RESERVATION_S`` old, when the next reservation removes it and may choose that number again."""
         with self._locked(name):
+            self._sweep_reservations(name)
             version = self.next_version(name, bump)
             folder = self.root / name
             folder.mkdir(parents=True, exist_ok=True)
@@ -248,6 +255,29 @@ class Registry:
                 f"reserved by process {os.getpid()} at {dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()}\n"
             )
             return version
+
+    def _sweep_reservations(self, name: str, older_than_s: float = STALE_RESERVATION_S) -> builtins.list[str]:
+        """(Under the package's lock.) Remove the reservations of ``name`` not touched for ``older_than_s``, logged
+        (INFO each, a WARNING with their count); returns their versions."""
+        cutoff = time.time() - older_than_s
+        removed = []
+        for p in (self.root / name).glob(f".*{RESERVED}") if valid_package_name(name) else ():
+            try:
+                if p.is_file() and not p.is_symlink() and os.lstat(p).st_mtime < cutoff:
+                    p.unlink()
+                    removed.append(p.name[1 : -len(RESERVED)])
+            except OSError:  # published and removed meanwhile, unreadable: left as it is
+                continue
+        if removed:
+            log.warning(
+                "%s: removed %d reservation(s) older than %g days that no build published (%s); their numbers "
+                "are chosen again",
+                name,
+                len(removed),
+                older_than_s / 86400,
+                ", ".join(sorted(removed, key=_vkey)[:10]),
+            )
+        return removed
 
     def _reserved(self, name: str) -> builtins.list[str]:
         """The versions of ``name`` reserved and not yet published (``reserve_version``)."""

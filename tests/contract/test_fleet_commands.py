@@ -305,6 +305,37 @@ def test_an_agents_finished_commands_beyond_its_newest_kept_are_deleted_as_one_f
     )
 
 
+def test_a_long_finished_history_is_pruned_a_bounded_batch_at_a_finish_the_oldest_first(
+    commands, monkeypatch
+):
+    """The first finish after an upgrade deleted an agent's whole history past its newest kept in one transaction:
+    300,000 commands held the control's writer (every tenant's writes and heartbeats) 5.7 s on SQLite. Each finish
+    now deletes at most ``PRUNE_BATCH`` of them, the oldest first, and the history shrinks to the kept ones over the
+    next finishes; pending commands and other agents' are never touched."""
+    import cloud_trainer.fleet.commands as module
+
+    monkeypatch.setattr(module, "PRUNE_BATCH", 4, raising=False)
+    kept = module.Commands(commands.c, keep_finished=3)
+    commands.c.store.heartbeat("gw1", {}, [], HEALTH, 0)
+    commands.c.store.heartbeat("gw2", {}, [], HEALTH, 0)
+    _history(commands, 12)
+    _history(commands, 12, agent="gw2", prefix="gw2-")
+    sent = [kept.send("gw1", "baseline_relearn", "pump", str(i)) for i in range(4)]
+
+    def finished() -> list[str]:
+        return sorted(c["id"] for c in kept.list("gw1") if c["state"] != "pending")
+
+    kept.record_results("gw1", [{"id": sent[0]["id"], "ok": True}])
+    old = [f"old{i}" for i in range(12)]
+    assert finished() == sorted([*old[4:], sent[0]["id"]])  # was: all but the newest 3 at once
+    kept.record_results("gw1", [{"id": sent[1]["id"], "ok": True}])
+    assert finished() == sorted([*old[8:], sent[0]["id"], sent[1]["id"]])
+    kept.record_results("gw1", [{"id": sent[2]["id"], "ok": True}])
+    assert finished() == sorted(c["id"] for c in sent[:3])  # down to the newest 3
+    assert [c["id"] for c in kept.list("gw1") if c["state"] == "pending"] == [sent[3]["id"]]
+    assert len([c for c in kept.list("gw2") if c["state"] != "pending"]) == 12
+
+
 NEW_INDEXES = {
     "commands_by_generation": "(tenant, agent, generation)",
     "commands_by_agent_time": "(tenant, agent, issued_at)",

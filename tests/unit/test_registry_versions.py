@@ -5,6 +5,7 @@ version rolls out, and what a build is compared with) gave the candidate."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -135,3 +136,28 @@ def test_a_package_whose_index_was_edited_into_no_list_leaves_the_others_found_b
         assert "package aa-other skipped" in caplog.text
         with pytest.raises(ValueError, match=what):
             reg.latest("aa-other")
+
+
+def test_a_reservation_no_build_published_is_removed_once_stale_and_its_number_chosen_again(tmp_path, caplog):
+    """A build that reserved a version and never published it (killed, its gate failed after all) left
+    ``<name>/.<version>.reserved`` for good, and its number unused for good: nothing swept them. The next
+    reservation removes those older than ``STALE_RESERVATION_S`` (said in a WARNING) and may choose that number
+    again; a younger one (a build still under way) is kept and its number is not chosen."""
+    import os
+    import time
+
+    import cloud_trainer.registry as registry_module
+
+    STALE_RESERVATION_S = getattr(registry_module, "STALE_RESERVATION_S", 14 * 86400.0)  # (defined since)
+    reg = Registry(tmp_path / "registry")
+    live, stale = reg.reserve_version("machine-health"), reg.reserve_version("machine-health")
+    assert (live, stale) == ("1.0.0", "1.1.0")
+    folder = reg.root / "machine-health"
+    long_ago = time.time() - STALE_RESERVATION_S - 60
+    os.utime(folder / f".{stale}.reserved", (long_ago, long_ago))
+    young = long_ago + 3600  # older than any build, but inside the bound: a build still under way
+    os.utime(folder / f".{live}.reserved", (young, young))
+    with caplog.at_level(logging.WARNING, logger="cloud_trainer.registry"):
+        assert reg.reserve_version("machine-health") == "1.1.0"  # was: 1.2.0, 1.1.0 unused for good
+    assert sorted(p.name for p in folder.glob(".*")) == [".1.0.0.reserved", ".1.1.0.reserved"]
+    assert "removed 1 reservation(s)" in caplog.text and "(1.1.0)" in caplog.text
