@@ -181,13 +181,15 @@ STOP_BAND_FALL = 3.0
 # the common factor is taken off kept the shape (healthy windows so scaled: 1.5-5; a stop's: 8-11)
 SHAPE_KEPT = 6.0
 # with a temperature tag: a stop cools the machine. A spell of low windows whose temperature, after
-# TEMP_GRACE_S, has not fallen TEMP_FALL (degrees of the tag) from its highest in the spell, and either
+# TEMP_GRACE_S, has not fallen TEMP_FALL (degrees Celsius, or Kelvin; times DEGREES_F in Fahrenheit's: read in
+# the tag's own degrees, a Fahrenheit tag's 5 were 2.8 C) from its highest in the spell, and either
 # rose TEMP_FALL (the machine heats: it runs) or stays within TEMP_COLD of the commissioned running
 # temperature, is a dead or detached sensor on a running machine; one TEMP_COLD or more below it and
 # steady is a machine at rest (the agent started during a long stop)
 TEMP_FALL = 1.0
 TEMP_COLD = 5.0
 TEMP_GRACE_S = 600.0
+DEGREES_F = 1.8  # Fahrenheit's degrees in one of Celsius'
 # a stop told from the vibration alone (no temperature tag) held this long is said once (a warning): a
 # sensor cut or fallen off reads the plant's floor like a stopped machine, and would be held for good
 STOP_SAY_S = 24 * 3600.0
@@ -1336,9 +1338,10 @@ class Baseline:
             )
         if t is not None and self.temp_running is not None:
             _, t_min, t_max = self._spell
-            cooling = t <= t_max - TEMP_FALL
-            heating = t >= t_min + TEMP_FALL
-            cold = t <= self.temp_running - TEMP_COLD
+            deg = DEGREES_F if self.s.temperature_unit == "F" else 1.0  # the tag's degrees in one of Celsius'
+            cooling = t <= t_max - TEMP_FALL * deg
+            heating = t >= t_min + TEMP_FALL * deg
+            cold = t <= self.temp_running - TEMP_COLD * deg
             cooled = cooling or (cold and not heating)
             if not cooled and spell_s >= TEMP_GRACE_S:
                 return False, (

@@ -5,6 +5,7 @@ baseline:
   false_alarm_rate: 0.0001     # per window, after confirmation; sets the threshold
   speed_tag: Speed             # shaft speed tag (rpm); absent: estimated from the spectrum
   temperature_tag: BearingTemp # optional: tells a stop (it cools) from a dead sensor without a speed tag
+  temperature_unit: C          # C, F or K: the temperature tag's degrees
   bearing: {n_elements: 9, ball_d_mm: 7.94, pitch_d_mm: 39.04, contact_angle_deg: 0}
   units: g                     # g or m/s2 (accelerometer), mm/s (velocity sensor), mV (and mv_per_g)
   iso_class: group2_rigid      # ISO 10816-3 zone boundaries for the day-one velocity rule
@@ -89,6 +90,11 @@ class BaselineSettings(_Model):
         None,
         description="tag with the machine's temperature (bearing, housing, winding): without a speed "
         "tag, a stop is told from a dead sensor by the temperature falling with the vibration",
+    )
+    temperature_unit: Literal["C", "F", "K"] = Field(
+        "C",
+        description="the temperature tag's unit: its rules (a stop cools 1 C; 5 C below the commissioned "
+        "running temperature is a machine at rest) are read in its degrees (F: 1.8 F, 9 F)",
     )
     speed_range_rpm: tuple[float, float] = (300.0, 6000.0)
     speed_band_pct: float = Field(

@@ -125,3 +125,27 @@ def test_with_a_temperature_tag_a_detached_sensor_on_a_running_machine_is_a_faul
     assert verdicts[0].stopped and not verdicts[-1].stopped
     assert verdicts[-1].sensor_kind == "low_level" and "temperature" in verdicts[-1].sensor
     assert [e["fault"] for e in events if e["active"]] == ["low_level"]
+
+
+def test_a_temperature_tag_in_fahrenheit_is_judged_in_degrees_celsius_not_in_its_own_degrees():
+    """The temperature rules (a stop cools 1 degree; a machine 5 degrees below its commissioned running
+    temperature is at rest) were read in the tag's own degrees: in Fahrenheit, 5 of them are 2.8 C, and a
+    machine running 3 C cooler than when commissioned (at night) whose sensor came loose was held as a stop
+    for as long as it lasted, never said (a tag in Celsius says it). ``temperature_unit: F`` reads them in
+    Fahrenheit's degrees (9 F, 1.8 F): the detached sensor is said. (K's degrees are Celsius'.)"""
+    now = [0.0]
+    g = StoppingGearbox(seed=1)
+    settings = BaselineSettings(windows=30, temperature_tag="T", temperature_unit="F")
+    b = Baseline(settings, FS, N, clock=lambda: now[0])
+    for _ in range(30):
+        b.process(g.window(), {"_temperature": g.temperature() * 1.8 + 32.0})
+    assert b.state == "ready"
+    watch = SensorWatch("gearbox", lambda e: None)
+    kinds = []
+    for _ in range(int(TEMP_GRACE_S / 60) + 2):  # detached, the machine running 3 C cooler
+        now[0] += 60.0
+        g.running = True
+        t = (g.temperature() - 3.0) * 1.8 + 32.0
+        g.running = False
+        kinds.append(_judge(b, watch, g.window(), t)[0].sensor_kind)
+    assert kinds[0] is None and kinds[-1] == "low_level", kinds  # before: held as a stop throughout
