@@ -126,6 +126,9 @@ from devices.opcua.settings import (
     read_certificate,
     read_private_key,
 )
+from devices.opcua.statuses import BUSY as _BUSY
+from devices.opcua.statuses import SESSION_GONE as _SESSION_GONE
+from devices.opcua.statuses import busy
 from protocols.float32 import float32_shown
 from protocols.json_codec import offset_problem
 from protocols.redact import mask_credentials
@@ -369,59 +372,12 @@ _INT_RANGE = {
 }
 
 
-# a status that says this session or its connection is gone (any other answer shows both are up)
-_SESSION_GONE = frozenset(
-    {
-        "BadSessionIdInvalid",
-        "BadSessionClosed",
-        "BadSessionNotActivated",
-        "BadSecureChannelIdInvalid",
-        "BadSecureChannelClosed",
-        "BadConnectionClosed",
-        "BadServerHalted",
-        "BadShutdown",
-        "BadCommunicationError",
-        "BadTimeout",
-        "BadRequestTimeout",
-        "BadTcpInternalError",
-        "BadDisconnect",
-    }
-)
-
-
 # a value with one of these says the node is gone from the server (Part 4, 7.39: the high 16 bits)
 _NODE_GONE = frozenset({ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNodeIdInvalid})
 
 
 # a monitored item refused with one of these: the server holds no more, the node itself is fine
 _SERVER_FULL = frozenset({"BadTooManyMonitoredItems", "BadResourceUnavailable", "BadOutOfMemory"})
-
-
-# a write refused with one of these may succeed when made again: the server (or the device behind a
-# gateway server) is busy, overloaded or briefly cut off, not refusing this value for good; so may one
-# answered with any status saying the session or its connection is gone (BadSessionNotActivated: asyncua's
-# answer once it closed the session), made again on the session the source makes next
-_BUSY = _SESSION_GONE | frozenset(
-    {
-        "BadTooManyOperations",
-        "BadServerTooBusy",
-        "BadTimeout",
-        "BadRequestTimeout",
-        "BadResourceUnavailable",
-        "BadNoCommunication",
-        "BadCommunicationError",
-        "BadWaitingForInitialData",
-        "BadOutOfService",
-        "BadServerHalted",
-        "BadShutdown",
-        "BadSessionClosed",
-        "BadSessionIdInvalid",
-        "BadSecureChannelClosed",
-        "BadConnectionClosed",
-        "BadTooManySessions",
-        "BadMaxConnectionsReached",
-    }
-)
 
 
 _NOT_YOURS = (
@@ -988,7 +944,9 @@ async def _node_type(
         vtype = ua.VariantType(ident)
     rank = rank if isinstance(rank, int) else -2
     dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
-    said = unread.get(node_id) if unread is not None else None
+    # by the node's own id, however the config spells it (ns= or nsu=, "i=05"): each spelling Browsed anew
+    key = node.nodeid.to_string()
+    said = unread.get(key) if unread is not None else None
     try:  # only the properties the DataType needs checked are asked (none for a Double scalar)
         if said is not None and time.monotonic() - said[0] < _PROPS_UNREAD_HOLD_S:
             raise PropertiesUnread(said[1])
@@ -1014,16 +972,13 @@ async def _node_type(
         # taken as absent, nothing was checked: 7 went to a three-state node whose Browse listed more than
         # 10,000 references on a server without the translate service (Nano, Micro), or whose EnumStrings
         # this session may not read
-        if e.status is not None and ua.StatusCode(ua.UInt32(e.status)).name in _BUSY:
+        if busy(e.status):
             raise ua.UaStatusCodeError(e.status) from None  # busy now: the write is retried, nothing kept
         why = str(e)
         if e.released and unread is not None:
             why += f"; not asked again for {_PROPS_UNREAD_HOLD_S / 60:g} minutes or until a reconnect"
-            unread[node_id] = (time.monotonic(), why)
-        raise OpcUaTypeMismatch(
-            f"node {node_id}: its properties could not be read ({why}), so a value cannot be checked against "
-            f"the states or lengths they state; nothing is written to it until {e.until}"
-        ) from None
+            unread[key] = (time.monotonic(), why)
+        raise _props_refused(node_id, why, e.until) from None
     held, held_shape, held_unread = None, None, None
     if isinstance(vtype, AbstractType) or vtype is ua.VariantType.Variant:
         holds = await _read_held(node)
@@ -1051,6 +1006,14 @@ async def _node_type(
         enum_own,
         enum_prop,
         enum_held_as=enum_held_as,
+    )
+
+
+def _props_refused(node_id: str, why: str, until: str) -> OpcUaTypeMismatch:
+    """The refusal of a write to a node whose properties could not be read (``PropertiesUnread``)."""
+    return OpcUaTypeMismatch(
+        f"node {node_id}: its properties could not be read ({why}), so a value cannot be checked against "
+        f"the states or lengths they state; nothing is written to it until {until}"
     )
 
 
@@ -1253,25 +1216,47 @@ async def _enum_properties(
 ) -> tuple[str | None, _EnumValues, str | None]:
     """The values a node's EnumValues property states, else its EnumStrings (0..n-1), with the property's
     name and NodeId: an enumeration DataType's, or a multi-state Variable's own (Part 8). (None, (None, ()),
-    None): neither, or each null or an empty list (asyncua's MultiStateDiscreteType instance holds null).
-    ``PropertiesUnread`` for one holding something else (a single text, a list of no EnumValueType): taken as
-    no states, 7 went to a node whose EnumStrings read "Stopped,Running,Fault"."""
+    None): neither, or each null, an empty list or an empty text (asyncua's MultiStateDiscreteType instance
+    holds null). ``PropertiesUnread`` for one holding something else (a single text, a list of no
+    EnumValueType): taken as no states, 7 went to a node whose EnumStrings read "Stopped,Running,Fault". An
+    EnumValues the agent cannot decode (a list of ExtensionObject: a vendor's encoding of EnumValueType) beside
+    an EnumStrings naming as many states leaves the node judged by its EnumStrings (every write was refused, the
+    valid 2 too); refused when their counts differ (they do not name the same states)."""
     props = props or Properties(node)
+    bad: tuple[PropertiesUnread, int | None] | None = None  # the EnumValues not decoded, its entries
     for prop in ("0:EnumValues", "0:EnumStrings"):
         try:  # one the node has whose value is not given raises PropertiesUnread
             child, v = await props.read(prop)
         except ua.UaError:
             continue  # not stated (BadNoMatch)
         if (got := _states(prop[2:], v)) is not None:
+            if bad is not None and bad[1] != len(v):
+                raise PropertiesUnread(
+                    f"{bad[0]}; its EnumStrings names {len(v)} states, not as many", until=bad[0].until
+                )
             return prop[2:], got, child.nodeid.to_string()
-        if v is not None and v != []:
-            raise PropertiesUnread(
-                f"{prop}: the node has it, holding {_held_text(v)}, not a list of "
-                f"{'EnumValueType' if prop == '0:EnumValues' else 'LocalizedText'}: which states it names "
-                "cannot be told",
-                until=f"the server states its {prop[2:]} as such a list",
-            )
+        if not _no_states(v):
+            if prop == "0:EnumStrings":
+                raise _malformed(prop, v)
+            bad = _malformed(prop, v), len(v) if isinstance(v, list) else None
+    if bad is not None:
+        raise bad[0]
     return None, (None, ()), None
+
+
+def _no_states(v: Any) -> bool:
+    """Whether a multi-state property's value ``v`` names no state: null, an empty list, an empty text."""
+    return v is None or v == [] or (not isinstance(v, list) and getattr(v, "Text", v) in (None, ""))
+
+
+def _malformed(prop: str, v: Any) -> PropertiesUnread:
+    """``prop`` (``0:EnumStrings``, ``0:EnumValues``) holding ``v``, which is no list of its kind."""
+    return PropertiesUnread(
+        f"{prop}: the node has it, holding {_held_text(v)}, not a list of "
+        f"{'EnumValueType' if prop == '0:EnumValues' else 'LocalizedText'}: which states it names "
+        "cannot be told",
+        until=f"the server states its {prop[2:]} as such a list",
+    )
 
 
 def _held_text(v: Any) -> str:
@@ -5915,7 +5900,8 @@ class OpcUaSource:
         before each write), name other states than those ``nt`` holds: a PLC download may have changed them
         while the session stayed up, and a node not subscribed as a tag gets no SemanticsChanged flag to say
         so. Said at INFO naming the node and both; False when the property cannot be read now (the write is
-        judged by the states read before)."""
+        judged by the states read before). An EnumStrings now holding no list (one text) raises the refusal
+        ``_node_type`` gives, without reading the type again (3 Reads and a Browse at each refused write)."""
         if nt.enum_prop is None:
             return False
         try:
@@ -5923,8 +5909,13 @@ class OpcUaSource:
         except (ua.UaError, TypeError, ValueError):
             return False
         got = _states(nt.enum_own or "", v)
-        if got is None and v is not None and v != []:
-            return True  # now holding no list (one text): read again, refused naming it (2 was written)
+        if got is None and not _no_states(v):
+            # now holding no list (one text): refused naming it (2 was written); its type is not read again
+            # at each refused write (3 Reads and a Browse each), one Read tells when it holds a list again
+            if nt.enum_own == "EnumStrings":
+                e = _malformed("0:EnumStrings", v)
+                raise _props_refused(node_id, str(e), e.until)
+            return True  # an EnumValues: read again, an EnumStrings beside it may name the states
         if got is None or got == (nt.enum, nt.enum_names):
             return False
         log.info(

@@ -11,15 +11,19 @@ along a HasProperty path with its subtypes (the server judges them); a server wi
 two nodes) has the listed reference's type judged by its supertypes, browsed. A property the node does not have raises
 BadNoMatch; one that could not be found out (the Browse failed or was released, and the translate too: Part 7's
 Nano and Micro profiles leave that service out) raises ``PropertiesUnread``, for the caller to refuse what it
-cannot check rather than take the property as absent.
+cannot check rather than take the property as absent; one such a Browse listed by a HasProperty reference before it
+stopped is the node's.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 from asyncua import Node, ua
+
+from devices.opcua.statuses import busy
 
 # a node's property Browse: the pages in a row listing no reference not listed before (an endless continuation
 # point's empty or repeated pages), and the references listed in all, before the rest is released and translated
@@ -48,11 +52,13 @@ class PropertiesUnread(Exception):
         released: bool = False,
         status: int | None = None,
         until: str = "the server lists them (its Browse of the node) or answers TranslateBrowsePathsToNodeIds",
+        ambiguous: bool = False,
     ) -> None:
         super().__init__(msg)
         self.released = released
         self.status = status
         self.until = until
+        self.ambiguous = ambiguous  # the server answered two nodes for it
 
 
 # what a property the node has, or one of its attributes, whose value the server does not give needs
@@ -69,9 +75,13 @@ class Properties:
         self._unsure: dict[_Key, list[tuple[ua.NodeId | None, ua.NodeId]]] = {}
         self._browse_failed: str | None = None  # why the Browse gave no answer, once asked
         self._released = False  # the Browse was released at its bound of pages or references
-        self._twice: set[_Key] = set()  # names of two HasProperty targets or more, different nodes
+        # names of two properties or more, different nodes: why (the Browse listed two HasProperty targets, or a
+        # translate answered another node beside the HasProperty one)
+        self._twice: dict[_Key, str] = {}
         # names of a HasProperty target listed by references of a vendor's type or none too, to other nodes
         self._beside: dict[_Key, list[tuple[ua.NodeId | None, ua.NodeId]]] = {}
+        # the HasProperty targets a Browse listed before it failed or was released (at 10,000 references)
+        self._listed: dict[_Key, ua.NodeId] = {}
 
     async def get(self, prop: str) -> Node:
         if self._props is None and self._browse_failed is None:
@@ -85,18 +95,12 @@ class Properties:
             # a node's properties have unique names (Part 3, 5.6.3): the first was taken, 10 states where the node
             # has 3, and 7 written; which one is the node's cannot be told
             raise PropertiesUnread(
-                f"{prop}: the node lists two or more properties of that name, different nodes, and which one "
-                "states its values cannot be told",
+                f"{prop}: {self._twice[key]}, and which one states its values cannot be told",
                 until="the server lists one",
             )
         if self._props is not None:
             if (found := self._props.get(key)) is not None:
-                for kind, target in self._beside.get(key, ()):
-                    if target != found and await self._beside_property(prop, kind, found):
-                        # a second property of the name on a vendor's HasProperty subtype: the first was taken
-                        self._twice.add(key)
-                        return await self.get(prop)
-                return Node(self.node.session, found)
+                return await self._checked(prop, key, found, self._beside.get(key, ()))
             if key not in self._unsure:
                 raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
         try:
@@ -108,7 +112,14 @@ class Properties:
                 assert found is not None
                 return Node(self.node.session, found)
             raise
-        except PropertiesUnread:
+        except PropertiesUnread as e:
+            if self._props is None and (found := self._listed.get(key)) is not None:
+                # a HasProperty the Browse listed before it was released (10,000 references) or failed, and no
+                # translate (Nano, Micro) to ask: the node's (its properties have unique names, Part 3, 5.6.3);
+                # it was discarded, and every write refused. Not when the translate answered two nodes, or busy
+                if e.ambiguous or busy(e.status):
+                    raise
+                return await self._checked(prop, key, found, self._unsure.get(key, ()))
             # no translate (Nano, Micro), or two targets: the listed references' own types decide, when their
             # supertypes can be browsed to a standard one (a vendor's HasProperty subtype was refused)
             if self._props is None or (found := await self._by_supertypes(key)) is None:
@@ -117,37 +128,80 @@ class Properties:
                 raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch) from None
             return Node(self.node.session, found)
 
+    async def _checked(
+        self, prop: str, key: _Key, found: ua.NodeId, beside: Iterable[tuple[ua.NodeId | None, ua.NodeId]]
+    ) -> Node:
+        """The HasProperty target ``found`` of ``prop``, unless a reference of a vendor's type (or none) listing the
+        name ``beside`` it names a property too (``_beside_property``: two, refused)."""
+        for kind, target in beside:
+            if target != found and (twice := await self._beside_property(prop, kind, found)):
+                # a second property of the name on a vendor's HasProperty subtype: the first was taken
+                self._twice[key] = twice
+                return await self.get(prop)
+        return Node(self.node.session, found)
+
     async def _by_supertypes(self, key: _Key) -> ua.NodeId | None:
         """The one target of the references listing ``key`` whose type is HasProperty or a subtype of it, found by
         browsing each type's supertypes (HasSubtype, inverse) to a standard one; ``_NONE`` when none is; None when
         that cannot be told (a type not stated or not browsed to a standard one, two such targets)."""
         hits = []
         for kind, target in self._unsure.get(key, ()):
-            if (is_property := await self._is_property(kind)) is None:
+            if (is_property := await self._is_property(kind, f"{key[0]}:{key[1]}")) is None:
                 return None
             if is_property:
                 hits.append(target)
         hits = list(dict.fromkeys(hits))
         return None if len(hits) > 1 else hits[0] if hits else _NONE
 
-    async def _beside_property(self, prop: str, kind: ua.NodeId | None, found: ua.NodeId) -> bool:
+    async def _beside_property(self, prop: str, kind: ua.NodeId | None, found: ua.NodeId) -> str | None:
         """Whether a reference of vendor type ``kind`` (or none) listing ``prop`` beside the HasProperty one to
-        ``found`` names a property too: by its supertypes, else by the translate (following subtypes) answering
-        another node too; False when neither tells (the HasProperty one is the node's, as before)."""
-        if (is_property := await self._is_property(kind)) is not None:
-            return is_property
+        ``found`` names a property too (then why, for the refusal): by its supertypes, else by the translate
+        (following subtypes) answering another node too; None when neither says so (the HasProperty one is the
+        node's, as before). A Bad answer to the supertypes' Browse (BadNodeIdUnknown: a vendor type node not
+        exposed) tells nothing, and the translate decides (every write of the node was refused, the valid 2 too);
+        ``PropertiesUnread`` when it answers busy, or when the translate cannot tell either."""
+        try:
+            is_property = await self._is_property(kind, prop)
+        except PropertiesUnread as e:
+            if busy(e.status):
+                raise  # not now: the write is retried
+            unread: PropertiesUnread | None = e
+            is_property = None
+        else:
+            unread = None
+        if is_property is not None:
+            return (
+                "the node lists two or more properties of that name, different nodes" if is_property else None
+            )
         # its supertypes not given: 10 states were taken from the HasProperty one where the vendor's had 3
         try:
             result = (await self.node.session.translate_browsepaths_to_nodeids([self._path(prop)]))[0]
-        except ua.UaError:
-            return False
-        return result.StatusCode.is_good() and any(t.TargetId != found for t in result.Targets)
+        except ua.UaError as e:
+            if unread is None:
+                return None
+            raise PropertiesUnread(
+                f"{unread}, and TranslateBrowsePathsToNodeIds {_why(e)}",
+                status=getattr(e, "code", None),
+                until="the server answers that Browse or TranslateBrowsePathsToNodeIds",
+            ) from None
+        if unread is not None and not result.StatusCode.is_good():
+            raise PropertiesUnread(
+                f"{unread}, and TranslateBrowsePathsToNodeIds answered {result.StatusCode.name}",
+                status=result.StatusCode.value,
+                until="the server answers that Browse or TranslateBrowsePathsToNodeIds",
+            )
+        if result.StatusCode.is_good() and any(t.TargetId != found for t in result.Targets):
+            return (
+                "the node lists a HasProperty reference of that name and another whose type cannot be told "
+                "(a vendor's), and TranslateBrowsePathsToNodeIds answered both targets"
+            )
+        return None
 
-    async def _is_property(self, kind: ua.NodeId | None) -> bool | None:
-        """Whether reference type ``kind`` is HasProperty or a subtype of it, by its supertypes browsed (HasSubtype,
-        inverse) to a standard type; None when that cannot be told (not stated, not browsed to a standard one).
-        ``PropertiesUnread`` with the status when that Browse answers a Bad one (busy: the caller's to retry; it was
-        taken as "cannot be told", the HasProperty one beside it taken, and 7 written)."""
+    async def _is_property(self, kind: ua.NodeId | None, prop: str) -> bool | None:
+        """Whether reference type ``kind`` (listing ``prop``) is HasProperty or a subtype of it, by its supertypes
+        browsed (HasSubtype, inverse) to a standard type; None when that cannot be told (not stated, not browsed to
+        a standard one). ``PropertiesUnread`` with the status when that Browse answers a Bad one (busy: the
+        caller's to retry; it was taken as "cannot be told", the HasProperty one beside it taken, and 7 written)."""
         if kind is None or kind.is_null():
             return None
         for _ in range(_SUPERTYPES):
@@ -163,9 +217,10 @@ class Properties:
                 return None
             if len(results) == 1 and not results[0].StatusCode.is_good():
                 raise PropertiesUnread(
-                    f"the Browse of reference type {kind.to_string()}'s supertypes answered "
-                    f"{results[0].StatusCode.name}",
+                    f"{prop}: the node lists it by a reference of a vendor's type, and the Browse of reference "
+                    f"type {kind.to_string()}'s supertypes answered {results[0].StatusCode.name}",
                     status=results[0].StatusCode.value,
+                    until="the server answers that Browse",
                 )
             refs = results[0].References if len(results) == 1 else []
             # only the inverse HasSubtype names the supertype: a server ignoring the filter lists an Organizes
@@ -221,6 +276,7 @@ class Properties:
                 f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds answered {len(targets)} nodes for it, "
                 "which one is the node's property cannot be told",
                 until="the server answers one",
+                ambiguous=True,
             )
         if status.is_good() and targets:
             return Node(self.node.session, targets[0])
@@ -255,6 +311,7 @@ class Properties:
             if len(results) != 1 or not results[0].StatusCode.is_good():
                 status = results[0].StatusCode.name if len(results) == 1 else f"{len(results)} results"
                 self._browse_failed = f"answered {status}"
+                self._listed = props
                 return None
             before = len(listed)
             for r in results[0].References:
@@ -263,7 +320,9 @@ class Properties:
                 kind = r.ReferenceTypeId
                 if kind == _HAS_PROPERTY:
                     if props.setdefault(key, r.NodeId) != r.NodeId:
-                        self._twice.add(key)
+                        self._twice[key] = (
+                            "the node lists two or more properties of that name, different nodes"
+                        )
                 elif kind is None or kind.is_null() or kind.NamespaceIndex != 0:
                     # a vendor's reference type (a HasProperty subtype, or not), or one the server did not
                     # state: the translate along HasProperty decides, when this name is asked, else the type's
@@ -289,6 +348,7 @@ class Properties:
             )
             with contextlib.suppress(ua.UaError):  # the point freed or not, there is nothing more to ask
                 await self.node.session.browse_next(more)
+            self._listed = props
             return None
 
 

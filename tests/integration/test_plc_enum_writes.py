@@ -48,7 +48,9 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
     """Part 8's MultiStateDiscreteType (a UInteger value indexing the variable's own EnumStrings) and
     MultiStateValueDiscreteType (an integer one of its own EnumValues): the states are the variable's
     property, not its DataType's. 7 was written as a plain UInt32 and taken by the server, the PLC left in
-    a state it does not define; it is refused at connect and at the write, naming the states."""
+    a state it does not define; it is refused at connect and at the write, naming the states. An EnumValues the
+    agent cannot decode (a vendor's encoding of EnumValueType) beside an EnumStrings naming as many states: judged
+    by the EnumStrings (every write was refused); as many entries as states or the node is refused."""
 
     async def build(_srv, idx: int, obj) -> dict:
         mode = await obj.add_variable(
@@ -84,11 +86,22 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
             ),
             ("Listed", "EnumValues", ua.Variant([ua.LocalizedText("A")], ua.VariantType.LocalizedText)),
             ("Blank", "EnumStrings", ua.Variant([], ua.VariantType.LocalizedText)),
+            ("Empty", "EnumStrings", ua.Variant(ua.LocalizedText(), ua.VariantType.LocalizedText)),
+            ("Raw", "EnumValues", _raw(idx, 3)),
+            ("Odd", "EnumValues", _raw(idx, 4)),
         ):
             odd[name] = await obj.add_variable(
                 ua.NodeId(name, idx), name, ua.Variant(0, ua.VariantType.UInt32)
             )
-            await odd[name].add_property(0, prop, v)
+            raw = name in ("Raw", "Odd")  # its DataType stated: asyncua cannot guess it from the value
+            await odd[name].add_property(
+                0, prop, v, datatype=ua.NodeId(ua.ObjectIds.EnumValueType) if raw else None
+            )
+            if raw:
+                three = [ua.LocalizedText(t) for t in ("Stopped", "Running", "Fault")]
+                await odd[name].add_property(
+                    0, "EnumStrings", ua.Variant(three, ua.VariantType.LocalizedText)
+                )
         return {"Mode": mode, "Grade": grade, **odd}
 
     async with plc_server(build) as p:
@@ -117,16 +130,37 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
                 with pytest.raises(OpcUaTypeMismatch, match=f"{name}: .*: the node has it, holding {held}"):
                     await src.write(p.node_id(name), 1)
             await src.write(p.node_id("Blank"), 7)  # an empty list states no states: nothing to check
-            assert await p.read() == {"Mode": 2, "Grade": 20, "Text": 0, "Listed": 0, "Blank": 7}
+            await src.write(p.node_id("Empty"), 7)  # nor an empty text (a null one's kind: it was refused)
+            with pytest.raises(
+                OpcUaTypeMismatch, match=r"whose EnumStrings define the values 0, 1, 2; cannot"
+            ):
+                await src.write(p.node_id("Raw"), 7)
+            await src.write(p.node_id("Raw"), 2)  # was refused, the EnumValues not decoded
+            with pytest.raises(
+                OpcUaTypeMismatch, match=r"list of ExtensionObject.*names 3 states, not as many"
+            ):
+                await src.write(p.node_id("Odd"), 2)
+            assert await p.read() == {
+                **{"Mode": 2, "Grade": 20, "Text": 0, "Listed": 0, "Blank": 7},
+                **{"Empty": 7, "Raw": 2, "Odd": 0},
+            }
 
 
-async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_its_new_states():
+def _raw(idx: int, n: int) -> ua.Variant:
+    """An EnumValues of ``n`` entries the agent cannot decode: EnumValueType encoded under a vendor's TypeId."""
+    raw = ua.ExtensionObject(TypeId=ua.NodeId("VendorEnumValue", idx), Body=b"\x00\x01")
+    return ua.Variant([raw] * n, ua.VariantType.ExtensionObject)
+
+
+async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_its_new_states(monkeypatch):
     """A PLC download gives a multi-state node other EnumStrings while the session stays up, and the server
     flags the node's next value SemanticsChanged (Part 4, 7.39.1). Its writes were judged by the states read
     at connect until a reconnect: a state the download took away (2 of 0..1) was written, the PLC left in a
     state it no longer defines, and one it added (3) stayed refused in the target's check. The node's type and
     states are read again at the flag, said naming the node. A node written but not subscribed (no flag comes)
-    has its states read before each write: the removed state was written to it too."""
+    has its states read before each write: the removed state was written to it too. One a download left holding
+    one text is refused at each write with that one Read (its whole type was read again: 3 Reads and a Browse
+    each), and written again once it holds a list."""
 
     def states(*names: str) -> ua.Variant:
         return ua.Variant([ua.LocalizedText(n) for n in names], ua.VariantType.LocalizedText)
@@ -199,11 +233,26 @@ async def test_a_multi_state_node_whose_states_a_download_changed_is_judged_by_i
                 await strings["Step"].write_value(
                     ua.Variant(ua.LocalizedText("Load,Press"), ua.VariantType.LocalizedText)
                 )
-                with pytest.raises(
-                    OpcUaTypeMismatch, match=r"EnumStrings: the node has it, holding one Local"
-                ):
-                    await src.write(step_id, 0)
+                from asyncua.server.internal_session import InternalSession
+
+                browses: list = []
+                browse = InternalSession.browse
+
+                async def counted(self, params):
+                    browses.append(params)
+                    return await browse(self, params)
+
+                monkeypatch.setattr(InternalSession, "browse", counted)
+                for _ in range(2):
+                    with pytest.raises(
+                        OpcUaTypeMismatch, match=r"EnumStrings: the node has it, holding one Local"
+                    ):
+                        await src.write(step_id, 0)
+                assert browses == []  # its properties not Browsed again at each refusal
                 assert await step.read_value() == 1
+                await strings["Step"].write_value(states("Load", "Press"))
+                await src.write(step_id, 0)
+                assert await step.read_value() == 0
                 assert src.notices.counts.get("target_semantics_changed") == 2, src.notices.counts
                 assert (
                     f"write target {mode_id}: the server flagged"
@@ -464,6 +513,10 @@ async def _three_states_and_five_characters_are_held_to(p, src, **others: int) -
     assert await p.read() == {"Mode": 2, "Label": "abcde", **others}
 
 
+_DECOYS = ("Mode", "Grade", "Loose", "Twice", "Exact", "Sloppy", "Both", "Hidden", "Busy")
+_TWO_PROPERTIES = ("Twice", "Both", "Hidden", "Busy")
+
+
 async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_reference_of_that_name(
     monkeypatch,
 ):
@@ -476,7 +529,9 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
     So does a node listing a HasProperty EnumStrings and another on a vendor's subtype of it. A translate ignoring
     IncludeSubtypes (BadNoMatch for a vendor's subtype) has the reference type's supertypes browsed; a server
     answering that Browse with another reference (an Organizes from a folder) says nothing of them (7 went to
-    each, its states taken as absent)."""
+    each, its states taken as absent). A vendor's component type whose supertypes' Browse answers BadNodeIdUnknown
+    (a type node not exposed) leaves the translate to tell (every write was refused, the valid 2 too); without a
+    translate nothing tells, and the refusal names both answers."""
     from asyncua.server.internal_session import InternalSession
 
     translate, browse = InternalSession.translate_browsepaths_to_nodeids, InternalSession.browse
@@ -492,16 +547,18 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
                 r.References = [
                     ua.ReferenceDescription(ReferenceTypeId=organizes, IsForward=False, NodeId=folder)
                 ]
-            if d.NodeId.Identifier in ("HasHiddenProperty", "HasBusyProperty"):  # its supertype not given
-                r.References = []
+            if d.NodeId.Identifier in ("HasHiddenProperty", "HasBusyProperty", "HasVendorPart"):
+                r.References = []  # its supertype not given
                 if d.NodeId.Identifier == "HasBusyProperty":  # not now
                     r.StatusCode = ua.StatusCode(ua.StatusCodes.BadTooManyOperations)
+                if d.NodeId.Identifier == "HasVendorPart":  # a vendor type node the server does not expose
+                    r.StatusCode = ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
         return results
 
     async def by_name_alone(self, params):
         results = await translate(self, params)
         for path, r in zip(params, results, strict=True):
-            if path.StartingNode.Identifier in ("Exact", "Sloppy"):  # no subtypes; no such service
+            if path.StartingNode.Identifier in ("Exact", "Sloppy", "Bare"):  # no subtypes; no such service
                 r.Targets = []
                 no = "BadNoMatch" if path.StartingNode.Identifier == "Exact" else "BadServiceUnsupported"
                 r.StatusCode = ua.StatusCode(getattr(ua.StatusCodes, no))
@@ -534,17 +591,16 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
             )
             for name in ("Hidden", "Busy")
         }
+        # a vendor's component reference type, whose supertypes' Browse answers BadNodeIdUnknown
+        part = await srv.get_node(ua.ObjectIds.HasComponent).add_reference_type(
+            ua.NodeId("HasVendorPart", idx), ua.QualifiedName("HasVendorPart", idx), symmetric=False
+        )
         nodes = {}
-        for name in ("Mode", "Grade", "Loose", "Twice", "Exact", "Sloppy", "Both", "Hidden", "Busy"):
+        for name in (*_DECOYS, "Unknown", "Bare"):
             node = nodes[name] = await obj.add_variable(
                 ua.NodeId(name, idx), name, ua.Variant(0, ua.VariantType.UInt32)
             )
-            if name in (
-                "Twice",
-                "Both",
-                "Hidden",
-                "Busy",
-            ):  # two properties of the name, the ten states first
+            if name in _TWO_PROPERTIES:  # two properties of the name, the ten states first
                 await node.add_property(
                     ua.NodeId(f"{name}.Ten", idx), ua.QualifiedName("EnumStrings", 0), ten
                 )
@@ -557,10 +613,16 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
                 kind = {"Twice": ua.NodeId(ua.ObjectIds.HasProperty), "Both": vendor_property.nodeid}
                 await node.add_reference(states, kind.get(name) or hidden[name].nodeid)
                 continue
-            await node.add_variable(ua.NodeId(f"{name}.Table", idx), ua.QualifiedName("EnumStrings", 0), ten)
+            table = await node.add_variable(
+                ua.NodeId(f"{name}.Table", idx), ua.QualifiedName("EnumStrings", 0), ten
+            )
             states = await node.add_property(
                 ua.NodeId(f"{name}.EnumStrings", idx), ua.QualifiedName("EnumStrings", 0), three
             )
+            if name in ("Unknown", "Bare"):  # the table hangs on the vendor's component type
+                await node.delete_reference(table, ua.ObjectIds.HasComponent)
+                await node.add_reference(table, part.nodeid)
+                continue
             if name != "Mode":  # the others' states hang on the vendor's subtype of HasProperty
                 await node.delete_reference(states, ua.ObjectIds.HasProperty)
                 await node.add_reference(
@@ -569,10 +631,19 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
         return nodes
 
     async with plc_server(build) as p, opcua_source(p) as src:
-        for name in ("Mode", "Grade", "Exact"):
+        # the Browse of the component's type answering BadNodeIdUnknown: the translate tells it is no property
+        for name in ("Mode", "Grade", "Exact", "Unknown"):
             with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
                 await src.write(p.node_id(name), 7)
             await src.write(p.node_id(name), 2)
+        # ... and without a translate nothing tells: refused, naming what the server answered
+        for value in (7, 2):
+            with pytest.raises(
+                OpcUaTypeMismatch,
+                match=r"0:EnumStrings: .*reference type ns=\d+;s=HasVendorPart.* answered BadNodeIdUnknown.* "
+                r"TranslateBrowsePathsToNodeIds answered BadServiceUnsupported",
+            ):
+                await src.write(p.node_id("Bare"), value)
         # a vendor's HasProperty subtype whose supertype the Browse does not give: the translate says (7 went
         # by the ten states); one answering that Browse busy is retried
         for name in ("Loose", "Twice", "Both", "Hidden"):
@@ -593,6 +664,8 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
             "Both": 0,
             "Hidden": 0,
             "Busy": 0,
+            "Unknown": 2,
+            "Bare": 0,
         }
 
 
@@ -603,7 +676,8 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
     not asked again at each write, and the refusal saying so); a Double node's are written, its DataType needing
     no property. A translate answered busy (BadServerTooBusy) is retried, not kept: it locked the node out of
     writes for 10 minutes. A node whose states hang on a vendor's subtype of HasProperty was refused on such a
-    server: the reference type's supertypes, browsed, say it is a property.
+    server: the reference type's supertypes, browsed, say it is a property. A property the Browse listed before its
+    release is the node's (it was discarded, and every write refused).
 
     A node that has its EnumStrings (or its enumeration DataType its DataTypeDefinition, its array its
     ArrayDimensions, its text its MaxStringLength) whose reads the server answers BadNotReadable or
@@ -636,6 +710,8 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
             if d.NodeId.Identifier in ("Mode", "Speed"):  # the first page of many, its states on a later one
                 r.References, r.ContinuationPoint = crowd, b"more"
                 crowded.append(d.NodeId.Identifier)
+            if d.NodeId.Identifier == "Early" and d.ReferenceTypeId.is_null():  # its states on the first page
+                r.References, r.ContinuationPoint = r.References + crowd, b"more"
         return results
 
     async def no_translate(self, params):
@@ -667,6 +743,10 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
         )
         await vendor.delete_reference(own, ua.ObjectIds.HasProperty)
         await vendor.add_reference(own, vendor_property.nodeid)
+        early = await obj.add_variable(
+            ua.NodeId("Early", idx), "Early", ua.Variant("", ua.VariantType.String)
+        )
+        await early.add_property(0, "MaxStringLength", ua.Variant(5, ua.VariantType.UInt32))
         gate = await obj.add_variable(ua.NodeId("Gate", idx), "Gate", ua.Variant(0, ua.VariantType.UInt32))
         es = await gate.add_property(0, "EnumStrings", states)
         mm_type = await new_enum(srv, idx, "MachineMode", ["Stopped", "Running", "Fault"])
@@ -704,6 +784,7 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
             "Mode": mode,
             "Speed": speed,
             "Vendor": vendor,
+            "Early": early,
             "Gate": gate,
             "MM": mm,
             "Fixed": fixed,
@@ -730,9 +811,16 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
         said = str(e.value)
         assert "released after listing 51 references" in said and "BadServiceUnsupported" in said, said
         assert "not asked again for 10 minutes or until a reconnect" in said, said
-        # the third write refused as the second was, without thousands of requests to find that out again
+        # the third write refused as the second was, without thousands of requests to find that out again; so is
+        # one naming the node by its namespace's URI (it was Browsed again, kept by the id's spelling)
+        with pytest.raises(OpcUaTypeMismatch, match=r"not asked again for 10 minutes"):
+            await src.write("nsu=urn:plc;s=Mode", 7)
         assert crowded == ["Mode", "Mode"], crowded
         await src.write(p.node_id("Speed"), 1.5)
+        # its MaxStringLength listed before the release: its limit (it was discarded, and every write refused)
+        with pytest.raises(OpcUaTypeMismatch, match=r"MaxStringLength"):
+            await src.write(p.node_id("Early"), "abcdefghij")
+        await src.write(p.node_id("Early"), "abcde")
         with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
             await src.write(p.node_id("Vendor"), 7)
         await src.write(p.node_id("Vendor"), 2)
@@ -762,4 +850,4 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
         good = {"Gate": 2, "MM": 2, "Fixed": [4, 5, 6], "Label": "abcde"}
         for name, value in good.items():
             await src.write(p.node_id(name), value)
-        assert await p.read() == {"Mode": 0, "Speed": 1.5, "Vendor": 2, **good}
+        assert await p.read() == {"Mode": 0, "Speed": 1.5, "Vendor": 2, "Early": "abcde", **good}
