@@ -2830,6 +2830,7 @@ class OpcUaSource:
         self._last_ts: dict[str, float] = {}
         # the wall clock less the time since boot, at the last value (``_now``)
         self._wall_offset: float | None = None
+        self._wall_first: float | None = None  # ... at the first value: its steps since (``_skew_hint``)
         # tag -> its last array and quality passed on: a waveform the server sends again (the first value of
         # a subscription made again after a reconnect) is known by its equal source time and samples
         self._last_wave: dict[str, tuple[np.ndarray, Quality]] = {}
@@ -3879,6 +3880,8 @@ class OpcUaSource:
         now = time.time()
         off = now - time.clock_gettime(time.CLOCK_BOOTTIME)
         prev, self._wall_offset = self._wall_offset, off
+        if self._wall_first is None:
+            self._wall_first = off
         if prev is not None and off - prev < -_CLOCK_STEP_S:
             for tag in self._last_ts:
                 self._last_ts[tag] += off - prev
@@ -4296,14 +4299,24 @@ class OpcUaSource:
             if skew and (t - now > skew or (now - t > skew and not (old_ok and which == "source"))):
                 msg = (
                     f"tag {tag}: its {which} timestamp is {t - now:+.0f} s off this gateway's clock (over "
-                    f"max_clock_skew_s {skew:g}), so the next in line is used; set the PLC's clock (NTP), or "
-                    "timestamps: server | receive"
+                    f"max_clock_skew_s {skew:g}), so the next in line is used; {self._skew_hint(t - now)}"
                 )
                 self.stats.error("clock_skew", msg)
                 self._burst.log(f"skew:{tag}:{which}", "opcua source %s: %s", self.name, msg)
                 continue
             return t
         return now
+
+    def _skew_hint(self, off: float) -> str:
+        """What to set for a timestamp ``off`` s off this gateway's clock: the gateway's own, when it stepped the
+        other way since the first value (NTP stepping it back an hour, the PLC's right: the PLC's was named)."""
+        stepped = (self._wall_offset or 0.0) - (self._wall_first or 0.0)
+        if abs(stepped) > _CLOCK_STEP_S and stepped * off < 0:
+            return (
+                f"this gateway's clock stepped {stepped:+.0f} s since the source's first value (NTP, or set by "
+                "hand): it may be the one off, check its time first, then the PLC's; or timestamps: server | receive"
+            )
+        return "set the PLC's clock (NTP; or this gateway's, if it is the one off), or timestamps: server | receive"
 
     async def _measure(self, client: Client, groups: dict[tuple[float, int], list[Node]]) -> None:
         """After a Publish answer over max_message_bytes that no node's value alone was known to pass: each

@@ -643,7 +643,8 @@ async def test_a_step_of_the_gateways_clock_back_is_not_taken_for_readings_out_o
     """NTP steps the gateway's clock back an hour while the PLC's is right: the PLC's times are then over
     max_clock_skew_s off, and the receive time stamps the readings, an hour before the last one passed on. Before,
     each such reading was counted ``out_of_order`` ("source timestamp went backwards", blaming the PLC) until the
-    hour had passed; now the step is said once and the readings go on in order on the gateway's new time."""
+    hour had passed; now the step is said once and the readings go on in order on the gateway's new time. The
+    ``clock_skew`` each is counted as names the gateway's clock, which stepped (it said "set the PLC's clock")."""
     async with _one_force_node("urn:test:step") as (node, src, it, _):
         real = time.time
         monkeypatch.setattr(time, "time", lambda: real() - 3600)  # NTP steps the gateway's clock back an hour
@@ -654,6 +655,8 @@ async def test_a_step_of_the_gateways_clock_back_is_not_taken_for_readings_out_o
     assert [r.value for r in got] == [2.0, 3.0, 4.0]
     assert "out_of_order" not in src.stats.errors_by_reason, src.stats.errors_by_reason
     assert [r.timestamp for r in got] == sorted(r.timestamp for r in got)
+    said = src.stats.last_error or ""
+    assert "+3600 s off" in said and "this gateway's clock stepped -3600 s" in said, said
 
 
 async def test_a_tag_made_bad_before_a_step_of_the_gateways_clock_back_goes_on_at_the_new_time(
