@@ -211,14 +211,16 @@ async def test_one_agents_account_of_its_losses_is_bounded_and_its_holes_still_s
         assert acks[0].stored == len(records)  # the events themselves are stored whole
         kept.append(held())
     # one row is epoch 0's end (never deleted for room); 2,000 of the first event, 1,000 of the second (the write's
-    # 3,000); then 2,000 of each later event, the agent's oldest making room (its bound 4,001)
-    assert kept == [3001, 4001, 4001]
+    # 3,000); then 2,000 of each later event, the agent's oldest making room (its bound 4,001) down to nine tenths
+    # of it (3,601: the oldest are sorted once per tenth of the bound added, not at every write past it)
+    assert kept == [3001, 3601, 3601]
     gaps = [g for g in srv.store.gaps("gw-a", tenant="acme") if g["epoch"] == 7]
     assert sum(g["last"] - g["first"] + 1 for g in gaps if g["last"]) == 39_998  # every missing seq, once
     budget = {g["first"] for g in gaps if g["cause"] == "budget"}
-    assert budget == {20_002 + 2 * i for i in range(2000)} | {30_002 + 2 * i for i in range(2000)}
-    # the first write's ranges made room: their seqs are one unknown run, as are the later events' cut ones
-    assert {"epoch": 7, "first": 2, "last": 20_001, "cause": "unknown"} in gaps
+    assert budget == {20_002 + 2 * i for i in range(400, 2000)} | {30_002 + 2 * i for i in range(2000)}
+    # the oldest ranges made room (the first write's, 400 of the second's): their seqs are one unknown run, as are
+    # the later events' cut ones
+    assert {"epoch": 7, "first": 2, "last": 20_801, "cause": "unknown"} in gaps
     assert {"epoch": 7, "first": 24_001, "last": 30_001, "cause": "unknown"} in gaps
     assert srv.store.gaps("gw1", tenant="acme") == []  # nothing of another agent's account
     # an event longer than the outbox ever sends is stored, not read (parsed in the write every tenant waits for)
