@@ -130,6 +130,10 @@ MAX_NAME_CHARS = sp.MAX_ID_CHARS
 # device's buffer holds data that old, so while this gateway's own clock is past it, the receive time is used
 CLOCK_SET_S = 1e9
 RETAINED_AHEAD_S = 1.0  # a retained reading stamped further ahead of the receive time has an unknown age
+# a device clock set back from fast (NTP stepping it): a reading older than its tag's last one while that one is
+# still this far ahead of the receive time, and this one is not, is the device's clock set right, not a reading
+# out of order (``_stepped_back``)
+CLOCK_STEP_S = 1.0
 
 __all__ = [
     "MqttBadTopic",
@@ -2166,7 +2170,7 @@ class MqttSource:
                 out.append(Reading(name, tag, v, ts, received_at, Quality.GOOD, rate))
                 continue
             last = last_ts.get(tag)
-            if last is not None and ts < last:
+            if last is not None and ts < last and not self._stepped_back(tag, ts, last, received_at):
                 self._error("out_of_order", f"tag {shown_topic(tag)}: timestamp {ts} is older than {last}")
                 if not self._keep_out_of_order:
                     continue
@@ -2176,6 +2180,25 @@ class MqttSource:
                 last_ts[tag] = ts
             out.append(Reading(name, tag, v, ts, received_at, Quality.GOOD, rate))
         return out
+
+    def _stepped_back(self, tag: str, ts: float, last: float, received_at: float) -> bool:
+        """Whether a reading of ``tag`` older than its last one (``last``) is its device's clock set back from fast
+        (NTP stepping a clock that ran fast, a clock synced after boot): the tag's last time is still more than
+        ``CLOCK_STEP_S`` ahead of this gateway's clock (within ``max_clock_skew_s``, so it was taken) and this one
+        is not. Taken, said once per burst (``device_clock_stepped``): the tag's order starts again from it, where
+        its readings were dropped as out of order until the device's clock caught up with the times it gave when
+        fast (200 s of a sensor's readings for a clock 200 s fast). With the clock checks off (``max_clock_skew_s``
+        0) never."""
+        if not self._clock_checked or last <= received_at + CLOCK_STEP_S or ts > received_at + CLOCK_STEP_S:
+            return False
+        self._notice(
+            "device_clock_stepped",
+            f"tag {shown_topic(tag)}: its device's clock was set back by {last - ts:.3f} s (its last reading was "
+            f"stamped {last - received_at:.3f} s ahead of this gateway's clock): its readings are taken from its "
+            "clock as set now; the readings stamped while it ran fast keep their times; check the device's time "
+            "sync (NTP)",
+        )
+        return True
 
     def _record_readings(self, prefix: str, tuples, received_at: float) -> list[Reading]:
         """Readings of a records message, in its order: each record brings its own quality (a BAD or
@@ -2200,7 +2223,7 @@ class MqttSource:
                 out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate, why))
                 continue
             last = last_ts.get(tag)
-            if last is not None and ts < last:
+            if last is not None and ts < last and not self._stepped_back(tag, ts, last, received_at):
                 self._error("out_of_order", f"tag {shown_topic(tag)}: timestamp {ts} is older than {last}")
                 if not self._keep_out_of_order:
                     continue
@@ -2237,7 +2260,12 @@ class MqttSource:
                 out.append(r)
                 continue
             last = last_ts.get(r.tag)
-            if last is not None and r.timestamp < last and r.quality is Quality.GOOD:
+            if (
+                last is not None
+                and r.timestamp < last
+                and r.quality is Quality.GOOD
+                and not self._stepped_back(r.tag, r.timestamp, last, r.received_at)
+            ):
                 self._error(
                     "out_of_order", f"tag {shown_topic(r.tag)}: timestamp {r.timestamp} is older than {last}"
                 )

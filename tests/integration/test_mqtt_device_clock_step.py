@@ -1,0 +1,61 @@
+"""A device whose clock ran fast (within ``max_clock_skew_s``, so its times were taken) and is then set right
+(NTP stepping it back, a gateway's clock synced after boot), through a real Mosquitto: its readings after the
+step were each older than the tag's last one and dropped as ``out_of_order`` until its clock caught up with the
+times it gave when fast (200 s of a sensor's readings lost for a clock 200 s fast). They are now taken: the tag's
+order starts again from the first of them, said once as ``device_clock_stepped``. JSON, records and Sparkplug
+alike; a reading older than its tag's last that the gateway's clock does not show as a step is dropped as before."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from protocols import sparkplug as sp
+from tests.support.mqtt_read import read_published
+
+D = sp.DataType
+
+
+def _sparkplug(seq: int, ts_s: float, value: float) -> bytes:
+    ms = int(ts_s * 1000)
+    return sp.encode(sp.Payload(ms, seq, [sp.Metric("Temp", None, D.DOUBLE, value, timestamp_ms=ms)]))
+
+
+async def test_a_device_clock_set_back_from_fast_keeps_its_readings_an_older_one_is_still_dropped(mosquitto):
+    now = time.time()
+    fast, right = now + 200, now - 2  # the device's clock 200 s fast, then set right (2 s behind)
+    subs = [
+        {"topic": "j/#"},
+        {"topic": "rec/#", "json_mapping": {"records": {"array": "values"}}},
+        {"topic": "spBv1.0/#", "codec": "sparkplug_b"},
+    ]
+    messages = [
+        ("spBv1.0/g/NBIRTH/n1", _sparkplug(0, fast, 1.0)),
+        ("j/1", json.dumps({"ts": fast, "v": 1})),
+        ("rec/1", json.dumps({"values": [{"id": "w", "v": 1, "t": fast}]})),
+        ("spBv1.0/g/NDATA/n1", _sparkplug(1, fast + 1, 2.0)),
+        # NTP: the clock 200 s back
+        ("j/1", json.dumps({"ts": right, "v": 2})),
+        ("rec/1", json.dumps({"values": [{"id": "w", "v": 2, "t": right}]})),
+        ("spBv1.0/g/NDATA/n1", _sparkplug(2, right, 3.0)),
+        ("j/1", json.dumps({"ts": right + 1, "v": 3})),
+        # older than the tag's last, the device's clock right: out of order, dropped as before
+        ("j/1", json.dumps({"ts": right - 5, "v": 4})),
+        ("j/end", json.dumps({"ts": right + 2, "end": 1})),
+    ]
+    got, src = await read_published(mosquitto.port, subs, messages, "j/end/end")
+    by_tag: dict = {}
+    for r in got:
+        by_tag.setdefault(r.tag, []).append((r.value, r.timestamp))
+    assert by_tag == {
+        "n1/Temp": [
+            (1.0, int(fast * 1000) / 1000),
+            (2.0, int((fast + 1) * 1000) / 1000),
+            (3.0, int(right * 1000) / 1000),
+        ],
+        "j/1/v": [(1, fast), (2, right), (3, right + 1)],  # before: 2 and 3 dropped as out of order
+        "rec/1/w": [(1, fast), (2, right)],
+        "j/end/end": [(1, right + 2)],
+    }, by_tag
+    assert src.stats.errors_by_reason.get("out_of_order") == 1
+    assert src.notices.counts.get("device_clock_stepped") == 3
