@@ -575,7 +575,9 @@ class QuotaLimits:
 
 
 class QuotaExceeded(Exception):
-    pass
+    def __init__(self, message: str = "", limit: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit  # the number refused at, where one is the whole limit (concurrent_streams)
 
 
 class _Bucket:
@@ -693,12 +695,14 @@ class Quotas:
     def open_stream(self, agent: AgentKey) -> None:
         with self._lock:
             if self._streams[agent] >= self.limits.concurrent_streams:
-                raise self._refuse(
+                exc = self._refuse(
                     agent,
                     "streams",
                     f"{self._streams[agent]} streams already open (limit "
                     f"{self.limits.concurrent_streams} concurrent streams)",
                 )
+                exc.limit = self.limits.concurrent_streams
+                raise exc
             self._streams[agent] += 1
 
     def streams_full(self, agent: AgentKey) -> bool:

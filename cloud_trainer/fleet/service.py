@@ -94,7 +94,7 @@ from cloud_trainer.registry import WITHDRAWN, Registry
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
 from protocols.image_header import KIND_SUFFIXES, SNIFF_BYTES, image_kind
-from protocols.refusals import REFUSAL_KEY, REPORT_KEY, REPORT_LATE, STREAMS_FULL
+from protocols.refusals import REFUSAL_KEY, REPORT_KEY, REPORT_LATE, STREAMS_FULL, STREAMS_LIMIT_KEY
 
 log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
@@ -947,8 +947,12 @@ class FleetServicer(rpc.FleetServicer):
         try:
             self.quotas.open_stream(agent)
         except QuotaExceeded as exc:
-            # the kind marked for the agent (protocols.refusals), which told it by the details' words alone
-            context.set_trailing_metadata(((REFUSAL_KEY, STREAMS_FULL),))
+            # the kind marked for the agent (protocols.refusals), which told it by the details' words alone, and the
+            # limit (at 1, the agent's Connect stream holds the place: it reports by unary Heartbeat instead)
+            marks = [(REFUSAL_KEY, STREAMS_FULL)]
+            if exc.limit is not None:
+                marks.append((STREAMS_LIMIT_KEY, str(exc.limit)))
+            context.set_trailing_metadata(tuple(marks))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         try:
             yield

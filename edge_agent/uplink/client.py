@@ -46,7 +46,7 @@ from devices.base import BurstLogger
 from edge_agent.outbox.store import Outbox
 from edge_agent.uplink.fleet_client import FleetClient
 from edge_agent.uplink.settings import CloudSettings
-from protocols.refusals import REFUSAL_KEY, STREAMS_FULL
+from protocols.refusals import REFUSAL_KEY, STREAMS_FULL, STREAMS_LIMIT_KEY
 
 # the outbox's own events (``outbox_corrupt``, drops) are recorded by the outbox, never hidden as they are
 _OUTBOX_OWN = b'"kind":"outbox_'
@@ -74,6 +74,11 @@ STREAMS_FULL_RETRY_S = 0.25
 STREAMS_FULL_FAST_S = 30.0
 STREAMS_FULL_DOUBLE_S = 10.0
 STREAMS_FULL_MAX_S = 5.0
+# once the Connect stream gave its place to the records (``Uplink._yield_connect``: concurrent_streams 1), it is tried
+# again after this long, the wait doubling at each refusal up to CONNECT_AGAIN_MAX_S: the service's limit may have
+# been raised. Before, the agent stayed on unary Heartbeat until it restarted
+CONNECT_AGAIN_S = 300.0
+CONNECT_AGAIN_MAX_S = 3600.0
 
 # the fleet service's time to store a batch and answer once its bytes are in: a batch's acknowledgement is waited for
 # this plus ``keepalive_timeout_s``, the time its bytes may take on the link (on a slow one keep keepalive_timeout_s
@@ -88,6 +93,27 @@ ACK_WAIT_S = 60.0
 # records in flight left 7 bytes, one record per batch, and acks taking keepalive_timeout_s / 2 or more (a slow fleet
 # service, a long round trip) never grew it back: one record per round trip until a restart
 FIT_FLOOR = 16384
+
+# a record alone in its batch whose sending failed on its way this many times, each after half of keepalive_timeout_s
+# or more (its bytes too many for the link within keepalive_timeout_s: a large image on a slow cellular link), is set
+# aside (``Uplink._lone_failed``): kept in the outbox and out of the reads, so that the records behind it go on. It is
+# tried again after ASIDE_RETRY_S (doubling each time it is set aside again, up to ASIDE_RETRY_MAX_S), or at once
+# when an acknowledged batch of as many bytes or more shows that the link carries it now. Before, it failed for ever
+# and every sample behind it waited, ``last_error`` saying only "ping timeout"
+ASIDE_AFTER = 3
+ASIDE_RETRY_S = 600.0
+ASIDE_RETRY_MAX_S = 6 * 3600.0
+
+# the most acknowledged seqs the uplink keeps in memory while the outbox cannot record them (its disk full or
+# read-only, ``Uplink._unrecorded``): the records behind them go on being sent meanwhile (each read skips these,
+# reading this many more rows); past it, sending waits until the outbox records them
+UNRECORDED_MAX = 5000
+
+# the learned bound of a batch's bytes (``Uplink._fit_link``) is kept in this file of the data folder, so that an
+# agent restarted (a crash loop, a fleet configuration rollout) starts from it instead of relearning the link by
+# failures; read back, it doubles for every LINK_RELAX_S since it was written (a link that got better is found again)
+LINK_FILE = "uplink-link.json"
+LINK_RELAX_S = 3600.0
 
 # beyond two of the outbox's commit rounds, what a read after a fill ended by time waits for its commit (the
 # writer's round takes its own time: a checkpoint, retention)
@@ -140,8 +166,16 @@ def _streams_full(exc: Exception) -> bool:
 
 
 def _streams_limit(exc: Exception) -> int | None:
-    """The agent's ``concurrent_streams`` as the fleet service's refusal words it ("(limit N concurrent streams)"),
-    None where they do not."""
+    """The agent's ``concurrent_streams`` as the fleet service's refusal marks it (``STREAMS_LIMIT_KEY`` in the
+    trailing metadata), else as its words say it ("(limit N concurrent streams)": a service of before the mark), None
+    where neither does."""
+    trailing = getattr(exc, "trailing_metadata", lambda: None)() or ()
+    for k, v in trailing:
+        if k == STREAMS_LIMIT_KEY:
+            try:
+                return int(v)
+            except (TypeError, ValueError):
+                return None
     m = re.search(r"\(limit (\d+) concurrent streams\)", getattr(exc, "details", lambda: "")() or "")
     return int(m.group(1)) if m else None
 
@@ -215,17 +249,36 @@ class Uplink:
         # stream, which Connect holds for good (``_streams_full_wait``); then unary Heartbeat, and why (``mode_why``)
         self._streaming = settings.stream
         self.mode_why: str | None = None
+        # when (monotonic) the Connect stream is tried again after it gave its place (``_yield_connect``), and the
+        # wait after the next such refusal
+        self._connect_again_at: float | None = None
+        self._connect_again_s = CONNECT_AGAIN_S
+        self._connect_live = False  # the open Connect stream was answered (the service took it)
         self._connect_wake: asyncio.Event | None = None  # wakes the Connect stream's wait (``_connected``)
         self._sent_batch: list[int] = []  # the seqs of the batch awaiting its acknowledgement
         # their bytes (payloads and samples), said when the cloud refuses one as too large
         self._sent_bytes = 0
-        # seqs the cloud acknowledged that the outbox could not record (``_record_acks``)
-        self._unrecorded: list[int] = []
+        # seqs the cloud acknowledged that the outbox could not record, with their bytes (``_record_acks``), the epoch
+        # they are of, and when the outbox is asked again (monotonic) after what wait
+        self._unrecorded: dict[int, int] = {}
+        self._unrecorded_epoch = 0
+        self._record_at = 0.0
+        self._record_delay = settings.backoff_initial_s
+        # records set aside (``_lone_failed``): seq -> (bytes, kind, when tried again (monotonic)); how many times each
+        # was (its wait doubles), how often the record alone in the batch in flight failed on its way (seq -> count),
+        # and how many records were set aside since the start
+        self._aside: dict[int, tuple[int, str, float]] = {}
+        self._aside_times: dict[int, int] = {}
+        self._lone_fails: dict[int, int] = {}
+        self.set_aside = 0
+        self._lone: tuple[int, str, int] | None = (
+            None  # (seq, kind, bytes) of a batch of one record in flight
+        )
         self._one_by_one = 0  # batches still to send one record each, to find a refused record
         # a batch's bytes at most (``_fit_link``): batch_max_bytes, halved after a batch of several records failed in
         # flight, grown back as acked batches show the link carries more; and the batch in flight (records, bytes,
         # when handed to gRPC), None once acknowledged
-        self._batch_bytes = settings.batch_max_bytes
+        self._batch_bytes = self._learned_bytes()
         self._in_flight: tuple[int, int, float] | None = None
         self.last_error: str | None = None
         self.last_ack_at: float | None = None
@@ -356,12 +409,19 @@ class Uplink:
             if self._unrecorded:
                 await self._record_acks()
             await self._new_batch()  # records poked from now on: gathered below
-            pending = await asyncio.to_thread(
-                self.outbox.pending, self.s.batch_max_records, self.s.batch_max_bytes
-            )
+            pending = await asyncio.to_thread(self._unsent, self.s.batch_max_records, self.s.batch_max_bytes)
             self._missed(pending, self.s.batch_max_records)
             if not pending:
                 self.state = "idle" if self.state != "backoff" else self.state
+                if (
+                    self._unrecorded
+                ):  # nothing else to send: the outbox asked again at its time, records read anew
+                    if self._first_poke is None:  # at a poke or a poll
+                        self._wake.clear()
+                        await self._woken(
+                            None, min(self._poll_s(), max(0.01, self._record_at - time.monotonic()))
+                        )
+                    continue
                 # the first record, then up to max_delay_ms for more to fill the batch
                 await self._gather(None, None)
                 continue
@@ -383,6 +443,7 @@ class Uplink:
                 self.state = "backoff"
                 self.reconnects += 1
                 self._fit_link(flight)
+                self._lone_failed(flight)
                 # another failure ends a streak of refusals at concurrent_streams: the next such refusal (a new
                 # download after a service restart, say) is tried again at the fast pace, not the streak's grown one
                 self._full_since = None
@@ -418,8 +479,11 @@ class Uplink:
             fits = min(self.s.batch_max_bytes, int(nbytes / took * half))
             if fits > self._batch_bytes:
                 self._batch_bytes = fits
+                if fits >= self.s.batch_max_bytes:  # the whole bound again: nothing left to remember
+                    self._keep_learned(None)
         elif n > 1 and nbytes > FIT_FLOOR and nbytes // 2 < self._batch_bytes and took >= half:
             self._batch_bytes = max(min(FIT_FLOOR, self.s.batch_max_bytes), nbytes // 2)
+            self._keep_learned(self._batch_bytes)
             log.info(
                 "uplink to %s: a batch of %d records (%d bytes) failed on its way; the next take at most %d bytes "
                 "until acknowledged ones show the link carries more",
@@ -429,29 +493,191 @@ class Uplink:
                 self._batch_bytes,
             )
 
+    def _link_file(self) -> Path | None:
+        """``LINK_FILE`` in the outbox's data folder (None: an outbox without one)."""
+        epoch_path = getattr(self.outbox, "epoch_path", None)
+        return None if epoch_path is None else Path(epoch_path).parent / LINK_FILE
+
+    def _learned_bytes(self) -> int:
+        """A batch's bytes at most at the start: what a former run of this agent learned of the link to this endpoint
+        (``_keep_learned``), doubled for every ``LINK_RELAX_S`` since, within ``FIT_FLOOR`` and ``batch_max_bytes``;
+        ``batch_max_bytes`` when nothing (readable) was kept. A crash-looping agent on a slow link relearned it at each
+        start by failed batches (each up to ``keepalive_timeout_s`` on the link and sent again)."""
+        from edge_agent.files import read_json_state
+
+        top = self.s.batch_max_bytes
+        path = self._link_file()
+        if path is None:
+            return top
+        try:
+            kept = read_json_state(path, 4096)
+            if kept.get("endpoint") != self.s.endpoint:
+                return top
+            learned, at = int(kept["batch_bytes"]), float(kept["at"])
+        except FileNotFoundError:
+            return top
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.debug("uplink: %s not read (%s); batches start at batch_max_bytes", path, exc)
+            return top
+        age = max(0.0, time.time() - at)  # (a clock stepped back: taken as written now)
+        grown = learned * 2 ** min(age / LINK_RELAX_S, 64.0)
+        start = int(min(top, max(min(FIT_FLOOR, top), grown)))
+        if start < top:
+            log.info(
+                "uplink to %s: batches start at %d bytes at most, as the link carried before this start (%s)",
+                self.s.endpoint,
+                start,
+                path,
+            )
+        return start
+
+    def _keep_learned(self, nbytes: int | None) -> None:
+        """Keep the learned bound for the next start (``_learned_bytes``); None: forget it. A disk that refuses is
+        only logged: the bound is then relearned after a restart, as before."""
+        from edge_agent.files import atomic_write_json
+
+        path = self._link_file()
+        if path is None:
+            return
+        try:
+            if nbytes is None:
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write_json(
+                    path, {"endpoint": self.s.endpoint, "batch_bytes": nbytes, "at": time.time()}
+                )
+        except OSError as exc:
+            log.debug("uplink: %s not written (%s)", path, exc)
+
+    def _skipped(self) -> dict[int, int]:
+        """The records each read leaves out, with their bytes: acknowledged ones the outbox has not recorded yet
+        (``_record_acks``) and records set aside (``_lone_failed``); a set-aside one whose wait is over is let back."""
+        if self._aside:
+            now = time.monotonic()
+            for seq in [q for q, (_, _, at) in self._aside.items() if at <= now]:
+                self._let_back(seq, "its wait is over")
+        if not self._unrecorded:
+            return {q: a[0] for q, a in self._aside.items()}
+        return {**self._unrecorded, **{q: a[0] for q, a in self._aside.items()}}
+
+    def _unsent(self, limit: int, max_bytes: int) -> list:
+        """``outbox.pending`` without the records ``_skipped`` names (off the loop): as many more rows read as it
+        names, the batch's bounds applied to the rest."""
+        skip = self._skipped()
+        if not skip:
+            return self.outbox.pending(limit, max_bytes)
+        recs = self.outbox.pending(limit + len(skip), max_bytes + sum(skip.values()))
+        out: list = []
+        total = 0
+        for r in recs:
+            if r.seq in skip:
+                continue
+            if len(out) >= limit or out and total + r.size > max_bytes:
+                break
+            out.append(r)
+            total += r.size
+        return out
+
+    def _let_back(self, seq: int, why: str) -> None:
+        nbytes, kind, _ = self._aside.pop(seq)
+        # one more failure on its way sets it aside again (its wait doubled)
+        self._lone_fails = {seq: ASIDE_AFTER - 1}
+        log.info(
+            "uplink to %s: record %d (%s, %d bytes) is tried again: %s",
+            self.s.endpoint,
+            seq,
+            kind,
+            nbytes,
+            why,
+        )
+
+    def _lone_failed(self, flight: tuple[int, int, float] | None) -> None:
+        """The batch in flight failed: if it was one record alone and failed on its way after half of
+        ``keepalive_timeout_s`` or more, count it; the ``ASIDE_AFTER``-th time, set it aside (``ASIDE_AFTER``)."""
+        lone, self._lone = self._lone, None
+        if flight is None or lone is None or flight[0] != 1:
+            return
+        if time.monotonic() - flight[2] < self.s.keepalive_timeout_s / 2:  # refused, not cut on its way
+            return
+        seq, kind, nbytes = lone
+        fails = self._lone_fails.get(seq, 0) + 1
+        self._lone_fails = {seq: fails}  # (only the head's: another record's failures end a streak)
+        if fails < ASIDE_AFTER:
+            return
+        self._lone_fails = {}
+        times = self._aside_times[seq] = self._aside_times.get(seq, 0) + 1
+        while len(self._aside_times) > 1000:  # (bounded: the oldest forgotten)
+            del self._aside_times[next(iter(self._aside_times))]
+        wait = min(ASIDE_RETRY_MAX_S, ASIDE_RETRY_S * 2 ** min(times - 1, 32))
+        self._aside[seq] = (nbytes, kind, time.monotonic() + wait)
+        self.set_aside += 1
+        self.last_error = (
+            f"PushRecords: record {seq} ({kind}, {nbytes} bytes) failed on its way {fails} times, each after "
+            f"keepalive_timeout_s / 2 or more: too large for this link within keepalive_timeout_s "
+            f"({self.s.keepalive_timeout_s:g} s); set aside (kept in the outbox), tried again in {wait:g} s"
+        )
+        log.warning(
+            "uplink to %s: record %d (%s, %d bytes) failed on its way %d times, each after keepalive_timeout_s / 2 "
+            "or more: the link does not carry it within keepalive_timeout_s (%g s). It is set aside, kept in the "
+            "outbox, and the records behind it are sent; it is tried again in %g s, or once a batch as large is "
+            "acknowledged. To send such records on this link, raise cloud.keepalive_timeout_s above its bytes / the "
+            "link's bytes per second",
+            self.s.endpoint,
+            seq,
+            kind,
+            nbytes,
+            fails,
+            self.s.keepalive_timeout_s,
+            wait,
+        )
+
     async def _record_acks(self) -> None:
-        """Record in the outbox the acknowledgement it could not take (``_unrecorded``: its disk full or read-only),
-        tried again at the doubling backoff until it does; nothing is sent meanwhile. Before, the failure was taken
-        for the link's: the batch was sent again, the stream's heartbeat proving the link up ended each backoff at
-        once, and a full disk had the same batch (up to ``batch_max_bytes``) uploaded about every second for as long
-        as it stayed full, each a duplicate at the cloud (measured: 45 in 30 s)."""
-        delay = self.s.backoff_initial_s
+        """Record in the outbox the acknowledgements it could not take (``_unrecorded``: its disk full or read-only),
+        tried at the doubling backoff until it does. Meanwhile the records behind them are sent (each read leaves
+        the acknowledged ones out, ``_unsent``), so an alarm or event committed before the disk filled goes up; past
+        ``UNRECORDED_MAX`` seqs kept, nothing more is sent until the outbox records them. Formerly nothing at all was
+        sent while one acknowledgement waited (the disk full over a weekend: every alarm behind it waited too); and
+        before that, the failure was taken for the link's and the same batch uploaded about every second, each a
+        duplicate at the cloud. A renewed outbox (a new epoch) holds none of them: they are forgotten."""
         while self._unrecorded:
+            if self._unrecorded_epoch != self.outbox.epoch:
+                self._unrecorded = {}
+                return
+            now = time.monotonic()
+            if now < self._record_at:
+                if len(self._unrecorded) < UNRECORDED_MAX:
+                    return
+                await asyncio.sleep(self._record_at - now)
+                continue
+            seqs = list(self._unrecorded)
             try:
-                n = await asyncio.to_thread(self.outbox.ack, self._unrecorded)
+                n = await asyncio.to_thread(self.outbox.ack, seqs)
             except Exception as exc:
-                self.state = "backoff"
                 self._error("recording an acknowledgement", exc)
-                await asyncio.sleep(_push_wait(delay))
-                delay = min(self.s.backoff_max_s, delay * 2)
+                self._record_at = time.monotonic() + _push_wait(self._record_delay)
+                self._record_delay = min(self.s.backoff_max_s, self._record_delay * 2)
                 continue
             log.info(
                 "uplink to %s: the outbox recorded the acknowledgement of %d records it could not before",
                 self.s.endpoint,
-                len(self._unrecorded),
+                len(seqs),
             )
             self.acked += n
-            self._unrecorded = []
+            for q in seqs:
+                self._unrecorded.pop(q, None)
+            self._record_delay = self.s.backoff_initial_s
+
+    def _unrecorded_ack(self, seqs, recs: list, exc: Exception) -> None:
+        """The outbox could not record an acknowledgement (``_record_acks``)."""
+        if self._unrecorded_epoch != self.outbox.epoch:
+            self._unrecorded = {}
+        self._unrecorded_epoch = self.outbox.epoch
+        sizes = {r.seq: r.size for r in recs}
+        first = not self._unrecorded
+        self._unrecorded.update((q, sizes.get(q, 0)) for q in seqs)
+        if first:
+            self._record_at = time.monotonic() + _push_wait(self._record_delay)
+        self._error("recording an acknowledgement", exc)
 
     async def _streams_full_wait(self, exc: Exception) -> None:
         """The push was refused as beyond the agent's ``concurrent_streams`` (``_streams_full``): wait
@@ -494,21 +720,39 @@ class Uplink:
             await self._woken(None, left)
 
     def _yield_connect(self) -> None:
-        """The fleet service allows this agent one stream at once (``concurrent_streams`` 1), which the agent's own
-        Connect stream holds for as long as it is open: no push could ever be taken (before, tried every 5-7.5 s for
-        ever, nothing delivered). The Connect stream is ended and the state goes by unary Heartbeat every
-        ``heartbeat_s`` (as with ``cloud.stream: false``), so that the records go; said in one WARNING and in
-        ``/status`` (``uplink.mode`` ``heartbeat``, ``mode_why``) until the agent restarts."""
+        """The fleet service allows this agent one stream at once (``concurrent_streams`` 1, told by the refusal's
+        ``STREAMS_LIMIT_KEY``), which the agent's own Connect stream holds for as long as it is open: no push could
+        ever be taken (before, tried every 5-7.5 s for ever, nothing delivered). The Connect stream is ended and the
+        state goes by unary Heartbeat every ``heartbeat_s`` (as with ``cloud.stream: false``), so that the records go;
+        said in a WARNING and in ``/status`` (``uplink.mode`` ``heartbeat``, ``mode_why``). The Connect stream is
+        tried again after ``CONNECT_AGAIN_S``, the wait doubling at each such refusal up to ``CONNECT_AGAIN_MAX_S``
+        (formerly never, until the agent restarted): once the service takes it beside a push, all is as before."""
+        wait = self._connect_again_s
+        self._connect_again_at = time.monotonic() + wait
+        self._connect_again_s = min(CONNECT_AGAIN_MAX_S, wait * 2)
         self._streaming = False
+        first = self.mode_why is None
         self.mode_why = (
             "the fleet service allows this agent 1 stream at once (concurrent_streams 1), which its Connect stream "
             "held: no record could be sent; the state goes by unary Heartbeat every heartbeat_s instead (as with "
-            "cloud.stream: false) until the agent restarts; give the agent concurrent_streams 3 or more on the "
-            "service to have the Connect stream (and records sent during a rollout's download)"
+            f"cloud.stream: false), the Connect stream tried again in {wait:g} s; give the agent concurrent_streams 3 "
+            "or more on the service to have the Connect stream (and records sent during a rollout's download)"
         )
-        log.warning("uplink to %s: %s", self.s.endpoint, self.mode_why)
+        (log.warning if first else log.info)("uplink to %s: %s", self.s.endpoint, self.mode_why)
         if self._connect_wake is not None:
             self._connect_wake.set()
+
+    def _connect_again(self) -> bool:
+        """The Connect stream given up for unary Heartbeat (``_yield_connect``) is due to be tried again."""
+        at = self._connect_again_at
+        if at is None or self._streaming or time.monotonic() < at:
+            return False
+        self._connect_again_at = None
+        self._streaming = True
+        log.info(
+            "uplink to %s: the Connect stream is tried again (concurrent_streams 1 before)", self.s.endpoint
+        )
+        return True
 
     async def _refused(self, exc: Exception) -> bool:
         """The cloud refused a batch as no store can hold it (INVALID_ARGUMENT: a record of another agent
@@ -586,7 +830,7 @@ class Uplink:
             await self._woken(reading, left)
             if self._first_poke is None and (reading is None or not reading.done()):
                 # appended without a poke: sent at once (nothing says more are coming)
-                if await asyncio.to_thread(self.outbox.pending, 1, self.s.batch_max_bytes):
+                if await asyncio.to_thread(self._unsent, 1, self.s.batch_max_bytes):
                     return True
         end = self._first_poke + self.s.max_delay_ms / 1000
         while (
@@ -603,6 +847,21 @@ class Uplink:
         # a fill that ended full: committed before the read (``_new_batch``); a backlog's reads wait for no fill
         self._filled = self._pokes >= self.s.batch_max_records or self._poked_bytes >= self.s.batch_max_bytes
         return reading is None or not reading.done()
+
+    async def _idle(self, reading: asyncio.Future) -> bool:
+        """``_gather`` on an open stream for up to ``stream_idle_s``, asking the outbox again meanwhile to record the
+        acknowledgements it could not (``_record_acks``) at their time: an idle stream held them for its whole
+        ``stream_idle_s`` (30 s)."""
+        until = time.monotonic() + self.s.stream_idle_s
+        while True:
+            left = until - time.monotonic()
+            if self._unrecorded:
+                left = min(left, max(0.01, self._record_at - time.monotonic()))
+            if await self._gather(reading, left):
+                return True
+            if reading.done() or not self._unrecorded or time.monotonic() >= until:
+                return False
+            await self._record_acks()
 
     async def _new_batch(self) -> None:
         """Before a read of the outbox: records poked from now on fill the next batch. An alarm or event that the
@@ -709,11 +968,13 @@ class Uplink:
                     if reading is None:
                         reading = asyncio.ensure_future(call.read())
                     self.state = "idle"
-                    if not await self._gather(reading, self.s.stream_idle_s):
+                    if not await self._idle(reading):
                         if reading.done():  # the server ended the idle stream (a restart, a dead path)
                             self._ended_idle(reading)
                         break
                 gathered = False
+                if self._unrecorded:  # tried at its backoff (waits here only past UNRECORDED_MAX)
+                    await self._record_acks()
                 await self._new_batch()  # records poked from now on fill the next batch
                 recs = await asyncio.to_thread(self._pending, limit)
                 self._missed(recs, limit)
@@ -725,6 +986,7 @@ class Uplink:
                 self.state = "sending"
                 self._sent_batch = [r.seq for r in recs]
                 self._sent_bytes = sum(r.size for r in recs)
+                self._lone = (recs[0].seq, recs[0].kind, recs[0].size) if len(recs) == 1 else None
                 batch = pb.RecordBatch()
                 nbytes = 0
                 for r in recs:
@@ -774,6 +1036,12 @@ class Uplink:
                 flight, self._in_flight = self._in_flight, None
                 self._fit_link(flight, acked=True)
                 self._probe = False  # the stream is this agent's: its next batches are whole
+                if self.mode_why is not None and self._connect_live:
+                    # a push taken beside the Connect stream tried again: the service allows both now
+                    self.mode_why, self._connect_again_s = None, CONNECT_AGAIN_S
+                    log.info(
+                        "uplink to %s: the Connect stream and the records go together again", self.s.endpoint
+                    )
                 self._full_since = None  # (a refusal at concurrent_streams after this starts a streak afresh)
                 # the stream's next message read from now on: an end of the stream by the server while this side
                 # gathers or paces its next batch (the fleet service's at its concurrent_streams limit, to take
@@ -783,16 +1051,23 @@ class Uplink:
                 try:
                     n = await asyncio.to_thread(self.outbox.ack, list(ack.seqs))
                 except Exception as exc:
-                    self._unrecorded, n = list(ack.seqs), 0
-                    self._error("recording an acknowledgement", exc)
+                    self._unrecorded_ack(ack.seqs, recs, exc)
+                    n = 0
+                else:
+                    if self._unrecorded:  # the disk takes writes again: the ones kept are recorded at once
+                        self._record_at = 0.0
+                if self._lone_fails:
+                    for q in ack.seqs:
+                        self._lone_fails.pop(q, None)
+                # a batch as large as a record set aside went through: the link carries it now
+                for q in [q for q, a in self._aside.items() if a[0] <= nbytes]:
+                    self._let_back(q, f"a batch of {nbytes} bytes was acknowledged")
                 self._one_by_one = max(0, self._one_by_one - 1)
                 self.sent += len(recs)
                 self.acked += n
                 self.batches += 1
                 self.bytes_sent += nbytes
                 self.last_ack_at = time.time()
-                if self._unrecorded:
-                    break
                 # more behind (a full batch: a backlog): read at once; else the next batch is gathered
                 gathered = len(recs) >= limit or 2 * nbytes >= self._batch_bytes
         finally:
@@ -841,7 +1116,7 @@ class Uplink:
     def _pending(self, limit: int) -> list:
         """The outbox's next records, the free text of an event or alarm this agent did not hide as it recorded it
         hidden as the cloud may be told it (off the loop: a JSON read per such event)."""
-        recs = self.outbox.pending(limit, self._batch_bytes)
+        recs = self._unsent(limit, self._batch_bytes)
         hide = self.event_for_cloud
         if hide is None:
             return recs
@@ -910,6 +1185,9 @@ class Uplink:
                         log.info("uplink: %s has no Connect stream; using unary heartbeats", self.s.endpoint)
                         self._streaming = False
                         continue
+                    if self.mode_why is not None and _streams_full(exc):  # tried again: the place still taken
+                        self._yield_connect()
+                        continue
                     # refused on purpose (a quota, a certificate): asking again soon will not change the answer
                     slow = _refused_on_purpose(exc)
                     await self._failed("Connect", exc)
@@ -928,6 +1206,7 @@ class Uplink:
             except Exception as exc:
                 await self._failed("Heartbeat", exc)
             await asyncio.sleep(self.s.heartbeat_s)
+            self._connect_again()
 
     async def _connected(self) -> None:
         """One Connect stream: reports on change and every ``report_s``; returns or raises when it ends."""
@@ -953,6 +1232,7 @@ class Uplink:
         async def read() -> None:
             async for msg in call:
                 unanswered[0] = None
+                self._connect_live = True
                 if msg.HasField("desired"):
                     latest[0] = msg.desired
                     arrived.set()
@@ -1012,6 +1292,7 @@ class Uplink:
             await reader  # raises what ended the stream
             raise ConnectionError("the server ended the Connect stream")
         finally:
+            self._connect_live = False
             reader.cancel()
             try:
                 outq.put_nowait(None)
@@ -1031,6 +1312,10 @@ class Uplink:
             "streams": self.streams,
             "streams_refused": self.streams_refused,
             "refused": self.refused,
+            # records set aside since the start, as too large for the link (``_lone_failed``), and those now
+            "set_aside": self.set_aside,
+            "aside_now": len(self._aside),
+            "unrecorded_acks": len(self._unrecorded),
             "last_error": self.last_error,
             "last_ack_at": self.last_ack_at,
             "generation": self.generation,

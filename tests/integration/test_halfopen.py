@@ -440,6 +440,10 @@ async def test_a_link_too_slow_for_a_whole_batch_in_its_timeouts_gets_smaller_ba
         await until(lambda: up.acked == 3, timeout_s=15, what="the backlog acknowledged")
         assert up.reconnects >= 1 and up._batch_bytes < up.s.batch_max_bytes, (up.reconnects, up.last_error)
         assert [r["payload"]["i"] for r in srv.store.records("gw1", limit=10)] == [0, 1, 2]
+        # the agent restarts (a crash loop, a configuration rollout): it starts from what it learned of the link (kept
+        # in its data folder), not from batch_max_bytes and the failures of whole batches again
+        await up.stop()
+        assert client.FIT_FLOOR <= Uplink(up.s, ob)._batch_bytes < up.s.batch_max_bytes
 
 
 async def test_a_small_batch_lost_on_its_way_does_not_shrink_the_next_batches_below_a_useful_size(
@@ -466,3 +470,31 @@ async def test_a_small_batch_lost_on_its_way_does_not_shrink_the_next_batches_be
         await until(lambda: up.acked == 32, timeout_s=10, what="the backlog acknowledged")
         assert up.batches - before <= 4, (up.batches - before, up._batch_bytes)
         assert [r["payload"]["i"] for r in srv.store.records("gw1", limit=100)] == list(range(32))
+
+
+async def test_a_record_too_large_for_the_link_is_set_aside_and_the_samples_behind_it_are_sent(
+    tmp_path, pki, monkeypatch, caplog
+) -> None:
+    """A sample whose bytes take longer on the link than the agent waits for it (``ACK_WAIT_S`` +
+    ``keepalive_timeout_s``, or a keepalive ping behind it: a large image on a slow cellular link; scaled down here
+    to 1.1 s against 2 s) fails on its way each time it is sent, alone in its batch. After ``ASIDE_AFTER`` such
+    failures it is set aside, said and counted, kept in the outbox, and the samples behind it are sent. Before, it
+    was sent again for ever and every sample behind it waited."""
+    from edge_agent.uplink import client
+
+    monkeypatch.setattr(client, "ACK_WAIT_S", 0.1)
+    monkeypatch.setattr(client, "ASIDE_AFTER", 2, raising=False)  # (absent before)
+    async with _uplink_to_fleet(
+        tmp_path, pki, up_bytes_per_s=20_000, keepalive_s=30, keepalive_timeout_s=1
+    ) as (srv, ob, up):
+        big = ob.append("sample", {"i": 0}, sample=os.urandom(40_000), sample_ext=".png")  # 2 s on this link
+        for i in (1, 2):
+            ob.append("sample", {"i": i}, sample=os.urandom(2_000), sample_ext=".png")
+        up.poke()
+        await until(lambda: up.acked == 2, timeout_s=20, what="the samples behind the large one acknowledged")
+        assert [r["payload"]["i"] for r in srv.store.records("gw1", limit=10)] == [1, 2]
+        st = up.status()
+        assert st["set_aside"] == 1 and st["aside_now"] == 1, st
+        said = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
+        assert len(said) == 1 and f"record {big} (sample, 40" in said[0], said
+        assert [r.seq for r in ob.pending(10, 10**6)] == [big]  # kept in the outbox

@@ -635,10 +635,12 @@ async def test_an_acknowledgement_the_full_disk_cannot_record_is_recorded_once_t
     small_disk, tmp_path
 ) -> None:
     """The cloud acknowledges a batch and the outbox cannot record it (its disk full): the uplink keeps the
-    acknowledgement and records it at its backoff once there is room; nothing is sent again meanwhile. Before, the
+    acknowledgement and records it at its backoff once there is room; that batch is not sent again, and the records
+    behind it (an alarm committed before the disk filled, the rest of a backlog) are sent meanwhile. Before, the
     failure was taken for the link's: the batch went again, and the Connect stream's reports, proving the link up,
     ended each backoff at once: the same batch uploaded about every second for as long as the disk stayed full
-    (45 times in 30 s on a running agent), each a duplicate at the cloud."""
+    (45 times in 30 s on a running agent), each a duplicate at the cloud; and then nothing at all was sent while the
+    acknowledgement waited (only the first of two batches reached the cloud)."""
     from cloud_trainer.fleet.service import FleetServer
     from edge_agent.uplink.client import Uplink
     from tests.support.fleet import cloud_settings, make_pki
@@ -651,21 +653,22 @@ async def test_an_acknowledgement_the_full_disk_cannot_record_is_recorded_once_t
     await srv.start()
     ob = Outbox(OutboxSettings(), small_disk / "data")
     ob.open()
-    for i in range(3):
+    for i in range(6):
         ob.append("result", {"i": i, "pad": "x" * 2000})
     ob.flush()
     filler = fill(small_disk)
-    up = Uplink(cloud_settings(pki, port, heartbeat_s=0.2), ob)
+    up = Uplink(cloud_settings(pki, port, heartbeat_s=0.2, batch_max_records=3), ob)
     try:
         await up.start()
-        await until(lambda: srv.store.stats("gw1")["records"] == 3, what="the batch stored at the cloud")
+        await until(lambda: srv.store.stats("gw1")["records"] == 6, what="both batches stored at the cloud")
         await until(lambda: up.last_error, what="the acknowledgement's failure said")
         await asyncio.sleep(1.5)  # ~7 of the stream's reports, each proving the link up
         assert srv.store.stats("gw1")["duplicates"] == 0
-        assert ob.stats()["depth"] == 3 and "recording an acknowledgement" in up.last_error, up.last_error
+        assert ob.stats()["depth"] == 6 and "recording an acknowledgement" in up.last_error, up.last_error
+        assert up.status()["unrecorded_acks"] == 6
         filler.unlink()  # room again
-        await until(lambda: ob.stats()["depth"] == 0, what="the acknowledgement recorded")
-        assert srv.store.stats("gw1")["duplicates"] == 0 and up.acked == 3
+        await until(lambda: ob.stats()["depth"] == 0, what="the acknowledgements recorded")
+        assert srv.store.stats("gw1")["duplicates"] == 0 and up.acked == 6
     finally:
         await up.stop()
         in_thread(ob.close, 30)

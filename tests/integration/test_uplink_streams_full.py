@@ -16,7 +16,7 @@ from edge_agent.outbox.store import Outbox
 from edge_agent.uplink import client
 from edge_agent.uplink.client import Uplink
 from protocols.gen import fleet_pb2 as pb
-from protocols.refusals import REFUSAL_KEY, STREAMS_FULL
+from protocols.refusals import REFUSAL_KEY, STREAMS_FULL, STREAMS_LIMIT_KEY
 from tests.integration.test_uplink_batching import _kinds_read, _server
 from tests.support.fleet import cloud_settings, make_pki
 from tests.support.peers import free_port
@@ -194,21 +194,44 @@ def test_a_refusal_at_concurrent_streams_is_told_by_its_mark_else_by_its_words()
     assert client._streams_full(refused(words))  # a service of before the mark
     assert not client._streams_full(refused(words, (REFUSAL_KEY, "records-per-day")))  # the mark decides
     assert not client._streams_full(refused("agent gw1: 1000 records a day (limit)"))
+    # the limit likewise: its mark, else the words
+    assert (
+        client._streams_limit(refused("other words", (REFUSAL_KEY, STREAMS_FULL), (STREAMS_LIMIT_KEY, "1")))
+        == 1
+    )
+    assert client._streams_limit(refused(words)) == 2
+    assert client._streams_limit(refused("other words", (REFUSAL_KEY, STREAMS_FULL))) is None
 
 
 async def test_at_concurrent_streams_1_the_connect_stream_gives_its_place_to_the_records(
-    tmp_path, pki, caplog
+    tmp_path, pki, caplog, monkeypatch
 ) -> None:
     """concurrent_streams 1 and the agent's Connect stream open: the one place is Connect's for as long as it is
     open, and every push is refused as beyond it. Before, the push was tried again every 5-7.5 s for ever and no
     record was ever delivered. The agent ends its Connect stream and reports its state by unary Heartbeat (as with
-    cloud.stream: false), says why in one WARNING and on /status, and the records go."""
+    cloud.stream: false), says why in one WARNING and on /status, and the records go. The limit is told by the
+    refusal's mark (``STREAMS_LIMIT_KEY``), not its words (reworded here: formerly read from them, so a service
+    wording it otherwise was refused for ever). Once the service's limit is raised, the Connect stream tried again
+    after ``CONNECT_AGAIN_S`` (scaled down) stays, beside the records; formerly the agent stayed on Heartbeat until
+    it restarted."""
+    monkeypatch.setattr(client, "CONNECT_AGAIN_S", 0.3, raising=False)  # (absent before)
     port = free_port()
     srv = _server(tmp_path, pki, port, quotas=Quotas(QuotaLimits(concurrent_streams=1)))
+    opened = srv.quotas.open_stream
+
+    def reworded(agent) -> None:  # the refusal told in other words, its limit in its mark alone
+        try:
+            opened(agent)
+        except QuotaExceeded as exc:
+            raise QuotaExceeded(
+                "no room for another stream of this agent", getattr(exc, "limit", None)
+            ) from None
+
+    srv.quotas.open_stream = reworded  # type: ignore[method-assign]
     await srv.start()
     ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
     ob.open()
-    up = Uplink(cloud_settings(pki, port, heartbeat_s=0.2), ob)
+    up = Uplink(cloud_settings(pki, port, heartbeat_s=0.2, stream_idle_s=0), ob)
     caplog.set_level("WARNING", logger="edge_agent.uplink.client")
     try:
         await up.start()
@@ -227,6 +250,18 @@ async def test_at_concurrent_streams_1_the_connect_stream_gives_its_place_to_the
         await until(lambda: up.last_heartbeat_at != heartbeat, timeout_s=10, what="a heartbeat answered")
         said = [r.getMessage() for r in caplog.records if "concurrent_streams 1" in r.getMessage()]
         assert len(said) == 1 and "unary Heartbeat" in said[0], said
+        srv.quotas.limits = QuotaLimits(concurrent_streams=3)  # the service's limit raised
+        await ob.append_async("result", {"i": 3})
+        up.poke()
+        await until(lambda: ob.stats()["acked"] == 5, timeout_s=10, what="the next record acked")
+        await until(lambda: up.mode == "stream", timeout_s=10, what="the Connect stream tried again")
+        await ob.append_async("result", {"i": 4})
+        up.poke()
+        await until(
+            lambda: up.status()["mode_why"] is None, timeout_s=10, what="a push beside the Connect stream"
+        )
+        await until(lambda: ob.stats()["acked"] == 6, timeout_s=10, what="the last record acked")
+        assert up.mode == "stream", up.status()
     finally:
         await up.stop()
         ob.close()
