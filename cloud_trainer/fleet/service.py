@@ -28,6 +28,7 @@ digest that does not exist, or one of another tenant).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import hashlib
@@ -149,6 +150,13 @@ HELD_METHODS = frozenset({"/edge.fleet.v1.Fleet/PushRecords"})
 NOBODY = Identity("", "", "")
 REFUSE_WAIT_S = 5.0  # how long a refusal of a client stream waits for the client's first message
 DAMAGED_LOG_S = 60.0  # an agent's damaged samples are logged at most this often (with the count since)
+# an agent that starts CLONE_RUNS report runs within CLONE_WINDOW_S here, each while this process had taken another of
+# its runs, is two live processes of one identity (a cloned gateway image, a copied certificate): each one's reports
+# are late to the other's newer run, so each draws a new run in turn and the fleet's view flips between them (two on
+# ``stream: true``: 32 flips in 40 s). Counted (``runs_alternating`` at /api/quotas) and logged (``_alternating``).
+# A restart, or a link re-made, is one new run; a VM restored from a snapshot, two
+CLONE_RUNS = 6
+CLONE_WINDOW_S = 120.0
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within this (a gateway needs < 1 s)
 # an agent at its concurrent_streams limit: a PushRecords of it that has waited this long for its next batch
 # gives way to the new stream (_reclaim), waited for at most RECLAIM_WAIT_S
@@ -479,6 +487,9 @@ class FleetServicer(rpc.FleetServicer):
         self._faults = FaultLog(log)  # the store's failures of every agent's calls, logged by reason (faults)
         # agent -> (boot id, number, when: time.monotonic) of the newest numbered state report taken (``_fresh``)
         self._applied: dict[tuple[str, str], tuple[str, int, float]] = {}
+        # agent -> when (time.monotonic) its last CLONE_RUNS runs began here over another (``_alternating``)
+        self._run_starts: dict[tuple[str, str], collections.deque[float]] = {}
+        self._clones_log: dict[tuple[str, str], tuple[int, float]] = {}  # (``_due``)
 
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
@@ -513,8 +524,34 @@ class FleetServicer(rpc.FleetServicer):
                 return True
             if not taken:
                 return False
+            if had is not None:
+                self._alternating(key, had[0], boot)
         self._applied[key] = (boot, seq, time.monotonic())
         return True
+
+    def _alternating(self, key: tuple[str, str], was: str, boot: str) -> None:
+        """Run ``boot`` of agent ``key`` taken over ``was``, its run this process took last: past CLONE_RUNS such
+        starts within CLONE_WINDOW_S, counted (``runs_alternating``) and logged (a WARNING naming the agent, at most
+        every DAMAGED_LOG_S with the count since)."""
+        now = time.monotonic()
+        starts = self._run_starts.setdefault(key, collections.deque(maxlen=CLONE_RUNS))
+        starts.append(now)
+        if len(starts) < CLONE_RUNS or now - starts[0] > CLONE_WINDOW_S:
+            return
+        self.quotas.count(key, "runs_alternating")
+        if since := _due(self._clones_log, key, 1):
+            log.warning(
+                "agent %s (tenant %s): %d report runs began within %.0f s, each over another (now %s over %s%s): two "
+                "live gateways with one identity (a cloned image, a copied certificate)? The fleet's view of the "
+                "agent flips between them; give each gateway its own certificate",
+                key[1],
+                key[0],
+                CLONE_RUNS,
+                now - starts[0],
+                boot[:12],
+                was[:12],
+                f"; {since - 1} more such run(s) since the last line" if since > 1 else "",
+            )
 
     def forget_reports(self, idle_s: float) -> int:
         """Forget the report numbers of agents that sent none for ``idle_s`` (a report after that is written as
@@ -523,6 +560,8 @@ class FleetServicer(rpc.FleetServicer):
         old = [k for k, (_b, _s, at) in self._applied.items() if at <= cut]
         for k in old:
             del self._applied[k]
+            self._run_starts.pop(k, None)
+            self._clones_log.pop(k, None)
         return len(old)
 
     def _results_write(self, who: Identity, results) -> Callable[[], Any] | None:

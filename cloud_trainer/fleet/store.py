@@ -697,6 +697,9 @@ class SQLStore(Store):
 
     FOR_UPDATE = ""
     LEAST, GREATEST = "MIN", "MAX"  # the smaller and larger of two values (PostgreSQL: LEAST, GREATEST)
+    # the run (boot id) and number of the state report a row of ``agents`` holds, and of the one written over it
+    REPORT_BOOT = "json_extract({}.outbox, '$.report.boot')"
+    REPORT_SEQ = "json_extract({}.outbox, '$.report.seq')"
     # a batch is written in transactions of at most this many bytes (payloads, plus INGEST_RECORD_BYTES a
     # record), None: one transaction per batch (PostgreSQL, whose row locks hold no other agent's writes)
     INGEST_CHUNK_BYTES: int | None = None
@@ -1689,7 +1692,7 @@ class SQLStore(Store):
         _check_depth(outbox_depth)
         with self._report_tx() as ex:
             ex(
-                self.q(HEARTBEAT_SQL),
+                self.q(HEARTBEAT_SQL + " WHERE " + self._report_order()),
                 (
                     tenant,
                     agent,
@@ -1709,12 +1712,26 @@ class SQLStore(Store):
             stale = self._write_reports(ex, rows)
         return Reports(stale=stale)
 
+    def _report_order(self) -> str:
+        """The condition of a state report's write over its agent's row: not a report of the same run (``boot``)
+        numbered at or below the one the row holds (v4 agents; one without a number is written as it comes). The
+        last number taken of the agent's run is kept with the row, so every replica, and one restarted, orders the
+        run's reports alike: a replica ordered them by its own memory only (the control state keeps a run's first
+        number), and after a restart a report 3 held on the way was written over report 5."""
+        mine, theirs = self.REPORT_BOOT, self.REPORT_SEQ
+        return (
+            f"COALESCE(NOT ({mine.format('agents')} = {mine.format('excluded')} AND "
+            f"{theirs.format('agents')} >= {theirs.format('excluded')}), TRUE)"
+        )
+
     def _write_reports(self, ex, rows: list[tuple]) -> list[tuple[str, str]]:
         """Write the reports; returns the (tenant, agent) of the held-back ones (9th item true) not written over
         a newer report of their agent. A fresh report is written whatever the row's ``last_seen`` says: that is
         the receiving process's clock, and a replica whose clock ran minutes ahead (or a clock stepped back)
         froze its agents' state for as long, silently."""
-        plain, guarded = self.q(HEARTBEAT_SQL), self.q(HEARTBEAT_SQL + HEARTBEAT_NEWER)
+        order = self._report_order()
+        plain = self.q(HEARTBEAT_SQL + " WHERE " + order)
+        guarded = self.q(HEARTBEAT_SQL + HEARTBEAT_NEWER.replace(" WHERE ", " WHERE (", 1) + ") AND " + order)
         stale = []
         for tenant, agent, labels, slots, health, depth, outbox, t, *again in rows:
             cur = ex(

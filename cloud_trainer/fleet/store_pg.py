@@ -149,6 +149,8 @@ def migrate(conn, folder: Path = MIGRATIONS) -> list[int]:
 class PostgresStore(SQLStore):
     FOR_UPDATE = " FOR UPDATE"
     LEAST, GREATEST = "LEAST", "GREATEST"
+    REPORT_BOOT = "({}.outbox::jsonb #>> '{{report,boot}}')"
+    REPORT_SEQ = "({}.outbox::jsonb #>> '{{report,seq}}')::numeric"
 
     def __init__(
         self,

@@ -951,3 +951,36 @@ def test_the_late_first_batch_of_an_outbox_a_renewal_ended_stays_a_replay(store)
     store.ingest("gw1", [rec(3, epoch=new)])
     assert (store.stats("gw1")["epoch"], store.stats("gw1")["last_seq"]) == (new, 3)
     assert [g for g in store.gaps("gw1") if g["epoch"] == new] == []
+
+
+def test_a_state_report_of_a_run_numbered_at_or_below_the_one_its_row_holds_is_not_written_over_it(store):
+    """A replica ordered an agent's state reports by its own memory only: one restarted (or another replica) wrote
+    report 3 of a run, held on the way, over report 5 of the same run. The row keeps the last number taken of its
+    run, and a report of that run numbered at or below it is not written, on either path; a report of another run
+    (ordered by the control state) and one without a number (an older agent) are written as they come."""
+
+    import time
+
+    def report(version: str, boot: str = "", seq: int = 0, many: bool = False) -> None:
+        outbox = {"epoch": 1, "dropped": {}} | ({"report": {"boot": boot, "seq": seq}} if boot else {})
+        slots = [{"slot": "vision", "version": version}]
+        if many:
+            store.heartbeat_many([("default", "gw1", {}, slots, {}, 0, outbox, time.time())])
+        else:
+            store.heartbeat("gw1", {}, slots, {}, 0, outbox)
+
+    def runs() -> str:
+        return store.agents()[0]["slots"][0]["version"]
+
+    report("1.0.0", "runA", 1)
+    report("1.2.0", "runA", 5)
+    report("1.1.0", "runA", 3)  # made before 5, held on the way
+    assert runs() == "1.2.0"  # was: 1.1.0
+    report("1.1.0", "runA", 4, many=True)  # the streams' write alike
+    assert runs() == "1.2.0"
+    report("1.3.0", "runA", 6, many=True)
+    assert runs() == "1.3.0"
+    report("1.0.0", "runB", 1)  # a new run (the control state said it is the newest)
+    assert runs() == "1.0.0"
+    report("1.4.0")  # an older agent's report, without a number
+    assert runs() == "1.4.0"

@@ -611,3 +611,57 @@ async def test_a_report_whose_run_id_is_not_printable_ascii_of_1_to_64_character
     finally:
         await client.close()
     assert _runs(srv)[0] == "1.1.0" and srv.control.get(a["id"])["state"] == "completed"
+
+
+async def test_a_state_report_held_past_a_restart_of_the_service_is_not_written_over_a_later_one(
+    fleet, built, tmp_path
+):
+    """Reports 1 and 5 of run A taken; the service restarts; report 3 of run A, held on the way, arrives: the
+    restarted service had taken no report of run A, and the control state keeps only a run's first number, so it
+    wrote 3 over 5 (the fleet showed 1.1.0 where gw1 ran 1.2.0). The agent's row keeps the last number taken of its
+    run: 3 is not written, on any replica."""
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runA"))
+    await stub.Heartbeat(_report(e["1.2.0"], 5, "runA"))
+    await srv.stop()
+    again = await _serve(tmp_path, built[0], srv.port)
+    try:
+        await stub.Heartbeat(_report(e["1.1.0"], 3, "runA"), wait_for_ready=True)  # made before 5
+        assert _runs(again)[0] == "1.2.0"  # was: 1.1.0
+        await stub.Heartbeat(_report(e["1.1.0"], 6, "runA"))
+        assert _runs(again)[0] == "1.1.0"
+    finally:
+        await again.stop()
+
+
+async def test_two_live_gateways_of_one_identity_are_counted_and_named_in_a_warning(fleet, built, caplog):
+    """Two processes of gw1 (a cloned gateway image), each with the agent's own client: each one's report is late to
+    the other's newer run, so each draws a new run in turn and the fleet's view of gw1 flips between them, silently.
+    Past CLONE_RUNS runs begun over another within CLONE_WINDOW_S the service counts it (``runs_alternating``) and
+    logs a WARNING naming the agent, once per minute; one restart (a new run) is neither."""
+    import logging
+
+    import cloud_trainer.fleet.service as service_module
+    from edge_agent.uplink.fleet_client import FleetClient
+    from tests.support.fleet import cloud_settings
+
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "before"))
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "restarted"))  # a restart: one run over another
+    a, b = (FleetClient(cloud_settings(built[0], srv.port)) for _ in range(2))
+    a.open(), b.open()
+    key = ("default", "gw1")
+    clone_runs = getattr(service_module, "CLONE_RUNS", 6)  # (defined since)
+    try:
+        with caplog.at_level(logging.WARNING, logger="cloud_trainer.fleet.service"):
+            assert srv.quotas.refusals[(*key, "runs_alternating")] == 0
+            for _ in range(clone_runs):
+                for c, v in ((a, "1.0.0"), (b, "1.1.0")):
+                    boot, seq = c.next_report()
+                    await c.stub.Heartbeat(_report(e[v], seq, boot), timeout=10)
+        assert srv.quotas.refusals[(*key, "runs_alternating")] >= 1  # was: never said
+        said = [r.getMessage() for r in caplog.records if "one identity" in r.getMessage()]
+        assert len(said) == 1 and said[0].startswith("agent gw1 (tenant default): 6 report runs began"), said
+    finally:
+        await a.close()
+        await b.close()
