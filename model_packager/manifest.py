@@ -50,6 +50,11 @@ MAX_VERSION_CHARS = 64
 _PATH_MAX = 255
 
 
+def is_version(v: str) -> bool:
+    """Whether a manifest takes ``v`` as its ``version`` (semantic: ``1.2.0``, ``1.2.0-rc.1``)."""
+    return len(v) <= MAX_VERSION_CHARS and _VERSION_RE.fullmatch(v) is not None
+
+
 def version_key(version: str) -> tuple:
     """A sort key for semantic versions (``1.10.0`` > ``1.9.0``; ``1.0.0-rc.1`` < ``1.0.0``; build
     metadata after ``+`` ignored). Raises ``ValueError`` for anything else."""
@@ -894,7 +899,7 @@ class Manifest(_Model):
     @field_validator("version")
     @classmethod
     def _version(cls, v: str) -> str:
-        if len(v) > MAX_VERSION_CHARS or not _VERSION_RE.fullmatch(v):
+        if not is_version(v):
             raise ValueError("version must be semantic, e.g. 1.2.0")
         return v
 

@@ -138,7 +138,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     if prog in ("evaluate", "build", "package", "publish"):
         ap.add_argument("--registry", type=Path, default=Path("var/registry"))
     if prog in ("evaluate", "build"):
-        ap.add_argument("--version", help="default: next minor version in the registry")
+        ap.add_argument(
+            "--version", type=_package_version, help="default: next minor version in the registry"
+        )
         ap.add_argument(
             "--name",
             type=_package_name,
@@ -212,6 +214,15 @@ def _quiet_opencv() -> None:
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         except AttributeError:
             pass
+
+
+def _package_version(text: str) -> str:
+    """``--version``: refused at once, as ``--name`` is (the manifest refused it once the build had trained)."""
+    from model_packager.manifest import is_version
+
+    if not is_version(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a package version is semantic, e.g. 1.2.0 or 1.2.0-rc.1")
+    return text
 
 
 def _package_name(text: str) -> str:
@@ -329,6 +340,7 @@ def _run(verb: str, argv: list[str]) -> int:
     from cloud_trainer.train import pipeline as P
     from cloud_trainer.train.data import DatasetError, path_text
     from cloud_trainer.train.families import load_family
+    from model_packager.errors import PackageError
 
     a = _parser(verb).parse_args(argv)
     _quiet_opencv()
@@ -395,6 +407,9 @@ def _run(verb: str, argv: list[str]) -> int:
         return 2
     except (P.StageError, RegistryError) as exc:
         print(f"cloud-trainer {verb}: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except PackageError as exc:
+        print(package_refused(verb, exc), file=sys.stderr)
         return 2
     except P.GateFailed as exc:
         # the default floors are the fleet's (vision NG recall 0.98): a line whose model misses one says what it
@@ -519,3 +534,13 @@ def one_line(text: str) -> str:
         return repr(c)[1:-1]
 
     return "".join(map(shown, text))
+
+
+def package_refused(verb: str, exc: Exception) -> str:
+    """The one line a ``PackageError`` of the packager (a golden check an engine failed, a manifest field refused)
+    ends a stage with; it ended ``build`` in a traceback."""
+    done = "published" if verb in ("build", "build anomaly", "publish") else "packaged"
+    code = getattr(exc, "code", "package_error")
+    return (
+        f"cloud-trainer {verb}: the model package was refused ({code}): {one_line(str(exc))}; nothing {done}"
+    )

@@ -100,3 +100,28 @@ def test_a_vibration_import_prints_a_refusal_naming_a_hostile_file_name_on_one_p
     assert printed.splitlines() == [
         f"cloud-trainer dataset import: {tmp_path}/r\\x1b[2J\\nOK.csv: needs a header and at least two rows"
     ]
+
+
+@pytest.mark.parametrize("family", ["vision", "anomaly"])
+def test_a_package_the_packager_refuses_ends_the_build_in_one_line(family, tmp_path, monkeypatch, capsys):
+    """A ``PackageError`` from ``build_package`` after the model trained (an engine missing the golden outputs,
+    a manifest field refused) ended ``cloud-trainer build`` in a traceback: one line now, exit code 2."""
+    from cloud_trainer.train import anomaly, pipeline
+    from model_packager.errors import GoldenError
+
+    def refused(*args, **kwargs):
+        raise GoldenError(
+            "m.onnx: openvino output 'score' differs from the golden by 31.5 (atol 20.0)\nretrain"
+        )
+
+    monkeypatch.setattr(anomaly if family == "anomaly" else pipeline, "build", refused)
+    code = cloud_main(
+        ["build", family, "--dataset", str(tmp_path / "ds"), "--registry", str(tmp_path / "reg")]
+        + ["--key", str(tmp_path / "k.key"), "--work", str(tmp_path / "w")]
+    )
+    assert code == 2
+    verb = "build anomaly" if family == "anomaly" else "build"
+    assert _printed(capsys).splitlines()[-1] == (  # after the line saying the signing key was created
+        f"cloud-trainer {verb}: the model package was refused (golden_mismatch): m.onnx: openvino output 'score' "
+        "differs from the golden by 31.5 (atol 20.0)\\nretrain; nothing published"
+    )

@@ -66,17 +66,32 @@ def test_build_vision_name_names_the_package_and_leaves_part_inspection_alone(
 
 
 @pytest.mark.parametrize("family", ["vision", "anomaly"])
-def test_a_name_the_registry_refuses_is_refused_before_anything_is_read(family, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        (
+            ["--name", "Flange Inspection"],
+            "argument --name: 'Flange Inspection': a package name is lowercase letters, digits, '-' and '_' (at "
+            "most 63, the first a letter or digit), e.g. 'flange-inspection'",
+        ),
+        # the manifest refused it once the build had trained: a traceback, after minutes
+        (
+            ["--version", "1.0"],
+            "argument --version: '1.0': a package version is semantic, e.g. 1.2.0 or 1.2.0-rc.1",
+        ),
+    ],
+    ids=["name", "version"],
+)
+def test_a_name_or_version_the_package_refuses_is_refused_before_anything_is_read(
+    family, option, said, tmp_path, capsys
+):
     with pytest.raises(SystemExit) as exc:
         cloud_main(
-            ["build", family, "--dataset", str(tmp_path / "nowhere"), "--name", "Flange Inspection"]
+            ["build", family, "--dataset", str(tmp_path / "nowhere"), *option]
             + ["--registry", str(tmp_path / "reg"), "--key", str(tmp_path / "k.key")]
         )
     assert exc.value.code == 2
-    assert (
-        "argument --name: 'Flange Inspection': a package name is lowercase letters, digits, '-' and '_' (at most "
-        "63, the first a letter or digit), e.g. 'flange-inspection'"
-    ) in capsys.readouterr().err
+    assert said in capsys.readouterr().err
     assert not (tmp_path / "reg").exists() and not (tmp_path / "k.key").exists()
 
 

@@ -60,8 +60,9 @@ class AnomalyFamily(TrainerFamily):
 
     def build_command(self, a, s) -> int:
         from cloud_trainer.train import anomaly
-        from cloud_trainer.train.cli import one_line
+        from cloud_trainer.train.cli import one_line, package_refused
         from cloud_trainer.train.pipeline import GateFailed
+        from model_packager.errors import PackageError
 
         # the vision family's geometry option this family does not take: refused rather than ignored
         for opt, given, hint in (
@@ -87,6 +88,9 @@ class AnomalyFamily(TrainerFamily):
                 file=sys.stderr,
             )
             return 3
+        except PackageError as exc:
+            print(package_refused("build anomaly", exc), file=sys.stderr)
+            return 2
         print(
             json.dumps(
                 {
