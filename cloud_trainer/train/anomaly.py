@@ -48,6 +48,8 @@ from cloud_trainer.train.data import (
     DatasetError,
     dataset_file,
     dataset_max_megapixels,
+    digest_mask,
+    digest_part,
     label_lines,
     label_row,
     link_out,
@@ -567,7 +569,11 @@ def _load_imported(
             raise AnomalyDataError(
                 f"{p}: listed in {root / 'labels.jsonl'} but missing; import the dataset again"
             )
-        h.update(rec["label"].encode() + hashlib.sha256(p.read_bytes()).digest())
+        # the digest `dataset import` records (``digest_part``), masks with it: they were left out, and the
+        # package's provenance named the same dataset after a mask the pixel metrics are judged by had changed
+        digest_part(
+            h, p.read_bytes(), rec["label"], mp.read_bytes() if mp is not None and mp.is_file() else None
+        )
         if rec["label"] == good_label and rec.get("split") != "test":
             good_files.append(p)
             continue
@@ -646,6 +652,8 @@ def _load_test(
                 continue
             views = views_of(frame, p, roi, size, tiles)[0]
             h.update(sub.name.encode() + hashlib.sha256(p.read_bytes()).digest())
+            if mp is not None:  # (a folder without masks keeps the digest it had)
+                digest_mask(h, mp.read_bytes())
             mask = None
             if mp is not None:
                 whole = read_mask(mp, inside=(root, "the folder"))

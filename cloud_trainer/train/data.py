@@ -436,8 +436,13 @@ def digest_part(h: Any, image: bytes, label: str, mask: bytes | None = None) -> 
     h.update(hashlib.sha256(image).digest())
     h.update(label.encode())
     if mask is not None:  # (a dataset without masks keeps the digest it had)
-        h.update(b"\x00mask")
-        h.update(hashlib.sha256(mask).digest())
+        digest_mask(h, mask)
+
+
+def digest_mask(h: Any, mask: bytes) -> None:
+    """A mask's share of a dataset's digest (``digest_part``; the anomaly family's MVTec AD folders)."""
+    h.update(b"\x00mask")
+    h.update(hashlib.sha256(mask).digest())
 
 
 def _eight_bit_only(img: Any, path: Path, named_by: str, mask: bool = False) -> None:

@@ -154,6 +154,24 @@ def test_the_dataset_digest_covers_the_masks(tmp_path):
     assert load_parts(out).digest == load_parts(out, masks=True).digest != recorded
 
 
+def test_the_anomaly_familys_digest_covers_the_masks(tmp_path):
+    """The anomaly family judges its pixel metrics by the test masks, and its digest (the package's provenance)
+    left them out. An imported dataset's is the digest `dataset import` recorded; an MVTec AD folder's changes
+    with a mask."""
+    from cloud_trainer.train.anomaly import load_good
+
+    src, out = _mvtec_with_colour_masks(tmp_path / "bottle"), tmp_path / "ds"
+    import_images(src, out)
+    recorded = yaml.safe_load((out / "dataset.yaml").read_text())["digest"]
+    before = load_good(src).digest
+    assert load_good(out).digest == recorded
+    for mask in (next((out / "masks").iterdir()), src / "ground_truth" / "dent" / "001_mask.png"):
+        m = cv2.imread(str(mask), cv2.IMREAD_COLOR)
+        m[0, 0] = 255
+        assert cv2.imwrite(str(mask), m)
+    assert load_good(out).digest != recorded and load_good(src).digest != before
+
+
 def test_a_class_the_dataset_names_without_an_image_is_refused_naming_it(tmp_path):
     """dataset.yaml's classes became the model's outputs: one no image has was trained on nothing, an output
     that answered at random on every part."""
