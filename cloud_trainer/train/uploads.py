@@ -65,6 +65,10 @@ from cloud_trainer.train.data import (
 )
 from cloud_trainer.train.images import IMAGE_EXTS
 
+# ``fleet_export: {classes: labelled}`` in an export's dataset.yaml: its classes are the ones its samples were
+# labelled in (no base chose them), so an export on it may add the ones the fleet labels later
+CLASSES_OF_SAMPLES = "labelled"
+
 
 def image_ext(sample: dict) -> str | None:
     """The image extension a sample is stored under (``.tif`` for ``.TIF`` or ``tif``), or None when its
@@ -221,7 +225,10 @@ def export(
         check_tenant(tenant)
     except ValueError as exc:
         raise DatasetError(f"--tenant: {exc}") from exc
+    grows = classes is None and base is not None and _classes_of_samples(Path(base))
     classes = classes or (dataset_classes(base) if base is not None else None) or VISION_CLASSES
+    if grows:  # a base-less export as the base: its classes grow by those the fleet labelled since
+        classes = [*classes, *(c for c in VISION_CLASSES if c not in classes)]
     if max_megapixels is not None and (
         isinstance(max_megapixels, bool)
         or not isinstance(max_megapixels, int | float)
@@ -300,7 +307,7 @@ def export(
     try:
         tmp.mkdir()
         exported, no_blob, refused = _write(tmp, rows, blobs, base, classes, limit, log, by_bytes)
-        _record_export(tmp, model, tenant, limit, classes)
+        _record_export(tmp, model, tenant, limit, classes, grows)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
@@ -389,9 +396,24 @@ def _copy_inside(src: Path, dst: Path, base: Path, root: str) -> None:
     os.chmod(dst, stat.S_IMODE(st.st_mode))  # its permissions, as copy2 kept them (not by the path again)
 
 
-def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: list[str]) -> None:
+def _classes_of_samples(base: Path) -> bool:
+    """Whether ``base`` is a fleet export whose classes are the ones its samples were labelled in (made without a
+    base, or on such an export): an export on it refused a class the fleet labelled later ("label 'dent' is not
+    one of ['ok', 'scratch']") where one without a base takes every label the store holds."""
+    from cloud_trainer.train.data import read_dataset_yaml
+
+    meta_file = base / "dataset.yaml"
+    meta = read_dataset_yaml(meta_file) if meta_file.is_file() else None
+    made = meta.get("fleet_export") if isinstance(meta, dict) else None
+    return isinstance(made, dict) and made.get("classes") == CLASSES_OF_SAMPLES
+
+
+def _record_export(
+    dst: Path, model: str, tenant: str, limit: float, classes: list[str], grows: bool = False
+) -> None:
     """``dataset.yaml`` (the base's, copied, or a new one) with the export's image-size limit, which training
-    reads, and ``fleet_export``, which says how to raise it."""
+    reads, and ``fleet_export``, which says how to raise it (and, ``classes: labelled``, that its classes are
+    those its samples were labelled in: an export on it takes more)."""
     import yaml
 
     from cloud_trainer.train.data import digest_part, read_dataset_yaml
@@ -399,8 +421,8 @@ def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: li
     meta_file = dst / "dataset.yaml"
     meta = read_dataset_yaml(meta_file) if meta_file.is_file() else None
     meta = meta if isinstance(meta, dict) else {}
-    own = not meta.get("classes")
-    if own:  # no base (or one without them): the classes the samples were labelled in
+    own = grows or not meta.get("classes")
+    if own:  # no base (or one without them, or a base-less export): the classes the samples were labelled in
         meta.update(classes=classes, good=classes[0])
     # the base's count, counts and digest describe the base alone: the merged dataset's are written, the
     # digest as ``data.load_parts`` computes it (``digest_part``: each file's sha256, its label and its mask's
@@ -428,7 +450,9 @@ def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: li
         counts = {c: counts.get(c, 0) for c in meta["classes"]}
     meta.update(count=k, counts=counts, digest="sha256:" + h.hexdigest())
     meta["max_megapixels"] = limit
-    meta["fleet_export"] = {"model": model, "tenant": tenant}
+    meta["fleet_export"] = {"model": model, "tenant": tenant} | (
+        {"classes": CLASSES_OF_SAMPLES} if own else {}
+    )
     meta_file.write_text(yaml.safe_dump(meta, sort_keys=False))
 
 

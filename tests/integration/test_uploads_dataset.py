@@ -99,8 +99,20 @@ def test_uploaded_samples_become_a_dataset_with_ground_truth_labels(tmp_path, cl
         "missing_hole",
     ]
     assert len(load_parts(tmp_path / "ds1").images) == 6
-    # labels accumulate in the store: a later export with the other half brings all twelve, on top of a base
+    # an export on that export takes the classes labelled since ('scratch', 'stain'), in the default's order; it
+    # refused them ("label 'scratch' is not one of ['ok', 'dent', 'crack', 'missing_hole']")
     rest = dict(list(truth.items())[6:])
+    export(
+        data,
+        "part-inspection",
+        tmp_path / "ds1b",
+        base=tmp_path / "ds1",
+        labels_file=write_labels(tmp_path / "l1b.jsonl", rest),
+    )
+    meta = yaml.safe_load((tmp_path / "ds1b" / "dataset.yaml").read_text())
+    assert meta["classes"] == ["ok", "dent", "crack", "missing_hole", "scratch", "stain"]
+    assert meta["fleet_export"]["classes"] == "labelled" and len(load_parts(tmp_path / "ds1b").images) == 18
+    # labels accumulate in the store: a later export with the other half brings all twelve, on top of a base
     res = export(
         data,
         "part-inspection",
