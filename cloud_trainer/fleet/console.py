@@ -16,8 +16,8 @@ on every ``/api`` call, report and blob URL picks one (default: ``default``; an 
 rule is ``404``), which is for the platform operator's own loopback use, not for a port that tenants
 reach. A blob (sample image) is served only if the tenant holds a sample with that digest, as the kind its bytes
 are (``blob_type``, ``protocols.image_header.image_kind``), whatever extension the gateway gave it: an image of a
-kind browsers show as that image (``/api/samples`` lists it ``view: image``), a TIFF or PNM as a download named by
-its kind, anything else (a ``.npy`` window, bytes of no image kind) as ``application/octet-stream`` to save; every answer with
+kind browsers show as that image (``/api/samples`` lists it ``view: image``) when its header declares at most
+``VIEW_MAX_MEGAPIXELS``, else, and a TIFF or PNM, as a download named by its kind, anything else (a ``.npy`` window, bytes of no image kind) as ``application/octet-stream`` to save; every answer with
 ``X-Content-Type-Options: nosniff`` (``BoundedHandler``) and ``Cross-Origin-Resource-Policy: same-origin`` (a page
 of another site cannot load a blob to learn whether a tenant holds it), a blob or registry file with a CSP that
 sandboxes it (``BLOB_CSP``: a page a gateway uploaded, opened on its own, runs no script in the console's origin). A registry
@@ -101,32 +101,63 @@ VIEWS_KEPT = 20_000  # sample views (by tenant and digest: a blob's bytes never 
 # client waits minutes per read) leaves its samples download links, never the listing (nor, behind it in
 # ``Answers``, every tenant's /api answers) waiting for it
 VIEW_READERS = 8
+# a sample is shown (and served) as an image only when its header declares at most this many pixels (the trainer's
+# default bound), read from its first VIEW_HEAD_BYTES (a JPEG's frame header comes after its EXIF segments)
+VIEW_MAX_MEGAPIXELS = 50.0
+VIEW_HEAD_BYTES = 64 * 1024
 VIEWS_PENDING = 1_000
 VIEW_WAIT_S = 2.0
 
 
-def sample_view(head: bytes | None) -> str:
-    """How the page shows a sample whose bytes begin with ``head`` (``SNIFF_BYTES`` of them; None: its blob cannot
-    be read): ``"image"`` (an ``<img>``) when they are of a kind browsers show (PNG, JPEG, GIF, WebP, BMP:
-    ``image_kind``, the bytes' kind whatever the extension the gateway gave), else ``"file"`` (a link that
-    downloads it): a TIFF, a PNM, a ``.npy`` window, data of no kind, a ``.png`` that is none of those."""
-    from protocols.image_header import BROWSER_KINDS, image_kind
+def shown_as_image(head: bytes) -> bool:
+    """Whether a file beginning with ``head`` (``VIEW_HEAD_BYTES`` of it) is an image of a kind browsers show (PNG,
+    JPEG, GIF, WebP, BMP: ``image_kind``, the bytes' kind whatever the extension the gateway gave) whose header
+    declares at most ``VIEW_MAX_MEGAPIXELS``: a 2-MB PNG declaring 60000x60000 pixels, shown as an ``<img>``, asked
+    the operator's browser to decode 3.6 gigapixels. One whose size its first bytes do not tell is not shown."""
+    from protocols.image_header import BROWSER_KINDS, image_kind, image_size
 
-    return "image" if head is not None and image_kind(head) in BROWSER_KINDS else "file"
+    kind = image_kind(head)
+    if kind not in BROWSER_KINDS:
+        return False
+    if kind == "GIF":  # its logical screen (image_size reads the kinds the trainer reads)
+        size: tuple[str, int, int] | None = (
+            kind,
+            int.from_bytes(head[6:8], "little"),
+            int.from_bytes(head[8:10], "little"),
+        )
+    else:
+        size = image_size(head)
+    return size is not None and size[1] * size[2] <= VIEW_MAX_MEGAPIXELS * 1e6
+
+
+def sample_view(head: bytes | None) -> str:
+    """How the page shows a sample whose bytes begin with ``head`` (``VIEW_HEAD_BYTES`` of them; None: its blob
+    cannot be read): ``"image"`` (an ``<img>``) when ``shown_as_image``, else ``"file"`` (a link that downloads it):
+    a TIFF, a PNM, a ``.npy`` window, data of no kind, a ``.png`` that is none of those, an image too large."""
+    return "image" if head is not None and shown_as_image(head) else "file"
 
 
 def blob_type(data: bytes, digest: str) -> tuple[str, str | None]:
     """``(Content-Type, attachment file name or None)`` of a sample blob, by its bytes (``image_kind``), never by
     the extension a gateway gave it: an image of a kind browsers show (PNG, JPEG, GIF, WebP, BMP) is served as
-    that image, what ``sample_view`` shows as an ``<img>``; a TIFF or PNM (no browser shows it: the page's
+    that image, what ``sample_view`` shows as an ``<img>``, or, declaring more than ``VIEW_MAX_MEGAPIXELS`` (a
+    decompression bomb), as an attachment named by its kind (``sample-<digest>.png``); a TIFF or PNM (no browser shows it: the page's
     download link) keeps its image type and is named ``sample-<digest>.<kind>`` (.tif, .pgm, .ppm, .pbm); anything
     else (a ``.npy`` window, bytes that are no image, a page a compromised gateway sent as ``.png``) is
     ``application/octet-stream`` to save, named ``.npy`` for a NumPy array and ``.bin`` for the rest."""
-    from protocols.image_header import BROWSER_KINDS, IMAGE_TYPES, KIND_TYPES, image_kind, kind_suffix
+    from protocols.image_header import (
+        BROWSER_KINDS,
+        IMAGE_TYPES,
+        KIND_SUFFIXES,
+        KIND_TYPES,
+        image_kind,
+        kind_suffix,
+    )
 
     kind = image_kind(data)
-    if kind in BROWSER_KINDS:
-        return KIND_TYPES[kind], None
+    if kind in BROWSER_KINDS:  # one too large to show (``shown_as_image``) is a download of its kind
+        shown = shown_as_image(data)
+        return KIND_TYPES[kind], None if shown else f"sample-{digest[:16]}{KIND_SUFFIXES[kind][0]}"
     suffix = kind_suffix(data)
     if (
         suffix is not None
@@ -356,15 +387,14 @@ class Console:
                 then to send it, never held whole: 32 requests at once held 32 copies in the memory every tenant's
                 agents share."""
                 from cloud_trainer.blobs import BlobCorrupt
-                from protocols.image_header import SNIFF_BYTES
 
                 if blobs.size(digest) <= BLOB_WHOLE_BYTES:
                     data = blobs.get_bytes(digest)
-                    head, total = data[:SNIFF_BYTES], len(data)
+                    head, total = data[:VIEW_HEAD_BYTES], len(data)
                 else:
                     h, head, total = hashlib.sha256(), b"", 0
                     for piece in blobs.iter_chunks(digest, 0, BLOB_PIECE_BYTES):
-                        head = head or piece[:SNIFF_BYTES]
+                        head = head or piece[:VIEW_HEAD_BYTES]
                         h.update(piece)
                         total += len(piece)
                     data = None
@@ -467,13 +497,11 @@ class Console:
     def _read_views(self, reads: queue.SimpleQueue) -> None:
         """A reader thread: keeps the view of each ``(blobs, (tenant, digest), done)`` put, until None. A daemon
         thread: one stuck in a stalled store's read does not hold the process at exit."""
-        from protocols.image_header import SNIFF_BYTES
-
         while (job := reads.get()) is not None:
             blobs, key, done = job
             # not found, not a digest, an object store's error: None, read again for a later answer
             try:
-                head = blobs.for_tenant(key[0]).read_range(key[1], 0, SNIFF_BYTES)
+                head = blobs.for_tenant(key[0]).read_range(key[1], 0, VIEW_HEAD_BYTES)
             except Exception:
                 head = None
             with self._views_lock:

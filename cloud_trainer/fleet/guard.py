@@ -627,6 +627,8 @@ class Quotas:
         self._refused_agents: dict[tuple[str, str, str], set[str]] = {}
         # samples stored whose bytes are not the kind their extension says (not refused: counted)
         self.samples_misnamed: dict[AgentKey, int] = defaultdict(int)
+        # records stored whose time was past the service's clock by more than a day: stored at their receipt time
+        self.records_retimed: dict[AgentKey, int] = defaultdict(int)
 
     def _refuse(self, agent: AgentKey, kind: str, why: str) -> QuotaExceeded:
         self.refusals[(*agent, kind)] += 1
@@ -691,6 +693,11 @@ class Quotas:
         """Count ``n`` samples of the agent's stored whose bytes are not the kind their extension says."""
         with self._lock:
             self.samples_misnamed[agent] += n
+
+    def note_retimed(self, agent: AgentKey, n: int) -> None:
+        """Count ``n`` records of the agent's stored at their receipt time (their own was too far ahead)."""
+        with self._lock:
+            self.records_retimed[agent] += n
 
     def open_stream(self, agent: AgentKey) -> None:
         with self._lock:
@@ -1018,6 +1025,7 @@ class Quotas:
                     f"{n}:{k[2]}": v for k, v in self.refusals.items() if (n := name(k[:2])) is not None
                 },
                 "samples_misnamed": view(self.samples_misnamed),
+                "records_retimed": view(self.records_retimed),
                 # bytes of batches received and not yet answered: of this tenant, or of every tenant (and the peak)
                 "in_flight_bytes": self._held.get(tenant, 0) if tenant is not None else self._held_total,
                 **({"in_flight_peak_bytes": self.held_peak} if tenant is None else {}),

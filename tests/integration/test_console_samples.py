@@ -182,6 +182,50 @@ def test_console_page_shows_samples_browsers_cannot_show_as_download_links_not_b
     assert 's.view === "image" ? `<img ${a} src="${u}">` : `<a ${a} href="${u}" download>' in page
 
 
+def test_an_image_declaring_more_pixels_than_the_bound_is_a_download_not_an_img(tmp_path):
+    """A 60000x60000 PNG (a decompression bomb: a few bytes of header) was shown as an `<img>`, and served as
+    image/png: the operator's browser was asked to decode 3.6 gigapixels. An image whose header declares more than
+    `VIEW_MAX_MEGAPIXELS` is `view: file` and its blob an attachment; one within it is shown as before."""
+    import struct
+    import zlib
+
+    from cloud_trainer.blobs import LocalBlobStore
+
+    def png(w: int, h: int) -> bytes:
+        ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+        chunk = b"IHDR" + ihdr
+        return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+    def gif(w: int, h: int) -> bytes:
+        return b"GIF89a" + struct.pack("<HH", w, h) + bytes(8)
+
+    store, blobs = SQLiteStore(tmp_path / "fleet.db"), LocalBlobStore(tmp_path / "blobs")
+    data = [png(60000, 60000), png(7000, 7000), png(640, 480), gif(65535, 65535)]
+    rows = [
+        {**_sample(i, "part-inspection", "ng"), "sample_ext": ".png", "sample_sha256": blobs.put_bytes(d)}
+        for i, d in enumerate(data, 1)
+    ]
+    store.ingest("gw1", rows)
+    c = Console(SimpleNamespace(store=store, blobs=blobs), tenant="default")
+    c.start()
+    try:
+        got = {s["seq"]: s["view"] for s in _get(c, "/api/samples")}
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{c.port}/blob/{rows[0]['sample_sha256']}", timeout=5
+        ) as r:
+            bomb = (r.headers["Content-Type"], r.headers["Content-Disposition"])
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{c.port}/blob/{rows[2]['sample_sha256']}", timeout=5
+        ) as r:
+            small = (r.headers["Content-Type"], r.headers["Content-Disposition"])
+    finally:
+        c.stop()
+        store.close()
+    assert [got[i] for i in (1, 2, 3, 4)] == ["file", "image", "image", "file"]
+    assert bomb == ("image/png", f'attachment; filename="sample-{rows[0]["sample_sha256"][:16]}.png"')
+    assert small == ("image/png", None)
+
+
 def test_console_samples_answer_while_the_object_store_stalls(tmp_path, monkeypatch, request):
     """``/api/samples`` reads each sample's first bytes from the blob store to say how the page shows it. Those
     reads were made one after another inside the one computation that every ``/api`` answer of every tenant

@@ -128,6 +128,42 @@ async def test_a_connection_left_with_no_call_is_closed_and_its_client_connects_
     await rpc.FleetStub(ch).Heartbeat(pb.HeartbeatRequest(), timeout=10)
 
 
+async def test_connections_past_the_process_limit_are_closed_as_accepted_and_connected_agents_served(serve):
+    """Connections were bounded by nothing in the process: one certificate (or anyone, before its TLS handshake)
+    holding every descriptor left no agent of any tenant able to connect, and the store none to open. Past
+    ``max_connections`` (at most the descriptor limit less ``FD_RESERVE``) a connection is closed as it is
+    accepted; an agent connected before is served, and connects again once others have closed."""
+    import socket
+
+    srv, channel = await serve(max_connections=3)
+    beta = rpc.FleetStub(channel("tenants/beta/agents/gw-b", 0))
+    await beta.Heartbeat(pb.HeartbeatRequest(), timeout=10)  # connected before: one of the 3
+    held = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(6)]  # no handshake: 2 taken
+    try:
+        await asyncio.sleep(0.3)
+        closed = 0
+        for c in held:
+            c.settimeout(0.2)  # the 4 closed are closed by now; the 2 taken stay open
+            try:
+                closed += c.recv(1) == b""
+            except TimeoutError:
+                pass
+        assert closed == 4
+        await beta.Heartbeat(pb.HeartbeatRequest(), timeout=10)
+        code, _ = await _code(
+            rpc.FleetStub(channel("agents/gw1", 1)).Heartbeat(pb.HeartbeatRequest(), timeout=2)
+        )
+        assert code == grpc.StatusCode.UNAVAILABLE
+    finally:
+        for c in held:
+            c.close()
+    ch = channel("agents/gw1", 2)
+    await until(
+        lambda: ch.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY, 10, "gw1 connected"
+    )
+    await rpc.FleetStub(ch).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+
+
 async def test_a_revoked_certificates_calls_take_no_place_of_its_gateways_new_certificate(serve, pki):
     """A stolen gateway's certificate revoked, the gateway issued a new one of the same agent id (docs/fleet-control.md):
     the revoked one's streams, each open until its refusal (which waits for a first message), were counted as the

@@ -402,3 +402,21 @@ async def test_an_agent_opening_epochs_past_the_rate_is_refused_and_counted(clou
     monkeypatch.setattr(service_module, "INGEST_STATS_GAPS", 1)
     st = await admin(ch, "acme", "bob").IngestStats(pb.IngestStatsRequest(agent="gw-a"), timeout=10)
     assert [(g.epoch, g.first, g.last, g.cause) for g in st.gaps] == [(11, 3, 0, "epoch_change")]
+
+
+async def test_a_record_timed_past_tomorrow_is_stored_at_its_receipt_time_and_counted(cloud):
+    """An event at t=1e308 (or in year 9999) sorted first in its tenant's newest-first events view for good: a time
+    more than a day past the service's clock is taken as the receipt time, counted and logged; a past time is kept."""
+    srv, ch, _, _ = cloud
+    gw = rpc.FleetStub(ch("acme", "gw-a"))
+    now = time.time()
+    records = [
+        pb.Record(seq=s, kind="event", t=t, payload=b'{"kind": "x"}')
+        for s, t in ((31, 1e308), (32, 253402300799.0), (33, now + 3600), (34, 1000.0))
+    ]
+    acks = [a async for a in gw.PushRecords(iter([pb.RecordBatch(records=records)]), timeout=20)]
+    assert acks[0].stored == 4
+    stored = {r["seq"]: r["t"] for r in srv.store.records("gw-a", kind="event", tenant="acme")}
+    assert now <= stored[31] <= time.time() and now <= stored[32] <= time.time()
+    assert (stored[33], stored[34]) == (now + 3600, 1000.0)  # within a day ahead, or in the past: as sent
+    assert srv.quotas.snapshot("acme")["records_retimed"] == {"gw-a": 2}
