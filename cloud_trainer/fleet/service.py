@@ -177,6 +177,26 @@ KEEPALIVE_TIMEOUT_S = 20.0
 # next call connects again, unseen): one whose calls were all refused (a caller past its concurrent_calls) held
 # ~80 KB of the service's memory for good
 CONNECTION_IDLE_S = 60.0
+# connections the process holds at once (grpc's ``grpc.max_allowed_incoming_connections``: one more is closed as it
+# is accepted; its client connects again later): at most MAX_CONNECTIONS, and FD_RESERVE below the process's
+# descriptor limit (RLIMIT_NOFILE), so that connections, however many one certificate opens, never take the
+# descriptors the store, the blob files and the console need (before: every descriptor taken, no agent of any tenant
+# could connect and the store could not open a file); each idle connection weighs ~80-180 KB
+MAX_CONNECTIONS = 10_000
+FD_RESERVE = 256
+
+
+def connection_limit(most: int = MAX_CONNECTIONS) -> int:
+    """The connections the process takes at once: ``most``, or fewer under its descriptor limit."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    room = most if soft == resource.RLIM_INFINITY else soft - FD_RESERVE
+    return max(1, min(most, room))
+
+
+# a record's time (t) more than this past the service's clock is taken as its receipt time (``_bound_times``)
+FUTURE_T_S = 86400.0
 # IngestStats of one agent answers its newest gaps, at most this many (~300 KB; an agent's 20,000 epochs made
 # 40,000, and past ~4 MB the admin CLI's default receive limit failed the call)
 INGEST_STATS_GAPS = 10_000
@@ -481,6 +501,9 @@ class FleetServicer(rpc.FleetServicer):
             tuple[str, str], tuple[int, float]
         ] = {}  # agent -> (damaged not logged, when)
         self._misnamed_log: dict[tuple[str, str], tuple[int, float]] = {}  # the same, for misnamed samples
+        self._retimed_log: dict[
+            tuple[str, str], tuple[int, float]
+        ] = {}  # the same, for records' times bounded
         self._bad_runs_log: dict[
             tuple[str, str], tuple[int, float]
         ] = {}  # the same, for reports' bad run ids
@@ -922,6 +945,27 @@ class FleetServicer(rpc.FleetServicer):
             kind,
         )
 
+    def _retimed(self, who: Identity, retimed: list[tuple[int, float]]) -> None:
+        """Records whose time was more than ``FUTURE_T_S`` past the service's clock, stored at their receipt time
+        (``_bound_times``): counted per agent (``records_retimed`` at ``/api/quotas``) and logged once per
+        ``DAMAGED_LOG_S`` per agent with the count since."""
+        key = quota_key(who)
+        self.quotas.note_retimed(key, len(retimed))
+        if not (since := _due(self._retimed_log, key, len(retimed))):
+            return
+        seq, t = retimed[0]
+        log.warning(
+            "agent %s (tenant %s): %d records arrived with a time more than %g s past this service's clock since "
+            "this was last logged, e.g. seq %d at t=%r; stored at the time they were received (is the gateway's "
+            "clock set?)",
+            who.name,
+            who.tenant,
+            since,
+            FUTURE_T_S,
+            seq,
+            t,
+        )
+
     def _damaged(self, who: Identity, seqs: list[int]) -> None:
         """Samples whose bytes do not hash to the digest the agent gave: not acknowledged (the agent sends them
         again), counted (``damaged`` in the quota refusals, at ``/api/quotas``) and logged once per
@@ -1115,6 +1159,8 @@ class FleetServicer(rpc.FleetServicer):
             self._damaged(who, damaged)
         if misnamed:
             self._misnamed(who, misnamed)
+        if retimed := _bound_times(records, time.time()):
+            self._retimed(who, retimed)
         newly: list[int] = []  # the indexes of the records this call stored, as each range commits
         queued = self._writers.submit(
             who.tenant,
@@ -1765,6 +1811,20 @@ def _records(batch) -> tuple[list[dict], list[int], list[tuple[int, str, str]]]:
     return records, damaged, misnamed
 
 
+def _bound_times(records: list[dict], now: float) -> list[tuple[int, float]]:
+    """Give the records whose time is more than ``FUTURE_T_S`` past ``now`` (the service's clock) ``now`` as their
+    time; ``(seq, time as sent)`` of each. The events view lists a tenant's events newest first by that time: one
+    gateway's events at t=1e308 (or in year 9999) stayed on top of every first page of its tenant's console for
+    good. A time in the past is kept (an outbox sends what it held through an outage; a gateway whose clock was
+    never set sorts its own records last)."""
+    out = []
+    for r in records:
+        if r["t"] > now + FUTURE_T_S:
+            out.append((r["seq"], r["t"]))
+            r["t"] = now
+    return out
+
+
 def _unstored(exc: Exception, what: str = "of it") -> str:
     """What of a batch the store failed is stored: nothing, or its first records (a large batch is written in
     ranges, each its own transaction: ``SQLStore.INGEST_CHUNK_BYTES``), which the batch sent again finds stored."""
@@ -1883,9 +1943,11 @@ class FleetServer:
         connection_idle_s: float = CONNECTION_IDLE_S,
         replicas: bool = False,
         tick_s: float = TICK_S,
+        max_connections: int | None = None,
     ) -> None:
         self.data = Path(data)
         self.tick_s = tick_s
+        self.max_connections = connection_limit() if max_connections is None else max_connections
         given_control = control
         # before anything is opened or bound: a port that a fleet service of another store serves is refused;
         # a replica of the same store goes on (portguard). Port 0: the kernel's choice, announced once bound.
@@ -1971,6 +2033,7 @@ class FleetServer:
                     # connection left with no call is closed, and one carries at most so many streams at once
                     ("grpc.max_connection_idle_ms", round(connection_idle_s * 1000)),
                     ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
+                    ("grpc.max_allowed_incoming_connections", self.max_connections),
                     # a connection that has not finished its TLS handshake (no certificate checked yet) holds a
                     # descriptor: grpc's default 120 s let anyone, without a certificate, hold every descriptor the
                     # process has (20,000 here) with ~170 idle connections a second, and no agent could connect
@@ -2009,6 +2072,12 @@ class FleetServer:
                 self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
             except RuntimeError:  # grpc: "Failed to bind to address ..."; say by whom, when one of ours
                 raise PortTaken(cannot_bind(host, port, replicas, self.announcement)) from None
+            log.info(
+                "at most %d connections at once (one more is closed as it is accepted; %d descriptors kept for the "
+                "store, blobs and console; raise RLIMIT_NOFILE for more)",
+                self.max_connections,
+                FD_RESERVE,
+            )
             self._tick: asyncio.Task | None = None
             self._forget: asyncio.Task | None = None
             self._ticking: asyncio.Future | None = None  # the tick under way in its worker thread
