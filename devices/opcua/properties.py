@@ -159,7 +159,7 @@ class Properties:
         (following subtypes) answering another node too; None when neither says so (the HasProperty one is the
         node's, as before). A Bad answer to the supertypes' Browse (BadNodeIdUnknown: a vendor type node not
         exposed) tells nothing, and the translate decides (every write of the node was refused, the valid 2 too);
-        ``PropertiesUnread`` when it answers busy, or when the translate cannot tell either."""
+        ``PropertiesUnread`` when either answers busy, or when the translate cannot tell either."""
         try:
             is_property = await self._is_property(kind, prop)
         except PropertiesUnread as e:
@@ -176,21 +176,20 @@ class Properties:
         # its supertypes not given: 10 states were taken from the HasProperty one where the vendor's had 3
         try:
             result = (await self.node.session.translate_browsepaths_to_nodeids([self._path(prop)]))[0]
+            status, why = result.StatusCode.value, f"answered {result.StatusCode.name}"
         except ua.UaError as e:
-            if unread is None:
-                return None
+            result, status, why = None, getattr(e, "code", None), _why(e)
+        if result is None or not result.StatusCode.is_good():
+            if unread is None and not busy(status):
+                return None  # neither tells: the HasProperty one is the node's, as before
+            # busy: retried (the HasProperty one's states were taken, and 7 written)
             raise PropertiesUnread(
-                f"{unread}, and TranslateBrowsePathsToNodeIds {_why(e)}",
-                status=getattr(e, "code", None),
-                until="the server answers that Browse or TranslateBrowsePathsToNodeIds",
-            ) from None
-        if unread is not None and not result.StatusCode.is_good():
-            raise PropertiesUnread(
-                f"{unread}, and TranslateBrowsePathsToNodeIds answered {result.StatusCode.name}",
-                status=result.StatusCode.value,
+                f"{unread or f'{prop}: the node lists it by a HasProperty reference and a vendor one'}, and "
+                f"TranslateBrowsePathsToNodeIds {why}",
+                status=status,
                 until="the server answers that Browse or TranslateBrowsePathsToNodeIds",
             )
-        if result.StatusCode.is_good() and any(t.TargetId != found for t in result.Targets):
+        if any(t.TargetId != found for t in result.Targets):
             return (
                 "the node lists a HasProperty reference of that name and another whose type cannot be told "
                 "(a vendor's), and TranslateBrowsePathsToNodeIds answered both targets"
