@@ -154,9 +154,12 @@ DAMAGED_LOG_S = 60.0  # an agent's damaged samples are logged at most this often
 # its runs, is two live processes of one identity (a cloned gateway image, a copied certificate): each one's reports
 # are late to the other's newer run, so each draws a new run in turn and the fleet's view flips between them (two on
 # ``stream: true``: 32 flips in 40 s). Counted (``runs_alternating`` at /api/quotas) and logged (``_alternating``).
-# A restart, or a link re-made, is one new run; a VM restored from a snapshot, two
+# A restart, or a link re-made, is one new run; a VM restored from a snapshot, two. For CLONE_HOLD_S after, a late
+# report of the agent is dropped without the late mark (``_tell_late``): the late clone keeps its run and the fleet's
+# view stays on the newer one, instead of flipping; a lone gateway left late meanwhile is told once the hold ends
 CLONE_RUNS = 6
 CLONE_WINDOW_S = 120.0
+CLONE_HOLD_S = 600.0
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within this (a gateway needs < 1 s)
 # an agent at its concurrent_streams limit: a PushRecords of it that has waited this long for its next batch
 # gives way to the new stream (_reclaim), waited for at most RECLAIM_WAIT_S
@@ -513,6 +516,8 @@ class FleetServicer(rpc.FleetServicer):
         # agent -> when (time.monotonic) its last CLONE_RUNS runs began here over another (``_alternating``)
         self._run_starts: dict[tuple[str, str], collections.deque[float]] = {}
         self._clones_log: dict[tuple[str, str], tuple[int, float]] = {}  # (``_due``)
+        # agent -> until when (time.monotonic) ``_tell_late`` says no
+        self._clone_hold: dict[tuple[str, str], float] = {}
 
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
@@ -562,11 +567,12 @@ class FleetServicer(rpc.FleetServicer):
         if len(starts) < CLONE_RUNS or now - starts[0] > CLONE_WINDOW_S:
             return
         self.quotas.count(key, "runs_alternating")
+        self._clone_hold[key] = now + CLONE_HOLD_S
         if since := _due(self._clones_log, key, 1):
             log.warning(
                 "agent %s (tenant %s): %d report runs began within %.0f s, each over another (now %s over %s%s): two "
-                "live gateways with one identity (a cloned image, a copied certificate)? The fleet's view of the "
-                "agent flips between them; give each gateway its own certificate",
+                "live gateways with one identity (a cloned image, a copied certificate)? The fleet shows the newer "
+                "run's and drops the other's reports, untold, for %.0f s; give each gateway its own certificate",
                 key[1],
                 key[0],
                 CLONE_RUNS,
@@ -574,7 +580,20 @@ class FleetServicer(rpc.FleetServicer):
                 boot[:12],
                 was[:12],
                 f"; {since - 1} more such run(s) since the last line" if since > 1 else "",
+                CLONE_HOLD_S,
             )
+
+    def _tell_late(self, key: tuple[str, str]) -> bool:
+        """Whether a late report of agent ``key`` is answered with the late mark (the agent then reports under a new
+        run): not while its runs alternate (``_alternating``: two live processes of its identity), where the mark
+        made each take the fleet's view in turn."""
+        until = self._clone_hold.get(key)
+        if until is None:
+            return True
+        if time.monotonic() < until:
+            return False
+        del self._clone_hold[key]
+        return True
 
     def forget_reports(self, idle_s: float) -> int:
         """Forget the report numbers of agents that sent none for ``idle_s`` (a report after that is written as
@@ -585,6 +604,7 @@ class FleetServicer(rpc.FleetServicer):
             del self._applied[k]
             self._run_starts.pop(k, None)
             self._clones_log.pop(k, None)
+            self._clone_hold.pop(k, None)
         return len(old)
 
     def _results_write(self, who: Identity, results) -> Callable[[], Any] | None:
@@ -686,7 +706,7 @@ class FleetServicer(rpc.FleetServicer):
                             r.generation_seen,
                             stale=not fresh,
                         )
-                        if not fresh and (had is None or had[0] != r.boot_id[:64]):
+                        if not fresh and (had is None or had[0] != r.boot_id[:64]) and self._tell_late(key):
                             # late, and of another run than the one last taken here: a run a newer one of the
                             # agent followed (its process paused while another of its identity reported; a gateway
                             # restored whose stream opened on a fresh connection). Acknowledged like any report, it
@@ -731,7 +751,9 @@ class FleetServicer(rpc.FleetServicer):
         results = self._results_write(who, request.command_results)
         key = (tenant, agent)
         fresh = await self._fresh(key, request)  # an older report than one taken: answered, never written
-        if not fresh:  # and the agent told: its next reports go under a new run (a VM snapshot restored)
+        # an older report than one taken, its agent told (but while its runs alternate): its next reports go under a
+        # new run (a VM snapshot restored)
+        if not fresh and self._tell_late(key):
             context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
         cut = threading.Event()  # the call was cut (its deadline, its link): no one reads the reply's parts
 

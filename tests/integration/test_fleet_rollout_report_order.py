@@ -634,11 +634,12 @@ async def test_a_state_report_held_past_a_restart_of_the_service_is_not_written_
         await again.stop()
 
 
-async def test_two_live_gateways_of_one_identity_are_counted_and_named_in_a_warning(fleet, built, caplog):
+async def test_two_live_gateways_of_one_identity_are_counted_named_and_their_view_held(fleet, built, caplog):
     """Two processes of gw1 (a cloned gateway image), each with the agent's own client: each one's report is late to
     the other's newer run, so each draws a new run in turn and the fleet's view of gw1 flips between them, silently.
     Past CLONE_RUNS runs begun over another within CLONE_WINDOW_S the service counts it (``runs_alternating``) and
-    logs a WARNING naming the agent, once per minute; one restart (a new run) is neither."""
+    logs a WARNING naming the agent, once per minute; one restart (a new run) is neither. From then on the late
+    clone is not told (no new run): the view stays on the newer one instead of flipping."""
     import logging
 
     import cloud_trainer.fleet.service as service_module
@@ -662,6 +663,13 @@ async def test_two_live_gateways_of_one_identity_are_counted_and_named_in_a_warn
         assert srv.quotas.refusals[(*key, "runs_alternating")] >= 1  # was: never said
         said = [r.getMessage() for r in caplog.records if "one identity" in r.getMessage()]
         assert len(said) == 1 and said[0].startswith("agent gw1 (tenant default): 6 report runs began"), said
+        shown = []
+        for _ in range(4):
+            for c, v in ((a, "1.0.0"), (b, "1.1.0")):
+                boot, seq = c.next_report()
+                await c.stub.Heartbeat(_report(e[v], seq, boot), timeout=10)
+                shown.append(_runs(srv)[0])
+        assert len(set(shown)) == 1, shown  # was: flipping between 1.0.0 and 1.1.0
     finally:
         await a.close()
         await b.close()
