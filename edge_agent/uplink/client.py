@@ -201,6 +201,37 @@ def _too_large(exc: Exception) -> bool:
     )
 
 
+def _open_stream(method, outq: asyncio.Queue, name: str):
+    """A stream-stream call of ``method`` and the task of the uplink's own that writes its requests from ``outq`` to
+    it (``_write_requests``): (call, task); ended together by ``_end_stream``. Formerly the call was given an async
+    generator of the requests, which grpc consumes in a task of its own that ``call.cancel()`` cancels only while the
+    call is not done: on a slow link a keepalive ping timed out behind a write still in progress ("Stream removed
+    (Delayed close due to in-progress write (ping timeout))") ended the call with that task still waiting for its
+    write, never cancelled, and once garbage-collected asyncio logged "Task was destroyed but it is pending!" as an
+    ERROR (grpc's ``_consume_request_iterator``), one per such failure."""
+    call = method()
+    return call, asyncio.create_task(_write_requests(call, outq), name=name)
+
+
+async def _write_requests(call, outq: asyncio.Queue) -> None:
+    """Write the requests ``outq`` holds to ``call`` until None (then half-close), or until the call ends."""
+    try:
+        while (item := await outq.get()) is not None:
+            await call.write(item)
+        await call.done_writing()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the call ended (its read says how) or was cancelled
+        log.debug("uplink: a stream's writes ended: %r", exc)
+
+
+def _end_stream(call, writer: asyncio.Task | None) -> None:
+    """Cancel a stream's call and its writer (``_open_stream``), whatever state either is in; never blocks."""
+    call.cancel()
+    if writer is not None:
+        writer.cancel()
+
+
 class Uplink:
     def __init__(
         self,
@@ -943,14 +974,7 @@ class Uplink:
         import grpc
 
         outq: asyncio.Queue = asyncio.Queue(maxsize=1)
-
-        async def requests():
-            while True:
-                item = await outq.get()
-                if item is None:
-                    return
-                yield item
-
+        writer: asyncio.Task | None = None  # (``_open_stream``)
         # opened once its first batch is built and paced (``_pace``), so that the batch goes as the stream opens: a
         # stream opened before waited meanwhile, and the fleet service at its concurrent_streams limit ended it for
         # another of the agent's streams before its first batch, a failure with its backoff
@@ -1002,7 +1026,7 @@ class Uplink:
                     nbytes += r.size
                 await self._pace(nbytes)
                 if call is None:
-                    call = stub.PushRecords(requests())
+                    call, writer = _open_stream(stub.PushRecords, outq, "uplink-push-write")
                     self.streams += 1
                 elif reading is not None and reading.done():  # ended while idle: sent on a new stream
                     self._ended_idle(reading)
@@ -1073,14 +1097,8 @@ class Uplink:
         finally:
             if reading is not None:
                 reading.cancel()
-            # never block here (this also runs on cancellation): end the request stream if there is
-            # room, and cancel the call either way
-            try:
-                outq.put_nowait(None)
-            except asyncio.QueueFull:
-                pass
-            if call is not None:
-                call.cancel()
+            if call is not None:  # never blocks (this also runs on cancellation)
+                _end_stream(call, writer)
         self.state = "idle"
 
     async def _pace(self, nbytes: int) -> None:
@@ -1213,12 +1231,7 @@ class Uplink:
         from protocols.gen import fleet_pb2 as pb
 
         outq: asyncio.Queue = asyncio.Queue(maxsize=2)
-
-        async def requests():
-            while (m := await outq.get()) is not None:
-                yield m
-
-        call = self.client.stub.Connect(requests())
+        call, writer = _open_stream(self.client.stub.Connect, outq, "uplink-connect-write")
         latest: list = [None]
         arrived = self._connect_wake = asyncio.Event()
         # since when a report has gone unanswered (None: the service said something since the last one sent). Each
@@ -1294,11 +1307,7 @@ class Uplink:
         finally:
             self._connect_live = False
             reader.cancel()
-            try:
-                outq.put_nowait(None)
-            except asyncio.QueueFull:
-                pass
-            call.cancel()
+            _end_stream(call, writer)
 
     def status(self) -> dict:
         return {

@@ -498,3 +498,37 @@ async def test_a_record_too_large_for_the_link_is_set_aside_and_the_samples_behi
         said = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
         assert len(said) == 1 and f"record {big} (sample, 40" in said[0], said
         assert [r.seq for r in ob.pending(10, 10**6)] == [big]  # kept in the outbox
+
+
+async def test_a_push_ended_with_its_write_still_in_progress_leaves_no_task_pending(
+    tmp_path, pki, monkeypatch, caplog
+) -> None:
+    """On a slow link a keepalive ping times out behind a batch still being written: the call ends ("Stream removed
+    (Delayed close due to in-progress write (ping timeout))") while that write never completes. Here the write is
+    held (grpc's write of a request: the transport's in-progress write is the one part not staged on loopback) and
+    the fleet service ends each stream. Before, grpc's own task consuming the request iterator was left waiting for
+    the write, never cancelled (``cancel()`` of a call already ended does nothing), and once collected asyncio
+    logged "Task was destroyed but it is pending!" as an ERROR, once per such failure."""
+    import gc
+
+    from grpc.aio import _call
+
+    from cloud_trainer.fleet.service import FleetServicer
+
+    async def in_progress(self, request) -> None:  # a write the transport never completes
+        await asyncio.get_running_loop().create_future()
+
+    async def push_records(self, request_iterator, context):
+        await asyncio.sleep(0.1)  # (the batch handed to the write by then)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "Stream removed")
+        yield
+
+    monkeypatch.setattr(_call._StreamRequestMixin, "_write", in_progress)
+    monkeypatch.setattr(FleetServicer, "PushRecords", push_records)
+    async with _uplink_to_fleet(tmp_path, pki, stream=False) as (srv, ob, up):
+        ob.append("result", {"i": 0})
+        up.poke()
+        await until(lambda: up.reconnects >= 2, what="the push ended twice")
+    gc.collect()
+    destroyed = [r.getMessage() for r in caplog.records if "Task was destroyed" in r.getMessage()]
+    assert not destroyed, destroyed
