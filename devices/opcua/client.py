@@ -4299,7 +4299,7 @@ class OpcUaSource:
             if skew and (t - now > skew or (now - t > skew and not (old_ok and which == "source"))):
                 msg = (
                     f"tag {tag}: its {which} timestamp is {t - now:+.0f} s off this gateway's clock (over "
-                    f"max_clock_skew_s {skew:g}), so the next in line is used; {self._skew_hint(t - now)}"
+                    f"max_clock_skew_s {skew:g}), so the next in line is used; {self._skew_hint(t - now, skew)}"
                 )
                 self.stats.error("clock_skew", msg)
                 self._burst.log(f"skew:{tag}:{which}", "opcua source %s: %s", self.name, msg)
@@ -4307,11 +4307,12 @@ class OpcUaSource:
             return t
         return now
 
-    def _skew_hint(self, off: float) -> str:
-        """What to set for a timestamp ``off`` s off this gateway's clock: the gateway's own, when it stepped the
-        other way since the first value (NTP stepping it back an hour, the PLC's right: the PLC's was named)."""
+    def _skew_hint(self, off: float, skew: float) -> str:
+        """What to set for a timestamp ``off`` s off this gateway's clock: the gateway's own, when a step of it
+        since the first value accounts for ``off`` within ``skew`` (NTP stepping it back an hour, the PLC's right:
+        the PLC's was named). Not a step that set it right (a boot in 1970, then NTP) before the PLC's went wrong."""
         stepped = (self._wall_offset or 0.0) - (self._wall_first or 0.0)
-        if abs(stepped) > _CLOCK_STEP_S and stepped * off < 0:
+        if abs(stepped) > _CLOCK_STEP_S and abs(off + stepped) <= skew:
             return (
                 f"this gateway's clock stepped {stepped:+.0f} s since the source's first value (NTP, or set by "
                 "hand): it may be the one off, check its time first, then the PLC's; or timestamps: server | receive"

@@ -659,6 +659,16 @@ async def test_a_step_of_the_gateways_clock_back_is_not_taken_for_readings_out_o
     assert "+3600 s off" in said and "this gateway's clock stepped -3600 s" in said, said
 
 
+def test_the_clock_skew_hint_names_the_gateways_clock_only_when_its_step_accounts_for_the_offset() -> None:
+    """A gateway booted in 1970 that NTP then set right, with a PLC's clock later reset to 2000: the PLC's is the
+    one off, though the gateway's stepped (the other way) since the source's first value."""
+    src = OpcUaSource("plc", OpcUaSettings(endpoint="opc.tcp://127.0.0.1:4840/"))
+    src._wall_first, src._wall_offset = 0.0, 1.7e9  # NTP set the 1970 clock right
+    assert src._skew_hint(-8e8, 300).startswith("set the PLC's clock")
+    src._wall_first, src._wall_offset = 0.0, -3600.0  # NTP stepped it back an hour, the PLC's right
+    assert src._skew_hint(3600.0, 300).startswith("this gateway's clock stepped -3600 s")
+
+
 async def test_a_tag_made_bad_before_a_step_of_the_gateways_clock_back_goes_on_at_the_new_time(
     monkeypatch,
 ) -> None:
