@@ -56,6 +56,7 @@ import json
 import logging
 import math
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -1887,6 +1888,9 @@ class WriterTurns:
             self.release()
 
 
+READERS = 4  # SQLite: reads (stats, gaps) of different callers at once, each on a connection of its own
+
+
 class SQLiteStore(SQLStore):
     """One SQLite file (WAL, ``synchronous=FULL``: an ack means durable); one writer at a time, in turns
     (``WriterTurns``): a batch is written in transactions of at most ``INGEST_CHUNK_BYTES``, and a short write that
@@ -1929,10 +1933,15 @@ class SQLiteStore(SQLStore):
             self._check_record_counts()
         self.db.execute(f"PRAGMA user_version = {SQLITE_FORMAT}")
         self.lock = WriterTurns()
-        # the reads that scan an agent's records (``gaps``, ``stats``: ``_tx(write=False)``) use a connection of
+        # the reads that scan an agent's records (``gaps``, ``stats``: ``_tx(write=False)``) use connections of
         # their own: in WAL mode a reader neither waits for the writer nor holds it, so one tenant's admin asking
-        # for its agent's stats in a loop no longer holds the lock every tenant's writes wait for
-        self.reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # for its agent's stats in a loop no longer holds the lock every tenant's writes wait for. READERS of them,
+        # each read taking one: with one for all, one tenant's long read (an agent's gaps over millions of records)
+        # made every other tenant's stats and console answers wait behind it. ``read_lock``: a gate each read passes
+        # as it starts (``close`` holds it, so that no read starts on a connection being closed)
+        self.readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        for _ in range(READERS):
+            self.readers.put(sqlite3.connect(self.path, check_same_thread=False, isolation_level=None))
         self.read_lock = threading.Lock()
         # the lookups by key of ``_refuse_early`` (only for a tenant refused in the last SPENT_TTL_S): on a
         # connection of their own, so that they neither take a writer's turn nor wait behind an admin's long read
@@ -1968,17 +1977,21 @@ class SQLiteStore(SQLStore):
 
     @contextlib.contextmanager
     def _tx(self, write: bool = True, bulk: bool = False, synced: bool = True):
-        if not write:  # a read of its own snapshot, on the reader connection: the writer goes on meanwhile
+        if not write:  # a read of its own snapshot, on a reader connection: the writer goes on meanwhile
             with self.read_lock:
-                self.reader.execute("BEGIN")
+                reader = self.readers.get()
+            try:
+                reader.execute("BEGIN")
                 try:
-                    yield self.reader.execute
-                    self.reader.execute("COMMIT")
+                    yield reader.execute
+                    reader.execute("COMMIT")
                 except BaseException:
-                    if self.reader.in_transaction:
+                    if reader.in_transaction:
                         with contextlib.suppress(sqlite3.Error):
-                            self.reader.execute("ROLLBACK")
+                            reader.execute("ROLLBACK")
                     raise
+            finally:
+                self.readers.put(reader)
             return
         with self.lock.bulk() if bulk else self.lock:
             if not synced:  # a range of a batch: its fsync comes after, outside the writer's turn (``_sync``)
@@ -2046,15 +2059,25 @@ class SQLiteStore(SQLStore):
             self.db.close()
         finally:
             self.lock.release()
+        deadline = time.monotonic() + wait_s
         if not self.read_lock.acquire(timeout=wait_s):
             log.warning(
-                "the store %s is still read %g s after it was closed; its reader is left open",
+                "the store %s is still read %g s after it was closed; its readers are left open",
                 self.path,
                 wait_s,
             )
             return
-        try:
-            self.reader.close()
+        try:  # no read starts now: each reader is closed once its read under way has ended
+            for _ in range(READERS):
+                try:
+                    self.readers.get(timeout=max(0.0, deadline - time.monotonic())).close()
+                except queue.Empty:
+                    log.warning(
+                        "the store %s is still read %g s after it was closed; a reader is left open",
+                        self.path,
+                        wait_s,
+                    )
+                    return
         finally:
             self.read_lock.release()
         if not self.lookup_lock.acquire(timeout=wait_s):

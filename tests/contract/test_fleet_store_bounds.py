@@ -80,3 +80,37 @@ def test_an_outbox_corrupt_event_still_names_the_cause_of_the_epoch_its_batch_en
     corrupt = json.dumps({"kind": "outbox_corrupt", "previous_epoch": 1})
     store.ingest("gwc", [rec(1, epoch=2, kind="event", payload=corrupt)])
     assert store.gaps("gwc") == [{"epoch": 1, "first": 3, "last": 0, "cause": "outbox_corrupt"}]
+
+
+def test_one_callers_long_read_of_the_sqlite_store_holds_no_other_callers_read(tmp_path):
+    """The SQLite store read on one connection for all: one tenant's long read (an agent's gaps over millions of
+    records, its console refreshing) made every other tenant's stats and gaps wait behind it. Reads now take one of
+    ``READERS`` connections each."""
+    import concurrent.futures
+    import threading
+
+    from cloud_trainer.fleet.store import SQLiteStore
+
+    st = SQLiteStore(tmp_path / "fleet.db")
+    st.ingest("gw-b", [rec(1), rec(3)], tenant="beta")
+    held, release = threading.Event(), threading.Event()
+
+    def long_read() -> None:
+        with st._tx(write=False) as ex:
+            ex("SELECT COUNT(*) FROM records").fetchone()
+            held.set()
+            release.wait(20)
+
+    reading = threading.Thread(target=long_read)
+    reading.start()
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        assert held.wait(10)
+        gaps = pool.submit(st.gaps, "gw-b", tenant="beta")
+        assert gaps.result(timeout=5) == [{"epoch": 0, "first": 2, "last": 2, "cause": "unknown"}]
+        assert pool.submit(st.stats, "gw-b", tenant="beta").result(timeout=5)["records"] == 2
+    finally:
+        release.set()
+        reading.join()
+        pool.shutdown()
+        st.close()
