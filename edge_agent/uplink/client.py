@@ -623,14 +623,18 @@ class Uplink:
         )
 
     def _lone_failed(self, flight: tuple[int, int, float] | None) -> None:
-        """The batch in flight failed: if it was one record alone and failed on its way after half of
-        ``keepalive_timeout_s`` or more, count it; the ``ASIDE_AFTER``-th time, set it aside (``ASIDE_AFTER``)."""
+        """The batch in flight failed: if it was one record alone, of more than ``FIT_FLOOR`` bytes, and failed on its
+        way after half of ``keepalive_timeout_s`` or more, count it; the ``ASIDE_AFTER``-th time, set it aside."""
         lone, self._lone = self._lone, None
         if flight is None or lone is None or flight[0] != 1:
             return
         if time.monotonic() - flight[2] < self.s.keepalive_timeout_s / 2:  # refused, not cut on its way
             return
         seq, kind, nbytes = lone
+        if nbytes <= min(FIT_FLOOR, self.s.batch_max_bytes):
+            # too small to be too large for any link (16 KB: 2.7 s at 6 KB/s): a path dead or a service away meanwhile
+            # (a black-holed connection fails after the keepalive); an alarm alone in the outbox was set aside so
+            return
         fails = self._lone_fails.get(seq, 0) + 1
         self._lone_fails = {seq: fails}  # (only the head's: another record's failures end a streak)
         if fails < ASIDE_AFTER:

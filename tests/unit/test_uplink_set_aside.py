@@ -1,0 +1,36 @@
+"""Which failed records the uplink sets aside as too large for the link (``Uplink._lone_failed``): only one alone in
+its batch, of more than ``FIT_FLOOR`` bytes, cut on its way after half of ``keepalive_timeout_s`` or more. A small
+record failing so says nothing of the link (a path that died, a service away): an alarm alone in the outbox during
+a minute-long outage was set aside for ``ASIDE_RETRY_S``. The end-to-end case, on a slow link through a relay to a
+real fleet service, is in tests/integration/test_halfopen.py."""
+
+from __future__ import annotations
+
+import time
+
+from edge_agent.outbox.settings import OutboxSettings
+from edge_agent.outbox.store import Outbox
+from edge_agent.uplink import client
+from edge_agent.uplink.client import FIT_FLOOR, Uplink
+from edge_agent.uplink.settings import CloudSettings
+
+
+def test_only_a_record_larger_than_a_useful_batch_failing_alone_on_its_way_is_set_aside(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(client, "ASIDE_AFTER", 1)
+    s = CloudSettings(
+        endpoint="127.0.0.1:1", ca_file="c", cert_file="c", key_file="k", keepalive_timeout_s=20
+    )
+    up = Uplink(s, Outbox(OutboxSettings(), tmp_path / "agent"))  # never started, the outbox never opened
+
+    def failed(seq: int, kind: str, nbytes: int, after_s: float) -> None:
+        up._lone = (seq, kind, nbytes)
+        up._lone_failed((1, nbytes, time.monotonic() - after_s))
+
+    failed(1, "alarm", 300, after_s=30)  # a small alarm, cut after the keepalive: a dead path, not its size
+    failed(2, "sample", 2 * FIT_FLOOR, after_s=2)  # a large one refused at once: says nothing of its size
+    assert up._aside == {} and up.set_aside == 0
+    failed(3, "sample", 2 * FIT_FLOOR, after_s=30)
+    assert list(up._aside) == [3] and up.set_aside == 1
+    assert {r for r in up._skipped()} == {3}
