@@ -311,6 +311,15 @@ class _Silent(ConnectionError):
 _AFTER_BAD_S = 0.001
 # a wall clock moving back this much more than the time since boot between two values stepped (``OpcUaSource._now``)
 _CLOCK_STEP_S = 1.0
+
+
+def _since_boot() -> float:
+    """Seconds since boot, suspend included: CLOCK_BOOTTIME on Linux, the monotonic clock elsewhere (macOS and
+    Windows have no CLOCK_BOOTTIME: every value raised AttributeError there)."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
+
+
 # the most readings held while a halted server has not yet shown it is healthy again (``_hold``)
 _HELD_MAX = 10_000
 # the intervals between changes of the server's clock its update period is the longest of (``_judge_clock``)
@@ -3878,7 +3887,7 @@ class OpcUaSource:
         are compared on its new time. Before, after a step back of an hour every reading was counted
         ``out_of_order`` ("source timestamp went backwards", blaming the PLC) for that hour. Cost: ~0.15 us a value."""
         now = time.time()
-        off = now - time.clock_gettime(time.CLOCK_BOOTTIME)
+        off = now - _since_boot()
         prev, self._wall_offset = self._wall_offset, off
         if self._wall_first is None:
             self._wall_first = off

@@ -669,6 +669,13 @@ def test_the_clock_skew_hint_names_the_gateways_clock_only_when_its_step_account
     assert src._skew_hint(3600.0, 300).startswith("this gateway's clock stepped -3600 s")
 
 
+def test_a_value_s_time_needs_no_boot_clock(monkeypatch) -> None:
+    """macOS and Windows have no CLOCK_BOOTTIME: each value's time raised AttributeError there."""
+    monkeypatch.delattr(time, "CLOCK_BOOTTIME")
+    src = OpcUaSource("plc", OpcUaSettings(endpoint="opc.tcp://127.0.0.1:4840/"))
+    assert abs(src._now() - time.time()) < 60
+
+
 async def test_a_tag_made_bad_before_a_step_of_the_gateways_clock_back_goes_on_at_the_new_time(
     monkeypatch,
 ) -> None:
