@@ -1063,13 +1063,13 @@ def _write(
                     # the refusal (for every mask, that count cost more than its grey decode)
                     colour, mask = mask, _grey_mask(it.mask, mdata, max_megapixels)
                     marked = colour.any(axis=2)
-                    # some of them only (a class-index mask's (0, 0, 1) region beside brighter ones; not the faintest
-                    # edge of an anti-aliased brush: ``_lost_beyond_edge``) imported, and trained, with fewer defect
-                    # pixels than drawn. A JPEG mask's faint noise may vanish so (said as lossy):
+                    # some of them only (a class-index mask's (0, 0, 1) region beside brighter ones; not the fading
+                    # edge of an anti-aliased or soft brush: ``_lost_beyond_edge``) imported, and trained, with fewer
+                    # defect pixels than drawn. A JPEG mask's faint noise may vanish so (said as lossy):
                     # refused there only when every marked pixel does
                     gone = marked & (mask == 0)
                     coloured = int(np.count_nonzero(marked))
-                    lost = _lost_beyond_edge(gone, mask, coloured)
+                    lost = _lost_beyond_edge(gone, mask, coloured, colour)
                     if (
                         it.label != found.good
                         and lost
@@ -1344,19 +1344,37 @@ def _grey_mask(path: Path, data: bytes, max_megapixels: float):
         raise DatasetError(f"{path}: {exc}") from None
 
 
-def _lost_beyond_edge(gone, mask, marked: int) -> int:
-    """How many of a colour mask's ``marked`` pixels read 0 in grey (``gone``) lie beyond one pixel of a pixel
-    that stays marked: a region lost (a class-index mask's (0, 0, 1)). All of them when every marked pixel is.
-    An anti-aliased brush's faintest edge pixels read 0 beside its region, which stays: a pure red or blue
-    overlay drawn so lost 0.5-2.6 % of its pixels there and was refused as too dark."""
+def _lost_beyond_edge(gone, mask, marked: int, colour) -> int:
+    """How many of a colour mask's ``marked`` pixels read 0 in grey (``gone``) are a region lost (a class-index
+    mask's (0, 0, 1)), not the fading edge of a brush; all of them when every marked pixel is. Forgiven: those
+    within one pixel of a pixel that stays marked (an anti-aliased brush's faintest edge: a pure red or blue overlay
+    drawn so lost 0.5-2.6 % of its pixels there), and a soft (feathered) brush's fade: a lost region touching a
+    region that stays and holds a bright pixel (a quarter of full scale or more in a channel; a pixel reading 0 is at
+    most 4 of 255, or 24 red / 40 blue in a PNG with a gamma chunk, as ImageMagick writes it: libpng turns those grey
+    in linear light), when the fades hold at most twice the pixels of the bright regions they touch (ImageMagick
+    `-blur 0x8` of a red or blue stroke: 0.7-1.0 times). Feathered red or blue masks were refused as too dark."""
     import cv2
     import numpy as np
 
     lost = int(np.count_nonzero(gone))
     if not lost or lost == marked:
         return lost
-    near = cv2.dilate((mask > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    return int(np.count_nonzero(gone & ~near))
+    stays = (mask > 0).astype(np.uint8)
+    square = np.ones((3, 3), np.uint8)
+    beyond = gone & ~(cv2.dilate(stays, square) > 0)
+    if not beyond.any():
+        return 0
+    _, regions = cv2.connectedComponents(stays, connectivity=8)
+    top = colour[..., :3].max(axis=2)
+    lit = np.unique(regions[(top >= np.iinfo(colour.dtype).max // 4) & (stays > 0)])
+    bright = np.isin(regions, lit[lit > 0])
+    if bright.any():
+        _, fades = cv2.connectedComponents(gone.astype(np.uint8), connectivity=8)
+        touching = np.unique(fades[gone & (cv2.dilate(bright.astype(np.uint8), square) > 0)])
+        faded = gone & np.isin(fades, touching[touching > 0])
+        if np.count_nonzero(faded) <= 2 * np.count_nonzero(bright):
+            beyond &= ~faded
+    return int(np.count_nonzero(beyond))
 
 
 def _png(mask, path: Path) -> bytes:

@@ -85,6 +85,18 @@ def test_mvtec_layout_with_masks(tmp_path):
     assert sum('"split": "train"' in r for r in rows) == 20 and sum('"split": "test"' in r for r in rows) == 3
 
 
+def mvtec_dents(src: Path, size: tuple[int, int], mask: bytes, ext: str = ".png") -> Path:
+    """An MVTec AD folder of 20 good training images and two dents of ``size`` (width, height), each dent's mask
+    file ``mask``'s bytes."""
+    for i in range(20):
+        img(src / "train" / "good" / f"{i:03d}.png", i, size=size)
+    (src / "ground_truth" / "dent").mkdir(parents=True)
+    for i in range(2):
+        img(src / "test" / "dent" / f"{i:03d}.png", 60 + i, size=size)
+        (src / "ground_truth" / "dent" / f"{i:03d}_mask{ext}").write_bytes(mask)
+    return src
+
+
 def _mvtec_with_colour_masks(src: Path, red_rows: int = 3, dim: tuple[int, int] = (0, 0)) -> Path:
     """An MVTec folder of 20 good training images, a good test image with a dim colour mask, and two dents whose
     colour masks mark ``red_rows`` rows of 3 pixels from row 2 in red (0, 0, 200) in BGR, and ``dim`` (first row,
@@ -137,6 +149,35 @@ def test_a_colour_mask_is_judged_by_the_grey_pixels_training_reads(tmp_path, red
     import_images(src, tmp_path / "ds")
     masks = [m for m in load_parts(tmp_path / "ds", masks=True).masks if m is not None]
     assert sorted(np.count_nonzero(m) for m in masks) == [0, 9, 9]  # the good image's, the two dents'
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "masks"
+
+
+@pytest.mark.parametrize("mask", ["feathered_blue.png", "feathered_red.png", "around-a-dot"])
+def test_a_feathered_colour_mask_imports_and_a_region_lost_around_a_bright_dot_does_not(tmp_path, mask):
+    """A soft brush's or a feathered selection's edge fades to black: its last pixels read 0 in grey, a band
+    several pixels wide around the stroke (ImageMagick's blur of a blue stroke at sigma 8: 8316 of 16525 marked
+    pixels). Such masks were refused as too dark (blue feathered by 2 px or more, red by 3). A region of
+    (0, 0, 1), a class index, that merely touches a bright dot is no fade: still refused."""
+    if mask == "around-a-dot":
+        m = np.zeros((160, 200, 3), np.uint8)
+        m[10:150, 10:190] = (0, 0, 1)
+        m[78:82, 98:102] = (0, 0, 255)
+        drawn = cv2.imencode(".png", m)[1].tobytes()
+    else:
+        drawn = (FIXTURES / mask).read_bytes()  # the tool's file, as it wrote it
+    src = mvtec_dents(tmp_path / "bottle", (200, 160), drawn)
+    if mask == "around-a-dot":
+        with pytest.raises(
+            DatasetError, match=r"000_mask.png: 25164 of its 25200 marked pixels are 0 once read"
+        ):
+            import_images(src, tmp_path / "ds")
+        return
+    import_images(src, tmp_path / "ds")
+    drawn = np.count_nonzero(cv2.imread(str(FIXTURES / mask), cv2.IMREAD_GRAYSCALE))
+    masks = [x for x in load_parts(tmp_path / "ds", masks=True).masks if x is not None]
+    assert [np.count_nonzero(x) for x in masks] == [drawn] * 2 and drawn > 5000
 
 
 def test_the_dataset_digest_covers_the_masks(tmp_path):

@@ -688,7 +688,7 @@ async def test_a_text_pgm_or_ppm_of_maxval_below_255_is_refused_alike_by_the_thr
     1 defect) is imported; maxval 255, and 16-bit ones read by pixel_bits, still read alike in both encodings."""
     from cloud_trainer.train.data import DatasetError, load_parts
     from cloud_trainer.train.images import import_images
-    from tests.unit.test_image_import import img, per_class
+    from tests.unit.test_image_import import mvtec_dents, per_class
 
     rng = np.random.default_rng(15)
     grey, colour = rng.integers(0, 16, (6, 8)), rng.integers(0, 16, (6, 8, 3))
@@ -749,13 +749,7 @@ async def test_a_text_pgm_or_ppm_of_maxval_below_255_is_refused_alike_by_the_thr
     ds = load_parts(tmp_path / "ds")
     (frame,) = [i for i in ds.images if i.shape[:2] == grey.shape]
     assert np.array_equal(frame.reshape(*grey.shape, -1)[..., 0], grey * 13), frame
-    mvtec = tmp_path / "bottle"
-    for i in range(20):
-        img(mvtec / "train" / "good" / f"{i:03d}.png", i, size=(8, 6))
-    (mvtec / "ground_truth" / "dent").mkdir(parents=True)
-    for i in range(2):
-        img(mvtec / "test" / "dent" / f"{i:03d}.png", 60 + i, size=(8, 6))
-        (mvtec / "ground_truth" / "dent" / f"{i:03d}_mask.pgm").write_bytes(stored["mask.pgm"])
+    mvtec = mvtec_dents(tmp_path / "bottle", (8, 6), stored["mask.pgm"], ".pgm")
     import_images(mvtec, tmp_path / "ds_masks", log=lambda m: None)
     masks = load_parts(tmp_path / "ds_masks", masks=True).masks
     assert [np.array_equal(m != 0, grey % 2 != 0) for m in masks if m is not None] == [True, True]
