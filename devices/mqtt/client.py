@@ -134,6 +134,16 @@ RETAINED_AHEAD_S = 1.0  # a retained reading stamped further ahead of the receiv
 # still this far ahead of the receive time, and this one is not, is the device's clock set right, not a reading
 # out of order (``_stepped_back``)
 CLOCK_STEP_S = 1.0
+# a JSON device whose times run a steady while behind this gateway's clock (it writes its local time without a
+# zone west of UTC, read in json_mapping.timezone; or its clock is set wrong): its readings were stamped hours in
+# the past, unsaid (an older time stands: a buffer sent after an outage). Said once (``clock_behind``) when a
+# topic's first reading of a message lags the receive time by CLOCK_BEHIND_S or more, steady within
+# CLOCK_BEHIND_JITTER_S, for CLOCK_BEHIND_STEADY_S of receive time (a buffer's lag falls as it is sent); the
+# times are kept. At most MAX_LAG_TOPICS topics are watched at once
+CLOCK_BEHIND_S = 600.0
+CLOCK_BEHIND_JITTER_S = 5.0
+CLOCK_BEHIND_STEADY_S = 60.0
+MAX_LAG_TOPICS = 10_000
 
 __all__ = [
     "MqttBadTopic",
@@ -849,6 +859,9 @@ class MqttSource:
         self._keep_out_of_order = settings.out_of_order == "keep"
         self._max_ahead = settings.max_clock_skew_s or math.inf
         self._clock_checked = settings.max_clock_skew_s > 0
+        # topic -> (lag of its first reading behind the receive time, since when (receive time), said): see
+        # CLOCK_BEHIND_S
+        self._lags: dict[str, tuple[float, float, bool]] = {}
         self._max_bytes = settings.max_message_bytes
         # a persistent session's QoS 1 messages that the broker sends again after a reconnect (DUP)
         self._redelivered = (
@@ -2181,6 +2194,38 @@ class MqttSource:
             out.append(Reading(name, tag, v, ts, received_at, Quality.GOOD, rate))
         return out
 
+    def _lagging(self, topic: str, r: Reading) -> None:
+        """Say once (``clock_behind``) that ``topic``'s readings run a steady while behind this gateway's clock
+        (``CLOCK_BEHIND_S``), judged by the first reading of each of its messages; the times are kept."""
+        lag = r.received_at - r.timestamp
+        seen = self._lags.get(topic)
+        if lag < CLOCK_BEHIND_S:
+            if seen is not None:
+                del self._lags[topic]
+            return
+        if seen is None or abs(lag - seen[0]) > CLOCK_BEHIND_JITTER_S:
+            if seen is None and len(self._lags) >= MAX_LAG_TOPICS:
+                self._lags.clear()  # bounded: topics come from outside
+            self._lags[topic] = (lag, r.received_at, False)
+            return
+        if seen[2] or r.received_at - seen[1] < CLOCK_BEHIND_STEADY_S:
+            return
+        self._lags[topic] = (seen[0], seen[1], True)
+        quarters = round(lag / 900.0)
+        zone = (
+            f" (about {quarters / 4:g} h: a time zone's offset?)"
+            if quarters and abs(lag - 900.0 * quarters) <= 120.0
+            else ""
+        )
+        self._notice(
+            "clock_behind",
+            f"topic {shown_topic(topic)}: its readings have been stamped a steady {lag:.0f} s{zone} behind this "
+            f"gateway's clock for {r.received_at - seen[1]:.0f} s: the device's clock is behind, or it writes its "
+            "local time without a zone, which is read in json_mapping.timezone (UTC unless set): set its clock "
+            "(NTP), or set json_mapping.timezone to its zone (Europe/Berlin, America/Chicago); the readings keep "
+            "their times",
+        )
+
     def _stepped_back(self, tag: str, ts: float, last: float, received_at: float) -> bool:
         """Whether a reading of ``tag`` older than its last one (``last``) is its device's clock set back from fast
         (NTP stepping a clock that ran fast, a clock synced after boot): the tag's last time is still more than
@@ -2419,6 +2464,8 @@ class MqttSource:
                 readings = self._json_readings(c.prefix, part, c.received_at, c.kept)
             if readings and c.checked:
                 self._valid_text(c.topic, readings)
+            if readings and self._clock_checked and not entry[3]:
+                self._lagging(c.topic, readings[0])
             return self._retained(c.topic, readings) if entry[3] else readings
         except Exception as e:  # a fault no check foresaw: the message's other readings skipped
             self._chunks = None
@@ -3254,6 +3301,10 @@ def json_decoder(src: MqttSource, sub: Subscription):
         # common one, pays two C scans (memchr and an ASCII check: 30 ns; b"\\" in payload alone took 134)
         if readings and checked:
             src._valid_text(topic, readings)
+        if (
+            readings and src._clock_checked and not src.sparkplug.retained
+        ):  # (a retained one: the broker's copy)
+            src._lagging(topic, readings[0])
         return readings
 
     run.parse = parse  # type: ignore[attr-defined]

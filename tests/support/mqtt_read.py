@@ -21,11 +21,13 @@ async def read_published(
     last: str,
     *,
     errors: list[str] | None = None,
+    gap_s: float = 0.0,
     **settings: Any,
 ) -> tuple[list, MqttSource]:
     """The readings a source on ``subs`` gives for ``messages`` ((topic, payload), published in order at QoS 1) up
     to and with the tag ``last``, and the stopped source (its stats and notices). ``errors``, when given, gets each
-    error's text as it is counted (``reason: detail``), not only the first of a burst the log says."""
+    error's text as it is counted (``reason: detail``), not only the first of a burst the log says. ``gap_s``: a
+    pause after each message (spread over the receive time, as a device's are)."""
     src = MqttSource("mq", MqttSettings(port=port, subscriptions=subs, **settings))
     if errors is not None:
         said = src._error
@@ -46,6 +48,8 @@ async def read_published(
     try:
         for topic, payload in messages:
             pub.publish(topic, payload, qos=1)
+            if gap_s:
+                await asyncio.sleep(gap_s)
         async with asyncio.timeout(5):
             async for r in src.items():
                 got.append(r)
