@@ -483,9 +483,9 @@ async def test_a_record_too_large_for_the_link_is_set_aside_and_the_samples_behi
     from edge_agent.uplink import client
 
     monkeypatch.setattr(client, "ACK_WAIT_S", 0.1)
-    monkeypatch.setattr(client, "ASIDE_AFTER", 2, raising=False)  # (absent before)
+    monkeypatch.setattr(client, "ASIDE_AFTER", 1, raising=False)  # (absent before)
     async with _uplink_to_fleet(
-        tmp_path, pki, up_bytes_per_s=20_000, keepalive_s=30, keepalive_timeout_s=1
+        tmp_path, pki, up_bytes_per_s=20_000, keepalive_s=30, keepalive_timeout_s=1, batch_max_records=1
     ) as (srv, ob, up):
         big = ob.append("sample", {"i": 0}, sample=os.urandom(40_000), sample_ext=".png")  # 2 s on this link
         for i in (1, 2):
