@@ -181,8 +181,9 @@ STOP_BAND_FALL = 3.0
 # the common factor is taken off kept the shape (healthy windows so scaled: 1.5-5; a stop's: 8-11)
 SHAPE_KEPT = 6.0
 # with a temperature tag: a stop cools the machine. A spell of low windows whose temperature, after
-# TEMP_GRACE_S, has not fallen TEMP_FALL (degrees Celsius, or Kelvin; times DEGREES_F in Fahrenheit's: read in
-# the tag's own degrees, a Fahrenheit tag's 5 were 2.8 C) from its highest in the spell, and either
+# TEMP_GRACE_S, has not fallen TEMP_FALL (degrees Celsius, or Kelvin; times DEGREES_F in Fahrenheit's, over
+# temperature_scale in the tag's counts: read in them, a Fahrenheit tag's 5 were 2.8 C, a PLC INT's in tenths
+# 0.5 C) from its highest in the spell, and either
 # rose TEMP_FALL (the machine heats: it runs) or stays within TEMP_COLD of the commissioned running
 # temperature, is a dead or detached sensor on a running machine; one TEMP_COLD or more below it and
 # steady is a machine at rest (the agent started during a long stop)
@@ -1338,7 +1339,8 @@ class Baseline:
             )
         if t is not None and self.temp_running is not None:
             _, t_min, t_max = self._spell
-            deg = DEGREES_F if self.s.temperature_unit == "F" else 1.0  # the tag's degrees in one of Celsius'
+            # one degree Celsius in the tag's counts (Fahrenheit's degrees; a PLC INT's tenths)
+            deg = (DEGREES_F if self.s.temperature_unit == "F" else 1.0) / self.s.temperature_scale
             cooling = t <= t_max - TEMP_FALL * deg
             heating = t >= t_min + TEMP_FALL * deg
             cold = t <= self.temp_running - TEMP_COLD * deg

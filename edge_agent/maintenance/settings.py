@@ -6,6 +6,7 @@ baseline:
   speed_tag: Speed             # shaft speed tag (rpm); absent: estimated from the spectrum
   temperature_tag: BearingTemp # optional: tells a stop (it cools) from a dead sensor without a speed tag
   temperature_unit: C          # C, F or K: the temperature tag's degrees
+  temperature_scale: 1.0       # the tag's value times this is in temperature_unit (0.1: a PLC INT in tenths)
   bearing: {n_elements: 9, ball_d_mm: 7.94, pitch_d_mm: 39.04, contact_angle_deg: 0}
   units: g                     # g or m/s2 (accelerometer), mm/s (velocity sensor), mV (and mv_per_g)
   iso_class: group2_rigid      # ISO 10816-3 zone boundaries for the day-one velocity rule
@@ -95,6 +96,12 @@ class BaselineSettings(_Model):
         "C",
         description="the temperature tag's unit: its rules (a stop cools 1 C; 5 C below the commissioned "
         "running temperature is a machine at rest) are read in its degrees (F: 1.8 F, 9 F)",
+    )
+    temperature_scale: float = Field(
+        1.0,
+        gt=0,
+        description="the temperature tag's value times this is in temperature_unit: 0.1 for a PLC's INT in tenths "
+        "of a degree (215 for 21.5)",
     )
     speed_range_rpm: tuple[float, float] = (300.0, 6000.0)
     speed_band_pct: float = Field(

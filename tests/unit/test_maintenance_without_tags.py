@@ -149,3 +149,25 @@ def test_a_temperature_tag_in_fahrenheit_is_judged_in_degrees_celsius_not_in_its
         g.running = False
         kinds.append(_judge(b, watch, g.window(), t)[0].sensor_kind)
     assert kinds[0] is None and kinds[-1] == "low_level", kinds  # before: held as a stop throughout
+
+
+def test_a_temperature_tag_in_tenths_of_a_degree_is_read_with_its_scale():
+    """A PLC's temperature as an INT in tenths of a degree (215 for 21.5 C): read in its own counts, the rules' 1
+    degree of cooling was 0.1 C, which the sensor's noise alone gives, and a detached vibration sensor on a running
+    machine was held as a stop for good, never said. ``temperature_scale: 0.1`` reads the counts as degrees."""
+    now = [0.0]
+    g = StoppingGearbox(seed=1)
+    settings = BaselineSettings(windows=30, temperature_tag="T", temperature_scale=0.1)
+    b = Baseline(settings, FS, N, clock=lambda: now[0])
+    for _ in range(30):
+        b.process(g.window(), {"_temperature": round(g.temperature() * 10)})
+    assert b.state == "ready"
+    watch = SensorWatch("gearbox", lambda e: None)
+    kinds = []
+    for _ in range(int(TEMP_GRACE_S / 60) + 2):  # detached, the machine running as commissioned
+        now[0] += 60.0
+        g.running = True
+        t = round(g.temperature() * 10 + 2 * np.sin(now[0]))  # its noise: +-0.2 C
+        g.running = False
+        kinds.append(_judge(b, watch, g.window(), t)[0].sensor_kind)
+    assert kinds[0] is None and kinds[-1] == "low_level", kinds  # before: held as a stop throughout
