@@ -302,9 +302,8 @@ class Uplink:
         self._aside_times: dict[int, int] = {}
         self._lone_fails: dict[int, int] = {}
         self.set_aside = 0
-        self._lone: tuple[int, str, int] | None = (
-            None  # (seq, kind, bytes) of a batch of one record in flight
-        )
+        # (seq, kind, bytes) of a batch of one record in flight
+        self._lone: tuple[int, str, int] | None = None
         self._one_by_one = 0  # batches still to send one record each, to find a refused record
         # a batch's bytes at most (``_fit_link``): batch_max_bytes, halved after a batch of several records failed in
         # flight, grown back as acked batches show the link carries more; and the batch in flight (records, bytes,
@@ -444,10 +443,10 @@ class Uplink:
             self._missed(pending, self.s.batch_max_records)
             if not pending:
                 self.state = "idle" if self.state != "backoff" else self.state
-                if (
-                    self._unrecorded
-                ):  # nothing else to send: the outbox asked again at its time, records read anew
-                    if self._first_poke is None:  # at a poke or a poll
+                # nothing else to send while acknowledgements wait: the outbox asked again at its time (a poke or a
+                # poll reads the records anew)
+                if self._unrecorded:
+                    if self._first_poke is None:
                         self._wake.clear()
                         await self._woken(
                             None, min(self._poll_s(), max(0.01, self._record_at - time.monotonic()))
@@ -474,11 +473,11 @@ class Uplink:
                 self.state = "backoff"
                 self.reconnects += 1
                 self._fit_link(flight)
-                self._lone_failed(flight)
                 # another failure ends a streak of refusals at concurrent_streams: the next such refusal (a new
                 # download after a service restart, say) is tried again at the fast pace, not the streak's grown one
                 self._full_since = None
                 await self._failed("PushRecords", exc)
+                self._lone_failed(flight)  # (after: its last_error says a record was set aside)
                 self._link_up.clear()
                 wait = _push_wait(delay)
                 delay = min(self.s.backoff_max_s, delay * 2)
