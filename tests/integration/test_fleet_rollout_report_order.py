@@ -670,6 +670,28 @@ async def test_two_live_gateways_of_one_identity_are_counted_named_and_their_vie
                 await c.stub.Heartbeat(_report(e[v], seq, boot), timeout=10)
                 shown.append(_runs(srv)[0])
         assert len(set(shown)) == 1, shown  # was: flipping between 1.0.0 and 1.1.0
+        # the late clone on a Connect stream (``stream: true``): its report is dropped, the stream is not ended
+        late, version = (a, "1.0.0") if shown[-1] == "1.1.0" else (b, "1.1.0")
+        out: asyncio.Queue = asyncio.Queue()
+
+        async def requests():
+            while (m := await out.get()) is not None:
+                yield m
+
+        call = late.stub.Connect(requests())
+        boot, seq = late.next_report()
+        try:
+            out.put_nowait(pb.AgentMessage(report=_report(e[version], seq, boot), report_id=1))
+            while (await asyncio.wait_for(call.read(), 10)).acked != 1:
+                pass
+            with pytest.raises(asyncio.TimeoutError):  # was: the stream ended marked late, a new run drawn
+                while (await asyncio.wait_for(call.read(), 1.0)) is not grpc.aio.EOF:
+                    pass
+            srv.hub.flush()
+            assert _runs(srv)[0] == shown[-1] and late.next_report()[0] == boot
+        finally:
+            out.put_nowait(None)
+            call.cancel()
     finally:
         await a.close()
         await b.close()
