@@ -114,3 +114,19 @@ def test_one_callers_long_read_of_the_sqlite_store_holds_no_other_callers_read(t
         reading.join()
         pool.shutdown()
         st.close()
+
+
+def test_the_gap_list_names_the_newest_holes_of_an_epoch_up_to_its_bound(store, monkeypatch):
+    """300,000 records at every other seq were 300,000 holes built into the gap list at every console refresh;
+    ``gaps`` lists an epoch's newest ``HOLES_READ`` (lowered here), with their causes, and its other gaps as before."""
+    monkeypatch.setattr(store_module, "HOLES_READ", 3)
+    store.ingest("gwh", [rec(s) for s in (3, 5, 7, 9, 11, 2**63 - 1)])
+    drop = {"kind": "outbox_budget", "epoch": 0, "ranges": [[8, 8]]}
+    store.ingest("gwh", [rec(2**63 - 2, kind="event", payload=json.dumps(drop))])
+    # holes 4, 6, 8, 10 and 12..2^63-3: the newest three listed, 4 and 6 not
+    assert store.gaps("gwh") == [
+        {"epoch": 0, "first": 1, "last": 2, "cause": "unknown"},  # before the first stored seq: not a hole
+        {"epoch": 0, "first": 8, "last": 8, "cause": "budget"},
+        {"epoch": 0, "first": 10, "last": 10, "cause": "unknown"},
+        {"epoch": 0, "first": 12, "last": 2**63 - 3, "cause": "unknown"},
+    ]
