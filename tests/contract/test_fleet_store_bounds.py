@@ -25,12 +25,12 @@ def _rows(store, table: str, agent: str) -> int:
 
 
 def test_kinds_no_agent_sends_are_counted_as_other_and_keep_their_own_kind(store):
-    """1,000 kinds of its own: one bookkeeping row, not 1,000 (100,000 made the tenant's agents view 6.9 MB)."""
-    made_up = [rec(s, kind=f"k{s}") for s in range(1, 1001)]
-    store.ingest("gwk", [*made_up, rec(1001, kind="event"), rec(1002)])
+    """200 kinds of its own: one bookkeeping row, not 200 (100,000 made the tenant's agents view 6.9 MB)."""
+    made_up = [rec(s, kind=f"k{s}") for s in range(1, 201)]
+    store.ingest("gwk", [*made_up, rec(201, kind="event"), rec(202)])
     st = store.stats("gwk")
-    assert st["by_kind"] == {"other": 1000, "event": 1, "result": 1}
-    assert st["records"] == 1002 and st["last_seq"] == 1002
+    assert st["by_kind"] == {"other": 200, "event": 1, "result": 1}
+    assert st["records"] == 202 and st["last_seq"] == 202
     assert _rows(store, "record_counts", "gwk") == 3
     assert store.records("gwk", kind="k7")[0]["seq"] == 7  # stored as sent
     assert store.gaps("gwk") == []
@@ -70,11 +70,8 @@ def test_an_agent_opens_a_bounded_number_of_epochs_per_window(store, monkeypatch
     store.ingest("gwe", [rec(1, epoch=5)])
     assert store.stats("gwe")["epoch"] == 5
     assert {"epoch": 4, "first": 6, "last": 0, "cause": "epoch_change"} in store.gaps("gwe")
-
-
-def test_an_outbox_corrupt_event_still_names_the_cause_of_the_epoch_its_batch_ended(store, monkeypatch):
-    """At the bound, the renewed outbox's own event gives the previous epoch's end (written by its batch) its
-    cause: no new row."""
+    # at the bound, the renewed outbox's own outbox_corrupt event gives the previous epoch's end (written by its
+    # batch) its cause: no new row
     monkeypatch.setattr(store_module, "EPOCHS_PER_WINDOW", 1)
     store.ingest("gwc", [rec(1, epoch=1), rec(2, epoch=1)])
     corrupt = json.dumps({"kind": "outbox_corrupt", "previous_epoch": 1})
