@@ -190,10 +190,18 @@ FD_RESERVE = 256
 
 
 def connection_limit(most: int = MAX_CONNECTIONS) -> int:
-    """The connections the process takes at once: ``most``, or fewer under its descriptor limit."""
+    """The connections the process takes at once: ``most``, or fewer under its descriptor limit. The soft limit is
+    raised first, up to the hard one, as far as ``most`` needs: systemd starts a service at 1,024 (hard 524,288),
+    which would have held a fleet to 768 connections."""
     import resource
 
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = most + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < want:
+        raised = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
     room = most if soft == resource.RLIM_INFINITY else soft - FD_RESERVE
     return max(1, min(most, room))
 

@@ -186,3 +186,22 @@ async def test_a_revoked_certificates_calls_take_no_place_of_its_gateways_new_ce
     assert await asyncio.wait_for(more.code(), 4) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "revoked certificate" in await more.details()
     await rpc.FleetStub(channel("agents/gw-r", 99)).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+
+
+def test_the_descriptor_limit_is_raised_as_far_as_the_connections_need():
+    """systemd starts a service with 1,024 descriptors (hard limit 524,288): the connection bound would have been
+    768. The soft limit is raised first, up to the hard one; a smaller bound raises nothing."""
+    import resource
+
+    from cloud_trainer.fleet.service import FD_RESERVE, MAX_CONNECTIONS, connection_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < MAX_CONNECTIONS + FD_RESERVE:
+        pytest.skip(f"the hard descriptor limit here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        assert connection_limit(100) == 100 and resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1024
+        assert connection_limit() == MAX_CONNECTIONS
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == MAX_CONNECTIONS + FD_RESERVE
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
