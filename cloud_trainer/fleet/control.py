@@ -909,7 +909,8 @@ class Control:
         reported ``version`` active or healthy): a halted or aborted rollout of the slot created before it, still
         waiting for the agent to go back (``rolling_back``), is told it did. Before, that target said
         ``rolling_back`` for good: the agent reported its way back (or on) to the newer deployment, never to the
-        halted one. Read through ``going_back`` (the agent's rows for the slot), not every halted rollout."""
+        halted one. Read through ``going_back`` (the agent's rows for the slot), not every halted rollout. A newer
+        rollout of the halted version itself (given again) makes the target ``superseded``: it never went back."""
         tenant, slot, now = newer.get("tenant", T), _slot(newer), self.clock()
         by = (
             f"the rollback {newer['id']}"
@@ -928,11 +929,20 @@ class Control:
             if not t or t.get("status") != "rolling_back" or d["state"] not in ("halted", "aborted"):
                 self._not_going_back(tenant, agent, slot, dep_id)  # (its status moved on since)
                 continue
-            if d["created"] > newer["created"] or d["version"] == version:
+            if d["created"] > newer["created"]:
                 continue
-            t.update(
-                status="rolled_back_by_fleet", reason=f"rollout halted; it runs {version} ({by})", updated=now
-            )
+            if d["version"] == version:  # the halted version given again by the newer one: it never went back
+                t.update(
+                    status=SUPERSEDED,
+                    reason=f"rollout halted; it runs {version} again ({by})",
+                    updated=now,
+                )
+            else:
+                t.update(
+                    status="rolled_back_by_fleet",
+                    reason=f"rollout halted; it runs {version} ({by})",
+                    updated=now,
+                )
             self._put(d)
             self._not_going_back(tenant, agent, slot, dep_id)
 

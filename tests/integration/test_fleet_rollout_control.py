@@ -889,3 +889,8 @@ def test_a_halted_rollouts_agent_a_newer_rollout_took_over_is_closed_on_either_s
     assert t["gw3"]["status"] == "rolling_back"
     rows = c.db.execute("SELECT agent, deployment_id FROM going_back").fetchall()
     assert [tuple(r) for r in rows] == [("gw3", dep["id"])]
+    again = c.create(_rollout("1.1.0", ["gw3"], ["100%"]))  # the halted version given to gw3 again
+    c.on_report("gw3", again["id"], "vision", "1.1.0", "active", True, "", {})
+    t = c.get(dep["id"])["targets"]["gw3"]
+    assert t["status"] == "superseded" and "it runs 1.1.0 again" in t["reason"], t  # was: rolling_back
+    assert c.db.execute("SELECT COUNT(*) FROM going_back").fetchone()[0] == 0
