@@ -437,9 +437,8 @@ class Answers(Generic[T]):
         self.workers, self.max_groups = workers, max_groups
         self.kept_bytes = 0  # the size of the answers kept (bytes answers; others count by sys.getsizeof)
         self._rest_factor = 1 / cpu_share - 1
-        self._default = (
-            _Group()
-        )  # group None: every answer of a single-group server (the agent's status page)
+        # group None: every answer of a single-group server (the agent's status page)
+        self._default = _Group()
         self._compute = self._default.lock  # one computation at a time (of the group)
         self._groups: OrderedDict[Any, _Group] = OrderedDict()  # the others, least recently used first
         self._groups_lock = threading.Lock()
@@ -481,15 +480,24 @@ class Answers(Generic[T]):
             self._groups.move_to_end(group)
             return g
 
-    def _run(self, compute: Callable[[], T], wait_s: float) -> T:
+    def _run(self, compute: Callable[[], T], wait_s: float, spent: list[float]) -> T:
         """``compute()`` on one of the ``workers`` threads that compute (never more than one job of a group waits
         for them: its lock). Costly answers allocate large buffers (a 1080p frame's heat map: ~40 MB of arrays for a
         PNG); glibc gives each thread that allocates its own arena, which keeps its peak, so rendering on each
         request's own thread (a new one per connection) grew the agent's memory by ~200 MB under a client asking
         for heat maps in a loop (``bench/status_hostile_bench.py``); on a few threads it is a few arenas' peaks.
         Daemon threads, as the request threads are: a computation stuck at exit does not hold the process. A job
-        that no thread took within ``wait_s`` (every thread computing other groups' answers) is ``AnswerBusy``."""
+        that no thread took within ``wait_s`` (every thread computing other groups' answers) is ``AnswerBusy``.
+        ``spent[0]``: the seconds ``compute()`` took, once it has ended."""
         done: Future[T] = Future()
+
+        def timed() -> T:
+            t0 = time.monotonic()
+            try:
+                return compute()
+            finally:
+                spent[0] = time.monotonic() - t0
+
         with self._kept_lock:
             if self._jobs is None:
                 self._jobs, self._threads = queue.SimpleQueue(), 0
@@ -502,7 +510,7 @@ class Answers(Generic[T]):
         if start:
             threading.Thread(target=_serve_jobs, args=(jobs,), name="http-answers", daemon=True).start()
         try:
-            jobs.put((compute, done))
+            jobs.put((timed, done))
             try:
                 return done.result(timeout=None if free else max(wait_s, 0.0))
             except FutureTimeout:
@@ -554,18 +562,18 @@ class Answers(Generic[T]):
                         self.busy += 1
                     raise AnswerBusy(f"resting {rest:.1f} s after a costly answer")
                 time.sleep(rest)
-            t0 = time.monotonic()
+            spent = [0.0]  # the computation's own time, not its wait for a thread (other groups' work)
             try:
-                value = self._run(compute, self.wait_s - (t0 - now))
+                value = self._run(compute, self.wait_s - (time.monotonic() - now), spent)
             finally:
                 t1 = time.monotonic()
-                g.free_at = t1 + (t1 - t0) * self._rest_factor
+                g.free_at = t1 + spent[0] * self._rest_factor
                 self.computed += 1
-                self.compute_s += t1 - t0
+                self.compute_s += spent[0]
             with self._kept_lock:
                 old = self._kept.pop(key, None)
                 self.kept_bytes -= old.size if old is not None else 0
-                new = self._kept[key] = _Kept(value, t1, max(self.min_age_s, (t1 - t0) * self._rest_factor))
+                new = self._kept[key] = _Kept(value, t1, max(self.min_age_s, spent[0] * self._rest_factor))
                 self.kept_bytes += new.size
                 while len(self._kept) > 1 and (
                     len(self._kept) > self.max_keys or self.kept_bytes > self.max_bytes
