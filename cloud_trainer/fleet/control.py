@@ -1481,7 +1481,9 @@ class Control:
         bad = [
             (a, dep["targets"][a]) for a in live if dep["targets"][a]["status"] in ("failed", "rolled_back")
         ]
-        if bad and not any(t.get("ran") for _, t in bad) and (withdrawn := self._withdrawn(dep)) is not None:
+        # (an agent rolls back only a version it ran: so said by an agent whose ``active`` report was never taken)
+        ran = any(t.get("ran") or t["status"] == "rolled_back" for _, t in bad)
+        if bad and not ran and (withdrawn := self._withdrawn(dep)) is not None:
             # failed before it ever ran the version (its download refused as withdrawn: an agent back from offline),
             # and the version is withdrawn: no verdict on the version, the withdrawal's halt (what the same agent
             # still offline at the step timeout gets). Before, it halted as a failure and sent every agent of the

@@ -203,3 +203,24 @@ def test_an_index_that_is_not_a_list_is_refused_by_name_and_halts_no_rollout(reg
     assert {t["status"] for t in d["targets"].values()} == {"healthy", "assigned"}
     with pytest.raises(ValueError, match=r"index\.json: not a list of versions \(a JSON int\)"):
         c.registry.withdrawals("part-inspection")
+
+
+def test_a_health_rollback_of_a_withdrawn_version_halts_as_a_failure_and_sends_every_agent_back(
+    registry_control,  # noqa: F811
+):
+    """The withdrawal's halt keeps the agents that run the version; an agent's own health check rolling it back is a
+    verdict on the version all the same (its ``active`` report never taken: made before, lost): the rollout halts
+    as at any failure, naming the agent, and the agents on the version are sent back."""
+    c, e = registry_control
+    for agent in ("gw1", "gw2", "gw3"):
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "steps": ["100%"]})
+    c.on_report("gw1", dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    c.registry.withdraw("part-inspection", "1.1.0", DEFECT)
+    c.on_report("gw2", dep["id"], "vision", "1.1.0", "rolled_back", False, "health check failed: NaN", {})
+    d = c.get(dep["id"])
+    assert d["state"] == "halted" and d["reason"].startswith("agent gw2: rolled_back: health check"), d[
+        "reason"
+    ]
+    assert d["targets"]["gw1"]["status"] == "rolling_back"
+    assert [s["version"] for s in c.desired_state("gw1")[1]] == ["1.0.0"]
