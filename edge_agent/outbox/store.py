@@ -305,6 +305,20 @@ def _untold_damaged_value(ranges: list[list]) -> str:
     return json.dumps(ranges[:MAX_RANGES], separators=(",", ":"))
 
 
+def _write_new_meta(
+    db: sqlite3.Connection, epoch: int, last_seq: int, untold: list[list] | str | None
+) -> None:
+    """A new store's epoch, its numbering (``last_seq``) and the damaged seqs not told yet (``UNTOLD_DAMAGED``: ranges,
+    or their value as kept in a marker), in one statement: one transaction (rows already there are kept)."""
+    rows: list = [("epoch", epoch), ("last_seq", last_seq)]
+    if untold:
+        rows.append((UNTOLD_DAMAGED, untold if isinstance(untold, str) else _untold_damaged_value(untold)))
+    db.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES " + ", ".join(["(?, ?)"] * len(rows)),
+        [v for row in rows for v in row],
+    )
+
+
 def _write_untold_damaged(db: sqlite3.Connection, ranges: list[list]) -> None:
     if ranges:
         db.execute(
@@ -1096,11 +1110,14 @@ class Outbox:
             if ok != "ok":
                 raise _Corrupt(_one_line(ok))
             db.executescript(SCHEMA)
-            if resumed_epoch is not None:  # (the numbering the renewal had reached, as it would have set it)
-                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (resumed_epoch,))
-                db.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', ?)",
-                    ((self._read_salvaging() or {}).get("last_seq", 0),),
+            if resumed_epoch is not None:
+                # (the numbering the renewal had reached and the damaged seqs it had not told, as it would have set
+                # them, in one statement as it does: a kill between the epoch and the numbering left a store the
+                # next start took as made, numbered 0, and the copy was refused)
+                mark = self._read_salvaging() or {}
+                untold = mark.get(UNTOLD_DAMAGED)
+                _write_new_meta(
+                    db, resumed_epoch, mark.get("last_seq", 0), untold if isinstance(untold, str) else None
                 )
             self._renewal_cut_before_move(db)
             db = self._own(db, recorded)
@@ -2407,6 +2424,8 @@ class Outbox:
             own = {"src": str(lone), "last_seq": 0, "acked": [], "from": 0}
             if job is not None and type(job.get("epoch")) is int:
                 mark = self._marker(job["epoch"], [*jobs, own], job.get("previous_epoch"))
+                if isinstance(job.get(UNTOLD_DAMAGED), str):  # (a renewal's untold damaged seqs, kept on)
+                    mark[UNTOLD_DAMAGED] = job[UNTOLD_DAMAGED]
                 epoch = job["epoch"]
             else:  # a store made here now takes this epoch (``_adopt_epoch``) and copies the WAL's records in
                 epoch = max((self._read_epoch_file() or 0) + 1, _clock_epoch())
@@ -3649,10 +3668,17 @@ class Outbox:
                     carried = []
                 own = [{"src": str(aside), "last_seq": self._seq, "acked": seq_ranges(acked_gone), "from": 0}]
                 jobs = (own if aside is not None else []) + carried
+                # the damaged seqs not told yet (a kept run told in pieces): the old store's key, which the copy does
+                # not read for them, and memory hold them; kept in the marker for a kill before the new store has
+                # its epoch (``_renewal_cut_after_move``), then in the new store's key with its epoch
+                untold = self._untold_damaged()
                 if jobs:
                     # before the file is moved: a kill from here on finds at the next start which file holds the
                     # records (still at the path: nothing happened; moved: copied into a store of this epoch)
-                    self._write_salvaging(self._marker(epoch, jobs, previous_epoch))
+                    mark = self._marker(epoch, jobs, previous_epoch)
+                    if untold:
+                        mark[UNTOLD_DAMAGED] = _untold_damaged_value(untold)
+                    self._write_salvaging(mark)
                 moved = self._move_aside(
                     keep=keep, to=to
                 )  # a corrupt file, or whatever now stands at its path
@@ -3666,20 +3692,12 @@ class Outbox:
                 db = self._connect()
                 db.executescript(SCHEMA)
                 self._write_epoch_file(epoch)
-                # with the epoch (one statement: one transaction), the damaged seqs not told yet (a kept run told in
-                # pieces), kept in the new store as they were in the old one (which the copy does not read for them):
-                # formerly in memory only, a kill lost them
-                untold = self._untold_damaged()
-                db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('epoch', ?)" + (", (?, ?)" if untold else ""),
-                    (epoch, UNTOLD_DAMAGED, _untold_damaged_value(untold)) if untold else (epoch,),
-                )
+                # the epoch, its numbering and the damaged seqs not told yet: one statement, one transaction (a kill
+                # between the epoch and ``last_seq``, formerly two commits, left a store the next start took as made
+                # and numbered 0: it refused the marker's copy, "last_seq N outside 0..0", every unacknowledged record
+                # left in outbox-corrupt/ and told as "salvaged 0"; the untold seqs were in memory only)
+                _write_new_meta(db, epoch, self._seq, untold)
                 self._damaged_kept = self._damaged_kept or bool(untold)
-                db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
-                    "value = MAX(value, excluded.value)",
-                    (self._seq,),
-                )
                 if (
                     self.owner or self._carried_owner
                 ) is not None:  # whose records the renewed store holds (``_own`` at a later start)

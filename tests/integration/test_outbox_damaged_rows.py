@@ -321,6 +321,8 @@ store.REQUEUE_DAMAGED_MAX = 10
 ob = store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1])
 ob.open()
 ob.flush()  # the first piece told, its event committed
+if sys.argv[3] == "moved":  # the renewal cut off once the old store is moved aside, before the new one has its epoch
+    cut_after(store.Outbox, "_move_aside")
 os.replace(ob.path, ob.path.with_name("moved.db"))  # the file replaced under the agent: the store renewed
 t0 = time.monotonic()
 while ob.renewals < 1 and time.monotonic() - t0 < 30:
@@ -330,13 +332,15 @@ power_cut()
 """
 
 
-def test_a_kept_run_told_in_pieces_is_told_whole_after_a_renewal_and_a_kill(tmp_path):
+@pytest.mark.parametrize("kill", ["after the second piece", "moved"])
+def test_a_kept_run_told_in_pieces_is_told_whole_after_a_renewal_and_a_kill(tmp_path, kill):
     """A renewal while a kept run of damaged seqs is told in pieces, then a kill -9: the pieces not told yet were kept
     in the old store's key only (and in memory), the renewed store had none, so the next start told nothing of them:
-    counted, told by no event, shown as unknown at the cloud for good. Now the renewal keeps them in the new store."""
+    counted, told by no event, shown as unknown at the cloud for good. Now the renewal keeps them in the new store,
+    and in its marker until the new store has its epoch ("moved": the next start makes the new store)."""
     data = tmp_path / "data"
     keeping(data, 40, [[1, 30, "damaged"]])  # three pieces of 10 in the child
-    killed_child(KILLED_AFTER_A_RENEWAL_BETWEEN_PIECES, data)
+    killed_child(KILLED_AFTER_A_RENEWAL_BETWEEN_PIECES, data, kill)
     ob = Outbox(SETTINGS, data)
     ob.open()
     try:
@@ -347,7 +351,9 @@ def test_a_kept_run_told_in_pieces_is_told_whole_after_a_renewal_and_a_kill(tmp_
             if e["kind"] == "outbox_damaged"
         ]
         # each seq told once: the first piece (copied into the new epoch), the second, and the third after the kill
-        assert sorted(r for e in told for r in e["ranges"]) == [[1, 10], [11, 20], [21, 30]], told
+        # ("moved": the second and the third after it, in one piece of this start's)
+        told_seqs = sorted(q for e in told for a, b in e["ranges"] for q in range(a, b + 1))
+        assert told_seqs == list(range(1, 31)), told
     finally:
         ob.close()
     assert_all_told(ob.path)
