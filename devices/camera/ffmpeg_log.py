@@ -17,11 +17,17 @@ ask for FFmpeg's own log), that is said once and FFmpeg's log is set quiet (unle
 damaged frames are then not told from whole ones, but a file that ends short of the frames its header declares
 still is (``cut_short``, the camera's end-of-pass check).
 
-The callback is FFmpeg's for the whole process, and FFmpeg calls it at every level (it filters by level only in its
-own callback), on whichever thread logs, taking the GIL. So any other FFmpeg capture in a process where a camera
-has opened one must be opened with one decoding thread (``CAP_PROP_N_THREADS`` 1, as the cameras' are) or closed
-with ``release()``: a capture with FFmpeg's frame threads dropped without it hangs the process (OpenCV's dealloc
-holds the GIL while FFmpeg waits for its worker threads, one of them waiting for the GIL in the callback)."""
+The callback is FFmpeg's for the whole process, and FFmpeg calls it at every level, on whichever thread logs:
+``av_vlog`` has no level test, ``av_log_set_level`` is read by FFmpeg's own callback only (checked on the wheel's
+FFmpeg 9.0). A ctypes callback takes the GIL before its first line, and FFmpeg's MJPEG decoder logs 29 debug lines
+a frame: with a busy Python thread beside the reader, a 5 MP frame took 2x as long. So where it can, the callback
+is installed behind a few machine instructions (``_native_filter``: Linux on x86-64) that return on a line above
+``AV_LOG_ERROR`` without entering Python; elsewhere (or when the system refuses executable memory) Python filters.
+Error-level lines still take the GIL, on whichever thread logs them. So any other FFmpeg capture in a process where
+a camera has opened one must be opened with one decoding thread (``CAP_PROP_N_THREADS`` 1, as the cameras' are) or
+closed with ``release()``: a capture with FFmpeg's frame threads dropped without it can hang the process (OpenCV's
+dealloc holds the GIL while FFmpeg waits for its worker threads, one of them waiting for the GIL in the callback:
+with the filter, only if a worker logs an error then; without it, on any line)."""
 
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,7 @@ _by_thread: dict[int, DecoderErrors] = {}
 _elsewhere = DecoderErrors()  # logged on a thread no camera reads on (said, rate-limited)
 _said_elsewhere = [0.0]
 _installed: list[object] = []  # the callback, kept alive for the life of the process
+_filtered: list[object] = []  # the machine code in front of it, where it is (``_native_filter``)
 _tried = threading.Lock()
 _outcome: list[str] = []  # "" installed, else why not (once per process)
 
@@ -157,13 +165,61 @@ def _install() -> str:
         callback = _CALLBACK(_on_log)
         lib.av_log_set_callback.argtypes = [_CALLBACK]
         lib.av_log_set_callback.restype = None
-        lib.av_log_set_callback(callback)
+        native = _native_filter(callback)
+        lib.av_log_set_callback(native or callback)
     except (OSError, AttributeError) as exc:
         os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"  # AV_LOG_QUIET: no raw line on the agent's stderr
         return f"{exc}; FFmpeg's log set quiet"
     _installed.append(callback)
+    if native is not None:
+        _filtered.append(native)
     atexit.register(_put_back, lib)
     return ""
+
+
+# x86-64 System V (the level in esi): endbr64 (a no-op but where indirect branch tracking asks for it); cmp esi,
+# AV_LOG_ERROR; jg ret; jmp [rip+1] (to the callback, as if FFmpeg had called it); ret; then the callback's address
+_X86_64_FILTER = bytes(
+    (0xF3, 0x0F, 0x1E, 0xFA, 0x83, 0xFE, _AV_LOG_ERROR, 0x7F, 0x06, 0xFF, 0x25, 0x01, 0x00, 0x00, 0x00, 0xC3)
+)
+
+
+def _native_filter(callback: Any) -> Any:
+    """``callback`` behind machine code that returns on a line above ``AV_LOG_ERROR`` without taking the GIL (the
+    test ``_on_log`` makes first), or None where that is not made: not Linux on x86-64, or executable memory refused
+    (SELinux ``execmem``, PaX): Python then filters. The page is mapped writable, filled, then made read-only and
+    executable, and kept for the life of the process (FFmpeg's own callback is put back at exit)."""
+    import platform
+    import sys
+
+    if sys.platform != "linux" or platform.machine() != "x86_64" or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None  # (a 32-bit Python on a 64-bit kernel says x86_64 too)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_long,
+        ]
+        libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        page = 4096
+        read, write, execute, private_anonymous = 1, 2, 4, 0x02 | 0x20
+        at = libc.mmap(None, page, read | write, private_anonymous, -1, 0)
+        if at in (None, ctypes.c_void_p(-1).value):
+            return None
+        target = ctypes.cast(callback, ctypes.c_void_p).value or 0
+        code = _X86_64_FILTER + target.to_bytes(8, "little")
+        ctypes.memmove(at, code, len(code))
+        if libc.mprotect(at, page, read | execute) != 0:
+            libc.munmap(ctypes.c_void_p(at), ctypes.c_size_t(page))
+            return None
+    except (OSError, AttributeError):
+        return None
+    return _CALLBACK(at)
 
 
 def _put_back(lib: ctypes.CDLL) -> None:

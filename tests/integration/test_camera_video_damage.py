@@ -272,3 +272,23 @@ def test_error_lines_after_which_ffmpeg_decodes_the_picture_whole_are_not_damage
         assert errors.count == 0
         lib.av_log(None, 16, b"error while decoding MB %d %d, bytestream %td\n", 1, 2, 3)
     assert errors.count == 1 and errors.last == "error while decoding MB <n> <n>, bytestream <n>"
+
+
+def test_lines_below_error_level_never_enter_python(hooked):
+    """FFmpeg calls the callback for every line at every level, and its MJPEG decoder logs 29 debug lines a frame:
+    each took the GIL in the callback, which a busy Python thread beside the reader holds (a 5 MP frame's grab
+    about 2x as long: bench/ffmpeg_log_bench.py). On Linux x86-64 machine code in front of it returns on them; an
+    error line is still counted."""
+    if not ffmpeg_log._filtered:
+        pytest.skip("no machine-code filter on this platform: Python filters the lines")
+    lib = ctypes.CDLL(ffmpeg_log._libavutil())
+    entered: list[str] = []
+    sys.setprofile(lambda frame, event, _: entered.append(frame.f_code.co_name) if event == "call" else None)
+    try:
+        with ffmpeg_log.watching() as errors:
+            for level in (24, 32, 40, 48, 56):  # WARNING .. TRACE
+                lib.av_log(None, level, b"marker=%x avail_size_in_buf=%d\n", 0xD8, 100)
+            lib.av_log(None, 16, b"error count: %d\n", 64)  # AV_LOG_ERROR
+    finally:
+        sys.setprofile(None)
+    assert entered.count("_on_log") == 1 and errors.count == 1 and errors.last == "error count: <n>"
