@@ -35,6 +35,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import math
 import random
 import re
 import time
@@ -543,14 +544,23 @@ class Uplink:
             kept = read_json_state(path, 4096)
             if kept.get("endpoint") != self.s.endpoint:
                 return top
-            learned, at = int(kept["batch_bytes"]), float(kept["at"])
+            learned, at = kept["batch_bytes"], kept["at"]
+            # as _keep_learned writes them: a positive whole number of bytes and a finite time. Taken through int() and
+            # float(), 1e400 (read as infinity) or a 400-digit number raised OverflowError out of the agent's start
+            if (
+                type(learned) is not int
+                or learned < 1
+                or type(at) not in (int, float)
+                or not math.isfinite(at)
+            ):
+                raise ValueError(f"batch_bytes {learned!r}, at {at!r}: not as written")
         except FileNotFoundError:
             return top
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             log.debug("uplink: %s not read (%s); batches start at batch_max_bytes", path, exc)
             return top
         age = max(0.0, time.time() - at)  # (a clock stepped back: taken as written now)
-        grown = learned * 2 ** min(age / LINK_RELAX_S, 64.0)
+        grown = min(learned, top) * 2 ** min(age / LINK_RELAX_S, 64.0)
         start = int(min(top, max(min(FIT_FLOOR, top), grown)))
         if start < top:
             log.info(

@@ -38,3 +38,26 @@ def test_the_learned_bound_of_a_batch_is_kept_for_the_next_start_and_grows_back_
     # acknowledged batches grow it back to the whole batch_max_bytes: nothing kept any more
     up._fit_link((1, 1_000_000, time.monotonic() - 0.5), acked=True)
     assert up._batch_bytes == 1_000_000 and not kept.exists()
+
+
+def test_a_kept_bound_not_as_the_agent_writes_it_starts_at_batch_max_bytes(tmp_path) -> None:
+    """The data folder is editable by anyone with the gateway's shell, and a damaged disk garbles files: a value the
+    agent never writes reads as nothing kept. Before, ``1e400`` (JSON's infinity) or a 400-digit number raised
+    OverflowError out of the uplink's construction, so out of the agent's start, at every start."""
+    (tmp_path / "agent").mkdir()
+    kept = tmp_path / "agent" / LINK_FILE
+    now = time.time()
+    for batch, at in (
+        ("1e400", now),
+        ("-1e400", now),
+        ("1" + "0" * 400, now),
+        ("20000", "9" * 400),
+        ("20000", "NaN"),
+        ("-5", now),
+        ("true", now),
+        ('"20000"', now),
+    ):
+        kept.write_text(f'{{"endpoint": "127.0.0.1:1", "batch_bytes": {batch}, "at": {at}}}')
+        assert _uplink(tmp_path)._batch_bytes == 1_000_000, (batch, at)
+    kept.write_text(f'{{"endpoint": "127.0.0.1:1", "batch_bytes": 20000, "at": {now}}}')
+    assert _uplink(tmp_path)._batch_bytes in range(20_000, 20_100)  # (as written: read)
