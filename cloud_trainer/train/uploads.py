@@ -396,6 +396,21 @@ def _copy_inside(src: Path, dst: Path, base: Path, root: str) -> None:
     os.chmod(dst, stat.S_IMODE(st.st_mode))  # its permissions, as copy2 kept them (not by the path again)
 
 
+def _base_samples(labels: Path) -> dict[str, int]:
+    """The fleet samples an earlier export wrote into a base's ``labels.jsonl`` (``source.sha256``), by their line's
+    index (from 0)."""
+    found: dict[str, int] = {}
+    with open(labels, encoding="utf-8") as f:
+        for n, line in enumerate(f):
+            try:
+                source = json.loads(line).get("source")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(source, dict) and isinstance(source.get("sha256"), str):
+                found[source["sha256"]] = n
+    return found
+
+
 def _classes_of_samples(base: Path) -> bool:
     """Whether ``base`` is a fleet export whose classes are the ones its samples were labelled in (made without a
     base, or on such an export): an export on it refused a class the fleet labelled later ("label 'dent' is not
@@ -484,6 +499,8 @@ def _write(
             f.seek(-1, os.SEEK_END)
             if f.read(1) != b"\n":
                 f.write(b"\n")
+    resent = _base_samples(dst / "labels.jsonl") if base is not None else {}
+    again: set[int] = set()  # lines of the base's for a sample written again below
     with open(dst / "labels.jsonl", "a") as f:
         for s in rows:
             try:
@@ -525,8 +542,17 @@ def _write(
                 + "\n"
             )
             exported += 1
+            if s["sha256"] in resent:
+                again.add(resent[s["sha256"]])
             if found:
                 misnamed.append((s, sent, *found))
+    if again:
+        # a base that is an earlier export holds some of these samples: its rows for them are dropped, the store's
+        # label (the newest) kept; they were in twice, under one id, in two classes where the label had changed
+        lines = (dst / "labels.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+        (dst / "labels.jsonl").write_text(
+            "".join(x for n, x in enumerate(lines) if n not in again), encoding="utf-8"
+        )
     if misnamed:
         n = len(misnamed)
         shown = ", ".join(

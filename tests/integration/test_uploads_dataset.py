@@ -111,7 +111,10 @@ def test_uploaded_samples_become_a_dataset_with_ground_truth_labels(tmp_path, cl
     )
     meta = yaml.safe_load((tmp_path / "ds1b" / "dataset.yaml").read_text())
     assert meta["classes"] == ["ok", "dent", "crack", "missing_hole", "scratch", "stain"]
-    assert meta["fleet_export"]["classes"] == "labelled" and len(load_parts(tmp_path / "ds1b").images) == 18
+    # each sample once (the six of ds1 were in twice, under one id): the store's labels are the newest
+    assert meta["fleet_export"]["classes"] == "labelled" and len(load_parts(tmp_path / "ds1b").images) == 12
+    rows = [json.loads(x) for x in (tmp_path / "ds1b" / "labels.jsonl").read_text().splitlines()]
+    assert sorted(r["source"]["sha256"] for r in rows) == sorted(truth) and meta["count"] == 12
     # labels accumulate in the store: a later export with the other half brings all twelve, on top of a base
     res = export(
         data,
