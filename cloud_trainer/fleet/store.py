@@ -1944,7 +1944,8 @@ class SQLiteStore(SQLStore):
         # made every other tenant's stats and console answers wait behind it. ``read_lock``: a gate each read passes
         # as it starts (``close`` holds it, so that no read starts on a connection being closed)
         self.readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
-        for _ in range(READERS):
+        self.reader_count = READERS
+        for _ in range(self.reader_count):
             self.readers.put(sqlite3.connect(self.path, check_same_thread=False, isolation_level=None))
         self.read_lock = threading.Lock()
         # the lookups by key of ``_refuse_early`` (only for a tenant refused in the last SPENT_TTL_S): on a
@@ -2072,7 +2073,7 @@ class SQLiteStore(SQLStore):
             )
             return
         try:  # no read starts now: each reader is closed once its read under way has ended
-            for _ in range(READERS):
+            for _ in range(self.reader_count):
                 try:
                     self.readers.get(timeout=max(0.0, deadline - time.monotonic())).close()
                 except queue.Empty:
