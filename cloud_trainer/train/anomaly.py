@@ -569,17 +569,19 @@ def _load_imported(
             raise AnomalyDataError(
                 f"{p}: listed in {root / 'labels.jsonl'} but missing; import the dataset again"
             )
+        if mp is not None and not mp.is_file():  # as training refuses it (its map went unscored)
+            raise AnomalyDataError(
+                f"{root / 'labels.jsonl'}:{n}: mask {rec['mask']} is missing; fix or drop the row's 'mask'"
+            )
         # the digest `dataset import` records (``digest_part``), masks with it: they were left out, and the
         # package's provenance named the same dataset after a mask the pixel metrics are judged by had changed
-        digest_part(
-            h, p.read_bytes(), rec["label"], mp.read_bytes() if mp is not None and mp.is_file() else None
-        )
+        digest_part(h, p.read_bytes(), rec["label"], mp.read_bytes() if mp is not None else None)
         if rec["label"] == good_label and rec.get("split") != "test":
             good_files.append(p)
             continue
         mask = None
         if mp is not None:
-            mask = _cut(read_mask(mp, max_mp, inside), roi, mp) if mp.is_file() else None
+            mask = _cut(read_mask(mp, max_mp, inside), roi, mp)
         test += read_views(p, roi, max_mp, size, tiles, inside)[0]
         kinds.append("good" if rec["label"] == good_label else rec["label"])
         ngs.append(rec["label"] != good_label)  # by the label: a defect class may be called "good"

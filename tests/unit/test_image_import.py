@@ -199,7 +199,7 @@ def test_the_anomaly_familys_digest_covers_the_masks(tmp_path):
     """The anomaly family judges its pixel metrics by the test masks, and its digest (the package's provenance)
     left them out. An imported dataset's is the digest `dataset import` recorded; an MVTec AD folder's changes
     with a mask."""
-    from cloud_trainer.train.anomaly import load_good
+    from cloud_trainer.train.anomaly import AnomalyDataError, load_good
 
     src, out = _mvtec_with_colour_masks(tmp_path / "bottle"), tmp_path / "ds"
     import_images(src, out)
@@ -211,6 +211,13 @@ def test_the_anomaly_familys_digest_covers_the_masks(tmp_path):
         m[0, 0] = 255
         assert cv2.imwrite(str(mask), m)
     assert load_good(out).digest != recorded and load_good(src).digest != before
+    # a row whose mask is gone is refused, as training refuses it (its heat map went unscored without a word)
+    mask = next((out / "masks").iterdir())
+    mask.unlink()
+    with pytest.raises(
+        AnomalyDataError, match=rf"labels.jsonl:\d+: mask masks/{mask.name} is missing; fix or drop"
+    ):
+        load_good(out)
 
 
 def test_a_class_the_dataset_names_without_an_image_is_refused_naming_it(tmp_path):
