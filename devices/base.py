@@ -356,6 +356,9 @@ class Reading:
     # a value to use live (the tag's value, rules, pipelines) but not to store as a record for the cloud: its
     # device says it should not be historized (a Sparkplug metric flagged ``is_transient``)
     transient: bool = False
+    # values of this tag were lost just before this one at the source (an OPC UA server's queue for the node
+    # overflowed: the Overflow bit): a consumer joining successive values (a window) must not join across it
+    lost_before: bool = False
 
 
 @dataclass(frozen=True, slots=True)

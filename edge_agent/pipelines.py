@@ -212,8 +212,9 @@ class Windower:
     A window holds only contiguous samples: a reading skipped (quality not GOOD, not numbers, NaN/Inf), a
     change of rate, or a reading whose timestamp jumps past what the previous reading's samples span
     (x1.5, and ``GAP_SLACK_S`` at least: receive-time stamps jitter) or goes back starts the window in
-    progress afresh; each such restart that drops samples is counted (``window_bad_reading``,
-    ``window_gap``). A reading's timestamp is taken as its first sample's time; later samples are placed
+    progress afresh, as does a reading whose source lost values before it (``Reading.lost_before``: an OPC UA
+    queue's overflow); each such restart that drops samples is counted (``window_bad_reading``, ``window_gap``,
+    ``window_values_lost``). A reading's timestamp is taken as its first sample's time; later samples are placed
     at the rate in use, and each window carries the times of its first and last samples.
     """
 
@@ -602,7 +603,9 @@ class Windower:
         self.last_src_ts = r.source_ts if r.source_ts is not None else ts
         self.last_wave = x  # a reference (the source makes a new array per value), compared only at that time
         rate = self.rate_in_use or self.model_rate
-        if self.last_ts is not None:
+        if r.lost_before and self.last_ts is not None:
+            self._values_lost()
+        elif self.last_ts is not None:
             dt = ts - self.last_ts
             # what the previous reading's samples span; with no rate known at all, the usual interval
             expect = self.last_n / rate if rate else self.dt_usual
@@ -640,6 +643,22 @@ class Windower:
                 why,
             )
         return NO_WINDOWS
+
+    def _values_lost(self) -> None:
+        """The source lost values just before this reading (an OPC UA server's queue overflowed): a hole of
+        any length, even one under ``GAP_SLACK_S`` (50 samples of a scalar stream at 100 Hz), which the
+        timestamps alone let pass, the window's spectrum then judged across it."""
+        if self._restart():
+            self.notices.note(
+                "window_values_lost",
+                "pipeline %s: waveform tag %r of source %s: its source lost values just before a reading (the "
+                "OPC UA server's queue for the node overflowed): the window in progress was started afresh "
+                "rather than joined across the hole (each restart counted here); raise the node's queue_size "
+                "or lower publishing_interval_ms",
+                self.pipeline,
+                self.s.waveform,
+                self.source,
+            )
 
     def _gap(self, dt: float, expect: float, rate: float | None) -> None:
         if self._restart():

@@ -2969,6 +2969,8 @@ class OpcUaSource:
         # tags given a BAD reading for a lost connection with nothing of theirs passed on since: not again at the
         # next loss (a server that accepts the session and drops it again at once, over and over)
         self._lost_marked: set[str] = set()
+        # the value ``_on_value`` hands over followed values the server's queue dropped (``Reading.lost_before``)
+        self._overflowing = False
         self._held_n: dict[str, int] = {}  # tag -> its readings in ``_held``
         # tag -> its latest reading pushed out of a full ``_held``: passed on first if none of its tag is
         # left there, so a tag that changed once (a state, a setpoint) among a chatty tag's values is not BAD
@@ -3567,9 +3569,11 @@ class OpcUaSource:
         readings: one, or one per member of a structure (a Siemens UDT, a Beckhoff STRUCT) or an array
         of them."""
         status = getattr(dv, "StatusCode", None)
+        self._overflowing = False
         if status is not None and status.value & (_OVERFLOW | _SEMANTICS_CHANGED | _STRUCTURE_CHANGED):
             if status.value & _OVERFLOW == _OVERFLOW:
                 self._overflowed(tag)
+                self._overflowing = True  # this value's readings carry ``lost_before`` (``_emit``)
             if status.value & _STRUCTURE_CHANGED and self._layout_changed(nodeid, tag, val):
                 return
             if status.value & _SEMANTICS_CHANGED and self._write_targets:
@@ -4023,6 +4027,10 @@ class OpcUaSource:
                 return
             self._last_wave[tag] = (val, quality)
         reading = Reading(self.name, tag, val, ts, now, quality, rate, reason)
+        if (
+            self._overflowing
+        ):  # the server dropped this node's values before this one: a window must not join them
+            reading.lost_before = True
         if self._lost_marked:
             self._lost_marked.discard(tag)
         if self._bad_at and (after := self._bad_at.get(tag)) is not None:

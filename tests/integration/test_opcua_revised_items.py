@@ -13,6 +13,8 @@ from asyncua import ua
 
 from devices.opcua.client import OpcUaSource
 from devices.opcua.settings import OpcUaSettings
+from edge_agent.config import WindowSettings
+from edge_agent.pipelines import Windower
 from tests.support.peers import free_port, opcua_server
 
 
@@ -127,3 +129,16 @@ async def test_a_value_the_server_marks_as_after_a_queue_overflow_is_counted_and
     said = [r.getMessage() for r in caplog.records if "overflowed" in r.getMessage()]
     assert len(said) == 1 and "tag Count" in said[0], said
     assert [r.value for r in got[-3:]] == [1.0, 2.0, 3.0]
+    # each value after an overflow says values were lost before it, and a signal pipeline taking the tag as a
+    # scalar stream starts its window afresh there: before, the hole (0.12 s here, under the 0.5 s the times
+    # alone let pass) was spliced into the window, a window of 0.0, 1.0, 2.0, 3.0 judged across it
+    assert [(r.value, r.lost_before) for r in got[-4:]] == [
+        (0.0, False),
+        (1.0, True),
+        (2.0, False),
+        (3.0, True),
+    ]
+    w = Windower("plc", WindowSettings(waveform="Count", size_samples=3, sample_rate_hz=8.0), 3)
+    windows = [win.waveform.tolist() for r in got[-4:] for win in w.add_all(r)]
+    assert windows == [], windows
+    assert w.notices.status()["window_values_lost"]["count"] == 2
