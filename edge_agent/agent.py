@@ -35,6 +35,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.files import atomic_write_json, read_json_state, remove_stale_temps, why_unread
 from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot, SlotError
+from edge_agent.opcua_pins import pin_namespaces
 from edge_agent.pipelines import Pipeline
 from edge_agent.priority import lower_this_thread, opencv_in_calling_threads
 from edge_agent.process_info import peak_rss_mb, rss_mb
@@ -338,6 +339,7 @@ class Agent:
         for name, settings in cfg.sources.items():
             cls = load_object(SOURCE_TYPES[settings.type][1])
             self.sources[name] = cls(name, settings)
+        pin_namespaces(cfg.data_dir, self.sources, cfg.sources)  # ns= indexes kept across starts
         self.actions = ActionRunner(cfg, self.sources, on_event=self._event, state_dir=cfg.data_dir)
         expect_writes(cfg, self.sources)  # checked after each connect: bad targets named at start
         workers = sum(p.workers for p in cfg.pipelines) or 1

@@ -82,7 +82,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from asyncua import Client, Node, ua
@@ -1704,13 +1704,33 @@ def _types_failure(exc: BaseException, bound_s: float) -> str:
 _NS = re.compile(r"^ns=(\d+);(.+)$")
 
 
-def _repin(node_id: str, pinned: dict[int, str], array: list[str]) -> str:
+class NamespacePins(Protocol):
+    """Where an ``OpcUaSource`` keeps the namespace URIs its server had by index (the agent's data folder), so that
+    a start after the PLC registered them in another order is seen (``_repin``)."""
+
+    # how to take the server's new order, as a refusal says it ("remove ... and restart the agent")
+    accept: str
+
+    def load(self) -> dict[int, str] | None:
+        """The URIs kept for this source's server; None when none are (first start, another endpoint)."""
+
+    def save(self, pins: dict[int, str]) -> None:
+        """Keep ``pins`` (``OSError`` when it cannot)."""
+
+
+def _repin(
+    node_id: str, pinned: dict[int, str], array: list[str], seen: set[int] | None = None, accept: str = ""
+) -> str:
     """``ns=<index>;<rest>`` as the node it meant when ``pinned`` (index -> namespace URI) was taken.
 
     A PLC restart or program download may register the server's namespaces in another order: the URI
     that was index 2 is now 3, and ``ns=2;s=Speed`` names another namespace's node (maybe one that
-    exists, so a wrong value read as good, or a write to the wrong node). The index is moved to where
-    its URI is now; ``OpcUaNodeError`` when the URI is gone. Unchanged when nothing was pinned or the
+    exists, so a wrong value read as good, or a write to the wrong node). An index this process saw hold its
+    pinned URI (``seen``; None: every pinned one) is moved to where its URI is now: the config was read with
+    that meaning. One pinned before this process started (kept in the data folder) whose URI it never saw
+    there is refused: the array changed while the agent was not running, and the config may have been
+    written since for the new order, so neither meaning is safe (``accept``: how to take the new order).
+    ``OpcUaNodeError`` when refused or when the URI is gone. Unchanged when nothing was pinned or the
     namespace array could not be read."""
     m = _NS.match(node_id.strip())
     if m is None or not array:
@@ -1719,9 +1739,18 @@ def _repin(node_id: str, pinned: dict[int, str], array: list[str]) -> str:
     uri = pinned.get(i)
     if uri is None or (i < len(array) and array[i] == uri):
         return node_id
+    now = array[i] if i < len(array) else None
+    if seen is not None and i not in seen:
+        raise OpcUaNodeError(
+            f"node {node_id!r}: namespace {i} of the server is {now!r} now, but was {uri!r} when the agent "
+            "pinned this server's namespaces: its namespace array changed while the agent was not running (a "
+            f"program download, a firmware update), so ns={i} may name another namespace's node: neither read "
+            f"nor written. Write the node as nsu={uri};{m.group(2)} (the namespace it meant), or, if the "
+            f"config's ns= indexes were written for the server's new order, {accept or 'restart the agent'}"
+        )
     if uri not in array:
         raise OpcUaNodeError(
-            f"node {node_id!r}: namespace {i} was {uri!r} at the first connect and the server has no such "
+            f"node {node_id!r}: namespace {i} was {uri!r} when pinned and the server has no such "
             "namespace now (its namespace array changed); check the node (edge-agent browse) and write it "
             "as nsu=<uri>;..."
         )
@@ -2927,6 +2956,10 @@ class OpcUaSource:
         self._sub: Subscription | None = None
         self._ns_pinned: dict[int, str] = {}  # the server's namespace URIs by index at the first connect
         self._ns_array: list[str] = []  # and at this connect
+        self._ns_seen: set[int] = set()  # pinned indexes this process saw hold their pinned URI
+        # where the pins outlive the process (the agent's data folder): pinned at the first start, compared at
+        # each later one; None: pinned at this process's first connect
+        self.namespace_pins: NamespacePins | None = None
         self._sub_since = 0.0  # monotonic time the subscription was created
         self._sub_silence_s = 0.0  # no publish answer for longer than this: the subscription is stalled
         # the longest lifetime the server granted a subscription of this session (RevisedLifetimeCount publishing
@@ -3319,7 +3352,9 @@ class OpcUaSource:
         except (ua.UaError, TimeoutError):
             self._ns_array = []  # the indexes are taken as they are written
         if not self._ns_pinned:
-            self._ns_pinned = {i: uri for i, uri in enumerate(self._ns_array) if i}
+            self._ns_pinned = self._pins_kept()
+        array = self._ns_array
+        self._ns_seen.update(i for i, uri in self._ns_pinned.items() if i < len(array) and array[i] == uri)
         groups: dict[tuple[float, int], list[Node]] = {}
         rate_nodes: dict[ua.NodeId, tuple[float, Node]] = {}  # waveforms' rate nodes (sample_rate_from)
         self._resolved.clear()
@@ -3546,10 +3581,33 @@ class OpcUaSource:
         if rate_node is not None:
             rate_nodes.setdefault(rate_node.nodeid, (ns.sampling_interval_ms, rate_node))
 
+    def _pins_kept(self) -> dict[int, str]:
+        """The namespace URIs by index that the config's ``ns=`` indexes mean: those ``namespace_pins`` kept
+        (an earlier start's), with the indexes this connect's array adds; this array's without a store, or at
+        the first start (then kept). Empty while the array could not be read (pinned at a later connect)."""
+        here = {i: uri for i, uri in enumerate(self._ns_array) if i}
+        store = self.namespace_pins
+        if store is None or not here:
+            return here
+        kept = store.load()
+        pins = {**here, **(kept or {})}
+        if pins != kept:
+            try:
+                store.save(pins)
+            except OSError as e:
+                log.warning(
+                    "opcua source %s: the server's namespaces could not be kept (%s): a start after the PLC "
+                    "registers them in another order cannot tell; write node ids as nsu=<uri>;...",
+                    self.name,
+                    e,
+                )
+        return pins
+
     async def _resolve(self, client: Client, node_id: str) -> str:
         """A configured node id as this connection names it: ``nsu=`` by the namespace array, and
         ``ns=<index>`` moved with its URI when the array was reordered since the first connect."""
-        moved = _repin(node_id, self._ns_pinned, self._ns_array)
+        accept = self.namespace_pins.accept if self.namespace_pins is not None else ""
+        moved = _repin(node_id, self._ns_pinned, self._ns_array, self._ns_seen, accept)
         if moved == node_id:
             return await _resolve_node_id(client, node_id)
         self.notices.note(

@@ -1630,13 +1630,19 @@ async def test_a_server_whose_subscription_goes_silent_is_noticed_and_the_source
         await srv.stop()
 
 
-async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_another_namespaces_node() -> None:
+async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_another_namespaces_node(
+    tmp_path,
+) -> None:
     """``ns=2;s=Speed`` meant urn:plc's Speed. After a restart the PLC registers urn:diag first: index 2
     is now urn:diag, which has a Speed too. The source silently read the other namespace's value as
-    GOOD (and wrote to its node); now the index follows the URI it had at the first connect."""
+    GOOD (and wrote to its node); now the index follows the URI it had at the first connect. An agent
+    started after that (the pins were made at each start's first connect: it read and wrote urn:diag's
+    Speed as its own, silently) refuses the index by the URIs kept in its data folder, naming the node, both
+    URIs and the fix, and writes nothing."""
     from asyncua import ua
 
-    from tests.support.peers import opcua_server
+    from edge_agent.opcua_pins import PINS_FILE, pin_namespaces
+    from tests.support.peers import node_ids_written, opcua_server
 
     port = free_port()
     srv, plc, _ = await opcua_server(port, "plc", "urn:plc", "Line")
@@ -1645,12 +1651,19 @@ async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_anothe
     other = await srv.nodes.objects.add_variable(ua.NodeId("Speed", diag), "Speed", -99.0)
     await ours.set_writable()
     await other.set_writable()
+    written = node_ids_written(srv, plc)  # after the restart: urn:diag's
     await srv.start()
     settings = _settings(
         f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={plc};s=Speed", "tag": "speed"}]
     )
-    src = OpcUaSource("plc", settings)
-    src.expect_writes([(f"ns={plc};s=Speed", 0.0)])
+
+    def agent_source() -> OpcUaSource:  # as the agent makes it at each start
+        src = OpcUaSource("plc", settings)
+        pin_namespaces(tmp_path, {"plc": src}, {"plc": settings})
+        src.expect_writes([(f"ns={plc};s=Speed", 0.0)])
+        return src
+
+    src = agent_source()
     await src.start()
     try:
         assert (await _collect(src, {"speed"}))["speed"].value == 1.0
@@ -1674,6 +1687,22 @@ async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_anothe
         await src.write(f"ns={plc};s=Speed", 3.0)
         assert await other.read_value() == 3.0 and await ours.read_value() == -99.0
         assert src.notices.status()["namespace_moved"]["count"] >= 1
+    finally:
+        await src.stop()
+    # the agent restarts: its config may have been written for the new order since, so neither is taken
+    assert (tmp_path / PINS_FILE).exists()
+    written.clear()
+    src = agent_source()
+    await src.start()
+    try:
+        node = f"ns={plc};s=Speed"
+        await until(lambda: node in src.node_errors and node in src.target_errors, 5.0)
+        why = src.node_errors[node]
+        assert "'urn:diag' now, but was 'urn:plc'" in why and "nsu=urn:plc;s=Speed" in why, why
+        assert str(tmp_path / PINS_FILE) in why and "urn:diag" in src.target_errors[node], why
+        with pytest.raises(OpcUaNodeError, match="neither read nor written"):
+            await src.write(node, 4.0)
+        assert written == [] and await ours.read_value() == -99.0
     finally:
         await src.stop()
         await srv.stop()

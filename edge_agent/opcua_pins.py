@@ -1,0 +1,73 @@
+"""The namespace URIs each OPC UA source's server had by index, kept in the agent's data folder.
+
+A node id written ``ns=2;s=Speed`` means the namespace the server had at index 2 when the config was written.
+A PLC download or firmware update may register the server's namespaces in another order: a running source
+follows the URI (``devices.opcua.client._repin``), but an agent started after the change took the new order
+as it found it and read, and wrote, the other namespace's node of that id without a word. Kept here, the
+first start's URIs are compared at each later start: an index whose URI changed is refused, named."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edge_agent.files import atomic_write_json, read_json_state, why_unread
+
+log = logging.getLogger(__name__)
+
+PINS_FILE = "opcua-namespaces.json"  # in the agent's data folder
+MAX_PINNED = 1000  # indexes kept per source (a server's own namespaces: a few; a gateway's: tens)
+MAX_URI_CHARS = 2000  # a longer URI is not kept: its index is taken as it is written
+
+
+class NamespacePinFile:
+    """One source's entry in ``<data_dir>/PINS_FILE``: ``{"sources": {name: {"endpoint": ..., "namespaces":
+    {"2": uri}}}}``. Kept for the source's endpoint: a source pointed at another server pins afresh. Entries of
+    sources no longer configured (``configured``) are dropped at each save, so the file stays the config's size."""
+
+    def __init__(self, path: Path, source: str, endpoint: str, configured: frozenset[str]) -> None:
+        self.path, self.source, self.endpoint, self.configured = path, source, endpoint, configured
+        self.accept = (
+            f"remove the entry of source {source!r} from {path} (or the file) and restart the agent: it pins "
+            "the server's namespaces as it finds them at that start"
+        )
+
+    def _read(self) -> dict:
+        try:
+            doc = read_json_state(self.path)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            log.warning(
+                "%s is not read (%s): the OPC UA sources pin their namespaces afresh",
+                self.path,
+                why_unread(e),
+            )
+            return {}
+        return doc if isinstance(doc, dict) and isinstance(doc.get("sources"), dict) else {}
+
+    def load(self) -> dict[int, str] | None:
+        entry = self._read().get("sources", {}).get(self.source)
+        if not isinstance(entry, dict) or entry.get("endpoint") != self.endpoint:
+            return None
+        kept = entry.get("namespaces")
+        if not isinstance(kept, dict):
+            return None
+        return {
+            int(i): uri for i, uri in kept.items() if i.isascii() and i.isdigit() and isinstance(uri, str)
+        }
+
+    def save(self, pins: dict[int, str]) -> None:
+        sources = {n: e for n, e in self._read().get("sources", {}).items() if n in self.configured}
+        kept = {str(i): uri for i, uri in sorted(pins.items())[:MAX_PINNED] if len(uri) <= MAX_URI_CHARS}
+        sources[self.source] = {"endpoint": self.endpoint, "namespaces": kept}
+        atomic_write_json(self.path, {"sources": sources})
+
+
+def pin_namespaces(data_dir: Path, sources: dict, settings: dict) -> None:
+    """Give each OPC UA source among ``sources`` (name -> source; ``settings``: name -> its settings) its entry."""
+    opcua = frozenset(n for n, s in settings.items() if s.type == "opcua")
+    for name in opcua:
+        sources[name].namespace_pins = NamespacePinFile(
+            data_dir / PINS_FILE, name, settings[name].endpoint, opcua
+        )

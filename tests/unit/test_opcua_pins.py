@@ -1,0 +1,42 @@
+"""The OPC UA namespace pins kept in the agent's data folder: per source and endpoint, bounded, and a damaged
+file read as none kept (the sources pin afresh) rather than stopping the agent."""
+
+from __future__ import annotations
+
+import json
+
+from edge_agent.opcua_pins import MAX_PINNED, PINS_FILE, NamespacePinFile
+
+
+def test_pins_are_kept_per_source_and_endpoint_and_unconfigured_sources_dropped(tmp_path) -> None:
+    path = tmp_path / PINS_FILE
+    both = frozenset({"a", "b"})
+    NamespacePinFile(path, "a", "opc.tcp://plc-a:4840", both).save({2: "urn:a", 3: "urn:x"})
+    NamespacePinFile(path, "b", "opc.tcp://plc-b:4840", both).save({2: "urn:b"})
+    assert NamespacePinFile(path, "a", "opc.tcp://plc-a:4840", both).load() == {2: "urn:a", 3: "urn:x"}
+    # pointed at another server: pinned afresh there, not refused by the other server's namespaces
+    assert NamespacePinFile(path, "a", "opc.tcp://plc-c:4840", both).load() is None
+    NamespacePinFile(path, "b", "opc.tcp://plc-b:4840", frozenset({"b"})).save({2: "urn:b", 3: "urn:y"})
+    assert set(json.loads(path.read_text())["sources"]) == {"b"}  # source a left the config
+    big = {i: f"urn:{i}" for i in range(1, MAX_PINNED + 50)}
+    NamespacePinFile(path, "b", "opc.tcp://plc-b:4840", both).save(big)
+    assert len(NamespacePinFile(path, "b", "opc.tcp://plc-b:4840", both).load() or {}) == MAX_PINNED
+
+
+def test_a_damaged_pins_file_is_read_as_none_kept(tmp_path, caplog) -> None:
+    path = tmp_path / PINS_FILE
+    pins = NamespacePinFile(path, "a", "opc.tcp://plc-a:4840", frozenset({"a"}))
+    for text in (
+        "{not json",
+        "[1, 2]",
+        '{"sources": {"a": {"endpoint": "opc.tcp://plc-a:4840", "namespaces": 7}}}',
+    ):
+        path.write_text(text)
+        assert pins.load() is None, text
+    path.write_text(
+        '{"sources": {"a": {"endpoint": "opc.tcp://plc-a:4840", "namespaces": {"x": "u", "2": 5, "3": "urn:a"}}}}'
+    )
+    assert pins.load() == {3: "urn:a"}
+    pins.save({2: "urn:a"})  # written over whole
+    assert pins.load() == {2: "urn:a"}
+    assert any("is not read" in r.getMessage() for r in caplog.records)
