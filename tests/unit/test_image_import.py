@@ -158,7 +158,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "masks"
 def test_a_feathered_colour_mask_imports_and_a_region_lost_around_a_bright_dot_does_not(tmp_path, mask):
     """A soft brush's or a feathered selection's edge fades to black: its last pixels read 0 in grey, a band
     several pixels wide around the stroke (ImageMagick's blur of a blue stroke at sigma 8: 8316 of 16525 marked
-    pixels). Such masks were refused as too dark (blue feathered by 2 px or more, red by 3). A region of
+    pixels; its PNG's gamma chunk has libpng read blue up to 40 as grey 0). Such masks were refused as too dark
+    (ImageMagick's from a 1-px feather, the same re-encoded by OpenCV from 2 px). A region of
     (0, 0, 1), a class index, that merely touches a bright dot is no fade: still refused."""
     if mask == "around-a-dot":
         m = np.zeros((160, 200, 3), np.uint8)
