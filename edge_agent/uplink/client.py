@@ -290,10 +290,9 @@ class Uplink:
         self._sent_batch: list[int] = []  # the seqs of the batch awaiting its acknowledgement
         # their bytes (payloads and samples), said when the cloud refuses one as too large
         self._sent_bytes = 0
-        # seqs the cloud acknowledged that the outbox could not record, with their bytes (``_record_acks``), the epoch
-        # they are of, and when the outbox is asked again (monotonic) after what wait
+        # seqs the cloud acknowledged that the outbox could not record, with their bytes (``_record_acks``), and when
+        # the outbox is asked again (monotonic) after what wait
         self._unrecorded: dict[int, int] = {}
-        self._unrecorded_epoch = 0
         self._record_at = 0.0
         self._record_delay = settings.backoff_initial_s
         # records set aside (``_lone_failed``): seq -> (bytes, kind, when tried again (monotonic)); how many times each
@@ -682,11 +681,11 @@ class Uplink:
         ``UNRECORDED_MAX`` seqs kept, nothing more is sent until the outbox records them. Formerly nothing at all was
         sent while one acknowledgement waited (the disk full over a weekend: every alarm behind it waited too); and
         before that, the failure was taken for the link's and the same batch uploaded about every second, each a
-        duplicate at the cloud. A renewed outbox (a new epoch) holds none of them: they are forgotten."""
+        duplicate at the cloud. A renewed outbox (a new epoch) keeps them, acknowledged as they are: its salvage copies
+        the old store's records with their seqs (the outbox's numbering goes on, so an old seq names the same record
+        there, never another); forgotten at the renewal, they were handed out again and stored twice at the cloud,
+        once per epoch."""
         while self._unrecorded:
-            if self._unrecorded_epoch != self.outbox.epoch:
-                self._unrecorded = {}
-                return
             now = time.monotonic()
             if now < self._record_at:
                 if len(self._unrecorded) < UNRECORDED_MAX:
@@ -713,9 +712,6 @@ class Uplink:
 
     def _unrecorded_ack(self, seqs, recs: list, exc: Exception) -> None:
         """The outbox could not record an acknowledgement (``_record_acks``)."""
-        if self._unrecorded_epoch != self.outbox.epoch:
-            self._unrecorded = {}
-        self._unrecorded_epoch = self.outbox.epoch
         sizes = {r.seq: r.size for r in recs}
         first = not self._unrecorded
         self._unrecorded.update((q, sizes.get(q, 0)) for q in seqs)
