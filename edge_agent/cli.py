@@ -698,12 +698,24 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--password")
     b.add_argument("--timeout-s", type=float, default=5.0)
     b.add_argument("--json", action="store_true")
+    n = sub.add_parser(
+        "namespaces",
+        help="the OPC UA namespaces kept for each source's ns= indexes; --accept a server's new order",
+    )
+    n.add_argument("config")
+    n.add_argument(
+        "--accept", metavar="SOURCE", help="forget the source's kept namespaces: the next start pins"
+    )
     from edge_agent.maintenance.cli import add_parser, baseline_main
 
     add_parser(sub)
     args = ap.parse_args(argv)
     if args.verb == "baseline":
         return baseline_main(args, _load)
+    if args.verb == "namespaces":
+        from edge_agent.opcua_pins import namespaces_main
+
+        return namespaces_main(args, _load)
     return {"validate": _validate, "run": _run, "status": _status, "browse": _browse, "tags": _tags}[
         args.verb
     ](args)

@@ -9,6 +9,7 @@ first start's URIs are compared at each later start: an index whose URI changed 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from edge_agent.files import atomic_write_json, read_json_state, why_unread
@@ -28,8 +29,8 @@ class NamespacePinFile:
     def __init__(self, path: Path, source: str, endpoint: str, configured: frozenset[str]) -> None:
         self.path, self.source, self.endpoint, self.configured = path, source, endpoint, configured
         self.accept = (
-            f"remove the entry of source {source!r} from {path} (or the file) and restart the agent: it pins "
-            "the server's namespaces as it finds them at that start"
+            f"run `edge-agent namespaces <config> --accept {source}` (or remove {path}) and restart the agent: it "
+            "pins the server's namespaces as it finds them at that start"
         )
 
     def _read(self) -> dict:
@@ -57,10 +58,13 @@ class NamespacePinFile:
             int(i): uri for i, uri in kept.items() if i.isascii() and i.isdigit() and isinstance(uri, str)
         }
 
-    def save(self, pins: dict[int, str]) -> None:
+    def save(self, pins: dict[int, str] | None) -> None:
+        """Keep ``pins`` for this source (None: keep none, so that the next start pins afresh)."""
         sources = {n: e for n, e in self._read().get("sources", {}).items() if n in self.configured}
-        kept = {str(i): uri for i, uri in sorted(pins.items())[:MAX_PINNED] if len(uri) <= MAX_URI_CHARS}
-        sources[self.source] = {"endpoint": self.endpoint, "namespaces": kept}
+        sources.pop(self.source, None)
+        if pins is not None:
+            kept = {str(i): uri for i, uri in sorted(pins.items())[:MAX_PINNED] if len(uri) <= MAX_URI_CHARS}
+            sources[self.source] = {"endpoint": self.endpoint, "namespaces": kept}
         atomic_write_json(self.path, {"sources": sources})
 
 
@@ -71,3 +75,35 @@ def pin_namespaces(data_dir: Path, sources: dict, settings: dict) -> None:
         sources[name].namespace_pins = NamespacePinFile(
             data_dir / PINS_FILE, name, settings[name].endpoint, opcua
         )
+
+
+def namespaces_main(args, load) -> int:
+    """``edge-agent namespaces CONFIG [--accept SOURCE]``: the namespaces kept for each OPC UA source, or a
+    source's forgotten so that the agent's next start pins the server's order as it finds it (a config whose
+    ``ns=`` indexes were written for the server's new order)."""
+    cfg = load(args.config)
+    if cfg is None:
+        return 1
+    settings = {n: s for n, s in cfg.sources.items() if s.type == "opcua"}
+    path = cfg.data_dir / PINS_FILE
+
+    def pins(name: str) -> NamespacePinFile:
+        return NamespacePinFile(path, name, settings[name].endpoint, frozenset(settings))
+
+    if args.accept is not None:
+        if args.accept not in settings:
+            print(
+                f"{args.config}: no opcua source {args.accept!r} (it has {sorted(settings)})", file=sys.stderr
+            )
+            return 1
+        pins(args.accept).save(None)
+        print(
+            f"source {args.accept}: the namespaces kept for it are forgotten ({path}); restart the agent: it pins "
+            "the server's namespaces as it finds them at that start"
+        )
+        return 0
+    for name in settings:
+        kept = pins(name).load()
+        shown = ", ".join(f"ns={i} {uri}" for i, uri in sorted(kept.items())) if kept else "none kept"
+        print(f"{name} ({settings[name].endpoint}): {shown}")
+    return 0

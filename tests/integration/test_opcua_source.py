@@ -1705,6 +1705,19 @@ async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_anothe
         assert written == [] and await ours.read_value() == -99.0
     finally:
         await src.stop()
+    # the config's indexes were meant for the new order: the new order is accepted, and read at the next start
+    from types import SimpleNamespace
+
+    from edge_agent.opcua_pins import namespaces_main
+
+    cfg = SimpleNamespace(sources={"plc": settings}, data_dir=tmp_path)
+    assert namespaces_main(SimpleNamespace(config="agent.yaml", accept="plc"), lambda _: cfg) == 0
+    src = agent_source()
+    await src.start()
+    try:
+        assert (await _collect(src, {"speed"}))["speed"].value == -99.0 and not src.node_errors
+    finally:
+        await src.stop()
         await srv.stop()
 
 

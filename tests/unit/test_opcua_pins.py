@@ -40,3 +40,24 @@ def test_a_damaged_pins_file_is_read_as_none_kept(tmp_path, caplog) -> None:
     pins.save({2: "urn:a"})  # written over whole
     assert pins.load() == {2: "urn:a"}
     assert any("is not read" in r.getMessage() for r in caplog.records)
+
+
+def test_the_namespaces_cli_shows_the_kept_namespaces_and_accepts_a_new_order(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from devices.opcua.settings import OpcUaSettings
+    from edge_agent import cli
+
+    settings = OpcUaSettings(endpoint="opc.tcp://plc-a:4840", nodes=[{"node_id": "ns=2;s=Speed"}])
+    monkeypatch.setattr(
+        cli, "_load", lambda path: SimpleNamespace(sources={"plc": settings}, data_dir=tmp_path)
+    )
+    pins = NamespacePinFile(tmp_path / PINS_FILE, "plc", settings.endpoint, frozenset({"plc"}))
+    pins.save({2: "urn:plc", 3: "urn:diag"})
+    assert cli.main(["namespaces", "agent.yaml"]) == 0
+    assert capsys.readouterr().out == "plc (opc.tcp://plc-a:4840): ns=2 urn:plc, ns=3 urn:diag\n"
+    assert cli.main(["namespaces", "agent.yaml", "--accept", "plcc"]) == 1
+    assert "no opcua source 'plcc'" in capsys.readouterr().err
+    assert pins.load() == {2: "urn:plc", 3: "urn:diag"}
+    assert cli.main(["namespaces", "agent.yaml", "--accept", "plc"]) == 0
+    assert "restart the agent" in capsys.readouterr().out and pins.load() is None
