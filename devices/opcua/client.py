@@ -1743,8 +1743,9 @@ def _repin(
     if seen is not None and i not in seen:
         raise OpcUaNodeError(
             f"node {node_id!r}: namespace {i} of the server is {now!r} now, but was {uri!r} when the agent "
-            "pinned this server's namespaces: its namespace array changed while the agent was not running (a "
-            f"program download, a firmware update), so ns={i} may name another namespace's node: neither read "
+            "pinned this server's namespaces: its namespace array changed before this source started (while the "
+            "agent was stopped or before a config reload: a program download, a firmware update), so "
+            f"ns={i} may name another namespace's node: neither read "
             f"nor written. Write the node as nsu={uri};{m.group(2)} (the namespace it meant), or, if the "
             f"config's ns= indexes were written for the server's new order, {accept or 'restart the agent'}"
         )
