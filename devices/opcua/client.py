@@ -1230,27 +1230,59 @@ async def _enum_properties(
     EnumValueType): taken as no states, 7 went to a node whose EnumStrings read "Stopped,Running,Fault". An
     EnumValues the agent cannot decode (a list of ExtensionObject: a vendor's encoding of EnumValueType) beside
     an EnumStrings naming as many states leaves the node judged by its EnumStrings (every write was refused, the
-    valid 2 too); refused when their counts differ (they do not name the same states)."""
+    valid 2 too); refused when their counts differ, or when its entries still show their values (integers,
+    EnumValueType's encoding under a vendor's TypeId) and those are not 0..n-1 (10, 20, 30: 1 was written)."""
     props = props or Properties(node)
-    bad: tuple[PropertiesUnread, int | None] | None = None  # the EnumValues not decoded, its entries
+    bad: tuple[PropertiesUnread, list[Any] | None] | None = None  # the EnumValues not decoded, its entries
     for prop in ("0:EnumValues", "0:EnumStrings"):
         try:  # one the node has whose value is not given raises PropertiesUnread
             child, v = await props.read(prop)
         except ua.UaError:
             continue  # not stated (BadNoMatch)
         if (got := _states(prop[2:], v)) is not None:
-            if bad is not None and bad[1] != len(v):
-                raise PropertiesUnread(
-                    f"{bad[0]}; its EnumStrings names {len(v)} states, not as many", until=bad[0].until
-                )
+            if bad is not None:
+                _same_states(bad[0], bad[1], len(v))
             return prop[2:], got, child.nodeid.to_string()
         if not _no_states(v):
             if prop == "0:EnumStrings":
                 raise _malformed(prop, v)
-            bad = _malformed(prop, v), len(v) if isinstance(v, list) else None
+            bad = _malformed(prop, v), v if isinstance(v, list) else None
     if bad is not None:
         raise bad[0]
     return None, (None, ()), None
+
+
+def _same_states(bad: PropertiesUnread, entries: list[Any] | None, n: int) -> None:
+    """Raises ``bad`` (an EnumValues not decoded, holding ``entries``) unless it may name the states an
+    EnumStrings beside it names (0..``n``-1): as many entries, and those that still show their values (an integer,
+    EnumValueType's encoding under a vendor's TypeId) showing distinct values of 0..n-1. EnumValues 10, 20, 30
+    beside three EnumStrings: 1 was written, 20 refused."""
+    if entries is None or len(entries) != n:
+        raise PropertiesUnread(f"{bad}; its EnumStrings names {n} states, not as many", until=bad.until)
+    shown = [v for e in entries if (v := _entry_value(e)) is not None]
+    # (an entry showing none: the EnumStrings judge, as for an opaque list)
+    if len(set(shown)) != len(shown) or not set(shown) <= set(range(n)):
+        raise PropertiesUnread(
+            f"{bad}; its entries show the values {', '.join(map(str, shown))}, where its EnumStrings names 0 to "
+            f"{n - 1}: which states are the node's cannot be told",
+            until=bad.until,
+        )
+
+
+def _entry_value(e: Any) -> int | None:
+    """The value an EnumValues entry not decoded as EnumValueType shows: an integer, or an ExtensionObject's body
+    that is EnumValueType's binary encoding, every byte (a vendor's TypeId for it); None: it shows none."""
+    if isinstance(e, int) and not isinstance(e, bool):
+        return e
+    body = getattr(e, "Body", None)
+    if not isinstance(body, bytes):
+        return None
+    buf = Buffer(body)
+    try:
+        got = ua_binary.struct_from_binary(ua.EnumValueType, buf)
+    except Exception:  # not that encoding (too short, bad text): it shows nothing
+        return None
+    return got.Value if len(buf) == 0 and isinstance(got.Value, int) else None
 
 
 def _no_states(v: Any) -> bool:

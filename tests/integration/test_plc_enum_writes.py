@@ -50,7 +50,8 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
     property, not its DataType's. 7 was written as a plain UInt32 and taken by the server, the PLC left in
     a state it does not define; it is refused at connect and at the write, naming the states. An EnumValues the
     agent cannot decode (a vendor's encoding of EnumValueType) beside an EnumStrings naming as many states: judged
-    by the EnumStrings (every write was refused); as many entries as states or the node is refused."""
+    by the EnumStrings (every write was refused); as many entries as states or the node is refused, and entries
+    still showing their values (integers, EnumValueType's encoding) must show 0..n-1 (10, 20, 30: 1 was written)."""
 
     async def build(_srv, idx: int, obj) -> dict:
         mode = await obj.add_variable(
@@ -89,11 +90,14 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
             ("Empty", "EnumStrings", ua.Variant(ua.LocalizedText(), ua.VariantType.LocalizedText)),
             ("Raw", "EnumValues", _raw(idx, 3)),
             ("Odd", "EnumValues", _raw(idx, 4)),
+            ("Gaps", "EnumValues", _shown(idx, 10, 20, 30)),
+            ("Ints", "EnumValues", ua.Variant([0, 1, 2], ua.VariantType.Int64)),
         ):
             odd[name] = await obj.add_variable(
                 ua.NodeId(name, idx), name, ua.Variant(0, ua.VariantType.UInt32)
             )
-            raw = name in ("Raw", "Odd")  # its DataType stated: asyncua cannot guess it from the value
+            # its DataType stated: asyncua cannot guess it from the value
+            raw = name in ("Raw", "Odd", "Gaps", "Ints")
             await odd[name].add_property(
                 0, prop, v, datatype=ua.NodeId(ua.ObjectIds.EnumValueType) if raw else None
             )
@@ -140,10 +144,26 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
                 OpcUaTypeMismatch, match=r"list of ExtensionObject.*names 3 states, not as many"
             ):
                 await src.write(p.node_id("Odd"), 2)
+            with pytest.raises(
+                OpcUaTypeMismatch, match=r"entries show the values 10, 20, 30, where its Enum"
+            ):
+                await src.write(p.node_id("Gaps"), 1)
+            await src.write(p.node_id("Ints"), 2)  # they show 0, 1, 2: as its EnumStrings
             assert await p.read() == {
                 **{"Mode": 2, "Grade": 20, "Text": 0, "Listed": 0, "Blank": 7},
-                **{"Empty": 7, "Raw": 2, "Odd": 0},
+                **{"Empty": 7, "Raw": 2, "Odd": 0, "Gaps": 0, "Ints": 2},
             }
+
+
+def _shown(idx: int, *values: int) -> ua.Variant:
+    """An EnumValues whose entries are EnumValueType's binary encoding under a vendor's TypeId (not decoded)."""
+    from asyncua.ua.ua_binary import struct_to_binary
+
+    bodies = [
+        struct_to_binary(ua.EnumValueType(Value=v, DisplayName=ua.LocalizedText(f"S{v}"))) for v in values
+    ]
+    raw = [ua.ExtensionObject(TypeId=ua.NodeId("VendorEnumValue", idx), Body=b) for b in bodies]
+    return ua.Variant(raw, ua.VariantType.ExtensionObject)
 
 
 def _raw(idx: int, n: int) -> ua.Variant:
