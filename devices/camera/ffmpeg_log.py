@@ -20,7 +20,8 @@ still is (``cut_short``, the camera's end-of-pass check).
 The callback is FFmpeg's for the whole process, and FFmpeg calls it at every level, on whichever thread logs:
 ``av_vlog`` has no level test, ``av_log_set_level`` is read by FFmpeg's own callback only (checked on the wheel's
 FFmpeg 9.0). A ctypes callback takes the GIL before its first line, and FFmpeg's MJPEG decoder logs 29 debug lines
-a frame: with a busy Python thread beside the reader, a 5 MP frame took 2x as long. So where it can, the callback
+a frame (34 in bench/ffmpeg_log_bench.py): with a busy Python thread beside the reader, a 5 MP frame was once
+measured at 2x as long (the cost depends on the scheduler; later runs showed none). So where it can, the callback
 is installed behind a few machine instructions (``_native_filter``: Linux on x86-64) that return on a line above
 ``AV_LOG_ERROR`` without entering Python; elsewhere (or when the system refuses executable memory) Python filters.
 Error-level lines still take the GIL, on whichever thread logs them. So any other FFmpeg capture in a process where

@@ -277,7 +277,8 @@ def test_error_lines_after_which_ffmpeg_decodes_the_picture_whole_are_not_damage
 def test_lines_below_error_level_never_enter_python(hooked):
     """FFmpeg calls the callback for every line at every level, and its MJPEG decoder logs 29 debug lines a frame:
     each took the GIL in the callback, which a busy Python thread beside the reader holds (a 5 MP frame's grab
-    about 2x as long: bench/ffmpeg_log_bench.py). On Linux x86-64 machine code in front of it returns on them; an
+    once measured at 2x as long: bench/RESULTS.md), and a capture's worker threads dropped without release() hung
+    the process on it. On Linux x86-64 machine code in front of it returns on them; an
     error line is still counted."""
     if not ffmpeg_log._filtered:
         pytest.skip("no machine-code filter on this platform: Python filters the lines")
