@@ -301,6 +301,19 @@ def _read_untold_damaged(db: sqlite3.Connection) -> list[list]:
     ]
 
 
+def _untold_damaged_in(path: Path) -> list[list]:
+    """The ranges ``UNTOLD_DAMAGED`` keeps in the store at ``path``, read best effort (a damaged or missing store:
+    none)."""
+    try:
+        con = _read_only(path)
+        try:
+            return _read_untold_damaged(con)
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return []
+
+
 def _untold_damaged_value(ranges: list[list]) -> str:
     return json.dumps(ranges[:MAX_RANGES], separators=(",", ":"))
 
@@ -1175,6 +1188,20 @@ class Outbox:
             own_job: dict[str, Any] = {"src": str(to), "last_seq": top_acked, "acked": acked, "from": 0}
             if former is not None and former[0]:
                 own_job["owner"] = list(former)
+            # the damaged seqs the store kept untold (a kept run told in pieces), read before it is moved: the copy
+            # does not read them (formerly told by no event); else those its renewal, killed before it moved the
+            # store, kept in its marker. Not a held store's (another tenant's, or whose cannot be told)
+            kept_untold: list[list] | str | None = None
+            if former is None:
+                kept_untold = _untold_damaged_in(self.path)
+                if (
+                    not kept_untold
+                    and existing is not None
+                    and existing.get("previous_epoch") == (known or 0)
+                    and existing.get("epoch") != known
+                    and isinstance(existing.get(UNTOLD_DAMAGED), str)
+                ):
+                    kept_untold = existing[UNTOLD_DAMAGED]
             self._write_salvaging(self._marker(epoch, [own_job, *carried], known or 0))
             aside = self._move_aside(to=to)
             if aside is None:
@@ -1186,9 +1213,7 @@ class Outbox:
             # with the numbering up to the seqs the marker names as acknowledged, in one commit: the next start checks
             # the marker against the store of its epoch (a kill between the two left it numbering from 0, the copy was
             # refused, "last_seq 100 outside 0..0", and every record was left in outbox-corrupt/ uncounted)
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES ('epoch', ?), ('last_seq', ?)", (epoch, top_acked)
-            )
+            _write_new_meta(db, epoch, top_acked, kept_untold)
             if aside is not None and former is not None:
                 # the gateway moved to another tenant, or whose records they are cannot be told: held whole
                 # (never salvaged into this tenant's outbox, never sent), not left to outbox-corrupt/'s turnover

@@ -316,11 +316,17 @@ def test_a_kept_run_of_a_million_damaged_seqs_is_told_in_pieces_and_bounds_the_m
     assert_all_told(ob.path)
 
 
-KILLED_AFTER_A_RENEWAL_BETWEEN_PIECES = """
+# the child's start: a kept run of 30 damaged seqs told 10 at a time, the first piece told and its event committed
+TOLD_IN_PIECES = """
 store.REQUEUE_DAMAGED_MAX = 10
 ob = store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1])
 ob.open()
-ob.flush()  # the first piece told, its event committed
+ob.flush()
+"""
+
+KILLED_AFTER_A_RENEWAL_BETWEEN_PIECES = (
+    TOLD_IN_PIECES
+    + """
 if sys.argv[3] == "moved":  # the renewal cut off once the old store is moved aside, before the new one has its epoch
     cut_after(store.Outbox, "_move_aside")
 os.replace(ob.path, ob.path.with_name("moved.db"))  # the file replaced under the agent: the store renewed
@@ -330,6 +336,23 @@ while ob.renewals < 1 and time.monotonic() - t0 < 30:
 ob.flush()  # the second piece told in the new epoch
 power_cut()
 """
+)
+
+
+def assert_the_kept_run_told_once(data: Path) -> None:
+    """The next start on ``data`` (after a child killed while it told seqs 1-30 in pieces): each seq told once, in
+    the events its store holds (those of the child's copied in), and nothing kept to tell again."""
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    try:
+        ob.flush()
+        told = [json.loads(r.payload) for r in ob.pending(10_000, 10**9) if b'"outbox_damaged"' in r.payload]
+        assert sorted(q for e in told for a, b in e["ranges"] for q in range(a, b + 1)) == list(
+            range(1, 31)
+        ), told
+    finally:
+        ob.close()
+    assert_all_told(ob.path)
 
 
 @pytest.mark.parametrize("kill", ["after the second piece", "moved"])
@@ -341,22 +364,32 @@ def test_a_kept_run_told_in_pieces_is_told_whole_after_a_renewal_and_a_kill(tmp_
     data = tmp_path / "data"
     keeping(data, 40, [[1, 30, "damaged"]])  # three pieces of 10 in the child
     killed_child(KILLED_AFTER_A_RENEWAL_BETWEEN_PIECES, data, kill)
-    ob = Outbox(SETTINGS, data)
-    ob.open()
-    try:
-        ob.flush()
-        told = [
-            e
-            for e in (json.loads(r.payload) for r in ob.pending(10_000, 10**9) if r.kind == "event")
-            if e["kind"] == "outbox_damaged"
-        ]
-        # each seq told once: the first piece (copied into the new epoch), the second, and the third after the kill
-        # ("moved": the second and the third after it, in one piece of this start's)
-        told_seqs = sorted(q for e in told for a, b in e["ranges"] for q in range(a, b + 1))
-        assert told_seqs == list(range(1, 31)), told
-    finally:
-        ob.close()
-    assert_all_told(ob.path)
+    # the first piece (copied into the new epoch), the second, and the third after the kill ("moved": the second and
+    # the third after it, in one piece of this start's)
+    assert_the_kept_run_told_once(data)
+
+
+# the child: the store turns corrupt (an ack's DELETE meets a damaged index) while the second piece is queued; its
+# renewal is killed once its marker is written, before it moves the store aside
+CORRUPT_RENEWAL_KILLED_BEFORE_THE_MOVE = (
+    TOLD_IN_PIECES
+    + """
+ob.append("result", {"i": 1})
+ob.flush()
+cut_after(store.Outbox, "_write_salvaging", when=lambda self, job: job is not None)
+renew_by_ack(ob, [r.seq for r in ob.pending(10, 10**9) if r.kind == "result"])
+"""
+)
+
+
+def test_kept_damaged_seqs_of_a_store_found_corrupt_at_start_are_told(tmp_path):
+    """A store holding damaged seqs not told yet found corrupt at start (here: its renewal while running killed
+    before the move): the start's copy reads records, not that key, and the seqs were told by no event. Now the
+    start reads the key from the corrupt store (else from the renewal's marker) into the new store's."""
+    data = tmp_path / "data"
+    keeping(data, 40, [[1, 30, "damaged"]])
+    killed_child(CORRUPT_RENEWAL_KILLED_BEFORE_THE_MOVE, data)
+    assert_the_kept_run_told_once(data)
 
 
 def test_kept_damaged_seqs_past_the_stores_last_seq_are_not_told(tmp_path, caplog):
