@@ -550,7 +550,7 @@ def _building(info: ValidationInfo) -> bool:
 def _golden_atol(v: float, info: ValidationInfo) -> float:
     if v > MAX_GOLDEN_ATOL and _building(info):
         raise ValueError(
-            f"is {v:g}: at most {MAX_GOLDEN_ATOL:g} where a package is built (a tolerance this wide "
+            f"is {v:.12g}: at most {MAX_GOLDEN_ATOL:g} where a package is built (a tolerance this wide "
             "passes any output, so the golden check could never fail)"
         )
     return v
@@ -559,7 +559,7 @@ def _golden_atol(v: float, info: ValidationInfo) -> float:
 def _golden_rtol(v: float, info: ValidationInfo) -> float:
     if v >= MAX_GOLDEN_RTOL and _building(info):
         raise ValueError(
-            f"is {v:g}: must be below {MAX_GOLDEN_RTOL:g} where a package is built (a relative tolerance "
+            f"is {v:.12g}: must be below {MAX_GOLDEN_RTOL:g} where a package is built (a relative tolerance "
             "of 1 or more passes an output of 0 for any expected value, so the golden check could never fail)"
         )
     return v

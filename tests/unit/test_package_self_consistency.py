@@ -144,6 +144,8 @@ TOO_WIDE = {
         "manifest golden.output_atol.heatmap is 1e+30",
     ),
     "rtol-1": (_golden(rtol=1.0), "manifest golden.rtol is 1: must be below 1 where a package is built"),
+    # just over the bound: its digits shown (it read "is 1000: at most 1000")
+    "atol-1000.001": (_golden(atol=1000.001), "manifest golden.atol is 1000.001: at most 1000"),
 }
 
 
