@@ -813,6 +813,12 @@ class _BatchChannel(Channel):
             self._marks.clear()
             return self._take(self._live) if self._live else []
 
+    def holds(self, topics: tuple[str, ...]) -> bool:
+        """Whether a message on one of ``topics`` is queued, not yet taken."""
+        with self._lock:
+            by_topic = self._by_topic
+            return any(by_topic.get(t) for t in topics)
+
     def take_drops(self) -> dict[str, int]:
         """The messages dropped by topic since the last call ("": topics past ``MAX_TOPICS_COUNTED``)."""
         with self._lock:
@@ -2650,6 +2656,22 @@ class MqttSource:
                     f"read (its metrics' datatypes not all known yet), and {why}"
                 )
 
+    def _rebirth_unread(self, group: str, edge_node: str, device: str | None) -> bool:
+        """Whether an NBIRTH or NDEATH of the node (a DBIRTH or DDEATH of ``device``) came and is not read yet:
+        queued, or in the batch taken and not handed over. A command typed by the birth read last would then
+        carry its alias, which the node's new birth may give another metric. Commands are few: a look-up of
+        each such topic and a scan of the batch in hand."""
+        kinds = (sp.MessageType.NBIRTH, sp.MessageType.NDEATH)
+        topics = tuple(sp.topic(group, k, edge_node) for k in kinds)
+        if device:
+            topics += tuple(
+                sp.topic(group, k, edge_node, device) for k in (sp.MessageType.DBIRTH, sp.MessageType.DDEATH)
+            )
+        if self._channel.holds(topics):
+            return True
+        unread = self._pos + (self._readings is not None)  # the message in hand, read already
+        return any(e[0] in topics for e in self._held[unread:])
+
     async def command(
         self,
         group: str,
@@ -2686,6 +2708,14 @@ class MqttSource:
                 f"mqtt source {self.name!r}: command to {where} not sent: device {group}/{edge_node}/"
                 f"{device} is not alive (DDEATH, or no DBIRTH seen since its node's birth, or only a retained "
                 "one and no live message since)"
+            )
+        if self._rebirth_unread(group, edge_node, device):
+            # its alias and datatype come from the birth read last: a node that restarted or was born again
+            # may have given that alias to another metric, which a node looking commands up by alias would set
+            raise MqttError(
+                f"mqtt source {self.name!r}: command to {where} not sent: a birth or death of its node (device) "
+                "came and is not read yet; the metric's alias and datatype would be those of the birth it "
+                "replaces (the alias maybe another metric's now)"
             )
         if (clash := self.sparkplug.ambiguity(group, edge_node, device, metric)) is not None:
             # two points its births name alike: sent to either, the other may be the one meant

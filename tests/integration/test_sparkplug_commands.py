@@ -880,3 +880,50 @@ async def test_a_command_carries_the_alias_the_births_gave_its_metric_beside_its
         ("a", None, []),
         ("zero", 0, []),
     ], sent
+
+
+async def test_a_command_waits_for_a_birth_not_yet_read_whose_aliases_may_name_other_metrics(mosquitto):
+    """A node restarts and gives its aliases anew (speed 7 -> 8, setpoint 8 -> 7) while its death and birth wait
+    unread (the host's consumer busy): a command to speed carried alias 7 from the birth read last, and a node
+    looking commands up by alias set its setpoint. Refused (retryable) until the new birth is read; then sent with
+    the new alias."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+
+    async def _consume(src: MqttSource) -> None:
+        async for _ in src.items():
+            pass
+
+    def birth(bd: int, speed: int, setpoint: int) -> bytes:
+        nb = sp._pb().Payload()
+        nb.timestamp, nb.seq = int(time.time() * 1000), 0
+        pb_metric(nb, "bdSeq", datatype=D.INT64, long_value=bd)
+        pb_metric(nb, "speed", alias=speed, datatype=D.INT32, int_value=5)
+        pb_metric(nb, "setpoint", alias=setpoint, datatype=D.INT32, int_value=50)
+        return nb.SerializeToString()
+
+    try:
+        node.publish("spBv1.0/g/NBIRTH/n1", birth(0, 7, 8))
+        await _births(src, 1)
+        pump.cancel()  # the consumer busy: what comes now waits in the source's queue
+        death = sp._pb().Payload()
+        pb_metric(death, "bdSeq", datatype=D.INT64, long_value=0)
+        node.publish("spBv1.0/g/NDEATH/n1", death.SerializeToString())
+        node.publish("spBv1.0/g/NBIRTH/n1", birth(1, 8, 7))
+        for _ in range(100):
+            if len(src._channel) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        with pytest.raises(MqttError, match="not read yet") as ei:
+            await src.command("g", "n1", None, "speed", 1)
+        assert getattr(ei.value, "retryable", True)
+        pump = asyncio.create_task(_consume(src))  # back: the death and the new birth are read
+        await _births(src, 2)
+        await src.command("g", "n1", None, "speed", 1)
+        cmds = await node.wait_cmds(1)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    sent = [(pb.metrics[0].name, pb.metrics[0].alias) for _, _, pb in cmds]
+    assert sent == [("speed", 8)], sent  # before: ("speed", 7), the node's setpoint now
