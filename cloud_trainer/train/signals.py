@@ -325,6 +325,12 @@ _GROUPED = re.compile(r"[+-]?[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?(?:[eE][+-]?\d+)?"
 _EXCEL_SEP = re.compile(r'"?sep=(.)"?', re.IGNORECASE)  # "sep=;": Excel's delimiter line
 
 
+def _excel_sep(line: str) -> re.Match | None:
+    """Excel's ``sep=X`` line naming the delimiter, a tab included (``strip()`` took the tab for blank space: the
+    line was refused as the header, "needs a header ... (found 'sep=\\t')")."""
+    return _EXCEL_SEP.fullmatch(line.strip(" \r\n"))
+
+
 def _csv_dialect(text: str) -> tuple[str, bool, bool]:
     """(delimiter, decimal comma allowed, decimal comma used) from the header line and the rows: a
     comma, or a semicolon or tab as spreadsheets in many locales write them (then numbers may use a
@@ -332,7 +338,7 @@ def _csv_dialect(text: str) -> tuple[str, bool, bool]:
     single column under a header without any delimiter whose rows each hold at most one comma is
     decimal-comma numbers (``0,012573``), not two fields."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
-    sep = _EXCEL_SEP.fullmatch(lines[0].strip()) if lines else None
+    sep = _excel_sep(lines[0]) if lines else None
     if sep:  # Excel's own line naming the delimiter, before the header
         delimiter, body = sep.group(1), lines[2:]
         if delimiter not in ";\t":
@@ -424,8 +430,8 @@ def read_csv(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Rec
     except UnicodeDecodeError as exc:
         raise _not_utf8(path, exc) from None
     delimiter, comma_ok, decimal_comma = _csv_dialect(head)
-    first = next((ln.strip() for ln in head.splitlines() if ln.strip()), "")
-    skip = 1 if _EXCEL_SEP.fullmatch(first) else 0
+    first = next((ln for ln in head.splitlines() if ln.strip()), "")
+    skip = 1 if _excel_sep(first) else 0
     index = _pandas_index(head, delimiter, skip)
     del head  # (up to CSV_SNIFF_LINES lines of text: not held while the file is read)
     try:
@@ -1457,8 +1463,8 @@ def read_labels(path: Path, healthy: Collection[str] = (), faults: Collection[st
             last = reader.line_num
     except csv.Error as exc:  # an unclosed quote running past the field size limit: one line, not a traceback
         raise _csv_damage(Path(path), reader, exc, last) from None
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    if rows and _EXCEL_SEP.fullmatch(first):  # Excel's "sep=;" line, before the header
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    if rows and _excel_sep(first):  # Excel's "sep=;" line, before the header
         rows = rows[1:]
     head = [c.strip().lower() for c in rows[0][1]] if rows else []
     if "run" not in head or "fault" not in head:
@@ -1571,7 +1577,7 @@ def _not_a_labels_file(path: Path) -> None:
         return
     delimiter, _, _ = _csv_dialect(head)
     lines = [ln for ln in head.splitlines() if ln.strip()]
-    lines = lines[1:] if lines and _EXCEL_SEP.fullmatch(lines[0].strip()) else lines
+    lines = lines[1:] if lines and _excel_sep(lines[0]) else lines
     try:
         rows = [[c.strip().lower() for c in r] for r in csv.reader(lines[:2], delimiter=delimiter)]
     except csv.Error:

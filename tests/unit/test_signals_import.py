@@ -1251,17 +1251,25 @@ def test_day_first_dotted_dates_as_excel_writes_them_in_german_read_as_the_time(
         read_recording(path)
 
 
-def test_excels_sep_line_before_the_header_names_the_delimiter(tmp_path):
+@pytest.mark.parametrize("sep", [";", "\t"], ids=["semicolon", "tab"])
+def test_excels_sep_line_before_the_header_names_the_delimiter(tmp_path, sep):
     """Tools that write CSV for Excel put 'sep=;' above the header: the line was taken as the header
-    ('column 2 has no name in the header but holds values'). It now names the delimiter."""
-    from cloud_trainer.train.signals import read_recording
+    ('column 2 has no name in the header but holds values'). It now names the delimiter; 'sep=' and a tab too (the
+    tab was stripped as blank space: the labels file was refused, "needs a header ... (found 'sep=\\t')")."""
+    from cloud_trainer.train.signals import read_labels, read_recording
 
     x = np.sin(np.arange(3000) * 0.3)
-    rows = "".join(f"{i / RATE:.6f};{v:.6f}\n".replace(".", ",") for i, v in enumerate(x))
-    (tmp_path / "excel.csv").write_text("sep=;\nZeit [s];Beschl [g]\n" + rows, encoding="utf-8-sig")
+    rows = "".join(f"{i / RATE:.6f}{sep}{v:.6f}\n".replace(".", ",") for i, v in enumerate(x))
+    (tmp_path / "excel.csv").write_text(f"sep={sep}\nZeit [s]{sep}Beschl [g]\n" + rows, encoding="utf-8-sig")
     rec = read_recording(tmp_path / "excel.csv")
     assert rec.rate_hz == RATE and list(rec.channels) == ["Beschl"]
     assert np.allclose(rec.channels["Beschl"], x, atol=1e-6)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        f"sep={sep}\nrun{sep}fault{sep}start_s{sep}end_s{sep}failure_s\nr1{sep}imbalance{sep}0,5{sep}3{sep}\n"
+    )
+    (row,) = read_labels(labels)
+    assert (row.run, row.fault, row.start_s, row.end_s) == ("r1", "imbalance", 0.5, 3.0)
 
 
 def test_a_tachometer_pulse_train_as_the_speed_channel_is_refused_not_trained_as_rpm(tmp_path):
