@@ -52,8 +52,8 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
 - A video file's or OpenCV stream's frame that FFmpeg's decoder reported errors for (and concealed) is
   ``corrupt_frame`` and skipped (``devices.camera.ffmpeg_log``: FFmpeg's log read, never printed raw; one decoding
   thread per capture, so that a frame's errors come on its reader's thread), and so are the P and B frames after
-  it up to the next key frame (``_Predicted``: they carry its damage on), for at most the last key-frame interval
-  seen or ``_PREDICTED_MAX_S`` of frames (intra refresh sends no key frame); a file's pass that ends short of the
+  it up to the next key frame (``_Predicted``: they carry its damage on), for at most the longer of the last
+  key-frame interval seen and ``_PREDICTED_MAX_S`` of frames (intra refresh sends no key frame); a file's pass that ends short of the
   frames it declares, in count and in time, is ``cut_short``, once a pass.
 - A folder's image is decoded only after its header's size is checked against ``max_megapixels``:
   a file declaring more (a "decompression bomb", or a camera set far above what the model needs) is
