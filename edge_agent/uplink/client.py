@@ -304,6 +304,10 @@ class Uplink:
         self.set_aside = 0
         # (seq, kind, bytes) of a batch of one record in flight
         self._lone: tuple[int, str, int] | None = None
+        # (monotonic) when the channel last got a connection (``_watch_link``), and the last push failure's time: a
+        # record's failure counts towards setting it aside only with a connection made since the failure before
+        self._connected_at = 0.0
+        self._push_failed_at: float | None = None
         self._one_by_one = 0  # batches still to send one record each, to find a refused record
         # a batch's bytes at most (``_fit_link``): batch_max_bytes, halved after a batch of several records failed in
         # flight, grown back as acked batches show the link carries more; and the batch in flight (records, bytes,
@@ -342,7 +346,28 @@ class Uplink:
         self._tasks = [
             asyncio.create_task(self._push_loop(), name="uplink-push"),
             asyncio.create_task(self._heartbeat_loop(), name="uplink-heartbeat"),
+            asyncio.create_task(self._watch_link(), name="uplink-link-watch"),
         ]
+
+    async def _watch_link(self) -> None:
+        """Note when the channel gets a connection (``_connected_at``: each time it is READY): the link carried a TLS
+        handshake both ways then. A link too slow for one record reconnects between its failures; a link that is down
+        (a black-holed path, a cellular dead zone) does not (``_lone_failed``)."""
+        import grpc
+
+        channel = getattr(self.client, "channel", None)
+        if channel is None:
+            return
+        try:
+            state = channel.get_state(try_to_connect=False)
+            while True:
+                if state == grpc.ChannelConnectivity.READY:
+                    self._connected_at = time.monotonic()
+                await channel.wait_for_state_change(state)
+                state = channel.get_state(try_to_connect=False)
+        except Exception as exc:
+            # (a channel closed under it): from then on no failure counts for setting a record aside
+            log.debug("uplink: the channel's state is not watched any more: %r", exc)
 
     def poke(self, urgent: Future | None = None, nbytes: int = 0) -> None:
         """New records were appended: wake the sender early. ``urgent``: the outbox's future of an alarm or event
@@ -632,7 +657,12 @@ class Uplink:
 
     def _lone_failed(self, flight: tuple[int, int, float] | None) -> None:
         """The batch in flight failed: if it was one record alone, of more than ``FIT_FLOOR`` bytes, and failed on its
-        way after half of ``keepalive_timeout_s`` or more, count it; the ``ASIDE_AFTER``-th time, set it aside."""
+        way after half of ``keepalive_timeout_s`` or more, count it; the ``ASIDE_AFTER``-th time, set it aside.
+        Not counted without a connection made since the push failed before (``_watch_link``): an outage (a
+        black-holed path, a cellular dead zone) fails every batch after the keepalive or the connect timeout, whatever
+        its size, and a large sample at the head was set aside as too large for a fast link, its WARNING blaming its
+        size, and held ``ASIDE_RETRY_S`` after the link came back."""
+        prev, self._push_failed_at = self._push_failed_at, time.monotonic()
         lone, self._lone = self._lone, None
         if flight is None or lone is None or flight[0] != 1:
             return
@@ -642,6 +672,9 @@ class Uplink:
         if nbytes <= min(FIT_FLOOR, self.s.batch_max_bytes):
             # too small to be too large for any link (16 KB: 2.7 s at 6 KB/s): a path dead or a service away meanwhile
             # (a black-holed connection fails after the keepalive); an alarm alone in the outbox was set aside so
+            return
+        # no connection made since the failure before: the link down
+        if prev is not None and self._connected_at < prev:
             return
         fails = self._lone_fails.get(seq, 0) + 1
         self._lone_fails = {seq: fails}  # (only the head's: another record's failures end a streak)

@@ -25,6 +25,9 @@ def test_only_a_record_larger_than_a_useful_batch_failing_alone_on_its_way_is_se
     up = Uplink(s, Outbox(OutboxSettings(), tmp_path / "agent"))  # never started, the outbox never opened
 
     def failed(seq: int, kind: str, nbytes: int, after_s: float) -> None:
+        up._connected_at = (
+            time.monotonic()
+        )  # a connection made since the failure before (a slow link, not down)
         up._lone = (seq, kind, nbytes)
         up._lone_failed((1, nbytes, time.monotonic() - after_s))
 
@@ -34,3 +37,28 @@ def test_only_a_record_larger_than_a_useful_batch_failing_alone_on_its_way_is_se
     failed(3, "sample", 2 * FIT_FLOOR, after_s=30)
     assert list(up._aside) == [3] and up.set_aside == 1
     assert {r for r in up._skipped()} == {3}
+
+
+def test_a_large_record_failing_while_the_link_is_down_is_not_set_aside(tmp_path, monkeypatch) -> None:
+    """An outage (a black-holed path, a cellular dead zone) fails every batch after the keepalive or the connect
+    timeout, whatever its size: a large sample at the head of the outbox failing so again and again, no connection
+    made between the failures, says nothing of its size. Before, it was set aside after ``ASIDE_AFTER`` such failures,
+    its WARNING blaming its size, and held for ``ASIDE_RETRY_S`` after the link came back (seen through a frozen relay
+    on a fast link). On a link too slow for the record, each try is on a new connection (test_halfopen.py)."""
+    monkeypatch.setattr(client, "ASIDE_AFTER", 2)
+    s = CloudSettings(
+        endpoint="127.0.0.1:1", ca_file="c", cert_file="c", key_file="k", keepalive_timeout_s=20
+    )
+    up = Uplink(s, Outbox(OutboxSettings(), tmp_path / "agent"))  # never started, the outbox never opened
+    up._connected_at = time.monotonic()  # connected before the outage
+
+    def failed() -> None:
+        up._lone = (7, "sample", 4 * FIT_FLOOR)
+        up._lone_failed((1, 4 * FIT_FLOOR, time.monotonic() - 30))
+
+    for _ in range(5):  # no connection made between the failures
+        failed()
+    assert up._aside == {} and up.set_aside == 0
+    up._connected_at = time.monotonic()  # the link back: a new connection; the record fails on it again
+    failed()
+    assert list(up._aside) == [7]
