@@ -74,6 +74,7 @@ class Properties:
         # names listed only by references that may be of a HasProperty subtype: (their type, their target) each
         self._unsure: dict[_Key, list[tuple[ua.NodeId | None, ua.NodeId]]] = {}
         self._browse_failed: str | None = None  # why the Browse gave no answer, once asked
+        self._browse_status: int | None = None  # ... the Bad status it answered, when it did
         self._released = False  # the Browse was released at its bound of pages or references
         # names of two properties or more, different nodes: why (the Browse listed two HasProperty targets, or a
         # translate answered another node beside the HasProperty one)
@@ -88,7 +89,7 @@ class Properties:
             try:
                 self._props = await self._browse()
             except ua.UaError as e:
-                self._browse_failed = _why(e)
+                self._browse_failed, self._browse_status = _why(e), getattr(e, "code", None)
         name = ua.QualifiedName.from_string(prop)
         key = (name.NamespaceIndex, name.Name)
         if key in self._twice:
@@ -264,7 +265,7 @@ class Properties:
             raise PropertiesUnread(
                 f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds {_why(e)}",
                 self._released,
-                getattr(e, "code", None),
+                self._busy_or(getattr(e, "code", None)),
             ) from None
         status = result.StatusCode
         targets = list(dict.fromkeys(t.TargetId for t in result.Targets))
@@ -284,8 +285,13 @@ class Properties:
         raise PropertiesUnread(
             f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds answered {status.name}",
             self._released,
-            status.value,
+            self._busy_or(status.value),
         )
+
+    def _busy_or(self, status: int | None) -> int | None:
+        """The status a property not found out is raised with: the Browse's when it answered busy and the
+        translate ``status`` is not (a Nano server briefly busy: the write was refused for good, not retried)."""
+        return self._browse_status if not busy(status) and busy(self._browse_status) else status
 
     async def _browse(self) -> dict[_Key, ua.NodeId] | None:
         """The targets of the node's forward HasProperty references by BrowseName, every page read (names of
@@ -310,6 +316,7 @@ class Properties:
             if len(results) != 1 or not results[0].StatusCode.is_good():
                 status = results[0].StatusCode.name if len(results) == 1 else f"{len(results)} results"
                 self._browse_failed = f"answered {status}"
+                self._browse_status = results[0].StatusCode.value if len(results) == 1 else None
                 self._listed = props
                 return None
             before = len(listed)

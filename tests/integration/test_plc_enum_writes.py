@@ -702,7 +702,8 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
     no property. A translate answered busy (BadServerTooBusy) is retried, not kept: it locked the node out of
     writes for 10 minutes. A node whose states hang on a vendor's subtype of HasProperty was refused on such a
     server: the reference type's supertypes, browsed, say it is a property. A property the Browse listed before its
-    release is the node's (it was discarded, and every write refused).
+    release is the node's (it was discarded, and every write refused). A Browse answered busy (BadTooManyOperations)
+    is retried as a busy write: the write was refused for good (the translate's BadServiceUnsupported kept).
 
     A node that has its EnumStrings (or its enumeration DataType its DataTypeDefinition, its array its
     ArrayDimensions, its text its MaxStringLength) whose reads the server answers BadNotReadable or
@@ -728,6 +729,7 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
     ]
 
     crowded: list[str] = []
+    hiccups: list = []
 
     async def crowded_browse(self, params):
         results = await browse(self, params)
@@ -737,6 +739,9 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
                 crowded.append(d.NodeId.Identifier)
             if d.NodeId.Identifier == "Early" and d.ReferenceTypeId.is_null():  # its states on the first page
                 r.References, r.ContinuationPoint = r.References + crowd, b"more"
+            if d.NodeId.Identifier == "Hiccup" and not hiccups:  # busy once
+                hiccups.append(d)
+                r.References, r.StatusCode = [], ua.StatusCode(ua.StatusCodes.BadTooManyOperations)
         return results
 
     async def no_translate(self, params):
@@ -774,6 +779,10 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
         await early.add_property(0, "MaxStringLength", ua.Variant(5, ua.VariantType.UInt32))
         gate = await obj.add_variable(ua.NodeId("Gate", idx), "Gate", ua.Variant(0, ua.VariantType.UInt32))
         es = await gate.add_property(0, "EnumStrings", states)
+        hiccup = await obj.add_variable(
+            ua.NodeId("Hiccup", idx), "Hiccup", ua.Variant(0, ua.VariantType.UInt32)
+        )
+        await hiccup.add_property(0, "EnumStrings", states)
         mm_type = await new_enum(srv, idx, "MachineMode", ["Stopped", "Running", "Fault"])
         mm = await obj.add_variable(
             ua.NodeId("MM", idx), "MM", ua.Variant(0, ua.VariantType.Int32), datatype=mm_type.nodeid
@@ -814,6 +823,7 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
             "MM": mm,
             "Fixed": fixed,
             "Label": label,
+            "Hiccup": hiccup,
         }
 
     withheld: dict[tuple[ua.NodeId, int], int] = {}
@@ -849,6 +859,9 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
         with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
             await src.write(p.node_id("Vendor"), 7)
         await src.write(p.node_id("Vendor"), 2)
+        with pytest.raises(OpcUaServerBusy, match=r"BadTooManyOperations"):
+            await src.write(p.node_id("Hiccup"), 2)
+        await src.write(p.node_id("Hiccup"), 2)
         # any other answer but "no such attribute" leaves them unknown too: busy is retried, the others refused
         # (taken as absent, 7 went to MM and [9, 9] to Fixed, and the type so judged was kept for the session)
         withheld.clear()
@@ -875,4 +888,4 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
         good = {"Gate": 2, "MM": 2, "Fixed": [4, 5, 6], "Label": "abcde"}
         for name, value in good.items():
             await src.write(p.node_id(name), value)
-        assert await p.read() == {"Mode": 0, "Speed": 1.5, "Vendor": 2, "Early": "abcde", **good}
+        assert await p.read() == {"Mode": 0, "Speed": 1.5, "Vendor": 2, "Early": "abcde", "Hiccup": 2, **good}
