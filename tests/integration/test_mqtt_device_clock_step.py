@@ -41,6 +41,14 @@ async def test_a_device_clock_set_back_from_fast_keeps_its_readings_an_older_one
         ("j/1", json.dumps({"ts": right + 1, "v": 3})),
         # older than the tag's last, the device's clock right: out of order, dropped as before
         ("j/1", json.dumps({"ts": right - 5, "v": 4})),
+        # two devices on one topic (one fast, one right): one step, not a flip back at each of the right one's
+        ("j/two", json.dumps({"ts": fast, "v": 1})),
+        ("j/two", json.dumps({"ts": right, "v": 2})),
+        ("j/two", json.dumps({"ts": fast + 2, "v": 3})),
+        ("j/two", json.dumps({"ts": right + 1, "v": 4})),
+        # a buffer's value of 2 min ago sent after a live one: no step (its clock is not set right: it is old)
+        ("j/old", json.dumps({"ts": fast, "v": 1})),
+        ("j/old", json.dumps({"ts": now - 120, "v": 2})),
         ("j/end", json.dumps({"ts": right + 2, "end": 1})),
     ]
     got, src = await read_published(mosquitto.port, subs, messages, "j/end/end")
@@ -55,7 +63,9 @@ async def test_a_device_clock_set_back_from_fast_keeps_its_readings_an_older_one
         ],
         "j/1/v": [(1, fast), (2, right), (3, right + 1)],  # before: 2 and 3 dropped as out of order
         "rec/1/w": [(1, fast), (2, right)],
+        "j/two/v": [(1, fast), (2, right), (3, fast + 2)],  # before this bound: 4 as well, back in time again
+        "j/old/v": [(1, fast)],  # before this bound: 2 as well, the tag's current value 2 min old
         "j/end/end": [(1, right + 2)],
     }, by_tag
-    assert src.stats.errors_by_reason.get("out_of_order") == 1
-    assert src.notices.counts.get("device_clock_stepped") == 3
+    assert src.stats.errors_by_reason.get("out_of_order") == 3
+    assert src.notices.counts.get("device_clock_stepped") == 4
