@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 import model_packager
@@ -63,46 +64,46 @@ def test_cli_round_trip_on_both_engines(tmp_path):
     assert "machine-health-2.1.0" in r.stdout and "UNVERIFIED" in r.stdout
 
 
-def test_cli_verify_refuses_an_untrusted_package_with_exit_1(tmp_path):
-    assert cli("keygen", "a", cwd=tmp_path).returncode == 0
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory) -> Path:
+    """A folder with a key made by `model-packager keygen` (k.key, k.pub) and the signal package
+    machine-health-1.0.0.edgepkg it signed, made by `model-packager build`; the tests below read them and
+    write their own files elsewhere."""
+    tmp = tmp_path_factory.mktemp("signed")
+    assert cli("keygen", "k", cwd=tmp).returncode == 0
+    make_signal_onnx(tmp / "model.onnx")
+    (tmp / "spec.yaml").write_text(yaml.safe_dump(signal_spec()))
+    assert cli("build", "model.onnx", "spec.yaml", "--key", "k.key", "--out", ".", cwd=tmp).returncode == 0
+    return tmp
+
+
+def test_cli_verify_refuses_an_untrusted_package_with_exit_1(tmp_path, signed):
     assert cli("keygen", "b", cwd=tmp_path).returncode == 0
-    make_signal_onnx(tmp_path / "model.onnx")
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(signal_spec()))
-    assert (
-        cli("build", "model.onnx", "spec.yaml", "--key", "a.key", "--out", ".", cwd=tmp_path).returncode == 0
-    )
-    r = cli("verify", "machine-health-1.0.0.edgepkg", "--trust", "b.pub", cwd=tmp_path)
+    r = cli("verify", signed / "machine-health-1.0.0.edgepkg", "--trust", "b.pub", cwd=tmp_path)
     assert r.returncode == 1
     assert "not among the trusted keys" in r.stderr and r.stderr.count("\n") == 1
 
 
-def test_cli_verify_output_cannot_be_forged_by_names_with_control_characters(tmp_path):
+def test_cli_verify_output_cannot_be_forged_by_names_with_control_characters(tmp_path, signed):
     """An entry named ``x\\r\\nOK ...`` with a terminal escape, appended to a genuine package: one escaped
     line on stderr, nothing on stdout, exit 1 (issue 16, row 11)."""
     from tests.support import tar_craft as tc
 
-    assert cli("keygen", "k", cwd=tmp_path).returncode == 0
-    make_signal_onnx(tmp_path / "model.onnx")
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(signal_spec()))
-    assert (
-        cli("build", "model.onnx", "spec.yaml", "--key", "k.key", "--out", ".", cwd=tmp_path).returncode == 0
-    )
     forged = (
         "x\x1b[2K\r\nOK machine-health-1.0.0: signature by a trusted key, 3 files, every hash and size match"
     )
-    pkg = tmp_path / "machine-health-1.0.0.edgepkg"
+    pkg = signed / "machine-health-1.0.0.edgepkg"
     tc.splice(pkg, tmp_path / "forged.edgepkg", tc.pax_entry(tc.pax_record("path", forged)))
-    r = cli("verify", "forged.edgepkg", "--trust", "k.pub", cwd=tmp_path)
+    r = cli("verify", "forged.edgepkg", "--trust", signed / "k.pub", cwd=tmp_path)
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and "\x1b" not in r.stderr and "\r" not in r.stderr
     assert "\\x1b[2K\\r\\nOK machine-health" in r.stderr
 
 
-def test_cli_build_reports_spec_mismatch_naming_both_sides(tmp_path):
-    assert cli("keygen", "k", cwd=tmp_path).returncode == 0
+def test_cli_build_reports_spec_mismatch_naming_both_sides(tmp_path, signed):
     make_signal_onnx(tmp_path / "model.onnx", n_features=10)
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(signal_spec()))
-    r = cli("build", "model.onnx", "spec.yaml", "--key", "k.key", cwd=tmp_path)
+    r = cli("build", "model.onnx", "spec.yaml", "--key", signed / "k.key", cwd=tmp_path)
     assert r.returncode == 2
     assert "manifest input 'features' dimension 1 is 68 but model.onnx has 10" in r.stderr
 
