@@ -148,6 +148,12 @@ async def test_baseline_relearn_from_the_fleet_waits_for_the_agent_runs_once_and
         [cmd] = srv.commands.list("gw1")
         assert cmd["state"] == "done" and "relearn requested" in cmd["detail"]
         await feed(agent, 1)  # the pipeline takes the request at its next window
+        # processed in a worker thread after the queue is empty: read once it is (read at once, a loaded machine's
+        # status still gave the learning since the first start)
+        await until(
+            lambda: agent.pipelines[0].status()["baseline"]["reason"] != "first start",
+            what="the window processed",
+        )
         status = agent.pipelines[0].status()["baseline"]
         assert status["state"] == "learning" and status["reason"].startswith(
             f"fleet command {cmd['id']} by alice"
