@@ -546,24 +546,43 @@ class FleetServicer(rpc.FleetServicer):
         if had is not None and had[0] == boot:
             if had[1] >= seq:
                 return False
-        elif self.control is not None:
-            try:
-                taken = await asyncio.to_thread(
-                    partial(self.control.note_run, key[1], boot, seq, tenant=key[0])
-                )
-            except Exception as exc:  # the control database unreachable: the report is written as it comes
-                # logged by reason at most every LOG_EVERY_S (a line per report was every agent's every heartbeat)
-                self._faults.failed(
-                    "the control state's read of the order of an agent's report runs (its report written as it comes)",
-                    exc,
-                )
-                return True
-            if not taken:
+        else:
+            if self.control is not None:
+                try:
+                    taken = await asyncio.to_thread(
+                        partial(self.control.note_run, key[1], boot, seq, tenant=key[0])
+                    )
+                except Exception as exc:
+                    # the control database unreachable: the report is written as it comes; logged by reason at most
+                    # every LOG_EVERY_S (a line per report was every agent's every heartbeat)
+                    self._faults.failed(
+                        "the control state's read of the order of an agent's report runs (its report written as it "
+                        "comes)",
+                        exc,
+                    )
+                    return True
+                if not taken:
+                    return False
+            if await self._held_above(key, boot, seq):
                 return False
             if had is not None:
                 self._alternating(key, had[0], boot)
         self._applied[key] = (boot, seq, time.monotonic())
         return True
+
+    async def _held_above(self, key: tuple[str, str], boot: str, seq: int) -> bool:
+        """Whether the agent's row holds a report of run ``boot`` numbered ``seq`` or above (another replica, or this
+        process before a restart or before it forgot the run, took it): the store would not write this one
+        (``SQLStore._report_order``), so it is late, and the agent is told so. Read once per run a process meets:
+        the control state keeps only a run's first number, and a gateway restored from a memory snapshot taken
+        mid-run (its count below the row's, its channel on a fresh connection) was dropped report after report,
+        never told, its state frozen and its ``last_seen`` old until its count passed the row's."""
+        try:
+            held = await asyncio.to_thread(partial(self.store.report_held, key[1], tenant=key[0]))
+        except Exception as exc:  # the store unreachable: its write of the report fails too, and is said
+            self._faults.failed("the fleet store's read of an agent's last report number", exc)
+            return False
+        return held is not None and held[0] == boot and held[1] >= seq
 
     def _alternating(self, key: tuple[str, str], was: str, boot: str) -> None:
         """Run ``boot`` of agent ``key`` taken over ``was``, its run this process took last: past CLONE_RUNS such

@@ -648,6 +648,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def agents(self, *, tenant: str = T) -> list[dict]: ...
 
+    def report_held(self, agent: str, *, tenant: str = T) -> tuple[str, int] | None:
+        """The run (boot id) and number of the state report the agent's row holds (v4 agents), or None: a run's
+        reports numbered at or below it are not written over it (``SQLStore._report_order``)."""
+        return None
+
     def agent_groups(self, *, tenant: str = T) -> list[dict]:
         """The tenant's agents with their ``id``, ``labels``, ``slots``, ``last_seen`` and, of the outbox figures,
         only the report's number (``outbox["report"]``, v4 agents): what a rollout's group and a stalled step are
@@ -1779,6 +1784,21 @@ class SQLStore(Store):
                 (tenant,),
             )
         )
+
+    def report_held(self, agent: str, *, tenant: str = T) -> tuple[str, int] | None:
+        rows = self._rows(
+            self.q(
+                f"SELECT {self.REPORT_BOOT.format('agents')}, {self.REPORT_SEQ.format('agents')} FROM agents "
+                "WHERE tenant = ? AND id = ?"
+            ),
+            (tenant, agent),
+        )
+        if not rows or rows[0][0] is None or rows[0][1] is None:
+            return None
+        try:
+            return str(rows[0][0]), int(rows[0][1])
+        except (TypeError, ValueError, OverflowError):  # (a number this code never wrote)
+            return None
 
     def agent_groups(self, *, tenant: str = T) -> list[dict]:
         return [

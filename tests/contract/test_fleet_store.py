@@ -980,7 +980,10 @@ def test_a_state_report_of_a_run_numbered_at_or_below_the_one_its_row_holds_is_n
     assert runs() == "1.2.0"
     report("1.3.0", "runA", 6, many=True)
     assert runs() == "1.3.0"
+    # what a process meeting run A reads (FleetServicer._fresh)
+    assert store.report_held("gw1") == ("runA", 6)
     report("1.0.0", "runB", 1)  # a new run (the control state said it is the newest)
     assert runs() == "1.0.0"
     report("1.4.0")  # an older agent's report, without a number
     assert runs() == "1.4.0"
+    assert store.report_held("gw1") is None and store.report_held("gw9") is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from functools import partial
 
 import grpc
@@ -15,6 +16,7 @@ from cloud_trainer.fleet.service import FleetServer, channel_credentials
 from cloud_trainer.registry import Registry
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
+from protocols.refusals import REPORT_KEY, REPORT_LATE
 from tests.support.fleet import make_pki
 from tests.support.models import make_keypair, make_package
 from tests.support.peers import free_port
@@ -634,6 +636,26 @@ async def test_a_state_report_held_past_a_restart_of_the_service_is_not_written_
         await again.stop()
 
 
+async def test_a_gateway_restored_mid_run_reaching_a_service_that_forgot_its_run_is_told_late_not_dropped_untold(
+    fleet,
+):
+    """gw1's VM restored from a memory snapshot taken mid-run (report 10 of run R; its row holds report 50), its
+    channel on a fresh connection, reaching a process with no memory of run R (restarted, another replica, or the run
+    forgotten after IDLE_FORGET_S): the control state keeps only a run's first number and said fresh, the store did
+    not write it, and nobody told the agent: each report dropped, its state frozen at 1.1.0 and its last_seen old
+    until its count passed 50. It is answered late, and its next report, under a new run, is written."""
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runR"))
+    await stub.Heartbeat(_report(e["1.1.0"], 50, "runR"))
+    srv.fleet.forget_reports(0.0)
+    call = stub.Heartbeat(_report(e["1.0.0"], 11, "runR"))
+    await call
+    assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # was: nothing said
+    assert _runs(srv)[0] == "1.1.0"
+    await stub.Heartbeat(_report(e["1.0.0"], 12, "runR2"))  # the agent told: a new run
+    assert _runs(srv)[0] == "1.0.0"
+
+
 async def test_two_live_gateways_of_one_identity_are_counted_named_and_their_view_held(fleet, built, caplog):
     """Two processes of gw1 (a cloned gateway image), each with the agent's own client: each one's report is late to
     the other's newer run, so each draws a new run in turn and the fleet's view of gw1 flips between them, silently.
@@ -647,6 +669,9 @@ async def test_two_live_gateways_of_one_identity_are_counted_named_and_their_vie
     from tests.support.fleet import cloud_settings
 
     srv, stub, e = fleet
+    # 23 reports of gw1 in about a second: over the 20 a second an agent may send (RESOURCE_EXHAUSTED), the sooner the
+    # quieter the machine
+    srv.quotas.limits = dataclasses.replace(srv.quotas.limits, reports_per_s=1000.0)
     await stub.Heartbeat(_report(e["1.0.0"], 1, "before"))
     await stub.Heartbeat(_report(e["1.0.0"], 1, "restarted"))  # a restart: one run over another
     a, b = (FleetClient(cloud_settings(built[0], srv.port)) for _ in range(2))
