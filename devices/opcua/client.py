@@ -3382,8 +3382,17 @@ class OpcUaSource:
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s):
                 self._ns_array = list(await client.get_namespace_array())
-        except (ua.UaError, TimeoutError):
-            self._ns_array = []  # the indexes are taken as they are written
+        except (ua.UaError, TimeoutError) as e:
+            self._ns_array = []  # the indexes are taken as they are written, unless some were pinned
+            if self._ns_pinned or (self.namespace_pins is not None and self.namespace_pins.load()):
+                # a PLC still starting after the download that reordered them: its ns= indexes, taken as written,
+                # may name another namespace's node, read as GOOD and written
+                raise _Refused(
+                    "namespaces",
+                    f"the server's namespace array could not be read ({type(e).__name__}: {e}), so its ns= "
+                    "indexes cannot be checked against the namespace URIs pinned for them: nothing is read or "
+                    "written on this connection; tried again with the backoff",
+                ) from None
         if not self._ns_pinned:
             self._ns_pinned = self._pins_kept()
         array = self._ns_array

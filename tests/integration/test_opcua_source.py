@@ -1692,10 +1692,21 @@ async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_anothe
     # the agent restarts: its config may have been written for the new order since, so neither is taken
     assert (tmp_path / PINS_FILE).exists()
     written.clear()
+    # the PLC still starting: its namespace array cannot be read, so the kept pins cannot be checked; the
+    # indexes taken as written read urn:diag's Speed as GOOD and wrote to it: that connect is refused
+    await srv.write_attribute_value(
+        srv.nodes.namespace_array.nodeid,
+        ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadInternalError)),
+    )
     src = agent_source()
     await src.start()
     try:
         node = f"ns={plc};s=Speed"
+        await until(lambda: src.stats.errors_by_reason.get("namespaces"), 5.0)
+        with pytest.raises(OpcUaNotConnected):
+            await src.write(node, 4.0)
+        assert written == [] and not src._tags
+        await srv.nodes.namespace_array.write_value(array)  # readable again: the next connect compares
         await until(lambda: node in src.node_errors and node in src.target_errors, 5.0)
         why = src.node_errors[node]
         assert "'urn:diag' now, but was 'urn:plc'" in why and "nsu=urn:plc;s=Speed" in why, why
