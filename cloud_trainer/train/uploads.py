@@ -396,10 +396,11 @@ def _copy_inside(src: Path, dst: Path, base: Path, root: str) -> None:
     os.chmod(dst, stat.S_IMODE(st.st_mode))  # its permissions, as copy2 kept them (not by the path again)
 
 
-def _base_samples(labels: Path) -> dict[str, int]:
-    """The fleet samples an earlier export wrote into a base's ``labels.jsonl`` (``source.sha256``), by their line's
-    index (from 0)."""
-    found: dict[str, int] = {}
+def _base_samples(labels: Path) -> dict[str, list[int]]:
+    """The fleet samples an earlier export wrote into a base's ``labels.jsonl`` (``source.sha256``), each with the
+    indexes (from 0) of the lines holding it: more than one in a base an export made before it dropped the base's
+    rows (a sample in twice, in two classes where it had been labelled again)."""
+    found: dict[str, list[int]] = {}
     with open(labels, encoding="utf-8") as f:
         for n, line in enumerate(f):
             try:
@@ -407,7 +408,7 @@ def _base_samples(labels: Path) -> dict[str, int]:
             except (ValueError, AttributeError):
                 continue
             if isinstance(source, dict) and isinstance(source.get("sha256"), str):
-                found[source["sha256"]] = n
+                found.setdefault(source["sha256"], []).append(n)
     return found
 
 
@@ -542,14 +543,16 @@ def _write(
                 + "\n"
             )
             exported += 1
-            if s["sha256"] in resent:
-                again.add(resent[s["sha256"]])
+            again.update(resent.get(s["sha256"], ()))
             if found:
                 misnamed.append((s, sent, *found))
     if again:
         # a base that is an earlier export holds some of these samples: its rows for them are dropped, the store's
         # label (the newest) kept; they were in twice, under one id, in two classes where the label had changed
-        lines = (dst / "labels.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+        # split as ``_base_samples`` numbered them (str.splitlines splits at U+2028 and U+0085 too, which JSON
+        # holds raw in a string: the lines after such a row were dropped one off)
+        with open(dst / "labels.jsonl", encoding="utf-8") as f:
+            lines = f.readlines()
         (dst / "labels.jsonl").write_text(
             "".join(x for n, x in enumerate(lines) if n not in again), encoding="utf-8"
         )

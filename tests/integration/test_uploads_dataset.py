@@ -99,6 +99,16 @@ def test_uploaded_samples_become_a_dataset_with_ground_truth_labels(tmp_path, cl
         "missing_hole",
     ]
     assert len(load_parts(tmp_path / "ds1").images) == 6
+    # as an export made before one on a base dropped the base's rows left it: a sample in twice, in two classes;
+    # and a row of the user's whose JSON holds a raw U+2028 (str.splitlines splits there, the file does not)
+    first = rows[0]
+    user = {"id": "user-1", "file": first["file"], "label": first["label"], "note": "drawn\u2028checked"}
+    again = {**first, "label": "crack" if first["label"] != "crack" else "dent"}
+    labels = tmp_path / "ds1" / "labels.jsonl"
+    labels.write_text(
+        json.dumps(user, ensure_ascii=False) + "\n" + labels.read_text() + json.dumps(again) + "\n",
+        encoding="utf-8",
+    )
     # an export on that export takes the classes labelled since ('scratch', 'stain'), in the default's order; it
     # refused them ("label 'scratch' is not one of ['ok', 'dent', 'crack', 'missing_hole']")
     rest = dict(list(truth.items())[6:])
@@ -111,10 +121,12 @@ def test_uploaded_samples_become_a_dataset_with_ground_truth_labels(tmp_path, cl
     )
     meta = yaml.safe_load((tmp_path / "ds1b" / "dataset.yaml").read_text())
     assert meta["classes"] == ["ok", "dent", "crack", "missing_hole", "scratch", "stain"]
-    # each sample once (the six of ds1 were in twice, under one id): the store's labels are the newest
-    assert meta["fleet_export"]["classes"] == "labelled" and len(load_parts(tmp_path / "ds1b").images) == 12
-    rows = [json.loads(x) for x in (tmp_path / "ds1b" / "labels.jsonl").read_text().splitlines()]
-    assert sorted(r["source"]["sha256"] for r in rows) == sorted(truth) and meta["count"] == 12
+    # each sample once (the six of ds1 were in twice, under one id; the one in twice in ds1, three times), with
+    # the store's label, the newest; the user's row kept (the rows after it were dropped one off: refused)
+    assert meta["fleet_export"]["classes"] == "labelled" and len(load_parts(tmp_path / "ds1b").images) == 13
+    rows = [json.loads(x) for x in (tmp_path / "ds1b" / "labels.jsonl").read_text().split("\n") if x]
+    assert rows[0] == user and meta["count"] == 13
+    assert {r["source"]["sha256"]: r["label"] for r in rows[1:]} == truth and len(rows[1:]) == 12
     # labels accumulate in the store: a later export with the other half brings all twelve, on top of a base
     res = export(
         data,
