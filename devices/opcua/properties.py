@@ -32,6 +32,8 @@ BROWSE_REFERENCES = 10_000
 
 _HAS_PROPERTY = ua.NodeId(ua.Int32(ua.ObjectIds.HasProperty))
 _HAS_SUBTYPE = ua.NodeId(ua.Int32(ua.ObjectIds.HasSubtype))
+_HAS_TYPE_DEFINITION = ua.NodeId(ua.Int32(ua.ObjectIds.HasTypeDefinition))
+_PROPERTY_TYPE = ua.NodeId(ua.Int32(ua.ObjectIds.PropertyType))
 # a vendor reference type's supertypes browsed at most, to a standard one; and "no such property" (``_by_supertypes``)
 _SUPERTYPES = 8
 _NONE = ua.NodeId()
@@ -135,7 +137,7 @@ class Properties:
         """The HasProperty target ``found`` of ``prop``, unless a reference of a vendor's type (or none) listing the
         name ``beside`` it names a property too (``_beside_property``: two, refused)."""
         for kind, target in beside:
-            if target != found and (twice := await self._beside_property(prop, kind, found)):
+            if target != found and (twice := await self._beside_property(prop, kind, found, target)):
                 # a second property of the name on a vendor's HasProperty subtype: the first was taken
                 self._twice[key] = twice
                 return await self.get(prop)
@@ -154,13 +156,18 @@ class Properties:
         hits = list(dict.fromkeys(hits))
         return None if len(hits) > 1 else hits[0] if hits else _NONE
 
-    async def _beside_property(self, prop: str, kind: ua.NodeId | None, found: ua.NodeId) -> str | None:
-        """Whether a reference of vendor type ``kind`` (or none) listing ``prop`` beside the HasProperty one to
-        ``found`` names a property too (then why, for the refusal): by its supertypes, else by the translate
-        (following subtypes) answering another node too; None when neither says so (the HasProperty one is the
-        node's, as before). A Bad answer to the supertypes' Browse (BadNodeIdUnknown: a vendor type node not
-        exposed) tells nothing, and the translate decides (every write of the node was refused, the valid 2 too);
-        ``PropertiesUnread`` when either answers busy, or when the translate cannot tell either."""
+    async def _beside_property(
+        self, prop: str, kind: ua.NodeId | None, found: ua.NodeId, target: ua.NodeId
+    ) -> str | None:
+        """Whether a reference of vendor type ``kind`` (or none) listing ``prop`` (to ``target``) beside the
+        HasProperty one to ``found`` names a property too (then why, for the refusal): by its supertypes, else by
+        the translate (following subtypes) answering another node too, else by ``target``'s type definition being
+        PropertyType (a translate that ignores subtypes, or cannot follow a type the server does not expose,
+        answers the HasProperty one alone: 7 went by its ten states where the vendor's property named three);
+        None when none says so (the HasProperty one is the node's, as before). A Bad answer to the supertypes'
+        Browse (BadNodeIdUnknown: a vendor type node not exposed) tells nothing, and the translate decides (every
+        write of the node was refused, the valid 2 too); ``PropertiesUnread`` when either answers busy, or when the
+        translate cannot tell either."""
         try:
             is_property = await self._is_property(kind, prop)
         except PropertiesUnread as e:
@@ -182,7 +189,7 @@ class Properties:
             result, status, why = None, getattr(e, "code", None), _why(e)
         if result is None or not result.StatusCode.is_good():
             if unread is None and not busy(status):
-                return None  # neither tells: the HasProperty one is the node's, as before
+                return await self._typed_property(target)  # else the HasProperty one is the node's, as before
             # busy: retried (the HasProperty one's states were taken, and 7 written)
             raise PropertiesUnread(
                 f"{unread or f'{prop}: the node lists it by a HasProperty reference and a vendor one'}, and "
@@ -195,7 +202,39 @@ class Properties:
                 "the node lists a HasProperty reference of that name and another whose type cannot be told "
                 "(a vendor's), and TranslateBrowsePathsToNodeIds answered both targets"
             )
+        return await self._typed_property(target)
+
+    async def _typed_property(self, target: ua.NodeId) -> str | None:
+        """Why ``target``, listed by a reference whose type cannot be told beside a HasProperty one of the name, is a
+        second property: its type definition is PropertyType (every Property's, Part 3 5.6.2); None when it is
+        another (a component's table) or cannot be read. ``PropertiesUnread`` when that Browse answers busy."""
+        result = await self._browse_one(target, ua.BrowseDirection.Forward, _HAS_TYPE_DEFINITION)
+        if result is None or not result.StatusCode.is_good():
+            if result is not None and busy(result.StatusCode.value):
+                raise PropertiesUnread(
+                    f"the Browse of {target.to_string()}'s type definition answered {result.StatusCode.name}",
+                    status=result.StatusCode.value,
+                )
+            return None
+        if any(r.IsForward and r.NodeId == _PROPERTY_TYPE for r in result.References):
+            return (
+                "the node lists a HasProperty reference of that name and another, of a type that cannot be told "
+                "(a vendor's), to a node of PropertyType"
+            )
         return None
+
+    async def _browse_one(
+        self, node_id: ua.NodeId, direction: ua.BrowseDirection, kind: ua.NodeId
+    ) -> ua.BrowseResult | None:
+        """The one result of a Browse of ``node_id``'s references of type ``kind`` (a ServiceFault as its status);
+        None when the server gave no single result."""
+        try:
+            results = await self.node.session.browse(_browse_of(node_id, direction, kind))
+        except ua.UaStatusCodeError as e:
+            return ua.BrowseResult(StatusCode=ua.StatusCode(e.code))
+        except ua.UaError:
+            return None
+        return results[0] if len(results) == 1 else None
 
     async def _is_property(self, kind: ua.NodeId | None, prop: str) -> bool | None:
         """Whether reference type ``kind`` (listing ``prop``) is HasProperty or a subtype of it, by its supertypes
@@ -207,25 +246,18 @@ class Properties:
         for _ in range(_SUPERTYPES):
             if kind.NamespaceIndex == 0:
                 break
-            try:
-                results = await self.node.session.browse(
-                    _browse_of(kind, ua.BrowseDirection.Inverse, _HAS_SUBTYPE)
-                )
-            except ua.UaStatusCodeError as e:
-                results = [ua.BrowseResult(StatusCode=ua.StatusCode(e.code))]
-            except ua.UaError:
+            if (result := await self._browse_one(kind, ua.BrowseDirection.Inverse, _HAS_SUBTYPE)) is None:
                 return None
-            if len(results) == 1 and not results[0].StatusCode.is_good():
+            if not result.StatusCode.is_good():
                 raise PropertiesUnread(
                     f"{prop}: the node lists it by a reference of a vendor's type, and the Browse of reference "
-                    f"type {kind.to_string()}'s supertypes answered {results[0].StatusCode.name}",
-                    status=results[0].StatusCode.value,
+                    f"type {kind.to_string()}'s supertypes answered {result.StatusCode.name}",
+                    status=result.StatusCode.value,
                     until="the server answers that Browse",
                 )
-            refs = results[0].References if len(results) == 1 else []
             # only the inverse HasSubtype names the supertype: a server ignoring the filter lists an Organizes
             # from a standard folder too, taken as the supertype (no property, and 7 written)
-            refs = [r for r in refs if r.ReferenceTypeId == _HAS_SUBTYPE and not r.IsForward]
+            refs = [r for r in result.References if r.ReferenceTypeId == _HAS_SUBTYPE and not r.IsForward]
             if len(refs) != 1:
                 return None
             kind = refs[0].NodeId

@@ -533,8 +533,10 @@ async def _three_states_and_five_characters_are_held_to(p, src, **others: int) -
     assert await p.read() == {"Mode": 2, "Label": "abcde", **others}
 
 
-_DECOYS = ("Mode", "Grade", "Loose", "Twice", "Exact", "Sloppy", "Both", "Hidden", "Busy", "Stalled")
-_TWO_PROPERTIES = ("Twice", "Both", "Hidden", "Busy", "Stalled")
+_TWO_PROPERTIES = ("Twice", "Both", "Hidden", "Busy", "Stalled", "Masked")
+_DECOYS = ("Mode", "Grade", "Loose", "Exact", "Sloppy", *_TWO_PROPERTIES)
+# reference types whose supertypes the server's Browse does not give
+_UNSTATED = ("HasHiddenProperty", "HasBusyProperty", "HasVendorPart", "HasMaskedProperty")
 
 
 async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_reference_of_that_name(
@@ -551,7 +553,9 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
     answering that Browse with another reference (an Organizes from a folder) says nothing of them (7 went to
     each, its states taken as absent). A vendor's component type whose supertypes' Browse answers BadNodeIdUnknown
     (a type node not exposed) leaves the translate to tell (every write was refused, the valid 2 too); without a
-    translate nothing tells, and the refusal names both answers."""
+    translate nothing tells, and the refusal names both answers. A vendor's HasProperty subtype not exposed so, to
+    a PropertyType node beside the HasProperty one, whose translate cannot follow it (the HasProperty one alone):
+    two properties by that node's type definition (7 went by the ten states)."""
     from asyncua.server.internal_session import InternalSession
 
     translate, browse = InternalSession.translate_browsepaths_to_nodeids, InternalSession.browse
@@ -567,11 +571,11 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
                 r.References = [
                     ua.ReferenceDescription(ReferenceTypeId=organizes, IsForward=False, NodeId=folder)
                 ]
-            if d.NodeId.Identifier in ("HasHiddenProperty", "HasBusyProperty", "HasVendorPart"):
+            if d.NodeId.Identifier in _UNSTATED:
                 r.References = []  # its supertype not given
                 if d.NodeId.Identifier == "HasBusyProperty":  # not now
                     r.StatusCode = ua.StatusCode(ua.StatusCodes.BadTooManyOperations)
-                if d.NodeId.Identifier == "HasVendorPart":  # a vendor type node the server does not expose
+                if d.NodeId.Identifier in ("HasVendorPart", "HasMaskedProperty"):  # a type node not exposed
                     r.StatusCode = ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
         return results
 
@@ -582,6 +586,8 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
                 r.Targets = []
                 no = "BadNoMatch" if path.StartingNode.Identifier == "Exact" else "BadServiceUnsupported"
                 r.StatusCode = ua.StatusCode(getattr(ua.StatusCodes, no))
+            if path.StartingNode.Identifier == "Masked":  # the unexposed subtype not followed
+                r.Targets = [t for t in r.Targets if t.TargetId.Identifier == "Masked.Ten"]
             if path.StartingNode.Identifier == "Stalled":  # not now
                 r.Targets, r.StatusCode = [], ua.StatusCode(ua.StatusCodes.BadTooManyOperations)
             if path.StartingNode.Identifier == "Loose":
@@ -611,7 +617,7 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
                 ua.QualifiedName(f"Has{name}Property", idx),
                 symmetric=False,
             )
-            for name in ("Hidden", "Busy")
+            for name in ("Hidden", "Busy", "Masked")
         }
         # a vendor's component reference type, whose supertypes' Browse answers BadNodeIdUnknown
         part = await srv.get_node(ua.ObjectIds.HasComponent).add_reference_type(
@@ -668,7 +674,7 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
                 await src.write(p.node_id("Bare"), value)
         # a vendor's HasProperty subtype whose supertype the Browse does not give: the translate says (7 went
         # by the ten states); one answering that Browse busy is retried
-        for name in ("Loose", "Twice", "Both", "Hidden"):
+        for name in ("Loose", "Twice", "Both", "Hidden", "Masked"):
             for value in (7, 2):
                 with pytest.raises(OpcUaTypeMismatch, match=r"0:EnumStrings: .*which one .* cannot be told"):
                     await src.write(p.node_id(name), value)
@@ -689,6 +695,7 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
             "Hidden": 0,
             "Busy": 0,
             "Stalled": 0,
+            "Masked": 0,
             "Unknown": 2,
             "Bare": 0,
         }
