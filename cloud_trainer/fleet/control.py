@@ -887,9 +887,6 @@ class Control:
                 health=health,
                 **mark,
             )
-            # it ran the version: a failure after this is a verdict on it (``_advance``)
-            if ok and step in _ON_IT:
-                t["ran"] = True
             err = health.get("error_rate") if isinstance(health, dict) else None
             max_err = dep["gate"].get("max_error_rate")
             if ok and err is not None and max_err is not None and err > max_err:
@@ -1481,13 +1478,18 @@ class Control:
         bad = [
             (a, dep["targets"][a]) for a in live if dep["targets"][a]["status"] in ("failed", "rolled_back")
         ]
-        # (an agent rolls back only a version it ran: so said by an agent whose ``active`` report was never taken)
-        ran = any(t.get("ran") or t["status"] == "rolled_back" for _, t in bad)
-        if bad and not ran and (withdrawn := self._withdrawn(dep)) is not None:
-            # failed before it ever ran the version (its download refused as withdrawn: an agent back from offline),
-            # and the version is withdrawn: no verdict on the version, the withdrawal's halt (what the same agent
-            # still offline at the step timeout gets). Before, it halted as a failure and sent every agent of the
-            # step, healthy on the version, back
+        if (
+            bad
+            and all(_says_withdrawn(dep, t) for _, t in bad)
+            and (withdrawn := self._withdrawn(dep)) is not None
+        ):
+            # failed for the withdrawal itself (its download or install refused as withdrawn, an agent back from
+            # offline; or told that the version it runs is withdrawn, and rolling it back or saying it failed): no
+            # verdict on the version, the withdrawal's halt (what the same agent still offline at the step timeout
+            # gets). Any other failure is a verdict, the version withdrawn or not, ran or not (its signature, its
+            # load or golden test, its health check): a failure's halt, naming it. Decided by whether the agent
+            # ran the version, an install that failed to load kept the healthy agents on a version withdrawn for a
+            # defect, and an agent that ran it told of the withdrawal sent them all back
             self._halt_withdrawn(dep, current, withdrawn)
             return
         if bad:
@@ -2210,6 +2212,12 @@ def _newer(have: str | None, want: str) -> bool:
         return bool(have) and version_key(str(have)) > version_key(want)
     except ValueError:
         return False
+
+
+def _says_withdrawn(dep: dict, t: dict) -> bool:
+    """Whether the failure a target reported is the withdrawal of the rollout's version: the fleet's words an agent
+    is told (``service._withdrawn_text``) and reports, as they are or after its own (``download of ...: ``)."""
+    return f"{str(dep.get('version'))[:40]} was withdrawn from the registry" in str(t.get("reason") or "")
 
 
 def _slot(dep: dict) -> str:

@@ -224,3 +224,49 @@ def test_a_health_rollback_of_a_withdrawn_version_halts_as_a_failure_and_sends_e
     ]
     assert d["targets"]["gw1"]["status"] == "rolling_back"
     assert [s["version"] for s in c.desired_state("gw1")[1]] == ["1.0.0"]
+
+
+@pytest.mark.parametrize(
+    ("ran", "step", "reason", "withdrawals_halt"),
+    [
+        # a verdict on the version from an agent that never ran it: was the withdrawal's halt, gw1 kept on it
+        (False, "failed", "install: the model does not load: bad graph", False),
+        # an agent that ran it, told it is withdrawn (its desired state naming it): was a failure's halt, gw1 back
+        (
+            True,
+            "failed",
+            f"part-inspection 1.1.0 was withdrawn from the registry ({DEFECT}): do not install it",
+            True,
+        ),
+        # rolled back in a health window resumed after a restart, for the withdrawal: was a failure's halt too
+        (False, "rolled_back", f"part-inspection 1.1.0 was withdrawn from the registry ({DEFECT})", True),
+    ],
+)
+def test_a_failure_halts_as_the_withdrawal_only_when_it_is_the_withdrawal(
+    registry_control,  # noqa: F811
+    ran,
+    step,
+    reason,
+    withdrawals_halt,
+):
+    """gw1 healthy on 1.1.0, gw3 offline; 1.1.0 withdrawn; gw2 reports a failure. One that is the withdrawal itself
+    (the fleet's words in its reason) is the withdrawal's halt: gw1 keeps 1.1.0. Any other is a verdict on the
+    version, withdrawn or not, whether gw2 ran it or not: a failure's halt naming gw2, gw1 sent back."""
+    c, e = registry_control
+    for agent in ("gw1", "gw2", "gw3"):
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "steps": ["100%"]})
+    c.on_report("gw1", dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    if ran:
+        c.on_report("gw2", dep["id"], "vision", "1.1.0", "active", True, "", {})
+    c.registry.withdraw("part-inspection", "1.1.0", DEFECT)
+    c.on_report("gw2", dep["id"], "vision", "1.1.0", step, False, reason, {})
+    d = c.get(dep["id"])
+    assert d["state"] == "halted"
+    if withdrawals_halt:
+        assert d["reason"].startswith("part-inspection 1.1.0 was withdrawn"), d["reason"]
+        assert [s["version"] for s in c.desired_state("gw1")[1]] == ["1.1.0"]
+    else:
+        assert d["reason"].startswith("agent gw2: failed: install: the model does not load"), d["reason"]
+        assert [s["version"] for s in c.desired_state("gw1")[1]] == ["1.0.0"]
+    assert [s["version"] for s in c.desired_state("gw2")[1]] == ["1.0.0"]
