@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from edge_agent.files import atomic_write_json, read_json_state, why_unread
+from protocols.redact import escaped, mask_credentials
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,9 @@ class NamespacePinFile:
     sources no longer configured (``configured``) are dropped at each save, so the file stays the config's size."""
 
     def __init__(self, path: Path, source: str, endpoint: str, configured: frozenset[str]) -> None:
-        self.path, self.source, self.endpoint, self.configured = path, source, endpoint, configured
+        # kept without the password an endpoint may carry (opc.tcp://user:password@plc): the file is no secret
+        self.path, self.source, self.configured = path, source, configured
+        self.endpoint = mask_credentials(endpoint)
         self.accept = (
             f"run `edge-agent namespaces <config> --accept {source}` (or remove {path}) and restart the agent: it "
             "pins the server's namespaces as it finds them at that start"
@@ -96,14 +99,20 @@ def namespaces_main(args, load) -> int:
                 f"{args.config}: no opcua source {args.accept!r} (it has {sorted(settings)})", file=sys.stderr
             )
             return 1
-        pins(args.accept).save(None)
+        try:
+            pins(args.accept).save(None)
+        except OSError as e:
+            print(f"{path}: cannot be written ({e.strerror or e}); nothing was forgotten", file=sys.stderr)
+            return 1
         print(
             f"source {args.accept}: the namespaces kept for it are forgotten ({path}); restart the agent: it pins "
             "the server's namespaces as it finds them at that start"
         )
         return 0
     for name in settings:
-        kept = pins(name).load()
+        store = pins(name)
+        kept = store.load()
         shown = ", ".join(f"ns={i} {uri}" for i, uri in sorted(kept.items())) if kept else "none kept"
-        print(f"{name} ({settings[name].endpoint}): {shown}")
+        # the URIs are the server's: a line feed or an ANSI escape in one forged a line or drove the terminal
+        print(escaped(f"{name} ({store.endpoint}): {shown}"))
     return 0

@@ -61,3 +61,30 @@ def test_the_namespaces_cli_shows_the_kept_namespaces_and_accepts_a_new_order(tm
     assert pins.load() == {2: "urn:plc", 3: "urn:diag"}
     assert cli.main(["namespaces", "agent.yaml", "--accept", "plc"]) == 0
     assert "restart the agent" in capsys.readouterr().out and pins.load() is None
+
+
+def test_the_namespaces_cli_shows_a_servers_uris_escaped_and_keeps_no_endpoint_password(
+    tmp_path, monkeypatch, capsys
+):
+    """The URIs are the server's: a line feed in one printed a forged line of its own (another index said
+    to be urn:plc), an ANSI escape drove the terminal; an endpoint's password was kept in the file and shown."""
+    from types import SimpleNamespace
+
+    from devices.opcua.settings import OpcUaSettings
+    from edge_agent import cli
+
+    settings = OpcUaSettings(endpoint="opc.tcp://op:s3cret@plc-a:4840", nodes=[{"node_id": "ns=2;s=Speed"}])
+    monkeypatch.setattr(
+        cli, "_load", lambda path: SimpleNamespace(sources={"plc": settings}, data_dir=tmp_path)
+    )
+    pins = NamespacePinFile(tmp_path / PINS_FILE, "plc", settings.endpoint, frozenset({"plc"}))
+    pins.save({2: "urn:evil\nplc (opc.tcp://plc-a:4840): ns=2 urn:plc\x1b[2J"})
+    assert "s3cret" not in (tmp_path / PINS_FILE).read_text()
+    assert cli.main(["namespaces", "agent.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "\x1b" not in out and "s3cret" not in out, out
+    assert "urn:evil\\nplc" in out and "\\x1b[2J" in out, out
+    (tmp_path / PINS_FILE).unlink()
+    (tmp_path / PINS_FILE).mkdir()  # cannot be written over: said, no traceback
+    assert cli.main(["namespaces", "agent.yaml", "--accept", "plc"]) == 1
+    assert "cannot be written" in capsys.readouterr().err
