@@ -287,7 +287,9 @@ def _read_untold_damaged(db: sqlite3.Connection) -> list[list]:
     row = db.execute("SELECT value FROM meta WHERE key = ?", (UNTOLD_DAMAGED,)).fetchone()
     try:
         got = json.loads(row[0]) if row is not None and isinstance(row[0], str) else []
-    except ValueError:
+    except (ValueError, RecursionError):
+        # (nested deeper than the parser goes, a garbled or hand-edited key: RecursionError went out of the start,
+        # at every start, and of a store found corrupt at start before it was moved aside)
         return []
     return [
         r

@@ -411,6 +411,26 @@ def test_kept_damaged_seqs_past_the_stores_last_seq_are_not_told(tmp_path, caplo
 
 
 @pytest.mark.parametrize("corrupt", [True, False], ids=["corrupt", "sound"])
+def test_a_kept_key_nested_past_the_parsers_depth_is_nothing_kept(tmp_path, corrupt):
+    """A garbled or hand-edited ``untold:damaged`` nested deeper than JSON is parsed raised RecursionError out of the
+    start, at every start; of a store found corrupt at start, read before it is moved aside, too."""
+    data = tmp_path / "data"
+    path = keeping(data, 40, [])
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('untold:damaged', ?)", ("[" * 5000,))
+    con.close()
+    if corrupt:
+        damage_index(path)
+    ob = Outbox(SETTINGS, data)
+    ob.open()
+    try:
+        assert ob.moved_aside is not None if corrupt else ob.moved_aside is None
+    finally:
+        ob.close()
+
+
+@pytest.mark.parametrize("corrupt", [True, False], ids=["corrupt", "sound"])
 def test_a_held_stores_rows_whose_kind_the_damage_garbled_are_noted_as_damaged_not_as_records(
     tmp_path, caplog, corrupt
 ):
