@@ -1352,7 +1352,10 @@ def _lost_beyond_edge(gone, mask, marked: int, colour) -> int:
     region that stays and holds a bright pixel (a quarter of full scale or more in a channel; a pixel reading 0 is at
     most 4 of 255, or 24 red / 40 blue in a PNG with a gamma chunk, as ImageMagick writes it: libpng turns those grey
     in linear light), when the fades hold at most twice the pixels of the bright regions they touch (ImageMagick
-    `-blur 0x8` of a red or blue stroke: 0.7-1.0 times). Feathered red or blue masks were refused as too dark."""
+    `-blur 0x8` of a red or blue stroke: 0.7-1.0 times). Feathered red or blue masks were refused as too dark.
+    Not a fade: a lost region of one colour touching a pixel of half scale or more (a fade passes through the middle
+    values): a class index drawn beside a bright class, a (0, 0, 1) object inside a 255 border, which imported as
+    good with the border alone as the defect."""
     import cv2
     import numpy as np
 
@@ -1369,9 +1372,19 @@ def _lost_beyond_edge(gone, mask, marked: int, colour) -> int:
     lit = np.unique(regions[(top >= np.iinfo(colour.dtype).max // 4) & (stays > 0)])
     bright = np.isin(regions, lit[lit > 0])
     if bright.any():
-        _, fades = cv2.connectedComponents(gone.astype(np.uint8), connectivity=8)
+        count, fades = cv2.connectedComponents(gone.astype(np.uint8), connectivity=8)
         touching = np.unique(fades[gone & (cv2.dilate(bright.astype(np.uint8), square) > 0)])
-        faded = gone & np.isin(fades, touching[touching > 0])
+        # not a fade: a region of one colour touching a pixel of half scale or more (a class index)
+        which, rgb = fades[gone], colour[..., :3][gone]
+        first = np.zeros((count, rgb.shape[1]), colour.dtype)
+        first[which] = rgb
+        varied = np.zeros(count, bool)
+        varied[which[(rgb != first[which]).any(axis=1)]] = True
+        hard = np.unique(
+            fades[gone & (cv2.dilate((top > np.iinfo(colour.dtype).max // 2).astype(np.uint8), square) > 0)]
+        )
+        touching = touching[(touching > 0) & (varied[touching] | ~np.isin(touching, hard))]
+        faded = gone & np.isin(fades, touching)
         if np.count_nonzero(faded) <= 2 * np.count_nonzero(bright):
             beyond &= ~faded
     return int(np.count_nonzero(beyond))

@@ -154,25 +154,29 @@ def test_a_colour_mask_is_judged_by_the_grey_pixels_training_reads(tmp_path, red
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "masks"
 
 
-@pytest.mark.parametrize("mask", ["feathered_blue.png", "feathered_red.png", "around-a-dot"])
+@pytest.mark.parametrize(
+    "mask", ["feathered_blue.png", "feathered_red.png", "around-a-dot", "beside-a-bright-class"]
+)
 def test_a_feathered_colour_mask_imports_and_a_region_lost_around_a_bright_dot_does_not(tmp_path, mask):
     """A soft brush's or a feathered selection's edge fades to black: its last pixels read 0 in grey, a band
     several pixels wide around the stroke (ImageMagick's blur of a blue stroke at sigma 8: 8316 of 16525 marked
     pixels; its PNG's gamma chunk has libpng read blue up to 40 as grey 0). Such masks were refused as too dark
     (ImageMagick's from a 1-px feather, the same re-encoded by OpenCV from 2 px). A region of
-    (0, 0, 1), a class index, that merely touches a bright dot is no fade: still refused."""
+    (0, 0, 1), a class index, that merely touches a bright dot is no fade: still refused; nor is one of one colour
+    drawn against a bright class of its size (it imported as good, the bright class alone as the defect)."""
+    m = np.zeros((160, 200, 3), np.uint8)
     if mask == "around-a-dot":
-        m = np.zeros((160, 200, 3), np.uint8)
         m[10:150, 10:190] = (0, 0, 1)
         m[78:82, 98:102] = (0, 0, 255)
-        drawn = cv2.imencode(".png", m)[1].tobytes()
-    else:
-        drawn = (FIXTURES / mask).read_bytes()  # the tool's file, as it wrote it
+    elif mask == "beside-a-bright-class":
+        m[50:80, 20:50] = (0, 0, 1)
+        m[50:80, 50:80] = (0, 0, 255)
+    # the tool's file, as it wrote it
+    drawn = (FIXTURES / mask).read_bytes() if mask.endswith(".png") else cv2.imencode(".png", m)[1].tobytes()
     src = mvtec_dents(tmp_path / "bottle", (200, 160), drawn)
-    if mask == "around-a-dot":
-        with pytest.raises(
-            DatasetError, match=r"000_mask.png: 25164 of its 25200 marked pixels are 0 once read"
-        ):
+    if not mask.endswith(".png"):
+        lost = {"around-a-dot": "25164 of its 25200", "beside-a-bright-class": "870 of its 1800"}[mask]
+        with pytest.raises(DatasetError, match=rf"000_mask.png: {lost} marked pixels are 0 once read"):
             import_images(src, tmp_path / "ds")
         return
     import_images(src, tmp_path / "ds")
