@@ -156,8 +156,11 @@ DAMAGED_LOG_S = 60.0  # an agent's damaged samples are logged at most this often
 # ``stream: true``: 32 flips in 40 s). Counted (``runs_alternating`` at /api/quotas) and logged (``_alternating``).
 # A restart, or a link re-made, is one new run; a VM restored from a snapshot, two. For CLONE_HOLD_S after, a late
 # report of the agent is dropped without the late mark (``_tell_late``): the late clone keeps its run and the fleet's
-# view stays on the newer one, instead of flipping; a lone gateway left late meanwhile is told once the hold ends
+# view stays on the newer one, instead of flipping; a lone gateway left late meanwhile is told once the hold ends.
+# Only with CLONE_LATE reports of a run another followed within CLONE_WINDOW_S too (each clone's, in turn): a lone
+# gateway on a flapping link starts a new run at each link lost, and was named two gateways of one identity
 CLONE_RUNS = 6
+CLONE_LATE = 3
 CLONE_WINDOW_S = 120.0
 CLONE_HOLD_S = 600.0
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within this (a gateway needs < 1 s)
@@ -523,6 +526,8 @@ class FleetServicer(rpc.FleetServicer):
         self._applied: dict[tuple[str, str], tuple[str, int, float]] = {}
         # agent -> when (time.monotonic) its last CLONE_RUNS runs began here over another (``_alternating``)
         self._run_starts: dict[tuple[str, str], collections.deque[float]] = {}
+        # agent -> when (time.monotonic) its last CLONE_LATE reports of a run another followed came (``_alternating``)
+        self._late_runs: dict[tuple[str, str], collections.deque[float]] = {}
         self._clones_log: dict[tuple[str, str], tuple[int, float]] = {}  # (``_due``)
         # agent -> until when (time.monotonic) ``_tell_late`` says no
         self._clone_hold: dict[tuple[str, str], float] = {}
@@ -562,8 +567,10 @@ class FleetServicer(rpc.FleetServicer):
                     )
                     return True
                 if not taken:
+                    self._note_late_run(key)
                     return False
             if await self._held_above(key, boot, seq):
+                self._note_late_run(key)
                 return False
             if had is not None:
                 self._alternating(key, had[0], boot)
@@ -593,6 +600,9 @@ class FleetServicer(rpc.FleetServicer):
         starts.append(now)
         if len(starts) < CLONE_RUNS or now - starts[0] > CLONE_WINDOW_S:
             return
+        late = self._late_runs.get(key)
+        if late is None or len(late) < CLONE_LATE or now - late[0] > CLONE_WINDOW_S:
+            return  # new runs, none of them late to another: a lone gateway whose link was lost (a run each time)
         self.quotas.count(key, "runs_alternating")
         self._clone_hold[key] = now + CLONE_HOLD_S
         if since := _due(self._clones_log, key, 1):
@@ -609,6 +619,10 @@ class FleetServicer(rpc.FleetServicer):
                 f"; {since - 1} more such run(s) since the last line" if since > 1 else "",
                 CLONE_HOLD_S,
             )
+
+    def _note_late_run(self, key: tuple[str, str]) -> None:
+        """A report of agent ``key`` of a run that a newer one followed came (``_alternating``)."""
+        self._late_runs.setdefault(key, collections.deque(maxlen=CLONE_LATE)).append(time.monotonic())
 
     def _tell_late(self, key: tuple[str, str]) -> bool:
         """Whether a late report of agent ``key`` is answered with the late mark (the agent then reports under a new
@@ -630,6 +644,7 @@ class FleetServicer(rpc.FleetServicer):
         for k in old:
             del self._applied[k]
             self._run_starts.pop(k, None)
+            self._late_runs.pop(k, None)
             self._clones_log.pop(k, None)
             self._clone_hold.pop(k, None)
         return len(old)

@@ -656,6 +656,30 @@ async def test_a_gateway_restored_mid_run_reaching_a_service_that_forgot_its_run
     assert _runs(srv)[0] == "1.0.0"
 
 
+async def test_a_lone_gateway_whose_link_is_lost_again_and_again_is_not_named_a_clone(fleet, built, caplog):
+    """One gateway on a flapping link: each report after a lost link starts a new run (``FleetClient.link_lost``),
+    none late to another. Seven in a row were counted ``runs_alternating`` and named two live gateways of one identity
+    in a WARNING, and its late reports held untold for 10 minutes."""
+    import logging
+
+    from edge_agent.uplink.fleet_client import FleetClient
+    from tests.support.fleet import cloud_settings
+
+    srv, _stub, e = fleet
+    client = FleetClient(cloud_settings(built[0], srv.port))
+    client.open()
+    try:
+        with caplog.at_level(logging.WARNING, logger="cloud_trainer.fleet.service"):
+            for _ in range(7):
+                boot, seq = client.next_report()
+                await client.stub.Heartbeat(_report(e["1.0.0"], seq, boot), timeout=10)
+                client.link_lost()  # (a call failed UNAVAILABLE)
+        assert srv.quotas.refusals[("default", "gw1", "runs_alternating")] == 0  # was: 1
+        assert not [r for r in caplog.records if "one identity" in r.getMessage()]
+    finally:
+        await client.close()
+
+
 async def test_two_live_gateways_of_one_identity_are_counted_named_and_their_view_held(fleet, built, caplog):
     """Two processes of gw1 (a cloned gateway image), each with the agent's own client: each one's report is late to
     the other's newer run, so each draws a new run in turn and the fleet's view of gw1 flips between them, silently.
