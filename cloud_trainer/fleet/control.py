@@ -502,6 +502,16 @@ class Control:
             raise NotInTenant(f"no deployment {dep_id[:64]!r}")
         return dep
 
+    def _new_id(self) -> str:
+        """A deployment id that no deployment of any tenant has (called inside the write that stores it). Ids are
+        the deployments' key across tenants, 10 hex characters drawn at random: a new rollout that drew one in use
+        replaced that deployment's document (``_put``), another tenant's too, whose agents were then given the new
+        rollout's version or configuration, and the older rollout was listed by neither tenant."""
+        while True:
+            dep_id = uuid.uuid4().hex[:10]
+            if self.db.execute("SELECT 1 FROM deployments WHERE id = ?", (dep_id,)).fetchone() is None:
+                return dep_id
+
     def _put(self, dep: dict) -> None:
         self.db.execute(
             "INSERT INTO deployments (id, created, doc, tenant, state, slot) VALUES (?, ?, ?, ?, ?, ?) ON "
@@ -1175,7 +1185,7 @@ class Control:
             }
             previous = self._ways_back(tenant, slot, current)
             dep = Deployment(
-                id=uuid.uuid4().hex[:10],
+                id=self._new_id(),
                 tenant=tenant,
                 kind="model",
                 created=self.clock(),
@@ -1247,7 +1257,7 @@ class Control:
             steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
             wait_s = _check_rollout(steps, req.get("wait_s"), len(targets))
             dep = Deployment(
-                id=uuid.uuid4().hex[:10],
+                id=self._new_id(),
                 tenant=tenant,
                 kind="config",
                 created=self.clock(),

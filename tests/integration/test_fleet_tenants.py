@@ -725,3 +725,39 @@ async def test_an_agents_pending_commands_are_bounded_and_another_agents_are_not
     assert len(reply.commands) == 2
     await send(bob, "gw-a")  # another agent of the tenant
     await send(alice, "gw1")  # the same id in another tenant
+
+
+async def test_a_new_rollout_never_takes_the_id_of_another_tenants_deployment(cloud, monkeypatch):
+    """Deployment ids are drawn at random and are the deployments' key across tenants: one drawn again replaced the
+    deployment holding it, another tenant's too (that tenant listed neither, its agents were given the new rollout).
+    The same id drawn twice here: acme's rollout gets another, beta's stays beta's, its agent keeps its version."""
+    import types
+    import uuid
+
+    from cloud_trainer.fleet import control
+
+    _, ch, _, _ = cloud
+    drawn = [uuid.UUID(int=1), uuid.UUID(int=1)]
+    monkeypatch.setattr(
+        control, "uuid", types.SimpleNamespace(uuid4=lambda: drawn.pop(0) if drawn else uuid.uuid4())
+    )
+    beta = await admin(ch, "beta", "carol").CreateDeployment(
+        pb.CreateDeploymentRequest(
+            package="beta-secret", slot="vision", agents=["gw-b"], strategy="all_at_once"
+        ),
+        timeout=10,
+    )
+    acme = await admin(ch, "acme", "bob").CreateDeployment(
+        pb.CreateDeploymentRequest(
+            package="part-inspection", version="1.0.0", slot="vision", agents=["gw1"], strategy="all_at_once"
+        ),
+        timeout=10,
+    )
+    assert acme.id != beta.id
+    for tenant, name, dep in (("acme", "bob", acme), ("beta", "carol", beta)):
+        listed = (
+            await admin(ch, tenant, name).ListDeployments(pb.ListDeploymentsRequest(), timeout=10)
+        ).deployments
+        assert [(d.id, d.package) for d in listed] == [(dep.id, dep.package)]
+    reply = await rpc.FleetStub(ch("beta", "gw-b")).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+    assert [(d.package, d.deployment_id) for d in reply.desired] == [("beta-secret", beta.id)]
