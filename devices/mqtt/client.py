@@ -2737,6 +2737,17 @@ class MqttSource:
                 "came and is not read yet; the metric's alias and datatype would be those of the birth it "
                 "replaces (the alias maybe another metric's now)"
             )
+        if self._sessions_seen != self._sessions or (
+            self._pub is not None and self.state is not ConnectionState.CONNECTED
+        ):
+            # what the node published while this host was away is unseen (a death and a birth giving its
+            # aliases anew): its births are taken as stale (``session_lost``) only when the consumer takes its
+            # next batch, and a separate publish connection sends while the subscribe connection is down
+            raise MqttError(
+                f"mqtt source {self.name!r}: command to {where} not sent: this source's connection to the broker "
+                "is down or came back and is not caught up yet; a birth its node gave meanwhile is unseen (the "
+                "metric's alias maybe another metric's now): sent once the node's birth after the reconnect is read"
+            )
         if (clash := self.sparkplug.ambiguity(group, edge_node, device, metric)) is not None:
             # two points its births name alike: sent to either, the other may be the one meant
             raise SparkplugTypeMismatch(

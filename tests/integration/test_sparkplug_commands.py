@@ -21,6 +21,7 @@ from edge_agent.config import ConfigError, load_config, parse_config
 from edge_agent.types import Result
 from protocols import sparkplug as sp
 from tests.support.sparkplug_pb import pb_metric
+from tests.support.waits import until
 
 D = sp.DataType
 
@@ -882,6 +883,34 @@ async def test_a_command_carries_the_alias_the_births_gave_its_metric_beside_its
     ], sent
 
 
+async def _consume(src: MqttSource) -> None:
+    async for _ in src.items():
+        pass
+
+
+def _aliased_birth(bd: int, speed: int, setpoint: int) -> bytes:
+    """An NBIRTH of ``g/n1`` giving metrics speed and setpoint these aliases."""
+    nb = sp._pb().Payload()
+    nb.timestamp, nb.seq = int(time.time() * 1000), 0
+    pb_metric(nb, "bdSeq", datatype=D.INT64, long_value=bd)
+    pb_metric(nb, "speed", alias=speed, datatype=D.INT32, int_value=5)
+    pb_metric(nb, "setpoint", alias=setpoint, datatype=D.INT32, int_value=50)
+    return nb.SerializeToString()
+
+
+async def _sent_once_read(src: MqttSource, node: Node, births: int, n: int) -> list[tuple[str, int]]:
+    """With the consumer back, once ``births`` births are read: a command to speed; (name, alias) of the ``n``
+    commands the node got."""
+    pump = asyncio.create_task(_consume(src))
+    try:
+        await _births(src, births)
+        await src.command("g", "n1", None, "speed", 1)
+        cmds = await node.wait_cmds(n)
+    finally:
+        pump.cancel()
+    return [(pb.metrics[0].name, pb.metrics[0].alias) for _, _, pb in cmds]
+
+
 async def test_a_command_waits_for_a_birth_not_yet_read_whose_aliases_may_name_other_metrics(mosquitto):
     """A node restarts and gives its aliases anew (speed 7 -> 8, setpoint 8 -> 7) while its death and birth wait
     unread (the host's consumer busy): a command to speed carried alias 7 from the birth read last, and a node
@@ -889,19 +918,7 @@ async def test_a_command_waits_for_a_birth_not_yet_read_whose_aliases_may_name_o
     the new alias."""
     node = Node(mosquitto.port)
     src, pump = await _host(mosquitto.port)
-
-    async def _consume(src: MqttSource) -> None:
-        async for _ in src.items():
-            pass
-
-    def birth(bd: int, speed: int, setpoint: int) -> bytes:
-        nb = sp._pb().Payload()
-        nb.timestamp, nb.seq = int(time.time() * 1000), 0
-        pb_metric(nb, "bdSeq", datatype=D.INT64, long_value=bd)
-        pb_metric(nb, "speed", alias=speed, datatype=D.INT32, int_value=5)
-        pb_metric(nb, "setpoint", alias=setpoint, datatype=D.INT32, int_value=50)
-        return nb.SerializeToString()
-
+    birth = _aliased_birth
     try:
         node.publish("spBv1.0/g/NBIRTH/n1", birth(0, 7, 8))
         await _births(src, 1)
@@ -917,13 +934,37 @@ async def test_a_command_waits_for_a_birth_not_yet_read_whose_aliases_may_name_o
         with pytest.raises(MqttError, match="not read yet") as ei:
             await src.command("g", "n1", None, "speed", 1)
         assert getattr(ei.value, "retryable", True)
-        pump = asyncio.create_task(_consume(src))  # back: the death and the new birth are read
-        await _births(src, 2)
-        await src.command("g", "n1", None, "speed", 1)
-        cmds = await node.wait_cmds(1)
+        sent = await _sent_once_read(src, node, 2, 1)  # back: the death and the new birth are read
     finally:
         pump.cancel()
         await src.stop()
         node.stop()
-    sent = [(pb.metrics[0].name, pb.metrics[0].alias) for _, _, pb in cmds]
     assert sent == [("speed", 8)], sent  # before: ("speed", 7), the node's setpoint now
+
+
+async def test_a_command_waits_after_a_reconnect_until_the_node_is_born_again(mosquitto):
+    """This host's broker connection drops; the node restarts meanwhile and gives its aliases anew (speed 7 -> 8,
+    setpoint 8 -> 7), a birth this host never sees. Back, the old birth stood as current until the consumer's next
+    batch took every node as not born (``session_lost``): with the consumer behind, a command to speed carried
+    alias 7, the node's setpoint. Refused (retryable) until then; sent with the new alias once its birth is read."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port, reconnect_min_s=0.1)
+    try:
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
+        await _births(src, 1)
+        pump.cancel()  # the consumer busy: the reconnect is not caught up
+        node.stop()
+        mosquitto.restart()
+        node = Node(mosquitto.port)
+        await until(lambda: src._sessions == 1, 10, "the host's reconnect")
+        with pytest.raises(MqttError, match="came back and is not caught up yet") as ei:
+            await src.command("g", "n1", None, "speed", 1)
+        assert ei.value.retryable
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))  # its answer to the rebirth asked
+        sent = await _sent_once_read(src, node, 2, 2)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    # before: ("speed", 7) at the reconnect, the node's setpoint now
+    assert ("speed", 7) not in sent and sent[-1] == ("speed", 8), sent
