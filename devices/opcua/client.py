@@ -4511,7 +4511,9 @@ class OpcUaSource:
                 else:
                     try:
                         async with _time_limit(self.settings.connect_timeout_s * 2):
-                            node = client.get_node(await _resolve_node_id(client, node_id))
+                            # by the pins, as it is subscribed: the raw index may name another namespace's
+                            # node (absent: never read again; small: taken as fitting, a close at each refit)
+                            node = client.get_node(await self._resolve(client, node_id))
                             await node.read_data_value()
                         fits = not oversize[0]
                     except Exception:
@@ -4551,7 +4553,7 @@ class OpcUaSource:
         self._measuring = node_id
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s * 2):
-                node = client.get_node(await _resolve_node_id(client, node_id))
+                node = client.get_node(await self._resolve(client, node_id))  # by the pins (``_refit``)
                 await node.read_data_value()
         except Exception:
             if not self._oversize:  # another failure: not its size
