@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import queue
@@ -71,6 +72,7 @@ from protocols.http_server import (
     known_host_names,
 )
 
+log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("console.html")
 MAX_CONNECTIONS = 32  # half of them from one address (a reverse proxy's: give it its own limits too)
 DEADLINE_S = 30.0  # for a connection, from accept to its last byte: sample images go out in it
@@ -249,6 +251,9 @@ class Console:
         self._views_lock = threading.Lock()
         self._reading: dict[tuple[str, str], Future[None]] = {}  # views being read (``views``)
         self._reads: queue.SimpleQueue | None = None  # for the reader threads, started on the first read
+        self._unreadable: set[tuple[str, str, str]] = (
+            set()
+        )  # (tenant, package, why) said in the log (``models``)
         names = known_host_names(host, allowed_hosts)
         self.answers: Answers[bytes] = Answers(
             min_age_s=ANSWER_MIN_AGE_S, cpu_share=CPU_SHARE, wait_s=5.0, workers=ANSWER_WORKERS
@@ -575,10 +580,23 @@ class Console:
         return out
 
     def models(self, tenant: str = "default") -> list[dict]:
+        """The tenant's published versions with their reports and files. A package whose index cannot be read (edited
+        by hand into something else than a list of versions) is left out, said once in the log: it made the whole
+        answer a 404 naming the index's path on the server (its ``RegistryError``), to the tenant's console."""
         reg = self.srv.registry.for_tenant(tenant)
         out = []
         for name in reg.names():
-            for e in reg.list(name):
+            try:
+                entries = reg.list(name)
+            except (OSError, ValueError) as exc:  # (RegistryError is a ValueError)
+                said = (tenant, name, str(exc)[:300])
+                if said not in self._unreadable:
+                    if len(self._unreadable) >= VIEWS_KEPT:
+                        self._unreadable.clear()
+                    self._unreadable.add(said)
+                    log.warning("console: tenant %s: package %s left out of /api/models: %s", *said)
+                continue
+            for e in entries:
                 folder = reg.root / name / e["version"]
                 rep = folder / "report.json"
                 report = json.loads(rep.read_text()) if rep.exists() else None

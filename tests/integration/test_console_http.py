@@ -181,3 +181,15 @@ async def test_the_console_answers_only_under_its_own_host_names(fleet):
         assert status == 200 and b"gw1" in body
     finally:
         behind_proxy.stop()
+
+
+async def test_a_package_index_that_cannot_be_read_is_left_out_of_the_tenants_models_naming_no_path(fleet):
+    """Before: one package's index edited by hand into something else than a list made the tenant's whole
+    /api/models a 404 whose text was the index's absolute path on the server (``.../.tenants/acme/...``)."""
+    consoles, tmp = fleet
+    broken = tmp / "registry" / ".tenants" / "acme" / "broken-pkg" / "index.json"
+    broken.parent.mkdir()
+    broken.write_text('{"not": "a list of versions"}')
+    status, body = await asyncio.to_thread(_get, consoles["acme"], "/api/models")
+    assert status == 200 and str(tmp) not in body.decode(errors="replace"), body[:300]
+    assert [(m["name"], m["version"]) for m in json.loads(body)] == [("part-inspection", "1.0.0")]
