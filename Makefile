@@ -48,9 +48,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m mypy
 
-# four workers on two cores: the suite waits on peers (brokers, servers, subprocesses, fsync) much of the
-# time; with three the CPUs stayed ~35 % idle and the project's CI took 810 s (2026-12-06), with four the 1-min
-# load sits at ~2.5-2.8 and a quiet run took 573 s (bench/RESULTS.md, "Test suite time"). `--dist worksteal`:
+# six workers on two cores: the suite waits on peers (brokers, servers, subprocesses, fsync) much of the
+# time; with three the CPUs stayed ~35 % idle and the project's CI took 810 s (2026-12-06), with four a quiet run
+# took 546-573 s while the suite's summed CPU (~870 CPU s, 2026-12-07) sets a floor of ~435 s on two cores: the
+# cores still sat idle ~20 % of the time, three or four workers waiting at once (bench/RESULTS.md, "Test suite
+# time", rounds 5 and 10). `--dist worksteal`:
 # xdist's default hands each worker its share of the tests up front, and the worker that runs the short demo
 # (~200-300 s) kept ~100 tests queued behind it while the others sat idle; an idle worker now takes queued tests
 # from a busy one (the four workers' summed test times within 1.5 % of each other in one run, 2026-12-06).
@@ -61,7 +63,7 @@ lint: $(STAMP)
 # modules it imported; it makes both once (see its docstring). pytest's own command is unchanged.
 test: setup lint
 	$(BIN)/python -m tests.support.warm_caches
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 4 --dist worksteal --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 6 --dist worksteal --durations=15
 
 demo: setup
 	$(BIN)/edge-sim demo
