@@ -502,8 +502,11 @@ async def _collect_tags(cfg, seconds: float):
     import asyncio
 
     from devices import SOURCE_TYPES, load_object
+    from edge_agent.opcua_pins import pin_namespaces
 
     srcs = {n: load_object(SOURCE_TYPES[st.type][1])(n, st) for n, st in cfg.sources.items()}
+    # an OPC UA ns= index whose namespace the agent's data folder kept otherwise is not read as another's node
+    pin_namespaces(cfg.data_dir, srcs, cfg.sources, keep=False)
     last: dict[str, dict] = {n: {} for n in srcs}
     frames: dict[str, object] = {}
 

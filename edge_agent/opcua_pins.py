@@ -27,9 +27,11 @@ class NamespacePinFile:
     {"2": uri}}}}``. Kept for the source's endpoint: a source pointed at another server pins afresh. Entries of
     sources no longer configured (``configured``) are dropped at each save, so the file stays the config's size."""
 
-    def __init__(self, path: Path, source: str, endpoint: str, configured: frozenset[str]) -> None:
+    def __init__(
+        self, path: Path, source: str, endpoint: str, configured: frozenset[str], keep: bool = True
+    ) -> None:
         # kept without the password an endpoint may carry (opc.tcp://user:password@plc): the file is no secret
-        self.path, self.source, self.configured = path, source, configured
+        self.path, self.source, self.configured, self.keep = path, source, configured, keep
         self.endpoint = mask_credentials(endpoint)
         self.accept = (
             f"run `edge-agent namespaces <config> --accept {source}` (or remove {path}) and restart the agent: it "
@@ -62,7 +64,10 @@ class NamespacePinFile:
         }
 
     def save(self, pins: dict[int, str] | None) -> None:
-        """Keep ``pins`` for this source (None: keep none, so that the next start pins afresh)."""
+        """Keep ``pins`` for this source (None: keep none, so that the next start pins afresh); not ``keep``: a
+        command beside the agent (``edge-agent tags``) compares with the pins but leaves the file to the agent."""
+        if not self.keep:
+            return
         sources = {n: e for n, e in self._read().get("sources", {}).items() if n in self.configured}
         sources.pop(self.source, None)
         if pins is not None:
@@ -71,12 +76,13 @@ class NamespacePinFile:
         atomic_write_json(self.path, {"sources": sources})
 
 
-def pin_namespaces(data_dir: Path, sources: dict, settings: dict) -> None:
-    """Give each OPC UA source among ``sources`` (name -> source; ``settings``: name -> its settings) its entry."""
+def pin_namespaces(data_dir: Path, sources: dict, settings: dict, keep: bool = True) -> None:
+    """Give each OPC UA source among ``sources`` (name -> source; ``settings``: name -> its settings) its entry
+    (``keep``: NamespacePinFile)."""
     opcua = frozenset(n for n, s in settings.items() if s.type == "opcua")
     for name in opcua:
         sources[name].namespace_pins = NamespacePinFile(
-            data_dir / PINS_FILE, name, settings[name].endpoint, opcua
+            data_dir / PINS_FILE, name, settings[name].endpoint, opcua, keep
         )
 
 

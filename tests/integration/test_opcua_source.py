@@ -1720,12 +1720,17 @@ async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_anothe
         assert written == [] and await ours.read_value() == -99.0
     finally:
         await src.stop()
-    # the config's indexes were meant for the new order: the new order is accepted, and read at the next start
     from types import SimpleNamespace
 
+    from edge_agent.cli import _collect_tags
     from edge_agent.opcua_pins import namespaces_main
 
+    # edge-agent tags beside the agent: it showed urn:diag's Speed (-99.0) as the tag, and leaves the file be
     cfg = SimpleNamespace(sources={"plc": settings}, data_dir=tmp_path)
+    kept = (tmp_path / PINS_FILE).read_bytes()
+    _, last, _ = await _collect_tags(cfg, 0.3)
+    assert last["plc"] == {} and (tmp_path / PINS_FILE).read_bytes() == kept, last
+    # the config's indexes were meant for the new order: the new order is accepted, and read at the next start
     assert namespaces_main(SimpleNamespace(config="agent.yaml", accept="plc"), lambda _: cfg) == 0
     src = agent_source()
     await src.start()
