@@ -135,10 +135,14 @@ RETAINED_AHEAD_S = 1.0  # a retained reading stamped further ahead of the receiv
 # out of order (``_stepped_back``)
 CLOCK_STEP_S = 1.0
 # ... when it is stamped near the receive time (at most CLOCK_STEP_NEAR_S behind it: a clock set right stamps about
-# now; a buffer's values or a message re-sent minutes late are no step), and once per tag in CLOCK_STEP_HOLD_S: a
-# tag whose times go back again soon after is two devices on one topic, or a buffer sent between live values
+# now; a buffer's values or a message re-sent minutes late are no step), and at most CLOCK_STEPS_HELD times per tag
+# in CLOCK_STEP_HOLD_S: a tag whose times keep going back is two devices on one topic, or a buffer sent between live
+# values. Twice, not once: readings stamped by the fast clock before the step that come after it (the rest of a
+# batch sent across the step, put in time order after its newer readings; a message re-sent from before it) move
+# the tag ahead once more, and a step held then dropped the device's readings until its clock caught up
 CLOCK_STEP_NEAR_S = 30.0
 CLOCK_STEP_HOLD_S = 600.0
+CLOCK_STEPS_HELD = 2
 # a JSON device whose times run a steady while behind this gateway's clock (it writes its local time without a
 # zone west of UTC, read in json_mapping.timezone; or its clock is set wrong): its readings were stamped hours in
 # the past, unsaid (an older time stands: a buffer sent after an outage). Said once (``clock_behind``) when a
@@ -873,8 +877,8 @@ class MqttSource:
         # topic -> (lag of its first reading behind the receive time, since when (receive time), said): see
         # CLOCK_BEHIND_S
         self._lags: dict[str, tuple[float, float, bool]] = {}
-        # tag -> receive time of its device's clock step (``_stepped_back``)
-        self._steps: dict[str, float] = {}
+        # tag -> (receive time of its device's first clock step in CLOCK_STEP_HOLD_S, steps since) (``_stepped_back``)
+        self._steps: dict[str, tuple[float, int]] = {}
         self._max_bytes = settings.max_message_bytes
         # a persistent session's QoS 1 messages that the broker sends again after a reconnect (DUP)
         self._redelivered = (
@@ -2244,12 +2248,13 @@ class MqttSource:
         """Whether a reading of ``tag`` older than its last one (``last``) is its device's clock set back from fast
         (NTP stepping a clock that ran fast, a clock synced after boot): the tag's last time is still more than
         ``CLOCK_STEP_S`` ahead of this gateway's clock (within ``max_clock_skew_s``, so it was taken) and this one
-        is not, nor more than ``CLOCK_STEP_NEAR_S`` behind it; once per tag in ``CLOCK_STEP_HOLD_S`` (a QoS 1
-        message re-sent late, two devices on one topic, a buffer sent between live values: each went back in
-        time, the tag's times flipping at every one). Taken, said once per burst (``device_clock_stepped``): the
-        tag's order starts again from it, where its readings were dropped as out of order until the device's clock
-        caught up with the times it gave when fast (200 s of a sensor's readings for a clock 200 s fast). With the
-        clock checks off (``max_clock_skew_s`` 0) never."""
+        is not, nor more than ``CLOCK_STEP_NEAR_S`` behind it; at most ``CLOCK_STEPS_HELD`` times per tag in
+        ``CLOCK_STEP_HOLD_S`` (a QoS 1 message re-sent late, two devices on one topic, a buffer sent between live
+        values: each went back in time, the tag's times flipping at every one; twice, as the fast clock's readings
+        from before the step may come after it once: a batch sent across it, a message re-sent). Taken, said once
+        per burst (``device_clock_stepped``): the tag's order starts again from it, where its readings were dropped
+        as out of order until the device's clock caught up with the times it gave when fast (200 s of a sensor's
+        readings for a clock 200 s fast). With the clock checks off (``max_clock_skew_s`` 0) never."""
         if (
             not self._clock_checked
             or last <= received_at + CLOCK_STEP_S
@@ -2259,9 +2264,12 @@ class MqttSource:
         # a step back again soon after one: two devices (clocks) on one topic, or a buffer's values sent between
         # live ones; taken, each such reading went back in time, the tag's times flipping at every one
         stepped = self._steps.get(tag)
-        if stepped is not None and received_at - stepped < CLOCK_STEP_HOLD_S:
+        if stepped is None or received_at - stepped[0] >= CLOCK_STEP_HOLD_S:
+            self._steps[tag] = (received_at, 1)
+        elif stepped[1] >= CLOCK_STEPS_HELD:
             return False
-        self._steps[tag] = received_at
+        else:
+            self._steps[tag] = (stepped[0], stepped[1] + 1)
         self._notice(
             "device_clock_stepped",
             f"tag {shown_topic(tag)}: its device's clock was set back by {last - ts:.3f} s (its last reading was "

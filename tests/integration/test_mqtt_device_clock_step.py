@@ -41,11 +41,21 @@ async def test_a_device_clock_set_back_from_fast_keeps_its_readings_an_older_one
         ("j/1", json.dumps({"ts": right + 1, "v": 3})),
         # older than the tag's last, the device's clock right: out of order, dropped as before
         ("j/1", json.dumps({"ts": right - 5, "v": 4})),
-        # two devices on one topic (one fast, one right): one step, not a flip back at each of the right one's
+        # two devices on one topic (one fast, one right): two steps, not a flip back at each of the right one's
         ("j/two", json.dumps({"ts": fast, "v": 1})),
         ("j/two", json.dumps({"ts": right, "v": 2})),
         ("j/two", json.dumps({"ts": fast + 2, "v": 3})),
         ("j/two", json.dumps({"ts": right + 1, "v": 4})),
+        ("j/two", json.dumps({"ts": fast + 4, "v": 5})),
+        ("j/two", json.dumps({"ts": right + 2, "v": 6})),
+        # a batch sent across the step: its readings from before it (the fast clock's) come after the newer ones in
+        # time order and move the tag ahead again; the next message, its clock right, is a second step
+        ("rec/s", json.dumps({"values": [{"id": "w", "v": 1, "t": fast}]})),
+        (
+            "rec/s",
+            json.dumps({"values": [{"id": "w", "v": 2, "t": fast + 5}, {"id": "w", "v": 3, "t": right}]}),
+        ),
+        ("rec/s", json.dumps({"values": [{"id": "w", "v": 4, "t": right + 1}]})),
         # a buffer's value of 2 min ago sent after a live one: no step (its clock is not set right: it is old)
         ("j/old", json.dumps({"ts": fast, "v": 1})),
         ("j/old", json.dumps({"ts": now - 120, "v": 2})),
@@ -63,9 +73,11 @@ async def test_a_device_clock_set_back_from_fast_keeps_its_readings_an_older_one
         ],
         "j/1/v": [(1, fast), (2, right), (3, right + 1)],  # before: 2 and 3 dropped as out of order
         "rec/1/w": [(1, fast), (2, right)],
-        "j/two/v": [(1, fast), (2, right), (3, fast + 2)],  # before this bound: 4 as well, back in time again
+        # once per 10 min: 4 dropped; no bound: 6 as well, back in time again
+        "j/two/v": [(1, fast), (2, right), (3, fast + 2), (4, right + 1), (5, fast + 4)],
+        "rec/s/w": [(1, fast), (3, right), (2, fast + 5), (4, right + 1)],  # once per 10 min: 4 dropped
         "j/old/v": [(1, fast)],  # before this bound: 2 as well, the tag's current value 2 min old
         "j/end/end": [(1, right + 2)],
     }, by_tag
     assert src.stats.errors_by_reason.get("out_of_order") == 3
-    assert src.notices.counts.get("device_clock_stepped") == 4
+    assert src.notices.counts.get("device_clock_stepped") == 7
