@@ -149,8 +149,16 @@ def migrate(conn, folder: Path = MIGRATIONS) -> list[int]:
 class PostgresStore(SQLStore):
     FOR_UPDATE = " FOR UPDATE"
     LEAST, GREATEST = "LEAST", "GREATEST"
-    REPORT_BOOT = "({}.outbox::jsonb #>> '{{report,boot}}')"
-    REPORT_SEQ = "({}.outbox::jsonb #>> '{{report,seq}}')::numeric"
+    # jsonb refuses a NUL (``\u0000`` in the text json.dumps writes: a string of the agent's, a dropped kind, a config
+    # reason): such a row is read as holding no number (written as it comes) instead of failing the write, and every
+    # other agent's report flushed with it (a row written before the condition existed failed every later report)
+    REPORT_BOOT = (
+        "(CASE WHEN strpos({0}.outbox, '\\u0000') = 0 THEN {0}.outbox::jsonb #>> '{{report,boot}}' END)"
+    )
+    REPORT_SEQ = (
+        "(CASE WHEN strpos({0}.outbox, '\\u0000') = 0 "
+        "THEN ({0}.outbox::jsonb #>> '{{report,seq}}')::numeric END)"
+    )
 
     def __init__(
         self,

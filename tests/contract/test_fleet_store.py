@@ -953,6 +953,28 @@ def test_the_late_first_batch_of_an_outbox_a_renewal_ended_stays_a_replay(store)
     assert [g for g in store.gaps("gw1") if g["epoch"] == new] == []
 
 
+def test_a_state_report_whose_strings_hold_a_nul_is_written_and_fails_no_other_agents_report(store):
+    """PostgreSQL's jsonb refuses a NUL (``\\u0000`` in the outbox's JSON text: a dropped kind, a config reason):
+    the run-order condition's reading of the row's number failed the write, every report of a flush with it (other
+    agents' too), and, for a row written before that condition, every later report of the agent. Such a row is read
+    as holding no number: written as it comes, on either path."""
+    import time
+
+    def outbox(seq: int, kind: str = "mqtt") -> dict:
+        return {"epoch": 1, "dropped": {kind: 1}, "report": {"boot": "r", "seq": seq}}
+
+    store.heartbeat("gw1", {}, [], {}, 0, outbox(1))
+    store.heartbeat("gw2", {}, [], {}, 0, outbox(1, "a\x00b"))
+    store.heartbeat_many(
+        [
+            ("default", "gw1", {"n": "2"}, [], {}, 0, outbox(2), time.time()),
+            ("default", "gw2", {"n": "2"}, [], {}, 0, outbox(2, "a\x00b"), time.time()),
+        ]
+    )
+    store.heartbeat("gw2", {"n": "3"}, [], {}, 0, outbox(3))
+    assert {a["id"]: a["labels"] for a in store.agents()} == {"gw1": {"n": "2"}, "gw2": {"n": "3"}}
+
+
 def test_a_state_report_of_a_run_numbered_at_or_below_the_one_its_row_holds_is_not_written_over_it(store):
     """A replica ordered an agent's state reports by its own memory only: one restarted (or another replica) wrote
     report 3 of a run, held on the way, over report 5 of the same run. The row keeps the last number taken of its
