@@ -2716,8 +2716,28 @@ class MqttSource:
         as its tag is named) is sent inside its instance, as Sparkplug has it: the instance metric carrying
         only that member."""
         where = f"{group}/{edge_node}/{device + '/' if device else ''}{metric}"
-        if (learnt := self.sparkplug.learnt(group, edge_node)) is not None:
-            await self._birth_learnt(learnt, where)
+        deadline = time.monotonic() + LEARNING_WAIT_S
+        while True:
+            if (learnt := self.sparkplug.learnt(group, edge_node)) is not None:
+                await self._birth_learnt(learnt, where)
+            if not self._rebirth_unread(group, edge_node, device):
+                break
+            # its alias and datatype come from the birth read last: a node that restarted or was born again
+            # may have given that alias to another metric, which a node looking commands up by alias would set.
+            # Waited for while a consumer reads (refused at once, a death its node's new connection made stale,
+            # which brings no birth, held a level command until the node's next birth)
+            if not self._readers or time.monotonic() >= deadline:
+                why = (
+                    "no consumer reads this source now"
+                    if not self._readers
+                    else f"not read within {LEARNING_WAIT_S:.0f} s"
+                )
+                raise MqttError(
+                    f"mqtt source {self.name!r}: command to {where} not sent: a birth or death of its node "
+                    f"(device) came and is not read yet ({why}); the metric's alias and datatype would be those "
+                    "of the birth it replaces (the alias maybe another metric's now)"
+                )
+            await asyncio.sleep(UNREAD_POLL_S)
         if not self.sparkplug.node_alive(group, edge_node):
             # a node that is dead (NDEATH) or has not been born since this host started would drop the
             # command: not counted as sent (the action counts it failed); retryable, the node may be back
@@ -2736,14 +2756,6 @@ class MqttSource:
                 f"mqtt source {self.name!r}: command to {where} not sent: device {group}/{edge_node}/"
                 f"{device} is not alive (DDEATH, or no DBIRTH seen since its node's birth, or only a retained "
                 "one and no live message since)"
-            )
-        if self._rebirth_unread(group, edge_node, device):
-            # its alias and datatype come from the birth read last: a node that restarted or was born again
-            # may have given that alias to another metric, which a node looking commands up by alias would set
-            raise MqttError(
-                f"mqtt source {self.name!r}: command to {where} not sent: a birth or death of its node (device) "
-                "came and is not read yet; the metric's alias and datatype would be those of the birth it "
-                "replaces (the alias maybe another metric's now)"
             )
         if self._sessions_seen != self._sessions or (
             self._pub is not None and self.state is not ConnectionState.CONNECTED
@@ -3381,8 +3393,10 @@ def json_decoder(src: MqttSource, sub: Subscription):
 
 
 # how long a Sparkplug command waits for the next step of its node's large birth being learnt
-# (``MqttSource._birth_learnt``): it waits while the steps go on
+# (``MqttSource._birth_learnt``): it waits while the steps go on; and at most for a birth or death of its node that
+# came to be read (``MqttSource.command``)
 LEARNING_WAIT_S = 5.0
+UNREAD_POLL_S = 0.02  # a command waiting for its node's birth or death to be read looks this often
 
 # readings made of a large message (decoded in a worker thread) at a time on the loop: 100,000 of them took 0.1-0.3 s
 CHUNK_READINGS = 2_048

@@ -942,6 +942,42 @@ async def test_a_command_waits_for_a_birth_not_yet_read_whose_aliases_may_name_o
     assert sent == [("speed", 8)], sent  # before: ("speed", 7), the node's setpoint now
 
 
+async def test_a_command_waits_while_a_death_of_its_node_is_read_a_stale_one_holds_nothing(mosquitto):
+    """A death of the node's former connection (its will, of the bdSeq before: stale, read and ignored) waits in the
+    queue while the consumer is busy with a message. Refused at once, the command's retries ran out before it was
+    read, and a level command was kept for the node's next birth, which never came: the node lives. It waits for
+    the death to be read, then goes."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    gate = asyncio.Event()
+
+    async def busy() -> None:
+        async for r in src.items():
+            if r.tag.endswith("/speed") and r.value == 6:
+                await gate.wait()  # its readers busy with this reading
+
+    try:
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 7, 8))
+        await _births(src, 1)
+        pump.cancel()
+        pump = asyncio.create_task(busy())
+        data = sp.encode(sp.Payload(int(time.time() * 1000), 1, [sp.Metric("speed", None, D.INT32, 6)]))
+        node.publish("spBv1.0/g/NDATA/n1", data)
+        node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(0))  # stale: the node is at bdSeq 1
+        await until(lambda: src._rebirth_unread("g", "n1", None), 5, "the death come and not read")
+        command = asyncio.create_task(src.command("g", "n1", None, "speed", 1))
+        await asyncio.sleep(0.1)
+        assert not command.done()  # before: refused at once, "not read yet"
+        gate.set()
+        assert await command == "sent"
+        cmds = await node.wait_cmds(1)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert [(pb.metrics[0].name, pb.metrics[0].alias) for _, _, pb in cmds] == [("speed", 7)]
+
+
 async def test_a_command_waits_after_a_reconnect_until_the_node_is_born_again(mosquitto):
     """This host's broker connection drops; the node restarts meanwhile and gives its aliases anew (speed 7 -> 8,
     setpoint 8 -> 7), a birth this host never sees. Back, the old birth stood as current until the consumer's next
