@@ -1131,6 +1131,10 @@ class Outbox:
                 # next start took as made, numbered 0, and the copy was refused)
                 mark = self._read_salvaging() or {}
                 untold = mark.get(UNTOLD_DAMAGED)
+                if isinstance(untold, str) and self._former_tenant(Path(mark["src"]), recorded) is not None:
+                    # another tenant's store (the gateway moved while it was down), or whose cannot be told: held
+                    # whole, its damaged seqs never told to this tenant (formerly told as this tenant's drops)
+                    untold = None
                 _write_new_meta(
                     db, resumed_epoch, mark.get("last_seq", 0), untold if isinstance(untold, str) else None
                 )

@@ -392,6 +392,38 @@ def test_kept_damaged_seqs_of_a_store_found_corrupt_at_start_are_told(tmp_path):
     assert_the_kept_run_told_once(data)
 
 
+# the child: tenant acme's store, its first piece told; the file replaced under the agent, the renewal killed right
+# after it moved the store aside (its marker keeping the seqs not told yet)
+TENANTS_RENEWAL_KILLED_AFTER_THE_MOVE = """
+store.REQUEUE_DAMAGED_MAX = 10
+ob = store.Outbox(OutboxSettings(commit_interval_ms=10, retention={}), sys.argv[1], owner=("acme", "gw1"))
+ob.open()
+ob.flush()
+cut_after(store.Outbox, "_move_aside")
+os.replace(ob.path, ob.path.with_name("moved.db"))
+time.sleep(30)
+"""
+
+
+def test_a_former_tenants_kept_damaged_seqs_are_not_told_to_the_new_tenant(tmp_path):
+    """The damaged seqs a renewal keeps in its marker, the renewal killed after its move, and the gateway moved to
+    another tenant meanwhile: that tenant's start told them as its own drops (another tenant's seqs and counts)."""
+    data = tmp_path / "data"
+    acme = Outbox(SETTINGS, data, owner=("acme", "gw1"))
+    acme.open()
+    acme.close()
+    keeping(data, 40, [[1, 30, "damaged"]])
+    killed_child(TENANTS_RENEWAL_KILLED_AFTER_THE_MOVE, data)
+    ob = Outbox(SETTINGS, data, owner=("beta", "gw1"))
+    ob.open()
+    try:
+        ob.flush()
+        assert not [r for r in ob.pending(10_000, 10**9) if b'"outbox_damaged"' in r.payload]
+    finally:
+        ob.close()
+    assert_all_told(ob.path)
+
+
 def test_kept_damaged_seqs_past_the_stores_last_seq_are_not_told(tmp_path, caplog):
     """A copy leaves out only seqs its store numbered past already: a garbled or hand-edited key naming seqs past the
     store's last seq was told 100,000 seqs every 5 s for ever, each event claiming 100,000 dropped."""
