@@ -70,8 +70,11 @@ UNTIL_READ = "the server lets this session read them (the access rights of the a
 class Properties:
     """A node's Properties by BrowseName (``get("0:EnumStrings")``), one Browse for them all."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, translate_when_busy: bool = False) -> None:
         self.node = node
+        # a Browse of the node answered busy: its properties are asked of the translate (a waveform's rate), else
+        # not now (``PropertiesUnread`` with that status: the write path's, retried)
+        self.translate_when_busy = translate_when_busy
         self._props: dict[_Key, ua.NodeId] | None = None  # HasProperty targets; None: not browsed, or failed
         # names listed only by references that may be of a HasProperty subtype: (their type, their target) each
         self._unsure: dict[_Key, list[tuple[ua.NodeId | None, ua.NodeId]]] = {}
@@ -100,6 +103,15 @@ class Properties:
             raise PropertiesUnread(
                 f"{prop}: {self._twice[key]}, and which one states its values cannot be told",
                 until="the server lists one",
+            )
+        if busy(self._browse_status) and not self.translate_when_busy:
+            # not now, and not asked of the translate: one ignoring IncludeSubtypes answers BadNoMatch for the
+            # EnumStrings on a vendor's HasProperty subtype, or the HasProperty one alone beside it, which the Browse
+            # tells: 7 was written to a three-state node, its type kept
+            raise PropertiesUnread(
+                f"{prop}: its Browse {self._browse_failed}",
+                status=self._browse_status,
+                until="the server answers its Browse",
             )
         if self._props is not None:
             if (found := self._props.get(key)) is not None:

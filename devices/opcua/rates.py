@@ -95,7 +95,7 @@ class StatedRates:
             # found as the write path finds a node's properties: by a Browse, translated only when that fails
             # (asked by TranslateBrowsePaths alone, a server without that service, Nano or Micro, stated none)
             try:
-                axis = (await Properties(node).read("0:XAxisDefinition"))[1]
+                axis = (await Properties(node, translate_when_busy=True).read("0:XAxisDefinition"))[1]
             except PropertiesUnread as exc:
                 raise RateError(f"its properties could not be read ({exc})") from None
             except ua.UaError as exc:

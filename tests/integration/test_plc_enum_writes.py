@@ -534,7 +534,7 @@ async def _three_states_and_five_characters_are_held_to(p, src, **others: int) -
 
 
 _TWO_PROPERTIES = ("Twice", "Both", "Hidden", "Busy", "Stalled", "Masked")
-_DECOYS = ("Mode", "Grade", "Loose", "Exact", "Sloppy", *_TWO_PROPERTIES)
+_DECOYS = ("Mode", "Grade", "Loose", "Exact", "Jammed", "Sloppy", *_TWO_PROPERTIES)
 # reference types whose supertypes the server's Browse does not give
 _UNSTATED = ("HasHiddenProperty", "HasBusyProperty", "HasVendorPart", "HasMaskedProperty")
 
@@ -559,10 +559,14 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
     from asyncua.server.internal_session import InternalSession
 
     translate, browse = InternalSession.translate_browsepaths_to_nodeids, InternalSession.browse
+    jammed: list[int] = []
 
     async def failing_for_loose(self, params):
         results = await browse(self, params)
         for d, r in zip(params.NodesToBrowse, results, strict=True):
+            if d.NodeId.Identifier == "Jammed" and d.ReferenceTypeId.is_null() and not jammed:  # busy once
+                jammed.append(1)
+                r.StatusCode, r.References = ua.StatusCode(ua.StatusCodes.BadTooManyOperations), []
             if d.NodeId.Identifier == "Loose" and d.ReferenceTypeId.is_null():  # the property Browse
                 r.StatusCode, r.References = ua.StatusCode(ua.StatusCodes.BadNoContinuationPoints), []
             if d.NodeId.Identifier == "HasSloppyProperty":  # its filter ignored, its supertype not exposed
@@ -582,9 +586,10 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
     async def by_name_alone(self, params):
         results = await translate(self, params)
         for path, r in zip(params, results, strict=True):
-            if path.StartingNode.Identifier in ("Exact", "Sloppy", "Bare"):  # no subtypes; no such service
+            start = path.StartingNode.Identifier
+            if start in ("Exact", "Jammed", "Sloppy", "Bare"):  # no subtypes; no such service
                 r.Targets = []
-                no = "BadNoMatch" if path.StartingNode.Identifier == "Exact" else "BadServiceUnsupported"
+                no = "BadNoMatch" if start in ("Exact", "Jammed") else "BadServiceUnsupported"
                 r.StatusCode = ua.StatusCode(getattr(ua.StatusCodes, no))
             if path.StartingNode.Identifier == "Masked":  # the unexposed subtype not followed
                 r.Targets = [t for t in r.Targets if t.TargetId.Identifier == "Masked.Ten"]
@@ -664,6 +669,13 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
             with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
                 await src.write(p.node_id(name), 7)
             await src.write(p.node_id(name), 2)
+        # its Browse answered busy once beside that translate: retried, not judged by the translate's BadNoMatch
+        # (7 written, the type kept)
+        with pytest.raises(OpcUaServerBusy, match=r"BadTooManyOperations"):
+            await src.write(p.node_id("Jammed"), 7)
+        with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
+            await src.write(p.node_id("Jammed"), 7)
+        await src.write(p.node_id("Jammed"), 2)
         # ... and without a translate nothing tells: refused, naming what the server answered
         for value in (7, 2):
             with pytest.raises(
@@ -690,6 +702,7 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
             "Loose": 0,
             "Twice": 0,
             "Exact": 2,
+            "Jammed": 2,
             "Sloppy": 0,
             "Both": 0,
             "Hidden": 0,
