@@ -10,9 +10,8 @@ import pytest
 from devices.opcua.client import AbstractType, OpcUaTypeMismatch, convert_value
 from tests.integration.test_opcua_write_values import plc, plc_server  # noqa: F401  (the fixtures: a started server)
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(
     ("node", "value", "said"),
     [
