@@ -2919,11 +2919,13 @@ class Outbox:
             return False
         if self._salvage_job_refused(job, Path(job["src"]), None) is not None:
             return False  # (the file is gone: nothing to copy)
-        db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+        # the epoch and the numbering in one statement, one transaction (the store has no epoch row): a kill between
+        # the two, formerly two commits, left a store with an epoch numbered 0, and the next start refused the copy
+        # ("last_seq N outside 0..0"), every record left in outbox-corrupt/ and told by no event
         db.execute(
-            "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
+            "INSERT INTO meta (key, value) VALUES ('epoch', ?), ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
             "value = MAX(value, excluded.value)",
-            (last,),
+            (epoch, last),
         )
         log.error(
             "outbox %s: a new store with no epoch beside an unfinished salvage of %s: made in its epoch %d, the "

@@ -19,7 +19,7 @@ import os, signal, sys, time
 sys.path.insert(0, sys.argv[2])
 import edge_agent.outbox.store as store
 from edge_agent.outbox.settings import OutboxSettings
-from tests.support.outbox_kills import cut_after, cut_before, filled, power_cut, renew_by_ack
+from tests.support.outbox_kills import CutAfterTheEpoch, cut_after, cut_before, filled, power_cut, renew_by_ack
 """
 
 
@@ -38,6 +38,22 @@ def killed_child(script: str, data: Path, *args: str, timeout_s: float = 120) ->
 def power_cut() -> None:
     """In the child: the power is cut here."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+class CutAfterTheEpoch:
+    """In the child: a store's connection (``db``) whose statement writing the store's epoch cuts the power once done."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def execute(self, sql, *args):
+        got = self.db.execute(sql, *args)
+        if "INTO meta" in sql and ("'epoch'" in sql or (args and list(args[0])[:1] == ["epoch"])):
+            power_cut()
+        return got
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
 
 
 def cut_after(where, name: str, when=None) -> None:
