@@ -1271,7 +1271,12 @@ def _same_states(bad: PropertiesUnread, entries: list[Any] | None, n: int) -> No
 
 def _entry_value(e: Any) -> int | None:
     """The value an EnumValues entry not decoded as EnumValueType shows: an integer, or an ExtensionObject's body
-    that is EnumValueType's binary encoding, every byte (a vendor's TypeId for it); None: it shows none."""
+    that is EnumValueType's binary encoding, every byte (a vendor's TypeId for it), each also as a Variant or a
+    whole Double (10.0, 20.0, 30.0 beside three EnumStrings: 1 was written); None: it shows none."""
+    if isinstance(e, ua.Variant):
+        e = e.Value
+    if isinstance(e, float) and e.is_integer():
+        e = int(e)
     if isinstance(e, int) and not isinstance(e, bool):
         return e
     body = getattr(e, "Body", None)
@@ -1320,7 +1325,9 @@ def _states(prop: str, v: Any) -> _EnumValues | None:
     got = _named(
         (e.Value, getattr(e.DisplayName, "Text", None))
         for e in v
-        if isinstance(getattr(e, "Value", None), int)
+        # an EnumValueType (or a vendor's structure of its fields): a list of Variant holding integers is not one
+        # (its DisplayName asked: AttributeError, every write failed so)
+        if isinstance(getattr(e, "Value", None), int) and hasattr(e, "DisplayName")
     )
     return got if got[0] else None
 
@@ -1750,6 +1757,18 @@ class NamespacePins(Protocol):
         """Keep ``pins`` (``OSError`` when it cannot)."""
 
 
+def _no_namespaces(got: Any) -> str | None:
+    """Why a NamespaceArray value read tells nothing of what the ``ns=`` indexes mean (None: it tells). A server
+    still starting may serve it empty, or with OPC UA's own namespace alone (index 0; a server's own is 1) while
+    its nodes of other indexes are served: taken as read, the indexes went unchecked (``_repin``); a String
+    taken for the array was pinned a character per index."""
+    if not isinstance(got, list) or not all(isinstance(uri, str) for uri in got):
+        return f"its value is {type(got).__name__}, not a list of namespace URIs"
+    if len(got) < 2:
+        return f"it lists {len(got)} namespace{'' if len(got) == 1 else 's'}, none but OPC UA's own"
+    return None
+
+
 def _repin(
     node_id: str, pinned: dict[int, str], array: list[str], seen: set[int] | None = None, accept: str = ""
 ) -> str:
@@ -1771,15 +1790,23 @@ def _repin(
     uri = pinned.get(i)
     if uri is None or (i < len(array) and array[i] == uri):
         return node_id
-    now = array[i] if i < len(array) else None
+    now = (
+        f"namespace {i} of the server is {array[i]!r} now"
+        if i < len(array)
+        else f"the server has no namespace {i} now"
+    )
     if seen is not None and i not in seen:
+        # a reorder a running agent followed is refused at its next start as well: the config, read for the old
+        # order, may have been rewritten for the new one since. Accepting the new order for a config that was not
+        # rewritten points the index at the other namespace: nsu= is the fix then, said first
         raise OpcUaNodeError(
-            f"node {node_id!r}: namespace {i} of the server is {now!r} now, but was {uri!r} when the agent "
-            "pinned this server's namespaces: its namespace array changed before this source started (while the "
-            "agent was stopped or before a config reload: a program download, a firmware update), so "
-            f"ns={i} may name another namespace's node: neither read "
-            f"nor written. Write the node as nsu={uri};{m.group(2)} (the namespace it meant), or, if the "
-            f"config's ns= indexes were written for the server's new order, {accept or 'restart the agent'}"
+            f"node {node_id!r}: {now}, but was {uri!r} when the agent pinned this server's namespaces: its "
+            "namespace array changed since (a program download, a firmware update; a change while the agent ran "
+            "was followed, but a start cannot tell whether the config was rewritten for the new order since), "
+            f"so ns={i} may name another namespace's node: neither read nor written. Write the node as "
+            f"nsu={uri};{m.group(2)} (the namespace the config meant when pinned). Only if the config's ns= "
+            f"indexes were rewritten for the server's new order, {accept or 'restart the agent'}; for a config "
+            f"not rewritten, that makes ns={i} read and write the other namespace's node"
         )
     if uri not in array:
         raise OpcUaNodeError(
@@ -3381,18 +3408,22 @@ class OpcUaSource:
         self._forms.clear()
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s):
-                self._ns_array = list(await client.get_namespace_array())
+                unread = _no_namespaces(got := await client.get_namespace_array())
         except (ua.UaError, TimeoutError) as e:
-            self._ns_array = []  # the indexes are taken as they are written, unless some were pinned
-            if self._ns_pinned or (self.namespace_pins is not None and self.namespace_pins.load()):
-                # a PLC still starting after the download that reordered them: its ns= indexes, taken as written,
-                # may name another namespace's node, read as GOOD and written
-                raise _Refused(
-                    "namespaces",
-                    f"the server's namespace array could not be read ({type(e).__name__}: {e}), so its ns= "
-                    "indexes cannot be checked against the namespace URIs pinned for them: nothing is read or "
-                    "written on this connection; tried again with the backoff",
-                ) from None
+            unread = f"{type(e).__name__}: {e}"
+        # unread: the indexes are taken as they are written, unless some were pinned
+        self._ns_array = [] if unread else list(got)
+        if unread and (self._ns_pinned or (self.namespace_pins is not None and self.namespace_pins.load())):
+            # a PLC still starting after the download that reordered them: its ns= indexes, taken as written,
+            # may name another namespace's node, read as GOOD and written
+            accept = self.namespace_pins.accept if self.namespace_pins is not None else "restart the agent"
+            raise _Refused(
+                "namespaces",
+                f"the server's namespace array could not be read ({unread}), so its ns= indexes cannot be "
+                "checked against the namespace URIs pinned for them: nothing is read or written on this "
+                "connection; tried again with the backoff. Should the server no longer serve it (this user's "
+                f"access to Server/NamespaceArray), {accept} (its indexes are then taken as written)",
+            ) from None
         if not self._ns_pinned:
             self._ns_pinned = self._pins_kept()
         array = self._ns_array

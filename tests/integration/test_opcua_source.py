@@ -1696,17 +1696,23 @@ async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_anothe
     # the agent restarts: its config may have been written for the new order since, so neither is taken
     assert (tmp_path / PINS_FILE).exists()
     written.clear()
-    # the PLC still starting: its namespace array cannot be read, so the kept pins cannot be checked; the
-    # indexes taken as written read urn:diag's Speed as GOOD and wrote to it: that connect is refused
+    # the PLC still starting: its namespace array cannot be read, or is served with OPC UA's namespace alone,
+    # so the kept pins cannot be checked; the indexes taken as written read urn:diag's Speed as GOOD and wrote
+    # to it: that connect is refused
     await srv.write_attribute_value(
-        srv.nodes.namespace_array.nodeid,
-        ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadInternalError)),
+        srv.nodes.namespace_array.nodeid, ua.DataValue(ua.Variant(array[:1], ua.VariantType.String))
     )
     src = agent_source()
     await src.start()
     try:
         node = f"ns={plc};s=Speed"
         await until(lambda: src.stats.errors_by_reason.get("namespaces"), 5.0)
+        assert "none but OPC UA's own" in str(src.stats.last_error)
+        await srv.write_attribute_value(
+            srv.nodes.namespace_array.nodeid,
+            ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadInternalError)),
+        )
+        await until(lambda: "BadInternalError" in str(src.stats.last_error), 5.0)
         with pytest.raises(OpcUaNotConnected):
             await src.write(node, 4.0)
         assert written == [] and not src._tags
@@ -1715,6 +1721,10 @@ async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_anothe
         why = src.node_errors[node]
         assert "'urn:diag' now, but was 'urn:plc'" in why and "nsu=urn:plc;s=Speed" in why, why
         assert str(tmp_path / PINS_FILE) in why and "urn:diag" in src.target_errors[node], why
+        # the reorder the running agent followed: the config was not rewritten, and accepting the new order
+        # would point ns=2 at urn:diag; the refusal says --accept is for a rewritten config only
+        assert "Only if the config's ns= indexes were rewritten" in why, why
+        assert "makes ns=2 read and write the other namespace's node" in why, why
         with pytest.raises(OpcUaNodeError, match="neither read nor written"):
             await src.write(node, 4.0)
         assert written == [] and await ours.read_value() == -99.0
