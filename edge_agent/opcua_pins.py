@@ -8,6 +8,7 @@ first start's URIs are compared at each later start: an index whose URI changed 
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -38,12 +39,18 @@ class NamespacePinFile:
             "pins the server's namespaces as it finds them at that start"
         )
 
-    def _read(self) -> dict:
+    def _read(self, saving: bool = False) -> dict:
+        """The file's document; ``{}`` when there is none or it is not read. ``saving``: a failure to read a file
+        that may be read later (an I/O error, too many open files) is raised: written over, every other
+        source's pins were dropped, each unprotected at its next start. A file that can never be read (damaged,
+        too large, a folder or a pipe in its place) is written over."""
         try:
             doc = read_json_state(self.path)
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as e:
+            if saving and isinstance(e, OSError) and e.errno not in (errno.EFBIG, errno.EINVAL):
+                raise
             log.warning(
                 "%s is not read (%s): the OPC UA sources pin their namespaces afresh",
                 self.path,
@@ -68,7 +75,9 @@ class NamespacePinFile:
         command beside the agent (``edge-agent tags``) compares with the pins but leaves the file to the agent."""
         if not self.keep:
             return
-        sources = {n: e for n, e in self._read().get("sources", {}).items() if n in self.configured}
+        sources = {
+            n: e for n, e in self._read(saving=True).get("sources", {}).items() if n in self.configured
+        }
         sources.pop(self.source, None)
         if pins is not None:
             kept = {str(i): uri for i, uri in sorted(pins.items())[:MAX_PINNED] if len(uri) <= MAX_URI_CHARS}
@@ -112,7 +121,8 @@ def namespaces_main(args, load) -> int:
             return 1
         print(
             f"source {args.accept}: the namespaces kept for it are forgotten ({path}); restart the agent: it pins "
-            "the server's namespaces as it finds them at that start"
+            "the server's namespaces as it finds them at that start, the config's ns= indexes taken for that "
+            "order (right for a config rewritten for it; else write the nodes nsu=<uri>;...)"
         )
         return 0
     for name in settings:

@@ -42,6 +42,35 @@ def test_a_damaged_pins_file_is_read_as_none_kept(tmp_path, caplog) -> None:
     assert any("is not read" in r.getMessage() for r in caplog.records)
 
 
+def test_a_save_over_a_pins_file_not_read_keeps_the_other_sources_pins(tmp_path, monkeypatch) -> None:
+    """The file not read at a source's first connect (an I/O error, too many open files: no disk fault can be
+    made here, so the read is made to fail): its save wrote that source's entry alone, the other sources' pins
+    gone, each unprotected at its next start. A file that can never be read (too large) is written over."""
+    import errno
+
+    import pytest
+
+    from edge_agent import files, opcua_pins
+
+    path = tmp_path / PINS_FILE
+    both = frozenset({"a", "b"})
+    NamespacePinFile(path, "b", "opc.tcp://plc-b:4840", both).save({2: "urn:b"})
+    kept = path.read_bytes()
+
+    def unread(p):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(opcua_pins, "read_json_state", unread)
+    a = NamespacePinFile(path, "a", "opc.tcp://plc-a:4840", both)
+    with pytest.raises(OSError):  # the source says it (a WARNING) and runs on its pins in memory
+        a.save({2: "urn:a"})
+    assert path.read_bytes() == kept
+    monkeypatch.undo()
+    path.write_bytes(b" " * (files.STATE_FILE_MAX_BYTES + 1))
+    a.save({2: "urn:a"})
+    assert a.load() == {2: "urn:a"}
+
+
 def test_the_namespaces_cli_shows_the_kept_namespaces_and_accepts_a_new_order(tmp_path, monkeypatch, capsys):
     from types import SimpleNamespace
 
