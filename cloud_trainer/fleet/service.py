@@ -535,7 +535,7 @@ class FleetServicer(rpc.FleetServicer):
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
 
-    async def _fresh(self, key: tuple[str, str], r) -> bool:
+    async def _fresh(self, key: tuple[str, str], r, *, first: bool = False) -> bool:
         """Whether the state report ``r`` of agent ``key`` is to be written: False for one its agent made before a
         report already taken: the same run (``boot_id``) and a lower or equal ``report_seq`` (held on the way: a
         stream's queue, a link being re-made, a retried call; it would write the agent's older slots over newer
@@ -543,13 +543,17 @@ class FleetServicer(rpc.FleetServicer):
         those numbers alone, whenever it arrives: no clock. A report without a number (an older agent) is written as
         it comes, as before; a run this process has taken no report of is asked of the control state (one write, at
         the run's first report here), so a new run (a restart, a gateway restored from a VM snapshot: a new
-        ``boot_id``) is written, a late one of a previous run not."""
+        ``boot_id``) is written, a late one of a previous run not. ``first``: the first report of a call (a unary
+        Heartbeat, a stream's first): a run this process knows is checked against the agent's row too, which
+        another replica may have taken further (``_held_above``)."""
         boot, seq = r.boot_id[:64], int(r.report_seq)
         if not boot or not seq:
             return True
         had = self._applied.get(key)
         if had is not None and had[0] == boot:
             if had[1] >= seq:
+                return False
+            if first and await self._held_above(key, boot, seq):
                 return False
         else:
             if self.control is not None:
@@ -729,6 +733,7 @@ class FleetServicer(rpc.FleetServicer):
                     more.set()
 
             async def write() -> None:
+                first = True  # (the stream's first report: ``_fresh``)
                 try:
                     while True:
                         await more.wait()
@@ -741,22 +746,30 @@ class FleetServicer(rpc.FleetServicer):
                         r, slots, health, at = got
                         await self._command_results(who, r.command_results)
                         had = self._applied.get(key)  # (before ``_fresh`` takes this report's number)
-                        fresh = await self._fresh(key, r)
+                        fresh = await self._fresh(key, r, first=first)
                         await hub.report(
                             key,
                             (dict(r.labels), slots, health, r.outbox_depth, _outbox_state(r), at),
                             r.generation_seen,
                             stale=not fresh,
                         )
-                        if not fresh and (had is None or had[0] != r.boot_id[:64]) and self._tell_late(key):
+                        if (
+                            not fresh
+                            and (first or had is None or had[0] != r.boot_id[:64])
+                            and self._tell_late(key)
+                        ):
                             # late, and of another run than the one last taken here: a run a newer one of the
                             # agent followed (its process paused while another of its identity reported; a gateway
                             # restored whose stream opened on a fresh connection). Acknowledged like any report, it
                             # was dropped for good, untold: the stream ends marked late (as Heartbeat's answer is)
                             # and the agent reports under a new run. A report of the same run overtaken by a later
-                            # one (a deployment step's) is only dropped: the stream goes on
+                            # one (a deployment step's) is only dropped: the stream goes on, but for the stream's
+                            # first report, which no report of the stream overtook (a gateway restored from a
+                            # memory snapshot mid-run, its stream opened anew: dropped untold until its count
+                            # passed the one taken)
                             context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
                             return
+                        first = False
                         more.set()  # look again: taken meanwhile, or the reader ended meanwhile
                 finally:
                     offer(outbox, None)
@@ -792,7 +805,9 @@ class FleetServicer(rpc.FleetServicer):
         # tenant's queue at each call, and under a backlog (200 queued) none was answered within its deadline
         results = self._results_write(who, request.command_results)
         key = (tenant, agent)
-        fresh = await self._fresh(key, request)  # an older report than one taken: answered, never written
+        fresh = await self._fresh(
+            key, request, first=True
+        )  # an older report than one taken: answered, never written
         # an older report than one taken, its agent told (but while its runs alternate): its next reports go under a
         # new run (a VM snapshot restored)
         if not fresh and self._tell_late(key):

@@ -656,6 +656,43 @@ async def test_a_gateway_restored_mid_run_reaching_a_service_that_forgot_its_run
     assert _runs(srv)[0] == "1.0.0"
 
 
+async def test_a_gateway_restored_mid_run_reaching_a_process_that_knows_its_run_is_told_late_on_either_path(
+    fleet,
+):
+    """gw1's VM restored from a memory snapshot mid-run (report 11 of run R), reaching a process that knows run R:
+    this one, which took report 50 (its Connect stream opened anew: a late report of the same run was only dropped,
+    the stream going on), or another replica that took only report 2 while the agent's row holds 50 (said fresh,
+    and not written by the store). Either way dropped report after report, untold, the state frozen until the
+    count passed 50. The stream's first report, and a Heartbeat, are told late."""
+    from cloud_trainer.fleet.service import _outbox_state
+
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runR"))
+    await stub.Heartbeat(_report(e["1.1.0"], 50, "runR"))
+    out: asyncio.Queue = asyncio.Queue()
+
+    async def requests():
+        while (m := await out.get()) is not None:
+            yield m
+
+    call = stub.Connect(requests())
+    out.put_nowait(pb.AgentMessage(report=_report(e["1.0.0"], 11, "runR"), report_id=1))
+    try:
+        while (await asyncio.wait_for(call.read(), 10)) is not grpc.aio.EOF:  # was: open, the report dropped
+            pass
+        assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())
+    finally:
+        out.put_nowait(None)
+        call.cancel()
+    # this process took report 2 of run S only; another replica took report 50, written in the agent's row
+    await stub.Heartbeat(_report(e["1.0.0"], 2, "runS"))
+    other = _report(e["1.1.0"], 50, "runS")
+    srv.store.heartbeat("gw1", dict(other.labels), [], {}, 0, _outbox_state(other))
+    call = stub.Heartbeat(_report(e["1.0.0"], 11, "runS"))
+    await call
+    assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # was: nothing said
+
+
 async def test_a_lone_gateway_whose_link_is_lost_again_and_again_is_not_named_a_clone(fleet, built, caplog):
     """One gateway on a flapping link: each report after a lost link starts a new run (``FleetClient.link_lost``),
     none late to another. Seven in a row were counted ``runs_alternating`` and named two live gateways of one identity
