@@ -51,7 +51,8 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
     a state it does not define; it is refused at connect and at the write, naming the states. An EnumValues the
     agent cannot decode (a vendor's encoding of EnumValueType) beside an EnumStrings naming as many states: judged
     by the EnumStrings (every write was refused); as many entries as states or the node is refused, and entries
-    still showing their values (integers, EnumValueType's encoding) must show 0..n-1 (10, 20, 30: 1 was written)."""
+    still showing their values (integers, whole Doubles, EnumValueType's encoding) must show 0..n-1 (10, 20, 30: 1
+    was written)."""
 
     async def build(_srv, idx: int, obj) -> dict:
         mode = await obj.add_variable(
@@ -92,12 +93,18 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
             ("Odd", "EnumValues", _raw(idx, 4)),
             ("Gaps", "EnumValues", _shown(idx, 10, 20, 30)),
             ("Ints", "EnumValues", ua.Variant([0, 1, 2], ua.VariantType.Int64)),
+            ("Whole", "EnumValues", ua.Variant([10.0, 20.0, 30.0], ua.VariantType.Double)),
+            (
+                "Wrapped",
+                "EnumValues",
+                ua.Variant([ua.Variant(v, ua.VariantType.Int32) for v in (10, 20, 30)]),
+            ),
         ):
             odd[name] = await obj.add_variable(
                 ua.NodeId(name, idx), name, ua.Variant(0, ua.VariantType.UInt32)
             )
             # its DataType stated: asyncua cannot guess it from the value
-            raw = name in ("Raw", "Odd", "Gaps", "Ints")
+            raw = name in ("Raw", "Odd", "Gaps", "Ints", "Whole", "Wrapped")
             await odd[name].add_property(
                 0, prop, v, datatype=ua.NodeId(ua.ObjectIds.EnumValueType) if raw else None
             )
@@ -149,9 +156,13 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
             ):
                 await src.write(p.node_id("Gaps"), 1)
             await src.write(p.node_id("Ints"), 2)  # they show 0, 1, 2: as its EnumStrings
+            # as Doubles (1 was written), or as Variants (AttributeError, every write failed)
+            for name in ("Whole", "Wrapped"):
+                with pytest.raises(OpcUaTypeMismatch, match=r"entries show the values 10, 20, 30, where"):
+                    await src.write(p.node_id(name), 1)
             assert await p.read() == {
                 **{"Mode": 2, "Grade": 20, "Text": 0, "Listed": 0, "Blank": 7},
-                **{"Empty": 7, "Raw": 2, "Odd": 0, "Gaps": 0, "Ints": 2},
+                **{"Empty": 7, "Raw": 2, "Odd": 0, "Gaps": 0, "Ints": 2, "Whole": 0, "Wrapped": 0},
             }
 
 
