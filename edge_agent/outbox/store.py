@@ -334,6 +334,17 @@ def _write_new_meta(
     )
 
 
+def _write_epoch_numbered(db: sqlite3.Connection, epoch: int, last_seq: int) -> None:
+    """A store's epoch and its numbering (``last_seq``, at least) in one statement, one transaction: a kill between
+    the two, formerly two commits (or the numbering left to the copy), left a store with an epoch numbered 0, and the
+    next start refused the marker's copy ("last_seq N outside 0..0"), every record left in outbox-corrupt/."""
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES ('epoch', ?), ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
+        "value = MAX(value, excluded.value)",
+        (epoch, last_seq),
+    )
+
+
 def _write_untold_damaged(db: sqlite3.Connection, ranges: list[list]) -> None:
     if ranges:
         db.execute(
@@ -2792,7 +2803,14 @@ class Outbox:
                     # (the marker first: a kill before the store has its epoch adopts it, ``_adopt_epoch``)
                     self._write_salvaging(self._marker(epoch, own_jobs, previous))
                     self._write_epoch_file(epoch)
-                    db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+                    # numbered up to the copies' last seqs with it: formerly the epoch alone, and the copy of a running
+                    # renewal's file (its last_seq that store's) was refused, "last_seq 300 outside 0..0", its records
+                    # never sent and the outbox_corrupt event saying salvaged 0
+                    _write_epoch_numbered(
+                        db,
+                        epoch,
+                        max((j["last_seq"] for j in own_jobs if type(j.get("last_seq")) is int), default=0),
+                    )
                     self._copy_home = True
                     return self._resume_salvage(db, recorded)
             else:
@@ -2919,14 +2937,7 @@ class Outbox:
             return False
         if self._salvage_job_refused(job, Path(job["src"]), None) is not None:
             return False  # (the file is gone: nothing to copy)
-        # the epoch and the numbering in one statement, one transaction (the store has no epoch row): a kill between
-        # the two, formerly two commits, left a store with an epoch numbered 0, and the next start refused the copy
-        # ("last_seq N outside 0..0"), every record left in outbox-corrupt/ and told by no event
-        db.execute(
-            "INSERT INTO meta (key, value) VALUES ('epoch', ?), ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
-            "value = MAX(value, excluded.value)",
-            (epoch, last),
-        )
+        _write_epoch_numbered(db, epoch, last)  # (the store has no epoch row)
         log.error(
             "outbox %s: a new store with no epoch beside an unfinished salvage of %s: made in its epoch %d, the "
             "records are copied into it",

@@ -819,6 +819,32 @@ def test_the_gateway_back_to_its_tenant_after_a_killed_tenant_move_sends_its_own
     )
 
 
+# acme's store turns corrupt while the agent runs; its renewal is killed once it moved the store aside (the marker
+# naming the store's numbering, 100)
+ACMES_RENEWAL_KILLED_AFTER_THE_MOVE = """
+ob, acked = filled(sys.argv[1], 100, owner=("acme", "gw1"))
+cut_after(store.Outbox, "_move_aside")
+renew_by_ack(ob, acked[:1])
+"""
+
+
+def test_the_gateway_back_to_its_tenant_after_a_killed_tenant_move_sends_its_running_renewals_records(
+    tmp_path,
+):
+    """Then beta's start is killed before it holds acme's file, and the certificate names acme again: acme's start
+    made its store in a new epoch without its numbering, and the copy was refused ("last_seq 100 outside 0..0"): the
+    99 records never sent, the outbox_corrupt event saying salvaged 0."""
+    data = killed_child(ACMES_RENEWAL_KILLED_AFTER_THE_MOVE, tmp_path / "data")
+    killed_child(KILLED_BEFORE_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD, data)
+    ob = Outbox(SETTINGS, data, owner=("acme", "gw1"))
+    ob.open()
+    try:
+        assert results(ob) == list(range(2, 101))
+        assert [(e["kind"], e["salvaged"]) for e in events(ob)] == [("outbox_corrupt", 99)]
+    finally:
+        ob.close()
+
+
 @pytest.mark.parametrize("beta_damaged", [False, True], ids=["beta-store-healthy", "beta-store-corrupt"])
 def test_the_gateway_back_to_its_tenant_after_a_killed_tenant_move_sends_its_own_corrupt_stores_records(
     tmp_path, beta_damaged
