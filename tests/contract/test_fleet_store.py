@@ -975,6 +975,22 @@ def test_a_state_report_whose_strings_hold_a_nul_is_written_and_fails_no_other_a
     assert {a["id"]: a["labels"] for a in store.agents()} == {"gw1": {"n": "2"}, "gw2": {"n": "3"}}
 
 
+def test_a_state_report_whose_strings_hold_a_nul_keeps_its_runs_order(store):
+    """A NUL in an agent's outbox strings (a config reason quoting a bad file) is kept as U+FFFD: on PostgreSQL the
+    row was read as holding no report number (jsonb refuses a NUL), so report 3 of a run, held on the way, was
+    written over report 5 and a gateway restored mid-run was never told late, while SQLite kept the order."""
+
+    def outbox(seq: int) -> dict:
+        reason = "line 3: a\x00b"
+        return {"epoch": 1, "dropped": {}, "report": {"boot": "r", "seq": seq}, "config": {"reason": reason}}
+
+    store.heartbeat("gw1", {"n": "5"}, [], {}, 0, outbox(5))
+    store.heartbeat("gw1", {"n": "3"}, [], {}, 0, outbox(3))
+    assert store.agents()[0]["labels"] == {"n": "5"}  # was, on PostgreSQL: {"n": "3"}
+    assert store.report_held("gw1") == ("r", 5)
+    assert store.agents()[0]["outbox"]["config"]["reason"] == "line 3: a\ufffdb"
+
+
 def test_a_state_report_of_a_run_numbered_at_or_below_the_one_its_row_holds_is_not_written_over_it(store):
     """A replica ordered an agent's state reports by its own memory only: one restarted (or another replica) wrote
     report 3 of a run, held on the way, over report 5 of the same run. The row keeps the last number taken of its
