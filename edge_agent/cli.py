@@ -269,12 +269,16 @@ async def _opcua_online_errors(cfg, where) -> list[str]:
     from devices.opcua.client import OpcUaError, check_server
     from edge_agent.actions import write_targets
     from edge_agent.config import write_value_note
+    from edge_agent.opcua_pins import PINS_FILE, NamespacePinFile
 
     targets = write_targets(cfg)
     errors: list[str] = []
+    opcua = frozenset(n for n, s in cfg.sources.items() if s.type == "opcua")
     for name, s in cfg.sources.items():
         if s.type != "opcua":
             continue
+        # an ns= index is checked as the agent reads it: by the namespaces its data folder kept (never written)
+        pins = NamespacePinFile(cfg.data_dir / PINS_FILE, name, s.endpoint, opcua, keep=False)
         mine = list(targets.get(name, []))
         if s.heartbeat is not None:
             mine.append(
@@ -286,7 +290,7 @@ async def _opcua_online_errors(cfg, where) -> list[str]:
             )
         try:
             nodes, writes, tags, members = await check_server(
-                s, [(nid, v, write_value_note(cfg, loc)) for loc, nid, v in mine]
+                s, [(nid, v, write_value_note(cfg, loc)) for loc, nid, v in mine], pins
             )
         except OpcUaError as exc:
             errors.append(f"{where}: sources.{name}.endpoint: {exc}")

@@ -1769,6 +1769,37 @@ def _no_namespaces(got: Any) -> str | None:
     return None
 
 
+async def _namespaces(client: Client, timeout_s: float) -> tuple[list[str], str | None]:
+    """The server's namespace array and, when it tells nothing of the indexes (``[]`` then), why."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            unread = _no_namespaces(got := await client.get_namespace_array())
+    except (ua.UaError, TimeoutError) as e:
+        unread = f"{type(e).__name__}: {e}"
+    return ([] if unread else list(got)), unread
+
+
+async def _kept_resolve(client: Client, pins: NamespacePins | None, timeout_s: float) -> Any:
+    """How a one-off check beside the agent (``check_server``) resolves a configured node id: its ``ns=``
+    index compared with the namespace ``pins`` kept for it, as the agent's next start compares (``_repin``),
+    so that it never checks another namespace's node as the configured one. None without pins kept."""
+    kept = pins.load() if pins is not None else None
+    if not kept or pins is None:
+        return None
+    array, unread = await _namespaces(client, timeout_s)
+
+    async def resolve(client: Client, node_id: str) -> str:
+        m = _NS.match(node_id.strip())
+        if unread and m is not None and int(m.group(1)) in kept:
+            raise OpcUaNodeError(
+                f"node {node_id!r}: the server's namespace array could not be read ({unread}), so its index "
+                "cannot be checked against the namespace pinned for it"
+            )
+        return await _resolve_node_id(client, _repin(node_id, kept, array, set(), pins.accept))
+
+    return resolve
+
+
 def _repin(
     node_id: str, pinned: dict[int, str], array: list[str], seen: set[int] | None = None, accept: str = ""
 ) -> str:
@@ -3406,13 +3437,8 @@ class OpcUaSource:
         self._types.clear()
         self._props_unread.clear()
         self._forms.clear()
-        try:
-            async with asyncio.timeout(self.settings.connect_timeout_s):
-                unread = _no_namespaces(got := await client.get_namespace_array())
-        except (ua.UaError, TimeoutError) as e:
-            unread = f"{type(e).__name__}: {e}"
         # unread: the indexes are taken as they are written, unless some were pinned
-        self._ns_array = [] if unread else list(got)
+        self._ns_array, unread = await _namespaces(client, self.settings.connect_timeout_s)
         if unread and (self._ns_pinned or (self.namespace_pins is not None and self.namespace_pins.load())):
             # a PLC still starting after the download that reordered them: its ns= indexes, taken as written,
             # may name another namespace's node, read as GOOD and written
@@ -6240,18 +6266,23 @@ def _misfit_error(nt: _NodeType | None, value: Any, node_id: str) -> OpcUaTypeMi
 
 
 async def check_server(
-    settings: OpcUaSettings, targets: list[tuple[str, Any]] | list[tuple[str, Any, Any]]
+    settings: OpcUaSettings,
+    targets: list[tuple[str, Any]] | list[tuple[str, Any, Any]],
+    pins: NamespacePins | None = None,
 ) -> tuple[list[str | None], list[str | None], list[str | None], dict[str, list[str] | str | None]]:
     """One-off connect for ``edge-agent validate --online``: why each subscribed node (in settings order)
     and each write target would fail (None where it is fine), the tag each node will produce (its
     ``tag`` or browse name; None when unreadable), and, per tag whose node holds a value now, the member
     tags it gives (``{tag}/{member}`` of a structure, decoded by the server's type definitions; [] for a
     plain value; None for a structure the definitions do not describe; a text saying why for one whose
-    definitions could not be read: the server late or failing). Raises ``OpcUaError`` when unreachable."""
+    definitions could not be read: the server late or failing). Raises ``OpcUaError`` when unreachable.
+    ``pins``: the namespaces the agent kept for the source: an ``ns=`` index whose URI changed is named, as the
+    agent refuses it, not checked as the other namespace's node of that id."""
     client, _ = await _one_off_client(settings, "cannot check", stall_ends=True)
     cache: dict[str, str] = {}
     silent = False  # the server stopped answering: its close is not waited for long
     try:
+        resolve = await _kept_resolve(client, pins, settings.connect_timeout_s)
         nodes: list[str | None] = []
         tags: list[str | None] = []
         held: dict[str, Node] = {}
@@ -6259,7 +6290,7 @@ async def check_server(
         owners: dict[str, str] = {}  # as the source names them (``_claim_tag``)
         for ns in settings.nodes:
             try:
-                node = await _node(client, ns.node_id, cache)
+                node = await _node(client, ns.node_id, cache, resolve)
                 browse = (await node.read_browse_name()).Name
                 tag = ns.tag or _claim_tag(ns.node_id, browse, explicit, owners)
                 nodes.append(None)
@@ -6288,7 +6319,7 @@ async def check_server(
         types: dict[str, _NodeType] = {}
         for nid, v, *note in targets:
             try:
-                why = await _check_target(client, nid, v, types, cache, timeouts=True)
+                why = await _check_target(client, nid, v, types, cache, resolve, timeouts=True)
                 err = _misfit_error(types.get(nid), v, nid) if why and note and note[0] else None
                 writes.append(note[0](why, err) if err is not None and str(err) == why else why)
             except TimeoutError:

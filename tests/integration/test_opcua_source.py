@@ -1740,6 +1740,13 @@ async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_anothe
     kept = (tmp_path / PINS_FILE).read_bytes()
     _, last, _ = await _collect_tags(cfg, 0.3)
     assert last["plc"] == {} and (tmp_path / PINS_FILE).read_bytes() == kept, last
+    # edge-agent validate --online: it checked urn:diag's Speed as the node (fine, writable) where the agent
+    # refuses it
+    from edge_agent.cli import _opcua_online_errors
+
+    checked = SimpleNamespace(**vars(cfg), actions={}, pipelines=[], rules={})
+    errors = await _opcua_online_errors(checked, "agent.yaml")
+    assert any("nodes[0].node_id" in e and "'urn:diag' now, but was 'urn:plc'" in e for e in errors), errors
     # the config's indexes were meant for the new order: the new order is accepted, and read at the next start
     assert namespaces_main(SimpleNamespace(config="agent.yaml", accept="plc"), lambda _: cfg) == 0
     src = agent_source()
