@@ -58,7 +58,7 @@ class PropertiesUnread(Exception):
     ) -> None:
         super().__init__(msg)
         self.released = released
-        self.status = status
+        self.status = None if status is None else status & 0xFFFF0000  # its code (info bits dropped)
         self.until = until
         self.ambiguous = ambiguous  # the server answered two nodes for it
 
@@ -201,7 +201,7 @@ class Properties:
             result, status, why = None, getattr(e, "code", None), _why(e)
         if result is None or not result.StatusCode.is_good():
             if unread is None and not busy(status):
-                return await self._typed_property(target)  # else the HasProperty one is the node's, as before
+                return await self._typed_property(prop, target)  # else the HasProperty one's, as before
             # busy: retried (the HasProperty one's states were taken, and 7 written)
             raise PropertiesUnread(
                 f"{unread or f'{prop}: the node lists it by a HasProperty reference and a vendor one'}, and "
@@ -214,20 +214,22 @@ class Properties:
                 "the node lists a HasProperty reference of that name and another whose type cannot be told "
                 "(a vendor's), and TranslateBrowsePathsToNodeIds answered both targets"
             )
-        return await self._typed_property(target)
+        return await self._typed_property(prop, target)
 
-    async def _typed_property(self, target: ua.NodeId) -> str | None:
+    async def _typed_property(self, prop: str, target: ua.NodeId) -> str | None:
         """Why ``target``, listed by a reference whose type cannot be told beside a HasProperty one of the name, is a
         second property: its type definition is PropertyType (every Property's, Part 3 5.6.2); None when it is
-        another (a component's table) or cannot be read. ``PropertiesUnread`` when that Browse answers busy."""
+        another (a component's table). ``PropertiesUnread`` when that Browse gives no answer (busy: retried; another
+        Bad status: nothing tells, refused; taken as "another", 7 went by the HasProperty one's ten states)."""
         result = await self._browse_one(target, ua.BrowseDirection.Forward, _HAS_TYPE_DEFINITION)
         if result is None or not result.StatusCode.is_good():
-            if result is not None and busy(result.StatusCode.value):
-                raise PropertiesUnread(
-                    f"the Browse of {target.to_string()}'s type definition answered {result.StatusCode.name}",
-                    status=result.StatusCode.value,
-                )
-            return None
+            answered = f"answered {result.StatusCode.name}" if result is not None else "gave no single result"
+            raise PropertiesUnread(
+                f"{prop}: the node lists a HasProperty reference of that name and another, of a type that cannot "
+                f"be told (a vendor's), and the Browse of {target.to_string()}'s type definition {answered}",
+                status=result.StatusCode.value if result is not None else None,
+                until="the server answers that Browse",
+            )
         if any(r.IsForward and r.NodeId == _PROPERTY_TYPE for r in result.References):
             return (
                 "the node lists a HasProperty reference of that name and another, of a type that cannot be told "

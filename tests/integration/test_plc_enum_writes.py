@@ -544,10 +544,12 @@ async def _three_states_and_five_characters_are_held_to(p, src, **others: int) -
     assert await p.read() == {"Mode": 2, "Label": "abcde", **others}
 
 
-_TWO_PROPERTIES = ("Twice", "Both", "Hidden", "Busy", "Stalled", "Masked")
+_TWO_PROPERTIES = ("Twice", "Both", "Hidden", "Busy", "Stalled", "Masked", "Veiled")
 _DECOYS = ("Mode", "Grade", "Loose", "Exact", "Jammed", "Sloppy", *_TWO_PROPERTIES)
 # reference types whose supertypes the server's Browse does not give
-_UNSTATED = ("HasHiddenProperty", "HasBusyProperty", "HasVendorPart", "HasMaskedProperty")
+# ... their type nodes not exposed (the Browse answers BadNodeIdUnknown)
+_NOT_EXPOSED = ("HasVendorPart", "HasMaskedProperty", "HasVeiledProperty")
+_UNSTATED = ("HasHiddenProperty", "HasBusyProperty", *_NOT_EXPOSED)
 
 
 async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_reference_of_that_name(
@@ -571,6 +573,7 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
 
     translate, browse = InternalSession.translate_browsepaths_to_nodeids, InternalSession.browse
     jammed: list[int] = []
+    veiled: list[int] = []
 
     async def failing_for_loose(self, params):
         results = await browse(self, params)
@@ -590,8 +593,13 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
                 r.References = []  # its supertype not given
                 if d.NodeId.Identifier == "HasBusyProperty":  # not now
                     r.StatusCode = ua.StatusCode(ua.StatusCodes.BadTooManyOperations)
-                if d.NodeId.Identifier in ("HasVendorPart", "HasMaskedProperty"):  # a type node not exposed
+                if d.NodeId.Identifier in _NOT_EXPOSED:
                     r.StatusCode = ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
+            if d.NodeId.Identifier == "Veiled.Three":  # its type definition: busy (info bits), then denied
+                veiled.append(1)
+                busy = ua.StatusCodes.BadTooManyOperations | 0x400
+                r.References = []
+                r.StatusCode = ua.StatusCode(busy if len(veiled) == 1 else ua.StatusCodes.BadUserAccessDenied)
         return results
 
     async def by_name_alone(self, params):
@@ -602,8 +610,8 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
                 r.Targets = []
                 no = "BadNoMatch" if start in ("Exact", "Jammed") else "BadServiceUnsupported"
                 r.StatusCode = ua.StatusCode(getattr(ua.StatusCodes, no))
-            if path.StartingNode.Identifier == "Masked":  # the unexposed subtype not followed
-                r.Targets = [t for t in r.Targets if t.TargetId.Identifier == "Masked.Ten"]
+            if start in ("Masked", "Veiled"):  # the unexposed subtype not followed
+                r.Targets = [t for t in r.Targets if t.TargetId.Identifier == f"{start}.Ten"]
             if path.StartingNode.Identifier == "Stalled":  # not now
                 r.Targets, r.StatusCode = [], ua.StatusCode(ua.StatusCodes.BadTooManyOperations)
             if path.StartingNode.Identifier == "Loose":
@@ -633,7 +641,7 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
                 ua.QualifiedName(f"Has{name}Property", idx),
                 symmetric=False,
             )
-            for name in ("Hidden", "Busy", "Masked")
+            for name in ("Hidden", "Busy", "Masked", "Veiled")
         }
         # a vendor's component reference type, whose supertypes' Browse answers BadNodeIdUnknown
         part = await srv.get_node(ua.ObjectIds.HasComponent).add_reference_type(
@@ -703,6 +711,12 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
                     await src.write(p.node_id(name), value)
         with pytest.raises(OpcUaTypeMismatch, match=r"answered BadServiceUnsupported"):
             await src.write(p.node_id("Sloppy"), 7)
+        # ... and, nothing else telling, so is the Browse of that node's type definition answering busy (info bits
+        # set); another Bad status leaves nothing to tell: refused (7 went by the ten states)
+        with pytest.raises(OpcUaServerBusy, match=r"BadTooManyOperations"):
+            await src.write(p.node_id("Veiled"), 7)
+        with pytest.raises(OpcUaTypeMismatch, match=r"type definition answered BadUserAccessDenied"):
+            await src.write(p.node_id("Veiled"), 7)
         # ... and so is the translate that would tell, answering busy (the ten states were taken, 7 written)
         for name in ("Busy", "Stalled"):
             with pytest.raises(OpcUaServerBusy, match=r"BadTooManyOperations"):
@@ -720,6 +734,7 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
             "Busy": 0,
             "Stalled": 0,
             "Masked": 0,
+            "Veiled": 0,
             "Unknown": 2,
             "Bare": 0,
         }
