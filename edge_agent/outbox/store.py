@@ -2809,7 +2809,16 @@ class Outbox:
                     _write_epoch_numbered(
                         db,
                         epoch,
-                        max((j["last_seq"] for j in own_jobs if type(j.get("last_seq")) is int), default=0),
+                        # (a seq the store can give after it only, as ``_adopt_epoch`` takes it: a hand-edited
+                        # 2**63 - 1 raised OverflowError out of every start)
+                        max(
+                            (
+                                j["last_seq"]
+                                for j in own_jobs
+                                if type(j.get("last_seq")) is int and 0 <= j["last_seq"] < 2**62
+                            ),
+                            default=0,
+                        ),
                     )
                     self._copy_home = True
                     return self._resume_salvage(db, recorded)

@@ -828,21 +828,30 @@ renew_by_ack(ob, acked[:1])
 """
 
 
+@pytest.mark.parametrize("last_seq", [None, 2**63 - 1], ids=["as-written", "edited-to-the-top"])
 def test_the_gateway_back_to_its_tenant_after_a_killed_tenant_move_sends_its_running_renewals_records(
-    tmp_path,
+    tmp_path, last_seq
 ):
     """Then beta's start is killed before it holds acme's file, and the certificate names acme again: acme's start
     made its store in a new epoch without its numbering, and the copy was refused ("last_seq 100 outside 0..0"): the
-    99 records never sent, the outbox_corrupt event saying salvaged 0."""
+    99 records never sent, the outbox_corrupt event saying salvaged 0. A marker edited to name the top seq numbered
+    the store there, and every start raised OverflowError: now refused, the agent started."""
     data = killed_child(ACMES_RENEWAL_KILLED_AFTER_THE_MOVE, tmp_path / "data")
     killed_child(KILLED_BEFORE_A_FORMER_TENANTS_CORRUPT_STORE_IS_HELD, data)
-    ob = Outbox(SETTINGS, data, owner=("acme", "gw1"))
-    ob.open()
-    try:
-        assert results(ob) == list(range(2, 101))
-        assert [(e["kind"], e["salvaged"]) for e in events(ob)] == [("outbox_corrupt", 99)]
-    finally:
-        ob.close()
+    if last_seq is not None:
+        mark = json.loads((data / "outbox-salvaging").read_text())
+        (data / "outbox-salvaging").write_text(json.dumps({**mark, "last_seq": last_seq}))
+    for _ in range(2 if last_seq else 1):
+        ob = Outbox(SETTINGS, data, owner=("acme", "gw1"))
+        ob.open()
+        try:
+            if last_seq is None:
+                assert results(ob) == list(range(2, 101))
+                assert [(e["kind"], e["salvaged"]) for e in events(ob)] == [("outbox_corrupt", 99)]
+            else:
+                assert results(ob) == []
+        finally:
+            ob.close()
 
 
 @pytest.mark.parametrize("beta_damaged", [False, True], ids=["beta-store-healthy", "beta-store-corrupt"])
