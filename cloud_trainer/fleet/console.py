@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from model_packager.manifest import is_version
 from protocols import json_codec
 from protocols.http_server import (
     AnswerBusy,
@@ -589,17 +590,24 @@ class Console:
             try:
                 entries = reg.list(name)
             except (OSError, ValueError) as exc:  # (RegistryError is a ValueError)
-                said = (tenant, name, str(exc)[:300])
-                if said not in self._unreadable:
-                    if len(self._unreadable) >= VIEWS_KEPT:
-                        self._unreadable.clear()
-                    self._unreadable.add(said)
-                    log.warning("console: tenant %s: package %s left out of /api/models: %s", *said)
+                self._say_unreadable(tenant, name, f"left out of /api/models: {exc}")
                 continue
             for e in entries:
-                folder = reg.root / name / e["version"]
+                version = e.get("version")
+                # (an entry edited by hand: without a version, the whole answer was a 404; a version of "../.."
+                # listed a folder of the server outside the tenant's package)
+                if not isinstance(version, str) or not is_version(version):
+                    self._say_unreadable(
+                        tenant, name, f"an entry with no version such as 1.2.0 left out ({version!r})"
+                    )
+                    continue
+                folder = reg.root / name / version
                 rep = folder / "report.json"
-                report = json.loads(rep.read_text()) if rep.exists() else None
+                try:
+                    report = json.loads(rep.read_text()) if rep.exists() else None
+                except (OSError, ValueError) as exc:  # (cut short: the whole answer was a 404)
+                    self._say_unreadable(tenant, name, f"{version}: report.json shown as none: {exc}")
+                    report = None
                 out.append(
                     {
                         **e,
@@ -608,6 +616,15 @@ class Console:
                     }
                 )
         return out
+
+    def _say_unreadable(self, tenant: str, name: str, why: str) -> None:
+        """Said once in the log: a package of the tenant's registry ``/api/models`` cannot show (``models``)."""
+        said = (tenant, name, why[:300])
+        if said not in self._unreadable:
+            if len(self._unreadable) >= VIEWS_KEPT:
+                self._unreadable.clear()
+            self._unreadable.add(said)
+            log.warning("console: tenant %s: package %s: %s", *said)
 
     def start(self) -> None:
         threading.Thread(target=self.httpd.serve_forever, name="console", daemon=True).start()

@@ -193,3 +193,16 @@ async def test_a_package_index_that_cannot_be_read_is_left_out_of_the_tenants_mo
     status, body = await asyncio.to_thread(_get, consoles["acme"], "/api/models")
     assert status == 200 and str(tmp) not in body.decode(errors="replace"), body[:300]
     assert [(m["name"], m["version"]) for m in json.loads(body)] == [("part-inspection", "1.0.0")]
+    # an entry without a version, one naming a folder above, a report cut short: each was a 404 or a listing of
+    # the registry's own folders; the version whose report cannot be read is shown without it
+    broken.write_text(json.dumps([{"name": "broken-pkg"}, {"name": "broken-pkg", "version": "../../.."}]))
+    (tmp / "registry" / ".tenants" / "acme" / "part-inspection" / "1.0.0" / "report.json").write_text(
+        '{"cut": '
+    )
+    status, body = await asyncio.to_thread(
+        _get, consoles["acme"], "/api/models?edited"
+    )  # (not the shared answer)
+    assert status == 200 and b".tenants" not in body, body[:300]
+    assert [(m["name"], m["version"], m["report"]) for m in json.loads(body)] == [
+        ("part-inspection", "1.0.0", None)
+    ]
