@@ -355,6 +355,30 @@ def _write_untold_damaged(db: sqlite3.Connection, ranges: list[list]) -> None:
         db.execute("DELETE FROM meta WHERE key = ?", (UNTOLD_DAMAGED,))
 
 
+def _acked_refused(acked: object, top: int | None) -> str | None:
+    """Why ``acked``, the seqs a marker names as acknowledged, is not taken, or None: [first, last] ranges of seqs
+    SQLite can hold (below 2**62), at most SALVAGE_ACKED_MAX seqs, none beyond ``top`` (when given)."""
+    if not isinstance(acked, list):
+        return f"acked {acked!r} is not a list"
+    n = 0
+    for r in acked:
+        if not (
+            isinstance(r, list)
+            and len(r) == 2
+            and all(type(q) is int for q in r)
+            and 1 <= r[0] <= r[1] < 2**62
+        ):
+            return f"acked range {r!r} is not [first, last]"
+        n += r[1] - r[0] + 1
+        if top is not None and r[1] > top or n > SALVAGE_ACKED_MAX:
+            return (
+                f"acked seqs beyond {top} or more than {SALVAGE_ACKED_MAX}"
+                if top is not None
+                else (f"more than {SALVAGE_ACKED_MAX} acked seqs")
+            )
+    return None
+
+
 class _Corrupt(Exception):
     """The database file itself is unreadable (SQLITE_CORRUPT, SQLITE_NOTADB, a failed quick_check)."""
 
@@ -1168,6 +1192,10 @@ class Outbox:
             reason = _one_line(exc)
             epoch = max((known or 0) + 1, _clock_epoch())
             carried, acked = self._carried_at_open(existing, known, self.path)
+            if _acked_refused(acked, None) is not None:
+                # (a garbled or hand-edited marker: its seqs sent again rather than the store numbered past what
+                # SQLite holds, an OverflowError out of this start and, at 2**63 - 1, out of every start after it)
+                acked = []
             self.corrupt_dir.mkdir(parents=True, exist_ok=True)
             to = self._aside_name("corrupt")
             # whose records they are, read while the store is still at the path: a former tenant's move is noted
@@ -2986,16 +3014,7 @@ class Outbox:
             return f"last_seq {last!r} outside 0..{top}"
         if type(start) is not int or not 0 <= start < 2**62:
             return f"from {start!r} is not a seq"
-        n = 0
-        for r in acked:
-            if not (
-                isinstance(r, list) and len(r) == 2 and all(type(q) is int for q in r) and 1 <= r[0] <= r[1]
-            ):
-                return f"acked range {r!r} is not [first, last]"
-            n += r[1] - r[0] + 1
-            if strict and r[1] > top or n > SALVAGE_ACKED_MAX:
-                return f"acked seqs beyond {top} or more than {SALVAGE_ACKED_MAX}"
-        return None
+        return _acked_refused(acked, top if strict else None)
 
     def _store_top(self, db: sqlite3.Connection) -> int:
         """The store's numbering: the highest seq it gave or holds."""

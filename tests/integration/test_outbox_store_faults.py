@@ -737,6 +737,31 @@ def test_an_unfinished_salvage_marker_naming_a_pipe_or_huge_seqs_does_not_hold_u
         again.close()
 
 
+def test_a_store_found_corrupt_beside_a_renewal_marker_naming_acked_seqs_past_sqlites_integers_starts(
+    tmp_path,
+):
+    """A renewal's marker killed before its move (a garbled or hand-edited one) names acked seqs up to 2**63 - 1 and
+    the store is found corrupt at start: the new store was numbered there and OverflowError went out of every start.
+    Such acks are not taken: the records are copied (sent again rather than lost)."""
+    data = tmp_path / "data"
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    ob.open()
+    for i in range(5):
+        ob.append("result", {"i": i})
+    ob.close()
+    damage_index(ob.path)
+    mark = {"src": str(data / "outbox-corrupt" / "outbox.db.corrupt-1"), "last_seq": 0, "from": 0}
+    mark |= {"acked": [[1, 2**63 - 1]], "epoch": ob.epoch + 1, "previous_epoch": ob.epoch, "earlier": []}
+    (data / "outbox-salvaging").write_text(json.dumps(mark))
+    for _ in range(2):
+        again = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+        again.open()
+        try:
+            assert [r.seq for r in again.pending(10, 10**9) if r.kind == "result"] == [1, 2, 3, 4, 5]
+        finally:
+            again.close()
+
+
 KILLED_IN_RENEWAL = """
 ob, acked = filled(sys.argv[1])
 
