@@ -822,6 +822,10 @@ class _BatchChannel(Channel):
             self._marks.clear()
             return self._take(self._live) if self._live else []
 
+    def marked(self) -> bool:
+        """Whether a mark is queued, not yet taken: what came before it is still to be read."""
+        return bool(self._marks)
+
     def holds(self, topics: tuple[str, ...]) -> bool:
         """Whether a message on one of ``topics`` is queued, not yet taken."""
         with self._lock:
@@ -2450,14 +2454,24 @@ class MqttSource:
             return None
         if self._channel.dropped_by_topic:
             self._queue_full(self._channel.take_drops())
+        # a batch ending with a drop's mark (or taken before one) holds what the lost connection brought: a birth
+        # among it, read after ``session_lost``, made its node alive again with aliases the node may have given
+        # anew while this host was away (and took the rebirth asked as answered); caught up once the mark is read
+        # (``_read``)
+        if not (batch and batch[-1][1] is _LOST) and not self._channel.marked():
+            self._catch_up()
+        return batch
+
+    def _catch_up(self) -> None:
+        """After a reconnect, once what the lost connection brought is read: every node's births taken as stale
+        (``session_lost``), and a primary host's rebirths asked after its STATE birth."""
         if self._sessions_seen != self._sessions:  # reconnected: the new connection's messages may follow
             self._sessions_seen = self._sessions
             # a primary host asks its rebirths after its STATE birth, the first message of a connection
             self.sparkplug.session_lost(ask=self.settings.sparkplug.host_id is None)
-        if self._state_sent_seen != self._state_sent:
+        if self._state_sent_seen != self._state_sent and self._sessions_seen == self._sessions:
             self._state_sent_seen = self._state_sent
             self.sparkplug.ask_missed()
-        return batch
 
     async def _decoded(self, entry: list) -> list[Reading]:
         """The first readings of a large message (over ``_WORKER_BYTES``) of a JSON subscription, decoded in a
@@ -2539,7 +2553,9 @@ class MqttSource:
         topic, payload, received_at, retained = entry[0], entry[1], entry[2], entry[3]
         if topic is None:  # a dropped message's shell, or the mark of a lost connection
             if payload is _LOST:  # after all it brought: what the Sparkplug nodes publish now is unseen
-                return self._order(self.sparkplug.connection_lost())
+                lost = self.sparkplug.connection_lost()
+                self._catch_up()  # back already: its births taken as stale now, not before the lost ones read
+                return self._order(lost)
             return []
         try:
             if not retained:
@@ -2720,7 +2736,10 @@ class MqttSource:
         while True:
             if (learnt := self.sparkplug.learnt(group, edge_node)) is not None:
                 await self._birth_learnt(learnt, where)
-            if not self._rebirth_unread(group, edge_node, device):
+            unread = self._rebirth_unread(group, edge_node, device)
+            # a rebirth this host asked, its data showing a birth missed (a seq gap, an alias its births did not
+            # give): the node's aliases may be new already, a command by the old one set another metric
+            if not unread and not self.sparkplug.birth_owed(group, edge_node, device):
                 break
             # its alias and datatype come from the birth read last: a node that restarted or was born again
             # may have given that alias to another metric, which a node looking commands up by alias would set.
@@ -2730,12 +2749,17 @@ class MqttSource:
                 why = (
                     "no consumer reads this source now"
                     if not self._readers
-                    else f"not read within {LEARNING_WAIT_S:.0f} s"
+                    else f"not {'read' if unread else 'answered'} within {LEARNING_WAIT_S:.0f} s"
+                )
+                what = (
+                    "a birth or death of its node (device) came and is not read yet"
+                    if unread
+                    else "the birth this host asked of its node (device), its data having shown a birth of it "
+                    "missed (a seq gap, an alias its births did not give), is not read yet"
                 )
                 raise MqttError(
-                    f"mqtt source {self.name!r}: command to {where} not sent: a birth or death of its node "
-                    f"(device) came and is not read yet ({why}); the metric's alias and datatype would be those "
-                    "of the birth it replaces (the alias maybe another metric's now)"
+                    f"mqtt source {self.name!r}: command to {where} not sent: {what} ({why}); the metric's alias "
+                    "and datatype would be those of the birth it replaces (the alias maybe another metric's now)"
                 )
             await asyncio.sleep(UNREAD_POLL_S)
         if not self.sparkplug.node_alive(group, edge_node):

@@ -777,6 +777,18 @@ class SparkplugHost:
             except Exception as exc:  # a listener's bug must not stop the host reading births
                 self._on_error("birth_listener", f"{group}/{edge_node}: {type(exc).__name__}: {exc}")
 
+    def birth_owed(self, group: str, edge_node: str, device: str | None) -> bool:
+        """A rebirth this host wants or asked of the node (of ``device``) for data that showed a birth of it
+        missed (a seq gap, an alias its births did not give) is not answered by a birth yet, and its births gave
+        aliases: the aliases held may be those of a birth the node replaced, a command waits for the answer
+        (``MqttSource.command``). A rebirth asked for another cause (a clash of its births, its life unsure) is
+        about the birth held, not one missed."""
+        n = self._nodes.get((group, edge_node))
+        if n is None or not n.aliases or not (n.gap_asked or n.alias_asked):
+            return False
+        owed = n.want | n.asked
+        return None in owed or (device is not None and device in owed)
+
     def learning(self, group: str, edge_node: str) -> bool:
         """A large birth of the node (or of one of its devices) is being learnt a step at a time: its datatypes
         are not all known yet, so a command to it waits (``MqttSource.command``)."""

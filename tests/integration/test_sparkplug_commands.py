@@ -911,6 +911,16 @@ async def _sent_once_read(src: MqttSource, node: Node, births: int, n: int) -> l
     return [(pb.metrics[0].name, pb.metrics[0].alias) for _, _, pb in cmds]
 
 
+async def _held_command(src: MqttSource, node: Node, release, n: int) -> list:
+    """A command to speed, not done 0.1 s later; once ``release()`` is called, sent: the ``n`` commands the node got."""
+    command = asyncio.create_task(src.command("g", "n1", None, "speed", 1))
+    await asyncio.sleep(0.1)
+    assert not command.done()
+    release()
+    assert await command == "sent"
+    return await node.wait_cmds(n)
+
+
 async def test_a_command_waits_for_a_birth_not_yet_read_whose_aliases_may_name_other_metrics(mosquitto):
     """A node restarts and gives its aliases anew (speed 7 -> 8, setpoint 8 -> 7) while its death and birth wait
     unread (the host's consumer busy): a command to speed carried alias 7 from the birth read last, and a node
@@ -933,7 +943,7 @@ async def test_a_command_waits_for_a_birth_not_yet_read_whose_aliases_may_name_o
             await asyncio.sleep(0.02)
         with pytest.raises(MqttError, match="not read yet") as ei:
             await src.command("g", "n1", None, "speed", 1)
-        assert getattr(ei.value, "retryable", True)
+        assert ei.value.retryable is True
         sent = await _sent_once_read(src, node, 2, 1)  # back: the death and the new birth are read
     finally:
         pump.cancel()
@@ -965,12 +975,7 @@ async def test_a_command_waits_while_a_death_of_its_node_is_read_a_stale_one_hol
         node.publish("spBv1.0/g/NDATA/n1", data)
         node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(0))  # stale: the node is at bdSeq 1
         await until(lambda: src._rebirth_unread("g", "n1", None), 5, "the death come and not read")
-        command = asyncio.create_task(src.command("g", "n1", None, "speed", 1))
-        await asyncio.sleep(0.1)
-        assert not command.done()  # before: refused at once, "not read yet"
-        gate.set()
-        assert await command == "sent"
-        cmds = await node.wait_cmds(1)
+        cmds = await _held_command(src, node, gate.set, 1)  # before: refused at once, "not read yet"
     finally:
         pump.cancel()
         await src.stop()
@@ -1004,3 +1009,78 @@ async def test_a_command_waits_after_a_reconnect_until_the_node_is_born_again(mo
         node.stop()
     # before: ("speed", 7) at the reconnect, the node's setpoint now
     assert ("speed", 7) not in sent and sent[-1] == ("speed", 8), sent
+
+
+def _rebirth_then(cmds: list) -> tuple[str, int] | list:
+    """(name, alias) of the one command after the rebirth this host asked, or every command sent when not so."""
+    sent = [(pb.metrics[0].name, pb.metrics[0].alias) for _, _, pb in cmds]
+    return sent[1] if len(sent) == 2 and sent[0][0] == "Node Control/Rebirth" else sent
+
+
+async def test_a_command_waits_for_the_birth_asked_when_the_nodes_data_showed_one_missed(mosquitto):
+    """The node restarted and gave its aliases anew (speed 7 -> 8, setpoint 8 -> 7), and this host, connected, missed
+    its death and birth (dropped from a full queue, or by the broker for a slow subscriber): its next data carries an
+    alias the births read did not give, and this host asks its birth. A command meanwhile carried alias 7, the node's
+    setpoint now. It waits for the birth asked, and goes with the new alias."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    try:
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
+        await _births(src, 1)
+        data = sp._pb().Payload()
+        data.timestamp, data.seq = int(time.time() * 1000), 1
+        pb_metric(data, None, alias=9, datatype=D.INT32, int_value=3)
+        node.publish("spBv1.0/g/NDATA/n1", data.SerializeToString())
+        await until(lambda: node.cmds, 5, "the rebirth asked")
+        answer = _aliased_birth(1, 8, 7)
+        # before: sent at once, with alias 7
+        cmds = await _held_command(src, node, lambda: node.publish("spBv1.0/g/NBIRTH/n1", answer), 2)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert _rebirth_then(cmds) == ("speed", 8), cmds
+
+
+async def test_a_birth_read_after_a_reconnect_but_sent_before_the_drop_does_not_make_the_node_current(
+    mosquitto,
+):
+    """A birth from before this host's connection dropped was still unread (the consumer behind) when it came back;
+    the node gave its aliases anew meanwhile (speed 7 -> 8, setpoint 8 -> 7), a birth this host never saw. Every node
+    was taken as not born at the batch that ended with the drop, before that old birth in it was read: read then, it
+    made the node current again, and a command to speed carried alias 7, the node's setpoint. Now the births are taken
+    as stale once all the lost connection brought is read: the command waits for the node's birth answering the
+    rebirth asked, and carries alias 8."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port, client_id="host1", reconnect_min_s=0.5, reconnect_max_s=0.5)
+    thief = paho.Client(CallbackAPIVersion.VERSION2, client_id="host1")
+    try:
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
+        await _births(src, 1)
+        pump.cancel()  # the consumer behind: this birth waits unread across the drop
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 7, 8))
+        await until(lambda: len(src._channel) >= 1, 5, "the birth queued")
+        thief.connect(
+            "127.0.0.1", mosquitto.port, 30
+        )  # the broker drops the host's connection (one client id)
+        thief.loop_start()
+        await until(lambda: src._drops == 1, 5, "the host's connection dropped")
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(2, 8, 7))  # while this host is away: unseen
+        thief.disconnect()
+        thief.loop_stop()
+        await until(lambda: src._sessions == 1, 5, "the host's reconnect")
+        pump = asyncio.create_task(_consume(src))
+        await _births(src, 2)
+        await until(lambda: node.cmds, 5, "the rebirth the reconnect asks")
+        with pytest.raises(MqttError, match="is not alive") as ei:  # before: sent, alias 7
+            await src.command("g", "n1", None, "speed", 1)
+        assert ei.value.retryable is True
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(3, 8, 7))  # its answer
+        await _births(src, 3)
+        await src.command("g", "n1", None, "speed", 1)
+        cmds = await node.wait_cmds(2)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert _rebirth_then(cmds) == ("speed", 8), cmds
