@@ -3048,6 +3048,7 @@ class OpcUaSource:
         self._ns_pinned: dict[int, str] = {}  # the server's namespace URIs by index at the first connect
         self._ns_array: list[str] = []  # and at this connect
         self._ns_seen: set[int] = set()  # pinned indexes this process saw hold their pinned URI
+        self._ns_changed = False  # the namespace array changed within the session (``_subscribe_again``)
         # where the pins outlive the process (the agent's data folder): pinned at the first start, compared at
         # each later one; None: pinned at this process's first connect
         self.namespace_pins: NamespacePins | None = None
@@ -3237,6 +3238,14 @@ class OpcUaSource:
                         self._refit_now = False
                         await self._close_client(1.0)
                         continue
+                    if self._ns_changed:
+                        self._ns_changed = False
+                        raise _Refused(
+                            "namespaces",
+                            "the server's namespace array changed within the session (a program download "
+                            "registered its namespaces in another order): every node is resolved again by its "
+                            "namespace URI on a new session",
+                        )
                     raise ConnectionError("connection lost")
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
@@ -3373,6 +3382,7 @@ class OpcUaSource:
 
     async def _connect(self) -> None:
         self._lost.clear()
+        self._ns_changed = False
         self._clock, self._clock_moves, self._clock_moved_at = None, False, None
         self._clock_period_s = self._clock_sampling_s = 0.0
         self._clock_gaps.clear()
@@ -3922,6 +3932,16 @@ class OpcUaSource:
                 handle, sampling_ms, queue_size = self._items[nodeid]
                 if nodeid in self._back:
                     return  # the server linked the item to the node again: good values come
+                if self._ns_array and (await _namespaces(client, self.settings.connect_timeout_s))[0] not in (
+                    [],
+                    self._ns_array,
+                ):
+                    # the download registered the namespaces anew in another order: the node's id as resolved at
+                    # connect (ns=2) names another namespace's node now, made again it was read as this tag, GOOD
+                    # (so would every id this session resolved): a new session resolves them by their URIs
+                    self._ns_changed = True
+                    self._lost.set()
+                    return
                 try:
                     async with asyncio.timeout(self.settings.connect_timeout_s):
                         if handle is not None:

@@ -1758,6 +1758,48 @@ async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_anothe
         await srv.stop()
 
 
+async def test_a_namespace_reorder_within_a_session_does_not_make_a_gone_node_again_in_another_namespace() -> (
+    None
+):
+    """A program download the session outlives: the node is said gone (BadNodeIdUnknown), the server registers
+    its namespaces in another order, and ``ns=2;s=Speed`` is served again, now urn:diag's. Its item was made
+    again by the id resolved at connect: urn:diag's Speed read as the tag, GOOD. The changed array is seen
+    there and a new session resolves the node by its URI."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server, take_node_away
+
+    port = free_port()
+    srv, plc, _ = await opcua_server(port, "plc", "urn:plc", "Line")
+    diag = await srv.register_namespace("urn:diag")
+    ours = await srv.nodes.objects.add_variable(ua.NodeId("Speed", plc), "Speed", 1.0)
+    await srv.start()
+    src = OpcUaSource(
+        "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={plc};s=Speed"}])
+    )
+    await src.start()
+    try:
+        assert (await _collect(src, {"Speed"}))["Speed"].value == 1.0
+        await take_node_away(srv, ours)  # the download: the server says the node is gone, then drops it
+        array = await srv.get_namespace_array()
+        array[plc], array[diag] = array[diag], array[plc]
+        await srv.nodes.namespace_array.write_value(array)
+        await srv.nodes.objects.add_variable(ua.NodeId("Speed", plc), "Speed", -99.0)  # urn:diag's now
+        await srv.nodes.objects.add_variable(ua.NodeId("Speed", diag), "Speed", 2.0)  # urn:plc's, moved
+
+        async def next_value() -> float:
+            async for r in src.items():
+                if r.value is not None:
+                    return r.value
+            raise AssertionError
+
+        assert await asyncio.wait_for(next_value(), 8.0) == 2.0
+        assert src.stats.errors_by_reason.get("namespaces") == 1, src.stats.errors_by_reason
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
 async def test_browse_cli_survives_reference_cycles_unreadable_nodes_and_control_characters() -> None:
     """Another vendor's address space: folders that organize their own parents (a cycle), a node whose
     browse name cannot be read, names with escape sequences and line breaks. The browse walked every

@@ -18,7 +18,7 @@ from tests.integration.test_opcua_source import (
     ua_types,  # noqa: F401 (a fixture)
 )
 from tests.integration.test_opcua_source import _settings as source_settings
-from tests.support.peers import free_port, opcua_server
+from tests.support.peers import free_port, opcua_server, take_node_away
 
 
 def _settings(port: int, nodes: list[dict], **kw) -> OpcUaSettings:
@@ -297,13 +297,7 @@ async def test_a_node_a_plc_download_took_away_and_made_again_gives_values_again
     try:
         await src.start()
         await asyncio.wait([asyncio.create_task(until(1.0))], timeout=20.0)
-        aspace = srv.iserver.aspace  # the download: the server says the node is gone, then drops it
-        for handle, callback in list(
-            aspace[nid].attributes[ua.AttributeIds.Value].datachange_callbacks.items()
-        ):
-            await callback(handle, ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)))
-            aspace.delete_datachange_callback(handle)
-        await srv.delete_nodes([speed])
+        await take_node_away(srv, speed)  # the download: the server says the node is gone, then drops it
         speed = await obj.add_variable(nid, "rSpeed", 2.0)  # the new program's node
         await asyncio.wait([asyncio.create_task(until(2.0))], timeout=20.0)
         await speed.write_value(5.0)

@@ -124,6 +124,20 @@ async def opcua_server(port: int, path: str, namespace: str, object_name: str):
     return srv, idx, await srv.nodes.objects.add_object(idx, object_name)
 
 
+async def take_node_away(srv, node) -> None:
+    """A program download on ``srv``: the node's monitored items are told it is gone (BadNodeIdUnknown), not
+    linked to a node made again under its id, and the node is deleted."""
+    from asyncua import ua
+
+    aspace = srv.iserver.aspace
+    for handle, callback in list(
+        aspace[node.nodeid].attributes[ua.AttributeIds.Value].datachange_callbacks.items()
+    ):
+        await callback(handle, ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)))
+        aspace.delete_datachange_callback(handle)
+    await srv.delete_nodes([node])
+
+
 def node_ids_written(srv, idx: int) -> list:
     """The identifiers of the nodes in namespace ``idx`` that write requests reaching ``srv`` carried, in order,
     taken or refused (recorded before the server judges them): what the agent sent to the PLC."""
