@@ -177,6 +177,9 @@ SALVAGE_S = 30.0  # at most this long copying what is still readable out of a co
 # while running: appends are committed meanwhile, so the salvage of a large outbox may take longer
 RUNNING_SALVAGE_S = 300.0
 SALVAGE_ACKED_MAX = 1_000_000  # acknowledged seqs an unfinished salvage's marker may name (a few batches)
+# what the marker of an unfinished copy is read to: far above any the agent writes (a few KB; at most SALVAGE_JOBS_MAX
+# copies of SALVAGE_ACKED_MAX seqs in ranges), a link to /dev/zero does not fill the memory
+SALVAGING_MAX_BYTES = 64 << 20
 SALVAGE_JOBS_MAX = (
     64  # unfinished copies one marker carries (each a later renewal's, while the one before was cut)
 )
@@ -2518,8 +2521,11 @@ class Outbox:
         )
 
     def _read_salvaging(self) -> dict | None:
-        try:
-            job = json.loads(self.salvaging_path.read_text())
+        from edge_agent.files import read_json_state
+
+        try:  # (read bounded: a nesting past the parser's depth raised RecursionError out of every start, a named
+            # pipe there held the start for ever)
+            job = read_json_state(self.salvaging_path, SALVAGING_MAX_BYTES)
         except (OSError, ValueError):
             return None
         return job if isinstance(job, dict) and isinstance(job.get("src"), str) else None

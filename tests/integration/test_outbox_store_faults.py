@@ -762,6 +762,32 @@ def test_a_store_found_corrupt_beside_a_renewal_marker_naming_acked_seqs_past_sq
             again.close()
 
 
+@pytest.mark.parametrize("marker", ["deep", "pipe"])
+def test_an_unfinished_salvage_marker_nested_past_the_parser_or_a_named_pipe_does_not_stop_the_start(
+    tmp_path, marker
+):
+    """The marker itself nested past JSON's depth raised RecursionError out of every start; a named pipe in its place
+    held the start for ever."""
+    data = tmp_path / "data"
+    ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    ob.open()
+    ob.append("result", {"i": 0})
+    ob.close()
+    if marker == "deep":
+        (data / "outbox-salvaging").write_text("[" * 100_000)
+    else:
+        os.mkfifo(data / "outbox-salvaging")
+    again = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
+    try:
+        in_thread(again.open, 10)
+        assert [r.seq for r in again.pending(10, 10**9)] == [1]
+    finally:
+        if marker == "pipe":  # (a reader the former code left waiting on it: let it go)
+            with contextlib.suppress(OSError):
+                os.close(os.open(data / "outbox-salvaging", os.O_WRONLY | os.O_NONBLOCK))
+        again.close()
+
+
 KILLED_IN_RENEWAL = """
 ob, acked = filled(sys.argv[1])
 
