@@ -146,6 +146,7 @@ DEPLOYMENT_SLOT = [
 # current version's or configuration's, or the one a halt gave it back), one that gives its version to gateways
 # joining its group, and one a rollout in progress would give back at a halt are kept whatever their age
 KEEP_ROLLOUTS = 20
+ID_DRAWS = 64  # random draws of a new deployment id at most (``_new_id``)
 PRUNE_ROLLOUTS_S = 600.0  # how often the tick looks for finished rollouts past KEEP_ROLLOUTS
 FILL_BATCH = 500  # deployments whose slot column is filled in one transaction (``_fill_slots``)
 # a rollout step whose agents have not all reported ``healthy`` this long after it began is said to be stalled
@@ -506,11 +507,16 @@ class Control:
         """A deployment id that no deployment of any tenant has (called inside the write that stores it). Ids are
         the deployments' key across tenants, 10 hex characters drawn at random: a new rollout that drew one in use
         replaced that deployment's document (``_put``), another tenant's too, whose agents were then given the new
-        rollout's version or configuration, and the older rollout was listed by neither tenant."""
-        while True:
+        rollout's version or configuration, and the older rollout was listed by neither tenant. At most
+        ``ID_DRAWS`` draws (a broken random source drew the same id for ever, holding the control's write), then
+        ``RuntimeError``."""
+        for _ in range(ID_DRAWS):
             dep_id = uuid.uuid4().hex[:10]
             if self.db.execute("SELECT 1 FROM deployments WHERE id = ?", (dep_id,)).fetchone() is None:
                 return dep_id
+        raise RuntimeError(
+            f"no deployment id not in use drawn in {ID_DRAWS} draws: the random source repeats"
+        )
 
     def _put(self, dep: dict) -> None:
         self.db.execute(
@@ -2226,8 +2232,11 @@ def _newer(have: str | None, want: str) -> bool:
 
 def _says_withdrawn(dep: dict, t: dict) -> bool:
     """Whether the failure a target reported is the withdrawal of the rollout's version: the fleet's words an agent
-    is told (``service._withdrawn_text``) and reports, as they are or after its own (``download of ...: ``)."""
-    return f"{str(dep.get('version'))[:40]} was withdrawn from the registry" in str(t.get("reason") or "")
+    is told (``service._withdrawn_text``: ``<package> <version> was withdrawn from the registry``) and reports, as
+    they are or after its own (``download of ...: ``). The version matched whole, from the space before it (the
+    package's name is not matched: an agent may hide a word of it, as free text); ``1.1.0 was withdrawn`` matched
+    ``part-inspection 11.1.0 was withdrawn``."""
+    return f" {str(dep.get('version'))[:40]} was withdrawn from the registry" in str(t.get("reason") or "")
 
 
 def _slot(dep: dict) -> str:
