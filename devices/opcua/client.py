@@ -1762,10 +1762,15 @@ def _no_namespaces(got: Any) -> str | None:
     still starting may serve it empty, or with OPC UA's own namespace alone (index 0; a server's own is 1) while
     its nodes of other indexes are served: taken as read, the indexes went unchecked (``_repin``); a String
     taken for the array was pinned a character per index."""
-    if not isinstance(got, list) or not all(isinstance(uri, str) for uri in got):
+    if not isinstance(got, list):
         return f"its value is {type(got).__name__}, not a list of namespace URIs"
+    odd = [uri for uri in got if not isinstance(uri, str)]
+    if odd:
+        return f"it lists a {type(odd[0]).__name__}, not a namespace URI"
+    if not got:
+        return "it lists no namespace"
     if len(got) < 2:
-        return f"it lists {len(got)} namespace{'' if len(got) == 1 else 's'}, none but OPC UA's own"
+        return "it lists 1 namespace, none but OPC UA's own"
     return None
 
 
