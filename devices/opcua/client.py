@@ -3937,10 +3937,10 @@ class OpcUaSource:
                 handle, sampling_ms, queue_size = self._items[nodeid]
                 if nodeid in self._back:
                     return  # the server linked the item to the node again: good values come
-                if self._ns_array and (await _namespaces(client, self.settings.connect_timeout_s))[0] not in (
-                    [],
-                    self._ns_array,
-                ):
+                now = (
+                    (await _namespaces(client, self.settings.connect_timeout_s))[0] if self._ns_array else []
+                )
+                if now and now[: len(self._ns_array)] != self._ns_array:  # one added at the end moves none
                     # the download registered the namespaces anew in another order: the node's id as resolved at
                     # connect (ns=2) names another namespace's node now, made again it was read as this tag, GOOD
                     # (so would every id this session resolved): a new session resolves them by their URIs

@@ -298,6 +298,7 @@ async def test_a_node_a_plc_download_took_away_and_made_again_gives_values_again
         await src.start()
         await asyncio.wait([asyncio.create_task(until(1.0))], timeout=20.0)
         await take_node_away(srv, speed)  # the download: the server says the node is gone, then drops it
+        await srv.register_namespace("urn:plc:library")  # and adds a namespace at the end: no index moves
         speed = await obj.add_variable(nid, "rSpeed", 2.0)  # the new program's node
         await asyncio.wait([asyncio.create_task(until(2.0))], timeout=20.0)
         await speed.write_value(5.0)
