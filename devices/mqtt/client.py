@@ -138,8 +138,9 @@ CLOCK_STEP_S = 1.0
 # now; a buffer's values or a message re-sent minutes late are no step), and at most CLOCK_STEPS_HELD times per tag
 # in CLOCK_STEP_HOLD_S: a tag whose times keep going back is two devices on one topic, or a buffer sent between live
 # values. Twice, not once: readings stamped by the fast clock before the step that come after it (the rest of a
-# batch sent across the step, put in time order after its newer readings; a message re-sent from before it) move
-# the tag ahead once more, and a step held then dropped the device's readings until its clock caught up
+# batch sent across the step, put in time order after its newer readings) move the tag ahead once more, and a step
+# held then dropped the device's readings until its clock caught up; one at or before a fast time already passed (a
+# message re-sent from before the step) is dropped (``_out_of_order``), not passed again
 CLOCK_STEP_NEAR_S = 30.0
 CLOCK_STEP_HOLD_S = 600.0
 CLOCK_STEPS_HELD = 2
@@ -881,8 +882,9 @@ class MqttSource:
         # topic -> (lag of its first reading behind the receive time, since when (receive time), said): see
         # CLOCK_BEHIND_S
         self._lags: dict[str, tuple[float, float, bool]] = {}
-        # tag -> (receive time of its device's first clock step in CLOCK_STEP_HOLD_S, steps since) (``_stepped_back``)
-        self._steps: dict[str, tuple[float, int]] = {}
+        # tag -> (receive time of its device's first clock step in CLOCK_STEP_HOLD_S, steps since, the newest time its
+        # fast clock gave) (``_stepped_back``, ``_out_of_order``)
+        self._steps: dict[str, tuple[float, int, float]] = {}
         self._max_bytes = settings.max_message_bytes
         # a persistent session's QoS 1 messages that the broker sends again after a reconnect (DUP)
         self._redelivered = (
@@ -2175,6 +2177,7 @@ class MqttSource:
         ahead = received_at + self._max_ahead
         unset = self._unset_before(received_at)
         isfinite = math.isfinite
+        steps = self._steps  # a device clock step held for some tag (rare): its fast times passed once only
         for t, v, ts, rate in triples:
             if len(t) > MAX_NAME_CHARS:
                 self._name_too_long(t, escaped=prefix != "")
@@ -2205,8 +2208,7 @@ class MqttSource:
                 out.append(Reading(name, tag, v, ts, received_at, Quality.GOOD, rate))
                 continue
             last = last_ts.get(tag)
-            if last is not None and ts < last and not self._stepped_back(tag, ts, last, received_at):
-                self._error("out_of_order", f"tag {shown_topic(tag)}: timestamp {ts} is older than {last}")
+            if last is not None and (ts < last or steps) and self._out_of_order(tag, ts, last, received_at):
                 if not self._keep_out_of_order:
                     continue
             else:
@@ -2248,6 +2250,37 @@ class MqttSource:
             "their times",
         )
 
+    def _out_of_order(self, tag: str, ts: float, last: float, received_at: float) -> bool:
+        """Whether a reading of ``tag`` stamped ``ts`` (its last: ``last``) is dropped as ``out_of_order``, said:
+        older than the last and no clock step (``_stepped_back``); or, while a step of the tag is held, stamped by
+        the fast clock from before the step at or before a time of it already passed: a message re-sent from before
+        the step (its client's in-flight one at a reconnect), which came "in order" after the step and was passed a
+        second time, moving the tag ahead again. A fast reading newer than those (the rest of a batch sent across the
+        step) is passed, as before."""
+        if ts < last:
+            if self._stepped_back(tag, ts, last, received_at):
+                return False
+            self._error("out_of_order", f"tag {shown_topic(tag)}: timestamp {ts} is older than {last}")
+            return True
+        stepped = self._steps.get(tag)
+        if stepped is None:
+            return False
+        if received_at - stepped[0] >= CLOCK_STEP_HOLD_S:
+            # its hold over: forgotten, so that once none is held the readings in order pay no look-up
+            del self._steps[tag]
+            return False
+        if ts <= received_at + CLOCK_STEP_S:  # not the fast clock's
+            return False
+        if ts > stepped[2]:  # newer than any the fast clock gave: passed, the fast times known up to it
+            self._steps[tag] = (stepped[0], stepped[1], ts)
+            return False
+        self._error(
+            "out_of_order",
+            f"tag {shown_topic(tag)}: timestamp {ts} is of its device's clock before it was set back, at or before "
+            f"{stepped[2]} already passed (a message re-sent)",
+        )
+        return True
+
     def _stepped_back(self, tag: str, ts: float, last: float, received_at: float) -> bool:
         """Whether a reading of ``tag`` older than its last one (``last``) is its device's clock set back from fast
         (NTP stepping a clock that ran fast, a clock synced after boot): the tag's last time is still more than
@@ -2255,7 +2288,7 @@ class MqttSource:
         is not, nor more than ``CLOCK_STEP_NEAR_S`` behind it; at most ``CLOCK_STEPS_HELD`` times per tag in
         ``CLOCK_STEP_HOLD_S`` (a QoS 1 message re-sent late, two devices on one topic, a buffer sent between live
         values: each went back in time, the tag's times flipping at every one; twice, as the fast clock's readings
-        from before the step may come after it once: a batch sent across it, a message re-sent). Taken, said once
+        from before the step may come after it once: a batch sent across it). Taken, said once
         per burst (``device_clock_stepped``): the tag's order starts again from it, where its readings were dropped
         as out of order until the device's clock caught up with the times it gave when fast (200 s of a sensor's
         readings for a clock 200 s fast). With the clock checks off (``max_clock_skew_s`` 0) never."""
@@ -2269,11 +2302,11 @@ class MqttSource:
         # live ones; taken, each such reading went back in time, the tag's times flipping at every one
         stepped = self._steps.get(tag)
         if stepped is None or received_at - stepped[0] >= CLOCK_STEP_HOLD_S:
-            self._steps[tag] = (received_at, 1)
+            self._steps[tag] = (received_at, 1, last)
         elif stepped[1] >= CLOCK_STEPS_HELD:
             return False
         else:
-            self._steps[tag] = (stepped[0], stepped[1] + 1)
+            self._steps[tag] = (stepped[0], stepped[1] + 1, max(stepped[2], last))
         self._notice(
             "device_clock_stepped",
             f"tag {shown_topic(tag)}: its device's clock was set back by {last - ts:.3f} s (its last reading was "
@@ -2290,6 +2323,7 @@ class MqttSource:
         name, last_ts, out = self.name, self._last_ts, []
         ahead = received_at + self._max_ahead
         unset = self._unset_before(received_at)
+        steps = self._steps  # as in _json_readings
         for t, v, ts, rate, q in tuples:
             if len(t) > MAX_NAME_CHARS:
                 self._name_too_long(t, escaped=prefix != "")
@@ -2306,8 +2340,7 @@ class MqttSource:
                 out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate, why))
                 continue
             last = last_ts.get(tag)
-            if last is not None and ts < last and not self._stepped_back(tag, ts, last, received_at):
-                self._error("out_of_order", f"tag {shown_topic(tag)}: timestamp {ts} is older than {last}")
+            if last is not None and (ts < last or steps) and self._out_of_order(tag, ts, last, received_at):
                 if not self._keep_out_of_order:
                     continue
             else:
@@ -2324,6 +2357,7 @@ class MqttSource:
         keep = self._keep_out_of_order
         last_ts = self._last_ts
         out: list[Reading] = []
+        steps = self._steps  # as in _json_readings
         if not readings:
             return out
         unset = self._unset_before(readings[0].received_at)  # one message's readings: one receive time
@@ -2345,13 +2379,10 @@ class MqttSource:
             last = last_ts.get(r.tag)
             if (
                 last is not None
-                and r.timestamp < last
                 and r.quality is Quality.GOOD
-                and not self._stepped_back(r.tag, r.timestamp, last, r.received_at)
+                and (r.timestamp < last or steps)
+                and self._out_of_order(r.tag, r.timestamp, last, r.received_at)
             ):
-                self._error(
-                    "out_of_order", f"tag {shown_topic(r.tag)}: timestamp {r.timestamp} is older than {last}"
-                )
                 if not keep:
                     continue
             else:
