@@ -337,14 +337,19 @@ def _write_new_meta(
     )
 
 
-def _write_epoch_numbered(db: sqlite3.Connection, epoch: int, last_seq: int) -> None:
+def _write_epoch_numbered(
+    db: sqlite3.Connection, epoch: int, last_seq: int, untold: str | None = None
+) -> None:
     """A store's epoch and its numbering (``last_seq``, at least) in one statement, one transaction: a kill between
     the two, formerly two commits (or the numbering left to the copy), left a store with an epoch numbered 0, and the
-    next start refused the marker's copy ("last_seq N outside 0..0"), every record left in outbox-corrupt/."""
+    next start refused the marker's copy ("last_seq N outside 0..0"), every record left in outbox-corrupt/. With the
+    damaged seqs not told yet (``UNTOLD_DAMAGED``'s value as a marker keeps it) when given, a key there kept."""
+    rows: list = [("epoch", epoch), ("last_seq", last_seq), *([(UNTOLD_DAMAGED, untold)] if untold else [])]
     db.execute(
-        "INSERT INTO meta (key, value) VALUES ('epoch', ?), ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
-        "value = MAX(value, excluded.value)",
-        (epoch, last_seq),
+        "INSERT INTO meta (key, value) VALUES "
+        + ", ".join(["(?, ?)"] * len(rows))
+        + " ON CONFLICT(key) DO UPDATE SET value = CASE WHEN key = ? THEN value ELSE MAX(value, excluded.value) END",
+        [*(v for row in rows for v in row), UNTOLD_DAMAGED],
     )
 
 
@@ -2834,8 +2839,14 @@ class Outbox:
                         or self._epoch_of(job, own_jobs[0])
                         or 0
                     )
+                    # with the damaged seqs the renewal of its own file had not told (kept in its marker, this
+                    # tenant's as the file is): formerly left out here, counted and told by no event
+                    untold = job.get(UNTOLD_DAMAGED) if job["src"] in srcs else None
+                    mark = self._marker(epoch, own_jobs, previous)
+                    if isinstance(untold, str):
+                        mark[UNTOLD_DAMAGED] = untold
                     # (the marker first: a kill before the store has its epoch adopts it, ``_adopt_epoch``)
-                    self._write_salvaging(self._marker(epoch, own_jobs, previous))
+                    self._write_salvaging(mark)
                     self._write_epoch_file(epoch)
                     # numbered up to the copies' last seqs with it: formerly the epoch alone, and the copy of a running
                     # renewal's file (its last_seq that store's) was refused, "last_seq 300 outside 0..0", its records
@@ -2853,6 +2864,7 @@ class Outbox:
                             ),
                             default=0,
                         ),
+                        untold if isinstance(untold, str) else None,
                     )
                     self._copy_home = True
                     return self._resume_salvage(db, recorded)
