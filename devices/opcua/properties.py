@@ -343,8 +343,8 @@ class Properties:
         """The targets of the node's forward HasProperty references by BrowseName, every page read (names of
         references of a vendor's type or none stated into ``_unsure``); None, the reason in ``_browse_failed``,
         when a result is not Good. asyncua's ``get_references`` checks neither a node's result nor a
-        BrowseNext's: a server answering BadReferenceTypeIdInvalid or, for a later page, BadContinuationPointInvalid
-        (BadNoContinuationPoints, its continuation points used up, is busy: retried) gave no or part of the
+        BrowseNext's: a server answering BadNoContinuationPoints (its continuation points used up),
+        BadReferenceTypeIdInvalid or, for a later page, BadContinuationPointInvalid gave no or part of the
         references, and a property it did not list went unchecked (7 written to an enumeration of 0..2). All
         reference types (a null ReferenceTypeId, Part 4 5.8.2): a server that does not follow IncludeSubtypes
         still lists a HasProperty. Released, None, after ``BROWSE_IDLE_PAGES`` pages in a row listing nothing

@@ -48,10 +48,6 @@ BUSY = SESSION_GONE | frozenset(
         "BadConnectionClosed",
         "BadTooManySessions",
         "BadMaxConnectionsReached",
-        # a Browse needing a continuation point while the session's are all held (a PLC keeps a few; another
-        # write's property Browse holds one): its properties were asked of a translate instead, and one ignoring
-        # IncludeSubtypes answered BadNoMatch for a vendor HasProperty subtype's EnumStrings (7 written)
-        "BadNoContinuationPoints",
     }
 )
 
