@@ -1786,7 +1786,9 @@ class SQLStore(Store):
         )
 
     def report_held(self, agent: str, *, tenant: str = T) -> tuple[str, int] | None:
-        rows = self._rows(
+        # a read by key of every unary heartbeat (the fleet's ``_held_above``): never a writer's turn on SQLite, which
+        # each heartbeat's write takes as well (two turns a heartbeat, behind every range of every batch)
+        rows = self._lookup(
             self.q(
                 f"SELECT {self.REPORT_BOOT.format('agents')}, {self.REPORT_SEQ.format('agents')} FROM agents "
                 "WHERE tenant = ? AND id = ?"

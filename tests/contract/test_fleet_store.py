@@ -991,6 +991,29 @@ def test_a_state_report_whose_strings_hold_a_nul_keeps_its_runs_order(store):
     assert store.agents()[0]["outbox"]["config"]["reason"] == "line 3: a\ufffdb"
 
 
+def test_the_report_number_an_agents_row_holds_is_read_without_a_writers_turn(tmp_path):
+    """The fleet reads it at every unary heartbeat of a run it knows: on SQLite it took the writer's turn, which the
+    heartbeat's own write takes too (two turns each, behind every batch's range). Read on the lookups' connection,
+    it is answered while a write holds the writer."""
+    import threading
+
+    store = SQLiteStore(tmp_path / "fleet.db")
+    try:
+        store.heartbeat("gw1", {}, [], {}, 0, {"report": {"boot": "r", "seq": 5}})
+        got: list = []
+        store.lock.acquire()  # a write under way
+        try:
+            reader = threading.Thread(target=lambda: got.append(store.report_held("gw1")), daemon=True)
+            reader.start()
+            reader.join(5)
+            assert got == [("r", 5)]  # was: waiting for the writer
+        finally:
+            store.lock.release()
+            reader.join(5)
+    finally:
+        store.close()
+
+
 def test_a_state_report_of_a_run_numbered_at_or_below_the_one_its_row_holds_is_not_written_over_it(store):
     """A replica ordered an agent's state reports by its own memory only: one restarted (or another replica) wrote
     report 3 of a run, held on the way, over report 5 of the same run. The row keeps the last number taken of its
