@@ -608,13 +608,12 @@ class Console:
                 except (OSError, ValueError) as exc:  # (cut short: the whole answer was a 404)
                     self._say_unreadable(tenant, name, f"{version}: report.json shown as none: {exc}")
                     report = None
-                out.append(
-                    {
-                        **e,
-                        "report": report,
-                        "files": sorted(p.name for p in folder.iterdir()) if folder.exists() else [],
-                    }
-                )
+                try:
+                    files = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+                except OSError as exc:  # (a file where its folder should be: the whole answer was a 404)
+                    self._say_unreadable(tenant, name, f"{version}: its files shown as none: {exc}")
+                    files = []
+                out.append({**e, "report": report, "files": files})
         return out
 
     def _say_unreadable(self, tenant: str, name: str, why: str) -> None:

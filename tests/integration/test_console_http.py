@@ -195,7 +195,16 @@ async def test_a_package_index_that_cannot_be_read_is_left_out_of_the_tenants_mo
     assert [(m["name"], m["version"]) for m in json.loads(body)] == [("part-inspection", "1.0.0")]
     # an entry without a version, one naming a folder above, a report cut short: each was a 404 or a listing of
     # the registry's own folders; the version whose report cannot be read is shown without it
-    broken.write_text(json.dumps([{"name": "broken-pkg"}, {"name": "broken-pkg", "version": "../../.."}]))
+    broken.write_text(
+        json.dumps(
+            [
+                {"name": "broken-pkg"},
+                {"name": "broken-pkg", "version": "../../.."},
+                {"name": "broken-pkg", "version": "2.0.0"},  # a file where its folder should be
+            ]
+        )
+    )
+    (broken.parent / "2.0.0").write_text("")
     (tmp / "registry" / ".tenants" / "acme" / "part-inspection" / "1.0.0" / "report.json").write_text(
         '{"cut": '
     )
@@ -204,5 +213,7 @@ async def test_a_package_index_that_cannot_be_read_is_left_out_of_the_tenants_mo
     )  # (not the shared answer)
     assert status == 200 and b".tenants" not in body, body[:300]
     assert [(m["name"], m["version"], m["report"]) for m in json.loads(body)] == [
-        ("part-inspection", "1.0.0", None)
+        ("broken-pkg", "2.0.0", None),  # was: the whole answer a 404
+        ("part-inspection", "1.0.0", None),
     ]
+    assert json.loads(body)[0]["files"] == [] and "report.json" in json.loads(body)[1]["files"]
