@@ -2854,6 +2854,14 @@ class _Handler:
         try:
             attr = getattr(data.subscription_data, "attribute", None)
             if attr is not None and attr != ua.AttributeIds.Value:  # a write target's type or access
+                status = getattr(data.monitored_item.Value, "StatusCode", None)
+                if (
+                    status is not None
+                    and status.value & 0x80000000
+                    and status.value & 0xFFFF0000 in _NODE_GONE
+                ):
+                    src._targets_gone.add(node.nodeid)  # a download took it away: its namespace is checked
+                    return
                 src._target_changed(node.nodeid, attr, val)
                 return
             dv = data.monitored_item.Value
@@ -3053,7 +3061,9 @@ class OpcUaSource:
         self._ns_pinned: dict[int, str] = {}  # the server's namespace URIs by index at the first connect
         self._ns_array: list[str] = []  # and at this connect
         self._ns_seen: set[int] = set()  # pinned indexes this process saw hold their pinned URI
-        self._ns_changed = False  # the namespace array changed within the session (``_subscribe_again``)
+        self._ns_changed = False  # the namespace array changed within the session (``_namespaces_moved``)
+        # write targets the server said are gone within the session: the array is read before each write to one
+        self._targets_gone: set[ua.NodeId] = set()
         # where the pins outlive the process (the agent's data folder): pinned at the first start, compared at
         # each later one; None: pinned at this process's first connect
         self.namespace_pins: NamespacePins | None = None
@@ -3388,6 +3398,7 @@ class OpcUaSource:
     async def _connect(self) -> None:
         self._lost.clear()
         self._ns_changed = False
+        self._targets_gone.clear()
         self._clock, self._clock_moves, self._clock_moved_at = None, False, None
         self._clock_period_s = self._clock_sampling_s = 0.0
         self._clock_gaps.clear()
@@ -3924,6 +3935,18 @@ class OpcUaSource:
         self._back.discard(nodeid)
         self._gone[nodeid] = asyncio.get_running_loop().create_task(self._subscribe_again(nodeid))
 
+    async def _namespaces_moved(self, client: Client) -> bool:
+        """Whether the server's namespace array, read now, moved an index this session resolved by (a download
+        the session outlived registered the namespaces anew in another order: a node id resolved at connect,
+        ns=2, names another namespace's node now). Then the session is ended (``_ns_changed``): a new one
+        resolves every node by its URI. A namespace added at the end moves none."""
+        now = (await _namespaces(client, self.settings.connect_timeout_s))[0] if self._ns_array else []
+        if not now or now[: len(self._ns_array)] == self._ns_array:
+            return False
+        self._ns_changed = True
+        self._lost.set()
+        return True
+
     async def _subscribe_again(self, nodeid: ua.NodeId) -> None:
         # the pause grows over the session, not per loss: a server that says a node it has is gone would
         # otherwise have its item made again twice a second for good
@@ -3937,16 +3960,8 @@ class OpcUaSource:
                 handle, sampling_ms, queue_size = self._items[nodeid]
                 if nodeid in self._back:
                     return  # the server linked the item to the node again: good values come
-                now = (
-                    (await _namespaces(client, self.settings.connect_timeout_s))[0] if self._ns_array else []
-                )
-                if now and now[: len(self._ns_array)] != self._ns_array:  # one added at the end moves none
-                    # the download registered the namespaces anew in another order: the node's id as resolved at
-                    # connect (ns=2) names another namespace's node now, made again it was read as this tag, GOOD
-                    # (so would every id this session resolved): a new session resolves them by their URIs
-                    self._ns_changed = True
-                    self._lost.set()
-                    return
+                if await self._namespaces_moved(client):
+                    return  # made again by its old index, another namespace's node was read as this tag, GOOD
                 try:
                     async with asyncio.timeout(self.settings.connect_timeout_s):
                         if handle is not None:
@@ -5986,6 +6001,13 @@ class OpcUaSource:
         value and the status: not an error (the value is not sent again), for the caller to count and say."""
         sent = time.monotonic()  # the last request of this write sent (its own Write, once it goes out)
         node = await self._target_node(node_id, f"write to {node_id}")
+        if node.nodeid in self._targets_gone and await self._namespaces_moved(self._require_client("write")):
+            # the node the download made again under its id may be another namespace's: not written
+            raise OpcUaNotConnected(
+                f"opcua source {self.name}: the server's namespace array changed within the session (a program "
+                f"download); the session is made again, its nodes resolved by their URIs; write to {node_id} not "
+                "done"
+            )
         name = ""
         lock = self._write_lock(node)
         try:

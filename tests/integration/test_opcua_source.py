@@ -1761,31 +1761,45 @@ async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_anothe
 async def test_a_namespace_reorder_within_a_session_does_not_make_a_gone_node_again_in_another_namespace() -> (
     None
 ):
-    """A program download the session outlives: the node is said gone (BadNodeIdUnknown), the server registers
+    """A program download the session outlives: the nodes are said gone (BadNodeIdUnknown), the server registers
     its namespaces in another order, and ``ns=2;s=Speed`` is served again, now urn:diag's. Its item was made
-    again by the id resolved at connect: urn:diag's Speed read as the tag, GOOD. The changed array is seen
-    there and a new session resolves the node by its URI."""
+    again by the id resolved at connect: urn:diag's Speed read as the tag, GOOD; a write target taken away so
+    was written in urn:diag. The changed array is seen there and a new session resolves the nodes by their URIs."""
     from asyncua import ua
 
-    from tests.support.peers import opcua_server, take_node_away
+    from tests.support.peers import node_ids_written, opcua_server, take_node_away
 
     port = free_port()
     srv, plc, _ = await opcua_server(port, "plc", "urn:plc", "Line")
     diag = await srv.register_namespace("urn:diag")
     ours = await srv.nodes.objects.add_variable(ua.NodeId("Speed", plc), "Speed", 1.0)
+    target = await srv.nodes.objects.add_variable(ua.NodeId("Set", plc), "Set", 0.0)
+    await target.set_writable()
+    written = node_ids_written(srv, plc)  # after the download: urn:diag's
     await srv.start()
     src = OpcUaSource(
         "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={plc};s=Speed"}])
     )
+    src.expect_writes([(f"ns={plc};s=Set", 0.0)])
     await src.start()
     try:
         assert (await _collect(src, {"Speed"}))["Speed"].value == 1.0
-        await take_node_away(srv, ours)  # the download: the server says the node is gone, then drops it
+        await until(lambda: src.targets_watched, 5.0)
+        await take_node_away(srv, ours)  # the download: the server says the nodes are gone, then drops them
+        await take_node_away(srv, target)
         array = await srv.get_namespace_array()
         array[plc], array[diag] = array[diag], array[plc]
         await srv.nodes.namespace_array.write_value(array)
         await srv.nodes.objects.add_variable(ua.NodeId("Speed", plc), "Speed", -99.0)  # urn:diag's now
         await srv.nodes.objects.add_variable(ua.NodeId("Speed", diag), "Speed", 2.0)  # urn:plc's, moved
+        await (await srv.nodes.objects.add_variable(ua.NodeId("Set", plc), "Set", 0.0)).set_writable()
+        moved = await srv.nodes.objects.add_variable(ua.NodeId("Set", diag), "Set", 0.0)
+        await moved.set_writable()
+        await until(lambda: src._targets_gone, 5.0)  # the target's gone status came (a publish)
+        written.clear()  # the server-side set_writable above
+        with pytest.raises(OpcUaNotConnected, match="namespace array changed within the session"):
+            await src.write(f"ns={plc};s=Set", 3.0)
+        assert written == []
 
         async def next_value() -> float:
             async for r in src.items():
@@ -1795,6 +1809,9 @@ async def test_a_namespace_reorder_within_a_session_does_not_make_a_gone_node_ag
 
         assert await asyncio.wait_for(next_value(), 8.0) == 2.0
         assert src.stats.errors_by_reason.get("namespaces") == 1, src.stats.errors_by_reason
+        await until(lambda: src.state is ConnectionState.CONNECTED, 5.0)
+        await src.write(f"ns={plc};s=Set", 4.0)
+        assert await moved.read_value() == 4.0 and written == []
     finally:
         await src.stop()
         await srv.stop()

@@ -125,16 +125,16 @@ async def opcua_server(port: int, path: str, namespace: str, object_name: str):
 
 
 async def take_node_away(srv, node) -> None:
-    """A program download on ``srv``: the node's monitored items are told it is gone (BadNodeIdUnknown), not
-    linked to a node made again under its id, and the node is deleted."""
+    """A program download on ``srv``: the node's monitored items (its value's, and a write target's watched
+    attributes') are told it is gone (BadNodeIdUnknown), not linked to a node made again under its id, and the
+    node is deleted."""
     from asyncua import ua
 
     aspace = srv.iserver.aspace
-    for handle, callback in list(
-        aspace[node.nodeid].attributes[ua.AttributeIds.Value].datachange_callbacks.items()
-    ):
-        await callback(handle, ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)))
-        aspace.delete_datachange_callback(handle)
+    for attribute in aspace[node.nodeid].attributes.values():
+        for handle, callback in list(attribute.datachange_callbacks.items()):
+            await callback(handle, ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)))
+            aspace.delete_datachange_callback(handle)
     await srv.delete_nodes([node])
 
 
