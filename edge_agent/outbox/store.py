@@ -242,9 +242,14 @@ def seq_ranges(seqs) -> list[list[int]]:
 
 
 def _merge_kind_ranges(ranges: list[list]) -> list[list]:
-    """[[5, 5, "damaged"], [1, 2, "result"], [3, 4, "result"]] -> [[1, 4, "result"], [5, 5, "damaged"]]"""
+    """[[5, 5, "damaged"], [1, 2, "result"], [3, 4, "result"]] -> [[1, 4, "result"], [5, 5, "damaged"]]; a seq two
+    ranges name is kept in the first (a hand-edited key naming the same seqs again was told again, seq by seq)."""
     out: list[list] = []
     for a, b, k in sorted(ranges, key=lambda r: r[0]):
+        if out and a <= out[-1][1]:
+            a = out[-1][1] + 1
+            if a > b:
+                continue
         if out and a == out[-1][1] + 1 and k == out[-1][2]:
             out[-1][1] = b
         else:
@@ -294,16 +299,18 @@ def _read_untold_damaged(db: sqlite3.Connection) -> list[list]:
         # (nested deeper than the parser goes, a garbled or hand-edited key: RecursionError went out of the start,
         # at every start, and of a store found corrupt at start before it was moved aside)
         return []
-    return [
-        r
-        for r in (got if isinstance(got, list) else [])
-        if isinstance(r, list)
-        and len(r) == 3
-        and type(r[0]) is int
-        and type(r[1]) is int
-        and 0 < r[0] <= r[1]
-        and isinstance(r[2], str)
-    ]
+    return _merge_kind_ranges(
+        [
+            r
+            for r in (got if isinstance(got, list) else [])
+            if isinstance(r, list)
+            and len(r) == 3
+            and type(r[0]) is int
+            and type(r[1]) is int
+            and 0 < r[0] <= r[1]
+            and isinstance(r[2], str)
+        ]
+    )
 
 
 def _untold_damaged_in(path: Path) -> list[list]:

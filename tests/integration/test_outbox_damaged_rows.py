@@ -447,6 +447,20 @@ def test_kept_damaged_seqs_reach_their_tenant_back_after_a_killed_start_of_anoth
     assert_all_told(ob.path)
 
 
+def test_kept_damaged_seqs_named_twice_in_the_key_are_told_once(tmp_path):
+    """A garbled or hand-edited key naming the same seqs in several ranges: they were told again range by range (a
+    few thousand such ranges kept the writer busy for half a minute, and the seqs then told by no event)."""
+    keeping(tmp_path / "data", 40, [[1, 5, "damaged"]] * 3 + [[3, 8, "damaged"]])
+    ob = Outbox(SETTINGS, tmp_path / "data")
+    ob.open()
+    try:
+        ob.flush()
+        told = [json.loads(r.payload) for r in ob.pending(10_000, 10**9) if b'"outbox_damaged"' in r.payload]
+        assert [(e["ranges"], e["dropped"]) for e in told] == [([[1, 8]], 8)]
+    finally:
+        ob.close()
+
+
 def test_kept_damaged_seqs_past_the_stores_last_seq_are_not_told(tmp_path, caplog):
     """A copy leaves out only seqs its store numbered past already: a garbled or hand-edited key naming seqs past the
     store's last seq was told 100,000 seqs every 5 s for ever, each event claiming 100,000 dropped."""
