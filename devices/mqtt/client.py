@@ -823,9 +823,10 @@ class _BatchChannel(Channel):
             self._marks.clear()
             return self._take(self._live) if self._live else []
 
-    def marked(self) -> bool:
-        """Whether a mark is queued, not yet taken: what came before it is still to be read."""
-        return bool(self._marks)
+    @property
+    def arrived(self) -> int:
+        """The arrival number of the last entry queued (messages and marks)."""
+        return self._arrived
 
     def holds(self, topics: tuple[str, ...]) -> bool:
         """Whether a message on one of ``topics`` is queued, not yet taken."""
@@ -931,6 +932,10 @@ class MqttSource:
         # host marks its live nodes' tags BAD there (``SparkplugHost.connection_lost``), after every message the
         # lost connection brought, what they publish meanwhile unseen
         self._drops = 0
+        # the arrival number of the queue's last entry at each reconnect not caught up yet: the entries up to it (the
+        # drop's mark the last of them) are the lost connection's, read before its births are taken as stale
+        # (``_catch_up``); appended by paho's thread, taken on the loop
+        self._reconnects: collections.deque[int] = collections.deque()
         # with sparkplug.host_id, the rebirths a reconnect asks wait for the STATE birth, sent on the SUBACK
         self._state_sent = self._state_sent_seen = 0
         self.sparkplug = SparkplugHost(
@@ -1461,6 +1466,7 @@ class MqttSource:
         if self._unacked is not None:  # taken while away: acknowledged now (the broker sends them again, DUP)
             self._unacked.connected(again, bool(flags.session_present))
         if again:  # after the SUBSCRIBE (rebirths are asked then) and before this connection's messages
+            self._reconnects.append(self._channel.arrived)  # what came before is the lost connection's
             self._sessions += 1
             self._channel.wake_threadsafe()  # the rebirths are asked even if no message comes
         self.state = ConnectionState.CONNECTED
@@ -2485,19 +2491,25 @@ class MqttSource:
             return None
         if self._channel.dropped_by_topic:
             self._queue_full(self._channel.take_drops())
-        # a batch ending with a drop's mark (or taken before one) holds what the lost connection brought: a birth
-        # among it, read after ``session_lost``, made its node alive again with aliases the node may have given
-        # anew while this host was away (and took the rebirth asked as answered); caught up once the mark is read
-        # (``_read``)
-        if not (batch and batch[-1][1] is _LOST) and not self._channel.marked():
-            self._catch_up()
+        # caught up with a reconnect once all that came before it is read: a birth the lost connection brought, read
+        # after ``session_lost`` (taken at the batch ending with the drop's mark), made its node alive again with
+        # aliases the node may have given anew while this host was away (and took the rebirth asked as answered); at
+        # that mark's read (``_read``), or here, before the new connection's first message
+        # (each lane in arrival order, a mixed batch sorted by it: its first is its oldest, and what came before it was
+        # read, a mark taking nothing after it until all before it is)
+        self._catch_up(batch[0][4] - 1 if batch else self._channel.arrived)
         return batch
 
-    def _catch_up(self) -> None:
-        """After a reconnect, once what the lost connection brought is read: every node's births taken as stale
-        (``session_lost``), and a primary host's rebirths asked after its STATE birth."""
-        if self._sessions_seen != self._sessions:  # reconnected: the new connection's messages may follow
-            self._sessions_seen = self._sessions
+    def _catch_up(self, read: float) -> None:
+        """After a reconnect, once what the lost connection brought is read (the queue's entries up to the arrival
+        number ``read``): every node's births taken as stale (``session_lost``), and a primary host's rebirths asked
+        after its STATE birth."""
+        reconnects, caught = self._reconnects, 0
+        while reconnects and reconnects[0] <= read:
+            reconnects.popleft()
+            caught += 1
+        if caught:  # reconnected: the new connection's messages may follow
+            self._sessions_seen += caught
             # a primary host asks its rebirths after its STATE birth, the first message of a connection
             self.sparkplug.session_lost(ask=self.settings.sparkplug.host_id is None)
         if self._state_sent_seen != self._state_sent and self._sessions_seen == self._sessions:
@@ -2585,7 +2597,9 @@ class MqttSource:
         if topic is None:  # a dropped message's shell, or the mark of a lost connection
             if payload is _LOST:  # after all it brought: what the Sparkplug nodes publish now is unseen
                 lost = self.sparkplug.connection_lost()
-                self._catch_up()  # back already: its births taken as stale now, not before the lost ones read
+                self._catch_up(
+                    entry[4]
+                )  # back already: its births taken as stale now, not before the lost ones read
                 return self._order(lost)
             return []
         try:

@@ -1042,6 +1042,68 @@ async def test_a_command_waits_for_the_birth_asked_when_the_nodes_data_showed_on
     assert _rebirth_then(cmds) == ("speed", 8), cmds
 
 
+async def _dropped(src: MqttSource, port: int, meanwhile=lambda: None) -> None:
+    """This host's connection (client id host1) dropped by the broker, another client taking its client id; once
+    ``meanwhile()`` is done, back (reconnected)."""
+    thief = paho.Client(CallbackAPIVersion.VERSION2, client_id="host1")
+    drops, sessions = src._drops, src._sessions
+    thief.connect("127.0.0.1", port, 30)
+    thief.loop_start()
+    try:
+        await until(lambda: src._drops == drops + 1, 5, "the host's connection dropped")
+        meanwhile()
+    finally:
+        thief.disconnect()
+        thief.loop_stop()
+    await until(lambda: src._sessions == sessions + 1, 5, "the host's reconnect")
+
+
+async def test_data_after_a_reconnect_is_not_read_by_the_aliases_of_before_when_a_second_drop_follows(
+    mosquitto,
+):
+    """The consumer read the first drop while this host was away and then fell behind; the node gave its aliases anew
+    meanwhile (speed 7 -> 8), and its data by alias 8 came on the new connection, then the connection dropped again.
+    The births held are taken as stale before that data is read (it waits for the node's birth), not at the second
+    drop's mark after it: read by the aliases of before, its speed was passed on as the setpoint."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port, client_id="host1", reconnect_min_s=0.3, reconnect_max_s=0.3)
+    got: list = []
+
+    async def collect() -> None:
+        async for r in src.items():
+            got.append((r.tag, r.value, r.reason))
+
+    pump.cancel()
+    pump = asyncio.create_task(collect())
+    try:
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
+        await _births(src, 1)
+
+        async def read_then_behind() -> None:
+            await until(lambda: ("n1/speed", 5, "connection_lost") in got, 5, "the drop read")
+            pump.cancel()  # the consumer behind from now on
+            node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))  # while this host is away: unseen
+
+        held = asyncio.create_task(read_then_behind())
+        await _dropped(src, mosquitto.port, lambda: None)
+        await held
+        data = sp._pb().Payload()
+        data.timestamp, data.seq = int(time.time() * 1000), 1
+        pb_metric(data, None, alias=8, datatype=D.INT32, int_value=42)  # speed 42, by the node's new aliases
+        node.publish("spBv1.0/g/NDATA/n1", data.SerializeToString())
+        await until(lambda: len(src._channel) >= 1, 5, "the data queued")
+        await _dropped(src, mosquitto.port)
+        got.clear()
+        pump = asyncio.create_task(collect())
+        await until(lambda: src._sessions_seen == src._sessions, 5, "the reconnects caught up")
+        await asyncio.sleep(0.1)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert not [g for g in got if g[1] == 42], got
+
+
 async def test_a_birth_read_after_a_reconnect_but_sent_before_the_drop_does_not_make_the_node_current(
     mosquitto,
 ):
@@ -1053,22 +1115,16 @@ async def test_a_birth_read_after_a_reconnect_but_sent_before_the_drop_does_not_
     rebirth asked, and carries alias 8."""
     node = Node(mosquitto.port)
     src, pump = await _host(mosquitto.port, client_id="host1", reconnect_min_s=0.5, reconnect_max_s=0.5)
-    thief = paho.Client(CallbackAPIVersion.VERSION2, client_id="host1")
     try:
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
         await _births(src, 1)
         pump.cancel()  # the consumer behind: this birth waits unread across the drop
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 7, 8))
         await until(lambda: len(src._channel) >= 1, 5, "the birth queued")
-        thief.connect(
-            "127.0.0.1", mosquitto.port, 30
-        )  # the broker drops the host's connection (one client id)
-        thief.loop_start()
-        await until(lambda: src._drops == 1, 5, "the host's connection dropped")
-        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(2, 8, 7))  # while this host is away: unseen
-        thief.disconnect()
-        thief.loop_stop()
-        await until(lambda: src._sessions == 1, 5, "the host's reconnect")
+        # while this host is away: unseen
+        await _dropped(
+            src, mosquitto.port, lambda: node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(2, 8, 7))
+        )
         pump = asyncio.create_task(_consume(src))
         await _births(src, 2)
         await until(lambda: node.cmds, 5, "the rebirth the reconnect asks")
