@@ -370,6 +370,18 @@ def _write_untold_damaged(db: sqlite3.Connection, ranges: list[list]) -> None:
         db.execute("DELETE FROM meta WHERE key = ?", (UNTOLD_DAMAGED,))
 
 
+def _a_path(src: object) -> bool:
+    """Whether a marker's ``src`` can name a file at all: a str with no NUL, encodable for the file system (a garbled
+    or hand-edited one raised ValueError or UnicodeEncodeError out of every start)."""
+    if not isinstance(src, str) or "\0" in src:
+        return False
+    try:
+        os.fsencode(src)
+    except UnicodeError:
+        return False
+    return True
+
+
 def _acked_refused(acked: object, top: int | None) -> str | None:
     """Why ``acked``, the seqs a marker names as acknowledged, is not taken, or None: [first, last] ranges of seqs
     SQLite can hold (below 2**62), at most SALVAGE_ACKED_MAX seqs, none beyond ``top`` (when given)."""
@@ -2540,7 +2552,7 @@ class Outbox:
             job = read_json_state(self.salvaging_path, SALVAGING_MAX_BYTES)
         except (OSError, ValueError):
             return None
-        return job if isinstance(job, dict) and isinstance(job.get("src"), str) else None
+        return job if isinstance(job, dict) and _a_path(job.get("src")) else None
 
     def _write_salvaging(self, job: dict | None) -> None:
         """Record (fsync'd, renamed into place) the copy a renewal is about to make, or remove the record."""
@@ -2574,7 +2586,7 @@ class Outbox:
         out = []
         earlier = job.get("earlier")
         for j in [job, *(earlier if isinstance(earlier, list) else [])][:SALVAGE_JOBS_MAX]:
-            if isinstance(j, dict) and isinstance(j.get("src"), str):
+            if isinstance(j, dict) and _a_path(j.get("src")):
                 out.append(
                     {
                         "src": j["src"],

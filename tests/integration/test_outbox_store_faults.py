@@ -762,12 +762,13 @@ def test_a_store_found_corrupt_beside_a_renewal_marker_naming_acked_seqs_past_sq
             again.close()
 
 
-@pytest.mark.parametrize("marker", ["deep", "pipe"])
+@pytest.mark.parametrize("marker", ["deep", "pipe", "nul", "surrogate"])
 def test_an_unfinished_salvage_marker_nested_past_the_parser_or_a_named_pipe_does_not_stop_the_start(
     tmp_path, marker
 ):
     """The marker itself nested past JSON's depth raised RecursionError out of every start; a named pipe in its place
-    held the start for ever."""
+    held the start for ever; a file name with a NUL or a lone surrogate raised ValueError or UnicodeEncodeError out of
+    every start."""
     data = tmp_path / "data"
     ob = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
     ob.open()
@@ -775,8 +776,11 @@ def test_an_unfinished_salvage_marker_nested_past_the_parser_or_a_named_pipe_doe
     ob.close()
     if marker == "deep":
         (data / "outbox-salvaging").write_text("[" * 100_000)
-    else:
+    elif marker == "pipe":
         os.mkfifo(data / "outbox-salvaging")
+    else:
+        src = "a\0b" if marker == "nul" else "a\ud800b"  # (json.dumps writes both as \u escapes)
+        (data / "outbox-salvaging").write_text(json.dumps({"src": src, "epoch": 1, "previous_epoch": 0}))
     again = Outbox(OutboxSettings(commit_interval_ms=10, retention={}), data)
     try:
         in_thread(again.open, 10)
