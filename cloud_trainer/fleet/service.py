@@ -543,9 +543,9 @@ class FleetServicer(rpc.FleetServicer):
         those numbers alone, whenever it arrives: no clock. A report without a number (an older agent) is written as
         it comes, as before; a run this process has taken no report of is asked of the control state (one write, at
         the run's first report here), so a new run (a restart, a gateway restored from a VM snapshot: a new
-        ``boot_id``) is written, a late one of a previous run not. ``first``: the first report of a call (a unary
-        Heartbeat, a stream's first): a run this process knows is checked against the agent's row too, which
-        another replica may have taken further (``_held_above``)."""
+        ``boot_id``) is written, a late one of a previous run not. ``first``: a stream's first report: a run this process
+        knows is checked against the agent's row too, which another replica may have taken further
+        (``_held_above``; a unary Heartbeat reads it in its own thread place, ``Heartbeat``)."""
         boot, seq = r.boot_id[:64], int(r.report_seq)
         if not boot or not seq:
             return True
@@ -805,9 +805,13 @@ class FleetServicer(rpc.FleetServicer):
         # tenant's queue at each call, and under a backlog (200 queued) none was answered within its deadline
         results = self._results_write(who, request.command_results)
         key = (tenant, agent)
-        fresh = await self._fresh(
-            key, request, first=True
-        )  # an older report than one taken: answered, never written
+        had = self._applied.get(key)  # (before ``_fresh`` takes this report's number)
+        fresh = await self._fresh(key, request)  # an older report than one taken: answered, never written
+        # a run this process knows, fresh to its memory: checked against the agent's row (another replica may have
+        # taken it further: a gateway restored mid-run), in the call's own thread place below: read in a thread of
+        # its own, outside the tenant's places, a slow store's reads took every worker thread all calls wait for
+        boot, seq = request.boot_id[:64], int(request.report_seq)
+        row_check = [fresh and had is not None and had[0] == boot and bool(seq)]
         # an older report than one taken, its agent told (but while its runs alternate): its next reports go under a
         # new run (a VM snapshot restored)
         if not fresh and self._tell_late(key):
@@ -821,7 +825,11 @@ class FleetServicer(rpc.FleetServicer):
             if results is not None:
                 results()  # its failure ends the call as before
             try:
-                if fresh:
+                check, row_check[0] = row_check[0], False
+                if check:
+                    held = self.store.report_held(agent, tenant=tenant)
+                    row_check[0] = held is not None and held[0] == boot and held[1] >= seq  # late: told below
+                if fresh and not row_check[0]:
                     self.store.heartbeat(
                         agent,
                         dict(request.labels),
@@ -851,6 +859,8 @@ class FleetServicer(rpc.FleetServicer):
         except BaseException:
             cut.set()
             raise
+        if row_check[0] and self._tell_late(key):
+            context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
         if exc is not None and failed == "write":
             self._store_failed("heartbeats", exc)
             await context.abort(

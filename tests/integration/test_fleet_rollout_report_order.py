@@ -693,6 +693,43 @@ async def test_a_gateway_restored_mid_run_reaching_a_process_that_knows_its_run_
     assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # was: nothing said
 
 
+async def test_a_heartbeats_read_of_its_agents_row_waits_in_its_tenants_place(fleet):
+    """A unary Heartbeat of a run the process knows reads the agent's row (a gateway restored mid-run is told
+    late): the read ran in a worker thread of its own, outside the tenant's heartbeat places, so with the store
+    slow (a PostgreSQL pool waiting for a connection) one agent's heartbeats in flight took every worker thread all
+    calls of every tenant wait for. It runs in the heartbeat's place: a thread stays free."""
+    import os
+    import threading
+
+    from cloud_trainer.fleet.service import HEARTBEATS_PER_TENANT
+
+    srv, stub, e = fleet
+    workers = min(32, (os.cpu_count() or 1) + 4)  # the loop's default executor's threads
+    if workers > 12:
+        pytest.skip("more worker threads than one agent's heartbeats may be in flight (its rate)")
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runR"))
+    real, release, waiting = srv.store.report_held, threading.Event(), []
+
+    def slow(*args, **kwargs):
+        waiting.append(1)
+        release.wait(10)
+        return real(*args, **kwargs)
+
+    srv.store.report_held = slow
+    try:
+        calls = [
+            asyncio.ensure_future(stub.Heartbeat(_report(e["1.1.0"], s, "runR"), timeout=10))
+            for s in range(2, 2 + workers)
+        ]
+        await until(lambda: len(waiting) >= HEARTBEATS_PER_TENANT, 10, "the reads under way")
+        await asyncio.sleep(0.2)  # (the former code: every worker thread then in a read)
+        await asyncio.wait_for(asyncio.to_thread(lambda: None), 2)  # was: TimeoutError
+    finally:
+        release.set()
+    await asyncio.gather(*calls)
+    assert srv.store.report_held("gw1") == ("runR", 1 + workers)
+
+
 async def test_a_lone_gateway_whose_link_is_lost_again_and_again_is_not_named_a_clone(fleet, built, caplog):
     """One gateway on a flapping link: each report after a lost link starts a new run (``FleetClient.link_lost``),
     none late to another. Seven in a row were counted ``runs_alternating`` and named two live gateways of one identity
