@@ -884,8 +884,9 @@ class MqttSource:
         # CLOCK_BEHIND_S
         self._lags: dict[str, tuple[float, float, bool]] = {}
         # tag -> (receive time of its device's first clock step in CLOCK_STEP_HOLD_S, steps since, the newest time its
-        # fast clock gave) (``_stepped_back``, ``_out_of_order``)
-        self._steps: dict[str, tuple[float, int, float]] = {}
+        # fast clock gave, how far ahead of the receive time that clock was at the step) (``_stepped_back``,
+        # ``_out_of_order``)
+        self._steps: dict[str, tuple[float, int, float, float]] = {}
         self._max_bytes = settings.max_message_bytes
         # a persistent session's QoS 1 messages that the broker sends again after a reconnect (DUP)
         self._redelivered = (
@@ -2259,7 +2260,8 @@ class MqttSource:
     def _out_of_order(self, tag: str, ts: float, last: float, received_at: float) -> bool:
         """Whether a reading of ``tag`` stamped ``ts`` (its last: ``last``) is dropped as ``out_of_order``, said:
         older than the last and no clock step (``_stepped_back``); or, while a step of the tag is held, stamped by
-        the fast clock from before the step at or before a time of it already passed: a message re-sent from before
+        the fast clock from before the step (over half its lead at the step ahead of the receive time, over
+        ``CLOCK_STEP_S`` at least) at or before a time of it already passed: a message re-sent from before
         the step (its client's in-flight one at a reconnect), which came "in order" after the step and was passed a
         second time, moving the tag ahead again. A fast reading newer than those (the rest of a batch sent across the
         step) is passed, as before."""
@@ -2275,10 +2277,12 @@ class MqttSource:
             # its hold over: forgotten, so that once none is held the readings in order pay no look-up
             del self._steps[tag]
             return False
-        if ts <= received_at + CLOCK_STEP_S:  # not the fast clock's
+        # not the fast clock's: under half its lead at the step ahead (a clock set right that runs a second or two
+        # ahead of this gateway's is no re-send: its new readings were dropped)
+        if ts <= received_at + max(CLOCK_STEP_S, stepped[3] / 2):
             return False
         if ts > stepped[2]:  # newer than any the fast clock gave: passed, the fast times known up to it
-            self._steps[tag] = (stepped[0], stepped[1], ts)
+            self._steps[tag] = (stepped[0], stepped[1], ts, stepped[3])
             return False
         self._error(
             "out_of_order",
@@ -2308,11 +2312,16 @@ class MqttSource:
         # live ones; taken, each such reading went back in time, the tag's times flipping at every one
         stepped = self._steps.get(tag)
         if stepped is None or received_at - stepped[0] >= CLOCK_STEP_HOLD_S:
-            self._steps[tag] = (received_at, 1, last)
+            self._steps[tag] = (received_at, 1, last, last - received_at)
         elif stepped[1] >= CLOCK_STEPS_HELD:
             return False
         else:
-            self._steps[tag] = (stepped[0], stepped[1] + 1, max(stepped[2], last))
+            self._steps[tag] = (
+                stepped[0],
+                stepped[1] + 1,
+                max(stepped[2], last),
+                max(stepped[3], last - received_at),
+            )
         self._notice(
             "device_clock_stepped",
             f"tag {shown_topic(tag)}: its device's clock was set back by {last - ts:.3f} s (its last reading was "

@@ -60,6 +60,11 @@ async def test_a_device_clock_set_back_from_fast_keeps_its_readings_an_older_one
         # the tag not moved ahead a third time (its right clock's next dropped until it caught up)
         ("rec/s", json.dumps({"values": [{"id": "w", "v": 1, "t": fast}]})),
         ("rec/s", json.dumps({"values": [{"id": "w", "v": 5, "t": right + 2}]})),
+        # set right to a clock a second or two ahead of this gateway's: its new readings are no re-send of the fast
+        # clock's (they were dropped as such until its clock passed the fast times)
+        ("j/ahead", json.dumps({"ts": fast, "v": 1})),
+        ("j/ahead", json.dumps({"ts": now + 1, "v": 2})),
+        ("j/ahead", json.dumps({"ts": now + 2.5, "v": 3})),
         # a buffer's value of 2 min ago sent after a live one: no step (its clock is not set right: it is old)
         ("j/old", json.dumps({"ts": fast, "v": 1})),
         ("j/old", json.dumps({"ts": now - 120, "v": 2})),
@@ -81,8 +86,9 @@ async def test_a_device_clock_set_back_from_fast_keeps_its_readings_an_older_one
         "j/two/v": [(1, fast), (2, right), (3, fast + 2), (4, right + 1), (5, fast + 4)],
         # once per 10 min: 4 dropped; twice: 1 again and 5 dropped
         "rec/s/w": [(1, fast), (3, right), (2, fast + 5), (4, right + 1), (5, right + 2)],
+        "j/ahead/v": [(1, fast), (2, now + 1), (3, now + 2.5)],
         "j/old/v": [(1, fast)],  # before this bound: 2 as well, the tag's current value 2 min old
         "j/end/end": [(1, right + 2)],
     }, by_tag
     assert src.stats.errors_by_reason.get("out_of_order") == 4
-    assert src.notices.counts.get("device_clock_stepped") == 7
+    assert src.notices.counts.get("device_clock_stepped") == 8
