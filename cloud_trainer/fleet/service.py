@@ -190,6 +190,7 @@ CONNECTION_IDLE_S = 60.0
 # could connect and the store could not open a file); each idle connection weighs ~80-180 KB
 MAX_CONNECTIONS = 10_000
 FD_RESERVE = 256
+FEW_CONNECTIONS = 1_000  # a bound below this (a low hard descriptor limit) is said at start in a WARNING
 
 
 def connection_limit(most: int = MAX_CONNECTIONS) -> int:
@@ -205,7 +206,9 @@ def connection_limit(most: int = MAX_CONNECTIONS) -> int:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
             soft = raised
-    room = most if soft == resource.RLIM_INFINITY else soft - FD_RESERVE
+    # at a low hard limit a quarter of it is kept, not FD_RESERVE: a container started with 256 descriptors took
+    # one connection at once (every other agent closed as it connected), where it ran with ~200 before the bound
+    room = most if soft == resource.RLIM_INFINITY else soft - min(FD_RESERVE, soft // 4)
     return max(1, min(most, room))
 
 
@@ -2161,11 +2164,11 @@ class FleetServer:
                 self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
             except RuntimeError:  # grpc: "Failed to bind to address ..."; say by whom, when one of ours
                 raise PortTaken(cannot_bind(host, port, replicas, self.announcement)) from None
-            log.info(
-                "at most %d connections at once (one more is closed as it is accepted; %d descriptors kept for the "
-                "store, blobs and console; raise RLIMIT_NOFILE for more)",
+            log.log(
+                logging.INFO if self.max_connections >= FEW_CONNECTIONS else logging.WARNING,
+                "at most %d connections at once (one more is closed as it is accepted; the rest of the descriptor "
+                "limit kept for the store, blobs and console; raise RLIMIT_NOFILE, hard limit included, for more)",
                 self.max_connections,
-                FD_RESERVE,
             )
             self._tick: asyncio.Task | None = None
             self._forget: asyncio.Task | None = None
