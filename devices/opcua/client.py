@@ -3258,8 +3258,9 @@ class OpcUaSource:
                         raise _Refused(
                             "namespaces",
                             "the server's namespace array changed within the session (a program download "
-                            "registered its namespaces in another order): every node is resolved again by its "
-                            "namespace URI on a new session",
+                            "registered its namespaces in another order), or could not be read when a node it "
+                            "took away was back: every node is resolved again by its namespace URI on a new "
+                            "session",
                         )
                     raise ConnectionError("connection lost")
                 except asyncio.CancelledError:
@@ -3939,9 +3940,13 @@ class OpcUaSource:
         """Whether the server's namespace array, read now, moved an index this session resolved by (a download
         the session outlived registered the namespaces anew in another order: a node id resolved at connect,
         ns=2, names another namespace's node now). Then the session is ended (``_ns_changed``): a new one
-        resolves every node by its URI. A namespace added at the end moves none."""
-        now = (await _namespaces(client, self.settings.connect_timeout_s))[0] if self._ns_array else []
-        if not now or now[: len(self._ns_array)] == self._ns_array:
+        resolves every node by its URI. A namespace added at the end moves none; an array that cannot be read
+        now (Bad, empty: a PLC mid-download serving its nodes first) tells nothing and counts as moved, as the
+        connect refuses it: taken as unmoved, the node back under its old index was read, GOOD, and written."""
+        if not self._ns_array:
+            return False  # the session took its indexes as written
+        now, unread = await _namespaces(client, self.settings.connect_timeout_s)
+        if not unread and now[: len(self._ns_array)] == self._ns_array:
             return False
         self._ns_changed = True
         self._lost.set()

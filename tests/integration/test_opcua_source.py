@@ -1789,7 +1789,9 @@ async def test_a_namespace_reorder_within_a_session_does_not_make_a_gone_node_ag
         await take_node_away(srv, target)
         array = await srv.get_namespace_array()
         array[plc], array[diag] = array[diag], array[plc]
-        await srv.nodes.namespace_array.write_value(array)
+        # the PLC mid-download serves its nodes before its namespace array (Bad): that tells nothing either
+        unread = ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadResourceUnavailable))
+        await srv.write_attribute_value(ua.NodeId(ua.ObjectIds.Server_NamespaceArray), unread)
         await srv.nodes.objects.add_variable(ua.NodeId("Speed", plc), "Speed", -99.0)  # urn:diag's now
         await srv.nodes.objects.add_variable(ua.NodeId("Speed", diag), "Speed", 2.0)  # urn:plc's, moved
         await (await srv.nodes.objects.add_variable(ua.NodeId("Set", plc), "Set", 0.0)).set_writable()
@@ -1797,9 +1799,12 @@ async def test_a_namespace_reorder_within_a_session_does_not_make_a_gone_node_ag
         await moved.set_writable()
         await until(lambda: src._targets_gone, 5.0)  # the target's gone status came (a publish)
         written.clear()  # the server-side set_writable above
-        with pytest.raises(OpcUaNotConnected, match="namespace array changed within the session"):
+        with pytest.raises(
+            OpcUaNotConnected, match="namespace array changed within the session|not connected"
+        ):
             await src.write(f"ns={plc};s=Set", 3.0)
         assert written == []
+        await srv.nodes.namespace_array.write_value(array)  # the download done: its new order served
 
         async def next_value() -> float:
             async for r in src.items():
@@ -1808,7 +1813,7 @@ async def test_a_namespace_reorder_within_a_session_does_not_make_a_gone_node_ag
             raise AssertionError
 
         assert await asyncio.wait_for(next_value(), 8.0) == 2.0
-        assert src.stats.errors_by_reason.get("namespaces") == 1, src.stats.errors_by_reason
+        assert src.stats.errors_by_reason.get("namespaces", 0) >= 1, src.stats.errors_by_reason
         await until(lambda: src.state is ConnectionState.CONNECTED, 5.0)
         await src.write(f"ns={plc};s=Set", 4.0)
         assert await moved.read_value() == 4.0 and written == []
