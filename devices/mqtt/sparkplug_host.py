@@ -306,6 +306,10 @@ class _Node:
     # was reborn whole at every rebirth_min_interval_s for ever, each birth as unhelpful as the last
     alias_asked: bool = False
     alias_born: bool = False
+    # its data showed a birth of it missed (a seq gap, an alias its births did not give) and a rebirth was asked for
+    # it: commands wait for a birth (``birth_owed``) until one is read or its death; not cleared by its later data
+    # (in sequence, or by aliases its births gave: a node that restarted and re-aliased sends such data too)
+    birth_missed: bool = False
     # a birth of it declared metrics past MAX_NODE_METRICS, whose types were not kept (``_learn``): data without a
     # datatype by a name not in ``types`` may be one of them, so such an integer is read as the wire's number, as
     # before the skip of undeclared ones (``_readings``); forgotten at its next NBIRTH
@@ -784,7 +788,7 @@ class SparkplugHost:
         (``MqttSource.command``). A rebirth asked for another cause (a clash of its births, its life unsure) is
         about the birth held, not one missed."""
         n = self._nodes.get((group, edge_node))
-        if n is None or not n.aliases or not (n.gap_asked or n.alias_asked):
+        if n is None or not n.aliases or not n.birth_missed:
             return False
         owed = n.want | n.asked
         return None in owed or (device is not None and device in owed)
@@ -1721,6 +1725,7 @@ class SparkplugHost:
             if not self.retained:
                 node.want.clear()
                 node.asked.clear()
+                node.birth_missed = False
             # counts as in sequence, unless it answers a rebirth asked for a gap not cleared since: a node whose
             # seq is broken is asked once, not after every birth (``_check_seq``)
             # (a node whose births follow is asked again while fewer than 2 births in a row lost their first data)
@@ -2291,7 +2296,9 @@ class SparkplugHost:
                     if lost_first:
                         node.lost_first_at = now
                 if node.run or lost_first:
-                    node.gap_asked = self._rebirth(t.group, t.edge_node, node) or node.gap_asked
+                    asked = self._rebirth(t.group, t.edge_node, node)
+                    node.gap_asked = asked or node.gap_asked
+                    node.birth_missed = asked or node.birth_missed
                 node.run = 0
         elif data:
             node.run += 1
@@ -2813,7 +2820,7 @@ class SparkplugHost:
         if by_alias and not alias_missing:  # its aliases are known again: an unknown one later asks a rebirth
             node.alias_asked = node.alias_born = False
         if unknown:
-            self._rebirth(t.group, t.edge_node, node)
+            node.birth_missed = self._rebirth(t.group, t.edge_node, node) or node.birth_missed
         yield out
 
     def _say_undefined(
