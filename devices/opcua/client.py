@@ -6006,7 +6006,9 @@ class OpcUaSource:
         value and the status: not an error (the value is not sent again), for the caller to count and say."""
         sent = time.monotonic()  # the last request of this write sent (its own Write, once it goes out)
         node = await self._target_node(node_id, f"write to {node_id}")
-        if node.nodeid in self._targets_gone and await self._namespaces_moved(self._require_client("write")):
+        # said gone by its watched attributes, or by its tag's item (a target not watched: no room, or the watch off)
+        gone = node.nodeid in self._targets_gone or node.nodeid in self._gone
+        if gone and await self._namespaces_moved(self._require_client("write")):
             # the node the download made again under its id may be another namespace's: not written
             raise OpcUaNotConnected(
                 f"opcua source {self.name}: the server's namespace array changed within the session (a program "

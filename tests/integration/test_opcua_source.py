@@ -1822,6 +1822,47 @@ async def test_a_namespace_reorder_within_a_session_does_not_make_a_gone_node_ag
         await srv.stop()
 
 
+async def test_a_write_to_a_tag_a_download_took_away_is_checked_for_a_reorder_without_the_target_watch() -> (
+    None
+):
+    """A write target that is also a tag, its type and access not watched (``watch_write_targets: false``, or a
+    server without room for the watch): the download within the session says the tag gone, reorders the
+    namespaces and serves urn:diag's node under the old id. A write before the tag's item was made again went to
+    urn:diag's node; the tag said gone has the namespace array read first, as a watched target said gone has."""
+    from asyncua import ua
+
+    from tests.support.peers import node_ids_written, opcua_server, take_node_away
+
+    port = free_port()
+    srv, plc, _ = await opcua_server(port, "plc", "urn:plc", "Line")
+    diag = await srv.register_namespace("urn:diag")
+    ours = await srv.nodes.objects.add_variable(ua.NodeId("Set", plc), "Set", 1.0)
+    await ours.set_writable()
+    written = node_ids_written(srv, plc)
+    await srv.start()
+    nodes = [{"node_id": f"ns={plc};s=Set", "tag": "set"}]
+    src = OpcUaSource("plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", nodes, watch_write_targets=False))
+    src.expect_writes([(f"ns={plc};s=Set", 0.0)])
+    await src.start()
+    try:
+        assert (await _collect(src, {"set"}))["set"].value == 1.0
+        await take_node_away(srv, ours)
+        array = await srv.get_namespace_array()
+        array[plc], array[diag] = array[diag], array[plc]
+        await srv.nodes.namespace_array.write_value(array)
+        await (await srv.nodes.objects.add_variable(ua.NodeId("Set", plc), "Set", -99.0)).set_writable()
+        await until(
+            lambda: src._gone, 5.0
+        )  # the tag's gone status came; its item is made again after a pause
+        written.clear()
+        with pytest.raises(OpcUaNotConnected, match="namespace array changed within the session"):
+            await src.write(f"ns={plc};s=Set", 4.0)
+        assert written == []
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
 async def test_browse_cli_survives_reference_cycles_unreadable_nodes_and_control_characters() -> None:
     """Another vendor's address space: folders that organize their own parents (a cycle), a node whose
     browse name cannot be read, names with escape sequences and line breaks. The browse walked every
