@@ -1229,9 +1229,9 @@ async def _enum_properties(
     holds null). ``PropertiesUnread`` for one holding something else (a single text, a list of no
     EnumValueType): taken as no states, 7 went to a node whose EnumStrings read "Stopped,Running,Fault". An
     EnumValues the agent cannot decode (a list of ExtensionObject: a vendor's encoding of EnumValueType) beside
-    an EnumStrings naming as many states leaves the node judged by its EnumStrings (every write was refused, the
-    valid 2 too); refused when their counts differ, or when its entries still show their values (integers,
-    EnumValueType's encoding under a vendor's TypeId) and those are not 0..n-1 (10, 20, 30: 1 was written)."""
+    an EnumStrings naming as many states leaves the node judged by its EnumStrings only when every entry still
+    shows its value (integers, whole Doubles, Variants, EnumValueType's encoding under a vendor's TypeId) and
+    those are 0..n-1; refused otherwise (10, 20, 30, or an entry showing none: 1 was written)."""
     props = props or Properties(node)
     bad: tuple[PropertiesUnread, list[Any] | None] | None = None  # the EnumValues not decoded, its entries
     for prop in ("0:EnumValues", "0:EnumStrings"):
@@ -1254,13 +1254,21 @@ async def _enum_properties(
 
 def _same_states(bad: PropertiesUnread, entries: list[Any] | None, n: int) -> None:
     """Raises ``bad`` (an EnumValues not decoded, holding ``entries``) unless it may name the states an
-    EnumStrings beside it names (0..``n``-1): as many entries, and those that still show their values (an integer,
-    EnumValueType's encoding under a vendor's TypeId) showing distinct values of 0..n-1. EnumValues 10, 20, 30
-    beside three EnumStrings: 1 was written, 20 refused."""
+    EnumStrings beside it names (0..``n``-1): as many entries, each showing its value (an integer, a whole Double,
+    a Variant of one, EnumValueType's encoding under a vendor's TypeId), distinct values of 0..n-1. EnumValues
+    10, 20, 30 beside three EnumStrings: 1 was written, 20 refused; an entry showing none (a vendor's body, a
+    text) refuses too: the EnumValues, the node's truth, cannot be read."""
     if entries is None or len(entries) != n:
         raise PropertiesUnread(f"{bad}; its EnumStrings names {n} states, not as many", until=bad.until)
     shown = [v for e in entries if (v := _entry_value(e)) is not None]
-    # (an entry showing none: the EnumStrings judge, as for an opaque list)
+    if (
+        len(shown) != n
+    ):  # an entry showing none (a vendor's body, a text "10"): 1 was written beside 10, 20, 30
+        raise PropertiesUnread(
+            f"{bad}; its EnumValues could not be read ({n - len(shown)} of its {n} entries show no value the "
+            "agent decodes), and they, not its EnumStrings, name the node's states",
+            until=bad.until,
+        )
     if len(set(shown)) != len(shown) or not set(shown) <= set(range(n)):
         raise PropertiesUnread(
             f"{bad}; its entries show the values {', '.join(map(str, shown))}, where its EnumStrings names 0 to "

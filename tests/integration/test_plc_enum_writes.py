@@ -49,10 +49,10 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
     MultiStateValueDiscreteType (an integer one of its own EnumValues): the states are the variable's
     property, not its DataType's. 7 was written as a plain UInt32 and taken by the server, the PLC left in
     a state it does not define; it is refused at connect and at the write, naming the states. An EnumValues the
-    agent cannot decode (a vendor's encoding of EnumValueType) beside an EnumStrings naming as many states: judged
-    by the EnumStrings (every write was refused); as many entries as states or the node is refused, and entries
-    still showing their values (integers, whole Doubles, EnumValueType's encoding) must show 0..n-1 (10, 20, 30: 1
-    was written)."""
+    agent cannot decode (a vendor's encoding of EnumValueType) beside an EnumStrings: judged by the EnumStrings
+    only when it has as many entries, each still showing its value (integers, whole Doubles, Variants,
+    EnumValueType's encoding), and those are 0..n-1; else refused (10, 20, 30, or entries showing none, a
+    vendor's body or a text beside values 10, 20, 30: 1 was written)."""
 
     async def build(_srv, idx: int, obj) -> dict:
         mode = await obj.add_variable(
@@ -92,6 +92,10 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
             ("Raw", "EnumValues", _raw(idx, 3)),
             ("Odd", "EnumValues", _raw(idx, 4)),
             ("Gaps", "EnumValues", _shown(idx, 10, 20, 30)),
+            # entries showing no value the agent decodes: 1 was written, their EnumStrings judging
+            ("Trailing", "EnumValues", _shown(idx, 10, 20, 30, tail=b"\x01")),
+            ("Texted", "EnumValues", _vendor_int_text(idx, 10, 20, 30)),
+            ("Strings", "EnumValues", ua.Variant(["10", "20", "30"], ua.VariantType.String)),
             ("Ints", "EnumValues", ua.Variant([0, 1, 2], ua.VariantType.Int64)),
             ("Whole", "EnumValues", ua.Variant([10.0, 20.0, 30.0], ua.VariantType.Double)),
             (
@@ -104,7 +108,7 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
                 ua.NodeId(name, idx), name, ua.Variant(0, ua.VariantType.UInt32)
             )
             # its DataType stated: asyncua cannot guess it from the value
-            raw = name in ("Raw", "Odd", "Gaps", "Ints", "Whole", "Wrapped")
+            raw = name in ("Raw", "Odd", "Gaps", "Ints", "Whole", "Wrapped", "Trailing", "Texted", "Strings")
             await odd[name].add_property(
                 0, prop, v, datatype=ua.NodeId(ua.ObjectIds.EnumValueType) if raw else None
             )
@@ -142,11 +146,12 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
                     await src.write(p.node_id(name), 1)
             await src.write(p.node_id("Blank"), 7)  # an empty list states no states: nothing to check
             await src.write(p.node_id("Empty"), 7)  # nor an empty text (a null one's kind: it was refused)
-            with pytest.raises(
-                OpcUaTypeMismatch, match=r"whose EnumStrings define the values 0, 1, 2; cannot"
-            ):
-                await src.write(p.node_id("Raw"), 7)
-            await src.write(p.node_id("Raw"), 2)  # was refused, the EnumValues not decoded
+            # an EnumValues not decoded is the node's truth the agent cannot read: refused, the valid 2 too
+            for name in ("Raw", "Trailing", "Texted", "Strings"):
+                with pytest.raises(
+                    OpcUaTypeMismatch, match=f"{name}: .*0:EnumValues: .*its EnumValues could not be read"
+                ):
+                    await src.write(p.node_id(name), 2 if name == "Raw" else 1)
             with pytest.raises(
                 OpcUaTypeMismatch, match=r"list of ExtensionObject.*names 3 states, not as many"
             ):
@@ -162,17 +167,44 @@ async def test_a_multi_state_node_takes_only_the_states_its_own_enum_strings_or_
                     await src.write(p.node_id(name), 1)
             assert await p.read() == {
                 **{"Mode": 2, "Grade": 20, "Text": 0, "Listed": 0, "Blank": 7},
-                **{"Empty": 7, "Raw": 2, "Odd": 0, "Gaps": 0, "Ints": 2, "Whole": 0, "Wrapped": 0},
+                **{
+                    "Empty": 7,
+                    "Raw": 0,
+                    "Trailing": 0,
+                    "Texted": 0,
+                    "Strings": 0,
+                    "Odd": 0,
+                    "Gaps": 0,
+                    "Ints": 2,
+                    "Whole": 0,
+                    "Wrapped": 0,
+                },
             }
 
 
-def _shown(idx: int, *values: int) -> ua.Variant:
-    """An EnumValues whose entries are EnumValueType's binary encoding under a vendor's TypeId (not decoded)."""
+def _shown(idx: int, *values: int, tail: bytes = b"") -> ua.Variant:
+    """An EnumValues whose entries are EnumValueType's binary encoding under a vendor's TypeId (not decoded),
+    each followed by ``tail`` (a vendor's field)."""
     from asyncua.ua.ua_binary import struct_to_binary
 
     bodies = [
-        struct_to_binary(ua.EnumValueType(Value=v, DisplayName=ua.LocalizedText(f"S{v}"))) for v in values
+        struct_to_binary(ua.EnumValueType(Value=v, DisplayName=ua.LocalizedText(f"S{v}"))) + tail
+        for v in values
     ]
+    return _vendor(idx, bodies)
+
+
+def _vendor_int_text(idx: int, *values: int) -> ua.Variant:
+    """An EnumValues whose entries are a vendor's structure: an Int32 value and a LocalizedText."""
+    from asyncua.ua.ua_binary import struct_to_binary
+
+    bodies = [
+        v.to_bytes(4, "little", signed=True) + struct_to_binary(ua.LocalizedText(f"S{v}")) for v in values
+    ]
+    return _vendor(idx, bodies)
+
+
+def _vendor(idx: int, bodies: list[bytes]) -> ua.Variant:
     raw = [ua.ExtensionObject(TypeId=ua.NodeId("VendorEnumValue", idx), Body=b) for b in bodies]
     return ua.Variant(raw, ua.VariantType.ExtensionObject)
 
