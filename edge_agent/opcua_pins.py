@@ -59,8 +59,11 @@ class NamespacePinFile:
             return {}
         return doc if isinstance(doc, dict) and isinstance(doc.get("sources"), dict) else {}
 
-    def load(self) -> dict[int, str] | None:
-        entry = self._read().get("sources", {}).get(self.source)
+    def load(self, strict: bool = False) -> dict[int, str] | None:
+        """The URIs kept for this source's server; None when none are. ``strict`` (a source's connect): a file that
+        may be read later (an I/O error, too many open files) raises ``OSError``: taken as none kept, the start
+        after a reorder pinned the new order and read the other namespace's node of each index."""
+        entry = self._read(saving=strict).get("sources", {}).get(self.source)
         if not isinstance(entry, dict) or entry.get("endpoint") != self.endpoint:
             return None
         kept = entry.get("namespaces")

@@ -69,6 +69,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import enum
+import errno
 import functools
 import logging
 import math
@@ -1758,11 +1759,17 @@ class NamespacePins(Protocol):
     # how to take the server's new order, as a refusal says it ("remove ... and restart the agent")
     accept: str
 
-    def load(self) -> dict[int, str] | None:
-        """The URIs kept for this source's server; None when none are (first start, another endpoint)."""
+    def load(self, strict: bool = False) -> dict[int, str] | None:
+        """The URIs kept for this source's server; None when none are (first start, another endpoint).
+        ``strict``: ``OSError`` when they may be kept but cannot be read now."""
 
     def save(self, pins: dict[int, str]) -> None:
         """Keep ``pins`` (``OSError`` when it cannot)."""
+
+
+# a kept-namespaces file not read for a cause that passes (too many open files, an I/O error): the connect is
+# refused and tried again
+_PINS_RETRIED = frozenset({errno.EMFILE, errno.ENFILE, errno.EIO, errno.EAGAIN, errno.EINTR, errno.ENOMEM})
 
 
 def _no_namespaces(got: Any) -> str | None:
@@ -3474,7 +3481,7 @@ class OpcUaSource:
         self._forms.clear()
         # unread: the indexes are taken as they are written, unless some were pinned
         self._ns_array, unread = await _namespaces(client, self.settings.connect_timeout_s)
-        if unread and (self._ns_pinned or (self.namespace_pins is not None and self.namespace_pins.load())):
+        if unread and (self._ns_pinned or self._kept() is not None):
             # a PLC still starting after the download that reordered them: its ns= indexes, taken as written,
             # may name another namespace's node, read as GOOD and written
             accept = self.namespace_pins.accept if self.namespace_pins is not None else "restart the agent"
@@ -3715,6 +3722,22 @@ class OpcUaSource:
         if rate_node is not None:
             rate_nodes.setdefault(rate_node.nodeid, (ns.sampling_interval_ms, rate_node))
 
+    def _kept(self) -> dict[int, str] | None:
+        """The namespaces ``namespace_pins`` kept (None: none); a connect is refused while they cannot be read now
+        (too many open files, an I/O error): taken as none kept, the indexes went unchecked after a reorder."""
+        if self.namespace_pins is None:
+            return None
+        try:
+            return self.namespace_pins.load(strict=True) or None
+        except OSError as e:
+            if e.errno not in _PINS_RETRIED:  # not read later either (its access): pinned afresh, as before
+                return None
+            raise _Refused(
+                "namespaces",
+                f"the namespaces kept for this server could not be read ({e}), so its ns= indexes cannot be "
+                "checked against them: nothing is read or written on this connection; tried again with the backoff",
+            ) from None
+
     def _pins_kept(self) -> dict[int, str]:
         """The namespace URIs by index that the config's ``ns=`` indexes mean: those ``namespace_pins`` kept
         (an earlier start's), with the indexes this connect's array adds; this array's without a store, or at
@@ -3723,7 +3746,7 @@ class OpcUaSource:
         store = self.namespace_pins
         if store is None or not here:
             return here
-        kept = store.load()
+        kept = self._kept()
         pins = {**here, **(kept or {})}
         if pins != kept:
             try:

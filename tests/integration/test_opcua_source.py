@@ -1863,6 +1863,44 @@ async def test_a_write_to_a_tag_a_download_took_away_is_checked_for_a_reorder_wi
         await srv.stop()
 
 
+async def test_kept_namespaces_not_read_now_at_a_start_refuse_the_connect(tmp_path, monkeypatch) -> None:
+    """The kept namespaces' file not read at the start (too many open files, an I/O error: made to fail here, no
+    disk fault can be made): taken as none kept, the start after a reorder pinned the new order and read the other
+    namespace's node of the index, GOOD. The connect is refused and tried again; read, the index is refused."""
+    import errno
+
+    from asyncua import ua
+
+    from edge_agent import opcua_pins
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, plc, _ = await opcua_server(port, "plc", "urn:plc", "Line")
+    await srv.nodes.objects.add_variable(ua.NodeId("Speed", plc), "Speed", -99.0)
+    await srv.start()
+    settings = _settings(
+        f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={plc};s=Speed", "tag": "speed"}]
+    )
+    src = OpcUaSource("plc", settings)
+    opcua_pins.pin_namespaces(tmp_path, {"plc": src}, {"plc": settings})
+    src.namespace_pins.save({plc: "urn:diag"})  # type: ignore[union-attr]  # an earlier start's order
+
+    def unread(path):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(opcua_pins, "read_json_state", unread)
+    await src.start()
+    try:
+        await until(lambda: src.stats.errors_by_reason.get("namespaces"), 5.0)
+        assert src.state is not ConnectionState.CONNECTED
+        monkeypatch.undo()
+        await until(lambda: src.node_errors, 5.0)
+        assert "urn:diag" in src.node_errors[f"ns={plc};s=Speed"]
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
 async def test_browse_cli_survives_reference_cycles_unreadable_nodes_and_control_characters() -> None:
     """Another vendor's address space: folders that organize their own parents (a cycle), a node whose
     browse name cannot be read, names with escape sequences and line breaks. The browse walked every
