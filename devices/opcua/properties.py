@@ -80,6 +80,7 @@ class Properties:
         self._unsure: dict[_Key, list[tuple[ua.NodeId | None, ua.NodeId]]] = {}
         self._browse_failed: str | None = None  # why the Browse gave no answer, once asked
         self._browse_status: int | None = None  # ... the Bad status it answered, when it did
+        self._follows: bool | None = None  # whether the translate follows reference subtypes; None: not asked
         self._released = False  # the Browse was released at its bound of pages or references
         # names of two properties or more, different nodes: why (the Browse listed two HasProperty targets, or a
         # translate answered another node beside the HasProperty one)
@@ -118,6 +119,21 @@ class Properties:
                 return await self._checked(prop, key, found, self._beside.get(key, ()))
             if key not in self._unsure:
                 raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
+        elif (
+            self._browse_status is not None
+            and not self.translate_when_busy
+            and not await self._subtypes_followed()
+        ):
+            # the Browse answered Bad (BadNoContinuationPoints) and the translate ignores IncludeSubtypes: its
+            # BadNoMatch, or the HasProperty one alone, hides an EnumStrings on a vendor's HasProperty subtype (7 was
+            # written to a three-state node, its type kept)
+            raise PropertiesUnread(
+                f"{prop}: its Browse {self._browse_failed}, and TranslateBrowsePathsToNodeIds does not follow "
+                "reference subtypes (a property of the Server object asked along HierarchicalReferences answered "
+                "none), so a property on a vendor's HasProperty subtype cannot be told",
+                status=self._browse_status,
+                until="the server answers its Browse",
+            )
         try:
             return await self._translate(prop)
         except ua.UaStatusCodeError:
@@ -290,6 +306,25 @@ class Properties:
                 status=getattr(e, "code", None),
                 until=UNTIL_READ,
             ) from None
+
+    async def _subtypes_followed(self) -> bool:
+        """Whether the server's translate follows reference subtypes (IncludeSubtypes): the Server object's
+        NamespaceArray (a HasProperty) asked along HierarchicalReferences, once a node. True when it cannot be
+        told (no translate: the property's own translate then fails and says so)."""
+        if self._follows is None:
+            path = ua.BrowsePath()
+            path.StartingNode = ua.NodeId(ua.Int32(ua.ObjectIds.Server))
+            path.RelativePath = ua.RelativePath.from_string("/0:NamespaceArray")  # HierarchicalReferences
+            try:
+                result = (await self.node.session.translate_browsepaths_to_nodeids([path]))[0]
+            except ua.UaError:
+                self._follows = True
+            else:
+                status = result.StatusCode
+                self._follows = not (
+                    status.value == ua.StatusCodes.BadNoMatch or (status.is_good() and not result.Targets)
+                )
+        return self._follows
 
     def _path(self, prop: str) -> ua.BrowsePath:
         path = ua.BrowsePath()

@@ -605,14 +605,16 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
 
     translate, browse = InternalSession.translate_browsepaths_to_nodeids, InternalSession.browse
     jammed: list[int] = []
+    told: list[int] = []
     veiled: list[int] = []
 
     async def failing_for_loose(self, params):
         results = await browse(self, params)
         for d, r in zip(params.NodesToBrowse, results, strict=True):
-            if d.NodeId.Identifier == "Jammed" and d.ReferenceTypeId.is_null() and not jammed:  # busy once
-                jammed.append(1)
-                r.StatusCode, r.References = ua.StatusCode(ua.StatusCodes.BadTooManyOperations), []
+            if d.NodeId.Identifier == "Jammed" and d.ReferenceTypeId.is_null() and len(jammed) < 2:
+                jammed.append(1)  # busy once, then out of continuation points once
+                no = "BadTooManyOperations" if len(jammed) == 1 else "BadNoContinuationPoints"
+                r.StatusCode, r.References = ua.StatusCode(getattr(ua.StatusCodes, no)), []
             if d.NodeId.Identifier == "Loose" and d.ReferenceTypeId.is_null():  # the property Browse
                 r.StatusCode, r.References = ua.StatusCode(ua.StatusCodes.BadNoContinuationPoints), []
             if d.NodeId.Identifier == "HasSloppyProperty":  # its filter ignored, its supertype not exposed
@@ -638,6 +640,9 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
         results = await translate(self, params)
         for path, r in zip(params, results, strict=True):
             start = path.StartingNode.Identifier
+            if start == ua.ObjectIds.Server and len(jammed) == 2 and not told:  # asked at Jammed's 2nd Browse
+                told.append(1)
+                r.Targets, r.StatusCode = [], ua.StatusCode(ua.StatusCodes.BadNoMatch)  # no subtypes followed
             if start in ("Exact", "Jammed", "Sloppy", "Bare"):  # no subtypes; no such service
                 r.Targets = []
                 no = "BadNoMatch" if start in ("Exact", "Jammed") else "BadServiceUnsupported"
@@ -723,6 +728,12 @@ async def test_a_node_s_states_are_its_has_property_enum_strings_not_another_ref
         # its Browse answered busy once beside that translate: retried, not judged by the translate's BadNoMatch
         # (7 written, the type kept)
         with pytest.raises(OpcUaServerBusy, match=r"BadTooManyOperations"):
+            await src.write(p.node_id("Jammed"), 7)
+        # ... and, out of continuation points (not busy), refused: that translate follows no subtypes (7 written)
+        with pytest.raises(
+            OpcUaTypeMismatch,
+            match=r"Browse answered BadNoContinuationPoints, .* does not follow reference subtypes",
+        ):
             await src.write(p.node_id("Jammed"), 7)
         with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
             await src.write(p.node_id("Jammed"), 7)
