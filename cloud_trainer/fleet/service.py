@@ -345,6 +345,12 @@ def _caller(context, revoked: Callable[[str], bool] | None = None) -> tuple[tupl
     return quota_key(who), name
 
 
+def _at_or_below(held: tuple[str, int] | None, boot: str, seq: int) -> bool:
+    """Whether a state report numbered ``seq`` in run ``boot`` is at or below the number its agent's row holds
+    (``held``: the row's run and number, None for none): late, told so (``Store.report_held``)."""
+    return held is not None and held[0] == boot and held[1] >= seq
+
+
 def quota_key(who: Identity) -> tuple[str, str]:
     """The agent's per-process quota counters: keyed by (tenant, agent id), so that no agent id, whatever it
     spells, shares another tenant's agent's counters."""
@@ -596,7 +602,7 @@ class FleetServicer(rpc.FleetServicer):
         except Exception as exc:  # the store unreachable: its write of the report fails too, and is said
             self._faults.failed("the fleet store's read of an agent's last report number", exc)
             return False
-        return held is not None and held[0] == boot and held[1] >= seq
+        return _at_or_below(held, boot, seq)
 
     def _alternating(self, key: tuple[str, str], was: str, boot: str) -> None:
         """Run ``boot`` of agent ``key`` taken over ``was``, its run this process took last: past CLONE_RUNS such
@@ -831,7 +837,7 @@ class FleetServicer(rpc.FleetServicer):
                 check, row_check[0] = row_check[0], False
                 if check:
                     held = self.store.report_held(agent, tenant=tenant)
-                    row_check[0] = held is not None and held[0] == boot and held[1] >= seq  # late: told below
+                    row_check[0] = _at_or_below(held, boot, seq)  # late: told below
                 if fresh and not row_check[0]:
                     self.store.heartbeat(
                         agent,

@@ -1747,7 +1747,7 @@ class SQLStore(Store):
         froze its agents' state for as long, silently."""
         order = self._report_order()
         plain = self.q(HEARTBEAT_SQL + " WHERE " + order)
-        guarded = self.q(HEARTBEAT_SQL + HEARTBEAT_NEWER.replace(" WHERE ", " WHERE (", 1) + ") AND " + order)
+        guarded = self.q(HEARTBEAT_SQL + " WHERE (" + HEARTBEAT_NEWER + ") AND " + order)
         stale = []
         for tenant, agent, labels, slots, health, depth, outbox, t, *again in rows:
             cur = ex(
@@ -2167,7 +2167,7 @@ HEARTBEAT_SQL = (
 )
 # a stream's report held back for a later flush (its row locked elsewhere, PostgresStore.heartbeat_many) and
 # written again: never over a newer one (another replica's stream, a unary heartbeat written meanwhile)
-HEARTBEAT_NEWER = " WHERE agents.last_seen IS NULL OR excluded.last_seen >= agents.last_seen"
+HEARTBEAT_NEWER = "agents.last_seen IS NULL OR excluded.last_seen >= agents.last_seen"
 USAGE_SQL = (
     "SELECT tenant, 'agents', COUNT(*) FROM agents GROUP BY tenant UNION ALL "
     "SELECT tenant, 'records', SUM(records) FROM record_counts GROUP BY tenant UNION ALL "

@@ -4260,9 +4260,8 @@ class OpcUaSource:
                 return
             self._last_wave[tag] = (val, quality)
         reading = Reading(self.name, tag, val, ts, now, quality, rate, reason)
-        if (
-            self._overflowing
-        ):  # the server dropped this node's values before this one: a window must not join them
+        # the server dropped this node's values before this one: a window must not join them
+        if self._overflowing:
             reading.lost_before = True
         if self._lost_marked:
             self._lost_marked.discard(tag)
