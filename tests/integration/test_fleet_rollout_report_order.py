@@ -528,11 +528,22 @@ async def test_a_connection_closed_idle_between_heartbeats_keeps_the_run_and_a_b
         assert broken.value.code() == grpc.StatusCode.UNAVAILABLE
         boot = client.next_report()[0]
         assert boot != boots[0]
-        stream = client.stub.Connect()  # the uplink's stream (stream: true), its connection lost the same way
-        await stream.write(
-            pb.AgentMessage(report=pb.HeartbeatRequest(report_seq=9, boot_id=boot), report_id=1)
-        )
-        await stream.read()  # (acknowledged: open)
+        for attempt in range(3):  # the uplink's stream (stream: true), its connection lost the same way
+            # (a stream opened at once after the cut may still go out on the cut connection, broken pipe: the
+            # uplink opens it again, as here)
+            boot = client.next_report()[0]
+            stream = client.stub.Connect()
+            try:
+                await stream.write(
+                    pb.AgentMessage(report=pb.HeartbeatRequest(report_seq=9, boot_id=boot), report_id=1)
+                )
+                await stream.read()  # (acknowledged: open)
+                break
+            except grpc.aio.AioRpcError as exc:
+                if attempt == 2 or exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                client.channel.get_state(try_to_connect=True)
+                await until(lambda: client.channel.get_state() == ready, what="a new connection")
         relay.cut()
         with pytest.raises(grpc.aio.AioRpcError):
             await stream.read()
