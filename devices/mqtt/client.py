@@ -2835,6 +2835,18 @@ class MqttSource:
                 f"{device} is not alive (DDEATH, or no DBIRTH seen since its node's birth, or only a retained "
                 "one and no live message since)"
             )
+        if why := self.sparkplug.birth_unsure(group, edge_node):
+            # rebirths off: no birth is asked, none is owed, and the node may have given its aliases anew: a
+            # command by the old alias set another metric (by name alone, a node looking commands up by alias, as
+            # Sparkplug 3.0 has them sent, finds none or takes alias 0). Refused, counted, until a birth is read
+            msg = (
+                f"command to {where} not sent: its node's data showed a birth of it missed ({why}), and with "
+                "sparkplug.rebirth_on_unknown false none is asked: its aliases may be those of a birth it replaced "
+                "(the metric's alias maybe another metric's now); sent once a birth of the node is read (it restarts, or "
+                "another host asks one), or turn rebirth_on_unknown on"
+            )
+            self._notice("command_alias_unsure", msg)
+            raise MqttError(f"mqtt source {self.name!r}: {msg}")
         if self._sessions_seen != self._sessions or (
             self._pub is not None and self.state is not ConnectionState.CONNECTED
         ):

@@ -306,10 +306,12 @@ class _Node:
     # was reborn whole at every rebirth_min_interval_s for ever, each birth as unhelpful as the last
     alias_asked: bool = False
     alias_born: bool = False
-    # its data showed a birth of it missed (a seq gap, an alias its births did not give) and a rebirth was asked for
-    # it: commands wait for a birth (``birth_owed``) until one is read or its death; not cleared by its later data
-    # (in sequence, or by aliases its births gave: a node that restarted and re-aliased sends such data too)
-    birth_missed: bool = False
+    # its data showed a birth of it missed (a seq gap, an alias its births did not give: which, said) and a rebirth
+    # was asked for it: commands wait for a birth (``birth_owed``) until one is read or its death; not cleared by its
+    # later data (in sequence, or by aliases its births gave: a node that restarted and re-aliased sends such data
+    # too). With rebirth_on_unknown off, set though nothing is asked: commands are refused until a birth is read
+    # (``birth_unsure``); "" when nothing showed one missed
+    birth_missed: str = ""
     # a birth of it declared metrics past MAX_NODE_METRICS, whose types were not kept (``_learn``): data without a
     # datatype by a name not in ``types`` may be one of them, so such an integer is read as the wire's number, as
     # before the skip of undeclared ones (``_readings``); forgotten at its next NBIRTH
@@ -793,6 +795,17 @@ class SparkplugHost:
         owed = n.want | n.asked
         return None in owed or (device is not None and device in owed)
 
+    def birth_unsure(self, group: str, edge_node: str) -> str:
+        """With rebirth_on_unknown off: what in the node's data since its last birth read showed a birth of it
+        missed (a seq gap, an alias its births did not give), its births having given aliases; "" if nothing
+        did, or rebirths are on (``birth_owed`` holds commands then). No rebirth is asked, so none is owed: the
+        aliases held may be those of a birth the node replaced, and a command is refused (``MqttSource.command``)
+        until a birth of the node is read, sent by itself (a restart) or asked by another host."""
+        n = self._nodes.get((group, edge_node))
+        if n is None or not n.aliases or self._settings.rebirth_on_unknown:
+            return ""
+        return n.birth_missed
+
     def learning(self, group: str, edge_node: str) -> bool:
         """A large birth of the node (or of one of its devices) is being learnt a step at a time: its datatypes
         are not all known yet, so a command to it waits (``MqttSource.command``)."""
@@ -970,6 +983,15 @@ class SparkplugHost:
         if tick:
             self.tick()
         return True
+
+    def _missed(self, t: sp.SparkplugTopic, node: _Node, why: str) -> bool:
+        """The node's data showed a birth of it missed (``why``: a seq gap, an alias its births did not give): its
+        rebirth wanted (``_rebirth``, True if so), and commands held for a birth of it (``birth_owed``; with
+        rebirth_on_unknown off, refused until one is read: ``birth_unsure``)."""
+        asked = self._rebirth(t.group, t.edge_node, node)
+        if asked or not self._settings.rebirth_on_unknown:
+            node.birth_missed = node.birth_missed or why
+        return asked
 
     def _unreachable(self, group: str, edge_node: str) -> None:
         """Say, once per group, that the group's births are on no topic this source subscribes (notice
@@ -1725,7 +1747,7 @@ class SparkplugHost:
             if not self.retained:
                 node.want.clear()
                 node.asked.clear()
-                node.birth_missed = False
+                node.birth_missed = ""
             # counts as in sequence, unless it answers a rebirth asked for a gap not cleared since: a node whose
             # seq is broken is asked once, not after every birth (``_check_seq``)
             # (a node whose births follow is asked again while fewer than 2 births in a row lost their first data)
@@ -2296,9 +2318,8 @@ class SparkplugHost:
                     if lost_first:
                         node.lost_first_at = now
                 if node.run or lost_first:
-                    asked = self._rebirth(t.group, t.edge_node, node)
+                    asked = self._missed(t, node, f"a seq gap, {seq} after {last}")
                     node.gap_asked = asked or node.gap_asked
-                    node.birth_missed = asked or node.birth_missed
                 node.run = 0
         elif data:
             node.run += 1
@@ -2820,7 +2841,7 @@ class SparkplugHost:
         if by_alias and not alias_missing:  # its aliases are known again: an unknown one later asks a rebirth
             node.alias_asked = node.alias_born = False
         if unknown:
-            node.birth_missed = self._rebirth(t.group, t.edge_node, node) or node.birth_missed
+            self._missed(t, node, "an alias its births did not give")
         yield out
 
     def _say_undefined(

@@ -1047,6 +1047,45 @@ async def test_a_command_waits_for_the_birth_asked_when_the_nodes_data_showed_on
     assert _rebirth_then(cmds) == ("speed", 8), cmds
 
 
+async def test_with_rebirths_off_a_command_after_data_that_showed_a_birth_missed_is_refused_until_a_birth(
+    mosquitto,
+):
+    """With rebirth_on_unknown off no rebirth is asked, so nothing held a command after the node's data showed a birth
+    missed (an alias its births did not give; a seq gap): it carried alias 7, the setpoint of a node that restarted
+    and gave its aliases anew. Refused now, retryable, counted, until a birth of the node is read."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port, sparkplug={"rebirth_on_unknown": False})
+    data = sp._pb().Payload()
+    data.timestamp, data.seq = int(time.time() * 1000), 1
+    pb_metric(data, None, alias=9, datatype=D.INT32, int_value=3)
+
+    async def refused(why: str) -> MqttError:
+        errors = src.stats.errors
+        node.publish("spBv1.0/g/NDATA/n1", data.SerializeToString())
+        await until(lambda: src.stats.errors > errors, 5, "the data read (unknown_alias, seq_gap)")
+        with pytest.raises(MqttError, match=f"rebirth_on_unknown.*{why}|{why}.*rebirth_on_unknown") as ei:
+            await src.command("g", "n1", None, "speed", 1)  # before: sent, alias 7
+        return ei.value
+
+    try:
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
+        await _births(src, 1)
+        first = await refused("an alias its births did not give")
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))  # the node's birth, sent by itself
+        await _births(src, 2)
+        assert await src.command("g", "n1", None, "speed", 1) == "sent"
+        data.seq, data.metrics[0].alias = 5, 8  # a seq gap (1..4 lost), by aliases its birth gave
+        second = await refused("a seq gap, 5 after 0")
+        cmds = await node.wait_cmds(1)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert first.retryable and second.retryable
+    assert [(pb.metrics[0].name, pb.metrics[0].alias) for _, _, pb in cmds] == [("speed", 8)]
+    assert src.notices.counts["command_alias_unsure"] == 2
+
+
 async def _dropped(src: MqttSource, port: int, meanwhile=lambda: None) -> None:
     """This host's connection (client id host1) dropped by the broker, another client taking its client id; once
     ``meanwhile()`` is done, back (reconnected)."""
