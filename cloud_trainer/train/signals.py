@@ -322,13 +322,25 @@ _COMMA_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*),\d+(?:[eE][+-]?\d+
 _GROUPED = re.compile(r"[+-]?[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?(?:[eE][+-]?\d+)?")
 
 
-_EXCEL_SEP = re.compile(r'"?sep=(.)"?', re.IGNORECASE)  # "sep=;": Excel's delimiter line
+# "sep=;": Excel's delimiter line; the named character first, then blanks or delimiters (a sheet that shows the
+# line saved it padded with its empty cells: '"sep=;";;', or 'sep=;<TAB><TAB>' saved as tab-delimited text)
+_EXCEL_SEP = re.compile(r'"?sep=(.)"?((?:[ \t,;]|\1)*)', re.IGNORECASE)
 
 
 def _excel_sep(line: str) -> re.Match | None:
     """Excel's ``sep=X`` line naming the delimiter, a tab included (``strip()`` took the tab for blank space: the
-    line was refused as the header, "needs a header ... (found 'sep=\\t')")."""
+    line was refused as the header, "needs a header ... (found 'sep=\\t')"), with the blanks or delimiters that
+    may follow it (``sep=;`` and a tab was refused as the header: "line 2 has 3 fields but the header 2")."""
     return _EXCEL_SEP.fullmatch(line.strip(" \r\n"))
+
+
+def _sep_delimiter(sep: re.Match, header: str) -> str:
+    """The delimiter a ``sep=`` line names; the one it is padded with where the header holds that one and not the
+    named one (a sheet showing ``sep=;`` saved as tab-delimited text: its header was read as one column)."""
+    named, pad = sep.group(1), sep.group(2).replace(" ", "")
+    if named not in header and len(set(pad)) == 1 and pad[0] in header:
+        return pad[0]
+    return named
 
 
 def _csv_dialect(text: str) -> tuple[str, bool, bool]:
@@ -340,7 +352,7 @@ def _csv_dialect(text: str) -> tuple[str, bool, bool]:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     sep = _excel_sep(lines[0]) if lines else None
     if sep:  # Excel's own line naming the delimiter, before the header
-        delimiter, body = sep.group(1), lines[2:]
+        delimiter, body = _sep_delimiter(sep, lines[1] if len(lines) > 1 else ""), lines[2:]
         if delimiter not in ";\t":
             return delimiter, False, False
         cells = (c for ln in body for c in ln.split(delimiter))

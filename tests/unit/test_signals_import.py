@@ -1272,6 +1272,52 @@ def test_excels_sep_line_before_the_header_names_the_delimiter(tmp_path, sep):
     assert (row.run, row.fault, row.start_s, row.end_s) == ("r1", "imbalance", 0.5, 3.0)
 
 
+@pytest.mark.parametrize(
+    ("first", "sep"),
+    [
+        ("sep=;\t", ";"),
+        ("sep=; ", ";"),
+        ('"sep=;"\t', ";"),
+        ('"sep=;";;', ";"),
+        ("SEP=;;;", ";"),
+        ("sep=\t\t\t", "\t"),
+        ("sep=;\t\t", "\t"),
+        ('"sep=,",,', ","),
+    ],
+    ids=[
+        "tab",
+        "space",
+        "quoted-tab",
+        "quoted-padded",
+        "padded",
+        "tab-padded",
+        "saved-as-tabs",
+        "comma-padded",
+    ],
+)
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_excels_sep_line_is_read_with_what_follows_it(tmp_path, first, sep, eol):
+    """'sep=;' followed by a tab or a space, or padded with the empty cells of a sheet that shows it ('"sep=;";;'),
+    was taken for the header: 'line 2 has 3 fields but the header 2', 'column 2 has no name in the header'. A sheet
+    showing 'sep=;' saved as tab-delimited text ('sep=;' and tabs, then tabs between fields) is read with tabs."""
+    from cloud_trainer.train.signals import read_csv, read_labels
+
+    comma = "," if sep != "," else "."
+    lines = [
+        first,
+        sep.join(["t", "x", "y"]),
+        sep.join(["0", f"1{comma}5", "2"]),
+        sep.join(["0.01", f"1{comma}6", "2"]),
+    ]
+    path = tmp_path / "run.csv"
+    path.write_bytes(("\ufeff" + eol.join(lines) + eol).encode())
+    rec = read_csv(path, None)
+    assert list(rec.channels) == ["x", "y"] and list(rec.channels["x"]) == [1.5, 1.6] and rec.rate_hz == 100
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(eol.join([first, sep.join(["run", "fault"]), sep.join(["r1", "imbalance"])]).encode())
+    assert [(r.run, r.fault) for r in read_labels(labels)] == [("r1", "imbalance")]
+
+
 def test_a_tachometer_pulse_train_as_the_speed_channel_is_refused_not_trained_as_rpm(tmp_path):
     """A tachometer's once-per-turn pulse train (0 V, a 5 V pulse each turn) given as --speed-channel
     was averaged into 'speed_rpm' of about 0.1 per window, which the condition features then took as
