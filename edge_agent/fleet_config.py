@@ -286,10 +286,13 @@ class AgentHost:
         return self._local()
 
     # ---- running -----------------------------------------------------------------------------------
-    async def _launch(self, cfg: AgentConfig, info: dict) -> None:
+    async def _launch(self, cfg: AgentConfig, info: dict, before: Agent | None = None) -> None:
         from edge_agent.agent import Agent
+        from edge_agent.opcua_pins import carry_pins
 
         agent = Agent(cfg, launched_at=self.launched_at, data_lock=self._lock)
+        if before is not None:  # a reload: an unchanged OPC UA source follows the namespace order it followed
+            carry_pins(before.cfg, before.sources, cfg, agent.sources)
         self.launched_at = None  # later agents count from their own start
         agent.on_desired_config = self._on_desired
         agent.config_state = info
@@ -504,10 +507,11 @@ class AgentHost:
 
     async def _swap(self, cfg: AgentConfig, info: dict) -> None:
         """Stop the running agent gracefully (its outbox closed: nothing accepted is lost), start one on ``cfg``."""
-        if self.agent is not None:
-            await self.agent.stop()
+        before = self.agent
+        if before is not None:
+            await before.stop()
             self.agent = None
-        await self._launch(cfg, info)
+        await self._launch(cfg, info, before)
 
     async def _health(self, agent, values: Mapping[str, str] | None = None) -> str | None:
         """None when every source is connected within ``health_s``; else why not, every value of ``values`` (the

@@ -98,6 +98,30 @@ def pin_namespaces(data_dir: Path, sources: dict, settings: dict, keep: bool = T
         )
 
 
+def carry_pins(before_cfg, before_sources: dict, cfg, sources: dict) -> None:
+    """A config reload within the process (a fleet push, a rollback): each OPC UA source whose settings and write
+    targets are unchanged takes on what its predecessor's ``ns=`` indexes meant (``OpcUaSource.carry_namespaces``),
+    so a namespace reorder the running agent followed is followed on. A source changed in any way starts as at a
+    start: its config may have been rewritten for the server's new order, so a moved index is refused."""
+    from edge_agent.actions import write_targets
+
+    def targets(c) -> dict[str, list[tuple[str, str]]]:
+        return {n: sorted((loc, nid) for loc, nid, _ in t) for n, t in write_targets(c).items()}
+
+    was, now = targets(before_cfg), targets(cfg)
+    for name, settings in cfg.sources.items():
+        old, new = before_sources.get(name), sources.get(name)
+        carry = getattr(new, "carry_namespaces", None)
+        if (
+            settings.type == "opcua"
+            and settings == before_cfg.sources.get(name)
+            and was.get(name) == now.get(name)
+            and carry is not None
+            and type(old) is type(new)
+        ):
+            carry(old)
+
+
 def namespaces_main(args, load) -> int:
     """``edge-agent namespaces CONFIG [--accept SOURCE]``: the namespaces kept for each OPC UA source, or a
     source's forgotten so that the agent's next start pins the server's order as it finds it (a config whose

@@ -3722,6 +3722,14 @@ class OpcUaSource:
         if rate_node is not None:
             rate_nodes.setdefault(rate_node.nodeid, (ns.sampling_interval_ms, rate_node))
 
+    def carry_namespaces(self, before: OpcUaSource) -> None:
+        """Take on what the namespace indexes meant to ``before``, the source this one replaces within the process
+        (a config reload) with the same settings and write targets: the config still means what it meant there,
+        so a reorder ``before`` followed is followed here too. Made afresh, its first connect compared with the
+        kept pins as a start does and refused every ``ns=`` node of the moved indexes until the config changed."""
+        if before._ns_pinned and not self._ns_pinned:
+            self._ns_pinned, self._ns_seen = dict(before._ns_pinned), set(before._ns_seen)
+
     def _kept(self) -> dict[int, str] | None:
         """The namespaces ``namespace_pins`` kept (None: none); a connect is refused while they cannot be read now
         (too many open files, an I/O error): taken as none kept, the indexes went unchecked after a reorder."""

@@ -1642,15 +1642,10 @@ async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_anothe
     from asyncua import ua
 
     from edge_agent.opcua_pins import PINS_FILE, pin_namespaces
-    from tests.support.peers import node_ids_written, opcua_server
+    from tests.support.peers import node_ids_written, two_namespaces_with_a_speed
 
     port = free_port()
-    srv, plc, _ = await opcua_server(port, "plc", "urn:plc", "Line")
-    diag = await srv.register_namespace("urn:diag")
-    ours = await srv.nodes.objects.add_variable(ua.NodeId("Speed", plc), "Speed", 1.0)
-    other = await srv.nodes.objects.add_variable(ua.NodeId("Speed", diag), "Speed", -99.0)
-    await ours.set_writable()
-    await other.set_writable()
+    srv, plc, diag, ours, other = await two_namespaces_with_a_speed(port)
     await srv.nodes.objects.add_variable(ua.NodeId("Big", diag), "Big", 5.0)  # urn:plc's after the restart
     written = node_ids_written(srv, plc)  # after the restart: urn:diag's
     await srv.start()

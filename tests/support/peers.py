@@ -124,6 +124,20 @@ async def opcua_server(port: int, path: str, namespace: str, object_name: str):
     return srv, idx, await srv.nodes.objects.add_object(idx, object_name)
 
 
+async def two_namespaces_with_a_speed(port: int):
+    """A PLC whose namespaces a restart may register in another order: urn:plc and urn:diag, each with a writable
+    ``Speed`` (1.0 and -99.0), not yet started: (server, urn:plc's index, urn:diag's, urn:plc's Speed, urn:diag's)."""
+    from asyncua import ua
+
+    srv, plc, _ = await opcua_server(port, "plc", "urn:plc", "Line")
+    diag = await srv.register_namespace("urn:diag")
+    ours = await srv.nodes.objects.add_variable(ua.NodeId("Speed", plc), "Speed", 1.0)
+    other = await srv.nodes.objects.add_variable(ua.NodeId("Speed", diag), "Speed", -99.0)
+    await ours.set_writable()
+    await other.set_writable()
+    return srv, plc, diag, ours, other
+
+
 async def take_node_away(srv, node) -> None:
     """A program download on ``srv``: the node's monitored items (its value's, and a write target's watched
     attributes') are told it is gone (BadNodeIdUnknown), not linked to a node made again under its id, and the

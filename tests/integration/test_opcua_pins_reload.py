@@ -1,0 +1,92 @@
+"""A config reload (a fleet push) after a namespace reorder the running agent followed: the OPC UA source whose
+settings and write targets are unchanged follows on; one changed is refused as at a start. Real asyncua server, the
+real agent host swapping agents on a desired config."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from devices.base import ConnectionState
+from devices.opcua.client import OpcUaNodeError
+from protocols.gen import fleet_pb2 as pb
+from tests.support.peers import free_port
+from tests.support.waits import until
+
+
+async def test_a_config_reload_after_a_followed_namespace_reorder_keeps_following_an_unchanged_source(
+    tmp_path,
+):
+    """The running agent followed urn:plc from index 2 to 3 (a PLC restart). A fleet push touching nothing of the
+    source made a new agent whose source compared with the kept pins as a start does: every ns= node of it refused
+    (neither read nor written) until the config said nsu= or ``--accept``. Now the unchanged source follows on: the
+    write reaches urn:plc's moved node. A push that changes the source (its config may have been rewritten for the
+    new order) is still refused, as at a start, and writes nothing."""
+    from edge_agent.fleet_config import AgentHost, digest_of
+    from tests.support.peers import node_ids_written, two_namespaces_with_a_speed
+
+    port = free_port()
+    srv, plc, diag, ours, other = await two_namespaces_with_a_speed(port)
+    written = node_ids_written(srv, plc)  # after the restart: urn:diag's
+    await srv.start()
+    node = f"ns={plc};s=Speed"
+    source = {
+        "type": "opcua",
+        "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+        "nodes": [{"node_id": node, "tag": "speed"}],
+        "publishing_interval_ms": 50,
+        "reconnect_initial_s": 0.1,
+        "reconnect_max_s": 0.5,
+        "connect_timeout_s": 2.0,
+    }
+    local = tmp_path / "gw1.yaml"
+    local.write_text(
+        yaml.safe_dump(
+            {
+                "agent": {"id": "gw1", "data_dir": str(tmp_path / "gw1")},
+                "http": {"enabled": False},
+                "sources": {"plc": source},
+            }
+        )
+    )
+    host = AgentHost(local, health_s=5.0)
+    await host.start()
+
+    def push(name: str, sources: dict) -> None:
+        data = yaml.safe_dump({"sources": sources}).encode()
+        host._on_desired(pb.DesiredConfig(deployment_id=name, digest=digest_of(data), yaml=data, name=name))
+
+    try:
+        first = host.agent
+        src = first.sources["plc"]
+        await until(lambda: src.state is ConnectionState.CONNECTED and src._tags, 10, "the first connect")
+        # the restarted PLC: urn:diag registered before urn:plc; the running source follows the URI
+        array = await srv.get_namespace_array()
+        array[plc], array[diag] = array[diag], array[plc]
+        await srv.nodes.namespace_array.write_value(array)
+        src._client.uaclient.protocol.transport.close()
+        await until(lambda: src.stats.reconnects >= 1 and src.state is ConnectionState.CONNECTED, 10)
+        written.clear()
+        await src.write(node, 3.0)
+        assert await other.read_value() == 3.0 and written == []
+        # a push touching nothing of the source: it follows on (was: refused, "neither read nor written")
+        push("d1", {"plc": source})
+        await until(lambda: host.agent is not first and host.keeper.state.get("last_good"), 15, "d1 healthy")
+        src = host.agent.sources["plc"]
+        await until(lambda: src.state is ConnectionState.CONNECTED and src._tags, 10)
+        assert not src.node_errors, src.node_errors
+        await src.write(node, 4.0)
+        assert await other.read_value() == 4.0 and written == [] and await ours.read_value() == 1.0
+        # a push changing the source: its ns= index may be written for the new order now: refused, as at a start
+        second = host.agent
+        push("d2", {"plc": {**source, "nodes": [{"node_id": node, "tag": "speed2"}]}})
+        await until(lambda: host.agent is not second, 15, "d2 applied")
+        src = host.agent.sources["plc"]
+        await until(lambda: node in src.node_errors, 10)
+        assert "'urn:diag' now, but was 'urn:plc'" in src.node_errors[node], src.node_errors
+        with pytest.raises(OpcUaNodeError, match="neither read nor written"):
+            await src.write(node, 5.0)
+        assert written == [] and await other.read_value() == 4.0
+    finally:
+        await host.stop()
+        await srv.stop()
