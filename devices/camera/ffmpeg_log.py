@@ -23,7 +23,9 @@ FFmpeg 9.0). A ctypes callback takes the GIL before its first line, and FFmpeg's
 a frame (34 in bench/ffmpeg_log_bench.py): with a busy Python thread beside the reader, a 5 MP frame was once
 measured at 2x as long (the cost depends on the scheduler; later runs showed none). So where it can, the callback
 is installed behind a few machine instructions (``_native_filter``: Linux on x86-64) that return on a line above
-``AV_LOG_ERROR`` without entering Python; elsewhere (or when the system refuses executable memory) Python filters.
+``AV_LOG_ERROR`` without entering Python; elsewhere (or when the system refuses executable memory) Python filters,
+which is said once (INFO; WARNING when executable memory is refused) and counted by each camera that opens a
+capture so (``ffmpeg_log_in_python`` in its silent drops on ``/status``).
 Error-level lines still take the GIL, on whichever thread logs them. So any other FFmpeg capture in a process where
 a camera has opened one must be opened with one decoding thread (``CAP_PROP_N_THREADS`` 1, as the cameras' are) or
 closed with ``release()``: a capture with FFmpeg's frame threads dropped without it can hang the process (OpenCV's
@@ -75,6 +77,9 @@ _installed: list[object] = []  # the callback, kept alive for the life of the pr
 _filtered: list[object] = []  # the machine code in front of it, where it is (``_native_filter``)
 _tried = threading.Lock()
 _outcome: list[str] = []  # "" installed, else why not (once per process)
+_in_python: list[
+    str
+] = []  # why the lines are filtered in Python, not by ``_native_filter`` ("": they are not)
 
 
 def _text(avcl: int | None, fmt: bytes | None) -> str:
@@ -151,7 +156,21 @@ def install() -> bool:
                     "that ends short of the frames it declares is still said (cut_short)",
                     _outcome[0],
                 )
+            elif _in_python[0]:
+                log.log(
+                    logging.WARNING if _in_python[0].startswith("executable memory") else logging.INFO,
+                    "FFmpeg's log lines are filtered in Python (%s): each of a video decoder's lines takes the GIL "
+                    "(an MJPEG frame logs some 30), and a capture with FFmpeg's frame threads dropped without "
+                    "release() in this process can hang it",
+                    _in_python[0],
+                )
         return not _outcome[0]
+
+
+def filtered_in_python() -> str:
+    """Why FFmpeg's lines below error level enter Python (said once, at ``install()``), "" when machine code
+    returns on them or when no callback is installed: a camera counts it where its state is shown."""
+    return _in_python[0] if _in_python else ""
 
 
 def _install() -> str:
@@ -166,12 +185,13 @@ def _install() -> str:
         callback = _CALLBACK(_on_log)
         lib.av_log_set_callback.argtypes = [_CALLBACK]
         lib.av_log_set_callback.restype = None
-        native = _native_filter(callback)
+        native, why = _native_filter(callback)
         lib.av_log_set_callback(native or callback)
     except (OSError, AttributeError) as exc:
         os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"  # AV_LOG_QUIET: no raw line on the agent's stderr
         return f"{exc}; FFmpeg's log set quiet"
     _installed.append(callback)
+    _in_python.append(why)
     if native is not None:
         _filtered.append(native)
     atexit.register(_put_back, lib)
@@ -185,16 +205,19 @@ _X86_64_FILTER = bytes(
 )
 
 
-def _native_filter(callback: Any) -> Any:
+def _native_filter(callback: Any) -> tuple[Any, str]:
     """``callback`` behind machine code that returns on a line above ``AV_LOG_ERROR`` without taking the GIL (the
-    test ``_on_log`` makes first), or None where that is not made: not Linux on x86-64, or executable memory refused
-    (SELinux ``execmem``, PaX): Python then filters. The page is mapped writable, filled, then made read-only and
-    executable, and kept for the life of the process (FFmpeg's own callback is put back at exit)."""
+    test ``_on_log`` makes first), and ""; or None and why it is not made: not Linux on x86-64, or executable memory
+    refused (SELinux ``execmem``, systemd's ``MemoryDenyWriteExecute=``, PaX): Python then filters. The page is
+    mapped writable, filled, then made read-only and executable, and kept for the life of the process (FFmpeg's own
+    callback is put back at exit)."""
     import platform
     import sys
 
     if sys.platform != "linux" or platform.machine() != "x86_64" or ctypes.sizeof(ctypes.c_void_p) != 8:
-        return None  # (a 32-bit Python on a 64-bit kernel says x86_64 too)
+        # (a 32-bit Python on a 64-bit kernel says x86_64 too)
+        bits = 8 * ctypes.sizeof(ctypes.c_void_p)
+        return None, f"no machine-code filter for {sys.platform} {platform.machine()} ({bits}-bit Python)"
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.mmap.restype = ctypes.c_void_p
@@ -211,16 +234,20 @@ def _native_filter(callback: Any) -> Any:
         read, write, execute, private_anonymous = 1, 2, 4, 0x02 | 0x20
         at = libc.mmap(None, page, read | write, private_anonymous, -1, 0)
         if at in (None, ctypes.c_void_p(-1).value):
-            return None
+            return None, f"executable memory not made: mmap: {os.strerror(ctypes.get_errno())}"
         target = ctypes.cast(callback, ctypes.c_void_p).value or 0
         code = _X86_64_FILTER + target.to_bytes(8, "little")
         ctypes.memmove(at, code, len(code))
         if libc.mprotect(at, page, read | execute) != 0:
+            errno = ctypes.get_errno()
             libc.munmap(ctypes.c_void_p(at), ctypes.c_size_t(page))
-            return None
-    except (OSError, AttributeError):
-        return None
-    return _CALLBACK(at)
+            return None, (
+                f"executable memory refused: mprotect: {os.strerror(errno)} (SELinux execmem, systemd's "
+                "MemoryDenyWriteExecute= or PaX)"
+            )
+    except (OSError, AttributeError) as exc:
+        return None, f"executable memory not made: {exc}"
+    return _CALLBACK(at), ""
 
 
 def _put_back(lib: ctypes.CDLL) -> None:

@@ -11,6 +11,7 @@ import ctypes
 import functools
 import http.server
 import logging
+import platform
 import struct
 import subprocess
 import sys
@@ -274,14 +275,61 @@ def test_error_lines_after_which_ffmpeg_decodes_the_picture_whole_are_not_damage
     assert errors.count == 1 and errors.last == "error while decoding MB <n> <n>, bytestream <n>"
 
 
+_REFUSED_EXECUTABLE_MEMORY = """
+import asyncio, ctypes, logging, sys
+if ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN: the kernel's W^X
+    sys.exit(3)
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s %(message)s")
+from devices.camera import ffmpeg_log
+from devices.camera.capture import CameraSource
+from devices.camera.settings import CameraSettings
+from tests.integration.test_camera_source import take
+async def main():
+    src = CameraSource("line", CameraSettings(url=sys.argv[1], fps=200, loop=False))
+    await src.start()
+    try:
+        await take(src, 3)
+    finally:
+        await src.stop()
+    print("NOTICE", src.notices.status().get("ffmpeg_log_in_python"), "FILTERED", len(ffmpeg_log._filtered))
+asyncio.run(main())
+"""
+
+
+def test_a_refused_machine_code_filter_is_said_once_and_counted_by_the_camera(tmp_path):
+    """Where the system refuses executable memory (systemd's MemoryDenyWriteExecute=, SELinux execmem; here the
+    kernel's own PR_SET_MDWE) the filter fell back to Python without a word. It is said once, with why, and a
+    camera opening a capture so counts it where its state is shown (its silent drops on /status)."""
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        pytest.skip("the machine-code filter is made on Linux x86-64 only")
+    video = tmp_path / "v.avi"
+    _levels_video(video)
+    done = subprocess.run(
+        [sys.executable, "-c", _REFUSED_EXECUTABLE_MEMORY, str(video)],
+        capture_output=True,
+        timeout=60,
+        text=True,
+    )
+    if done.returncode == 3:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3 or later)")
+    assert done.returncode == 0, done.stderr[-500:]
+    lines = done.stdout.splitlines()
+    said = [ln for ln in lines if "filtered in Python" in ln and not ln.startswith("NOTICE")]
+    assert len(said) == 1 and said[0].startswith("WARNING devices.camera.ffmpeg_log"), done.stdout
+    assert "executable memory refused: mprotect: Permission denied" in said[0]  # (EACCES, as the kernel says)
+    (last,) = [ln for ln in lines if ln.startswith("NOTICE")]
+    assert "'count': 1" in last and "mprotect: Permission denied" in last and last.endswith("FILTERED 0")
+
+
 def test_lines_below_error_level_never_enter_python(hooked):
     """FFmpeg calls the callback for every line at every level, and its MJPEG decoder logs 29 debug lines a frame:
     each took the GIL in the callback, which a busy Python thread beside the reader holds (a 5 MP frame's grab
     once measured at 2x as long: bench/RESULTS.md), and a capture's worker threads dropped without release() hung
     the process on it. On Linux x86-64 machine code in front of it returns on them; an
     error line is still counted."""
-    if not ffmpeg_log._filtered:
+    if sys.platform != "linux" or platform.machine() != "x86_64":
         pytest.skip("no machine-code filter on this platform: Python filters the lines")
+    assert ffmpeg_log._filtered, ffmpeg_log.filtered_in_python()  # refused here: said, not skipped
     lib = ctypes.CDLL(ffmpeg_log._libavutil())
     entered: list[str] = []
     sys.setprofile(lambda frame, event, _: entered.append(frame.f_code.co_name) if event == "call" else None)
