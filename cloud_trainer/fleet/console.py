@@ -521,16 +521,24 @@ class Console:
     def agents(self, tenant: str = "default") -> list[dict]:
         """The tenant's agents with their ingest counts and gaps: the newest ``GAPS_SHOWN`` of an agent's gaps, and
         how many older ones were left out (``gaps_left_out``)."""
+        from cloud_trainer.fleet import store as fleet_store
+
         st = self.srv.store
+        quotas = getattr(self.srv, "quotas", None)
         out = []
         for a in st.agents(tenant=tenant):
             gaps = st.gaps(a["id"], tenant=tenant)
+            ingest = st.stats(a["id"], tenant=tenant)
             out.append(
                 {
                     **a,
-                    "ingest": st.stats(a["id"], tenant=tenant),
+                    "ingest": ingest,
                     "gaps": gaps[-GAPS_SHOWN:],
                     "gaps_left_out": max(0, len(gaps) - GAPS_SHOWN),
+                    # its records stored at their receipt time (a clock more than a day ahead; this process's count),
+                    # and the epochs it opened past the day's bound (a data folder not kept across restarts?)
+                    "records_retimed": quotas.records_retimed.get((tenant, a["id"]), 0) if quotas else 0,
+                    "epochs_past_bound": max(0, ingest.get("epochs_24h", 0) - fleet_store.EPOCHS_PER_WINDOW),
                 }
             )
         return out

@@ -263,8 +263,15 @@ LOSS_EVENT_MAX_CHARS = 256 * 1024
 # (``TooManyEpochs``, RESOURCE_EXHAUSTED: the agent keeps it and sends it again later), an ``outbox_corrupt`` event
 # naming one more epoch is stored without ending it. A rate, not a lifetime bound: a gateway whose disk fails
 # now and then is never shut out for good.
+# Past the bound a write (one transaction of a batch) still opens ONE epoch, counted (``epochs_24h`` of the agent's
+# stats, on the console) and logged once a minute per agent: an agent whose data folder is not kept across container
+# restarts opens an epoch at each start, and its records, refused past the bound, were lost with the folder at the
+# next restart. An outbox sends its current epoch only, so a real agent's batch never opens two; a gateway opening
+# epochs past the bound opens one per write at most, each with a record of its own (its bookkeeping grows with its
+# writes, which its quotas bound, never by 20,000 epochs of one batch).
 EPOCHS_PER_WINDOW = 24
 EPOCH_WINDOW_S = 86400.0
+EPOCHS_PAST_LOG_S = 60.0  # an agent opening epochs past the bound is logged at most this often (each agent)
 # what a record costs a write besides its payload (its key, columns, index entries), for INGEST_CHUNK_BYTES
 INGEST_RECORD_BYTES = 256
 
@@ -477,6 +484,33 @@ def _loss_cut(tenant: str, agent: str, cut: int, what: str) -> None:
             LOSS_EVENT_MAX_CHARS,
             LOSS_CUT_LOG_S,
         )
+
+
+_epochs_past_logged: dict[tuple[str, str], float] = {}  # (tenant, agent) -> when last logged (monotonic)
+_epochs_past_lock = threading.Lock()  # (the store's writers are threads)
+
+
+def _epochs_past(tenant: str, agent: str, n: int, epoch: int) -> None:
+    """Log (at most every ``EPOCHS_PAST_LOG_S`` per agent) that an agent opened an epoch past ``EPOCHS_PER_WINDOW``."""
+    now, key = time.monotonic(), (tenant, agent)
+    with _epochs_past_lock:
+        if now - _epochs_past_logged.get(key, float("-inf")) < EPOCHS_PAST_LOG_S:
+            return
+        if len(_epochs_past_logged) >= 10_000:  # many agents: forget those not logged within the minute
+            for k in [k for k, t in _epochs_past_logged.items() if now - t >= EPOCHS_PAST_LOG_S]:
+                del _epochs_past_logged[k]
+        _epochs_past_logged[key] = now
+    log.warning(
+        "agent %s (tenant %s): epoch %d stored, %d epochs its outbox opened within %g h (an outbox starts a new one "
+        "only afresh: a data folder not kept across restarts (mount it: docs/quotas.md), a failing disk, or no "
+        "gateway of ours); stored and counted (epochs_24h), said at most every %g s",
+        agent,
+        tenant,
+        epoch,
+        n,
+        EPOCH_WINDOW_S / 3600,
+        EPOCHS_PAST_LOG_S,
+    )
 
 
 class Reports(list):
@@ -970,6 +1004,9 @@ class SQLStore(Store):
             tuple[int, str], list[int]
         ] = {}  # (epoch, kind) -> [records, first seq, last seq] stored now
         seen: set[int] = set()  # epochs of the agent found stored before (``_new_epoch``)
+        past: tuple[int, int] | None = (
+            None  # (epochs ended in the window, epoch) opened past EPOCHS_PER_WINDOW
+        )
         with self._ingest_tx(synced) as ex:
             known_epoch = self._lock_agent(ex, tenant, agent)
             for i, (r, meta) in enumerate(zip(records, metas, strict=True)):
@@ -980,13 +1017,15 @@ class SQLStore(Store):
                     ):
                         if known_epoch is not None:
                             if (n := self._epochs_ended(ex, tenant, agent, now)) >= EPOCHS_PER_WINDOW:
-                                raise TooManyEpochs(
-                                    f"agent {agent} (tenant {tenant}): {n} epochs opened within "
-                                    f"{EPOCH_WINDOW_S / 3600:g} h, at most {EPOCHS_PER_WINDOW} (an epoch is an outbox "
-                                    f"started afresh); the batch opening epoch {epoch} is refused, nothing of it "
-                                    "stored: send it again later (an outbox restarting that often is a failing "
-                                    "disk, or no gateway of ours; docs/quotas.md)"
-                                )
+                                if past is not None:  # a second one in one write: no outbox of ours sends it
+                                    raise TooManyEpochs(
+                                        f"agent {agent} (tenant {tenant}): {n} epochs opened within "
+                                        f"{EPOCH_WINDOW_S / 3600:g} h, past the {EPOCHS_PER_WINDOW} an outbox "
+                                        f"started afresh opens, and a write past them opens one epoch: the batch "
+                                        f"opening epoch {epoch} after epoch {past[1]} is refused, nothing of it "
+                                        "stored (an outbox sends its current epoch only; docs/quotas.md)"
+                                    )
+                                past = (n + 1, epoch)
                             self._end_epoch(ex, tenant, agent, known_epoch, "epoch_change", now)
                         known_epoch = epoch
                         ex(
@@ -1103,6 +1142,8 @@ class SQLStore(Store):
                 self._charge(ex, tenant, *added, now, limits)
         if prune:  # committed: not again today for this agent in this process
             self._note_pruned(tenant, agent, utc_day(now))
+        if past is not None:
+            _epochs_past(tenant, agent, *past)
         if fresh is not None:
             fresh.extend(new_idx)
         return [r["seq"] for r in records], stored, dup
@@ -1560,6 +1601,8 @@ class SQLStore(Store):
                 ).fetchone() or (0, 0)
             s = ex(q(f"SELECT COUNT(*) FROM samples {w}"), args).fetchone()[0]
             d = ex(q(f"SELECT COALESCE(SUM(duplicates), 0) FROM ingest {w}"), args).fetchone()[0]
+            # an agent's: the epochs it opened within EPOCH_WINDOW_S (through the index of their ends)
+            opened = self._epochs_ended(ex, tenant, agent, time.time()) if agent else None
             kinds = {
                 k: int(n)
                 for k, n in ex(
@@ -1573,6 +1616,7 @@ class SQLStore(Store):
             "samples": s,
             "duplicates": int(d),
             "by_kind": kinds,
+            **({"epochs_24h": opened} if opened is not None else {}),
         }
 
     def records(

@@ -1,8 +1,9 @@
 # ruff: noqa: F811  (the store fixture imported from test_fleet_store is a parameter here)
 """What one agent can make the shared store keep for it, on both stores (SQLite, PostgreSQL): its bookkeeping rows
 do not grow with kinds it makes up (a kind no agent sends is counted as ``other``), and the epochs it may open are a
-rate (``EPOCHS_PER_WINDOW`` within ``EPOCH_WINDOW_S``): a batch opening one more is refused, nothing of it stored,
-and an ``outbox_corrupt`` event naming one more epoch ends none."""
+rate (``EPOCHS_PER_WINDOW`` within ``EPOCH_WINDOW_S``): past it a batch opens one epoch at most (an outbox sends its
+current epoch only: an agent whose data folder is not kept across restarts loses nothing), one opening two is
+refused, nothing of it stored, and an ``outbox_corrupt`` event naming one more epoch ends none."""
 
 from __future__ import annotations
 
@@ -41,35 +42,43 @@ def test_an_agent_opens_a_bounded_number_of_epochs_per_window(store, monkeypatch
     store.ingest("gwe", [rec(1, epoch=1)])  # the first epoch ends nothing
     for e in (2, 3, 4):
         store.ingest("gwe", [rec(1, epoch=e)])
+    assert store.stats("gwe")["epochs_24h"] == 3
+    # past the bound, a batch opening two epochs (no outbox sends one) is refused: nothing of it stored
     with pytest.raises(
-        TooManyEpochs, match=r"gwe .*3 epochs opened within 24 h, at most 3.*epoch 5 is refused"
+        TooManyEpochs,
+        match=r"gwe .*4 epochs opened within 24 h, past the 3 .*epoch 6 after epoch 5 is refused",
     ):
-        store.ingest("gwe", [rec(1, epoch=5), rec(2, epoch=5)])
-    # nothing of the refused batch: no record, no epoch end, epoch 4 still current
+        store.ingest("gwe", [rec(1, epoch=5), rec(1, epoch=6)])
     assert store.stats("gwe")["epoch"] == 4 and store.stats("gwe")["records"] == 4
     assert [g["epoch"] for g in store.gaps("gwe")] == [1, 2, 3]
-    store.ingest("gwe", [rec(2, epoch=4), rec(1, epoch=2)])  # the current epoch and a replay of an older one
-    assert store.stats("gwe")["records"] == 5
+    # past the bound, a batch opening one epoch (an agent whose data folder is not kept, at its 5th start) is
+    # stored and counted: its records were refused, then lost with the folder at the next restart
+    store.ingest("gwe", [rec(1, epoch=5), rec(2, epoch=5)])
+    assert store.stats("gwe")["epoch"] == 5 and store.stats("gwe")["records"] == 6
+    assert store.stats("gwe")["epochs_24h"] == 4
+    assert [g["epoch"] for g in store.gaps("gwe")] == [1, 2, 3, 4]
+    store.ingest("gwe", [rec(3, epoch=5), rec(1, epoch=2)])  # the current epoch and a replay of an older one
+    assert store.stats("gwe")["records"] == 7
     # an outbox_corrupt event naming epochs never seen ends none past the bound (each was a row)
     for prev in (100, 101, 102):
         store.ingest(
             "gwe",
             [
                 rec(
-                    prev - 97,
-                    epoch=4,
+                    prev - 96,
+                    epoch=5,
                     kind="event",
                     payload=json.dumps({"kind": "outbox_corrupt", "previous_epoch": prev}),
                 )
             ],
         )
-    assert [g["epoch"] for g in store.gaps("gwe")] == [1, 2, 3]
-    # the window passed (the ends' times moved back a day): the agent opens epochs again
+    assert [g["epoch"] for g in store.gaps("gwe")] == [1, 2, 3, 4]
+    # the window passed (the ends' times moved back a day): the agent opens epochs again, two in a batch too
     with store._tx() as ex:
         ex(store.q("UPDATE gaps SET t = t - ? WHERE agent = 'gwe'"), (store_module.EPOCH_WINDOW_S,))
-    store.ingest("gwe", [rec(1, epoch=5)])
-    assert store.stats("gwe")["epoch"] == 5
-    assert {"epoch": 4, "first": 6, "last": 0, "cause": "epoch_change"} in store.gaps("gwe")
+    store.ingest("gwe", [rec(1, epoch=6), rec(1, epoch=7)])
+    assert store.stats("gwe")["epoch"] == 7 and store.stats("gwe")["epochs_24h"] == 2
+    assert {"epoch": 5, "first": 7, "last": 0, "cause": "epoch_change"} in store.gaps("gwe")
     # at the bound, the renewed outbox's own outbox_corrupt event gives the previous epoch's end (written by its
     # batch) its cause: no new row
     monkeypatch.setattr(store_module, "EPOCHS_PER_WINDOW", 1)
@@ -150,7 +159,7 @@ def test_a_batch_refused_for_its_epoch_costs_the_writer_no_more_with_the_agents_
             st.db.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 10)
             try:
                 with pytest.raises(TooManyEpochs):
-                    st.ingest("gwl", [rec(1, epoch=9)])
+                    st.ingest("gwl", [rec(1, epoch=9), rec(1, epoch=10)])  # two: refused
             finally:
                 st.db.set_progress_handler(None, 0)
             return steps[0]

@@ -142,6 +142,44 @@ async def test_an_agent_drops_only_the_sample_with_list_metadata_and_the_records
         ob.close()
 
 
+async def test_an_agent_whose_data_folder_is_not_kept_delivers_every_starts_records_past_the_epoch_bound(
+    cloud, world, monkeypatch
+):
+    """An agent in a container whose data folder is not a volume opens an epoch at each start: past
+    ``EPOCHS_PER_WINDOW`` (lowered here) its new outbox's records were refused RESOURCE_EXHAUSTED, then lost with the
+    folder at the next restart. Each start's records are stored, and the epochs it opened counted."""
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+    from edge_agent.uplink.client import Uplink
+    from tests.support.fleet import cloud_settings
+    from tests.support.waits import until
+
+    monkeypatch.setattr(store_module, "EPOCHS_PER_WINDOW", 1)
+    srv, _, _, port = cloud
+    _, pki, _, _ = world
+    for life in range(3):  # three starts, each on an empty data folder
+        ob = Outbox(OutboxSettings(commit_interval_ms=5), srv.data.parent / f"agent-{life}")
+        ob.open()
+        for i in range(2):
+            ob.append("result", {"life": life, "i": i})
+        ob.flush()
+        up = Uplink(cloud_settings(pki, port), ob)  # the default tenant's gw1
+        await up.start()
+        try:
+            await until(lambda ob=ob: ob.stats()["depth"] == 0, what=f"start {life}'s records acknowledged")
+        finally:
+            await up.stop()
+            ob.close()
+    recs = srv.store.records("gw1", kind="result", limit=100)
+    assert sorted((r["payload"]["life"], r["payload"]["i"]) for r in recs if "life" in r["payload"]) == [
+        (life, i) for life in range(3) for i in range(2)
+    ]
+    assert srv.store.stats("gw1")["epochs_24h"] >= 2
+    from cloud_trainer.fleet.console import Console  # shown where the tenant sees the agent
+
+    assert {a["id"]: a["epochs_past_bound"] for a in Console(srv).agents()}["gw1"] >= 1
+
+
 async def test_a_store_that_fails_a_batch_is_unavailable_never_unknown(cloud, monkeypatch):
     """A write the store fails for another reason (disk full, database down): UNAVAILABLE with a plain reason
     (the agent keeps the batch and sends it again), not UNKNOWN with the database's exception."""
@@ -379,29 +417,34 @@ def _epoch_batch(epoch: int, *seqs: int, kind: str = "result") -> pb.RecordBatch
 
 async def test_an_agent_opening_epochs_past_the_rate_is_refused_and_counted(cloud, monkeypatch):
     """20,000 epochs of one record each (one batch) made 40,000 bookkeeping rows and an IngestStats of 40,000 gaps:
-    an agent opens at most ``EPOCHS_PER_WINDOW`` epochs a day (lowered here); the batch opening one more is
-    RESOURCE_EXHAUSTED (its agent sends it again later), counted as its ``epochs`` refusal."""
+    past ``EPOCHS_PER_WINDOW`` epochs a day (lowered here) a batch opens one epoch at most (an outbox sends its current
+    epoch only), counted; the batch opening two is RESOURCE_EXHAUSTED, counted as its ``epochs`` refusal."""
     monkeypatch.setattr(store_module, "EPOCHS_PER_WINDOW", 2)
     srv, ch, _, _ = cloud
     gw = rpc.FleetStub(ch("acme", "gw-a"))
-    for e in (11, 12):  # the fixture's push opened the agent's first epoch: two more
+    for e in (11, 12, 13):  # the fixture's push opened the agent's first epoch: three more, the third past it
         acks = [a async for a in gw.PushRecords(iter([_epoch_batch(e, 1, 2)]), timeout=20)]
         assert acks[0].stored == 2
-    code, details = await _code(gw.PushRecords(iter([_epoch_batch(13, 1, 2)]), timeout=20).read())
+    assert srv.store.stats("gw-a", tenant="acme")["epochs_24h"] == 3
+    two = pb.RecordBatch(records=[*_epoch_batch(14, 1).records, *_epoch_batch(15, 1).records])
+    code, details = await _code(gw.PushRecords(iter([two]), timeout=20).read())
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
-    assert "2 epochs opened within 24 h, at most 2" in details and "epoch 13 is refused" in details
+    assert (
+        "4 epochs opened within 24 h, past the 2" in details
+        and "epoch 15 after epoch 14 is refused" in details
+    )
     assert srv.quotas.refusals[("acme", "gw-a", "epochs")] == 1
-    assert srv.store.stats("gw-a", tenant="acme")["epoch"] == 12
+    assert srv.store.stats("gw-a", tenant="acme")["epoch"] == 13
     # its current epoch goes on; another tenant's agent opens its own
-    acks = [a async for a in gw.PushRecords(iter([_epoch_batch(12, 3)]), timeout=20)]
+    acks = [a async for a in gw.PushRecords(iter([_epoch_batch(13, 3)]), timeout=20)]
     assert acks[0].stored == 1
     beta = rpc.FleetStub(ch("beta", "gw-b"))
     acks = [a async for a in beta.PushRecords(iter([_epoch_batch(21, 1)]), timeout=20)]
     assert acks[0].stored == 1
-    # IngestStats answers the agent's newest gaps, at most INGEST_STATS_GAPS (lowered here): epoch 11's end
+    # IngestStats answers the agent's newest gaps, at most INGEST_STATS_GAPS (lowered here): epoch 12's end
     monkeypatch.setattr(service_module, "INGEST_STATS_GAPS", 1)
     st = await admin(ch, "acme", "bob").IngestStats(pb.IngestStatsRequest(agent="gw-a"), timeout=10)
-    assert [(g.epoch, g.first, g.last, g.cause) for g in st.gaps] == [(11, 3, 0, "epoch_change")]
+    assert [(g.epoch, g.first, g.last, g.cause) for g in st.gaps] == [(12, 3, 0, "epoch_change")]
 
 
 async def test_a_record_timed_past_tomorrow_is_stored_at_its_receipt_time_and_counted(cloud):
@@ -420,3 +463,8 @@ async def test_a_record_timed_past_tomorrow_is_stored_at_its_receipt_time_and_co
     assert now <= stored[31] <= time.time() and now <= stored[32] <= time.time()
     assert (stored[33], stored[34]) == (now + 3600, 1000.0)  # within a day ahead, or in the past: as sent
     assert srv.quotas.snapshot("acme")["records_retimed"] == {"gw-a": 2}
+    # and where the tenant sees its agent: the console's agents view (it was in /api/quotas only)
+    from cloud_trainer.fleet.console import Console
+
+    srv.store.heartbeat("gw-a", {}, [], {}, 0, tenant="acme")
+    assert {a["id"]: a["records_retimed"] for a in Console(srv).agents("acme")}["gw-a"] == 2
