@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -567,7 +568,10 @@ def run(engine: str, path: str | Path, inputs: dict, *, openvino_xml: str | Path
         timer.daemon = True
         timer.start()
         try:
-            return dict(zip(names, sess.run(names, inputs, opts), strict=True))
+            rows = _fixed_rows(sess.get_inputs()[0].shape, inputs)
+            return _in_rows(
+                lambda part: dict(zip(names, sess.run(names, part, opts), strict=True)), inputs, rows
+            )
         except Exception:
             if opts.terminate:
                 raise unfinished from None
@@ -577,15 +581,49 @@ def run(engine: str, path: str | Path, inputs: dict, *, openvino_xml: str | Path
     if engine == "openvino":
         # OpenVINO runs FP32 models in bf16 on CPUs with AVX-512 BF16; golden parity needs f32.
         compiled = ov_compile(openvino_xml or path, {"INFERENCE_PRECISION_HINT": "f32"})
-        req = compiled.create_infer_request()
-        req.start_async(inputs)
-        if not req.wait_for(max(1, int(RUN_TIMEOUT_S * 1000))):
-            req.cancel()
-            _ABANDONED.append(req)  # (freeing it would wait for the run to end)
-            raise unfinished
-        result = req.results
-        return {out.get_any_name(): np.asarray(result[out]) for out in compiled.outputs}
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+
+        def one(part: dict) -> dict:
+            req = compiled.create_infer_request()
+            req.start_async(part)
+            if not req.wait_for(max(1, int((deadline - time.monotonic()) * 1000))):
+                req.cancel()
+                _ABANDONED.append(req)  # (freeing it would wait for the run to end)
+                raise unfinished
+            result = req.results
+            return {out.get_any_name(): np.array(result[out]) for out in compiled.outputs}
+
+        shape = compiled.inputs[0].get_partial_shape()
+        first = shape[0] if shape.rank.is_static and len(shape) else None
+        return _in_rows(
+            one,
+            inputs,
+            _fixed_rows([first.get_length() if first is not None and first.is_static else None], inputs),
+        )
     raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
 
 
 _ABANDONED: list = []  # OpenVINO requests given up on by ``run``
+
+
+def _fixed_rows(shape: Any, inputs: dict) -> int | None:
+    """The rows the model takes at once when its first input fixes its batch axis at fewer than the golden batch
+    holds (a PyTorch export without a dynamic batch takes 1), else None (the whole batch in one run). The agent
+    feeds one item at a time; build fed the golden batch at once, and such a model failed there with ONNX
+    Runtime's "Got invalid dimensions for input ... Got: 2 Expected: 1"."""
+    first = shape[0] if shape else None
+    rows = next((int(v.shape[0]) for v in inputs.values() if getattr(v, "shape", ())), 0)
+    return first if isinstance(first, int) and 0 < first < rows and rows % first == 0 else None
+
+
+def _in_rows(run_one: Any, inputs: dict, rows: int | None) -> dict:
+    """``run_one`` over ``inputs`` ``rows`` batch rows at a time (all at once for None), outputs stacked."""
+    if rows is None:
+        return run_one(inputs)
+    import numpy as np
+
+    n = next(int(v.shape[0]) for v in inputs.values() if getattr(v, "shape", ()))
+    parts = [run_one({k: v[i : i + rows] for k, v in inputs.items()}) for i in range(0, n, rows)]
+    return {
+        k: np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) else parts[0][k] for k in parts[0]
+    }

@@ -1,0 +1,88 @@
+"""A model whose batch axis is fixed at 1, as `torch.onnx.export(..., external_data=False)` writes it without
+`dynamic_shapes`: the agent feeds it one frame at a time and serves it, but `build` fed the golden batch at once
+and failed with ONNX Runtime's own words (`unexpected InvalidArgument: ... Got: 2 Expected: 1`), so the export the
+docs lead to could not be packaged. The golden batch now runs in the rows the model takes, on every engine, at
+build and at `verify --run`, and the package installs and serves on a real slot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model_packager import build_package, load_trusted_keys, open_package, run_golden
+from model_packager.golden import available_engines
+from tests.support.models import golden_inputs, make_keypair, make_vision_onnx, vision_spec
+from tests.support.swaps import swap_once
+
+
+def _batch_of_one(src, out):
+    import onnx
+
+    m = onnx.load(str(src))
+    for v in (*m.graph.input, *m.graph.output):
+        v.type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(m, str(out))
+    return out
+
+
+async def test_a_model_of_fixed_batch_one_is_packaged_verified_and_served(tmp_path):
+    import onnxruntime as ort
+
+    key, pub = make_keypair(tmp_path / "keys")
+    src = make_vision_onnx(tmp_path / "src.onnx", heatmap=False)
+    model = _batch_of_one(src, tmp_path / "model.onnx")
+    inputs = golden_inputs("vision", n=4)
+    engines = available_engines()
+    pkg = build_package(
+        model,
+        vision_spec(heatmap=False),
+        tmp_path / "out",
+        signing_key=key,
+        golden_inputs=inputs,
+        openvino="openvino" in engines,
+    )
+    trusted = load_trusted_keys([pub])
+    opened = open_package(pkg, tmp_path / "opened", trusted)
+    with np.load(opened.golden_expected) as z:
+        expected = z["logits"]
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    one_by_one = np.concatenate(
+        [sess.run(["logits"], {"image": inputs["image"][i : i + 1]})[0] for i in range(4)]
+    )
+    np.testing.assert_allclose(expected, one_by_one, rtol=0, atol=1e-6)  # every item, each alone
+    results = run_golden(opened)  # `verify --run`: the golden batch on every installed engine
+    assert set(results) == set(engines), results
+    first = build_package(
+        src,
+        vision_spec(version="0.9.0", heatmap=False),
+        tmp_path / "v0",
+        signing_key=key,
+        golden_inputs=inputs,
+    )
+    outcome, version = await swap_once("vision", first, pkg, "onnxruntime", tmp_path / "data", trusted)
+    assert outcome.ok, outcome
+    assert version == "1.0.0"
+
+
+def test_a_model_of_fixed_batch_one_gets_synthetic_golden_inputs_at_build(tmp_path):
+    """Without --golden, build makes a batch of two synthetic items: they too run one at a time."""
+    key, _ = make_keypair(tmp_path / "keys")
+    model = _batch_of_one(make_vision_onnx(tmp_path / "src.onnx", heatmap=False), tmp_path / "model.onnx")
+    pkg = build_package(model, vision_spec(heatmap=False), tmp_path / "out", signing_key=key)
+    assert pkg.is_file()
+
+
+def test_a_model_of_fixed_batch_two_with_an_odd_golden_batch_still_says_what_is_wrong(tmp_path):
+    """Rows that do not divide into the model's fixed batch are run at once, as before: a model of batch 2 is
+    refused against a spec of one row per frame before any run (it would fail every frame)."""
+    import onnx
+
+    key, _ = make_keypair(tmp_path / "keys")
+    m = onnx.load(str(make_vision_onnx(tmp_path / "src.onnx", heatmap=False)))
+    for v in (*m.graph.input, *m.graph.output):
+        v.type.tensor_type.shape.dim[0].dim_value = 2
+    onnx.save(m, str(tmp_path / "model.onnx"))
+    from model_packager import SpecMismatchError
+
+    with pytest.raises(SpecMismatchError, match="one row per frame"):
+        build_package(tmp_path / "model.onnx", vision_spec(heatmap=False), tmp_path / "out", signing_key=key)
