@@ -1504,7 +1504,9 @@ class CameraSource:
         next_t = time.monotonic()
         failures = 0
         good = False  # a good frame in this session (and so the backoff reset)
-        last_ok = time.monotonic()  # the last good frame, or the open
+        # the last frame the camera sent (good, or damaged and skipped), or the open: silence is counted from it
+        last_ok = time.monotonic()
+        last_good = last_ok  # the last good frame, or the open: what a lost stream's line says
         self._skip_until = 0.0
         with self._taking:  # frames of this open taken from now on count towards it
             self._session_no += 1
@@ -1523,11 +1525,11 @@ class CameraSource:
                 img = read()
             except _Skip:
                 self.skipped += 1
-                last_ok = time.monotonic()  # the camera sends: not silent
+                last_ok = last_good = time.monotonic()  # the camera sends: not silent
                 continue
             except _Predicted as exc:
                 self._error(exc.reason, exc.detail)
-                last_ok = time.monotonic()
+                last_ok = time.monotonic()  # not silent, but no good frame: not last_good
                 continue
             except _BadFrame as exc:
                 img, bad = None, exc
@@ -1538,7 +1540,7 @@ class CameraSource:
                 return
             except (OSError, EOFError) as exc:  # an MJPEG stream's socket: a timeout, a reset, its end
                 if not self._stop.is_set():
-                    silent = time.monotonic() - last_ok
+                    silent = time.monotonic() - last_good
                     # where it broke (an HTTP camera's stream says): a camera that stalls or hangs up halfway
                     # through an image was told only as silent or closed, like one that stops between images
                     where = getattr(exc, "where", None)
@@ -1579,15 +1581,15 @@ class CameraSource:
                         continue
                     raise _End
                 failures += 1
-                silent = time.monotonic() - last_ok
-                if failures >= s.max_consecutive_failures or silent > silence_s:
+                now = time.monotonic()
+                if failures >= s.max_consecutive_failures or now - last_ok > silence_s:
                     self.state = ConnectionState.BACKOFF
                     # why no frame came, when the last part said (unsupported_frame says more than silence)
                     last = f" (the last read: {bad.reason})" if bad is not None else ""
                     self._error(
                         "stream_lost",
-                        f"{s.shown_url}: no frame for {silent:.1f}s since {since()} ({failures} failed reads); "
-                        f"reopening{last}",
+                        f"{s.shown_url}: no frame for {now - last_good:.1f}s since {since()} ({failures} failed "
+                        f"reads); reopening{last}",
                     )
                     return
                 if bad is not None:
@@ -1598,7 +1600,7 @@ class CameraSource:
                     )
                 continue
             failures = 0
-            last_ok = time.monotonic()
+            last_ok = last_good = time.monotonic()
             if isinstance(img, bytes):  # a part kept compressed: checked and decoded when taken
                 if live and period:
                     emit_at = self._thinned(last_emit, period)

@@ -7,15 +7,18 @@ ends early (damaged midway, or cut short) ended, or looped, without a word. Now 
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import functools
 import http.server
 import logging
 import platform
+import re
 import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -157,6 +160,54 @@ async def test_a_streams_frame_ffmpeg_conceals_is_skipped_too(tmp_path, caplog, 
     assert [_level(f.image) for f in frames] == [i for i in range(FRAMES) if i != 4]
     said = [r.getMessage() for r in caplog.records if "corrupt_frame" in r.getMessage()]
     assert said and "frame 5 is damaged" in said[0], said
+
+
+async def test_a_stream_lost_after_damaged_frames_says_how_long_since_the_last_good_frame(
+    tmp_path, hooked, caplog
+):
+    """A stream whose last good frame came before damaged ones, then whose camera went away: 'stream_lost' said
+    'no frame for 0.0s since the last good frame', the time since the last damaged frame (each one skipped counted
+    as the camera sending). Served over HTTP with a 1 s pause among the damaged frames, it says 1 s or more."""
+    path = _mpeg4_damaged_at_3(tmp_path, 40, 3, gop=1000)  # frames 4-39 predicted from the damaged frame 3
+    data = path.read_bytes()
+    pause_at = _frame_chunks(data)[20]
+
+    class Paused(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # frames 0-19 at once, the rest after a pause, then the camera hangs up
+            self.send_response(200)
+            self.send_header("Content-Type", "video/x-msvideo")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                self.wfile.write(data[:pause_at])
+                self.wfile.flush()
+                time.sleep(1.0)
+                self.wfile.write(data[pause_at:])
+            except OSError:  # (the camera reopened at the end, then stopped)
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Paused)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/line.avi"
+    src = CameraSource("line", CameraSettings(url=url, fps=None, frozen_after_s=None, queue_max_items=64))
+    caplog.set_level(logging.WARNING, "devices.camera.capture")
+    await src.start()
+    try:
+        assert len(await take(src, 3)) == 3  # frames 0-2
+        for _ in range(200):
+            if "stream_lost" in src.stats.errors_by_reason:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await src.stop()
+        server.shutdown()
+        server.server_close()
+    lost = [r.getMessage() for r in caplog.records if "stream_lost" in r.getMessage()]
+    found = re.search(r"no frame for ([0-9.]+)s since the last good frame", lost[0] if lost else "")
+    assert found and float(found.group(1)) >= 1.0, lost
 
 
 @pytest.mark.parametrize("fps", [10, 0.5], ids=["10fps", "timelapse"])
