@@ -73,6 +73,13 @@ STREAMS_FULL_RETRY_S = 0.25
 # for good cost 4 streams a second for ever (the doubling backoff's was one per backoff_max_s). An alarm or event ends
 # a wait at once at most once per STREAMS_FULL_RETRY_S: a storm of them tried once per round trip (15-20 a second)
 STREAMS_FULL_FAST_S = 30.0
+# the fleet service's refusal of a batch for the epochs its agent opened within a day (its store's words, "N epochs
+# opened within 24 h"; a fleet service of before 2026-12-07 refused every batch opening one past 24 a day, for up to
+# a day): the push waits this long (with jitter) before trying again, doubling at each such refusal up to
+# EPOCHS_WAIT_MAX_S, and its next try is one record. At its backoff (15-30 s) the agent sent its whole batch again
+# ~4,000 times a day. Counted (``epochs_refused``) and shown on the status page
+EPOCHS_WAIT_S = 120.0
+EPOCHS_WAIT_MAX_S = 1800.0
 STREAMS_FULL_DOUBLE_S = 10.0
 STREAMS_FULL_MAX_S = 5.0
 # once the Connect stream gave its place to the records (``Uplink._yield_connect``: concurrent_streams 1), it is tried
@@ -164,6 +171,18 @@ def _streams_full(exc: Exception) -> bool:
     if marks:
         return marks[0] == STREAMS_FULL
     return "concurrent streams)" in (exc.details() or "")
+
+
+def _epochs_refused(exc: Exception) -> bool:
+    """The fleet service refused the batch for the epochs this agent opened within a day (its outbox started afresh
+    that often: a data folder not kept across restarts): a wait of hours mends it, not the backoff's seconds."""
+    import grpc
+
+    return (
+        isinstance(exc, grpc.aio.AioRpcError)
+        and exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        and " epochs opened within " in (exc.details() or "")
+    )
 
 
 def _streams_limit(exc: Exception) -> int | None:
@@ -273,6 +292,9 @@ class Uplink:
         # stream's first batch is one record, so that a try refused again costs the link little
         self.streams_refused = 0
         self._probe = False
+        # batches refused for the epochs opened within a day (``_epochs_refused``), and the wait before the next try
+        self.epochs_refused = 0
+        self._epochs_wait = EPOCHS_WAIT_S
         # since when the pushes are refused so (None: a batch was acked since), and when an alarm last ended such a
         # wait early (``_streams_full_wait``)
         self._full_since: float | None = None
@@ -506,6 +528,11 @@ class Uplink:
                 self._link_up.clear()
                 wait = _push_wait(delay)
                 delay = min(self.s.backoff_max_s, delay * 2)
+                if _epochs_refused(exc):  # refused until the fleet's day window lets one more epoch in
+                    self.epochs_refused += 1
+                    wait = max(wait, _push_wait(self._epochs_wait))
+                    self._epochs_wait = min(EPOCHS_WAIT_MAX_S, self._epochs_wait * 2)
+                    self._probe = True  # the next try: one record (the batch's size was never the reason)
                 # the cloud is up and said no (a quota): a heartbeat getting through mends nothing
                 if _refused_on_purpose(exc):
                     await asyncio.sleep(wait)
@@ -1102,6 +1129,7 @@ class Uplink:
                 flight, self._in_flight = self._in_flight, None
                 self._fit_link(flight, acked=True)
                 self._probe = False  # the stream is this agent's: its next batches are whole
+                self._epochs_wait = EPOCHS_WAIT_S
                 if self.mode_why is not None and self._connect_live:
                     # a push taken beside the Connect stream tried again: the service allows both now
                     self.mode_why, self._connect_again_s = None, CONNECT_AGAIN_S
@@ -1367,6 +1395,9 @@ class Uplink:
             "set_aside": self.set_aside,
             "aside_now": len(self._aside),
             "unrecorded_acks": len(self._unrecorded),
+            # batches refused for the epochs opened within a day, since the start, and whether no batch was acked since
+            "epochs_refused": self.epochs_refused,
+            "epochs_refused_now": self._epochs_wait > EPOCHS_WAIT_S,
             "last_error": self.last_error,
             "last_ack_at": self.last_ack_at,
             "generation": self.generation,

@@ -6,6 +6,8 @@ site's link for as long as the quota held (a sample budget of the day: all day).
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from cloud_trainer.fleet.guard import QuotaLimits, Quotas
@@ -58,6 +60,58 @@ async def test_a_push_refused_resource_exhausted_keeps_its_backoff_through_state
         await until(lambda: updates[0] >= seen + 5, what="five state updates after the refusal")
         assert refusals() == 1, f"the refused batch was sent {refusals()} times within the backoff"
         assert ob.stats()["depth"] == 1  # kept in the outbox, sent once the backoff is over
+    finally:
+        await up.stop()
+        ob.close()
+        await srv.stop()
+
+
+async def test_a_push_refused_for_the_epochs_of_the_day_waits_doubling_and_tries_one_record(
+    tmp_path, monkeypatch
+):
+    """A fleet service of before 2026-12-07 refused every batch opening an epoch past 24 a day: the agent sent its
+    whole batch again at its backoff (15-30 s) for up to a day. It now waits ``EPOCHS_WAIT_S`` (lowered here),
+    doubling, tries one record, counts the refusals and says so on its status; delivered once the service takes it."""
+    import edge_agent.uplink.client as client_module
+    from cloud_trainer.fleet.store import TooManyEpochs
+
+    monkeypatch.setattr(client_module, "EPOCHS_WAIT_S", 0.8)
+    monkeypatch.setattr(client_module, "EPOCHS_WAIT_MAX_S", 1.6)
+    pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    tries: list[int] = []  # the records of each batch the store was asked to take
+    real = srv.store.ingest
+
+    def refusing(agent, records, **kw):  # the words of the former service's refusal
+        tries.append(len(records))
+        raise TooManyEpochs(
+            f"agent {agent} (tenant default): 24 epochs opened within 24 h, at most 24 (an epoch is an outbox "
+            "started afresh); the batch opening epoch 9 is refused, nothing of it stored"
+        )
+
+    monkeypatch.setattr(srv.store, "ingest", refusing)
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    for i in range(5):
+        ob.append("result", {"i": i})
+    ob.flush()
+    # a backoff of 0.2 s: the former agent tried ~10 times in the 2 s watched below
+    up = Uplink(cloud_settings(pki, port, backoff_initial_s=0.2, backoff_max_s=0.2), ob)
+    await up.start()
+    try:
+        await until(lambda: len(tries) >= 1, what="the first batch refused")
+        await asyncio.sleep(2.0)
+        assert 2 <= len(tries) <= 3, f"{len(tries)} batches sent within 2 s of the refusal"
+        assert tries[0] == 5 and set(tries[1:]) == {1}  # after the refusal, one record a try
+        status = up.status()
+        assert status["epochs_refused"] == len(tries) and status["epochs_refused_now"]
+        monkeypatch.setattr(srv.store, "ingest", real)  # the day's window lets one more epoch in
+        await until(
+            lambda: ob.stats()["depth"] == 0, what="the records delivered once the service takes them"
+        )
+        assert srv.store.stats("gw1")["records"] == 5 and not up.status()["epochs_refused_now"]
     finally:
         await up.stop()
         ob.close()
