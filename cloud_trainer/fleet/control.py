@@ -519,19 +519,22 @@ class Control:
         )
 
     def _put(self, dep: dict) -> None:
-        self.db.execute(
+        """Store the deployment ``dep`` of its tenant: a new one, or over its own row. A row of another tenant with
+        the same id is never replaced (``RuntimeError``, the caller's write rolled back): ids are drawn unique
+        (``_new_id``), and this keeps it so whatever path writes."""
+        tenant = dep.get("tenant", T)
+        written = self.db.execute(
             "INSERT INTO deployments (id, created, doc, tenant, state, slot) VALUES (?, ?, ?, ?, ?, ?) ON "
             "CONFLICT(id) DO UPDATE SET doc = excluded.doc, state = excluded.state, "
-            "slot = COALESCE(deployments.slot, excluded.slot)",  # (a row an older replica wrote has none)
-            (
-                dep["id"],
-                dep["created"],
-                json.dumps(dep),
-                dep.get("tenant", T),
-                dep.get("state", ""),
-                _slot_of(dep),
-            ),
+            "slot = COALESCE(deployments.slot, excluded.slot) "  # (a row an older replica wrote has none)
+            "WHERE deployments.tenant = excluded.tenant",
+            (dep["id"], dep["created"], json.dumps(dep), tenant, dep.get("state", ""), _slot_of(dep)),
         )
+        if written.rowcount == 0:
+            raise RuntimeError(
+                f"deployment {dep['id'][:64]!r} of tenant {tenant!r}: its id is another tenant's deployment's; "
+                "not replaced"
+            )
 
     def _next_generation(self) -> int:
         """The next generation: now in microseconds since the epoch, or one more than the last if that is not
@@ -785,6 +788,17 @@ class Control:
                 return mine[1] == max(r[1] for r in rows) and seq > mine[2]
             with self._write():
                 return all(self._take_run(tenant, agent, boot, seq))
+
+    def newest_run(self, agent: str, boot: str, *, tenant: str = T) -> bool:
+        """Whether run ``boot`` is the newest of the agent's runs the control state remembers, or one it does not
+        remember (nothing to order it by): only read. The service asks it when the agent's row holds a report of
+        another run than the one it knows (``FleetServicer._late_by_row``: two live gateways of one identity, each
+        reaching another replica)."""
+        boot = _run_key(boot)
+        with self.lock:
+            rows = self._runs_of(tenant, agent)
+        mine = next((r for r in rows if r[0] == boot), None)
+        return mine is None or mine[1] == max(r[1] for r in rows)
 
     def _runs_of(self, tenant: str, agent: str) -> list[tuple[str, int, int]]:
         """The agent's runs remembered: (boot id, its place in the order the runs began: 1, 2, ..., highest number

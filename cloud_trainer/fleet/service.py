@@ -351,6 +351,11 @@ def _at_or_below(held: tuple[str, int] | None, boot: str, seq: int) -> bool:
     return held is not None and held[0] == boot and held[1] >= seq
 
 
+def _same_run(boot: str) -> str:
+    """A run's boot id as a row holds it (a NUL written as U+FFFD)."""
+    return boot[:64].replace("\x00", "\ufffd")
+
+
 def quota_key(who: Identity) -> tuple[str, str]:
     """The agent's per-process quota counters: keyed by (tenant, agent id), so that no agent id, whatever it
     spells, shares another tenant's agent's counters."""
@@ -544,7 +549,7 @@ class FleetServicer(rpc.FleetServicer):
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
 
-    async def _fresh(self, key: tuple[str, str], r, *, first: bool = False) -> bool:
+    async def _fresh(self, key: tuple[str, str], r, *, row: bool = False) -> bool:
         """Whether the state report ``r`` of agent ``key`` is to be written: False for one its agent made before a
         report already taken: the same run (``boot_id``) and a lower or equal ``report_seq`` (held on the way: a
         stream's queue, a link being re-made, a retried call; it would write the agent's older slots over newer
@@ -552,9 +557,9 @@ class FleetServicer(rpc.FleetServicer):
         those numbers alone, whenever it arrives: no clock. A report without a number (an older agent) is written as
         it comes, as before; a run this process has taken no report of is asked of the control state (one write, at
         the run's first report here), so a new run (a restart, a gateway restored from a VM snapshot: a new
-        ``boot_id``) is written, a late one of a previous run not. ``first``: a stream's first report: a run this process
-        knows is checked against the agent's row too, which another replica may have taken further
-        (``_held_above``; a unary Heartbeat reads it in its own thread place, ``Heartbeat``)."""
+        ``boot_id``) is written, a late one of a previous run not. ``row``: a stream's report: a run this process
+        knows is checked against the agent's row too, which another replica may have taken further, or written with
+        a newer run's report (``_late_by_row``; a unary Heartbeat reads it in its own thread place, ``Heartbeat``)."""
         boot, seq = r.boot_id[:64], int(r.report_seq)
         if not boot or not seq:
             return True
@@ -562,7 +567,8 @@ class FleetServicer(rpc.FleetServicer):
         if had is not None and had[0] == boot:
             if had[1] >= seq:
                 return False
-            if first and await self._held_above(key, boot, seq):
+            if row and (late := await self._held_above(key, boot, seq, other_runs=True)) is not None:
+                self._late_by_row_seen(key, boot, late)
                 return False
         else:
             if self.control is not None:
@@ -582,7 +588,7 @@ class FleetServicer(rpc.FleetServicer):
                 if not taken:
                     self._note_late_run(key)
                     return False
-            if await self._held_above(key, boot, seq):
+            if await self._held_above(key, boot, seq) is not None:
                 self._note_late_run(key)
                 return False
             if had is not None:
@@ -590,19 +596,51 @@ class FleetServicer(rpc.FleetServicer):
         self._applied[key] = (boot, seq, time.monotonic())
         return True
 
-    async def _held_above(self, key: tuple[str, str], boot: str, seq: int) -> bool:
-        """Whether the agent's row holds a report of run ``boot`` numbered ``seq`` or above (another replica, or this
-        process before a restart or before it forgot the run, took it): the store would not write this one
-        (``SQLStore._report_order``), so it is late, and the agent is told so. Read once per run a process meets:
-        the control state keeps only a run's first number, and a gateway restored from a memory snapshot taken
-        mid-run (its count below the row's, its channel on a fresh connection) was dropped report after report,
-        never told, its state frozen and its ``last_seen`` old until its count passed the row's."""
+    async def _held_above(
+        self, key: tuple[str, str], boot: str, seq: int, *, other_runs: bool = False
+    ) -> str | None:
+        """``_late_by_row`` in a place of the tenant's heartbeats (``_in_thread_place``): read in a worker thread of
+        its own, a slow store's reads (a reconnect storm's streams) took every worker thread all calls wait for."""
         try:
-            held = await asyncio.to_thread(partial(self.store.report_held, key[1], tenant=key[0]))
+            return await _in_thread_place(
+                partial(tenant_gate, self._heartbeats, key[0], HEARTBEATS_PER_TENANT),
+                partial(self._late_by_row, key, boot, seq, other_runs=other_runs),
+            )
         except Exception as exc:  # the store unreachable: its write of the report fails too, and is said
             self._faults.failed("the fleet store's read of an agent's last report number", exc)
-            return False
-        return _at_or_below(held, boot, seq)
+            return None
+
+    def _late_by_row(self, key: tuple[str, str], boot: str, seq: int, *, other_runs: bool) -> str | None:
+        """(In a worker thread.) None, or why the agent's row says the report ``seq`` of run ``boot`` is late
+        (``""``: its own run, or the boot id of the newer run): it holds a
+        report of that run numbered ``seq`` or above (another replica, or this process before a restart or before it
+        forgot the run, took it: the store would not write this one, ``SQLStore._report_order``), or, with
+        ``other_runs``, a report of another run that began after ``boot`` (``Control.newest_run``). Read once per run a
+        process meets: a gateway restored from a memory snapshot taken mid-run (its count below the row's, its
+        channel on a fresh connection) was dropped report after report, never told. Other runs: two live gateways of
+        one identity (a cloned VM), each held by another replica, each replica meeting one run only, wrote the row in
+        turn, the fleet's view flipping at every report, never counted; told late now, each draws a new run in turn
+        and the replica it reaches counts it (``_alternating``) as one replica does."""
+        held = self.store.report_held(key[1], tenant=key[0])
+        if _at_or_below(held, boot, seq):
+            return ""
+        if (
+            other_runs
+            and held is not None
+            and self.control is not None
+            and _same_run(held[0]) != _same_run(boot)
+            and not self.control.newest_run(key[1], boot, tenant=key[0])
+        ):
+            return held[0]
+        return None
+
+    def _late_by_row_seen(self, key: tuple[str, str], boot: str, late: str) -> None:
+        """A report of run ``boot`` the agent's row said late (``late``: ``_late_by_row``): noted; one late to another
+        run that the agent is told of is that run begun over this one, which another replica took (``_alternating``:
+        a replica counts the runs its clone begins as well as its own)."""
+        self._note_late_run(key)
+        if late and self._tell_late(key):
+            self._alternating(key, boot, late)
 
     def _alternating(self, key: tuple[str, str], was: str, boot: str) -> None:
         """Run ``boot`` of agent ``key`` taken over ``was``, its run this process took last: past CLONE_RUNS such
@@ -742,7 +780,7 @@ class FleetServicer(rpc.FleetServicer):
                     more.set()
 
             async def write() -> None:
-                first = True  # (the stream's first report: ``_fresh``)
+                first = True  # (the stream's first report)
                 try:
                     while True:
                         await more.wait()
@@ -755,18 +793,16 @@ class FleetServicer(rpc.FleetServicer):
                         r, slots, health, at = got
                         await self._command_results(who, r.command_results)
                         had = self._applied.get(key)  # (before ``_fresh`` takes this report's number)
-                        fresh = await self._fresh(key, r, first=first)
+                        fresh = await self._fresh(key, r, row=True)
                         await hub.report(
                             key,
                             (dict(r.labels), slots, health, r.outbox_depth, _outbox_state(r), at),
                             r.generation_seen,
                             stale=not fresh,
                         )
-                        if (
-                            not fresh
-                            and (first or had is None or had[0] != r.boot_id[:64])
-                            and self._tell_late(key)
-                        ):
+                        # (late to this process's memory alone: a report of the run overtaken on the stream)
+                        overtaken = had is not None and had[0] == r.boot_id[:64] and had[1] >= r.report_seq
+                        if not fresh and (first or not overtaken) and self._tell_late(key):
                             # late, and of another run than the one last taken here: a run a newer one of the
                             # agent followed (its process paused while another of its identity reported; a gateway
                             # restored whose stream opened on a fresh connection). Acknowledged like any report, it
@@ -820,7 +856,8 @@ class FleetServicer(rpc.FleetServicer):
         # taken it further: a gateway restored mid-run), in the call's own thread place below: read in a thread of
         # its own, outside the tenant's places, a slow store's reads took every worker thread all calls wait for
         boot, seq = request.boot_id[:64], int(request.report_seq)
-        row_check = [fresh and had is not None and had[0] == boot and bool(seq)]
+        row_check: list[str | None] = [None]
+        check = fresh and had is not None and had[0] == boot and bool(seq)
         # an older report than one taken, its agent told (but while its runs alternate): its next reports go under a
         # new run (a VM snapshot restored)
         if not fresh and self._tell_late(key):
@@ -834,11 +871,9 @@ class FleetServicer(rpc.FleetServicer):
             if results is not None:
                 results()  # its failure ends the call as before
             try:
-                check, row_check[0] = row_check[0], False
-                if check:
-                    held = self.store.report_held(agent, tenant=tenant)
-                    row_check[0] = _at_or_below(held, boot, seq)  # late: told below
-                if fresh and not row_check[0]:
+                if check:  # late: told below
+                    row_check[0] = self._late_by_row(key, boot, seq, other_runs=True)
+                if fresh and row_check[0] is None:
                     self.store.heartbeat(
                         agent,
                         dict(request.labels),
@@ -868,8 +903,10 @@ class FleetServicer(rpc.FleetServicer):
         except BaseException:
             cut.set()
             raise
-        if row_check[0] and self._tell_late(key):
-            context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
+        if (late := row_check[0]) is not None:
+            self._late_by_row_seen(key, boot, late)
+            if self._tell_late(key):
+                context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
         if exc is not None and failed == "write":
             self._store_failed("heartbeats", exc)
             await context.abort(

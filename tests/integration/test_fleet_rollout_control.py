@@ -894,3 +894,19 @@ def test_a_halted_rollouts_agent_a_newer_rollout_took_over_is_closed_on_either_s
     t = c.get(dep["id"])["targets"]["gw3"]
     assert t["status"] == "superseded" and "it runs 1.1.0 again" in t["reason"], t  # was: rolling_back
     assert c.db.execute("SELECT COUNT(*) FROM going_back").fetchone()[0] == 0
+
+
+def test_a_deployments_write_never_replaces_another_tenants_row_of_the_same_id(either_control):
+    """The deployments' id is their key across tenants: a write of a document naming another tenant than the row of
+    its id (an id drawn twice, any path writing) replaced that tenant's deployment, whose agents were then given the
+    writer's version. The store refuses it: the row and its agents' desired state stay the other tenant's."""
+    c, e = either_control
+    d = c.create(_rollout("1.1.0", ["gw1"], ["100%"]))
+    before = c.get(d["id"])
+    other = {**before, "tenant": "beta", "version": "1.2.0"}
+    with pytest.raises(RuntimeError, match="another tenant's deployment"), c._write():
+        c._put(other)  # was: written over the row (tenant column still default's, document beta's)
+    assert c.get(d["id"]) == before
+    assert [s["version"] for s in c.desired_state("gw1")[1]] == ["1.1.0"]
+    c._put({**before, "state": "paused"})  # its own tenant's write still goes through
+    assert c.get(d["id"])["state"] == "paused"

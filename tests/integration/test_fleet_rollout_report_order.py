@@ -704,11 +704,13 @@ async def test_a_gateway_restored_mid_run_reaching_a_process_that_knows_its_run_
     assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # was: nothing said
 
 
-async def test_a_heartbeats_read_of_its_agents_row_waits_in_its_tenants_place(fleet):
-    """A unary Heartbeat of a run the process knows reads the agent's row (a gateway restored mid-run is told
-    late): the read ran in a worker thread of its own, outside the tenant's heartbeat places, so with the store
-    slow (a PostgreSQL pool waiting for a connection) one agent's heartbeats in flight took every worker thread all
-    calls of every tenant wait for. It runs in the heartbeat's place: a thread stays free."""
+@pytest.mark.parametrize("path", ["heartbeat", "stream"])
+async def test_a_reports_read_of_its_agents_row_waits_in_its_tenants_place(fleet, path):
+    """A unary Heartbeat, or a stream's report, of a run the process knows reads the agent's row (a gateway restored
+    mid-run is told late; another replica's newer run, a cloned gateway's): the read ran in a worker thread of its
+    own, outside the tenant's heartbeat places, so with the store slow (a PostgreSQL pool waiting for a connection)
+    one agent's heartbeats in flight, or its streams opened anew (a reconnect storm), took every worker thread all
+    calls of every tenant wait for. It runs in a place of the tenant's heartbeats: a thread stays free."""
     import os
     import threading
 
@@ -717,7 +719,7 @@ async def test_a_heartbeats_read_of_its_agents_row_waits_in_its_tenants_place(fl
     srv, stub, e = fleet
     workers = min(32, (os.cpu_count() or 1) + 4)  # the loop's default executor's threads
     if workers > 12:
-        pytest.skip("more worker threads than one agent's heartbeats may be in flight (its rate)")
+        pytest.skip("more worker threads than one agent's calls may be in flight (its rate)")
     await stub.Heartbeat(_report(e["1.0.0"], 1, "runR"))
     real, release, waiting = srv.store.report_held, threading.Event(), []
 
@@ -727,18 +729,29 @@ async def test_a_heartbeats_read_of_its_agents_row_waits_in_its_tenants_place(fl
         return real(*args, **kwargs)
 
     srv.store.report_held = slow
+    calls = []
     try:
-        calls = [
-            asyncio.ensure_future(stub.Heartbeat(_report(e["1.1.0"], s, "runR"), timeout=10))
-            for s in range(2, 2 + workers)
-        ]
+        if path == "heartbeat":
+            calls = [
+                asyncio.ensure_future(stub.Heartbeat(_report(e["1.1.0"], s, "runR"), timeout=10))
+                for s in range(2, 2 + workers)
+            ]
+        else:
+            for s in range(2, 2 + 2 * workers):  # the agent's streams opened anew, each with its first report
+                report = pb.AgentMessage(report=_report(e["1.1.0"], s, "runR"), report_id=1)
+                calls.append(stub.Connect(iter([report])))
+                await asyncio.sleep(0.05)
         await until(lambda: len(waiting) >= HEARTBEATS_PER_TENANT, 10, "the reads under way")
-        await asyncio.sleep(0.2)  # (the former code: every worker thread then in a read)
+        await asyncio.sleep(0.3)  # (the former code: every worker thread then in a read)
         await asyncio.wait_for(asyncio.to_thread(lambda: None), 2)  # was: TimeoutError
     finally:
         release.set()
-    await asyncio.gather(*calls)
-    assert srv.store.report_held("gw1") == ("runR", 1 + workers)
+        if path == "stream":
+            for call in calls:
+                call.cancel()
+    if path == "heartbeat":
+        await asyncio.gather(*calls)
+        assert srv.store.report_held("gw1") == ("runR", 1 + workers)
 
 
 async def test_a_lone_gateway_whose_link_is_lost_again_and_again_is_not_named_a_clone(fleet, built, caplog):
@@ -829,3 +842,45 @@ async def test_two_live_gateways_of_one_identity_are_counted_named_and_their_vie
     finally:
         await a.close()
         await b.close()
+
+
+async def test_two_live_gateways_of_one_identity_each_held_by_another_replica_are_counted_and_their_view_held(
+    fleet, built, tmp_path, caplog
+):
+    """Two processes of gw1 (a cloned VM), each reaching another replica (sticky connections): each replica met one
+    run only, so neither was ever late and both wrote the agent's row in turn, the fleet's view flipping at every
+    report, never counted. The row says which run wrote it last and the control state which run began last: the
+    older clone is told late, each draws a new run in turn, and a replica counts and names it as one replica does;
+    then the view stays on one clone."""
+    import logging
+
+    from edge_agent.uplink.fleet_client import FleetClient
+    from tests.support.fleet import cloud_settings
+
+    srv_a, _stub, e = fleet
+    srv_b = await _serve(tmp_path, built[0], free_port())  # the same data: a second replica
+    a, b = (
+        FleetClient(cloud_settings(built[0], srv_a.port)),
+        FleetClient(cloud_settings(built[0], srv_b.port)),
+    )
+    a.open(), b.open()
+    key = ("default", "gw1")
+    shown = []
+    try:
+        for s in (srv_a, srv_b):  # (the clones report faster than the 20 a second an agent may)
+            s.quotas.limits = dataclasses.replace(s.quotas.limits, reports_per_s=1000.0)
+        with caplog.at_level(logging.WARNING, logger="cloud_trainer.fleet.service"):
+            for _ in range(16):
+                for c, v in ((a, "1.0.0"), (b, "1.1.0")):
+                    boot, seq = c.next_report()
+                    await c.stub.Heartbeat(_report(e[v], seq, boot), timeout=10)
+                    shown.append(_runs(srv_a)[0])
+        counted = [s.quotas.refusals[(*key, "runs_alternating")] for s in (srv_a, srv_b)]
+        assert sum(counted) >= 1, (counted, shown)  # was: [0, 0], the view flipping at every report
+        said = [r.getMessage() for r in caplog.records if "one identity" in r.getMessage()]
+        assert said and said[0].startswith("agent gw1 (tenant default): 6 report runs began"), said
+        assert len(set(shown[-8:])) == 1, shown  # held: one clone's view
+    finally:
+        await a.close()
+        await b.close()
+        await srv_b.stop()
