@@ -269,16 +269,15 @@ async def _opcua_online_errors(cfg, where) -> list[str]:
     from devices.opcua.client import OpcUaError, check_server
     from edge_agent.actions import write_targets
     from edge_agent.config import write_value_note
-    from edge_agent.opcua_pins import PINS_FILE, NamespacePinFile
+    from edge_agent.opcua_pins import pin_file
 
     targets = write_targets(cfg)
     errors: list[str] = []
-    opcua = frozenset(n for n, s in cfg.sources.items() if s.type == "opcua")
     for name, s in cfg.sources.items():
         if s.type != "opcua":
             continue
         # an ns= index is checked as the agent reads it: by the namespaces its data folder kept (never written)
-        pins = NamespacePinFile(cfg.data_dir / PINS_FILE, name, s.endpoint, opcua, keep=False)
+        pins = pin_file(cfg.data_dir, name, cfg.sources, keep=False)
         mine = list(targets.get(name, []))
         if s.heartbeat is not None:
             mine.append(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+import time
 from pathlib import Path
 
 from edge_agent.files import atomic_write_json, read_json_state, why_unread
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 PINS_FILE = "opcua-namespaces.json"  # in the agent's data folder
 MAX_PINNED = 1000  # indexes kept per source (a server's own namespaces: a few; a gateway's: tens)
 MAX_URI_CHARS = 2000  # a longer URI is not kept: its index is taken as it is written
+# a file not read for a cause that passes (too many open files, an I/O error): the agent's connect is refused and
+# tried again with its backoff; a command beside it (no backoff) tries CLI_TRIES times, CLI_PAUSE_S apart
+PASSING = frozenset({errno.EMFILE, errno.ENFILE, errno.EIO, errno.EAGAIN, errno.EINTR, errno.ENOMEM})
+CLI_TRIES, CLI_PAUSE_S = 3, 0.2
 
 
 class NamespacePinFile:
@@ -29,10 +34,16 @@ class NamespacePinFile:
     sources no longer configured (``configured``) are dropped at each save, so the file stays the config's size."""
 
     def __init__(
-        self, path: Path, source: str, endpoint: str, configured: frozenset[str], keep: bool = True
+        self,
+        path: Path,
+        source: str,
+        endpoint: str,
+        configured: frozenset[str],
+        keep: bool = True,
+        tries: int = 1,
     ) -> None:
         # kept without the password an endpoint may carry (opc.tcp://user:password@plc): the file is no secret
-        self.path, self.source, self.configured, self.keep = path, source, configured, keep
+        self.path, self.source, self.configured, self.keep, self.tries = path, source, configured, keep, tries
         self.endpoint = mask_credentials(endpoint)
         self.accept = (
             f"run `edge-agent namespaces <config> --accept {source}` (or remove {path}) and restart the agent: it "
@@ -60,10 +71,24 @@ class NamespacePinFile:
         return doc if isinstance(doc, dict) and isinstance(doc.get("sources"), dict) else {}
 
     def load(self, strict: bool = False) -> dict[int, str] | None:
-        """The URIs kept for this source's server; None when none are. ``strict`` (a source's connect): a file that
-        may be read later (an I/O error, too many open files) raises ``OSError``: taken as none kept, the start
-        after a reorder pinned the new order and read the other namespace's node of each index."""
-        entry = self._read(saving=strict).get("sources", {}).get(self.source)
+        """The URIs kept for this source's server; None when none are. ``strict`` (a source's connect, a command
+        checking with them): a file that may be read later (``PASSING``: an I/O error, too many open files) raises
+        ``OSError`` after ``tries`` reads: taken as none kept, the start after a reorder pinned the new order and
+        read the other namespace's node of each index; another failure (its access) is taken as none kept."""
+        for attempt in range(1, self.tries + 1):
+            try:
+                doc = self._read(saving=strict)
+                break
+            except OSError as e:
+                if e.errno not in PASSING:
+                    log.warning(
+                        "%s is not read (%s): its namespaces are pinned afresh", self.path, why_unread(e)
+                    )
+                    return None
+                if attempt == self.tries:
+                    raise
+                time.sleep(CLI_PAUSE_S)
+        entry = doc.get("sources", {}).get(self.source)
         if not isinstance(entry, dict) or entry.get("endpoint") != self.endpoint:
             return None
         kept = entry.get("namespaces")
@@ -88,14 +113,22 @@ class NamespacePinFile:
         atomic_write_json(self.path, {"sources": sources})
 
 
+def pin_file(data_dir: Path, name: str, settings: dict, keep: bool = True) -> NamespacePinFile:
+    """The entry of the OPC UA source ``name`` (``settings``: every source's settings by name). Not ``keep``: a
+    command beside the agent, which never writes the file and, having no backoff to try again with, reads it
+    ``CLI_TRIES`` times before it says it could not."""
+    opcua = frozenset(n for n, s in settings.items() if s.type == "opcua")
+    return NamespacePinFile(
+        data_dir / PINS_FILE, name, settings[name].endpoint, opcua, keep, 1 if keep else CLI_TRIES
+    )
+
+
 def pin_namespaces(data_dir: Path, sources: dict, settings: dict, keep: bool = True) -> None:
     """Give each OPC UA source among ``sources`` (name -> source; ``settings``: name -> its settings) its entry
-    (``keep``: NamespacePinFile)."""
-    opcua = frozenset(n for n, s in settings.items() if s.type == "opcua")
-    for name in opcua:
-        sources[name].namespace_pins = NamespacePinFile(
-            data_dir / PINS_FILE, name, settings[name].endpoint, opcua, keep
-        )
+    (``pin_file``)."""
+    for name, s in settings.items():
+        if s.type == "opcua":
+            sources[name].namespace_pins = pin_file(data_dir, name, settings, keep)
 
 
 def carry_pins(before_cfg, before_sources: dict, cfg, sources: dict) -> None:
@@ -133,7 +166,7 @@ def namespaces_main(args, load) -> int:
     path = cfg.data_dir / PINS_FILE
 
     def pins(name: str) -> NamespacePinFile:
-        return NamespacePinFile(path, name, settings[name].endpoint, frozenset(settings))
+        return pin_file(cfg.data_dir, name, settings, keep=args.accept is not None)
 
     if args.accept is not None:
         if args.accept not in settings:
@@ -152,10 +185,16 @@ def namespaces_main(args, load) -> int:
             "order (right for a config rewritten for it; else write the nodes nsu=<uri>;...)"
         )
         return 0
+    rc = 0
     for name in settings:
         store = pins(name)
-        kept = store.load()
+        try:
+            kept = store.load(strict=True)
+        except OSError as e:  # shown as "none kept", the operator took the source for unprotected
+            print(f"{name}: {path} could not be read ({why_unread(e)}); try again", file=sys.stderr)
+            rc = 1
+            continue
         shown = ", ".join(f"ns={i} {uri}" for i, uri in sorted(kept.items())) if kept else "none kept"
         # the URIs are the server's: a line feed or an ANSI escape in one forged a line or drove the terminal
         print(escaped(f"{name} ({store.endpoint}): {shown}"))
-    return 0
+    return rc

@@ -69,7 +69,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import enum
-import errno
 import functools
 import logging
 import math
@@ -1761,36 +1760,36 @@ class NamespacePins(Protocol):
 
     def load(self, strict: bool = False) -> dict[int, str] | None:
         """The URIs kept for this source's server; None when none are (first start, another endpoint).
-        ``strict``: ``OSError`` when they may be kept but cannot be read now."""
+        ``strict``: ``OSError`` when they may be kept but cannot be read now (a cause that passes)."""
 
     def save(self, pins: dict[int, str]) -> None:
         """Keep ``pins`` (``OSError`` when it cannot)."""
-
-
-# a kept-namespaces file not read for a cause that passes (too many open files, an I/O error): the connect is
-# refused and tried again
-_PINS_RETRIED = frozenset({errno.EMFILE, errno.ENFILE, errno.EIO, errno.EAGAIN, errno.EINTR, errno.ENOMEM})
 
 
 def _no_namespaces(got: Any) -> str | None:
     """Why a NamespaceArray value read tells nothing of what the ``ns=`` indexes mean (None: it tells). A server
     still starting may serve it empty, or with OPC UA's own namespace alone (index 0; a server's own is 1) while
     its nodes of other indexes are served: taken as read, the indexes went unchecked (``_repin``); a String
-    taken for the array was pinned a character per index."""
+    taken for the array was pinned a character per index. A null entry (asyncua reads a null String as None: an
+    index the server leaves free) tells nothing of its own index, but the others' URIs are read: the array was
+    taken as unread as a whole, so such a server's namespaces were never pinned."""
     if not isinstance(got, list):
         return f"its value is {type(got).__name__}, not a list of namespace URIs"
-    odd = [uri for uri in got if not isinstance(uri, str)]
+    odd = [uri for uri in got if uri is not None and not isinstance(uri, str)]
     if odd:
         return f"it lists a {type(odd[0]).__name__}, not a namespace URI"
     if not got:
         return "it lists no namespace"
     if len(got) < 2:
         return "it lists 1 namespace, none but OPC UA's own"
+    if all(uri is None for uri in got[1:]):
+        return f"it lists {len(got)} namespaces, none but OPC UA's own with a URI"
     return None
 
 
-async def _namespaces(client: Client, timeout_s: float) -> tuple[list[str], str | None]:
-    """The server's namespace array and, when it tells nothing of the indexes (``[]`` then), why."""
+async def _namespaces(client: Client, timeout_s: float) -> tuple[list[str | None], str | None]:
+    """The server's namespace array (None: an index without a URI) and, when it tells nothing of the indexes
+    (``[]`` then), why."""
     try:
         async with asyncio.timeout(timeout_s):
             unread = _no_namespaces(got := await client.get_namespace_array())
@@ -1803,7 +1802,13 @@ async def _kept_resolve(client: Client, pins: NamespacePins | None, timeout_s: f
     """How a one-off check beside the agent (``check_server``) resolves a configured node id: its ``ns=``
     index compared with the namespace ``pins`` kept for it, as the agent's next start compares (``_repin``),
     so that it never checks another namespace's node as the configured one. None without pins kept."""
-    kept = pins.load() if pins is not None else None
+    try:  # read as the agent reads them: a file not read now is no "none kept" (the raw index was checked)
+        kept = pins.load(strict=True) if pins is not None else None
+    except OSError as e:
+        raise OpcUaError(
+            f"the namespaces kept for this server could not be read ({e}), so its ns= indexes cannot be checked "
+            "against them; try again"
+        ) from None
     if not kept or pins is None:
         return None
     array, unread = await _namespaces(client, timeout_s)
@@ -1821,7 +1826,11 @@ async def _kept_resolve(client: Client, pins: NamespacePins | None, timeout_s: f
 
 
 def _repin(
-    node_id: str, pinned: dict[int, str], array: list[str], seen: set[int] | None = None, accept: str = ""
+    node_id: str,
+    pinned: dict[int, str],
+    array: list[str | None],
+    seen: set[int] | None = None,
+    accept: str = "",
 ) -> str:
     """``ns=<index>;<rest>`` as the node it meant when ``pinned`` (index -> namespace URI) was taken.
 
@@ -1843,7 +1852,7 @@ def _repin(
         return node_id
     now = (
         f"namespace {i} of the server is {array[i]!r} now"
-        if i < len(array)
+        if i < len(array) and array[i] is not None
         else f"the server has no namespace {i} now"
     )
     if seen is not None and i not in seen:
@@ -3074,7 +3083,7 @@ class OpcUaSource:
         self._semantics_later: dict[str, asyncio.TimerHandle] = {}  # and read once more after that bound
         self._sub: Subscription | None = None
         self._ns_pinned: dict[int, str] = {}  # the server's namespace URIs by index at the first connect
-        self._ns_array: list[str] = []  # and at this connect
+        self._ns_array: list[str | None] = []  # and at this connect (None: an index without a URI)
         self._ns_seen: set[int] = set()  # pinned indexes this process saw hold their pinned URI
         self._ns_changed = False  # the namespace array changed within the session (``_namespaces_moved``)
         # write targets the server said are gone within the session: the array is read before each write to one
@@ -3735,11 +3744,9 @@ class OpcUaSource:
         (too many open files, an I/O error): taken as none kept, the indexes went unchecked after a reorder."""
         if self.namespace_pins is None:
             return None
-        try:
+        try:  # a failure that will not pass (its access) is none kept: pinned afresh, as before
             return self.namespace_pins.load(strict=True) or None
         except OSError as e:
-            if e.errno not in _PINS_RETRIED:  # not read later either (its access): pinned afresh, as before
-                return None
             raise _Refused(
                 "namespaces",
                 f"the namespaces kept for this server could not be read ({e}), so its ns= indexes cannot be "
@@ -3750,7 +3757,7 @@ class OpcUaSource:
         """The namespace URIs by index that the config's ``ns=`` indexes mean: those ``namespace_pins`` kept
         (an earlier start's), with the indexes this connect's array adds; this array's without a store, or at
         the first start (then kept). Empty while the array could not be read (pinned at a later connect)."""
-        here = {i: uri for i, uri in enumerate(self._ns_array) if i}
+        here = {i: uri for i, uri in enumerate(self._ns_array) if i and uri is not None}
         store = self.namespace_pins
         if store is None or not here:
             return here

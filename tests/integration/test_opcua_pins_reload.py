@@ -1,6 +1,7 @@
-"""A config reload (a fleet push) after a namespace reorder the running agent followed: the OPC UA source whose
-settings and write targets are unchanged follows on; one changed is refused as at a start. Real asyncua server, the
-real agent host swapping agents on a desired config."""
+"""OPC UA namespace pins across a config reload and for a namespace array with a null entry. A config reload (a fleet
+push) after a namespace reorder the running agent followed: the source whose settings and write targets are
+unchanged follows on; one changed is refused as at a start. Real asyncua servers, the real agent host swapping
+agents on a desired config."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 import yaml
 
 from devices.base import ConnectionState
-from devices.opcua.client import OpcUaNodeError
+from devices.opcua.client import OpcUaNodeError, OpcUaSource
+from devices.opcua.settings import OpcUaSettings
 from protocols.gen import fleet_pb2 as pb
 from tests.support.peers import free_port
 from tests.support.waits import until
@@ -89,4 +91,57 @@ async def test_a_config_reload_after_a_followed_namespace_reorder_keeps_followin
         assert written == [] and await other.read_value() == 4.0
     finally:
         await host.stop()
+        await srv.stop()
+
+
+async def test_a_namespace_array_with_a_null_entry_pins_its_uris_and_a_later_reorder_is_refused(tmp_path):
+    """A server leaving an index of its namespace array null (asyncua reads None): the array was taken as unread as
+    a whole, so its namespaces were never pinned and the start after a reorder read the other namespace's node of
+    the index, GOOD, silently. The URIs it does list are pinned now, and the moved index refused."""
+    from asyncua import ua
+
+    from edge_agent.opcua_pins import PINS_FILE, pin_namespaces
+    from tests.support.peers import two_namespaces_with_a_speed
+    from tests.support.waits import until
+
+    port = free_port()
+    srv, plc, diag, _, _ = await two_namespaces_with_a_speed(port)
+    await srv.start()
+    array = [*(await srv.get_namespace_array()), None]  # an index the server leaves free
+
+    async def serve(array: list) -> None:
+        value = ua.DataValue(ua.Variant(array, ua.VariantType.String))
+        await srv.write_attribute_value(srv.nodes.namespace_array.nodeid, value)
+
+    await serve(array)
+    node = f"ns={plc};s=Speed"
+    settings = OpcUaSettings(
+        endpoint=f"opc.tcp://127.0.0.1:{port}/plc/",
+        nodes=[{"node_id": node, "tag": "speed"}],
+        publishing_interval_ms=50,
+        reconnect_initial_s=0.1,
+        reconnect_max_s=0.5,
+        connect_timeout_s=2.0,
+    )
+
+    async def start() -> OpcUaSource:  # as the agent makes it at each start
+        src = OpcUaSource("plc", settings)
+        pin_namespaces(tmp_path, {"plc": src}, {"plc": settings})
+        await src.start()
+        return src
+
+    src = await start()
+    try:
+        await until(lambda: src._tags, 5.0)
+    finally:
+        await src.stop()
+    assert '"urn:plc"' in (tmp_path / PINS_FILE).read_text()  # was: no file, nothing pinned
+    array[plc], array[diag] = array[diag], array[plc]  # the PLC restarted: urn:diag first
+    await serve(array)
+    src = await start()
+    try:
+        await until(lambda: node in src.node_errors, 5.0)
+        assert "'urn:diag' now, but was 'urn:plc'" in src.node_errors[node] and not src._tags
+    finally:
+        await src.stop()
         await srv.stop()

@@ -117,3 +117,43 @@ def test_the_namespaces_cli_shows_a_servers_uris_escaped_and_keeps_no_endpoint_p
     (tmp_path / PINS_FILE).mkdir()  # cannot be written over: said, no traceback
     assert cli.main(["namespaces", "agent.yaml", "--accept", "plc"]) == 1
     assert "cannot be written" in capsys.readouterr().err
+
+
+def test_commands_beside_the_agent_read_the_kept_namespaces_as_it_does(tmp_path, monkeypatch, capsys) -> None:
+    """``edge-agent namespaces`` and ``validate --online`` read the file lax: a read failing for a cause that passes
+    (too many open files, an I/O error) showed "none kept" and had the raw ns= index checked, where the agent
+    refuses and tries again. They try again a few times now, and then say the file could not be read."""
+    import asyncio
+    import errno
+    from types import SimpleNamespace
+
+    import pytest
+
+    from devices.opcua.client import OpcUaError, _kept_resolve
+    from devices.opcua.settings import OpcUaSettings
+    from edge_agent import cli, opcua_pins
+
+    settings = OpcUaSettings(endpoint="opc.tcp://plc-a:4840", nodes=[{"node_id": "ns=2;s=Speed"}])
+    monkeypatch.setattr(
+        cli, "_load", lambda path: SimpleNamespace(sources={"plc": settings}, data_dir=tmp_path)
+    )
+    opcua_pins.pin_file(tmp_path, "plc", {"plc": settings}).save({2: "urn:plc"})
+    monkeypatch.setattr(opcua_pins, "CLI_PAUSE_S", 0.0)
+    read, fails = opcua_pins.read_json_state, [2]
+
+    def flaky(path):
+        if fails[0]:
+            fails[0] -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return read(path)
+
+    monkeypatch.setattr(opcua_pins, "read_json_state", flaky)
+    assert cli.main(["namespaces", "agent.yaml"]) == 0  # the third read passes
+    assert capsys.readouterr().out == "plc (opc.tcp://plc-a:4840): ns=2 urn:plc\n"
+    fails[0] = 99
+    assert cli.main(["namespaces", "agent.yaml"]) == 1  # was: "none kept", 0
+    got = capsys.readouterr()
+    assert "none kept" not in got.out and "could not be read (Too many open files)" in got.err, got
+    cli_pins = opcua_pins.pin_file(tmp_path, "plc", {"plc": settings}, keep=False)
+    with pytest.raises(OpcUaError, match="namespaces kept for this server could not be read"):
+        asyncio.run(_kept_resolve(None, cli_pins, 1.0))  # type: ignore[arg-type]  # was: the raw index checked
