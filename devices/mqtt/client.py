@@ -828,11 +828,15 @@ class _BatchChannel(Channel):
         """The arrival number of the last entry queued (messages and marks)."""
         return self._arrived
 
-    def holds(self, topics: tuple[str, ...]) -> bool:
-        """Whether a message on one of ``topics`` is queued, not yet taken."""
+    def holds(self, topics: tuple[str, ...], lane: Any = None, prefix: str = "") -> bool:
+        """Whether a message on one of ``topics`` is queued, not yet taken; with ``lane`` (a Sparkplug node's),
+        or one in that lane whose topic begins with ``prefix`` (its devices' births): a scan of the lane."""
         with self._lock:
             by_topic = self._by_topic
-            return any(by_topic.get(t) for t in topics)
+            if any(by_topic.get(t) for t in topics):
+                return True
+            queued = self._lanes.get(lane) if lane is not None else None
+            return queued is not None and any(e[0] is not None and e[0].startswith(prefix) for e in queued)
 
     def take_drops(self) -> dict[str, int]:
         """The messages dropped by topic since the last call ("": topics past ``MAX_TOPICS_COUNTED``)."""
@@ -2755,20 +2759,29 @@ class MqttSource:
                 )
 
     def _rebirth_unread(self, group: str, edge_node: str, device: str | None) -> bool:
-        """Whether an NBIRTH or NDEATH of the node (a DBIRTH or DDEATH of ``device``) came and is not read yet:
-        queued, or in the batch taken and not handed over. A command typed by the birth read last would then
-        carry its alias, which the node's new birth may give another metric. Commands are few: a look-up of
-        each such topic and a scan of the batch in hand."""
+        """Whether an NBIRTH or NDEATH of the node (a DBIRTH or DDEATH of ``device``; for the node, a DBIRTH of
+        any device of it) came and is not read yet: queued, or in the batch taken and not handed over. A command
+        typed by the birth read last would then carry its alias, which the node's new birth may give another
+        metric (a device's birth too, on a node that gives a device metric its own metric's alias, against
+        Sparkplug: read, the clash has the command go by name alone). Commands are few: a look-up of each such
+        topic, for the node a scan of its queued messages, and a scan of the batch in hand."""
         kinds = (sp.MessageType.NBIRTH, sp.MessageType.NDEATH)
         topics = tuple(sp.topic(group, k, edge_node) for k in kinds)
+        prefix = ""
         if device:
             topics += tuple(
                 sp.topic(group, k, edge_node, device) for k in (sp.MessageType.DBIRTH, sp.MessageType.DDEATH)
             )
-        if self._channel.holds(topics):
+        else:
+            prefix = f"{SP_PREFIX}{group}/{sp.MessageType.DBIRTH.value}/{edge_node}/"
+        lane = (SP_PREFIX, edge_node) if prefix else None
+        if self._channel.holds(topics, lane, prefix):
             return True
         unread = self._pos + (self._readings is not None)  # the message in hand, read already
-        return any(e[0] in topics for e in self._held[unread:])
+        return any(
+            e[0] in topics or (prefix and e[0] is not None and e[0].startswith(prefix))
+            for e in self._held[unread:]
+        )
 
     async def command(
         self,

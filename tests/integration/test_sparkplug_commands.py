@@ -1047,6 +1047,51 @@ async def test_a_command_waits_for_the_birth_asked_when_the_nodes_data_showed_on
     assert _rebirth_then(cmds) == ("speed", 8), cmds
 
 
+async def test_a_node_command_waits_for_an_unread_device_birth_that_may_give_its_alias_to_a_device_metric(
+    mosquitto,
+):
+    """A DBIRTH giving device metric d1/valve alias 7, speed's (against Sparkplug, whose aliases are unique across a
+    node and its devices), waits unread (the consumer busy): an NCMD to speed went with alias 7 at once. It waits for
+    the DBIRTH to be read, and, the clash seen, goes by name alone."""
+    node = Node(mosquitto.port)
+    src = MqttSource(
+        "bus",
+        MqttSettings(port=mosquitto.port, subscriptions=[{"topic": "spBv1.0/#", "codec": "sparkplug_b"}]),
+    )
+    await src.start()
+    free = asyncio.Event()
+    free.set()
+
+    async def busy() -> None:
+        async for _ in src.items():
+            await free.wait()
+
+    pump = asyncio.create_task(busy())
+    db = sp._pb().Payload()
+    db.timestamp, db.seq = int(time.time() * 1000), 2
+    pb_metric(db, "valve", alias=7, datatype=D.INT32, int_value=0)
+    data = sp._pb().Payload()
+    data.timestamp, data.seq = int(time.time() * 1000), 1
+    pb_metric(data, None, alias=7, datatype=D.INT32, int_value=6)
+    try:
+        await src.subscribed.wait()
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
+        await _births(src, 1)
+        free.clear()  # the consumer held at the next reading: the data's, stamped after the birth
+        data.timestamp = int(time.time() * 1000) + 1
+        arrived = src._channel.arrived
+        node.publish("spBv1.0/g/NDATA/n1", data.SerializeToString())
+        node.publish("spBv1.0/g/DBIRTH/n1/d1", db.SerializeToString())
+        await until(lambda: src._channel.arrived >= arrived + 2, 5, "the data and the DBIRTH queued")
+        cmds = await _held_command(src, node, free.set, 2)  # before: sent at once, alias 7
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    sent = [(pb.metrics[0].name, pb.metrics[0].HasField("alias")) for _, _, pb in cmds]
+    assert ("speed", False) in sent and ("speed", True) not in sent, sent
+
+
 async def test_with_rebirths_off_a_command_after_data_that_showed_a_birth_missed_is_refused_until_a_birth(
     mosquitto,
 ):
