@@ -630,10 +630,10 @@ class Quotas:
         # records stored whose time was past the service's clock by more than a day: stored at their receipt time
         self.records_retimed: dict[AgentKey, int] = defaultdict(int)
 
-    def _refuse(self, agent: AgentKey, kind: str, why: str) -> QuotaExceeded:
+    def _refuse(self, agent: AgentKey, kind: str, why: str, limit: int | None = None) -> QuotaExceeded:
         self.refusals[(*agent, kind)] += 1
         self._say_refused(agent, kind, f"agent {agent[1][:80]!r}", why)
-        return QuotaExceeded(f"agent {agent[1]}: {why}; slow down and retry later")
+        return QuotaExceeded(f"agent {agent[1]}: {why}; slow down and retry later", limit)
 
     def refused(self, agent: AgentKey, kind: str, why: str, *, per_tenant: bool = False) -> None:
         """Count and log a refusal of the agent's for a quota counted elsewhere (its tenant's, in the store);
@@ -702,14 +702,13 @@ class Quotas:
     def open_stream(self, agent: AgentKey) -> None:
         with self._lock:
             if self._streams[agent] >= self.limits.concurrent_streams:
-                exc = self._refuse(
+                raise self._refuse(
                     agent,
                     "streams",
                     f"{self._streams[agent]} streams already open (limit "
                     f"{self.limits.concurrent_streams} concurrent streams)",
+                    self.limits.concurrent_streams,
                 )
-                exc.limit = self.limits.concurrent_streams
-                raise exc
             self._streams[agent] += 1
 
     def streams_full(self, agent: AgentKey) -> bool:
