@@ -42,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -63,7 +63,7 @@ from cloud_trainer.train.data import (
     read_capped,
     within,
 )
-from cloud_trainer.train.images import IMAGE_EXTS
+from cloud_trainer.train.images import IMAGE_EXTS, new_dataset_folder
 
 # ``fleet_export: {classes: labelled}`` in an export's dataset.yaml: its classes are the ones its samples were
 # labelled in (no base chose them), so an export on it may add the ones the fleet labels later
@@ -302,22 +302,13 @@ def export(
     # written into a hidden folder beside --out and renamed at the end, one sample read at a time: an
     # export that stops part way (a bad base file, a corrupt blob, a full disk, a kill) leaves no dataset
     # that a later build would take for the whole one
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        tmp.mkdir()
-        exported, no_blob, refused = _write(tmp, rows, blobs, base, classes, limit, log, by_bytes)
-        _record_export(tmp, model, tenant, limit, classes, grows)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
+        with new_dataset_folder(out, log) as tmp:  # what exports killed part way left beside it removed first
+            exported, no_blob, refused = _write(tmp, rows, blobs, base, classes, limit, log, by_bytes)
+            _record_export(tmp, model, tenant, limit, classes, grows)
     except (OSError, shutil.Error) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         why = exc.args[0][0][2] if isinstance(exc, shutil.Error) and exc.args and exc.args[0] else exc
         raise DatasetError(f"{out}: the dataset could not be written ({why}); nothing was written") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "samples": len(samples),
         "exported": exported,
@@ -410,6 +401,16 @@ def _base_samples(labels: Path) -> dict[str, list[int]]:
             if isinstance(source, dict) and isinstance(source.get("sha256"), str):
                 found.setdefault(source["sha256"], []).append(n)
     return found
+
+
+def _files_named(line: str) -> set[str]:
+    """The files a ``labels.jsonl`` row names (its image, its mask), as ``os.path.normpath`` writes them."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return set()
+    names = (row.get(k) for k in ("file", "mask")) if isinstance(row, dict) else ()
+    return {os.path.normpath(n) for n in names if isinstance(n, str) and n}
 
 
 def _classes_of_samples(base: Path) -> bool:
@@ -553,9 +554,14 @@ def _write(
         # holds raw in a string: the lines after such a row were dropped one off)
         with open(dst / "labels.jsonl", encoding="utf-8") as f:
             lines = f.readlines()
-        (dst / "labels.jsonl").write_text(
-            "".join(x for n, x in enumerate(lines) if n not in again), encoding="utf-8"
-        )
+        kept = [x for n, x in enumerate(lines) if n not in again]
+        (dst / "labels.jsonl").write_text("".join(kept), encoding="utf-8")
+        # and a dropped row's image, where no row names it now: written again under another name (an export of a
+        # release that named a PNG uploaded as .jpg by its extension), it stayed in images/, named by no row
+        named = set().union(*(_files_named(x) for x in kept))
+        for name in set().union(*(_files_named(lines[n]) for n in again)) - named:
+            if re.fullmatch(r"images/upload-[0-9a-f]{16}\.\w+", name):  # as exports name them; nothing else
+                (dst / name).unlink(missing_ok=True)
     if misnamed:
         n = len(misnamed)
         shown = ", ".join(
@@ -618,19 +624,22 @@ def main(argv: list[str]) -> int:
         f"{CAMERA_MAX_MEGAPIXELS:g}, training's default); larger samples are left out, each said in a line",
     )
     a = ap.parse_args(argv)
+    from cloud_trainer.train.images import stopped_cleanly
+
     try:
-        res = export(
-            a.cloud_data,
-            a.model,
-            a.out,
-            a.base,
-            a.labels,
-            tenant=a.tenant,
-            store=a.store,
-            blobs=a.blobs,
-            s3_endpoint=a.s3_endpoint,
-            max_megapixels=a.max_megapixels,
-        )
+        with stopped_cleanly():  # SIGTERM, SIGHUP and Ctrl-C remove the hidden folder being written
+            res = export(
+                a.cloud_data,
+                a.model,
+                a.out,
+                a.base,
+                a.labels,
+                tenant=a.tenant,
+                store=a.store,
+                blobs=a.blobs,
+                s3_endpoint=a.s3_endpoint,
+                max_megapixels=a.max_megapixels,
+            )
     except DatasetError as exc:  # it may name a file as the base's labels.jsonl wrote it: one printable line
         from cloud_trainer.train.cli import one_line
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from cloud_trainer.fleet.store import SQLiteStore
 from cloud_trainer.train.data import DatasetError, load_parts
 from cloud_trainer.train.uploads import export
 from simulators.parts import write_dataset
-from tests.integration.test_uploads_dataset import cloud, write_labels  # noqa: F401  (a fixture)
+from tests.integration.test_uploads_dataset import ROOT, cloud, write_labels  # noqa: F401  (a fixture)
 
 
 def _hidden(parent: Path) -> list[str]:
@@ -88,3 +91,42 @@ def test_the_export_holds_one_sample_in_memory_at_a_time(tmp_path):
         tracemalloc.stop()
     assert res["exported"] == 40 and len(list((tmp_path / "ds" / "images").iterdir())) == 40
     assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MB for 40 samples of 0.25 MB"
+
+
+_DIES_AT_THE_FOURTH_SAMPLE = """
+import os, sys
+from cloud_trainer.blobs import LocalBlobStore
+from cloud_trainer.train import uploads
+read = LocalBlobStore.get_bytes
+def dying(self, digest, n=[0]):
+    n[0] += 1
+    if n[0] == 4:  # three samples written into the hidden folder
+        os.kill(os.getpid(), int(sys.argv[1]))
+    return read(self, digest)
+LocalBlobStore.get_bytes = dying
+sys.exit(uploads.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_an_export_killed_part_way_leaves_nothing_once_run_again(tmp_path, cloud, sig):  # noqa: F811
+    """SIGTERM (a job's timeout, a pod evicted) ended the export at once, its hidden folder left beside --out with
+    the images written so far; SIGKILL (the out-of-memory killer) left one too, and every later export kept it. A
+    stopped export removes it; a killed one's is removed by the next export to the same --out."""
+    data, _, truth = cloud
+    labels, out = write_labels(tmp_path / "l.jsonl", truth), tmp_path / "datasets" / "ds"
+    args = ["--cloud-data", str(data), "--out", str(out), "--labels", str(labels)]
+    done = subprocess.run(
+        [sys.executable, "-c", _DIES_AT_THE_FOURTH_SAMPLE, str(int(sig)), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode in (-sig, 128 + sig) and "Traceback" not in done.stderr, done.stderr
+    left = _hidden(out.parent)
+    assert not out.exists() and len(left) == (sig == signal.SIGKILL), left  # only SIGKILL's is left
+    said: list[str] = []
+    res = export(data, "part-inspection", out, labels_file=labels, log=said.append)
+    assert res["exported"] == 12 and os.listdir(out.parent) == ["ds"]
+    assert all(any(name in m and "was killed" in m for m in said) for name in left), said

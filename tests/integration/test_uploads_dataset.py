@@ -145,6 +145,25 @@ def test_uploaded_samples_become_a_dataset_with_ground_truth_labels(tmp_path, cl
     store.db.close()
 
 
+def test_an_export_on_an_export_leaves_no_image_that_no_row_names(tmp_path, cloud):
+    """Each sample of a base that is an earlier export is written again and the base's row for it dropped; where
+    the base named its image otherwise (a release that named a PNG uploaded as .jpg by that extension), the base's
+    file stayed in images/, named by no row, one more at each export in the chain."""
+    data, _, truth = cloud
+    export(data, "part-inspection", tmp_path / "ds1", labels_file=write_labels(tmp_path / "l.jsonl", truth))
+    labels = tmp_path / "ds1" / "labels.jsonl"
+    rows = [json.loads(x) for x in labels.read_text().splitlines()]
+    for r in rows[:2]:
+        renamed = r["file"].replace(".png", ".jpg")
+        (tmp_path / "ds1" / r["file"]).rename(tmp_path / "ds1" / renamed)
+        r["file"] = renamed
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    export(data, "part-inspection", tmp_path / "ds2", base=tmp_path / "ds1")
+    named = [json.loads(x)["file"] for x in (tmp_path / "ds2" / "labels.jsonl").read_text().splitlines()]
+    held = [f"images/{p.name}" for p in (tmp_path / "ds2" / "images").iterdir()]
+    assert len(named) == 12 and sorted(held) == sorted(named)
+
+
 def test_bad_labels_are_refused_and_nothing_is_written(tmp_path, cloud):
     data, _, truth = cloud
     bad = write_labels(tmp_path / "bad.jsonl", {**truth, "ab" * 32: "ok"})
