@@ -21,7 +21,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "quantize": ("cloud_trainer.train.cli:main_quantize", "static INT8 quantization of an ONNX export"),
     "evaluate": ("cloud_trainer.train.cli:main_evaluate", "evaluate a candidate against the published one"),
     "package": ("cloud_trainer.train.cli:main_package", "package and sign a candidate"),
-    "publish": ("cloud_trainer.train.cli:main_publish", "publish a package to the registry (gate applies)"),
+    "publish": (
+        "cloud_trainer.registry:main_publish",
+        "publish to the registry: a trainer's candidate (gate applies) or a .edgepkg from model-packager (verified)",
+    ),
     "withdraw": (
         "cloud_trainer.registry:main_withdraw",
         "withdraw a published version (a known defect): never deployed, rolled back to or downloaded again",

@@ -436,3 +436,87 @@ def main_withdraw(argv: list[str]) -> int:
         "it or serves its download; agents running it keep it until you deploy another version or roll back"
     )
     return 0
+
+
+def main_publish(argv: list[str]) -> int:
+    """``cloud-trainer publish``: a ``.edgepkg`` built elsewhere (``model-packager build``: a model brought from
+    another tool) is verified and published (``publish_package``); a family name publishes the trainer's candidate
+    (``cloud_trainer.train.cli``, its gate applies)."""
+    if any(a.endswith(".edgepkg") for a in argv if not a.startswith("-")):
+        return publish_package(argv)
+    if "-h" in argv or "--help" in argv:
+        print(
+            "cloud-trainer publish PACKAGE.edgepkg --trust KEY.pub --registry DIR: publish a package built with "
+            "`model-packager build`, verified first (`cloud-trainer publish x.edgepkg --help`). Or the trainer's "
+            "candidate:\n"
+        )
+    from cloud_trainer.train.cli import main_publish as publish_candidate
+
+    return int(publish_candidate(argv) or 0)
+
+
+def publish_package(argv: list[str]) -> int:
+    """Verify a package as an agent would before any byte is used (a trusted key's signature, every hash and size,
+    no path escaping, no link, the graph against the manifest) and publish it: refused in one line naming the
+    package and why, the registry untouched. Before, a package not made by ``cloud-trainer build`` had no way into
+    the registry the fleet deploys from."""
+    from model_packager import PackageError, load_trusted_keys, verify_package
+    from model_packager.text import printable
+
+    ap = argparse.ArgumentParser(
+        prog="cloud-trainer publish",
+        description="Publish a package built with `model-packager build` (a model brought from another tool) to "
+        "the registry the fleet deploys from, after verifying it as an agent would. (`cloud-trainer publish "
+        "vision|maintenance` publishes the trainer's candidate.)",
+    )
+    ap.add_argument("package", type=Path, help="the .edgepkg file")
+    ap.add_argument(
+        "--registry",
+        type=Path,
+        default=Path("var/registry"),
+        help="the registry folder `cloud-trainer serve` deploys from (its --registry, default <data>/registry; "
+        "a tenant's: <registry>/.tenants/T)",
+    )
+    ap.add_argument(
+        "--trust",
+        action="append",
+        required=True,
+        help="a public key (.pub) or folder of them that the agents trust (a tenant's: <pki>/tenants/T/signing.pub)",
+    )
+    a = ap.parse_args(argv)
+    where = f"cloud-trainer publish: {printable(a.package, 300)}"
+    if not a.registry.is_dir():  # a mistyped path: Registry() would make it, and the fleet would never see it
+        print(
+            f"{where}: --registry {printable(a.registry, 300)}: no such folder; nothing was published (give the "
+            "folder `cloud-trainer serve` deploys from: its --registry, default <data>/registry)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        m = verify_package(a.package, load_trusted_keys(a.trust))
+    except PackageError as exc:
+        refused = exc.code not in ("not_found", "bad_key", "usage")
+        said = "refused, nothing was published" if refused else "nothing was published"
+        print(f"{where}: {said}: {printable(str(exc), 2000)}", file=sys.stderr)
+        return 1 if refused else 2
+    except OSError as exc:
+        print(f"{where}: {printable(exc.strerror or exc)}; nothing was published", file=sys.stderr)
+        return 2
+    try:
+        e = Registry(a.registry).publish(
+            a.package, [], {}, m.provenance.dataset_digest, m.provenance.parent_version
+        )
+    except RegistryError as exc:
+        print(f"{where}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full or read-only disk: what was copied is removed (``_publish``)
+        print(
+            f"{where}: NOT published: {printable(exc.strerror or exc)} ({printable(exc.filename or a.registry)})",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"published {e['name']} {e['version']} ({e['digest'][:12]}) to {a.registry}; roll it out with "
+        f"`cloud-trainer deploy {e['name']} --version {e['version']} --slot SLOT --agent ID ...`"
+    )
+    return 0

@@ -1,0 +1,72 @@
+"""`cloud-trainer publish PACKAGE.edgepkg --trust KEY`: a package built with `model-packager build` (a model
+brought from another tool) into the registry the fleet deploys from. Before, only `cloud-trainer build` could
+publish, so a model brought from elsewhere had no way to the fleet. It is verified first as an agent verifies it;
+a hostile or untrusted one is refused in one line naming it and why, and the registry is left as it was."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cloud_trainer.cli import main
+from cloud_trainer.registry import Registry
+from tests.support.models import make_keypair, make_package
+from tests.support.tar_craft import file_entry, splice
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("publish-own")
+    key, pub = make_keypair(tmp / "keys")
+    return tmp, key, pub, make_package(tmp, kind="signal", version="1.0.0", key=key)
+
+
+def test_a_package_built_elsewhere_is_verified_and_published_for_the_fleet(kit, tmp_path, capsys):
+    _, _, pub, pkg = kit
+    reg = tmp_path / "registry"
+    reg.mkdir()
+    assert main(["publish", str(pkg), "--registry", str(reg), "--trust", str(pub)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "published machine-health 1.0.0" in out
+        and "cloud-trainer deploy machine-health --version 1.0.0" in out
+    )
+    entry = Registry(reg).get("machine-health", "1.0.0")
+    assert entry is not None and entry["status"] == "published"
+    assert (reg / "machine-health" / "1.0.0" / entry["package"]).read_bytes() == pkg.read_bytes()
+    # the same version again: versions are immutable
+    assert main(["publish", str(pkg), "--registry", str(reg), "--trust", str(pub)]) == 2
+    assert "already in the registry" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("hostile", ["escaping entry", "untrusted signer"])
+def test_a_hostile_or_untrusted_package_is_refused_and_nothing_is_published(kit, tmp_path, capsys, hostile):
+    tmp, _, pub, pkg = kit
+    reg = tmp_path / "registry"
+    reg.mkdir()
+    if hostile == "escaping entry":
+        bad = splice(pkg, tmp_path / pkg.name, file_entry("../../outside.txt", b"x"))
+        said = "entry '../../outside.txt' has an unsafe path"
+    else:
+        _, other = make_keypair(tmp_path / "other")
+        bad, pub = pkg, other
+        said = "which is not among the trusted keys"
+    assert main(["publish", str(bad), "--registry", str(reg), "--trust", str(pub)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "refused, nothing was published" in err and said in err, err
+    assert sorted(p.name for p in reg.iterdir()) == []  # not even a lock or a name's folder
+    assert not (tmp_path.parent / "outside.txt").exists()
+
+
+def test_publish_refuses_a_registry_folder_that_does_not_exist(kit, tmp_path, capsys):
+    _, _, pub, pkg = kit
+    assert main(["publish", str(pkg), "--registry", str(tmp_path / "regsitry"), "--trust", str(pub)]) == 2
+    assert "no such folder; nothing was published" in capsys.readouterr().err
+    assert not (tmp_path / "regsitry").exists()
+
+
+def test_publish_of_a_family_still_publishes_the_trainers_candidate(tmp_path, capsys):
+    assert main(["publish", "vision", "--work", str(tmp_path / "work"), "--registry", str(tmp_path)]) == 2
+    assert "run `cloud-trainer evaluate` with this work folder first" in capsys.readouterr().err
+    assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == "[]"
