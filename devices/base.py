@@ -367,13 +367,18 @@ class Frame:
 
     ``unchanged_s``: how long a live camera's image had not changed at all when this frame came, once that
     is over the camera's ``frozen_after_s`` (a hung camera resending its last image); 0 otherwise. A
-    pipeline calls such a frame UNSURE: the verdict would be on an old image, not on the part in view."""
+    pipeline calls such a frame UNSURE: the verdict would be on an old image, not on the part in view.
+
+    ``camera_size``: the camera's image size (width, height) when the source resized it to another (a camera's
+    ``width`` and ``height``), None when ``image`` is as the camera gave it. Resized to other proportions, the
+    part is stretched: the UNSURE check takes the frame's shape from this size, not from the resized image."""
 
     source: str
     seq: int
     captured_at: float  # epoch seconds
     image: np.ndarray
     unchanged_s: float = 0.0
+    camera_size: tuple[int, int] | None = None
 
 
 MAX_KEYS_COUNTED = 100  # tags whose hand-over drops are counted apart (tag names come from outside)

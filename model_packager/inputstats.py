@@ -494,12 +494,17 @@ def _prepared(stats: InputStats, tolerance: float) -> tuple[np.ndarray, dict[str
 
 
 def check(
-    stats: InputStats, image: np.ndarray, tolerance: float = 1.0, local: LocalStats | None = None
+    stats: InputStats,
+    image: np.ndarray,
+    tolerance: float = 1.0,
+    local: LocalStats | None = None,
+    camera_size: tuple[int, int] | None = None,
 ) -> str | None:
     """Why this frame is far outside the training inputs (e.g. "blurred: sharpness 1.2 < 2.3"),
     or None when it is not. The first failing statistic in the order of ``MARGINS`` is named, then
-    (with ``local``, the package's ``LOCAL_FILE``) those of ``LOCAL_MARGINS``."""
-    if local is not None and (why := local.shape(image, tolerance)) is not None:
+    (with ``local``, the package's ``LOCAL_FILE``) those of ``LOCAL_MARGINS``. ``camera_size``: the
+    camera's (width, height) where its source resized ``image`` (``LocalStats.shape``)."""
+    if local is not None and (why := local.shape(image, tolerance, camera_size)) is not None:
         return why
     scene, b = _prepared(stats, tolerance)
     # the thumbnail at the package's own size (a package may carry another than THUMB)
@@ -974,10 +979,15 @@ class LocalStats:
             raise ValueError("not a JSON object")
         return cls(data, colour, roi)
 
-    def shape(self, image: np.ndarray, tolerance: float = 1.0) -> str | None:
+    def shape(
+        self, image: np.ndarray, tolerance: float = 1.0, camera_size: tuple[int, int] | None = None
+    ) -> str | None:
         """Why this frame's shape is far from every training frame's (another size where the model's
         ``roi`` is a pixel box of them; another aspect: a camera of other proportions, turned, or a partial
-        frame), or None. Checked first: on such a frame the other statistics' reasons would mislead."""
+        frame), or None. Checked first: on such a frame the other statistics' reasons would mislead.
+        ``camera_size``: the camera's (width, height) where its source resized the frame to its ``width`` x
+        ``height``: the aspect is the camera's (resized to other proportions, the part is stretched, as the
+        model sees the camera's own frame; the resized one's aspect said nothing), the roi's size the frame's."""
         h, w = image.shape[:2]
         if self.sizes is not None and (w, h) not in self.sizes:
             known = ", ".join(f"{a}x{b}" for a, b in sorted(self.sizes)[:4])
@@ -989,10 +999,14 @@ class LocalStats:
             return None
         lo, hi = self.aspect
         m = math.exp(ASPECT_MARGIN * tolerance)
+        shown = f"{w}x{h}"
+        if camera_size is not None and camera_size[0] > 0 and camera_size[1] > 0:
+            shown = f"{camera_size[0]}x{camera_size[1]} (resized to {w}x{h} by the camera's width and height)"
+            w, h = camera_size
         a = w / h
         if a < lo / m or a > hi * m:
             return (
-                f"frame shape unlike training (camera resolution, rotation or a partial frame): {w}x{h}, "
+                f"frame shape unlike training (camera resolution, rotation or a partial frame): {shown}, "
                 f"aspect {a:.3g} outside {lo / m:.3g}-{hi * m:.3g}"
             )
         return None

@@ -166,6 +166,10 @@ class UnusableFrame(ValueError):
     """The image of a frame taken could not be decoded or used (counted at its camera, as before)."""
 
 
+# a taken frame's image, ``unchanged_s`` and ``camera_size`` (``CameraSource._finish``)
+_Finished = tuple[np.ndarray, float, tuple[int, int] | None]
+
+
 class UntakenFrame(Frame):
     """A frame whose image is decoded only when a consumer takes it (``take()``, or the first read of
     ``image``), not when it arrives: one that a full queue drops (a pipeline's ``drop_oldest``, the camera's
@@ -175,10 +179,10 @@ class UntakenFrame(Frame):
     raises ``UnusableFrame``. Taken from several threads at once (two pipelines on one camera), it is decoded
     once."""
 
-    __slots__ = ("_finish", "_lock", "_ok", "_img", "_still_s")
+    __slots__ = ("_finish", "_lock", "_ok", "_img", "_still_s", "_camera_size")
 
     def __init__(
-        self, source: str, seq: int, captured_at: float, finish: Callable[[], tuple[np.ndarray, float] | None]
+        self, source: str, seq: int, captured_at: float, finish: Callable[[], _Finished | None]
     ) -> None:
         # every attribute through object.__setattr__: Frame is frozen, and its __setattr__ (slots=True) cannot
         # even pass on a subclass's own attributes on Python 3.11
@@ -191,13 +195,15 @@ class UntakenFrame(Frame):
             ("_ok", None),
             ("_img", None),
             ("_still_s", 0.0),
+            ("_camera_size", None),
         ):
             object.__setattr__(self, name, value)
-        self._finish: Callable[[], tuple[np.ndarray, float] | None] | None
+        self._finish: Callable[[], _Finished | None] | None
         self._lock: threading.Lock
         self._ok: bool | None
         self._img: np.ndarray | None
         self._still_s: float
+        self._camera_size: tuple[int, int] | None
 
     def take(self) -> bool:
         """Decode the frame (once) on the calling thread; False when its camera refused it (counted there)."""
@@ -211,6 +217,7 @@ class UntakenFrame(Frame):
                 if got is not None:
                     put(self, "_img", got[0])
                     put(self, "_still_s", got[1])
+                    put(self, "_camera_size", got[2])
                 put(self, "_ok", got is not None)
             return bool(self._ok)
 
@@ -226,6 +233,11 @@ class UntakenFrame(Frame):
     def unchanged_s(self) -> float:
         self.take()
         return self._still_s
+
+    @property
+    def camera_size(self) -> tuple[int, int] | None:
+        self.take()
+        return self._camera_size
 
     def __eq__(self, other: object) -> bool:  # never by the image: that would decode it
         return self is other
@@ -672,8 +684,10 @@ class CameraSource:
         if image is None or image.size == 0:
             self._error("empty_frame", f"{self.settings.shown_url}: empty frame skipped")
             return False
-        image = self._shaped(image)
-        self._channel.put_threadsafe(Frame(self.name, self._seq, time.time(), image, unchanged_s))
+        image, camera_size = self._shaped(image)
+        self._channel.put_threadsafe(
+            Frame(self.name, self._seq, time.time(), image, unchanged_s, camera_size)
+        )
         self._seq += 1
         return True
 
@@ -683,13 +697,13 @@ class CameraSource:
         session = self._session_no if what is None else -1  # a folder's file counts towards no stream
         name = self.settings.shown_url if what is None else what
 
-        def finish() -> tuple[np.ndarray, float] | None:
+        def finish() -> _Finished | None:
             return self._finish(data, live, session, name)
 
         self._channel.put_threadsafe(UntakenFrame(self.name, self._seq, time.time(), finish))
         self._seq += 1
 
-    def _finish(self, data: bytes, live: bool, session: int, what: str) -> tuple[np.ndarray, float] | None:
+    def _finish(self, data: bytes, live: bool, session: int, what: str) -> _Finished | None:
         """A part or file taken: decoded and checked as the reader checked it when it decoded every one (the
         same reasons counted, with the same messages; ``what``: the URL or the file), on the taker's thread.
         A stream's failures count towards the reader's reopening of it (``_late_failures``), a good part
@@ -721,7 +735,8 @@ class CameraSource:
                     if self._backoff is not None:
                         self._backoff.reset()
             unchanged_s = self._check_frozen(img, s.frozen_after_s) if live and s.frozen_after_s else 0.0
-            return self._shaped(img), unchanged_s
+            image, camera_size = self._shaped(img)
+            return image, unchanged_s, camera_size
 
     def _refused(self, session: int, reason: str, detail: str) -> None:
         with self._taking:
@@ -730,8 +745,10 @@ class CameraSource:
                 self._late_reason = reason
         self._error(reason, detail)
 
-    def _shaped(self, image: np.ndarray) -> np.ndarray:
-        """Grey to BGR, a change of size named, the resize."""
+    def _shaped(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int] | None]:
+        """Grey to BGR, a change of size named, the resize; with the camera's size (width, height) when resized
+        (``Frame.camera_size``: a frame of other proportions than ``width`` x ``height`` is stretched, and the
+        UNSURE check's frame shape is the camera's), else None."""
         if image.ndim == 2:
             import cv2
 
@@ -757,7 +774,8 @@ class CameraSource:
             import cv2
 
             image = cv2.resize(image, (s.width, s.height), interpolation=cv2.INTER_AREA)
-        return image
+            return image, (hw[1], hw[0])
+        return image, None
 
     def _pace(self, next_t: float, period: float) -> float:
         delay = next_t - time.monotonic()

@@ -654,7 +654,7 @@ class ModelSlot:
         if unsure_tolerance is not None and m.input_stats is not None and isinstance(item, Frame):
             from model_packager.inputstats import check
 
-            check_args = (m.input_stats, img, unsure_tolerance, a.local_stats)
+            check_args = (m.input_stats, img, unsure_tolerance, a.local_stats, item.camera_size)
             pending = _unsure_checks().submit(check, *check_args)
         t1 = time.perf_counter()
         try:

@@ -91,7 +91,10 @@ def _builds(tmp: Path) -> dict:
     }
 
 
-async def _verdicts(builds, data: Path, name: str, engine: str, frames: dict[str, np.ndarray]) -> dict:
+async def _verdicts(
+    builds, data: Path, name: str, engine: str, frames: dict, as_frames: bool = False
+) -> dict:
+    """Each frame's (verdict, reason) from a real slot; ``frames``: images, or ``Frame``s when ``as_frames``."""
     from devices.base import Frame
     from edge_agent.models.config import ModelConfig
     from edge_agent.models.slot import ModelSlot
@@ -107,7 +110,8 @@ async def _verdicts(builds, data: Path, name: str, engine: str, frames: dict[str
     try:
         out = {}
         for k, img in frames.items():
-            it = s.infer(Frame("cam", 1, time.time(), img), unsure_tolerance=1.0).interpretation
+            item = img if as_frames else Frame("cam", 1, time.time(), img)
+            it = s.infer(item, unsure_tolerance=1.0).interpretation
             out[k] = (it.verdict, it.reason or "")
         return out
     finally:
@@ -215,3 +219,57 @@ async def test_a_frame_of_8_bit_values_in_a_wider_integer_type_is_judged_as_its_
             assert (got.verdict, got.score) == (want.verdict, want.score)
     finally:
         await s.stop()
+
+
+@pytest.mark.parametrize("kind", ["folder", "video"])
+async def test_a_frame_the_camera_resized_to_other_proportions_is_unsure_by_the_cameras_shape(
+    builds, kind, tmp_path
+):
+    """A camera source's ``width`` and ``height`` resize every frame: a 16:9 camera's frame (the camera
+    replaced, or set to another resolution) was stretched to the 4:3 size given, and the shape check saw
+    only that size, so the frame was judged (here a 4:3 view shown at 16:9 and squeezed back: OK). The
+    frame's shape is now the camera's (``Frame.camera_size``), through a real ``CameraSource`` reading a
+    folder (decoded when taken) and a video file (decoded by its reader); the same view at another size of
+    the training proportions stays sure."""
+    from devices.base import Frame
+    from devices.camera.capture import CameraSource
+    from devices.camera.settings import CameraSettings
+    from tests.integration.test_camera_source import take
+
+    good = frame(91, 1)[0]
+    views = {
+        "a-4x3": cv2.resize(good, (2 * W, 2 * H)),
+        "b-16x9": cv2.resize(good, (320, 180)),
+    }  # read by name
+    if kind == "folder":
+        url = tmp_path / "cam"
+        url.mkdir()
+        for name, img in views.items():
+            cv2.imwrite(str(url / f"{name}.png"), img)
+    else:
+        url = tmp_path / "cam.avi"
+        out = cv2.VideoWriter(str(url), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 180))
+        out.write(views["b-16x9"])
+        out.release()
+    src = CameraSource("cam", CameraSettings(url=str(url), fps=100, width=W, height=H))
+    await src.start()
+    try:
+        frames = await take(src, len(views) if kind == "folder" else 1, 10.0)
+    finally:
+        await src.stop()
+    got = await _verdicts(
+        builds, tmp_path, "whole", "onnxruntime", {f"{f.seq}": f for f in frames}, as_frames=True
+    )
+    assert all(f.image.shape == (H, W, 3) for f in frames)
+    wide = got[str(frames[-1].seq)]
+    assert wide[0] == "UNSURE", got
+    assert wide[1].startswith(
+        "frame shape unlike training (camera resolution, rotation or a partial frame): 320x180 (resized to "
+        "160x120 by the camera's width and height), aspect 1.78"
+    ), wide
+    if kind == "folder":
+        assert got[str(frames[0].seq)][0] != "UNSURE", got
+    # the same stretched image handed over without the camera's size: the check cannot see it (judged)
+    squeezed = cv2.resize(views["b-16x9"], (W, H), interpolation=cv2.INTER_AREA)
+    plain = await _verdicts(builds, tmp_path / "plain", "whole", "onnxruntime", {"x": squeezed})
+    assert plain["x"][0] != "UNSURE" and Frame("cam", 1, 0.0, squeezed).camera_size is None, plain
